@@ -1,0 +1,95 @@
+"""Argument checks shared by the solvers: each failure names the argument, the expectation and what came."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+FLOAT = torch.float64
+
+
+def positive(name: str, value: float) -> float:
+    """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0.0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def non_negative(name: str, value: float) -> float:
+    """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and >= 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a non-negative number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0.0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def positive_int(name: str, value: int, minimum: int = 1) -> int:
+    """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def field(
+    name: str,
+    value: torch.Tensor,
+    n: int | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A batch of 1-D fields ``(sample, x)`` as float64, checked for shape and finiteness.
+
+    A single field ``(x,)`` is promoted to a batch of one.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (sample, x), got {type(value)}")
+    if value.ndim == 1:
+        value = value.unsqueeze(0)
+    if value.ndim != 2:
+        raise ValueError(f"{name} must have shape (sample, x), got shape {tuple(value.shape)}")
+    if n is not None and value.shape[-1] != n:
+        raise ValueError(
+            f"{name} must have {n} points along x to match the grid, got shape {tuple(value.shape)}"
+        )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    return value.to(dtype=FLOAT, device=device if device is not None else value.device)
+
+
+def times(name: str, value: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Output times as a float64 CPU tensor: finite, at least one, non-decreasing from >= 0."""
+    t = torch.as_tensor(value, dtype=FLOAT).flatten().cpu()
+    if t.numel() == 0:
+        raise ValueError(f"{name} must hold at least one time, got none")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    if (t < 0).any():
+        raise ValueError(f"{name} must be >= 0, got minimum {t.min().item()}")
+    if (t[1:] < t[:-1]).any():
+        raise ValueError(f"{name} must be non-decreasing, got {t.tolist()}")
+    return t
+
+
+def choice(name: str, value: str, options: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``options``, else raise a ``ValueError`` listing them."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value
+
+
+def finite_result(name: str, value: torch.Tensor, time: float) -> None:
+    """Raise ``SolverError`` if a solution has blown up."""
+    from .errors import SolverError
+
+    if not torch.isfinite(value).all():
+        raise SolverError(f"{name}: the solution became NaN or inf at t={time:.6g}")

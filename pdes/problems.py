@@ -1,0 +1,102 @@
+"""The registry of dataset recipes that ``physml generate PDE`` can run.
+
+A :class:`Problem` turns settings (PDE parameters, grid size, output times) and one integer seed per
+sample into a batch of solutions. Each sample's randomness comes only from its own seed, so a
+dataset is identical whatever the batch size, the sharding or the number of resumes that made it.
+Solver modules define their recipes in a module-level list ``PROBLEMS``; this module collects them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+RECIPE_MODULES = ("gpme", "heat", "burgers", "wave", "stokes")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of a recipe: its default, its type and a line of help (a CLI flag ``--name``)."""
+
+    default: float | int | str
+    help: str
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+
+@dataclass
+class Batch:
+    """Solutions ``u`` ``(sample, time, *space)`` and per-sample parameters ``params[name]`` ``(sample,)``."""
+
+    u: torch.Tensor
+    params: dict[str, torch.Tensor]
+
+
+class Problem:
+    """A dataset recipe. Subclasses set ``name``, ``description``, ``options`` and implement the rest."""
+
+    name: str = ""
+    description: str = ""
+    options: dict[str, Option] = {}
+
+    def settings(self, **overrides: object) -> dict[str, object]:
+        """Defaults updated by ``overrides``; unknown names and wrong types raise ``ValueError``."""
+        unknown = sorted(set(overrides) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown option(s) {unknown}; known options: {sorted(self.options)}"
+            )
+        result: dict[str, object] = {}
+        for key, option in self.options.items():
+            value = overrides.get(key, option.default)
+            try:
+                result[key] = option.type(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{self.name}: option {key} must be a {option.type.__name__}, got {value!r}"
+                ) from None
+        return result
+
+    def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
+        """Coordinate arrays of the output, e.g. ``{"t": (T,), "x": (X,)}``."""
+        raise NotImplementedError
+
+    def attributes(self, settings: dict) -> dict[str, object]:
+        """What the file should say about the data: ``pde``, ``boundary``, ``solver``, settings."""
+        raise NotImplementedError
+
+    def generate(
+        self, seeds: Sequence[int], settings: dict, device: torch.device | str = "cpu"
+    ) -> Batch:
+        """Solve one sample per seed; sample ``i`` depends on ``seeds[i]`` and ``settings`` only."""
+        raise NotImplementedError
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator for one sample's draws (on the CPU, so results match on every device)."""
+    del device
+    return torch.Generator().manual_seed(int(seed))
+
+
+def registry() -> dict[str, Problem]:
+    """All recipes by name."""
+    problems: dict[str, Problem] = {}
+    for module_name in RECIPE_MODULES:
+        module = importlib.import_module(f"pdes.{module_name}")
+        for problem in getattr(module, "PROBLEMS", []):
+            problems[problem.name] = problem
+    return problems
+
+
+def get(name: str) -> Problem:
+    """The recipe called ``name``, or a ``ValueError`` listing the known ones."""
+    problems = registry()
+    if name not in problems:
+        raise ValueError(f"unknown PDE {name!r}; choose one of {sorted(problems)}")
+    return problems[name]
