@@ -1,4 +1,7 @@
-"""Argument checks shared by the solvers: each failure names the argument, the expectation and what came."""
+"""Argument checks shared by the solvers.
+
+Each failure names the argument, the expectation and what came.
+"""
 
 from __future__ import annotations
 

@@ -2,20 +2,20 @@
 
 Values may be a number, a tensor with one value per sample ``(sample,)``, or a function of time
 returning either. Neumann values are the derivative ``du/dx`` in the +x direction (not the outward
-normal), so an insulated wall is ``0`` on both sides and a heat source at the right wall is positive.
+normal), so an insulated wall is ``0`` on both sides and a heat source at the right wall is
+positive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from ._checks import FLOAT
 
-BoundaryValue = Union[float, torch.Tensor, Callable[[float], Union[float, torch.Tensor]]]
+BoundaryValue = float | torch.Tensor | Callable[[float], float | torch.Tensor]
 
 
 def evaluate(name: str, value: BoundaryValue, t: float, batch: int, device=None) -> torch.Tensor:
@@ -51,7 +51,7 @@ class Dirichlet:
 
 @dataclass(frozen=True)
 class Neumann:
-    """Prescribed derivatives ``du/dx = left`` at the lower end and ``du/dx = right`` at the upper end."""
+    """Prescribed derivatives: ``du/dx = left`` at the lower end, ``du/dx = right`` at the upper."""
 
     left: BoundaryValue = 0.0
     right: BoundaryValue = 0.0
@@ -71,12 +71,14 @@ class Periodic:
     name = "periodic"
 
 
-BoundaryCondition = Union[Dirichlet, Neumann, Periodic]
+BoundaryCondition = Dirichlet | Neumann | Periodic
 KINDS: dict[str, type] = {"dirichlet": Dirichlet, "neumann": Neumann, "periodic": Periodic}
 
 
-def parse(bc: BoundaryCondition | str, allowed: tuple[str, ...] = tuple(KINDS)) -> BoundaryCondition:
-    """Accept a boundary object or its name (homogeneous values); reject kinds not in ``allowed``."""
+def parse(
+    bc: BoundaryCondition | str, allowed: tuple[str, ...] = tuple(KINDS)
+) -> BoundaryCondition:
+    """Accept a boundary object or its name (homogeneous values); reject kinds not allowed."""
     if isinstance(bc, str):
         key = bc.strip().lower()
         if key not in KINDS:

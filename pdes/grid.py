@@ -5,7 +5,8 @@ dataset and a constraint all agree on what "total mass" means.
 
 Node-centred grids hold the solution at points ``lower + i*dx``; the end points are boundary nodes
 (unless the axis is periodic, where ``upper`` is the same point as ``lower`` and is left out).
-Cell-centred grids hold cell averages at ``lower + (i + 1/2)*dx``; the boundary lies on the outer faces.
+Cell-centred grids hold cell averages at ``lower + (i + 1/2)*dx``; the boundary lies on the outer
+faces.
 """
 
 from __future__ import annotations

@@ -32,14 +32,14 @@ class Option:
 
 @dataclass
 class Batch:
-    """Solutions ``u`` ``(sample, time, *space)`` and per-sample parameters ``params[name]`` ``(sample,)``."""
+    """Solutions ``u`` ``(sample, time, *space)`` and parameters ``params[name]`` ``(sample,)``."""
 
     u: torch.Tensor
     params: dict[str, torch.Tensor]
 
 
 class Problem:
-    """A dataset recipe. Subclasses set ``name``, ``description``, ``options`` and implement the rest."""
+    """A dataset recipe: subclasses set name, description and options, and implement the rest."""
 
     name: str = ""
     description: str = ""

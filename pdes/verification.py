@@ -1,4 +1,4 @@
-"""Solver verification against exact solutions: one home for the cases that tests and the demo share.
+"""Solver verification against exact solutions, the cases that tests and the demo share.
 
 Each solver module lists ``EXACT_CASES``; a case runs the solver at a given resolution beside the
 exact solution. :func:`convergence` refines the resolution and measures the order of accuracy.
@@ -74,10 +74,8 @@ class ConvergenceStudy:
         """Observed orders between successive resolutions."""
         return [
             math.log(e0 / e1) / math.log(h0 / h1)
-            for (h0, e0), (h1, e1) in zip(
-                zip(self.spacings, self.errors),
-                zip(self.spacings[1:], self.errors[1:]),
-                strict=False,
+            for h0, e0, h1, e1 in zip(
+                self.spacings, self.errors, self.spacings[1:], self.errors[1:], strict=False
             )
         ]
 

@@ -1,0 +1,160 @@
+"""The ``physml`` command line: ``generate``, ``run``, ``demo`` and ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pdes import problems
+from pdes.errors import SolverError
+
+
+def _progress_wanted(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _add_generate(subparsers) -> None:
+    generate = subparsers.add_parser(
+        "generate",
+        help="solve a PDE for many random samples and write an HDF5 dataset",
+        description="Generate a dataset. `physml generate PDE --help` lists the PDE's options.",
+    )
+    recipes = generate.add_subparsers(dest="pde", metavar="PDE", required=True)
+    for name, problem in sorted(problems.registry().items()):
+        sub = recipes.add_parser(name, help=problem.description, description=problem.description)
+        sub.add_argument("--n", type=int, required=True, help="number of samples (all shards)")
+        sub.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+        sub.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+        sub.add_argument("--shard", type=int, default=0, help="this shard's index (default 0)")
+        sub.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
+        sub.add_argument(
+            "--chunk", type=int, default=32, help="samples per batch and per resume unit"
+        )
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+        sub.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        group = sub.add_argument_group(f"{name} options")
+        for key, option in problem.options.items():
+            group.add_argument(
+                f"--{key.replace('_', '-')}",
+                dest=f"option_{key}",
+                type=option.type,
+                default=option.default,
+                help=f"{option.help} (default {option.default})",
+            )
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from physml.data import generate_dataset
+
+    options = {
+        key.removeprefix("option_"): value
+        for key, value in vars(args).items()
+        if key.startswith("option_")
+    }
+    started = time.perf_counter()
+    path = generate_dataset(
+        args.pde,
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        shard=args.shard,
+        num_shards=args.num_shards,
+        chunk=args.chunk,
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=_progress_wanted(args),
+        **options,
+    )
+    print(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
+    from physml import tasks
+
+    context = tasks.Context(
+        out=Path(args.out),
+        size=size,
+        device=args.device,
+        seed=args.seed,
+        quiet=not _progress_wanted(args),
+    )
+    context.out.mkdir(parents=True, exist_ok=True)
+    rows: list[tasks.Row] = []
+    for name in names:
+        started = time.perf_counter()
+        task_rows = tasks.get(name).run(context)
+        rows.extend(task_rows)
+        rows.append(
+            tasks.Row(
+                task=name, case="(all)", metric="wall time [s]", value=time.perf_counter() - started
+            )
+        )
+    print(tasks.format_table(rows))
+    print(f"\nfigures and files: {context.out.resolve()}")
+    failed = [row for row in rows if row.ok is False]
+    if failed:
+        print(f"{len(failed)} result(s) missed their target", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="physml", description="Physics-constrained scientific machine learning."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_generate(subparsers)
+
+    run = subparsers.add_parser("run", help="run one registered task at full size")
+    run.add_argument("task", help="task name (see `physml list`)")
+    run.add_argument("--size", choices=("toy", "full"), default="full")
+    _add_task_options(run, "physml_output")
+
+    demo = subparsers.add_parser("demo", help="a quick tour: every demo task at toy size")
+    demo.add_argument("--tasks", nargs="*", help="only these tasks")
+    _add_task_options(demo, "demo_output")
+
+    subparsers.add_parser("list", help="list the PDE recipes and the tasks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _run_generate(args)
+        if args.command == "run":
+            return _run_tasks([args.task], args, args.size)
+        if args.command == "demo":
+            from physml import tasks
+
+            names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
+            return _run_tasks(names, args, "toy")
+        if args.command == "list":
+            from physml import tasks
+
+            print("PDE recipes (physml generate PDE):")
+            for name, problem in sorted(problems.registry().items()):
+                print(f"  {name:20s} {problem.description}")
+            print("tasks (physml run TASK):")
+            for name, task in sorted(tasks.registry().items()):
+                print(f"  {name:20s} {task.description}")
+            return 0
+    except (ValueError, TypeError, OSError, SolverError) as error:
+        print(f"physml {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Reading physml HDF5 datasets and serving them as torch input/target pairs.
+
+``load`` reads a dataset (or a sharded dataset's index) into a :class:`PDEData`. The two torch
+datasets turn it into training pairs, channel-first as ``neuraloperator`` expects:
+
+- :class:`SingleStepDataset`: ``a(x) = u(x, t_in)`` ``(1, *space)`` -> ``u(x, T)`` ``(1, *space)``;
+- :class:`MultiStepDataset`: ``u(x, 0)`` ``(1, *space)`` -> ``u(x, t_1..t_K)`` ``(K, *space)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .generate import FORMAT, INDEX_FORMAT
+
+
+class DatasetFileError(ValueError):
+    """A file that is not a complete physml dataset."""
+
+
+@dataclass
+class PDEData:
+    """A whole dataset in memory: ``u`` ``(sample, time, *space)`` float64 plus its description."""
+
+    u: torch.Tensor
+    t: torch.Tensor
+    coords: dict[str, torch.Tensor]
+    params: dict[str, torch.Tensor]
+    attrs: dict[str, object] = field(default_factory=dict)
+    sample_index: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.u.shape[0]
+
+    @property
+    def space_shape(self) -> tuple[int, ...]:
+        return tuple(self.u.shape[2:])
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetFileError(
+            f"path: {str(path)!r} is not a readable HDF5 file ({error})"
+        ) from None
+    with handle as f:
+        kind = f.attrs.get("format")
+        if kind == INDEX_FORMAT:
+            return {"shards": json.loads(f.attrs["shards"])}
+        if kind != FORMAT or "u" not in f or "t" not in f:
+            raise DatasetFileError(
+                f"path: {str(path)!r} is not a physml dataset (format {kind!r}, keys {list(f)})"
+            )
+        return {
+            "u": f["u"][()],
+            "t": f["t"][()],
+            "coords": {k: f[k][()] for k in ("x", "y") if k in f},
+            "params": {k: f["params"][k][()] for k in f.get("params", {})},
+            "sample_index": f["sample_index"][()] if "sample_index" in f else None,
+            "attrs": {
+                k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
+            },
+        }
+
+
+def load(path: str | os.PathLike) -> PDEData:
+    """Read a dataset file, or the index of a sharded one (its shards are read and concatenated)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path: no dataset at {str(path)!r}")
+    content = _read_file(path)
+    if "shards" in content:
+        parts = [_read_file(path.with_name(name)) for name in content["shards"]]
+        if any("shards" in part for part in parts):
+            raise DatasetFileError(f"path: index {str(path)!r} names another index")
+        content = parts[0]
+        content["u"] = np.concatenate([p["u"] for p in parts])
+        content["params"] = {
+            k: np.concatenate([p["params"][k] for p in parts]) for k in content["params"]
+        }
+        content["sample_index"] = np.concatenate([p["sample_index"] for p in parts])
+        content["attrs"] = dict(content["attrs"], shard=0, num_shards=1)
+    u = torch.from_numpy(content["u"])
+    if content["t"].shape[0] != u.shape[1]:
+        raise DatasetFileError(f"path: t has {content['t'].shape[0]} entries, u has {u.shape[1]}")
+    return PDEData(
+        u=u,
+        t=torch.from_numpy(content["t"]),
+        coords={k: torch.from_numpy(v) for k, v in content["coords"].items()},
+        params={k: torch.from_numpy(v) for k, v in content["params"].items()},
+        attrs=content["attrs"],
+        sample_index=(
+            torch.from_numpy(content["sample_index"])
+            if content["sample_index"] is not None
+            else None
+        ),
+    )
+
+
+def _as_data(source: PDEData | str | os.PathLike) -> PDEData:
+    return source if isinstance(source, PDEData) else load(source)
+
+
+def _time_index(name: str, index: int, count: int) -> int:
+    if not -count <= index < count:
+        raise IndexError(f"{name} must index one of {count} times, got {index}")
+    return index % count
+
+
+def _grid_channels(data: PDEData) -> torch.Tensor:
+    """Coordinate channels ``(dim, *space)`` matching the data's space axes."""
+    axes = [data.coords[k] for k in ("x", "y") if k in data.coords]
+    if len(axes) != len(data.space_shape):
+        raise DatasetFileError("with_grid: the file lacks coordinates for every space axis")
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+class _PairDataset(Dataset):
+    def __init__(self, data: PDEData, dtype: torch.dtype, with_grid: bool) -> None:
+        self.data = data
+        self.dtype = dtype
+        self.grid = _grid_channels(data).to(dtype) if with_grid else None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _input(self, frame: torch.Tensor) -> torch.Tensor:
+        x = frame.unsqueeze(0).to(self.dtype)
+        return x if self.grid is None else torch.cat([x, self.grid])
+
+
+class SingleStepDataset(_PairDataset):
+    """Pairs ``u(t_in) -> u(t_out)``, each ``(channel, *space)``; with ``with_grid`` the input also
+    carries the coordinates as extra channels."""
+
+    def __init__(
+        self,
+        source: PDEData | str | os.PathLike,
+        input_time: int = 0,
+        target_time: int = -1,
+        with_grid: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(_as_data(source), dtype, with_grid)
+        steps = self.data.u.shape[1]
+        self.input_time = _time_index("input_time", input_time, steps)
+        self.target_time = _time_index("target_time", target_time, steps)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.data.u[i]
+        return self._input(sample[self.input_time]), sample[self.target_time].unsqueeze(0).to(
+            self.dtype
+        )
+
+
+class MultiStepDataset(_PairDataset):
+    """Pairs ``u(t_0) -> (u(t_1), ..., u(t_K))``: input ``(1, *space)``, target ``(K, *space)``.
+
+    ``steps`` picks K snapshots evenly from the file's times after the first (all by default).
+    """
+
+    def __init__(
+        self,
+        source: PDEData | str | os.PathLike,
+        steps: int | None = None,
+        with_grid: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(_as_data(source), dtype, with_grid)
+        available = self.data.u.shape[1] - 1
+        if available < 1:
+            raise DatasetFileError("the dataset holds a single time; multi-step needs more")
+        steps = available if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= available:
+            raise ValueError(f"steps must be an integer in [1, {available}], got {steps!r}")
+        if available % steps:
+            raise ValueError(f"steps must divide the {available} stored steps, got {steps}")
+        self.target_times = list(range(available // steps, available + 1, available // steps))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.data.u[i]
+        return self._input(sample[0]), sample[self.target_times].to(self.dtype)

@@ -1,0 +1,248 @@
+"""Dataset generation: run a ``pdes`` recipe for many samples and write one HDF5 file.
+
+The run is atomic, resumable and shardable. Samples are solved in chunks; each finished chunk is
+saved atomically in a work folder ``OUT.partial/`` beside the output. A killed run leaves only that
+folder, never a file that looks finished; running the same command again skips the chunks already
+there, so no sample is lost or computed twice. When every chunk is in, the HDF5 file is assembled
+under a temporary name and renamed. Sample ``i`` is drawn from a seed derived from ``(seed, i)``
+alone, so the data do not depend on chunk size, sharding or interruptions.
+
+File layout (DESIGN.md §3): ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
+array per PDE parameter under ``params/``, ``sample_index`` and ``sample_seed``, and attributes
+naming the PDE, the boundary conditions, the solver, its settings, the package version and the seed.
+With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
+writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pdes import problems
+
+from .. import __version__
+from .._io import atomic_path, atomic_write_text
+
+FORMAT = "physml-dataset/1"
+INDEX_FORMAT = "physml-dataset-index/1"
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer)."""
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def shard_path(out: Path, shard: int, num_shards: int) -> Path:
+    """Where shard ``shard`` of ``num_shards`` is written for the dataset ``out``."""
+    if num_shards == 1:
+        return out
+    return out.with_name(f"{out.stem}.shard-{shard:03d}-of-{num_shards:03d}{out.suffix}")
+
+
+def shard_range(n: int, shard: int, num_shards: int) -> range:
+    """The global sample indices of one shard: contiguous blocks that cover ``range(n)`` once."""
+    return range(shard * n // num_shards, (shard + 1) * n // num_shards)
+
+
+def _check_request(n: int, seed: int, shard: int, num_shards: int, chunk: int) -> None:
+    for name, value, minimum in (("n", n, 1), ("num_shards", num_shards, 1), ("chunk", chunk, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
+        raise ValueError(f"shard must be an integer in [0, {num_shards}), got {shard!r}")
+    if num_shards > n:
+        raise ValueError(f"num_shards must not exceed n={n}, got {num_shards}")
+
+
+def _check_output(final: Path, overwrite: bool) -> None:
+    parent = final.parent
+    if not parent.is_dir():
+        raise ValueError(f"out: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"out: folder {str(parent)!r} is not writable")
+    if final.exists() and not overwrite:
+        raise FileExistsError(
+            f"out: {str(final)!r} already exists (pass overwrite=True / --overwrite)"
+        )
+
+
+def _manifest(pde: str, settings: dict, n: int, seed: int, shard: int, num_shards: int) -> dict:
+    return {
+        "format": FORMAT,
+        "pde": pde,
+        "settings": settings,
+        "n": n,
+        "seed": seed,
+        "shard": shard,
+        "num_shards": num_shards,
+    }
+
+
+def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool) -> None:
+    manifest_file = workdir / "manifest.json"
+    if workdir.exists():
+        previous = None
+        if manifest_file.exists():
+            previous = json.loads(manifest_file.read_text())
+        if previous != manifest:
+            if not overwrite:
+                raise FileExistsError(
+                    f"out: an unfinished run with different settings is in {str(workdir)!r}; "
+                    "remove it or pass overwrite=True / --overwrite"
+                )
+            shutil.rmtree(workdir)
+    workdir.mkdir(exist_ok=True)
+    if not manifest_file.exists():
+        atomic_write_text(manifest_file, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _chunk_file(workdir: Path, start: int) -> Path:
+    return workdir / f"chunk-{start:09d}.npz"
+
+
+def _save_chunk(path: Path, indices: list[int], seeds: list[int], batch: problems.Batch) -> None:
+    arrays = {
+        "u": batch.u.detach().cpu().numpy(),
+        "sample_index": np.asarray(indices, dtype=np.int64),
+        "sample_seed": np.asarray(seeds, dtype=np.int64),
+    }
+    for name, values in batch.params.items():
+        arrays[f"param:{name}"] = values.detach().cpu().numpy()
+    with atomic_path(path, suffix=".npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
+    for key, value in attributes.items():
+        target[key] = value if isinstance(value, (int, float, str, np.ndarray)) else str(value)
+
+
+def _assemble(
+    final: Path, workdir: Path, starts: list[int], problem, settings, manifest: dict
+) -> None:
+    chunks = [np.load(_chunk_file(workdir, start)) for start in starts]
+    coordinates = problem.coordinates(settings)
+    with atomic_path(final, suffix=".h5") as temporary:
+        with h5py.File(temporary, "w") as f:
+            f.create_dataset("u", data=np.concatenate([c["u"] for c in chunks]))
+            for key in ("sample_index", "sample_seed"):
+                f.create_dataset(key, data=np.concatenate([c[key] for c in chunks]))
+            group = f.create_group("params")
+            for key in chunks[0].files:
+                if key.startswith("param:"):
+                    values = np.concatenate([c[key] for c in chunks])
+                    group.create_dataset(key.removeprefix("param:"), data=values)
+            for name, values in coordinates.items():
+                f.create_dataset(name, data=np.asarray(values))
+            attributes = dict(problem.attributes(settings))
+            attributes.update(
+                format=FORMAT,
+                pde=problem.name,
+                physml_version=__version__,
+                seed=manifest["seed"],
+                n_total=manifest["n"],
+                shard=manifest["shard"],
+                num_shards=manifest["num_shards"],
+                settings=json.dumps(settings, sort_keys=True),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+            _write_attributes(f.attrs, attributes)
+    for chunk in chunks:
+        chunk.close()
+
+
+def _write_index(out: Path, num_shards: int) -> bool:
+    """Write the index naming every shard once they all exist; return whether it was written."""
+    paths = [shard_path(out, i, num_shards) for i in range(num_shards)]
+    if not all(p.exists() for p in paths):
+        return False
+    with atomic_path(out, suffix=".h5") as temporary:
+        with h5py.File(temporary, "w") as f:
+            f.attrs["format"] = INDEX_FORMAT
+            f.attrs["shards"] = json.dumps([p.name for p in paths])
+    return True
+
+
+def generate_dataset(
+    pde: str,
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    shard: int = 0,
+    num_shards: int = 1,
+    chunk: int = 32,
+    overwrite: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    on_chunk: Callable[[int, int], None] | None = None,
+    **options: object,
+) -> Path:
+    """Generate ``n`` samples of the recipe ``pde`` into the HDF5 file ``out``; return its path.
+
+    Args:
+        pde: a recipe name from :func:`pdes.problems.registry` (``heat``, ``burgers``, ...).
+        out: the dataset file (with shards, the index file; shards are written beside it).
+        n: samples in the whole dataset (all shards together).
+        seed: the dataset seed; sample ``i`` uses :func:`sample_seed` ``(seed, i)``.
+        shard, num_shards: which contiguous block of samples this call makes.
+        chunk: samples solved together in one batch and saved as one resumable unit.
+        overwrite: replace an existing output (or an unfinished run with other settings).
+        on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
+        **options: recipe settings (see ``physml generate PDE --help``).
+    """
+    _check_request(n, seed, shard, num_shards, chunk)
+    problem = problems.get(pde)
+    settings = problem.settings(**options)
+    out_path = Path(out)
+    final = shard_path(out_path, shard, num_shards)
+    _check_output(final, overwrite)
+    if num_shards > 1 and out_path.exists() and not overwrite:
+        raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass --overwrite)")
+
+    manifest = _manifest(problem.name, settings, n, seed, shard, num_shards)
+    workdir = final.with_name(final.name + ".partial")
+    _prepare_workdir(workdir, manifest, overwrite)
+
+    indices = shard_range(n, shard, num_shards)
+    starts = list(range(indices.start, indices.stop, chunk))
+    done = sum(min(chunk, indices.stop - s) for s in starts if _chunk_file(workdir, s).exists())
+    bar = tqdm(
+        total=len(indices),
+        initial=done,
+        desc=f"{problem.name} [{shard + 1}/{num_shards}]",
+        unit="sample",
+        disable=not progress,
+    )
+    with bar:
+        for start in starts:
+            path = _chunk_file(workdir, start)
+            if path.exists():
+                continue
+            block = list(range(start, min(start + chunk, indices.stop)))
+            seeds = [sample_seed(seed, i) for i in block]
+            batch = problem.generate(seeds, settings, device=device)
+            _save_chunk(path, block, seeds, batch)
+            bar.update(len(block))
+            done += len(block)
+            if on_chunk is not None:
+                on_chunk(done, len(indices))
+
+    _assemble(final, workdir, starts, problem, settings, manifest)
+    shutil.rmtree(workdir)
+    if num_shards > 1:
+        _write_index(out_path, num_shards)
+    return final
