@@ -1,0 +1,90 @@
+"""Grids: coordinates, spacing, quadrature exactness, boundary indices, bad input."""
+
+import math
+
+import pytest
+import scipy.special
+import torch
+
+from pdes import Grid1D, Grid2D
+
+
+@pytest.mark.parametrize(
+    "kind, periodic, n, dx, first, last",
+    [
+        ("node", False, 11, 0.1, 0.0, 1.0),
+        ("node", True, 10, 0.1, 0.0, 0.9),
+        ("cell", False, 10, 0.1, 0.05, 0.95),
+    ],
+)
+def test_coordinates_and_spacing(kind, periodic, n, dx, first, last):
+    grid = Grid1D(n, 0.0, 1.0, kind, periodic)
+    x = grid.coordinates()
+    assert grid.dx == pytest.approx(dx)
+    assert x.shape == (n,) and x.dtype == torch.float64
+    assert x[0].item() == pytest.approx(first) and x[-1].item() == pytest.approx(last)
+    assert torch.allclose(x.diff(), torch.full((n - 1,), dx, dtype=torch.float64))
+
+
+def test_trapezoid_weights_integrate_linear_functions_exactly():
+    grid = Grid1D(7, -1.0, 2.0)
+    x = grid.coordinates()
+    assert grid.integrate(3 * x + 1).item() == pytest.approx(1.5 * (4 - 1) + 3, abs=1e-14)
+    assert grid.weights().sum().item() == pytest.approx(3.0, abs=1e-14)
+
+
+def test_trapezoid_is_second_order_and_periodic_rule_is_spectral():
+    errors = []
+    for n in (17, 33, 65):
+        grid = Grid1D(n, 0.0, 1.0)
+        errors.append(abs(grid.integrate(torch.exp(grid.coordinates())).item() - (math.e - 1)))
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(order - 2) < 0.05 for order in orders)
+    periodic = Grid1D(16, 0.0, 2 * math.pi, periodic=True)
+    value = periodic.integrate(torch.exp(torch.sin(periodic.coordinates()))).item()
+    assert value == pytest.approx(2 * math.pi * scipy.special.i0(1.0), rel=1e-13)
+
+
+def test_boundary_indices():
+    assert Grid1D(5).boundary_indices == (0, 4)
+    assert Grid1D(5, kind="cell").boundary_indices == (0, 4)
+    assert Grid1D(5, periodic=True).boundary_indices == ()
+
+
+def test_refined_keeps_nodes():
+    grid = Grid1D(5, 0.0, 2.0)
+    fine = grid.refined(2)
+    assert fine.n == 9 and fine.dx == pytest.approx(grid.dx / 2)
+    assert torch.allclose(fine.coordinates()[::2], grid.coordinates())
+    assert Grid1D(8, kind="cell").refined(2).n == 16
+
+
+def test_grid2d_weights_and_mask():
+    grid = Grid2D(Grid1D(5, 0, 1), Grid1D(9, 0, 2))
+    X, Y = grid.coordinates()
+    assert X.shape == (5, 9) and Y[0, -1].item() == pytest.approx(2.0)
+    assert grid.integrate(X * Y).item() == pytest.approx(0.5 * 2.0, abs=1e-14)
+    mask = grid.boundary_mask()
+    assert mask.sum().item() == 2 * 5 + 2 * 9 - 4
+    assert not mask[1:-1, 1:-1].any()
+    torus = Grid2D.square(8, periodic=True)
+    assert not torus.boundary_mask().any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 2}, "n must be an integer >= 3"),
+        ({"n": 4.0}, "n must be an integer"),
+        ({"n": 10, "lower": 1.0, "upper": 1.0}, "upper must exceed lower"),
+        ({"n": 10, "kind": "edge"}, "kind must be one of"),
+    ],
+)
+def test_bad_grids(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        Grid1D(**kwargs)
+
+
+def test_integrate_checks_size():
+    with pytest.raises(ValueError, match="must have 5 entries"):
+        Grid1D(5).integrate(torch.ones(4))

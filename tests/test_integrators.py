@@ -1,0 +1,127 @@
+"""ETDRK4 and the diagonalised operators, checked against closed-form solutions of linear ODEs."""
+
+import math
+
+import pytest
+import torch
+
+from pdes.errors import SolverError
+from pdes.integrators import (
+    DiagonalOperator,
+    etdrk4,
+    fourier_operator,
+    step_plan,
+    tridiagonal_operator,
+)
+
+F64 = torch.float64
+
+
+def random_tridiagonal(n, generator):
+    lower = torch.rand(n - 1, generator=generator, dtype=F64) + 0.5
+    upper = torch.rand(n - 1, generator=generator, dtype=F64) + 0.5
+    diagonal = -(torch.rand(n, generator=generator, dtype=F64) + 2.0)
+    return lower, diagonal, upper
+
+
+def test_tridiagonal_operator_reproduces_the_matrix():
+    generator = torch.Generator().manual_seed(0)
+    lower, diagonal, upper = random_tridiagonal(12, generator)
+    A = torch.diag(diagonal) + torch.diag(upper, 1) + torch.diag(lower, -1)
+    op = tridiagonal_operator(lower, diagonal, upper)
+    u = torch.randn(3, 12, generator=generator, dtype=F64)
+    assert torch.allclose(op.inverse(op.forward(u)), u, atol=1e-13)
+    assert torch.allclose(op.inverse(op.forward(u) * op.eigenvalues), u @ A.T, atol=1e-12)
+
+
+def test_tridiagonal_operator_rejects_non_symmetrisable_matrices():
+    with pytest.raises(ValueError, match="positive off-diagonal"):
+        tridiagonal_operator(-torch.ones(2, dtype=F64), -torch.ones(3, dtype=F64), torch.ones(2))
+
+
+def diagonal_operator(eigenvalues):
+    return DiagonalOperator(eigenvalues, forward=lambda u: u.clone(), inverse=lambda c: c.clone())
+
+
+def test_linear_part_is_exact():
+    lam = torch.tensor([-1e4, -3.0, 0.0, 0.5], dtype=F64)
+    u0 = torch.ones(2, 4, dtype=F64)
+    times = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    exact = torch.exp(times[None, :, None] * lam) * u0[:, None, :]
+    zero_forcing = lambda c, t: torch.zeros_like(c)  # noqa: E731
+    for nonlinear in (None, zero_forcing):
+        u = etdrk4(diagonal_operator(lam), u0, times, max_step=0.1, nonlinear=nonlinear)
+        assert torch.allclose(u, exact, rtol=1e-12, atol=1e-300)
+
+
+def test_fourth_order_on_a_forced_stiff_problem():
+    # u' = λu + cos(t): u(t) = (λ(e^{λt} - cos t) - sin t)·(-1)/(λ²+1) with u(0) = 0.
+    lam = torch.tensor([-50.0, -1.0, 0.0], dtype=F64)
+
+    def exact(t):
+        return (lam * (torch.cos(torch.tensor(t)) - torch.exp(lam * t)) - math.sin(t)) / -(
+            lam**2 + 1
+        )
+
+    errors = []
+    for steps in (8, 16, 32):
+        u = etdrk4(
+            diagonal_operator(lam),
+            torch.zeros(1, 3, dtype=F64),
+            torch.tensor([2.0]),
+            max_step=2.0 / steps,
+            nonlinear=lambda c, t: torch.full_like(c, math.cos(t)),
+        )
+        errors.append((u[0, -1] - exact(2.0)).abs().max().item())
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert min(orders) > 3.7, (errors, orders)
+
+
+def test_nonlinear_logistic_equation_converges_at_fourth_order():
+    # u' = -u + u² (λ = -1, N = u²): u = 1 / (1 + (1/u0 - 1) e^t).
+    u0 = torch.tensor([[0.5]], dtype=F64)
+    exact = 1 / (1 + (1 / 0.5 - 1) * math.exp(1.0))
+    errors = []
+    for steps in (4, 8, 16):
+        u = etdrk4(
+            diagonal_operator(torch.tensor([-1.0], dtype=F64)),
+            u0,
+            torch.tensor([1.0]),
+            max_step=1.0 / steps,
+            nonlinear=lambda c, t: c**2,
+        )
+        errors.append(abs(u.item() - exact))
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert min(orders) > 3.7, (errors, orders)
+
+
+def test_fourier_operator_diffuses_a_mode_exactly():
+    n, length, nu = 16, 2 * math.pi, 0.3
+    op = fourier_operator(n, length, lambda k: -nu * k**2)
+    x = torch.arange(n, dtype=F64) * length / n
+    u = etdrk4(op, torch.sin(3 * x)[None], torch.tensor([0.7]), max_step=0.1)
+    assert torch.allclose(u[0, 0], math.exp(-nu * 9 * 0.7) * torch.sin(3 * x), atol=1e-14)
+
+
+def test_step_plan_lands_on_every_output_time():
+    plan = step_plan(0.0, torch.tensor([0.0, 0.25, 1.0]), max_step=0.1)
+    assert plan == [(0, 0.0), (3, pytest.approx(0.25 / 3)), (8, pytest.approx(0.75 / 8))]
+
+
+def test_blow_up_raises_solver_error():
+    with pytest.raises(SolverError, match="NaN or inf"):
+        etdrk4(
+            diagonal_operator(torch.tensor([0.0], dtype=F64)),
+            torch.tensor([[2.0]], dtype=F64),
+            torch.tensor([5.0]),
+            max_step=0.5,
+            nonlinear=lambda c, t: c**4,
+        )
+
+
+def test_bad_arguments():
+    op = diagonal_operator(torch.tensor([-1.0], dtype=F64))
+    with pytest.raises(ValueError, match="max_step must be a finite number > 0"):
+        etdrk4(op, torch.ones(1, 1, dtype=F64), torch.tensor([1.0]), max_step=0.0)
+    with pytest.raises(ValueError, match="times must start at or after t0"):
+        etdrk4(op, torch.ones(1, 1, dtype=F64), torch.tensor([0.5]), max_step=0.1, t0=1.0)
