@@ -84,13 +84,25 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+_REGISTERED: dict[str, Problem] = {}
+
+
+def register(problem: Problem) -> Problem:
+    """Make a user-defined recipe available to ``generate_dataset`` under ``problem.name``."""
+    if not isinstance(problem, Problem) or not problem.name:
+        raise TypeError(f"problem must be a Problem instance with a name, got {problem!r}")
+    _REGISTERED[problem.name] = problem
+    return problem
+
+
 def registry() -> dict[str, Problem]:
-    """All recipes by name."""
+    """All recipes by name: the built-in ones, then those added with :func:`register`."""
     problems: dict[str, Problem] = {}
     for module_name in RECIPE_MODULES:
         module = importlib.import_module(f"pdes.{module_name}")
         for problem in getattr(module, "PROBLEMS", []):
             problems[problem.name] = problem
+    problems.update(_REGISTERED)
     return problems
 
 

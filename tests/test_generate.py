@@ -1,0 +1,210 @@
+"""Dataset generation: layout, determinism, sharding, resume after a kill, and bad requests."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from recipes import TOY
+
+from physml.data import (
+    DatasetFileError,
+    MultiStepDataset,
+    SingleStepDataset,
+    generate_dataset,
+    load,
+)
+from physml.data.generate import sample_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make(path, **kwargs):
+    kwargs.setdefault("n", 10)
+    kwargs.setdefault("progress", False)
+    return generate_dataset("toy", path, **kwargs)
+
+
+def test_layout_and_values(tmp_path):
+    path = make(tmp_path / "toy.h5", seed=3, chunk=4)
+    with h5py.File(path) as f:
+        assert f["u"].shape == (10, 4, 9)
+        assert f["t"].shape == (4,) and f["x"].shape == (9,)
+        assert f["params/a"].shape == (10,)
+        assert list(f["sample_index"][()]) == list(range(10))
+        for key in ("pde", "boundary", "solver", "physml_version", "seed", "settings", "created"):
+            assert key in f.attrs, key
+        assert f.attrs["pde"] == "toy" and f.attrs["seed"] == 3
+    data = load(path)
+    expected = TOY.generate(
+        [sample_seed(3, i) for i in range(10)], TOY.settings()
+    ).u  # the recipe called directly, sample by sample seeds
+    assert torch.equal(data.u, expected)
+    assert not (tmp_path / "toy.h5.partial").exists()
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path):
+    a = load(make(tmp_path / "a.h5", seed=1, chunk=3)).u
+    b = load(make(tmp_path / "b.h5", seed=1, chunk=7)).u
+    c = load(make(tmp_path / "c.h5", seed=2)).u
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert len(set(a[:, 0, 4].tolist())) == 10  # every sample differs
+
+
+def test_shards_together_equal_one_run(tmp_path):
+    whole = load(make(tmp_path / "whole.h5", n=11, seed=5)).u
+    out = tmp_path / "sharded.h5"
+    for shard in (2, 0, 1):
+        make(out, n=11, seed=5, shard=shard, num_shards=3, chunk=2)
+    assert sorted(p.name for p in tmp_path.glob("sharded.shard-*")) == [
+        f"sharded.shard-00{i}-of-003.h5" for i in range(3)
+    ]
+    sharded = load(out)
+    assert torch.equal(sharded.u, whole)
+    assert torch.equal(sharded.sample_index, torch.arange(11))
+
+
+def test_interrupted_run_resumes_without_loss_or_doubling(tmp_path):
+    reference = load(make(tmp_path / "reference.h5", n=10, seed=9, chunk=3)).u
+    out = tmp_path / "resumed.h5"
+
+    def stop_after_two(done, total):
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make(out, n=10, seed=9, chunk=3, on_chunk=stop_after_two)
+    assert not out.exists()
+    partial = tmp_path / "resumed.h5.partial"
+    assert len(list(partial.glob("chunk-*.npz"))) == 2
+    (partial / ".chunk-000000006.npz.garbage.tmp").write_bytes(b"half-written")  # killed mid-write
+
+    calls = []
+    make(out, n=10, seed=9, chunk=3, on_chunk=lambda done, total: calls.append(done))
+    assert calls == [9, 10]  # only the two missing chunks were solved
+    resumed = load(out)
+    assert torch.equal(resumed.u, reference)
+    assert torch.equal(resumed.sample_index, torch.arange(10))
+    assert not partial.exists()
+
+
+def test_killed_process_resumes(tmp_path):
+    out = tmp_path / "killed.h5"
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            import recipes  # registers the toy recipe
+            from physml.data import generate_dataset
+            generate_dataset("toy", {str(out)!r}, n=12, seed=4, chunk=2, progress=False,
+                             delay=float(sys.argv[1]))
+            """
+        )
+    )
+    process = subprocess.Popen([sys.executable, str(script), "0.3"], cwd=ROOT)
+    partial = tmp_path / "killed.h5.partial"
+    deadline = time.monotonic() + 60
+    while len(list(partial.glob("chunk-*.npz"))) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, "the generator stopped before it could be killed"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not out.exists()
+    assert 2 <= len(list(partial.glob("chunk-*.npz"))) < 6
+    subprocess.run([sys.executable, str(script), "0"], cwd=ROOT, check=True)
+    reference = load(make(tmp_path / "reference.h5", n=12, seed=4, chunk=5)).u
+    assert torch.equal(load(out).u, reference)
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    path = make(tmp_path / "x.h5", seed=1)
+    with pytest.raises(FileExistsError, match="already exists"):
+        make(path, seed=2)
+    make(path, seed=2, overwrite=True)
+    assert load(path).attrs["seed"] == 2
+
+
+def test_unfinished_run_with_other_settings_is_not_mixed_in(tmp_path):
+    out = tmp_path / "mixed.h5"
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make(out, seed=1, chunk=2, on_chunk=stop)
+    with pytest.raises(FileExistsError, match="different settings"):
+        make(out, seed=1, chunk=2, nx=11)
+    data = load(make(out, seed=1, chunk=2, nx=11, overwrite=True))
+    assert data.u.shape[-1] == 11
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"n": 0}, ValueError, "n must be an integer >= 1"),
+        ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+        ({"shard": 3, "num_shards": 3}, ValueError, r"shard must be an integer in \[0, 3\)"),
+        ({"chunk": 0}, ValueError, "chunk must be an integer >= 1"),
+        ({"num_shards": 20}, ValueError, "num_shards must not exceed"),
+        ({"nx": "many"}, ValueError, "option nx must be a int"),
+        ({"speed": 1}, ValueError, "unknown option"),
+    ],
+)
+def test_bad_requests(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make(tmp_path / "bad.h5", **kwargs)
+
+
+def test_bad_outputs(tmp_path):
+    with pytest.raises(ValueError, match="unknown PDE 'nope'"):
+        generate_dataset("nope", tmp_path / "x.h5", n=1)
+    with pytest.raises(ValueError, match="does not exist"):
+        make(tmp_path / "missing" / "x.h5")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="does not exist"):
+        make(tmp_path / "file" / "x.h5")
+
+
+def test_datasets_serve_pairs(tmp_path):
+    data = load(make(tmp_path / "pairs.h5", nt=5))
+    single = SingleStepDataset(data)
+    x, y = single[3]
+    assert x.shape == (1, 9) and y.shape == (1, 9) and x.dtype == torch.float32
+    assert torch.allclose(y, x * np.exp(-1.0), atol=1e-6)  # u(T) = e^{-T} u(0) for the toy recipe
+    gridded = SingleStepDataset(data, with_grid=True)[0][0]
+    assert gridded.shape == (2, 9) and torch.allclose(
+        gridded[1].double(), data.coords["x"].float().double()
+    )
+    multi = MultiStepDataset(data, steps=2)
+    x, y = multi[1]
+    assert x.shape == (1, 9) and y.shape == (2, 9)
+    assert torch.allclose(y[-1], data.u[1, -1].float())
+    assert torch.allclose(y[0], data.u[1, 2].float())
+    with pytest.raises(ValueError, match="steps must divide"):
+        MultiStepDataset(data, steps=3)
+    with pytest.raises(IndexError, match="target_time"):
+        SingleStepDataset(data, target_time=7)
+
+
+def test_corrupted_and_foreign_files_are_refused(tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5 at all")
+    with pytest.raises(DatasetFileError, match="not a readable HDF5"):
+        load(garbage)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(DatasetFileError, match="not a physml dataset"):
+        load(foreign)
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        load(tmp_path / "absent.h5")
