@@ -1,0 +1,117 @@
+"""Shared pieces of the benchmark scripts: the results file format (DESIGN.md §5) and timing.
+
+Each benchmark writes ``results/<name>.json`` — command, seed, machine, torch version, wall time,
+date and one row per (case, method) — and ``results/<name>.md`` rendered from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from physml._io import atomic_write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """A one-line description of this machine: CPU model, cores, memory, accelerator."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f", {pages / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
+
+
+def best_time(function: Callable[[], object], repeats: int = 3, min_seconds: float = 0.2) -> float:
+    """Seconds per call of ``function()``: the best of ``repeats`` loops of >= ``min_seconds``."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        loops, start = 0, time.perf_counter()
+        while True:
+            function()
+            loops += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = min(best, elapsed / loops)
+    return best
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def render_markdown(result: dict, columns: Sequence[str], notes: str = "") -> str:
+    """The readable view of a results dict: provenance, then one table row per result row."""
+    lines = [
+        f"# {result['benchmark']}",
+        "",
+        f"- command: `{result['command']}`",
+        f"- seed: {result['seed']}",
+        f"- machine: {result['machine']}",
+        f"- torch: {result['torch']}",
+        f"- wall time: {result['wall_s']:.0f} s",
+        f"- date: {result['date']}",
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for row in result["rows"]:
+        lines.append("| " + " | ".join(_format(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    name: str,
+    rows: list[dict],
+    seed: int,
+    started: float,
+    out_dir: Path,
+    columns: Sequence[str],
+    notes: str = "",
+    extra: dict | None = None,
+) -> dict:
+    """Write ``out_dir/name.json`` and ``out_dir/name.md`` atomically and return the dict."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": name,
+        "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
+        "seed": seed,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "wall_s": time.perf_counter() - started,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+        "rows": rows,
+    }
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{name}.md", render_markdown(result, columns, notes))
+    return result
