@@ -3,6 +3,7 @@
 ``u(x, t) = a·e^{-t}·sin(πx)`` with an amplitude ``a ~ N(0, 1)`` drawn from each sample's seed.
 """
 
+import os
 import time
 
 import numpy as np
@@ -17,7 +18,6 @@ class ToyProblem(problems.Problem):
     options = {
         "nx": problems.Option(9, "grid points"),
         "nt": problems.Option(4, "snapshots"),
-        "delay": problems.Option(0.0, "seconds to sleep per batch"),
     }
 
     def coordinates(self, settings):
@@ -30,7 +30,7 @@ class ToyProblem(problems.Problem):
         return {"pde": self.name, "boundary": "dirichlet", "solver": "closed form", **settings}
 
     def generate(self, seeds, settings, device="cpu"):
-        time.sleep(settings["delay"])
+        time.sleep(float(os.environ.get("TOY_RECIPE_DELAY", "0")))  # makes a run killable
         a = torch.stack([torch.randn((), generator=problems.generator(s)) for s in seeds])
         c = self.coordinates(settings)
         t = torch.from_numpy(c["t"])[None, :, None]

@@ -106,12 +106,12 @@ def test_killed_process_resumes(tmp_path):
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             import recipes  # registers the toy recipe
             from physml.data import generate_dataset
-            generate_dataset("toy", {str(out)!r}, n=12, seed=4, chunk=2, progress=False,
-                             delay=float(sys.argv[1]))
+            generate_dataset("toy", {str(out)!r}, n=12, seed=4, chunk=2, progress=False)
             """
         )
     )
-    process = subprocess.Popen([sys.executable, str(script), "0.3"], cwd=ROOT)
+    slow = dict(os.environ, TOY_RECIPE_DELAY="0.3")
+    process = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=slow)
     partial = tmp_path / "killed.h5.partial"
     deadline = time.monotonic() + 60
     while len(list(partial.glob("chunk-*.npz"))) < 2 and time.monotonic() < deadline:
@@ -121,7 +121,7 @@ def test_killed_process_resumes(tmp_path):
     assert process.wait() == -signal.SIGKILL
     assert not out.exists()
     assert 2 <= len(list(partial.glob("chunk-*.npz"))) < 6
-    subprocess.run([sys.executable, str(script), "0"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, str(script)], cwd=ROOT, check=True)
     reference = load(make(tmp_path / "reference.h5", n=12, seed=4, chunk=5)).u
     assert torch.equal(load(out).u, reference)
 

@@ -1,0 +1,425 @@
+"""Viscous Burgers' equation ``u_t + (u²/2)_x = ν u_xx`` in 1-D, batched, float64, any device.
+
+Periodic: pseudo-spectral in space with the 2/3 rule (modes with ``|m| >= n/3`` are left out of the
+quadratic product, so it is alias-free) and ETDRK4 in time; the viscous part ``−ν k²`` is integrated
+exactly, so only the advection limits the step.
+
+Dirichlet: values at the two end nodes of a node grid (numbers, per-sample tensors or functions of
+time). The unknowns are the interior nodes; ``−(F_{i+1/2} − F_{i−1/2})/dx`` with the arithmetic-mean
+flux ``F_{i+1/2} = (u_i² + u_{i+1}²)/4`` is conservative and second order, the three-point Dirichlet
+Laplacian is diagonalised once and integrated exactly, and the boundary values enter the first and
+last interior equations as forcing. The boundary nodes of every output hold the prescribed values.
+
+Time step: Burgers obeys a maximum principle,
+``max|u(t)| <= max(max|u0|, max|boundary values|) = U``, so the advection eigenvalues stay below
+``k_max U`` (``k_max`` the largest retained angular wavenumber, ``1/dx`` for central differences).
+RK4-type schemes are stable on the imaginary axis up to ``2√2``; the advective limit is
+``2√2 / (k_max U)`` and the default ``max_step`` is half of it. A result beyond twice the
+maximum-principle bound (or NaN) raises :class:`SolverError`.
+
+Exact solutions (Cole–Hopf): ``u = −2ν φ_x / φ`` where ``φ > 0`` solves ``φ_t = ν φ_xx``; with
+``φ = a + Σ_j c_j e^{−ν k_j² t} cos(k_j x + θ_j)`` and ``a > Σ_j |c_j|``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import _checks
+from .boundary import BoundaryCondition, Dirichlet, parse
+from .errors import SolverError
+from .grid import Grid1D
+from .integrators import DiagonalOperator, etdrk4, fourier_operator, tridiagonal_operator
+from .problems import Batch, Option, Problem, generator
+from .random_fields import gaussian_random_field_1d
+from .verification import Comparison, ExactCase
+
+FLOAT = _checks.FLOAT
+STABILITY_RADIUS = 2.0 * math.sqrt(2.0)
+SAFETY = 0.5
+
+
+def _viscosities(nu: float | torch.Tensor, batch: int) -> torch.Tensor:
+    if isinstance(nu, torch.Tensor) and nu.ndim > 0:
+        if nu.shape != (batch,):
+            raise ValueError(
+                f"nu must be a number or hold one value per sample ({batch},), "
+                f"got shape {tuple(nu.shape)}"
+            )
+        values = nu.detach().to(dtype=FLOAT, device="cpu")
+        if not torch.isfinite(values).all() or (values <= 0).any():
+            raise ValueError(f"nu must be finite and > 0 for every sample, got {values.tolist()}")
+        return values
+    return torch.full((batch,), _checks.positive("nu", nu), dtype=FLOAT)
+
+
+def advective_step_limit(grid: Grid1D, speed: float, spectral: bool) -> float:
+    """The largest stable explicit step for advection at speed ``speed`` on ``grid`` (seconds).
+
+    ``2√2 / (k_max speed)``: ``k_max`` is the largest wavenumber kept by the 2/3 rule (spectral)
+    or ``1/dx`` (central differences); ``inf`` when ``speed`` is 0.
+    """
+    if spectral:
+        k_max = 2 * math.pi / grid.length * math.ceil(grid.n / 3 - 1)
+    else:
+        k_max = 1.0 / grid.dx
+    if speed <= 0.0 or k_max <= 0.0:
+        return math.inf
+    return STABILITY_RADIUS / (k_max * speed)
+
+
+def solve_burgers(
+    u0: torch.Tensor,
+    grid: Grid1D,
+    nu: float | torch.Tensor,
+    times: Sequence[float] | torch.Tensor,
+    bc: BoundaryCondition | str = "periodic",
+    max_step: float | None = None,
+) -> torch.Tensor:
+    """Solve ``u_t + (u²/2)_x = ν u_xx`` from ``u0`` ``(sample, x)``; returns ``(sample, time, x)``.
+
+    ``nu`` is a number or one viscosity per sample. ``bc`` is ``'periodic'`` (a periodic ``grid``)
+    or :class:`Dirichlet` (a non-periodic node ``grid``; the boundary nodes of ``u0`` are replaced
+    by the prescribed values). ``max_step`` defaults to half the advective limit
+    (:func:`advective_step_limit`) at ``U = max(max|u0|, max|boundary values at 0 and at times|)``,
+    taken over the whole batch.
+    """
+    if not isinstance(grid, Grid1D):
+        raise TypeError(f"grid must be a Grid1D, got {type(grid)}")
+    condition = parse(bc, allowed=("periodic", "dirichlet"))
+    u0 = _checks.field("u0", u0, grid.n)
+    t_out = _checks.times("times", times)
+    if max_step is not None:
+        max_step = _checks.positive("max_step", max_step)
+    viscosity = _viscosities(nu, u0.shape[0])
+    if condition.name == "periodic":
+        if not grid.periodic:
+            raise ValueError("bc='periodic' needs a periodic grid (Grid1D(..., periodic=True))")
+        return _solve_periodic(u0, grid, viscosity, t_out, max_step)
+    if grid.periodic or grid.kind != "node":
+        raise ValueError(
+            f"Dirichlet Burgers needs a non-periodic node grid, got kind={grid.kind!r}, "
+            f"periodic={grid.periodic}"
+        )
+    return _solve_dirichlet(u0, grid, viscosity, t_out, condition, max_step)
+
+
+def _groups(viscosity: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+    values = torch.unique(viscosity)
+    return [(v.item(), torch.nonzero(viscosity == v).flatten()) for v in values]
+
+
+def _check_bounded(u: torch.Tensor, bound: float, step: float, limit: float, t: torch.Tensor):
+    peak = u.abs().amax(dim=(0, 2))
+    bad = torch.nonzero(peak > 2.0 * bound + 1e-12).flatten()
+    if bad.numel():
+        index = bad[0].item()
+        raise SolverError(
+            f"solve_burgers: max|u| = {peak[index].item():.4g} at t={t[index].item():.6g} exceeds "
+            f"twice the maximum-principle bound {bound:.4g}; max_step={step:.4g} is unstable "
+            f"(advective limit about {limit:.4g})"
+        )
+
+
+def _run(operator, u0, t_out, step, nonlinear, limit) -> torch.Tensor:
+    try:
+        out = etdrk4(operator, u0, t_out, step, nonlinear, name="solve_burgers")
+    except SolverError as error:
+        raise SolverError(
+            f"{error}; max_step={step:.4g} against an advective limit of about {limit:.4g}"
+        ) from None
+    out[:, t_out == 0] = u0[:, None]
+    return out
+
+
+def _default_step(limit: float, t_out: torch.Tensor, grid: Grid1D) -> float:
+    if math.isfinite(limit):
+        return SAFETY * limit
+    return max(t_out[-1].item(), grid.dx)
+
+
+def _solve_periodic(u0, grid, viscosity, t_out, max_step) -> torch.Tensor:
+    n, device = grid.n, u0.device
+    bound = u0.abs().max().item()
+    limit = advective_step_limit(grid, bound, spectral=True)
+    step = max_step if max_step is not None else _default_step(limit, t_out, grid)
+    laplacian = fourier_operator(n, grid.length, lambda k: -(k**2), device=device)
+    k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=FLOAT, device=device) * (2 * math.pi / grid.length)
+    keep = torch.arange(k.numel(), device=device) < n / 3
+    derivative = (-0.5j * k) * keep
+
+    def nonlinear(c: torch.Tensor, t: float) -> torch.Tensor:
+        u = torch.fft.irfft(c * keep, n=n, dim=-1)
+        return derivative * torch.fft.rfft(u * u, dim=-1)
+
+    out = torch.empty(u0.shape[0], t_out.numel(), n, dtype=FLOAT, device=device)
+    for nu, index in _groups(viscosity):
+        index = index.to(device)
+        operator = DiagonalOperator(
+            nu * laplacian.eigenvalues, laplacian.forward, laplacian.inverse
+        )
+        out[index] = _run(operator, u0[index], t_out, step, nonlinear, limit)
+    _check_bounded(out, bound, step, limit, t_out)
+    return out
+
+
+def _solve_dirichlet(u0, grid, viscosity, t_out, condition: Dirichlet, max_step) -> torch.Tensor:
+    n, dx, device, batch = grid.n, grid.dx, u0.device, u0.shape[0]
+    u0 = u0.clone()
+    left0, right0 = condition.values(0.0, batch, device)
+    u0[:, 0], u0[:, -1] = left0, right0
+    walls = [condition.values(t, batch, device) for t in t_out.tolist()]
+    wall_peak = torch.cat([left0, right0, *(torch.cat(w) for w in walls)]).abs().max().item()
+    bound = max(u0.abs().max().item(), wall_peak)
+    limit = advective_step_limit(grid, bound, spectral=False)
+    step = max_step if max_step is not None else _default_step(limit, t_out, grid)
+
+    m = n - 2
+    off = torch.full((m - 1,), 1.0 / dx**2, dtype=FLOAT, device=device)
+    laplacian = tridiagonal_operator(
+        off, torch.full((m,), -2.0 / dx**2, dtype=FLOAT, device=device), off
+    )
+    seen = [torch.tensor(bound, dtype=FLOAT, device=device)]  # largest |wall value| at any stage
+    out = torch.empty(batch, t_out.numel(), n, dtype=FLOAT, device=device)
+    for nu, index in _groups(viscosity):
+        index = index.to(device)
+        operator = DiagonalOperator(
+            nu * laplacian.eigenvalues, laplacian.forward, laplacian.inverse
+        )
+
+        def nonlinear(c: torch.Tensor, t: float, nu=nu, index=index, operator=operator):
+            left, right = (v[index] for v in condition.values(t, batch, device))
+            seen[0] = torch.maximum(seen[0], torch.cat([left, right]).abs().max())
+            full = torch.cat([left[:, None], operator.inverse(c), right[:, None]], dim=-1)
+            flux = 0.5 * full * full
+            rate = (flux[:, :-2] - flux[:, 2:]) / (2 * dx)
+            rate[:, 0] += nu * left / dx**2
+            rate[:, -1] += nu * right / dx**2
+            return operator.forward(rate)
+
+        interior = _run(operator, u0[index, 1:-1], t_out, step, nonlinear, limit)
+        out[index, :, 1:-1] = interior
+    for j, (left, right) in enumerate(walls):
+        out[:, j, 0], out[:, j, -1] = left, right
+    _check_bounded(out, seen[0].item(), step, limit, t_out)
+    return out
+
+
+def cole_hopf_solution(
+    x: torch.Tensor,
+    t: Sequence[float] | torch.Tensor,
+    nu: float | torch.Tensor,
+    offset: float | torch.Tensor,
+    amplitudes: torch.Tensor,
+    wavenumbers: torch.Tensor,
+    phases: torch.Tensor,
+) -> torch.Tensor:
+    """Exact Burgers solution ``−2ν φ_x/φ``, ``φ = a + Σ_j c_j e^{−ν k_j² t} cos(k_j x + θ_j)``.
+
+    ``x`` ``(X,)``, ``t`` ``(T,)``; ``nu`` and ``offset`` (``a``) numbers or ``(B,)``;
+    ``amplitudes``, ``wavenumbers``, ``phases`` ``(B, J)`` or ``(J,)``.
+    Needs ``a > Σ|c_j|``. Returns ``(B, T, X)``.
+    """
+    x = torch.as_tensor(x, dtype=FLOAT)
+    device = x.device
+    t = torch.as_tensor(t, dtype=FLOAT, device=device).flatten()
+    c, k, theta = (
+        torch.atleast_2d(torch.as_tensor(v, dtype=FLOAT, device=device))
+        for v in (amplitudes, wavenumbers, phases)
+    )
+    c, k, theta = torch.broadcast_tensors(c, k, theta)
+    batch = c.shape[0]
+    nu = torch.as_tensor(nu, dtype=FLOAT, device=device).expand(batch)
+    a = torch.as_tensor(offset, dtype=FLOAT, device=device).expand(batch)
+    if (nu <= 0).any():
+        raise ValueError(f"nu must be > 0, got {nu.tolist()}")
+    if (a <= c.abs().sum(-1)).any():
+        raise ValueError(
+            f"offset must exceed sum |amplitudes| so that phi > 0, got offset={a.tolist()}, "
+            f"sum |amplitudes|={c.abs().sum(-1).tolist()}"
+        )
+    decay = torch.exp(-nu[:, None, None] * k[:, None, :] ** 2 * t[None, :, None])  # (B, T, J)
+    angle = k[:, None, :] * x[:, None] + theta[:, None, :]  # (B, X, J)
+    weights = c[:, None, :] * decay  # (B, T, J)
+    phi = a[:, None, None] + torch.einsum("btj,bxj->btx", weights, torch.cos(angle))
+    phi_x = -torch.einsum("btj,bxj->btx", weights * k[:, None, :], torch.sin(angle))
+    return -2.0 * nu[:, None, None] * phi_x / phi
+
+
+# ----------------------------------------------------------------------------- dataset recipes
+
+
+def _grf_options() -> dict[str, Option]:
+    return {
+        "nu": Option(0.1, "viscosity ν"),
+        "nt": Option(51, "number of output times, t=0 included"),
+        "t_end": Option(1.0, "final time"),
+        "alpha": Option(2.0, "GRF exponent α of σ²(−Δ+τ²)^−α"),
+        "tau": Option(5.0, "GRF inverse length scale τ"),
+        "sigma": Option(25.0, "GRF amplitude σ"),
+    }
+
+
+def _recipe_step(grid: Grid1D, settings: dict, spectral: bool) -> float:
+    """A step that depends on the settings only (not on the batch): half the advective limit at a
+    speed of 5 pointwise standard deviations of u0 (its Gaussian tail beyond that is negligible,
+    and half the limit leaves a factor 2 of headroom)."""
+    std = _grf_std(grid.n if grid.periodic else grid.n - 1, settings)
+    speed = 5.0 * std * (1.0 if grid.periodic else 2.0)
+    return SAFETY * advective_step_limit(grid, speed, spectral)
+
+
+def _grf_std(n: int, settings: dict) -> float:
+    """Pointwise standard deviation of the recipe's GRF on ``n`` periodic points of ``[0, 1)``."""
+    m = np.fft.fftfreq(n, d=1.0 / n)
+    k2 = (2 * np.pi * m) ** 2
+    variance = np.sum(settings["sigma"] ** 2 * (k2 + settings["tau"] ** 2) ** (-settings["alpha"]))
+    return float(np.sqrt(variance))
+
+
+def _draw(seeds: Sequence[int], n: int, settings: dict) -> torch.Tensor:
+    fields = [
+        gaussian_random_field_1d(
+            n,
+            alpha=settings["alpha"],
+            tau=settings["tau"],
+            sigma=settings["sigma"],
+            generator=generator(seed),
+        )
+        for seed in seeds
+    ]
+    return torch.cat(fields, dim=0)
+
+
+class PeriodicBurgers(Problem):
+    name = "burgers"
+    description = (
+        "Viscous Burgers u_t + (u^2/2)_x = nu u_xx on the periodic [0, 1), u0 ~ N(0, "
+        "sigma^2 (-Laplacian + tau^2)^-alpha) (FNO's benchmark: sigma=25, tau=5, alpha=2)"
+    )
+    options = {"nx": Option(256, "grid points on the periodic [0, 1)"), **_grf_options()}
+
+    def grid(self, settings: dict) -> Grid1D:
+        return Grid1D(_checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0, periodic=True)
+
+    def times(self, settings: dict) -> np.ndarray:
+        nt = _checks.positive_int("nt", settings["nt"], 1)
+        return np.linspace(0.0, _checks.positive("t_end", settings["t_end"]), nt)
+
+    def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
+        return {"t": self.times(settings), "x": self.grid(settings).coordinates().numpy()}
+
+    def attributes(self, settings: dict) -> dict[str, object]:
+        return {
+            "pde": "burgers: u_t + (u^2/2)_x = nu u_xx",
+            "boundary": "periodic",
+            "solver": "pseudo-spectral, 2/3-rule dealiasing, ETDRK4",
+            "initial_condition": "GRF N(0, sigma^2 (-Laplacian + tau^2 I)^-alpha)",
+            **settings,
+        }
+
+    def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
+        grid = self.grid(settings)
+        nu = _checks.positive("nu", settings["nu"])
+        u0 = _draw(seeds, grid.n, settings).to(device)
+        step = _recipe_step(grid, settings, spectral=True)
+        u = solve_burgers(u0, grid, nu, self.times(settings), "periodic", max_step=step)
+        return Batch(u, {"nu": torch.full((len(seeds),), nu, dtype=FLOAT, device=u.device)})
+
+
+class DirichletBurgers(PeriodicBurgers):
+    name = "burgers-dirichlet"
+    description = (
+        "Viscous Burgers on [0, 1] with walls u(0,t) = u(1,t) = 0; u0 = g(x) - g(0) where g is "
+        "the periodic GRF of the 'burgers' recipe (so u0 vanishes at both walls)"
+    )
+    options = {"nx": Option(257, "grid nodes on [0, 1], walls included"), **_grf_options()}
+
+    def grid(self, settings: dict) -> Grid1D:
+        return Grid1D(_checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0)
+
+    def attributes(self, settings: dict) -> dict[str, object]:
+        return {
+            **super().attributes(settings),
+            "boundary": "dirichlet: u(0,t) = u(1,t) = 0",
+            "solver": "second-order conservative central differences, ETDRK4",
+            "initial_condition": "g(x) - g(0), g ~ GRF N(0, sigma^2 (-Laplacian + tau^2 I)^-alpha)",
+        }
+
+    def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
+        grid = self.grid(settings)
+        nu = _checks.positive("nu", settings["nu"])
+        g = _draw(seeds, grid.n - 1, settings)
+        u0 = (torch.cat([g, g[:, :1]], dim=-1) - g[:, :1]).to(device)
+        step = _recipe_step(grid, settings, spectral=False)
+        u = solve_burgers(u0, grid, nu, self.times(settings), Dirichlet(0.0, 0.0), max_step=step)
+        return Batch(u, {"nu": torch.full((len(seeds),), nu, dtype=FLOAT, device=u.device)})
+
+
+PROBLEMS = [PeriodicBurgers(), DirichletBurgers()]
+
+
+# ----------------------------------------------------------------------------- exact cases
+
+_NU = torch.tensor([0.05, 0.1, 0.1], dtype=FLOAT)
+_OFFSET = torch.tensor([1.0, 1.0, 1.0], dtype=FLOAT)
+_AMPLITUDES = torch.tensor([[0.5, 0.2, 0.1], [0.4, -0.3, 0.1], [-0.3, 0.25, 0.2]], dtype=FLOAT)
+_PHASES = torch.tensor([[0.0, 1.0, 2.0], [0.5, -1.0, 0.3], [2.0, 0.7, -0.4]], dtype=FLOAT)
+_PERIODIC_K = 2 * math.pi * torch.tensor([1.0, 2.0, 3.0], dtype=FLOAT)
+_DIRICHLET_K = torch.tensor([2.0, 4.5, 7.0], dtype=FLOAT)
+_T_END = 0.5
+
+
+def _exact(x: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return cole_hopf_solution(x, t, _NU, _OFFSET, _AMPLITUDES, k, _PHASES)
+
+
+def _periodic_run(n: int, steps: int) -> Comparison:
+    grid = Grid1D(n, 0.0, 1.0, periodic=True)
+    x = grid.coordinates()
+    t = torch.linspace(0.0, _T_END, 3, dtype=FLOAT)
+    exact = _exact(x, t, _PERIODIC_K)
+    numerical = solve_burgers(exact[:, 0], grid, _NU, t, "periodic", max_step=_T_END / steps)
+    return Comparison(numerical, exact, x, t, spacing=grid.dx)
+
+
+def _periodic_space(n: int) -> Comparison:
+    return _periodic_run(n, steps=100)
+
+
+def _periodic_time(steps: int) -> Comparison:
+    comparison = _periodic_run(64, steps)
+    comparison.spacing = _T_END / steps
+    return comparison
+
+
+def _dirichlet_space(n: int) -> Comparison:
+    grid = Grid1D(n, 0.0, 1.0)
+    x = grid.coordinates()
+    t = torch.linspace(0.0, _T_END, 3, dtype=FLOAT)
+    wall = torch.tensor([0.0, 1.0], dtype=FLOAT)
+    last: dict[float, torch.Tensor] = {}
+
+    def walls(time: float) -> torch.Tensor:
+        if time not in last:
+            last.clear()
+            last[time] = _exact(wall, torch.tensor([time], dtype=FLOAT), _DIRICHLET_K)[:, 0]
+        return last[time]
+
+    bc = Dirichlet(lambda s: walls(s)[:, 0], lambda s: walls(s)[:, 1])
+    exact = _exact(x, t, _DIRICHLET_K)
+    numerical = solve_burgers(exact[:, 0], grid, _NU, t, bc, max_step=_T_END / 100)
+    return Comparison(numerical, exact, x, t, spacing=grid.dx)
+
+
+EXACT_CASES = [
+    ExactCase("burgers-periodic-space", _periodic_space, (12, 16, 20, 24), order=4, norm="max"),
+    ExactCase(
+        "burgers-periodic-time", _periodic_time, (20, 40, 80), order=4, norm="max", refines="time"
+    ),
+    ExactCase("burgers-dirichlet-space", _dirichlet_space, (17, 33, 65, 129), order=2, norm="max"),
+]

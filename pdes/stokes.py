@@ -1,0 +1,178 @@
+"""Stokes' second problem: the flow above a plate oscillating in its own plane.
+
+``u_t = ν u_yy`` on ``y ∈ [0, L]`` with ``u(0, t) = U cos(ωt)``. The periodic state is
+``u = U e^{-ky} cos(ωt - ky)``, ``k = √(ω/(2ν))``. The solver starts from that state at ``t = 0``
+and prescribes its (time-dependent) value at ``y = L`` as well, so the exact solution holds on the
+finite domain for all ``t`` and every dataset sample can be checked against it. The numerical work
+is :func:`pdes.heat.solve_heat` with two time-dependent Dirichlet values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import _checks
+from .boundary import Dirichlet
+from .grid import Grid1D
+from .heat import Rate, per_sample, solve_heat
+from .problems import Batch, Option, Problem, generator
+from .verification import Comparison, ExactCase
+
+FLOAT = _checks.FLOAT
+
+
+def _per_sample_all(
+    amplitude: Rate, omega: Rate, nu: Rate, device=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    sizes = [v.numel() for v in (amplitude, omega, nu) if isinstance(v, torch.Tensor)]
+    batch = max(sizes, default=1)
+    if isinstance(amplitude, torch.Tensor):
+        amplitude_t = amplitude.to(dtype=FLOAT, device=device).flatten()
+        if amplitude_t.numel() not in (1, batch):
+            raise ValueError(
+                f"U must be a number or hold one value per sample ({batch},), "
+                f"got shape {tuple(amplitude.shape)}"
+            )
+        amplitude_t = amplitude_t.expand(batch)
+    else:
+        amplitude_t = torch.full((batch,), float(amplitude), dtype=FLOAT, device=device)
+    if not torch.isfinite(amplitude_t).all():
+        raise ValueError(f"U must be finite, got {amplitude_t.tolist()}")
+    return (
+        amplitude_t,
+        per_sample("omega", omega, batch, device),
+        per_sample("nu", nu, batch, device),
+    )
+
+
+def stokes_exact(
+    y: torch.Tensor, t: torch.Tensor | Sequence[float], U: Rate, omega: Rate, nu: Rate
+) -> torch.Tensor:
+    """``U e^{-ky} cos(ωt - ky)``, ``k = √(ω/(2ν))``, as ``(sample, time, y)``.
+
+    ``U``, ``omega``, ``nu`` are numbers or one value per sample; ``y`` ``(Y,)``, ``t`` ``(T,)``.
+    """
+    y = torch.as_tensor(y, dtype=FLOAT)
+    t = torch.as_tensor(t, dtype=FLOAT, device=y.device).flatten()
+    amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, y.device)
+    k = torch.sqrt(omega_t / (2.0 * nu_t))[:, None, None]
+    phase = omega_t[:, None, None] * t[None, :, None] - k * y[None, None, :]
+    return amplitude[:, None, None] * torch.exp(-k * y[None, None, :]) * torch.cos(phase)
+
+
+def solve_stokes(
+    grid: Grid1D,
+    times: Sequence[float] | torch.Tensor,
+    U: Rate,
+    omega: Rate,
+    nu: Rate,
+    max_step: float | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Stokes' second problem on ``grid`` (``y`` from ``grid.lower``) as ``(sample, time, y)``.
+
+    Starts from the exact periodic state and prescribes it at both ends (see the module docstring).
+    """
+    if not isinstance(grid, Grid1D):
+        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, device)
+    y = grid.coordinates(device=device) - float(grid.lower)
+    k = torch.sqrt(omega_t / (2.0 * nu_t))
+    top = float(y[-1])
+
+    def wall(t: float) -> torch.Tensor:
+        return amplitude * torch.cos(omega_t * t)
+
+    def far(t: float) -> torch.Tensor:
+        return amplitude * torch.exp(-k * top) * torch.cos(omega_t * t - k * top)
+
+    u0 = stokes_exact(y, [0.0], amplitude, omega_t, nu_t)[:, 0]
+    return solve_heat(u0, grid, nu_t, times, Dirichlet(wall, far), max_step)
+
+
+def _run_exact(n: int) -> Comparison:
+    """Three samples with different ν, ω, U on ``y ∈ [0, 1]``, over one to three periods."""
+    grid = Grid1D(n)
+    t = torch.linspace(0.0, 1.0, 6, dtype=FLOAT)
+    U = torch.tensor([1.0, 2.0, -0.5], dtype=FLOAT)
+    omega = torch.tensor([2.0 * math.pi, 10.0, 4.0], dtype=FLOAT)
+    nu = torch.tensor([0.05, 0.1, 0.02], dtype=FLOAT)
+    numerical = solve_stokes(grid, t, U, omega, nu)
+    exact = stokes_exact(grid.coordinates(), t, U, omega, nu)
+    return Comparison(numerical, exact, grid.coordinates(), t, grid.dx)
+
+
+EXACT_CASES = [ExactCase("stokes", _run_exact, (17, 33, 65, 129), order=2.0)]
+
+
+class StokesProblem(Problem):
+    name = "stokes"
+    description = (
+        "Stokes' second problem u_t = nu u_yy on y in [0, length], u(0,t) = U cos(omega t), "
+        "started from and bounded by the exact periodic state U exp(-ky) cos(omega t - ky), "
+        "k = sqrt(omega/(2 nu)); nu and omega drawn uniformly per sample from [min, max] "
+        "(BOON-like set-up)."
+    )
+    options = {
+        "nu_min": Option(0.02, "smallest viscosity"),
+        "nu_max": Option(0.1, "largest viscosity"),
+        "omega_min": Option(10.0, "smallest angular frequency"),
+        "omega_max": Option(10.0, "largest angular frequency"),
+        "amplitude": Option(2.0, "U, the plate's velocity amplitude"),
+        "length": Option(1.0, "domain height L"),
+        "nx": Option(101, "grid nodes on [0, L]"),
+        "t_end": Option(1.0, "final time"),
+        "nt": Option(26, "output times including t=0"),
+    }
+
+    def _grid(self, settings: dict) -> Grid1D:
+        return Grid1D(settings["nx"], 0.0, _checks.positive("length", settings["length"]))
+
+    def _times(self, settings: dict) -> torch.Tensor:
+        _checks.positive("t_end", settings["t_end"])
+        _checks.positive_int("nt", settings["nt"], 2)
+        return torch.linspace(0.0, settings["t_end"], settings["nt"], dtype=FLOAT)
+
+    def _range(self, settings: dict, name: str) -> tuple[float, float]:
+        low = _checks.positive(f"{name}_min", settings[f"{name}_min"])
+        high = _checks.positive(f"{name}_max", settings[f"{name}_max"])
+        if high < low:
+            raise ValueError(f"{name}_max must be >= {name}_min, got {high} < {low}")
+        return low, high
+
+    def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
+        return {
+            "t": self._times(settings).numpy(),
+            "x": self._grid(settings).coordinates().numpy(),
+        }
+
+    def attributes(self, settings: dict) -> dict[str, object]:
+        return {
+            "pde": "stokes second problem: u_t = nu u_yy",
+            "boundary": "dirichlet: u(0,t)=U cos(omega t), u(L,t)=exact periodic state",
+            "solver": "pdes.stokes.solve_stokes -> pdes.heat.solve_heat "
+            "(3-point Laplacian, ETDRK4)",
+            "exact": "U exp(-k y) cos(omega t - k y), k = sqrt(omega / (2 nu))",
+            **settings,
+        }
+
+    def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
+        nu_low, nu_high = self._range(settings, "nu")
+        omega_low, omega_high = self._range(settings, "omega")
+        draws = torch.stack(
+            [torch.rand(2, generator=generator(seed), dtype=FLOAT) for seed in seeds]
+        )
+        nu = nu_low + (nu_high - nu_low) * draws[:, 0]
+        omega = omega_low + (omega_high - omega_low) * draws[:, 1]
+        amplitude = torch.full((len(seeds),), float(settings["amplitude"]), dtype=FLOAT)
+        u = solve_stokes(
+            self._grid(settings), self._times(settings), amplitude, omega, nu, device=device
+        )
+        return Batch(u=u, params={"nu": nu, "omega": omega, "amplitude": amplitude})
+
+
+PROBLEMS = [StokesProblem()]

@@ -1,0 +1,279 @@
+"""Burgers' solvers: convergence to Cole–Hopf, exact walls, conservation, recipes, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pdes.boundary import Dirichlet, Neumann
+from pdes.burgers import (
+    EXACT_CASES,
+    PROBLEMS,
+    advective_step_limit,
+    cole_hopf_solution,
+    solve_burgers,
+)
+from pdes.errors import SolverError
+from pdes.grid import Grid1D
+from pdes.random_fields import gaussian_random_field_1d
+from pdes.verification import convergence
+
+PERIODIC = Grid1D(32, 0.0, 1.0, periodic=True)
+WALLED = Grid1D(33, 0.0, 1.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smooth(grid: Grid1D, batch: int = 2) -> torch.Tensor:
+    x = grid.coordinates()
+    return torch.stack([torch.sin(2 * math.pi * x) + 0.3 * (j + 1) for j in range(batch)])
+
+
+def pinned(grid: Grid1D) -> torch.Tensor:
+    x = grid.coordinates()
+    return torch.stack([torch.sin(math.pi * x), 2 * x * (1 - x) * torch.cos(3 * x)])
+
+
+# ----------------------------------------------------------------------------- exact solutions
+
+
+@pytest.mark.parametrize("case", EXACT_CASES, ids=lambda case: case.name)
+def test_convergence_order(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.15, (study.errors, study.orders)
+    assert study.errors[-1] < 1e-4
+
+
+def test_periodic_space_convergence_is_spectral():
+    study = convergence(next(c for c in EXACT_CASES if c.name == "burgers-periodic-space"))
+    assert min(study.orders) > 6
+    assert study.orders[-1] > study.orders[0]
+
+
+def test_cole_hopf_solves_burgers():
+    """Central differences of the closed form satisfy the PDE up to their own O(h²) error."""
+    nu = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    c = torch.tensor([[0.5, -0.3], [0.2, 0.6]], dtype=torch.float64)
+    k = torch.tensor([3.0, 5.5], dtype=torch.float64)
+    theta = torch.tensor([[0.1, 1.0], [2.0, -0.5]], dtype=torch.float64)
+    h = 1e-4
+    x = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)
+    shifted = torch.stack([x - h, x, x + h])
+
+    def u(t, xs):
+        return cole_hopf_solution(xs, [t], nu, 1.0, c, k, theta)[:, 0]
+
+    t = 0.3
+    left, mid, right = (u(t, s) for s in shifted)
+    u_t = (u(t + h, x) - u(t - h, x)) / (2 * h)
+    u_x = (right - left) / (2 * h)
+    u_xx = (right - 2 * mid + left) / h**2
+    residual = u_t + mid * u_x - nu[:, None] * u_xx
+    assert residual.abs().max() < 1e-5 * (1 + mid.abs().max())
+    assert mid.abs().max() > 0.1
+
+
+def test_cole_hopf_needs_positive_phi():
+    with pytest.raises(ValueError, match="offset"):
+        cole_hopf_solution(
+            torch.zeros(3), [0.0], 0.1, 0.5, torch.tensor([0.3, 0.3]), [1.0, 2.0], [0, 0]
+        )
+
+
+def test_default_step_is_accurate():
+    grid = Grid1D(64, 0.0, 1.0, periodic=True)
+    x = grid.coordinates()
+    t = torch.tensor([0.0, 0.2, 0.4], dtype=torch.float64)
+    exact = cole_hopf_solution(
+        x,
+        t,
+        0.02,
+        1.0,
+        torch.tensor([0.6, 0.2]),
+        2 * math.pi * torch.tensor([1.0, 2.0]),
+        [0.0, 1.0],
+    )
+    numerical = solve_burgers(exact[:, 0], grid, 0.02, t)
+    assert (numerical - exact).abs().max() < 1e-6
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+def test_first_output_is_u0_and_shapes():
+    u0 = smooth(PERIODIC)
+    u = solve_burgers(u0, PERIODIC, 0.05, [0.0, 0.1], max_step=1e-3)
+    assert u.shape == (2, 2, PERIODIC.n) and u.dtype == torch.float64
+    assert torch.equal(u[:, 0], u0)
+    single = solve_burgers(u0[0], PERIODIC, 0.05, [0.0, 0.1], max_step=1e-3)
+    assert single.shape == (1, 2, PERIODIC.n)
+    assert torch.allclose(single[0], u[0], atol=1e-14, rtol=0)
+
+
+def test_periodic_mean_is_conserved():
+    grid = Grid1D(128, 0.0, 1.0, periodic=True)
+    u0 = gaussian_random_field_1d(128, generator=torch.Generator().manual_seed(0), batch=3)
+    u = solve_burgers(u0, grid, 0.01, torch.linspace(0.0, 0.5, 6))
+    mass = grid.integrate(u)
+    assert (mass - mass[:, :1]).abs().max() < 1e-13 * u0.abs().max()
+    assert (u[:, -1] - u0).abs().max() > 0.1
+
+
+def test_dirichlet_walls_exact_at_every_output():
+    def left(t):
+        return math.sin(3.0 * t)
+
+    right = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    times = torch.linspace(0.0, 0.6, 7, dtype=torch.float64)
+    u = solve_burgers(pinned(WALLED), WALLED, 0.05, times, Dirichlet(left, right))
+    for j, t in enumerate(times.tolist()):
+        assert torch.equal(u[:, j, 0], torch.full((2,), left(t), dtype=torch.float64))
+        assert torch.equal(u[:, j, -1], right)
+
+
+def test_dirichlet_replaces_u0_boundary_nodes():
+    u0 = pinned(WALLED) + 1.0
+    u = solve_burgers(u0, WALLED, 0.1, [0.0], Dirichlet(0.0, 0.0))
+    assert torch.equal(u[:, 0, 1:-1], u0[:, 1:-1])
+    assert (u[:, 0, [0, -1]] == 0).all()
+
+
+def test_per_sample_viscosity_matches_separate_solves():
+    u0 = smooth(PERIODIC)
+    nu = torch.tensor([0.02, 0.1], dtype=torch.float64)
+    together = solve_burgers(u0, PERIODIC, nu, [0.1], max_step=1e-3)
+    for j in range(2):
+        alone = solve_burgers(u0[j], PERIODIC, nu[j].item(), [0.1], max_step=1e-3)
+        assert torch.allclose(together[j], alone[0], atol=1e-14, rtol=0)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("nu", [0.0, -0.1, float("nan"), float("inf"), torch.tensor([0.1, -0.1])])
+def test_non_positive_viscosity(nu):
+    with pytest.raises(ValueError, match="nu"):
+        solve_burgers(smooth(PERIODIC), PERIODIC, nu, [0.1])
+
+
+def test_viscosity_shape():
+    with pytest.raises(ValueError, match="nu"):
+        solve_burgers(smooth(PERIODIC), PERIODIC, torch.tensor([0.1, 0.1, 0.1]), [0.1])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_u0(bad):
+    u0 = smooth(PERIODIC)
+    u0[1, 3] = bad
+    with pytest.raises(ValueError, match="u0"):
+        solve_burgers(u0, PERIODIC, 0.1, [0.1])
+
+
+@pytest.mark.parametrize("shape", [(2, 31), (31,), (2, 1, 32)])
+def test_shape_mismatch(shape):
+    with pytest.raises(ValueError, match="u0"):
+        solve_burgers(torch.zeros(shape, dtype=torch.float64), PERIODIC, 0.1, [0.1])
+
+
+@pytest.mark.parametrize(
+    "bc, grid, match",
+    [
+        ("robin", PERIODIC, "robin"),
+        ("neumann", WALLED, "neumann"),
+        (Neumann(0.0, 0.0), WALLED, "neumann"),
+        ("periodic", WALLED, "periodic grid"),
+        ("dirichlet", PERIODIC, "non-periodic node grid"),
+        (Dirichlet(0.0, 0.0), Grid1D(32, 0.0, 1.0, kind="cell"), "node grid"),
+    ],
+)
+def test_unsupported_boundaries(bc, grid, match):
+    with pytest.raises(ValueError, match=match):
+        solve_burgers(torch.zeros(grid.n, dtype=torch.float64), grid, 0.1, [0.1], bc)
+
+
+def test_grid_type():
+    with pytest.raises(TypeError, match="grid"):
+        solve_burgers(smooth(PERIODIC), 32, 0.1, [0.1])
+
+
+@pytest.mark.parametrize("times", [[-0.1, 0.2], [0.3, 0.1], [], [0.1, float("nan")]])
+def test_bad_times(times):
+    with pytest.raises(ValueError, match="times"):
+        solve_burgers(smooth(PERIODIC), PERIODIC, 0.1, times)
+
+
+@pytest.mark.parametrize("max_step", [0.0, -1e-3, float("nan")])
+def test_bad_max_step(max_step):
+    with pytest.raises(ValueError, match="max_step"):
+        solve_burgers(smooth(PERIODIC), PERIODIC, 0.1, [0.1], max_step=max_step)
+
+
+@pytest.mark.parametrize("grid, bc", [(PERIODIC, "periodic"), (WALLED, Dirichlet(1.0, -1.0))])
+def test_unstable_step_raises(grid, bc):
+    u0 = 2.0 * (smooth(grid) if grid.periodic else pinned(grid))
+    speed = 2.0 * (smooth(grid).abs().max().item() if grid.periodic else 1.0)
+    limit = advective_step_limit(grid, speed, spectral=grid.periodic)
+    with pytest.raises(SolverError, match="limit"):
+        solve_burgers(u0, grid, 1e-3, [0.0, 0.5, 1.0], bc, max_step=10 * limit)
+
+
+def test_bad_boundary_values():
+    with pytest.raises(ValueError, match="Dirichlet.left"):
+        solve_burgers(pinned(WALLED), WALLED, 0.1, [0.1], Dirichlet(torch.zeros(3), 0.0))
+
+
+# ----------------------------------------------------------------------------- recipes
+
+SMALL = {
+    "burgers": {"nx": 32, "nt": 4, "t_end": 0.3},
+    "burgers-dirichlet": {"nx": 33, "nt": 4, "t_end": 0.3},
+}
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.name)
+def test_recipe(problem):
+    settings = problem.settings(**SMALL[problem.name])
+    batch = problem.generate([3, 4, 3], settings)
+    coordinates = problem.coordinates(settings)
+    assert batch.u.shape == (3, coordinates["t"].size, coordinates["x"].size)
+    assert batch.u.dtype == torch.float64 and torch.isfinite(batch.u).all()
+    assert coordinates["t"][0] == 0.0
+    assert torch.equal(batch.u[0], batch.u[2])
+    assert not torch.allclose(batch.u[0], batch.u[1])
+    assert torch.equal(batch.params["nu"], torch.full((3,), 0.1, dtype=torch.float64))
+    again = problem.generate([4], settings)
+    assert torch.allclose(again.u[0], batch.u[1], atol=1e-13, rtol=0)
+    attributes = problem.attributes(settings)
+    assert {"pde", "boundary", "solver"} <= set(attributes)
+    assert attributes["nx"] == settings["nx"]
+    assert all(isinstance(v, (str, int, float)) for v in attributes.values())
+
+
+def test_recipe_viscosity_option():
+    problem = next(p for p in PROBLEMS if p.name == "burgers")
+    settings = problem.settings(**SMALL["burgers"], nu=0.05)
+    batch = problem.generate([1], settings)
+    assert batch.params["nu"].tolist() == [0.05]
+
+
+def test_dirichlet_recipe_walls_are_zero():
+    problem = next(p for p in PROBLEMS if p.name == "burgers-dirichlet")
+    u = problem.generate([5, 6], problem.settings(**SMALL["burgers-dirichlet"])).u
+    assert (u[:, :, 0] == 0).all() and (u[:, :, -1] == 0).all()
+    assert u[:, 0].abs().max() > 0.1
+
+
+def test_periodic_recipe_initial_condition_is_the_grf():
+    problem = next(p for p in PROBLEMS if p.name == "burgers")
+    settings = problem.settings(**SMALL["burgers"])
+    u = problem.generate([9], settings).u
+    expected = gaussian_random_field_1d(32, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(u[:, 0], expected)

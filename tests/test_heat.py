@@ -1,0 +1,235 @@
+"""Heat solver: convergence to exact solutions, boundary values, mass balance, bad input, recipe."""
+
+import math
+
+import pytest
+import torch
+
+from pdes import Dirichlet, Grid1D, Neumann, Periodic, heat
+from pdes.problems import Problem
+from pdes.verification import convergence
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: extra threads only contend with other processes on a small machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smooth_fields(n: int, batch: int = 3, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.linspace(0.0, 1.0, n, dtype=F64)
+    a = torch.randn(batch, 4, generator=gen, dtype=F64)
+    j = torch.arange(1, 5, dtype=F64)
+    return (a[:, :, None] * torch.cos(math.pi * j[None, :, None] * x) / j[:, None] ** 2).sum(1)
+
+
+def stencil_left(u: torch.Tensor, dx: float) -> torch.Tensor:
+    return (-3.0 * u[..., 0] + 4.0 * u[..., 1] - u[..., 2]) / (2.0 * dx)
+
+
+def stencil_right(u: torch.Tensor, dx: float) -> torch.Tensor:
+    return (3.0 * u[..., -1] - 4.0 * u[..., -2] + u[..., -3]) / (2.0 * dx)
+
+
+# Orders: the least-squares slope over 17..129 nodes; the asymptotic value is 2 and the
+# coarsest pair already sits within 0.08 of it, so 0.15 below 2 only fails on a lost order.
+@pytest.mark.parametrize("case", heat.EXACT_CASES, ids=lambda c: c.name)
+def test_exact_case_converges_at_its_order(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.15, (study.errors, study.orders)
+    assert study.errors[-1] < 1e-3
+
+
+def test_dirichlet_outputs_hold_prescribed_values_exactly():
+    grid = Grid1D(33)
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    scale = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+
+    def left(s):
+        return scale * math.cos(3.0 * s)
+
+    def right(s):
+        return 1.0 + scale * s**2
+
+    u = heat.solve_heat(smooth_fields(33), grid, 0.1, t, Dirichlet(left, right))
+    for k, s in enumerate(t.tolist()):
+        assert torch.equal(u[:, k, 0], left(s))
+        assert torch.equal(u[:, k, -1], right(s))
+
+
+def test_constant_dirichlet_keeps_the_linear_steady_state():
+    grid = Grid1D(21, -1.0, 2.0)
+    x = grid.coordinates()
+    steady = torch.stack([3.0 - 0.5 * (x + 1.0), -1.0 + 2.0 * (x + 1.0)])
+    bc = Dirichlet(torch.tensor([3.0, -1.0], dtype=F64), torch.tensor([1.5, 5.0], dtype=F64))
+    u = heat.solve_heat(steady, grid, 0.3, [0.0, 0.7, 5.0], bc)
+    torch.testing.assert_close(u, steady[:, None].expand_as(u), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("constant", [False, True], ids=["flux(t)", "constant-flux"])
+def test_neumann_outputs_meet_the_one_sided_stencil(constant):
+    grid = Grid1D(41)
+    t = torch.linspace(0.0, 1.0, 6, dtype=F64)
+    if constant:
+        bc = Neumann(-0.7, torch.tensor([2.0, 0.0, -3.0], dtype=F64))
+    else:
+        bc = Neumann(lambda s: 0.3 * math.cos(s), lambda s: 5.0 * math.sin(math.pi * s))
+    u = heat.solve_heat(smooth_fields(41), grid, 0.05, t, bc)
+    for k, s in enumerate(t.tolist()):
+        g_left, g_right = bc.values(s, 3)
+        torch.testing.assert_close(stencil_left(u[:, k], grid.dx), g_left, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(stencil_right(u[:, k], grid.dx), g_right, rtol=1e-10, atol=1e-10)
+
+
+def weighted_mass(u: torch.Tensor, dx: float) -> torch.Tensor:
+    """dx·(3/2 u_1 + u_2 + ... + 3/2 u_{N-1}): the left null vector of the Neumann matrix."""
+    inner = u[..., 1:-1]
+    return dx * (inner.sum(-1) + 0.5 * inner[..., 0] + 0.5 * inner[..., -1])
+
+
+def test_neumann_mass_changes_by_the_time_integrated_flux():
+    """d/dt ∫u = κ(g_R - g_L) with g_L = 0.4, g_R = U sin(πt): exact for the weighted sum."""
+    kappa, amplitude = 0.1, 5.0
+    t = torch.linspace(0.0, 1.5, 4, dtype=F64)
+    bc = Neumann(0.4, lambda s: amplitude * math.sin(math.pi * s))
+    inflow = kappa * (amplitude * (1.0 - torch.cos(math.pi * t)) / math.pi - 0.4 * t)
+    gaps = []
+    for n in (33, 65, 129):
+        grid = Grid1D(n)
+        u = heat.solve_heat(smooth_fields(n), grid, kappa, t, bc)
+        weighted = weighted_mass(u, grid.dx)
+        change = weighted - weighted[:, :1]
+        torch.testing.assert_close(change, inflow.expand(3, -1), rtol=0, atol=1e-9)
+        trapezoid = grid.integrate(u)
+        gaps.append((trapezoid - trapezoid[:, :1] - inflow).abs().max().item())
+    # The trapezoid integral differs by the second-order quadrature error: gaps shrink ~4x.
+    assert gaps[0] / gaps[1] > 3.5 and gaps[1] / gaps[2] > 3.5, gaps
+
+
+def test_neumann_constant_flux_mass_grows_linearly_to_round_off():
+    grid, kappa = Grid1D(25), 0.2
+    t = torch.tensor([0.0, 0.3, 1.0, 4.0], dtype=F64)
+    u = heat.solve_heat(smooth_fields(25), grid, kappa, t, Neumann(-1.0, 2.0))
+    weighted = weighted_mass(u, grid.dx)
+    expected = kappa * (2.0 - -1.0) * t
+    torch.testing.assert_close(
+        weighted - weighted[:, :1], expected.expand(3, -1), atol=1e-11, rtol=0
+    )
+
+
+def test_periodic_conserves_the_mean_to_round_off():
+    grid = Grid1D(48, 0.0, 2.0, periodic=True)
+    gen = torch.Generator().manual_seed(1)
+    u0 = torch.randn(4, 48, generator=gen, dtype=F64)
+    kappa = torch.tensor([0.01, 0.1, 1.0, 3.0], dtype=F64)
+    u = heat.solve_heat(u0, grid, kappa, [0.0, 0.1, 2.0], Periodic())
+    means = u.mean(-1)
+    torch.testing.assert_close(means, means[:, :1].expand_as(means), rtol=0, atol=1e-14)
+    assert torch.equal(u[:, 0], u0)
+    assert (u[:, -1].std(-1) < u0.std(-1)).all()
+
+
+def test_per_sample_kappa_matches_separate_solves():
+    grid = Grid1D(30)
+    u0 = smooth_fields(30, batch=2)
+    bc = Neumann(0.0, lambda s: torch.tensor([1.0, -2.0], dtype=F64) * math.sin(s))
+    kappa = torch.tensor([0.05, 0.5], dtype=F64)
+    both = heat.solve_heat(u0, grid, kappa, [0.2, 1.0], bc)
+    for i in range(2):
+        one = Neumann(0.0, lambda s, i=i: [1.0, -2.0][i] * math.sin(s))
+        alone = heat.solve_heat(u0[i], grid, float(kappa[i]), [0.2, 1.0], one)
+        torch.testing.assert_close(both[i], alone[0], rtol=0, atol=1e-12)
+
+
+def test_first_output_is_u0_at_time_zero():
+    grid = Grid1D(17)
+    u0 = smooth_fields(17)
+    u = heat.solve_heat(u0, grid, 0.1, [0.0, 0.5], Dirichlet(u0[:, 0], u0[:, -1]))
+    assert torch.equal(u[:, 0], u0)
+
+
+BAD_INPUT = {
+    "kappa-zero": (dict(kappa=0.0), ValueError, "kappa"),
+    "kappa-negative": (dict(kappa=-1.0), ValueError, "kappa"),
+    "kappa-nan": (dict(kappa=float("nan")), ValueError, "kappa"),
+    "kappa-sample-negative": (dict(kappa=torch.tensor([0.1, -0.1])), ValueError, "kappa"),
+    "kappa-wrong-count": (dict(kappa=torch.tensor([0.1, 0.2, 0.3])), ValueError, "kappa"),
+    "u0-nan": (dict(u0=torch.full((2, 17), float("nan"))), ValueError, "u0"),
+    "u0-shape": (dict(u0=torch.zeros(2, 16)), ValueError, "u0"),
+    "u0-3d": (dict(u0=torch.zeros(2, 1, 17)), ValueError, "u0"),
+    "bc-robin": (dict(bc="robin"), ValueError, "bc"),
+    "bc-periodic-on-bounded-grid": (dict(bc="periodic"), ValueError, "grid"),
+    "dirichlet-on-periodic-grid": (dict(grid=Grid1D(16, periodic=True)), ValueError, "grid"),
+    "times-decreasing": (dict(times=[0.5, 0.1]), ValueError, "times"),
+    "times-negative": (dict(times=[-0.1, 0.1]), ValueError, "times"),
+    "max-step": (dict(max_step=0.0), ValueError, "max_step"),
+    "neumann-values-shape": (dict(bc=Neumann(torch.zeros(3), 0.0)), ValueError, "Neumann.left"),
+}
+
+
+@pytest.mark.parametrize("change", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_rejected_with_a_named_error(change):
+    overrides, error, word = change
+    arguments = dict(
+        u0=torch.zeros(2, 17, dtype=F64),
+        grid=Grid1D(17),
+        kappa=0.1,
+        times=[0.0, 1.0],
+        bc="dirichlet",
+    )
+    arguments.update(overrides)
+    with pytest.raises(error, match=word):
+        heat.solve_heat(**arguments)
+
+
+@pytest.mark.parametrize("bc", ["neumann", "dirichlet", "periodic"])
+def test_recipe_generates_reproducible_samples_meeting_the_boundary(bc):
+    (problem,) = heat.PROBLEMS
+    assert isinstance(problem, Problem)
+    settings = problem.settings(bc=bc, nx=33, nt=5)
+    batch = problem.generate([11, 12, 13], settings)
+    again = problem.generate([11, 12, 13], settings)
+    assert torch.equal(batch.u, again.u)
+    alone = problem.generate([12], settings)
+    torch.testing.assert_close(alone.u[0], batch.u[1], rtol=0, atol=1e-12)
+    assert not torch.allclose(batch.u[0], batch.u[1])
+
+    coords = problem.coordinates(settings)
+    assert batch.u.shape == (3, coords["t"].size, coords["x"].size)
+    assert batch.u.dtype == F64 and coords["t"][0] == 0.0
+    assert torch.equal(batch.params["kappa"], torch.full((3,), 0.01, dtype=F64))
+    attributes = problem.attributes(settings)
+    assert {"pde", "boundary", "solver"} <= set(attributes)
+    assert all(isinstance(v, (str, int, float)) for v in attributes.values())
+
+    t = torch.as_tensor(coords["t"])
+    dx = float(coords["x"][1] - coords["x"][0])
+    if bc == "neumann":
+        right = settings["flux_amplitude"] * torch.sin(math.pi * t)
+        torch.testing.assert_close(stencil_left(batch.u, dx), torch.zeros(3, 5, dtype=F64))
+        torch.testing.assert_close(stencil_right(batch.u, dx), right.expand(3, -1))
+    elif bc == "dirichlet":
+        assert (batch.u[..., 0] == 0).all() and (batch.u[..., -1] == 0).all()
+
+
+def test_recipe_rejects_unknown_boundary_names():
+    (problem,) = heat.PROBLEMS
+    with pytest.raises(ValueError, match="bc"):
+        problem.generate([1], problem.settings(bc="robin"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    grid = Grid1D(33)
+    bc = Neumann(0.0, lambda s: 5.0 * math.sin(math.pi * s))
+    u0 = smooth_fields(33)
+    cpu = heat.solve_heat(u0, grid, 0.1, [0.0, 0.5, 1.0], bc)
+    gpu = heat.solve_heat(u0.cuda(), grid, 0.1, [0.0, 0.5, 1.0], bc)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-10)

@@ -1,0 +1,122 @@
+"""Stokes' second problem: the exact formula, convergence, boundary values, bad input, recipe."""
+
+import math
+
+import pytest
+import torch
+
+from pdes import Grid1D, stokes
+from pdes.problems import Problem
+from pdes.verification import convergence
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: extra threads only contend with other processes on a small machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("U, omega, nu", [(1.0, 2.0 * math.pi, 0.05), (-2.0, 10.0, 0.3)])
+def test_exact_formula_solves_the_pde_and_moves_with_the_plate(U, omega, nu):
+    for y_value, t_value in [(0.0, 0.0), (0.1, 0.3), (0.7, 1.1), (0.35, 2.0)]:
+        y = torch.tensor([y_value], dtype=F64, requires_grad=True)
+        t = torch.tensor([t_value], dtype=F64, requires_grad=True)
+        u = stokes.stokes_exact(y, t, U, omega, nu).sum()
+        u_t = torch.autograd.grad(u, t, create_graph=True)[0]
+        u_y = torch.autograd.grad(u, y, create_graph=True)[0]
+        u_yy = torch.autograd.grad(u_y.sum(), y)[0]
+        torch.testing.assert_close(u_t, nu * u_yy, rtol=1e-12, atol=1e-12)
+    t = torch.tensor([0.0, 0.3, 1.1], dtype=F64)
+    wall = stokes.stokes_exact(torch.zeros(1, dtype=F64), t, U, omega, nu)[0, :, 0]
+    torch.testing.assert_close(wall, U * torch.cos(omega * t), rtol=0, atol=1e-15)
+
+
+# Least-squares slope over 17..129 nodes; the coarsest pair is within 0.03 of 2.
+@pytest.mark.parametrize("case", stokes.EXACT_CASES, ids=lambda c: c.name)
+def test_exact_case_converges_at_its_order(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.15, (study.errors, study.orders)
+    assert study.errors[-1] < 1e-3
+
+
+def error_estimate(U: float, dx: float, depth: float) -> float:
+    """Truncation error ν dx²/12 |u_yyyy| ≤ ν dx² U/(3δ⁴) felt over a period ~1/ω: U (dx/δ)²/6."""
+    return U * (dx / depth) ** 2 / 6.0
+
+
+def test_solution_matches_exact_values_on_both_walls_at_every_output():
+    grid = Grid1D(41, 0.0, 0.5)
+    t = torch.linspace(0.0, 2.0, 9, dtype=F64)
+    nu = torch.tensor([0.01, 0.1], dtype=F64)
+    u = stokes.solve_stokes(grid, t, 1.5, 8.0, nu)
+    exact = stokes.stokes_exact(grid.coordinates(), t, 1.5, 8.0, nu)
+    torch.testing.assert_close(u[..., 0], 1.5 * torch.cos(8.0 * t).expand(2, -1), rtol=0, atol=0)
+    torch.testing.assert_close(u[..., -1], exact[..., -1], rtol=1e-15, atol=1e-15)
+    assert (u - exact).abs().max() < error_estimate(1.5, grid.dx, math.sqrt(2.0 * 0.01 / 8.0))
+
+
+BAD_INPUT = {
+    "nu-zero": (dict(nu=0.0), ValueError, "nu"),
+    "nu-negative": (dict(nu=torch.tensor([0.1, -0.1])), ValueError, "nu"),
+    "omega-zero": (dict(omega=0.0), ValueError, "omega"),
+    "omega-negative": (dict(omega=-3.0), ValueError, "omega"),
+    "omega-nan": (dict(omega=float("nan")), ValueError, "omega"),
+    "amplitude-nan": (dict(U=float("inf")), ValueError, "U"),
+    "counts-differ": (dict(U=torch.ones(3), nu=torch.ones(2)), ValueError, "per sample"),
+    "grid": (dict(grid=17), TypeError, "grid"),
+    "times": (dict(times=[1.0, 0.5]), ValueError, "times"),
+}
+
+
+@pytest.mark.parametrize("change", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_rejected_with_a_named_error(change):
+    overrides, error, word = change
+    arguments = dict(grid=Grid1D(17), times=[0.0, 1.0], U=1.0, omega=1.0, nu=0.1)
+    arguments.update(overrides)
+    with pytest.raises(error, match=word):
+        stokes.solve_stokes(**arguments)
+
+
+def test_exact_formula_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="nu"):
+        stokes.stokes_exact(torch.zeros(3), [0.0], 1.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match="omega"):
+        stokes.stokes_exact(torch.zeros(3), [0.0], 1.0, 0.0, 1.0)
+
+
+def test_recipe_generates_reproducible_exact_samples():
+    (problem,) = stokes.PROBLEMS
+    assert isinstance(problem, Problem)
+    settings = problem.settings(nx=41, nt=6, omega_min=5.0, omega_max=12.0)
+    batch = problem.generate([3, 4, 5], settings)
+    assert torch.equal(batch.u, problem.generate([3, 4, 5], settings).u)
+    alone = problem.generate([4], settings)
+    torch.testing.assert_close(alone.u[0], batch.u[1], rtol=0, atol=1e-12)
+    assert set(batch.params) == {"nu", "omega", "amplitude"}
+    nu, omega = batch.params["nu"], batch.params["omega"]
+    assert ((nu >= 0.02) & (nu <= 0.1)).all() and ((omega >= 5.0) & (omega <= 12.0)).all()
+    assert len(set(nu.tolist())) == 3
+
+    coords = problem.coordinates(settings)
+    assert batch.u.shape == (3, coords["t"].size, coords["x"].size)
+    exact = stokes.stokes_exact(
+        torch.as_tensor(coords["x"]), torch.as_tensor(coords["t"]), 2.0, omega, nu
+    )
+    torch.testing.assert_close(batch.u[..., 0], exact[..., 0], rtol=0, atol=1e-14)
+    depth = torch.sqrt(2.0 * nu / omega).min().item()
+    dx = float(coords["x"][1] - coords["x"][0])
+    assert (batch.u - exact).abs().max() < error_estimate(2.0, dx, depth)
+    attributes = problem.attributes(settings)
+    assert {"pde", "boundary", "solver"} <= set(attributes)
+    assert all(isinstance(v, (str, int, float)) for v in attributes.values())
+
+
+def test_recipe_rejects_an_empty_range():
+    (problem,) = stokes.PROBLEMS
+    with pytest.raises(ValueError, match="nu_max"):
+        problem.generate([1], problem.settings(nu_min=0.2, nu_max=0.1))
