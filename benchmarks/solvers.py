@@ -1,0 +1,449 @@
+"""Throughput and accuracy of the batched solvers, and a side-by-side with py-pde.
+
+Part 1 — every solver on a problem with an exact solution, for batch sizes 1 ... 1024: samples per
+second (best of repeated timings of one batched solve, all output snapshots included) and the max
+error against the exact solution.
+
+Part 2 — heat (Dirichlet) and Burgers (periodic) against py-pde at matched error. py-pde solves one
+sample per call, so it is timed per sample with its numba backend (compilation excluded) in several
+solver configurations; for each of its grids the fastest configuration that is accurate (its error
+within 10% of the best any configuration reaches on that grid) is kept. Our solver then runs on the
+coarsest grid whose error is at most py-pde's, and the ratio of throughputs is reported for batches
+of 64, 256 and 1024. Both report only the final time.
+
+    python benchmarks/solvers.py            # full run, writes benchmarks/results/solvers.{json,md}
+    python benchmarks/solvers.py --quick    # smoke run (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, best_time, write_results  # noqa: E402
+
+from pdes import Dirichlet, Grid1D, Neumann  # noqa: E402
+from pdes.burgers import cole_hopf_solution, solve_burgers  # noqa: E402
+from pdes.gpme import (  # noqa: E402
+    constant_k,
+    diffusion_exact,
+    pme_exact,
+    pme_k,
+    solve_gpme,
+    stefan_exact,
+    stefan_k,
+)
+from pdes.heat import solve_heat  # noqa: E402
+from pdes.stokes import solve_stokes, stokes_exact  # noqa: E402
+from pdes.wave import solve_wave, wave_exact  # noqa: E402
+
+F64 = torch.float64
+HEAT_KAPPA, HEAT_T = 0.1, 0.5
+BURGERS_NU, BURGERS_T = 0.05, 0.5
+COMPARISON_SEED = 7
+
+
+@dataclass
+class Setup:
+    """One batched solve, ready to time, with the exact answer at its output times."""
+
+    solve: Callable[[], torch.Tensor]
+    exact: torch.Tensor
+
+    def error(self) -> float:
+        return (self.solve() - self.exact).abs().max().item()
+
+
+# ------------------------------------------------------------------------------------------------
+# Problems with exact solutions, each drawing per-sample parameters from a generator
+
+
+def heat_dirichlet(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    """Sine modes 1–3 with random amplitudes, zero walls, κ = 0.1."""
+    grid = Grid1D(n)
+    x = grid.coordinates()
+    amplitudes = torch.randn(batch, 3, generator=gen, dtype=F64)
+    j = torch.arange(1, 4, dtype=F64)
+    modes = torch.sin(math.pi * j[:, None] * x[None, :])  # (3, X)
+    decay = torch.exp(-HEAT_KAPPA * (math.pi * j) ** 2 * times[:, None])  # (T, 3)
+    exact = torch.einsum("bj,tj,jx->btx", amplitudes, decay, modes)
+    u0 = amplitudes @ modes
+    return Setup(lambda: solve_heat(u0, grid, HEAT_KAPPA, times, "dirichlet"), exact)
+
+
+def heat_neumann(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    """``e^{-κa²t} cos(ax + b)``: both wall fluxes change in time, per sample."""
+    grid = Grid1D(n)
+    x = grid.coordinates()
+    a = 1.0 + 4.0 * torch.rand(batch, generator=gen, dtype=F64)
+    b = 2 * math.pi * torch.rand(batch, generator=gen, dtype=F64)
+
+    def exact_at(t: torch.Tensor) -> torch.Tensor:
+        decay = torch.exp(-HEAT_KAPPA * a[:, None] ** 2 * t[None, :])
+        return decay[:, :, None] * torch.cos(a[:, None, None] * x + b[:, None, None])
+
+    def flux(position: float) -> Callable[[float], torch.Tensor]:
+        return lambda t: -a * torch.exp(-HEAT_KAPPA * a**2 * t) * torch.sin(a * position + b)
+
+    bc = Neumann(left=flux(0.0), right=flux(1.0))
+    u0 = exact_at(torch.zeros(1, dtype=F64))[:, 0]
+    return Setup(lambda: solve_heat(u0, grid, HEAT_KAPPA, times, bc), exact_at(times))
+
+
+def heat_periodic(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    grid = Grid1D(n, periodic=True)
+    x = grid.coordinates()
+    amplitudes = torch.randn(batch, 2, generator=gen, dtype=F64)
+    k = 2 * math.pi * torch.tensor([1.0, 2.0], dtype=F64)
+    modes = torch.stack([torch.sin(k[0] * x), torch.cos(k[1] * x)])
+    decay = torch.exp(-HEAT_KAPPA * k**2 * times[:, None])
+    exact = torch.einsum("bj,tj,jx->btx", amplitudes, decay, modes)
+    return Setup(lambda: solve_heat(amplitudes @ modes, grid, HEAT_KAPPA, times, "periodic"), exact)
+
+
+def _cole_hopf_parameters(batch: int, gen: torch.Generator):
+    amplitudes = 0.8 * torch.rand(batch, 3, generator=gen, dtype=F64) / 3
+    wavenumbers = 2 * math.pi * torch.arange(1, 4, dtype=F64).expand(batch, 3)
+    phases = 2 * math.pi * torch.rand(batch, 3, generator=gen, dtype=F64)
+    return amplitudes, wavenumbers, phases
+
+
+def burgers_periodic(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    """Cole–Hopf solutions on the unit circle, ν = 0.05."""
+    grid = Grid1D(n, periodic=True)
+    x = grid.coordinates()
+    parameters = _cole_hopf_parameters(batch, gen)
+    exact = cole_hopf_solution(x, times, BURGERS_NU, 1.0, *parameters)
+    u0 = cole_hopf_solution(x, [0.0], BURGERS_NU, 1.0, *parameters)[:, 0]
+    return Setup(lambda: solve_burgers(u0, grid, BURGERS_NU, times, "periodic"), exact)
+
+
+def burgers_dirichlet(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    """The Cole–Hopf family on [0, 1], time-dependent wall values from the exact solution."""
+    grid = Grid1D(n)
+    x = grid.coordinates()
+    parameters = _cole_hopf_parameters(batch, gen)
+    ends = torch.tensor([0.0, 1.0], dtype=F64)
+
+    def wall(index: int) -> Callable[[float], torch.Tensor]:
+        return lambda t: cole_hopf_solution(ends, [t], BURGERS_NU, 1.0, *parameters)[:, 0, index]
+
+    exact = cole_hopf_solution(x, times, BURGERS_NU, 1.0, *parameters)
+    u0 = cole_hopf_solution(x, [0.0], BURGERS_NU, 1.0, *parameters)[:, 0]
+    bc = Dirichlet(left=wall(0), right=wall(1))
+    return Setup(lambda: solve_burgers(u0, grid, BURGERS_NU, times, bc), exact)
+
+
+def wave_neumann(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    grid = Grid1D(n)
+    mode = torch.randint(1, 5, (batch,), generator=gen).to(F64)
+    c = 0.5 + torch.rand(batch, generator=gen, dtype=F64)
+    exact = wave_exact(grid.coordinates(), times, mode, c)
+    u0 = exact[:, 0] if times[0] == 0 else wave_exact(grid.coordinates(), [0.0], mode, c)[:, 0]
+    return Setup(lambda: solve_wave(u0, torch.zeros_like(u0), grid, c, times), exact)
+
+
+def stokes(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    grid = Grid1D(n)
+    nu = 0.02 + 0.08 * torch.rand(batch, generator=gen, dtype=F64)
+    exact = stokes_exact(grid.coordinates(), times, 2.0, 10.0, nu)
+    return Setup(lambda: solve_stokes(grid, times, 2.0, 10.0, nu), exact)
+
+
+def gpme_diffusion(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    grid = Grid1D(n, 0.0, 2 * math.pi, kind="cell", periodic=True)
+    x = grid.coordinates()
+    k = 1.0 + 4.0 * torch.rand(batch, generator=gen, dtype=F64)
+    exact = diffusion_exact(x, times, k)
+    u0 = torch.sin(x).expand(batch, n)
+    return Setup(lambda: solve_gpme(u0, grid, constant_k(k), times, "periodic"), exact)
+
+
+def gpme_pme(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    grid = Grid1D(n, kind="cell")
+    m = 1.0 + 5.0 * torch.rand(batch, generator=gen, dtype=F64)
+    exact = pme_exact(grid.coordinates(), times, m)
+    bc = Dirichlet(left=lambda t: (m * t) ** (1 / m), right=0.0)
+    u0 = torch.zeros(batch, n, dtype=F64)
+    return Setup(lambda: solve_gpme(u0, grid, pme_k(m), times, bc), exact)
+
+
+def gpme_stefan(batch: int, n: int, gen: torch.Generator, times: torch.Tensor) -> Setup:
+    grid = Grid1D(n, kind="cell")
+    u_star = 0.55 + 0.15 * torch.rand(batch, generator=gen, dtype=F64)
+    start = times[0].item()
+    x = grid.coordinates()
+    exact = stefan_exact(x, times, u_star)
+    bc = Dirichlet(left=1.0, right=0.0)
+    shifted = times - start
+    return Setup(lambda: solve_gpme(exact[:, 0], grid, stefan_k(u_star), shifted, bc), exact)
+
+
+# (name, setup, grid points, output times)
+CASES = [
+    ("heat-dirichlet", heat_dirichlet, 65, torch.linspace(0, HEAT_T, 11, dtype=F64)),
+    ("heat-neumann", heat_neumann, 65, torch.linspace(0, HEAT_T, 11, dtype=F64)),
+    ("heat-periodic", heat_periodic, 64, torch.linspace(0, HEAT_T, 11, dtype=F64)),
+    ("stokes", stokes, 65, torch.linspace(0, 1.0, 11, dtype=F64)),
+    ("wave-neumann", wave_neumann, 65, torch.linspace(0, 2.0, 11, dtype=F64)),
+    ("burgers-periodic", burgers_periodic, 64, torch.linspace(0, BURGERS_T, 11, dtype=F64)),
+    ("burgers-dirichlet", burgers_dirichlet, 129, torch.linspace(0, BURGERS_T, 11, dtype=F64)),
+    ("gpme-diffusion", gpme_diffusion, 64, torch.linspace(0, 0.5, 11, dtype=F64)),
+    ("gpme-pme", gpme_pme, 50, torch.linspace(0, 0.5, 11, dtype=F64)),
+    ("gpme-stefan", gpme_stefan, 100, torch.linspace(0.01, 0.1, 10, dtype=F64)),
+]
+
+
+def throughput_rows(batches: list[int], seed: int, min_seconds: float) -> list[dict]:
+    rows = []
+    for name, make, n, times in CASES:
+        for batch in batches:
+            gen = torch.Generator().manual_seed(seed)
+            setup = make(batch, n, gen, times)
+            seconds = best_time(setup.solve, repeats=3, min_seconds=min_seconds)
+            rows.append(
+                {
+                    "case": name,
+                    "method": "physml",
+                    "part": "throughput",
+                    "batch": batch,
+                    "nx": n,
+                    "snapshots": times.numel(),
+                    "error": setup.error(),
+                    "solve_ms": 1e3 * seconds,
+                    "throughput": batch / seconds,
+                }
+            )
+            print(f"{name:18s} batch {batch:5d}: {batch / seconds:12.1f} samples/s", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# py-pde at matched error
+
+
+def _pypde_configs(pde, equation) -> dict[str, Callable[[], object]]:
+    return {
+        "euler": lambda: pde.ExplicitSolver(equation, scheme="euler", backend="numba"),
+        "euler-adaptive": lambda: pde.ExplicitSolver(
+            equation, scheme="euler", adaptive=True, backend="numba"
+        ),
+        "rk45-adaptive": lambda: pde.ExplicitSolver(
+            equation, scheme="rk", adaptive=True, tolerance=1e-6, backend="numba"
+        ),
+        "crank-nicolson": lambda: pde.CrankNicolsonSolver(equation, backend="numba"),
+    }
+
+
+def relative_error(numerical: torch.Tensor, exact: torch.Tensor) -> float:
+    """The worst sample's max error divided by that sample's max |exact|."""
+    scale = exact.abs().flatten(1).amax(1)
+    return ((numerical - exact).abs().flatten(1).amax(1) / scale).max().item()
+
+
+def pypde_measure(
+    problem: str, n: int, configs_wanted: list[str] | None, samples: int
+) -> list[dict]:
+    """py-pde's solver configurations on one grid: time per sample and worst relative error.
+
+    The ``samples`` initial conditions are the first ones our batched runs use (same generator).
+    """
+    import pde
+
+    warnings.filterwarnings("ignore")
+    grid = pde.CartesianGrid([[0.0, 1.0]], [n], periodic=problem == "burgers")
+    x = torch.from_numpy(grid.axes_coords[0].copy())
+    gen = torch.Generator().manual_seed(COMPARISON_SEED)
+    dx = 1.0 / n
+    if problem == "heat":
+        equation = pde.DiffusionPDE(diffusivity=HEAT_KAPPA, bc={"value": 0})
+        amplitudes = torch.randn(samples, 3, generator=gen, dtype=F64)
+        j = torch.arange(1, 4, dtype=F64)
+        modes = torch.sin(math.pi * j[:, None] * x[None, :])
+        u0 = amplitudes @ modes
+        exact = (amplitudes * torch.exp(-HEAT_KAPPA * (math.pi * j) ** 2 * HEAT_T)) @ modes
+        t_end, dt_stable = HEAT_T, 0.5 * dx**2 / HEAT_KAPPA
+    else:
+        equation = pde.PDE(
+            {"u": "-u * d_dx(u) + nu * laplace(u)"}, bc="periodic", consts={"nu": BURGERS_NU}
+        )
+        parameters = _cole_hopf_parameters(samples, gen)
+        u0 = cole_hopf_solution(x, [0.0], BURGERS_NU, 1.0, *parameters)[:, 0]
+        exact = cole_hopf_solution(x, [BURGERS_T], BURGERS_NU, 1.0, *parameters)[:, 0]
+        t_end = BURGERS_T
+        dt_stable = 0.5 * min(dx**2 / BURGERS_NU, dx / u0.abs().max().item())
+    states = [pde.ScalarField(grid, u.numpy()) for u in u0]
+    rows = []
+    for name, make in _pypde_configs(pde, equation).items():
+        if configs_wanted and name not in configs_wanted:
+            continue
+        try:
+            solver = make()
+            dt = dt_stable if "euler" in name else 10 * dt_stable
+            compile_start = time.perf_counter()
+            stepper = solver.make_stepper(states[0].copy(), dt=dt)
+            compile_s = time.perf_counter() - compile_start
+            results = [state.copy() for state in states]
+
+            def run_all(stepper=stepper, results=results):
+                for state, result in zip(states, results, strict=True):
+                    result.data[...] = state.data
+                    stepper(result, 0.0, t_end)
+
+            seconds = best_time(run_all, repeats=3, min_seconds=0.3) / samples
+            numerical = torch.from_numpy(np.stack([r.data for r in results]))
+            error = relative_error(numerical, exact)
+        except Exception as failure:  # a configuration that does not converge is reported as such
+            rows.append({"config": name, "nx": n, "failed": str(failure)[:80]})
+            print(f"py-pde {problem} n={n} {name}: failed ({failure})")
+            continue
+        rows.append(
+            {
+                "config": name,
+                "nx": n,
+                "error": error,
+                "solve_ms": 1e3 * seconds,
+                "compile_s": compile_s,
+            }
+        )
+        print(f"py-pde {problem} n={n} {name}: {1e3 * seconds:.3f} ms/sample, error {error:.2e}")
+    return rows
+
+
+def comparison_rows(
+    problem: str, pypde_grids: list[int], our_grids: list[int], batches: list[int], configs
+) -> list[dict]:
+    rows = []
+    make = heat_dirichlet if problem == "heat" else burgers_periodic
+    final = torch.tensor([HEAT_T if problem == "heat" else BURGERS_T], dtype=F64)
+    pypde_samples = 8
+    for n_p in pypde_grids:
+        measured = [r for r in pypde_measure(problem, n_p, configs, pypde_samples) if "error" in r]
+        best_error = min(r["error"] for r in measured)
+        accurate = [r for r in measured if r["error"] <= 1.1 * best_error]
+        chosen = min(accurate, key=lambda r: r["solve_ms"])
+        for r in measured:
+            rows.append(
+                {
+                    "case": f"{problem}-vs-py-pde",
+                    "method": f"py-pde-{r['config']}",
+                    "part": "py-pde",
+                    "batch": 1,
+                    "nx": n_p,
+                    "error": r["error"],
+                    "solve_ms": r["solve_ms"],
+                    "throughput": 1e3 / r["solve_ms"],
+                    "chosen": r is chosen,
+                }
+            )
+        target = chosen["error"]
+        largest = max(batches)
+        for n in our_grids:  # the coarsest grid that is as accurate on the largest batch
+            setup = make(largest, n, torch.Generator().manual_seed(COMPARISON_SEED), final)
+            if relative_error(setup.solve(), setup.exact) <= target:
+                break
+        else:
+            rows.append(
+                {
+                    "case": f"{problem}-vs-py-pde",
+                    "method": "physml",
+                    "pypde_nx": n_p,
+                    "note": f"no grid in {our_grids} reached py-pde's error {target:.2e}",
+                }
+            )
+            continue
+        for batch in batches:
+            setup = make(batch, n, torch.Generator().manual_seed(COMPARISON_SEED), final)
+            seconds = best_time(setup.solve, repeats=3, min_seconds=0.3)
+            throughput = batch / seconds
+            rows.append(
+                {
+                    "case": f"{problem}-vs-py-pde",
+                    "method": "physml",
+                    "part": "py-pde",
+                    "batch": batch,
+                    "nx": n,
+                    "error": relative_error(setup.solve(), setup.exact),
+                    "pypde_nx": n_p,
+                    "pypde_config": chosen["config"],
+                    "pypde_error": target,
+                    "solve_ms": 1e3 * seconds,
+                    "throughput": throughput,
+                    "ratio": throughput * chosen["solve_ms"] / 1e3,
+                }
+            )
+            print(
+                f"{problem} vs py-pde n_p={n_p} ({chosen['config']}): physml n={n} batch {batch} "
+                f"ratio {rows[-1]['ratio']:.1f}x, error {rows[-1]['error']:.2e} <= {target:.2e}",
+                flush=True,
+            )
+    return rows
+
+
+NOTES = """
+Part 1: `error` is the max error against the exact solution over all samples, snapshots and grid
+points; `throughput` counts samples per second for one batched solve producing every snapshot.
+Part 2 (`part = py-pde`): `error` is relative (the worst sample's max error over its max |exact|).
+py-pde rows are one sample per call (numba backend, compilation excluded), timed over the first 8
+samples of the same family; `chosen` marks the fastest accurate configuration on that grid. physml
+rows name the py-pde grid and configuration they are matched against, use the coarsest grid whose
+error on the whole largest batch is at most py-pde's, and give `ratio` = physml samples/s ÷ py-pde
+samples/s. Both compute only the final time.
+"""
+
+COLUMNS = [
+    "case",
+    "method",
+    "part",
+    "batch",
+    "nx",
+    "error",
+    "solve_ms",
+    "throughput",
+    "pypde_nx",
+    "pypde_config",
+    "pypde_error",
+    "ratio",
+    "chosen",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    if args.quick:
+        rows = throughput_rows([1, 4], args.seed, min_seconds=0.0)
+        rows += comparison_rows("heat", [32], [17, 33, 65], [64], ["euler"])
+    else:
+        rows = throughput_rows([1, 4, 16, 64, 256, 1024], args.seed, min_seconds=0.2)
+        for problem, pypde_grids, ours in (
+            ("heat", [64, 128, 256], [17, 33, 65, 129, 257, 513]),
+            ("burgers", [64, 128, 256], [16, 24, 32, 48, 64, 96, 128, 192, 256]),
+        ):
+            rows += comparison_rows(problem, pypde_grids, ours, [64, 256, 1024], None)
+    write_results("solvers", rows, args.seed, started, args.out, COLUMNS, NOTES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
