@@ -1,0 +1,503 @@
+"""GPME family: exact solutions, the finite-volume solver, the recipes and their error handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import quad
+
+from pdes import Dirichlet, Grid1D, Neumann, Periodic, SolverError
+from pdes.gpme import (
+    EXACT_CASES,
+    PROBLEMS,
+    Diffusivity,
+    constant_k,
+    diffusion_exact,
+    pme_exact,
+    pme_k,
+    pme_total_mass,
+    solve_gpme,
+    stefan_exact,
+    stefan_k,
+    stefan_total_mass,
+    stefan_z1,
+)
+from pdes.verification import convergence
+
+F64 = torch.float64
+RECIPES = {problem.name: problem for problem in PROBLEMS}
+
+
+def tensor(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=F64)
+
+
+def stefan_front(u_star: float, t: float) -> float:
+    return 2.0 * stefan_z1(u_star) * math.sqrt(t)
+
+
+# --------------------------------------------------------------------------- exact solutions
+
+
+def pde_residual(exact, potential, x: np.ndarray, t: float, h=1e-4, tau=1e-5) -> np.ndarray:
+    """``u_t - Φ(u)_xx`` by central differences of the closed form, and the scale of ``u_t``."""
+
+    def u(xs, ts):
+        return exact(tensor(xs), tensor([ts]))[0, 0].numpy()
+
+    u_t = (u(x, t + tau) - u(x, t - tau)) / (2 * tau)
+    phi_xx = (potential(u(x + h, t)) - 2 * potential(u(x, t)) + potential(u(x - h, t))) / h**2
+    return u_t - phi_xx, np.abs(u_t).max()
+
+
+@pytest.mark.parametrize("k", [1.0, 4.5])
+def test_diffusion_exact_solves_pde(k):
+    x = np.linspace(0.1, 2 * np.pi - 0.1, 50)
+    for t in (0.05, 0.5):
+        residual, scale = pde_residual(
+            lambda xs, ts: diffusion_exact(xs, ts, k), lambda u: k * u, x, t
+        )
+        assert np.abs(residual).max() < 1e-5 * scale
+
+
+@pytest.mark.parametrize("m", [1.0, 2.5, 6.0])
+def test_pme_exact_solves_pde_away_from_front(m):
+    for t in (0.4, 0.8):
+        x = np.linspace(0.02, t - 0.1, 40)
+        residual, scale = pde_residual(
+            lambda xs, ts: pme_exact(xs, ts, m), lambda u: u ** (m + 1) / (m + 1), x, t
+        )
+        assert np.abs(residual).max() < 1e-5 * scale
+
+
+@pytest.mark.parametrize("u_star", [0.5, 0.6, 0.7])
+def test_stefan_exact_solves_pde_away_from_front(u_star):
+    for t in (0.02, 0.1):
+        front = stefan_front(u_star, t)
+        x = np.linspace(0.01, front - 0.02, 30)
+        residual, scale = pde_residual(
+            lambda xs, ts: stefan_exact(xs, ts, u_star), lambda u: u, x, t, tau=1e-6
+        )
+        assert np.abs(residual).max() < 1e-5 * scale
+        ahead = stefan_exact(tensor(np.linspace(front + 1e-9, 1.0, 20)), tensor([t]), u_star)
+        assert (ahead == 0).all()
+
+
+@pytest.mark.parametrize("u_star", [0.05, 0.5, 0.6, 0.95])
+def test_stefan_z1_solves_its_equation_and_front_condition_holds(u_star):
+    z = stefan_z1(u_star)
+    assert isinstance(z, float) and z > 0
+    lhs = u_star * math.erf(z) * z * math.exp(z * z)
+    assert lhs == pytest.approx((1 - u_star) / math.sqrt(math.pi), rel=1e-12)
+    t = 0.05
+    front = stefan_front(u_star, t)
+    behind = stefan_exact(tensor([front * (1 - 1e-12)]), tensor([t]), u_star)
+    assert behind.item() == pytest.approx(u_star, abs=1e-9)
+    h = 1e-6
+    near = stefan_exact(tensor([front - 2 * h, front - h]), tensor([t]), u_star)[0, 0]
+    slope = (near[1] - near[0]).item() / h
+    speed = front / (2 * t)
+    assert u_star * speed == pytest.approx(-slope, rel=1e-4)
+
+
+def test_stefan_z1_is_vectorised_and_decreasing():
+    values = tensor([0.5, 0.55, 0.6, 0.7])
+    roots = stefan_z1(values)
+    assert roots.shape == (4,)
+    assert torch.allclose(roots, tensor([stefan_z1(v) for v in values.tolist()]), rtol=0, atol=0)
+    assert (roots[1:] < roots[:-1]).all()
+
+
+def test_initial_and_boundary_values():
+    x = torch.linspace(0, 1, 41, dtype=F64)
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    m = tensor([1.0, 3.0, 6.0])
+    u = pme_exact(x, t, m)
+    assert u.shape == (3, 11, 41)
+    assert (u[:, 0] == 0).all()
+    assert torch.allclose(u[:, :, 0], (m[:, None] * t) ** (1 / m[:, None]), rtol=1e-14, atol=0)
+    assert (u[:, :-1, -1] == 0).all()
+
+    ts = torch.linspace(0, 0.1, 11, dtype=F64)
+    s = stefan_exact(x, ts, tensor([0.55, 0.7]))
+    assert torch.isfinite(s).all()
+    assert (s[:, 0, 0] == 1).all() and (s[:, 0, 1:] == 0).all()
+    assert (s[:, :, 0] == 1).all() and (s[:, :, -1] == 0).all()
+
+    xp = torch.linspace(0, 2 * math.pi, 33, dtype=F64)
+    d = diffusion_exact(xp, tensor([0.0, 0.3]), tensor([1.0, 5.0]))
+    assert torch.allclose(d[:, 0], torch.sin(xp).expand(2, -1), rtol=0, atol=0)
+    assert torch.allclose(d[:, 1, 8], torch.exp(-0.3 * tensor([1.0, 5.0])), rtol=1e-14)
+
+
+@pytest.mark.parametrize("m", [1.0, 2.0, 5.0])
+def test_pme_total_mass_matches_quadrature(m):
+    t = tensor([0.0, 0.25, 0.6, 1.0])
+    closed = pme_total_mass(t, m)[0]
+    for j, tj in enumerate(t.tolist()):
+        if tj == 0:
+            assert closed[j] == 0
+            continue
+        value, _ = quad(
+            lambda xi, tj=tj: pme_exact(tensor([xi]), tensor([tj]), m).item(), 0, 1, points=[tj]
+        )
+        assert closed[j].item() == pytest.approx(value, rel=1e-7)
+
+
+@pytest.mark.parametrize("u_star", [0.5, 0.6, 0.7])
+def test_stefan_total_mass_matches_quadrature(u_star):
+    t = tensor([0.01, 0.05, 0.1])
+    closed = stefan_total_mass(t, u_star)[0]
+    for j, tj in enumerate(t.tolist()):
+        front = stefan_front(u_star, tj)
+        value, _ = quad(
+            lambda xi, tj=tj: stefan_exact(tensor([xi]), tensor([tj]), u_star).item(),
+            0,
+            1,
+            points=[front],
+        )
+        assert closed[j].item() == pytest.approx(value, rel=1e-8)
+
+
+# --------------------------------------------------------------------------- finite volumes
+
+
+@pytest.mark.parametrize("case", EXACT_CASES, ids=lambda case: case.name)
+def test_convergence_orders(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.2, (study.errors, study.orders)
+
+
+def linear_problem(kind: str, bc_name: str, n: int):
+    """``u_t = k u_xx`` on ``[0, π]``: ``u = e^{-kt} sin(x + 1/2)``, with slope at both walls."""
+    k, phase = 0.7, 0.5
+    points = n + 1 if kind == "node" else n
+    grid = Grid1D(points, 0.0, math.pi, kind)
+    x = grid.coordinates()
+
+    def exact(t: float) -> torch.Tensor:
+        return math.exp(-k * t) * torch.sin(x + phase)
+
+    if bc_name == "dirichlet":
+        side = math.sin(phase)
+        bc = Dirichlet(lambda t: side * math.exp(-k * t), lambda t: -side * math.exp(-k * t))
+    else:
+        side = math.cos(phase)
+        bc = Neumann(lambda t: side * math.exp(-k * t), lambda t: -side * math.exp(-k * t))
+    return grid, exact, bc, constant_k(k)
+
+
+@pytest.mark.parametrize("kind", ["node", "cell"])
+@pytest.mark.parametrize("bc_name", ["dirichlet", "neumann"])
+def test_walls_are_second_order(kind, bc_name):
+    times = [0.0, 0.25, 0.5]
+    errors = []
+    for n in (16, 32, 64):
+        grid, exact, bc, k = linear_problem(kind, bc_name, n)
+        u = solve_gpme(exact(0.0), grid, k, times, bc)
+        reference = torch.stack([exact(t) for t in times])
+        errors.append((u[0] - reference).abs().max().item())
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert min(orders) > 1.8, (errors, orders)
+
+
+def test_heun_is_second_order_in_time():
+    grid, exact, bc, k = linear_problem("cell", "neumann", 24)
+    limit = grid.dx**2 / (2 * 0.7)
+    runs = [solve_gpme(exact(0.0), grid, k, [0.3], bc, dt=limit / s)[0, -1] for s in (1, 2, 4)]
+    ratio = (runs[0] - runs[1]).abs().max() / (runs[1] - runs[2]).abs().max()
+    assert 3.5 < ratio.item() < 4.5
+
+
+def mass_balance_cases():
+    m = tensor([1.0, 2.5, 4.0])
+    u_star = tensor([0.55, 0.7])
+    node = Grid1D(41, 0.0, 1.0)
+    cell = Grid1D(40, 0.0, 1.0, "cell")
+    wall = Dirichlet(lambda t: (m * t) ** (1 / m), 0.0)
+    return {
+        "diffusion-neumann-cell": (
+            Grid1D(32, 0.0, 2 * math.pi, "cell"),
+            constant_k(tensor([1.0, 3.0])),
+            Neumann(lambda t: 1.0 + math.sin(5 * t), tensor([-0.5, 2.0])),
+            lambda x: torch.stack([torch.sin(x), torch.cos(x) + 2]),
+            0.5,
+        ),
+        "diffusion-dirichlet-cell": (
+            Grid1D(32, 0.0, math.pi, "cell"),
+            constant_k(2.0),
+            Dirichlet(lambda t: 1.0 + t, -1.0),
+            lambda x: torch.cos(x)[None],
+            0.5,
+        ),
+        "pme-dirichlet-node": (node, pme_k(m), wall, lambda x: torch.zeros(3, x.numel()), 0.6),
+        "pme-neumann-node": (
+            node,
+            pme_k(m),
+            Neumann(0.5, 0.3),
+            lambda x: (0.2 + 0.6 * x).expand(3, -1),
+            0.2,
+        ),
+        "stefan-dirichlet-node": (
+            node,
+            stefan_k(u_star),
+            Dirichlet(1.0, 0.0),
+            lambda x: (x <= 0).to(F64).expand(2, -1),
+            0.1,
+        ),
+        "stefan-dirichlet-cell": (
+            cell,
+            stefan_k(u_star),
+            Dirichlet(1.0, 0.0),
+            lambda x: torch.zeros(2, x.numel()),
+            0.1,
+        ),
+        "bare-callable-neumann-cell": (
+            cell,
+            lambda u: 1.0 + u**2,
+            Neumann(0.5, 2.0),
+            lambda x: torch.sin(3 * x)[None],
+            0.1,
+        ),
+    }
+
+
+MASS_CASES = mass_balance_cases()
+
+
+@pytest.mark.parametrize("name", list(MASS_CASES))
+def test_mass_changes_only_by_boundary_inflow(name):
+    grid, k, bc, initial, t_end = MASS_CASES[name]
+    u0 = initial(grid.coordinates()).to(F64)
+    times = torch.linspace(0.0, t_end, 7, dtype=F64)
+    u, inflow = solve_gpme(u0, grid, k, times, bc, return_flux=True)
+    assert inflow.shape == (u0.shape[0], 7)
+    mass = grid.integrate(u)
+    change = mass - mass[:, :1]
+    scale = max(mass.abs().max().item(), inflow.abs().max().item())
+    assert inflow[:, -1].abs().min() > 1e-3 * scale, "the case must have non-zero wall fluxes"
+    assert (change - inflow).abs().max() <= 1e-12 * scale
+
+
+def test_periodic_mass_is_conserved_and_inflow_is_zero():
+    grid = Grid1D(40, 0.0, 2 * math.pi, periodic=True)
+    x = grid.coordinates()
+    u0 = torch.stack([torch.sin(x) + 1.5, torch.exp(torch.cos(x))])
+    u, inflow = solve_gpme(
+        u0, grid, pme_k(tensor([1.0, 2.0])), [0, 0.1, 0.4], "periodic", return_flux=True
+    )
+    mass = grid.integrate(u)
+    assert (inflow == 0).all()
+    assert torch.allclose(mass, mass[:, :1].expand_as(mass), rtol=1e-13, atol=0)
+
+
+def test_dirichlet_values_are_respected_on_node_grids():
+    grid = Grid1D(31, 0.0, 1.0)
+    m = tensor([1.0, 3.0])
+    times = torch.linspace(0, 0.5, 6, dtype=F64)
+    u = solve_gpme(
+        torch.ones(2, 31), grid, pme_k(m), times, Dirichlet(lambda t: (m * t) ** (1 / m), 0.2)
+    )
+    assert torch.equal(u[:, :, 0], (m[:, None] * times) ** (1 / m[:, None]))
+    assert (u[:, :, -1] == 0.2).all()
+
+
+def test_batch_matches_separate_runs_with_per_sample_parameters():
+    grid = Grid1D(21, 0.0, 1.0)
+    m = tensor([1.0, 2.0, 4.0])
+    times = [0.0, 0.1, 0.2]
+    x = grid.coordinates()
+
+    def wall(values):
+        return Dirichlet(lambda t: (values * t) ** (1 / values), 0.0)
+
+    dt = 4e-4
+    batch = solve_gpme(torch.zeros(3, 21), grid, pme_k(m), times, wall(m), dt=dt)
+    for i in range(3):
+        single = solve_gpme(torch.zeros(21), grid, pme_k(m[i : i + 1]), times, wall(m[i]), dt=dt)
+        assert torch.allclose(batch[i], single[0], rtol=1e-13, atol=1e-15)
+    assert torch.all(batch[:, -1] >= 0) and x.shape == (21,)
+
+
+def test_bare_callable_and_number_match_constant_diffusivity():
+    grid = Grid1D(30, 0.0, 2 * math.pi, periodic=True)
+    u0 = torch.sin(grid.coordinates())
+    times = [0.0, 0.2]
+    reference = solve_gpme(u0, grid, constant_k(2.0), times, Periodic())
+    bare = solve_gpme(u0, grid, lambda u: 2.0 + 0 * u, times, Periodic())
+    number = solve_gpme(u0, grid, 2.0, times, Periodic())
+    assert torch.allclose(bare, reference, rtol=0, atol=1e-14)
+    assert torch.equal(number, reference)
+
+
+def test_output_times():
+    grid = Grid1D(48, 0.0, 2 * math.pi, periodic=True)
+    x = grid.coordinates()
+    u0 = torch.sin(x)
+    times = tensor([0.0, 0.013, 0.013, 0.2])
+    u = solve_gpme(u0, grid, 1.5, times, "periodic")
+    assert u.shape == (1, 4, 48)
+    assert torch.equal(u[0, 0], u0)
+    assert torch.equal(u[0, 1], u[0, 2])
+    assert torch.allclose(u[0], diffusion_exact(x, times, 1.5)[0], atol=1e-3)
+    late = solve_gpme(u0, grid, 1.5, [0.2], "periodic")
+    assert late.shape == (1, 1, 48)
+    assert torch.allclose(late[0, 0], u[0, -1], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+SMALL = {
+    "diffusion": {"nx": 24, "nt": 5, "t_end": 0.2},
+    "pme": {"nx": 21, "nt": 5, "t_end": 0.5, "m_max": 2.0},
+    "stefan": {"nx": 31, "nt": 6},
+}
+
+
+@pytest.mark.parametrize("name", ["diffusion", "pme", "stefan"])
+def test_generate_is_reproducible_and_per_seed(name):
+    problem = RECIPES[name]
+    settings = problem.settings(**SMALL[name])
+    a = problem.generate([3, 4, 5], settings)
+    b = problem.generate([3, 4, 5], settings)
+    assert a.u.shape == (3, settings["nt"], settings["nx"]) and a.u.dtype == F64
+    assert torch.equal(a.u, b.u)
+    assert set(a.params) == {problem.parameter} and a.params[problem.parameter].shape == (3,)
+    alone = problem.generate([5], settings)
+    assert torch.equal(alone.u[0], a.u[2])
+    other = problem.generate([6, 7, 8], settings)
+    assert not torch.equal(other.params[problem.parameter], a.params[problem.parameter])
+    assert not torch.equal(other.u[:, -1], a.u[:, -1])
+    coordinates = problem.coordinates(settings)
+    assert coordinates["t"].shape == (settings["nt"],) and coordinates["t"][0] == 0
+    assert coordinates["x"].shape == (settings["nx"],)
+    attributes = problem.attributes(settings)
+    assert {"pde", "boundary", "solver"} <= set(attributes)
+    assert all(isinstance(v, (str, int, float)) for v in attributes.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high", "key"),
+    [("diffusion", 1.0, 5.0, "k"), ("pme", 1.0, 6.0, "m"), ("stefan", 0.55, 0.7, "u_star")],
+)
+def test_default_parameter_ranges(name, low, high, key):
+    problem = RECIPES[name]
+    values = problem.generate(range(20), problem.settings(nx=11, nt=2))
+    drawn = values.params[key]
+    assert (drawn >= low).all() and (drawn <= high).all() and drawn.unique().numel() == 20
+
+
+@pytest.mark.parametrize(
+    ("name", "tolerance"), [("diffusion", 5e-3), ("pme", 0.02), ("stefan", 0.03)]
+)
+def test_fv_recipe_agrees_with_exact(name, tolerance):
+    problem = RECIPES[name]
+    exact = problem.generate([1, 2], problem.settings(**SMALL[name]))
+    fv = problem.generate([1, 2], problem.settings(**SMALL[name], solver="fv"))
+    assert torch.equal(exact.params[problem.parameter], fv.params[problem.parameter])
+    assert (fv.u - exact.u).abs().mean() < tolerance
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def periodic_setup():
+    grid = Grid1D(16, 0.0, 2 * math.pi, periodic=True)
+    return grid, torch.sin(grid.coordinates())
+
+
+@pytest.mark.parametrize("k", [0.0, -1.0, float("nan")])
+def test_non_positive_constant_k_raises(k):
+    grid, u0 = periodic_setup()
+    with pytest.raises(ValueError, match="k must"):
+        constant_k(k)
+    with pytest.raises(ValueError, match="k must"):
+        solve_gpme(u0, grid, k, [0.1], "periodic")
+    with pytest.raises(ValueError, match="k"):
+        diffusion_exact(torch.zeros(3), tensor([0.0]), k)
+
+
+def test_negative_k_from_callable_raises():
+    grid, u0 = periodic_setup()
+    with pytest.raises(ValueError, match=r"k\(u\) must be finite and >= 0"):
+        solve_gpme(u0, grid, lambda u: u, [0.1], "periodic")
+
+
+def test_dt_beyond_the_stability_limit_raises_with_the_limit():
+    grid, u0 = periodic_setup()
+    limit = grid.dx**2 / (2 * 3.0)
+    with pytest.raises(SolverError, match=f"{limit:.6g}"):
+        solve_gpme(u0, grid, 3.0, [0.1], "periodic", dt=1.01 * limit)
+    assert torch.isfinite(solve_gpme(u0, grid, 3.0, [0.1], "periodic", dt=limit)).all()
+    cell = Grid1D(16, 0.0, 1.0, "cell")
+    with pytest.raises(SolverError, match=f"{cell.dx**2 / 3:.6g}"):
+        solve_gpme(torch.zeros(16), cell, 1.0, [0.1], Dirichlet(1.0, 0.0), dt=cell.dx**2 / 2.5)
+
+
+@pytest.mark.parametrize(
+    ("u0", "error"),
+    [
+        (torch.zeros(15), "16 points"),
+        (torch.zeros(2, 3, 16), "shape"),
+        (torch.full((16,), float("nan")), "NaN"),
+    ],
+)
+def test_bad_initial_condition_raises(u0, error):
+    grid, _ = periodic_setup()
+    with pytest.raises(ValueError, match=error):
+        solve_gpme(u0, grid, 1.0, [0.1], "periodic")
+
+
+def test_per_sample_parameter_count_mismatch_raises():
+    grid, u0 = periodic_setup()
+    with pytest.raises(ValueError, match="one value per sample"):
+        solve_gpme(u0.expand(2, -1), grid, pme_k(tensor([1.0, 2.0, 3.0])), [0.1], "periodic")
+
+
+def test_boundary_mismatches_raise():
+    grid, u0 = periodic_setup()
+    with pytest.raises(ValueError, match="bc must be one of"):
+        solve_gpme(u0, grid, 1.0, [0.1], "robin")
+    with pytest.raises(ValueError, match="periodic"):
+        solve_gpme(u0, grid, 1.0, [0.1], "dirichlet")
+    with pytest.raises(ValueError, match="periodic"):
+        solve_gpme(torch.zeros(5), Grid1D(5), 1.0, [0.1], Periodic())
+    with pytest.raises(ValueError, match="times"):
+        solve_gpme(u0, grid, 1.0, [0.2, 0.1], "periodic")
+    with pytest.raises(TypeError, match="Grid1D"):
+        solve_gpme(u0, 16, 1.0, [0.1], "periodic")
+
+
+@pytest.mark.parametrize("u_star", [0.0, 1.0, 1.2, -0.3])
+def test_u_star_outside_unit_interval_raises(u_star):
+    with pytest.raises(ValueError, match=r"u_star must lie in the open interval \(0, 1\)"):
+        stefan_z1(u_star)
+    with pytest.raises(ValueError, match="u_star"):
+        stefan_k(u_star)
+    with pytest.raises(ValueError, match="u_star"):
+        stefan_exact(torch.zeros(2), tensor([0.1]), u_star)
+    with pytest.raises(ValueError, match="u_star"):
+        RECIPES["stefan"].generate([0], {"u_star_max": u_star, "u_star_min": 0.5 * u_star})
+
+
+def test_bad_recipe_settings_raise():
+    with pytest.raises(ValueError, match="solver"):
+        RECIPES["pme"].generate([0], {"solver": "spectral"})
+    with pytest.raises(ValueError, match="k_max"):
+        RECIPES["diffusion"].generate([0], {"k_min": 3.0, "k_max": 2.0})
+    with pytest.raises(ValueError, match="m_min"):
+        RECIPES["pme"].generate([0], {"m_min": 0.0})
+    with pytest.raises(ValueError, match="unknown option"):
+        RECIPES["stefan"].settings(k=1.0)
+
+
+def test_diffusivity_objects_carry_their_potential():
+    u = torch.linspace(0, 1.5, 301, dtype=F64)[None]
+    for d in (constant_k(2.0), pme_k(2.5), stefan_k(0.6)):
+        assert isinstance(d, Diffusivity)
+        integral = torch.cumulative_trapezoid(d(u), u, dim=1)
+        assert torch.allclose(d.potential(u)[:, 1:] - d.potential(u)[:, :1], integral, atol=5e-3)
