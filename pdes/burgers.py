@@ -33,7 +33,8 @@ from . import _checks
 from .boundary import BoundaryCondition, Dirichlet, parse
 from .errors import SolverError
 from .grid import Grid1D
-from .integrators import DiagonalOperator, etdrk4, fourier_operator, tridiagonal_operator
+from .heat import interior_operator
+from .integrators import etdrk4, fourier_operator, scaled
 from .problems import Batch, Option, Problem, generator
 from .random_fields import gaussian_random_field_1d
 from .verification import Comparison, ExactCase
@@ -108,11 +109,6 @@ def solve_burgers(
     return _solve_dirichlet(u0, grid, viscosity, t_out, condition, max_step)
 
 
-def _groups(viscosity: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-    values = torch.unique(viscosity)
-    return [(v.item(), torch.nonzero(viscosity == v).flatten()) for v in values]
-
-
 def _check_bounded(u: torch.Tensor, bound: float, step: float, limit: float, t: torch.Tensor):
     peak = u.abs().amax(dim=(0, 2))
     bad = torch.nonzero(peak > 2.0 * bound + 1e-12).flatten()
@@ -156,13 +152,7 @@ def _solve_periodic(u0, grid, viscosity, t_out, max_step) -> torch.Tensor:
         u = torch.fft.irfft(c * keep, n=n, dim=-1)
         return derivative * torch.fft.rfft(u * u, dim=-1)
 
-    out = torch.empty(u0.shape[0], t_out.numel(), n, dtype=FLOAT, device=device)
-    for nu, index in _groups(viscosity):
-        index = index.to(device)
-        operator = DiagonalOperator(
-            nu * laplacian.eigenvalues, laplacian.forward, laplacian.inverse
-        )
-        out[index] = _run(operator, u0[index], t_out, step, nonlinear, limit)
+    out = _run(scaled(laplacian, viscosity), u0, t_out, step, nonlinear, limit)
     _check_bounded(out, bound, step, limit, t_out)
     return out
 
@@ -178,31 +168,21 @@ def _solve_dirichlet(u0, grid, viscosity, t_out, condition: Dirichlet, max_step)
     limit = advective_step_limit(grid, bound, spectral=False)
     step = max_step if max_step is not None else _default_step(limit, t_out, grid)
 
-    m = n - 2
-    off = torch.full((m - 1,), 1.0 / dx**2, dtype=FLOAT, device=device)
-    laplacian = tridiagonal_operator(
-        off, torch.full((m,), -2.0 / dx**2, dtype=FLOAT, device=device), off
-    )
+    operator = scaled(interior_operator(n - 2, dx, neumann=False, device=device), viscosity)
     seen = [torch.tensor(bound, dtype=FLOAT, device=device)]  # largest |wall value| at any stage
+
+    def nonlinear(c: torch.Tensor, t: float) -> torch.Tensor:
+        left, right = condition.values(t, batch, device)
+        seen[0] = torch.maximum(seen[0], torch.cat([left, right]).abs().max())
+        full = torch.cat([left[:, None], operator.inverse(c), right[:, None]], dim=-1)
+        flux = 0.5 * full * full
+        rate = (flux[:, :-2] - flux[:, 2:]) / (2 * dx)
+        rate[:, 0] += viscosity * left / dx**2
+        rate[:, -1] += viscosity * right / dx**2
+        return operator.forward(rate)
+
     out = torch.empty(batch, t_out.numel(), n, dtype=FLOAT, device=device)
-    for nu, index in _groups(viscosity):
-        index = index.to(device)
-        operator = DiagonalOperator(
-            nu * laplacian.eigenvalues, laplacian.forward, laplacian.inverse
-        )
-
-        def nonlinear(c: torch.Tensor, t: float, nu=nu, index=index, operator=operator):
-            left, right = (v[index] for v in condition.values(t, batch, device))
-            seen[0] = torch.maximum(seen[0], torch.cat([left, right]).abs().max())
-            full = torch.cat([left[:, None], operator.inverse(c), right[:, None]], dim=-1)
-            flux = 0.5 * full * full
-            rate = (flux[:, :-2] - flux[:, 2:]) / (2 * dx)
-            rate[:, 0] += nu * left / dx**2
-            rate[:, -1] += nu * right / dx**2
-            return operator.forward(rate)
-
-        interior = _run(operator, u0[index, 1:-1], t_out, step, nonlinear, limit)
-        out[index, :, 1:-1] = interior
+    out[:, :, 1:-1] = _run(operator, u0[:, 1:-1], t_out, step, nonlinear, limit)
     for j, (left, right) in enumerate(walls):
         out[:, j, 0], out[:, j, -1] = left, right
     _check_bounded(out, seen[0].item(), step, limit, t_out)

@@ -32,6 +32,7 @@ below 2·10⁻⁴ of the spatial error at every resolution (faster data need a s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -41,7 +42,7 @@ import torch
 from . import _checks
 from .boundary import BoundaryCondition, Dirichlet, Neumann, Periodic, parse
 from .grid import Grid1D
-from .integrators import DiagonalOperator, etdrk4, fourier_operator, tridiagonal_operator
+from .integrators import DiagonalOperator, etdrk4, fourier_operator, scaled, tridiagonal_operator
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
@@ -82,6 +83,21 @@ def interior_matrix(
         diagonal[0] = diagonal[-1] = -2.0 / 3.0 * scale
         upper[0] = lower[-1] = 2.0 / 3.0 * scale
     return lower, diagonal, upper
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_interior_operator(m: int, dx: float, neumann: bool, device: str) -> DiagonalOperator:
+    return tridiagonal_operator(*interior_matrix(m, dx, neumann, device))
+
+
+def interior_operator(m: int, dx: float, neumann: bool, device=None) -> DiagonalOperator:
+    """The diagonalised three-point Laplacian of :func:`interior_matrix`, cached per grid.
+
+    Building it costs an eigendecomposition; repeated solves on one grid reuse it.
+    """
+    return _cached_interior_operator(
+        m, float(dx), bool(neumann), str(torch.device(device or "cpu"))
+    )
 
 
 def neumann_boundary(
@@ -170,7 +186,7 @@ def solve_heat(
 
     neumann = isinstance(bc, Neumann)
     m = grid.n - 2
-    base = tridiagonal_operator(*interior_matrix(m, dx, neumann, device))
+    base = interior_operator(m, dx, neumann, device)
     ends = torch.zeros(2, m, dtype=FLOAT, device=device)
     ends[0, 0] = -2.0 / (3.0 * dx) if neumann else 1.0 / dx**2
     ends[1, -1] = 2.0 / (3.0 * dx) if neumann else 1.0 / dx**2
@@ -182,32 +198,15 @@ def solve_heat(
         else:
             max_step = max(float(t_out[-1]), 1.0)
 
-    operator = stacked(base, rates)
+    operator = scaled(base, rates)
     forcing = None if _is_zero(bc) else _boundary_forcing(bc, rates, end_coefficients)
-    flat = etdrk4(
-        operator, u0[:, 1:-1].reshape(1, -1), t_out, max_step, nonlinear=forcing, name="solve_heat"
-    )
-    interior = flat.reshape(t_out.numel(), batch, m).transpose(0, 1)
+    interior = etdrk4(operator, u0[:, 1:-1], t_out, max_step, nonlinear=forcing, name="solve_heat")
     interior[:, (t_out == 0).to(device)] = u0[:, None, 1:-1]
 
     left, right = _boundary_series(bc, t_out, batch, device)
     if neumann:
         left, right = neumann_boundary(interior, dx, left, right)
     return torch.cat([left[..., None], interior, right[..., None]], dim=-1)
-
-
-def stacked(base: DiagonalOperator, rates: torch.Tensor) -> DiagonalOperator:
-    """The block-diagonal operator ``diag(rate_s · L)`` acting on a batch flattened to ``(1, S·n)``.
-
-    Lets one ETDRK4 run integrate samples with different coefficients (ETDRK4 takes one set of
-    eigenvalues); coefficients are flattened the same way, ``(1, S·modes)``.
-    """
-    batch = rates.numel()
-    return DiagonalOperator(
-        eigenvalues=(rates[:, None] * base.eigenvalues[None, :]).flatten(),
-        forward=lambda u: base.forward(u.reshape(batch, -1)).reshape(1, -1),
-        inverse=lambda c: base.inverse(c.reshape(batch, -1)).reshape(1, -1),
-    )
 
 
 def _boundary_series(
@@ -221,7 +220,7 @@ def _boundary_series(
 def _boundary_forcing(
     bc: Dirichlet | Neumann, rates: torch.Tensor, end_coefficients: torch.Tensor
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """``N(c, t)``: the boundary data's share of the end rows, in stacked coefficients."""
+    """``N(c, t)``: the boundary data's share of the end rows, coefficients ``(batch, modes)``."""
     batch, device = rates.numel(), rates.device
     last: dict[float, torch.Tensor] = {}
 
@@ -231,7 +230,7 @@ def _boundary_forcing(
             left, right = bc.values(t, batch, device)
             values = torch.stack([left, right], -1) * rates[:, None]
             last.clear()
-            last[t] = (values @ end_coefficients).reshape(1, -1)
+            last[t] = values @ end_coefficients
         return last[t]
 
     return forcing
@@ -245,9 +244,8 @@ def _solve_periodic(
     def symbol(k: torch.Tensor) -> torch.Tensor:
         return -4.0 / dx**2 * torch.sin(0.5 * k * dx) ** 2
 
-    operator = stacked(fourier_operator(grid.n, grid.length, symbol, device=u0.device), rates)
-    flat = etdrk4(operator, u0.reshape(1, -1), t_out, 1.0, name="solve_heat")
-    out = flat.reshape(t_out.numel(), u0.shape[0], grid.n).transpose(0, 1)
+    operator = scaled(fourier_operator(grid.n, grid.length, symbol, device=u0.device), rates)
+    out = etdrk4(operator, u0, t_out, 1.0, name="solve_heat")
     out[:, (t_out == 0).to(u0.device)] = u0[:, None]
     return out
 

@@ -26,6 +26,8 @@ class DiagonalOperator:
 
     ``forward`` maps physical values ``(batch, n)`` to coefficients ``(batch, m)`` and ``inverse``
     maps back; ``eigenvalues`` ``(m,)`` are real and non-positive for the diffusion operators here.
+    Eigenvalues ``(batch, m)`` give each sample its own operator in the same basis (e.g. one
+    diffusivity per sample).
     """
 
     eigenvalues: torch.Tensor
@@ -41,12 +43,25 @@ class DiagonalOperator:
         return self._cache[key]
 
 
+def scaled(base: DiagonalOperator, rates: torch.Tensor) -> DiagonalOperator:
+    """``rate_s · L`` for each sample ``s`` (``rates`` ``(batch,)``), in the basis of ``base``.
+
+    One set of eigenvalues when all rates agree, else ``(batch, modes)`` eigenvalues, so one
+    ETDRK4 run integrates samples with different diffusivities or viscosities.
+    """
+    if bool((rates == rates[0]).all()):
+        eigenvalues = rates[0] * base.eigenvalues
+    else:
+        eigenvalues = rates[:, None] * base.eigenvalues[None, :]
+    return DiagonalOperator(eigenvalues, base.forward, base.inverse)
+
+
 def _etdrk4_coefficients(eigenvalues: torch.Tensor, h: float, points: int = 64):
     z = (h * eigenvalues).to(torch.complex128)
     roots = torch.exp(
         1j * math.pi * (torch.arange(1, points + 1, dtype=FLOAT, device=z.device) - 0.5) / points
     )
-    r = z[:, None] + roots[None, :]
+    r = z[..., None] + roots
     er = torch.exp(r)
 
     def mean(values: torch.Tensor) -> torch.Tensor:

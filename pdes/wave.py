@@ -22,8 +22,7 @@ import torch
 from . import _checks
 from .boundary import Neumann, parse
 from .grid import Grid1D
-from .heat import Rate, interior_matrix, neumann_boundary, per_sample, random_modes
-from .integrators import tridiagonal_operator
+from .heat import Rate, interior_operator, neumann_boundary, per_sample, random_modes
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
@@ -76,7 +75,7 @@ def solve_wave(
     batch, device, dx = u0.shape[0], u0.device, grid.dx
     speed = per_sample("c", c, batch, device)
 
-    base = tridiagonal_operator(*interior_matrix(grid.n - 2, dx, neumann=True, device=device))
+    base = interior_operator(grid.n - 2, dx, neumann=True, device=device)
     q0 = base.forward(u0[:, 1:-1])[:, None, :]
     p0 = base.forward(v0[:, 1:-1])[:, None, :]
     omega = speed[:, None, None] * torch.sqrt((-base.eigenvalues).clamp_min(0.0))[None, None, :]
