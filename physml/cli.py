@@ -30,7 +30,10 @@ def _add_generate(subparsers) -> None:
         sub.add_argument("--shard", type=int, default=0, help="this shard's index (default 0)")
         sub.add_argument("--num-shards", type=int, default=1, help="number of shards (default 1)")
         sub.add_argument(
-            "--chunk", type=int, default=32, help="samples per batch and per resume unit"
+            "--chunk",
+            type=int,
+            default=32,
+            help="samples per batch and per resume unit (default 32)",
         )
         sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
         sub.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
@@ -40,6 +43,7 @@ def _add_generate(subparsers) -> None:
             group.add_argument(
                 f"--{key.replace('_', '-')}",
                 dest=f"option_{key}",
+                metavar=key.upper(),
                 type=option.type,
                 default=option.default,
                 help=f"{option.help} (default {option.default})",

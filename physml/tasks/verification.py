@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pdes.verification import ConvergenceStudy, convergence, exact_cases  # noqa: E402
@@ -44,6 +45,7 @@ def plot_study(study: ConvergenceStudy, path: Path) -> None:
         ylabel=f"{study.case.norm} error",
         title="convergence",
     )
+    right.xaxis.set_minor_formatter(NullFormatter())
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,0 +1,68 @@
+"""The command line: list, generate, run, demo — and the summary table they print."""
+
+import h5py
+import pytest
+
+from physml import tasks
+from physml.cli import main
+
+
+def test_list_names_recipes_and_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("heat", "burgers", "burgers-dirichlet", "wave", "stokes", "diffusion", "pme"):
+        assert f"  {name} " in out
+    assert "verify" in out
+
+
+def test_generate_writes_a_dataset(tmp_path, capsys):
+    out = tmp_path / "heat.h5"
+    args = ["generate", "heat", "--n", "3", "--out", str(out), "--nx", "17", "--nt", "3"]
+    assert main([*args, "--seed", "5", "--quiet"]) == 0
+    with h5py.File(out) as f:
+        assert f["u"].shape == (3, 3, 17)
+        assert f.attrs["pde"] == "heat" and f.attrs["seed"] == 5
+    assert "wrote" in capsys.readouterr().out
+    assert main([*args, "--quiet"]) == 2  # exists: refused without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--quiet", "--overwrite"]) == 0
+
+
+def test_generate_rejects_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "heat", "--n", "2", "--out", str(tmp_path / "x.h5"), "--nx", "ten"])
+    assert "invalid int value" in capsys.readouterr().err
+    code = main(["generate", "heat", "--n", "0", "--out", str(tmp_path / "x.h5"), "--quiet"])
+    assert code == 2 and "n must be an integer >= 1" in capsys.readouterr().err
+    code = main(["generate", "heat", "--n", "2", "--out", str(tmp_path / "x.h5"), "--kappa", "-1"])
+    assert code == 2 and "kappa" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_demo_prints_the_verification_table_and_saves_figures(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["task", "case", "metric", "value", "target", "ok"]
+    for case in ("heat-neumann", "burgers-periodic-time", "gpme-stefan", "stokes", "wave-neumann"):
+        assert case in out
+        assert (tmp_path / "verify" / f"{case}.png").stat().st_size > 10_000
+    assert " NO" not in out
+
+
+def test_unknown_task_is_an_error(tmp_path, capsys):
+    assert main(["run", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_a_task_name_is_registered_once():
+    task = tasks.Task("verify", "another", run=lambda context: [])
+    with pytest.raises(ValueError, match="already registered"):
+        tasks.register(task)
+
+
+def test_format_table_aligns_columns():
+    rows = [tasks.Row("a", "case-1", "m", 1.5, ">= 1", True), tasks.Row("bb", "c", "m", 2e-9)]
+    lines = tasks.format_table(rows).splitlines()
+    assert len(lines) == 4 and lines[1].startswith("----")
+    assert lines[2].index("case-1") == lines[3].index("c ") == lines[0].index("case")
+    assert lines[2].endswith("yes") and "2e-09" in lines[3]
