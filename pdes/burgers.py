@@ -145,11 +145,11 @@ def _solve_periodic(u0, grid, viscosity, t_out, max_step) -> torch.Tensor:
     step = max_step if max_step is not None else _default_step(limit, t_out, grid)
     laplacian = fourier_operator(n, grid.length, lambda k: -(k**2), device=device)
     k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=FLOAT, device=device) * (2 * math.pi / grid.length)
-    keep = torch.arange(k.numel(), device=device) < n / 3
-    derivative = (-0.5j * k) * keep
+    kept = int((torch.arange(k.numel()) < n / 3).sum())  # modes |m| < n/3 (the 2/3 rule)
+    derivative = (-0.5j * k) * (torch.arange(k.numel(), device=device) < kept)
 
     def nonlinear(c: torch.Tensor, t: float) -> torch.Tensor:
-        u = torch.fft.irfft(c * keep, n=n, dim=-1)
+        u = torch.fft.irfft(c[..., :kept], n=n, dim=-1)  # the dropped modes count as zero
         return derivative * torch.fft.rfft(u * u, dim=-1)
 
     out = _run(scaled(laplacian, viscosity), u0, t_out, step, nonlinear, limit)

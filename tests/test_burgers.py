@@ -24,14 +24,6 @@ PERIODIC = Grid1D(32, 0.0, 1.0, periodic=True)
 WALLED = Grid1D(33, 0.0, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def smooth(grid: Grid1D, batch: int = 2) -> torch.Tensor:
     x = grid.coordinates()
     return torch.stack([torch.sin(2 * math.pi * x) + 0.3 * (j + 1) for j in range(batch)])

@@ -12,15 +12,6 @@ from pdes.verification import convergence
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: extra threads only contend with other processes on a small machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def smooth_fields(n: int, batch: int = 3, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     x = torch.linspace(0.0, 1.0, n, dtype=F64)

@@ -22,14 +22,6 @@ from pdes.random_fields import gaussian_random_field_1d, gaussian_random_field_2
 Z = 5.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def eigenvalue(k_squared: np.ndarray, alpha: float, tau: float, sigma: float) -> np.ndarray:
     return sigma**2 / (k_squared + tau**2) ** alpha
 

@@ -12,15 +12,6 @@ from pdes.verification import convergence
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: extra threads only contend with other processes on a small machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("U, omega, nu", [(1.0, 2.0 * math.pi, 0.05), (-2.0, 10.0, 0.3)])
 def test_exact_formula_solves_the_pde_and_moves_with_the_plate(U, omega, nu):
     for y_value, t_value in [(0.0, 0.0), (0.1, 0.3), (0.7, 1.1), (0.35, 2.0)]:
