@@ -454,21 +454,10 @@ or the default (`threads`, the faster). `ratio` = physml samples/s ÷ py-pde sam
 numba code runs on one thread). Both compute only the final time.
 """
 
-COLUMNS = [
-    "case",
-    "method",
-    "part",
-    "batch",
-    "nx",
-    "error",
-    "solve_ms",
-    "throughput",
-    "pypde_nx",
-    "pypde_config",
-    "pypde_error",
-    "ratio",
-    "chosen",
-]
+COLUMNS = (
+    "case method part batch nx error rel_l2 solve_ms throughput step_factor threads "
+    "pypde_nx pypde_config pypde_error ratio chosen"
+).split()
 
 
 def main(argv: list[str] | None = None) -> int:

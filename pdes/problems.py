@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import torch
@@ -32,10 +33,15 @@ class Option:
 
 @dataclass
 class Batch:
-    """Solutions ``u`` ``(sample, time, *space)`` and parameters ``params[name]`` ``(sample,)``."""
+    """Solutions ``u`` ``(sample, time, *space)`` and parameters ``params[name]`` ``(sample,)``.
+
+    ``fields`` holds further arrays of the same leading shape that a problem outputs beside ``u``
+    (e.g. velocity components beside the vorticity); they are written under ``fields/<name>``.
+    """
 
     u: torch.Tensor
     params: dict[str, torch.Tensor]
+    fields: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)
 
 
 class Problem:

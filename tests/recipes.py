@@ -36,7 +36,9 @@ class ToyProblem(problems.Problem):
         t = torch.from_numpy(c["t"])[None, :, None]
         x = torch.from_numpy(c["x"])[None, None, :]
         u = a.double()[:, None, None] * torch.exp(-t) * torch.sin(np.pi * x)
-        return problems.Batch(u=u.to(device), params={"a": a.double()})
+        return problems.Batch(
+            u=u.to(device), params={"a": a.double()}, fields={"u_squared": (u * u).to(device)}
+        )
 
 
 TOY = problems.register(ToyProblem())

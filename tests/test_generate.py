@@ -38,6 +38,7 @@ def test_layout_and_values(tmp_path):
         assert f["u"].shape == (10, 4, 9)
         assert f["t"].shape == (4,) and f["x"].shape == (9,)
         assert f["params/a"].shape == (10,)
+        assert f["fields/u_squared"].shape == (10, 4, 9)
         assert list(f["sample_index"][()]) == list(range(10))
         for key in ("pde", "boundary", "solver", "physml_version", "seed", "settings", "created"):
             assert key in f.attrs, key
@@ -47,6 +48,7 @@ def test_layout_and_values(tmp_path):
         [sample_seed(3, i) for i in range(10)], TOY.settings()
     ).u  # the recipe called directly, sample by sample seeds
     assert torch.equal(data.u, expected)
+    assert torch.equal(data.fields["u_squared"], expected**2)
     assert not (tmp_path / "toy.h5.partial").exists()
 
 
@@ -69,6 +71,7 @@ def test_shards_together_equal_one_run(tmp_path):
     ]
     sharded = load(out)
     assert torch.equal(sharded.u, whole)
+    assert torch.equal(sharded.fields["u_squared"], whole**2)
     assert torch.equal(sharded.sample_index, torch.arange(11))
 
 

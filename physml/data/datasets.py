@@ -36,6 +36,7 @@ class PDEData:
     params: dict[str, torch.Tensor]
     attrs: dict[str, object] = field(default_factory=dict)
     sample_index: torch.Tensor | None = None
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.u.shape[0]
@@ -65,6 +66,7 @@ def _read_file(path: Path) -> dict:
             "t": f["t"][()],
             "coords": {k: f[k][()] for k in ("x", "y") if k in f},
             "params": {k: f["params"][k][()] for k in f.get("params", {})},
+            "fields": {k: f["fields"][k][()] for k in f.get("fields", {})},
             "sample_index": f["sample_index"][()] if "sample_index" in f else None,
             "attrs": {
                 k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
@@ -84,9 +86,10 @@ def load(path: str | os.PathLike) -> PDEData:
             raise DatasetFileError(f"path: index {str(path)!r} names another index")
         content = parts[0]
         content["u"] = np.concatenate([p["u"] for p in parts])
-        content["params"] = {
-            k: np.concatenate([p["params"][k] for p in parts]) for k in content["params"]
-        }
+        for group in ("params", "fields"):
+            content[group] = {
+                k: np.concatenate([p[group][k] for p in parts]) for k in content[group]
+            }
         content["sample_index"] = np.concatenate([p["sample_index"] for p in parts])
         content["attrs"] = dict(content["attrs"], shard=0, num_shards=1)
     u = torch.from_numpy(content["u"])
@@ -97,6 +100,7 @@ def load(path: str | os.PathLike) -> PDEData:
         t=torch.from_numpy(content["t"]),
         coords={k: torch.from_numpy(v) for k, v in content["coords"].items()},
         params={k: torch.from_numpy(v) for k, v in content["params"].items()},
+        fields={k: torch.from_numpy(v) for k, v in content["fields"].items()},
         attrs=content["attrs"],
         sample_index=(
             torch.from_numpy(content["sample_index"])

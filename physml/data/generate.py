@@ -8,8 +8,10 @@ under a temporary name and renamed. Sample ``i`` is drawn from a seed derived fr
 alone, so the data do not depend on chunk size, sharding or interruptions.
 
 File layout (DESIGN.md §3): ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
-array per PDE parameter under ``params/``, ``sample_index`` and ``sample_seed``, and attributes
-naming the PDE, the boundary conditions, the solver, its settings, the package version and the seed.
+array per PDE parameter under ``params/``, further output fields under ``fields/``,
+``sample_index`` and ``sample_seed``, and attributes naming the PDE, the boundary conditions, the
+solver, its settings, the package version and the seed.
+
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
 writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`).
 """
@@ -121,6 +123,8 @@ def _save_chunk(path: Path, indices: list[int], seeds: list[int], batch: problem
     }
     for name, values in batch.params.items():
         arrays[f"param:{name}"] = values.detach().cpu().numpy()
+    for name, values in batch.fields.items():
+        arrays[f"field:{name}"] = values.detach().cpu().numpy()
     with atomic_path(path, suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
@@ -141,11 +145,12 @@ def _assemble(
             f.create_dataset("u", data=np.concatenate([c["u"] for c in chunks]))
             for key in ("sample_index", "sample_seed"):
                 f.create_dataset(key, data=np.concatenate([c[key] for c in chunks]))
-            group = f.create_group("params")
-            for key in chunks[0].files:
-                if key.startswith("param:"):
-                    values = np.concatenate([c[key] for c in chunks])
-                    group.create_dataset(key.removeprefix("param:"), data=values)
+            for prefix, group_name in (("param:", "params"), ("field:", "fields")):
+                group = f.create_group(group_name)
+                for key in chunks[0].files:
+                    if key.startswith(prefix):
+                        values = np.concatenate([c[key] for c in chunks])
+                        group.create_dataset(key.removeprefix(prefix), data=values)
             for name, values in coordinates.items():
                 f.create_dataset(name, data=np.asarray(values))
             attributes = dict(problem.attributes(settings))
