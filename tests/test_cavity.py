@@ -1,0 +1,291 @@
+"""Lid-driven cavity: Ghia's benchmark, exact walls, incompressibility, Poisson, recipe, errors."""
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import CubicSpline
+
+from pdes import Grid2D, SolverError, cavity
+from pdes.verification import convergence
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def steady():
+    """Re = 100 on 64² cells for U = 1 (ν = 0.01) and U = 2 (ν = 0.02): the same flow, scaled."""
+    grid = Grid2D.square(65)
+    lid = torch.tensor([1.0, 2.0], dtype=F64)
+    w, vx, vy = cavity.steady_cavity(grid, 100.0, lid, tol=1e-3)
+    return grid, lid, w, vx, vy
+
+
+def centrelines(grid, lid, vx, vy, sample):
+    """Cubic splines of u(0.5, y)/U and v(x, 0.5)/U (0.5 is a node of the 65-node grid)."""
+    middle = (grid.x.n - 1) // 2
+    coordinate = grid.x.coordinates().numpy()
+    u = CubicSpline(coordinate, (vx[sample, middle, :] / lid[sample]).numpy())
+    v = CubicSpline(coordinate, (vy[sample, :, middle] / lid[sample]).numpy())
+    return u, v
+
+
+@pytest.mark.parametrize("sample", [0, 1])
+def test_steady_centrelines_match_ghia(steady, sample):
+    grid, lid, _, vx, vy = steady
+    u, v = centrelines(grid, lid, vx, vy, sample)
+    ghia = {key: np.array(value) for key, value in cavity.GHIA_RE100.items()}
+    assert np.abs(u(ghia["y"]) - ghia["u"]).max() <= 0.02
+    assert np.abs(v(ghia["x"]) - ghia["v"]).max() <= 0.02
+
+
+@pytest.mark.parametrize("sample", [0, 1])
+def test_steady_extrema_match_ghia(steady, sample):
+    grid, lid, _, vx, vy = steady
+    u, v = centrelines(grid, lid, vx, vy, sample)
+    fine = np.linspace(0.0, 1.0, 4001)
+    u_fine, v_fine = u(fine), v(fine)
+    # Ghia's tabulated extrema and their positions (Tables I and II).
+    for value, position, reference, where in [
+        (u_fine.min(), fine[u_fine.argmin()], -0.21090, 0.4531),
+        (v_fine.max(), fine[v_fine.argmax()], 0.17527, 0.2344),
+        (v_fine.min(), fine[v_fine.argmin()], -0.24533, 0.8047),
+    ]:
+        assert abs(value - reference) <= 0.03 * abs(reference), (value, reference)
+        assert abs(position - where) <= 0.03, (position, where)
+
+
+def test_steady_state_is_steady_and_scales_with_the_lid(steady):
+    grid, lid, w, vx, vy = steady
+    # Same Re: velocity ∝ U, vorticity ∝ U/L, time ∝ L/U; with U = 2 the steps halve exactly.
+    for field in (w, vx, vy):
+        torch.testing.assert_close(field[1] / 2.0, field[0], rtol=0, atol=1e-10)
+    more, _, _ = cavity.solve_cavity(grid, [0.0, 1.0], 100.0, lid, w0=w)
+    assert (more[:, -1] - w)[:, 1:-1, 1:-1].abs().max() < 1e-2 * w[:, 1:-1, 1:-1].abs().max()
+
+
+def walls(field):
+    """The four walls of ``field (..., n, n)``: left, right, bottom, top."""
+    return field[..., 0, :], field[..., -1, :], field[..., :, 0], field[..., :, -1]
+
+
+@pytest.fixture(scope="module")
+def unsteady():
+    grid = Grid2D.square(17)
+    X, Y = grid.coordinates()
+    bump = 5.0 * torch.sin(math.pi * X) * torch.sin(2.0 * math.pi * Y) * torch.exp(X)
+    w0 = torch.stack([bump, -2.0 * bump.T])
+    lid = torch.tensor([0.7, 1.3], dtype=F64)
+    t = torch.tensor([0.0, 0.05, 0.3, 0.3, 1.0], dtype=F64)
+    return grid, lid, t, cavity.solve_cavity(grid, t, torch.tensor([50.0, 400.0]), lid, w0=w0)
+
+
+def test_no_slip_and_lid_exact_at_every_output(unsteady):
+    grid, lid, t, (w, vx, vy) = unsteady
+    n = grid.x.n
+    assert w.shape == vx.shape == vy.shape == (2, t.numel(), n, n)
+    zero = torch.zeros(2, t.numel(), n - 1, dtype=F64)
+    left, right, bottom, top = walls(vx)
+    assert torch.equal(top, lid[:, None, None].expand(2, t.numel(), n))
+    assert torch.equal(left[..., :-1], zero) and torch.equal(right[..., :-1], zero)
+    assert torch.equal(bottom, torch.zeros_like(bottom))
+    for side in walls(vy):
+        assert torch.equal(side, torch.zeros_like(side))
+
+
+def test_streamfunction_wall_vorticity_and_velocity_agree(unsteady):
+    grid, lid, t, (w, vx, vy) = unsteady
+    h = grid.x.dx
+    for k in range(t.numel()):
+        psi = cavity.streamfunction(w[:, k], grid)
+        for side in walls(psi):
+            assert torch.equal(side, torch.zeros_like(side))
+        # -Δ_h ψ = w on the interior nodes
+        laplacian = (
+            psi[:, 2:, 1:-1] + psi[:, :-2, 1:-1] + psi[:, 1:-1, 2:] + psi[:, 1:-1, :-2]
+        ) - 4.0 * psi[:, 1:-1, 1:-1]
+        torch.testing.assert_close(-laplacian / h**2, w[:, k, 1:-1, 1:-1], rtol=1e-10, atol=1e-9)
+        # Thom: w = -2ψ₁/h² on fixed walls, -2ψ₁/h² - 2U/h on the lid (corners excluded)
+        torch.testing.assert_close(w[:, k, 0, 1:-1], -2.0 * psi[:, 1, 1:-1] / h**2)
+        torch.testing.assert_close(w[:, k, 1:-1, 0], -2.0 * psi[:, 1:-1, 1] / h**2)
+        lid_value = -2.0 * psi[:, 1:-1, -2] / h**2 - 2.0 * lid[:, None] / h
+        torch.testing.assert_close(w[:, k, 1:-1, -1], lid_value)
+        # u = ψ_y, v = -ψ_x by central differences
+        u = (psi[:, 1:-1, 2:] - psi[:, 1:-1, :-2]) / (2.0 * h)
+        v = -(psi[:, 2:, 1:-1] - psi[:, :-2, 1:-1]) / (2.0 * h)
+        torch.testing.assert_close(vx[:, k, 1:-1, 1:-1], u, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(vy[:, k, 1:-1, 1:-1], v, rtol=1e-12, atol=1e-12)
+        pair = cavity.velocity(psi, grid, lid)
+        assert torch.equal(pair[0], vx[:, k]) and torch.equal(pair[1], vy[:, k])
+
+
+def test_initial_output_is_the_initial_vorticity_and_repeated_times_repeat(unsteady):
+    grid, lid, t, (w, vx, vy) = unsteady
+    X, Y = grid.coordinates()
+    bump = 5.0 * torch.sin(math.pi * X) * torch.sin(2.0 * math.pi * Y) * torch.exp(X)
+    assert torch.equal(w[0, 0, 1:-1, 1:-1], bump[1:-1, 1:-1])
+    assert torch.equal(w[:, 2], w[:, 3]) and torch.equal(vx[:, 2], vx[:, 3])
+    assert not torch.equal(w[:, 1], w[:, 2])
+
+
+def test_velocity_is_discretely_divergence_free(unsteady):
+    grid, _, _, (_, vx, vy) = unsteady
+    h = grid.x.dx
+    divergence = (
+        vx[..., 2:, 1:-1] - vx[..., :-2, 1:-1] + vy[..., 1:-1, 2:] - vy[..., 1:-1, :-2]
+    ) / (2.0 * h)
+    scale = (vx.abs() + vy.abs()).max() / h
+    assert divergence.abs().max() <= 1e-13 * scale
+
+
+def test_batch_matches_single_samples(unsteady):
+    grid, lid, t, (w, _, _) = unsteady
+    X, Y = grid.coordinates()
+    bump = 5.0 * torch.sin(math.pi * X) * torch.sin(2.0 * math.pi * Y) * torch.exp(X)
+    single, _, _ = cavity.solve_cavity(grid, t, 400.0, 1.3, w0=-2.0 * bump.T)
+    torch.testing.assert_close(single[0], w[1], rtol=1e-12, atol=1e-10)
+
+
+def test_poisson_is_exact_for_cubics():
+    grid = Grid2D.square(21, 0.0, 2.0)
+    X, Y = grid.coordinates()
+    p, q = X * (2.0 - X) * (1.0 + X), Y * (2.0 - Y) * (3.0 - 2.0 * Y)
+    dp2, dq2 = 2.0 - 6.0 * X, -14.0 + 12.0 * Y  # p'' and q''
+    psi = p * q
+    w = -(dp2 * q + p * dq2)
+    torch.testing.assert_close(cavity.streamfunction(w, grid)[0], psi, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", cavity.EXACT_CASES, ids=lambda c: c.name)
+def test_poisson_converges_at_second_order(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.05, (study.errors, study.orders)
+    assert study.errors[-1] < 2e-3  # of fields up to e² ≈ 7.4
+
+
+def test_upwind_matches_central_on_a_smooth_flow():
+    grid = Grid2D.square(33)
+    t = [0.0, 0.5]
+    central, _, _ = cavity.solve_cavity(grid, t, 10.0)
+    upwind, _, _ = cavity.solve_cavity(grid, t, 10.0, advection="upwind")
+    difference = (central - upwind)[:, -1, 1:-1, 1:-1].abs().max()
+    assert 0 < difference < 0.02 * central[:, -1, 1:-1, 1:-1].abs().max()
+
+
+def test_stability_limit_is_enforced_for_user_steps():
+    grid = Grid2D.square(17)
+    limit = float(cavity.stability_limit(grid, 100.0, 1.0)[0])
+    nu, h = 0.01, grid.x.dx
+    # RK3 needs dt ≤ 2.51 h²/(8ν) on the diffusion eigenvalues alone and dt ≤ √3 h/V on the
+    # central advection ones alone (V = U = 1 at rest); the combined limit lies below both.
+    diffusion, advection = 2.51 * h**2 / (8.0 * nu), math.sqrt(3.0) * h
+    assert 0.45 * min(diffusion, advection) < limit < min(diffusion, advection)
+    cavity.solve_cavity(grid, [0.0, 0.2], 100.0, dt=0.99 * limit)
+    with pytest.raises(SolverError, match=f"stability limit {limit:.6g}"):
+        cavity.solve_cavity(grid, [0.0, 0.2], 100.0, dt=1.01 * limit)
+    with pytest.raises(SolverError, match="stability limit"):
+        cavity.steady_cavity(grid, 100.0, dt=h**2 * 100.0 / 4.0 * 1.3)
+
+
+@pytest.mark.parametrize(
+    "amplitude, word", [(1e300, "stability limit fell"), (1e308, "NaN or inf")]
+)
+def test_runaway_initial_vorticity_raises(amplitude, word):
+    w0 = torch.full((9, 9), amplitude, dtype=F64)
+    with pytest.raises(SolverError, match=word):
+        cavity.solve_cavity(Grid2D.square(9), [0.0, 1.0], 100.0, w0=w0)
+
+
+def test_steps_beyond_the_limit_blow_up_and_raise(monkeypatch):
+    """Without the check, twice the limit diverges: the limit is not vacuous, NaN is caught."""
+    grid = Grid2D.square(65)
+    limit = float(cavity.stability_limit(grid, 100.0)[0])
+    monkeypatch.setattr(cavity, "_check_step", lambda *args: None)
+    with pytest.raises(SolverError, match="NaN or inf"):
+        cavity.solve_cavity(grid, [0.0, 1.0], 100.0, dt=2.0 * limit)
+
+
+def test_steady_gives_up_at_max_time():
+    with pytest.raises(SolverError, match="max_time"):
+        cavity.steady_cavity(Grid2D.square(9), 100.0, tol=1e-12, max_time=0.05)
+
+
+BAD_INPUT = {
+    "re-zero": (dict(reynolds=0.0), ValueError, "reynolds"),
+    "re-negative": (dict(reynolds=torch.tensor([100.0, -1.0])), ValueError, "reynolds"),
+    "re-nan": (dict(reynolds=float("nan")), ValueError, "reynolds"),
+    "re-text": (dict(reynolds="high"), TypeError, "reynolds"),
+    "lid-zero": (dict(lid_velocity=0.0), ValueError, "lid_velocity"),
+    "lid-negative": (dict(lid_velocity=-1.0), ValueError, "lid_velocity"),
+    "lid-shape": (dict(lid_velocity=torch.ones(2, 2)), ValueError, "lid_velocity"),
+    "batch-mismatch": (dict(reynolds=[1.0, 2.0], lid_velocity=[1.0, 2.0, 3.0]), ValueError, "w0"),
+    "grid-small": (dict(grid=Grid2D.square(4)), ValueError, "grid.n"),
+    "grid-periodic": (dict(grid=Grid2D.square(9, periodic=True)), ValueError, "grid"),
+    "grid-cells": (dict(grid=Grid2D.square(9, kind="cell")), ValueError, "grid"),
+    "grid-type": (dict(grid=9), TypeError, "grid"),
+    "w0-nan": (dict(w0=torch.full((9, 9), float("nan"))), ValueError, "w0"),
+    "w0-shape": (dict(w0=torch.zeros(1, 8, 9)), ValueError, "w0"),
+    "w0-batch": (dict(reynolds=[1.0, 2.0], w0=torch.zeros(3, 9, 9)), ValueError, "w0"),
+    "times-negative": (dict(times=[-1.0, 0.0]), ValueError, "times"),
+    "times-decreasing": (dict(times=[0.5, 0.1]), ValueError, "times"),
+    "dt-zero": (dict(dt=0.0), ValueError, "dt"),
+    "advection": (dict(advection="quick"), ValueError, "advection"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUT)
+def test_bad_input(name):
+    overrides, error, word = BAD_INPUT[name]
+    arguments = dict(grid=Grid2D.square(9), times=[0.0, 0.01], reynolds=100.0)
+    arguments.update(overrides)
+    with pytest.raises(error, match=word):
+        cavity.solve_cavity(**arguments)
+
+
+SMALL = dict(nx=17, t_end=0.2, nt=3)
+
+
+def test_recipe_samples_are_reproducible_and_differ():
+    problem = cavity.CavityProblem()
+    settings = problem.settings(**SMALL)
+    first = problem.generate([3, 4], settings)
+    again = problem.generate([3, 4], settings)
+    assert torch.equal(first.u, again.u) and torch.equal(first.fields["vx"], again.fields["vx"])
+    lid = first.params["lid_velocity"]
+    assert ((lid >= 0.5) & (lid <= 1.5)).all() and lid[0] != lid[1]
+    torch.testing.assert_close(first.params["reynolds"], 100.0 * lid, rtol=1e-15, atol=0)
+    assert not torch.allclose(first.u[0, -1], first.u[1, -1])
+    assert torch.equal(first.fields["vx"][:, :, :, -1], lid[:, None, None].expand(2, 3, 17))
+    alone = problem.generate([4], settings)
+    torch.testing.assert_close(alone.u[0], first.u[1], rtol=1e-12, atol=1e-10)
+    stirred = problem.generate([3], problem.settings(**SMALL, w0_amplitude=2.0))
+    assert stirred.u[0, 0, 1:-1, 1:-1].abs().max() > 0.1
+    assert first.u[0, 0, 1:-1, 1:-1].abs().max() == 0
+
+
+def test_recipe_bad_settings():
+    problem = cavity.CavityProblem()
+    with pytest.raises(ValueError, match="lid_max"):
+        problem.generate([1], problem.settings(**SMALL, lid_min=1.0, lid_max=0.5))
+    with pytest.raises(ValueError, match="lid_min"):
+        problem.generate([1], problem.settings(**SMALL, lid_min=0.0))
+    with pytest.raises(ValueError, match="nx"):
+        problem.generate([1], problem.settings(**{**SMALL, "nx": 3}))
+
+
+def test_generate_dataset_writes_the_cavity_recipe(tmp_path):
+    from physml.data import generate_dataset
+
+    options = dict(seed=1, chunk=2, progress=False, **SMALL)
+    path = generate_dataset("cavity", tmp_path / "cavity.h5", n=3, **options)
+    with h5py.File(path) as f:
+        assert f["u"].shape == (3, 3, 17, 17)
+        assert f["fields/vx"].shape == f["fields/vy"].shape == (3, 3, 17, 17)
+        assert f["params/reynolds"].shape == f["params/lid_velocity"].shape == (3,)
+        assert f["t"].shape == (3,) and f["x"].shape == (17,) and f["y"].shape == (17,)
+        for key in ("pde", "boundary", "solver", "samples"):
+            assert key in f.attrs, key
+        lid, vx = f["params/lid_velocity"][()], f["fields/vx"][()]
+    np.testing.assert_array_equal(vx[:, :, :, -1], np.broadcast_to(lid[:, None, None], (3, 3, 17)))
