@@ -11,4 +11,17 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+source"
 
-__all__ = ["__version__"]
+from .constraints import LinearConstraint, constrain, mass_conservation  # noqa: E402
+from .errors import ConstraintError  # noqa: E402
+from .outputs import Ensemble, Gaussian, LowRankCovariance  # noqa: E402
+
+__all__ = [
+    "ConstraintError",
+    "Ensemble",
+    "Gaussian",
+    "LinearConstraint",
+    "LowRankCovariance",
+    "__version__",
+    "constrain",
+    "mass_conservation",
+]

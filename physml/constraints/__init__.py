@@ -1,0 +1,19 @@
+"""The constraint layer: value objects that enforce physics on any model's output.
+
+Each constraint knows how to apply itself to a tensor, a :class:`~physml.outputs.Gaussian` or an
+:class:`~physml.outputs.Ensemble`; :func:`constrain` wraps a model so its outputs pass through them.
+"""
+
+from .base import Constraint
+from .conservation import cumulative_inflow, mass_conservation
+from .layer import Constrained, constrain
+from .linear import LinearConstraint
+
+__all__ = [
+    "Constrained",
+    "Constraint",
+    "LinearConstraint",
+    "constrain",
+    "cumulative_inflow",
+    "mass_conservation",
+]

@@ -1,0 +1,104 @@
+"""The kinds of model output that constraints act on.
+
+A model may return a plain tensor (a deterministic prediction), a :class:`Gaussian` or an
+:class:`Ensemble`. Predictions over a 1-D grid of ``n`` points have the points on the last axis and
+any number of leading axes (sample, time slice, ...): ``mean (..., n)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def _finite(name: str, value: torch.Tensor) -> None:
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+
+
+@dataclass(frozen=True)
+class LowRankCovariance:
+    """``diag(diagonal) − factor @ factorᵀ``: a diagonal covariance after a rank-``m`` update.
+
+    ``diagonal (..., n)``, ``factor (..., n, m)``. Never materialised as ``n × n`` unless asked
+    (:meth:`dense`); :meth:`variance` costs ``O(n m)``.
+    """
+
+    diagonal: torch.Tensor
+    factor: torch.Tensor
+
+    def variance(self) -> torch.Tensor:
+        return self.diagonal - self.factor.pow(2).sum(-1)
+
+    def dense(self) -> torch.Tensor:
+        return torch.diag_embed(self.diagonal) - self.factor @ self.factor.transpose(-1, -2)
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """A Gaussian prediction ``N(mean, cov)`` over the last axis.
+
+    ``cov`` is full ``(..., n, n)``, diagonal ``(..., n)`` (variances), or a
+    :class:`LowRankCovariance` (what a constraint returns for a diagonal input).
+    """
+
+    mean: torch.Tensor
+    cov: torch.Tensor | LowRankCovariance
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mean, torch.Tensor) or self.mean.ndim < 1:
+            raise TypeError("mean must be a tensor of shape (..., n)")
+        _finite("mean", self.mean)
+        if isinstance(self.cov, LowRankCovariance):
+            return
+        if not isinstance(self.cov, torch.Tensor):
+            raise TypeError(f"cov must be a tensor or LowRankCovariance, got {type(self.cov)}")
+        n = self.mean.shape[-1]
+        shape = tuple(self.mean.shape)
+        if tuple(self.cov.shape) not in (shape, (*shape, n)):
+            raise ValueError(
+                f"cov must have shape {shape} (diagonal) or {(*shape, n)} (full) to match the "
+                f"mean, got {tuple(self.cov.shape)}"
+            )
+        _finite("cov", self.cov)
+        if self.is_diagonal and (self.cov < 0).any():
+            raise ValueError("cov: a diagonal covariance must be >= 0 (variances)")
+
+    @property
+    def is_diagonal(self) -> bool:
+        return isinstance(self.cov, torch.Tensor) and self.cov.shape == self.mean.shape
+
+    def variance(self) -> torch.Tensor:
+        """Marginal variances ``(..., n)``."""
+        if isinstance(self.cov, LowRankCovariance):
+            return self.cov.variance()
+        return self.cov if self.is_diagonal else torch.diagonal(self.cov, dim1=-2, dim2=-1)
+
+    def dense_cov(self) -> torch.Tensor:
+        """The covariance as ``(..., n, n)``."""
+        if isinstance(self.cov, LowRankCovariance):
+            return self.cov.dense()
+        return torch.diag_embed(self.cov) if self.is_diagonal else self.cov
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Samples ``(member, ..., n)`` of a predictive distribution (deep ensembles, diffusion)."""
+
+    samples: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, torch.Tensor) or self.samples.ndim < 2:
+            raise TypeError("samples must be a tensor of shape (member, ..., n)")
+        if self.samples.shape[0] < 2:
+            raise ValueError(f"an Ensemble needs at least 2 members, got {self.samples.shape[0]}")
+        _finite("samples", self.samples)
+
+    def mean(self) -> torch.Tensor:
+        return self.samples.mean(0)
+
+    def covariance(self) -> torch.Tensor:
+        """The members' sample covariance ``(..., n, n)`` (denominator ``members − 1``)."""
+        centred = self.samples - self.samples.mean(0)
+        return torch.einsum("s...i,s...j->...ij", centred, centred) / (self.samples.shape[0] - 1)
