@@ -13,26 +13,41 @@ import torch
 
 
 def _finite(name: str, value: torch.Tensor) -> None:
-    if not torch.isfinite(value).all():
+    # a sum is NaN/inf if any entry is (or, harmlessly, if finite entries overflow): one cheap pass
+    if value.numel() and not torch.isfinite(value.sum()):
         raise ValueError(f"{name} contains NaN or inf values")
 
 
 @dataclass(frozen=True)
 class LowRankCovariance:
-    """``diag(diagonal) − factor @ factorᵀ``: a diagonal covariance after a rank-``m`` update.
+    """``base − factor @ factorᵀ``: a covariance after a rank-``m`` update, kept unassembled.
 
-    ``diagonal (..., n)``, ``factor (..., n, m)``. Never materialised as ``n × n`` unless asked
-    (:meth:`dense`); :meth:`variance` costs ``O(n m)``.
+    ``base`` is diagonal ``(..., n)`` (variances) or full ``(..., n, n)``; ``factor`` is
+    ``(..., n, m)``. Never materialised as a new ``n × n`` matrix unless asked (:meth:`dense`), so
+    a constraint costs one pass over ``base``; :meth:`variance` costs ``O(n m)`` more.
     """
 
-    diagonal: torch.Tensor
+    base: torch.Tensor
     factor: torch.Tensor
 
+    @property
+    def base_is_diagonal(self) -> bool:
+        return (
+            self.base.shape[-1] == self.factor.shape[-2] and self.base.ndim == self.factor.ndim - 1
+        )
+
     def variance(self) -> torch.Tensor:
-        return self.diagonal - self.factor.pow(2).sum(-1)
+        base = self.base if self.base_is_diagonal else torch.diagonal(self.base, dim1=-2, dim2=-1)
+        return base - self.factor.pow(2).sum(-1)
 
     def dense(self) -> torch.Tensor:
-        return torch.diag_embed(self.diagonal) - self.factor @ self.factor.transpose(-1, -2)
+        base = torch.diag_embed(self.base) if self.base_is_diagonal else self.base
+        return base - self.factor @ self.factor.transpose(-1, -2)
+
+    def matmul(self, other: torch.Tensor) -> torch.Tensor:
+        """``cov @ other`` for ``other (..., n, k)`` without assembling ``cov``."""
+        base = self.base[..., :, None] * other if self.base_is_diagonal else self.base @ other
+        return base - self.factor @ (self.factor.transpose(-1, -2) @ other)
 
 
 @dataclass(frozen=True)

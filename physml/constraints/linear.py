@@ -12,8 +12,8 @@
 ``G`` is ``(m, n)`` and acts on the last axis; ``b`` broadcasts against ``(..., m)`` so one
 constraint row per time slice and per sample is a ``b`` of shape ``(sample, time, 1)``. Everything
 is solved in float64 with Cholesky factorisations of the small ``m × m`` matrix ``S``; no ``n × n``
-inverse is formed, and a diagonal ``Σ`` yields a :class:`LowRankCovariance` that is never
-materialised as ``n × n``.
+inverse is formed, and the posterior covariance is returned as a :class:`LowRankCovariance`
+(``Σ − F Fᵀ`` with ``F`` of rank ``m``), assembled only when asked (``.dense()``).
 """
 
 from __future__ import annotations
@@ -145,26 +145,25 @@ class LinearConstraint(Constraint):
         mean = output.mean.to(F64)
         cov = output.cov
         if isinstance(cov, LowRankCovariance):
-            diagonal, factor = cov.diagonal.to(F64), cov.factor.to(F64)
-            K = diagonal[..., :, None] * G.T - factor @ (factor.transpose(-1, -2) @ G.T)
+            base, factor = cov.base.to(F64), cov.factor.to(F64)
+            K = LowRankCovariance(base, factor).matmul(G.T)
         elif output.is_diagonal:
-            diagonal, factor = cov.to(F64), None
-            K = diagonal[..., :, None] * G.T
+            base, factor = cov.to(F64), None
+            K = base[..., :, None] * G.T
         else:
-            full = cov.to(F64)
+            base, factor = cov.to(F64), None
             if self.check_psd:
-                _check_psd(full)
-            K = full @ G.T  # (..., n, m)
+                _check_psd(base)
+            K = base @ G.T  # (..., n, m)
         S = G @ K + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
         L = _cholesky(S)
         mismatch = (mean @ G.T - b).unsqueeze(-1)
         new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
-        F = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False)  # (..., m, n)
-        if isinstance(cov, torch.Tensor) and not output.is_diagonal:
-            return Gaussian(new_mean, full - F.transpose(-1, -2) @ F)
-        update = F.transpose(-1, -2)
+        update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False).transpose(
+            -1, -2
+        )
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
-        return Gaussian(new_mean, LowRankCovariance(diagonal, factor))
+        return Gaussian(new_mean, LowRankCovariance(base, factor))
 
     def apply_ensemble(self, output: Ensemble) -> Ensemble:
         """Move every member with the ensemble covariance so that each meets the constraint."""
