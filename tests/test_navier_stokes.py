@@ -1,0 +1,419 @@
+"""Periodic vorticity solver: Taylor–Green, velocity, conservation, time order, recipe, errors."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pdes import navier_stokes as ns
+from pdes.errors import SolverError
+from pdes.grid import Grid1D, Grid2D
+from pdes.random_fields import gaussian_random_field_2d
+from pdes.verification import convergence
+from physml.data import generate_dataset
+
+F64 = torch.float64
+UNIT = Grid2D.square(16, periodic=True)
+BOX = Grid2D(Grid1D(16, 0.0, 2.0, periodic=True), Grid1D(24, -1.0, 2.0, periodic=True))
+ODD = Grid2D(Grid1D(15, 0.0, 1.0, periodic=True), Grid1D(20, 0.0, 1.5, kind="cell", periodic=True))
+
+
+def random_field(grid: Grid2D, batch: int, seed: int = 0, mean: float = 0.0) -> torch.Tensor:
+    """A smooth random vorticity on a periodic grid: low Fourier modes with random weights."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = grid.coordinates()
+    a, b = 2 * math.pi / grid.x.length, 2 * math.pi / grid.y.length
+    w = torch.full((batch, *grid.shape), mean, dtype=F64)
+    for p in range(-2, 3):
+        for q in range(-2, 3):
+            if p or q:
+                c, s = torch.randn(2, batch, 1, 1, generator=g, dtype=F64) / (p * p + q * q)
+                w += c * torch.cos(a * p * x + b * q * y) + s * torch.sin(a * p * x + b * q * y)
+    return w
+
+
+def spectral_derivatives(f: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]:
+    """``∂_x f`` and ``∂_y f`` by full complex FFTs, Nyquist derivatives set to zero."""
+    nx, ny = grid.shape
+    kx = torch.fft.fftfreq(nx, d=grid.x.length / nx, dtype=F64) * 2 * math.pi
+    ky = torch.fft.fftfreq(ny, d=grid.y.length / ny, dtype=F64) * 2 * math.pi
+    if nx % 2 == 0:
+        kx[nx // 2] = 0.0
+    if ny % 2 == 0:
+        ky[ny // 2] = 0.0
+    hat = torch.fft.fft2(f)
+    dx = torch.fft.ifft2(1j * kx[:, None] * hat).real
+    dy = torch.fft.ifft2(1j * ky[None, :] * hat).real
+    return dx, dy
+
+
+def without_mean_and_nyquist(w: torch.Tensor, grid: Grid2D) -> torch.Tensor:
+    nx, ny = grid.shape
+    hat = torch.fft.fft2(w)
+    hat[..., 0, 0] = 0.0
+    if nx % 2 == 0:
+        hat[..., nx // 2, :] = 0.0
+    if ny % 2 == 0:
+        hat[..., :, ny // 2] = 0.0
+    return torch.fft.ifft2(hat).real
+
+
+# ----------------------------------------------------------------------------- Taylor–Green
+
+
+def test_taylor_green_formula_and_its_velocity_on_the_unit_torus():
+    """w = 2Ak' cos k'x cos k'y e^{-2νk'²t}, velocity A(-cos k'x sin k'y, sin k'x cos k'y)."""
+    k, amplitude, nu, t = 2, 1.5, 0.01, 0.3
+    w = ns.taylor_green(UNIT, [0.0, t], nu, k=k, amplitude=amplitude)
+    assert w.shape == (1, 2, 16, 16)
+    kk = 2 * math.pi * k
+    x, y = UNIT.coordinates()
+    expected = 2 * amplitude * kk * torch.cos(kk * x) * torch.cos(kk * y)
+    torch.testing.assert_close(w[0, 0], expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        w[0, 1], expected * math.exp(-2 * nu * kk**2 * t), rtol=0, atol=1e-12
+    )
+    vx, vy = ns.velocity(w[0, 0], UNIT)
+    torch.testing.assert_close(
+        vx, -amplitude * torch.cos(kk * x) * torch.sin(kk * y), atol=1e-13, rtol=0
+    )
+    torch.testing.assert_close(
+        vy, amplitude * torch.sin(kk * x) * torch.cos(kk * y), atol=1e-13, rtol=0
+    )
+    wx, wy = spectral_derivatives(w[0, 0], UNIT)
+    assert (vx * wx + vy * wy).abs().max() < 1e-11 * w.abs().max() ** 2
+
+
+# CN's relative error is about t ν³|k|⁶ h²/12 (module docstring); each step below keeps it < 1e-13.
+@pytest.mark.parametrize(
+    "grid, k, nu, step",
+    [
+        (UNIT, 1, torch.tensor([1e-4, 4e-4, 1e-3]), 1e-4),
+        (UNIT, 2, torch.tensor([2e-5, 5e-5]), 2e-4),
+        (BOX, 1, torch.tensor([5e-4, 2e-3]), 5e-4),
+    ],
+    ids=["unit-k1", "unit-k2", "box-2x3"],
+)
+def test_taylor_green_decays_exactly(grid, k, nu, step):
+    t = [0.0, 0.25, 0.5, 1.0]
+    exact = ns.taylor_green(grid, t, nu.to(F64), k=k, amplitude=3.0)
+    k2 = (exact[0, 0].abs().max() / 3.0) ** 2 / 2  # |k|² from the peak A√(2|k|²)
+    bound = (t[-1] * nu.max() ** 3 * k2**3 * step**2 / 12).item()
+    assert bound < 1e-12
+    numerical = ns.solve_vorticity(exact[:, 0], grid, nu, t, forcing=None, max_step=step)
+    scale = exact[:, :1].abs().amax(dim=(-2, -1), keepdim=True)
+    error = ((numerical - exact).abs() / scale).max().item()
+    assert error < 1e-12
+
+
+def test_taylor_green_at_a_large_step_follows_crank_nicolson_exactly():
+    """The advection of Taylor–Green vanishes in the scheme, so each step multiplies by CN's
+    (1 - z/2)/(1 + z/2), z = hν|k|², to round-off however large the step."""
+    nu = torch.tensor([0.01, 0.03], dtype=F64)
+    t = torch.tensor([0.0, 0.2, 0.6], dtype=F64)
+    w0 = ns.taylor_green(UNIT, 0.0, nu, amplitude=0.5)[:, 0]
+    h = 0.02
+    numerical = ns.solve_vorticity(w0, UNIT, nu, t, forcing=None, max_step=h)
+    z = h * nu * 2 * (2 * math.pi) ** 2
+    factor = ((1 - z / 2) / (1 + z / 2))[:, None] ** torch.round(t / h)[None, :]
+    expected = factor[:, :, None, None] * w0[:, None]
+    torch.testing.assert_close(numerical, expected, rtol=0, atol=1e-13 * w0.abs().max().item())
+    exact = ns.taylor_green(UNIT, t, nu, amplitude=0.5)
+    assert (numerical - exact).abs().max() > 1e-8  # the CN error is visible at this step
+
+
+@pytest.mark.parametrize("case", ns.EXACT_CASES, ids=lambda c: c.name)
+def test_exact_case_converges_at_its_order(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.05, (study.errors, study.orders)
+    assert study.errors[-1] < 1e-3
+
+
+# ----------------------------------------------------------------------------- velocity
+
+
+@pytest.mark.parametrize("grid", [UNIT, BOX, ODD], ids=["unit", "box", "odd-cell"])
+def test_velocity_is_divergence_free_and_its_curl_is_the_vorticity(grid):
+    w = random_field(grid, 3, seed=1, mean=0.7)
+    w = w + 0.1 * torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+    vx, vy = ns.velocity(w[:, None], grid)  # extra leading axes are kept
+    assert vx.shape == vy.shape == (3, 1, *grid.shape)
+    vx, vy = vx[:, 0], vy[:, 0]
+    dvx_dx, dvx_dy = spectral_derivatives(vx, grid)
+    dvy_dx, dvy_dy = spectral_derivatives(vy, grid)
+    scale = w.abs().max().item()
+    assert (dvx_dx + dvy_dy).abs().max() < 1e-13 * scale
+    curl = dvy_dx - dvx_dy
+    torch.testing.assert_close(curl, without_mean_and_nyquist(w, grid), rtol=0, atol=1e-13 * scale)
+
+
+def test_velocity_rejects_mismatched_fields():
+    with pytest.raises(ValueError, match="shape"):
+        ns.velocity(torch.zeros(2, 16, 15, dtype=F64), UNIT)
+    with pytest.raises(ValueError, match="NaN"):
+        ns.velocity(torch.full((16, 16), float("nan"), dtype=F64), UNIT)
+
+
+# ----------------------------------------------------------------------------- the solver
+
+
+@pytest.mark.parametrize(
+    "forcing",
+    ["fno", "per-sample"],
+)
+def test_mean_vorticity_is_conserved_with_forcing(forcing):
+    grid = Grid2D.square(32, periodic=True)
+    w0 = gaussian_random_field_2d(32, batch=3, generator=torch.Generator().manual_seed(3))
+    w0 = w0 + torch.tensor([0.0, 0.5, -2.0], dtype=F64)[:, None, None]
+    if forcing == "per-sample":
+        forcing = random_field(grid, 3, seed=4)
+        forcing = forcing - forcing.mean(dim=(-2, -1), keepdim=True)
+    nu = torch.tensor([1e-3, 1e-2, 1e-4], dtype=F64)
+    w = ns.solve_vorticity(w0, grid, nu, [0.0, 0.5, 1.0, 2.0], forcing=forcing)
+    means = w.mean(dim=(-2, -1))
+    torch.testing.assert_close(
+        means, w0.mean(dim=(-2, -1))[:, None].expand_as(means), rtol=0, atol=1e-14
+    )
+    assert (w[:, -1] - w0).abs().max() > 0.05  # the flow did move
+
+
+def test_dealiased_advection_conserves_energy_and_enstrophy_of_the_kept_modes():
+    """With the 2/3 rule the advection is the Galerkin truncation: orthogonal to the kept w and ψ
+    (an aliased product, or one built from all modes as FNO's generator does, is not)."""
+    grid = Grid2D.square(24, periodic=True)
+    w = gaussian_random_field_2d(24, batch=2, zero_mean=True, generator=torch.Generator())
+    scheme = ns._Scheme(grid, torch.full((2,), 1e-3, dtype=F64), None, "cpu")
+    advection = torch.fft.irfft2(scheme.nonlinear(torch.fft.rfft2(w)), s=grid.shape)
+    m = torch.fft.fftfreq(24, d=1 / 24, dtype=F64).abs()
+    kept = ((m[:, None] < 8) & (m[None, :] < 8)).to(F64)
+    kept_w = torch.fft.ifft2(torch.fft.fft2(w) * kept).real
+    k2 = (2 * math.pi) ** 2 * (m[:, None] ** 2 + m[None, :] ** 2)
+    psi = torch.fft.ifft2(torch.fft.fft2(kept_w) / torch.where(k2 > 0, k2, 1.0)).real
+    for field in (kept_w, psi):
+        product = (field * advection).sum(dim=(-2, -1))
+        assert product.abs().max() < 1e-13 * (field.abs() * advection.abs()).sum(dim=(-2, -1)).min()
+    assert advection.abs().max() > 0.1
+
+
+def test_modes_outside_the_two_thirds_band_only_decay_by_crank_nicolson():
+    grid = Grid2D.square(24, periodic=True)
+    w0 = gaussian_random_field_2d(24, batch=2, zero_mean=True, generator=torch.Generator())
+    nu = torch.tensor([1e-3, 1e-2], dtype=F64)
+    h, steps = 0.01, 20
+    w = ns.solve_vorticity(w0, grid, nu, [h * steps], forcing=None, max_step=h)[:, -1]
+    m = torch.fft.fftfreq(24, d=1 / 24, dtype=F64).abs()
+    outside = ~((m[:, None] < 8) & (m[None, :] < 8))
+    z = h * nu[:, None, None] * (2 * math.pi) ** 2 * (m[:, None] ** 2 + m[None, :] ** 2)
+    expected = torch.fft.fft2(w0) * ((1 - z / 2) / (1 + z / 2)) ** steps
+    got = torch.fft.fft2(w)
+    torch.testing.assert_close(got[:, outside], expected[:, outside], rtol=0, atol=1e-13 * 24**2)
+    assert (got[:, ~outside] - expected[:, ~outside]).abs().max() > 1e-3  # the band is advected
+
+
+def test_the_solution_satisfies_the_vorticity_equation():
+    """Central differences in time against -u·∇w + νΔw + f built here from ``velocity`` (checked on
+    Taylor–Green above) and FFT derivatives, projected onto the 2/3 band the solver keeps."""
+    grid = Grid2D.square(32, periodic=True)
+    w0 = 2.0 * random_field(grid, 2, seed=14)
+    nu = torch.tensor([1e-2, 3e-2], dtype=F64)
+    t, delta = 0.1, 5e-4
+    w = ns.solve_vorticity(w0, grid, nu, [t - delta, t, t + delta], max_step=1e-4)
+    w_t = (w[:, 2] - w[:, 0]) / (2 * delta)
+    mid = w[:, 1]
+    vx, vy = ns.velocity(mid, grid)
+    wx, wy = spectral_derivatives(mid, grid)
+    laplacian = sum(spectral_derivatives(d, grid)[i] for i, d in enumerate((wx, wy)))
+    m = torch.fft.fftfreq(32, d=1 / 32, dtype=F64).abs()
+    band = ((m[:, None] < 32 / 3) & (m[None, :] < 32 / 3)).to(F64)
+    advection = torch.fft.ifft2(torch.fft.fft2(vx * wx + vy * wy) * band).real
+    rhs = -advection + nu[:, None, None] * laplacian + ns.fno_forcing(grid)
+    scale = advection.abs().max().item()
+    assert (w_t - rhs).abs().max() < 1e-4 * scale
+    assert scale > 1.0
+
+
+def test_second_order_in_time_on_a_random_field():
+    grid = Grid2D.square(32, periodic=True)
+    w0 = random_field(grid, 2, seed=5)
+    nu = torch.tensor([5e-3, 2e-2], dtype=F64)
+    reference = ns.solve_vorticity(w0, grid, nu, [1.0], max_step=1 / 1024)[:, -1]
+    assert (reference - w0).abs().max() > 1.0  # a strongly nonlinear change
+    errors = []
+    for steps in (32, 64, 128):
+        w = ns.solve_vorticity(w0, grid, nu, [1.0], max_step=1 / steps)[:, -1]
+        errors.append((w - reference).abs().max().item())
+    orders = [math.log2(e0 / e1) for e0, e1 in zip(errors, errors[1:], strict=False)]
+    assert errors[-1] > 1e-6  # far above round-off: a genuine time error
+    assert min(orders) > 1.9 and max(orders) < 2.1, (errors, orders)
+
+
+def test_first_output_is_w0_and_times_may_repeat_or_start_late():
+    w0 = random_field(UNIT, 2, seed=6)
+    w = ns.solve_vorticity(w0, UNIT, 1e-2, [0.0, 0.0, 0.1, 0.1])
+    assert w.shape == (2, 4, 16, 16)
+    assert torch.equal(w[:, 0], w0) and torch.equal(w[:, 1], w0)
+    assert torch.equal(w[:, 2], w[:, 3])
+    late = ns.solve_vorticity(w0, UNIT, 1e-2, [0.1])
+    torch.testing.assert_close(late[:, 0], w[:, 2], rtol=0, atol=1e-13)
+    pair = ns.solve_vorticity(w0, UNIT, 1e-2, [0.0, 0.1], max_step=0.01)
+    single = ns.solve_vorticity(w0[0], UNIT, 1e-2, [0.0, 0.1], max_step=0.01)
+    assert single.shape == (1, 2, 16, 16)
+    torch.testing.assert_close(single[0], pair[0], rtol=0, atol=1e-13)
+
+
+def test_stability_limit_is_where_the_model_amplification_reaches_one():
+    """Apply the CN–Heun step to e^{ik·x} under w_t + U·∇w = νΔw, |U| = U along k."""
+    grid = Grid2D.square(24, periodic=True)
+    nu, speed = 2e-3, 0.7
+    limit = ns.stability_limit(grid, nu, speed)
+    m = torch.arange(-7, 8, dtype=F64)
+    kappa = (2 * math.pi * torch.sqrt(m[:, None] ** 2 + m[None, :] ** 2)).flatten()
+
+    def amplification(h: float) -> float:
+        lam, beta = -nu * kappa**2, speed * kappa
+        guess = ((1 + h * lam / 2) + 1j * h * beta) / (1 - h * lam / 2)
+        return (((1 + h * lam / 2) + 0.5j * h * beta * (1 + guess)) / (1 - h * lam / 2)).abs().max()
+
+    assert amplification(0.999 * limit) <= 1.0
+    assert amplification(1.001 * limit) > 1.0
+    assert ns.stability_limit(grid, nu, 0.0) == math.inf
+    assert ns.default_step(grid, nu, speed) <= ns.SAFETY * limit
+
+
+def test_a_default_step_too_large_is_lowered_and_redone(monkeypatch):
+    grid = Grid2D.square(16, periodic=True)
+    w0 = 3.0 * random_field(grid, 2, seed=7)
+    fine = ns.solve_vorticity(w0, grid, 1e-3, [0.0, 0.3], forcing=None, max_step=1e-3)
+    with pytest.raises(SolverError, match="stability limit"):
+        ns.solve_vorticity(w0, grid, 1e-3, [0.0, 0.3], forcing=None, max_step=0.3)
+    monkeypatch.setattr(ns, "_default_step", lambda *args: 0.3)
+    redone = ns.solve_vorticity(w0, grid, 1e-3, [0.0, 0.3], forcing=None)
+    assert (redone - fine).abs().max() < 1e-3 * w0.abs().max()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def good_call(**changes):
+    arguments = {
+        "w0": random_field(UNIT, 2, seed=8),
+        "grid": UNIT,
+        "nu": 1e-3,
+        "times": [0.0, 0.1],
+        "forcing": "fno",
+        "max_step": None,
+    }
+    arguments.update(changes)
+    return ns.solve_vorticity(**arguments)
+
+
+@pytest.mark.parametrize(
+    "changes, error, match",
+    [
+        ({"nu": 0.0}, ValueError, "nu"),
+        ({"nu": -1e-3}, ValueError, "nu"),
+        ({"nu": torch.tensor([1e-3, -1e-3])}, ValueError, "nu"),
+        ({"nu": torch.tensor([1e-3, 1e-3, 1e-3])}, ValueError, "nu"),
+        ({"grid": Grid2D.square(16)}, ValueError, "periodic"),
+        ({"grid": Grid2D.square(3, periodic=True)}, ValueError, "at least 4"),
+        ({"grid": "unit torus"}, TypeError, "Grid2D"),
+        ({"w0": torch.zeros(2, 16, 17, dtype=F64)}, ValueError, "w0 must have shape"),
+        ({"w0": torch.zeros(1, 2, 16, 16, dtype=F64)}, ValueError, "w0 must have shape"),
+        ({"w0": torch.full((16, 16), float("inf"), dtype=F64)}, ValueError, "w0 contains NaN"),
+        ({"w0": np.zeros((16, 16))}, TypeError, "w0"),
+        ({"times": [0.2, 0.1]}, ValueError, "non-decreasing"),
+        ({"times": [-0.1]}, ValueError, "times"),
+        ({"max_step": 0.0}, ValueError, "max_step"),
+        ({"forcing": "kolmogorov"}, ValueError, "forcing"),
+        ({"forcing": torch.zeros(16, 8, dtype=F64)}, ValueError, "forcing"),
+        ({"forcing": torch.zeros(3, 16, 16, dtype=F64)}, ValueError, "forcing"),
+        ({"forcing": torch.ones(16, 16, dtype=F64)}, ValueError, "zero mean"),
+        ({"forcing": 0.1}, TypeError, "forcing"),
+    ],
+)
+def test_bad_input_is_named(changes, error, match):
+    with pytest.raises(error, match=match):
+        good_call(**changes)
+
+
+def test_a_step_beyond_the_stability_limit_names_the_limit():
+    w0 = 5.0 * random_field(UNIT, 2, seed=9)
+    vx, vy = ns.velocity(w0, UNIT)
+    limit = ns.stability_limit(UNIT, 1e-3, (vx**2 + vy**2).sqrt().amax(dim=(-2, -1)))
+    with pytest.raises(SolverError, match=f"stability limit {limit:.4g}"):
+        good_call(w0=w0, max_step=1.01 * limit)
+    good_call(w0=w0, forcing=None, max_step=0.9 * limit, times=[0.0, 1.8 * limit])
+
+
+def test_a_flow_that_outgrows_the_step_raises():
+    """Strong forcing speeds the flow up until the fixed step is beyond the limit."""
+    w0 = 0.01 * random_field(UNIT, 2, seed=10)
+    forcing = 200.0 * random_field(UNIT, 1, seed=11)[0]
+    vx, vy = ns.velocity(w0, UNIT)
+    limit = ns.stability_limit(UNIT, 1e-3, (vx**2 + vy**2).sqrt().amax(dim=(-2, -1)))
+    with pytest.raises(SolverError, match="stability limit"):
+        good_call(w0=w0, forcing=forcing, max_step=0.5 * limit, times=[0.0, 1.0])
+
+
+def test_a_blow_up_raises():
+    w0 = 0.01 * random_field(UNIT, 2, seed=12)
+    forcing = 1e150 * random_field(UNIT, 1, seed=13)[0]
+    with pytest.raises(SolverError, match="NaN or inf"):
+        good_call(w0=w0, forcing=forcing, max_step=1e-3, times=[0.0, 0.01])
+
+
+# ----------------------------------------------------------------------------- recipe
+
+SMALL = {"nx": 16, "t_end": 0.5, "nt": 3}
+
+
+def test_recipe_samples_depend_only_on_their_seed():
+    (problem,) = ns.PROBLEMS
+    settings = problem.settings(**SMALL)
+    pair = problem.generate([5, 7], settings)
+    again = problem.generate([5, 7], settings)
+    alone = problem.generate([7], settings)
+    assert torch.equal(pair.u, again.u)
+    torch.testing.assert_close(alone.u[0], pair.u[1], rtol=0, atol=1e-13)
+    assert not torch.allclose(pair.u[0], pair.u[1])
+    assert pair.u.shape == (2, 3, 16, 16) and pair.u.dtype == F64
+    grid = problem.grid(settings)
+    vx, vy = ns.velocity(pair.u, grid)
+    assert torch.equal(pair.fields["vx"], vx) and torch.equal(pair.fields["vy"], vy)
+    torch.testing.assert_close(pair.params["nu"], torch.full((2,), 1e-3, dtype=F64))
+    assert pair.u[:, 0].mean(dim=(-2, -1)).abs().max() < 1e-14  # FNO's zero-mean GRF
+    coordinates = problem.coordinates(settings)
+    assert coordinates["t"].tolist() == [0.0, 0.25, 0.5]
+    np.testing.assert_allclose(coordinates["x"], np.arange(16) / 16)
+    np.testing.assert_allclose(coordinates["y"], np.arange(16) / 16)
+    attributes = problem.attributes(settings)
+    assert attributes["boundary"] == "periodic" and attributes["nu"] == 1e-3
+    assert {"pde", "solver", "forcing"} <= set(attributes)
+    assert 0 < attributes["max_step"] <= ns.SAFETY * ns.stability_limit(grid, 1e-3, 0.1)
+
+
+def test_recipe_default_is_cheap_and_its_step_covers_the_grf_speeds():
+    (problem,) = ns.PROBLEMS
+    settings = problem.settings()
+    assert (settings["nx"], settings["nu"], settings["t_end"], settings["nt"]) == (64, 1e-3, 10, 11)
+    std = ns.grf_velocity_std(64, 2.5, 7.0, 7.0**1.5)
+    w0 = gaussian_random_field_2d(64, batch=8, zero_mean=True, generator=torch.Generator())
+    vx, vy = ns.velocity(w0, problem.grid(settings))
+    torch.testing.assert_close(torch.cat([vx, vy]).std().item(), std, rtol=0.15, atol=0)
+    assert (vx**2 + vy**2).sqrt().max() < ns.TAIL * std
+
+
+def test_recipe_through_generate_dataset(tmp_path):
+    path = generate_dataset(
+        "navier-stokes", tmp_path / "ns.h5", n=3, seed=2, chunk=2, progress=False, **SMALL
+    )
+    with h5py.File(path, "r") as f:
+        assert f["u"].shape == (3, 3, 16, 16)
+        assert f["fields/vx"].shape == f["fields/vy"].shape == (3, 3, 16, 16)
+        assert f["params/nu"].shape == (3,)
+        assert f["y"].shape == (16,)
+        assert f.attrs["boundary"] == "periodic"
