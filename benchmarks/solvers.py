@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, best_time, write_results  # noqa: E402
 
-from pdes import Dirichlet, Grid1D, Neumann  # noqa: E402
+from pdes import Dirichlet, Grid1D, Grid2D, Neumann  # noqa: E402
 from pdes.burgers import SAFETY, advective_step_limit, cole_hopf_solution, solve_burgers  # noqa: E402
+from pdes.cavity import solve_cavity  # noqa: E402
+from pdes.cavity import stability_limit as cavity_limit  # noqa: E402
 from pdes.errors import SolverError  # noqa: E402
 from pdes.gpme import (  # noqa: E402
     constant_k,
@@ -46,6 +49,10 @@ from pdes.gpme import (  # noqa: E402
     stefan_k,
 )
 from pdes.heat import solve_heat  # noqa: E402
+from pdes.navier_stokes import default_step as ns_default_step  # noqa: E402
+from pdes.navier_stokes import solve_vorticity  # noqa: E402
+from pdes.navier_stokes import velocity as ns_velocity  # noqa: E402
+from pdes.random_fields import gaussian_random_field_2d  # noqa: E402
 from pdes.stokes import solve_stokes, stokes_exact  # noqa: E402
 from pdes.wave import solve_wave, wave_exact  # noqa: E402
 
@@ -441,6 +448,49 @@ def comparison_rows(
     return rows
 
 
+def flow_2d_rows(batches: list[int], sizes: list[int], steps: int, seed: int) -> list[dict]:
+    """Steps·samples per second of the 2-D solvers at fixed steps (part 3)."""
+    rows = []
+    for n in sizes:
+        torus = Grid2D.square(n, periodic=True)
+        square = Grid2D.square(n + 1)  # n cells, n + 1 nodes: walls included
+        for batch in batches:
+            gen = torch.Generator().manual_seed(seed)
+            w0 = gaussian_random_field_2d(
+                n, alpha=2.5, tau=7.0, sigma=7.0**1.5, generator=gen, batch=batch, zero_mean=True
+            )
+            vx, vy = ns_velocity(w0, torus)
+            h = ns_default_step(torus, 1e-3, (vx**2 + vy**2).sqrt().max().item())
+            periodic_times = torch.tensor([steps * h], dtype=F64)
+            lid = torch.full((batch,), 1.0, dtype=F64)
+            dt = 0.9 * cavity_limit(square, 100.0, lid).min().item()
+            cavity_times = torch.tensor([steps * dt], dtype=F64)
+            runs = {
+                "navier-stokes-periodic": partial(
+                    solve_vorticity, w0, torus, 1e-3, periodic_times, max_step=h
+                ),
+                "cavity": partial(solve_cavity, square, cavity_times, 100.0, lid, dt=dt),
+            }
+            for name, run in runs.items():
+                if name == "cavity" and n > 128:
+                    continue
+                seconds = best_time(run, repeats=3, min_seconds=0.2)
+                rows.append(
+                    {
+                        "case": name,
+                        "method": "physml",
+                        "part": "2d",
+                        "batch": batch,
+                        "nx": n if name != "cavity" else n + 1,
+                        "steps": steps,
+                        "solve_ms": 1e3 * seconds,
+                        "throughput": steps * batch / seconds,
+                    }
+                )
+                print(f"{name} {n}² batch {batch}: {steps * batch / seconds:.0f} steps·samples/s")
+    return rows
+
+
 NOTES = """
 Part 1: `error` is the max error against the exact solution over all samples, snapshots and grid
 points; `throughput` counts samples per second for one batched solve producing every snapshot.
@@ -455,7 +505,7 @@ numba code runs on one thread). Both compute only the final time.
 """
 
 COLUMNS = (
-    "case method part batch nx error rel_l2 solve_ms throughput step_factor threads "
+    "case method part batch nx steps error rel_l2 solve_ms throughput step_factor threads "
     "pypde_nx pypde_config pypde_error ratio chosen"
 ).split()
 
@@ -475,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         rows = throughput_rows([2], args.seed, min_seconds=0.0, repeats=1)
         rows += comparison_rows("heat", [32], [17, 33, 65], [64], ["euler"])
+        rows += flow_2d_rows([2], [16], steps=2, seed=args.seed)
     else:
         rows = throughput_rows([1, 4, 16, 64, 256, 1024], args.seed, min_seconds=0.2, repeats=3)
         for problem, pypde_grids, ours in (
@@ -482,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             ("burgers", [64, 128, 256], [16, 24, 32, 48, 64, 96, 128, 192, 256]),
         ):
             rows += comparison_rows(problem, pypde_grids, ours, [64, 256, 1024], None)
+        rows += flow_2d_rows([1, 16, 64], [64, 128, 256], steps=20, seed=args.seed)
     write_results("solvers", rows, args.seed, started, args.out, COLUMNS, NOTES)
     return 0
 
