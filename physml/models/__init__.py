@@ -1,0 +1,22 @@
+"""Probabilistic surrogates for PDE solutions ``u(t, x)``: exact GPs, deep ensembles, ANPs.
+
+Each returns the toolkit's output kinds (:class:`~physml.outputs.Gaussian`,
+:class:`~physml.outputs.Ensemble`), so the constraint layer applies to them unchanged.
+"""
+
+from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp
+from .common import grid_points, unflatten, with_parameters
+from .ensemble import DeepEnsemble
+from .gp import ExactGPSurrogate
+
+__all__ = [
+    "AttentiveNeuralProcess",
+    "DeepEnsemble",
+    "ExactGPSurrogate",
+    "gpme_sampler",
+    "grid_points",
+    "softc_loss_extra",
+    "train_anp",
+    "unflatten",
+    "with_parameters",
+]

@@ -1,0 +1,103 @@
+"""Helpers shared by the probabilistic surrogates: (t, x) grids, argument checks, progress bars.
+
+A *function* is one PDE solution ``u(t, x)``; a full grid of ``T × X`` points is flattened in
+t-major order (``k = i·X + j`` is ``(t[i], x[j])``), so a prediction ``(B, T·X)`` reshapes to
+``(B, T, X)``: one time slice per row, as :func:`physml.mass_conservation` expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+Item = TypeVar("Item")
+
+
+def as_tensor(
+    name: str,
+    value: object,
+    expected: str,
+    ndim: int | tuple[int, ...] | None,
+    last: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last).
+
+    ``expected`` describes the shape in the error message, e.g. ``"(Nc, 2)"``; ``ndim=None``
+    accepts any number of axes.
+    """
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be a tensor of shape {expected}, got {type(value).__name__}"
+            ) from None
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+    allowed = (tensor.ndim,) if ndim is None else (ndim,) if isinstance(ndim, int) else ndim
+    if tensor.ndim not in allowed or (last is not None and tensor.shape[-1] != last):
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
+    tensor = tensor.to(dtype=dtype, device=device if device is not None else tensor.device)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    return tensor
+
+
+def grid_points(t: object, x: object) -> torch.Tensor:
+    """All ``(t, x)`` pairs of a grid, t-major: ``t (T,)``, ``x (X,)`` → ``(T·X, 2)``.
+
+    Row ``i·X + j`` is ``(t[i], x[j])``. Keeps ``t``'s dtype when it is a floating tensor, else
+    float64; the device follows ``t``.
+    """
+    t = as_tensor("t", t, "(T,)", 1, dtype=_floating(t))
+    x = as_tensor("x", x, "(X,)", 1, dtype=t.dtype, device=t.device)
+    if t.numel() == 0 or x.numel() == 0:
+        raise ValueError(f"t and x must be non-empty, got {t.numel()} times and {x.numel()} x")
+    tt, xx = torch.meshgrid(t, x, indexing="ij")
+    return torch.stack([tt.reshape(-1), xx.reshape(-1)], dim=-1)
+
+
+def unflatten(values: torch.Tensor, T: int, X: int) -> torch.Tensor:
+    """Values at :func:`grid_points` back on the grid: ``(..., T·X)`` → ``(..., T, X)``."""
+    if not isinstance(values, torch.Tensor) or values.ndim < 1:
+        raise TypeError(f"values must be a tensor of shape (..., T*X), got {type(values).__name__}")
+    for name, size in (("T", T), ("X", X)):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+    if values.shape[-1] != T * X:
+        raise ValueError(
+            f"values must have T*X = {T * X} entries on the last axis, got {tuple(values.shape)}"
+        )
+    return values.reshape(*values.shape[:-1], T, X)
+
+
+def with_parameters(params: object, points: object) -> torch.Tensor:
+    """Model inputs for several functions: ``params (B,)`` or ``(B, p)`` and ``points (N, 2)``
+    → ``(B, N, p + 2)`` rows ``(params..., t, x)`` (the layout :class:`DeepEnsemble` takes)."""
+    points = as_tensor("points", points, "(N, 2)", 2, last=2, dtype=_floating(points))
+    params = as_tensor("params", params, "(B,) or (B, p)", (1, 2), dtype=points.dtype)
+    params = params.to(points.device)
+    if params.ndim == 1:
+        params = params[:, None]
+    B, N = params.shape[0], points.shape[0]
+    return torch.cat([params[:, None, :].expand(B, N, -1), points[None].expand(B, N, 2)], dim=-1)
+
+
+def progress_bar(
+    iterable: Iterable[Item], enabled: bool, desc: str, total: int | None = None
+) -> tqdm:
+    """``tqdm`` over ``iterable``, shown only when ``enabled`` and stderr is a terminal."""
+    return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True)
+
+
+def _floating(value: object) -> torch.dtype:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.dtype
+    return torch.float64

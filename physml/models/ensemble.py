@@ -1,0 +1,348 @@
+"""Deep ensembles (Lakshminarayanan et al., 2017): ``M`` small MLPs, each predicting a mean and a
+log-variance and trained with the Gaussian negative log-likelihood from its own random start.
+
+The members are stored stacked (weights ``(M, in, out)``) and trained together with batched
+matrix products; Adam acts elementwise, so this is the same as training each member alone with
+its own initialisation and its own shuffling of the data. Inputs are rows of the PDE
+parameter(s) followed by ``(t, x)`` (see :func:`physml.models.common.with_parameters`); inputs
+and targets are standardised with statistics of the training data, kept as buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._io import atomic_path
+from ..outputs import Ensemble, Gaussian
+from .common import as_tensor, progress_bar
+
+F32 = torch.float32
+KINDS = ("gaussian", "ensemble")
+_TRAINING_SETTINGS = ("batch_size", "lr", "seed")
+_STATISTICS = ("input_shift", "input_scale", "target_shift", "target_scale")
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class _StackedLinear(nn.Module):
+    """``M`` independent affine maps applied to ``(M, N, fan_in)``."""
+
+    def __init__(self, members: int, fan_in: int, fan_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(members, fan_in, fan_out))
+        self.bias = nn.Parameter(torch.zeros(members, 1, fan_out))
+
+    def reset(self, generators: list[torch.Generator]) -> None:
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        with torch.no_grad():
+            for m, generator in enumerate(generators):
+                weight = torch.rand(self.weight.shape[1:], generator=generator)
+                bias = torch.rand(self.bias.shape[1:], generator=generator)
+                self.weight[m].copy_((2 * weight - 1) * bound)
+                self.bias[m].copy_((2 * bias - 1) * bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class DeepEnsemble(nn.Module):
+    """``members`` MLPs ``in_features → width (× depth hidden layers) → (mean, log-variance)``.
+
+    Calling the module returns the mixture's moments as a :class:`Gaussian` (differentiable),
+    so it can be wrapped by :func:`physml.constrain` like any model.
+
+    Args:
+        in_features: columns of the inputs (PDE parameters + 2 for ``(t, x)``).
+        members: ensemble size ``M >= 2``.
+        width: hidden units per layer.
+        depth: number of hidden layers.
+        min_variance: floor added to each member's variance, in standardised units.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        members: int = 5,
+        width: int = 64,
+        depth: int = 3,
+        min_variance: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        _positive_int("in_features", in_features)
+        if _positive_int("members", members) < 2:
+            raise ValueError(f"members must be an integer >= 2, got {members}")
+        _positive_int("width", width)
+        _positive_int("depth", depth)
+        if not isinstance(min_variance, (int, float)) or not min_variance > 0:
+            raise ValueError(f"min_variance must be a number > 0, got {min_variance!r}")
+        self.config = {
+            "in_features": in_features,
+            "members": members,
+            "width": width,
+            "depth": depth,
+            "min_variance": float(min_variance),
+        }
+        sizes = [in_features] + [width] * depth + [2]
+        self.layers = nn.ModuleList(
+            _StackedLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.register_buffer("input_shift", torch.zeros(in_features))
+        self.register_buffer("input_scale", torch.ones(in_features))
+        self.register_buffer("target_shift", torch.zeros(()))
+        self.register_buffer("target_scale", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.reset(seed=0)
+        self.loss_curve_: list[float] = []
+
+    @property
+    def members(self) -> int:
+        return self.config["members"]
+
+    def reset(self, seed: int) -> None:
+        """Fresh weights: member ``m`` draws from its own generator seeded by ``(seed, m)``."""
+        generators = [
+            torch.Generator().manual_seed(_derived_seed(seed, m, 0)) for m in range(self.members)
+        ]
+        for layer in self.layers:
+            layer.reset(generators)
+
+    # ------------------------------------------------------------------ forward
+
+    def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member means and variances ``(M, N)`` for standardised inputs ``(M, N, d)``."""
+        for layer in self.layers[:-1]:
+            h = torch.nn.functional.silu(layer(h))
+        out = self.layers[-1](h)
+        return out[..., 0], out[..., 1].exp() + self.config["min_variance"]
+
+    def _inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        d = self.config["in_features"]
+        device = self.input_shift.device
+        tensor = as_tensor("inputs", inputs, f"(..., {d})", None, last=d, dtype=F32, device=device)
+        if tensor.ndim < 2:
+            raise ValueError(
+                f"inputs must have shape (..., {d}) with a point axis, got {tuple(tensor.shape)}"
+            )
+        return tensor
+
+    def member_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's mean and variance in the data's units: ``inputs (..., d)`` → two
+        ``(M, ...)`` tensors."""
+        if not bool(self.fitted):
+            raise RuntimeError("this DeepEnsemble is not fitted yet: call fit() or load()")
+        inputs = self._inputs(inputs)
+        lead = inputs.shape[:-1]
+        flat = (inputs.reshape(-1, inputs.shape[-1]) - self.input_shift) / self.input_scale
+        mean, variance = self._heads(flat.expand(self.members, -1, -1))
+        mean = self.target_shift + self.target_scale * mean
+        variance = variance * self.target_scale**2
+        return mean.reshape(-1, *lead), variance.reshape(-1, *lead)
+
+    def forward(self, inputs: torch.Tensor) -> Gaussian:
+        """Mixture moments at ``inputs (..., d)``: mean ``(...)``, variances ``(...)``."""
+        means, variances = self.member_outputs(inputs)
+        mean = means.mean(0)
+        variance = variances.mean(0) + (means - mean).pow(2).mean(0)
+        return Gaussian(mean, variance)
+
+    def predict(self, inputs: torch.Tensor, kind: str = "gaussian") -> Gaussian | Ensemble:
+        """Without gradients: the mixture :class:`Gaussian` (mean of the means; variance = mean
+        of the variances + variance of the means) or, with ``kind="ensemble"``, the members'
+        means as an :class:`Ensemble` ``(M, ...)``."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        with torch.no_grad():
+            if kind == "ensemble":
+                return Ensemble(self.member_outputs(inputs)[0])
+            return self(inputs)
+
+    def sample(self, inputs: torch.Tensor, n: int, seed: int = 0) -> Ensemble:
+        """``n`` draws ``(n, ...)`` from the mixture: a member at random, then its Gaussian."""
+        _positive_int("n", n)
+        with torch.no_grad():
+            means, variances = self.member_outputs(inputs)
+            generator = torch.Generator().manual_seed(_derived_seed(seed))
+            pick = torch.randint(self.members, (n,), generator=generator).to(means.device)
+            noise = torch.randn((n, *means.shape[1:]), generator=generator).to(means.device)
+            return Ensemble(means[pick] + variances[pick].sqrt() * noise)
+
+    # ------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        epochs: int = 200,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        seed: int = 0,
+        progress: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+    ) -> DeepEnsemble:
+        """Train every member with the Gaussian NLL on ``inputs (N, d)``, ``targets (N,)``.
+
+        Deterministic by ``seed`` (member initialisations and per-epoch shuffles are derived from
+        it). With ``checkpoint``, the state is saved atomically every ``checkpoint_every`` epochs
+        and at the end, and a later call with the same settings resumes from it.
+        """
+        d = self.config["in_features"]
+        device = self.input_shift.device
+        x = as_tensor("inputs", inputs, f"(N, {d})", 2, last=d, dtype=F32, device=device)
+        y = as_tensor("targets", targets, "(N,)", 1, dtype=F32, device=device)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"targets must have shape ({x.shape[0]},) to match inputs, got {tuple(y.shape)}"
+            )
+        if x.shape[0] < 2:
+            raise ValueError(f"inputs must hold at least 2 rows, got {x.shape[0]}")
+        _positive_int("epochs", epochs)
+        _positive_int("batch_size", batch_size)
+        _positive_int("checkpoint_every", checkpoint_every)
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        settings = {"batch_size": batch_size, "lr": float(lr), "seed": seed}
+
+        self.reset(seed)
+        self._standardise(x, y)
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        start, self.loss_curve_ = 0, []
+        if checkpoint is not None and Path(checkpoint).exists():
+            start = self._resume(Path(checkpoint), optimizer, settings, epochs)
+        xs = (x - self.input_shift) / self.input_scale
+        ys = (y - self.target_shift) / self.target_scale
+        self.fitted.fill_(True)
+        self.train()
+        n = x.shape[0]
+        bar = progress_bar(range(start, epochs), progress, "ensemble", total=epochs - start)
+        for epoch in bar:
+            generator = torch.Generator().manual_seed(_derived_seed(seed, epoch, 1))
+            order = torch.stack(
+                [torch.randperm(n, generator=generator) for _ in range(self.members)]
+            )
+            order = order.to(device)
+            total = 0.0
+            for begin in range(0, n, batch_size):
+                index = order[:, begin : begin + batch_size]
+                loss = self._nll(xs[index], ys[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * index.shape[1]
+            self.loss_curve_.append(total / (n * self.members))
+            bar.set_postfix(nll=f"{self.loss_curve_[-1]:.4g}")
+            done = epoch + 1
+            if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
+                self._save_training(Path(checkpoint), optimizer, settings, done)
+        self.eval()
+        return self
+
+    def _nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over members of each member's mean Gaussian NLL (standardised, constant dropped)."""
+        mean, variance = self._heads(x)
+        per_point = 0.5 * (variance.log() + (y - mean).pow(2) / variance)
+        return per_point.mean(1).sum()
+
+    def _standardise(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        spread = x.std(0)
+        target_spread = y.std()
+        self.input_shift.copy_(x.mean(0))
+        self.input_scale.copy_(torch.where(spread > 0, spread, torch.ones_like(spread)))
+        self.target_shift.copy_(y.mean())
+        self.target_scale.copy_(target_spread if target_spread > 0 else torch.ones(()))
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the configuration and weights to ``path`` atomically."""
+        with atomic_path(path) as temporary:
+            torch.save({"config": dict(self.config), "state": self.state_dict()}, temporary)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> DeepEnsemble:
+        """A :class:`DeepEnsemble` from a file written by :meth:`save` (or a training
+        checkpoint); read with ``weights_only=True``."""
+        content = _read(Path(path), map_location)
+        model = cls(**content["config"]).to(map_location)
+        model.load_state_dict(content["state"])
+        model.eval()
+        return model
+
+    def _save_training(
+        self, path: Path, optimizer: torch.optim.Optimizer, settings: dict, epoch: int
+    ) -> None:
+        content = {
+            "config": dict(self.config),
+            "state": self.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "settings": settings,
+            "epoch": epoch,
+            "loss_curve": list(self.loss_curve_),
+        }
+        with atomic_path(path) as temporary:
+            torch.save(content, temporary)
+
+    def _resume(
+        self, path: Path, optimizer: torch.optim.Optimizer, settings: dict, epochs: int
+    ) -> int:
+        content = _read(path, self.input_shift.device)
+        if "optimizer" not in content:
+            raise ValueError(f"checkpoint {path} holds no training state (written by save()?)")
+        if content["config"] != self.config:
+            raise ValueError(
+                f"checkpoint {path} is for a DeepEnsemble with {content['config']}, "
+                f"this one has {self.config}"
+            )
+        saved = content["settings"]
+        changed = {
+            k: (saved[k], settings[k]) for k in _TRAINING_SETTINGS if saved[k] != settings[k]
+        }
+        if changed:
+            raise ValueError(
+                f"checkpoint {path} was trained with other settings (saved, now): {changed}"
+            )
+        if int(content["epoch"]) > epochs:
+            raise ValueError(
+                f"checkpoint {path} is already at epoch {content['epoch']}, beyond epochs={epochs}"
+            )
+        statistics = {name: getattr(self, name).clone() for name in _STATISTICS}
+        self.load_state_dict(content["state"])
+        if not all(
+            torch.allclose(value, getattr(self, name)) for name, value in statistics.items()
+        ):
+            raise ValueError(
+                f"checkpoint {path} was trained on other data (its input/target statistics differ)"
+            )
+        optimizer.load_state_dict(content["optimizer"])
+        self.loss_curve_ = list(content["loss_curve"])
+        return int(content["epoch"])
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"no DeepEnsemble checkpoint at {path}")
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable DeepEnsemble checkpoint: {error}") from error
+    if not isinstance(content, dict) or not {"config", "state"} <= set(content):
+        raise ValueError(f"{path} is not a DeepEnsemble checkpoint (no 'config' and 'state')")
+    return content

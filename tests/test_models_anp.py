@@ -1,0 +1,618 @@
+"""Attentive neural process: shapes, set symmetries, training, checkpoints, GPME data, SoftC."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pdes.gpme import stefan_exact, stefan_z1
+from physml.models import anp
+from physml.models.anp import (
+    AttentiveNeuralProcess,
+    gpme_residual,
+    gpme_sampler,
+    softc_loss_extra,
+    softc_residual_loss,
+    train_anp,
+)
+from physml.outputs import Gaussian
+
+T_SMALL = torch.linspace(0.0, 1.0, 21)
+X_SMALL = torch.linspace(0.0, 2 * math.pi, 33)[:-1]
+
+
+def small_model(**overrides) -> AttentiveNeuralProcess:
+    settings = {"hidden": 32, "latent": 32, "attention_layers": 1, "seed": 0}
+    settings.update(overrides)
+    return AttentiveNeuralProcess(**settings)
+
+
+def small_sampler(batch: int = 8, n_target: int | None = 50):
+    return gpme_sampler(
+        "diffusion",
+        batch,
+        n_context=25,
+        context_times=5,
+        n_target=n_target,
+        t_grid=T_SMALL,
+        x_grid=X_SMALL,
+    )
+
+
+def random_sets(batch: int, n_context: int, n_target: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.rand(batch, n_context, 2, generator=g),
+        torch.randn(batch, n_context, generator=g),
+        torch.rand(batch, n_target, 2, generator=g),
+        torch.randn(batch, n_target, generator=g),
+    )
+
+
+# --------------------------------------------------------------------------- the network
+
+
+@pytest.mark.parametrize("batch, n_context, n_target", [(1, 1, 1), (3, 7, 5), (2, 100, 64)])
+@pytest.mark.parametrize("samples", [0, 3])
+def test_prediction_shapes(batch, n_context, n_target, samples):
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(batch, n_context, n_target)
+    with torch.no_grad():
+        out = model(cx, cy, tx, samples=samples, generator=torch.Generator().manual_seed(1))
+    assert isinstance(out, Gaussian) and out.is_diagonal
+    assert out.mean.shape == (batch, n_target) and out.cov.shape == (batch, n_target)
+    assert out.mean.dtype == torch.float32
+    assert (out.cov >= model.min_std**2 * (1 - 1e-6)).all()
+
+
+def test_elbo_loss_shapes_and_value_are_finite():
+    model = small_model()
+    cx, cy, tx, ty = random_sets(3, 9, 11)
+    loss, mean = model.elbo_loss(cx, cy, tx, ty, generator=torch.Generator().manual_seed(0))
+    assert loss.shape == () and torch.isfinite(loss)
+    assert mean.shape == (3, 11)
+
+
+def test_context_permutation_changes_nothing():
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(2, 30, 17)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a = model(cx, cy, tx)
+        b = model(cx[:, perm], cy[:, perm], tx)
+        moved = cy.clone()
+        moved[:, 0] += 1.0
+        c = model(cx, moved, tx)
+    torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.cov, b.cov, rtol=0, atol=1e-5)
+    assert (a.mean - c.mean).abs().max() > 1e-4, "the prediction ignores the context values"
+
+
+def test_targets_are_predicted_independently_of_their_order():
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(2, 12, 20)
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = model(cx, cy, tx)
+        b = model(cx, cy, tx[:, perm])
+        single = model(cx, cy, tx[:, :1])
+    torch.testing.assert_close(a.mean[:, perm], b.mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.mean[:, :1], single.mean, rtol=0, atol=1e-5)
+
+
+def test_averaged_latent_samples_give_the_mixture_moments(monkeypatch):
+    """samples=S is the moment match of the S one-draw predictions (law of total variance)."""
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(2, 10, 6)
+    eps = torch.randn(5, 2, model.latent, generator=torch.Generator().manual_seed(0))
+    queue = [eps, *eps.split(1)]
+
+    def fixed_draws(shape, generator, like):
+        draws = queue.pop(0)
+        assert tuple(draws.shape) == tuple(shape)
+        return draws
+
+    monkeypatch.setattr(anp, "_standard_normal", fixed_draws)
+    with torch.no_grad():
+        mixture = model(cx, cy, tx, samples=5)
+        draws = [model(cx, cy, tx, samples=1) for _ in range(5)]
+    means = torch.stack([d.mean for d in draws])
+    variances = torch.stack([d.cov for d in draws])
+    assert means.std(0).min() > 1e-4, "latent draws should move the mean"
+    torch.testing.assert_close(mixture.mean, means.mean(0))
+    torch.testing.assert_close(mixture.cov, variances.mean(0) + means.var(0, unbiased=False))
+
+
+def test_latent_draws_follow_the_generator():
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(2, 10, 6)
+    with torch.no_grad():
+        a = model(cx, cy, tx, samples=4, generator=torch.Generator().manual_seed(1))
+        b = model(cx, cy, tx, samples=4, generator=torch.Generator().manual_seed(1))
+        c = model(cx, cy, tx, samples=4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
+    assert not torch.equal(a.mean, c.mean)
+
+
+def test_latent_mean_prediction_is_deterministic_and_default():
+    model = small_model(eval_samples=0).eval()
+    cx, cy, tx, _ = random_sets(2, 10, 6)
+    with torch.no_grad():
+        a = model(cx, cy, tx)
+        b = model(cx, cy, tx, samples=0)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
+
+
+def test_gradients_reach_every_parameter():
+    model = small_model(attention_layers=2)
+    cx, cy, tx, ty = random_sets(3, 15, 10)
+    loss, _ = model.elbo_loss(cx, cy, tx, ty, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_same_seed_same_weights_and_no_global_rng_use():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = small_model(seed=4), small_model(seed=4)
+    after = torch.rand(1)
+    assert torch.equal(before, after)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    c = small_model(seed=5)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_on_diffusion_lowers_loss_and_fits():
+    sampler = small_sampler(batch=8, n_target=50)
+    model = small_model(input_range=sampler.input_range)
+    test = small_sampler(batch=16, n_target=None)(torch.Generator().manual_seed(99))
+    cx, cy, tx, ty, _ = test
+    with torch.no_grad():
+        before = (model(cx, cy, tx).mean - ty).square().mean()
+    losses = train_anp(model, sampler, steps=300, lr=3e-3, seed=0, progress=False)
+    assert len(losses) == 300 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-30:]) / 30 < sum(losses[:30]) / 30 - 0.5
+    assert not model.training
+    with torch.no_grad():
+        out = model(cx, cy, tx)
+    mse = (out.mean - ty).square().mean()
+    assert mse < 0.1 * ty.var(), (mse, ty.var())
+    assert mse < 0.1 * before
+    # the predicted variance is on the scale of the actual error, not wildly off
+    assert 0.1 < (out.cov.mean() / mse).item() < 10
+
+
+def test_loss_extra_is_added_to_the_loss():
+    sampler = small_sampler(batch=2, n_target=10)
+    plain = train_anp(small_model(), sampler, steps=1, seed=3, progress=False)
+    extra = train_anp(
+        small_model(),
+        sampler,
+        steps=1,
+        seed=3,
+        progress=False,
+        loss_extra=lambda model, batch: torch.tensor(5.0),
+    )
+    assert extra[0] == pytest.approx(plain[0] + 5.0, abs=1e-5)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupted(sampler, after: int):
+    calls = {"n": 0}
+
+    def draw(generator):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise Interrupt
+        return sampler(generator)
+
+    return draw
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    sampler = small_sampler(batch=4, n_target=20)
+    path = tmp_path / "anp.pt"
+    full_model = small_model()
+    full = train_anp(full_model, sampler, steps=20, lr=1e-3, seed=7, progress=False)
+
+    with pytest.raises(Interrupt):
+        train_anp(
+            small_model(),
+            interrupted(sampler, 13),
+            steps=20,
+            seed=7,
+            progress=False,
+            checkpoint=path,
+            checkpoint_every=5,
+        )
+    assert torch.load(path, weights_only=True)["step"] == 10
+    resumed_model = small_model()
+    resumed = train_anp(
+        resumed_model,
+        sampler,
+        steps=20,
+        seed=7,
+        progress=False,
+        checkpoint=path,
+        checkpoint_every=5,
+    )
+    assert resumed == full
+    for (name, p), q in zip(full_model.named_parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert torch.load(path, weights_only=True)["step"] == 20
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["anp.pt"], "temporary files left behind"
+
+    # a finished checkpoint resumes to nothing; resume=False starts over from the same seed
+    again = small_model()
+    assert train_anp(again, sampler, steps=20, seed=7, progress=False, checkpoint=path) == full
+    for p, q in zip(full_model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q)
+    fresh = small_model()
+    restart = train_anp(
+        fresh, sampler, steps=20, seed=7, progress=False, checkpoint=path, resume=False
+    )
+    assert restart == full
+
+
+def test_checkpoint_problems_are_reported(tmp_path):
+    sampler = small_sampler(batch=2, n_target=10)
+    path = tmp_path / "anp.pt"
+    train_anp(small_model(), sampler, steps=4, seed=1, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="seed=1"):
+        train_anp(small_model(), sampler, steps=8, seed=2, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="beyond the requested steps"):
+        train_anp(small_model(), sampler, steps=2, seed=1, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="does not match"):
+        train_anp(small_model(hidden=16), sampler, steps=8, seed=1, progress=False, checkpoint=path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not be read"):
+        train_anp(small_model(), sampler, steps=8, seed=1, progress=False, checkpoint=path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"steps": -1}, ValueError, "steps"),
+        ({"steps": 2.5}, TypeError, "steps"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"lr": float("nan")}, ValueError, "lr"),
+        ({"seed": -3}, ValueError, "seed"),
+        ({"checkpoint_every": 0}, ValueError, "checkpoint_every"),
+        ({"loss_extra": 3}, TypeError, "loss_extra"),
+        ({"sampler": "diffusion"}, TypeError, "sampler"),
+        ({"model": torch.nn.Linear(2, 2)}, TypeError, "model"),
+        ({"sampler": lambda g: (1, 2)}, TypeError, "sampler must return"),
+        (
+            {"loss_extra": lambda model, batch: torch.tensor(float("nan"))},
+            FloatingPointError,
+            "diverged",
+        ),
+    ],
+)
+def test_bad_training_arguments(kwargs, error, match):
+    arguments = {"model": small_model(), "sampler": small_sampler(2, 10), "steps": 2}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        train_anp(progress=False, **arguments)
+
+
+# --------------------------------------------------------------------------- GPME sampler
+
+
+def test_sampler_follows_the_context_protocol():
+    sampler = gpme_sampler("diffusion", 4, n_target=300)
+    cx, cy, tx, ty, k = sampler(torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in (cx, cy, tx, ty, k)] == [
+        (4, 100, 2),
+        (4, 100),
+        (4, 300, 2),
+        (4, 300),
+        (4,),
+    ]
+    assert all(v.dtype == torch.float32 for v in (cx, cy, tx, ty, k))
+    assert ((k >= 1.0) & (k <= 5.0)).all() and k.unique().numel() == 4
+    for b in range(4):
+        times, places = cx[b, :, 0].unique(), cx[b, :, 1].unique()
+        assert times.numel() == 10 and places.numel() == 10, "10 times × 10 x per function"
+        assert tx[b].unique(dim=0).shape[0] == 300, "targets are distinct grid points"
+    assert not torch.equal(cx[0], cx[1]), "each function draws its own context"
+    for x, y in ((cx, cy), (tx, ty)):
+        exact = torch.exp(-k[:, None].double() * x[..., 0].double()) * torch.sin(x[..., 1].double())
+        torch.testing.assert_close(y.double(), exact, rtol=0, atol=1e-6)
+    t_grid, x_grid = torch.linspace(0, 1, 201), torch.linspace(0, 2 * math.pi, 202)[:-1]
+    on_t = (cx[..., 0, None] - t_grid).abs().min(-1).values
+    on_x = (cx[..., 1, None] - x_grid).abs().min(-1).values
+    assert on_t.max() < 1e-6 and on_x.max() < 1e-5, "context points lie on the 201 x 201 grid"
+
+
+def test_sampler_is_deterministic_by_generator_and_full_grid_targets():
+    sampler = small_sampler(batch=3, n_target=None)
+    a = sampler(torch.Generator().manual_seed(4))
+    b = sampler(torch.Generator().manual_seed(4))
+    c = sampler(torch.Generator().manual_seed(5))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(a[4], c[4])
+    tx = a[2]
+    assert tx.shape == (3, 21 * 32, 2)
+    torch.testing.assert_close(tx[0, :32, 0], torch.zeros(32))
+    torch.testing.assert_close(tx[0, :32, 1], X_SMALL)
+    torch.testing.assert_close(tx[0, ::32, 0], T_SMALL)
+
+
+def test_pme_and_stefan_samplers_match_their_closed_forms():
+    cx, cy, tx, ty, m = gpme_sampler("pme", 3, n_target=200)(torch.Generator().manual_seed(1))
+    assert ((m >= 1.0) & (m <= 6.0)).all()
+    lag = (tx[..., 0] - tx[..., 1]).double().clamp(min=0.0)
+    exact = (m[:, None].double() * lag) ** (1.0 / m[:, None].double())
+    torch.testing.assert_close(ty.double(), exact, rtol=0, atol=1e-5)
+
+    sampler = gpme_sampler("stefan", 3, n_target=200, param_range=(0.6, 0.6))
+    cx, cy, tx, ty, u_star = sampler(torch.Generator().manual_seed(2))
+    torch.testing.assert_close(u_star, torch.full((3,), 0.6))
+    z1 = stefan_z1(0.6)
+    c1 = 0.4 / math.erf(z1)
+    t, x = tx[..., 0].double(), tx[..., 1].double()
+    behind = (t > 0) & (x < 2 * z1 * t.sqrt() - 1e-6)
+    ahead = (t > 0) & (x > 2 * z1 * t.sqrt() + 1e-6)
+    profile = 1.0 - c1 * torch.erf(x / (2.0 * t.clamp(min=1e-12).sqrt()))
+    torch.testing.assert_close(ty.double()[behind], profile[behind], rtol=0, atol=1e-5)
+    assert (ty[ahead] == 0).all() and behind.any() and ahead.any()
+    assert tx[..., 0].max() <= 0.1 + 1e-7
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"case": "burgers"}, ValueError, "case must be one of"),
+        ({"batch": 0}, ValueError, "batch"),
+        ({"n_context": 95}, ValueError, "multiple of context_times"),
+        ({"n_context": 300, "context_times": 300}, ValueError, "grid of at least"),
+        ({"n_target": 201 * 201 + 1}, ValueError, "n_target"),
+        ({"param_range": (-1.0, 5.0)}, ValueError, "k_min"),
+        ({"param_range": (4.0, 2.0)}, ValueError, "k_max"),
+        ({"param_range": 3.0}, TypeError, "param_range"),
+        ({"case": "stefan", "param_range": (0.5, 1.5)}, ValueError, "u_star_max"),
+        ({"t_grid": [0.0, 0.5, 0.2]}, ValueError, "t_grid must be strictly increasing"),
+        ({"x_grid": [0.0, float("nan"), 1.0]}, ValueError, "x_grid contains NaN"),
+        ({"t_grid": [-1.0, 0.0, 1.0]}, ValueError, "t_grid must be >= 0"),
+    ],
+)
+def test_bad_sampler_arguments(kwargs, error, match):
+    arguments = {"case": "diffusion", "batch": 2}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        gpme_sampler(**arguments)
+
+
+def test_sampler_needs_a_generator():
+    with pytest.raises(TypeError, match="generator"):
+        small_sampler()(0)
+
+
+# --------------------------------------------------------------------------- SoftC
+
+
+def diffusion_grid(n: int, k: torch.Tensor):
+    t = torch.linspace(0.0, 0.5, n + 1, dtype=torch.float64)
+    x = torch.linspace(0.0, 2 * math.pi, 2 * n + 1, dtype=torch.float64)
+    u = torch.exp(-k[:, None, None] * t[None, :, None]) * torch.sin(x)[None, None, :]
+    return t, x, u
+
+
+def test_softc_residual_vanishes_at_second_order_on_the_exact_diffusion_solution():
+    k = torch.tensor([1.0, 3.0, 5.0], dtype=torch.float64)
+    rms = []
+    for n in (10, 20, 40, 80):
+        t, x, u = diffusion_grid(n, k)
+        rms.append(softc_residual_loss(u.reshape(3, -1), t, x, "diffusion", k).sqrt().item())
+    orders = [math.log2(a / b) for a, b in zip(rms[:-1], rms[1:], strict=True)]
+    assert min(orders) > 1.8, (rms, orders)
+    # u_t alone has rms ~ k e^{-kt}/√2: the finest residual is a tiny fraction of it
+    assert rms[-1] < 1e-2
+
+    t, x, u = diffusion_grid(80, k)
+    perturbed = u + 0.05 * torch.sin(2 * x) * t[:, None]
+    assert softc_residual_loss(perturbed, t, x, "diffusion", k).sqrt() > 0.02
+    wrong_k = softc_residual_loss(u, t, x, "diffusion", k + 1.0).sqrt()
+    assert wrong_k > 100 * rms[-1]
+
+
+def test_residual_uses_the_kirchhoff_potential_for_pme_and_stefan():
+    # PME with m = 1: u = (t - x)_+ and Φ = u²/2 are polynomials behind the front, so the
+    # central differences are exact there: u_t = 1 = Φ_xx.
+    t = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)
+    x = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)
+    u = (t[:, None] - x[None, :]).clamp(min=0.0)[None]
+    r = gpme_residual(u, t, x, "pme", 1.0)[0]
+    behind = t[:-2, None] - x[None, 2:] > 1e-9
+    assert behind.sum() > 100
+    assert r[behind].abs().max() < 1e-9
+    wrong = gpme_residual(u, t, x, "pme", 2.0)[0]  # Φ = u³/3: Φ_xx = 2u ≠ u_t
+    torch.testing.assert_close(wrong[behind], 1.0 - 2.0 * u[0, 1:-1, 1:-1][behind])
+
+    # Stefan behind the front: Φ = u − u*, so the residual is the heat equation's, O(h²)
+    errors = []
+    for n in (40, 80, 160):
+        t = torch.linspace(0.02, 0.1, n + 1, dtype=torch.float64)
+        x = torch.linspace(0.0, 1.0, 2 * n + 1, dtype=torch.float64)
+        u = stefan_exact(x, t, 0.6)
+        r = gpme_residual(u, t, x, "stefan", torch.tensor([0.6]))[0]
+        front = 2 * stefan_z1(0.6) * t[:-2].sqrt()
+        inside = x[None, 2:] < front[:, None] - 1e-9
+        errors.append(r[inside].abs().max().item())
+    assert errors[0] / errors[1] > 3.5 and errors[1] / errors[2] > 3.5, errors
+
+
+def test_softc_loss_extra_matches_the_residual_of_the_grid_prediction():
+    model = small_model()
+    t = torch.linspace(0.0, 1.0, 6)
+    x = torch.linspace(0.0, 2 * math.pi, 9)
+    extra = softc_loss_extra("diffusion", t, x, softc_weight=0.3)
+    batch = small_sampler(batch=2, n_target=10)(torch.Generator().manual_seed(0))
+    value = extra(model, batch)
+    points = torch.stack(torch.meshgrid(t, x, indexing="ij"), dim=-1).reshape(-1, 2)
+    mean = model(batch[0], batch[1], points.expand(2, -1, -1)).mean.reshape(2, 6, 9)
+    dt, dx = t[1] - t[0], x[1] - x[0]
+    phi = batch[4][:, None, None] * mean
+    u_t = (mean[:, 2:, 1:-1] - mean[:, :-2, 1:-1]) / (2 * dt)
+    phi_xx = (phi[:, 1:-1, 2:] - 2 * phi[:, 1:-1, 1:-1] + phi[:, 1:-1, :-2]) / dx**2
+    expected = 0.3 * (u_t - phi_xx).square().mean()
+    torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6)
+    value.backward()
+    assert next(model.decoder.parameters()).grad.abs().sum() > 0
+    losses = train_anp(model, small_sampler(2, 10), steps=3, progress=False, loss_extra=extra)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((torch.zeros(2, 30), torch.linspace(0, 1, 5), torch.linspace(0, 1, 5)), ValueError, "u"),
+        (
+            (torch.zeros(2, 5, 5), torch.linspace(0, 1, 2), torch.linspace(0, 1, 5)),
+            ValueError,
+            ">= 3",
+        ),
+        (
+            (
+                torch.zeros(2, 5, 5),
+                torch.tensor([0.0, 0.1, 0.5, 0.6, 1.0]),
+                torch.linspace(0, 1, 5),
+            ),
+            ValueError,
+            "uniformly spaced",
+        ),
+        (
+            (torch.full((2, 5, 5), float("nan")), torch.linspace(0, 1, 5), torch.linspace(0, 1, 5)),
+            ValueError,
+            "NaN",
+        ),
+        ("params3", ValueError, "params"),
+        ("case", ValueError, "case must be one of"),
+        ("negative_k", ValueError, "k"),
+        ("list", TypeError, "u must be a torch.Tensor"),
+    ],
+)
+def test_bad_residual_arguments(args, error, match):
+    t = x = torch.linspace(0, 1, 5)
+    u = torch.zeros(2, 5, 5)
+    if args == "params3":
+        call = (u, t, x, "diffusion", torch.ones(3))
+    elif args == "case":
+        call = (u, t, x, "heat", torch.ones(2))
+    elif args == "negative_k":
+        call = (u, t, x, "diffusion", -torch.ones(2))
+    elif args == "list":
+        call = (u.tolist(), t, x, "diffusion", torch.ones(2))
+    else:
+        call = (*args, "diffusion", torch.ones(2))
+    with pytest.raises(error, match=match):
+        softc_residual_loss(*call)
+
+
+def test_bad_softc_extra_arguments():
+    t = x = torch.linspace(0, 1, 5)
+    with pytest.raises(ValueError, match="softc_weight"):
+        softc_loss_extra("diffusion", t, x, softc_weight=-1.0)
+    with pytest.raises(ValueError, match="case"):
+        softc_loss_extra("heat", t, x)
+    with pytest.raises(ValueError, match=">= 3"):
+        softc_loss_extra("diffusion", t[:2], x)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def bad(name):
+    cx, cy, tx, ty = random_sets(2, 5, 4)
+    cases = {
+        "context_y length": ((cx, cy[:, :4], tx), ValueError, "context_y must have shape"),
+        "target batch": ((cx, cy, tx[:1]), ValueError, "target_x must have batch size 2"),
+        "coordinates": ((cx[..., :1], cy, tx), ValueError, "2 coordinates"),
+        "context_x rank": ((cx[0], cy, tx), ValueError, "context_x must have shape"),
+        "nan context": (
+            (cx, torch.where(cy > 0, float("nan"), cy), tx),
+            ValueError,
+            "context_y contains NaN",
+        ),
+        "inf target": ((cx, cy, tx.clone().fill_(float("inf"))), ValueError, "target_x contains"),
+        "empty context": ((cx[:, :0], cy[:, :0], tx), ValueError, "empty context"),
+        "empty targets": ((cx, cy, tx[:, :0]), ValueError, "at least one target"),
+        "empty batch": ((cx[:0], cy[:0], tx[:0]), ValueError, "batch >= 1"),
+        "not a tensor": ((cx.tolist(), cy, tx), TypeError, "context_x must be a torch.Tensor"),
+        "complex": ((cx, cy.to(torch.complex64), tx), TypeError, "real numbers"),
+    }
+    return cases[name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "context_y length",
+        "target batch",
+        "coordinates",
+        "context_x rank",
+        "nan context",
+        "inf target",
+        "empty context",
+        "empty targets",
+        "empty batch",
+        "not a tensor",
+        "complex",
+    ],
+)
+def test_bad_model_input(name):
+    args, error, match = bad(name)
+    model = small_model()
+    with pytest.raises(error, match=match):
+        model(*args)
+
+
+def test_bad_targets_and_samples():
+    model = small_model()
+    cx, cy, tx, ty = random_sets(2, 5, 4)
+    with pytest.raises(ValueError, match="target_y must have shape"):
+        model.elbo_loss(cx, cy, tx, ty[:, :3])
+    with pytest.raises(ValueError, match="target_y contains NaN"):
+        model.elbo_loss(cx, cy, tx, ty * float("nan"))
+    with pytest.raises(ValueError, match="samples"):
+        model(cx, cy, tx, samples=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"hidden": 33, "heads": 2}, ValueError, "divisible by heads"),
+        ({"hidden": 0}, ValueError, "hidden"),
+        ({"min_std": 0.0}, ValueError, "min_std"),
+        ({"input_range": ((0.0, 1.0),)}, ValueError, "input_range"),
+        ({"input_range": ((0.0, 1.0), (2.0, 2.0))}, ValueError, "low < high"),
+        ({"input_range": "abc"}, TypeError, "input_range"),
+        ({"eval_samples": -1}, ValueError, "eval_samples"),
+        ({"seed": 1.5}, TypeError, "seed"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AttentiveNeuralProcess(**kwargs)
+
+
+def test_input_range_is_part_of_the_saved_state():
+    model = small_model(input_range=((0.0, 1.0), (0.0, 2 * math.pi)))
+    copy = small_model()
+    copy.load_state_dict(model.state_dict())
+    cx, cy, tx, _ = random_sets(1, 5, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(cx, cy, tx).mean, copy(cx, cy, tx).mean)

@@ -1,0 +1,435 @@
+"""Exact GP and deep-ensemble surrogates: checked against gpytorch's joint posterior, exact
+solutions, hand-computed mixture moments, and round trips through files."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import gpytorch
+import pytest
+import torch
+
+from pdes.gpme import diffusion_exact
+from pdes.grid import Grid1D
+from physml import Ensemble, Gaussian, constrain, mass_conservation
+from physml.models import DeepEnsemble, ExactGPSurrogate, grid_points, unflatten, with_parameters
+
+F64 = torch.float64
+TWO_PI = 2 * math.pi
+
+
+def diffusion_context(T: int = 8, X: int = 8, k: float = 2.0, noise: float = 0.0, seed: int = 0):
+    t = torch.linspace(0, 1, T, dtype=F64)
+    x = torch.linspace(0, TWO_PI, X, dtype=F64)
+    y = diffusion_exact(x, t, k)[0].reshape(-1)
+    y = y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    return t, x, grid_points(t, x), y
+
+
+@pytest.fixture(scope="module")
+def noisy_gp():
+    t, x, cx, cy = diffusion_context(T=6, X=7, noise=0.01)
+    return ExactGPSurrogate().fit(cx, cy), cx, cy
+
+
+# ---------------------------------------------------------------------------------- grids
+
+
+def test_grid_points_are_t_major_and_unflatten_inverts_them():
+    t = torch.tensor([0.0, 0.5, 1.0])
+    x = torch.tensor([10.0, 20.0])
+    points = grid_points(t, x)
+    assert points.shape == (6, 2)
+    for i in range(3):
+        for j in range(2):
+            assert points[i * 2 + j].tolist() == [t[i].item(), x[j].item()]
+    values = torch.arange(12.0).reshape(2, 6)
+    grid = unflatten(values, 3, 2)
+    assert grid.shape == (2, 3, 2)
+    assert grid[1, 2, 1] == values[1, 2 * 2 + 1]
+
+
+def test_with_parameters_puts_parameters_first():
+    points = grid_points(torch.tensor([0.0, 1.0]), torch.tensor([3.0]))
+    rows = with_parameters(torch.tensor([5.0, 7.0]), points)
+    assert rows.shape == (2, 2, 3)
+    assert rows[1, 1].tolist() == [7.0, 1.0, 3.0]
+    rows = with_parameters(torch.tensor([[5.0, 6.0]]), points)
+    assert rows[0, 0].tolist() == [5.0, 6.0, 0.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: grid_points(torch.zeros(2, 2), torch.zeros(3)), ValueError),
+        (lambda: grid_points(torch.zeros(2), torch.tensor([0.0, math.nan])), ValueError),
+        (lambda: grid_points(torch.zeros(0), torch.zeros(3)), ValueError),
+        (lambda: grid_points("abc", torch.zeros(3)), TypeError),
+        (lambda: unflatten(torch.zeros(2, 5), 2, 3), ValueError),
+        (lambda: unflatten(torch.zeros(6), 0, 6), ValueError),
+        (lambda: with_parameters(torch.zeros(2), torch.zeros(4, 3)), ValueError),
+    ],
+)
+def test_grid_helpers_reject_bad_input(call, error):
+    with pytest.raises(error):
+        call()
+
+
+# ---------------------------------------------------------------------------------- GP
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_gp_mean_interpolates_noise_free_data_and_tracks_the_exact_solution(optimizer):
+    t, x, cx, cy = diffusion_context()
+    gp = ExactGPSurrogate(optimizer=optimizer).fit(cx, cy)
+    at_context = gp.predict(t, x, covariance="diagonal")
+    assert (at_context.mean.reshape(-1) - cy).abs().max() < 2e-3
+    tf = torch.linspace(0, 1, 15, dtype=F64)
+    xf = torch.linspace(0, TWO_PI, 17, dtype=F64)
+    between = gp.predict(tf, xf, covariance="diagonal").mean
+    assert (between - diffusion_exact(xf, tf, 2.0)[0]).abs().max() < 2e-2
+    assert gp.noise_ < 1e-4
+    assert gp.lengthscale_.shape == (2,)
+
+
+def _gpytorch_joint_posterior(gp: ExactGPSurrogate, cx, cy, points):
+    """A fresh gpytorch GP on the raw data with the surrogate's reported hyperparameters."""
+
+    class Plain(gpytorch.models.ExactGP):
+        def __init__(self, x, y, likelihood):
+            super().__init__(x, y, likelihood)
+            self.mean_module = gpytorch.means.ConstantMean()
+            self.covar_module = gpytorch.kernels.ScaleKernel(
+                gpytorch.kernels.RBFKernel(ard_num_dims=2)
+            )
+
+        def forward(self, z):
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+    likelihood = gpytorch.likelihoods.GaussianLikelihood(
+        noise_constraint=gpytorch.constraints.GreaterThan(1e-12)
+    )
+    model = Plain(cx, cy, likelihood).to(F64)
+    model.covar_module.base_kernel.lengthscale = gp.lengthscale_
+    model.covar_module.outputscale = gp.outputscale_
+    likelihood.noise = gp.noise_
+    model.mean_module.constant = torch.tensor(gp.mean_, dtype=F64)
+    model.train()
+    likelihood.train()
+    with torch.no_grad():
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+        log_ml = float(mll(model(cx), cy)) * cx.shape[0]
+    model.eval()
+    with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
+        joint = model(points)
+        return joint.mean, joint.covariance_matrix, log_ml
+
+
+def test_gp_time_slice_blocks_equal_gpytorch_joint_posterior(noisy_gp):
+    gp, cx, cy = noisy_gp
+    t = torch.linspace(0, 1.2, 5, dtype=F64)
+    x = torch.linspace(-0.5, TWO_PI, 9, dtype=F64)
+    T, X = 5, 9
+    mean, joint, log_ml = _gpytorch_joint_posterior(gp, cx, cy, grid_points(t, x))
+    blocks = torch.stack([joint[i * X : (i + 1) * X, i * X : (i + 1) * X] for i in range(T)])
+
+    prediction = gp.predict(t, x)
+    assert prediction.cov.shape == (T, X, X)
+    scale = blocks.abs().max()
+    assert (prediction.cov - blocks).abs().max() < 1e-6 * scale
+    assert (prediction.mean - mean.reshape(T, X)).abs().max() < 1e-7
+    assert gp.log_marginal_likelihood_ == pytest.approx(log_ml, rel=1e-8, abs=1e-8)
+
+    diagonal = gp.predict(t, x, covariance="diagonal")
+    assert torch.allclose(diagonal.cov, torch.diagonal(blocks, dim1=-2, dim2=-1), rtol=1e-6)
+    assert torch.allclose(diagonal.mean, prediction.mean)
+    points = gp.predict_points(grid_points(t, x))
+    assert torch.allclose(points.cov, torch.diagonal(joint), rtol=1e-6, atol=1e-6 * scale)
+    noisy = gp.predict(t, x, observation_noise=True)
+    assert torch.allclose(
+        torch.diagonal(noisy.cov - prediction.cov, dim1=-2, dim2=-1),
+        torch.full((T, X), gp.noise_, dtype=F64),
+    )
+
+
+def test_gp_time_slice_blocks_are_symmetric_psd(noisy_gp):
+    gp, _, _ = noisy_gp
+    cov = gp.predict(torch.linspace(0, 1, 4), torch.linspace(0, TWO_PI, 30)).cov
+    assert torch.equal(cov, cov.transpose(-1, -2))
+    eigenvalues = torch.linalg.eigvalsh(cov)
+    assert eigenvalues.min() >= -1e-10 * eigenvalues.max()
+
+
+def test_gp_variance_shrinks_near_context_points():
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    x = torch.linspace(0, TWO_PI, 6, dtype=F64)
+    cx = grid_points(t, x)
+    cy = diffusion_exact(x, t, 1.0)[0].reshape(-1)
+    gp = ExactGPSurrogate().fit(cx, cy)
+    fine = torch.linspace(0, TWO_PI, 51, dtype=F64)  # contains x's nodes at every 10th point
+    variance = gp.predict(t[1:2], fine, covariance="diagonal").cov[0]
+    at_nodes = variance[::10]
+    midpoints = variance[5::10]
+    # conditioning on y_i alone already brings var u(z_i) below the noise variance
+    assert (at_nodes <= gp.noise_).all()
+    assert (at_nodes[:-1] < midpoints).all() and (at_nodes[1:] < midpoints).all()
+    far = gp.predict(torch.tensor([30.0]), fine, covariance="diagonal").cov[0]
+    assert torch.allclose(far, torch.full_like(far, gp.outputscale_), rtol=1e-6)
+
+
+def test_gp_fit_is_reproducible_and_fit_predict_batches_functions():
+    _, _, cx, cy1 = diffusion_context(T=5, X=6, k=1.0)
+    _, _, _, cy2 = diffusion_context(T=5, X=6, k=4.0)
+    t = torch.linspace(0, 1, 3)
+    x = torch.linspace(0, TWO_PI, 4)
+    gp = ExactGPSurrogate(iterations=30)
+    batch = gp.fit_predict(torch.stack([cx, cx]), torch.stack([cy1, cy2]), t, x)
+    assert batch.mean.shape == (2, 3, 4) and batch.cov.shape == (2, 3, 4, 4)
+    assert gp.batch_hyperparameters_["lengthscale"].shape == (2, 2)
+    for b, cy in enumerate((cy1, cy2)):
+        single = ExactGPSurrogate(iterations=30).fit(cx, cy).predict(t, x)
+        assert torch.equal(single.mean, batch.mean[b])
+        assert torch.equal(single.cov, batch.cov[b])
+    diagonal = gp.fit_predict(cx[None], cy1[None], t, x, covariance="diagonal")
+    assert diagonal.cov.shape == (1, 3, 4)
+
+
+def test_gp_prediction_feeds_probconserv_to_exact_conservation(noisy_gp):
+    gp, _, _ = noisy_gp
+    grid = Grid1D(20, 0.0, TWO_PI)
+    t = torch.linspace(0, 1, 4, dtype=F64)
+    prediction = gp.predict(t, grid.coordinates())
+    constraint = mass_conservation(grid, torch.zeros(4, dtype=F64))
+    updated = constraint.apply(prediction)
+    assert (updated.mean @ grid.weights()).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda gp, cx, cy: gp.fit(cx[:, :1], cy), ValueError, "(Nc, 2)"),
+        (lambda gp, cx, cy: gp.fit(cx, cy[:-1]), ValueError, "context_y"),
+        (lambda gp, cx, cy: gp.fit(cx, cy[:, None]), ValueError, "context_y"),
+        (lambda gp, cx, cy: gp.fit(cx, torch.full_like(cy, math.nan)), ValueError, "NaN"),
+        (lambda gp, cx, cy: gp.fit(cx.clone().fill_(math.inf), cy), ValueError, "NaN"),
+        (lambda gp, cx, cy: gp.fit(cx[:1], cy[:1]), ValueError, "at least 2"),
+        (lambda gp, cx, cy: gp.fit("points", cy), TypeError, "context_x"),
+        (lambda gp, cx, cy: gp.predict(cx[:3, 0], cx[:3, 1]), RuntimeError, "fit"),
+        (lambda gp, cx, cy: gp.predict_points(cx), RuntimeError, "fit"),
+        (lambda gp, cx, cy: gp.fit_predict(cx, cy, cx[:, 0], cx[:, 1]), ValueError, "(B, Nc, 2)"),
+        (
+            lambda gp, cx, cy: gp.fit_predict(cx[None], cy[None, :-1], cx[:, 0], cx[:, 1]),
+            ValueError,
+            "context_y",
+        ),
+    ],
+)
+def test_gp_rejects_bad_input(call, error, words):
+    _, _, cx, cy = diffusion_context(T=3, X=3)
+    with pytest.raises(error, match=f".*{_escaped(words)}"):
+        call(ExactGPSurrogate(iterations=2), cx, cy)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda gp: gp.predict(torch.zeros(2, 2), torch.zeros(3)),
+        lambda gp: gp.predict(torch.zeros(2), torch.tensor([math.nan])),
+        lambda gp: gp.predict(torch.zeros(2), torch.zeros(3), covariance="full"),
+        lambda gp: gp.predict_points(torch.zeros(4, 3)),
+    ],
+)
+def test_gp_rejects_bad_prediction_requests(noisy_gp, call):
+    with pytest.raises(ValueError):
+        call(noisy_gp[0])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"optimizer": "sgd"}, {"iterations": -1}, {"lr": 0.0}, {"noise_floor": math.nan}],
+)
+def test_gp_rejects_bad_settings(settings):
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        ExactGPSurrogate(**settings)
+
+
+def _escaped(text: str) -> str:
+    return "".join("\\" + c if c in "()[].*+?" else c for c in text)
+
+
+# ---------------------------------------------------------------------------------- ensemble
+
+
+def sine_data(n: int = 256):
+    x = torch.linspace(-1, 1, n)[:, None]
+    return x, torch.sin(3 * x[:, 0])
+
+
+def tiny(members: int = 3, in_features: int = 1) -> DeepEnsemble:
+    return DeepEnsemble(in_features, members=members, width=32, depth=2)
+
+
+@pytest.fixture(scope="module")
+def fitted_ensemble():
+    x, y = sine_data()
+    return tiny().fit(x, y, epochs=300, lr=1e-2, seed=0)
+
+
+def test_ensemble_fits_a_smooth_function(fitted_ensemble):
+    x, y = sine_data()
+    prediction = fitted_ensemble.predict(x)
+    assert isinstance(prediction, Gaussian) and prediction.is_diagonal
+    assert (prediction.mean - y).pow(2).mean().sqrt() < 0.05
+    assert fitted_ensemble.loss_curve_[-1] < fitted_ensemble.loss_curve_[0] - 2
+
+
+def test_mixture_moments_match_a_hand_computation(fitted_ensemble):
+    x = torch.tensor([[-0.9], [0.1], [2.5]])
+    means, variances = fitted_ensemble.member_outputs(x)
+    mixture = fitted_ensemble.predict(x)
+    M = fitted_ensemble.members
+    for i in range(x.shape[0]):
+        mu = [means[m, i].item() for m in range(M)]
+        var = [variances[m, i].item() for m in range(M)]
+        mean = sum(mu) / M
+        second_moment = sum(v + u * u for u, v in zip(mu, var, strict=True)) / M
+        assert mixture.mean[i].item() == pytest.approx(mean, rel=1e-5)
+        assert mixture.cov[i].item() == pytest.approx(second_moment - mean**2, rel=1e-4)
+    members = fitted_ensemble.predict(x, kind="ensemble")
+    assert isinstance(members, Ensemble) and torch.equal(members.samples, means)
+
+
+def test_members_differ_and_keep_their_own_seed(fitted_ensemble):
+    x, _ = sine_data(32)
+    means, _ = fitted_ensemble.member_outputs(torch.tensor([[3.0]]))
+    assert torch.unique(means).numel() == fitted_ensemble.members
+    first = fitted_ensemble.layers[0].weight
+    for m in range(1, fitted_ensemble.members):
+        assert not torch.allclose(first[0], first[m])
+    larger = DeepEnsemble(1, members=4, width=32, depth=2)
+    larger.reset(seed=0)
+    fresh = tiny()
+    fresh.reset(seed=0)
+    assert torch.equal(larger.layers[0].weight[:3], fresh.layers[0].weight)
+
+
+def test_ensemble_training_is_deterministic_by_seed():
+    x, y = sine_data(64)
+    a = tiny().fit(x, y, epochs=3, batch_size=16, seed=5)
+    b = tiny().fit(x, y, epochs=3, batch_size=16, seed=5)
+    c = tiny().fit(x, y, epochs=3, batch_size=16, seed=6)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key])
+    assert not torch.equal(a.layers[0].weight, c.layers[0].weight)
+
+
+def test_samples_follow_the_mixture(fitted_ensemble):
+    x = torch.tensor([[0.3], [2.0]])
+    draws = fitted_ensemble.sample(x, 20000, seed=1)
+    assert draws.samples.shape == (20000, 2)
+    mixture = fitted_ensemble.predict(x)
+    sd = mixture.cov.sqrt()
+    assert ((draws.mean() - mixture.mean).abs() < 5 * sd / math.sqrt(20000)).all()
+    assert torch.allclose(draws.samples.var(0), mixture.cov, rtol=0.1)
+    again = fitted_ensemble.sample(x, 20000, seed=1).samples
+    assert torch.equal(again, draws.samples)
+    assert not torch.equal(fitted_ensemble.sample(x, 20000, seed=2).samples, again)
+
+
+def test_checkpoint_round_trip_is_exact_and_atomic(fitted_ensemble, tmp_path):
+    path = tmp_path / "ensemble.pt"
+    fitted_ensemble.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["ensemble.pt"]
+    loaded = DeepEnsemble.load(path)
+    x = torch.linspace(-2, 2, 9)[:, None]
+    before, after = fitted_ensemble.predict(x), loaded.predict(x)
+    assert torch.equal(before.mean, after.mean) and torch.equal(before.cov, after.cov)
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    x, y = sine_data(64)
+    straight = tiny().fit(x, y, epochs=4, batch_size=16, seed=2)
+    path = tmp_path / "train.pt"
+    tiny().fit(x, y, epochs=2, batch_size=16, seed=2, checkpoint=path, checkpoint_every=1)
+    resumed = tiny().fit(x, y, epochs=4, batch_size=16, seed=2, checkpoint=path)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert resumed.loss_curve_ == straight.loss_curve_
+    with pytest.raises(ValueError, match="lr"):
+        tiny().fit(x, y, epochs=4, batch_size=16, lr=0.1, seed=2, checkpoint=path)
+    with pytest.raises(ValueError, match="other data"):
+        tiny().fit(x, 2 * y, epochs=4, batch_size=16, seed=2, checkpoint=path)
+    with pytest.raises(ValueError, match="epoch"):
+        tiny().fit(x, y, epochs=3, batch_size=16, seed=2, checkpoint=path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_loading_refuses_untrusted_or_broken_files(fitted_ensemble, tmp_path):
+    pickled = tmp_path / "pickled.pt"
+    content = {"config": dict(fitted_ensemble.config), "state": fitted_ensemble.state_dict()}
+    torch.save({**content, "extra": _Payload()}, pickled, pickle_module=pickle)
+    with pytest.raises(ValueError, match="not a readable"):
+        DeepEnsemble.load(pickled)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError):
+        DeepEnsemble.load(broken)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="config"):
+        DeepEnsemble.load(other)
+    with pytest.raises(FileNotFoundError):
+        DeepEnsemble.load(tmp_path / "missing.pt")
+
+
+def test_constrained_ensemble_conserves_mass_on_a_grid(fitted_ensemble):
+    grid = Grid1D(11, -1.0, 1.0)
+    inputs = grid.coordinates(dtype=torch.float32)[None, :, None].expand(3, 11, 1)
+    model = constrain(fitted_ensemble, mass_conservation(grid, torch.ones(3, dtype=F64)))
+    with torch.no_grad():
+        output = model(inputs)
+    assert output.mean.shape == (3, 11)
+    assert torch.allclose(output.mean @ grid.weights(), torch.ones(3, dtype=F64), atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda m, x, y: m.fit(x.expand(-1, 2), y), ValueError, "(N, 1)"),
+        (lambda m, x, y: m.fit(x, y[:-1]), ValueError, "targets"),
+        (lambda m, x, y: m.fit(x, torch.full_like(y, math.nan)), ValueError, "NaN"),
+        (lambda m, x, y: m.fit(x, y, epochs=0), ValueError, "epochs"),
+        (lambda m, x, y: m.fit(x, y, batch_size=0), ValueError, "batch_size"),
+        (lambda m, x, y: m.fit(x, y, lr=-1.0), ValueError, "lr"),
+        (lambda m, x, y: m.fit(x, y, seed=1.5), TypeError, "seed"),
+        (lambda m, x, y: m.predict(x), RuntimeError, "fit"),
+        (lambda m, x, y: DeepEnsemble(1, members=1), ValueError, "members"),
+        (lambda m, x, y: DeepEnsemble(0), ValueError, "in_features"),
+    ],
+)
+def test_ensemble_rejects_bad_input(call, error, words):
+    x, y = sine_data(8)
+    with pytest.raises(error, match=f".*{_escaped(words)}"):
+        call(tiny(), x, y)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.predict(torch.zeros(4, 2)),
+        lambda m: m.predict(torch.zeros(1)),
+        lambda m: m.predict(torch.tensor([[math.inf]])),
+        lambda m: m.predict(torch.zeros(4, 1), kind="samples"),
+        lambda m: m.sample(torch.zeros(4, 1), 0),
+    ],
+)
+def test_ensemble_rejects_bad_prediction_requests(fitted_ensemble, call):
+    with pytest.raises(ValueError):
+        call(fitted_ensemble)
