@@ -1,0 +1,652 @@
+"""Evaluation metrics, each defined once: errors, conservation, probabilistic scores, images.
+
+Every metric takes torch tensors (array-likes are converted), checks them (shapes, NaN/inf, empty
+inputs) and computes in float64 on the first input's device, so a float32 network output and a
+float64 reference give the same score. ``reduction='mean'`` returns a scalar tensor and
+``reduction='none'`` the values before the final average (their shape is given per metric).
+
+Numerical floors, chosen once here:
+
+- :data:`VARIANCE_FLOOR`: variances below it are raised to it in :func:`gaussian_log_likelihood`,
+  so a constrained prediction with zero variance at pinned points gives a finite log density.
+- :data:`ROUNDOFF`: a variance counts as negative only below ``-ROUNDOFF × (largest |variance|)``;
+  smaller negatives are round-off (e.g. ``diag − FFᵀ`` after an exact ProbConserv update) and are
+  treated as zero.
+- :data:`SINGULAR_SNAP`: when sampling ``B − FFᵀ``, directions whose variance is below this
+  fraction of ``B``'s are given exactly zero variance; otherwise the square root would turn
+  round-off (~1e-16) into noise of ~1e-8 along directions an exact constraint has pinned.
+- :data:`CHOLESKY_JITTERS`: multiples of the mean variance added to a full covariance's diagonal,
+  tried in order, when its Cholesky factorisation fails (a singular posterior covariance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as nnf
+
+from pdes.grid import Grid1D, Grid2D
+
+from .outputs import Ensemble, Gaussian, LowRankCovariance
+
+F64 = torch.float64
+VARIANCE_FLOOR = 1e-12
+ROUNDOFF = 1e-9
+CHOLESKY_JITTERS = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
+SINGULAR_SNAP = 1e-10
+
+Reduction = Literal["mean", "none"]
+Dims = int | Sequence[int] | None
+ArrayLike = torch.Tensor | float | Sequence[float]
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def _tensor(name: str, value: object, device: torch.device | None = None) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be a tensor or an array of numbers, got {type(value).__name__}"
+            ) from None
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+    tensor = tensor.to(dtype=F64, device=device if device is not None else tensor.device)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    return tensor
+
+
+def _pair(
+    names: tuple[str, str], first: object, second: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    a = _tensor(names[0], first)
+    b = _tensor(names[1], second, a.device)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    if a.numel() == 0:
+        raise ValueError(f"{names[0]} and {names[1]} are empty (shape {tuple(a.shape)})")
+    return a, b
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "none":
+        return values
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def _dims(dims: Dims, ndim: int) -> tuple[int, ...] | None:
+    if dims is None:
+        return None
+    items = (dims,) if isinstance(dims, int) else tuple(dims) if isinstance(dims, Sequence) else ()
+    if not items or any(isinstance(d, bool) or not isinstance(d, int) for d in items):
+        raise TypeError(f"dims must be an int or a non-empty sequence of ints, got {dims!r}")
+    normal = [d + ndim if d < 0 else d for d in items]
+    if any(not 0 <= d < ndim for d in normal) or len(set(normal)) != len(normal):
+        raise ValueError(f"dims must be distinct axes of a {ndim}-D input, got {dims!r}")
+    return tuple(normal)
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _number(name: str, value: object, positive: bool = False) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or (positive and number <= 0):
+        expected = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return number
+
+
+def _checked_variance(name: str, variance: torch.Tensor, floor: float) -> torch.Tensor:
+    tolerance = ROUNDOFF * float(variance.abs().amax()) if variance.numel() else 0.0
+    if (variance < -tolerance).any():
+        raise ValueError(
+            f"{name} has negative variances (minimum {float(variance.min()):.3g}, beyond round-off "
+            f"{tolerance:.3g}): the covariance is not positive semi-definite"
+        )
+    return variance.clamp_min(floor)
+
+
+def _samples(name: str, samples: object) -> torch.Tensor:
+    if isinstance(samples, Ensemble):
+        samples = samples.samples
+    tensor = _tensor(name, samples)
+    if tensor.ndim == 0:
+        raise ValueError(f"{name} must have shape (member, ...), got a scalar")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is an empty ensemble: it has 0 members (shape {tensor.shape})")
+    return tensor
+
+
+# ---------------------------------------------------------------------------- point-wise errors
+
+
+def mse(pred: ArrayLike, target: ArrayLike, dims: Dims = None) -> torch.Tensor:
+    """Mean squared error averaged over ``dims`` (every axis when ``None``, giving a scalar)."""
+    pred, target = _pair(("pred", "target"), pred, target)
+    squared = (pred - target).square()
+    axes = _dims(dims, squared.ndim)
+    return squared.mean() if axes is None else squared.mean(axes)
+
+
+def mae(pred: ArrayLike, target: ArrayLike, dims: Dims = None) -> torch.Tensor:
+    """Mean absolute error averaged over ``dims`` (every axis when ``None``, giving a scalar)."""
+    pred, target = _pair(("pred", "target"), pred, target)
+    absolute = (pred - target).abs()
+    axes = _dims(dims, absolute.ndim)
+    return absolute.mean() if axes is None else absolute.mean(axes)
+
+
+def _frame_error(pred: ArrayLike, target: ArrayLike, frame_ndim: int, power: int) -> torch.Tensor:
+    pred, target = _pair(("pred", "target"), pred, target)
+    _positive_int("frame_ndim", frame_ndim)
+    if pred.ndim < frame_ndim:
+        raise ValueError(
+            f"pred must have at least frame_ndim={frame_ndim} axes, got shape {tuple(pred.shape)}"
+        )
+    error = (pred - target).abs().pow(power)
+    return error.sum(tuple(range(-frame_ndim, 0))).mean()
+
+
+def frame_mse(pred: ArrayLike, target: ArrayLike, frame_ndim: int = 2) -> torch.Tensor:
+    """Squared error summed over each frame (the last ``frame_ndim`` axes), averaged over frames.
+
+    The Earthformer convention for ``(..., H, W)`` video on a [0, 1] scale.
+    """
+    return _frame_error(pred, target, frame_ndim, 2)
+
+
+def frame_mae(pred: ArrayLike, target: ArrayLike, frame_ndim: int = 2) -> torch.Tensor:
+    """Absolute error summed over each frame (the last ``frame_ndim`` axes), averaged over frames.
+
+    The Earthformer convention for ``(..., H, W)`` video on a [0, 1] scale.
+    """
+    return _frame_error(pred, target, frame_ndim, 1)
+
+
+def relative_l2(pred: ArrayLike, target: ArrayLike, reduction: Reduction = "mean") -> torch.Tensor:
+    """``‖pred − target‖₂ / ‖target‖₂`` per sample over all non-batch axes, then the batch mean.
+
+    ``pred`` and ``target`` are ``(batch, ...)``; ``reduction='none'`` returns ``(batch,)``.
+    """
+    pred, target = _pair(("pred", "target"), pred, target)
+    if pred.ndim < 2:
+        raise ValueError(
+            f"pred and target must be (batch, ...) with at least one axis besides the batch, got "
+            f"shape {tuple(pred.shape)} (use x[None] for a single sample)"
+        )
+    norms = target.flatten(1).norm(dim=1)
+    zero = torch.nonzero(norms == 0).flatten()
+    if zero.numel():
+        raise ValueError(
+            f"target samples {zero.tolist()} have zero L2 norm: their relative error is undefined"
+        )
+    return _reduce((pred - target).flatten(1).norm(dim=1) / norms, reduction)
+
+
+def boundary_error(
+    pred: ArrayLike, target: ArrayLike, grid: Grid1D | Grid2D, reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Root-mean-square error on the grid's boundary nodes (the walls that are not periodic).
+
+    Fields are ``(..., x)`` for a :class:`Grid1D` or ``(..., x, y)`` for a :class:`Grid2D`;
+    ``reduction='none'`` gives the RMSE per leading index ``(...)``, ``'mean'`` the RMSE over all.
+    """
+    pred, target = _pair(("pred", "target"), pred, target)
+    if isinstance(grid, Grid1D):
+        shape: tuple[int, ...] = (grid.n,)
+        mask = torch.zeros(grid.n, dtype=torch.bool, device=pred.device)
+        mask[list(grid.boundary_indices)] = True
+    elif isinstance(grid, Grid2D):
+        shape = grid.shape
+        mask = grid.boundary_mask(pred.device)
+    else:
+        raise TypeError(f"grid must be a pdes.Grid1D or pdes.Grid2D, got {type(grid).__name__}")
+    if pred.ndim < len(shape) or tuple(pred.shape[pred.ndim - len(shape) :]) != shape:
+        raise ValueError(f"pred must end in the grid's shape {shape}, got {tuple(pred.shape)}")
+    if not mask.any():
+        raise ValueError("grid is periodic on every axis: it has no boundary nodes")
+    squared = (pred - target).square()[..., mask]
+    if reduction == "none":
+        return squared.mean(-1).sqrt()
+    return _reduce(squared, reduction).sqrt()
+
+
+# --------------------------------------------------------------------------------- conservation
+
+
+def conservation_error(
+    u: ArrayLike | Gaussian | Ensemble,
+    grid: Grid1D | Grid2D,
+    true_mass: ArrayLike,
+    time_index: int | None = None,
+    absolute: bool = False,
+    reduction: Reduction = "none",
+) -> torch.Tensor:
+    """Conservation error CE: the mass ``∫ u dx`` by ``grid``'s weights minus ``true_mass``.
+
+    ``u`` is ``(..., time, x)`` (``(..., time, x, y)`` on a :class:`Grid2D`), or a Gaussian or
+    Ensemble whose mean is used; ``true_mass`` broadcasts to ``(..., time)``. Returns the signed
+    CE ``(..., time)`` (``|CE|`` when ``absolute``), only slice ``time_index`` when given (e.g. 100
+    for t = 0.5 on 201 times in [0, 1]); ``reduction='mean'`` averages over the leading axes (the
+    test functions), keeping the time axis unless one slice was picked.
+    """
+    if isinstance(u, Gaussian):
+        u = u.mean
+    elif isinstance(u, Ensemble):
+        u = u.samples.mean(0)
+    u = _tensor("u", u)
+    if isinstance(grid, Grid1D):
+        space: tuple[int, ...] = (grid.n,)
+    elif isinstance(grid, Grid2D):
+        space = grid.shape
+    else:
+        raise TypeError(f"grid must be a pdes.Grid1D or pdes.Grid2D, got {type(grid).__name__}")
+    if u.ndim < len(space) + 1 or tuple(u.shape[u.ndim - len(space) :]) != space:
+        raise ValueError(
+            f"u must have shape (..., time, {', '.join(map(str, space))}) to match the grid, got "
+            f"{tuple(u.shape)}"
+        )
+    mass = grid.integrate(u)
+    true_mass = _tensor("true_mass", true_mass, u.device)
+    try:
+        broadcast = torch.broadcast_shapes(true_mass.shape, mass.shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != mass.shape:
+        raise ValueError(
+            f"true_mass must broadcast to the masses' shape {tuple(mass.shape)} (..., time), got "
+            f"{tuple(true_mass.shape)}"
+        )
+    error = mass - true_mass
+    if time_index is not None:
+        count = error.shape[-1]
+        if isinstance(time_index, bool) or not isinstance(time_index, int):
+            raise TypeError(f"time_index must be an int or None, got {time_index!r}")
+        if not -count <= time_index < count:
+            raise ValueError(f"time_index must be in [{-count}, {count}), got {time_index}")
+        error = error[..., time_index]
+    if absolute:
+        error = error.abs()
+    if reduction == "none":
+        return error
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if time_index is not None:
+        return error.mean()
+    return error.reshape(-1, error.shape[-1]).mean(0)
+
+
+def abs_conservation_error(
+    u: ArrayLike | Gaussian | Ensemble,
+    grid: Grid1D | Grid2D,
+    true_mass: ArrayLike,
+    time_index: int | None = None,
+    reduction: Reduction = "none",
+) -> torch.Tensor:
+    """``|CE|``: :func:`conservation_error` with ``absolute=True``."""
+    return conservation_error(u, grid, true_mass, time_index, absolute=True, reduction=reduction)
+
+
+# ------------------------------------------------------------------------ probabilistic scores
+
+
+def _mean_variance(prediction: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(prediction, Gaussian):
+        mean = _tensor("mean", prediction.mean)
+        variance = _tensor("variance", prediction.variance(), mean.device)
+    elif isinstance(prediction, tuple | list) and len(prediction) == 2:
+        mean = _tensor("mean", prediction[0])
+        variance = _tensor("variance", prediction[1], mean.device)
+        try:
+            variance = variance.expand(mean.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"variance must broadcast to the mean's shape {tuple(mean.shape)}, got "
+                f"{tuple(variance.shape)}"
+            ) from None
+    else:
+        raise TypeError(
+            f"prediction must be a physml.Gaussian or a (mean, variance) pair, got "
+            f"{type(prediction).__name__}"
+        )
+    return mean, variance
+
+
+def marginal_std(gaussian: Gaussian) -> torch.Tensor:
+    """Marginal standard deviations ``(..., n)`` of ``gaussian`` (any covariance kind), float64.
+
+    Round-off negatives (see :data:`ROUNDOFF`) become 0; larger negatives raise ``ValueError``.
+    """
+    if not isinstance(gaussian, Gaussian):
+        raise TypeError(f"gaussian must be a physml.Gaussian, got {type(gaussian).__name__}")
+    _, variance = _mean_variance(gaussian)
+    return _checked_variance("gaussian", variance, 0.0).sqrt()
+
+
+def gaussian_log_likelihood(
+    prediction: Gaussian | tuple[ArrayLike, ArrayLike],
+    target: ArrayLike,
+    reduction: Reduction = "mean",
+    min_variance: float = VARIANCE_FLOOR,
+) -> torch.Tensor:
+    """Mean Gaussian log density of ``target`` under the prediction's marginals (diagonal).
+
+    ``prediction`` is a :class:`Gaussian` (diagonal, full or low-rank covariance: its marginal
+    variances are used) or a ``(mean, variance)`` pair. Variances are raised to ``min_variance``;
+    negative ones raise ``ValueError``. ``reduction='none'`` returns the log density per point.
+    """
+    mean, variance = _mean_variance(prediction)
+    floor = _number("min_variance", min_variance, positive=True)
+    variance = _checked_variance("prediction", variance, floor)
+    mean, target = _pair(("mean", "target"), mean, target)
+    log_density = -0.5 * (torch.log(2 * math.pi * variance) + (target - mean).square() / variance)
+    return _reduce(log_density, reduction)
+
+
+def crps_gaussian(
+    mean: ArrayLike, std: ArrayLike, target: ArrayLike, reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """CRPS of ``N(mean, std²)`` at ``target`` in closed form, averaged over points.
+
+    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``.
+    ``std`` broadcasts to ``mean``'s shape; ``reduction='none'`` returns the score per point.
+    """
+    mean, target = _pair(("mean", "target"), mean, target)
+    std = _tensor("std", std, mean.device)
+    try:
+        std = std.expand(mean.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"std must broadcast to the mean's shape {tuple(mean.shape)}, got {tuple(std.shape)}"
+        ) from None
+    if (std < 0).any():
+        raise ValueError(f"std must be >= 0, got minimum {float(std.min()):.3g}")
+    spread = std > 0
+    scale = torch.where(spread, std, torch.ones_like(std))
+    z = (target - mean) / scale
+    density = torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
+    score = scale * (z * (2 * torch.special.ndtr(z) - 1) + 2 * density - 1 / math.sqrt(math.pi))
+    return _reduce(torch.where(spread, score, (target - mean).abs()), reduction)
+
+
+def crps_ensemble(
+    samples: ArrayLike | Ensemble,
+    target: ArrayLike,
+    fair: bool = False,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Ensemble CRPS ``E|X − y| − ½ E|X − X'|`` over members ``samples (member, ...)``.
+
+    ``fair=False``: the plain form, the CRPS of the members' empirical distribution (``E|X − X'|``
+    over all ``M²`` ordered pairs). ``fair=True``: the unbiased form (``M (M − 1)`` distinct pairs),
+    which needs 2 members. ``target`` is ``samples.shape[1:]``; ``reduction='none'`` gives the
+    score per point. Costs ``O(M log M)`` per point.
+    """
+    samples = _samples("samples", samples)
+    target = _tensor("target", target, samples.device)
+    if target.shape != samples.shape[1:]:
+        raise ValueError(
+            f"target must have shape {tuple(samples.shape[1:])} (samples without the member axis), "
+            f"got {tuple(target.shape)}"
+        )
+    members = samples.shape[0]
+    if fair and members < 2:
+        raise ValueError(f"the fair ensemble CRPS needs at least 2 members, got {members}")
+    if target.numel() == 0:
+        raise ValueError(f"target is empty (shape {tuple(target.shape)})")
+    skill = (samples - target).abs().mean(0)
+    ordered = samples.sort(0).values
+    rank = torch.arange(members, dtype=F64, device=samples.device)
+    weights = (2 * rank - members + 1).reshape(-1, *([1] * target.ndim))
+    pair_sum = 2 * (weights * ordered).sum(0)
+    pairs = members * (members - 1) if fair else members**2
+    return _reduce(skill - 0.5 * pair_sum / pairs, reduction)
+
+
+# ----------------------------------------------------------------------- shocks and sampling
+
+
+def shock_position(
+    samples: ArrayLike | Ensemble,
+    x: ArrayLike,
+    threshold: float = 0.0,
+    interpolate: bool = False,
+) -> torch.Tensor:
+    """The first ``x`` at which each profile is ``<= threshold``: ``samples (..., X)`` → ``(...)``.
+
+    The ProbConserv protocol (posterior samples, first x where the sample is <= 0). ``x`` is
+    increasing ``(X,)``. A profile that never reaches the threshold gives ``+inf`` (the infimum of
+    an empty set: the front lies beyond the domain). ``interpolate=True`` places the crossing by
+    linear interpolation between the last point above the threshold and the first one at or below.
+    """
+    if isinstance(samples, Ensemble):
+        samples = samples.samples
+    samples = _tensor("samples", samples)
+    x = _tensor("x", x, samples.device)
+    level = _number("threshold", threshold)
+    if x.ndim != 1 or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty 1-D tensor (X,), got shape {tuple(x.shape)}")
+    if samples.ndim == 0 or samples.shape[-1] != x.numel():
+        raise ValueError(
+            f"samples must have shape (..., {x.numel()}) to match x, got {tuple(samples.shape)}"
+        )
+    if (x.diff() <= 0).any():
+        raise ValueError("x must be strictly increasing")
+    below = samples <= level
+    first = below.to(torch.uint8).argmax(-1)
+    position = x[first]
+    if interpolate:
+        previous = (first - 1).clamp_min(0)
+        above_value = samples.gather(-1, previous.unsqueeze(-1)).squeeze(-1)
+        below_value = samples.gather(-1, first.unsqueeze(-1)).squeeze(-1)
+        gap = torch.where(first > 0, above_value - below_value, torch.ones_like(above_value))
+        fraction = torch.where(first > 0, (above_value - level) / gap, torch.ones_like(gap))
+        position = x[previous] + fraction * (x[first] - x[previous])
+    return torch.where(below.any(-1), position, torch.full_like(position, math.inf))
+
+
+def _generator(generator: torch.Generator | int, device: torch.device) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but the Gaussian is on {device}: use a "
+                f"generator on the same device (or pass an integer seed)"
+            )
+        return generator
+    if isinstance(generator, bool) or not isinstance(generator, int):
+        raise TypeError(f"generator must be a torch.Generator or an int seed, got {generator!r}")
+    return torch.Generator(device=device).manual_seed(generator)
+
+
+def _cholesky_with_jitter(cov: torch.Tensor) -> torch.Tensor:
+    scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
+    if (cov - cov.mT).abs().amax() > 1e-8 * scale:
+        raise ValueError("the Gaussian's full covariance is not symmetric")
+    mean_variance = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0)[..., None, None]
+    eye = torch.eye(cov.shape[-1], dtype=F64, device=cov.device)
+    for jitter in CHOLESKY_JITTERS:
+        factor, info = torch.linalg.cholesky_ex(cov + jitter * mean_variance * eye)
+        if not (info > 0).any():
+            return factor
+    raise ValueError(
+        f"the Gaussian's full covariance is not positive semi-definite: its Cholesky factorisation "
+        f"fails even with {CHOLESKY_JITTERS[-1]:g} × the mean variance added to the diagonal"
+    )
+
+
+def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor) -> torch.Tensor:
+    base = _tensor("cov.base", cov.base, z.device)
+    factor = _tensor("cov.factor", cov.factor, z.device)
+    _checked_variance("cov", LowRankCovariance(base, factor).variance(), 0.0)
+    if cov.base_is_diagonal:
+        root = base.clamp_min(0).sqrt()
+        inverse = torch.where(root > 0, 1 / torch.where(root > 0, root, 1.0), 0.0)
+        whitened = factor * inverse.unsqueeze(-1)
+
+        def apply_root(v: torch.Tensor) -> torch.Tensor:
+            return root * v
+
+    else:
+        lower = _cholesky_with_jitter(base)
+        whitened = torch.linalg.solve_triangular(lower, factor, upper=False)
+
+        def apply_root(v: torch.Tensor) -> torch.Tensor:
+            return (lower @ v.movedim(0, -1)).movedim(-1, 0)
+
+    basis, singular, _ = torch.linalg.svd(whitened, full_matrices=False)
+    squared = singular.square()
+    if (squared > 1 + 1e-8).any():
+        raise ValueError(
+            "cov (base − FFᵀ) is not positive semi-definite: L⁻¹F (base = LLᵀ) has a singular "
+            f"value {float(squared.max().sqrt()):.6g} > 1"
+        )
+    remaining = 1 - squared
+    shrink = 1 - torch.where(remaining < SINGULAR_SNAP, 0.0, remaining).sqrt()
+    coefficients = torch.einsum("...nk,s...n->s...k", basis, z) * shrink
+    return apply_root(z - torch.einsum("...nk,s...k->s...n", basis, coefficients))
+
+
+def gaussian_samples(
+    gaussian: Gaussian, count: int, generator: torch.Generator | int
+) -> torch.Tensor:
+    """``count`` draws ``(count, ..., n)`` (float64) from ``gaussian``, e.g. posterior samples.
+
+    Diagonal covariance: independent normals. Full: through its Cholesky factor, adding
+    :data:`CHOLESKY_JITTERS` × the mean variance to the diagonal only if the factorisation fails.
+    :class:`LowRankCovariance` ``B − FFᵀ`` (a constrained posterior, often singular): exact, with
+    ``B = LLᵀ`` (``L = B^(1/2)`` for a diagonal ``B``, no ``n × n`` matrix formed) and
+    ``L⁻¹F = U S Vᵀ``, the square root is ``L (I − U diag(1 − √(1 − S²)) Uᵀ)``, so samples of
+    an exactly constrained posterior meet the constraint to round-off. ``generator`` is a
+    ``torch.Generator`` on the Gaussian's device or an integer seed.
+    """
+    if not isinstance(gaussian, Gaussian):
+        raise TypeError(f"gaussian must be a physml.Gaussian, got {type(gaussian).__name__}")
+    count = _positive_int("count", count)
+    mean = _tensor("mean", gaussian.mean)
+    source = _generator(generator, mean.device)
+    z = torch.randn((count, *mean.shape), generator=source, dtype=F64, device=mean.device)
+    cov = gaussian.cov
+    if isinstance(cov, LowRankCovariance):
+        return mean + _low_rank_noise(cov, z)
+    cov = _tensor("cov", cov, mean.device)
+    if gaussian.is_diagonal:
+        return mean + _checked_variance("cov", cov, 0.0).sqrt() * z
+    factor = _cholesky_with_jitter(cov)
+    return mean + (factor @ z.movedim(0, -1)).movedim(-1, 0)
+
+
+# ------------------------------------------------------------------------------------- images
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    offsets = torch.arange(size, dtype=F64, device=device) - (size - 1) / 2
+    weights = torch.exp(-0.5 * (offsets / sigma).square())
+    return weights / weights.sum()
+
+
+def ssim(
+    a: ArrayLike,
+    b: ArrayLike,
+    data_range: float,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Structural similarity of images ``(..., H, W)`` (Wang et al. 2004): 1 for identical images.
+
+    Local statistics under a normalised Gaussian window (11 × 11, σ = 1.5) at every position where
+    it fits inside the image; ``C₁ = (k₁ L)²``, ``C₂ = (k₂ L)²`` with ``L = data_range``; biased
+    local (co)variances. Each image's SSIM is the mean of its map; ``reduction='none'`` → ``(...)``.
+    """
+    a, b = _pair(("a", "b"), a, b)
+    size = _positive_int("window_size", window_size)
+    spread = _number("sigma", sigma, positive=True)
+    level = _number("data_range", data_range, positive=True)
+    c1 = (_number("k1", k1, positive=True) * level) ** 2
+    c2 = (_number("k2", k2, positive=True) * level) ** 2
+    if a.ndim < 2 or min(a.shape[-2:]) < size:
+        raise ValueError(
+            f"a and b must be images (..., H, W) with H, W >= window_size={size}, got shape "
+            f"{tuple(a.shape)}"
+        )
+    height, width = a.shape[-2:]
+    window = _gaussian_window(size, spread, a.device)
+
+    def local_mean(image: torch.Tensor) -> torch.Tensor:
+        rows = nnf.conv2d(image.reshape(-1, 1, height, width), window.view(1, 1, size, 1))
+        return nnf.conv2d(rows, window.view(1, 1, 1, size))
+
+    mean_a, mean_b = local_mean(a), local_mean(b)
+    var_a = local_mean(a * a) - mean_a.square()
+    var_b = local_mean(b * b) - mean_b.square()
+    covariance = local_mean(a * b) - mean_a * mean_b
+    luminance = (2 * mean_a * mean_b + c1) / (mean_a.square() + mean_b.square() + c1)
+    structure = (2 * covariance + c2) / (var_a + var_b + c2)
+    per_image = (luminance * structure).mean((-3, -2, -1)).reshape(a.shape[:-2])
+    return _reduce(per_image, reduction)
+
+
+def csi(
+    pred: ArrayLike,
+    target: ArrayLike,
+    threshold: float | Sequence[float] | torch.Tensor,
+    dims: Dims = None,
+) -> torch.Tensor:
+    """Critical success index ``hits / (hits + misses + false alarms)`` for events ``>= threshold``.
+
+    Counts are summed over ``dims`` (every axis when ``None``) before the ratio. A sequence of
+    thresholds adds a leading axis. Where no event is predicted or observed the index is
+    undefined and the result is NaN.
+    """
+    pred, target = _pair(("pred", "target"), pred, target)
+    levels = _tensor("threshold", threshold, pred.device)
+    if levels.ndim > 1 or levels.numel() == 0:
+        raise ValueError(f"threshold must be a number or a 1-D sequence, got {tuple(levels.shape)}")
+    axes = _dims(dims, pred.ndim)
+    scores = []
+    for level in levels.reshape(-1):
+        predicted, observed = pred >= level, target >= level
+        counts = [
+            (p & o).to(F64).sum() if axes is None else (p & o).to(F64).sum(axes)
+            for p, o in ((predicted, observed), (~predicted, observed), (predicted, ~observed))
+        ]
+        hits, misses, false_alarms = counts
+        scores.append(hits / (hits + misses + false_alarms))
+    return scores[0] if levels.ndim == 0 else torch.stack(scores)
+
+
+# ------------------------------------------------------------------------------- model updates
+
+
+def negative_flip_rate(old_pred: ArrayLike, new_pred: ArrayLike, labels: ArrayLike) -> torch.Tensor:
+    """Fraction of examples the old model got right and the new model gets wrong.
+
+    Inputs are predicted and true class labels of one shape (integers).
+    """
+    old, new = _pair(("old_pred", "new_pred"), old_pred, new_pred)
+    _, truth = _pair(("old_pred", "labels"), old, labels)
+    return ((old == truth) & (new != truth)).to(F64).mean()

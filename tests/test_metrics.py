@@ -1,0 +1,685 @@
+"""physml.metrics against independent computations: numpy/scipy formulas, quadrature, loops."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from pdes.gpme import diffusion_exact, pme_exact, pme_total_mass, stefan_exact, stefan_z1
+from pdes.grid import Grid1D, Grid2D
+from physml import metrics
+from physml.constraints import LinearConstraint, mass_conservation
+from physml.outputs import Ensemble, Gaussian, LowRankCovariance
+
+F64 = torch.float64
+
+
+def rand(*shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def random_spd(n, seed=0):
+    a = rand(n, n, seed=seed)
+    return a @ a.T + 0.1 * torch.eye(n, dtype=F64)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    "shape, dims",
+    [((7,), None), ((7,), 0), ((3, 5), None), ((3, 5), 1), ((3, 5), (0, 1)), ((2, 3, 4), (0, -1))],
+)
+def test_mse_mae_match_numpy(shape, dims):
+    pred, target = rand(*shape, seed=1), rand(*shape, seed=2)
+    p, t = pred.numpy(), target.numpy()
+    np.testing.assert_allclose(metrics.mse(pred, target, dims), ((p - t) ** 2).mean(axis=dims))
+    np.testing.assert_allclose(metrics.mae(pred, target, dims), np.abs(p - t).mean(axis=dims))
+
+
+def test_float32_inputs_are_scored_in_float64():
+    pred = torch.tensor([1.0, 2.0], dtype=torch.float32)
+    result = metrics.mse(pred, np.array([1.5, 2.0]))
+    assert result.dtype == F64
+    assert result.item() == pytest.approx(0.125, abs=0)
+
+
+@pytest.mark.parametrize("frame_ndim", [1, 2])
+def test_frame_errors_sum_each_frame_then_average(frame_ndim):
+    pred, target = rand(2, 3, 4, 5, seed=3), rand(2, 3, 4, 5, seed=4)
+    diff = (pred - target).numpy()
+    axes = tuple(range(4 - frame_ndim, 4))
+    np.testing.assert_allclose(
+        metrics.frame_mse(pred, target, frame_ndim), (diff**2).sum(axis=axes).mean()
+    )
+    np.testing.assert_allclose(
+        metrics.frame_mae(pred, target, frame_ndim), np.abs(diff).sum(axis=axes).mean()
+    )
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (3, 2, 5)])
+def test_relative_l2_per_sample_then_mean(shape):
+    pred, target = rand(*shape, seed=5), rand(*shape, seed=6)
+    p, t = pred.numpy(), target.numpy()
+    expected = [np.linalg.norm(p[i] - t[i]) / np.linalg.norm(t[i]) for i in range(shape[0])]
+    per_sample = metrics.relative_l2(pred, target, reduction="none")
+    assert per_sample.shape == (shape[0],)
+    np.testing.assert_allclose(per_sample, expected)
+    np.testing.assert_allclose(metrics.relative_l2(pred, target), np.mean(expected))
+
+
+def test_relative_l2_errors():
+    with pytest.raises(ValueError, match="zero L2 norm"):
+        metrics.relative_l2(torch.ones(2, 3), torch.tensor([[1.0, 0, 0], [0, 0, 0]]))
+    with pytest.raises(ValueError, match="batch"):
+        metrics.relative_l2(torch.ones(3), torch.ones(3))
+
+
+def test_boundary_error_1d_and_2d():
+    pred, target = rand(3, 8, seed=7), rand(3, 8, seed=8)
+    diff = (pred - target).numpy()
+    edges = diff[:, [0, -1]]
+    grid = Grid1D(8)
+    np.testing.assert_allclose(
+        metrics.boundary_error(pred, target, grid), np.sqrt((edges**2).mean())
+    )
+    np.testing.assert_allclose(
+        metrics.boundary_error(pred, target, grid, reduction="none"),
+        np.sqrt((edges**2).mean(axis=1)),
+    )
+    pred2, target2 = rand(2, 5, 6, seed=9), rand(2, 5, 6, seed=10)
+    d2 = (pred2 - target2).numpy()
+    ring = np.ones((5, 6), bool)
+    ring[1:-1, 1:-1] = False
+    grid2 = Grid2D(Grid1D(5), Grid1D(6))
+    np.testing.assert_allclose(
+        metrics.boundary_error(pred2, target2, grid2), np.sqrt((d2[:, ring] ** 2).mean())
+    )
+    with pytest.raises(ValueError, match="no boundary"):
+        metrics.boundary_error(pred, target, Grid1D(8, periodic=True))
+    with pytest.raises(ValueError, match="grid's shape"):
+        metrics.boundary_error(pred, target, Grid1D(9))
+    with pytest.raises(TypeError, match="grid"):
+        metrics.boundary_error(pred, target, "grid")
+
+
+# ------------------------------------------------------------------------- conservation
+
+
+def test_conservation_error_of_quadratic_is_the_trapezoid_error():
+    # ∫₀¹ c x² dx = c/3 and the trapezoid rule overestimates it by exactly c h²/6
+    grid = Grid1D(21)
+    x = grid.coordinates()
+    c = torch.tensor([[1.0, 2.0, -3.0], [0.5, 0.0, 4.0]], dtype=F64)  # (sample, time)
+    u = c[..., None] * x**2
+    ce = metrics.conservation_error(u, grid, c / 3)
+    assert ce.shape == (2, 3)
+    torch.testing.assert_close(ce, c * grid.dx**2 / 6, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        ce, integrate.trapezoid(u.numpy(), x.numpy(), axis=-1) - c.numpy() / 3, atol=1e-14
+    )
+    absolute = metrics.conservation_error(u, grid, c / 3, absolute=True)
+    torch.testing.assert_close(absolute, ce.abs())
+    torch.testing.assert_close(
+        metrics.abs_conservation_error(u, grid, c / 3, time_index=-1), ce[:, -1].abs()
+    )
+    torch.testing.assert_close(
+        metrics.conservation_error(u, grid, c / 3, time_index=1, reduction="mean"), ce[:, 1].mean()
+    )
+    torch.testing.assert_close(
+        metrics.conservation_error(u, grid, c / 3, reduction="mean"), ce.mean(0)
+    )
+
+
+def test_conservation_error_of_exact_solutions():
+    grid = Grid1D(64, 0.0, 2 * math.pi, periodic=True)
+    u = diffusion_exact(grid.coordinates(), torch.linspace(0, 1, 5, dtype=F64), [1.0, 5.0])
+    assert metrics.conservation_error(u, grid, 0.0).abs().max() < 1e-13
+    # the PME front (t - x)_+^(1/m) is not smooth at the front: first-order mass error, still → 0
+    t = torch.linspace(0.1, 0.9, 5, dtype=F64)
+    errors = []
+    for n in (101, 401):
+        grid = Grid1D(n)
+        u = pme_exact(grid.coordinates(), t, [1.0, 3.0])
+        errors.append(metrics.abs_conservation_error(u, grid, pme_total_mass(t, [1.0, 3.0])).max())
+    assert errors[1] < errors[0] / 3 and errors[1] < 1e-3
+
+
+def test_conservation_error_accepts_outputs_and_2d_grids():
+    grid = Grid1D(11)
+    mean = rand(2, 3, 11, seed=11)
+    expected = metrics.conservation_error(mean, grid, 1.0)
+    gaussian = Gaussian(mean, torch.ones_like(mean))
+    torch.testing.assert_close(metrics.conservation_error(gaussian, grid, 1.0), expected)
+    members = torch.stack([mean - 1, mean + 1])
+    torch.testing.assert_close(metrics.conservation_error(Ensemble(members), grid, 1.0), expected)
+    grid2 = Grid2D(Grid1D(5, 0, 2), Grid1D(7, 0, 3))
+    u2 = torch.full((4, 5, 7), 2.0, dtype=F64)  # area 6, mass 12
+    torch.testing.assert_close(
+        metrics.conservation_error(u2, grid2, 10.0), torch.full((4,), 2.0, dtype=F64)
+    )
+
+
+def test_conservation_error_bad_input():
+    grid = Grid1D(11)
+    u = rand(2, 3, 11, seed=12)
+    with pytest.raises(ValueError, match="match the grid"):
+        metrics.conservation_error(rand(2, 3, 10), grid, 0.0)
+    with pytest.raises(ValueError, match="match the grid"):
+        metrics.conservation_error(rand(11), grid, 0.0)
+    with pytest.raises(ValueError, match="true_mass must broadcast"):
+        metrics.conservation_error(u, grid, torch.zeros(4))
+    with pytest.raises(ValueError, match="true_mass must broadcast"):
+        metrics.conservation_error(u, grid, torch.zeros(5, 2, 3))
+    with pytest.raises(ValueError, match="time_index"):
+        metrics.conservation_error(u, grid, 0.0, time_index=3)
+    with pytest.raises(TypeError, match="time_index"):
+        metrics.conservation_error(u, grid, 0.0, time_index=0.5)
+    with pytest.raises(TypeError, match="grid"):
+        metrics.conservation_error(u, np.linspace(0, 1, 11), 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.conservation_error(u, grid, float("nan"))
+    with pytest.raises(ValueError, match="reduction"):
+        metrics.conservation_error(u, grid, 0.0, reduction="sum")
+
+
+# ----------------------------------------------------------------- probabilistic scores
+
+
+def _low_rank_gaussian(seed=0, n=6, rank=2, batch=3):
+    mean = rand(batch, n, seed=seed)
+    factor = rand(batch, n, rank, seed=seed + 2)
+    # diagonal entries >= ‖F‖² >= λ_max(FFᵀ): positive definite
+    largest = factor.square().sum((-2, -1))[:, None]
+    base = largest + 0.2 + rand(batch, n, seed=seed + 1).abs()
+    return Gaussian(mean, LowRankCovariance(base, factor))
+
+
+@pytest.mark.parametrize("kind", ["pair", "diagonal", "full", "low-rank"])
+def test_log_likelihood_matches_scipy(kind):
+    target = rand(3, 6, seed=20)
+    if kind == "low-rank":
+        prediction = _low_rank_gaussian(seed=21)
+        mean, variance = prediction.mean, prediction.dense_cov().diagonal(dim1=-2, dim2=-1)
+    else:
+        mean, variance = rand(3, 6, seed=21), 0.2 + rand(3, 6, seed=22).abs()
+        if kind == "pair":
+            prediction = (mean, variance)
+        elif kind == "diagonal":
+            prediction = Gaussian(mean, variance)
+        else:
+            cov = torch.stack([random_spd(6, seed=s) for s in range(3)])
+            cov = cov + torch.diag_embed(variance - cov.diagonal(dim1=-2, dim2=-1))
+            prediction = Gaussian(mean, cov)
+    expected = stats.norm.logpdf(target.numpy(), mean.numpy(), np.sqrt(variance.numpy()))
+    np.testing.assert_allclose(
+        metrics.gaussian_log_likelihood(prediction, target, reduction="none"), expected, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        metrics.gaussian_log_likelihood(prediction, target), expected.mean(), rtol=1e-12
+    )
+
+
+def test_log_likelihood_floor_and_scalar_variance():
+    mean, target = torch.zeros(4, dtype=F64), torch.tensor([0.0, 1e-6, 0.0, 2.0], dtype=F64)
+    variance = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=F64)
+    floor = metrics.VARIANCE_FLOOR
+    expected = stats.norm.logpdf(target.numpy(), 0.0, np.sqrt(np.maximum(variance.numpy(), floor)))
+    np.testing.assert_allclose(
+        metrics.gaussian_log_likelihood((mean, variance), target, reduction="none"), expected
+    )
+    np.testing.assert_allclose(
+        metrics.gaussian_log_likelihood((mean, 2.0), target, reduction="none"),
+        stats.norm.logpdf(target.numpy(), 0.0, np.sqrt(2.0)),
+    )
+    np.testing.assert_allclose(
+        metrics.gaussian_log_likelihood((mean, 0.0), target, reduction="none", min_variance=0.25),
+        stats.norm.logpdf(target.numpy(), 0.0, 0.5),
+    )
+
+
+def test_log_likelihood_of_exactly_constrained_posterior_is_finite():
+    # pinning u[0] exactly leaves zero variance there, up to round-off (may be slightly < 0)
+    prior = Gaussian(rand(2, 5, seed=23), torch.full((2, 5), 0.5, dtype=F64))
+    posterior = LinearConstraint(torch.eye(5, dtype=F64)[:1], torch.zeros(1)).apply(prior)
+    variance = posterior.variance()
+    assert variance[:, 0].abs().max() < 1e-14
+    ll = metrics.gaussian_log_likelihood(posterior, torch.zeros(2, 5), reduction="none")
+    assert torch.isfinite(ll).all()
+
+
+def test_round_off_negative_variances_count_as_zero():
+    mean, target = torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64)
+    variance = torch.tensor([-1e-17, 1.0], dtype=F64)
+    expected = stats.norm.logpdf([0.0, 0.0], 0.0, [math.sqrt(metrics.VARIANCE_FLOOR), 1.0])
+    np.testing.assert_allclose(
+        metrics.gaussian_log_likelihood((mean, variance), target, reduction="none"), expected
+    )
+    with pytest.raises(ValueError, match="negative variances"):
+        metrics.gaussian_log_likelihood((mean, torch.tensor([-1e-6, 1.0])), target)
+
+
+def test_log_likelihood_bad_input():
+    mean, target = torch.zeros(3), torch.zeros(3)
+    with pytest.raises(ValueError, match="negative variances"):
+        metrics.gaussian_log_likelihood((mean, torch.tensor([1.0, -0.5, 1.0])), target)
+    bad = Gaussian(mean, LowRankCovariance(torch.ones(3), torch.tensor([[2.0], [0.0], [0.0]])))
+    with pytest.raises(ValueError, match="negative variances"):
+        metrics.gaussian_log_likelihood(bad, target)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.gaussian_log_likelihood((mean, torch.ones(3)), torch.zeros(4))
+    with pytest.raises(ValueError, match="broadcast"):
+        metrics.gaussian_log_likelihood((mean, torch.ones(2)), target)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.gaussian_log_likelihood((mean, torch.ones(3)), torch.tensor([0.0, math.nan, 0]))
+    with pytest.raises(TypeError, match="Gaussian"):
+        metrics.gaussian_log_likelihood(mean, target)
+    with pytest.raises(ValueError, match="min_variance"):
+        metrics.gaussian_log_likelihood((mean, torch.ones(3)), target, min_variance=0.0)
+
+
+def _crps_by_quadrature(mu, sigma, y):
+    cdf = stats.norm(mu, sigma).cdf
+    below = integrate.quad(lambda z: cdf(z) ** 2, -np.inf, y, epsabs=1e-12)[0]
+    above = integrate.quad(lambda z: (1 - cdf(z)) ** 2, y, np.inf, epsabs=1e-12)[0]
+    return below + above
+
+
+def test_crps_gaussian_matches_quadrature():
+    mu = np.array([0.0, 1.0, -2.0, 0.3, 5.0])
+    sigma = np.array([1.0, 0.5, 2.0, 0.01, 3.0])
+    y = np.array([0.0, 2.0, -1.0, 0.31, -4.0])
+    expected = [_crps_by_quadrature(*args) for args in zip(mu, sigma, y, strict=True)]
+    result = metrics.crps_gaussian(torch.tensor(mu), torch.tensor(sigma), torch.tensor(y), "none")
+    np.testing.assert_allclose(result, expected, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(
+        metrics.crps_gaussian(torch.tensor(mu), torch.tensor(sigma), torch.tensor(y)),
+        np.mean(expected),
+        rtol=1e-7,
+    )
+
+
+def test_crps_gaussian_zero_spread_and_broadcast_std():
+    mean, target = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[0.5, 1.0], [0.0, 1.0]])
+    torch.testing.assert_close(
+        metrics.crps_gaussian(mean, 0.0, target, "none"), (mean - target).abs().to(F64)
+    )
+    std = torch.tensor([1.0, 2.0])
+    expected = [
+        [_crps_by_quadrature(float(mean[i, j]), float(std[j]), float(target[i, j])) for j in (0, 1)]
+        for i in (0, 1)
+    ]
+    np.testing.assert_allclose(metrics.crps_gaussian(mean, std, target, "none"), expected, 1e-7)
+
+
+def test_crps_gaussian_bad_input():
+    with pytest.raises(ValueError, match="std must be >= 0"):
+        metrics.crps_gaussian(torch.zeros(2), torch.tensor([1.0, -1.0]), torch.zeros(2))
+    with pytest.raises(ValueError, match="std must broadcast"):
+        metrics.crps_gaussian(torch.zeros(2), torch.ones(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.crps_gaussian(torch.zeros(2), 1.0, torch.zeros(3))
+    with pytest.raises(ValueError, match="std contains NaN"):
+        metrics.crps_gaussian(torch.zeros(2), math.inf, torch.zeros(2))
+
+
+def _crps_brute(samples, y, fair):
+    m = len(samples)
+    skill = np.mean([abs(s - y) for s in samples])
+    spread = sum(abs(a - b) for a in samples for b in samples)
+    return skill - 0.5 * spread / (m * (m - 1) if fair else m * m)
+
+
+@pytest.mark.parametrize("fair", [False, True])
+@pytest.mark.parametrize("shape", [(5,), (7, 3), (4, 2, 3)])
+def test_crps_ensemble_matches_double_loop(fair, shape):
+    samples, target = rand(*shape, seed=30), rand(*shape[1:], seed=31)
+    s, t = samples.numpy().reshape(shape[0], -1), target.numpy().reshape(-1)
+    expected = np.array([_crps_brute(s[:, j], t[j], fair) for j in range(s.shape[1])])
+    result = metrics.crps_ensemble(samples, target, fair=fair, reduction="none")
+    assert result.shape == shape[1:]
+    np.testing.assert_allclose(result.reshape(-1), expected, rtol=1e-12, atol=1e-14)
+    ensemble = Ensemble(samples) if samples.ndim > 1 else samples
+    np.testing.assert_allclose(metrics.crps_ensemble(ensemble, target, fair), expected.mean())
+
+
+def test_crps_ensemble_with_ties_one_member_and_large_ensemble():
+    samples = torch.tensor([[1.0], [1.0], [3.0], [1.0]])
+    target = torch.tensor([2.0])
+    np.testing.assert_allclose(
+        metrics.crps_ensemble(samples, target), _crps_brute([1.0, 1, 3, 1], 2.0, False)
+    )
+    one = torch.tensor([[0.5, -1.0]])
+    torch.testing.assert_close(
+        metrics.crps_ensemble(one, torch.zeros(2), reduction="none"),
+        torch.tensor([0.5, 1.0], dtype=F64),
+    )
+    # a large ensemble drawn from N(μ, σ²) approaches the Gaussian closed form
+    draws = 0.5 + 2.0 * rand(20000, 3, seed=32)
+    y = torch.tensor([0.0, 1.0, 4.0], dtype=F64)
+    torch.testing.assert_close(
+        metrics.crps_ensemble(draws, y, fair=True, reduction="none"),
+        metrics.crps_gaussian(torch.full((3,), 0.5), 2.0, y, "none"),
+        rtol=0.02,
+        atol=0.0,
+    )
+
+
+def test_crps_ensemble_bad_input():
+    with pytest.raises(ValueError, match="empty ensemble"):
+        metrics.crps_ensemble(torch.zeros(0, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="at least 2 members"):
+        metrics.crps_ensemble(torch.zeros(1, 3), torch.zeros(3), fair=True)
+    with pytest.raises(ValueError, match="target must have shape"):
+        metrics.crps_ensemble(torch.zeros(4, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.crps_ensemble(torch.tensor([[0.0], [math.nan]]), torch.zeros(1))
+    with pytest.raises(ValueError, match="scalar"):
+        metrics.crps_ensemble(torch.tensor(1.0), torch.tensor(1.0))
+
+
+# -------------------------------------------------------------------- shocks and samples
+
+
+def test_shock_position_of_steps_with_known_fronts():
+    x = torch.linspace(0, 1, 11, dtype=F64)
+    fronts = torch.tensor([0.0, 0.3, 0.65, 1.0], dtype=F64)
+    steps = (x[None, :] < fronts[:, None] - 1e-12).to(F64)  # 1 behind the front, 0 from it on
+    torch.testing.assert_close(
+        metrics.shock_position(steps, x), torch.tensor([0, 0.3, 0.7, 1.0], dtype=F64)
+    )
+    never = torch.ones(2, 3, 11, dtype=F64)
+    assert torch.isinf(metrics.shock_position(never, x)).all()
+    assert metrics.shock_position(never, x).shape == (2, 3)
+    shifted = metrics.shock_position(steps + 0.5, x, threshold=0.5)
+    torch.testing.assert_close(shifted, metrics.shock_position(steps, x))
+
+
+def test_shock_position_interpolates_a_linear_ramp():
+    x = torch.linspace(0, 1, 21, dtype=F64)
+    fronts = torch.tensor([0.0, 0.123, 0.5, 0.777], dtype=F64)
+    ramps = fronts[:, None] - x[None, :]  # crosses zero exactly at the front
+    torch.testing.assert_close(metrics.shock_position(ramps, x, interpolate=True), fronts)
+    grid_fronts = metrics.shock_position(ramps, x)
+    torch.testing.assert_close(grid_fronts, torch.ceil(fronts * 20) / 20)
+
+
+def test_shock_position_of_stefan_front():
+    x = torch.linspace(0, 1, 201, dtype=F64)
+    t = torch.tensor([0.01, 0.05, 0.1], dtype=F64)
+    u = stefan_exact(x, t, 0.6)[0]
+    front = 2 * stefan_z1(0.6) * t.sqrt()
+    expected = torch.tensor([x[x > f][0] for f in front.tolist()], dtype=F64)
+    torch.testing.assert_close(
+        metrics.shock_position(Ensemble(torch.stack([u, u])), x)[0], expected
+    )
+
+
+def test_shock_position_bad_input():
+    x = torch.linspace(0, 1, 5)
+    with pytest.raises(ValueError, match="match x"):
+        metrics.shock_position(torch.zeros(3, 4), x)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        metrics.shock_position(torch.zeros(3, 5), x.flip(0))
+    with pytest.raises(ValueError, match="1-D"):
+        metrics.shock_position(torch.zeros(3, 5), x[None])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.shock_position(torch.full((3, 5), math.nan), x)
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.shock_position(torch.zeros(3, 5), x, threshold=math.nan)
+
+
+def _sample_cov(draws):
+    centred = draws - draws.mean(0)
+    return torch.einsum("s...i,s...j->...ij", centred, centred) / (draws.shape[0] - 1)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "full", "low-rank", "low-rank-full-base"])
+def test_gaussian_samples_have_the_right_moments(kind):
+    mean = rand(2, 4, seed=40)
+    if kind == "diagonal":
+        gaussian = Gaussian(mean, 0.5 + rand(2, 4, seed=41).abs())
+    elif kind == "full":
+        gaussian = Gaussian(mean, torch.stack([random_spd(4, 42), random_spd(4, 43)]))
+    elif kind == "low-rank":
+        gaussian = _low_rank_gaussian(seed=44, n=4, batch=2)
+        mean = gaussian.mean
+    else:
+        factor = rand(2, 4, 2, seed=47)
+        base = torch.stack([random_spd(4, 45), random_spd(4, 46)]) + factor @ factor.mT
+        gaussian = Gaussian(mean, LowRankCovariance(base, factor))
+    draws = metrics.gaussian_samples(gaussian, 40000, 0)
+    assert draws.shape == (40000, 2, 4) and draws.dtype == F64
+    cov = gaussian.dense_cov()
+    scale = cov.diagonal(dim1=-2, dim2=-1).amax().sqrt()
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.03 * scale, rtol=0)
+    torch.testing.assert_close(_sample_cov(draws), cov, atol=0.04 * scale**2, rtol=0)
+    again = metrics.gaussian_samples(gaussian, 3, torch.Generator().manual_seed(7))
+    assert torch.equal(metrics.gaussian_samples(gaussian, 3, 7), again)
+
+
+@pytest.mark.parametrize("diagonal_base", [True, False])
+def test_low_rank_square_root_is_exact(diagonal_base):
+    n = 6
+    factor = 0.4 * rand(n, 3, seed=51)
+    if diagonal_base:
+        base = 1 + rand(n, seed=50).abs()
+        base[0], factor[0] = 0.0, 0.0  # a pinned point: zero variance, no correlation
+    else:
+        base = random_spd(n, seed=50) + factor @ factor.T
+    cov = LowRankCovariance(base, factor)
+    root = metrics._low_rank_noise(cov, torch.eye(n, dtype=F64)).T  # columns: root @ e_i
+    torch.testing.assert_close(root @ root.T, cov.dense(), rtol=0, atol=1e-12)
+
+
+def test_samples_of_an_exactly_conserving_posterior_conserve_mass():
+    grid = Grid1D(41)
+    prior = Gaussian(rand(3, 5, 41, seed=52), 0.1 + rand(3, 5, 41, seed=53).abs())
+    true_mass = rand(3, 5, seed=54)
+    posterior = mass_conservation(grid, true_mass).apply(prior)
+    assert isinstance(posterior.cov, LowRankCovariance)
+    draws = metrics.gaussian_samples(posterior, 200, 1)
+    ce = metrics.conservation_error(draws, grid, true_mass)
+    assert ce.abs().max() < 1e-12
+    assert metrics.conservation_error(prior.mean, grid, true_mass).abs().min() > 1e-3
+    # the same posterior as a dense (singular) matrix needs jitter: mass only approximately kept
+    dense = metrics.gaussian_samples(Gaussian(posterior.mean, posterior.dense_cov()), 200, 1)
+    assert metrics.conservation_error(dense, grid, true_mass).abs().max() < 1e-3
+
+
+def test_gaussian_samples_bad_input():
+    good = Gaussian(torch.zeros(3), torch.ones(3))
+    with pytest.raises(ValueError, match="count"):
+        metrics.gaussian_samples(good, 0, 0)
+    with pytest.raises(TypeError, match="count"):
+        metrics.gaussian_samples(good, 2.5, 0)
+    with pytest.raises(TypeError, match="Gaussian"):
+        metrics.gaussian_samples((torch.zeros(3), torch.ones(3)), 2, 0)
+    with pytest.raises(TypeError, match="generator"):
+        metrics.gaussian_samples(good, 2, "seed")
+    indefinite = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        metrics.gaussian_samples(Gaussian(torch.zeros(2), indefinite), 2, 0)
+    with pytest.raises(ValueError, match="not symmetric"):
+        metrics.gaussian_samples(Gaussian(torch.zeros(2), torch.tensor([[1.0, 0.5], [0, 1]])), 2, 0)
+    negative = LowRankCovariance(torch.ones(2, dtype=F64), torch.tensor([[1.1], [0.0]]))
+    with pytest.raises(ValueError, match="negative variances"):
+        metrics.gaussian_samples(Gaussian(torch.zeros(2), negative), 2, 0)
+    # marginal variances 0.36 >= 0, but I − FFᵀ has eigenvalue 1 − 2·0.8² < 0
+    skew = LowRankCovariance(torch.ones(2, dtype=F64), torch.tensor([[0.8], [0.8]]))
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        metrics.gaussian_samples(Gaussian(torch.zeros(2), skew), 2, 0)
+    with pytest.raises(TypeError, match="Gaussian"):
+        metrics.marginal_std((torch.zeros(2), torch.ones(2)))
+
+
+def test_marginal_std():
+    gaussian = _low_rank_gaussian(seed=60)
+    expected = gaussian.dense_cov().diagonal(dim1=-2, dim2=-1).sqrt()
+    torch.testing.assert_close(metrics.marginal_std(gaussian), expected)
+
+
+# ------------------------------------------------------------------------------- images
+
+
+def _ssim_brute(a, b, data_range, size=11, sigma=1.5):
+    offsets = np.arange(size) - (size - 1) / 2
+    g = np.exp(-0.5 * (offsets / sigma) ** 2)
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    values = []
+    for i in range(a.shape[0] - size + 1):
+        for j in range(a.shape[1] - size + 1):
+            pa, pb = a[i : i + size, j : j + size], b[i : i + size, j : j + size]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va, vb = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum()
+            cov = (w * (pa - ma) * (pb - mb)).sum()
+            values.append(
+                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+            )
+    return np.mean(values)
+
+
+def test_ssim_matches_brute_force_windows():
+    a = torch.rand(2, 15, 17, generator=torch.Generator().manual_seed(70), dtype=F64)
+    b = (a + 0.2 * rand(2, 15, 17, seed=71)).clamp(0, 1)
+    expected = [_ssim_brute(a[i].numpy(), b[i].numpy(), 1.0) for i in range(2)]
+    np.testing.assert_allclose(metrics.ssim(a, b, 1.0, reduction="none"), expected, rtol=1e-12)
+    np.testing.assert_allclose(metrics.ssim(a, b, 1.0), np.mean(expected), rtol=1e-12)
+
+
+def test_ssim_of_constant_images_with_a_shift():
+    level, shift, c1 = 0.3, 0.25, (0.01 * 1.0) ** 2
+    a = torch.full((12, 12), level, dtype=F64)
+    expected = (2 * level * (level + shift) + c1) / (level**2 + (level + shift) ** 2 + c1)
+    assert metrics.ssim(a, a + shift, 1.0).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_ssim_properties():
+    image = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(72), dtype=F64)
+    torch.testing.assert_close(
+        metrics.ssim(image, image, 1.0, reduction="none"), torch.ones(3, dtype=F64)
+    )
+    previous = 1.0
+    for level in (0.05, 0.1, 0.2, 0.4):
+        noisy = image + level * rand(3, 24, 24, seed=73)
+        score = metrics.ssim(image, noisy, 1.0)
+        assert score < previous
+        assert score.item() == pytest.approx(metrics.ssim(noisy, image, 1.0).item(), abs=1e-15)
+        previous = score
+    assert metrics.ssim(image, 1 - image, 1.0) < 0.5
+    assert metrics.ssim(
+        rand(4, 2, 11, 11), rand(4, 2, 11, 11, seed=1), 2.0, reduction="none"
+    ).shape == (4, 2)
+
+
+def test_ssim_bad_input():
+    image = torch.zeros(12, 12)
+    with pytest.raises(ValueError, match="window_size"):
+        metrics.ssim(torch.zeros(10, 12), torch.zeros(10, 12), 1.0)
+    with pytest.raises(ValueError, match="data_range"):
+        metrics.ssim(image, image, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.ssim(image, torch.zeros(12, 13), 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        metrics.ssim(image, image, 1.0, sigma=-1.0)
+
+
+def test_csi_counts_hits_misses_and_false_alarms():
+    pred = torch.tensor([[0.9, 0.2, 0.7, 0.1], [0.6, 0.6, 0.1, 0.1]])
+    target = torch.tensor([[1.0, 0.6, 0.1, 0.0], [0.8, 0.2, 0.7, 0.0]])
+    p, t = pred.numpy(), target.numpy()
+
+    def by_hand(threshold, axis=None):
+        hits = ((p >= threshold) & (t >= threshold)).sum(axis=axis)
+        misses = ((p < threshold) & (t >= threshold)).sum(axis=axis)
+        false = ((p >= threshold) & (t < threshold)).sum(axis=axis)
+        return hits / (hits + misses + false)
+
+    assert metrics.csi(pred, target, 0.5).item() == pytest.approx(by_hand(0.5))
+    assert by_hand(0.5) == pytest.approx(2 / 6)
+    np.testing.assert_allclose(
+        metrics.csi(pred, target, [0.5, 0.65]), [by_hand(0.5), by_hand(0.65)]
+    )
+    np.testing.assert_allclose(metrics.csi(pred, target, 0.5, dims=1), by_hand(0.5, axis=1))
+    assert torch.isnan(metrics.csi(pred, target, 2.0))
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.csi(pred, target, [[0.5]])
+    with pytest.raises(ValueError, match="dims"):
+        metrics.csi(pred, target, 0.5, dims=2)
+
+
+def test_negative_flip_rate():
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    old = torch.tensor([0, 1, 0, 1, 2])  # right on 0, 1, 3
+    new = torch.tensor([0, 2, 2, 0, 2])  # wrong on 1, 3 (old right there), 4
+    assert metrics.negative_flip_rate(old, new, labels).item() == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.negative_flip_rate(old, new, labels[:3])
+
+
+# -------------------------------------------------------------------- shared bad input
+
+
+@pytest.mark.parametrize(
+    "call",
+    [metrics.mse, metrics.mae, metrics.relative_l2, metrics.frame_mse],
+    ids=["mse", "mae", "relative_l2", "frame_mse"],
+)
+def test_pointwise_errors_reject_bad_input(call):
+    good = torch.ones(2, 3, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        call(good, torch.ones(2, 3, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        call(good, torch.full((2, 3, 4), math.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        call(torch.full((2, 3, 4), math.inf), good)
+    with pytest.raises(ValueError, match="empty"):
+        call(torch.ones(0, 3, 4), torch.ones(0, 3, 4))
+    with pytest.raises(TypeError, match="real numbers"):
+        call(good.bool(), good)
+    with pytest.raises(TypeError, match="pred must be a tensor"):
+        call("pred", good)
+
+
+def test_bad_dims_and_reduction():
+    a = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="dims"):
+        metrics.mse(a, a, dims=2)
+    with pytest.raises(ValueError, match="dims"):
+        metrics.mae(a, a, dims=(0, -2))
+    with pytest.raises(TypeError, match="dims"):
+        metrics.mse(a, a, dims=0.5)
+    with pytest.raises(ValueError, match="reduction"):
+        metrics.relative_l2(a, a, reduction="sum")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    pred, target = rand(2, 3, 16, 16, seed=80), rand(2, 3, 16, 16, seed=81)
+    for name in ("mse", "relative_l2", "ssim"):
+        call = getattr(metrics, name)
+        args = (1.0,) if name == "ssim" else ()
+        gpu = call(pred.cuda(), target.cuda(), *args)
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), call(pred, target, *args))
+    x = torch.linspace(0, 1, 16, dtype=F64)
+    torch.testing.assert_close(
+        metrics.shock_position(pred.cuda(), x, interpolate=True).cpu(),
+        metrics.shock_position(pred, x, interpolate=True),
+    )
+    torch.testing.assert_close(
+        metrics.crps_ensemble(pred.cuda(), target[0].cuda()).cpu(),
+        metrics.crps_ensemble(pred, target[0]),
+    )
+    gaussian = _low_rank_gaussian(seed=82)
+    on_gpu = Gaussian(
+        gaussian.mean.cuda(),
+        LowRankCovariance(*(t.cuda() for t in (gaussian.cov.base, gaussian.cov.factor))),
+    )
+    draws = metrics.gaussian_samples(on_gpu, 5, torch.Generator(device="cuda").manual_seed(0))
+    assert draws.device.type == "cuda" and draws.shape == (5, 3, 6)
+    with pytest.raises(ValueError, match="same device"):
+        metrics.gaussian_samples(on_gpu, 5, torch.Generator().manual_seed(0))
