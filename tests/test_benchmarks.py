@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
 
 
-@pytest.mark.parametrize("name", ["solvers", "probconserv_update"])
+@pytest.mark.parametrize("name", ["solvers", "probconserv_update", "probconserv_gpme"])
 def test_quick_mode_writes_results(tmp_path, name):
     subprocess.run(
         [

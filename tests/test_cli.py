@@ -40,7 +40,7 @@ def test_generate_rejects_bad_options(tmp_path, capsys):
 
 
 def test_demo_prints_the_verification_table_and_saves_figures(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--tasks", "verify", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["task", "case", "metric", "value", "target", "ok"]
     for case in ("heat-neumann", "burgers-periodic-time", "gpme-stefan", "stokes", "wave-neumann"):
@@ -66,3 +66,17 @@ def test_format_table_aligns_columns():
     assert len(lines) == 4 and lines[1].startswith("----")
     assert lines[2].index("case-1") == lines[3].index("c ") == lines[0].index("case")
     assert lines[2].endswith("yes") and "2e-09" in lines[3]
+
+
+def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, capsys):
+    args = ["run", "probconserv-stefan", "--size", "toy", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for method in ("anp", "softc-anp", "hardc-anp", "probconserv-anp"):
+        assert f" {method} " in out
+    assert out.count("|CE| probconserv-anp") == 2 and " NO" not in out
+    for name in ("stefan-u0.6", "stefan-u0.5"):
+        for plot in ("profile", "mass", "shock"):
+            assert (tmp_path / "probconserv-stefan" / f"{name}-{plot}.png").stat().st_size > 5_000
+    assert (tmp_path / "checkpoints").is_dir()
+    assert main(args) == 0  # the second run reuses the cached checkpoints

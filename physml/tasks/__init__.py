@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SIZES = ("toy", "full")
-BUILTIN_TASK_MODULES = ("physml.tasks.verification",)
+BUILTIN_TASK_MODULES = ("physml.tasks.verification", "physml.tasks.probconserv")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""ProbConserv on the GPME family at CPU scale, against the unconstrained and baseline models.
+
+Cases (DESIGN.md §4): diffusion k ∈ {1, 5}, PME m ∈ {1, 3, 6}, Stefan u* = 0.6 (in the training
+range) and 0.5 (outside it). Methods: ANP, SoftC-ANP, HardC-ANP, ProbConserv-ANP (from the
+``probconserv-*`` tasks, which train or reuse the ANPs), plus an exact GP fitted to each test
+function's context points and a deep ensemble of MLPs over (parameter, t, x), each with and
+without the ProbConserv update. Metrics are mean ± standard error over the test functions.
+
+    python benchmarks/probconserv_gpme.py           # full run -> results/probconserv_gpme.*
+    python benchmarks/probconserv_gpme.py --quick   # smoke run (toy scale, one case)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, write_results  # noqa: E402
+
+from physml import Gaussian, mass_conservation  # noqa: E402
+from physml.models import DeepEnsemble, ExactGPSurrogate, gpme_sampler, with_parameters  # noqa: E402
+from physml.models.common import grid_points  # noqa: E402
+from physml.tasks import Context  # noqa: E402
+from physml.tasks.probconserv import SCALES, evaluate  # noqa: E402
+
+F64 = torch.float64
+
+# The paper's diffusion rows (ANP base, t = 0.5): CE in units of 1e-3, MSE in units of 1e-4.
+PAPER_DIFFUSION = {
+    "anp": {"ce": 4.68e-3, "mse": 1.71e-4},
+    "softc-anp": {"ce": 3.47e-3, "mse": 2.24e-4},
+    "hardc-anp": {"ce": 0.0, "mse": 1.37e-4},
+    "probconserv-anp": {"ce": 0.0, "mse": 1.55e-4},
+}
+
+
+class Peers:
+    """The GP and the ensemble as extra methods for :func:`physml.tasks.probconserv.evaluate`."""
+
+    def __init__(self, size: str, seed: int, progress: bool) -> None:
+        self.size, self.seed, self.progress = size, seed, progress
+        self.ensembles: dict[str, DeepEnsemble] = {}
+
+    def ensemble(self, case: str, t: torch.Tensor, x: torch.Tensor) -> DeepEnsemble:
+        """A deep ensemble trained on exact solutions, parameters drawn from the training range."""
+        if case not in self.ensembles:
+            functions = 16 if self.size == "toy" else 64
+            points = 300 if self.size == "toy" else 2000
+            sampler = gpme_sampler(case, functions, n_target=points, t_grid=t, x_grid=x)
+            _, _, target_x, target_y, params = sampler(torch.Generator().manual_seed(self.seed))
+            inputs = torch.cat(
+                [params[:, None, None].expand(-1, points, 1), target_x], dim=-1
+            ).reshape(-1, 3)
+            model = DeepEnsemble(in_features=3, members=5, width=64, depth=3)
+            model.fit(
+                inputs,
+                target_y.reshape(-1),
+                epochs=20 if self.size == "toy" else 60,
+                batch_size=512,
+                seed=self.seed,
+                progress=self.progress,
+            )
+            self.ensembles[case] = model.eval()
+        return self.ensembles[case]
+
+    def __call__(self, case, batch, grid, t, x, mass, params) -> dict[str, Gaussian]:
+        context_x, context_y = batch[0].to(F64), batch[1].to(F64)
+        gp = ExactGPSurrogate(seed=self.seed).fit_predict(
+            context_x, context_y, t, x, covariance="time-slices"
+        )
+        points = grid_points(t, x)
+        model = self.ensemble(case, t, x)
+        with torch.no_grad():
+            ensemble = model(with_parameters(params.float(), points.float()))
+        ensemble = Gaussian(
+            ensemble.mean.to(F64).reshape(-1, t.numel(), x.numel()),
+            ensemble.variance().to(F64).reshape(-1, t.numel(), x.numel()),
+        )
+        constraint = mass_conservation(grid, mass)
+        return {
+            "gp": gp,
+            "probconserv-gp": constraint.apply(gp),
+            "ensemble": ensemble,
+            "probconserv-ensemble": constraint.apply(ensemble),
+        }
+
+
+NOTES = """
+Scale: see `setup` in the JSON (grid, ANP training steps, test functions, posterior samples).
+`ce` is the signed conservation error (trapezoid mass of the mean minus the true mass) at the
+middle time slice (`t_ce`), `ce_abs` its absolute value; `ll` the mean Gaussian log density per
+point; `crps` the Gaussian CRPS; `shock_error` (Stefan) the distance between the mean posterior
+shock position at the final time (first x where a posterior sample is ≤ 0, a sample that stays
+positive counts as x = 1) and the true front. `*_se` are standard errors over test functions. Rows
+with `paper_*` set the diffusion results beside the ProbConserv article's (ANP base, t = 0.5).
+"""
+
+COLUMNS = (
+    "case method mse mse_se ce ce_abs ce_abs_se ll crps shock_error shock_error_se "
+    "paper_mse paper_ce"
+).split()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--work", type=Path, default=Path("physml_output"), help="checkpoints, plots"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", nargs="*", default=["diffusion", "pme", "stefan"])
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    size = "toy" if args.quick else "full"
+    cases = ["stefan"] if args.quick else args.cases
+    context = Context(out=args.work, size=size, seed=args.seed, quiet=not sys.stderr.isatty())
+    peers = Peers(size, args.seed, progress=not context.quiet)
+    rows = []
+    for case in cases:
+        case_rows, _ = evaluate(case, context, extra_methods=peers)
+        for row in case_rows:
+            if case == "diffusion" and row["method"] in PAPER_DIFFUSION:
+                paper = PAPER_DIFFUSION[row["method"]]
+                row.update(paper_mse=paper["mse"], paper_ce=paper["ce"])
+            print(
+                f"{row['case']:14s} {row['method']:22s} mse {row['mse']:.3e} "
+                f"|ce| {row['ce_abs']:.2e} ll {row['ll']:.3f}",
+                flush=True,
+            )
+        rows += case_rows
+    extra = {"setup": {"scale": SCALES[size].__dict__, "cases": cases}}
+    write_results("probconserv_gpme", rows, args.seed, started, args.out, COLUMNS, NOTES, extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

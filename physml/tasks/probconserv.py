@@ -1,0 +1,345 @@
+"""ProbConserv on the generalized porous medium equation: diffusion, PME and Stefan.
+
+An attentive neural process (ANP) sees 100 context points of one solution u(t, x) and predicts a
+Gaussian on the whole (t, x) grid. The methods compared (DESIGN.md §4):
+
+- ``anp``: the unconstrained prediction;
+- ``softc-anp``: an ANP trained with the PDE residual as a penalty (conserves nothing exactly);
+- ``hardc-anp``: the ANP mean projected onto the conservation constraint (Euclidean);
+- ``probconserv-anp``: the ANP Gaussian conditioned on the conservation constraint — one row of
+  trapezoid weights per time slice, the total mass from the integral form.
+
+Each task trains (or reuses the cached checkpoints of) the two ANPs, evaluates every method on test
+functions with fixed PDE parameters and fresh random context points, prints the table (MSE, CE, LL,
+CRPS and, for Stefan, the error of the posterior shock position) and saves the plots: a profile with
+its uncertainty band, total mass over time, and the shock-position histogram.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from pdes import problems  # noqa: E402
+from pdes.gpme import pme_total_mass, stefan_total_mass, stefan_z1  # noqa: E402
+
+from .. import metrics  # noqa: E402
+from .._io import atomic_write_text  # noqa: E402
+from ..constraints import mass_conservation  # noqa: E402
+from ..models import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp  # noqa: E402
+from ..models.common import unflatten  # noqa: E402
+from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
+from . import Context, Row, Task, register  # noqa: E402
+
+F64 = torch.float64
+TESTS = {"diffusion": (1.0, 5.0), "pme": (1.0, 3.0, 6.0), "stefan": (0.6, 0.5)}
+SYMBOL = {"diffusion": "k", "pme": "m", "stefan": "u"}
+METHODS = ("anp", "softc-anp", "hardc-anp", "probconserv-anp")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is: grid, training budget, number of test functions and posterior samples."""
+
+    nt: int
+    nx: int
+    train_steps: int
+    batch: int
+    n_target: int
+    test_functions: int
+    posterior_samples: int
+    hidden: int
+    softc_weight: float = 1e-3
+
+
+SCALES = {
+    "toy": Scale(41, 41, 200, 8, 256, 6, 100, 48),
+    "full": Scale(201, 201, 3000, 16, 512, 50, 500, 96),
+}
+
+
+def case_name(case: str, value: float) -> str:
+    """``diffusion-k1``, ``pme-m3``, ``stefan-u0.6``, …"""
+    return f"{case}-{SYMBOL[case]}{value:g}"
+
+
+def true_mass(case: str, t: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """The exact total mass ``(function, time)`` from the integral form of each case."""
+    if case == "diffusion":  # a sine over a whole period, with no boundary flux
+        return torch.zeros(params.numel(), t.numel(), dtype=F64)
+    formula = pme_total_mass if case == "pme" else stefan_total_mass
+    return formula(t.to(F64), params.to(F64))
+
+
+def grids(case: str, scale: Scale):
+    """The case's ``Grid1D`` and its time and space coordinates at this scale."""
+    recipe = problems.get(case)
+    settings = recipe.settings(nx=scale.nx, nt=scale.nt)
+    grid = recipe.grid(settings)
+    t = torch.as_tensor(recipe.times(settings), dtype=F64)
+    return grid, t, grid.coordinates()
+
+
+def train_models(
+    case: str, scale: Scale, folder: Path, seed: int, progress: bool
+) -> dict[str, AttentiveNeuralProcess]:
+    """The base ANP and the SoftC ANP, trained or resumed from checkpoints in ``folder``."""
+    _, t, x = grids(case, scale)
+    sampler = gpme_sampler(case, scale.batch, n_target=scale.n_target, t_grid=t, x_grid=x)
+    coarse_t, coarse_x = t[:: max(1, scale.nt // 20)], x[:: max(1, scale.nx // 20)]
+    models = {}
+    for name, extra in (
+        ("anp", None),
+        ("softc-anp", softc_loss_extra(case, coarse_t, coarse_x, scale.softc_weight)),
+    ):
+        model = AttentiveNeuralProcess(
+            hidden=scale.hidden, latent=scale.hidden, input_range=sampler.input_range, seed=seed
+        )
+        train_anp(
+            model,
+            sampler,
+            scale.train_steps,
+            seed=seed,
+            progress=progress,
+            checkpoint=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{scale.train_steps}.pt",
+            resume=True,
+            loss_extra=extra,
+        )
+        models[name] = model.eval()
+    return models
+
+
+def _as_grid_gaussian(prediction: Gaussian, nt: int, nx: int) -> Gaussian:
+    return Gaussian(
+        unflatten(prediction.mean.to(F64), nt, nx), unflatten(prediction.variance().to(F64), nt, nx)
+    )
+
+
+def predict(
+    models: dict[str, AttentiveNeuralProcess], batch, grid, mass: torch.Tensor, nt: int, nx: int
+) -> dict[str, Gaussian]:
+    """Every method's Gaussian over the (t, x) grid, mean ``(function, T, X)``."""
+    context_x, context_y, target_x = batch[0], batch[1], batch[2]
+    with torch.no_grad():
+        anp = _as_grid_gaussian(models["anp"](context_x, context_y, target_x), nt, nx)
+        softc = _as_grid_gaussian(models["softc-anp"](context_x, context_y, target_x), nt, nx)
+    return {
+        "anp": anp,
+        "softc-anp": softc,
+        "hardc-anp": mass_conservation(grid, mass, projection="euclidean").apply(anp),
+        "probconserv-anp": mass_conservation(grid, mass).apply(anp),
+    }
+
+
+def _slice(gaussian: Gaussian, index: int) -> Gaussian:
+    """The Gaussian of one time slice: mean ``(function, X)``."""
+    cov = gaussian.cov
+    if isinstance(cov, LowRankCovariance):
+        sliced = LowRankCovariance(cov.base[:, index], cov.factor[:, index])
+    else:
+        sliced = cov[:, index]
+    return Gaussian(gaussian.mean[:, index], sliced)
+
+
+def shock_positions(
+    gaussian: Gaussian, x: torch.Tensor, index: int, count: int, seed: int
+) -> torch.Tensor:
+    """Posterior shock positions ``(count, function)``: first x where a sample is ≤ 0.
+
+    A sample that stays positive across the domain puts the front at its right end.
+    """
+    samples = metrics.gaussian_samples(_slice(gaussian, index), count, seed)
+    return metrics.shock_position(samples, x).clamp(max=x[-1].item())
+
+
+def _mean_se(values: torch.Tensor) -> tuple[float, float]:
+    values = values.to(F64).flatten()
+    se = values.std() / math.sqrt(values.numel()) if values.numel() > 1 else torch.tensor(0.0)
+    return values.mean().item(), se.item()
+
+
+def score(
+    case: str,
+    predictions: dict[str, Gaussian],
+    exact: torch.Tensor,
+    grid,
+    mass: torch.Tensor,
+    t: torch.Tensor,
+    params: torch.Tensor,
+    scale: Scale,
+    seed: int,
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Metric rows (mean ± standard error over test functions) and, for Stefan, shock samples."""
+    mid = int(torch.argmin((t - 0.5 * t[-1]).abs()))
+    last = t.numel() - 1
+    rows, shocks = [], {}
+    for method, gaussian in predictions.items():
+        per_function_mse = ((gaussian.mean - exact) ** 2).flatten(1).mean(1)
+        ce = metrics.conservation_error(gaussian.mean, grid, mass, time_index=mid)
+        ll = metrics.gaussian_log_likelihood(gaussian, exact, reduction="none").flatten(1).mean(1)
+        std = gaussian.variance().clamp(min=0).sqrt()
+        crps = metrics.crps_gaussian(gaussian.mean, std, exact, reduction="none").flatten(1).mean(1)
+        row = {"method": method, "t_ce": t[mid].item()}
+        for key, values in (
+            ("mse", per_function_mse),
+            ("ce", ce),
+            ("ce_abs", ce.abs()),
+            ("ll", ll),
+            ("crps", crps),
+        ):
+            row[key], row[f"{key}_se"] = _mean_se(values)
+        if case == "stefan":
+            positions = shock_positions(
+                gaussian, grid.coordinates(), last, scale.posterior_samples, seed
+            )
+            front = 2 * stefan_z1(params.to(F64)) * math.sqrt(t[last].item())
+            shocks[method] = positions
+            error = (positions.mean(0) - front).abs()
+            row["shock_error"], row["shock_error_se"] = _mean_se(error)
+        rows.append(row)
+    return rows, shocks
+
+
+def plot_case(
+    folder: Path,
+    name: str,
+    predictions: dict[str, Gaussian],
+    exact: torch.Tensor,
+    mass: torch.Tensor,
+    grid,
+    t: torch.Tensor,
+    shocks: dict[str, torch.Tensor],
+    front: float | None,
+) -> None:
+    """Profile with ±2σ bands at mid-time, total mass over time, and the shock histogram."""
+    x = grid.coordinates()
+    mid = int(torch.argmin((t - 0.5 * t[-1]).abs()))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(x, exact[0, mid], "k", lw=2, label="exact")
+    for method, colour in (("anp", "tab:blue"), ("probconserv-anp", "tab:red")):
+        g = predictions[method]
+        mean, std = g.mean[0, mid], g.variance()[0, mid].clamp(min=0).sqrt()
+        ax.plot(x, mean, color=colour, label=method)
+        ax.fill_between(x, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.2)
+    ax.set(xlabel="x", ylabel="u", title=f"{name}: t = {t[mid].item():.3g}, mean ± 2σ")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / f"{name}-profile.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(t, mass[0], "k", lw=2, label="true mass")
+    for method, g in predictions.items():
+        ax.plot(t, grid.integrate(g.mean[0]), "--", label=method)
+    ax.set(xlabel="t", ylabel="∫u dx", title=f"{name}: total mass of one test function")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / f"{name}-mass.png", dpi=110)
+    plt.close(fig)
+
+    if shocks and front is not None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for method in ("anp", "probconserv-anp"):
+            values = shocks[method][:, 0]
+            ax.hist(values[torch.isfinite(values)].numpy(), bins=30, alpha=0.5, label=method)
+        ax.axvline(front, color="k", lw=2, label="true front")
+        ax.set(xlabel="shock position x*", ylabel="posterior samples", title=f"{name}: final time")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / f"{name}-shock.png", dpi=110)
+        plt.close(fig)
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A readable table of method rows."""
+    keys = [k for k in ("mse", "ce", "ce_abs", "ll", "crps", "shock_error") if k in rows[0]]
+    header = f"{'case':16s} {'method':18s} " + " ".join(f"{k:>20s}" for k in keys)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = " ".join(f"{row[k]:>11.3e} ± {row[k + '_se']:.1e}" for k in keys)
+        lines.append(f"{row['case']:16s} {row['method']:18s} {cells}")
+    return "\n".join(lines)
+
+
+def evaluate(
+    case: str,
+    context: Context,
+    extra_methods: Callable[..., dict[str, Gaussian]] | None = None,
+) -> tuple[list[dict], dict]:
+    """Train or reuse the ANPs, then score every method on every test value of ``case``.
+
+    ``extra_methods(case, batch, grid, t, x, mass, params)`` may add predictions (the benchmark
+    adds the GP and the ensemble). Returns the rows and the provenance of the run.
+    """
+    scale = SCALES[context.size]
+    folder = context.out / f"probconserv-{case}"
+    folder.mkdir(parents=True, exist_ok=True)
+    grid, t, x = grids(case, scale)
+    checkpoints = context.out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    models = train_models(case, scale, checkpoints, context.seed, not context.quiet)
+    rows = []
+    for index, value in enumerate(TESTS[case]):
+        name = case_name(case, value)
+        sampler = gpme_sampler(
+            case, scale.test_functions, t_grid=t, x_grid=x, param_range=(value, value)
+        )
+        batch = sampler(torch.Generator().manual_seed(context.seed + 1000 + index))
+        params = batch[4].to(F64)
+        exact = sampler.exact(params)
+        mass = true_mass(case, t, params)
+        predictions = predict(models, batch, grid, mass, scale.nt, scale.nx)
+        if extra_methods is not None:
+            predictions.update(extra_methods(case, batch, grid, t, x, mass, params))
+        case_rows, shocks = score(
+            case, predictions, exact, grid, mass, t, params, scale, context.seed
+        )
+        for row in case_rows:
+            row.update(case=name, **{SYMBOL[case]: value})
+        rows.extend(case_rows)
+        front = 2 * stefan_z1(value) * math.sqrt(t[-1].item()) if case == "stefan" else None
+        plot_case(folder, name, predictions, exact, mass, grid, t, shocks, front)
+    setup = {"scale": scale.__dict__, "tests": TESTS[case], "seed": context.seed}
+    atomic_write_text(folder / "results.json", json.dumps({"setup": setup, "rows": rows}, indent=1))
+    return rows, setup
+
+
+def summary(task: str, rows: list[dict]) -> list[Row]:
+    """The demo table's lines: exact conservation (a guarantee) and ProbConserv's MSE ratio."""
+    out = []
+    for name in dict.fromkeys(row["case"] for row in rows):
+        by_method = {row["method"]: row for row in rows if row["case"] == name}
+        ce = by_method["probconserv-anp"]["ce_abs"]
+        out.append(Row(task, name, "|CE| probconserv-anp", ce, "<= 1e-6", ce <= 1e-6))
+        out.append(Row(task, name, "|CE| anp", by_method["anp"]["ce_abs"]))
+        ratio = by_method["probconserv-anp"]["mse"] / by_method["anp"]["mse"]
+        out.append(Row(task, name, "MSE probconserv / anp", ratio))
+    return out
+
+
+def _runner(case: str) -> Callable[[Context], list[Row]]:
+    def run(context: Context) -> list[Row]:
+        rows, _ = evaluate(case, context)
+        print(f"\nprobconserv-{case} ({context.size} scale)\n" + format_rows(rows))
+        return summary(f"probconserv-{case}", rows)
+
+    return run
+
+
+for _case in TESTS:
+    register(
+        Task(
+            name=f"probconserv-{_case}",
+            description=f"ProbConserv vs ANP, SoftC and HardC on the GPME {_case} case",
+            run=_runner(_case),
+        )
+    )
