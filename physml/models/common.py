@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 Item = TypeVar("Item")
 

@@ -23,9 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
@@ -63,7 +60,7 @@ class Scale:
 
 SCALES = {
     "toy": Scale(41, 41, 200, 8, 256, 6, 100, 48),
-    "full": Scale(201, 201, 3000, 16, 512, 50, 500, 96),
+    "full": Scale(201, 201, 1000, 8, 256, 30, 500, 48),
 }
 
 
