@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as nnf
 
+from pdes._checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 
 from .outputs import Ensemble, Gaussian, LowRankCovariance
@@ -97,14 +98,6 @@ def _dims(dims: Dims, ndim: int) -> tuple[int, ...] | None:
     if any(not 0 <= d < ndim for d in normal) or len(set(normal)) != len(normal):
         raise ValueError(f"dims must be distinct axes of a {ndim}-D input, got {dims!r}")
     return tuple(normal)
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
 
 
 def _number(name: str, value: object, positive: bool = False) -> float:

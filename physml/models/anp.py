@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from pdes import gpme
+from pdes._checks import positive_int as _positive_int
 
 from .._io import atomic_path
 from ..outputs import Gaussian
@@ -78,14 +79,6 @@ def _tensor(name: str, value: object, ndim: int, shape: str) -> torch.Tensor:
         raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
     if not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or inf values")
-    return value
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return value
 
 
@@ -511,7 +504,13 @@ def _axis(name: str, value: object) -> torch.Tensor:
 
 
 class GPMESampler:
-    """Batches of GPME functions from their closed forms (see :func:`gpme_sampler`).
+    """Batches of GPME functions from their closed forms (``case`` 'diffusion' | 'pme' | 'stefan').
+
+    Each function draws its parameter uniformly from ``param_range`` (default the recipe's: k in
+    [1, 5], m in [1, 6], u* in [0.55, 0.7]) and its ``n_context`` context points as
+    ``context_times`` random grid times × ``n_context / context_times`` random grid x (the
+    ProbConserv protocol: 10 × 10); targets are ``n_target`` distinct random grid points, or the
+    whole grid in t-major order when ``None``. Grids default to the recipe's 201 × 201.
 
     Calling it with a generator returns float32 ``(context_x (B, Nc, 2), context_y (B, Nc),
     target_x (B, Nt, 2), target_y (B, Nt), params (B,))``; points are ``(t, x)``.
@@ -601,25 +600,8 @@ class GPMESampler:
         )
 
 
-def gpme_sampler(
-    case: str,
-    batch: int,
-    n_context: int = 100,
-    n_target: int | None = None,
-    t_grid: Sequence[float] | torch.Tensor | None = None,
-    x_grid: Sequence[float] | torch.Tensor | None = None,
-    param_range: tuple[float, float] | None = None,
-    context_times: int = 10,
-) -> GPMESampler:
-    """Sampler of ``batch`` GPME functions per call (``case`` 'diffusion' | 'pme' | 'stefan').
-
-    Each function draws its parameter uniformly from ``param_range`` (default the recipe's: k in
-    [1, 5], m in [1, 6], u* in [0.55, 0.7]) and its ``n_context`` context points as
-    ``context_times`` random grid times × ``n_context / context_times`` random grid x (the
-    ProbConserv protocol: 10 × 10); targets are ``n_target`` distinct random grid points, or the
-    whole grid in t-major order when ``None``. Grids default to the recipe's 201 × 201.
-    """
-    return GPMESampler(case, batch, n_context, n_target, t_grid, x_grid, param_range, context_times)
+gpme_sampler = GPMESampler
+"""The name the tasks and notebooks use for :class:`GPMESampler`."""
 
 
 # --------------------------------------------------------------------------- SoftC
