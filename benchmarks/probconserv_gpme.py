@@ -4,7 +4,9 @@ Cases (DESIGN.md §4): diffusion k ∈ {1, 5}, PME m ∈ {1, 3, 6}, Stefan u* = 
 range) and 0.5 (outside it). Methods: ANP, SoftC-ANP, HardC-ANP, ProbConserv-ANP (from the
 ``probconserv-*`` tasks, which train or reuse the ANPs), plus an exact GP fitted to each test
 function's context points and a deep ensemble of MLPs over (parameter, t, x), each with and
-without the ProbConserv update. Metrics are mean ± standard error over the test functions.
+without the ProbConserv update. Metrics are mean ± standard error over the test functions. The GP's
+noise variance is bounded below by 1e-4 of the data variance: with 1e-6 its marginal-likelihood
+fit failed (matrix not positive definite) on one PME m = 1 context set.
 
     python benchmarks/probconserv_gpme.py           # full run -> results/probconserv_gpme.*
     python benchmarks/probconserv_gpme.py --quick   # smoke run (toy scale, one case)
@@ -71,7 +73,7 @@ class Peers:
 
     def __call__(self, case, batch, grid, t, x, mass, params) -> dict[str, Gaussian]:
         context_x, context_y = batch[0].to(F64), batch[1].to(F64)
-        gp = ExactGPSurrogate(seed=self.seed).fit_predict(
+        gp = ExactGPSurrogate(seed=self.seed, noise_floor=1e-4).fit_predict(
             context_x, context_y, t, x, covariance="time-slices"
         )
         points = grid_points(t, x)
