@@ -262,3 +262,35 @@ def test_equals_gpytorch_conditioning_of_the_joint_gaussian():
     ours = LinearConstraint(G, b, noise=noise).apply(Gaussian(mean, cov))
     assert torch.allclose(ours.mean, reference_mean, atol=1e-8)
     assert torch.allclose(ours.dense_cov(), reference_cov, atol=1e-8)
+
+
+def test_nonnegativity_after_conservation_keeps_the_mass_and_matches_the_qp():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    from physml.constraints import NonNegative
+
+    x = torch.linspace(0, 1, 12, dtype=F64)
+    mean = torch.exp(-20 * (x - 0.3) ** 2) - 0.15  # negative tails
+    cov = 0.02 * torch.exp(-((x[:, None] - x[None, :]) ** 2) / 0.02) + 1e-4 * torch.eye(12)
+    G = torch.full((1, 12), 1.0 / 12, dtype=F64)
+    b = torch.tensor([0.2], dtype=F64)
+    conserved = LinearConstraint(G, b).apply(Gaussian(mean, cov))
+    assert (conserved.mean < 0).any()
+    out = NonNegative().apply(conserved)
+    assert (out.mean >= 0).all()
+    assert torch.allclose(G @ out.mean, b, atol=1e-10)
+    precision = np.linalg.inv(cov.numpy())
+    result = scipy_optimize.minimize(
+        lambda u: (u - mean.numpy()) @ precision @ (u - mean.numpy()),
+        np.clip(conserved.mean.numpy(), 0, None),
+        jac=lambda u: 2 * precision @ (u - mean.numpy()),
+        constraints=[{"type": "eq", "fun": lambda u: G.numpy() @ u - b.numpy()}],
+        bounds=[(0, None)] * 12,
+        method="SLSQP",
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
+    assert result.success
+    assert np.allclose(out.mean.numpy(), result.x, atol=1e-6)
+    untouched = NonNegative().apply(Gaussian(mean.abs(), cov))
+    assert torch.equal(untouched.mean, mean.abs())
+    with pytest.raises(ConstraintError, match="cannot be applied to a tensor"):
+        NonNegative().apply(mean)

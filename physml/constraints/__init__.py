@@ -8,11 +8,13 @@ from .base import Constraint
 from .conservation import cumulative_inflow, mass_conservation
 from .layer import Constrained, constrain
 from .linear import LinearConstraint
+from .nonnegative import NonNegative
 
 __all__ = [
     "Constrained",
     "Constraint",
     "LinearConstraint",
+    "NonNegative",
     "constrain",
     "cumulative_inflow",
     "mass_conservation",
