@@ -94,7 +94,9 @@ class Peers:
 
 
 NOTES = """
-Scale: see `setup` in the JSON (grid, ANP training steps, test functions, posterior samples).
+Scale: see `setup` in the JSON (grid, ANP training steps, test functions, posterior samples). The
+SoftC ANP trains for `softc_steps` (1000), a quarter of the base ANP's 4000: its residual penalty
+makes each step about five times slower on this CPU, so its rows are not at equal training.
 `ce` is the signed conservation error (trapezoid mass of the mean minus the true mass) at the
 middle time slice (`t_ce`), `ce_abs` its absolute value; `ll` the mean Gaussian log density per
 point; `crps` the Gaussian CRPS; `shock_error` (Stefan) the distance between the mean posterior

@@ -56,11 +56,13 @@ class Scale:
     posterior_samples: int
     hidden: int
     softc_weight: float = 1e-3
+    softc_steps: int | None = None
+    """SoftC's training steps (default ``train_steps``): its residual term makes a step slower."""
 
 
 SCALES = {
     "toy": Scale(41, 41, 200, 8, 256, 6, 100, 48),
-    "full": Scale(201, 201, 4000, 8, 256, 30, 500, 48),
+    "full": Scale(201, 201, 4000, 8, 256, 30, 500, 48, softc_steps=1000),
 }
 
 
@@ -94,9 +96,13 @@ def train_models(
     sampler = gpme_sampler(case, scale.batch, n_target=scale.n_target, t_grid=t, x_grid=x)
     coarse_t, coarse_x = t[:: max(1, scale.nt // 20)], x[:: max(1, scale.nx // 20)]
     models = {}
-    for name, extra in (
-        ("anp", None),
-        ("softc-anp", softc_loss_extra(case, coarse_t, coarse_x, scale.softc_weight)),
+    for name, extra, steps in (
+        ("anp", None, scale.train_steps),
+        (
+            "softc-anp",
+            softc_loss_extra(case, coarse_t, coarse_x, scale.softc_weight),
+            scale.softc_steps or scale.train_steps,
+        ),
     ):
         model = AttentiveNeuralProcess(
             hidden=scale.hidden, latent=scale.hidden, input_range=sampler.input_range, seed=seed
@@ -104,10 +110,10 @@ def train_models(
         train_anp(
             model,
             sampler,
-            scale.train_steps,
+            steps,
             seed=seed,
             progress=progress,
-            checkpoint=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{scale.train_steps}.pt",
+            checkpoint=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{steps}.pt",
             resume=True,
             loss_extra=extra,
         )
