@@ -5,12 +5,14 @@ Each constraint knows how to apply itself to a tensor, a :class:`~physml.outputs
 """
 
 from .base import Constraint
+from .boundary import BoundaryCondition
 from .conservation import cumulative_inflow, mass_conservation
 from .layer import Constrained, constrain
 from .linear import LinearConstraint
 from .nonnegative import NonNegative
 
 __all__ = [
+    "BoundaryCondition",
     "Constrained",
     "Constraint",
     "LinearConstraint",

@@ -5,12 +5,16 @@ Each returns the toolkit's output kinds (:class:`~physml.outputs.Gaussian`,
 """
 
 from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp
+from .boon import BOON, CorrectedLayer, kernel_support
 from .common import grid_points, unflatten, with_parameters
 from .ensemble import DeepEnsemble
 from .gp import ExactGPSurrogate
 
 __all__ = [
+    "BOON",
     "AttentiveNeuralProcess",
+    "CorrectedLayer",
+    "kernel_support",
     "DeepEnsemble",
     "ExactGPSurrogate",
     "gpme_sampler",

@@ -1,0 +1,314 @@
+"""Boundary constraints and BOON: exact boundary values / fluxes, kernel decoupling, bad input."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from neuralop.models import FNO
+
+from pdes import Dirichlet, Grid1D, Neumann, Periodic
+from pdes.heat import one_sided_flux, solve_heat
+from physml import ConstraintError, Ensemble, Gaussian, constrain
+from physml.constraints.boundary import BoundaryCondition
+from physml.models.boon import BOON, CorrectedLayer
+
+GRID = Grid1D(65)
+T_EVAL = 0.3
+TOL = 1e-5
+
+
+def heater(t: float) -> float:
+    return 5.0 * math.sin(math.pi * t)
+
+
+CONDITIONS = {
+    "dirichlet": Dirichlet(0.5, lambda t: math.cos(2.0 * t)),
+    "neumann": Neumann(0.0, heater),
+    "periodic": Periodic(),
+}
+
+
+def fno(seed: int = 0, hidden: int = 16, layers: int = 3, **kwargs) -> FNO:
+    torch.manual_seed(seed)
+    return FNO(
+        n_modes=(12,),
+        in_channels=1,
+        out_channels=1,
+        hidden_channels=hidden,
+        n_layers=layers,
+        **kwargs,
+    )
+
+
+def assert_meets(u: torch.Tensor, kind: str, t: float, grid: Grid1D = GRID) -> None:
+    """Independent check of the condition at both ends of ``u (..., n)``, in float64."""
+    u = u.detach().double()
+    if kind == "dirichlet":
+        torch.testing.assert_close(u[..., 0], torch.full_like(u[..., 0], 0.5), atol=TOL, rtol=0)
+        right = torch.full_like(u[..., -1], math.cos(2.0 * t))
+        torch.testing.assert_close(u[..., -1], right, atol=TOL, rtol=0)
+    elif kind == "neumann":
+        left, right = one_sided_flux(u, grid.dx)
+        assert left.abs().max() < TOL
+        assert (right - heater(t)).abs().max() < TOL
+    else:
+        assert (u[..., 0] - u[..., -1]).abs().max() < TOL
+
+
+# ------------------------------------------------------------------------------------------
+# The constraint kinds on tensors, Gaussians and ensembles
+
+
+@pytest.mark.parametrize("kind", list(CONDITIONS))
+def test_tensor_meets_condition_and_keeps_interior(kind):
+    # values of order 1: a float32 end value carries a rounding error of ~6e-8 |u|, which the
+    # stencil multiplies by 3/(2 dx) ≈ 96
+    u = torch.rand(4, 2, GRID.n)
+    out = BoundaryCondition(CONDITIONS[kind], GRID).bind(t=T_EVAL).apply(u)
+    assert out.shape == u.shape and out.dtype == u.dtype
+    assert_meets(out, kind, T_EVAL)
+    assert torch.equal(out[..., 1:-1], u[..., 1:-1])
+    if kind == "periodic":
+        torch.testing.assert_close(out[..., 0], 0.5 * (u[..., 0] + u[..., -1]))
+
+
+def test_values_per_sample_and_time_argument():
+    values = torch.tensor([1.0, -2.0, 3.0])
+    condition = BoundaryCondition(Dirichlet(values, lambda t: t * values), GRID, time=2.0)
+    out = condition.apply(torch.randn(3, 1, GRID.n))
+    torch.testing.assert_close(out[:, 0, 0], values)
+    torch.testing.assert_close(out[:, 0, -1], 2.0 * values)
+    assert condition.bind(t=0.5).time == 0.5 and condition.bind().time == 2.0
+
+
+def dense_map(kind: str, n: int, dx: float) -> torch.Tensor:
+    """The linear part ``A`` of the boundary map as an explicit ``n × n`` matrix."""
+    A = torch.eye(n, dtype=torch.float64)
+    A[0] = A[-1] = 0.0
+    if kind == "neumann":
+        A[0, 1], A[0, 2] = 4.0 / 3.0, -1.0 / 3.0
+        A[-1, -2], A[-1, -3] = 4.0 / 3.0, -1.0 / 3.0
+    elif kind == "periodic":
+        A[0, 0] = A[0, -1] = A[-1, 0] = A[-1, -1] = 0.5
+    return A
+
+
+@pytest.mark.parametrize("kind", list(CONDITIONS))
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_gaussian_mean_and_covariance(kind, diagonal):
+    n = 9
+    grid = Grid1D(n)
+    gen = torch.Generator().manual_seed(1)
+    mean = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    root = torch.randn(2, n, n, generator=gen, dtype=torch.float64)
+    cov = torch.rand(2, n, generator=gen, dtype=torch.float64) if diagonal else root @ root.mT
+    out = BoundaryCondition(CONDITIONS[kind], grid, time=T_EVAL).apply(Gaussian(mean, cov))
+    assert_meets(out.mean, kind, T_EVAL, grid)
+    A = dense_map(kind, n, grid.dx)
+    dense = torch.diag_embed(cov) if diagonal else cov
+    torch.testing.assert_close(out.dense_cov(), A @ dense @ A.T)
+    if kind == "dirichlet":
+        assert (out.variance()[..., [0, -1]] == 0).all()
+
+
+@pytest.mark.parametrize("kind", list(CONDITIONS))
+def test_ensemble_members_each_meet_condition(kind):
+    members = torch.rand(5, 3, 1, GRID.n)
+    out = BoundaryCondition(CONDITIONS[kind], GRID, time=T_EVAL).apply(Ensemble(members))
+    assert out.samples.shape == members.shape
+    assert_meets(out.samples, kind, T_EVAL)
+
+
+def test_ensemble_per_sample_values_follow_the_batch_axis():
+    values = torch.tensor([1.0, 2.0, 3.0])
+    out = BoundaryCondition(Dirichlet(values, 0.0), GRID).apply(Ensemble(torch.randn(4, 3, GRID.n)))
+    torch.testing.assert_close(out.samples[..., 0], values.expand(4, 3))
+
+
+# ------------------------------------------------------------------------------------------
+# BOON on untrained models
+
+
+@pytest.mark.parametrize("kind", list(CONDITIONS))
+@pytest.mark.parametrize("t", [0.0, T_EVAL])
+def test_untrained_boon_meets_condition(kind, t):
+    model = BOON(fno(), CONDITIONS[kind], GRID)
+    assert model.kernel
+    out = model(torch.randn(6, 1, GRID.n), t=t)
+    assert out.dtype == torch.float32
+    assert_meets(out, kind, t)
+
+
+def test_constrain_with_boundary_condition():
+    condition = BoundaryCondition(CONDITIONS["neumann"], GRID, time=T_EVAL)
+    out = constrain(fno(), condition)(torch.randn(3, 1, GRID.n))
+    assert_meets(out, "neumann", T_EVAL)
+
+
+def test_kernel_correction_changes_interior_and_output_only_does_not():
+    x = torch.randn(4, 1, GRID.n)
+    base = fno()
+    plain = base(x)
+    corrected = BOON(base, CONDITIONS["dirichlet"], GRID)(x, t=T_EVAL)
+    output_only = BOON(base, CONDITIONS["dirichlet"], GRID, kernel=False)(x, t=T_EVAL)
+    assert torch.equal(output_only[..., 1:-1], plain[..., 1:-1])
+    assert (corrected[..., 1:-1] - plain[..., 1:-1]).abs().max() > 1e-4
+    torch.testing.assert_close(base(x), plain)  # hooks are gone after BOON's forward
+
+
+# ------------------------------------------------------------------------------------------
+# The corrected layer, probed
+
+
+def jacobian(fn, channels: int, n: int) -> torch.Tensor:
+    """``J[c_in, j, c_out, i]``: the response of ``fn`` (minus its response to 0) to unit spikes."""
+    spikes = torch.eye(channels * n).reshape(-1, channels, n)
+    zero = fn(torch.zeros(1, channels, n))
+    return (fn(spikes) - zero).reshape(channels, n, channels, n)
+
+
+@pytest.mark.parametrize("kind", ["dirichlet", "neumann"])
+def test_probed_layer_decouples_first_and_last_rows(kind):
+    channels, n = 6, 17
+    model = fno(hidden=channels)  # float32: the spectral weights are complex64
+    blocks = model.fno_blocks
+    layer = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], kind, 1.0 / (n - 1))
+    like = torch.zeros(1, channels, n)
+    layer.probe(like)
+    K = jacobian(layer.plain, channels, n)
+    corrected = jacobian(layer.linear, channels, n)
+    # corner entries of output channel c for a spike in all input channels
+    k00, k0n = K[:, 0, :, 0].sum(0), K[:, -1, :, 0].sum(0)
+    kn0, knn = K[:, 0, :, -1].sum(0), K[:, -1, :, -1].sum(0)
+    for c in range(channels):
+        first = corrected[:, :, c, 0].clone()
+        last = corrected[:, :, c, -1].clone()
+        pivot = k00[c] - k0n[c] * kn0[c] / knn[c]
+        torch.testing.assert_close(first[c, 0], pivot, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(last[c, -1], knn[c], rtol=1e-4, atol=1e-6)
+        first[c, 0] = last[c, -1] = 0.0
+        scale = K.abs().max()
+        assert first.abs().max() < 1e-5 * scale and last.abs().max() < 1e-5 * scale
+    # the correction reaches the interior only through the two probe columns
+    change = (corrected - K)[..., 1:-1].reshape(channels * n, channels, n - 2)
+    for c in range(channels):
+        columns = torch.stack([K[:, 0, c, 1:-1].sum(0), K[:, -1, c, 1:-1].sum(0)], 1)
+        coefficients = torch.linalg.lstsq(columns, change[:, c].T).solution
+        torch.testing.assert_close(columns @ coefficients, change[:, c].T, rtol=0, atol=1e-5)
+    # with values set, every channel's end nodes meet the condition whatever the input
+    x = torch.randn(3, channels, n)
+    left, right = (
+        torch.full((3, 1), 0.0, dtype=torch.float64),
+        torch.full((3, 1), 2.0, dtype=torch.float64),
+    )
+    y = layer(x, left, right)
+    if kind == "dirichlet":
+        assert (y[..., 0] == 0).all() and (y[..., -1] == 2).all()
+    else:
+        flux_left, flux_right = one_sided_flux(y.double(), 1.0 / (n - 1))
+        tol = TOL * max(1.0, y.abs().max().item())  # hidden values are not of order 1
+        assert flux_left.abs().max() < tol and (flux_right - 2.0).abs().max() < tol
+
+
+# ------------------------------------------------------------------------------------------
+# Gradients and training
+
+
+@pytest.mark.parametrize("kind", list(CONDITIONS))
+def test_gradients_reach_every_parameter(kind):
+    model = BOON(fno(), CONDITIONS[kind], GRID)
+    out = model(torch.randn(4, 1, GRID.n), t=T_EVAL)
+    (out**2).mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def heat_data(kind: str, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``u(x, 0) → u(x, T_EVAL)`` pairs of the heat equation with the test's condition."""
+    gen = torch.Generator().manual_seed(seed)
+    x = GRID.coordinates()
+    j = torch.arange(1, 6, dtype=torch.float64)
+    a = torch.randn(samples, 5, generator=gen, dtype=torch.float64) / j**2
+    basis = (
+        torch.cos(math.pi * j[:, None] * x)
+        if kind == "neumann"
+        else torch.sin(math.pi * j[:, None] * x)
+    )
+    u0 = a @ basis + (0.5 + 0.5 * x if kind == "dirichlet" else 0.0)
+    u = solve_heat(u0, GRID, 0.05, [0.0, T_EVAL], CONDITIONS[kind])
+    return u[:, :1].float(), u[:, 1:].float()
+
+
+@pytest.mark.parametrize("kind", ["dirichlet", "neumann"])
+def test_trained_boon_meets_condition(kind):
+    assert heater(T_EVAL) > 4.0  # a far from zero flux on the right
+    inputs, targets = heat_data(kind, 24, seed=2)
+    model = BOON(fno(hidden=16, layers=2), CONDITIONS[kind], GRID)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        optimiser.zero_grad()
+        loss = ((model(inputs, t=T_EVAL) - targets) ** 2).mean()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    test_inputs, _ = heat_data(kind, 8, seed=3)
+    with torch.no_grad():
+        assert_meets(model(test_inputs, t=T_EVAL), kind, T_EVAL)
+        assert_meets(model(torch.randn(4, 1, GRID.n), t=T_EVAL), kind, T_EVAL)
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    "bc, grid, match",
+    [
+        (Neumann(0.0, 1.0), Grid1D(3), "at least 4 nodes"),
+        (Neumann(0.0, 1.0), Grid1D(16, periodic=True), "non-periodic"),
+        (Dirichlet(), Grid1D(16, periodic=True), "non-periodic"),
+        (Periodic(), Grid1D(16, periodic=True), "non-periodic"),
+        (Dirichlet(), Grid1D(16, kind="cell"), "node grid"),
+    ],
+)
+def test_bad_grid(bc, grid, match):
+    with pytest.raises(ConstraintError, match=match):
+        BoundaryCondition(bc, grid)
+
+
+def test_bad_values_and_outputs():
+    with pytest.raises(TypeError, match="Dirichlet, Neumann or Periodic"):
+        BoundaryCondition("dirichlet", GRID)
+    wrong = BoundaryCondition(Dirichlet(torch.ones(3), 0.0), GRID)
+    with pytest.raises(ValueError, match=r"Dirichlet.left .*\(4,\)"):
+        wrong.apply(torch.randn(4, 1, GRID.n))
+    with pytest.raises(ConstraintError, match="65"):
+        BoundaryCondition(Dirichlet(), GRID).apply(torch.randn(4, 1, 33))
+    with pytest.raises(ConstraintError, match="functions of time"):
+        BoundaryCondition(CONDITIONS["neumann"], GRID).apply(torch.randn(4, 1, GRID.n))
+    with pytest.raises(ValueError, match="x must be"):
+        BOON(fno(), Dirichlet(), GRID)(torch.randn(4, 1, 33))
+
+
+class Smoother(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.avg_pool1d(x, 3, 1, 1)
+
+
+def test_model_that_is_not_an_fno_falls_back_or_is_refused():
+    x = torch.randn(2, 1, GRID.n)
+    with pytest.warns(UserWarning, match="not a neuralop.models.FNO"):
+        model = BOON(Smoother(), CONDITIONS["neumann"], GRID)
+    assert not model.kernel
+    assert_meets(model(x, t=T_EVAL), "neumann", T_EVAL)
+    with pytest.raises(ConstraintError, match="cannot correct"):
+        BOON(Smoother(), CONDITIONS["neumann"], GRID, kernel=True)
+    with pytest.warns(UserWarning, match="domain padding"):
+        BOON(fno(domain_padding=0.25), Dirichlet(), GRID)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not BOON(Smoother(), Dirichlet(), GRID, kernel=False).kernel
