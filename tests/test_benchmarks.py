@@ -38,6 +38,16 @@ def test_committed_solver_results_meet_the_format():
     result = json.loads(path.read_text())
     assert KEYS <= set(result) and "--quick" not in result["command"]
     cases = {row["case"] for row in result["rows"]}
-    assert {"heat-dirichlet", "burgers-periodic", "gpme-stefan", "heat-vs-py-pde"} <= cases
+    expected = {"heat-dirichlet", "burgers-periodic", "gpme-stefan", "heat-vs-py-pde", "cavity"}
+    assert expected | {"navier-stokes-periodic"} <= cases
     batches = {row["batch"] for row in result["rows"] if row.get("part") == "throughput"}
     assert {1, 1024} <= batches
+
+
+def test_committed_probconserv_results_conserve():
+    for name in ("probconserv_gpme", "probconserv_update"):
+        result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+        assert KEYS <= set(result) and "--quick" not in result["command"]
+        for row in result["rows"]:
+            if row["method"].startswith(("probconserv", "hardc")) or name.endswith("update"):
+                assert row["ce_abs"] <= 1e-6, row
