@@ -433,3 +433,17 @@ def test_ensemble_rejects_bad_input(call, error, words):
 def test_ensemble_rejects_bad_prediction_requests(fitted_ensemble, call):
     with pytest.raises(ValueError):
         call(fitted_ensemble)
+
+
+def test_gp_fit_that_meets_an_indefinite_kernel_says_how_to_fix_it(monkeypatch):
+    """gpytorch's NotPSDError (seen on a PME m = 1 context set with a 1e-6 noise floor) becomes a
+    ValueError that names the setting to change."""
+    from linear_operator.utils.errors import NotPSDError
+
+    def indefinite(*args, **kwargs):
+        raise NotPSDError("Matrix not positive definite after repeatedly adding jitter")
+
+    monkeypatch.setattr(ExactGPSurrogate, "_optimise", indefinite)
+    x = torch.rand(12, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"raise noise_floor \(now 1e-06\)"):
+        ExactGPSurrogate(noise_floor=1e-6).fit(x, torch.sin(x.sum(1)))

@@ -16,6 +16,7 @@ import math
 
 import gpytorch
 import torch
+from linear_operator.utils.errors import NotPSDError
 
 from ..outputs import Gaussian
 from .common import as_tensor, grid_points, progress_bar
@@ -124,7 +125,14 @@ class ExactGPSurrogate:
             gpytorch.settings.max_cholesky_size(_ALWAYS_CHOLESKY),
         ):
             torch.manual_seed(self.seed)
-            self.loss_curve_ = self._optimise(model, likelihood, xs, ys)
+            try:
+                self.loss_curve_ = self._optimise(model, likelihood, xs, ys)
+            except NotPSDError:
+                raise ValueError(
+                    "the marginal-likelihood fit met a kernel matrix that is not positive "
+                    "definite; "
+                    f"raise noise_floor (now {self.noise_floor}) or remove duplicate context points"
+                ) from None
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise ValueError(
                 f"the marginal-likelihood optimisation ({self.optimizer}) diverged to NaN/inf "
