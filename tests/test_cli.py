@@ -80,3 +80,13 @@ def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, cap
             assert (tmp_path / "probconserv-stefan" / f"{name}-{plot}.png").stat().st_size > 5_000
     assert (tmp_path / "checkpoints").is_dir()
     assert main(args) == 0  # the second run reuses the cached checkpoints
+
+
+def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
+    args = ["run", "boon-heat", "--size", "toy", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for method in ("fno", "fno-overwrite", "boon"):
+        assert f"flux error {method} " in out
+    assert " NO" not in out
+    assert (tmp_path / "boon-heat" / "boundary-zoom.png").stat().st_size > 5_000

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SIZES = ("toy", "full")
-BUILTIN_TASK_MODULES = ("physml.tasks.verification", "physml.tasks.probconserv")
+BUILTIN_TASK_MODULES = (
+    "physml.tasks.verification",
+    "physml.tasks.probconserv",
+    "physml.tasks.boon",
+)
 
 
 @dataclass(frozen=True)
