@@ -35,33 +35,33 @@ def evaluate(name: str, value: BoundaryValue, t: float, batch: int, device=None)
 
 
 @dataclass(frozen=True)
-class Dirichlet:
-    """Prescribed values ``u = left`` at the lower end and ``u = right`` at the upper end."""
+class _TwoValues:
+    """A condition given by one value at each end."""
 
     left: BoundaryValue = 0.0
     right: BoundaryValue = 0.0
-    name = "dirichlet"
 
     def values(self, t: float, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both end values at time ``t`` as ``(batch,)`` float64 tensors."""
+        kind = type(self).__name__
         return (
-            evaluate("Dirichlet.left", self.left, t, batch, device),
-            evaluate("Dirichlet.right", self.right, t, batch, device),
+            evaluate(f"{kind}.left", self.left, t, batch, device),
+            evaluate(f"{kind}.right", self.right, t, batch, device),
         )
 
 
 @dataclass(frozen=True)
-class Neumann:
+class Dirichlet(_TwoValues):
+    """Prescribed values ``u = left`` at the lower end and ``u = right`` at the upper end."""
+
+    name = "dirichlet"
+
+
+@dataclass(frozen=True)
+class Neumann(_TwoValues):
     """Prescribed derivatives: ``du/dx = left`` at the lower end, ``du/dx = right`` at the upper."""
 
-    left: BoundaryValue = 0.0
-    right: BoundaryValue = 0.0
     name = "neumann"
-
-    def values(self, t: float, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            evaluate("Neumann.left", self.left, t, batch, device),
-            evaluate("Neumann.right", self.right, t, batch, device),
-        )
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import torch.nn.functional as nnf
 from pdes._checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 
+from ._checks import as_tensor
 from .outputs import Ensemble, Gaussian, LowRankCovariance
 
 F64 = torch.float64
@@ -48,21 +49,7 @@ ArrayLike = torch.Tensor | float | Sequence[float]
 
 
 def _tensor(name: str, value: object, device: torch.device | None = None) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        tensor = value
-    else:
-        try:
-            tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
-                f"{name} must be a tensor or an array of numbers, got {type(value).__name__}"
-            ) from None
-    if tensor.dtype == torch.bool or tensor.is_complex():
-        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
-    tensor = tensor.to(dtype=F64, device=device if device is not None else tensor.device)
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contains NaN or inf values")
-    return tensor
+    return as_tensor(name, value, "(...)", None, device=device)
 
 
 def _pair(

@@ -197,6 +197,13 @@ def test_bad_outputs():
     constraint = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64))
     with pytest.raises(ConstraintError, match="5 points on its last axis but G has 4"):
         constraint.apply(Gaussian(torch.zeros(5, dtype=F64), torch.ones(5, dtype=F64)))
+    wrong_slices = mass_conservation(Grid1D(4), torch.zeros(3, 5, dtype=F64))  # (function, time)
+    with pytest.raises(ConstraintError, match=r"does not fit mean of shape \(2, 5, 4\)"):
+        wrong_slices.apply(
+            Gaussian(torch.zeros(2, 5, 4, dtype=F64), torch.ones(2, 5, 4, dtype=F64))
+        )
+    with pytest.raises(ConstraintError, match="does not fit samples"):
+        wrong_slices.apply(Ensemble(torch.zeros(4, 2, 5, 4, dtype=F64)))
     with pytest.raises(ValueError, match="cov must have shape"):
         Gaussian(torch.zeros(4), torch.ones(3))
     with pytest.raises(ValueError, match="mean contains NaN"):

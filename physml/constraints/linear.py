@@ -121,8 +121,16 @@ class LinearConstraint(Constraint):
                 f"{name} has {values.shape[-1]} points on its last axis but G has "
                 f"{self.G.shape[1]} columns"
             )
-        G = self.G.to(values.device)
-        return G, self._target().to(values.device)
+        b = self._target()
+        leading = values.shape[:-1] if name != "samples" else values.shape[1:-1]
+        try:
+            torch.broadcast_shapes((*leading, self.G.shape[0]), b.shape)
+        except RuntimeError:
+            raise ConstraintError(
+                f"b of shape {tuple(b.shape)} does not fit {name} of shape {tuple(values.shape)}: "
+                f"b must broadcast to {(*leading, self.G.shape[0])} (one target per row and slice)"
+            ) from None
+        return self.G.to(values.device), b.to(values.device)
 
     def residual(self, u: torch.Tensor) -> torch.Tensor:
         """``G u − b`` ``(..., m)``: how far ``u`` is from meeting the constraint."""

@@ -13,41 +13,9 @@ from typing import TypeVar
 import torch
 from tqdm import tqdm
 
+from .._checks import as_tensor
+
 Item = TypeVar("Item")
-
-
-def as_tensor(
-    name: str,
-    value: object,
-    expected: str,
-    ndim: int | tuple[int, ...] | None,
-    last: int | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last).
-
-    ``expected`` describes the shape in the error message, e.g. ``"(Nc, 2)"``; ``ndim=None``
-    accepts any number of axes.
-    """
-    if isinstance(value, torch.Tensor):
-        tensor = value
-    else:
-        try:
-            tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
-                f"{name} must be a tensor of shape {expected}, got {type(value).__name__}"
-            ) from None
-    if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
-    allowed = (tensor.ndim,) if ndim is None else (ndim,) if isinstance(ndim, int) else ndim
-    if tensor.ndim not in allowed or (last is not None and tensor.shape[-1] != last):
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
-    tensor = tensor.to(dtype=dtype, device=device if device is not None else tensor.device)
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contains NaN or inf values")
-    return tensor
 
 
 def grid_points(t: object, x: object) -> torch.Tensor:

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import as_tensor
 from .._io import atomic_path
 from ..outputs import Ensemble, Gaussian
-from .common import as_tensor, progress_bar
+from .common import progress_bar
 
 F32 = torch.float32
 KINDS = ("gaussian", "ensemble")

@@ -18,8 +18,9 @@ import gpytorch
 import torch
 from linear_operator.utils.errors import NotPSDError
 
+from .._checks import as_tensor
 from ..outputs import Gaussian
-from .common import as_tensor, grid_points, progress_bar
+from .common import grid_points, progress_bar
 
 F64 = torch.float64
 COVARIANCES = ("time-slices", "diagonal")
