@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import physml.data.nbody  # noqa: F401  (registers the nbody-digits and moving-digits recipes)
 from pdes import problems
 from pdes.errors import SolverError
 

@@ -5,12 +5,23 @@ Each returns the toolkit's output kinds (:class:`~physml.outputs.Gaussian`,
 """
 
 from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp
+from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from .boon import BOON, CorrectedLayer, kernel_support
 from .common import grid_points, unflatten, with_parameters
 from .ensemble import DeepEnsemble
+from .forecasting import ForecastScores, TrainReport, evaluate_forecaster, train_forecaster
 from .gp import ExactGPSurrogate
 
 __all__ = [
+    "ConvLSTM",
+    "ConvLSTMCell",
+    "ForecastScores",
+    "Persistence",
+    "TrainReport",
+    "UNet",
+    "count_parameters",
+    "evaluate_forecaster",
+    "train_forecaster",
     "BOON",
     "AttentiveNeuralProcess",
     "CorrectedLayer",

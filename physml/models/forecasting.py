@@ -1,0 +1,396 @@
+"""Training and scoring of video forecasters ``(B, T_in, C, H, W) -> (B, T_out, C, H, W)``.
+
+:func:`train_forecaster` fits any such model (Earthformer, the baselines in
+:mod:`physml.models.baselines`, a user's own) with an MSE loss and Adam, for a number of steps or
+for a wall-clock budget (so competing models get the same CPU time), and resumes a killed run
+from its checkpoint. :func:`evaluate_forecaster` scores a model the Earthformer way: MSE and MAE
+summed over each frame's pixels, SSIM, averaged over frames and samples, plus per lead time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .. import metrics
+from .._io import atomic_path
+from .baselines import check_sequence
+
+SCHEDULES = ("cosine", "none")
+CHECKPOINT_FORMAT = "physml-forecaster-checkpoint/1"
+SSIM_WINDOW = 11
+
+
+@dataclass
+class TrainReport:
+    """What a training run did: ``steps`` taken in total (across resumes), ``seconds`` of
+    training in total, the loss of every step, and ``(step, val_mse)`` pairs when ``val`` was given.
+    """
+
+    steps: int
+    seconds: float
+    losses: list[float]
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class ForecastScores:
+    """Scores of a forecast: ``mse``/``mae`` summed over each frame's pixels (and channels),
+    ``ssim`` (data range 1), each averaged over samples and lead times; ``*_per_lead`` ``(T_out,)``
+    the same averaged over samples only."""
+
+    mse: float
+    mae: float
+    ssim: float
+    mse_per_lead: torch.Tensor
+    mae_per_lead: torch.Tensor
+    ssim_per_lead: torch.Tensor
+
+
+def _check_pairs(inputs: object, targets: object, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    names = ("inputs", "targets") if what == "train" else (f"{what}[0]", f"{what}[1]")
+    x = check_sequence(names[0], inputs)
+    y = check_sequence(names[1], targets, channels=x.shape[2])
+    for name, tensor in zip(names, (x, y), strict=True):
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+    if y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]:
+        raise ValueError(
+            f"{names[1]} must match {names[0]} {tuple(x.shape)} in batch and frame size, got "
+            f"{tuple(y.shape)}"
+        )
+    return x, y
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _model_dtype(model: nn.Module, fallback: torch.dtype) -> torch.dtype:
+    """The dtype of the model's first floating parameter (``fallback`` for parameter-free ones)."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return fallback
+
+
+def _predict(model: nn.Module, x: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
+    prediction = model(x)
+    if not isinstance(prediction, torch.Tensor) or prediction.shape != target_shape:
+        shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else prediction
+        raise ValueError(f"model must return the targets' shape {tuple(target_shape)}, got {shape}")
+    return prediction
+
+
+def _learning_rate(lr: float, schedule: str, progress: float) -> float:
+    if schedule == "none":
+        return lr
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def _config(
+    samples: int,
+    max_steps: int | None,
+    budget_s: float | None,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    schedule: str,
+) -> dict[str, object]:
+    return {
+        "samples": samples,
+        "max_steps": -1 if max_steps is None else max_steps,
+        "budget_s": -1.0 if budget_s is None else float(budget_s),
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "seed": seed,
+        "schedule": schedule,
+    }
+
+
+@dataclass
+class _Run:
+    """Where a training run stands: steps done, seconds used, losses, and the batch order."""
+
+    step: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    order: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    position: int = 0
+
+
+def _save(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict,
+    run: _Run,
+    batches: torch.Generator,
+) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config,
+        "step": run.step,
+        "seconds": run.seconds,
+        "losses": torch.tensor(run.losses, dtype=torch.float64),
+        "val_losses": torch.tensor(run.val_losses, dtype=torch.float64).reshape(-1, 2),
+        "order": run.order,
+        "position": run.position,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "batch_rng": batches.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path, suffix=".pt") as temporary:
+        torch.save(state, temporary)
+
+
+def _resume(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict,
+    batches: torch.Generator,
+) -> _Run:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which
+        raise ValueError(f"checkpoint: {str(path)!r} cannot be read ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a physml forecaster checkpoint")
+    if state["config"] != config:
+        raise ValueError(
+            f"checkpoint: {str(path)!r} was written by a run with settings {state['config']}, "
+            f"not {config}; remove it or use another path"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    batches.set_state(state["batch_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return _Run(
+        step=int(state["step"]),
+        seconds=float(state["seconds"]),
+        losses=state["losses"].tolist(),
+        val_losses=[(int(s), float(v)) for s, v in state["val_losses"].tolist()],
+        order=state["order"],
+        position=int(state["position"]),
+    )
+
+
+def _validation_mse(
+    model: nn.Module,
+    val: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    dtype = _model_dtype(model, val[0].dtype)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, val[0].shape[0], batch_size):
+            x = val[0][start : start + batch_size].to(device, dtype)
+            y = val[1][start : start + batch_size].to(device, dtype)
+            total += float((_predict(model, x, y.shape) - y).square().mean()) * x.shape[0]
+    model.train(was_training)
+    return total / val[0].shape[0]
+
+
+def train_forecaster(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    budget_s: float | None = None,
+    max_steps: int | None = None,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    schedule: str = "cosine",
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val_every: int | None = None,
+    device: str | torch.device = "cpu",
+    quiet: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainReport:
+    """Fit ``model`` to map ``inputs`` ``(N, T_in, C, H, W)`` to ``targets`` ``(N, T_out, C, H, W)``
+    and report what happened.
+
+    Mean-squared-error loss, Adam; mini-batches of ``batch_size`` sequences drawn without
+    replacement in an order fixed by ``seed`` (which also seeds torch's global generator inside
+    the run, for models with dropout). Stops after ``max_steps`` steps or ``budget_s`` seconds of
+    training, whichever comes first (at least one must be given). ``schedule="cosine"`` decays the
+    learning rate to 0 over ``max_steps`` steps, or over ``budget_s`` seconds when only the budget
+    is given (then the run is not step-for-step reproducible: the clock decides).
+
+    With ``checkpoint`` the state (model, optimizer, step, random states, losses, time used) is
+    saved atomically every ``checkpoint_every`` steps and at the end; a run started with an
+    existing checkpoint resumes from it (the settings must match) and the time budget counts the
+    time already spent. A model with no trainable parameters (e.g. persistence) is returned
+    untouched with an empty report. ``val=(inputs, targets)`` is scored every ``val_every`` steps
+    (default: at the end only). ``on_step(step, loss)`` is called after every step.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x_all, y_all = _check_pairs(inputs, targets, "train")
+    if val is not None:
+        if not isinstance(val, (tuple, list)) or len(val) != 2:
+            raise TypeError(f"val must be a pair (inputs, targets), got {type(val).__name__}")
+        val = _check_pairs(val[0], val[1], "val")
+        if val[0].shape[1:] != x_all.shape[1:] or val[1].shape[1:] != y_all.shape[1:]:
+            raise ValueError(
+                f"val must hold sequences shaped like inputs/targets {tuple(x_all.shape[1:])} / "
+                f"{tuple(y_all.shape[1:])}, got {tuple(val[0].shape[1:])} / "
+                f"{tuple(val[1].shape[1:])}"
+            )
+    if budget_s is None and max_steps is None:
+        raise ValueError("give max_steps or budget_s (or both): training needs a stopping rule")
+    if max_steps is not None:
+        _positive_int("max_steps", max_steps)
+    if budget_s is not None and not (isinstance(budget_s, (int, float)) and budget_s > 0):
+        raise ValueError(f"budget_s must be a number of seconds > 0, got {budget_s!r}")
+    _positive_int("batch_size", batch_size)
+    _positive_int("checkpoint_every", checkpoint_every)
+    if val_every is not None:
+        _positive_int("val_every", val_every)
+    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        return TrainReport(steps=0, seconds=0.0, losses=[])
+    device = torch.device(device)
+    dtype = parameters[0].dtype
+    model.to(device)
+    model.train()
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    config = _config(len(x_all), max_steps, budget_s, batch_size, lr, seed, schedule)
+    path = None if checkpoint is None else Path(checkpoint)
+    batches = torch.Generator().manual_seed(seed)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        run = _Run()
+        if path is not None and path.exists():
+            run = _resume(path, model, optimizer, config, batches)
+        bar = tqdm(
+            total=max_steps, initial=run.step, desc="train", unit="step", disable=quiet or None
+        )
+        started = time.perf_counter() - run.seconds
+
+        def more() -> bool:
+            within_steps = max_steps is None or run.step < max_steps
+            return within_steps and (budget_s is None or time.perf_counter() - started < budget_s)
+
+        with bar:
+            while more():
+                if run.position + batch_size > len(run.order):
+                    run.order = torch.randperm(len(x_all), generator=batches)
+                    run.position = 0
+                pick = run.order[run.position : run.position + batch_size]
+                run.position += batch_size
+                if max_steps is not None:
+                    progress = run.step / max_steps
+                else:
+                    progress = (time.perf_counter() - started) / budget_s
+                for group in optimizer.param_groups:
+                    group["lr"] = _learning_rate(lr, schedule, progress)
+                x, y = x_all[pick].to(device, dtype), y_all[pick].to(device, dtype)
+                loss = (_predict(model, x, y.shape) - y).square().mean()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {float(loss)} at step {run.step}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.step += 1
+                run.losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{run.losses[-1]:.4g}")
+                if val is not None and val_every is not None and run.step % val_every == 0:
+                    run.val_losses.append(
+                        (run.step, _validation_mse(model, val, batch_size, device))
+                    )
+                if path is not None and run.step % checkpoint_every == 0:
+                    run.seconds = time.perf_counter() - started
+                    _save(path, model, optimizer, config, run, batches)
+                if on_step is not None:
+                    on_step(run.step, run.losses[-1])
+        run.seconds = time.perf_counter() - started
+        if val is not None and (not run.val_losses or run.val_losses[-1][0] != run.step):
+            run.val_losses.append((run.step, _validation_mse(model, val, batch_size, device)))
+        if path is not None:
+            _save(path, model, optimizer, config, run, batches)
+    return TrainReport(
+        steps=run.step, seconds=run.seconds, losses=run.losses, val_losses=run.val_losses
+    )
+
+
+def evaluate_forecaster(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> ForecastScores:
+    """Score ``model`` on ``inputs`` → ``targets`` (``(N, T, C, H, W)``, values on a [0, 1] scale).
+
+    MSE/MAE are :func:`physml.metrics.frame_mse` / :func:`~physml.metrics.frame_mae` with the
+    error summed over each frame's channels and pixels; SSIM is :func:`physml.metrics.ssim` with
+    ``data_range=1`` per channel image, with the 11×11 window shrunk to the frame when a frame is
+    smaller. Predictions are scored as they come (not clipped to [0, 1]).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x_all, y_all = _check_pairs(inputs, targets, "train")
+    _positive_int("batch_size", batch_size)
+    device = torch.device(device)
+    leads = y_all.shape[1]
+    window = min(SSIM_WINDOW, *y_all.shape[-2:])
+    dtype = _model_dtype(model, x_all.dtype)
+    sums = torch.zeros(3, leads, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x_all), batch_size):
+                x = x_all[start : start + batch_size].to(device, dtype)
+                y = y_all[start : start + batch_size].to(device)
+                prediction = _predict(model, x, y.shape)
+                for lead in range(leads):
+                    p, t = prediction[:, lead], y[:, lead]
+                    sums[0, lead] += metrics.frame_mse(p, t, frame_ndim=3).cpu() * len(x)
+                    sums[1, lead] += metrics.frame_mae(p, t, frame_ndim=3).cpu() * len(x)
+                similarity = metrics.ssim(
+                    prediction, y, data_range=1.0, window_size=window, reduction="none"
+                )
+                sums[2] += similarity.mean(2).sum(0).cpu()
+    finally:
+        model.train(was_training)
+    per_lead = sums / len(x_all)
+    return ForecastScores(
+        mse=float(per_lead[0].mean()),
+        mae=float(per_lead[1].mean()),
+        ssim=float(per_lead[2].mean()),
+        mse_per_lead=per_lead[0],
+        mae_per_lead=per_lead[1],
+        ssim_per_lead=per_lead[2],
+    )

@@ -1,0 +1,283 @@
+"""Forecasting baselines and the training loop: shapes, gradients, learning, resume, scores."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from physml.models.baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
+from physml.models.forecasting import evaluate_forecaster, train_forecaster
+
+H = W = 16
+
+
+def toy_sequences(count=4, frames=6, channels=1, seed=0):
+    """A bright square sliding one pixel per frame: learnable in a handful of steps."""
+    gen = torch.Generator().manual_seed(seed)
+    video = torch.zeros(count, frames, channels, H, W)
+    rows = torch.randint(0, H - 4, (count,), generator=gen)
+    cols = torch.randint(0, W - 4 - frames, (count,), generator=gen)
+    for n in range(count):
+        for t in range(frames):
+            r, c = int(rows[n]), int(cols[n]) + t
+            video[n, t, :, r : r + 4, c : c + 4] = 1.0
+    return video[:, : frames // 2], video[:, frames // 2 :]
+
+
+def build(name, t_in, t_out, channels):
+    torch.manual_seed(0)
+    if name == "persistence":
+        return Persistence(t_out)
+    if name == "unet":
+        return UNet(t_in, t_out, channels, base=4, depth=2)
+    return ConvLSTM(channels, hidden=6, layers=2, target_frames=t_out, patch=2)
+
+
+MODELS = ["persistence", "unet", "convlstm"]
+LEARNED = ["unet", "convlstm"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(("t_in", "t_out", "channels"), [(3, 2, 1), (2, 4, 2), (1, 1, 1)])
+def test_forecast_shape(name, t_in, t_out, channels):
+    model = build(name, t_in, t_out, channels)
+    x = torch.rand(2, t_in, channels, H, W)
+    assert model(x).shape == (2, t_out, channels, H, W)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_gradients_reach_every_parameter(name):
+    model = build(name, 3, 3, 1)
+    x, y = toy_sequences()
+    (model(x) - y).square().mean().backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert parameter.grad.abs().sum() > 0, parameter_name
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_sigmoid_head_stays_in_the_unit_interval_and_linear_does_not_have_to(name):
+    x = 50 * torch.randn(2, 3, 1, H, W)
+    model = build(name, 3, 2, 1)
+    out = model(x)
+    assert out.min() >= 0 and out.max() <= 1
+    if name == "unet":
+        linear = UNet(3, 2, 1, base=4, depth=2, output="linear")
+    else:
+        linear = ConvLSTM(1, hidden=6, layers=2, target_frames=2, output="linear")
+    assert linear(x).shape == out.shape
+
+
+def test_persistence_repeats_the_last_frame_exactly():
+    x = torch.rand(3, 5, 2, H, W)
+    forecast = Persistence(4)(x)
+    for t in range(4):
+        assert torch.equal(forecast[:, t], x[:, -1])
+    assert count_parameters(Persistence(4)) == 0
+
+
+def test_parameter_counts_follow_the_layer_formulas():
+    channels, hidden, kernel, patch, layers = 1, 8, 3, 2, 3
+    folded = channels * patch**2
+
+    def cell(inputs):  # 4 gates, each a k×k conv of [input, hidden] plus a bias
+        return 4 * hidden * (inputs + hidden) * kernel**2 + 4 * hidden
+
+    stack = cell(folded) + (layers - 1) * cell(hidden)
+    head = hidden * folded + folded
+    model = ConvLSTM(channels, hidden=hidden, layers=layers, kernel=kernel, patch=patch)
+    assert count_parameters(model) == 2 * stack + head
+    assert count_parameters(ConvLSTMCell(5, 7, 3)) == 4 * 7 * 12 * 9 + 4 * 7
+    frozen = UNet(2, 2, base=4, depth=1)
+    total = count_parameters(frozen)
+    frozen.head.weight.requires_grad_(False)
+    assert count_parameters(frozen) == total - frozen.head.weight.numel()
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_training_lowers_the_loss_on_a_toy_batch(name):
+    model = build(name, 3, 3, 1)
+    x, y = toy_sequences()
+    report = train_forecaster(model, x, y, max_steps=25, batch_size=4, lr=1e-2, schedule="none")
+    assert report.steps == 25 and len(report.losses) == 25
+    assert sum(report.losses[-3:]) / 3 < 0.7 * report.losses[0]
+
+
+def test_parameter_free_models_are_returned_untouched():
+    x, y = toy_sequences()
+    report = train_forecaster(Persistence(3), x, y, max_steps=5)
+    assert report.steps == 0 and report.losses == []
+
+
+# ------------------------------------------------------------------------------ training loop
+
+
+def train(model, checkpoint=None, on_step=None, seed=0, steps=6):
+    x, y = toy_sequences(count=8)
+    return train_forecaster(  # batches of 3 from 8: the kill at step 3 falls inside an epoch
+        model,
+        x,
+        y,
+        max_steps=steps,
+        batch_size=3,
+        lr=5e-3,
+        seed=seed,
+        checkpoint=checkpoint,
+        checkpoint_every=1,
+        on_step=on_step,
+        val=(x[:2], y[:2]),
+    )
+
+
+def same_parameters(a, b):
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    template = build("unet", 3, 3, 1)
+    straight = copy.deepcopy(template)
+    expected = train(straight)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_three(step, loss):
+        if step == 3:
+            raise Killed
+
+    resumed = copy.deepcopy(template)
+    path = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        train(resumed, checkpoint=path, on_step=kill_at_three)
+    fresh = copy.deepcopy(template)  # a new process would rebuild the model from scratch
+    report = train(fresh, checkpoint=path)
+    assert report.steps == expected.steps == 6
+    assert report.losses == expected.losses
+    assert report.val_losses == expected.val_losses
+    assert same_parameters(fresh, straight)
+    assert not same_parameters(fresh, template)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 6
+
+
+def test_checkpoint_from_other_settings_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
+    with pytest.raises(ValueError, match="checkpoint"):
+        train(build("unet", 3, 3, 1), checkpoint=path, steps=2, seed=1)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint"):
+        train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
+
+
+def test_training_is_deterministic_by_seed():
+    template = build("convlstm", 3, 3, 1)
+    first, second, other = (copy.deepcopy(template) for _ in range(3))
+    train(first, seed=3)
+    train(second, seed=3)
+    train(other, seed=4)
+    assert same_parameters(first, second)
+    assert not same_parameters(first, other)
+
+
+def test_time_budget_stops_the_run():
+    x, y = toy_sequences()
+    report = train_forecaster(build("unet", 3, 3, 1), x, y, budget_s=0.3, batch_size=2)
+    assert report.steps >= 1 and report.seconds >= 0.3
+    assert len(report.losses) == report.steps
+
+
+def test_float64_data_trains_a_float32_model():
+    x, y = toy_sequences()
+    report = train_forecaster(build("unet", 3, 3, 1), x.double(), y.double(), max_steps=2)
+    assert report.steps == 2
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def test_scores_match_hand_computed_values():
+    x, y = toy_sequences(count=5)
+    scores = evaluate_forecaster(Persistence(3), x, y, batch_size=2)
+    forecast = x[:, -1:].expand_as(y).double()
+    squared = (forecast - y).square().sum((2, 3, 4)).mean(0)
+    absolute = (forecast - y).abs().sum((2, 3, 4)).mean(0)
+    torch.testing.assert_close(scores.mse_per_lead, squared)
+    torch.testing.assert_close(scores.mae_per_lead, absolute)
+    assert scores.mse == pytest.approx(float(squared.mean()))
+    assert scores.mae == pytest.approx(float(absolute.mean()))
+    assert scores.mse_per_lead[0] < scores.mse_per_lead[-1]  # the square drifts away
+    assert (scores.ssim_per_lead < 1).all()
+
+
+def test_a_perfect_forecast_scores_zero_error_and_unit_ssim():
+    still = torch.rand(3, 2, 1, H, W).expand(3, 2, 1, H, W).clone()
+    still[:, 0] = still[:, 1]
+    scores = evaluate_forecaster(Persistence(2), still, still, batch_size=2)
+    assert scores.mse == 0 and scores.mae == 0
+    assert scores.ssim == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_models_reject_bad_layouts(name):
+    model = build(name, 3, 2, 1)
+    with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
+        model(torch.rand(2, 3, H, W))
+    with pytest.raises(TypeError, match="tensor"):
+        model([[0.0]])
+    with pytest.raises(TypeError, match="floating"):
+        model(torch.zeros(2, 3, 1, H, W, dtype=torch.int64))
+    if name != "persistence":
+        with pytest.raises(ValueError, match="1 channel"):
+            model(torch.rand(2, 3, 2, H, W))
+        with pytest.raises(ValueError, match="divisible"):
+            model(torch.rand(2, 3, 1, H + 1, W))
+
+
+def test_unet_rejects_the_wrong_number_of_frames():
+    with pytest.raises(ValueError, match="3 frame"):
+        build("unet", 3, 2, 1)(torch.rand(2, 4, 1, H, W))
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: UNet(0, 1), "in_frames"),
+        (lambda: UNet(1, 1, output="softmax"), "output"),
+        (lambda: ConvLSTM(kernel=2), "kernel"),
+        (lambda: ConvLSTM(hidden=0), "hidden"),
+        (lambda: Persistence(0), "target_frames"),
+    ],
+)
+def test_constructors_reject_bad_sizes(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_training_loop_rejects_bad_requests():
+    x, y = toy_sequences()
+    model = build("unet", 3, 3, 1)
+    with pytest.raises(ValueError, match="max_steps or budget_s"):
+        train_forecaster(model, x, y)
+    with pytest.raises(ValueError, match="targets must match inputs"):
+        train_forecaster(model, x, y[:2], max_steps=1)
+    with pytest.raises(ValueError, match="targets must have 1 channel"):
+        train_forecaster(model, x, torch.cat([y, y], 2), max_steps=1)
+    with pytest.raises(ValueError, match="model must return the targets' shape"):
+        train_forecaster(model, x, y[:, :2], max_steps=1)
+    with pytest.raises(ValueError, match="NaN"):
+        train_forecaster(model, x.clone().fill_(float("nan")), y, max_steps=1)
+    with pytest.raises(ValueError, match="val must hold"):
+        train_forecaster(model, x, y, max_steps=1, val=(x[:, :2], y))
+    with pytest.raises(ValueError, match="batch_size"):
+        train_forecaster(model, x, y, max_steps=1, batch_size=0)
+    with pytest.raises(ValueError, match="schedule"):
+        train_forecaster(model, x, y, max_steps=1, schedule="step")
+    with pytest.raises(TypeError, match="model"):
+        train_forecaster(nn.Linear(2, 2).forward, x, y, max_steps=1)
+    with pytest.raises(ValueError, match="model must return"):
+        evaluate_forecaster(Persistence(2), x, y)

@@ -1,0 +1,251 @@
+"""N-body digits: determinism, rendering, the physics (energy, momentum, force), the HDF5 recipe."""
+
+import math
+
+import h5py
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pdes import problems
+from physml.data import generate_dataset, load
+from physml.data.nbody import (
+    acceleration,
+    energy,
+    nbody_digits,
+    render,
+    simulate,
+    sprite_pool,
+)
+
+SMALL = {"frames": 6, "size": 32}
+
+
+def random_state(count: int, digits: int, extent: float, speed: float, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, digits, 2, generator=gen, dtype=torch.float64) * extent
+    v = (torch.rand(count, digits, 2, generator=gen, dtype=torch.float64) - 0.5) * 2 * speed
+    return x, v
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_same_data_and_other_seed_differs():
+    a = nbody_digits(3, seed=5, **SMALL)
+    b = nbody_digits(3, seed=5, **SMALL)
+    c = nbody_digits(3, seed=6, **SMALL)
+    for name in ("frames", "energy", "positions", "velocities", "sprite_index"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.frames, c.frames)
+    assert not torch.equal(a.positions, c.positions)
+
+
+def test_a_sequence_does_not_depend_on_its_batch():
+    whole = nbody_digits(4, seed=2, **SMALL)
+    alone = nbody_digits(1, seed=2, start=3, **SMALL)
+    assert torch.equal(whole.frames[3:], alone.frames)
+    assert torch.equal(whole.energy[3:], alone.energy)
+
+
+def test_layout_dtypes_and_range():
+    data = nbody_digits(2, seed=0, frames=5, size=32, digits=2)
+    assert data.frames.shape == (2, 5, 1, 32, 32) and data.frames.dtype == torch.float32
+    assert data.energy.shape == (2, 5) and data.energy.dtype == torch.float64
+    assert data.positions.shape == data.velocities.shape == (2, 5, 2, 2)
+    assert data.labels.shape == (2, 2) and data.times.tolist() == [0, 5, 10, 15, 20]
+    assert data.frames.min() >= 0 and data.frames.max() <= 1
+    assert data.frames.amax((2, 3, 4)).gt(0.5).all()  # every frame shows a digit
+    inputs, targets = data.split(3)
+    assert inputs.shape == (2, 3, 1, 32, 32) and targets.shape == (2, 2, 1, 32, 32)
+
+
+# -------------------------------------------------------------------------------- rendering
+
+
+def test_sprites_stay_in_the_frame_and_are_drawn_whole():
+    data = nbody_digits(3, seed=1, frames=30, size=32, digits=1, speed=(2.0, 2.0))
+    side = 8
+    assert data.positions.min() >= 0 and data.positions.max() <= 32 - side
+    # Fast sprites for 145 steps in a 24-pixel box must have bounced.
+    assert (torch.diff(torch.sign(data.velocities), dim=1) != 0).any()
+    frames = data.frames[:, :, 0]
+    totals = frames.sum((-2, -1))
+    torch.testing.assert_close(totals, totals[:, :1].expand_as(totals), rtol=1e-5, atol=0)
+    for n in range(3):
+        for t in range(0, 30, 7):
+            row, col = (int(round(float(p))) for p in data.positions[n, t, 0])
+            patch = frames[n, t, row : row + side, col : col + side]
+            outside = frames[n, t].clone()
+            outside[row : row + side, col : col + side] = 0
+            assert outside.abs().max() == 0
+            torch.testing.assert_close(patch.sum(), totals[n, 0])
+
+
+def test_overlapping_sprites_take_the_brightest_value():
+    gen = torch.Generator().manual_seed(0)
+    sprites = torch.rand(1, 2, 4, 4, generator=gen)
+    positions = torch.tensor([[[[1.0, 2.0], [2.2, 2.9]]]], dtype=torch.float64)
+    frame = render(positions, sprites, 8)[0, 0, 0]
+    expected = torch.zeros(8, 8)
+    expected[1:5, 2:6] = sprites[0, 0]
+    expected[2:6, 3:7] = torch.maximum(expected[2:6, 3:7], sprites[0, 1])
+    assert torch.equal(frame, expected)
+
+
+def test_sprite_pools_split_the_handwriting():
+    train, test = set(sprite_pool("train").tolist()), set(sprite_pool("test").tolist())
+    assert not train & test and train | test == set(sprite_pool("all").tolist())
+    data = nbody_digits(4, seed=0, split="test", **SMALL)
+    assert set(data.sprite_index.flatten().tolist()) <= test
+
+
+# ---------------------------------------------------------------------------------- physics
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), digits=st.integers(2, 4))
+def test_acceleration_is_minus_the_gradient_of_the_potential(seed, digits):
+    x, _ = random_state(1, digits, 40.0, 0.0, seed)
+    x.requires_grad_(True)
+    potential = energy(x, torch.zeros_like(x), 0.05, 10.0).sum()
+    (gradient,) = torch.autograd.grad(potential, x)
+    torch.testing.assert_close(acceleration(x.detach(), 0.05, 10.0), -gradient)
+
+
+def test_two_bodies_pull_along_their_line_with_the_softened_magnitude():
+    x = torch.tensor([[[0.0, 0.0], [3.0, 4.0]]], dtype=torch.float64)
+    a = acceleration(x, 0.05, 10.0)
+    expected = 0.05 * torch.tensor([3.0, 4.0], dtype=torch.float64) / math.sqrt(25 + 100)
+    torch.testing.assert_close(a[0, 0], expected)
+    torch.testing.assert_close(a[0, 1], -expected)
+
+
+def drift_and_exchange(dt: float, duration: float = 200.0):
+    x0, v0 = random_state(4, 3, 40.0, 0.2, seed=0)
+    x, v = simulate(x0, v0, int(duration / dt), box=None, dt=dt, clip=None)
+    total = energy(x, v, 0.05, 10.0)
+    kinetic = 0.5 * v.square().sum((-2, -1))
+    drift = (total - total[:, :1]).abs().amax(1)
+    exchange = (kinetic - kinetic[:, :1]).abs().amax(1)
+    return drift, exchange, v
+
+
+def test_energy_is_conserved_to_first_order_without_clip_and_walls():
+    drift, exchange, _ = drift_and_exchange(0.1)
+    half, _, _ = drift_and_exchange(0.05)
+    assert (exchange > 0.5).all()  # gravity really moves energy between the terms
+    assert (drift < 0.01 * exchange).all()
+    ratio = drift / half  # semi-implicit Euler: energy error proportional to dt
+    assert ((ratio > 1.8) & (ratio < 2.2)).all(), ratio
+
+
+def test_momentum_is_conserved_without_clip_and_walls():
+    _, _, v = drift_and_exchange(0.5)
+    momentum = v.sum(-2)
+    torch.testing.assert_close(momentum, momentum[:, :1].expand_as(momentum))
+
+
+def test_clip_bounds_every_velocity_component():
+    x0, v0 = random_state(3, 3, 20.0, 0.5, seed=1)
+    _, v = simulate(x0, v0, 300, box=20.0, g=0.5, clip=0.7)
+    assert v[:, 1:].abs().max() <= 0.7
+
+
+def test_gravity_free_sprites_keep_their_speed_and_move_straight_between_bounces():
+    box, dt = 20.0, 1.0
+    x0, v0 = random_state(5, 3, box, 1.5, seed=3)
+    x, v = simulate(x0, v0, 200, box=box, dt=dt, g=0.0)
+    speed = v.norm(dim=-1)
+    torch.testing.assert_close(speed, speed[:, :1].expand_as(speed), rtol=0, atol=1e-12)
+    unchanged = (v[:, 1:] == v[:, :-1]).all(-1)
+    step = x[:, 1:] - x[:, :-1]
+    torch.testing.assert_close(step[unchanged], v[:, 1:][unchanged] * dt)
+    flipped = ~unchanged
+    assert flipped.any()
+    changed = v[:, 1:][flipped] != v[:, :-1][flipped]
+    assert torch.equal(v[:, 1:][flipped][changed], -v[:, :-1][flipped][changed])
+    at_wall = torch.minimum(x[:, 1:], box - x[:, 1:])[flipped][changed]
+    assert at_wall.max() <= v0.abs().max() * dt  # a flip happens only next to a wall
+
+
+def test_generator_gravity_switch():
+    free = nbody_digits(3, seed=4, gravity=False, frames=10, size=32)
+    torch.testing.assert_close(free.energy, free.energy[:, :1].expand_as(free.energy))
+    moving = nbody_digits(3, seed=4, gravity=True, frames=10, size=32)
+    kinetic = 0.5 * moving.velocities.square().sum((-2, -1))
+    assert not torch.allclose(kinetic, kinetic[:, :1].expand_as(kinetic))
+
+
+# ------------------------------------------------------------------------------- HDF5 recipe
+
+
+@pytest.mark.parametrize("recipe", ["nbody-digits", "moving-digits"])
+def test_recipe_writes_a_dataset_that_load_reads(tmp_path, recipe):
+    assert recipe in problems.registry()
+    path = generate_dataset(
+        recipe, tmp_path / "digits.h5", n=3, seed=7, chunk=2, progress=False, frames=4, size=16
+    )
+    data = load(path)
+    expected = nbody_digits(3, seed=7, frames=4, size=16, gravity=recipe == "nbody-digits")
+    assert data.u.shape == (3, 4, 16, 16)
+    assert torch.equal(data.u, expected.frames[:, :, 0])
+    assert torch.equal(data.fields["energy"], expected.energy)
+    assert torch.equal(data.fields["positions"], expected.positions)
+    assert torch.equal(data.params["energy0"], expected.energy[:, 0])
+    assert torch.equal(data.t, expected.times)
+    assert data.coords["x"].shape == data.coords["y"].shape == (16,)
+    with h5py.File(path) as f:
+        assert int(f.attrs["gravity"]) == (recipe == "nbody-digits")
+
+
+def test_recipe_rejects_bad_options(tmp_path):
+    with pytest.raises(ValueError, match="gravity"):
+        generate_dataset("nbody-digits", tmp_path / "a.h5", n=1, progress=False, gravity=2)
+    with pytest.raises(ValueError, match="unknown option"):
+        generate_dataset("nbody-digits", tmp_path / "b.h5", n=1, progress=False, planets=2)
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"count": 0}, ValueError, "count"),
+        ({"count": 1.5}, TypeError, "count"),
+        ({"count": 1, "seed": -1}, ValueError, "seed"),
+        ({"count": 1, "size": 16, "sprite": 16}, ValueError, "sprite"),
+        ({"count": 1, "frames": 0}, ValueError, "frames"),
+        ({"count": 1, "split": "validation"}, ValueError, "split"),
+        ({"count": 1, "speed": (2.0, 1.0)}, ValueError, "speed"),
+        ({"count": 1, "speed": (-1.0, 1.0)}, ValueError, "speed"),
+        ({"count": 1, "gravity": "yes"}, TypeError, "gravity"),
+        ({"count": 1, "softening": 0.0}, ValueError, "softening"),
+        ({"count": 1, "dt": -1.0}, ValueError, "dt"),
+    ],
+)
+def test_generator_rejects_bad_settings(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        nbody_digits(**kwargs)
+
+
+def test_simulate_rejects_bad_states():
+    good = torch.zeros(1, 2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"positions must have shape \(N, D, 2\)"):
+        simulate(torch.zeros(2, 2), good, 1, box=1.0)
+    with pytest.raises(TypeError, match="velocities"):
+        simulate(good, [[0.0, 0.0]], 1, box=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        simulate(good, torch.full((1, 2, 2), float("nan")), 1, box=1.0)
+    with pytest.raises(ValueError, match="velocities must have the shape"):
+        simulate(good, torch.zeros(1, 3, 2), 1, box=1.0)
+    with pytest.raises(ValueError, match="box"):
+        simulate(good + 5.0, good, 1, box=1.0)
+
+
+def test_split_rejects_too_many_input_frames():
+    data = nbody_digits(1, seed=0, frames=4, size=16)
+    with pytest.raises(ValueError, match="input_frames"):
+        data.split(4)
