@@ -271,7 +271,6 @@ def test_trained_boon_meets_condition(kind):
         (Neumann(0.0, 1.0), Grid1D(3), "at least 4 nodes"),
         (Neumann(0.0, 1.0), Grid1D(16, periodic=True), "non-periodic"),
         (Dirichlet(), Grid1D(16, periodic=True), "non-periodic"),
-        (Periodic(), Grid1D(16, periodic=True), "non-periodic"),
         (Dirichlet(), Grid1D(16, kind="cell"), "node grid"),
     ],
 )

@@ -1,24 +1,41 @@
-"""Boundary conditions as constraints on outputs over a 1-D node grid (BOON's output correction).
+"""Boundary conditions as constraints on outputs over node grids (BOON's output correction).
 
-Built from a :mod:`pdes.boundary` object and the grid the outputs live on; the last axis is space:
+A :class:`BoundaryCondition` puts one :mod:`pdes.boundary` condition on one spatial axis of outputs
+laid out ``(batch, channel, *space)``; the axis is a negative index (``-1`` the last, ``-2`` the
+one before, ...) and the *walls* of the axis are its slices at index ``0`` (left) and ``-1``
+(right). Each wall is a slice ``(batch, channel, *wall)`` where ``wall`` lists the sizes of the
+other spatial axes.
 
-- Dirichlet: the two end nodes are overwritten with the prescribed values.
-- Neumann (``du/dx`` in +x): the end nodes are solved from the second-order one-sided stencils
-  ``(-3u₀ + 4u₁ - u₂)/(2dx) = g_L`` and ``(3u_N - 4u_{N-1} + u_{N-2})/(2dx) = g_R`` (spacing on both
-  sides, so non-zero fluxes are met on both sides) — the stencils the :mod:`pdes.heat` data meet.
-- Periodic: both ends are set to their mean (the grid holds ``x = lower`` and ``x = upper``, the
-  same point).
+- Dirichlet: the wall nodes are overwritten with the prescribed values.
+- Neumann (``du/dx`` along +axis): the wall nodes are solved from the second-order one-sided
+  stencils ``(-3u₀ + 4u₁ - u₂)/(2dx) = g_L`` and ``(3u_N - 4u_{N-1} + u_{N-2})/(2dx) = g_R``
+  (spacing on both sides, so non-zero fluxes are met on both sides) — the :mod:`pdes.heat` form.
+- Periodic on a node grid holding both ends (``Grid1D(n, lower, upper)``): both walls are set to
+  their mean. Periodic on a periodic grid (``Grid1D(..., periodic=True)``, no duplicate end
+  point): nothing to do — the output is returned unchanged (an FNO is periodic by construction).
+  Dirichlet or Neumann on a periodic grid is an error: a periodic axis has no boundary.
 
-Values are numbers, one value per sample ``(batch,)`` (the first axis of the output), or functions
-of time returning either; a function of time needs ``time=`` or ``bind(t=...)``. Each condition is
-an affine map ``u ↦ A u + c`` that changes only the end nodes: a tensor is mapped; a Gaussian's mean
-is mapped and its covariance becomes ``A Σ Aᵀ`` (Dirichlet: variance 0 at the pinned nodes); an
+``side="left"`` or ``"right"`` constrains one wall only, so a list of conditions spells mixed
+kinds (e.g. Dirichlet on the left, Neumann on the right); periodic is two-sided only. Applied one
+after the other, later conditions win where walls meet (corners of a 2-D domain).
+
+Values (Dirichlet values, Neumann fluxes) are a number, one value per sample ``(batch,)``, a
+tensor ``(batch, *wall)`` or ``(batch, channel, *wall)`` (size-1 entries broadcast), or a function
+of time returning one of these. The time is a number (``time=`` or ``bind(t=...)``), or, for
+outputs that carry time along a spatial axis (multi-step ``(x, t)`` fields), a 1-D array of times
+lying along the output axis ``time_axis``: a function of time is then evaluated at each of them
+(returning a number or ``(batch,)``) and its values run along that axis of the wall.
+
+Each condition is an affine map ``u ↦ A u + c`` that changes only wall nodes: a tensor is mapped;
+a Gaussian's mean is mapped and its covariance becomes ``A Σ Aᵀ`` (Dirichlet: variance 0 at the
+pinned nodes; Gaussians are supported on the last axis, which their covariance spans); an
 Ensemble's members are mapped one by one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -32,17 +49,23 @@ from .base import Constraint
 
 KINDS = (Dirichlet, Neumann, Periodic)
 MINIMUM_NODES = {"dirichlet": 2, "neumann": 4, "periodic": 2}
+SIDES = ("both", "left", "right")
+
+Values = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
 class BoundaryCondition(Constraint):
-    """A Dirichlet, Neumann or periodic condition at both ends of the last axis of outputs.
+    """A Dirichlet, Neumann or periodic condition on the walls of one spatial axis of outputs.
 
     Args:
         bc: a :class:`pdes.Dirichlet`, :class:`pdes.Neumann` or :class:`pdes.Periodic`.
-        grid: the non-periodic node grid of the outputs' last axis (its spacing scales the
-            Neumann stencil; a periodic condition needs both ends ``lower`` and ``upper`` on it).
-        axis: the spatial axis; only the last (``-1``) is supported.
-        time: the time at which values that are functions of time are evaluated.
+        grid: the grid of the constrained axis: a node grid holding both ends (its spacing
+            scales the Neumann stencil), or a periodic grid for a periodic condition (no-op).
+        axis: the constrained axis of the outputs, a negative index (``-1`` is the last).
+        time: the time at which values given as functions of time are evaluated: a number, or
+            a 1-D array of times lying along the output axis ``time_axis`` (multi-step outputs).
+        side: ``"both"`` walls, or only the ``"left"`` (index 0) or ``"right"`` (index -1) one.
+        time_axis: the output axis along which an array ``time`` lies (negative index).
     """
 
     def __init__(
@@ -50,23 +73,31 @@ class BoundaryCondition(Constraint):
         bc: Dirichlet | Neumann | Periodic,
         grid: Grid1D,
         axis: int = -1,
-        time: float | None = None,
+        time: float | Sequence[float] | torch.Tensor | None = None,
+        side: str = "both",
+        time_axis: int = -1,
     ) -> None:
         if not isinstance(bc, KINDS):
             raise TypeError(f"bc must be a pdes Dirichlet, Neumann or Periodic, got {type(bc)}")
         if not isinstance(grid, Grid1D):
             raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
-        if axis != -1:
-            raise ConstraintError(f"axis must be -1 (the last axis is space), got {axis}")
-        if grid.periodic:
-            hint = (
-                "its ends are different points and periodicity is built in"
-                if isinstance(bc, Periodic)
-                else "a periodic axis has no boundary"
+        for name, value in (("axis", axis), ("time_axis", time_axis)):
+            if isinstance(value, bool) or not isinstance(value, int) or value >= 0:
+                raise ConstraintError(
+                    f"{name} must be a negative int (-1 is the last axis of the outputs), "
+                    f"got {value!r}"
+                )
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        if isinstance(bc, Periodic) and side != "both":
+            raise ConstraintError(
+                f"a periodic condition is two-sided: side must be 'both', got {side!r}"
             )
+        if grid.periodic and not isinstance(bc, Periodic):
             raise ConstraintError(
                 f"grid must be a non-periodic node grid for a {bc.name} condition, got a periodic "
-                f"grid ({hint}); use Grid1D(n, lower, upper) holding both ends"
+                "grid (a periodic axis has no boundary); use Grid1D(n, lower, upper) holding both "
+                "ends"
             )
         if grid.kind != "node":
             raise ConstraintError(
@@ -79,18 +110,34 @@ class BoundaryCondition(Constraint):
                 f"grid must have at least {minimum} nodes for a {bc.name} condition "
                 f"(the one-sided stencil needs two interior nodes), got {grid.n}"
             )
-        if time is not None:
-            time = float(time)
-            if not math.isfinite(time):
-                raise ValueError(f"time must be a finite number, got {time}")
         self.bc = bc
         self.grid = grid
         self.axis = axis
-        self.time = time
+        self.side = side
+        self.time_axis = time_axis
+        self.time = _check_time(time)
+        if isinstance(self.time, tuple) and time_axis == axis:
+            raise ConstraintError(
+                f"time_axis must differ from axis (times lie along a wall), both are {axis}"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # What the condition is
 
     @property
     def kind(self) -> str:
+        """``"dirichlet"``, ``"neumann"`` or ``"periodic"``."""
         return self.bc.name
+
+    @property
+    def sides(self) -> tuple[bool, bool]:
+        """Whether the left (index 0) and the right (index -1) wall are constrained."""
+        return (self.side != "right", self.side != "left")
+
+    @property
+    def is_identity(self) -> bool:
+        """True for a periodic condition on a periodic grid: there is nothing to correct."""
+        return isinstance(self.bc, Periodic) and self.grid.periodic
 
     @property
     def time_dependent(self) -> bool:
@@ -98,67 +145,131 @@ class BoundaryCondition(Constraint):
             callable(self.bc.left) or callable(self.bc.right)
         )
 
-    def bind(self, *args: object, t: float | None = None, **kwargs: object) -> BoundaryCondition:
-        """The condition at time ``t`` (keyword only; the model's other inputs are ignored)."""
+    def bind(self, *args: object, t=None, **kwargs: object) -> BoundaryCondition:
+        """The condition at time ``t`` (a number or an array of times along ``time_axis``).
+
+        Keyword only; the model's other inputs are ignored. ``t=None`` keeps the condition.
+        """
         if t is None:
             return self
-        return BoundaryCondition(self.bc, self.grid, self.axis, float(t))
+        return BoundaryCondition(self.bc, self.grid, self.axis, t, self.side, self.time_axis)
+
+    # ------------------------------------------------------------------------------------------
+    # Values
 
     def values(
-        self, batch: int, dtype: torch.dtype = torch.float64, device=None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left and right values (Dirichlet values or Neumann fluxes) as ``(batch,)`` tensors."""
+        self,
+        batch: int,
+        dtype: torch.dtype = torch.float64,
+        device=None,
+        shape: Sequence[int] | None = None,
+    ) -> Values:
+        """Left and right values (Dirichlet values or Neumann fluxes); ``None`` for a free side.
+
+        Without ``shape``: ``(batch,)`` tensors (values must then be numbers or per sample).
+        With ``shape``, the outputs' shape ``(batch, channel, *space)``: tensors broadcastable
+        against a wall slice ``(batch, channel, *wall)`` with as many axes.
+        """
         if isinstance(self.bc, Periodic):
             raise ConstraintError("a periodic condition has no boundary values")
         if self.time_dependent and self.time is None:
             raise ConstraintError(
                 f"the {self.kind} values are functions of time: pass time= or call bind(t=...)"
             )
-        t = 0.0 if self.time is None else self.time
-        left, right = self.bc.values(t, batch, device)
-        return left.to(dtype), right.to(dtype)
+        if shape is not None:
+            self._check_shape(tuple(shape), "output")
+        out = []
+        for name, value, used in zip(
+            ("left", "right"), (self.bc.left, self.bc.right), self.sides, strict=True
+        ):
+            if not used:
+                out.append(None)
+                continue
+            label = f"{type(self.bc).__name__}.{name}"
+            if shape is None:
+                tensor = self._raw(label, value, batch, device)
+                tensor = _per_sample(label, tensor, batch)
+            else:
+                tensor = self._wall_values(label, value, tuple(shape), device)
+            out.append(tensor.to(dtype))
+        return out[0], out[1]
 
-    def _check(self, u: torch.Tensor, name: str) -> None:
-        if not isinstance(u, torch.Tensor) or u.ndim < 1:
-            raise TypeError(f"{name} must be a tensor (..., {self.grid.n}), got {type(u)}")
-        if u.shape[-1] != self.grid.n:
+    def _raw(self, label: str, value, batch: int, device) -> torch.Tensor:
+        """``value`` at the (single) time as a float64 tensor, checked finite."""
+        if isinstance(self.time, tuple):
             raise ConstraintError(
-                f"{name} has {u.shape[-1]} points on its last axis but the grid has {self.grid.n}"
+                f"{label}: this condition has times along axis {self.time_axis}; its values need "
+                "the outputs' shape (values(..., shape=...))"
             )
+        t = 0.0 if self.time is None else self.time
+        raw = value(t) if callable(value) else value
+        return _finite(label, torch.as_tensor(raw, dtype=torch.float64, device=device), t)
 
-    def _ends(
-        self, u: torch.Tensor, batch_axis: int, values: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left/right values shaped to broadcast against ``u[..., 0]`` (batch on ``batch_axis``)."""
-        batch = u.shape[batch_axis] if u.ndim > 1 else 1
-        left, right = self.values(batch, u.dtype, u.device) if values is None else values
-        shape = [1] * (u.ndim - 1)
-        if u.ndim > 1:
-            shape[batch_axis] = batch
-        return left.reshape(shape), right.reshape(shape)
+    def _wall_values(self, label: str, value, shape: tuple[int, ...], device) -> torch.Tensor:
+        """``value`` shaped to broadcast against the wall slice of outputs of ``shape``."""
+        wall = list(shape)
+        del wall[self.axis]
+        batch = shape[0]
+        if isinstance(self.time, tuple) and callable(value):
+            slices = []
+            for t in self.time:
+                raw = torch.as_tensor(value(t), dtype=torch.float64, device=device)
+                slices.append(_per_sample(label, _finite(label, raw, t), batch))
+            along = torch.stack(slices, -1)  # (batch, nt)
+            position = _wall_index(len(shape), self.axis, self.time_axis)
+            view = [batch] + [1] * (len(wall) - 1)
+            view[position] = len(self.time)
+            return along.reshape(view)
+        if isinstance(self.time, tuple):
+            raw = torch.as_tensor(value, dtype=torch.float64, device=device)
+            tensor = _finite(label, raw, None)
+        else:
+            tensor = self._raw(label, value, batch, device)
+        return _broadcast_to_wall(label, tensor, wall)
 
-    def enforce(
-        self,
-        u: torch.Tensor,
-        batch_axis: int = 0,
-        values: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """``u`` ``(batch, ..., n)`` with its end nodes replaced so that it meets the condition.
+    def _check_shape(self, shape: tuple[int, ...], name: str) -> None:
+        if len(shape) < 1 - self.axis:
+            raise ConstraintError(
+                f"{name} must have a batch axis and axis {self.axis}, got shape {shape}"
+            )
+        if shape[self.axis] != self.grid.n:
+            raise ConstraintError(
+                f"{name} has {shape[self.axis]} points along axis {self.axis} but the grid has "
+                f"{self.grid.n}"
+            )
+        if isinstance(self.time, tuple):
+            if len(shape) < 1 - self.time_axis:
+                raise ConstraintError(
+                    f"{name} has no axis {self.time_axis} for the times, got shape {shape}"
+                )
+            if shape[self.time_axis] != len(self.time):
+                raise ConstraintError(
+                    f"time holds {len(self.time)} times but {name} has {shape[self.time_axis]} "
+                    f"points along time_axis {self.time_axis}"
+                )
 
-        ``values``: the left/right values already evaluated by :meth:`values` (else evaluated).
+    # ------------------------------------------------------------------------------------------
+    # Application
+
+    def enforce(self, u: torch.Tensor, batch_axis: int = 0, values: Values | None = None):
+        """``u`` ``(batch, channel, *space)`` with its walls replaced to meet the condition.
+
+        ``batch_axis``: where the batch axis is (1 for an Ensemble's samples); ``values``: the
+        left/right values already evaluated by :meth:`values` with ``shape`` (else evaluated).
         """
-        self._check(u, "output")
-        if isinstance(self.bc, Periodic):
-            mean = 0.5 * (u[..., :1] + u[..., -1:])
-            return torch.cat([mean, u[..., 1:-1], mean], dim=-1)
-        left, right = self._ends(u, batch_axis, values)
-        if isinstance(self.bc, Dirichlet):
-            ends = u.shape[:-1]
-            return torch.cat(
-                [left.expand(ends)[..., None], u[..., 1:-1], right.expand(ends)[..., None]], dim=-1
-            )
-        u0, un = _neumann_ends(u, self.grid.dx, left, right)
-        return torch.cat([u0[..., None], u[..., 1:-1], un[..., None]], dim=-1)
+        if not isinstance(u, torch.Tensor) or u.ndim < 1:
+            raise TypeError(f"output must be a tensor (batch, ..., {self.grid.n}), got {type(u)}")
+        if u.ndim == 1:
+            return self.enforce(u[None], values=values)[0]
+        self._check_shape(tuple(u.shape[batch_axis:]), "output")
+        if self.is_identity:
+            return u
+        if values is None and not isinstance(self.bc, Periodic):
+            values = self.values(u.shape[batch_axis], u.dtype, u.device, u.shape[batch_axis:])
+        left, right = (None, None) if values is None else values
+        rank = u.ndim - batch_axis - 1  # a wall slice from the batch axis on
+        left, right = (_per_sample_view(v, rank) for v in (left, right))
+        return set_walls(u, self.axis, self.kind, self.grid.dx, left, right, precise=True)
 
     def apply_tensor(self, output: torch.Tensor) -> torch.Tensor:
         return self.enforce(output)
@@ -168,11 +279,18 @@ class BoundaryCondition(Constraint):
 
     def apply_gaussian(self, output: Gaussian) -> Gaussian:
         """Mean mapped; covariance ``A Σ Aᵀ`` (full; a diagonal Dirichlet one stays diagonal)."""
+        if self.axis != -1:
+            raise ConstraintError(
+                f"a Gaussian's covariance spans its last axis; axis must be -1, got {self.axis}"
+            )
+        if self.is_identity:
+            return output
         mean = self.enforce(output.mean)
         if isinstance(self.bc, Dirichlet) and output.is_diagonal:
             var = output.cov.clone()
-            var[..., 0] = 0.0
-            var[..., -1] = 0.0
+            for index, used in zip((0, -1), self.sides, strict=True):
+                if used:
+                    var[..., index] = 0.0
             return Gaussian(mean, var)
         cov = output.dense_cov()
         cov = self._rows(cov)
@@ -181,25 +299,149 @@ class BoundaryCondition(Constraint):
 
     def _rows(self, m: torch.Tensor) -> torch.Tensor:
         """``A_lin @ m`` for ``m (..., n, k)``: the linear part of the map, acting on rows."""
-        if isinstance(self.bc, Dirichlet):
-            zero = torch.zeros_like(m[..., :1, :])
-            return torch.cat([zero, m[..., 1:-1, :], zero], dim=-2)
         if isinstance(self.bc, Periodic):
             first = last = 0.5 * (m[..., :1, :] + m[..., -1:, :])
+        elif isinstance(self.bc, Dirichlet):
+            first = last = torch.zeros_like(m[..., :1, :])
         else:
             first = (4.0 * m[..., 1:2, :] - m[..., 2:3, :]) / 3.0
             last = (4.0 * m[..., -2:-1, :] - m[..., -3:-2, :]) / 3.0
-        return torch.cat([first, m[..., 1:-1, :], last], dim=-2)
+        left, right = self.sides
+        return torch.cat(
+            [first if left else m[..., :1, :], m[..., 1:-1, :], last if right else m[..., -1:, :]],
+            dim=-2,
+        )
 
     def __repr__(self) -> str:
-        return f"BoundaryCondition({self.bc!r}, {self.grid!r}, time={self.time})"
+        extra = "" if self.side == "both" else f", side={self.side!r}"
+        if isinstance(self.time, tuple):
+            extra += f", time=<{len(self.time)} times>, time_axis={self.time_axis}"
+        else:
+            extra += f", time={self.time}"
+        return f"BoundaryCondition({self.bc!r}, {self.grid!r}, axis={self.axis}{extra})"
 
 
-def _neumann_ends(
-    u: torch.Tensor, dx: float, left: torch.Tensor, right: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """End values meeting the fluxes, computed in float64 and returned in ``u``'s dtype."""
-    f64 = torch.float64
-    near = torch.cat([u[..., 1:3], u[..., -3:-1]], dim=-1).to(f64)
-    u0, un = neumann_boundary(near, dx, left.to(f64), right.to(f64))
-    return u0.to(u.dtype), un.to(u.dtype)
+def set_walls(
+    u: torch.Tensor,
+    axis: int,
+    kind: str,
+    dx: float,
+    left: torch.Tensor | None,
+    right: torch.Tensor | None,
+    precise: bool = True,
+) -> torch.Tensor:
+    """``u`` with the walls of ``axis`` set by a condition of ``kind`` (one home for the formula).
+
+    ``left``/``right`` broadcast against a wall slice ``u.select(axis, 0)``; ``None`` leaves that
+    wall as it is (periodic ignores them and sets both walls to their mean). ``precise`` solves
+    the Neumann stencil in float64 (the output correction) rather than in ``u``'s dtype.
+    """
+    n = u.shape[axis]
+    first_row = u.narrow(axis, 0, 1)
+    last_row = u.narrow(axis, n - 1, 1)
+    if kind == "periodic":
+        mean = 0.5 * (first_row + last_row)
+        return torch.cat([mean, u.narrow(axis, 1, n - 2), mean], dim=axis)
+    if kind == "dirichlet":
+        first = None if left is None else left.to(u.dtype).unsqueeze(axis).expand_as(first_row)
+        last = None if right is None else right.to(u.dtype).unsqueeze(axis).expand_as(last_row)
+    elif kind == "neumann":
+        near = torch.cat([u.narrow(axis, 1, 2), u.narrow(axis, n - 3, 2)], dim=axis)
+        if precise:
+            near = near.double()
+        zero = torch.zeros((), dtype=near.dtype, device=u.device)
+        g_left = zero if left is None else left.to(near.dtype)
+        g_right = zero if right is None else right.to(near.dtype)
+        u0, un = neumann_boundary(near.movedim(axis, -1), dx, g_left, g_right)
+        first = None if left is None else u0.to(u.dtype).unsqueeze(axis)
+        last = None if right is None else un.to(u.dtype).unsqueeze(axis)
+    else:
+        raise ValueError(f"kind must be 'dirichlet', 'neumann' or 'periodic', got {kind!r}")
+    start, stop = (0 if first is None else 1), (n if last is None else n - 1)
+    pieces = [u.narrow(axis, start, stop - start)]
+    if first is not None:
+        pieces.insert(0, first)
+    if last is not None:
+        pieces.append(last)
+    return torch.cat(pieces, dim=axis) if len(pieces) > 1 else u
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_time(time) -> float | tuple[float, ...] | None:
+    """``time`` as a finite float, a tuple of finite floats (1-D array of times), or ``None``."""
+    if time is None:
+        return None
+    if isinstance(time, (int, float)) and not isinstance(time, bool):
+        value = float(time)
+        if not math.isfinite(value):
+            raise ValueError(f"time must be a finite number, got {time}")
+        return value
+    try:
+        times = torch.as_tensor(time, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"time must be a number or a 1-D array of times, got {type(time)}"
+        ) from error
+    if times.ndim == 0:
+        return _check_time(times.item())
+    if times.ndim != 1 or times.numel() == 0:
+        raise ValueError(
+            f"time must be a number or a 1-D array of times, got shape {tuple(times.shape)}"
+        )
+    if not torch.isfinite(times).all():
+        raise ValueError("time must hold finite numbers, got NaN or inf")
+    return tuple(times.tolist())
+
+
+def _finite(label: str, tensor: torch.Tensor, t) -> torch.Tensor:
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{label} is NaN or inf" + ("" if t is None else f" at t={t}"))
+    return tensor
+
+
+def _per_sample(label: str, tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """A number or one value per sample as a ``(batch,)`` tensor."""
+    if tensor.ndim == 0:
+        return tensor.expand(batch)
+    if tensor.shape != (batch,):
+        raise ValueError(
+            f"{label} must be a number or hold one value per sample ({batch},), "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    return tensor
+
+
+def _per_sample_view(value: torch.Tensor | None, rank: int) -> torch.Tensor | None:
+    """Values ``(batch,)`` (from :meth:`BoundaryCondition.values` without shape) as a wall view."""
+    if value is None or value.ndim != 1 or rank <= 1:
+        return value
+    return value.reshape([-1] + [1] * (rank - 1))
+
+
+def _wall_index(ndim: int, axis: int, time_axis: int) -> int:
+    """Position of output axis ``time_axis`` in a wall slice (output without ``axis``)."""
+    position, removed = ndim + time_axis, ndim + axis
+    if position < 1:
+        raise ConstraintError(f"time_axis {time_axis} is the batch axis of a {ndim}-D output")
+    return position if position < removed else position - 1
+
+
+def _broadcast_to_wall(label: str, tensor: torch.Tensor, wall: list[int]) -> torch.Tensor:
+    """``tensor`` reshaped to broadcast against ``wall`` = ``(batch, channel, *rest)``."""
+    rank, batch = len(wall), wall[0]
+    if tensor.ndim == 0:
+        return tensor.reshape([1] * rank)
+    if tensor.ndim == 1 and tensor.shape[0] == batch:
+        return tensor.reshape([batch] + [1] * (rank - 1))
+    if tensor.ndim == rank - 1 and rank >= 2:
+        tensor = tensor.unsqueeze(1)  # (batch, *wall) without the channel axis
+    if tensor.ndim == rank and all(s in (1, w) for s, w in zip(tensor.shape, wall, strict=True)):
+        return tensor
+    raise ValueError(
+        f"{label} must be a number, one value per sample ({batch},), or a tensor "
+        f"{tuple([batch] + wall[2:])} (batch, *wall) or {tuple(wall)} (batch, channel, *wall) "
+        f"for outputs with this wall, got shape {tuple(tensor.shape)}"
+    )

@@ -1,51 +1,69 @@
-"""BOON: a 1-D Fourier neural operator whose every Fourier layer meets the boundary condition.
+"""BOON: a Fourier neural operator whose every Fourier layer meets the boundary conditions.
 
-Each Fourier layer of a :class:`neuralop.models.FNO` applies a linear (affine, with the spectral
-bias) operator ``K x = conv(x) + skip(x)`` — spectral convolution plus pointwise skip path — before
-its nonlinearity and channel MLP. :class:`BOON` corrects that operator in every layer and the model
-output once more (DESIGN §4):
+Each Fourier layer of a :class:`neuralop.models.FNO` (1-, 2- or 3-D) applies an affine operator
+``K x = conv(x) + skip(x)`` — spectral convolution (with its bias) plus pointwise skip path —
+before its nonlinearity and channel MLP. :class:`BOON` corrects ``K`` in every layer along each
+axis that carries a Dirichlet or Neumann condition, and corrects the model output once more with
+the conditions themselves (:class:`~physml.constraints.BoundaryCondition`, DESIGN §4):
 
-- Dirichlet and Neumann: ``K`` is probed *once per forward and layer* with three inputs (zero,
-  a unit spike at the first node, a unit spike at the last node; the spike is the same in every
-  channel), appended to the data batch so that ``conv`` and ``skip`` still run once (on
-  ``batch + 3`` inputs; the layers treat batch entries independently). The responses give the
-  bias and, per output channel ``c``, the columns ``p₀, p_N`` and the corner entries
-  ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ``. The corrected operator is ``K̃x = Kx + p₀ d₀ + p_N d_N``, with
-  ``(d₀, d_N)`` solved from the 2 × 2 corner system by elimination with the pivots ``Kₙₙ`` and
-  ``K̃₀₀ = K₀₀ − K₀ₙKₙ₀/Kₙₙ`` such that, channel by channel, ``(K̃x)₀ = K̃₀₀ x₀`` and
-  ``(K̃x)_N = Kₙₙ x_N`` (plus the bias): the first output row depends only on the first input
-  node and the last row only on the last one, and the correction reaches the interior through
-  the probe responses — no second pass of ``K`` over the data. Then the end nodes of every
-  hidden channel are set: Dirichlet to the prescribed values, Neumann to the values that make
-  the one-sided second-order stencil equal the prescribed flux (grid spacing on both sides).
-- Periodic: the ends of every hidden channel are set to their mean.
+- Probes. ``K`` is probed *once per forward and layer* with ``1 + 2·(corrected axes)`` inputs: zero
+  and, per axis, a *wall spike* filling the whole first wall (index 0 of the axis) and one filling
+  the last wall, the same in every channel. The probes are appended to the data batch, so ``conv``
+  and ``skip`` still run once (the layers treat batch entries independently). The responses give
+  the bias and, per output channel ``c`` and wall point ``w``, the columns ``p₀, p_N`` and the
+  corner entries ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without
+  gradient (inference) are kept while the parameters' version counters stay the same, so that
+  inference runs ``K`` on the data alone; with gradients they are read in every forward.
+- Elimination. The corrected operator is ``K̃x = Kx + p₀ d₀ + p_N d_N`` with ``(d₀, d_N)``, per
+  channel and wall point, solved from the 2 × 2 corner system with the pivots ``Kₙₙ`` and
+  ``K̃₀₀ = K₀₀ − K₀ₙKₙ₀/Kₙₙ`` such that ``(K̃x)₀(w) = K̃₀₀(w) x₀(w)`` and ``(K̃x)_N(w) = Kₙₙ(w)
+  x_N(w)`` (plus the bias): row 0 depends only on the input's row 0 and row N only on row N,
+  exactly, for every input; the correction reaches the interior through the probe responses —
+  no second pass of ``K`` over the data.
+- Several axes compose: ``K̃₁`` (first axis) is affine and known from ``K``'s responses, so the
+  second axis' probes are the first axis' elimination applied to ``K``'s responses to the second
+  axis' spikes; and so on. A later axis' correction touches an earlier axis' walls only at the
+  corners where the walls meet, so row 0 of every corrected axis still depends on its row 0 only
+  (away from those corners, point by point as above).
+- Values. Then every hidden channel's walls are set, condition by condition in the order given
+  (later conditions win where walls meet): Dirichlet to the prescribed values, Neumann to the
+  values that make the one-sided second-order stencil equal the prescribed flux (grid spacing on
+  both sides), per wall point (values varying along a wall — e.g. along time in an ``(x, t)``
+  output — are written point by point). Values given per output channel are averaged over the
+  channels for the hidden layers (hidden channels do not correspond to output channels).
+- Periodic on a node grid holding both ends: the walls of every hidden channel are set to their
+  mean (no elimination). Periodic on a periodic grid: nothing to correct, the FNO is periodic by
+  construction and the output is the plain FNO's.
 
-Channel mixing. ``K`` mixes channels; like the reference BOON the correction is channel-wise:
-the probe spike fills all input channels, so the corner entries of output channel ``c`` are
-summed over input channels, and the elimination for channel ``c`` uses channel ``c`` of the input.
-The decoupling above is exact for every input (it is a property of ``K̃``, checked by probing in
-the tests); what is channel-wise is only which probe columns carry the correction.
+Channel mixing. ``K`` mixes channels; like the reference BOON the correction is channel-wise: the
+wall spike fills all input channels, so the corner entries of output channel ``c`` are summed over
+input channels (and over the wall points, whose responses are constant along a wall since the
+spectral convolution is translation invariant along the other axes), and the elimination for
+channel ``c`` uses channel ``c`` of the input. The decoupling above is exact for every input (a
+property of ``K̃``, checked by probing in the tests); what is channel-wise is only which probe
+columns carry the correction.
 
-In the hidden layers the boundary values are written into every channel of the linear part; the
-block's pointwise nonlinearity and channel MLP then act on them as on any node, so the exact
-guarantee is the one at the output. The hooks that do this are attached to the wrapped FNO only
-while :class:`BOON` runs it; calling the FNO directly gives the plain model. FNOs with domain
-padding, normalisation, a stabiliser, resolution scaling or more than one dimension are not
-supported by the kernel correction.
+In the hidden layers the block's pointwise nonlinearity and channel MLP act on the wall values as
+on any node, so the exact guarantee is the one at the output (to float32 round-off). The hooks
+that do this are attached to the wrapped FNO only while :class:`BOON` runs it; calling the FNO
+directly gives the plain model. FNOs with domain padding, normalisation, a stabiliser, resolution
+scaling or complex data are not supported by the kernel correction (output correction only).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pdes.boundary import Dirichlet, Neumann, Periodic
-from pdes.grid import Grid1D
+from pdes.grid import Grid1D, Grid2D
 
-from ..constraints.boundary import BoundaryCondition
+from ..constraints.boundary import BoundaryCondition, Values, set_walls
 from ..errors import ConstraintError
 
 TOLERANCE = 1e-7
@@ -65,8 +83,6 @@ def kernel_support(model: nn.Module) -> str | None:
     if not isinstance(model, FNO):
         return f"model is a {type(model).__name__}, not a neuralop.models.FNO"
     blocks = model.fno_blocks
-    if model.n_dim != 1:
-        return f"the FNO is {model.n_dim}-D; the kernel correction is 1-D"
     if model.domain_padding is not None:
         return "the FNO uses domain padding (the boundary nodes move inside the padded domain)"
     if blocks.norm is not None:
@@ -82,87 +98,231 @@ def kernel_support(model: nn.Module) -> str | None:
     return None
 
 
-class CorrectedLayer:
-    """BOON's correction of one Fourier layer's linear operator ``x ↦ conv(x) + skip(x)``.
+@dataclass(frozen=True)
+class Wall:
+    """How one condition acts in a hidden layer: its axis, kind, constrained sides and spacing."""
 
-    ``conv`` and ``skip`` are the layer's modules (``skip`` may be ``None``); ``kind`` is
-    ``"dirichlet"``, ``"neumann"`` or ``"periodic"``; ``dx`` the grid spacing. The probes are
-    refreshed by :meth:`probe` (BOON does it once per forward).
+    axis: int
+    kind: str
+    sides: tuple[bool, bool] = (True, True)
+    dx: float = 1.0
+    identity: bool = False  # periodic on a periodic grid
+
+    @classmethod
+    def of(cls, condition: BoundaryCondition) -> Wall:
+        return cls(
+            condition.axis,
+            condition.kind,
+            condition.sides,
+            condition.grid.dx,
+            condition.is_identity,
+        )
+
+    @property
+    def eliminates(self) -> bool:
+        return self.kind in ("dirichlet", "neumann")
+
+
+@dataclass(frozen=True)
+class AxisProbe:
+    """``K``'s (or an earlier axis' ``K̃``'s) probe responses along one axis, and its elimination.
+
+    ``first``/``last`` ``(channel, *space)`` are the columns ``p₀``/``p_N``; ``pivot`` (``K̃₀₀``)
+    and ``knn`` (``Kₙₙ``) the diagonal entries the decoupled wall rows keep, ``(channel, *wall)``.
+    The other fields are the elimination's coefficients, folded so that it takes few operations::
+
+        d₀ = x₀ + o₀ + a₀ (Kx)₀ + b₀ (Kx)_N + c₀ x_N,      d_N = x_N + o_N + a_N (Kx)_N + c_N d₀
     """
 
-    def __init__(self, conv: nn.Module, skip: nn.Module | None, kind: str, dx: float) -> None:
+    axis: int
+    first: torch.Tensor
+    last: torch.Tensor
+    pivot: torch.Tensor
+    knn: torch.Tensor
+    o0: torch.Tensor
+    a0: torch.Tensor
+    b0: torch.Tensor
+    c0: torch.Tensor
+    on: torch.Tensor
+    an: torch.Tensor
+    cn: torch.Tensor
+
+    @classmethod
+    def read(cls, axis: int, bias: torch.Tensor, at_first: torch.Tensor, at_last: torch.Tensor):
+        """From the responses ``(channel, *space)`` to zero and to the two wall spikes."""
+        first, last = at_first - bias, at_last - bias
+        k00, kn0 = first.select(axis, 0), first.select(axis, -1)
+        k0n, knn = last.select(axis, 0), _safe(last.select(axis, -1))
+        pivot = _safe(k00 - k0n * kn0 / knn)
+        inv_pivot, inv_knn = 1.0 / pivot, 1.0 / knn
+        ratio = k0n * inv_knn
+        bias_first, bias_last = bias.select(axis, 0), bias.select(axis, -1)
+        return cls(
+            axis, first, last, pivot, knn,
+            o0=inv_pivot * (bias_first - ratio * bias_last), a0=-inv_pivot,
+            b0=inv_pivot * ratio, c0=-inv_pivot * k0n,
+            on=inv_knn * bias_last, an=-inv_knn, cn=-inv_knn * kn0,
+        )  # fmt: skip
+
+    def eliminate(self, kx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``K̃x`` from ``kx = Kx`` and ``x`` ``(batch, channel, *space)``.
+
+        ``(d₀, d_N)`` solve, per channel and wall point, ``(K̃x)₀ = K̃₀₀ x₀`` and
+        ``(K̃x)_N = Kₙₙ x_N`` (plus the bias) for ``K̃x = Kx + p₀ d₀ + p_N d_N``.
+        """
+        a = self.axis
+        kx0, kxn = kx.select(a, 0), kx.select(a, -1)
+        x0, xn = x.select(a, 0), x.select(a, -1)
+        d0 = torch.addcmul(
+            torch.addcmul(torch.addcmul(x0 + self.o0, self.a0, kx0), self.b0, kxn), self.c0, xn
+        )
+        dn = torch.addcmul(torch.addcmul(xn + self.on, self.an, kxn), self.cn, d0)
+        return torch.addcmul(
+            torch.addcmul(kx, d0.unsqueeze(a), self.first), dn.unsqueeze(a), self.last
+        )
+
+
+class CorrectedLayer:
+    """BOON's correction of one Fourier layer's affine operator ``x ↦ conv(x) + skip(x)``.
+
+    Args:
+        conv, skip: the layer's modules (``skip`` may be ``None``).
+        conditions: the :class:`BoundaryCondition` objects (one axis each, applied in order), or
+            for a single 1-D condition on the last axis its kind ``"dirichlet"``, ``"neumann"``
+            or ``"periodic"`` with the grid spacing ``dx``.
+
+    The probes are refreshed by :meth:`probe` (BOON does it once per forward).
+    """
+
+    def __init__(
+        self,
+        conv: nn.Module,
+        skip: nn.Module | None,
+        conditions: str | Sequence[BoundaryCondition],
+        dx: float | None = None,
+    ) -> None:
+        if isinstance(conditions, str):
+            if conditions not in ("dirichlet", "neumann", "periodic"):
+                raise ValueError(
+                    f"kind must be 'dirichlet', 'neumann' or 'periodic', got {conditions!r}"
+                )
+            if dx is None:
+                raise ValueError("dx is needed with a kind name (the Neumann stencil's spacing)")
+            self.walls: tuple[Wall, ...] = (Wall(-1, conditions, dx=float(dx)),)
+        else:
+            self.walls = tuple(Wall.of(condition) for condition in conditions)
         self.conv = conv
         self.skip = skip
-        self.kind = kind
-        self.dx = dx
-        self._probes: tuple[torch.Tensor, ...] | None = None
+        self.axes = tuple(dict.fromkeys(w.axis for w in self.walls if w.eliminates))
+        self._probes: tuple[torch.Tensor, tuple[AxisProbe, ...]] | None = None
+        self._probed_for: tuple | None = None  # what the probes were read for, when reusable
         self._spikes: tuple[tuple, torch.Tensor] | None = None
+        self._parameters = [*conv.parameters(), *(() if skip is None else skip.parameters())]
+
+    @property
+    def probing(self) -> bool:
+        """Whether ``K`` needs probes (some axis carries a Dirichlet or Neumann condition)."""
+        return bool(self.axes)
+
+    @property
+    def identity(self) -> bool:
+        """Whether the layer is left as it is (only periodic conditions on periodic grids)."""
+        return all(w.identity for w in self.walls)
+
+    def _reusable_key(self, like: torch.Tensor) -> tuple | None:
+        """What the probes depend on, when they carry no gradient (else ``None``).
+
+        The parameters' storage and version counters (bumped by in-place updates such as an
+        optimiser step or ``load_state_dict``), the spatial shape, dtype and device.
+        """
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters):
+            return None
+        versions = tuple((p.data_ptr(), p._version) for p in self._parameters)
+        return versions, tuple(like.shape[1:]), like.dtype, like.device
+
+    def needs_probe(self, like: torch.Tensor) -> bool:
+        """Whether ``K`` must be probed for inputs like ``like``.
+
+        Probes read without gradient are reused while the parameters are unchanged (inference
+        then runs ``K`` on the data alone); with gradients they are read in every forward.
+        In-place changes through ``parameter.data`` escape the version counters: call
+        :meth:`forget` after them.
+        """
+        if not self.probing:
+            return False
+        key = self._reusable_key(like)
+        return key is None or self._probes is None or key != self._probed_for
+
+    def forget(self) -> None:
+        """Drop the stored probes (the next forward probes ``K`` again)."""
+        self._probes = self._probed_for = None
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
-        """``K x`` without correction ``(batch, channel, n)``."""
+        """``K x`` without correction ``(batch, channel, *space)``."""
         out = self.conv.forward(x)
         return out if self.skip is None else out + self.skip.forward(x)
 
     def spikes(self, like: torch.Tensor) -> torch.Tensor:
-        """The probe batch ``(3, channel, n)``: zero, a unit spike at node 0, one at node N."""
-        channels, n = like.shape[1], like.shape[-1]
-        key = (channels, n, like.dtype, like.device)
+        """The probe batch: zero, then per corrected axis a unit first-wall and last-wall spike."""
+        shape = tuple(like.shape[1:])
+        key = (shape, like.dtype, like.device, torch.is_inference_mode_enabled())
         if self._spikes is None or self._spikes[0] != key:
-            spikes = torch.zeros(3, channels, n, dtype=like.dtype, device=like.device)
-            spikes[1, :, 0] = 1.0
-            spikes[2, :, -1] = 1.0
+            spikes = torch.zeros(
+                (1 + 2 * len(self.axes), *shape), dtype=like.dtype, device=like.device
+            )
+            for k, axis in enumerate(self.axes):
+                spikes[1 + 2 * k].select(axis, 0).fill_(1.0)
+                spikes[2 + 2 * k].select(axis, -1).fill_(1.0)
             self._spikes = (key, spikes)
         return self._spikes[1]
 
     def probe(self, like: torch.Tensor, response: torch.Tensor | None = None) -> None:
-        """Read ``K``'s bias and corner entries from its response to :meth:`spikes`.
+        """Read the bias and, axis after axis, the corner entries from the spikes' responses.
 
-        ``response`` is ``K`` applied to the spikes when the caller already has it (BOON appends
-        the spikes to the data batch so that ``K`` runs once); otherwise ``K`` is called here.
+        ``response`` is ``K`` applied to :meth:`spikes` when the caller already has it (BOON
+        appends the spikes to the data batch so that ``K`` runs once); otherwise ``K`` runs here.
+        Each axis' elimination is applied to the later axes' responses before they are read.
         """
-        if self.kind == "periodic":
+        if not self.probing:
             return
+        spikes = self.spikes(like)
         if response is None:
-            response = self.plain(self.spikes(like))
-        n = response.shape[-1]
-        columns = response[1:] - response[:1]  # (2, channel, n): K e₀ and K e_N
-        corner = columns[..., :: n - 1]  # (spike, channel, row) at rows 0 and N
-        k00, kn0 = corner[0, :, 0], corner[0, :, 1]
-        k0n, knn = corner[1, :, 0], corner[1, :, 1]
-        knn = _safe(knn)
-        pivot = _safe(k00 - k0n * kn0 / knn)
-        bias = response[0][:, :: n - 1]  # (channel, 2)
-        self._probes = (bias, columns[0], columns[1], k0n, k0n / knn, kn0, knn, pivot)
+            response = self.plain(spikes)
+        bias, later, later_x = response[0], response[1:], spikes[1:]
+        probes = []
+        for axis in self.axes:
+            probe = AxisProbe.read(axis, bias, later[0], later[1])
+            probes.append(probe)
+            later, later_x = later[2:], later_x[2:]
+            if later.shape[0]:
+                later = probe.eliminate(later, later_x)
+        self._probes = (bias, tuple(probes))
+        self._probed_for = self._reusable_key(like)
 
     def linear(self, x: torch.Tensor, kx: torch.Tensor | None = None) -> torch.Tensor:
         """The eliminated operator ``K̃ x`` before values are set; ``kx = K x`` if known."""
         kx = self.plain(x) if kx is None else kx
-        if self.kind == "periodic":
+        if not self.probing:
             return kx
         if self._probes is None:
             self.probe(x)
-        bias, first, last, k0n, ratio, kn0, knn, pivot = self._probes
-        n = x.shape[-1]
-        ends = kx[..., :: n - 1] - bias  # (batch, channel, 2): rows 0 and N of K x without bias
-        x0, xn = x[..., 0], x[..., -1]
-        d0 = x0 - (ends[..., 0] - ratio * ends[..., 1] + k0n * xn) / pivot
-        dn = xn - (ends[..., 1] + kn0 * d0) / knn
-        return torch.addcmul(torch.addcmul(kx, d0[..., None], first), dn[..., None], last)
+        for probe in self._probes[1]:
+            kx = probe.eliminate(kx, x)
+        return kx
 
-    def set_values(
-        self, y: torch.Tensor, left: torch.Tensor | None, right: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``y`` with every channel's end nodes set by the condition (values ``(batch, 1)``)."""
-        if self.kind == "periodic":
-            mean = 0.5 * (y[..., :1] + y[..., -1:])
-            return torch.cat([mean, y[..., 1:-1], mean], dim=-1)
-        if self.kind == "dirichlet":
-            first = left.expand(y.shape[:-1])
-            last = right.expand(y.shape[:-1])
-        else:
-            first = (4.0 * y[..., 1] - y[..., 2] - 2.0 * self.dx * left) / 3.0
-            last = (4.0 * y[..., -2] - y[..., -3] + 2.0 * self.dx * right) / 3.0
-        return torch.cat([first[..., None], y[..., 1:-1], last[..., None]], dim=-1)
+    def set_values(self, y: torch.Tensor, values: Sequence[Values]) -> torch.Tensor:
+        """``y`` with every channel's walls set, condition by condition (values per condition)."""
+        if len(values) != len(self.walls):
+            raise ValueError(
+                f"values must hold one pair per condition ({len(self.walls)}), got {len(values)}"
+            )
+        for wall, (left, right) in zip(self.walls, values, strict=True):
+            if wall.identity:
+                continue
+            left = left if wall.sides[0] else None
+            right = right if wall.sides[1] else None
+            y = set_walls(y, wall.axis, wall.kind, wall.dx, left, right, precise=False)
+        return y
 
     def __call__(
         self,
@@ -170,47 +330,65 @@ class CorrectedLayer:
         left: torch.Tensor | None = None,
         right: torch.Tensor | None = None,
         kx: torch.Tensor | None = None,
+        values: Sequence[Values] | None = None,
     ) -> torch.Tensor:
-        """The corrected layer: eliminated operator, then boundary values set."""
-        return self.set_values(self.linear(x, kx), left, right)
+        """The corrected layer: eliminated operator, then wall values set.
+
+        ``values``: one ``(left, right)`` pair per condition, each broadcast against a wall slice
+        ``(batch, channel, *wall)``; ``left``/``right`` are the shorthand for a single condition.
+        """
+        if values is None:
+            values = [(left, right)] * len(self.walls)
+        return self.set_values(self.linear(x, kx), values)
 
 
 class BOON(nn.Module):
-    """A 1-D FNO corrected so that its outputs (and every Fourier layer) meet ``bc``.
+    """An FNO corrected so that its outputs (and every Fourier layer) meet boundary conditions.
 
     Args:
-        model: a 1-D :class:`neuralop.models.FNO`, ``(batch, in, n)`` to ``(batch, out, n)``.
-        bc: a :mod:`pdes.boundary` condition or a :class:`BoundaryCondition` on ``grid``.
-        grid: the node grid of the last axis.
+        model: a :class:`neuralop.models.FNO`, ``(batch, in, *space)`` to ``(batch, out, *space)``
+            (any ``nn.Module`` with output correction only).
+        conditions: a :class:`BoundaryCondition`, a list of them (each on one axis; applied in
+            order, later ones win where walls meet), or a :mod:`pdes.boundary` condition on the
+            last axis of ``grid``.
+        grid: the ``Grid1D`` of the last axis (needed with a :mod:`pdes.boundary` condition), or
+            a ``Grid2D`` of the last two; when given, the conditions' grids must agree with it.
         kernel: ``"auto"`` corrects the Fourier layers when the model supports it and otherwise
             warns and corrects only the output; ``True`` refuses unsupported models;
             ``False`` corrects only the output.
 
-    ``forward(x, t=None)``: ``t`` is the time at which boundary values given as functions of time
-    are evaluated. Every output channel meets the condition.
+    ``forward(x, t=None)``: ``t`` (a number, or an array of times along each condition's
+    ``time_axis``) is the time at which values given as functions of time are evaluated; without
+    it the conditions' own ``time`` is used. Every output channel meets every condition.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        bc: Dirichlet | Neumann | Periodic | BoundaryCondition,
-        grid: Grid1D,
+        conditions: Dirichlet
+        | Neumann
+        | Periodic
+        | BoundaryCondition
+        | Sequence[BoundaryCondition],
+        grid: Grid1D | Grid2D | None = None,
         kernel: bool | str = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model)}")
-        if isinstance(bc, BoundaryCondition):
-            if bc.grid != grid:
-                raise ConstraintError(f"bc is on {bc.grid}, but grid is {grid}")
-            condition = bc
-        else:
-            condition = BoundaryCondition(bc, grid)
         if kernel not in (True, False, "auto"):
             raise ValueError(f"kernel must be True, False or 'auto', got {kernel!r}")
+        self.conditions = _conditions(conditions, grid)
         self.model = model
-        self.condition = condition
         self.grid = grid
+        n_dim = getattr(model, "n_dim", None) if _is_fno(model) else None
+        if n_dim is not None:
+            for condition in self.conditions:
+                if condition.axis < -n_dim:
+                    raise ConstraintError(
+                        f"axis {condition.axis} does not exist: the FNO has {n_dim} spatial "
+                        f"ax{'is' if n_dim == 1 else 'es'} (axes -1 to {-n_dim})"
+                    )
         reason = kernel_support(model) if kernel else None
         if reason is not None and kernel is True:
             raise ConstraintError(f"BOON cannot correct this model's kernels: {reason}")
@@ -225,69 +403,183 @@ class BOON(nn.Module):
             blocks = model.fno_blocks
             skips = blocks.fno_skips
             self.layers = [
-                CorrectedLayer(conv, None if skips is None else skips[i], condition.kind, grid.dx)
+                CorrectedLayer(conv, None if skips is None else skips[i], self.conditions)
                 for i, conv in enumerate(blocks.convs)
             ]
 
-    def forward(self, x: torch.Tensor, t: float | None = None) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.grid.n:
-            raise ValueError(
-                f"x must be a tensor (batch, channel, {self.grid.n}), got "
-                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}"
-            )
-        condition = self.condition.bind(t=t)
-        if not self.kernel:
-            return condition.apply_tensor(self.model(x))
-        values = left = right = None
-        if condition.kind != "periodic":
-            values = condition.values(x.shape[0], x.dtype, x.device)
-            left, right = values[0][:, None], values[1][:, None]
-        with ExitStack() as stack:
-            for layer in self.layers:
-                self._attach(stack, layer, left, right)
-            out = self.model(x)
-        return condition.enforce(out, values=values)
+    @property
+    def condition(self) -> BoundaryCondition:
+        """The first condition (the only one in the 1-D single-condition spelling)."""
+        return self.conditions[0]
 
-    @staticmethod
-    def _attach(stack: ExitStack, layer: CorrectedLayer, left, right) -> None:
-        """Hooks for one forward of one Fourier layer.
+    def forward(
+        self, x: torch.Tensor, t=None, conditions: Sequence[BoundaryCondition] | None = None
+    ) -> torch.Tensor:
+        """``(batch, out, *space)`` meeting the conditions at time ``t``.
 
-        The probe spikes are appended to the batch of the conv (and skip) call, so ``K`` runs once
-        on ``batch + 3`` inputs; the skip output is kept, and the conv output becomes
-        ``K̃x − skip(x)`` so that the block's sum ``conv + skip`` is the corrected layer.
+        ``conditions``: this call's conditions instead of the model's (e.g. a batch's own
+        per-sample lid values); the same axes, kinds, sides and grids in the same order.
         """
-        kept: dict[str, torch.Tensor] = {}
-        probing = layer.kind != "periodic"
+        conditions = self.conditions if conditions is None else self._same_walls(conditions)
+        conditions = [condition.bind(t=t) for condition in conditions]
+        if not self.kernel:
+            out = self.model(x)
+            for condition in conditions:
+                out = condition.apply(out)
+            return out
+        self._check_input(x)
+        shape = (x.shape[0], self.model.out_channels, *x.shape[2:])
+        values = [
+            (None, None)
+            if condition.kind == "periodic"
+            else condition.values(x.shape[0], x.dtype, x.device, shape)
+            for condition in conditions
+        ]
+        if self.layers[0].identity:
+            out = self.model(x)
+        else:
+            hidden = [(_channel_mean(left), _channel_mean(right)) for left, right in values]
+            with ExitStack() as stack:
+                for layer in self.layers:
+                    _attach(stack, layer, hidden)
+                out = self.model(x)
+        for condition, value in zip(conditions, values, strict=True):
+            out = condition.enforce(out, values=value)
+        return out
 
-        def append(module, args):
-            x = args[0]
-            return (torch.cat([x, layer.spikes(x)]), *args[1:]) if probing else None
+    def _same_walls(self, conditions) -> tuple[BoundaryCondition, ...]:
+        """``conditions`` checked to act like the model's own (values may differ)."""
+        conditions = _conditions(conditions, self.grid)
+        mine = [(Wall.of(c), c.grid) for c in self.conditions]
+        theirs = [(Wall.of(c), c.grid) for c in conditions]
+        if mine != theirs:
+            raise ConstraintError(
+                "conditions must have the model's axes, kinds, sides and grids in the same order "
+                f"(only values may differ): expected {list(self.conditions)}, "
+                f"got {list(conditions)}"
+            )
+        return conditions
 
-        def split(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            if not probing:
-                return output, None
-            batch = output.shape[0] - 3
-            return output[:batch], output[batch:]
+    def _check_input(self, x: torch.Tensor) -> None:
+        n_dim = self.model.n_dim
+        sizes = {c.axis: c.grid.n for c in self.conditions}
+        expected = ["batch", "channel"] + ["n"] * n_dim
+        for axis, n in sizes.items():
+            expected[axis] = str(n)
+        ok = (
+            isinstance(x, torch.Tensor)
+            and x.ndim == 2 + n_dim
+            and all(x.shape[axis] == n for axis, n in sizes.items())
+        )
+        if not ok:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
+            raise ValueError(f"x must be a tensor ({', '.join(expected)}), got {got}")
 
-        if layer.skip is not None:
 
-            def keep(module, args, output):
-                kept["skip"], kept["skip_probe"] = split(output)
-                return kept["skip"]
+def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -> None:
+    """Hooks for one forward of one Fourier layer.
 
-            stack.enter_context(layer.skip.register_forward_pre_hook(append))
-            stack.enter_context(layer.skip.register_forward_hook(keep))
+    The probe spikes are appended to the batch of the conv (and skip) call, so ``K`` runs once on
+    ``batch + probes`` inputs; the skip output is kept, and the conv output becomes ``K̃x − skip(x)``
+    so that the block's sum ``conv + skip`` is the corrected layer.
+    """
+    kept: dict[str, torch.Tensor | None] = {}
+    state: dict[str, bool] = {}
 
-        def correct(module, args, output):
-            conv, probe = split(output)
-            x = args[0][: conv.shape[0]]
-            skip = kept.pop("skip", None)
-            kx = conv if skip is None else conv + skip
-            if probing:
-                skip_probe = kept.pop("skip_probe", None)
-                layer.probe(x, probe if skip_probe is None else probe + skip_probe)
-            y = layer(x, left, right, kx)
-            return y if skip is None else y - skip
+    def append(module, args):
+        x = args[0]
+        if "probing" not in state:  # decided by the first of the skip and conv calls
+            state["probing"] = layer.needs_probe(x)
+        return (torch.cat([x, layer.spikes(x)]), *args[1:]) if state["probing"] else None
 
-        stack.enter_context(layer.conv.register_forward_pre_hook(append))
-        stack.enter_context(layer.conv.register_forward_hook(correct))
+    def split(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not state["probing"]:
+            return output, None
+        batch = output.shape[0] - (1 + 2 * len(layer.axes))
+        return output[:batch], output[batch:]
+
+    if layer.skip is not None:
+
+        def keep(module, args, output):
+            kept["skip"], kept["skip_probe"] = split(output)
+            return kept["skip"]
+
+        stack.enter_context(layer.skip.register_forward_pre_hook(append))
+        stack.enter_context(layer.skip.register_forward_hook(keep))
+
+    def correct(module, args, output):
+        conv, probe = split(output)
+        x = args[0][: conv.shape[0]]
+        skip = kept.pop("skip", None)
+        kx = conv if skip is None else conv + skip
+        if state.pop("probing"):
+            skip_probe = kept.pop("skip_probe", None)
+            layer.probe(x, probe if skip_probe is None else probe + skip_probe)
+        y = layer(x, kx=kx, values=values)
+        return y if skip is None else y - skip
+
+    stack.enter_context(layer.conv.register_forward_pre_hook(append))
+    stack.enter_context(layer.conv.register_forward_hook(correct))
+
+
+def _channel_mean(value: torch.Tensor | None) -> torch.Tensor | None:
+    """Values per output channel averaged for the hidden channels (axis 1 of a wall slice)."""
+    if value is None or value.ndim < 2 or value.shape[1] == 1:
+        return value
+    return value.mean(1, keepdim=True)
+
+
+def _is_fno(model: nn.Module) -> bool:
+    try:
+        from neuralop.models import FNO
+    except ImportError:  # pragma: no cover - neuralop is a dependency
+        return False
+    return isinstance(model, FNO)
+
+
+def _conditions(conditions, grid) -> tuple[BoundaryCondition, ...]:
+    """The conditions as a checked tuple (same grid per axis, periodic not mixed with others)."""
+    if isinstance(conditions, (Dirichlet, Neumann, Periodic)):
+        if not isinstance(grid, Grid1D):
+            raise TypeError(
+                f"grid must be the pdes.Grid1D of the last axis for a {conditions.name} "
+                f"condition, got {type(grid)}"
+            )
+        conditions = [BoundaryCondition(conditions, grid)]
+    elif isinstance(conditions, BoundaryCondition):
+        conditions = [conditions]
+    elif isinstance(conditions, Sequence) and not isinstance(conditions, str):
+        conditions = list(conditions)
+    else:
+        raise TypeError(
+            "conditions must be a BoundaryCondition, a list of them or a pdes Dirichlet, Neumann "
+            f"or Periodic, got {type(conditions)}"
+        )
+    if not conditions:
+        raise ConstraintError("conditions must hold at least one BoundaryCondition")
+    for condition in conditions:
+        if not isinstance(condition, BoundaryCondition):
+            raise TypeError(f"conditions must be BoundaryCondition objects, got {type(condition)}")
+    expected: dict[int, Grid1D] = {}
+    if isinstance(grid, Grid1D):
+        expected[-1] = grid
+    elif isinstance(grid, Grid2D):
+        expected[-2], expected[-1] = grid.x, grid.y
+    elif grid is not None:
+        raise TypeError(f"grid must be a pdes.Grid1D, Grid2D or None, got {type(grid)}")
+    periodic: dict[int, bool] = {}
+    for condition in conditions:
+        axis = condition.axis
+        if axis in expected and condition.grid != expected[axis]:
+            raise ConstraintError(
+                f"the condition on axis {axis} is on {condition.grid}, but grid (or an earlier "
+                f"condition) puts {expected[axis]} on that axis"
+            )
+        expected.setdefault(axis, condition.grid)
+        is_periodic = condition.kind == "periodic"
+        if periodic.setdefault(axis, is_periodic) != is_periodic:
+            raise ConstraintError(
+                f"axis {axis} carries a periodic condition and a {condition.kind} one; a periodic "
+                "condition cannot be mixed with others on the same axis"
+            )
+    return tuple(conditions)

@@ -1,0 +1,497 @@
+"""BOON and boundary constraints on n-D outputs: 2-D walls, multi-step (x, t), mixed, periodic.
+
+Every check of a condition is independent of the code under test: Dirichlet values are compared
+with the prescribed numbers, Neumann fluxes with :func:`pdes.heat.one_sided_flux`, and the
+decoupling of a corrected layer with Jacobians of the plain layer built from unit spikes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from neuralop.models import FNO
+
+from pdes import Dirichlet, Grid1D, Neumann, Periodic
+from pdes.heat import one_sided_flux
+from physml import ConstraintError, Ensemble, Gaussian, constrain
+from physml.constraints.boundary import BoundaryCondition
+from physml.models.boon import BOON, CorrectedLayer
+
+TOL = 1e-5
+NX, NY, NT = 12, 10, 9  # cavity walls (non-square, to catch axis mix-ups); (x, t) sizes
+GX, GY = Grid1D(NX), Grid1D(NY)
+TIMES = torch.linspace(0.1, 0.9, NT, dtype=torch.float64)
+
+
+def fno(in_channels=2, out_channels=1, hidden=8, layers=3, modes=(5, 4), seed=0, **kwargs) -> FNO:
+    torch.manual_seed(seed)
+    return FNO(
+        n_modes=modes,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        hidden_channels=hidden,
+        n_layers=layers,
+        **kwargs,
+    )
+
+
+def close(actual: torch.Tensor, expected, scale: torch.Tensor | None = None) -> None:
+    """``|actual - expected| < TOL`` (relative to the field's size when it exceeds 1)."""
+    actual = actual.detach().double()
+    expected = torch.as_tensor(expected, dtype=torch.float64).expand_as(actual)
+    size = 1.0 if scale is None else max(1.0, scale.detach().abs().max().item())
+    error = (actual - expected).abs().max().item()
+    assert error < TOL * size, f"error {error:.3g}"
+
+
+def flux(u: torch.Tensor, axis: int, dx: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Second-order one-sided ``du/dx`` at both walls of ``axis`` (the pdes.heat formula)."""
+    return one_sided_flux(u.detach().double().movedim(axis, -1), dx)
+
+
+# ------------------------------------------------------------------------------------------
+# Cavity: Dirichlet on four walls, lid per sample
+
+
+LIDS = torch.tensor([1.0, -0.5, 2.0])
+
+
+def cavity(lids=LIDS) -> list[BoundaryCondition]:
+    """No-slip walls and a lid moving at ``lids`` on the top wall (``y = 1``, axis -1, right)."""
+    return [
+        BoundaryCondition(Dirichlet(0.0, 0.0), GX, axis=-2),
+        BoundaryCondition(Dirichlet(0.0, lids), GY, axis=-1),
+    ]
+
+
+def assert_cavity(u: torch.Tensor, lids=LIDS) -> None:
+    """Lid row (corners included: the lid condition comes last) and the three fixed walls."""
+    top = lids.double().reshape(-1, *[1] * (u.ndim - 2)).expand_as(u[..., -1])
+    close(u[..., :, -1], top)
+    close(u[..., :, 0], 0.0)
+    close(u[..., 0, :-1], 0.0)
+    close(u[..., -1, :-1], 0.0)
+
+
+def train_steps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 4):
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = ((model(x) - target) ** 2).mean()
+        loss.backward()
+        optimiser.step()
+    return model
+
+
+@pytest.mark.parametrize("hidden, layers", [(8, 2), (6, 3)])
+def test_cavity_walls_untrained_and_trained(hidden, layers):
+    model = BOON(fno(3, 4, hidden, layers), cavity())
+    assert model.kernel
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, NX, NY, generator=gen)
+    out = model(x)
+    assert out.shape == (3, 4, NX, NY) and out.dtype == torch.float32
+    assert_cavity(out)
+    train_steps(model, x, torch.randn(3, 4, NX, NY, generator=gen))
+    with torch.no_grad():
+        assert_cavity(model(torch.randn(3, 3, NX, NY, generator=gen)))
+    assert_cavity(model(torch.randn(3, 3, NX, NY, generator=gen)))
+
+
+def test_per_batch_conditions_and_per_channel_values():
+    base = fno(3, 2)
+    model = BOON(base, cavity(torch.zeros(3)))
+    lids = torch.tensor([0.3, 4.0, -1.0])
+    x = torch.randn(3, 3, NX, NY)
+    assert_cavity(model(x, conditions=cavity(lids)), lids)
+    # vx and vy in two channels: the lid moves vx only -> per-channel values (batch, channel, 1)
+    per_channel = torch.stack([lids, torch.zeros(3)], 1)[..., None]
+    walls = [cavity()[0], BoundaryCondition(Dirichlet(0.0, per_channel), GY, axis=-1)]
+    out = BOON(base, walls)(x)
+    assert_cavity(out[:, :1], lids)
+    assert_cavity(out[:, 1:], torch.zeros(3))
+    different = [BoundaryCondition(Neumann(0.0, 0.0), GX, axis=-2), cavity()[1]]
+    with pytest.raises(ConstraintError, match="only values may differ"):
+        model(x, conditions=different)
+
+
+# ------------------------------------------------------------------------------------------
+# Multi-step (x, t): conditions on x with values along t
+
+
+def heater(t: float) -> float:
+    return 3.0 * math.sin(math.pi * t) + 0.5
+
+
+def inflow(t: float) -> float:
+    return -1.0 - 2.0 * t
+
+
+AMPLITUDES = torch.tensor([1.0, -2.0, 0.5, 3.0])
+
+
+def x_t_conditions(kind: str) -> list[BoundaryCondition]:
+    """Time-dependent, non-zero values on both sides of x (axis -2), times along axis -1."""
+    if kind == "neumann":
+        bc = Neumann(inflow, heater)
+    elif kind == "dirichlet":
+        bc = Dirichlet(lambda t: math.cos(2.0 * t), lambda t: AMPLITUDES * t)
+    else:  # mixed: Dirichlet on the left, Neumann on the right
+        return [
+            BoundaryCondition(Dirichlet(lambda t: math.cos(2.0 * t)), GX, -2, TIMES, side="left"),
+            BoundaryCondition(Neumann(right=heater), GX, -2, TIMES, side="right"),
+        ]
+    return [BoundaryCondition(bc, GX, axis=-2, time=TIMES, time_axis=-1)]
+
+
+def assert_x_t(u: torch.Tensor, kind: str) -> None:
+    times = TIMES.tolist()
+    left_flux, right_flux = flux(u, -2, GX.dx)
+    if kind in ("dirichlet", "mixed"):
+        close(u[..., 0, :], torch.tensor([math.cos(2.0 * t) for t in times]))
+    if kind == "dirichlet":
+        close(u[..., -1, :], AMPLITUDES[:, None, None].double() * TIMES)
+    if kind == "neumann":
+        close(left_flux, torch.tensor([inflow(t) for t in times]), scale=u)
+    if kind in ("neumann", "mixed"):
+        close(right_flux, torch.tensor([heater(t) for t in times]), scale=u)
+
+
+@pytest.mark.parametrize("kind", ["neumann", "dirichlet", "mixed"])
+def test_multi_step_time_dependent_values(kind):
+    assert min(abs(inflow(t)) for t in TIMES.tolist()) > 0.1  # non-zero fluxes on both sides
+    model = BOON(fno(2, 1, modes=(5, 3)), x_t_conditions(kind))
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 2, NX, NT, generator=gen)
+    assert_x_t(model(x), kind)
+    train_steps(model, x, torch.randn(4, 1, NX, NT, generator=gen))
+    with torch.no_grad():
+        assert_x_t(model(torch.randn(4, 2, NX, NT, generator=gen)), kind)
+
+
+def test_values_along_time_equal_a_tensor_of_values():
+    """A function of time on a time grid is the same as its values given as ``(batch, nt)``."""
+    u = torch.randn(4, 2, NX, NT)
+    along = BoundaryCondition(Dirichlet(0.0, lambda t: AMPLITUDES * t), GX, -2, TIMES).apply(u)
+    table = AMPLITUDES[:, None].double() * TIMES  # (batch, nt)
+    direct = BoundaryCondition(Dirichlet(0.0, table), GX, axis=-2).apply(u)
+    torch.testing.assert_close(along, direct)
+    close(direct[:, :, -1, :], table[:, None, :])
+    assert torch.equal(direct[:, :, 1:, :][:, :, :-1], u[:, :, 1:-1, :])
+
+
+def test_time_given_at_call_and_ensemble_members():
+    condition = BoundaryCondition(Neumann(inflow, heater), GX, axis=-2)
+    model = BOON(fno(2, 1, modes=(5, 3)), condition)
+    out = model(torch.randn(2, 2, NX, NT), t=TIMES)
+    assert_x_t(out, "neumann")
+    members = torch.randn(5, 4, 1, NX, NT)
+    bound = condition.bind(t=TIMES)
+    assert_x_t(bound.apply(Ensemble(members)).samples, "neumann")
+
+
+# ------------------------------------------------------------------------------------------
+# Mixed sides, corners and the order of conditions
+
+
+def test_mixed_kinds_on_two_axes_and_corners():
+    """Neumann on x then Dirichlet on y: each met away from the corners, Dirichlet wins there."""
+    conditions = [
+        BoundaryCondition(Neumann(0.7, -1.2), GX, axis=-2),
+        BoundaryCondition(Dirichlet(right=0.25), GY, axis=-1, side="right"),
+    ]
+    u = torch.randn(3, 2, NX, NY)
+    for out in (BOON(fno(2, 2), conditions)(u), constrain(lambda v: v, *conditions)(u)):
+        close(out[..., -1], 0.25)
+        left, right = flux(out[..., :-1], -2, GX.dx)  # the corners on y = 1 belong to the lid
+        close(left, 0.7, scale=out)
+        close(right, -1.2, scale=out)
+    assert torch.equal(out[..., 1:-1, :-1], u[..., 1:-1, :-1])
+    assert torch.equal(out[..., :, 0], constrain(lambda v: v, conditions[0])(u)[..., :, 0])
+
+
+def test_one_side_changes_one_wall_only():
+    u = torch.randn(2, 1, 17)
+    out = BoundaryCondition(Neumann(right=2.0), Grid1D(17), side="right").apply(u)
+    assert torch.equal(out[..., :-1], u[..., :-1])
+    close(flux(out, -1, 1 / 16)[1], 2.0, scale=out)
+
+
+# ------------------------------------------------------------------------------------------
+# Periodic
+
+
+def test_periodic_on_a_periodic_grid_is_the_plain_fno():
+    grid = Grid1D(NY, 0.0, 2 * math.pi, periodic=True)
+    base = fno(2, 1)
+    x = torch.randn(2, 2, NX, NY)
+    model = BOON(base, BoundaryCondition(Periodic(), grid, axis=-1))
+    assert model.kernel
+    assert torch.equal(model(x), base(x))
+    u = torch.randn(3, 1, NY)
+    assert BoundaryCondition(Periodic(), grid).apply(u) is u
+    one_d = FNO(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
+    assert torch.equal(BOON(one_d, Periodic(), grid)(u), one_d(u))
+
+
+def test_periodic_on_a_node_grid_sets_walls_to_their_mean():
+    model = BOON(fno(2, 1), [BoundaryCondition(Periodic(), GX, axis=-2), *cavity()[1:]])
+    out = model(torch.randn(3, 2, NX, NY))
+    close(out[..., 0, :-1] - out[..., -1, :-1], 0.0)
+    close(out[..., :, -1], LIDS[:, None, None].expand(3, 1, NX))
+
+
+# ------------------------------------------------------------------------------------------
+# The corrected layer, probed along each axis
+
+
+def jacobian(fn, shape: tuple[int, ...]) -> torch.Tensor:
+    """``J[input index, output index]`` of an affine ``fn`` on inputs ``(channel, *space)``."""
+    size = math.prod(shape)
+    spikes = torch.eye(size).reshape(size, *shape)
+    zero = fn(torch.zeros(1, *shape))
+    return (fn(spikes) - zero).reshape(size, size)
+
+
+def wall_pivots(J: torch.Tensor, shape: tuple[int, ...], axis: int) -> torch.Tensor:
+    """Independent ``K̃₀₀ = K₀₀ - K₀ₙKₙ₀/Kₙₙ`` per channel and wall point from wall spikes."""
+    J = J.reshape(*shape, *shape).double()
+    d = len(shape)
+    first = J.select(axis - d, 0).sum(tuple(range(d - 1)))  # all channels, whole wall
+    last = J.select(axis - d, -1).sum(tuple(range(d - 1)))
+    k00, kn0 = first.select(axis, 0), first.select(axis, -1)
+    k0n, knn = last.select(axis, 0), last.select(axis, -1)
+    return k00 - k0n * kn0 / knn, knn
+
+
+def assert_decoupled(corrected: torch.Tensor, shape, axis: int, diagonal=None) -> None:
+    """Rows 0 and N of ``axis`` depend only on the same channel and node of the input.
+
+    Wall points at the corners with other walls are skipped; ``diagonal``, when given, holds the
+    expected ``(first, last)`` coefficients ``(channel, *wall)``.
+    """
+    d = len(shape)
+    J = corrected.reshape(*shape, *shape)  # (input channel, *space, output channel, *space)
+    scale = J.abs().max()
+    wall = list(shape[1:])
+    del wall[axis]
+    points = torch.cartesian_prod(*[torch.arange(1, s - 1) for s in wall]).reshape(-1, len(wall))
+    for row, index in enumerate((0, shape[axis] - 1)):
+        rows = J.select(axis, index)  # the output's wall: (input channel, *space, channel, *wall)
+        for c in range(shape[0]):
+            for w in points.tolist():
+                column = rows[(Ellipsis, c, *w)].clone()  # its dependence on every input node
+                same = [c, *w]
+                same.insert(d + axis, index)  # the input node at the same place on the wall
+                value = column[tuple(same)].item()
+                column[tuple(same)] = 0.0
+                assert column.abs().max() < 1e-5 * scale, (row, c, w)
+                if diagonal is not None:
+                    expected = diagonal[row][(c, *w)].item()
+                    assert abs(value - expected) < 1e-4 * max(1.0, abs(expected)), (row, c, w)
+
+
+LAYER_SHAPE = (3, 7, 6)  # (channel, nx, ny)
+
+
+def probed_layer(axes: tuple[int, ...]) -> tuple[CorrectedLayer, FNO]:
+    model = fno(2, 1, hidden=LAYER_SHAPE[0], layers=2, modes=(4, 3))
+    blocks = model.fno_blocks
+    grids = {-2: Grid1D(LAYER_SHAPE[1]), -1: Grid1D(LAYER_SHAPE[2])}
+    conditions = [BoundaryCondition(Dirichlet(), grids[a], axis=a) for a in axes]
+    layer = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], conditions)
+    layer.probe(torch.zeros(1, *LAYER_SHAPE))
+    return layer, model
+
+
+@pytest.mark.parametrize("axis", [-2, -1])
+def test_probed_layer_decouples_one_axis(axis):
+    layer, _ = probed_layer((axis,))
+    K = jacobian(layer.plain, LAYER_SHAPE)
+    corrected = jacobian(layer.linear, LAYER_SHAPE)
+    pivot, knn = wall_pivots(K, LAYER_SHAPE, axis)
+    assert_decoupled(corrected, LAYER_SHAPE, axis, diagonal=(pivot, knn))
+    assert (corrected - K).abs().max() > 1e-3  # the correction did something
+
+
+def test_probed_layer_decouples_both_axes_in_order():
+    layer, _ = probed_layer((-2, -1))
+    first_only, _ = probed_layer((-2,))
+    corrected = jacobian(layer.linear, LAYER_SHAPE)
+    # axis -1 is eliminated on K̃ of axis -2, whose pivots come from its own Jacobian
+    pivot, knn = wall_pivots(jacobian(first_only.linear, LAYER_SHAPE), LAYER_SHAPE, -1)
+    assert_decoupled(corrected, LAYER_SHAPE, -1, diagonal=(pivot, knn))
+    assert_decoupled(corrected, LAYER_SHAPE, -2)
+    # an interior input node leaves every wall of the layer's output unchanged
+    J = corrected.reshape(*LAYER_SHAPE, *LAYER_SHAPE)
+    interior = J[:, 1:-1, 1:-1]
+    walls = torch.cat([interior[..., 0, :], interior[..., -1, :]], -1).abs().max()
+    walls = max(walls, torch.cat([interior[..., 0], interior[..., -1]], -1).abs().max())
+    assert walls < 1e-5 * J.abs().max()
+
+
+def test_perturbing_an_interior_node_leaves_boon_walls_and_fluxes_alone():
+    """End to end: Neumann values depend on the interior, Dirichlet ones do not at all."""
+    model = BOON(fno(2, 1), cavity())
+    x = torch.randn(3, 2, NX, NY)
+    bumped = x.clone()
+    bumped[:, :, NX // 2, NY // 2] += 1.0
+    a, b = model(x), model(bumped)
+    assert torch.equal(a[..., 0, :], b[..., 0, :]) and torch.equal(a[..., :, -1], b[..., :, -1])
+    assert (a - b).abs().max() > 1e-4
+
+
+# ------------------------------------------------------------------------------------------
+# Gradients, probe reuse
+
+
+@pytest.mark.parametrize("name", ["cavity", "x-t neumann"])
+def test_gradients_reach_every_parameter(name):
+    if name == "cavity":
+        model, x = BOON(fno(3, 2), cavity()), torch.randn(3, 3, NX, NY)
+    else:
+        model, x = (
+            BOON(fno(2, 1, modes=(5, 3)), x_t_conditions("neumann")),
+            torch.randn(4, 2, NX, NT),
+        )
+    (model(x) ** 2).mean().backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert parameter.grad.abs().sum() > 0, parameter_name
+
+
+def test_probes_are_reused_without_gradient_and_refreshed_after_a_step():
+    model = BOON(fno(3, 2), cavity())
+    x = torch.randn(3, 3, NX, NY)
+    with torch.no_grad():
+        first = model(x)
+        assert not model.layers[0].needs_probe(torch.zeros(1, 8, NX, NY))
+        torch.testing.assert_close(model(x), first)  # data alone: batched rounding differs
+    train_steps(model, x, torch.zeros(3, 2, NX, NY), steps=1)
+    with torch.no_grad():
+        after = model(x)
+    fresh = model(x)  # with gradients: probed in this forward
+    assert (after - first).abs().max() > 1e-4
+    torch.testing.assert_close(after, fresh.detach())
+
+
+# ------------------------------------------------------------------------------------------
+# constrain on n-D outputs; Gaussians
+
+
+def test_constrain_any_model_on_nd_outputs():
+    class Smoother(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+
+    out = constrain(Smoother(), *cavity())(torch.randn(3, 2, NX, NY))
+    assert_cavity(out)
+    with pytest.warns(UserWarning, match="not a neuralop.models.FNO"):
+        model = BOON(Smoother(), x_t_conditions("neumann"))
+    assert not model.kernel
+    assert_x_t(model(torch.randn(4, 1, NX, NT)), "neumann")
+
+
+def test_gaussian_on_last_axis_with_one_side():
+    mean, var = torch.randn(2, NY, dtype=torch.float64), torch.rand(2, NY, dtype=torch.float64)
+    out = BoundaryCondition(Dirichlet(left=1.5), GY, side="left").apply(Gaussian(mean, var))
+    assert (out.mean[:, 0] == 1.5).all() and torch.equal(out.mean[:, 1:], mean[:, 1:])
+    assert (out.cov[:, 0] == 0).all() and torch.equal(out.cov[:, 1:], var[:, 1:])
+    with pytest.raises(ConstraintError, match="axis must be -1"):
+        field = Gaussian(torch.zeros(2, NX, NY), torch.ones(2, NX, NY))
+        BoundaryCondition(Dirichlet(), GX, axis=-2).apply(field)
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_grids_sides_and_axes():
+    with pytest.raises(ConstraintError, match="at least 4 nodes"):
+        BoundaryCondition(Neumann(), Grid1D(3), axis=-2)
+    with pytest.raises(ConstraintError, match="periodic axis has no boundary"):
+        BoundaryCondition(Neumann(), Grid1D(8, periodic=True), axis=-2)
+    with pytest.raises(ConstraintError, match="two-sided"):
+        BoundaryCondition(Periodic(), GX, side="left")
+    with pytest.raises(ValueError, match="side must be"):
+        BoundaryCondition(Dirichlet(), GX, side="top")
+    for axis in (0, 1, -1.0):
+        with pytest.raises(ConstraintError, match="axis must be a negative int"):
+            BoundaryCondition(Dirichlet(), GX, axis=axis)
+    with pytest.raises(ConstraintError, match="time_axis must differ"):
+        BoundaryCondition(Dirichlet(), GX, axis=-2, time=TIMES, time_axis=-2)
+    with pytest.raises(ConstraintError, match="axis -3 does not exist"):
+        BOON(fno(2, 1), BoundaryCondition(Dirichlet(), GX, axis=-3))
+    with pytest.raises(ConstraintError, match="axis -3"):
+        BoundaryCondition(Dirichlet(), GX, axis=-3).apply(torch.randn(2, NX, NY))
+    with pytest.raises(ConstraintError, match="cannot be mixed"):
+        BOON(fno(2, 1), [BoundaryCondition(Periodic(), GX, -2), cavity()[0]])
+    with pytest.raises(ConstraintError, match="on that axis"):
+        BOON(fno(2, 1), [cavity()[0], BoundaryCondition(Dirichlet(), Grid1D(NX, 0, 2), -2)])
+
+
+def test_bad_values_and_shapes():
+    u = torch.randn(4, 1, NX, NT)
+    cases = [
+        (Dirichlet(torch.ones(3)), None),  # wrong batch
+        (Dirichlet(torch.ones(4, NT + 1)), None),  # wrong wall size
+        (Dirichlet(torch.ones(4, 2, NT)), None),  # wrong channel count
+        (Dirichlet(lambda t: torch.ones(4, 2)), TIMES),  # a function on a time grid: (batch,)
+    ]
+    for bc, time in cases:
+        with pytest.raises(ValueError, match="Dirichlet.left must be"):
+            BoundaryCondition(bc, GX, axis=-2, time=time).apply(u)
+    with pytest.raises(ConstraintError, match=f"{NT + 1} times"):
+        BoundaryCondition(Dirichlet(inflow), GX, axis=-2, time=torch.zeros(NT + 1)).apply(u)
+    with pytest.raises(ConstraintError, match=f"{NY} points along axis -2"):
+        BoundaryCondition(Dirichlet(), GX, axis=-2).apply(torch.randn(4, 1, NY, NT))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        BoundaryCondition(Dirichlet(lambda t: math.inf), GX, -2, TIMES).apply(u)
+    with pytest.raises(ValueError, match="time must hold finite"):
+        BoundaryCondition(Dirichlet(), GX, axis=-2, time=[0.0, math.nan])
+    with pytest.raises(ValueError, match="x must be a tensor"):
+        BOON(fno(3, 2), cavity())(torch.randn(3, 3, NX, NY + 1))
+    with pytest.raises(ConstraintError, match="functions of time"):
+        BOON(fno(2, 1), BoundaryCondition(Neumann(inflow), GX, -2))(torch.randn(4, 2, NX, NT))
+
+
+def test_model_that_is_not_an_fno_falls_back_or_is_refused():
+    class Mixer(torch.nn.Module):
+        def forward(self, x):
+            return x.flip(-1).cumsum(-2)
+
+    x = torch.randn(3, 2, NX, NY)
+    with pytest.warns(UserWarning, match="not a neuralop.models.FNO"):
+        model = BOON(Mixer(), cavity())
+    assert not model.kernel
+    assert_cavity(model(x))
+    with pytest.raises(ConstraintError, match="cannot correct"):
+        BOON(Mixer(), cavity(), kernel=True)
+    with pytest.warns(UserWarning, match="domain padding"):
+        BOON(fno(2, 1, domain_padding=0.25), cavity())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not BOON(Mixer(), cavity(), kernel=False).kernel
+
+
+def test_three_axes_of_a_3d_fno():
+    """Neumann on x, then Dirichlet on y and z: each met away from later conditions' walls."""
+    grids = Grid1D(7), Grid1D(6), Grid1D(5)
+    conditions = [
+        BoundaryCondition(Neumann(0.5, -0.5), grids[0], axis=-3),
+        BoundaryCondition(Dirichlet(1.0, 2.0), grids[1], axis=-2),
+        BoundaryCondition(Dirichlet(3.0, 4.0), grids[2], axis=-1),
+    ]
+    model = BOON(fno(1, 1, hidden=4, layers=2, modes=(3, 3, 3)), conditions)
+    assert model.kernel
+    u = model(torch.randn(2, 1, 7, 6, 5))
+    close(u[..., 0], 3.0)
+    close(u[..., -1], 4.0)
+    close(u[..., 0, 1:-1], 1.0)
+    close(u[..., -1, 1:-1], 2.0)
+    left, right = flux(u[..., 1:-1, 1:-1], -3, grids[0].dx)
+    close(left, 0.5, scale=u)
+    close(right, -0.5, scale=u)
