@@ -8,11 +8,29 @@ from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_a
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from .boon import BOON, CorrectedLayer, kernel_support
 from .common import grid_points, unflatten, with_parameters
+from .earthformer import (
+    PATTERNS,
+    CuboidCrossAttention,
+    CuboidCrossBlock,
+    CuboidSelfAttention,
+    CuboidTransformerBlock,
+    Earthformer,
+    cuboid_reorder,
+    cuboid_reverse,
+)
 from .ensemble import DeepEnsemble
 from .forecasting import ForecastScores, TrainReport, evaluate_forecaster, train_forecaster
 from .gp import ExactGPSurrogate
 
 __all__ = [
+    "PATTERNS",
+    "CuboidCrossAttention",
+    "CuboidCrossBlock",
+    "CuboidSelfAttention",
+    "CuboidTransformerBlock",
+    "Earthformer",
+    "cuboid_reorder",
+    "cuboid_reverse",
     "ConvLSTM",
     "ConvLSTMCell",
     "ForecastScores",

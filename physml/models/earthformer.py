@@ -1,0 +1,304 @@
+"""Earthformer (NeurIPS 2022): a hierarchical cuboid-attention encoder-decoder for sequences.
+
+``x (B, T_in, C_in, H, W)`` -> ``(B, T_out, C_out, H, W)``, non-autoregressive:
+
+* stem: per-frame convolution with spatial downsampling by ``downsample``, plus learned
+  positional embeddings (time + row + column);
+* encoder: ``len(depth)`` levels of :class:`~physml.models.cuboid.CuboidTransformerBlock`
+  (``depth[l]`` blocks each, with ``global_vectors`` learned global vectors threaded through),
+  patch merging between levels (2x2 pixels -> one token, channels double, time kept). The output
+  of every level is kept as the decoder's memory;
+* decoder, coarse to fine: the initial query is the top memory resampled to ``T_out`` frames
+  (nearest in time) plus learned target positional embeddings; at each level ``depth[l]`` times a
+  self-attention block then a cross-attention block to that level's memory (and its global
+  vectors), then nearest upsampling + 3x3 convolution to the next level;
+* head: upsampling back to ``(H, W)`` and a 1x1 convolution to ``C_out`` channels.
+
+The layers live in :mod:`physml.models.cuboid` and are reusable (PreDiff's denoiser).
+Internally everything is channel-last ``(B, T, H, W, C)``; float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .cuboid import (
+    PATTERNS,
+    CuboidCrossAttention,
+    CuboidCrossBlock,
+    CuboidLayout,
+    CuboidSelfAttention,
+    CuboidTransformerBlock,
+    FeedForward,
+    cross_attention_mask,
+    cuboid_reorder,
+    cuboid_reverse,
+    plan_cuboids,
+    relative_position_index,
+    resolve_pattern,
+    self_attention_mask,
+)
+
+__all__ = [
+    "PATTERNS",
+    "CuboidCrossAttention",
+    "CuboidCrossBlock",
+    "CuboidLayout",
+    "CuboidSelfAttention",
+    "CuboidTransformerBlock",
+    "Earthformer",
+    "FeedForward",
+    "PatchMerge",
+    "cross_attention_mask",
+    "cuboid_reorder",
+    "cuboid_reverse",
+    "plan_cuboids",
+    "relative_position_index",
+    "resolve_pattern",
+    "self_attention_mask",
+]
+
+
+def _shape4(name: str, value: object) -> tuple[int, int, int, int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 4:
+        raise ValueError(f"{name} must be (T, C, H, W), got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError(f"{name} must hold 4 positive integers (T, C, H, W), got {value!r}")
+    return (value[0], value[1], value[2], value[3])
+
+
+class PatchMerge(nn.Module):
+    """2x2 spatial patch merging of ``(B, T, H, W, C)`` -> ``(B, T, H/2, W/2, 2C)``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduce = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Needs even ``H`` and ``W`` (checked by :class:`Earthformer` at construction)."""
+        b, t, h, w, c = x.shape
+        x = x.reshape(b, t, h // 2, 2, w // 2, 2, c).permute(0, 1, 2, 4, 3, 5, 6)
+        return self.reduce(self.norm(x.reshape(b, t, h // 2, w // 2, 4 * c)))
+
+
+class _Upsample(nn.Module):
+    """Nearest upsampling by ``factor`` then a 3x3 convolution, per frame, channel-last."""
+
+    def __init__(self, dim_in: int, dim_out: int, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.conv = nn.Conv2d(dim_in, dim_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, h, w, c = x.shape
+        frames = x.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        frames = self.conv(F.interpolate(frames, scale_factor=self.factor, mode="nearest"))
+        return frames.permute(0, 2, 3, 1).reshape(b, t, h * self.factor, w * self.factor, -1)
+
+
+class _PositionEmbedding(nn.Module):
+    """Learned additive embedding ``e_t + e_h + e_w`` for a ``(T, H, W, C)`` grid."""
+
+    def __init__(self, shape: Sequence[int], dim: int) -> None:
+        super().__init__()
+        t, h, w = shape
+        self.time = nn.Parameter(torch.randn(t, 1, 1, dim) * 0.02)
+        self.row = nn.Parameter(torch.randn(1, h, 1, dim) * 0.02)
+        self.column = nn.Parameter(torch.randn(1, 1, w, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (self.time + self.row + self.column)
+
+
+class Earthformer(nn.Module):
+    """Hierarchical cuboid-attention encoder-decoder forecaster (see the module docstring).
+
+    ``input_shape = (T_in, C_in, H, W)``, ``target_shape = (T_out, C_out, H, W)``; ``H`` and
+    ``W`` must be divisible by ``downsample * 2 ** (len(depth) - 1)``. ``pattern`` names a
+    :data:`~physml.models.cuboid.PATTERNS` entry (or is a list of layer specs) used by every
+    self-attention block; ``global_vectors = 0`` disables global vectors. ``cross_cuboid_hw`` is
+    the spatial cuboid of the decoder's cross-attention.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        target_shape: Sequence[int],
+        base_units: int = 32,
+        num_heads: int = 4,
+        depth: Sequence[int] = (2, 2),
+        downsample: int = 2,
+        pattern: str | Sequence = "axial",
+        global_vectors: int = 8,
+        cross_cuboid_hw: Sequence[int] = (4, 4),
+        padding: str = "ignore",
+        relative_position: bool = True,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        t_in, c_in, height, width = self.input_shape = _shape4("input_shape", input_shape)
+        t_out, c_out, h_out, w_out = self.target_shape = _shape4("target_shape", target_shape)
+        if (h_out, w_out) != (height, width):
+            raise ValueError(
+                f"target_shape must have the input's (H, W) = {(height, width)}, "
+                f"got {(h_out, w_out)}"
+            )
+        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+            raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+        depth = tuple(depth)
+        if not depth or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depth):
+            raise ValueError(f"depth must be a non-empty list of positive integers, got {depth!r}")
+        if isinstance(base_units, bool) or not isinstance(base_units, int) or base_units < 1:
+            raise ValueError(f"base_units must be a positive integer, got {base_units!r}")
+        if base_units % num_heads:
+            raise ValueError(
+                f"base_units must be divisible by num_heads, got {base_units} and {num_heads}"
+            )
+        factor = downsample * 2 ** (len(depth) - 1)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"input_shape (H, W) = {(height, width)} must be divisible by downsample * "
+                f"2**(levels - 1) = {factor}"
+            )
+        if isinstance(global_vectors, bool) or not isinstance(global_vectors, int):
+            raise TypeError(f"global_vectors must be an int (0 = none), got {global_vectors!r}")
+        if global_vectors < 0:
+            raise ValueError(f"global_vectors must be >= 0, got {global_vectors}")
+        self.depth, self.downsample, self.global_vectors = depth, downsample, global_vectors
+
+        levels = len(depth)
+        dims = [base_units * 2**level for level in range(levels)]
+        shapes = [
+            (t_in, height // (downsample * 2**level), width // (downsample * 2**level))
+            for level in range(levels)
+        ]
+        target_shapes = [(t_out, h, w) for _, h, w in shapes]
+        common = dict(padding=padding, relative_position=relative_position, mlp_ratio=mlp_ratio)
+        drops = dict(attn_drop=dropout, proj_drop=dropout, ffn_drop=dropout)
+
+        hidden = max(base_units // 2, 1)
+        stem = [nn.Conv2d(c_in, hidden, 3, padding=1), nn.GELU()]
+        stem.append(nn.Conv2d(hidden, base_units, downsample, stride=downsample))
+        self.stem = nn.Sequential(*stem)
+        self.input_embedding = _PositionEmbedding(shapes[0], base_units)
+
+        self.encoder = nn.ModuleList(
+            nn.ModuleList(
+                CuboidTransformerBlock(
+                    dims[level],
+                    num_heads,
+                    shapes[level],
+                    pattern,
+                    global_vectors=global_vectors,
+                    **common,
+                    **drops,
+                )
+                for _ in range(depth[level])
+            )
+            for level in range(levels)
+        )
+        self.merges = nn.ModuleList(PatchMerge(dims[level]) for level in range(levels - 1))
+        if global_vectors:
+            self.initial_global = nn.Parameter(torch.randn(global_vectors, base_units) * 0.02)
+            self.global_up = nn.ModuleList(
+                nn.Sequential(nn.LayerNorm(dims[level]), nn.Linear(dims[level], dims[level + 1]))
+                for level in range(levels - 1)
+            )
+
+        self.target_embedding = _PositionEmbedding(target_shapes[-1], dims[-1])
+        self.decoder_self = nn.ModuleList(
+            nn.ModuleList(
+                CuboidTransformerBlock(
+                    dims[level], num_heads, target_shapes[level], pattern, **common, **drops
+                )
+                for _ in range(depth[level])
+            )
+            for level in range(levels)
+        )
+        self.decoder_cross = nn.ModuleList(
+            nn.ModuleList(
+                CuboidCrossBlock(
+                    dims[level],
+                    num_heads,
+                    cross_cuboid_hw,
+                    memory_global_vectors=global_vectors,
+                    **common,
+                    **drops,
+                )
+                for _ in range(depth[level])
+            )
+            for level in range(levels)
+        )
+        self.upsamples = nn.ModuleList(
+            _Upsample(dims[level], dims[level - 1], 2) for level in range(1, levels)
+        )
+        self.head_norm = nn.LayerNorm(base_units)
+        self.head_up = _Upsample(base_units, base_units, downsample) if downsample > 1 else None
+        self.head = nn.Conv2d(base_units, c_out, 1)
+
+    def _check_input(self, x: object) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor (B, T, C, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+        expected = self.input_shape
+        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
+            hint = ""
+            if x.ndim == 5 and (x.shape[2], x.shape[1], *x.shape[3:]) == expected:
+                hint = " (it looks like (B, C, T, H, W): use x.transpose(1, 2))"
+            elif x.ndim == 5 and tuple(x.shape[1:3]) == expected[:2]:
+                hint = f" (the layout is (B, T, C, H, W); H, W must be {expected[2:]})"
+            raise ValueError(
+                f"x must have shape (B, T, C, H, W) = (B, {', '.join(map(str, expected))}), "
+                f"got {tuple(x.shape)}{hint}"
+            )
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, T_in, C_in, H, W)`` -> forecast ``(B, T_out, C_out, H, W)``."""
+        x = self._check_input(x)
+        batch, t_in, c_in, height, width = x.shape
+        frames = self.stem(x.reshape(batch * t_in, c_in, height, width))
+        z = frames.permute(0, 2, 3, 1).reshape(batch, t_in, *frames.shape[2:], -1)
+        z = self.input_embedding(z)
+
+        g = None
+        if self.global_vectors:
+            g = self.initial_global.expand(batch, -1, -1)
+        memories, memory_globals = [], []
+        for level, blocks in enumerate(self.encoder):
+            for block in blocks:
+                if g is None:
+                    z = block(z)
+                else:
+                    z, g = block(z, g)
+            memories.append(z)
+            memory_globals.append(g)
+            if level < len(self.merges):
+                z = self.merges[level](z)
+                if g is not None:
+                    g = self.global_up[level](g)
+
+        t_out = self.target_shape[0]
+        index = (torch.arange(t_out, device=z.device) * t_in) // t_out
+        z = self.target_embedding(memories[-1].index_select(1, index))
+        for level in reversed(range(len(self.encoder))):
+            for self_block, cross_block in zip(
+                self.decoder_self[level], self.decoder_cross[level], strict=True
+            ):
+                z = cross_block(self_block(z), memories[level], memory_globals[level])
+            if level > 0:
+                z = self.upsamples[level - 1](z)
+
+        z = self.head_norm(z)
+        if self.head_up is not None:
+            z = F.gelu(self.head_up(z))
+        b, t, h, w, c = z.shape
+        out = self.head(z.reshape(b * t, h, w, c).permute(0, 3, 1, 2))
+        return out.reshape(b, t, -1, h, w)
