@@ -1,7 +1,9 @@
-"""Probabilistic surrogates for PDE solutions ``u(t, x)``: exact GPs, deep ensembles, ANPs.
+"""Surrogates and forecasters: exact GPs, deep ensembles, ANPs, BOON-corrected FNOs, Earthformer.
 
-Each returns the toolkit's output kinds (:class:`~physml.outputs.Gaussian`,
-:class:`~physml.outputs.Ensemble`), so the constraint layer applies to them unchanged.
+Probabilistic models return the toolkit's output kinds (:class:`~physml.outputs.Gaussian`,
+:class:`~physml.outputs.Ensemble`), so the constraint layer applies to them unchanged; sequence
+forecasters (Earthformer and the baselines) map ``(batch, time, channel, H, W)`` context frames to
+target frames.
 """
 
 from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp
