@@ -16,6 +16,7 @@ BUILTIN_TASK_MODULES = (
     "physml.tasks.verification",
     "physml.tasks.probconserv",
     "physml.tasks.boon",
+    "physml.tasks.earthformer",
 )
 
 

@@ -1,0 +1,268 @@
+"""Earthformer on 2-D Navier–Stokes vorticity, against FNO-2D and persistence.
+
+Data: the ``navier-stokes`` recipe (periodic unit torus, ν = 1e-3, FNO's forcing, Gaussian random
+initial vorticity) on a 32×32 grid, one frame per unit of time; the first ``T_in`` frames of a
+sequence are the context and the next ``T_out`` the target. Methods, trained for the same
+wall-clock budget with :func:`physml.models.forecasting.train_forecaster`: Earthformer (axial
+cuboid attention, global vectors), FNO-2D with time as channels (``neuralop.models.FNO``,
+``in_channels = T_in``, ``out_channels = T_out``) and persistence (the last context frame).
+Metric: relative L2 per lead time (per sample, then the mean) and its mean over lead times.
+Plots: relative L2 against lead time and a forecast strip of one test sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from neuralop.models import FNO
+from torch import nn
+
+from pdes.problems import get as get_recipe
+
+from .. import metrics
+from .._io import atomic_path, atomic_write_text
+from ..models.baselines import Persistence, count_parameters
+from ..models.earthformer import Earthformer
+from ..models.forecasting import train_forecaster
+from . import Context, Row, Task, register
+
+NAME = "earthformer-ns"
+METHODS = ("earthformer", "fno", "persistence")
+TEST_SEED_OFFSET = 10_000
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one run: grid, frames in / out, sequences, training budget per model (s)."""
+
+    nx: int
+    t_in: int
+    t_out: int
+    train: int
+    test: int
+    budget_s: float
+    batch_size: int
+    base_units: int
+    modes: int
+
+
+SIZES = {
+    "toy": Scale(
+        nx=32,
+        t_in=5,
+        t_out=5,
+        train=48,
+        test=8,
+        budget_s=12.0,
+        batch_size=8,
+        base_units=16,
+        modes=12,
+    ),
+    "full": Scale(
+        nx=32,
+        t_in=10,
+        t_out=10,
+        train=512,
+        test=64,
+        budget_s=150.0,
+        batch_size=8,
+        base_units=32,
+        modes=12,
+    ),
+}
+NU = 1e-3
+FRAME_DT = 1.0
+
+
+def vorticity_sequences(
+    count: int, first_seed: int, nx: int, frames: int, nu: float = NU, frame_dt: float = FRAME_DT
+) -> torch.Tensor:
+    """``count`` vorticity videos ``(count, frames, 1, nx, nx)`` float32 from the NS recipe.
+
+    Sequence ``i`` starts from the Gaussian random field of seed ``first_seed + i`` at ``t = 0``
+    and is sampled every ``frame_dt`` time units (the solver runs in float64).
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames must be an integer >= 2, got {frames!r}")
+    if not frame_dt > 0:
+        raise ValueError(f"frame_dt must be > 0, got {frame_dt!r}")
+    recipe = get_recipe("navier-stokes")
+    settings = recipe.settings(nx=nx, nu=nu, t_end=frame_dt * (frames - 1), nt=frames)
+    batch = recipe.generate(list(range(first_seed, first_seed + count)), settings)
+    return batch.u.to(torch.float32)[:, :, None]
+
+
+class FramesAsChannels(nn.Module):
+    """Runs a 2-D operator ``(B, T_in, H, W) -> (B, T_out, H, W)`` on sequences ``(B, T, 1, H, W)``.
+
+    How FNO-2D forecasts: the context frames are its input channels, the forecast its outputs.
+    """
+
+    def __init__(self, operator: nn.Module) -> None:
+        super().__init__()
+        self.operator = operator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[2] != 1:
+            raise ValueError(f"x must have shape (B, T, 1, H, W), got {tuple(x.shape)}")
+        return self.operator(x[:, :, 0])[:, :, None]
+
+
+def build(method: str, scale: Scale, seed: int) -> nn.Module:
+    """The ``method`` model for ``(T_in, 1, nx, nx)`` → ``(T_out, 1, nx, nx)``, seeded."""
+    torch.manual_seed(seed)
+    if method == "earthformer":
+        return Earthformer(
+            (scale.t_in, 1, scale.nx, scale.nx),
+            (scale.t_out, 1, scale.nx, scale.nx),
+            base_units=scale.base_units,
+            num_heads=4,
+            depth=(1, 1),
+            downsample=4,
+            pattern="axial",
+            global_vectors=8,
+        )
+    if method == "fno":
+        return FramesAsChannels(
+            FNO(
+                n_modes=(scale.modes, scale.modes),
+                in_channels=scale.t_in,
+                out_channels=scale.t_out,
+                hidden_channels=32,
+                n_layers=4,
+            )
+        )
+    if method == "persistence":
+        return Persistence(scale.t_out)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def relative_l2_per_lead(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Relative L2 ``(T_out,)``: per sample over ``(C, H, W)`` at each lead time, then the mean."""
+    prediction, target = prediction.double(), target.double()
+    leads = range(target.shape[1])
+    return torch.stack([metrics.relative_l2(prediction[:, k], target[:, k]) for k in leads])
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as temporary:
+        fig.savefig(temporary, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_errors(path: Path, errors: dict[str, torch.Tensor]) -> None:
+    """Relative L2 against lead time, one line per method."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for method, values in errors.items():
+        leads = torch.arange(1, len(values) + 1) * FRAME_DT
+        ax.plot(leads, values, "o-", ms=3, label=method)
+    ax.set(xlabel="lead time", ylabel="relative L2", title="Navier–Stokes vorticity, test set")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_strip(path: Path, truth: torch.Tensor, forecasts: dict[str, torch.Tensor]) -> None:
+    """Truth and each forecast ``(T_out, 1, H, W)`` of one sequence, one row each, same colours."""
+    rows = [("truth", truth), *forecasts.items()]
+    leads = truth.shape[0]
+    limit = float(truth.abs().max())
+    fig, axes = plt.subplots(
+        len(rows), leads, figsize=(1.2 * leads, 1.25 * len(rows)), squeeze=False
+    )
+    for r, (label, frames) in enumerate(rows):
+        for k in range(leads):
+            ax = axes[r, k]
+            ax.imshow(frames[k, 0].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t+{(k + 1) * FRAME_DT:g}", fontsize=8)
+            if k == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    _save(fig, path)
+
+
+def run(context: Context) -> list[Row]:
+    """Train Earthformer and FNO-2D for the same budget, score them and persistence, plot.
+
+    Checkpoints live in ``out/earthformer-ns/<size>-seed<seed>/``: a rerun resumes (or reuses)
+    them. Also writes ``summary-<size>.json`` with the per-lead errors, parameters and steps.
+    """
+    scale = SIZES[context.size]
+    folder = context.out / NAME
+    work = folder / f"{context.size}-seed{context.seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    frames = scale.t_in + scale.t_out
+    train = vorticity_sequences(scale.train, 0, scale.nx, frames)
+    test = vorticity_sequences(scale.test, TEST_SEED_OFFSET, scale.nx, frames)
+    train_x, train_y = train[:, : scale.t_in], train[:, scale.t_in :]
+    test_x, test_y = test[:, : scale.t_in], test[:, scale.t_in :]
+
+    case = f"ns-{scale.nx}px-{scale.t_in}to{scale.t_out}"
+    rows: list[Row] = []
+    errors: dict[str, torch.Tensor] = {}
+    forecasts: dict[str, torch.Tensor] = {}
+    summary: dict[str, dict] = {}
+    for method in METHODS:
+        model = build(method, scale, context.seed)
+        report = train_forecaster(
+            model,
+            train_x,
+            train_y,
+            budget_s=scale.budget_s,
+            batch_size=scale.batch_size,
+            lr=1e-3,
+            seed=context.seed,
+            checkpoint=work / f"{method}.pt",
+            device=context.device,
+            quiet=context.quiet,
+        )
+        model = model.cpu().eval()
+        with torch.no_grad():
+            prediction = torch.cat([model(x) for x in test_x.split(16)])
+        errors[method] = relative_l2_per_lead(prediction, test_y)
+        forecasts[method] = prediction[0]
+        mean = float(errors[method].mean())
+        summary[method] = {
+            "params": count_parameters(model),
+            "steps": report.steps,
+            "train_s": report.seconds,
+            "rel_l2": mean,
+            "rel_l2_per_lead": errors[method].tolist(),
+        }
+        rows.append(Row(NAME, case, f"rel L2 {method}", mean))
+        rows.append(Row(NAME, case, f"rel L2 t+1 {method}", float(errors[method][0])))
+        rows.append(Row(NAME, case, f"rel L2 t+{scale.t_out} {method}", float(errors[method][-1])))
+        if report.steps:
+            rows.append(Row(NAME, case, f"train s {method}", report.seconds))
+    ours, reference = summary["earthformer"]["rel_l2"], summary["persistence"]["rel_l2"]
+    ratio = ours / reference
+    rows.append(Row(NAME, case, "rel L2 earthformer / persistence", ratio, "< 1", ratio < 1))
+    plot_errors(folder / f"rel-l2-vs-lead-{context.size}.png", errors)
+    plot_strip(folder / f"forecast-strip-{context.size}.png", test_y[0], forecasts)
+    atomic_write_text(
+        folder / f"summary-{context.size}.json",
+        json.dumps({"case": case, "scale": scale.__dict__, "methods": summary}, indent=1) + "\n",
+    )
+    return rows
+
+
+register(
+    Task(
+        name=NAME,
+        description=(
+            "Earthformer vs FNO-2D (time as channels) vs persistence on 2-D Navier-Stokes "
+            "vorticity sequences: relative L2 per lead time at equal training time"
+        ),
+        run=run,
+    )
+)

@@ -1,0 +1,101 @@
+"""The ``earthformer-ns`` task: Navier–Stokes sequences, the FNO adapter, the metric, a tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from physml.tasks import Context
+from physml.tasks import earthformer as task
+
+
+def test_vorticity_sequences_shape_zero_mean_and_per_sample_seeds():
+    videos = task.vorticity_sequences(2, 5, nx=16, frames=3)
+    assert videos.shape == (2, 3, 1, 16, 16) and videos.dtype == torch.float32
+    assert torch.isfinite(videos).all()
+    # The periodic solver keeps the (zero) mean vorticity of the random initial field.
+    assert videos.double().mean((-2, -1)).abs().max() < 1e-6
+    # Frames differ over time: the flow evolves.
+    assert (videos[:, 0] - videos[:, -1]).abs().max() > 1e-3
+    # Sequence i depends on seed first_seed + i only.
+    alone = task.vorticity_sequences(1, 6, nx=16, frames=3)
+    assert torch.equal(alone[0], videos[1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(count=0, first_seed=0, nx=16, frames=3), "count"),
+        (dict(count=1, first_seed=0, nx=16, frames=1), "frames"),
+        (dict(count=1, first_seed=0, nx=16, frames=3, frame_dt=0.0), "frame_dt"),
+    ],
+)
+def test_vorticity_sequences_rejects_bad_sizes(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        task.vorticity_sequences(**kwargs)
+
+
+def test_relative_l2_per_lead_matches_a_direct_formula():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(3, 4, 1, 5, 5, generator=gen)
+    prediction = target + 0.1 * torch.randn(3, 4, 1, 5, 5, generator=gen)
+    got = task.relative_l2_per_lead(prediction, target).numpy()
+    p, t = prediction.numpy().astype(np.float64), target.numpy().astype(np.float64)
+    expected = [
+        np.mean([np.linalg.norm(p[b, k] - t[b, k]) / np.linalg.norm(t[b, k]) for b in range(3)])
+        for k in range(4)
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_frames_as_channels_maps_sequences_through_a_2d_operator():
+    operator = nn.Conv2d(3, 2, 1, bias=False)
+    model = task.FramesAsChannels(operator)
+    x = torch.randn(4, 3, 1, 8, 8)
+    y = model(x)
+    assert y.shape == (4, 2, 1, 8, 8)
+    torch.testing.assert_close(y[:, :, 0], operator(x[:, :, 0]))
+    with pytest.raises(ValueError, match="x must have shape"):
+        model(torch.randn(4, 3, 2, 8, 8))
+
+
+def test_build_knows_the_methods_and_rejects_others():
+    scale = task.Scale(
+        nx=16, t_in=2, t_out=3, train=4, test=2, budget_s=1.0, batch_size=2, base_units=8, modes=4
+    )
+    x = torch.randn(2, 2, 1, 16, 16)
+    for method in task.METHODS:
+        assert task.build(method, scale, seed=0)(x).shape == (2, 3, 1, 16, 16)
+    with pytest.raises(ValueError, match="method must be one of"):
+        task.build("transformer", scale, seed=0)
+
+
+def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_path, monkeypatch):
+    tiny = task.Scale(
+        nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=0.5, batch_size=2, base_units=8, modes=4
+    )
+    monkeypatch.setitem(task.SIZES, "toy", tiny)
+    rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
+    values = {row.metric: row.value for row in rows}
+    for method in task.METHODS:
+        assert np.isfinite(values[f"rel L2 {method}"])
+    folder = tmp_path / task.NAME
+    assert (folder / "rel-l2-vs-lead-toy.png").stat().st_size > 0
+    assert (folder / "forecast-strip-toy.png").stat().st_size > 0
+    summary = json.loads((folder / "summary-toy.json").read_text())
+    assert len(summary["methods"]["earthformer"]["rel_l2_per_lead"]) == 2
+
+    # Persistence from the solver's own frames: ||w(t_in - 1) - w(t_in + k)|| / ||w(t_in + k)||.
+    test = task.vorticity_sequences(2, task.TEST_SEED_OFFSET, 16, 4).double()
+    last, future = test[:, 1], test[:, 2:]
+    ratios = [
+        ((last - future[:, k]).flatten(1).norm(dim=1) / future[:, k].flatten(1).norm(dim=1)).mean()
+        for k in range(2)
+    ]
+    assert values["rel L2 persistence"] == pytest.approx(float(sum(ratios) / 2), rel=1e-6)
+    ratio = values["rel L2 earthformer / persistence"]
+    assert ratio == pytest.approx(values["rel L2 earthformer"] / values["rel L2 persistence"])
