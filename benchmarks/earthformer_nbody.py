@@ -85,7 +85,7 @@ SCALES = {
         t_out=10,
         train=3000,
         test=256,
-        budget_s=420.0,
+        budget_s=600.0,
         max_steps=None,
         batch_size=16,
         lr=1e-3,
@@ -137,9 +137,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
 
 def videos(scale: Scale, seed: int) -> tuple[torch.Tensor, ...]:
     """Train and test ``(inputs, targets)``; train and test use disjoint handwriting and seeds."""
-    common = dict(
-        frames=scale.t_in + scale.t_out, size=scale.size, digits=3, stride=scale.stride
-    )
+    common = dict(frames=scale.t_in + scale.t_out, size=scale.size, digits=3, stride=scale.stride)
     train = nbody_digits(scale.train, seed=seed, split="train", **common)
     test = nbody_digits(scale.test, seed=seed + 1, split="test", **common)
     return (*train.split(scale.t_in), *test.split(scale.t_in))
@@ -201,7 +199,7 @@ def per_lead_table(rows: list[dict]) -> str:
 
 NOTES = """
 Data: N-body digits at {size}×{size} (3 sprites of {sprite}×{sprite} px, G = 0.05, softening
-10, a frame every 5 steps), {t_in} → {t_out} frames, {train} training sequences (train
+10, a frame every {stride} steps), {t_in} → {t_out} frames, {train} training sequences (train
 handwriting pool) and {test} test sequences (disjoint pool). Every learned model trains for the
 same wall-clock budget of {budget_s:.0f} s (`train_s`; `steps` of batch {batch_size}, Adam lr
 {lr:g} with a cosine decay over the budget, MSE loss, training seed {seed}) on one CPU thread;
@@ -211,7 +209,7 @@ range 1), each averaged over test sequences and the {t_out} lead times. Earthfor
 {base_units} channels, 4 heads, 2 levels (one block each), 4× downsampling stem, axial cuboid
 pattern, 8 or 0 global vectors, and a sigmoid on its output (the baselines end in one too:
 frames lie in [0, 1]). UNet: base {base_units}, depth 2, context frames as channels. ConvLSTM:
-encoder-forecaster, 2 layers of {base_units} hidden channels at 2× pixel-unshuffled resolution.
+encoder-forecaster, 2 layers of {base_units} hidden channels on 4× pixel-unshuffled frames.
 
 For scale only (not comparable: 64×64 MNIST digits, 10 → 10, GPU-length training): the
 Earthformer paper reports MSE 14.82 / MAE 39.93 / SSIM 0.9538 for Earthformer and 32.15 / 72.64 /

@@ -51,3 +51,97 @@ def test_committed_probconserv_results_conserve():
         for row in result["rows"]:
             if row["method"].startswith(("probconserv", "hardc")) or name.endswith("update"):
                 assert row["ce_abs"] <= 1e-6, row
+
+
+def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
+    script = [sys.executable, str(ROOT / "benchmarks" / "boon.py"), "--quick", "--out"]
+    subprocess.run([*script, str(tmp_path)], check=True, cwd=ROOT, timeout=600)
+    result = json.loads((tmp_path / "boon.json").read_text())
+    assert KEYS <= set(result) and "--quick" in result["command"]
+    rows = {(row["case"], row["method"]): row for row in result["rows"]}
+    cases = {case for case, _ in rows}
+    assert len(cases) == 8 and {"heat-neumann", "cavity", "burgers-periodic"} <= cases
+    assert {method for _, method in rows} == {"fno", "fno-overwrite", "boon", "boon-output"}
+    fields = {"rel_l2", "rel_l2_interior", "boundary_error", "train_s", "fwd_ms", "params"}
+    for (case, method), row in rows.items():
+        assert fields <= set(row), (case, method)
+        if method != "fno":  # BOON and the overwrite meet the prescribed values exactly
+            assert row["boundary_error"] <= 1e-5, (case, method, row["boundary_error"])
+    for name in ("boon-boundary-zoom.png", "boon-cavity-error-over-time.png"):
+        assert (tmp_path / name).stat().st_size > 5_000
+    assert not list(tmp_path.glob(".boon-*"))  # the resume files are gone once results exist
+
+    # a run that finds a finished (case, method, seed) in the partial file reuses it
+    from physml.tasks.boon import budget
+
+    planted = {**result["runs"][0], "rel_l2": 123.0}
+    assert planted["case"] == "heat-neumann" and planted["method"] == "fno"
+    run = {"rows": [planted], "budget": repr(budget("heat-neumann", "quick"))}
+    partial = {"size": "quick", "runs": {"heat-neumann|fno|0": run}}
+    (tmp_path / ".boon-partial-quick.json").write_text(json.dumps(partial))
+    args = [str(tmp_path), "--cases", "heat-neumann"]
+    subprocess.run([*script, *args], check=True, cwd=ROOT, timeout=600)
+    resumed = json.loads((tmp_path / "boon.json").read_text())
+    fno = [row for row in resumed["rows"] if row["method"] == "fno"]
+    assert len(fno) == 1 and fno[0]["rel_l2"] == 123.0
+    assert {row["case"] for row in resumed["rows"]} == {"heat-neumann"}
+
+
+def _quick(name: str, out: Path) -> dict:
+    """Run ``benchmarks/<name>.py --quick --out out`` and return its checked results JSON."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    result = json.loads((out / f"{name}.json").read_text())
+    assert KEYS <= set(result) and "--quick" in result["command"]
+    markdown = (out / f"{name}.md").read_text()
+    assert markdown.startswith(f"# {name}") and markdown.count("\n|") >= len(result["rows"]) + 1
+    return result
+
+
+def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
+    from physml.data.nbody import nbody_digits
+
+    result = _quick("earthformer_nbody", tmp_path)
+    rows = {row["method"]: row for row in result["rows"]}
+    expected = {"earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence"}
+    assert set(rows) == expected
+    assert (tmp_path / "earthformer_nbody-strip.png").stat().st_size > 0
+    scale = result["setup"]["scale"]
+    for row in rows.values():
+        assert len(row["mse_per_lead"]) == scale["t_out"]
+        assert row["mse"] == pytest.approx(sum(row["mse_per_lead"]) / scale["t_out"])
+        assert 0 < row["mse"] and -1 <= row["ssim"] <= 1
+    assert rows["persistence"]["params"] == 0 and rows["persistence"]["steps"] == 0
+    assert rows["earthformer"]["params"] > rows["earthformer-noglobal"]["params"] > 0
+
+    # Persistence scored independently: the last context frame against each target frame,
+    # squared error summed over the frame's pixels, averaged over sequences and lead times.
+    frames = scale["t_in"] + scale["t_out"]
+    test = nbody_digits(
+        scale["test"], seed=result["seed"] + 1, frames=frames, size=scale["size"], split="test"
+    ).frames.double()
+    last, future = test[:, scale["t_in"] - 1], test[:, scale["t_in"] :]
+    expected_mse = (future - last[:, None]).square().sum((-3, -2, -1)).mean()
+    assert rows["persistence"]["mse"] == pytest.approx(float(expected_mse), rel=1e-5)
+
+
+def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):
+    result = _quick("cuboid_scaling", tmp_path)
+    sweep = [row for row in result["rows"] if row["case"].startswith("thw-")]
+    methods = {"cuboid-axial", "cuboid-local", "full-attention"}
+    cases = {row["case"] for row in sweep}
+    assert {row["method"] for row in sweep} == methods
+    assert len(sweep) == len(methods) * len(cases) >= 6
+    for row in sweep:
+        assert row["fits"] is True and row["fwd_ms"] > 0 and row["peak_mb"] >= 0
+    # Full attention's score tensor is (THW)² per head; a local cuboid's is THW·V.
+    for row in sweep:
+        if row["method"] == "full-attention":
+            assert row["scores_mb"] * 2**20 == 4 * 4 * row["thw"] ** 2
+    assert set(result["slopes"]) == methods
+    targets = [row for row in result["rows"] if row["case"].startswith("target-")]
+    assert {row["reference_ms"] for row in targets} == {167.0, 17.0}

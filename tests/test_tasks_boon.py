@@ -1,0 +1,221 @@
+"""The BOON experiment pieces: datasets and their prescribed values, error measures, fair set-up."""
+
+import math
+
+import pytest
+import torch
+
+from pdes import Grid1D, Grid2D
+from pdes.problems import get as get_recipe
+from physml.tasks import boon
+
+QUICK = "quick"
+
+
+@pytest.fixture(scope="module")
+def quick_data():
+    return {name: boon.case_data(name, QUICK) for name in boon.CASES}
+
+
+# ------------------------------------------------------------------------------------------
+# Datasets: shapes, and prescribed values (from the recipes' settings) that the solver data meet
+
+
+def test_every_case_has_float32_pairs_of_the_documented_shapes(quick_data):
+    for name, data in quick_data.items():
+        plan = boon.budget(name, QUICK)
+        assert data.train_x.dtype == data.train_y.dtype == torch.float32, name
+        assert data.train_x.shape[0] == plan.train and data.test_x.shape[0] == plan.test
+        family = boon.CASES[name].family
+        if family == "1d":
+            assert data.test_y.shape[1:] == (1, plan.nx)
+        elif family == "xt":
+            assert data.test_y.shape[1:] == (1, plan.nx, 25) and data.times.numel() == 25
+        else:
+            assert data.test_y.shape[1:] == (50, plan.nx, plan.nx)
+
+
+def test_heat_fluxes_follow_the_heater_formula(quick_data):
+    # independent: g_R(t) = 5 sin(pi t) at t = T (single step) and at t_k = k/25 (multi-step)
+    single = quick_data["heat-neumann"].test_values
+    assert torch.allclose(single[:, 0], torch.zeros(len(single), dtype=torch.float64))
+    assert torch.allclose(
+        single[:, 1], torch.full_like(single[:, 1], 5.0 * math.sin(0.5 * math.pi))
+    )
+    multi = quick_data["heat-neumann-multistep"].test_values
+    t = torch.arange(1, 26, dtype=torch.float64) / 25.0
+    assert torch.allclose(multi[:, 1], (5.0 * torch.sin(math.pi * t)).expand_as(multi[:, 1]))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["heat-neumann", "heat-neumann-multistep", "stokes-dirichlet", "stokes-dirichlet-multistep"],
+)
+def test_solver_targets_meet_the_prescribed_values(quick_data, name):
+    # the values come from the recipe's parameters; the solver's own data must agree with them
+    # (up to float32 rounding of the stored targets, amplified by 3/(2dx) for fluxes)
+    data = quick_data[name]
+    error = data.walls.error(data.test_y, data.test_values).max().item()
+    assert error < (1e-4 if data.walls.kind == "neumann" else 1e-6), error
+
+
+def test_stokes_wall_value_is_the_plate_velocity():
+    # U cos(omega T) at y = 0, written out from the recipe's parameters
+    problem = get_recipe("stokes")
+    settings = problem.settings(nx=33, nt=2, t_end=boon.SINGLE_T)
+    batch = problem.generate([boon.TEST_SEED], settings)
+    data = boon.case_data("stokes-dirichlet", QUICK)
+    p = batch.params
+    expected = p["amplitude"] * torch.cos(p["omega"] * boon.SINGLE_T)
+    torch.testing.assert_close(data.test_values[0, 0], expected[0])
+
+
+def test_cavity_and_periodic_targets_meet_their_walls(quick_data):
+    cavity = quick_data["cavity"]
+    assert cavity.walls.error(cavity.test_y, cavity.test_values).max() < 1e-6
+    lid = cavity.test_values
+    assert ((lid >= 0.5) & (lid <= 1.5)).all()
+    torch.testing.assert_close(
+        cavity.test_y[:, :25, 1:-1, -1],
+        lid[:, None, None].float().expand(-1, 25, cavity.test_y.shape[2] - 2),
+    )
+    periodic = quick_data["burgers-periodic"]
+    assert torch.equal(periodic.test_y[..., 0], periodic.test_y[..., -1])
+    assert periodic.test_values is None
+
+
+# ------------------------------------------------------------------------------------------
+# Error measures against fields with known errors
+
+
+def test_one_dimensional_errors_on_known_fields():
+    grid = Grid1D(21)
+    x = grid.coordinates()
+    u = (2.0 + 0.5 * x**2)[None, None].expand(3, 1, -1)  # du/dx = x: 0 at the left, 1 at the right
+    values = torch.tensor([[0.0, 1.0], [0.25, 1.0], [0.0, -1.0]], dtype=torch.float64)
+    flux = boon.Walls1D("neumann", grid).error(u, values)
+    torch.testing.assert_close(flux, torch.tensor([0.0, 0.25, 2.0], dtype=torch.float64))
+    ends = torch.tensor([[2.0, 2.5], [2.0, 2.0], [1.0, 2.5]], dtype=torch.float64)
+    value = boon.Walls1D("dirichlet", grid).error(u, ends)
+    torch.testing.assert_close(value, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    periodic = boon.Walls1D("periodic", grid).error(u, None)
+    torch.testing.assert_close(periodic, torch.full((3,), 0.5, dtype=torch.float64))
+
+
+def test_multistep_error_reads_the_value_at_each_time():
+    grid, steps = Grid1D(9), 4
+    u = torch.zeros(2, 1, grid.n, steps, dtype=torch.float64)
+    values = torch.zeros(2, 2, steps, dtype=torch.float64)
+    u[1, 0, -1, 2] = 0.3  # sample 1, right wall, third time
+    error = boon.WallsXT("dirichlet", grid).error(u, values)
+    torch.testing.assert_close(error, torch.tensor([0.0, 0.3], dtype=torch.float64))
+    values[0, 0, 1] = -0.2
+    error = boon.WallsXT("dirichlet", grid).error(u, values)
+    torch.testing.assert_close(error, torch.tensor([0.2, 0.3], dtype=torch.float64))
+
+
+def test_cavity_error_sees_the_lid_and_the_corners():
+    walls = boon.CavityWalls(Grid2D.square(9), steps=2)
+    lid = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    u = torch.zeros(2, 4, 9, 9, dtype=torch.float64)
+    u[:, :2, :, -1] = lid[:, None, None]  # vx = U on the top row, corners included
+    assert walls.error(u, lid).max() == 0.0
+    u[1, 3, -1, -1] = 0.1  # vy at the top right corner must be 0
+    torch.testing.assert_close(walls.error(u, lid), torch.tensor([0.0, 0.1], dtype=torch.float64))
+    # the overwrite meets the walls in the documented order (the lid wins at its corners)
+    assert (
+        walls.error(walls.overwrite(torch.randn(2, 4, 9, 9, dtype=torch.float64), lid), lid).max()
+        < 1e-12
+    )
+
+
+def test_float32_flux_floor_is_half_an_ulp_times_the_stencil_weight():
+    grid = Grid1D(65)
+    u = torch.zeros(1, 1, grid.n)
+    u[..., 0] = 3.0  # ulp of numbers in [2, 4) is 2**-22
+    expected = 2.0**-23 * 3.0 / (2.0 * grid.dx)
+    assert boon.float32_flux_floor(u, boon.Walls1D("neumann", grid)) == pytest.approx(expected)
+    assert boon.float32_flux_floor(u, boon.Walls1D("dirichlet", grid)) == 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# Fair comparison and runs
+
+
+def test_fno_and_boon_start_from_the_same_weights(quick_data):
+    data = quick_data["heat-neumann"]
+    plan = boon.budget("heat-neumann", QUICK)
+    fno = dict(boon.build_model("fno", data, plan, seed=3).fno.named_parameters())
+    for method in ("boon", "boon-output"):
+        corrected = dict(boon.build_model(method, data, plan, seed=3).fno.named_parameters())
+        assert fno.keys() == corrected.keys() and len(fno) > 4
+        assert all(torch.equal(fno[k], corrected[k]) for k in fno)
+
+
+def test_the_ablation_corrects_only_the_output(quick_data):
+    # boon-output = the FNO's output with its walls replaced: the interior is the plain FNO's
+    data = quick_data["stokes-dirichlet"]
+    plan = boon.budget("stokes-dirichlet", QUICK)
+    plain = boon.build_model("fno", data, plan, seed=1)
+    output = boon.build_model("boon-output", data, plan, seed=1)
+    kernel = boon.build_model("boon", data, plan, seed=1)
+    x, values = data.test_x, data.test_values
+    with torch.no_grad():
+        reference, ablated, corrected = plain(x, values), output(x, values), kernel(x, values)
+    torch.testing.assert_close(ablated[..., 1:-1], reference[..., 1:-1])
+    torch.testing.assert_close(ablated[:, 0, 0], values[:, 0].float())
+    torch.testing.assert_close(ablated[:, 0, -1], values[:, 1].float())
+    assert (corrected[..., 1:-1] - reference[..., 1:-1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["stokes-dirichlet", "heat-neumann-multistep", "cavity"])
+def test_run_case_rows_meet_the_conditions(name):
+    fno = boon.run_case(name, "fno", 0, QUICK)
+    corrected = boon.run_case(name, "boon", 0, QUICK)
+    rows = {row["method"]: row for row in fno.rows + corrected.rows}
+    assert set(rows) == set(boon.METHODS)
+    for method in ("fno-overwrite", "boon"):
+        assert rows[method]["boundary_error"] <= 1e-5
+    assert rows["fno"]["boundary_error"] > 1e-3  # an untrained FNO does not meet them
+    if name == "stokes-dirichlet":
+        assert "rel_l2_over_time" not in rows["boon"]
+    else:  # per step; the whole field's error is a weighted mean of them, so min <= it (roughly)
+        curve = rows["boon"]["rel_l2_over_time"]
+        assert len(curve) == 25 and min(curve) <= rows["boon"]["rel_l2"] * 1.5
+    # the overwrite changes only the walls: the interior error is the FNO's
+    assert rows["fno-overwrite"]["rel_l2_interior"] == pytest.approx(rows["fno"]["rel_l2_interior"])
+
+
+def test_plots_are_written(tmp_path, quick_data):
+    data = quick_data["heat-neumann"]
+    predictions = {"solver copy": data.test_y.double()}
+    boon.plot_boundary_zoom(data, predictions, tmp_path / "zoom.png")
+    curves = {"fno": [[1.0, 0.5, 0.25]], "boon": [[0.5, 0.25, 0.1], [0.6, 0.3, 0.1]]}
+    boon.plot_error_over_time(curves, [0.1, 0.2, 0.3], tmp_path / "time.png", "t")
+    assert (tmp_path / "zoom.png").stat().st_size > 5_000
+    assert (tmp_path / "time.png").stat().st_size > 5_000
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="case must be one of"):
+        boon.budget("heat", QUICK)
+    with pytest.raises(ValueError, match="size must be one of"):
+        boon.budget("heat-neumann", "huge")
+    data = boon.case_data("heat-neumann", QUICK)
+    plan = boon.budget("heat-neumann", QUICK)
+    with pytest.raises(ValueError, match="method must be one of"):
+        boon.build_model("fno-overwrite", data, plan, 0)
+    with pytest.raises(ValueError, match="values must be a"):
+        boon.Walls1D("dirichlet", Grid1D(9)).conditions(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="lid speeds"):
+        boon.CavityWalls(Grid2D.square(9), 2).conditions(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="batch"):
+        boon.train(
+            boon.build_model("fno", data, plan, 0), data, boon.Budget(4, 4, 33, 1, batch=64), 0
+        )
+    with pytest.raises(ValueError, match="1-D cases"):
+        boon.plot_boundary_zoom(boon.case_data("cavity", QUICK), {}, "unused.png")
