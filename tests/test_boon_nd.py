@@ -495,3 +495,26 @@ def test_three_axes_of_a_3d_fno():
     left, right = flux(u[..., 1:-1, 1:-1], -3, grids[0].dx)
     close(left, 0.5, scale=u)
     close(right, -0.5, scale=u)
+
+
+def test_pivot_floor_bounds_the_pivots_and_keeps_the_others_exact():
+    floor = 0.5  # between the test layer's smallest pivot/column ratio (~0.1) and the others
+    exact, model = probed_layer((-2,))
+    blocks = model.fno_blocks
+    grid = Grid1D(LAYER_SHAPE[1])
+    condition = [BoundaryCondition(Dirichlet(), grid, axis=-2)]
+    floored = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], condition, pivot_floor=floor)
+    floored.probe(torch.zeros(1, *LAYER_SHAPE))
+    (reference,), (guarded,) = exact._probes[1], floored._probes[1]
+    scale = reference.first.square().mean(dim=-2).sqrt()  # RMS of p₀ along x, written out
+    small = reference.pivot.abs() < floor * scale
+    assert small.any() and not small.all(), "the test layer should have pivots on both sides"
+    torch.testing.assert_close(guarded.pivot[~small], reference.pivot[~small])
+    torch.testing.assert_close(guarded.pivot.abs()[small], floor * scale[small])
+    assert torch.equal(torch.sign(guarded.pivot[small]), torch.sign(reference.pivot[small]))
+
+
+def test_pivot_floor_out_of_range_is_refused():
+    blocks = fno(2, 1).fno_blocks
+    with pytest.raises(ValueError, match="pivot_floor"):
+        CorrectedLayer(blocks.convs[0], blocks.fno_skips[0], cavity(), pivot_floor=-0.1)

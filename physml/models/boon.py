@@ -52,6 +52,7 @@ scaling or complex data are not supported by the kernel correction (output corre
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -69,9 +70,19 @@ from ..errors import ConstraintError
 TOLERANCE = 1e-7
 
 
-def _safe(value: torch.Tensor, tol: float = TOLERANCE) -> torch.Tensor:
-    """``value`` with entries below ``tol`` in magnitude replaced by ``tol`` (no zero pivots)."""
-    return torch.where(value.abs() < tol, tol, value)
+def _safe(value: torch.Tensor, tol: float | torch.Tensor = TOLERANCE) -> torch.Tensor:
+    """``value`` with entries below ``tol`` in magnitude moved out to ``±tol`` (no zero pivots)."""
+    floor = torch.maximum(
+        torch.as_tensor(tol, dtype=value.dtype, device=value.device),
+        torch.as_tensor(TOLERANCE, dtype=value.dtype, device=value.device),
+    )
+    sign = torch.where(value < 0, -1.0, 1.0).to(value.dtype)
+    return torch.where(value.abs() < floor, sign * floor, value)
+
+
+def _column_scale(column: torch.Tensor, axis: int) -> torch.Tensor:
+    """Root-mean-square of a probe column along ``axis`` (the size its correction can take)."""
+    return column.square().mean(dim=axis).sqrt()
 
 
 def kernel_support(model: nn.Module) -> str | None:
@@ -148,12 +159,24 @@ class AxisProbe:
     cn: torch.Tensor
 
     @classmethod
-    def read(cls, axis: int, bias: torch.Tensor, at_first: torch.Tensor, at_last: torch.Tensor):
-        """From the responses ``(channel, *space)`` to zero and to the two wall spikes."""
+    def read(
+        cls,
+        axis: int,
+        bias: torch.Tensor,
+        at_first: torch.Tensor,
+        at_last: torch.Tensor,
+        pivot_floor: float = 0.0,
+    ):
+        """From the responses ``(channel, *space)`` to zero and to the two wall spikes.
+
+        Pivots smaller in magnitude than ``pivot_floor`` times the RMS of their probe column are
+        moved out to that size (see :class:`BOON`).
+        """
         first, last = at_first - bias, at_last - bias
         k00, kn0 = first.select(axis, 0), first.select(axis, -1)
-        k0n, knn = last.select(axis, 0), _safe(last.select(axis, -1))
-        pivot = _safe(k00 - k0n * kn0 / knn)
+        k0n = last.select(axis, 0)
+        knn = _safe(last.select(axis, -1), pivot_floor * _column_scale(last, axis))
+        pivot = _safe(k00 - k0n * kn0 / knn, pivot_floor * _column_scale(first, axis))
         inv_pivot, inv_knn = 1.0 / pivot, 1.0 / knn
         ratio = k0n * inv_knn
         bias_first, bias_last = bias.select(axis, 0), bias.select(axis, -1)
@@ -200,7 +223,12 @@ class CorrectedLayer:
         skip: nn.Module | None,
         conditions: str | Sequence[BoundaryCondition],
         dx: float | None = None,
+        pivot_floor: float = 0.0,
     ) -> None:
+        pivot_floor = float(pivot_floor)
+        if not (math.isfinite(pivot_floor) and pivot_floor >= 0.0):
+            raise ValueError(f"pivot_floor must be a finite number >= 0, got {pivot_floor}")
+        self.pivot_floor = pivot_floor
         if isinstance(conditions, str):
             if conditions not in ("dirichlet", "neumann", "periodic"):
                 raise ValueError(
@@ -291,7 +319,7 @@ class CorrectedLayer:
         bias, later, later_x = response[0], response[1:], spikes[1:]
         probes = []
         for axis in self.axes:
-            probe = AxisProbe.read(axis, bias, later[0], later[1])
+            probe = AxisProbe.read(axis, bias, later[0], later[1], self.pivot_floor)
             probes.append(probe)
             later, later_x = later[2:], later_x[2:]
             if later.shape[0]:
@@ -356,6 +384,14 @@ class BOON(nn.Module):
         kernel: ``"auto"`` corrects the Fourier layers when the model supports it and otherwise
             warns and corrects only the output; ``True`` refuses unsupported models;
             ``False`` corrects only the output.
+        pivot_floor: the elimination divides by the pivots ``K̃₀₀`` and ``Kₙₙ`` of every layer
+            (per channel and wall point); one close to zero makes the correction ``p₀ d₀``
+            huge, and training then sees rare, huge gradients (on the 2-D cavity this tripled
+            the error). A pivot smaller than ``pivot_floor`` times the RMS of its probe column is
+            moved out to that size (sign kept), which bounds the correction by ``1/pivot_floor``
+            times the residual it removes; there, and only there, the wall row keeps a damped
+            dependence on the interior. ``0`` gives the exact elimination everywhere. The
+            output correction is exact either way.
 
     ``forward(x, t=None)``: ``t`` (a number, or an array of times along each condition's
     ``time_axis``) is the time at which values given as functions of time are evaluated; without
@@ -372,6 +408,7 @@ class BOON(nn.Module):
         | Sequence[BoundaryCondition],
         grid: Grid1D | Grid2D | None = None,
         kernel: bool | str = "auto",
+        pivot_floor: float = 0.1,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -403,7 +440,9 @@ class BOON(nn.Module):
             blocks = model.fno_blocks
             skips = blocks.fno_skips
             self.layers = [
-                CorrectedLayer(conv, None if skips is None else skips[i], self.conditions)
+                CorrectedLayer(
+                    conv, None if skips is None else skips[i], self.conditions, None, pivot_floor
+                )
                 for i, conv in enumerate(blocks.convs)
             ]
 
