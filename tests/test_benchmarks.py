@@ -53,6 +53,35 @@ def test_committed_probconserv_results_conserve():
                 assert row["ce_abs"] <= 1e-6, row
 
 
+def committed(name: str) -> dict:
+    result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+    assert KEYS <= set(result) and "--quick" not in result["command"]
+    return result
+
+
+def test_committed_boon_results_meet_the_walls_on_every_dataset():
+    rows = committed("boon")["rows"]
+    cases = {row["case"] for row in rows}
+    assert len(cases) >= 8
+    for case in cases:
+        methods = {row["method"]: row for row in rows if row["case"] == case}
+        assert {"fno", "fno-overwrite", "boon"} <= set(methods), case
+        assert methods["boon"]["seeds"] >= 3
+        for method in ("fno-overwrite", "boon"):
+            assert methods[method]["boundary_error"] <= 1e-5, (case, method)
+
+
+def test_committed_forecasting_results_cover_every_method():
+    rows = committed("earthformer_nbody")["rows"]
+    methods = {row["method"] for row in rows}
+    assert {"earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence"} <= methods
+    for row in rows:
+        assert row["mse"] > 0 and row["mae"] > 0 and -1 <= row["ssim"] <= 1, row
+    scaling = committed("cuboid_scaling")["rows"]
+    full = [row for row in scaling if row["method"] == "full-attention"]
+    assert any(row["fits"] for row in full) and not all(row["fits"] for row in full)
+
+
 def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     script = [sys.executable, str(ROOT / "benchmarks" / "boon.py"), "--quick", "--out"]
     subprocess.run([*script, str(tmp_path)], check=True, cwd=ROOT, timeout=600)
