@@ -10,16 +10,16 @@ from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_a
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from .boon import BOON, CorrectedLayer, kernel_support
 from .common import grid_points, unflatten, with_parameters
-from .earthformer import (
+from .cuboid import (
     PATTERNS,
     CuboidCrossAttention,
     CuboidCrossBlock,
     CuboidSelfAttention,
     CuboidTransformerBlock,
-    Earthformer,
     cuboid_reorder,
     cuboid_reverse,
 )
+from .earthformer import Earthformer
 from .ensemble import DeepEnsemble
 from .forecasting import ForecastScores, TrainReport, evaluate_forecaster, train_forecaster
 from .gp import ExactGPSurrogate

@@ -37,40 +37,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from .cuboid import (
-    PATTERNS,
     CuboidCrossAttention,
     CuboidCrossBlock,
-    CuboidLayout,
     CuboidSelfAttention,
     CuboidTransformerBlock,
     FeedForward,
-    cross_attention_mask,
-    cuboid_reorder,
-    cuboid_reverse,
-    plan_cuboids,
-    relative_position_index,
-    resolve_pattern,
-    self_attention_mask,
 )
 
-__all__ = [
-    "PATTERNS",
-    "CuboidCrossAttention",
-    "CuboidCrossBlock",
-    "CuboidLayout",
-    "CuboidSelfAttention",
-    "CuboidTransformerBlock",
-    "Earthformer",
-    "FeedForward",
-    "PatchMerge",
-    "cross_attention_mask",
-    "cuboid_reorder",
-    "cuboid_reverse",
-    "plan_cuboids",
-    "relative_position_index",
-    "resolve_pattern",
-    "self_attention_mask",
-]
+__all__ = ["Earthformer", "PatchMerge"]
 
 
 def _shape4(name: str, value: object) -> tuple[int, int, int, int]:
