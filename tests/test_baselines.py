@@ -1,6 +1,7 @@
 """Forecasting baselines and the training loop: shapes, gradients, learning, resume, scores."""
 
 import copy
+import time
 
 import pytest
 import torch
@@ -181,11 +182,29 @@ def test_training_is_deterministic_by_seed():
     assert not same_parameters(first, other)
 
 
-def test_time_budget_stops_the_run():
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_the_run(clock):
     x, y = toy_sequences()
-    report = train_forecaster(build("unet", 3, 3, 1), x, y, budget_s=0.3, batch_size=2)
+    model = build("unet", 3, 3, 1)
+    report = train_forecaster(model, x, y, budget_s=0.3, batch_size=2, clock=clock)
     assert report.steps >= 1 and report.seconds >= 0.3
     assert len(report.losses) == report.steps
+
+
+def test_cpu_clock_does_not_count_time_spent_waiting():
+    x, y = toy_sequences()
+    started = time.perf_counter()
+    report = train_forecaster(
+        build("unet", 3, 3, 1),
+        x,
+        y,
+        max_steps=3,
+        batch_size=2,
+        clock="cpu",
+        on_step=lambda step, loss: time.sleep(0.2),
+    )
+    assert time.perf_counter() - started >= 0.6
+    assert report.seconds < 0.6 - 0.15
 
 
 def test_float64_data_trains_a_float32_model():
@@ -277,6 +296,8 @@ def test_training_loop_rejects_bad_requests():
         train_forecaster(model, x, y, max_steps=1, batch_size=0)
     with pytest.raises(ValueError, match="schedule"):
         train_forecaster(model, x, y, max_steps=1, schedule="step")
+    with pytest.raises(ValueError, match="clock"):
+        train_forecaster(model, x, y, max_steps=1, clock="gpu")
     with pytest.raises(TypeError, match="model"):
         train_forecaster(nn.Linear(2, 2).forward, x, y, max_steps=1)
     with pytest.raises(ValueError, match="model must return"):

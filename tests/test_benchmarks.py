@@ -89,12 +89,15 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     assert KEYS <= set(result) and "--quick" in result["command"]
     rows = {(row["case"], row["method"]): row for row in result["rows"]}
     cases = {case for case, _ in rows}
-    assert len(cases) == 8 and {"heat-neumann", "cavity", "burgers-periodic"} <= cases
-    assert {method for _, method in rows} == {"fno", "fno-overwrite", "boon", "boon-output"}
+    assert len(cases) == 10 and {"heat-neumann", "cavity", "burgers-periodic"} <= cases
+    methods = {"fno", "fno-overwrite", "boon", "boon-output", "fno-wall-input"}
+    assert {method for _, method in rows} == methods
+    peers = {case for case, method in rows if method == "fno-wall-input"}
+    assert peers == {"stokes-varying-frequency", "stokes-varying-frequency-multistep"}
     fields = {"rel_l2", "rel_l2_interior", "boundary_error", "train_s", "fwd_ms", "params"}
     for (case, method), row in rows.items():
         assert fields <= set(row), (case, method)
-        if method != "fno":  # BOON and the overwrite meet the prescribed values exactly
+        if method not in ("fno", "fno-wall-input"):  # the constrained ones meet them exactly
             assert row["boundary_error"] <= 1e-5, (case, method, row["boundary_error"])
     for name in ("boon-boundary-zoom.png", "boon-cavity-error-over-time.png"):
         assert (tmp_path / name).stat().st_size > 5_000

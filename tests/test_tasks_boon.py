@@ -49,7 +49,14 @@ def test_heat_fluxes_follow_the_heater_formula(quick_data):
 
 @pytest.mark.parametrize(
     "name",
-    ["heat-neumann", "heat-neumann-multistep", "stokes-dirichlet", "stokes-dirichlet-multistep"],
+    [
+        "heat-neumann",
+        "heat-neumann-multistep",
+        "stokes-dirichlet",
+        "stokes-dirichlet-multistep",
+        "stokes-varying-frequency",
+        "stokes-varying-frequency-multistep",
+    ],
 )
 def test_solver_targets_meet_the_prescribed_values(quick_data, name):
     # the values come from the recipe's parameters; the solver's own data must agree with them
@@ -140,6 +147,42 @@ def test_float32_flux_floor_is_half_an_ulp_times_the_stencil_weight():
 
 # ------------------------------------------------------------------------------------------
 # Fair comparison and runs
+
+
+def test_varying_frequency_hides_the_phase_from_the_input():
+    # omega is drawn per sample in [5, 20]; the wall values U cos(omega t) carry it
+    problem = get_recipe("stokes")
+    settings = problem.settings(nx=33, nt=26, t_end=boon.MULTI_T, **boon.VARYING_FREQUENCY)
+    seeds = list(range(boon.TEST_SEED, boon.TEST_SEED + 4))
+    p = problem.generate(seeds, settings).params
+    assert p["omega"].min() >= 5.0 and p["omega"].max() <= 20.0 and p["omega"].std() > 0.5
+    data = boon.case_data("stokes-varying-frequency-multistep", QUICK)
+    times = torch.linspace(0, boon.MULTI_T, 26, dtype=torch.float64)[1:]
+    expected = p["amplitude"][:, None] * torch.cos(p["omega"][:, None] * times)
+    torch.testing.assert_close(data.test_values[:4, 0], expected)
+    assert boon.CASES["stokes-varying-frequency-multistep"].varying
+    assert not boon.CASES["stokes-dirichlet-multistep"].varying
+
+
+@pytest.mark.parametrize("name", ["stokes-varying-frequency", "heat-neumann-multistep"])
+def test_the_wall_input_peer_is_told_the_values(quick_data, name):
+    data = quick_data[name]
+    plan = boon.budget(name, QUICK)
+    peer = boon.build_model(boon.PEER, data, plan, seed=2)
+    x, values = data.test_x[:2], data.test_values[:2]
+    channels = data.walls.channels(values, x)
+    assert channels.shape == (2, 2, *x.shape[2:]) and channels.dtype == x.dtype
+    for side in (0, 1):  # each wall's value spread over the domain, written out
+        spread = values[:, side].float().reshape(2, *[1] * (x.ndim - 3), -1)
+        torch.testing.assert_close(channels[:, side], spread.expand(x[:, 0].shape))
+    with torch.no_grad():
+        told, other = peer(x, values), peer(x, values + 1.0)
+    assert told.shape == data.test_y[:2].shape
+    assert (told - other).abs().max() > 1e-4  # the values reach the prediction
+    with pytest.raises(ValueError, match="needs prescribed wall values"):
+        boon.build_model(boon.PEER, quick_data["burgers-periodic"], plan, seed=0)
+    with pytest.raises(ValueError, match="no wall-value input channels"):
+        quick_data["cavity"].walls.channels(torch.ones(2), quick_data["cavity"].test_x[:2])
 
 
 def test_fno_and_boon_start_from_the_same_weights(quick_data):
