@@ -181,6 +181,10 @@ def test_the_wall_input_peer_is_told_the_values(quick_data, name):
     assert (told - other).abs().max() > 1e-4  # the values reach the prediction
     with pytest.raises(ValueError, match="needs prescribed wall values"):
         boon.build_model(boon.PEER, quick_data["burgers-periodic"], plan, seed=0)
+    with pytest.raises(ValueError, match="values must be a"):
+        data.walls.channels(values[:1], x)
+    with pytest.raises(ValueError, match="values must be a"):
+        data.walls.channels(None, x)
     with pytest.raises(ValueError, match="no wall-value input channels"):
         quick_data["cavity"].walls.channels(torch.ones(2), quick_data["cavity"].test_x[:2])
 
