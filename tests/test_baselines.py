@@ -207,6 +207,36 @@ def test_cpu_clock_does_not_count_time_spent_waiting():
     assert report.seconds < 0.6 - 0.15
 
 
+def huber(prediction, target):
+    return nn.functional.huber_loss(prediction, target, delta=0.1)
+
+
+@pytest.mark.parametrize(
+    "loss, formula",
+    [
+        ("mse", lambda e: e.square().mean()),
+        ("l1", lambda e: e.abs().mean()),
+        (huber, lambda e: torch.where(e.abs() < 0.1, 0.5 * e**2, 0.1 * (e.abs() - 0.05)).mean()),
+    ],
+)
+def test_reported_loss_is_the_chosen_objective_of_the_error(loss, formula):
+    x, y = toy_sequences()
+    model = build("unet", 3, 3, 1)
+    before = copy.deepcopy(model)
+    report = train_forecaster(model, x, y, max_steps=1, batch_size=len(x), loss=loss)
+    with torch.no_grad():  # one batch holding every sample: the first loss is over all of them
+        expected = float(formula(before(x) - y))
+    assert report.losses[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_resuming_with_another_loss_is_refused(tmp_path):
+    x, y = toy_sequences()
+    path = tmp_path / "run.pt"
+    train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=1, checkpoint=path)
+    with pytest.raises(ValueError, match="settings"):
+        train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=2, checkpoint=path, loss="l1")
+
+
 def test_float64_data_trains_a_float32_model():
     x, y = toy_sequences()
     report = train_forecaster(build("unet", 3, 3, 1), x.double(), y.double(), max_steps=2)
@@ -298,6 +328,12 @@ def test_training_loop_rejects_bad_requests():
         train_forecaster(model, x, y, max_steps=1, schedule="step")
     with pytest.raises(ValueError, match="clock"):
         train_forecaster(model, x, y, max_steps=1, clock="gpu")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_forecaster(model, x, y, max_steps=1, loss="huber")
+    with pytest.raises(TypeError, match="loss must be a name"):
+        train_forecaster(model, x, y, max_steps=1, loss=2.0)
+    with pytest.raises(ValueError, match="loss must return a scalar tensor"):
+        train_forecaster(model, x, y, max_steps=1, loss=lambda p, t: p - t)
     with pytest.raises(TypeError, match="model"):
         train_forecaster(nn.Linear(2, 2).forward, x, y, max_steps=1)
     with pytest.raises(ValueError, match="model must return"):

@@ -139,7 +139,7 @@ def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
 
     result = _quick("earthformer_nbody", tmp_path)
     rows = {row["method"]: row for row in result["rows"]}
-    expected = {"earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence"}
+    expected = {"earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence", "blank"}
     assert set(rows) == expected
     assert (tmp_path / "earthformer_nbody-strip.png").stat().st_size > 0
     scale = result["setup"]["scale"]
@@ -154,11 +154,19 @@ def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
     # squared error summed over the frame's pixels, averaged over sequences and lead times.
     frames = scale["t_in"] + scale["t_out"]
     test = nbody_digits(
-        scale["test"], seed=result["seed"] + 1, frames=frames, size=scale["size"], split="test"
+        scale["test"],
+        seed=result["seed"] + 1,
+        frames=frames,
+        size=scale["size"],
+        split="test",
+        stride=scale["stride"],
+        **result["setup"]["physics"],
     ).frames.double()
     last, future = test[:, scale["t_in"] - 1], test[:, scale["t_in"] :]
     expected_mse = (future - last[:, None]).square().sum((-3, -2, -1)).mean()
     assert rows["persistence"]["mse"] == pytest.approx(float(expected_mse), rel=1e-5)
+    blank_mse = future.square().sum((-3, -2, -1)).mean()  # the all-black forecast's error
+    assert rows["blank"]["mse"] == pytest.approx(float(blank_mse), rel=1e-5)
 
 
 def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):

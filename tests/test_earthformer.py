@@ -20,6 +20,7 @@ from physml.models.cuboid import (
     CuboidCrossBlock,
     CuboidSelfAttention,
     CuboidTransformerBlock,
+    FeedForward,
     cuboid_reorder,
     cuboid_reverse,
     plan_cuboids,
@@ -537,6 +538,8 @@ def test_bad_model_arguments_and_inputs():
         Earthformer((4, 8, 8), (4, 1, 8, 8))
     with pytest.raises(ValueError, match="depth"):
         Earthformer((4, 1, 8, 8), (4, 1, 8, 8), depth=())
+    with pytest.raises(ValueError, match="stem_channels must be a positive integer, got 0"):
+        Earthformer((4, 1, 8, 8), (4, 1, 8, 8), stem_channels=0)
     model = _toy_model()
     with pytest.raises(ValueError, match=r"x.transpose\(1, 2\)"):
         model(torch.randn(2, 1, 4, 8, 8))  # channel-first layout
@@ -546,3 +549,33 @@ def test_bad_model_arguments_and_inputs():
         model(torch.randn(2, 4, 1, 16, 16))
     with pytest.raises(TypeError, match="floating"):
         model(torch.ones(2, 4, 1, 8, 8, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kernel", [0, 3])
+def test_feed_forward_mixes_only_within_a_frame_and_only_with_a_spatial_kernel(kernel):
+    torch.manual_seed(0)
+    ffn = FeedForward(8, ratio=2.0, spatial_kernel=kernel)
+    x = torch.randn(1, 3, 5, 5, 8, requires_grad=True)
+    ffn(x)[0, 1, 2, 2].sum().backward()  # one token: frame 1, row 2, column 2
+    reach = x.grad[0].abs().sum(-1)  # (T, H, W): which inputs that token depends on
+    assert reach[1, 2, 2] > 0
+    assert reach[0].max() == 0 and reach[2].max() == 0  # never another frame
+    neighbours = reach[1, 1:4, 1:4]
+    if kernel:
+        assert (neighbours > 0).all()  # the 3 x 3 neighbourhood, nothing beyond it
+        assert reach[1].sum() == pytest.approx(float(reach[1, 1:4, 1:4].sum()))
+    else:
+        assert reach[1].sum() == reach[1, 2, 2]
+
+
+def test_feed_forward_rejects_bad_spatial_kernels_and_non_grids():
+    with pytest.raises(ValueError, match="spatial_kernel must be 0 or odd"):
+        FeedForward(8, spatial_kernel=2)
+    with pytest.raises(ValueError, match="spatial_kernel must be 0 or odd"):
+        FeedForward(8, spatial_kernel=-1)
+    with pytest.raises(TypeError, match="spatial_kernel must be an int"):
+        FeedForward(8, spatial_kernel=True)
+    with pytest.raises(ValueError, match=r"grid \(B, T, H, W, C\)"):
+        FeedForward(8, spatial_kernel=3)(torch.randn(2, 6, 8))
+    model = Earthformer((4, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, ffn_kernel=3)
+    assert model(torch.rand(2, 4, 1, 8, 8)).shape == (2, 2, 1, 8, 8)

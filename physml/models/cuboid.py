@@ -799,14 +799,28 @@ def resolve_pattern(pattern: str | Sequence[LayerSpec], shape: Sequence[int]) ->
 
 
 class FeedForward(nn.Module):
-    """Pre-norm two-layer GELU MLP with residual: ``x + W2 gelu(W1 norm(x))`` on the last axis."""
+    """Pre-norm two-layer GELU MLP with residual: ``x + W2 gelu(W1 norm(x))`` on the last axis.
 
-    def __init__(self, dim: int, ratio: float = 4.0, dropout: float = 0.0) -> None:
+    ``spatial_kernel = k > 0`` adds a depthwise ``k × k`` convolution over (H, W) of every frame
+    to the hidden features before the GELU (a "Mix-FFN", as in SegFormer): ``x`` must then be a
+    grid ``(B, T, H, W, C)``. It gives each token its neighbours' features without attention,
+    the local bias a convolutional forecaster has. ``0`` (the default) is the plain MLP.
+    """
+
+    def __init__(
+        self, dim: int, ratio: float = 4.0, dropout: float = 0.0, spatial_kernel: int = 0
+    ) -> None:
         super().__init__()
+        if isinstance(spatial_kernel, bool) or not isinstance(spatial_kernel, int):
+            raise TypeError(f"spatial_kernel must be an int, got {spatial_kernel!r}")
+        if spatial_kernel < 0 or (spatial_kernel and spatial_kernel % 2 == 0):
+            raise ValueError(f"spatial_kernel must be 0 or odd and positive, got {spatial_kernel}")
         hidden = max(1, int(round(dim * ratio)))
+        self.spatial_kernel = spatial_kernel
         self.net = nn.Sequential(
             nn.LayerNorm(dim),
             nn.Linear(dim, hidden),
+            _SpatialMix(hidden, spatial_kernel) if spatial_kernel else nn.Identity(),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, dim),
@@ -815,7 +829,25 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same shape as ``x``."""
+        if self.spatial_kernel and x.ndim != 5:
+            raise ValueError(
+                f"x must be a grid (B, T, H, W, C) for a FeedForward with spatial_kernel="
+                f"{self.spatial_kernel}, got shape {tuple(x.shape)}"
+            )
         return x + self.net(x)
+
+
+class _SpatialMix(nn.Module):
+    """Depthwise ``k × k`` convolution over (H, W) of channel-last ``(B, T, H, W, C)``, residual."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, h, w, c = x.shape
+        frames = x.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        return x + self.conv(frames).permute(0, 2, 3, 1).reshape(b, t, h, w, c)
 
 
 class CuboidTransformerBlock(nn.Module):
@@ -840,6 +872,7 @@ class CuboidTransformerBlock(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         ffn_drop: float = 0.0,
+        ffn_kernel: int = 0,
     ) -> None:
         super().__init__()
         self.specs = resolve_pattern(pattern, input_shape)
@@ -861,7 +894,7 @@ class CuboidTransformerBlock(nn.Module):
             )
             for size, strategy, shift in self.specs
         )
-        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop)
+        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, ffn_kernel)
         if global_vectors:
             self.global_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in self.specs)
             self.global_ffn = FeedForward(dim, mlp_ratio, ffn_drop)
@@ -903,6 +936,7 @@ class CuboidCrossBlock(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         ffn_drop: float = 0.0,
+        ffn_kernel: int = 0,
     ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
@@ -920,7 +954,7 @@ class CuboidCrossBlock(nn.Module):
             attn_drop=attn_drop,
             proj_drop=proj_drop,
         )
-        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop)
+        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, ffn_kernel)
 
     def forward(
         self,

@@ -2,27 +2,36 @@
 
 ``x (B, T_in, C_in, H, W)`` -> ``(B, T_out, C_out, H, W)``, non-autoregressive:
 
-* stem: per-frame convolution with spatial downsampling by ``downsample`` (a patchify),
-  a LayerNorm (so the frames' signal is O(1) in the residual stream, like the branches that add
-  to it), plus learned positional embeddings (time + row + column);
+* stem: a per-frame full-resolution 3x3 convolution to ``stem_channels`` + GELU (its features
+  are kept for the head), then spatial downsampling by ``downsample`` (a patchify
+  convolution), a LayerNorm (so the frames' signal is O(1) in the residual stream, like the
+  branches that add to it), plus learned positional embeddings (time + row + column);
 * encoder: ``len(depth)`` levels of :class:`~physml.models.cuboid.CuboidTransformerBlock`
   (``depth[l]`` blocks each, with ``global_vectors`` learned global vectors threaded through),
   patch merging between levels (2x2 pixels -> one token, channels double, time kept). The output
   of every level is kept as the decoder's memory;
-* decoder, coarse to fine: the initial query is the top memory of the latest context frame,
-  repeated over the ``T_out`` target frames, plus learned target positional embeddings; at each
-  level ``depth[l]`` times a self-attention block then a cross-attention block to that level's
-  memory (and its global vectors), then nearest upsampling + 3x3 convolution to the next level,
-  plus that level's memory of the latest context frame (a skip, as in a U-Net);
-* head: a 3x3 convolution on the token grid, then a 1x1 convolution to ``C_out · downsample²``
+* decoder, coarse to fine: per level, a learned linear map over the context time axis
+  (``T_out × T_in`` weights, initialised to pick the latest context frame) turns that level's
+  memory into one skip per target frame; the top level's skip plus learned target positional
+  embeddings is the initial query. At each level ``depth[l]`` times a self-attention block then
+  a cross-attention block to that level's memory (and its global vectors), then nearest
+  upsampling + 3x3 convolution to the next level, plus that level's skip (as in a U-Net);
+* head: a 3x3 convolution on the token grid, then a 1x1 convolution to ``hidden · downsample²``
   channels rearranged into ``downsample × downsample`` pixels per token (depth-to-space, the
-  inverse of the stem's patchify), so every pixel of a token's patch can differ.
+  inverse of the stem's patchify), plus a full-resolution skip (the stem's features mixed over
+  the context time axis by another learned ``T_out × T_in`` map, initialised to the latest
+  frame), GELU, and a 3x3 convolution to ``C_out`` channels.
 
 The attention and feed-forward branches start near zero (their output weights scaled by 1e-2), so
-every block starts close to the identity. These four choices (stem norm, last-frame decoder
-start with skips, depth-to-space head, small branches) are ours, not the article's: without them
-the model could not learn to copy the last context frame of 8-pixel sprites in 300 steps, where
-a UNet needs about 150.
+every block starts close to the identity. These choices (stem norm, time-mixed decoder start and
+skips, depth-to-space head with a full-resolution skip, small branches) are ours, not the
+article's (its reference code has a similar learned map over time for the decoder's start).
+Without a per-target-frame skip, every lead time starts from the same copy of the latest frame,
+which is a worse forecast than the mean frame beyond a lead or two, and the model learned to
+ignore its input (it predicted the average frame after 300 steps on N-body digits); without the
+full-resolution skip, a token's ``downsample × downsample`` pixels had to be rendered from one
+token vector. ``ffn_kernel = k`` adds a depthwise ``k × k`` convolution to every block's
+feed-forward (:class:`~physml.models.cuboid.FeedForward`): a local spatial bias, also ours.
 
 The layers live in :mod:`physml.models.cuboid` and are reusable (PreDiff's denoiser).
 Internally everything is channel-last ``(B, T, H, W, C)``; float32.
@@ -106,7 +115,9 @@ class Earthformer(nn.Module):
     ``W`` must be divisible by ``downsample * 2 ** (len(depth) - 1)``. ``pattern`` names a
     :data:`~physml.models.cuboid.PATTERNS` entry (or is a list of layer specs) used by every
     self-attention block; ``global_vectors = 0`` disables global vectors. ``cross_cuboid_hw`` is
-    the spatial cuboid of the decoder's cross-attention.
+    the spatial cuboid of the decoder's cross-attention. ``stem_channels`` (default
+    ``base_units // 2``) is the width of the full-resolution stem and head; ``ffn_kernel`` (0: none)
+    the depthwise spatial convolution in the feed-forward layers.
     """
 
     def __init__(
@@ -124,6 +135,8 @@ class Earthformer(nn.Module):
         relative_position: bool = True,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        stem_channels: int | None = None,
+        ffn_kernel: int = 0,
     ) -> None:
         super().__init__()
         t_in, c_in, height, width = self.input_shape = _shape4("input_shape", input_shape)
@@ -163,13 +176,25 @@ class Earthformer(nn.Module):
             for level in range(levels)
         ]
         target_shapes = [(t_out, h, w) for _, h, w in shapes]
-        common = dict(padding=padding, relative_position=relative_position, mlp_ratio=mlp_ratio)
+        common = dict(
+            padding=padding,
+            relative_position=relative_position,
+            mlp_ratio=mlp_ratio,
+            ffn_kernel=ffn_kernel,
+        )
         drops = dict(attn_drop=dropout, proj_drop=dropout, ffn_drop=dropout)
 
-        hidden = max(base_units // 2, 1)
-        stem = [nn.Conv2d(c_in, hidden, 3, padding=1), nn.GELU()]
-        stem.append(nn.Conv2d(hidden, base_units, downsample, stride=downsample))
-        self.stem = nn.Sequential(*stem)
+        if stem_channels is None:
+            stem_channels = max(base_units // 2, 1)
+        if (
+            isinstance(stem_channels, bool)
+            or not isinstance(stem_channels, int)
+            or stem_channels < 1
+        ):
+            raise ValueError(f"stem_channels must be a positive integer, got {stem_channels!r}")
+        hidden = stem_channels
+        self.stem_fine = nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.GELU())
+        self.stem = nn.Conv2d(hidden, base_units, downsample, stride=downsample)
         self.stem_norm = nn.LayerNorm(base_units)
         self.input_embedding = _PositionEmbedding(shapes[0], base_units)
 
@@ -196,6 +221,12 @@ class Earthformer(nn.Module):
                 for level in range(levels - 1)
             )
 
+        time_mix = torch.zeros(levels, t_out, t_in)
+        time_mix[:, :, -1] = 1.0  # start: every target frame's skip is the latest context frame
+        self.time_mix = nn.Parameter(time_mix)
+        fine_time_mix = torch.zeros(t_out, t_in)
+        fine_time_mix[:, -1] = 1.0
+        self.fine_time_mix = nn.Parameter(fine_time_mix)
         self.target_embedding = _PositionEmbedding(target_shapes[-1], dims[-1])
         self.decoder_self = nn.ModuleList(
             nn.ModuleList(
@@ -225,7 +256,8 @@ class Earthformer(nn.Module):
         )
         self.head_norm = nn.LayerNorm(base_units)
         self.head_mix = nn.Conv2d(base_units, base_units, 3, padding=1)
-        self.head = nn.Conv2d(base_units, c_out * downsample**2, 1)
+        self.head = nn.Conv2d(base_units, hidden * downsample**2, 1)
+        self.head_out = nn.Conv2d(hidden, c_out, 3, padding=1)
         self.downsample = downsample
         self._shrink_residual_branches()
 
@@ -270,7 +302,8 @@ class Earthformer(nn.Module):
         """``x (B, T_in, C_in, H, W)`` -> forecast ``(B, T_out, C_out, H, W)``."""
         x = self._check_input(x)
         batch, t_in, c_in, height, width = x.shape
-        frames = self.stem(x.reshape(batch * t_in, c_in, height, width))
+        fine = self.stem_fine(x.reshape(batch * t_in, c_in, height, width))
+        frames = self.stem(fine)
         z = frames.permute(0, 2, 3, 1).reshape(batch, t_in, *frames.shape[2:], -1)
         z = self.input_embedding(self.stem_norm(z))
 
@@ -291,19 +324,27 @@ class Earthformer(nn.Module):
                 if g is not None:
                     g = self.global_up[level](g)
 
-        t_out = self.target_shape[0]
-        last = [memory[:, -1:] for memory in memories]  # the latest context frame, per level
-        z = self.target_embedding(last[-1].expand(-1, t_out, -1, -1, -1))
+        # One skip per target frame and level: a learned mix of the context frames' memories.
+        skips = [
+            torch.einsum("ot,bthwc->bohwc", mix, memory)
+            for mix, memory in zip(self.time_mix, memories, strict=True)
+        ]
+        z = self.target_embedding(skips[-1])
         for level in reversed(range(len(self.encoder))):
             for self_block, cross_block in zip(
                 self.decoder_self[level], self.decoder_cross[level], strict=True
             ):
                 z = cross_block(self_block(z), memories[level], memory_globals[level])
             if level > 0:
-                z = self.upsamples[level - 1](z) + last[level - 1]
+                z = self.upsamples[level - 1](z) + skips[level - 1]
 
         z = self.head_norm(z)
         b, t, h, w, c = z.shape
         tokens = z.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
-        out = F.pixel_shuffle(self.head(F.gelu(self.head_mix(tokens))), self.downsample)
+        pixels = F.pixel_shuffle(self.head(F.gelu(self.head_mix(tokens))), self.downsample)
+        fine_skip = torch.einsum(  # full-resolution skip, one per target frame
+            "ot,btchw->bochw", self.fine_time_mix, fine.reshape(batch, t_in, *fine.shape[1:])
+        )
+        pixels = pixels.reshape(b, t, *pixels.shape[1:]) + fine_skip
+        out = self.head_out(F.gelu(pixels.reshape(b * t, *pixels.shape[2:])))
         return out.reshape(b, t, -1, h * self.downsample, w * self.downsample)

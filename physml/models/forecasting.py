@@ -1,10 +1,11 @@
 """Training and scoring of video forecasters ``(B, T_in, C, H, W) -> (B, T_out, C, H, W)``.
 
 :func:`train_forecaster` fits any such model (Earthformer, the baselines in
-:mod:`physml.models.baselines`, a user's own) with an MSE loss and Adam, for a number of steps or
-for a wall-clock budget (so competing models get the same CPU time), and resumes a killed run
-from its checkpoint. :func:`evaluate_forecaster` scores a model the Earthformer way: MSE and MAE
-summed over each frame's pixels, SSIM, averaged over frames and samples, plus per lead time.
+:mod:`physml.models.baselines`, a user's own) with an MSE (or L1, or a user's) loss and Adam,
+for a number of steps or for a time budget (so competing models get the same CPU time), and
+resumes a killed run from its checkpoint. :func:`evaluate_forecaster` scores a model the
+Earthformer way: MSE and MAE summed over each frame's pixels, SSIM, averaged over frames and
+samples, plus per lead time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from .._io import atomic_path
 from .baselines import check_sequence
 
 SCHEDULES = ("cosine", "none")
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOSSES: dict[str, Loss] = {
+    "mse": lambda prediction, target: (prediction - target).square().mean(),
+    "l1": lambda prediction, target: (prediction - target).abs().mean(),
+}
+"""Named training losses ``(prediction, target) -> scalar``, each averaged over every element."""
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CHECKPOINT_FORMAT = "physml-forecaster-checkpoint/1"
 SSIM_WINDOW = 11
@@ -108,6 +115,7 @@ def _config(
     seed: int,
     schedule: str,
     clock: str,
+    loss: str,
 ) -> dict[str, object]:
     return {
         "samples": samples,
@@ -118,6 +126,7 @@ def _config(
         "seed": seed,
         "schedule": schedule,
         "clock": clock,
+        "loss": loss,
     }
 
 
@@ -229,16 +238,20 @@ def train_forecaster(
     quiet: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     clock: str = "wall",
+    loss: str | Loss = "mse",
 ) -> TrainReport:
     """Fit ``model`` to map ``inputs`` ``(N, T_in, C, H, W)`` to ``targets`` ``(N, T_out, C, H, W)``
     and report what happened.
 
-    Mean-squared-error loss, Adam; mini-batches of ``batch_size`` sequences drawn without
-    replacement in an order fixed by ``seed`` (which also seeds torch's global generator inside
-    the run, for models with dropout). Stops after ``max_steps`` steps or ``budget_s`` seconds of
-    training, whichever comes first (at least one must be given). ``schedule="cosine"`` decays the
-    learning rate to 0 over ``max_steps`` steps, or over ``budget_s`` seconds when only the budget
-    is given (then the run is not step-for-step reproducible: the clock decides).
+    Adam on ``loss``: ``"mse"`` (the default) or ``"l1"`` of the forecast's error, averaged over
+    every element, or any ``loss(prediction, target) -> scalar tensor`` (its ``__qualname__`` is
+    what a checkpoint records and checks on resume);
+    mini-batches of ``batch_size`` sequences drawn without replacement in an order fixed by
+    ``seed`` (which also seeds torch's global generator inside the run, for models with dropout).
+    Stops after ``max_steps`` steps or ``budget_s`` seconds of training, whichever comes first
+    (at least one must be given). ``schedule="cosine"`` decays the learning rate to 0 over
+    ``max_steps`` steps, or over ``budget_s`` seconds when only the budget is given (then the run
+    is not step-for-step reproducible: the clock decides).
 
     With ``checkpoint`` the state (model, optimizer, step, random states, losses, time used) is
     saved atomically every ``checkpoint_every`` steps and at the end; a run started with an
@@ -280,6 +293,15 @@ def train_forecaster(
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {list(CLOCKS)}, got {clock!r}")
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)} or a callable, got {loss!r}")
+        objective, loss_name = LOSSES[loss], loss
+    elif callable(loss):
+        objective = loss
+        loss_name = f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', '?')}"
+    else:
+        raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     now = CLOCKS[clock]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
@@ -292,7 +314,9 @@ def train_forecaster(
     model.to(device)
     model.train()
     optimizer = torch.optim.Adam(parameters, lr=lr)
-    config = _config(len(x_all), max_steps, budget_s, batch_size, lr, seed, schedule, clock)
+    config = _config(
+        len(x_all), max_steps, budget_s, batch_size, lr, seed, schedule, clock, loss_name
+    )
     path = None if checkpoint is None else Path(checkpoint)
     batches = torch.Generator().manual_seed(seed)
 
@@ -324,16 +348,19 @@ def train_forecaster(
                 for group in optimizer.param_groups:
                     group["lr"] = _learning_rate(lr, schedule, progress)
                 x, y = x_all[pick].to(device, dtype), y_all[pick].to(device, dtype)
-                loss = (_predict(model, x, y.shape) - y).square().mean()
-                if not torch.isfinite(loss):
+                value = objective(_predict(model, x, y.shape), y)
+                if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+                    raise ValueError(f"loss must return a scalar tensor, got {shape!r}")
+                if not torch.isfinite(value):
                     raise FloatingPointError(
-                        f"training loss became {float(loss)} at step {run.step}"
+                        f"training loss became {float(value)} at step {run.step}"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                value.backward()
                 optimizer.step()
                 run.step += 1
-                run.losses.append(float(loss.detach()))
+                run.losses.append(float(value.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{run.losses[-1]:.4g}")
                 if val is not None and val_every is not None and run.step % val_every == 0:
