@@ -185,3 +185,21 @@ def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):
     assert set(result["slopes"]) == methods
     targets = [row for row in result["rows"] if row["case"].startswith("target-")]
     assert {row["reference_ms"] for row in targets} == {167.0, 17.0}
+
+
+def test_earthformer_variant_script_prints_one_scored_line():
+    script = ROOT / "benchmarks" / "earthformer_nbody_variant.py"
+    overrides = '{"loss": "mse+0.1l1", "lr": 0.001, "ffn_kernel": 5}'
+    done = subprocess.run(
+        [sys.executable, str(script), "1", "earthformer-noglobal", "probe", overrides],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    words = done.stdout.split()
+    assert words[:2] == ["probe", "earthformer-noglobal"]
+    fields = dict(zip(words[2::2], words[3::2], strict=False))
+    assert int(fields["steps"]) >= 1
+    assert float(fields["mse"]) > 0 and -1 <= float(fields["ssim"]) <= 1
