@@ -110,7 +110,7 @@ SIZES: dict[str, dict[str, Budget]] = {
         "xt": Budget(128, 64, 65, 300, batch=8, hidden=24, modes=(16, 8)),
         # the cavity's elimination (four walls, 33 points each) trained badly with the default
         # pivot floor 0.1 (rel L2 0.059 against the FNO's 0.051 in the earlier recorded run);
-        # 1.0 was chosen in an unrecorded check on seeds 0-1 (see benchmarks/results/boon.md)
+        # 1.0 was chosen in an unrecorded check on seeds 0-1 of the test data (see the README)
         "cavity": Budget(64, 32, 33, 300, batch=8, hidden=24, modes=(12, 12), pivot_floor=1.0),
     },
 }
