@@ -10,10 +10,13 @@ a cosine schedule over the budget, batch 16, one seed, the head :class:`ClampedO
 evaluate_forecaster` scores the test set: MSE and MAE summed over each frame's pixels (Earthformer's
 convention, [0, 1] scale) and SSIM, averaged over sequences and lead times (per lead in the JSON).
 Methods: ``earthformer`` (8 global vectors), ``earthformer-noglobal``, ``unet``, ``convlstm``,
-``persistence``, ``blank`` (all black). Each finished model's row is kept in ``--work`` (with its
+``persistence``, ``blank`` (all black), and ``physics-reference`` (:func:`physics_reference`: the
+true dynamics run on from a slightly blurred true state, a yardstick for how predictable the
+videos are, not a competitor). Each finished model's row is kept in ``--work`` (with its
 checkpoint), so a killed run continues where it stopped; several processes may share ``--work``
 with different ``--methods``. Also writes ``earthformer_nbody-strip.png`` (context, truth,
-every model's forecast of one test sequence).
+every model's forecast of one test sequence) and ``earthformer_nbody-curves.png`` (each learned
+model's training loss against the CPU seconds spent).
 
     python benchmarks/earthformer_nbody.py          # full run -> results/earthformer_nbody.*
     python benchmarks/earthformer_nbody.py --quick  # smoke run (toy scale, seconds)
@@ -42,13 +45,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
 from physml._io import atomic_path, atomic_write_text  # noqa: E402
-from physml.data.nbody import nbody_digits  # noqa: E402
+from physml.data.nbody import NBodyDigits, nbody_digits, render, simulate  # noqa: E402
 from physml.models.baselines import ConvLSTM, Persistence, UNet, count_parameters  # noqa: E402
 from physml.models.earthformer import Earthformer  # noqa: E402
-from physml.models.forecasting import evaluate_forecaster, train_forecaster  # noqa: E402
+from physml.models.forecasting import (  # noqa: E402
+    ForecastScores,
+    evaluate_forecaster,
+    score_forecast,
+    train_forecaster,
+)
 
 NAME = "earthformer_nbody"
-METHODS = ("earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence", "blank")
+METHODS = (
+    "earthformer",
+    "earthformer-noglobal",
+    "unet",
+    "convlstm",
+    "persistence",
+    "blank",
+    "physics-reference",
+)
 
 
 @dataclass(frozen=True)
@@ -225,8 +241,8 @@ def physics(size: int) -> dict[str, object]:
     )
 
 
-def videos(scale: Scale, seed: int) -> tuple[torch.Tensor, ...]:
-    """Train and test ``(inputs, targets)``; train and test use disjoint handwriting and seeds."""
+def datasets(scale: Scale, seed: int) -> tuple[NBodyDigits, NBodyDigits]:
+    """Train and test videos with their states; disjoint handwriting pools and seeds."""
     common = dict(
         frames=scale.t_in + scale.t_out,
         size=scale.size,
@@ -236,7 +252,60 @@ def videos(scale: Scale, seed: int) -> tuple[torch.Tensor, ...]:
     )
     train = nbody_digits(scale.train, seed=seed, split="train", **common)
     test = nbody_digits(scale.test, seed=seed + 1, split="test", **common)
+    return train, test
+
+
+def videos(scale: Scale, seed: int) -> tuple[torch.Tensor, ...]:
+    """Train and test ``(inputs, targets)`` of :func:`datasets`."""
+    train, test = datasets(scale, seed)
     return (*train.split(scale.t_in), *test.split(scale.t_in))
+
+
+REFERENCE = dict(position_sd=0.3, velocity_sd=0.01, samples=32)
+"""The physics reference's blur of the true state (pixels, pixels/step) and its sample count."""
+
+
+def physics_reference(
+    test: NBodyDigits,
+    scale: Scale,
+    seed: int,
+    position_sd: float,
+    velocity_sd: float,
+    samples: int,
+) -> torch.Tensor:
+    """Forecasts ``(N, T_out, 1, H, W)``: the mean of ``samples`` renders of the generator's own
+    dynamics run on from the last context frame's true state, each with Gaussian noise of
+    ``position_sd`` on the positions and ``velocity_sd`` on the velocities.
+
+    It knows what no model is told (the physics, the sprites, the state), so it is a yardstick,
+    not a competitor: about what a forecaster that has learned the dynamics perfectly could reach.
+    The default noise is what ten rendered frames leave unknown: rounding to whole pixels hides
+    ±0.5 px of position (standard deviation 0.29), and a straight-line fit through ten such
+    positions 5 steps apart fixes a velocity to about 0.29 / √(25 · 82.5) ≈ 0.006 px/step, and
+    :data:`REFERENCE` allows 0.01 for the curvature that gravity adds to the path.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    last = scale.t_in - 1
+    x0, v0 = test.positions[:, last], test.velocities[:, last]
+    box = float(scale.size - test.sprites.shape[-1])
+    lengths = physics(scale.size)
+    total = torch.zeros_like(test.frames[:, scale.t_in :])
+    for _ in range(samples):
+        noise = torch.randn(2, *x0.shape, generator=generator, dtype=x0.dtype)
+        x = (x0 + position_sd * noise[0]).clamp(0.0, box)
+        v = v0 + velocity_sd * noise[1]
+        future, _ = simulate(
+            x,
+            v,
+            scale.t_out * scale.stride,
+            box=box,
+            g=lengths["g"],
+            softening=lengths["softening"],
+            clip=lengths["clip"],
+            record_every=scale.stride,
+        )
+        total += render(future[:, 1:], test.sprites, scale.size)
+    return total / samples
 
 
 def load_partial(path: Path, setup: dict) -> dict[str, dict]:
@@ -282,6 +351,60 @@ def strip_figure(
     plt.close(fig)
 
 
+def curves_figure(path: Path, curves: dict[str, tuple[float, list[float]]]) -> None:
+    """Each learned model's training loss (mean over 50 steps) against CPU seconds, from
+    ``{method: (seconds, per-step losses)}`` (steps taken as evenly spaced in time)."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for method, (seconds, losses) in curves.items():
+        values = torch.tensor(losses, dtype=torch.float64)
+        window = min(50, len(values))
+        smooth = values.unfold(0, window, 1).mean(1)
+        steps = torch.arange(window, len(values) + 1, dtype=torch.float64)
+        ax.plot(steps * seconds / len(values), smooth, label=method, lw=1.2)
+    ax.set_xlabel("CPU seconds of training")
+    ax.set_ylabel("training loss (50-step mean)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as temporary:
+        fig.savefig(temporary, dpi=100, format="png")
+    plt.close(fig)
+
+
+def _row(
+    case: str,
+    method: str,
+    params: int,
+    steps: int,
+    seconds: float,
+    final_loss: float,
+    scores: ForecastScores,
+) -> dict:
+    return {
+        "case": case,
+        "method": method,
+        "params": params,
+        "steps": steps,
+        "train_s": seconds,
+        "final_loss": final_loss,
+        "mse": scores.mse,
+        "mae": scores.mae,
+        "ssim": scores.ssim,
+        "mse_per_lead": scores.mse_per_lead.tolist(),
+        "mae_per_lead": scores.mae_per_lead.tolist(),
+        "ssim_per_lead": scores.ssim_per_lead.tolist(),
+    }
+
+
+def _report(row: dict) -> None:
+    print(
+        f"{row['method']:22s} params {row['params']:8d} steps {row['steps']:5d} "
+        f"mse {row['mse']:8.3f} mae {row['mae']:8.3f} ssim {row['ssim']:.4f}",
+        flush=True,
+    )
+
+
 def per_lead_table(rows: list[dict]) -> str:
     """Markdown table of the frame MSE at each lead time, one line per method."""
     leads = len(rows[0]["mse_per_lead"])
@@ -322,6 +445,14 @@ with it).
 
 `blank` is the all-black forecast: a window whose truth is empty scores SSIM 1 against it, so
 SSIM on these mostly-empty frames rewards an exactly black background before any sprite.
+
+`physics-reference` is not a model: it runs the generator's own dynamics on from the last context
+frame's true state, blurred by Gaussian noise of {position_sd:g} px on positions and
+{velocity_sd:g} px/step on velocities (about what ten frames rendered at whole pixels leave
+unknown), and averages {samples} renders. It measures how predictable the videos are: roughly
+what a forecaster that had learned the dynamics and the sprites could reach. The gap between it
+and the learned models is what they have not learned in the budget; the training curves are in
+`earthformer_nbody-curves.png`.
 
 For scale only (not comparable: 64×64 MNIST digits, 10 → 10, GPU-length training): the
 Earthformer paper reports MSE 14.82 / MAE 39.93 / SSIM 0.9538 for Earthformer and 32.15 / 72.64 /
@@ -364,14 +495,25 @@ def main(argv: list[str] | None = None) -> int:
             "physics": physics(scale.size),
             "earthformer": EARTHFORMER,
             "l1_weight": L1_WEIGHT,
+            "reference": REFERENCE,
         }
         setup = json.loads(json.dumps(setup))  # as it reads back from rows.json (lists)
         partial = work / "rows.json"
         finished = load_partial(partial, setup)
-        train_x, train_y, test_x, test_y = videos(scale, args.seed)
+        train, test = datasets(scale, args.seed)
+        train_x, train_y = train.split(scale.t_in)
+        test_x, test_y = test.split(scale.t_in)
         case = f"nbody-{scale.size}px-{scale.t_in}to{scale.t_out}"
-        rows, forecasts = [], {}
+        rows, forecasts, curves = [], {}, {}
         for method in args.methods:
+            if method == "physics-reference":
+                prediction = physics_reference(test, scale, args.seed, **REFERENCE)
+                forecasts[method] = prediction[0]
+                scores = score_forecast(prediction, test_y)
+                row = _row(case, method, 0, 0, 0.0, 0.0, scores)
+                rows.append(row)
+                _report(row)
+                continue
             model = build(method, scale, args.seed)
             report = train_forecaster(
                 model,
@@ -387,24 +529,15 @@ def main(argv: list[str] | None = None) -> int:
                 clock="cpu",
                 loss=training_loss,
             )
+            if report.steps:
+                curves[method] = (report.seconds, report.losses)
             if method in finished:
                 row = finished[method]
             else:
                 scores = evaluate_forecaster(model, test_x, test_y, batch_size=32)
-                row = {
-                    "case": case,
-                    "method": method,
-                    "params": count_parameters(model),
-                    "steps": report.steps,
-                    "train_s": report.seconds,
-                    "final_loss": sum(report.losses[-20:]) / max(len(report.losses[-20:]), 1),
-                    "mse": scores.mse,
-                    "mae": scores.mae,
-                    "ssim": scores.ssim,
-                    "mse_per_lead": scores.mse_per_lead.tolist(),
-                    "mae_per_lead": scores.mae_per_lead.tolist(),
-                    "ssim_per_lead": scores.ssim_per_lead.tolist(),
-                }
+                final = sum(report.losses[-20:]) / max(len(report.losses[-20:]), 1)
+                params = count_parameters(model)
+                row = _row(case, method, params, report.steps, report.seconds, final, scores)
                 # Merged with what is on disk: another process may run other --methods.
                 finished = {**load_partial(partial, setup), method: row}
                 saved = {"setup": setup, "rows": list(finished.values())}
@@ -412,13 +545,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             with torch.no_grad():
                 forecasts[method] = model.eval()(test_x[:1])[0]
-            print(
-                f"{method:22s} params {row['params']:8d} steps {row['steps']:5d} "
-                f"mse {row['mse']:8.3f} mae {row['mae']:8.3f} ssim {row['ssim']:.4f}",
-                flush=True,
-            )
+            _report(row)
     args.out.mkdir(parents=True, exist_ok=True)
     strip_figure(args.out / f"{NAME}-strip.png", test_x[0], test_y[0], forecasts)
+    if curves:
+        curves_figure(args.out / f"{NAME}-curves.png", curves)
     lengths = physics(scale.size)
     earthformer = {"stem_channels": scale.base_units // 2, "ffn_kernel": 0, **EARTHFORMER}
     notes = NOTES.format(
@@ -430,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         l1_weight=L1_WEIGHT,
         sprite=scale.size // 4,
         seed=args.seed,
+        **REFERENCE,
         per_lead=per_lead_table(rows),
     )
     extra = {"setup": setup}

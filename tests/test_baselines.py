@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from physml.models.baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
-from physml.models.forecasting import evaluate_forecaster, train_forecaster
+from physml.models.forecasting import evaluate_forecaster, score_forecast, train_forecaster
 
 H = W = 16
 
@@ -258,6 +258,9 @@ def test_scores_match_hand_computed_values():
     assert scores.mae == pytest.approx(float(absolute.mean()))
     assert scores.mse_per_lead[0] < scores.mse_per_lead[-1]  # the square drifts away
     assert (scores.ssim_per_lead < 1).all()
+    direct = score_forecast(forecast.float(), y, batch_size=3)  # the same forecast, given
+    for name in ("mse_per_lead", "mae_per_lead", "ssim_per_lead"):
+        torch.testing.assert_close(getattr(direct, name), getattr(scores, name))
 
 
 def test_a_perfect_forecast_scores_zero_error_and_unit_ssim():
@@ -338,3 +341,9 @@ def test_training_loop_rejects_bad_requests():
         train_forecaster(nn.Linear(2, 2).forward, x, y, max_steps=1)
     with pytest.raises(ValueError, match="model must return"):
         evaluate_forecaster(Persistence(2), x, y)
+    with pytest.raises(ValueError, match="predictions must have the targets' shape"):
+        score_forecast(y[:, :2], y)
+    with pytest.raises(ValueError, match=r"targets must be a tensor \(N, T, C, H, W\)"):
+        score_forecast(y, y[0])
+    with pytest.raises(ValueError, match="batch_size"):
+        score_forecast(y, y, batch_size=0)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
@@ -140,8 +141,9 @@ def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
     result = _quick("earthformer_nbody", tmp_path)
     rows = {row["method"]: row for row in result["rows"]}
     expected = {"earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence", "blank"}
-    assert set(rows) == expected
-    assert (tmp_path / "earthformer_nbody-strip.png").stat().st_size > 0
+    assert set(rows) == expected | {"physics-reference"}
+    for figure in ("strip", "curves"):
+        assert (tmp_path / f"earthformer_nbody-{figure}.png").stat().st_size > 0
     scale = result["setup"]["scale"]
     for row in rows.values():
         assert len(row["mse_per_lead"]) == scale["t_out"]
@@ -167,6 +169,24 @@ def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
     assert rows["persistence"]["mse"] == pytest.approx(float(expected_mse), rel=1e-5)
     blank_mse = future.square().sum((-3, -2, -1)).mean()  # the all-black forecast's error
     assert rows["blank"]["mse"] == pytest.approx(float(blank_mse), rel=1e-5)
+    # The physics reference beats every model, and without noise it is the truth itself.
+    assert all(
+        rows["physics-reference"]["mse"] < row["mse"] for row in rows.values() if row["steps"]
+    )
+
+
+def test_physics_reference_without_noise_is_the_truth_and_blurs_with_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import earthformer_nbody as bench
+
+    scale = bench.SCALES["quick"]
+    _, test = bench.datasets(scale, 0)
+    truth = test.frames[:, scale.t_in :]
+    exact = bench.physics_reference(test, scale, 0, position_sd=0, velocity_sd=0, samples=1)
+    assert torch.equal(exact, truth)
+    blurred = bench.physics_reference(test, scale, 0, **bench.REFERENCE)
+    assert 0 < (blurred - truth).square().mean() < truth.square().mean()
+    assert torch.allclose(blurred.sum((-2, -1)), truth.sum((-2, -1)), rtol=0.2)  # same ink
 
 
 def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):

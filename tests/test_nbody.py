@@ -94,6 +94,30 @@ def test_overlapping_sprites_take_the_brightest_value():
     assert torch.equal(frame, expected)
 
 
+def test_the_recorded_state_and_sprites_reproduce_the_video():
+    """``sprites`` are the upscaled load_digits images; rendering the recorded positions with
+    them gives the frames, and simulating on from a frame's state gives the later frames."""
+    from sklearn.datasets import load_digits
+
+    settings = dict(frames=8, size=32, stride=5, g=0.025, softening=5.0, clip=1.0)
+    data = nbody_digits(3, seed=4, **settings)
+    images = torch.from_numpy(load_digits().images / 16.0)[data.sprite_index.flatten(), None]
+    upscaled = torch.nn.functional.interpolate(images, size=(8, 8), mode="bilinear")
+    torch.testing.assert_close(data.sprites, upscaled.float().reshape(3, 3, 8, 8))
+    assert torch.equal(render(data.positions, data.sprites, 32), data.frames)
+    later, _ = simulate(
+        data.positions[:, 3],
+        data.velocities[:, 3],
+        4 * 5,
+        box=24.0,
+        g=0.025,
+        softening=5.0,
+        clip=1.0,
+        record_every=5,
+    )
+    assert torch.equal(render(later, data.sprites, 32), data.frames[:, 3:])
+
+
 def test_sprite_pools_split_the_handwriting():
     train, test = set(sprite_pool("train").tolist()), set(sprite_pool("test").tolist())
     assert not train & test and train | test == set(sprite_pool("all").tolist())

@@ -52,7 +52,9 @@ class NBodyDigits:
     ``frames`` ``(N, T, 1, H, W)`` float32 in [0, 1]; ``energy`` ``(N, T)`` float64;
     ``positions`` and ``velocities`` ``(N, T, D, 2)`` float64 (top-left sprite corner, ``(row,
     col)`` pixels and pixels/step); ``labels`` ``(N, D)`` the digit each sprite shows;
-    ``sprite_index`` ``(N, D)`` its index in ``load_digits``; ``times`` ``(T,)`` in steps × dt.
+    ``sprite_index`` ``(N, D)`` its index in ``load_digits``; ``sprites`` ``(N, D, s, s)`` float32
+    the images pasted (so :func:`render` of ``positions`` and ``sprites`` gives ``frames``);
+    ``times`` ``(T,)`` in steps × dt.
     """
 
     frames: torch.Tensor
@@ -61,6 +63,7 @@ class NBodyDigits:
     velocities: torch.Tensor
     labels: torch.Tensor
     sprite_index: torch.Tensor
+    sprites: torch.Tensor
     times: torch.Tensor
 
     def __len__(self) -> int:
@@ -320,6 +323,7 @@ def nbody_digits_from_seeds(
         velocities=velocities,
         labels=labels[index],
         sprite_index=index,
+        sprites=images[index],
         times=torch.arange(frames, dtype=F64) * stride * dt,
     )
 

@@ -21,7 +21,13 @@ from .cuboid import (
 )
 from .earthformer import Earthformer
 from .ensemble import DeepEnsemble
-from .forecasting import ForecastScores, TrainReport, evaluate_forecaster, train_forecaster
+from .forecasting import (
+    ForecastScores,
+    TrainReport,
+    evaluate_forecaster,
+    score_forecast,
+    train_forecaster,
+)
 from .gp import ExactGPSurrogate
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "UNet",
     "count_parameters",
     "evaluate_forecaster",
+    "score_forecast",
     "train_forecaster",
     "BOON",
     "AttentiveNeuralProcess",

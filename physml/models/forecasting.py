@@ -3,9 +3,9 @@
 :func:`train_forecaster` fits any such model (Earthformer, the baselines in
 :mod:`physml.models.baselines`, a user's own) with an MSE (or L1, or a user's) loss and Adam,
 for a number of steps or for a time budget (so competing models get the same CPU time), and
-resumes a killed run from its checkpoint. :func:`evaluate_forecaster` scores a model the
-Earthformer way: MSE and MAE summed over each frame's pixels, SSIM, averaged over frames and
-samples, plus per lead time.
+resumes a killed run from its checkpoint. :func:`evaluate_forecaster` scores a model (and
+:func:`score_forecast` forecasts made some other way) the Earthformer way: MSE and MAE summed over
+each frame's pixels, SSIM, averaged over frames and samples, plus per lead time.
 """
 
 from __future__ import annotations
@@ -389,22 +389,15 @@ def evaluate_forecaster(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
 ) -> ForecastScores:
-    """Score ``model`` on ``inputs`` → ``targets`` (``(N, T, C, H, W)``, values on a [0, 1] scale).
-
-    MSE/MAE are :func:`physml.metrics.frame_mse` / :func:`~physml.metrics.frame_mae` with the
-    error summed over each frame's channels and pixels; SSIM is :func:`physml.metrics.ssim` with
-    ``data_range=1`` per channel image, with the 11×11 window shrunk to the frame when a frame is
-    smaller. Predictions are scored as they come (not clipped to [0, 1]).
-    """
+    """Score ``model`` on ``inputs`` → ``targets`` (``(N, T, C, H, W)``, values on a [0, 1] scale)
+    with :func:`score_forecast`; the forecasts are made ``batch_size`` sequences at a time."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x_all, y_all = _check_pairs(inputs, targets, "train")
     _positive_int("batch_size", batch_size)
     device = torch.device(device)
-    leads = y_all.shape[1]
-    window = min(SSIM_WINDOW, *y_all.shape[-2:])
     dtype = _model_dtype(model, x_all.dtype)
-    sums = torch.zeros(3, leads, dtype=torch.float64)
+    sums = torch.zeros(3, y_all.shape[1], dtype=torch.float64)
     was_training = model.training
     model.eval()
     try:
@@ -412,18 +405,55 @@ def evaluate_forecaster(
             for start in range(0, len(x_all), batch_size):
                 x = x_all[start : start + batch_size].to(device, dtype)
                 y = y_all[start : start + batch_size].to(device)
-                prediction = _predict(model, x, y.shape)
-                for lead in range(leads):
-                    p, t = prediction[:, lead], y[:, lead]
-                    sums[0, lead] += metrics.frame_mse(p, t, frame_ndim=3).cpu() * len(x)
-                    sums[1, lead] += metrics.frame_mae(p, t, frame_ndim=3).cpu() * len(x)
-                similarity = metrics.ssim(
-                    prediction, y, data_range=1.0, window_size=window, reduction="none"
-                )
-                sums[2] += similarity.mean(2).sum(0).cpu()
+                sums += _score_sums(_predict(model, x, y.shape), y)
     finally:
         model.train(was_training)
-    per_lead = sums / len(x_all)
+    return _scores(sums / len(x_all))
+
+
+def score_forecast(
+    predictions: torch.Tensor, targets: torch.Tensor, batch_size: int = 64
+) -> ForecastScores:
+    """Score forecasts ``predictions`` against ``targets`` (both ``(N, T, C, H, W)``, [0, 1] scale).
+
+    MSE/MAE are :func:`physml.metrics.frame_mse` / :func:`~physml.metrics.frame_mae` with the
+    error summed over each frame's channels and pixels; SSIM is :func:`physml.metrics.ssim` with
+    ``data_range=1`` per channel image, with the 11×11 window shrunk to the frame when a frame is
+    smaller. Predictions are scored as they come (not clipped to [0, 1]).
+    """
+    for name, value in (("predictions", predictions), ("targets", targets)):
+        if not isinstance(value, torch.Tensor) or value.ndim != 5:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a tensor (N, T, C, H, W), got {got}")
+    if predictions.shape != targets.shape:
+        raise ValueError(
+            f"predictions must have the targets' shape {tuple(targets.shape)}, "
+            f"got {tuple(predictions.shape)}"
+        )
+    _positive_int("batch_size", batch_size)
+    sums = torch.zeros(3, targets.shape[1], dtype=torch.float64)
+    for start in range(0, len(targets), batch_size):
+        chunk = slice(start, start + batch_size)
+        sums += _score_sums(predictions[chunk], targets[chunk])
+    return _scores(sums / len(targets))
+
+
+def _score_sums(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(3, T)``: frame MSE, frame MAE and SSIM at each lead, summed over the batch."""
+    window = min(SSIM_WINDOW, *target.shape[-2:])
+    sums = torch.zeros(3, target.shape[1], dtype=torch.float64)
+    for lead in range(target.shape[1]):
+        p, t = prediction[:, lead], target[:, lead]
+        sums[0, lead] = metrics.frame_mse(p, t, frame_ndim=3).cpu() * len(t)
+        sums[1, lead] = metrics.frame_mae(p, t, frame_ndim=3).cpu() * len(t)
+    similarity = metrics.ssim(
+        prediction, target, data_range=1.0, window_size=window, reduction="none"
+    )
+    sums[2] = similarity.mean(2).sum(0).cpu()
+    return sums
+
+
+def _scores(per_lead: torch.Tensor) -> ForecastScores:
     return ForecastScores(
         mse=float(per_lead[0].mean()),
         mae=float(per_lead[1].mean()),
