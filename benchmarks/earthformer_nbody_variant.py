@@ -1,7 +1,8 @@
 """One exploratory run of the N-body benchmark: one model, one budget, settings overridden.
 
 The runs behind the README's "how the set-up got here" table; each prints one line (steps, MSE,
-MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set) and is recorded in
+MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set) and one of the training loss at
+10, 25, 50, 75 and 100 % of its steps, and is recorded in
 ``results/earthformer_nbody-exploration.md``. Settings not overridden are those of
 ``earthformer_nbody.py`` at the time of the run (see that file's history).
 
@@ -72,6 +73,10 @@ def main(argv: list[str]) -> int:
         f"ssim1 {s.ssim_per_lead[0]:.3f}",
         flush=True,
     )
+    losses = torch.tensor(report.losses)
+    marks = [max(int(len(losses) * f), 1) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+    curve = " ".join(f"{m}:{losses[max(m - 50, 0) : m].mean():.5f}" for m in marks)
+    print(f"{tag} training loss (50-step mean) at step {curve}", flush=True)
     return 0
 
 

@@ -207,7 +207,7 @@ def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):
     assert {row["reference_ms"] for row in targets} == {167.0, 17.0}
 
 
-def test_earthformer_variant_script_prints_one_scored_line():
+def test_earthformer_variant_script_prints_a_scored_line_and_the_loss_curve():
     script = ROOT / "benchmarks" / "earthformer_nbody_variant.py"
     overrides = '{"loss": "mse+0.1l1", "lr": 0.001, "ffn_kernel": 5}'
     done = subprocess.run(
@@ -218,8 +218,14 @@ def test_earthformer_variant_script_prints_one_scored_line():
         capture_output=True,
         text=True,
     )
-    words = done.stdout.split()
+    scored, curve = done.stdout.splitlines()
+    words = scored.split()
     assert words[:2] == ["probe", "earthformer-noglobal"]
-    fields = dict(zip(words[2::2], words[3::2], strict=False))
-    assert int(fields["steps"]) >= 1
+    fields = dict(zip(words[2::2], words[3::2], strict=True))
+    assert fields["seed"] == "0" and int(fields["steps"]) >= 1
     assert float(fields["mse"]) > 0 and -1 <= float(fields["ssim"]) <= 1
+    assert curve.startswith("probe training loss")
+    marks = [mark.split(":") for mark in curve.split()[-5:]]
+    steps = [int(step) for step, _ in marks]
+    assert steps == sorted(steps) and steps[-1] == int(fields["steps"])
+    assert all(float(loss) > 0 for _, loss in marks)
