@@ -281,7 +281,7 @@ def physics_reference(
     not a competitor: about what a forecaster that has learned the dynamics perfectly could reach.
     The default noise is what ten rendered frames leave unknown: rounding to whole pixels hides
     ±0.5 px of position (standard deviation 0.29), and a straight-line fit through ten such
-    positions 5 steps apart fixes a velocity to about 0.29 / √(25 · 82.5) ≈ 0.006 px/step, and
+    positions 5 steps apart fixes a velocity to about 0.29 / √(25 · 82.5) ≈ 0.006 px/step;
     :data:`REFERENCE` allows 0.01 for the curvature that gravity adds to the path.
     """
     generator = torch.Generator().manual_seed(seed)

@@ -131,6 +131,30 @@ def train(model, checkpoint=None, on_step=None, seed=0, steps=6):
     )
 
 
+def test_validation_time_does_not_count_against_the_budget(monkeypatch):
+    """A fake clock: each training forward takes 1 s, each validation batch 10 s."""
+    from physml.models import forecasting
+
+    clock = [0.0]
+
+    class Timed(Persistence):
+        def __init__(self):
+            super().__init__(3)
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            clock[0] += 1.0 if self.training else 10.0
+            return super().forward(x) * self.scale
+
+    monkeypatch.setitem(forecasting.CLOCKS, "wall", lambda: clock[0])
+    x, y = toy_sequences(count=4)
+    report = train_forecaster(
+        Timed(), x, y, budget_s=5.5, batch_size=2, val=(x[:2], y[:2]), val_every=1
+    )
+    assert report.steps == 6 and len(report.val_losses) == 6
+    assert report.seconds == pytest.approx(6.0)  # the training forwards only
+
+
 def same_parameters(a, b):
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 

@@ -258,7 +258,8 @@ def train_forecaster(
     existing checkpoint resumes from it (the settings must match) and the time budget counts the
     time already spent. A model with no trainable parameters (e.g. persistence) is returned
     untouched with an empty report. ``val=(inputs, targets)`` is scored every ``val_every`` steps
-    (default: at the end only). ``on_step(step, loss)`` is called after every step.
+    (default: at the end only); the time it takes does not count against ``budget_s``.
+    ``on_step(step, loss)`` is called after every step.
 
     ``clock`` says what ``budget_s`` and the reported seconds count: ``"wall"`` the elapsed time,
     ``"cpu"`` the CPU time of this process (all its threads) — the fair measure when models are
@@ -364,9 +365,11 @@ def train_forecaster(
                 bar.update(1)
                 bar.set_postfix(loss=f"{run.losses[-1]:.4g}")
                 if val is not None and val_every is not None and run.step % val_every == 0:
+                    paused = now()
                     run.val_losses.append(
                         (run.step, _validation_mse(model, val, batch_size, device))
                     )
+                    started += now() - paused  # validation is not training time
                 if path is not None and run.step % checkpoint_every == 0:
                     run.seconds = now() - started
                     _save(path, model, optimizer, config, run, batches)
