@@ -9,7 +9,8 @@ MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set) and one of the t
     python benchmarks/earthformer_nbody_variant.py BUDGET_S METHOD TAG '{"lr": 0.003, ...}'
 
 Overrides: ``loss`` ("mse", "l1", "mse+0.1l1", "mse+l1"), ``lr``, ``base_units``, ``seed`` (the
-model's initialisation and batch order; the data are always seed 0's), and any
+model's initialisation and batch order; the data are always seed 0's), ``train`` (the number of
+training videos; the first 3000 are the benchmark's), and any
 Earthformer setting of ``EARTHFORMER`` (``pattern``, ``stem_channels``, ``ffn_kernel``,
 ``depth``, ...).
 """
@@ -46,12 +47,15 @@ def main(argv: list[str]) -> int:
     lr = over.pop("lr", 2e-3)
     base_units = over.pop("base_units", bench.SCALES["full"].base_units)
     seed = over.pop("seed", 0)
+    train = over.pop("train", bench.SCALES["full"].train)
     for key in ("depth", "cross_cuboid_hw"):
         if key in over:
             over[key] = tuple(over[key])
     bench.EARTHFORMER.update(over)
     torch.set_num_threads(1)
-    scale = replace(bench.SCALES["full"], budget_s=budget, lr=lr, base_units=base_units)
+    scale = replace(
+        bench.SCALES["full"], budget_s=budget, lr=lr, base_units=base_units, train=train
+    )
     train_x, train_y, test_x, test_y = bench.videos(scale, 0)
     model = bench.build(method, scale, seed)
     report = train_forecaster(
