@@ -367,7 +367,11 @@ def test_training_loop_rejects_bad_requests():
         evaluate_forecaster(Persistence(2), x, y)
     with pytest.raises(ValueError, match="predictions must have the targets' shape"):
         score_forecast(y[:, :2], y)
-    with pytest.raises(ValueError, match=r"targets must be a tensor \(N, T, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"targets must have shape \(B, T, C, H, W\)"):
         score_forecast(y, y[0])
+    with pytest.raises(TypeError, match="predictions must be a floating-point tensor"):
+        score_forecast(y.round().long(), y)
+    with pytest.raises(ValueError, match="predictions is empty"):
+        score_forecast(y[:0], y[:0])
     with pytest.raises(ValueError, match="batch_size"):
         score_forecast(y, y, batch_size=0)

@@ -424,10 +424,8 @@ def score_forecast(
     ``data_range=1`` per channel image, with the 11×11 window shrunk to the frame when a frame is
     smaller. Predictions are scored as they come (not clipped to [0, 1]).
     """
-    for name, value in (("predictions", predictions), ("targets", targets)):
-        if not isinstance(value, torch.Tensor) or value.ndim != 5:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"{name} must be a tensor (N, T, C, H, W), got {got}")
+    check_sequence("predictions", predictions)
+    check_sequence("targets", targets)
     if predictions.shape != targets.shape:
         raise ValueError(
             f"predictions must have the targets' shape {tuple(targets.shape)}, "
