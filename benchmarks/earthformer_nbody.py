@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, write_results  # noqa: E402
 
+from pdes import _checks  # noqa: E402
 from physml._io import atomic_path, atomic_write_text  # noqa: E402
 from physml.data.nbody import NBodyDigits, nbody_digits, render, simulate  # noqa: E402
 from physml.models.baselines import ConvLSTM, Persistence, UNet, count_parameters  # noqa: E402
@@ -241,18 +242,31 @@ def physics(size: int) -> dict[str, object]:
     )
 
 
-def datasets(scale: Scale, seed: int) -> tuple[NBodyDigits, NBodyDigits]:
-    """Train and test videos with their states; disjoint handwriting pools and seeds."""
-    common = dict(
+def _generate(scale: Scale, count: int, seed: int, split: str) -> NBodyDigits:
+    """``count`` videos of ``t_in + t_out`` frames at the scale's size and scaled dynamics."""
+    return nbody_digits(
+        count,
+        seed=seed,
+        split=split,
         frames=scale.t_in + scale.t_out,
         size=scale.size,
         digits=3,
         stride=scale.stride,
         **physics(scale.size),
     )
-    train = nbody_digits(scale.train, seed=seed, split="train", **common)
-    test = nbody_digits(scale.test, seed=seed + 1, split="test", **common)
-    return train, test
+
+
+def datasets(scale: Scale, seed: int) -> tuple[NBodyDigits, NBodyDigits]:
+    """Train and test videos with their states; disjoint handwriting pools and seeds."""
+    return _generate(scale, scale.train, seed, "train"), _generate(
+        scale, scale.test, seed + 1, "test"
+    )
+
+
+def validation(scale: Scale, seed: int, count: int = 256) -> NBodyDigits:
+    """Held-out videos for choosing settings: the training handwriting pool, fresh trajectories
+    and sprite draws (seed ``seed + 2``), so the test set is left for the final comparison."""
+    return _generate(scale, count, seed + 2, "train")
 
 
 def videos(scale: Scale, seed: int) -> tuple[torch.Tensor, ...]:
@@ -284,6 +298,18 @@ def physics_reference(
     positions 5 steps apart fixes a velocity to about 0.29 / √(25 · 82.5) ≈ 0.006 px/step;
     :data:`REFERENCE` allows 0.01 for the curvature that gravity adds to the path.
     """
+    position_sd = _checks.non_negative("position_sd", position_sd)
+    velocity_sd = _checks.non_negative("velocity_sd", velocity_sd)
+    samples = _checks.positive_int("samples", samples)
+    if not isinstance(test, NBodyDigits):
+        raise TypeError(
+            f"test must be NBodyDigits (it holds the states), got {type(test).__name__}"
+        )
+    if test.frames.shape[1] != scale.t_in + scale.t_out:
+        raise ValueError(
+            f"test must hold videos of t_in + t_out = {scale.t_in + scale.t_out} frames, "
+            f"got {test.frames.shape[1]}"
+        )
     generator = torch.Generator().manual_seed(seed)
     last = scale.t_in - 1
     x0, v0 = test.positions[:, last], test.velocities[:, last]

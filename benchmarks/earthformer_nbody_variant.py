@@ -1,8 +1,10 @@
 """One exploratory run of the N-body benchmark: one model, one budget, settings overridden.
 
 The runs behind the README's "how the set-up got here" table; each prints one line (steps, MSE,
-MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set) and one of the training loss at
-10, 25, 50, 75 and 100 % of its steps, and is recorded in
+MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set, then MSE and SSIM on the
+held-out :func:`earthformer_nbody.validation` videos, which are what a choice of settings should
+be made on) and one of the training loss at 10, 25, 50, 75 and 100 % of its steps, and is
+recorded in
 ``results/earthformer_nbody-exploration.md``. Settings not overridden are those of
 ``earthformer_nbody.py`` at the time of the run (see that file's history).
 
@@ -10,7 +12,7 @@ MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set) and one of the t
 
 Overrides: ``loss`` ("mse", "l1", "mse+0.1l1", "mse+l1"), ``lr``, ``base_units``, ``seed`` (the
 model's initialisation and batch order; the data are always seed 0's), ``train`` (the number of
-training videos; the first 3000 are the benchmark's), and any
+training videos; the first 3000 are the benchmark's), ``batch_size``, and any
 Earthformer setting of ``EARTHFORMER`` (``pattern``, ``stem_channels``, ``ffn_kernel``,
 ``depth``, ...).
 """
@@ -48,13 +50,19 @@ def main(argv: list[str]) -> int:
     base_units = over.pop("base_units", bench.SCALES["full"].base_units)
     seed = over.pop("seed", 0)
     train = over.pop("train", bench.SCALES["full"].train)
+    batch_size = over.pop("batch_size", bench.SCALES["full"].batch_size)
     for key in ("depth", "cross_cuboid_hw"):
         if key in over:
             over[key] = tuple(over[key])
     bench.EARTHFORMER.update(over)
     torch.set_num_threads(1)
     scale = replace(
-        bench.SCALES["full"], budget_s=budget, lr=lr, base_units=base_units, train=train
+        bench.SCALES["full"],
+        budget_s=budget,
+        lr=lr,
+        base_units=base_units,
+        train=train,
+        batch_size=batch_size,
     )
     train_x, train_y, test_x, test_y = bench.videos(scale, 0)
     model = bench.build(method, scale, seed)
@@ -70,11 +78,12 @@ def main(argv: list[str]) -> int:
         loss=loss,
     )
     s = evaluate_forecaster(model, test_x, test_y, batch_size=32)
+    v = evaluate_forecaster(model, *bench.validation(scale, 0).split(scale.t_in), batch_size=32)
     print(
         f"{tag} {method} seed {seed} steps {report.steps} "
         f"mse {s.mse:.2f} mae {s.mae:.1f} ssim {s.ssim:.4f} "
         f"lead1 {s.mse_per_lead[0]:.2f} lead10 {s.mse_per_lead[-1]:.2f} "
-        f"ssim1 {s.ssim_per_lead[0]:.3f}",
+        f"ssim1 {s.ssim_per_lead[0]:.3f} val_mse {v.mse:.2f} val_ssim {v.ssim:.4f}",
         flush=True,
     )
     losses = torch.tensor(report.losses)

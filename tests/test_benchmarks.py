@@ -1,5 +1,6 @@
 """Each benchmark's --quick mode runs and writes results in the agreed format (DESIGN.md §5)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -189,6 +190,30 @@ def test_physics_reference_without_noise_is_the_truth_and_blurs_with_it(monkeypa
     assert torch.allclose(blurred.sum((-2, -1)), truth.sum((-2, -1)), rtol=0.2)  # same ink
 
 
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (dict(position_sd=-0.1), ValueError, "position_sd"),
+        (dict(velocity_sd=float("nan")), ValueError, "velocity_sd"),
+        (dict(samples=0), ValueError, "samples"),
+        (dict(samples=2.0), TypeError, "samples"),
+        (dict(test="videos"), TypeError, "test must be NBodyDigits"),
+        (dict(frames=3), ValueError, "t_in \\+ t_out"),
+    ],
+)
+def test_physics_reference_rejects_bad_arguments(monkeypatch, bad, error, message):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import earthformer_nbody as bench
+
+    scale = bench.SCALES["quick"]
+    _, test = bench.datasets(scale, 0)
+    if "frames" in bad:
+        test = dataclasses.replace(test, frames=test.frames[:, : bad.pop("frames")])
+    arguments = dict(test=test, scale=scale, seed=0, **bench.REFERENCE) | bad
+    with pytest.raises(error, match=message):
+        bench.physics_reference(**arguments)
+
+
 def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):
     result = _quick("cuboid_scaling", tmp_path)
     sweep = [row for row in result["rows"] if row["case"].startswith("thw-")]
@@ -224,6 +249,8 @@ def test_earthformer_variant_script_prints_a_scored_line_and_the_loss_curve():
     fields = dict(zip(words[2::2], words[3::2], strict=True))
     assert fields["seed"] == "0" and int(fields["steps"]) >= 1
     assert float(fields["mse"]) > 0 and -1 <= float(fields["ssim"]) <= 1
+    assert float(fields["val_mse"]) > 0 and -1 <= float(fields["val_ssim"]) <= 1
+    assert fields["val_mse"] != fields["mse"]  # other videos
     assert curve.startswith("probe training loss")
     marks = [mark.split(":") for mark in curve.split()[-5:]]
     steps = [int(step) for step, _ in marks]
