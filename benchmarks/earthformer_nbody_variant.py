@@ -12,7 +12,8 @@ recorded in
 
 Overrides: ``loss`` ("mse", "l1", "mse+0.1l1", "mse+l1"), ``lr``, ``base_units``, ``seed`` (the
 model's initialisation and batch order; the data are always seed 0's), ``train`` (the number of
-training videos; the first 3000 are the benchmark's), ``batch_size``, and any
+training videos; the first 3000 are the benchmark's), ``batch_size``, the baselines' widths
+``unet_base`` and ``convlstm_hidden``, and any
 Earthformer setting of ``EARTHFORMER`` (``pattern``, ``stem_channels``, ``ffn_kernel``,
 ``depth``, ...).
 """
@@ -51,6 +52,7 @@ def main(argv: list[str]) -> int:
     seed = over.pop("seed", 0)
     train = over.pop("train", bench.SCALES["full"].train)
     batch_size = over.pop("batch_size", bench.SCALES["full"].batch_size)
+    widths = {key: over.pop(key) for key in ("unet_base", "convlstm_hidden") if key in over}
     for key in ("depth", "cross_cuboid_hw"):
         if key in over:
             over[key] = tuple(over[key])
@@ -63,6 +65,7 @@ def main(argv: list[str]) -> int:
         base_units=base_units,
         train=train,
         batch_size=batch_size,
+        **widths,
     )
     train_x, train_y, test_x, test_y = bench.videos(scale, 0)
     model = bench.build(method, scale, seed)

@@ -57,6 +57,18 @@ def test_gradients_reach_every_parameter(name):
         assert parameter.grad.abs().sum() > 0, parameter_name
 
 
+@pytest.mark.parametrize("base", [3, 6, 17, 18, 24])
+def test_unet_takes_any_width_and_normalises_with_groups_that_divide_it(base):
+    model = UNet(2, 2, base=base, depth=2)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms
+    for norm in norms:
+        assert norm.num_channels % norm.num_groups == 0 and norm.num_groups <= 8
+        # the largest such count: no bigger divisor up to 8 was skipped
+        assert all(norm.num_channels % g for g in range(norm.num_groups + 1, 9))
+    assert model(torch.rand(1, 2, 1, H, W)).shape == (1, 2, 1, H, W)
+
+
 @pytest.mark.parametrize("name", LEARNED)
 def test_sigmoid_head_stays_in_the_unit_interval_and_linear_does_not_have_to(name):
     x = 50 * torch.randn(2, 3, 1, H, W)

@@ -75,13 +75,17 @@ class Persistence(nn.Module):
 
 
 def _conv_block(inputs: int, outputs: int) -> nn.Sequential:
-    """Two 3×3 convolutions, each followed by group normalisation and GELU."""
+    """Two 3×3 convolutions, each followed by group normalisation and GELU.
+
+    The norm uses the largest group count up to 8 that divides ``outputs``, so any width works.
+    """
+    groups = max(g for g in range(1, 9) if outputs % g == 0)
     return nn.Sequential(
         nn.Conv2d(inputs, outputs, 3, padding=1),
-        nn.GroupNorm(min(8, outputs), outputs),
+        nn.GroupNorm(groups, outputs),
         nn.GELU(),
         nn.Conv2d(outputs, outputs, 3, padding=1),
-        nn.GroupNorm(min(8, outputs), outputs),
+        nn.GroupNorm(groups, outputs),
         nn.GELU(),
     )
 
