@@ -258,9 +258,8 @@ def _generate(scale: Scale, count: int, seed: int, split: str) -> NBodyDigits:
 
 def datasets(scale: Scale, seed: int) -> tuple[NBodyDigits, NBodyDigits]:
     """Train and test videos with their states; disjoint handwriting pools and seeds."""
-    return _generate(scale, scale.train, seed, "train"), _generate(
-        scale, scale.test, seed + 1, "test"
-    )
+    train = _generate(scale, scale.train, seed, "train")
+    return train, _generate(scale, scale.test, seed + 1, "test")
 
 
 def validation(scale: Scale, seed: int, count: int = 256) -> NBodyDigits:

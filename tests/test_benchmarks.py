@@ -190,6 +190,21 @@ def test_physics_reference_without_noise_is_the_truth_and_blurs_with_it(monkeypa
     assert torch.allclose(blurred.sum((-2, -1)), truth.sum((-2, -1)), rtol=0.2)  # same ink
 
 
+def test_validation_videos_are_new_trajectories_with_training_handwriting(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import earthformer_nbody as bench
+
+    from physml.data.nbody import sprite_pool
+
+    scale = bench.SCALES["quick"]
+    train, test = bench.datasets(scale, 0)
+    held_out = bench.validation(scale, 0, count=scale.train)
+    assert held_out.frames.shape == train.frames.shape
+    assert set(held_out.sprite_index.flatten().tolist()) <= set(sprite_pool("train").tolist())
+    starts = {tuple(p.flatten().tolist()) for p in train.positions[:, 0]}
+    assert not starts & {tuple(p.flatten().tolist()) for p in held_out.positions[:, 0]}
+
+
 @pytest.mark.parametrize(
     "bad, error, message",
     [
