@@ -271,3 +271,34 @@ def test_earthformer_variant_script_prints_a_scored_line_and_the_loss_curve():
     steps = [int(step) for step, _ in marks]
     assert steps == sorted(steps) and steps[-1] == int(fields["steps"])
     assert all(float(loss) > 0 for _, loss in marks)
+
+
+def test_exploration_figure_reads_the_run_table_and_keeps_benchmark_like_runs(
+    monkeypatch, tmp_path
+):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import earthformer_nbody_exploration_figure as exploration
+
+    rows = [
+        "| a | convlstm | 450 | loss mse+0.1l1 | 10 | 31.20 | 66.0 | 0.380 | 21.0 | 35.0 |",
+        "| b | unet (32) | 450 | loss mse | 10 | 31.80 | 77.0 | 0.260 | 21.0 | 35.0 |",
+        "| c | earthformer-noglobal | 900 | as a | 10 | 31.70 | 66.0 | 0.410 | 21.0 | 35.0 |",
+        "| d | earthformer | 450 | as a + 20000 training videos | 10 | 30.0 | 66 | 0.4 | 2 | 3 |",
+        "| e | earthformer-noglobal | 450 | as a + axial | 10 | 31.66 | 67 | 0.37 | 2 | 3 |",
+    ]
+    record = tmp_path / "record.md"
+    record.write_text("\n".join(["intro", "", exploration.HEADER, "|---|", *rows, "", "after"]))
+    runs = exploration.read_runs(record)
+    assert [run.tag for run in runs] == ["a", "b", "c", "d", "e"]
+    assert runs[1].method == "unet" and runs[4].mse == 31.66 and runs[0].ssim == 0.38
+    # b changed the loss, c the budget, d the data: only a and e share the benchmark's set-up
+    assert [run.tag for run in runs if exploration.benchmark_like(run)] == ["a", "e"]
+    exploration.figure(runs, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0
+
+    record.write_text("\n".join([exploration.HEADER, "|---|", "| a | unet | 450 |"]))
+    with pytest.raises(ValueError, match="10 cells"):
+        exploration.read_runs(record)
+    record.write_text("no table here")
+    with pytest.raises(ValueError, match="no run table"):
+        exploration.read_runs(record)
