@@ -28,7 +28,11 @@ class DatasetFileError(ValueError):
 
 @dataclass
 class PDEData:
-    """A whole dataset in memory: ``u`` ``(sample, time, *space)`` float64 plus its description."""
+    """A whole dataset in memory: ``u`` ``(sample, time, *space)`` plus its description.
+
+    ``u`` keeps the dtype the file stores: float64 from the PDE solvers, float32 for the N-body
+    frames (pixel intensities in [0, 1]).
+    """
 
     u: torch.Tensor
     t: torch.Tensor
