@@ -222,6 +222,7 @@ def test_physics_reference_rejects_bad_arguments(monkeypatch, bad, error, messag
 
     scale = bench.SCALES["quick"]
     _, test = bench.datasets(scale, 0)
+    bad = dict(bad)  # a copy: the parametrized dict is shared between runs
     if "frames" in bad:
         test = dataclasses.replace(test, frames=test.frames[:, : bad.pop("frames")])
     arguments = dict(test=test, scale=scale, seed=0, **bench.REFERENCE) | bad
