@@ -205,6 +205,25 @@ def test_validation_videos_are_new_trajectories_with_training_handwriting(monkey
     assert not starts & {tuple(p.flatten().tolist()) for p in held_out.positions[:, 0]}
 
 
+def test_more_training_videos_extend_the_same_training_set(monkeypatch):
+    """The long scale's 20000 training videos start with the full scale's 3000: a larger count
+    appends videos and leaves the first ones as they were, so the two runs are comparable."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import earthformer_nbody as bench
+
+    small = bench.SCALES["quick"]
+    large = dataclasses.replace(small, train=3 * small.train)
+    first, _ = bench.datasets(small, 0)
+    extended, test = bench.datasets(large, 0)
+    assert torch.equal(extended.frames[: small.train], first.frames)
+    assert not torch.equal(extended.frames[small.train : 2 * small.train], first.frames)
+    _, same_test = bench.datasets(small, 0)
+    assert torch.equal(test.frames, same_test.frames)
+    long, full = bench.SCALES["long"], bench.SCALES["full"]
+    assert (long.train, long.budget_s) > (full.train, full.budget_s)
+    assert dataclasses.replace(long, train=full.train, budget_s=full.budget_s) == full
+
+
 @pytest.mark.parametrize(
     "bad, error, message",
     [
