@@ -125,7 +125,7 @@ SCALES = {
 SCALES["long"] = replace(SCALES["full"], train=20000, budget_s=7200.0)
 """``long``: the full set-up with 20000 training videos (the full run's 3000 first) and two
 CPU-hours per learned model, to see whether the ranking turns with scale (the article trains for
-GPU-hours); written as ``earthformer_nbody-long.*``. Its four learned models take about 2.2
+GPU-hours); written as ``earthformer_nbody-long.*``. Its four learned models take about 2
 wall-hours each, so a run is spread over processes sharing ``--work`` (``--methods``, one per
 core) and may be killed and continued."""
 
