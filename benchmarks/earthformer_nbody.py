@@ -514,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
+    if args.quick and args.scale != "full":
+        parser.error(f"--quick is --scale quick; it cannot go with --scale {args.scale}")
     started = time.perf_counter()
     torch.set_num_threads(1)
     mode = "quick" if args.quick else args.scale

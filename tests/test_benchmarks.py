@@ -205,6 +205,13 @@ def test_validation_videos_are_new_trajectories_with_training_handwriting(monkey
     assert not starts & {tuple(p.flatten().tolist()) for p in held_out.positions[:, 0]}
 
 
+def test_earthformer_nbody_rejects_quick_with_another_scale():
+    script = [sys.executable, str(ROOT / "benchmarks" / "earthformer_nbody.py")]
+    for bad in (["--quick", "--scale", "long"], ["--scale", "huge"]):
+        done = subprocess.run([*script, *bad], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 2 and "--scale" in done.stderr, (bad, done.stderr)
+
+
 def test_more_training_videos_extend_the_same_training_set(monkeypatch):
     """The long scale's 20000 training videos start with the full scale's 3000: a larger count
     appends videos and leaves the first ones as they were, so the two runs are comparable."""
