@@ -16,7 +16,8 @@ videos are, not a competitor). Each finished model's row is kept in ``--work`` (
 checkpoint), so a killed run continues where it stopped; several processes may share ``--work``
 with different ``--methods``. Also writes ``earthformer_nbody-strip.png`` (context, truth,
 every model's forecast of one test sequence) and ``earthformer_nbody-curves.png`` (each learned
-model's training loss against the CPU seconds spent).
+model's training loss against the CPU seconds spent); ``-long`` in the names with
+``--scale long``.
 
     python benchmarks/earthformer_nbody.py               # full run -> results/earthformer_nbody.*
     python benchmarks/earthformer_nbody.py --quick       # smoke run (toy scale, seconds)
