@@ -497,6 +497,13 @@ Frame MSE per lead time:
 {per_lead}
 """
 
+REUSED = """
+Rows {methods} were trained and scored by earlier processes (`--methods`, sharing the work
+folder `{work}`) and read back from its `rows.json`: this file's command and wall time are those
+of the process that assembled them, not of their training. Their `steps`, `train_s` and scores
+are their own.
+"""
+
 COLUMNS = ["case", "method", "params", "steps", "train_s", "mse", "mae", "ssim"]
 
 
@@ -543,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         test_x, test_y = test.split(scale.t_in)
         case = f"nbody-{scale.size}px-{scale.t_in}to{scale.t_out}"
         rows, forecasts, curves = [], {}, {}
+        reused: list[str] = []  # rows trained and scored by an earlier process
         for method in args.methods:
             if method == "physics-reference":
                 prediction = physics_reference(test, scale, args.seed, **REFERENCE)
@@ -571,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                 curves[method] = (report.seconds, report.losses)
             if method in finished:
                 row = finished[method]
+                reused.append(method)
             else:
                 scores = evaluate_forecaster(model, test_x, test_y, batch_size=32)
                 final = sum(report.losses[-20:]) / max(len(report.losses[-20:]), 1)
@@ -603,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         per_lead=per_lead_table(rows),
         name=name,
     )
-    extra = {"setup": setup}
+    if reused:
+        notes += REUSED.format(methods=", ".join(f"`{m}`" for m in reused), work=work)
+    extra = {"setup": setup, "reused_rows": reused}
     write_results(name, rows, args.seed, started, args.out, COLUMNS, notes, extra)
     return 0
 

@@ -212,6 +212,23 @@ def test_earthformer_nbody_rejects_quick_with_another_scale():
         assert done.returncode == 2 and "--scale" in done.stderr, (bad, done.stderr)
 
 
+def test_earthformer_nbody_reuses_rows_of_an_earlier_process_and_says_so(tmp_path):
+    """A second process sharing --work reads the first one's finished row back unchanged, and
+    the results name it as reused (their command and wall time are the assembler's)."""
+    script = [sys.executable, str(ROOT / "benchmarks" / "earthformer_nbody.py"), "--quick"]
+    work, first, second = tmp_path / "work", tmp_path / "first", tmp_path / "second"
+    for out, methods in ((first, ["unet"]), (second, ["unet", "blank"])):
+        arguments = ["--work", str(work), "--out", str(out), "--methods", *methods]
+        subprocess.run([*script, *arguments], check=True, cwd=ROOT, timeout=600)
+    trained = json.loads((first / "earthformer_nbody.json").read_text())
+    assembled = json.loads((second / "earthformer_nbody.json").read_text())
+    assert trained["reused_rows"] == [] and assembled["reused_rows"] == ["unet"]
+    assert assembled["rows"][0] == trained["rows"][0]
+    assert [row["method"] for row in assembled["rows"]] == ["unet", "blank"]
+    assert "earlier processes" not in (first / "earthformer_nbody.md").read_text()
+    assert "Rows `unet` were trained" in (second / "earthformer_nbody.md").read_text()
+
+
 def test_more_training_videos_extend_the_same_training_set(monkeypatch):
     """The long scale's 20000 training videos start with the full scale's 3000: a larger count
     appends videos and leaves the first ones as they were, so the two runs are comparable."""
