@@ -79,6 +79,13 @@ def test_committed_forecasting_results_cover_every_method():
     assert {"earthformer", "earthformer-noglobal", "unet", "convlstm", "persistence"} <= methods
     for row in rows:
         assert row["mse"] > 0 and row["mae"] > 0 and -1 <= row["ssim"] <= 1, row
+    # The long scale: every method, each learned model trained for the whole, equal budget.
+    long = committed("earthformer_nbody-long")
+    budget = long["setup"]["scale"]["budget_s"]
+    learned = {row["method"]: row for row in long["rows"] if row["steps"]}
+    assert {row["method"] for row in long["rows"]} == methods
+    assert set(learned) == {"earthformer", "earthformer-noglobal", "unet", "convlstm"}
+    assert all(budget <= row["train_s"] < 1.01 * budget for row in learned.values())
     scaling = committed("cuboid_scaling")["rows"]
     full = [row for row in scaling if row["method"] == "full-attention"]
     assert any(row["fits"] for row in full) and not all(row["fits"] for row in full)
