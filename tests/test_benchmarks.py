@@ -13,20 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
 
 
+def benchmark(name: str, *arguments: str) -> list[str]:
+    """The command line that runs ``benchmarks/<name>.py`` with ``arguments``."""
+    return [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *arguments]
+
+
 @pytest.mark.parametrize("name", ["solvers", "probconserv_update", "probconserv_gpme"])
 def test_quick_mode_writes_results(tmp_path, name):
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / f"{name}.py"),
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        check=True,
-        cwd=ROOT,
-        timeout=600,
-    )
+    command = benchmark(name, "--quick", "--out", str(tmp_path))
+    subprocess.run(command, check=True, cwd=ROOT, timeout=600)
     result = json.loads((tmp_path / f"{name}.json").read_text())
     assert KEYS <= set(result)
     assert result["rows"] and all("case" in row and "method" in row for row in result["rows"])
@@ -92,7 +87,7 @@ def test_committed_forecasting_results_cover_every_method():
 
 
 def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
-    script = [sys.executable, str(ROOT / "benchmarks" / "boon.py"), "--quick", "--out"]
+    script = benchmark("boon", "--quick", "--out")
     subprocess.run([*script, str(tmp_path)], check=True, cwd=ROOT, timeout=600)
     result = json.loads((tmp_path / "boon.json").read_text())
     assert KEYS <= set(result) and "--quick" in result["command"]
@@ -131,7 +126,7 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
 def _quick(name: str, out: Path) -> dict:
     """Run ``benchmarks/<name>.py --quick --out out`` and return its checked results JSON."""
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--out", str(out)],
+        benchmark(name, "--quick", "--out", str(out)),
         check=True,
         cwd=ROOT,
         timeout=600,
@@ -213,7 +208,7 @@ def test_validation_videos_are_new_trajectories_with_training_handwriting(monkey
 
 
 def test_earthformer_nbody_rejects_quick_with_another_scale():
-    script = [sys.executable, str(ROOT / "benchmarks" / "earthformer_nbody.py")]
+    script = benchmark("earthformer_nbody")
     for bad in (["--quick", "--scale", "long"], ["--scale", "huge"]):
         done = subprocess.run([*script, *bad], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 2 and "--scale" in done.stderr, (bad, done.stderr)
@@ -222,7 +217,7 @@ def test_earthformer_nbody_rejects_quick_with_another_scale():
 def test_earthformer_nbody_reuses_rows_of_an_earlier_process_and_says_so(tmp_path):
     """A second process sharing --work reads the first one's finished row back unchanged, and
     the results name it as reused (their command and wall time are the assembler's)."""
-    script = [sys.executable, str(ROOT / "benchmarks" / "earthformer_nbody.py"), "--quick"]
+    script = benchmark("earthformer_nbody", "--quick")
     work, first, second = tmp_path / "work", tmp_path / "first", tmp_path / "second"
     for out, methods in ((first, ["unet"]), (second, ["unet", "blank"])):
         arguments = ["--work", str(work), "--out", str(out), "--methods", *methods]
