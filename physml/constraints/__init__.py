@@ -1,22 +1,29 @@
-"""The constraint layer: value objects that enforce physics on any model's output.
+"""The constraint layer: ``nn.Module`` constraints that meet any model through :func:`constrain`.
 
-Each constraint knows how to apply itself to a tensor, a :class:`~physml.outputs.Gaussian` or an
-:class:`~physml.outputs.Ensemble`; :func:`constrain` wraps a model so its outputs pass through them.
+Three seams (DESIGN §3): the operator seam (BOON's kernel correction, for a neuralop FNO or an
+:class:`OperatorModel`), the sampler seam (a mean shift at every reverse step of a
+:class:`Sampler`) and the output seam (a tensor, :class:`~physml.outputs.Gaussian` or
+:class:`~physml.outputs.Ensemble` after every forward).
 """
 
-from .base import Constraint
+from .base import SEAMS, Constraint
 from .boundary import BoundaryCondition
 from .conservation import cumulative_inflow, mass_conservation
-from .layer import Constrained, constrain
+from .layer import Constrained, Sampler, constrain
 from .linear import LinearConstraint
 from .nonnegative import NonNegative
+from .operator import KernelLayer, OperatorModel
 
 __all__ = [
+    "SEAMS",
     "BoundaryCondition",
     "Constrained",
     "Constraint",
+    "KernelLayer",
     "LinearConstraint",
     "NonNegative",
+    "OperatorModel",
+    "Sampler",
     "constrain",
     "cumulative_inflow",
     "mass_conservation",

@@ -1,31 +1,60 @@
-"""The constraint protocol: one value object, applied to whatever kind of output a model gives."""
+"""The constraint protocol: an ``nn.Module`` acting at one or more seams of a model.
+
+Seams (DESIGN §3): ``"operator"`` (each kernel layer corrected once, at wrap time),
+``"sampler"`` (a mean shift at every reverse step of a diffusion sampler) and ``"output"`` (after
+every forward, on a tensor, :class:`~physml.outputs.Gaussian` or :class:`~physml.outputs.Ensemble`).
+:func:`physml.constrain` is the only caller: it picks the seams a model offers.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..errors import ConstraintError
 from ..outputs import Ensemble, Gaussian
 
+SEAMS = ("operator", "sampler", "output")
+Output = torch.Tensor | Gaussian | Ensemble
 
-class Constraint:
-    """Base class. Subclasses implement the ``apply_*`` methods for the output kinds they support.
 
-    ``bind(*inputs)`` returns the constraint for one call of the model (a constraint whose target
-    depends on the model's inputs resolves it there); by default it is the constraint itself.
+def check_finite(name: str, output: object) -> None:
+    """Raise :class:`ConstraintError` if ``output`` (any kind) holds NaN or inf."""
+    tensors = {
+        Gaussian: lambda g: (g.mean,),
+        Ensemble: lambda e: (e.samples,),
+    }.get(type(output), lambda t: (t,) if isinstance(t, torch.Tensor) else ())(output)
+    for tensor in tensors:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConstraintError(f"{name} contains NaN or inf values")
+
+
+class Constraint(nn.Module):
+    """Base class of every constraint.
+
+    ``seams`` lists where the constraint can act. Output-seam constraints implement
+    :meth:`apply_tensor`, :meth:`apply_gaussian` and :meth:`apply_ensemble` for the output kinds
+    they support, each receiving the per-call state returned by :meth:`prepare` (e.g. a target
+    computed from the model's inputs). Sampler-seam constraints implement :meth:`guide`.
     """
 
-    def bind(self, *args: object, **kwargs: object) -> Constraint:
-        return self
+    seams: tuple[str, ...] = ("output",)
+    needs: tuple[str, ...] = ()  # seams without which the constraint cannot act at all
 
-    def apply(self, output: torch.Tensor | Gaussian | Ensemble):
-        """The constrained version of ``output``, of the same kind."""
+    def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> object:
+        """Per-call state from the model's inputs (and the call's ``time``); ``None`` by default."""
+        return None
+
+    def forward(self, output: Output, *inputs: object, time: object = None, **kwargs: object):
+        """The output seam: the constrained ``output``, of the same kind, dtype and device."""
+        check_finite("output", output)
+        state = self.prepare(*inputs, time=time, **kwargs)
         if isinstance(output, Gaussian):
-            return self.apply_gaussian(output)
+            return self.apply_gaussian(output, state)
         if isinstance(output, Ensemble):
-            return self.apply_ensemble(output)
+            return self.apply_ensemble(output, state)
         if isinstance(output, torch.Tensor):
-            return self.apply_tensor(output)
+            return self.apply_tensor(output, state)
         raise ConstraintError(
             f"{type(self).__name__} applies to a tensor, Gaussian or Ensemble, got {type(output)}"
         )
@@ -33,11 +62,15 @@ class Constraint:
     def _unsupported(self, kind: str):
         raise ConstraintError(f"{type(self).__name__} cannot be applied to a {kind} output")
 
-    def apply_tensor(self, output: torch.Tensor) -> torch.Tensor:
+    def apply_tensor(self, output: torch.Tensor, state: object = None) -> torch.Tensor:
         return self._unsupported("tensor")
 
-    def apply_gaussian(self, output: Gaussian) -> Gaussian:
+    def apply_gaussian(self, output: Gaussian, state: object = None) -> Gaussian:
         return self._unsupported("Gaussian")
 
-    def apply_ensemble(self, output: Ensemble) -> Ensemble:
+    def apply_ensemble(self, output: Ensemble, state: object = None) -> Ensemble:
         return self._unsupported("Ensemble")
+
+    def guide(self, z_t: torch.Tensor, t: object, context: object) -> torch.Tensor:
+        """The sampler seam: a mean shift for the latent ``z_t`` at reverse step ``t``."""
+        raise ConstraintError(f"{type(self).__name__} does not act at the sampler seam")

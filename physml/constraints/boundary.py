@@ -57,6 +57,9 @@ Values = tuple[torch.Tensor | None, torch.Tensor | None]
 class BoundaryCondition(Constraint):
     """A Dirichlet, Neumann or periodic condition on the walls of one spatial axis of outputs.
 
+    Acts at the operator seam when the model offers it (BOON's kernel correction of every layer,
+    :mod:`physml.constraints.operator`) and at the output seam always (the walls set exactly).
+
     Args:
         bc: a :class:`pdes.Dirichlet`, :class:`pdes.Neumann` or :class:`pdes.Periodic`.
         grid: the grid of the constrained axis: a node grid holding both ends (its spacing
@@ -68,6 +71,8 @@ class BoundaryCondition(Constraint):
         time_axis: the output axis along which an array ``time`` lies (negative index).
     """
 
+    seams = ("operator", "output")
+
     def __init__(
         self,
         bc: Dirichlet | Neumann | Periodic,
@@ -77,6 +82,7 @@ class BoundaryCondition(Constraint):
         side: str = "both",
         time_axis: int = -1,
     ) -> None:
+        super().__init__()
         if not isinstance(bc, KINDS):
             raise TypeError(f"bc must be a pdes Dirichlet, Neumann or Periodic, got {type(bc)}")
         if not isinstance(grid, Grid1D):
@@ -145,14 +151,23 @@ class BoundaryCondition(Constraint):
             callable(self.bc.left) or callable(self.bc.right)
         )
 
-    def bind(self, *args: object, t=None, **kwargs: object) -> BoundaryCondition:
-        """The condition at time ``t`` (a number or an array of times along ``time_axis``).
+    @property
+    def walls_key(self) -> tuple:
+        """What the operator correction depends on: axis, kind, sides and grid (not values)."""
+        return (self.axis, self.kind, self.sides, self.grid)
 
-        Keyword only; the model's other inputs are ignored. ``t=None`` keeps the condition.
+    def at(self, time) -> BoundaryCondition:
+        """The condition at ``time`` (a number or an array of times along ``time_axis``).
+
+        ``None`` keeps the condition's own time.
         """
-        if t is None:
+        if time is None:
             return self
-        return BoundaryCondition(self.bc, self.grid, self.axis, t, self.side, self.time_axis)
+        return BoundaryCondition(self.bc, self.grid, self.axis, time, self.side, self.time_axis)
+
+    def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> BoundaryCondition:
+        """The condition at the call's ``time`` (the model's inputs are not used)."""
+        return self.at(time)
 
     # ------------------------------------------------------------------------------------------
     # Values
@@ -271,14 +286,17 @@ class BoundaryCondition(Constraint):
         left, right = (_per_sample_view(v, rank) for v in (left, right))
         return set_walls(u, self.axis, self.kind, self.grid.dx, left, right, precise=True)
 
-    def apply_tensor(self, output: torch.Tensor) -> torch.Tensor:
-        return self.enforce(output)
+    def apply_tensor(self, output: torch.Tensor, state: BoundaryCondition) -> torch.Tensor:
+        return state.enforce(output)
 
-    def apply_ensemble(self, output: Ensemble) -> Ensemble:
-        return Ensemble(self.enforce(output.samples, batch_axis=1))
+    def apply_ensemble(self, output: Ensemble, state: BoundaryCondition) -> Ensemble:
+        return Ensemble(state.enforce(output.samples, batch_axis=1))
 
-    def apply_gaussian(self, output: Gaussian) -> Gaussian:
+    def apply_gaussian(self, output: Gaussian, state: BoundaryCondition) -> Gaussian:
         """Mean mapped; covariance ``A Σ Aᵀ`` (full; a diagonal Dirichlet one stays diagonal)."""
+        return state.map_gaussian(output)
+
+    def map_gaussian(self, output: Gaussian) -> Gaussian:
         if self.axis != -1:
             raise ConstraintError(
                 f"a Gaussian's covariance spans its last axis; axis must be -1, got {self.axis}"

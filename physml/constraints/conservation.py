@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from pdes.grid import Grid1D
+from pdes.grid import Grid1D, Grid2D
 
 from ..errors import ConstraintError
 from .linear import F64, LinearConstraint
@@ -28,29 +28,64 @@ def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.T
     return torch.cat([torch.zeros_like(rate[..., :1]), steps.cumsum(-1)], dim=-1)
 
 
+LAYOUTS = {"tx": 2, "bcx": 3, "btcx": 4, "bchw": 4, "btchw": 5}
+
+
 def mass_conservation(
-    grid: Grid1D,
+    grid: Grid1D | Grid2D,
     total_mass: torch.Tensor | Callable[..., torch.Tensor],
     noise: float = 0.0,
     projection: str = "covariance",
+    *,
+    channels: Sequence[int] | None = None,
+    layout: str | None = None,
 ) -> LinearConstraint:
-    """``∫ u(t, x) dx = M(t)`` for every time slice, with ``grid``'s quadrature weights.
+    """``∫ u dx = M`` on every slice of a field, with ``grid``'s quadrature weights.
 
-    Predictions are ``(..., time, n)``; ``total_mass`` is ``(..., time)`` — e.g. the initial mass
-    plus :func:`cumulative_inflow` — or a callable of the model's inputs returning it.
+    A ``Grid1D`` integrates the last axis: fields ``(x)``, ``(t, x)``, ``(b, c, x)`` or the
+    flattened ``(function, t, x)`` of probabilistic surrogates; a 4-axis ``(b, t, c, x)`` field
+    needs ``layout="btcx"`` (it could be a 2-D ``(b, c, h, w)`` field, which needs a ``Grid2D``).
+    A ``Grid2D`` integrates the last two axes of ``(b, c, h, w)`` or ``(b, t, c, h, w)``: one row
+    per frame and channel. ``channels`` picks the conserved channels (e.g. a tracer beside its
+    velocity). ``total_mass`` has the field's leading shape (the channel axis restricted to
+    ``channels``) — e.g. the initial mass plus :func:`cumulative_inflow` — or is a callable of
+    the model's inputs returning it.
     """
-    if not isinstance(grid, Grid1D):
-        raise ConstraintError(f"grid must be a pdes.Grid1D, got {type(grid)}")
-    G = grid.weights()[None, :]
-    if callable(total_mass):
-        return LinearConstraint(
-            G, lambda *a, **k: _as_target(total_mass(*a, **k)), noise, projection
+    if isinstance(grid, Grid1D):
+        space, allowed = (grid.n,), ("tx", "bcx", "btcx")
+        ndims, hint = (1, 2, 3), (
+            "; a 4-axis field is (b, t, c, x) — say layout='btcx' — or a 2-D (b, c, h, w) field, "
+            "which needs a Grid2D"
         )
-    return LinearConstraint(G, _as_target(total_mass), noise, projection)
+    elif isinstance(grid, Grid2D):
+        space, allowed = grid.shape, ("bchw", "btchw")
+        ndims, hint = (2, 3, 4, 5), " (a 2-D field (b, c, h, w) or (b, t, c, h, w))"
+    else:
+        raise ConstraintError(f"grid must be a pdes.Grid1D or Grid2D, got {type(grid)}")
+    if layout is not None:
+        if layout not in allowed:
+            raise ConstraintError(
+                f"layout must be one of {allowed} for a {type(grid).__name__}, got {layout!r}"
+            )
+        ndims, hint = (LAYOUTS[layout],), f" (layout {layout!r})"
+    G = grid.weights().reshape(1, -1)
+    target = (
+        (lambda *a, **k: _as_target(total_mass(*a, **k)))
+        if callable(total_mass)
+        else _as_target(total_mass)
+    )
+    return LinearConstraint(
+        G,
+        target,
+        noise,
+        projection,
+        space=space,
+        channels=channels,
+        ndims=ndims,
+        layout_hint=hint,
+    )
 
 
 def _as_target(total_mass: torch.Tensor) -> torch.Tensor:
     mass = torch.as_tensor(total_mass, dtype=F64)
-    if mass.ndim == 0:
-        raise ConstraintError("total_mass must have a time axis: shape (..., time)")
-    return mass.unsqueeze(-1)
+    return mass.unsqueeze(-1)  # one row per slice

@@ -1,38 +1,182 @@
-"""``physml.constrain(model, *constraints)``: run any model, then enforce the constraints."""
+"""``physml.constrain(model, *constraints)``: the one door between constraints and models.
+
+At wrap time the operator-seam constraints correct the model's kernel layers (when it offers
+them); while sampling the sampler-seam constraints shift every reverse step (when it samples);
+after every forward the output-seam constraints act on the output, in the order given.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
 from torch import nn
 
 from ..errors import ConstraintError
 from .base import Constraint
+from .boundary import BoundaryCondition
+from .operator import OperatorCorrection, install
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """The sampler seam's protocol: ``sample(context, guidance=None, **options)``.
+
+    At every reverse step the sampler calls ``guidance(z_t, t)`` (when given) and adds the returned
+    tensor, shaped like ``z_t``, to the step's mean.
+    """
+
+    def sample(self, context: object, guidance=None, **options: object) -> object: ...
 
 
 class Constrained(nn.Module):
-    """A model followed by constraints, applied in order to whatever kind of output it returns.
+    """A model and its constraints; ``forward`` takes the model's own arguments.
 
-    A constraint whose target depends on the inputs is bound to each call's inputs first.
+    ``forward(*args, time=None, constraints=None, **kwargs)``: ``time`` reaches the constraints
+    only (the time at which boundary values given as functions of time are evaluated);
+    ``constraints`` replaces the wrapped constraints for this call only (e.g. a batch's own
+    boundary values) and must match them one by one (kind, and for boundary conditions axis,
+    sides and grid). With sampler-seam constraints ``forward`` samples (:meth:`sample`).
     """
 
-    def __init__(self, model: nn.Module, constraints: tuple[Constraint, ...]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        constraints: Sequence[Constraint],
+        kernel: bool | str = "auto",
+        pivot_floor: float = 0.1,
+    ) -> None:
         super().__init__()
         self.model = model
-        self.constraints = constraints
+        self.constraints = nn.ModuleList(constraints)
+        name = type(model).__name__
+        boundary = [c for c in constraints if isinstance(c, BoundaryCondition)]
+        _check_grids(boundary)
+        self.correction: OperatorCorrection | None = install(model, boundary, kernel, pivot_floor)
+        self.guided = any("sampler" in c.seams for c in constraints)
+        if self.guided and not isinstance(model, Sampler):
+            first = next(c for c in constraints if "sampler" in c.seams)
+            raise ConstraintError(
+                f"constrain: {name} cannot take {type(first).__name__} at the sampler seam: it "
+                "has no sample(context, guidance=None, ...) method (physml.constraints.Sampler)"
+            )
 
-    def forward(self, *args: object, **kwargs: object):
-        output = self.model(*args, **kwargs)
-        for constraint in self.constraints:
-            output = constraint.bind(*args, **kwargs).apply(output)
+    @property
+    def kernel(self) -> bool:
+        """Whether the model's kernel layers are corrected (the operator seam is in use)."""
+        return self.correction is not None
+
+    def forward(self, *args: object, time: object = None, constraints=None, **kwargs: object):
+        if self.guided:
+            return self.sample(*args, time=time, constraints=constraints, **kwargs)
+        active = self._active(constraints)
+        if self.correction is None:
+            output = self.model(*args, **kwargs)
+        else:
+            output = self._corrected_forward(active, args, kwargs, time)
+        return self._output_seam(output, active, args, kwargs, time)
+
+    def sample(self, context: object, *args: object, time=None, constraints=None, **kwargs):
+        """The model's samples with every reverse step guided, then the output seam."""
+        if not isinstance(self.model, Sampler):
+            raise ConstraintError(f"{type(self.model).__name__} has no sample method")
+        active = self._active(constraints)
+        guides = [c for c in active if "sampler" in c.seams]
+
+        def guidance(z_t: torch.Tensor, t: object) -> torch.Tensor:
+            return sum(c.guide(z_t, t, context) for c in guides)
+
+        output = self.model.sample(context, *args, guidance=guidance if guides else None, **kwargs)
+        return self._output_seam(output, active, (context, *args), kwargs, time)
+
+    def _active(self, constraints) -> tuple[Constraint, ...]:
+        mine = tuple(self.constraints)
+        if constraints is None:
+            return mine
+        theirs = tuple(constraints)
+        same = len(theirs) == len(mine) and all(
+            type(a) is type(b)
+            and (not isinstance(a, BoundaryCondition) or a.walls_key == b.walls_key)
+            for a, b in zip(mine, theirs, strict=False)
+        )
+        if not same:
+            raise ConstraintError(
+                "constraints must match the wrapped ones one by one (kind, and for boundary "
+                f"conditions axis, sides and grid; only values may differ): expected {list(mine)},"
+                f" got {list(theirs)}"
+            )
+        return theirs
+
+    def _corrected_forward(self, active, args, kwargs, time):
+        correction = self.correction
+        x = args[0] if args else None
+        correction.check_input(x)
+        shape = correction.output_shape(x)
+        conditions = [c.at(time) for c in active if isinstance(c, BoundaryCondition)]
+        values = [
+            (None, None)
+            if condition.kind == "periodic"
+            else condition.values(x.shape[0], x.dtype, x.device, shape)
+            for condition in conditions
+        ]
+        with correction.attached(values):
+            return self.model(*args, **kwargs)
+
+    @staticmethod
+    def _output_seam(output, active, args, kwargs, time):
+        for constraint in active:
+            if "output" in constraint.seams:
+                output = constraint(output, *args, time=time, **kwargs)
         return output
 
 
-def constrain(model: nn.Module, *constraints: Constraint) -> Constrained:
-    """Wrap ``model`` (any ``nn.Module`` returning a tensor, Gaussian or Ensemble)."""
-    if not callable(model):
-        raise TypeError(f"model must be a callable nn.Module, got {type(model)}")
+def _check_grids(conditions: Sequence[BoundaryCondition]) -> None:
+    """One grid per axis, and a periodic condition not mixed with others on its axis."""
+    grids: dict[int, object] = {}
+    periodic: dict[int, bool] = {}
+    for condition in conditions:
+        axis = condition.axis
+        if grids.setdefault(axis, condition.grid) != condition.grid:
+            raise ConstraintError(
+                f"the condition on axis {axis} is on {condition.grid}, but an earlier condition "
+                f"puts {grids[axis]} on that axis"
+            )
+        is_periodic = condition.kind == "periodic"
+        if periodic.setdefault(axis, is_periodic) != is_periodic:
+            raise ConstraintError(
+                f"axis {axis} carries a periodic condition and a {condition.kind} one; a periodic "
+                "condition cannot be mixed with others on the same axis"
+            )
+
+
+def constrain(
+    model: nn.Module,
+    *constraints: Constraint,
+    kernel: bool | str = "auto",
+    pivot_floor: float = 0.1,
+) -> Constrained:
+    """Wrap ``model`` so that its outputs (and, where it offers them, its layers and sampler
+    steps) meet ``constraints``.
+
+    Args:
+        model: any ``nn.Module`` returning a tensor, ``Gaussian`` or ``Ensemble``; a neuralop
+            FNO or an :class:`~physml.constraints.OperatorModel` also offers the operator seam, a
+            :class:`Sampler` the sampler seam.
+        constraints: one or more :class:`Constraint` objects, applied in the order given.
+        kernel: boundary conditions at the operator seam: ``"auto"`` where the model offers it,
+            ``True`` to require it (else :class:`ConstraintError`), ``False`` output seam only.
+        pivot_floor: the kernel correction divides by a pivot per layer, channel and wall point;
+            one smaller than ``pivot_floor`` times the RMS of its probe column is moved out to
+            that size (bounding the correction; there the wall row keeps a damped dependence on
+            the interior). ``0`` is the exact elimination everywhere; the output is exact either
+            way.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model)}")
     if not constraints:
         raise ConstraintError("constrain needs at least one constraint")
     for constraint in constraints:
         if not isinstance(constraint, Constraint):
             raise TypeError(f"constraints must be Constraint objects, got {type(constraint)}")
-    return Constrained(model, tuple(constraints))
+    return Constrained(model, constraints, kernel, pivot_floor)

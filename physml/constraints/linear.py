@@ -6,20 +6,24 @@
   correction goes where ``Σ`` is largest. ``projection="euclidean"`` gives the HardC baseline
   (``Σ`` replaced by ``I`` for the mean, the variance left as it was).
 - Tensor output: the Euclidean projection onto ``G u = b``.
-- Ensemble output: every member is updated with the ensemble's covariance, so with ``σ = 0`` each
-  member meets the constraint and the members' covariance becomes the posterior covariance.
+- Ensemble output: every member is moved with the ensemble covariance, built from the centred
+  members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
+  cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1) a small
+  ``γ I`` (``jitter`` times the ensemble's mean variance) joins the covariance, so every member
+  still meets every row exactly.
 
-``G`` is ``(m, n)`` and acts on the last axis; ``b`` broadcasts against ``(..., m)`` so one
-constraint row per time slice and per sample is a ``b`` of shape ``(sample, time, 1)``. Everything
-is solved in float64 with Cholesky factorisations of the small ``m × m`` matrix ``S``; no ``n × n``
-inverse is formed, and the posterior covariance is returned as a :class:`LowRankCovariance`
-(``Σ − F Fᵀ`` with ``F`` of rank ``m``), assembled only when asked (``.dense()``).
+``G`` is ``(k, n)`` and acts on the trailing ``space`` axes of a field (``n`` their product: one
+axis for a 1-D grid, two for a 2-D one); every leading index (sample, time, channel, ...) is a
+slice with its own ``k`` rows, and ``b`` is ``(..., k)`` over those slices. ``channels`` restricts
+the rows to some channels (the axis before ``space``). Everything is solved in float64 and
+returned in the input's dtype and device; after an exact update (``σ = 0``) the residual is
+checked, so an ill-conditioned ``G`` raises instead of returning a field that misses the rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,12 +33,13 @@ from .base import Constraint
 
 F64 = torch.float64
 Target = torch.Tensor | Callable[..., torch.Tensor]
+RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     if not isinstance(G, torch.Tensor) or G.ndim != 2:
-        raise ConstraintError(f"G must be a tensor of shape (m, n), got {getattr(G, 'shape', G)}")
-    G = G.to(F64)
+        raise ConstraintError(f"G must be a tensor of shape (k, n), got {getattr(G, 'shape', G)}")
+    G = G.detach().to(F64)
     if not torch.isfinite(G).all():
         raise ConstraintError("G contains NaN or inf values")
     zero = torch.nonzero(G.abs().amax(1) == 0).flatten()
@@ -48,38 +53,44 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     return G
 
 
-def _check_target(b: torch.Tensor, m: int) -> torch.Tensor:
+def _check_target(b: object, k: int) -> torch.Tensor:
     b = torch.as_tensor(b, dtype=F64)
-    if b.ndim == 0 or b.shape[-1] not in (1, m):
+    if b.ndim == 0 or b.shape[-1] not in (1, k):
         raise ConstraintError(
-            f"b must have shape (..., {m}) to match G's {m} rows, got {tuple(b.shape)}"
+            f"b must have shape (..., {k}) to match G's {k} rows, got {tuple(b.shape)}"
         )
     if not torch.isfinite(b).all():
         raise ConstraintError("b contains NaN or inf values")
     return b
 
 
-def _cholesky(S: torch.Tensor) -> torch.Tensor:
+def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     L, info = torch.linalg.cholesky_ex(S)
     if (info > 0).any():
         raise ConstraintError(
             "G Σ Gᵀ + σ² I is not positive definite: the covariance is not positive semi-definite "
-            "along the constraint, or it is singular there while the noise σ is 0"
+            "along the constraint, or it is singular there while the noise σ is 0, or G is "
+            f"ill-conditioned (condition number {torch.linalg.cond(G).item():.3g})"
         )
     return L
 
 
 class LinearConstraint(Constraint):
-    """``G u = b`` (+ Gaussian noise of standard deviation ``noise``) on the last axis of outputs.
+    """``G u = b`` (+ Gaussian noise of standard deviation ``noise``) on the trailing axes of fields.
 
     Args:
-        G: ``(m, n)`` constraint matrix with independent, non-zero rows.
-        b: target ``(..., m)``, or a callable receiving the model's inputs and returning it.
-        noise: ``σ_G >= 0``; 0 enforces the constraint exactly.
+        G: ``(k, n)`` constraint matrix with independent, non-zero rows.
+        b: target ``(..., k)`` over the leading axes, or a callable receiving the model's inputs
+            and returning it.
+        noise: ``σ_G >= 0``; 0 enforces the constraint exactly (and checks the residual).
         projection: ``"covariance"`` (ProbConserv) or ``"euclidean"`` (HardC) for Gaussians.
-        check_psd: also verify that a full input covariance is positive semi-definite (an
-            eigendecomposition per matrix; off by default for speed, the ``S`` factorisation
-            already catches a covariance that is indefinite along ``G``).
+        check_psd: also verify that a full input covariance is positive semi-definite.
+        space: the trailing axes the rows act on (default ``(n,)``; ``(H, W)`` for a 2-D grid).
+        channels: constrain only these channels (the axis before ``space``); others pass as is.
+        ndims: the numbers of axes a field (a tensor, a mean, one member) may have; ``None``
+            allows any. ``layout_hint`` completes the error message for another number.
+        jitter: ``γ`` relative to the ensemble's mean variance, used when members cannot span
+            the rows.
     """
 
     def __init__(
@@ -89,9 +100,22 @@ class LinearConstraint(Constraint):
         noise: float = 0.0,
         projection: str = "covariance",
         check_psd: bool = False,
+        *,
+        space: Sequence[int] | None = None,
+        channels: Sequence[int] | None = None,
+        ndims: Sequence[int] | None = None,
+        layout_hint: str = "",
+        jitter: float = 1e-3,
     ) -> None:
-        self.G = _check_matrix(G)
-        self.b = b if callable(b) else _check_target(b, self.G.shape[0])
+        super().__init__()
+        self.register_buffer("G", _check_matrix(G))
+        k, n = self.G.shape
+        if callable(b):
+            self.target_fn: Callable[..., torch.Tensor] | None = b
+            self.register_buffer("b", None)
+        else:
+            self.target_fn = None
+            self.register_buffer("b", _check_target(b, k))
         noise = float(noise)
         if not math.isfinite(noise) or noise < 0:
             raise ConstraintError(f"noise must be a finite number >= 0, got {noise}")
@@ -99,58 +123,143 @@ class LinearConstraint(Constraint):
             raise ConstraintError(
                 f"projection must be 'covariance' or 'euclidean', got {projection!r}"
             )
-        self.noise = noise
-        self.projection = projection
-        self.check_psd = check_psd
-
-    def bind(self, *args: object, **kwargs: object) -> LinearConstraint:
-        if not callable(self.b):
-            return self
-        return LinearConstraint(
-            self.G, self.b(*args, **kwargs), self.noise, self.projection, self.check_psd
+        self.space = (n,) if space is None else tuple(int(s) for s in space)
+        if math.prod(self.space) != n:
+            raise ConstraintError(f"space {self.space} must hold G's {n} columns")
+        if channels is not None:
+            channels = tuple(int(c) for c in channels)
+            if not channels or min(channels) < 0 or len(set(channels)) != len(channels):
+                raise ConstraintError(
+                    f"channels must be distinct channel indices >= 0, got {channels}"
+                )
+        self.channels = channels
+        self.ndims = None if ndims is None else tuple(ndims)
+        self.layout_hint = layout_hint
+        if not (math.isfinite(jitter) and jitter > 0):
+            raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
+        self.noise, self.projection, self.check_psd, self.jitter = (
+            noise,
+            projection,
+            check_psd,
+            float(jitter),
         )
 
-    def _target(self) -> torch.Tensor:
-        if callable(self.b):
-            raise ConstraintError("b is a function of the model inputs: call bind(*inputs) first")
-        return self.b
+    # ------------------------------------------------------------------------------ layout
 
-    def _prepare(self, values: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if values.shape[-1] != self.G.shape[1]:
+    def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> torch.Tensor:
+        """The target ``b`` of this call (``b(*inputs)`` when ``b`` is a function of the inputs)."""
+        if self.target_fn is None:
+            return self.b
+        return _check_target(self.target_fn(*inputs, **kwargs), self.G.shape[0])
+
+    def _layout(self, field: torch.Tensor, name: str) -> tuple[int, ...]:
+        """``field``'s leading shape, after checking its trailing axes and number of axes."""
+        s = len(self.space)
+        if field.ndim < s or tuple(field.shape[field.ndim - s :]) != self.space:
             raise ConstraintError(
-                f"{name} has {values.shape[-1]} points on its last axis but G has "
+                f"{name} of shape {tuple(field.shape)} does not end in the constraint's grid "
+                f"{self.space}: it has {field.shape[-1]} points on its last axis but G has "
                 f"{self.G.shape[1]} columns"
+                if s == 1
+                else f"{name} of shape {tuple(field.shape)} does not end in the constraint's "
+                f"grid {self.space}"
             )
-        b = self._target()
-        leading = values.shape[:-1] if name != "samples" else values.shape[1:-1]
-        try:
-            torch.broadcast_shapes((*leading, self.G.shape[0]), b.shape)
-        except RuntimeError:
+        if self.ndims is not None and field.ndim not in self.ndims:
             raise ConstraintError(
-                f"b of shape {tuple(b.shape)} does not fit {name} of shape {tuple(values.shape)}: "
-                f"b must broadcast to {(*leading, self.G.shape[0])} (one target per row and slice)"
-            ) from None
-        return self.G.to(values.device), b.to(values.device)
+                f"{name} has {field.ndim} axes {tuple(field.shape)}, expected "
+                f"{' or '.join(map(str, self.ndims))}{self.layout_hint}"
+            )
+        if self.channels is not None:
+            if field.ndim < s + 1 or max(self.channels) >= field.shape[-s - 1]:
+                raise ConstraintError(
+                    f"channels {self.channels} do not exist in {name} of shape "
+                    f"{tuple(field.shape)} (channel axis {-s - 1})"
+                )
+        return tuple(field.shape[: field.ndim - s])
 
-    def residual(self, u: torch.Tensor) -> torch.Tensor:
-        """``G u − b`` ``(..., m)``: how far ``u`` is from meeting the constraint."""
-        G, b = self._prepare(u, "u")
-        return u.to(F64) @ G.T - b
+    def _flat(self, field: torch.Tensor) -> torch.Tensor:
+        """``(..., *space)`` → float64 ``(..., n)``, restricted to ``channels``."""
+        flat = field.flatten(field.ndim - len(self.space)).to(F64)
+        if self.channels is not None:
+            flat = flat.index_select(-2, self._channel_index(flat))
+        return flat
 
-    def apply_tensor(self, output: torch.Tensor) -> torch.Tensor:
-        """The Euclidean projection of ``output`` onto ``G u = b`` (HardC), in float64."""
-        G, b = self._prepare(output, "output")
-        u = output.to(F64)
-        L = _cholesky(G @ G.T)
+    def _channel_index(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.channels, device=like.device)
+
+    def _unflat(self, new: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+        """Put the updated ``(..., n)`` values back into a field shaped and typed like ``field``."""
+        new = new.to(field.dtype)
+        if self.channels is not None:
+            flat = field.flatten(field.ndim - len(self.space))
+            new = flat.index_copy(-2, self._channel_index(flat), new)
+        return new.reshape(field.shape)
+
+    def _target_for(self, b: torch.Tensor, leading: tuple[int, ...], name: str, device):
+        if self.channels is not None:
+            leading = (*leading[:-1], len(self.channels))
+        rows = (*leading, self.G.shape[0])
+        try:
+            fits = torch.broadcast_shapes(rows, b.shape) == rows
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ConstraintError(
+                f"b of shape {tuple(b.shape)} does not fit {name}: b must broadcast to {rows} "
+                "(one target per row and slice) without adding axes"
+            )
+        return b.to(device)
+
+    def _check_residual(self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> None:
+        """After an exact update: ``|G u − b|`` at round-off, else the rows are ill-conditioned."""
+        if self.noise > 0:
+            return
+        residual = (u @ G.T - b).abs()
+        scale = u.abs() @ G.abs().T + b.abs()
+        worst = (residual / scale.clamp(min=torch.finfo(F64).tiny)).max().item()
+        if not worst <= RESIDUAL_TOLERANCE:
+            condition = torch.linalg.cond(G).item()
+            raise ConstraintError(
+                f"the exact update left a relative residual {worst:.3g} (tolerance "
+                f"{RESIDUAL_TOLERANCE:g}): G is ill-conditioned (condition number "
+                f"{condition:.3g}) or the covariance is singular along G"
+            )
+
+    # ------------------------------------------------------------------------------ measure
+
+    def residual(self, u: torch.Tensor, *inputs: object) -> torch.Tensor:
+        """``G u − b`` ``(..., k)`` in float64: how far a field ``u`` is from meeting the rows."""
+        leading = self._layout(u, "u")
+        b = self._target_for(self.prepare(*inputs), leading, "u", u.device)
+        return self._flat(u) @ self.G.to(u.device).T - b
+
+    # ------------------------------------------------------------------------------ updates
+
+    def apply_tensor(self, output: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The Euclidean projection of ``output`` onto ``G u = b`` (HardC)."""
+        leading = self._layout(output, "output")
+        b = self._target_for(state, leading, f"output of shape {tuple(output.shape)}", output.device)
+        G, u = self.G.to(output.device), self._flat(output)
+        L = _cholesky(G @ G.T, G)
         correction = torch.cholesky_solve((u @ G.T - b).unsqueeze(-1), L).squeeze(-1)
-        return u - correction @ G
+        new = u - correction @ G
+        self._check_residual(G, new.detach(), b)
+        return self._unflat(new, output)
 
-    def apply_gaussian(self, output: Gaussian) -> Gaussian:
-        """ProbConserv (or HardC with ``projection="euclidean"``), in float64."""
+    def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
+        """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis."""
+        if len(self.space) != 1 or self.channels is not None:
+            raise ConstraintError(
+                "a Gaussian output is constrained over its last axis: give it flattened "
+                "(..., n) with all its channels (its covariance spans that axis)"
+            )
         if self.projection == "euclidean":
-            return Gaussian(self.apply_tensor(output.mean), output.cov)
-        G, b = self._prepare(output.mean, "mean")
-        mean = output.mean.to(F64)
+            return Gaussian(self.apply_tensor(output.mean, state), output.cov)
+        leading = self._layout(output.mean, "mean")
+        mean_name = f"mean of shape {tuple(output.mean.shape)}"
+        b = self._target_for(state, leading, mean_name, output.mean.device)
+        dtype = output.mean.dtype
+        G, mean = self.G.to(output.mean.device), output.mean.to(F64)
         cov = output.cov
         if isinstance(cov, LowRankCovariance):
             base, factor = cov.base.to(F64), cov.factor.to(F64)
@@ -162,27 +271,50 @@ class LinearConstraint(Constraint):
             base, factor = cov.to(F64), None
             if self.check_psd:
                 _check_psd(base)
-            K = base @ G.T  # (..., n, m)
+            K = base @ G.T  # (..., n, k)
         S = G @ K + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
-        L = _cholesky(S)
+        L = _cholesky(S, G)
         mismatch = (mean @ G.T - b).unsqueeze(-1)
         new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
+        self._check_residual(G, new_mean.detach(), b)
         update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False).transpose(
             -1, -2
         )
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
-        return Gaussian(new_mean, LowRankCovariance(base, factor))
+        covariance = LowRankCovariance(base.to(dtype), factor.to(dtype))
+        return Gaussian(new_mean.to(dtype), covariance)
 
-    def apply_ensemble(self, output: Ensemble) -> Ensemble:
+    def apply_ensemble(self, output: Ensemble, state: torch.Tensor) -> Ensemble:
         """Move every member with the ensemble covariance so that each meets the constraint."""
-        G, b = self._prepare(output.samples, "samples")
-        samples = output.samples.to(F64)
-        K = Ensemble(samples).covariance() @ G.T  # (..., n, m)
-        S = G @ K + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
-        L = _cholesky(S)
-        mismatch = (samples @ G.T - b).unsqueeze(-1)  # (member, ..., m, 1)
-        solved = torch.cholesky_solve(mismatch, L.expand(samples.shape[0], *L.shape))
-        return Ensemble(samples - (K @ solved).squeeze(-1))
+        samples = output.samples
+        leading = self._layout(samples[0], "each member")
+        name = f"samples of shape {tuple(samples.shape)} (member first)"
+        b = self._target_for(state, leading, name, samples.device)
+        G, X = self.G.to(samples.device), self._flat(samples)
+        members, k = X.shape[0], G.shape[0]
+        A = X - X.mean(0)
+        GA = A @ G.T  # (member, ..., k)
+        CG = torch.einsum("m...n,m...k->...nk", A, GA) / (members - 1)  # Σ Gᵀ, (..., n, k)
+        S = torch.einsum("m...i,m...j->...ij", GA, GA) / (members - 1)
+        S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
+        mismatch = (X @ G.T - b).unsqueeze(-1)  # (member, ..., k, 1)
+        if k <= members - 1:
+            L, info = torch.linalg.cholesky_ex(S)
+            if not (info > 0).any():
+                new = X - (CG @ torch.cholesky_solve(mismatch, L.expand(members, *L.shape)))[..., 0]
+                try:
+                    self._check_residual(G, new.detach(), b)
+                    return Ensemble(self._unflat(new, samples))
+                except ConstraintError:
+                    pass  # the members do not span the rows well: add γ I below
+        variance = A.pow(2).sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
+        gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
+        CG = CG + gamma[..., None, None] * G.T
+        S = S + gamma[..., None, None] * (G @ G.T)
+        L = _cholesky(S, G)
+        new = X - (CG @ torch.cholesky_solve(mismatch, L.expand(members, *L.shape)))[..., 0]
+        self._check_residual(G, new.detach(), b)
+        return Ensemble(self._unflat(new, samples))
 
 
 def _check_psd(cov: torch.Tensor) -> None:

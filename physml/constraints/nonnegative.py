@@ -43,11 +43,12 @@ class NonNegative(Constraint):
     """
 
     def __init__(self, tolerance: float = 0.0) -> None:
+        super().__init__()
         if not tolerance >= 0:
             raise ConstraintError(f"tolerance must be >= 0, got {tolerance}")
         self.tolerance = float(tolerance)
 
-    def apply_gaussian(self, output: Gaussian) -> Gaussian:
+    def apply_gaussian(self, output: Gaussian, state: object = None) -> Gaussian:
         mean = output.mean.to(F64)
         cov = output.dense_cov().to(F64)
         n = mean.shape[-1]

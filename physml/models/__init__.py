@@ -1,4 +1,4 @@
-"""Surrogates and forecasters: exact GPs, deep ensembles, ANPs, BOON-corrected FNOs, Earthformer.
+"""Surrogates and forecasters: exact GPs, deep ensembles, ANPs, Earthformer.
 
 Probabilistic models return the toolkit's output kinds (:class:`~physml.outputs.Gaussian`,
 :class:`~physml.outputs.Ensemble`), so the constraint layer applies to them unchanged; sequence
@@ -8,7 +8,6 @@ target frames.
 
 from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
-from .boon import BOON, CorrectedLayer, kernel_support
 from .common import grid_points, unflatten, with_parameters
 from .cuboid import (
     PATTERNS,
@@ -49,10 +48,7 @@ __all__ = [
     "evaluate_forecaster",
     "score_forecast",
     "train_forecaster",
-    "BOON",
     "AttentiveNeuralProcess",
-    "CorrectedLayer",
-    "kernel_support",
     "DeepEnsemble",
     "ExactGPSurrogate",
     "gpme_sampler",

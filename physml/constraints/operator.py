@@ -1,10 +1,12 @@
-"""BOON: a Fourier neural operator whose every Fourier layer meets the boundary conditions.
+"""The operator seam: BOON's kernel correction of every kernel layer of an operator model.
 
-Each Fourier layer of a :class:`neuralop.models.FNO` (1-, 2- or 3-D) applies an affine operator
-``K x = conv(x) + skip(x)`` — spectral convolution (with its bias) plus pointwise skip path —
-before its nonlinearity and channel MLP. :class:`BOON` corrects ``K`` in every layer along each
-axis that carries a Dirichlet or Neumann condition, and corrects the model output once more with
-the conditions themselves (:class:`~physml.constraints.BoundaryCondition`, DESIGN §4):
+A model offers the seam through :class:`OperatorModel` (``kernel_layers()``, ``n_dim``,
+``out_channels``); a :class:`neuralop.models.FNO` (1-, 2- or 3-D) is adapted here. Each kernel
+layer applies an affine operator ``K x = conv(x) + skip(x)`` — for the FNO the spectral
+convolution (with its bias) plus the pointwise skip path — before its nonlinearity and channel
+MLP. :class:`OperatorCorrection` corrects ``K`` in every layer along each axis that carries a
+Dirichlet or Neumann :class:`~physml.constraints.BoundaryCondition`, and the output seam corrects
+the model output once more with the conditions themselves (DESIGN §4):
 
 - Probes. ``K`` is probed *once per forward and layer* with ``1 + 2·(corrected axes)`` inputs: zero
   and, per axis, a *wall spike* filling the whole first wall (index 0 of the axis) and one filling
@@ -45,8 +47,8 @@ columns carry the correction.
 
 In the hidden layers the block's pointwise nonlinearity and channel MLP act on the wall values as
 on any node, so the exact guarantee is the one at the output (to float32 round-off). The hooks
-that do this are attached to the wrapped FNO only while :class:`BOON` runs it; calling the FNO
-directly gives the plain model. FNOs with domain padding, normalisation, a stabiliser, resolution
+that do this are attached to the wrapped model only while :func:`physml.constrain`'s wrapper runs
+it; calling the model directly gives the plain model. FNOs with domain padding, normalisation, a stabiliser, resolution
 scaling or complex data are not supported by the kernel correction (output correction only).
 """
 
@@ -54,20 +56,44 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from pdes.boundary import Dirichlet, Neumann, Periodic
-from pdes.grid import Grid1D, Grid2D
-
-from ..constraints.boundary import BoundaryCondition, Values, set_walls
 from ..errors import ConstraintError
+from .boundary import BoundaryCondition, Values, set_walls
 
 TOLERANCE = 1e-7
+
+
+class KernelLayer(NamedTuple):
+    """One kernel layer of an operator model: its output is ``conv(x) + skip(x)``.
+
+    ``conv`` and ``skip`` (``None`` when absent) are affine maps ``(batch, channel, *space)`` to
+    the same shape, acting on each batch entry independently; the model adds their outputs before
+    anything else happens to them.
+    """
+
+    conv: nn.Module
+    skip: nn.Module | None
+
+
+@runtime_checkable
+class OperatorModel(Protocol):
+    """The operator seam's protocol: a model ``(batch, in, *space) → (batch, out_channels, *space)``.
+
+    ``n_dim`` is the number of spatial axes; ``kernel_layers()`` lists the layers to correct, in
+    the order the forward runs them.
+    """
+
+    n_dim: int
+    out_channels: int
+
+    def kernel_layers(self) -> Sequence[KernelLayer]: ...
 
 
 def _safe(value: torch.Tensor, tol: float | torch.Tensor = TOLERANCE) -> torch.Tensor:
@@ -84,54 +110,6 @@ def _column_scale(column: torch.Tensor, axis: int) -> torch.Tensor:
     """Root-mean-square of a probe column along ``axis`` (the size its correction can take)."""
     return column.square().mean(dim=axis).sqrt()
 
-
-def kernel_support(model: nn.Module) -> str | None:
-    """Why ``model`` cannot take BOON's kernel correction, or ``None`` if it can."""
-    try:
-        from neuralop.models import FNO
-    except ImportError:  # pragma: no cover - neuralop is a dependency
-        return "neuraloperator is not installed"
-    if not isinstance(model, FNO):
-        return f"model is a {type(model).__name__}, not a neuralop.models.FNO"
-    blocks = model.fno_blocks
-    if model.domain_padding is not None:
-        return "the FNO uses domain padding (the boundary nodes move inside the padded domain)"
-    if blocks.norm is not None:
-        return "the FNO normalises inside its Fourier layers"
-    if blocks.stabilizer is not None:
-        return "the FNO applies a stabiliser before its spectral convolutions"
-    if blocks.resolution_scaling_factor is not None:
-        return "the FNO rescales the resolution inside its Fourier layers"
-    if blocks.complex_data:
-        return "the FNO works on complex data"
-    if blocks.in_channels != blocks.out_channels:
-        return "the FNO's Fourier layers change the number of channels"
-    return None
-
-
-@dataclass(frozen=True)
-class Wall:
-    """How one condition acts in a hidden layer: its axis, kind, constrained sides and spacing."""
-
-    axis: int
-    kind: str
-    sides: tuple[bool, bool] = (True, True)
-    dx: float = 1.0
-    identity: bool = False  # periodic on a periodic grid
-
-    @classmethod
-    def of(cls, condition: BoundaryCondition) -> Wall:
-        return cls(
-            condition.axis,
-            condition.kind,
-            condition.sides,
-            condition.grid.dx,
-            condition.is_identity,
-        )
-
-    @property
-    def eliminates(self) -> bool:
-        return self.kind in ("dirichlet", "neumann")
 
 
 @dataclass(frozen=True)
@@ -205,43 +183,32 @@ class AxisProbe:
         )
 
 
+
 class CorrectedLayer:
-    """BOON's correction of one Fourier layer's affine operator ``x ↦ conv(x) + skip(x)``.
+    """BOON's correction of one kernel layer's affine operator ``x ↦ conv(x) + skip(x)``.
 
     Args:
         conv, skip: the layer's modules (``skip`` may be ``None``).
-        conditions: the :class:`BoundaryCondition` objects (one axis each, applied in order), or
-            for a single 1-D condition on the last axis its kind ``"dirichlet"``, ``"neumann"``
-            or ``"periodic"`` with the grid spacing ``dx``.
+        conditions: the :class:`BoundaryCondition` objects (one axis each, applied in order).
 
-    The probes are refreshed by :meth:`probe` (BOON does it once per forward).
+    The probes are refreshed by :meth:`probe` (once per forward).
     """
 
     def __init__(
         self,
         conv: nn.Module,
         skip: nn.Module | None,
-        conditions: str | Sequence[BoundaryCondition],
-        dx: float | None = None,
+        conditions: Sequence[BoundaryCondition],
         pivot_floor: float = 0.0,
     ) -> None:
         pivot_floor = float(pivot_floor)
         if not (math.isfinite(pivot_floor) and pivot_floor >= 0.0):
             raise ValueError(f"pivot_floor must be a finite number >= 0, got {pivot_floor}")
         self.pivot_floor = pivot_floor
-        if isinstance(conditions, str):
-            if conditions not in ("dirichlet", "neumann", "periodic"):
-                raise ValueError(
-                    f"kind must be 'dirichlet', 'neumann' or 'periodic', got {conditions!r}"
-                )
-            if dx is None:
-                raise ValueError("dx is needed with a kind name (the Neumann stencil's spacing)")
-            self.walls: tuple[Wall, ...] = (Wall(-1, conditions, dx=float(dx)),)
-        else:
-            self.walls = tuple(Wall.of(condition) for condition in conditions)
+        self.walls = tuple(conditions)
         self.conv = conv
         self.skip = skip
-        self.axes = tuple(dict.fromkeys(w.axis for w in self.walls if w.eliminates))
+        self.axes = tuple(dict.fromkeys(w.axis for w in self.walls if w.kind != "periodic"))
         self._probes: tuple[torch.Tensor, tuple[AxisProbe, ...]] | None = None
         self._probed_for: tuple | None = None  # what the probes were read for, when reusable
         self._spikes: tuple[tuple, torch.Tensor] | None = None
@@ -255,7 +222,7 @@ class CorrectedLayer:
     @property
     def identity(self) -> bool:
         """Whether the layer is left as it is (only periodic conditions on periodic grids)."""
-        return all(w.identity for w in self.walls)
+        return all(w.is_identity for w in self.walls)
 
     def _reusable_key(self, like: torch.Tensor) -> tuple | None:
         """What the probes depend on, when they carry no gradient (else ``None``).
@@ -307,8 +274,8 @@ class CorrectedLayer:
     def probe(self, like: torch.Tensor, response: torch.Tensor | None = None) -> None:
         """Read the bias and, axis after axis, the corner entries from the spikes' responses.
 
-        ``response`` is ``K`` applied to :meth:`spikes` when the caller already has it (BOON
-        appends the spikes to the data batch so that ``K`` runs once); otherwise ``K`` runs here.
+        ``response`` is ``K`` applied to :meth:`spikes` when the caller already has it (the hooks
+        append the spikes to the data batch so that ``K`` runs once); otherwise ``K`` runs here.
         Each axis' elimination is applied to the later axes' responses before they are read.
         """
         if not self.probing:
@@ -345,11 +312,11 @@ class CorrectedLayer:
                 f"values must hold one pair per condition ({len(self.walls)}), got {len(values)}"
             )
         for wall, (left, right) in zip(self.walls, values, strict=True):
-            if wall.identity:
+            if wall.is_identity:
                 continue
             left = left if wall.sides[0] else None
             right = right if wall.sides[1] else None
-            y = set_walls(y, wall.axis, wall.kind, wall.dx, left, right, precise=False)
+            y = set_walls(y, wall.axis, wall.kind, wall.grid.dx, left, right, precise=False)
         return y
 
     def __call__(
@@ -369,150 +336,6 @@ class CorrectedLayer:
             values = [(left, right)] * len(self.walls)
         return self.set_values(self.linear(x, kx), values)
 
-
-class BOON(nn.Module):
-    """An FNO corrected so that its outputs (and every Fourier layer) meet boundary conditions.
-
-    Args:
-        model: a :class:`neuralop.models.FNO`, ``(batch, in, *space)`` to ``(batch, out, *space)``
-            (any ``nn.Module`` with output correction only).
-        conditions: a :class:`BoundaryCondition`, a list of them (each on one axis; applied in
-            order, later ones win where walls meet), or a :mod:`pdes.boundary` condition on the
-            last axis of ``grid``.
-        grid: the ``Grid1D`` of the last axis (needed with a :mod:`pdes.boundary` condition), or
-            a ``Grid2D`` of the last two; when given, the conditions' grids must agree with it.
-        kernel: ``"auto"`` corrects the Fourier layers when the model supports it and otherwise
-            warns and corrects only the output; ``True`` refuses unsupported models;
-            ``False`` corrects only the output.
-        pivot_floor: the elimination divides by the pivots ``K̃₀₀`` and ``Kₙₙ`` of every layer
-            (per channel and wall point); one close to zero makes the correction ``p₀ d₀``
-            huge, and training then sees rare, huge gradients (on the 2-D cavity this tripled
-            the error). A pivot smaller than ``pivot_floor`` times the RMS of its probe column is
-            moved out to that size (sign kept), which bounds the correction by ``1/pivot_floor``
-            times the residual it removes; there, and only there, the wall row keeps a damped
-            dependence on the interior. ``0`` gives the exact elimination everywhere. The
-            output correction is exact either way.
-
-    ``forward(x, t=None)``: ``t`` (a number, or an array of times along each condition's
-    ``time_axis``) is the time at which values given as functions of time are evaluated; without
-    it the conditions' own ``time`` is used. Every output channel meets every condition.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        conditions: Dirichlet
-        | Neumann
-        | Periodic
-        | BoundaryCondition
-        | Sequence[BoundaryCondition],
-        grid: Grid1D | Grid2D | None = None,
-        kernel: bool | str = "auto",
-        pivot_floor: float = 0.1,
-    ) -> None:
-        super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model)}")
-        if kernel not in (True, False, "auto"):
-            raise ValueError(f"kernel must be True, False or 'auto', got {kernel!r}")
-        self.conditions = _conditions(conditions, grid)
-        self.model = model
-        self.grid = grid
-        n_dim = getattr(model, "n_dim", None) if _is_fno(model) else None
-        if n_dim is not None:
-            for condition in self.conditions:
-                if condition.axis < -n_dim:
-                    raise ConstraintError(
-                        f"axis {condition.axis} does not exist: the FNO has {n_dim} spatial "
-                        f"ax{'is' if n_dim == 1 else 'es'} (axes -1 to {-n_dim})"
-                    )
-        reason = kernel_support(model) if kernel else None
-        if reason is not None and kernel is True:
-            raise ConstraintError(f"BOON cannot correct this model's kernels: {reason}")
-        if reason is not None:
-            warnings.warn(
-                f"BOON: {reason}; only the output is corrected (no kernel correction)",
-                stacklevel=2,
-            )
-        self.kernel = bool(kernel) and reason is None
-        self.layers: list[CorrectedLayer] = []
-        if self.kernel:
-            blocks = model.fno_blocks
-            skips = blocks.fno_skips
-            self.layers = [
-                CorrectedLayer(
-                    conv, None if skips is None else skips[i], self.conditions, None, pivot_floor
-                )
-                for i, conv in enumerate(blocks.convs)
-            ]
-
-    @property
-    def condition(self) -> BoundaryCondition:
-        """The first condition (the only one in the 1-D single-condition spelling)."""
-        return self.conditions[0]
-
-    def forward(
-        self, x: torch.Tensor, t=None, conditions: Sequence[BoundaryCondition] | None = None
-    ) -> torch.Tensor:
-        """``(batch, out, *space)`` meeting the conditions at time ``t``.
-
-        ``conditions``: this call's conditions instead of the model's (e.g. a batch's own
-        per-sample lid values); the same axes, kinds, sides and grids in the same order.
-        """
-        conditions = self.conditions if conditions is None else self._same_walls(conditions)
-        conditions = [condition.bind(t=t) for condition in conditions]
-        if not self.kernel:
-            out = self.model(x)
-            for condition in conditions:
-                out = condition.apply(out)
-            return out
-        self._check_input(x)
-        shape = (x.shape[0], self.model.out_channels, *x.shape[2:])
-        values = [
-            (None, None)
-            if condition.kind == "periodic"
-            else condition.values(x.shape[0], x.dtype, x.device, shape)
-            for condition in conditions
-        ]
-        if self.layers[0].identity:
-            out = self.model(x)
-        else:
-            hidden = [(_channel_mean(left), _channel_mean(right)) for left, right in values]
-            with ExitStack() as stack:
-                for layer in self.layers:
-                    _attach(stack, layer, hidden)
-                out = self.model(x)
-        for condition, value in zip(conditions, values, strict=True):
-            out = condition.enforce(out, values=value)
-        return out
-
-    def _same_walls(self, conditions) -> tuple[BoundaryCondition, ...]:
-        """``conditions`` checked to act like the model's own (values may differ)."""
-        conditions = _conditions(conditions, self.grid)
-        mine = [(Wall.of(c), c.grid) for c in self.conditions]
-        theirs = [(Wall.of(c), c.grid) for c in conditions]
-        if mine != theirs:
-            raise ConstraintError(
-                "conditions must have the model's axes, kinds, sides and grids in the same order "
-                f"(only values may differ): expected {list(self.conditions)}, "
-                f"got {list(conditions)}"
-            )
-        return conditions
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        n_dim = self.model.n_dim
-        sizes = {c.axis: c.grid.n for c in self.conditions}
-        expected = ["batch", "channel"] + ["n"] * n_dim
-        for axis, n in sizes.items():
-            expected[axis] = str(n)
-        ok = (
-            isinstance(x, torch.Tensor)
-            and x.ndim == 2 + n_dim
-            and all(x.shape[axis] == n for axis, n in sizes.items())
-        )
-        if not ok:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
-            raise ValueError(f"x must be a tensor ({', '.join(expected)}), got {got}")
 
 
 def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -> None:
@@ -568,57 +391,152 @@ def _channel_mean(value: torch.Tensor | None) -> torch.Tensor | None:
     return value.mean(1, keepdim=True)
 
 
-def _is_fno(model: nn.Module) -> bool:
+def _fno_class():
     try:
         from neuralop.models import FNO
     except ImportError:  # pragma: no cover - neuralop is a dependency
-        return False
-    return isinstance(model, FNO)
+        return None
+    return FNO
 
 
-def _conditions(conditions, grid) -> tuple[BoundaryCondition, ...]:
-    """The conditions as a checked tuple (same grid per axis, periodic not mixed with others)."""
-    if isinstance(conditions, (Dirichlet, Neumann, Periodic)):
-        if not isinstance(grid, Grid1D):
-            raise TypeError(
-                f"grid must be the pdes.Grid1D of the last axis for a {conditions.name} "
-                f"condition, got {type(grid)}"
-            )
-        conditions = [BoundaryCondition(conditions, grid)]
-    elif isinstance(conditions, BoundaryCondition):
-        conditions = [conditions]
-    elif isinstance(conditions, Sequence) and not isinstance(conditions, str):
-        conditions = list(conditions)
-    else:
-        raise TypeError(
-            "conditions must be a BoundaryCondition, a list of them or a pdes Dirichlet, Neumann "
-            f"or Periodic, got {type(conditions)}"
+def fno_support(model: nn.Module) -> str | None:
+    """Why a :class:`neuralop.models.FNO` cannot take the kernel correction, or ``None``."""
+    blocks = model.fno_blocks
+    if model.domain_padding is not None:
+        return "the FNO uses domain padding (the boundary nodes move inside the padded domain)"
+    if blocks.norm is not None:
+        return "the FNO normalises inside its Fourier layers"
+    if blocks.stabilizer is not None:
+        return "the FNO applies a stabiliser before its spectral convolutions"
+    if blocks.resolution_scaling_factor is not None:
+        return "the FNO rescales the resolution inside its Fourier layers"
+    if blocks.complex_data:
+        return "the FNO works on complex data"
+    if blocks.in_channels != blocks.out_channels:
+        return "the FNO's Fourier layers change the number of channels"
+    return None
+
+
+@dataclass(frozen=True)
+class OperatorView:
+    """What the operator seam needs of a model: its layers, spatial axes and output channels."""
+
+    layers: tuple[KernelLayer, ...]
+    n_dim: int
+    out_channels: int
+
+
+def operator_view(model: nn.Module) -> tuple[OperatorView | None, str]:
+    """The model's :class:`OperatorView`, or ``None`` and what the model lacks for the seam."""
+    fno = _fno_class()
+    if fno is not None and isinstance(model, fno):
+        reason = fno_support(model)
+        if reason is not None:
+            return None, reason
+        skips = model.fno_blocks.fno_skips
+        layers = tuple(
+            KernelLayer(conv, None if skips is None else skips[i])
+            for i, conv in enumerate(model.fno_blocks.convs)
         )
-    if not conditions:
-        raise ConstraintError("conditions must hold at least one BoundaryCondition")
-    for condition in conditions:
-        if not isinstance(condition, BoundaryCondition):
-            raise TypeError(f"conditions must be BoundaryCondition objects, got {type(condition)}")
-    expected: dict[int, Grid1D] = {}
-    if isinstance(grid, Grid1D):
-        expected[-1] = grid
-    elif isinstance(grid, Grid2D):
-        expected[-2], expected[-1] = grid.x, grid.y
-    elif grid is not None:
-        raise TypeError(f"grid must be a pdes.Grid1D, Grid2D or None, got {type(grid)}")
-    periodic: dict[int, bool] = {}
-    for condition in conditions:
-        axis = condition.axis
-        if axis in expected and condition.grid != expected[axis]:
+        return OperatorView(layers, model.n_dim, model.out_channels), ""
+    if isinstance(model, OperatorModel):
+        layers = tuple(KernelLayer(*layer) for layer in model.kernel_layers())
+        if not layers:
+            return None, "kernel_layers() lists no layer"
+        return OperatorView(layers, int(model.n_dim), int(model.out_channels)), ""
+    return None, (
+        "no kernel layers: it is neither a neuralop FNO nor offers kernel_layers(), n_dim and "
+        "out_channels (physml.constraints.OperatorModel)"
+    )
+
+
+class OperatorCorrection:
+    """BOON's kernel correction of every layer of an operator model, for a list of conditions.
+
+    Built once at wrap time; :meth:`attached` installs the hooks for one forward with that
+    call's boundary values, one ``(left, right)`` pair per condition (see
+    :meth:`BoundaryCondition.values`), each shaped for the output.
+    """
+
+    def __init__(
+        self, view: OperatorView, conditions: Sequence[BoundaryCondition], pivot_floor: float
+    ) -> None:
+        for condition in conditions:
+            if condition.axis < -view.n_dim:
+                raise ConstraintError(
+                    f"axis {condition.axis} does not exist: the operator has {view.n_dim} spatial "
+                    f"ax{'is' if view.n_dim == 1 else 'es'} (axes -1 to {-view.n_dim})"
+                )
+        self.view = view
+        self.conditions = tuple(conditions)
+        self.layers = [
+            CorrectedLayer(layer.conv, layer.skip, self.conditions, pivot_floor)
+            for layer in view.layers
+        ]
+
+    def check_input(self, x: object) -> None:
+        """``x`` must be ``(batch, channel, *space)`` with each condition's grid on its axis."""
+        sizes = {c.axis: c.grid.n for c in self.conditions}
+        expected = ["batch", "channel"] + ["n"] * self.view.n_dim
+        for axis, n in sizes.items():
+            expected[axis] = str(n)
+        ok = (
+            isinstance(x, torch.Tensor)
+            and x.ndim == 2 + self.view.n_dim
+            and all(x.shape[axis] == n for axis, n in sizes.items())
+        )
+        if not ok:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
+            raise ValueError(f"x must be a tensor ({', '.join(expected)}), got {got}")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ConstraintError("x contains NaN or inf values")
+
+    def output_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (x.shape[0], self.view.out_channels, *x.shape[2:])
+
+    @contextmanager
+    def attached(self, values: Sequence[Values]) -> Iterator[None]:
+        """The layers corrected while the block runs (hidden channels get the channel mean)."""
+        if self.layers[0].identity:
+            yield
+            return
+        hidden = [(_channel_mean(left), _channel_mean(right)) for left, right in values]
+        with ExitStack() as stack:
+            for layer in self.layers:
+                _attach(stack, layer, hidden)
+            yield
+
+
+def install(
+    model: nn.Module,
+    conditions: Sequence[BoundaryCondition],
+    kernel: bool | str,
+    pivot_floor: float,
+) -> OperatorCorrection | None:
+    """The operator correction for ``model`` (``None``: output correction only).
+
+    ``kernel="auto"`` corrects the layers of a model offering the seam, warns for an FNO that
+    cannot take it, and leaves other models to the output seam; ``True`` refuses a model that does
+    not offer it; ``False`` never corrects the layers.
+    """
+    if kernel not in (True, False, "auto"):
+        raise ValueError(f"kernel must be True, False or 'auto', got {kernel!r}")
+    if not kernel or not conditions:
+        return None
+    view, reason = operator_view(model)
+    if view is None:
+        name = type(model).__name__
+        if kernel is True:
             raise ConstraintError(
-                f"the condition on axis {axis} is on {condition.grid}, but grid (or an earlier "
-                f"condition) puts {expected[axis]} on that axis"
+                f"constrain: {name} cannot take {type(conditions[0]).__name__} at the operator "
+                f"seam: {reason}"
             )
-        expected.setdefault(axis, condition.grid)
-        is_periodic = condition.kind == "periodic"
-        if periodic.setdefault(axis, is_periodic) != is_periodic:
-            raise ConstraintError(
-                f"axis {axis} carries a periodic condition and a {condition.kind} one; a periodic "
-                "condition cannot be mixed with others on the same axis"
+        fno = _fno_class()
+        if (fno is not None and isinstance(model, fno)) or hasattr(model, "kernel_layers"):
+            warnings.warn(
+                f"constrain: {name} cannot take the kernel correction ({reason}); only the "
+                "output is corrected",
+                stacklevel=3,
             )
-    return tuple(conditions)
+        return None
+    return OperatorCorrection(view, conditions, pivot_floor)
