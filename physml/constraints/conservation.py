@@ -53,9 +53,12 @@ def mass_conservation(
     """
     if isinstance(grid, Grid1D):
         space, allowed = (grid.n,), ("tx", "bcx", "btcx")
-        ndims, hint = (1, 2, 3), (
-            "; a 4-axis field is (b, t, c, x) — say layout='btcx' — or a 2-D (b, c, h, w) field, "
-            "which needs a Grid2D"
+        ndims, hint = (
+            (1, 2, 3),
+            (
+                "; a 4-axis field is (b, t, c, x) — say layout='btcx' — or a 2-D (b, c, h, w) field, "
+                "which needs a Grid2D"
+            ),
         )
     elif isinstance(grid, Grid2D):
         space, allowed = grid.shape, ("bchw", "btchw")

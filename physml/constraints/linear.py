@@ -76,7 +76,7 @@ def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
 
 
 class LinearConstraint(Constraint):
-    """``G u = b`` (+ Gaussian noise of standard deviation ``noise``) on the trailing axes of fields.
+    """``G u = b`` (+ Gaussian noise of standard deviation ``noise``) on a field's trailing axes.
 
     Args:
         G: ``(k, n)`` constraint matrix with independent, non-zero rows.
@@ -238,7 +238,8 @@ class LinearConstraint(Constraint):
     def apply_tensor(self, output: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The Euclidean projection of ``output`` onto ``G u = b`` (HardC)."""
         leading = self._layout(output, "output")
-        b = self._target_for(state, leading, f"output of shape {tuple(output.shape)}", output.device)
+        name = f"output of shape {tuple(output.shape)}"
+        b = self._target_for(state, leading, name, output.device)
         G, u = self.G.to(output.device), self._flat(output)
         L = _cholesky(G @ G.T, G)
         correction = torch.cholesky_solve((u @ G.T - b).unsqueeze(-1), L).squeeze(-1)

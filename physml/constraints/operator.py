@@ -48,8 +48,9 @@ columns carry the correction.
 In the hidden layers the block's pointwise nonlinearity and channel MLP act on the wall values as
 on any node, so the exact guarantee is the one at the output (to float32 round-off). The hooks
 that do this are attached to the wrapped model only while :func:`physml.constrain`'s wrapper runs
-it; calling the model directly gives the plain model. FNOs with domain padding, normalisation, a stabiliser, resolution
-scaling or complex data are not supported by the kernel correction (output correction only).
+it; calling the model directly gives the plain model. FNOs with domain padding, normalisation, a
+stabiliser, resolution scaling or complex data are not supported by the kernel correction (output
+correction only).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class KernelLayer(NamedTuple):
 
 @runtime_checkable
 class OperatorModel(Protocol):
-    """The operator seam's protocol: a model ``(batch, in, *space) → (batch, out_channels, *space)``.
+    """The operator seam's protocol: ``(batch, in, *space) → (batch, out_channels, *space)``.
 
     ``n_dim`` is the number of spatial axes; ``kernel_layers()`` lists the layers to correct, in
     the order the forward runs them.
@@ -109,7 +110,6 @@ def _safe(value: torch.Tensor, tol: float | torch.Tensor = TOLERANCE) -> torch.T
 def _column_scale(column: torch.Tensor, axis: int) -> torch.Tensor:
     """Root-mean-square of a probe column along ``axis`` (the size its correction can take)."""
     return column.square().mean(dim=axis).sqrt()
-
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,6 @@ class AxisProbe:
         return torch.addcmul(
             torch.addcmul(kx, d0.unsqueeze(a), self.first), dn.unsqueeze(a), self.last
         )
-
 
 
 class CorrectedLayer:
@@ -335,7 +334,6 @@ class CorrectedLayer:
         if values is None:
             values = [(left, right)] * len(self.walls)
         return self.set_values(self.linear(x, kx), values)
-
 
 
 def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -> None:
