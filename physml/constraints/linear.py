@@ -210,12 +210,18 @@ class LinearConstraint(Constraint):
             )
         return b.to(device)
 
-    def _check_residual(self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor) -> None:
-        """After an exact update: ``|G u − b|`` at round-off, else the rows are ill-conditioned."""
+    def _check_residual(
+        self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor, before: torch.Tensor
+    ) -> None:
+        """After an exact update: ``|G u − b|`` at round-off, else the rows are ill-conditioned.
+
+        Round-off scales with the field before the update too (``u = before − correction``): a
+        row met at zero (``b = 0``, ``G u ≈ 0``) would otherwise be judged against nothing.
+        """
         if self.noise > 0:
             return
         residual = (u @ G.T - b).abs()
-        scale = u.abs() @ G.abs().T + b.abs()
+        scale = (u.abs() + before.detach().abs()) @ G.abs().T + b.abs()
         worst = (residual / scale.clamp(min=torch.finfo(F64).tiny)).max().item()
         if not worst <= RESIDUAL_TOLERANCE:
             condition = torch.linalg.cond(G).item()
@@ -244,7 +250,7 @@ class LinearConstraint(Constraint):
         L = _cholesky(G @ G.T, G)
         correction = torch.cholesky_solve((u @ G.T - b).unsqueeze(-1), L).squeeze(-1)
         new = u - correction @ G
-        self._check_residual(G, new.detach(), b)
+        self._check_residual(G, new.detach(), b, u)
         return self._unflat(new, output)
 
     def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
@@ -277,7 +283,7 @@ class LinearConstraint(Constraint):
         L = _cholesky(S, G)
         mismatch = (mean @ G.T - b).unsqueeze(-1)
         new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
-        self._check_residual(G, new_mean.detach(), b)
+        self._check_residual(G, new_mean.detach(), b, mean)
         update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False).transpose(
             -1, -2
         )
@@ -304,7 +310,7 @@ class LinearConstraint(Constraint):
             if not (info > 0).any():
                 new = X - (CG @ torch.cholesky_solve(mismatch, L.expand(members, *L.shape)))[..., 0]
                 try:
-                    self._check_residual(G, new.detach(), b)
+                    self._check_residual(G, new.detach(), b, X)
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the rows well: add γ I below
@@ -314,7 +320,7 @@ class LinearConstraint(Constraint):
         S = S + gamma[..., None, None] * (G @ G.T)
         L = _cholesky(S, G)
         new = X - (CG @ torch.cholesky_solve(mismatch, L.expand(members, *L.shape)))[..., 0]
-        self._check_residual(G, new.detach(), b)
+        self._check_residual(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples))
 
 

@@ -64,4 +64,5 @@ class NonNegative(Constraint):
                 m, c = _pin_to_zero(means[k], covs[k], active.nonzero().flatten())
                 m = torch.where(active, torch.zeros_like(m), m)  # exactly zero, not round-off
             means[k], covs[k] = m, c
-        return Gaussian(means.reshape(mean.shape), covs.reshape(cov.shape))
+        dtype = output.mean.dtype
+        return Gaussian(means.reshape(mean.shape).to(dtype), covs.reshape(cov.shape).to(dtype))

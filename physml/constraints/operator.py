@@ -341,12 +341,16 @@ def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -
 
     The probe spikes are appended to the batch of the conv (and skip) call, so ``K`` runs once on
     ``batch + probes`` inputs; the skip output is kept, and the conv output becomes ``K̃x − skip(x)``
-    so that the block's sum ``conv + skip`` is the corrected layer.
+    so that the block's sum ``conv + skip`` is the corrected layer. A model that calls conv before
+    skip (``conv(x) + skip(x)``) gets skip run inside the conv hook; its own skip call then passes
+    through unchanged.
     """
     kept: dict[str, torch.Tensor | None] = {}
     state: dict[str, bool] = {}
 
     def append(module, args):
+        if state.get("skip_done"):  # conv ran first and ran skip itself: leave this call alone
+            return None
         x = args[0]
         if "probing" not in state:  # decided by the first of the skip and conv calls
             state["probing"] = layer.needs_probe(x)
@@ -361,6 +365,8 @@ def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -
     if layer.skip is not None:
 
         def keep(module, args, output):
+            if state.pop("skip_done", False):
+                return None
             kept["skip"], kept["skip_probe"] = split(output)
             return kept["skip"]
 
@@ -369,6 +375,9 @@ def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -
 
     def correct(module, args, output):
         conv, probe = split(output)
+        if layer.skip is not None and "skip" not in kept:  # skip not called yet: run it here
+            kept["skip"], kept["skip_probe"] = split(layer.skip.forward(args[0]))
+            state["skip_done"] = True
         x = args[0][: conv.shape[0]]
         skip = kept.pop("skip", None)
         kx = conv if skip is None else conv + skip
