@@ -1,4 +1,5 @@
-"""Boundary constraints and BOON: exact boundary values / fluxes, kernel decoupling, bad input."""
+"""Boundary constraints and BOON (``constrain`` on an FNO): exact values / fluxes, kernel
+decoupling, bad input."""
 
 import math
 import warnings
@@ -6,12 +7,13 @@ import warnings
 import pytest
 import torch
 from neuralop.models import FNO
+from torch import nn
 
 from pdes import Dirichlet, Grid1D, Neumann, Periodic
 from pdes.heat import one_sided_flux, solve_heat
 from physml import ConstraintError, Ensemble, Gaussian, constrain
-from physml.constraints.boundary import BoundaryCondition
-from physml.models.boon import BOON, CorrectedLayer
+from physml.constraints import BoundaryCondition
+from physml.constraints.operator import CorrectedLayer
 
 GRID = Grid1D(65)
 T_EVAL = 0.3
@@ -27,6 +29,16 @@ CONDITIONS = {
     "neumann": Neumann(0.0, heater),
     "periodic": Periodic(),
 }
+
+
+def boundary(kind: str, grid: Grid1D = GRID, **kwargs) -> BoundaryCondition:
+    """The test's ``kind`` of condition on ``grid`` (the last axis)."""
+    return BoundaryCondition(CONDITIONS[kind], grid, **kwargs)
+
+
+def through(output, *conditions: BoundaryCondition, time=None):
+    """``output`` (tensor, Gaussian or Ensemble) constrained through the door, as it stands."""
+    return constrain(nn.Identity(), *conditions)(output, time=time)
 
 
 def fno(seed: int = 0, hidden: int = 16, layers: int = 3, **kwargs) -> FNO:
@@ -65,7 +77,7 @@ def test_tensor_meets_condition_and_keeps_interior(kind):
     # values of order 1: a float32 end value carries a rounding error of ~6e-8 |u|, which the
     # stencil multiplies by 3/(2 dx) ≈ 96
     u = torch.rand(4, 2, GRID.n)
-    out = BoundaryCondition(CONDITIONS[kind], GRID).bind(t=T_EVAL).apply(u)
+    out = through(u, boundary(kind), time=T_EVAL)
     assert out.shape == u.shape and out.dtype == u.dtype
     assert_meets(out, kind, T_EVAL)
     assert torch.equal(out[..., 1:-1], u[..., 1:-1])
@@ -76,10 +88,13 @@ def test_tensor_meets_condition_and_keeps_interior(kind):
 def test_values_per_sample_and_time_argument():
     values = torch.tensor([1.0, -2.0, 3.0])
     condition = BoundaryCondition(Dirichlet(values, lambda t: t * values), GRID, time=2.0)
-    out = condition.apply(torch.randn(3, 1, GRID.n))
+    u = torch.randn(3, 1, GRID.n)
+    out = through(u, condition)  # the condition's own time
     torch.testing.assert_close(out[:, 0, 0], values)
     torch.testing.assert_close(out[:, 0, -1], 2.0 * values)
-    assert condition.bind(t=0.5).time == 0.5 and condition.bind().time == 2.0
+    later = through(u, condition, time=0.5)  # the call's time wins
+    torch.testing.assert_close(later[:, 0, 0], values)
+    torch.testing.assert_close(later[:, 0, -1], 0.5 * values)
 
 
 def dense_map(kind: str, n: int, dx: float) -> torch.Tensor:
@@ -103,7 +118,7 @@ def test_gaussian_mean_and_covariance(kind, diagonal):
     mean = torch.randn(2, n, generator=gen, dtype=torch.float64)
     root = torch.randn(2, n, n, generator=gen, dtype=torch.float64)
     cov = torch.rand(2, n, generator=gen, dtype=torch.float64) if diagonal else root @ root.mT
-    out = BoundaryCondition(CONDITIONS[kind], grid, time=T_EVAL).apply(Gaussian(mean, cov))
+    out = through(Gaussian(mean, cov), boundary(kind, grid, time=T_EVAL))
     assert_meets(out.mean, kind, T_EVAL, grid)
     A = dense_map(kind, n, grid.dx)
     dense = torch.diag_embed(cov) if diagonal else cov
@@ -115,14 +130,16 @@ def test_gaussian_mean_and_covariance(kind, diagonal):
 @pytest.mark.parametrize("kind", list(CONDITIONS))
 def test_ensemble_members_each_meet_condition(kind):
     members = torch.rand(5, 3, 1, GRID.n)
-    out = BoundaryCondition(CONDITIONS[kind], GRID, time=T_EVAL).apply(Ensemble(members))
+    out = through(Ensemble(members), boundary(kind, time=T_EVAL))
     assert out.samples.shape == members.shape
     assert_meets(out.samples, kind, T_EVAL)
 
 
 def test_ensemble_per_sample_values_follow_the_batch_axis():
     values = torch.tensor([1.0, 2.0, 3.0])
-    out = BoundaryCondition(Dirichlet(values, 0.0), GRID).apply(Ensemble(torch.randn(4, 3, GRID.n)))
+    out = through(
+        Ensemble(torch.randn(4, 3, GRID.n)), BoundaryCondition(Dirichlet(values, 0.0), GRID)
+    )
     torch.testing.assert_close(out.samples[..., 0], values.expand(4, 3))
 
 
@@ -133,15 +150,15 @@ def test_ensemble_per_sample_values_follow_the_batch_axis():
 @pytest.mark.parametrize("kind", list(CONDITIONS))
 @pytest.mark.parametrize("t", [0.0, T_EVAL])
 def test_untrained_boon_meets_condition(kind, t):
-    model = BOON(fno(), CONDITIONS[kind], GRID)
+    model = constrain(fno(), boundary(kind))
     assert model.kernel
-    out = model(torch.randn(6, 1, GRID.n), t=t)
+    out = model(torch.randn(6, 1, GRID.n), time=t)
     assert out.dtype == torch.float32
     assert_meets(out, kind, t)
 
 
 def test_constrain_with_boundary_condition():
-    condition = BoundaryCondition(CONDITIONS["neumann"], GRID, time=T_EVAL)
+    condition = boundary("neumann", time=T_EVAL)
     out = constrain(fno(), condition)(torch.randn(3, 1, GRID.n))
     assert_meets(out, "neumann", T_EVAL)
 
@@ -150,11 +167,11 @@ def test_kernel_correction_changes_interior_and_output_only_does_not():
     x = torch.randn(4, 1, GRID.n)
     base = fno()
     plain = base(x)
-    corrected = BOON(base, CONDITIONS["dirichlet"], GRID)(x, t=T_EVAL)
-    output_only = BOON(base, CONDITIONS["dirichlet"], GRID, kernel=False)(x, t=T_EVAL)
+    corrected = constrain(base, boundary("dirichlet"))(x, time=T_EVAL)
+    output_only = constrain(base, boundary("dirichlet"), kernel=False)(x, time=T_EVAL)
     assert torch.equal(output_only[..., 1:-1], plain[..., 1:-1])
     assert (corrected[..., 1:-1] - plain[..., 1:-1]).abs().max() > 1e-4
-    torch.testing.assert_close(base(x), plain)  # hooks are gone after BOON's forward
+    torch.testing.assert_close(base(x), plain)  # hooks are gone after the wrapper's forward
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,7 +190,9 @@ def test_probed_layer_decouples_first_and_last_rows(kind):
     channels, n = 6, 17
     model = fno(hidden=channels)  # float32: the spectral weights are complex64
     blocks = model.fno_blocks
-    layer = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], kind, 1.0 / (n - 1))
+    bc = Dirichlet() if kind == "dirichlet" else Neumann()
+    grid = Grid1D(n)  # dx = 1 / (n - 1)
+    layer = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], [BoundaryCondition(bc, grid)])
     like = torch.zeros(1, channels, n)
     layer.probe(like)
     K = jacobian(layer.plain, channels, n)
@@ -206,7 +225,7 @@ def test_probed_layer_decouples_first_and_last_rows(kind):
     if kind == "dirichlet":
         assert (y[..., 0] == 0).all() and (y[..., -1] == 2).all()
     else:
-        flux_left, flux_right = one_sided_flux(y.double(), 1.0 / (n - 1))
+        flux_left, flux_right = one_sided_flux(y.double(), grid.dx)
         tol = TOL * max(1.0, y.abs().max().item())  # hidden values are not of order 1
         assert flux_left.abs().max() < tol and (flux_right - 2.0).abs().max() < tol
 
@@ -217,8 +236,9 @@ def test_probed_layer_decouples_first_and_last_rows(kind):
 
 @pytest.mark.parametrize("kind", list(CONDITIONS))
 def test_gradients_reach_every_parameter(kind):
-    model = BOON(fno(), CONDITIONS[kind], GRID)
-    out = model(torch.randn(4, 1, GRID.n), t=T_EVAL)
+    model = constrain(fno(), boundary(kind)).train()
+    assert model.training and model.model.training
+    out = model(torch.randn(4, 1, GRID.n), time=T_EVAL)
     (out**2).mean().backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -245,20 +265,20 @@ def heat_data(kind: str, samples: int, seed: int) -> tuple[torch.Tensor, torch.T
 def test_trained_boon_meets_condition(kind):
     assert heater(T_EVAL) > 4.0  # a far from zero flux on the right
     inputs, targets = heat_data(kind, 24, seed=2)
-    model = BOON(fno(hidden=16, layers=2), CONDITIONS[kind], GRID)
+    model = constrain(fno(hidden=16, layers=2), boundary(kind))
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
         optimiser.zero_grad()
-        loss = ((model(inputs, t=T_EVAL) - targets) ** 2).mean()
+        loss = ((model(inputs, time=T_EVAL) - targets) ** 2).mean()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     test_inputs, _ = heat_data(kind, 8, seed=3)
     with torch.no_grad():
-        assert_meets(model(test_inputs, t=T_EVAL), kind, T_EVAL)
-        assert_meets(model(torch.randn(4, 1, GRID.n), t=T_EVAL), kind, T_EVAL)
+        assert_meets(model(test_inputs, time=T_EVAL), kind, T_EVAL)
+        assert_meets(model(torch.randn(4, 1, GRID.n), time=T_EVAL), kind, T_EVAL)
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,13 +304,17 @@ def test_bad_values_and_outputs():
         BoundaryCondition("dirichlet", GRID)
     wrong = BoundaryCondition(Dirichlet(torch.ones(3), 0.0), GRID)
     with pytest.raises(ValueError, match=r"Dirichlet.left .*\(4,\)"):
-        wrong.apply(torch.randn(4, 1, GRID.n))
+        through(torch.randn(4, 1, GRID.n), wrong)
     with pytest.raises(ConstraintError, match="65"):
-        BoundaryCondition(Dirichlet(), GRID).apply(torch.randn(4, 1, 33))
+        through(torch.randn(4, 1, 33), BoundaryCondition(Dirichlet(), GRID))
     with pytest.raises(ConstraintError, match="functions of time"):
-        BoundaryCondition(CONDITIONS["neumann"], GRID).apply(torch.randn(4, 1, GRID.n))
+        through(torch.randn(4, 1, GRID.n), boundary("neumann"))
+    with pytest.raises(ConstraintError, match="functions of time"):
+        constrain(fno(), boundary("neumann"))(torch.randn(4, 1, GRID.n))
     with pytest.raises(ValueError, match="x must be"):
-        BOON(fno(), Dirichlet(), GRID)(torch.randn(4, 1, 33))
+        constrain(fno(), BoundaryCondition(Dirichlet(), GRID))(torch.randn(4, 1, 33))
+    with pytest.raises(ConstraintError, match="NaN or inf"):
+        through(torch.full((4, 1, GRID.n), math.nan), BoundaryCondition(Dirichlet(), GRID))
 
 
 class Smoother(torch.nn.Module):
@@ -300,14 +324,25 @@ class Smoother(torch.nn.Module):
 
 def test_model_that_is_not_an_fno_falls_back_or_is_refused():
     x = torch.randn(2, 1, GRID.n)
-    with pytest.warns(UserWarning, match="not a neuralop.models.FNO"):
-        model = BOON(Smoother(), CONDITIONS["neumann"], GRID)
-    assert not model.kernel
-    assert_meets(model(x, t=T_EVAL), "neumann", T_EVAL)
-    with pytest.raises(ConstraintError, match="cannot correct"):
-        BOON(Smoother(), CONDITIONS["neumann"], GRID, kernel=True)
-    with pytest.warns(UserWarning, match="domain padding"):
-        BOON(fno(domain_padding=0.25), Dirichlet(), GRID)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not BOON(Smoother(), Dirichlet(), GRID, kernel=False).kernel
+        warnings.simplefilter("error")  # a model without kernel layers: output seam, silently
+        model = constrain(Smoother(), boundary("neumann"))
+        assert not constrain(Smoother(), BoundaryCondition(Dirichlet(), GRID), kernel=False).kernel
+        assert not constrain(fno(), BoundaryCondition(Dirichlet(), GRID), kernel=False).kernel
+    assert not model.kernel and model.correction is None
+    assert_meets(model(x, time=T_EVAL), "neumann", T_EVAL)
+    with pytest.raises(
+        ConstraintError,
+        match=r"Smoother cannot take BoundaryCondition at the operator seam: no kernel",
+    ):
+        constrain(Smoother(), boundary("neumann"), kernel=True)
+    padded = fno(domain_padding=0.25)
+    with pytest.warns(UserWarning, match=r"cannot take the kernel correction \(.*domain padding"):
+        model = constrain(padded, BoundaryCondition(Dirichlet(), GRID))
+    assert not model.kernel
+    out = model(x)  # the output still meets the condition
+    assert (out[..., 0] == 0).all() and (out[..., -1] == 0).all()
+    with pytest.raises(ConstraintError, match="operator seam: the FNO uses domain padding"):
+        constrain(padded, BoundaryCondition(Dirichlet(), GRID), kernel=True)
+    with pytest.raises(ValueError, match="kernel must be"):
+        constrain(fno(), BoundaryCondition(Dirichlet(), GRID), kernel="yes")

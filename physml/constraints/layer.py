@@ -62,6 +62,18 @@ class Constrained(nn.Module):
                 "has no sample(context, guidance=None, ...) method (physml.constraints.Sampler)"
             )
 
+    def state_dict(self, *args, **kwargs):
+        """The model's and constraints' tensors, without neuralop's top-level ``_metadata``.
+
+        A neuralop model writes its init arguments (functions and classes among them) under the
+        unprefixed key ``_metadata`` of the whole dict; only its own ``load_state_dict`` removes
+        it, so once wrapped it breaks ``load_state_dict`` (an unexpected key) and
+        ``torch.load(..., weights_only=True)``.
+        """
+        state = super().state_dict(*args, **kwargs)
+        state.pop("_metadata", None)
+        return state
+
     @property
     def kernel(self) -> bool:
         """Whether the model's kernel layers are corrected (the operator seam is in use)."""
