@@ -21,7 +21,8 @@ after the other, later conditions win where walls meet (corners of a 2-D domain)
 
 Values (Dirichlet values, Neumann fluxes) are a number, one value per sample ``(batch,)``, a
 tensor ``(batch, *wall)`` or ``(batch, channel, *wall)`` (size-1 entries broadcast), or a function
-of time returning one of these. The time is a number (``time=`` at construction or in the constrained model's call), or, for
+of time returning one of these. The time is a number (``time=`` here or in the constrained
+model's call), or, for
 outputs that carry time along a spatial axis (multi-step ``(x, t)`` fields), a 1-D array of times
 lying along the output axis ``time_axis``: a function of time is then evaluated at each of them
 (returning a number or ``(batch,)``) and its values run along that axis of the wall.
@@ -189,7 +190,8 @@ class BoundaryCondition(Constraint):
             raise ConstraintError("a periodic condition has no boundary values")
         if self.time_dependent and self.time is None:
             raise ConstraintError(
-                f"the {self.kind} values are functions of time: pass time= to the constrained model's call"
+                f"the {self.kind} values are functions of time: pass time= to the constrained "
+                "model's call"
             )
         if shape is not None:
             self._check_shape(tuple(shape), "output")

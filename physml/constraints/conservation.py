@@ -56,8 +56,8 @@ def mass_conservation(
         ndims, hint = (
             (1, 2, 3),
             (
-                "; a 4-axis field is (b, t, c, x) — say layout='btcx' — or a 2-D (b, c, h, w) field, "
-                "which needs a Grid2D"
+                "; a 4-axis field is (b, t, c, x) — say layout='btcx' — or a 2-D (b, c, h, w) "
+                "field, which needs a Grid2D"
             ),
         )
     elif isinstance(grid, Grid2D):
