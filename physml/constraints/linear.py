@@ -144,6 +144,18 @@ class LinearConstraint(Constraint):
             float(jitter),
         )
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.to(device)`` moves ``G`` and ``b``; ``.float()``/``.half()`` must not round them.
+
+        They stay float64, the dtype of the solve (a wrapped model cast to float32 would
+        otherwise leave float32 rows that no longer match the float64 field they multiply).
+        """
+        kept = {name: self._buffers[name] for name in ("G", "b") if self._buffers[name] is not None}
+        super()._apply(fn, recurse)
+        for name, tensor in kept.items():
+            self._buffers[name] = tensor.to(self._buffers[name].device)
+        return self
+
     # ------------------------------------------------------------------------------ layout
 
     def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> torch.Tensor:
@@ -221,7 +233,9 @@ class LinearConstraint(Constraint):
         if self.noise > 0:
             return
         residual = (u @ G.T - b).abs()
-        scale = (u.abs() + before.detach().abs()) @ G.abs().T + b.abs()
+        # Σ_j |G_ij| max|u| bounds Σ_j |G_ij u_j| at the cost of one pass over each field
+        largest = _largest_magnitude(u) + _largest_magnitude(before.detach())
+        scale = largest[..., None] * G.abs().sum(-1) + b.abs()
         worst = (residual / scale.clamp(min=torch.finfo(F64).tiny)).max().item()
         if not worst <= RESIDUAL_TOLERANCE:
             condition = torch.linalg.cond(G).item()
@@ -299,29 +313,42 @@ class LinearConstraint(Constraint):
         b = self._target_for(state, leading, name, samples.device)
         G, X = self.G.to(samples.device), self._flat(samples)
         members, k = X.shape[0], G.shape[0]
-        A = X - X.mean(0)
-        GA = A @ G.T  # (member, ..., k)
-        CG = torch.einsum("m...n,m...k->...nk", A, GA) / (members - 1)  # Σ Gᵀ, (..., n, k)
+        GX = X @ G.T  # (member, ..., k)
+        GA = GX - GX.mean(0)  # G applied to the centred members
+        # Σ Gᵀ = A (GA)ᵀ / (m − 1), and A may be replaced by X since Σ_m GA_m = 0: (..., n, k)
+        CG = torch.einsum("m...n,m...k->...nk", X, GA) / (members - 1)
         S = torch.einsum("m...i,m...j->...ij", GA, GA) / (members - 1)
         S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
-        mismatch = (X @ G.T - b).unsqueeze(-1)  # (member, ..., k, 1)
+        mismatch = (GX - b).movedim(0, -1)  # (..., k, member)
         if k <= members - 1:
             L, info = torch.linalg.cholesky_ex(S)
             if not (info > 0).any():
-                new = X - (CG @ torch.cholesky_solve(mismatch, L.expand(members, *L.shape)))[..., 0]
+                new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
                 try:
                     self._check_residual(G, new.detach(), b, X)
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the rows well: add γ I below
+        A = X - X.mean(0)
         variance = A.pow(2).sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
         CG = CG + gamma[..., None, None] * G.T
         S = S + gamma[..., None, None] * (G @ G.T)
         L = _cholesky(S, G)
-        new = X - (CG @ torch.cholesky_solve(mismatch, L.expand(members, *L.shape)))[..., 0]
+        new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
         self._check_residual(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples))
+
+
+def _members_last(correction: torch.Tensor) -> torch.Tensor:
+    """``(..., n, member)`` → ``(member, ..., n)``."""
+    return correction.movedim(-1, 0)
+
+
+def _largest_magnitude(u: torch.Tensor) -> torch.Tensor:
+    """``max |u|`` over the last axis, without forming ``|u|``."""
+    low, high = torch.aminmax(u, dim=-1)
+    return torch.maximum(-low, high)
 
 
 def _check_psd(cov: torch.Tensor) -> None:
