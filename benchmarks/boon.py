@@ -4,8 +4,9 @@ Cases (``physml.tasks.boon.CASES``, DESIGN.md §4): heat with a Neumann heat sou
 problem (Dirichlet), Burgers with Dirichlet walls and periodic, the wave equation (Neumann) — single
 step ``u(x, 0) → u(x, T)``; heat and Stokes over 25 steps on a 2-D FNO over ``(x, t)``; the
 lid-driven cavity (velocity over 25 steps, Dirichlet on four walls). Methods: ``fno``,
-``fno-overwrite`` (the trained FNO's walls replaced), ``boon``; on heat and Stokes also the
-ablation ``boon-output`` (BOON's output correction alone, ``kernel=False``, trained through it).
+``fno-overwrite`` (the trained FNO's walls replaced), ``boon`` (``physml.constrain(fno,
+*conditions)``); on heat and Stokes also the ablation ``boon-output`` (the output seam alone,
+``kernel=False``, trained through it).
 Every method gets the same training (steps, learning rate, schedule, mini-batches, initial
 weights) for each seed.
 
@@ -64,7 +65,8 @@ TOLERANCE = 1e-5
 
 def forward_ms(result: boon.CaseResult, batch: int, quick: bool = False) -> dict[str, float]:
     """Milliseconds per forward of the trained network at ``batch`` test inputs (no gradients),
-    per row of ``result``: ``fno-overwrite`` adds the wall replacement to the FNO's forward."""
+    per row of ``result``: ``fno-overwrite`` is the trained FNO wrapped with the output seam alone
+    (``constrain(fno, *conditions, kernel=False)``), its forward plus the wall replacement."""
     data = result.data
     index = torch.arange(batch) % data.test_x.shape[0]
     x = data.test_x[index]
@@ -77,13 +79,15 @@ def forward_ms(result: boon.CaseResult, batch: int, quick: bool = False) -> dict
 
     @torch.no_grad()
     def overwritten():
-        return data.walls.overwrite(model(x, values), values)
+        return overwriting(x, values)
 
     def ms(call) -> float:
         if quick:
             return 1e3 * best_time(call, repeats=1, min_seconds=0.02)
         return 1e3 * best_time(call, repeats=3, min_seconds=0.2)
 
+    methods = [row["method"] for row in result.rows]
+    overwriting = boon.overwriting(model, data) if "fno-overwrite" in methods else None
     times = {}
     for row in result.rows:
         times[row["method"]] = ms(overwritten if row["method"] == "fno-overwrite" else forward)
@@ -222,7 +226,7 @@ evaluated in float64 (the networks run in float32; a float32 output cannot meet 
 closer than half an ulp of its wall value times 3/(2 dx), `float32_floor` in the JSON).
 `fwd_ms`: one forward of the trained network at batch 32 (1-D) or 8 ((x, t) and cavity), no
 gradients, best of 3, median over seeds; `fwd_ratio` relative to the FNO. All methods clip the
-gradient norm at 1 (without it BOON trained markedly worse; see physml/tasks/boon.py).
+gradient norm at 1 (without it BOON trained markedly worse; see physml/tasks/boon/training.py).
 Boundary values come from each problem's specification (recipe settings and per-sample
 parameters), never from the targets.
 `boon-output` (heat, Stokes): BOON's output correction alone (`kernel=False`), trained through it

@@ -5,11 +5,17 @@ import math
 import pytest
 import torch
 
-from pdes import Grid1D, Grid2D
+from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic
 from pdes.problems import get as get_recipe
+from physml.constraints import BoundaryCondition
 from physml.tasks import boon
 
 QUICK = "quick"
+
+
+def walls(bc, grid, axis=-1):
+    """A condition of ``bc``'s kind at both ends of ``axis`` (values filled per batch)."""
+    return boon.AxisWalls(BoundaryCondition(bc, grid, axis=axis))
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +106,12 @@ def test_one_dimensional_errors_on_known_fields():
     x = grid.coordinates()
     u = (2.0 + 0.5 * x**2)[None, None].expand(3, 1, -1)  # du/dx = x: 0 at the left, 1 at the right
     values = torch.tensor([[0.0, 1.0], [0.25, 1.0], [0.0, -1.0]], dtype=torch.float64)
-    flux = boon.Walls1D("neumann", grid).error(u, values)
+    flux = walls(Neumann(), grid).error(u, values)
     torch.testing.assert_close(flux, torch.tensor([0.0, 0.25, 2.0], dtype=torch.float64))
     ends = torch.tensor([[2.0, 2.5], [2.0, 2.0], [1.0, 2.5]], dtype=torch.float64)
-    value = boon.Walls1D("dirichlet", grid).error(u, ends)
+    value = walls(Dirichlet(), grid).error(u, ends)
     torch.testing.assert_close(value, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
-    periodic = boon.Walls1D("periodic", grid).error(u, None)
+    periodic = walls(Periodic(), grid).error(u, None)
     torch.testing.assert_close(periodic, torch.full((3,), 0.5, dtype=torch.float64))
 
 
@@ -114,26 +120,24 @@ def test_multistep_error_reads_the_value_at_each_time():
     u = torch.zeros(2, 1, grid.n, steps, dtype=torch.float64)
     values = torch.zeros(2, 2, steps, dtype=torch.float64)
     u[1, 0, -1, 2] = 0.3  # sample 1, right wall, third time
-    error = boon.WallsXT("dirichlet", grid).error(u, values)
+    error = walls(Dirichlet(), grid, axis=-2).error(u, values)
     torch.testing.assert_close(error, torch.tensor([0.0, 0.3], dtype=torch.float64))
     values[0, 0, 1] = -0.2
-    error = boon.WallsXT("dirichlet", grid).error(u, values)
+    error = walls(Dirichlet(), grid, axis=-2).error(u, values)
     torch.testing.assert_close(error, torch.tensor([0.2, 0.3], dtype=torch.float64))
 
 
 def test_cavity_error_sees_the_lid_and_the_corners():
-    walls = boon.CavityWalls(Grid2D.square(9), steps=2)
+    cavity = boon.CavityWalls(Grid2D.square(9), steps=2)
     lid = torch.tensor([1.0, 0.5], dtype=torch.float64)
     u = torch.zeros(2, 4, 9, 9, dtype=torch.float64)
     u[:, :2, :, -1] = lid[:, None, None]  # vx = U on the top row, corners included
-    assert walls.error(u, lid).max() == 0.0
+    assert cavity.error(u, lid).max() == 0.0
     u[1, 3, -1, -1] = 0.1  # vy at the top right corner must be 0
-    torch.testing.assert_close(walls.error(u, lid), torch.tensor([0.0, 0.1], dtype=torch.float64))
-    # the overwrite meets the walls in the documented order (the lid wins at its corners)
-    assert (
-        walls.error(walls.overwrite(torch.randn(2, 4, 9, 9, dtype=torch.float64), lid), lid).max()
-        < 1e-12
-    )
+    torch.testing.assert_close(cavity.error(u, lid), torch.tensor([0.0, 0.1], dtype=torch.float64))
+    # the output seam meets the walls in the documented order (the lid wins at its corners)
+    noise = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    assert cavity.error(boon.with_walls(noise, cavity.conditions(lid)), lid).max() < 1e-12
 
 
 def test_float32_flux_floor_is_half_an_ulp_times_the_stencil_weight():
@@ -141,8 +145,8 @@ def test_float32_flux_floor_is_half_an_ulp_times_the_stencil_weight():
     u = torch.zeros(1, 1, grid.n)
     u[..., 0] = 3.0  # ulp of numbers in [2, 4) is 2**-22
     expected = 2.0**-23 * 3.0 / (2.0 * grid.dx)
-    assert boon.float32_flux_floor(u, boon.Walls1D("neumann", grid)) == pytest.approx(expected)
-    assert boon.float32_flux_floor(u, boon.Walls1D("dirichlet", grid)) == 0.0
+    assert boon.float32_flux_floor(u, walls(Neumann(), grid)) == pytest.approx(expected)
+    assert boon.float32_flux_floor(u, walls(Dirichlet(), grid)) == 0.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,6 +217,36 @@ def test_the_ablation_corrects_only_the_output(quick_data):
     torch.testing.assert_close(ablated[:, 0, 0], values[:, 0].float())
     torch.testing.assert_close(ablated[:, 0, -1], values[:, 1].float())
     assert (corrected[..., 1:-1] - reference[..., 1:-1]).abs().max() > 1e-3
+    assert plain.constrained is None and not output.constrained.kernel
+    assert kernel.constrained.kernel and len(kernel.constrained.correction.layers) == plan.layers
+
+
+def test_walls_fill_only_the_values_of_their_conditions(quick_data):
+    # the kind, grid, axis and sides are the BoundaryCondition's; a batch changes only values
+    for name, data in quick_data.items():
+        (first, *_) = template = data.walls.template
+        assert data.walls.kind == first.kind and data.walls.dx == first.grid.dx, name
+        values = None if data.test_values is None else data.test_values[:2]
+        filled = data.walls.conditions(values)
+        assert [c.walls_key for c in filled] == [c.walls_key for c in template], name
+    multi = quick_data["heat-neumann-multistep"].walls
+    assert multi.axis == -2 and multi.kind == "neumann"
+
+
+def test_the_overwrite_network_is_the_trained_fno_through_the_output_seam(quick_data):
+    data = quick_data["heat-neumann"]
+    plan = boon.budget("heat-neumann", QUICK)
+    plain = boon.build_model("fno", data, plan, seed=4)
+    overwriting = boon.overwriting(plain, data)
+    assert overwriting.fno is plain.fno and not overwriting.constrained.kernel
+    x, values = data.test_x, data.test_values
+    with torch.no_grad():
+        raw, walled = plain(x, values), overwriting(x, values)
+    assert torch.equal(walled, boon.with_walls(raw, data.walls.conditions(values)))
+    torch.testing.assert_close(walled[..., 1:-1], raw[..., 1:-1], rtol=0, atol=0)
+    assert data.walls.error(walled, values).max() < 1e-3  # float32 walls
+    with pytest.raises(ValueError, match="plain FNO"):
+        boon.overwriting(boon.build_model("boon", data, plan, seed=4), data)
 
 
 @pytest.mark.parametrize("name", ["stokes-dirichlet", "heat-neumann-multistep", "cavity"])
@@ -257,7 +291,9 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="method must be one of"):
         boon.build_model("fno-overwrite", data, plan, 0)
     with pytest.raises(ValueError, match="values must be a"):
-        boon.Walls1D("dirichlet", Grid1D(9)).conditions(torch.zeros(2, 3))
+        walls(Dirichlet(), Grid1D(9)).conditions(torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="two-sided BoundaryCondition"):
+        boon.AxisWalls(Dirichlet())
     with pytest.raises(ValueError, match="lid speeds"):
         boon.CavityWalls(Grid2D.square(9), 2).conditions(torch.zeros(2, 2))
     with pytest.raises(ValueError, match="batch"):
