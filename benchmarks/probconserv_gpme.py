@@ -20,16 +20,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, write_results  # noqa: E402
 
-from physml import Gaussian, mass_conservation  # noqa: E402
+from physml import Gaussian, constrain, mass_conservation  # noqa: E402
 from physml.models import DeepEnsemble, ExactGPSurrogate, gpme_sampler, with_parameters  # noqa: E402
 from physml.models.common import grid_points  # noqa: E402
 from physml.tasks import Context  # noqa: E402
-from physml.tasks.probconserv import SCALES, evaluate  # noqa: E402
+from physml.tasks.probconserv import SCALES, OnGrid, evaluate  # noqa: E402
 
 F64 = torch.float64
 
@@ -40,6 +41,21 @@ PAPER_DIFFUSION = {
     "hardc-anp": {"ce": 0.0, "mse": 1.37e-4},
     "probconserv-anp": {"ce": 0.0, "mse": 1.55e-4},
 }
+
+
+class GridGP(nn.Module):
+    """An exact GP fitted to each function's context and predicted on the (t, x) grid.
+
+    ``forward(context_x (B, Nc, 2), context_y (B, Nc))`` → mean ``(B, T, X)`` and a full
+    covariance per time slice ``(B, T, X, X)``. Fits are seeded, so every call gives the same.
+    """
+
+    def __init__(self, gp: ExactGPSurrogate, t: torch.Tensor, x: torch.Tensor) -> None:
+        super().__init__()
+        self.gp, self.t, self.x = gp, t, x
+
+    def forward(self, context_x: torch.Tensor, context_y: torch.Tensor) -> Gaussian:
+        return self.gp.fit_predict(context_x, context_y, self.t, self.x, covariance="time-slices")
 
 
 class Peers:
@@ -72,25 +88,19 @@ class Peers:
         return self.ensembles[case]
 
     def __call__(self, case, batch, grid, t, x, mass, params) -> dict[str, Gaussian]:
-        context_x, context_y = batch[0].to(F64), batch[1].to(F64)
-        gp = ExactGPSurrogate(seed=self.seed, noise_floor=1e-4).fit_predict(
-            context_x, context_y, t, x, covariance="time-slices"
-        )
-        points = grid_points(t, x)
-        model = self.ensemble(case, t, x)
-        with torch.no_grad():
-            ensemble = model(with_parameters(params.float(), points.float()))
-        ensemble = Gaussian(
-            ensemble.mean.to(F64).reshape(-1, t.numel(), x.numel()),
-            ensemble.variance().to(F64).reshape(-1, t.numel(), x.numel()),
-        )
+        gp = GridGP(ExactGPSurrogate(seed=self.seed, noise_floor=1e-4), t, x)
+        gp_inputs = batch[0].to(F64), batch[1].to(F64)  # context x (B, Nc, 2), y (B, Nc)
+        ensemble = OnGrid(self.ensemble(case, t, x), t.numel(), x.numel())
+        ensemble_inputs = (with_parameters(params.float(), grid_points(t, x).float()),)
         constraint = mass_conservation(grid, mass)
-        return {
-            "gp": gp,
-            "probconserv-gp": constraint.apply(gp),
-            "ensemble": ensemble,
-            "probconserv-ensemble": constraint.apply(ensemble),
+        out = {  # the GP fits by gradient steps: not under no_grad
+            "gp": gp(*gp_inputs),
+            "probconserv-gp": constrain(gp, constraint)(*gp_inputs),
         }
+        with torch.no_grad():
+            out["ensemble"] = ensemble(*ensemble_inputs)
+            out["probconserv-ensemble"] = constrain(ensemble, constraint)(*ensemble_inputs)
+        return out
 
 
 NOTES = """

@@ -27,6 +27,11 @@ from physml.constraints import cumulative_inflow
 F64 = torch.float64
 
 
+def through(constraint, output):
+    """``output`` constrained through the door, by a model that returns its input."""
+    return constrain(nn.Identity(), constraint)(output)
+
+
 def random_problem(seed, n, m, batch=()):
     gen = torch.Generator().manual_seed(seed)
     A = torch.randn(*batch, n, n, generator=gen, dtype=F64)
@@ -54,7 +59,7 @@ def dense_update(mean, cov, G, b, noise):
 def test_probconserv_matches_the_dense_formula_and_conserves(seed, n, m_fraction, noise):
     m = 1 + int(m_fraction * (n - 1))
     mean, cov, G, b = random_problem(seed, n, m)
-    out = LinearConstraint(G, b, noise=noise).apply(Gaussian(mean, cov))
+    out = through(LinearConstraint(G, b, noise=noise), Gaussian(mean, cov))
     expected_mean, expected_cov = dense_update(mean, cov, G, b, noise)
     assert np.allclose(out.mean.numpy(), expected_mean, rtol=1e-8, atol=1e-9)
     assert np.allclose(out.dense_cov().numpy(), expected_cov, rtol=1e-8, atol=1e-9)
@@ -67,7 +72,7 @@ def test_probconserv_matches_the_dense_formula_and_conserves(seed, n, m_fraction
 
 def test_batched_over_samples_and_time_slices():
     mean, cov, G, b = random_problem(1, 9, 1, batch=(3, 5))
-    out = LinearConstraint(G, b).apply(Gaussian(mean, cov))
+    out = through(LinearConstraint(G, b), Gaussian(mean, cov))
     for i in range(3):
         for j in range(5):
             m, c = dense_update(mean[i, j], cov[i, j], G, b[i, j], 0.0)
@@ -81,8 +86,8 @@ def test_diagonal_covariance_gives_the_same_posterior_without_an_n_by_n_matrix()
     variance = torch.rand(4, 30, generator=gen, dtype=F64) + 0.1
     G = torch.randn(2, 30, generator=gen, dtype=F64)
     b = torch.randn(4, 2, generator=gen, dtype=F64)
-    low_rank = LinearConstraint(G, b).apply(Gaussian(mean, variance))
-    full = LinearConstraint(G, b).apply(Gaussian(mean, torch.diag_embed(variance)))
+    low_rank = through(LinearConstraint(G, b), Gaussian(mean, variance))
+    full = through(LinearConstraint(G, b), Gaussian(mean, torch.diag_embed(variance)))
     assert isinstance(low_rank.cov, LowRankCovariance) and isinstance(full.cov, LowRankCovariance)
     assert low_rank.cov.factor.shape == (4, 30, 2)
     assert torch.allclose(low_rank.mean, full.mean, atol=1e-12)
@@ -93,9 +98,9 @@ def test_diagonal_covariance_gives_the_same_posterior_without_an_n_by_n_matrix()
         torch.randn(1, 30, generator=gen, dtype=F64),
         torch.randn(4, 1, generator=gen, dtype=F64),
     )
-    twice = LinearConstraint(G2, b2).apply(low_rank)
+    twice = through(LinearConstraint(G2, b2), low_rank)
     prior = Gaussian(mean, torch.diag_embed(variance))
-    together = LinearConstraint(torch.cat([G, G2]), torch.cat([b, b2], -1)).apply(prior)
+    together = through(LinearConstraint(torch.cat([G, G2]), torch.cat([b, b2], -1)), prior)
     assert torch.allclose(twice.mean, together.mean, atol=1e-10)
     assert torch.allclose(twice.cov.dense(), together.dense_cov(), atol=1e-10)
 
@@ -105,14 +110,14 @@ def test_correction_goes_where_the_variance_is():
     variance = torch.full((10,), 1e-4, dtype=F64)
     variance[7] = 1.0  # the model is unsure at one point only (a shock, say)
     G = torch.ones(1, 10, dtype=F64)
-    out = LinearConstraint(G, torch.tensor([1.0])).apply(Gaussian(mean, variance))
+    out = through(LinearConstraint(G, torch.tensor([1.0])), Gaussian(mean, variance))
     assert out.mean[7] > 0.99 and out.mean.sum().item() == pytest.approx(1.0, abs=1e-12)
     assert out.variance()[7] < 1e-3
 
 
 def test_hardc_projects_the_mean_and_keeps_the_variance():
     mean, cov, G, b = random_problem(3, 8, 2)
-    out = LinearConstraint(G, b, projection="euclidean").apply(Gaussian(mean, cov))
+    out = through(LinearConstraint(G, b, projection="euclidean"), Gaussian(mean, cov))
     assert torch.allclose(G @ out.mean, b, atol=1e-12)
     assert torch.equal(out.cov, cov)
     # the smallest Euclidean change: the correction lies in the row space of G
@@ -121,10 +126,14 @@ def test_hardc_projects_the_mean_and_keeps_the_variance():
     assert torch.allclose(G.T @ coefficients, change[:, None], atol=1e-12)
 
 
-def test_tensor_output_is_projected():
+def test_tensor_output_is_projected_in_the_input_dtype():
     mean, _, G, b = random_problem(4, 6, 1, batch=(5,))
-    out = LinearConstraint(G, b).apply(mean.float())
+    out = through(LinearConstraint(G, b), mean)
     assert out.dtype == F64 and torch.allclose(out @ G.T, b, atol=1e-12)
+    # float32 in, float32 out (by design): the float64 projection of the same values, rounded once
+    single = through(LinearConstraint(G, b), mean.float())
+    assert single.dtype == torch.float32
+    assert torch.equal(single, through(LinearConstraint(G, b), mean.float().double()).float())
 
 
 def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior():
@@ -133,9 +142,9 @@ def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior():
     G = torch.randn(2, 12, generator=gen, dtype=F64)
     b = torch.randn(3, 2, generator=gen, dtype=F64)
     prior = Ensemble(samples)
-    out = LinearConstraint(G, b).apply(prior)
+    out = through(LinearConstraint(G, b), prior)
     assert torch.allclose(out.samples @ G.T, b.expand(50, 3, 2), atol=1e-10)
-    posterior = LinearConstraint(G, b).apply(Gaussian(prior.mean(), prior.covariance()))
+    posterior = through(LinearConstraint(G, b), Gaussian(prior.mean(), prior.covariance()))
     assert torch.allclose(out.mean(), posterior.mean, atol=1e-10)
     assert torch.allclose(out.covariance(), posterior.dense_cov(), atol=1e-10)
 
@@ -149,7 +158,7 @@ def test_mass_conservation_on_a_grid_over_time():
     gen = torch.Generator().manual_seed(6)
     mean = torch.randn(2, 6, 21, generator=gen, dtype=F64)
     variance = torch.rand(2, 6, 21, generator=gen, dtype=F64)
-    out = mass_conservation(grid, mass).apply(Gaussian(mean, variance))
+    out = through(mass_conservation(grid, mass), Gaussian(mean, variance))
     assert torch.allclose(grid.integrate(out.mean), mass, atol=1e-12)
 
 
@@ -180,7 +189,7 @@ def test_constrain_wraps_any_model_and_binds_input_dependent_targets():
     [
         (torch.zeros(1, 4), torch.zeros(1), {}, "zero rows"),
         (torch.tensor([[1.0, 2, 3, 4], [2.0, 4, 6, 8]]), torch.zeros(2), {}, "linearly dependent"),
-        (torch.ones(4), torch.zeros(1), {}, r"shape \(m, n\)"),
+        (torch.ones(4), torch.zeros(1), {}, r"shape \(k, n\)"),
         (torch.ones(1, 4), torch.zeros(3), {}, r"b must have shape \(\.\.\., 1\)"),
         (torch.ones(1, 4), torch.tensor([float("nan")]), {}, "b contains NaN"),
         (torch.tensor([[1.0, float("inf"), 0, 0]]), torch.zeros(1), {}, "G contains NaN"),
@@ -196,14 +205,14 @@ def test_bad_constraints(G, b, kwargs, match):
 def test_bad_outputs():
     constraint = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64))
     with pytest.raises(ConstraintError, match="5 points on its last axis but G has 4"):
-        constraint.apply(Gaussian(torch.zeros(5, dtype=F64), torch.ones(5, dtype=F64)))
+        through(constraint, Gaussian(torch.zeros(5, dtype=F64), torch.ones(5, dtype=F64)))
     wrong_slices = mass_conservation(Grid1D(4), torch.zeros(3, 5, dtype=F64))  # (function, time)
     with pytest.raises(ConstraintError, match=r"does not fit mean of shape \(2, 5, 4\)"):
-        wrong_slices.apply(
-            Gaussian(torch.zeros(2, 5, 4, dtype=F64), torch.ones(2, 5, 4, dtype=F64))
+        through(
+            wrong_slices, Gaussian(torch.zeros(2, 5, 4, dtype=F64), torch.ones(2, 5, 4, dtype=F64))
         )
     with pytest.raises(ConstraintError, match="does not fit samples"):
-        wrong_slices.apply(Ensemble(torch.zeros(4, 2, 5, 4, dtype=F64)))
+        through(wrong_slices, Ensemble(torch.zeros(4, 2, 5, 4, dtype=F64)))
     with pytest.raises(ValueError, match="cov must have shape"):
         Gaussian(torch.zeros(4), torch.ones(3))
     with pytest.raises(ValueError, match="mean contains NaN"):
@@ -212,16 +221,16 @@ def test_bad_outputs():
         Gaussian(torch.zeros(2), torch.tensor([1.0, -1.0]))
     indefinite = torch.diag(torch.tensor([1.0, -5.0, 1.0, 1.0], dtype=F64))
     with pytest.raises(ConstraintError, match="not positive definite"):
-        constraint.apply(Gaussian(torch.zeros(4, dtype=F64), indefinite))
+        through(constraint, Gaussian(torch.zeros(4, dtype=F64), indefinite))
     slight = torch.diag(torch.tensor([1.0, 1.0, 1.0, -0.5], dtype=F64))  # G Σ Gᵀ > 0 still
     strict = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1), check_psd=True)
     with pytest.raises(ConstraintError, match="not positive semi-definite"):
-        strict.apply(Gaussian(torch.zeros(4, dtype=F64), slight))
+        through(strict, Gaussian(torch.zeros(4, dtype=F64), slight))
     singular = torch.zeros(4, 4, dtype=F64)  # no uncertainty at all and no noise: infeasible
     with pytest.raises(ConstraintError, match="not positive definite"):
-        constraint.apply(Gaussian(torch.ones(4, dtype=F64), singular))
+        through(constraint, Gaussian(torch.ones(4, dtype=F64), singular))
     with pytest.raises(ConstraintError, match="cannot|applies to"):
-        constraint.apply("not an output")
+        through(constraint, "not an output")
     with pytest.raises(ValueError, match="at least 2 members"):
         Ensemble(torch.zeros(1, 4))
     with pytest.raises(ConstraintError, match="at least one constraint"):
@@ -266,7 +275,7 @@ def test_equals_gpytorch_conditioning_of_the_joint_gaussian():
     with torch.no_grad(), gpytorch.settings.fast_computations(False, False, False):
         posterior = model(torch.arange(n, dtype=F64)[:, None])
         reference_mean, reference_cov = posterior.mean, posterior.covariance_matrix
-    ours = LinearConstraint(G, b, noise=noise).apply(Gaussian(mean, cov))
+    ours = through(LinearConstraint(G, b, noise=noise), Gaussian(mean, cov))
     assert torch.allclose(ours.mean, reference_mean, atol=1e-8)
     assert torch.allclose(ours.dense_cov(), reference_cov, atol=1e-8)
 
@@ -280,9 +289,9 @@ def test_nonnegativity_after_conservation_keeps_the_mass_and_matches_the_qp():
     cov = 0.02 * torch.exp(-((x[:, None] - x[None, :]) ** 2) / 0.02) + 1e-4 * torch.eye(12)
     G = torch.full((1, 12), 1.0 / 12, dtype=F64)
     b = torch.tensor([0.2], dtype=F64)
-    conserved = LinearConstraint(G, b).apply(Gaussian(mean, cov))
+    conserved = through(LinearConstraint(G, b), Gaussian(mean, cov))
     assert (conserved.mean < 0).any()
-    out = NonNegative().apply(conserved)
+    out = through(NonNegative(), conserved)
     assert (out.mean >= 0).all()
     assert torch.allclose(G @ out.mean, b, atol=1e-10)
     precision = np.linalg.inv(cov.numpy())
@@ -297,7 +306,248 @@ def test_nonnegativity_after_conservation_keeps_the_mass_and_matches_the_qp():
     )
     assert result.success
     assert np.allclose(out.mean.numpy(), result.x, atol=1e-6)
-    untouched = NonNegative().apply(Gaussian(mean.abs(), cov))
+    untouched = through(NonNegative(), Gaussian(mean.abs(), cov))
     assert torch.equal(untouched.mean, mean.abs())
     with pytest.raises(ConstraintError, match="cannot be applied to a tensor"):
-        NonNegative().apply(mean)
+        through(NonNegative(), mean)
+
+
+# ------------------------------------------------------------------------------ dtype and device
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (F64, 1e-12)])
+def test_every_output_kind_keeps_its_dtype_and_device(dtype, tolerance, device):
+    gen = torch.Generator().manual_seed(10)
+    G = torch.randn(2, 7, generator=gen, dtype=F64)
+    b = torch.randn(3, 2, generator=gen, dtype=F64)
+    field = torch.randn(3, 7, generator=gen, dtype=F64).to(device, dtype)
+    variance = (torch.rand(3, 7, generator=gen, dtype=F64) + 0.1).to(device, dtype)
+    members = torch.randn(5, 3, 7, generator=gen, dtype=F64).to(device, dtype)
+    constraint = LinearConstraint(G, b)
+
+    def check(values):
+        assert values.dtype == dtype and values.device == field.device
+        residual = values.double().cpu() @ G.T - b
+        scale = values.double().cpu().abs() @ G.abs().T + b.abs()
+        assert (residual.abs() <= tolerance * scale).all()
+
+    check(through(constraint, field))
+    gaussian = through(constraint, Gaussian(field, variance))
+    check(gaussian.mean)
+    for part in (gaussian.cov.base, gaussian.cov.factor):
+        assert part.dtype == dtype and part.device == field.device
+    full = through(constraint, Gaussian(field, torch.diag_embed(variance)))
+    check(full.mean)
+    assert full.dense_cov().dtype == dtype
+    ensemble = through(constraint, Ensemble(members))
+    assert ensemble.samples.shape == members.shape
+    for member in ensemble.samples:
+        check(member)
+
+
+def test_a_scalar_total_mass_constrains_a_single_field():
+    grid = Grid1D(9, 0.0, 2.0)
+    field = torch.linspace(0.0, 1.0, 9, dtype=F64) ** 2
+    out = through(mass_conservation(grid, 3.0), field)
+    assert out.shape == (9,) and grid.integrate(out).item() == pytest.approx(3.0, abs=1e-12)
+    gaussian = through(mass_conservation(grid, 3.0), Gaussian(field, torch.ones(9, dtype=F64)))
+    assert grid.integrate(gaussian.mean).item() == pytest.approx(3.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ layouts
+
+
+def trapezoid_2d(values, x, y):
+    """``∫∫ u`` over the last two axes ``(h, w)`` by the trapezoid rule, independent of pdes."""
+    inner = np.sum((values[..., 1:] + values[..., :-1]) * np.diff(y) / 2, axis=-1)
+    return np.sum((inner[..., 1:] + inner[..., :-1]) * np.diff(x) / 2, axis=-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    frames=st.one_of(st.none(), st.integers(1, 3)),
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 3),
+    h=st.integers(3, 9),
+    w=st.integers(3, 9),
+    x_range=st.tuples(st.floats(-2.0, 1.0), st.floats(0.2, 3.0)),
+    y_range=st.tuples(st.floats(-2.0, 1.0), st.floats(0.2, 3.0)),
+    dtype=st.sampled_from([torch.float32, F64]),
+    restrict=st.booleans(),
+    named=st.booleans(),
+)
+def test_grid2d_conservation_on_every_frame_and_channel(
+    seed, frames, batch, channels, h, w, x_range, y_range, dtype, restrict, named
+):
+    """(b, c, h, w) and (b, t, c, h, w): one row per frame and channel, integrals as numpy's."""
+    from pdes import Grid2D
+
+    if restrict:
+        channels = 3  # only channel 1 conserved; 0 and 2 must not move
+    leading = (batch, channels) if frames is None else (batch, frames, channels)
+    (x0, dx_total), (y0, dy_total) = x_range, y_range
+    grid = Grid2D(Grid1D(h, x0, x0 + dx_total), Grid1D(w, y0, y0 + dy_total))
+    gen = torch.Generator().manual_seed(seed)
+    field = torch.randn(*leading, h, w, generator=gen, dtype=F64).to(dtype)
+    conserved = leading[:-1] + ((1,) if restrict else (channels,))
+    mass = 4 * torch.rand(conserved, generator=gen, dtype=F64) - 2
+    layout = ("bchw" if frames is None else "btchw") if named else None
+    kept = (1,) if restrict else None
+    out = through(mass_conservation(grid, mass, channels=kept, layout=layout), field)
+    assert out.shape == field.shape and out.dtype == dtype
+    values = out.double().numpy()
+    x = np.linspace(x0, x0 + dx_total, h)
+    y = np.linspace(y0, y0 + dy_total, w)
+    integral = trapezoid_2d(values, x, y)  # leading shape
+    scale = trapezoid_2d(np.abs(values), x, y) + np.abs(integral)
+    rtol = 1e-6 if dtype == torch.float32 else 1e-10
+    if restrict:
+        integral, scale = integral[..., 1:2], scale[..., 1:2]
+        assert torch.equal(out[..., 0, :, :], field[..., 0, :, :])
+        assert torch.equal(out[..., 2, :, :], field[..., 2, :, :])
+    assert np.all(np.abs(integral - mass.numpy()) <= rtol * scale)
+
+
+def test_grid1d_layouts_and_their_errors():
+    from pdes import Grid2D
+
+    grid = Grid1D(11, -1.0, 2.0)
+    weights = np.full(11, 0.3)
+    weights[[0, -1]] = 0.15
+    gen = torch.Generator().manual_seed(11)
+    bcx = torch.randn(2, 3, 11, generator=gen, dtype=F64)
+    mass = torch.randn(2, 3, generator=gen, dtype=F64)
+    out = through(mass_conservation(grid, mass), bcx)
+    assert np.allclose(out.numpy() @ weights, mass.numpy(), rtol=0, atol=1e-12)
+    btcx = torch.randn(2, 4, 3, 11, generator=gen, dtype=F64)
+    mass = torch.randn(2, 4, 3, generator=gen, dtype=F64)
+    out = through(mass_conservation(grid, mass, layout="btcx"), btcx)
+    assert np.allclose(out.numpy() @ weights, mass.numpy(), rtol=0, atol=1e-12)
+    with pytest.raises(ConstraintError, match="layout"):
+        through(mass_conservation(grid, mass), btcx)  # 4 axes: (b, t, c, x) or (b, c, h, w)?
+    with pytest.raises(ConstraintError, match="11 points on its last axis but G has 10"):
+        through(mass_conservation(Grid1D(10), mass, layout="btcx"), btcx)
+    with pytest.raises(ConstraintError, match="11 points on its last axis but G has 12"):
+        through(mass_conservation(Grid1D(12), torch.zeros(2, 3)), bcx)
+    with pytest.raises(ConstraintError, match="does not end in the constraint's grid"):
+        field = torch.zeros(2, 3, 6, 5, dtype=F64)
+        through(mass_conservation(Grid2D(Grid1D(5), Grid1D(6)), torch.zeros(2, 3)), field)
+    with pytest.raises(ConstraintError, match="does not end in the constraint's grid"):
+        field = torch.zeros(2, 3, 5, 7, dtype=F64)
+        through(mass_conservation(Grid2D(Grid1D(5), Grid1D(6)), torch.zeros(2, 3)), field)
+
+
+# ------------------------------------------------------------------------------ bad numbers
+
+
+def ill_conditioned(difference):
+    """Two rows that differ by ``difference`` in one entry, asking for different sums."""
+    G = torch.ones(2, 8, dtype=F64)
+    G[1, 3] += difference
+    return LinearConstraint(G, torch.tensor([0.0, 1.0], dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        lambda: torch.randn(3, 8, dtype=F64),
+        lambda: Gaussian(torch.randn(3, 8, dtype=F64), torch.ones(3, 8, dtype=F64)),
+        lambda: Gaussian(torch.randn(8, dtype=F64), torch.eye(8, dtype=F64)),
+        lambda: Ensemble(torch.randn(6, 3, 8, dtype=F64)),
+        lambda: Ensemble(torch.randn(3, 3, 8, dtype=F64)),  # rows > members - 1: γ I
+    ],
+    ids=["tensor", "gaussian-diagonal", "gaussian-full", "ensemble", "ensemble-few-members"],
+)
+@pytest.mark.parametrize("difference", [1e-9, 1e-7])
+def test_an_ill_conditioned_constraint_raises_with_its_condition_number(output, difference):
+    torch.manual_seed(12)
+    output = output()
+    with pytest.raises(ConstraintError, match="condition number") as error:
+        through(ill_conditioned(difference), output)
+    if difference == 1e-9:  # G Gᵀ is singular in float64: the Cholesky factorisation fails
+        assert "not positive definite" in str(error.value)
+    elif not isinstance(output, Ensemble):  # it succeeds; the residual post-check catches it
+        assert "left a relative residual" in str(error.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_inf_in_any_output_kind_raises(bad):
+    constraint = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64))
+    tensor = torch.zeros(2, 4, dtype=F64)
+    tensor[1, 2] = bad
+    gaussian = Gaussian(torch.zeros(2, 4, dtype=F64), torch.ones(2, 4, dtype=F64))
+    gaussian.mean[0, 1] = bad  # a model may write into its output after building it
+    ensemble = Ensemble(torch.zeros(3, 2, 4, dtype=F64))
+    ensemble.samples[2, 0, 3] = bad
+    for output in (tensor, gaussian, ensemble):
+        with pytest.raises(ConstraintError, match="NaN or inf"):
+            through(constraint, output)
+
+
+# ------------------------------------------------------------------------------ ensembles
+
+
+def test_ensemble_meets_more_rows_than_its_members_can_span():
+    gen = torch.Generator().manual_seed(13)
+    samples = torch.randn(4, 2, 30, generator=gen, dtype=F64)  # 4 members, 2 slices
+    G = torch.randn(6, 30, generator=gen, dtype=F64)  # 6 rows > members - 1
+    b = torch.randn(2, 6, generator=gen, dtype=F64)
+    out = through(LinearConstraint(G, b), Ensemble(samples))
+    assert out.samples.shape == samples.shape
+    assert torch.allclose(out.samples @ G.T, b.expand(4, 2, 6), rtol=0, atol=1e-9)
+    # the centred members alone span 3 directions: the update needed the γ I component
+    A = samples - samples.mean(0)
+    change = (out.samples - samples).reshape(4 * 2, 30)
+    in_span = torch.linalg.lstsq(A.reshape(-1, 30).T, change.T).solution
+    assert not torch.allclose(A.reshape(-1, 30).T @ in_span, change.T, atol=1e-6)
+
+
+def test_ensemble_of_2d_frames_conserves_every_frame_of_every_member():
+    """16 members of (2, 10, 1, 64, 64): built from the centred members, never 4096 × 4096."""
+    from pdes import Grid2D
+
+    grid = Grid2D(Grid1D(64, 0.0, 1.0), Grid1D(64, 0.0, 2.0))
+    gen = torch.Generator().manual_seed(14)
+    samples = torch.randn(16, 2, 10, 1, 64, 64, generator=gen, dtype=F64)
+    mass = torch.randn(2, 10, 1, generator=gen, dtype=F64)
+    out = through(mass_conservation(grid, mass), Ensemble(samples))
+    integral = grid.integrate(out.samples)  # (16, 2, 10, 1)
+    scale = grid.integrate(out.samples.abs())
+    assert ((integral - mass).abs() <= 1e-10 * scale).all()
+
+
+# ------------------------------------------------------------------------------ a module
+
+
+def test_constrained_model_saves_its_rows_and_moves_to_float64():
+    gen = torch.Generator().manual_seed(15)
+    G = torch.randn(2, 6, generator=gen, dtype=F64)
+    b = torch.randn(2, generator=gen, dtype=F64)
+    torch.manual_seed(15)
+    model = constrain(nn.Linear(4, 6), LinearConstraint(G, b))
+    state = model.state_dict()
+    assert torch.equal(state["constraints.0.G"], G) and torch.equal(state["constraints.0.b"], b)
+    assert "G" in dict(model.constraints[0].named_buffers())
+    other = constrain(nn.Linear(4, 6), LinearConstraint(torch.ones(2, 6) + torch.eye(2, 6), b + 1))
+    other.load_state_dict(state)
+    assert torch.equal(other.constraints[0].G, G) and torch.equal(other.constraints[0].b, b)
+    x = torch.randn(3, 4, generator=gen)
+    assert torch.equal(other(x), model(x))
+    model.to(torch.float64)
+    assert model.model.weight.dtype == F64 and model.constraints[0].G.dtype == F64
+    out = model(x.double())
+    assert out.dtype == F64 and torch.allclose(out @ G.T, b.expand(3, 2), rtol=0, atol=1e-12)
+    model.float()  # a cast must not round the rows: they stay float64, the solve's dtype
+    assert torch.equal(model.constraints[0].G, G) and model.constraints[0].G.dtype == F64
+    out = model(x)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out.double() @ G.T, b.expand(3, 2), rtol=0, atol=1e-5)

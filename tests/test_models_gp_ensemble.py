@@ -3,12 +3,14 @@ solutions, hand-computed mixture moments, and round trips through files."""
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 
 import gpytorch
 import pytest
 import torch
+from torch import nn
 
 from pdes.gpme import diffusion_exact
 from pdes.grid import Grid1D
@@ -203,7 +205,7 @@ def test_gp_prediction_feeds_probconserv_to_exact_conservation(noisy_gp):
     t = torch.linspace(0, 1, 4, dtype=F64)
     prediction = gp.predict(t, grid.coordinates())
     constraint = mass_conservation(grid, torch.zeros(4, dtype=F64))
-    updated = constraint.apply(prediction)
+    updated = constrain(nn.Identity(), constraint)(prediction)
     assert (updated.mean @ grid.weights()).abs().max() < 1e-10
 
 
@@ -389,14 +391,17 @@ def test_loading_refuses_untrusted_or_broken_files(fitted_ensemble, tmp_path):
         DeepEnsemble.load(tmp_path / "missing.pt")
 
 
-def test_constrained_ensemble_conserves_mass_on_a_grid(fitted_ensemble):
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (F64, 1e-10)])
+def test_constrained_ensemble_conserves_mass_on_a_grid(fitted_ensemble, dtype, atol):
     grid = Grid1D(11, -1.0, 1.0)
-    inputs = grid.coordinates(dtype=torch.float32)[None, :, None].expand(3, 11, 1)
-    model = constrain(fitted_ensemble, mass_conservation(grid, torch.ones(3, dtype=F64)))
+    inputs = grid.coordinates(dtype=dtype)[None, :, None].expand(3, 11, 1)
+    ensemble = copy.deepcopy(fitted_ensemble).to(dtype)
+    model = constrain(ensemble, mass_conservation(grid, torch.ones(3, dtype=F64)))
     with torch.no_grad():
         output = model(inputs)
-    assert output.mean.shape == (3, 11)
-    assert torch.allclose(output.mean @ grid.weights(), torch.ones(3, dtype=F64), atol=1e-10)
+    assert output.mean.shape == (3, 11) and output.mean.dtype == dtype  # the model's dtype kept
+    mass = output.mean.to(F64) @ grid.weights(dtype=F64)
+    assert torch.allclose(mass, torch.ones(3, dtype=F64), atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize(

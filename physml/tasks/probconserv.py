@@ -25,13 +25,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from pdes import problems  # noqa: E402
 from pdes.gpme import pme_total_mass, stefan_total_mass, stefan_z1  # noqa: E402
 
 from .. import metrics  # noqa: E402
 from .._io import atomic_write_text  # noqa: E402
-from ..constraints import mass_conservation  # noqa: E402
+from ..constraints import constrain, mass_conservation  # noqa: E402
 from ..models import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp  # noqa: E402
 from ..models.common import unflatten  # noqa: E402
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
@@ -121,26 +122,37 @@ def train_models(
     return models
 
 
-def _as_grid_gaussian(prediction: Gaussian, nt: int, nx: int) -> Gaussian:
-    return Gaussian(
-        unflatten(prediction.mean.to(F64), nt, nx), unflatten(prediction.variance().to(F64), nt, nx)
-    )
+class OnGrid(nn.Module):
+    """A surrogate's Gaussian at the grid points reshaped onto the (t, x) grid, in float64.
+
+    ``forward(*inputs)`` → mean and diagonal variance ``(function, T, X)``: one row of a
+    conservation constraint per time slice.
+    """
+
+    def __init__(self, model: nn.Module, nt: int, nx: int) -> None:
+        super().__init__()
+        self.model, self.nt, self.nx = model, nt, nx
+
+    def forward(self, *inputs: torch.Tensor) -> Gaussian:
+        prediction = self.model(*inputs)
+        mean, variance = prediction.mean.to(F64), prediction.variance().to(F64)
+        return Gaussian(unflatten(mean, self.nt, self.nx), unflatten(variance, self.nt, self.nx))
 
 
 def predict(
     models: dict[str, AttentiveNeuralProcess], batch, grid, mass: torch.Tensor, nt: int, nx: int
 ) -> dict[str, Gaussian]:
     """Every method's Gaussian over the (t, x) grid, mean ``(function, T, X)``."""
-    context_x, context_y, target_x = batch[0], batch[1], batch[2]
-    with torch.no_grad():
-        anp = _as_grid_gaussian(models["anp"](context_x, context_y, target_x), nt, nx)
-        softc = _as_grid_gaussian(models["softc-anp"](context_x, context_y, target_x), nt, nx)
-    return {
+    inputs = batch[0], batch[1], batch[2]  # context x, context y, target x
+    anp = OnGrid(models["anp"], nt, nx)
+    methods = {
         "anp": anp,
-        "softc-anp": softc,
-        "hardc-anp": mass_conservation(grid, mass, projection="euclidean").apply(anp),
-        "probconserv-anp": mass_conservation(grid, mass).apply(anp),
+        "softc-anp": OnGrid(models["softc-anp"], nt, nx),
+        "hardc-anp": constrain(anp, mass_conservation(grid, mass, projection="euclidean")),
+        "probconserv-anp": constrain(anp, mass_conservation(grid, mass)),
     }
+    with torch.no_grad():
+        return {name: model(*inputs) for name, model in methods.items()}
 
 
 def _slice(gaussian: Gaussian, index: int) -> Gaussian:
