@@ -80,7 +80,7 @@ def peak_mb(function: Callable[[], object]) -> float:
 
 
 def _fields(output) -> torch.Tensor:
-    """What a constraint acts on, in float64: the tensor, a Gaussian's mean, an Ensemble's members."""
+    """What a constraint acts on, in float64: a tensor, a Gaussian's mean, an Ensemble's members."""
     if isinstance(output, Gaussian):
         return output.mean.double()
     if isinstance(output, Ensemble):
@@ -458,12 +458,15 @@ def ensemble_update_rows(sides: list[int], seed: int, repeats: float) -> list[di
         dense_bytes = 10 * n * n * 8
         if dense_bytes < 4 * 2**30:
             flat_mass = mass.double().reshape(1, 10, 1)[..., 0]
-            row["nxn_fwd_ms"] = 1e3 * best_time(
-                lambda: dense_route(samples, grid.weights(), flat_mass), 1, 0.0
-            )
-            row["nxn_peak_mb"] = peak_mb(lambda: dense_route(samples, grid.weights(), flat_mass))
+
+            def dense(samples=samples, weights=grid.weights(), mass=flat_mass):
+                return dense_route(samples, weights, mass)
+
+            row["nxn_fwd_ms"] = 1e3 * best_time(dense, 1, 0.0)
+            row["nxn_peak_mb"] = peak_mb(dense)
         else:
-            row["nxn_note"] = f"not run: the n x n covariances alone take {dense_bytes / 2**30:.0f} GiB"
+            size = dense_bytes / 2**30
+            row["nxn_note"] = f"not run: the n x n covariances alone take {size:.0f} GiB"
         rows.append(row)
     return rows
 

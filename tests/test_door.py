@@ -58,7 +58,8 @@ def test_boundary_condition_on_a_model_without_kernel_layers_uses_the_output_sea
 
 class LinearSampler(nn.Module):
     """A toy reverse process: ``z ← a z + guidance(z, t)`` for ``t = steps-1, …, 0``, from the
-    context. Guided by ``s (c − z)`` the result is ``r^N z₀ + s c (1 − r^N) / (1 − r)``, ``r = a − s``.
+    context. Guided by ``s (c − z)`` the result is ``r^N z₀ + s c (1 − r^N) / (1 − r)``,
+    ``r = a − s``.
     """
 
     def __init__(self, a: float = 0.9):
