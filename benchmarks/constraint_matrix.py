@@ -445,9 +445,7 @@ def ensemble_update_rows(sides: list[int], seed: int, repeats: float) -> list[di
             "output": "ensemble",
             "members": 16,
             "frames": 10,
-            "violation_before": mass_violation(grid.weights(), mass.double(), 2)(
-                samples.double()
-            ),
+            "violation_before": mass_violation(grid.weights(), mass.double(), 2)(samples.double()),
             "violation_after": violation,
             "exact": True,
             "dtype_kept": True,
@@ -458,8 +456,9 @@ def ensemble_update_rows(sides: list[int], seed: int, repeats: float) -> list[di
         dense_bytes = 10 * n * n * 8
         if dense_bytes < 4 * 2**30:
             flat_mass = mass.double().reshape(1, 10, 1)[..., 0]
+            weights = grid.weights()
 
-            def dense(samples=samples, weights=grid.weights(), mass=flat_mass):
+            def dense(samples=samples, weights=weights, mass=flat_mass):
                 return dense_route(samples, weights, mass)
 
             row["nxn_fwd_ms"] = 1e3 * best_time(dense, 1, 0.0)
