@@ -15,6 +15,7 @@ time the ensemble update for 16 members × 10 frames at 64² and 128² beside th
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import re
 import sys
@@ -61,6 +62,17 @@ COLUMNS = (
 def _status(field: str) -> float:
     text = Path("/proc/self/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+)", text).group(1)) / 1024
+
+
+def unpooled_large_allocations() -> None:
+    """Make glibc map every allocation of 64 KiB or more on its own and unmap it when freed, so
+    that resident memory follows live tensors and a call's peak shows in VmHWM (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def peak_mb(function: Callable[[], object]) -> float:
@@ -385,6 +397,7 @@ def output_kind(output) -> str:
 
 
 def run_case(case: Case, repeats: float) -> list[dict]:
+    """Violations, dtype and forward times of each constraint on ``case`` (peaks: :func:`peaks`)."""
     rows = []
     case.model.eval()
     with torch.no_grad():
@@ -393,8 +406,6 @@ def run_case(case: Case, repeats: float) -> list[dict]:
         for method, (constraints, measures) in case.constraints.items():
             wrapped = constrain(case.model, *constraints)
             out = wrapped(*case.inputs)
-            before = max(measure(_fields(plain)) for measure in measures)
-            after = max(measure(_fields(out)) for measure in measures)
             wrapped_s = best_time(lambda w=wrapped: w(*case.inputs), 3, repeats)
             rows.append(
                 {
@@ -402,18 +413,28 @@ def run_case(case: Case, repeats: float) -> list[dict]:
                     "method": method,
                     "output": output_kind(out),
                     "seam": "operator+output" if wrapped.kernel else "output",
-                    "violation_before": before,
-                    "violation_after": after,
+                    "violation_before": max(measure(_fields(plain)) for measure in measures),
+                    "violation_after": max(measure(_fields(out)) for measure in measures),
                     "exact": True,
                     "dtype_kept": _dtype(out) == _dtype(plain),
                     "fwd_ms": 1e3 * wrapped_s,
                     "plain_fwd_ms": 1e3 * plain_s,
                     "fwd_ratio": wrapped_s / plain_s,
-                    "peak_mb": peak_mb(lambda w=wrapped: w(*case.inputs)),
-                    "plain_peak_mb": peak_mb(lambda: case.model(*case.inputs)),
                 }
             )
     return rows
+
+
+def peaks(case: Case, rows: list[dict]) -> None:
+    """Add the constrained and plain forwards' peak memory to ``case``'s rows."""
+    with torch.no_grad():
+        plain = peak_mb(lambda: case.model(*case.inputs))
+        for row in rows:
+            if row["case"] != case.name:
+                continue
+            wrapped = constrain(case.model, *case.constraints[row["method"]][0])
+            row["peak_mb"] = peak_mb(lambda w=wrapped: w(*case.inputs))
+            row["plain_peak_mb"] = plain
 
 
 def dense_route(samples: torch.Tensor, weights: torch.Tensor, mass: torch.Tensor):
@@ -450,8 +471,8 @@ def ensemble_update_rows(sides: list[int], seed: int, repeats: float) -> list[di
             "exact": True,
             "dtype_kept": True,
             "fwd_ms": 1e3 * seconds,
-            "peak_mb": peak_mb(lambda m=model, e=ensemble: m(e)),
         }
+        deferred = {"peak_mb": lambda m=model, e=ensemble: m(e)}
         n = side * side
         dense_bytes = 10 * n * n * 8
         if dense_bytes < 4 * 2**30:
@@ -462,10 +483,11 @@ def ensemble_update_rows(sides: list[int], seed: int, repeats: float) -> list[di
                 return dense_route(samples, weights, mass)
 
             row["nxn_fwd_ms"] = 1e3 * best_time(dense, 1, 0.0)
-            row["nxn_peak_mb"] = peak_mb(dense)
+            deferred["nxn_peak_mb"] = dense
         else:
             size = dense_bytes / 2**30
             row["nxn_note"] = f"not run: the n x n covariances alone take {size:.0f} GiB"
+        row["peaks"] = lambda deferred=deferred: {k: peak_mb(f) for k, f in deferred.items()}
         rows.append(row)
     return rows
 
@@ -490,14 +512,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    unpooled_large_allocations()
     started = time.perf_counter()
     repeats = 0.02 if args.quick else 0.3
     rows = []
-    for case in build_cases(args.quick, args.seed):
+    cases = build_cases(args.quick, args.seed)
+    for case in cases:
         rows += run_case(case, repeats)
         print(f"{case.name}: {len(case.constraints)} rows", flush=True)
     rows += ensemble_update_rows([32] if args.quick else [64, 128], args.seed, repeats)
+    unpooled_large_allocations()  # after the timings: it slows allocation-heavy models down
+    for case in cases:
+        peaks(case, rows)
+    for row in rows:
+        if row["case"] == "ensemble-update":
+            row.update(row.pop("peaks")())
     write_results(
         "constraint_matrix",
         rows,

@@ -211,16 +211,29 @@ class LinearConstraint(Constraint):
         if self.channels is not None:
             leading = (*leading[:-1], len(self.channels))
         rows = (*leading, self.G.shape[0])
-        try:
-            fits = torch.broadcast_shapes(rows, b.shape) == rows
-        except RuntimeError:
-            fits = False
+        shape = tuple(b.shape)
+        fits = len(shape) <= len(rows) and all(
+            s in (1, r) for s, r in zip(reversed(shape), reversed(rows), strict=False)
+        )
         if not fits:
             raise ConstraintError(
-                f"b of shape {tuple(b.shape)} does not fit {name}: b must broadcast to {rows} "
+                f"b of shape {shape} does not fit {name}: b must broadcast to {rows} "
                 "(one target per row and slice) without adding axes"
             )
-        return b.to(device)
+        return b if b.device == device else b.to(device)
+
+    def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``G``, the projector ``Gᵀ (G Gᵀ)⁻¹`` and ``Σ_j |G_ij|`` on ``device``, cached.
+
+        The cache follows ``G``'s storage and version counter (``load_state_dict`` copies in).
+        """
+        key = (self.G.data_ptr(), self.G._version, str(device))
+        if getattr(self, "_cache_key", None) != key:
+            G = self.G.to(device)
+            projector = torch.cholesky_solve(G, _cholesky(G @ G.T, G)).T
+            self._cache = (G, projector, G.abs().sum(-1))
+            self._cache_key = key
+        return self._cache
 
     def _check_residual(
         self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor, before: torch.Tensor
@@ -232,11 +245,16 @@ class LinearConstraint(Constraint):
         """
         if self.noise > 0:
             return
-        residual = (u @ G.T - b).abs()
-        # Σ_j |G_ij| max|u| bounds Σ_j |G_ij u_j| at the cost of one pass over each field
-        largest = _largest_magnitude(u) + _largest_magnitude(before.detach())
-        scale = largest[..., None] * G.abs().sum(-1) + b.abs()
-        worst = (residual / scale.clamp(min=torch.finfo(F64).tiny)).max().item()
+        infinity = float("inf")
+        residual = torch.linalg.vector_norm(u @ G.T - b, infinity)
+        # Σ_j |G_ij u_j| ≤ max_i Σ_j |G_ij| · max|u|: a bound from four reductions
+        magnitude = torch.linalg.vector_norm(u, infinity) + torch.linalg.vector_norm(
+            before.detach(), infinity
+        )
+        largest_row = self._matrices(u.device)[2].max()
+        scale = magnitude * largest_row + torch.linalg.vector_norm(b, infinity)
+        residual, scale = torch.stack([residual, scale]).tolist()
+        worst = residual / max(scale, torch.finfo(F64).tiny)
         if not worst <= RESIDUAL_TOLERANCE:
             condition = torch.linalg.cond(G).item()
             raise ConstraintError(
@@ -251,7 +269,7 @@ class LinearConstraint(Constraint):
         """``G u − b`` ``(..., k)`` in float64: how far a field ``u`` is from meeting the rows."""
         leading = self._layout(u, "u")
         b = self._target_for(self.prepare(*inputs), leading, "u", u.device)
-        return self._flat(u) @ self.G.to(u.device).T - b
+        return self._flat(u) @ self._matrices(u.device)[0].T - b
 
     # ------------------------------------------------------------------------------ updates
 
@@ -260,10 +278,9 @@ class LinearConstraint(Constraint):
         leading = self._layout(output, "output")
         name = f"output of shape {tuple(output.shape)}"
         b = self._target_for(state, leading, name, output.device)
-        G, u = self.G.to(output.device), self._flat(output)
-        L = _cholesky(G @ G.T, G)
-        correction = torch.cholesky_solve((u @ G.T - b).unsqueeze(-1), L).squeeze(-1)
-        new = u - correction @ G
+        G, projector, _ = self._matrices(output.device)
+        u = self._flat(output)
+        new = u - (u @ G.T - b) @ projector.T
         self._check_residual(G, new.detach(), b, u)
         return self._unflat(new, output)
 
@@ -280,7 +297,7 @@ class LinearConstraint(Constraint):
         mean_name = f"mean of shape {tuple(output.mean.shape)}"
         b = self._target_for(state, leading, mean_name, output.mean.device)
         dtype = output.mean.dtype
-        G, mean = self.G.to(output.mean.device), output.mean.to(F64)
+        G, mean = self._matrices(output.mean.device)[0], output.mean.to(F64)
         cov = output.cov
         if isinstance(cov, LowRankCovariance):
             base, factor = cov.base.to(F64), cov.factor.to(F64)
@@ -293,14 +310,21 @@ class LinearConstraint(Constraint):
             if self.check_psd:
                 _check_psd(base)
             K = base @ G.T  # (..., n, k)
-        S = G @ K + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
-        L = _cholesky(S, G)
+        S = G @ K  # (..., k, k)
+        if self.noise:
+            S = S + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
         mismatch = (mean @ G.T - b).unsqueeze(-1)
-        new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
+        if G.shape[0] == 1:  # one row: S is a number per slice, no factorisation needed
+            if not bool((S > 0).all()):
+                _cholesky(S, G)  # raises with the reason
+            new_mean = mean - (K * (mismatch / S)).squeeze(-1)
+            update = K / S.sqrt()
+        else:
+            L = _cholesky(S, G)
+            new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
+            update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False)
+            update = update.transpose(-1, -2)
         self._check_residual(G, new_mean.detach(), b, mean)
-        update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False).transpose(
-            -1, -2
-        )
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype))
         return Gaussian(new_mean.to(dtype), covariance)
@@ -311,7 +335,7 @@ class LinearConstraint(Constraint):
         leading = self._layout(samples[0], "each member")
         name = f"samples of shape {tuple(samples.shape)} (member first)"
         b = self._target_for(state, leading, name, samples.device)
-        G, X = self.G.to(samples.device), self._flat(samples)
+        G, X = self._matrices(samples.device)[0], self._flat(samples)
         members, k = X.shape[0], G.shape[0]
         GX = X @ G.T  # (member, ..., k)
         GA = GX - GX.mean(0)  # G applied to the centred members
@@ -343,12 +367,6 @@ class LinearConstraint(Constraint):
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
     """``(..., n, member)`` → ``(member, ..., n)``."""
     return correction.movedim(-1, 0)
-
-
-def _largest_magnitude(u: torch.Tensor) -> torch.Tensor:
-    """``max |u|`` over the last axis, without forming ``|u|``."""
-    low, high = torch.aminmax(u, dim=-1)
-    return torch.maximum(-low, high)
 
 
 def _check_psd(cov: torch.Tensor) -> None:
