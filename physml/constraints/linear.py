@@ -340,11 +340,20 @@ class LinearConstraint(Constraint):
         GX = X @ G.T  # (member, ..., k)
         GA = GX - GX.mean(0)  # G applied to the centred members
         # Σ Gᵀ = A (GA)ᵀ / (m − 1), and A may be replaced by X since Σ_m GA_m = 0: (..., n, k)
-        CG = torch.einsum("m...n,m...k->...nk", X, GA) / (members - 1)
-        S = torch.einsum("m...i,m...j->...ij", GA, GA) / (members - 1)
-        S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
+        members_last = GA.movedim(0, -2)  # (..., member, k)
+        CG = (X.movedim(0, -1) @ members_last) / (members - 1)
+        S = (members_last.transpose(-1, -2) @ members_last) / (members - 1)
+        if self.noise:
+            S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
         mismatch = (GX - b).movedim(0, -1)  # (..., k, member)
-        if k <= members - 1:
+        if k == 1 and members > 1 and bool((S > 0).all()):  # S is a number per slice
+            new = X - _members_last(CG @ (mismatch / S))
+            try:
+                self._check_residual(G, new.detach(), b, X)
+                return Ensemble(self._unflat(new, samples))
+            except ConstraintError:
+                pass  # the members do not span the row well: add γ I below
+        elif k <= members - 1:
             L, info = torch.linalg.cholesky_ex(S)
             if not (info > 0).any():
                 new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))

@@ -19,17 +19,25 @@ from .base import Constraint
 F64 = torch.float64
 
 
-def _pin_to_zero(mean: torch.Tensor, cov: torch.Tensor, index: torch.Tensor):
-    """``(mean, cov)`` of one Gaussian ``(n,), (n, n)`` conditioned on ``u[index] = 0``."""
-    K = cov[:, index]
-    L, info = torch.linalg.cholesky_ex(cov[index][:, index])
-    if info > 0:
+def _pin_to_zero(mean: torch.Tensor, cov: torch.Tensor, active: torch.Tensor):
+    """``(mean, cov)`` of Gaussians ``(s, n), (s, n, n)`` conditioned on ``u_i = 0`` where
+    ``active (s, n)``, all slices at once.
+
+    ``M = D Σ D + (I − D)`` (``D`` the active mask) holds ``Σ_AA`` on the active block and the
+    identity elsewhere, so ``M⁻¹ D`` is ``Σ_AA⁻¹`` padded with zeros.
+    """
+    pinned = active.to(cov.dtype)
+    M = cov * pinned[:, :, None] * pinned[:, None, :] + torch.diag_embed(1.0 - pinned)
+    L, info = torch.linalg.cholesky_ex(M)
+    if (info > 0).any():
         raise ConstraintError(
             "non-negativity is infeasible here: the points to pin at zero have (nearly) no "
             "variance left, or pinning them contradicts the constraints already imposed"
         )
-    gain = torch.cholesky_solve(K.T, L).T  # (n, |index|)
-    return mean - gain @ mean[index], cov - gain @ K.T
+    weights = torch.cholesky_solve((pinned * mean)[..., None], L)  # zero off the active set
+    new_mean = torch.where(active, 0.0, mean - (cov @ weights)[..., 0])  # exact zeros
+    gain = torch.cholesky_solve(pinned[:, :, None] * cov, L)  # M⁻¹ D Σ
+    return new_mean, cov - cov @ gain
 
 
 class NonNegative(Constraint):
@@ -38,8 +46,8 @@ class NonNegative(Constraint):
     Args:
         tolerance: means above ``-tolerance`` count as non-negative.
 
-    The output's covariance is dense ``(..., n, n)``; the work is one small solve per time slice
-    and active-set iteration.
+    The output's covariance is dense ``(..., n, n)``; each active-set iteration is one batched
+    solve over all slices.
     """
 
     def __init__(self, tolerance: float = 0.0) -> None:
@@ -49,20 +57,19 @@ class NonNegative(Constraint):
         self.tolerance = float(tolerance)
 
     def apply_gaussian(self, output: Gaussian, state: object = None) -> Gaussian:
-        mean = output.mean.to(F64)
-        cov = output.dense_cov().to(F64)
-        n = mean.shape[-1]
-        means, covs = mean.reshape(-1, n).clone(), cov.reshape(-1, n, n).clone()
-        for k in range(means.shape[0]):
-            active = torch.zeros(n, dtype=torch.bool, device=mean.device)
-            m, c = means[k], covs[k]
-            while True:
-                negative = m < -self.tolerance
-                if not negative.any():
-                    break
-                active |= negative
-                m, c = _pin_to_zero(means[k], covs[k], active.nonzero().flatten())
-                m = torch.where(active, torch.zeros_like(m), m)  # exactly zero, not round-off
-            means[k], covs[k] = m, c
         dtype = output.mean.dtype
-        return Gaussian(means.reshape(mean.shape).to(dtype), covs.reshape(cov.shape).to(dtype))
+        mean = output.mean.to(F64)
+        n = mean.shape[-1]
+        means = mean.reshape(-1, n)
+        active = means < -self.tolerance
+        if not bool(active.any()):
+            return output
+        covs = output.dense_cov().to(F64).reshape(-1, n, n)
+        for _ in range(n):
+            new_mean, new_cov = _pin_to_zero(means, covs, active)
+            negative = new_mean < -self.tolerance
+            if not bool(negative.any()):
+                break
+            active |= negative
+        shape = (*mean.shape, n)
+        return Gaussian(new_mean.reshape(mean.shape).to(dtype), new_cov.reshape(shape).to(dtype))
