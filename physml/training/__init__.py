@@ -1,0 +1,26 @@
+"""One training path for every model family: a :class:`Trainer`, its checkpoints and scale-out.
+
+- :class:`Trainer` — the loop: a fixed global batch drawn by step from ``(seed, epoch)``, Adam with
+  an optional cosine schedule, gradient clipping, validation, tqdm progress, ``--device``;
+- checkpoints (:mod:`.checkpoint`) — one format: model and optimiser state, RNG state, step, the
+  model's config and a fingerprint of the training data; resuming on other data is an error, and a
+  kill -9 followed by a resume gives the bitwise result of an uninterrupted run;
+- :mod:`.distributed` — ``torchrun`` processes (gloo on CPU, nccl on GPU): DDP, each rank a slice
+  of the same global batch, checkpoints written by rank 0 and loadable at any world size.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .distributed import World, world
+from .fingerprint import fingerprint
+from .trainer import TrainConfig, Trainer, TrainReport
+
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainReport",
+    "Trainer",
+    "World",
+    "fingerprint",
+    "load_checkpoint",
+    "world",
+]

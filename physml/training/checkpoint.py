@@ -1,0 +1,67 @@
+"""The one checkpoint format: ``DIR/checkpoint.pt`` holding state dicts, RNG state, step, the
+model's config and the training data's fingerprint; written atomically, read with
+``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .._io import atomic_path
+from .fingerprint import differences
+
+FORMAT = "physml-checkpoint/1"
+NAME = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here: another format, other data, another model."""
+
+
+def checkpoint_path(directory: str | os.PathLike) -> Path:
+    return Path(directory) / NAME
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically."""
+    path = checkpoint_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        torch.save({"format": FORMAT, **state}, temporary)
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike, map_location: str = "cpu") -> dict:
+    """The checkpoint in ``directory`` (a folder or the file itself), format checked."""
+    path = Path(directory)
+    path = path if path.is_file() else checkpoint_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint: no {NAME} in {str(path.parent)!r}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise CheckpointError(f"checkpoint: {str(path)!r} cannot be read ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
+    return state
+
+
+def check_same_data(state: dict, current: dict, directory: str | os.PathLike) -> None:
+    """Resuming on other data is an error naming each difference."""
+    found = differences(state["fingerprint"], current)
+    if found:
+        raise CheckpointError(
+            f"checkpoint: {str(directory)!r} was trained on other data; refusing to resume "
+            f"({'; '.join(found)}). Use another --out, or the data it was made on."
+        )
+
+
+def check_same_model(state: dict, model_config: dict | None, directory) -> None:
+    saved = state.get("model_config")
+    if model_config is not None and saved != model_config:
+        raise CheckpointError(
+            f"checkpoint: {str(directory)!r} holds another model ({saved!r}), not {model_config!r}"
+        )

@@ -1,0 +1,43 @@
+"""Processes launched by ``torchrun``: which rank this is, and the process group.
+
+Slurm, Kubernetes or a cloud scheduler launch ``torchrun``; the toolkit adds no launcher. Without
+``torchrun`` (no ``WORLD_SIZE`` in the environment) the world is one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """``rank`` of ``size`` processes; rank 0 writes checkpoints and shows progress."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def world(device: str = "cpu") -> World:
+    """The current world, joining the ``torchrun`` process group on first use (gloo on CPU, nccl
+    on CUDA)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1 and not dist.is_initialized():
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return World(dist.get_rank(), dist.get_world_size())

@@ -1,0 +1,281 @@
+"""The training loop every model family shares.
+
+A step draws the next slice of a permutation of the training set fixed by ``(seed, epoch)``: the
+global batch is the same whatever the number of processes, each rank taking ``batch / world``
+samples of it (``DistributedSampler`` with ``set_epoch``). The learning rate is a function of the
+step alone, so a run resumed from a checkpoint replays exactly what the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler, default_collate
+from tqdm import tqdm
+
+from .checkpoint import (
+    check_same_data,
+    check_same_model,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .distributed import World, world
+from .fingerprint import fingerprint
+
+Loss = Callable[[nn.Module, object], torch.Tensor]
+SCHEDULES = ("cosine", "constant")
+
+
+def _integer(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device that exists here, else a one-line error."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return parsed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (a TOML file or the CLI flags give the same fields).
+
+    ``batch`` is the global batch (divided among ``torchrun`` processes); ``clip`` the largest
+    gradient norm (``None``: no clipping); ``checkpoint_every`` and ``validate_every`` count steps
+    (``0`` validates only at the end).
+    """
+
+    steps: int = 1000
+    batch: int = 32
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    clip: float | None = None
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    validate_every: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _integer("steps", self.steps, 1)
+        _integer("batch", self.batch, 1)
+        _integer("seed", self.seed, 0)
+        _integer("checkpoint_every", self.checkpoint_every, 1)
+        _integer("validate_every", self.validate_every, 0)
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ValueError("lr must be > 0, got 0")
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
+            raise ValueError(f"clip must be a number > 0 or None, got {self.clip!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check_device(self.device)
+
+    def learning_rate(self, step: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.steps))
+
+
+@dataclass
+class TrainReport:
+    """What a run did: the loss of every step (mean over ranks), validation losses, timing."""
+
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    resumed_from: int = 0
+    wall_s: float = 0.0
+    samples_per_s: float = 0.0
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1]
+
+
+class Trainer:
+    """Train ``model`` on ``loss(model, batch)`` with Adam, checkpointing into ``out``.
+
+    Args:
+        model: any ``nn.Module``; ``loss`` receives it (wrapped in DDP under ``torchrun``) and a
+            collated batch of the dataset's items, and returns the scalar loss of that batch.
+        config: a :class:`TrainConfig`.
+        out: the run's folder; a checkpoint there is resumed (same data, same model config).
+        model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
+        quiet: no progress bar.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss,
+        config: TrainConfig,
+        out: str | Path | None = None,
+        model_config: dict | None = None,
+        quiet: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not callable(loss):
+            raise TypeError(f"loss must be a callable loss(model, batch), got {type(loss)}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.model, self.loss, self.config = model, loss, config
+        self.out = None if out is None else Path(out)
+        self.model_config = model_config
+        self.quiet = quiet
+
+    # ------------------------------------------------------------------------------------ run
+
+    def fit(self, train: Dataset, validation: Dataset | None = None) -> TrainReport:
+        """Train to ``config.steps`` (resuming from ``out`` when a checkpoint is there)."""
+        config, here = self.config, world(self.config.device)
+        device = check_device(config.device)
+        if config.batch % here.size:
+            raise ValueError(
+                f"batch ({config.batch}) must be divisible by the {here.size} processes"
+            )
+        if config.batch > len(train):
+            raise ValueError(f"batch ({config.batch}) exceeds the {len(train)} training samples")
+        data_print = fingerprint(train)
+        model = self.model.to(device)
+        optimiser = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        report = TrainReport(steps=config.steps)
+        torch.manual_seed(config.seed)
+        step = self._resume(model, optimiser, data_print, report)
+        trained = DistributedDataParallel(model) if here.size > 1 else model
+        sampler = DistributedSampler(
+            train, here.size, here.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        per_rank, per_epoch = config.batch // here.size, len(train) // config.batch
+        order: tuple[int, list[int]] | None = None
+        started, done = time.perf_counter(), step
+        bar = tqdm(
+            total=config.steps,
+            initial=step,
+            desc="train",
+            disable=self.quiet or not here.is_main,
+            dynamic_ncols=True,
+        )
+        model.train()
+        while step < config.steps:
+            epoch, position = divmod(step, per_epoch)
+            if order is None or order[0] != epoch:
+                sampler.set_epoch(epoch)
+                order = (epoch, list(sampler))
+            indices = order[1][position * per_rank : (position + 1) * per_rank]
+            batch = _to(default_collate([train[i] for i in indices]), device)
+            for group in optimiser.param_groups:
+                group["lr"] = config.learning_rate(step)
+            optimiser.zero_grad(set_to_none=True)
+            loss = self.loss(trained, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
+            loss.backward()
+            if config.clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimiser.step()
+            report.losses.append(_mean_over_ranks(loss.detach(), here))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{report.losses[-1]:.4g}", refresh=False)
+            if validation is not None and (
+                step == config.steps
+                or (config.validate_every and step % config.validate_every == 0)
+            ):
+                report.validation.append((step, self.validate(model, validation, device)))
+                model.train()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                self._save(model, optimiser, data_print, report, step, here)
+        bar.close()
+        report.wall_s = time.perf_counter() - started
+        report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
+        return report
+
+    def validate(self, model: nn.Module, dataset: Dataset, device: torch.device) -> float:
+        """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient)."""
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(dataset), self.config.batch):
+                items = [
+                    dataset[i] for i in range(start, min(start + self.config.batch, len(dataset)))
+                ]
+                total += float(self.loss(model, _to(default_collate(items), device))) * len(items)
+                count += len(items)
+        return total / count
+
+    # ------------------------------------------------------------------------------ checkpoints
+
+    def _resume(self, model, optimiser, data_print, report: TrainReport) -> int:
+        if self.out is None or not checkpoint_path(self.out).exists():
+            return 0
+        state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
+        check_same_data(state, data_print, self.out)
+        check_same_model(state, self.model_config, self.out)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        report.losses[:] = list(state["losses"])
+        report.validation[:] = [tuple(v) for v in state["validation"]]
+        report.resumed_from = int(state["step"])
+        return int(state["step"])
+
+    def _save(self, model, optimiser, data_print, report, step: int, here: World) -> None:
+        if self.out is not None and here.is_main:
+            save_checkpoint(
+                self.out,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimiser.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": step,
+                    "config": asdict(self.config),
+                    "model_config": self.model_config,
+                    "fingerprint": data_print,
+                    "losses": report.losses,
+                    "validation": [list(v) for v in report.validation],
+                },
+            )
+        here.barrier()
+
+
+def _to(batch: object, device: torch.device) -> object:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(part, device) for part in batch)
+    if isinstance(batch, dict):
+        return {key: _to(value, device) for key, value in batch.items()}
+    return batch
+
+
+def _mean_over_ranks(loss: torch.Tensor, here: World) -> float:
+    if here.size > 1:
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= here.size
+    return float(loss)

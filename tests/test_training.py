@@ -1,0 +1,160 @@
+"""The one Trainer: bitwise resume after a crash, data fingerprints, bad settings, two processes."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+
+
+def data(seed=0, n=24):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 16, generator=gen)
+    return TensorDataset(x, x.roll(1, -1) * 0.5 + 0.1)
+
+
+def model(dropout=0.1):
+    torch.manual_seed(1)
+    layers = [nn.Conv1d(1, 8, 3, padding=1), nn.Dropout(dropout), nn.GELU(), nn.Conv1d(8, 1, 1)]
+    return nn.Sequential(*layers)
+
+
+def mse(net, batch):
+    x, y = batch
+    return (net(x) - y).square().mean()
+
+
+CONFIG = TrainConfig(steps=12, batch=6, lr=1e-2, clip=1.0, checkpoint_every=4, seed=3)
+
+
+class Crash(Exception):
+    pass
+
+
+def crashing(at_step):
+    calls = {"n": 0}
+
+    def loss(net, batch):
+        calls["n"] += 1
+        if calls["n"] > at_step:
+            raise Crash
+        return mse(net, batch)
+
+    return loss
+
+
+def test_a_run_resumed_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
+    whole = Trainer(model(), mse, CONFIG, tmp_path / "whole", quiet=True)
+    report = whole.fit(data())
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(7), CONFIG, tmp_path / "cut", quiet=True).fit(data())
+    assert load_checkpoint(tmp_path / "cut")["step"] == 4
+    resumed_model = model()
+    resumed = Trainer(resumed_model, mse, CONFIG, tmp_path / "cut", quiet=True).fit(data())
+    assert resumed.resumed_from == 4
+    assert resumed.losses == report.losses
+    for a, b in zip(
+        whole.model.state_dict().values(), resumed_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert report.losses[-1] < report.losses[0]
+
+
+def test_resuming_on_other_data_or_another_model_is_an_error(tmp_path):
+    Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "a"}, quiet=True).fit(data())
+    with pytest.raises(CheckpointError, match="other data.*sample_hash"):
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "a"}, quiet=True).fit(
+            data(seed=9)
+        )
+    with pytest.raises(CheckpointError, match="samples 24 → 30"):
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "a"}, quiet=True).fit(
+            data(n=30)
+        )
+    with pytest.raises(CheckpointError, match="another model"):
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(data())
+
+
+def test_validation_and_checkpoint_contents(tmp_path):
+    config = TrainConfig(steps=6, batch=4, validate_every=3, checkpoint_every=3)
+    report = Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=5, n=10))
+    assert [step for step, _ in report.validation] == [3, 6]
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 6 and state["fingerprint"]["samples"] == 24
+    assert set(state) >= {"model", "optimizer", "rng", "config", "losses", "fingerprint"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"batch": 2.5}, "batch must be an integer"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"clip": -1.0}, "clip must be a number > 0"),
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"device": "bogus"}, "device must be"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_bad_runs(tmp_path):
+    with pytest.raises(ValueError, match="exceeds the 24 training samples"):
+        Trainer(model(), mse, TrainConfig(batch=30), quiet=True).fit(data())
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            TrainConfig(device="cuda")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, out: str, queue) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    net = model(dropout=0.0)
+    report = Trainer(net, mse, CONFIG, out, quiet=True).fit(data())
+    if rank == 0:
+        queue.put((report.losses, [p.detach().tolist() for p in net.parameters()]))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path):
+    """Each rank draws its own dropout masks, so the comparison uses a model without dropout."""
+    one = model(dropout=0.0)
+    single = Trainer(one, mse, CONFIG, tmp_path / "one", quiet=True).fit(data())
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = _free_port()
+    processes = [
+        context.Process(target=_rank, args=(r, 2, port, str(tmp_path / "two"), queue))
+        for r in range(2)
+    ]
+    for process in processes:
+        process.start()
+    losses, parameters = queue.get(timeout=120)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert len(losses) == len(single.losses)
+    relative = max(abs(a - b) / abs(b) for a, b in zip(losses, single.losses, strict=True))
+    assert relative <= 1e-5
+    for p, q in zip(parameters, one.parameters(), strict=True):
+        assert torch.allclose(torch.tensor(p), q, rtol=1e-5, atol=1e-6)
+    # the rank-0 checkpoint loads into a single process
+    state = load_checkpoint(tmp_path / "two")
+    model().load_state_dict(state["model"])
