@@ -1,4 +1,4 @@
-"""The ``physml`` command line: ``generate``, ``run``, ``demo`` and ``list``."""
+"""The ``physml`` command line: generate, train, evaluate, run, demo and list."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import physml.data.nbody  # noqa: F401  (registers the nbody-digits and moving-digits recipes)
 from pdes import problems
 from pdes.errors import SolverError
+from physml.training import commands as training_commands
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
@@ -77,6 +78,26 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_merge(subparsers) -> None:
+    merge = subparsers.add_parser(
+        "merge",
+        help="check dataset shards and join them into one file without copying",
+        description="Join shards (any order; an index file stands for its shards) into one HDF5 "
+        "file of virtual datasets. The shards must stay beside it, at the same relative paths.",
+    )
+    merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD", help="shard files")
+    merge.add_argument("-o", "--out", type=Path, required=True, help="the merged HDF5 file")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from physml.data import merge_shards
+
+    path = merge_shards(args.shards, args.out, overwrite=args.overwrite)
+    print(f"wrote {path} (virtual datasets over the shards: no sample copied)")
+    return 0
+
+
 def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     from physml import tasks
 
@@ -119,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_generate(subparsers)
+    _add_merge(subparsers)
+    training_commands.add_parsers(subparsers)
 
     run = subparsers.add_parser("run", help="run one registered task at full size")
     run.add_argument("task", help="task name (see `physml list`)")
@@ -138,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _run_generate(args)
+        if args.command == "merge":
+            return _run_merge(args)
+        if args.command == "train":
+            return training_commands.run_train(args)
+        if args.command == "evaluate":
+            return training_commands.run_evaluate(args)
         if args.command == "run":
             return _run_tasks([args.task], args, args.size)
         if args.command == "demo":

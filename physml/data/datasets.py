@@ -65,7 +65,12 @@ def _read_file(path: Path) -> dict:
             raise DatasetFileError(
                 f"path: {str(path)!r} is not a physml dataset (format {kind!r}, keys {list(f)})"
             )
-        return {
+        merged = "merged_from" in f.attrs
+        if merged:  # virtual datasets over shard files: check the shards before reading them
+            from .merge import check_merged
+
+            check_merged(path, f)
+        content = {
             "u": f["u"][()],
             "t": f["t"][()],
             "coords": {k: f[k][()] for k in ("x", "y") if k in f},
@@ -76,18 +81,33 @@ def _read_file(path: Path) -> dict:
                 k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
             },
         }
+    index = content["sample_index"]
+    if merged and not np.array_equal(index, np.arange(len(index))):
+        wrong = np.count_nonzero(index != np.arange(len(index)))
+        raise DatasetFileError(
+            f"path: {str(path)!r}: {wrong} of {len(index)} samples read as fill values; HDF5 did "
+            "not find the shards where they were checked (is HDF5_VDS_PREFIX set?)"
+        )
+    return content
 
 
 def load(path: str | os.PathLike) -> PDEData:
-    """Read a dataset file, or the index of a sharded one (its shards are read and concatenated)."""
+    """Read a dataset file, a merged file or the index of a sharded one.
+
+    The shards behind an index or a merged file are first checked to form one dataset
+    (:func:`physml.data.merge.check_shards`); a mismatch is a ``ShardError``, a missing shard a
+    ``FileNotFoundError``.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path: no dataset at {str(path)!r}")
     content = _read_file(path)
     if "shards" in content:
-        parts = [_read_file(path.with_name(name)) for name in content["shards"]]
-        if any("shards" in part for part in parts):
-            raise DatasetFileError(f"path: index {str(path)!r} names another index")
+        from .merge import check_shards
+
+        # Same settings, seed scheme and versions, ranges covering 0..n-1: not a blind join.
+        shards = check_shards([path.with_name(name) for name in content["shards"]])
+        parts = [_read_file(shard.path) for shard in shards]
         content = parts[0]
         content["u"] = np.concatenate([p["u"] for p in parts])
         for group in ("params", "fields"):
@@ -137,6 +157,11 @@ class _PairDataset(Dataset):
         self.data = data
         self.dtype = dtype
         self.grid = _grid_channels(data).to(dtype) if with_grid else None
+
+    @property
+    def attributes(self) -> dict:
+        """The file's description (part of a checkpoint's data fingerprint)."""
+        return self.data.attrs
 
     def __len__(self) -> int:
         return len(self.data)

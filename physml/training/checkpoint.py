@@ -65,3 +65,22 @@ def check_same_model(state: dict, model_config: dict | None, directory) -> None:
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} holds another model ({saved!r}), not {model_config!r}"
         )
+
+
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "validate_every", "device")
+
+
+def check_same_config(state: dict, config: dict, directory) -> None:
+    """A resumed run may train longer, checkpoint or validate at other steps, or move to
+    another device; any other change of setting is an error naming it."""
+    saved = state.get("config", {})
+    changed = [
+        f"{key} {saved.get(key)!r} → {value!r}"
+        for key, value in config.items()
+        if key not in RESUMABLE_CHANGES and saved.get(key) != value
+    ]
+    if changed:
+        raise CheckpointError(
+            f"checkpoint: {str(directory)!r} was trained with other settings ({'; '.join(changed)})"
+            "; use another --out or the same settings"
+        )

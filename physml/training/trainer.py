@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, DistributedSampler, default_collate
 from tqdm import tqdm
 
 from .checkpoint import (
+    check_same_config,
     check_same_data,
     check_same_model,
     checkpoint_path,
@@ -236,6 +237,7 @@ class Trainer:
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
         check_same_data(state, data_print, self.out)
         check_same_model(state, self.model_config, self.out)
+        check_same_config(state, asdict(self.config), self.out)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
@@ -249,7 +251,7 @@ class Trainer:
             save_checkpoint(
                 self.out,
                 {
-                    "model": model.state_dict(),
+                    "model": tensors_only(model.state_dict()),
                     "optimizer": optimiser.state_dict(),
                     "rng": torch.get_rng_state(),
                     "step": step,
@@ -261,6 +263,12 @@ class Trainer:
                 },
             )
         here.barrier()
+
+
+def tensors_only(state: dict) -> dict:
+    """A state dict without non-tensor entries (neuralop stores its init arguments, functions
+    among them, under ``_metadata``; they would not load with ``weights_only=True``)."""
+    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def _to(batch: object, device: torch.device) -> object:

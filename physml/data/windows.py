@@ -1,0 +1,79 @@
+"""Training pairs cut from trajectories ``u (sample, time, *space)`` along time.
+
+- :class:`RolloutDataset`: ``u(t) → u(t + k)``, every start time of every sample, each
+  ``(1, *space)`` (a one-step emulator, rolled out at inference);
+- :class:`ForecastDataset`: ``T_in`` frames → the next ``T_out`` frames, each
+  ``(T, 1, *space)`` — the ``(time, channel, H, W)`` layout of the forecasters.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import Dataset
+
+from .datasets import PDEData, load
+
+
+def _data(source: PDEData | str | os.PathLike) -> PDEData:
+    return source if isinstance(source, PDEData) else load(source)
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class _Windows(Dataset):
+    """Windows of ``span`` consecutive times: item ``i`` is sample ``i // starts``, start
+    ``i % starts``."""
+
+    def __init__(self, source, span: int, dtype: torch.dtype) -> None:
+        self.data = _data(source)
+        self.dtype = dtype
+        times = self.data.u.shape[1]
+        if span > times:
+            raise ValueError(f"the window needs {span} times but the dataset holds {times}")
+        self.starts = times - span + 1
+
+    @property
+    def attributes(self) -> dict:
+        """The file's description (part of a checkpoint's data fingerprint)."""
+        return self.data.attrs
+
+    def __len__(self) -> int:
+        return len(self.data) * self.starts
+
+    def _window(self, i: int, start: int, stop: int) -> torch.Tensor:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} windows")
+        sample, offset = divmod(i, self.starts)
+        return self.data.u[sample, offset + start : offset + stop].to(self.dtype)
+
+
+class RolloutDataset(_Windows):
+    """Pairs ``u(t) → u(t + k)`` ``(1, *space)`` for every sample and start time."""
+
+    def __init__(self, source, k: int = 1, dtype: torch.dtype = torch.float32) -> None:
+        self.k = _positive("k", k)
+        super().__init__(source, self.k + 1, dtype)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = self._window(i, 0, self.k + 1)
+        return frames[:1], frames[-1:]
+
+
+class ForecastDataset(_Windows):
+    """``t_in`` context frames → the next ``t_out`` frames, ``(T, 1, *space)`` each."""
+
+    def __init__(
+        self, source, t_in: int = 10, t_out: int = 10, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.t_in, self.t_out = _positive("t_in", t_in), _positive("t_out", t_out)
+        super().__init__(source, self.t_in + self.t_out, dtype)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = self._window(i, 0, self.t_in + self.t_out).unsqueeze(1)
+        return frames[: self.t_in], frames[self.t_in :]

@@ -1,0 +1,182 @@
+"""``physml train`` and ``physml evaluate``: generated data → checkpoint → metrics and plots.
+
+Flags and a ``--config FILE.toml`` give the same settings (flags win); the model's description and
+the training settings are saved in the checkpoint, so ``evaluate`` needs only the folder and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+
+from .. import metrics
+from .._io import atomic_write_text
+from ..data import PDEData, load
+from .checkpoint import load_checkpoint
+from .families import DEFAULTS, FAMILIES, TASKS, build, model_config
+from .trainer import TrainConfig, Trainer
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def add_parsers(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a model on a dataset file", description=__doc__.splitlines()[0]
+    )
+    train.add_argument("--data", required=True, help="HDF5 dataset (physml generate)")
+    train.add_argument("--model", choices=sorted(FAMILIES))
+    train.add_argument("--task", choices=TASKS)
+    train.add_argument("--out", required=True, help="run folder (checkpoint, report)")
+    train.add_argument("--config", help="TOML file with the same keys as the flags")
+    train.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
+    for name in ("steps", "batch", "seed", "checkpoint_every", "validate_every"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    for name in ("lr", "clip", "weight_decay"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
+    train.add_argument("--schedule", default=None, help="cosine (default) or constant")
+    train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N")
+    for name in DEFAULTS:
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate = subparsers.add_parser("evaluate", help="score a trained checkpoint on a dataset")
+    evaluate.add_argument("--checkpoint", required=True, help="run folder of physml train")
+    evaluate.add_argument("--data", required=True, help="HDF5 dataset to score on")
+    evaluate.add_argument("--device", default="cpu")
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """Defaults < the TOML file < the flags given; unknown TOML keys are an error."""
+    merged: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"--config: no file at {str(path)!r}")
+        try:
+            merged = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"--config: {str(path)!r} is not valid TOML ({error})") from None
+        known = TRAIN_FIELDS | set(DEFAULTS) | {"model", "task", "val_fraction"}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"--config: unknown key(s) {unknown}; known: {sorted(known)}")
+    for key, value in vars(args).items():
+        if value is not None and key not in ("config", "data", "out", "quiet", "command"):
+            merged[key] = value
+    for key in ("model", "task"):
+        if key not in merged:
+            raise ValueError(f"--{key} is required (as a flag or in --config)")
+    return merged
+
+
+def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
+    """The first samples for training, the last ``fraction`` of them for validation."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {fraction}")
+    held = int(round(fraction * len(data)))
+    if held == 0:
+        return data, None
+
+    def part(index: slice) -> PDEData:
+        return replace(
+            data,
+            u=data.u[index],
+            params={k: v[index] for k, v in data.params.items()},
+            fields={k: v[index] for k, v in data.fields.items()},
+            sample_index=None if data.sample_index is None else data.sample_index[index],
+        )
+
+    return part(slice(0, len(data) - held)), part(slice(len(data) - held, len(data)))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    chosen = settings(args)
+    config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
+    description = model_config(
+        chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
+    )
+    train_data, val_data = split(load(args.data), float(chosen.get("val_fraction", 0.1)))
+    model, train_set = build(description, train_data)
+    validation = None if val_data is None else build(description, val_data)[1]
+    loss = FAMILIES[description["model"]].loss
+    trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet)
+    report = trainer.fit(train_set, validation)
+    summary = {
+        "steps": report.steps,
+        "resumed_from": report.resumed_from,
+        "final_loss": report.final_loss,
+        "validation": report.validation,
+        "wall_s": report.wall_s,
+        "samples_per_s": report.samples_per_s,
+    }
+    atomic_write_text(Path(args.out) / "report.json", json.dumps(summary, indent=1) + "\n")
+    last = f", validation {report.validation[-1][1]:.4g}" if report.validation else ""
+    print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} → {args.out}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    state = load_checkpoint(args.checkpoint)
+    description = state["model_config"]
+    if not isinstance(description, dict) or description.get("model") not in FAMILIES:
+        raise ValueError(f"--checkpoint: {args.checkpoint!r} was not written by physml train")
+    model, pairs = build(description, load(args.data))
+    model.load_state_dict(state["model"])
+    model.eval()
+    predictions, targets = [], []
+    with torch.no_grad():
+        for start in range(0, len(pairs), 64):
+            items = [pairs[i] for i in range(start, min(start + 64, len(pairs)))]
+            x = torch.stack([item[0] for item in items])
+            predictions.append(model(x))
+            targets.append(torch.stack([item[1] for item in items]))
+    prediction, target = torch.cat(predictions), torch.cat(targets)
+    scores = {
+        "samples": len(pairs),
+        "rel_l2": float(metrics.relative_l2(prediction, target)),
+        "mse": float((prediction - target).square().mean()),
+    }
+    out = Path(args.checkpoint) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(scores, indent=1) + "\n")
+    _plot(prediction, target, out / "samples.png")
+    width = max(len(k) for k in scores)
+    for key, value in scores.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        print(f"{key:<{width}}  {shown}")
+    print(f"figure: {out / 'samples.png'}")
+    return 0
+
+
+def _plot(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:
+    """Three samples, prediction beside truth: lines for 1-D fields, images for 2-D frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(3, prediction.shape[0])
+    fig, axes = plt.subplots(1, count, figsize=(3.2 * count, 2.6), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        p, t = prediction[i].float(), target[i].float()
+        while p.ndim > 2 or (p.ndim == 2 and p.shape[0] == 1):
+            p, t = p[-1], t[-1]  # the last frame / channel
+        if p.ndim == 1:
+            ax.plot(t.numpy(), "k-", label="truth")
+            ax.plot(p.numpy(), "C1--", label="prediction")
+            ax.legend(fontsize=7)
+        else:
+            ax.imshow(torch.cat([t, p], dim=1).numpy(), cmap="viridis")
+            ax.set_title("truth | prediction", fontsize=8)
+        ax.set_xlabel(f"sample {i}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

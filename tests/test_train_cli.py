@@ -1,0 +1,57 @@
+"""The scientist's walk at toy size, from a fresh folder: generate → train → evaluate → resume."""
+
+import json
+
+import pytest
+
+from physml.cli import main
+
+SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
+
+
+@pytest.fixture
+def heat(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "12", "--nx", "33", "--out", "heat.h5", "--quiet"]) == 0
+    return tmp_path
+
+
+def test_generate_train_evaluate_and_resume(heat, capsys):
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "6", *SMALL]) == 0
+    report = json.loads((heat / "run" / "report.json").read_text())
+    assert report["steps"] == 6 and report["resumed_from"] == 0 and report["validation"]
+    assert main(["evaluate", "--checkpoint", "run", "--data", "heat.h5"]) == 0
+    out = capsys.readouterr().out
+    assert "rel_l2" in out and (heat / "run" / "evaluation" / "samples.png").exists()
+    scores = json.loads((heat / "run" / "evaluation" / "metrics.json").read_text())
+    assert scores["samples"] == 12 and scores["rel_l2"] > 0
+    assert main([*train, "--steps", "10", *SMALL]) == 0  # trains on from step 6
+    assert json.loads((heat / "run" / "report.json").read_text())["resumed_from"] == 6
+    assert main([*train, "--steps", "12", "--lr", "0.5", *SMALL]) == 2  # another setting
+    assert "other settings (lr" in capsys.readouterr().err
+
+
+def test_config_file_mirrors_the_flags(heat):
+    (heat / "run.toml").write_text(
+        'model = "fno"\ntask = "rollout"\nsteps = 3\nbatch = 4\nmodes = 4\nhidden = 8\nlayers = 2\n'
+    )
+    assert main(["train", "--data", "heat.h5", "--config", "run.toml", "--out", "r", "--quiet"]) == 0
+    assert json.loads((heat / "r" / "report.json").read_text())["steps"] == 3
+    (heat / "bad.toml").write_text('model = "fno"\nlearning_rate = 1\n')
+    assert main(["train", "--data", "heat.h5", "--config", "bad.toml", "--out", "b"]) == 2
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "earthformer", "--task", "operator"], "serves the task"),
+        (["--model", "fno", "--task", "operator", "--device", "cuda:99"], "device"),
+        (["--model", "fno", "--task", "operator", "--batch", "100"], "exceeds the"),
+        (["--model", "fno", "--task", "operator", "--val-fraction", "1.5"], "val-fraction"),
+        (["--task", "operator"], "--model is required"),
+    ],
+)
+def test_bad_training_requests_are_one_clear_line(heat, capsys, arguments, message):
+    assert main(["train", "--data", "heat.h5", "--out", "x", *arguments]) == 2
+    assert message in capsys.readouterr().err
