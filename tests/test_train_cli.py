@@ -36,7 +36,8 @@ def test_config_file_mirrors_the_flags(heat):
     (heat / "run.toml").write_text(
         'model = "fno"\ntask = "rollout"\nsteps = 3\nbatch = 4\nmodes = 4\nhidden = 8\nlayers = 2\n'
     )
-    assert main(["train", "--data", "heat.h5", "--config", "run.toml", "--out", "r", "--quiet"]) == 0
+    command = ["train", "--data", "heat.h5", "--config", "run.toml", "--out", "r", "--quiet"]
+    assert main(command) == 0
     assert json.loads((heat / "r" / "report.json").read_text())["steps"] == 3
     (heat / "bad.toml").write_text('model = "fno"\nlearning_rate = 1\n')
     assert main(["train", "--data", "heat.h5", "--config", "bad.toml", "--out", "b"]) == 2
