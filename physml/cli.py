@@ -98,6 +98,42 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert(subparsers) -> None:
+    convert = subparsers.add_parser(
+        "convert",
+        help="rewrite a dataset as physml, PDEBench or The Well HDF5",
+        description="Convert between physml, PDEBench and The Well files (the input's format is "
+        "told from its structure). See physml.data.interchange for what maps to what.",
+    )
+    convert.add_argument("source", type=Path, metavar="IN", help="input HDF5 file")
+    convert.add_argument("out", type=Path, metavar="OUT", help="output HDF5 file")
+    convert.add_argument(
+        "--to",
+        choices=("physml", "pdebench", "well"),
+        help="output format (default physml; required for a physml input)",
+    )
+    convert.add_argument("--field", help="The Well input: the field to read as u")
+    convert.add_argument(
+        "--layout", choices=("tensor", "ns"), help="PDEBench output: tensor or 2-D NS layout"
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from physml.data import convert
+
+    path = convert(
+        args.source,
+        args.out,
+        to=args.to,
+        field=args.field,
+        layout=args.layout,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     from physml import tasks
 
@@ -141,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_generate(subparsers)
     _add_merge(subparsers)
+    _add_convert(subparsers)
     training_commands.add_parsers(subparsers)
 
     run = subparsers.add_parser("run", help="run one registered task at full size")
@@ -163,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_generate(args)
         if args.command == "merge":
             return _run_merge(args)
+        if args.command == "convert":
+            return _run_convert(args)
         if args.command == "train":
             return training_commands.run_train(args)
         if args.command == "evaluate":

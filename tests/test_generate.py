@@ -145,10 +145,48 @@ def test_unfinished_run_with_other_settings_is_not_mixed_in(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         make(out, seed=1, chunk=2, on_chunk=stop)
-    with pytest.raises(FileExistsError, match="different settings"):
+    with pytest.raises(FileExistsError, match="settings.nx was 9, now 11.*different settings"):
         make(out, seed=1, chunk=2, nx=11)
     data = load(make(out, seed=1, chunk=2, nx=11, overwrite=True))
     assert data.u.shape[-1] == 11
+
+
+def test_resume_with_another_chunk_size_is_refused_before_anything_is_written(tmp_path):
+    """Chunk files are named by their first sample: resuming an n=10 run of chunk 3 (chunks at
+    0, 3, 6, 9) with chunk 2 would reuse chunk 0 (samples 0-2), solve 2-3 again, reuse chunk 6
+    (6-8) and solve 8-9: samples 2 and 8 twice. The manifest records the chunk size to refuse it."""
+    out = tmp_path / "chunks.h5"
+
+    def stop_after_two(done, total):
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make(out, n=10, seed=9, chunk=3, on_chunk=stop_after_two)
+    partial = tmp_path / "chunks.h5.partial"
+    before = {p.name: p.stat().st_mtime_ns for p in partial.iterdir()}
+    solved = []
+    with pytest.raises(FileExistsError) as error:
+        make(out, n=10, seed=9, chunk=2, on_chunk=lambda d, t: solved.append(d))
+    assert str(error.value).startswith(f"cannot resume {partial}/: chunk was 3, now 2 (")
+    with pytest.raises(FileExistsError) as error:
+        make(out, n=10, seed=9, chunk=2, nx=11, on_chunk=lambda d, t: solved.append(d))
+    message = str(error.value)
+    assert "chunk was 3, now 2; settings.nx was 9, now 11" in message
+    assert "seed" not in message  # only the differences are named
+    assert solved == [] and not out.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in partial.iterdir()} == before
+
+    make(out, n=10, seed=9, chunk=3)  # the same settings resume
+    assert torch.equal(load(out).sample_index, torch.arange(10))
+
+
+def test_resume_refuses_a_work_folder_without_manifest(tmp_path):
+    out = tmp_path / "bare.h5"
+    (tmp_path / "bare.h5.partial").mkdir()
+    with pytest.raises(FileExistsError, match="manifest.json is missing or unreadable"):
+        make(out)
+    assert load(make(out, overwrite=True)).u.shape[0] == 10
 
 
 @pytest.mark.parametrize(

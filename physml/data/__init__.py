@@ -10,6 +10,15 @@ from .datasets import (
     load,
 )
 from .generate import generate_dataset, sample_seed
+from .interchange import (
+    convert,
+    read_pdebench,
+    read_well,
+    write_pdebench,
+    write_physml,
+    write_well,
+)
+from .merge import ShardError, check_shards, merge_shards
 from .nbody import NBodyDigits, nbody_digits
 
 __all__ = [
@@ -17,9 +26,18 @@ __all__ = [
     "MultiStepDataset",
     "NBodyDigits",
     "PDEData",
+    "ShardError",
     "SingleStepDataset",
+    "check_shards",
+    "convert",
     "generate_dataset",
     "load",
+    "merge_shards",
     "nbody_digits",
+    "read_pdebench",
+    "read_well",
     "sample_seed",
+    "write_pdebench",
+    "write_physml",
+    "write_well",
 ]

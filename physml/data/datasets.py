@@ -98,6 +98,11 @@ def load(path: str | os.PathLike) -> PDEData:
     (:func:`physml.data.merge.check_shards`); a mismatch is a ``ShardError``, a missing shard a
     ``FileNotFoundError``.
     """
+    from .interchange import read_foreign  # PDEBench / The Well files (lazy: it imports us)
+
+    foreign = read_foreign(path)
+    if foreign is not None:
+        return foreign
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path: no dataset at {str(path)!r}")

@@ -3,9 +3,11 @@
 The run is atomic, resumable and shardable. Samples are solved in chunks; each finished chunk is
 saved atomically in a work folder ``OUT.partial/`` beside the output. A killed run leaves only that
 folder, never a file that looks finished; running the same command again skips the chunks already
-there, so no sample is lost or computed twice. When every chunk is in, the HDF5 file is assembled
-under a temporary name and renamed. Sample ``i`` is drawn from a seed derived from ``(seed, i)``
-alone, so the data do not depend on chunk size, sharding or interruptions.
+there, so no sample is lost or computed twice. The folder's ``manifest.json`` records every
+setting (chunk size, sharding, seed, PDE settings, package version); resuming with any other one is
+refused. When every chunk is in, the HDF5 file is assembled under a temporary name and renamed.
+Sample ``i`` is drawn from a seed derived from ``(seed, i)`` alone, so the data do not depend on
+chunk size, sharding or interruptions.
 
 File layout (DESIGN.md §3): ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
 array per PDE parameter under ``params/``, further output fields under ``fields/``,
@@ -13,7 +15,8 @@ array per PDE parameter under ``params/``, further output fields under ``fields/
 solver, its settings, the package version and the seed.
 
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
-writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`).
+writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`);
+:func:`physml.data.merge_shards` (``physml merge``) joins shards into one file without copying.
 """
 
 from __future__ import annotations
@@ -81,29 +84,66 @@ def _check_output(final: Path, overwrite: bool) -> None:
         )
 
 
-def _manifest(pde: str, settings: dict, n: int, seed: int, shard: int, num_shards: int) -> dict:
-    return {
+def _manifest(
+    pde: str, settings: dict, n: int, seed: int, shard: int, num_shards: int, chunk: int
+) -> dict:
+    """Every setting a run's chunks depend on, as JSON would give it back (the resume check)."""
+    manifest = {
         "format": FORMAT,
+        "physml_version": __version__,
         "pde": pde,
-        "settings": settings,
         "n": n,
         "seed": seed,
         "shard": shard,
         "num_shards": num_shards,
+        "chunk": chunk,
+        "settings": settings,
     }
+    return json.loads(json.dumps(manifest))
+
+
+def _manifest_differences(previous: dict, current: dict) -> list[str]:
+    """``["chunk was 8, now 16", "settings.nx was 9, now 11", ...]`` in the manifest's order."""
+
+    def flat(manifest: dict) -> dict:
+        items = {}
+        for key, value in manifest.items():
+            if isinstance(value, dict):
+                items.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                items[key] = value
+        return items
+
+    before, now = flat(previous), flat(current)
+    keys = [*now, *(key for key in before if key not in now)]
+    unset = "(not recorded)"
+    return [
+        f"{key} was {before.get(key, unset)!r}, now {now.get(key, unset)!r}"
+        for key in keys
+        if key not in before or key not in now or before[key] != now[key]
+    ]
 
 
 def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool) -> None:
+    """Create the work folder, or check that the unfinished run in it had exactly these settings.
+
+    A resume with any other setting would mix chunks of two runs (another chunk size, for one,
+    starts its chunks at other indices and loses or doubles samples), so it is refused before
+    anything is solved or written, naming each difference; ``overwrite`` discards the old run.
+    """
     manifest_file = workdir / "manifest.json"
     if workdir.exists():
-        previous = None
-        if manifest_file.exists():
+        try:
             previous = json.loads(manifest_file.read_text())
-        if previous != manifest:
+            differences = _manifest_differences(previous, manifest)
+        except (OSError, ValueError, AttributeError):
+            differences = ["its manifest.json is missing or unreadable"]
+        if differences:
             if not overwrite:
                 raise FileExistsError(
-                    f"out: an unfinished run with different settings is in {str(workdir)!r}; "
-                    "remove it or pass overwrite=True / --overwrite"
+                    f"cannot resume {workdir}/: " + "; ".join(differences) + " (an unfinished "
+                    "run with different settings; remove the folder or pass overwrite=True / "
+                    "--overwrite)"
                 )
             shutil.rmtree(workdir)
     workdir.mkdir(exist_ok=True)
@@ -139,6 +179,15 @@ def _assemble(
     final: Path, workdir: Path, starts: list[int], problem, settings, manifest: dict
 ) -> None:
     chunks = [np.load(_chunk_file(workdir, start)) for start in starts]
+    expected = shard_range(manifest["n"], manifest["shard"], manifest["num_shards"])
+    stored = np.concatenate([c["sample_index"] for c in chunks])
+    if sum(len(c["u"]) for c in chunks) != len(expected) or not np.array_equal(stored, expected):
+        for chunk in chunks:
+            chunk.close()
+        raise ValueError(
+            f"work folder {str(workdir)!r}: its chunks do not hold samples "
+            f"{expected.start}..{expected.stop - 1} once each, in order; remove it"
+        )
     coordinates = problem.coordinates(settings)
     with atomic_path(final, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
@@ -218,7 +267,7 @@ def generate_dataset(
     if num_shards > 1 and out_path.exists() and not overwrite:
         raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass --overwrite)")
 
-    manifest = _manifest(problem.name, settings, n, seed, shard, num_shards)
+    manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
     workdir = final.with_name(final.name + ".partial")
     _prepare_workdir(workdir, manifest, overwrite)
 

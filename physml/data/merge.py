@@ -1,0 +1,398 @@
+"""Joining dataset shards into one HDF5 file without copying: ``physml merge SHARD... -o FILE``.
+
+Shards (``STEM.shard-I-of-N.h5`` from ``physml generate --shard I --num-shards N``) are independent
+jobs, so before they are joined (or read through an index) they are checked to form one dataset:
+the same PDE, settings and attributes (all but the per-shard ``shard`` and ``created``), the same
+package and format version, the same seed scheme (each stored ``sample_seed`` is
+:func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index`` ``i``), the same
+per-sample shapes, dtypes and coordinates, and sample ranges that cover ``0..n_total-1`` once. Each
+disagreement is a :class:`ShardError` naming the shard file and the attribute.
+
+The merged file holds HDF5 virtual datasets ``u``, ``params/*``, ``fields/*``, ``sample_index`` and
+``sample_seed`` that read from the shards, copies of the coordinates and the attributes, and
+``merged_from`` (the shard paths as stored). Path rule: a shard is stored by its path relative to
+the merged file's folder (absolute only where none exists, e.g. on another Windows drive), so the
+merged file and its shards can be moved or copied together, keeping their relative places; a shard
+moved alone is missing. :func:`physml.data.load` checks the shards of a merged file before reading
+it: a missing or changed shard is an error, never the fill values HDF5 reads for a missing source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._io import atomic_path
+from .datasets import DatasetFileError
+from .generate import FORMAT, INDEX_FORMAT, sample_seed
+
+PER_SHARD_ATTRIBUTES = ("shard", "created")
+MERGED_ATTRIBUTES = ("shard", "num_shards", "created", "merged_from")  # set by the merge itself
+SAMPLE_ARRAYS = ("u", "sample_index", "sample_seed")  # plus every array under the groups below
+SAMPLE_GROUPS = ("params", "fields")
+FIRST_COMPARED = ("pde", "format", "physml_version", "seed", "n_total", "num_shards", "settings")
+
+
+class ShardError(DatasetFileError):
+    """Shard files that do not form one dataset, or a merged file whose shards changed."""
+
+
+@dataclass
+class Shard:
+    """One checked shard file: its global samples and what must agree with the other shards.
+
+    ``arrays`` maps each per-sample array (``"u"``, ``"params/a"``, ...) to its shape after the
+    sample axis and its dtype; ``coordinates`` holds the copied arrays (``t``, ``x``, ``y``).
+    """
+
+    path: Path
+    samples: range
+    attrs: dict[str, object]
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype]]
+    coordinates: dict[str, np.ndarray]
+
+
+def _sample_array_names(f: h5py.File) -> list[str]:
+    names = [name for name in SAMPLE_ARRAYS if name in f]
+    for group in SAMPLE_GROUPS:
+        names += [f"{group}/{key}" for key in f.get(group, {})]
+    return names
+
+
+def _description(f: h5py.File, ignore: Sequence[str]) -> tuple[dict, dict, dict]:
+    """``(attributes, per-sample arrays, coordinates)`` of an open dataset file."""
+    attrs = {
+        key: value.item() if isinstance(value, np.generic) else value
+        for key, value in f.attrs.items()
+        if key not in ignore
+    }
+    arrays = {name: (f[name].shape[1:], f[name].dtype) for name in _sample_array_names(f)}
+    coordinates = {
+        key: f[key][()]
+        for key in f
+        if isinstance(f[key], h5py.Dataset) and key not in SAMPLE_ARRAYS
+    }
+    return attrs, arrays, coordinates
+
+
+def _span(start: int, stop: int) -> str:
+    return f"{start}" if stop == start + 1 else f"{start}-{stop - 1}"
+
+
+def _shown(values: dict, key: str) -> str:
+    if key not in values:
+        return "(absent)"
+    text = repr(values[key])
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _differences(theirs: Shard, ours: Shard) -> list[str]:
+    """What differs between two descriptions, as ``"seed 7 vs 5"`` (theirs first)."""
+    keys = [*ours.attrs, *(key for key in theirs.attrs if key not in ours.attrs)]
+    keys.sort(key=lambda k: FIRST_COMPARED.index(k) if k in FIRST_COMPARED else len(FIRST_COMPARED))
+    found = [
+        f"{key} {_shown(theirs.attrs, key)} vs {_shown(ours.attrs, key)}"
+        for key in keys
+        if key not in ours.attrs
+        or key not in theirs.attrs
+        or not _same(theirs.attrs[key], ours.attrs[key])
+    ]
+    for name in [*ours.arrays, *(n for n in theirs.arrays if n not in ours.arrays)]:
+        if name not in ours.arrays or name not in theirs.arrays:
+            present = "present vs absent" if name in theirs.arrays else "absent vs present"
+            found.append(f"array {name} {present}")
+            continue
+        (shape, dtype), (our_shape, our_dtype) = theirs.arrays[name], ours.arrays[name]
+        if shape != our_shape:
+            found.append(f"{name} per-sample shape {shape} vs {our_shape}")
+        if dtype != our_dtype:
+            found.append(f"{name} dtype {dtype} vs {our_dtype}")
+    for key in sorted(set(ours.coordinates) | set(theirs.coordinates)):
+        mine, other = ours.coordinates.get(key), theirs.coordinates.get(key)
+        if mine is None or other is None or not _same(other, mine):
+            describe = [
+                "(absent)" if c is None else f"shape {c.shape} {c.dtype}" for c in (other, mine)
+            ]
+            if describe[0] == describe[1]:
+                found.append(f"coordinate {key} values differ")
+            else:
+                found.append(f"coordinate {key} {describe[0]} vs {describe[1]}")
+    return found
+
+
+def read_shard(path: str | os.PathLike) -> Shard:
+    """Open one shard file and check it on its own: a dataset (not an index nor a merged file),
+    per-sample arrays of one length, consecutive ``sample_index``, seeds of the seed scheme."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"shard file {str(path)!r} does not exist")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetFileError(
+            f"shard {str(path)!r} is not a readable HDF5 file ({error})"
+        ) from None
+    with handle as f:
+        kind = f.attrs.get("format")
+        if kind == INDEX_FORMAT:
+            raise ShardError(f"{str(path)!r} is the index of a sharded dataset, not a shard")
+        if kind != FORMAT or any(name not in f for name in SAMPLE_ARRAYS):
+            raise DatasetFileError(
+                f"{str(path)!r} is not a physml dataset shard (format {kind!r}, keys {list(f)})"
+            )
+        if "merged_from" in f.attrs:
+            raise ShardError(f"{str(path)!r} is a merged file; give the shards it reads instead")
+        attrs, arrays, coordinates = _description(f, PER_SHARD_ATTRIBUTES)
+        index = f["sample_index"][()]
+        seeds = f["sample_seed"][()]
+        for name in arrays:
+            if f[name].shape[0] != index.size:
+                raise ShardError(
+                    f"{str(path)!r}: {name} holds {f[name].shape[0]} samples, "
+                    f"sample_index {index.size}"
+                )
+    if index.size == 0:
+        raise ShardError(f"{str(path)!r} holds no samples")
+    start = int(index[0])
+    if not np.array_equal(index, np.arange(start, start + index.size)):
+        raise ShardError(f"{str(path)!r}: sample_index is not one run of consecutive samples")
+    if "seed" not in attrs:
+        raise ShardError(f"{str(path)!r} has no seed attribute")
+    seed = attrs["seed"]
+    expected = np.array([sample_seed(seed, int(i)) for i in index], dtype=np.int64)
+    wrong = np.flatnonzero(expected != seeds)
+    if wrong.size:
+        first = wrong[0]
+        raise ShardError(
+            f"{str(path)!r}: sample_seed of sample {index[first]} is {seeds[first]}, but "
+            f"sample_seed(seed={seed}, {index[first]}) is {expected[first]} ({wrong.size} of "
+            f"{index.size} samples differ): not this dataset's seed scheme"
+        )
+    return Shard(path, range(start, start + index.size), attrs, arrays, coordinates)
+
+
+def _check_coverage(shards: list[Shard]) -> None:
+    """Ranges disjoint and together ``0..n_total-1``; else say which samples overlap or lack."""
+    n_total = shards[0].attrs.get("n_total")
+    if isinstance(n_total, bool) or not isinstance(n_total, int):
+        raise ShardError(f"{str(shards[0].path)!r} has no integer n_total attribute")
+    for before, after in zip(shards, shards[1:], strict=False):
+        if after.samples.start < before.samples.stop:
+            overlap = _span(after.samples.start, min(before.samples.stop, after.samples.stop))
+            raise ShardError(
+                f"shards {str(before.path)!r} and {str(after.path)!r} both hold samples {overlap}"
+            )
+    if shards[-1].samples.stop > n_total:
+        raise ShardError(
+            f"{str(shards[-1].path)!r} holds samples up to {shards[-1].samples.stop - 1}, "
+            f"beyond n_total={n_total}"
+        )
+    gaps, covered = [], 0
+    for shard in [*shards, None]:
+        start = n_total if shard is None else shard.samples.start
+        if start > covered:
+            gaps.append((covered, start))
+        covered = n_total if shard is None else shard.samples.stop
+    if gaps:
+        num_shards = shards[0].attrs.get("num_shards")
+        hint = ""
+        if isinstance(num_shards, int) and 0 < num_shards <= n_total:
+            lacking = [
+                i
+                for i in range(num_shards)
+                if any(
+                    i * n_total // num_shards < stop and (i + 1) * n_total // num_shards > start
+                    for start, stop in gaps
+                )
+            ]
+            hint = f" (shard {', '.join(map(str, lacking))} of {num_shards} not given?)"
+        raise ShardError(
+            f"samples {', '.join(_span(*gap) for gap in gaps)} of 0..{n_total - 1} are in no "
+            f"shard given{hint}"
+        )
+
+
+def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
+    """Check that the shard files form one dataset; return them in sample order.
+
+    Raises :class:`ShardError` naming the file and the attribute for each kind of disagreement
+    (see the module docstring), ``FileNotFoundError`` for a missing file.
+    """
+    if not paths:
+        raise ValueError("shards: give at least one shard file")
+    shards = [read_shard(path) for path in paths]
+    seen: dict[str, Path] = {}
+    for shard in shards:
+        key = os.path.normcase(os.path.abspath(shard.path))
+        if key in seen:
+            raise ShardError(f"shard {str(shard.path)!r} is given twice")
+        seen[key] = shard.path
+    first = shards[0]
+    for other in shards[1:]:
+        differences = _differences(other, first)
+        if differences:
+            raise ShardError(
+                f"shards disagree, {str(other.path)!r} vs {str(first.path)!r}: "
+                + "; ".join(differences)
+            )
+    shards.sort(key=lambda shard: shard.samples.start)
+    _check_coverage(shards)
+    return shards
+
+
+def index_shards(path: Path) -> list[Path] | None:
+    """The shard files an index file names (beside it), or ``None`` if ``path`` is no index."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != INDEX_FORMAT:
+                return None
+            names = json.loads(f.attrs["shards"])
+    except (OSError, KeyError, ValueError):
+        return None
+    return [path.with_name(name) for name in names]
+
+
+def _stored_path(shard: Path, out: Path) -> str:
+    """How the merged file names a shard: relative to the merged file's folder where possible."""
+    target = os.path.abspath(shard)
+    try:
+        return Path(os.path.relpath(target, os.path.abspath(out.parent))).as_posix()
+    except ValueError:  # another drive: no relative path exists
+        return target
+
+
+def _fill_value(dtype: np.dtype) -> object:
+    """What a virtual dataset reads where a source is missing: NaN or -1 where possible."""
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "i":
+        return -1
+    return None
+
+
+def merge_shards(
+    paths: Sequence[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False
+) -> Path:
+    """Check the shard files and join them into ``out`` as HDF5 virtual datasets; return its path.
+
+    ``paths`` are shard files in any order (an index file stands for the shards it names). No
+    sample is copied: ``u`` ``(n_total, time, *space)`` and the other per-sample arrays read from
+    the shards, which must stay beside ``out`` (see the module docstring for the path rule).
+    The file is written under a temporary name and renamed.
+    """
+    out = Path(out)
+    shard_paths: list[Path] = []
+    for path in map(Path, paths):
+        shard_paths += index_shards(path) or [path]
+    shards = check_shards(shard_paths)
+    if not out.parent.is_dir():
+        raise ValueError(f"out: folder {str(out.parent)!r} does not exist")
+    for shard in shards:
+        if out.exists() and os.path.samefile(out, shard.path):
+            raise ValueError(f"out: {str(out)!r} is one of the shards; choose another name")
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"out: {str(out)!r} already exists (pass overwrite=True / --overwrite)"
+        )
+    n_total = shards[-1].samples.stop
+    stored = [_stored_path(shard.path, out) for shard in shards]
+    with atomic_path(out, suffix=".h5") as temporary:
+        with h5py.File(temporary, "w") as f:
+            for group in SAMPLE_GROUPS:
+                f.create_group(group)
+            for name, (shape, dtype) in shards[0].arrays.items():
+                layout = h5py.VirtualLayout(shape=(n_total, *shape), dtype=dtype)
+                for shard, source_path in zip(shards, stored, strict=True):
+                    layout[shard.samples.start : shard.samples.stop] = h5py.VirtualSource(
+                        source_path, name, shape=(len(shard.samples), *shape), dtype=dtype
+                    )
+                f.create_virtual_dataset(name, layout, fillvalue=_fill_value(dtype))
+            for key, values in shards[0].coordinates.items():
+                f.create_dataset(key, data=values)
+            for key, value in shards[0].attrs.items():
+                f.attrs[key] = value
+            f.attrs["shard"] = 0
+            f.attrs["num_shards"] = 1
+            f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            f.attrs["merged_from"] = json.dumps(stored)
+    return out
+
+
+def check_merged(path: Path, f: h5py.File) -> None:
+    """Refuse to read a merged file whose shards are missing or no longer the ones it joined.
+
+    HDF5 reads fill values for a missing source (or, failing the merged file's folder, looks in the
+    working directory), so every source is resolved as the path rule says and checked first.
+    """
+    sources: dict[str, dict[str, tuple[int, int, str]]] = {}
+    for name in _sample_array_names(f):
+        dataset = f[name]
+        if not dataset.is_virtual:
+            raise ShardError(f"{str(path)!r}: {name} is not a virtual dataset in a merged file")
+        for source in dataset.virtual_sources():
+            start, end = source.vspace.get_select_bounds()
+            sources.setdefault(source.file_name, {})[name] = (
+                start[0],
+                end[0] + 1,
+                source.dset_name,
+            )
+    located = {}
+    for stored in sources:
+        shard = Path(stored) if os.path.isabs(stored) else path.parent / stored
+        if not shard.is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is a merged file that reads the shard {stored!r}, which is "
+                f"missing (looked for {str(shard)!r}); keep the shards beside it, at the same "
+                "relative paths"
+            )
+        located[stored] = shard
+    try:
+        shards = check_shards(list(located.values()))
+    except ShardError as error:
+        raise ShardError(f"merged file {str(path)!r}: {error}") from None
+    attrs, arrays, coordinates = _description(f, MERGED_ATTRIBUTES)
+    merged = Shard(path, range(f["u"].shape[0]), attrs, arrays, coordinates)
+    reference = replace(
+        shards[0],
+        attrs={k: v for k, v in shards[0].attrs.items() if k not in MERGED_ATTRIBUTES},
+    )
+    differences = _differences(reference, merged)
+    if differences:
+        raise ShardError(
+            f"{str(path)!r}: its shards changed since the merge, {str(reference.path)!r} vs the "
+            "merged file: " + "; ".join(differences)
+        )
+    if shards[-1].samples.stop != len(merged.samples):
+        raise ShardError(
+            f"{str(path)!r} holds {len(merged.samples)} samples, its shards "
+            f"{shards[-1].samples.stop}"
+        )
+    by_path = {shard.path: shard for shard in shards}
+    for stored, shard_path in located.items():
+        shard = by_path[shard_path]
+        if set(sources[stored]) != set(arrays):
+            raise ShardError(
+                f"{str(path)!r} reads {sorted(sources[stored])} from {str(shard_path)!r}, "
+                f"not every per-sample array {sorted(arrays)}"
+            )
+        for name, (start, stop, dataset_name) in sources[stored].items():
+            if (start, stop, dataset_name) != (shard.samples.start, shard.samples.stop, name):
+                raise ShardError(
+                    f"{str(path)!r} reads samples {_span(start, stop)} of {name} from "
+                    f"{dataset_name} in {str(shard_path)!r}, which now holds samples "
+                    f"{_span(shard.samples.start, shard.samples.stop)}"
+                )

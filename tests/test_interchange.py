@@ -1,0 +1,459 @@
+"""Interchange: PDEBench and The Well files read by ``load`` and written by ``convert``.
+
+Nothing is downloaded: the foreign files are written here with h5py, following each format's
+published layout (PDEBench's generators, The Well's ``docs/data_format.md``).
+"""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from physml.cli import main
+from physml.data import (
+    DatasetFileError,
+    MultiStepDataset,
+    PDEData,
+    SingleStepDataset,
+    convert,
+    generate_dataset,
+    load,
+    read_well,
+    write_pdebench,
+    write_physml,
+    write_well,
+)
+
+N, T, X, Y = 3, 5, 8, 6
+
+
+def _ours_2d() -> PDEData:
+    """A 2-D dataset with every kind of parameter and field our writers must carry."""
+    rng = np.random.default_rng(0)
+
+    def tensor(*shape):
+        return torch.from_numpy(rng.normal(size=shape))
+
+    return PDEData(
+        u=tensor(N, T, X, Y),
+        t=torch.linspace(0.0, 0.4, T, dtype=torch.float64),
+        coords={
+            "x": torch.linspace(0.0, 1.0, X, dtype=torch.float64),
+            "y": torch.linspace(0.0, 2.0, Y, dtype=torch.float64),
+        },
+        params={
+            "nu": torch.full((N,), 1e-3, dtype=torch.float64),
+            "amplitude": tensor(N),
+            "forcing": tensor(N, T),
+            "force_x": tensor(N, X, Y),
+            "force_y": tensor(N, X, Y),
+        },
+        fields={"vx": tensor(N, T, X, Y), "vy": tensor(N, T, X, Y)},
+        attrs={"pde": "synthetic", "boundary": "periodic", "seed": 7},
+        sample_index=torch.arange(N),
+    )
+
+
+def _assert_same(back: PDEData, data: PDEData) -> None:
+    """Bitwise equal u, t, coordinates, params, fields and sample index (dtype included)."""
+    assert torch.equal(back.u, data.u) and back.u.dtype == data.u.dtype
+    assert torch.equal(back.t, data.t)
+    assert back.coords.keys() == data.coords.keys()
+    for group in ("coords", "params", "fields"):
+        ours, theirs = getattr(data, group), getattr(back, group)
+        assert ours.keys() == theirs.keys(), group
+        for name in ours:
+            assert torch.equal(theirs[name], ours[name]), f"{group}[{name}]"
+            assert theirs[name].dtype == ours[name].dtype
+    assert torch.equal(back.sample_index, data.sample_index)
+
+
+def _pdebench_1d(path, n=4, steps=6, nx=16, t_entries=None, **overrides):
+    """PDEBench 1-D layout: float32 ``tensor`` (N, T, X), cell centres, T + 1 times."""
+    rng = np.random.default_rng(1)
+    content = {
+        "tensor": rng.normal(size=(n, steps, nx)).astype(np.float32),
+        "x-coordinate": ((np.arange(nx) + 0.5) / nx).astype(np.float32),
+        "t-coordinate": (np.arange(t_entries or steps + 1) * 0.05).astype(np.float32),
+    }
+    content.update(overrides)
+    with h5py.File(path, "w") as f:
+        for name, value in content.items():
+            if value is not None:
+                f.create_dataset(name, data=value)
+    return content
+
+
+def _pdebench_ns(path, velocity_shape=(2, 4, 8, 8, 2)):
+    """PDEBench 2-D incompressible NS layout (``data_io.dims_for``)."""
+    rng = np.random.default_rng(2)
+    b, steps, nx, ny = 2, 4, 8, 8
+    with h5py.File(path, "w") as f:
+        f["velocity"] = rng.normal(size=velocity_shape).astype(np.float32)
+        f["particles"] = rng.random((b, steps, nx, ny, 1)).astype(np.float32)
+        f["force"] = rng.normal(size=(b, nx, ny, 2)).astype(np.float32)
+        f["t"] = np.tile(np.arange(steps, dtype=np.float32) * 0.01, (b, 1))
+        f.attrs["config"] = "NU: 0.01\nn_steps: 4\nseed: 0\n"
+        f.attrs["latestIndex"] = steps - 1
+
+
+def _well_2d(path, density=None, time=None, drop=()):
+    """The Well layout (``docs/data_format.md``), 2-D, with a scalar, a vector, a tensor field,
+    a field constant in time and samples, scalars, boundary conditions and root parameters."""
+    rng = np.random.default_rng(3)
+    b, steps, w, h = 2, 5, 8, 6
+    with h5py.File(path, "w") as f:
+        f.attrs.update(dataset_name="shear_flow", grid_type="cartesian", n_spatial_dims=2)
+        f.attrs.update(n_trajectories=b, Reynolds=1e4)
+        f.attrs["simulation_parameters"] = ["Reynolds", "Schmidt"]
+        f.attrs["Schmidt"] = 2.0
+        dims = f.create_group("dimensions")
+        dims.attrs["spatial_dims"] = ["x", "y"]
+        dims["time"] = np.arange(steps, dtype=np.float32) * 0.1 if time is None else time
+        dims["x"] = np.linspace(0, 1, w, endpoint=False, dtype=np.float32)
+        dims["y"] = np.linspace(-1, 1, h, dtype=np.float32)
+        for name in ("time", "x", "y"):
+            dims[name].attrs.update(sample_varying=False, time_varying=name == "time")
+        bcs = f.create_group("boundary_conditions")
+        for name, kind, size in (("x_periodic", "PERIODIC", w), ("y_wall", "WALL", h)):
+            group = bcs.create_group(name)
+            group.attrs.update(bc_type=kind, sample_varying=False, time_varying=False)
+            group.attrs["associated_dims"] = [name[0]]
+            group.attrs["associated_fields"] = []
+            group["mask"] = np.isin(np.arange(size), [0, size - 1])
+        scalars = f.create_group("scalars")
+        scalars.attrs["field_names"] = ["Reynolds", "energy"]
+        scalars["Reynolds"] = np.float32(1e4)
+        scalars["Reynolds"].attrs.update(sample_varying=False, time_varying=False)
+        scalars["energy"] = rng.random((b, steps)).astype(np.float32)
+        scalars["energy"].attrs.update(sample_varying=True, time_varying=True)
+        stored = {
+            0: {
+                "density": rng.random((b, steps, w, h)) if density is None else density,
+                "obstacle": rng.random((w, h)),  # neither sample- nor time-varying
+            },
+            1: {"velocity": rng.normal(size=(b, steps, w, h, 2))},
+            2: {"stress": rng.normal(size=(b, steps, w, h, 2, 2))},
+        }
+        for order, fields in stored.items():
+            group = f.create_group(f"t{order}_fields")
+            group.attrs["field_names"] = [k for k in fields if k not in drop]
+            for name, value in fields.items():
+                if name in drop:
+                    continue
+                group[name] = value.astype(np.float32)
+                varying = name != "obstacle"
+                group[name].attrs.update(sample_varying=varying, time_varying=varying)
+                group[name].attrs["dim_varying"] = [True, True]
+    return stored
+
+
+# ------------------------------------------------------------------------------------ round trips
+
+
+def test_ours_to_pdebench_and_back_is_bitwise(tmp_path):
+    source = generate_dataset(
+        "heat", tmp_path / "heat.h5", n=3, seed=4, nx=17, nt=4, progress=False
+    )
+    ours = load(source)
+    assert convert(source, tmp_path / "heat.pdebench.h5", to="pdebench") == (
+        tmp_path / "heat.pdebench.h5"
+    )
+    with h5py.File(tmp_path / "heat.pdebench.h5") as f:
+        assert f["tensor"].shape == (3, 4, 17) and f["t-coordinate"].shape == (4,)
+        assert f["x-coordinate"].shape == (17,)
+    back = load(tmp_path / "heat.pdebench.h5")
+    _assert_same(back, ours)
+    assert back.attrs["pde"] == ours.attrs["pde"] and back.attrs["seed"] == 4
+    convert(tmp_path / "heat.pdebench.h5", tmp_path / "again.h5")  # default: to physml
+    again = load(tmp_path / "again.h5")
+    _assert_same(again, ours)
+    assert again.attrs["format"] == "physml-dataset/1"
+
+
+@pytest.mark.parametrize("layout", ["tensor", "ns"])
+def test_ours_2d_to_pdebench_and_back_is_bitwise(tmp_path, layout):
+    data = _ours_2d()
+    out = write_pdebench(data, tmp_path / "out.h5", layout=layout)
+    with h5py.File(out) as f:
+        if layout == "ns":
+            assert f["velocity"].shape == (N, T, X, Y, 2) and f["particles"].shape[-1] == 1
+            assert f["force"].shape == (N, X, Y, 2) and f["t"].shape == (N, T)
+        assert f.attrs["nu"] == 1e-3  # a parameter shared by all samples: a root attribute
+    _assert_same(load(out), data)
+
+
+def test_ours_to_the_well_and_back_is_bitwise(tmp_path):
+    data = _ours_2d()
+    data.fields = {"velocity_x": data.fields["vx"], "velocity_y": data.fields["vy"]}
+    out = write_well(data, tmp_path / "out.h5")
+    with h5py.File(out) as f:
+        assert list(f["t0_fields"].attrs["field_names"]) == ["u"]
+        assert list(f["t1_fields"].attrs["field_names"]) == ["velocity", "force"]
+        assert f["t1_fields/velocity"].shape == (N, T, X, Y, 2)
+        assert f["t1_fields/force"].shape == (N, X, Y, 2)  # a parameter: constant in time
+        assert not f["t1_fields/force"].attrs["time_varying"]
+        assert f["scalars/nu"].shape == () and not f["scalars/nu"].attrs["sample_varying"]
+        assert f["scalars/forcing"].attrs["time_varying"]
+        assert f.attrs["nu"] == 1e-3 and list(f.attrs["simulation_parameters"]) == [
+            "nu",
+            "amplitude",
+        ]
+        assert sorted(f["boundary_conditions"]) == ["x_periodic", "y_periodic"]
+        assert f["boundary_conditions/x_periodic"].attrs["bc_type"] == "PERIODIC"
+        assert list(f["dimensions"].attrs["spatial_dims"]) == ["x", "y"]
+    back = load(out)
+    _assert_same(back, data)
+    assert back.attrs["seed"] == 7 and back.attrs["boundary"] == "periodic"
+    convert(out, tmp_path / "ours.h5")
+    _assert_same(load(tmp_path / "ours.h5"), data)
+
+
+# ------------------------------------------------------------------------------ reading directly
+
+
+def test_a_pdebench_1d_file_loads_and_serves_pairs(tmp_path):
+    path = tmp_path / "1D_Advection_Sols_beta0.4.hdf5"
+    content = _pdebench_1d(path)
+    data = load(path)
+    assert data.u.shape == (4, 6, 16) and data.u.dtype == torch.float32
+    np.testing.assert_array_equal(data.t.numpy(), content["t-coordinate"][:6])  # T + 1 -> T
+    np.testing.assert_array_equal(data.coords["x"].numpy(), content["x-coordinate"])
+    assert torch.equal(data.params["beta"], torch.full((4,), 0.4, dtype=torch.float64))
+    assert json.loads(data.attrs["params_from_file_name"]) == ["beta"]
+    x, y = SingleStepDataset(path, with_grid=True)[1]
+    assert x.shape == (2, 16) and y.shape == (1, 16)
+    assert torch.equal(y[0], data.u[1, -1])
+    x, y = MultiStepDataset(path)[0]
+    assert x.shape == (1, 16) and y.shape == (5, 16)
+    with h5py.File(path, "a") as f:  # a parameter attribute wins over the file name
+        f.attrs["beta"] = np.float32(0.5)
+    assert torch.equal(load(path).params["beta"], torch.full((4,), 0.5))
+
+
+def test_a_pdebench_file_with_exactly_t_times_and_darcy_without_times(tmp_path):
+    _pdebench_1d(tmp_path / "exact.h5", t_entries=6)
+    assert load(tmp_path / "exact.h5").t.shape == (6,)
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "darcy.hdf5", "w") as f:
+        f["tensor"] = rng.random((3, 1, 8, 8)).astype(np.float32)
+        f["nu"] = rng.random((3, 8, 8)).astype(np.float32)
+        f["x-coordinate"] = np.linspace(0, 1, 8, dtype=np.float32)
+        f["y-coordinate"] = np.linspace(0, 1, 8, dtype=np.float32)
+        f.attrs["beta"] = 1.0
+    data = load(tmp_path / "darcy.hdf5")
+    assert data.u.shape == (3, 1, 8, 8) and data.t.tolist() == [0.0]
+    assert data.params["nu"].shape == (3, 8, 8) and data.params["beta"].tolist() == [1.0] * 3
+
+
+def test_a_pdebench_1d_cfd_file_reads_density_as_u(tmp_path):
+    path = tmp_path / "1D_CFD_Rand_Eta0.01_Zeta0.01_periodic_Train.hdf5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for name in ("density", "pressure", "Vx"):
+            f[name] = rng.random((2, 4, 16)).astype(np.float32)
+        f["x-coordinate"] = np.linspace(0, 1, 16, dtype=np.float32)
+        f["t-coordinate"] = np.linspace(0, 1, 5, dtype=np.float32)
+        f.attrs.update(eta=0.01, zeta=0.01)
+    data = load(path)
+    assert data.u.shape == (2, 4, 16) and sorted(data.fields) == ["Vx", "pressure"]
+    assert sorted(data.params) == ["eta", "zeta"] and "params_from_file_name" not in data.attrs
+
+
+def test_a_pdebench_ns_file_loads_with_velocity_and_force(tmp_path):
+    path = tmp_path / "ns_incom_inhom_2d_512-0.h5"
+    _pdebench_ns(path)
+    data = load(path)
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(data.u.numpy(), f["particles"][..., 0])
+        np.testing.assert_array_equal(data.fields["vy"].numpy(), f["velocity"][..., 1])
+        np.testing.assert_array_equal(data.params["force_x"].numpy(), f["force"][..., 0])
+    assert data.u.shape == (2, 4, 8, 8) and sorted(data.fields) == ["vx", "vy"]
+    assert data.coords["x"].tolist() == [i + 0.5 for i in range(8)]
+    assert "latestIndex" not in data.params and "NU: 0.01" in data.attrs["config"]
+    x, y = SingleStepDataset(path, with_grid=True)[0]
+    assert x.shape == (3, 8, 8) and y.shape == (1, 8, 8)
+    out = convert(path, tmp_path / "ns.physml.h5")
+    again = convert(out, tmp_path / "ns.again.h5", to="pdebench")
+    with h5py.File(path) as f, h5py.File(again) as g:  # the NS layout comes back
+        for name in ("velocity", "particles", "force", "t"):
+            np.testing.assert_array_equal(g[name][()], f[name][()])
+
+
+def test_a_pdebench_per_sample_group_file_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "2D_diff-react_NA_NA.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(3):
+            group = f.create_group(f"{i:04d}")
+            group["data"] = rng.random((5, 8, 8, 2)).astype(np.float32)
+            group["grid/x"] = np.linspace(-1, 1, 8, dtype=np.float32)
+            group["grid/y"] = np.linspace(-1, 1, 8, dtype=np.float32)
+            group["grid/t"] = np.linspace(0, 5, 5, dtype=np.float32)
+    data = load(path)
+    assert data.u.shape == (3, 5, 8, 8) and list(data.fields) == ["channel_1"]
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(data.fields["channel_1"][2].numpy(), f["0002/data"][..., 1])
+
+
+def test_a_well_file_loads_every_field_and_serves_pairs(tmp_path):
+    path = tmp_path / "shear_flow.hdf5"
+    stored = _well_2d(path)
+    data = load(path)
+    assert data.u.shape == (2, 5, 8, 6) and data.attrs["field"] == "density"
+    np.testing.assert_array_equal(data.u.numpy(), stored[0]["density"].astype(np.float32))
+    assert list(data.fields) == ["velocity_x", "velocity_y"] + [
+        f"stress_{a}{b}" for a in "xy" for b in "xy"
+    ]
+    velocity = stored[1]["velocity"].astype(np.float32)
+    np.testing.assert_array_equal(data.fields["velocity_y"].numpy(), velocity[..., 1])
+    stress = stored[2]["stress"].astype(np.float32)
+    np.testing.assert_array_equal(data.fields["stress_yx"].numpy(), stress[..., 1, 0])
+    obstacle = data.params["obstacle"]  # constant field: broadcast over samples, a parameter
+    assert obstacle.shape == (2, 8, 6) and torch.equal(obstacle[0], obstacle[1])
+    assert data.params["Reynolds"].tolist() == [1e4, 1e4] and data.params["energy"].shape == (2, 5)
+    assert data.params["Schmidt"].tolist() == [2.0, 2.0]  # root-listed, not under scalars/
+    assert data.attrs["boundary"] == "x: periodic; y: wall" and data.attrs["pde"] == "shear_flow"
+    x, y = SingleStepDataset(path, input_time=1, with_grid=True)[1]
+    assert x.shape == (3, 8, 6) and y.shape == (1, 8, 6)
+    x, y = MultiStepDataset(path, steps=2)[0]
+    assert x.shape == (1, 8, 6) and y.shape == (2, 8, 6)
+    chosen = read_well(path, field="velocity_x")
+    assert torch.equal(chosen.u, data.fields["velocity_x"]) and "density" in chosen.fields
+    # The Well -> ours -> The Well keeps the fields, their tensor order and the boundaries.
+    ours = convert(path, tmp_path / "ours.h5", field="velocity_x")
+    again = convert(ours, tmp_path / "again.hdf5", to="well")
+    with h5py.File(path) as f, h5py.File(again) as g:
+        for name in ("t0_fields/density", "t1_fields/velocity", "t2_fields/stress"):
+            np.testing.assert_array_equal(g[name][()], f[name][()])
+        assert g["boundary_conditions/y_wall"].attrs["bc_type"] == "WALL"
+        np.testing.assert_array_equal(
+            g["boundary_conditions/y_wall/mask"][()], f["boundary_conditions/y_wall/mask"][()]
+        )
+    assert load(again).attrs["field"] == "velocity_x"
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"t-coordinate": None}, "t-coordinate: missing dataset"),
+        ({"tensor": np.zeros((4, 16), np.float32)}, r"tensor: expected \(N, T, X\)"),
+        (
+            {"x-coordinate": np.zeros(15, np.float32)},
+            "x-coordinate: shape .15,., but the data have 16",
+        ),
+        ({"t-coordinate": np.arange(9.0)}, "t-coordinate: 9 entries, expected 6 or 7"),
+        ({"t-coordinate": np.zeros(7)}, "t-coordinate: times must increase"),
+    ],
+)
+def test_bad_pdebench_files_are_refused_naming_the_dataset(tmp_path, overrides, message):
+    _pdebench_1d(tmp_path / "bad.h5", **overrides)
+    with pytest.raises(DatasetFileError, match=message):
+        load(tmp_path / "bad.h5")
+
+
+def test_nan_and_broken_ns_files_are_refused(tmp_path):
+    tensor = np.ones((4, 6, 16), np.float32)
+    tensor[2, 3, 1] = np.nan
+    _pdebench_1d(tmp_path / "nan.h5", tensor=tensor)
+    with pytest.raises(DatasetFileError, match=r"tensor: 1 non-finite value\(s\) \(NaN or inf\)"):
+        load(tmp_path / "nan.h5")
+    _pdebench_ns(tmp_path / "ns.h5", velocity_shape=(2, 4, 8, 8, 3))
+    with pytest.raises(DatasetFileError, match=r"velocity: expected \(B, T, X, Y, 2\)"):
+        load(tmp_path / "ns.h5")
+    with h5py.File(tmp_path / "ns.h5", "a") as f:
+        del f["velocity"]
+    with pytest.raises(DatasetFileError, match="velocity: missing dataset"):
+        load(tmp_path / "ns.h5")
+
+
+def test_bad_well_files_are_refused_naming_the_dataset(tmp_path):
+    _well_2d(tmp_path / "mismatch.h5", density=np.zeros((2, 5, 8, 7)))
+    with pytest.raises(
+        DatasetFileError, match=r"t0_fields/density: shape \(2, 5, 8, 7\), expected"
+    ):
+        load(tmp_path / "mismatch.h5")
+    density = np.zeros((2, 5, 8, 6))
+    density[0, 0, 0, 0] = np.inf
+    _well_2d(tmp_path / "inf.h5", density=density)
+    with pytest.raises(DatasetFileError, match="t0_fields/density: 1 non-finite"):
+        load(tmp_path / "inf.h5")
+    _well_2d(tmp_path / "time.h5", time=np.zeros((2, 5)))
+    with pytest.raises(DatasetFileError, match="dimensions/time: times must increase"):
+        load(tmp_path / "time.h5")
+    _well_2d(tmp_path / "ok.h5")
+    with h5py.File(tmp_path / "ok.h5", "a") as f:
+        del f["dimensions"]
+    with pytest.raises(DatasetFileError, match="dimensions: missing group"):
+        load(tmp_path / "ok.h5")
+    _well_2d(tmp_path / "ok.h5")
+    with pytest.raises(ValueError, match="field must name a time-varying field"):
+        read_well(tmp_path / "ok.h5", field="obstacle")
+
+
+def test_writers_refuse_bad_data_and_leave_nothing_behind(tmp_path):
+    data = _ours_2d()
+    data.u[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="data.u: 1 non-finite"):
+        write_well(data, tmp_path / "out.h5")
+    data = _ours_2d()
+    del data.coords["y"]
+    with pytest.raises(ValueError, match="data.coords: no 'y' coordinate"):
+        write_pdebench(data, tmp_path / "out.h5")
+    data = _ours_2d()
+    data.fields["tensor"] = data.fields.pop("vx")
+    with pytest.raises(ValueError, match="'tensor' is reserved"):
+        write_pdebench(data, tmp_path / "out.h5")
+    with pytest.raises(ValueError, match="layout: 'ns' needs 2-D data with fields vx and vy"):
+        write_pdebench(data, tmp_path / "out.h5", layout="ns")
+    data = _ours_2d()
+    data.params["odd"] = torch.zeros(N, 2, 2)
+    with pytest.raises(ValueError, match=r"data.params\['odd'\]: shape .* no place in The Well"):
+        write_well(data, tmp_path / "out.h5")
+    data = _ours_2d()  # force_x, force_y both as fields and as parameters: found while writing
+    data.fields.update(force_x=data.fields.pop("vx"), force_y=data.fields.pop("vy"))
+    with pytest.raises(ValueError, match="two t1 fields would be named 'force'"):
+        write_well(data, tmp_path / "out.h5")
+    assert list(tmp_path.iterdir()) == []  # atomic: no output, no temporary file
+    write_physml(_ours_2d(), tmp_path / "ours.h5")
+    _assert_same(load(tmp_path / "ours.h5"), _ours_2d())
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_convert_writes_and_refuses_bad_arguments(tmp_path, capsys):
+    source = tmp_path / "in.h5"
+    _pdebench_1d(source)
+    out = tmp_path / "out.h5"
+    assert main(["convert", str(source), str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and load(out).attrs["format"] == "physml-dataset/1"
+    assert main(["convert", str(out), str(tmp_path / "w.h5"), "--to", "well"]) == 0
+    assert load(tmp_path / "w.h5").attrs["source_format"] == "the_well"
+    capsys.readouterr()
+    cases = [
+        (["convert", str(tmp_path / "absent.h5"), str(tmp_path / "x.h5")], "no file at"),
+        (["convert", str(source), str(out)], "already exists"),
+        (["convert", str(out), str(tmp_path / "x.h5")], "to: name the output format"),
+        (["convert", str(source), str(tmp_path / "x.h5"), "--layout", "ns"], "layout: only for"),
+        (
+            ["convert", str(source), str(tmp_path / "x.h5"), "--to", "pdebench", "--layout", "ns"],
+            "layout: 'ns' needs",
+        ),
+        (["convert", str(source), str(tmp_path / "no" / "x.h5")], "does not exist"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert f"physml convert: error: {message}" in err or message in err, (args, err)
+        assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", str(source), str(tmp_path / "x.h5"), "--to", "csv"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+    assert main(["convert", str(source), str(out), "--overwrite", "--to", "pdebench"]) == 0

@@ -1,0 +1,198 @@
+"""Merging shards into virtual datasets, and the checks that shards form one dataset."""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from recipes import ToyProblem
+
+from pdes import problems
+from physml.cli import main
+from physml.data import ShardError, check_shards, generate_dataset, load, merge_shards
+from physml.data.generate import sample_seed
+
+
+class OtherToy(ToyProblem):
+    name = "other-toy"
+    description = "the toy recipe under another name (tests only)"
+
+
+problems.register(OtherToy())
+
+N, SEED, SHARDS = 11, 5, 3  # shards hold samples 0-2, 3-6 and 7-10
+
+
+def make(out, pde="toy", **kwargs):
+    kwargs = {"n": N, "seed": SEED, "num_shards": SHARDS, "chunk": 2, "progress": False, **kwargs}
+    return generate_dataset(pde, out, **kwargs)
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    """``data/ds.h5`` (the index) and its three shards, in shard order."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shards = [make(folder / "ds.h5", shard=i) for i in range(SHARDS)]
+    return folder / "ds.h5", shards
+
+
+def test_merged_file_loads_bitwise_like_one_process(tmp_path, sharded):
+    _, shards = sharded
+    whole = load(make(tmp_path / "whole.h5", num_shards=1, chunk=4))
+    merged_path = merge_shards(shards[::-1], tmp_path / "data" / "merged.h5")  # any order
+    with h5py.File(merged_path) as f:
+        for name in ("u", "params/a", "fields/u_squared", "sample_index", "sample_seed"):
+            assert f[name].is_virtual and f[name].id.get_storage_size() == 0, name  # no copy
+        assert not f["t"].is_virtual and not f["x"].is_virtual
+        sources = {source.file_name for source in f["u"].virtual_sources()}
+        assert sources == {p.name for p in shards}  # relative to the merged file's folder
+    merged = load(merged_path)
+    assert torch.equal(merged.u, whole.u) and merged.u.dtype == torch.float64
+    assert torch.equal(merged.params["a"], whole.params["a"])
+    assert torch.equal(merged.fields["u_squared"], whole.fields["u_squared"])
+    assert torch.equal(merged.sample_index, torch.arange(N))
+    assert torch.equal(merged.t, whole.t) and torch.equal(merged.coords["x"], whole.coords["x"])
+    for key in ("pde", "seed", "n_total", "settings", "physml_version", "nx"):
+        assert merged.attrs[key] == whole.attrs[key], key
+    assert merged.attrs["num_shards"] == 1
+    assert not list((tmp_path / "data").glob(".*tmp"))  # the temporary name is gone
+
+
+def test_an_index_stands_for_its_shards(tmp_path, sharded):
+    index, shards = sharded
+    merged = load(merge_shards([index], tmp_path / "data" / "merged.h5"))
+    assert torch.equal(merged.u, load(index).u)
+
+
+def test_moved_together_still_loads(tmp_path, sharded, monkeypatch):
+    _, shards = sharded
+    (tmp_path / "data" / "merged").mkdir()
+    merge_shards(shards, tmp_path / "data" / "merged" / "all.h5")  # shards stored as ../NAME
+    expected = load(tmp_path / "data" / "merged" / "all.h5").u
+    moved = tmp_path / "elsewhere" / "data-moved"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "data", moved)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert torch.equal(load(moved / "merged" / "all.h5").u, expected)
+    assert torch.equal(load("data-moved/merged/all.h5").u, expected)  # a relative path too
+
+
+def test_missing_shard_file_is_an_error_not_fill_values(tmp_path, sharded, monkeypatch):
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    shards[1].rename(tmp_path / "away.h5")
+    with h5py.File(merged) as f:  # what plain h5py gives: fill values, no error
+        assert np.isnan(f["u"][3:7]).all()
+    with pytest.raises(FileNotFoundError, match=f"reads the shard '{shards[1].name}'.*missing"):
+        load(merged)
+    # HDF5 falls back to the working directory for a relative source: a stray copy there is
+    # not taken for the shard that belongs beside the merged file.
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(tmp_path / "away.h5", tmp_path / shards[1].name)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load(merged)
+
+
+@pytest.mark.parametrize(
+    "regenerate, match",
+    [
+        ({"seed": 6}, "seed 6 vs 5"),
+        ({"nx": 11}, r"nx 11 vs 9.*u per-sample shape \(4, 11\) vs \(4, 9\)"),
+        ({"pde": "other-toy"}, "pde 'other-toy' vs 'toy'"),
+    ],
+)
+def test_inconsistent_shards_are_refused_by_merge_index_and_merged_file(
+    tmp_path, sharded, regenerate, match
+):
+    index, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    make(index, shard=1, overwrite=True, **regenerate)  # shard 1 made again, differently
+    named = f"'{shards[1]}' vs '{shards[0]}'"
+    with pytest.raises(ShardError, match=f"shards disagree, {named}: .*{match}"):
+        merge_shards(shards, tmp_path / "data" / "again.h5")
+    assert not (tmp_path / "data" / "again.h5").exists()
+    with pytest.raises(ShardError, match=match):
+        load(index)  # not a silent join by index
+    with pytest.raises(ShardError, match=match):
+        load(merged)
+
+
+def test_merged_file_refuses_shards_remade_alike_with_other_settings(tmp_path, sharded):
+    index, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    for shard in range(SHARDS):
+        make(index, shard=shard, seed=6, overwrite=True)
+    assert load(index).attrs["seed"] == 6  # consistent among themselves
+    with pytest.raises(ShardError, match="changed since the merge.*: seed 6 vs 5"):
+        load(merged)
+
+
+def _shift_samples(source, target, offset):
+    """A copy of a shard claiming other samples, with seeds consistent with the claim."""
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as f:
+        index = f["sample_index"][()] + offset
+        f["sample_index"][...] = index
+        f["sample_seed"][...] = [sample_seed(SEED, int(i)) for i in index]
+
+
+def test_overlapping_missing_and_repeated_ranges_are_refused(tmp_path, sharded):
+    _, (first, middle, last) = sharded
+    with pytest.raises(ShardError, match=r"samples 3-6 of 0\.\.10 are in no shard given"):
+        check_shards([first, last])
+    with pytest.raises(ShardError, match=r"\(shard 1 of 3 not given\?\)"):
+        merge_shards([last, first], tmp_path / "merged.h5")
+    shifted = tmp_path / "data" / "shifted.h5"
+    _shift_samples(middle, shifted, -1)  # claims 2-5
+    with pytest.raises(ShardError, match=f"'{first}' and '{shifted}' both hold samples 2$"):
+        check_shards([first, shifted, last])
+    with pytest.raises(ShardError, match="given twice"):
+        check_shards([first, middle, middle, last])
+    assert [s.samples for s in check_shards([last, first, middle])] == [
+        range(0, 3),
+        range(3, 7),
+        range(7, 11),
+    ]
+
+
+def test_seeds_of_another_scheme_are_refused(tmp_path, sharded):
+    _, shards = sharded
+    with h5py.File(shards[2], "r+") as f:
+        f["sample_seed"][1] += 1
+    with pytest.raises(ShardError, match="sample_seed of sample 8 .* seed scheme"):
+        check_shards(shards)
+
+
+def test_bad_outputs_and_inputs(tmp_path, sharded):
+    index, shards = sharded
+    with pytest.raises(ValueError, match="one of the shards"):
+        merge_shards(shards, shards[0], overwrite=True)
+    out = merge_shards(shards, tmp_path / "merged.h5")
+    with pytest.raises(FileExistsError, match="already exists"):
+        merge_shards(shards, out)
+    with pytest.raises(ShardError, match="is a merged file"):
+        check_shards([out])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        merge_shards([*shards, tmp_path / "absent.h5"], tmp_path / "other.h5")
+    with pytest.raises(ValueError, match="at least one shard"):
+        check_shards([])
+
+
+def test_cli_merge(tmp_path, sharded, capsys):
+    _, shards = sharded
+    out = tmp_path / "merged.h5"
+    assert main(["merge", *map(str, shards), "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert torch.equal(load(out).sample_index, torch.arange(N))
+
+    code = main(["merge", str(shards[0]), str(shards[2]), "-o", str(tmp_path / "bad.h5")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("physml merge: error: samples 3-6")
+    assert "Traceback" not in err and not (tmp_path / "bad.h5").exists()
+    assert main(["merge", str(tmp_path / "nope.h5"), "-o", str(tmp_path / "bad.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["merge", str(shards[0])])
+    assert exit_.value.code == 2 and "-o/--out" in capsys.readouterr().err
