@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, write_results  # noqa: E402
 
-from pdes import _checks  # noqa: E402
+from pdes import checks  # noqa: E402
 from physml._io import atomic_path, atomic_write_text  # noqa: E402
 from physml.data.nbody import NBodyDigits, nbody_digits, render, simulate  # noqa: E402
 from physml.models.baselines import ConvLSTM, Persistence, UNet, count_parameters  # noqa: E402
@@ -305,9 +305,9 @@ def physics_reference(
     positions 5 steps apart fixes a velocity to about 0.29 / √(25 · 82.5) ≈ 0.006 px/step;
     :data:`REFERENCE` allows 0.01 for the curvature that gravity adds to the path.
     """
-    position_sd = _checks.non_negative("position_sd", position_sd)
-    velocity_sd = _checks.non_negative("velocity_sd", velocity_sd)
-    samples = _checks.positive_int("samples", samples)
+    position_sd = checks.non_negative("position_sd", position_sd)
+    velocity_sd = checks.non_negative("velocity_sd", velocity_sd)
+    samples = checks.positive_int("samples", samples)
     if not isinstance(test, NBodyDigits):
         raise TypeError(
             f"test must be NBodyDigits (it holds the states), got {type(test).__name__}"

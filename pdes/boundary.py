@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import FLOAT
+from .checks import FLOAT
 
 BoundaryValue = float | torch.Tensor | Callable[[float], float | torch.Tensor]
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _checks
+from . import checks
 from .boundary import BoundaryCondition, Dirichlet, parse
 from .errors import SolverError
 from .grid import Grid1D
@@ -39,7 +39,7 @@ from .problems import Batch, Option, Problem, generator
 from .random_fields import gaussian_random_field_1d
 from .verification import Comparison, ExactCase
 
-FLOAT = _checks.FLOAT
+FLOAT = checks.FLOAT
 STABILITY_RADIUS = 2.0 * math.sqrt(2.0)
 SAFETY = 0.5
 
@@ -55,7 +55,7 @@ def _viscosities(nu: float | torch.Tensor, batch: int) -> torch.Tensor:
         if not torch.isfinite(values).all() or (values <= 0).any():
             raise ValueError(f"nu must be finite and > 0 for every sample, got {values.tolist()}")
         return values
-    return torch.full((batch,), _checks.positive("nu", nu), dtype=FLOAT)
+    return torch.full((batch,), checks.positive("nu", nu), dtype=FLOAT)
 
 
 def advective_step_limit(grid: Grid1D, speed: float, spectral: bool) -> float:
@@ -92,10 +92,10 @@ def solve_burgers(
     if not isinstance(grid, Grid1D):
         raise TypeError(f"grid must be a Grid1D, got {type(grid)}")
     condition = parse(bc, allowed=("periodic", "dirichlet"))
-    u0 = _checks.field("u0", u0, grid.n)
-    t_out = _checks.times("times", times)
+    u0 = checks.field("u0", u0, grid.n)
+    t_out = checks.times("times", times)
     if max_step is not None:
-        max_step = _checks.positive("max_step", max_step)
+        max_step = checks.positive("max_step", max_step)
     viscosity = _viscosities(nu, u0.shape[0])
     if condition.name == "periodic":
         if not grid.periodic:
@@ -284,11 +284,11 @@ class PeriodicBurgers(Problem):
     options = {"nx": Option(256, "grid points on the periodic [0, 1)"), **_grf_options()}
 
     def grid(self, settings: dict) -> Grid1D:
-        return Grid1D(_checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0, periodic=True)
+        return Grid1D(checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0, periodic=True)
 
     def times(self, settings: dict) -> np.ndarray:
-        nt = _checks.positive_int("nt", settings["nt"], 1)
-        return np.linspace(0.0, _checks.positive("t_end", settings["t_end"]), nt)
+        nt = checks.positive_int("nt", settings["nt"], 1)
+        return np.linspace(0.0, checks.positive("t_end", settings["t_end"]), nt)
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         return {"t": self.times(settings), "x": self.grid(settings).coordinates().numpy()}
@@ -304,7 +304,7 @@ class PeriodicBurgers(Problem):
 
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
         grid = self.grid(settings)
-        nu = _checks.positive("nu", settings["nu"])
+        nu = checks.positive("nu", settings["nu"])
         u0 = _draw(seeds, grid.n, settings).to(device)
         step = _recipe_step(grid, settings, spectral=True)
         u = solve_burgers(u0, grid, nu, self.times(settings), "periodic", max_step=step)
@@ -320,7 +320,7 @@ class DirichletBurgers(PeriodicBurgers):
     options = {"nx": Option(257, "grid nodes on [0, 1], walls included"), **_grf_options()}
 
     def grid(self, settings: dict) -> Grid1D:
-        return Grid1D(_checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0)
+        return Grid1D(checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0)
 
     def attributes(self, settings: dict) -> dict[str, object]:
         return {
@@ -332,7 +332,7 @@ class DirichletBurgers(PeriodicBurgers):
 
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
         grid = self.grid(settings)
-        nu = _checks.positive("nu", settings["nu"])
+        nu = checks.positive("nu", settings["nu"])
         g = _draw(seeds, grid.n - 1, settings)
         u0 = (torch.cat([g, g[:, :1]], dim=-1) - g[:, :1]).to(device)
         step = _recipe_step(grid, settings, spectral=False)

@@ -56,8 +56,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _checks
-from ._checks import FLOAT
+from . import checks
+from .checks import FLOAT
 from .errors import SolverError
 from .grid import Grid2D
 from .problems import Batch, Option, Problem, generator
@@ -139,7 +139,7 @@ def _check_grid(grid: Grid2D) -> int:
             "grid must be a square, non-periodic node grid (Grid2D.square(n)), got "
             f"x={grid.x.describe()}, y={grid.y.describe()}"
         )
-    return _checks.positive_int("grid.n (nodes per side)", grid.x.n, 5)
+    return checks.positive_int("grid.n (nodes per side)", grid.x.n, 5)
 
 
 def _vorticity(name: str, value: torch.Tensor, n: int) -> torch.Tensor:
@@ -257,7 +257,7 @@ class _Cavity:
         self.n = grid.x.n
         self.h = grid.x.dx
         self.length = grid.x.length
-        self.advection = _checks.choice("advection", advection, ADVECTION)
+        self.advection = checks.choice("advection", advection, ADVECTION)
         self.nu = lid * self.length / reynolds
         self.lid = lid
         self.thom = -2.0 / self.h**2
@@ -425,9 +425,9 @@ def solve_cavity(
     every step); without it each sample steps at :data:`SAFETY` of its own limit.
     """
     re, lid, w0 = _batch(grid, reynolds, lid_velocity, w0, device)
-    t_out = _checks.times("times", times)
+    t_out = checks.times("times", times)
     if dt is not None:
-        dt = _checks.positive("dt", dt)
+        dt = checks.positive("dt", dt)
     cavity = _Cavity(grid, re, lid, advection)
     w = w0[:, 1:-1, 1:-1].contiguous()
     outputs: list[tuple[torch.Tensor, ...]] = []
@@ -437,7 +437,7 @@ def solve_cavity(
             w = _advance(cavity, w, t, target - t, dt, "solve_cavity")
             t = target
         fields = cavity.output(w)
-        _checks.finite_result("solve_cavity", fields[0], t)
+        checks.finite_result("solve_cavity", fields[0], t)
         outputs.append(fields)
     w_out, vx, vy = (torch.stack(parts, dim=1) for parts in zip(*outputs, strict=True))
     return w_out, vx, vy
@@ -461,10 +461,10 @@ def steady_cavity(
     has not by ``max_time`` raises :class:`SolverError`. Other arguments as :func:`solve_cavity`.
     """
     re, lid, w0 = _batch(grid, reynolds, lid_velocity, w0, device)
-    tol = _checks.positive("tol", tol)
-    max_time = _checks.positive("max_time", max_time)
+    tol = checks.positive("tol", tol)
+    max_time = checks.positive("max_time", max_time)
     if dt is not None:
-        dt = _checks.positive("dt", dt)
+        dt = checks.positive("dt", dt)
     cavity = _Cavity(grid, re, lid, advection)
     threshold = tol * (lid / cavity.length) ** 2
     w = w0[:, 1:-1, 1:-1].contiguous()
@@ -495,7 +495,7 @@ def steady_cavity(
                 f"(sample {worst}); raise max_time or tol"
             )
     w_out, vx, vy = cavity.output(w)
-    _checks.finite_result("steady_cavity", w_out, float(t.max()))
+    checks.finite_result("steady_cavity", w_out, float(t.max()))
     return w_out, vx, vy
 
 
@@ -574,16 +574,16 @@ class CavityProblem(Problem):
     }
 
     def _grid(self, settings: dict) -> Grid2D:
-        return Grid2D.square(_checks.positive_int("nx", settings["nx"], 5))
+        return Grid2D.square(checks.positive_int("nx", settings["nx"], 5))
 
     def _times(self, settings: dict) -> torch.Tensor:
-        _checks.positive("t_end", settings["t_end"])
-        _checks.positive_int("nt", settings["nt"], 2)
+        checks.positive("t_end", settings["t_end"])
+        checks.positive_int("nt", settings["nt"], 2)
         return torch.linspace(0.0, settings["t_end"], settings["nt"], dtype=FLOAT)
 
     def _lid_range(self, settings: dict) -> tuple[float, float]:
-        low = _checks.positive("lid_min", settings["lid_min"])
-        high = _checks.positive("lid_max", settings["lid_max"])
+        low = checks.positive("lid_min", settings["lid_min"])
+        high = checks.positive("lid_max", settings["lid_max"])
         if high < low:
             raise ValueError(f"lid_max must be >= lid_min, got {high} < {low}")
         return low, high
@@ -611,9 +611,9 @@ class CavityProblem(Problem):
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
         grid = self._grid(settings)
         low, high = self._lid_range(settings)
-        reynolds = _checks.positive("reynolds", settings["reynolds"])
-        amplitude = _checks.non_negative("w0_amplitude", settings["w0_amplitude"])
-        modes = _checks.positive_int("modes", settings["modes"])
+        reynolds = checks.positive("reynolds", settings["reynolds"])
+        amplitude = checks.non_negative("w0_amplitude", settings["w0_amplitude"])
+        modes = checks.positive_int("modes", settings["modes"])
         lids, vorticities = [], []
         for seed in seeds:
             gen = generator(seed)

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from . import _checks
-from ._checks import FLOAT, choice, field, finite_result, positive, positive_int
+from . import checks
 from .boundary import BoundaryCondition, Dirichlet, Neumann, Periodic, parse
+from .checks import FLOAT, choice, field, finite_result, positive, positive_int
 from .errors import SolverError
 from .grid import Grid1D
 from .problems import Batch, Option, Problem, generator
@@ -444,7 +444,7 @@ def solve_gpme(
         raise TypeError(f"grid must be a Grid1D, got {type(grid)}")
     device = u0.device if isinstance(u0, torch.Tensor) else None
     u = field("u0", u0, grid.n, device).clone()
-    t_out = _checks.times("times", times)
+    t_out = checks.times("times", times)
     bc = parse(bc)
     if isinstance(bc, Periodic) != grid.periodic:
         raise ValueError(

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import FLOAT, choice, positive_int
+from .checks import FLOAT, choice, positive_int
 
 GridKind = Literal["node", "cell"]
 

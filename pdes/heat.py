@@ -39,14 +39,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from . import _checks
+from . import checks
 from .boundary import BoundaryCondition, Dirichlet, Neumann, Periodic, parse
 from .grid import Grid1D
 from .integrators import DiagonalOperator, etdrk4, fourier_operator, scaled, tridiagonal_operator
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
-FLOAT = _checks.FLOAT
+FLOAT = checks.FLOAT
 Rate = float | torch.Tensor
 
 
@@ -64,7 +64,7 @@ def per_sample(name: str, value: Rate, batch: int, device) -> torch.Tensor:
         if not (torch.isfinite(out).all() and (out > 0).all()):
             raise ValueError(f"{name} must be finite and > 0 for every sample, got {out.tolist()}")
         return out
-    number = _checks.positive(name, value.item() if isinstance(value, torch.Tensor) else value)
+    number = checks.positive(name, value.item() if isinstance(value, torch.Tensor) else value)
     return torch.full((batch,), number, dtype=FLOAT, device=device)
 
 
@@ -173,12 +173,12 @@ def solve_heat(
     """
     bc = parse(bc)
     _check_grid(grid, bc)
-    u0 = _checks.field("u0", u0, grid.n)
-    t_out = _checks.times("times", times)
+    u0 = checks.field("u0", u0, grid.n)
+    t_out = checks.times("times", times)
     batch, device = u0.shape[0], u0.device
     rates = per_sample("kappa", kappa, batch, device)
     if max_step is not None:
-        max_step = _checks.positive("max_step", max_step)
+        max_step = checks.positive("max_step", max_step)
     dx = grid.dx
 
     if isinstance(bc, Periodic):
@@ -359,12 +359,12 @@ class HeatProblem(Problem):
     }
 
     def _grid(self, settings: dict) -> Grid1D:
-        _checks.choice("bc", settings["bc"], ("neumann", "dirichlet", "periodic"))
+        checks.choice("bc", settings["bc"], ("neumann", "dirichlet", "periodic"))
         return Grid1D(settings["nx"], periodic=settings["bc"] == "periodic")
 
     def _times(self, settings: dict) -> torch.Tensor:
-        _checks.positive("t_end", settings["t_end"])
-        _checks.positive_int("nt", settings["nt"], 2)
+        checks.positive("t_end", settings["t_end"])
+        checks.positive_int("nt", settings["nt"], 2)
         return torch.linspace(0.0, settings["t_end"], settings["nt"], dtype=FLOAT)
 
     def boundary(self, settings: dict) -> BoundaryCondition:
@@ -396,7 +396,7 @@ class HeatProblem(Problem):
 
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
         grid = self._grid(settings)
-        kappa = _checks.positive("kappa", settings["kappa"])
+        kappa = checks.positive("kappa", settings["kappa"])
         x = grid.coordinates()
         u0 = torch.stack(
             [
@@ -404,7 +404,7 @@ class HeatProblem(Problem):
                     generator(seed),
                     x,
                     settings["bc"],
-                    _checks.positive_int("modes", settings["modes"]),
+                    checks.positive_int("modes", settings["modes"]),
                     float(settings["decay"]),
                     float(settings["amplitude"]),
                 )

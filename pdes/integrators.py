@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import FLOAT, finite_result, positive
+from .checks import FLOAT, finite_result, positive
 
 Nonlinear = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _checks
+from . import checks
 from .errors import SolverError
 from .grid import Grid2D
 from .heat import per_sample
@@ -61,7 +61,7 @@ from .problems import Batch, Option, Problem, generator
 from .random_fields import gaussian_random_field_2d
 from .verification import Comparison, ExactCase
 
-FLOAT = _checks.FLOAT
+FLOAT = checks.FLOAT
 CFL = 0.5
 """The default step keeps ``h U κ_max`` (the phase a kept mode is advected per step) below this."""
 SAFETY = 0.5
@@ -177,7 +177,7 @@ def _forcing(forcing: Forcing, grid: Grid2D, batch: int, device) -> torch.Tensor
     if forcing is None:
         return None
     if isinstance(forcing, str):
-        _checks.choice("forcing", forcing, ("fno", "none"))
+        checks.choice("forcing", forcing, ("fno", "none"))
         if forcing == "none":
             return None
         field = fno_forcing(grid, device=device)
@@ -337,9 +337,9 @@ def solve_vorticity(
     """
     grid = _check_grid(grid)
     w0 = _fields("w0", w0, grid)
-    t_out = _checks.times("times", times)
+    t_out = checks.times("times", times)
     if max_step is not None:
-        max_step = _checks.positive("max_step", max_step)
+        max_step = checks.positive("max_step", max_step)
     batch, device = w0.shape[0], w0.device
     viscosity = per_sample("nu", nu, batch, "cpu")
     force = _forcing(forcing, grid, batch, device)
@@ -433,7 +433,7 @@ def taylor_green(
     returns ``(sample, time, nx, ny)``.
     """
     grid = _check_grid(grid)
-    k = _checks.positive_int("k", k)
+    k = checks.positive_int("k", k)
     amplitude = float(amplitude)
     times = torch.as_tensor(t, dtype=FLOAT).flatten()
     nu = torch.as_tensor(nu, dtype=FLOAT).flatten()
@@ -502,12 +502,12 @@ class PeriodicNavierStokes(Problem):
     }
 
     def grid(self, settings: dict) -> Grid2D:
-        n = _checks.positive_int("nx", settings["nx"], 4)
+        n = checks.positive_int("nx", settings["nx"], 4)
         return Grid2D.square(n, 0.0, 1.0, periodic=True)
 
     def times(self, settings: dict) -> np.ndarray:
-        nt = _checks.positive_int("nt", settings["nt"], 1)
-        return np.linspace(0.0, _checks.positive("t_end", settings["t_end"]), nt)
+        nt = checks.positive_int("nt", settings["nt"], 1)
+        return np.linspace(0.0, checks.positive("t_end", settings["t_end"]), nt)
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         grid = self.grid(settings)
@@ -518,7 +518,7 @@ class PeriodicNavierStokes(Problem):
         }
 
     def attributes(self, settings: dict) -> dict[str, object]:
-        forcing = _checks.choice("forcing", settings["forcing"], ("fno", "none"))
+        forcing = checks.choice("forcing", settings["forcing"], ("fno", "none"))
         return {
             "pde": "navier-stokes (vorticity): w_t + u.grad w = nu Lap w + f, u = curl psi, "
             "-Lap psi = w",
@@ -533,13 +533,13 @@ class PeriodicNavierStokes(Problem):
 
     def step(self, settings: dict) -> float:
         """The time step: ``max_step`` if > 0, else one that depends only on the settings."""
-        if _checks.non_negative("max_step", settings["max_step"]) > 0:
+        if checks.non_negative("max_step", settings["max_step"]) > 0:
             return settings["max_step"]
         return _recipe_step(self.grid(settings), settings)
 
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
         grid = self.grid(settings)
-        nu = _checks.positive("nu", settings["nu"])
+        nu = checks.positive("nu", settings["nu"])
         w0 = torch.cat(
             [
                 gaussian_random_field_2d(

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ._checks import FLOAT, positive, positive_int
+from .checks import FLOAT, positive, positive_int
 
 
 def _check_generator(generator: torch.Generator | None) -> None:

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _checks
+from . import checks
 from .boundary import Dirichlet
 from .grid import Grid1D
 from .heat import Rate, per_sample, solve_heat
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
-FLOAT = _checks.FLOAT
+FLOAT = checks.FLOAT
 
 
 def _per_sample_all(
@@ -130,16 +130,16 @@ class StokesProblem(Problem):
     }
 
     def _grid(self, settings: dict) -> Grid1D:
-        return Grid1D(settings["nx"], 0.0, _checks.positive("length", settings["length"]))
+        return Grid1D(settings["nx"], 0.0, checks.positive("length", settings["length"]))
 
     def _times(self, settings: dict) -> torch.Tensor:
-        _checks.positive("t_end", settings["t_end"])
-        _checks.positive_int("nt", settings["nt"], 2)
+        checks.positive("t_end", settings["t_end"])
+        checks.positive_int("nt", settings["nt"], 2)
         return torch.linspace(0.0, settings["t_end"], settings["nt"], dtype=FLOAT)
 
     def _range(self, settings: dict, name: str) -> tuple[float, float]:
-        low = _checks.positive(f"{name}_min", settings[f"{name}_min"])
-        high = _checks.positive(f"{name}_max", settings[f"{name}_max"])
+        low = checks.positive(f"{name}_min", settings[f"{name}_min"])
+        high = checks.positive(f"{name}_max", settings[f"{name}_max"])
         if high < low:
             raise ValueError(f"{name}_max must be >= {name}_min, got {high} < {low}")
         return low, high

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _checks
+from . import checks
 from .boundary import Neumann, parse
 from .grid import Grid1D
 from .heat import Rate, interior_operator, neumann_boundary, per_sample, random_modes
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
-FLOAT = _checks.FLOAT
+FLOAT = checks.FLOAT
 
 
 def _check_boundary(bc: Neumann | str) -> None:
@@ -65,13 +65,13 @@ def solve_wave(
     """
     _check_boundary(bc)
     _check_grid(grid)
-    u0 = _checks.field("u0", u0, grid.n)
-    v0 = _checks.field("v0", v0, grid.n, device=u0.device)
+    u0 = checks.field("u0", u0, grid.n)
+    v0 = checks.field("v0", v0, grid.n, device=u0.device)
     if u0.shape != v0.shape:
         raise ValueError(
             f"v0 must have the shape of u0 {tuple(u0.shape)}, got shape {tuple(v0.shape)}"
         )
-    t_out = _checks.times("times", times).to(u0.device)
+    t_out = checks.times("times", times).to(u0.device)
     batch, device, dx = u0.shape[0], u0.device, grid.dx
     speed = per_sample("c", c, batch, device)
 
@@ -89,7 +89,7 @@ def solve_wave(
     displacement[:, at_start] = u0[:, None, 1:-1]
     velocity[:, at_start] = v0[:, None, 1:-1]
     u, v = _with_boundary(displacement, dx), _with_boundary(velocity, dx)
-    _checks.finite_result("solve_wave", u, float(t_out[-1]))
+    checks.finite_result("solve_wave", u, float(t_out[-1]))
     return (u, v) if return_velocity else u
 
 
@@ -175,8 +175,8 @@ class WaveProblem(Problem):
     }
 
     def _times(self, settings: dict) -> torch.Tensor:
-        _checks.positive("t_end", settings["t_end"])
-        _checks.positive_int("nt", settings["nt"], 2)
+        checks.positive("t_end", settings["t_end"])
+        checks.positive_int("nt", settings["nt"], 2)
         return torch.linspace(0.0, settings["t_end"], settings["nt"], dtype=FLOAT)
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
@@ -196,13 +196,13 @@ class WaveProblem(Problem):
 
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
         grid = Grid1D(settings["nx"])
-        low = _checks.positive("c_min", settings["c_min"])
-        high = _checks.positive("c_max", settings["c_max"])
+        low = checks.positive("c_min", settings["c_min"])
+        high = checks.positive("c_max", settings["c_max"])
         if high < low:
             raise ValueError(f"c_max must be >= c_min, got {high} < {low}")
-        modes = _checks.positive_int("modes", settings["modes"])
+        modes = checks.positive_int("modes", settings["modes"])
         decay, amplitude = float(settings["decay"]), float(settings["amplitude"])
-        scale = _checks.non_negative("velocity_scale", settings["velocity_scale"])
+        scale = checks.non_negative("velocity_scale", settings["velocity_scale"])
         x = grid.coordinates()
         u0, v0, c = [], [], []
         for seed in seeds:

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as nnf
 
-from pdes._checks import positive_int as _positive_int
+from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 
 from ._checks import as_tensor

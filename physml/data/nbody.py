@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from pdes import _checks, problems
+from pdes import checks, problems
 from pdes.problems import Batch, Option, Problem
 
 from .generate import sample_seed
@@ -72,7 +72,7 @@ class NBodyDigits:
     def split(self, input_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forecasting pairs ``(N, T, 1, H, W)``: the first ``input_frames`` frames and the rest."""
         total = self.frames.shape[1]
-        _checks.positive_int("input_frames", input_frames)
+        checks.positive_int("input_frames", input_frames)
         if input_frames >= total:
             raise ValueError(
                 f"input_frames must be < the {total} frames per sequence, got {input_frames}"
@@ -151,15 +151,15 @@ def simulate(
         raise ValueError(
             f"velocities must have the shape of positions {tuple(x.shape)}, got {tuple(v.shape)}"
         )
-    _checks.positive_int("steps", steps, minimum=0)
-    _checks.positive_int("record_every", record_every)
-    dt = _checks.positive("dt", dt)
-    g = _checks.non_negative("g", g)
-    softening = _checks.positive("softening", softening)
+    checks.positive_int("steps", steps, minimum=0)
+    checks.positive_int("record_every", record_every)
+    dt = checks.positive("dt", dt)
+    g = checks.non_negative("g", g)
+    softening = checks.positive("softening", softening)
     if clip is not None:
-        clip = _checks.positive("clip", clip)
+        clip = checks.positive("clip", clip)
     if box is not None:
-        box = _checks.positive("box", box)
+        box = checks.positive("box", box)
         if (x < 0).any() or (x > box).any():
             raise ValueError(
                 f"positions must lie in [0, box={box}], got range "
@@ -208,7 +208,7 @@ def _sprites(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def sprite_pool(split: str) -> torch.Tensor:
     """Indices into ``load_digits`` a split draws from: ``train`` (index % 5 ≠ 0), ``test``
     (index % 5 = 0) or ``all`` — so train and test videos can use disjoint handwriting."""
-    _checks.choice("split", split, SPLITS)
+    checks.choice("split", split, SPLITS)
     index = torch.arange(DIGIT_COUNT)
     if split == "train":
         return index[index % 5 != 0]
@@ -250,18 +250,18 @@ def _check_options(
     stride: int,
     speed: Sequence[float],
 ) -> int:
-    _checks.positive_int("frames", frames)
-    _checks.positive_int("size", size, minimum=2)
-    _checks.positive_int("digits", digits)
-    _checks.positive_int("stride", stride)
+    checks.positive_int("frames", frames)
+    checks.positive_int("size", size, minimum=2)
+    checks.positive_int("digits", digits)
+    checks.positive_int("stride", stride)
     side = max(size // 4, 1) if sprite is None else sprite
-    _checks.positive_int("sprite", side)
+    checks.positive_int("sprite", side)
     if side >= size:
         raise ValueError(f"sprite must be smaller than size={size}, got {side}")
     if len(speed) != 2:
         raise ValueError(f"speed must be a pair (min, max), got {speed!r}")
-    low = _checks.non_negative("speed[0]", speed[0])
-    high = _checks.non_negative("speed[1]", speed[1])
+    low = checks.non_negative("speed[0]", speed[0])
+    high = checks.non_negative("speed[1]", speed[1])
     if high < low:
         raise ValueError(f"speed must be (min, max) with min <= max, got {tuple(speed)}")
     return side
@@ -359,8 +359,8 @@ def nbody_digits(
         speed: initial speed range (pixels/step); directions are uniform.
         split: which handwriting the sprites come from (:func:`sprite_pool`).
     """
-    _checks.positive_int("count", count)
-    _checks.positive_int("start", start, minimum=0)
+    checks.positive_int("count", count)
+    checks.positive_int("start", start, minimum=0)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seeds = [sample_seed(int(seed), start + i) for i in range(count)]
@@ -414,7 +414,7 @@ class NBodyDigitsProblem(Problem):
     def _arguments(self, settings: dict) -> dict[str, object]:
         if settings["gravity"] not in (0, 1):
             raise ValueError(f"gravity must be 0 or 1, got {settings['gravity']!r}")
-        clip = _checks.non_negative("clip", settings["clip"])
+        clip = checks.non_negative("clip", settings["clip"])
         return {
             "frames": settings["frames"],
             "size": settings["size"],

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from pdes import gpme
-from pdes._checks import positive_int as _positive_int
+from pdes.checks import positive_int as _positive_int
 
 from .._io import atomic_path
 from ..outputs import Gaussian
