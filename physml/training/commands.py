@@ -158,9 +158,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _plot(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:
     """Three samples, prediction beside truth: lines for 1-D fields, images for 2-D frames."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     count = min(3, prediction.shape[0])

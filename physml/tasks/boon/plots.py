@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from pdes.heat import one_sided_flux
 
-from pdes.heat import one_sided_flux  # noqa: E402
-
-from .data import CaseData  # noqa: E402
-from .walls import F64, AxisWalls  # noqa: E402
+from .data import CaseData
+from .walls import F64, AxisWalls
 
 
 def plot_boundary_zoom(
