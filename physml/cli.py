@@ -48,7 +48,7 @@ def _add_generate(subparsers) -> None:
                 metavar=key.upper(),
                 type=option.type,
                 default=option.default,
-                help=f"{option.help} (default {option.default})",
+                help=f"{option.help} (default {option.default})".replace("%", "%%"),
             )
 
 

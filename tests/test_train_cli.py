@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from physml.cli import main
 
@@ -56,3 +57,15 @@ def test_config_file_mirrors_the_flags(heat):
 def test_bad_training_requests_are_one_clear_line(heat, capsys, arguments, message):
     assert main(["train", "--data", "heat.h5", "--out", "x", *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_same_command_twice_gives_the_same_weights(heat):
+    """--seed fixes the initial weights too, not only the batches."""
+    from physml.training import load_checkpoint
+
+    for out in ("a", "b"):
+        command = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator"]
+        assert main([*command, "--out", out, "--steps", "2", *SMALL]) == 0
+    first, second = load_checkpoint(heat / "a")["model"], load_checkpoint(heat / "b")["model"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -17,7 +17,8 @@ from .. import metrics
 from .._io import atomic_write_text
 from ..data import PDEData, load
 from .checkpoint import load_checkpoint
-from .families import DEFAULTS, FAMILIES, TASKS, build, model_config
+from .distributed import world
+from .families import DEFAULTS, FAMILIES, TASKS, build, dataset, model_config
 from .trainer import TrainConfig, Trainer
 
 try:  # Python 3.11+
@@ -104,11 +105,15 @@ def run_train(args: argparse.Namespace) -> int:
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
     train_data, val_data = split(load(args.data), float(chosen.get("val_fraction", 0.1)))
+    torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
-    validation = None if val_data is None else build(description, val_data)[1]
+    options = description["options"]
+    validation = None if val_data is None else dataset(description["task"], val_data, options)
     loss = FAMILIES[description["model"]].loss
     trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet)
     report = trainer.fit(train_set, validation)
+    if world(config.device).rank != 0:
+        return 0
     summary = {
         "steps": report.steps,
         "resumed_from": report.resumed_from,
