@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import physml.data.nbody  # noqa: F401  (registers the nbody-digits and moving-digits recipes)
 from pdes import problems
 from pdes.errors import SolverError
+from physml import __version__
 from physml.training import commands as training_commands
 
 
@@ -170,9 +173,41 @@ def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def format_list(width: int | None = None) -> str:
+    """The text of `physml list`: two sections, names padded to the longest name, descriptions
+    wrapped to ``width`` (default: the terminal's, 100 when unknown) with continuation lines
+    indented under the description column."""
+    from physml import tasks
+
+    sections = [
+        ("PDE recipes (physml generate PDE):", sorted(problems.registry().items())),
+        ("tasks (physml run TASK):", sorted(tasks.registry().items())),
+    ]
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    name_width = max(len(name) for _, entries in sections for name, _ in entries)
+    indent = " " * (2 + name_width + 2)
+    text_width = max(width - len(indent), 20)  # a very narrow terminal still gets readable lines
+    lines: list[str] = []
+    for title, entries in sections:
+        if lines:
+            lines.append("")
+        lines.append(title)
+        for name, entry in entries:
+            wrapped = textwrap.wrap(
+                " ".join(entry.description.split()), text_width, break_on_hyphens=False
+            ) or [""]
+            lines.append(f"  {name:<{name_width}}  {wrapped[0]}".rstrip())
+            lines.extend(indent + line for line in wrapped[1:])
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="physml", description="Physics-constrained scientific machine learning."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"physml {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_generate(subparsers)
@@ -214,14 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
             return _run_tasks(names, args, "toy")
         if args.command == "list":
-            from physml import tasks
-
-            print("PDE recipes (physml generate PDE):")
-            for name, problem in sorted(problems.registry().items()):
-                print(f"  {name:20s} {problem.description}")
-            print("tasks (physml run TASK):")
-            for name, task in sorted(tasks.registry().items()):
-                print(f"  {name:20s} {task.description}")
+            print(format_list())
             return 0
     except (ValueError, TypeError, OSError, SolverError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)

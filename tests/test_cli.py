@@ -15,6 +15,34 @@ def test_list_names_recipes_and_tasks(capsys):
     assert "verify" in out
 
 
+def test_version_prints_the_package_version(capsys):
+    import physml
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"physml {physml.__version__}"
+
+
+@pytest.mark.parametrize("columns", [60, 100, 200])
+def test_list_aligns_and_wraps_descriptions(monkeypatch, capsys, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))  # shutil.get_terminal_size reads it first
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("PDE recipes") and "tasks (physml run TASK):" in lines
+    entries = [line for line in lines if line.startswith("  ") and not line.startswith("   ")]
+    continuations = [line for line in lines if line.startswith("   ")]
+    names = [line.split()[0] for line in entries]
+    assert {"heat", "cavity", "verify", "boon-burgers-periodic"} <= set(names)
+    column = 2 + max(len(name) for name in names) + 2
+    for line in entries:  # every description starts at the same column, in both sections
+        assert line[column - 2 : column] == "  " and line[column] != " ", line
+    for line in continuations:  # wrapped lines sit under the description column
+        assert len(line) - len(line.lstrip()) == column, line
+    assert continuations  # the long recipe descriptions did wrap
+    assert all(len(line) <= max(columns, column + 20) for line in lines)
+
+
 def test_generate_writes_a_dataset(tmp_path, capsys):
     out = tmp_path / "heat.h5"
     args = ["generate", "heat", "--n", "3", "--out", str(out), "--nx", "17", "--nt", "3"]
