@@ -18,7 +18,9 @@ def benchmark(name: str, *arguments: str) -> list[str]:
     return [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *arguments]
 
 
-@pytest.mark.parametrize("name", ["solvers", "probconserv_update", "probconserv_gpme"])
+@pytest.mark.parametrize(
+    "name", ["solvers", "probconserv_update", "probconserv_gpme", "boon_overhead", "training"]
+)
 def test_quick_mode_writes_results(tmp_path, name):
     command = benchmark(name, "--quick", "--out", str(tmp_path))
     subprocess.run(command, check=True, cwd=ROOT, timeout=600)

@@ -11,9 +11,12 @@ the model output once more with the conditions themselves (DESIGN §4):
 - Probes. ``K`` is probed *once per forward and layer* with ``1 + 2·(corrected axes)`` inputs: zero
   and, per axis, a *wall spike* filling the whole first wall (index 0 of the axis) and one filling
   the last wall, the same in every channel. The probes are appended to the data batch, so ``conv``
-  and ``skip`` still run once (the layers treat batch entries independently). The responses give
-  the bias and, per output channel ``c`` and wall point ``w``, the columns ``p₀, p_N`` and the
-  corner entries ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without
+  and ``skip`` still run once (the layers treat batch entries independently). For the Fourier
+  layers of a neuralop FNO (dense spectral weights, a pointwise skip: :mod:`.spectral_probes`)
+  the responses of all layers are instead computed together from the weights, in closed form,
+  when the first layer runs, and no probes join the batch. The responses give the bias and, per
+  output channel ``c`` and wall point ``w``, the columns ``p₀, p_N`` and the corner entries
+  ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without
   gradient (inference) are kept while the parameters' version counters stay the same, so that
   inference runs ``K`` on the data alone; with gradients they are read in every forward.
 - Elimination. The corrected operator is ``K̃x = Kx + p₀ d₀ + p_N d_N`` with ``(d₀, d_N)``, per
@@ -38,12 +41,14 @@ the model output once more with the conditions themselves (DESIGN §4):
   construction and the output is the plain FNO's.
 
 Channel mixing. ``K`` mixes channels; like the reference BOON the correction is channel-wise: the
-wall spike fills all input channels, so the corner entries of output channel ``c`` are summed over
-input channels (and over the wall points, whose responses are constant along a wall since the
-spectral convolution is translation invariant along the other axes), and the elimination for
-channel ``c`` uses channel ``c`` of the input. The decoupling above is exact for every input (a
-property of ``K̃``, checked by probing in the tests); what is channel-wise is only which probe
-columns carry the correction.
+wall spike fills all input channels and the whole wall, so the corner entries of output channel
+``c`` at wall point ``w`` are summed over input channels and over the wall's input points, and the
+elimination for channel ``c`` at ``w`` uses channel ``c`` of the input at ``w``. The entries need
+not be constant along a wall: neuralop 2.0's spectral convolution is not translation invariant
+along a non-last axis of odd size (its double ``fftshift``, see :mod:`.spectral_probes`), and the
+responses to a spike on the last axis' walls vary along such an axis. The decoupling above is
+exact for every input (a property of ``K̃``, checked by probing in the tests); what is
+channel-wise is only which probe columns carry the correction.
 
 In the hidden layers the block's pointwise nonlinearity and channel MLP act on the wall values as
 on any node, so the exact guarantee is the one at the output (to float32 round-off). The hooks
@@ -57,9 +62,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import partial
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -67,6 +73,7 @@ from torch import nn
 
 from ..errors import ConstraintError
 from .boundary import BoundaryCondition, Values, set_walls
+from .spectral_probes import signature, unsupported, wall_responses
 
 TOLERANCE = 1e-7
 
@@ -97,90 +104,159 @@ class OperatorModel(Protocol):
     def kernel_layers(self) -> Sequence[KernelLayer]: ...
 
 
-def _safe(value: torch.Tensor, tol: float | torch.Tensor = TOLERANCE) -> torch.Tensor:
-    """``value`` with entries below ``tol`` in magnitude moved out to ``±tol`` (no zero pivots)."""
-    floor = torch.maximum(
-        torch.as_tensor(tol, dtype=value.dtype, device=value.device),
-        torch.as_tensor(TOLERANCE, dtype=value.dtype, device=value.device),
-    )
-    sign = torch.where(value < 0, -1.0, 1.0).to(value.dtype)
-    return torch.where(value.abs() < floor, sign * floor, value)
-
-
-def _column_scale(column: torch.Tensor, axis: int) -> torch.Tensor:
-    """Root-mean-square of a probe column along ``axis`` (the size its correction can take)."""
-    return column.square().mean(dim=axis).sqrt()
+def _safe(value: torch.Tensor, floor: torch.Tensor | None = None) -> torch.Tensor:
+    """``value`` with entries below ``floor`` (at least ``TOLERANCE``; default ``TOLERANCE``) in
+    magnitude moved out to ``±floor``, keeping their sign (no zero pivots)."""
+    if floor is None:
+        floor = torch.full_like(value, TOLERANCE)
+    return torch.where(value.abs() < floor, floor.copysign(value), value)
 
 
 @dataclass(frozen=True)
 class AxisProbe:
-    """``K``'s (or an earlier axis' ``K̃``'s) probe responses along one axis, and its elimination.
+    """``K``'s (or an earlier axis' ``K̃``'s) probe columns along one axis, and its elimination.
 
-    ``first``/``last`` ``(channel, *space)`` are the columns ``p₀``/``p_N``; ``pivot`` (``K̃₀₀``)
-    and ``knn`` (``Kₙₙ``) the diagonal entries the decoupled wall rows keep, ``(channel, *wall)``.
-    The other fields are the elimination's coefficients, folded so that it takes few operations::
+    ``first``/``last`` ``(..., channel, *space)`` are the columns ``p₀``/``p_N`` (responses to the
+    wall spikes minus the response to zero; size 1 along the wall where constant there). The
+    others, ``(..., channel, *wall)`` (broadcasting), are the response to zero on the first and
+    the last wall ``b₀, b_N``, the diagonal entries the decoupled wall rows keep (``pivot``
+    ``K̃₀₀`` and ``knn`` ``Kₙₙ``) and ``ratio = K₀ₙ/Kₙₙ``, ``k0n``, ``kn0``, so that, with
+    ``u = Kx − b`` on the walls, the elimination takes few operations::
 
-        d₀ = x₀ + o₀ + a₀ (Kx)₀ + b₀ (Kx)_N + c₀ x_N,      d_N = x_N + o_N + a_N (Kx)_N + c_N d₀
+        d₀ = x₀ − (u₀ − (K₀ₙ/Kₙₙ) u_N + K₀ₙ x_N) / K̃₀₀,      d_N = x_N − (u_N + Kₙ₀ d₀) / Kₙₙ
+
+    Leading axes ``...`` (layers read together) are split by :meth:`unbind`.
     """
 
     axis: int
     first: torch.Tensor
     last: torch.Tensor
+    b0: torch.Tensor
+    bn: torch.Tensor
     pivot: torch.Tensor
     knn: torch.Tensor
-    o0: torch.Tensor
-    a0: torch.Tensor
-    b0: torch.Tensor
-    c0: torch.Tensor
-    on: torch.Tensor
-    an: torch.Tensor
-    cn: torch.Tensor
+    ratio: torch.Tensor
+    k0n: torch.Tensor
+    kn0: torch.Tensor
 
     @classmethod
     def read(
-        cls,
-        axis: int,
-        bias: torch.Tensor,
-        at_first: torch.Tensor,
-        at_last: torch.Tensor,
-        pivot_floor: float = 0.0,
-    ):
-        """From the responses ``(channel, *space)`` to zero and to the two wall spikes.
+        cls, axis: int, bias: torch.Tensor, columns: torch.Tensor, pivot_floor: float = 0.0
+    ) -> AxisProbe:
+        """From the columns ``(2, ..., channel, *space)`` (``p₀``, ``p_N``) and the response to
+        zero ``bias`` (broadcast against a column).
 
         Pivots smaller in magnitude than ``pivot_floor`` times the RMS of their probe column are
-        moved out to that size (see :class:`BOON`).
+        moved out to that size (see :func:`physml.constrain`).
         """
-        first, last = at_first - bias, at_last - bias
-        k00, kn0 = first.select(axis, 0), first.select(axis, -1)
-        k0n = last.select(axis, 0)
-        knn = _safe(last.select(axis, -1), pivot_floor * _column_scale(last, axis))
-        pivot = _safe(k00 - k0n * kn0 / knn, pivot_floor * _column_scale(first, axis))
-        inv_pivot, inv_knn = 1.0 / pivot, 1.0 / knn
-        ratio = k0n * inv_knn
-        bias_first, bias_last = bias.select(axis, 0), bias.select(axis, -1)
-        return cls(
-            axis, first, last, pivot, knn,
-            o0=inv_pivot * (bias_first - ratio * bias_last), a0=-inv_pivot,
-            b0=inv_pivot * ratio, c0=-inv_pivot * k0n,
-            on=inv_knn * bias_last, an=-inv_knn, cn=-inv_knn * kn0,
-        )  # fmt: skip
+        k00, k0n = columns.select(axis, 0).unbind(0)
+        kn0, knn = columns.select(axis, -1).unbind(0)
+        floor_first = floor_last = None
+        if pivot_floor > 0:  # pivot_floor × RMS of the column along the axis
+            scale = pivot_floor / math.sqrt(columns.shape[axis])
+            floors = torch.linalg.vector_norm(columns, dim=axis) * scale
+            floor_first, floor_last = floors.clamp_min(TOLERANCE).unbind(0)
+        knn = _safe(knn, floor_last)
+        ratio = k0n / knn
+        pivot = _safe(torch.addcmul(k00, ratio, kn0, value=-1.0), floor_first)
+        first, last = columns.unbind(0)
+        b0, bn = bias.select(axis, 0), bias.select(axis, -1)
+        return cls(axis, first, last, b0, bn, pivot, knn, ratio, k0n, kn0)
 
-    def eliminate(self, kx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``K̃x`` from ``kx = Kx`` and ``x`` ``(batch, channel, *space)``.
+    def unbind(self) -> tuple[AxisProbe, ...]:
+        """One probe per entry of the leading axis (layers read together)."""
+        split = [getattr(self, field.name).unbind(0) for field in fields(self)[1:]]
+        return tuple(AxisProbe(self.axis, *parts) for parts in zip(*split, strict=True))
+
+    def eliminate(self, kx: torch.Tensor, x: torch.Tensor, bias_free: bool = False) -> torch.Tensor:
+        """``K̃x`` from ``kx = Kx`` and ``x`` ``(..., channel, *space)`` (broadcasting).
 
         ``(d₀, d_N)`` solve, per channel and wall point, ``(K̃x)₀ = K̃₀₀ x₀`` and
-        ``(K̃x)_N = Kₙₙ x_N`` (plus the bias) for ``K̃x = Kx + p₀ d₀ + p_N d_N``.
+        ``(K̃x)_N = Kₙₙ x_N`` (plus the bias) for ``K̃x = Kx + p₀ d₀ + p_N d_N``. ``bias_free``:
+        ``kx`` is ``Kx − b`` (a probe column), and so is the result.
         """
         a = self.axis
-        kx0, kxn = kx.select(a, 0), kx.select(a, -1)
+        u0, un = kx.select(a, 0), kx.select(a, -1)
+        if not bias_free:
+            u0, un = u0 - self.b0, un - self.bn
         x0, xn = x.select(a, 0), x.select(a, -1)
-        d0 = torch.addcmul(
-            torch.addcmul(torch.addcmul(x0 + self.o0, self.a0, kx0), self.b0, kxn), self.c0, xn
-        )
-        dn = torch.addcmul(torch.addcmul(xn + self.on, self.an, kxn), self.cn, d0)
+        coupled = torch.addcmul(torch.addcmul(u0, self.ratio, un, value=-1.0), self.k0n, xn)
+        d0 = torch.addcdiv(x0, coupled, self.pivot, value=-1.0)
+        dn = torch.addcdiv(xn, torch.addcmul(un, self.kn0, d0), self.knn, value=-1.0)
         return torch.addcmul(
             torch.addcmul(kx, d0.unsqueeze(a), self.first), dn.unsqueeze(a), self.last
         )
+
+
+def read_axes(
+    axes: Sequence[int],
+    bias: torch.Tensor,
+    columns: Sequence[torch.Tensor],
+    spikes: Sequence[torch.Tensor],
+    pivot_floor: float,
+) -> tuple[AxisProbe, ...]:
+    """The :class:`AxisProbe` of each axis in turn, a later axis read on ``K̃`` of the earlier ones.
+
+    ``columns``/``spikes``: per axis ``K``'s responses to its two wall spikes minus ``bias`` (the
+    response to zero), and the spikes, ``(2, ..., channel, *space)`` (broadcasting). A later
+    axis' columns go through the earlier axes' eliminations first (``K̃`` is affine and keeps
+    ``K``'s response to zero).
+    """
+    probes: list[AxisProbe] = []
+    for axis, column, spike in zip(axes, columns, spikes, strict=True):
+        for earlier in probes:
+            column = earlier.eliminate(column, spike, bias_free=True)
+        probes.append(AxisProbe.read(axis, bias, column, pivot_floor))
+    return tuple(probes)
+
+
+def probe_in_closed_form(layers: Sequence[CorrectedLayer], like: torch.Tensor) -> bool:
+    """Read the probes of ``layers`` together from their weights (:mod:`.spectral_probes`).
+
+    ``layers`` share their conditions and a :func:`.spectral_probes.signature`. ``False``, nothing
+    read, where the closed form does not apply to inputs like ``like``.
+    """
+    first = layers[0]
+    if first.no_closed_form is not None:
+        return False
+    found = wall_responses([(layer.conv, layer.skip) for layer in layers], first.axes, like)
+    if found is None:
+        return False
+    probes = read_axes(first.axes, found.bias, found.columns, found.spikes, first.pivot_floor)
+    per_layer = zip(*(probe.unbind() for probe in probes), strict=True)
+    for layer, bias, own in zip(layers, found.bias.unbind(0), per_layer, strict=True):
+        layer.store(bias, own, like)
+    return True
+
+
+class DirichletRows:
+    """A Dirichlet condition's values for the hidden layers of one forward, as wall rows.
+
+    ``left``/``right`` broadcast against a wall slice (``None``: a free wall); :meth:`write` sets
+    the walls of a layer output by one ``cat``, with the rows cast and expanded once per shape.
+    """
+
+    def __init__(self, axis: int, left: torch.Tensor | None, right: torch.Tensor | None) -> None:
+        self.axis = axis
+        self.values = (left, right)
+        self._rows: dict[tuple, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+
+    def write(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` ``(batch, channel, *space)`` with the constrained walls set to the values."""
+        axis = self.axis
+        key = (tuple(y.shape), y.dtype)
+        if key not in self._rows:
+            row = list(y.shape)
+            row[axis] = 1
+            self._rows[key] = tuple(
+                None if value is None else value.to(y.dtype).unsqueeze(axis).expand(row)
+                for value in self.values
+            )
+        first, last = self._rows[key]
+        n = y.shape[axis]
+        start, stop = (0 if first is None else 1), (n if last is None else n - 1)
+        pieces = [first, y.narrow(axis, start, stop - start), last]
+        return torch.cat([piece for piece in pieces if piece is not None], dim=axis)
 
 
 class CorrectedLayer:
@@ -212,6 +288,7 @@ class CorrectedLayer:
         self._probed_for: tuple | None = None  # what the probes were read for, when reusable
         self._spikes: tuple[tuple, torch.Tensor] | None = None
         self._parameters = [*conv.parameters(), *(() if skip is None else skip.parameters())]
+        self.no_closed_form = unsupported(conv, skip)  # None: probes from the weights
 
     @property
     def probing(self) -> bool:
@@ -271,26 +348,31 @@ class CorrectedLayer:
         return self._spikes[1]
 
     def probe(self, like: torch.Tensor, response: torch.Tensor | None = None) -> None:
-        """Read the bias and, axis after axis, the corner entries from the spikes' responses.
+        """Read the bias and, axis after axis, the probe columns and corner entries.
 
         ``response`` is ``K`` applied to :meth:`spikes` when the caller already has it (the hooks
-        append the spikes to the data batch so that ``K`` runs once); otherwise ``K`` runs here.
-        Each axis' elimination is applied to the later axes' responses before they are read.
+        append the spikes to the data batch so that ``K`` runs once). Otherwise they come from
+        the weights of a supported neuralop Fourier layer (:mod:`.spectral_probes`), or ``K``
+        runs on the spikes here.
         """
         if not self.probing:
+            return
+        if response is None and probe_in_closed_form([self], like):
             return
         spikes = self.spikes(like)
         if response is None:
             response = self.plain(spikes)
-        bias, later, later_x = response[0], response[1:], spikes[1:]
-        probes = []
-        for axis in self.axes:
-            probe = AxisProbe.read(axis, bias, later[0], later[1], self.pivot_floor)
-            probes.append(probe)
-            later, later_x = later[2:], later_x[2:]
-            if later.shape[0]:
-                later = probe.eliminate(later, later_x)
-        self._probes = (bias, tuple(probes))
+        pairs = (len(self.axes), 2)
+        bias = response[0]
+        columns = (response[1:] - bias).unflatten(0, pairs).unbind(0)
+        probes = read_axes(
+            self.axes, bias, columns, spikes[1:].unflatten(0, pairs).unbind(0), self.pivot_floor
+        )
+        self.store(bias, probes, like)
+
+    def store(self, bias: torch.Tensor, probes: tuple[AxisProbe, ...], like: torch.Tensor) -> None:
+        """Keep the response to zero and the axes' probes, read for inputs like ``like``."""
+        self._probes = (bias, probes)
         self._probed_for = self._reusable_key(like)
 
     def linear(self, x: torch.Tensor, kx: torch.Tensor | None = None) -> torch.Tensor:
@@ -304,15 +386,20 @@ class CorrectedLayer:
             kx = probe.eliminate(kx, x)
         return kx
 
-    def set_values(self, y: torch.Tensor, values: Sequence[Values]) -> torch.Tensor:
-        """``y`` with every channel's walls set, condition by condition (values per condition)."""
+    def set_values(self, y: torch.Tensor, values: Sequence[Values | DirichletRows]) -> torch.Tensor:
+        """``y`` with every channel's walls set, condition by condition (values per condition:
+        a ``(left, right)`` pair, or for a Dirichlet condition its :class:`DirichletRows`)."""
         if len(values) != len(self.walls):
             raise ValueError(
                 f"values must hold one pair per condition ({len(self.walls)}), got {len(values)}"
             )
-        for wall, (left, right) in zip(self.walls, values, strict=True):
+        for wall, value in zip(self.walls, values, strict=True):
             if wall.is_identity:
                 continue
+            if isinstance(value, DirichletRows):
+                y = value.write(y)
+                continue
+            left, right = value
             left = left if wall.sides[0] else None
             right = right if wall.sides[1] else None
             y = set_walls(y, wall.axis, wall.kind, wall.grid.dx, left, right, precise=False)
@@ -324,7 +411,7 @@ class CorrectedLayer:
         left: torch.Tensor | None = None,
         right: torch.Tensor | None = None,
         kx: torch.Tensor | None = None,
-        values: Sequence[Values] | None = None,
+        values: Sequence[Values | DirichletRows] | None = None,
     ) -> torch.Tensor:
         """The corrected layer: eliminated operator, then wall values set.
 
@@ -336,14 +423,21 @@ class CorrectedLayer:
         return self.set_values(self.linear(x, kx), values)
 
 
-def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -> None:
+def _attach(
+    stack: ExitStack,
+    layer: CorrectedLayer,
+    values: Sequence[Values | DirichletRows],
+    probes_ready: Callable[[torch.Tensor], bool] | None = None,
+) -> None:
     """Hooks for one forward of one Fourier layer.
 
-    The probe spikes are appended to the batch of the conv (and skip) call, so ``K`` runs once on
-    ``batch + probes`` inputs; the skip output is kept, and the conv output becomes ``K̃x − skip(x)``
-    so that the block's sum ``conv + skip`` is the corrected layer. A model that calls conv before
-    skip (``conv(x) + skip(x)``) gets skip run inside the conv hook; its own skip call then passes
-    through unchanged.
+    ``probes_ready(x)``, called when the layer first runs, says whether the layer's probes for
+    this forward are in place (kept, or read from the weights with those of the layers computed
+    with it). Otherwise, when the layer needs probes, the probe spikes are appended to the batch
+    of the conv (and skip) call, so ``K`` runs once on ``batch + probes`` inputs. The skip output
+    is kept, and the conv output becomes ``K̃x − skip(x)`` so that the block's sum ``conv + skip``
+    is the corrected layer. A model that calls conv before skip (``conv(x) + skip(x)``) gets skip
+    run inside the conv hook; its own skip call then passes through unchanged.
     """
     kept: dict[str, torch.Tensor | None] = {}
     state: dict[str, bool] = {}
@@ -353,7 +447,8 @@ def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -
             return None
         x = args[0]
         if "probing" not in state:  # decided by the first of the skip and conv calls
-            state["probing"] = layer.needs_probe(x)
+            ready = probes_ready is not None and probes_ready(x)
+            state["probing"] = not ready and layer.needs_probe(x)
         return (torch.cat([x, layer.spikes(x)]), *args[1:]) if state["probing"] else None
 
     def split(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -378,7 +473,7 @@ def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -
         if layer.skip is not None and "skip" not in kept:  # skip not called yet: run it here
             kept["skip"], kept["skip_probe"] = split(layer.skip.forward(args[0]))
             state["skip_done"] = True
-        x = args[0][: conv.shape[0]]
+        x = args[0] if probe is None else args[0][: conv.shape[0]]
         skip = kept.pop("skip", None)
         kx = conv if skip is None else conv + skip
         if state.pop("probing"):
@@ -389,6 +484,20 @@ def _attach(stack: ExitStack, layer: CorrectedLayer, values: Sequence[Values]) -
 
     stack.enter_context(layer.conv.register_forward_pre_hook(append))
     stack.enter_context(layer.conv.register_forward_hook(correct))
+
+
+def _hidden_values(
+    conditions: Sequence[BoundaryCondition], values: Sequence[Values]
+) -> list[Values | DirichletRows]:
+    """The hidden layers' wall values: channel means, a Dirichlet condition's as its rows."""
+    hidden: list[Values | DirichletRows] = []
+    for condition, (left, right) in zip(conditions, values, strict=True):
+        left, right = _channel_mean(left), _channel_mean(right)
+        if condition.kind == "dirichlet":
+            hidden.append(DirichletRows(condition.axis, left, right))
+        else:
+            hidden.append((left, right))
+    return hidden
 
 
 def _channel_mean(value: torch.Tensor | None) -> torch.Tensor | None:
@@ -462,7 +571,9 @@ class OperatorCorrection:
 
     Built once at wrap time; :meth:`attached` installs the hooks for one forward with that
     call's boundary values, one ``(left, right)`` pair per condition (see
-    :meth:`BoundaryCondition.values`), each shaped for the output.
+    :meth:`BoundaryCondition.values`), each shaped for the output. ``groups``: the layers whose
+    probes come from their weights (:mod:`.spectral_probes`), by signature; a group is read
+    together, once per forward, when its first layer runs.
     """
 
     def __init__(
@@ -480,6 +591,12 @@ class OperatorCorrection:
             CorrectedLayer(layer.conv, layer.skip, self.conditions, pivot_floor)
             for layer in view.layers
         ]
+        groups: dict[tuple, list[int]] = {}
+        for position, layer in enumerate(self.layers):
+            if layer.probing and layer.no_closed_form is None:
+                groups.setdefault(signature(layer.conv, layer.skip), []).append(position)
+        self.groups = [tuple(self.layers[i] for i in positions) for positions in groups.values()]
+        self._group_of = {i: g for g, positions in enumerate(groups.values()) for i in positions}
 
     def check_input(self, x: object) -> None:
         """``x`` must be ``(batch, channel, *space)`` with each condition's grid on its axis."""
@@ -507,10 +624,23 @@ class OperatorCorrection:
         if self.layers[0].identity:
             yield
             return
-        hidden = [(_channel_mean(left), _channel_mean(right)) for left, right in values]
+        hidden = _hidden_values(self.conditions, values)
+        ready: dict[int, bool] = {}  # per group: its probes are in place for this forward
+
+        def probes_ready(group: int, x: torch.Tensor) -> bool:
+            """Kept from an earlier forward, else read now from the weights (if they can be)."""
+            if group not in ready:
+                layers = self.groups[group]
+                needed = any(layer.needs_probe(x) for layer in layers)
+                ready[group] = not needed or probe_in_closed_form(layers, x)
+            return ready[group]
+
         with ExitStack() as stack:
-            for layer in self.layers:
-                _attach(stack, layer, hidden)
+            for position, layer in enumerate(self.layers):
+                group = self._group_of.get(position)
+                _attach(
+                    stack, layer, hidden, None if group is None else partial(probes_ready, group)
+                )
             yield
 
 
