@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConstraintError
-from .base import Constraint
+from .base import Constraint, check_finite
 from .boundary import BoundaryCondition
 from .operator import OperatorCorrection, install
 
@@ -84,10 +84,9 @@ class Constrained(nn.Module):
             return self.sample(*args, time=time, constraints=constraints, **kwargs)
         active = self._active(constraints)
         if self.correction is None:
-            output = self.model(*args, **kwargs)
-        else:
-            output = self._corrected_forward(active, args, kwargs, time)
-        return self._output_seam(output, active, args, kwargs, time)
+            return self._output_seam(self.model(*args, **kwargs), active, args, kwargs, time)
+        output, walls = self._corrected_forward(active, args, kwargs, time)
+        return self._output_seam(output, active, args, kwargs, time, walls)
 
     def sample(self, context: object, *args: object, time=None, constraints=None, **kwargs):
         """The model's samples with every reverse step guided, then the output seam."""
@@ -125,7 +124,8 @@ class Constrained(nn.Module):
         x = args[0] if args else None
         correction.check_input(x)
         shape = correction.output_shape(x)
-        conditions = [c.at(time) for c in active if isinstance(c, BoundaryCondition)]
+        originals = [c for c in active if isinstance(c, BoundaryCondition)]
+        conditions = [c.at(time) for c in originals]
         values = [
             (None, None)
             if condition.kind == "periodic"
@@ -133,12 +133,22 @@ class Constrained(nn.Module):
             for condition in conditions
         ]
         with correction.attached(values):
-            return self.model(*args, **kwargs)
+            output = self.model(*args, **kwargs)
+        return output, dict(zip(originals, zip(conditions, values, strict=True), strict=True))
 
     @staticmethod
-    def _output_seam(output, active, args, kwargs, time):
+    def _output_seam(output, active, args, kwargs, time, walls=None):
+        """The output-seam constraints in order; boundary conditions whose values the operator
+        seam already evaluated for this call (``walls``) set them without evaluating again."""
+        walls = walls or {}
         for constraint in active:
-            if "output" in constraint.seams:
+            if "output" not in constraint.seams:
+                continue
+            if constraint in walls and isinstance(output, torch.Tensor):
+                check_finite("output", output)
+                bound, values = walls[constraint]
+                output = bound.enforce(output, values=values)
+            else:
                 output = constraint(output, *args, time=time, **kwargs)
         return output
 
