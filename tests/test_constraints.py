@@ -551,3 +551,17 @@ def test_constrained_model_saves_its_rows_and_moves_to_float64():
     out = model(x)
     assert out.dtype == torch.float32
     assert torch.allclose(out.double() @ G.T, b.expand(3, 2), rtol=0, atol=1e-5)
+
+
+def test_nonnegativity_on_a_batch_equals_each_slice_on_its_own():
+    from physml.constraints import NonNegative
+
+    x = torch.linspace(0, 1, 10, dtype=F64)
+    cov = 0.02 * torch.exp(-((x[:, None] - x[None, :]) ** 2) / 0.02) + 1e-4 * torch.eye(10)
+    means = torch.stack([torch.sin(6 * x), x + 0.1, torch.cos(9 * x) - 0.3])  # middle: >= 0
+    batch = through(NonNegative(), Gaussian(means, cov.expand(3, 10, 10)))
+    for i in range(3):
+        alone = through(NonNegative(), Gaussian(means[i], cov))
+        assert torch.allclose(batch.mean[i], alone.mean, atol=1e-12)
+        assert torch.allclose(batch.dense_cov()[i], alone.dense_cov(), atol=1e-12)
+    assert torch.equal(batch.mean[1], means[1]) and (batch.mean >= 0).all()

@@ -19,12 +19,11 @@ from .base import Constraint
 F64 = torch.float64
 
 
-def _pin_to_zero(mean: torch.Tensor, cov: torch.Tensor, active: torch.Tensor):
-    """``(mean, cov)`` of Gaussians ``(s, n), (s, n, n)`` conditioned on ``u_i = 0`` where
-    ``active (s, n)``, all slices at once.
+def _pinned_system(cov: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The active mask as numbers and the Cholesky factor of ``M = D Σ D + (I − D)``.
 
-    ``M = D Σ D + (I − D)`` (``D`` the active mask) holds ``Σ_AA`` on the active block and the
-    identity elsewhere, so ``M⁻¹ D`` is ``Σ_AA⁻¹`` padded with zeros.
+    ``M`` holds ``Σ_AA`` on the active block and the identity elsewhere, so ``M⁻¹ D`` is
+    ``Σ_AA⁻¹`` padded with zeros; one batched factorisation serves every slice ``(s, n, n)``.
     """
     pinned = active.to(cov.dtype)
     M = cov * pinned[:, :, None] * pinned[:, None, :] + torch.diag_embed(1.0 - pinned)
@@ -34,10 +33,13 @@ def _pin_to_zero(mean: torch.Tensor, cov: torch.Tensor, active: torch.Tensor):
             "non-negativity is infeasible here: the points to pin at zero have (nearly) no "
             "variance left, or pinning them contradicts the constraints already imposed"
         )
+    return pinned, L
+
+
+def _pinned_mean(mean, cov, active, pinned, L) -> torch.Tensor:
+    """Means ``(s, n)`` conditioned on ``u_i = 0`` where ``active``: exact zeros there."""
     weights = torch.cholesky_solve((pinned * mean)[..., None], L)  # zero off the active set
-    new_mean = torch.where(active, 0.0, mean - (cov @ weights)[..., 0])  # exact zeros
-    gain = torch.cholesky_solve(pinned[:, :, None] * cov, L)  # M⁻¹ D Σ
-    return new_mean, cov - cov @ gain
+    return torch.where(active, 0.0, mean - (cov @ weights)[..., 0])
 
 
 class NonNegative(Constraint):
@@ -64,12 +66,18 @@ class NonNegative(Constraint):
         active = means < -self.tolerance
         if not bool(active.any()):
             return output
-        covs = output.dense_cov().to(F64).reshape(-1, n, n)
+        all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
+        rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
+        means, covs, active = means[rows], all_covs[rows], active[rows]
         for _ in range(n):
-            new_mean, new_cov = _pin_to_zero(means, covs, active)
+            pinned, L = _pinned_system(covs, active)
+            new_mean = _pinned_mean(means, covs, active, pinned, L)
             negative = new_mean < -self.tolerance
             if not bool(negative.any()):
                 break
             active |= negative
+        new_cov = covs - covs @ torch.cholesky_solve(pinned[:, :, None] * covs, L)  # Σ_A· removed
+        new_mean = mean.reshape(-1, n).index_copy(0, rows, new_mean)
+        new_cov = all_covs.index_copy(0, rows, new_cov)
         shape = (*mean.shape, n)
         return Gaussian(new_mean.reshape(mean.shape).to(dtype), new_cov.reshape(shape).to(dtype))
