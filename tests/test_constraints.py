@@ -565,3 +565,15 @@ def test_nonnegativity_on_a_batch_equals_each_slice_on_its_own():
         assert torch.allclose(batch.mean[i], alone.mean, atol=1e-12)
         assert torch.allclose(batch.dense_cov()[i], alone.dense_cov(), atol=1e-12)
     assert torch.equal(batch.mean[1], means[1]) and (batch.mean >= 0).all()
+
+
+def test_nonnegativity_of_a_diagonal_gaussian_is_the_dense_update():
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(3)
+    mean = torch.randn(4, 9, generator=gen, dtype=F64)
+    variance = torch.rand(4, 9, generator=gen, dtype=F64) + 0.1
+    fast = through(NonNegative(), Gaussian(mean, variance))
+    dense = through(NonNegative(), Gaussian(mean, torch.diag_embed(variance)))
+    assert fast.is_diagonal and torch.equal(fast.mean, dense.mean)
+    assert torch.allclose(torch.diag_embed(fast.cov), dense.dense_cov(), atol=1e-14)

@@ -66,6 +66,10 @@ class NonNegative(Constraint):
         active = means < -self.tolerance
         if not bool(active.any()):
             return output
+        if output.is_diagonal:  # independent points: conditioning on u_i = 0 touches i alone
+            pinned = active.reshape(mean.shape)
+            variance = torch.where(pinned, 0.0, output.cov)
+            return Gaussian(torch.where(pinned, 0.0, output.mean), variance)
         all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
         rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
         means, covs, active = means[rows], all_covs[rows], active[rows]
