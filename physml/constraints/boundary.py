@@ -313,6 +313,12 @@ class BoundaryCondition(Constraint):
                     var[..., index] = 0.0
             return Gaussian(mean, var)
         cov = output.dense_cov()
+        if isinstance(self.bc, Dirichlet):  # A Σ Aᵀ: the pinned rows and columns become zero
+            keep = torch.ones(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+            for index, used in zip((0, -1), self.sides, strict=True):
+                if used:
+                    keep[index] = 0.0
+            return Gaussian(mean, cov * keep[:, None] * keep)
         cov = self._rows(cov)
         cov = self._rows(cov.transpose(-1, -2)).transpose(-1, -2)
         return Gaussian(mean, cov)
