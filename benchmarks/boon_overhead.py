@@ -15,8 +15,6 @@ over the pairs of BOON's time over the FNO's.
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import statistics
 import sys
 import time
@@ -29,7 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write_results  # noqa: E402
+from common import arguments, steady_allocations, write_results  # noqa: E402
 
 from pdes import Dirichlet, Grid1D  # noqa: E402
 from physml import constrain  # noqa: E402
@@ -37,19 +35,6 @@ from physml.constraints import BoundaryCondition  # noqa: E402
 
 NAME = "boon_overhead"
 METHODS = ("boon-train-forward", "boon-train-forward-backward", "boon-eval-forward")
-
-
-def steady_allocations() -> None:
-    """Keep freed tensors' memory in the heap (glibc): otherwise trimming the heap and fresh
-    ``mmap``s put page faults into the timings, as many as where each model's longer-lived
-    tensors happen to sit in the heap decides (seen as 10-40 % swings of BOON's time between
-    runs, in system time)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: leave the allocator as it is
-        return
-    libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: its largest value, 32 MiB
-    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: give back only what exceeds 1 GiB
 
 
 def setup(case: str, seed: int) -> tuple[FNO, list[BoundaryCondition], tuple[int, ...]]:
@@ -104,11 +89,7 @@ def paired_ms(plain: Callable, boon: Callable, pairs: int) -> tuple[float, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     started = time.perf_counter()
     torch.set_num_threads(1)
     steady_allocations()

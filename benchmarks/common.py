@@ -6,6 +6,8 @@ date and one row per (case, method) — and ``results/<name>.md`` rendered from 
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import json
 import os
 import platform
@@ -43,6 +45,38 @@ def machine() -> str:
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
+
+
+def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:
+    """Every benchmark's options: ``--quick``, ``--out``, ``--seed`` (and ``extra(parser)``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (used by the tests)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
+    parser.add_argument("--seed", type=int, default=0)
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args(argv)
+
+
+def _mallopt(mmap_threshold: int, trim_threshold: int) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, trim_threshold)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: leave the allocator as it is
+        pass
+
+
+def steady_allocations() -> None:
+    """For timings: keep freed tensors' memory in the heap (glibc). Otherwise heap trimming and
+    fresh ``mmap``s put page faults into the timings (10-40 % swings seen on BOON)."""
+    _mallopt(1 << 25, 1 << 30)
+
+
+def unpooled_large_allocations() -> None:
+    """For peak memory: map every allocation of 64 KiB or more on its own and unmap it when
+    freed, so resident memory follows live tensors and a call's peak shows in VmHWM."""
+    _mallopt(64 * 1024, 64 * 1024)
 
 
 def best_time(function: Callable[[], object], repeats: int = 3, min_seconds: float = 0.2) -> float:

@@ -14,8 +14,6 @@ time the ensemble update for 16 members × 10 frames at 64² and 128² beside th
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import math
 import re
 import sys
@@ -30,7 +28,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, best_time, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    best_time,
+    steady_allocations,
+    unpooled_large_allocations,
+    write_results,
+)
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic  # noqa: E402
 from physml import Ensemble, Gaussian, constrain, mass_conservation  # noqa: E402
@@ -62,17 +66,6 @@ COLUMNS = (
 def _status(field: str) -> float:
     text = Path("/proc/self/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+)", text).group(1)) / 1024
-
-
-def unpooled_large_allocations() -> None:
-    """Make glibc map every allocation of 64 KiB or more on its own and unmap it when freed, so
-    that resident memory follows live tensors and a call's peak shows in VmHWM (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def peak_mb(function: Callable[[], object]) -> float:
@@ -508,13 +501,13 @@ covariance formed per frame, in the same run.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
+    args = arguments(
+        __doc__,
+        argv,
+        lambda p: p.add_argument("--threads", type=int, default=1, help="torch threads"),
+    )
     torch.set_num_threads(args.threads)
+    steady_allocations()
     unpooled_large_allocations()
     started = time.perf_counter()
     repeats = 0.02 if args.quick else 0.3
