@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import textwrap
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print(format_list())
             return 0
+    except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError, SolverError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)
         return 2
