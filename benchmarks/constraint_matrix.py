@@ -500,6 +500,31 @@ covariance formed per frame, in the same run.
 """
 
 
+def verdict(rows: list[dict]) -> str:
+    """The targets, counted on this run's rows."""
+    exact = [row for row in rows if row["violation_after"] <= EXACT_TOLERANCE]
+    kept = [row for row in rows if row["dtype_kept"]]
+    timed = [
+        row for row in rows if row.get("seam") == "output" and row.get("plain_fwd_ms", 0.0) >= 1.0
+    ]
+    over = [f"{r['case']} / {r['method']} ({r['fwd_ratio']:.2f})" for r in timed]
+    over = [text for text, r in zip(over, timed, strict=True) if r["fwd_ratio"] > 1.2]
+    update = [row for row in rows if row["method"] == "mass-2d-64x64"]
+    lines = [
+        f"Targets on this run: violation_after ≤ 1e-6 on {len(exact)} of {len(rows)} rows; "
+        f"dtype kept on {len(kept)} of {len(rows)}; output-seam fwd_ratio ≤ 1.2 on "
+        f"{len(timed) - len(over)} of the {len(timed)} rows whose model takes ≥ 1 ms"
+        + (f" (over: {', '.join(over)})" if over else "")
+        + "."
+    ]
+    for row in update:
+        lines.append(
+            f"Ensemble update at 64²: {row['fwd_ms']:.0f} ms and {row['peak_mb']:.0f} MB "
+            "(targets 100 ms, 100 MB)."
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments(
         __doc__,
@@ -530,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         started,
         args.out,
         COLUMNS,
-        NOTES,
+        NOTES + "\n" + verdict(rows),
         extra={"torch_threads": torch.get_num_threads()},
     )
     worst = max(row["violation_after"] for row in rows)
