@@ -577,3 +577,38 @@ def test_nonnegativity_of_a_diagonal_gaussian_is_the_dense_update():
     dense = through(NonNegative(), Gaussian(mean, torch.diag_embed(variance)))
     assert fast.is_diagonal and torch.equal(fast.mean, dense.mean)
     assert torch.allclose(torch.diag_embed(fast.cov), dense.dense_cov(), atol=1e-14)
+
+
+def test_nonnegativity_after_probconserv_on_a_diagonal_model_equals_the_dense_route():
+    """The low-rank posterior's active set comes from Woodbury means; the result must be the one
+    the dense covariance gives."""
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(8)
+    x = torch.linspace(0, 1, 30, dtype=F64)
+    mean = torch.sin(8 * x)[None] * torch.tensor([[1.0], [0.5], [2.0]], dtype=F64)  # (3, 30)
+    variance = 0.05 + torch.rand(3, 30, generator=gen, dtype=F64)
+    conserved = through(
+        mass_conservation(Grid1D(30), torch.full((3,), 0.4)), Gaussian(mean, variance)
+    )
+    assert isinstance(conserved.cov, LowRankCovariance) and (conserved.mean < 0).any()
+    fast = through(NonNegative(), conserved)
+    dense = through(NonNegative(), Gaussian(conserved.mean, conserved.dense_cov()))
+    assert torch.allclose(fast.mean, dense.mean, atol=1e-12) and (fast.mean >= 0).all()
+    assert torch.allclose(fast.dense_cov(), dense.dense_cov(), atol=1e-12)
+    assert torch.allclose(Grid1D(30).integrate(fast.mean), torch.full((3,), 0.4, dtype=F64))
+
+
+def test_woodbury_pinned_means_equal_the_dense_conditioning():
+    from physml.constraints.nonnegative import _low_rank_mean, _pinned_mean, _pinned_system
+
+    gen = torch.Generator().manual_seed(9)
+    mean = torch.randn(4, 12, generator=gen, dtype=F64)
+    variance = 0.5 + torch.rand(4, 12, generator=gen, dtype=F64)
+    factor = 0.15 * torch.randn(4, 12, 2, generator=gen, dtype=F64)
+    cov = torch.diag_embed(variance) - factor @ factor.transpose(-1, -2)
+    assert (torch.linalg.eigvalsh(cov) > 0).all()
+    active = torch.rand(4, 12, generator=gen) < 0.4
+    pinned, L = _pinned_system(cov, active)
+    dense = _pinned_mean(mean, cov, active, pinned, L)
+    assert torch.allclose(_low_rank_mean(mean, variance, factor, active), dense, atol=1e-12)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConstraintError
-from ..outputs import Gaussian
+from ..outputs import Gaussian, LowRankCovariance
 from .base import Constraint
 
 F64 = torch.float64
@@ -40,6 +40,30 @@ def _pinned_mean(mean, cov, active, pinned, L) -> torch.Tensor:
     """Means ``(s, n)`` conditioned on ``u_i = 0`` where ``active``: exact zeros there."""
     weights = torch.cholesky_solve((pinned * mean)[..., None], L)  # zero off the active set
     return torch.where(active, 0.0, mean - (cov @ weights)[..., 0])
+
+
+def _low_rank_mean(mean, variance, factor, active) -> torch.Tensor | None:
+    """The pinned means ``(s, n)`` for ``Σ = diag(variance) − F Fᵀ`` (ProbConserv's posterior of a
+    diagonal model) by Woodbury, ``O(n k²)`` a slice: ``Σ_AA⁻¹ = D⁻¹ + D⁻¹F (I − FᵀD⁻¹F)⁻¹ FᵀD⁻¹``
+    restricted to the active set. ``None`` where that does not hold (no variance at a pinned
+    point, or the small system not positive definite): the dense route then decides.
+    """
+    pinned = active.to(variance.dtype)
+    if bool((active & (variance <= 0)).any()):
+        return None
+    inverse = pinned / torch.where(active, variance, 1.0)  # D_A⁻¹, zero off the active set
+    weighted = inverse * mean
+    scaled = inverse[..., None] * factor  # D_A⁻¹ F_A
+    eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
+    L, info = torch.linalg.cholesky_ex(eye - factor.transpose(-1, -2) @ scaled)
+    if bool((info > 0).any()):
+        return None
+    inner = torch.cholesky_solve((factor.transpose(-1, -2) @ weighted[..., None]), L)
+    weights = weighted + (scaled @ inner)[..., 0]  # Σ_AA⁻¹ m_A, zero off the active set
+    covariance_times = (
+        variance * weights - (factor @ (factor.transpose(-1, -2) @ weights[..., None]))[..., 0]
+    )
+    return torch.where(active, 0.0, mean - covariance_times)
 
 
 class NonNegative(Constraint):
@@ -73,6 +97,9 @@ class NonNegative(Constraint):
         all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
         rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
         means, covs, active = means[rows], all_covs[rows], active[rows]
+        cov = output.cov
+        if isinstance(cov, LowRankCovariance) and cov.base_is_diagonal:
+            active = self._settle_low_rank(means, cov, rows, active, n)
         for _ in range(n):
             pinned, L = _pinned_system(covs, active)
             new_mean = _pinned_mean(means, covs, active, pinned, L)
@@ -85,3 +112,19 @@ class NonNegative(Constraint):
         new_cov = all_covs.index_copy(0, rows, new_cov)
         shape = (*mean.shape, n)
         return Gaussian(new_mean.reshape(mean.shape).to(dtype), new_cov.reshape(shape).to(dtype))
+
+    def _settle_low_rank(self, means, cov: LowRankCovariance, rows, active, n: int):
+        """The final active set found by the cheap Woodbury means (the dense route then
+        conditions once and confirms it); the set as it was if Woodbury does not apply."""
+        variance = cov.base.to(F64).reshape(-1, n)[rows]
+        factor = cov.factor.to(F64).reshape(-1, n, cov.factor.shape[-1])[rows]
+        found = active.clone()
+        for _ in range(n):
+            new_mean = _low_rank_mean(means, variance, factor, found)
+            if new_mean is None:
+                return active
+            negative = new_mean < -self.tolerance
+            if not bool(negative.any()):
+                return found
+            found |= negative
+        return found
