@@ -17,7 +17,8 @@ only by a sign flip at the walls, so every sprite keeps its speed.
 
 Sprites are scikit-learn's bundled 8×8 digits (``load_digits``, values 0..16), scaled to [0, 1]
 and upscaled bilinearly to ``sprite × sprite`` pixels (default a quarter of the frame: 16 for
-64², 8 for 32²). MNIST itself cannot be downloaded here.
+64², 8 for 32²). The toolkit makes its data itself, so
+no digit set is fetched.
 
 Sequence ``i`` of a request with ``seed`` draws everything from :func:`sample_seed` ``(seed, i)``,
 so :func:`nbody_digits` and the ``nbody-digits`` / ``moving-digits`` dataset recipes (written by
