@@ -50,14 +50,19 @@ class PDEData:
         return tuple(self.u.shape[2:])
 
 
-def _read_file(path: Path) -> dict:
+def open_hdf5(path: Path, label: str) -> h5py.File:
+    """``path`` opened read-only; a file HDF5 cannot read is a :class:`DatasetFileError` naming
+    it as ``label`` (``"path"``, ``"shard"``)."""
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as error:
         raise DatasetFileError(
-            f"path: {str(path)!r} is not a readable HDF5 file ({error})"
+            f"{label}: {str(path)!r} is not a readable HDF5 file ({error})"
         ) from None
-    with handle as f:
+
+
+def _read_file(path: Path) -> dict:
+    with open_hdf5(path, "path") as f:
         kind = f.attrs.get("format")
         if kind == INDEX_FORMAT:
             return {"shards": json.loads(f.attrs["shards"])}

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from .._io import atomic_path
-from .datasets import DatasetFileError
+from .datasets import DatasetFileError, open_hdf5
 from .generate import FORMAT, INDEX_FORMAT, sample_seed
 
 PER_SHARD_ATTRIBUTES = ("shard", "created")
@@ -140,13 +140,7 @@ def read_shard(path: str | os.PathLike) -> Shard:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"shard file {str(path)!r} does not exist")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise DatasetFileError(
-            f"shard {str(path)!r} is not a readable HDF5 file ({error})"
-        ) from None
-    with handle as f:
+    with open_hdf5(path, "shard") as f:
         kind = f.attrs.get("format")
         if kind == INDEX_FORMAT:
             raise ShardError(f"{str(path)!r} is the index of a sharded dataset, not a shard")
