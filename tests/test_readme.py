@@ -120,3 +120,12 @@ def test_shrink_rules_are_used(rule):
     """A rule the README no longer needs is dead weight: remove it with the command it shrank."""
     pattern, _, _ = rule
     assert any(re.search(pattern, code) for _, _, code in _blocks()), pattern
+
+
+def test_the_readme_is_a_guide_not_a_record_of_the_work():
+    """No issue numbers, commit hashes or links outside the repository."""
+    text = README.read_text()
+    assert not re.search(r"\bissues?\b", text, re.IGNORECASE)
+    assert not re.search(r"\bcommits?\b[^.\n]*\b[0-9a-f]{7,40}\b", text)
+    assert not re.search(r"(?<![0-9a-zA-Z_])[0-9a-f]{7,40}(?![0-9a-zA-Z_])", text)
+    assert "../shared" not in text
