@@ -69,3 +69,22 @@ def test_the_same_command_twice_gives_the_same_weights(heat):
     first, second = load_checkpoint(heat / "a")["model"], load_checkpoint(heat / "b")["model"]
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsys):
+    from physml.training.commands import _check_same_pairs
+
+    command = ["train", "--data", "heat.h5", "--model", "fno", "--task", "rollout", "--out", "r"]
+    assert main([*command, "--k", "2", "--steps", "1", *SMALL]) == 0
+    coarse = ["generate", "heat", "--n", "4", "--nx", "17", "--out", "coarse.h5", "--quiet"]
+    assert main(coarse) == 0
+    assert main(["evaluate", "--checkpoint", "r", "--data", "coarse.h5"]) == 0  # FNO: any grid
+    assert "rel_l2" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", "nowhere", "--data", "heat.h5"]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    frames = (torch.zeros(4, 1, 16, 16), torch.zeros(4, 1, 16, 16))
+    _check_same_pairs("unet", [frames], [[4, 1, 16, 16], [4, 1, 16, 16]])
+    with pytest.raises(ValueError, match="trained on"):
+        _check_same_pairs("unet", [frames], [[4, 1, 32, 32], [4, 1, 32, 32]])
+    with pytest.raises(ValueError, match="trained on"):  # FNO: the grid may change, not channels
+        _check_same_pairs("fno", [(torch.zeros(2, 33), torch.zeros(1, 33))], [[1, 33], [1, 33]])

@@ -69,7 +69,7 @@ import torch
 
 from .. import __version__
 from .._io import atomic_path
-from .datasets import DatasetFileError, PDEData, load
+from .datasets import DatasetFileError, PDEData, load, open_hdf5
 from .generate import FORMAT, _write_attributes
 
 FORMATS = ("physml", "pdebench", "well")
@@ -176,15 +176,6 @@ def _string_list(values: list[str]) -> np.ndarray:
     return np.array(values, dtype=h5py.string_dtype())
 
 
-def _open(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise DatasetFileError(
-            f"path: {str(path)!r} is not a readable HDF5 file ({error})"
-        ) from None
-
-
 def _carried_attrs(f: h5py.File, skip: set[str]) -> dict[str, object]:
     """Root attributes (less ``skip``), with our own attributes restored from ``physml_attrs``."""
     attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in skip | {"physml_attrs"}}
@@ -227,7 +218,7 @@ def _sample_groups(f: h5py.File) -> list[str]:
 
 def detect_format(path: str | os.PathLike) -> str | None:
     """``"physml"``, ``"pdebench"`` or ``"well"`` from the file's structure; ``None`` if neither."""
-    with _open(Path(path)) as f:
+    with open_hdf5(Path(path), "path") as f:
         if str(_python(f.attrs.get("format", ""))).startswith("physml-"):
             return "physml"  # FORMAT, INDEX_FORMAT and any later physml kind
         if any(f"t{order}_fields" in f for order in range(3)):
@@ -395,7 +386,7 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
 def read_pdebench(path: str | os.PathLike) -> PDEData:
     """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`."""
     path = Path(path)
-    with _open(path) as f:
+    with open_hdf5(path, "path") as f:
         if "tensor" in f or "density" in f:
             return _read_pdebench_tensor(f, path)
         if "particles" in f or "velocity" in f:
@@ -529,7 +520,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
     """A The Well file as :class:`PDEData`; ``field`` picks ``u`` among the time-varying field
     components (default: the one our writer marked, else the first)."""
     path = Path(path)
-    with _open(path) as f:
+    with open_hdf5(path, "path") as f:
         names, coords, t = _well_coordinates(f)
         n_traj = _well_trajectories(f)
         space = tuple(len(c) for c in coords.values())

@@ -13,17 +13,13 @@ import os
 import torch
 from torch.utils.data import Dataset
 
+from pdes.checks import positive_int
+
 from .datasets import PDEData, load
 
 
 def _data(source: PDEData | str | os.PathLike) -> PDEData:
     return source if isinstance(source, PDEData) else load(source)
-
-
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 class _Windows(Dataset):
@@ -57,7 +53,7 @@ class RolloutDataset(_Windows):
     """Pairs ``u(t) → u(t + k)`` ``(1, *space)`` for every sample and start time."""
 
     def __init__(self, source, k: int = 1, dtype: torch.dtype = torch.float32) -> None:
-        self.k = _positive("k", k)
+        self.k = positive_int("k", k)
         super().__init__(source, self.k + 1, dtype)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +67,7 @@ class ForecastDataset(_Windows):
     def __init__(
         self, source, t_in: int = 10, t_out: int = 10, dtype: torch.dtype = torch.float32
     ) -> None:
-        self.t_in, self.t_out = _positive("t_in", t_in), _positive("t_out", t_out)
+        self.t_in, self.t_out = positive_int("t_in", t_in), positive_int("t_out", t_out)
         super().__init__(source, self.t_in + self.t_out, dtype)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -134,6 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not isinstance(description, dict) or description.get("model") not in FAMILIES:
         raise ValueError(f"--checkpoint: {args.checkpoint!r} was not written by physml train")
     model, pairs = build(description, load(args.data))
+    _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
     model.load_state_dict(state["model"])
     model.eval()
     predictions, targets = [], []
@@ -159,6 +160,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{key:<{width}}  {shown}")
     print(f"figure: {out / 'samples.png'}")
     return 0
+
+
+def _check_same_pairs(model: str, pairs, trained: list) -> None:
+    """``--data`` must give the pairs the model was trained on: the same channels, and for the
+    models that are not resolution-free (all but the FNOs) the same grid."""
+    now = [list(tensor.shape) for tensor in pairs[0]]
+    same = [a[:1] == b[:1] for a, b in zip(now, trained, strict=True)]
+    if model not in ("fno", "boon-fno"):
+        same = [a == b for a, b in zip(now, trained, strict=True)]
+    if not all(same):
+        raise ValueError(
+            f"--data gives (input, target) pairs of shapes {now}, but the model was trained on "
+            f"{trained}"
+        )
 
 
 def _plot(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:

@@ -16,6 +16,7 @@ from neuralop.models import FNO
 from torch import nn
 
 from pdes import Grid1D
+from pdes.checks import positive_int
 from pdes.problems import get as get_recipe
 
 from .. import metrics
@@ -130,8 +131,7 @@ def model_config(name: str, task: str, options: dict) -> dict:
         )
     merged = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     for key, value in merged.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        positive_int(key, value)
     return {"model": name, "task": task, "options": merged}
 
 

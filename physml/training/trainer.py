@@ -21,6 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 from tqdm import tqdm
 
+from pdes.checks import positive_int
+
 from .checkpoint import (
     check_same_config,
     check_same_data,
@@ -34,12 +36,6 @@ from .fingerprint import fingerprint
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
 SCHEDULES = ("cosine", "constant")
-
-
-def _integer(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def check_device(device: str) -> torch.device:
@@ -76,11 +72,11 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        _integer("steps", self.steps, 1)
-        _integer("batch", self.batch, 1)
-        _integer("seed", self.seed, 0)
-        _integer("checkpoint_every", self.checkpoint_every, 1)
-        _integer("validate_every", self.validate_every, 0)
+        positive_int("steps", self.steps, 1)
+        positive_int("batch", self.batch, 1)
+        positive_int("seed", self.seed, 0)
+        positive_int("checkpoint_every", self.checkpoint_every, 1)
+        positive_int("validate_every", self.validate_every, 0)
         for name in ("lr", "weight_decay"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
