@@ -48,6 +48,32 @@ def crashing(at_step):
     return loss
 
 
+def test_after_step_sees_every_step_once_and_its_state_resumes_with_the_model(tmp_path):
+    class Averaged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model()
+            self.register_buffer("updates", torch.zeros(()))
+
+        def forward(self, x):
+            return self.net(x)
+
+    seen = []
+
+    def count(net, step):
+        seen.append(step)
+        net.updates += 1
+
+    with pytest.raises(Crash):
+        Trainer(Averaged(), crashing(7), CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    resumed = Averaged()
+    Trainer(resumed, mse, CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    assert seen == list(range(1, 8)) + list(range(5, 13))
+    assert int(resumed.updates) == CONFIG.steps
+    with pytest.raises(TypeError, match="after_step"):
+        Trainer(model(), mse, CONFIG, after_step=3)
+
+
 def test_a_run_resumed_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
     whole = Trainer(model(), mse, CONFIG, tmp_path / "whole", quiet=True)
     report = whole.fit(data())

@@ -121,6 +121,9 @@ class Trainer:
         out: the run's folder; a checkpoint there is resumed (same data, same model config).
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
         quiet: no progress bar.
+        after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
+            counts the steps done); state it keeps must live in the model (an EMA copy as a
+            submodule) so that it is checkpointed and resumed with it.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Trainer:
         out: str | Path | None = None,
         model_config: dict | None = None,
         quiet: bool = False,
+        after_step: Callable[[nn.Module, int], None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -142,6 +146,9 @@ class Trainer:
         self.out = None if out is None else Path(out)
         self.model_config = model_config
         self.quiet = quiet
+        if after_step is not None and not callable(after_step):
+            raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
+        self.after_step = after_step
 
     # ------------------------------------------------------------------------------------ run
 
@@ -197,6 +204,8 @@ class Trainer:
             optimiser.step()
             report.losses.append(_mean_over_ranks(loss.detach(), here))
             step += 1
+            if self.after_step is not None:
+                self.after_step(model, step)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4g}", refresh=False)
             if validation is not None and (
