@@ -9,7 +9,7 @@ Three seams (DESIGN §3): the operator seam (BOON's kernel correction, for a neu
 from .base import SEAMS, Constraint
 from .boundary import BoundaryCondition
 from .conservation import cumulative_inflow, mass_conservation
-from .layer import Constrained, Sampler, constrain
+from .layer import Constrained, ReverseStep, Sampler, constrain
 from .linear import LinearConstraint
 from .nonnegative import NonNegative
 from .operator import KernelLayer, OperatorModel
@@ -23,6 +23,7 @@ __all__ = [
     "LinearConstraint",
     "NonNegative",
     "OperatorModel",
+    "ReverseStep",
     "Sampler",
     "constrain",
     "cumulative_inflow",

@@ -7,7 +7,8 @@ after every forward the output-seam constraints act on the output, in the order 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -19,12 +20,33 @@ from .boundary import BoundaryCondition
 from .operator import OperatorCorrection, install
 
 
+@dataclass(frozen=True)
+class ReverseStep:
+    """What a diffusion sampler tells the guidance at one reverse step (its ``t`` argument).
+
+    ``timestep``: the training timestep ``t`` of this step (an int in ``[0, T)``); ``index``: the
+    step's position in the sampling loop (0 first); ``alpha_bar``: ᾱ_t of the noise schedule;
+    ``denoise``: ``z_t ↦ ẑ_0``, the denoiser's differentiable estimate of the clean latents;
+    ``decode``: latents ↦ frames, differentiable (``None`` when the sampler works in data space).
+    A guide needing only ``t`` reads ``timestep``; a quantity of clean frames is
+    ``quantity(decode(denoise(z_t)))``.
+    """
+
+    timestep: int
+    index: int
+    alpha_bar: float
+    denoise: Callable[[torch.Tensor], torch.Tensor] | None = None
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 @runtime_checkable
 class Sampler(Protocol):
     """The sampler seam's protocol: ``sample(context, guidance=None, **options)``.
 
-    At every reverse step the sampler calls ``guidance(z_t, t)`` (when given) and adds the returned
-    tensor, shaped like ``z_t``, to the step's mean.
+    At every reverse step the sampler calls ``guidance(z_t, t)`` (when given; ``t`` an int or a
+    :class:`ReverseStep`) and applies the returned tensor ``g``, shaped like ``z_t``, as its scheme
+    documents: a plain sampler adds it to the step's mean; a DDPM step shifts its mean by
+    ``σ_t g``; a DDIM step shifts its noise estimate by ``−√(1 − ᾱ_t) g``.
     """
 
     def sample(self, context: object, guidance=None, **options: object) -> object: ...
