@@ -594,13 +594,14 @@ def test_nonnegativity_after_probconserv_on_a_diagonal_model_equals_the_dense_ro
     assert isinstance(conserved.cov, LowRankCovariance) and (conserved.mean < 0).any()
     fast = through(NonNegative(), conserved)
     dense = through(NonNegative(), Gaussian(conserved.mean, conserved.dense_cov()))
+    assert isinstance(fast.cov, LowRankCovariance)  # never assembled n × n
     assert torch.allclose(fast.mean, dense.mean, atol=1e-12) and (fast.mean >= 0).all()
     assert torch.allclose(fast.dense_cov(), dense.dense_cov(), atol=1e-12)
     assert torch.allclose(Grid1D(30).integrate(fast.mean), torch.full((3,), 0.4, dtype=F64))
 
 
-def test_woodbury_pinned_means_equal_the_dense_conditioning():
-    from physml.constraints.nonnegative import _low_rank_mean, _pinned_mean, _pinned_system
+def test_woodbury_pinned_conditioning_equals_the_dense_conditioning():
+    from physml.constraints.nonnegative import _low_rank_condition, _pinned_mean, _pinned_system
 
     gen = torch.Generator().manual_seed(9)
     mean = torch.randn(4, 12, generator=gen, dtype=F64)
@@ -611,4 +612,8 @@ def test_woodbury_pinned_means_equal_the_dense_conditioning():
     active = torch.rand(4, 12, generator=gen) < 0.4
     pinned, L = _pinned_system(cov, active)
     dense = _pinned_mean(mean, cov, active, pinned, L)
-    assert torch.allclose(_low_rank_mean(mean, variance, factor, active), dense, atol=1e-12)
+    dense_cov = cov - cov @ torch.cholesky_solve(pinned[:, :, None] * cov, L)
+    new_mean, new_variance, new_factor = _low_rank_condition(mean, variance, factor, active)
+    assert torch.allclose(new_mean, dense, atol=1e-12)
+    low_rank = torch.diag_embed(new_variance) - new_factor @ new_factor.transpose(-1, -2)
+    assert torch.allclose(low_rank, dense_cov, atol=1e-12)

@@ -76,6 +76,7 @@ class Constrained(nn.Module):
         boundary = [c for c in constraints if isinstance(c, BoundaryCondition)]
         _check_grids(boundary)
         self.correction: OperatorCorrection | None = install(model, boundary, kernel, pivot_floor)
+        self._values_kept: dict[tuple, tuple[list, list, list]] = {}
         self.guided = any("sampler" in c.seams for c in constraints)
         if self.guided and not isinstance(model, Sampler):
             first = next(c for c in constraints if "sampler" in c.seams)
@@ -145,8 +146,25 @@ class Constrained(nn.Module):
         correction = self.correction
         x = args[0] if args else None
         correction.check_input(x)
-        shape = correction.output_shape(x)
         originals = [c for c in active if isinstance(c, BoundaryCondition)]
+        conditions, values, hidden = self._wall_values(originals, x, time)
+        with correction.attached(values, hidden):
+            output = self.model(*args, **kwargs)
+        if isinstance(output, torch.Tensor) and not torch.isfinite(output.sum()):
+            correction.check_finite_input(x)  # blame the input when it is the cause
+        return output, dict(zip(originals, zip(conditions, values, strict=True), strict=True))
+
+    def _wall_values(self, originals, x: torch.Tensor, time) -> tuple[list, list, list]:
+        """The conditions at ``time``, their values shaped for the output and the hidden layers'
+        values; kept between calls on inputs alike when they cannot change (constant values of
+        the wrapped conditions, no gradient through them)."""
+        key = (x.shape[0], x.dtype, x.device, torch.is_inference_mode_enabled())
+        reusable = time is None and all(
+            a is b for a, b in zip(originals, self.constraints, strict=False)
+        )
+        if reusable and key in self._values_kept:
+            return self._values_kept[key]
+        shape = self.correction.output_shape(x)
         conditions = [c.at(time) for c in originals]
         values = [
             (None, None)
@@ -154,9 +172,13 @@ class Constrained(nn.Module):
             else condition.values(x.shape[0], x.dtype, x.device, shape)
             for condition in conditions
         ]
-        with correction.attached(values):
-            output = self.model(*args, **kwargs)
-        return output, dict(zip(originals, zip(conditions, values, strict=True), strict=True))
+        found = (conditions, values, self.correction.hidden_values(values))
+        constant = not any(c.time_dependent for c in originals) and not any(
+            v is not None and v.requires_grad for pair in values for v in pair
+        )
+        if reusable and constant:
+            self._values_kept[key] = found
+        return found
 
     @staticmethod
     def _output_seam(output, active, args, kwargs, time, walls=None):

@@ -42,11 +42,15 @@ def _pinned_mean(mean, cov, active, pinned, L) -> torch.Tensor:
     return torch.where(active, 0.0, mean - (cov @ weights)[..., 0])
 
 
-def _low_rank_mean(mean, variance, factor, active) -> torch.Tensor | None:
-    """The pinned means ``(s, n)`` for ``Σ = diag(variance) − F Fᵀ`` (ProbConserv's posterior of a
-    diagonal model) by Woodbury, ``O(n k²)`` a slice: ``Σ_AA⁻¹ = D⁻¹ + D⁻¹F (I − FᵀD⁻¹F)⁻¹ FᵀD⁻¹``
-    restricted to the active set. ``None`` where that does not hold (no variance at a pinned
-    point, or the small system not positive definite): the dense route then decides.
+def _low_rank_condition(mean, variance, factor, active):
+    """``N(mean, diag(variance) − F Fᵀ)`` slices ``(s, n)`` conditioned on ``u_i = 0`` where
+    ``active``, by Woodbury, ``O(n k²)`` a slice, kept low rank: ``(mean, variance, factor)``.
+
+    With ``C = I − F_AᵀD_A⁻¹F_A = L Lᵀ``, ``Σ_AA⁻¹ = D_A⁻¹ + D_A⁻¹F_A C⁻¹ F_AᵀD_A⁻¹`` gives the
+    mean, and off the active set ``Σ′ = D − F C⁻¹ Fᵀ`` (``I + F_AᵀΣ_AA⁻¹F_A = C⁻¹``): the new
+    factor is ``F L⁻ᵀ``, zero on the active set with the variance. ``None`` where that does not
+    hold (no variance at a pinned point, or ``C`` not positive definite): the dense route then
+    decides.
     """
     pinned = active.to(variance.dtype)
     if bool((active & (variance <= 0)).any()):
@@ -63,7 +67,10 @@ def _low_rank_mean(mean, variance, factor, active) -> torch.Tensor | None:
     covariance_times = (
         variance * weights - (factor @ (factor.transpose(-1, -2) @ weights[..., None]))[..., 0]
     )
-    return torch.where(active, 0.0, mean - covariance_times)
+    new_mean = torch.where(active, 0.0, mean - covariance_times)
+    new_factor = torch.linalg.solve_triangular(L, factor.transpose(-1, -2), upper=False)
+    new_factor = torch.where(active[..., None], 0.0, new_factor.transpose(-1, -2))
+    return new_mean, torch.where(active, 0.0, variance), new_factor
 
 
 class NonNegative(Constraint):
@@ -72,7 +79,9 @@ class NonNegative(Constraint):
     Args:
         tolerance: means above ``-tolerance`` count as non-negative.
 
-    The output's covariance is dense ``(..., n, n)``; each active-set iteration is one batched
+    A diagonal covariance stays diagonal and a :class:`~physml.outputs.LowRankCovariance` over a
+    diagonal base (a conservation update's posterior) stays low rank, each iteration ``O(n k²)``
+    a slice; otherwise the covariance is dense ``(..., n, n)`` and each iteration one batched
     solve over all slices.
     """
 
@@ -94,12 +103,14 @@ class NonNegative(Constraint):
             pinned = active.reshape(mean.shape)
             variance = torch.where(pinned, 0.0, output.cov)
             return Gaussian(torch.where(pinned, 0.0, output.mean), variance)
-        all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
         rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
-        means, covs, active = means[rows], all_covs[rows], active[rows]
         cov = output.cov
         if isinstance(cov, LowRankCovariance) and cov.base_is_diagonal:
-            active = self._settle_low_rank(means, cov, rows, active, n)
+            kept = self._low_rank(mean, cov, rows, active[rows], n, dtype)
+            if kept is not None:
+                return kept
+        all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
+        means, covs, active = means[rows], all_covs[rows], active[rows]
         for _ in range(n):
             pinned, L = _pinned_system(covs, active)
             new_mean = _pinned_mean(means, covs, active, pinned, L)
@@ -113,18 +124,29 @@ class NonNegative(Constraint):
         shape = (*mean.shape, n)
         return Gaussian(new_mean.reshape(mean.shape).to(dtype), new_cov.reshape(shape).to(dtype))
 
-    def _settle_low_rank(self, means, cov: LowRankCovariance, rows, active, n: int):
-        """The final active set found by the cheap Woodbury means (the dense route then
-        conditions once and confirms it); the set as it was if Woodbury does not apply."""
-        variance = cov.base.to(F64).reshape(-1, n)[rows]
-        factor = cov.factor.to(F64).reshape(-1, n, cov.factor.shape[-1])[rows]
-        found = active.clone()
+    def _low_rank(
+        self, mean, cov: LowRankCovariance, rows, active, n: int, dtype: torch.dtype
+    ) -> Gaussian | None:
+        """The active set grown by Woodbury conditioning, the result kept low rank (``None``
+        where Woodbury does not apply: the dense route then decides)."""
+        m = cov.factor.shape[-1]
+        variances = cov.base.to(F64).expand(mean.shape).reshape(-1, n)
+        factors = cov.factor.to(F64).expand(*mean.shape, m).reshape(-1, n, m)
+        means = mean.reshape(-1, n)[rows]
         for _ in range(n):
-            new_mean = _low_rank_mean(means, variance, factor, found)
-            if new_mean is None:
-                return active
-            negative = new_mean < -self.tolerance
+            found = _low_rank_condition(means, variances[rows], factors[rows], active)
+            if found is None:
+                return None
+            negative = found[0] < -self.tolerance
             if not bool(negative.any()):
-                return found
-            found |= negative
-        return found
+                break
+            active = active | negative
+        new_mean, new_variance, new_factor = (
+            whole.index_copy(0, rows, part)
+            for whole, part in zip((mean.reshape(-1, n), variances, factors), found, strict=True)
+        )
+        covariance = LowRankCovariance(
+            new_variance.reshape(mean.shape).to(dtype),
+            new_factor.reshape(*mean.shape, m).to(dtype),
+        )
+        return Gaussian(new_mean.reshape(mean.shape).to(dtype), covariance)

@@ -612,19 +612,31 @@ class OperatorCorrection:
         if not ok:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
             raise ValueError(f"x must be a tensor ({', '.join(expected)}), got {got}")
+
+    @staticmethod
+    def check_finite_input(x: torch.Tensor) -> None:
+        """Raise when ``x`` holds NaN or inf (called when the output does: NaN in ``x`` reaches
+        every output node through the spectral transforms, so the output check sees it)."""
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise ConstraintError("x contains NaN or inf values")
 
     def output_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (x.shape[0], self.view.out_channels, *x.shape[2:])
 
+    def hidden_values(self, values: Sequence[Values]) -> list[Values | DirichletRows]:
+        """The hidden layers' values for the output's ``values`` (channel means)."""
+        return _hidden_values(self.conditions, values)
+
     @contextmanager
-    def attached(self, values: Sequence[Values]) -> Iterator[None]:
-        """The layers corrected while the block runs (hidden channels get the channel mean)."""
+    def attached(
+        self, values: Sequence[Values], hidden: Sequence[Values | DirichletRows] | None = None
+    ) -> Iterator[None]:
+        """The layers corrected while the block runs (hidden channels get the channel mean of
+        ``values``, or ``hidden`` when given by :meth:`hidden_values`)."""
         if self.layers[0].identity:
             yield
             return
-        hidden = _hidden_values(self.conditions, values)
+        hidden = self.hidden_values(values) if hidden is None else hidden
         ready: dict[int, bool] = {}  # per group: its probes are in place for this forward
 
         def probes_ready(group: int, x: torch.Tensor) -> bool:

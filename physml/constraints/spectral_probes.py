@@ -129,7 +129,7 @@ def wall_responses(
         return None
     skips = [skip for _, skip in layers]
     channels = weights[0].shape[1]
-    summed = torch.stack([w.sum(0) for w in weights])  # (L, out, *modes): spikes fill all inputs
+    summed = torch.stack(weights).sum(1)  # (L, out, *modes): the spikes fill all inputs
     gain = _skip_gain(skips, channels, like).unsqueeze(-1)  # (L, C, 1)
     bias = _bias(convs, skips, channels, like)
     layers_shape = (len(layers), channels)
