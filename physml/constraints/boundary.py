@@ -318,7 +318,7 @@ class BoundaryCondition(Constraint):
             for index, used in zip((0, -1), self.sides, strict=True):
                 if used:
                     keep[index] = 0.0
-            return Gaussian(mean, cov * keep[:, None] * keep)
+            return Gaussian(mean, cov * (keep[:, None] * keep))  # one pass over cov
         cov = self._rows(cov)
         cov = self._rows(cov.transpose(-1, -2)).transpose(-1, -2)
         return Gaussian(mean, cov)
