@@ -9,6 +9,49 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created) while the block runs; a second
+    holder gets a ``FileExistsError`` naming ``what``. The lock dies with its process, so a killed
+    run leaves nothing to clean (where ``fcntl`` is missing the block runs unlocked)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    lock = Path(path)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(
+                f"{what} is being written by another process (lock {str(lock)!r}); wait for it "
+                "to finish or stop it"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_leftovers(folder: str | os.PathLike, name: str) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left for ``name`` (a glob pattern) in
+    ``folder`` when a run was killed mid-write; return them. Call it only under the output's
+    lock."""
+    removed = sorted(Path(folder).glob(f".{name}.*.tmp"))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``, renamed to ``path`` on success (``os.replace``).
@@ -23,6 +66,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        if temporary.exists():  # mkstemp makes it 0600: give it the mode a plain open() would
+            temporary.chmod(0o666 & ~current_umask())
         os.replace(temporary, final)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -61,6 +61,36 @@ def open_hdf5(path: Path, label: str) -> h5py.File:
         ) from None
 
 
+def check_self_contained(path: Path, f: h5py.File, virtual_ok: bool = False) -> None:
+    """Refuse a file whose data would be read from other files: external links, datasets with
+    external raw storage, and (unless ``virtual_ok``, for a merged file whose shards are checked
+    separately) virtual datasets."""
+
+    def visit(group: h5py.Group, prefix: str) -> None:
+        for name in group:
+            where = f"{prefix}{name}"
+            if isinstance(group.get(name, getlink=True), h5py.ExternalLink):
+                raise DatasetFileError(
+                    f"path: {str(path)!r}: {where!r} is an external link to another file; "
+                    "datasets must hold their own data"
+                )
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                visit(item, f"{where}/")
+            elif item.external:
+                raise DatasetFileError(
+                    f"path: {str(path)!r}: {where!r} stores its values in external files "
+                    f"{[entry[0] for entry in item.external]}; datasets must hold their own data"
+                )
+            elif item.is_virtual and not virtual_ok:
+                raise DatasetFileError(
+                    f"path: {str(path)!r}: {where!r} is a virtual dataset, but the file is not a "
+                    "merged physml dataset (physml merge)"
+                )
+
+    visit(f, "")
+
+
 def _read_file(path: Path) -> dict:
     with open_hdf5(path, "path") as f:
         kind = f.attrs.get("format")
@@ -71,6 +101,12 @@ def _read_file(path: Path) -> dict:
                 f"path: {str(path)!r} is not a physml dataset (format {kind!r}, keys {list(f)})"
             )
         merged = "merged_from" in f.attrs
+        check_self_contained(path, f, virtual_ok=merged)
+        for name in ("u", "t", "x", "y", "sample_index"):
+            if name in f and not isinstance(f[name], h5py.Dataset):
+                raise DatasetFileError(
+                    f"path: {str(path)!r}: {name!r} must be a dataset, got a group"
+                )
         if merged:  # virtual datasets over shard files: check the shards before reading them
             from .merge import check_merged
 
@@ -126,9 +162,8 @@ def load(path: str | os.PathLike) -> PDEData:
             }
         content["sample_index"] = np.concatenate([p["sample_index"] for p in parts])
         content["attrs"] = dict(content["attrs"], shard=0, num_shards=1)
+    check_content(path, content)
     u = torch.from_numpy(content["u"])
-    if content["t"].shape[0] != u.shape[1]:
-        raise DatasetFileError(f"path: t has {content['t'].shape[0]} entries, u has {u.shape[1]}")
     return PDEData(
         u=u,
         t=torch.from_numpy(content["t"]),
@@ -142,6 +177,54 @@ def load(path: str | os.PathLike) -> PDEData:
             else None
         ),
     )
+
+
+def check_content(path: Path, content: dict) -> None:
+    """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
+    time, *space)`` without NaN or inf, increasing ``t`` of one entry per frame, coordinates of
+    one entry per node and one parameter value, field and index entry per sample."""
+    where = f"path: {str(path)!r}:"
+    u = content["u"]
+    if u.dtype.kind != "f":
+        raise DatasetFileError(
+            f"{where} u must hold real floating-point values, got dtype {u.dtype}"
+        )
+    if u.ndim < 3:
+        raise DatasetFileError(
+            f"{where} u must have dims (sample, time, *space), got shape {u.shape}"
+        )
+    samples, frames = u.shape[:2]
+    t = content["t"]
+    if t.ndim != 1 or t.shape[0] != frames:
+        raise DatasetFileError(f"{where} t has shape {t.shape}, u has {frames} frames")
+    if t.dtype.kind not in "fiu" or not (np.diff(t.astype(np.float64)) > 0).all():
+        raise DatasetFileError(f"{where} t must be strictly increasing numbers, got {t[:8]}...")
+    for axis, name in enumerate(("x", "y")):
+        values = content["coords"].get(name)
+        if values is not None and (
+            values.ndim != 1 or 2 + axis >= u.ndim or values.shape[0] != u.shape[2 + axis]
+        ):
+            raise DatasetFileError(
+                f"{where} {name} has shape {values.shape}, u has shape {u.shape}"
+            )
+    per_sample = {
+        **{f"params/{k}": v for k, v in content["params"].items()},
+        **{f"fields/{k}": v for k, v in content["fields"].items()},
+    }
+    if content["sample_index"] is not None:
+        per_sample["sample_index"] = content["sample_index"]
+    for name, values in per_sample.items():
+        if values.ndim == 0 or values.shape[0] != samples:
+            raise DatasetFileError(
+                f"{where} {name} has shape {values.shape}, expected {samples} entries (one per "
+                "sample)"
+            )
+    if not np.isfinite(u).all():
+        bad = np.flatnonzero(~np.isfinite(u).reshape(samples, -1).all(1))
+        raise DatasetFileError(
+            f"{where} u contains NaN or inf values (samples {bad[:5].tolist()}"
+            f"{'...' if len(bad) > 5 else ''})"
+        )
 
 
 def _as_data(source: PDEData | str | os.PathLike) -> PDEData:

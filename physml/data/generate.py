@@ -36,7 +36,7 @@ from tqdm import tqdm
 from pdes import problems
 
 from .. import __version__
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftovers
 
 FORMAT = "physml-dataset/1"
 INDEX_FORMAT = "physml-dataset-index/1"
@@ -170,6 +170,21 @@ def _save_chunk(path: Path, indices: list[int], seeds: list[int], batch: problem
             np.savez(handle, **arrays)
 
 
+def _load_chunk(path: Path):
+    """A saved chunk, or a clear error naming it when it is damaged (truncated, emptied, not a
+    chunk): deleting it makes the next run solve its samples again."""
+    try:
+        chunk = np.load(path)
+        if not {"u", "sample_index", "sample_seed"} <= set(chunk.files):
+            raise ValueError(f"it holds {chunk.files}")
+        return chunk
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"work folder chunk {str(path)!r} is damaged ({error}); delete it and run again to "
+            "solve its samples anew"
+        ) from None
+
+
 def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
     for key, value in attributes.items():
         target[key] = value if isinstance(value, (int, float, str, np.ndarray)) else str(value)
@@ -178,7 +193,7 @@ def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
 def _assemble(
     final: Path, workdir: Path, starts: list[int], problem, settings, manifest: dict
 ) -> None:
-    chunks = [np.load(_chunk_file(workdir, start)) for start in starts]
+    chunks = [_load_chunk(_chunk_file(workdir, start)) for start in starts]
     expected = shard_range(manifest["n"], manifest["shard"], manifest["num_shards"])
     stored = np.concatenate([c["sample_index"] for c in chunks])
     if sum(len(c["u"]) for c in chunks) != len(expected) or not np.array_equal(stored, expected):
@@ -269,7 +284,23 @@ def generate_dataset(
 
     manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
     workdir = final.with_name(final.name + ".partial")
-    _prepare_workdir(workdir, manifest, overwrite)
+    lock = final.with_name(f".{final.name}.lock")
+    with exclusive_lock(lock, f"out: {str(final)!r}"):
+        remove_leftovers(final.parent, final.name)
+        if workdir.is_dir():
+            remove_leftovers(workdir, "chunk-*")
+        _prepare_workdir(workdir, manifest, overwrite)
+        return _generate_locked(
+            problem, settings, manifest, final, workdir, out_path, device, progress, on_chunk
+        )
+
+
+def _generate_locked(
+    problem, settings, manifest, final, workdir, out_path, device, progress, on_chunk
+) -> Path:
+    """The solving, chunk by chunk, and the assembly, under the output's lock."""
+    n, seed, chunk = manifest["n"], manifest["seed"], manifest["chunk"]
+    shard, num_shards = manifest["shard"], manifest["num_shards"]
 
     indices = shard_range(n, shard, num_shards)
     starts = list(range(indices.start, indices.stop, chunk))

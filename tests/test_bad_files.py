@@ -1,0 +1,195 @@
+"""Files that must not be trusted: datasets reading other files, arrays that do not fit together,
+two writers, leftovers of a killed run, and the modes written files get."""
+
+import os
+import threading
+
+import h5py
+import numpy as np
+import pytest
+from recipes import TOY  # noqa: F401  (registers the toy recipe)
+
+from physml._io import atomic_path, exclusive_lock
+from physml.data import DatasetFileError, generate_dataset, load
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return generate_dataset("toy", tmp_path / "toy.h5", n=6, chunk=3, progress=False)
+
+
+def rewrite(path, edit):
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def replace(name, data):
+    def edit(f):
+        del f[name]
+        f.create_dataset(name, data=data)
+
+    return edit
+
+
+def test_a_generated_dataset_loads(dataset):
+    assert load(dataset).u.shape == (6, 4, 9)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (replace("u", np.zeros((6, 4, 9), dtype=np.complex128)), "u must hold real floating"),
+        (replace("u", np.zeros((6, 4, 9), dtype="S3")), "u must hold real floating"),
+        (replace("u", np.zeros(6)), r"u must have dims \(sample, time, \*space\)"),
+        (replace("t", np.array([0.0, 0.5, 0.4, 1.0])), "t must be strictly increasing"),
+        (replace("t", np.arange(5.0)), "t has shape"),
+        (replace("x", np.arange(8.0)), "x has shape"),
+        (replace("params/a", np.arange(5.0)), "params/a has shape"),
+        (replace("sample_index", np.arange(7)), "sample_index has shape"),
+        (replace("fields/u_squared", np.zeros((2, 4, 9))), "fields/u_squared has shape"),
+    ],
+    ids=[
+        "complex-u",
+        "bytes-u",
+        "1d-u",
+        "decreasing-t",
+        "t-length",
+        "x-length",
+        "params-length",
+        "sample-index-length",
+        "fields-length",
+    ],
+)
+def test_arrays_that_do_not_fit_together_are_refused(dataset, edit, message):
+    rewrite(dataset, edit)
+    with pytest.raises(DatasetFileError, match=message):
+        load(dataset)
+
+
+def test_nan_in_u_is_refused_naming_the_samples(dataset):
+    def poison(f):
+        u = f["u"][()]
+        u[2, 1, 3] = np.nan
+        u[4, 0, 0] = np.inf
+        f["u"][...] = u
+
+    rewrite(dataset, poison)
+    with pytest.raises(DatasetFileError, match=r"u contains NaN or inf values \(samples \[2, 4\]"):
+        load(dataset)
+
+
+def test_u_stored_as_a_group_is_refused(dataset):
+    def group(f):
+        del f["u"]
+        f.create_group("u")
+
+    rewrite(dataset, group)
+    with pytest.raises(DatasetFileError, match="'u' must be a dataset, got a group"):
+        load(dataset)
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["relative", "absolute"])
+def test_an_external_link_is_refused(tmp_path, dataset, relative):
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f.create_dataset("values", data=np.arange(9.0))
+    target = secret.name if relative else str(secret)
+    rewrite(dataset, lambda f: f.__setitem__("params/b", h5py.ExternalLink(target, "values")))
+    with pytest.raises(DatasetFileError, match="'params/b' is an external link"):
+        load(dataset)
+
+
+def test_external_raw_storage_is_refused(tmp_path, dataset):
+    raw = tmp_path / "raw.bin"
+    np.arange(6.0).tofile(raw)
+
+    def external(f):
+        del f["params/a"]
+        f["params"].create_dataset("a", shape=(6,), dtype="f8", external=[(str(raw), 0, 48)])
+
+    rewrite(dataset, external)
+    with pytest.raises(DatasetFileError, match="'params/a' stores its values in external files"):
+        load(dataset)
+
+
+def test_a_virtual_dataset_outside_a_merged_file_is_refused(tmp_path, dataset):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("a", data=np.arange(6.0))
+
+    def virtual(f):
+        layout = h5py.VirtualLayout(shape=(6,), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(other), "a", shape=(6,))
+        del f["params/a"]
+        f["params"].create_virtual_dataset("a", layout)
+
+    rewrite(dataset, virtual)
+    with pytest.raises(DatasetFileError, match="'params/a' is a virtual dataset"):
+        load(dataset)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "a.txt") as temporary:
+            temporary.write_text("x")
+        path = generate_dataset("toy", tmp_path / "toy.h5", n=2, progress=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_second_writer_to_the_same_output_is_refused(tmp_path):
+    lock = tmp_path / ".toy.h5.lock"
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with exclusive_lock(lock, "out: 'toy.h5'"):
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(10)
+    try:
+        # flock locks belong to open files: a second open in this process conflicts like a
+        # second process would
+        with pytest.raises(FileExistsError, match="being written by another process"):
+            generate_dataset("toy", tmp_path / "toy.h5", n=2, progress=False)
+    finally:
+        release.set()
+        holder.join()
+    assert generate_dataset("toy", tmp_path / "toy.h5", n=2, progress=False).exists()
+    assert not lock.exists()
+
+
+def test_leftovers_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
+    out = tmp_path / "toy.h5"
+    stale = tmp_path / ".toy.h5.abc123.h5.tmp"
+    stale.write_bytes(b"half a file")
+    workdir = tmp_path / "toy.h5.partial"
+    generate_dataset("toy", out, n=4, chunk=2, progress=False)
+    assert not stale.exists() and not workdir.exists()
+
+
+def test_a_damaged_chunk_is_named_on_resume(tmp_path, monkeypatch):
+    out = tmp_path / "toy.h5"
+    calls = {"n": 0}
+    original = TOY.generate
+
+    def crash_on_second(seeds, settings, device="cpu"):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(seeds, settings, device)
+
+    monkeypatch.setattr(TOY, "generate", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset("toy", out, n=4, chunk=2, progress=False)
+    monkeypatch.setattr(TOY, "generate", original)
+    chunk = next((tmp_path / "toy.h5.partial").glob("chunk-*.npz"))
+    chunk.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"chunk .* is damaged .*delete it"):
+        generate_dataset("toy", out, n=4, chunk=2, progress=False)
