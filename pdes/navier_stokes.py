@@ -73,7 +73,8 @@ _FIXED_POINT_ITERATIONS = 200
 Forcing = str | torch.Tensor | None
 
 
-def _check_grid(grid: Grid2D) -> Grid2D:
+def check_grid(grid: Grid2D) -> Grid2D:
+    """``grid`` if it is a :class:`Grid2D`, periodic along both axes, with >= 4 points per axis."""
     if not isinstance(grid, Grid2D):
         raise TypeError(f"grid must be a Grid2D, got {type(grid)}")
     if not (grid.x.periodic and grid.y.periodic):
@@ -86,7 +87,7 @@ def _check_grid(grid: Grid2D) -> Grid2D:
     return grid
 
 
-def _fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
+def check_fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
     """A batch ``(sample, nx, ny)`` of finite float64 fields; ``(nx, ny)`` is promoted."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(
@@ -105,7 +106,7 @@ def _fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
 
 
 @dataclass
-class _Modes:
+class FourierModes:
     """Angular wavenumbers of the ``rfft2`` coefficients ``(nx, ny//2 + 1)`` and mode masks."""
 
     kx: torch.Tensor  # (nx, 1)
@@ -123,7 +124,8 @@ class _Modes:
         return torch.where(mask, 1.0 / torch.where(self.zero, 1.0, self.k2), 0.0)
 
 
-def _modes(grid: Grid2D, device) -> _Modes:
+def fourier_modes(grid: Grid2D, device) -> FourierModes:
+    """The ``rfft2`` wavenumbers and masks of a periodic ``grid`` (also used by pdes.tracer)."""
     nx, ny = grid.shape
     mx = torch.fft.fftfreq(nx, d=1.0 / nx, dtype=FLOAT, device=device)[:, None]
     my = torch.fft.rfftfreq(ny, d=1.0 / ny, dtype=FLOAT, device=device)[None, :]
@@ -132,10 +134,10 @@ def _modes(grid: Grid2D, device) -> _Modes:
     kept = (mx.abs() < nx / 3) & (my < ny / 3)
     nyquist = (mx.abs() == nx / 2) | (my == ny / 2)
     k2 = kx**2 + ky**2
-    return _Modes(kx, ky, k2, kept, ~nyquist & (k2 != 0))
+    return FourierModes(kx, ky, k2, kept, ~nyquist & (k2 != 0))
 
 
-def _spectral_velocity(coefficients: torch.Tensor, modes: _Modes, mask, shape):
+def _spectral_velocity(coefficients: torch.Tensor, modes: FourierModes, mask, shape):
     psi = coefficients * modes.inverse_laplacian(mask)
     both = torch.stack([1j * modes.ky * psi, -1j * modes.kx * psi])
     return torch.fft.irfft2(both, s=shape)
@@ -147,7 +149,7 @@ def velocity(w: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]
     Each is shaped like ``w``; divergence-free to round-off. The mean and the Nyquist modes of
     ``w`` have no velocity on the grid, so the spectral curl of the result is ``w`` without them.
     """
-    grid = _check_grid(grid)
+    grid = check_grid(grid)
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"w must be a torch.Tensor of shape (..., nx, ny), got {type(w)}")
     if w.ndim < 2 or tuple(w.shape[-2:]) != grid.shape:
@@ -157,7 +159,7 @@ def velocity(w: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]
     if not torch.isfinite(w).all():
         raise ValueError("w contains NaN or inf values")
     w = w.to(FLOAT)
-    modes = _modes(grid, w.device)
+    modes = fourier_modes(grid, w.device)
     vx, vy = _spectral_velocity(torch.fft.rfft2(w), modes, modes.resolved, grid.shape)
     return vx, vy
 
@@ -172,7 +174,7 @@ def fno_forcing(grid: Grid2D, device: torch.device | str | None = None) -> torch
     return 0.1 * (torch.sin(phase) + torch.cos(phase))
 
 
-def _forcing(forcing: Forcing, grid: Grid2D, batch: int, device) -> torch.Tensor | None:
+def forcing_coefficients(forcing: Forcing, grid: Grid2D, batch: int, device) -> torch.Tensor | None:
     """The forcing's ``rfft2`` coefficients with the mean mode removed, or None."""
     if forcing is None:
         return None
@@ -182,7 +184,7 @@ def _forcing(forcing: Forcing, grid: Grid2D, batch: int, device) -> torch.Tensor
             return None
         field = fno_forcing(grid, device=device)
     elif isinstance(forcing, torch.Tensor):
-        field = _fields("forcing", forcing, grid).to(device)
+        field = check_fields("forcing", forcing, grid).to(device)
         if field.shape[0] not in (1, batch):
             raise ValueError(
                 f"forcing must have shape ({grid.shape[0]}, {grid.shape[1]}) or "
@@ -207,8 +209,8 @@ def stability_limit(grid: Grid2D, nu: float | torch.Tensor, speed: float | torch
     The smallest root of ``4a(1 + ah)² = b²(a² + b²/4) h³`` (``a = νκ²/2``, ``b = Uκ``) over the
     kept modes; ``nu`` and ``speed`` (``U``) are numbers or one per sample; ``inf`` when ``U = 0``.
     """
-    grid = _check_grid(grid)
-    modes = _modes(grid, "cpu")
+    grid = check_grid(grid)
+    modes = fourier_modes(grid, "cpu")
     k2 = torch.unique(modes.k2[modes.kept & ~modes.zero]).numpy()
     return _limit(k2, _as_array(nu), _as_array(speed))
 
@@ -218,8 +220,8 @@ def default_step(grid: Grid2D, nu: float | torch.Tensor, speed: float | torch.Te
 
     ``κ_max`` is the largest kept ``|k|``; ``inf`` when ``U = 0``.
     """
-    grid = _check_grid(grid)
-    modes = _modes(grid, "cpu")
+    grid = check_grid(grid)
+    modes = fourier_modes(grid, "cpu")
     k2 = torch.unique(modes.k2[modes.kept & ~modes.zero]).numpy()
     return _default(k2, _as_array(nu), _as_array(speed))
 
@@ -256,12 +258,13 @@ def _limit(k2: np.ndarray, nu: np.ndarray, speed: np.ndarray) -> float:
     return float(h.min())
 
 
-class _Scheme:
-    """The CN–Heun step on ``rfft2`` coefficients ``(sample, nx, ny//2 + 1)``."""
+class VorticityScheme:
+    """The CN–Heun step on ``rfft2`` coefficients ``(sample, nx, ny//2 + 1)`` (public so that
+    pdes.tracer can step a tracer beside the vorticity)."""
 
     def __init__(self, grid: Grid2D, viscosity: torch.Tensor, forcing, device):
         self.shape = grid.shape
-        self.modes = modes = _modes(grid, device)
+        self.modes = modes = fourier_modes(grid, device)
         active = modes.kept & ~modes.zero
         psi = modes.inverse_laplacian(active)
         kept = modes.kept.to(FLOAT)
@@ -335,15 +338,15 @@ def solve_vorticity(
     ``(nx, ny)`` or ``(sample, nx, ny)``, constant in time. ``max_step`` must not exceed
     :func:`stability_limit`; the default is :func:`default_step` (see the module docstring).
     """
-    grid = _check_grid(grid)
-    w0 = _fields("w0", w0, grid)
+    grid = check_grid(grid)
+    w0 = check_fields("w0", w0, grid)
     t_out = checks.times("times", times)
     if max_step is not None:
         max_step = checks.positive("max_step", max_step)
     batch, device = w0.shape[0], w0.device
     viscosity = per_sample("nu", nu, batch, "cpu")
-    force = _forcing(forcing, grid, batch, device)
-    scheme = _Scheme(grid, viscosity, force, device)
+    force = forcing_coefficients(forcing, grid, batch, device)
+    scheme = VorticityScheme(grid, viscosity, force, device)
 
     c = torch.fft.rfft2(w0)
     speed0 = scheme.speed(c)
@@ -365,7 +368,7 @@ MAX_RETRIES = 40
 """Times the default step may be lowered (at least halved each time) for one block of steps."""
 
 
-def _march(scheme: _Scheme, c, t_out: torch.Tensor, step: float, adaptive: bool) -> list:
+def _march(scheme: VorticityScheme, c, t_out: torch.Tensor, step: float, adaptive: bool) -> list:
     """Advance the coefficients through ``t_out`` in blocks of at most :data:`CHECK_EVERY` steps,
     checking each block for NaN/inf and for steps beyond the limit at the speed met; physical
     fields ``(sample, nx, ny)`` at each output time."""
@@ -407,7 +410,7 @@ def _unstable(finite: bool, start: float, end: float, h: float, peak, limit: flo
     )
 
 
-def _default_step(scheme: _Scheme, speed0, force, t_out: torch.Tensor) -> float:
+def _default_step(scheme: VorticityScheme, speed0, force, t_out: torch.Tensor) -> float:
     t_end = t_out[-1].item()
     estimate = speed0
     if force is not None:
@@ -432,7 +435,7 @@ def taylor_green(
     velocity amplitude ``A``); a steady Euler flow, ``u·∇w = 0``. ``nu`` a number or ``(sample,)``;
     returns ``(sample, time, nx, ny)``.
     """
-    grid = _check_grid(grid)
+    grid = check_grid(grid)
     k = checks.positive_int("k", k)
     amplitude = float(amplitude)
     times = torch.as_tensor(t, dtype=FLOAT).flatten()
@@ -467,16 +470,21 @@ def grf_velocity_std(n: int, alpha: float, tau: float, sigma: float, length: flo
     return float(np.sqrt(variance))
 
 
-def _recipe_step(grid: Grid2D, settings: dict) -> float:
-    """:func:`default_step` at ``U = TAIL σ_u + t_end U_f``, from the settings alone (so a sample
-    does not depend on the others in its batch): ``σ_u`` from :func:`grf_velocity_std` and
-    ``U_f`` the speed of the forcing's ``∇⊥(−Δ)⁻¹f``."""
+def recipe_speed(grid: Grid2D, settings: dict) -> float:
+    """The speed ``U = TAIL σ_u + t_end U_f`` the recipe plans for, from the settings alone (so a
+    sample does not depend on the others in its batch): ``σ_u`` from :func:`grf_velocity_std`
+    and ``U_f`` the speed of the forcing's ``∇⊥(−Δ)⁻¹f``."""
     std = grf_velocity_std(grid.x.n, settings["alpha"], settings["tau"], settings["sigma"])
     speed = TAIL * std
     if settings["forcing"] == "fno":
         vx, vy = velocity(fno_forcing(grid), grid)
         speed += settings["t_end"] * (vx**2 + vy**2).sqrt().max().item()
-    return default_step(grid, settings["nu"], speed)
+    return speed
+
+
+def _recipe_step(grid: Grid2D, settings: dict) -> float:
+    """:func:`default_step` at :func:`recipe_speed`."""
+    return default_step(grid, settings["nu"], recipe_speed(grid, settings))
 
 
 class PeriodicNavierStokes(Problem):

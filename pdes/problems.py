@@ -16,7 +16,7 @@ from dataclasses import field as dataclass_field
 import numpy as np
 import torch
 
-RECIPE_MODULES = ("gpme", "heat", "burgers", "wave", "stokes", "cavity", "navier_stokes")
+RECIPE_MODULES = ("gpme", "heat", "burgers", "wave", "stokes", "cavity", "navier_stokes", "tracer")
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ def test_dealiased_advection_conserves_energy_and_enstrophy_of_the_kept_modes():
     (an aliased product, or one built from all modes as FNO's generator does, is not)."""
     grid = Grid2D.square(24, periodic=True)
     w = gaussian_random_field_2d(24, batch=2, zero_mean=True, generator=torch.Generator())
-    scheme = ns._Scheme(grid, torch.full((2,), 1e-3, dtype=F64), None, "cpu")
+    scheme = ns.VorticityScheme(grid, torch.full((2,), 1e-3, dtype=F64), None, "cpu")
     advection = torch.fft.irfft2(scheme.nonlinear(torch.fft.rfft2(w)), s=grid.shape)
     m = torch.fft.fftfreq(24, d=1 / 24, dtype=F64).abs()
     kept = ((m[:, None] < 8) & (m[None, :] < 8)).to(F64)

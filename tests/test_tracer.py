@@ -1,0 +1,312 @@
+"""Tracer in the periodic NS flow: round-off mass, range, exact blob, source, recipes, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pdes import navier_stokes as ns
+from pdes import tracer as tr
+from pdes.errors import SolverError
+from pdes.grid import Grid1D, Grid2D
+from pdes.random_fields import gaussian_random_field_2d
+from pdes.verification import convergence
+from physml.cli import main
+from physml.data import MultiStepDataset, generate_dataset, load
+
+F64 = torch.float64
+GRID = Grid2D.square(24, periodic=True)
+BOX = Grid2D(Grid1D(20, 0.0, 2.0, periodic=True), Grid1D(16, -0.5, 1.0, periodic=True))
+
+
+def stirring(grid: Grid2D, batch: int, seed: int = 0, strength: float = 20.0) -> torch.Tensor:
+    """A zero-mean GRF vorticity whose velocity is of order one (FNO's field times ``strength``)."""
+    n = grid.x.n
+    w = gaussian_random_field_2d(n, batch=batch, zero_mean=True, generator=_gen(seed))
+    return strength * w
+
+
+def low_modes(grid: Grid2D, batch: int, seed: int = 2) -> torch.Tensor:
+    """A random vorticity of the Fourier modes ``|p|, |q| <= 2`` on any periodic box."""
+    x, y = grid.coordinates()
+    phase = (
+        2
+        * math.pi
+        * torch.stack(
+            [p * x / grid.x.length + q * y / grid.y.length for p in range(3) for q in range(-2, 3)]
+        )
+    )
+    weights = torch.randn(2, batch, len(phase), 1, 1, generator=_gen(seed), dtype=F64)
+    return (weights[0] * torch.cos(phase) + weights[1] * torch.sin(phase)).sum(1)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def blobs(grid: Grid2D, batch: int, seed: int = 1) -> torch.Tensor:
+    """Non-negative tracers with wide near-empty regions (where a scheme would undershoot)."""
+    gen = _gen(seed)
+    return torch.cat([tr.random_blobs(grid, gen, 3, 0.06) for _ in range(batch)])
+
+
+def mass(c: torch.Tensor, grid: Grid2D) -> torch.Tensor:
+    return grid.integrate(c)
+
+
+# ----------------------------------------------------------------------------- conservation
+
+
+@pytest.mark.parametrize("limiter", tr.LIMITERS)
+def test_ns_tracer_conserves_mass_to_round_off_and_stays_in_its_initial_range(limiter):
+    w0 = stirring(GRID, 3)
+    c0 = torch.cat([blobs(GRID, 2), torch.rand(1, *GRID.shape, generator=_gen(5), dtype=F64)])
+    kappa = torch.tensor([0.0, 1e-3, 5e-3], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+    w, c = tr.solve_ns_tracer(w0, c0, GRID, 1e-3, kappa, t, limiter=limiter)
+    steps = 3.0 / tr.step_limit(GRID, kappa.max(), ns.velocity(w0, GRID)[0].abs().max())
+    assert steps > 100  # many steps
+    total = mass(c, GRID)
+    assert (total - total[:, :1]).abs().max() <= 1e-12 * total[:, 0].min()
+    low, high = c0.amin(dim=(-2, -1)), c0.amax(dim=(-2, -1))
+    assert (c.amin(dim=(-2, -1)) >= low[:, None] - 1e-14 * high[:, None]).all()
+    assert (c.amax(dim=(-2, -1)) <= high[:, None] * (1 + 1e-14)).all()
+    assert (c >= 0).all()
+    assert (c[:, -1] - c0).abs().max() > 0.1  # the tracer did move
+    assert (w[:, -1] - w0).abs().max() > 0.1
+
+
+def test_mass_is_conserved_for_signed_fields_and_any_face_velocities_on_a_box():
+    """Flux form alone conserves the total: a signed tracer, faces not divergence-free."""
+    gen = _gen(3)
+    c0 = torch.randn(2, *BOX.shape, generator=gen, dtype=F64)
+    faces = (torch.randn(*BOX.shape, generator=gen, dtype=F64), torch.rand(*BOX.shape, dtype=F64))
+    t = torch.linspace(0.0, 0.2, 3, dtype=F64)
+    c = tr.solve_tracer(c0, BOX, 1e-3, t, faces)
+    total = mass(c, BOX)
+    scale = mass(c0.abs(), BOX)
+    assert ((total - total[:, :1]).abs() <= 1e-12 * scale[:, None]).all()
+    assert (c[:, -1] - c0).abs().max() > 0.1
+
+
+def test_face_velocities_are_face_averages_of_one_fourier_mode_and_divergence_free():
+    """``w = cos(ax + by)`` has ``ψ = w/(a²+b²)``: faces from ψ at the corners, by hand."""
+    for grid in (GRID, BOX):
+        a, b = 2 * math.pi * 2 / grid.x.length, 2 * math.pi * 3 / grid.y.length
+        x, y = grid.coordinates()
+        dx, dy = grid.spacing
+        w = torch.cos(a * x + b * y)[None]
+
+        def psi(px, py, a=a, b=b):
+            return torch.cos(a * px + b * py) / (a * a + b * b)
+
+        u, v = tr.face_velocities(w, grid)
+        expected_u = (psi(x + dx / 2, y + dy / 2) - psi(x + dx / 2, y - dy / 2)) / dy
+        expected_v = -(psi(x + dx / 2, y + dy / 2) - psi(x - dx / 2, y + dy / 2)) / dx
+        torch.testing.assert_close(u[0], expected_u, rtol=0, atol=1e-13)
+        torch.testing.assert_close(v[0], expected_v, rtol=0, atol=1e-13)
+
+    u, v = tr.face_velocities(low_modes(BOX, 2), BOX)
+    divergence = (u - u.roll(1, -2)) / BOX.x.dx + (v - v.roll(1, -1)) / BOX.y.dx
+    assert divergence.abs().max() < 1e-12 * u.abs().max() / BOX.x.dx
+
+
+# ----------------------------------------------------------------------------- exact solution
+
+
+@pytest.mark.parametrize("case", tr.EXACT_CASES, ids=lambda c: c.name)
+def test_drifting_blob_converges_at_second_order(case):
+    study = convergence(case)
+    assert study.order >= case.order - 0.1, (study.errors, study.orders)
+    assert study.errors[-1] < 0.01 * study.finest.exact.abs().mean().item()
+
+
+def test_drifting_blob_is_a_periodised_gaussian_of_the_given_mass():
+    t = torch.tensor([0.0, 0.7], dtype=F64)
+    blob = tr.drifting_blob(BOX, t, [1.9, 0.9], 0.12, (1.0, -0.5), 0.01, mass=2.5)
+    torch.testing.assert_close(BOX.integrate(blob), torch.full((1, 2), 2.5, dtype=F64))
+    # at t = 0.7 the centre is (2.6, 0.55) = (0.6, 0.55) on the box, the spread sqrt(0.0144 + 0.014)
+    moved = tr.gaussian_blob(BOX, [0.6, 0.55], math.sqrt(0.12**2 + 2 * 0.01 * 0.7), 2.5)
+    torch.testing.assert_close(blob[:, 1], moved, rtol=0, atol=1e-14 * moved.max().item())
+    peak = blob[0, 0].max().item()
+    assert peak == pytest.approx(2.5 / (2 * math.pi * 0.12**2), rel=0.02)
+
+
+def test_pure_advection_at_the_default_step_converges_and_keeps_the_mass():
+    """κ = 0: the default step (the limit, a quarter cell per step) and second order in dx."""
+    errors = []
+    for n in (32, 64):
+        grid = Grid2D.square(n, periodic=True)
+        t = torch.tensor([0.0, 0.25], dtype=F64)
+        exact = tr.drifting_blob(grid, t, [0.4, 0.4], 0.1, (1.0, 0.0), 0.0)
+        c = tr.solve_tracer(exact[:, 0], grid, 0.0, t, (1.0, 0.0))
+        errors.append((c[:, 1] - exact[:, 1]).abs().mean().item())
+        assert mass(c, grid)[0, 1].item() == pytest.approx(1.0, rel=1e-12)
+    assert math.log2(errors[0] / errors[1]) > 1.8
+
+
+# ----------------------------------------------------------------------------- source
+
+
+def test_known_source_changes_the_total_by_exactly_the_released_amount():
+    w0 = stirring(GRID, 2, seed=4)
+    c0 = blobs(GRID, 2, seed=6)
+    shape = tr.gaussian_blob(GRID, [[0.3, 0.6], [0.8, 0.1]], 0.05)
+    shape = shape / GRID.integrate(shape)[:, None, None]
+    rates = torch.tensor([0.2, 0.05], dtype=F64)
+
+    def released(time: float) -> torch.Tensor:
+        return rates * tr.PulsedRelease(1.0, 0.4)(time)
+
+    t = torch.linspace(0.0, 1.0, 6, dtype=F64)
+    _, c = tr.solve_ns_tracer(w0, c0, GRID, 1e-3, 1e-3, t, source=tr.Source(shape, released))
+    expected = mass(c0, GRID)[:, None] + torch.stack([released(s) for s in t.tolist()], dim=1)
+    torch.testing.assert_close(mass(c, GRID), expected, rtol=1e-12, atol=0)
+    assert (expected[:, -1] - expected[:, 0] > 0.04).all()  # the source matters
+    assert (c >= 0).all()  # a non-negative source keeps the tracer non-negative
+
+
+def test_pulsed_release_integrates_its_rate():
+    release = tr.PulsedRelease(0.3, 2.0)
+    rate = lambda s: 0.3 * (1 - math.cos(math.pi * s))  # noqa: E731
+    times = torch.linspace(0.0, 3.0, 30001, dtype=F64)
+    values = torch.tensor([rate(s) for s in times.tolist()], dtype=F64)
+    assert torch.trapezoid(values, times).item() == pytest.approx(release(3.0), rel=1e-8)
+    assert release(0.0) == 0.0
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+OPTIONS = {"nx": 16, "nt": 3, "t_end": 0.6, "blobs": 2}
+
+
+def test_generate_writes_tracer_velocity_and_mass_that_load_reads(tmp_path, capsys):
+    out = tmp_path / "tracer.h5"
+    args = ["generate", "ns-tracer", "--n", "3", "--out", str(out), "--nx", "16", "--nt", "3"]
+    assert main([*args, "--t-end", "0.6", "--blobs", "2", "--quiet"]) == 0
+    data = load(out)
+    assert data.u.shape == (3, 3, 16, 16) and data.u.dtype == F64
+    assert set(data.fields) == {"vx", "vy", "mass"}
+    assert data.fields["vx"].shape == data.u.shape and data.fields["mass"].shape == (3, 3)
+    grid = Grid2D.square(16, periodic=True)
+    torch.testing.assert_close(data.fields["mass"], grid.integrate(data.u), rtol=1e-14, atol=0)
+    masses = data.fields["mass"]
+    assert ((masses - masses[:, :1]).abs() <= 1e-12 * masses[:, :1]).all()
+    assert (data.u >= 0).all()
+    assert data.attrs["pde"] == "ns-tracer" and data.attrs["boundary"] == "periodic"
+    assert set(data.params) == {"nu", "kappa"}
+    inputs, targets = MultiStepDataset(data)[0]
+    assert inputs.shape == (1, 16, 16) and targets.shape == (2, 16, 16)
+
+
+def test_the_flow_is_the_navier_stokes_recipes_for_the_same_seed(tmp_path):
+    tracer = generate_dataset("ns-tracer", tmp_path / "t.h5", n=2, progress=False, **OPTIONS)
+    settings = {k: OPTIONS[k] for k in ("nx", "nt", "t_end")}
+    flow = generate_dataset("navier-stokes", tmp_path / "f.h5", n=2, progress=False, **settings)
+    with_tracer, alone = load(tracer), load(flow)
+    for name in ("vx", "vy"):
+        torch.testing.assert_close(with_tracer.fields[name], alone.fields[name], rtol=0, atol=1e-13)
+
+
+def test_source_recipe_stores_the_released_amount_that_the_mass_follows(tmp_path):
+    out = generate_dataset("ns-tracer-source", tmp_path / "s.h5", n=2, progress=False, **OPTIONS)
+    data = load(out)
+    masses, released = data.fields["mass"], data.fields["released"]
+    torch.testing.assert_close(masses, masses[:, :1] + released, rtol=1e-12, atol=0)
+    settings = tr.PROBLEMS[1].settings(**OPTIONS)
+    release = tr.PulsedRelease(settings["source_rate"], settings["source_period"])
+    assert released[0, -1].item() == pytest.approx(release(0.6), rel=1e-15)
+    assert released[0, -1] > 0 and (data.u >= 0).all()
+    assert {"source_x", "source_y"} <= set(data.params)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_negative_kappa_is_refused_naming_it():
+    c0 = blobs(GRID, 1)
+    with pytest.raises(ValueError, match="kappa"):
+        tr.solve_tracer(c0, GRID, -1e-3, [0.0, 0.1], (1.0, 0.0))
+    with pytest.raises(ValueError, match="kappa"):
+        tr.solve_ns_tracer(stirring(GRID, 1), c0, GRID, 1e-3, torch.tensor([-1.0]), [0.0, 0.1])
+    with pytest.raises(ValueError, match="kappa"):
+        tr.step_limit(GRID, -1.0, 1.0)
+
+
+def test_a_step_beyond_the_limit_is_a_solver_error_naming_it():
+    c0 = blobs(GRID, 1)
+    limit = tr.step_limit(GRID, 1e-3, 1.0)
+    assert limit == pytest.approx(1 / (4 * 24 + 2e-3 * 2 * 24**2))
+    tr.solve_tracer(c0, GRID, 1e-3, [0.0, 0.05], (1.0, -1.0), max_step=limit)
+    with pytest.raises(SolverError, match="max_step"):
+        tr.solve_tracer(c0, GRID, 1e-3, [0.0, 0.05], (1.0, -1.0), max_step=1.01 * limit)
+    w0 = stirring(GRID, 1)
+    with pytest.raises(SolverError, match="max_step"):
+        tr.solve_ns_tracer(w0, c0, GRID, 1e-3, 1e-3, [0.0, 0.05], max_step=0.5)
+
+
+def test_a_flow_that_outgrows_a_given_step_is_caught_and_the_default_step_adapts():
+    """Strong forcing speeds a calm flow up: the fixed step passes the limit mid-run."""
+    x, y = GRID.coordinates()
+    forcing = 60.0 * torch.sin(2 * math.pi * x) * torch.cos(2 * math.pi * y)
+    w0 = 0.01 * stirring(GRID, 1)
+    c0 = blobs(GRID, 1)
+    t = [0.0, 0.5]
+    speed0 = ns.velocity(w0, GRID)[0].abs().max().item()
+    step = 0.9 * tr.step_limit(GRID, 1e-3, 2 * speed0)
+    with pytest.raises(SolverError, match="smaller max_step"):
+        tr.solve_ns_tracer(w0, c0, GRID, 1e-2, 1e-3, t, forcing=forcing, max_step=step)
+    _, c = tr.solve_ns_tracer(w0, c0, GRID, 1e-2, 1e-3, t, forcing=forcing)
+    assert (c >= 0).all()
+    assert mass(c, GRID)[0, 1].item() == pytest.approx(mass(c0, GRID).item(), rel=1e-12)
+
+
+def test_wrong_shapes_and_values_are_refused_naming_the_argument():
+    c0 = blobs(GRID, 2)
+    w0 = stirring(GRID, 2)
+    t = [0.0, 0.1]
+    with pytest.raises(ValueError, match="c0"):
+        tr.solve_tracer(c0[:, :-1], GRID, 1e-3, t, (1.0, 0.0))
+    with pytest.raises(ValueError, match="c0"):
+        tr.solve_ns_tracer(w0, c0[:1].expand(3, -1, -1), GRID, 1e-3, 1e-3, t)
+    with pytest.raises(ValueError, match="c0 contains NaN"):
+        tr.solve_tracer(c0 * math.nan, GRID, 1e-3, t, (1.0, 0.0))
+    with pytest.raises(ValueError, match="w0"):
+        tr.solve_ns_tracer(w0[..., :-1], c0, GRID, 1e-3, 1e-3, t)
+    with pytest.raises(ValueError, match="periodic"):
+        tr.solve_tracer(c0, Grid2D.square(24), 1e-3, t, (1.0, 0.0))
+    with pytest.raises(ValueError, match="limiter"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, (1.0, 0.0), limiter="superbee")
+    with pytest.raises(TypeError, match="flow"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, "east")
+    with pytest.raises(ValueError, match="flow"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, (c0[0, :-1], c0[0, :-1]))
+    with pytest.raises(ValueError, match="nu"):
+        tr.solve_ns_tracer(w0, c0, GRID, 0.0, 1e-3, t)
+
+
+def test_bad_sources_are_refused_naming_the_field():
+    c0 = blobs(GRID, 2)
+    shape = tr.gaussian_blob(GRID, [0.5, 0.5], 0.1)[0]
+    t = [0.0, 0.1]
+    flow = (1.0, 0.0)
+    with pytest.raises(TypeError, match="source"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, flow, source=shape)
+    with pytest.raises(ValueError, match="source.shape"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, flow, source=tr.Source(shape[:-1], lambda s: s))
+    with pytest.raises(ValueError, match=r"source.released\(0\)"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, flow, source=tr.Source(shape, lambda s: s + 1))
+    with pytest.raises(ValueError, match=r"source.released\(t\)"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, flow, source=tr.Source(shape, lambda s: [s] * 3))
+    with pytest.raises(ValueError, match="period"):
+        tr.PulsedRelease(1.0, 0.0)
+
+
+def test_recipe_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="limiter"):
+        generate_dataset("ns-tracer", tmp_path / "x.h5", n=1, progress=False, limiter="x", nx=8)
+    with pytest.raises(ValueError, match="kappa"):
+        generate_dataset("ns-tracer", tmp_path / "y.h5", n=1, progress=False, kappa=-1.0, nx=8)
