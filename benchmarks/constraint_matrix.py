@@ -41,6 +41,7 @@ from physml import Ensemble, Gaussian, constrain, mass_conservation  # noqa: E40
 from physml.constraints import BoundaryCondition, NonNegative, cumulative_inflow  # noqa: E402
 from physml.models import AttentiveNeuralProcess, DeepEnsemble, Earthformer  # noqa: E402
 from physml.models.gp import ExactGPSurrogate  # noqa: E402
+from physml.training import fit_ensemble  # noqa: E402
 
 F64 = torch.float64
 EXACT_TOLERANCE = 1e-6
@@ -330,7 +331,9 @@ def build_cases(quick: bool, seed: int) -> list[Case]:
     )
 
     ensemble = DeepEnsemble(2, members=5, width=32, depth=2)
-    ensemble.fit(points.float(), truth.flatten().float(), epochs=2 if quick else 20, seed=seed)
+    fit_ensemble(
+        ensemble, points.float(), truth.flatten().float(), epochs=2 if quick else 20, seed=seed
+    )
     cases.append(
         Case(
             "ensemble-gaussian",

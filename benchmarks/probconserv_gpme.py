@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
 from physml import Gaussian, constrain, mass_conservation  # noqa: E402
-from physml.models import DeepEnsemble, ExactGPSurrogate, gpme_sampler, with_parameters  # noqa: E402
-from physml.models.common import grid_points  # noqa: E402
+from physml.data import gpme_sampler, grid_points  # noqa: E402
+from physml.models import DeepEnsemble, ExactGPSurrogate, with_parameters  # noqa: E402
 from physml.tasks import Context  # noqa: E402
 from physml.tasks.probconserv import SCALES, OnGrid, evaluate  # noqa: E402
+from physml.training import fit_ensemble  # noqa: E402
 
 F64 = torch.float64
 
@@ -76,7 +77,8 @@ class Peers:
                 [params[:, None, None].expand(-1, points, 1), target_x], dim=-1
             ).reshape(-1, 3)
             model = DeepEnsemble(in_features=3, members=5, width=64, depth=3)
-            model.fit(
+            fit_ensemble(
+                model,
                 inputs,
                 target_y.reshape(-1),
                 epochs=20 if self.size == "toy" else 60,

@@ -9,7 +9,11 @@ sample per call, so it is timed per sample with its numba backend (compilation e
 solver configurations; for each of its grids the fastest configuration that is accurate (its error
 within 10% of the best any configuration reaches on that grid) is kept. Our solver then runs on the
 coarsest grid whose error is at most py-pde's, and the ratio of throughputs is reported for batches
-of 64, 256 and 1024. Both report only the final time.
+of 64, 256 and 1024. Both report only the final time. For Burgers the number of time steps is
+searched directly: each row runs the fewest steps that meet py-pde's error.
+
+The whole run uses one torch thread unless ``--threads`` says otherwise (small solves are fastest
+on one; py-pde's numba code runs on one); every row records the threads it ran on.
 
     python benchmarks/solvers.py            # full run, writes benchmarks/results/solvers.{json,md}
     python benchmarks/solvers.py --quick    # smoke run (used by the tests)
@@ -92,10 +96,10 @@ class Setup:
 
 
 def heat_dirichlet(
-    batch: int, n: int, gen: torch.Generator, times: torch.Tensor, step_factor: float = 1.0
+    batch: int, n: int, gen: torch.Generator, times: torch.Tensor, steps: int | None = None
 ) -> Setup:
     """Sine modes 1–3 with random amplitudes, zero walls, κ = 0.1 (exact in time: no step)."""
-    del step_factor
+    del steps
     grid = Grid1D(n)
     x = grid.coordinates()
     amplitudes = torch.randn(batch, 3, generator=gen, dtype=F64)
@@ -145,16 +149,17 @@ def _cole_hopf_parameters(batch: int, gen: torch.Generator):
 
 
 def burgers_periodic(
-    batch: int, n: int, gen: torch.Generator, times: torch.Tensor, step_factor: float = 1.0
+    batch: int, n: int, gen: torch.Generator, times: torch.Tensor, steps: int | None = None
 ) -> Setup:
-    """Cole–Hopf solutions on the unit circle, ν = 0.05; steps of ``step_factor`` × the default."""
+    """Cole–Hopf solutions on the unit circle, ν = 0.05; ``steps`` equal steps to the last time
+    (default: the solver's default step)."""
     grid = Grid1D(n, periodic=True)
     x = grid.coordinates()
     parameters = _cole_hopf_parameters(batch, gen)
     exact = cole_hopf_solution(x, times, BURGERS_NU, 1.0, *parameters)
     u0 = cole_hopf_solution(x, [0.0], BURGERS_NU, 1.0, *parameters)[:, 0]
     limit = advective_step_limit(grid, u0.abs().max().item(), spectral=True)
-    step = step_factor * SAFETY * limit
+    step = SAFETY * limit if steps is None else times[-1].item() / steps
     return Setup(lambda: solve_burgers(u0, grid, BURGERS_NU, times, "periodic", step), exact)
 
 
@@ -345,38 +350,52 @@ def pypde_measure(
     return rows
 
 
-def _fastest_accurate(make, grids, batches, final, target, problem) -> tuple[int, float] | None:
-    """Our coarsest grid, with the largest step (a multiple of the default), within ``target``
-    on every batch size compared.
+def _error_on_every_batch(make, n, batches, final, steps) -> float:
+    """The worst relative error over the batch sizes compared; ``inf`` for an unstable step."""
+    try:
+        return max(
+            make(b, n, torch.Generator().manual_seed(COMPARISON_SEED), final, steps).rel_l2()
+            for b in batches
+        )
+    except SolverError:
+        return math.inf
 
-    The heat solver is exact in time for these data, so only the grid is searched there.
+
+def fewest_steps(error_at: Callable[[int], float], target: float, most: int = 4096) -> int | None:
+    """The fewest equal steps ``S`` with ``error_at(S) <= target``: doubling, then bisection.
+
+    ``None`` when doubling stops helping (the error no longer halves: the grid, not the step,
+    limits it) or ``most`` steps are not enough.
     """
-    factors = (1.0,) if problem == "heat" else (4.0, 2.0, 1.0)
+    high, previous = 1, math.inf
+    while (error := error_at(high)) > target:
+        if high >= most or (error < 1.0 and error > 0.5 * previous):
+            return None
+        high, previous = 2 * high, error
+    low = high // 2  # too few (or none)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if error_at(middle) <= target:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _fastest_accurate(
+    make, grids, batches, final, target, problem
+) -> tuple[int, int | None] | None:
+    """Our coarsest grid within ``target`` on every batch size compared, and on it the fewest
+    time steps that stay within it (``None``: the heat solver is exact in time for these data)."""
     for n in grids:
-        for factor in factors:
-            try:
-                errors = [
-                    make(
-                        b, n, torch.Generator().manual_seed(COMPARISON_SEED), final, factor
-                    ).rel_l2()
-                    for b in batches
-                ]
-            except SolverError:  # this step is unstable on this grid
-                continue
-            if max(errors) <= target:
-                return n, factor
+        if problem == "heat":
+            if _error_on_every_batch(make, n, batches, final, None) <= target:
+                return n, None
+            continue
+        steps = fewest_steps(partial(_error_on_every_batch, make, n, batches, final), target)
+        if steps is not None:
+            return n, steps
     return None
-
-
-def _fastest_threads(solve: Callable[[], torch.Tensor]) -> tuple[float, int]:
-    """Seconds per call with the faster of one thread and torch's default, and that count."""
-    default = torch.get_num_threads()
-    timings = []
-    for threads in sorted({1, default}):
-        torch.set_num_threads(threads)
-        timings.append((best_time(solve, repeats=3, min_seconds=0.3), threads))
-    torch.set_num_threads(default)
-    return min(timings)
 
 
 def comparison_rows(
@@ -417,10 +436,10 @@ def comparison_rows(
                 }
             )
             continue
-        n, factor = config
+        n, steps = config
         for batch in batches:
-            setup = make(batch, n, torch.Generator().manual_seed(COMPARISON_SEED), final, factor)
-            seconds, threads = _fastest_threads(setup.solve)
+            setup = make(batch, n, torch.Generator().manual_seed(COMPARISON_SEED), final, steps)
+            seconds = best_time(setup.solve, repeats=3, min_seconds=0.3)
             throughput = batch / seconds
             rows.append(
                 {
@@ -430,8 +449,8 @@ def comparison_rows(
                     "batch": batch,
                     "nx": n,
                     "error": setup.rel_l2(),
-                    "step_factor": factor,
-                    "threads": threads,
+                    "steps": steps,
+                    "threads": torch.get_num_threads(),
                     "pypde_nx": n_p,
                     "pypde_config": chosen["config"],
                     "pypde_error": target,
@@ -498,14 +517,15 @@ Part 2 (`part = py-pde`): `error` is the relative L2 error ‖u − exact‖/‖
 py-pde rows are one sample per call (numba backend, compilation excluded), timed over the first 8
 samples of the same family; `chosen` marks the fastest accurate configuration on that grid. physml
 rows name the py-pde grid and configuration they are matched against and use our fastest accurate
-configuration in the same sense: the coarsest grid, with the largest step (`step_factor` × the
-default step), whose error on every batch compared is at most py-pde's, timed with one torch thread
-or the default (`threads`, the faster). `ratio` = physml samples/s ÷ py-pde samples/s (py-pde's
-numba code runs on one thread). Both compute only the final time.
+configuration in the same sense: the coarsest grid whose error on every batch compared is at most
+py-pde's and, for Burgers, on it the fewest equal time `steps` that keep it so (found by doubling,
+then bisection). `ratio` = physml samples/s ÷ py-pde samples/s (py-pde's numba code runs on one
+thread). Both compute only the final time. `threads`: the torch threads of the run (the solvers
+themselves drop to one thread for solves of fewer than 65536 values, `pdes.threads`).
 """
 
 COLUMNS = (
-    "case method part batch nx steps error rel_l2 solve_ms throughput step_factor threads "
+    "case method part batch nx steps error rel_l2 solve_ms throughput threads "
     "pypde_nx pypde_config pypde_error ratio chosen"
 ).split()
 
@@ -516,25 +536,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--threads", type=int, default=1, help="torch threads for the whole run (default 1)"
     )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     if args.quick:
         rows = throughput_rows([2], args.seed, min_seconds=0.0, repeats=1)
         rows += comparison_rows("heat", [32], [17, 33, 65], [64], ["euler"])
+        rows += comparison_rows("burgers", [32], [16, 24, 32], [8], ["euler"])
         rows += flow_2d_rows([2], [16], steps=2, seed=args.seed)
     else:
         rows = throughput_rows([1, 4, 16, 64, 256, 1024], args.seed, min_seconds=0.2, repeats=3)
         for problem, pypde_grids, ours in (
             ("heat", [64, 128, 256], [17, 33, 65, 129, 257, 513]),
-            ("burgers", [64, 128, 256], [16, 24, 32, 48, 64, 96, 128, 192, 256]),
+            ("burgers", [64, 128, 256], [16, 20, 24, 32, 48, 64, 96, 128, 192, 256]),
         ):
             rows += comparison_rows(problem, pypde_grids, ours, [64, 256, 1024], None)
         rows += flow_2d_rows([1, 16, 64], [64, 128, 256], steps=20, seed=args.seed)
-    write_results("solvers", rows, args.seed, started, args.out, COLUMNS, NOTES)
+    for row in rows:
+        row.setdefault("threads", args.threads)
+    extra = {"threads": args.threads}
+    write_results("solvers", rows, args.seed, started, args.out, COLUMNS, NOTES, extra)
     return 0
 
 

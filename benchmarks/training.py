@@ -1,7 +1,9 @@
 """``physml train`` for every model family: one process, two gloo processes, and a kill -9.
 
-Two small datasets are generated with ``physml generate`` into a temporary folder: 1-D heat (24
-samples on 33 nodes, 26 times) and 2-D moving digits (8 videos of 12 frames, 16 × 16 pixels).
+Three small datasets are generated with ``physml generate`` into a temporary folder: 1-D heat (24
+samples on 33 nodes, 26 times), GPME diffusion (24 solutions on 33 × 26 points ``(t, x)``, for
+the point-based ANP and deep ensemble) and 2-D moving digits (8 videos of 12 frames, 16 × 16
+pixels).
 Each family is trained through the command line, with the same global batch, three ways:
 
 - ``1-proc``: ``python -m physml.cli train ...``, uninterrupted (the reference);
@@ -45,12 +47,13 @@ BIN = Path(sys.executable).parent
 
 @dataclass(frozen=True)
 class Case:
-    data: str  # "heat" or "digits"
+    data: str  # "heat", "gpme" or "digits"
     model: str
     task: str
     options: tuple[str, ...]
 
 
+POINTS = ("--context-points", "20", "--context-times", "4", "--target-points", "64")
 CASES = {
     "fno-operator": Case("heat", "fno", "operator", ("--modes", "8", "--hidden", "16")),
     "fno-rollout": Case("heat", "fno", "rollout", ("--modes", "8", "--hidden", "16")),
@@ -58,10 +61,13 @@ CASES = {
     "earthformer-forecast": Case("digits", "earthformer", "forecast", ("--base-units", "8")),
     "unet-forecast": Case("digits", "unet", "forecast", ("--base-units", "8")),
     "convlstm-forecast": Case("digits", "convlstm", "forecast", ("--hidden", "8")),
+    "anp-operator": Case("gpme", "anp", "operator", ("--hidden", "16", *POINTS)),
+    "ensemble-operator": Case("gpme", "ensemble", "operator", ("--hidden", "16", "--members", "3")),
 }
 COMMON = ("--layers", "2", "--t-in", "4", "--t-out", "4", "--lr", "1e-3", "--quiet")
 GENERATE = {
     "heat": ("heat", "--n", "24", "--nx", "33"),
+    "gpme": ("diffusion", "--n", "24", "--nx", "33", "--nt", "26"),
     "digits": ("moving-digits", "--n", "8", "--size", "16", "--frames", "12", "--digits", "1"),
 }
 SCALES = {  # steps, batch, checkpoint_every
@@ -145,6 +151,13 @@ def rel_diffs(losses: list[float], reference: list[float]) -> list[float]:
     return [abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True)]
 
 
+def abs_diffs(losses: list[float], reference: list[float]) -> list[float]:
+    """|loss − loss_ref| step by step (``inf`` when the runs differ in length)."""
+    if len(losses) != len(reference):
+        return [float("inf")]
+    return [abs(a - b) for a, b in zip(losses, reference, strict=True)]
+
+
 def same_model(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
@@ -163,6 +176,7 @@ def benchmark_case(name: str, case: Case, data: Path, work: Path, scale, seed) -
     for method in METHODS:
         state, report = outcome(folders[method])
         diffs = rel_diffs(list(state["losses"]), list(reference["losses"]))
+        gaps = abs_diffs(list(state["losses"]), list(reference["losses"]))
         over = [step for step, diff in enumerate(diffs) if diff > TOLERANCE]
         row = {
             "case": name,
@@ -173,6 +187,7 @@ def benchmark_case(name: str, case: Case, data: Path, work: Path, scale, seed) -
             "batch": scale[1],
             "final_loss": float(state["losses"][-1]),
             "loss_rel_diff": max(diffs),
+            "loss_abs_diff": max(gaps),
             "first_over_1e-5": over[0] if over else "",
             "bitwise_resume": "",
             "killed_at": "",
@@ -192,14 +207,20 @@ def benchmark_case(name: str, case: Case, data: Path, work: Path, scale, seed) -
 
 NOTES = """
 Each family is trained with `physml train` on a small generated file (heat: 24 samples on 33
-nodes; moving digits: 8 videos of 12 frames of 16 × 16, 4 context → 4 target frames), with the
-same global batch and settings for every method; 10 % of the samples are held out for validation.
+nodes; GPME diffusion: 24 solutions on 26 times × 33 nodes, for the ANP — 20 context points → 64
+target points, 8 point sets per solution — and the deep ensemble — 3 members, one row per point
+`(k, t, x) → u`; moving digits: 8 videos of 12 frames of 16 × 16, 4 context → 4 target frames),
+with the same global batch and settings for every method; 10 % of the samples are held out for
+validation.
 `final_loss` is the training loss of the last step (mean over ranks). `loss_rel_diff` is
 max over steps of |loss − loss_1proc| / |loss_1proc| against the 1-proc run of the same family,
 read from the checkpoints; `first_over_1e-5` is the first step (0-based) where that ratio exceeds
 1e-5 (step 0 is the loss of the initial weights on the same first batch, so a difference there
 means the runs started from other weights; a difference that starts at rounding level and grows
 later is the training amplifying float rounding, e.g. another reduction order).
+`loss_abs_diff` is max over steps of |loss − loss_1proc|: the ANP's loss (the negative ELBO per
+point, a log density) turns negative during training, and at the step where it crosses zero the
+relative difference divides by almost nothing.
 `resume-after-kill` starts the 1-proc command, sends SIGKILL once its first checkpoint is on disk
 (`killed_at`: the step that checkpoint holds), and reruns the command to the end;
 `bitwise_resume` is true when every tensor of its final model equals the uninterrupted 1-proc
@@ -252,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps",
         "final_loss",
         "loss_rel_diff",
+        "loss_abs_diff",
         "first_over_1e-5",
         "bitwise_resume",
         "killed_at",

@@ -13,6 +13,19 @@ import torch
 FLOAT = torch.float64
 
 
+def finite_number(name: str, value: float) -> float:
+    """Return ``value`` as a float, or raise unless it is a finite real number."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
 def positive(name: str, value: float) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
     try:
@@ -56,6 +69,7 @@ def field(
     """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (sample, x), got {type(value)}")
+    real(name, value)
     if value.ndim == 1:
         value = value.unsqueeze(0)
     if value.ndim != 2:
@@ -71,16 +85,31 @@ def field(
 
 def times(name: str, value: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Output times as a float64 CPU tensor: finite, at least one, non-decreasing from >= 0."""
-    t = torch.as_tensor(value, dtype=FLOAT).flatten().cpu()
-    if t.numel() == 0:
+    try:  # Python numbers straight to float64: through float32 they would lose digits
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=FLOAT)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {value!r}") from None
+    real(name, t)
+    if t.ndim > 1:
+        raise ValueError(f"{name} must be a 1-D sequence of times, got shape {tuple(t.shape)}")
+    t = t.to(dtype=FLOAT).flatten().cpu()
+    values = t.tolist()  # a few numbers: Python checks them faster than torch calls would
+    if not values:
         raise ValueError(f"{name} must hold at least one time, got none")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, got {t.tolist()}")
-    if (t < 0).any():
-        raise ValueError(f"{name} must be >= 0, got minimum {t.min().item()}")
-    if (t[1:] < t[:-1]).any():
-        raise ValueError(f"{name} must be non-decreasing, got {t.tolist()}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be finite, got {values}")
+    if min(values) < 0:
+        raise ValueError(f"{name} must be >= 0, got minimum {min(values)}")
+    if any(later < earlier for earlier, later in zip(values[:-1], values[1:], strict=True)):
+        raise ValueError(f"{name} must be non-decreasing, got {values}")
     return t
+
+
+def real(name: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` if it holds real numbers (not complex, not booleans), else a ``TypeError``."""
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    return value
 
 
 def choice(name: str, value: str, options: Sequence[str]) -> str:

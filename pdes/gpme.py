@@ -475,8 +475,9 @@ def solve_gpme(
             count = 1 if math.isinf(step) else max(1, math.ceil(span / step - 1e-9))
             if count > MAX_STEPS:
                 raise SolverError(
-                    f"reaching t={target:.6g} from t={t:.6g} needs {count} steps of the stable "
-                    f"dt={step:.3g} (k_max={k_max:.6g}); more than {MAX_STEPS}: is k(u) blowing up?"
+                    f"reaching t={target:.6g} from t={t:.6g} needs {float(count):.3g} steps of "
+                    f"the stable dt={step:.3g} (k_max={k_max:.6g}); more than {MAX_STEPS}: is "
+                    "k(u) blowing up?"
                 )
             h = span / count
             run = count if solver.bounded else 1

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from .checks import FLOAT, choice, positive_int
+from .checks import FLOAT, choice, finite_number, positive_int
 
 GridKind = Literal["node", "cell"]
 
@@ -40,8 +40,12 @@ class Grid1D:
 
     def __post_init__(self) -> None:
         choice("kind", self.kind, ("node", "cell"))
+        if not isinstance(self.periodic, bool):
+            raise TypeError(f"periodic must be True or False, got {self.periodic!r}")
         minimum = 2 if (self.kind == "cell" or self.periodic) else 3
         positive_int("n", self.n, minimum)
+        finite_number("lower", self.lower)
+        finite_number("upper", self.upper)
         if not float(self.upper) > float(self.lower):
             raise ValueError(f"upper must exceed lower, got lower={self.lower}, upper={self.upper}")
 
@@ -109,6 +113,11 @@ class Grid2D:
 
     x: Grid1D
     y: Grid1D
+
+    def __post_init__(self) -> None:
+        for name, axis in (("x", self.x), ("y", self.y)):
+            if not isinstance(axis, Grid1D):
+                raise TypeError(f"{name} must be a pdes.Grid1D, got {type(axis).__name__}")
 
     @classmethod
     def square(

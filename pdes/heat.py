@@ -44,14 +44,20 @@ from .boundary import BoundaryCondition, Dirichlet, Neumann, Periodic, parse
 from .grid import Grid1D
 from .integrators import DiagonalOperator, etdrk4, fourier_operator, scaled, tridiagonal_operator
 from .problems import Batch, Option, Problem, generator
+from .threads import threads_for
 from .verification import Comparison, ExactCase
 
 FLOAT = checks.FLOAT
 Rate = float | torch.Tensor
+MAX_DIFFUSION_NUMBER = 1e12
+"""Largest ``κ t / L²`` accepted: far beyond it the field is steady to round-off, and the
+integrator's exponentials of ``κ t / dx²`` overflow float64 (measured: from about 1e20)."""
 
 
 def per_sample(name: str, value: Rate, batch: int, device) -> torch.Tensor:
     """A positive coefficient, a number or one value per sample, as a ``(batch,)`` tensor."""
+    if isinstance(value, torch.Tensor):
+        checks.real(name, value)
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         out = value.to(dtype=FLOAT, device=device).flatten()
         if out.numel() == 1:
@@ -146,6 +152,16 @@ def _check_grid(grid: Grid1D, bc: BoundaryCondition) -> None:
         raise ValueError(f"grid must have at least {minimum} nodes for bc={bc.name}, got {grid.n}")
 
 
+def _check_diffusion_number(rates: torch.Tensor, t_out: torch.Tensor, grid: Grid1D) -> None:
+    number = float(rates.max()) * float(t_out[-1]) / grid.length**2
+    if number > MAX_DIFFUSION_NUMBER:
+        raise ValueError(
+            f"kappa up to {float(rates.max()):.3g} is too large for times up to "
+            f"{float(t_out[-1]):.3g} on a length {grid.length:.3g}: kappa*t/L^2 = {number:.3g} "
+            f"exceeds {MAX_DIFFUSION_NUMBER:.0e} (the field is steady to round-off long before)"
+        )
+
+
 def _time_dependent(bc: BoundaryCondition) -> bool:
     return isinstance(bc, (Dirichlet, Neumann)) and (callable(bc.left) or callable(bc.right))
 
@@ -170,13 +186,20 @@ def solve_heat(
     ``kappa`` is a number or one value per sample ``(sample,)``. The boundary nodes of ``u0`` are
     not unknowns: outputs hold the Dirichlet values or the values rebuilt from the Neumann stencils.
     ``max_step`` bounds the time step used for boundary data that are functions of time.
+    Small solves run on one torch thread (:mod:`pdes.threads`).
     """
     bc = parse(bc)
     _check_grid(grid, bc)
     u0 = checks.field("u0", u0, grid.n)
+    with threads_for(u0.numel(), u0.device):
+        return _solve(u0, grid, kappa, times, bc, max_step)
+
+
+def _solve(u0, grid, kappa, times, bc, max_step) -> torch.Tensor:
     t_out = checks.times("times", times)
     batch, device = u0.shape[0], u0.device
     rates = per_sample("kappa", kappa, batch, device)
+    _check_diffusion_number(rates, t_out, grid)
     if max_step is not None:
         max_step = checks.positive("max_step", max_step)
     dx = grid.dx
@@ -359,8 +382,9 @@ class HeatProblem(Problem):
     }
 
     def _grid(self, settings: dict) -> Grid1D:
-        checks.choice("bc", settings["bc"], ("neumann", "dirichlet", "periodic"))
-        return Grid1D(settings["nx"], periodic=settings["bc"] == "periodic")
+        bc = checks.choice("bc", settings["bc"], ("neumann", "dirichlet", "periodic"))
+        checks.positive_int("nx", settings["nx"], {"neumann": 4, "dirichlet": 3, "periodic": 2}[bc])
+        return Grid1D(settings["nx"], periodic=bc == "periodic")
 
     def _times(self, settings: dict) -> torch.Tensor:
         checks.positive("t_end", settings["t_end"])

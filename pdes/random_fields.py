@@ -45,7 +45,11 @@ def _angular(n: int, length: float, real: bool, device) -> torch.Tensor:
     return 2 * math.pi / length * frequencies(n, d=1.0 / n, dtype=FLOAT, device=device)
 
 
-def _check(n: int, length: float, alpha: float, tau: float, sigma: float, batch: int):
+def _check(
+    n: int, length: float, alpha: float, tau: float, sigma: float, batch: int, zero_mean: bool
+):
+    if not isinstance(zero_mean, bool):
+        raise TypeError(f"zero_mean must be True or False, got {zero_mean!r}")
     return (
         positive_int("n", n, 2),
         positive("length", length),
@@ -72,7 +76,7 @@ def gaussian_random_field_1d(
     Returns ``(batch, n)`` float64; pointwise variance ``Σ_k λ_k / L`` over the resolved modes.
     ``zero_mean`` removes the constant mode, so each sample's spatial mean is zero.
     """
-    n, length, alpha, tau, sigma, batch = _check(n, length, alpha, tau, sigma, batch)
+    n, length, alpha, tau, sigma, batch = _check(n, length, alpha, tau, sigma, batch, zero_mean)
     _check_generator(generator)
     noise = _white_noise((batch, n), length / n, generator, device)
     k = _angular(n, length, real=True, device=noise.device)
@@ -97,7 +101,7 @@ def gaussian_random_field_2d(
 
     Returns ``(batch, n, n)`` float64 indexed ``[..., x, y]``; pointwise variance ``Σ_k λ_k / L²``.
     """
-    n, length, alpha, tau, sigma, batch = _check(n, length, alpha, tau, sigma, batch)
+    n, length, alpha, tau, sigma, batch = _check(n, length, alpha, tau, sigma, batch, zero_mean)
     _check_generator(generator)
     noise = _white_noise((batch, n, n), (length / n) ** 2, generator, device)
     kx = _angular(n, length, real=False, device=noise.device)

@@ -130,7 +130,8 @@ class StokesProblem(Problem):
     }
 
     def _grid(self, settings: dict) -> Grid1D:
-        return Grid1D(settings["nx"], 0.0, checks.positive("length", settings["length"]))
+        nx = checks.positive_int("nx", settings["nx"], 3)
+        return Grid1D(nx, 0.0, checks.positive("length", settings["length"]))
 
     def _times(self, settings: dict) -> torch.Tensor:
         checks.positive("t_end", settings["t_end"])

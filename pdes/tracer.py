@@ -23,9 +23,9 @@ so the time stepping is second order and the total exact.
 
 Positivity: the limited face values lie between neighbouring cell values, and a forward Euler
 step writes each new cell value as a combination, with non-negative weights summing to one (the
-face velocities being divergence-free), of old face and cell values when
+face velocities being divergence-free), of old face and cell values when (:func:`step_limit`)::
 
-    4 h max(|U|/dx, |V|/dy) + 2 h κ (1/dx² + 1/dy²) ≤ 1     (:func:`step_limit`).
+    4 h max(|U|/dx, |V|/dy) + 2 h κ (1/dx² + 1/dy²) ≤ 1
 
 Heun's step is a convex combination of two such steps. Under this bound the tracer stays within
 its initial range (a discrete maximum principle, to round-off), so a non-negative tracer stays

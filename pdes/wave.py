@@ -174,6 +174,9 @@ class WaveProblem(Problem):
         "velocity_scale": Option(0.0, "scale of a random cosine-mode initial velocity"),
     }
 
+    def _grid(self, settings: dict) -> Grid1D:
+        return Grid1D(checks.positive_int("nx", settings["nx"], 4))
+
     def _times(self, settings: dict) -> torch.Tensor:
         checks.positive("t_end", settings["t_end"])
         checks.positive_int("nt", settings["nt"], 2)
@@ -182,7 +185,7 @@ class WaveProblem(Problem):
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         return {
             "t": self._times(settings).numpy(),
-            "x": Grid1D(settings["nx"]).coordinates().numpy(),
+            "x": self._grid(settings).coordinates().numpy(),
         }
 
     def attributes(self, settings: dict) -> dict[str, object]:
@@ -195,7 +198,7 @@ class WaveProblem(Problem):
         }
 
     def generate(self, seeds: Sequence[int], settings: dict, device="cpu") -> Batch:
-        grid = Grid1D(settings["nx"])
+        grid = self._grid(settings)
         low = checks.positive("c_min", settings["c_min"])
         high = checks.positive("c_max", settings["c_max"])
         if high < low:

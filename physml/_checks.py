@@ -40,3 +40,22 @@ def as_tensor(
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} contains NaN or inf values")
     return tensor
+
+
+def device(name: str, value: object) -> torch.device:
+    """``value`` as a torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``)."""
+    try:
+        parsed = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {value!r} asked for, but this machine has no CUDA device")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name} {value!r} asked for, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    return parsed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -12,9 +13,14 @@ from pathlib import Path
 
 import physml.data.nbody  # noqa: F401  (registers the nbody-digits and moving-digits recipes)
 from pdes import problems
+from pdes.checks import positive_int
 from pdes.errors import SolverError
 from physml import __version__
 from physml.training import commands as training_commands
+from physml.training.trainer import check_device
+
+DISK_FACTOR = 2
+"""A dataset's chunks and its assembled file exist together for a moment: the room asked for."""
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
@@ -56,14 +62,56 @@ def _add_generate(subparsers) -> None:
             )
 
 
+def _check_generate(args: argparse.Namespace, options: dict) -> None:
+    """What `physml generate` can check before it writes: the device, the recipe's settings (its
+    grid, times and attributes are built) and room on disk for the samples of this shard."""
+    check_device(args.device)
+    positive_int("n", args.n)
+    positive_int("num_shards", args.num_shards)
+    problem = problems.get(args.pde)
+    settings = problem.settings(**options)
+    try:
+        shape = [len(axis) for axis in problem.coordinates(settings).values()]
+        problem.attributes(settings)
+    except KeyError as error:
+        raise ValueError(f"{args.pde}: unknown setting value {error}") from None
+    except MemoryError:
+        raise ValueError(f"{args.pde}: the grid settings are too large for memory") from None
+    folder = Path(args.out).parent
+    if folder.is_dir():
+        samples = -(-args.n // args.num_shards)
+        need = DISK_FACTOR * samples * 8 * math.prod(shape)
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise ValueError(
+                f"n: {args.n} samples of shape {tuple(shape)} need about {need / 1e9:.3g} GB "
+                f"(float64, chunks and file), but {str(folder)!r} has {free / 1e9:.3g} GB free"
+            )
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from physml.data import generate_dataset
+    from physml.data.generate import shard_path
 
     options = {
         key.removeprefix("option_"): value
         for key, value in vars(args).items()
         if key.startswith("option_")
     }
+    _check_generate(args, options)
+    workdir = shard_path(Path(args.out), args.shard, args.num_shards)
+    workdir = workdir.with_name(workdir.name + ".partial")
+    fresh = not workdir.exists()
+    try:
+        return _generate(args, options, generate_dataset)
+    except (ValueError, TypeError, SolverError):
+        # a setting that only the solver checks: leave no work folder that holds no sample
+        if fresh and workdir.is_dir() and not any(workdir.glob("chunk*")):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
     started = time.perf_counter()
     path = generate_dataset(
         args.pde,
@@ -138,9 +186,25 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _marks() -> tuple[str, str]:
+    """✓ and ✗ where standard output can encode them, plain words elsewhere."""
+    try:
+        "✓✗".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return ("met", "MISSED")
+    return ("✓", "✗")
+
+
 def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     from physml import tasks
+    from physml.tasks.report import write_index
 
+    for name in names:
+        tasks.get(name)  # an unknown name fails here, before any folder is made
+    check_device(args.device)
+    if args.seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {args.seed}")
+    _check_out_folder(Path(args.out))
     context = tasks.Context(
         out=Path(args.out),
         size=size,
@@ -159,12 +223,22 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
                 task=name, case="(all)", metric="wall time [s]", value=time.perf_counter() - started
             )
         )
-    print(tasks.format_table(rows))
-    print(f"\nfigures and files: {context.out.resolve()}")
-    failed = [row for row in rows if row.ok is False]
-    if failed:
-        print(f"{len(failed)} result(s) missed their target", file=sys.stderr)
-    return 1 if failed else 0
+    index = write_index(context.out, rows, tasks.registry().values())
+    measurements = tasks.format_table(rows)
+    if measurements:
+        print(measurements + "\n")
+    print(tasks.format_summary(rows, _marks()))
+    print(f"\nfigures and files: {context.out.resolve()}\nindex of figures: {index.resolve()}")
+    return 1 if any(row.ok is False for row in rows) else 0
+
+
+def _check_out_folder(out: Path) -> None:
+    """A task's output folder: an existing writable folder, or one that can be made."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} is a file, not a folder")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"out: {str(existing)!r} is not a writable folder")
 
 
 def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None:

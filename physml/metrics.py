@@ -619,6 +619,46 @@ def csi(
     return scores[0] if levels.ndim == 0 else torch.stack(scores)
 
 
+# ------------------------------------------------------------------------------------- energy
+
+
+def energy_error(
+    frames: torch.Tensor | Ensemble,
+    energy0: ArrayLike,
+    judge,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """``mean_t |E_judge(x̂_t) − E₀|`` over a forecast's frames, per sample (DESIGN §4, PreDiff).
+
+    ``frames`` ``(B, T, C, H, W)``, or ensemble members ``(M, B, T, C, H, W)`` (a tensor or an
+    :class:`~physml.outputs.Ensemble`), are handed to ``judge`` as they come (its dtype);
+    ``judge(frames (N, T, C, H, W)) → (N, T)`` is an independent energy regressor (e.g.
+    :class:`physml.models.energy_judge.EnergyJudge`), run without gradient. ``energy0`` ``(B,)``:
+    the energy each forecast should keep. ``reduction='none'`` → ``(B,)`` or ``(M, B)``. The
+    judge's own error on true frames (the same function on the truth) is the noise floor.
+    """
+    if isinstance(frames, Ensemble):
+        frames = frames.samples
+    if not isinstance(frames, torch.Tensor) or frames.ndim not in (5, 6):
+        got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"frames must be (B, T, C, H, W) or (M, B, T, C, H, W), got {got}")
+    if not callable(judge):
+        raise TypeError(f"judge must be callable(frames) -> (N, T), got {type(judge).__name__}")
+    if not torch.isfinite(frames).all():
+        raise ValueError("frames contains NaN or inf values")
+    leading, steps = frames.shape[:-4], frames.shape[-4]
+    target = as_tensor("energy0", energy0, f"({leading[-1]},)", 1, device=frames.device)
+    if target.shape[0] != leading[-1]:
+        raise ValueError(f"energy0 must have shape ({leading[-1]},), got {tuple(target.shape)}")
+    with torch.no_grad():
+        judged = judge(frames.reshape(-1, *frames.shape[-4:]))
+    if not isinstance(judged, torch.Tensor) or judged.shape != (math.prod(leading), steps):
+        got = tuple(judged.shape) if isinstance(judged, torch.Tensor) else type(judged).__name__
+        raise ValueError(f"judge must return (N, T) = ({math.prod(leading)}, {steps}), got {got}")
+    judged = judged.to(F64).reshape(*leading, steps)
+    return _reduce((judged - target[:, None]).abs().mean(-1), reduction)
+
+
 # ------------------------------------------------------------------------------- model updates
 
 

@@ -64,6 +64,10 @@ class Gaussian:
     def __post_init__(self) -> None:
         if not isinstance(self.mean, torch.Tensor) or self.mean.ndim < 1:
             raise TypeError("mean must be a tensor of shape (..., n)")
+        if not self.mean.is_floating_point():
+            raise TypeError(
+                f"mean must hold real floating-point values, got dtype {self.mean.dtype}"
+            )
         _finite("mean", self.mean)
         if isinstance(self.cov, LowRankCovariance):
             return
@@ -106,6 +110,10 @@ class Ensemble:
     def __post_init__(self) -> None:
         if not isinstance(self.samples, torch.Tensor) or self.samples.ndim < 2:
             raise TypeError("samples must be a tensor of shape (member, ..., n)")
+        if not self.samples.is_floating_point():
+            raise TypeError(
+                f"samples must hold real floating-point values, got dtype {self.samples.dtype}"
+            )
         if self.samples.shape[0] < 2:
             raise ValueError(f"an Ensemble needs at least 2 members, got {self.samples.shape[0]}")
         _finite("samples", self.samples)

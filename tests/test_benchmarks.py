@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,16 @@ def benchmark(name: str, *arguments: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["solvers", "probconserv_update", "probconserv_gpme", "boon_overhead", "training"]
+    "name",
+    [
+        "solvers",
+        "probconserv_update",
+        "probconserv_gpme",
+        "boon_overhead",
+        "training",
+        "nbody_energy",
+        "fno_overhead",
+    ],
 )
 def test_quick_mode_writes_results(tmp_path, name):
     command = benchmark(name, "--quick", "--out", str(tmp_path))
@@ -56,6 +66,20 @@ def committed(name: str) -> dict:
     result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
     assert KEYS <= set(result) and "--quick" not in result["command"]
     return result
+
+
+def test_committed_nbody_energy_results_conserve_with_the_chosen_setting():
+    rows = {
+        row["method"]: row
+        for row in committed("nbody_energy")["rows"]
+        if "gravity" not in row["case"]
+    }
+    assert rows["energy-conserving"]["drift_max"] <= 0.01
+    assert rows["default (euler, clip 2)"]["drift_max"] > 0.01
+    assert (
+        abs(rows["energy-conserving"]["speed"] / rows["default (euler, clip 2)"]["speed"] - 1)
+        < 0.05
+    )
 
 
 def test_committed_boon_results_meet_the_walls_on_every_dataset():
@@ -138,6 +162,34 @@ def _quick(name: str, out: Path) -> dict:
     markdown = (out / f"{name}.md").read_text()
     assert markdown.startswith(f"# {name}") and markdown.count("\n|") >= len(result["rows"]) + 1
     return result
+
+
+def test_prediff_nbody_quick_mode_scores_every_method_and_the_intensity_rows(tmp_path):
+    result = _quick("prediff_nbody", tmp_path)
+    rows = result["rows"]
+    methods = {(row["case"], row["method"], row.get("denoiser")) for row in rows}
+    case = "nbody-16px-4to4"
+    for expected in [
+        (case, "persistence", None),
+        (case, "earthformer", None),
+        (case, "prediff", "conv"),
+        (case, "prediff", "cuboid"),
+        (case, "prediff-kc", "conv"),
+    ]:
+        assert expected in methods
+    lambdas = {row["lambda"] for row in rows if row["case"] == "lambda-sweep"}
+    assert lambdas == {0.0, *result["setup"]["lambdas"]}
+    intensity = [row for row in rows if row["case"] == "intensity"]
+    assert {(row["method"], row["n"]) for row in intensity} == {
+        (m, n) for m in ("prediff", "prediff-kc") for n in (-2, 0, 2, 4)
+    }
+    persistence = next(row for row in rows if row["method"] == "persistence")
+    assert persistence["crps"] == pytest.approx(persistence["mae"], rel=1e-5)  # one member
+    for row in rows:
+        if row["case"] == case and row["method"] != "judge":
+            assert row["judge_floor"] > 0 and row["energy_error"] > 0 and -1 <= row["ssim"] <= 1
+    for figure in ("strip", "energy"):
+        assert (tmp_path / f"prediff_nbody-{figure}.png").stat().st_size > 0
 
 
 def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
@@ -347,3 +399,18 @@ def test_exploration_figure_reads_the_run_table_and_keeps_benchmark_like_runs(
     record.write_text("no table here")
     with pytest.raises(ValueError, match="no run table"):
         exploration.read_runs(record)
+
+
+def test_step_search_finds_the_fewest_steps(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from solvers import fewest_steps
+
+    def fourth_order(steps: int) -> float:  # unstable (inf) below 3 steps
+        return math.inf if steps < 3 else 7.0 / steps**4
+
+    for target in (1e-1, 3e-3, 1e-6):
+        expected = max(3, math.ceil((7.0 / target) ** 0.25 - 1e-9))
+        assert fewest_steps(fourth_order, target) == expected
+    floor = fewest_steps(lambda steps: 1e-3 + fourth_order(steps), 1e-4)
+    assert floor is None  # the error stops halving: the grid, not the step, limits it
+    assert fewest_steps(fourth_order, 1e-30, most=64) is None

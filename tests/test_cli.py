@@ -1,4 +1,8 @@
-"""The command line: list, generate, run, demo — and the summary table they print."""
+"""The command line: list, generate, run, demo — the summary they print and the index they write."""
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
 
 import h5py
 import pytest
@@ -67,19 +71,67 @@ def test_generate_rejects_bad_options(tmp_path, capsys):
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_demo_prints_the_verification_table_and_saves_figures(tmp_path, capsys):
+class _Index(HTMLParser):
+    """The links, image sources and captions of an index.html."""
+
+    def __init__(self):
+        super().__init__()
+        self.links, self.images, self.captions, self._in_caption = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a":
+            self.links.append(attrs["href"])
+        elif tag == "img":
+            self.images.append(attrs["src"])
+        self._in_caption = tag == "figcaption"
+
+    def handle_data(self, data):
+        if self._in_caption:
+            self.captions.append(data)
+            self._in_caption = False
+
+
+def _index(folder: Path) -> _Index:
+    parser = _Index()
+    parser.feed((folder / "index.html").read_text(encoding="utf-8"))
+    return parser
+
+
+def test_demo_ends_with_the_targets_summary_and_an_index_of_its_figures(tmp_path, capsys):
     assert main(["demo", "--tasks", "verify", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["task", "case", "metric", "value", "target", "ok"]
-    for case in ("heat-neumann", "burgers-periodic-time", "gpme-stefan", "stokes", "wave-neumann"):
+    cases = ("heat-neumann", "burgers-periodic-time", "gpme-stefan", "stokes", "wave-neumann")
+    for case in cases:
         assert case in out
         assert (tmp_path / "verify" / f"{case}.png").stat().st_size > 10_000
-    assert " NO" not in out
+    # measurements once (no blank target column: none of them has a target), then the targets
+    measured, summary = out.split("\n\n")[:2]
+    assert measured.splitlines()[0].split() == ["task", "case", "metric", "value"]
+    assert summary.splitlines()[0].split() == ["task", "case", "metric", "value", "target", "met"]
+    judged = [line for line in summary.splitlines()[2:] if line.startswith("verify ")]
+    assert len(judged) >= len(cases) and all(line.endswith("✓") for line in judged)
+    assert f"{len(judged)} of {len(judged)} targets met" in out
+    for line in judged:  # each target appears once, in the summary only
+        assert out.count(line.split("  ")[0] + "  ") >= 1 and line not in measured
+    assert "✗" not in out
+    # index.html: every PNG written, by a relative link, with a caption of its own
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    index = _index(tmp_path)
+    assert sorted(index.images) == sorted(index.links) == written
+    assert len(index.captions) == len(written)
+    for path, caption in zip(sorted(index.images), index.captions, strict=True):
+        stem = Path(path).stem
+        assert caption.startswith(f"{stem}: ") and "exact solution" in caption
+    assert f"{len(judged)} of {len(judged)} targets met" in (tmp_path / "index.html").read_text()
 
 
-def test_unknown_task_is_an_error(tmp_path, capsys):
-    assert main(["run", "nope", "--out", str(tmp_path)]) == 2
+@pytest.mark.parametrize("command", [["run", "nope"], ["demo", "--tasks", "verify", "nope"]])
+def test_unknown_task_is_an_error_before_any_folder_is_made(tmp_path, capsys, command):
+    out = tmp_path / "results"
+    assert main([*command, "--out", str(out)]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_a_task_name_is_registered_once():
@@ -88,21 +140,71 @@ def test_a_task_name_is_registered_once():
         tasks.register(task)
 
 
-def test_format_table_aligns_columns():
-    rows = [tasks.Row("a", "case-1", "m", 1.5, ">= 1", True), tasks.Row("bb", "c", "m", 2e-9)]
+def test_format_table_aligns_columns_and_leaves_out_targets_and_blank_columns():
+    rows = [
+        tasks.Row("a", "case-1", "m", 1.5, ">= 1", True),
+        tasks.Row("bb", "case-22", "m", 2e-9),
+        tasks.Row("ccc", "z", "m", 3.0),
+    ]
     lines = tasks.format_table(rows).splitlines()
-    assert len(lines) == 4 and lines[1].startswith("----")
-    assert lines[2].index("case-1") == lines[3].index("c ") == lines[0].index("case")
-    assert lines[2].endswith("yes") and "2e-09" in lines[3]
+    assert len(lines) == 4 and lines[1].startswith("----")  # the judged row is not a measurement
+    assert lines[0].split() == ["task", "case", "metric", "value"]  # no blank target column
+    assert lines[2].index("case-22") == lines[3].index(" z ") + 1 == lines[0].index("case")
+    assert "2e-09" in lines[2]
+    with_target = tasks.format_table([*rows, tasks.Row("d", "c", "m", 0.5, "< 1 at full size")])
+    assert with_target.splitlines()[-1].endswith("< 1 at full size")
+    assert tasks.format_table(rows[:1]) == ""
+
+
+def test_format_summary_marks_each_target_and_counts_them():
+    rows = [
+        tasks.Row("a", "c", "error", 1e-9, "<= 1e-6", True),
+        tasks.Row("a", "c", "order", 0.5, ">= 1.6", False),
+        tasks.Row("b", "c", "loss", 0.1),
+        tasks.Row("b", "c", "ratio", 0.9, "< 1 at full size"),
+    ]
+    text = tasks.format_summary(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["task", "case", "metric", "value", "target", "met"]
+    assert lines[2].endswith("✓") and "<= 1e-6" in lines[2]
+    assert lines[3].endswith("✗") and ">= 1.6" in lines[3]
+    assert len(lines) == 6 and lines[-1] == "1 of 2 targets met"
+    assert tasks.format_summary(rows, ("met", "MISSED")).splitlines()[3].endswith("MISSED")
+    assert tasks.format_summary(rows[2:]) == "0 of 0 targets met"
+
+
+def test_index_links_every_figure_with_its_caption(tmp_path):
+    from physml.tasks.report import write_index
+
+    for relative in ("t/a.png", "t/sub dir/b<1>.png", "other/c.png", "top.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"png")
+    (tmp_path / "t" / "notes.txt").write_text("not a figure")
+    task = tasks.Task("t", "a task", run=lambda context: [], figures={"t/*.png": "{name} & more"})
+    rows = [tasks.Row("t", "c", "m", 1.0, "<= 2", True), tasks.Row("t", "c", "n", 3.0)]
+    index = _index(write_index(tmp_path, rows, [task]).parent)
+    assert index.images == index.links
+    assert sorted(index.images) == ["other/c.png", "t/a.png", "t/sub%20dir/b%3C1%3E.png", "top.png"]
+    captions = dict(zip(index.images, index.captions, strict=True))
+    assert (
+        captions["t/a.png"] == "a & more" and captions["t/sub%20dir/b%3C1%3E.png"] == "b<1> & more"
+    )
+    assert captions["other/c.png"] == "other/c.png"  # no pattern: the path stands in
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "1 of 1 targets met" in text and "✓" in text and "notes.txt" not in text
+    assert re.search(r"<td>n</td><td class=\"number\">3</td>", text)
 
 
 def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, capsys):
     args = ["run", "probconserv-stefan", "--size", "toy", "--out", str(tmp_path), "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
+    table = (tmp_path / "probconserv-stefan" / "table.txt").read_text()
     for method in ("anp", "softc-anp", "hardc-anp", "probconserv-anp"):
-        assert f" {method} " in out
-    assert out.count("|CE| probconserv-anp") == 2 and " NO" not in out
+        assert f" {method} " in table
+    assert "softc-anp" not in out  # the per-method details stay in the file, printed once
+    assert out.count("|CE| probconserv-anp") == 2 and "✗" not in out
+    assert "2 of 2 targets met" in out
     for name in ("stefan-u0.6", "stefan-u0.5"):
         for plot in ("profile", "mass", "shock"):
             assert (tmp_path / "probconserv-stefan" / f"{name}-{plot}.png").stat().st_size > 5_000
@@ -116,5 +218,72 @@ def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
     out = capsys.readouterr().out
     for method in ("fno", "fno-overwrite", "boon"):
         assert f"flux error {method} " in out
-    assert " NO" not in out
+    assert "✗" not in out and "2 of 2 targets met" in out
     assert (tmp_path / "boon-heat" / "boundary-zoom.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--bc", "bogus"], "bc"),
+        (["--kappa", "-1"], "kappa"),
+        (["--device", "bogus"], "device"),
+        (["--device", "cuda:99"], "device"),
+        (["--n", str(10**9)], "n: 1000000000 samples"),
+        (["--n", "0"], "n must be"),
+        (["--seed", "-1"], "seed"),
+        (["--num-shards", "0"], "num_shards"),
+        (["--shard", "3", "--num-shards", "2"], "shard"),
+        (["--chunk", "0"], "chunk"),
+    ],
+)
+def test_generate_checks_every_argument_before_writing(tmp_path, capsys, extra, named):
+    args = ["generate", "heat", "--n", "2", "--out", str(tmp_path / "x.h5"), "--quiet"]
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no dataset, no .partial work folder
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--device", "bogus"], "device"),
+        (["--device", "cuda:99"], "device"),
+        (["--seed", "-1"], "seed"),
+        (["--out", "FILE"], "out: "),
+        (["--out", "FILE/below"], "out: "),
+    ],
+)
+@pytest.mark.parametrize("command", [["run", "verify"], ["demo", "--tasks", "verify"]])
+def test_run_and_demo_check_every_argument_before_writing(tmp_path, capsys, command, extra, named):
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    extra = [str(tmp_path / e) if e.startswith("FILE") else e for e in extra]
+    out = ["--out", str(tmp_path / "results")] if "--out" not in extra else []
+    assert main([*command, *out, *extra, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--device", "bogus"], "device"),
+        (["--device", "cuda:99"], "device"),
+        (["--steps", "0"], "steps"),
+        (["--lr", "-1"], "lr"),
+        (["--seed", "-1"], "seed"),
+        (["--batch", str(10**9)], "batch"),
+    ],
+)
+def test_train_checks_every_argument_before_writing(tmp_path, capsys, extra, named):
+    data = tmp_path / "d.h5"
+    args = ["generate", "heat", "--n", "4", "--nx", "17", "--nt", "5", "--out", str(data)]
+    assert main([*args, "--quiet"]) == 0
+    capsys.readouterr()
+    train = ["train", "--data", str(data), "--model", "fno", "--task", "operator"]
+    assert main([*train, "--out", str(tmp_path / "run"), *extra, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]

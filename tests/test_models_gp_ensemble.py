@@ -16,6 +16,7 @@ from pdes.gpme import diffusion_exact
 from pdes.grid import Grid1D
 from physml import Ensemble, Gaussian, constrain, mass_conservation
 from physml.models import DeepEnsemble, ExactGPSurrogate, grid_points, unflatten, with_parameters
+from physml.training import CheckpointError, fit_ensemble, load_checkpoint
 
 F64 = torch.float64
 TWO_PI = 2 * math.pi
@@ -277,7 +278,7 @@ def tiny(members: int = 3, in_features: int = 1) -> DeepEnsemble:
 @pytest.fixture(scope="module")
 def fitted_ensemble():
     x, y = sine_data()
-    return tiny().fit(x, y, epochs=300, lr=1e-2, seed=0)
+    return fit_ensemble(tiny(), x, y, epochs=300, lr=1e-2, seed=0)
 
 
 def test_ensemble_fits_a_smooth_function(fitted_ensemble):
@@ -320,9 +321,9 @@ def test_members_differ_and_keep_their_own_seed(fitted_ensemble):
 
 def test_ensemble_training_is_deterministic_by_seed():
     x, y = sine_data(64)
-    a = tiny().fit(x, y, epochs=3, batch_size=16, seed=5)
-    b = tiny().fit(x, y, epochs=3, batch_size=16, seed=5)
-    c = tiny().fit(x, y, epochs=3, batch_size=16, seed=6)
+    a = fit_ensemble(tiny(), x, y, epochs=3, batch_size=16, seed=5)
+    b = fit_ensemble(tiny(), x, y, epochs=3, batch_size=16, seed=5)
+    c = fit_ensemble(tiny(), x, y, epochs=3, batch_size=16, seed=6)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key])
     assert not torch.equal(a.layers[0].weight, c.layers[0].weight)
@@ -351,21 +352,53 @@ def test_checkpoint_round_trip_is_exact_and_atomic(fitted_ensemble, tmp_path):
     assert torch.equal(before.mean, after.mean) and torch.equal(before.cov, after.cov)
 
 
-def test_training_resumes_from_its_checkpoint(tmp_path):
+class Crash(Exception):
+    pass
+
+
+def test_training_resumes_bitwise_after_a_crash(tmp_path, monkeypatch):
     x, y = sine_data(64)
-    straight = tiny().fit(x, y, epochs=4, batch_size=16, seed=2)
-    path = tmp_path / "train.pt"
-    tiny().fit(x, y, epochs=2, batch_size=16, seed=2, checkpoint=path, checkpoint_every=1)
-    resumed = tiny().fit(x, y, epochs=4, batch_size=16, seed=2, checkpoint=path)
+    straight = fit_ensemble(tiny(), x, y, epochs=4, batch_size=16, seed=2)
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    nll = DeepEnsemble.nll
+
+    def crashing(self, inputs, targets):
+        calls["n"] += 1
+        if calls["n"] > 9:  # in the third epoch of 4 steps, after the checkpoint of the second
+            raise Crash
+        return nll(self, inputs, targets)
+
+    monkeypatch.setattr(DeepEnsemble, "nll", crashing)
+    with pytest.raises(Crash):
+        fit_ensemble(tiny(), x, y, epochs=4, batch_size=16, seed=2, out=run, checkpoint_every=2)
+    monkeypatch.undo()
+    assert load_checkpoint(run)["step"] == 8
+    resumed = fit_ensemble(tiny(), x, y, epochs=4, batch_size=16, seed=2, out=run)
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    assert resumed.loss_curve_ == straight.loss_curve_
-    with pytest.raises(ValueError, match="lr"):
-        tiny().fit(x, y, epochs=4, batch_size=16, lr=0.1, seed=2, checkpoint=path)
-    with pytest.raises(ValueError, match="other data"):
-        tiny().fit(x, 2 * y, epochs=4, batch_size=16, seed=2, checkpoint=path)
-    with pytest.raises(ValueError, match="epoch"):
-        tiny().fit(x, y, epochs=3, batch_size=16, seed=2, checkpoint=path)
+    assert resumed.loss_curve_ == straight.loss_curve_ and len(resumed.loss_curve_) == 4
+    with pytest.raises(CheckpointError, match="lr"):
+        fit_ensemble(tiny(), x, y, epochs=4, batch_size=16, lr=0.1, seed=2, out=run)
+    with pytest.raises(CheckpointError, match="other data"):
+        fit_ensemble(tiny(), x, 2 * y, epochs=4, batch_size=16, seed=2, out=run)
+    with pytest.raises(CheckpointError, match="another model"):
+        wider = DeepEnsemble(1, members=3, width=48, depth=2)
+        fit_ensemble(wider, x, y, epochs=4, batch_size=16, seed=2, out=run)
+    with pytest.raises(CheckpointError, match="beyond the 12 steps"):
+        fit_ensemble(tiny(), x, y, epochs=3, batch_size=16, seed=2, out=run)
+
+
+def test_each_member_sees_every_row_once_an_epoch_in_its_own_order():
+    from physml.training import MemberRows
+
+    x = torch.arange(10.0)[:, None]
+    rows = MemberRows(x, x[:, 0], members=3, seed=4)
+    items = torch.stack([rows[i][0][:, 0] for i in range(10)], dim=1)  # (member, item)
+    for member in items:
+        assert sorted(member.tolist()) == list(range(10))
+    assert not torch.equal(items[0], items[1]) and not torch.equal(items[1], items[2])
+    assert torch.equal(MemberRows(x, x[:, 0], members=3, seed=4).order, rows.order)
 
 
 class _Payload:
@@ -407,13 +440,13 @@ def test_constrained_ensemble_conserves_mass_on_a_grid(fitted_ensemble, dtype, a
 @pytest.mark.parametrize(
     "call, error, words",
     [
-        (lambda m, x, y: m.fit(x.expand(-1, 2), y), ValueError, "(N, 1)"),
-        (lambda m, x, y: m.fit(x, y[:-1]), ValueError, "targets"),
-        (lambda m, x, y: m.fit(x, torch.full_like(y, math.nan)), ValueError, "NaN"),
-        (lambda m, x, y: m.fit(x, y, epochs=0), ValueError, "epochs"),
-        (lambda m, x, y: m.fit(x, y, batch_size=0), ValueError, "batch_size"),
-        (lambda m, x, y: m.fit(x, y, lr=-1.0), ValueError, "lr"),
-        (lambda m, x, y: m.fit(x, y, seed=1.5), TypeError, "seed"),
+        (lambda m, x, y: fit_ensemble(m, x.expand(-1, 2), y), ValueError, "(N, 1)"),
+        (lambda m, x, y: fit_ensemble(m, x, y[:-1]), ValueError, "targets"),
+        (lambda m, x, y: fit_ensemble(m, x, torch.full_like(y, math.nan)), ValueError, "NaN"),
+        (lambda m, x, y: fit_ensemble(m, x, y, epochs=0), ValueError, "epochs"),
+        (lambda m, x, y: fit_ensemble(m, x, y, batch_size=0), ValueError, "batch_size"),
+        (lambda m, x, y: fit_ensemble(m, x, y, lr=-1.0), ValueError, "lr"),
+        (lambda m, x, y: fit_ensemble(m, x, y, seed=1.5), TypeError, "seed"),
         (lambda m, x, y: m.predict(x), RuntimeError, "fit"),
         (lambda m, x, y: DeepEnsemble(1, members=1), ValueError, "members"),
         (lambda m, x, y: DeepEnsemble(0), ValueError, "in_features"),

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pdes import problems
 from physml.data import generate_dataset, load
 from physml.data.nbody import (
+    ENERGY_CONSERVING,
     acceleration,
     energy,
     nbody_digits,
@@ -146,9 +147,10 @@ def test_two_bodies_pull_along_their_line_with_the_softened_magnitude():
     torch.testing.assert_close(a[0, 1], -expected)
 
 
-def drift_and_exchange(dt: float, duration: float = 200.0):
+def drift_and_exchange(dt: float, duration: float = 200.0, integrator: str = "euler"):
     x0, v0 = random_state(4, 3, 40.0, 0.2, seed=0)
-    x, v = simulate(x0, v0, int(duration / dt), box=None, dt=dt, clip=None)
+    steps = int(duration / dt)
+    x, v = simulate(x0, v0, steps, box=None, dt=dt, clip=None, integrator=integrator)
     total = energy(x, v, 0.05, 10.0)
     kinetic = 0.5 * v.square().sum((-2, -1))
     drift = (total - total[:, :1]).abs().amax(1)
@@ -163,6 +165,37 @@ def test_energy_is_conserved_to_first_order_without_clip_and_walls():
     assert (drift < 0.01 * exchange).all()
     ratio = drift / half  # semi-implicit Euler: energy error proportional to dt
     assert ((ratio > 1.8) & (ratio < 2.2)).all(), ratio
+
+
+def test_leapfrog_conserves_energy_to_second_order_without_clip_and_walls():
+    drift, exchange, _ = drift_and_exchange(0.4, integrator="leapfrog")
+    half, _, _ = drift_and_exchange(0.2, integrator="leapfrog")
+    euler, _, _ = drift_and_exchange(0.4)
+    assert (exchange > 0.5).all()
+    assert (drift < 0.1 * euler).all()
+    ratio = drift / half  # velocity Verlet: energy error proportional to dt²
+    assert ((ratio > 3.6) & (ratio < 4.4)).all(), ratio
+
+
+@pytest.mark.parametrize("integrator", ["euler", "leapfrog"])
+def test_substeps_split_each_step(integrator):
+    x0, v0 = random_state(3, 3, 20.0, 0.5, seed=4)
+    options = {"box": 20.0, "g": 0.5, "clip": None, "integrator": integrator}
+    x, v = simulate(x0, v0, 10, dt=1.0, substeps=4, record_every=2, **options)
+    fine_x, fine_v = simulate(x0, v0, 40, dt=0.25, record_every=8, **options)
+    torch.testing.assert_close(x, fine_x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(v, fine_v, rtol=0, atol=1e-12)
+
+
+def test_energy_conserving_setting_keeps_the_drift_under_one_percent():
+    data = nbody_digits(6, seed=3, frames=20, size=64, **ENERGY_CONSERVING)
+    default = nbody_digits(6, seed=3, frames=20, size=64)
+    drift = ((data.energy - data.energy[:, :1]) / data.energy[:, :1]).abs().amax(1)
+    assert drift.max() <= 0.01, drift
+    old = ((default.energy - default.energy[:, :1]) / default.energy[:, :1]).abs().amax(1)
+    assert old.max() > 0.01  # the default setting does drift: the test can tell them apart
+    assert torch.equal(data.positions[:, 0], default.positions[:, 0])  # same initial states
+    assert (torch.diff(torch.sign(data.velocities), dim=1) != 0).any()  # walls were hit
 
 
 def test_momentum_is_conserved_without_clip_and_walls():
@@ -224,6 +257,19 @@ def test_recipe_writes_a_dataset_that_load_reads(tmp_path, recipe):
         assert int(f.attrs["gravity"]) == (recipe == "nbody-digits")
 
 
+def test_recipe_passes_the_integrator_options(tmp_path):
+    options = {"frames": 4, "size": 16, "integrator": "leapfrog", "substeps": 2, "clip": 0.0}
+    path = generate_dataset(
+        "nbody-digits", tmp_path / "a.h5", n=2, seed=1, progress=False, **options
+    )
+    expected = nbody_digits(
+        2, seed=1, frames=4, size=16, integrator="leapfrog", substeps=2, clip=None
+    )
+    assert torch.equal(load(path).fields["energy"], expected.energy)
+    with pytest.raises(ValueError, match="integrator"):
+        generate_dataset("nbody-digits", tmp_path / "b.h5", n=1, progress=False, integrator="rk4")
+
+
 def test_recipe_rejects_bad_options(tmp_path):
     with pytest.raises(ValueError, match="gravity"):
         generate_dataset("nbody-digits", tmp_path / "a.h5", n=1, progress=False, gravity=2)
@@ -248,6 +294,8 @@ def test_recipe_rejects_bad_options(tmp_path):
         ({"count": 1, "gravity": "yes"}, TypeError, "gravity"),
         ({"count": 1, "softening": 0.0}, ValueError, "softening"),
         ({"count": 1, "dt": -1.0}, ValueError, "dt"),
+        ({"count": 1, "integrator": "rk4"}, ValueError, "integrator"),
+        ({"count": 1, "substeps": 0}, ValueError, "substeps"),
     ],
 )
 def test_generator_rejects_bad_settings(kwargs, error, match):

@@ -88,3 +88,35 @@ def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsy
         _check_same_pairs("unet", [frames], [[4, 1, 32, 32], [4, 1, 32, 32]])
     with pytest.raises(ValueError, match="trained on"):  # FNO: the grid may change, not channels
         _check_same_pairs("fno", [(torch.zeros(2, 33), torch.zeros(1, 33))], [[1, 33], [1, 33]])
+
+
+POINTS = ["--hidden", "8", "--layers", "1", "--context-points", "8", "--context-times", "2"]
+POINTS += ["--target-points", "16", "--views", "2", "--members", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("model, batch", [("anp", "4"), ("ensemble", "32")])
+def test_point_models_train_and_report_gaussian_scores(tmp_path, monkeypatch, capsys, model, batch):
+    """GPME data from `physml generate` → `physml train --model anp|ensemble` → evaluate."""
+    monkeypatch.chdir(tmp_path)
+    generate = ["generate", "diffusion", "--n", "8", "--nx", "9", "--nt", "6", "--out", "d.h5"]
+    assert main([*generate, "--quiet"]) == 0
+    train = ["train", "--data", "d.h5", "--model", model, "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "3", "--batch", batch, *POINTS]) == 0
+    assert main(["evaluate", "--checkpoint", "run", "--data", "d.h5"]) == 0
+    scores = json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())
+    assert scores["samples"] == 8 and scores["mse"] > 0
+    assert scores["crps"] > 0 and scores["ll"] < 10
+    out = capsys.readouterr().out
+    assert "crps" in out and "ll" in out
+    assert main([*train, "--steps", "3", "--batch", batch, *POINTS[:-1], "--members", "3"]) == 2
+    assert "run" in capsys.readouterr().err
+    assert main([*train, "--task", "rollout", "--steps", "3", *POINTS]) == 2
+    assert "serves the task" in capsys.readouterr().err
+
+
+def test_a_device_that_does_not_exist_is_one_clear_line(tmp_path, capsys):
+    assert (
+        main(["run", "verify", "--size", "toy", "--device", "bogus", "--out", str(tmp_path)]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "device" in err and "bogus" in err

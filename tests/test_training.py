@@ -185,3 +185,67 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path):
     # the rank-0 checkpoint loads into a single process
     state = load_checkpoint(tmp_path / "two")
     model().load_state_dict(state["model"])
+
+
+def test_a_checkpoint_beyond_the_steps_asked_for_is_an_error(tmp_path):
+    Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    shorter = TrainConfig(steps=8, batch=6, lr=1e-2, clip=1.0, checkpoint_every=4, seed=3)
+    with pytest.raises(CheckpointError, match="at step 12, beyond the 8 steps"):
+        Trainer(model(), mse, shorter, tmp_path, quiet=True).fit(data())
+
+
+POINT_OPTIONS = {
+    "hidden": 8,
+    "layers": 1,
+    "context_points": 8,
+    "context_times": 2,
+    "target_points": 10,
+    "views": 2,
+    "members": 2,
+}
+
+
+@pytest.mark.parametrize("family", ["anp", "ensemble"])
+def test_point_families_resume_bitwise_after_a_crash(tmp_path, family):
+    """`physml train --model anp|ensemble` models: crash mid-run, resume, same bits."""
+    from physml.data import generate_dataset, load
+    from physml.training.families import FAMILIES, build, model_config
+
+    path = generate_dataset("diffusion", tmp_path / "d.h5", 6, progress=False, nx=9, nt=6)
+    data = load(path)
+    config = model_config(family, "operator", POINT_OPTIONS)
+    settings = TrainConfig(steps=7, batch=4, lr=1e-2, checkpoint_every=3, seed=1)
+    loss = FAMILIES[family].loss
+
+    def crashing_loss(at_call):
+        calls = {"n": 0}
+
+        def wrapped(net, batch):
+            calls["n"] += 1
+            if calls["n"] > at_call:
+                raise Crash
+            return loss(net, batch)
+
+        return wrapped
+
+    def fresh():
+        torch.manual_seed(5)
+        return build(config, data)
+
+    whole_model, items = fresh()
+    whole = Trainer(whole_model, loss, settings, tmp_path / "whole", config, quiet=True).fit(items)
+    cut_model, items = fresh()
+    with pytest.raises(Crash):
+        Trainer(cut_model, crashing_loss(4), settings, tmp_path / "cut", config, quiet=True).fit(
+            items
+        )
+    assert load_checkpoint(tmp_path / "cut")["step"] == 3
+    resumed_model, items = fresh()
+    resumed = Trainer(resumed_model, loss, settings, tmp_path / "cut", config, quiet=True).fit(
+        items
+    )
+    assert resumed.resumed_from == 3 and resumed.losses == whole.losses
+    for (key, a), b in zip(
+        whole_model.state_dict().items(), resumed_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key

@@ -9,6 +9,7 @@ Three seams (DESIGN §3): the operator seam (BOON's kernel correction, for a neu
 from .base import SEAMS, Constraint
 from .boundary import BoundaryCondition
 from .conservation import cumulative_inflow, mass_conservation
+from .knowledge import KnowledgeControl
 from .layer import Constrained, ReverseStep, Sampler, constrain
 from .linear import LinearConstraint
 from .nonnegative import NonNegative
@@ -20,6 +21,7 @@ __all__ = [
     "Constrained",
     "Constraint",
     "KernelLayer",
+    "KnowledgeControl",
     "LinearConstraint",
     "NonNegative",
     "OperatorModel",

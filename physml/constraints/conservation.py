@@ -19,6 +19,10 @@ def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.T
     """
     times = torch.as_tensor(times, dtype=F64)
     rate = torch.as_tensor(inflow_rate, dtype=F64)
+    if times.ndim != 1 or not torch.isfinite(times).all() or (times.diff() < 0).any():
+        raise ConstraintError(
+            f"times must be a 1-D sequence of finite, non-decreasing times, got {times.tolist()}"
+        )
     if rate.shape[-1] != times.numel():
         raise ConstraintError(
             f"inflow_rate must have {times.numel()} entries on its last axis (one per time), "

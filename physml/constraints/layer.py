@@ -7,6 +7,7 @@ after every forward the output-seam constraints act on the output, in the order 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -245,4 +246,8 @@ def constrain(
     for constraint in constraints:
         if not isinstance(constraint, Constraint):
             raise TypeError(f"constraints must be Constraint objects, got {type(constraint)}")
+    if isinstance(pivot_floor, bool) or not isinstance(pivot_floor, (int, float)):
+        raise TypeError(f"pivot_floor must be a number >= 0, got {pivot_floor!r}")
+    if not (math.isfinite(pivot_floor) and pivot_floor >= 0):
+        raise ValueError(f"pivot_floor must be a finite number >= 0, got {pivot_floor!r}")
     return Constrained(model, constraints, kernel, pivot_floor)

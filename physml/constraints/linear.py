@@ -34,11 +34,14 @@ from .base import Constraint
 F64 = torch.float64
 Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
+VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     if not isinstance(G, torch.Tensor) or G.ndim != 2:
         raise ConstraintError(f"G must be a tensor of shape (k, n), got {getattr(G, 'shape', G)}")
+    if G.is_complex() or G.dtype == torch.bool:
+        raise ConstraintError(f"G must hold real numbers, got dtype {G.dtype}")
     G = G.detach().to(F64)
     if not torch.isfinite(G).all():
         raise ConstraintError("G contains NaN or inf values")
@@ -54,7 +57,10 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
 
 
 def _check_target(b: object, k: int) -> torch.Tensor:
-    b = torch.as_tensor(b, dtype=F64)
+    b = torch.as_tensor(b)
+    if b.is_complex() or b.dtype == torch.bool:
+        raise ConstraintError(f"b must hold real numbers, got dtype {b.dtype}")
+    b = b.to(F64)
     if b.ndim == 0 or b.shape[-1] not in (1, k):
         raise ConstraintError(
             f"b must have shape (..., {k}) to match G's {k} rows, got {tuple(b.shape)}"
@@ -326,6 +332,11 @@ class LinearConstraint(Constraint):
             update = update.transpose(-1, -2)
         self._check_residual(G, new_mean.detach(), b, mean)
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
+        if not output.is_diagonal:
+            diagonal_base = isinstance(cov, LowRankCovariance) and cov.base_is_diagonal
+            _check_variance(
+                base if diagonal_base else torch.diagonal(base, dim1=-2, dim2=-1), factor
+            )
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype))
         return Gaussian(new_mean.to(dtype), covariance)
 
@@ -376,6 +387,24 @@ class LinearConstraint(Constraint):
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
     """``(..., n, member)`` → ``(member, ..., n)``."""
     return correction.movedim(-1, 0)
+
+
+def _check_variance(diagonal: torch.Tensor, factor: torch.Tensor) -> None:
+    """The updated variances ``diagonal − Σ_j F_ij²`` (``(..., n)``, ``F (..., n, m)``) must not
+    be negative beyond round-off.
+
+    A negative one means the input covariance was not positive semi-definite (conditioning a
+    valid Gaussian only removes variance down to zero); ``O(n m)``, unlike ``check_psd``.
+    """
+    variance = diagonal - factor.pow(2).sum(-1)
+    scale = diagonal.abs().amax().clamp(min=torch.finfo(F64).tiny)
+    lowest = variance.min()
+    if bool(lowest < -VARIANCE_ROUNDOFF * scale):
+        raise ConstraintError(
+            f"cov is not positive semi-definite: the constrained variance would be negative "
+            f"(minimum {lowest.item():.3g}, largest prior variance {scale.item():.3g}); "
+            "check_psd=True finds the offending eigenvalue in the input"
+        )
 
 
 def _check_psd(cov: torch.Tensor) -> None:

@@ -19,6 +19,27 @@ from .base import Constraint
 F64 = torch.float64
 
 
+PINNING_TOLERANCE = 1e-6
+"""Relative miss of ``Σ_AA w = m_A`` beyond which pinning is judged infeasible (round-off in a
+feasible, ill-conditioned solve stays well below; an infeasible one misses by order one)."""
+INFEASIBLE = (
+    "non-negativity is infeasible here: the points to pin at zero have (nearly) no variance "
+    "left, or pinning them contradicts the constraints already imposed"
+)
+
+
+def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor) -> None:
+    """``moved = Σ_A· Σ_AA⁻¹ m_A`` must reproduce ``m_A`` on the active set (each row ``(s, n)``).
+
+    Where ``Σ_AA`` is singular and ``m_A`` lies outside its range (e.g. a total the posterior
+    already fixes at a negative value), no conditioning reaches zero: the solve misses ``m_A``.
+    """
+    miss = torch.where(active, moved - mean, 0.0).abs().amax(-1)
+    scale = torch.where(active, mean, 0.0).abs().amax(-1)
+    if bool((miss > PINNING_TOLERANCE * scale).any()):
+        raise ConstraintError(INFEASIBLE)
+
+
 def _pinned_system(cov: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The active mask as numbers and the Cholesky factor of ``M = D Σ D + (I − D)``.
 
@@ -29,17 +50,16 @@ def _pinned_system(cov: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tenso
     M = cov * pinned[:, :, None] * pinned[:, None, :] + torch.diag_embed(1.0 - pinned)
     L, info = torch.linalg.cholesky_ex(M)
     if (info > 0).any():
-        raise ConstraintError(
-            "non-negativity is infeasible here: the points to pin at zero have (nearly) no "
-            "variance left, or pinning them contradicts the constraints already imposed"
-        )
+        raise ConstraintError(INFEASIBLE)
     return pinned, L
 
 
 def _pinned_mean(mean, cov, active, pinned, L) -> torch.Tensor:
     """Means ``(s, n)`` conditioned on ``u_i = 0`` where ``active``: exact zeros there."""
     weights = torch.cholesky_solve((pinned * mean)[..., None], L)  # zero off the active set
-    return torch.where(active, 0.0, mean - (cov @ weights)[..., 0])
+    moved = (cov @ weights)[..., 0]
+    _check_pinned(moved, mean, active)
+    return torch.where(active, 0.0, mean - moved)
 
 
 def _low_rank_condition(mean, variance, factor, active):
@@ -67,6 +87,7 @@ def _low_rank_condition(mean, variance, factor, active):
     covariance_times = (
         variance * weights - (factor @ (factor.transpose(-1, -2) @ weights[..., None]))[..., 0]
     )
+    _check_pinned(covariance_times, mean, active)
     new_mean = torch.where(active, 0.0, mean - covariance_times)
     new_factor = torch.linalg.solve_triangular(L, factor.transpose(-1, -2), upper=False)
     new_factor = torch.where(active[..., None], 0.0, new_factor.transpose(-1, -2))

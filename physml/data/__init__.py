@@ -1,6 +1,6 @@
 """Datasets over ``pdes`` output: generation to HDF5 and loading as torch datasets; synthetic
 N-body digit videos (importing this package registers their ``nbody-digits`` and
-``moving-digits`` recipes)."""
+``moving-digits`` recipes); GPME functions and point sets for the point-based surrogates."""
 
 from .datasets import (
     DatasetFileError,
@@ -10,6 +10,7 @@ from .datasets import (
     load,
 )
 from .generate import generate_dataset, sample_seed
+from .gpme_sampler import GPMEFunctions, GPMESampler, gpme_sampler
 from .interchange import (
     convert,
     read_pdebench,
@@ -20,17 +21,24 @@ from .interchange import (
 )
 from .merge import ShardError, check_shards, merge_shards
 from .nbody import NBodyDigits, nbody_digits
+from .points import PointRows, PointSets, grid_points
 
 __all__ = [
     "DatasetFileError",
+    "GPMEFunctions",
+    "GPMESampler",
     "MultiStepDataset",
     "NBodyDigits",
     "PDEData",
+    "PointRows",
+    "PointSets",
     "ShardError",
     "SingleStepDataset",
     "check_shards",
     "convert",
     "generate_dataset",
+    "gpme_sampler",
+    "grid_points",
     "load",
     "merge_shards",
     "nbody_digits",

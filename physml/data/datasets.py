@@ -141,6 +141,8 @@ def load(path: str | os.PathLike) -> PDEData:
     """
     from .interchange import read_foreign  # PDEBench / The Well files (lazy: it imports us)
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
     foreign = read_foreign(path)
     if foreign is not None:
         return foreign
@@ -232,6 +234,8 @@ def _as_data(source: PDEData | str | os.PathLike) -> PDEData:
 
 
 def _time_index(name: str, index: int, count: int) -> int:
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"{name} must be an integer index of one of {count} times, got {index!r}")
     if not -count <= index < count:
         raise IndexError(f"{name} must index one of {count} times, got {index}")
     return index % count
@@ -245,10 +249,17 @@ def _grid_channels(data: PDEData) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
+def floating_dtype(name: str, dtype: object) -> torch.dtype:
+    """``dtype`` if it is a floating-point torch dtype (what the pairs are served as)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
+
+
 class _PairDataset(Dataset):
     def __init__(self, data: PDEData, dtype: torch.dtype, with_grid: bool) -> None:
         self.data = data
-        self.dtype = dtype
+        self.dtype = floating_dtype("dtype", dtype)
         self.grid = _grid_channels(data).to(dtype) if with_grid else None
 
     @property

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from pdes import problems
 
 from .. import __version__
+from .._checks import device as checked_device
 from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftovers
 
 FORMAT = "physml-dataset/1"
@@ -73,6 +74,11 @@ def _check_request(n: int, seed: int, shard: int, num_shards: int, chunk: int) -
 
 
 def _check_output(final: Path, overwrite: bool) -> None:
+    if final.is_dir():
+        raise ValueError(
+            f"out: {str(final)!r} is a folder; name the dataset file to write, e.g. "
+            f"{str(final / 'data.h5')!r}"
+        )
     parent = final.parent
     if not parent.is_dir():
         raise ValueError(f"out: folder {str(parent)!r} does not exist")
@@ -82,6 +88,16 @@ def _check_output(final: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"out: {str(final)!r} already exists (pass overwrite=True / --overwrite)"
         )
+
+
+def _check_settings(problem: problems.Problem, settings: dict) -> None:
+    """Build what the file will describe (coordinates, attributes) before anything is written, so
+    a grid or option the recipe refuses fails here and leaves no work folder."""
+    try:
+        problem.coordinates(settings)
+        problem.attributes(settings)
+    except KeyError as error:
+        raise ValueError(f"{problem.name}: unknown setting value {error}") from None
 
 
 def _manifest(
@@ -274,8 +290,10 @@ def generate_dataset(
         **options: recipe settings (see ``physml generate PDE --help``).
     """
     _check_request(n, seed, shard, num_shards, chunk)
+    checked_device("device", device)
     problem = problems.get(pde)
     settings = problem.settings(**options)
+    _check_settings(problem, settings)
     out_path = Path(out)
     final = shard_path(out_path, shard, num_shards)
     _check_output(final, overwrite)

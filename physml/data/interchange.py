@@ -216,9 +216,10 @@ def _sample_groups(f: h5py.File) -> list[str]:
     return [k for k in f if isinstance(f[k], h5py.Group) and "data" in f[k] and "grid" in f[k]]
 
 
-def detect_format(path: str | os.PathLike) -> str | None:
-    """``"physml"``, ``"pdebench"`` or ``"well"`` from the file's structure; ``None`` if neither."""
-    with open_hdf5(Path(path), "path") as f:
+def detect_format(path: str | os.PathLike, label: str = "path") -> str | None:
+    """``"physml"``, ``"pdebench"`` or ``"well"`` from the file's structure; ``None`` if neither.
+    A file HDF5 cannot read is a :class:`DatasetFileError` naming it as ``label``."""
+    with open_hdf5(Path(path), label) as f:
         if str(_python(f.attrs.get("format", ""))).startswith("physml-"):
             return "physml"  # FORMAT, INDEX_FORMAT and any later physml kind
         if any(f"t{order}_fields" in f for order in range(3)):
@@ -848,7 +849,7 @@ def convert(
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise FileNotFoundError(f"source: no file at {str(source)!r}")
-    kind = detect_format(source)
+    kind = detect_format(source, "source")
     if kind is None:
         raise DatasetFileError(
             f"source: {str(source)!r} is neither a physml dataset nor a PDEBench or The Well file"

@@ -1,19 +1,24 @@
 """N-body digits: handwritten-digit sprites that attract each other, a video benchmark with physics.
 
 Each sequence holds ``digits`` sprites of unit mass in a square box. Their top-left corners
-``x_i`` (pixels, ``(row, col)``) move under softened pairwise attraction
+``x_i`` (pixels, ``(row, col)``) move under softened pairwise attraction::
 
-    a_i = G Σ_{j≠i} (x_j − x_i) / √(|x_j − x_i|² + d²),
+    a_i = G Σ_{j≠i} (x_j − x_i) / √(|x_j − x_i|² + d²)
 
 integrated by semi-implicit Euler (``v += a dt``, clip each velocity component to ``±clip``,
 ``x += v dt``, reflect off the walls) and rendered every ``stride`` steps by pasting the sprites at
 their rounded positions and keeping the brightest value where they overlap (max-composite).
 
 The force is ``−∇U`` of ``U = G Σ_{i<j} √(r_ij² + d²)``, so without clipping and walls the
-energy ``E = Σ ½|v_i|² + U`` (pixels²/step²) is conserved up to the integrator's O(dt) error; it
-is returned for every rendered frame. Clipping removes energy and a bounce changes ``U`` a
-little. With gravity off (``g = 0``) this is the classic moving-digits video: velocities change
-only by a sign flip at the walls, so every sprite keeps its speed.
+energy ``E = Σ ½|v_i|² + U`` (pixels²/step²) is conserved up to the integrator's error, O(dt)
+for Euler and O(dt²) for ``integrator="leapfrog"`` (velocity Verlet); it is returned for every
+rendered frame. Clipping removes energy; a bounce (an elastic sign flip) changes ``E`` by O(dt)
+because the step straddling it feels the force unmirrored. The default (Euler, clip 2, dt 1)
+drifts by several per cent over 20 frames; :data:`ENERGY_CONSERVING` (leapfrog, no clip, 8
+substeps per step) keeps the drift under 1% with the same frame times and sprite speeds
+(``benchmarks/nbody_energy.py`` measures both). With gravity off (``g = 0``) this is the classic
+moving-digits video: velocities change only by a sign flip at the walls, so every sprite keeps
+its speed.
 
 Sprites are scikit-learn's bundled 8×8 digits (``load_digits``, values 0..16), scaled to [0, 1]
 and upscaled bilinearly to ``sprite × sprite`` pixels (default a quarter of the frame: 16 for
@@ -43,6 +48,10 @@ from .generate import sample_seed
 
 F64 = torch.float64
 SPLITS = ("all", "train", "test")
+INTEGRATORS = ("euler", "leapfrog")
+# the generator settings that conserve the energy to < 1% over 20 frames at 64² (measured by
+# benchmarks/nbody_energy.py); pass them as nbody_digits(..., **ENERGY_CONSERVING)
+ENERGY_CONSERVING = {"integrator": "leapfrog", "clip": None, "substeps": 8}
 DIGIT_COUNT = 1797  # images in scikit-learn's load_digits
 
 
@@ -139,12 +148,17 @@ def simulate(
     softening: float = 10.0,
     clip: float | None = 2.0,
     record_every: int = 1,
+    integrator: str = "euler",
+    substeps: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrate the softened N-body motion of unit masses from states ``(N, D, 2)``.
 
-    Each step: ``v += a dt``; clip components to ``±clip`` (``None``: no clip); ``x += v dt``;
-    reflect off the walls of ``[0, box]²`` (``None``: no walls). Returns positions and velocities
-    ``(N, K, D, 2)`` float64 at steps ``0, record_every, …`` (``K = steps // record_every + 1``).
+    Each step of ``dt`` is ``substeps`` integrator steps of ``h = dt / substeps``. ``"euler"``
+    (semi-implicit): ``v += a h``; clip components to ``±clip`` (``None``: no clip); ``x += v
+    h``; reflect off the walls of ``[0, box]²`` (``None``: no walls). ``"leapfrog"`` (velocity
+    Verlet, kick-drift-kick): ``v += a h/2``; clip; ``x += v h``; reflect; ``v += a(x) h/2``;
+    clip. Returns positions and velocities ``(N, K, D, 2)`` float64 at steps ``0, record_every,
+    …`` (``K = steps // record_every + 1``).
     """
     x = _checks_state("positions", positions).clone()
     v = _checks_state("velocities", velocities).clone()
@@ -154,6 +168,8 @@ def simulate(
         )
     checks.positive_int("steps", steps, minimum=0)
     checks.positive_int("record_every", record_every)
+    checks.positive_int("substeps", substeps)
+    checks.choice("integrator", integrator, INTEGRATORS)
     dt = checks.positive("dt", dt)
     g = checks.non_negative("g", g)
     softening = checks.positive("softening", softening)
@@ -166,14 +182,30 @@ def simulate(
                 f"positions must lie in [0, box={box}], got range "
                 f"[{float(x.min())}, {float(x.max())}]"
             )
-    states_x, states_v = [x.clone()], [v.clone()]
-    for step in range(1, steps + 1):
-        v += acceleration(x, g, softening) * dt
+    h = dt / substeps
+
+    def kick(accel: torch.Tensor, duration: float) -> None:
+        v.add_(accel * duration)
         if clip is not None:
             v.clamp_(-clip, clip)
-        x += v * dt
+
+    def drift() -> None:
+        x.add_(v * h)
         if box is not None:
             _reflect(x, v, box)
+
+    accel = acceleration(x, g, softening)
+    states_x, states_v = [x.clone()], [v.clone()]
+    for step in range(1, steps + 1):
+        for _ in range(substeps):
+            if integrator == "euler":
+                kick(acceleration(x, g, softening), h)
+                drift()
+            else:
+                kick(accel, h / 2)
+                drift()
+                accel = acceleration(x, g, softening)
+                kick(accel, h / 2)
         if step % record_every == 0:
             states_x.append(x.clone())
             states_v.append(v.clone())
@@ -283,6 +315,8 @@ def nbody_digits_from_seeds(
     clip: float | None = 2.0,
     speed: Sequence[float] = (0.5, 1.5),
     split: str = "all",
+    integrator: str = "euler",
+    substeps: int = 1,
 ) -> NBodyDigits:
     """One sequence per seed (see :func:`nbody_digits` for the settings); sequence ``i`` depends
     on ``seeds[i]`` and the settings only."""
@@ -315,6 +349,8 @@ def nbody_digits_from_seeds(
         softening=softening,
         clip=clip,
         record_every=stride,
+        integrator=integrator,
+        substeps=substeps,
     )
     index = torch.stack(chosen)
     return NBodyDigits(
@@ -346,6 +382,8 @@ def nbody_digits(
     clip: float | None = 2.0,
     speed: Sequence[float] = (0.5, 1.5),
     split: str = "all",
+    integrator: str = "euler",
+    substeps: int = 1,
 ) -> NBodyDigits:
     """``count`` N-body digit videos ``(count, frames, 1, size, size)`` in memory.
 
@@ -359,6 +397,8 @@ def nbody_digits(
             velocity clip (pixels/step, ``None`` for none).
         speed: initial speed range (pixels/step); directions are uniform.
         split: which handwriting the sprites come from (:func:`sprite_pool`).
+        integrator, substeps: ``"euler"`` or ``"leapfrog"``, and integrator steps per ``dt``
+            (:func:`simulate`); :data:`ENERGY_CONSERVING` conserves the energy to < 1%.
     """
     checks.positive_int("count", count)
     checks.positive_int("start", start, minimum=0)
@@ -379,6 +419,8 @@ def nbody_digits(
         clip=clip,
         speed=speed,
         split=split,
+        integrator=integrator,
+        substeps=substeps,
     )
 
 
@@ -410,6 +452,8 @@ class NBodyDigitsProblem(Problem):
         "speed_min": Option(0.5, "smallest initial speed in pixels/step"),
         "speed_max": Option(1.5, "largest initial speed in pixels/step"),
         "split": Option("all", "sprite handwriting: all, train (index % 5 != 0) or test"),
+        "integrator": Option("euler", "euler (semi-implicit) or leapfrog (velocity Verlet)"),
+        "substeps": Option(1, "integrator steps per time step dt"),
     }
 
     def _arguments(self, settings: dict) -> dict[str, object]:
@@ -429,6 +473,8 @@ class NBodyDigitsProblem(Problem):
             "clip": clip or None,
             "speed": (settings["speed_min"], settings["speed_max"]),
             "split": settings["split"],
+            "integrator": settings["integrator"],
+            "substeps": settings["substeps"],
         }
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
@@ -437,11 +483,13 @@ class NBodyDigitsProblem(Problem):
         return {"t": times * settings["dt"], "x": pixels, "y": pixels.copy()}
 
     def attributes(self, settings: dict) -> dict[str, object]:
+        integrator = checks.choice("integrator", settings["integrator"], INTEGRATORS)
         return {
             "pde": "n-body: a_i = G sum_j (x_j - x_i)/sqrt(|x_j - x_i|^2 + d^2), unit masses",
             "boundary": "reflecting walls (sprites stay inside the frame)",
-            "solver": "physml.data.nbody.simulate: semi-implicit Euler, velocity clip, "
-            "max-composite rendering of bilinearly upscaled sklearn digits",
+            "solver": "physml.data.nbody.simulate: "
+            + {"euler": "semi-implicit Euler", "leapfrog": "leapfrog"}[integrator]
+            + ", velocity clip, max-composite rendering of bilinearly upscaled sklearn digits",
             "energy": "E = sum 1/2 |v_i|^2 + G sum_{i<j} sqrt(r_ij^2 + d^2) (pixels^2/step^2)",
             **settings,
         }

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import positive_int
 
-from .datasets import PDEData, load
+from .datasets import PDEData, floating_dtype, load
 
 
 def _data(source: PDEData | str | os.PathLike) -> PDEData:
@@ -24,14 +24,17 @@ def _data(source: PDEData | str | os.PathLike) -> PDEData:
 
 class _Windows(Dataset):
     """Windows of ``span`` consecutive times: item ``i`` is sample ``i // starts``, start
-    ``i % starts``."""
+    ``i % starts``. ``spelled`` writes ``span`` in the arguments' names, for the error."""
 
-    def __init__(self, source, span: int, dtype: torch.dtype) -> None:
+    def __init__(self, source, span: int, dtype: torch.dtype, spelled: str) -> None:
         self.data = _data(source)
-        self.dtype = dtype
+        self.dtype = floating_dtype("dtype", dtype)
         times = self.data.u.shape[1]
         if span > times:
-            raise ValueError(f"the window needs {span} times but the dataset holds {times}")
+            raise ValueError(
+                f"{spelled} must not exceed the dataset's {times} times: the window needs "
+                f"{spelled} = {span}"
+            )
         self.starts = times - span + 1
 
     @property
@@ -54,7 +57,7 @@ class RolloutDataset(_Windows):
 
     def __init__(self, source, k: int = 1, dtype: torch.dtype = torch.float32) -> None:
         self.k = positive_int("k", k)
-        super().__init__(source, self.k + 1, dtype)
+        super().__init__(source, self.k + 1, dtype, "k + 1")
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         frames = self._window(i, 0, self.k + 1)
@@ -68,7 +71,7 @@ class ForecastDataset(_Windows):
         self, source, t_in: int = 10, t_out: int = 10, dtype: torch.dtype = torch.float32
     ) -> None:
         self.t_in, self.t_out = positive_int("t_in", t_in), positive_int("t_out", t_out)
-        super().__init__(source, self.t_in + self.t_out, dtype)
+        super().__init__(source, self.t_in + self.t_out, dtype, "t_in + t_out")
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         frames = self._window(i, 0, self.t_in + self.t_out).unsqueeze(1)

@@ -6,7 +6,8 @@ forecasters (Earthformer and the baselines) map ``(batch, time, channel, H, W)``
 target frames.
 """
 
-from .anp import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp
+from .anp import AttentiveNeuralProcess
+from .anp_losses import elbo_loss, gpme_residual, softc_loss_extra, softc_residual_loss
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from .common import grid_points, unflatten, with_parameters
 from .cuboid import (
@@ -19,6 +20,7 @@ from .cuboid import (
     cuboid_reverse,
 )
 from .earthformer import Earthformer
+from .energy_judge import EnergyJudge
 from .ensemble import DeepEnsemble
 from .forecasting import (
     ForecastScores,
@@ -28,6 +30,8 @@ from .forecasting import (
     train_forecaster,
 )
 from .gp import ExactGPSurrogate
+from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
+from .prediff import PreDiff
 
 __all__ = [
     "PATTERNS",
@@ -51,10 +55,15 @@ __all__ = [
     "AttentiveNeuralProcess",
     "DeepEnsemble",
     "ExactGPSurrogate",
-    "gpme_sampler",
+    "EnergyJudge",
+    "KnowledgeRegressor",
+    "NoisyLatentLoss",
+    "PreDiff",
+    "elbo_loss",
+    "gpme_residual",
     "grid_points",
     "softc_loss_extra",
-    "train_anp",
+    "softc_residual_loss",
     "unflatten",
     "with_parameters",
 ]

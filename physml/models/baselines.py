@@ -28,8 +28,9 @@ def count_parameters(model: nn.Module) -> int:
 def check_sequence(
     name: str, x: object, channels: int | None = None, frames: int | None = None
 ) -> torch.Tensor:
-    """``x`` as a floating ``(B, T, C, H, W)`` tensor, with ``C == channels`` and ``T == frames``
-    when given; otherwise a ``TypeError``/``ValueError`` saying what was expected."""
+    """``x`` as a finite floating ``(B, T, C, H, W)`` tensor, with ``C == channels`` and
+    ``T == frames`` when given; otherwise a ``TypeError``/``ValueError`` saying what was
+    expected."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a tensor (B, T, C, H, W), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -47,6 +48,8 @@ def check_sequence(
         )
     if min(x.shape) == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values")
     return x
 
 

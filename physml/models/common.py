@@ -14,22 +14,10 @@ import torch
 from tqdm import tqdm
 
 from .._checks import as_tensor
+from ..data.points import grid_points
 
 Item = TypeVar("Item")
-
-
-def grid_points(t: object, x: object) -> torch.Tensor:
-    """All ``(t, x)`` pairs of a grid, t-major: ``t (T,)``, ``x (X,)`` → ``(T·X, 2)``.
-
-    Row ``i·X + j`` is ``(t[i], x[j])``. Keeps ``t``'s dtype when it is a floating tensor, else
-    float64; the device follows ``t``.
-    """
-    t = as_tensor("t", t, "(T,)", 1, dtype=_floating(t))
-    x = as_tensor("x", x, "(X,)", 1, dtype=t.dtype, device=t.device)
-    if t.numel() == 0 or x.numel() == 0:
-        raise ValueError(f"t and x must be non-empty, got {t.numel()} times and {x.numel()} x")
-    tt, xx = torch.meshgrid(t, x, indexing="ij")
-    return torch.stack([tt.reshape(-1), xx.reshape(-1)], dim=-1)
+__all__ = ["grid_points", "progress_bar", "unflatten", "with_parameters"]
 
 
 def unflatten(values: torch.Tensor, T: int, X: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ Internally everything is channel-last ``(B, T, H, W, C)``; float32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -153,6 +154,10 @@ class Earthformer(nn.Module):
             raise ValueError(f"depth must be a non-empty list of positive integers, got {depth!r}")
         if isinstance(base_units, bool) or not isinstance(base_units, int) or base_units < 1:
             raise ValueError(f"base_units must be a positive integer, got {base_units!r}")
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+        if not isinstance(mlp_ratio, (int, float)) or not (0 < mlp_ratio < math.inf):
+            raise ValueError(f"mlp_ratio must be a finite number > 0, got {mlp_ratio!r}")
         if base_units % num_heads:
             raise ValueError(
                 f"base_units must be divisible by num_heads, got {base_units} and {num_heads}"
@@ -296,6 +301,8 @@ class Earthformer(nn.Module):
                 f"x must have shape (B, T, C, H, W) = (B, {', '.join(map(str, expected))}), "
                 f"got {tuple(x.shape)}{hint}"
             )
+        if not torch.isfinite(x).all():  # attention would spread one NaN over the whole forecast
+            raise ValueError("x contains NaN or inf values")
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

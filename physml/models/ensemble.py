@@ -2,10 +2,11 @@
 log-variance and trained with the Gaussian negative log-likelihood from its own random start.
 
 The members are stored stacked (weights ``(M, in, out)``) and trained together with batched
-matrix products; Adam acts elementwise, so this is the same as training each member alone with
-its own initialisation and its own shuffling of the data. Inputs are rows of the PDE
-parameter(s) followed by ``(t, x)`` (see :func:`physml.models.common.with_parameters`); inputs
-and targets are standardised with statistics of the training data, kept as buffers.
+matrix products (:meth:`DeepEnsemble.nll`; training goes through
+:func:`physml.training.fit_ensemble`); Adam acts elementwise, so this is the same as training each
+member alone with its own initialisation and its own order of the data. Inputs are rows of the
+PDE parameter(s) followed by ``(t, x)`` (see :func:`physml.models.common.with_parameters`);
+inputs and targets are standardised with statistics of the training data, kept as buffers.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from torch import nn
 from .._checks import as_tensor
 from .._io import atomic_path
 from ..outputs import Ensemble, Gaussian
-from .common import progress_bar
 
 F32 = torch.float32
 KINDS = ("gaussian", "ensemble")
-_TRAINING_SETTINGS = ("batch_size", "lr", "seed")
-_STATISTICS = ("input_shift", "input_scale", "target_shift", "target_scale")
 
 
 def _derived_seed(*parts: int) -> int:
@@ -144,7 +142,10 @@ class DeepEnsemble(nn.Module):
         """Each member's mean and variance in the data's units: ``inputs (..., d)`` → two
         ``(M, ...)`` tensors."""
         if not bool(self.fitted):
-            raise RuntimeError("this DeepEnsemble is not fitted yet: call fit() or load()")
+            raise RuntimeError(
+                "this DeepEnsemble is not fitted yet: train it (physml.training.fit_ensemble) "
+                "or load() one"
+            )
         inputs = self._inputs(inputs)
         lead = inputs.shape[:-1]
         flat = (inputs.reshape(-1, inputs.shape[-1]) - self.input_shift) / self.input_scale
@@ -183,24 +184,9 @@ class DeepEnsemble(nn.Module):
 
     # ------------------------------------------------------------------ training
 
-    def fit(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        epochs: int = 200,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        seed: int = 0,
-        progress: bool = False,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 10,
-    ) -> DeepEnsemble:
-        """Train every member with the Gaussian NLL on ``inputs (N, d)``, ``targets (N,)``.
-
-        Deterministic by ``seed`` (member initialisations and per-epoch shuffles are derived from
-        it). With ``checkpoint``, the state is saved atomically every ``checkpoint_every`` epochs
-        and at the end, and a later call with the same settings resumes from it.
-        """
+    def standardise(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Fix the input and target statistics from training rows ``inputs (N, d)``,
+        ``targets (N,)`` (a constant column or target keeps scale 1); marks the model fitted."""
         d = self.config["in_features"]
         device = self.input_shift.device
         x = as_tensor("inputs", inputs, f"(N, {d})", 2, last=d, dtype=F32, device=device)
@@ -211,62 +197,26 @@ class DeepEnsemble(nn.Module):
             )
         if x.shape[0] < 2:
             raise ValueError(f"inputs must hold at least 2 rows, got {x.shape[0]}")
-        _positive_int("epochs", epochs)
-        _positive_int("batch_size", batch_size)
-        _positive_int("checkpoint_every", checkpoint_every)
-        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        settings = {"batch_size": batch_size, "lr": float(lr), "seed": seed}
-
-        self.reset(seed)
-        self._standardise(x, y)
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
-        start, self.loss_curve_ = 0, []
-        if checkpoint is not None and Path(checkpoint).exists():
-            start = self._resume(Path(checkpoint), optimizer, settings, epochs)
-        xs = (x - self.input_shift) / self.input_scale
-        ys = (y - self.target_shift) / self.target_scale
-        self.fitted.fill_(True)
-        self.train()
-        n = x.shape[0]
-        bar = progress_bar(range(start, epochs), progress, "ensemble", total=epochs - start)
-        for epoch in bar:
-            generator = torch.Generator().manual_seed(_derived_seed(seed, epoch, 1))
-            order = torch.stack(
-                [torch.randperm(n, generator=generator) for _ in range(self.members)]
-            )
-            order = order.to(device)
-            total = 0.0
-            for begin in range(0, n, batch_size):
-                index = order[:, begin : begin + batch_size]
-                loss = self._nll(xs[index], ys[index])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * index.shape[1]
-            self.loss_curve_.append(total / (n * self.members))
-            bar.set_postfix(nll=f"{self.loss_curve_[-1]:.4g}")
-            done = epoch + 1
-            if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
-                self._save_training(Path(checkpoint), optimizer, settings, done)
-        self.eval()
-        return self
-
-    def _nll(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Sum over members of each member's mean Gaussian NLL (standardised, constant dropped)."""
-        mean, variance = self._heads(x)
-        per_point = 0.5 * (variance.log() + (y - mean).pow(2) / variance)
-        return per_point.mean(1).sum()
-
-    def _standardise(self, x: torch.Tensor, y: torch.Tensor) -> None:
         spread = x.std(0)
         target_spread = y.std()
         self.input_shift.copy_(x.mean(0))
         self.input_scale.copy_(torch.where(spread > 0, spread, torch.ones_like(spread)))
         self.target_shift.copy_(y.mean())
         self.target_scale.copy_(target_spread if target_spread > 0 else torch.ones(()))
+        self.fitted.fill_(True)
+
+    def nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss: the sum over members of each member's mean Gaussian NLL (standardised
+        units, constant dropped) on its own rows ``inputs (M, N, d)``, ``targets (M, N)``.
+
+        Each member's term depends on its own weights only, so with an elementwise optimiser
+        (Adam) training the stack is training every member alone.
+        """
+        x = (inputs.to(self.input_shift) - self.input_shift) / self.input_scale
+        y = (targets.to(self.target_shift) - self.target_shift) / self.target_scale
+        mean, variance = self._heads(x)
+        per_point = 0.5 * (variance.log() + (y - mean).pow(2) / variance)
+        return per_point.mean(1).sum()
 
     # ------------------------------------------------------------------ files
 
@@ -279,62 +229,13 @@ class DeepEnsemble(nn.Module):
     def load(
         cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
     ) -> DeepEnsemble:
-        """A :class:`DeepEnsemble` from a file written by :meth:`save` (or a training
-        checkpoint); read with ``weights_only=True``."""
+        """A :class:`DeepEnsemble` from a file written by :meth:`save`; read with
+        ``weights_only=True``."""
         content = _read(Path(path), map_location)
         model = cls(**content["config"]).to(map_location)
         model.load_state_dict(content["state"])
         model.eval()
         return model
-
-    def _save_training(
-        self, path: Path, optimizer: torch.optim.Optimizer, settings: dict, epoch: int
-    ) -> None:
-        content = {
-            "config": dict(self.config),
-            "state": self.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "settings": settings,
-            "epoch": epoch,
-            "loss_curve": list(self.loss_curve_),
-        }
-        with atomic_path(path) as temporary:
-            torch.save(content, temporary)
-
-    def _resume(
-        self, path: Path, optimizer: torch.optim.Optimizer, settings: dict, epochs: int
-    ) -> int:
-        content = _read(path, self.input_shift.device)
-        if "optimizer" not in content:
-            raise ValueError(f"checkpoint {path} holds no training state (written by save()?)")
-        if content["config"] != self.config:
-            raise ValueError(
-                f"checkpoint {path} is for a DeepEnsemble with {content['config']}, "
-                f"this one has {self.config}"
-            )
-        saved = content["settings"]
-        changed = {
-            k: (saved[k], settings[k]) for k in _TRAINING_SETTINGS if saved[k] != settings[k]
-        }
-        if changed:
-            raise ValueError(
-                f"checkpoint {path} was trained with other settings (saved, now): {changed}"
-            )
-        if int(content["epoch"]) > epochs:
-            raise ValueError(
-                f"checkpoint {path} is already at epoch {content['epoch']}, beyond epochs={epochs}"
-            )
-        statistics = {name: getattr(self, name).clone() for name in _STATISTICS}
-        self.load_state_dict(content["state"])
-        if not all(
-            torch.allclose(value, getattr(self, name)) for name, value in statistics.items()
-        ):
-            raise ValueError(
-                f"checkpoint {path} was trained on other data (its input/target statistics differ)"
-            )
-        optimizer.load_state_dict(content["optimizer"])
-        self.loss_curve_ = list(content["loss_curve"])
-        return int(content["epoch"])
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict:

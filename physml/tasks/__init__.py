@@ -1,14 +1,17 @@
 """Registered experiments: each task = data + model + constraints + evaluation, run by name.
 
 ``physml run NAME`` runs one task at full size; ``physml demo`` runs every task marked for the demo
-at toy size and prints one summary table. A task returns :class:`Row` records for that table.
+at toy size. A task returns :class:`Row` records: the command prints the measurements once
+(:func:`format_table`), then the targets with a mark each and how many were met
+(:func:`format_summary`), and :func:`physml.tasks.report.write_index` writes ``index.html`` beside
+the figures, captioned from each task's :attr:`Task.figures`.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SIZES = ("toy", "full")
@@ -17,6 +20,7 @@ BUILTIN_TASK_MODULES = (
     "physml.tasks.probconserv",
     "physml.tasks.boon",
     "physml.tasks.earthformer",
+    "physml.tasks.prediff",
 )
 
 
@@ -33,7 +37,11 @@ class Context:
 
 @dataclass(frozen=True)
 class Row:
-    """One line of a summary table: a measured ``value`` of ``metric`` beside its ``target``."""
+    """One measured ``value`` of ``metric``; with ``ok`` set it is a target: met or missed.
+
+    ``target`` says what counts as met (``"<= 1e-6"``); a row may carry a target that is not
+    judged at this size (``ok=None``), and the table then shows it beside the value.
+    """
 
     task: str
     case: str
@@ -45,10 +53,18 @@ class Row:
 
 @dataclass(frozen=True)
 class Task:
+    """A named experiment: ``run(context)`` writes its files under ``context.out`` and returns rows.
+
+    ``figures`` maps a glob pattern, relative to the output folder, to the caption of the figures it
+    matches; ``{name}`` in a caption stands for the file's stem (``verify/*.png`` ->
+    ``"{name}: ..."``).
+    """
+
     name: str
     description: str
     run: Callable[[Context], list[Row]]
     in_demo: bool = True
+    figures: dict[str, str] = field(default_factory=dict)
 
 
 _TASKS: dict[str, Task] = {}
@@ -76,16 +92,39 @@ def get(name: str) -> Task:
     return tasks[name]
 
 
-def format_table(rows: list[Row]) -> str:
-    """A plain-text table of ``rows`` with aligned columns."""
-    header = ("task", "case", "metric", "value", "target", "ok")
-    lines = [header]
-    for row in rows:
-        ok = "" if row.ok is None else ("yes" if row.ok else "NO")
-        lines.append((row.task, row.case, row.metric, f"{row.value:.4g}", row.target, ok))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+def _aligned(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, a dashed rule under the header; a column that is blank
+    in every line is left out."""
+    if not lines:
+        return ""
+    keep = [i for i in range(len(header)) if any(line[i] for line in lines)]
+    table = [tuple(line[i] for i in keep) for line in [header, *lines]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(keep))]
     rendered = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in table
     ]
     rendered.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in rendered)
+
+
+def format_table(rows: list[Row]) -> str:
+    """The measurements of ``rows`` that are not judged targets, as an aligned plain-text table."""
+    lines = [
+        (row.task, row.case, row.metric, f"{row.value:.4g}", row.target)
+        for row in rows
+        if row.ok is None
+    ]
+    return _aligned(("task", "case", "metric", "value", "target (not judged)"), lines)
+
+
+def format_summary(rows: list[Row], marks: tuple[str, str] = ("✓", "✗")) -> str:
+    """The judged targets of ``rows`` (value, target and a met/missed mark from ``marks``), then
+    ``"N of M targets met"``."""
+    judged = [row for row in rows if row.ok is not None]
+    lines = [
+        (row.task, row.case, row.metric, f"{row.value:.4g}", row.target, marks[0 if row.ok else 1])
+        for row in judged
+    ]
+    met = sum(bool(row.ok) for row in judged)
+    table = _aligned(("task", "case", "metric", "value", "target", "met"), lines)
+    return (table + "\n\n" if table else "") + f"{met} of {len(judged)} targets met"

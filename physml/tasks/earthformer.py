@@ -276,5 +276,11 @@ register(
             "vorticity sequences: relative L2 per lead time at equal training time"
         ),
         run=run,
+        figures={
+            f"{NAME}/rel-l2-vs-lead-*.png": "{name}: relative L2 error of the test forecasts "
+            "against lead time, Earthformer, FNO-2D and persistence.",
+            f"{NAME}/forecast-strip-*.png": "{name}: one test sequence, the true vorticity "
+            "frames (top row) and each method's forecast below, on one colour scale.",
+        },
     )
 )

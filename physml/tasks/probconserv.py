@@ -10,9 +10,10 @@ Gaussian on the whole (t, x) grid. The methods compared (DESIGN.md §4):
   trapezoid weights per time slice, the total mass from the integral form.
 
 Each task trains (or reuses the cached checkpoints of) the two ANPs, evaluates every method on test
-functions with fixed PDE parameters and fresh random context points, prints the table (MSE, CE, LL,
-CRPS and, for Stefan, the error of the posterior shock position) and saves the plots: a profile with
-its uncertainty band, total mass over time, and the shock-position histogram.
+functions with fixed PDE parameters and fresh random context points, writes the table (MSE, CE, LL,
+CRPS and, for Stefan, the error of the posterior shock position) to ``table.txt`` and
+``results.json`` in its folder, and saves the plots: a profile with its uncertainty band, total
+mass over time, and the shock-position histogram.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from pdes.gpme import pme_total_mass, stefan_total_mass, stefan_z1  # noqa: E402
 from .. import metrics  # noqa: E402
 from .._io import atomic_write_text  # noqa: E402
 from ..constraints import constrain, mass_conservation  # noqa: E402
-from ..models import AttentiveNeuralProcess, gpme_sampler, softc_loss_extra, train_anp  # noqa: E402
-from ..models.common import unflatten  # noqa: E402
+from ..data import gpme_sampler  # noqa: E402
+from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa: E402
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
+from ..training import train_anp  # noqa: E402
 from . import Context, Row, Task, register  # noqa: E402
 
 F64 = torch.float64
@@ -90,9 +92,10 @@ def grids(case: str, scale: Scale):
 
 
 def train_models(
-    case: str, scale: Scale, folder: Path, seed: int, progress: bool
+    case: str, scale: Scale, folder: Path, seed: int, progress: bool, device: str = "cpu"
 ) -> dict[str, AttentiveNeuralProcess]:
-    """The base ANP and the SoftC ANP, trained or resumed from checkpoints in ``folder``."""
+    """The base ANP and the SoftC ANP trained on ``device``, or resumed from their checkpoints
+    in ``folder`` (one run folder per model, case, grid and budget)."""
     _, t, x = grids(case, scale)
     sampler = gpme_sampler(case, scale.batch, n_target=scale.n_target, t_grid=t, x_grid=x)
     coarse_t, coarse_x = t[:: max(1, scale.nt // 20)], x[:: max(1, scale.nx // 20)]
@@ -114,16 +117,17 @@ def train_models(
             steps,
             seed=seed,
             progress=progress,
-            checkpoint=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{steps}.pt",
-            resume=True,
+            out=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{steps}",
             loss_extra=extra,
+            device=device,
         )
         models[name] = model.eval()
     return models
 
 
 class OnGrid(nn.Module):
-    """A surrogate's Gaussian at the grid points reshaped onto the (t, x) grid, in float64.
+    """A surrogate's Gaussian at the grid points reshaped onto the (t, x) grid, in float64 on the
+    CPU (where the constraint and the scores are computed, whatever device the model runs on).
 
     ``forward(*inputs)`` → mean and diagonal variance ``(function, T, X)``: one row of a
     conservation constraint per time slice.
@@ -135,7 +139,7 @@ class OnGrid(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Gaussian:
         prediction = self.model(*inputs)
-        mean, variance = prediction.mean.to(F64), prediction.variance().to(F64)
+        mean, variance = prediction.mean.to("cpu", F64), prediction.variance().to("cpu", F64)
         return Gaussian(unflatten(mean, self.nt, self.nx), unflatten(variance, self.nt, self.nx))
 
 
@@ -301,7 +305,7 @@ def evaluate(
     grid, t, x = grids(case, scale)
     checkpoints = context.out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    models = train_models(case, scale, checkpoints, context.seed, not context.quiet)
+    models = train_models(case, scale, checkpoints, context.seed, not context.quiet, context.device)
     rows = []
     for index, value in enumerate(TESTS[case]):
         name = case_name(case, value)
@@ -344,7 +348,8 @@ def summary(task: str, rows: list[dict]) -> list[Row]:
 def _runner(case: str) -> Callable[[Context], list[Row]]:
     def run(context: Context) -> list[Row]:
         rows, _ = evaluate(case, context)
-        print(f"\nprobconserv-{case} ({context.size} scale)\n" + format_rows(rows))
+        table = f"probconserv-{case} ({context.size} scale)\n{format_rows(rows)}\n"
+        atomic_write_text(context.out / f"probconserv-{case}" / "table.txt", table)
         return summary(f"probconserv-{case}", rows)
 
     return run
@@ -356,5 +361,13 @@ for _case in TESTS:
             name=f"probconserv-{_case}",
             description=f"ProbConserv vs ANP, SoftC and HardC on the GPME {_case} case",
             run=_runner(_case),
+            figures={
+                f"probconserv-{_case}/*-profile.png": "{name}: the solution at mid-time, exact "
+                "(black) and the means of the ANP and ProbConserv with their ±2σ bands.",
+                f"probconserv-{_case}/*-mass.png": "{name}: the total mass ∫u dx of one test "
+                "function over time, true (black) and each method's prediction (dashed).",
+                f"probconserv-{_case}/*-shock.png": "{name}: posterior samples of the shock "
+                "position at the final time, ANP and ProbConserv, beside the true front (black).",
+            },
         )
     )

@@ -86,5 +86,10 @@ TASK = register(
         name="verify",
         description="every solver against its exact solution, with measured convergence orders",
         run=run,
+        figures={
+            "verify/*.png": "{name}: the solver on its finest grid (dashed) over the exact "
+            "solution (thick) at three times, left; the error against the grid spacing or time "
+            "step on log-log axes beside the theoretical slope, right.",
+        },
     )
 )

@@ -18,8 +18,8 @@ from .._io import atomic_write_text
 from ..data import PDEData, load
 from .checkpoint import load_checkpoint
 from .distributed import world
-from .families import DEFAULTS, FAMILIES, TASKS, build, dataset, model_config
-from .trainer import TrainConfig, Trainer
+from .families import DEFAULTS, FAMILIES, TASKS, build, model_config, training_items
+from .trainer import TrainConfig, Trainer, check_device
 
 try:  # Python 3.11+
     import tomllib
@@ -51,7 +51,7 @@ def add_parsers(subparsers) -> None:
     evaluate = subparsers.add_parser("evaluate", help="score a trained checkpoint on a dataset")
     evaluate.add_argument("--checkpoint", required=True, help="run folder of physml train")
     evaluate.add_argument("--data", required=True, help="HDF5 dataset to score on")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -107,8 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
     train_data, val_data = split(load(args.data), float(chosen.get("val_fraction", 0.1)))
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
-    options = description["options"]
-    validation = None if val_data is None else dataset(description["task"], val_data, options)
+    validation = None if val_data is None else training_items(description, val_data)
     loss = FAMILIES[description["model"]].loss
     trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet)
     report = trainer.fit(train_set, validation)
@@ -129,27 +128,32 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    device = check_device(args.device)
     state = load_checkpoint(args.checkpoint)
     description = state["model_config"]
     if not isinstance(description, dict) or description.get("model") not in FAMILIES:
         raise ValueError(f"--checkpoint: {args.checkpoint!r} was not written by physml train")
-    model, pairs = build(description, load(args.data))
+    data = load(args.data)
+    model, pairs = build(description, data)
     _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
     model.load_state_dict(state["model"])
-    model.eval()
-    predictions, targets = [], []
-    with torch.no_grad():
-        for start in range(0, len(pairs), 64):
-            items = [pairs[i] for i in range(start, min(start + 64, len(pairs)))]
-            x = torch.stack([item[0] for item in items])
-            predictions.append(model(x))
-            targets.append(torch.stack([item[1] for item in items]))
-    prediction, target = torch.cat(predictions), torch.cat(targets)
-    scores = {
-        "samples": len(pairs),
-        "rel_l2": float(metrics.relative_l2(prediction, target)),
-        "mse": float((prediction - target).square().mean()),
-    }
+    model.to(device).eval()
+    predict = FAMILIES[description["model"]].predict
+    if predict is None:
+        prediction, target = _predict_pairs(model, pairs, device)
+        scores = _scores(prediction, target)
+    else:  # a Gaussian on every point (t, x) of every solution
+        gaussian = predict(model, data, description["options"], device)
+        target = data.u.reshape(len(data), -1).to(gaussian.mean.dtype)
+        prediction = gaussian.mean
+        std = gaussian.variance().clamp(min=0).sqrt()
+        scores = {
+            **_scores(prediction, target),
+            "ll": float(metrics.gaussian_log_likelihood(gaussian, target)),
+            "crps": float(metrics.crps_gaussian(prediction, std, target)),
+        }
+        last = (len(data), data.u.shape[1], -1)  # plot the final time slice
+        prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
     out = Path(args.checkpoint) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(scores, indent=1) + "\n")
@@ -160,6 +164,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{key:<{width}}  {shown}")
     print(f"figure: {out / 'samples.png'}")
     return 0
+
+
+def _predict_pairs(model, pairs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's output on every input of ``pairs`` and the targets, on the CPU."""
+    predictions, targets = [], []
+    with torch.no_grad():
+        for start in range(0, len(pairs), 64):
+            items = [pairs[i] for i in range(start, min(start + 64, len(pairs)))]
+            x = torch.stack([item[0] for item in items]).to(device)
+            predictions.append(model(x).cpu())
+            targets.append(torch.stack([item[1] for item in items]))
+    return torch.cat(predictions), torch.cat(targets)
+
+
+def _scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
+    return {
+        "samples": prediction.shape[0],
+        "rel_l2": float(metrics.relative_l2(prediction, target)),
+        "mse": float((prediction - target).square().mean()),
+    }
 
 
 def _check_same_pairs(model: str, pairs, trained: list) -> None:

@@ -3,6 +3,19 @@
 A family is built from a JSON-able ``model_config`` (saved in the checkpoint, so ``physml
 evaluate`` rebuilds the same network) and the training dataset (shapes, and for ``boon-fno`` the
 boundary condition its recipe states).
+
+The point-based models read a 1-D dataset ``u (sample, time, x)`` (e.g. GPME data from ``physml
+generate diffusion|pme|stefan``) as functions of ``(t, x)``; their ``operator`` task maps what is
+known of a solution to the whole solution ``u(t, x)``:
+
+- ``anp``: ``context_points`` observed points ``(t, x, u)`` of a solution (``context_times``
+  random times × random places, the ProbConserv protocol) → a Gaussian at ``target_points``
+  random points (``views`` point sets per solution per epoch; evaluated on the whole grid);
+- ``ensemble``: the PDE parameters and ``(t, x)`` → a Gaussian ``u(t, x)``, ``members`` MLPs
+  of ``layers`` hidden layers of ``hidden`` units, each point of each solution a row.
+
+Both report the Gaussian scores (``ll``, ``crps``) besides ``rel_l2`` and ``mse`` in ``physml
+evaluate``.
 """
 
 from __future__ import annotations
@@ -21,9 +34,11 @@ from pdes.problems import get as get_recipe
 
 from .. import metrics
 from ..constraints import BoundaryCondition, constrain
-from ..data import PDEData, SingleStepDataset
+from ..data import PDEData, PointRows, PointSets, SingleStepDataset
 from ..data.windows import ForecastDataset, RolloutDataset
-from ..models import ConvLSTM, Earthformer, UNet
+from ..models import AttentiveNeuralProcess, ConvLSTM, DeepEnsemble, Earthformer, UNet, elbo_loss
+from ..outputs import Gaussian
+from .probabilistic import MemberRows, Objective, ensemble_nll, objective_loss
 
 TASKS = ("operator", "rollout", "forecast")
 DEFAULTS: dict[str, object] = {
@@ -34,7 +49,14 @@ DEFAULTS: dict[str, object] = {
     "t_in": 10,
     "t_out": 10,
     "base_units": 16,
+    "context_points": 100,
+    "context_times": 10,
+    "target_points": 256,
+    "views": 8,
+    "members": 5,
 }
+EVALUATION_SEED = 1
+"""Seed of the context points the ANP is shown in ``physml evaluate`` (training uses 0)."""
 
 
 def dataset(task: str, data: PDEData, options: dict) -> torch.utils.data.Dataset:
@@ -103,13 +125,94 @@ def _convlstm(config: dict, data: PDEData, shapes) -> nn.Module:
     return ConvLSTM(hidden=hidden, target_frames=y_shape[0], output="linear")
 
 
+# ------------------------------------------------------------------------ point-based models
+
+
+def _point_sets(data: PDEData, options: dict, evaluation: bool = False) -> PointSets:
+    return PointSets(
+        data,
+        n_context=options["context_points"],
+        context_times=options["context_times"],
+        n_target=None if evaluation else options["target_points"],
+        views=1 if evaluation else options["views"],
+        seed=EVALUATION_SEED if evaluation else 0,
+    )
+
+
+def _member_rows(data: PDEData, options: dict) -> MemberRows:
+    rows = PointRows(data)
+    return MemberRows(*rows.all_rows(), options["members"], attributes=rows.attributes)
+
+
+def _weights_seed() -> int:
+    """A seed for a model that seeds its own weights, drawn from the global RNG (``--seed``)."""
+    return int(torch.randint(2**31 - 1, ()))
+
+
+def _anp(config: dict, data: PDEData, shapes) -> nn.Module:
+    options, t, x = config["options"], data.t, data.coords["x"]
+    model = AttentiveNeuralProcess(
+        hidden=options["hidden"],
+        latent=options["hidden"],
+        attention_layers=options["layers"],
+        input_range=((float(t[0]), float(t[-1])), (float(x[0]), float(x[-1]))),
+        seed=_weights_seed(),
+    )
+    return Objective(model, elbo_loss)
+
+
+def _ensemble(config: dict, data: PDEData, shapes) -> nn.Module:
+    options, rows = config["options"], PointRows(data)
+    model = DeepEnsemble(
+        rows.features, members=options["members"], width=options["hidden"], depth=options["layers"]
+    )
+    model.reset(_weights_seed())
+    model.standardise(*rows.all_rows())
+    return Objective(model, ensemble_nll)
+
+
+def _predict_anp(model: nn.Module, data: PDEData, options: dict, device) -> Gaussian:
+    """The ANP's Gaussian on every grid point of every solution, from its evaluation context."""
+    sets = _point_sets(data, options, evaluation=True)
+    means, variances = [], []
+    with torch.no_grad():
+        for start in range(0, len(sets), 16):
+            items = [sets[i] for i in range(start, min(start + 16, len(sets)))]
+            context_x, context_y, target_x = (
+                torch.stack([item[k] for item in items]).to(device) for k in range(3)
+            )
+            out = model.model(context_x, context_y, target_x)
+            means.append(out.mean.cpu())
+            variances.append(out.variance().cpu())
+    return Gaussian(torch.cat(means), torch.cat(variances))
+
+
+def _predict_ensemble(model: nn.Module, data: PDEData, options: dict, device) -> Gaussian:
+    """The ensemble's mixture Gaussian on every grid point of every solution."""
+    inputs, _ = PointRows(data).all_rows()
+    inputs = inputs.reshape(len(data), -1, inputs.shape[-1])
+    means, variances = [], []
+    with torch.no_grad():
+        for start in range(0, len(data), 16):
+            out = model.model(inputs[start : start + 16].to(device))
+            means.append(out.mean.cpu())
+            variances.append(out.variance().cpu())
+    return Gaussian(torch.cat(means), torch.cat(variances))
+
+
 @dataclass(frozen=True)
 class Family:
-    """A trainable model: the tasks it serves, its builder and its loss."""
+    """A trainable model: the tasks it serves, its builder and its loss.
+
+    ``pairs`` builds its training items when they are not the task's pairs; ``predict`` gives
+    a point-based model's Gaussian on the whole grid of every solution ``(sample, T·X)``.
+    """
 
     tasks: tuple[str, ...]
     build: Callable[[dict, PDEData, tuple], nn.Module]
     loss: Callable[[nn.Module, object], torch.Tensor]
+    pairs: Callable[[PDEData, dict], torch.utils.data.Dataset] | None = None
+    predict: Callable[[nn.Module, PDEData, dict, torch.device], Gaussian] | None = None
 
 
 FAMILIES = {
@@ -118,6 +221,8 @@ FAMILIES = {
     "earthformer": Family(("forecast",), _earthformer, mse_loss),
     "unet": Family(("forecast",), _unet, mse_loss),
     "convlstm": Family(("forecast",), _convlstm, mse_loss),
+    "anp": Family(("operator",), _anp, objective_loss, _point_sets, _predict_anp),
+    "ensemble": Family(("operator",), _ensemble, objective_loss, _member_rows, _predict_ensemble),
 }
 
 
@@ -135,12 +240,21 @@ def model_config(name: str, task: str, options: dict) -> dict:
     return {"model": name, "task": task, "options": merged}
 
 
+def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
+    """What the family of ``config`` trains on over ``data``: its own items or the task's
+    pairs."""
+    family = FAMILIES[config["model"]]
+    if family.pairs is not None:
+        return family.pairs(data, config["options"])
+    return dataset(config["task"], data, config["options"])
+
+
 def build(config: dict, data: PDEData) -> tuple[nn.Module, torch.utils.data.Dataset]:
-    """The model of ``config`` for ``data``, and the task's dataset over ``data``."""
-    pairs = dataset(config["task"], data, config["options"])
-    x, y = pairs[0]
-    model = FAMILIES[config["model"]].build(config, data, (tuple(x.shape), tuple(y.shape)))
-    return model, pairs
+    """The model of ``config`` for ``data``, and its training items over ``data``."""
+    items = training_items(config, data)
+    shapes = tuple(tuple(part.shape) for part in items[0])
+    model = FAMILIES[config["model"]].build(config, data, shapes[:2])
+    return model, items
 
 
 def _settings(data: PDEData) -> dict:

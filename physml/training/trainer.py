@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pdes.checks import positive_int
 
 from .checkpoint import (
+    CheckpointError,
     check_same_config,
     check_same_data,
     check_same_model,
@@ -243,6 +244,11 @@ class Trainer:
         check_same_data(state, data_print, self.out)
         check_same_model(state, self.model_config, self.out)
         check_same_config(state, asdict(self.config), self.out)
+        if int(state["step"]) > self.config.steps:
+            raise CheckpointError(
+                f"checkpoint: {str(self.out)!r} is at step {int(state['step'])}, beyond the "
+                f"{self.config.steps} steps asked for; use another --out or more steps"
+            )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])

@@ -80,5 +80,12 @@ for _name, (_cases, _demo, _what) in TASKS.items():
             description=f"FNO, FNO with overwritten walls and BOON on {_what}",
             run=task_runner(_cases, _name),
             in_demo=_demo,
+            figures={
+                f"{_name}/*boundary-zoom.png": "{name}: one test sample near the left and right "
+                "walls at the final time, solver (black) and each method (dashed); right, every "
+                "test sample's error at the left wall on a log scale.",
+                f"{_name}/*error-over-time.png": "{name}: relative L2 error against time, each "
+                "method's mean over the test samples.",
+            },
         )
     )

@@ -1,0 +1,68 @@
+"""Sphinx configuration: the API reference is built from the docstrings (``make docs``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from docutils import nodes
+from docutils.parsers.rst import Directive
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from physml import __version__  # noqa: E402
+
+project = "physml"
+author = "the physml authors"
+copyright = "the physml authors, Apache-2.0"  # noqa: A001 (the name Sphinx reads)
+release = __version__
+version = __version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+]
+exclude_patterns = ["_build"]
+html_theme = "furo"
+html_title = f"physml {__version__}"
+
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_class_signature = "separated"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = True
+default_role = "code"
+
+
+class CommandHelp(Directive):
+    """``.. physml-help:: generate heat`` — the ``--help`` text of a ``physml`` command, as shown
+    by the command line itself, so the page cannot drift from the parser."""
+
+    optional_arguments = 8
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from physml.cli import build_parser
+
+        os.environ["COLUMNS"] = "100"  # the same wrapping on every terminal
+        parser = build_parser()
+        for word in self.arguments:
+            parser = _subparser(parser, word)
+        text = parser.format_help()
+        return [nodes.literal_block(text, text, language="text")]
+
+
+def _subparser(parser, word: str):
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict) and word in choices:
+            return choices[word]
+    raise ValueError(f"physml-help: no subcommand {word!r}")
+
+
+def setup(app) -> None:
+    app.add_directive("physml-help", CommandHelp)

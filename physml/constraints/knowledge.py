@@ -1,0 +1,204 @@
+"""Knowledge control (PreDiff): steer each reverse step of a diffusion sampler toward a known value.
+
+At each reverse step the guide returns, per sample ``i``,
+
+    g_i = −λ ∇_{z_t,i} ½ ‖Q_i(z_t) − F₀,i‖²
+
+where ``Q`` is either a regressor ``U_φ(z_t, t)`` trained on noisy latents (DESIGN §4) or a closed
+form ``F`` of the frames the step's denoiser and decoder make of ``z_t``. The sampler applies
+``g`` as its scheme says (:class:`~physml.constraints.Sampler`): a DDIM step shifts its noise
+estimate by ``−√(1 − ᾱ_t) g``, i.e. ``ε̂′ = ε̂ + λ √(1 − ᾱ_t) ∇ ½‖Q − F₀‖²`` (DESIGN's DDIM
+formula); a DDPM step shifts its mean by ``σ_t g``. The half squared norm, not the norm itself:
+for a scalar quantity ``∇‖Q − F₀‖ = sign(Q − F₀) ∇Q`` keeps its size up to the target and
+chatters across it, while the squared norm's pull shrinks as the miss does. The norm is taken per
+sample (the reference code takes it over the whole batch, which couples the samples): a sample's
+guidance depends on its own latent and target only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._checks import as_tensor
+from ..errors import ConstraintError
+from .base import Constraint
+from .layer import ReverseStep
+
+ON = ("noisy", "frames")
+
+
+class KnowledgeControl(Constraint):
+    """Steer a :class:`~physml.constraints.Sampler` toward ``quantity = target`` (sampler seam).
+
+    Args:
+        quantity: ``on="noisy"`` (the default for an ``nn.Module``): a regressor
+            ``U_φ(z, timesteps) → (N,)`` or ``(N, *k)`` on noisy latents ``z`` ``(N, *latent)``
+            and integer timesteps ``(N,)``, e.g. :class:`physml.models.KnowledgeRegressor`; it is
+            a submodule, so it moves with ``.to()`` and saves with ``state_dict``.
+            ``on="frames"`` (the default for a plain function): a differentiable
+            ``F(frames) → (N,)`` or ``(N, *k)`` of the clean frames ``decode(denoise(z_t))`` the
+            step's :class:`~physml.constraints.ReverseStep` offers (``decode`` ``None``: the
+            sampler works in data space and ``F`` sees ``denoise(z_t)``).
+        target: the value ``F₀`` per context, ``(batch,)`` or ``(batch, *k)`` (an anticipated
+            value), or ``target(context) → (batch, …)`` evaluated without gradient at every step
+            (conservation: e.g. the context's energy). A ``(batch,)`` target is broadcast over
+            a quantity's trailing axes (one energy for every target frame). Per-call targets:
+            ``constrained(x, constraints=[control.with_target(new), ...])``.
+        scale: λ ≥ 0, in units of 1 / (quantity units)² per latent unit of the step.
+        on: ``"noisy"`` or ``"frames"`` (see ``quantity``); ``None`` chooses as described.
+
+    ``guide(z_t, t, context)``: ``z_t`` ``(members, batch, *latent)``; the quantity sees the
+    members and batch axes flattened, ``(members · batch, *latent)``. The gradient is taken with
+    autograd enabled and outside inference mode even if the sampler runs under ``no_grad`` or
+    ``inference_mode``; with ``on="frames"`` the step's ``denoise`` and ``decode`` must then not
+    hold inference-mode tensors (samplers should use ``no_grad``). Per-sample independence holds
+    as long as ``quantity`` treats samples independently (a regressor in ``eval`` mode).
+    """
+
+    seams = ("sampler",)
+    needs = ("sampler",)
+
+    def __init__(
+        self,
+        quantity: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        target: torch.Tensor | Callable[[object], torch.Tensor],
+        scale: float = 1.0,
+        on: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(quantity):
+            raise TypeError(
+                "quantity must be an nn.Module regressor U(z_t, timesteps) or a function of "
+                f"frames F(frames), got {type(quantity).__name__}"
+            )
+        if on is None:
+            on = "noisy" if isinstance(quantity, nn.Module) else "frames"
+        if on not in ON:
+            raise ValueError(f"on must be one of {list(ON)} or None, got {on!r}")
+        self.on = on
+        self.quantity = quantity  # an nn.Module becomes a submodule
+        self.scale = _scale(scale)
+        self.target_function: Callable[[object], torch.Tensor] | None = None
+        if isinstance(target, torch.Tensor) or not callable(target):
+            value = _target(target)
+            self.register_buffer("target_value", value.to(_float(target)), persistent=False)
+        else:
+            self.target_function = target
+            self.target_value = None
+
+    def extra_repr(self) -> str:
+        given = "callable" if self.target_function is not None else "tensor"
+        return f"on={self.on!r}, scale={self.scale:g}, target={given}"
+
+    def with_target(self, target: torch.Tensor | Callable[[object], torch.Tensor]):
+        """The same control (shared ``quantity``, ``scale``, ``on``) toward another target."""
+        return KnowledgeControl(self.quantity, target, self.scale, self.on)
+
+    def guide(self, z_t: torch.Tensor, t: object, context: object) -> torch.Tensor:
+        """``g = −λ ∇_{z_t} Σ_i ½ ‖Q_i − F₀,i‖²``, shaped like ``z_t`` (each term has its own
+        sample's gradient only)."""
+        if not isinstance(z_t, torch.Tensor) or z_t.ndim < 2 or not z_t.is_floating_point():
+            raise ConstraintError(
+                "KnowledgeControl needs z_t as a float tensor (members, batch, *latent), got "
+                f"{tuple(z_t.shape) if isinstance(z_t, torch.Tensor) else type(z_t).__name__}"
+            )
+        if self.scale == 0.0:
+            return torch.zeros_like(z_t)
+        members, batch = z_t.shape[:2]
+        target = self._target_for(context, batch, z_t.device)
+        with torch.inference_mode(False), torch.enable_grad():
+            z = z_t.detach().clone().requires_grad_(True)
+            value = self._quantity(z, t, members * batch)
+            value = value.reshape(members, batch, *value.shape[1:])
+            if target.ndim > value.ndim - 1 or target.shape[1:] != value.shape[2 : target.ndim + 1]:
+                raise ConstraintError(
+                    f"target has shape {tuple(target.shape)}, but the quantity gives "
+                    f"{tuple(value.shape[2:])} per sample: expected (batch={batch},) or "
+                    f"(batch, *{tuple(value.shape[2:])}) leading axes"
+                )
+            aligned = target.to(value.dtype).reshape(
+                1, *target.shape, *([1] * (value.ndim - 1 - target.ndim))
+            )
+            loss = 0.5 * (value - aligned).square().sum()
+            (gradient,) = torch.autograd.grad(loss, z)
+        return (-self.scale * gradient).detach()
+
+    # --------------------------------------------------------------------------------- parts
+
+    def _target_for(self, context: object, batch: int, device: torch.device) -> torch.Tensor:
+        if self.target_function is None:
+            target = self.target_value
+        else:
+            with torch.no_grad():
+                target = _target(self.target_function(context), "target(context)")
+        if target.shape[0] != batch:
+            raise ConstraintError(
+                f"target has {target.shape[0]} entries along its batch axis (shape "
+                f"{tuple(target.shape)}), but the sampler's z_t holds {batch} contexts"
+            )
+        return target.to(device)
+
+    def _quantity(self, z: torch.Tensor, t: object, count: int) -> torch.Tensor:
+        flat = z.reshape(count, *z.shape[2:])
+        if self.on == "noisy":
+            timestep = t.timestep if isinstance(t, ReverseStep) else t
+            if isinstance(timestep, torch.Tensor) and timestep.numel() == 1:
+                timestep = int(timestep)
+            if isinstance(timestep, bool) or not isinstance(timestep, int):
+                raise ConstraintError(
+                    "KnowledgeControl on noisy latents needs the step's integer timestep (an int "
+                    f"or a ReverseStep), got {type(t).__name__}"
+                )
+            steps = torch.full((count,), timestep, dtype=torch.long, device=z.device)
+            value = self.quantity(flat, steps)
+        else:
+            if not isinstance(t, ReverseStep) or t.denoise is None:
+                raise ConstraintError(
+                    "KnowledgeControl on frames needs the sampler to pass a ReverseStep with a "
+                    f"denoise function (and decode for latents), got {t!r}"
+                )
+            frames = t.denoise(z)
+            if t.decode is not None:
+                frames = t.decode(frames)
+            if not isinstance(frames, torch.Tensor) or frames.shape[:2] != z.shape[:2]:
+                raise ConstraintError(
+                    "decode(denoise(z_t)) must keep z_t's (members, batch) axes "
+                    f"{tuple(z.shape[:2])}, got "
+                    f"{tuple(frames.shape) if isinstance(frames, torch.Tensor) else frames!r}"
+                )
+            value = self.quantity(frames.reshape(count, *frames.shape[2:]))
+        if not isinstance(value, torch.Tensor) or value.ndim < 1 or value.shape[0] != count:
+            raise ConstraintError(
+                f"quantity must return one value per sample, ({count},) or ({count}, ...), got "
+                f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
+            )
+        return value
+
+
+def _scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a number >= 0, got {scale!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    return float(scale)
+
+
+def _target(value: object, name: str = "target") -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) and not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"{name} must be a tensor (batch,) or (batch, ...) or a callable target(context), "
+            f"got {type(value).__name__}"
+        )
+    tensor = as_tensor(name, value, "(batch,) or (batch, ...)", None, dtype=_float(value))
+    if tensor.ndim == 0:
+        raise ValueError(f"{name} must have shape (batch,) or (batch, ...), got a scalar")
+    return tensor
+
+
+def _float(value: object) -> torch.dtype:
+    floating = isinstance(value, torch.Tensor) and value.is_floating_point()
+    return value.dtype if floating else torch.float64

@@ -1,0 +1,112 @@
+"""PreDiff's knowledge regressor ``U_φ(z_t, t)``: a quantity of clean frames, from noisy latents.
+
+:class:`physml.constraints.KnowledgeControl` steers a sampler with ``∇_{z_t}`` of this
+regressor's miss, so it must predict the quantity (e.g. the total energy, or the mean intensity)
+from latents at every noise level: :class:`NoisyLatentLoss` trains it on ``z_t = √ᾱ_t z_0 +
+√(1 − ᾱ_t) ε`` with ``t`` uniform, as PreDiff does (DESIGN §4). Each sample is processed alone
+(no batch statistics), so one sample's guidance never depends on another's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pdes.checks import positive_int
+
+from .baselines import check_sequence
+from .prediff import timestep_embedding
+
+
+class KnowledgeRegressor(nn.Module):
+    """``U_φ(z, t)``: latents ``(N, T, c, h, w)`` and timesteps ``(N,)`` → ``(N,)`` (``outputs
+    = 1``) or ``(N, outputs)`` (e.g. one value per target frame).
+
+    The ``T · c`` latent channels are stacked, passed through three 3×3 convolutions (the last
+    two with stride 2; the timestep's sinusoidal embedding added after the first), averaged over
+    space and mapped linearly to the outputs. ``offset`` and ``scale`` (buffers, saved with the
+    weights) set the output's units: the network learns ``(quantity − offset) / scale``.
+    """
+
+    def __init__(
+        self,
+        latent_shape: tuple[int, int, int, int],
+        hidden: int = 32,
+        outputs: int = 1,
+        offset: float = 0.0,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if len(latent_shape) != 4:
+            raise ValueError(f"latent_shape must be (T, c, h, w), got {latent_shape!r}")
+        for name, value in zip(("T", "c", "h", "w"), latent_shape, strict=True):
+            positive_int(f"latent_shape {name}", value)
+        positive_int("hidden", hidden)
+        positive_int("outputs", outputs)
+        self.latent_shape = tuple(latent_shape)
+        self.hidden, self.outputs = hidden, outputs
+        frames, channels = latent_shape[:2]
+        self.stem = nn.Conv2d(frames * channels, hidden, 3, padding=1)
+        self.time = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.body = nn.Sequential(
+            nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, 2 * hidden, 3, stride=2, padding=1),
+            nn.SiLU(),
+        )
+        self.head = nn.Linear(2 * hidden, outputs)
+        self.register_buffer("offset", torch.tensor(float(offset)))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z = check_sequence("z", z, channels=self.latent_shape[1], frames=self.latent_shape[0])
+        if not isinstance(t, torch.Tensor) or t.shape != (z.shape[0],):
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"t must be a tensor of {z.shape[0]} timesteps (N,), got {got}")
+        features = self.stem(z.flatten(1, 2))
+        embedding = self.time(timestep_embedding(t, self.hidden).to(features.dtype))
+        features = self.body(features + embedding[:, :, None, None])
+        value = self.head(features.mean((-2, -1)))
+        value = self.offset + self.scale * value
+        return value[:, 0] if self.outputs == 1 else value
+
+
+class NoisyLatentLoss:
+    """``loss(model, (z_0, y))``: the mean squared miss of ``model(z_t, t)`` on ``y``.
+
+    ``z_0`` ``(B, T, c, h, w)`` clean latents and ``y`` the quantity of their frames, shaped
+    like the model's output; ``t`` uniform on ``[0, len(alphas_cumprod))`` and ``z_t = √ᾱ_t z_0
+    + √(1 − ᾱ_t) ε``. ``alphas_cumprod`` ``(T,)`` is the noise schedule the sampler uses.
+    Draws come from ``generator``, or (``None``) torch's global generator, which
+    :class:`physml.training.Trainer` seeds and checkpoints for a bitwise resume.
+    """
+
+    def __init__(
+        self, alphas_cumprod: torch.Tensor, generator: torch.Generator | None = None
+    ) -> None:
+        if not isinstance(alphas_cumprod, torch.Tensor) or alphas_cumprod.ndim != 1:
+            raise TypeError(f"alphas_cumprod must be a 1-D tensor (T,), got {alphas_cumprod!r}")
+        bars = alphas_cumprod.detach().to(torch.float64)
+        if bars.numel() == 0 or not ((bars > 0) & (bars <= 1)).all():
+            raise ValueError("alphas_cumprod must hold values in (0, 1], got none or others")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+        self.alphas_cumprod, self.generator = bars, generator
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        z0, y = batch
+        count, where = z0.shape[0], self.generator.device if self.generator else z0.device
+        t = torch.randint(
+            len(self.alphas_cumprod), (count,), generator=self.generator, device=where
+        )
+        noise = torch.randn(z0.shape, generator=self.generator, device=where, dtype=z0.dtype)
+        t, noise = t.to(z0.device), noise.to(z0.device)
+        bar = self.alphas_cumprod.to(z0.device)[t].to(z0.dtype).reshape(-1, *[1] * (z0.ndim - 1))
+        z_t = bar.sqrt() * z0 + (1 - bar).sqrt() * noise
+        prediction = model(z_t, t)
+        if prediction.shape != y.shape:
+            raise ValueError(
+                f"the model predicts {tuple(prediction.shape)} but y has shape {tuple(y.shape)}"
+            )
+        return (prediction - y.to(prediction.dtype)).square().mean()

@@ -1,0 +1,275 @@
+"""PreDiff (NeurIPS 2023): a latent diffusion forecaster whose sampler offers the sampler seam.
+
+``PreDiff(autoencoder, denoiser)``: context frames ``(B, T_in, C, H, W)`` are encoded frame by
+frame, normalised per latent channel, and a DDIM sampler (:func:`ddim_sample`) draws target
+latents ``(T_out, c, h, w)`` conditioned on them; the decoder turns them into frames. ``sample``
+(and ``forward``) returns an :class:`~physml.outputs.Ensemble` of frames
+``(members, B, T_out, C, H, W)`` and calls ``guidance(z_t, step)`` at every reverse step, so
+``physml.constrain(prediff, KnowledgeControl(...))`` steers it (the Sampler protocol).
+
+Training is two runs of :class:`physml.training.Trainer` (``model_config`` = ``prediff.config``)::
+
+    Trainer(prediff.autoencoder, autoencoder_loss, config1, out=dir / "autoencoder").fit(pairs)
+    prediff.calibrate(frames)                   # latent mean/std; freezes the autoencoder
+    latents = LatentPairs(prediff, pairs)       # encoded once: the autoencoder is frozen
+    Trainer(prediff, diffusion_loss, config2, out=dir / "denoiser",
+            after_step=update_ema).fit(latents)
+
+``pairs`` yields ``(context, target)`` frames (e.g. :class:`physml.data.windows.ForecastDataset`).
+The EMA copy of the denoiser (``prediff.ema``, a ``torch.optim.swa_utils.AveragedModel``) is a
+submodule, so the Trainer checkpoints and resumes it; sampling uses it once it has been updated.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import Dataset
+
+from pdes.checks import positive_int
+
+from ...outputs import Ensemble
+from ..baselines import check_sequence
+from .autoencoder import FrameAutoencoder
+from .denoisers import ConvDenoiser, CuboidDenoiser, Denoiser
+from .sampler import Guidance, check_eta, ddim_sample
+from .schedule import NoiseSchedule
+
+
+def _seed_generator(seed: int | torch.Generator, device: torch.device) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int or a torch.Generator, got {seed!r}")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class PreDiff(nn.Module):
+    """Autoencoder + latent denoiser + its EMA copy (see the module docstring).
+
+    Args:
+        autoencoder: a :class:`FrameAutoencoder` (frames ↔ latents).
+        denoiser: a :class:`~physml.models.prediff.denoisers.Denoiser` on the autoencoder's
+            latents, e.g. :class:`ConvDenoiser` or :class:`CuboidDenoiser`.
+        schedule: the diffusion's :class:`NoiseSchedule` (cosine, T = 1000 by default).
+        ema_decay: decay of the denoiser's exponential moving average.
+    """
+
+    def __init__(
+        self,
+        autoencoder: FrameAutoencoder,
+        denoiser: nn.Module,
+        schedule: NoiseSchedule | None = None,
+        ema_decay: float = 0.999,
+    ) -> None:
+        super().__init__()
+        if not isinstance(autoencoder, FrameAutoencoder):
+            raise TypeError(f"autoencoder must be a FrameAutoencoder, got {type(autoencoder)}")
+        if not isinstance(denoiser, nn.Module) or not isinstance(denoiser, Denoiser):
+            raise TypeError(
+                "denoiser must be an nn.Module with context_frames, target_frames and "
+                f"latent_shape (the Denoiser protocol), got {type(denoiser).__name__}"
+            )
+        if denoiser.latent_shape[0] != autoencoder.latent_channels:
+            raise ValueError(
+                f"denoiser works on {denoiser.latent_shape[0]} latent channels, the autoencoder "
+                f"makes {autoencoder.latent_channels}"
+            )
+        if not isinstance(ema_decay, float) or not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be a float in (0, 1), got {ema_decay!r}")
+        self.schedule = schedule or NoiseSchedule()
+        self.autoencoder, self.denoiser = autoencoder, denoiser
+        self.ema = AveragedModel(
+            denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+        )
+        self.ema.requires_grad_(False)
+        c = autoencoder.latent_channels
+        self.register_buffer("latent_mean", torch.zeros(c))
+        self.register_buffer("latent_std", torch.ones(c))
+        self.config = dict(
+            autoencoder=autoencoder.config,
+            denoiser=getattr(denoiser, "config", type(denoiser).__name__),
+            timesteps=self.schedule.timesteps,
+            beta_schedule=self.schedule.beta_schedule,
+            ema_decay=ema_decay,
+        )
+
+    @classmethod
+    def from_config(cls, config: dict) -> PreDiff:
+        """A fresh (untrained) PreDiff built from ``config`` (what :attr:`config` holds)."""
+        options = dict(config["denoiser"])
+        kinds = {"conv": ConvDenoiser, "cuboid": CuboidDenoiser}
+        kind = options.pop("kind", None)
+        if kind not in kinds:
+            raise ValueError(
+                f"config['denoiser']['kind'] must be one of {sorted(kinds)}, got {kind!r}"
+            )
+        return cls(
+            FrameAutoencoder(**config["autoencoder"]),
+            kinds[kind](**options),
+            NoiseSchedule(config["timesteps"], config["beta_schedule"]),
+            config["ema_decay"],
+        )
+
+    # ------------------------------------------------------------------------------ latents
+
+    @property
+    def context_frames(self) -> int:
+        return self.denoiser.context_frames
+
+    @property
+    def target_frames(self) -> int:
+        return self.denoiser.target_frames
+
+    def _scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latent_mean[:, None, None], self.latent_std[:, None, None]
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(..., C, H, W)`` → normalised latents ``(..., c, h, w)``."""
+        mean, std = self._scale()
+        return (self.autoencoder.encode(frames) - mean) / std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``(..., c, h, w)`` → frames ``(..., C, H, W)``; differentiable."""
+        mean, std = self._scale()
+        return self.autoencoder.decode(latents * std + mean)
+
+    @torch.no_grad()
+    def calibrate(self, frames: torch.Tensor, batch: int = 64) -> None:
+        """Set the per-channel latent mean and std from frames ``(N, T, C, H, W)`` and freeze
+        the autoencoder (stage 2 trains the denoiser on these latents)."""
+        positive_int("batch", batch)
+        self.autoencoder.eval()
+        latents = torch.cat([self.autoencoder.encode(part) for part in frames.split(batch)])
+        per_channel = latents.transpose(0, -3).reshape(self.autoencoder.latent_channels, -1)
+        self.latent_mean.copy_(per_channel.mean(1))
+        self.latent_std.copy_(per_channel.std(1).clamp_min(1e-6))
+        self.autoencoder.requires_grad_(False)
+
+    def _check_context(self, context: object) -> torch.Tensor:
+        ae = self.autoencoder
+        context = check_sequence("context", context, ae.channels, self.context_frames)
+        _, h, w = self.denoiser.latent_shape
+        if ae.latent_shape(*context.shape[-2:])[1:] != (h, w):
+            raise ValueError(
+                f"context must have frames of {h * ae.downsample} × {w * ae.downsample} pixels "
+                f"(latents {h} × {w}), got {tuple(context.shape)}"
+            )
+        return context
+
+    # ----------------------------------------------------------------------------- sampling
+
+    def forward(self, context: torch.Tensor, **options: object) -> Ensemble:
+        """:meth:`sample` without guidance."""
+        return self.sample(context, **options)
+
+    def sample(
+        self,
+        context: torch.Tensor,
+        guidance: Guidance | None = None,
+        members: int = 8,
+        steps: int = 20,
+        eta: float = 1.0,
+        seed: int | torch.Generator = 0,
+        use_ema: bool | None = None,
+    ) -> Ensemble:
+        """``members`` forecasts ``(members, B, T_out, C, H, W)`` of context ``(B, T_in, C, H, W)``.
+
+        ``steps`` DDIM steps with noise level ``eta`` (0: deterministic given the initial noise);
+        ``guidance(z_t, step)`` as in :func:`ddim_sample` (latents ``(members, B, T_out, c, h,
+        w)``, ``step.decode`` this model's :meth:`decode`); ``seed`` an int or a
+        ``torch.Generator``; ``use_ema`` (default: once the EMA has been updated) samples with
+        the EMA denoiser.
+        """
+        context = self._check_context(context)
+        positive_int("members", members, 2)
+        positive_int("steps", steps)
+        eta = check_eta(eta)
+        if guidance is not None and not callable(guidance):
+            raise TypeError(f"guidance must be callable(z_t, step), got {type(guidance)}")
+        generator = _seed_generator(seed, context.device)
+        if use_ema is None:
+            use_ema = int(self.ema.n_averaged) > 0
+        denoiser = self.ema.module if use_ema else self.denoiser
+        was_training = self.training
+        self.eval()
+        try:
+            return Ensemble(
+                self._sample(context, guidance, members, steps, eta, generator, denoiser)
+            )
+        finally:
+            self.train(was_training)
+
+    def _sample(self, context, guidance, members, steps, eta, generator, denoiser) -> torch.Tensor:
+        with torch.no_grad():
+            context_latents = self.encode(context)
+        batch = context.shape[0]
+        shape = (members, batch, self.target_frames, *self.denoiser.latent_shape)
+        flat_context = context_latents.expand(members, *context_latents.shape).flatten(0, 1)
+
+        def predict(z_t: torch.Tensor, timestep: int) -> torch.Tensor:
+            t = torch.full((members * batch,), timestep, dtype=torch.long, device=z_t.device)
+            return denoiser(z_t.flatten(0, 1), t, flat_context).reshape(z_t.shape)
+
+        latents = ddim_sample(
+            predict,
+            shape,
+            self.schedule,
+            generator,
+            steps,
+            eta,
+            guidance,
+            self.decode,
+            context.device,
+        )
+        with torch.no_grad():
+            return self.decode(latents)
+
+
+class LatentPairs(Dataset):
+    """``(context, target)`` latents ``(T, c, h, w)`` of a dataset of frame pairs, encoded once
+    by ``prediff`` (normalised; for :func:`diffusion_loss`). Keeps the source's ``attributes``."""
+
+    def __init__(self, prediff: PreDiff, pairs: Dataset, batch: int = 64) -> None:
+        positive_int("batch", batch)
+        contexts, targets = [], []
+        with torch.no_grad():
+            for start in range(0, len(pairs), batch):
+                items = [pairs[i] for i in range(start, min(start + batch, len(pairs)))]
+                contexts.append(prediff.encode(torch.stack([item[0] for item in items])))
+                targets.append(prediff.encode(torch.stack([item[1] for item in items])))
+        self.context, self.target = torch.cat(contexts), torch.cat(targets)
+        self.attributes = dict(getattr(pairs, "attributes", None) or {})
+
+    def __len__(self) -> int:
+        return self.context.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.context[i], self.target[i]
+
+
+def diffusion_loss(model: nn.Module, batch: object) -> torch.Tensor:
+    """Stage-2 loss for the Trainer: ε-prediction MSE at timesteps uniform in ``[0, T)``.
+
+    ``batch`` is ``(context, target)`` latents ``(B, T, c, h, w)`` (:class:`LatentPairs`); the
+    timesteps and noise come from torch's global generator (the Trainer seeds and resumes it).
+    """
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            "diffusion_loss trains PreDiff in one process (it calls the denoiser directly, which "
+            "DistributedDataParallel would not synchronise)"
+        )
+    if not isinstance(model, PreDiff):
+        raise TypeError(f"model must be a PreDiff, got {type(model).__name__}")
+    context, target = batch
+    t = torch.randint(0, model.schedule.timesteps, (target.shape[0],), device=target.device)
+    noise = torch.randn_like(target)
+    noisy = model.schedule.training().add_noise(target, noise, t)
+    return (model.denoiser(noisy, t, context) - noise).square().mean()
+
+
+def update_ema(model: nn.Module, step: int) -> None:
+    """The Trainer's ``after_step``: fold the denoiser's weights into its EMA copy."""
+    model.ema.update_parameters(model.denoiser)

@@ -1,0 +1,228 @@
+"""The point-based probabilistic surrogates trained through the one :class:`Trainer`.
+
+- :func:`train_anp`: an attentive neural process on GPME functions drawn by a
+  :class:`~physml.data.GPMESampler` — fresh functions every step, as a lazily drawn dataset of
+  ``steps × batch`` functions (each from its own seed, its latent draw too), so a run does not
+  depend on how the batch is split among processes;
+- :func:`fit_ensemble`: a :class:`~physml.models.DeepEnsemble` on rows ``(N, d) → (N,)``.
+  All members train in one run over :class:`MemberRows`: item ``i`` gives member ``m`` the row
+  ``π_m(i)`` of a fixed permutation of its own (seeded by ``(seed, m)``), and the Trainer
+  shuffles the items every epoch (seeded by ``seed``), so member ``m`` sees every row once an
+  epoch in an order of its own, as if trained alone.
+
+Both losses call a model method other than ``forward`` (the ELBO, the members' NLL); under
+``torchrun`` DDP synchronises gradients only for work done inside ``forward``, so the Trainer is
+handed an :class:`Objective` — the loss as the forward of a module holding the model (its
+state-dict keys gain the prefix ``model.``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from pdes.checks import positive_int
+
+from ..data import GPMEFunctions, GPMESampler, sample_seed
+from ..models import AttentiveNeuralProcess, DeepEnsemble, elbo_loss
+from .trainer import TrainConfig, Trainer
+
+LossFn = Callable[[nn.Module, object], torch.Tensor]
+
+
+class Objective(nn.Module):
+    """``loss(model, batch)`` as ``forward(batch)`` of a module holding ``model``."""
+
+    def __init__(self, model: nn.Module, loss: LossFn) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not callable(loss):
+            raise TypeError(f"loss must be callable(model, batch), got {loss!r}")
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: object) -> torch.Tensor:
+        return self.loss(self.model, batch)
+
+
+def objective_loss(objective: nn.Module, batch: object) -> torch.Tensor:
+    """The Trainer's loss for an :class:`Objective` (plain or wrapped in DDP)."""
+    return objective(batch)
+
+
+def ensemble_nll(model: DeepEnsemble, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """:meth:`DeepEnsemble.nll` of collated :class:`MemberRows` items ``(B, M, d)``, ``(B, M)``."""
+    inputs, targets = batch
+    return model.nll(inputs.transpose(0, 1), targets.transpose(0, 1))
+
+
+def describe(model: nn.Module) -> dict:
+    """A model's class and parameter shapes (checked on resume: another model is an error)."""
+    shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
+    return {"model": type(model).__name__, "shapes": shapes}
+
+
+def _device(model: nn.Module, device: str | None) -> str:
+    return str(next(model.parameters()).device) if device is None else device
+
+
+# ------------------------------------------------------------------------------------ ANP
+
+
+def train_anp(
+    model: AttentiveNeuralProcess,
+    sampler: GPMESampler,
+    steps: int,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+    out: str | os.PathLike | None = None,
+    loss_extra: LossFn | None = None,
+    checkpoint_every: int = 100,
+    device: str | None = None,
+) -> list[float]:
+    """Train ``model`` with Adam (constant ``lr``) on the negative ELBO (+ ``loss_extra(model,
+    batch)``) for ``steps`` batches of ``sampler.batch`` fresh functions; returns the loss of
+    every step.
+
+    Deterministic given ``seed``. With ``out`` (a folder) the Trainer checkpoints every
+    ``checkpoint_every`` steps and at the end, and a later call with the same settings resumes
+    from there, bitwise as an uninterrupted run. ``device`` defaults to the model's. The model is
+    left in eval mode.
+    """
+    if not isinstance(model, AttentiveNeuralProcess):
+        raise TypeError(f"model must be an AttentiveNeuralProcess, got {type(model).__name__}")
+    if not isinstance(sampler, GPMESampler):
+        raise TypeError(f"sampler must be a GPMESampler, got {type(sampler).__name__}")
+    if loss_extra is not None and not callable(loss_extra):
+        raise TypeError(f"loss_extra must be callable(model, batch) or None, got {loss_extra!r}")
+    steps = positive_int("steps", steps)
+    functions = GPMEFunctions(sampler, steps * sampler.batch, seed)
+
+    def loss(anp: nn.Module, batch: tuple) -> torch.Tensor:
+        value = elbo_loss(anp, batch)
+        return value if loss_extra is None else value + loss_extra(anp, batch)
+
+    config = TrainConfig(
+        steps=steps,
+        batch=sampler.batch,
+        lr=lr,
+        schedule="constant",
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        device=_device(model, device),
+    )
+    description = {**describe(model), "loss_extra": loss_extra is not None}
+    trainer = Trainer(
+        Objective(model, loss), objective_loss, config, out, description, quiet=not progress
+    )
+    report = trainer.fit(functions)
+    model.eval()
+    return report.losses
+
+
+# ------------------------------------------------------------------------------ ensembles
+
+
+class MemberRows(Dataset):
+    """Rows ``inputs (N, d)``, ``targets (N,)`` served to ``members`` ensemble members at once:
+    item ``i`` is ``(inputs[π_m(i)] (M, d), targets[π_m(i)] (M,))`` over the members ``m``,
+    ``π_m`` a permutation of the rows seeded by ``(seed, m)``."""
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        members: int,
+        seed: int = 0,
+        attributes: dict | None = None,
+    ) -> None:
+        if inputs.ndim != 2 or targets.shape != inputs.shape[:1]:
+            raise ValueError(
+                f"inputs (N, d) and targets (N,) must match, got {tuple(inputs.shape)} and "
+                f"{tuple(targets.shape)}"
+            )
+        self.inputs, self.targets = inputs, targets
+        self.attributes = attributes or {}
+        n = inputs.shape[0]
+        self.order = torch.stack(
+            [
+                torch.randperm(n, generator=torch.Generator().manual_seed(sample_seed(seed, m)))
+                for m in range(positive_int("members", members))
+            ]
+        )
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.order[:, i]
+        return self.inputs[rows], self.targets[rows]
+
+
+def fit_ensemble(
+    ensemble: DeepEnsemble,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    epochs: int = 200,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+    out: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
+    device: str | None = None,
+) -> DeepEnsemble:
+    """Train every member with the Gaussian NLL on ``inputs (N, d)``, ``targets (N,)``.
+
+    Fresh weights from ``seed`` (member ``m`` from its own generator), statistics from the data,
+    then ``epochs`` passes of ``N // batch`` steps (``batch = min(batch_size, N)``; the rows
+    left over an epoch differ from epoch to epoch) with Adam at a constant ``lr``. With ``out``
+    the Trainer checkpoints every ``checkpoint_every`` epochs and at the end, and a later call
+    with the same settings and data resumes from there, bitwise. Sets ``ensemble.loss_curve_``
+    (mean NLL per member and epoch, standardised units); returns the ensemble in eval mode.
+    """
+    if not isinstance(ensemble, DeepEnsemble):
+        raise TypeError(f"ensemble must be a DeepEnsemble, got {type(ensemble).__name__}")
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
+    positive_int("checkpoint_every", checkpoint_every)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    ensemble.reset(seed)
+    ensemble.standardise(inputs, targets)
+    x = torch.as_tensor(inputs, dtype=torch.float32).detach().cpu()
+    y = torch.as_tensor(targets, dtype=torch.float32).detach().cpu()
+    rows = MemberRows(x, y, ensemble.members, seed)
+    batch = min(batch_size, len(rows))
+    per_epoch = len(rows) // batch
+    config = TrainConfig(
+        steps=epochs * per_epoch,
+        batch=batch,
+        lr=lr,
+        schedule="constant",
+        seed=seed,
+        checkpoint_every=checkpoint_every * per_epoch,
+        device=_device(ensemble, device),
+    )
+    description = {"model": "DeepEnsemble", "config": dict(ensemble.config)}
+    trainer = Trainer(
+        Objective(ensemble, ensemble_nll),
+        objective_loss,
+        config,
+        out,
+        description,
+        quiet=not progress,
+    )
+    losses = trainer.fit(rows).losses
+    ensemble.loss_curve_ = [
+        sum(losses[e * per_epoch : (e + 1) * per_epoch]) / (per_epoch * ensemble.members)
+        for e in range(epochs)
+    ]
+    ensemble.eval()
+    return ensemble

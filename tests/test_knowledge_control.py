@@ -1,0 +1,309 @@
+"""KnowledgeControl at the sampler seam: closed-form toy samplers, per-sample guidance, moving and
+saving with the model, composing with an output-seam constraint, the regressor and its loss."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pdes import Grid1D
+from physml import ConstraintError, constrain
+from physml.constraints import KnowledgeControl, ReverseStep, mass_conservation
+from physml.models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
+from physml.outputs import Ensemble
+from physml.training import TrainConfig, Trainer
+
+F64 = torch.float64
+
+
+class ToySampler(nn.Module):
+    """``z ← a z + guidance(z, step)`` for timesteps ``steps−1 … 0`` from ``z = context``
+    ``(members, batch, *x)``; the step's ``denoise`` is the identity and ``decode`` doubles."""
+
+    def __init__(self, a: float = 1.0):
+        super().__init__()
+        self.a = a
+
+    def sample(self, context, guidance=None, steps: int = 10):
+        z = context.clone()
+        for index, timestep in enumerate(reversed(range(steps))):
+            step = ReverseStep(timestep, index, 1.0, denoise=lambda x: x, decode=lambda x: 2 * x)
+            z = self.a * z + (0.0 if guidance is None else guidance(z, step))
+        return Ensemble(z)
+
+
+class IntSampler(ToySampler):
+    """The same loop, telling the guide only the integer timestep."""
+
+    def sample(self, context, guidance=None, steps: int = 10):
+        z = context.clone()
+        for timestep in reversed(range(steps)):
+            z = self.a * z + (0.0 if guidance is None else guidance(z, timestep))
+        return Ensemble(z)
+
+
+class MeanOfLatents(nn.Module):
+    """``U(z, t)`` = the mean of each sample's latents, a linear quantity with a closed form."""
+
+    def forward(self, z, t):
+        assert t.shape == (z.shape[0],) and t.dtype == torch.long
+        return z.flatten(1).mean(1)
+
+
+def mean_of_frames(frames):
+    return frames.flatten(1).mean(1)
+
+
+def closed_form(z0, target, a, gain, steps):
+    """The toy loop guided toward ``mean = target`` with pull ``gain`` on the sample mean:
+    ``m ← a m − gain (m − target)``; deviations from the mean only shrink by ``a``."""
+    mean = z0.flatten(2).mean(-1)
+    r = a - gain
+    final = r**steps * mean + gain * target * (1 - r**steps) / (1 - r)
+    shape = (*mean.shape, *[1] * (z0.ndim - 2))
+    return a**steps * (z0 - mean.reshape(shape)) + final.reshape(shape)
+
+
+def test_regressor_guidance_matches_the_closed_form_and_reaches_the_target():
+    z0 = torch.randn(3, 4, 2, 5, dtype=F64)  # (members, batch, *latent)
+    n = 10  # latent entries per sample: the mean's gradient is 1/n each
+    target = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=F64)
+    a, scale, steps = 0.9, 2.0, 8
+    out = constrain(ToySampler(a), KnowledgeControl(MeanOfLatents(), target, scale))(
+        z0, steps=steps
+    )
+    expected = closed_form(z0, target[None], a, scale / n, steps)
+    torch.testing.assert_close(out.samples, expected, rtol=0, atol=1e-12)
+    # a = 1, pull 1/2 per step: the mean reaches the target geometrically, deviations are kept
+    reached = constrain(ToySampler(), KnowledgeControl(MeanOfLatents(), target, n / 2))(
+        z0, steps=40
+    )
+    means = reached.samples.flatten(2).mean(-1)
+    torch.testing.assert_close(means, target.expand(3, 4), rtol=0, atol=1e-10)
+    deviation = reached.samples - means[..., None, None]
+    torch.testing.assert_close(deviation, z0 - z0.flatten(2).mean(-1)[..., None, None])
+
+
+def test_a_quantity_of_decoded_frames_reaches_its_target():
+    z0 = torch.randn(2, 3, 4, 4, dtype=F64)
+    target = torch.tensor([1.0, -2.0, 0.25], dtype=F64)
+    n, scale, steps = 16, 1.0, 6
+    control = KnowledgeControl(mean_of_frames, target, scale)
+    assert control.on == "frames"
+    out = constrain(ToySampler(), control)(z0, steps=steps)
+    # frames = 2 z: m ← m − (4 s / n)(m − target / 2)
+    expected = closed_form(z0, target[None] / 2, 1.0, 4 * scale / n, steps)
+    torch.testing.assert_close(out.samples, expected, rtol=0, atol=1e-12)
+    done = constrain(ToySampler(), KnowledgeControl(mean_of_frames, target, n / 4))(z0, steps=1)
+    torch.testing.assert_close(2 * done.samples.flatten(2).mean(-1), target.expand(2, 3))
+
+
+def test_a_target_taken_from_the_context_is_conserved():
+    z0 = torch.randn(2, 3, 6, dtype=F64)
+    initial = z0.flatten(2).mean(-1)
+
+    def target(context):
+        return context[0].mean(-1)  # member 0's mean of each context, (batch,)
+
+    out = constrain(ToySampler(), KnowledgeControl(MeanOfLatents(), target, 6 * 0.5))(z0, steps=40)
+    torch.testing.assert_close(out.samples.mean(-1), initial[0].expand(2, 3), rtol=0, atol=1e-8)
+
+
+def test_a_batch_target_is_broadcast_over_the_quantity_trailing_axes():
+    z0 = torch.randn(2, 3, 4, 5, dtype=F64)  # four "frames" of five entries per sample
+
+    class PerFrame(nn.Module):
+        def forward(self, z, t):
+            return z.mean(-1)  # (N, 4)
+
+    target = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    out = constrain(ToySampler(), KnowledgeControl(PerFrame(), target, 5.0))(z0, steps=1)
+    torch.testing.assert_close(out.samples.mean(-1), target[None, :, None].expand(2, 3, 4))
+    per_frame = torch.arange(12, dtype=F64).reshape(3, 4)
+    out = constrain(ToySampler(), KnowledgeControl(PerFrame(), per_frame, 5.0))(z0, steps=1)
+    torch.testing.assert_close(out.samples.mean(-1), per_frame.expand(2, 3, 4))
+
+
+def regressor(seed: int = 0) -> KnowledgeRegressor:
+    torch.manual_seed(seed)
+    return KnowledgeRegressor((2, 2, 8, 8), hidden=8).eval()
+
+
+def test_guidance_is_per_sample_bitwise():
+    torch.manual_seed(1)
+    z0 = torch.randn(3, 4, 2, 2, 8, 8)
+    target = torch.randn(4)
+    wrapped = constrain(ToySampler(0.9), KnowledgeControl(regressor(), target, 5.0))
+    first = wrapped(z0, steps=4).samples
+    others = z0.clone()
+    others[:, 1:] = torch.randn(3, 3, 2, 2, 8, 8) * 3
+    moved = target.clone()
+    moved[1:] += 10.0
+    again = wrapped(
+        others, steps=4, constraints=[KnowledgeControl(wrapped.constraints[0].quantity, moved, 5.0)]
+    ).samples
+    assert torch.equal(first[:, 0], again[:, 0])
+    assert not torch.allclose(first[:, 1:], again[:, 1:])
+    assert not torch.allclose(first, 0.9**4 * z0)  # the guidance acted
+
+
+def test_guidance_works_under_no_grad_and_inference_mode():
+    z0 = torch.randn(2, 3, 2, 2, 8, 8)
+    wrapped = constrain(IntSampler(0.9), KnowledgeControl(regressor(), torch.zeros(3), 3.0))
+    plain = wrapped(z0, steps=3).samples
+    with torch.no_grad():
+        assert torch.equal(wrapped(z0, steps=3).samples, plain)
+    with torch.inference_mode():
+        assert torch.equal(wrapped(z0.clone(), steps=3).samples, plain)
+    assert all(p.grad is None for p in wrapped.parameters())  # only z_t is differentiated
+
+
+def test_the_regressor_moves_and_saves_with_the_constrained_model(tmp_path):
+    target = torch.tensor([0.3, -0.2])
+    wrapped = constrain(ToySampler(0.9), KnowledgeControl(regressor(0), target, 4.0))
+    wrapped.to(F64)
+    control = wrapped.constraints[0]
+    assert all(p.dtype == F64 for p in control.quantity.parameters())
+    assert control.target_value.dtype == F64
+    z0 = torch.randn(2, 2, 2, 2, 8, 8, dtype=F64)
+    out = wrapped(z0, steps=3).samples
+    assert out.dtype == F64
+    state = wrapped.state_dict()
+    assert (
+        "constraints.0.quantity.stem.weight" in state and "constraints.0.quantity.offset" in state
+    )
+    assert not any("target" in key for key in state)  # per-call values are not weights
+    torch.save(state, tmp_path / "model.pt")
+    fresh = constrain(ToySampler(0.9), KnowledgeControl(regressor(7), target, 4.0)).to(F64)
+    assert not torch.equal(fresh(z0, steps=3).samples, out)
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    assert torch.equal(fresh(z0, steps=3).samples, out)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_regressor_moves_to_the_gpu():
+    wrapped = constrain(ToySampler(0.9), KnowledgeControl(regressor(), torch.zeros(2), 2.0))
+    z0 = torch.randn(2, 2, 2, 2, 8, 8)
+    cpu = wrapped(z0, steps=2).samples
+    gpu = wrapped.to("cuda")(z0.cuda(), steps=2).samples
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_composes_with_an_output_seam_constraint_and_takes_per_call_targets():
+    grid = Grid1D(6)
+    z0 = torch.randn(4, 3, 6, dtype=F64)  # (members, batch, x)
+    target, mass = torch.tensor([1.0, 0.0, -1.0], dtype=F64), torch.ones(3, dtype=F64)
+    control = KnowledgeControl(MeanOfLatents(), target, 2.0)
+    guided = constrain(ToySampler(0.9), control)(z0, steps=5)
+    both = constrain(ToySampler(0.9), control, mass_conservation(grid, mass))
+    members = both(z0, steps=5).samples
+    weights = grid.weights()
+    torch.testing.assert_close(
+        (members * weights).sum(-1), torch.ones(4, 3, dtype=F64), rtol=0, atol=1e-12
+    )
+    # the sampler seam acts first, then the output seam on its result
+    projected = constrain(nn.Identity(), mass_conservation(grid, mass))(guided).samples
+    torch.testing.assert_close(members, projected, rtol=0, atol=1e-12)
+    # per call: another target through the same wrapper
+    new = torch.tensor([3.0, 3.0, 3.0], dtype=F64)
+    call = both(z0, steps=5, constraints=[control.with_target(new), mass_conservation(grid, mass)])
+    built = constrain(ToySampler(0.9), KnowledgeControl(MeanOfLatents(), new, 2.0))(z0, steps=5)
+    expected = constrain(nn.Identity(), mass_conservation(grid, mass))(built).samples
+    torch.testing.assert_close(call.samples, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ConstraintError, match="only values may differ"):
+        both(z0, constraints=[mass_conservation(grid, mass), control])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"scale": -1.0}, ValueError, "scale"),
+        ({"scale": "big"}, TypeError, "scale"),
+        ({"scale": True}, TypeError, "scale"),
+        ({"scale": math.inf}, ValueError, "scale"),
+        ({"target": torch.tensor(1.0)}, ValueError, "target"),
+        ({"target": "energy"}, TypeError, "target"),
+        ({"target": torch.tensor([1.0, math.nan])}, ValueError, "target"),
+        ({"quantity": 3.0}, TypeError, "quantity"),
+        ({"on": "latent"}, ValueError, "on"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, error, match):
+    arguments = {"quantity": MeanOfLatents(), "target": torch.zeros(2), "scale": 1.0, **kwargs}
+    with pytest.raises(error, match=match):
+        KnowledgeControl(**arguments)
+
+
+def test_mismatches_found_while_sampling_are_constraint_errors():
+    z0 = torch.randn(2, 3, 4, dtype=F64)
+    wrong_batch = KnowledgeControl(MeanOfLatents(), torch.zeros(5), 1.0)
+    with pytest.raises(ConstraintError, match="target has 5 entries"):
+        constrain(ToySampler(), wrong_batch)(z0, steps=1)
+    wrong_tail = KnowledgeControl(MeanOfLatents(), torch.zeros(3, 2), 1.0)
+    with pytest.raises(ConstraintError, match="target has shape"):
+        constrain(ToySampler(), wrong_tail)(z0, steps=1)
+    with pytest.raises(ConstraintError, match="ReverseStep with a denoise"):
+        constrain(IntSampler(), KnowledgeControl(mean_of_frames, torch.zeros(3)))(z0, steps=1)
+    scalar = KnowledgeControl(lambda frames: frames.sum(), torch.zeros(3), on="frames")
+    with pytest.raises(ConstraintError, match="quantity must return one value per sample"):
+        constrain(ToySampler(), scalar)(z0, steps=1)
+    bad_target = KnowledgeControl(MeanOfLatents(), lambda context: 1.0)
+    with pytest.raises(TypeError, match=r"target\(context\)"):
+        constrain(ToySampler(), bad_target)(z0, steps=1)
+
+
+def test_zero_scale_leaves_the_sampler_alone():
+    z0 = torch.randn(2, 3, 4, dtype=F64)
+    out = constrain(ToySampler(0.7), KnowledgeControl(MeanOfLatents(), torch.ones(3), 0.0))
+    assert torch.equal(out(z0, steps=3).samples, ToySampler(0.7).sample(z0, steps=3).samples)
+
+
+# ---------------------------------------------------------------------- regressor and its loss
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, z0, y):
+        self.z0, self.y = z0, y
+
+    def __len__(self):
+        return len(self.z0)
+
+    def __getitem__(self, i):
+        return self.z0[i], self.y[i]
+
+
+def test_the_regressor_learns_a_quantity_from_noisy_latents(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(512, 2, 1, 4, 4, generator=gen)
+    y = 3.0 * z0.flatten(1).mean(1) + 1.0  # std ≈ 0.53
+    bars = torch.cumprod(1 - torch.linspace(1e-4, 0.2, 50), 0)
+    model = KnowledgeRegressor((2, 1, 4, 4), hidden=16, offset=1.0)
+    config = TrainConfig(steps=300, batch=64, lr=3e-3, seed=0, checkpoint_every=300)
+    report = Trainer(model, NoisyLatentLoss(bars), config, out=tmp_path, quiet=True).fit(
+        Pairs(z0[:448], y[:448])
+    )
+    assert report.losses[-1] < report.losses[0]
+    model.eval()
+    with torch.no_grad():
+        clean = model(z0[448:], torch.zeros(64, dtype=torch.long))
+    error = (clean - y[448:]).square().mean().sqrt()
+    assert error < 0.3 * y[448:].std(), (float(error), float(y.std()))
+
+
+def test_noisy_latent_loss_draws_from_its_generator_and_checks_shapes():
+    bars = torch.linspace(0.99, 0.1, 10)
+    model = KnowledgeRegressor((2, 1, 4, 4), hidden=4).eval()
+    batch = (torch.randn(5, 2, 1, 4, 4), torch.randn(5))
+    first = NoisyLatentLoss(bars, torch.Generator().manual_seed(3))(model, batch)
+    second = NoisyLatentLoss(bars, torch.Generator().manual_seed(3))(model, batch)
+    assert torch.equal(first, second)
+    with pytest.raises(ValueError, match="y has shape"):
+        NoisyLatentLoss(bars)(model, (batch[0], torch.randn(5, 2)))
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        NoisyLatentLoss(torch.tensor([0.5, 0.0]))
+    with pytest.raises(TypeError, match="alphas_cumprod"):
+        NoisyLatentLoss([0.9, 0.5])
+    with pytest.raises(ValueError, match="z must have 2 frame"):
+        model(torch.randn(5, 3, 1, 4, 4), torch.zeros(5, dtype=torch.long))

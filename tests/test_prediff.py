@@ -1,0 +1,399 @@
+"""PreDiff: autoencoder, denoisers, the guided DDIM sampler, training and resume, the sampler seam.
+
+Closed forms: for data concentrated at one latent ``c`` the exact noise estimate is
+``ε*(z, t) = (z − √ᾱ_t c)/√(1 − ᾱ_t)``, and DDIM with it returns ``c`` exactly (every ``ẑ_0``
+is ``c``), whatever η and the number of steps. A denoiser exact for data at 0 guided by
+``g = √ᾱ_t c/(1 − ᾱ_t)`` (the score of data at ``c`` minus that of data at 0) becomes exact for
+``c``: the guided sample is ``c``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from physml import Ensemble, constrain
+from physml.constraints import Constraint, ReverseStep, Sampler
+from physml.data.nbody import nbody_digits
+from physml.models.prediff import (
+    ConvDenoiser,
+    CuboidDenoiser,
+    FrameAutoencoder,
+    LatentPairs,
+    NoiseSchedule,
+    PreDiff,
+    autoencoder_loss,
+    ddim_sample,
+    diffusion_loss,
+    reconstruction_scores,
+    update_ema,
+)
+from physml.training import TrainConfig, Trainer
+
+T_IN, T_OUT, SIZE = 2, 2, 16
+LATENT = (2, 8, 8)
+
+
+def autoencoder() -> FrameAutoencoder:
+    return FrameAutoencoder(channels=1, latent_channels=2, downsample=2, width=8)
+
+
+def denoiser(kind: str) -> nn.Module:
+    torch.manual_seed(1)
+    if kind == "conv":
+        return ConvDenoiser(T_IN, T_OUT, LATENT, widths=(8, 16))
+    return CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, depth=(1, 1), num_heads=2)
+
+
+def live(module: nn.Module) -> nn.Module:
+    """Give the zero-initialised output layer weights, so ε̂ depends on the inputs."""
+    head = module.head[-1] if isinstance(module.head, nn.Sequential) else module.head
+    with torch.no_grad():
+        head.weight.normal_(0.0, 0.1)
+    return module
+
+
+def frames(count: int = 8, seed: int = 0) -> torch.Tensor:
+    return nbody_digits(count, seed=seed, frames=T_IN + T_OUT, size=SIZE).frames
+
+
+def pairs(count: int = 8) -> TensorDataset:
+    video = frames(count)
+    return TensorDataset(video[:, :T_IN], video[:, T_IN:])
+
+
+class Exact(nn.Module):
+    """The exact ε for data concentrated at ``point`` (0 if None): ``(z − √ᾱ c)/√(1 − ᾱ)``."""
+
+    context_frames, target_frames, latent_shape = T_IN, T_OUT, LATENT
+
+    def __init__(self, point: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("alpha_bar", NoiseSchedule().alphas_cumprod())
+        self.point = point
+
+    def forward(self, z_t, t, context):
+        a = self.alpha_bar[t].view(-1, *([1] * (z_t.ndim - 1)))
+        point = 0.0 if self.point is None else self.point
+        return (z_t - a.sqrt() * point) / (1 - a).sqrt()
+
+
+class Toward(Constraint):
+    """Guides data at 0 to ``point``: ``g = √ᾱ c/(1 − ᾱ)``; records what it is handed."""
+
+    seams = ("sampler",)
+
+    def __init__(self, point: torch.Tensor) -> None:
+        super().__init__()
+        self.point = point
+        self.seen: list[tuple[tuple[int, ...], ReverseStep, object]] = []
+
+    def guide(self, z_t, t, context):
+        self.seen.append((tuple(z_t.shape), t, context))
+        return math.sqrt(t.alpha_bar) / (1 - t.alpha_bar) * self.point.expand_as(z_t)
+
+
+def schedule_timesteps(steps: int) -> list[int]:
+    return NoiseSchedule().sampling(steps).timesteps.tolist()
+
+
+# ------------------------------------------------------------------------------ schedule
+
+
+def test_schedule_is_the_cosine_schedule():
+    """ᾱ_t = f(t + 1)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), s = 0.008 (uncapped steps)."""
+    alpha_bar = NoiseSchedule().alphas_cumprod().double()
+    t = torch.arange(1, 901, dtype=torch.float64)
+
+    def f(u):
+        return torch.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    assert torch.allclose(alpha_bar[:900], f(t) / f(torch.zeros(1, dtype=torch.float64)), rtol=1e-5)
+    assert schedule_timesteps(4) == [750, 500, 250, 0]
+
+
+# --------------------------------------------------------------------------- autoencoder
+
+
+def test_autoencoder_shapes_and_default_compression():
+    model = FrameAutoencoder()
+    x = torch.rand(2, 3, 1, 64, 64)
+    z = model.encode(x)
+    assert z.shape == (2, 3, 4, 16, 16)
+    assert model.decode(z).shape == x.shape
+    assert model.decode(z[None]).shape == (1, *x.shape)  # any leading axes
+    with pytest.raises(ValueError, match="frames must have shape"):
+        model.encode(torch.rand(2, 3, 2, 64, 64))
+    with pytest.raises(ValueError, match="divisible by downsample=4"):
+        model.encode(torch.rand(2, 3, 1, 30, 30))
+    with pytest.raises(ValueError, match="downsample must be a power of 2"):
+        FrameAutoencoder(downsample=3)
+
+
+def test_calibrated_latents_are_standardised_and_invert():
+    prediff = PreDiff(autoencoder(), denoiser("conv"))
+    video = frames()
+    prediff.calibrate(video)
+    z = prediff.encode(video)
+    per_channel = z.transpose(0, 2).reshape(2, -1)
+    assert torch.allclose(per_channel.mean(1), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(per_channel.std(1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(prediff.decode(z), prediff.autoencoder(video), atol=1e-5)
+    assert not any(p.requires_grad for p in prediff.autoencoder.parameters())
+
+
+# -------------------------------------------------------------------------------- sampler
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("steps", [1, 5, 20])
+def test_ddim_with_the_exact_denoiser_lands_on_the_data_point(eta, steps):
+    point = torch.randn(T_OUT, *LATENT, generator=torch.Generator().manual_seed(3))
+    exact = Exact(point)
+    shape = (3, 2, T_OUT, *LATENT)
+
+    def predict(z, t):
+        return exact(z, torch.full(z.shape[:1], t), None)
+
+    z = ddim_sample(predict, shape, NoiseSchedule(), torch.Generator().manual_seed(0), steps, eta)
+    assert torch.allclose(z, point.expand(shape), atol=1e-4)
+
+
+def test_eta0_is_deterministic_and_eta1_draws_noise_every_step():
+    shape = (2, 1, T_OUT, *LATENT)
+    model = live(denoiser("conv"))
+    context = torch.randn(2, T_IN, *LATENT)
+
+    def predict(z, t):
+        return model(z.flatten(0, 1), torch.full((2,), t), context).reshape(z.shape)
+
+    def run(seed, eta):
+        generator = torch.Generator().manual_seed(seed)
+        z = ddim_sample(predict, shape, NoiseSchedule(), generator, 5, eta)
+        return z, generator
+
+    a, generator = run(0, 0.0)
+    assert torch.equal(a, run(0, 0.0)[0])
+    # eta = 0 draws z_T and nothing else: the generator stands where one draw leaves it
+    once = torch.Generator().manual_seed(0)
+    torch.randn(shape, generator=once)
+    assert torch.equal(generator.get_state(), once.get_state())
+    b, _ = run(0, 1.0)
+    assert torch.equal(b, run(0, 1.0)[0])
+    assert not torch.equal(b, run(1, 1.0)[0]) and not torch.equal(a, b)
+
+
+def test_guidance_reaches_its_analytic_target_and_sees_each_step():
+    point = torch.randn(T_OUT, *LATENT, generator=torch.Generator().manual_seed(4))
+    exact, shape, steps = Exact(), (3, 2, T_OUT, *LATENT), 6
+    seen = []
+
+    def predict(z, t):
+        return exact(z, torch.full(z.shape[:1], t), None)
+
+    def guidance(z_t, step):
+        seen.append(step)
+        z = z_t.clone().requires_grad_()
+        estimate = step.denoise(z)  # exact for data at 0: ẑ_0 = 0, and differentiable
+        assert torch.allclose(estimate, torch.zeros_like(z), atol=1e-3) and estimate.requires_grad
+        return math.sqrt(step.alpha_bar) / (1 - step.alpha_bar) * point.expand_as(z_t)
+
+    for eta in (0.0, 1.0):
+        seen.clear()
+        generator = torch.Generator().manual_seed(0)
+        z = ddim_sample(predict, shape, NoiseSchedule(), generator, steps, eta, guidance)
+        assert torch.allclose(z, point.expand(shape), atol=1e-4)
+        alpha_bar = NoiseSchedule().alphas_cumprod()
+        assert [s.index for s in seen] == list(range(steps))
+        assert [s.timestep for s in seen] == schedule_timesteps(steps)
+        assert all(s.alpha_bar == float(alpha_bar[s.timestep]) for s in seen)
+    unguided = ddim_sample(predict, shape, NoiseSchedule(), torch.Generator(), steps, 0.0)
+    assert unguided.abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_guided_samples_do_not_depend_on_other_batch_entries(kind):
+    prediff = PreDiff(autoencoder(), live(denoiser(kind)))
+    target = torch.tensor([0.2, 0.4])
+
+    def guidance(z_t, step):  # per-sample: each sample's decoded mean intensity to its target
+        z = z_t.clone().requires_grad_()
+        intensity = step.decode(step.denoise(z)).mean((2, 3, 4, 5))
+        loss = 0.5 * (intensity - target).square().sum()
+        return -10.0 * torch.autograd.grad(loss, z)[0]
+
+    context = frames(2)[:, :T_IN]
+    other = context.clone()
+    other[1] = frames(1, seed=5)[0, :T_IN]
+    options = dict(guidance=guidance, members=2, steps=3, eta=1.0, seed=7)
+    first, second = prediff.sample(context, **options), prediff.sample(other, **options)
+    assert torch.equal(first.samples[:, 0], second.samples[:, 0])
+    assert not torch.equal(first.samples[:, 1], second.samples[:, 1])
+    unguided = prediff.sample(context, members=2, steps=3, eta=1.0, seed=7)
+    assert not torch.equal(first.samples, unguided.samples)
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_sample_returns_an_ensemble_of_frames(kind):
+    prediff = PreDiff(autoencoder(), live(denoiser(kind)))
+    assert isinstance(prediff, Sampler)
+    context = frames(3)[:, :T_IN]
+    out = prediff(context, members=4, steps=2, seed=0)
+    assert isinstance(out, Ensemble) and out.samples.shape == (4, 3, T_OUT, 1, SIZE, SIZE)
+    assert 0.0 <= float(out.samples.min()) and float(out.samples.max()) <= 1.0
+    again = prediff.sample(context, members=4, steps=2, seed=torch.Generator().manual_seed(0))
+    assert torch.equal(out.samples, again.samples)
+    rebuilt = PreDiff.from_config(json.loads(json.dumps(prediff.config)))
+    rebuilt.load_state_dict(prediff.state_dict())
+    assert torch.equal(rebuilt(context, members=4, steps=2, seed=0).samples, out.samples)
+
+
+def test_constrain_steers_prediff_through_the_sampler_seam():
+    prediff = PreDiff(autoencoder(), Exact())
+    point = torch.randn(T_OUT, *LATENT, generator=torch.Generator().manual_seed(5))
+    toward = Toward(point)
+    context = frames(2)[:, :T_IN]
+    out = constrain(prediff, toward)(context, members=3, steps=4, eta=1.0, seed=0)
+    expected = prediff.decode(point).expand(3, 2, T_OUT, 1, SIZE, SIZE)
+    assert torch.allclose(out.samples, expected, atol=1e-4)
+    assert [s.index for _, s, _ in toward.seen] == [0, 1, 2, 3]
+    assert all(shape == (3, 2, T_OUT, *LATENT) for shape, _, _ in toward.seen)
+    assert all(seen_context is context for _, _, seen_context in toward.seen)
+    plain = prediff(context, members=3, steps=4, eta=1.0, seed=0)
+    zero = prediff.decode(torch.zeros(T_OUT, *LATENT)).expand_as(plain.samples)
+    assert torch.allclose(plain.samples, zero, atol=1e-4)
+
+
+def test_bad_input_names_the_argument():
+    prediff = PreDiff(autoencoder(), denoiser("conv"))
+    context = frames(2)[:, :T_IN]
+    bad_contexts = [
+        (context[:, :1], "context must have 2 frame"),
+        (torch.rand(2, T_IN, 3, SIZE, SIZE), "context must have 1 channel"),
+        (torch.rand(2, T_IN, 1, 32, 32), "context must have frames of 16 × 16"),
+        (torch.rand(T_IN, 1, SIZE, SIZE), r"context must have shape \(B, T, C, H, W\)"),
+    ]
+    for bad, match in bad_contexts:
+        with pytest.raises(ValueError, match=match):
+            prediff.sample(bad)
+    for options, match in [
+        (dict(members=1), "members must be an integer >= 2"),
+        (dict(steps=0), "steps must be an integer >= 1"),
+        (dict(steps=2000), "steps must be <= the 1000"),
+        (dict(eta=-0.1), r"eta must be a number in \[0, 1\]"),
+        (dict(eta=1.5), r"eta must be a number in \[0, 1\]"),
+        (dict(guidance=lambda z, s: z[0]), "guidance must return a tensor shaped like z_t"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            prediff.sample(context, steps=options.pop("steps", 2), **options)
+    with pytest.raises(TypeError, match="seed must be"):
+        prediff.sample(context, steps=1, seed=-1)
+    with pytest.raises(ValueError, match="denoiser works on 2 latent channels"):
+        PreDiff(FrameAutoencoder(latent_channels=4), denoiser("conv"))
+    with pytest.raises(TypeError, match="Denoiser protocol"):
+        PreDiff(autoencoder(), nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="z_t must have shape"):
+        denoiser("conv")(
+            torch.rand(1, 3, *LATENT),
+            torch.zeros(1, dtype=torch.long),
+            torch.rand(1, T_IN, *LATENT),
+        )
+
+
+# --------------------------------------------------------------------------------- training
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after(loss, calls: int):
+    count = 0
+
+    def wrapped(model, batch):
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise Interrupted
+        return loss(model, batch)
+
+    return wrapped
+
+
+def _train(model, loss, data, out, steps=6, after_step=None, interrupt=None):
+    config = TrainConfig(steps=steps, batch=4, lr=3e-3, checkpoint_every=2, seed=0)
+    if interrupt is not None:
+        loss = interrupt_after(loss, interrupt)
+    trainer = Trainer(model, loss, config, out=out, quiet=True, after_step=after_step)
+    return trainer.fit(data)
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    one, two = a.state_dict(), b.state_dict()
+    return one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_both_stages_train_and_resume_bitwise(tmp_path, kind):
+    data = pairs()
+
+    def stage_one(out, interrupt=None):
+        torch.manual_seed(0)
+        model = PreDiff(autoencoder(), denoiser(kind))
+        args = (model.autoencoder, autoencoder_loss, data, out)
+        if interrupt is not None:
+            with pytest.raises(Interrupted):
+                _train(*args, interrupt=interrupt)
+            torch.manual_seed(0)
+            model = PreDiff(autoencoder(), denoiser(kind))
+            args = (model.autoencoder, autoencoder_loss, data, out)
+        return model, _train(*args)
+
+    whole, report = stage_one(tmp_path / "ae-whole")
+    resumed, resumed_report = stage_one(tmp_path / "ae-killed", interrupt=5)
+    assert resumed_report.resumed_from == 4 and resumed_report.losses == report.losses
+    assert _same(whole.autoencoder, resumed.autoencoder)
+    before = reconstruction_scores(autoencoder(), frames())
+    after = reconstruction_scores(whole.autoencoder, frames())
+    assert after["mse"] < before["mse"] and set(after) == {"mse", "frame_mse", "ssim"}
+
+    def stage_two(model, out, interrupt=None):
+        model.calibrate(frames())
+        latents = LatentPairs(model, data)
+        if interrupt is not None:
+            with pytest.raises(Interrupted):
+                _train(model, diffusion_loss, latents, out, 6, update_ema, interrupt)
+            model = PreDiff(autoencoder(), denoiser(kind))
+            model.autoencoder.load_state_dict(whole.autoencoder.state_dict())
+            model.calibrate(frames())
+        return model, _train(model, diffusion_loss, latents, out, 6, update_ema)
+
+    first, report = stage_two(whole, tmp_path / "dn-whole")
+    second, resumed_report = stage_two(resumed, tmp_path / "dn-killed", interrupt=3)
+    assert resumed_report.resumed_from == 2 and resumed_report.losses == report.losses
+    assert _same(first, second) and int(first.ema.n_averaged) == 6
+    ema = dict(first.ema.module.named_parameters())
+    assert any(not torch.equal(p, ema[n]) for n, p in first.denoiser.named_parameters())
+
+
+def test_latent_pairs_and_the_diffusion_loss_of_a_silent_denoiser():
+    prediff = PreDiff(autoencoder(), denoiser("conv"))  # zero output layer: ε̂ = 0
+    data = pairs(4)
+    latents = LatentPairs(prediff, data)
+    context, target = data[1]
+    assert torch.equal(latents[1][0], prediff.encode(context[None])[0])
+    assert torch.equal(latents[1][1], prediff.encode(target[None])[0])
+    batch = (latents.context, latents.target)
+    torch.manual_seed(0)
+    loss = diffusion_loss(prediff, batch)
+    torch.manual_seed(0)
+    torch.randint(0, 1000, (4,))
+    assert torch.allclose(loss, torch.randn_like(latents.target).square().mean())

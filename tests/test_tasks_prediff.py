@@ -1,0 +1,122 @@
+"""The ``prediff-nbody`` task: its scores against independent formulas, and a toy run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from physml.tasks import Context, get
+from physml.tasks import prediff as task
+
+
+def test_spread_skill_matches_a_direct_formula_and_is_one_for_a_calibrated_ensemble():
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.randn(400, 3, generator=gen, dtype=torch.float64)
+    samples = truth + torch.randn(5, 400, 3, generator=gen, dtype=torch.float64)
+    m = 5
+    mean = samples.mean(0)
+    variance = ((samples - mean) ** 2).sum(0) / (m - 1)
+    expected = math.sqrt(float(variance.mean()) * (m + 1) / m / float(((mean - truth) ** 2).mean()))
+    assert task.spread_skill(samples, truth) == pytest.approx(expected, rel=1e-12)
+    # Truth and members drawn from the same distribution: spread matches skill.
+    centre = torch.randn(20000, generator=gen, dtype=torch.float64)
+    draws = centre + torch.randn(9, 20000, generator=gen, dtype=torch.float64)
+    truth = centre + torch.randn(20000, generator=gen, dtype=torch.float64)
+    assert task.spread_skill(draws, truth) == pytest.approx(1.0, abs=0.03)
+
+
+def test_bootstrap_se_approaches_the_standard_error_of_the_mean():
+    values = torch.randn(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = float(values.std(correction=0)) / math.sqrt(len(values))
+    assert task.bootstrap_se(values, seed=3, resamples=4000) == pytest.approx(expected, rel=0.08)
+
+
+def test_deterministic_forecast_scores_crps_as_its_mae():
+    data = task.videos(task.TOY, seed=0)["test"]
+    context, truth = data.split(task.TOY.t_in)
+    persistence = context[:, -1:].repeat(1, task.TOY.t_out, 1, 1, 1)
+    energy0 = task.context_energy(data, task.TOY.t_in)
+
+    def judge(frames):  # the first frame's simulator energy, exact for a constant video
+        return torch.zeros(frames.shape[:2], dtype=torch.float64)
+
+    row = task.evaluate_deterministic(persistence, truth, energy0, judge, 1.0, seconds=0.0)
+    frame_mae = (persistence - truth).double().abs().sum((-3, -2, -1)).mean()
+    assert row["crps"] == pytest.approx(float(frame_mae), rel=1e-9)
+    assert row["mae"] == pytest.approx(float(frame_mae), rel=1e-6)
+    assert row["energy_error"] == pytest.approx(float(energy0.double().abs().mean()), rel=1e-9)
+    assert row["spread_skill"] == 0.0 and row["mse"] == row["mse_member"]
+
+
+def test_energy_conserving_settings_keep_the_energy_at_every_size():
+    for size in (16, 64):
+        scale = task.TOY if size == 16 else task.Scale(**{**task.TOY.__dict__, "size": size})
+        data = task.videos(scale, seed=0)["validation"]
+        assert task.energy_drift(data) < 0.01
+
+
+def test_clean_windows_cut_videos_into_frames_with_their_energies():
+    data = task.videos(task.TOY, seed=0)["validation"]
+    windows = task.clean_windows(data, 3)
+    frames, energies = windows.tensors
+    per_video = data.frames.shape[1] // 3
+    assert frames.shape == (len(data) * per_video, 3, 1, 16, 16)
+    assert torch.equal(frames[per_video + 1], data.frames[1, 3:6])
+    assert torch.equal(energies[per_video + 1], data.energy[1, 3:6].float())
+
+
+def test_frame_intensity_and_best_lambda():
+    quantity = task.FrameIntensity(0.5, 0.25)
+    frames = torch.full((2, 3, 1, 4, 4), 1.0)
+    assert torch.equal(quantity(frames), torch.full((2,), 2.0))
+    with pytest.raises(ValueError, match="std must be > 0"):
+        task.FrameIntensity(0.5, 0.0)
+    reference = {"mse": 10.0, "ssim": 0.5}
+    sweep = [
+        {"lambda": 1.0, "mse": 10.1, "ssim": 0.5, "energy_error": 0.3},
+        {"lambda": 10.0, "mse": 12.0, "ssim": 0.5, "energy_error": 0.1},  # costs MSE
+        {"lambda": 3.0, "mse": 10.0, "ssim": 0.495, "energy_error": 0.2},
+    ]
+    assert task.best_lambda(sweep, reference)["lambda"] == 3.0
+    assert task.best_lambda(sweep[1:2], reference)["lambda"] == 10.0  # none allowed: least error
+
+
+def test_build_prediff_rejects_an_unknown_denoiser():
+    from physml.models.prediff import FrameAutoencoder
+
+    with pytest.raises(ValueError, match="kind must be one of"):
+        task.build_prediff(task.TOY, "transformer", FrameAutoencoder(1, 2, 2, 8), seed=0)
+
+
+def test_toy_run_writes_rows_figures_and_a_summary(tmp_path):
+    assert get(task.NAME).run is task.run
+    rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
+    values = {(row.case, row.metric): row.value for row in rows}
+    case = "nbody-16px-4to4"
+    for method in ("prediff", "prediff-kc"):
+        for metric in ("mse", "ssim", "crps", "spread_skill", "energy_error"):
+            assert math.isfinite(values[(case, f"{metric} {method}")])
+    assert values[(case, "judge floor")] > 0
+    folder = tmp_path / task.NAME
+    for figure in ("strip-toy.png", "energy-toy.png"):
+        assert (folder / figure).stat().st_size > 0
+    summary = json.loads((folder / "summary-toy.json").read_text())
+    assert len(summary["prediff"]["energy_per_lead"]) == task.TOY.t_out
+    assert {row["lambda"] for row in summary["sweep"]} == set(task.TOY.lambdas)
+    intensity = summary["intensity"]
+    assert {(row["method"], row["n"]) for row in intensity} == {
+        (m, n) for m in ("prediff", "prediff-kc") for n in task.TOY.intensity_n
+    }
+    # Asked values are μ + nσ of the test targets' mean intensity.
+    truth = task.videos(task.TOY, seed=0)["test"].split(task.TOY.t_in)[1]
+    mean = task.mean_intensity(truth)
+    for row in intensity:
+        assert row["asked"] == pytest.approx(float(mean.mean() + row["n"] * mean.std()))
+    # A rerun resumes every training from its checkpoint and gives the same scores.
+    again = {
+        (row.case, row.metric): row.value for row in task.run(Context(out=tmp_path, quiet=True))
+    }
+    assert again == values
