@@ -405,6 +405,36 @@ def crps_ensemble(
     return _reduce(skill - 0.5 * pair_sum / pairs, reduction)
 
 
+def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
+    """Spread over skill: ``√((M + 1)/M · mean var) / √(mean (x̄ − y)²)`` of members
+    ``samples (M, ...)`` against ``truth`` ``(...)`` (unbiased member variance; 1 for a
+    calibrated ensemble, < 1 over-confident)."""
+    samples = _samples("samples", samples)
+    truth = _tensor("truth", truth, samples.device)
+    if truth.shape != samples.shape[1:]:
+        raise ValueError(
+            f"truth must have shape {tuple(samples.shape[1:])} (samples without the member axis), "
+            f"got {tuple(truth.shape)}"
+        )
+    members = samples.shape[0]
+    if members < 2:
+        raise ValueError(f"spread_skill needs at least 2 members, got {members}")
+    spread = samples.var(0).mean() * (members + 1) / members
+    skill = (samples.mean(0) - truth).square().mean()
+    return float((spread / skill).sqrt())
+
+
+def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
+    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples`` draws)."""
+    values = _tensor("values", values).flatten()
+    if values.numel() == 0:
+        raise ValueError("values is empty")
+    _positive_int("resamples", resamples)
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
+    return float(values[picks.to(values.device)].mean(1).std())
+
+
 # ----------------------------------------------------------------------- shocks and sampling
 
 
@@ -670,3 +700,131 @@ def negative_flip_rate(old_pred: ArrayLike, new_pred: ArrayLike, labels: ArrayLi
     old, new = _pair(("old_pred", "new_pred"), old_pred, new_pred)
     _, truth = _pair(("old_pred", "labels"), old, labels)
     return ((old == truth) & (new != truth)).to(F64).mean()
+
+
+# ---------------------------------------------------------------- negative flips in regression
+
+
+def _error_pair(old_error: ArrayLike, new_error: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    old, new = _pair(("old_error", "new_error"), old_error, new_error)
+    if old.ndim != 1:
+        raise ValueError(
+            f"old_error and new_error must be per-sample errors (batch,), got shape "
+            f"{tuple(old.shape)}"
+        )
+    for name, error in (("old_error", old), ("new_error", new)):
+        if (error < 0).any():
+            raise ValueError(f"{name} must be >= 0, got minimum {float(error.min()):.3g}")
+    return old, new
+
+
+def _flips(flipped: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return flipped
+    return _reduce(flipped.to(F64), reduction)
+
+
+def tolerance_flips(
+    old_error: ArrayLike, new_error: ArrayLike, tau: float, reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Negative flips at tolerance ``tau``: ``1[e_old ≤ τ ∧ e_new > τ]`` (DESIGN §5).
+
+    ``old_error`` and ``new_error`` are per-sample errors ``(batch,)`` of the old and the new
+    model on the same inputs (e.g. :func:`relative_l2` with ``reduction='none'``, or
+    :func:`crps_per_sample` for probabilistic models). ``'mean'``: the negative flip rate NFR(τ);
+    ``'none'``: the flips as a boolean ``(batch,)``.
+    """
+    old, new = _error_pair(old_error, new_error)
+    level = _number("tau", tau)
+    if level < 0:
+        raise ValueError(f"tau must be >= 0, got {tau!r}")
+    return _flips((old <= level) & (new > level), reduction)
+
+
+def flip_rate_curve(old_error: ArrayLike, new_error: ArrayLike, taus: ArrayLike) -> torch.Tensor:
+    """The curve NFR(τ): :func:`tolerance_flips` rates ``(len(taus),)`` over a 1-D grid ``taus``.
+
+    A single tolerance hides flips just above or below it; the curve shows them all.
+    """
+    old, new = _error_pair(old_error, new_error)
+    levels = _tensor("taus", taus, old.device)
+    if levels.ndim != 1 or levels.numel() == 0:
+        raise ValueError(f"taus must be a non-empty 1-D grid, got shape {tuple(levels.shape)}")
+    if (levels < 0).any():
+        raise ValueError(f"taus must be >= 0, got minimum {float(levels.min()):.3g}")
+    flipped = (old[None] <= levels[:, None]) & (new[None] > levels[:, None])
+    return flipped.to(F64).mean(1)
+
+
+def degradation_flips(
+    old_error: ArrayLike,
+    new_error: ArrayLike,
+    delta: float = 0.1,
+    floor: float = 0.0,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Degradation flips ``1[e_new > (1 + δ) e_old + ε_floor]``: the new model is worse by more
+    than a relative ``delta`` and an absolute ``floor`` (in the errors' units) on that input.
+
+    Unlike :func:`tolerance_flips` no tolerance says what "right" is: any clear worsening counts.
+    ``'mean'`` gives the rate, ``'none'`` the flips as a boolean ``(batch,)``.
+    """
+    old, new = _error_pair(old_error, new_error)
+    relative = _number("delta", delta)
+    absolute = _number("floor", floor)
+    for name, value in (("delta", relative), ("floor", absolute)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return _flips(new > (1 + relative) * old + absolute, reduction)
+
+
+def physics_flips(
+    old_residual: ArrayLike,
+    new_residual: ArrayLike,
+    tolerance: float,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Physics flips: a constraint met by the old model's output and violated by the new one's.
+
+    ``old_residual`` and ``new_residual`` ``(batch, ...)`` are the constraint's residuals on
+    each output (e.g. ``constraint.residual(u)``, a conservation error, a boundary error); a
+    sample meets the constraint when its largest ``|residual|`` is ``<= tolerance``. ``'mean'``
+    gives the rate, ``'none'`` the flips as a boolean ``(batch,)``.
+    """
+    old, new = _pair(("old_residual", "new_residual"), old_residual, new_residual)
+    level = _number("tolerance", tolerance)
+    if level < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    if old.ndim == 0:
+        raise ValueError("old_residual and new_residual must be (batch, ...), got scalars")
+
+    def met(residual: torch.Tensor) -> torch.Tensor:
+        return residual.reshape(residual.shape[0], -1).abs().amax(1) <= level
+
+    return _flips(met(old) & ~met(new), reduction)
+
+
+def crps_per_sample(
+    prediction: Gaussian | Ensemble | tuple[ArrayLike, ArrayLike], target: ArrayLike
+) -> torch.Tensor:
+    """The mean CRPS over each sample's points ``(batch,)``: the per-sample error of a
+    probabilistic model, to feed :func:`tolerance_flips` and :func:`degradation_flips`.
+
+    ``prediction`` is a :class:`Gaussian` or a ``(mean, std)`` pair (closed form,
+    :func:`crps_gaussian`) or an :class:`Ensemble` (members ``(member, batch, ...)``, the plain
+    form of :func:`crps_ensemble`); ``target`` is ``(batch, ...)``.
+    """
+    if isinstance(prediction, Ensemble):
+        scores = crps_ensemble(prediction, target, reduction="none")
+    elif isinstance(prediction, Gaussian):
+        scores = crps_gaussian(prediction.mean, marginal_std(prediction), target, "none")
+    elif isinstance(prediction, tuple | list) and len(prediction) == 2:
+        scores = crps_gaussian(prediction[0], prediction[1], target, "none")
+    else:
+        raise TypeError(
+            f"prediction must be a physml.Gaussian, an Ensemble or a (mean, std) pair, got "
+            f"{type(prediction).__name__}"
+        )
+    if scores.ndim == 0:
+        raise ValueError("target must be (batch, ...), got a scalar")
+    return scores.reshape(scores.shape[0], -1).mean(1)

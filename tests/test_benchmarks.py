@@ -29,6 +29,7 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "training",
         "nbody_energy",
         "fno_overhead",
+        "forecast_conservation",
     ],
 )
 def test_quick_mode_writes_results(tmp_path, name):

@@ -6,7 +6,8 @@
   correction goes where ``Σ`` is largest. ``projection="euclidean"`` gives the HardC baseline
   (``Σ`` replaced by ``I`` for the mean, the variance left as it was).
 - Tensor output: the Euclidean projection onto ``G u = b``.
-- Ensemble output: every member is moved with the ensemble covariance, built from the centred
+- Ensemble output: every member is moved with the ensemble covariance (``projection=
+  "euclidean"``: projected on its own, HardC), the covariance built from the centred
   members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
   cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1) a small
   ``γ I`` (``jitter`` times the ensemble's mean variance) joins the covariance, so every member
@@ -347,6 +348,11 @@ class LinearConstraint(Constraint):
         name = f"samples of shape {tuple(samples.shape)} (member first)"
         b = self._target_for(state, leading, name, samples.device)
         G, X = self._matrices(samples.device)[0], self._flat(samples)
+        if self.projection == "euclidean":  # HardC: each member projected on its own
+            projector = self._matrices(samples.device)[1]
+            new = X - (X @ G.T - b) @ projector.T
+            self._check_residual(G, new.detach(), b, X)
+            return Ensemble(self._unflat(new, samples))
         members, k = X.shape[0], G.shape[0]
         GX = X @ G.T  # (member, ..., k)
         GA = GX - GX.mean(0)  # G applied to the centred members

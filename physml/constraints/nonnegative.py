@@ -6,6 +6,15 @@ strongly they co-vary. Repeating with the union of all points ever found negativ
 ends with a mean ``>= 0``; when the active set is the optimal one this is the Mahalanobis projection
 onto ``{u >= 0}`` within the constraints already imposed. Because conditioning composes, applying
 it to a posterior that meets ``G u = b`` exactly (``σ = 0``) keeps ``G u = b`` exactly.
+
+An ensemble carries no covariance that could hold the rows, and clipping its negative values
+breaks them (Janjić et al., MWR 2014): each member ``x`` becomes instead the solution of the
+small quadratic program ``min ½ (u − x)ᵀ D⁻¹ (u − x)`` subject to ``w·u = w·x`` and ``u >= 0``
+(one row ``w >= 0`` per slice, the conservation row it was updated with: its mass kept as it
+is). ``D`` is the update's own metric on its diagonal: the ensemble's variance per point (plus
+``γ``, as in the update) for a covariance update, the identity for a Euclidean one. The solution
+is ``u = max(x − λ D w, 0)`` with the one ``λ >= 0`` that keeps the row, found exactly from the
+sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto a simplex).
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConstraintError
-from ..outputs import Gaussian, LowRankCovariance
+from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint
+from .linear import LinearConstraint
 
 F64 = torch.float64
 
@@ -22,6 +32,9 @@ F64 = torch.float64
 PINNING_TOLERANCE = 1e-6
 """Relative miss of ``Σ_AA w = m_A`` beyond which pinning is judged infeasible (round-off in a
 feasible, ill-conditioned solve stays well below; an infeasible one misses by order one)."""
+ROW_TOLERANCE = 1e-9
+"""Relative miss of a member's kept row (to ``Σ_j w_j |x_j|``) beyond which the exact
+solution is judged to have failed; round-off stays far below."""
 INFEASIBLE = (
     "non-negativity is infeasible here: the points to pin at zero have (nearly) no variance "
     "left, or pinning them contradicts the constraints already imposed"
@@ -94,11 +107,43 @@ def _low_rank_condition(mean, variance, factor, active):
     return new_mean, torch.where(active, 0.0, variance), new_factor
 
 
+def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Rows ``x`` ``(r, n)`` moved to ``argmin Σ_i (u_i − x_i)² / d_i`` subject to
+    ``w·u = w·x`` and ``u >= 0``, for weights ``w`` ``(n,)`` ``>= 0`` and metrics ``d`` ``(r, n)``
+    ``> 0``; every row's total ``w·x`` must be ``>= 0``.
+
+    KKT: ``u = max(x − λ d w, 0)``. Sorting the breakpoints ``τ_i = x_i / (d_i w_i)`` in
+    descending order, ``λ_j = (Σ_{i<=j} w_i x_i − s) / Σ_{i<=j} d_i w_i²`` and the last ``j``
+    with ``τ_j > λ_j`` gives ``λ``; no such ``j`` means ``s = 0`` and ``u = 0`` where ``w > 0``.
+    """
+    total = x @ w
+    weighted = d * w
+    tau = torch.where(w > 0, x / torch.where(w > 0, weighted, 1.0), -torch.inf)
+    order = tau.argsort(-1, descending=True)
+    tau_sorted = tau.gather(-1, order)
+    numerator = (x * w).gather(-1, order).cumsum(-1) - total[:, None]
+    denominator = (weighted * w).gather(-1, order).cumsum(-1)
+    lam = numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny)
+    valid = tau_sorted > lam
+    count = valid.sum(-1)  # the valid j form a prefix
+    chosen = lam.gather(-1, (count - 1).clamp_min(0)[:, None])[:, 0]
+    moved = (x - chosen[:, None] * weighted).clamp_min(0.0)
+    moved = torch.where((count > 0)[:, None], moved, torch.zeros_like(x))
+    return torch.where(w > 0, moved, x.clamp_min(0.0))
+
+
 class NonNegative(Constraint):
-    """``u >= 0`` for Gaussian outputs, by an active set of points conditioned to zero.
+    """``u >= 0`` for Gaussian outputs, by an active set of points conditioned to zero, and for
+    ensembles, member by member, keeping a conservation row exact (module docstring).
 
     Args:
-        tolerance: means above ``-tolerance`` count as non-negative.
+        tolerance: means (members' values) above ``-tolerance`` count as non-negative.
+        keep: ensembles only: the :class:`LinearConstraint` (e.g. a ``mass_conservation``) whose
+            row each member keeps at its present value; its ``projection`` picks the metric
+            (``"covariance"``: the ensemble variance per point, ``"euclidean"``: the identity).
+            One row ``w >= 0`` per slice (a total per frame and channel).
+        jitter: ``γ`` relative to a slice's mean ensemble variance, added to the variance so a
+            point no member varies at can still move.
 
     A diagonal covariance stays diagonal and a :class:`~physml.outputs.LowRankCovariance` over a
     diagonal base (a conservation update's posterior) stays low rank, each iteration ``O(n k²)``
@@ -106,11 +151,72 @@ class NonNegative(Constraint):
     solve over all slices.
     """
 
-    def __init__(self, tolerance: float = 0.0) -> None:
+    def __init__(
+        self,
+        tolerance: float = 0.0,
+        *,
+        keep: LinearConstraint | None = None,
+        jitter: float = 1e-3,
+    ) -> None:
         super().__init__()
         if not tolerance >= 0:
             raise ConstraintError(f"tolerance must be >= 0, got {tolerance}")
-        self.tolerance = float(tolerance)
+        if keep is not None and not isinstance(keep, LinearConstraint):
+            raise ConstraintError(
+                f"keep must be a LinearConstraint (e.g. mass_conservation), got {type(keep)}"
+            )
+        if keep is not None and (keep.G.shape[0] != 1 or bool((keep.G < 0).any())):
+            raise ConstraintError(
+                "keep must have one row of non-negative weights per slice (a total), got G of "
+                f"shape {tuple(keep.G.shape)} with minimum {keep.G.min().item():.3g}"
+            )
+        if not (jitter > 0 and jitter < float("inf")):
+            raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
+        self.tolerance, self.jitter = float(tolerance), float(jitter)
+        self.keep = keep
+
+    def apply_ensemble(self, output: Ensemble, state: object = None) -> Ensemble:
+        """Every member with a negative value replaced by its quadratic program's solution."""
+        keep = self.keep
+        if keep is None:
+            raise ConstraintError(
+                "NonNegative on an Ensemble needs keep=<the LinearConstraint whose row each "
+                "member must keep> (clipping alone would change the members' totals)"
+            )
+        samples = output.samples
+        keep._layout(samples[0], "each member")
+        X = keep._flat(samples)  # (member, ..., n)
+        negative = (X < -self.tolerance).any(-1)
+        if not bool(negative.any()):
+            return output
+        n = X.shape[-1]
+        w = keep._matrices(samples.device)[0][0]
+        if keep.projection == "euclidean":
+            metric = torch.ones_like(X[0])
+        else:
+            variance = X.var(0)
+            mean = variance.mean(-1, keepdim=True)
+            metric = variance + torch.where(mean > 0, self.jitter * mean, 1.0)
+        rows = negative.flatten().nonzero().flatten()
+        flat = X.reshape(-1, n)
+        x = flat[rows]
+        d = metric.expand(X.shape).reshape(-1, n)[rows]
+        total, size = x @ w, x.abs() @ w
+        if bool((total < -ROW_TOLERANCE * size).any()):
+            worst = total.min().item()
+            raise ConstraintError(
+                f"non-negativity is infeasible here: a member's total is {worst:.3g} < 0, and no "
+                "non-negative field has a negative total"
+            )
+        new = simplex_projection(x, w, d)
+        miss = (new @ w - total.clamp_min(0.0)).abs()
+        if bool((miss > ROW_TOLERANCE * size.clamp_min(torch.finfo(F64).tiny)).any()):
+            raise ConstraintError(
+                f"NonNegative missed a kept row by {miss.max().item():.3g} (relative tolerance "
+                f"{ROW_TOLERANCE:g})"
+            )
+        flat = flat.index_copy(0, rows, new)
+        return Ensemble(keep._unflat(flat.reshape(X.shape), samples))
 
     def apply_gaussian(self, output: Gaussian, state: object = None) -> Gaussian:
         dtype = output.mean.dtype

@@ -21,6 +21,7 @@ BUILTIN_TASK_MODULES = (
     "physml.tasks.boon",
     "physml.tasks.earthformer",
     "physml.tasks.prediff",
+    "physml.tasks.conservation_forecast",
 )
 
 
@@ -33,6 +34,10 @@ class Context:
     device: str = "cpu"
     seed: int = 0
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"size must be one of {list(SIZES)}, got {self.size!r}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .. import metrics
 from .._io import atomic_path, atomic_write_text
 from ..constraints import KnowledgeControl, constrain
 from ..data.nbody import ENERGY_CONSERVING, NBodyDigits, nbody_digits
+from ..metrics import bootstrap_se, spread_skill
 from ..models.energy_judge import EnergyJudge, standardise
 from ..models.forecasting import score_forecast
 from ..models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
@@ -397,23 +398,6 @@ def train_judge(scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: b
 
 
 # ------------------------------------------------------------------------------------ evaluation
-
-
-def spread_skill(samples: torch.Tensor, truth: torch.Tensor) -> float:
-    """Spread over skill: ``√((M + 1)/M · mean var) / √(mean (x̄ − y)²)`` of members ``(M, …)``
-    (unbiased member variance; 1 for a calibrated ensemble, < 1 over-confident)."""
-    members = samples.shape[0]
-    spread = samples.double().var(0).mean() * (members + 1) / members
-    skill = (samples.double().mean(0) - truth.double()).square().mean()
-    return float((spread / skill).sqrt())
-
-
-def bootstrap_se(values: torch.Tensor, seed: int = 0, resamples: int = 1000) -> float:
-    """Bootstrap standard error of the mean of ``values`` ``(N,)`` (``resamples`` draws)."""
-    values = values.double().flatten()
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
-    return float(values[picks].mean(1).std())
 
 
 @dataclass

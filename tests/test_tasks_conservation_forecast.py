@@ -1,0 +1,118 @@
+"""Exact mass on forecast ensembles: NonNegative on members, HardC per member, the toy task."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from pdes.grid import Grid2D
+from physml import ConstraintError, constrain
+from physml.constraints import NonNegative, mass_conservation
+from physml.outputs import Ensemble
+from physml.tasks import Context, get
+from physml.tasks import conservation_forecast as task
+
+GRID = Grid2D.square(8, periodic=True)
+
+
+def members(seed: int = 0, shape=(6, 2, 3, 1, 8, 8)) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(shape, generator=generator, dtype=torch.float64) + 0.2
+
+
+@pytest.mark.parametrize("projection", ["covariance", "euclidean"])
+def test_nonnegative_on_members_solves_the_quadratic_program(projection):
+    samples = members()
+    conservation = mass_conservation(GRID, torch.full((2, 3, 1), 0.2), projection=projection)
+    updated = constrain(nn.Identity(), conservation)(Ensemble(samples)).samples
+    out = constrain(nn.Identity(), conservation, NonNegative(keep=conservation))(Ensemble(samples))
+    u = out.samples
+    assert u.min() >= 0 and (u == 0).any()
+    before, after = GRID.integrate(updated), GRID.integrate(u)
+    assert torch.allclose(after, before, rtol=0, atol=1e-13)
+    # KKT of min Σ (u − x)² / d s.t. w·u = w·x, u >= 0: u − x = −λ d w where u > 0, and
+    # x − λ d w <= 0 where u = 0, one λ >= 0 per member and frame (w uniform on this grid)
+    if projection == "euclidean":
+        d = torch.ones_like(updated)
+    else:
+        variance = updated.var(0)
+        d = variance + 1e-3 * variance.mean((-2, -1), keepdim=True)
+        d = d.expand_as(updated)
+    w = GRID.weights(dtype=torch.float64)
+    step = (updated - u) / (d * w)
+    positive = u > 0
+    lam = torch.where(positive, step, 0).sum((-2, -1)) / positive.sum((-2, -1))
+    assert (lam >= -1e-12).all()
+    assert torch.allclose(
+        torch.where(positive, step, lam[..., None, None]),
+        lam[..., None, None].expand_as(step),
+        atol=1e-9,
+    )
+    assert (torch.where(positive, -1.0, updated - lam[..., None, None] * d * w) <= 1e-12).all()
+
+
+def test_nonnegative_leaves_a_non_negative_ensemble_and_keeps_a_member_total():
+    samples = members().abs()
+    conservation = mass_conservation(GRID, torch.ones(2, 3, 1))
+    same = constrain(nn.Identity(), NonNegative(keep=conservation))(Ensemble(samples))
+    assert torch.equal(same.samples, samples)
+    one = torch.zeros(3, 1, 1, 1, 8, 8, dtype=torch.float64)
+    one[..., 0, 0], one[..., 0, 1] = 2.0, -1.0  # total 1 / 64: the positive point keeps it
+    out = constrain(nn.Identity(), NonNegative(keep=conservation, tolerance=0.0))
+    with pytest.raises(ConstraintError, match="keep"):
+        constrain(nn.Identity(), NonNegative())(Ensemble(one))
+    moved = out(Ensemble(one + 1e-3 * torch.arange(3.0)[:, None, None, None, None, None])).samples
+    assert moved.min() >= 0
+    assert torch.allclose(
+        GRID.integrate(moved),
+        GRID.integrate(one) + 1e-3 * torch.arange(3.0)[:, None, None, None],
+        atol=1e-15,
+    )
+
+
+def test_nonnegative_reports_a_negative_total_and_a_bad_keep():
+    conservation = mass_conservation(GRID, torch.ones(2, 3, 1))
+    negative = members() - 1.0  # every member's total < 0
+    with pytest.raises(ConstraintError, match="infeasible"):
+        constrain(nn.Identity(), NonNegative(keep=conservation))(Ensemble(negative))
+    with pytest.raises(ConstraintError, match="keep must be a LinearConstraint"):
+        NonNegative(keep="mass")
+    with pytest.raises(ConstraintError, match="jitter"):
+        NonNegative(keep=conservation, jitter=0.0)
+
+
+def test_hardc_on_an_ensemble_projects_each_member_like_a_tensor():
+    samples = members()
+    target = torch.full((2, 3, 1), 0.5)
+    euclidean = mass_conservation(GRID, target, projection="euclidean")
+    out = constrain(nn.Identity(), euclidean)(Ensemble(samples)).samples
+    # the projection onto one uniform-weight row adds the same constant to every point
+    shift = (0.5 - GRID.integrate(samples)) / GRID.integrate(torch.ones(8, 8, dtype=torch.float64))
+    assert torch.allclose(out, samples + shift[..., None, None], atol=1e-14)
+
+
+def test_spearman_of_monotone_and_reversed_maps():
+    a = torch.rand(5, 5, generator=torch.Generator().manual_seed(1))
+    assert task.spearman(a, a.exp()) == pytest.approx(1.0)
+    assert task.spearman(a, -a) == pytest.approx(-1.0)
+
+
+def test_toy_task_conserves_exactly(tmp_path):
+    rows = get(task.NAME).run(Context(out=tmp_path, size="toy", quiet=True))
+    summary = json.loads((tmp_path / task.NAME / "summary-toy.json").read_text())
+    scored = [row for row in summary["rows"] if "error" not in row]
+    assert {row["variant"] for row in scored} == set(task.VARIANTS)
+    assert {row["model"] for row in scored} == set(task.MODELS)
+    for row in scored:
+        if row["method"].startswith(("hardc", "probconserv", "kc-probconserv")):
+            assert row["ce_abs_max"] <= 1e-6, row
+        if row["method"].endswith("-nonneg"):
+            before = next(
+                r for r in scored if r["case"] == row["case"] and r["method"] == row["method"][:-7]
+            )
+            assert row["neg_fraction"] == 0.0
+            assert abs(row["ce_abs"] - before["ce_abs"]) <= 1e-9 * max(1.0, before["ce_abs"])
+    assert all(row.ok for row in rows if row.ok is not None)
+    for pattern in ("mass-*.png", "frame-*.png", "correction-*.png"):
+        assert len(list((tmp_path / task.NAME).glob(pattern))) == 2
