@@ -11,7 +11,11 @@ says what that default costs:
   lifting through ``2 × hidden`` channels, a two-layer projection through ``2 × hidden``);
 - ``neuralop-no-channel-mlp``: ``use_channel_mlp=False``;
 - ``neuralop-linear-lifting``: and ``lifting_channel_ratio=0`` (one linear lifting, as the plain);
-- ``neuralop-matched``: and ``projection_channel_ratio = 128 / hidden`` (the plain's projection).
+- ``neuralop-matched``: and ``projection_channel_ratio = 128 / hidden`` (the plain's projection);
+- ``lean``, ``lean-matched``: ``neuralop`` and ``neuralop-matched`` with
+  ``conv_module=LeanSpectralConv`` (:mod:`physml.models.spectral`: the same layers, weights and
+  outputs without neuralop's per-call Python), so ``lean`` is the toolkit's FNO, unchanged but
+  for the cost of its spectral convolutions.
 
 Neither has padding or a factorised weight (the toolkit's FNO uses neuralop's defaults: no domain
 padding, dense complex weights), and both skips are linear 1×1 convolutions. Equal modes means
@@ -40,6 +44,8 @@ import torch
 from neuralop.models import FNO
 from torch import nn
 from torch.nn import functional
+
+from physml.models import LeanSpectralConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -103,7 +109,8 @@ class PlainFNO1d(nn.Module):
 
 
 def variants(hidden: int, modes: int, layers: int) -> dict[str, dict]:
-    """neuralop FNO options, cumulative: each variant changes one more default."""
+    """neuralop FNO options, cumulative (each ``neuralop-*`` variant changes one more default),
+    then the toolkit's and the matched FNO with lean spectral convolutions."""
     common = {"n_modes": (modes,), "in_channels": 1, "out_channels": 1}
     toolkit = {**common, "hidden_channels": hidden, "n_layers": layers}
     no_mlp = {**toolkit, "use_channel_mlp": False}
@@ -114,6 +121,8 @@ def variants(hidden: int, modes: int, layers: int) -> dict[str, dict]:
         "neuralop-no-channel-mlp": no_mlp,
         "neuralop-linear-lifting": linear_lifting,
         "neuralop-matched": matched,
+        "lean": {**toolkit, "conv_module": LeanSpectralConv},
+        "lean-matched": {**matched, "conv_module": LeanSpectralConv},
     }
 
 
@@ -204,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "`plain_ms`, `fwd_ms`: median thread CPU time of one call of the plain FNO1d and of the "
         "neuralop variant (one torch thread); `ratio`: median over `pairs` alternating calls of "
         "the variant's time over the plain's. `params` counts real parameters (complex ones "
-        "twice). `n_modes`: neuralop's option; `modes`: the Fourier modes both keep. Variants are "
-        "cumulative (see the script's docstring)."
+        "twice). `n_modes`: neuralop's option; `modes`: the Fourier modes both keep. `neuralop-*` "
+        "variants are cumulative; `lean` is `neuralop` and `lean-matched` is `neuralop-matched` "
+        "with LeanSpectralConv layers (see the script's docstring)."
     )
     columns = [
         "case",

@@ -8,9 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 FLOAT = torch.float64
+MAX_DIFFUSION_NUMBER = 1e12
+"""Largest ``rate · t / L²`` (diffusivity or viscosity) a solver accepts: far beyond it the field is
+steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (measured on the heat
+solver: from about 1e20)."""
 
 
 def finite_number(name: str, value: float) -> float:
@@ -49,12 +54,28 @@ def non_negative(name: str, value: float) -> float:
 
 
 def positive_int(name: str, value: int, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``.
+
+    Python and numpy integers count; booleans (of either kind) do not.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
+    return int(value)
+
+
+def diffusion_number(name: str, rate: float, t_end: float, length: float) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``rate · t_end / length²`` exceeds
+    :data:`MAX_DIFFUSION_NUMBER` (``rate`` the largest diffusivity or viscosity, ``length`` the
+    shortest side of the domain)."""
+    number = rate * t_end / length**2
+    if number > MAX_DIFFUSION_NUMBER:
+        raise ValueError(
+            f"{name} up to {rate:.3g} is too large for times up to {t_end:.3g} on a length "
+            f"{length:.3g}: {name}*t/L^2 = {number:.3g} exceeds {MAX_DIFFUSION_NUMBER:.0e} "
+            "(the field is steady to round-off long before)"
+        )
 
 
 def field(

@@ -345,6 +345,8 @@ def solve_vorticity(
         max_step = checks.positive("max_step", max_step)
     batch, device = w0.shape[0], w0.device
     viscosity = per_sample("nu", nu, batch, "cpu")
+    shortest = min(grid.x.length, grid.y.length)
+    checks.diffusion_number("nu", float(viscosity.max()), t_out[-1].item(), shortest)
     force = forcing_coefficients(forcing, grid, batch, device)
     scheme = VorticityScheme(grid, viscosity, force, device)
 
@@ -437,7 +439,7 @@ def taylor_green(
     """
     grid = check_grid(grid)
     k = checks.positive_int("k", k)
-    amplitude = float(amplitude)
+    amplitude = checks.finite_number("amplitude", amplitude)
     times = torch.as_tensor(t, dtype=FLOAT).flatten()
     nu = torch.as_tensor(nu, dtype=FLOAT).flatten()
     if (nu <= 0).any() or not torch.isfinite(nu).all():

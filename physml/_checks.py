@@ -5,6 +5,8 @@ Each failure names the argument, what was expected and what came.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -59,3 +61,29 @@ def device(name: str, value: object) -> torch.device:
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
     return parsed
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can give now (Linux ``MemAvailable``; else free pages)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**63  # unknown: no refusal on this ground
+
+
+def fits_in_memory(name: str, nbytes: float, what: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``nbytes`` (the arrays ``what`` describes) exceed
+    the memory available now: checked before anything is allocated."""
+    free = available_memory()
+    if nbytes > free:
+        raise ValueError(
+            f"{name}: {what} would need about {nbytes / 1e9:.3g} GB, but this machine has "
+            f"{free / 1e9:.3g} GB of memory available"
+        )

@@ -16,6 +16,7 @@ from pdes import problems
 from pdes.checks import positive_int
 from pdes.errors import SolverError
 from physml import __version__
+from physml._checks import fits_in_memory
 from physml.training import commands as training_commands
 from physml.training.trainer import check_device
 
@@ -62,14 +63,37 @@ def _add_generate(subparsers) -> None:
             )
 
 
+SIZE_OPTIONS = ("nx", "ny", "nt", "frames", "size")
+"""Recipe options that count points along an axis: a sample holds at least their product."""
+
+
+def _check_sample_size(settings: dict) -> None:
+    """Refuse grid sizes whose single sample cannot fit in memory, before any axis is built (a
+    lower bound: a 2-D recipe's sample is larger still; :func:`_check_generate` checks the
+    exact shape once the axes are known to be small enough to build)."""
+    sizes = {
+        key: settings[key]
+        for key in SIZE_OPTIONS
+        if isinstance(settings.get(key), int) and settings[key] > 0
+    }
+    if sizes:
+        largest = max(sizes, key=sizes.get)
+        points = math.prod(sizes.values())
+        described = " x ".join(f"{key}={value}" for key, value in sizes.items())
+        fits_in_memory(largest, 8 * points, f"one sample of at least {described} float64 values")
+
+
 def _check_generate(args: argparse.Namespace, options: dict) -> None:
-    """What `physml generate` can check before it writes: the device, the recipe's settings (its
-    grid, times and attributes are built) and room on disk for the samples of this shard."""
+    """What `physml generate` can check before it writes: the device, the recipe's settings (sizes
+    first, then its grid, times and attributes are built), memory for one chunk of samples and
+    room on disk for the samples of this shard."""
     check_device(args.device)
     positive_int("n", args.n)
     positive_int("num_shards", args.num_shards)
+    positive_int("chunk", args.chunk)
     problem = problems.get(args.pde)
     settings = problem.settings(**options)
+    _check_sample_size(settings)
     try:
         shape = [len(axis) for axis in problem.coordinates(settings).values()]
         problem.attributes(settings)
@@ -77,9 +101,13 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
         raise ValueError(f"{args.pde}: unknown setting value {error}") from None
     except MemoryError:
         raise ValueError(f"{args.pde}: the grid settings are too large for memory") from None
+    samples = -(-args.n // args.num_shards)
+    batch = min(args.chunk, samples)
+    fits_in_memory(
+        "chunk", batch * 8 * math.prod(shape), f"{batch} samples of shape {tuple(shape)}"
+    )
     folder = Path(args.out).parent
     if folder.is_dir():
-        samples = -(-args.n // args.num_shards)
         need = DISK_FACTOR * samples * 8 * math.prod(shape)
         free = shutil.disk_usage(folder).free
         if need > free:
@@ -313,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             return _run_convert(args)
         if args.command == "train":
-            return training_commands.run_train(args)
+            from physml.updates.previous import distill_from
+
+            return training_commands.run_train(args, distill=distill_from)
         if args.command == "evaluate":
             return training_commands.run_evaluate(args)
         if args.command == "run":

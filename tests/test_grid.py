@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import scipy.special
 import torch
@@ -88,3 +89,9 @@ def test_bad_grids(kwargs, match):
 def test_integrate_checks_size():
     with pytest.raises(ValueError, match="must have 5 entries"):
         Grid1D(5).integrate(torch.ones(4))
+
+
+def test_numpy_integer_sizes_are_accepted_as_ints():
+    grid = Grid1D(np.int64(9))
+    assert grid.n == 9
+    assert torch.equal(grid.coordinates(), Grid1D(9).coordinates())

@@ -689,3 +689,92 @@ def test_cuda_matches_cpu():
     assert draws.device.type == "cuda" and draws.shape == (5, 3, 6)
     with pytest.raises(ValueError, match="same device"):
         metrics.gaussian_samples(on_gpu, 5, torch.Generator().manual_seed(0))
+
+
+# ------------------------------------------------------------ negative flips in regression
+
+OLD_ERRORS = torch.tensor([0.05, 0.10, 0.20, 0.02, 0.30])
+NEW_ERRORS = torch.tensor([0.12, 0.08, 0.25, 0.021, 0.10])
+
+
+def test_tolerance_flips_and_their_curve_by_hand():
+    # tau 0.1: old right on 0, 1, 3; new wrong on 0 (0.12) only -> 1 flip of 5
+    flips = metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, 0.1, reduction="none")
+    assert flips.tolist() == [True, False, False, False, False]
+    assert metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, 0.1).item() == pytest.approx(1 / 5)
+    # tau 0.02: old right on 3 only, new 0.021 > 0.02 -> a flip; tau 0.2: old right on 0-3,
+    # new wrong on 2 (0.25); tau 0.3: nothing wrong any more
+    curve = metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, [0.02, 0.1, 0.2, 0.3])
+    assert curve.tolist() == pytest.approx([1 / 5, 1 / 5, 1 / 5, 0.0])
+    loop = [
+        sum(o <= t < n for o, n in zip(OLD_ERRORS.tolist(), NEW_ERRORS.tolist(), strict=True)) / 5
+        for t in (0.01, 0.06, 0.11, 0.22)
+    ]
+    assert metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, [0.01, 0.06, 0.11, 0.22]).tolist() == (
+        pytest.approx(loop)
+    )
+    assert metrics.tolerance_flips(OLD_ERRORS, OLD_ERRORS, 0.1).item() == 0.0
+
+
+def test_degradation_flips_by_hand():
+    # (1 + 0.1) e_old: 0.055, 0.11, 0.22, 0.022, 0.33 -> new worse on 0 and 2
+    flips = metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, delta=0.1, reduction="none")
+    assert flips.tolist() == [True, False, True, False, False]
+    # an absolute floor of 0.05 forgives 2 (0.25 < 0.22 + 0.05) but not 0 (0.12 > 0.105)
+    assert metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.1, 0.05).item() == pytest.approx(0.2)
+    # delta 0: any worsening, including 3 (0.021 > 0.02)
+    assert metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.0).item() == pytest.approx(3 / 5)
+
+
+def test_physics_flips_by_hand():
+    old = torch.tensor([[1e-9, -2e-9], [1e-3, 0.0], [0.0, 0.0], [5e-7, 0.0]])
+    new = torch.tensor([[0.0, 1e-5], [0.0, 0.0], [-1e-4, 0.0], [0.0, 2e-7]])
+    # met before (|r| <= 1e-6): 0, 2, 3; violated after: 0, 2
+    flips = metrics.physics_flips(old, new, 1e-6, reduction="none")
+    assert flips.tolist() == [True, False, True, False]
+    assert metrics.physics_flips(old, new, 1e-6).item() == pytest.approx(0.5)
+    assert metrics.physics_flips(old, new, 1e-3).item() == 0.0
+
+
+def test_crps_per_sample_is_the_mean_crps_of_each_sample():
+    mean, std, target = rand(3, 2, 4), rand(3, 2, 4, seed=1).abs(), rand(3, 2, 4, seed=2)
+    per_point = metrics.crps_gaussian(mean, std, target, reduction="none")
+    expected = per_point.reshape(3, -1).mean(1)
+    torch.testing.assert_close(metrics.crps_per_sample((mean, std), target), expected)
+    gaussian = Gaussian(mean.reshape(3, 8), std.reshape(3, 8).square())
+    torch.testing.assert_close(metrics.crps_per_sample(gaussian, target.reshape(3, 8)), expected)
+    members = rand(6, 3, 8, seed=3)
+    by_loop = torch.stack(
+        [metrics.crps_ensemble(members[:, i], target.reshape(3, 8)[i]) for i in range(3)]
+    )
+    torch.testing.assert_close(
+        metrics.crps_per_sample(Ensemble(members), target.reshape(3, 8)), by_loop
+    )
+    # the probabilistic flips: CRPS in place of the error
+    old = metrics.crps_per_sample((mean, std), target)
+    new = metrics.crps_per_sample((mean, 2 * std), target)
+    tau = float(old.median())
+    assert metrics.tolerance_flips(old, new, tau).item() == pytest.approx(
+        float(((old <= tau) & (new > tau)).double().mean())
+    )
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS[:3], 0.1), "same shape"),
+        (lambda: metrics.tolerance_flips(OLD_ERRORS[None], NEW_ERRORS[None], 0.1), "per-sample"),
+        (lambda: metrics.tolerance_flips(-OLD_ERRORS, NEW_ERRORS, 0.1), "old_error must be >= 0"),
+        (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, -1), "tau must be >= 0"),
+        (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, "a"), "tau must be a number"),
+        (lambda: metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, [[0.1]]), "taus must be"),
+        (lambda: metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, -0.1), "delta must be"),
+        (lambda: metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.1, -1), "floor must be"),
+        (lambda: metrics.physics_flips(torch.ones(3), torch.ones(4), 0.1), "same shape"),
+        (lambda: metrics.physics_flips(torch.ones(3), torch.ones(3), -0.1), "tolerance must"),
+        (lambda: metrics.crps_per_sample(torch.ones(3), torch.ones(3)), "prediction must be"),
+    ],
+)
+def test_negative_flip_metrics_reject_bad_input(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()

@@ -24,7 +24,9 @@ dtype), used whole
 (``max_n_modes`` equal to the modes in use and no more modes than the grid holds, no resolution
 scaling); ``fftshift``s the non-last axes again; ``irfftn``; adds ``bias`` ``(out, 1, ...)``. The
 skip is a ``Flattened1dConv`` (a ``Conv1d`` with kernel 1), a ``SoftGating`` (weight and bias
-``(1, C, 1, ...)``), an ``nn.Identity`` or absent.
+``(1, C, 1, ...)``), an ``nn.Identity`` or absent. A subclass of ``SpectralConv`` qualifies when
+its class declares ``computes_spectral_conv = True`` (its forward computes exactly that, e.g.
+``physml.models.spectral.LeanSpectralConv``).
 
 The double ``fftshift``: neuralop 2.0 undoes the first ``fftshift`` with a second one, not with
 ``ifftshift``. On a non-last axis of even size the two cancel; on one of odd size ``N`` they
@@ -56,8 +58,10 @@ except ImportError:  # pragma: no cover - neuralop is a dependency
 
 def unsupported(conv: nn.Module, skip: nn.Module | None) -> str | None:
     """Why ``conv(x) + skip(x)`` has no closed-form responses (``None``: it has)."""
-    if SpectralConv is None or type(conv) is not SpectralConv:
+    if SpectralConv is None or not isinstance(conv, SpectralConv):
         return "the convolution is not neuralop's SpectralConv"
+    if type(conv) is not SpectralConv and not getattr(type(conv), "computes_spectral_conv", False):
+        return f"{type(conv).__name__} does not declare computes_spectral_conv"
     if conv.complex_data or conv.separable:
         return "the spectral convolution works on complex data or has separable weights"
     if conv.fno_block_precision != "full":

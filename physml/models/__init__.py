@@ -32,6 +32,7 @@ from .forecasting import (
 from .gp import ExactGPSurrogate
 from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from .prediff import PreDiff
+from .spectral import LeanSpectralConv, fast_fno
 
 __all__ = [
     "PATTERNS",
@@ -57,9 +58,11 @@ __all__ = [
     "ExactGPSurrogate",
     "EnergyJudge",
     "KnowledgeRegressor",
+    "LeanSpectralConv",
     "NoisyLatentLoss",
     "PreDiff",
     "elbo_loss",
+    "fast_fno",
     "gpme_residual",
     "grid_points",
     "softc_loss_extra",

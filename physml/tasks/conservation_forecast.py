@@ -552,7 +552,7 @@ def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method
 def score(
     samples: torch.Tensor, windows_: Windows, grid: Grid2D, seconds: float
 ) -> dict[str, object]:
-    """The columns of a row: ``ce_abs`` (mean ``|member mass − true mass| / true mass``),
+    """The columns of a row: ``ce_abs`` (mean of ``abs(member mass − true mass) / true mass``),
     ``mse`` of the ensemble mean, ``crps`` (ensemble CRPS per pixel), ``spread_skill``,
     ``neg_fraction`` (share of member pixels < 0), ``fwd_ms`` per window and
     ``mass_error_per_lead``."""
@@ -579,9 +579,9 @@ def score(
 
 
 def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
-    """Where a method moved mass: ``spearman_spread``, Spearman's ρ between the mean
-    ``|correction|`` per pixel and the ensemble's standard deviation (mean over windows and
-    frames), and ``correction_cv``, the coefficient of variation of ``|correction|`` over each
+    """Where a method moved mass: ``spearman_spread``, Spearman's ρ between the mean absolute
+    correction per pixel and the ensemble's standard deviation (mean over windows and frames),
+    and ``correction_cv``, the coefficient of variation of the absolute correction over each
     member's frame (mean; 0 for a spatially uniform correction)."""
     change = (after - before).abs()  # (M, N, T, 1, H, W)
     per_pixel, spread = change.mean(0), before.std(0)
@@ -808,7 +808,7 @@ def plot_frame(path: Path, found: dict, model: str = "earthformer", window: int 
 
 
 def plot_correction(path: Path, found: dict, model: str = "earthformer", window: int = 0) -> None:
-    """Where each method moved mass (mean ``|correction|`` over members, last lead) beside the
+    """Where each method moved mass (mean absolute correction over members, last lead) beside the
     raw ensemble's standard deviation."""
     methods = found["samples"][model]
     raw = methods["raw"][:, window, -1, 0]

@@ -243,24 +243,29 @@ def plot_case(
     x = grid.coordinates()
     mid = int(torch.argmin((t - 0.5 * t[-1]).abs()))
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(x, exact[0, mid], "k", lw=2, label="exact")
-    for method, colour in (("anp", "tab:blue"), ("probconserv-anp", "tab:red")):
+    ax.plot(x, exact[0, mid], "k", lw=4, alpha=0.3, zorder=1, label="exact")
+    styles = (("anp", "tab:blue", "-", 2.0), ("probconserv-anp", "tab:red", "--", 1.5))
+    for layer, (method, colour, line, width) in enumerate(styles):
         g = predictions[method]
         mean, std = g.mean[0, mid], g.variance()[0, mid].clamp(min=0).sqrt()
-        ax.plot(x, mean, color=colour, label=method)
-        ax.fill_between(x, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.2)
+        ax.fill_between(x, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.15, lw=0, zorder=2)
+        ax.plot(x, mean, line, color=colour, lw=width, zorder=3 + layer, label=method)
     ax.set(xlabel="x", ylabel="u", title=f"{name}: t = {t[mid].item():.3g}, mean ± 2σ")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(folder / f"{name}-profile.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(t, mass[0], "k", lw=2, label="true mass")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.4), sharex=True)
+    top.plot(t, mass[0], "k", lw=4, alpha=0.3, label="true mass")
     for method, g in predictions.items():
-        ax.plot(t, grid.integrate(g.mean[0]), "--", label=method)
-    ax.set(xlabel="t", ylabel="∫u dx", title=f"{name}: total mass of one test function")
-    ax.legend(fontsize=8)
+        total = grid.integrate(g.mean[0])
+        (line,) = top.plot(t, total, "--", label=method)
+        error = (total - mass[0]).abs().clamp(min=1e-17)  # round-off zeros stay on the log axis
+        bottom.semilogy(t, error, "o-", ms=3, color=line.get_color(), label=method)
+    top.set(ylabel="∫u dx", title=f"{name}: total mass of one test function")
+    top.legend(fontsize=8)
+    bottom.set(xlabel="t", ylabel="|∫u dx − true mass|", title="conservation error (log scale)")
     fig.tight_layout()
     fig.savefig(folder / f"{name}-mass.png", dpi=110)
     plt.close(fig)
@@ -363,9 +368,12 @@ for _case in TESTS:
             run=_runner(_case),
             figures={
                 f"probconserv-{_case}/*-profile.png": "{name}: the solution at mid-time, exact "
-                "(black) and the means of the ANP and ProbConserv with their ±2σ bands.",
+                "(thick grey), the ANP's mean (solid blue) and ProbConserv's (dashed red) with "
+                "their ±2σ bands.",
                 f"probconserv-{_case}/*-mass.png": "{name}: the total mass ∫u dx of one test "
-                "function over time, true (black) and each method's prediction (dashed).",
+                "function over time, true (thick grey) and each method's prediction (dashed), "
+                "top; each method's conservation error |∫u dx − true mass| on a log scale, "
+                "bottom (round-off zeros drawn at 1e-17).",
                 f"probconserv-{_case}/*-shock.png": "{name}: posterior samples of the shock "
                 "position at the final time, ANP and ProbConserv, beside the true front (black).",
             },

@@ -1,12 +1,14 @@
 """The solver verification task: every ``pdes`` solver against its exact solution.
 
 For each exact case it refines the grid (or the step), measures the order of accuracy and saves a
-figure: the finest numerical solution over the exact one at a few times, and the error against the
+figure: the finest numerical solution over the exact one at a few times (2-D cases: the exact field
+and the error over the grid, as images), and the error against the
 spacing on log-log axes with the theoretical slope.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -21,18 +23,23 @@ ORDER_SLACK = 0.8
 """A measured order counts as meeting the theory when it reaches this fraction of it."""
 
 
+SQUARE_CASES = frozenset(
+    {"cavity-poisson", "navier-stokes-taylor-green-time", "ns-tracer-drifting-blob"}
+)
+"""Cases whose space axis is an ``n × n`` grid flattened (x fastest along the rows of ``(n, n)``):
+they are drawn as images, not as lines over the flattened index."""
+
+
 def plot_study(study: ConvergenceStudy, path: Path) -> None:
-    """Save the profile and convergence panels of one study to ``path`` (PNG)."""
-    finest = study.finest
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    x = finest.x.cpu().numpy()
-    steps = finest.t.numel()
-    for j in sorted({0, steps // 2, steps - 1}):
-        label = f"t={finest.t[j].item():.3g}"
-        (line,) = left.plot(x, finest.exact[0, j].cpu().numpy(), lw=2.5, alpha=0.4, label=label)
-        left.plot(x, finest.numerical[0, j].cpu().numpy(), "--", color=line.get_color(), lw=1)
-    left.set(xlabel="x", ylabel="u", title=f"{study.case.name}: exact (thick), solver (dashed)")
-    left.legend(fontsize=8)
+    """Save the profile (or, for a 2-D case, field and error images) and convergence panels of one
+    study to ``path`` (PNG)."""
+    square = study.case.name in SQUARE_CASES
+    fig, axes = plt.subplots(1, 3 if square else 2, figsize=(14 if square else 10, 3.8))
+    if square:
+        _plot_field_and_error(study, axes[0], axes[1])
+    else:
+        _plot_profiles(study, axes[0])
+    right = axes[-1]
     h = study.spacings
     right.loglog(h, study.errors, "o-", label=f"measured, order {study.order:.2f}")
     reference = [study.errors[-1] * (s / h[-1]) ** study.case.order for s in h]
@@ -47,6 +54,39 @@ def plot_study(study: ConvergenceStudy, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_profiles(study: ConvergenceStudy, ax) -> None:
+    """The finest solution (dashed) over the exact one (thick) at three times, first sample."""
+    finest = study.finest
+    x = finest.x.cpu().numpy()
+    steps = finest.t.numel()
+    for j in sorted({0, steps // 2, steps - 1}):
+        label = f"t={finest.t[j].item():.3g}"
+        (line,) = ax.plot(x, finest.exact[0, j].cpu().numpy(), lw=2.5, alpha=0.4, label=label)
+        ax.plot(x, finest.numerical[0, j].cpu().numpy(), "--", color=line.get_color(), lw=1)
+    ax.set(xlabel="x", ylabel="u", title=f"{study.case.name}: exact (thick), solver (dashed)")
+    ax.legend(fontsize=8)
+
+
+def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
+    """A 2-D case at its last time, first sample: the exact field and the solver's error."""
+    finest = study.finest
+    points = finest.exact.shape[-1]
+    n = math.isqrt(points)
+    exact = finest.exact[0, -1].reshape(n, n).cpu().numpy()
+    error = (finest.numerical[0, -1] - finest.exact[0, -1]).reshape(n, n).cpu().numpy()
+    when = f", t={finest.t[-1].item():.3g}" if finest.t.numel() > 1 else ""  # else steady
+    image = field_ax.imshow(exact.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
+    fig = field_ax.figure
+    fig.colorbar(image, ax=field_ax, shrink=0.85)
+    field_ax.set(xlabel="x / Lx", ylabel="y / Ly", title=f"{study.case.name}: exact{when}")
+    bound = max(abs(error.min()), abs(error.max())) or 1.0
+    image = error_ax.imshow(
+        error.T, origin="lower", extent=(0, 1, 0, 1), cmap="RdBu_r", vmin=-bound, vmax=bound
+    )
+    fig.colorbar(image, ax=error_ax, shrink=0.85)
+    error_ax.set(xlabel="x / Lx", ylabel="y / Ly", title=f"solver − exact{when}, {n}×{n} grid")
 
 
 def run(context: Context) -> list[Row]:
@@ -88,8 +128,9 @@ TASK = register(
         run=run,
         figures={
             "verify/*.png": "{name}: the solver on its finest grid (dashed) over the exact "
-            "solution (thick) at three times, left; the error against the grid spacing or time "
-            "step on log-log axes beside the theoretical slope, right.",
+            "solution (thick) at three times (2-D cases: the exact field and the solver's error "
+            "over the grid at the last time, as images), left; the error against the grid "
+            "spacing or time step on log-log axes beside the theoretical slope, right.",
         },
     )
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ..data import PDEData, load
 from .checkpoint import load_checkpoint
 from .distributed import world
 from .families import DEFAULTS, FAMILIES, TASKS, build, model_config, training_items
-from .trainer import TrainConfig, Trainer, check_device
+from .trainer import Loss, TrainConfig, Trainer, check_device
 
 try:  # Python 3.11+
     import tomllib
@@ -27,6 +28,14 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+DISTILL_DEFAULTS = {
+    "distill_lambda": 1.0,
+    "distill_alpha": 1.0,
+    "distill_beta": 5.0,
+    "distill_tau": "the old model's median relative L2 on the training pairs",
+}
+"""Settings of ``--distill-from``: λ, α, β and τ of focal distillation (physml.updates)."""
+DistillHook = Callable[..., Loss]
 
 
 def add_parsers(subparsers) -> None:
@@ -48,6 +57,14 @@ def add_parsers(subparsers) -> None:
     for name in DEFAULTS:
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    distill = train.add_argument_group(
+        "positive-congruent training", "pull the new model toward an old one where it was right"
+    )
+    distill.add_argument("--distill-from", help="run folder of the old model (physml train)")
+    for name, default in DISTILL_DEFAULTS.items():
+        distill.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=None, help=f"default {default}"
+        )
     evaluate = subparsers.add_parser("evaluate", help="score a trained checkpoint on a dataset")
     evaluate.add_argument("--checkpoint", required=True, help="run folder of physml train")
     evaluate.add_argument("--data", required=True, help="HDF5 dataset to score on")
@@ -65,7 +82,8 @@ def settings(args: argparse.Namespace) -> dict:
             merged = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"--config: {str(path)!r} is not valid TOML ({error})") from None
-        known = TRAIN_FIELDS | set(DEFAULTS) | {"model", "task", "val_fraction"}
+        known = TRAIN_FIELDS | set(DEFAULTS) | set(DISTILL_DEFAULTS)
+        known |= {"model", "task", "val_fraction", "distill_from"}
         unknown = sorted(set(merged) - known)
         if unknown:
             raise ValueError(f"--config: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -98,7 +116,10 @@ def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
     return part(slice(0, len(data) - held)), part(slice(len(data) - held, len(data)))
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> int:
+    """``physml train``. ``distill`` builds the loss of ``--distill-from``
+    (:func:`physml.updates.previous.distill_from`: the command line passes it in, since
+    ``physml.updates`` sits above ``physml.training``)."""
     chosen = settings(args)
     config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
     description = model_config(
@@ -109,6 +130,23 @@ def run_train(args: argparse.Namespace) -> int:
     model, train_set = build(description, train_data)
     validation = None if val_data is None else training_items(description, val_data)
     loss = FAMILIES[description["model"]].loss
+    if chosen.get("distill_from") is not None:
+        if distill is None:
+            raise ValueError(
+                "--distill-from: run_train was given no distill= builder (physml train passes "
+                "physml.updates.previous.distill_from)"
+            )
+        options = {
+            name.removeprefix("distill_").replace("lambda", "strength"): chosen[name]
+            for name in DISTILL_DEFAULTS
+            if chosen.get(name) is not None
+        }
+        loss = distill(
+            chosen["distill_from"], loss, train_data, train_set, description["task"], **options
+        )
+        description = {**description, "distill": {**options, "tau": loss.tau}}
+    elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):
+        raise ValueError("--distill-lambda/-alpha/-beta/-tau need --distill-from")
     trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet)
     report = trainer.fit(train_set, validation)
     if world(config.device).rank != 0:

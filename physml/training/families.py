@@ -33,6 +33,7 @@ from pdes.checks import positive_int
 from pdes.problems import get as get_recipe
 
 from .. import metrics
+from .._checks import fits_in_memory
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
 from ..data.windows import ForecastDataset, RolloutDataset
@@ -55,6 +56,22 @@ DEFAULTS: dict[str, object] = {
     "views": 8,
     "members": 5,
 }
+MAXIMA: dict[str, int] = {
+    "modes": 1024,
+    "hidden": 8192,
+    "layers": 256,
+    "k": 100_000,
+    "t_in": 100_000,
+    "t_out": 100_000,
+    "base_units": 8192,
+    "context_points": 10**7,
+    "context_times": 100_000,
+    "target_points": 10**7,
+    "views": 100_000,
+    "members": 1024,
+}
+"""The largest value ``model_config`` accepts for each option: far beyond any model these
+families train, and small enough that a size check, not the allocator, refuses a typo."""
 EVALUATION_SEED = 1
 """Seed of the context points the ANP is shown in ``physml evaluate`` (training uses 0)."""
 
@@ -84,6 +101,11 @@ def mse_loss(model: nn.Module, batch) -> torch.Tensor:
 def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     (x_shape, y_shape), space = shapes, len(data.space_shape)
     modes = min(config["options"]["modes"], *(n // 2 for n in data.space_shape))
+    hidden, layers = config["options"]["hidden"], config["options"]["layers"]
+    spectral_weights = layers * hidden**2 * modes**space  # complex64, 8 bytes each
+    fits_in_memory(
+        "hidden", 8 * spectral_weights, f"an FNO of {layers} layers x {hidden}² channels"
+    )
     return FNO(
         n_modes=(modes,) * space,
         in_channels=x_shape[0],
@@ -237,6 +259,8 @@ def model_config(name: str, task: str, options: dict) -> dict:
     merged = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     for key, value in merged.items():
         positive_int(key, value)
+        if key in MAXIMA and value > MAXIMA[key]:
+            raise ValueError(f"{key} must be at most {MAXIMA[key]}, got {value}")
     return {"model": name, "task": task, "options": merged}
 
 

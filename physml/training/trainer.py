@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pdes.checks import positive_int
 
+from .._checks import device as checked_device
 from .checkpoint import (
     CheckpointError,
     check_same_config,
@@ -40,16 +41,8 @@ SCHEDULES = ("cosine", "constant")
 
 
 def check_device(device: str) -> torch.device:
-    """``device`` as a torch device that exists here, else a one-line error."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device")
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return parsed
+    """``device`` as a torch device that exists here, else a one-line error naming ``device``."""
+    return checked_device("device", device)
 
 
 @dataclass(frozen=True)
@@ -84,8 +77,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lr == 0:
             raise ValueError("lr must be > 0, got 0")
-        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
-            raise ValueError(f"clip must be a number > 0 or None, got {self.clip!r}")
+        if self.clip is not None and not (
+            isinstance(self.clip, (int, float))
+            and not isinstance(self.clip, bool)
+            and math.isfinite(self.clip)
+            and self.clip > 0
+        ):
+            raise ValueError(
+                f"clip must be a number > 0 or None, got {self.clip!r} (a finite number: for no "
+                "clipping pass None)"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         check_device(self.device)

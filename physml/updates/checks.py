@@ -1,0 +1,247 @@
+"""Checks a guarded surrogate runs on each prediction: small objects with a threshold each.
+
+A check scores every sample of a batch, ``score(inputs, prediction) -> (batch,)`` float64 (how far
+the prediction is from what the physics or the training data allow, in the units named per
+check), and *fails* a sample whose score is above its ``threshold`` (or NaN). Checks compose as a
+list given to :func:`physml.updates.guard`; a sample goes to the fallback when any one fails.
+
+``inputs`` are what the surrogate was called with ``(batch, ...)``; ``prediction`` is its output:
+a tensor ``(batch, ...)``, a :class:`~physml.outputs.Gaussian` or an
+:class:`~physml.outputs.Ensemble` (members first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from pdes import Dirichlet, Grid1D, Neumann
+from pdes.checks import non_negative
+
+from .. import metrics
+from .._checks import as_tensor
+from ..constraints import Constraint
+from ..outputs import Ensemble, Gaussian
+
+F64 = torch.float64
+
+
+def point_prediction(prediction: object) -> torch.Tensor:
+    """The tensor a prediction answers with: itself, a Gaussian's mean or an ensemble's mean."""
+    if isinstance(prediction, Gaussian):
+        return prediction.mean
+    if isinstance(prediction, Ensemble):
+        return prediction.samples.mean(0)
+    if isinstance(prediction, torch.Tensor):
+        return prediction
+    raise TypeError(
+        f"the surrogate must return a tensor, a Gaussian or an Ensemble, got "
+        f"{type(prediction).__name__}"
+    )
+
+
+def _per_sample_max(values: torch.Tensor) -> torch.Tensor:
+    return values.to(F64).abs().reshape(values.shape[0], -1).amax(1)
+
+
+class Check:
+    """A check: :meth:`score` per sample, failed above ``threshold``; ``name`` labels reports."""
+
+    name = "check"
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = non_negative("threshold", threshold)
+
+    def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self, inputs: torch.Tensor, prediction: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(fails, score)``: booleans and float64 scores ``(batch,)``."""
+        score = self.score(inputs, prediction)
+        batch = inputs.shape[0]
+        if not isinstance(score, torch.Tensor) or score.shape != (batch,):
+            got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
+            raise ValueError(f"check {self.name!r} must score each sample ({batch},), got {got}")
+        score = score.to(F64)
+        return ~(score <= self.threshold), score
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, threshold={self.threshold:g})"
+
+
+class InputRange(Check):
+    """Inputs outside the training range: per-parameter bounds ``lower ≤ p ≤ upper``.
+
+    ``parameters(inputs) -> (batch, P)`` gives the parameters of each input (by default the
+    inputs themselves, which must then be ``(batch, P)``). The score is the largest distance
+    outside the box in units of each parameter's range ``upper − lower`` (absolute where the
+    range is 0); 0 inside. The default threshold 0 fails every input outside the box.
+    """
+
+    name = "input_range"
+
+    def __init__(
+        self,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+        parameters: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        threshold: float = 0.0,
+    ) -> None:
+        super().__init__(threshold)
+        self.lower = as_tensor("lower", lower, "(P,)", 1)
+        self.upper = as_tensor("upper", upper, "(P,)", 1)
+        if self.lower.shape != self.upper.shape:
+            raise ValueError(
+                f"lower and upper must have the same shape (P,), got {tuple(self.lower.shape)} "
+                f"and {tuple(self.upper.shape)}"
+            )
+        if (self.lower > self.upper).any():
+            raise ValueError("lower must be <= upper for every parameter")
+        if parameters is not None and not callable(parameters):
+            raise TypeError(
+                f"parameters must be callable(inputs) -> (batch, P), got {parameters!r}"
+            )
+        self.parameters = parameters
+
+    @classmethod
+    def from_training(
+        cls,
+        training_parameters: torch.Tensor,
+        parameters: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        threshold: float = 0.0,
+    ) -> InputRange:
+        """Bounds from the parameters ``(N, P)`` the surrogate was trained on: their min and max."""
+        values = as_tensor("training_parameters", training_parameters, "(N, P)", 2)
+        if values.shape[0] == 0:
+            raise ValueError("training_parameters is empty")
+        return cls(values.amin(0), values.amax(0), parameters, threshold)
+
+    def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        raw = inputs if self.parameters is None else self.parameters(inputs)
+        values = as_tensor("parameters", raw, f"(batch, {self.lower.numel()})", 2)
+        if values.shape[1] != self.lower.numel() or values.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"parameters must be ({inputs.shape[0]}, {self.lower.numel()}) (batch, P), got "
+                f"{tuple(values.shape)}"
+            )
+        lower, upper = self.lower.to(values.device), self.upper.to(values.device)
+        width = upper - lower
+        scale = torch.where(width > 0, width, torch.ones_like(width))
+        outside = torch.maximum(lower - values, values - upper).clamp_min(0) / scale
+        return outside.amax(1)
+
+
+class ConstraintResidual(Check):
+    """A constraint's residual on the prediction, e.g. :func:`physml.constraints.mass_conservation`.
+
+    Score: the largest ``|constraint.residual(u, inputs)|`` of each sample (the constraint's
+    units, e.g. mass), ``u`` the point prediction; ``inputs`` reach a target given as a function
+    of the model's inputs.
+    """
+
+    def __init__(self, constraint: Constraint, threshold: float, name: str = "conservation"):
+        super().__init__(threshold)
+        if not callable(getattr(constraint, "residual", None)):
+            raise TypeError(
+                f"constraint must offer residual(u, *inputs) (a LinearConstraint, e.g. "
+                f"mass_conservation), got {type(constraint).__name__}"
+            )
+        self.constraint, self.name = constraint, name
+
+    def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        return _per_sample_max(self.constraint.residual(point_prediction(prediction), inputs))
+
+
+class BoundaryError(Check):
+    """How far the prediction is from a 1-D boundary condition on its last axis.
+
+    Dirichlet: ``|u − value|`` at each wall; Neumann: ``|∂u/∂x − flux|`` with the second-order
+    one-sided difference ``(∓3u₀ ± 4u₁ ∓ u₂) / (2 dx)``. Score: the largest over walls (and any
+    channel or time axis) of each sample, in the field's units (per unit length for Neumann).
+    ``time`` is where values given as functions of time are evaluated.
+    """
+
+    name = "boundary"
+
+    def __init__(
+        self, bc: Dirichlet | Neumann, grid: Grid1D, threshold: float, time: float = 0.0
+    ) -> None:
+        super().__init__(threshold)
+        if not isinstance(bc, (Dirichlet, Neumann)):
+            raise TypeError(f"bc must be a pdes.Dirichlet or pdes.Neumann, got {type(bc).__name__}")
+        if not isinstance(grid, Grid1D):
+            raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid).__name__}")
+        if grid.kind != "node" or grid.periodic:
+            raise ValueError("grid must be a non-periodic node grid (its ends on the walls)")
+        if isinstance(bc, Neumann) and grid.n < 3:
+            raise ValueError(f"grid must have at least 3 points for a Neumann check, got {grid.n}")
+        self.bc, self.grid, self.time = bc, grid, float(time)
+
+    def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        u = point_prediction(prediction).to(F64)
+        if u.ndim < 2 or u.shape[-1] != self.grid.n:
+            raise ValueError(
+                f"prediction must be (batch, ..., {self.grid.n}) on the grid, got {tuple(u.shape)}"
+            )
+        batch, view = u.shape[0], (u.shape[0],) + (1,) * (u.ndim - 2)
+        left, right = (v.reshape(view) for v in self.bc.values(self.time, batch, u.device))
+        if isinstance(self.bc, Dirichlet):
+            walls = torch.stack([u[..., 0] - left, u[..., -1] - right], -1)
+        else:
+            dx = self.grid.dx
+            slope_left = (-3 * u[..., 0] + 4 * u[..., 1] - u[..., 2]) / (2 * dx)
+            slope_right = (3 * u[..., -1] - 4 * u[..., -2] + u[..., -3]) / (2 * dx)
+            walls = torch.stack([slope_left - left, slope_right - right], -1)
+        return _per_sample_max(walls)
+
+
+class EnsembleSpread(Check):
+    """The prediction's own uncertainty: the largest standard deviation over each sample's points.
+
+    The prediction must be an :class:`~physml.outputs.Ensemble` (unbiased member std) or a
+    :class:`~physml.outputs.Gaussian` (marginal std); the field's units.
+    """
+
+    name = "spread"
+
+    def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        if isinstance(prediction, Ensemble):
+            if prediction.samples.shape[0] < 2:
+                raise ValueError("an ensemble spread needs at least 2 members")
+            std = prediction.samples.to(F64).std(0)
+        elif isinstance(prediction, Gaussian):
+            std = metrics.marginal_std(prediction)
+        else:
+            raise TypeError(
+                f"the spread check needs an Ensemble or Gaussian prediction, got "
+                f"{type(prediction).__name__}"
+            )
+        return _per_sample_max(std)
+
+
+class PDEResidual(Check):
+    """The PDE's residual on the predicted solution, e.g. a finite-difference one.
+
+    ``residual(inputs, u) -> (batch, ...)`` is the equation evaluated on the point prediction
+    ``u`` (e.g. ``u_t + u u_x − ν u_xx`` by differences on a predicted trajectory); the score is
+    its root mean square over each sample, in the equation's units.
+    """
+
+    name = "pde_residual"
+
+    def __init__(
+        self, residual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], threshold: float
+    ) -> None:
+        super().__init__(threshold)
+        if not callable(residual):
+            raise TypeError(f"residual must be callable(inputs, u), got {type(residual).__name__}")
+        self.residual = residual
+
+    def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        values = self.residual(inputs, point_prediction(prediction))
+        if not isinstance(values, torch.Tensor) or values.ndim == 0:
+            raise ValueError("residual must return a tensor (batch, ...)")
+        return values.to(F64).reshape(values.shape[0], -1).square().mean(1).sqrt()

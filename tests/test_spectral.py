@@ -1,0 +1,200 @@
+"""``LeanSpectralConv`` against neuralop's ``SpectralConv`` (``physml.models.spectral``).
+
+The reference is neuralop's own layer with the same ``state_dict``: outputs and gradients must
+agree to float32 round-off (they agree bitwise on CPU) in 1-, 2- and 3-D, odd and even sizes,
+with truncated and sliced modes; checkpoints load either way; BOON through ``constrain`` reads
+the lean layers' probes in closed form and gives the original's result.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.models import FNO
+
+from pdes import Dirichlet, Grid1D, Neumann
+from physml import constrain
+from physml.constraints import BoundaryCondition
+from physml.constraints.spectral_probes import unsupported
+from physml.models import LeanSpectralConv, fast_fno
+
+ROUND_OFF = 1e-6  # float32, relative to the largest entry
+
+
+def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(
+        actual, expected, rtol=0.0, atol=ROUND_OFF * float(expected.detach().abs().max())
+    )
+
+
+def pair(n_modes, bias: bool, seed: int = 0, **options):
+    """neuralop's layer and a lean one holding the same weights."""
+    torch.manual_seed(seed)
+    reference = SpectralConv(3, 4, n_modes, bias=bias, **options)
+    lean = LeanSpectralConv(3, 4, n_modes, bias=bias, **options)
+    lean.load_state_dict(reference.state_dict())
+    return reference, lean
+
+
+def outputs_and_gradients(conv, x, weights, **call):
+    x = x.clone().requires_grad_(True)
+    y = conv(x, **call)
+    parameters = [p for p in conv.parameters()]
+    grads = torch.autograd.grad((y * weights).sum(), [x, *parameters])
+    return y.detach(), grads
+
+
+# name: (n_modes, spatial shape)
+CASES = {
+    "1d-odd": ((16,), (65,)),
+    "1d-even-nyquist": ((32,), (32,)),
+    "1d-more-modes-than-grid": ((40,), (21,)),
+    "2d-odd": ((5, 4), (13, 11)),
+    "2d-even": ((6, 8), (12, 10)),
+    "2d-odd-even": ((7, 6), (9, 8)),
+    "3d-mixed": ((4, 4, 4), (7, 6, 5)),
+}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("name", list(CASES))
+def test_outputs_and_gradients_equal_neuralops(name, batch, bias):
+    n_modes, shape = CASES[name]
+    reference, lean = pair(n_modes, bias)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, *shape, generator=generator)
+    weights = torch.randn(batch, 4, *shape, generator=generator)
+    expected, expected_grads = outputs_and_gradients(reference, x, weights)
+    actual, actual_grads = outputs_and_gradients(lean, x, weights)
+    assert_same(actual, expected)
+    assert len(actual_grads) == (3 if bias else 2)  # x, weight, (bias)
+    for a, b in zip(actual_grads, expected_grads, strict=True):
+        assert_same(a, b)
+
+
+@pytest.mark.parametrize(
+    "n_modes, max_n_modes, shape, call",
+    [
+        ((8, 6), (12, 10), (11, 9), {}),  # fewer modes in use than held: the weight is sliced
+        ((12,), (12,), (40,), {"output_shape": (55,)}),  # another output grid
+        ((6, 6), (6, 6), (9, 8), {"output_shape": (12, 7)}),
+    ],
+)
+def test_sliced_weights_and_other_output_shapes_equal_neuralops(n_modes, max_n_modes, shape, call):
+    reference, lean = pair(max_n_modes, bias=True)
+    reference.n_modes = lean.n_modes = n_modes
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, *shape, generator=generator)
+    out_shape = call.get("output_shape", shape)
+    weights = torch.randn(2, 4, *out_shape, generator=generator)
+    expected, expected_grads = outputs_and_gradients(reference, x, weights, **call)
+    actual, actual_grads = outputs_and_gradients(lean, x, weights, **call)
+    assert actual.shape == (2, 4, *out_shape)
+    assert_same(actual, expected)
+    for a, b in zip(actual_grads, expected_grads, strict=True):
+        assert_same(a, b)
+
+
+def test_resolution_scaling_equals_neuralops():
+    reference, lean = pair((8,), bias=True, resolution_scaling_factor=1.5)
+    x = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert lean(x).shape == (2, 4, 30)
+        assert_same(lean(x), reference(x))
+
+
+FNO_1D = dict(n_modes=(16,), in_channels=1, out_channels=1, hidden_channels=6, n_layers=3)
+FNO_2D = dict(n_modes=(5, 4), in_channels=2, out_channels=3, hidden_channels=5, n_layers=3)
+
+
+@pytest.mark.parametrize("options", [FNO_1D, FNO_2D], ids=["1d", "2d"])
+def test_fast_fno_is_the_same_model_and_checkpoints_load_either_way(options):
+    torch.manual_seed(0)
+    reference = FNO(**options)
+    torch.manual_seed(0)
+    lean = fast_fno(**options)
+    assert all(type(conv) is LeanSpectralConv for conv in lean.fno_blocks.convs)
+    state, lean_state = reference.state_dict(), lean.state_dict()
+    tensors = [key for key in state if key != "_metadata"]
+    assert tensors == [key for key in lean_state if key != "_metadata"]
+    for key in tensors:  # the same initialisation from the same seed
+        assert torch.equal(state[key], lean_state[key]), key
+    torch.manual_seed(5)  # now different weights, carried across both ways
+    other = FNO(**options)
+    lean.load_state_dict(other.state_dict())
+    shape = (17,) if len(options["n_modes"]) == 1 else (9, 8)
+    x = torch.randn(2, options["in_channels"], *shape, generator=torch.Generator().manual_seed(6))
+    assert_same(lean(x), other(x))
+    reference.load_state_dict(lean.state_dict())
+    assert_same(reference(x), other(x))
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("factorization", "tucker"),
+        ("separable", True),
+        ("complex_data", True),
+        ("fno_block_precision", "half"),
+    ],
+)
+def test_options_it_does_not_serve_are_refused(option, value):
+    with pytest.raises(ValueError, match=option):
+        LeanSpectralConv(4, 4, (8,), **{option: value})
+
+
+def test_fast_fno_refuses_a_conv_module():
+    with pytest.raises(ValueError, match="conv_module"):
+        fast_fno(**FNO_1D, conv_module=SpectralConv)
+
+
+# ------------------------------------------------------------------------------------------
+# BOON through the door
+
+
+def test_closed_form_probes_accept_declared_subclasses_only():
+    class Undeclared(SpectralConv):
+        def forward(self, x, output_shape=None):
+            return 2 * super().forward(x, output_shape)
+
+    assert unsupported(LeanSpectralConv(4, 4, (8,)), None) is None
+    assert "computes_spectral_conv" in unsupported(Undeclared(4, 4, (8,)), None)
+
+
+def boundary(n: int, axis: int, kind=Dirichlet) -> BoundaryCondition:
+    values = (0.5, -1.0) if kind is Dirichlet else (1.0, -2.0)
+    return BoundaryCondition(kind(*values), Grid1D(n), axis=axis)
+
+
+@pytest.mark.parametrize(
+    "options, conditions, shape",
+    [
+        (FNO_1D, lambda: [boundary(33, -1)], (33,)),
+        (FNO_2D, lambda: [boundary(9, -2), boundary(7, -1, Neumann)], (9, 7)),  # odd: fftshifts
+    ],
+    ids=["1d-dirichlet", "2d-odd-dirichlet-neumann"],
+)
+def test_boon_with_lean_layers_equals_boon_with_neuralops(options, conditions, shape):
+    torch.manual_seed(0)
+    reference = constrain(FNO(**options), *conditions()).train()
+    torch.manual_seed(0)
+    lean_fno = fast_fno(**options)
+    lean = constrain(lean_fno, *conditions()).train()
+    assert lean.kernel and len(lean.correction.groups) == 1
+    seen = []  # batch sizes the lean layers see: the data alone, no probes in the batch
+    for conv in lean_fno.fno_blocks.convs:
+        conv.register_forward_hook(lambda module, args, output: seen.append(output.shape[0]))
+    x = torch.randn(3, options["in_channels"], *shape, generator=torch.Generator().manual_seed(4))
+    results = []
+    for model in (reference, lean):
+        model.zero_grad(set_to_none=True)
+        y = model(x)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        results.append((y.detach(), [p.grad for p in model.parameters()]))
+    assert seen == [3] * options["n_layers"]
+    (expected, expected_grads), (actual, actual_grads) = results
+    assert_same(actual, expected)
+    for a, b in zip(actual_grads, expected_grads, strict=True):
+        assert_same(a, b)

@@ -1,0 +1,65 @@
+"""Figures of the verification and ProbConserv tasks draw what their captions say."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from pdes.grid import Grid1D
+from pdes.verification import convergence, exact_cases
+from physml.outputs import Gaussian
+from physml.tasks.probconserv import plot_case
+from physml.tasks.verification import SQUARE_CASES, _plot_field_and_error, plot_study
+
+
+def test_square_cases_are_the_flattened_two_dimensional_ones():
+    """Each name in SQUARE_CASES is a registered case whose points form an n × n grid."""
+    cases = {case.name: case for case in exact_cases()}
+    assert SQUARE_CASES <= cases.keys()
+    for name in SQUARE_CASES:
+        points = cases[name].run(cases[name].resolutions[0]).exact.shape[-1]
+        assert math.isqrt(points) ** 2 == points
+
+
+def test_two_dimensional_case_is_drawn_as_field_and_error_images(tmp_path):
+    case = next(c for c in exact_cases() if c.name == "navier-stokes-taylor-green-time")
+    study = convergence(case, [10, 20])
+    fig, (field, error) = plt.subplots(1, 2)
+    _plot_field_and_error(study, field, error)
+    finest = study.finest
+    n = math.isqrt(finest.exact.shape[-1])
+    expected = finest.exact[0, -1].reshape(n, n).T.numpy()
+    difference = (finest.numerical[0, -1] - finest.exact[0, -1]).reshape(n, n).T.numpy()
+    assert field.images[0].get_array().shape == (n, n)
+    assert (field.images[0].get_array() == expected).all()
+    assert (error.images[0].get_array() == difference).all()
+    plt.close(fig)
+    plot_study(study, tmp_path / "tg.png")
+    assert (tmp_path / "tg.png").stat().st_size > 0
+
+
+def test_mass_plot_shows_each_conservation_error_on_a_log_axis(tmp_path, monkeypatch):
+    grid = Grid1D(9)
+    t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+    mass = torch.ones(1, 4, dtype=torch.float64)
+    exact = torch.ones(1, 4, 9, dtype=torch.float64)
+    drift = torch.linspace(0.0, 0.3, 4, dtype=torch.float64)[None, :, None]
+    predictions = {
+        "anp": Gaussian(exact + drift, torch.full_like(exact, 0.01)),
+        "probconserv-anp": Gaussian(exact.clone(), torch.full_like(exact, 0.01)),
+    }
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to look into them
+    plot_case(tmp_path, "toy", predictions, exact, mass, grid, t, {}, None)
+    profile, mass_figure = figures
+    top, bottom = mass_figure.axes
+    assert bottom.get_yscale() == "log"
+    errors = {line.get_label(): line.get_ydata() for line in bottom.get_lines()}
+    assert errors["anp"] == pytest.approx((drift.flatten() * 1.0).clamp(min=1e-17).tolist())
+    assert (errors["probconserv-anp"] <= 1e-15).all()
+    lines = {line.get_label(): line for line in profile.axes[0].get_lines()}
+    assert lines["anp"].get_zorder() < lines["probconserv-anp"].get_zorder()
+    assert lines["anp"].get_linestyle() != lines["probconserv-anp"].get_linestyle()

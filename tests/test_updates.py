@@ -1,0 +1,386 @@
+"""physml.updates: focal distillation against hand-computed losses and plain training, the guard's
+routing against the surrogate and the fallback themselves, and the checks' scores by hand."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from pdes import Dirichlet, Grid1D, Neumann, Periodic
+from physml import metrics
+from physml.cli import main
+from physml.constraints import mass_conservation
+from physml.outputs import Ensemble, Gaussian
+from physml.training import TrainConfig, Trainer, load_checkpoint
+from physml.updates import (
+    BoundaryError,
+    ConstraintResidual,
+    EnsembleSpread,
+    FocalDistillation,
+    InputRange,
+    PDEResidual,
+    focal_weights,
+    guard,
+    refine,
+)
+
+F64 = torch.float64
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+class Scale(nn.Module):
+    """``x ↦ s x`` with a trainable ``s``."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(float(s)))
+
+    def forward(self, x):
+        return self.s * x
+
+
+def zero_loss(model, batch):
+    return torch.zeros(())
+
+
+# ------------------------------------------------------------------------- focal distillation
+
+
+def test_focal_weights_by_hand():
+    weights = focal_weights(torch.tensor([0.05, 0.2, 0.1, 0.3], dtype=F64), 0.1, 1.0, 5.0)
+    assert weights.tolist() == [6.0, 1.0, 6.0, 1.0]
+    assert focal_weights(torch.tensor([0.05, 0.2]), 0.1, 1.0, 0.0).tolist() == [1.0, 1.0]
+
+
+def test_distillation_loss_on_a_hand_computed_batch():
+    x = rand(4, 1, 8, dtype=F64)
+    c = torch.tensor([0.05, 0.25, -0.05, 1.0], dtype=F64)
+    y = x * (1 + c)[:, None, None]  # old(x) = x: relative errors |c| / |1 + c|
+    errors = (c.abs() / (1 + c).abs()).tolist()
+    assert [e <= 0.1 for e in errors] == [True, False, True, False]
+    old, new = Scale(1.0).double(), Scale(2.0).double()  # the gap is x² per point
+    loss = FocalDistillation(zero_loss, old, tau=0.1, strength=0.5, alpha=1.0, beta=5.0)
+    weights = [6.0, 1.0, 6.0, 1.0]
+    gaps = [float(x[i].square().mean()) for i in range(4)]
+    expected = 0.5 * sum(w * g for w, g in zip(weights, gaps, strict=True)) / sum(weights)
+    assert loss(new, (x, y)).item() == pytest.approx(expected, rel=1e-12)
+    uniform = FocalDistillation(zero_loss, old, tau=0.1, strength=0.5, beta=0.0)
+    assert uniform(new, (x, y)).item() == pytest.approx(0.5 * sum(gaps) / 4, rel=1e-12)
+
+
+def test_the_old_model_gets_no_gradient():
+    old, new = Scale(1.0), Scale(2.0)
+    x = rand(3, 1, 5)
+    loss = FocalDistillation(zero_loss, old, tau=0.1)
+    loss(new, (x, 2 * x)).backward()
+    assert old.s.grad is None and not old.s.requires_grad and not old.training
+    assert new.s.grad is not None and new.s.grad != 0
+
+
+def _fit(loss, out):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv1d(4, 1, 1))
+    x = rand(16, 1, 12, seed=1)
+    data = TensorDataset(x, torch.sin(x) + 0.1)
+    config = TrainConfig(steps=6, batch=4, lr=1e-2, checkpoint_every=100)
+    report = Trainer(model, loss, config, out=out, quiet=True).fit(data)
+    return report.losses, model.state_dict()
+
+
+def data_loss(model, batch):
+    x, y = batch
+    return metrics.relative_l2(model(x), y)
+
+
+def test_lambda_and_beta_zero_is_plain_training_bitwise(tmp_path):
+    torch.manual_seed(5)
+    old = nn.Sequential(nn.Conv1d(1, 2, 3, padding=1), nn.Conv1d(2, 1, 1))
+    plain_losses, plain_state = _fit(data_loss, tmp_path / "plain")
+    wrapped = FocalDistillation(data_loss, old, tau=0.1, strength=0.0, beta=0.0)
+    pc_losses, pc_state = _fit(wrapped, tmp_path / "pc")
+    assert pc_losses == plain_losses
+    assert all(torch.equal(plain_state[k], pc_state[k]) for k in plain_state)
+    assert not any(name.startswith("old") for name in pc_state)  # not checkpointed with it
+    pulled = FocalDistillation(data_loss, old, tau=0.1, strength=1.0, beta=0.0)
+    assert _fit(pulled, tmp_path / "pulled")[0] != plain_losses  # the term does act
+
+
+def test_the_loss_forward_pass_is_reused():
+    class Counting(Scale):
+        calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return super().forward(x)
+
+    x = rand(3, 1, 5)
+    model = Counting(2.0)
+    FocalDistillation(data_loss, Scale(1.0), tau=0.1)(model, (x, 3 * x))
+    assert model.calls == 1
+    FocalDistillation(zero_loss, Scale(1.0), tau=0.1)(model, (x, 3 * x))
+    assert model.calls == 2  # the loss did not run the model: one forward of its own
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"tau": -1.0}, ValueError, "tau"),
+        ({"strength": float("nan")}, ValueError, "strength"),
+        ({"alpha": 0.0, "beta": 0.0}, ValueError, "alpha and beta"),
+        ({"loss": 3}, TypeError, "loss must be callable"),
+        ({"old_model": lambda x: x}, TypeError, "old_model must be an nn.Module"),
+    ],
+)
+def test_distillation_rejects_bad_settings(kwargs, error, message):
+    arguments = {"loss": zero_loss, "old_model": Scale(1.0), "tau": 0.1, **kwargs}
+    with pytest.raises(error, match=message):
+        FocalDistillation(**arguments)
+
+
+def test_distillation_rejects_outputs_of_another_shape():
+    class Crop(nn.Module):
+        def forward(self, x):
+            return x[..., :-1]
+
+    loss = FocalDistillation(zero_loss, Scale(1.0), tau=0.1)
+    x = rand(2, 1, 4)
+    with pytest.raises(ValueError, match="old model's shape"):
+        loss(Crop(), (x, x))
+
+
+# --------------------------------------------------------------------- train --distill-from
+
+SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
+
+
+def test_train_distill_from_at_toy_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "12", "--nx", "33", "--out", "h.h5", "--quiet"]) == 0
+    train = ["train", "--data", "h.h5", "--model", "fno", "--task", "operator", "--steps", "3"]
+    assert main([*train, "--out", "old", *SMALL]) == 0
+    distilled = [*train, "--out", "new", "--hidden", "12", "--distill-from", "old"]
+    assert main([*distilled, "--distill-beta", "2", *SMALL[:2], *SMALL[4:]]) == 0
+    state = load_checkpoint(tmp_path / "new")
+    settings = state["model_config"]["distill"]
+    assert settings["beta"] == 2.0 and "alpha" not in settings  # defaults stay defaults
+    # tau: the old model's median relative L2 on the training pairs (12 samples, 10% held out)
+    from physml.data import SingleStepDataset, load
+    from physml.updates import load_previous
+
+    data = load("h.h5")
+    pairs = SingleStepDataset(data)
+    x = torch.stack([pairs[i][0] for i in range(11)])
+    y = torch.stack([pairs[i][1] for i in range(11)])
+    old = load_previous(tmp_path / "old", data)
+    with torch.no_grad():
+        median = float(metrics.relative_l2(old(x), y, reduction="none").median())
+    assert settings["tau"] == pytest.approx(median, rel=1e-6)
+    assert json.loads((tmp_path / "new" / "report.json").read_text())["steps"] == 3
+    # settings without --distill-from, a task the old model does not serve, a missing folder
+    assert main([*train, "--out", "x", "--distill-beta", "2", *SMALL]) == 2
+    assert "need --distill-from" in capsys.readouterr().err
+    rollout = ["train", "--data", "h.h5", "--model", "fno", "--task", "rollout", "--steps", "1"]
+    assert main([*rollout, "--out", "y", "--distill-from", "old", *SMALL]) == 2
+    assert "task 'operator'" in capsys.readouterr().err
+    assert main([*train, "--out", "z", "--distill-from", "nowhere", *SMALL]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ guard
+
+
+def surrogate(params):
+    """A stand-in surrogate: a field (batch, 1, 5) from parameters (batch, 2), float64."""
+    return params[:, :1, None] + params[:, 1:, None] * torch.linspace(0, 1, 5, dtype=F64)
+
+
+def solver(params):
+    return surrogate(params) + 1000.0
+
+
+class Counter:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, inputs):
+        self.calls.append(inputs.clone())
+        return self.fn(inputs)
+
+
+PARAMS = torch.tensor(
+    [[0.1, 0.2], [1.5, 0.5], [0.5, 0.5], [0.9, 0.1], [0.3, -0.4], [0.0, 1.0]], dtype=F64
+)
+INSIDE = InputRange([0.0, 0.0], [1.0, 1.0])
+
+
+def test_a_check_that_never_fires_gives_the_surrogate_exactly():
+    fallback = Counter(solver)
+    wide = InputRange([-10.0, -10.0], [10.0, 10.0])
+    result = guard(surrogate, [wide], fallback)(PARAMS)
+    assert torch.equal(result.output, surrogate(PARAMS)) and not fallback.calls
+    assert result.surrogate_fraction == 1.0 and result.solved is None
+    assert all(row["answered_by"] == "surrogate" and not row["fired"] for row in result.report())
+
+
+def test_a_check_that_always_fires_gives_the_fallback_exactly():
+    never = InputRange([5.0, 5.0], [6.0, 6.0])
+    guarded = guard(surrogate, [never], solver)
+    result = guarded(PARAMS)
+    assert torch.equal(result.output, solver(PARAMS)) and result.surrogate_fraction == 0.0
+    sent, answers = guarded.collected()
+    assert torch.equal(sent, PARAMS) and torch.equal(answers, solver(PARAMS))
+    # a float32 surrogate answers in float32: the solver's answers are cast to it
+    result32 = guard(lambda p: surrogate(p).float(), [never], solver)(PARAMS)
+    assert result32.output.dtype == torch.float32
+    assert torch.equal(result32.output, solver(PARAMS).float())
+
+
+def test_mixed_batches_route_per_sample_and_report_which_check_fired():
+    fallback = Counter(solver)
+    spread = PDEResidual(lambda inputs, u: u[:, 0, -1:] - u[:, 0, :1], threshold=0.45)
+    guarded = guard(surrogate, [INSIDE, spread], fallback)
+    result = guarded(PARAMS)
+    # outside [0, 1]²: samples 1 and 4; end-to-end rise |p1| > 0.45: samples 1, 2, 5
+    assert result.fired[:, 0].tolist() == [False, True, False, False, True, False]
+    assert result.fired[:, 1].tolist() == [False, True, True, False, False, True]
+    routed = torch.tensor([False, True, True, False, True, True])
+    assert torch.equal(result.fallback, routed)
+    assert len(fallback.calls) == 1 and torch.equal(fallback.calls[0], PARAMS[routed])
+    assert torch.equal(result.output[routed], solver(PARAMS[routed]))
+    assert torch.equal(result.output[~routed], surrogate(PARAMS[~routed]))
+    report = result.report()
+    assert report[1]["fired"] == ["input_range", "pde_residual"] and report[0]["fired"] == []
+    assert report[2]["answered_by"] == "fallback" and report[3]["answered_by"] == "surrogate"
+    assert report[4]["scores"]["input_range"] == pytest.approx(0.4)  # 0.4 below, range 1
+    assert report[5]["scores"]["pde_residual"] == pytest.approx(1.0)
+    assert result.counts() == {"input_range": 2, "pde_residual": 3}
+    assert result.surrogate_fraction == pytest.approx(2 / 6)
+    guarded(PARAMS[:2])  # a second batch: sample 1 again
+    sent, answers = guarded.collected()
+    assert torch.equal(sent, torch.cat([PARAMS[routed], PARAMS[1:2]]))
+    assert torch.equal(answers, solver(sent))
+    guarded.clear()
+    assert guarded.collected() is None
+
+
+def test_refine_retrains_on_what_the_solver_answered():
+    check = InputRange.from_training(PARAMS[[0, 2, 3, 5]])  # trained where the range holds
+    seen = []
+
+    def retrain(x, y):  # "training" on the new pairs widens what the surrogate knows
+        seen.append((x.clone(), y.clone()))
+        everything = torch.cat([torch.stack([check.lower, check.upper]), x])
+        check.lower, check.upper = everything.amin(0), everything.amax(0)
+
+    history = refine(guard(surrogate, [check], solver), PARAMS, retrain, rounds=3)
+    assert [h.surrogate_fraction for h in history] == pytest.approx([4 / 6, 1.0])
+    assert [h.sent for h in history] == [2, 0] and history[0].fired == {"input_range": 2}
+    assert len(seen) == 1 and torch.equal(seen[0][0], PARAMS[[1, 4]])
+    assert torch.equal(seen[0][1], solver(PARAMS[[1, 4]]))
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def test_conservation_check_scores_the_mass_error():
+    grid = Grid1D(11)
+    x, ones = grid.coordinates(), torch.ones(11, dtype=F64)
+    u = torch.stack([ones, 1.1 * ones, 2 * x])[:, None]
+    check = ConstraintResidual(mass_conservation(grid, torch.ones(3, 1)), threshold=0.05)
+    fails, score = check(torch.zeros(3, 1), u)
+    assert score.tolist() == pytest.approx([0.0, 0.1, 0.0], abs=1e-12)  # ∫2x dx = 1 exactly
+    assert fails.tolist() == [False, True, False]
+
+
+def test_boundary_check_scores_dirichlet_and_neumann_walls():
+    grid = Grid1D(9)
+    x = grid.coordinates()
+    u = torch.stack([x.square(), x.square() + 0.2])[:, None]  # u' = 2x: 0 and 2 at the walls
+    dirichlet = BoundaryError(Dirichlet(0.0, 1.0), grid, threshold=0.1)
+    fails, score = dirichlet(torch.zeros(2), u)
+    assert score.tolist() == pytest.approx([0.0, 0.2]) and fails.tolist() == [False, True]
+    neumann = BoundaryError(Neumann(0.0, 2.5), grid, threshold=0.1)  # stencil exact on x²
+    assert neumann(torch.zeros(2), u)[1].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_spread_check_reads_ensembles_and_gaussians():
+    members = torch.zeros(4, 2, 3, dtype=F64)
+    members[:, 1, 2] = torch.tensor([-1.0, 1.0, -1.0, 1.0])  # unbiased std 2/√3
+    fails, score = EnsembleSpread(threshold=1.0)(torch.zeros(2), Ensemble(members))
+    assert score.tolist() == pytest.approx([0.0, 2 / 3**0.5]) and fails.tolist() == [False, True]
+    gaussian = Gaussian(torch.zeros(2, 3, dtype=F64), torch.tensor([[1.0, 4, 1], [0, 0, 0.25]]))
+    assert EnsembleSpread(1.0).score(torch.zeros(2), gaussian).tolist() == pytest.approx([2, 0.5])
+    with pytest.raises(TypeError, match="Ensemble or Gaussian"):
+        EnsembleSpread(1.0).score(torch.zeros(2), torch.zeros(2, 3))
+
+
+def test_pde_residual_of_the_heat_equation_by_differences():
+    """u = x² + 2t solves u_t = u_xx; the centred differences are exact on it."""
+    nt, nx = 5, 9
+    t = torch.linspace(0, 0.1, nt, dtype=F64)[:, None]
+    x = torch.linspace(0, 1, nx, dtype=F64)
+    dt, dx = 0.1 / (nt - 1), 1 / (nx - 1)
+
+    def heat(inputs, u):  # u (batch, time, x): interior points
+        u_t = (u[:, 2:, 1:-1] - u[:, :-2, 1:-1]) / (2 * dt)
+        u_xx = (u[:, 1:-1, 2:] - 2 * u[:, 1:-1, 1:-1] + u[:, 1:-1, :-2]) / dx**2
+        return u_t - u_xx
+
+    exact = x.square() + 2 * t
+    wrong = x.square() + t  # u_t = 1, u_xx = 2: residual -1 everywhere
+    fails, score = PDEResidual(heat, threshold=1e-6)(torch.zeros(2), torch.stack([exact, wrong]))
+    assert score[0] < 1e-9 and score[1].item() == pytest.approx(1.0)
+    assert fails.tolist() == [False, True]
+
+
+@pytest.mark.parametrize(
+    "build, error, message",
+    [
+        (lambda: guard(3, [INSIDE], solver), TypeError, "surrogate must be callable"),
+        (lambda: guard(surrogate, [INSIDE], None), TypeError, "fallback must be callable"),
+        (lambda: guard(surrogate, INSIDE, solver), TypeError, "checks must be a list"),
+        (lambda: guard(surrogate, [INSIDE, 1], solver), TypeError, "Check objects"),
+        (lambda: guard(surrogate, [INSIDE, INSIDE], solver), ValueError, "distinct names"),
+        (lambda: InputRange([1.0], [0.0]), ValueError, "lower must be <= upper"),
+        (lambda: InputRange([0.0, 0.0], [1.0]), ValueError, "same shape"),
+        (lambda: InputRange([0.0], [1.0], threshold=-1), ValueError, "threshold"),
+        (lambda: BoundaryError(Periodic(), Grid1D(5), 0.1), TypeError, "bc must be"),
+        (lambda: BoundaryError(Dirichlet(), Grid1D(5, periodic=True), 0.1), ValueError, "grid"),
+        (lambda: ConstraintResidual(object(), 0.1), TypeError, "constraint must offer"),
+        (lambda: PDEResidual(None, 0.1), TypeError, "residual must be callable"),
+    ],
+)
+def test_guard_and_checks_reject_bad_construction(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_guard_rejects_bad_calls():
+    with pytest.raises(ValueError, match="inputs must be a non-empty batch"):
+        guard(surrogate, [INSIDE], solver)([1.0, 2.0])
+    with pytest.raises(ValueError, match="fallback must answer the 2 inputs"):
+        guard(surrogate, [INSIDE], lambda p: torch.zeros(len(p), 5))(PARAMS)
+    with pytest.raises(ValueError, match="parameters must be"):
+        guard(surrogate, [InputRange([0.0], [1.0])], solver)(PARAMS)
+    with pytest.raises(TypeError, match="retrain must be callable"):
+        refine(guard(surrogate, [INSIDE], solver), PARAMS, None)
+
+
+def test_load_previous_refuses_checkpoints_not_from_physml_train(tmp_path):
+    from physml.updates import load_previous, sample_errors
+
+    data = TensorDataset(rand(4, 1, 3), rand(4, 1, 3, seed=1))
+    config = TrainConfig(steps=1, batch=2)
+    Trainer(Scale(1.0), data_loss, config, out=tmp_path / "bare", quiet=True).fit(data)
+    with pytest.raises(ValueError, match="not written by physml train"):
+        load_previous(tmp_path / "bare", data=None)
+    with pytest.raises(ValueError, match="items is empty"):
+        sample_errors(Scale(1.0), TensorDataset(torch.zeros(0, 1)))
+    errors = sample_errors(Scale(1.0), data, batch=3)  # two batches: 3 + 1
+    x, y = data.tensors
+    torch.testing.assert_close(errors, metrics.relative_l2(x, y, reduction="none"))
