@@ -2021,6 +2021,22 @@ def resume_with_other_model(c: Context):
     ).fit(data)
 
 
+def weights_that_do_not_fit(c: Context, edit):
+    """A checkpoint whose weights were altered after writing (``edit`` of its state dict)."""
+    folder, data = c.fresh(), SingleStepDataset(c.data)
+    config = TrainConfig(steps=1, batch=2, checkpoint_every=1)
+    net = nn.Conv1d(1, 1, 3, padding=1)
+    Trainer(net, lambda m, b: m(b[0]).square().mean(), config, folder, quiet=True).fit(data)
+    path = folder / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    edit(state["model"])
+    torch.save(state, path)
+    more = TrainConfig(steps=2, batch=2, checkpoint_every=1)
+    trainer = Trainer(nn.Conv1d(1, 1, 3, padding=1), lambda m, b: m(b[0]).square().mean(), more)
+    trainer.out, trainer.quiet = folder, True
+    return trainer.fit(data)
+
+
 def damaged_checkpoint(c: Context):
     folder = c.fresh()
     (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
@@ -2141,6 +2157,18 @@ TRAINING_CASES = [
         "checkpoint-damaged", damaged_checkpoint, CheckpointError, r"checkpoint: .* cannot be read"
     ),
     case("checkpoint-other-model-config", resume_with_other_model, CheckpointError, r"model"),
+    case(
+        "checkpoint-weights-unknown-key",
+        lambda c: weights_that_do_not_fit(c, lambda w: w.__setitem__("extra", torch.zeros(1))),
+        CheckpointError,
+        r"checkpoint: the weights in .* do not fit the model its config describes .*extra",
+    ),
+    case(
+        "checkpoint-weights-reshaped",
+        lambda c: weights_that_do_not_fit(c, lambda w: w.__setitem__("weight", torch.zeros(2))),
+        CheckpointError,
+        r"checkpoint: the weights in .* do not fit .*weight",
+    ),
     case(
         "task-context-size-unknown",
         lambda c: physml.tasks.Context(out=c.fresh(), size="huge"),

@@ -49,6 +49,20 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str = "cpu") -> 
     return state
 
 
+def load_weights(model: torch.nn.Module, state: dict, directory: str | os.PathLike) -> None:
+    """``state["model"]`` into ``model``, or a :class:`CheckpointError` saying how the weights and
+    the model their checkpoint's config describes disagree (missing, unknown or reshaped keys)."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[:4])
+        raise CheckpointError(
+            f"checkpoint: the weights in {str(directory)!r} do not fit the model its config "
+            f"describes ({detail})"
+        ) from None
+
+
 def check_same_data(state: dict, current: dict, directory: str | os.PathLike) -> None:
     """Resuming on other data is an error naming each difference."""
     found = differences(state["fingerprint"], current)

@@ -17,7 +17,7 @@ import torch
 from .. import metrics
 from .._io import atomic_write_text
 from ..data import PDEData, load
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .distributed import world
 from .families import DEFAULTS, FAMILIES, TASKS, build, model_config, training_items
 from .trainer import Loss, TrainConfig, Trainer, check_device
@@ -174,7 +174,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = load(args.data)
     model, pairs = build(description, data)
     _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    model.load_state_dict(state["model"])
+    load_weights(model, state, args.checkpoint)
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict
     if predict is None:

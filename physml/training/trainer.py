@@ -31,6 +31,7 @@ from .checkpoint import (
     check_same_model,
     checkpoint_path,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
 )
 from .distributed import World, world
@@ -250,7 +251,7 @@ class Trainer:
                 f"checkpoint: {str(self.out)!r} is at step {int(state['step'])}, beyond the "
                 f"{self.config.steps} steps asked for; use another --out or more steps"
             )
-        model.load_state_dict(state["model"])
+        load_weights(model, state, self.out)
         optimiser.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         report.losses[:] = list(state["losses"])

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..data import PDEData
 from ..training import load_checkpoint
+from ..training.checkpoint import load_weights
 from ..training.families import FAMILIES, build
 from .distillation import FocalDistillation, frozen, sample_errors
 
@@ -41,7 +42,7 @@ def load_previous(
         )
     with torch.random.fork_rng(devices=[]):
         model, _ = build(description, data)
-    model.load_state_dict(state["model"])
+    load_weights(model, state, checkpoint)
     return frozen(model)
 
 
