@@ -405,6 +405,13 @@ def crps_ensemble(
     return _reduce(skill - 0.5 * pair_sum / pairs, reduction)
 
 
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two equally shaped tensors (flattened; no tie correction)."""
+    ranks = [x.flatten().argsort().argsort().to(F64) for x in (a, b)]
+    ra, rb = (r - r.mean() for r in ranks)
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300))
+
+
 def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
     """Spread over skill: ``√((M + 1)/M · mean var) / √(mean (x̄ − y)²)`` of members
     ``samples (M, ...)`` against ``truth`` ``(...)`` (unbiased member variance; 1 for a

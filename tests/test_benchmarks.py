@@ -30,6 +30,8 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "nbody_energy",
         "fno_overhead",
         "forecast_conservation",
+        "model_update",
+        "guarded_surrogate",
     ],
 )
 def test_quick_mode_writes_results(tmp_path, name):

@@ -22,6 +22,7 @@ BUILTIN_TASK_MODULES = (
     "physml.tasks.earthformer",
     "physml.tasks.prediff",
     "physml.tasks.conservation_forecast",
+    "physml.tasks.updates",
 )
 
 

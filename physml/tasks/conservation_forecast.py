@@ -524,13 +524,6 @@ def prediff_ensembles(
 # ------------------------------------------------------------------------------------- methods
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation of two equally shaped tensors (flattened; no tie correction)."""
-    ranks = [x.flatten().argsort().argsort().to(F64) for x in (a, b)]
-    ra, rb = (r - r.mean() for r in ranks)
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300))
-
-
 def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method: str):
     """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (``hardc``, ``probconserv``, with
     ``-nonneg`` appended or alone as ``nonneg``) toward the totals ``known (N, T)``:
@@ -586,7 +579,7 @@ def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, flo
     change = (after - before).abs()  # (M, N, T, 1, H, W)
     per_pixel, spread = change.mean(0), before.std(0)
     rhos = [
-        spearman(per_pixel[n, t], spread[n, t])
+        metrics.spearman(per_pixel[n, t], spread[n, t])
         for n in range(per_pixel.shape[0])
         for t in range(per_pixel.shape[1])
     ]
