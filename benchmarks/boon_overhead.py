@@ -27,7 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, steady_allocations, write_results  # noqa: E402
+from common import arguments, paired_ms, steady_allocations, write_results  # noqa: E402
 
 from pdes import Dirichlet, Grid1D  # noqa: E402
 from physml import constrain  # noqa: E402
@@ -72,20 +72,6 @@ def call(model: nn.Module, x: torch.Tensor, method: str) -> Callable[[], object]
         model(x).square().mean().backward()
 
     return forward_backward
-
-
-def paired_ms(plain: Callable, boon: Callable, pairs: int) -> tuple[float, float, float]:
-    """Median ms of each call and the per-pair ratios (boon / plain), the calls alternating."""
-    for _ in range(2):  # warm-up
-        plain(), boon()
-    plain_s, boon_s = [], []
-    for _ in range(pairs):
-        for function, times in ((plain, plain_s), (boon, boon_s)):
-            start = time.process_time()
-            function()
-            times.append(time.process_time() - start)
-    ratios = [b / a for a, b in zip(plain_s, boon_s, strict=True)]
-    return 1e3 * statistics.median(plain_s), 1e3 * statistics.median(boon_s), ratios
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -149,3 +150,23 @@ def write_results(
     atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(out_dir / f"{name}.md", render_markdown(result, columns, notes))
     return result
+
+
+def paired_ms(
+    plain: Callable[[], object],
+    other: Callable[[], object],
+    pairs: int,
+    clock: Callable[[], float] = time.process_time,
+) -> tuple[float, float, list[float]]:
+    """Median ms of each call and the per-pair ratios (other / plain), the calls alternating so
+    that both see the same load; ``clock`` a CPU-time clock (robust to other processes)."""
+    for _ in range(2):  # warm-up
+        plain(), other()
+    plain_s, other_s = [], []
+    for _ in range(pairs):
+        for function, times in ((plain, plain_s), (other, other_s)):
+            start = clock()
+            function()
+            times.append(clock() - start)
+    ratios = [b / a for a, b in zip(plain_s, other_s, strict=True)]
+    return 1e3 * statistics.median(plain_s), 1e3 * statistics.median(other_s), ratios

@@ -49,7 +49,7 @@ from physml.models import LeanSpectralConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, steady_allocations, write_results  # noqa: E402
+from common import arguments, paired_ms, steady_allocations, write_results  # noqa: E402
 
 NAME = "fno_overhead"
 PROJECTION = 128  # hidden channels of the reference code's projection
@@ -145,20 +145,6 @@ def call(model: nn.Module, x: torch.Tensor, kind: str) -> Callable[[], object]:
     return forward_backward
 
 
-def paired_ms(plain: Callable, other: Callable, pairs: int) -> tuple[float, float, float]:
-    """Median ms of each call (thread CPU time) and the median of the per-pair ratios."""
-    for _ in range(2):  # warm-up
-        plain(), other()
-    plain_s, other_s = [], []
-    for _ in range(pairs):
-        for function, times in ((plain, plain_s), (other, other_s)):
-            start = time.thread_time()
-            function()
-            times.append(time.thread_time() - start)
-    ratios = [b / a for a, b in zip(plain_s, other_s, strict=True)]
-    return 1e3 * statistics.median(plain_s), 1e3 * statistics.median(other_s), ratios
-
-
 def parameters(model: nn.Module) -> int:
     """Real parameters (a complex weight counts twice)."""
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
@@ -185,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 pairs = 3 if args.quick else max(15, 600 // batch)
                 for kind in CALLS:
                     plain_ms, ms, ratios = paired_ms(
-                        call(plain, x, kind), call(model, x, kind), pairs
+                        call(plain, x, kind), call(model, x, kind), pairs, time.thread_time
                     )
                     ratio = statistics.median(ratios)
                     rows.append(

@@ -95,7 +95,7 @@ class _Upsample(nn.Module):
         return frames.permute(0, 2, 3, 1).reshape(b, t, h * self.factor, w * self.factor, -1)
 
 
-class _PositionEmbedding(nn.Module):
+class PositionEmbedding(nn.Module):
     """Learned additive embedding ``e_t + e_h + e_w`` for a ``(T, H, W, C)`` grid."""
 
     def __init__(self, shape: Sequence[int], dim: int) -> None:
@@ -201,7 +201,7 @@ class Earthformer(nn.Module):
         self.stem_fine = nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.GELU())
         self.stem = nn.Conv2d(hidden, base_units, downsample, stride=downsample)
         self.stem_norm = nn.LayerNorm(base_units)
-        self.input_embedding = _PositionEmbedding(shapes[0], base_units)
+        self.input_embedding = PositionEmbedding(shapes[0], base_units)
 
         self.encoder = nn.ModuleList(
             nn.ModuleList(
@@ -232,7 +232,7 @@ class Earthformer(nn.Module):
         fine_time_mix = torch.zeros(t_out, t_in)
         fine_time_mix[:, -1] = 1.0
         self.fine_time_mix = nn.Parameter(fine_time_mix)
-        self.target_embedding = _PositionEmbedding(target_shapes[-1], dims[-1])
+        self.target_embedding = PositionEmbedding(target_shapes[-1], dims[-1])
         self.decoder_self = nn.ModuleList(
             nn.ModuleList(
                 CuboidTransformerBlock(

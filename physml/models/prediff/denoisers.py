@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from pdes.checks import positive_int
 
 from ..cuboid import CuboidTransformerBlock
-from ..earthformer import PatchMerge
+from ..earthformer import PatchMerge, PositionEmbedding
 
 
 @runtime_checkable
@@ -227,20 +227,6 @@ class ConvDenoiser(nn.Module):
         return self.head(x).reshape(batch, self.target_frames, c, h, w)
 
 
-class _GridEmbedding(nn.Module):
-    """Learned additive positions ``e_t + e_h + e_w`` on a channel-last ``(T, H, W, C)`` grid."""
-
-    def __init__(self, shape: Sequence[int], dim: int) -> None:
-        super().__init__()
-        t, h, w = shape
-        self.time = nn.Parameter(torch.randn(t, 1, 1, dim) * 0.02)
-        self.row = nn.Parameter(torch.randn(1, h, 1, dim) * 0.02)
-        self.column = nn.Parameter(torch.randn(1, 1, w, dim) * 0.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.time + self.row + self.column)
-
-
 class CuboidDenoiser(nn.Module):
     """An Earthformer-UNet of axial cuboid-attention blocks on latent patches (module docstring).
 
@@ -295,7 +281,7 @@ class CuboidDenoiser(nn.Module):
         embed = 4 * dim
         self.time = TimeEmbedding(embed)
         self.embed = nn.Linear(c * patch * patch, dim)
-        self.position = _GridEmbedding(fine, dim)
+        self.position = PositionEmbedding(fine, dim)
 
         def blocks(count: int, width: int, shape) -> nn.ModuleList:
             return nn.ModuleList(
