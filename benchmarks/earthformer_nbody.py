@@ -57,6 +57,7 @@ from physml.models.forecasting import (  # noqa: E402
     score_forecast,
     train_forecaster,
 )
+from physml.tasks.figures import frame_strip  # noqa: E402
 
 NAME = "earthformer_nbody"
 METHODS = (
@@ -360,28 +361,11 @@ def strip_figure(
     """Rows: context ``(T_in, 1, H, W)``, truth and each forecast ``(T_out, 1, H, W)``."""
     rows = [("context", context), ("truth", truth), *forecasts.items()]
     columns = max(context.shape[0], truth.shape[0])
-    fig, axes = plt.subplots(
-        len(rows), columns, figsize=(1.1 * columns, 1.15 * len(rows)), squeeze=False
-    )
-    for r, (label, frames) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < frames.shape[0]:
-                ax.imshow(frames[c, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.axis("off")
-            if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-            if r <= 1:
-                ax.set_title(
-                    f"t{'−' if r == 0 else '+'}{columns - c if r == 0 else c + 1}", fontsize=7
-                )
-    fig.tight_layout(pad=0.2)
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=100, format="png")
-    plt.close(fig)
+    titles = [
+        [f"t−{columns - c}" for c in range(columns)],
+        [f"t+{c + 1}" for c in range(columns)],
+    ]
+    frame_strip(path, rows, titles, dpi=100)
 
 
 def curves_figure(path: Path, curves: dict[str, tuple[float, list[float]]]) -> None:

@@ -41,7 +41,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from . import checks
@@ -52,6 +51,7 @@ from .navier_stokes import (
     CHECK_EVERY,
     MAX_RETRIES,
     Forcing,
+    PeriodicNavierStokes,
     VorticityScheme,
     check_fields,
     check_grid,
@@ -682,21 +682,10 @@ class NavierStokesTracer(Problem):
         "limiter": Option("mc", "slope limiter: 'mc', 'vanleer' or 'minmod'"),
     }
 
-    def grid(self, settings: dict) -> Grid2D:
-        n = checks.positive_int("nx", settings["nx"], 4)
-        return Grid2D.square(n, 0.0, 1.0, periodic=True)
-
-    def times(self, settings: dict) -> np.ndarray:
-        nt = checks.positive_int("nt", settings["nt"], 1)
-        return np.linspace(0.0, checks.positive("t_end", settings["t_end"]), nt)
-
-    def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
-        grid = self.grid(settings)
-        return {
-            "t": self.times(settings),
-            "x": grid.x.coordinates().numpy(),
-            "y": grid.y.coordinates().numpy(),
-        }
+    # the same periodic unit square and output times as the flow carrying the tracer
+    grid = PeriodicNavierStokes.grid
+    times = PeriodicNavierStokes.times
+    coordinates = PeriodicNavierStokes.coordinates
 
     def step(self, settings: dict) -> float:
         """``max_step`` if > 0, else one from the settings alone: :func:`_planned_step` at the

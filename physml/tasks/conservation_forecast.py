@@ -35,7 +35,7 @@ from torch.utils.data import TensorDataset
 from pdes.grid import Grid2D
 
 from .. import metrics
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_write_text
 from ..constraints import KnowledgeControl, NonNegative, constrain, mass_conservation
 from ..data import load
 from ..data.generate import generate_dataset
@@ -53,6 +53,7 @@ from ..models.prediff import (
 from ..outputs import Ensemble
 from ..training.families import mse_loss
 from . import Context, Row, Task, register
+from .figures import save_figure
 from .prediff import controlled_sample, fit, sample
 
 NAME = "conservation-forecast"
@@ -756,13 +757,6 @@ def run_variant(
 # --------------------------------------------------------------------------------------- figures
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=100, format="png")
-    plt.close(fig)
-
-
 def plot_mass(path: Path, found: dict, window: int = 0) -> None:
     """Total mass over lead time of one test window: the truth and every method's members
     (mean ± spread), one panel per model."""
@@ -779,7 +773,7 @@ def plot_mass(path: Path, found: dict, window: int = 0) -> None:
         ax.set(xlabel="lead (frames)", ylabel="total mass", title=model)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_frame(path: Path, found: dict, model: str = "earthformer", window: int = 0) -> None:
@@ -797,7 +791,7 @@ def plot_frame(path: Path, found: dict, model: str = "earthformer", window: int 
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout(pad=0.3)
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_correction(path: Path, found: dict, model: str = "earthformer", window: int = 0) -> None:
@@ -818,7 +812,7 @@ def plot_correction(path: Path, found: dict, model: str = "earthformer", window:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 # ------------------------------------------------------------------------------------------ task

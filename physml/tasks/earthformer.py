@@ -24,11 +24,12 @@ from torch import nn
 from pdes.problems import get as get_recipe
 
 from .. import metrics
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_write_text
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
 from . import Context, Row, Task, register
+from .figures import save_figure
 
 NAME = "earthformer-ns"
 METHODS = ("earthformer", "fno", "persistence")
@@ -150,12 +151,6 @@ def relative_l2_per_lead(prediction: torch.Tensor, target: torch.Tensor) -> torc
     return torch.stack([metrics.relative_l2(prediction[:, k], target[:, k]) for k in leads])
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
-
-
 def plot_errors(path: Path, errors: dict[str, torch.Tensor]) -> None:
     """Relative L2 against lead time, one line per method."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -166,7 +161,7 @@ def plot_errors(path: Path, errors: dict[str, torch.Tensor]) -> None:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_strip(path: Path, truth: torch.Tensor, forecasts: dict[str, torch.Tensor]) -> None:
@@ -188,7 +183,7 @@ def plot_strip(path: Path, truth: torch.Tensor, forecasts: dict[str, torch.Tenso
             if k == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.tight_layout(pad=0.2)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def run(context: Context) -> list[Row]:

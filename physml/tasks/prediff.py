@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from .. import metrics
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_write_text
 from ..constraints import KnowledgeControl, constrain
 from ..data.nbody import ENERGY_CONSERVING, NBodyDigits, nbody_digits
 from ..metrics import bootstrap_se, spread_skill
@@ -49,6 +49,7 @@ from ..models.prediff import (
 from ..training import TrainConfig, Trainer
 from ..training.families import mse_loss
 from . import Context, Row, Task, register
+from .figures import frame_strip, save_figure
 
 NAME = "prediff-nbody"
 DENOISERS = ("conv", "cuboid")
@@ -632,12 +633,6 @@ def intensity_rows(
 # --------------------------------------------------------------------------------------- figures
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=100, format="png")
-    plt.close(fig)
-
-
 def plot_strip(
     path: Path,
     context: torch.Tensor,
@@ -651,23 +646,7 @@ def plot_strip(
     rows = [("context", context), ("truth", truth)]
     rows += [(f"PreDiff {m + 1}", plain[m]) for m in range(plain.shape[0])]
     rows += [(f"KC λ={lam:g} {m + 1}", controlled[m]) for m in range(controlled.shape[0])]
-    columns = max(context.shape[0], truth.shape[0])
-    fig, axes = plt.subplots(
-        len(rows), columns, figsize=(1.1 * columns, 1.15 * len(rows)), squeeze=False
-    )
-    for r, (label, frames) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < frames.shape[0]:
-                ax.imshow(frames[c, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.axis("off")
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7)
-    fig.tight_layout(pad=0.2)
-    _save(fig, path)
+    frame_strip(path, rows, label_size=7, dpi=100)
 
 
 def plot_energy(
@@ -699,7 +678,7 @@ def plot_energy(
     right.set_ylim(bottom=0)
     right.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 # ------------------------------------------------------------------------------------------ task

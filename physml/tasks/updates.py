@@ -52,6 +52,7 @@ from ..training import TrainConfig, Trainer
 from ..training.families import relative_l2_loss
 from ..updates import BoundaryError, Check, FocalDistillation, InputRange, guard, sample_errors
 from . import Context, Row, Task, register
+from .figures import save_figure
 
 NAME = "model-update"
 F64 = torch.float64
@@ -459,7 +460,7 @@ def plot_flip_curves(curves: dict[str, list[float]], path: Path, title: str) -> 
     ax.axvline(1.0, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", xlabel="τ / old model's median error", ylabel="NFR(τ)", title=title)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_guard_curve(rows: list[dict], path: Path, title: str) -> None:
@@ -482,14 +483,7 @@ def plot_guard_curve(rows: list[dict], path: Path, title: str) -> None:
         title=title,
     )
     ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------------------------------ task
