@@ -407,6 +407,9 @@ def crps_ensemble(
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman's rank correlation of two equally shaped tensors (flattened; no tie correction)."""
+    a, b = _pair(("a", "b"), a, b)
+    if a.numel() < 2:
+        raise ValueError(f"a and b must hold at least 2 values to rank, got {a.numel()}")
     ranks = [x.flatten().argsort().argsort().to(F64) for x in (a, b)]
     ra, rb = (r - r.mean() for r in ranks)
     return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300))

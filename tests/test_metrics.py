@@ -778,3 +778,15 @@ def test_crps_per_sample_is_the_mean_crps_of_each_sample():
 def test_negative_flip_metrics_reject_bad_input(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_spearman_against_the_rank_formula_and_bad_input():
+    a = torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0])
+    b = torch.tensor([30.0, 20.0, 10.0, 50.0, 40.0])
+    d = torch.tensor([3, 2, 1, 5, 4]) - torch.tensor([3, 1, 2, 5, 4])  # rank differences
+    n = 5
+    assert metrics.spearman(a, b) == pytest.approx(1 - 6 * float((d**2).sum()) / (n * (n * n - 1)))
+    with pytest.raises(ValueError, match="a and b must have the same shape"):
+        metrics.spearman(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match="at least 2 values"):
+        metrics.spearman(torch.zeros(1), torch.zeros(1))
