@@ -18,16 +18,20 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from neuralop.models import FNO
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, paired_ms, steady_allocations, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    paired_ms,
+    steady_allocations,
+    timed_call,
+    write_results,
+)
 
 from pdes import Dirichlet, Grid1D  # noqa: E402
 from physml import constrain  # noqa: E402
@@ -53,27 +57,6 @@ def setup(case: str, seed: int) -> tuple[FNO, list[BoundaryCondition], tuple[int
     return fno, conditions, (1, 33, 33)
 
 
-def call(model: nn.Module, x: torch.Tensor, method: str) -> Callable[[], object]:
-    """One timed call of ``model`` on ``x`` for ``method`` (train/eval mode set here)."""
-    if method == "boon-eval-forward":
-        model.eval()
-
-        @torch.no_grad()
-        def forward():
-            return model(x)
-
-        return forward
-    model.train()
-    if method == "boon-train-forward":
-        return lambda: model(x)
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
-
-    return forward_backward
-
-
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, argv)
     started = time.perf_counter()
@@ -89,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             pairs = 3 if args.quick else max(15, 160 // batch)
             for method in METHODS:
                 fno_ms, boon_ms, ratios = paired_ms(
-                    call(fno, x, method), call(boon, x, method), pairs
+                    timed_call(fno, x, method.removeprefix("boon-")),
+                    timed_call(boon, x, method.removeprefix("boon-")),
+                    pairs,
                 )
                 ratio = statistics.median(ratios)
                 rows.append(

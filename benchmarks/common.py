@@ -170,3 +170,30 @@ def paired_ms(
             times.append(clock() - start)
     ratios = [b / a for a, b in zip(plain_s, other_s, strict=True)]
     return 1e3 * statistics.median(plain_s), 1e3 * statistics.median(other_s), ratios
+
+
+def timed_call(model: torch.nn.Module, x: torch.Tensor, kind: str) -> Callable[[], object]:
+    """One call of ``model`` on ``x`` to time: ``eval-forward`` (eval mode, no gradient),
+    ``train-forward`` or ``train-forward-backward`` (a mean-square loss's gradients); the mode is
+    set here."""
+    if kind == "eval-forward":
+        model.eval()
+
+        @torch.no_grad()
+        def forward():
+            return model(x)
+
+        return forward
+    if kind not in ("train-forward", "train-forward-backward"):
+        raise ValueError(
+            f"kind must be eval-forward, train-forward or train-forward-backward, got {kind!r}"
+        )
+    model.train()
+    if kind == "train-forward":
+        return lambda: model(x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        model(x).square().mean().backward()
+
+    return forward_backward

@@ -37,7 +37,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,7 +48,13 @@ from physml.models import LeanSpectralConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, paired_ms, steady_allocations, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    paired_ms,
+    steady_allocations,
+    timed_call,
+    write_results,
+)
 
 NAME = "fno_overhead"
 PROJECTION = 128  # hidden channels of the reference code's projection
@@ -58,6 +63,7 @@ CASES = {  # name: (points, hidden, neuralop's n_modes, layers)
     "reference-1d": (256, 64, 30, 4),
 }
 CALLS = ("forward", "forward-backward")
+TIMED = {"forward": "eval-forward", "forward-backward": "train-forward-backward"}
 
 
 class SpectralConv1d(nn.Module):
@@ -126,25 +132,6 @@ def variants(hidden: int, modes: int, layers: int) -> dict[str, dict]:
     }
 
 
-def call(model: nn.Module, x: torch.Tensor, kind: str) -> Callable[[], object]:
-    """One timed call: an eval-mode forward without gradients, or a train-mode step's gradients."""
-    if kind == "forward":
-        model.eval()
-
-        @torch.no_grad()
-        def forward():
-            return model(x)
-
-        return forward
-    model.train()
-
-    def forward_backward():
-        model.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
-
-    return forward_backward
-
-
 def parameters(model: nn.Module) -> int:
     """Real parameters (a complex weight counts twice)."""
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
@@ -171,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                 pairs = 3 if args.quick else max(15, 600 // batch)
                 for kind in CALLS:
                     plain_ms, ms, ratios = paired_ms(
-                        call(plain, x, kind), call(model, x, kind), pairs, time.thread_time
+                        timed_call(plain, x, TIMED[kind]),
+                        timed_call(model, x, TIMED[kind]),
+                        pairs,
+                        time.thread_time,
                     )
                     ratio = statistics.median(ratios)
                     rows.append(
