@@ -170,9 +170,16 @@ def burgers_dirichlet(batch: int, n: int, gen: torch.Generator, times: torch.Ten
     x = grid.coordinates()
     parameters = _cole_hopf_parameters(batch, gen)
     ends = torch.tensor([0.0, 1.0], dtype=F64)
+    last: dict[float, torch.Tensor] = {}  # both walls from one evaluation per time
 
     def wall(index: int) -> Callable[[float], torch.Tensor]:
-        return lambda t: cole_hopf_solution(ends, [t], BURGERS_NU, 1.0, *parameters)[:, 0, index]
+        def value(t: float) -> torch.Tensor:
+            if t not in last:
+                last.clear()
+                last[t] = cole_hopf_solution(ends, [t], BURGERS_NU, 1.0, *parameters)[:, 0]
+            return last[t][:, index]
+
+        return value
 
     exact = cole_hopf_solution(x, times, BURGERS_NU, 1.0, *parameters)
     u0 = cole_hopf_solution(x, [0.0], BURGERS_NU, 1.0, *parameters)[:, 0]
