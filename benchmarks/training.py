@@ -4,12 +4,14 @@ Three small datasets are generated with ``physml generate`` into a temporary fol
 samples on 33 nodes, 26 times), GPME diffusion (24 solutions on 33 × 26 points ``(t, x)``, for
 the point-based ANP and deep ensemble) and 2-D moving digits (8 videos of 12 frames, 16 × 16
 pixels).
-Each family is trained through the command line, with the same global batch, three ways:
+Each family is trained through the command line, with the same global batch, four ways:
 
-- ``1-proc``: ``python -m physml.cli train ...``, uninterrupted (the reference);
+- ``1-proc``: ``python -m physml.cli train ... --accumulate 2``, uninterrupted (the reference:
+  the global batch in the two halves the two ranks below take);
 - ``2-proc-gloo``: ``torchrun --standalone --nproc_per_node 2 -m physml.cli train ...``;
 - ``resume-after-kill``: the 1-proc command in a subprocess, SIGKILL as soon as its first
-  checkpoint is on disk (mid-run), then the same command again, to the end.
+  checkpoint is on disk (mid-run), then the same command again, to the end;
+- ``1-proc-whole-batch``: one process, the global batch in one pass.
 
 Losses come from each run's checkpoint (``physml.training.load_checkpoint``), throughput from its
 ``report.json``; ``bitwise_resume`` compares every tensor of the resumed run's final model with
@@ -40,7 +42,10 @@ from common import RESULTS, write_results  # noqa: E402
 from physml.training import load_checkpoint  # noqa: E402
 
 NAME = "training"
-METHODS = ("1-proc", "2-proc-gloo", "resume-after-kill")
+METHODS = ("1-proc", "2-proc-gloo", "resume-after-kill", "1-proc-whole-batch")
+ACCUMULATE = {"1-proc": 2, "2-proc-gloo": 1, "resume-after-kill": 2, "1-proc-whole-batch": 1}
+"""Micro-batches per process: the 1-proc reference adds the global batch's two halves, split as
+the two ranks split it, so it sums the same gradients in the same order as ``2-proc-gloo``."""
 TOLERANCE = 1e-5  # the target of loss_rel_diff
 BIN = Path(sys.executable).parent
 
@@ -114,7 +119,9 @@ def run_and_kill(command: list[str], folder: Path) -> tuple[int, float]:
     return int(load_checkpoint(folder)["step"]), time.perf_counter() - started
 
 
-def train_command(prefix: list[str], case: Case, data: Path, out: Path, scale, seed: int):
+def train_command(
+    prefix: list[str], case: Case, data: Path, out: Path, scale, seed: int, accumulate: int
+):
     steps, batch, every = scale
     return [
         *prefix,
@@ -131,6 +138,8 @@ def train_command(prefix: list[str], case: Case, data: Path, out: Path, scale, s
         str(steps),
         "--batch",
         str(batch),
+        "--accumulate",
+        str(accumulate),
         "--checkpoint-every",
         str(every),
         "--seed",
@@ -165,12 +174,24 @@ def same_model(a: dict, b: dict) -> bool:
 def benchmark_case(name: str, case: Case, data: Path, work: Path, scale, seed) -> list:
     folders = {method: work / f"{name}-{method}" for method in METHODS}
     walls, killed_at = {}, None
-    one, two = entry(1), entry(2)
-    walls["1-proc"] = run(train_command(one, case, data, folders["1-proc"], scale, seed))
-    walls["2-proc-gloo"] = run(train_command(two, case, data, folders["2-proc-gloo"], scale, seed))
-    command = train_command(one, case, data, folders["resume-after-kill"], scale, seed)
-    killed_at, first = run_and_kill(command, folders["resume-after-kill"])
-    walls["resume-after-kill"] = first + run(command)
+    commands = {
+        method: train_command(
+            entry(2 if method == "2-proc-gloo" else 1),
+            case,
+            data,
+            folders[method],
+            scale,
+            seed,
+            ACCUMULATE[method],
+        )
+        for method in METHODS
+    }
+    for method in METHODS:
+        if method == "resume-after-kill":
+            killed_at, first = run_and_kill(commands[method], folders[method])
+            walls[method] = first + run(commands[method])
+        else:
+            walls[method] = run(commands[method])
     reference, _ = outcome(folders["1-proc"])
     rows = []
     for method in METHODS:
@@ -212,6 +233,11 @@ target points, 8 point sets per solution — and the deep ensemble — 3 members
 `(k, t, x) → u`; moving digits: 8 videos of 12 frames of 16 × 16, 4 context → 4 target frames),
 with the same global batch and settings for every method; 10 % of the samples are held out for
 validation.
+`1-proc` (the reference) and `resume-after-kill` run one process with `--accumulate 2`: each step
+adds the gradients of the global batch's two halves, split as the two `2-proc-gloo` ranks split
+it, so both runs add the same gradients in the same order. `1-proc-whole-batch` takes the global
+batch in one pass: its difference to the reference is float rounding alone (another summation
+order), amplified by training.
 `final_loss` is the training loss of the last step (mean over ranks). `loss_rel_diff` is
 max over steps of |loss − loss_1proc| / |loss_1proc| against the 1-proc run of the same family,
 read from the checkpoints; `first_over_1e-5` is the first step (0-based) where that ratio exceeds

@@ -1,5 +1,6 @@
 """The one Trainer: bitwise resume after a crash, data fingerprints, bad settings, two processes."""
 
+import dataclasses
 import os
 import socket
 
@@ -119,6 +120,7 @@ def test_validation_and_checkpoint_contents(tmp_path):
     [
         ({"steps": 0}, "steps must be an integer >= 1"),
         ({"batch": 2.5}, "batch must be an integer"),  # a TypeError, see below
+        ({"accumulate": 0}, "accumulate must be an integer >= 1"),
         ({"lr": float("nan")}, "lr must be a finite number"),
         ({"clip": -1.0}, "clip must be a number > 0"),
         ({"schedule": "step"}, "schedule must be one of"),
@@ -134,6 +136,10 @@ def test_bad_settings(kwargs, match):
 def test_bad_runs(tmp_path):
     with pytest.raises(ValueError, match="exceeds the 24 training samples"):
         Trainer(model(), mse, TrainConfig(batch=30), quiet=True).fit(data())
+    with pytest.raises(
+        ValueError, match=r"batch \(6\) must be divisible by the 1 processes × accumulate \(4\)"
+    ):
+        Trainer(model(), mse, TrainConfig(batch=6, accumulate=4), quiet=True).fit(data())
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read"):
         Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
@@ -185,6 +191,32 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path):
     # the rank-0 checkpoint loads into a single process
     state = load_checkpoint(tmp_path / "two")
     model().load_state_dict(state["model"])
+    # one process adding the same two micro-batches in the same order: the same bits
+    split = model(dropout=0.0)
+    config = dataclasses.replace(CONFIG, accumulate=2)
+    accumulated = Trainer(split, mse, config, tmp_path / "split", quiet=True).fit(data())
+    assert accumulated.losses == losses
+    for p, q in zip(parameters, split.parameters(), strict=True):
+        assert torch.equal(torch.tensor(p, dtype=q.dtype), q)
+
+
+def test_accumulated_micro_batches_take_the_whole_batch_step():
+    """Micro-batch gradients add up to the whole batch's (to rounding); the loss is their mean."""
+    whole, split = model(dropout=0.0), model(dropout=0.0)
+    one = Trainer(whole, mse, CONFIG, quiet=True).fit(data())
+    three = Trainer(split, mse, dataclasses.replace(CONFIG, accumulate=3), quiet=True).fit(data())
+    assert max(abs(a - b) / b for a, b in zip(three.losses, one.losses, strict=True)) < 1e-5
+    for p, q in zip(whole.parameters(), split.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoints_written_before_accumulate_existed_still_resume(tmp_path):
+    Trainer(model(), mse, dataclasses.replace(CONFIG, steps=4), tmp_path, quiet=True).fit(data())
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["config"]["accumulate"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    report = Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    assert report.resumed_from == 4 and len(report.losses) == CONFIG.steps
 
 
 def test_a_checkpoint_beyond_the_steps_asked_for_is_an_error(tmp_path):

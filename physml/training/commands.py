@@ -48,7 +48,7 @@ def add_parsers(subparsers) -> None:
     train.add_argument("--out", required=True, help="run folder (checkpoint, report)")
     train.add_argument("--config", help="TOML file with the same keys as the flags")
     train.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
-    for name in ("steps", "batch", "seed", "checkpoint_every", "validate_every"):
+    for name in ("steps", "batch", "accumulate", "seed", "checkpoint_every", "validate_every"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     for name in ("lr", "clip", "weight_decay"):
         train.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)

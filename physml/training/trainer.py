@@ -8,6 +8,7 @@ step alone, so a run resumed from a checkpoint replays exactly what the uninterr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -50,13 +51,18 @@ def check_device(device: str) -> torch.device:
 class TrainConfig:
     """Settings of one training run (a TOML file or the CLI flags give the same fields).
 
-    ``batch`` is the global batch (divided among ``torchrun`` processes); ``clip`` the largest
-    gradient norm (``None``: no clipping); ``checkpoint_every`` and ``validate_every`` count steps
-    (``0`` validates only at the end).
+    ``batch`` is the global batch (divided among ``torchrun`` processes); ``accumulate`` splits
+    each process's share into that many micro-batches whose gradients add up before the step (the
+    same step in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
+    ``torchrun`` ranks do, so one process with ``accumulate = 2`` adds the same gradients in the
+    same order as two processes and matches them bit for bit); ``clip`` the largest gradient norm
+    (``None``: no clipping); ``checkpoint_every`` and ``validate_every`` count steps (``0``
+    validates only at the end).
     """
 
     steps: int = 1000
     batch: int = 32
+    accumulate: int = 1
     lr: float = 1e-3
     schedule: str = "cosine"
     clip: float | None = None
@@ -69,6 +75,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive_int("steps", self.steps, 1)
         positive_int("batch", self.batch, 1)
+        positive_int("accumulate", self.accumulate, 1)
         positive_int("seed", self.seed, 0)
         positive_int("checkpoint_every", self.checkpoint_every, 1)
         positive_int("validate_every", self.validate_every, 0)
@@ -96,6 +103,10 @@ class TrainConfig:
         if self.schedule == "constant":
             return self.lr
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.steps))
+
+
+LATER_SETTINGS = {"accumulate": 1}
+"""Settings added after checkpoints were first written, with the value those runs had."""
 
 
 @dataclass
@@ -159,9 +170,10 @@ class Trainer:
         """Train to ``config.steps`` (resuming from ``out`` when a checkpoint is there)."""
         config, here = self.config, world(self.config.device)
         device = check_device(config.device)
-        if config.batch % here.size:
+        if config.batch % (here.size * config.accumulate):
             raise ValueError(
-                f"batch ({config.batch}) must be divisible by the {here.size} processes"
+                f"batch ({config.batch}) must be divisible by the {here.size} processes × "
+                f"accumulate ({config.accumulate})"
             )
         if config.batch > len(train):
             raise ValueError(f"batch ({config.batch}) exceeds the {len(train)} training samples")
@@ -194,14 +206,10 @@ class Trainer:
                 sampler.set_epoch(epoch)
                 order = (epoch, list(sampler))
             indices = order[1][position * per_rank : (position + 1) * per_rank]
-            batch = _to(default_collate([train[i] for i in indices]), device)
             for group in optimiser.param_groups:
                 group["lr"] = config.learning_rate(step)
             optimiser.zero_grad(set_to_none=True)
-            loss = self.loss(trained, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
-            loss.backward()
+            loss = self._backward(trained, train, indices, device, step)
             if config.clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimiser.step()
@@ -224,6 +232,22 @@ class Trainer:
         report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
         return report
 
+    def _backward(self, trained, train: Dataset, indices: list[int], device, step: int):
+        """Gradients of this process's share of the step, one micro-batch at a time (DDP
+        synchronises on the last); returns the share's mean loss (detached)."""
+        parts = self.config.accumulate
+        total = None
+        for part in range(parts):
+            batch = _to(default_collate([train[i] for i in indices[part::parts]]), device)
+            last = part == parts - 1
+            with contextlib.nullcontext() if last or parts == 1 else _no_sync(trained):
+                loss = self.loss(trained, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
+                (loss / parts if parts > 1 else loss).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total / parts if parts > 1 else total
+
     def validate(self, model: nn.Module, dataset: Dataset, device: torch.device) -> float:
         """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient)."""
         model.eval()
@@ -245,6 +269,7 @@ class Trainer:
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
         check_same_data(state, data_print, self.out)
         check_same_model(state, self.model_config, self.out)
+        state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
         check_same_config(state, asdict(self.config), self.out)
         if int(state["step"]) > self.config.steps:
             raise CheckpointError(
@@ -282,6 +307,16 @@ def tensors_only(state: dict) -> dict:
     """A state dict without non-tensor entries (neuralop stores its init arguments, functions
     among them, under ``_metadata``; they would not load with ``weights_only=True``)."""
     return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def _no_sync(trained: nn.Module):
+    """DDP's ``no_sync`` (gradients stay local until the last micro-batch); a plain model has
+    nothing to synchronise."""
+    return (
+        trained.no_sync()
+        if isinstance(trained, DistributedDataParallel)
+        else contextlib.nullcontext()
+    )
 
 
 def _to(batch: object, device: torch.device) -> object:
