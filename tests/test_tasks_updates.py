@@ -85,6 +85,44 @@ def test_done_when_needs_accuracy_speed_and_a_failing_surrogate():
     assert not task.guard_done_when(rows)["holds"]
 
 
+def update_row(case, method, strength, nfr, rel_l2, val_nfr, val_rel_l2):
+    return {"case": case, "method": method, "lambda": strength, "nfr": nfr, "rel_l2": rel_l2,
+            "val_nfr": val_nfr, "val_rel_l2": val_rel_l2}  # fmt: skip
+
+
+def test_the_update_target_picks_lambda_on_validation_and_reports_its_test_scores():
+    """Validation and test disagree: the test set would pick λ = 3 (every flip cut, same rel_l2);
+    the validation set picks λ = 1 (λ = 3 cuts more there but loses 5% of rel_l2), whose test
+    cut is 1 − 0.3 / 0.4 = 25%, so the target misses on the test set."""
+    rows = [
+        update_row("burgers-old", "fno", None, 0.0, 1.2, 0.0, 1.2),
+        update_row("burgers-fno", "retrain", None, 0.4, 1.0, 0.4, 1.0),
+        update_row("burgers-fno", "pc-focal", 0.3, 0.1, 1.0, 0.3, 1.0),
+        update_row("burgers-fno", "pc-focal", 1.0, 0.3, 1.0, 0.1, 1.01),
+        update_row("burgers-fno", "pc-focal", 3.0, 0.0, 1.0, 0.0, 1.05),
+        update_row("burgers-fno", "pc-uniform", 1.0, 0.0, 0.5, 0.0, 0.5),
+        update_row("heat-fno", "retrain", None, 0.2, 2.0, 0.2, 2.0),
+        update_row("heat-fno", "pc-focal", 1.0, 0.05, 2.02, 0.1, 2.0),
+    ]
+    verdict = task.update_done_when(rows)
+    assert set(verdict) == {"burgers-fno", "heat-fno", "holds"}
+    burgers = verdict["burgers-fno"]
+    assert burgers["lambda"] == 1.0 and burgers["chosen_on"] == "validation"
+    assert burgers["nfr_cut"] == pytest.approx(0.25) and not burgers["holds"]
+    assert burgers["val_nfr_cut"] == pytest.approx(0.75) and burgers["val_holds"]
+    assert burgers["rel_l2_ratio"] == pytest.approx(1.0)
+    heat = verdict["heat-fno"]  # cut 75% with rel_l2 1% worse on the test set
+    assert heat["lambda"] == 1.0 and heat["holds"] and heat["nfr_cut"] == pytest.approx(0.75)
+    assert not verdict["holds"]  # burgers misses
+    swapped = [  # the same table with test and validation exchanged picks the test's best λ
+        {**row, "nfr": row["val_nfr"], "rel_l2": row["val_rel_l2"], "val_nfr": row["nfr"],
+         "val_rel_l2": row["rel_l2"]}
+        for row in rows
+    ]  # fmt: skip
+    picked = task.update_done_when(swapped)["burgers-fno"]
+    assert picked["lambda"] == 3.0 and picked["rel_l2_ratio"] == pytest.approx(1.05)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="equation must be one of"):
         task.equation("wave")

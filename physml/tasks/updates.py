@@ -13,7 +13,8 @@ Model update: an old FNO (small, little data) is replaced by a larger FNO on mor
 BOON (the same FNO through ``constrain(fno, BoundaryCondition(...))``), trained plainly
 (``retrain``) or with focal distillation toward the old model (``pc-focal``: ``α = 1, β = 5``;
 ``pc-uniform``: ``β = 0``); :func:`update_scores` measures ``rel_l2``, ``nfr`` at the old model's
-median error, the curve NFR(τ), degradation flips and physics (boundary) flips.
+median error, the curve NFR(τ), degradation flips and physics (boundary) flips;
+:func:`update_done_when` picks ``pc-focal``'s λ on validation scores and judges it on the test's.
 
 Guard: the FNO answers where its input lies inside the training amplitudes and its boundary
 error is small, the solver elsewhere; :func:`guard_sweep` moves the checks' thresholds (the
@@ -331,6 +332,43 @@ def mean_and_se(runs: list[dict], keys: tuple[str, ...]) -> dict:
     if all("nfr_curve" in run for run in runs):
         out["nfr_curve"] = torch.tensor([run["nfr_curve"] for run in runs]).mean(0).tolist()
     return out
+
+
+def against_retrain(rows: list[dict], case: str, nfr: str, rel_l2: str) -> list[dict]:
+    """Each ``pc-focal`` λ of ``case`` against ``retrain`` on the columns ``nfr`` and ``rel_l2``
+    (the test's or the validation's): ``nfr_cut`` (1 − nfr / retrain's, 0 where retrain has no
+    flips), ``rel_l2_ratio`` and ``holds`` (cut ≥ 50% with the ratio ≤ 1.02: the issue's target).
+    """
+    retrain = next(r for r in rows if r["case"] == case and r["method"] == "retrain")
+    out = []
+    for row in rows:
+        if row["case"] == case and row["method"] == "pc-focal":
+            cut = 1 - row[nfr] / retrain[nfr] if retrain[nfr] > 0 else 0.0
+            ratio = row[rel_l2] / retrain[rel_l2]
+            holds = cut >= 0.5 and ratio <= 1.02
+            out.append({"lambda": row["lambda"], "nfr_cut": cut, "rel_l2_ratio": ratio,
+                        "holds": holds})  # fmt: skip
+    return out
+
+
+def update_done_when(rows: list[dict]) -> dict:
+    """Per case, the ``pc-focal`` λ chosen on the validation columns (``val_nfr``,
+    ``val_rel_l2``: the target holding first, then the largest cut) and that λ's test scores
+    against ``retrain`` (``val_*``: its validation ones); ``holds``: the target met on the test
+    set by the chosen λ of every ``-fno`` case. The test set never picks λ."""
+    verdict: dict = {}
+    for case in sorted({row["case"] for row in rows if row["method"] == "pc-focal"}):
+        validation = against_retrain(rows, case, "val_nfr", "val_rel_l2")
+        chosen = max(validation, key=lambda c: (c["holds"], c["nfr_cut"]))
+        test = against_retrain(rows, case, "nfr", "rel_l2")
+        verdict[case] = {
+            **next(c for c in test if c["lambda"] == chosen["lambda"]),
+            "chosen_on": "validation",
+            **{f"val_{key}": value for key, value in chosen.items() if key != "lambda"},
+        }
+    fno_cases = [case for case in verdict if case.endswith("-fno")]
+    verdict["holds"] = bool(fno_cases) and all(verdict[case]["holds"] for case in fno_cases)
+    return verdict
 
 
 # ----------------------------------------------------------------------------------------- guard
