@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s",
     ]
     extra = {
+        "load_average_1min_at_end": os.getloadavg()[0],
         "setup": {
             "steps": steps,
             "batch": batch,
