@@ -9,7 +9,7 @@ inputs beyond the training amplitudes. Thresholds: the ``level`` quantile of eac
 on in-range validation inputs (the amplitude box's upper end at that training quantile). Rows:
 ``solver`` alone, ``surrogate`` alone and ``guard`` per level with ``surrogate_fraction``,
 ``max_error``, ``p99_error`` (relative L2 against the solver), ``throughput`` (test samples per
-second of wall time, one thread, the checks' cost included) and ``speedup`` over the solver.
+CPU second, one thread, the checks' cost included) and ``speedup`` over the solver.
 The FNO's training resumes from ``--work``; the data is cached there. Building blocks:
 :mod:`physml.tasks.updates`.
 
