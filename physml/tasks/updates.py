@@ -419,8 +419,8 @@ def guard_sweep(
 ) -> list[dict]:
     """Rows ``solver``, ``surrogate`` and ``guard`` per level on the test set:
     ``surrogate_fraction``, ``max_error``, ``p99_error``, ``mean_error`` (relative L2 against
-    the solver), ``throughput`` (samples per CPU second, the checks included) and ``speedup`` over the
-    solver alone.
+    the solver), ``throughput`` (samples per CPU second, the checks included) and ``speedup``
+    over the solver alone.
     ``outside``: how many of the test inputs (the last ones) lie beyond the training range."""
     x, y = test.tensors
     solver = Solver(problem)
