@@ -77,7 +77,8 @@ def _pinned_mean(mean, cov, active, pinned, L) -> torch.Tensor:
 
 def _low_rank_condition(mean, variance, factor, active):
     """``N(mean, diag(variance) − F Fᵀ)`` slices ``(s, n)`` conditioned on ``u_i = 0`` where
-    ``active``, by Woodbury, ``O(n k²)`` a slice, kept low rank: ``(mean, variance, factor)``.
+    ``active``, by Woodbury, ``O(n k²)`` a slice: ``(mean, variance, L)``, the new factor left to
+    :func:`_low_rank_factor` (the active-set search needs only the mean).
 
     With ``C = I − F_AᵀD_A⁻¹F_A = L Lᵀ``, ``Σ_AA⁻¹ = D_A⁻¹ + D_A⁻¹F_A C⁻¹ F_AᵀD_A⁻¹`` gives the
     mean, and off the active set ``Σ′ = D − F C⁻¹ Fᵀ`` (``I + F_AᵀΣ_AA⁻¹F_A = C⁻¹``): the new
@@ -90,21 +91,24 @@ def _low_rank_condition(mean, variance, factor, active):
         return None
     inverse = pinned / torch.where(active, variance, 1.0)  # D_A⁻¹, zero off the active set
     weighted = inverse * mean
+    factor_t = factor.transpose(-1, -2)
     scaled = inverse[..., None] * factor  # D_A⁻¹ F_A
     eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
-    L, info = torch.linalg.cholesky_ex(eye - factor.transpose(-1, -2) @ scaled)
+    L, info = torch.linalg.cholesky_ex(eye - factor_t @ scaled)
     if bool((info > 0).any()):
         return None
-    inner = torch.cholesky_solve((factor.transpose(-1, -2) @ weighted[..., None]), L)
+    inner = torch.cholesky_solve((factor_t @ weighted[..., None]), L)
     weights = weighted + (scaled @ inner)[..., 0]  # Σ_AA⁻¹ m_A, zero off the active set
-    covariance_times = (
-        variance * weights - (factor @ (factor.transpose(-1, -2) @ weights[..., None]))[..., 0]
-    )
+    covariance_times = variance * weights - (factor @ (factor_t @ weights[..., None]))[..., 0]
     _check_pinned(covariance_times, mean, active)
     new_mean = torch.where(active, 0.0, mean - covariance_times)
+    return new_mean, torch.where(active, 0.0, variance), L
+
+
+def _low_rank_factor(factor: torch.Tensor, L: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """The conditioned factor ``F L⁻ᵀ`` ``(s, n, k)``, zero on the active set."""
     new_factor = torch.linalg.solve_triangular(L, factor.transpose(-1, -2), upper=False)
-    new_factor = torch.where(active[..., None], 0.0, new_factor.transpose(-1, -2))
-    return new_mean, torch.where(active, 0.0, variance), new_factor
+    return torch.where(active[..., None], 0.0, new_factor.transpose(-1, -2))
 
 
 def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -259,15 +263,20 @@ class NonNegative(Constraint):
         m = cov.factor.shape[-1]
         variances = cov.base.to(F64).expand(mean.shape).reshape(-1, n)
         factors = cov.factor.to(F64).expand(*mean.shape, m).reshape(-1, n, m)
-        means = mean.reshape(-1, n)[rows]
+        means, slice_variances, slice_factors = (
+            mean.reshape(-1, n)[rows],
+            variances[rows],
+            factors[rows],
+        )
         for _ in range(n):
-            found = _low_rank_condition(means, variances[rows], factors[rows], active)
+            found, used = _low_rank_condition(means, slice_variances, slice_factors, active), active
             if found is None:
                 return None
             negative = found[0] < -self.tolerance
             if not bool(negative.any()):
                 break
             active = active | negative
+        found = (found[0], found[1], _low_rank_factor(slice_factors, found[2], used))
         new_mean, new_variance, new_factor = (
             whole.index_copy(0, rows, part)
             for whole, part in zip((mean.reshape(-1, n), variances, factors), found, strict=True)
