@@ -601,7 +601,12 @@ def test_nonnegativity_after_probconserv_on_a_diagonal_model_equals_the_dense_ro
 
 
 def test_woodbury_pinned_conditioning_equals_the_dense_conditioning():
-    from physml.constraints.nonnegative import _low_rank_condition, _pinned_mean, _pinned_system
+    from physml.constraints.nonnegative import (
+        _low_rank_condition,
+        _low_rank_factor,
+        _pinned_mean,
+        _pinned_system,
+    )
 
     gen = torch.Generator().manual_seed(9)
     mean = torch.randn(4, 12, generator=gen, dtype=F64)
@@ -613,7 +618,8 @@ def test_woodbury_pinned_conditioning_equals_the_dense_conditioning():
     pinned, L = _pinned_system(cov, active)
     dense = _pinned_mean(mean, cov, active, pinned, L)
     dense_cov = cov - cov @ torch.cholesky_solve(pinned[:, :, None] * cov, L)
-    new_mean, new_variance, new_factor = _low_rank_condition(mean, variance, factor, active)
+    new_mean, new_variance, cholesky = _low_rank_condition(mean, variance, factor, active)
+    new_factor = _low_rank_factor(factor, cholesky, active)
     assert torch.allclose(new_mean, dense, atol=1e-12)
     low_rank = torch.diag_embed(new_variance) - new_factor @ new_factor.transpose(-1, -2)
     assert torch.allclose(low_rank, dense_cov, atol=1e-12)
