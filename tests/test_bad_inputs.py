@@ -77,6 +77,7 @@ from physml.models import (
     Persistence,
     UNet,
     count_parameters,
+    fast_fno,
     unflatten,
     with_parameters,
 )
@@ -1779,6 +1780,14 @@ MODEL_CASES = [
     case(
         "earthformer-input-nan",
         lambda c: earthformer()(torch.full((1, 2, 1, 8, 8), NAN)),
+        ValueError,
+        r"x contains NaN or inf",
+    ),
+    case(
+        "fno-input-nan",
+        lambda c: fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4)(
+            torch.full((1, 1, 16), NAN)
+        ),
         ValueError,
         r"x contains NaN or inf",
     ),

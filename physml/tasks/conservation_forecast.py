@@ -28,7 +28,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from neuralop.models import FNO
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -40,7 +39,7 @@ from ..constraints import KnowledgeControl, NonNegative, constrain, mass_conserv
 from ..data import load
 from ..data.generate import generate_dataset
 from ..errors import ConstraintError
-from ..models import Earthformer
+from ..models import Earthformer, fast_fno
 from ..models.prediff import (
     ConvDenoiser,
     FrameAutoencoder,
@@ -290,7 +289,7 @@ def build(model: str, scale: Scale, channels: int, seed: int) -> nn.Module:
         return LastFrameIncrement(Earthformer(*shapes, **scale.earthformer))
     options = scale.fno
     modes = min(options["modes"], scale.nx // 2)
-    fno = FNO(
+    fno = fast_fno(
         n_modes=(modes, modes),
         in_channels=channels,
         out_channels=channels,

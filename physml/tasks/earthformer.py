@@ -18,13 +18,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from neuralop.models import FNO
 from torch import nn
 
 from pdes.problems import get as get_recipe
 
 from .. import metrics
 from .._io import atomic_write_text
+from ..models import fast_fno
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
@@ -131,7 +131,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
         )
     if method == "fno":
         return FramesAsChannels(
-            FNO(
+            fast_fno(
                 n_modes=(scale.modes, scale.modes),
                 in_channels=scale.t_in,
                 out_channels=scale.t_out,

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from neuralop.models import FNO
 from torch import nn
 
 from pdes import Grid1D
@@ -37,7 +36,15 @@ from .._checks import fits_in_memory
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
 from ..data.windows import ForecastDataset, RolloutDataset
-from ..models import AttentiveNeuralProcess, ConvLSTM, DeepEnsemble, Earthformer, UNet, elbo_loss
+from ..models import (
+    AttentiveNeuralProcess,
+    ConvLSTM,
+    DeepEnsemble,
+    Earthformer,
+    UNet,
+    elbo_loss,
+    fast_fno,
+)
 from ..outputs import Gaussian
 from .probabilistic import MemberRows, Objective, ensemble_nll, objective_loss
 
@@ -106,7 +113,7 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     fits_in_memory(
         "hidden", 8 * spectral_weights, f"an FNO of {layers} layers x {hidden}² channels"
     )
-    return FNO(
+    return fast_fno(
         n_modes=(modes,) * space,
         in_channels=x_shape[0],
         out_channels=y_shape[0],
