@@ -363,14 +363,14 @@ def set_walls(
     the Neumann stencil in float64 (the output correction) rather than in ``u``'s dtype.
     """
     n = u.shape[axis]
-    first_row = u.narrow(axis, 0, 1)
-    last_row = u.narrow(axis, n - 1, 1)
     if kind == "periodic":
-        mean = 0.5 * (first_row + last_row)
+        mean = 0.5 * (u.narrow(axis, 0, 1) + u.narrow(axis, n - 1, 1))
         return torch.cat([mean, u.narrow(axis, 1, n - 2), mean], dim=axis)
     if kind == "dirichlet":
-        first = None if left is None else left.to(u.dtype).unsqueeze(axis).expand_as(first_row)
-        last = None if right is None else right.to(u.dtype).unsqueeze(axis).expand_as(last_row)
+        row = list(u.shape)
+        row[axis] = 1
+        first = None if left is None else left.to(u.dtype).unsqueeze(axis).expand(row)
+        last = None if right is None else right.to(u.dtype).unsqueeze(axis).expand(row)
     elif kind == "neumann":
         near = torch.cat([u.narrow(axis, 1, 2), u.narrow(axis, n - 3, 2)], dim=axis)
         if precise:

@@ -108,8 +108,8 @@ def _safe(value: torch.Tensor, floor: torch.Tensor | None = None) -> torch.Tenso
     """``value`` with entries below ``floor`` (at least ``TOLERANCE``; default ``TOLERANCE``) in
     magnitude moved out to ``±floor``, keeping their sign (no zero pivots)."""
     if floor is None:
-        floor = torch.full_like(value, TOLERANCE)
-    return torch.where(value.abs() < floor, floor.copysign(value), value)
+        return value.abs().clamp_min(TOLERANCE).copysign(value)
+    return torch.maximum(value.abs(), floor).copysign(value)
 
 
 @dataclass(frozen=True)
@@ -160,13 +160,19 @@ class AxisProbe:
         ratio = k0n / knn
         pivot = _safe(torch.addcmul(k00, ratio, kn0, value=-1.0), floor_first)
         first, last = columns.unbind(0)
-        b0, bn = bias.select(axis, 0), bias.select(axis, -1)
+        b0 = bias.select(axis, 0)
+        bn = b0 if bias.shape[axis] == 1 else bias.select(axis, -1)  # one view when constant
         return cls(axis, first, last, b0, bn, pivot, knn, ratio, k0n, kn0)
 
     def unbind(self) -> tuple[AxisProbe, ...]:
         """One probe per entry of the leading axis (layers read together)."""
-        split = [getattr(self, field.name).unbind(0) for field in fields(self)[1:]]
-        return tuple(AxisProbe(self.axis, *parts) for parts in zip(*split, strict=True))
+        split = {}  # a tensor shared by two fields is split once
+        for name in _TENSOR_FIELDS:
+            tensor = getattr(self, name)
+            if id(tensor) not in split:
+                split[id(tensor)] = tensor.unbind(0)
+        parts = [split[id(getattr(self, name))] for name in _TENSOR_FIELDS]
+        return tuple(AxisProbe(self.axis, *layer) for layer in zip(*parts, strict=True))
 
     def eliminate(self, kx: torch.Tensor, x: torch.Tensor, bias_free: bool = False) -> torch.Tensor:
         """``K̃x`` from ``kx = Kx`` and ``x`` ``(..., channel, *space)`` (broadcasting).
@@ -186,6 +192,9 @@ class AxisProbe:
         return torch.addcmul(
             torch.addcmul(kx, d0.unsqueeze(a), self.first), dn.unsqueeze(a), self.last
         )
+
+
+_TENSOR_FIELDS = tuple(field.name for field in fields(AxisProbe)[1:])
 
 
 def read_axes(
@@ -233,13 +242,15 @@ class DirichletRows:
     """A Dirichlet condition's values for the hidden layers of one forward, as wall rows.
 
     ``left``/``right`` broadcast against a wall slice (``None``: a free wall); :meth:`write` sets
-    the walls of a layer output by one ``cat``, with the rows cast and expanded once per shape.
+    the walls of a layer output by one ``cat``, with the rows cast and expanded once per shape;
+    :func:`write_rows` sets those of consecutive conditions together.
     """
 
     def __init__(self, axis: int, left: torch.Tensor | None, right: torch.Tensor | None) -> None:
         self.axis = axis
         self.values = (left, right)
         self._rows: dict[tuple, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        self.merged: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # see write_rows
 
     def write(self, y: torch.Tensor) -> torch.Tensor:
         """``y`` ``(batch, channel, *space)`` with the constrained walls set to the values."""
@@ -257,6 +268,37 @@ class DirichletRows:
         start, stop = (0 if first is None else 1), (n if last is None else n - 1)
         pieces = [first, y.narrow(axis, start, stop - start), last]
         return torch.cat([piece for piece in pieces if piece is not None], dim=axis)
+
+    def lay_out(self, filled: torch.Tensor, mask: torch.Tensor) -> None:
+        """Write the values into the walls of ``filled`` ``(batch | 1, channel | 1, *space)`` and
+        mark those walls in ``mask`` ``(*space)`` (bool)."""
+        axis = self.axis
+        for index, value in zip((0, -1), self.values, strict=True):
+            if value is not None:
+                wall = filled.select(axis, index)
+                wall.copy_(value.to(filled.dtype).expand(wall.shape))
+                mask.select(axis, index).fill_(True)
+
+
+def write_rows(rows: Sequence[DirichletRows], y: torch.Tensor) -> torch.Tensor:
+    """``y`` ``(batch, channel, *space)`` with the walls of several Dirichlet conditions set, in
+    order (later ones win where walls meet): one ``where`` with the values laid out once per
+    shape (kept by the first condition), instead of one ``cat`` per condition."""
+    if len(rows) < 2:
+        return rows[0].write(y) if rows else y
+    key = (tuple(map(id, rows)), tuple(y.shape), y.dtype)
+    kept = rows[0].merged
+    if key not in kept:
+        lead = [1, 1]
+        for value in (value for row in rows for value in row.values if value is not None):
+            lead = [max(size, value.shape[i]) for i, size in enumerate(lead)]
+        filled = torch.zeros(*lead, *y.shape[2:], dtype=y.dtype, device=y.device)
+        mask = torch.zeros(y.shape[2:], dtype=torch.bool, device=y.device)
+        for row in rows:
+            row.lay_out(filled, mask)
+        kept[key] = (mask, filled)
+    mask, filled = kept[key]
+    return torch.where(mask, filled, y)
 
 
 class CorrectedLayer:
@@ -393,17 +435,19 @@ class CorrectedLayer:
             raise ValueError(
                 f"values must hold one pair per condition ({len(self.walls)}), got {len(values)}"
             )
+        rows: list[DirichletRows] = []  # consecutive Dirichlet conditions, written together
         for wall, value in zip(self.walls, values, strict=True):
             if wall.is_identity:
                 continue
             if isinstance(value, DirichletRows):
-                y = value.write(y)
+                rows.append(value)
                 continue
+            y, rows = write_rows(rows, y), []
             left, right = value
             left = left if wall.sides[0] else None
             right = right if wall.sides[1] else None
             y = set_walls(y, wall.axis, wall.kind, wall.grid.dx, left, right, precise=False)
-        return y
+        return write_rows(rows, y)
 
     def __call__(
         self,

@@ -133,7 +133,8 @@ def wall_responses(
         return None
     skips = [skip for _, skip in layers]
     channels = weights[0].shape[1]
-    summed = torch.stack(weights).sum(1)  # (L, out, *modes): the spikes fill all inputs
+    # (L, out, *modes): the spikes fill all inputs (summed before stacking: no copy of weights)
+    summed = torch.stack([weight.sum(0) for weight in weights])
     gain = _skip_gain(skips, channels, like).unsqueeze(-1)  # (L, C, 1)
     bias = _bias(convs, skips, channels, like)
     layers_shape = (len(layers), channels)
