@@ -1,17 +1,21 @@
 """A surrogate guarded by its solver: accuracy against throughput as the thresholds move.
 
-For Burgers (walls at 0) and heat (insulated left, heater flux right), ``u(x, 0) → u(x, T)``: an
-FNO trained on initial fields of RMS amplitude inside the training range answers through
-``physml.updates.guard`` with two checks — the input's amplitude inside the training range
-(``InputRange``) and the wall error of the prediction (``BoundaryError``) — and the problem's
-``pdes`` solver (one solve per query, float64) as the fallback. The test set has 20% of its
-inputs beyond the training amplitudes. Thresholds: the ``level`` quantile of each check's score
-on in-range validation inputs (the amplitude box's upper end at that training quantile). Rows:
-``solver`` alone, ``surrogate`` alone and ``guard`` per level with ``surrogate_fraction``,
-``max_error``, ``p99_error`` (relative L2 against the solver), ``throughput`` (test samples per
-CPU second, one thread, the checks' cost included) and ``speedup`` over the solver.
-The FNO's training resumes from ``--work``; the data is cached there. Building blocks:
-:mod:`physml.tasks.updates`.
+For Burgers (walls at 0) and heat (insulated left, heater flux right), ``u(x, 0) → u(x, T)``: a
+deep ensemble of FNOs (``members`` of them, differing by their seeds) trained on initial fields
+of RMS amplitude inside the training range answers with its mean through
+``physml.updates.guard``, with the checks: the input's amplitude inside the training range
+(``InputRange``), the wall error of the mean (``BoundaryError``), for heat the mass balance the
+wall fluxes imply (``ConstraintResidual``, exact for the solver to round-off) and the ensemble's
+relative spread ``‖σ‖/‖μ‖`` (``EnsembleSpread``: the check that sees the FNOs' own errors on
+in-range inputs); the fallback is the problem's ``pdes`` solver (one solve per query, float64).
+The test set has 20% of its inputs beyond the training amplitudes. Thresholds: the ``level``
+quantile of each check's score on in-range validation inputs. Rows: ``solver`` alone,
+``surrogate`` alone (the ensemble's mean), ``surrogate-member`` (its first member alone, the FNO
+without an ensemble) and ``guard`` per level with ``surrogate_fraction``, ``max_error``,
+``p99_error`` (relative L2 against the solver), ``throughput`` (test samples per CPU second,
+one thread, every member's forward and every check included) and ``speedup`` over the solver.
+Each member's training resumes from ``--work``/``<equation>``/``fno<seed + k>``; the data is
+cached there. Building blocks: :mod:`physml.tasks.updates`.
 
     python benchmarks/guarded_surrogate.py --quick              # smoke (< 1 min)
     OMP_NUM_THREADS=1 python benchmarks/guarded_surrogate.py   # full; --work benchmarks/work/...
@@ -34,11 +38,19 @@ from physml.tasks import updates as blocks  # noqa: E402
 NAME = "guarded_surrogate"
 SCALES = {
     "quick": dict(
-        model=blocks.Size(8, 8, 2, 32, 15, 16), validation=16, test=10, levels=(1.0, 0.9)
-    ),  # fmt: skip
+        model=blocks.Size(8, 8, 2, 32, 15, 16),
+        members=2,
+        validation=16,
+        test=10,
+        levels=(1.0, 0.9),
+    ),
     "full": dict(
-        model=blocks.Size(32, 16, 4, 1024, 4000), validation=200, test=200, levels=blocks.LEVELS
-    ),  # fmt: skip
+        model=blocks.Size(32, 16, 4, 1024, 4000),
+        members=4,
+        validation=200,
+        test=200,
+        levels=blocks.LEVELS,
+    ),
 }
 COLUMNS = (
     "case", "method", "level", "surrogate_fraction", "max_error", "p99_error", "mean_error",
@@ -47,7 +59,8 @@ COLUMNS = (
 
 
 def sweep(problem, scale, seed: int, work: Path, quiet: bool) -> list[dict]:
-    """The rows of one equation: data, the FNO (resumed), then :func:`blocks.guard_sweep`."""
+    """The rows of one equation: data, the members (resumed; member ``k`` from seed
+    ``seed + k``), then :func:`blocks.guard_sweep`."""
     size = scale["model"]
     train = blocks.cached_pairs(work / "train.pt", problem, size.train, 0)
     validation = blocks.cached_pairs(
@@ -55,17 +68,22 @@ def sweep(problem, scale, seed: int, work: Path, quiet: bool) -> list[dict]:
     )
     outside = scale["test"] // 5
     test = blocks.cached_pairs(work / "test.pt", problem, scale["test"], blocks.TEST_SEED, outside)
-    trained = blocks.train(
-        blocks.fno(size, seed), blocks.relative_l2_loss, train, size, seed, work / f"fno{seed}",
-        quiet,
-    )  # fmt: skip
+    members = [
+        blocks.train(
+            blocks.fno(size, seed + k), blocks.relative_l2_loss, train, size, seed + k,
+            work / f"fno{seed + k}", quiet,
+        )
+        for k in range(scale["members"])
+    ]  # fmt: skip
+    ensemble = blocks.MemberEnsemble([member.model for member in members])
     rows = blocks.guard_sweep(
-        problem, trained.model, train.tensors[0], validation.tensors[0], test,
-        scale["levels"], outside,
+        problem, ensemble, train.tensors[0], validation.tensors[0], test, scale["levels"],
+        outside,
     )  # fmt: skip
+    train_s = {"solver": 0.0, "surrogate-member": members[0].train_s}
     for row in rows:
         row["case"] = problem.name
-        row["train_s"] = trained.train_s if row["method"] != "solver" else 0.0
+        row["train_s"] = train_s.get(row["method"], sum(member.train_s for member in members))
     return rows
 
 
@@ -95,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         "Done-when (some level: max_error <= 1e-2 over the whole test set, out-of-range inputs "
         "included, at >= 3x the solver's throughput, where the surrogate alone has max_error "
         f">= 1e-1): **{'holds' if verdict['holds'] else 'does not hold'}**. 20% of the test "
-        "inputs lie beyond the training amplitudes; the solver answers one query at a time."
+        "inputs lie beyond the training amplitudes; the solver answers one query at a time. "
+        f"The surrogate is a deep ensemble of {scale['members']} FNOs answering with its mean "
+        "(row `surrogate`; `surrogate-member` is its first member alone); the guard's "
+        "throughput includes every member's forward and every check."
     )
     setup = {
         "model": scale["model"].__dict__,
+        "members": scale["members"],
         "validation": scale["validation"],
         "test": scale["test"],
         "equations": {name: blocks.equation(name).__dict__ for name in equations},

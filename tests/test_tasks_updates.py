@@ -65,11 +65,73 @@ def test_the_level_one_range_check_sends_every_outside_input_to_the_solver():
     problem = SMALL["burgers"]
     train = task.pairs(problem, 8, 0)
     test = task.pairs(problem, 5, task.TEST_SEED, outside=2)
-    checks = task.guard_checks(problem, train.tensors[0], train.tensors[1], 1.0)
-    fails, _ = checks[0](test.tensors[0], test.tensors[1])
-    assert fails[3:].all()
-    fails, scores = checks[1](train.tensors[0], train.tensors[1])  # the solver meets its walls
+    x, y = train.tensors
+    checks = task.guard_checks(problem, x, x, y, 1.0)  # validation: the training pairs
+    assert [c.name for c in checks] == ["input_range", "boundary"]
+    fails, _ = checks[0](*test.tensors)
+    assert fails[3:].all() and checks[0].threshold == 0.0
+    fails, scores = checks[1](*train.tensors)  # the solver meets its walls
     assert not fails.any() and scores.max() < 1e-6
+
+
+def test_the_heat_mass_balance_holds_for_the_solver_to_round_off():
+    """At the benchmark's grid and step; what is left is ETDRK4's O(h⁴) quadrature of the flux."""
+    problem = task.EQUATION["heat"]
+    t = torch.linspace(0, problem.t_end, 20_001, dtype=torch.float64)
+    flux = problem.flux * torch.sin(torch.pi * t)  # right wall; the left one is insulated
+    by_quadrature = problem.coefficient * torch.trapezoid(flux, t)
+    assert task.inflow(problem) == pytest.approx(float(by_quadrature), rel=1e-8)
+    u0 = task.initial_fields(problem, [1, 2, 3], torch.tensor([0.5, 1.0, 4.0]))
+    u_end = task.Solver(problem).solve(u0)
+    balance = task.mass_balance(problem)
+    residual = balance.residual(u_end[:, None], u0[:, None])
+    assert residual.shape == (3, 1, 1) and residual.abs().max() < 1e-11
+    assert task.inflow(problem) > 0.05  # the balance is not met by a field left as it was
+    shifted = u_end + 0.01  # the scheme's mass of a constant c: dx (3/2 + n − 4 + 3/2) c = c
+    assert balance.residual(shifted[:, None], u0[:, None]).flatten().tolist() == pytest.approx(
+        [0.01] * 3, rel=1e-8
+    )
+    with pytest.raises(ValueError, match="heat problem"):
+        task.inflow(SMALL["burgers"])
+
+
+def test_an_ensemble_is_guarded_with_its_spread_and_heat_with_its_mass():
+    problem = SMALL["heat"]
+    x, y = task.pairs(problem, 6, 0).tensors
+    members = [task.fno(task.Size(4, 4, 1, 6, 1), seed) for seed in (0, 1)]
+    ensemble = task.MemberEnsemble(members)
+    whole = task.predict(ensemble, x)
+    assert torch.equal(task.predict(ensemble, x, batch=4).samples, whole.samples)  # in batches
+    assert torch.allclose(whole.samples[1], members[1](x).detach())
+    checks = task.guard_checks(problem, x, x, whole, 1.0)
+    assert [c.name for c in checks] == ["input_range", "boundary", "mass", "spread"]
+    for check in checks:  # level 1: the largest validation score passes
+        assert not check(x, whole)[0].any()
+    mass = checks[2].score(x, y)  # the solver's own answers, float32
+    assert mass.max() < 1e-6
+    with pytest.raises(ValueError, match="at least 2 models"):
+        task.MemberEnsemble(members[:1])
+
+
+def test_an_ensemble_sweep_reports_the_mean_and_the_first_member():
+    problem = SMALL["burgers"]
+    train, test = task.pairs(problem, 8, 0), task.pairs(problem, 5, task.TEST_SEED, outside=2)
+    members = [task.fno(task.Size(4, 4, 1, 8, 1), seed) for seed in (0, 1)]
+    rows = task.guard_sweep(
+        problem, task.MemberEnsemble(members), train.tensors[0], train.tensors[0], test, (1.0,), 2
+    )
+    methods = [row["method"] for row in rows]
+    assert methods == ["solver", "surrogate", "surrogate-member", "guard"]
+    x, y = test.tensors
+    alone = metrics.relative_l2(task.predict(members[0], x), y, reduction="none").max()
+    assert rows[2]["max_error"] == pytest.approx(float(alone))
+    mean = (members[0](x) + members[1](x)).detach() / 2
+    assert rows[1]["max_error"] == pytest.approx(
+        float(metrics.relative_l2(mean, y, reduction="none").max()), rel=1e-5
+    )
+    guarded = rows[3]
+    assert set(guarded["fired"]) == {"input_range", "boundary", "spread"}
+    assert guarded["outside_caught"] == 2 and set(guarded["thresholds"]) == set(guarded["fired"])
 
 
 def test_done_when_needs_accuracy_speed_and_a_failing_surrogate():
@@ -132,7 +194,7 @@ def test_bad_arguments_are_named():
         task.method_loss("distil", torch.nn.Identity(), 0.1, 1.0)
     with pytest.raises(ValueError, match="level must be in"):
         x = torch.ones(2, 1, 17)
-        task.guard_checks(SMALL["heat"], x, x, 0.0)
+        task.guard_checks(SMALL["heat"], x, x, x, 0.0)
 
 
 def test_tiny_run_writes_figures_and_rows(tmp_path, monkeypatch):

@@ -319,6 +319,60 @@ def test_spread_check_reads_ensembles_and_gaussians():
         EnsembleSpread(1.0).score(torch.zeros(2), torch.zeros(2, 3))
 
 
+def test_relative_spread_is_the_std_norm_over_the_mean_norm():
+    """Members μ ± δ (two each): the unbiased std is δ·√(4/3) at every point."""
+    mean = torch.tensor([[3.0, 4.0, 0.0], [1.0, 1.0, 1.0]], dtype=F64)  # ‖μ‖ = 5 and √3
+    delta = torch.tensor([[0.1, 0.0, 0.0], [0.0, 0.3, 0.4]], dtype=F64)  # ‖δ‖ = 0.1 and 0.5
+    members = torch.stack([mean + delta, mean - delta, mean + delta, mean - delta])
+    check = EnsembleSpread(0.1, relative=True)
+    fails, score = check(torch.zeros(2), Ensemble(members))
+    factor = (4 / 3) ** 0.5
+    assert score.tolist() == pytest.approx([factor * 0.1 / 5, factor * 0.5 / 3**0.5], rel=1e-12)
+    assert fails.tolist() == [False, True]
+    gaussian = Gaussian(mean, torch.tensor([[0.04, 0, 0], [0, 0.09, 0.16]], dtype=F64))
+    assert check.score(torch.zeros(2), gaussian).tolist() == pytest.approx([0.04, 0.5 / 3**0.5])
+    with pytest.raises(TypeError, match="relative must be"):
+        EnsembleSpread(0.1, relative=1)
+
+
+def test_calibrate_puts_the_threshold_at_the_score_quantile():
+    u = torch.arange(5, dtype=F64)[:, None, None] * torch.ones(1, 1, 3, dtype=F64)
+    check = BoundaryError(Dirichlet(0.0, 0.0), Grid1D(3), threshold=100.0)
+    assert check.calibrate(torch.zeros(5), u, 1.0) is check and check.threshold == 4.0
+    assert not check(torch.zeros(5), u)[0].any()  # level 1 passes every calibration sample
+    assert check.calibrate(torch.zeros(5), u, 0.5).threshold == 2.0
+    assert check(torch.zeros(5), u)[0].tolist() == [False, False, False, True, True]
+    for level in (0.0, 1.5, "high"):
+        with pytest.raises(ValueError, match="level must be in"):
+            check.calibrate(torch.zeros(5), u, level)
+    still = Ensemble(torch.zeros(2, 1, 3, dtype=F64))  # zero mean, zero spread: 0 / 0
+    with pytest.raises(ValueError, match="scores NaN"):
+        EnsembleSpread(0.0, relative=True).calibrate(torch.zeros(1), still, 1.0)
+
+
+def ensemble_surrogate(params):
+    """Three members around :func:`surrogate`: offsets −0.1, 0, +0.1 times the second parameter."""
+    offsets = torch.tensor([-0.1, 0.0, 0.1], dtype=F64)[:, None, None, None]
+    return Ensemble(surrogate(params)[None] + offsets * params[None, :, 1:, None])
+
+
+def test_an_ensemble_surrogate_answers_with_its_mean_or_the_solver_exactly():
+    spread = ensemble_surrogate(PARAMS).samples.std(0).amax((1, 2))  # 0.1 |p1|
+    never = EnsembleSpread(float(spread.max()))
+    result = guard(ensemble_surrogate, [never], solver)(PARAMS)
+    assert torch.equal(result.output, ensemble_surrogate(PARAMS).samples.mean(0))
+    assert result.surrogate_fraction == 1.0 and result.solved is None
+    always = EnsembleSpread(0.0, relative=True)  # every sample here has some spread
+    result = guard(ensemble_surrogate, [always], solver)(PARAMS)
+    assert torch.equal(result.output, solver(PARAMS)) and result.surrogate_fraction == 0.0
+    middle = EnsembleSpread(0.045)  # |p1| > 0.45: samples 1, 2, 5
+    result = guard(ensemble_surrogate, [middle], solver)(PARAMS)
+    routed = torch.tensor([False, True, True, False, False, True])
+    assert torch.equal(result.fallback, routed)
+    assert torch.equal(result.output[routed], solver(PARAMS[routed]))
+    assert torch.equal(result.output[~routed], ensemble_surrogate(PARAMS).samples.mean(0)[~routed])
+
+
 def test_pde_residual_of_the_heat_equation_by_differences():
     """u = x² + 2t solves u_t = u_xx; the centred differences are exact on it."""
     nt, nx = 5, 9

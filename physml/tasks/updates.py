@@ -16,10 +16,12 @@ BOON (the same FNO through ``constrain(fno, BoundaryCondition(...))``), trained 
 median error, the curve NFR(τ), degradation flips and physics (boundary) flips;
 :func:`update_done_when` picks ``pc-focal``'s λ on validation scores and judges it on the test's.
 
-Guard: the FNO answers where its input lies inside the training amplitudes and its boundary
-error is small, the solver elsewhere; :func:`guard_sweep` moves the checks' thresholds (the
-``level`` quantile of each check's score on in-range validation inputs) and times each setting,
-the checks' cost included.
+Guard: the FNO — or a deep ensemble of FNOs (:class:`MemberEnsemble`) answering with its mean
+— answers where its input lies inside the training amplitudes, its boundary error is small, for
+heat its mass balance holds (:func:`mass_balance`) and the ensemble's relative spread is small;
+the solver elsewhere. :func:`guard_sweep` moves the checks' thresholds (the ``level`` quantile of
+each check's score on in-range validation inputs) and times each setting, the checks' cost
+included.
 
 This module holds what ``benchmarks/model_update.py`` and ``benchmarks/guarded_surrogate.py``
 share, and the toy-size task ``model-update``.
@@ -42,16 +44,27 @@ from torch.utils.data import Dataset, TensorDataset
 
 from pdes import Dirichlet, Grid1D, Neumann
 from pdes.burgers import SAFETY, advective_step_limit, solve_burgers
-from pdes.heat import random_modes, solve_heat
+from pdes.heat import neumann_mass, random_modes, solve_heat
 from pdes.problems import generator
 from pdes.random_fields import gaussian_random_field_1d
 
 from .. import metrics
 from .._io import atomic_path, atomic_write_text
-from ..constraints import BoundaryCondition, constrain
+from ..constraints import BoundaryCondition, LinearConstraint, constrain
+from ..outputs import Ensemble
 from ..training import TrainConfig, Trainer
 from ..training.families import relative_l2_loss
-from ..updates import BoundaryError, Check, FocalDistillation, InputRange, guard, sample_errors
+from ..updates import (
+    BoundaryError,
+    Check,
+    ConstraintResidual,
+    EnsembleSpread,
+    FocalDistillation,
+    InputRange,
+    guard,
+    point_prediction,
+    sample_errors,
+)
 from . import Context, Row, Task, register
 from .figures import save_figure
 
@@ -281,10 +294,31 @@ def method_loss(method: str, old: nn.Module, tau: float, strength: float) -> Cal
     return FocalDistillation(relative_l2_loss, old, tau, strength, alpha=1.0, beta=beta)
 
 
-def predict(model: nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """``model`` on ``inputs`` in batches, no gradient."""
+class MemberEnsemble(nn.Module):
+    """Trained models answering together (a deep ensemble: the members differ by their seeds).
+
+    ``(batch, 1, nx) →`` an :class:`~physml.outputs.Ensemble` ``(member, batch, 1, nx)``: its mean
+    is the answer (:func:`~physml.updates.point_prediction`), its spread what
+    :class:`~physml.updates.EnsembleSpread` reads.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"members must hold at least 2 models, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, inputs: torch.Tensor) -> Ensemble:
+        return Ensemble(torch.stack([member(inputs) for member in self.members]))
+
+
+def predict(model: nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor | Ensemble:
+    """``model`` on ``inputs`` in batches, no gradient: a tensor, or an Ensemble (members first)."""
     with torch.no_grad():
-        return torch.cat([model(inputs[i : i + batch]) for i in range(0, len(inputs), batch)])
+        outputs = [model(inputs[i : i + batch]) for i in range(0, len(inputs), batch)]
+    if isinstance(outputs[0], Ensemble):
+        return Ensemble(torch.cat([output.samples for output in outputs], 1))
+    return torch.cat(outputs)
 
 
 # ---------------------------------------------------------------------------------- measurements
@@ -378,23 +412,53 @@ LEVELS = (1.0, 0.99, 0.97, 0.95, 0.9, 0.8)
 """Quantiles of the in-range validation scores used as the checks' thresholds (1: the largest)."""
 
 
+def inflow(problem: Equation) -> float:
+    """Heat let in through the walls by ``T``: ``κ ∫₀ᵀ (g_R − g_L) dt = κ U (1 − cos πT) / π``
+    (insulated left wall, flux ``du/dx = U sin(πt)`` at the right; per unit heat capacity)."""
+    if problem.name != "heat":
+        raise ValueError(f"inflow is defined for the heat problem, got {problem.name!r}")
+    return problem.coefficient * problem.flux * (1 - math.cos(math.pi * problem.t_end)) / math.pi
+
+
+def mass_balance(problem: Equation) -> LinearConstraint:
+    """Heat's balance on ``u(x, T)`` given the input ``u0`` ``(batch, 1, nx)``: the mass
+    :func:`pdes.heat.neumann_mass` at ``T`` equals ``u0``'s plus :func:`inflow`.
+
+    That mass is what the solver's Neumann scheme changes at exactly the walls' rate, so the
+    solver's answers meet the balance to round-off; the trapezoid ``∫u dx`` misses by O(dx²).
+    """
+    grid, added = problem.grid(), inflow(problem)
+    weights = neumann_mass(torch.eye(grid.n, dtype=F64), grid)[None]  # (1, nx)
+
+    def total(inputs: torch.Tensor) -> torch.Tensor:
+        return (neumann_mass(inputs.to(F64), grid) + added)[..., None]  # (batch, 1, 1)
+
+    return LinearConstraint(weights, total)
+
+
 def guard_checks(
     problem: Equation,
     train_inputs: torch.Tensor,
-    validation_prediction: torch.Tensor,
+    validation_inputs: torch.Tensor,
+    validation_prediction: torch.Tensor | Ensemble,
     level: float,
 ) -> list[Check]:
-    """The checks at quantile ``level``: the amplitude inside ``[min, q_level]`` of the training
-    amplitudes, and the wall error below its ``level`` quantile on in-range validation inputs."""
+    """The checks, each failing above the ``level`` quantile of its scores on the in-range
+    validation inputs (:meth:`~physml.updates.Check.calibrate`): the amplitude outside the
+    training amplitudes (0 on every in-range input: threshold 0 at every level), the wall error,
+    for heat the mass balance (:func:`mass_balance`) and, for an ensemble, its relative spread
+    ``‖σ‖₂ / ‖μ‖₂`` — the one that sees the surrogate's own errors on in-range inputs."""
     if not 0 < level <= 1:
         raise ValueError(f"level must be in (0, 1], got {level}")
-    seen = rms(train_inputs)[:, 0]
-    inside = InputRange(seen.min()[None], torch.quantile(seen, level)[None], parameters=rms)
-    walls = boundary_errors(problem, validation_prediction)
-    wall = BoundaryError(
-        problem.boundary(), problem.grid(), float(torch.quantile(walls, level)), problem.t_end
-    )
-    return [inside, wall]
+    checks: list[Check] = [
+        InputRange.from_training(rms(train_inputs), parameters=rms),
+        BoundaryError(problem.boundary(), problem.grid(), 0.0, problem.t_end),
+    ]
+    if problem.name == "heat":
+        checks.append(ConstraintResidual(mass_balance(problem), 0.0, name="mass"))
+    if isinstance(validation_prediction, Ensemble):
+        checks.append(EnsembleSpread(0.0, relative=True))
+    return [c.calibrate(validation_inputs, validation_prediction, level) for c in checks]
 
 
 def timed(function: Callable[[], object], repeats: int = 1) -> tuple[object, float]:
@@ -417,10 +481,11 @@ def guard_sweep(
     levels: tuple[float, ...] = LEVELS,
     outside: int = 0,
 ) -> list[dict]:
-    """Rows ``solver``, ``surrogate`` and ``guard`` per level on the test set:
+    """Rows ``solver``, ``surrogate`` (for a :class:`MemberEnsemble` its mean, and
+    ``surrogate-member``: its first member alone) and ``guard`` per level on the test set:
     ``surrogate_fraction``, ``max_error``, ``p99_error``, ``mean_error`` (relative L2 against
-    the solver), ``throughput`` (samples per CPU second, the checks included) and ``speedup``
-    over the solver alone.
+    the solver), ``throughput`` (samples per CPU second, every member and check included) and
+    ``speedup`` over the solver alone.
     ``outside``: how many of the test inputs (the last ones) lie beyond the training range."""
     x, y = test.tensors
     solver = Solver(problem)
@@ -428,12 +493,20 @@ def guard_sweep(
     validation_prediction = predict(surrogate, validation_inputs)
     _, solver_s = timed(lambda: solver(x))
     rows = [_guard_row("solver", None, 0.0, y, y, solver_s, solver_s, len(x), outside)]
-    prediction, surrogate_s = timed(lambda: predict(surrogate, x), repeats=3)
+    prediction, surrogate_s = timed(lambda: point_prediction(predict(surrogate, x)), repeats=3)
     rows.append(
         _guard_row("surrogate", None, 1.0, prediction, y, surrogate_s, solver_s, len(x), outside)
     )
+    if isinstance(surrogate, MemberEnsemble):
+        first = surrogate.members[0]
+        alone, member_s = timed(lambda: predict(first, x), repeats=3)
+        rows.append(
+            _guard_row("surrogate-member", None, 1.0, alone, y, member_s, solver_s, len(x), outside)
+        )
     for level in levels:
-        checks = guard_checks(problem, train_inputs, validation_prediction, level)
+        checks = guard_checks(
+            problem, train_inputs, validation_inputs, validation_prediction, level
+        )
         guarded = guard(surrogate, checks, solver)
         result, seconds = timed(lambda g=guarded: g(x))
         row = _guard_row(
@@ -448,6 +521,7 @@ def guard_sweep(
             outside,
         )
         row["fired"] = result.counts()
+        row["thresholds"] = {check.name: check.threshold for check in checks}
         row["outside_caught"] = int(result.fallback[len(x) - outside :].sum()) if outside else 0
         rows.append(row)
     return rows
@@ -472,8 +546,10 @@ def _guard_row(method, level, fraction, output, truth, seconds, solver_s, count,
 
 def guard_done_when(rows: list[dict], limit: float = 1e-2) -> dict:
     """The issue's target: a level with ``max_error ≤ limit`` at ≥ 3× the solver's throughput,
-    where the surrogate alone has ``max_error ≥ 10 × limit``."""
+    where the surrogate alone (an ensemble's mean; its first member is reported beside it) has
+    ``max_error ≥ 10 × limit``."""
     alone = next(row for row in rows if row["method"] == "surrogate")
+    member = next((row for row in rows if row["method"] == "surrogate-member"), alone)
     good = [
         row
         for row in rows
@@ -485,6 +561,7 @@ def guard_done_when(rows: list[dict], limit: float = 1e-2) -> dict:
         "level": None if best is None else best["level"],
         "speedup": None if best is None else best["speedup"],
         "surrogate_max_error": alone["max_error"],
+        "member_max_error": member["max_error"],
     }
 
 

@@ -56,6 +56,18 @@ class Check:
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         raise NotImplementedError
 
+    def calibrate(self, inputs: torch.Tensor, prediction: object, level: float) -> Check:
+        """Set ``threshold`` to the ``level`` quantile (in ``(0, 1]``; 1: the largest) of the
+        scores on samples the surrogate is trusted on, e.g. in-range validation inputs and its
+        predictions there, so that it fails about ``1 − level`` of such samples. Returns itself."""
+        if not isinstance(level, (int, float)) or not 0 < level <= 1:
+            raise ValueError(f"level must be in (0, 1], got {level!r}")
+        scores = self(inputs, prediction)[1]
+        if scores.isnan().any():
+            raise ValueError(f"check {self.name!r} scores NaN on the calibration samples")
+        self.threshold = non_negative("threshold", float(torch.quantile(scores, float(level))))
+        return self
+
     def __call__(
         self, inputs: torch.Tensor, prediction: object
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,13 +211,22 @@ class BoundaryError(Check):
 
 
 class EnsembleSpread(Check):
-    """The prediction's own uncertainty: the largest standard deviation over each sample's points.
+    """The prediction's own uncertainty: how far its members (or its Gaussian) spread.
 
     The prediction must be an :class:`~physml.outputs.Ensemble` (unbiased member std) or a
-    :class:`~physml.outputs.Gaussian` (marginal std); the field's units.
+    :class:`~physml.outputs.Gaussian` (marginal std). Score: the largest std over each sample's
+    points, in the field's units; with ``relative`` the std's L2 norm over the sample's points
+    over its mean's, ``‖σ‖₂ / ‖μ‖₂`` — dimensionless, on the scale of the mean's relative L2
+    error, so one threshold serves inputs of any amplitude (a zero mean fails).
     """
 
     name = "spread"
+
+    def __init__(self, threshold: float, relative: bool = False) -> None:
+        super().__init__(threshold)
+        if not isinstance(relative, bool):
+            raise TypeError(f"relative must be True or False, got {relative!r}")
+        self.relative = relative
 
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         if isinstance(prediction, Ensemble):
@@ -219,7 +240,11 @@ class EnsembleSpread(Check):
                 f"the spread check needs an Ensemble or Gaussian prediction, got "
                 f"{type(prediction).__name__}"
             )
-        return _per_sample_max(std)
+        if not self.relative:
+            return _per_sample_max(std)
+        mean = point_prediction(prediction).to(F64)
+        batch = std.shape[0]
+        return std.reshape(batch, -1).norm(dim=1) / mean.reshape(batch, -1).norm(dim=1)
 
 
 class PDEResidual(Check):
