@@ -795,7 +795,8 @@ def plot_frame(path: Path, found: dict, model: str = "earthformer", window: int 
 
 def plot_correction(path: Path, found: dict, model: str = "earthformer", window: int = 0) -> None:
     """Where each method moved mass (mean absolute correction over members, last lead) beside the
-    raw ensemble's standard deviation."""
+    raw ensemble's standard deviation; the corrections share one colour scale from 0, so a
+    uniform correction reads as one flat colour rather than its round-off."""
     methods = found["samples"][model]
     raw = methods["raw"][:, window, -1, 0]
     panels = [("ensemble std", raw.std(0))]
@@ -803,9 +804,11 @@ def plot_correction(path: Path, found: dict, model: str = "earthformer", window:
         panels.append(
             (f"|{method} correction|", (methods[method][:, window, -1, 0] - raw).abs().mean(0))
         )
+    largest = max(float(image.max()) for _, image in panels[1:])
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
-    for ax, (title, image) in zip(axes[0], panels, strict=True):
-        shown = ax.imshow(image.numpy(), cmap="magma")
+    for index, (ax, (title, image)) in enumerate(zip(axes[0], panels, strict=True)):
+        scale = {} if index == 0 else {"vmin": 0.0, "vmax": largest}
+        shown = ax.imshow(image.numpy(), cmap="magma", **scale)
         fig.colorbar(shown, ax=ax, fraction=0.046)
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
