@@ -14,8 +14,8 @@ quantile of each check's score on in-range validation inputs. Rows: ``solver`` a
 without an ensemble) and ``guard`` per level with ``surrogate_fraction``, ``max_error``,
 ``p99_error`` (relative L2 against the solver), ``throughput`` (test samples per CPU second,
 one thread, every member's forward and every check included) and ``speedup`` over the solver.
-Each member's training resumes from ``--work``/``<equation>``/``fno<seed + k>``; the data is
-cached there. Building blocks: :mod:`physml.tasks.updates`.
+Each member's training resumes from ``--work``/``<equation>``/``fno<seed + k>-<steps>steps``;
+the data is cached there. Building blocks: :mod:`physml.tasks.updates`.
 
     python benchmarks/guarded_surrogate.py --quick              # smoke (< 1 min)
     OMP_NUM_THREADS=1 python benchmarks/guarded_surrogate.py   # full; --work benchmarks/work/...

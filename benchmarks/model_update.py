@@ -81,9 +81,7 @@ def runs_of_seed(problem, scale, seed, work: Path, quiet: bool) -> dict:
     old_prediction, old_val = blocks.predict(old.model, x), blocks.predict(old.model, x_val)
     tau = float(blocks.sample_errors(old.model, new_data).median())
     old_scores = _old_scores(problem, old, old_prediction, y)
-    old_scores["val_rel_l2"] = float(
-        blocks.metrics.relative_l2(old_val, y_val, reduction="none").mean()
-    )
+    old_scores["val_rel_l2"] = _old_scores(problem, old, old_val, y_val)["rel_l2"]
     old_scores["val_nfr"] = 0.0
     out = {(f"{problem.name}-old", "fno", None): old_scores}
     for scenario in SCENARIOS:

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint_every": every,
             "generate": {key: list(GENERATE[key]) for key in sorted(GENERATE)},
             "options": {name: [*CASES[name].options, *COMMON] for name in names},
-        }
+        },
     }
     write_results(NAME, rows, args.seed, started, args.out, columns, notes, extra)
     return 0

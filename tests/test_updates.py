@@ -342,9 +342,12 @@ def test_calibrate_puts_the_threshold_at_the_score_quantile():
     assert not check(torch.zeros(5), u)[0].any()  # level 1 passes every calibration sample
     assert check.calibrate(torch.zeros(5), u, 0.5).threshold == 2.0
     assert check(torch.zeros(5), u)[0].tolist() == [False, False, False, True, True]
-    for level in (0.0, 1.5, "high"):
+    for level in (0.0, 1.5, "high", True):
         with pytest.raises(ValueError, match="level must be in"):
             check.calibrate(torch.zeros(5), u, level)
+    for inputs in (torch.zeros(0), torch.tensor(1.0), [0.0] * 5):  # nothing to take a quantile of
+        with pytest.raises(ValueError, match="inputs must be a non-empty batch"):
+            check.calibrate(inputs, u[:0], 1.0)
     still = Ensemble(torch.zeros(2, 1, 3, dtype=F64))  # zero mean, zero spread: 0 / 0
     with pytest.raises(ValueError, match="scores NaN"):
         EnsembleSpread(0.0, relative=True).calibrate(torch.zeros(1), still, 1.0)

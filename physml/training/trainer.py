@@ -240,13 +240,13 @@ class Trainer:
         for part in range(parts):
             batch = _to(default_collate([train[i] for i in indices[part::parts]]), device)
             last = part == parts - 1
-            with contextlib.nullcontext() if last or parts == 1 else _no_sync(trained):
+            with contextlib.nullcontext() if last else _no_sync(trained):
                 loss = self.loss(trained, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
-                (loss / parts if parts > 1 else loss).backward()
+                (loss / parts).backward()  # x / 1 is x exactly: one part is the plain step
             total = loss.detach() if total is None else total + loss.detach()
-        return total / parts if parts > 1 else total
+        return total / parts
 
     def validate(self, model: nn.Module, dataset: Dataset, device: torch.device) -> float:
         """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient)."""

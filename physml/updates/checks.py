@@ -60,8 +60,13 @@ class Check:
         """Set ``threshold`` to the ``level`` quantile (in ``(0, 1]``; 1: the largest) of the
         scores on samples the surrogate is trusted on, e.g. in-range validation inputs and its
         predictions there, so that it fails about ``1 − level`` of such samples. Returns itself."""
-        if not isinstance(level, (int, float)) or not 0 < level <= 1:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level <= 1:
             raise ValueError(f"level must be in (0, 1], got {level!r}")
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0 or inputs.shape[0] == 0:
+            got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+            raise ValueError(
+                f"inputs must be a non-empty batch (batch, ...) to calibrate on, got {got}"
+            )
         scores = self(inputs, prediction)[1]
         if scores.isnan().any():
             raise ValueError(f"check {self.name!r} scores NaN on the calibration samples")
