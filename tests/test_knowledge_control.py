@@ -307,3 +307,40 @@ def test_noisy_latent_loss_draws_from_its_generator_and_checks_shapes():
         NoisyLatentLoss([0.9, 0.5])
     with pytest.raises(ValueError, match="z must have 2 frame"):
         model(torch.randn(5, 3, 1, 4, 4), torch.zeros(5, dtype=torch.long))
+
+
+def test_a_normalized_control_takes_a_gauss_newton_step_whatever_the_units():
+    z0 = torch.randn(2, 3, 4, 5, dtype=F64)
+    target = torch.tensor([0.5, -1.0, 2.0], dtype=F64)
+    for units in (1e-3, 1.0, 1e4):  # quantity units: a raw control's pull scales with units²
+
+        class Scaled(nn.Module):
+            def forward(self, z, t, units=units):
+                return units * z.flatten(1).mean(1)
+
+        control = KnowledgeControl(Scaled(), units * target, 0.25, normalized=True)
+        out = constrain(ToySampler(), control)(z0, steps=3)
+        # the mean moves by a quarter of its miss per step (m ← m − ¼ (m − target))
+        torch.testing.assert_close(out.samples, closed_form(z0, target[None], 1.0, 0.25, 3))
+        one = constrain(ToySampler(), control.with_target(units * target))
+        assert one.constraints[0].normalized
+
+    # λ = 1: a linear quantity with non-overlapping rows (one per frame) lands in one step
+    class PerFrame(nn.Module):
+        def forward(self, z, t):
+            return z.mean(-1)
+
+    per_frame = torch.arange(12, dtype=F64).reshape(3, 4)
+    out = constrain(ToySampler(), KnowledgeControl(PerFrame(), per_frame, 1.0, normalized=True))(
+        z0, steps=1
+    )
+    torch.testing.assert_close(out.samples.mean(-1), per_frame.expand(2, 3, 4))
+    # a sample already on its target is left alone (no 0 / 0)
+    on_target = KnowledgeControl(PerFrame(), z0[0].mean(-1), 1.0, normalized=True)
+    hit = constrain(ToySampler(), on_target)
+    torch.testing.assert_close(hit(z0, steps=1).samples[0], z0[0], rtol=0, atol=0)
+
+
+def test_normalized_must_be_a_boolean():
+    with pytest.raises(TypeError, match="normalized must be True or False, got 'yes'"):
+        KnowledgeControl(MeanOfLatents(), torch.zeros(3), normalized="yes")

@@ -1,6 +1,7 @@
 """Exact mass on forecast ensembles: NonNegative on members, HardC per member, the toy task."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -116,3 +117,19 @@ def test_toy_task_conserves_exactly(tmp_path):
     assert all(row.ok for row in rows if row.ok is not None)
     for pattern in ("mass-*.png", "frame-*.png", "correction-*.png"):
         assert len(list((tmp_path / task.NAME).glob(pattern))) == 2
+
+
+def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypatch):
+    path = task.generate("conserved", task.TOY, tmp_path, 0, quiet=True)
+    train = task.windows(path, task.TOY, "train")
+    units = task.Units.of(train)
+    first = task.plan(task.TOY, train, units, tmp_path / "run", 0)
+
+    def measured(*args, **kwargs):
+        raise AssertionError("the plan was measured again")
+
+    monkeypatch.setattr(task, "seconds_per_step", measured)
+    resampled = replace(task.TOY, kc_scales=(0.5, 2.0), ddim_steps=5, sample_batch=8)
+    assert task.plan(resampled, train, units, tmp_path / "run", 0)["steps"] == first["steps"]
+    with pytest.raises(AssertionError, match="measured again"):  # a training setting is new
+        task.plan(replace(task.TOY, budget_s=1.0), train, units, tmp_path / "run", 0)

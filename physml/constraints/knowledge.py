@@ -13,6 +13,14 @@ for a scalar quantity ``∇‖Q − F₀‖ = sign(Q − F₀) ∇Q`` keeps its 
 chatters across it, while the squared norm's pull shrinks as the miss does. The norm is taken per
 sample (the reference code takes it over the whole batch, which couples the samples): a sample's
 guidance depends on its own latent and target only.
+
+``normalized=True`` rescales each sample's gradient to a Gauss–Newton step,
+
+    g_i = −λ ‖r_i‖² / ‖∇ ½‖r_i‖²‖² · ∇ ½‖r_i‖²,   r_i = Q_i(z_t) − F₀,i,
+
+so that λ = 1 moves ``z_t`` onto the target of a linear quantity (a scalar one, or rows of equal
+norm that do not overlap) in one step, whatever the units of ``Q`` and the size of the latent:
+λ becomes a fraction of the miss removed per step, portable from one quantity to another.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ class KnowledgeControl(Constraint):
             ``constrained(x, constraints=[control.with_target(new), ...])``.
         scale: λ ≥ 0, in units of 1 / (quantity units)² per latent unit of the step.
         on: ``"noisy"`` or ``"frames"`` (see ``quantity``); ``None`` chooses as described.
+        normalized: take the Gauss–Newton step above (λ dimensionless) instead of the raw
+            gradient (λ in units of 1 / (quantity units)²).
 
     ``guide(z_t, t, context)``: ``z_t`` ``(members, batch, *latent)``; the quantity sees the
     members and batch axes flattened, ``(members · batch, *latent)``. The gradient is taken with
@@ -68,6 +78,7 @@ class KnowledgeControl(Constraint):
         target: torch.Tensor | Callable[[object], torch.Tensor],
         scale: float = 1.0,
         on: str | None = None,
+        normalized: bool = False,
     ) -> None:
         super().__init__()
         if not callable(quantity):
@@ -79,7 +90,9 @@ class KnowledgeControl(Constraint):
             on = "noisy" if isinstance(quantity, nn.Module) else "frames"
         if on not in ON:
             raise ValueError(f"on must be one of {list(ON)} or None, got {on!r}")
-        self.on = on
+        if not isinstance(normalized, bool):
+            raise TypeError(f"normalized must be True or False, got {normalized!r}")
+        self.on, self.normalized = on, normalized
         self.quantity = quantity  # an nn.Module becomes a submodule
         self.scale = _scale(scale)
         self.target_function: Callable[[object], torch.Tensor] | None = None
@@ -92,11 +105,12 @@ class KnowledgeControl(Constraint):
 
     def extra_repr(self) -> str:
         given = "callable" if self.target_function is not None else "tensor"
-        return f"on={self.on!r}, scale={self.scale:g}, target={given}"
+        norm = ", normalized=True" if self.normalized else ""
+        return f"on={self.on!r}, scale={self.scale:g}{norm}, target={given}"
 
     def with_target(self, target: torch.Tensor | Callable[[object], torch.Tensor]):
         """The same control (shared ``quantity``, ``scale``, ``on``) toward another target."""
-        return KnowledgeControl(self.quantity, target, self.scale, self.on)
+        return KnowledgeControl(self.quantity, target, self.scale, self.on, self.normalized)
 
     def guide(self, z_t: torch.Tensor, t: object, context: object) -> torch.Tensor:
         """``g = −λ ∇_{z_t} Σ_i ½ ‖Q_i − F₀,i‖²``, shaped like ``z_t`` (each term has its own
@@ -123,8 +137,12 @@ class KnowledgeControl(Constraint):
             aligned = target.to(value.dtype).reshape(
                 1, *target.shape, *([1] * (value.ndim - 1 - target.ndim))
             )
-            loss = 0.5 * (value - aligned).square().sum()
-            (gradient,) = torch.autograd.grad(loss, z)
+            miss = (value - aligned).square().reshape(members, batch, -1).sum(-1)  # ‖r_i‖²
+            (gradient,) = torch.autograd.grad(0.5 * miss.sum(), z)
+        if self.normalized:
+            size = gradient.square().reshape(members, batch, -1).sum(-1)
+            ratio = torch.where(size > 0, miss.detach() / size.clamp_min(1e-300), 0.0)
+            gradient = gradient * ratio.reshape(*ratio.shape, *[1] * (z_t.ndim - 2))
         return (-self.scale * gradient).detach()
 
     # --------------------------------------------------------------------------------- parts

@@ -9,7 +9,8 @@ Forecasters, each an ensemble, trained by :class:`physml.training.Trainer` (resu
 folder per model) on an equal CPU budget per family, step counts from a measured time per step:
 a deep ensemble of Earthformers (seeds ``seed + i``), an FNO-2D one-step model rolled out (one
 per seed) and PreDiff (its own samples; knowledge control with the total mass of the decoded
-frames, ``on="frames"``). Methods on every ensemble, all through :func:`physml.constrain`:
+frames, ``on="frames"``, ``normalized``: λ = 1 removes the linearised miss per step). Methods on
+every ensemble, all through :func:`physml.constrain`:
 ``raw``; ``hardc`` (each member projected, ``mass_conservation(projection="euclidean")``);
 ``probconserv`` (the ensemble update); for PreDiff ``kc`` and ``kc-probconserv``; and each
 followed by ``NonNegative(keep=...)`` (suffix ``-nonneg``), which keeps every member's mass.
@@ -62,6 +63,9 @@ F64 = torch.float64
 EXACT = 1e-6  # ce_abs a HardC / ProbConserv row must meet (relative to the total mass)
 
 
+SAMPLING_FIELDS = ("ddim_steps", "kc_scales", "sample_batch")
+
+
 @dataclass(frozen=True)
 class Scale:
     """Sizes of one run. ``budget_s`` CPU seconds of training per model family and variant
@@ -97,8 +101,13 @@ class Scale:
     extra: dict = field(default_factory=dict)
 
     def setup(self) -> dict:
-        """The scale as plain JSON values (what a cached plan is checked against)."""
+        """The scale as plain JSON values."""
         return json.loads(json.dumps(asdict(self)))
+
+    def training_setup(self) -> dict:
+        """What the trainings depend on (what a cached plan is checked against): the setup
+        without the sampling settings, so a new λ sweep reuses the trained models."""
+        return {k: v for k, v in self.setup().items() if k not in SAMPLING_FIELDS}
 
 
 TOY = Scale(
@@ -151,7 +160,7 @@ FULL = Scale(
     autoencoder_width=16,
     denoiser=dict(widths=(32, 64)),
     ddim_steps=20,
-    kc_scales=(0.1, 1.0, 10.0),
+    kc_scales=(0.5, 1.0, 1.5),
 )
 SIZES = {"toy": TOY, "full": FULL}
 
@@ -343,7 +352,8 @@ def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) ->
     path = folder / "plan.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("scale") == scale.setup():
+        known = saved.get("scale", {})
+        if {k: v for k, v in known.items() if k not in SAMPLING_FIELDS} == scale.training_setup():
             return saved
     channels = train.context.shape[2]
     members = scale.members
@@ -513,7 +523,9 @@ def prediff_ensembles(
     members, steps, batch = scale.prediff_members, scale.ddim_steps, scale.sample_batch
     plain = sample(prediff, context, members, steps, seed, batch)
     target = (windows_.known_mass / units.scales[0]).to(torch.float32)
-    control = KnowledgeControl(mass_of(grid_of(scale), units), target, kc_scale, on="frames")
+    control = KnowledgeControl(
+        mass_of(grid_of(scale), units), target, kc_scale, on="frames", normalized=True
+    )
     guided = controlled_sample(prediff, control, context, target, members, steps, seed, batch)
     return {
         "raw": (units.tracer(plain.samples), plain.seconds),
