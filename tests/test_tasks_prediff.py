@@ -120,3 +120,26 @@ def test_toy_run_writes_rows_figures_and_a_summary(tmp_path):
         (row.case, row.metric): row.value for row in task.run(Context(out=tmp_path, quiet=True))
     }
     assert again == values
+
+
+def test_a_reloaded_training_reports_the_cost_of_the_run_that_finished_it(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    data = TensorDataset(torch.randn(16, 3), torch.randn(16, 1))
+
+    def loss(model, batch):
+        x, y = batch
+        return (model(x) - y).square().mean()
+
+    def run(steps):
+        torch.manual_seed(0)
+        return task.fit(torch.nn.Linear(3, 1), loss, data, steps, 4, 1e-2, 0, tmp_path, True)
+
+    finished = run(6)
+    assert finished.train_s > 0
+    saved = json.loads((tmp_path / task.COST_FILE).read_text())
+    assert saved == {"steps": 6, "train_s": finished.train_s}
+    reloaded = run(6)  # nothing left to train: the finishing run's cost, not 0
+    assert reloaded.train_s == finished.train_s and reloaded.steps == 6
+    (tmp_path / task.COST_FILE).unlink()
+    assert run(6).train_s == 0.0  # no record: nothing measured by this process

@@ -54,6 +54,7 @@ from .figures import frame_strip, save_figure
 NAME = "prediff-nbody"
 DENOISERS = ("conv", "cuboid")
 JUDGE_SEED_OFFSET = 7919  # the judge's weights and training order share no seed with the rest
+COST_FILE = "train_s.json"  # a finished training's CPU seconds, beside its checkpoint
 REFERENCE_SIZE = 64  # the canvas the generator's default lengths are set for
 
 
@@ -228,7 +229,8 @@ def mean_intensity(frames: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Trained:
     """A trained model and its training cost: ``train_s`` CPU seconds of this process (scaled
-    to all ``steps`` when resumed), ``final_loss`` the mean of the last 20 step losses."""
+    to all ``steps`` when resumed; a reload reads what the finishing run left in
+    :data:`COST_FILE`), ``final_loss`` the mean of the last 20 step losses."""
 
     model: nn.Module
     steps: int
@@ -260,7 +262,13 @@ def fit(
     report = trainer.fit(data)
     spent = time.process_time() - started
     done = steps - report.resumed_from
-    train_s = spent * steps / done if done else 0.0
+    cost = Path(out) / COST_FILE
+    if done:
+        train_s = spent * steps / done
+        atomic_write_text(cost, json.dumps({"steps": steps, "train_s": train_s}) + "\n")
+    else:  # reloaded at its last step: the cost the finishing run measured, if it left it
+        saved = json.loads(cost.read_text()) if cost.exists() else {}
+        train_s = float(saved.get("train_s", 0.0)) if saved.get("steps") == steps else 0.0
     return Trained(
         model, steps, train_s, float(sum(report.losses[-20:]) / len(report.losses[-20:]))
     )
