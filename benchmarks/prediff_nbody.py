@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -609,6 +610,26 @@ Done-when checks:
 """
 
 
+def cached_stages(work: Path, since: float) -> str:
+    """The stages this run read from ``work`` rather than computed, with the time each was
+    written (the wall time above covers only what this run computed)."""
+    older = sorted(
+        (path.stat().st_mtime, path.stem)
+        for path in work.glob("*.json")
+        if path.stat().st_mtime < since
+    )
+    if not older:
+        return "Every stage was computed by this run."
+    when = ", ".join(
+        f"{stem} ({datetime.fromtimestamp(mtime, timezone.utc):%Y-%m-%d %H:%M})"
+        for mtime, stem in older
+    )
+    return (
+        f"Stages read from `--work`, computed by earlier runs of the same command (UTC): {when}. "
+        "Their training costs are the `train_s` column."
+    )
+
+
 def write(rows, scale, seed, started, out, work) -> None:
     stats = json.loads((work / "data.json").read_text())["result"]
     checks = next((r["checks"] for r in rows if r["case"] == "done-when"), [])
@@ -634,6 +655,7 @@ def write(rows, scale, seed, started, out, work) -> None:
         kc=kc,
         checks=table,
     )
+    notes += "\n" + cached_stages(work, time.time() - (time.perf_counter() - started)) + "\n"
     extra = {"threads": torch.get_num_threads(), "setup": scale.setup(), "data": stats}
     write_results(NAME, rows, seed, started, out, COLUMNS, notes, extra)
 
