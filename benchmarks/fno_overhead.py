@@ -2,20 +2,23 @@
 
 The plain FNO1d is the one of the FNO and BOON reference code: the grid appended as a channel, a
 linear lifting, layers of (spectral convolution + 1×1 convolution, GELU between layers), a
-projection through 128 hidden channels. The neuralop FNO is built as the toolkit builds it for
-BOON (``physml/tasks/boon/models.py``: ``FNO(n_modes, in, out, hidden, n_layers)``, every other
-option at its default), then with one default changed at a time, in order, so each row's ratio
-says what that default costs:
+projection through 128 hidden channels. The neuralop FNO is built first with neuralop's defaults
+(``FNO(n_modes, in, out, hidden, n_layers)``), then with one default changed at a time, in order,
+so each row's ratio says what that default costs:
 
-- ``neuralop``: the toolkit's FNO (channel MLP in every layer with a soft-gating skip, a two-layer
-  lifting through ``2 × hidden`` channels, a two-layer projection through ``2 × hidden``);
+- ``neuralop``: neuralop's defaults (channel MLP in every layer with a soft-gating skip, a
+  two-layer lifting through ``2 × hidden`` channels, a two-layer projection through ``2 ×
+  hidden``);
 - ``neuralop-no-channel-mlp``: ``use_channel_mlp=False``;
 - ``neuralop-linear-lifting``: and ``lifting_channel_ratio=0`` (one linear lifting, as the plain);
 - ``neuralop-matched``: and ``projection_channel_ratio = 128 / hidden`` (the plain's projection);
 - ``lean``, ``lean-matched``: ``neuralop`` and ``neuralop-matched`` with
   ``conv_module=LeanSpectralConv`` (:mod:`physml.models.spectral`: the same layers, weights and
-  outputs without neuralop's per-call Python), so ``lean`` is the toolkit's FNO, unchanged but
-  for the cost of its spectral convolutions.
+  outputs without neuralop's per-call Python);
+- ``toolkit``, ``toolkit-matched``: ``neuralop`` and ``neuralop-matched`` built by
+  :func:`physml.models.fast_fno` (lean spectral convolutions, and the channel MLPs' 1×1
+  convolutions as batched matmuls, :class:`physml.models.spectral.PointwiseConv1d`); ``toolkit``
+  is the FNO the BOON comparison trains (``physml/tasks/boon/models.py``).
 
 Neither has padding or a factorised weight (the toolkit's FNO uses neuralop's defaults: no domain
 padding, dense complex weights), and both skips are linear 1×1 convolutions. Equal modes means
@@ -44,7 +47,7 @@ from neuralop.models import FNO
 from torch import nn
 from torch.nn import functional
 
-from physml.models import LeanSpectralConv
+from physml.models import LeanSpectralConv, fast_fno
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -129,7 +132,17 @@ def variants(hidden: int, modes: int, layers: int) -> dict[str, dict]:
         "neuralop-matched": matched,
         "lean": {**toolkit, "conv_module": LeanSpectralConv},
         "lean-matched": {**matched, "conv_module": LeanSpectralConv},
+        "toolkit": toolkit,
+        "toolkit-matched": matched,
     }
+
+
+def build(method: str, options: dict) -> nn.Module:
+    """The variant's model: ``toolkit*`` through :func:`physml.models.fast_fno`, the others
+    neuralop's ``FNO``."""
+    if method.startswith("toolkit"):
+        return fast_fno(**options)
+    return FNO(**options)
 
 
 def parameters(model: nn.Module) -> int:
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = PlainFNO1d(1, 1, hidden, modes // 2 + 1, layers)
         for method, options in variants(hidden, modes, layers).items():
             torch.manual_seed(args.seed)
-            model = FNO(**options)
+            model = build(method, options)
             for batch in batches:
                 generator = torch.Generator().manual_seed(args.seed)
                 x = torch.randn(batch, 1, points, generator=generator)
@@ -191,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         "the variant's time over the plain's. `params` counts real parameters (complex ones "
         "twice). `n_modes`: neuralop's option; `modes`: the Fourier modes both keep. `neuralop-*` "
         "variants are cumulative; `lean` is `neuralop` and `lean-matched` is `neuralop-matched` "
-        "with LeanSpectralConv layers (see the script's docstring)."
+        "with LeanSpectralConv layers; `toolkit` and `toolkit-matched` are `neuralop` and "
+        "`neuralop-matched` through `physml.models.fast_fno` (also the channel MLPs' 1×1 "
+        "convolutions as batched matmuls); `toolkit` is the FNO the BOON comparison trains "
+        "(see the script's docstring)."
     )
     columns = [
         "case",
