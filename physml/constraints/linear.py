@@ -242,6 +242,13 @@ class LinearConstraint(Constraint):
             self._cache_key = key
         return self._cache
 
+    def _largest_row(self, device) -> float:
+        """``max_i Σ_j |G_ij|``, cached with :meth:`_matrices`."""
+        matrices = self._matrices(device)
+        if getattr(self, "_largest_for", None) is not matrices:
+            self._largest, self._largest_for = float(matrices[2].max()), matrices
+        return self._largest
+
     def _check_residual(
         self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor, before: torch.Tensor
     ) -> None:
@@ -253,14 +260,14 @@ class LinearConstraint(Constraint):
         if self.noise > 0:
             return
         infinity = float("inf")
-        residual = torch.linalg.vector_norm(u @ G.T - b, infinity)
-        # Σ_j |G_ij u_j| ≤ max_i Σ_j |G_ij| · max|u|: a bound from four reductions
-        magnitude = torch.linalg.vector_norm(u, infinity) + torch.linalg.vector_norm(
-            before.detach(), infinity
-        )
-        largest_row = self._matrices(u.device)[2].max()
-        scale = magnitude * largest_row + torch.linalg.vector_norm(b, infinity)
-        residual, scale = torch.stack([residual, scale]).tolist()
+        # Σ_j |G_ij u_j| ≤ max_i Σ_j |G_ij| · max|u|: a bound from four reductions, read at once
+        residual, after, first, target = torch.stack(
+            [
+                torch.linalg.vector_norm(tensor, infinity)
+                for tensor in (u @ G.T - b, u, before.detach(), b)
+            ]
+        ).tolist()
+        scale = (after + first) * self._largest_row(u.device) + target
         worst = residual / max(scale, torch.finfo(F64).tiny)
         if not worst <= RESIDUAL_TOLERANCE:
             condition = torch.linalg.cond(G).item()
