@@ -180,8 +180,11 @@ def test_prediff_nbody_quick_mode_scores_every_method_and_the_intensity_rows(tmp
         (case, "prediff-kc", "conv"),
     ]:
         assert expected in methods
-    lambdas = {row["lambda"] for row in rows if row["case"] == "lambda-sweep"}
-    assert lambdas == {0.0, *result["setup"]["lambdas"]}
+    sweep = [row for row in rows if row["case"] == "lambda-sweep"]
+    latent = {row["lambda"] for row in sweep if row.get("guidance") != "frame regressor"}
+    assert latent == {0.0, *result["setup"]["lambdas"]}
+    framed = [row for row in rows if row.get("guidance") == "frame regressor"]
+    assert {row["case"] for row in framed} == {"lambda-sweep", case}  # its sweep and test row
     intensity = [row for row in rows if row["case"] == "intensity"]
     assert {(row["method"], row["n"]) for row in intensity} == {
         (m, n) for m in ("prediff", "prediff-kc") for n in (-2, 0, 2, 4)

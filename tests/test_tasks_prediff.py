@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import prediff as task
 
@@ -143,3 +144,34 @@ def test_a_reloaded_training_reports_the_cost_of_the_run_that_finished_it(tmp_pa
     assert reloaded.train_s == finished.train_s and reloaded.steps == 6
     (tmp_path / task.COST_FILE).unlink()
     assert run(6).train_s == 0.0  # no record: nothing measured by this process
+
+
+class _CountingSampler(torch.nn.Module):
+    """A stand-in sampler: members × contexts of a seed-dependent field; counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, context, members, steps, seed):
+        self.calls += 1
+        noise = torch.randn(members, *context.shape, generator=torch.Generator().manual_seed(seed))
+        return Ensemble(context[None] + noise)
+
+
+def test_sampling_chunks_are_kept_and_a_rerun_reads_them_instead_of_sampling(tmp_path):
+    context = torch.arange(5 * 2 * 1 * 3 * 3, dtype=torch.float32).reshape(5, 2, 1, 3, 3)
+    first = _CountingSampler()
+    kept = task.sample(first, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
+    assert first.calls == 3 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "0.pt",
+        "1.pt",
+        "2.pt",
+    ]
+    plain = task.sample(_CountingSampler(), context, members=2, steps=1, seed=3, batch=4)
+    assert torch.equal(kept.samples, plain.samples)
+    (tmp_path / "1.pt").unlink()  # as if killed while sampling chunk 1
+    again = _CountingSampler()
+    resumed = task.sample(again, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
+    assert again.calls == 1
+    assert torch.equal(resumed.samples, plain.samples)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from .. import metrics
-from .._io import atomic_write_text
+from .._io import atomic_path, atomic_write_text
 from ..constraints import KnowledgeControl, constrain
 from ..data.nbody import ENERGY_CONSERVING, NBodyDigits, nbody_digits
 from ..metrics import bootstrap_se, spread_skill
@@ -54,6 +54,7 @@ from .figures import frame_strip, save_figure
 NAME = "prediff-nbody"
 DENOISERS = ("conv", "cuboid")
 JUDGE_SEED_OFFSET = 7919  # the judge's weights and training order share no seed with the rest
+GUIDE_SEED_OFFSET = 104729  # nor do the guiding frame regressor's
 COST_FILE = "train_s.json"  # a finished training's CPU seconds, beside its checkpoint
 REFERENCE_SIZE = 64  # the canvas the generator's default lengths are set for
 
@@ -385,24 +386,45 @@ def train_regressor(
 def train_judge(scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool) -> Trained:
     """The energy judge on clean training windows of ``T_out`` frames (seed ``seed +``
     :data:`JUDGE_SEED_OFFSET`)."""
+    own = seed + JUDGE_SEED_OFFSET
+    shape = dict(window=3, hidden=scale.judge_hidden, depth=scale.judge_depth)
+    config = dict(hidden=scale.judge_hidden, depth=scale.judge_depth, seed=own)
+    return _train_energy_cnn(scale, train, out, own, quiet, shape, scale.judge_steps, config)
+
+
+@dataclass(frozen=True)
+class GuideSize:
+    """The frame-space energy regressor that guides sampling: an :class:`EnergyJudge` of its own
+    shape (``window`` frames, ``hidden`` channels, ``depth`` layers) and seed, ``steps``
+    Trainer steps, and the λ of its sweep (normalised knowledge control)."""
+
+    window: int
+    hidden: int
+    depth: int
+    steps: int
+    lambdas: tuple = (0.1, 0.3, 1.0)
+
+
+def train_guide(
+    scale: Scale, guide: GuideSize, train: NBodyDigits, out: Path, seed: int, quiet: bool
+) -> Trained:
+    """The guiding energy regressor on clean training windows (seed ``seed +``
+    :data:`GUIDE_SEED_OFFSET`; never the judge, whose shape and seed differ)."""
+    own = seed + GUIDE_SEED_OFFSET
+    shape = dict(window=guide.window, hidden=guide.hidden, depth=guide.depth)
+    return _train_energy_cnn(
+        scale, train, out, own, quiet, shape, guide.steps, {**shape, "seed": own}
+    )
+
+
+def _train_energy_cnn(scale, train, out, seed, quiet, shape, steps, config) -> Trained:
+    """An :class:`EnergyJudge` of ``shape`` on clean windows of ``T_out`` frames, standardised
+    energies, mean-square loss."""
     data = clean_windows(train, scale.t_out)
     offset, spread = standardise(data.tensors[1])
-    own = seed + JUDGE_SEED_OFFSET
-    judge = EnergyJudge(
-        1, 3, scale.judge_hidden, scale.judge_depth, offset=offset, scale=spread, seed=own
-    )
-    config = dict(hidden=scale.judge_hidden, depth=scale.judge_depth, seed=own)
+    model = EnergyJudge(1, **shape, offset=offset, scale=spread, seed=seed)
     return fit(
-        judge,
-        mse_loss,
-        data,
-        scale.judge_steps,
-        scale.batch,
-        scale.lr,
-        own,
-        out,
-        quiet,
-        model_config=config,
+        model, mse_loss, data, steps, scale.batch, scale.lr, seed, out, quiet, model_config=config
     )
 
 
@@ -425,19 +447,35 @@ def sample(
     seed: int,
     batch: int = 64,
     targets: Callable[[slice], list] | None = None,
+    keep: Path | None = None,
 ) -> EnsembleForecast:
     """``model(context, members=, steps=, seed=)`` (a PreDiff or a constrained one) over chunks
     of about ``batch / members`` contexts; ``targets(chunk)`` gives the per-call constraints
-    (``with_target``) of each chunk."""
+    (``with_target``) of each chunk. ``keep``: a folder where each chunk's samples and seconds
+    are written as they come (``<index>.pt``) and read back on a rerun, so a killed run resumes
+    at the chunk it stopped in."""
     per_call = max(1, batch // members)
-    parts, started = [], time.perf_counter()
+    parts, seconds = [], 0.0
     for index, start in enumerate(range(0, len(context), per_call)):
+        stored = None if keep is None else keep / f"{index}.pt"
+        if stored is not None and stored.exists():
+            saved = torch.load(stored, weights_only=True)
+            parts.append(saved["samples"])
+            seconds += float(saved["seconds"])
+            continue
         chunk = slice(start, start + per_call)
         options = dict(members=members, steps=steps, seed=seed + index)
         if targets is not None:
             options["constraints"] = targets(chunk)
+        started = time.perf_counter()
         parts.append(model(context[chunk], **options).samples)
-    return EnsembleForecast(torch.cat(parts, dim=1), time.perf_counter() - started)
+        seconds += time.perf_counter() - started
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            taken = torch.tensor(time.perf_counter() - started, dtype=torch.float64)
+            with atomic_path(stored) as temporary:
+                torch.save({"samples": parts[-1], "seconds": taken}, temporary)
+    return EnsembleForecast(torch.cat(parts, dim=1), seconds)
 
 
 def evaluate_ensemble(
@@ -522,6 +560,14 @@ def energy_control(regressor: nn.Module, energy0: torch.Tensor, scale: float) ->
     return KnowledgeControl(regressor, energy0, scale, on="noisy")
 
 
+def frame_energy_control(guide: nn.Module, energy0: torch.Tensor, scale: float) -> KnowledgeControl:
+    """Knowledge control toward ``E₀`` ``(N,)`` read by a frame-space regressor ``guide`` (frames
+    ``(N, T, C, H, W)`` → energies ``(N, T)``) on the decoded denoised frames of every step,
+    with the normalised (Gauss–Newton) step."""
+    guide.eval().requires_grad_(False)
+    return KnowledgeControl(guide, energy0, scale, on="frames", normalized=True)
+
+
 def controlled_sample(
     prediff: PreDiff,
     control: KnowledgeControl,
@@ -531,8 +577,10 @@ def controlled_sample(
     steps: int,
     seed: int,
     batch: int = 64,
+    keep: Path | None = None,
 ) -> EnsembleForecast:
-    """:func:`sample` of ``constrain(prediff, control)`` with ``target[chunk]`` per chunk."""
+    """:func:`sample` of ``constrain(prediff, control)`` with ``target[chunk]`` per chunk
+    (``keep``: resumable chunks, as in :func:`sample`)."""
     guided = constrain(prediff, control)
     return sample(
         guided,
@@ -542,6 +590,7 @@ def controlled_sample(
         seed,
         batch,
         targets=lambda chunk: [control.with_target(target[chunk])],
+        keep=keep,
     )
 
 
