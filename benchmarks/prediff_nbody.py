@@ -106,7 +106,9 @@ QUICK = replace(
 SCALES = {"quick": QUICK, "full": FULL}
 GUIDES = {
     "quick": blocks.GuideSize(window=3, hidden=4, depth=2, steps=5, lambdas=(0.3,)),
-    "full": blocks.GuideSize(window=5, hidden=24, depth=4, steps=2000),
+    "full": blocks.GuideSize(
+        window=5, hidden=24, depth=4, steps=2000, lambdas=(0.1, 0.3, 0.5, 1.0)
+    ),
 }
 """The frame-space energy regressor that guides sampling (its own shape and seed; the judge is
 a window of 3, 16 channels, depth 3)."""
@@ -327,9 +329,10 @@ def frame_guided(
     judge): its λ sweep on the validation videos against ``reference`` (unguided, same videos)
     and the chosen λ on the test videos. Returns the guide, its rows and the test row."""
     guide_size = GUIDES["full" if scale == FULL else "quick"]
+    shape = {k: v for k, v in asdict(guide_size).items() if k != "lambdas"}
     own = Stages(stages.work, {**stages.setup, "guide": asdict(guide_size)})
     guide, _ = trained(
-        own,
+        Stages(stages.work, {**stages.setup, "guide": shape}),  # training: not the λ sweep's
         "guide",
         lambda: blocks.train_guide(
             scale, guide_size, data["train"], stages.work / "guide", seed, not sys.stderr.isatty()
