@@ -16,6 +16,7 @@ building blocks are :mod:`physml.tasks.prediff`'s (the ``prediff-nbody`` task).
     python benchmarks/prediff_nbody.py --quick                  # smoke (toy sizes, < 1 min)
     OMP_NUM_THREADS=1 python benchmarks/prediff_nbody.py --work benchmarks/work/prediff_nbody
     python benchmarks/prediff_nbody.py --stages denoiser --denoisers cuboid   # one part
+    ... --work benchmarks/work/prediff_nbody --reverse   # a second process sharing the sampling
 """
 
 from __future__ import annotations
@@ -179,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
         parser.add_argument("--denoisers", default=",".join(blocks.DENOISERS))
         parser.add_argument("--kc-denoiser", default="conv", choices=blocks.DENOISERS)
+        parser.add_argument(
+            "--reverse",
+            action="store_true",
+            help="the frame-guided λ sweep and sampling chunks last first: a second process on "
+            "the same --work shares the work with the first",
+        )
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
@@ -196,13 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
         stages = Stages(work, {"mode": mode, "seed": seed, "scale": scale.setup()})
-        rows = run(scale, seed, quiet, stages, stages_asked, denoisers, args.kc_denoiser, args.out)
+        rows = run(
+            scale, seed, quiet, stages, stages_asked, denoisers, args.kc_denoiser, args.out,
+            args.reverse,
+        )  # fmt: skip
         if "evaluate" in stages_asked:
             write(rows, scale, seed, started, args.out, work)
     return 0
 
 
-def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out) -> list[dict]:
+def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse) -> list[dict]:
     work = stages.work
     data = blocks.videos(scale, seed)
     test_x, test_y = data["test"].split(scale.t_in)
@@ -308,6 +318,7 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out) -> list[
         ae_cost,
         stats,
         out,
+        reverse,
     )
 
 
@@ -323,11 +334,12 @@ def chunk_folder(stages: Stages, name: str) -> Path:
 
 
 def frame_guided(
-    scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser
+    scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser, reverse
 ) -> tuple[torch.nn.Module, list[dict], dict]:
     """Knowledge control by a frame-space energy regressor (the guide, trained here; never the
     judge): its λ sweep on the validation videos against ``reference`` (unguided, same videos)
-    and the chosen λ on the test videos. Returns the guide, its rows and the test row."""
+    and the chosen λ on the test videos. Returns the guide, its rows and the test row.
+    ``reverse``: λ and sampling chunks last first (``--reverse``)."""
     guide_size = GUIDES["full" if scale == FULL else "quick"]
     shape = {k: v for k, v in asdict(guide_size).items() if k != "lambdas"}
     own = Stages(stages.work, {**stages.setup, "guide": asdict(guide_size)})
@@ -343,14 +355,15 @@ def frame_guided(
     val_energy0 = blocks.context_energy(data["validation"], scale.t_in)
     energy0 = blocks.context_energy(data["test"], scale.t_in)
     n_sweep, m_sweep, ddim = scale.sweep_contexts, scale.sweep_members, scale.ddim_steps
-    rows, sweep = [], []
-    for lam in guide_size.lambdas:
+    found = {}
+    for lam in reversed(guide_size.lambdas) if reverse else guide_size.lambdas:
 
         def guided(lam=lam) -> dict:
             control = blocks.frame_energy_control(guide, val_energy0[:n_sweep], lam)
             forecast = blocks.controlled_sample(
                 prediff, control, val_x[:n_sweep], val_energy0[:n_sweep], m_sweep, ddim, seed,
                 scale.sample_batch, keep=chunk_folder(own, f"sweep-frames-{lam:g}"),
+                reverse=reverse,
             )  # fmt: skip
             return {
                 "lambda": lam,
@@ -359,18 +372,20 @@ def frame_guided(
                 ),
             }
 
-        sweep.append(own.cached(f"sweep-frames-{lam:g}", guided))
-        rows.append(
-            {
-                "case": "lambda-sweep",
-                "method": "prediff-kc",
-                "denoiser": kc_denoiser,
-                "guidance": FRAMES,
-                "members": m_sweep,
-                **sweep[-1],
-            }
-        )
-        print(f"frame sweep λ={lam:g}: energy_error {sweep[-1]['energy_error']:.4g}", flush=True)
+        found[lam] = own.cached(f"sweep-frames-{lam:g}", guided)
+        print(f"frame sweep λ={lam:g}: energy_error {found[lam]['energy_error']:.4g}", flush=True)
+    sweep = [found[lam] for lam in guide_size.lambdas]
+    rows = [
+        {
+            "case": "lambda-sweep",
+            "method": "prediff-kc",
+            "denoiser": kc_denoiser,
+            "guidance": FRAMES,
+            "members": m_sweep,
+            **row,
+        }
+        for row in sweep
+    ]
     best = blocks.best_lambda(sweep, reference)["lambda"]
     n_eval, members = scale.contexts, scale.members
 
@@ -379,6 +394,7 @@ def frame_guided(
         forecast = blocks.controlled_sample(
             prediff, control, test_x[:n_eval], energy0[:n_eval], members, ddim, seed,
             scale.sample_batch, keep=chunk_folder(own, "eval-prediff-kc-frames"),
+            reverse=reverse,
         )  # fmt: skip
         scores = blocks.evaluate_ensemble(
             forecast, test_y[:n_eval], energy0[:n_eval], judge, floor, seed
@@ -426,6 +442,7 @@ def evaluate(
     ae_cost,
     stats,
     out,
+    reverse=False,
 ) -> list[dict]:
     floor, floor_se, floor_per_lead = floor_info
     test_x, test_y = data["test"].split(scale.t_in)
@@ -595,8 +612,9 @@ def evaluate(
         }
     )
     guide, frame_rows, framed = frame_guided(
-        scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser
-    )
+        scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser,
+        reverse,
+    )  # fmt: skip
     rows += frame_rows
     plain = plain_rows[kc_denoiser]
     chosen = best_control(plain, {LATENT: controlled, FRAMES: framed})

@@ -175,3 +175,17 @@ def test_sampling_chunks_are_kept_and_a_rerun_reads_them_instead_of_sampling(tmp
     resumed = task.sample(again, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
     assert again.calls == 1
     assert torch.equal(resumed.samples, plain.samples)
+
+
+def test_a_reversed_pass_gives_the_same_samples_and_two_passes_share_the_chunks(tmp_path):
+    context = torch.arange(5 * 2 * 1 * 3 * 3, dtype=torch.float32).reshape(5, 2, 1, 3, 3)
+    plain = task.sample(_CountingSampler(), context, members=2, steps=1, seed=3, batch=4)
+    backwards = _CountingSampler()
+    reversed_run = task.sample(
+        backwards, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path, reverse=True
+    )
+    assert torch.equal(reversed_run.samples, plain.samples) and backwards.calls == 3
+    (tmp_path / "0.pt").unlink()  # the forward pass still owes chunk 0 only
+    forward = _CountingSampler()
+    shared = task.sample(forward, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
+    assert forward.calls == 1 and torch.equal(shared.samples, plain.samples)

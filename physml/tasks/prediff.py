@@ -448,33 +448,37 @@ def sample(
     batch: int = 64,
     targets: Callable[[slice], list] | None = None,
     keep: Path | None = None,
+    reverse: bool = False,
 ) -> EnsembleForecast:
     """``model(context, members=, steps=, seed=)`` (a PreDiff or a constrained one) over chunks
     of about ``batch / members`` contexts; ``targets(chunk)`` gives the per-call constraints
     (``with_target``) of each chunk. ``keep``: a folder where each chunk's samples and seconds
     are written as they come (``<index>.pt``) and read back on a rerun, so a killed run resumes
-    at the chunk it stopped in."""
+    at the chunk it stopped in; ``reverse`` works through the chunks last first (the same
+    result), so a second process sharing ``keep`` meets the first in the middle."""
     per_call = max(1, batch // members)
-    parts, seconds = [], 0.0
-    for index, start in enumerate(range(0, len(context), per_call)):
+    starts = list(range(0, len(context), per_call))
+    parts: list[torch.Tensor | None] = [None] * len(starts)
+    seconds = 0.0
+    for index in reversed(range(len(starts))) if reverse else range(len(starts)):
         stored = None if keep is None else keep / f"{index}.pt"
         if stored is not None and stored.exists():
             saved = torch.load(stored, weights_only=True)
-            parts.append(saved["samples"])
+            parts[index] = saved["samples"]
             seconds += float(saved["seconds"])
             continue
-        chunk = slice(start, start + per_call)
+        chunk = slice(starts[index], starts[index] + per_call)
         options = dict(members=members, steps=steps, seed=seed + index)
         if targets is not None:
             options["constraints"] = targets(chunk)
         started = time.perf_counter()
-        parts.append(model(context[chunk], **options).samples)
+        parts[index] = model(context[chunk], **options).samples
         seconds += time.perf_counter() - started
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
             taken = torch.tensor(time.perf_counter() - started, dtype=torch.float64)
             with atomic_path(stored) as temporary:
-                torch.save({"samples": parts[-1], "seconds": taken}, temporary)
+                torch.save({"samples": parts[index], "seconds": taken}, temporary)
     return EnsembleForecast(torch.cat(parts, dim=1), seconds)
 
 
@@ -578,9 +582,10 @@ def controlled_sample(
     seed: int,
     batch: int = 64,
     keep: Path | None = None,
+    reverse: bool = False,
 ) -> EnsembleForecast:
     """:func:`sample` of ``constrain(prediff, control)`` with ``target[chunk]`` per chunk
-    (``keep``: resumable chunks, as in :func:`sample`)."""
+    (``keep``, ``reverse``: resumable, shareable chunks, as in :func:`sample`)."""
     guided = constrain(prediff, control)
     return sample(
         guided,
@@ -591,6 +596,7 @@ def controlled_sample(
         batch,
         targets=lambda chunk: [control.with_target(target[chunk])],
         keep=keep,
+        reverse=reverse,
     )
 
 
