@@ -351,7 +351,6 @@ def frame_guided(
         ),
     )
     val_x, val_y = data["validation"].split(scale.t_in)
-    test_x, test_y = data["test"].split(scale.t_in)
     val_energy0 = blocks.context_energy(data["validation"], scale.t_in)
     energy0 = blocks.context_energy(data["test"], scale.t_in)
     n_sweep, m_sweep, ddim = scale.sweep_contexts, scale.sweep_members, scale.ddim_steps
@@ -389,19 +388,13 @@ def frame_guided(
     best = blocks.best_lambda(sweep, reference)["lambda"]
     n_eval, members = scale.contexts, scale.members
 
-    def score() -> dict:
-        control = blocks.frame_energy_control(guide, energy0[:n_eval], best)
-        forecast = blocks.controlled_sample(
-            prediff, control, test_x[:n_eval], energy0[:n_eval], members, ddim, seed,
-            scale.sample_batch, keep=chunk_folder(own, "eval-prediff-kc-frames"),
-            reverse=reverse,
-        )  # fmt: skip
-        scores = blocks.evaluate_ensemble(
-            forecast, test_y[:n_eval], energy0[:n_eval], judge, floor, seed
-        )
-        return {"lambda": best, **cost, **scores}
-
-    tested = own.cached("eval-prediff-kc-frames", score)
+    tested = own.cached(
+        "eval-prediff-kc-frames",
+        lambda: test_row(
+            prediff, blocks.frame_energy_control(guide, energy0[:n_eval], best), best, cost,
+            data, judge, floor, scale, seed, chunk_folder(own, "eval-prediff-kc-frames"), reverse,
+        ),
+    )  # fmt: skip
     rows.append(
         {
             "case": case,
@@ -413,6 +406,22 @@ def frame_guided(
         }
     )
     return guide, rows, tested
+
+
+def test_row(
+    prediff, control, lam, cost, data, judge, floor, scale, seed, keep=None, reverse=False
+) -> dict:
+    """A knowledge-controlled row on the test videos: ``contexts`` × ``members`` samples of
+    ``constrain(prediff, control)`` toward each context's energy, scored by the judge."""
+    test_x, test_y = data["test"].split(scale.t_in)
+    energy0 = blocks.context_energy(data["test"], scale.t_in)
+    n = scale.contexts
+    forecast = blocks.controlled_sample(
+        prediff, control, test_x[:n], energy0[:n], scale.members, scale.ddim_steps, seed,
+        scale.sample_batch, keep=keep, reverse=reverse,
+    )  # fmt: skip
+    scores = blocks.evaluate_ensemble(forecast, test_y[:n], energy0[:n], judge, floor, seed)
+    return {"lambda": lam, **cost, **scores}
 
 
 def best_control(plain: dict, controlled: dict[str, dict]) -> str:
@@ -590,17 +599,13 @@ def evaluate(
         )
     best_latent = blocks.best_lambda(sweep, reference)["lambda"]
 
-    def score_kc() -> dict:
-        control = blocks.energy_control(regressor, energy0[:n_eval], best_latent)
-        forecast = blocks.controlled_sample(
-            prediff, control, test_x[:n_eval], energy0[:n_eval], members, ddim, seed, batch
-        )
-        scores = blocks.evaluate_ensemble(
-            forecast, test_y[:n_eval], energy0[:n_eval], judge, floor, seed
-        )
-        return {"lambda": best_latent, **cost, **scores}
-
-    controlled = stages.cached("eval-prediff-kc", score_kc)
+    controlled = stages.cached(
+        "eval-prediff-kc",
+        lambda: test_row(
+            prediff, blocks.energy_control(regressor, energy0[:n_eval], best_latent), best_latent,
+            cost, data, judge, floor, scale, seed,
+        ),
+    )  # fmt: skip
     rows.append(
         {
             "case": case,
