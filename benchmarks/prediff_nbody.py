@@ -424,18 +424,6 @@ def test_row(
     return {"lambda": lam, **cost, **scores}
 
 
-def best_control(plain: dict, controlled: dict[str, dict]) -> str:
-    """The guidance whose test row has the smallest energy error among those within the issue's
-    MSE and SSIM bounds of unguided PreDiff (else the smallest energy error)."""
-    allowed = {
-        name: row
-        for name, row in controlled.items()
-        if row["mse"] <= 1.02 * plain["mse"] and row["ssim"] >= plain["ssim"] - 0.01
-    }
-    pool = allowed or controlled
-    return min(pool, key=lambda name: pool[name]["energy_error"])
-
-
 def evaluate(
     scale,
     seed,
@@ -622,8 +610,8 @@ def evaluate(
     )  # fmt: skip
     rows += frame_rows
     plain = plain_rows[kc_denoiser]
-    chosen = best_control(plain, {LATENT: controlled, FRAMES: framed})
-    best_row = controlled if chosen == LATENT else framed
+    best_row = blocks.best_lambda([controlled, framed], plain)  # the λ rule across guidances
+    chosen = LATENT if best_row is controlled else FRAMES
     best = best_row["lambda"]
 
     def control_for(target: torch.Tensor):

@@ -189,3 +189,10 @@ def test_a_reversed_pass_gives_the_same_samples_and_two_passes_share_the_chunks(
     forward = _CountingSampler()
     shared = task.sample(forward, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
     assert forward.calls == 1 and torch.equal(shared.samples, plain.samples)
+
+
+def test_kept_chunks_from_another_call_are_refused_by_name(tmp_path):
+    context = torch.zeros(4, 2, 1, 3, 3)
+    task.sample(_CountingSampler(), context, members=2, steps=1, seed=0, batch=4, keep=tmp_path)
+    with pytest.raises(ValueError, match=r"keep: .*0\.pt.* expected \(members, contexts\)"):
+        task.sample(_CountingSampler(), context, members=4, steps=1, seed=0, batch=8, keep=tmp_path)

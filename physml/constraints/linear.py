@@ -229,8 +229,9 @@ class LinearConstraint(Constraint):
             )
         return b if b.device == device else b.to(device)
 
-    def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``G``, the projector ``Gᵀ (G Gᵀ)⁻¹`` and ``Σ_j |G_ij|`` on ``device``, cached.
+    def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` and the largest row sum
+        ``max_i Σ_j |G_ij|``, cached.
 
         The cache follows ``G``'s storage and version counter (``load_state_dict`` copies in).
         """
@@ -238,16 +239,9 @@ class LinearConstraint(Constraint):
         if getattr(self, "_cache_key", None) != key:
             G = self.G.to(device)
             projector = torch.cholesky_solve(G, _cholesky(G @ G.T, G)).T
-            self._cache = (G, projector, G.abs().sum(-1))
+            self._cache = (G, projector, float(G.abs().sum(-1).max()))
             self._cache_key = key
         return self._cache
-
-    def _largest_row(self, device) -> float:
-        """``max_i Σ_j |G_ij|``, cached with :meth:`_matrices`."""
-        matrices = self._matrices(device)
-        if getattr(self, "_largest_for", None) is not matrices:
-            self._largest, self._largest_for = float(matrices[2].max()), matrices
-        return self._largest
 
     def _check_residual(
         self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor, before: torch.Tensor
@@ -267,7 +261,7 @@ class LinearConstraint(Constraint):
                 for tensor in (u @ G.T - b, u, before.detach(), b)
             ]
         ).tolist()
-        scale = (after + first) * self._largest_row(u.device) + target
+        scale = (after + first) * self._matrices(u.device)[2] + target
         worst = residual / max(scale, torch.finfo(F64).tiny)
         if not worst <= RESIDUAL_TOLERANCE:
             condition = torch.linalg.cond(G).item()

@@ -458,16 +458,24 @@ def sample(
     result), so a second process sharing ``keep`` meets the first in the middle."""
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
+    keep = None if keep is None else Path(keep)
     parts: list[torch.Tensor | None] = [None] * len(starts)
     seconds = 0.0
     for index in reversed(range(len(starts))) if reverse else range(len(starts)):
         stored = None if keep is None else keep / f"{index}.pt"
+        chunk = slice(starts[index], starts[index] + per_call)
         if stored is not None and stored.exists():
             saved = torch.load(stored, weights_only=True)
+            expected = (members, len(range(*chunk.indices(len(context)))))
+            if tuple(saved["samples"].shape[:2]) != expected:
+                raise ValueError(
+                    f"keep: {str(stored)!r} holds samples of shape "
+                    f"{tuple(saved['samples'].shape)}, expected (members, contexts) = {expected} "
+                    "for this call; it comes from another call: use another keep folder"
+                )
             parts[index] = saved["samples"]
             seconds += float(saved["seconds"])
             continue
-        chunk = slice(starts[index], starts[index] + per_call)
         options = dict(members=members, steps=steps, seed=seed + index)
         if targets is not None:
             options["constraints"] = targets(chunk)
