@@ -17,6 +17,10 @@ building blocks are :mod:`physml.tasks.prediff`'s (the ``prediff-nbody`` task).
     OMP_NUM_THREADS=1 python benchmarks/prediff_nbody.py --work benchmarks/work/prediff_nbody
     python benchmarks/prediff_nbody.py --stages denoiser --denoisers cuboid   # one part
     ... --work benchmarks/work/prediff_nbody --reverse   # a second process sharing the sampling
+    python benchmarks/prediff_nbody.py --device cuda --work /tmp/prediff   # -> prediff_nbody_gpu
+
+On an accelerator (``--device cuda``) the same steps train and sample there, the judge scores
+there, and the results go to ``prediff_nbody_gpu.{json,md}`` beside the CPU run's.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import earthformer_nbody  # noqa: E402
 from common import arguments, write_results  # noqa: E402
 
+from physml._checks import device as checked_device  # noqa: E402
 from physml._io import atomic_write_text  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.prediff import reconstruction_scores  # noqa: E402
@@ -58,6 +64,11 @@ STEP_COST = {
 
 BUDGET_S = 3600.0
 """CPU seconds of training per forecaster (conv / cuboid PreDiff, Earthformer)."""
+
+
+def results_name(device: str) -> str:
+    """``prediff_nbody`` for a CPU run, ``prediff_nbody_gpu`` for one on an accelerator."""
+    return NAME if device == "cpu" else f"{NAME}_gpu"
 
 
 def steps(model: str, seconds: float = BUDGET_S) -> int:
@@ -113,6 +124,17 @@ GUIDES = {
 }
 """The frame-space energy regressor that guides sampling (its own shape and seed; the judge is
 a window of 3, 16 channels, depth 3)."""
+
+
+class OnDevice(nn.Module):
+    """``module`` on ``device`` behind a CPU interface: inputs go there, outputs come back."""
+
+    def __init__(self, module: nn.Module, device: str) -> None:
+        super().__init__()
+        self.module, self.device = module.to(device), device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.device)).cpu()
 
 
 class Stages:
@@ -186,10 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             help="the frame-guided λ sweep and sampling chunks last first: a second process on "
             "the same --work shares the work with the first",
         )
+        parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
-    torch.set_num_threads(1)
+    device = str(checked_device("--device", args.device))
+    if device == "cpu":
+        torch.set_num_threads(1)
     stages_asked = args.stages.split(",")
     denoisers = args.denoisers.split(",")
     for name, given, allowed in (
@@ -202,17 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     scale, seed, quiet = SCALES[mode], args.seed, not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
-        stages = Stages(work, {"mode": mode, "seed": seed, "scale": scale.setup()})
+        where = {} if device == "cpu" else {"device": device}
+        stages = Stages(work, {"mode": mode, "seed": seed, "scale": scale.setup(), **where})
         rows = run(
             scale, seed, quiet, stages, stages_asked, denoisers, args.kc_denoiser, args.out,
-            args.reverse,
+            args.reverse, device,
         )  # fmt: skip
         if "evaluate" in stages_asked:
-            write(rows, scale, seed, started, args.out, work)
+            write(rows, scale, seed, started, args.out, work, device)
     return 0
 
 
-def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse) -> list[dict]:
+def run(
+    scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse, device="cpu"
+) -> list[dict]:
     work = stages.work
     data = blocks.videos(scale, seed)
     test_x, test_y = data["test"].split(scale.t_in)
@@ -240,7 +268,9 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse)
     autoencoder, ae_cost = trained(
         stages,
         "autoencoder",
-        lambda: blocks.train_autoencoder(scale, data["train"], work / "autoencoder", seed, quiet),
+        lambda: blocks.train_autoencoder(
+            scale, data["train"], work / "autoencoder", seed, quiet, device
+        ),
     )
     recon = stages.cached(
         "autoencoder-scores",
@@ -252,15 +282,16 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse)
         judge, _ = trained(
             stages,
             "judge",
-            lambda: blocks.train_judge(scale, data["train"], work / "judge", seed, quiet),
+            lambda: blocks.train_judge(scale, data["train"], work / "judge", seed, quiet, device),
         )
+        judge = judge if device == "cpu" else OnDevice(judge, device)
         floor, floor_se, floor_per_lead = blocks.judge_error(judge, test_y, energy0, seed)
         print(f"judge floor {floor:.4g} ± {floor_se:.2g}", flush=True)
 
     models: dict[str, tuple] = {}
     latents = first = None
     for kind in denoisers if need("denoiser") or need("regressor") else []:
-        prediff = blocks.build_prediff(scale, kind, autoencoder, seed)
+        prediff = blocks.build_prediff(scale, kind, autoencoder, seed).to(device)
         if first is None:  # the denoisers share the autoencoder, so its latents too
             first, latents = blocks.calibrated(prediff, data["train"], scale.t_in)
         else:
@@ -271,7 +302,7 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse)
                 stages,
                 f"denoiser-{kind}",
                 lambda prediff=prediff, kind=kind, latents=latents: blocks.train_denoiser(
-                    scale, prediff, latents, kind, work / f"denoiser-{kind}", seed, quiet
+                    scale, prediff, latents, kind, work / f"denoiser-{kind}", seed, quiet, device
                 ),
             )
     regressor = None
@@ -280,7 +311,7 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse)
             stages,
             "regressor",
             lambda: blocks.train_regressor(
-                scale, first, latents, data["train"], work / "regressor", seed, quiet
+                scale, first, latents, data["train"], work / "regressor", seed, quiet, device
             ),
         )
     earthformer = None
@@ -299,6 +330,7 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse)
                 seed,
                 work / "earthformer",
                 quiet,
+                device=device,
             ),
         )
     if "evaluate" not in asked:
@@ -319,6 +351,7 @@ def run(scale, seed, quiet, stages, asked, denoisers, kc_denoiser, out, reverse)
         stats,
         out,
         reverse,
+        device,
     )
 
 
@@ -334,7 +367,19 @@ def chunk_folder(stages: Stages, name: str) -> Path:
 
 
 def frame_guided(
-    scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser, reverse
+    scale,
+    seed,
+    stages,
+    data,
+    prediff,
+    cost,
+    judge,
+    floor,
+    reference,
+    case,
+    kc_denoiser,
+    reverse,
+    device="cpu",
 ) -> tuple[torch.nn.Module, list[dict], dict]:
     """Knowledge control by a frame-space energy regressor (the guide, trained here; never the
     judge): its λ sweep on the validation videos against ``reference`` (unguided, same videos)
@@ -347,7 +392,13 @@ def frame_guided(
         Stages(stages.work, {**stages.setup, "guide": shape}),  # training: not the λ sweep's
         "guide",
         lambda: blocks.train_guide(
-            scale, guide_size, data["train"], stages.work / "guide", seed, not sys.stderr.isatty()
+            scale,
+            guide_size,
+            data["train"],
+            stages.work / "guide",
+            seed,
+            not sys.stderr.isatty(),
+            device,
         ),
     )
     val_x, val_y = data["validation"].split(scale.t_in)
@@ -440,6 +491,7 @@ def evaluate(
     stats,
     out,
     reverse=False,
+    device="cpu",
 ) -> list[dict]:
     floor, floor_se, floor_per_lead = floor_info
     test_x, test_y = data["test"].split(scale.t_in)
@@ -486,7 +538,7 @@ def evaluate(
             model.eval()
             started = time.perf_counter()
             with torch.no_grad():
-                prediction = torch.cat([model(x) for x in test_x.split(16)])
+                prediction = torch.cat([model(x.to(device)).cpu() for x in test_x.split(16)])
             seconds = time.perf_counter() - started
             return {
                 "params": count_parameters(model),
@@ -606,7 +658,7 @@ def evaluate(
     )
     guide, frame_rows, framed = frame_guided(
         scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser,
-        reverse,
+        reverse, device,
     )  # fmt: skip
     rows += frame_rows
     plain = plain_rows[kc_denoiser]
@@ -657,7 +709,7 @@ def evaluate(
     ).samples
     out.mkdir(parents=True, exist_ok=True)
     blocks.plot_strip(
-        out / f"{NAME}-strip.png",
+        out / f"{results_name(device)}-strip.png",
         test_x[0],
         test_y[0],
         plain_one[:shown, 0],
@@ -671,7 +723,7 @@ def evaluate(
             "PreDiff-KC": judge(kc_one[:, 0]),
         }
     blocks.plot_energy(
-        out / f"{NAME}-energy.png",
+        out / f"{results_name(device)}-energy.png",
         {
             "PreDiff": plain_rows[kc_denoiser]["energy_per_lead"],
             "PreDiff-KC": best_row["energy_per_lead"],
@@ -751,6 +803,13 @@ Done-when checks:
 """
 
 
+ON_DEVICE = """
+This run trained, sampled and judged on one {device}, at the CPU run's step counts and sizes:
+`train_s` and `fwd_ms` are wall seconds there, not CPU seconds; the models are the CPU run's in
+every setting, retrained from the same seed (the numbers differ by the device's arithmetic).
+"""
+
+
 def cached_stages(work: Path, since: float) -> str:
     """The stages this run read from ``work`` rather than computed, with the time each was
     written (the wall time above covers only what this run computed)."""
@@ -771,7 +830,7 @@ def cached_stages(work: Path, since: float) -> str:
     )
 
 
-def write(rows, scale, seed, started, out, work) -> None:
+def write(rows, scale, seed, started, out, work, device="cpu") -> None:
     stats = json.loads((work / "data.json").read_text())["result"]
     checks = next((r["checks"] for r in rows if r["case"] == "done-when"), [])
     table = (
@@ -799,9 +858,12 @@ def write(rows, scale, seed, started, out, work) -> None:
             f"guide_{k}": v for k, v in asdict(GUIDES["full" if scale == FULL else "quick"]).items()
         },
     )
+    if device != "cpu":
+        notes += ON_DEVICE.format(device=torch.cuda.get_device_name(device))
     notes += "\n" + cached_stages(work, time.time() - (time.perf_counter() - started)) + "\n"
     extra = {"threads": torch.get_num_threads(), "setup": scale.setup(), "data": stats}
-    write_results(NAME, rows, seed, started, out, COLUMNS, notes, extra)
+    extra["device"] = device
+    write_results(results_name(device), rows, seed, started, out, COLUMNS, notes, extra)
 
 
 if __name__ == "__main__":

@@ -196,3 +196,33 @@ def test_kept_chunks_from_another_call_are_refused_by_name(tmp_path):
     task.sample(_CountingSampler(), context, members=2, steps=1, seed=0, batch=4, keep=tmp_path)
     with pytest.raises(ValueError, match=r"keep: .*0\.pt.* expected \(members, contexts\)"):
         task.sample(_CountingSampler(), context, members=4, steps=1, seed=0, batch=8, keep=tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_prediff_on_cuda_takes_cpu_frames_and_gives_cpu_samples_matching_the_cpu_model():
+    import copy
+
+    from torch.utils.data import TensorDataset
+
+    from physml.models.prediff import FrameAutoencoder, LatentPairs, reconstruction_scores
+
+    scale = task.TOY
+    autoencoder = FrameAutoencoder(
+        1, scale.latent_channels, scale.downsample, scale.autoencoder_width
+    )
+    on_cpu = task.build_prediff(scale, "conv", autoencoder, seed=0)
+    on_cuda = copy.deepcopy(on_cpu).to("cuda")
+    frames = torch.rand(4, scale.t_in + scale.t_out, 1, scale.size, scale.size)
+    on_cpu.calibrate(frames, batch=2)
+    on_cuda.calibrate(frames, batch=2)
+    torch.testing.assert_close(on_cuda.latent_std.cpu(), on_cpu.latent_std, rtol=1e-4, atol=1e-5)
+    pairs = TensorDataset(frames[:, : scale.t_in], frames[:, scale.t_in :])
+    cpu_pairs, cuda_pairs = LatentPairs(on_cpu, pairs, batch=3), LatentPairs(on_cuda, pairs, 3)
+    assert cuda_pairs.target.device.type == "cpu"
+    torch.testing.assert_close(cuda_pairs.target, cpu_pairs.target, rtol=1e-4, atol=1e-4)
+    scores = reconstruction_scores(on_cuda.autoencoder, frames, batch=2)
+    expected = reconstruction_scores(on_cpu.autoencoder, frames, batch=2)
+    assert scores == pytest.approx(expected, rel=1e-4)
+    forecast = task.sample(on_cuda, frames[:, : scale.t_in], members=2, steps=2, seed=0, batch=4)
+    assert forecast.samples.device.type == "cpu"
+    assert forecast.samples.shape == (2, 4, scale.t_out, 1, scale.size, scale.size)

@@ -251,17 +251,25 @@ def fit(
     quiet: bool,
     after_step=None,
     model_config: dict | None = None,
+    device: str = "cpu",
 ) -> Trained:
-    """One Trainer run (cosine lr, resumed from ``out``), timed in CPU seconds."""
+    """One Trainer run (cosine lr, resumed from ``out``) on ``device``, timed in CPU seconds of
+    this process on the CPU and in wall seconds on an accelerator."""
     config = TrainConfig(
-        steps=steps, batch=batch, lr=lr, seed=seed, checkpoint_every=max(1, min(200, steps))
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        checkpoint_every=max(1, min(200, steps)),
+        device=device,
     )
     trainer = Trainer(
         model, loss, config, out=out, model_config=model_config, quiet=quiet, after_step=after_step
     )
-    started = time.process_time()
+    clock = time.process_time if str(device) == "cpu" else time.perf_counter
+    started = clock()
     report = trainer.fit(data)
-    spent = time.process_time() - started
+    spent = clock() - started
     done = steps - report.resumed_from
     cost = Path(out) / COST_FILE
     if done:
@@ -281,7 +289,7 @@ def autoencoder_frames(data: NBodyDigits) -> TensorDataset:
 
 
 def train_autoencoder(
-    scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool
+    scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool, device: str = "cpu"
 ) -> Trained:
     """Stage 1: the frame autoencoder on every training frame."""
     torch.manual_seed(seed)
@@ -299,6 +307,7 @@ def train_autoencoder(
         out,
         quiet,
         model_config=autoencoder.config,
+        device=device,
     )
 
 
@@ -329,7 +338,14 @@ def calibrated(prediff: PreDiff, train: NBodyDigits, t_in: int) -> tuple[PreDiff
 
 
 def train_denoiser(
-    scale: Scale, prediff: PreDiff, latents: Dataset, kind: str, out: Path, seed: int, quiet: bool
+    scale: Scale,
+    prediff: PreDiff,
+    latents: Dataset,
+    kind: str,
+    out: Path,
+    seed: int,
+    quiet: bool,
+    device: str = "cpu",
 ) -> Trained:
     """Stage 2: the denoiser (and its EMA copy) on encoded pairs, ``denoiser_steps[kind]``."""
     return fit(
@@ -344,6 +360,7 @@ def train_denoiser(
         quiet,
         after_step=update_ema,
         model_config=prediff.config,
+        device=device,
     )
 
 
@@ -355,6 +372,7 @@ def train_regressor(
     out: Path,
     seed: int,
     quiet: bool,
+    device: str = "cpu",
 ) -> Trained:
     """``U_φ(z_t, t)``: the mean energy of the target frames from noisy target latents."""
     energy = train.energy[:, scale.t_in :].mean(1).to(torch.float32)
@@ -380,16 +398,21 @@ def train_regressor(
         out,
         quiet,
         model_config=config,
+        device=device,
     )
 
 
-def train_judge(scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool) -> Trained:
+def train_judge(
+    scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool, device: str = "cpu"
+) -> Trained:
     """The energy judge on clean training windows of ``T_out`` frames (seed ``seed +``
     :data:`JUDGE_SEED_OFFSET`)."""
     own = seed + JUDGE_SEED_OFFSET
     shape = dict(window=3, hidden=scale.judge_hidden, depth=scale.judge_depth)
     config = dict(hidden=scale.judge_hidden, depth=scale.judge_depth, seed=own)
-    return _train_energy_cnn(scale, train, out, own, quiet, shape, scale.judge_steps, config)
+    return _train_energy_cnn(
+        scale, train, out, own, quiet, shape, scale.judge_steps, config, device
+    )
 
 
 @dataclass(frozen=True)
@@ -406,25 +429,31 @@ class GuideSize:
 
 
 def train_guide(
-    scale: Scale, guide: GuideSize, train: NBodyDigits, out: Path, seed: int, quiet: bool
+    scale: Scale,
+    guide: GuideSize,
+    train: NBodyDigits,
+    out: Path,
+    seed: int,
+    quiet: bool,
+    device: str = "cpu",
 ) -> Trained:
     """The guiding energy regressor on clean training windows (seed ``seed +``
     :data:`GUIDE_SEED_OFFSET`; never the judge, whose shape and seed differ)."""
     own = seed + GUIDE_SEED_OFFSET
     shape = dict(window=guide.window, hidden=guide.hidden, depth=guide.depth)
     return _train_energy_cnn(
-        scale, train, out, own, quiet, shape, guide.steps, {**shape, "seed": own}
+        scale, train, out, own, quiet, shape, guide.steps, {**shape, "seed": own}, device
     )
 
 
-def _train_energy_cnn(scale, train, out, seed, quiet, shape, steps, config) -> Trained:
+def _train_energy_cnn(scale, train, out, seed, quiet, shape, steps, config, device) -> Trained:
     """An :class:`EnergyJudge` of ``shape`` on clean windows of ``T_out`` frames, standardised
     energies, mean-square loss."""
     data = clean_windows(train, scale.t_out)
     offset, spread = standardise(data.tensors[1])
     model = EnergyJudge(1, **shape, offset=offset, scale=spread, seed=seed)
     return fit(
-        model, mse_loss, data, steps, scale.batch, scale.lr, seed, out, quiet, model_config=config
+        model, mse_loss, data, steps, scale.batch, scale.lr, seed, out, quiet, None, config, device
     )
 
 
@@ -455,9 +484,11 @@ def sample(
     (``with_target``) of each chunk. ``keep``: a folder where each chunk's samples and seconds
     are written as they come (``<index>.pt``) and read back on a rerun, so a killed run resumes
     at the chunk it stopped in; ``reverse`` works through the chunks last first (the same
-    result), so a second process sharing ``keep`` meets the first in the middle."""
+    result), so a second process sharing ``keep`` meets the first in the middle. Each chunk
+    runs on the model's device; the samples come back on the CPU."""
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
+    device = _device_of(model)
     keep = None if keep is None else Path(keep)
     parts: list[torch.Tensor | None] = [None] * len(starts)
     seconds = 0.0
@@ -480,7 +511,7 @@ def sample(
         if targets is not None:
             options["constraints"] = targets(chunk)
         started = time.perf_counter()
-        parts[index] = model(context[chunk], **options).samples
+        parts[index] = model(context[chunk].to(device), **options).samples.cpu()
         seconds += time.perf_counter() - started
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
@@ -488,6 +519,13 @@ def sample(
             with atomic_path(stored) as temporary:
                 torch.save({"samples": parts[index], "seconds": taken}, temporary)
     return EnsembleForecast(torch.cat(parts, dim=1), seconds)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer; the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def evaluate_ensemble(

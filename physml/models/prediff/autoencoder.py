@@ -174,7 +174,8 @@ def reconstruction_scores(
     positive_int("batch", batch)
     was_training = autoencoder.training
     autoencoder.eval()
-    recon = torch.cat([autoencoder(part) for part in frames.split(batch)])
+    device = next(autoencoder.parameters()).device
+    recon = torch.cat([autoencoder(part.to(device)).cpu() for part in frames.split(batch)])
     autoencoder.train(was_training)
     return {
         "mse": float(F.mse_loss(recon, frames)),

@@ -142,7 +142,10 @@ class PreDiff(nn.Module):
         the autoencoder (stage 2 trains the denoiser on these latents)."""
         positive_int("batch", batch)
         self.autoencoder.eval()
-        latents = torch.cat([self.autoencoder.encode(part) for part in frames.split(batch)])
+        device = self.latent_mean.device
+        latents = torch.cat(
+            [self.autoencoder.encode(part.to(device)) for part in frames.split(batch)]
+        )
         per_channel = latents.transpose(0, -3).reshape(self.autoencoder.latent_channels, -1)
         self.latent_mean.copy_(per_channel.mean(1))
         self.latent_std.copy_(per_channel.std(1).clamp_min(1e-6))
@@ -230,16 +233,22 @@ class PreDiff(nn.Module):
 
 class LatentPairs(Dataset):
     """``(context, target)`` latents ``(T, c, h, w)`` of a dataset of frame pairs, encoded once
-    by ``prediff`` (normalised; for :func:`diffusion_loss`). Keeps the source's ``attributes``."""
+    by ``prediff`` on its device and kept on the CPU (normalised; for :func:`diffusion_loss`).
+    Keeps the source's ``attributes``."""
 
     def __init__(self, prediff: PreDiff, pairs: Dataset, batch: int = 64) -> None:
         positive_int("batch", batch)
+        device = prediff.latent_mean.device
         contexts, targets = [], []
+
+        def encoded(frames: list[torch.Tensor]) -> torch.Tensor:
+            return prediff.encode(torch.stack(frames).to(device)).cpu()
+
         with torch.no_grad():
             for start in range(0, len(pairs), batch):
                 items = [pairs[i] for i in range(start, min(start + batch, len(pairs)))]
-                contexts.append(prediff.encode(torch.stack([item[0] for item in items])))
-                targets.append(prediff.encode(torch.stack([item[1] for item in items])))
+                contexts.append(encoded([item[0] for item in items]))
+                targets.append(encoded([item[1] for item in items]))
         self.context, self.target = torch.cat(contexts), torch.cat(targets)
         self.attributes = dict(getattr(pairs, "attributes", None) or {})
 
