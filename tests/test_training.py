@@ -75,14 +75,22 @@ def test_after_step_sees_every_step_once_and_its_state_resumes_with_the_model(tm
         Trainer(model(), mse, CONFIG, after_step=3)
 
 
-def test_a_run_resumed_after_a_crash_is_bitwise_the_uninterrupted_run(tmp_path):
-    whole = Trainer(model(), mse, CONFIG, tmp_path / "whole", quiet=True)
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
+def test_a_run_resumed_after_a_crash_is_bitwise_the_uninterrupted_run(
+    tmp_path, device, monkeypatch
+):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    config = dataclasses.replace(CONFIG, device=device)  # dropout draws from the device's RNG
+    whole = Trainer(model(), mse, config, tmp_path / "whole", quiet=True)
     report = whole.fit(data())
     with pytest.raises(Crash):
-        Trainer(model(), crashing(7), CONFIG, tmp_path / "cut", quiet=True).fit(data())
+        Trainer(model(), crashing(7), config, tmp_path / "cut", quiet=True).fit(data())
     assert load_checkpoint(tmp_path / "cut")["step"] == 4
     resumed_model = model()
-    resumed = Trainer(resumed_model, mse, CONFIG, tmp_path / "cut", quiet=True).fit(data())
+    resumed = Trainer(resumed_model, mse, config, tmp_path / "cut", quiet=True).fit(data())
     assert resumed.resumed_from == 4
     assert resumed.losses == report.losses
     for a, b in zip(

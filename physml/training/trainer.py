@@ -278,7 +278,10 @@ class Trainer:
             )
         load_weights(model, state, self.out)
         optimiser.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # map_location may have moved it
+        device = next(model.parameters()).device
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         report.losses[:] = list(state["losses"])
         report.validation[:] = [tuple(v) for v in state["validation"]]
         report.resumed_from = int(state["step"])
@@ -286,9 +289,14 @@ class Trainer:
 
     def _save(self, model, optimiser, data_print, report, step: int, here: World) -> None:
         if self.out is not None and here.is_main:
+            device = next(model.parameters()).device
+            on_cuda = (
+                {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+            )
             save_checkpoint(
                 self.out,
                 {
+                    **on_cuda,
                     "model": tensors_only(model.state_dict()),
                     "optimizer": optimiser.state_dict(),
                     "rng": torch.get_rng_state(),
