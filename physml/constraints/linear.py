@@ -355,6 +355,14 @@ class LinearConstraint(Constraint):
             self._check_residual(G, new.detach(), b, X)
             return Ensemble(self._unflat(new, samples))
         members, k = X.shape[0], G.shape[0]
+        if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
+            new = _one_row_update(X, G[0], b)
+            if new is not None:
+                try:
+                    self._check_residual(G, new.detach(), b, X)
+                    return Ensemble(self._unflat(new, samples))
+                except ConstraintError:
+                    pass  # the members do not span the row well: add γ I below
         GX = X @ G.T  # (member, ..., k)
         GA = GX - GX.mean(0)  # G applied to the centred members
         # Σ Gᵀ = A (GA)ᵀ / (m − 1), and A may be replaced by X since Σ_m GA_m = 0: (..., n, k)
@@ -364,14 +372,7 @@ class LinearConstraint(Constraint):
         if self.noise:
             S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
         mismatch = (GX - b).movedim(0, -1)  # (..., k, member)
-        if k == 1 and members > 1 and bool((S > 0).all()):  # S is a number per slice
-            new = X - _members_last(CG @ (mismatch / S))
-            try:
-                self._check_residual(G, new.detach(), b, X)
-                return Ensemble(self._unflat(new, samples))
-            except ConstraintError:
-                pass  # the members do not span the row well: add γ I below
-        elif k <= members - 1:
+        if 1 < k <= members - 1:
             L, info = torch.linalg.cholesky_ex(S)
             if not (info > 0).any():
                 new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
@@ -389,6 +390,19 @@ class LinearConstraint(Constraint):
         new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
         self._check_residual(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples))
+
+
+def _one_row_update(X: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """The ensemble update for one row ``g`` ``(n,)`` per slice: members ``X`` ``(member, ...,
+    n)`` float64, targets ``b`` ``(..., 1)``. ``X − Σgᵀ (gᵀΣg)⁻¹ (gX − b)`` with ``Σ`` the
+    members' covariance, in a dozen elementwise passes; ``None`` where ``gᵀΣg = 0`` somewhere."""
+    GX = X @ g  # (member, ...)
+    GA = GX - GX.mean(0)
+    S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
+    if not bool((S > 0).all()):
+        return None
+    CG = (X * GA[..., None]).sum(0)  # (m − 1) Σg: A may be replaced by X since Σ_m GA_m = 0
+    return X - CG * ((GX - b[..., 0]) / S)[..., None]
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
