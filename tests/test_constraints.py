@@ -148,6 +148,33 @@ def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior(rows):
     posterior = through(LinearConstraint(G, b), Gaussian(prior.mean(), prior.covariance()))
     assert torch.allclose(out.mean(), posterior.mean, atol=1e-10)
     assert torch.allclose(out.covariance(), posterior.dense_cov(), atol=1e-10)
+    noisy = through(LinearConstraint(G, b, noise=0.3), prior)  # the mean is the posterior's
+    target = through(LinearConstraint(G, b, noise=0.3), Gaussian(prior.mean(), prior.covariance()))
+    assert torch.allclose(noisy.mean(), target.mean, atol=1e-10)
+    assert not torch.allclose(noisy.mean(), out.mean(), atol=1e-3)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("shrinkage", [0.5, 1.0])
+def test_a_shrunk_ensemble_update_is_the_update_with_the_shrunk_covariance(rows, shrinkage):
+    gen = torch.Generator().manual_seed(8)
+    samples = torch.randn(3, 2, 10, generator=gen, dtype=F64)  # rows 3 > members − 1 = 2
+    G = torch.rand(rows, 10, generator=gen, dtype=F64)
+    b = torch.randn(2, rows, generator=gen, dtype=F64)
+    prior = Ensemble(samples)
+    out = through(LinearConstraint(G, b, shrinkage=shrinkage), prior)
+    assert torch.allclose(out.samples @ G.T, b.expand(3, 2, rows), atol=1e-10)
+    full = prior.covariance()  # (2, 10, 10)
+    shrunk = (1 - shrinkage) * full + shrinkage * torch.diag_embed(torch.diagonal(full, 0, -2, -1))
+    gain = shrunk @ G.T @ torch.linalg.inv(G @ shrunk @ G.T)  # (2, 10, rows)
+    expected = samples - ((samples @ G.T - b)[..., None, :] * gain).sum(-1)
+    assert torch.allclose(out.samples, expected, atol=1e-10)
+    if shrinkage == 1.0 and rows == 1:  # each point moves in proportion to its variance
+        moved = (samples - out.samples) / torch.diagonal(full, 0, -2, -1)
+        assert torch.allclose(moved / G[0], (moved / G[0])[..., :1].expand_as(moved))
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConstraintError, match=r"shrinkage must be a number in \[0, 1\]"):
+            LinearConstraint(G, b, shrinkage=bad)
 
 
 def test_mass_conservation_on_a_grid_over_time():

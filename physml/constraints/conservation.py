@@ -43,6 +43,7 @@ def mass_conservation(
     *,
     channels: Sequence[int] | None = None,
     layout: str | None = None,
+    shrinkage: float = 0.0,
 ) -> LinearConstraint:
     """``∫ u dx = M`` on every slice of a field, with ``grid``'s quadrature weights.
 
@@ -53,7 +54,8 @@ def mass_conservation(
     per frame and channel. ``channels`` picks the conserved channels (e.g. a tracer beside its
     velocity). ``total_mass`` has the field's leading shape (the channel axis restricted to
     ``channels``) — e.g. the initial mass plus :func:`cumulative_inflow` — or is a callable of
-    the model's inputs returning it.
+    the model's inputs returning it. ``shrinkage``: an ensemble's covariance shrunk toward its
+    variances (:class:`LinearConstraint`).
     """
     if isinstance(grid, Grid1D):
         space, allowed = (grid.n,), ("tx", "bcx", "btcx")
@@ -90,6 +92,7 @@ def mass_conservation(
         channels=channels,
         ndims=ndims,
         layout_hint=hint,
+        shrinkage=shrinkage,
     )
 
 

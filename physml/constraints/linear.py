@@ -98,6 +98,11 @@ class LinearConstraint(Constraint):
             allows any. ``layout_hint`` completes the error message for another number.
         jitter: ``γ`` relative to the ensemble's mean variance, used when members cannot span
             the rows.
+        shrinkage: ``α`` in ``[0, 1]``: an ensemble's update uses ``(1 − α) Σ + α diag(Σ)``,
+            its covariance shrunk toward its own variances. A few members estimate long-range
+            correlations badly and may agree on the total they all miss; shrinkage damps the
+            first and keeps the correction where the members spread (``α = 1``: each point
+            moves in proportion to its variance). The rows stay exact.
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class LinearConstraint(Constraint):
         ndims: Sequence[int] | None = None,
         layout_hint: str = "",
         jitter: float = 1e-3,
+        shrinkage: float = 0.0,
     ) -> None:
         super().__init__()
         self.register_buffer("G", _check_matrix(G))
@@ -144,12 +150,15 @@ class LinearConstraint(Constraint):
         self.layout_hint = layout_hint
         if not (math.isfinite(jitter) and jitter > 0):
             raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
+        if not (math.isfinite(shrinkage) and 0 <= shrinkage <= 1):
+            raise ConstraintError(f"shrinkage must be a number in [0, 1], got {shrinkage}")
         self.noise, self.projection, self.check_psd, self.jitter = (
             noise,
             projection,
             check_psd,
             float(jitter),
         )
+        self.shrinkage = float(shrinkage)
 
     def _apply(self, fn, recurse: bool = True):
         """``.to(device)`` moves ``G`` and ``b``; ``.float()``/``.half()`` must not round them.
@@ -356,7 +365,7 @@ class LinearConstraint(Constraint):
             return Ensemble(self._unflat(new, samples))
         members, k = X.shape[0], G.shape[0]
         if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
-            new = _one_row_update(X, G[0], b)
+            new = _one_row_update(X, G[0], b, self.shrinkage, self.noise)
             if new is not None:
                 try:
                     self._check_residual(G, new.detach(), b, X)
@@ -369,10 +378,14 @@ class LinearConstraint(Constraint):
         members_last = GA.movedim(0, -2)  # (..., member, k)
         CG = (X.movedim(0, -1) @ members_last) / (members - 1)
         S = (members_last.transpose(-1, -2) @ members_last) / (members - 1)
+        if self.shrinkage:
+            variance = (X - X.mean(0)).square().sum(0) / (members - 1)  # (..., n)
+            CG = (1 - self.shrinkage) * CG + self.shrinkage * variance[..., None] * G.T
+            S = (1 - self.shrinkage) * S + self.shrinkage * (G * variance[..., None, :]) @ G.T
         if self.noise:
             S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
         mismatch = (GX - b).movedim(0, -1)  # (..., k, member)
-        if 1 < k <= members - 1:
+        if 1 < k and (k <= members - 1 or self.shrinkage):
             L, info = torch.linalg.cholesky_ex(S)
             if not (info > 0).any():
                 new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
@@ -392,16 +405,24 @@ class LinearConstraint(Constraint):
         return Ensemble(self._unflat(new, samples))
 
 
-def _one_row_update(X: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+def _one_row_update(
+    X: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shrinkage: float, noise: float
+) -> torch.Tensor | None:
     """The ensemble update for one row ``g`` ``(n,)`` per slice: members ``X`` ``(member, ...,
-    n)`` float64, targets ``b`` ``(..., 1)``. ``X − Σgᵀ (gᵀΣg)⁻¹ (gX − b)`` with ``Σ`` the
-    members' covariance, in a dozen elementwise passes; ``None`` where ``gᵀΣg = 0`` somewhere."""
+    n)`` float64, targets ``b`` ``(..., 1)``. ``X − Σg (gᵀΣg + σ²)⁻¹ (gX − b)`` with ``Σ`` the
+    members' covariance (shrunk by ``shrinkage`` toward its diagonal) and ``σ`` the ``noise``,
+    in a dozen elementwise passes; ``None`` where ``gᵀΣg + σ² = 0`` somewhere."""
     GX = X @ g  # (member, ...)
     GA = GX - GX.mean(0)
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
+    CG = (X * GA[..., None]).sum(0)  # (m − 1) Σg: A may be replaced by X since Σ_m GA_m = 0
+    if shrinkage:
+        variance = (X - X.mean(0)).square().sum(0)  # (m − 1) diag Σ, (..., n)
+        CG = (1 - shrinkage) * CG + shrinkage * variance * g
+        S = (1 - shrinkage) * S + shrinkage * (variance * g.square()).sum(-1)
+    S = S + (X.shape[0] - 1) * noise**2
     if not bool((S > 0).all()):
         return None
-    CG = (X * GA[..., None]).sum(0)  # (m − 1) Σg: A may be replaced by X since Σ_m GA_m = 0
     return X - CG * ((GX - b[..., 0]) / S)[..., None]
 
 

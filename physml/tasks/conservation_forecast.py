@@ -12,8 +12,10 @@ per seed) and PreDiff (its own samples; knowledge control with the total mass of
 frames, ``on="frames"``, ``normalized``: λ = 1 removes the linearised miss per step). Methods on
 every ensemble, all through :func:`physml.constrain`:
 ``raw``; ``hardc`` (each member projected, ``mass_conservation(projection="euclidean")``);
-``probconserv`` (the ensemble update); for PreDiff ``kc`` and ``kc-probconserv``; and each
-followed by ``NonNegative(keep=...)`` (suffix ``-nonneg``), which keeps every member's mass.
+``probconserv`` (the ensemble update); ``probconserv_shrunk`` (the update with the members'
+covariance shrunk halfway toward its variances, :data:`SHRINKAGE`); for PreDiff ``kc`` and
+``kc-probconserv``; and each followed by ``NonNegative(keep=...)`` (suffix ``-nonneg``), which
+keeps every member's mass.
 
 This module holds what ``benchmarks/forecast_conservation.py`` shares (data, training,
 :func:`forecast_rows`, the figures) and the toy-size task ``conservation-forecast``.
@@ -536,14 +538,24 @@ def prediff_ensembles(
 # ------------------------------------------------------------------------------------- methods
 
 
+SHRINKAGE = 0.5
+"""``probconserv_shrunk``: the weight of the members' own variances in the update's covariance
+(a few members that agree on a total they all miss would otherwise move mass along their
+differences with a large gain)."""
+UPDATES = {"hardc": ("euclidean", 0.0), "probconserv": ("covariance", 0.0)}
+UPDATES["probconserv_shrunk"] = ("covariance", SHRINKAGE)
+
+
 def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method: str):
-    """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (``hardc``, ``probconserv``, with
-    ``-nonneg`` appended or alone as ``nonneg``) toward the totals ``known (N, T)``:
+    """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (one of :data:`UPDATES`, with
+    ``-nonneg`` appended, or ``nonneg`` alone) toward the totals ``known (N, T)``:
     ``(samples, seconds)``."""
     base, _, nonneg = method.partition("-")
-    projection = "euclidean" if base == "hardc" else "covariance"
-    conservation = mass_conservation(grid, known[..., None], projection=projection)
-    steps = [conservation] if base in ("hardc", "probconserv") else []
+    projection, shrinkage = UPDATES.get(base, ("covariance", 0.0))
+    conservation = mass_conservation(
+        grid, known[..., None], projection=projection, shrinkage=shrinkage
+    )
+    steps = [conservation] if base in UPDATES else []
     if nonneg or base == "nonneg":
         steps.append(NonNegative(keep=conservation))
     if not steps:
@@ -600,8 +612,9 @@ def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, flo
     return {"spearman_spread": sum(rhos) / len(rhos), "correction_cv": float(cv.mean())}
 
 
-METHODS = ("raw", "hardc", "probconserv")
-PREDIFF_METHODS = ("raw", "hardc", "probconserv", "kc", "kc-probconserv")
+METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")
+PREDIFF_METHODS = (*METHODS, "kc", "kc-probconserv")
+CORRECTED = (*UPDATES, "kc-probconserv")  # the methods whose correction map is scored
 
 
 def forecast_rows(
@@ -646,7 +659,7 @@ def forecast_rows(
                 spent += extra_s
                 kept[name + suffix] = samples
             row.update(score(samples, windows_, grid, spent + max(sampled_s, 0.0)))
-            if name in ("hardc", "probconserv", "kc-probconserv") and not suffix:
+            if name in CORRECTED and not suffix:
                 row.update(correction_shape(base, updated))
             rows.append(row)
     return rows, kept
@@ -666,29 +679,39 @@ def done_when(rows: list[dict]) -> list[dict]:
             )
 
         for name, row in methods.items():
-            if name.startswith(("hardc", "probconserv", "kc-probconserv")) and "error" not in row:
+            if name.startswith(CORRECTED) and "error" not in row:
                 add(
                     f"ce_abs {name}", row["ce_abs_max"], f"<= {EXACT:g}", row["ce_abs_max"] <= EXACT
                 )
-        raw, hardc, update = methods["raw"], methods["hardc"], methods["probconserv"]
-        add(
-            "crps probconserv / raw",
-            update["crps"] / raw["crps"],
-            "<= 1",
-            update["crps"] <= raw["crps"],
-        )
-        add(
-            "crps probconserv / hardc",
-            update["crps"] / hardc["crps"],
-            "< 1",
-            update["crps"] < hardc["crps"],
-        )
-        add(
-            "mse probconserv / raw",
-            update["mse"] / raw["mse"],
-            "<= 1.02",
-            update["mse"] <= 1.02 * raw["mse"],
-        )
+        raw, hardc = methods["raw"], methods["hardc"]
+        for name in ("probconserv", "probconserv_shrunk"):
+            if name not in methods:
+                continue
+            update = methods[name]
+            add(
+                f"crps {name} / raw",
+                update["crps"] / raw["crps"],
+                "<= 1",
+                update["crps"] <= raw["crps"],
+            )
+            add(
+                f"crps {name} / hardc",
+                update["crps"] / hardc["crps"],
+                "< 1",
+                update["crps"] < hardc["crps"],
+            )
+            add(
+                f"mse {name} / raw",
+                update["mse"] / raw["mse"],
+                "<= 1.02",
+                update["mse"] <= 1.02 * raw["mse"],
+            )
+            add(
+                f"spearman_spread {name}",
+                update["spearman_spread"],
+                "> 0.5",
+                update["spearman_spread"] > 0.5,
+            )
         if "kc" in methods:
             ratio = raw["ce_abs"] / max(methods["kc"]["ce_abs"], 1e-300)
             add("ce_abs raw / kc", ratio, ">= 2", ratio >= 2)
@@ -700,12 +723,6 @@ def done_when(rows: list[dict]) -> list[dict]:
                 before = methods[name.removesuffix("-nonneg")]
                 drift = abs(row["ce_abs"] - before["ce_abs"])
                 add(f"ce_abs change {name}", drift, "<= 1e-9", drift <= 1e-9)
-        add(
-            "spearman_spread probconserv",
-            update["spearman_spread"],
-            "> 0.5",
-            update["spearman_spread"] > 0.5,
-        )
         add(
             "correction_cv hardc", hardc["correction_cv"], "<= 1e-6", hardc["correction_cv"] <= 1e-6
         )
@@ -812,7 +829,7 @@ def plot_correction(path: Path, found: dict, model: str = "earthformer", window:
     methods = found["samples"][model]
     raw = methods["raw"][:, window, -1, 0]
     panels = [("ensemble std", raw.std(0))]
-    for method in ("hardc", "probconserv"):
+    for method in (name for name in UPDATES if name in methods):
         panels.append(
             (f"|{method} correction|", (methods[method][:, window, -1, 0] - raw).abs().mean(0))
         )
