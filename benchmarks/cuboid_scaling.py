@@ -102,13 +102,15 @@ def _malloc_thresholds(mmap_bytes: int) -> None:
 
 
 def _peak_growth_mib(function) -> float:
-    """MiB by which the peak resident set rises above the current one while ``function()`` runs."""
+    """MiB by which the peak resident set rises above the current one while ``function()`` runs
+    (Linux keeps these counters per thread and folds them in lazily, so a call that allocates
+    nothing can read a few pages below zero: that is 0)."""
     gc.collect()
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")  # reset VmHWM to the current resident set
     before = _status_mib("VmRSS")
     function()
-    return _status_mib("VmHWM") - before
+    return max(_status_mib("VmHWM") - before, 0.0)
 
 
 def measure(spec: dict) -> dict:
