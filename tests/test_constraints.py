@@ -172,7 +172,7 @@ def test_a_shrunk_ensemble_update_is_the_update_with_the_shrunk_covariance(rows,
     if shrinkage == 1.0 and rows == 1:  # each point moves in proportion to its variance
         moved = (samples - out.samples) / torch.diagonal(full, 0, -2, -1)
         assert torch.allclose(moved / G[0], (moved / G[0])[..., :1].expand_as(moved))
-    for bad in (-0.1, 1.5, float("nan")):
+    for bad in (-0.1, 1.5, float("nan"), "0.5", True):
         with pytest.raises(ConstraintError, match=r"shrinkage must be a number in \[0, 1\]"):
             LinearConstraint(G, b, shrinkage=bad)
 

@@ -150,7 +150,12 @@ class LinearConstraint(Constraint):
         self.layout_hint = layout_hint
         if not (math.isfinite(jitter) and jitter > 0):
             raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
-        if not (math.isfinite(shrinkage) and 0 <= shrinkage <= 1):
+        if not (
+            isinstance(shrinkage, (int, float))
+            and not isinstance(shrinkage, bool)
+            and math.isfinite(shrinkage)
+            and 0 <= shrinkage <= 1
+        ):
             raise ConstraintError(f"shrinkage must be a number in [0, 1], got {shrinkage}")
         self.noise, self.projection, self.check_psd, self.jitter = (
             noise,
