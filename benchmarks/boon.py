@@ -19,13 +19,21 @@ Finished (case, method, seed) runs are kept in ``OUT/.boon-partial-SIZE.json`` (
 after each), so a killed run resumes where it stopped; the file is removed once the results are
 written.
 
-    python benchmarks/boon.py            # full run -> results/boon.{json,md} and two plots
-    python benchmarks/boon.py --quick    # smoke run (tiny sizes, one seed)
+``--fno plain`` trains every method on the reference code's FNO1d layout instead of neuralop's
+defaults (:func:`physml.models.plain_fno`: no channel MLP, one nonlinearity per layer, one
+linear lifting, a projection through 128 channels) and writes ``boon_plain_fno.*``, each row
+beside the recorded ``boon.json`` row of the same (case, method): the accuracy the cheaper
+layout keeps or loses.
+
+    python benchmarks/boon.py               # full run -> results/boon.{json,md} and two plots
+    python benchmarks/boon.py --quick       # smoke run (tiny sizes, one seed)
+    python benchmarks/boon.py --fno plain   # -> results/boon_plain_fno.{json,md}
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -247,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
+    parser.add_argument(
+        "--fno", choices=boon.FNO_LAYOUTS, default="neuralop", help="the FNO's layout"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -257,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown cases {unknown}; choose from {sorted(boon.CASES)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(args.out / f".{NAME}-partial-{size}.json", size)
-    zoom = args.out / f".{NAME}-zoom-{size}.pt"
+    name = NAME if args.fno == "neuralop" else f"{NAME}_{args.fno}_fno"
+    progress = Progress(args.out / f".{name}-partial-{size}.json", size)
+    zoom = args.out / f".{name}-zoom-{size}.pt"
 
     runs: list[dict] = []
     for case in cases:
-        plan = boon.budget(case, size)
+        plan = dataclasses.replace(boon.budget(case, size), fno=args.fno)
         family = boon.CASES[case].family
         methods = list(boon.TRAINED)
         if case in ABLATION_CASES:
@@ -273,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 done = progress.get(case, method, seed, plan)
                 if done is None:
-                    result = boon.run_case(case, method, seed, size, quiet=not args.progress)
+                    result = boon.run_case(case, method, seed, plan, quiet=not args.progress)
                     fwd = forward_ms(result, FORWARD_BATCH[family], args.quick)
                     done = {"rows": [{**row, "fwd_ms": fwd[row["method"]]} for row in result.rows]}
                     if case == "heat-neumann" and seed == seeds[0] and method in boon.TRAINED:
@@ -292,9 +304,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = summarise(runs)
     summary, prose = verdict(rows)
-    plots = draw(rows, runs, cases, size, args.out, zoom)
+    if args.fno != "neuralop":
+        summary["against_neuralop_layout"], lines = against_recorded(rows, RESULTS / f"{NAME}.json")
+        prose += "\n" + lines
+    plots = draw(rows, runs, cases, size, args.out, zoom, name)
     write_results(
-        NAME,
+        name,
         rows,
         args.seed,
         started,
@@ -303,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         notes=NOTES + "\n\n" + prose,
         extra={
             "size": size,
+            "fno": args.fno,
             "model_seeds": seeds,
             "summary": summary,
             "plots": plots,
@@ -316,7 +332,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def draw(rows, runs, cases, size, out: Path, zoom: Path) -> list[str]:
+def against_recorded(rows: list[dict], recorded: Path) -> tuple[dict, str]:
+    """Each (case, method)'s ``rel_l2`` over the recorded run's (``recorded``, neuralop's layout),
+    with the difference in standard errors of the two means: ``{"case/method": {...}}`` and
+    prose."""
+    if not recorded.exists():
+        return {}, f"- no recorded {recorded.name} to compare with"
+    before = {(r["case"], r["method"]): r for r in json.loads(recorded.read_text())["rows"]}
+    out, worst = {}, (0.0, "")
+    for row in rows:
+        old = before.get((row["case"], row["method"]))
+        if old is None:
+            continue
+        se = math.hypot(row["rel_l2_se"], old["rel_l2_se"])
+        ratio = row["rel_l2"] / old["rel_l2"]
+        z = (row["rel_l2"] - old["rel_l2"]) / se if se > 0 else math.inf
+        out[f"{row['case']}/{row['method']}"] = {
+            "rel_l2": row["rel_l2"], "recorded_rel_l2": old["rel_l2"], "ratio": ratio, "z": z,
+        }  # fmt: skip
+        if ratio > worst[0]:
+            worst = (ratio, f"{row['case']}/{row['method']}")
+    within = sum(1 for v in out.values() if v["ratio"] <= 1.0 or v["z"] <= 2.0)
+    text = (
+        f"- against the recorded {recorded.name} (neuralop's layout): rel_l2 ratio "
+        f"{min(v['ratio'] for v in out.values()):.3g}-{worst[0]:.3g} (worst {worst[1]}); "
+        f"{within} of {len(out)} rows no worse or within 2 standard errors"
+    )
+    return out, text
+
+
+def draw(rows, runs, cases, size, out: Path, zoom: Path, name: str = NAME) -> list[str]:
     """The boundary zoom (heat) and the cavity's error over time, when those cases ran."""
     written = []
     files = [zoom.with_name(f"{zoom.stem}-{method}.pt") for method in boon.TRAINED]
@@ -325,7 +370,7 @@ def draw(rows, runs, cases, size, out: Path, zoom: Path) -> list[str]:
         for f in files:
             predictions.update(torch.load(f, weights_only=True))
         data = boon.case_data("heat-neumann", size)
-        path = out / f"{NAME}-boundary-zoom.png"
+        path = out / f"{name}-boundary-zoom.png"
         boon.plot_boundary_zoom(data, predictions, path)
         written.append(path.name)
     if "cavity" in cases:
@@ -333,7 +378,7 @@ def draw(rows, runs, cases, size, out: Path, zoom: Path) -> list[str]:
         for row in runs:
             if row["case"] == "cavity":
                 curves.setdefault(row["method"], []).append(row["rel_l2_over_time"])
-        path = out / f"{NAME}-cavity-error-over-time.png"
+        path = out / f"{name}-cavity-error-over-time.png"
         data = boon.case_data("cavity", size)
         boon.plot_error_over_time(curves, data.times, path, "lid-driven cavity, test mean")
         written.append(path.name)

@@ -18,7 +18,11 @@ so each row's ratio says what that default costs:
 - ``toolkit``, ``toolkit-matched``: ``neuralop`` and ``neuralop-matched`` built by
   :func:`physml.models.fast_fno` (lean spectral convolutions, and the channel MLPs' 1×1
   convolutions as batched matmuls, :class:`physml.models.spectral.PointwiseConv1d`); ``toolkit``
-  is the FNO the BOON comparison trains (``physml/tasks/boon/models.py``).
+  is the FNO the BOON comparison trains (``physml/tasks/boon/models.py``);
+- ``plain_fno``: :func:`physml.models.plain_fno`, the ``toolkit-matched`` layout with one
+  nonlinearity per layer as in the plain FNO1d (neuralop's block without a channel MLP applies
+  GELU twice): the same function as the plain FNO1d, built from neuralop's modules. The BOON
+  comparison trains it with ``--fno plain`` (``results/boon_plain_fno.*``).
 
 Neither has padding or a factorised weight (the toolkit's FNO uses neuralop's defaults: no domain
 padding, dense complex weights), and both skips are linear 1×1 convolutions. Equal modes means
@@ -47,7 +51,7 @@ from neuralop.models import FNO
 from torch import nn
 from torch.nn import functional
 
-from physml.models import LeanSpectralConv, fast_fno
+from physml.models import LeanSpectralConv, fast_fno, plain_fno
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -134,12 +138,16 @@ def variants(hidden: int, modes: int, layers: int) -> dict[str, dict]:
         "lean-matched": {**matched, "conv_module": LeanSpectralConv},
         "toolkit": toolkit,
         "toolkit-matched": matched,
+        "plain_fno": matched,
     }
 
 
 def build(method: str, options: dict) -> nn.Module:
-    """The variant's model: ``toolkit*`` through :func:`physml.models.fast_fno`, the others
-    neuralop's ``FNO``."""
+    """The variant's model: ``toolkit*`` through :func:`physml.models.fast_fno`, ``plain_fno``
+    through :func:`physml.models.plain_fno`, the others neuralop's ``FNO``."""
+    if method == "plain_fno":
+        names = ("n_modes", "in_channels", "out_channels", "hidden_channels", "n_layers")
+        return plain_fno(**{name: options[name] for name in names})
     if method.startswith("toolkit"):
         return fast_fno(**options)
     return FNO(**options)

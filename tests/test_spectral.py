@@ -17,8 +17,8 @@ from pdes import Dirichlet, Grid1D, Neumann
 from physml import constrain
 from physml.constraints import BoundaryCondition
 from physml.constraints.spectral_probes import unsupported
-from physml.models import LeanSpectralConv, fast_fno
-from physml.models.spectral import PointwiseConv1d, pointwise
+from physml.models import LeanSpectralConv, fast_fno, plain_fno
+from physml.models.spectral import PLAIN_PROJECTION, PointwiseConv1d, pointwise
 
 ROUND_OFF = 1e-6  # float32, relative to the largest entry
 GRADIENT_ROUND_OFF = 1e-4  # through BOON's corrections, relative to the largest entry
@@ -234,8 +234,82 @@ def test_pointwise_refuses_a_convolution_that_is_not_plain_1x1(conv):
         pointwise(conv)
 
 
-def test_fast_fno_runs_its_lifting_and_projection_as_pointwise_convolutions():
+def test_fast_fno_runs_every_1x1_convolution_as_a_pointwise_one():
     lean = fast_fno(**FNO_1D)
     layers = [*lean.lifting.fcs, *lean.projection.fcs]
     layers += [fc for mlp in lean.fno_blocks.channel_mlp for fc in mlp.fcs]
+    layers += [skip.conv for skip in lean.fno_blocks.fno_skips]
     assert all(type(layer) is PointwiseConv1d for layer in layers)
+
+
+def hand_written_fno1d(fno, x: torch.Tensor) -> torch.Tensor:
+    """The reference FNO1d's forward from ``fno``'s parameters: ``[x, grid]`` lifted linearly,
+    layers ``v ← σ(irfft(W · rfft(v)[:m]) + b + S v)`` (no σ after the last), then
+    ``Q₂ σ(Q₁ v)``; the FFT normalised by ``1/n`` (neuralop's ``fft_norm="forward"``)."""
+    gelu = torch.nn.functional.gelu
+
+    def pointwise_layer(conv, v):  # a kernel-1 convolution as a channel matmul
+        out = torch.einsum("oi,bin->bon", conv.weight[:, :, 0], v)
+        return out if conv.bias is None else out + conv.bias[None, :, None]
+
+    n = x.shape[-1]
+    grid = fno.positional_embedding.grid(x.shape[2:], x.device, x.dtype)[0]
+    v = pointwise_layer(fno.lifting.fcs[0], torch.cat([x, grid.expand(x.shape[0], 1, n)], 1))
+    blocks = fno.fno_blocks
+    for index, conv in enumerate(blocks.convs):
+        weight = conv.weight.tensor  # (in, out, modes) complex
+        modes = weight.shape[-1]
+        spectrum = torch.fft.rfft(v, norm="forward")[..., :modes]
+        mixed = torch.zeros(v.shape[0], weight.shape[1], n // 2 + 1, dtype=torch.cfloat)
+        mixed[..., :modes] = torch.einsum("bim,iom->bom", spectrum, weight)
+        kernel = torch.fft.irfft(mixed, n=n, norm="forward") + conv.bias
+        v = kernel + pointwise_layer(blocks.fno_skips[index].conv, v)
+        if index < len(blocks.convs) - 1:
+            v = gelu(v)
+    first, second = fno.projection.fcs
+    return pointwise_layer(second, gelu(pointwise_layer(first, v)))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_plain_fno_is_the_reference_fno1d(batch):
+    torch.manual_seed(0)
+    fno = plain_fno(n_modes=(8,), in_channels=1, out_channels=2, hidden_channels=6, n_layers=3)
+    assert [fc.out_channels for fc in fno.projection.fcs] == [PLAIN_PROJECTION, 2]
+    assert not fno.fno_blocks.use_channel_mlp and len(fno.lifting.fcs) == 1
+    with torch.no_grad():  # non-zero biases, so every term is seen
+        for conv in fno.fno_blocks.convs:
+            conv.bias.normal_()
+    x = torch.randn(batch, 1, 17, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert_same(fno(x), hand_written_fno1d(fno, x))
+
+
+def test_plain_fno_trains_into_an_exact_boon():
+    grid = Grid1D(33, 0.0, 1.0)
+    torch.manual_seed(0)
+    fno = plain_fno(n_modes=(8,), in_channels=1, out_channels=1, hidden_channels=6, n_layers=3)
+    model = constrain(fno, BoundaryCondition(Dirichlet(0.5, -1.0), grid))
+    x = torch.randn(4, 1, 33)
+    y = model(x)
+    y.square().mean().backward()
+    walls = y.detach()[..., [0, -1]] - torch.tensor([0.5, -1.0])
+    assert float(walls.abs().max()) < 1e-6
+    assert all(p.grad is not None for p in fno.parameters() if p.requires_grad)
+
+
+def test_plain_fno_refuses_an_empty_projection():
+    with pytest.raises(ValueError, match="projection_channels must be >= 1, got 0"):
+        plain_fno((8,), 1, 1, 6, projection_channels=0)
+
+
+def test_plain_fno_in_2d_applies_one_nonlinearity_per_layer():
+    torch.manual_seed(0)
+    fno = plain_fno(n_modes=(6, 4), in_channels=2, out_channels=1, hidden_channels=5, n_layers=3)
+    x = torch.randn(2, 2, 9, 8, generator=torch.Generator().manual_seed(1))
+    blocks = fno.fno_blocks
+    with torch.no_grad():
+        v = fno.lifting(fno.positional_embedding(x))
+        for index, conv in enumerate(blocks.convs):
+            v = conv(v) + blocks.fno_skips[index](v)
+            v = torch.nn.functional.gelu(v) if index < len(blocks.convs) - 1 else v
+        assert_same(fno(x), fno.projection(v))

@@ -1,5 +1,6 @@
 """The BOON experiment pieces: datasets and their prescribed values, error measures, fair set-up."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic
 from pdes.problems import get as get_recipe
 from physml.constraints import BoundaryCondition
+from physml.models import OneActivationBlocks
 from physml.tasks import boon
 
 QUICK = "quick"
@@ -302,3 +304,20 @@ def test_bad_input_is_named():
         )
     with pytest.raises(ValueError, match="1-D cases"):
         boon.plot_boundary_zoom(boon.case_data("cavity", QUICK), {}, "unused.png")
+
+
+def test_the_plain_layout_trains_the_reference_fno1d_into_an_exact_boon(quick_data):
+    data = quick_data["burgers-dirichlet"]
+    plan = dataclasses.replace(boon.budget("burgers-dirichlet", QUICK), fno="plain")
+    model = boon.build_model("boon", data, plan, seed=2)
+    blocks = model.fno.fno_blocks
+    assert type(blocks) is OneActivationBlocks and not blocks.use_channel_mlp
+    assert model.constrained.kernel and len(model.constrained.correction.layers) == plan.layers
+    with torch.no_grad():
+        out = model(data.test_x, data.test_values)
+    assert float(data.walls.error(out.double(), data.test_values).max()) < 1e-5
+
+
+def test_a_budget_refuses_an_unknown_fno_layout():
+    with pytest.raises(ValueError, match=r"fno must be one of \('neuralop', 'plain'\), got 'x'"):
+        boon.Budget(4, 4, 33, 1, fno="x")

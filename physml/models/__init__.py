@@ -32,7 +32,7 @@ from .forecasting import (
 from .gp import ExactGPSurrogate
 from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from .prediff import PreDiff
-from .spectral import LeanSpectralConv, fast_fno
+from .spectral import LeanSpectralConv, OneActivationBlocks, fast_fno, plain_fno
 
 __all__ = [
     "PATTERNS",
@@ -59,10 +59,12 @@ __all__ = [
     "EnergyJudge",
     "KnowledgeRegressor",
     "LeanSpectralConv",
+    "OneActivationBlocks",
     "NoisyLatentLoss",
     "PreDiff",
     "elbo_loss",
     "fast_fno",
+    "plain_fno",
     "gpme_residual",
     "grid_points",
     "softc_loss_extra",

@@ -23,6 +23,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+from neuralop.layers.fno_block import FNOBlocks
+from neuralop.layers.skip_connections import Flattened1dConv
 from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models import FNO
 from torch import nn
@@ -156,15 +158,19 @@ def pointwise(conv: nn.Conv1d) -> PointwiseConv1d:
     return lean
 
 
-def _lean_channel_mlps(fno: FNO) -> None:
-    """Every ``ChannelMLP`` layer of ``fno`` (lifting, projection, the blocks' channel MLPs)
-    as :class:`PointwiseConv1d`, in place (parameters, ``state_dict`` keys and outputs kept)."""
+def _lean_pointwise_layers(fno: FNO) -> None:
+    """Every kernel-1 ``Conv1d`` of ``fno`` (lifting, projection, the blocks' channel MLPs and
+    their ``Flattened1dConv`` skips) as :class:`PointwiseConv1d`, in place (parameters,
+    ``state_dict`` keys and outputs kept)."""
     mlps = [fno.lifting, fno.projection, *getattr(fno.fno_blocks, "channel_mlp", ())]
     for mlp in mlps:
         fcs = getattr(mlp, "fcs", None)
         for index, layer in enumerate(fcs or ()):
             if type(layer) is nn.Conv1d:
                 fcs[index] = pointwise(layer)
+    for skip in getattr(fno.fno_blocks, "fno_skips", ()):
+        if type(getattr(skip, "conv", None)) is nn.Conv1d:
+            skip.conv = pointwise(skip.conv)
 
 
 class CheckedFNO(FNO):
@@ -179,11 +185,70 @@ class CheckedFNO(FNO):
 
 def fast_fno(**fno_options) -> FNO:
     """The toolkit's FNO: neuralop's ``FNO(**fno_options)`` with :class:`LeanSpectralConv`
-    layers and its channel MLPs' 1×1 convolutions as :class:`PointwiseConv1d` — the same model
-    (parameters from the same seed, ``state_dict``, outputs to round-off) at less cost per call —
-    that refuses non-finite input (:class:`CheckedFNO`)."""
+    layers and its 1×1 convolutions (channel MLPs, skips) as :class:`PointwiseConv1d` — the
+    same model (parameters from the same seed, ``state_dict``, outputs to round-off) at less cost
+    per call — that refuses non-finite input (:class:`CheckedFNO`)."""
     if "conv_module" in fno_options:
         raise ValueError("fast_fno sets conv_module itself; got conv_module in fno_options")
     fno = CheckedFNO(**fno_options, conv_module=LeanSpectralConv)
-    _lean_channel_mlps(fno)
+    _lean_pointwise_layers(fno)
+    return fno
+
+
+PLAIN_PROJECTION = 128
+"""Hidden channels of the reference FNO1d's projection (the FNO and BOON papers' code)."""
+
+
+class OneActivationBlocks(FNOBlocks):
+    """neuralop's FNO blocks without a channel MLP, the nonlinearity applied once per layer:
+    ``σ(K x + W x)`` (σ left out after the last), the layer of the reference FNO1d.
+
+    Without a channel MLP neuralop's post-activation block applies σ twice (after the skip sum,
+    and again where the channel MLP's output would be), i.e. ``σ(σ(K x + W x))``.
+    """
+
+    def forward_with_postactivation(self, x, index=0, output_shape=None):
+        conv = self.convs[index]
+        same_grid = output_shape is None and conv.resolution_scaling_factor is None
+        skip = None
+        if self.fno_skips is not None:
+            skip_layer = self.fno_skips[index]
+            if x.ndim == 3 and isinstance(skip_layer, Flattened1dConv):
+                skip = skip_layer.conv(x)  # on (batch, channel, n) its flattening is the identity
+            else:
+                skip = skip_layer(x)
+            if not same_grid:
+                skip = conv.transform(skip, output_shape=output_shape)
+        x = conv(x, output_shape=output_shape)
+        if skip is not None:
+            x = x + skip
+        return self.non_linearity(x) if index < self.n_layers - 1 else x
+
+
+def plain_fno(
+    n_modes: tuple[int, ...],
+    in_channels: int,
+    out_channels: int,
+    hidden_channels: int,
+    n_layers: int = 4,
+    projection_channels: int = PLAIN_PROJECTION,
+) -> FNO:
+    """The reference code's FNO ``(batch, in, *space) → (batch, out, *space)`` built from
+    neuralop's: the grid appended, one linear lifting, ``n_layers`` of ``σ(K x + W x)`` (no
+    channel MLP, :class:`OneActivationBlocks`), a projection through ``projection_channels``;
+    lean layers as in :func:`fast_fno`. Its parameters are the hand-written FNO1d's, and so is
+    its cost per call (``benchmarks/fno_overhead.py``)."""
+    if projection_channels < 1:
+        raise ValueError(f"projection_channels must be >= 1, got {projection_channels}")
+    fno = fast_fno(
+        n_modes=n_modes,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        hidden_channels=hidden_channels,
+        n_layers=n_layers,
+        use_channel_mlp=False,
+        lifting_channel_ratio=0,
+        projection_channel_ratio=projection_channels / hidden_channels,
+    )
+    fno.fno_blocks.__class__ = OneActivationBlocks  # same modules, one σ per layer
     return fno

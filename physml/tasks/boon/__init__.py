@@ -17,6 +17,7 @@ per concern:
 
 from .data import (
     CASES,
+    FNO_LAYOUTS,
     MULTI_NT,
     MULTI_T,
     SINGLE_T,
@@ -51,6 +52,7 @@ __all__ = [
     "ABLATION",
     "CASES",
     "F64",
+    "FNO_LAYOUTS",
     "METHODS",
     "MULTI_NT",
     "MULTI_T",

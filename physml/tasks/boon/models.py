@@ -19,7 +19,7 @@ from neuralop.models import FNO
 from torch import nn
 
 from ...constraints import BoundaryCondition, constrain
-from ...models import fast_fno
+from ...models import fast_fno, plain_fno
 from .data import Budget, CaseData
 from .walls import Walls
 
@@ -82,7 +82,7 @@ def build_model(method: str, data: CaseData, plan: Budget, seed: int) -> Boundar
     if wall_input and data.train_values is None:
         raise ValueError(f"method {PEER!r} needs prescribed wall values; this case has none")
     torch.manual_seed(seed)
-    fno = fast_fno(
+    fno = {"neuralop": fast_fno, "plain": plain_fno}[plan.fno](
         n_modes=plan.modes,
         in_channels=data.train_x.shape[1] + (2 if wall_input else 0),
         out_channels=data.train_y.shape[1],
