@@ -353,12 +353,24 @@ def against_recorded(rows: list[dict], recorded: Path) -> tuple[dict, str]:
         if ratio > worst[0]:
             worst = (ratio, f"{row['case']}/{row['method']}")
     within = sum(1 for v in out.values() if v["ratio"] <= 1.0 or v["z"] <= 2.0)
-    text = (
+    lines = [
         f"- against the recorded {recorded.name} (neuralop's layout): rel_l2 ratio "
         f"{min(v['ratio'] for v in out.values()):.3g}-{worst[0]:.3g} (worst {worst[1]}); "
-        f"{within} of {len(out)} rows no worse or within 2 standard errors"
-    )
-    return out, text
+        f"{within} of {len(out)} rows no worse or within 2 standard errors",
+        "",
+        f"Against the recorded `{recorded.name}` (neuralop's layout), from "
+        "`summary.against_neuralop_layout` in the JSON (`z`: the difference of the two means in "
+        "standard errors of the difference):",
+        "",
+        "| case / method | rel_l2 (plain) | rel_l2 (neuralop) | ratio | z |",
+        "|---|---|---|---|---|",
+    ]
+    for key, v in out.items():
+        lines.append(
+            f"| {key} | {v['rel_l2']:.3g} | {v['recorded_rel_l2']:.3g} | {v['ratio']:.3g} "
+            f"| {v['z']:.2g} |"
+        )
+    return out, "\n".join(lines)
 
 
 def draw(rows, runs, cases, size, out: Path, zoom: Path, name: str = NAME) -> list[str]:

@@ -16,9 +16,9 @@ so each row's ratio says what that default costs:
   ``conv_module=LeanSpectralConv`` (:mod:`physml.models.spectral`: the same layers, weights and
   outputs without neuralop's per-call Python);
 - ``toolkit``, ``toolkit-matched``: ``neuralop`` and ``neuralop-matched`` built by
-  :func:`physml.models.fast_fno` (lean spectral convolutions, and the channel MLPs' 1×1
-  convolutions as batched matmuls, :class:`physml.models.spectral.PointwiseConv1d`); ``toolkit``
-  is the FNO the BOON comparison trains (``physml/tasks/boon/models.py``);
+  :func:`physml.models.fast_fno` (lean spectral convolutions, and the 1×1 convolutions of the
+  channel MLPs and skips as batched matmuls, :class:`physml.models.spectral.PointwiseConv1d`);
+  ``toolkit`` is the FNO the BOON comparison trains (``physml/tasks/boon/models.py``);
 - ``plain_fno``: :func:`physml.models.plain_fno`, the ``toolkit-matched`` layout with one
   nonlinearity per layer as in the plain FNO1d (neuralop's block without a channel MLP applies
   GELU twice): the same function as the plain FNO1d, built from neuralop's modules. The BOON
@@ -213,10 +213,21 @@ def main(argv: list[str] | None = None) -> int:
         "twice). `n_modes`: neuralop's option; `modes`: the Fourier modes both keep. `neuralop-*` "
         "variants are cumulative; `lean` is `neuralop` and `lean-matched` is `neuralop-matched` "
         "with LeanSpectralConv layers; `toolkit` and `toolkit-matched` are `neuralop` and "
-        "`neuralop-matched` through `physml.models.fast_fno` (also the channel MLPs' 1×1 "
-        "convolutions as batched matmuls); `toolkit` is the FNO the BOON comparison trains "
-        "(see the script's docstring)."
+        "`neuralop-matched` through `physml.models.fast_fno` (also the 1×1 convolutions of the "
+        "channel MLPs and skips as batched matmuls); `toolkit` is the FNO the BOON comparison "
+        "trains by default (see the script's docstring); `plain_fno` is "
+        "`physml.models.plain_fno` (one GELU per layer, as the plain FNO1d)."
     )
+    target = 1.1
+    for case in cases:
+        plain_rows = [r for r in rows if r["case"] == case and r["method"] == "plain_fno"]
+        worst = max(plain_rows, key=lambda r: r["ratio"])
+        verdict = "met" if worst["ratio"] <= target else "NOT met"
+        notes += (
+            f"\n\n- {case}: `plain_fno` at most {worst['ratio']:.3g}× the plain FNO1d over "
+            f"batches {sorted({r['batch'] for r in plain_rows})} and both calls (worst: "
+            f"{worst['call']}, batch {worst['batch']}; target <= {target}: {verdict})"
+        )
     columns = [
         "case",
         "method",

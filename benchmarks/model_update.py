@@ -57,7 +57,7 @@ SCALES = {
         test=1000,  # flips are rare: 1000 samples resolve rates of a few tenths of a percent
         validation=1000,
         seeds=3,
-        lambdas=(0.3, 1.0, 3.0),
+        lambdas=(0.3, 1.0, 3.0, 10.0, 30.0),
     ),
     "large": dict(
         old=blocks.Size(16, 8, 3, 128, 500),
@@ -152,16 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{NAME}_large" if mode == "large" else NAME
     scale, quiet = SCALES[mode], not sys.stderr.isatty()
     equations = args.equations.split(",")
-    for name in equations:
-        blocks.equation(name)
+    for equation in equations:
+        blocks.equation(equation)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / name)
-        for name in equations:
-            problem = blocks.equation(name)
+        for equation in equations:
+            problem = blocks.equation(equation)
             runs: dict = {}
             for seed in range(args.seed, args.seed + scale["seeds"]):
-                for key, scores in runs_of_seed(problem, scale, seed, work / name, quiet).items():
+                for key, scores in runs_of_seed(
+                    problem, scale, seed, work / equation, quiet
+                ).items():
                     runs.setdefault(key, []).append(scores)
             for (case, method, strength), seeds in runs.items():
                 row = {"case": case, "method": method, "lambda": strength, "seeds": len(seeds)}

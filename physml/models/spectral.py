@@ -16,6 +16,11 @@ the toolkit's FNOs); other options raise ``ValueError``. Use it through neuralop
 
     FNO(n_modes=(16,), in_channels=1, out_channels=1, hidden_channels=32,
         conv_module=LeanSpectralConv)          # or fast_fno(n_modes=(16,), ...)
+
+:func:`plain_fno` builds the FNO of the FNO and BOON reference code from the same modules (no
+channel MLP, one GELU per layer, a linear lifting, a projection through 128 channels): it costs
+what the hand-written FNO1d costs, where neuralop's defaults cost 1.2–1.7× more
+(``benchmarks/results/fno_overhead.md``). BOON applies to either through ``constrain``.
 """
 
 from __future__ import annotations
