@@ -4,7 +4,7 @@ For Burgers (walls at 0) and heat (insulated left, heater flux right), ``u(x, 0)
 old FNO (small, little data) is replaced by a larger FNO on more data (case ``<eq>-fno``) or by
 BOON, the same larger FNO through ``constrain(fno, BoundaryCondition(...))`` (``<eq>-boon``).
 Two upgrades: ``incremental`` (the default: width 16 → 20, 128 → 256 samples, the same 500
-steps; the new model 10–45% more accurate, as a routine retraining is) and ``large`` (width 32,
+steps; the new model 20–35% more accurate, as a routine retraining is) and ``large`` (width 32,
 modes 16, 4 layers, 512 samples, 1500 steps: 3–5× more accurate, so much better everywhere that
 it makes no flip to remove; results ``model_update_large.*``).
 Methods: ``retrain`` (plain), ``pc-focal`` (focal distillation toward the old model, α = 1,
