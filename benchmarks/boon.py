@@ -19,15 +19,16 @@ Finished (case, method, seed) runs are kept in ``OUT/.boon-partial-SIZE.json`` (
 after each), so a killed run resumes where it stopped; the file is removed once the results are
 written.
 
-``--fno plain`` trains every method on the reference code's FNO1d layout instead of neuralop's
-defaults (:func:`physml.models.plain_fno`: no channel MLP, one nonlinearity per layer, one
-linear lifting, a projection through 128 channels) and writes ``boon_plain_fno.*``, each row
-beside the recorded ``boon.json`` row of the same (case, method): the accuracy the cheaper
-layout keeps or loses.
+The FNO is :func:`physml.models.plain_fno` (the reference code's FNO1d layout: no channel MLP,
+one nonlinearity per layer, one linear lifting, a projection through 128 channels); ``--fno
+neuralop`` trains every method on neuralop's defaults instead (:func:`physml.models.fast_fno`)
+and writes ``boon_neuralop_fno.*``. Each run's rows are set beside the recorded rows of the other
+layout (``summary.against_other_layout``): the accuracy one layout keeps or loses against the
+other.
 
-    python benchmarks/boon.py               # full run -> results/boon.{json,md} and two plots
-    python benchmarks/boon.py --quick       # smoke run (tiny sizes, one seed)
-    python benchmarks/boon.py --fno plain   # -> results/boon_plain_fno.{json,md}
+    python benchmarks/boon.py                  # full run -> results/boon.{json,md}, two plots
+    python benchmarks/boon.py --quick          # smoke run (tiny sizes, one seed)
+    python benchmarks/boon.py --fno neuralop   # -> results/boon_neuralop_fno.{json,md}
 """
 
 from __future__ import annotations
@@ -255,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
-    parser.add_argument(
-        "--fno", choices=boon.FNO_LAYOUTS, default="neuralop", help="the FNO's layout"
-    )
+    parser.add_argument("--fno", choices=boon.FNO_LAYOUTS, default="plain", help="the FNO's layout")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown cases {unknown}; choose from {sorted(boon.CASES)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    name = NAME if args.fno == "neuralop" else f"{NAME}_{args.fno}_fno"
+    name = results_name(args.fno)
     progress = Progress(args.out / f".{name}-partial-{size}.json", size)
     zoom = args.out / f".{name}-zoom-{size}.pt"
 
@@ -304,9 +303,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = summarise(runs)
     summary, prose = verdict(rows)
-    if args.fno != "neuralop":
-        summary["against_neuralop_layout"], lines = against_recorded(rows, RESULTS / f"{NAME}.json")
-        prose += "\n" + lines
+    other = next(layout for layout in boon.FNO_LAYOUTS if layout != args.fno)
+    summary["against_other_layout"], lines = against_recorded(
+        rows, RESULTS / f"{results_name(other)}.json", other, size
+    )
+    prose += "\n" + lines
     plots = draw(rows, runs, cases, size, args.out, zoom, name)
     write_results(
         name,
@@ -332,13 +333,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def against_recorded(rows: list[dict], recorded: Path) -> tuple[dict, str]:
-    """Each (case, method)'s ``rel_l2`` over the recorded run's (``recorded``, neuralop's layout),
-    with the difference in standard errors of the two means: ``{"case/method": {...}}`` and
-    prose."""
-    if not recorded.exists():
-        return {}, f"- no recorded {recorded.name} to compare with"
-    before = {(r["case"], r["method"]): r for r in json.loads(recorded.read_text())["rows"]}
+def results_name(layout: str) -> str:
+    """The results files' name of a run on the FNO ``layout``."""
+    return NAME if layout == boon.FNO_LAYOUTS[0] else f"{NAME}_{layout}_fno"
+
+
+def against_recorded(rows: list[dict], recorded: Path, layout: str, size: str) -> tuple[dict, str]:
+    """Each (case, method)'s ``rel_l2`` over the recorded run's (``recorded``, on the FNO
+    ``layout``, at the same ``size``), with the difference in standard errors of the two means:
+    ``{"case/method": {...}}`` and prose."""
+    result = json.loads(recorded.read_text()) if recorded.exists() else {}
+    if result.get("size") != size:
+        return {}, f"- no recorded {recorded.name} at size {size} to compare with"
+    before = {(r["case"], r["method"]): r for r in result["rows"]}
     out, worst = {}, (0.0, "")
     for row in rows:
         old = before.get((row["case"], row["method"]))
@@ -352,17 +359,19 @@ def against_recorded(rows: list[dict], recorded: Path) -> tuple[dict, str]:
         }  # fmt: skip
         if ratio > worst[0]:
             worst = (ratio, f"{row['case']}/{row['method']}")
+    if not out:
+        return {}, f"- no (case, method) of this run in the recorded {recorded.name}"
     within = sum(1 for v in out.values() if v["ratio"] <= 1.0 or v["z"] <= 2.0)
     lines = [
-        f"- against the recorded {recorded.name} (neuralop's layout): rel_l2 ratio "
+        f"- against the recorded {recorded.name} ({layout} layout): rel_l2 ratio "
         f"{min(v['ratio'] for v in out.values()):.3g}-{worst[0]:.3g} (worst {worst[1]}); "
         f"{within} of {len(out)} rows no worse or within 2 standard errors",
         "",
-        f"Against the recorded `{recorded.name}` (neuralop's layout), from "
-        "`summary.against_neuralop_layout` in the JSON (`z`: the difference of the two means in "
+        f"Against the recorded `{recorded.name}` ({layout} layout), from "
+        "`summary.against_other_layout` in the JSON (`z`: the difference of the two means in "
         "standard errors of the difference):",
         "",
-        "| case / method | rel_l2 (plain) | rel_l2 (neuralop) | ratio | z |",
+        f"| case / method | rel_l2 (this run) | rel_l2 ({layout}) | ratio | z |",
         "|---|---|---|---|---|",
     ]
     for key, v in out.items():

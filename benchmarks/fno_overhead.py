@@ -18,11 +18,12 @@ so each row's ratio says what that default costs:
 - ``toolkit``, ``toolkit-matched``: ``neuralop`` and ``neuralop-matched`` built by
   :func:`physml.models.fast_fno` (lean spectral convolutions, and the 1×1 convolutions of the
   channel MLPs and skips as batched matmuls, :class:`physml.models.spectral.PointwiseConv1d`);
-  ``toolkit`` is the FNO the BOON comparison trains (``physml/tasks/boon/models.py``);
+  ``toolkit`` is the FNO of ``benchmarks/boon.py --fno neuralop`` and of the toolkit's other
+  tasks;
 - ``plain_fno``: :func:`physml.models.plain_fno`, the ``toolkit-matched`` layout with one
   nonlinearity per layer as in the plain FNO1d (neuralop's block without a channel MLP applies
-  GELU twice): the same function as the plain FNO1d, built from neuralop's modules. The BOON
-  comparison trains it with ``--fno plain`` (``results/boon_plain_fno.*``).
+  GELU twice): the same function as the plain FNO1d, built from neuralop's modules; the FNO the
+  BOON comparison trains (``physml/tasks/boon/models.py``).
 
 Neither has padding or a factorised weight (the toolkit's FNO uses neuralop's defaults: no domain
 padding, dense complex weights), and both skips are linear 1×1 convolutions. Equal modes means
@@ -214,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         "variants are cumulative; `lean` is `neuralop` and `lean-matched` is `neuralop-matched` "
         "with LeanSpectralConv layers; `toolkit` and `toolkit-matched` are `neuralop` and "
         "`neuralop-matched` through `physml.models.fast_fno` (also the 1×1 convolutions of the "
-        "channel MLPs and skips as batched matmuls); `toolkit` is the FNO the BOON comparison "
-        "trains by default (see the script's docstring); `plain_fno` is "
-        "`physml.models.plain_fno` (one GELU per layer, as the plain FNO1d)."
+        "channel MLPs and skips as batched matmuls); `toolkit` is the FNO of `boon.py --fno "
+        "neuralop` and the other tasks; `plain_fno` is `physml.models.plain_fno` (one GELU per "
+        "layer, as the plain FNO1d), the FNO the BOON comparison trains (see the script's "
+        "docstring)."
     )
     target = 1.1
     for case in cases:

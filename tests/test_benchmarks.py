@@ -152,6 +152,16 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     assert {row["case"] for row in resumed["rows"]} == {"heat-neumann"}
 
 
+def test_boon_on_neuralops_layout_writes_its_own_results(tmp_path):
+    script = benchmark("boon", "--quick", "--fno", "neuralop", "--cases", "heat-neumann")
+    subprocess.run([*script, "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=600)
+    result = json.loads((tmp_path / "boon_neuralop_fno.json").read_text())
+    assert result["fno"] == "neuralop" and not (tmp_path / "boon.json").exists()
+    assert {row["case"] for row in result["rows"]} == {"heat-neumann"}
+    # the committed plain-layout record is of the full size: nothing to set beside a quick run
+    assert result["summary"]["against_other_layout"] == {}
+
+
 def _quick(name: str, out: Path) -> dict:
     """Run ``benchmarks/<name>.py --quick --out out`` and return its checked results JSON."""
     subprocess.run(

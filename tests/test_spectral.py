@@ -313,3 +313,15 @@ def test_plain_fno_in_2d_applies_one_nonlinearity_per_layer():
             v = conv(v) + blocks.fno_skips[index](v)
             v = torch.nn.functional.gelu(v) if index < len(blocks.convs) - 1 else v
         assert_same(fno(x), fno.projection(v))
+
+
+def test_plain_fno_calls_a_hooked_skip_as_a_module():
+    # the constraint layer's probes ride on hooks of the skip module: a bypass must not skip them
+    torch.manual_seed(0)
+    fno = plain_fno(n_modes=(8,), in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
+    seen = []
+    fno.fno_blocks.fno_skips[1].register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    x = torch.randn(3, 1, 17)
+    with torch.no_grad():
+        fno(x)
+    assert seen == [(3, 6, 17)]

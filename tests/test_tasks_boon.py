@@ -319,5 +319,5 @@ def test_the_plain_layout_trains_the_reference_fno1d_into_an_exact_boon(quick_da
 
 
 def test_a_budget_refuses_an_unknown_fno_layout():
-    with pytest.raises(ValueError, match=r"fno must be one of \('neuralop', 'plain'\), got 'x'"):
+    with pytest.raises(ValueError, match=r"fno must be one of \('plain', 'neuralop'\), got 'x'"):
         boon.Budget(4, 4, 33, 1, fno="x")

@@ -19,7 +19,7 @@ the toolkit's FNOs); other options raise ``ValueError``. Use it through neuralop
 
 :func:`plain_fno` builds the FNO of the FNO and BOON reference code from the same modules (no
 channel MLP, one GELU per layer, a linear lifting, a projection through 128 channels): it costs
-what the hand-written FNO1d costs, where neuralop's defaults cost 1.2–1.7× more
+what the hand-written FNO1d costs, where neuralop's defaults cost 1.2–1.6× more
 (``benchmarks/results/fno_overhead.md``). BOON applies to either through ``constrain``.
 """
 
@@ -218,16 +218,28 @@ class OneActivationBlocks(FNOBlocks):
         skip = None
         if self.fno_skips is not None:
             skip_layer = self.fno_skips[index]
-            if x.ndim == 3 and isinstance(skip_layer, Flattened1dConv):
+            if x.ndim == 3 and isinstance(skip_layer, Flattened1dConv) and _unhooked(skip_layer):
                 skip = skip_layer.conv(x)  # on (batch, channel, n) its flattening is the identity
             else:
-                skip = skip_layer(x)
+                skip = skip_layer(x)  # hooks (BOON's probes) see the call
             if not same_grid:
                 skip = conv.transform(skip, output_shape=output_shape)
         x = conv(x, output_shape=output_shape)
         if skip is not None:
             x = x + skip
         return self.non_linearity(x) if index < self.n_layers - 1 else x
+
+
+def _unhooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run no hook (its own or a global one), so that its
+    forward may be bypassed."""
+    hooks = nn.modules.module
+    return not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+    )
 
 
 def plain_fno(
