@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
-    parser.add_argument("--fno", choices=boon.FNO_LAYOUTS, default="plain", help="the FNO's layout")
+    parser.add_argument(
+        "--fno", choices=boon.FNO_LAYOUTS, default=boon.FNO_LAYOUTS[0], help="the FNO's layout"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -353,7 +355,7 @@ def against_recorded(rows: list[dict], recorded: Path, layout: str, size: str) -
             continue
         se = math.hypot(row["rel_l2_se"], old["rel_l2_se"])
         ratio = row["rel_l2"] / old["rel_l2"]
-        z = (row["rel_l2"] - old["rel_l2"]) / se if se > 0 else math.inf
+        z = (row["rel_l2"] - old["rel_l2"]) / se if se > 0 else None  # one seed each: unknown
         out[f"{row['case']}/{row['method']}"] = {
             "rel_l2": row["rel_l2"], "recorded_rel_l2": old["rel_l2"], "ratio": ratio, "z": z,
         }  # fmt: skip
@@ -361,7 +363,7 @@ def against_recorded(rows: list[dict], recorded: Path, layout: str, size: str) -
             worst = (ratio, f"{row['case']}/{row['method']}")
     if not out:
         return {}, f"- no (case, method) of this run in the recorded {recorded.name}"
-    within = sum(1 for v in out.values() if v["ratio"] <= 1.0 or v["z"] <= 2.0)
+    within = sum(1 for v in out.values() if v["ratio"] <= 1.0 or (v["z"] or math.inf) <= 2.0)
     lines = [
         f"- against the recorded {recorded.name} ({layout} layout): rel_l2 ratio "
         f"{min(v['ratio'] for v in out.values()):.3g}-{worst[0]:.3g} (worst {worst[1]}); "
@@ -377,7 +379,7 @@ def against_recorded(rows: list[dict], recorded: Path, layout: str, size: str) -
     for key, v in out.items():
         lines.append(
             f"| {key} | {v['rel_l2']:.3g} | {v['recorded_rel_l2']:.3g} | {v['ratio']:.3g} "
-            f"| {v['z']:.2g} |"
+            f"| {'' if v['z'] is None else format(v['z'], '.2g')} |"
         )
     return out, "\n".join(lines)
 

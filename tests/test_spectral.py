@@ -297,9 +297,20 @@ def test_plain_fno_trains_into_an_exact_boon():
     assert all(p.grad is not None for p in fno.parameters() if p.requires_grad)
 
 
-def test_plain_fno_refuses_an_empty_projection():
-    with pytest.raises(ValueError, match="projection_channels must be >= 1, got 0"):
-        plain_fno((8,), 1, 1, 6, projection_channels=0)
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("hidden_channels", 0),
+        ("projection_channels", 0),
+        ("n_layers", -1),
+        ("in_channels", 1.5),
+        ("out_channels", True),
+    ],
+)
+def test_plain_fno_refuses_a_size_that_is_not_a_positive_integer(name, value):
+    sizes = dict(in_channels=1, out_channels=1, hidden_channels=6, n_layers=2)
+    with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1, got {value!r}"):
+        plain_fno((8,), **{**sizes, name: value})
 
 
 def test_plain_fno_in_2d_applies_one_nonlinearity_per_layer():

@@ -255,8 +255,16 @@ def plain_fno(
     channel MLP, :class:`OneActivationBlocks`), a projection through ``projection_channels``;
     lean layers as in :func:`fast_fno`. Its parameters are the hand-written FNO1d's, and so is
     its cost per call (``benchmarks/fno_overhead.py``)."""
-    if projection_channels < 1:
-        raise ValueError(f"projection_channels must be >= 1, got {projection_channels}")
+    sizes = {
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "hidden_channels": hidden_channels,
+        "n_layers": n_layers,
+        "projection_channels": projection_channels,
+    }
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     fno = fast_fno(
         n_modes=n_modes,
         in_channels=in_channels,

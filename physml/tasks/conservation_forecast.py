@@ -540,9 +540,10 @@ def prediff_ensembles(
 
 SHRINKAGE = 1.0
 """``probconserv_shrunk``: the weight of the members' own variances in the update's covariance.
-At 1 each point moves in proportion to its spread, whatever the members' correlations. (At 0.5
-the conserved variant's Earthformer and FNO rows matched ``probconserv`` to 2%: their member
-differences carry mass coherently, ``gᵀΣg ≫ Σᵢ Σᵢᵢ gᵢ²``, so only α near 1 changes the gain.)"""
+At 1 each point moves in proportion to its spread, whatever the members' correlations. Where the
+members' differences carry mass coherently (``gᵀΣg ≫ Σᵢ Σᵢᵢ gᵢ²``, as on the forecasters here)
+only α near 1 changes the gain much; an unrecorded probe at 0.5 stayed close to
+``probconserv``."""
 UPDATES = {"hardc": ("euclidean", 0.0), "probconserv": ("covariance", 0.0)}
 UPDATES["probconserv_shrunk"] = ("covariance", SHRINKAGE)
 

@@ -31,6 +31,13 @@ from .walls import F64, AxisWalls, CavityWalls, Walls
 TRAIN_SEED, TEST_SEED = 0, 100_000  # dataset seed of the first training and first test sample
 
 
+FNO_LAYOUTS = ("plain", "neuralop")
+"""The FNO of a case: ``plain`` (the FNO and BOON reference code's FNO1d, through
+:func:`physml.models.plain_fno`: as fast as the hand-written one and, at these budgets, more
+accurate than neuralop's defaults) or ``neuralop`` (neuralop's defaults through
+:func:`physml.models.fast_fno`: a channel MLP in every layer, a two-layer lifting)."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """Data and training budget of one case: samples, grid, steps, batch and network shape."""
@@ -46,18 +53,11 @@ class Budget:
     layers: int = 4
     clip: float | None = 1.0  # largest gradient norm per step (None: no clipping)
     pivot_floor: float = 0.1  # BOON's smallest pivot relative to its probe column's RMS
-    fno: str = "plain"  # the FNO's layout: "plain" or "neuralop" (FNO_LAYOUTS)
+    fno: str = FNO_LAYOUTS[0]  # the FNO's layout, one of FNO_LAYOUTS
 
     def __post_init__(self) -> None:
         if self.fno not in FNO_LAYOUTS:
             raise ValueError(f"fno must be one of {FNO_LAYOUTS}, got {self.fno!r}")
-
-
-FNO_LAYOUTS = ("plain", "neuralop")
-"""The FNO of a case: ``plain`` (the FNO and BOON reference code's FNO1d, through
-:func:`physml.models.plain_fno`: as fast as the hand-written one and, at these budgets, more
-accurate than neuralop's defaults) or ``neuralop`` (neuralop's defaults through
-:func:`physml.models.fast_fno`: a channel MLP in every layer, a two-layer lifting)."""
 
 
 SIZES: dict[str, dict[str, Budget]] = {
