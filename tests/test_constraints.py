@@ -628,6 +628,52 @@ def test_nonnegativity_after_probconserv_on_a_diagonal_model_equals_the_dense_ro
     assert torch.allclose(Grid1D(30).integrate(fast.mean), torch.full((3,), 0.4, dtype=F64))
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("rows", ["one", "one-of-mixed-sign", "two"])
+def test_nonnegativity_on_a_low_rank_posterior_equals_the_dense_route(seed, rows):
+    """One non-negative row (mass): the one-step simplex route; a row of mixed signs or two
+    rows: the Woodbury rounds. Each must give the dense covariance's answer, slices without a
+    negative mean untouched."""
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 17
+    mean = torch.randn(5, n, generator=gen, dtype=F64) + 0.3
+    mean[2] = mean[2].abs() + 0.1  # a slice with nothing to pin
+    variance = 0.05 + torch.rand(5, n, generator=gen, dtype=F64)
+    weights = torch.rand(n, generator=gen, dtype=F64) + 0.1
+    if rows == "one-of-mixed-sign":
+        weights[::4] *= -0.2
+    G = weights[None] if rows != "two" else torch.stack([weights, torch.linspace(0, 1, n)])
+    total = (mean.clamp_min(0) * G[0]).sum(-1)[:, None]
+    b = (
+        total
+        if rows != "two"
+        else torch.cat([total, (mean.clamp_min(0) * G[1]).sum(-1)[:, None]], -1)
+    )
+    posterior = through(LinearConstraint(G, b), Gaussian(mean, variance))
+    assert isinstance(posterior.cov, LowRankCovariance) and (posterior.mean < 0).any()
+    fast = through(NonNegative(), posterior)
+    dense = through(NonNegative(), Gaussian(posterior.mean, posterior.dense_cov()))
+    assert isinstance(fast.cov, LowRankCovariance)
+    assert torch.allclose(fast.mean, dense.mean, atol=1e-12) and (fast.mean >= 0).all()
+    assert torch.allclose(fast.dense_cov(), dense.dense_cov(), atol=1e-12)
+    assert torch.allclose(fast.mean @ G.T, b, atol=1e-12)
+    assert torch.equal(fast.mean[2], posterior.mean[2])
+
+
+def test_nonnegativity_of_a_one_row_posterior_that_fixes_a_negative_total_raises():
+    from physml.constraints import NonNegative
+
+    mean = torch.tensor([[0.5, -1.0, 0.2]], dtype=F64)
+    posterior = through(
+        LinearConstraint(torch.ones(1, 3, dtype=F64), torch.tensor([-0.1], dtype=F64)),
+        Gaussian(mean, torch.ones(1, 3, dtype=F64)),
+    )
+    with pytest.raises(ConstraintError, match="infeasible"):
+        through(NonNegative(), posterior)
+
+
 def test_woodbury_pinned_conditioning_equals_the_dense_conditioning():
     from physml.constraints.nonnegative import (
         _low_rank_condition,

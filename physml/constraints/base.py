@@ -8,6 +8,8 @@ every forward, on a tensor, :class:`~physml.outputs.Gaussian` or :class:`~physml
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,8 +28,8 @@ def check_finite(name: str, output: object) -> None:
     }.get(type(output), lambda t: (t,) if isinstance(t, torch.Tensor) else ())(output)
     for tensor in tensors:
         # one cheap pass: a sum is finite unless an entry is NaN/inf (or finite entries overflow)
-        if tensor.is_floating_point() and not torch.isfinite(tensor.sum()):
-            if not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and not math.isfinite(tensor.sum().item()):
+            if not bool(torch.isfinite(tensor).all()):
                 raise ConstraintError(f"{name} contains NaN or inf values")
 
 

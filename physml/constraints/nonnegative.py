@@ -114,26 +114,64 @@ def _low_rank_factor(factor: torch.Tensor, L: torch.Tensor, active: torch.Tensor
 def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Rows ``x`` ``(r, n)`` moved to ``argmin Σ_i (u_i − x_i)² / d_i`` subject to
     ``w·u = w·x`` and ``u >= 0``, for weights ``w`` ``(n,)`` ``>= 0`` and metrics ``d`` ``(r, n)``
-    ``> 0``; every row's total ``w·x`` must be ``>= 0``.
+    ``> 0`` where ``w > 0``; every row's total ``w·x`` must be ``>= 0``.
 
     KKT: ``u = max(x − λ d w, 0)``. Sorting the breakpoints ``τ_i = x_i / (d_i w_i)`` in
     descending order, ``λ_j = (Σ_{i<=j} w_i x_i − s) / Σ_{i<=j} d_i w_i²`` and the last ``j``
     with ``τ_j > λ_j`` gives ``λ``; no such ``j`` means ``s = 0`` and ``u = 0`` where ``w > 0``.
+    Weights ``w`` ``(r, n)`` give each row its own.
     """
-    total = x @ w
-    weighted = d * w
-    tau = torch.where(w > 0, x / torch.where(w > 0, weighted, 1.0), -torch.inf)
-    order = tau.argsort(-1, descending=True)
-    tau_sorted = tau.gather(-1, order)
-    numerator = (x * w).gather(-1, order).cumsum(-1) - total[:, None]
+    xw, weighted = x * w, d * w
+    uncoupled = w <= 0
+    tau = (x / weighted).masked_fill(uncoupled, -torch.inf)
+    tau_sorted, order = tau.sort(-1, descending=True)
+    numerator = xw.gather(-1, order).cumsum(-1) - xw.sum(-1, keepdim=True)
     denominator = (weighted * w).gather(-1, order).cumsum(-1)
     lam = numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny)
-    valid = tau_sorted > lam
-    count = valid.sum(-1)  # the valid j form a prefix
-    chosen = lam.gather(-1, (count - 1).clamp_min(0)[:, None])[:, 0]
-    moved = (x - chosen[:, None] * weighted).clamp_min(0.0)
-    moved = torch.where((count > 0)[:, None], moved, torch.zeros_like(x))
-    return torch.where(w > 0, moved, x.clamp_min(0.0))
+    count = (tau_sorted > lam).sum(-1, keepdim=True)  # the valid j form a prefix
+    chosen = lam.gather(-1, (count - 1).clamp_min(0)).masked_fill(count == 0, torch.inf)
+    moved = (x - chosen * weighted).clamp_min(0.0)  # λ = inf: every coupled point at 0
+    return torch.where(uncoupled, x.clamp_min(0.0), moved)
+
+
+def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
+    """``N(mean, diag(D) − f fᵀ)`` ``(..., n)`` float64 conditioned on ``u >= 0`` in one step:
+    ``(mean, D, f)`` of the result, or ``None`` where ``f`` is not one row of one sign.
+
+    Such a posterior is a diagonal Gaussian conditioned on one row ``w ∝ f / D`` (a mass
+    conservation update); conditioning it on ``u_A = 0`` as well is the Mahalanobis projection
+    of its mean onto ``{w·u = w·mean, u >= 0}`` in the metric ``D⁻¹``: the weighted simplex
+    projection, the active set ``A`` its zeros. Pinning the negative points one round at a time
+    reaches the same set (for ``w >= 0`` the multiplier only grows), so this is the iterative
+    route's answer without its rounds. Slices without a negative mean are returned as they are.
+    """
+    variance = cov.base.to(F64).expand(mean.shape)
+    factor = cov.factor[..., 0].to(F64).expand(mean.shape)
+    w = factor / variance.clamp_min(torch.finfo(F64).tiny)  # zero where f is (D = 0: f = 0)
+    w = w * w.sum(-1, keepdim=True).sign()  # a row is defined up to its sign
+    negative = mean < 0
+    total, size = (mean * w).sum(-1), (mean.abs() * w).sum(-1)
+    mixed, infeasible = torch.stack(
+        [
+            (w < 0).any(),  # not one row of one sign: the general route decides
+            (negative & (variance <= 0)).any() | (total < -ROW_TOLERANCE * size).any(),
+        ]
+    ).tolist()
+    if mixed:
+        return None
+    if infeasible:  # a negative mean that cannot move, or a row fixing a negative total
+        raise ConstraintError(INFEASIBLE)
+    moves = negative.any(-1, keepdim=True)
+    new = torch.where(moves, simplex_projection(mean, w, variance), mean)
+    pinned = (new == 0) & (mean != 0)
+    new_variance = variance.masked_fill(pinned, 0.0)
+    pulled = new_variance * w
+    norm = (pulled * w).sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(F64).tiny)
+    new_factor = torch.where(moves, pulled / norm, factor)
+    miss = ((new * w).sum(-1) - total.clamp_min(0.0)).abs()
+    if bool((miss > ROW_TOLERANCE * size.clamp_min(torch.finfo(F64).tiny)).any()):
+        raise ConstraintError(f"NonNegative missed the row by {miss.max().item():.3g}")
+    return new, new_variance, new_factor[..., None]
 
 
 class NonNegative(Constraint):
@@ -234,8 +272,14 @@ class NonNegative(Constraint):
             pinned = active.reshape(mean.shape)
             variance = torch.where(pinned, 0.0, output.cov)
             return Gaussian(torch.where(pinned, 0.0, output.mean), variance)
-        rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
         cov = output.cov
+        one_row = isinstance(cov, LowRankCovariance) and cov.factor.shape[-1] == 1
+        if one_row and cov.base_is_diagonal and self.tolerance == 0:
+            kept = _one_row_posterior(mean, cov)
+            if kept is not None:
+                new_mean, variance, factor = (t.to(dtype) for t in kept)
+                return Gaussian(new_mean, LowRankCovariance(variance, factor))
+        rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
         if isinstance(cov, LowRankCovariance) and cov.base_is_diagonal:
             kept = self._low_rank(mean, cov, rows, active[rows], n, dtype)
             if kept is not None:
