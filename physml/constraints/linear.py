@@ -384,7 +384,7 @@ class LinearConstraint(Constraint):
         CG = (X.movedim(0, -1) @ members_last) / (members - 1)
         S = (members_last.transpose(-1, -2) @ members_last) / (members - 1)
         if self.shrinkage:
-            variance = (X - X.mean(0)).square().sum(0) / (members - 1)  # (..., n)
+            variance = _member_variance(X)  # (..., n)
             CG = (1 - self.shrinkage) * CG + self.shrinkage * variance[..., None] * G.T
             S = (1 - self.shrinkage) * S + self.shrinkage * (G * variance[..., None, :]) @ G.T
         if self.noise:
@@ -399,8 +399,7 @@ class LinearConstraint(Constraint):
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the rows well: add γ I below
-        A = X - X.mean(0)
-        variance = A.pow(2).sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
+        variance = _member_variance(X).mean(-1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
         CG = CG + gamma[..., None, None] * G.T
         S = S + gamma[..., None, None] * (G @ G.T)
@@ -422,13 +421,18 @@ def _one_row_update(
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
     CG = (X * GA[..., None]).sum(0)  # (m − 1) Σg: A may be replaced by X since Σ_m GA_m = 0
     if shrinkage:
-        variance = (X - X.mean(0)).square().sum(0)  # (m − 1) diag Σ, (..., n)
+        variance = (X.shape[0] - 1) * _member_variance(X)  # (m − 1) diag Σ, (..., n)
         CG = (1 - shrinkage) * CG + shrinkage * variance * g
         S = (1 - shrinkage) * S + shrinkage * (variance * g.square()).sum(-1)
     S = S + (X.shape[0] - 1) * noise**2
     if not bool((S > 0).all()):
         return None
     return X - CG * ((GX - b[..., 0]) / S)[..., None]
+
+
+def _member_variance(X: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance per point ``(..., n)`` of members ``X`` ``(member, ..., n)``."""
+    return (X - X.mean(0)).square().sum(0) / (X.shape[0] - 1)
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
