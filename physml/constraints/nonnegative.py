@@ -189,8 +189,9 @@ class NonNegative(Constraint):
 
     A diagonal covariance stays diagonal and a :class:`~physml.outputs.LowRankCovariance` over a
     diagonal base (a conservation update's posterior) stays low rank, each iteration ``O(n k²)``
-    a slice; otherwise the covariance is dense ``(..., n, n)`` and each iteration one batched
-    solve over all slices.
+    a slice (one row of one sign and ``tolerance = 0``: no iterations, one sorted pass);
+    otherwise the covariance is dense ``(..., n, n)`` and each iteration one batched solve over
+    all slices.
     """
 
     def __init__(
