@@ -2,6 +2,10 @@
 routing against the surrogate and the fallback themselves, and the checks' scores by hand."""
 
 import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from physml import metrics
 from physml.cli import main
 from physml.constraints import mass_conservation
 from physml.outputs import Ensemble, Gaussian
+from physml.tasks import updates as task
 from physml.training import TrainConfig, Trainer, load_checkpoint
 from physml.updates import (
     BoundaryError,
@@ -441,3 +446,119 @@ def test_load_previous_refuses_checkpoints_not_from_physml_train(tmp_path):
     errors = sample_errors(Scale(1.0), data, batch=3)  # two batches: 3 + 1
     x, y = data.tensors
     torch.testing.assert_close(errors, metrics.relative_l2(x, y, reduction="none"))
+
+
+# ------------------------------------------------- model-update blocks: warm start and its control
+
+
+def task_row(method, nfr, rel_l2, val_nfr, val_rel_l2, strength=None):
+    return {"case": "heat-fno", "method": method, "lambda": strength, "nfr": nfr,
+            "rel_l2": rel_l2, "val_nfr": val_nfr, "val_rel_l2": val_rel_l2}  # fmt: skip
+
+
+def test_widen_starts_the_wider_fno_on_the_old_function_and_lets_the_new_channels_learn():
+    old = task.fno(task.Size(8, 4, 2, 16, 1), seed=0)
+    new = task.widen(task.fno(task.Size(12, 4, 2, 16, 1), seed=1), old)
+    x = torch.randn(5, 1, 17, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(new(x), old(x), atol=1e-6)
+    assert not torch.allclose(task.fno(task.Size(12, 4, 2, 16, 1), seed=1)(x), old(x), atol=1e-3)
+    lifted = dict(new.named_parameters())["lifting.fcs.1.weight"]
+    assert lifted[8:].abs().sum() > 0  # the weights into the added channels keep their draw
+    task.relative_l2_loss(new, (x, x.flip(-1))).backward()
+    read = dict(new.named_parameters())["projection.fcs.0.weight"]
+    assert read.grad[:, 8:].abs().sum() > 0  # the zeroed weights out of them get gradients
+
+
+def test_widen_refuses_what_it_cannot_hold():
+    old = task.fno(task.Size(8, 4, 2, 16, 1), seed=0)
+    with pytest.raises(ValueError, match="cannot hold"):
+        task.widen(task.fno(task.Size(6, 4, 2, 16, 1), seed=1), old)
+    with pytest.raises(ValueError, match="not Fourier modes"):
+        task.widen(task.fno(task.Size(12, 6, 2, 16, 1), seed=1), old)
+    with pytest.raises(ValueError, match="same parameters"):
+        task.widen(task.fno(task.Size(12, 4, 3, 16, 1), seed=1), old)
+
+
+def test_a_warm_boon_starts_as_the_old_fno_through_the_door():
+    problem = replace(task.EQUATION["burgers"], nx=17, t_end=0.05)
+    old = task.fno(task.Size(8, 4, 2, 16, 1), seed=0)
+    warm = task.boon(problem, task.Size(12, 4, 2, 16, 1), 1, warm_from=old)
+    condition = task.BoundaryCondition(problem.boundary(), problem.grid(), time=problem.t_end)
+    door = task.constrain(old, condition)
+    x = torch.randn(3, 1, problem.nx, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(warm(x), door(x), atol=1e-6)
+    assert task.method_loss("warm", old, 0.1, 1.0) is task.relative_l2_loss
+
+
+def test_the_update_target_reports_the_warm_start_control():
+    rows = [
+        task_row("retrain", 0.2, 2.0, 0.2, 2.0),
+        task_row("warm", 0.05, 1.5, 0.1, 1.6),
+        task_row("pc-focal", 0.1, 2.02, 0.1, 2.0, 1.0),
+    ]
+    heat = task.update_done_when(rows)["heat-fno"]
+    assert heat["warm_nfr_cut"] == pytest.approx(0.75)
+    assert heat["warm_rel_l2_ratio"] == pytest.approx(0.75)
+    assert heat["nfr_cut"] == pytest.approx(0.5) and heat["holds"]
+    assert "warm_nfr_cut" not in task.update_done_when(rows[::2])["heat-fno"]
+
+
+def test_the_model_update_benchmark_warm_start_adds_the_control_and_reports_it(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "model_update.py"
+    command = [sys.executable, str(script), "--quick", "--warm-start", "--out", str(tmp_path)]
+    subprocess.run([*command, "--equations", "heat"], check=True, cwd=root, timeout=600)
+    result = json.loads((tmp_path / "model_update.json").read_text())
+    methods = {(row["case"], row["method"]) for row in result["rows"]}
+    assert {("heat-fno", "warm"), ("heat-boon", "warm"), ("heat-fno", "retrain")} <= methods
+    assert "warm_nfr_cut" in result["done_when"]["heat-fno"]
+    assert "`warm` control" in (tmp_path / "model_update.md").read_text()
+    large = subprocess.run(
+        [sys.executable, str(script), "--warm-start", "--upgrade", "large", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert large.returncode != 0 and "incremental upgrade" in large.stderr
+
+
+def benchmark_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "model_update.py"
+    spec = importlib.util.spec_from_file_location("model_update_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_broaden_upgrade_trains_the_old_model_inside_and_the_new_one_beyond(tmp_path):
+    bench = benchmark_module()
+    scale = bench.SCALES["broaden"]
+    assert bench.scale_counts(scale, "old")[1] == 0
+    for part in ("new", "test", "validation"):
+        count, outside = bench.scale_counts(scale, part)
+        assert 0 < outside < count  # both ranges, the last `outside` beyond
+    others = [s for name, s in bench.SCALES.items() if name != "broaden"]
+    assert scale["folder"] and all("folder" not in s for s in others)
+    small = {  # the scale's sets, 32× fewer samples in the same proportions
+        **scale,
+        "old": replace(scale["old"], train=scale["old"].train // 32),
+        "new": replace(scale["new"], train=scale["new"].train // 32),
+        "test": scale["test"] // 25,
+        "outside": {**scale["outside"], "new": scale["outside"]["new"] // 32, "test": 4},
+    }
+    problem = replace(task.EQUATION["heat"], nx=17, t_end=0.05)
+    low, high = problem.inside
+    far_low, far_high = problem.outside
+    old = task.rms(bench.scale_pairs(problem, small, "old", tmp_path).tensors[0]).flatten()
+    assert len(old) == 4 and ((old > low - 1e-5) & (old < high + 1e-5)).all()
+    for part in ("new", "test"):
+        count, outside = bench.scale_counts(small, part)
+        a = task.rms(bench.scale_pairs(problem, small, part, tmp_path).tensors[0]).flatten()
+        assert len(a) == count
+        assert ((a[:-outside] > low - 1e-5) & (a[:-outside] < high + 1e-5)).all()
+        assert ((a[-outside:] > far_low - 1e-5) & (a[-outside:] < far_high + 1e-5)).all()
+    files = {path.name for path in tmp_path.iterdir()}
+    assert files == {"old.pt", "new-out6.pt", "test-out4.pt"}  # not the other scales' new.pt

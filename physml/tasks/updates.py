@@ -235,10 +235,52 @@ def fno(size: Size, seed: int) -> nn.Module:
         )
 
 
-def boon(problem: Equation, size: Size, seed: int) -> nn.Module:
-    """BOON: the FNO of ``size`` through the door with the problem's walls at ``T``."""
+def boon(problem: Equation, size: Size, seed: int, warm_from: nn.Module | None = None) -> nn.Module:
+    """BOON: the FNO of ``size`` through the door with the problem's walls at ``T``; with
+    ``warm_from`` (an FNO) that FNO starts as :func:`widen` of it."""
     condition = BoundaryCondition(problem.boundary(), problem.grid(), time=problem.t_end)
-    return constrain(fno(size, seed), condition)
+    inner = fno(size, seed)
+    if warm_from is not None:
+        widen(inner, warm_from)
+    return constrain(inner, condition)
+
+
+def widen(new: nn.Module, old: nn.Module) -> nn.Module:
+    """Warm start: ``new``, an FNO with at least ``old``'s channels everywhere and otherwise its
+    shape (modes, layers), set to compute ``old``'s function exactly; changed in place, returned.
+
+    Each of ``old``'s parameters goes into the leading block of ``new``'s; every entry that reads
+    a channel ``old`` lacks (a pointwise weight's input column, a spectral weight's input row) is
+    zeroed, so the added channels feed nothing, while the weights into them keep ``new``'s
+    random draw (they compute something, and their outgoing weights get gradients). Used for
+    model updates: the new model starts where the old one ends, so it keeps the old one's answers
+    where they are right unless the data moves it (DESIGN §5; ``benchmarks/model_update.py``).
+    """
+    target, source = new.state_dict(), old.state_dict()
+    if set(target) != set(source):
+        raise ValueError(
+            f"new and old must have the same parameters: {sorted(set(target) ^ set(source))} differ"
+        )
+    with torch.no_grad():
+        for key, value in target.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            before = source[key]
+            if value.ndim != before.ndim or any(
+                n < o for n, o in zip(value.shape, before.shape, strict=True)
+            ):
+                raise ValueError(
+                    f"{key}: new shape {tuple(value.shape)} cannot hold old {tuple(before.shape)}"
+                )
+            if value.is_complex():  # spectral weight (in, out, modes): the modes must match
+                if value.shape[2:] != before.shape[2:]:
+                    raise ValueError(f"{key}: widen adds channels only, not Fourier modes")
+                value[before.shape[0] :] = 0
+            elif value.ndim >= 2:  # pointwise weight (out, in, 1) or soft gating (1, channel, 1)
+                value[:, before.shape[1] :] = 0
+            value[tuple(slice(0, n) for n in before.shape)] = before
+    new.load_state_dict(target)
+    return new
 
 
 @dataclass
@@ -285,11 +327,12 @@ def train(
 
 
 def method_loss(method: str, old: nn.Module, tau: float, strength: float) -> Callable:
-    """The loss of ``method``: ``retrain`` (relative L2), ``pc-focal`` or ``pc-uniform``."""
-    if method == "retrain":
+    """The loss of ``method``: ``retrain`` or ``warm`` (relative L2; ``warm`` starts from
+    :func:`widen` of the old model), ``pc-focal`` or ``pc-uniform``."""
+    if method in ("retrain", "warm"):
         return relative_l2_loss
     if method not in ("pc-focal", "pc-uniform"):
-        raise ValueError(f"method must be retrain, pc-focal or pc-uniform, got {method!r}")
+        raise ValueError(f"method must be retrain, warm, pc-focal or pc-uniform, got {method!r}")
     beta = 5.0 if method == "pc-focal" else 0.0
     return FocalDistillation(relative_l2_loss, old, tau, strength, alpha=1.0, beta=beta)
 
@@ -389,7 +432,9 @@ def update_done_when(rows: list[dict]) -> dict:
     """Per case, the ``pc-focal`` λ chosen on the validation columns (``val_nfr``,
     ``val_rel_l2``: the target holding first, then the largest cut) and that λ's test scores
     against ``retrain`` (``val_*``: its validation ones); ``holds``: the target met on the test
-    set by the chosen λ of every ``-fno`` case. The test set never picks λ."""
+    set by the chosen λ of every ``-fno`` case. The test set never picks λ. Where a ``warm`` row
+    (the warm-start control, λ = 0) is there: ``warm_nfr_cut`` and ``warm_rel_l2_ratio``, its
+    test scores against ``retrain``, the share of the cut that is not the distillation term's."""
     verdict: dict = {}
     for case in sorted({row["case"] for row in rows if row["method"] == "pc-focal"}):
         validation = against_retrain(rows, case, "val_nfr", "val_rel_l2")
@@ -400,6 +445,14 @@ def update_done_when(rows: list[dict]) -> dict:
             "chosen_on": "validation",
             **{f"val_{key}": value for key, value in chosen.items() if key != "lambda"},
         }
+        warm = [r for r in rows if r["case"] == case and r["method"] == "warm"]
+        if warm:  # the warm-start control (λ = 0) against retrain on the test set
+            as_pc = [r for r in rows if r["method"] != "pc-focal"] + [
+                {**warm[0], "method": "pc-focal"}
+            ]
+            control = against_retrain(as_pc, case, "nfr", "rel_l2")[0]
+            verdict[case]["warm_nfr_cut"] = control["nfr_cut"]
+            verdict[case]["warm_rel_l2_ratio"] = control["rel_l2_ratio"]
     fno_cases = [case for case in verdict if case.endswith("-fno")]
     verdict["holds"] = bool(fno_cases) and all(verdict[case]["holds"] for case in fno_cases)
     return verdict
