@@ -543,7 +543,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.set_num_threads(args.threads)
     steady_allocations()
-    unpooled_large_allocations()
     started = time.perf_counter()
     repeats = 0.02 if args.quick else 0.3
     rows = []
