@@ -477,6 +477,8 @@ def test_widen_refuses_what_it_cannot_hold():
         task.widen(task.fno(task.Size(12, 6, 2, 16, 1), seed=1), old)
     with pytest.raises(ValueError, match="same parameters"):
         task.widen(task.fno(task.Size(12, 4, 3, 16, 1), seed=1), old)
+    with pytest.raises(TypeError, match="old must be an FNO"):
+        task.widen(task.fno(task.Size(12, 4, 2, 16, 1), seed=1), old.state_dict())
 
 
 def test_a_warm_boon_starts_as_the_old_fno_through_the_door():

@@ -256,6 +256,9 @@ def widen(new: nn.Module, old: nn.Module) -> nn.Module:
     model updates: the new model starts where the old one ends, so it keeps the old one's answers
     where they are right unless the data moves it (DESIGN §5; ``benchmarks/model_update.py``).
     """
+    for name, model in (("new", new), ("old", old)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name} must be an FNO (an nn.Module), got {type(model).__name__}")
     target, source = new.state_dict(), old.state_dict()
     if set(target) != set(source):
         raise ValueError(
