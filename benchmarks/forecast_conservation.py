@@ -7,7 +7,8 @@ samples) each trained on the same CPU budget (step counts from a measured time p
 :mod:`physml.tasks.conservation_forecast`: raw, HardC, ProbConserv, PreDiff-KC, KC + ProbConserv,
 each followed by ``NonNegative``. Rows per (case = model-variant, method) with ``ce_abs``,
 ``mse``, ``crps``, ``spread_skill``, ``neg_fraction``, ``fwd_ms`` and the mass error per lead;
-``spearman_spread`` / ``correction_cv`` say where the updates moved mass. The issue's targets
+``spearman_spread`` / ``correction_cv`` say where the updates moved mass, ``error_spread_rho``
+whether the raw spread is where the error is. The issue's targets
 are checked into ``done_when``. Data, trainings (the Trainer resumes) and the step plan are kept
 in ``--work``, so an interrupted run continues where it stopped::
 
@@ -43,6 +44,7 @@ COLUMNS = (
     "fwd_ms",
     "spearman_spread",
     "correction_cv",
+    "error_spread_rho",
     "train_s",
 )
 NOTES = """
@@ -53,6 +55,9 @@ in tracer units), `spread_skill` = √((M+1)/M · mean member variance) / RMSE o
 `kc*` rows: guided minus plain sampling). `spearman_spread`: Spearman's ρ between the mean
 |correction| per pixel and the raw ensemble's standard deviation (mean over windows and lead
 times); `correction_cv`: coefficient of variation of |correction| over a frame (0: uniform).
+`error_spread_rho` (raw rows): Spearman's ρ between the ensemble mean's |error| and the
+members' standard deviation per pixel (mean over windows and lead times): whether the spread
+says where the error is, which a covariance update needs to beat a uniform projection.
 `-nonneg` rows: `NonNegative(keep=...)` after the method (each member's mass kept); a row with
 `error` could not be made non-negative (a member with negative total mass). `train_s`: CPU
 seconds of the family's training (all members).

@@ -99,6 +99,17 @@ def test_spearman_of_monotone_and_reversed_maps():
     assert metrics.spearman(a, -a) == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_error_spread_reads_whether_the_spread_sits_where_the_error_is(sign):
+    # two members ±s around truth + c·s^sign: |mean error| = c·s^sign, std = √2·s per pixel
+    generator = torch.Generator().manual_seed(2)
+    spread = 0.1 + torch.rand(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    truth = torch.randn(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    centre = truth + 0.5 * spread**sign
+    samples = torch.stack([centre + spread, centre - spread])
+    assert task.error_spread(samples, truth) == pytest.approx(sign)
+
+
 def test_toy_task_conserves_exactly(tmp_path):
     rows = get(task.NAME).run(Context(out=tmp_path, size="toy", quiet=True))
     summary = json.loads((tmp_path / task.NAME / "summary-toy.json").read_text())

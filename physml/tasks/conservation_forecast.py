@@ -614,6 +614,20 @@ def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, flo
     return {"spearman_spread": sum(rhos) / len(rhos), "correction_cv": float(cv.mean())}
 
 
+def error_spread(samples: torch.Tensor, target: torch.Tensor) -> float:
+    """Whether an ensemble's spread says where its error is: Spearman's ρ between the ensemble
+    mean's absolute error and the members' standard deviation per pixel (mean over windows and
+    frames). ``samples (M, N, T, 1, H, W)``, ``target (N, T, 1, H, W)``. An update that moves
+    mass where the spread is can only beat a uniform one when this is clearly positive."""
+    error, spread = (samples.mean(0) - target).abs(), samples.std(0)
+    rhos = [
+        metrics.spearman(error[n, t], spread[n, t])
+        for n in range(error.shape[0])
+        for t in range(error.shape[1])
+    ]
+    return sum(rhos) / len(rhos)
+
+
 METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")
 PREDIFF_METHODS = (*METHODS, "kc", "kc-probconserv")
 CORRECTED = (*UPDATES, "kc-probconserv")  # the methods whose correction map is scored
@@ -663,6 +677,8 @@ def forecast_rows(
             row.update(score(samples, windows_, grid, spent + max(sampled_s, 0.0)))
             if name in CORRECTED and not suffix:
                 row.update(correction_shape(base, updated))
+            if name == "raw" and not suffix:
+                row["error_spread_rho"] = error_spread(samples, windows_.target)
             rows.append(row)
     return rows, kept
 
