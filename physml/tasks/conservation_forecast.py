@@ -842,19 +842,23 @@ def plot_frame(path: Path, found: dict, model: str = "earthformer", window: int 
 
 def plot_correction(path: Path, found: dict, model: str = "earthformer", window: int = 0) -> None:
     """Where each method moved mass (mean absolute correction over members, last lead) beside the
-    raw ensemble's standard deviation; the corrections share one colour scale from 0, so a
+    raw ensemble's standard deviation and its mean's absolute error: an update following the
+    spread helps where the two maps agree. The corrections share one colour scale from 0, so a
     uniform correction reads as one flat colour rather than its round-off."""
     methods = found["samples"][model]
     raw = methods["raw"][:, window, -1, 0]
-    panels = [("ensemble std", raw.std(0))]
-    for method in (name for name in UPDATES if name in methods):
-        panels.append(
-            (f"|{method} correction|", (methods[method][:, window, -1, 0] - raw).abs().mean(0))
-        )
-    largest = max(float(image.max()) for _, image in panels[1:])
+    truth = found["test"].target[window, -1, 0]
+    own = [("ensemble std", raw.std(0)), ("|ensemble mean error|", (raw.mean(0) - truth).abs())]
+    shared = [
+        (f"|{method} correction|", (methods[method][:, window, -1, 0] - raw).abs().mean(0))
+        for method in UPDATES
+        if method in methods
+    ]
+    largest = max(float(image.max()) for _, image in shared)
+    panels = own + shared
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), squeeze=False)
     for index, (ax, (title, image)) in enumerate(zip(axes[0], panels, strict=True)):
-        scale = {} if index == 0 else {"vmin": 0.0, "vmax": largest}
+        scale = {} if index < len(own) else {"vmin": 0.0, "vmax": largest}
         shown = ax.imshow(image.numpy(), cmap="magma", **scale)
         fig.colorbar(shown, ax=ax, fraction=0.046)
         ax.set_title(title, fontsize=8)
