@@ -603,15 +603,10 @@ def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, flo
     and ``correction_cv``, the coefficient of variation of the absolute correction over each
     member's frame (mean; 0 for a spatially uniform correction)."""
     change = (after - before).abs()  # (M, N, T, 1, H, W)
-    per_pixel, spread = change.mean(0), before.std(0)
-    rhos = [
-        metrics.spearman(per_pixel[n, t], spread[n, t])
-        for n in range(per_pixel.shape[0])
-        for t in range(per_pixel.shape[1])
-    ]
     flat = change.flatten(-3)
     cv = flat.std(-1) / flat.mean(-1).clamp_min(1e-300)
-    return {"spearman_spread": sum(rhos) / len(rhos), "correction_cv": float(cv.mean())}
+    rho = _frame_spearman(change.mean(0), before.std(0))
+    return {"spearman_spread": rho, "correction_cv": float(cv.mean())}
 
 
 def error_spread(samples: torch.Tensor, target: torch.Tensor) -> float:
@@ -619,12 +614,14 @@ def error_spread(samples: torch.Tensor, target: torch.Tensor) -> float:
     mean's absolute error and the members' standard deviation per pixel (mean over windows and
     frames). ``samples (M, N, T, 1, H, W)``, ``target (N, T, 1, H, W)``. An update that moves
     mass where the spread is can only beat a uniform one when this is clearly positive."""
-    error, spread = (samples.mean(0) - target).abs(), samples.std(0)
-    rhos = [
-        metrics.spearman(error[n, t], spread[n, t])
-        for n in range(error.shape[0])
-        for t in range(error.shape[1])
-    ]
+    return _frame_spearman((samples.mean(0) - target).abs(), samples.std(0))
+
+
+def _frame_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's ρ between the maps ``a`` and ``b`` ``(N, T, ...)`` of each window and frame,
+    averaged over windows and frames."""
+    frames = [(n, t) for n in range(a.shape[0]) for t in range(a.shape[1])]
+    rhos = [metrics.spearman(a[n, t], b[n, t]) for n, t in frames]
     return sum(rhos) / len(rhos)
 
 
