@@ -414,15 +414,17 @@ def mean_and_se(runs: list[dict], keys: tuple[str, ...]) -> dict:
     return out
 
 
-def against_retrain(rows: list[dict], case: str, nfr: str, rel_l2: str) -> list[dict]:
-    """Each ``pc-focal`` λ of ``case`` against ``retrain`` on the columns ``nfr`` and ``rel_l2``
+def against_retrain(
+    rows: list[dict], case: str, nfr: str, rel_l2: str, method: str = "pc-focal"
+) -> list[dict]:
+    """Each ``method`` row (λ) of ``case`` against ``retrain`` on the columns ``nfr`` and ``rel_l2``
     (the test's or the validation's): ``nfr_cut`` (1 − nfr / retrain's, 0 where retrain has no
     flips), ``rel_l2_ratio`` and ``holds`` (cut ≥ 50% with the ratio ≤ 1.02: the issue's target).
     """
     retrain = next(r for r in rows if r["case"] == case and r["method"] == "retrain")
     out = []
     for row in rows:
-        if row["case"] == case and row["method"] == "pc-focal":
+        if row["case"] == case and row["method"] == method:
             cut = 1 - row[nfr] / retrain[nfr] if retrain[nfr] > 0 else 0.0
             ratio = row[rel_l2] / retrain[rel_l2]
             holds = cut >= 0.5 and ratio <= 1.02
@@ -448,12 +450,9 @@ def update_done_when(rows: list[dict]) -> dict:
             "chosen_on": "validation",
             **{f"val_{key}": value for key, value in chosen.items() if key != "lambda"},
         }
-        warm = [r for r in rows if r["case"] == case and r["method"] == "warm"]
+        warm = against_retrain(rows, case, "nfr", "rel_l2", method="warm")
         if warm:  # the warm-start control (λ = 0) against retrain on the test set
-            as_pc = [r for r in rows if r["method"] != "pc-focal"] + [
-                {**warm[0], "method": "pc-focal"}
-            ]
-            control = against_retrain(as_pc, case, "nfr", "rel_l2")[0]
+            control = warm[0]
             verdict[case]["warm_nfr_cut"] = control["nfr_cut"]
             verdict[case]["warm_rel_l2_ratio"] = control["rel_l2_ratio"]
     fno_cases = [case for case in verdict if case.endswith("-fno")]
