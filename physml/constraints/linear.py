@@ -228,7 +228,11 @@ class LinearConstraint(Constraint):
             new = flat.index_copy(-2, self._channel_index(flat), new)
         return new.reshape(field.shape)
 
-    def _target_for(self, b: torch.Tensor, leading: tuple[int, ...], name: str, device):
+    def _target_for(
+        self, b: torch.Tensor, leading: tuple[int, ...], field: torch.Tensor, name: str
+    ):
+        """``b`` on ``field``'s device, checked to broadcast to its rows; ``name`` describes
+        ``field`` in the error (``{shape}`` stands for its shape)."""
         if self.channels is not None:
             leading = (*leading[:-1], len(self.channels))
         rows = (*leading, self.G.shape[0])
@@ -237,11 +241,12 @@ class LinearConstraint(Constraint):
             s in (1, r) for s, r in zip(reversed(shape), reversed(rows), strict=False)
         )
         if not fits:
+            what = name.format(shape=tuple(field.shape))
             raise ConstraintError(
-                f"b of shape {shape} does not fit {name}: b must broadcast to {rows} "
+                f"b of shape {shape} does not fit {what}: b must broadcast to {rows} "
                 "(one target per row and slice) without adding axes"
             )
-        return b if b.device == device else b.to(device)
+        return b if b.device == field.device else b.to(field.device)
 
     def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
         """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` and the largest row sum
@@ -249,48 +254,74 @@ class LinearConstraint(Constraint):
 
         The cache follows ``G``'s storage and version counter (``load_state_dict`` copies in).
         """
-        key = (self.G.data_ptr(), self.G._version, str(device))
-        if getattr(self, "_cache_key", None) != key:
-            G = self.G.to(device)
+        rows = self._buffers["G"]
+        key = (rows.data_ptr(), rows._version, device)
+        if self.__dict__.get("_cache_key") != key:
+            G = rows.to(device)
             projector = torch.cholesky_solve(G, _cholesky(G @ G.T, G)).T
             self._cache = (G, projector, float(G.abs().sum(-1).max()))
             self._cache_key = key
         return self._cache
 
     def _check_residual(
-        self, G: torch.Tensor, u: torch.Tensor, b: torch.Tensor, before: torch.Tensor
+        self,
+        G: torch.Tensor,
+        u: torch.Tensor,
+        b: torch.Tensor,
+        before: torch.Tensor,
+        pivots: torch.Tensor | None = None,
+        variances: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """After an exact update: ``|G u − b|`` at round-off, else the rows are ill-conditioned.
+        """After an update, every check read at once (one synchronisation):
 
-        Round-off scales with the field before the update too (``u = before − correction``): a
-        row met at zero (``b = 0``, ``G u ≈ 0``) would otherwise be judged against nothing.
+        - exact update (``σ = 0``): ``|G u − b|`` at round-off, else the rows are ill-conditioned.
+          Round-off scales with the field before the update too (``u = before − correction``): a
+          row met at zero (``b = 0``, ``G u ≈ 0``) would otherwise be judged against nothing;
+        - a Gaussian update: its ``pivots`` (``G Σ Gᵀ + σ²`` of one row, or the diagonal of a
+          factorised one) positive, and ``variances = (constrained, prior)``: the constrained not
+          below zero beyond round-off of the prior ones (a negative one means the input
+          covariance was not positive semi-definite: conditioning a valid Gaussian only removes
+          variance down to zero; ``O(n m)``, unlike ``check_psd``).
         """
-        if self.noise > 0:
+        exact = self.noise == 0
+        tensors = (u @ G.T - b, u, before.detach(), b) if exact else ()
+        tensors += (() if pivots is None else (pivots,)) + (variances or ())
+        if not tensors:
             return
-        # Σ_j |G_ij u_j| ≤ max_i Σ_j |G_ij| · max|u|: a bound from four reductions, read at once
+        # Σ_j |G_ij u_j| ≤ max_i Σ_j |G_ij| · max|u|: a bound from reductions read at once
         # (min and max of each: cheaper here than an inf-norm)
-        extremes = torch.stack(
-            [v for t in (u @ G.T - b, u, before.detach(), b) for v in torch.aminmax(t)]
-        ).tolist()
-        residual, after, first, target = (
-            max(-low, high) for low, high in zip(extremes[::2], extremes[1::2], strict=True)
-        )
-        scale = (after + first) * self._matrices(u.device)[2] + target
-        worst = residual / max(scale, torch.finfo(F64).tiny)
-        if not worst <= RESIDUAL_TOLERANCE:
-            condition = torch.linalg.cond(G).item()
-            raise ConstraintError(
-                f"the exact update left a relative residual {worst:.3g} (tolerance "
-                f"{RESIDUAL_TOLERANCE:g}): G is ill-conditioned (condition number "
-                f"{condition:.3g}) or the covariance is singular along G"
+        extremes = torch.stack([v for t in tensors for v in torch.aminmax(t)]).tolist()
+        lows, highs = extremes[::2], extremes[1::2]
+        if pivots is not None and not lows[4 if exact else 0] > 0:
+            _cholesky(torch.diag_embed(pivots), G)  # raises with the reason
+        if exact:
+            residual, after, first, target = (
+                max(-lo, hi) for lo, hi in zip(lows[:4], highs[:4], strict=True)
             )
+            scale = (after + first) * self._matrices(u.device)[2] + target
+            worst = residual / max(scale, torch.finfo(F64).tiny)
+            if not worst <= RESIDUAL_TOLERANCE:
+                condition = torch.linalg.cond(G).item()
+                raise ConstraintError(
+                    f"the exact update left a relative residual {worst:.3g} (tolerance "
+                    f"{RESIDUAL_TOLERANCE:g}): G is ill-conditioned (condition number "
+                    f"{condition:.3g}) or the covariance is singular along G"
+                )
+        if variances is not None:
+            lowest, scale = lows[-2], max(-lows[-1], highs[-1], torch.finfo(F64).tiny)
+            if lowest < -VARIANCE_ROUNDOFF * scale:
+                raise ConstraintError(
+                    f"cov is not positive semi-definite: the constrained variance would be "
+                    f"negative (minimum {lowest:.3g}, largest prior variance {scale:.3g}); "
+                    "check_psd=True finds the offending eigenvalue in the input"
+                )
 
     # ------------------------------------------------------------------------------ measure
 
     def residual(self, u: torch.Tensor, *inputs: object) -> torch.Tensor:
         """``G u − b`` ``(..., k)`` in float64: how far a field ``u`` is from meeting the rows."""
         leading = self._layout(u, "u")
-        b = self._target_for(self.prepare(*inputs), leading, "u", u.device)
+        b = self._target_for(self.prepare(*inputs), leading, u, "u")
         return self._flat(u) @ self._matrices(u.device)[0].T - b
 
     # ------------------------------------------------------------------------------ updates
@@ -298,8 +329,7 @@ class LinearConstraint(Constraint):
     def apply_tensor(self, output: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The Euclidean projection of ``output`` onto ``G u = b`` (HardC)."""
         leading = self._layout(output, "output")
-        name = f"output of shape {tuple(output.shape)}"
-        b = self._target_for(state, leading, name, output.device)
+        b = self._target_for(state, leading, output, "output of shape {shape}")
         G, projector, _ = self._matrices(output.device)
         u = self._flat(output)
         new = u - (u @ G.T - b) @ projector.T
@@ -316,8 +346,7 @@ class LinearConstraint(Constraint):
         if self.projection == "euclidean":
             return Gaussian(self.apply_tensor(output.mean, state), output.cov)
         leading = self._layout(output.mean, "mean")
-        mean_name = f"mean of shape {tuple(output.mean.shape)}"
-        b = self._target_for(state, leading, mean_name, output.mean.device)
+        b = self._target_for(state, leading, output.mean, "mean of shape {shape}")
         dtype = output.mean.dtype
         G, mean = self._matrices(output.mean.device)[0], output.mean.to(F64)
         cov = output.cov
@@ -337,8 +366,6 @@ class LinearConstraint(Constraint):
             S = S + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
         mismatch = (mean @ G.T - b).unsqueeze(-1)
         if G.shape[0] == 1:  # one row: S is a number per slice, no factorisation needed
-            if not bool((S > 0).all()):
-                _cholesky(S, G)  # raises with the reason
             new_mean = mean - (K * (mismatch / S)).squeeze(-1)
             update = K / S.sqrt()
         else:
@@ -346,13 +373,14 @@ class LinearConstraint(Constraint):
             new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
             update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False)
             update = update.transpose(-1, -2)
-        self._check_residual(G, new_mean.detach(), b, mean)
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
+        variances = None
         if not output.is_diagonal:
             diagonal_base = isinstance(cov, LowRankCovariance) and cov.base_is_diagonal
-            _check_variance(
-                base if diagonal_base else torch.diagonal(base, dim1=-2, dim2=-1), factor
-            )
+            prior = base if diagonal_base else torch.diagonal(base, dim1=-2, dim2=-1)
+            variances = (prior - factor.pow(2).sum(-1), prior)
+        pivots = torch.diagonal(S, dim1=-2, dim2=-1)
+        self._check_residual(G, new_mean.detach(), b, mean, pivots, variances)
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype))
         return Gaussian(new_mean.to(dtype), covariance)
 
@@ -360,8 +388,7 @@ class LinearConstraint(Constraint):
         """Move every member with the ensemble covariance so that each meets the constraint."""
         samples = output.samples
         leading = self._layout(samples[0], "each member")
-        name = f"samples of shape {tuple(samples.shape)} (member first)"
-        b = self._target_for(state, leading, name, samples.device)
+        b = self._target_for(state, leading, samples, "samples of shape {shape} (member first)")
         G, X = self._matrices(samples.device)[0], self._flat(samples)
         if self.projection == "euclidean":  # HardC: each member projected on its own
             projector = self._matrices(samples.device)[1]
@@ -438,24 +465,6 @@ def _member_variance(X: torch.Tensor) -> torch.Tensor:
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
     """``(..., n, member)`` → ``(member, ..., n)``."""
     return correction.movedim(-1, 0)
-
-
-def _check_variance(diagonal: torch.Tensor, factor: torch.Tensor) -> None:
-    """The updated variances ``diagonal − Σ_j F_ij²`` (``(..., n)``, ``F (..., n, m)``) must not
-    be negative beyond round-off.
-
-    A negative one means the input covariance was not positive semi-definite (conditioning a
-    valid Gaussian only removes variance down to zero); ``O(n m)``, unlike ``check_psd``.
-    """
-    variance = diagonal - factor.pow(2).sum(-1)
-    scale = diagonal.abs().amax().clamp(min=torch.finfo(F64).tiny)
-    lowest = variance.min()
-    if bool(lowest < -VARIANCE_ROUNDOFF * scale):
-        raise ConstraintError(
-            f"cov is not positive semi-definite: the constrained variance would be negative "
-            f"(minimum {lowest.item():.3g}, largest prior variance {scale.item():.3g}); "
-            "check_psd=True finds the offending eigenvalue in the input"
-        )
 
 
 def _check_psd(cov: torch.Tensor) -> None:
