@@ -141,7 +141,8 @@ class Stages:
     """The work folder: each stage's cached JSON (checked against the run's setup)."""
 
     def __init__(self, work: Path, setup: dict) -> None:
-        self.work, self.setup = work, setup
+        self.work = work
+        self.setup = json.loads(json.dumps(setup))  # as saved: tuples become lists
         work.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
@@ -557,7 +558,7 @@ def evaluate(
         )
 
     plain_rows = {}
-    for kind, (prediff, cost) in models.items():
+    for kind, (prediff, cost) in () if reverse else models.items():  # --reverse: at the end
 
         def score_prediff(prediff=prediff, cost=cost) -> dict:
             forecast = blocks.sample(prediff, test_x[:n_eval], members, ddim, seed, batch)
@@ -587,80 +588,142 @@ def evaluate(
     prediff, cost = models[kc_denoiser]
     n_sweep, m_sweep = scale.sweep_contexts, scale.sweep_members
     sweep_x, sweep_y, sweep_e0 = val_x[:n_sweep], val_y[:n_sweep], val_energy0[:n_sweep]
-    reference = stages.cached(
-        "sweep-reference",
-        lambda: blocks.evaluate_ensemble(
-            blocks.sample(prediff, sweep_x, m_sweep, ddim, seed, batch),
-            sweep_y,
-            sweep_e0,
-            judge,
-            floor,
-            seed,
-        ),
-    )
-    rows.append(
-        {
-            "case": "lambda-sweep",
-            "method": "prediff",
-            "denoiser": kc_denoiser,
-            "lambda": 0.0,
-            "members": m_sweep,
-            **reference,
-        }
-    )
-    sweep = []
-    for lam in scale.lambdas:
 
-        def guided(lam=lam) -> dict:
-            control = blocks.energy_control(regressor, sweep_e0, lam)
-            forecast = blocks.controlled_sample(
-                prediff, control, sweep_x, sweep_e0, m_sweep, ddim, seed, batch
-            )
-            return {
-                "lambda": lam,
-                **blocks.evaluate_ensemble(forecast, sweep_y, sweep_e0, judge, floor, seed),
-            }
+    def reference() -> dict:
+        return stages.cached(
+            "sweep-reference",
+            lambda: blocks.evaluate_ensemble(
+                blocks.sample(prediff, sweep_x, m_sweep, ddim, seed, batch),
+                sweep_y,
+                sweep_e0,
+                judge,
+                floor,
+                seed,
+            ),
+        )
 
-        sweep.append(stages.cached(f"sweep-{lam:g}", guided))
-        rows.append(
+    def latent_part() -> tuple[list[dict], dict]:
+        """The latent regressor's λ sweep on validation videos and its chosen λ on test."""
+        part = [
             {
                 "case": "lambda-sweep",
+                "method": "prediff",
+                "denoiser": kc_denoiser,
+                "lambda": 0.0,
+                "members": m_sweep,
+                **reference(),
+            }
+        ]
+        sweep = []
+        for lam in scale.lambdas:
+
+            def guided(lam=lam) -> dict:
+                control = blocks.energy_control(regressor, sweep_e0, lam)
+                forecast = blocks.controlled_sample(
+                    prediff, control, sweep_x, sweep_e0, m_sweep, ddim, seed, batch
+                )
+                return {
+                    "lambda": lam,
+                    **blocks.evaluate_ensemble(forecast, sweep_y, sweep_e0, judge, floor, seed),
+                }
+
+            sweep.append(stages.cached(f"sweep-{lam:g}", guided))
+            part.append(
+                {
+                    "case": "lambda-sweep",
+                    "method": "prediff-kc",
+                    "denoiser": kc_denoiser,
+                    "guidance": LATENT,
+                    "members": m_sweep,
+                    **sweep[-1],
+                }
+            )
+            print(
+                f"sweep λ={lam:g}: energy_error {sweep[-1]['energy_error']:.4g} "
+                f"mse {sweep[-1]['mse']:.4g}",
+                flush=True,
+            )
+        best_latent = blocks.best_lambda(sweep, reference())["lambda"]
+        controlled = stages.cached(
+            "eval-prediff-kc",
+            lambda: test_row(
+                prediff, blocks.energy_control(regressor, energy0[:n_eval], best_latent),
+                best_latent, cost, data, judge, floor, scale, seed,
+            ),
+        )  # fmt: skip
+        part.append(
+            {
+                "case": case,
                 "method": "prediff-kc",
                 "denoiser": kc_denoiser,
                 "guidance": LATENT,
-                "members": m_sweep,
-                **sweep[-1],
+                "members": members,
+                **controlled,
             }
         )
-        print(
-            f"sweep λ={lam:g}: energy_error {sweep[-1]['energy_error']:.4g} "
-            f"mse {sweep[-1]['mse']:.4g}",
-            flush=True,
-        )
-    best_latent = blocks.best_lambda(sweep, reference)["lambda"]
+        return part, controlled
 
-    controlled = stages.cached(
-        "eval-prediff-kc",
-        lambda: test_row(
-            prediff, blocks.energy_control(regressor, energy0[:n_eval], best_latent), best_latent,
-            cost, data, judge, floor, scale, seed,
-        ),
-    )  # fmt: skip
-    rows.append(
-        {
-            "case": case,
-            "method": "prediff-kc",
-            "denoiser": kc_denoiser,
-            "guidance": LATENT,
-            "members": members,
-            **controlled,
-        }
-    )
-    guide, frame_rows, framed = frame_guided(
-        scale, seed, stages, data, prediff, cost, judge, floor, reference, case, kc_denoiser,
-        reverse, device,
-    )  # fmt: skip
-    rows += frame_rows
+    # Intensity: the λ of a small sweep at n = 2 on validation videos, then every n on test.
+    mu_sigma = (stats["intensity_mean"], stats["intensity_std"])
+    n_int = scale.intensity_contexts
+
+    def intensity_part() -> list[dict]:
+        def intensity_sweep() -> dict:
+            misses = {}
+            for lam in scale.intensity_lambdas:
+                got = blocks.intensity_rows(
+                    prediff,
+                    val_x[: max(2, n_int // 4)],
+                    mu_sigma,
+                    replace(scale, intensity_n=(2,)),
+                    lam,
+                    seed,
+                )
+                misses[str(lam)] = next(r["miss_sigma"] for r in got if r["method"] == "prediff-kc")
+            return misses
+
+        misses = stages.cached("intensity-sweep", intensity_sweep)
+        lam_int = float(min(misses, key=misses.get))
+        return stages.cached(
+            "intensity",
+            lambda: {
+                "rows": blocks.intensity_rows(
+                    prediff, test_x[:n_int], mu_sigma, scale, lam_int, seed
+                )
+            },
+        )["rows"]
+
+    # Two processes on one --work share the work: the second (--reverse) takes the parts in the
+    # opposite order (and the frame sweep's λ and sampling chunks last first).
+    parts = {
+        "latent": latent_part,
+        "frames": lambda: frame_guided(
+            scale,
+            seed,
+            stages,
+            data,
+            prediff,
+            cost,
+            judge,
+            floor,
+            reference(),
+            case,
+            kc_denoiser,
+            reverse,
+            device,
+        ),  # fmt: skip
+        "intensity": intensity_part,
+    }
+    done = {name: parts[name]() for name in (reversed(parts) if reverse else parts)}
+    if reverse:  # the plain rows of the other denoisers, last
+        return evaluate(
+            scale, seed, stages, data, models, regressor, judge, earthformer, kc_denoiser,
+            floor_info, recon, ae_cost, stats, out, False, device,
+        )  # fmt: skip
+    latent_rows, controlled = done["latent"]
+    guide, frame_rows, framed = done["frames"]
+    intensity = done["intensity"]
+    rows += latent_rows + frame_rows
     plain = plain_rows[kc_denoiser]
     best_row = blocks.best_lambda([controlled, framed], plain)  # the λ rule across guidances
     chosen = LATENT if best_row is controlled else FRAMES
@@ -671,32 +734,6 @@ def evaluate(
             return blocks.energy_control(regressor, target, best)
         return blocks.frame_energy_control(guide, target, best)
 
-    # Intensity: the λ of a small sweep at n = 2 on validation videos, then every n on test.
-    mu_sigma = (stats["intensity_mean"], stats["intensity_std"])
-    n_int = scale.intensity_contexts
-
-    def intensity_sweep() -> dict:
-        misses = {}
-        for lam in scale.intensity_lambdas:
-            got = blocks.intensity_rows(
-                prediff,
-                val_x[: max(2, n_int // 4)],
-                mu_sigma,
-                replace(scale, intensity_n=(2,)),
-                lam,
-                seed,
-            )
-            misses[str(lam)] = next(r["miss_sigma"] for r in got if r["method"] == "prediff-kc")
-        return misses
-
-    misses = stages.cached("intensity-sweep", intensity_sweep)
-    lam_int = float(min(misses, key=misses.get))
-    intensity = stages.cached(
-        "intensity",
-        lambda: {
-            "rows": blocks.intensity_rows(prediff, test_x[:n_int], mu_sigma, scale, lam_int, seed)
-        },
-    )["rows"]
     for row in intensity:
         rows.append({**row, "denoiser": kc_denoiser, "members": scale.intensity_members})
 
