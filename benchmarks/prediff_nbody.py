@@ -693,25 +693,17 @@ def evaluate(
             },
         )["rows"]
 
+    def frames_part() -> tuple[torch.nn.Module, list[dict], dict]:
+        return frame_guided(
+            scale, seed, stages, data, prediff, cost, judge, floor, reference(), case,
+            kc_denoiser, reverse, device,
+        )  # fmt: skip
+
     # Two processes on one --work share the work: the second (--reverse) takes the parts in the
     # opposite order (and the frame sweep's λ and sampling chunks last first).
     parts = {
         "latent": latent_part,
-        "frames": lambda: frame_guided(
-            scale,
-            seed,
-            stages,
-            data,
-            prediff,
-            cost,
-            judge,
-            floor,
-            reference(),
-            case,
-            kc_denoiser,
-            reverse,
-            device,
-        ),  # fmt: skip
+        "frames": frames_part,
         "intensity": intensity_part,
     }
     done = {name: parts[name]() for name in (reversed(parts) if reverse else parts)}
