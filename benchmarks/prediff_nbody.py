@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             "--reverse",
             action="store_true",
-            help="the frame-guided λ sweep and sampling chunks last first: a second process on "
-            "the same --work shares the work with the first",
+            help="a second process on the same --work shares the evaluation with the first: the "
+            "frame guide first (λ and sampling chunks last first), then intensity, the latent "
+            "sweep and the plain rows",
         )
         parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
 
@@ -699,14 +700,11 @@ def evaluate(
             kc_denoiser, reverse, device,
         )  # fmt: skip
 
-    # Two processes on one --work share the work: the second (--reverse) takes the parts in the
-    # opposite order (and the frame sweep's λ and sampling chunks last first).
-    parts = {
-        "latent": latent_part,
-        "frames": frames_part,
-        "intensity": intensity_part,
-    }
-    done = {name: parts[name]() for name in (reversed(parts) if reverse else parts)}
+    # Two processes on one --work share the work: the second (--reverse) takes the frame guide
+    # first (its λ and sampling chunks last first), then intensity, then the latent sweep.
+    parts = {"latent": latent_part, "frames": frames_part, "intensity": intensity_part}
+    order = ("frames", "intensity", "latent") if reverse else tuple(parts)
+    done = {name: parts[name]() for name in order}
     if reverse:  # the plain rows of the other denoisers, last
         return evaluate(
             scale, seed, stages, data, models, regressor, judge, earthformer, kc_denoiser,
