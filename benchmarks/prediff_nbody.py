@@ -138,12 +138,21 @@ class OnDevice(nn.Module):
 
 
 class Stages:
-    """The work folder: each stage's cached JSON (checked against the run's setup)."""
+    """The work folder: each stage's cached JSON (checked against the run's setup). ``ledger``
+    records what this process did with each stage: ``None`` computed it, a number read it (the
+    time the file was written, by an earlier run or a concurrent one)."""
 
-    def __init__(self, work: Path, setup: dict) -> None:
+    def __init__(
+        self, work: Path, setup: dict, ledger: dict[str, float | None] | None = None
+    ) -> None:
         self.work = work
         self.setup = json.loads(json.dumps(setup))  # as saved: tuples become lists
+        self.ledger = {} if ledger is None else ledger
         work.mkdir(parents=True, exist_ok=True)
+
+    def derived(self, **more: object) -> Stages:
+        """The same folder with more settings in the setup, sharing the ledger."""
+        return Stages(self.work, {**self.setup, **more}, self.ledger)
 
     def path(self, key: str) -> Path:
         return self.work / f"{key}.json"
@@ -158,11 +167,13 @@ class Stages:
                 f"--work: {str(path)!r} comes from a run with another setup; remove the folder "
                 "or choose another --work"
             )
+        self.ledger.setdefault(key, path.stat().st_mtime)
         return saved["result"]
 
     def put(self, key: str, result: dict) -> dict:
         text = json.dumps({"setup": self.setup, "result": result}, indent=1) + "\n"
         atomic_write_text(self.path(key), text)
+        self.ledger[key] = None
         return result
 
     def cached(self, key: str, compute) -> dict:
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reverse, device,
         )  # fmt: skip
         if "evaluate" in stages_asked:
-            write(rows, scale, seed, started, args.out, work, device)
+            write(rows, scale, seed, started, args.out, stages, device)
     return 0
 
 
@@ -389,9 +400,9 @@ def frame_guided(
     ``reverse``: λ and sampling chunks last first (``--reverse``)."""
     guide_size = GUIDES["full" if scale == FULL else "quick"]
     shape = {k: v for k, v in asdict(guide_size).items() if k != "lambdas"}
-    own = Stages(stages.work, {**stages.setup, "guide": asdict(guide_size)})
+    own = stages.derived(guide=asdict(guide_size))
     guide, _ = trained(
-        Stages(stages.work, {**stages.setup, "guide": shape}),  # training: not the λ sweep's
+        stages.derived(guide=shape),  # training: not the λ sweep's
         "guide",
         lambda: blocks.train_guide(
             scale,
@@ -837,27 +848,26 @@ every setting, retrained from the same seed (the numbers differ by the device's 
 """
 
 
-def cached_stages(work: Path, since: float) -> str:
-    """The stages this run read from ``work`` rather than computed, with the time each was
+def cached_stages(ledger: dict[str, float | None]) -> str:
+    """The stages this run read from ``--work`` rather than computed, with the time each was
     written (the wall time above covers only what this run computed)."""
-    older = sorted(
-        (path.stat().st_mtime, path.stem)
-        for path in work.glob("*.json")
-        if path.stat().st_mtime < since
-    )
+    older = sorted((mtime, key) for key, mtime in ledger.items() if mtime is not None)
     if not older:
         return "Every stage was computed by this run."
     when = ", ".join(
-        f"{stem} ({datetime.fromtimestamp(mtime, timezone.utc):%Y-%m-%d %H:%M})"
-        for mtime, stem in older
+        f"{key} ({datetime.fromtimestamp(mtime, timezone.utc):%Y-%m-%d %H:%M})"
+        for mtime, key in older
     )
     return (
-        f"Stages read from `--work`, computed by earlier runs of the same command (UTC): {when}. "
-        "Their training costs are the `train_s` column."
+        "Stages read from `--work`, written by earlier or concurrent runs of this benchmark on "
+        f"the same folder (stage subsets, or a second process with `--reverse`) (UTC): {when}. "
+        "Sampling chunks under `chunks/` may likewise come from the second process. Training "
+        "costs are the `train_s` column."
     )
 
 
-def write(rows, scale, seed, started, out, work, device="cpu") -> None:
+def write(rows, scale, seed, started, out, stages, device="cpu") -> None:
+    work = stages.work
     stats = json.loads((work / "data.json").read_text())["result"]
     checks = next((r["checks"] for r in rows if r["case"] == "done-when"), [])
     table = (
@@ -887,7 +897,7 @@ def write(rows, scale, seed, started, out, work, device="cpu") -> None:
     )
     if device != "cpu":
         notes += ON_DEVICE.format(device=torch.cuda.get_device_name(device))
-    notes += "\n" + cached_stages(work, time.time() - (time.perf_counter() - started)) + "\n"
+    notes += "\n" + cached_stages(stages.ledger) + "\n"
     extra = {"threads": torch.get_num_threads(), "setup": scale.setup(), "data": stats}
     extra["device"] = device
     write_results(results_name(device), rows, seed, started, out, COLUMNS, notes, extra)

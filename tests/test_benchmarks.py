@@ -208,6 +208,41 @@ def test_prediff_nbody_quick_mode_scores_every_method_and_the_intensity_rows(tmp
         assert (tmp_path / f"prediff_nbody-{figure}.png").stat().st_size > 0
 
 
+def test_prediff_nbody_stages_remember_what_this_process_read_and_computed(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import prediff_nbody
+
+    first = prediff_nbody.Stages(tmp_path, {"scale": {"lambdas": (0.3, 1.0)}})
+    assert first.cached("sweep", lambda: {"x": 1}) == {"x": 1}
+    assert first.cached("sweep", lambda: {"x": 2}) == {"x": 1}  # read back, not recomputed
+    guide = first.derived(guide={"window": 5})
+    guide.cached("guided", lambda: {"y": 3})
+    assert first.ledger == {"sweep": None, "guided": None}  # computed here, ledger shared
+    # another process on the same folder: a setup holding tuples matches its JSON lists
+    second = prediff_nbody.Stages(tmp_path, {"scale": {"lambdas": (0.3, 1.0)}})
+    assert second.cached("sweep", lambda: {"x": 2}) == {"x": 1}
+    written = (tmp_path / "sweep.json").stat().st_mtime
+    assert second.ledger == {"sweep": written}
+    assert "sweep (" in prediff_nbody.cached_stages(second.ledger)
+    assert prediff_nbody.cached_stages(first.ledger) == "Every stage was computed by this run."
+    with pytest.raises(ValueError, match="another setup"):
+        prediff_nbody.Stages(tmp_path, {"scale": {"lambdas": (0.3,)}}).cached("sweep", dict)
+
+
+def test_prediff_nbody_reverse_process_gives_the_same_rows(tmp_path):
+    work = tmp_path / "work"
+    for name, extra in (("reverse", ["--reverse"]), ("forward", [])):
+        command = benchmark("prediff_nbody", "--quick", "--work", str(work), *extra)
+        subprocess.run([*command, "--out", str(tmp_path / name)], check=True, cwd=ROOT, timeout=600)
+    reverse, forward = (
+        json.loads((tmp_path / name / "prediff_nbody.json").read_text())["rows"]
+        for name in ("reverse", "forward")
+    )
+    assert reverse == forward  # the second run read every stage the first computed
+    assert "Every stage was computed" in (tmp_path / "reverse" / "prediff_nbody.md").read_text()
+    assert "eval-prediff-kc-frames (" in (tmp_path / "forward" / "prediff_nbody.md").read_text()
+
+
 def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
     from physml.data.nbody import nbody_digits
 
