@@ -254,6 +254,11 @@ def test_bad_outputs():
     strict = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1), check_psd=True)
     with pytest.raises(ConstraintError, match="not positive semi-definite"):
         through(strict, Gaussian(torch.zeros(4, dtype=F64), slight))
+    noisy = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1), noise=1.0)
+    with pytest.raises(ConstraintError, match="not positive definite"):  # G Σ Gᵀ + σ² = −1
+        through(noisy, Gaussian(torch.zeros(4, dtype=F64), indefinite))
+    with pytest.raises(ConstraintError, match="not positive semi-definite"):  # a variance < 0
+        through(noisy, Gaussian(torch.zeros(4, dtype=F64), slight))
     singular = torch.zeros(4, 4, dtype=F64)  # no uncertainty at all and no noise: infeasible
     with pytest.raises(ConstraintError, match="not positive definite"):
         through(constraint, Gaussian(torch.ones(4, dtype=F64), singular))
