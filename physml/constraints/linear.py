@@ -263,7 +263,7 @@ class LinearConstraint(Constraint):
             self._cache_key = key
         return self._cache
 
-    def _check_residual(
+    def _check_update(
         self,
         G: torch.Tensor,
         u: torch.Tensor,
@@ -333,7 +333,7 @@ class LinearConstraint(Constraint):
         G, projector, _ = self._matrices(output.device)
         u = self._flat(output)
         new = u - (u @ G.T - b) @ projector.T
-        self._check_residual(G, new.detach(), b, u)
+        self._check_update(G, new.detach(), b, u)
         return self._unflat(new, output)
 
     def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
@@ -380,7 +380,7 @@ class LinearConstraint(Constraint):
             prior = base if diagonal_base else torch.diagonal(base, dim1=-2, dim2=-1)
             variances = (prior - factor.pow(2).sum(-1), prior)
         pivots = torch.diagonal(S, dim1=-2, dim2=-1)
-        self._check_residual(G, new_mean.detach(), b, mean, pivots, variances)
+        self._check_update(G, new_mean.detach(), b, mean, pivots, variances)
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype))
         return Gaussian(new_mean.to(dtype), covariance)
 
@@ -393,14 +393,14 @@ class LinearConstraint(Constraint):
         if self.projection == "euclidean":  # HardC: each member projected on its own
             projector = self._matrices(samples.device)[1]
             new = X - (X @ G.T - b) @ projector.T
-            self._check_residual(G, new.detach(), b, X)
+            self._check_update(G, new.detach(), b, X)
             return Ensemble(self._unflat(new, samples))
         members, k = X.shape[0], G.shape[0]
         if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
             new = _one_row_update(X, G[0], b, self.shrinkage, self.noise)
             if new is not None:
                 try:
-                    self._check_residual(G, new.detach(), b, X)
+                    self._check_update(G, new.detach(), b, X)
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the row well: add γ I below
@@ -422,7 +422,7 @@ class LinearConstraint(Constraint):
             if not (info > 0).any():
                 new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
                 try:
-                    self._check_residual(G, new.detach(), b, X)
+                    self._check_update(G, new.detach(), b, X)
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the rows well: add γ I below
@@ -432,7 +432,7 @@ class LinearConstraint(Constraint):
         S = S + gamma[..., None, None] * (G @ G.T)
         L = _cholesky(S, G)
         new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
-        self._check_residual(G, new.detach(), b, X)
+        self._check_update(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples))
 
 
