@@ -456,7 +456,8 @@ def frame_guided(
         "eval-prediff-kc-frames",
         lambda: test_row(
             prediff, blocks.frame_energy_control(guide, energy0[:n_eval], best), best, cost,
-            data, judge, floor, scale, seed, chunk_folder(own, "eval-prediff-kc-frames"), reverse,
+            data, judge, floor, scale, seed, chunk_folder(own, f"eval-prediff-kc-frames-{best:g}"),
+            reverse,
         ),
     )  # fmt: skip
     rows.append(
@@ -682,17 +683,15 @@ def evaluate(
     def intensity_part() -> list[dict]:
         def intensity_sweep() -> dict:
             misses = {}
-            for lam in scale.intensity_lambdas:
+            lams = scale.intensity_lambdas
+            for lam in reversed(lams) if reverse else lams:
                 got = blocks.intensity_rows(
-                    prediff,
-                    val_x[: max(2, n_int // 4)],
-                    mu_sigma,
-                    replace(scale, intensity_n=(2,)),
-                    lam,
-                    seed,
-                )
+                    prediff, val_x[: max(2, n_int // 4)], mu_sigma,
+                    replace(scale, intensity_n=(2,)), lam, seed,
+                    keep=chunk_folder(stages, f"intensity-sweep-{lam:g}"), reverse=reverse,
+                )  # fmt: skip
                 misses[str(lam)] = next(r["miss_sigma"] for r in got if r["method"] == "prediff-kc")
-            return misses
+            return {str(lam): misses[str(lam)] for lam in lams}
 
         misses = stages.cached("intensity-sweep", intensity_sweep)
         lam_int = float(min(misses, key=misses.get))
@@ -700,8 +699,15 @@ def evaluate(
             "intensity",
             lambda: {
                 "rows": blocks.intensity_rows(
-                    prediff, test_x[:n_int], mu_sigma, scale, lam_int, seed
-                )
+                    prediff,
+                    test_x[:n_int],
+                    mu_sigma,
+                    scale,
+                    lam_int,
+                    seed,
+                    keep=chunk_folder(stages, f"intensity-{lam_int:g}"),
+                    reverse=reverse,
+                )  # fmt: skip
             },
         )["rows"]
 
@@ -712,9 +718,10 @@ def evaluate(
         )  # fmt: skip
 
     # Two processes on one --work share the work: the second (--reverse) takes the frame guide
-    # first (its λ and sampling chunks last first), then intensity, then the latent sweep.
+    # first, then intensity, then the latent sweep, each with its λ, n and sampling chunks last
+    # first, so the two meet in the middle of the frame guide's chunks and of intensity's.
     parts = {"latent": latent_part, "frames": frames_part, "intensity": intensity_part}
-    order = ("frames", "intensity", "latent") if reverse else tuple(parts)
+    order = ("frames", "intensity", "latent") if reverse else ("latent", "frames", "intensity")
     done = {name: parts[name]() for name in order}
     if reverse:  # the plain rows of the other denoisers, last
         return evaluate(

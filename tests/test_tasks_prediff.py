@@ -198,6 +198,31 @@ def test_kept_chunks_from_another_call_are_refused_by_name(tmp_path):
         task.sample(_CountingSampler(), context, members=4, steps=1, seed=0, batch=8, keep=tmp_path)
 
 
+def test_intensity_rows_kept_and_reversed_match_a_plain_pass(tmp_path):
+    from dataclasses import replace
+
+    from physml.models.prediff import FrameAutoencoder
+
+    scale = replace(task.TOY, intensity_members=2, ddim_steps=2, sample_batch=4)
+    autoencoder = FrameAutoencoder(
+        1, scale.latent_channels, scale.downsample, scale.autoencoder_width
+    )
+    prediff = task.build_prediff(scale, "conv", autoencoder, seed=0)
+    context = torch.rand(3, scale.t_in, 1, scale.size, scale.size)
+    options = dict(stats=(0.05, 0.01), scale=scale, lam=1.0, seed=2)
+    plain = task.intensity_rows(prediff, context, **options)
+    kept = task.intensity_rows(prediff, context, **options, keep=tmp_path, reverse=True)
+    again = task.intensity_rows(prediff, context, **options, keep=tmp_path)  # reads the chunks
+
+    def scores(rows):
+        return [{k: v for k, v in row.items() if k != "fwd_ms"} for row in rows]
+
+    assert scores(kept) == scores(plain) and again == kept
+    expected = {"plain", *(f"n{n:g}" for n in scale.intensity_n)}
+    assert {folder.name for folder in tmp_path.iterdir()} == expected
+    assert len(list((tmp_path / "plain").iterdir())) == 2  # 3 contexts, 2 per chunk
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_prediff_on_cuda_takes_cpu_frames_and_gives_cpu_samples_matching_the_cpu_model(
     monkeypatch,

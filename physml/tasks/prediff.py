@@ -512,12 +512,15 @@ def sample(
             options["constraints"] = targets(chunk)
         started = time.perf_counter()
         parts[index] = model(context[chunk].to(device), **options).samples.cpu()
-        seconds += time.perf_counter() - started
+        taken = time.perf_counter() - started
+        seconds += taken
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
-            taken = torch.tensor(time.perf_counter() - started, dtype=torch.float64)
             with atomic_path(stored) as temporary:
-                torch.save({"samples": parts[index], "seconds": taken}, temporary)
+                torch.save(
+                    {"samples": parts[index], "seconds": torch.tensor(taken, dtype=torch.float64)},
+                    temporary,
+                )
     return EnsembleForecast(torch.cat(parts, dim=1), seconds)
 
 
@@ -704,21 +707,36 @@ def intensity_rows(
     lam: float,
     seed: int,
     case: str = "intensity",
+    keep: Path | None = None,
+    reverse: bool = False,
 ) -> list[dict]:
     """Rows ``case, method, n, asked, achieved`` for PreDiff (unguided, one draw for every n)
-    and PreDiff-KC steered to ``μ + n σ`` of the mean target intensity with ``λ = lam``."""
+    and PreDiff-KC steered to ``μ + n σ`` of the mean target intensity with ``λ = lam``.
+    ``keep``, ``reverse``: resumable, shareable chunks as in :func:`sample` (a subfolder per
+    draw; ``reverse`` also takes the n last first)."""
     mu, sigma = stats
     members, steps = scale.intensity_members, scale.ddim_steps
-    plain = sample(prediff, context, members, steps, seed, scale.sample_batch)
+
+    def kept(name: str) -> Path | None:
+        return None if keep is None else Path(keep) / name
+
+    plain = sample(
+        prediff, context, members, steps, seed, scale.sample_batch, keep=kept("plain"),
+        reverse=reverse,
+    )  # fmt: skip
     achieved_plain = float(mean_intensity(plain.samples).mean())
     control = KnowledgeControl(FrameIntensity(mu, sigma), torch.zeros(1), lam, on="frames")
+    found = {}
+    for n in reversed(scale.intensity_n) if reverse else scale.intensity_n:
+        target = torch.full((len(context),), float(n))
+        found[n] = controlled_sample(
+            prediff, control, context, target, members, steps, seed, scale.sample_batch,
+            keep=kept(f"n{n:g}"), reverse=reverse,
+        )  # fmt: skip
     rows = []
     for n in scale.intensity_n:
         asked = mu + n * sigma
-        target = torch.full((len(context),), float(n))
-        guided = controlled_sample(
-            prediff, control, context, target, members, steps, seed, scale.sample_batch
-        )
+        guided = found[n]
         achieved = float(mean_intensity(guided.samples).mean())
         for method, value, seconds in (
             ("prediff", achieved_plain, plain.seconds),
