@@ -688,7 +688,7 @@ def evaluate(
                 got = blocks.intensity_rows(
                     prediff, val_x[: max(2, n_int // 4)], mu_sigma,
                     replace(scale, intensity_n=(2,)), lam, seed,
-                    keep=chunk_folder(stages, f"intensity-sweep-{lam:g}"), reverse=reverse,
+                    keep=chunk_folder(stages, "intensity-sweep"), reverse=reverse,
                 )  # fmt: skip
                 misses[str(lam)] = next(r["miss_sigma"] for r in got if r["method"] == "prediff-kc")
             return {str(lam): misses[str(lam)] for lam in lams}
@@ -705,7 +705,7 @@ def evaluate(
                     scale,
                     lam_int,
                     seed,
-                    keep=chunk_folder(stages, f"intensity-{lam_int:g}"),
+                    keep=chunk_folder(stages, "intensity"),
                     reverse=reverse,
                 )  # fmt: skip
             },

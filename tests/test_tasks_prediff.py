@@ -218,9 +218,17 @@ def test_intensity_rows_kept_and_reversed_match_a_plain_pass(tmp_path):
         return [{k: v for k, v in row.items() if k != "fwd_ms"} for row in rows]
 
     assert scores(kept) == scores(plain) and again == kept
-    expected = {"plain", *(f"n{n:g}" for n in scale.intensity_n)}
+    expected = {"plain", *(f"n{n:g}-lambda1" for n in scale.intensity_n)}
     assert {folder.name for folder in tmp_path.iterdir()} == expected
     assert len(list((tmp_path / "plain").iterdir())) == 2  # 3 contexts, 2 per chunk
+    # another λ on the same folder: its own guided draws, the unguided one read back
+    written = {path: path.stat().st_mtime_ns for path in (tmp_path / "plain").iterdir()}
+    other = task.intensity_rows(prediff, context, **{**options, "lam": 3.0}, keep=tmp_path)
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "plain").iterdir()} == written
+    assert [row["achieved"] for row in other if row["method"] == "prediff"] == [
+        row["achieved"] for row in plain if row["method"] == "prediff"
+    ]
+    assert len({folder.name for folder in tmp_path.iterdir()} - expected) == 4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -713,7 +713,8 @@ def intensity_rows(
     """Rows ``case, method, n, asked, achieved`` for PreDiff (unguided, one draw for every n)
     and PreDiff-KC steered to ``μ + n σ`` of the mean target intensity with ``λ = lam``.
     ``keep``, ``reverse``: resumable, shareable chunks as in :func:`sample` (a subfolder per
-    draw; ``reverse`` also takes the n last first)."""
+    draw, named by n and λ, so calls with other λ on the same contexts share the unguided draw;
+    ``reverse`` also takes the n last first)."""
     mu, sigma = stats
     members, steps = scale.intensity_members, scale.ddim_steps
 
@@ -731,7 +732,7 @@ def intensity_rows(
         target = torch.full((len(context),), float(n))
         found[n] = controlled_sample(
             prediff, control, context, target, members, steps, seed, scale.sample_batch,
-            keep=kept(f"n{n:g}"), reverse=reverse,
+            keep=kept(f"n{n:g}-lambda{lam:g}"), reverse=reverse,
         )  # fmt: skip
     rows = []
     for n in scale.intensity_n:
