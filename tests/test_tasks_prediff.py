@@ -106,7 +106,7 @@ def test_toy_run_writes_rows_figures_and_a_summary(tmp_path):
         assert (folder / figure).stat().st_size > 0
     summary = json.loads((folder / "summary-toy.json").read_text())
     assert len(summary["prediff"]["energy_per_lead"]) == task.TOY.t_out
-    assert {row["lambda"] for row in summary["sweep"]} == set(task.TOY.lambdas)
+    assert {row["lambda"] for row in summary["sweep"]} == set(task.TOY_GUIDE.lambdas)
     intensity = summary["intensity"]
     assert {(row["method"], row["n"]) for row in intensity} == {
         (m, n) for m in ("prediff", "prediff-kc") for n in task.TOY.intensity_n

@@ -5,11 +5,14 @@ Data: N-body digit videos (:func:`physml.data.nbody_digits`) with the energy-con
 (:func:`generator_settings`); ``T_in`` context frames → ``T_out`` target frames; every frame
 carries the simulator's energy. Models, each trained by :class:`physml.training.Trainer` into its
 own folder (a rerun resumes): the frame autoencoder, PreDiff's denoiser on its latents (EMA), the
-knowledge regressor ``U_φ(z_t, t)`` (the target frames' mean energy from noisy target latents)
-and the energy judge (clean frames only, its own seed; never guides). PreDiff-KC is
-``constrain(prediff, KnowledgeControl(regressor, E₀, λ))`` with ``E₀`` the true energy of the
-context (mean over its frames). Intensity: ``KnowledgeControl`` on the decoded frames' mean
-intensity, asked ``μ_τ + n σ_τ`` (statistics of the test targets).
+frame-space energy regressor that guides (clean frames, its own seed), the energy judge (clean
+frames only, its own seed; never guides) and, for the benchmark only, the article's knowledge
+regressor ``U_φ(z_t, t)`` (the target frames' mean energy from noisy target latents). The task's
+PreDiff-KC is ``constrain(prediff, KnowledgeControl(guide, E₀, λ, on="frames"))`` with ``E₀`` the
+true energy of the context (mean over its frames): the route that cuts the judged error in
+``benchmarks/prediff_nbody.py``, where the latent regressor barely moves it. Intensity:
+``KnowledgeControl`` on the decoded frames' mean intensity, asked ``μ_τ + n σ_τ`` (statistics of
+the test targets).
 
 This module holds the building blocks ``benchmarks/prediff_nbody.py`` shares (data, training
 helpers, :func:`evaluate_ensemble`, the figures) and the toy-size task ``prediff-nbody``.
@@ -428,6 +431,10 @@ class GuideSize:
     lambdas: tuple = (0.1, 0.3, 1.0)
 
 
+TOY_GUIDE = GuideSize(window=3, hidden=8, depth=2, steps=30, lambdas=(0.3, 1.0))
+"""The task's guiding frame regressor (the benchmark sizes its own)."""
+
+
 def train_guide(
     scale: Scale,
     guide: GuideSize,
@@ -830,9 +837,7 @@ def run(context: Context) -> list[Row]:
     prediff = build_prediff(scale, "conv", autoencoder.model, seed)
     prediff, latents = calibrated(prediff, data["train"], scale.t_in)
     denoiser = train_denoiser(scale, prediff, latents, "conv", work / "denoiser", seed, quiet)
-    regressor = train_regressor(
-        scale, prediff, latents, data["train"], work / "regressor", seed, quiet
-    ).model
+    guide = train_guide(scale, TOY_GUIDE, data["train"], work / "guide", seed, quiet).model
     judge = train_judge(scale, data["train"], work / "judge", seed, quiet).model
     floor, _, floor_per_lead = judge_error(judge, test_y, energy0, seed)
 
@@ -846,8 +851,8 @@ def run(context: Context) -> list[Row]:
         seed,
     )
     sweep = []
-    for lam in scale.lambdas:
-        control = energy_control(regressor, val_energy0, lam)
+    for lam in TOY_GUIDE.lambdas:
+        control = frame_energy_control(guide, val_energy0, lam)
         forecast = controlled_sample(
             prediff, control, val_x, val_energy0, scale.sweep_members, steps, seed, batch
         )
@@ -857,7 +862,7 @@ def run(context: Context) -> list[Row]:
     best = best_lambda(sweep, reference)["lambda"]
     plain_forecast = sample(prediff, test_x, members, steps, seed, batch)
     plain = evaluate_ensemble(plain_forecast, test_y, energy0, judge, floor, seed)
-    control = energy_control(regressor, energy0, best)
+    control = frame_energy_control(guide, energy0, best)
     kc_forecast = controlled_sample(prediff, control, test_x, energy0, members, steps, seed, batch)
     controlled = evaluate_ensemble(kc_forecast, test_y, energy0, judge, floor, seed)
 
