@@ -216,6 +216,35 @@ def test_guidance_reaches_its_analytic_target_and_sees_each_step():
     assert unguided.abs().max() < 1e-4
 
 
+def test_a_guide_that_denoises_z_t_shares_the_steps_denoiser_pass(monkeypatch):
+    model = live(denoiser("conv"))
+    shape, steps = (2, 1, T_OUT, *LATENT), 4
+    context = torch.randn(2, T_IN, *LATENT)
+    calls = []
+
+    def predict(z, t):
+        calls.append(t)
+        return model(z.flatten(0, 1), torch.full((2,), t), context).reshape(z.shape)
+
+    def guidance(z_t, step):  # pulls the clean estimate's mean toward 0.3
+        z = z_t.clone().requires_grad_()
+        loss = (step.denoise(z).mean() - 0.3).square()
+        return -torch.autograd.grad(loss, z)[0]
+
+    def run():
+        calls.clear()
+        generator = torch.Generator().manual_seed(0)
+        return ddim_sample(predict, shape, NoiseSchedule(), generator, steps, 1.0, guidance)
+
+    shared = run()
+    assert len(calls) == steps  # one pass per step: the guide's, reused by the step
+    # the step's own pass (what a guide that denoises elsewhere gets) lands on the same latents
+    monkeypatch.setattr("physml.models.prediff.sampler._same", lambda z_t, z: False)
+    separate = run()
+    assert len(calls) == 2 * steps
+    assert torch.allclose(shared, separate, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["conv", "cuboid"])
 def test_guided_samples_do_not_depend_on_other_batch_entries(kind):
     prediff = PreDiff(autoencoder(), live(denoiser(kind)))

@@ -6,7 +6,9 @@ From ``z_T ~ N(0, I)`` each reverse step at timestep ``t`` (diffusers' DDIM time
 2. if a ``guidance`` is given, calls ``g = guidance(z_t, step)`` with ``step`` a
    :class:`~physml.constraints.ReverseStep` and shifts the noise estimate,
    ``ε̂ ← ε̂ − √(1 − ᾱ_t) g`` (for a guide ``g = ∇ log p(y | z_t)`` this is classifier guidance:
-   the score moves by ``g``);
+   the score moves by ``g``) — a guide that denoises ``z_t`` itself (``step.denoise(z_t)``, as
+   knowledge control on frames does) computes ``ε̂`` on the way, and the step reuses it instead
+   of running the denoiser twice;
 3. takes diffusers' DDIM step to ``z_{t'}``: ``ẑ_0 = (z_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t``,
    ``z_{t'} = √ᾱ_{t'} ẑ_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ ξ`` with ``σ = η σ_DDPM`` (``η = 0``:
    deterministic, ``η = 1``: DDPM-like ensembles) and ``ξ`` drawn from ``generator``.
@@ -60,11 +62,14 @@ def ddim_sample(
     scheduler = schedule.sampling(steps)
     z = torch.randn(tuple(shape), generator=generator, device=device)
     for index, timestep in enumerate(scheduler.timesteps.tolist()):
-        with torch.no_grad():
-            eps = predict(z, timestep)
+        eps = None
         if guidance is not None:
             alpha_bar = float(scheduler.alphas_cumprod[timestep])
-            g = _guide(guidance, predict, z, timestep, index, alpha_bar, decode)
+            g, eps = _guide(guidance, predict, z, timestep, index, alpha_bar, decode)
+        if eps is None:
+            with torch.no_grad():
+                eps = predict(z, timestep)
+        if guidance is not None:
             eps = eps - math.sqrt(1.0 - alpha_bar) * g
         noise = None
         if eta > 0:
@@ -72,6 +77,11 @@ def ddim_sample(
         with torch.no_grad():
             z = scheduler.step(eps, timestep, z, eta=eta, variance_noise=noise).prev_sample
     return z
+
+
+def _same(z_t: torch.Tensor, z: torch.Tensor) -> bool:
+    """Whether the guide denoised the step's own latents (so their noise estimate is ε̂(z_t))."""
+    return z_t.shape == z.shape and torch.equal(z_t.detach(), z)
 
 
 def _guide(
@@ -82,15 +92,22 @@ def _guide(
     index: int,
     alpha_bar: float,
     decode,
-) -> torch.Tensor:
-    """The guide's shift ``g`` at one step, checked to be a finite tensor shaped like ``z``."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The guide's shift ``g`` at one step, checked to be a finite tensor shaped like ``z``, and
+    the noise estimate at ``z`` itself when the guide's ``denoise`` computed it (the step then
+    reuses it instead of running the denoiser a second time), else ``None``."""
+    given = z.detach()
+    at_z: list[torch.Tensor] = []
 
     def denoise(z_t: torch.Tensor) -> torch.Tensor:
-        return (z_t - math.sqrt(1.0 - alpha_bar) * predict(z_t, timestep)) / math.sqrt(alpha_bar)
+        eps = predict(z_t, timestep)
+        if not at_z and _same(z_t, given):
+            at_z.append(eps.detach())
+        return (z_t - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
 
     step = ReverseStep(timestep, index, alpha_bar, denoise=denoise, decode=decode)
     with torch.enable_grad():
-        g = guidance(z.detach(), step)
+        g = guidance(given, step)
     if not isinstance(g, torch.Tensor) or g.shape != z.shape:
         got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
         raise ValueError(
@@ -98,4 +115,4 @@ def _guide(
         )
     if not torch.isfinite(g).all():
         raise ValueError(f"guidance returned NaN or inf values at timestep {timestep}")
-    return g.detach().to(z.dtype)
+    return g.detach().to(z.dtype), (at_z[0] if at_z else None)
