@@ -30,6 +30,8 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "nbody_energy",
         "fno_overhead",
         "forecast_conservation",
+        "forecast_correction_shapes",
+        "guided_sampling_cost",
         "model_update",
         "guarded_surrogate",
     ],
