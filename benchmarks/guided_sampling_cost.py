@@ -5,9 +5,10 @@ differentiates it, so each step runs the denoiser with gradients, the decoder, t
 their backward pass. The sampler reuses the guide's noise estimate at ``z_t`` for the step itself
 (``shared``); ``separate`` forces the step's own denoiser pass, as before that reuse. The shapes
 are ``prediff_nbody.py``'s full scale (64 px, 10 → 10 frames, the convolutional denoiser, the
-frame guide's size); the weights are fresh (timing does not depend on them, and the latents of
-``shared`` and ``separate`` are checked to agree). Each setting is timed ``--repeats`` times,
-alternating, and the median kept::
+frame guide's size); the weights are fresh (timing does not depend on them; the target energy
+is the untrained guide's own reading of the last context frames, so its Gauss–Newton steps
+stay finite), and the latents of ``shared`` and ``separate`` are checked to agree. Each setting
+is timed ``--repeats`` times, alternating, and the median kept::
 
     OMP_NUM_THREADS=1 python benchmarks/guided_sampling_cost.py
 """
@@ -56,7 +57,9 @@ def setup(quick: bool, seed: int):
     generator = torch.Generator().manual_seed(seed)
     contexts = 2 if quick else 4
     context = torch.rand(contexts, scale.t_in, 1, scale.size, scale.size, generator=generator)
-    return scale, prediff, guide, context, torch.rand(contexts, generator=generator)
+    with torch.no_grad():  # a reachable target for an untrained guide: its own reading
+        energy = guide(context[:, -scale.t_out :]).mean(1)
+    return scale, prediff, guide, context, energy
 
 
 def main(argv: list[str] | None = None) -> int:
