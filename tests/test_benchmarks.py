@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmarking import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
@@ -211,9 +212,7 @@ def test_prediff_nbody_quick_mode_scores_every_method_and_the_intensity_rows(tmp
 
 
 def test_prediff_nbody_stages_remember_what_this_process_read_and_computed(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import prediff_nbody
-
+    prediff_nbody = load_benchmark("prediff_nbody")
     first = prediff_nbody.Stages(tmp_path, {"scale": {"lambdas": (0.3, 1.0)}})
     assert first.cached("sweep", lambda: {"x": 1}) == {"x": 1}
     assert first.cached("sweep", lambda: {"x": 2}) == {"x": 1}  # read back, not recomputed

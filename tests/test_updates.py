@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmarking import load_benchmark
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -525,18 +526,8 @@ def test_the_model_update_benchmark_warm_start_adds_the_control_and_reports_it(t
     assert large.returncode != 0 and "incremental upgrade" in large.stderr
 
 
-def benchmark_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "model_update.py"
-    spec = importlib.util.spec_from_file_location("model_update_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_broaden_upgrade_trains_the_old_model_inside_and_the_new_one_beyond(tmp_path):
-    bench = benchmark_module()
+    bench = load_benchmark("model_update")
     scale = bench.SCALES["broaden"]
     assert bench.scale_counts(scale, "old")[1] == 0
     for part in ("new", "test", "validation"):
