@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,11 +46,13 @@ from common import arguments, write_results  # noqa: E402
 
 from physml import metrics  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
+from physml.tasks.figures import save_figure  # noqa: E402
 
 NAME = "forecast_correction_shapes"
 KAPPAS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)
 SHIFTS = (1.0, 2.0)
 BINS = 6
+TOP = 1.1  # the CRPS ratio figure's upper limit (taller bars are labelled)
 COLUMNS = (
     "case",
     "ensemble",
@@ -306,6 +309,48 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_maps(path: Path, maps: dict) -> None:
+    """Where the error is and where each shape would put the correction: the ensemble mean's
+    |error|, the members' standard deviation, the learned and the oracle standard deviations
+    (one window, last lead)."""
+    panels = ("error", "spread", "learned", "oracle")
+    titles = ("|error| of the mean", "members' std", "learned std", "oracle std (smoothed |error|)")
+    figure, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+    for ax, key, title in zip(axes, panels, titles, strict=True):
+        image = ax.imshow(maps[key].T, origin="lower", cmap="magma")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        figure.colorbar(image, ax=ax, fraction=0.046)
+    figure.suptitle(f"{maps['case']}: test window 0, last lead", fontsize=10)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def plot_ratios(path: Path, rows: list[dict]) -> None:
+    """CRPS over HardC's per case for every shape on the plain ensembles (below 1 beats it)."""
+    methods = ("probconserv", "probconserv_shrunk", "gradient", "learned", "ceiling", "oracle")
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    ratio = {(r["case"], r["method"]): r["crps_vs_hardc"] for r in rows if r["ensemble"] == "plain"}
+    figure, ax = plt.subplots(figsize=(9, 4.0))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        heights = [ratio[(case, method)] for case in cases]
+        where = [c + i * width for c in range(len(cases))]
+        ax.bar(where, heights, width, label=method)
+        for x, height in zip(where, heights, strict=True):
+            if height > TOP:  # clipped: say how far
+                ax.text(x, TOP - 0.004, f"{height:.2f}", rotation=90, ha="center", va="top",
+                        fontsize=6, color="white")  # fmt: skip
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=8)
+    ax.set_ylabel("CRPS / HardC's CRPS")
+    ax.set_ylim(0.9, TOP)
+    ax.legend(fontsize=7, ncol=len(methods), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="forecast_conservation's work")
@@ -315,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
-    rows = []
+    rows, maps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (
             Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
@@ -347,8 +392,18 @@ def main(argv: list[str] | None = None) -> int:
                     grid,
                     learned,
                 )
+                if not maps:  # the first case's first window at the last lead
+                    maps.update(
+                        case=case,
+                        error=(test_samples.mean(0) - test.target)[0, -1, 0].abs(),
+                        spread=test_samples.std(0)[0, -1, 0],
+                        learned=learned[0, 0, -1, 0].sqrt(),
+                        oracle=oracle_shape(test_samples, test.target)[0, 0, -1, 0].sqrt(),
+                    )
                 for sigma in SHIFTS:
                     rows += shifted_rows(case, forecast, test.context, test, grid, sigma, args.seed)
+    plot_maps(args.out / f"{NAME}-maps.png", maps)
+    plot_ratios(args.out / f"{NAME}-crps.png", rows)
     write_results(
         NAME,
         rows,
