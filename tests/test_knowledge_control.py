@@ -341,6 +341,31 @@ def test_a_normalized_control_takes_a_gauss_newton_step_whatever_the_units():
     torch.testing.assert_close(hit(z0, steps=1).samples[0], z0[0], rtol=0, atol=0)
 
 
+def test_a_shift_that_is_not_finite_is_a_constraint_error_saying_why():
+    z0 = torch.randn(2, 3, 4, dtype=F64)
+
+    class Root(nn.Module):  # infinite slope where the latents are 0
+        def forward(self, z, t):
+            return z.abs().sqrt().flatten(1).mean(1)
+
+    for normalized in (False, True):
+        root = KnowledgeControl(Root(), torch.ones(3), 1.0, normalized=normalized)
+        with pytest.raises(ConstraintError, match="quantity or its gradient at z_t is NaN or inf"):
+            constrain(ToySampler(), root)(z0 * 0, steps=1)
+
+    class Flat(nn.Module):  # barely moves with z: |∇F|² underflows to subnormal numbers
+        def forward(self, z, t):
+            return 1e-160 * z.flatten(1).mean(1)
+
+    far = torch.full((3,), 1e10, dtype=F64)  # miss² / |∇F|² overflows
+    flat = KnowledgeControl(Flat(), far, 1.0, normalized=True)
+    with pytest.raises(ConstraintError, match=r"divides the miss by \|∇F\|²"):
+        constrain(ToySampler(), flat)(z0, steps=1)
+    # the same quantity unnormalized takes a tiny, finite step
+    out = constrain(ToySampler(), KnowledgeControl(Flat(), far, 1.0))(z0, steps=1)
+    assert torch.isfinite(out.samples).all()
+
+
 def test_normalized_must_be_a_boolean():
     with pytest.raises(TypeError, match="normalized must be True or False, got 'yes'"):
         KnowledgeControl(MeanOfLatents(), torch.zeros(3), normalized="yes")

@@ -139,10 +139,14 @@ class KnowledgeControl(Constraint):
             )
             miss = (value - aligned).square().reshape(members, batch, -1).sum(-1)  # ‖r_i‖²
             (gradient,) = torch.autograd.grad(0.5 * miss.sum(), z)
+        if not torch.isfinite(gradient).all():
+            raise ConstraintError(_diverged(t, None, self.normalized))
         if self.normalized:
             size = gradient.square().reshape(members, batch, -1).sum(-1)
             ratio = torch.where(size > 0, miss.detach() / size.clamp_min(1e-300), 0.0)
             gradient = gradient * ratio.reshape(*ratio.shape, *[1] * (z_t.ndim - 2))
+            if not torch.isfinite(gradient).all():
+                raise ConstraintError(_diverged(t, size, True))
         return (-self.scale * gradient).detach()
 
     # --------------------------------------------------------------------------------- parts
@@ -195,6 +199,21 @@ class KnowledgeControl(Constraint):
                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
             )
         return value
+
+
+def _diverged(t: object, size: torch.Tensor | None, normalized: bool) -> str:
+    """Why a shift came out NaN or inf, for the error."""
+    timestep = t.timestep if isinstance(t, ReverseStep) else t
+    message = f"KnowledgeControl's shift at timestep {timestep} is not finite: "
+    step = (
+        "the normalized (Gauss–Newton) step divides the miss by |∇F|², so a quantity that barely "
+        "moves with z_t asks for steps so large that the latents diverge — lower scale, or use "
+        "normalized=False"
+    )
+    if size is None:
+        cause = "the quantity or its gradient at z_t is NaN or inf"
+        return message + cause + (f" (if earlier steps were huge: {step})" if normalized else "")
+    return message + f"{step} (smallest |∇F|² here {float(size.min()):.3g})"
 
 
 def _scale(scale: object) -> float:
