@@ -118,10 +118,8 @@ def ceiling_shape(samples: torch.Tensor, target: torch.Tensor, edges) -> torch.T
         0, index.flatten(), (error * defect).flatten()
     )
     den = torch.zeros_like(num).index_add_(0, index.flatten(), (defect * defect).flatten())
-    beta = (num / den.clamp_min(1e-300)).clamp_min(
-        1e-3 * float((num / den.clamp_min(1e-300)).abs().max())
-    )
-    return beta[index]
+    beta = num / den.clamp_min(1e-300)
+    return beta.clamp_min(1e-3 * float(beta.abs().max()))[index]
 
 
 VARIANCE_NET_STEPS = 600
@@ -256,7 +254,7 @@ def shape_rows(case: str, validation: tuple, test, grid, learned: torch.Tensor) 
         samples, windows_.known_mass, ceiling_shape(samples, windows_.target, edges)
     )
     learned_update = shaped_update(samples, windows_.known_mass, learned)
-    learned_rho = blocks._frame_spearman(learned[0], (samples.mean(0) - windows_.target).abs())
+    learned_rho = blocks.frame_spearman(learned[0], (samples.mean(0) - windows_.target).abs())
     oracle = shaped_update(samples, windows_.known_mass, oracle_shape(samples, windows_.target))
     hardc = package["hardc"]
     out = [row(case, "plain", "raw", samples, samples, hardc, windows_)]
@@ -366,10 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
         )
         for variant in blocks.VARIANTS:
-            path = blocks.generate(variant, scale, work, args.seed, quiet)
-            split = {n: blocks.windows(path, scale, n) for n in ("train", "validation", "test")}
-            units = blocks.Units.of(split["train"])
-            models = blocks.train(scale, split["train"], units, work / variant, args.seed, quiet)
+            split, units, models = blocks.prepare(variant, scale, work, args.seed, quiet)
             grid = blocks.grid_of(scale)
             forecasts = forecasters(models, units, scale.t_out)
             for model, forecast in forecasts.items():

@@ -64,9 +64,11 @@ def setup(quick: bool, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
-        parser.add_argument("--repeats", type=int, default=3)
+        parser.add_argument("--repeats", type=int, default=3, help="timed calls per setting (>= 1)")
 
     args = arguments(__doc__, argv, extra)
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be an integer >= 1, got {args.repeats}")
     started = time.perf_counter()
     torch.set_num_threads(1)
     scale, prediff, guide, context, energy = setup(args.quick, args.seed)

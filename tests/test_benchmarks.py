@@ -466,3 +466,9 @@ def test_step_search_finds_the_fewest_steps(monkeypatch):
     floor = fewest_steps(lambda steps: 1e-3 + fourth_order(steps), 1e-4)
     assert floor is None  # the error stops halving: the grid, not the step, limits it
     assert fewest_steps(fourth_order, 1e-30, most=64) is None
+
+
+def test_guided_sampling_cost_refuses_no_repeats():
+    bench = load_benchmark("guided_sampling_cost")
+    with pytest.raises(SystemExit, match="--repeats must be an integer >= 1, got 0"):
+        bench.main(["--quick", "--repeats", "0"])

@@ -144,3 +144,17 @@ def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypat
     assert task.plan(resampled, train, units, tmp_path / "run", 0)["steps"] == first["steps"]
     with pytest.raises(AssertionError, match="measured again"):  # a training setting is new
         task.plan(replace(task.TOY, budget_s=1.0), train, units, tmp_path / "run", 0)
+
+
+def test_prepare_creates_its_work_folder_and_a_rerun_reloads_the_same_models(tmp_path):
+    work = tmp_path / "not" / "yet"
+    scale = task.TOY
+    split, units, models = task.prepare("conserved", scale, work, 0, quiet=True)
+    windows_per_run = (scale.nt - scale.t_in - scale.t_out) // scale.t_out + 1
+    assert len(split["test"].target) == scale.test * windows_per_run
+    assert len(models.earthformer) == len(models.fno) == scale.members
+    assert (work / "conserved" / "plan.json").exists()
+    again = task.prepare("conserved", scale, work, 0, quiet=True)[2]
+    for before, after in zip(models.earthformer, again.earthformer, strict=True):
+        for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True):
+            assert torch.equal(a, b)

@@ -605,7 +605,7 @@ def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, flo
     change = (after - before).abs()  # (M, N, T, 1, H, W)
     flat = change.flatten(-3)
     cv = flat.std(-1) / flat.mean(-1).clamp_min(1e-300)
-    rho = _frame_spearman(change.mean(0), before.std(0))
+    rho = frame_spearman(change.mean(0), before.std(0))
     return {"spearman_spread": rho, "correction_cv": float(cv.mean())}
 
 
@@ -614,10 +614,10 @@ def error_spread(samples: torch.Tensor, target: torch.Tensor) -> float:
     mean's absolute error and the members' standard deviation per pixel (mean over windows and
     frames). ``samples (M, N, T, 1, H, W)``, ``target (N, T, 1, H, W)``. An update that moves
     mass where the spread is can only beat a uniform one when this is clearly positive."""
-    return _frame_spearman((samples.mean(0) - target).abs(), samples.std(0))
+    return frame_spearman((samples.mean(0) - target).abs(), samples.std(0))
 
 
-def _frame_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+def frame_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman's ρ between the maps ``a`` and ``b`` ``(N, T, ...)`` of each window and frame,
     averaged over windows and frames."""
     frames = [(n, t) for n in range(a.shape[0]) for t in range(a.shape[1])]
@@ -762,17 +762,25 @@ def best_kc_scale(
     return float(min(allowed or sweep, key=lambda row: row["ce_abs"])["lambda"]), sweep
 
 
-def run_variant(
+def prepare(
     variant: str, scale: Scale, work: Path, seed: int, quiet: bool
-) -> tuple[list[dict], dict]:
-    """Data, training (resumable under ``work/<variant>``), every ensemble and every method:
-    the rows and what the figures need."""
+) -> tuple[dict[str, Windows], Units, Forecasters]:
+    """The variant's data and trained models (both resumable under ``work``, which is created):
+    ``({"train"|"validation"|"test": windows}, units, models)``."""
     folder = work / variant
     folder.mkdir(parents=True, exist_ok=True)
     path = generate(variant, scale, work, seed, quiet)
     split = {name: windows(path, scale, name) for name in ("train", "validation", "test")}
     units = Units.of(split["train"])
-    models = train(scale, split["train"], units, folder, seed, quiet)
+    return split, units, train(scale, split["train"], units, folder, seed, quiet)
+
+
+def run_variant(
+    variant: str, scale: Scale, work: Path, seed: int, quiet: bool
+) -> tuple[list[dict], dict]:
+    """Data, training (resumable under ``work/<variant>``), every ensemble and every method:
+    the rows and what the figures need."""
+    split, units, models = prepare(variant, scale, work, seed, quiet)
     test, grid = split["test"], grid_of(scale)
     lam, sweep = best_kc_scale(models.prediff, split["validation"], scale, units, seed)
     started = time.perf_counter()
