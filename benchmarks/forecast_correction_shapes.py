@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
         )
         for variant in blocks.VARIANTS:
-            split, units, models = blocks.prepare(variant, scale, work, args.seed, quiet)
+            split, units, models = blocks.data_and_models(variant, scale, work, args.seed, quiet)
             grid = blocks.grid_of(scale)
             forecasts = forecasters(models, units, scale.t_out)
             for model, forecast in forecasts.items():

@@ -146,15 +146,15 @@ def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypat
         task.plan(replace(task.TOY, budget_s=1.0), train, units, tmp_path / "run", 0)
 
 
-def test_prepare_creates_its_work_folder_and_a_rerun_reloads_the_same_models(tmp_path):
+def test_data_and_models_creates_its_work_folder_and_a_rerun_reloads_the_same_models(tmp_path):
     work = tmp_path / "not" / "yet"
     scale = task.TOY
-    split, units, models = task.prepare("conserved", scale, work, 0, quiet=True)
+    split, units, models = task.data_and_models("conserved", scale, work, 0, quiet=True)
     windows_per_run = (scale.nt - scale.t_in - scale.t_out) // scale.t_out + 1
     assert len(split["test"].target) == scale.test * windows_per_run
     assert len(models.earthformer) == len(models.fno) == scale.members
     assert (work / "conserved" / "plan.json").exists()
-    again = task.prepare("conserved", scale, work, 0, quiet=True)[2]
+    again = task.data_and_models("conserved", scale, work, 0, quiet=True)[2]
     for before, after in zip(models.earthformer, again.earthformer, strict=True):
         for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True):
             assert torch.equal(a, b)

@@ -762,7 +762,7 @@ def best_kc_scale(
     return float(min(allowed or sweep, key=lambda row: row["ce_abs"])["lambda"]), sweep
 
 
-def prepare(
+def data_and_models(
     variant: str, scale: Scale, work: Path, seed: int, quiet: bool
 ) -> tuple[dict[str, Windows], Units, Forecasters]:
     """The variant's data and trained models (both resumable under ``work``, which is created):
@@ -780,7 +780,7 @@ def run_variant(
 ) -> tuple[list[dict], dict]:
     """Data, training (resumable under ``work/<variant>``), every ensemble and every method:
     the rows and what the figures need."""
-    split, units, models = prepare(variant, scale, work, seed, quiet)
+    split, units, models = data_and_models(variant, scale, work, seed, quiet)
     test, grid = split["test"], grid_of(scale)
     lam, sweep = best_kc_scale(models.prediff, split["validation"], scale, units, seed)
     started = time.perf_counter()
