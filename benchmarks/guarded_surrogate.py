@@ -16,7 +16,8 @@ without an ensemble) and ``guard`` per level with ``surrogate_fraction``, ``max_
 one thread, every member's forward and every check included) and ``speedup`` over the solver.
 Each member's training resumes from
 ``--work``/``<equation>``/``fno<seed + k>-<train>x<steps>steps``; the data is cached there.
-Building blocks: :mod:`physml.tasks.updates`.
+Building blocks: :mod:`physml.tasks.updates`. The figure ``guarded_surrogate-tradeoff.png``
+draws error against speedup per level (:mod:`updates_figures`).
 
     python benchmarks/guarded_surrogate.py --quick              # smoke (< 1 min)
     OMP_NUM_THREADS=1 python benchmarks/guarded_surrogate.py   # full; --work benchmarks/work/...
@@ -34,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arguments, steady_allocations, write_results  # noqa: E402
+from updates_figures import tradeoff_figure  # noqa: E402
 
 from physml.tasks import updates as blocks  # noqa: E402
 
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "equations": {name: blocks.equation(name).__dict__ for name in equations},
     }
     extra = {"setup": setup, "done_when": verdict, "threads": torch.get_num_threads()}
-    write_results(NAME, rows, args.seed, started, args.out, COLUMNS, notes, extra)
+    result = write_results(NAME, rows, args.seed, started, args.out, COLUMNS, notes, extra)
+    tradeoff_figure(result, args.out / f"{NAME}-tradeoff.png")
     return 0
 
 

@@ -30,6 +30,7 @@ boundary condition met by the old model, missed by the new). Mean and standard e
 The pc-focal λ of the done-when is chosen per case on a validation set (``val_rel_l2``,
 ``val_nfr``: drawn like the test set from its own seeds), so the test set never picks it; every
 λ keeps its row.
+The figure ``<name>-nfr.png`` draws the NFR(τ) curves (:mod:`updates_figures`).
 Trainings resume from their checkpoints in ``--work``; the data is cached there. The building
 blocks are :mod:`physml.tasks.updates`'s.
 
@@ -50,6 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arguments, write_results  # noqa: E402
+from updates_figures import nfr_figure  # noqa: E402
 
 from physml.tasks import updates as blocks  # noqa: E402
 
@@ -255,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     setup = {"scale": {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in scale.items()}}
     extra = {"setup": setup, "upgrade": mode, "curve_tau_over_median": list(blocks.CURVE),
              "done_when": verdict, "threads": torch.get_num_threads()}  # fmt: skip
-    write_results(name, rows, args.seed, started, args.out, COLUMNS, notes, extra)
+    result = write_results(name, rows, args.seed, started, args.out, COLUMNS, notes, extra)
+    nfr_figure(result, args.out / f"{name}-nfr.png")
     return 0
 
 
