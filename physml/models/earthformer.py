@@ -109,6 +109,13 @@ class PositionEmbedding(nn.Module):
         return x + (self.time + self.row + self.column)
 
 
+def _pad_circularly(model: nn.Module) -> None:
+    """Make every padded ``Conv2d`` of ``model`` wrap around (same weights, periodic edges)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
+            module.padding_mode = "circular"
+
+
 class Earthformer(nn.Module):
     """Hierarchical cuboid-attention encoder-decoder forecaster (see the module docstring).
 
@@ -118,7 +125,10 @@ class Earthformer(nn.Module):
     self-attention block; ``global_vectors = 0`` disables global vectors. ``cross_cuboid_hw`` is
     the spatial cuboid of the decoder's cross-attention. ``stem_channels`` (default
     ``base_units // 2``) is the width of the full-resolution stem and head; ``ffn_kernel`` (0: none)
-    the depthwise spatial convolution in the feed-forward layers.
+    the depthwise spatial convolution in the feed-forward layers. ``periodic``: every spatial
+    convolution pads circularly instead of with zeros, for fields on a periodic domain (zero
+    padding invents a wall at the frame's edge, where the forecast then errs); the attention is
+    unchanged.
     """
 
     def __init__(
@@ -138,8 +148,11 @@ class Earthformer(nn.Module):
         dropout: float = 0.0,
         stem_channels: int | None = None,
         ffn_kernel: int = 0,
+        periodic: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(periodic, bool):
+            raise TypeError(f"periodic must be True or False, got {periodic!r}")
         t_in, c_in, height, width = self.input_shape = _shape4("input_shape", input_shape)
         t_out, c_out, h_out, w_out = self.target_shape = _shape4("target_shape", target_shape)
         if (h_out, w_out) != (height, width):
@@ -264,6 +277,9 @@ class Earthformer(nn.Module):
         self.head = nn.Conv2d(base_units, hidden * downsample**2, 1)
         self.head_out = nn.Conv2d(hidden, c_out, 3, padding=1)
         self.downsample = downsample
+        self.periodic = periodic
+        if periodic:
+            _pad_circularly(self)
         self._shrink_residual_branches()
 
     def _shrink_residual_branches(self, scale: float = 1e-2) -> None:
