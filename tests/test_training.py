@@ -289,3 +289,36 @@ def test_point_families_resume_bitwise_after_a_crash(tmp_path, family):
         whole_model.state_dict().items(), resumed_model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize(
+    "boundary, periodic",
+    [
+        ("periodic", True),
+        ("x: periodic; y: periodic", True),
+        ("x: periodic; y: wall", False),
+        ("dirichlet: u(0,t) = u(1,t) = 0", False),
+        ("", False),
+    ],
+)
+def test_a_file_is_periodic_when_its_boundary_says_so_on_every_axis(boundary, periodic):
+    from types import SimpleNamespace
+
+    from physml.training.families import periodic_domain
+
+    assert periodic_domain(SimpleNamespace(attrs={"boundary": boundary})) is periodic
+
+
+def test_the_earthformer_family_wraps_its_convolutions_on_a_periodic_file(tmp_path):
+    from physml.data import load
+    from physml.data.generate import generate_dataset
+    from physml.training.families import build, model_config
+
+    path = generate_dataset(
+        "navier-stokes", tmp_path / "ns.h5", n=2, progress=False, nx=16, t_end=0.5, nt=6
+    )
+    config = model_config("earthformer", "forecast", {"t_in": 3, "t_out": 2, "base_units": 8})
+    model, items = build(config, load(path))
+    assert model.periodic
+    x, y = items[0]
+    assert model(x[None]).shape == (1, *y.shape)

@@ -137,10 +137,25 @@ def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
     return constrain(_fno(config, data, shapes), condition)
 
 
+def periodic_domain(data: PDEData) -> bool:
+    """Whether the file says every spatial axis is periodic: its ``boundary`` attribute is
+    ``"periodic"`` or, per axis, ``"x: periodic; y: periodic"``."""
+    text = str(data.attrs.get("boundary", "")).strip().lower()
+    parts = [part.split(":")[-1].strip() for part in text.split(";") if part.strip()]
+    return bool(parts) and all(part == "periodic" for part in parts)
+
+
 def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
     units = config["options"]["base_units"]
-    return Earthformer(x_shape, y_shape, base_units=units, num_heads=2, depth=(1, 1))
+    return Earthformer(
+        x_shape,
+        y_shape,
+        base_units=units,
+        num_heads=2,
+        depth=(1, 1),
+        periodic=periodic_domain(data),
+    )
 
 
 def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
