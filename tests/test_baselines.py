@@ -387,3 +387,39 @@ def test_training_loop_rejects_bad_requests():
         score_forecast(y[:0], y[:0])
     with pytest.raises(ValueError, match="batch_size"):
         score_forecast(y, y, batch_size=0)
+
+
+def _periodic_capable(name: str, periodic: object) -> nn.Module:
+    from physml.models import Earthformer
+
+    if name == "earthformer":
+        return Earthformer(
+            (4, 1, 8, 8), (3, 2, 8, 8), base_units=8, num_heads=2, depth=(1, 1),
+            global_vectors=2, cross_cuboid_hw=(2, 2), ffn_kernel=3, periodic=periodic,
+        )  # fmt: skip
+    if name == "unet":
+        return UNet(3, 2, base=4, periodic=periodic)
+    return ConvLSTM(hidden=4, target_frames=2, patch=2, periodic=periodic)
+
+
+@pytest.mark.parametrize("name", ["earthformer", "unet", "convlstm"])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_a_periodic_models_convolutions_commute_with_shifts_of_the_frame(name, periodic):
+    model = _periodic_capable(name, periodic)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and any(m.padding)]
+    assert convs and model.periodic is periodic
+    for conv in convs:
+        x = torch.randn(1, conv.in_channels, 8, 8)
+        after = conv(x.roll((2, 3), (-2, -1)))
+        before = conv(x).roll((2, 3), (-2, -1))
+        assert torch.allclose(after, before, atol=1e-5) == periodic
+
+
+@pytest.mark.parametrize("name", ["earthformer", "unet", "convlstm"])
+def test_periodic_changes_the_padding_not_the_parameters(name):
+    plain, periodic = _periodic_capable(name, False), _periodic_capable(name, True)
+    periodic.load_state_dict(plain.state_dict())  # the same weights fit either
+    x = torch.randn(1, 4 if name == "earthformer" else 3, 1, 8, 8)
+    assert not torch.allclose(plain(x), periodic(x))
+    with pytest.raises(TypeError, match="periodic must be True or False, got 'yes'"):
+        _periodic_capable(name, "yes")

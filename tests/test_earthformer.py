@@ -476,29 +476,6 @@ def test_model_with_shifted_pattern_and_three_levels():
     assert model(torch.randn(1, 3, 1, 16, 16)).shape == (1, 2, 1, 16, 16)
 
 
-@pytest.mark.parametrize("periodic", [False, True])
-def test_a_periodic_models_convolutions_commute_with_shifts_of_the_frame(periodic):
-    model = _toy_model(periodic=periodic, ffn_kernel=3)
-    convs = [
-        m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and any(m.padding)
-    ]  # stem, decoder upsampling, head, feed-forward depthwise
-    assert len(convs) >= 6
-    for conv in convs:
-        x = torch.randn(1, conv.in_channels, 8, 8)
-        after = conv(x.roll((2, 3), (-2, -1)))
-        before = conv(x).roll((2, 3), (-2, -1))
-        assert torch.allclose(after, before, atol=1e-5) == periodic
-
-
-def test_periodic_changes_the_padding_not_the_parameters():
-    plain, periodic = _toy_model(), _toy_model(periodic=True)
-    periodic.load_state_dict(plain.state_dict())  # the same weights fit either
-    x = torch.randn(1, 4, 1, 8, 8)
-    assert not torch.allclose(plain(x), periodic(x))
-    with pytest.raises(TypeError, match="periodic must be True or False, got 'yes'"):
-        _toy_model(periodic="yes")
-
-
 # --------------------------------------------------------------------------- bad input
 
 

@@ -309,7 +309,8 @@ def test_a_file_is_periodic_when_its_boundary_says_so_on_every_axis(boundary, pe
     assert periodic_domain(SimpleNamespace(attrs={"boundary": boundary})) is periodic
 
 
-def test_the_earthformer_family_wraps_its_convolutions_on_a_periodic_file(tmp_path):
+@pytest.mark.parametrize("family", ["earthformer", "unet", "convlstm"])
+def test_the_frame_families_wrap_their_convolutions_on_a_periodic_file(tmp_path, family):
     from physml.data import load
     from physml.data.generate import generate_dataset
     from physml.training.families import build, model_config
@@ -317,7 +318,7 @@ def test_the_earthformer_family_wraps_its_convolutions_on_a_periodic_file(tmp_pa
     path = generate_dataset(
         "navier-stokes", tmp_path / "ns.h5", n=2, progress=False, nx=16, t_end=0.5, nt=6
     )
-    config = model_config("earthformer", "forecast", {"t_in": 3, "t_out": 2, "base_units": 8})
+    config = model_config(family, "forecast", {"t_in": 3, "t_out": 2, "base_units": 8})
     model, items = build(config, load(path))
     assert model.periodic
     x, y = items[0]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .common import pad_circularly
+
 OUTPUTS = ("sigmoid", "linear")
 
 
@@ -100,6 +102,7 @@ class UNet(nn.Module):
     (conv block, 2× max-pool) with ``base·2^level`` channels, a bottleneck, transposed-conv
     upsampling with skip connections → ``(B, T_out, C, H, W)``. ``H`` and ``W`` must be
     divisible by ``2^depth``. Parameters grow like ``base²·4^depth`` (base 16, depth 2 ≈ 0.12 M).
+    ``periodic``: the convolutions pad circularly (fields on a periodic domain).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class UNet(nn.Module):
         base: int = 16,
         depth: int = 2,
         output: str = "sigmoid",
+        periodic: bool = False,
     ) -> None:
         super().__init__()
         self.in_frames = _count("in_frames", in_frames)
@@ -131,6 +135,7 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(width[level + 1], width[level], 2, stride=2))
             self.merge.append(_conv_block(2 * width[level], width[level]))
         self.head = nn.Conv2d(width[0], self.out_frames * self.channels, 1)
+        self.periodic = pad_circularly(self, periodic)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_sequence("x", x, self.channels, self.in_frames)
@@ -185,6 +190,8 @@ class ConvLSTM(nn.Module):
     convolution and pixel shuffle map the top hidden state back to a frame. ``H`` and ``W`` must
     be divisible by ``patch``; the default 4 is Shi et al.'s 64×64 → 16×16. Parameters ≈
     ``2·layers·4·hidden·2·hidden·kernel²`` (hidden 32, 2 layers ≈ 0.26 M; hidden 64 ≈ 0.96 M).
+    ``periodic``: the gates' convolutions pad circularly (fields on a periodic domain; folding
+    into patches keeps the periodicity).
     """
 
     def __init__(
@@ -196,6 +203,7 @@ class ConvLSTM(nn.Module):
         target_frames: int = 10,
         patch: int = 4,
         output: str = "sigmoid",
+        periodic: bool = False,
     ) -> None:
         super().__init__()
         self.channels = _count("channels", channels)
@@ -218,6 +226,7 @@ class ConvLSTM(nn.Module):
         self.head = nn.Conv2d(self.hidden, folded, 1)
         self.fold = nn.PixelUnshuffle(self.patch)
         self.unfold = nn.PixelShuffle(self.patch)
+        self.periodic = pad_circularly(self, periodic)
 
     @staticmethod
     def _step(

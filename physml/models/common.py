@@ -20,6 +20,19 @@ Item = TypeVar("Item")
 __all__ = ["grid_points", "progress_bar", "unflatten", "with_parameters"]
 
 
+def pad_circularly(model: torch.nn.Module, periodic: bool) -> bool:
+    """With ``periodic``, make every padded ``Conv2d`` of ``model`` wrap around (same weights;
+    a field on a periodic domain has no edge for zero padding to invent); returns ``periodic``.
+    """
+    if not isinstance(periodic, bool):
+        raise TypeError(f"periodic must be True or False, got {periodic!r}")
+    if periodic:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and any(p > 0 for p in module.padding):
+                module.padding_mode = "circular"
+    return periodic
+
+
 def unflatten(values: torch.Tensor, T: int, X: int) -> torch.Tensor:
     """Values at :func:`grid_points` back on the grid: ``(..., T·X)`` → ``(..., T, X)``."""
     if not isinstance(values, torch.Tensor) or values.ndim < 1:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .common import pad_circularly
 from .cuboid import (
     CuboidCrossAttention,
     CuboidCrossBlock,
@@ -109,13 +110,6 @@ class PositionEmbedding(nn.Module):
         return x + (self.time + self.row + self.column)
 
 
-def _pad_circularly(model: nn.Module) -> None:
-    """Make every padded ``Conv2d`` of ``model`` wrap around (same weights, periodic edges)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d) and any(p > 0 for p in module.padding):
-            module.padding_mode = "circular"
-
-
 class Earthformer(nn.Module):
     """Hierarchical cuboid-attention encoder-decoder forecaster (see the module docstring).
 
@@ -151,8 +145,6 @@ class Earthformer(nn.Module):
         periodic: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(periodic, bool):
-            raise TypeError(f"periodic must be True or False, got {periodic!r}")
         t_in, c_in, height, width = self.input_shape = _shape4("input_shape", input_shape)
         t_out, c_out, h_out, w_out = self.target_shape = _shape4("target_shape", target_shape)
         if (h_out, w_out) != (height, width):
@@ -277,9 +269,7 @@ class Earthformer(nn.Module):
         self.head = nn.Conv2d(base_units, hidden * downsample**2, 1)
         self.head_out = nn.Conv2d(hidden, c_out, 3, padding=1)
         self.downsample = downsample
-        self.periodic = periodic
-        if periodic:
-            _pad_circularly(self)
+        self.periodic = pad_circularly(self, periodic)
         self._shrink_residual_branches()
 
     def _shrink_residual_branches(self, scale: float = 1e-2) -> None:

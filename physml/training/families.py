@@ -160,13 +160,16 @@ def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
 
 def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
-    return UNet(x_shape[0], y_shape[0], base=config["options"]["base_units"], output="linear")
+    base = config["options"]["base_units"]
+    return UNet(x_shape[0], y_shape[0], base=base, output="linear", periodic=periodic_domain(data))
 
 
 def _convlstm(config: dict, data: PDEData, shapes) -> nn.Module:
     _, y_shape = shapes
     hidden = config["options"]["hidden"]
-    return ConvLSTM(hidden=hidden, target_frames=y_shape[0], output="linear")
+    return ConvLSTM(
+        hidden=hidden, target_frames=y_shape[0], output="linear", periodic=periodic_domain(data)
+    )
 
 
 # ------------------------------------------------------------------------ point-based models
