@@ -32,6 +32,7 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "fno_overhead",
         "forecast_conservation",
         "forecast_correction_shapes",
+        "earthformer_artifacts",
         "guided_sampling_cost",
         "model_update",
         "guarded_surrogate",

@@ -476,6 +476,18 @@ def test_model_with_shifted_pattern_and_three_levels():
     assert model(torch.randn(1, 3, 1, 16, 16)).shape == (1, 2, 1, 16, 16)
 
 
+@pytest.mark.parametrize("head_init", ["random", "icnr"])
+def test_an_icnr_head_starts_by_rendering_each_token_as_a_flat_patch(head_init):
+    model = _toy_model(head_init=head_init, downsample=2)
+    tokens = torch.randn(3, model.head.in_channels, 4, 4)
+    pixels = torch.nn.functional.pixel_shuffle(model.head(tokens), 2)  # (3, C, 8, 8)
+    blocks = pixels.unflatten(-1, (4, 2)).unflatten(-3, (4, 2))  # (3, C, 4, 2, 4, 2)
+    flat = torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks))
+    assert flat == (head_init == "icnr")
+    with pytest.raises(ValueError, match=r"head_init must be one of \['random', 'icnr'\]"):
+        _toy_model(head_init="nearest")
+
+
 # --------------------------------------------------------------------------- bad input
 
 

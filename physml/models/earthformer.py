@@ -110,6 +110,18 @@ class PositionEmbedding(nn.Module):
         return x + (self.time + self.row + self.column)
 
 
+HEAD_INITS = ("random", "icnr")
+
+
+def _same_subpixels(conv: nn.Conv2d, group: int) -> None:
+    """ICNR: copy the first of every ``group`` consecutive output channels (one token's pixels
+    under ``pixel_shuffle``) over the rest of its group, weights and bias."""
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight[::group].repeat_interleave(group, 0))
+        if conv.bias is not None:
+            conv.bias.copy_(conv.bias[::group].repeat_interleave(group, 0))
+
+
 class Earthformer(nn.Module):
     """Hierarchical cuboid-attention encoder-decoder forecaster (see the module docstring).
 
@@ -122,7 +134,9 @@ class Earthformer(nn.Module):
     the depthwise spatial convolution in the feed-forward layers. ``periodic``: every spatial
     convolution pads circularly instead of with zeros, for fields on a periodic domain (zero
     padding invents a wall at the frame's edge, where the forecast then errs); the attention is
-    unchanged.
+    unchanged. ``head_init="icnr"`` starts the depth-to-space head with the same weights for
+    each token's ``downsample²`` pixels (ICNR, Aitken et al. 2017), so an untrained head renders a
+    token as a flat patch instead of a random patch-grid pattern that training must undo.
     """
 
     def __init__(
@@ -143,6 +157,7 @@ class Earthformer(nn.Module):
         stem_channels: int | None = None,
         ffn_kernel: int = 0,
         periodic: bool = False,
+        head_init: str = "random",
     ) -> None:
         super().__init__()
         t_in, c_in, height, width = self.input_shape = _shape4("input_shape", input_shape)
@@ -270,6 +285,11 @@ class Earthformer(nn.Module):
         self.head_out = nn.Conv2d(hidden, c_out, 3, padding=1)
         self.downsample = downsample
         self.periodic = pad_circularly(self, periodic)
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {list(HEAD_INITS)}, got {head_init!r}")
+        self.head_init = head_init
+        if head_init == "icnr":
+            _same_subpixels(self.head, downsample**2)
         self._shrink_residual_branches()
 
     def _shrink_residual_branches(self, scale: float = 1e-2) -> None:
