@@ -473,3 +473,9 @@ def test_guided_sampling_cost_refuses_no_repeats():
     bench = load_benchmark("guided_sampling_cost")
     with pytest.raises(SystemExit, match="--repeats must be an integer >= 1, got 0"):
         bench.main(["--quick", "--repeats", "0"])
+
+
+def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path):
+    bench = load_benchmark("earthformer_artifacts")
+    with pytest.raises(SystemExit, match=r"--variants must be among \['conserved', 'source'\]"):
+        bench.main(["--quick", "--variants", "conserved,other", "--out", str(tmp_path)])
