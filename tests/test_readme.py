@@ -129,3 +129,32 @@ def test_the_readme_is_a_guide_not_a_record_of_the_work():
     assert not re.search(r"\bcommits?\b[^.\n]*\b[0-9a-f]{7,40}\b", text)
     assert not re.search(r"(?<![0-9a-zA-Z_])[0-9a-f]{7,40}(?![0-9a-zA-Z_])", text)
     assert "../shared" not in text
+
+
+def _tracked() -> set[str] | None:
+    """The repository's tracked files (relative paths), or ``None`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return set(out.splitlines())
+
+
+def test_every_relative_link_of_the_readme_and_the_records_is_a_tracked_file():
+    """A figure or record the README points at must reach a fresh clone, not only this folder."""
+    tracked = _tracked()
+    pages = [README, *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]
+    missing = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            path = (page.parent / target.split("#")[0]).resolve()
+            relative = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else None
+            if relative is None or not path.exists():
+                missing.append(f"{page.name}: {target}")
+            elif tracked is not None and path.is_file() and relative not in tracked:
+                missing.append(f"{page.name}: {target} (not tracked by git)")
+    assert not missing, missing
