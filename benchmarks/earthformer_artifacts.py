@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -36,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import arguments, write_results  # noqa: E402
 
-from physml.models import Earthformer  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 from physml.tasks.figures import save_figure  # noqa: E402
 
@@ -62,13 +62,9 @@ deviation; `train_s`: CPU seconds of the configuration's training (all members).
 
 
 def member(config: str, scale: blocks.Scale, channels: int, seed: int) -> torch.nn.Module:
-    """One member of ``config`` as the task builds it (seeded the same way)."""
-    if config == "zero-pad":
-        return blocks.build("earthformer", scale, channels, seed)
-    torch.manual_seed(seed)
-    shapes = (scale.t_in, channels, scale.nx, scale.nx), (scale.t_out, 1, scale.nx, scale.nx)
-    inner = Earthformer(*shapes, **scale.earthformer, **CONFIGS[config])
-    return blocks.LastFrameIncrement(inner)
+    """One member of ``config``: the task's own build with the configuration's options added."""
+    options = {**scale.earthformer, **CONFIGS[config]}
+    return blocks.build("earthformer", replace(scale, earthformer=options), channels, seed)
 
 
 def ensemble(config, scale, split, units, folder: Path, seed: int, quiet: bool):

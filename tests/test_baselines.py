@@ -423,3 +423,17 @@ def test_periodic_changes_the_padding_not_the_parameters(name):
     assert not torch.allclose(plain(x), periodic(x))
     with pytest.raises(TypeError, match="periodic must be True or False, got 'yes'"):
         _periodic_capable(name, "yes")
+
+
+def test_pad_circularly_wraps_every_padding_form_and_leaves_unpadded_convolutions():
+    from physml.models.common import pad_circularly
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding="same"),
+        nn.Conv2d(1, 1, 3, padding="valid"), nn.Conv2d(1, 1, 1),
+    )  # fmt: skip
+    assert pad_circularly(model, True) is True
+    assert [c.padding_mode for c in model] == ["circular", "circular", "zeros", "zeros"]
+    x = torch.randn(1, 1, 6, 6)
+    same = model[1]  # a "same"-padded convolution now commutes with shifts of the frame
+    assert torch.allclose(same(x.roll((1, 2), (-2, -1))), same(x).roll((1, 2), (-2, -1)), atol=1e-6)

@@ -28,9 +28,14 @@ def pad_circularly(model: torch.nn.Module, periodic: bool) -> bool:
         raise TypeError(f"periodic must be True or False, got {periodic!r}")
     if periodic:
         for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d) and any(p > 0 for p in module.padding):
+            if isinstance(module, torch.nn.Conv2d) and _pads(module.padding):
                 module.padding_mode = "circular"
     return periodic
+
+
+def _pads(padding: str | tuple[int, ...]) -> bool:
+    """Whether a convolution's ``padding`` (``"same"``, ``"valid"`` or sizes) adds any border."""
+    return padding == "same" if isinstance(padding, str) else any(p > 0 for p in padding)
 
 
 def unflatten(values: torch.Tensor, T: int, X: int) -> torch.Tensor:
