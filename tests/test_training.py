@@ -323,3 +323,32 @@ def test_the_frame_families_wrap_their_convolutions_on_a_periodic_file(tmp_path,
     assert model.periodic
     x, y = items[0]
     assert model(x[None]).shape == (1, *y.shape)
+
+
+@pytest.mark.parametrize("family", ["earthformer", "unet", "convlstm"])
+def test_the_checkpoint_records_the_padding_and_a_rebuild_follows_it(tmp_path, family, capsys):
+    """A resume or an evaluation must rebuild the padding the weights were trained with, not
+    the one the file handed to it suggests; a checkpoint that does not say is not resumed."""
+    from physml.cli import main
+    from physml.data import load
+    from physml.data.generate import generate_dataset
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import save_checkpoint
+    from physml.training.families import build
+
+    path = generate_dataset(
+        "navier-stokes", tmp_path / "ns.h5", n=3, progress=False, nx=16, t_end=0.5, nt=6
+    )
+    run = tmp_path / "run"
+    command = ["train", "--data", str(path), "--model", family, "--task", "forecast"]
+    command += ["--t-in", "3", "--t-out", "2", "--base-units", "8", "--hidden", "8"]
+    command += ["--batch", "2", "--out", str(run), "--quiet"]
+    assert main([*command, "--steps", "1"]) == 0
+    state = load_checkpoint(run)
+    assert state["model_config"]["periodic"] is True
+    model, _ = build({**state["model_config"], "periodic": False}, load(path))
+    assert not model.periodic
+    del state["model_config"]["periodic"]  # as written before the padding was recorded
+    save_checkpoint(run, state)
+    assert main([*command, "--steps", "2"]) == 2
+    assert "holds another model" in capsys.readouterr().err

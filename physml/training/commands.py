@@ -19,7 +19,15 @@ from .._io import atomic_write_text
 from ..data import PDEData, load
 from .checkpoint import load_checkpoint, load_weights
 from .distributed import world
-from .families import DEFAULTS, FAMILIES, TASKS, build, model_config, training_items
+from .families import (
+    DEFAULTS,
+    FAMILIES,
+    TASKS,
+    build,
+    model_config,
+    training_items,
+    with_domain,
+)
 from .trainer import Loss, TrainConfig, Trainer, check_device
 
 try:  # Python 3.11+
@@ -126,6 +134,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
     train_data, val_data = split(load(args.data), float(chosen.get("val_fraction", 0.1)))
+    description = with_domain(description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
     validation = None if val_data is None else training_items(description, val_data)

@@ -145,6 +145,24 @@ def periodic_domain(data: PDEData) -> bool:
     return bool(parts) and all(part == "periodic" for part in parts)
 
 
+WRAPPING = ("earthformer", "unet", "convlstm")
+"""The families whose convolutions wrap around on a periodic domain (``periodic=True``)."""
+
+
+def with_domain(config: dict, data: PDEData) -> dict:
+    """``config`` with what the training file says of its domain, for the families that use it:
+    ``periodic`` (saved in the checkpoint, so a resume or an evaluation rebuilds the same padding
+    whatever file it is handed)."""
+    if config["model"] not in WRAPPING:
+        return config
+    return {**config, "periodic": periodic_domain(data)}
+
+
+def _periodic(config: dict, data: PDEData) -> bool:
+    """The recorded ``periodic``; a checkpoint written before it was recorded: the file's."""
+    return bool(config.get("periodic", periodic_domain(data)))
+
+
 def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
     units = config["options"]["base_units"]
@@ -154,21 +172,23 @@ def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
         base_units=units,
         num_heads=2,
         depth=(1, 1),
-        periodic=periodic_domain(data),
+        periodic=_periodic(config, data),
     )
 
 
 def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
     base = config["options"]["base_units"]
-    return UNet(x_shape[0], y_shape[0], base=base, output="linear", periodic=periodic_domain(data))
+    return UNet(
+        x_shape[0], y_shape[0], base=base, output="linear", periodic=_periodic(config, data)
+    )
 
 
 def _convlstm(config: dict, data: PDEData, shapes) -> nn.Module:
     _, y_shape = shapes
     hidden = config["options"]["hidden"]
     return ConvLSTM(
-        hidden=hidden, target_frames=y_shape[0], output="linear", periodic=periodic_domain(data)
+        hidden=hidden, target_frames=y_shape[0], output="linear", periodic=_periodic(config, data)
     )
 
 
