@@ -1,15 +1,16 @@
 """Two artifacts of the Earthformer on a periodic tracer, and what removing them does to it.
 
 The ``conservation-forecast`` task's Earthformer deep ensemble (``forecast_conservation.py``)
-has members that disagree along the frame's edge and in a patch-grid checkerboard
-(``forecast_correction_shapes-maps.png``): zero padding invents a wall at the edge of a
-periodic domain, and the depth-to-space head starts each token's ``downsample²`` pixels from
-independent random weights. Three configurations of the same ensemble (members, data, steps and
-seeds of the task; only the model options differ):
+had, before it took the ``periodic+icnr`` options, members that disagree along the frame's edge
+and in a patch-grid checkerboard (``forecast_correction_shapes-maps.png`` before its re-record):
+zero padding invents a wall at the edge of a periodic domain, and the depth-to-space head starts
+each token's ``downsample²`` pixels from independent random weights. Three configurations of
+the same ensemble (members, data, steps and seeds of the task; only the model options differ):
 
-* ``zero-pad``: the task's members (``Earthformer(...)``; reloaded from ``--work`` when there);
+* ``zero-pad``: ``Earthformer(...)`` as the task first built it (folders ``earthformer-<i>``);
 * ``periodic``: ``Earthformer(..., periodic=True)`` — convolutions wrap around;
-* ``periodic+icnr``: also ``head_init="icnr"`` — every token's pixels start equal.
+* ``periodic+icnr``: also ``head_init="icnr"`` — every token's pixels start equal (the task's
+  members now: reloaded from ``--work`` when there).
 
 Each is scored on the test windows of both variants (conserved mass, known source) with the
 task's methods (``raw``, ``hardc``, ``probconserv``, ``probconserv_shrunk``): MSE of the mean,
@@ -42,8 +43,8 @@ from physml.tasks.figures import save_figure  # noqa: E402
 
 NAME = "earthformer_artifacts"
 CONFIGS = {
-    "zero-pad": {},
-    "periodic": {"periodic": True},
+    "zero-pad": {"periodic": False, "head_init": "random"},
+    "periodic": {"periodic": True, "head_init": "random"},
     "periodic+icnr": {"periodic": True, "head_init": "icnr"},
 }
 METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")

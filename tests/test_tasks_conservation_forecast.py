@@ -139,7 +139,7 @@ def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypat
     def measured(*args, **kwargs):
         raise AssertionError("the plan was measured again")
 
-    monkeypatch.setattr(task, "seconds_per_step", measured)
+    monkeypatch.setattr(task.models, "seconds_per_step", measured)
     resampled = replace(task.TOY, kc_scales=(0.5, 2.0), ddim_steps=5, sample_batch=8)
     assert task.plan(resampled, train, units, tmp_path / "run", 0)["steps"] == first["steps"]
     with pytest.raises(AssertionError, match="measured again"):  # a training setting is new

@@ -1,0 +1,201 @@
+"""Exact mass on forecast ensembles: Earthformer, FNO and PreDiff on a tracer in a 2-D flow.
+
+Data: the passive tracer of ``ns-tracer`` (total mass conserved) and ``ns-tracer-source`` (a
+known pulsed source adds ``A(t)``); ``T_in`` tracer frames (velocity as extra input channels
+when ``Scale.velocity``) → ``T_out`` tracer frames. The total each forecast must carry is known
+at forecast time: the mass of the last context frame plus the source's release since then.
+
+Forecasters, each an ensemble, trained by :class:`physml.training.Trainer` (resumable, one folder
+per model) on an equal CPU budget per family, step counts from a measured time per step: a deep
+ensemble of Earthformers (seeds ``seed + i``; periodic padding and an ICNR head,
+:data:`EARTHFORMER_OPTIONS`), an FNO-2D one-step model rolled out (one per seed) and PreDiff (its
+own samples; knowledge control with the total mass of the decoded frames, ``on="frames"``,
+``normalized``: λ = 1 removes the linearised miss per step). Methods on every ensemble, all through
+:func:`physml.constrain`:
+``raw``; ``hardc`` (each member projected, ``mass_conservation(projection="euclidean")``);
+``probconserv`` (the ensemble update); ``probconserv_shrunk`` (the update with the members'
+covariance shrunk toward its variances, :data:`SHRINKAGE`); for PreDiff ``kc`` and
+``kc-probconserv``; and each followed by ``NonNegative(keep=...)`` (suffix ``-nonneg``), which
+keeps every member's mass.
+
+What ``benchmarks/forecast_conservation.py`` (and the studies beside it) share, one module per
+concern, and the toy-size task ``conservation-forecast``:
+
+- :mod:`.data`: the run's :class:`Scale` (:data:`TOY`, :data:`FULL`), the forecast
+  :class:`Windows` of each split, the network :class:`Units`;
+- :mod:`.models`: each family's build, training items, the CPU budget :func:`plan` and
+  :func:`train` (every ensemble, resumable);
+- :mod:`.forecasts`: the ensembles ``(M, N, T_out, 1, H, W)`` the trained models give;
+- :mod:`.methods`: :func:`constrained` (every method through :func:`physml.constrain`),
+  :func:`score`, :func:`forecast_rows`, :func:`done_when`;
+- :mod:`.experiment`: one variant end to end (:func:`run_variant`);
+- :mod:`.plots`: the figures.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..._io import atomic_write_text
+from .. import Context, Row, Task, register
+from ..prediff import fit
+from .data import (
+    F64,
+    FULL,
+    SAMPLING_FIELDS,
+    SIZES,
+    TOY,
+    VARIANTS,
+    Scale,
+    Units,
+    Windows,
+    generate,
+    grid_of,
+    windows,
+)
+from .experiment import best_kc_scale, data_and_models, run_variant
+from .forecasts import deep_ensemble, mass_of, prediff_ensembles, rollout_ensemble
+from .methods import (
+    CORRECTED,
+    EXACT,
+    METHODS,
+    PREDIFF_METHODS,
+    SHRINKAGE,
+    UPDATES,
+    constrained,
+    correction_shape,
+    done_when,
+    error_spread,
+    forecast_rows,
+    frame_spearman,
+    score,
+)
+from .models import (
+    EARTHFORMER_OPTIONS,
+    MEMBER_FOLDERS,
+    MODELS,
+    Forecasters,
+    LastFrameIncrement,
+    StepIncrement,
+    build,
+    build_prediff,
+    mse_loss,
+    pairs,
+    plan,
+    seconds_per_step,
+    train,
+)
+from .plots import plot_correction, plot_frame, plot_mass
+
+NAME = "conservation-forecast"
+__all__ = [
+    "CORRECTED",
+    "EARTHFORMER_OPTIONS",
+    "EXACT",
+    "F64",
+    "FULL",
+    "Forecasters",
+    "LastFrameIncrement",
+    "MEMBER_FOLDERS",
+    "METHODS",
+    "MODELS",
+    "NAME",
+    "PREDIFF_METHODS",
+    "SAMPLING_FIELDS",
+    "SHRINKAGE",
+    "SIZES",
+    "Scale",
+    "StepIncrement",
+    "TOY",
+    "UPDATES",
+    "Units",
+    "VARIANTS",
+    "Windows",
+    "best_kc_scale",
+    "build",
+    "build_prediff",
+    "constrained",
+    "correction_shape",
+    "data_and_models",
+    "deep_ensemble",
+    "done_when",
+    "error_spread",
+    "fit",
+    "forecast_rows",
+    "frame_spearman",
+    "generate",
+    "grid_of",
+    "mass_of",
+    "mse_loss",
+    "pairs",
+    "plan",
+    "plot_correction",
+    "plot_frame",
+    "plot_mass",
+    "prediff_ensembles",
+    "rollout_ensemble",
+    "run",
+    "run_variant",
+    "score",
+    "seconds_per_step",
+    "train",
+    "windows",
+]
+
+
+def run(context: Context) -> list[Row]:
+    """Both variants at the context's size (toy in the demo): rows, figures and
+    ``summary-<size>.json`` under ``out/conservation-forecast/``."""
+    scale = SIZES[context.size]
+    folder = context.out / NAME
+    work = folder / f"{context.size}-seed{context.seed}"
+    rows, summary = [], {"scale": scale.setup(), "rows": []}
+    for variant in VARIANTS:
+        found_rows, found = run_variant(variant, scale, work, context.seed, context.quiet)
+        summary["rows"] += found_rows
+        plot_mass(folder / f"mass-{variant}-{context.size}.png", found)
+        plot_frame(folder / f"frame-{variant}-{context.size}.png", found)
+        plot_correction(folder / f"correction-{variant}-{context.size}.png", found)
+        for row in found_rows:
+            if "error" in row:
+                continue
+            for metric in ("ce_abs", "mse", "crps", "neg_fraction"):
+                rows.append(Row(NAME, row["case"], f"{metric} {row['method']}", row[metric]))
+    checks = done_when(summary["rows"])
+    summary["done_when"] = checks
+    for check in checks:
+        exact = check["what"].startswith(("ce_abs hardc", "ce_abs probconserv", "ce_abs kc-prob"))
+        nonneg = check["what"].startswith(("neg_fraction", "ce_abs change"))
+        judged = exact or nonneg
+        rows.append(
+            Row(
+                NAME,
+                check["case"],
+                check["what"],
+                check["value"],
+                check["target"] if judged else f"{check['target']} at full size",
+                check["met"] if judged else None,
+            )
+        )
+    atomic_write_text(folder / f"summary-{context.size}.json", json.dumps(summary, indent=1) + "\n")
+    return rows
+
+
+register(
+    Task(
+        name=NAME,
+        description=(
+            "Exact mass on forecast ensembles (Earthformer, FNO rollout, PreDiff) of a tracer in "
+            "a 2-D flow: projection, the ensemble update, knowledge control, non-negativity"
+        ),
+        run=run,
+        figures={
+            f"{NAME}/mass-*.png": "{name}: total tracer mass over lead time for the truth and "
+            "every method (members' mean ± spread), one panel per forecaster.",
+            f"{NAME}/frame-*.png": "{name}: one forecast frame (last lead): the truth and one "
+            "Earthformer member after each method.",
+            f"{NAME}/correction-*.png": "{name}: where each method moved mass (mean |correction| "
+            "over members) beside the raw ensemble's standard deviation.",
+        },
+    )
+)

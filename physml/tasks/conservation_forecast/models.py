@@ -1,0 +1,251 @@
+"""The forecasters of ``conservation-forecast``: how each family is built, its training items,
+the CPU budget plan and the training of every ensemble."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ..._io import atomic_write_text
+from ...models import Earthformer, fast_fno
+from ...models.prediff import (
+    ConvDenoiser,
+    FrameAutoencoder,
+    LatentPairs,
+    PreDiff,
+    autoencoder_loss,
+    diffusion_loss,
+    update_ema,
+)
+from ...training.families import mse_loss
+from ..prediff import fit
+from .data import SAMPLING_FIELDS, Scale, Units, Windows
+
+MODELS = ("earthformer", "fno", "prediff")
+
+
+class LastFrameIncrement(nn.Module):
+    """A forecaster predicting the change from the last context frame's tracer:
+    ``(B, T_in, C, H, W)`` → ``x[:, -1:, :1] + net(x)`` ``(B, T_out, 1, H, W)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1:, :1] + self.net(x)
+
+
+class StepIncrement(nn.Module):
+    """A one-step emulator ``(B, C, H, W)`` → ``x + net(x)`` (rolled out for forecasts)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+EARTHFORMER_OPTIONS = {"periodic": True, "head_init": "icnr"}
+"""The Earthformer's options on this periodic domain (``scale.earthformer`` may override them):
+convolutions wrap around instead of meeting a zero wall at the frame's edge, and the
+depth-to-space head starts every token's pixels equal; both artifacts showed in the members'
+spread (``benchmarks/results/earthformer_artifacts.md``)."""
+MEMBER_FOLDERS = {"earthformer": "earthformer-periodic+icnr", "fno": "fno"}
+"""Trainer folder of member ``i``: ``<name>-<i>``. The name carries the options, so that members
+trained without them (same parameters, different padding) are never resumed into this model."""
+
+
+def build(model: str, scale: Scale, channels: int, seed: int) -> nn.Module:
+    """A fresh network of family ``model`` (``earthformer`` or ``fno``), weights from ``seed``."""
+    torch.manual_seed(seed)
+    if model == "earthformer":
+        shapes = (scale.t_in, channels, scale.nx, scale.nx), (scale.t_out, 1, scale.nx, scale.nx)
+        options = {**EARTHFORMER_OPTIONS, **scale.earthformer}
+        return LastFrameIncrement(Earthformer(*shapes, **options))
+    options = scale.fno
+    modes = min(options["modes"], scale.nx // 2)
+    fno = fast_fno(
+        n_modes=(modes, modes),
+        in_channels=channels,
+        out_channels=channels,
+        hidden_channels=options["hidden"],
+        n_layers=options["layers"],
+    )
+    return StepIncrement(fno)
+
+
+def build_prediff(scale: Scale, seed: int) -> PreDiff:
+    torch.manual_seed(seed)
+    autoencoder = FrameAutoencoder(
+        1, scale.latent_channels, scale.downsample, scale.autoencoder_width
+    )
+    latent = autoencoder.latent_shape(scale.nx, scale.nx)
+    denoiser = ConvDenoiser(scale.t_in, scale.t_out, latent, **scale.denoiser)
+    return PreDiff(autoencoder, denoiser, ema_decay=scale.ema_decay)
+
+
+def pairs(model: str, train: Windows, units: Units) -> TensorDataset:
+    """Training items: windows for Earthformer, one-step state pairs for the FNO, tracer frames
+    ``(1, 1, H, W)`` for PreDiff's autoencoder, all in network units."""
+    context = units.to_net(train.context)
+    if model == "earthformer":
+        return TensorDataset(context, units.to_net(train.target))
+    if model == "fno":
+        return TensorDataset(context[:, :-1].flatten(0, 1), context[:, 1:].flatten(0, 1))
+    return TensorDataset(context[:, :, :1].reshape(-1, 1, 1, *context.shape[-2:]))
+
+
+def seconds_per_step(model: nn.Module, loss, data, batch: int, repeats: int = 2) -> float:
+    """CPU seconds of one optimiser step (after one warm-up step), on a throw-away copy."""
+    model = copy.deepcopy(model)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    items = [data[i % len(data)] for i in range(batch)]
+    batched = tuple(torch.stack([item[k] for item in items]) for k in range(len(items[0])))
+    batched = batched if len(batched) > 1 else batched[0]
+    spent = []
+    for _ in range(repeats + 1):
+        started = time.process_time()
+        optimiser.zero_grad()
+        loss(model, batched).backward()
+        optimiser.step()
+        spent.append(time.process_time() - started)
+    return max(min(spent[1:]), 1e-4)
+
+
+def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) -> dict:
+    """Step counts per model (``folder/plan.json``, measured once and reused on a rerun so the
+    Trainer resumes the same runs): each family gets ``budget_s`` CPU seconds."""
+    path = folder / "plan.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        known = saved.get("scale", {})
+        if {k: v for k, v in known.items() if k not in SAMPLING_FIELDS} == scale.training_setup():
+            return saved
+    channels = train.context.shape[2]
+    members = scale.members
+    rate = {
+        "earthformer": seconds_per_step(
+            build("earthformer", scale, channels, seed),
+            mse_loss,
+            pairs("earthformer", train, units),
+            scale.batch,
+        ),
+        "fno": seconds_per_step(
+            build("fno", scale, channels, seed), mse_loss, pairs("fno", train, units), scale.batch
+        ),
+    }
+    prediff = build_prediff(scale, seed)
+    frames = pairs("prediff", train, units)
+    rate["autoencoder"] = seconds_per_step(
+        prediff.autoencoder, autoencoder_loss, frames, scale.batch
+    )
+    prediff.calibrate(frames.tensors[0][: 4 * scale.batch], batch=scale.batch)
+    context = units.to_net(train.context[:, :, :1])
+    latents = LatentPairs(
+        prediff,
+        TensorDataset(context[: scale.batch], units.to_net(train.target[: scale.batch])),
+        batch=scale.batch,
+    )
+    rate["denoiser"] = seconds_per_step(prediff, diffusion_loss, latents, scale.batch)
+
+    def steps(budget: float, per_step: float) -> int:
+        return max(scale.min_steps, int(budget / per_step))
+
+    share = scale.autoencoder_share
+    result = {
+        "scale": scale.setup(),
+        "s_per_step": rate,
+        "steps": {
+            "earthformer": steps(scale.budget_s / members, rate["earthformer"]),
+            "fno": steps(scale.budget_s / members, rate["fno"]),
+            "autoencoder": steps(share * scale.budget_s, rate["autoencoder"]),
+            "denoiser": steps((1 - share) * scale.budget_s, rate["denoiser"]),
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+@dataclass
+class Forecasters:
+    """Trained ensembles of one variant and the CPU seconds spent on each family."""
+
+    earthformer: list[nn.Module]
+    fno: list[nn.Module]
+    prediff: PreDiff
+    train_s: dict
+
+
+def train(
+    scale: Scale, train_windows: Windows, units: Units, folder: Path, seed: int, quiet: bool
+) -> Forecasters:
+    """Every model of one variant, each in its own Trainer folder under ``folder``."""
+    steps = plan(scale, train_windows, units, folder, seed)["steps"]
+    channels = train_windows.context.shape[2]
+    spent: dict[str, float] = {}
+    ensembles: dict[str, list[nn.Module]] = {}
+    for model in ("earthformer", "fno"):
+        data = pairs(model, train_windows, units)
+        members = []
+        for i in range(scale.members):
+            net = build(model, scale, channels, seed + i)
+            run = fit(
+                net,
+                mse_loss,
+                data,
+                steps[model],
+                scale.batch,
+                scale.lr,
+                seed + i,
+                folder / f"{MEMBER_FOLDERS[model]}-{i}",
+                quiet,
+            )
+            members.append(run.model.eval())
+            spent[model] = spent.get(model, 0.0) + run.train_s
+        ensembles[model] = members
+    prediff = build_prediff(scale, seed)
+    frames = pairs("prediff", train_windows, units)
+    stage1 = fit(
+        prediff.autoencoder,
+        autoencoder_loss,
+        frames,
+        steps["autoencoder"],
+        scale.batch,
+        scale.lr,
+        seed,
+        folder / "autoencoder",
+        quiet,
+    )
+    prediff.calibrate(frames.tensors[0], batch=scale.batch)
+    latents = LatentPairs(
+        prediff,
+        TensorDataset(
+            units.to_net(train_windows.context[:, :, :1]), units.to_net(train_windows.target)
+        ),
+        batch=scale.batch,
+    )
+    stage2 = fit(
+        prediff,
+        diffusion_loss,
+        latents,
+        steps["denoiser"],
+        scale.batch,
+        scale.lr,
+        seed,
+        folder / "denoiser",
+        quiet,
+        after_step=update_ema,
+        model_config=prediff.config,
+    )
+    spent["prediff"] = stage1.train_s + stage2.train_s
+    return Forecasters(ensembles["earthformer"], ensembles["fno"], prediff.eval(), spent)
