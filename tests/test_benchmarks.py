@@ -166,10 +166,11 @@ def test_boon_on_neuralops_layout_writes_its_own_results(tmp_path):
     assert result["summary"]["against_other_layout"] == {}
 
 
-def _quick(name: str, out: Path) -> dict:
-    """Run ``benchmarks/<name>.py --quick --out out`` and return its checked results JSON."""
+def _quick(name: str, out: Path, *extra: str) -> dict:
+    """Run ``benchmarks/<name>.py --quick --out out [extra]`` and return its checked results
+    JSON."""
     subprocess.run(
-        benchmark(name, "--quick", "--out", str(out)),
+        benchmark(name, "--quick", "--out", str(out), *extra),
         check=True,
         cwd=ROOT,
         timeout=600,
@@ -479,3 +480,41 @@ def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path):
     bench = load_benchmark("earthformer_artifacts")
     with pytest.raises(SystemExit, match=r"--variants must be among \['conserved', 'source'\]"):
         bench.main(["--quick", "--variants", "conserved,other", "--out", str(tmp_path)])
+
+
+def test_forecast_budget_trains_members_side_by_side_and_scores_every_factor(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    first = ["--quick", "--work", str(work), "--out", str(out), "--factors", "2"]
+    subprocess.run(
+        benchmark("forecast_budget", *first, "--train-only", "--members", "0,1"),
+        check=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    trained = sorted(p.name for p in (work / "conserved").glob("earthformer-*"))
+    assert trained == ["earthformer-periodic+icnr-x2-0", "earthformer-periodic+icnr-x2-1"]
+    assert not out.exists()  # a training-only invocation writes no results
+    result = _quick("forecast_budget", out, "--work", str(work), "--factors", "1,2")
+    rows = {(row["factor"], row["method"]): row for row in result["rows"]}
+    assert set(rows) == {
+        (f, m) for f in (1, 2) for m in ("raw", "hardc", "probconserv", "probconserv_shrunk")
+    }
+    assert rows[2, "raw"]["steps"] == 2 * rows[1, "raw"]["steps"]
+    for factor in (1, 2):
+        assert rows[factor, "hardc"]["crps_vs_hardc"] == 1.0
+        for method in ("hardc", "probconserv"):
+            assert rows[factor, method]["ce_abs_max"] <= 1e-6
+    assert (out / "forecast_budget.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--factors", "0"], "--factors must be integers ≥ 1, got '0'"),
+        (["--factors", "two"], "--factors must be integers ≥ 1, got 'two'"),
+        (["--members", "0"], "--members needs --train-only"),
+        (["--members", "9", "--train-only"], r"--members must be among 0..3, got \[9\]"),
+    ],
+)
+def test_forecast_budget_refuses_bad_arguments(tmp_path, arguments, message):
+    bench = load_benchmark("forecast_budget")
+    with pytest.raises(SystemExit, match=message):
+        bench.main(["--quick", "--out", str(tmp_path), *arguments])
