@@ -1,19 +1,22 @@
-"""Does a larger training budget make the Earthformer ensemble's spread say where its error is?
+"""Does a larger budget make the Earthformer ensemble's spread say where its error is?
 
 The ``conservation-forecast`` task trains four Earthformer members on 900 CPU-s in all
 (``benchmarks/forecast_conservation.py``); on that budget the members' spread hardly follows the
 ensemble mean's error, and ProbConserv's update, which moves mass where the spread is, ends above
-HardC's uniform projection in CRPS. Here the same ensemble (the task's build, data, seeds and
-batch; periodic padding and the ICNR head) is trained on ``factor`` × the task's step count (a
-fresh cosine schedule per factor) and scored with the task's methods on the conserved variant's
-test windows: does ρ(error, spread) rise with training, and does the update then beat HardC?
+HardC's uniform projection in CRPS. Here the same ensemble (the task's build, data, seeds
+``seed + i`` and batch; periodic padding and the ICNR head) is spent more on in two ways: longer
+training (``factor`` × the task's step count, a fresh cosine schedule per factor) and more
+members (``members``); configurations ``<members>x<factor>``. Each is scored with the task's
+methods on the conserved variant's test windows: does ρ(error, spread) rise, and does the update
+then beat HardC?
 
-Members are Trainer folders ``<variant>/earthformer-periodic+icnr[-x<factor>]-<member>`` under
-``--work`` (factor 1 is the task's own members). ``--train-only`` with ``--members`` trains a
-subset (for invocations side by side) and writes no results. ::
+Member ``i`` of factor ``f`` is the Trainer folder
+``<variant>/earthformer-periodic+icnr[-x<f>]-<i>`` under ``--work``, shared by every
+configuration of that factor (factor 1, members 0–3: the task's own). ``--train-only`` with
+``--members`` trains a subset (for invocations side by side) and writes no results. ::
 
     OMP_NUM_THREADS=1 python benchmarks/forecast_budget.py \\
-        --work benchmarks/work/forecast_conservation --factors 1,2,4
+        --work benchmarks/work/forecast_conservation --configs 4x1,4x2,4x4,8x1
 """
 
 from __future__ import annotations
@@ -36,17 +39,17 @@ from physml.tasks.figures import save_figure  # noqa: E402
 NAME = "forecast_budget"
 METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")
 COLUMNS = (
-    "case", "method", "factor", "steps", "mse", "crps", "crps_vs_hardc", "crps_vs_raw",
+    "case", "method", "members", "factor", "steps", "mse", "crps", "crps_vs_hardc", "crps_vs_raw",
     "mse_vs_raw", "spread_skill", "error_spread_rho", "spearman_spread", "train_s",
 )  # fmt: skip
 NOTES = """
-`factor`: the members' step count over the task's (`steps` each, a fresh cosine schedule);
-`train_s`: CPU seconds of all four members' training. `mse` of the ensemble mean and `crps`
-(per pixel, tracer units) on the conserved variant's test windows; `crps_vs_hardc` /
-`crps_vs_raw` / `mse_vs_raw` against the same ensemble's HardC and raw rows (below 1: better);
-`error_spread_rho` (raw rows): Spearman's ρ between the mean's |error| and the members'
-standard deviation per pixel; `spearman_spread`: ρ between the update's |correction| and that
-standard deviation.
+`case`: `<members>x<factor>`; `factor`: the members' step count over the task's (`steps` each, a
+fresh cosine schedule); `train_s`: CPU seconds of all the members' training. `mse` of the
+ensemble mean and `crps` (per pixel, tracer units) on the conserved variant's test windows;
+`crps_vs_hardc` / `crps_vs_raw` / `mse_vs_raw` against the same ensemble's HardC and raw rows
+(below 1: better); `error_spread_rho` (raw rows): Spearman's ρ between the mean's |error| and the
+members' standard deviation per pixel; `spearman_spread`: ρ between the update's |correction|
+and that standard deviation.
 """
 
 
@@ -73,14 +76,16 @@ def members(factor, which, scale, split, units, folder: Path, seed: int, quiet: 
     return trained, steps, spent
 
 
-def scored(raw: torch.Tensor, test, grid, factor: int, steps: int, spent: float) -> list[dict]:
-    """The task's methods on one ensemble, with the ratios of this study."""
+def scored(raw: torch.Tensor, test, grid, config: tuple, steps: int, spent: float) -> list[dict]:
+    """The task's methods on one ensemble of ``config = (members, factor)``, with this study's
+    ratios."""
     found, _ = blocks.forecast_rows("conserved", "earthformer", {"raw": (raw, 0.0)}, test, grid)
     found = {r["method"]: r for r in found if r["method"] in METHODS}
     for row in found.values():
         row.update(
-            case=f"x{factor}",
-            factor=factor,
+            case=f"{config[0]}x{config[1]}",
+            members=config[0],
+            factor=config[1],
             steps=steps,
             train_s=spent,
             crps_vs_hardc=row["crps"] / found["hardc"]["crps"],
@@ -91,36 +96,61 @@ def scored(raw: torch.Tensor, test, grid, factor: int, steps: int, spent: float)
 
 
 def plot(path: Path, rows: list[dict]) -> None:
-    """Against the training budget: the update's CRPS over HardC's, and ρ(error, spread)."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.3))
-    factors = sorted({r["factor"] for r in rows})
-    for method, style in (("probconserv", "o-"), ("probconserv_shrunk", "s--"), ("raw", "^:")):
-        left.plot(
-            factors,
-            [next(r for r in rows if r["factor"] == f and r["method"] == method)["crps_vs_hardc"]
-             for f in factors],
-            style,
-            label=method,
-        )  # fmt: skip
+    """Against the CPU budget (over the task's): the update's CRPS over HardC's, ρ(error, spread)
+    and spread-skill, for longer training (4 members) and for more members (task's steps)."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8.8, 3.4))
+    raws = {r["case"]: r for r in rows if r["method"] == "raw"}
+    update = {r["case"]: r for r in rows if r["method"] == "probconserv"}
+    shrunk = {r["case"]: r for r in rows if r["method"] == "probconserv_shrunk"}
+    series = {
+        "longer": sorted(c for c, r in raws.items() if r["members"] == 4),
+        "more members": sorted(
+            (c for c, r in raws.items() if r["factor"] == 1), key=lambda c: raws[c]["members"]
+        ),
+    }
+
+    def budget(case: str) -> float:
+        return raws[case]["members"] * raws[case]["factor"] / 4
+
+    for (name, cases), colour in zip(series.items(), ("tab:blue", "tab:green"), strict=True):
+        x = [budget(c) for c in cases]
+        for ax, lines in (
+            (left, ((update, "crps_vs_hardc", "o-", "probconserv"),
+                    (shrunk, "crps_vs_hardc", "s--", "shrunk"))),
+            (right, ((raws, "error_spread_rho", "o-", "ρ"),
+                     (raws, "spread_skill", "s--", "spread/skill"))),
+        ):  # fmt: skip
+            for table, column, style, label in lines:
+                y = [table[c][column] for c in cases]
+                ax.plot(x, y, style, color=colour, label=f"{label}, {name}")
     left.axhline(1.0, color="k", lw=0.8)
-    left.set(xscale="log", xlabel="training steps / the task's", ylabel="CRPS / HardC's")
-    left.set_xticks(factors, [str(f) for f in factors])
-    left.legend(fontsize=8)
-    raw = [next(r for r in rows if r["factor"] == f and r["method"] == "raw") for f in factors]
-    right.plot(factors, [r["error_spread_rho"] for r in raw], "o-", label="ρ(|error|, spread)")
-    right.plot(factors, [r["spread_skill"] for r in raw], "s--", label="spread / skill")
-    right.set(xscale="log", xlabel="training steps / the task's")
-    right.set_xticks(factors, [str(f) for f in factors])
-    right.legend(fontsize=8)
-    figure.suptitle("Earthformer ensemble (4 members), conserved tracer, test windows", fontsize=10)
+    left.set(xlabel="CPU budget / the task's", ylabel="CRPS / HardC's")
+    right.set(xlabel="CPU budget / the task's", ylabel="ρ(|error|, spread); spread / skill")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    figure.suptitle("Earthformer ensembles, conserved tracer, test windows", fontsize=10)
     figure.tight_layout()
     save_figure(figure, path)
+
+
+def configurations(text: str) -> list[tuple[int, int]]:
+    """``"4x1,8x1"`` → ``[(4, 1), (8, 1)]`` (members ≥ 2, factor ≥ 1)."""
+    found = []
+    for part in text.split(","):
+        members, _, factor = part.strip().partition("x")
+        if not (members.isdigit() and factor.isdigit()) or int(members) < 2 or int(factor) < 1:
+            raise SystemExit(
+                f"--configs must be <members>x<factor> items (members ≥ 2, factor ≥ 1), "
+                f"got {text!r}"
+            )
+        found.append((int(members), int(factor)))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="forecast_conservation's work")
-        parser.add_argument("--factors", default="1,2,4", help="step multiples, comma-separated")
+        parser.add_argument("--configs", default="4x1,4x2,4x4,8x1", help="<members>x<factor>,...")
         parser.add_argument("--members", default=None, help="member indices (with --train-only)")
         parser.add_argument("--train-only", action="store_true", help="train, write no results")
 
@@ -129,19 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
-    try:
-        factors = [int(f) for f in args.factors.split(",")]
-    except ValueError:
-        raise SystemExit(f"--factors must be integers ≥ 1, got {args.factors!r}") from None
-    if not factors or min(factors) < 1:
-        raise SystemExit(f"--factors must be integers ≥ 1, got {args.factors!r}")
-    which = list(range(scale.members))
+    configs = configurations(args.configs)
+    which = None
     if args.members is not None:
         if not args.train_only:
             raise SystemExit("--members needs --train-only (results need every member)")
-        which = [int(i) for i in args.members.split(",")]
-        if not set(which) <= set(range(scale.members)):
-            raise SystemExit(f"--members must be among 0..{scale.members - 1}, got {which}")
+        largest = max(m for m, _ in configs)
+        which = [int(i) for i in args.members.split(",") if i.strip().isdigit()]
+        if len(which) != len(args.members.split(",")) or not set(which) <= set(range(largest)):
+            raise SystemExit(f"--members must be among 0..{largest - 1}, got {args.members!r}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (
@@ -152,20 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         path = blocks.generate("conserved", scale, work, args.seed, quiet)
         split = {n: blocks.windows(path, scale, n) for n in ("train", "validation", "test")}
         units, test, grid = blocks.Units.of(split["train"]), split["test"], blocks.grid_of(scale)
-        for factor in factors:
+        for count, factor in configs:
+            chosen = range(count) if which is None else [i for i in which if i < count]
             trained, steps, spent = members(
-                factor, which, scale, split, units, folder, args.seed, quiet
+                factor, chosen, scale, split, units, folder, args.seed, quiet
             )
             if args.train_only:
                 continue
             raw = blocks.deep_ensemble(trained, test.context, units)
-            rows += scored(raw, test, grid, factor, steps, spent)
+            rows += scored(raw, test, grid, (count, factor), steps, spent)
     if args.train_only:
         return 0
     plot(args.out / f"{NAME}.png", rows)
     write_results(
         NAME, rows, args.seed, started, args.out, COLUMNS, NOTES,
-        extra={"threads": torch.get_num_threads(), "factors": factors, "scale": scale.setup()},
+        extra={"threads": torch.get_num_threads(), "configs": configs, "scale": scale.setup()},
     )  # fmt: skip
     return 0
 

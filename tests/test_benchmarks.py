@@ -482,36 +482,42 @@ def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path):
         bench.main(["--quick", "--variants", "conserved,other", "--out", str(tmp_path)])
 
 
-def test_forecast_budget_trains_members_side_by_side_and_scores_every_factor(tmp_path):
+def test_forecast_budget_trains_members_side_by_side_and_scores_every_configuration(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
-    first = ["--quick", "--work", str(work), "--out", str(out), "--factors", "2"]
+    first = ["--quick", "--work", str(work), "--out", str(out), "--configs", "4x2,6x1"]
     subprocess.run(
-        benchmark("forecast_budget", *first, "--train-only", "--members", "0,1"),
+        benchmark("forecast_budget", *first, "--train-only", "--members", "0,5"),
         check=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     trained = sorted(p.name for p in (work / "conserved").glob("earthformer-*"))
-    assert trained == ["earthformer-periodic+icnr-x2-0", "earthformer-periodic+icnr-x2-1"]
+    assert trained == [  # member 5 only where a configuration has six members
+        "earthformer-periodic+icnr-0",
+        "earthformer-periodic+icnr-5",
+        "earthformer-periodic+icnr-x2-0",
+    ]
     assert not out.exists()  # a training-only invocation writes no results
-    result = _quick("forecast_budget", out, "--work", str(work), "--factors", "1,2")
-    rows = {(row["factor"], row["method"]): row for row in result["rows"]}
-    assert set(rows) == {
-        (f, m) for f in (1, 2) for m in ("raw", "hardc", "probconserv", "probconserv_shrunk")
-    }
-    assert rows[2, "raw"]["steps"] == 2 * rows[1, "raw"]["steps"]
-    for factor in (1, 2):
-        assert rows[factor, "hardc"]["crps_vs_hardc"] == 1.0
+    result = _quick("forecast_budget", out, "--work", str(work), "--configs", "4x1,4x2,6x1")
+    rows = {(row["case"], row["method"]): row for row in result["rows"]}
+    methods = ("raw", "hardc", "probconserv", "probconserv_shrunk")
+    assert set(rows) == {(c, m) for c in ("4x1", "4x2", "6x1") for m in methods}
+    assert rows["4x2", "raw"]["steps"] == 2 * rows["4x1", "raw"]["steps"]
+    assert rows["6x1", "raw"]["members"] == 6
+    for case in ("4x1", "4x2", "6x1"):
+        assert rows[case, "hardc"]["crps_vs_hardc"] == 1.0
         for method in ("hardc", "probconserv"):
-            assert rows[factor, method]["ce_abs_max"] <= 1e-6
+            assert rows[case, method]["ce_abs_max"] <= 1e-6
     assert (out / "forecast_budget.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--factors", "0"], "--factors must be integers ≥ 1, got '0'"),
-        (["--factors", "two"], "--factors must be integers ≥ 1, got 'two'"),
+        (["--configs", "4x0"], "--configs must be <members>x<factor> items"),
+        (["--configs", "1x2"], r"\(members ≥ 2, factor ≥ 1\), got '1x2'"),
+        (["--configs", "four"], "--configs must be <members>x<factor> items"),
         (["--members", "0"], "--members needs --train-only"),
-        (["--members", "9", "--train-only"], r"--members must be among 0..3, got \[9\]"),
+        (["--members", "9", "--train-only"], "--members must be among 0..7, got '9'"),
+        (["--members", "a", "--train-only"], "--members must be among 0..7, got 'a'"),
     ],
 )
 def test_forecast_budget_refuses_bad_arguments(tmp_path, arguments, message):
