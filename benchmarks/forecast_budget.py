@@ -16,7 +16,7 @@ configuration of that factor (factor 1, members 0–3: the task's own). ``--trai
 ``--members`` trains a subset (for invocations side by side) and writes no results. ::
 
     OMP_NUM_THREADS=1 python benchmarks/forecast_budget.py \\
-        --work benchmarks/work/forecast_conservation --configs 4x1,4x2,4x4,8x1
+        --work benchmarks/work/forecast_conservation --configs 4x1,4x2,4x4,8x1,8x2,8x4
 """
 
 from __future__ import annotations
@@ -97,22 +97,24 @@ def scored(raw: torch.Tensor, test, grid, config: tuple, steps: int, spent: floa
 
 def plot(path: Path, rows: list[dict]) -> None:
     """Against the CPU budget (over the task's): the update's CRPS over HardC's, ρ(error, spread)
-    and spread-skill, for longer training (4 members) and for more members (task's steps)."""
+    and spread-skill, one line per ensemble size."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(8.8, 3.4))
     raws = {r["case"]: r for r in rows if r["method"] == "raw"}
     update = {r["case"]: r for r in rows if r["method"] == "probconserv"}
     shrunk = {r["case"]: r for r in rows if r["method"] == "probconserv_shrunk"}
-    series = {
-        "longer": sorted(c for c, r in raws.items() if r["members"] == 4),
-        "more members": sorted(
-            (c for c, r in raws.items() if r["factor"] == 1), key=lambda c: raws[c]["members"]
-        ),
+    counts = sorted({r["members"] for r in raws.values()})
+    series = {  # one line per ensemble size, its configurations by budget
+        f"{count} members": sorted(
+            (c for c, r in raws.items() if r["members"] == count), key=lambda c: raws[c]["factor"]
+        )
+        for count in counts
     }
 
     def budget(case: str) -> float:
         return raws[case]["members"] * raws[case]["factor"] / 4
 
-    for (name, cases), colour in zip(series.items(), ("tab:blue", "tab:green"), strict=True):
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (name, cases), colour in zip(series.items(), colours, strict=False):
         x = [budget(c) for c in cases]
         for ax, lines in (
             (left, ((update, "crps_vs_hardc", "o-", "probconserv"),
@@ -126,11 +128,40 @@ def plot(path: Path, rows: list[dict]) -> None:
     left.axhline(1.0, color="k", lw=0.8)
     left.set(xlabel="CPU budget / the task's", ylabel="CRPS / HardC's")
     right.set(xlabel="CPU budget / the task's", ylabel="ρ(|error|, spread); spread / skill")
+    budgets = sorted({budget(c) for c in raws})
     for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
         ax.legend(fontsize=7)
     figure.suptitle("Earthformer ensembles, conserved tracer, test windows", fontsize=10)
     figure.tight_layout()
     save_figure(figure, path)
+
+
+def summary(rows: list[dict]) -> str:
+    """Per configuration and update: whether it meets the forecast-conservation targets (CRPS at
+    most raw's and below HardC's, MSE at most 1.02 × raw's)."""
+    lines = [
+        "",
+        "Per configuration (CRPS / HardC's, CRPS / raw, MSE / raw; meets the targets?):",
+        "",
+    ]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        mine = {r["method"]: r for r in rows if r["case"] == case}
+        parts = []
+        for method in ("probconserv", "probconserv_shrunk"):
+            row = mine[method]
+            met = row["crps_vs_raw"] <= 1 and row["crps_vs_hardc"] < 1 and row["mse_vs_raw"] <= 1.02
+            parts.append(
+                f"{method} {row['crps_vs_hardc']:.3f} / {row['crps_vs_raw']:.3f} / "
+                f"{row['mse_vs_raw']:.3f} ({'yes' if met else 'no'})"
+            )
+        raw = mine["raw"]
+        lines.append(
+            f"- {case}: ρ(error, spread) {raw['error_spread_rho']:.2f}, spread/skill "
+            f"{raw['spread_skill']:.2f}, raw MSE {raw['mse']:.3g}; " + "; ".join(parts)
+        )
+    return "\n".join(lines) + "\n"
 
 
 def configurations(text: str) -> list[tuple[int, int]]:
@@ -150,7 +181,9 @@ def configurations(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="forecast_conservation's work")
-        parser.add_argument("--configs", default="4x1,4x2,4x4,8x1", help="<members>x<factor>,...")
+        parser.add_argument(
+            "--configs", default="4x1,4x2,4x4,8x1,8x2,8x4", help="<members>x<factor>,..."
+        )
         parser.add_argument("--members", default=None, help="member indices (with --train-only)")
         parser.add_argument("--train-only", action="store_true", help="train, write no results")
 
@@ -191,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plot(args.out / f"{NAME}.png", rows)
     write_results(
-        NAME, rows, args.seed, started, args.out, COLUMNS, NOTES,
+        NAME, rows, args.seed, started, args.out, COLUMNS, NOTES + summary(rows),
         extra={"threads": torch.get_num_threads(), "configs": configs, "scale": scale.setup()},
     )  # fmt: skip
     return 0
