@@ -135,14 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for variant in variants:
             folder = work / variant
-            folder.mkdir(parents=True, exist_ok=True)
-            path = blocks.generate(variant, scale, work, args.seed, quiet)
-            split = {n: blocks.windows(path, scale, n) for n in ("train", "validation", "test")}
-            units, test, grid = (
-                blocks.Units.of(split["train"]),
-                split["test"],
-                blocks.grid_of(scale),
-            )
+            split, units = blocks.open_variant(variant, scale, work, args.seed, quiet)
+            test, grid = split["test"], blocks.grid_of(scale)
             baseline = {}
             for config in CONFIGS:
                 members, spent = ensemble(config, scale, split, units, folder, args.seed, quiet)

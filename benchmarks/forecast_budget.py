@@ -207,10 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
         )
         folder = work / "conserved"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = blocks.generate("conserved", scale, work, args.seed, quiet)
-        split = {n: blocks.windows(path, scale, n) for n in ("train", "validation", "test")}
-        units, test, grid = blocks.Units.of(split["train"]), split["test"], blocks.grid_of(scale)
+        split, units = blocks.open_variant("conserved", scale, work, args.seed, quiet)
+        test, grid = split["test"], blocks.grid_of(scale)
         for count, factor in configs:
             chosen = range(count) if which is None else [i for i in which if i < count]
             trained, steps, spent = members(

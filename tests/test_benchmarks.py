@@ -503,7 +503,6 @@ def test_forecast_budget_trains_members_side_by_side_and_scores_every_configurat
     assert rows["4x2", "raw"]["steps"] == 2 * rows["4x1", "raw"]["steps"]
     assert rows["6x1", "raw"]["members"] == 6
     for case in ("4x1", "4x2", "6x1"):
-        assert rows[case, "hardc"]["crps_vs_hardc"] == 1.0
         for method in ("hardc", "probconserv"):
             assert rows[case, method]["ce_abs_max"] <= 1e-6
     assert (out / "forecast_budget.png").stat().st_size > 0

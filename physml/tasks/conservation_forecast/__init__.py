@@ -53,7 +53,7 @@ from .data import (
     grid_of,
     windows,
 )
-from .experiment import best_kc_scale, data_and_models, run_variant
+from .experiment import best_kc_scale, data_and_models, open_variant, run_variant
 from .forecasts import deep_ensemble, mass_of, prediff_ensembles, rollout_ensemble
 from .methods import (
     CORRECTED,
@@ -127,6 +127,7 @@ __all__ = [
     "grid_of",
     "mass_of",
     "mse_loss",
+    "open_variant",
     "pairs",
     "plan",
     "plot_correction",

@@ -31,17 +31,24 @@ def best_kc_scale(
     return float(min(allowed or sweep, key=lambda row: row["ce_abs"])["lambda"]), sweep
 
 
+def open_variant(
+    variant: str, scale: Scale, work: Path, seed: int, quiet: bool
+) -> tuple[dict[str, Windows], Units]:
+    """The variant's data (generated once under ``work``) and the folder ``work/<variant>`` for
+    its models (created): ``({"train"|"validation"|"test": windows}, units)``."""
+    (work / variant).mkdir(parents=True, exist_ok=True)
+    path = generate(variant, scale, work, seed, quiet)
+    split = {name: windows(path, scale, name) for name in ("train", "validation", "test")}
+    return split, Units.of(split["train"])
+
+
 def data_and_models(
     variant: str, scale: Scale, work: Path, seed: int, quiet: bool
 ) -> tuple[dict[str, Windows], Units, Forecasters]:
     """The variant's data and trained models (both resumable under ``work``, which is created):
     ``({"train"|"validation"|"test": windows}, units, models)``."""
-    folder = work / variant
-    folder.mkdir(parents=True, exist_ok=True)
-    path = generate(variant, scale, work, seed, quiet)
-    split = {name: windows(path, scale, name) for name in ("train", "validation", "test")}
-    units = Units.of(split["train"])
-    return split, units, train(scale, split["train"], units, folder, seed, quiet)
+    split, units = open_variant(variant, scale, work, seed, quiet)
+    return split, units, train(scale, split["train"], units, work / variant, seed, quiet)
 
 
 def run_variant(
