@@ -10,17 +10,20 @@ each followed by ``NonNegative``. Rows per (case = model-variant, method) with `
 ``spearman_spread`` / ``correction_cv`` say where the updates moved mass, ``error_spread_rho``
 whether the raw spread is where the error is. The issue's targets
 are checked into ``done_when``. Data, trainings (the Trainer resumes) and the step plan are kept
-in ``--work``, so an interrupted run continues where it stopped::
+in ``--work``, so an interrupted run continues where it stopped. ``--jobs 2`` runs the two
+variants in two processes side by side (one thread each)::
 
     OMP_NUM_THREADS=1 python benchmarks/forecast_conservation.py \
-        --work benchmarks/work/forecast_conservation
+        --work benchmarks/work/forecast_conservation --jobs 2
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -64,10 +67,23 @@ seconds of the family's training (all members).
 """
 
 
+def variant_rows(
+    variant: str, scale: blocks.Scale, work: Path, seed: int, quiet: bool, out: Path
+) -> tuple[list[dict], list[dict]]:
+    """One variant end to end (its figures written to ``out``): ``(rows, knowledge-control
+    sweep)``. Runs in a worker process with ``--jobs``, so it sets its own thread count."""
+    torch.set_num_threads(1)
+    found, details = blocks.run_variant(variant, scale, work, seed, quiet)
+    blocks.plot_mass(out / f"{NAME}-mass-{variant}.png", details)
+    blocks.plot_correction(out / f"{NAME}-correction-{variant}.png", details)
+    return found, details["sweep"]
+
+
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="data, checkpoints, plan")
         parser.add_argument("--variants", default=",".join(blocks.VARIANTS))
+        parser.add_argument("--jobs", type=int, default=1, help="variants run side by side")
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
@@ -75,17 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     if not set(variants) <= set(blocks.VARIANTS):
         raise SystemExit(f"--variants must name some of {list(blocks.VARIANTS)}, got {variants}")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be a positive number of processes, got {args.jobs}")
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
     rows, sweeps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
-        for variant in variants:
-            found, details = blocks.run_variant(variant, scale, work, args.seed, quiet)
+        jobs = [(variant, scale, work, args.seed, quiet, args.out) for variant in variants]
+        if args.jobs == 1:
+            results = [variant_rows(*job) for job in jobs]
+        else:
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=spawn) as pool:
+                results = list(pool.map(variant_rows, *zip(*jobs, strict=True)))
+        for variant, (found, sweep) in zip(variants, results, strict=True):
             rows += found
-            sweeps[variant] = details["sweep"]
-            blocks.plot_mass(args.out / f"{NAME}-mass-{variant}.png", details)
-            blocks.plot_correction(args.out / f"{NAME}-correction-{variant}.png", details)
+            sweeps[variant] = sweep
     checks = blocks.done_when(rows)
     met = sum(check["met"] for check in checks)
     write_results(
@@ -98,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         NOTES + f"\nDone-when: {met} of {len(checks)} checks met (see `done_when` in the JSON).\n",
         extra={
             "threads": torch.get_num_threads(),
+            "jobs": args.jobs,
             "scale": scale.setup(),
             "kc_sweep": sweeps,
             "done_when": checks,

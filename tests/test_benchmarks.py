@@ -30,7 +30,6 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "training",
         "nbody_energy",
         "fno_overhead",
-        "forecast_conservation",
         "forecast_correction_shapes",
         "earthformer_artifacts",
         "guided_sampling_cost",
@@ -523,3 +522,30 @@ def test_forecast_budget_refuses_bad_arguments(tmp_path, arguments, message):
     bench = load_benchmark("forecast_budget")
     with pytest.raises(SystemExit, match=message):
         bench.main(["--quick", "--out", str(tmp_path), *arguments])
+
+
+def test_forecast_conservation_side_by_side_variants_give_the_rows_of_one_process(tmp_path):
+    """Its quick mode, run with both variants in two processes and again in one (reloading the
+    models the first trained)."""
+    work = tmp_path / "work"
+    parallel = _quick("forecast_conservation", tmp_path / "two", "--work", str(work), "--jobs", "2")
+    serial = _quick("forecast_conservation", tmp_path / "one", "--work", str(work))  # reloads
+    timing = {"fwd_ms"}
+
+    def comparable(result):
+        return [{k: v for k, v in row.items() if k not in timing} for row in result["rows"]]
+
+    assert {row["variant"] for row in parallel["rows"]} == {"conserved", "source"}
+    assert comparable(parallel) == comparable(serial)
+    assert parallel["jobs"] == 2 and parallel["kc_sweep"] == serial["kc_sweep"]
+    for variant in ("conserved", "source"):
+        assert (tmp_path / "two" / f"forecast_conservation-mass-{variant}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_forecast_conservation_refuses_no_processes(tmp_path, jobs):
+    bench = load_benchmark("forecast_conservation")
+    with pytest.raises(
+        SystemExit, match=f"--jobs must be a positive number of processes, got {jobs}"
+    ):
+        bench.main(["--quick", "--out", str(tmp_path), "--jobs", jobs])
