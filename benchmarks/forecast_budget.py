@@ -1,19 +1,20 @@
-"""Does a larger budget make the Earthformer ensemble's spread say where its error is?
+"""Does a larger budget make a forecast ensemble's spread say where its error is?
 
-The ``conservation-forecast`` task trains four Earthformer members on 900 CPU-s in all
-(``benchmarks/forecast_conservation.py``); on that budget the members' spread hardly follows the
-ensemble mean's error, and ProbConserv's update, which moves mass where the spread is, ends above
-HardC's uniform projection in CRPS. Here the same ensemble (the task's build, data, seeds
-``seed + i`` and batch; periodic padding and the ICNR head) is spent more on in two ways: longer
-training (``factor`` × the task's step count, a fresh cosine schedule per factor) and more
-members (``members``); configurations ``<members>x<factor>``. Each is scored with the task's
-methods on the conserved variant's test windows: does ρ(error, spread) rise, and does the update
-then beat HardC?
+The ``conservation-forecast`` task trains each deep ensemble (Earthformer members, FNO members
+rolled out) on 900 CPU-s in all (``benchmarks/forecast_conservation.py``); on that budget the
+members' spread hardly follows the ensemble mean's error, and ProbConserv's update, which moves
+mass where the spread is, ends above HardC's uniform projection in CRPS. Here the same ensemble
+of ``--model`` (the task's build, data, seeds ``seed + i`` and batch) is spent more on in two
+ways: longer training (``factor`` × the task's step count, a fresh cosine schedule per factor)
+and more members (``members``); configurations ``<members>x<factor>``. Each is scored with the
+task's methods on the conserved variant's test windows: does ρ(error, spread) rise, and does the
+update then beat HardC?
 
-Member ``i`` of factor ``f`` is the Trainer folder
-``<variant>/earthformer-periodic+icnr[-x<f>]-<i>`` under ``--work``, shared by every
-configuration of that factor (factor 1, members 0–3: the task's own). ``--train-only`` with
-``--members`` trains a subset (for invocations side by side) and writes no results. ::
+Member ``i`` of factor ``f`` is the Trainer folder ``<variant>/<name>[-x<f>]-<i>`` under
+``--work`` (``<name>``: the task's folder name of the family), shared by every configuration of
+that factor (factor 1, members 0–3: the task's own). ``--train-only`` with ``--members`` trains
+a subset (for invocations side by side) and writes no results. Results go to
+``forecast_budget`` (Earthformer) or ``forecast_budget_<model>``::
 
     OMP_NUM_THREADS=1 python benchmarks/forecast_budget.py \\
         --work benchmarks/work/forecast_conservation --configs 4x1,4x2,4x4,8x1,8x2,8x4
@@ -53,33 +54,47 @@ and that standard deviation.
 """
 
 
-def folder_name(factor: int) -> str:
-    """The Trainer folder prefix of the members trained on ``factor`` × the task's steps."""
-    base = blocks.MEMBER_FOLDERS["earthformer"]
+MODELS = ("earthformer", "fno")
+
+
+def folder_name(factor: int, model: str = "earthformer") -> str:
+    """The Trainer folder prefix of ``model``'s members trained on ``factor`` × the task's
+    steps."""
+    base = blocks.MEMBER_FOLDERS[model]
     return base if factor == 1 else f"{base}-x{factor}"
 
 
-def members(factor, which, scale, split, units, folder: Path, seed: int, quiet: bool):
-    """Train (or reload) members ``which`` on ``factor`` × the planned steps:
+def members(model, factor, which, scale, split, units, folder: Path, seed: int, quiet: bool):
+    """Train (or reload) ``model``'s members ``which`` on ``factor`` × the planned steps:
     ``(models, steps, CPU seconds)``."""
-    steps = factor * blocks.plan(scale, split["train"], units, folder, seed)["steps"]["earthformer"]
+    steps = factor * blocks.plan(scale, split["train"], units, folder, seed)["steps"][model]
     channels = split["train"].context.shape[2]
-    data = blocks.pairs("earthformer", split["train"], units)
+    data = blocks.pairs(model, split["train"], units)
     trained, spent = [], 0.0
     for i in which:
         run = blocks.fit(
-            blocks.build("earthformer", scale, channels, seed + i), blocks.mse_loss, data, steps,
-            scale.batch, scale.lr, seed + i, folder / f"{folder_name(factor)}-{i}", quiet,
+            blocks.build(model, scale, channels, seed + i), blocks.mse_loss, data, steps,
+            scale.batch, scale.lr, seed + i, folder / f"{folder_name(factor, model)}-{i}", quiet,
         )  # fmt: skip
         trained.append(run.model.eval())
         spent += run.train_s
     return trained, steps, spent
 
 
-def scored(raw: torch.Tensor, test, grid, config: tuple, steps: int, spent: float) -> list[dict]:
+def forecast(model: str, trained: list, test, scale, units) -> torch.Tensor:
+    """The members' forecasts of the test windows ``(M, N, T_out, 1, H, W)``: one pass for the
+    Earthformer, a rollout for the FNO."""
+    if model == "earthformer":
+        return blocks.deep_ensemble(trained, test.context, units)
+    return blocks.rollout_ensemble(trained, test.context, scale.t_out, units)
+
+
+def scored(
+    raw: torch.Tensor, test, grid, config: tuple, steps: int, spent: float, model: str
+) -> list[dict]:
     """The task's methods on one ensemble of ``config = (members, factor)``, with this study's
     ratios."""
-    found, _ = blocks.forecast_rows("conserved", "earthformer", {"raw": (raw, 0.0)}, test, grid)
+    found, _ = blocks.forecast_rows("conserved", model, {"raw": (raw, 0.0)}, test, grid)
     found = {r["method"]: r for r in found if r["method"] in METHODS}
     for row in found.values():
         row.update(
@@ -95,7 +110,7 @@ def scored(raw: torch.Tensor, test, grid, config: tuple, steps: int, spent: floa
     return list(found.values())
 
 
-def plot(path: Path, rows: list[dict]) -> None:
+def plot(path: Path, rows: list[dict], model: str = "earthformer") -> None:
     """Against the CPU budget (over the task's): the update's CRPS over HardC's, ρ(error, spread)
     and spread-skill, one line per ensemble size."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(8.8, 3.4))
@@ -133,7 +148,8 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
         ax.legend(fontsize=7)
-    figure.suptitle("Earthformer ensembles, conserved tracer, test windows", fontsize=10)
+    family = {"earthformer": "Earthformer", "fno": "FNO rollout"}[model]
+    figure.suptitle(f"{family} ensembles, conserved tracer, test windows", fontsize=10)
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -186,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         parser.add_argument("--members", default=None, help="member indices (with --train-only)")
         parser.add_argument("--train-only", action="store_true", help="train, write no results")
+        parser.add_argument("--model", choices=MODELS, default="earthformer", help="the family")
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
@@ -212,18 +229,22 @@ def main(argv: list[str] | None = None) -> int:
         for count, factor in configs:
             chosen = range(count) if which is None else [i for i in which if i < count]
             trained, steps, spent = members(
-                factor, chosen, scale, split, units, folder, args.seed, quiet
+                args.model, factor, chosen, scale, split, units, folder, args.seed, quiet
             )
             if args.train_only:
                 continue
-            raw = blocks.deep_ensemble(trained, test.context, units)
-            rows += scored(raw, test, grid, (count, factor), steps, spent)
+            raw = forecast(args.model, trained, test, scale, units)
+            rows += scored(raw, test, grid, (count, factor), steps, spent, args.model)
     if args.train_only:
         return 0
-    plot(args.out / f"{NAME}.png", rows)
+    name = NAME if args.model == "earthformer" else f"{NAME}_{args.model}"
+    plot(args.out / f"{name}.png", rows, args.model)
     write_results(
-        NAME, rows, args.seed, started, args.out, COLUMNS, NOTES + summary(rows),
-        extra={"threads": torch.get_num_threads(), "configs": configs, "scale": scale.setup()},
+        name, rows, args.seed, started, args.out, COLUMNS, NOTES + summary(rows),
+        extra={
+            "threads": torch.get_num_threads(), "model": args.model, "configs": configs,
+            "scale": scale.setup(),
+        },
     )  # fmt: skip
     return 0
 

@@ -507,6 +507,29 @@ def test_forecast_budget_trains_members_side_by_side_and_scores_every_configurat
     assert (out / "forecast_budget.png").stat().st_size > 0
 
 
+def test_forecast_budget_of_the_fno_rolls_its_members_out_into_its_own_record(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    arguments = ["--quick", "--out", str(out), "--work", str(work), "--configs", "2x1,2x2"]
+    subprocess.run(
+        benchmark("forecast_budget", *arguments, "--model", "fno"),
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    result = json.loads((out / "forecast_budget_fno.json").read_text())
+    assert (out / "forecast_budget_fno.md").read_text().startswith("# forecast_budget_fno")
+    assert sorted(p.name for p in (work / "conserved").glob("fno*")) == [
+        "fno-0", "fno-1", "fno-x2-0", "fno-x2-1",
+    ]  # fmt: skip
+    assert result["benchmark"] == "forecast_budget_fno" and result["model"] == "fno"
+    rows = {(row["case"], row["method"]): row for row in result["rows"]}
+    assert {row["model"] for row in result["rows"]} == {"fno"}
+    assert rows["2x2", "raw"]["steps"] == 2 * rows["2x1", "raw"]["steps"]
+    assert rows["2x1", "raw"]["members"] == 2
+    assert rows["2x2", "hardc"]["ce_abs_max"] <= 1e-6
+    assert not (out / "forecast_budget.json").exists()
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
