@@ -81,14 +81,6 @@ def members(model, factor, which, scale, split, units, folder: Path, seed: int, 
     return trained, steps, spent
 
 
-def forecast(model: str, trained: list, test, scale, units) -> torch.Tensor:
-    """The members' forecasts of the test windows ``(M, N, T_out, 1, H, W)``: one pass for the
-    Earthformer, a rollout for the FNO."""
-    if model == "earthformer":
-        return blocks.deep_ensemble(trained, test.context, units)
-    return blocks.rollout_ensemble(trained, test.context, scale.t_out, units)
-
-
 def scored(
     raw: torch.Tensor, test, grid, config: tuple, steps: int, spent: float, model: str
 ) -> list[dict]:
@@ -110,9 +102,10 @@ def scored(
     return list(found.values())
 
 
-def plot(path: Path, rows: list[dict], model: str = "earthformer") -> None:
+def plot(path: Path, rows: list[dict], task_members: int, model: str = "earthformer") -> None:
     """Against the CPU budget (over the task's): the update's CRPS over HardC's, ρ(error, spread)
-    and spread-skill, one line per ensemble size."""
+    and spread-skill, one line per ensemble size (budget: members × factor over the task's
+    ``task_members``)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(8.8, 3.4))
     raws = {r["case"]: r for r in rows if r["method"] == "raw"}
     update = {r["case"]: r for r in rows if r["method"] == "probconserv"}
@@ -126,7 +119,7 @@ def plot(path: Path, rows: list[dict], model: str = "earthformer") -> None:
     }
 
     def budget(case: str) -> float:
-        return raws[case]["members"] * raws[case]["factor"] / 4
+        return raws[case]["members"] * raws[case]["factor"] / task_members
 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (name, cases), colour in zip(series.items(), colours, strict=False):
@@ -233,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.train_only:
                 continue
-            raw = forecast(args.model, trained, test, scale, units)
+            raw = blocks.member_forecasts(args.model, trained, test.context, scale.t_out, units)
             rows += scored(raw, test, grid, (count, factor), steps, spent, args.model)
     if args.train_only:
         return 0
     name = NAME if args.model == "earthformer" else f"{NAME}_{args.model}"
-    plot(args.out / f"{name}.png", rows, args.model)
+    plot(args.out / f"{name}.png", rows, scale.members, args.model)
     write_results(
         name, rows, args.seed, started, args.out, COLUMNS, NOTES + summary(rows),
         extra={

@@ -158,3 +158,22 @@ def test_data_and_models_creates_its_work_folder_and_a_rerun_reloads_the_same_mo
     for before, after in zip(models.earthformer, again.earthformer, strict=True):
         for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+
+
+class _AddOne(nn.Module):
+    """A one-step emulator that adds 1 (network units) to every channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1.0
+
+
+def test_member_forecasts_roll_fno_members_out_and_refuse_other_families():
+    units = task.Units((2.0, 1.0, 1.0))
+    context = torch.rand(2, 3, 3, 4, 4, dtype=torch.float64)
+    out = task.member_forecasts("fno", [_AddOne(), _AddOne()], context, 4, units)
+    assert out.shape == (2, 2, 4, 1, 4, 4)
+    for lead in range(4):  # k steps add k network units = 2k tracer units to the last frame
+        expected = context[:, -1, 0] + 2.0 * (lead + 1)
+        assert torch.allclose(out[:, :, lead, 0], expected.expand(2, -1, -1, -1), atol=1e-6)
+    with pytest.raises(ValueError, match="model must be 'earthformer' or 'fno'.*got 'prediff'"):
+        task.member_forecasts("prediff", [_AddOne()], context, 4, units)

@@ -54,7 +54,13 @@ from .data import (
     windows,
 )
 from .experiment import best_kc_scale, data_and_models, open_variant, run_variant
-from .forecasts import deep_ensemble, mass_of, prediff_ensembles, rollout_ensemble
+from .forecasts import (
+    deep_ensemble,
+    mass_of,
+    member_forecasts,
+    prediff_ensembles,
+    rollout_ensemble,
+)
 from .methods import (
     CORRECTED,
     EXACT,
@@ -126,6 +132,7 @@ __all__ = [
     "generate",
     "grid_of",
     "mass_of",
+    "member_forecasts",
     "mse_loss",
     "open_variant",
     "pairs",

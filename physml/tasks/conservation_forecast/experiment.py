@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...models.prediff import PreDiff
 from .data import Scale, Units, Windows, generate, grid_of, windows
-from .forecasts import deep_ensemble, prediff_ensembles, rollout_ensemble
+from .forecasts import member_forecasts, prediff_ensembles
 from .methods import forecast_rows, score
 from .models import MODELS, Forecasters, train
 
@@ -59,17 +59,12 @@ def run_variant(
     split, units, models = data_and_models(variant, scale, work, seed, quiet)
     test, grid = split["test"], grid_of(scale)
     lam, sweep = best_kc_scale(models.prediff, split["validation"], scale, units, seed)
-    started = time.perf_counter()
-    ensembles = {
-        "earthformer": {"raw": (deep_ensemble(models.earthformer, test.context, units), 0.0)}
-    }
-    ensembles["earthformer"]["raw"] = (
-        ensembles["earthformer"]["raw"][0],
-        time.perf_counter() - started,
-    )
-    started = time.perf_counter()
-    fno = rollout_ensemble(models.fno, test.context, scale.t_out, units)
-    ensembles["fno"] = {"raw": (fno, time.perf_counter() - started)}
+    ensembles = {}
+    for model in ("earthformer", "fno"):
+        started = time.perf_counter()
+        members = getattr(models, model)
+        samples = member_forecasts(model, members, test.context, scale.t_out, units)
+        ensembles[model] = {"raw": (samples, time.perf_counter() - started)}
     ensembles["prediff"] = prediff_ensembles(models.prediff, test, scale, units, lam, seed)
     rows, samples = [], {}
     for model in MODELS:

@@ -33,6 +33,18 @@ def rollout_ensemble(members: list[nn.Module], context: torch.Tensor, t_out: int
     return torch.stack(runs)
 
 
+def member_forecasts(
+    model: str, members: list[nn.Module], context: torch.Tensor, t_out: int, units: Units
+) -> torch.Tensor:
+    """The forecasts ``(M, N, T_out, 1, H, W)`` of a deep ensemble of family ``model``: one pass
+    of each Earthformer member, a ``t_out``-step rollout of each FNO member."""
+    if model == "earthformer":
+        return deep_ensemble(members, context, units)
+    if model == "fno":
+        return rollout_ensemble(members, context, t_out, units)
+    raise ValueError(f"model must be 'earthformer' or 'fno' (a deep ensemble), got {model!r}")
+
+
 def mass_of(grid: Grid2D, units: Units):
     """Knowledge control's closed-form quantity: the total mass of decoded frames
     ``(N, T, 1, H, W)`` → ``(N, T)``, in network units (differentiable)."""
