@@ -35,6 +35,7 @@ import math
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -287,8 +288,10 @@ def shifted_rows(case: str, forecast, context, windows_, grid, sigma, seed) -> l
 def forecasters(models: blocks.Forecasters, units: blocks.Units, t_out: int) -> dict:
     """``{model: context (N, T_in, C, H, W) → members (M, N, T_out, 1, H, W)}``."""
     return {
-        "earthformer": lambda c: blocks.deep_ensemble(models.earthformer, c, units),
-        "fno": lambda c: blocks.rollout_ensemble(models.fno, c, t_out, units),
+        model: partial(
+            blocks.member_forecasts, model, getattr(models, model), t_out=t_out, units=units
+        )
+        for model in ("earthformer", "fno")
     }
 
 
