@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,29 +129,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--work", type=Path, default=Path("physml_output"), help="checkpoints, plots"
-    )
+        "--work", type=Path, default=None,
+        help="checkpoints, plots (default physml_output; --quick: a temporary folder)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="*", default=["diffusion", "pme", "stefan"])
     args = parser.parse_args(argv)
     started = time.perf_counter()
     size = "toy" if args.quick else "full"
     cases = ["stefan"] if args.quick else args.cases
-    context = Context(out=args.work, size=size, seed=args.seed, quiet=not sys.stderr.isatty())
-    peers = Peers(size, args.seed, progress=not context.quiet)
     rows = []
-    for case in cases:
-        case_rows, _ = evaluate(case, context, extra_methods=peers)
-        for row in case_rows:
-            if case == "diffusion" and row["method"] in PAPER_DIFFUSION:
-                paper = PAPER_DIFFUSION[row["method"]]
-                row.update(paper_mse=paper["mse"], paper_ce=paper["ce"])
-            print(
-                f"{row['case']:14s} {row['method']:22s} mse {row['mse']:.3e} "
-                f"|ce| {row['ce_abs']:.2e} ll {row['ll']:.3f}",
-                flush=True,
-            )
-        rows += case_rows
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or (Path(scratch) if args.quick else Path("physml_output"))
+        context = Context(out=work, size=size, seed=args.seed, quiet=not sys.stderr.isatty())
+        peers = Peers(size, args.seed, progress=not context.quiet)
+        for case in cases:
+            case_rows, _ = evaluate(case, context, extra_methods=peers)
+            for row in case_rows:
+                if case == "diffusion" and row["method"] in PAPER_DIFFUSION:
+                    paper = PAPER_DIFFUSION[row["method"]]
+                    row.update(paper_mse=paper["mse"], paper_ce=paper["ce"])
+                print(
+                    f"{row['case']:14s} {row['method']:22s} mse {row['mse']:.3e} "
+                    f"|ce| {row['ce_abs']:.2e} ll {row['ll']:.3f}",
+                    flush=True,
+                )
+            rows += case_rows
     extra = {"setup": {"scale": SCALES[size].__dict__, "cases": cases}}
     write_results("probconserv_gpme", rows, args.seed, started, args.out, COLUMNS, NOTES, extra)
     return 0

@@ -38,13 +38,15 @@ def benchmark(name: str, *arguments: str) -> list[str]:
     ],
 )
 def test_quick_mode_writes_results(tmp_path, name):
-    command = benchmark(name, "--quick", "--out", str(tmp_path))
-    subprocess.run(command, check=True, cwd=ROOT, timeout=600)
-    result = json.loads((tmp_path / f"{name}.json").read_text())
+    out, here = tmp_path / "out", tmp_path / "here"
+    here.mkdir()
+    subprocess.run(benchmark(name, "--quick", "--out", str(out)), check=True, cwd=here, timeout=600)
+    assert not list(here.iterdir())  # a smoke run keeps its work out of the working folder
+    result = json.loads((out / f"{name}.json").read_text())
     assert KEYS <= set(result)
     assert result["rows"] and all("case" in row and "method" in row for row in result["rows"])
     assert "--quick" in result["command"]
-    markdown = (tmp_path / f"{name}.md").read_text()
+    markdown = (out / f"{name}.md").read_text()
     assert markdown.startswith(f"# {name}") and markdown.count("\n|") >= len(result["rows"]) + 1
 
 
