@@ -4,7 +4,8 @@ An attentive neural process (ANP) sees 100 context points of one solution u(t, x
 Gaussian on the whole (t, x) grid. The methods compared (DESIGN.md §4):
 
 - ``anp``: the unconstrained prediction;
-- ``softc-anp``: an ANP trained with the PDE residual as a penalty (conserves nothing exactly);
+- ``softc-anp``: an ANP trained with the PDE residual as a penalty (conserves nothing exactly),
+  for a quarter of the base ANP's steps (each of its steps costs about five);
 - ``hardc-anp``: the ANP mean projected onto the conservation constraint (Euclidean);
 - ``probconserv-anp``: the ANP Gaussian conditioned on the conservation constraint — one row of
   trapezoid weights per time slice, the total mass from the integral form.
