@@ -15,6 +15,7 @@ fit failed (matrix not positive definite) on one PME m = 1 context set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -35,6 +36,8 @@ from physml.tasks.probconserv import SCALES, OnGrid, evaluate  # noqa: E402
 from physml.training import fit_ensemble  # noqa: E402
 
 F64 = torch.float64
+# --quick: the toy grid with a fifth of its training (the smoke run checks the pipeline, not fits)
+SMOKE = dataclasses.replace(SCALES["toy"], train_steps=40, softc_steps=20)
 
 # The paper's diffusion rows (ANP base, t = 0.5): CE in units of 1e-3, MSE in units of 1e-4.
 PAPER_DIFFUSION = {
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     size = "toy" if args.quick else "full"
+    scale = SMOKE if args.quick else SCALES[size]
     cases = ["stefan"] if args.quick else args.cases
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         context = Context(out=work, size=size, seed=args.seed, quiet=not sys.stderr.isatty())
         peers = Peers(size, args.seed, progress=not context.quiet)
         for case in cases:
-            case_rows, _ = evaluate(case, context, extra_methods=peers)
+            case_rows, _ = evaluate(case, context, extra_methods=peers, scale=scale)
             for row in case_rows:
                 if case == "diffusion" and row["method"] in PAPER_DIFFUSION:
                     paper = PAPER_DIFFUSION[row["method"]]
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             rows += case_rows
-    extra = {"setup": {"scale": SCALES[size].__dict__, "cases": cases}}
+    extra = {"setup": {"scale": scale.__dict__, "cases": cases}}
     write_results("probconserv_gpme", rows, args.seed, started, args.out, COLUMNS, NOTES, extra)
     return 0
 

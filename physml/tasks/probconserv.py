@@ -301,13 +301,15 @@ def evaluate(
     case: str,
     context: Context,
     extra_methods: Callable[..., dict[str, Gaussian]] | None = None,
+    scale: Scale | None = None,
 ) -> tuple[list[dict], dict]:
     """Train or reuse the ANPs, then score every method on every test value of ``case``.
 
     ``extra_methods(case, batch, grid, t, x, mass, params)`` may add predictions (the benchmark
-    adds the GP and the ensemble). Returns the rows and the provenance of the run.
+    adds the GP and the ensemble). ``scale``: instead of ``context.size``'s (a smoke run's).
+    Returns the rows and the provenance of the run.
     """
-    scale = SCALES[context.size]
+    scale = scale or SCALES[context.size]
     folder = context.out / f"probconserv-{case}"
     folder.mkdir(parents=True, exist_ok=True)
     grid, t, x = grids(case, scale)
