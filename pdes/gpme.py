@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 
 from . import checks
 from .boundary import BoundaryCondition, Dirichlet, Neumann, Periodic, parse
@@ -160,6 +159,8 @@ def _z1_scalar(u_star: float) -> float:
     upper = 1.0
     while residual(upper) < 0.0:
         upper *= 2.0
+    from scipy.optimize import brentq  # scipy.optimize costs ~0.8 s to import
+
     return brentq(residual, 0.0, upper, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
 
 

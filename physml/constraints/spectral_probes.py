@@ -48,18 +48,33 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-try:
+
+class _Neuralop(NamedTuple):
+    """The neuralop (and tltorch) classes the closed form recognises."""
+
+    SpectralConv: type
+    Flattened1dConv: type
+    SoftGating: type
+    DenseTensor: type
+
+
+@lru_cache(maxsize=1)
+def _neuralop() -> _Neuralop:
+    """neuralop's classes, imported on first use: ``import physml`` stays free of neuralop (and
+    of the wandb and tensorly it pulls in, ~2 s per process)."""
     from neuralop.layers.skip_connections import Flattened1dConv, SoftGating
     from neuralop.layers.spectral_convolution import SpectralConv
     from tltorch.factorized_tensors.factorized_tensors import DenseTensor
-except ImportError:  # pragma: no cover - neuralop is a dependency
-    SpectralConv = None
+
+    return _Neuralop(SpectralConv, Flattened1dConv, SoftGating, DenseTensor)
 
 
 def unsupported(conv: nn.Module, skip: nn.Module | None) -> str | None:
     """Why ``conv(x) + skip(x)`` has no closed-form responses (``None``: it has)."""
-    if SpectralConv is None or not isinstance(conv, SpectralConv):
+    known = _neuralop()
+    if not isinstance(conv, known.SpectralConv):
         return "the convolution is not neuralop's SpectralConv"
+    SpectralConv, Flattened1dConv, SoftGating, DenseTensor = known
     if type(conv) is not SpectralConv and not getattr(type(conv), "computes_spectral_conv", False):
         return f"{type(conv).__name__} does not declare computes_spectral_conv"
     if conv.complex_data or conv.separable:
@@ -265,17 +280,18 @@ def _dense(weight) -> torch.Tensor:
 
 def _skip_bias_holder(skip: nn.Module | None) -> nn.Module | None:
     """The module holding the skip's ``bias`` (``None``: the skip has none)."""
-    if isinstance(skip, Flattened1dConv):
+    known = _neuralop()
+    if isinstance(skip, known.Flattened1dConv):
         return skip.conv
-    return skip if isinstance(skip, SoftGating) else None
+    return skip if isinstance(skip, known.SoftGating) else None
 
 
 def _skip_gain(skips: Sequence[nn.Module | None], channels: int, like) -> torch.Tensor:
     """Each skip's response at a spike filling every input channel, per output channel (L, C)."""
-    first = skips[0]
-    if isinstance(first, Flattened1dConv):
+    first, known = skips[0], _neuralop()
+    if isinstance(first, known.Flattened1dConv):
         return torch.stack([skip.conv.weight for skip in skips]).sum((2, 3))
-    if isinstance(first, SoftGating):
+    if isinstance(first, known.SoftGating):
         return torch.stack([skip.weight for skip in skips]).reshape(len(skips), channels)
     fill = 1.0 if isinstance(first, nn.Identity) else 0.0
     return torch.full((len(skips), channels), fill, dtype=like.dtype, device=like.device)

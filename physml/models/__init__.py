@@ -32,7 +32,19 @@ from .forecasting import (
 from .gp import ExactGPSurrogate
 from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from .prediff import PreDiff
-from .spectral import LeanSpectralConv, OneActivationBlocks, fast_fno, plain_fno
+
+_SPECTRAL = ("LeanSpectralConv", "OneActivationBlocks", "fast_fno", "plain_fno")
+
+
+def __getattr__(name: str):
+    """The FNO builders load :mod:`.spectral` (and neuralop, ~2 s) on first use, so importing
+    the models that need no Fourier layer stays quick."""
+    if name in _SPECTRAL:
+        from . import spectral
+
+        return getattr(spectral, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PATTERNS",

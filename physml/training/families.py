@@ -32,6 +32,7 @@ from pdes.checks import positive_int
 from pdes.problems import get as get_recipe
 
 from .. import metrics
+from .. import models as surrogates  # its FNO builders load neuralop on first use
 from .._checks import fits_in_memory
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
@@ -43,7 +44,6 @@ from ..models import (
     Earthformer,
     UNet,
     elbo_loss,
-    fast_fno,
 )
 from ..outputs import Gaussian
 from .probabilistic import MemberRows, Objective, ensemble_nll, objective_loss
@@ -113,7 +113,7 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     fits_in_memory(
         "hidden", 8 * spectral_weights, f"an FNO of {layers} layers x {hidden}² channels"
     )
-    return fast_fno(
+    return surrogates.fast_fno(
         n_modes=(modes,) * space,
         in_channels=x_shape[0],
         out_channels=y_shape[0],
