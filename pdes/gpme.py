@@ -305,6 +305,9 @@ class _FiniteVolume:
             self.distance[0] = self.distance[-1] = 0.5 * self.dx
         self.limit_factor = 3.0 if self.cell_dirichlet else 2.0
         self.bounded = not isinstance(bc, Neumann)
+        self.fixed_walls = None  # wall values that do not change in time, checked once
+        if not isinstance(bc, Periodic) and not (callable(bc.left) or callable(bc.right)):
+            self.fixed_walls = bc.values(0.0, batch, device)
 
     @staticmethod
     def evaluate(function: DiffusivityFn, u: torch.Tensor) -> torch.Tensor:
@@ -322,6 +325,9 @@ class _FiniteVolume:
         return 0.5 * (kv[:, :-1] + kv[:, 1:]) * (values[:, :-1] - values[:, 1:])
 
     def walls(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The wall values ``(sample,)`` at ``t`` (Dirichlet: ``u``; Neumann: ``du/dx``)."""
+        if self.fixed_walls is not None:
+            return self.fixed_walls
         return self.bc.values(t, self.batch, self.device)
 
     def rates(self, u: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
