@@ -287,3 +287,22 @@ def test_train_checks_every_argument_before_writing(tmp_path, capsys, extra, nam
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and named in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
+
+
+def test_the_command_line_starts_without_the_fourier_layers_libraries():
+    """neuralop (with the wandb and tensorly it imports) and scipy.optimize load on first use,
+    not with ``physml`` or its command line; the FNO builders still resolve."""
+    import subprocess
+    import sys
+
+    heavy = ("neuralop", "wandb", "tensorly", "scipy.optimize")
+    code = (
+        "import sys, physml, physml.cli, physml.models\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        "from physml.models import fast_fno\n"
+        "print('neuralop' in sys.modules, hasattr(physml.models, 'no_such_model'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "True False"]
