@@ -2,11 +2,12 @@
 
 The runs behind the README's "how the set-up got here" table; each prints one line (steps, MSE,
 MAE, SSIM, lead-1 and lead-10 MSE, lead-1 SSIM on the test set, then MSE and SSIM on the
-held-out :func:`earthformer_nbody.validation` videos, which are what a choice of settings should
+held-out :func:`nbody_forecasting.validation` videos, which are what a choice of settings should
 be made on) and one of the training loss at 10, 25, 50, 75 and 100 % of its steps, and is
 recorded in
 ``results/earthformer_nbody-exploration.md``. Settings not overridden are those of
-``earthformer_nbody.py`` at the time of the run (see that file's history).
+``nbody_forecasting.py`` (before it, ``earthformer_nbody.py``) at the time of the run (see the
+files' history).
 
     python benchmarks/earthformer_nbody_variant.py BUDGET_S METHOD TAG '{"lr": 0.003, ...}'
 
@@ -29,12 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import earthformer_nbody as bench  # noqa: E402
+import nbody_forecasting as bench  # noqa: E402
 
 from physml.models.forecasting import evaluate_forecaster, train_forecaster  # noqa: E402
 
 LOSSES = {"mse": None, "l1": None, "mse+0.1l1": 0.1, "mse+l1": 1.0}
-"""Loss names -> the benchmark's ``L1_WEIGHT`` for :func:`earthformer_nbody.training_loss`
+"""Loss names -> the benchmark's ``L1_WEIGHT`` for :func:`nbody_forecasting.training_loss`
 (``None``: the named loss of :func:`~physml.models.forecasting.train_forecaster`)."""
 
 

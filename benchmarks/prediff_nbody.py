@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import earthformer_nbody  # noqa: E402
+import nbody_forecasting  # noqa: E402
 from common import arguments, write_results  # noqa: E402
 
 from physml._checks import device as checked_device  # noqa: E402
@@ -193,19 +193,20 @@ def trained(stages: Stages, key: str, train) -> tuple[torch.nn.Module, dict]:
 
 
 def earthformer_model(scale: blocks.Scale, seed: int) -> torch.nn.Module:
-    """``earthformer_nbody``'s Earthformer (8 global vectors, clamped head) at this scale."""
+    """The Earthformer of ``earthformer_nbody`` (8 global vectors, clamped head, from
+    :func:`nbody_forecasting.build`) at this scale."""
     sizes = replace(
-        earthformer_nbody.SCALES["quick" if scale.size < 64 else "full"],
+        nbody_forecasting.SCALES["quick" if scale.size < 64 else "full"],
         size=scale.size,
         t_in=scale.t_in,
         t_out=scale.t_out,
     )
-    return earthformer_nbody.build("earthformer", sizes, seed)
+    return nbody_forecasting.build("earthformer", sizes, seed)
 
 
 def earthformer_loss(model, batch) -> torch.Tensor:
     x, y = batch
-    return earthformer_nbody.training_loss(model(x), y)
+    return nbody_forecasting.training_loss(model(x), y)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -289,7 +289,7 @@ def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
 
 def test_physics_reference_without_noise_is_the_truth_and_blurs_with_it(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import earthformer_nbody as bench
+    import nbody_forecasting as bench
 
     scale = bench.SCALES["quick"]
     _, test = bench.datasets(scale, 0)
@@ -303,7 +303,7 @@ def test_physics_reference_without_noise_is_the_truth_and_blurs_with_it(monkeypa
 
 def test_validation_videos_are_new_trajectories_with_training_handwriting(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import earthformer_nbody as bench
+    import nbody_forecasting as bench
 
     from physml.data.nbody import sprite_pool
 
@@ -344,7 +344,7 @@ def test_more_training_videos_extend_the_same_training_set(monkeypatch):
     """The long scale's 20000 training videos start with the full scale's 3000: a larger count
     appends videos and leaves the first ones as they were, so the two runs are comparable."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import earthformer_nbody as bench
+    import nbody_forecasting as bench
 
     small = bench.SCALES["quick"]
     large = dataclasses.replace(small, train=3 * small.train)
@@ -369,7 +369,7 @@ def test_more_training_videos_extend_the_same_training_set(monkeypatch):
 )
 def test_physics_reference_rejects_bad_arguments(monkeypatch, bad, error, message):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import earthformer_nbody as bench
+    import nbody_forecasting as bench
 
     scale = bench.SCALES["quick"]
     _, test = bench.datasets(scale, 0)
