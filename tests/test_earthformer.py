@@ -295,6 +295,86 @@ def test_shifted_layer_equals_unshifted_on_rolled_input_away_from_seam():
     assert not torch.allclose(out[0][~keep], expected[0][~keep])
 
 
+@pytest.mark.parametrize("strategy", ["lll", "ldd"])
+@pytest.mark.parametrize("globals_", [0, 2])
+def test_periodic_shifted_layer_is_the_unshifted_one_on_the_rolled_field(strategy, globals_):
+    # Periodic in H and W (sizes divisible by the cuboid): the roll is a shift of the domain, so
+    # the shifted layer must equal the unshifted one applied to the rolled field, at every token.
+    shape, size, shift = (4, 6, 6), (2, 3, 3), (0, 1, 2)
+    options = dict(dim=8, num_heads=2, cuboid_size=size, strategy=strategy, periodic_hw=True)
+    shifted = _layer(shift_size=shift, global_vectors=globals_, **options)
+    plain = _layer(global_vectors=globals_, **options)
+    plain.load_state_dict(shifted.state_dict())
+    walled = _layer(shift_size=shift, global_vectors=globals_, **{**options, "periodic_hw": False})
+    walled.load_state_dict(shifted.state_dict())
+    x = torch.randn(1, *shape, 8, dtype=torch.float64)
+    g = [torch.randn(1, globals_, 8, dtype=torch.float64)] if globals_ else []
+
+    def tokens(out):
+        return out[0] if globals_ else out
+
+    expected = torch.roll(tokens(plain(torch.roll(x, (-1, -2), (2, 3)), *g)), (1, 2), (2, 3))
+    torch.testing.assert_close(tokens(shifted(x, *g)), expected, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(tokens(walled(x, *g)), expected)  # the seam mask cuts pairs
+
+
+def test_periodic_cross_attention_is_the_unshifted_one_on_the_rolled_fields():
+    torch.manual_seed(2)
+    shifted = CuboidCrossAttention(8, 2, (2, 3), shift_hw=(1, 2), periodic_hw=True).double()
+    plain = CuboidCrossAttention(8, 2, (2, 3), periodic_hw=True).double()
+    with torch.no_grad():
+        shifted.relative_position_table.normal_(0.0, 0.5)
+    plain.load_state_dict(shifted.state_dict())
+    x = torch.randn(2, 3, 4, 6, 8, dtype=torch.float64)
+    memory = torch.randn(2, 2, 4, 6, 8, dtype=torch.float64)
+
+    def rolled(z, sign):
+        return torch.roll(z, (sign * 1, sign * 2), (2, 3))
+
+    expected = rolled(plain(rolled(x, -1), rolled(memory, -1)), +1)
+    torch.testing.assert_close(shifted(x, memory), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_a_periodic_axis_that_needs_padding_keeps_its_seam():
+    # H = 5 is padded to 6: the roll moves padding into the field, so H keeps its seam mask;
+    # W = 6 wraps; T is never periodic here.
+    layout = plan_cuboids((4, 5, 6), (2, 3, 3), "lll", (1, 1, 1), periodic=(False, True, True))
+    assert layout.wrap == (False, False, True) and layout.seamed
+    mask = self_attention_mask(layout)
+    walled = self_attention_mask(plan_cuboids((4, 5, 6), (2, 3, 3), "lll", (1, 1, 1)))
+    assert walled.shape == mask.shape and not torch.equal(mask, walled)
+    assert (mask | ~walled).all()  # wrapping only allows pairs, it cuts none
+    unmasked = plan_cuboids((4, 6, 6), (2, 3, 3), "lll", (0, 1, 1), periodic=(False, True, True))
+    assert not unmasked.seamed and self_attention_mask(unmasked) is None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: CuboidSelfAttention(8, 2, (2, 2, 2), periodic_hw=1),
+        lambda: CuboidCrossAttention(8, 2, periodic_hw="yes"),
+        lambda: plan_cuboids((4, 4, 4), (2, 2, 2), periodic=(True,)),
+        lambda: plan_cuboids((4, 4, 4), (2, 2, 2), periodic=(0, 1, 1)),
+    ],
+)
+def test_periodic_flags_must_be_bools(build):
+    with pytest.raises(TypeError, match="periodic"):
+        build()
+
+
+def test_periodic_earthformer_makes_every_attention_layer_periodic():
+    def layers(periodic):
+        model = Earthformer(
+            (4, 1, 16, 16), (2, 1, 16, 16), base_units=8, num_heads=2, depth=(1, 1),
+            downsample=2, pattern="video_swin", global_vectors=0, periodic=periodic,
+        )  # fmt: skip
+        kinds = (CuboidSelfAttention, CuboidCrossAttention)
+        return [m.periodic for m in model.modules() if isinstance(m, kinds)]
+
+    assert layers(True) and set(layers(True)) == {(False, True, True)}
+    assert set(layers(False)) == {(False, False, False)}
+
+
 def test_global_vectors_receive_gradient_and_inform_tokens():
     layer = _layer(dtype=torch.float32, dim=8, num_heads=2, cuboid_size=(1, 2, 2), global_vectors=2)
     x = torch.randn(2, 2, 4, 4, 8)

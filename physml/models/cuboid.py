@@ -7,7 +7,8 @@ A sequence of feature maps, channel-last ``x (B, T, H, W, C)``, is cut into cubo
    zeros and keeps the padded tokens out of attention, ``"zeros"`` pads zeros that take part,
    ``"nearest"`` replicates the last frame / row / column);
 2. roll by ``-shift`` (Swin-style shifted windows; tokens that wrapped around the seam only
-   attend to tokens that wrapped with them);
+   attend to tokens that wrapped with them, except along an axis where the field is periodic
+   and needs no padding: there the roll is a shift of the domain and the seam no wall);
 3. reorder into ``(B, num_cuboids, volume, C)``. Per axis the strategy is ``"l"`` (local: a
    cuboid takes ``b`` contiguous positions) or ``"d"`` (dilated: it takes every ``n``-th position,
    ``n`` = number of cuboids along the axis);
@@ -118,6 +119,12 @@ def _sequence_tensor(name: str, value: object, dim: int, layout: str) -> torch.T
     return value
 
 
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _global_tensor(name: str, value: object, batch: int, count: int, dim: int) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(
@@ -142,6 +149,9 @@ class CuboidLayout:
     strategy: Strategy3
     shift: Size3
     padding: str
+    wrap: tuple[bool, bool, bool] = (False, False, False)
+    """Per axis, whether rolling it is a periodic shift (a periodic field, no padding): the
+    tokens that wrap around its seam stay neighbours and attend across it."""
 
     @property
     def padded_shape(self) -> Size3:
@@ -175,6 +185,12 @@ class CuboidLayout:
         """Whether any axis is rolled."""
         return any(self.shift)
 
+    @property
+    def seamed(self) -> bool:
+        """Whether a roll left a seam that attention must not cross (a rolled axis that does
+        not wrap)."""
+        return any(s and not w for s, w in zip(self.shift, self.wrap, strict=True))
+
 
 def plan_cuboids(
     shape: Sequence[int],
@@ -182,11 +198,14 @@ def plan_cuboids(
     strategy: Sequence[str] = LOCAL,
     shift: Sequence[int] = NO_SHIFT,
     padding: str = "ignore",
+    periodic: Sequence[bool] = (False, False, False),
 ) -> CuboidLayout:
     """The :class:`CuboidLayout` for a ``(T, H, W)`` grid, validating and clamping the sizes.
 
     A cuboid size ``>=`` its axis becomes the axis length and the shift on that axis 0 (as the
-    reference does). Shifts must satisfy ``0 <= shift < cuboid_size`` on every axis.
+    reference does). Shifts must satisfy ``0 <= shift < cuboid_size`` on every axis. ``periodic``
+    ``(T, H, W)`` marks the axes along which the field is periodic: a shifted one that needs no
+    padding wraps (:attr:`CuboidLayout.wrap`).
     """
     shape3 = _int_triple("shape", tuple(shape), 1)
     size = _int_triple("cuboid_size", cuboid_size, 1)
@@ -195,7 +214,14 @@ def plan_cuboids(
         raise ValueError(f"shift must be smaller than cuboid_size {size} per axis, got {shift3}")
     clamped = tuple(min(b, n) for b, n in zip(size, shape3, strict=True))
     shift3 = tuple(0 if b >= n else s for s, b, n in zip(shift3, size, shape3, strict=True))
-    return CuboidLayout(shape3, clamped, _strategy(strategy), shift3, _padding(padding))
+    periodic = tuple(periodic)
+    if len(periodic) != 3 or not all(isinstance(p, bool) for p in periodic):
+        raise TypeError(f"periodic must be three bools (T, H, W), got {periodic!r}")
+    wrap = tuple(
+        p and s > 0 and n % b == 0
+        for p, s, n, b in zip(periodic, shift3, shape3, clamped, strict=True)
+    )
+    return CuboidLayout(shape3, clamped, _strategy(strategy), shift3, _padding(padding), wrap)
 
 
 def _split_axes(layout: CuboidLayout) -> tuple[list[int], list[int]]:
@@ -261,16 +287,18 @@ def cuboid_reorder(
     strategy: Sequence[str] = LOCAL,
     shift: Sequence[int] = NO_SHIFT,
     padding: str = "ignore",
+    periodic: Sequence[bool] = (False, False, False),
 ) -> tuple[torch.Tensor, CuboidLayout]:
     """Cut channel-last ``x (B, T, H, W, C)`` into cuboids ``(B, N, V, C)``; also the layout.
 
     Pads to multiples of the (clamped) cuboid size, rolls by ``-shift`` and reorders; slot ``v``
-    of a cuboid is its inner position ``(t, h, w)`` in row-major order.
+    of a cuboid is its inner position ``(t, h, w)`` in row-major order. ``periodic``: see
+    :func:`plan_cuboids`.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 5:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
         raise ValueError(f"x must be a channel-last tensor (B, T, H, W, C), got {got}")
-    layout = plan_cuboids(x.shape[1:4], cuboid_size, strategy, shift, padding)
+    layout = plan_cuboids(x.shape[1:4], cuboid_size, strategy, shift, padding, periodic)
     return _grid_to_cuboids(_roll(_pad(x, layout), layout.shift, -1), layout), layout
 
 
@@ -309,14 +337,15 @@ def _real_and_region(
     """Per slot ``(N, V)``: is it an original (not padded) token, and its wrap-around region.
 
     After rolling by ``-s`` along an axis, the positions ``q < s`` of the padded grid sit past
-    the seam; the region code has one bit per axis saying on which side a token is.
+    the seam; the region code has one bit per axis saying on which side a token is (none for an
+    axis that wraps: its seam is no wall).
     """
     coords = _slot_coordinates(layout, device)
     shape = torch.tensor(layout.shape, device=coords.device)
     real = (coords < shape).all(dim=-1)
     region = torch.zeros_like(real, dtype=torch.long)
-    for axis, s in enumerate(layout.shift):
-        if s:
+    for axis, (s, wraps) in enumerate(zip(layout.shift, layout.wrap, strict=True)):
+        if s and not wraps:
             region |= (coords[..., axis] < s).long() << axis
     return real, region
 
@@ -330,7 +359,7 @@ def self_attention_mask(
     padding. Padded queries (whose outputs are cropped) may attend everything, so no row is empty.
     """
     ignore = layout.padding == "ignore" and layout.padded
-    if not ignore and not layout.shifted:
+    if not ignore and not layout.seamed:
         return None
     real, region = _real_and_region(layout, device)
     allowed = region[:, :, None] == region[:, None, :]
@@ -347,7 +376,7 @@ def cross_attention_mask(
     Same rules as :func:`self_attention_mask`, with keys taken from the memory layout.
     """
     ignore = memory.padding == "ignore" and memory.padded
-    if not ignore and not query.shifted:
+    if not ignore and not query.seamed:
         return None
     real_q, region_q = _real_and_region(query, device)
     real_m, region_m = _real_and_region(memory, device)
@@ -460,6 +489,8 @@ class CuboidSelfAttention(nn.Module):
     module docstring); ``relative_position`` adds a learned per-head bias indexed by the offset
     inside the cuboid; ``global_vectors = P > 0`` makes :meth:`forward` take and return ``P``
     global vectors ``(B, P, dim)`` (with their own q/k/v and output projections).
+    ``periodic_hw``: the field is periodic in ``H`` and ``W``, so a shifted window attends across
+    the domain's edge there (where no padding is needed) instead of masking its seam.
     """
 
     def __init__(
@@ -475,10 +506,12 @@ class CuboidSelfAttention(nn.Module):
         qkv_bias: bool = False,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        periodic_hw: bool = False,
     ) -> None:
         super().__init__()
         self.head_dim = _heads(dim, num_heads)
         self.dim, self.num_heads = dim, num_heads
+        self.periodic = (False, _flag("periodic_hw", periodic_hw), periodic_hw)
         self.cuboid_size = _int_triple("cuboid_size", cuboid_size, 1)
         self.strategy = _strategy(strategy)
         self.shift_size = _int_triple("shift_size", shift_size, 0)
@@ -505,7 +538,9 @@ class CuboidSelfAttention(nn.Module):
 
     def layout(self, shape: Sequence[int]) -> CuboidLayout:
         """The clamped :class:`CuboidLayout` this layer uses for a ``(T, H, W)`` grid."""
-        return plan_cuboids(shape, self.cuboid_size, self.strategy, self.shift_size, self.padding)
+        return plan_cuboids(
+            shape, self.cuboid_size, self.strategy, self.shift_size, self.padding, self.periodic
+        )
 
     def attention_bias(
         self, layout: CuboidLayout, device: torch.device, dtype: torch.dtype
@@ -532,7 +567,7 @@ class CuboidSelfAttention(nn.Module):
         """``x (B, T, H, W, dim)`` -> same shape; with global vectors also their update."""
         x = _sequence_tensor("x", x, self.dim, "(B, T, H, W, C)")
         cuboids, layout = cuboid_reorder(
-            x, self.cuboid_size, self.strategy, self.shift_size, self.padding
+            x, self.cuboid_size, self.strategy, self.shift_size, self.padding, self.periodic
         )
         out, global_out = self.attend(cuboids, layout, global_vectors)
         out = cuboid_reverse(out, layout)
@@ -613,7 +648,8 @@ class CuboidCrossAttention(nn.Module):
     Both are cut along space into cuboids ``cuboid_hw`` (strategy ``strategy_hw``, shift
     ``shift_hw``) spanning their whole time axis, as in the paper; each query cuboid attends to
     the memory cuboid covering the same pixels and, optionally, to ``memory_global_vectors`` of
-    the memory. The relative position bias is over the spatial offset.
+    the memory. The relative position bias is over the spatial offset. ``periodic_hw`` as in
+    :class:`CuboidSelfAttention`.
     """
 
     def __init__(
@@ -629,10 +665,12 @@ class CuboidCrossAttention(nn.Module):
         qkv_bias: bool = False,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        periodic_hw: bool = False,
     ) -> None:
         super().__init__()
         self.head_dim = _heads(dim, num_heads)
         self.dim, self.num_heads = dim, num_heads
+        self.periodic = (False, _flag("periodic_hw", periodic_hw), periodic_hw)
         if len(tuple(cuboid_hw)) != 2 or len(tuple(strategy_hw)) != 2 or len(tuple(shift_hw)) != 2:
             raise ValueError(
                 "cuboid_hw, strategy_hw and shift_hw must each have 2 entries (H, W), got "
@@ -667,9 +705,11 @@ class CuboidCrossAttention(nn.Module):
         """The query and memory :class:`CuboidLayout` for their ``(T, H, W)`` shapes."""
         shift = (0, *self.shift_hw)
         tq, tm = query_shape[0], memory_shape[0]
-        query = plan_cuboids(query_shape, (tq, *self.cuboid_hw), self.strategy, shift, self.padding)
+        query = plan_cuboids(
+            query_shape, (tq, *self.cuboid_hw), self.strategy, shift, self.padding, self.periodic
+        )
         memory = plan_cuboids(
-            memory_shape, (tm, *self.cuboid_hw), self.strategy, shift, self.padding
+            memory_shape, (tm, *self.cuboid_hw), self.strategy, shift, self.padding, self.periodic
         )
         return query, memory
 
@@ -856,6 +896,7 @@ class CuboidTransformerBlock(nn.Module):
     ``input_shape = (T, H, W)`` resolves a named pattern (the block runs on other shapes too,
     with cuboids clamped). With ``global_vectors = P > 0`` the global vectors are threaded through
     every layer (own norms, residual updates and FFN) and :meth:`forward` returns them.
+    ``periodic_hw``: see :class:`CuboidSelfAttention`.
     """
 
     def __init__(
@@ -873,6 +914,7 @@ class CuboidTransformerBlock(nn.Module):
         proj_drop: float = 0.0,
         ffn_drop: float = 0.0,
         ffn_kernel: int = 0,
+        periodic_hw: bool = False,
     ) -> None:
         super().__init__()
         self.specs = resolve_pattern(pattern, input_shape)
@@ -891,6 +933,7 @@ class CuboidTransformerBlock(nn.Module):
                 qkv_bias=qkv_bias,
                 attn_drop=attn_drop,
                 proj_drop=proj_drop,
+                periodic_hw=periodic_hw,
             )
             for size, strategy, shift in self.specs
         )
@@ -919,7 +962,8 @@ class CuboidTransformerBlock(nn.Module):
 
 
 class CuboidCrossBlock(nn.Module):
-    """Pre-norm :class:`CuboidCrossAttention` to a memory plus a GELU FFN, residual."""
+    """Pre-norm :class:`CuboidCrossAttention` to a memory plus a GELU FFN, residual
+    (``periodic_hw``: see :class:`CuboidSelfAttention`)."""
 
     def __init__(
         self,
@@ -937,6 +981,7 @@ class CuboidCrossBlock(nn.Module):
         proj_drop: float = 0.0,
         ffn_drop: float = 0.0,
         ffn_kernel: int = 0,
+        periodic_hw: bool = False,
     ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
@@ -953,6 +998,7 @@ class CuboidCrossBlock(nn.Module):
             qkv_bias=qkv_bias,
             attn_drop=attn_drop,
             proj_drop=proj_drop,
+            periodic_hw=periodic_hw,
         )
         self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, ffn_kernel)
 

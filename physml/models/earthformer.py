@@ -133,10 +133,12 @@ class Earthformer(nn.Module):
     ``base_units // 2``) is the width of the full-resolution stem and head; ``ffn_kernel`` (0: none)
     the depthwise spatial convolution in the feed-forward layers. ``periodic``: every spatial
     convolution pads circularly instead of with zeros, for fields on a periodic domain (zero
-    padding invents a wall at the frame's edge, where the forecast then errs); the attention is
-    unchanged. ``head_init="icnr"`` starts the depth-to-space head with the same weights for
-    each token's ``downsample²`` pixels (ICNR, Aitken et al. 2017), so an untrained head renders a
-    token as a flat patch instead of a random patch-grid pattern that training must undo.
+    padding invents a wall at the frame's edge, where the forecast then errs), and shifted
+    attention windows reach across the frame's edge instead of masking it (``periodic_hw`` of
+    the cuboid layers; the default ``axial`` pattern has no shifted windows).
+    ``head_init="icnr"`` starts the depth-to-space head with the same weights for each token's
+    ``downsample²`` pixels (ICNR, Aitken et al. 2017), so an untrained head renders a token as a
+    flat patch instead of a random patch-grid pattern that training must undo.
     """
 
     def __init__(
@@ -206,6 +208,7 @@ class Earthformer(nn.Module):
             relative_position=relative_position,
             mlp_ratio=mlp_ratio,
             ffn_kernel=ffn_kernel,
+            periodic_hw=periodic is True,  # anything else fails in pad_circularly below
         )
         drops = dict(attn_drop=dropout, proj_drop=dropout, ffn_drop=dropout)
 
