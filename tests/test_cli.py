@@ -291,13 +291,15 @@ def test_train_checks_every_argument_before_writing(tmp_path, capsys, extra, nam
 
 def test_the_command_line_starts_without_the_fourier_layers_libraries():
     """neuralop (with the wandb and tensorly it imports) and scipy.optimize load on first use,
-    not with ``physml`` or its command line; the FNO builders still resolve."""
+    not with ``physml``, its command line or the task registry (``physml list``); the FNO
+    builders still resolve."""
     import subprocess
     import sys
 
     heavy = ("neuralop", "wandb", "tensorly", "scipy.optimize")
     code = (
-        "import sys, physml, physml.cli, physml.models\n"
+        "import sys, physml, physml.cli, physml.models, physml.tasks\n"
+        "physml.tasks.registry()\n"
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
         "from physml.models import fast_fno\n"
         "print('neuralop' in sys.modules, hasattr(physml.models, 'no_such_model'))"

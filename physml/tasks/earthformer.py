@@ -23,8 +23,8 @@ from torch import nn
 from pdes.problems import get as get_recipe
 
 from .. import metrics
+from .. import models as surrogates  # FNO builders: neuralop loads on first use
 from .._io import atomic_write_text
-from ..models import fast_fno
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
@@ -131,7 +131,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
         )
     if method == "fno":
         return FramesAsChannels(
-            fast_fno(
+            surrogates.fast_fno(
                 n_modes=(scale.modes, scale.modes),
                 in_channels=scale.t_in,
                 out_channels=scale.t_out,

@@ -48,9 +48,9 @@ from pdes.problems import generator
 from pdes.random_fields import gaussian_random_field_1d
 
 from .. import metrics
+from .. import models as surrogates  # FNO builders: neuralop loads on first use
 from .._io import atomic_path, atomic_write_text
 from ..constraints import BoundaryCondition, LinearConstraint, constrain
-from ..models import fast_fno
 from ..outputs import Ensemble
 from ..training import TrainConfig, Trainer
 from ..training.families import relative_l2_loss
@@ -226,7 +226,7 @@ def fno(size: Size, seed: int) -> nn.Module:
     """An FNO ``(batch, 1, nx) → (batch, 1, nx)`` with weights from ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return fast_fno(
+        return surrogates.fast_fno(
             n_modes=(size.modes,),
             in_channels=1,
             out_channels=1,

@@ -13,15 +13,18 @@ the boundary forcing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from neuralop.models import FNO
 from torch import nn
 
+from ... import models as surrogates  # FNO builders: neuralop loads on first use
 from ...constraints import BoundaryCondition, constrain
-from ...models import fast_fno, plain_fno
 from .data import Budget, CaseData
 from .walls import Walls
+
+if TYPE_CHECKING:
+    from neuralop.models import FNO
 
 METHODS = ("fno", "fno-overwrite", "boon")
 TRAINED = ("fno", "boon")
@@ -82,7 +85,7 @@ def build_model(method: str, data: CaseData, plan: Budget, seed: int) -> Boundar
     if wall_input and data.train_values is None:
         raise ValueError(f"method {PEER!r} needs prescribed wall values; this case has none")
     torch.manual_seed(seed)
-    fno = {"neuralop": fast_fno, "plain": plain_fno}[plan.fno](
+    fno = {"neuralop": surrogates.fast_fno, "plain": surrogates.plain_fno}[plan.fno](
         n_modes=plan.modes,
         in_channels=data.train_x.shape[1] + (2 if wall_input else 0),
         out_channels=data.train_y.shape[1],

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ... import models as surrogates  # FNO builders: neuralop loads on first use
 from ..._io import atomic_write_text
-from ...models import Earthformer, fast_fno
+from ...models import Earthformer
 from ...models.prediff import (
     ConvDenoiser,
     FrameAutoencoder,
@@ -73,7 +74,7 @@ def build(model: str, scale: Scale, channels: int, seed: int) -> nn.Module:
         return LastFrameIncrement(Earthformer(*shapes, **options))
     options = scale.fno
     modes = min(options["modes"], scale.nx // 2)
-    fno = fast_fno(
+    fno = surrogates.fast_fno(
         n_modes=(modes, modes),
         in_channels=channels,
         out_channels=channels,
