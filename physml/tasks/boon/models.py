@@ -13,7 +13,6 @@ the boundary forcing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,9 +22,6 @@ from ...constraints import BoundaryCondition, constrain
 from .data import Budget, CaseData
 from .walls import Walls
 
-if TYPE_CHECKING:
-    from neuralop.models import FNO
-
 METHODS = ("fno", "fno-overwrite", "boon")
 TRAINED = ("fno", "boon")
 ABLATION = "boon-output"  # BOON's output seam alone (kernel=False), trained through it
@@ -33,8 +29,8 @@ PEER = "fno-wall-input"  # the plain FNO given the prescribed wall values as inp
 
 
 class BoundaryModel(nn.Module):
-    """A network called as ``model(x, values)``: the plain FNO, or the FNO through
-    :func:`physml.constrain` fed each batch's values.
+    """A network called as ``model(x, values)``: the plain FNO (neuralop's ``FNO`` or the
+    toolkit's plain one), or the FNO through :func:`physml.constrain` fed each batch's values.
 
     ``kernel=None``: the plain FNO (``values`` ignored unless ``wall_input``: then they are
     appended to ``x`` as channels, :meth:`Walls.channels`). ``True``: ``constrain(fno,
@@ -46,7 +42,7 @@ class BoundaryModel(nn.Module):
 
     def __init__(
         self,
-        fno: FNO,
+        fno: nn.Module,
         walls: Walls,
         kernel: bool | None,
         default: torch.Tensor | None,
