@@ -302,9 +302,10 @@ def test_the_command_line_starts_without_the_fourier_layers_libraries():
         "physml.tasks.registry()\n"
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
         "from physml.models import fast_fno\n"
-        "print('neuralop' in sys.modules, hasattr(physml.models, 'no_such_model'))"
+        "print('neuralop' in sys.modules, hasattr(physml.models, 'no_such_model'),"
+        " 'fast_fno' in dir(physml.models))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert out == ["[]", "True False"]
+    assert out == ["[]", "True False True"]
