@@ -1,5 +1,6 @@
 """The command line: list, generate, run, demo — the summary they print and the index they write."""
 
+import dataclasses
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -195,7 +196,14 @@ def test_index_links_every_figure_with_its_caption(tmp_path):
     assert re.search(r"<td>n</td><td class=\"number\">3</td>", text)
 
 
-def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, capsys):
+def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, capsys, monkeypatch):
+    from physml.tasks import probconserv
+
+    # the toy grid with a tenth of its training: the test checks the pipeline, not the fits (the
+    # ProbConserv target, exact mass, holds for any trained model)
+    toy = probconserv.SCALES["toy"]
+    few_steps = dataclasses.replace(toy, train_steps=20, softc_steps=10)
+    monkeypatch.setitem(probconserv.SCALES, "toy", few_steps)
     args = ["run", "probconserv-stefan", "--size", "toy", "--out", str(tmp_path), "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -208,8 +216,10 @@ def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, cap
     for name in ("stefan-u0.6", "stefan-u0.5"):
         for plot in ("profile", "mass", "shock"):
             assert (tmp_path / "probconserv-stefan" / f"{name}-{plot}.png").stat().st_size > 5_000
-    assert (tmp_path / "checkpoints").is_dir()
+    saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*.pt")}
+    assert len({p.parent for p in saved}) == 2  # the ANP and the SoftC ANP
     assert main(args) == 0  # the second run reuses the cached checkpoints
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*.pt")} == saved
 
 
 def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):

@@ -31,6 +31,7 @@ SHRINK = [
     (r"--steps \d+", "--steps 2", "training steps"),
     (r"budget_s=\d+", "budget_s=2", "the forecaster's training budget in seconds"),
     (r"nbody_digits\(\d+", "nbody_digits(16", "videos generated"),
+    (r"steps=\d+, seed", "steps=3, seed", "the sampler's reverse steps"),
 ]
 
 
