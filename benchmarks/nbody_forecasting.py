@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pdes import checks
-from physml.data.nbody import NBodyDigits, nbody_digits, render, simulate
+from physml.data.nbody import NBodyDigits, canvas_lengths, nbody_digits, render, simulate
 from physml.models.baselines import ConvLSTM, Persistence, UNet
 from physml.models.earthformer import Earthformer
 
@@ -184,22 +184,12 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
     return builders[method]()
 
 
-REFERENCE_SIZE = 64  # the canvas that the generator's default lengths (pixels) are set for
-
-
 def physics(size: int) -> dict[str, object]:
-    """The generator's length settings scaled to a ``size``-pixel canvas: the 64² set-up's dynamics
-    at ``size/64`` of its resolution. Speeds, the velocity clip and the softening are lengths (per
-    step); ``G`` scales with them too, since the softened acceleration ``G r/√(r² + d²)`` is
-    ``G`` times a ratio of lengths. Without this a 32² frame would see every sprite move twice as
-    far, relative to its size, as on the 64² canvas — more than its own width per frame."""
-    factor = size / REFERENCE_SIZE
-    return dict(
-        speed=(0.5 * factor, 1.5 * factor),
-        clip=2.0 * factor,
-        softening=10.0 * factor,
-        g=0.05 * factor,
-    )
+    """The generator's length settings scaled to a ``size``-pixel canvas
+    (:func:`physml.data.nbody.canvas_lengths`): the 64² set-up's dynamics at ``size/64`` of its
+    resolution. Without it a 32² frame would see every sprite move twice as far, relative to its
+    size, as on the 64² canvas — more than its own width per frame."""
+    return canvas_lengths(size)
 
 
 def _generate(scale: Scale, count: int, seed: int, split: str) -> NBodyDigits:

@@ -1,5 +1,6 @@
 """N-body digits: determinism, rendering, the physics (energy, momentum, force), the HDF5 recipe."""
 
+import inspect
 import math
 
 import h5py
@@ -13,6 +14,7 @@ from physml.data import generate_dataset, load
 from physml.data.nbody import (
     ENERGY_CONSERVING,
     acceleration,
+    canvas_lengths,
     energy,
     nbody_digits,
     render,
@@ -233,6 +235,34 @@ def test_generator_gravity_switch():
     moving = nbody_digits(3, seed=4, gravity=True, frames=10, size=32)
     kinetic = 0.5 * moving.velocities.square().sum((-2, -1))
     assert not torch.allclose(kinetic, kinetic[:, :1].expand_as(kinetic))
+
+
+def test_canvas_lengths_at_64_are_the_generator_defaults():
+    defaults = inspect.signature(nbody_digits).parameters
+    lengths = canvas_lengths(64)
+    assert set(lengths) == {"speed", "clip", "softening", "g"}
+    assert {name: defaults[name].default for name in lengths} == lengths
+
+
+@pytest.mark.parametrize("extra", [{}, ENERGY_CONSERVING], ids=["default", "energy-conserving"])
+def test_canvas_lengths_shrink_the_motion_with_the_canvas(extra):
+    """At 32² with the scaled lengths a video is the 64² video's motion at half the size: every
+    position, velocity and energy halves (exactly: a factor of 2 is exact in floating point)."""
+    large = nbody_digits(3, seed=5, frames=8, size=64, **{**canvas_lengths(64), **extra})
+    small = nbody_digits(3, seed=5, frames=8, size=32, **{**canvas_lengths(32), **extra})
+    assert torch.equal(small.positions, large.positions / 2)
+    assert torch.equal(small.velocities, large.velocities / 2)
+    assert torch.allclose(small.energy, large.energy / 4, rtol=1e-12, atol=0)
+    unscaled = nbody_digits(3, seed=5, frames=8, size=32, **extra)
+    assert not torch.allclose(unscaled.positions, large.positions / 2)
+
+
+@pytest.mark.parametrize(
+    ("size", "error"), [(0, ValueError), (-32, ValueError), (32.0, TypeError), (True, TypeError)]
+)
+def test_canvas_lengths_reject_a_bad_size(size, error):
+    with pytest.raises(error, match=f"size must be an integer >= 1, got {size!r}"):
+        canvas_lengths(size)
 
 
 # ------------------------------------------------------------------------------- HDF5 recipe

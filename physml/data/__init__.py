@@ -20,7 +20,7 @@ from .interchange import (
     write_well,
 )
 from .merge import ShardError, check_shards, merge_shards
-from .nbody import NBodyDigits, nbody_digits
+from .nbody import NBodyDigits, canvas_lengths, nbody_digits
 from .points import PointRows, PointSets, grid_points
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "PointSets",
     "ShardError",
     "SingleStepDataset",
+    "canvas_lengths",
     "check_shards",
     "convert",
     "generate_dataset",

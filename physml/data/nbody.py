@@ -23,7 +23,8 @@ its speed.
 Sprites are scikit-learn's bundled 8×8 digits (``load_digits``, values 0..16), scaled to [0, 1]
 and upscaled bilinearly to ``sprite × sprite`` pixels (default a quarter of the frame: 16 for
 64², 8 for 32²). The toolkit makes its data itself, so
-no digit set is fetched.
+no digit set is fetched. The default lengths (speeds, clip, softening) and ``G`` are set for a 64²
+frame; :func:`canvas_lengths` scales them to another frame size, keeping the motion's shape.
 
 Sequence ``i`` of a request with ``seed`` draws everything from :func:`sample_seed` ``(seed, i)``,
 so :func:`nbody_digits` and the ``nbody-digits`` / ``moving-digits`` dataset recipes (written by
@@ -53,6 +54,28 @@ INTEGRATORS = ("euler", "leapfrog")
 # benchmarks/nbody_energy.py); pass them as nbody_digits(..., **ENERGY_CONSERVING)
 ENERGY_CONSERVING = {"integrator": "leapfrog", "clip": None, "substeps": 8}
 DIGIT_COUNT = 1797  # images in scikit-learn's load_digits
+REFERENCE_SIZE = 64
+"""The canvas (pixels) that the generator's default lengths are set for."""
+
+
+def canvas_lengths(size: int) -> dict[str, object]:
+    """The generator's lengths for a ``size``-pixel canvas: the defaults (set for 64²) times
+    ``size / 64``, so sprites move as far, relative to the frame, as on the 64² canvas.
+
+    Speeds, the velocity clip and the softening are lengths (pixels, per step); ``g`` scales with
+    them, since the acceleration ``G r / √(r² + d²)`` is ``G`` times a ratio of lengths. With them
+    a video at ``size`` is the 64² video's motion scaled down: ``nbody_digits(...,
+    **canvas_lengths(size))``. Returns ``speed``, ``clip``, ``softening`` and ``g``; with
+    :data:`ENERGY_CONSERVING` pass it second (it drops the clip).
+    """
+    size = checks.positive_int("size", size)
+    factor = size / REFERENCE_SIZE
+    return {
+        "speed": (0.5 * factor, 1.5 * factor),
+        "clip": 2.0 * factor,
+        "softening": 10.0 * factor,
+        "g": 0.05 * factor,
+    }
 
 
 @dataclass

@@ -35,7 +35,6 @@ from ...metrics import bootstrap_se, spread_skill
 from .. import Context, Row, Task, register
 from .data import (
     DENOISERS,
-    REFERENCE_SIZE,
     SIZES,
     TOY,
     FrameIntensity,
@@ -90,7 +89,6 @@ __all__ = [
     "GuideSize",
     "JUDGE_SEED_OFFSET",
     "NAME",
-    "REFERENCE_SIZE",
     "SIZES",
     "Scale",
     "TOY",

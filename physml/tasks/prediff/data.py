@@ -9,10 +9,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.data import TensorDataset
 
-from ...data.nbody import ENERGY_CONSERVING, NBodyDigits, nbody_digits
+from ...data.nbody import ENERGY_CONSERVING, NBodyDigits, canvas_lengths, nbody_digits
 
 DENOISERS = ("conv", "cuboid")
-REFERENCE_SIZE = 64  # the canvas the generator's default lengths are set for
 
 
 @dataclass(frozen=True)
@@ -106,15 +105,10 @@ SIZES = {"toy": TOY, "full": TOY}
 
 def generator_settings(size: int) -> dict[str, object]:
     """:func:`~physml.data.nbody_digits` settings for a ``size``-pixel canvas: the energy-
-    conserving integrator, and the 64² set-up's lengths (speeds, softening, G) scaled by
-    ``size / 64`` so sprites move as far, relative to the frame, as on the 64² canvas."""
-    factor = size / REFERENCE_SIZE
-    return dict(
-        speed=(0.5 * factor, 1.5 * factor),
-        softening=10.0 * factor,
-        g=0.05 * factor,
-        **ENERGY_CONSERVING,
-    )
+    conserving integrator (no clip), and the 64² set-up's lengths (speeds, softening, G) scaled by
+    ``size / 64`` (:func:`~physml.data.nbody.canvas_lengths`) so sprites move as far, relative to
+    the frame, as on the 64² canvas."""
+    return {**canvas_lengths(size), **ENERGY_CONSERVING}
 
 
 def videos(scale: Scale, seed: int) -> dict[str, NBodyDigits]:
