@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import matplotlib.figure
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -13,6 +15,7 @@ from pdes.verification import convergence, exact_cases
 from physml.outputs import Gaussian
 from physml.tasks.probconserv import plot_case
 from physml.tasks.verification import SQUARE_CASES, _plot_field_and_error, plot_study
+from physml.training.commands import _plot as plot_evaluation
 
 
 def test_square_cases_are_the_flattened_two_dimensional_ones():
@@ -63,3 +66,37 @@ def test_mass_plot_shows_each_conservation_error_on_a_log_axis(tmp_path, monkeyp
     lines = {line.get_label(): line for line in profile.axes[0].get_lines()}
     assert lines["anp"].get_zorder() < lines["probconserv-anp"].get_zorder()
     assert lines["anp"].get_linestyle() != lines["probconserv-anp"].get_linestyle()
+
+
+def test_a_failed_write_leaves_neither_a_figure_nor_a_temporary_file(tmp_path, monkeypatch):
+    """Figures are written atomically: a write that breaks off part-way leaves the folder empty."""
+
+    def broken(fig, target, **options):
+        Path(target).write_bytes(b"\x89PNG cut short")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    case = next(c for c in exact_cases() if c.name == "heat-neumann")
+    study = convergence(case, case.resolutions[:2])
+    grid, t = Grid1D(9), torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+    exact = torch.ones(1, 4, 9, dtype=torch.float64)
+    predictions = {
+        name: Gaussian(exact.clone(), torch.full_like(exact, 0.01))
+        for name in ("anp", "probconserv-anp")
+    }
+    writes = {
+        "verification": lambda folder: plot_study(study, folder / "study.png"),
+        "probconserv": lambda folder: plot_case(
+            folder, "toy", predictions, exact, exact[:, :, 0], grid, t, {}, None
+        ),
+        "evaluation": lambda folder: plot_evaluation(
+            torch.rand(2, 1, 8), torch.rand(2, 1, 8), folder / "samples.png"
+        ),
+    }
+    for name, write in writes.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        with pytest.raises(OSError, match="disk full"):
+            write(folder)
+        assert list(folder.iterdir()) == [], name
+    plt.close("all")

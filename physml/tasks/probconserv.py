@@ -40,6 +40,7 @@ from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
 from ..training import train_anp  # noqa: E402
 from . import Context, Row, Task, register  # noqa: E402
+from .figures import save_figure  # noqa: E402
 
 F64 = torch.float64
 TESTS = {"diffusion": (1.0, 5.0), "pme": (1.0, 3.0, 6.0), "stefan": (0.6, 0.5)}
@@ -256,8 +257,7 @@ def plot_case(
     ax.set(xlabel="x", ylabel="u", title=f"{name}: t = {t[mid].item():.3g}, mean ± 2σ")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / f"{name}-profile.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder / f"{name}-profile.png")
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.4), sharex=True)
     top.plot(t, mass[0], "k", lw=4, alpha=0.3, label="true mass")
@@ -270,8 +270,7 @@ def plot_case(
     top.legend(fontsize=8)
     bottom.set(xlabel="t", ylabel="|∫u dx − true mass|", title="conservation error (log scale)")
     fig.tight_layout()
-    fig.savefig(folder / f"{name}-mass.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder / f"{name}-mass.png")
 
     if shocks and front is not None:
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -282,8 +281,7 @@ def plot_case(
         ax.set(xlabel="shock position x*", ylabel="posterior samples", title=f"{name}: final time")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(folder / f"{name}-shock.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, folder / f"{name}-shock.png")
 
 
 def format_rows(rows: list[dict]) -> str:

@@ -18,6 +18,7 @@ from tqdm import tqdm  # noqa: E402
 from pdes.verification import ConvergenceStudy, convergence, exact_cases  # noqa: E402
 
 from . import Context, Row, Task, register  # noqa: E402
+from .figures import save_figure  # noqa: E402
 
 ORDER_SLACK = 0.8
 """A measured order counts as meeting the theory when it reaches this fraction of it."""
@@ -52,8 +53,7 @@ def plot_study(study: ConvergenceStudy, path: Path) -> None:
     right.xaxis.set_minor_formatter(NullFormatter())
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_profiles(study: ConvergenceStudy, ax) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from pdes.heat import one_sided_flux
 
+from ..figures import save_figure
 from .data import CaseData
 from .walls import F64, AxisWalls
 
@@ -50,8 +51,7 @@ def plot_boundary_zoom(
     axes[2].set(yscale="log", xlabel="test sample", ylabel=what[walls.kind], title=title)
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_error_over_time(curves: dict[str, list[list[float]]], times, path: Path, title: str):
@@ -67,5 +67,4 @@ def plot_error_over_time(curves: dict[str, list[list[float]]], times, path: Path
     ax.set(yscale="log", xlabel="t", ylabel="relative L2", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
