@@ -8,6 +8,7 @@ positive.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,10 @@ BoundaryValue = float | torch.Tensor | Callable[[float], float | torch.Tensor]
 def evaluate(name: str, value: BoundaryValue, t: float, batch: int, device=None) -> torch.Tensor:
     """A boundary value at time ``t`` as a float64 tensor ``(batch,)``."""
     raw = value(t) if callable(value) else value
+    if type(raw) is float or type(raw) is int:  # the common case, per step: no tensor checks
+        if not math.isfinite(raw):
+            raise ValueError(f"{name} is NaN or inf at t={t}")
+        return torch.full((batch,), raw, dtype=FLOAT, device=device)
     out = torch.as_tensor(raw, dtype=FLOAT, device=device)
     if out.ndim == 0:
         out = out.expand(batch)
