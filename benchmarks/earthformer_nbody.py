@@ -3,8 +3,9 @@
 The set-up (sizes, models, loss, videos, the physics yardstick) is :mod:`nbody_forecasting`'s.
 N-body digit videos (:func:`physml.data.nbody_digits`: three 8×8-pixel digit sprites attracting
 each other in a 32×32 box, a frame every 5 integration steps, lengths scaled from the 64×64
-set-up by ``physics``), 10 context frames → 10 forecast frames. Training sequences draw their
-sprites from the ``train`` handwriting pool and test sequences from the disjoint ``test`` pool.
+set-up by :func:`physml.data.nbody.canvas_lengths`), 10 context frames → 10 forecast frames.
+Training sequences draw their sprites from the ``train`` handwriting pool and test sequences
+from the disjoint ``test`` pool.
 Every learned model trains for the same budget of CPU seconds (``training_loss``, Adam with a
 cosine schedule over the budget, batch 16, one seed, the head ``ClampedOutput``) with
 :func:`physml.models.forecasting.train_forecaster`; :func:`~physml.models.forecasting.
@@ -51,12 +52,12 @@ from nbody_forecasting import (  # noqa: E402
     SCALES,
     build,
     datasets,
-    physics,
     physics_reference,
     training_loss,
 )
 
 from physml._io import atomic_path, atomic_write_text  # noqa: E402
+from physml.data.nbody import canvas_lengths  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.forecasting import (  # noqa: E402
     ForecastScores,
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": mode,
             "seed": args.seed,
             "scale": asdict(scale),
-            "physics": physics(scale.size),
+            "physics": canvas_lengths(scale.size),
             "earthformer": EARTHFORMER,
             "l1_weight": L1_WEIGHT,
             "reference": REFERENCE,
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     strip_figure(args.out / f"{name}-strip.png", test_x[0], test_y[0], forecasts)
     if curves:
         curves_figure(args.out / f"{name}-curves.png", curves)
-    lengths = physics(scale.size)
+    lengths = canvas_lengths(scale.size)
     earthformer = {"stem_channels": scale.base_units // 2, "ffn_kernel": 0, **EARTHFORMER}
     notes = NOTES.format(
         **asdict(scale),

@@ -4,8 +4,8 @@ What ``earthformer_nbody.py`` compares and ``prediff_nbody.py`` and ``earthforme
 reuse: the sizes of each mode (:data:`SCALES`), the models at comparable widths (:func:`build`,
 every learned one ending in :class:`ClampedOutput`), the loss they all train with
 (:func:`training_loss`), the videos (:func:`datasets`, :func:`validation`: the generator's lengths
-scaled to the canvas by :func:`physics`) and the yardstick that knows the true state
-(:func:`physics_reference`).
+scaled to the canvas by :func:`physml.data.nbody.canvas_lengths`) and the yardstick that knows
+the true state (:func:`physics_reference`).
 """
 
 from __future__ import annotations
@@ -184,14 +184,6 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
     return builders[method]()
 
 
-def physics(size: int) -> dict[str, object]:
-    """The generator's length settings scaled to a ``size``-pixel canvas
-    (:func:`physml.data.nbody.canvas_lengths`): the 64² set-up's dynamics at ``size/64`` of its
-    resolution. Without it a 32² frame would see every sprite move twice as far, relative to its
-    size, as on the 64² canvas — more than its own width per frame."""
-    return canvas_lengths(size)
-
-
 def _generate(scale: Scale, count: int, seed: int, split: str) -> NBodyDigits:
     """``count`` videos of ``t_in + t_out`` frames at the scale's size and scaled dynamics."""
     return nbody_digits(
@@ -202,7 +194,7 @@ def _generate(scale: Scale, count: int, seed: int, split: str) -> NBodyDigits:
         size=scale.size,
         digits=3,
         stride=scale.stride,
-        **physics(scale.size),
+        **canvas_lengths(scale.size),
     )
 
 
@@ -263,7 +255,7 @@ def physics_reference(
     last = scale.t_in - 1
     x0, v0 = test.positions[:, last], test.velocities[:, last]
     box = float(scale.size - test.sprites.shape[-1])
-    lengths = physics(scale.size)
+    lengths = canvas_lengths(scale.size)
     total = torch.zeros_like(test.frames[:, scale.t_in :])
     for _ in range(samples):
         noise = torch.randn(2, *x0.shape, generator=generator, dtype=x0.dtype)
