@@ -56,7 +56,7 @@ from nbody_forecasting import (  # noqa: E402
     training_loss,
 )
 
-from physml._io import atomic_path, atomic_write_text  # noqa: E402
+from physml._io import atomic_write_text  # noqa: E402
 from physml.data.nbody import canvas_lengths  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.forecasting import (  # noqa: E402
@@ -65,7 +65,7 @@ from physml.models.forecasting import (  # noqa: E402
     score_forecast,
     train_forecaster,
 )
-from physml.tasks.figures import frame_strip  # noqa: E402
+from physml.tasks.figures import frame_strip, save_figure  # noqa: E402
 
 NAME = "earthformer_nbody"
 METHODS = (
@@ -121,9 +121,7 @@ def curves_figure(path: Path, curves: dict[str, tuple[float, list[float]]]) -> N
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _row(

@@ -78,3 +78,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **options: object) -> None:
+    """Write the matplotlib figure ``fig`` to ``path`` as a PNG atomically (creating the folder),
+    then close it (also when the write fails)."""
+    import matplotlib.pyplot as plt  # only the writers of figures pay for matplotlib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(path, suffix=".png") as temporary:
+            fig.savefig(temporary, dpi=dpi, format="png", **options)
+    finally:
+        plt.close(fig)

@@ -8,16 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from .._io import atomic_path
+from .._io import save_figure
 
-
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 110, **options: object) -> None:
-    """Write ``fig`` to ``path`` as a PNG atomically (creating the folder) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=dpi, format="png", **options)
-    plt.close(fig)
+__all__ = ["frame_strip", "save_figure"]
 
 
 def frame_strip(

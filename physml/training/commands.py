@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_write_text, save_figure
 from ..data import PDEData, load
 from .checkpoint import load_checkpoint, load_weights
 from .distributed import world
@@ -266,6 +266,4 @@ def _plot(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:
             ax.set_title("truth | prediction", fontsize=8)
         ax.set_xlabel(f"sample {i}", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
