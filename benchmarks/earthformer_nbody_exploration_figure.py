@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS  # noqa: E402
 
-from physml._io import atomic_path  # noqa: E402
+from physml._io import save_figure  # noqa: E402
 
 RECORD = RESULTS / "earthformer_nbody-exploration.md"
 FIGURE = RESULTS / "earthformer_nbody-exploration.png"
@@ -107,9 +107,7 @@ def figure(runs: list[Run], path: Path = FIGURE) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as temporary:
-        fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:

@@ -181,11 +181,6 @@ class CuboidLayout:
         return self.padded_shape != self.shape
 
     @property
-    def shifted(self) -> bool:
-        """Whether any axis is rolled."""
-        return any(self.shift)
-
-    @property
     def seamed(self) -> bool:
         """Whether a roll left a seam that attention must not cross (a rolled axis that does
         not wrap)."""
