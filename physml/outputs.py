@@ -72,6 +72,8 @@ class Gaussian:
             )
         _finite("mean", self.mean)
         if isinstance(self.cov, LowRankCovariance):
+            _finite("cov", self.cov.base)
+            _finite("cov", self.cov.factor)
             return
         if not isinstance(self.cov, torch.Tensor):
             raise TypeError(f"cov must be a tensor or LowRankCovariance, got {type(self.cov)}")

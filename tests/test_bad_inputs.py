@@ -1344,6 +1344,41 @@ CONSTRAINT_CASES = [
         r"cov contains NaN",
     ),
     case(
+        "gaussian-low-rank-cov-nan",
+        lambda c: Gaussian(
+            torch.zeros(3),
+            physml.LowRankCovariance(torch.full((3,), NAN), torch.zeros(3, 1)),
+        ),
+        ValueError,
+        r"cov contains NaN",
+    ),
+    case(
+        "constrain-integer-output",
+        lambda c: constrain(nn.Identity(), mass(1.0))(torch.ones(2, 5, dtype=torch.long)),
+        TypeError,
+        r"output must hold real floating-point values to be constrained, got dtype torch.int64",
+    ),
+    case(
+        "linear-target-function-returns-none",
+        lambda c: constrain(nn.Identity(), LinearConstraint(torch.ones(1, 5), lambda x: None))(
+            torch.zeros(2, 5)
+        ),
+        ConstraintError,
+        r"b \(the target function's result\) must be a tensor .* got NoneType",
+    ),
+    case(
+        "nonnegative-tolerance-not-a-number",
+        lambda c: NonNegative("a"),
+        TypeError,
+        r"tolerance must be a number, got 'a'",
+    ),
+    case(
+        "nonnegative-jitter-not-a-number",
+        lambda c: NonNegative(jitter=None),
+        TypeError,
+        r"jitter must be a number, got None",
+    ),
+    case(
         "gaussian-negative-variance",
         lambda c: Gaussian(torch.zeros(3), -torch.ones(3)),
         ValueError,
@@ -1553,7 +1588,7 @@ CONSTRAINT_CASES = [
         "nonnegative-tensor-output",
         lambda c: constrain(nn.Identity(), NonNegative())(torch.zeros(2, 5)),
         ConstraintError,
-        r"NonNegative cannot be applied to a tensor",
+        r"NonNegative on a tensor needs keep=",
     ),
     case(
         "nonnegative-infeasible-target-low-rank",

@@ -154,6 +154,25 @@ def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior(rows):
     assert not torch.allclose(noisy.mean(), out.mean(), atol=1e-3)
 
 
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("shrinkage", [0.0, 0.5])
+def test_members_that_agree_closely_on_a_total_they_all_miss_meet_it_to_round_off(rows, shrinkage):
+    """Members 1 ± 1e-4 whose totals all miss by ~1000 spreads: the update must not lose itself
+    in cancellation (it is the Gaussian update with the members' covariance)."""
+    gen = torch.Generator().manual_seed(11)
+    samples = 1.0 + 1e-4 * torch.randn(8, 4, 16, generator=gen, dtype=F64)
+    G = torch.rand(rows, 16, generator=gen, dtype=F64)
+    b = (samples @ G.T).mean(0) + 0.1
+    prior = Ensemble(samples)
+    out = through(LinearConstraint(G, b, shrinkage=shrinkage), prior)
+    residual = (out.samples @ G.T - b).abs().max()
+    assert residual <= 1e-13 * b.abs().max()
+    cov = prior.covariance()
+    cov = (1 - shrinkage) * cov + shrinkage * torch.diag_embed(torch.diagonal(cov, 0, -2, -1))
+    posterior = through(LinearConstraint(G, b), Gaussian(prior.mean(), cov))
+    torch.testing.assert_close(out.mean(), posterior.mean, rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("shrinkage", [0.5, 1.0])
 def test_a_shrunk_ensemble_update_is_the_update_with_the_shrunk_covariance(rows, shrinkage):
@@ -341,8 +360,57 @@ def test_nonnegativity_after_conservation_keeps_the_mass_and_matches_the_qp():
     assert np.allclose(out.mean.numpy(), result.x, atol=1e-6)
     untouched = through(NonNegative(), Gaussian(mean.abs(), cov))
     assert torch.equal(untouched.mean, mean.abs())
-    with pytest.raises(ConstraintError, match="cannot be applied to a tensor"):
+    with pytest.raises(ConstraintError, match="NonNegative on a tensor needs keep="):
         through(NonNegative(), mean)
+
+
+def test_nonnegativity_on_members_keeps_the_walls_an_earlier_condition_fixed():
+    """Walls no member varies at (set by a Dirichlet condition) stay where they are; a negative
+    point no member varies at still moves (γ), and the mass stays exact."""
+    from pdes import Dirichlet
+    from physml.constraints import BoundaryCondition, NonNegative
+
+    grid = Grid1D(10)
+    target = torch.full((2, 1), 0.5, dtype=F64)
+    walls = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
+    mass = mass_conservation(grid, target)
+    gen = torch.Generator().manual_seed(3)
+    samples = torch.rand(5, 2, 1, 10, generator=gen, dtype=F64) - 0.3
+    samples[:, :, :, 4] = -0.05  # every member agrees on a negative value here
+    model = constrain(nn.Identity(), walls, mass, NonNegative(keep=mass))
+    out = model(Ensemble(samples)).samples
+    assert out.min() >= 0 and (out[..., 4] >= 0).all()
+    assert torch.equal(out[..., 0], torch.full_like(out[..., 0], 0.1))
+    assert torch.equal(out[..., -1], torch.full_like(out[..., -1], 0.2))
+    assert torch.allclose(grid.integrate(out), target.expand(5, 2, 1), rtol=0, atol=1e-14)
+
+
+def test_nonnegativity_of_a_tensor_is_the_euclidean_program_keeping_the_row():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    from physml.constraints import NonNegative
+
+    grid = Grid1D(12)
+    x = torch.linspace(0, 1, 12, dtype=F64)
+    field = torch.stack([torch.exp(-20 * (x - 0.3) ** 2) - 0.15, 0.4 - x])[:, None]  # (2, 1, 12)
+    mass = mass_conservation(grid, torch.tensor([[0.2], [0.3]], dtype=F64))
+    hardc = constrain(nn.Identity(), mass)(field)
+    out = constrain(nn.Identity(), mass, NonNegative(keep=mass))(field)
+    assert out.min() >= 0
+    torch.testing.assert_close(grid.integrate(out), grid.integrate(hardc), rtol=0, atol=1e-14)
+    w = grid.weights(dtype=F64).numpy()
+    for row in range(2):
+        start = hardc[row, 0].numpy()
+        result = scipy_optimize.minimize(
+            lambda u, start=start: ((u - start) ** 2).sum(),
+            np.clip(start, 0, None),
+            jac=lambda u, start=start: 2 * (u - start),
+            constraints=[{"type": "eq", "fun": lambda u, start=start: w @ u - w @ start}],
+            bounds=[(0, None)] * 12,
+            method="SLSQP",
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
+        assert result.success
+        assert np.allclose(out[row, 0].numpy(), result.x, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ dtype and device

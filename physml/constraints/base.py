@@ -21,12 +21,19 @@ Output = torch.Tensor | Gaussian | Ensemble
 
 
 def check_finite(name: str, output: object) -> None:
-    """Raise :class:`ConstraintError` if ``output`` (any kind) holds NaN or inf."""
+    """Raise :class:`ConstraintError` if ``output`` (any kind) holds NaN or inf, and
+    ``TypeError`` if its values are not real floating point (an update of integers would be
+    rounded away on the way back to their dtype)."""
     tensors = {
         Gaussian: lambda g: (g.mean,),
         Ensemble: lambda e: (e.samples,),
     }.get(type(output), lambda t: (t,) if isinstance(t, torch.Tensor) else ())(output)
     for tensor in tensors:
+        if not tensor.is_floating_point():
+            raise TypeError(
+                f"{name} must hold real floating-point values to be constrained, got dtype "
+                f"{tensor.dtype}"
+            )
         # one cheap pass: a sum is finite unless an entry is NaN/inf (or finite entries overflow)
         if tensor.is_floating_point() and not math.isfinite(tensor.sum().item()):
             if not bool(torch.isfinite(tensor).all()):

@@ -57,17 +57,22 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     return G
 
 
-def _check_target(b: object, k: int) -> torch.Tensor:
-    b = torch.as_tensor(b)
+def _check_target(b: object, k: int, name: str = "b") -> torch.Tensor:
+    try:
+        b = torch.as_tensor(b)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConstraintError(
+            f"{name} must be a tensor (or numbers) of shape (..., {k}), got {type(b).__name__}"
+        ) from None
     if b.is_complex() or b.dtype == torch.bool:
-        raise ConstraintError(f"b must hold real numbers, got dtype {b.dtype}")
+        raise ConstraintError(f"{name} must hold real numbers, got dtype {b.dtype}")
     b = b.to(F64)
     if b.ndim == 0 or b.shape[-1] not in (1, k):
         raise ConstraintError(
-            f"b must have shape (..., {k}) to match G's {k} rows, got {tuple(b.shape)}"
+            f"{name} must have shape (..., {k}) to match G's {k} rows, got {tuple(b.shape)}"
         )
     if not torch.isfinite(b).all():
-        raise ConstraintError("b contains NaN or inf values")
+        raise ConstraintError(f"{name} contains NaN or inf values")
     return b
 
 
@@ -183,7 +188,8 @@ class LinearConstraint(Constraint):
         """The target ``b`` of this call (``b(*inputs)`` when ``b`` is a function of the inputs)."""
         if self.target_fn is None:
             return self.b
-        return _check_target(self.target_fn(*inputs, **kwargs), self.G.shape[0])
+        found = self.target_fn(*inputs, **kwargs)
+        return _check_target(found, self.G.shape[0], "b (the target function's result)")
 
     def _layout(self, field: torch.Tensor, name: str) -> tuple[int, ...]:
         """``field``'s leading shape, after checking its trailing axes and number of axes."""
@@ -405,13 +411,15 @@ class LinearConstraint(Constraint):
                 except ConstraintError:
                     pass  # the members do not span the row well: add γ I below
         GX = X @ G.T  # (member, ..., k)
-        GA = GX - GX.mean(0)  # G applied to the centred members
-        # Σ Gᵀ = A (GA)ᵀ / (m − 1), and A may be replaced by X since Σ_m GA_m = 0: (..., n, k)
+        # the centred members A, not X: members that agree closely on a total they all miss
+        # would otherwise lose the update to cancellation (Σ_m GX_m is not 0 in floating point)
+        A = X - X.mean(0)
+        GA = A @ G.T
         members_last = GA.movedim(0, -2)  # (..., member, k)
-        CG = (X.movedim(0, -1) @ members_last) / (members - 1)
+        CG = (A.movedim(0, -1) @ members_last) / (members - 1)  # Σ Gᵀ = A (GA)ᵀ / (m − 1)
         S = (members_last.transpose(-1, -2) @ members_last) / (members - 1)
         if self.shrinkage:
-            variance = _member_variance(X)  # (..., n)
+            variance = A.square().sum(0) / (members - 1)  # (..., n)
             CG = (1 - self.shrinkage) * CG + self.shrinkage * variance[..., None] * G.T
             S = (1 - self.shrinkage) * S + self.shrinkage * (G * variance[..., None, :]) @ G.T
         if self.noise:
@@ -426,7 +434,7 @@ class LinearConstraint(Constraint):
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the rows well: add γ I below
-        variance = _member_variance(X).mean(-1)  # (...,) mean variance per slice
+        variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
         CG = CG + gamma[..., None, None] * G.T
         S = S + gamma[..., None, None] * (G @ G.T)
@@ -443,23 +451,18 @@ def _one_row_update(
     n)`` float64, targets ``b`` ``(..., 1)``. ``X − Σg (gᵀΣg + σ²)⁻¹ (gX − b)`` with ``Σ`` the
     members' covariance (shrunk by ``shrinkage`` toward its diagonal) and ``σ`` the ``noise``,
     in a dozen elementwise passes; ``None`` where ``gᵀΣg + σ² = 0`` somewhere."""
-    GX = X @ g  # (member, ...)
-    GA = GX - GX.mean(0)
+    A = X - X.mean(0)  # centred: X in place of A would cancel (see apply_ensemble)
+    GX, GA = X @ g, A @ g  # (member, ...)
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
-    CG = (X * GA[..., None]).sum(0)  # (m − 1) Σg: A may be replaced by X since Σ_m GA_m = 0
+    CG = (A * GA[..., None]).sum(0)  # (m − 1) Σg
     if shrinkage:
-        variance = (X.shape[0] - 1) * _member_variance(X)  # (m − 1) diag Σ, (..., n)
+        variance = A.square().sum(0)  # (m − 1) diag Σ, (..., n)
         CG = (1 - shrinkage) * CG + shrinkage * variance * g
         S = (1 - shrinkage) * S + shrinkage * (variance * g.square()).sum(-1)
     S = S + (X.shape[0] - 1) * noise**2
     if not bool((S > 0).all()):
         return None
     return X - CG * ((GX - b[..., 0]) / S)[..., None]
-
-
-def _member_variance(X: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance per point ``(..., n)`` of members ``X`` ``(member, ..., n)``."""
-    return (X - X.mean(0)).square().sum(0) / (X.shape[0] - 1)
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:

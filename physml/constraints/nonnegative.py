@@ -11,13 +11,17 @@ An ensemble carries no covariance that could hold the rows, and clipping its neg
 breaks them (Janjić et al., MWR 2014): each member ``x`` becomes instead the solution of the
 small quadratic program ``min ½ (u − x)ᵀ D⁻¹ (u − x)`` subject to ``w·u = w·x`` and ``u >= 0``
 (one row ``w >= 0`` per slice, the conservation row it was updated with: its mass kept as it
-is). ``D`` is the update's own metric on its diagonal: the ensemble's variance per point (plus
-``γ``, as in the update) for a covariance update, the identity for a Euclidean one. The solution
+is). ``D`` is the update's own metric on its diagonal: the ensemble's variance per point for a
+covariance update (a point no member varies at, such as a wall an earlier constraint fixed,
+stays where it is, unless it is negative: then ``γ`` lets it move), the identity for a
+Euclidean one and for a tensor output (HardC followed by non-negativity). The solution
 is ``u = max(x − λ D w, 0)`` with the one ``λ >= 0`` that keeps the row, found exactly from the
 sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto a simplex).
 """
 
 from __future__ import annotations
+
+import numbers
 
 import torch
 
@@ -114,7 +118,8 @@ def _low_rank_factor(factor: torch.Tensor, L: torch.Tensor, active: torch.Tensor
 def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Rows ``x`` ``(r, n)`` moved to ``argmin Σ_i (u_i − x_i)² / d_i`` subject to
     ``w·u = w·x`` and ``u >= 0``, for weights ``w`` ``(n,)`` ``>= 0`` and metrics ``d`` ``(r, n)``
-    ``> 0`` where ``w > 0``; every row's total ``w·x`` must be ``>= 0``.
+    ``>= 0``; every row's total ``w·x`` must be ``>= 0``. A point with ``d = 0`` cannot move: it
+    keeps ``x_i`` (which must be ``>= 0``).
 
     KKT: ``u = max(x − λ d w, 0)``. Sorting the breakpoints ``τ_i = x_i / (d_i w_i)`` in
     descending order, ``λ_j = (Σ_{i<=j} w_i x_i − s) / Σ_{i<=j} d_i w_i²`` and the last ``j``
@@ -123,15 +128,21 @@ def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> tor
     """
     xw, weighted = x * w, d * w
     uncoupled = w <= 0
-    tau = (x / weighted).masked_fill(uncoupled, -torch.inf)
-    tau_sorted, order = tau.sort(-1, descending=True)
+    fixed = ~uncoupled & (weighted <= 0)  # d = 0: the point stays (it must be >= 0)
+    tau = x / torch.where(uncoupled | fixed, 1.0, weighted)
+    tau = tau.masked_fill(uncoupled, -torch.inf).masked_fill(fixed, torch.inf)
+    tau_sorted, order = tau.sort(-1, descending=True)  # fixed points first, never pinned
     numerator = xw.gather(-1, order).cumsum(-1) - xw.sum(-1, keepdim=True)
     denominator = (weighted * w).gather(-1, order).cumsum(-1)
-    lam = numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny)
+    lam = torch.where(
+        denominator > 0, numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny), -torch.inf
+    )
     count = (tau_sorted > lam).sum(-1, keepdim=True)  # the valid j form a prefix
-    chosen = lam.gather(-1, (count - 1).clamp_min(0)).masked_fill(count == 0, torch.inf)
-    moved = (x - chosen * weighted).clamp_min(0.0)  # λ = inf: every coupled point at 0
-    return torch.where(uncoupled, x.clamp_min(0.0), moved)
+    # no valid j beyond the fixed points: λ = inf, every other coupled point at 0
+    to_zero = count <= fixed.sum(-1, keepdim=True)
+    chosen = lam.gather(-1, (count - 1).clamp_min(0)).masked_fill(to_zero, 0.0)
+    moved = (x - chosen * weighted).clamp_min(0.0).masked_fill(to_zero, 0.0)
+    return torch.where(uncoupled, x.clamp_min(0.0), torch.where(fixed, x, moved))
 
 
 def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
@@ -176,16 +187,19 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
 
 class NonNegative(Constraint):
     """``u >= 0`` for Gaussian outputs, by an active set of points conditioned to zero, and for
-    ensembles, member by member, keeping a conservation row exact (module docstring).
+    ensembles (member by member) and tensors, keeping a conservation row exact (module
+    docstring).
 
     Args:
         tolerance: means (members' values) above ``-tolerance`` count as non-negative.
-        keep: ensembles only: the :class:`LinearConstraint` (e.g. a ``mass_conservation``) whose
-            row each member keeps at its present value; its ``projection`` picks the metric
-            (``"covariance"``: the ensemble variance per point, ``"euclidean"``: the identity).
-            One row ``w >= 0`` per slice (a total per frame and channel).
-        jitter: ``γ`` relative to a slice's mean ensemble variance, added to the variance so a
-            point no member varies at can still move.
+        keep: ensembles and tensors: the :class:`LinearConstraint` (e.g. a
+            ``mass_conservation``) whose row each member (each field) keeps at its present
+            value; for ensembles its ``projection`` picks the metric (``"covariance"``: the
+            ensemble variance per point, ``"euclidean"``: the identity). One row ``w >= 0`` per
+            slice (a total per frame and channel). Only ``keep``'s channels are made
+            non-negative: the others (a velocity, say) pass as they are.
+        jitter: ``γ`` relative to a slice's mean ensemble variance: the metric of a negative
+            point no member varies at, so that it can still move.
 
     A diagonal covariance stays diagonal and a :class:`~physml.outputs.LowRankCovariance` over a
     diagonal base (a conservation update's posterior) stays low rank, each iteration ``O(n k²)``
@@ -202,6 +216,9 @@ class NonNegative(Constraint):
         jitter: float = 1e-3,
     ) -> None:
         super().__init__()
+        for name, value in (("tolerance", tolerance), ("jitter", jitter)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number, got {value!r}")
         if not tolerance >= 0:
             raise ConstraintError(f"tolerance must be >= 0, got {tolerance}")
         if keep is not None and not isinstance(keep, LinearConstraint):
@@ -218,37 +235,63 @@ class NonNegative(Constraint):
         self.tolerance, self.jitter = float(tolerance), float(jitter)
         self.keep = keep
 
+    def _kept(self, kind: str) -> LinearConstraint:
+        if self.keep is None:
+            raise ConstraintError(
+                f"NonNegative on {kind} needs keep=<the LinearConstraint whose row it must "
+                "keep> (clipping alone would change the totals)"
+            )
+        return self.keep
+
+    def apply_tensor(self, output: torch.Tensor, state: object = None) -> torch.Tensor:
+        """The Euclidean projection onto ``{u >= 0}`` keeping ``keep``'s row (HardC's metric:
+        a tensor carries no variance)."""
+        keep = self._kept("a tensor")
+        keep._layout(output, "output")
+        X = keep._flat(output)
+        negative = (X < -self.tolerance).any(-1)
+        if not bool(negative.any()):
+            return output
+        new = self._project(X, torch.ones_like(X), negative, keep)
+        return keep._unflat(new, output)
+
     def apply_ensemble(self, output: Ensemble, state: object = None) -> Ensemble:
         """Every member with a negative value replaced by its quadratic program's solution."""
-        keep = self.keep
-        if keep is None:
-            raise ConstraintError(
-                "NonNegative on an Ensemble needs keep=<the LinearConstraint whose row each "
-                "member must keep> (clipping alone would change the members' totals)"
-            )
+        keep = self._kept("an Ensemble")
         samples = output.samples
         keep._layout(samples[0], "each member")
         X = keep._flat(samples)  # (member, ..., n)
         negative = (X < -self.tolerance).any(-1)
         if not bool(negative.any()):
             return output
-        n = X.shape[-1]
-        w = keep._matrices(samples.device)[0][0]
         if keep.projection == "euclidean":
-            metric = torch.ones_like(X[0])
+            metric = torch.ones_like(X)
         else:
             variance = X.var(0)
             mean = variance.mean(-1, keepdim=True)
-            metric = variance + torch.where(mean > 0, self.jitter * mean, 1.0)
+            gamma = torch.where(mean > 0, self.jitter * mean, 1.0)
+            # a point no member varies at stays where it is (e.g. a wall an earlier constraint
+            # fixed) unless it is negative: then γ lets it move
+            metric = torch.where(variance > 0, variance, torch.where(X < 0, gamma, 0.0))
+        new = self._project(X, metric, negative, keep)
+        return Ensemble(keep._unflat(new, samples))
+
+    def _project(
+        self, X: torch.Tensor, metric: torch.Tensor, negative: torch.Tensor, keep
+    ) -> torch.Tensor:
+        """The slices of ``X`` ``(..., n)`` marked ``negative`` ``(...)`` moved to their
+        quadratic program's solution in the diagonal ``metric`` (shaped like ``X``)."""
+        n = X.shape[-1]
+        w = keep._matrices(X.device)[0][0]
         rows = negative.flatten().nonzero().flatten()
         flat = X.reshape(-1, n)
         x = flat[rows]
-        d = metric.expand(X.shape).reshape(-1, n)[rows]
+        d = metric.reshape(-1, n)[rows]
         total, size = x @ w, x.abs() @ w
         if bool((total < -ROW_TOLERANCE * size).any()):
             worst = total.min().item()
             raise ConstraintError(
-                f"non-negativity is infeasible here: a member's total is {worst:.3g} < 0, and no "
+                f"non-negativity is infeasible here: a total is {worst:.3g} < 0, and no "
                 "non-negative field has a negative total"
             )
         new = simplex_projection(x, w, d)
@@ -258,8 +301,7 @@ class NonNegative(Constraint):
                 f"NonNegative missed a kept row by {miss.max().item():.3g} (relative tolerance "
                 f"{ROW_TOLERANCE:g})"
             )
-        flat = flat.index_copy(0, rows, new)
-        return Ensemble(keep._unflat(flat.reshape(X.shape), samples))
+        return flat.index_copy(0, rows, new).reshape(X.shape)
 
     def apply_gaussian(self, output: Gaussian, state: object = None) -> Gaussian:
         dtype = output.mean.dtype
