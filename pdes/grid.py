@@ -78,6 +78,7 @@ class Grid1D:
 
     def integrate(self, u: torch.Tensor) -> torch.Tensor:
         """Integral over the domain along the last axis of ``u`` (which must have ``n`` entries)."""
+        _check_integrand(u, 1)
         if u.shape[-1] != self.n:
             raise ValueError(f"u must have {self.n} entries along its last axis, got {u.shape}")
         return (u * self.weights(dtype=u.dtype, device=u.device)).sum(-1)
@@ -146,6 +147,7 @@ class Grid2D:
 
     def integrate(self, u: torch.Tensor) -> torch.Tensor:
         """Integral over the domain along the last two axes of ``u``."""
+        _check_integrand(u, 2)
         if tuple(u.shape[-2:]) != self.shape:
             raise ValueError(f"u must end in shape {self.shape}, got {tuple(u.shape)}")
         return (u * self.weights(dtype=u.dtype, device=u.device)).sum((-2, -1))
@@ -160,3 +162,15 @@ class Grid2D:
 
     def describe(self) -> dict[str, object]:
         return {"x": self.x.describe(), "y": self.y.describe()}
+
+
+def _check_integrand(u: object, axes: int) -> None:
+    """``u`` must be a floating-point (or complex) tensor with at least ``axes`` axes: the
+    weights take its dtype, and an integer one would round them to zero."""
+    if not isinstance(u, torch.Tensor):
+        raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
+    if not (u.is_floating_point() or u.is_complex()):
+        raise TypeError(f"u must hold floating-point values, got dtype {u.dtype}")
+    if u.ndim < axes:
+        what = "1 axis" if axes == 1 else f"{axes} axes"
+        raise ValueError(f"u must have at least {what}, got shape {tuple(u.shape)}")

@@ -2,7 +2,10 @@
 
 A :class:`Problem` turns settings (PDE parameters, grid size, output times) and one integer seed per
 sample into a batch of solutions. Each sample's randomness comes only from its own seed, so a
-dataset is identical whatever the batch size, the sharding or the number of resumes that made it.
+dataset holds the same samples whatever the batch size, the sharding or the number of resumes
+that made it: bitwise for one chunk size (a resumed run equals an uninterrupted one), to round-off
+across chunk sizes and shardings (batched linear algebra may round the last bits of a sample
+differently in another batch).
 Solver modules define their recipes in a module-level list ``PROBLEMS``; this module collects them.
 """
 
@@ -61,6 +64,9 @@ class Problem:
         result: dict[str, object] = {}
         for key, option in self.options.items():
             value = overrides.get(key, option.default)
+            if option.type is int and isinstance(value, (float, np.floating)):
+                if not float(value).is_integer():  # int() would cut 17.9 to 17 in silence
+                    raise ValueError(f"{self.name}: option {key} must be an int, got {value!r}")
             try:
                 result[key] = option.type(value)
             except (TypeError, ValueError):

@@ -119,7 +119,6 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from physml.data import generate_dataset
-    from physml.data.generate import shard_path
 
     options = {
         key.removeprefix("option_"): value
@@ -127,16 +126,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         if key.startswith("option_")
     }
     _check_generate(args, options)
-    workdir = shard_path(Path(args.out), args.shard, args.num_shards)
-    workdir = workdir.with_name(workdir.name + ".partial")
-    fresh = not workdir.exists()
-    try:
-        return _generate(args, options, generate_dataset)
-    except (ValueError, TypeError, SolverError):
-        # a setting that only the solver checks: leave no work folder that holds no sample
-        if fresh and workdir.is_dir() and not any(workdir.glob("chunk*")):
-            shutil.rmtree(workdir, ignore_errors=True)
-        raise
+    return _generate(args, options, generate_dataset)
 
 
 def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:

@@ -75,6 +75,33 @@ def test_shards_together_equal_one_run(tmp_path):
     assert torch.equal(sharded.sample_index, torch.arange(11))
 
 
+@pytest.mark.parametrize("pde", ["heat", "burgers"])
+def test_a_solver_recipe_gives_the_same_samples_to_round_off_in_any_chunks(tmp_path, pde):
+    """Batched dense solves may round a sample's last bits differently in another batch: the
+    samples agree to round-off whatever the chunk size or sharding (bitwise is not promised)."""
+    settings = dict(nx=17, nt=4) if pde == "heat" else dict(nx=16, nt=4)
+    one = tmp_path / "one.h5"
+    generate_dataset(pde, one, n=5, seed=3, chunk=1, progress=False, **settings)
+    whole = load(one).u
+    sharded = tmp_path / "sharded.h5"
+    for shard in (0, 1):
+        generate_dataset(
+            pde, sharded, n=5, seed=3, chunk=3, shard=shard, num_shards=2, progress=False,
+            **settings,
+        )  # fmt: skip
+    other = load(sharded).u
+    scale = whole.abs().max()
+    torch.testing.assert_close(other, whole, rtol=0, atol=1e-13 * float(scale))
+
+
+def test_a_setting_only_the_solver_refuses_leaves_no_work_folder(tmp_path):
+    out = tmp_path / "refused.h5"
+    with pytest.raises(ValueError, match="sigma"):
+        generate_dataset("burgers", out, n=2, nx=16, nt=3, sigma=-1.0, progress=False)
+    assert not (tmp_path / "refused.h5.partial").exists()
+    assert load(generate_dataset("burgers", out, n=2, nx=16, nt=3, progress=False)).u.shape[0] == 2
+
+
 def test_interrupted_run_resumes_without_loss_or_doubling(tmp_path):
     reference = load(make(tmp_path / "reference.h5", n=10, seed=9, chunk=3)).u
     out = tmp_path / "resumed.h5"
@@ -198,6 +225,7 @@ def test_resume_refuses_a_work_folder_without_manifest(tmp_path):
         ({"chunk": 0}, ValueError, "chunk must be an integer >= 1"),
         ({"num_shards": 20}, ValueError, "num_shards must not exceed"),
         ({"nx": "many"}, ValueError, "option nx must be a int"),
+        ({"nx": 9.5}, ValueError, "option nx must be an int, got 9.5"),
         ({"speed": 1}, ValueError, "unknown option"),
     ],
 )
@@ -235,6 +263,10 @@ def test_datasets_serve_pairs(tmp_path):
         MultiStepDataset(data, steps=3)
     with pytest.raises(IndexError, match="target_time"):
         SingleStepDataset(data, target_time=7)
+    numpy_index = SingleStepDataset(data, input_time=np.int64(1), target_time=torch.tensor(4))
+    assert torch.equal(numpy_index[0][0], SingleStepDataset(data, input_time=1)[0][0])
+    with pytest.raises(TypeError, match="input_time must be an integer index"):
+        SingleStepDataset(data, input_time=1.0)
 
 
 def test_corrupted_and_foreign_files_are_refused(tmp_path):
@@ -249,3 +281,11 @@ def test_corrupted_and_foreign_files_are_refused(tmp_path):
         load(foreign)
     with pytest.raises(FileNotFoundError, match="no dataset"):
         load(tmp_path / "absent.h5")
+    for name, values in (("nan", [0.0, np.nan]), ("decreasing", [1.0, 0.0])):
+        path = make(tmp_path / f"coords-{name}.h5")
+        with h5py.File(path, "r+") as f:
+            x = f["x"][...]
+            x[3:5] = values
+            f["x"][...] = x
+        with pytest.raises(DatasetFileError, match="x must be strictly increasing finite"):
+            load(path)

@@ -91,6 +91,22 @@ def test_integrate_checks_size():
         Grid1D(5).integrate(torch.ones(4))
 
 
+@pytest.mark.parametrize("grid", [Grid1D(5), Grid2D(Grid1D(5), Grid1D(4))], ids=["1d", "2d"])
+def test_integrate_refuses_what_its_weights_cannot_take(grid):
+    shape = (5,) if isinstance(grid, Grid1D) else (5, 4)
+    for dtype in (torch.int64, torch.bool):  # weights of dtype int would be rounded to zero
+        with pytest.raises(
+            TypeError, match=f"u must hold floating-point values, got dtype {dtype}"
+        ):
+            grid.integrate(torch.ones(shape, dtype=dtype))
+    with pytest.raises(TypeError, match="u must be a torch.Tensor, got ndarray"):
+        grid.integrate(np.ones(shape))
+    with pytest.raises(ValueError, match="u must have at least"):
+        grid.integrate(torch.tensor(1.0))
+    assert float(grid.integrate(torch.ones(shape, dtype=torch.float64))) == pytest.approx(1.0)
+    assert grid.integrate(torch.ones(shape, dtype=torch.complex128)).imag == 0
+
+
 def test_numpy_integer_sizes_are_accepted_as_ints():
     grid = Grid1D(np.int64(9))
     assert grid.n == 9

@@ -10,6 +10,7 @@ datasets turn it into training pairs, channel-first as ``neuraloperator`` expect
 from __future__ import annotations
 
 import json
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,15 @@ def check_content(path: Path, content: dict) -> None:
             raise DatasetFileError(
                 f"{where} {name} has shape {values.shape}, u has shape {u.shape}"
             )
+        if values is not None and (
+            values.dtype.kind not in "fiu"
+            or not np.isfinite(values.astype(np.float64)).all()
+            or not (np.diff(values.astype(np.float64)) > 0).all()
+        ):
+            raise DatasetFileError(
+                f"{where} {name} must be strictly increasing finite numbers, got "
+                f"{values[:8]}..."
+            )
     per_sample = {
         **{f"params/{k}": v for k, v in content["params"].items()},
         **{f"fields/{k}": v for k, v in content["fields"].items()},
@@ -233,9 +243,15 @@ def _as_data(source: PDEData | str | os.PathLike) -> PDEData:
     return source if isinstance(source, PDEData) else load(source)
 
 
-def _time_index(name: str, index: int, count: int) -> int:
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise TypeError(f"{name} must be an integer index of one of {count} times, got {index!r}")
+def _time_index(name: str, given: int, count: int) -> int:
+    index = None
+    if not isinstance(given, (bool, np.bool_)):
+        try:  # Python, numpy and 0-d torch integers
+            index = operator.index(given)
+        except TypeError:
+            pass
+    if index is None:
+        raise TypeError(f"{name} must be an integer index of one of {count} times, got {given!r}")
     if not -count <= index < count:
         raise IndexError(f"{name} must index one of {count} times, got {index}")
     return index % count

@@ -7,7 +7,8 @@ there, so no sample is lost or computed twice. The folder's ``manifest.json`` re
 setting (chunk size, sharding, seed, PDE settings, package version); resuming with any other one is
 refused. When every chunk is in, the HDF5 file is assembled under a temporary name and renamed.
 Sample ``i`` is drawn from a seed derived from ``(seed, i)`` alone, so the data do not depend on
-chunk size, sharding or interruptions.
+interruptions (bitwise) nor on chunk size or sharding (to round-off: a batched solve may round
+the last bits of a sample differently in another batch).
 
 File layout (DESIGN.md §3): ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
 array per PDE parameter under ``params/``, further output fields under ``fields/``,
@@ -34,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from pdes import problems
+from pdes.errors import SolverError
 
 from .. import __version__
 from .._checks import device as checked_device
@@ -305,12 +307,20 @@ def generate_dataset(
     lock = final.with_name(f".{final.name}.lock")
     with exclusive_lock(lock, f"out: {str(final)!r}"):
         remove_leftovers(final.parent, final.name)
-        if workdir.is_dir():
+        fresh = not workdir.is_dir()
+        if not fresh:
             remove_leftovers(workdir, "chunk-*")
         _prepare_workdir(workdir, manifest, overwrite)
-        return _generate_locked(
-            problem, settings, manifest, final, workdir, out_path, device, progress, on_chunk
-        )
+        try:
+            return _generate_locked(
+                problem, settings, manifest, final, workdir, out_path, device, progress, on_chunk
+            )
+        except (ValueError, TypeError, SolverError):
+            # a setting only the solver checks: leave no work folder that holds no sample (it
+            # would refuse the corrected rerun as another run's)
+            if fresh and workdir.is_dir() and not any(workdir.glob("chunk*")):
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
 
 
 def _generate_locked(
