@@ -89,6 +89,56 @@ def test_u_stored_as_a_group_is_refused(dataset):
         load(dataset)
 
 
+def as_dataset(name):
+    def edit(f):
+        del f[name]
+        f.create_dataset(name, data=np.zeros(6))
+
+    return edit
+
+
+def nested_group(f):
+    f["params"].create_group("sub")
+
+
+def dangling_t(f):
+    del f["t"]
+    f["t"] = h5py.SoftLink("/nothing")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (as_dataset("params"), "'params' must be a group of arrays, got a dataset"),
+        (as_dataset("fields"), "'fields' must be a group of arrays, got a dataset"),
+        (nested_group, "could not be read: params/sub must be an array, got a group"),
+        (replace("params/a", np.array([b"a"] * 6)), "params/a must hold numbers"),
+        (replace("x", np.array([b"a"] * 9)), "x must be strictly increasing finite numbers"),
+        (dangling_t, "'t' is a link to an object the file lacks"),
+    ],
+    ids=["params-dataset", "fields-dataset", "nested-group", "string-param", "string-x", "link"],
+)
+def test_a_damaged_layout_is_refused_naming_the_object(dataset, edit, message):
+    rewrite(dataset, edit)
+    with pytest.raises(DatasetFileError, match=message):
+        load(dataset)
+
+
+@pytest.mark.parametrize(
+    "shards",
+    [None, "not json[", '{"a": 1}', "[1, 2]", "[]", '["../toy.h5"]', '["/tmp/toy.h5"]'],
+    ids=["missing", "not-json", "object", "numbers", "empty", "parent", "absolute"],
+)
+def test_a_damaged_shard_index_is_refused_naming_the_file(tmp_path, shards):
+    index = tmp_path / "index.h5"
+    with h5py.File(index, "w") as f:
+        f.attrs["format"] = "physml-dataset-index/1"
+        if shards is not None:
+            f.attrs["shards"] = shards
+    with pytest.raises(DatasetFileError, match="'shards' attribute must be a JSON list"):
+        load(index)
+
+
 @pytest.mark.parametrize("relative", [True, False], ids=["relative", "absolute"])
 def test_an_external_link_is_refused(tmp_path, dataset, relative):
     secret = tmp_path / "secret.h5"

@@ -75,7 +75,11 @@ def check_self_contained(path: Path, f: h5py.File, virtual_ok: bool = False) -> 
                     f"path: {str(path)!r}: {where!r} is an external link to another file; "
                     "datasets must hold their own data"
                 )
-            item = group[name]
+            item = group.get(name)
+            if item is None:  # a soft link to nothing
+                raise DatasetFileError(
+                    f"path: {str(path)!r}: {where!r} is a link to an object the file lacks"
+                )
             if isinstance(item, h5py.Group):
                 visit(item, f"{where}/")
             elif item.external:
@@ -96,7 +100,7 @@ def _read_file(path: Path) -> dict:
     with open_hdf5(path, "path") as f:
         kind = f.attrs.get("format")
         if kind == INDEX_FORMAT:
-            return {"shards": json.loads(f.attrs["shards"])}
+            return {"shards": _shard_names(path, f.attrs.get("shards"))}
         if kind != FORMAT or "u" not in f or "t" not in f:
             raise DatasetFileError(
                 f"path: {str(path)!r} is not a physml dataset (format {kind!r}, keys {list(f)})"
@@ -104,7 +108,7 @@ def _read_file(path: Path) -> dict:
         merged = "merged_from" in f.attrs
         check_self_contained(path, f, virtual_ok=merged)
         for name in ("u", "t", "x", "y", "sample_index"):
-            if name in f and not isinstance(f[name], h5py.Dataset):
+            if name in f and not isinstance(f.get(name), h5py.Dataset):
                 raise DatasetFileError(
                     f"path: {str(path)!r}: {name!r} must be a dataset, got a group"
                 )
@@ -112,17 +116,25 @@ def _read_file(path: Path) -> dict:
             from .merge import check_merged
 
             check_merged(path, f)
-        content = {
-            "u": f["u"][()],
-            "t": f["t"][()],
-            "coords": {k: f[k][()] for k in ("x", "y") if k in f},
-            "params": {k: f["params"][k][()] for k in f.get("params", {})},
-            "fields": {k: f["fields"][k][()] for k in f.get("fields", {})},
-            "sample_index": f["sample_index"][()] if "sample_index" in f else None,
-            "attrs": {
-                k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
-            },
-        }
+        for group in ("params", "fields"):
+            if group in f and not isinstance(f[group], h5py.Group):
+                raise DatasetFileError(
+                    f"path: {str(path)!r}: {group!r} must be a group of arrays, got a dataset"
+                )
+        try:
+            content = {
+                "u": f["u"][()],
+                "t": f["t"][()],
+                "coords": {k: f[k][()] for k in ("x", "y") if k in f},
+                "params": _arrays(f, "params"),
+                "fields": _arrays(f, "fields"),
+                "sample_index": f["sample_index"][()] if "sample_index" in f else None,
+                "attrs": {
+                    k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
+                },
+            }
+        except (KeyError, TypeError, OSError) as error:  # a dangling link, an odd object
+            raise DatasetFileError(f"path: {str(path)!r} could not be read: {error}") from None
     index = content["sample_index"]
     if merged and not np.array_equal(index, np.arange(len(index))):
         wrong = np.count_nonzero(index != np.arange(len(index)))
@@ -131,6 +143,34 @@ def _read_file(path: Path) -> dict:
             "not find the shards where they were checked (is HDF5_VDS_PREFIX set?)"
         )
     return content
+
+
+def _arrays(f: h5py.File, group: str) -> dict[str, np.ndarray]:
+    """The arrays of ``group`` (empty if absent): each member must be an array, not a group."""
+    out = {}
+    for key, item in f.get(group, {}).items():
+        if not isinstance(item, h5py.Dataset):
+            raise TypeError(f"{group}/{key} must be an array, got a group")
+        out[key] = item[()]
+    return out
+
+
+def _shard_names(path: Path, raw: object) -> list[str]:
+    """The shard file names an index lists (a JSON list of names in the index's folder)."""
+    try:
+        names = json.loads(raw) if isinstance(raw, (str, bytes)) else None
+    except ValueError:
+        names = None
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n and Path(n).name == n for n in names)
+    ):
+        raise DatasetFileError(
+            f"path: {str(path)!r} is a shard index whose 'shards' attribute must be a JSON list "
+            f"of shard file names in its folder, got {str(raw)[:80]!r}"
+        )
+    return names
 
 
 def load(path: str | os.PathLike) -> PDEData:
@@ -223,6 +263,9 @@ def check_content(path: Path, content: dict) -> None:
         **{f"params/{k}": v for k, v in content["params"].items()},
         **{f"fields/{k}": v for k, v in content["fields"].items()},
     }
+    for name, values in per_sample.items():
+        if values.dtype.kind not in "biufc":
+            raise DatasetFileError(f"{where} {name} must hold numbers, got dtype {values.dtype}")
     if content["sample_index"] is not None:
         per_sample["sample_index"] = content["sample_index"]
     for name, values in per_sample.items():
