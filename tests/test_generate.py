@@ -267,6 +267,27 @@ def test_datasets_serve_pairs(tmp_path):
     assert torch.equal(numpy_index[0][0], SingleStepDataset(data, input_time=1)[0][0])
     with pytest.raises(TypeError, match="input_time must be an integer index"):
         SingleStepDataset(data, input_time=1.0)
+    with pytest.raises(TypeError, match="with_grid must be a bool, got 'yes'"):
+        SingleStepDataset(data, with_grid="yes")
+
+
+def test_every_dataset_takes_the_same_item_indices(tmp_path):
+    from physml.data.windows import ForecastDataset, RolloutDataset
+
+    data = load(make(tmp_path / "items.h5", nt=5))
+    for dataset in (
+        SingleStepDataset(data),
+        MultiStepDataset(data, steps=2),
+        RolloutDataset(data, k=1),
+        ForecastDataset(data, t_in=2, t_out=2),
+    ):
+        last = dataset[len(dataset) - 1]
+        for same in (-1, np.int64(len(dataset) - 1), torch.tensor(len(dataset) - 1)):
+            assert all(torch.equal(a, b) for a, b in zip(dataset[same], last, strict=True))
+        for bad, error in ((len(dataset), IndexError), (-len(dataset) - 1, IndexError),
+                           (slice(0, 2), TypeError), (1.0, TypeError), (True, TypeError)):  # fmt: skip
+            with pytest.raises(error, match="index"):
+                dataset[bad]
 
 
 def test_corrupted_and_foreign_files_are_refused(tmp_path):

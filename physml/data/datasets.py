@@ -286,13 +286,28 @@ def _as_data(source: PDEData | str | os.PathLike) -> PDEData:
     return source if isinstance(source, PDEData) else load(source)
 
 
+def _integer(given: object) -> int | None:
+    """``given`` as an int if it is a Python, numpy or 0-d torch integer (not a bool)."""
+    if isinstance(given, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(given)
+    except TypeError:
+        return None
+
+
+def item_index(given: object, count: int, what: str = "samples") -> int:
+    """A dataset item's index in ``[0, count)``; negative ones count from the end."""
+    index = _integer(given)
+    if index is None:
+        raise TypeError(f"index must be an integer, got {given!r}")
+    if not -count <= index < count:
+        raise IndexError(f"index {index} out of range for {count} {what}")
+    return index % count
+
+
 def _time_index(name: str, given: int, count: int) -> int:
-    index = None
-    if not isinstance(given, (bool, np.bool_)):
-        try:  # Python, numpy and 0-d torch integers
-            index = operator.index(given)
-        except TypeError:
-            pass
+    index = _integer(given)
     if index is None:
         raise TypeError(f"{name} must be an integer index of one of {count} times, got {given!r}")
     if not -count <= index < count:
@@ -319,6 +334,8 @@ class _PairDataset(Dataset):
     def __init__(self, data: PDEData, dtype: torch.dtype, with_grid: bool) -> None:
         self.data = data
         self.dtype = floating_dtype("dtype", dtype)
+        if not isinstance(with_grid, (bool, np.bool_)):
+            raise TypeError(f"with_grid must be a bool, got {with_grid!r}")
         self.grid = _grid_channels(data).to(dtype) if with_grid else None
 
     @property
@@ -352,7 +369,7 @@ class SingleStepDataset(_PairDataset):
         self.target_time = _time_index("target_time", target_time, steps)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self.data.u[i]
+        sample = self.data.u[item_index(i, len(self))]
         return self._input(sample[self.input_time]), sample[self.target_time].unsqueeze(0).to(
             self.dtype
         )
@@ -383,5 +400,5 @@ class MultiStepDataset(_PairDataset):
         self.target_times = list(range(available // steps, available + 1, available // steps))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self.data.u[i]
+        sample = self.data.u[item_index(i, len(self))]
         return self._input(sample[0]), sample[self.target_times].to(self.dtype)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import positive_int
 
-from .datasets import PDEData, floating_dtype, load
+from .datasets import PDEData, floating_dtype, item_index, load
 
 
 def _data(source: PDEData | str | os.PathLike) -> PDEData:
@@ -46,9 +46,7 @@ class _Windows(Dataset):
         return len(self.data) * self.starts
 
     def _window(self, i: int, start: int, stop: int) -> torch.Tensor:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} windows")
-        sample, offset = divmod(i, self.starts)
+        sample, offset = divmod(item_index(i, len(self), "windows"), self.starts)
         return self.data.u[sample, offset + start : offset + stop].to(self.dtype)
 
 
