@@ -94,7 +94,9 @@ class LinearConstraint(Constraint):
         G: ``(k, n)`` constraint matrix with independent, non-zero rows.
         b: target ``(..., k)`` over the leading axes, or a callable receiving the model's inputs
             and returning it.
-        noise: ``σ_G >= 0``; 0 enforces the constraint exactly (and checks the residual).
+        noise: ``σ_G >= 0``; 0 enforces the constraint exactly (and checks the residual). It
+            weighs the covariance updates only: a tensor output and ``projection="euclidean"``
+            are projected exactly whatever its value (they carry no variance to weigh it with).
         projection: ``"covariance"`` (ProbConserv) or ``"euclidean"`` (HardC) for Gaussians.
         check_psd: also verify that a full input covariance is positive semi-definite.
         space: the trailing axes the rows act on (default ``(n,)``; ``(H, W)`` for a 2-D grid).
