@@ -173,6 +173,21 @@ def test_members_that_agree_closely_on_a_total_they_all_miss_meet_it_to_round_of
     torch.testing.assert_close(out.mean(), posterior.mean, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("rows", [1, 2])
+def test_members_that_agree_on_every_total_fall_back_to_the_projection(rows):
+    """Anomalies with no component along G: the ensemble cannot say where a miss goes, so the
+    update is HardC's (through γ I), not round-off blown up into huge corrections."""
+    gen = torch.Generator().manual_seed(12)
+    G = torch.rand(rows, 16, generator=gen, dtype=F64)
+    anomalies = torch.randn(8, 3, 16, generator=gen, dtype=F64)
+    anomalies = anomalies - anomalies @ G.T @ torch.linalg.solve(G @ G.T, G)  # G a = 0
+    samples = torch.randn(3, 16, generator=gen, dtype=F64) + anomalies
+    b = samples[0] @ G.T + 0.3
+    out = through(LinearConstraint(G, b), Ensemble(samples)).samples
+    hardc = through(LinearConstraint(G, b, projection="euclidean"), Ensemble(samples)).samples
+    torch.testing.assert_close(out, hardc, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("shrinkage", [0.5, 1.0])
 def test_a_shrunk_ensemble_update_is_the_update_with_the_shrunk_covariance(rows, shrinkage):

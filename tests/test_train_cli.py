@@ -108,6 +108,13 @@ def test_point_models_train_and_report_gaussian_scores(tmp_path, monkeypatch, ca
     assert scores["crps"] > 0 and scores["ll"] < 10
     out = capsys.readouterr().out
     assert "crps" in out and "ll" in out
+    assert main(["evaluate", "--checkpoint", "run/checkpoint.pt", "--data", "d.h5"]) == 0
+    assert json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text()) == scores
+    capsys.readouterr()
+    other = ["generate", "pme", "--n", "8", "--nx", "9", "--nt", "6", "--out", "p.h5", "--quiet"]
+    assert main(other) == 0  # one parameter too, read in the place of the diffusivity
+    assert main(["evaluate", "--checkpoint", "run", "--data", "p.h5"]) == 2
+    assert "trained on 'diffusion'" in capsys.readouterr().err
     assert main([*train, "--steps", "3", "--batch", batch, *POINTS[:-1], "--members", "3"]) == 2
     assert "run" in capsys.readouterr().err
     assert main([*train, "--task", "rollout", "--steps", "3", *POINTS]) == 2

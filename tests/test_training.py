@@ -114,6 +114,26 @@ def test_resuming_on_other_data_or_another_model_is_an_error(tmp_path):
         Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(data())
 
 
+class Described(TensorDataset):
+    """A dataset with a file's description, as the datasets read from files carry."""
+
+    def __init__(self, attributes: dict, **kwargs) -> None:
+        super().__init__(*data(**kwargs).tensors)
+        self.attributes = attributes
+
+
+def test_the_same_data_packaged_again_resumes_and_other_settings_do_not(tmp_path):
+    first = {"pde": "heat", "seed": 0, "created": "2026-12-06T02:28:23+00:00"}
+    config = dataclasses.replace(CONFIG, steps=4)
+    Trainer(model(), mse, config, tmp_path, quiet=True).fit(Described(first))
+    again = dict(first, created="2026-12-06T02:51:12+00:00", merged_from='["a.h5", "b.h5"]')
+    longer = dataclasses.replace(CONFIG, steps=8)
+    report = Trainer(model(), mse, longer, tmp_path, quiet=True).fit(Described(again))
+    assert report.resumed_from == 4
+    with pytest.raises(CheckpointError, match="attribute 'seed' 0 → 1"):
+        Trainer(model(), mse, longer, tmp_path, quiet=True).fit(Described(dict(first, seed=1)))
+
+
 def test_validation_and_checkpoint_contents(tmp_path):
     config = TrainConfig(steps=6, batch=4, validate_every=3, checkpoint_every=3)
     report = Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=5, n=10))

@@ -36,6 +36,10 @@ F64 = torch.float64
 Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
 VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
+UNSPANNED = 1e-12
+"""An ensemble whose spread along a row, ``Σ_m (G_i A_m)²``, is below this × ``|G_i|² Σ_m |A_m|²``
+(its members agree on that total to ~1e-6 of their spread) says nothing about where the row's
+miss should go: round-off would set the update's shape, so the ``γ I`` fallback decides."""
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
@@ -427,7 +431,9 @@ class LinearConstraint(Constraint):
         if self.noise:
             S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
         mismatch = (GX - b).movedim(0, -1)  # (..., k, member)
-        if 1 < k and (k <= members - 1 or self.shrinkage):
+        spread = A.square().sum((0, -1))[..., None] * G.square().sum(-1)  # (..., k)
+        spanned = bool((torch.diagonal(S, dim1=-2, dim2=-1) > UNSPANNED * spread).all())
+        if 1 < k and (k <= members - 1 or self.shrinkage) and spanned:
             L, info = torch.linalg.cholesky_ex(S)
             if not (info > 0).any():
                 new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
@@ -452,7 +458,8 @@ def _one_row_update(
     """The ensemble update for one row ``g`` ``(n,)`` per slice: members ``X`` ``(member, ...,
     n)`` float64, targets ``b`` ``(..., 1)``. ``X − Σg (gᵀΣg + σ²)⁻¹ (gX − b)`` with ``Σ`` the
     members' covariance (shrunk by ``shrinkage`` toward its diagonal) and ``σ`` the ``noise``,
-    in a dozen elementwise passes; ``None`` where ``gᵀΣg + σ² = 0`` somewhere."""
+    in a dozen elementwise passes; ``None`` where the members do not span ``g`` somewhere
+    (``gᵀΣg + σ²`` zero, or below :data:`UNSPANNED` of their spread)."""
     A = X - X.mean(0)  # centred: X in place of A would cancel (see apply_ensemble)
     GX, GA = X @ g, A @ g  # (member, ...)
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
@@ -462,7 +469,8 @@ def _one_row_update(
         CG = (1 - shrinkage) * CG + shrinkage * variance * g
         S = (1 - shrinkage) * S + shrinkage * (variance * g.square()).sum(-1)
     S = S + (X.shape[0] - 1) * noise**2
-    if not bool((S > 0).all()):
+    spread = A.square().sum((0, -1)) * g.square().sum()  # |g|² Σ_m |A_m|², per slice
+    if not bool(((S > 0) & (S > UNSPANNED * spread)).all()):
         return None
     return X - CG * ((GX - b[..., 0]) / S)[..., None]
 

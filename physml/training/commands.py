@@ -176,14 +176,24 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
 
 def run_evaluate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    state = load_checkpoint(args.checkpoint)
+    run = Path(args.checkpoint)
+    if run.is_file() and run.name == "checkpoint.pt":  # the file given for its run folder
+        run = run.parent
+    state = load_checkpoint(run)
     description = state["model_config"]
     if not isinstance(description, dict) or description.get("model") not in FAMILIES:
-        raise ValueError(f"--checkpoint: {args.checkpoint!r} was not written by physml train")
+        raise ValueError(f"--checkpoint: {str(run)!r} was not written by physml train")
     data = load(args.data)
+    trained_on = state["fingerprint"].get("attributes", {}).get("pde")
+    if FAMILIES[description["model"]].predict is not None and trained_on != data.attrs.get("pde"):
+        raise ValueError(
+            f"--data: {str(args.data)!r} holds {data.attrs.get('pde')!r} solutions (parameters "
+            f"{sorted(data.params)}), but the {description['model']} of {str(run)!r} was trained "
+            f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
+        )
     model, pairs = build(description, data)
     _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    load_weights(model, state, args.checkpoint)
+    load_weights(model, state, run)
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict
     if predict is None:
@@ -201,7 +211,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         }
         last = (len(data), data.u.shape[1], -1)  # plot the final time slice
         prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
-    out = Path(args.checkpoint) / "evaluation"
+    out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(scores, indent=1) + "\n")
     _plot(prediction, target, out / "samples.png")

@@ -9,6 +9,9 @@ import torch
 from torch.utils.data import Dataset
 
 SAMPLED = 5  # samples hashed: evenly spread, first and last included
+PROVENANCE = ("created", "merged_from")
+"""File attributes that say when and how a file was packaged, not what it holds: the same data
+regenerated or merged again must resume the same run."""
 
 
 def _tensors(item: object) -> list[torch.Tensor]:
@@ -42,6 +45,7 @@ def fingerprint(dataset: Dataset) -> dict[str, object]:
         for tensor in tensors:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     attributes = getattr(dataset, "attributes", None) or {}
+    attributes = {k: v for k, v in attributes.items() if k not in PROVENANCE}
     return {
         "samples": count,
         "shapes": shapes,
@@ -58,7 +62,7 @@ def differences(saved: dict, current: dict) -> list[str]:
         if saved.get(key) != current.get(key):
             out.append(f"{key} {saved.get(key)!r} → {current.get(key)!r}")
     old, new = saved.get("attributes", {}), current.get("attributes", {})
-    for key in sorted(set(old) | set(new)):
+    for key in sorted((set(old) | set(new)) - set(PROVENANCE)):  # older checkpoints kept them
         if old.get(key) != new.get(key):
             out.append(f"attribute {key!r} {old.get(key)!r} → {new.get(key)!r}")
     return out
