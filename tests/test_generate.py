@@ -284,8 +284,8 @@ def test_every_dataset_takes_the_same_item_indices(tmp_path):
         last = dataset[len(dataset) - 1]
         for same in (-1, np.int64(len(dataset) - 1), torch.tensor(len(dataset) - 1)):
             assert all(torch.equal(a, b) for a, b in zip(dataset[same], last, strict=True))
-        for bad, error in ((len(dataset), IndexError), (-len(dataset) - 1, IndexError),
-                           (slice(0, 2), TypeError), (1.0, TypeError), (True, TypeError)):  # fmt: skip
+        beyond = ((len(dataset), IndexError), (-len(dataset) - 1, IndexError))
+        for bad, error in (*beyond, (slice(0, 2), TypeError), (1.0, TypeError), (True, TypeError)):
             with pytest.raises(error, match="index"):
                 dataset[bad]
 
