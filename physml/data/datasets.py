@@ -256,8 +256,7 @@ def check_content(path: Path, content: dict) -> None:
             or not (np.diff(values.astype(np.float64)) > 0).all()
         ):
             raise DatasetFileError(
-                f"{where} {name} must be strictly increasing finite numbers, got "
-                f"{values[:8]}..."
+                f"{where} {name} must be strictly increasing finite numbers, got {values[:8]}..."
             )
     per_sample = {
         **{f"params/{k}": v for k, v in content["params"].items()},
