@@ -33,6 +33,49 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "other settings (lr" in capsys.readouterr().err
 
 
+def test_a_model_on_data_of_another_dimension_is_one_clear_line(heat, capsys):
+    frames = ["generate", "navier-stokes", "--n", "3", "--nx", "16", "--nt", "6", "--quiet"]
+    assert main([*frames, "--t-end", "0.5", "--out", "ns.h5"]) == 0
+    for model, task, data, wanted in (
+        ("unet", "forecast", "heat.h5", "needs 2-D data, the file holds 1-D fields"),
+        ("anp", "operator", "ns.h5", "needs 1-D data, the file holds 2-D fields"),
+    ):
+        command = ["train", "--data", data, "--model", model, "--task", task, "--out", model]
+        assert main([*command, "--steps", "1", "--batch", "2", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"model {model} {wanted}" in err and err.count("\n") == 0
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "fno"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main(["evaluate", "--checkpoint", "fno", "--data", "ns.h5"]) == 2
+    assert "--data holds 2-D fields, but the model was trained on 1-D ones" in (
+        capsys.readouterr().err
+    )
+
+
+def test_train_help_shows_every_default(capsys):
+    from dataclasses import fields
+
+    from physml.training import TrainConfig
+    from physml.training.families import DEFAULTS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in fields(TrainConfig):
+        if field.name in ("steps", "batch", "lr", "seed", "accumulate"):
+            assert f"--{field.name} {field.name.upper()} default {field.default}" in text
+    for name, default in DEFAULTS.items():
+        flag = name.replace("_", "-")
+        assert f"--{flag} {name.upper()} model setting, default {default}" in text
+
+
+def test_data_that_is_a_folder_is_named_as_such(heat, capsys):
+    (heat / "folder").mkdir()
+    command = ["train", "--data", "folder", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main(command) == 2
+    assert "'folder' is a folder, not a dataset file" in capsys.readouterr().err
+
+
 def test_config_file_mirrors_the_flags(heat):
     (heat / "run.toml").write_text(
         'model = "fno"\ntask = "rollout"\nsteps = 3\nbatch = 4\nmodes = 4\nhidden = 8\nlayers = 2\n'

@@ -110,8 +110,21 @@ def test_resuming_on_other_data_or_another_model_is_an_error(tmp_path):
         Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "a"}, quiet=True).fit(
             data(n=30)
         )
-    with pytest.raises(CheckpointError, match="another model"):
+    with pytest.raises(CheckpointError, match=r"another model \(name 'a' → 'b'\)"):
         Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(data())
+    other = {"name": "a", "options": {"hidden": 8}}  # and other data: the model is named first
+    with pytest.raises(CheckpointError, match=r"another model \(options None → \{'hidden': 8\}"):
+        Trainer(model(), mse, CONFIG, tmp_path, model_config=other, quiet=True).fit(data(n=30))
+
+
+def test_another_model_is_reported_by_the_settings_that_differ():
+    from physml.training.checkpoint import check_same_model
+
+    saved = {"model": "fno", "options": {"hidden": 32, "modes": 8}, "task": "operator"}
+    check_same_model({"model_config": saved}, dict(saved), "run")
+    changed = {**saved, "options": {"hidden": 8, "modes": 8}}
+    with pytest.raises(CheckpointError, match=r"another model \(options.hidden 32 → 8\);"):
+        check_same_model({"model_config": saved}, changed, "run")
 
 
 class Described(TensorDataset):

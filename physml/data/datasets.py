@@ -54,6 +54,8 @@ class PDEData:
 def open_hdf5(path: Path, label: str) -> h5py.File:
     """``path`` opened read-only; a file HDF5 cannot read is a :class:`DatasetFileError` naming
     it as ``label`` (``"path"``, ``"shard"``)."""
+    if Path(path).is_dir():
+        raise DatasetFileError(f"{label}: {str(path)!r} is a folder, not a dataset file")
     try:
         return h5py.File(path, "r")
     except OSError as error:

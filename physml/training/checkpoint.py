@@ -42,7 +42,10 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str = "cpu") -> 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        raise CheckpointError(f"checkpoint: {str(path)!r} cannot be read ({error})") from None
+        raise CheckpointError(
+            f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train (a "
+            f"damaged or foreign file: {type(error).__name__} {error})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
@@ -74,11 +77,30 @@ def check_same_data(state: dict, current: dict, directory: str | os.PathLike) ->
 
 
 def check_same_model(state: dict, model_config: dict | None, directory) -> None:
+    """Resuming another model is an error naming what differs (each changed setting, nested
+    ones as ``options.hidden``)."""
     saved = state.get("model_config")
-    if model_config is not None and saved != model_config:
-        raise CheckpointError(
-            f"checkpoint: {str(directory)!r} holds another model ({saved!r}), not {model_config!r}"
-        )
+    if model_config is None or saved == model_config:
+        return
+    if isinstance(saved, dict) and isinstance(model_config, dict):
+        found = "; ".join(_changes(saved, model_config))
+    else:
+        found = f"{saved!r} → {model_config!r}"
+    raise CheckpointError(
+        f"checkpoint: {str(directory)!r} holds another model ({found}); use another --out or "
+        "the same model settings"
+    )
+
+
+def _changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key} {old!r} → {new!r}")
+    return out
 
 
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "validate_every", "device")

@@ -48,22 +48,40 @@ DistillHook = Callable[..., Loss]
 
 def add_parsers(subparsers) -> None:
     train = subparsers.add_parser(
-        "train", help="train a model on a dataset file", description=__doc__.splitlines()[0]
+        "train",
+        help="train a model on a dataset file",
+        description="Train a model on a dataset file of physml generate. Run the same command "
+        "again to resume a killed run; the settings are kept in the checkpoint.",
     )
     train.add_argument("--data", required=True, help="HDF5 dataset (physml generate)")
-    train.add_argument("--model", choices=sorted(FAMILIES))
-    train.add_argument("--task", choices=TASKS)
+    train.add_argument("--model", choices=sorted(FAMILIES), help="required (here or in --config)")
+    train.add_argument("--task", choices=TASKS, help="required (here or in --config)")
     train.add_argument("--out", required=True, help="run folder (checkpoint, report)")
     train.add_argument("--config", help="TOML file with the same keys as the flags")
     train.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
+    trainer_defaults = {f.name: f.default for f in fields(TrainConfig)}
     for name in ("steps", "batch", "accumulate", "seed", "checkpoint_every", "validate_every"):
-        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+        train.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"default {trainer_defaults[name]}",
+        )
     for name in ("lr", "clip", "weight_decay"):
-        train.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
+        default = trainer_defaults[name]
+        shown = "none (leave it out)" if default is None else default
+        train.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=None, help=f"default {shown}"
+        )
     train.add_argument("--schedule", default=None, help="cosine (default) or constant")
     train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N")
-    for name in DEFAULTS:
-        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    for name, default in DEFAULTS.items():
+        train.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"model setting, default {default}",
+        )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     distill = train.add_argument_group(
         "positive-congruent training", "pull the new model toward an old one where it was right"
@@ -73,8 +91,15 @@ def add_parsers(subparsers) -> None:
         distill.add_argument(
             f"--{name.replace('_', '-')}", type=float, default=None, help=f"default {default}"
         )
-    evaluate = subparsers.add_parser("evaluate", help="score a trained checkpoint on a dataset")
-    evaluate.add_argument("--checkpoint", required=True, help="run folder of physml train")
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="score a trained checkpoint on a dataset",
+        description="Score a run of physml train on a dataset file: a metrics table, "
+        "RUN/evaluation/metrics.json and a figure of three samples.",
+    )
+    evaluate.add_argument(
+        "--checkpoint", required=True, help="run folder of physml train (or its checkpoint.pt)"
+    )
     evaluate.add_argument("--data", required=True, help="HDF5 dataset to score on")
     evaluate.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
 
@@ -247,6 +272,11 @@ def _check_same_pairs(model: str, pairs, trained: list) -> None:
     """``--data`` must give the pairs the model was trained on: the same channels, and for the
     models that are not resolution-free (all but the FNOs) the same grid."""
     now = [list(tensor.shape) for tensor in pairs[0]]
+    if len(now[0]) != len(trained[0]):
+        raise ValueError(
+            f"--data holds {len(now[0]) - 1}-D fields, but the model was trained on "
+            f"{len(trained[0]) - 1}-D ones (pairs of shapes {now}, trained on {trained})"
+        )
     same = [a[:1] == b[:1] for a, b in zip(now, trained, strict=True)]
     if model not in ("fno", "boon-fno"):
         same = [a == b for a, b in zip(now, trained, strict=True)]

@@ -280,16 +280,19 @@ class Family:
     loss: Callable[[nn.Module, object], torch.Tensor]
     pairs: Callable[[PDEData, dict], torch.utils.data.Dataset] | None = None
     predict: Callable[[nn.Module, PDEData, dict, torch.device], Gaussian] | None = None
+    dims: tuple[int, ...] = (1, 2)  # the space dimensions of the data it takes
 
 
 FAMILIES = {
     "fno": Family(("operator", "rollout"), _fno, relative_l2_loss),
-    "boon-fno": Family(("operator",), _boon, relative_l2_loss),
-    "earthformer": Family(("forecast",), _earthformer, mse_loss),
-    "unet": Family(("forecast",), _unet, mse_loss),
-    "convlstm": Family(("forecast",), _convlstm, mse_loss),
-    "anp": Family(("operator",), _anp, objective_loss, _point_sets, _predict_anp),
-    "ensemble": Family(("operator",), _ensemble, objective_loss, _member_rows, _predict_ensemble),
+    "boon-fno": Family(("operator",), _boon, relative_l2_loss, dims=(1,)),
+    "earthformer": Family(("forecast",), _earthformer, mse_loss, dims=(2,)),
+    "unet": Family(("forecast",), _unet, mse_loss, dims=(2,)),
+    "convlstm": Family(("forecast",), _convlstm, mse_loss, dims=(2,)),
+    "anp": Family(("operator",), _anp, objective_loss, _point_sets, _predict_anp, dims=(1,)),
+    "ensemble": Family(
+        ("operator",), _ensemble, objective_loss, _member_rows, _predict_ensemble, dims=(1,)
+    ),
 }
 
 
@@ -313,6 +316,13 @@ def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
     """What the family of ``config`` trains on over ``data``: its own items or the task's
     pairs."""
     family = FAMILIES[config["model"]]
+    dims = len(data.space_shape)
+    if dims not in family.dims:
+        wanted = " or ".join(f"{d}-D" for d in family.dims)
+        raise ValueError(
+            f"--data: model {config['model']} needs {wanted} data, the file holds {dims}-D "
+            f"fields (u of shape {tuple(data.u.shape)}: sample, time, *space)"
+        )
     if family.pairs is not None:
         return family.pairs(data, config["options"])
     return dataset(config["task"], data, config["options"])

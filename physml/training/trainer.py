@@ -93,7 +93,7 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"clip must be a number > 0 or None, got {self.clip!r} (a finite number: for no "
-                "clipping pass None)"
+                "clipping pass None, or leave --clip out)"
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -267,8 +267,8 @@ class Trainer:
         if self.out is None or not checkpoint_path(self.out).exists():
             return 0
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
-        check_same_data(state, data_print, self.out)
-        check_same_model(state, self.model_config, self.out)
+        check_same_model(state, self.model_config, self.out)  # first: another model reads
+        check_same_data(state, data_print, self.out)  # the same file as other pairs
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
         check_same_config(state, asdict(self.config), self.out)
         if int(state["step"]) > self.config.steps:
