@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, TypeError, OSError, SolverError) as error:
+    except (ValueError, TypeError, OSError, SolverError, FloatingPointError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 1

@@ -76,6 +76,14 @@ def test_data_that_is_a_folder_is_named_as_such(heat, capsys):
     assert "'folder' is a folder, not a dataset file" in capsys.readouterr().err
 
 
+def test_a_run_that_diverges_says_so_with_the_step_and_what_to_change(heat, capsys):
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--steps", "5", "--lr", "1e8", "--schedule", "constant", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged at step" in err and "--lr" in err and "--clip" in err
+    assert not (heat / "r" / "checkpoint.pt").exists()
+
+
 def test_config_file_mirrors_the_flags(heat):
     (heat / "run.toml").write_text(
         'model = "fno"\ntask = "rollout"\nsteps = 3\nbatch = 4\nmodes = 4\nhidden = 8\nlayers = 2\n'

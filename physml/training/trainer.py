@@ -125,6 +125,19 @@ class TrainReport:
         return self.losses[-1]
 
 
+def _diverged(step: int, what: str) -> FloatingPointError:
+    """The error of a run whose updates blew up at (0-based) ``step``."""
+    return FloatingPointError(
+        f"training diverged at step {step + 1} ({what}): lower the learning rate (lr, --lr) or "
+        "clip the gradients (clip, --clip)"
+    )
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    """Whether every parameter of ``model`` is finite (NaN weights: the run diverged)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 class Trainer:
     """Train ``model`` on ``loss(model, batch)`` with Adam, checkpointing into ``out``.
 
@@ -241,9 +254,20 @@ class Trainer:
             batch = _to(default_collate([train[i] for i in indices[part::parts]]), device)
             last = part == parts - 1
             with contextlib.nullcontext() if last else _no_sync(trained):
-                loss = self.loss(trained, batch)
+                try:
+                    loss = self.loss(trained, batch)
+                except ValueError as error:  # e.g. a loss refusing a NaN prediction
+                    blown = step > 0 and "NaN or inf" in str(error)  # the toolkit's own wording
+                    if not blown and _finite_weights(trained):
+                        raise
+                    raise _diverged(step, str(error)) from None
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
+                    if step == 0 and _finite_weights(trained):
+                        raise FloatingPointError(
+                            f"the loss became {loss.item()} at step 1, before any update: the "
+                            "loss or the data is at fault, not the learning rate"
+                        )
+                    raise _diverged(step, f"the loss became {loss.item()}")
                 (loss / parts).backward()  # x / 1 is x exactly: one part is the plain step
             total = loss.detach() if total is None else total + loss.detach()
         return total / parts
