@@ -101,6 +101,11 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
         raise ValueError(f"{args.pde}: unknown setting value {error}") from None
     except MemoryError:
         raise ValueError(f"{args.pde}: the grid settings are too large for memory") from None
+    out = Path(args.out)
+    if out.name in ("", ".", ".."):
+        raise ValueError(f"--out must name a file (e.g. data.h5), got {str(args.out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out: {str(args.out)!r} is a folder; name the dataset file in it")
     samples = -(-args.n // args.num_shards)
     batch = min(args.chunk, samples)
     fits_in_memory(
@@ -113,7 +118,8 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
         if need > free:
             raise ValueError(
                 f"n: {args.n} samples of shape {tuple(shape)} need about {need / 1e9:.3g} GB "
-                f"(float64, chunks and file), but {str(folder)!r} has {free / 1e9:.3g} GB free"
+                f"(float64, chunks and file), but the folder of --out {str(folder)!r} has "
+                f"{free / 1e9:.3g} GB free"
             )
 
 

@@ -2328,7 +2328,19 @@ CLI_CASES = [
         "cli-generate-n-huge",
         lambda c: gen(c, "--n", str(10**9)),
         UserError,
-        r"n: 1000000000 samples .* need about",
+        r"n: 1000000000 samples .* need about .* the folder of --out",
+    ),
+    case(
+        "cli-generate-out-empty",
+        lambda c: gen(c, "--n", "2", "--out", ""),
+        UserError,
+        r"--out must name a file \(e.g. data.h5\), got '.'",
+    ),
+    case(
+        "cli-generate-out-a-folder",
+        lambda c: gen(c, "--n", "2", "--out", c.fresh()),
+        UserError,
+        r"--out: .* is a folder; name the dataset file in it",
     ),
     case(
         "cli-generate-nx-huge",

@@ -74,6 +74,11 @@ def test_data_that_is_a_folder_is_named_as_such(heat, capsys):
     command = ["train", "--data", "folder", "--model", "fno", "--task", "operator", "--out", "r"]
     assert main(command) == 2
     assert "'folder' is a folder, not a dataset file" in capsys.readouterr().err
+    onto = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out"]
+    assert main([*onto, "heat.h5"]) == 2
+    assert "--out: 'heat.h5' is a file; physml train writes a run folder" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_run_that_diverges_says_so_with_the_step_and_what_to_change(heat, capsys):

@@ -153,6 +153,8 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     """``physml train``. ``distill`` builds the loss of ``--distill-from``
     (:func:`physml.updates.previous.distill_from`: the command line passes it in, since
     ``physml.updates`` sits above ``physml.training``)."""
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out: {str(args.out)!r} is a file; physml train writes a run folder")
     chosen = settings(args)
     config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
     description = model_config(
