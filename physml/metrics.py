@@ -406,13 +406,21 @@ def crps_ensemble(
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation of two equally shaped tensors (flattened; no tie correction)."""
+    """Spearman's rank correlation of two equally shaped tensors (flattened): the Pearson
+    correlation of their ranks, tied values sharing their average rank; 0 when either is
+    constant (nothing to rank)."""
     a, b = _pair(("a", "b"), a, b)
     if a.numel() < 2:
         raise ValueError(f"a and b must hold at least 2 values to rank, got {a.numel()}")
-    ranks = [x.flatten().argsort().argsort().to(F64) for x in (a, b)]
-    ra, rb = (r - r.mean() for r in ranks)
+    ra, rb = (r - r.mean() for r in (_average_ranks(a), _average_ranks(b)))
     return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300))
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``x``'s values (flattened), ties given the mean of the ranks they span."""
+    _, inverse, counts = torch.unique(x.flatten(), return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(F64)
+    return (ends - (counts.to(F64) - 1) / 2)[inverse]
 
 
 def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:

@@ -790,3 +790,16 @@ def test_spearman_against_the_rank_formula_and_bad_input():
         metrics.spearman(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="at least 2 values"):
         metrics.spearman(torch.zeros(1), torch.zeros(1))
+
+
+def test_spearman_gives_tied_values_their_average_rank():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randint(0, 4, (40,), generator=gen).double()  # many ties
+    b = a + torch.randint(0, 3, (40,), generator=gen).double()
+    expected = scipy_stats.spearmanr(a.numpy(), b.numpy()).statistic
+    assert metrics.spearman(a, b) == pytest.approx(expected, abs=1e-12)
+    up, down = torch.tensor([1.0, 1.0, 2.0, 2.0]), torch.tensor([2.0, 2.0, 1.0, 1.0])
+    line = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert metrics.spearman(up, line) == pytest.approx(-metrics.spearman(down, line))
+    assert metrics.spearman(torch.ones(4), line) == 0.0  # a constant: nothing to rank

@@ -116,6 +116,28 @@ def test_lambda_and_beta_zero_is_plain_training_bitwise(tmp_path):
     assert _fit(pulled, tmp_path / "pulled")[0] != plain_losses  # the term does act
 
 
+def test_lambda_zero_is_the_plain_loss_even_where_the_old_error_is_undefined():
+    x, y = rand(3, 1, 5), rand(3, 1, 5)
+    y[0] = 0.0  # a quiescent sample: its relative error is undefined
+    model = Scale(2.0)
+
+    def mse(m, batch):
+        return (m(batch[0]) - batch[1]).square().mean()
+
+    assert torch.equal(
+        FocalDistillation(mse, Scale(1.0), 0.1, strength=0.0)(model, (x, y)), mse(model, (x, y))
+    )
+
+
+def test_distillation_refuses_the_new_model_as_the_old_one_and_a_bad_error():
+    model = Scale(2.0)
+    with pytest.raises(ValueError, match="the new model is the old_model itself"):
+        FocalDistillation(zero_loss, model, tau=0.1)(model, (rand(2, 1, 4), rand(2, 1, 4)))
+    scalar = FocalDistillation(zero_loss, Scale(1.0), 0.1, error=lambda p, t: torch.tensor(0.0))
+    with pytest.raises(ValueError, match=r"error must return one value per sample, shape \(2,\)"):
+        scalar(Scale(2.0), (rand(2, 1, 4), rand(2, 1, 4)))
+
+
 def test_the_loss_forward_pass_is_reused():
     class Counting(Scale):
         calls = 0
@@ -231,6 +253,21 @@ def test_a_check_that_never_fires_gives_the_surrogate_exactly():
     assert torch.equal(result.output, surrogate(PARAMS)) and not fallback.calls
     assert result.surrogate_fraction == 1.0 and result.solved is None
     assert all(row["answered_by"] == "surrogate" and not row["fired"] for row in result.report())
+
+
+@pytest.mark.parametrize("checks", [[], [InputRange([-10.0, -10.0], [10.0, 10.0])]])
+def test_a_nan_answer_of_the_surrogate_is_never_trusted(checks):
+    def broken(params):
+        out = surrogate(params)
+        out[2] = float("nan")
+        return out
+
+    result = guard(broken, checks, solver)(PARAMS)
+    expected = surrogate(PARAMS)
+    expected[2] = solver(PARAMS[2:3])[0]
+    assert torch.equal(result.output, expected)
+    assert result.fallback.tolist() == [False, False, True, False, False, False]
+    assert result.report()[2]["fired"] == ["finite"] and result.surrogate_fraction == 5 / 6
 
 
 def test_a_check_that_always_fires_gives_the_fallback_exactly():

@@ -98,6 +98,13 @@ class FocalDistillation:
         self.unpack, self.error = unpack, error
 
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        if model is self.old_model:
+            raise ValueError(
+                "the new model is the old_model itself: distillation needs a separate copy "
+                "(the old one is frozen)"
+            )
+        if self.strength == 0:  # plain training: the old model is not consulted
+            return self.loss(model, batch)
         x, y = self.unpack(batch)
         seen: list[object] = []
 
@@ -113,13 +120,19 @@ class FocalDistillation:
         # reuse the loss's own forward on x: one forward per step (and one per step under DDP)
         new = seen[0] if len(seen) == 1 else model(x)
         old = self.old_outputs(x)
-        weights = focal_weights(self.error(old, y), self.tau, self.alpha, self.beta)
         if not isinstance(new, torch.Tensor) or new.shape != old.shape:
             got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
             raise ValueError(
                 f"the new model's output must be a tensor of the old model's shape "
                 f"{tuple(old.shape)}, got {got}"
             )
+        errors = self.error(old, y)
+        if not isinstance(errors, torch.Tensor) or tuple(errors.shape) != (old.shape[0],):
+            got = tuple(errors.shape) if isinstance(errors, torch.Tensor) else type(errors)
+            raise ValueError(
+                f"error must return one value per sample, shape ({old.shape[0]},), got {got}"
+            )
+        weights = focal_weights(errors, self.tau, self.alpha, self.beta)
         gap = (new - old.to(new.dtype)).square().flatten(1).mean(1)
         weights = weights.to(device=gap.device, dtype=gap.dtype)
         total = weights.sum().clamp_min(torch.finfo(gap.dtype).tiny)
@@ -130,6 +143,8 @@ class FocalDistillation:
         parameter = next(self.old_model.parameters(), None)
         if parameter is not None and parameter.device != x.device:
             self.old_model.to(x.device)
+        if parameter is not None and x.is_floating_point() and parameter.is_floating_point():
+            x = x.to(parameter.dtype)  # a float32 old model on a float64 batch
         with torch.no_grad():
             out = self.old_model(x)
         if not isinstance(out, torch.Tensor):

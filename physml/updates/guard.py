@@ -28,7 +28,9 @@ class GuardResult:
     ``output`` ``(batch, ...)``: the answers, in the surrogate's dtype and device; ``fired`` and
     ``scores`` ``(batch, checks)``: which check failed where and its score (float64); ``names``
     the checks' names in column order; ``sent_inputs`` and ``solved`` the inputs sent to the
-    fallback and its answers (the fallback's own dtype), in batch order.
+    fallback and its answers (the fallback's own dtype), in batch order; ``non_finite``
+    ``(batch,)``: the surrogate answered NaN or inf there (always sent to the fallback, reported
+    as ``"finite"``).
     """
 
     output: torch.Tensor
@@ -37,11 +39,13 @@ class GuardResult:
     names: tuple[str, ...]
     sent_inputs: torch.Tensor
     solved: torch.Tensor | None
+    non_finite: torch.Tensor | None = None
 
     @property
     def fallback(self) -> torch.Tensor:
         """``(batch,)`` booleans: the samples answered by the fallback."""
-        return self.fired.any(1)
+        fired = self.fired.any(1)
+        return fired if self.non_finite is None else fired | self.non_finite
 
     @property
     def surrogate_fraction(self) -> float:
@@ -54,6 +58,8 @@ class GuardResult:
         for i in range(self.fired.shape[0]):
             hits = zip(self.names, self.fired[i].tolist(), strict=True)
             fired = [name for name, hit in hits if hit]
+            if self.non_finite is not None and bool(self.non_finite[i]):
+                fired.insert(0, "finite")
             rows.append(
                 {
                     "sample": i,
@@ -110,7 +116,8 @@ class Guard:
             if results
             else torch.zeros(batch, 0, dtype=torch.float64, device=point.device)
         )
-        fails = fired.any(1)
+        non_finite = ~torch.isfinite(point.reshape(batch, -1)).all(1)  # never a trusted answer
+        fails = fired.any(1) | non_finite.to(fired.device)
         output, sent_inputs, solved = point, inputs[fails.to(inputs.device)], None
         if fails.any():
             solved = self.fallback(sent_inputs)
@@ -125,7 +132,7 @@ class Guard:
             output[fails.to(point.device)] = solved.to(point.dtype).to(point.device)
             self.sent.append((sent_inputs, solved))
         names = tuple(c.name for c in self.checks)
-        return GuardResult(output, fired, scores, names, sent_inputs, solved)
+        return GuardResult(output, fired, scores, names, sent_inputs, solved, non_finite)
 
     def collected(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(inputs, answers)`` the fallback gave since the last :meth:`clear` — training pairs
