@@ -117,6 +117,32 @@ def test_training_lowers_the_loss_on_a_toy_batch(name):
     assert sum(report.losses[-3:]) / 3 < 0.7 * report.losses[0]
 
 
+def test_a_forecaster_with_other_output_channels_trains_and_is_scored():
+    from physml.models import Earthformer
+
+    torch.manual_seed(0)
+    model = Earthformer((2, 1, 8, 8), (3, 2, 8, 8), base_units=8, num_heads=2, depth=(1,))
+    x, y = torch.rand(6, 2, 1, 8, 8), torch.rand(6, 3, 2, 8, 8)  # 1 channel in, 2 out
+    assert train_forecaster(model, x, y, max_steps=2, batch_size=3).steps == 2
+    scores = evaluate_forecaster(model, x, y)
+    assert scores.mse_per_lead.shape == (3,) and scores.mse > 0
+    with pytest.raises(ValueError, match="model must return the targets' shape"):
+        train_forecaster(model, x, torch.rand(6, 3, 1, 8, 8), max_steps=1)
+
+
+@pytest.mark.parametrize("name", [*LEARNED, "earthformer"])
+def test_float64_frames_go_through_a_float32_network(name):
+    from physml.models import Earthformer
+
+    torch.manual_seed(0)
+    if name == "earthformer":
+        model = Earthformer((3, 1, 8, 8), (3, 1, 8, 8), base_units=8, num_heads=2, depth=(1,))
+    else:
+        model = build(name, 3, 3, 1)
+    x = torch.rand(2, 3, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(model(x), model(x.float()), rtol=0, atol=0)
+
+
 def test_parameter_free_models_are_returned_untouched():
     x, y = toy_sequences()
     report = train_forecaster(Persistence(3), x, y, max_steps=5)
@@ -353,7 +379,7 @@ def test_training_loop_rejects_bad_requests():
         train_forecaster(model, x, y)
     with pytest.raises(ValueError, match="targets must match inputs"):
         train_forecaster(model, x, y[:2], max_steps=1)
-    with pytest.raises(ValueError, match="targets must have 1 channel"):
+    with pytest.raises(ValueError, match="model must return the targets' shape"):
         train_forecaster(model, x, torch.cat([y, y], 2), max_steps=1)
     with pytest.raises(ValueError, match="model must return the targets' shape"):
         train_forecaster(model, x, y[:, :2], max_steps=1)

@@ -133,6 +133,11 @@ def test_autoencoder_shapes_and_default_compression():
         model.encode(torch.rand(2, 3, 1, 30, 30))
     with pytest.raises(ValueError, match="downsample must be a power of 2"):
         FrameAutoencoder(downsample=3)
+    torch.testing.assert_close(model.encode(x.double()), z, rtol=0, atol=0)  # cast to float32
+    poisoned = x.clone()
+    poisoned[1, 0, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match="frames contains NaN or inf values"):
+        model.encode(poisoned)
 
 
 def test_calibrated_latents_are_standardised_and_invert():
@@ -145,6 +150,8 @@ def test_calibrated_latents_are_standardised_and_invert():
     assert torch.allclose(per_channel.std(1), torch.ones(2), atol=1e-5)
     assert torch.allclose(prediff.decode(z), prediff.autoencoder(video), atol=1e-5)
     assert not any(p.requires_grad for p in prediff.autoencoder.parameters())
+    with pytest.raises(TypeError, match="frames must be a tensor"):
+        prediff.calibrate([video])
 
 
 # -------------------------------------------------------------------------------- sampler

@@ -138,7 +138,7 @@ class UNet(nn.Module):
         self.periodic = pad_circularly(self, periodic)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_sequence("x", x, self.channels, self.in_frames)
+        x = check_sequence("x", x, self.channels, self.in_frames).to(self.head.weight.dtype)
         batch, _, _, height, width = x.shape
         multiple = 2**self.depth
         if height % multiple or width % multiple:
@@ -238,7 +238,7 @@ class ConvLSTM(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_sequence("x", x, self.channels)
+        x = check_sequence("x", x, self.channels).to(self.head.weight.dtype)
         batch, steps, _, height, width = x.shape
         if height % self.patch or width % self.patch:
             raise ValueError(

@@ -330,9 +330,11 @@ class Earthformer(nn.Module):
                 f"x must have shape (B, T, C, H, W) = (B, {', '.join(map(str, expected))}), "
                 f"got {tuple(x.shape)}{hint}"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"x is empty: shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():  # attention would spread one NaN over the whole forecast
             raise ValueError("x contains NaN or inf values")
-        return x
+        return x.to(self.stem_fine[0].weight.dtype)  # float64 frames into a float32 network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, T_in, C_in, H, W)`` -> forecast ``(B, T_out, C_out, H, W)``."""

@@ -66,7 +66,7 @@ class ForecastScores:
 def _check_pairs(inputs: object, targets: object, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     names = ("inputs", "targets") if what == "train" else (f"{what}[0]", f"{what}[1]")
     x = check_sequence(names[0], inputs)
-    y = check_sequence(names[1], targets, channels=x.shape[2])
+    y = check_sequence(names[1], targets)  # its channels are the model's output's (checked there)
     for name, tensor in zip(names, (x, y), strict=True):
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{name} contains NaN or inf values")

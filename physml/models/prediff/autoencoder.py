@@ -117,7 +117,10 @@ class FrameAutoencoder(nn.Module):
             raise ValueError(
                 f"{name} must have H and W divisible by downsample={multiple}, got {tuple(x.shape)}"
             )
-        return x
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf values")
+        parameter = next(self.parameters(), None)
+        return x if parameter is None else x.to(parameter.dtype)  # float64 frames: the net's
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(..., C, H, W)`` (e.g. ``(B, T, C, H, W)``) → latents ``(..., c, h, w)``."""

@@ -141,6 +141,8 @@ class PreDiff(nn.Module):
         """Set the per-channel latent mean and std from frames ``(N, T, C, H, W)`` and freeze
         the autoencoder (stage 2 trains the denoiser on these latents)."""
         positive_int("batch", batch)
+        if not isinstance(frames, torch.Tensor):
+            raise TypeError(f"frames must be a tensor (N, T, C, H, W), got {type(frames).__name__}")
         self.autoencoder.eval()
         device = self.latent_mean.device
         latents = torch.cat(
