@@ -1686,7 +1686,19 @@ MODEL_CASES = [
         "ensemble-min-variance-zero",
         lambda c: DeepEnsemble(3, min_variance=0.0),
         ValueError,
-        r"min_variance must be a number > 0",
+        r"min_variance must be a finite number > 0",
+    ),
+    case(
+        "ensemble-min-variance-inf",
+        lambda c: DeepEnsemble(3, min_variance=float("inf")),
+        ValueError,
+        r"min_variance must be a finite number > 0, got inf",
+    ),
+    case(
+        "ensemble-sample-seed-not-an-integer",
+        lambda c: DeepEnsemble(3).sample(torch.zeros(2, 3), 2, seed="a"),
+        ValueError,
+        r"seed must be an integer >= 0, got 'a'",
     ),
     case(
         "ensemble-kind-unknown",

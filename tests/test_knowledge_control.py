@@ -246,6 +246,9 @@ def test_mismatches_found_while_sampling_are_constraint_errors():
         constrain(ToySampler(), wrong_tail)(z0, steps=1)
     with pytest.raises(ConstraintError, match="ReverseStep with a denoise"):
         constrain(IntSampler(), KnowledgeControl(mean_of_frames, torch.zeros(3)))(z0, steps=1)
+    detached = KnowledgeControl(lambda z: z.detach().mean(-1), torch.zeros(3), 1.0)
+    with pytest.raises(ConstraintError, match="quantity must be differentiable"):
+        constrain(ToySampler(), detached)(z0, steps=1)
     scalar = KnowledgeControl(lambda frames: frames.sum(), torch.zeros(3), on="frames")
     with pytest.raises(ConstraintError, match="quantity must return one value per sample"):
         constrain(ToySampler(), scalar)(z0, steps=1)

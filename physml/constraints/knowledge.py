@@ -138,6 +138,11 @@ class KnowledgeControl(Constraint):
                 1, *target.shape, *([1] * (value.ndim - 1 - target.ndim))
             )
             miss = (value - aligned).square().reshape(members, batch, -1).sum(-1)  # ‖r_i‖²
+            if not miss.requires_grad:
+                raise ConstraintError(
+                    "quantity must be differentiable in the frames it is given (no .detach(), "
+                    "no numpy): KnowledgeControl steers along its gradient"
+                )
             (gradient,) = torch.autograd.grad(0.5 * miss.sum(), z)
         if not torch.isfinite(gradient).all():
             raise ConstraintError(_diverged(t, None, self.normalized))

@@ -329,6 +329,8 @@ def _standard_normal(
     shape: Sequence[int], generator: torch.Generator | None, like: torch.Tensor
 ) -> torch.Tensor:
     """``N(0, 1)`` draws on ``like``'s device, reproducible from a generator on any device."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator is None:
         return torch.randn(tuple(shape), device=like.device, dtype=like.dtype)
     draws = torch.randn(tuple(shape), generator=generator, device=generator.device)

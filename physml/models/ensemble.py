@@ -86,8 +86,8 @@ class DeepEnsemble(nn.Module):
             raise ValueError(f"members must be an integer >= 2, got {members}")
         _positive_int("width", width)
         _positive_int("depth", depth)
-        if not isinstance(min_variance, (int, float)) or not min_variance > 0:
-            raise ValueError(f"min_variance must be a number > 0, got {min_variance!r}")
+        if not isinstance(min_variance, (int, float)) or not 0 < min_variance < float("inf"):
+            raise ValueError(f"min_variance must be a finite number > 0, got {min_variance!r}")
         self.config = {
             "in_features": in_features,
             "members": members,
@@ -175,6 +175,8 @@ class DeepEnsemble(nn.Module):
     def sample(self, inputs: torch.Tensor, n: int, seed: int = 0) -> Ensemble:
         """``n`` draws ``(n, ...)`` from the mixture: a member at random, then its Gaussian."""
         _positive_int("n", n)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         with torch.no_grad():
             means, variances = self.member_outputs(inputs)
             generator = torch.Generator().manual_seed(_derived_seed(seed))
