@@ -297,23 +297,34 @@ def _integer(given: object) -> int | None:
         return None
 
 
-def item_index(given: object, count: int, what: str = "samples") -> int:
-    """A dataset item's index in ``[0, count)``; negative ones count from the end."""
+def _index(given: object, count: int, not_integer: str, out_of_range: str) -> int:
+    """``given`` as an index in ``[0, count)`` (negative ones count from the end), else a
+    ``TypeError``/``IndexError`` with the message given (``{index}`` stands for the value)."""
     index = _integer(given)
     if index is None:
-        raise TypeError(f"index must be an integer, got {given!r}")
+        raise TypeError(not_integer)
     if not -count <= index < count:
-        raise IndexError(f"index {index} out of range for {count} {what}")
+        raise IndexError(out_of_range.format(index=index))
     return index % count
+
+
+def item_index(given: object, count: int, what: str = "samples") -> int:
+    """A dataset item's index in ``[0, count)``; negative ones count from the end."""
+    return _index(
+        given,
+        count,
+        f"index must be an integer, got {given!r}",
+        f"index {{index}} out of range for {count} {what}",
+    )
 
 
 def _time_index(name: str, given: int, count: int) -> int:
-    index = _integer(given)
-    if index is None:
-        raise TypeError(f"{name} must be an integer index of one of {count} times, got {given!r}")
-    if not -count <= index < count:
-        raise IndexError(f"{name} must index one of {count} times, got {index}")
-    return index % count
+    return _index(
+        given,
+        count,
+        f"{name} must be an integer index of one of {count} times, got {given!r}",
+        f"{name} must index one of {count} times, got {{index}}",
+    )
 
 
 def _grid_channels(data: PDEData) -> torch.Tensor:
