@@ -342,6 +342,11 @@ def test_bad_input_names_the_argument():
             torch.zeros(1, dtype=torch.long),
             torch.rand(1, T_IN, *LATENT),
         )
+    with pytest.raises(ValueError, match=r"t must be an integer tensor .* got torch.float32"):
+        denoiser("conv")(torch.rand(1, T_OUT, *LATENT), torch.ones(1), torch.rand(1, T_IN, *LATENT))
+    for widths in ((8.7,), ("a",)):
+        with pytest.raises(TypeError, match="widths must be an integer >= 1"):
+            ConvDenoiser(T_IN, T_OUT, LATENT, widths=widths)
 
 
 # --------------------------------------------------------------------------------- training

@@ -385,8 +385,11 @@ def test_calibrate_puts_the_threshold_at_the_score_quantile():
     assert not check(torch.zeros(5), u)[0].any()  # level 1 passes every calibration sample
     assert check.calibrate(torch.zeros(5), u, 0.5).threshold == 2.0
     assert check(torch.zeros(5), u)[0].tolist() == [False, False, False, True, True]
-    for level in (0.0, 1.5, "high", True):
+    for level in (0.0, 1.5):
         with pytest.raises(ValueError, match="level must be in"):
+            check.calibrate(torch.zeros(5), u, level)
+    for level in ("high", True, torch.tensor(0.5)):
+        with pytest.raises(TypeError, match=r"level must be a number in \(0, 1\], got"):
             check.calibrate(torch.zeros(5), u, level)
     for inputs in (torch.zeros(0), torch.tensor(1.0), [0.0] * 5):  # nothing to take a quantile of
         with pytest.raises(ValueError, match="inputs must be a non-empty batch"):
@@ -465,8 +468,13 @@ def test_guard_rejects_bad_calls():
         guard(surrogate, [INSIDE], solver)([1.0, 2.0])
     with pytest.raises(ValueError, match="fallback must answer the 2 inputs"):
         guard(surrogate, [INSIDE], lambda p: torch.zeros(len(p), 5))(PARAMS)
-    with pytest.raises(ValueError, match="parameters must be"):
+    with pytest.raises(ValueError, match=r"inputs must be \(6, 1\) \(batch, P\)"):
         guard(surrogate, [InputRange([0.0], [1.0])], solver)(PARAMS)
+    with pytest.raises(ValueError, match="inputs contains NaN"):  # no parameters= was given
+        guard(surrogate, [INSIDE], solver)(PARAMS * float("nan"))
+    first = InputRange([0.0], [1.0], parameters=lambda p: p[:, :2])
+    with pytest.raises(ValueError, match=r"parameters\(inputs\) must be \(6, 1\)"):
+        guard(surrogate, [first], solver)(PARAMS)
     with pytest.raises(TypeError, match="retrain must be callable"):
         refine(guard(surrogate, [INSIDE], solver), PARAMS, None)
 

@@ -60,7 +60,9 @@ class Check:
         """Set ``threshold`` to the ``level`` quantile (in ``(0, 1]``; 1: the largest) of the
         scores on samples the surrogate is trusted on, e.g. in-range validation inputs and its
         predictions there, so that it fails about ``1 − level`` of such samples. Returns itself."""
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level <= 1:
+        if isinstance(level, bool) or not isinstance(level, (int, float)):
+            raise TypeError(f"level must be a number in (0, 1], got {type(level).__name__}")
+        if not 0 < level <= 1:
             raise ValueError(f"level must be in (0, 1], got {level!r}")
         if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0 or inputs.shape[0] == 0:
             got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
@@ -138,10 +140,11 @@ class InputRange(Check):
 
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         raw = inputs if self.parameters is None else self.parameters(inputs)
-        values = as_tensor("parameters", raw, f"(batch, {self.lower.numel()})", 2)
+        name = "inputs" if self.parameters is None else "parameters(inputs)"
+        values = as_tensor(name, raw, f"(batch, {self.lower.numel()})", 2)
         if values.shape[1] != self.lower.numel() or values.shape[0] != inputs.shape[0]:
             raise ValueError(
-                f"parameters must be ({inputs.shape[0]}, {self.lower.numel()}) (batch, P), got "
+                f"{name} must be ({inputs.shape[0]}, {self.lower.numel()}) (batch, P), got "
                 f"{tuple(values.shape)}"
             )
         lower, upper = self.lower.to(values.device), self.upper.to(values.device)

@@ -90,10 +90,12 @@ def check_denoiser_inputs(
             f"context must have z_t's batch {z_t.shape[0]}, got {tuple(context.shape)}"
         )
     if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.shape != z_t.shape[:1]:
-        raise ValueError(
-            f"t must be an integer tensor of shape ({z_t.shape[0]},), got "
-            f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+        got = (
+            f"{t.dtype} of shape {tuple(t.shape)}"
+            if isinstance(t, torch.Tensor)
+            else type(t).__name__
         )
+        raise ValueError(f"t must be an integer tensor of shape ({z_t.shape[0]},), got {got}")
     return z_t, t, context
 
 
@@ -146,7 +148,7 @@ class ConvDenoiser(nn.Module):
         self.context_frames = positive_int("context_frames", context_frames)
         self.target_frames = positive_int("target_frames", target_frames)
         self.latent_shape = _latent_shape(latent_shape)
-        widths = [positive_int("widths", int(w)) for w in widths]
+        widths = [positive_int("widths", w) for w in widths]
         if not widths:
             raise ValueError("widths must name at least one level")
         positive_int("blocks", blocks)
