@@ -314,9 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     training_commands.add_parsers(subparsers)
 
-    run = subparsers.add_parser("run", help="run one registered task at full size")
+    run = subparsers.add_parser(
+        "run",
+        help="run one registered task at full size",
+        description="Run one registered task: its table of targets, figures and an index.html "
+        "under --out. `physml list` names the tasks and says what each does.",
+    )
     run.add_argument("task", help="task name (see `physml list`)")
-    run.add_argument("--size", choices=("toy", "full"), default="full")
+    run.add_argument(
+        "--size",
+        choices=("toy", "full"),
+        default="full",
+        help="full (default): the task's real scale; toy: a smoke run of every stage (the "
+        "scale `physml demo` runs)",
+    )
     _add_task_options(run, "physml_output")
 
     demo = subparsers.add_parser("demo", help="a quick tour: every demo task at toy size")
