@@ -12,6 +12,7 @@ Solver modules define their recipes in a module-level list ``PROBLEMS``; this mo
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -73,6 +74,8 @@ class Problem:
                 raise ValueError(
                     f"{self.name}: option {key} must be a {option.type.__name__}, got {value!r}"
                 ) from None
+            if isinstance(result[key], float) and not math.isfinite(result[key]):
+                raise ValueError(f"{self.name}: option {key} must be finite, got {value!r}")
         return result
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:

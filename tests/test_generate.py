@@ -96,6 +96,8 @@ def test_a_solver_recipe_gives_the_same_samples_to_round_off_in_any_chunks(tmp_p
 
 def test_a_setting_only_the_solver_refuses_leaves_no_work_folder(tmp_path):
     out = tmp_path / "refused.h5"
+    with pytest.raises(ValueError, match="heat: option amplitude must be finite, got nan"):
+        generate_dataset("heat", out, n=1, nx=17, nt=3, amplitude=float("nan"), progress=False)
     with pytest.raises(ValueError, match="sigma"):
         generate_dataset("burgers", out, n=2, nx=16, nt=3, sigma=-1.0, progress=False)
     assert not (tmp_path / "refused.h5.partial").exists()
