@@ -1,4 +1,4 @@
-"""The ``physml`` command line: generate, train, evaluate, run, demo and list."""
+"""The ``physml`` command line: generate, merge, convert, train, evaluate, run, demo and list."""
 
 from __future__ import annotations
 
