@@ -10,6 +10,11 @@ import os
 import torch
 
 
+class NonFiniteError(ValueError):
+    """A tensor argument holding NaN or inf (a ``ValueError``, typed so that a caller can tell
+    it from other bad values, e.g. a training loop telling divergence from a bad loss)."""
+
+
 def as_tensor(
     name: str,
     value: object,
@@ -40,7 +45,7 @@ def as_tensor(
         raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
     tensor = tensor.to(dtype=dtype, device=device if device is not None else tensor.device)
     if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+        raise NonFiniteError(f"{name} contains NaN or inf values")
     return tensor
 
 

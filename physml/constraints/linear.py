@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .._checks import as_tensor
 from ..errors import ConstraintError
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint
@@ -62,21 +63,14 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
 
 
 def _check_target(b: object, k: int, name: str = "b") -> torch.Tensor:
-    try:
-        b = torch.as_tensor(b)
-    except (TypeError, ValueError, RuntimeError):
-        raise ConstraintError(
-            f"{name} must be a tensor (or numbers) of shape (..., {k}), got {type(b).__name__}"
-        ) from None
-    if b.is_complex() or b.dtype == torch.bool:
-        raise ConstraintError(f"{name} must hold real numbers, got dtype {b.dtype}")
-    b = b.to(F64)
+    try:  # real, finite, float64: the shared argument check, as a ConstraintError
+        b = as_tensor(name, b, f"(..., {k})", None)
+    except (TypeError, ValueError) as error:
+        raise ConstraintError(str(error)) from None
     if b.ndim == 0 or b.shape[-1] not in (1, k):
         raise ConstraintError(
             f"{name} must have shape (..., {k}) to match G's {k} rows, got {tuple(b.shape)}"
         )
-    if not torch.isfinite(b).all():
-        raise ConstraintError(f"{name} contains NaN or inf values")
     return b
 
 

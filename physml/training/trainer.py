@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from pdes.checks import positive_int
 
+from .._checks import NonFiniteError
 from .._checks import device as checked_device
 from .checkpoint import (
     CheckpointError,
@@ -257,7 +258,7 @@ class Trainer:
                 try:
                     loss = self.loss(trained, batch)
                 except ValueError as error:  # e.g. a loss refusing a NaN prediction
-                    blown = step > 0 and "NaN or inf" in str(error)  # the toolkit's own wording
+                    blown = step > 0 and isinstance(error, NonFiniteError)
                     if not blown and _finite_weights(trained):
                         raise
                     raise _diverged(step, str(error)) from None
