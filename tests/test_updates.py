@@ -268,6 +268,7 @@ def test_a_nan_answer_of_the_surrogate_is_never_trusted(checks):
     assert torch.equal(result.output, expected)
     assert result.fallback.tolist() == [False, False, True, False, False, False]
     assert result.report()[2]["fired"] == ["finite"] and result.surrogate_fraction == 5 / 6
+    assert result.counts() == {"finite": 1, **{check.name: 0 for check in checks}}
 
 
 def test_a_check_that_always_fires_gives_the_fallback_exactly():

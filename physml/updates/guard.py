@@ -71,8 +71,12 @@ class GuardResult:
         return rows
 
     def counts(self) -> dict[str, int]:
-        """How many samples each check failed (a sample may fail several)."""
-        return dict(zip(self.names, self.fired.sum(0).tolist(), strict=True))
+        """How many samples each check failed (a sample may fail several), and ``"finite"``
+        where the surrogate answered NaN or inf somewhere."""
+        counts = dict(zip(self.names, self.fired.sum(0).tolist(), strict=True))
+        if self.non_finite is not None and bool(self.non_finite.any()):
+            counts = {"finite": int(self.non_finite.sum()), **counts}
+        return counts
 
 
 class Guard:
