@@ -778,10 +778,76 @@ def test_woodbury_pinned_conditioning_equals_the_dense_conditioning():
     assert (torch.linalg.eigvalsh(cov) > 0).all()
     active = torch.rand(4, 12, generator=gen) < 0.4
     pinned, L = _pinned_system(cov, active)
-    dense = _pinned_mean(mean, cov, active, pinned, L)
+    dense, dense_weights = _pinned_mean(mean, cov, active, pinned, L)
     dense_cov = cov - cov @ torch.cholesky_solve(pinned[:, :, None] * cov, L)
-    new_mean, new_variance, cholesky = _low_rank_condition(mean, variance, factor, active)
+    new_mean, new_variance, cholesky, weights = _low_rank_condition(mean, variance, factor, active)
     new_factor = _low_rank_factor(factor, cholesky, active)
     assert torch.allclose(new_mean, dense, atol=1e-12)
+    assert torch.allclose(weights, dense_weights, atol=1e-12)
     low_rank = torch.diag_embed(new_variance) - new_factor @ new_factor.transpose(-1, -2)
     assert torch.allclose(low_rank, dense_cov, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nonnegativity_of_a_correlated_gaussian_is_the_mahalanobis_projection(seed):
+    """Strong correlations make pinning every negative point pin too many; the answer must meet
+    the projection's optimality conditions: u >= 0, u = 0 on the active set, and multipliers
+    ν = Σ⁻¹(u − m) >= 0 there and 0 elsewhere (a certificate for a convex program)."""
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 12
+    x = torch.linspace(0, 1, n, dtype=F64)
+    A = torch.randn(n, n, generator=gen, dtype=F64)
+    cov = 0.5 * torch.exp(-((x[:, None] - x[None, :]) ** 2) / 0.2) + 0.3 * A @ A.T / n
+    cov = cov + 1e-3 * torch.eye(n, dtype=F64)
+    mean = 0.7 * torch.randn(n, generator=gen, dtype=F64)
+    out = through(NonNegative(), Gaussian(mean, cov))
+    u = out.mean
+    nu = torch.linalg.solve(cov, u - mean)
+    scale = nu.abs().max()
+    pinned = u == 0
+    assert (u >= 0).all() and pinned.any()
+    assert (nu[pinned] >= -1e-9 * scale).all()
+    assert (nu[~pinned].abs() <= 1e-9 * scale).all()
+    conditioned = cov - cov[:, pinned] @ torch.linalg.solve(cov[pinned][:, pinned], cov[pinned])
+    assert torch.allclose(out.dense_cov(), conditioned, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [3, 13, 39])
+def test_nonnegativity_after_two_exact_rows_is_the_projection_keeping_them(seed):
+    """Two exact rows (one of mixed sign) leave a singular posterior; pinning every negative
+    point can make the pinned block singular (seed 39) or pin a point the optimum leaves free
+    (seeds 3, 13). The answer must be the prior-metric projection onto {G u = b, u >= 0}."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 17
+    mean = torch.randn(5, n, generator=gen, dtype=F64) + 0.3
+    variance = 0.05 + torch.rand(5, n, generator=gen, dtype=F64)
+    G = torch.stack(
+        [torch.rand(n, generator=gen, dtype=F64) + 0.1, torch.linspace(-3, 3, n, dtype=F64)]
+    )
+    b = mean.clamp_min(0) @ G.T  # met by a non-negative field: feasible
+    posterior = through(LinearConstraint(G, b), Gaussian(mean, variance))
+    out = through(NonNegative(), posterior)
+    assert (out.mean >= 0).all()
+    assert torch.allclose(out.mean @ G.T, b, atol=1e-10)
+    dense = through(NonNegative(), Gaussian(posterior.mean, posterior.dense_cov()))
+    assert torch.allclose(out.mean, dense.mean, atol=1e-10)
+    assert torch.allclose(out.dense_cov(), dense.dense_cov(), atol=1e-10)
+    assert isinstance(out.cov, LowRankCovariance) == (seed != 39)  # Woodbury fails at 39
+    for s in range(5):
+        m, d = mean[s].numpy(), variance[s].numpy()
+        result = scipy_optimize.minimize(
+            lambda u, m=m, d=d: ((u - m) ** 2 / d).sum(),
+            np.clip(m, 0, None),
+            jac=lambda u, m=m, d=d: 2 * (u - m) / d,
+            constraints=[{"type": "eq", "fun": lambda u, s=s: G.numpy() @ u - b[s].numpy()}],
+            bounds=[(0, None)] * n,
+            method="SLSQP",
+            options={"ftol": 1e-15, "maxiter": 1000},
+        )
+        assert result.success
+        assert np.allclose(out.mean[s].numpy(), result.x, atol=1e-6)

@@ -1,11 +1,15 @@
 """Non-negativity as a second step after a conservation update (ProbConserv's optional step).
 
-Conditioning a Gaussian on ``u_i = 0`` for the points ``i`` whose mean is negative pulls them to
-zero through the covariance — the other points make up the difference in proportion to how
-strongly they co-vary. Repeating with the union of all points ever found negative (an active set)
-ends with a mean ``>= 0``; when the active set is the optimal one this is the Mahalanobis projection
-onto ``{u >= 0}`` within the constraints already imposed. Because conditioning composes, applying
-it to a posterior that meets ``G u = b`` exactly (``σ = 0``) keeps ``G u = b`` exactly.
+Conditioning a Gaussian on ``u_i = 0`` for the points ``i`` of a set ``A`` pulls them to zero
+through the covariance — the other points make up the difference in proportion to how strongly
+they co-vary. With the right ``A`` the conditioned mean is the Mahalanobis projection of the mean
+onto ``{u >= 0}`` within the constraints already imposed: ``u = m + Σ ν`` with multipliers
+``ν >= 0`` on ``A``, zero off it, and ``u >= 0``. Pinning every point found negative, round after
+round, usually finds that set; where strong correlations make a pinned point's multiplier negative
+(pinning it pushed another point up more than needed), the set is found exactly by an active-set
+method (Lawson–Hanson) on the dual ``min_{ν >= 0} ½ νᵀΣν + mᵀν``, which needs no ``Σ⁻¹``. Because
+conditioning composes, applying it to a posterior that meets ``G u = b`` exactly (``σ = 0``) keeps
+``G u = b`` exactly.
 
 An ensemble carries no covariance that could hold the rows, and clipping its negative values
 breaks them (Janjić et al., MWR 2014): each member ``x`` becomes instead the solution of the
@@ -39,6 +43,12 @@ feasible, ill-conditioned solve stays well below; an infeasible one misses by or
 ROW_TOLERANCE = 1e-9
 """Relative miss of a member's kept row (to ``Σ_j w_j |x_j|``) beyond which the exact
 solution is judged to have failed; round-off stays far below."""
+KKT_TOLERANCE = 1e-9
+"""A pinned point whose multiplier is below ``-KKT_TOLERANCE`` times the slice's largest one
+marks its active set as not optimal (round-off in an optimal one stays far below)."""
+ROUND_OFF = 1e-12
+"""Values of a conditioned mean above ``-ROUND_OFF`` times the slice's largest ``|mean|`` count as
+zero: pinning them would chase round-off."""
 INFEASIBLE = (
     "non-negativity is infeasible here: the points to pin at zero have (nearly) no variance "
     "left, or pinning them contradicts the constraints already imposed"
@@ -71,24 +81,71 @@ def _pinned_system(cov: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tenso
     return pinned, L
 
 
-def _pinned_mean(mean, cov, active, pinned, L) -> torch.Tensor:
-    """Means ``(s, n)`` conditioned on ``u_i = 0`` where ``active``: exact zeros there."""
-    weights = torch.cholesky_solve((pinned * mean)[..., None], L)  # zero off the active set
+def _pinned_mean(mean, cov, active, pinned, L) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means ``(s, n)`` conditioned on ``u_i = 0`` where ``active`` (exact zeros there) and the
+    weights ``Σ_AA⁻¹ m_A`` ``(s, n)`` that moved them (zero off the active set; ``−ν``)."""
+    weights = torch.cholesky_solve((pinned * mean)[..., None], L)
     moved = (cov @ weights)[..., 0]
     _check_pinned(moved, mean, active)
-    return torch.where(active, 0.0, mean - moved)
+    return torch.where(active, 0.0, mean - moved), weights[..., 0]
+
+
+def _not_optimal(weights: torch.Tensor) -> torch.Tensor:
+    """Slices ``(s,)`` whose active set holds a point with a negative multiplier ``ν = −w``."""
+    scale = weights.abs().amax(-1)
+    return (weights > KKT_TOLERANCE * scale[..., None]).any(-1)
+
+
+def _snapped(new_mean: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``new_mean`` ``(s, n)`` with round-off negatives (above ``-ROUND_OFF`` times the slice's
+    largest ``|mean|``) set to zero: the active-set search stops short of pinning them."""
+    floor = ROUND_OFF * mean.abs().amax(-1, keepdim=True)
+    return torch.where((new_mean < 0) & (new_mean >= -floor), 0.0, new_mean)
+
+
+def _optimal_active(mean: torch.Tensor, cov: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """The active set ``(n,)`` of ``min_{ν >= 0} ½ νᵀΣν + mᵀν`` for one slice (Lawson–Hanson):
+    add the most negative point of ``u = m + Σν``; when the free solve makes a multiplier
+    non-positive, step back to where the first one reaches zero and release it."""
+    n = mean.shape[-1]
+    floor = max(tolerance, ROUND_OFF * mean.abs().max().item())
+    passive = torch.zeros(n, dtype=torch.bool)
+    nu, u = torch.zeros_like(mean), mean.clone()
+    for _ in range(3 * n):
+        candidates = ~passive & (u < -floor)
+        if not bool(candidates.any()):
+            return passive
+        passive[torch.where(candidates, u, torch.inf).argmin()] = True
+        for _ in range(n + 1):
+            index = passive.nonzero().flatten()
+            L, info = torch.linalg.cholesky_ex(cov[index][:, index])
+            if info > 0:
+                raise ConstraintError(INFEASIBLE)
+            free = torch.zeros_like(mean)
+            free[index] = torch.cholesky_solve(-mean[index, None], L)[:, 0]
+            if bool((free[index] > 0).all()):
+                nu = free
+                break
+            blocking = (passive & (free <= 0)).nonzero().flatten()
+            gap = nu[blocking] - free[blocking]
+            ratios = torch.where(gap > 0, nu[blocking] / gap.clamp_min(1e-300), 0.0)
+            nu = nu + ratios.min() * (free - nu)
+            nu[blocking[ratios.argmin()]] = 0.0
+            passive &= nu > 0
+        u = mean + cov @ nu
+    raise ConstraintError("NonNegative's active-set search did not converge")
 
 
 def _low_rank_condition(mean, variance, factor, active):
     """``N(mean, diag(variance) − F Fᵀ)`` slices ``(s, n)`` conditioned on ``u_i = 0`` where
-    ``active``, by Woodbury, ``O(n k²)`` a slice: ``(mean, variance, L)``, the new factor left to
-    :func:`_low_rank_factor` (the active-set search needs only the mean).
+    ``active``, by Woodbury, ``O(n k²)`` a slice: ``(mean, variance, L, weights)``, the new
+    factor left to :func:`_low_rank_factor` (the active-set search needs only the mean).
 
     With ``C = I − F_AᵀD_A⁻¹F_A = L Lᵀ``, ``Σ_AA⁻¹ = D_A⁻¹ + D_A⁻¹F_A C⁻¹ F_AᵀD_A⁻¹`` gives the
     mean, and off the active set ``Σ′ = D − F C⁻¹ Fᵀ`` (``I + F_AᵀΣ_AA⁻¹F_A = C⁻¹``): the new
     factor is ``F L⁻ᵀ``, zero on the active set with the variance. ``None`` where that does not
     hold (no variance at a pinned point, or ``C`` not positive definite): the dense route then
-    decides.
+    decides. Last, the weights ``Σ_AA⁻¹ m_A`` (``−ν``, for the optimality check).
     """
     pinned = active.to(variance.dtype)
     if bool((active & (variance <= 0)).any()):
@@ -106,7 +163,7 @@ def _low_rank_condition(mean, variance, factor, active):
     covariance_times = variance * weights - (factor @ (factor_t @ weights[..., None]))[..., 0]
     _check_pinned(covariance_times, mean, active)
     new_mean = torch.where(active, 0.0, mean - covariance_times)
-    return new_mean, torch.where(active, 0.0, variance), L
+    return new_mean, torch.where(active, 0.0, variance), L, weights
 
 
 def _low_rank_factor(factor: torch.Tensor, L: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -186,8 +243,8 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
 
 
 class NonNegative(Constraint):
-    """``u >= 0`` for Gaussian outputs, by an active set of points conditioned to zero, and for
-    ensembles (member by member) and tensors, keeping a conservation row exact (module
+    """``u >= 0`` for Gaussian outputs, by the optimal active set of points conditioned to zero
+    (the Mahalanobis projection of the mean), and for ensembles (member by member) and tensors, keeping a conservation row exact (module
     docstring).
 
     Args:
@@ -205,7 +262,8 @@ class NonNegative(Constraint):
     diagonal base (a conservation update's posterior) stays low rank, each iteration ``O(n k²)``
     a slice (one row of one sign and ``tolerance = 0``: no iterations, one sorted pass);
     otherwise the covariance is dense ``(..., n, n)`` and each iteration one batched solve over
-    all slices.
+    all slices. A slice whose grown set is not optimal is searched again on its own
+    (Lawson–Hanson, one small solve per step).
     """
 
     def __init__(
@@ -329,18 +387,39 @@ class NonNegative(Constraint):
                 return kept
         all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
         means, covs, active = means[rows], all_covs[rows], active[rows]
-        for _ in range(n):
-            pinned, L = _pinned_system(covs, active)
-            new_mean = _pinned_mean(means, covs, active, pinned, L)
-            negative = new_mean < -self.tolerance
-            if not bool(negative.any()):
-                break
-            active |= negative
+        try:
+            active, wrong = self._grown(means, covs, active)
+        except ConstraintError:  # pinning every negative point may over-constrain a slice
+            wrong = torch.ones(len(rows), dtype=torch.bool)
+        if bool(wrong.any()):
+            active = self._exact_active(means, covs, active, wrong)
+        pinned, L = _pinned_system(covs, active)
+        new_mean = _snapped(_pinned_mean(means, covs, active, pinned, L)[0], means)
         new_cov = covs - covs @ torch.cholesky_solve(pinned[:, :, None] * covs, L)  # Σ_A· removed
         new_mean = mean.reshape(-1, n).index_copy(0, rows, new_mean)
         new_cov = all_covs.index_copy(0, rows, new_cov)
         shape = (*mean.shape, n)
         return Gaussian(new_mean.reshape(mean.shape).to(dtype), new_cov.reshape(shape).to(dtype))
+
+    def _grown(self, means, covs, active) -> tuple[torch.Tensor, torch.Tensor]:
+        """The active sets ``(s, n)`` grown by pinning every negative point, round after round,
+        and the slices ``(s,)`` where that set is not optimal."""
+        for _ in range(means.shape[-1]):
+            pinned, L = _pinned_system(covs, active)
+            new_mean, weights = _pinned_mean(means, covs, active, pinned, L)
+            negative = new_mean < -self.tolerance
+            if not bool(negative.any()):
+                break
+            active = active | negative
+        return active, _not_optimal(weights)
+
+    def _exact_active(self, means, covs, active, wrong) -> torch.Tensor:
+        """``active`` ``(s, n)`` with the slices marked ``wrong`` replaced by their optimal set
+        (:func:`_optimal_active`, one slice at a time)."""
+        active = active.clone()
+        for i in wrong.nonzero().flatten().tolist():
+            active[i] = _optimal_active(means[i], covs[i], self.tolerance)
+        return active
 
     def _low_rank(
         self, mean, cov: LowRankCovariance, rows, active, n: int, dtype: torch.dtype
@@ -363,7 +442,18 @@ class NonNegative(Constraint):
             if not bool(negative.any()):
                 break
             active = active | negative
-        found = (found[0], found[1], _low_rank_factor(slice_factors, found[2], used))
+        wrong = _not_optimal(found[3])
+        if bool(wrong.any()):
+            dense = torch.diag_embed(slice_variances) - slice_factors @ slice_factors.mT
+            used = self._exact_active(means, dense, used, wrong)
+            found = _low_rank_condition(means, slice_variances, slice_factors, used)
+            if found is None:
+                return None
+        found = (
+            _snapped(found[0], means),
+            found[1],
+            _low_rank_factor(slice_factors, found[2], used),
+        )
         new_mean, new_variance, new_factor = (
             whole.index_copy(0, rows, part)
             for whole, part in zip((mean.reshape(-1, n), variances, factors), found, strict=True)
