@@ -244,8 +244,8 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
 
 class NonNegative(Constraint):
     """``u >= 0`` for Gaussian outputs, by the optimal active set of points conditioned to zero
-    (the Mahalanobis projection of the mean), and for ensembles (member by member) and tensors, keeping a conservation row exact (module
-    docstring).
+    (the Mahalanobis projection of the mean), and for ensembles (member by member) and tensors,
+    keeping a conservation row exact (module docstring).
 
     Args:
         tolerance: means (members' values) above ``-tolerance`` count as non-negative.
