@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arguments, write_results  # noqa: E402
 from updates_figures import nfr_figure  # noqa: E402
 
+from physml import metrics  # noqa: E402
 from physml.tasks import updates as blocks  # noqa: E402
 
 NAME = "model_update"
@@ -175,7 +176,7 @@ def methods(lambdas, warm_start: bool = False) -> list[tuple[str, float | None]]
 
 
 def _old_scores(problem, old, prediction, y) -> dict:
-    e = blocks.metrics.relative_l2(prediction, y, reduction="none")
+    e = metrics.relative_l2(prediction, y, reduction="none")
     walls = blocks.boundary_errors(problem, prediction)
     return {
         "rel_l2": float(e.mean()),

@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from pdes import Dirichlet, Grid1D, Neumann, Periodic
 from physml import metrics
 from physml.cli import main
-from physml.constraints import mass_conservation
+from physml.constraints import BoundaryCondition, constrain, mass_conservation
 from physml.outputs import Ensemble, Gaussian
 from physml.tasks import updates as task
 from physml.training import TrainConfig, Trainer, load_checkpoint
@@ -532,8 +532,8 @@ def test_a_warm_boon_starts_as_the_old_fno_through_the_door():
     problem = replace(task.EQUATION["burgers"], nx=17, t_end=0.05)
     old = task.fno(task.Size(8, 4, 2, 16, 1), seed=0)
     warm = task.boon(problem, task.Size(12, 4, 2, 16, 1), 1, warm_from=old)
-    condition = task.BoundaryCondition(problem.boundary(), problem.grid(), time=problem.t_end)
-    door = task.constrain(old, condition)
+    condition = BoundaryCondition(problem.boundary(), problem.grid(), time=problem.t_end)
+    door = constrain(old, condition)
     x = torch.randn(3, 1, problem.nx, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(warm(x), door(x), atol=1e-6)
     assert task.method_loss("warm", old, 0.1, 1.0) is task.relative_l2_loss
