@@ -21,11 +21,12 @@ def as_tensor(
     value: object,
     expected: str,
     ndim: int | tuple[int, ...] | None,
-    last: int | None = None,
+    last: int | tuple[int, ...] | None = None,
     dtype: torch.dtype | None = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last).
+    """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last,
+    or one of the sizes ``last`` lists).
 
     ``expected`` describes the shape in the error message, e.g. ``"(Nc, 2)"``; ``ndim=None``
     accepts any number of axes. ``dtype=None`` keeps the value's own dtype; Python floats are
@@ -45,7 +46,10 @@ def as_tensor(
     if tensor.is_complex() or tensor.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
     allowed = (tensor.ndim,) if ndim is None else (ndim,) if isinstance(ndim, int) else ndim
-    if tensor.ndim not in allowed or (last is not None and tensor.shape[-1] != last):
+    lasts = (last,) if isinstance(last, int) else last
+    if tensor.ndim not in allowed or (
+        lasts is not None and (tensor.ndim == 0 or tensor.shape[-1] not in lasts)
+    ):
         raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
     tensor = tensor.to(
         dtype=tensor.dtype if dtype is None else dtype,
