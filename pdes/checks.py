@@ -32,7 +32,10 @@ def finite_number(name: str, value: float) -> float:
 
 
 def positive(name: str, value: float) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
+    """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0
+    (``TypeError`` for a non-number, booleans included)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -43,7 +46,10 @@ def positive(name: str, value: float) -> float:
 
 
 def non_negative(name: str, value: float) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and >= 0."""
+    """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and >= 0
+    (``TypeError`` for a non-number, booleans included)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 
@@ -20,20 +21,24 @@ def as_tensor(
     value: object,
     expected: str,
     ndim: int | tuple[int, ...] | None,
-    last: int | None = None,
-    dtype: torch.dtype = torch.float64,
+    last: int | tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last).
+    """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last,
+    or one of the sizes ``last`` lists).
 
     ``expected`` describes the shape in the error message, e.g. ``"(Nc, 2)"``; ``ndim=None``
-    accepts any number of axes.
+    accepts any number of axes. ``dtype=None`` keeps the value's own dtype; Python floats are
+    read as float64 (not torch's default float32, which would round them).
     """
     if isinstance(value, torch.Tensor):
         tensor = value
     else:
         try:
             tensor = torch.as_tensor(value)
+            if tensor.dtype == torch.float32 and not isinstance(value, (np.ndarray, np.generic)):
+                tensor = torch.as_tensor(value, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(
                 f"{name} must be a tensor of shape {expected}, got {type(value).__name__}"
@@ -41,11 +46,25 @@ def as_tensor(
     if tensor.is_complex() or tensor.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
     allowed = (tensor.ndim,) if ndim is None else (ndim,) if isinstance(ndim, int) else ndim
-    if tensor.ndim not in allowed or (last is not None and tensor.shape[-1] != last):
+    lasts = (last,) if isinstance(last, int) else last
+    if tensor.ndim not in allowed or (
+        lasts is not None and (tensor.ndim == 0 or tensor.shape[-1] not in lasts)
+    ):
         raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
-    tensor = tensor.to(dtype=dtype, device=device if device is not None else tensor.device)
+    tensor = tensor.to(
+        dtype=tensor.dtype if dtype is None else dtype,
+        device=device if device is not None else tensor.device,
+    )
     if not torch.isfinite(tensor).all():
         raise NonFiniteError(f"{name} contains NaN or inf values")
+    return tensor
+
+
+def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or a ``ValueError`` naming ``name`` if it holds NaN or inf (a plain one, for
+    inputs that come from the data: :class:`NonFiniteError` tells the trainer of divergence)."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
     return tensor
 
 

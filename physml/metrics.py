@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 
@@ -48,15 +49,20 @@ ArrayLike = torch.Tensor | float | Sequence[float]
 # ---------------------------------------------------------------------------------------- checks
 
 
-def _tensor(name: str, value: object, device: torch.device | None = None) -> torch.Tensor:
-    return as_tensor(name, value, "(...)", None, device=device)
+def _tensor(
+    name: str,
+    value: object,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = F64,
+) -> torch.Tensor:
+    return as_tensor(name, value, "(...)", None, dtype=dtype, device=device)
 
 
 def _pair(
-    names: tuple[str, str], first: object, second: object
+    names: tuple[str, str], first: object, second: object, dtype: torch.dtype | None = F64
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    a = _tensor(names[0], first)
-    b = _tensor(names[1], second, a.device)
+    a = _tensor(names[0], first, dtype=dtype)
+    b = _tensor(names[1], second, a.device, dtype)
     if a.shape != b.shape:
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
@@ -88,6 +94,8 @@ def _dims(dims: Dims, ndim: int) -> tuple[int, ...] | None:
 
 
 def _number(name: str, value: object, positive: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -713,10 +721,13 @@ def energy_error(
 def negative_flip_rate(old_pred: ArrayLike, new_pred: ArrayLike, labels: ArrayLike) -> torch.Tensor:
     """Fraction of examples the old model got right and the new model gets wrong.
 
-    Inputs are predicted and true class labels of one shape (integers).
+    Inputs are predicted and true class labels of one shape (integers). Integer labels are
+    compared exactly, in their integer dtypes (float64 would merge labels above 2**53).
     """
-    old, new = _pair(("old_pred", "new_pred"), old_pred, new_pred)
-    _, truth = _pair(("old_pred", "labels"), old, labels)
+    old, new = _pair(("old_pred", "new_pred"), old_pred, new_pred, dtype=None)
+    _, truth = _pair(("old_pred", "labels"), old, labels, dtype=None)
+    if any(x.is_floating_point() for x in (old, new, truth)):
+        old, new, truth = old.to(F64), new.to(F64), truth.to(F64)
     return ((old == truth) & (new != truth)).to(F64).mean()
 
 
@@ -724,7 +735,8 @@ def negative_flip_rate(old_pred: ArrayLike, new_pred: ArrayLike, labels: ArrayLi
 
 
 def _error_pair(old_error: ArrayLike, new_error: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    old, new = _pair(("old_error", "new_error"), old_error, new_error)
+    """The errors checked, each in its own floating dtype (integers as float64)."""
+    old, new = _own_precision(*_pair(("old_error", "new_error"), old_error, new_error, None))
     if old.ndim != 1:
         raise ValueError(
             f"old_error and new_error must be per-sample errors (batch,), got shape "
@@ -734,6 +746,16 @@ def _error_pair(old_error: ArrayLike, new_error: ArrayLike) -> tuple[torch.Tenso
         if (error < 0).any():
             raise ValueError(f"{name} must be >= 0, got minimum {float(error.min()):.3g}")
     return old, new
+
+
+def _own_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(t if t.is_floating_point() else t.to(F64) for t in tensors)
+
+
+def _within(values: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
+    """``values <= level`` with ``level`` rounded to ``values``' dtype: a float32 error equal to
+    ``float32(τ)`` is within ``τ`` (compared in float64, ``0.1f`` would be above ``0.1``)."""
+    return values <= torch.as_tensor(level, dtype=F64).to(values.dtype)
 
 
 def _flips(flipped: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -750,19 +772,21 @@ def tolerance_flips(
     ``old_error`` and ``new_error`` are per-sample errors ``(batch,)`` of the old and the new
     model on the same inputs (e.g. :func:`relative_l2` with ``reduction='none'``, or
     :func:`crps_per_sample` for probabilistic models). ``'mean'``: the negative flip rate NFR(τ);
-    ``'none'``: the flips as a boolean ``(batch,)``.
+    ``'none'``: the flips as a boolean ``(batch,)``. Each error is compared with ``tau`` rounded
+    to its own precision: a float32 error equal to ``float32(tau)`` is within ``tau``.
     """
     old, new = _error_pair(old_error, new_error)
     level = _number("tau", tau)
     if level < 0:
         raise ValueError(f"tau must be >= 0, got {tau!r}")
-    return _flips((old <= level) & (new > level), reduction)
+    return _flips(_within(old, level) & ~_within(new, level), reduction)
 
 
 def flip_rate_curve(old_error: ArrayLike, new_error: ArrayLike, taus: ArrayLike) -> torch.Tensor:
     """The curve NFR(τ): :func:`tolerance_flips` rates ``(len(taus),)`` over a 1-D grid ``taus``.
 
-    A single tolerance hides flips just above or below it; the curve shows them all.
+    A single tolerance hides flips just above or below it; the curve shows them all. The
+    errors are compared with the ``taus`` rounded to their precision, as in :func:`tolerance_flips`.
     """
     old, new = _error_pair(old_error, new_error)
     levels = _tensor("taus", taus, old.device)
@@ -770,7 +794,7 @@ def flip_rate_curve(old_error: ArrayLike, new_error: ArrayLike, taus: ArrayLike)
         raise ValueError(f"taus must be a non-empty 1-D grid, got shape {tuple(levels.shape)}")
     if (levels < 0).any():
         raise ValueError(f"taus must be >= 0, got minimum {float(levels.min()):.3g}")
-    flipped = (old[None] <= levels[:, None]) & (new[None] > levels[:, None])
+    flipped = _within(old[None], levels[:, None]) & ~_within(new[None], levels[:, None])
     return flipped.to(F64).mean(1)
 
 
@@ -787,7 +811,7 @@ def degradation_flips(
     Unlike :func:`tolerance_flips` no tolerance says what "right" is: any clear worsening counts.
     ``'mean'`` gives the rate, ``'none'`` the flips as a boolean ``(batch,)``.
     """
-    old, new = _error_pair(old_error, new_error)
+    old, new = (error.to(F64) for error in _error_pair(old_error, new_error))
     relative = _number("delta", delta)
     absolute = _number("floor", floor)
     for name, value in (("delta", relative), ("floor", absolute)):
@@ -806,10 +830,13 @@ def physics_flips(
 
     ``old_residual`` and ``new_residual`` ``(batch, ...)`` are the constraint's residuals on
     each output (e.g. ``constraint.residual(u)``, a conservation error, a boundary error); a
-    sample meets the constraint when its largest ``|residual|`` is ``<= tolerance``. ``'mean'``
-    gives the rate, ``'none'`` the flips as a boolean ``(batch,)``.
+    sample meets the constraint when its largest ``|residual|`` is ``<= tolerance`` (rounded to
+    the residual's precision, as in :func:`tolerance_flips`). ``'mean'`` gives the rate,
+    ``'none'`` the flips as a boolean ``(batch,)``.
     """
-    old, new = _pair(("old_residual", "new_residual"), old_residual, new_residual)
+    old, new = _own_precision(
+        *_pair(("old_residual", "new_residual"), old_residual, new_residual, None)
+    )
     level = _number("tolerance", tolerance)
     if level < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
@@ -817,7 +844,7 @@ def physics_flips(
         raise ValueError("old_residual and new_residual must be (batch, ...), got scalars")
 
     def met(residual: torch.Tensor) -> torch.Tensor:
-        return residual.reshape(residual.shape[0], -1).abs().amax(1) <= level
+        return _within(residual.reshape(residual.shape[0], -1).abs().amax(1), level)
 
     return _flips(met(old) & ~met(new), reduction)
 

@@ -1813,6 +1813,50 @@ MODEL_CASES = [
         r"input_shape \(H, W\) = \(6, 6\) must be divisible",
     ),
     case(
+        "earthformer-depth-an-int",
+        lambda c: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, depth=2),
+        TypeError,
+        r"depth must be a sequence of block counts, one per level .*got 2",
+    ),
+    case(
+        "earthformer-cross-cuboid-three-entries",
+        lambda c: Earthformer(
+            (2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, cross_cuboid_hw=(2, 2, 2)
+        ),
+        ValueError,
+        r"^cross_cuboid_hw must be a sequence of 2 integers \(H, W\), got \(2, 2, 2\)",
+    ),
+    case(
+        "earthformer-cross-cuboid-zero",
+        lambda c: Earthformer(
+            (2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, cross_cuboid_hw=(0, 2)
+        ),
+        ValueError,
+        r"^cross_cuboid_hw entries must be >= 1, got \(0, 2\)",
+    ),
+    case(
+        "earthformer-cross-cuboid-float",
+        lambda c: Earthformer(
+            (2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, cross_cuboid_hw=(2.0, 2)
+        ),
+        TypeError,
+        r"^cross_cuboid_hw must hold integers, got \(2.0, 2\)",
+    ),
+    case(
+        "earthformer-ffn-kernel-even",
+        lambda c: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, ffn_kernel=2),
+        ValueError,
+        r"^ffn_kernel must be 0 or odd and positive, got 2",
+    ),
+    case(
+        "earthformer-ffn-kernel-bool",
+        lambda c: Earthformer(
+            (2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, ffn_kernel=True
+        ),
+        TypeError,
+        r"^ffn_kernel must be an int, got True",
+    ),
+    case(
         "earthformer-input-channels-first",
         lambda c: earthformer()(torch.zeros(1, 1, 2, 8, 8)),
         ValueError,

@@ -387,6 +387,15 @@ def test_training_loop_rejects_bad_requests():
         train_forecaster(model, x.clone().fill_(float("nan")), y, max_steps=1)
     with pytest.raises(ValueError, match="val must hold"):
         train_forecaster(model, x, y, max_steps=1, val=(x[:, :2], y))
+    with pytest.raises(TypeError, match=r"^budget_s must be a number of seconds, got True"):
+        train_forecaster(model, x, y, budget_s=True)
+    with pytest.raises(TypeError, match=r"^budget_s must be a number of seconds, got '5'"):
+        train_forecaster(model, x, y, budget_s="5")
+    for budget in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"^budget_s must be a finite number of seconds > 0"):
+            train_forecaster(model, x, y, budget_s=budget)
+    with pytest.raises(ValueError, match=r"^lr must be a finite number > 0, got True"):
+        train_forecaster(model, x, y, max_steps=1, lr=True)
     with pytest.raises(ValueError, match="batch_size"):
         train_forecaster(model, x, y, max_steps=1, batch_size=0)
     with pytest.raises(ValueError, match="schedule"):

@@ -253,6 +253,7 @@ def test_constrain_wraps_any_model_and_binds_input_dependent_targets():
         (torch.tensor([[1.0, 2, 3, 4], [2.0, 4, 6, 8]]), torch.zeros(2), {}, "linearly dependent"),
         (torch.ones(4), torch.zeros(1), {}, r"shape \(k, n\)"),
         (torch.ones(1, 4), torch.zeros(3), {}, r"b must have shape \(\.\.\., 1\)"),
+        (torch.ones(1, 4), torch.tensor(0.0), {}, r"^b must have shape \(\.\.\., 1\) .*got \(\)"),
         (torch.ones(1, 4), torch.tensor([float("nan")]), {}, "b contains NaN"),
         (torch.tensor([[1.0, float("inf"), 0, 0]]), torch.zeros(1), {}, "G contains NaN"),
         (torch.ones(1, 4), torch.zeros(1), {"noise": -0.1}, "noise must be"),

@@ -590,8 +590,18 @@ def test_bad_layer_arguments():
         CuboidSelfAttention(8, 2, (2, 2, 2), global_vectors=-1)
     with pytest.raises(ValueError, match="pattern"):
         CuboidTransformerBlock(8, 2, (2, 2, 2), "diagonal")
-    with pytest.raises(ValueError, match="cuboid_hw"):
+    with pytest.raises(ValueError, match=r"^cuboid_hw must be a sequence of 2 integers"):
         CuboidCrossAttention(8, 2, (2, 2, 2))
+    with pytest.raises(ValueError, match=r"^strategy_hw must be 2 of .*got \('l', 'x'\)"):
+        CuboidCrossAttention(8, 2, (2, 2), ("l", "x"))
+    with pytest.raises(ValueError, match=r"^shift_hw must be smaller than cuboid_hw \(2, 2\)"):
+        CuboidCrossAttention(8, 2, (2, 2), shift_hw=(0, 2))
+    with pytest.raises(ValueError, match=r"^shift_hw entries must be >= 0, got \(0, -1\)"):
+        CuboidCrossAttention(8, 2, (2, 2), shift_hw=(0, -1))
+    with pytest.raises(ValueError, match=r"^ffn_kernel must be 0 or odd"):
+        CuboidCrossBlock(8, 2, (2, 2), ffn_kernel=2)
+    with pytest.raises(ValueError, match=r"^ffn_kernel must be 0 or odd"):
+        CuboidTransformerBlock(8, 2, (2, 2, 2), ffn_kernel=4)
 
 
 def test_bad_layer_inputs():

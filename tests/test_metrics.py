@@ -626,6 +626,16 @@ def test_negative_flip_rate():
         metrics.negative_flip_rate(old, new, labels[:3])
 
 
+def test_negative_flip_rate_compares_integer_labels_exactly():
+    # 2**53 + 1 and 2**53 are distinct labels, but one float64
+    big = 2**53
+    labels = torch.tensor([big + 1, 7])
+    old = torch.tensor([big + 1, 7])  # right on both
+    new = torch.tensor([big, 7])  # wrong on 0
+    assert metrics.negative_flip_rate(old, new, labels).item() == 0.5
+    assert metrics.negative_flip_rate([big + 1, 7], [big, 7], [big + 1, 7]).item() == 0.5
+
+
 # -------------------------------------------------------------------- shared bad input
 
 
@@ -757,6 +767,43 @@ def test_crps_per_sample_is_the_mean_crps_of_each_sample():
     assert metrics.tolerance_flips(old, new, tau).item() == pytest.approx(
         float(((old <= tau) & (new > tau)).double().mean())
     )
+
+
+def test_flips_compare_float32_errors_with_tau_in_float32():
+    tenth = torch.tensor([0.1], dtype=torch.float32)  # 0.100000001490116..., float32(0.1)
+    above = torch.nextafter(tenth, torch.ones(1))  # the next float32 up
+    zero = torch.zeros(1, dtype=torch.float32)
+    # an error equal to tau in its own precision is within tau: no flip; one ulp above is one
+    assert metrics.tolerance_flips(zero, tenth, 0.1).item() == 0.0
+    assert metrics.tolerance_flips(zero, above, 0.1).item() == 1.0
+    assert metrics.tolerance_flips(tenth, above, 0.1).item() == 1.0  # the old one was within
+    assert metrics.flip_rate_curve(zero, tenth, [0.1]).tolist() == [0.0]
+    assert metrics.flip_rate_curve(tenth, above, [0.1]).tolist() == [1.0]
+    # float64 errors keep float64: float32(0.1) as float64 is above 0.1
+    assert metrics.tolerance_flips(zero.double(), tenth.double(), 0.1).item() == 1.0
+    # Python floats are float64 numbers, not rounded to float32 on the way in
+    assert metrics.tolerance_flips([0.0], [0.1], 0.1).item() == 0.0
+    assert metrics.tolerance_flips([0.0], [0.1 + 2**-56], 0.1).item() == 1.0
+    met = torch.tensor([[0.1]], dtype=torch.float32)
+    assert metrics.physics_flips(met, torch.nextafter(met, torch.ones(1, 1)), 0.1).item() == 1.0
+    assert metrics.physics_flips(met, -met, 0.1).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, True), "tau"),
+        (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, np.True_), "tau"),
+        (lambda: metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, True), "taus"),
+        (lambda: metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, [True, False]), "taus"),
+        (lambda: metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, True), "delta"),
+        (lambda: metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.1, False), "floor"),
+        (lambda: metrics.physics_flips(torch.ones(3), torch.ones(3), True), "tolerance"),
+    ],
+)
+def test_flip_metrics_refuse_bools_as_numbers(call, name):
+    with pytest.raises(TypeError, match=rf"^{name} must (be a number|hold real numbers)"):
+        call()
 
 
 @pytest.mark.parametrize(

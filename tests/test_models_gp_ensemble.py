@@ -289,6 +289,13 @@ def test_ensemble_fits_a_smooth_function(fitted_ensemble):
     assert fitted_ensemble.loss_curve_[-1] < fitted_ensemble.loss_curve_[0] - 2
 
 
+def test_ensemble_refuses_inputs_without_a_feature_axis(fitted_ensemble):
+    with pytest.raises(ValueError, match=r"^inputs must have shape \(\.\.\., 1\), got \(\)"):
+        fitted_ensemble.predict(torch.tensor(0.5))  # a scalar: no last axis to check
+    with pytest.raises(ValueError, match="with a point axis"):
+        fitted_ensemble.predict(torch.tensor([0.5]))
+
+
 def test_mixture_moments_match_a_hand_computation(fitted_ensemble):
     x = torch.tensor([[-0.9], [0.1], [2.5]])
     means, variances = fitted_ensemble.member_outputs(x)

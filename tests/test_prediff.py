@@ -342,6 +342,14 @@ def test_bad_input_names_the_argument():
             torch.zeros(1, dtype=torch.long),
             torch.rand(1, T_IN, *LATENT),
         )
+    for kind in ("conv", "cuboid"):  # a NaN latent would spread over the whole ε̂
+        for bad in (float("nan"), float("inf")):
+            z_t, context = torch.rand(1, T_OUT, *LATENT), torch.rand(1, T_IN, *LATENT)
+            step = torch.zeros(1, dtype=torch.long)
+            with pytest.raises(ValueError, match="^z_t contains NaN or inf values"):
+                denoiser(kind)(z_t.index_fill(3, torch.tensor([1]), bad), step, context)
+            with pytest.raises(ValueError, match="^context contains NaN or inf values"):
+                denoiser(kind)(z_t, step, context.index_fill(4, torch.tensor([2]), bad))
     with pytest.raises(ValueError, match=r"t must be an integer tensor .* got torch.float32"):
         denoiser("conv")(torch.rand(1, T_OUT, *LATENT), torch.ones(1), torch.rand(1, T_IN, *LATENT))
     for widths in ((8.7,), ("a",)):

@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from benchmarking import load_benchmark
@@ -158,6 +159,7 @@ def test_the_loss_forward_pass_is_reused():
     "kwargs, error, message",
     [
         ({"tau": -1.0}, ValueError, "tau"),
+        ({"tau": True}, TypeError, r"^tau must be a non-negative number, got True"),
         ({"strength": float("nan")}, ValueError, "strength"),
         ({"alpha": 0.0, "beta": 0.0}, ValueError, "alpha and beta"),
         ({"loss": 3}, TypeError, "loss must be callable"),
@@ -453,6 +455,16 @@ def test_pde_residual_of_the_heat_equation_by_differences():
         (lambda: InputRange([1.0], [0.0]), ValueError, "lower must be <= upper"),
         (lambda: InputRange([0.0, 0.0], [1.0]), ValueError, "same shape"),
         (lambda: InputRange([0.0], [1.0], threshold=-1), ValueError, "threshold"),
+        (
+            lambda: InputRange([0.0], [1.0], threshold=True),
+            TypeError,
+            r"^threshold must be a non-negative number, got True",
+        ),
+        (
+            lambda: EnsembleSpread(threshold=np.True_),
+            TypeError,
+            r"^threshold must be a non-negative number, got (np\.)?True_?",
+        ),
         (lambda: BoundaryError(Periodic(), Grid1D(5), 0.1), TypeError, "bc must be"),
         (lambda: BoundaryError(Dirichlet(), Grid1D(5, periodic=True), 0.1), ValueError, "grid"),
         (lambda: ConstraintResidual(object(), 0.1), TypeError, "constraint must offer"),

@@ -63,15 +63,10 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
 
 
 def _check_target(b: object, k: int, name: str = "b") -> torch.Tensor:
-    try:  # real, finite, float64: the shared argument check, as a ConstraintError
-        b = as_tensor(name, b, f"(..., {k})", None)
+    try:  # real, finite, float64, (..., k) or (..., 1): the shared check, as a ConstraintError
+        return as_tensor(name, b, f"(..., {k}) to match G's {k} rows", None, last=(1, k))
     except (TypeError, ValueError) as error:
         raise ConstraintError(str(error)) from None
-    if b.ndim == 0 or b.shape[-1] not in (1, k):
-        raise ConstraintError(
-            f"{name} must have shape (..., {k}) to match G's {k} rows, got {tuple(b.shape)}"
-        )
-    return b
 
 
 def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:

@@ -69,17 +69,41 @@ NO_SHIFT: Size3 = (0, 0, 0)
 # --------------------------------------------------------------------------- argument checks
 
 
-def _int_triple(name: str, value: object, minimum: int) -> Size3:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
-        raise ValueError(f"{name} must be a sequence of 3 integers (T, H, W), got {value!r}")
-    out = []
+def _ints(name: str, value: object, minimum: int, axes: tuple[str, ...]) -> tuple[int, ...]:
+    """``value`` as one integer ``>= minimum`` per axis of ``axes`` (e.g. ``("H", "W")``)."""
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or len(value) != len(axes)
+    ):
+        raise ValueError(
+            f"{name} must be a sequence of {len(axes)} integers ({', '.join(axes)}), got {value!r}"
+        )
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int):
             raise TypeError(f"{name} must hold integers, got {value!r}")
         if item < minimum:
             raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
-        out.append(item)
-    return (out[0], out[1], out[2])
+    return tuple(value)
+
+
+def _int_triple(name: str, value: object, minimum: int) -> Size3:
+    t, h, w = _ints(name, value, minimum, ("T", "H", "W"))
+    return (t, h, w)
+
+
+def _int_pair(name: str, value: object, minimum: int) -> tuple[int, int]:
+    h, w = _ints(name, value, minimum, ("H", "W"))
+    return (h, w)
+
+
+def _kernel(name: str, value: object) -> int:
+    """A depthwise convolution's kernel size: 0 (none) or an odd positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0 or (value and value % 2 == 0):
+        raise ValueError(f"{name} must be 0 or odd and positive, got {value}")
+    return value
 
 
 def _strategy(value: object) -> Strategy3:
@@ -666,15 +690,23 @@ class CuboidCrossAttention(nn.Module):
         self.head_dim = _heads(dim, num_heads)
         self.dim, self.num_heads = dim, num_heads
         self.periodic = (False, _flag("periodic_hw", periodic_hw), periodic_hw)
-        if len(tuple(cuboid_hw)) != 2 or len(tuple(strategy_hw)) != 2 or len(tuple(shift_hw)) != 2:
+        self.cuboid_hw = _int_pair("cuboid_hw", cuboid_hw, 1)
+        size = (1, *self.cuboid_hw)
+        if (
+            not isinstance(strategy_hw, (str, Sequence))
+            or len(strategy_hw) != 2
+            or any(item not in STRATEGIES for item in strategy_hw)
+        ):
             raise ValueError(
-                "cuboid_hw, strategy_hw and shift_hw must each have 2 entries (H, W), got "
-                f"{cuboid_hw!r}, {strategy_hw!r}, {shift_hw!r}"
+                f"strategy_hw must be 2 of 'l' (local) / 'd' (dilated) (H, W), got {strategy_hw!r}"
             )
-        size = _int_triple("cuboid_hw", (1, *cuboid_hw), 1)
-        self.cuboid_hw = size[1:]
         self.strategy = _strategy(("l", *strategy_hw))
-        self.shift_hw = _int_triple("shift_hw", (0, *shift_hw), 0)[1:]
+        self.shift_hw = _int_pair("shift_hw", shift_hw, 0)
+        if any(s >= b for s, b in zip(self.shift_hw, self.cuboid_hw, strict=True)):
+            raise ValueError(
+                f"shift_hw must be smaller than cuboid_hw {self.cuboid_hw} per axis, "
+                f"got {self.shift_hw}"
+            )
         plan_cuboids(size, size, self.strategy, (0, *self.shift_hw))
         self.padding = _padding(padding)
         if isinstance(memory_global_vectors, bool) or not isinstance(memory_global_vectors, int):
@@ -846,10 +878,7 @@ class FeedForward(nn.Module):
         self, dim: int, ratio: float = 4.0, dropout: float = 0.0, spatial_kernel: int = 0
     ) -> None:
         super().__init__()
-        if isinstance(spatial_kernel, bool) or not isinstance(spatial_kernel, int):
-            raise TypeError(f"spatial_kernel must be an int, got {spatial_kernel!r}")
-        if spatial_kernel < 0 or (spatial_kernel and spatial_kernel % 2 == 0):
-            raise ValueError(f"spatial_kernel must be 0 or odd and positive, got {spatial_kernel}")
+        _kernel("spatial_kernel", spatial_kernel)
         hidden = max(1, int(round(dim * ratio)))
         self.spatial_kernel = spatial_kernel
         self.net = nn.Sequential(
@@ -932,7 +961,7 @@ class CuboidTransformerBlock(nn.Module):
             )
             for size, strategy, shift in self.specs
         )
-        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, ffn_kernel)
+        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, _kernel("ffn_kernel", ffn_kernel))
         if global_vectors:
             self.global_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in self.specs)
             self.global_ffn = FeedForward(dim, mlp_ratio, ffn_drop)
@@ -995,7 +1024,7 @@ class CuboidCrossBlock(nn.Module):
             proj_drop=proj_drop,
             periodic_hw=periodic_hw,
         )
-        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, ffn_kernel)
+        self.ffn = FeedForward(dim, mlp_ratio, ffn_drop, _kernel("ffn_kernel", ffn_kernel))
 
     def forward(
         self,

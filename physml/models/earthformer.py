@@ -53,6 +53,8 @@ from .cuboid import (
     CuboidSelfAttention,
     CuboidTransformerBlock,
     FeedForward,
+    _int_pair,
+    _kernel,
 )
 
 __all__ = ["Earthformer", "PatchMerge"]
@@ -125,8 +127,9 @@ def _same_subpixels(conv: nn.Conv2d, group: int) -> None:
 class Earthformer(nn.Module):
     """Hierarchical cuboid-attention encoder-decoder forecaster (see the module docstring).
 
-    ``input_shape = (T_in, C_in, H, W)``, ``target_shape = (T_out, C_out, H, W)``; ``H`` and
-    ``W`` must be divisible by ``downsample * 2 ** (len(depth) - 1)``. ``pattern`` names a
+    ``input_shape = (T_in, C_in, H, W)``, ``target_shape = (T_out, C_out, H, W)``; ``depth``
+    holds the number of blocks of each level (a sequence, e.g. ``(2, 2)``: two levels); ``H``
+    and ``W`` must be divisible by ``downsample * 2 ** (len(depth) - 1)``. ``pattern`` names a
     :data:`~physml.models.cuboid.PATTERNS` entry (or is a list of layer specs) used by every
     self-attention block; ``global_vectors = 0`` disables global vectors. ``cross_cuboid_hw`` is
     the spatial cuboid of the decoder's cross-attention. ``stem_channels`` (default
@@ -171,6 +174,11 @@ class Earthformer(nn.Module):
             )
         if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
             raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+        if isinstance(depth, (str, bytes)) or not isinstance(depth, Sequence):
+            raise TypeError(
+                f"depth must be a sequence of block counts, one per level (e.g. (2, 2)), "
+                f"got {depth!r}"
+            )
         depth = tuple(depth)
         if not depth or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depth):
             raise ValueError(f"depth must be a non-empty list of positive integers, got {depth!r}")
@@ -195,6 +203,8 @@ class Earthformer(nn.Module):
         if global_vectors < 0:
             raise ValueError(f"global_vectors must be >= 0, got {global_vectors}")
         self.depth, self.downsample, self.global_vectors = depth, downsample, global_vectors
+        cross_cuboid_hw = _int_pair("cross_cuboid_hw", cross_cuboid_hw, 1)
+        _kernel("ffn_kernel", ffn_kernel)
 
         levels = len(depth)
         dims = [base_units * 2**level for level in range(levels)]

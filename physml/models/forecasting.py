@@ -282,13 +282,16 @@ def train_forecaster(
         raise ValueError("give max_steps or budget_s (or both): training needs a stopping rule")
     if max_steps is not None:
         _positive_int("max_steps", max_steps)
-    if budget_s is not None and not (isinstance(budget_s, (int, float)) and budget_s > 0):
-        raise ValueError(f"budget_s must be a number of seconds > 0, got {budget_s!r}")
+    if budget_s is not None:
+        if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)):
+            raise TypeError(f"budget_s must be a number of seconds, got {budget_s!r}")
+        if not 0 < budget_s < math.inf:
+            raise ValueError(f"budget_s must be a finite number of seconds > 0, got {budget_s!r}")
     _positive_int("batch_size", batch_size)
     _positive_int("checkpoint_every", checkpoint_every)
     if val_every is not None:
         _positive_int("val_every", val_every)
-    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from pdes.checks import positive_int
 
 from ... import metrics
+from ..._checks import finite
 
 L1_WEIGHT = 0.1
 """Weight of the L1 term in :func:`autoencoder_loss` (sharper strokes than MSE alone)."""
@@ -117,8 +118,7 @@ class FrameAutoencoder(nn.Module):
             raise ValueError(
                 f"{name} must have H and W divisible by downsample={multiple}, got {tuple(x.shape)}"
             )
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or inf values")
+        finite(name, x)
         parameter = next(self.parameters(), None)
         return x if parameter is None else x.to(parameter.dtype)  # float64 frames: the net's
 

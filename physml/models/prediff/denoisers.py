@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from pdes.checks import positive_int
 
+from ..._checks import finite
 from ..cuboid import CuboidTransformerBlock
 from ..earthformer import PatchMerge, PositionEmbedding
 
@@ -72,7 +73,8 @@ class TimeEmbedding(nn.Module):
 def check_denoiser_inputs(
     denoiser: Denoiser, z_t: object, t: object, context: object
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The three inputs checked against ``denoiser``'s shapes; ``t`` as int64 ``(B,)``."""
+    """The three inputs checked against ``denoiser``'s shapes (``z_t`` and ``context`` also for
+    NaN or inf); ``t`` as int64 ``(B,)``."""
     shape = denoiser.latent_shape
     for name, value, frames in (
         ("z_t", z_t, denoiser.target_frames),
@@ -85,6 +87,7 @@ def check_denoiser_inputs(
                 f"{name} must have shape (B, {frames}, {', '.join(map(str, shape))}), "
                 f"got {tuple(value.shape)}"
             )
+        finite(name, value)
     if context.shape[0] != z_t.shape[0]:
         raise ValueError(
             f"context must have z_t's batch {z_t.shape[0]}, got {tuple(context.shape)}"
