@@ -2,6 +2,7 @@
 two writers, leftovers of a killed run, and the modes written files get."""
 
 import os
+import re
 import threading
 
 import h5py
@@ -10,7 +11,7 @@ import pytest
 from recipes import TOY  # noqa: F401  (registers the toy recipe)
 
 from physml._io import atomic_path, exclusive_lock
-from physml.data import DatasetFileError, generate_dataset, load
+from physml.data import DatasetFileError, MultiStepDataset, generate_dataset, load
 
 
 @pytest.fixture
@@ -65,6 +66,20 @@ def test_arrays_that_do_not_fit_together_are_refused(dataset, edit, message):
     rewrite(dataset, edit)
     with pytest.raises(DatasetFileError, match=message):
         load(dataset)
+
+
+def test_a_single_time_file_is_refused_for_multi_step_naming_the_file(dataset):
+    def one_time(f):
+        replace("u", f["u"][:, :1])(f)
+        replace("t", f["t"][:1])(f)
+
+    rewrite(dataset, one_time)
+    with pytest.raises(
+        DatasetFileError, match=rf"path: {re.escape(repr(str(dataset)))} holds a single time"
+    ):
+        MultiStepDataset(dataset)
+    with pytest.raises(DatasetFileError, match=r"source: the data holds a single time"):
+        MultiStepDataset(load(dataset))
 
 
 def test_nan_in_u_is_refused_naming_the_samples(dataset):

@@ -899,6 +899,13 @@ DATA_CASES = [
         r"target_time must index one of 4 times",
     ),
     case(
+        "single-step-target-before-input",
+        lambda c: SingleStepDataset(c.data, input_time=-1, target_time=1),
+        ValueError,
+        r"target_time must not come before input_time, got target_time=1 \(index 1\) and "
+        r"input_time=-1 \(index 3\)",
+    ),
+    case(
         "single-step-input-time-float",
         lambda c: SingleStepDataset(c.data, input_time=1.5),
         TypeError,
