@@ -182,7 +182,17 @@ def _add_convert(subparsers) -> None:
         "told from its structure). See physml.data.interchange for what maps to what.",
     )
     convert.add_argument("source", type=Path, metavar="IN", help="input HDF5 file")
-    convert.add_argument("out", type=Path, metavar="OUT", help="output HDF5 file")
+    convert.add_argument(
+        "out", type=Path, nargs="?", metavar="OUT", help="output HDF5 file (or give -o/--out)"
+    )
+    convert.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        dest="out_option",
+        metavar="OUT",
+        help="output HDF5 file, as `physml merge` takes it (instead of the positional OUT)",
+    )
     convert.add_argument(
         "--to",
         choices=("physml", "pdebench", "well"),
@@ -198,9 +208,16 @@ def _add_convert(subparsers) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from physml.data import convert
 
+    if args.out is None and args.out_option is None:
+        raise ValueError("out: name the output file, as OUT after IN or with -o/--out")
+    if args.out is not None and args.out_option is not None and args.out != args.out_option:
+        raise ValueError(
+            f"out: name the output file once, as OUT or with -o/--out, got {str(args.out)!r} "
+            f"and {str(args.out_option)!r}"
+        )
     path = convert(
         args.source,
-        args.out,
+        args.out if args.out is not None else args.out_option,
         to=args.to,
         field=args.field,
         layout=args.layout,
