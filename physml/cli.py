@@ -182,7 +182,17 @@ def _add_convert(subparsers) -> None:
         "told from its structure). See physml.data.interchange for what maps to what.",
     )
     convert.add_argument("source", type=Path, metavar="IN", help="input HDF5 file")
-    convert.add_argument("out", type=Path, metavar="OUT", help="output HDF5 file")
+    convert.add_argument(
+        "out", type=Path, nargs="?", metavar="OUT", help="output HDF5 file (or give -o/--out)"
+    )
+    convert.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        dest="out_option",
+        metavar="OUT",
+        help="output HDF5 file, as `physml merge` takes it (instead of the positional OUT)",
+    )
     convert.add_argument(
         "--to",
         choices=("physml", "pdebench", "well"),
@@ -198,9 +208,16 @@ def _add_convert(subparsers) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from physml.data import convert
 
+    if args.out is None and args.out_option is None:
+        raise ValueError("out: name the output file, as OUT after IN or with -o/--out")
+    if args.out is not None and args.out_option is not None and args.out != args.out_option:
+        raise ValueError(
+            f"out: name the output file once, as OUT or with -o/--out, got {str(args.out)!r} "
+            f"and {str(args.out_option)!r}"
+        )
     path = convert(
         args.source,
-        args.out,
+        args.out if args.out is not None else args.out_option,
         to=args.to,
         field=args.field,
         layout=args.layout,
@@ -272,6 +289,49 @@ def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--size",
+        choices=("toy", "full"),
+        default="full",
+        help="full (default): the task's real scale; toy: a smoke run of every stage (the "
+        "scale `physml demo` runs)",
+    )
+    _add_task_options(parser, "physml_output")
+
+
+class _TaskHelp(argparse.Action):
+    """``physml run``'s ``-h``/``--help``: after a task's name, that task's own help."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        name = getattr(namespace, "task", None)
+        if name is not None:
+            from physml import tasks
+
+            try:
+                task = tasks.get(name)
+            except ValueError as error:
+                parser.error(str(error))
+            parser = argparse.ArgumentParser(
+                prog=f"{parser.prog} {name}",
+                description=task.description,
+                epilog="Writes the task's table of targets, figures and an index.html under --out"
+                + ("; `physml demo` runs it at toy size." if task.in_demo else "."),
+            )
+            _add_run_options(parser)
+        parser.print_help()
+        parser.exit()
+
+
 def format_list(width: int | None = None) -> str:
     """The text of `physml list`: two sections, names padded to the longest name, descriptions
     wrapped to ``width`` (default: the terminal's, 100 when unknown) with continuation lines
@@ -318,17 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run one registered task at full size",
         description="Run one registered task: its table of targets, figures and an index.html "
-        "under --out. `physml list` names the tasks and says what each does.",
+        "under --out. `physml list` names the tasks and says what each does; "
+        "`physml run TASK --help` describes one.",
+        add_help=False,
     )
+    run.add_argument("-h", "--help", action=_TaskHelp, help="show this help message and exit")
     run.add_argument("task", help="task name (see `physml list`)")
-    run.add_argument(
-        "--size",
-        choices=("toy", "full"),
-        default="full",
-        help="full (default): the task's real scale; toy: a smoke run of every stage (the "
-        "scale `physml demo` runs)",
-    )
-    _add_task_options(run, "physml_output")
+    _add_run_options(run)
 
     demo = subparsers.add_parser("demo", help="a quick tour: every demo task at toy size")
     demo.add_argument("--tasks", nargs="*", help="only these tasks")

@@ -2,15 +2,18 @@
 two writers, leftovers of a killed run, and the modes written files get."""
 
 import os
+import re
+import shutil
 import threading
 
 import h5py
 import numpy as np
 import pytest
+import torch
 from recipes import TOY  # noqa: F401  (registers the toy recipe)
 
 from physml._io import atomic_path, exclusive_lock
-from physml.data import DatasetFileError, generate_dataset, load
+from physml.data import DatasetFileError, MultiStepDataset, generate_dataset, load
 
 
 @pytest.fixture
@@ -65,6 +68,20 @@ def test_arrays_that_do_not_fit_together_are_refused(dataset, edit, message):
     rewrite(dataset, edit)
     with pytest.raises(DatasetFileError, match=message):
         load(dataset)
+
+
+def test_a_single_time_file_is_refused_for_multi_step_naming_the_file(dataset):
+    def one_time(f):
+        replace("u", f["u"][:, :1])(f)
+        replace("t", f["t"][:1])(f)
+
+    rewrite(dataset, one_time)
+    with pytest.raises(
+        DatasetFileError, match=rf"path: {re.escape(repr(str(dataset)))} holds a single time"
+    ):
+        MultiStepDataset(dataset)
+    with pytest.raises(DatasetFileError, match=r"source: the data holds a single time"):
+        MultiStepDataset(load(dataset))
 
 
 def test_nan_in_u_is_refused_naming_the_samples(dataset):
@@ -222,6 +239,43 @@ def test_leftovers_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
     workdir = tmp_path / "toy.h5.partial"
     generate_dataset("toy", out, n=4, chunk=2, progress=False)
     assert not stale.exists() and not workdir.exists()
+
+
+def test_a_finished_runs_leftover_work_folder_is_removed_on_a_rerun(tmp_path, monkeypatch):
+    out, workdir = tmp_path / "toy.h5", tmp_path / "toy.h5.partial"
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # killed between the final rename and the clean-up
+        patch.setattr(shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False)
+    assert workdir.is_dir()
+    written = load(out).u
+    with pytest.raises(FileExistsError, match=r"already exists .*; removed .*toy\.h5\.partial"):
+        generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False)
+    assert not workdir.exists()
+    assert torch.equal(load(out).u, written)
+
+
+def test_an_unfinished_overwrite_beside_a_finished_file_is_kept(tmp_path):
+    """The work folder of an interrupted --overwrite run with other settings holds samples the
+    file lacks: a rerun without --overwrite keeps it."""
+    out, workdir = tmp_path / "toy.h5", tmp_path / "toy.h5.partial"
+    generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False)
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(
+            "toy", out, n=4, chunk=2, seed=4, overwrite=True, progress=False, on_chunk=stop
+        )
+    with pytest.raises(FileExistsError) as error:
+        generate_dataset("toy", out, n=4, chunk=2, seed=4, progress=False)
+    assert "removed" not in str(error.value)
+    assert len(list(workdir.glob("chunk-*.npz"))) == 1
 
 
 def test_a_damaged_chunk_is_named_on_resume(tmp_path, monkeypatch):

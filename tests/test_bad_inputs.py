@@ -899,6 +899,13 @@ DATA_CASES = [
         r"target_time must index one of 4 times",
     ),
     case(
+        "single-step-target-before-input",
+        lambda c: SingleStepDataset(c.data, input_time=-1, target_time=1),
+        ValueError,
+        r"target_time must not come before input_time, got target_time=1 \(index 1\) and "
+        r"input_time=-1 \(index 3\)",
+    ),
+    case(
         "single-step-input-time-float",
         lambda c: SingleStepDataset(c.data, input_time=1.5),
         TypeError,
@@ -2124,14 +2131,14 @@ def resume_with_other_model(c: Context):
 def weights_that_do_not_fit(c: Context, edit):
     """A checkpoint whose weights were altered after writing (``edit`` of its state dict)."""
     folder, data = c.fresh(), SingleStepDataset(c.data)
-    config = TrainConfig(steps=1, batch=2, checkpoint_every=1)
+    config = TrainConfig(steps=1, batch=2, checkpoint_every=1, schedule="constant")
     net = nn.Conv1d(1, 1, 3, padding=1)
     Trainer(net, lambda m, b: m(b[0]).square().mean(), config, folder, quiet=True).fit(data)
     path = folder / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     edit(state["model"])
     torch.save(state, path)
-    more = TrainConfig(steps=2, batch=2, checkpoint_every=1)
+    more = TrainConfig(steps=2, batch=2, checkpoint_every=1, schedule="constant")
     trainer = Trainer(nn.Conv1d(1, 1, 3, padding=1), lambda m, b: m(b[0]).square().mean(), more)
     trainer.out, trainer.quiet = folder, True
     return trainer.fit(data)

@@ -135,6 +135,28 @@ def test_unknown_task_is_an_error_before_any_folder_is_made(tmp_path, capsys, co
     assert not out.exists()
 
 
+def test_run_task_help_describes_that_task(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "verify", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: physml run verify ")
+    assert " ".join(tasks.get("verify").description.split()) in " ".join(out.split())
+    assert "--size" in out and "--out" in out
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])  # before a task's name: the help of `physml run`
+    out = capsys.readouterr().out
+    words = " ".join(out.split())
+    assert words.startswith("usage: physml run [-h]") and "physml run TASK --help" in words
+    assert " ".join(tasks.get("verify").description.split()) not in words
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "nope", "-h"])
+    assert exit_info.value.code == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+
+
 def test_a_task_name_is_registered_once():
     task = tasks.Task("verify", "another", run=lambda context: [])
     with pytest.raises(ValueError, match="already registered"):

@@ -457,3 +457,27 @@ def test_cli_convert_writes_and_refuses_bad_arguments(tmp_path, capsys):
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
     assert main(["convert", str(source), str(out), "--overwrite", "--to", "pdebench"]) == 0
+
+
+def test_cli_convert_takes_the_output_as_merge_does(tmp_path, capsys):
+    source = tmp_path / "in.h5"
+    _pdebench_1d(source)
+    for flag in ("-o", "--out"):
+        out = tmp_path / f"out{flag}.h5"
+        assert main(["convert", str(source), flag, str(out)]) == 0
+        assert load(out).attrs["format"] == "physml-dataset/1"
+    capsys.readouterr()
+    same = tmp_path / "same.h5"
+    assert main(["convert", str(source), str(same), "-o", str(same)]) == 0  # named twice alike
+    capsys.readouterr()
+    cases = [
+        (["convert", str(source)], "out: name the output file, as OUT after IN or with -o/--out"),
+        (
+            ["convert", str(source), str(tmp_path / "a.h5"), "-o", str(tmp_path / "b.h5")],
+            "out: name the output file once",
+        ),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        assert f"physml convert: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()

@@ -27,8 +27,12 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "rel_l2" in out and (heat / "run" / "evaluation" / "samples.png").exists()
     scores = json.loads((heat / "run" / "evaluation" / "metrics.json").read_text())
     assert scores["samples"] == 12 and scores["rel_l2"] > 0
-    assert main([*train, "--steps", "10", *SMALL]) == 0  # trains on from step 6
-    assert json.loads((heat / "run" / "report.json").read_text())["resumed_from"] == 6
+    assert main([*train, "--steps", "10", *SMALL]) == 2  # the cosine decay ended at step 6
+    assert "cosine learning-rate schedule over 6 steps" in capsys.readouterr().err
+    constant = [*train[:-1], "constant-run", "--schedule", "constant", *SMALL]
+    assert main([*constant, "--steps", "6"]) == 0
+    assert main([*constant, "--steps", "10"]) == 0  # trains on from step 6
+    assert json.loads((heat / "constant-run" / "report.json").read_text())["resumed_from"] == 6
     assert main([*train, "--steps", "12", "--lr", "0.5", *SMALL]) == 2  # another setting
     assert "other settings (lr" in capsys.readouterr().err
 

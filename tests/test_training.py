@@ -1,5 +1,6 @@
 """The one Trainer: bitwise resume after a crash, data fingerprints, bad settings, two processes."""
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -137,10 +138,10 @@ class Described(TensorDataset):
 
 def test_the_same_data_packaged_again_resumes_and_other_settings_do_not(tmp_path):
     first = {"pde": "heat", "seed": 0, "created": "2026-12-06T02:28:23+00:00"}
-    config = dataclasses.replace(CONFIG, steps=4)
+    config = dataclasses.replace(CONFIG, steps=4, schedule="constant")
     Trainer(model(), mse, config, tmp_path, quiet=True).fit(Described(first))
     again = dict(first, created="2026-12-06T02:51:12+00:00", merged_from='["a.h5", "b.h5"]')
-    longer = dataclasses.replace(CONFIG, steps=8)
+    longer = dataclasses.replace(config, steps=8)
     report = Trainer(model(), mse, longer, tmp_path, quiet=True).fit(Described(again))
     assert report.resumed_from == 4
     with pytest.raises(CheckpointError, match="attribute 'seed' 0 → 1"):
@@ -252,7 +253,8 @@ def test_accumulated_micro_batches_take_the_whole_batch_step():
 
 
 def test_checkpoints_written_before_accumulate_existed_still_resume(tmp_path):
-    Trainer(model(), mse, dataclasses.replace(CONFIG, steps=4), tmp_path, quiet=True).fit(data())
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     del state["config"]["accumulate"]
     torch.save(state, tmp_path / "checkpoint.pt")
@@ -261,10 +263,44 @@ def test_checkpoints_written_before_accumulate_existed_still_resume(tmp_path):
 
 
 def test_a_checkpoint_beyond_the_steps_asked_for_is_an_error(tmp_path):
-    Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
-    shorter = TrainConfig(steps=8, batch=6, lr=1e-2, clip=1.0, checkpoint_every=4, seed=3)
+    constant = dataclasses.replace(CONFIG, schedule="constant")
+    Trainer(model(), mse, constant, tmp_path, quiet=True).fit(data())
     with pytest.raises(CheckpointError, match="at step 12, beyond the 8 steps"):
-        Trainer(model(), mse, shorter, tmp_path, quiet=True).fit(data())
+        Trainer(model(), mse, dataclasses.replace(constant, steps=8), tmp_path, quiet=True).fit(
+            data()
+        )
+
+
+def test_a_constant_schedule_run_may_be_extended(tmp_path):
+    constant = dataclasses.replace(CONFIG, steps=4, schedule="constant")
+    Trainer(model(), mse, constant, tmp_path, quiet=True).fit(data())
+    report = Trainer(
+        model(), mse, dataclasses.replace(constant, steps=8), tmp_path, quiet=True
+    ).fit(data())
+    assert report.resumed_from == 4 and len(report.losses) == 8
+
+
+@pytest.mark.parametrize("crash", [None, 5], ids=["finished", "crashed"])
+def test_a_cosine_schedule_run_resumed_for_other_steps_is_an_error(tmp_path, crash):
+    """The cosine schedule decays over ``steps``: extending (or shortening) a run on it would
+    give neither the saved schedule nor that of a fresh run of the new length."""
+    with contextlib.suppress(Crash):
+        Trainer(
+            model(), mse if crash is None else crashing(crash), CONFIG, tmp_path, quiet=True
+        ).fit(data())
+    step = load_checkpoint(tmp_path)["step"]
+    for steps in (CONFIG.steps + 4, CONFIG.steps - 4):
+        with pytest.raises(CheckpointError) as error:
+            Trainer(
+                model(), mse, dataclasses.replace(CONFIG, steps=steps), tmp_path, quiet=True
+            ).fit(data())
+        message = str(error.value)
+        assert (
+            f"step {step} of a run on the cosine learning-rate schedule over {CONFIG.steps} steps"
+            in message
+        )
+        assert f"resuming it for {steps} steps" in message and f"--steps {CONFIG.steps}" in message
+    assert Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data()).resumed_from == step
 
 
 POINT_OPTIONS = {

@@ -379,6 +379,11 @@ class SingleStepDataset(_PairDataset):
         steps = self.data.u.shape[1]
         self.input_time = _time_index("input_time", input_time, steps)
         self.target_time = _time_index("target_time", target_time, steps)
+        if self.target_time < self.input_time:
+            raise ValueError(
+                f"target_time must not come before input_time, got target_time={target_time!r} "
+                f"(index {self.target_time}) and input_time={input_time!r} (index {self.input_time})"
+            )
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.data.u[item_index(i, len(self))]
@@ -403,7 +408,11 @@ class MultiStepDataset(_PairDataset):
         super().__init__(_as_data(source), dtype, with_grid)
         available = self.data.u.shape[1] - 1
         if available < 1:
-            raise DatasetFileError("the dataset holds a single time; multi-step needs more")
+            where = "source: the data" if isinstance(source, PDEData) else f"path: {str(source)!r}"
+            raise DatasetFileError(
+                f"{where} holds a single time; MultiStepDataset needs at least two (an initial "
+                "time and a target)"
+            )
         steps = available if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= available:
             raise ValueError(f"steps must be an integer in [1, {available}], got {steps!r}")

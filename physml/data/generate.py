@@ -5,7 +5,9 @@ saved atomically in a work folder ``OUT.partial/`` beside the output. A killed r
 folder, never a file that looks finished; running the same command again skips the chunks already
 there, so no sample is lost or computed twice. The folder's ``manifest.json`` records every
 setting (chunk size, sharding, seed, PDE settings, package version); resuming with any other one is
-refused. When every chunk is in, the HDF5 file is assembled under a temporary name and renamed.
+refused. When every chunk is in, the HDF5 file is assembled under a temporary name and renamed;
+a run stopped between that rename and the folder's removal leaves both, and the next run on that
+output removes the folder once it finds that the file holds the same dataset.
 Sample ``i`` is drawn from a seed derived from ``(seed, i)`` alone, so the data do not depend on
 interruptions (bitwise) nor on chunk size or sharding (to round-off: a batched solve may round
 the last bits of a sample differently in another batch).
@@ -90,6 +92,33 @@ def _check_output(final: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"out: {str(final)!r} already exists (pass overwrite=True / --overwrite)"
         )
+
+
+def _remove_finished_workdir(final: Path, workdir: Path) -> bool:
+    """Remove ``workdir`` if it is the work folder of the run that wrote ``final`` (one stopped
+    between the file's rename and the folder's removal): its manifest describes the dataset the
+    file holds, so its chunks hold no sample the file lacks. Return whether it was removed."""
+    if not workdir.is_dir():
+        return False
+    try:
+        manifest = json.loads((workdir / "manifest.json").read_text())
+        with h5py.File(final, "r") as f:
+            written = {
+                "format": f.attrs.get("format"),
+                "physml_version": f.attrs.get("physml_version"),
+                "pde": f.attrs.get("pde"),
+                "n": f.attrs.get("n_total"),
+                "seed": f.attrs.get("seed"),
+                "shard": f.attrs.get("shard"),
+                "num_shards": f.attrs.get("num_shards"),
+                "settings": json.loads(f.attrs.get("settings", "null")),
+            }
+    except (OSError, ValueError, TypeError):
+        return False
+    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in written.items()):
+        return False
+    shutil.rmtree(workdir)
+    return True
 
 
 def _check_settings(problem: problems.Problem, settings: dict) -> None:
@@ -298,13 +327,22 @@ def generate_dataset(
     _check_settings(problem, settings)
     out_path = Path(out)
     final = shard_path(out_path, shard, num_shards)
-    _check_output(final, overwrite)
+    workdir = final.with_name(final.name + ".partial")
+    lock = final.with_name(f".{final.name}.lock")
+    try:
+        _check_output(final, overwrite)
+    except FileExistsError as error:
+        with exclusive_lock(lock, f"out: {str(final)!r}"):
+            if not _remove_finished_workdir(final, workdir):
+                raise
+        raise FileExistsError(
+            f"{error}; removed {str(workdir)!r}, the work folder of the run that wrote it (that "
+            "run was stopped before it could remove the folder)"
+        ) from None
     if num_shards > 1 and out_path.exists() and not overwrite:
         raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass --overwrite)")
 
     manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
-    workdir = final.with_name(final.name + ".partial")
-    lock = final.with_name(f".{final.name}.lock")
     with exclusive_lock(lock, f"out: {str(final)!r}"):
         remove_leftovers(final.parent, final.name)
         fresh = not workdir.is_dir()

@@ -107,8 +107,11 @@ RESUMABLE_CHANGES = ("steps", "checkpoint_every", "validate_every", "device")
 
 
 def check_same_config(state: dict, config: dict, directory) -> None:
-    """A resumed run may train longer, checkpoint or validate at other steps, or move to
-    another device; any other change of setting is an error naming it."""
+    """A resumed run may checkpoint or validate at other steps, move to another device, or (on
+    the constant schedule) train longer; any other change of setting is an error naming it.
+
+    The cosine schedule decays over ``steps``: resumed for another number of steps, the rest of
+    the run would follow neither the saved schedule nor that of a fresh run of the new length."""
     saved = state.get("config", {})
     changed = [
         f"{key} {saved.get(key)!r} → {value!r}"
@@ -119,4 +122,13 @@ def check_same_config(state: dict, config: dict, directory) -> None:
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} was trained with other settings ({'; '.join(changed)})"
             "; use another --out or the same settings"
+        )
+    if config.get("schedule") == "cosine" and saved.get("steps") != config.get("steps"):
+        raise CheckpointError(
+            f"checkpoint: {str(directory)!r} holds step {state.get('step')} of a run on the cosine "
+            f"learning-rate schedule over {saved.get('steps')} steps; resuming it for "
+            f"{config.get('steps')} steps would not follow the schedule of a "
+            f"{config.get('steps')}-step run. Train the {config.get('steps')} steps afresh in "
+            f"another --out, or resume with --steps {saved.get('steps')} (a run on the constant "
+            "schedule, --schedule constant, may be extended)"
         )

@@ -51,7 +51,9 @@ def add_parsers(subparsers) -> None:
         "train",
         help="train a model on a dataset file",
         description="Train a model on a dataset file of physml generate. Run the same command "
-        "again to resume a killed run; the settings are kept in the checkpoint.",
+        "again to resume a killed run; the settings are kept in the checkpoint. A run on "
+        "--schedule constant may be resumed with more --steps; one on the cosine schedule, which "
+        "decays over the run's length, may not.",
     )
     train.add_argument("--data", required=True, help="HDF5 dataset (physml generate)")
     train.add_argument("--model", choices=sorted(FAMILIES), help="required (here or in --config)")
