@@ -381,8 +381,9 @@ class SingleStepDataset(_PairDataset):
         self.target_time = _time_index("target_time", target_time, steps)
         if self.target_time < self.input_time:
             raise ValueError(
-                f"target_time must not come before input_time, got target_time={target_time!r} "
-                f"(index {self.target_time}) and input_time={input_time!r} (index {self.input_time})"
+                "target_time must not come before input_time, got "
+                f"target_time={target_time!r} (index {self.target_time}) and "
+                f"input_time={input_time!r} (index {self.input_time})"
             )
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
