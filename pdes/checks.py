@@ -18,14 +18,20 @@ steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (
 solver: from about 1e20)."""
 
 
+def _real(name: str, value: float, expected: str) -> float:
+    """``value`` as a float; ``TypeError`` naming ``expected`` for what is not a real number:
+    booleans (of either kind) and strings included, though ``float()`` would take them."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+
+
 def finite_number(name: str, value: float) -> float:
     """Return ``value`` as a float, or raise unless it is a finite real number."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a finite number, got {value!r}") from None
+    number = _real(name, value, "a finite number")
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return number
@@ -33,13 +39,8 @@ def finite_number(name: str, value: float) -> float:
 
 def positive(name: str, value: float) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and > 0
-    (``TypeError`` for a non-number, booleans included)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    (``TypeError`` for a non-number)."""
+    number = _real(name, value, "a positive number")
     if not math.isfinite(number) or number <= 0.0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return number
@@ -47,13 +48,8 @@ def positive(name: str, value: float) -> float:
 
 def non_negative(name: str, value: float) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` unless it is finite and >= 0
-    (``TypeError`` for a non-number, booleans included)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a non-negative number, got {value!r}") from None
+    (``TypeError`` for a non-number)."""
+    number = _real(name, value, "a non-negative number")
     if not math.isfinite(number) or number < 0.0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return number

@@ -317,6 +317,12 @@ HEAT_CASES = [
         r"kappa must be a positive number",
     ),
     case(
+        "heat-kappa-numeric-text",  # float("0.1") would take it
+        lambda c: heat.solve_heat(U0, G9, "0.1", T, "dirichlet"),
+        TypeError,
+        r"kappa must be a positive number, got '0.1'",
+    ),
+    case(
         "heat-kappa-per-sample-count",
         lambda c: heat.solve_heat(U0, G9, torch.ones(3), T, "dirichlet"),
         ValueError,
