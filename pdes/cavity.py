@@ -151,8 +151,7 @@ def _vorticity(name: str, value: torch.Tensor, n: int) -> torch.Tensor:
         raise ValueError(
             f"{name} must have shape (sample, {n}, {n}) to match the grid, got {tuple(value.shape)}"
         )
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    checks.finite(name, value)
     return value.to(dtype=FLOAT)
 
 

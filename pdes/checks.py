@@ -55,6 +55,13 @@ def non_negative(name: str, value: float) -> float:
     return number
 
 
+def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or a ``ValueError`` naming ``name`` if it holds NaN or inf."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return tensor
+
+
 def positive_int(name: str, value: int, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``.
 
@@ -101,8 +108,7 @@ def field(
         raise ValueError(
             f"{name} must have {n} points along x to match the grid, got shape {tuple(value.shape)}"
         )
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    finite(name, value)
     return value.to(dtype=FLOAT, device=device if device is not None else value.device)
 
 

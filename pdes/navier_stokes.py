@@ -100,8 +100,7 @@ def check_fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
             f"{name} must have shape (sample, {grid.shape[0]}, {grid.shape[1]}) to match the grid, "
             f"got shape {tuple(value.shape)}"
         )
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    checks.finite(name, value)
     return value.to(dtype=FLOAT)
 
 
@@ -156,8 +155,7 @@ def velocity(w: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]
         raise ValueError(
             f"w must end in shape {grid.shape} to match the grid, got {tuple(w.shape)}"
         )
-    if not torch.isfinite(w).all():
-        raise ValueError("w contains NaN or inf values")
+    checks.finite("w", w)
     w = w.to(FLOAT)
     modes = fourier_modes(grid, w.device)
     vx, vy = _spectral_velocity(torch.fft.rfft2(w), modes, modes.resolved, grid.shape)

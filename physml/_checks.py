@@ -60,14 +60,6 @@ def as_tensor(
     return tensor
 
 
-def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor``, or a ``ValueError`` naming ``name`` if it holds NaN or inf (a plain one, for
-    inputs that come from the data: :class:`NonFiniteError` tells the trainer of divergence)."""
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or inf values")
-    return tensor
-
-
 def device(name: str, value: object) -> torch.device:
     """``value`` as a torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``)."""
     try:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from pdes.checks import finite
 from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 
@@ -700,8 +701,7 @@ def energy_error(
         raise ValueError(f"frames must be (B, T, C, H, W) or (M, B, T, C, H, W), got {got}")
     if not callable(judge):
         raise TypeError(f"judge must be callable(frames) -> (N, T), got {type(judge).__name__}")
-    if not torch.isfinite(frames).all():
-        raise ValueError("frames contains NaN or inf values")
+    finite("frames", frames)
     leading, steps = frames.shape[:-4], frames.shape[-4]
     target = as_tensor("energy0", energy0, f"({leading[-1]},)", 1, device=frames.device)
     if target.shape[0] != leading[-1]:

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from pdes.checks import finite
+
 
 def _finite(name: str, value: torch.Tensor) -> None:
     # a sum is NaN/inf if any entry is (or if finite entries overflow): one cheap pass first
     if value.numel() and not math.isfinite(value.sum().item()):
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{name} contains NaN or inf values")
+        finite(name, value)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pdes import gpme
-from pdes.checks import positive_int
+from pdes.checks import finite, positive_int
 from pdes.problems import Problem
 
 from .generate import sample_seed
@@ -44,8 +44,7 @@ def coordinate_axis(name: str, value: object) -> torch.Tensor:
         raise ValueError(
             f"{name} must be a 1-D array of >= 2 points, got shape {tuple(axis.shape)}"
         )
-    if not torch.isfinite(axis).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    finite(name, axis)
     if (axis.diff() <= 0).any():
         raise ValueError(f"{name} must be strictly increasing")
     return axis.cpu()

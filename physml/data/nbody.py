@@ -240,8 +240,7 @@ def _checks_state(name: str, value: object) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor of shape (N, D, 2), got {type(value).__name__}")
     if value.ndim != 3 or value.shape[-1] != 2:
         raise ValueError(f"{name} must have shape (N, D, 2), got {tuple(value.shape)}")
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    checks.finite(name, value)
     return value.to(F64)
 
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdes.checks import positive
+from pdes.checks import finite, positive
 from pdes.checks import positive_int as _positive_int
 
 from ..outputs import Gaussian
@@ -57,8 +57,7 @@ def _tensor(name: str, value: object, ndim: int, shape: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape {shape}, got shape {tuple(value.shape)}")
     if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    finite(name, value)
     return value
 
 

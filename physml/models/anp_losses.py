@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pdes import gpme
-from pdes.checks import positive
+from pdes.checks import finite, positive
 
 from ..data.gpme_sampler import coordinate_axis, gpme_recipe
 from ..data.points import grid_points
@@ -93,8 +93,7 @@ def gpme_residual(
             f"u must have shape (batch, {n_t * n_x}) or (batch, {n_t}, {n_x}) to match t and x, "
             f"got {tuple(u.shape)}"
         )
-    if not torch.isfinite(u).all():
-        raise ValueError("u contains NaN or inf values")
+    finite("u", u)
     batch = u.shape[0]
     values = torch.as_tensor(params, dtype=torch.float64).detach().cpu().reshape(-1)
     if values.numel() not in (1, batch):

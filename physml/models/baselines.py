@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pdes.checks import finite
+
 from .common import pad_circularly
 
 OUTPUTS = ("sigmoid", "linear")
@@ -50,8 +52,7 @@ def check_sequence(
         )
     if min(x.shape) == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf values")
+    finite(name, x)
     return x
 
 

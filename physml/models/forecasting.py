@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pdes.checks import finite
+
 from .. import metrics
 from .._io import atomic_path
 from .baselines import check_sequence
@@ -68,8 +70,7 @@ def _check_pairs(inputs: object, targets: object, what: str) -> tuple[torch.Tens
     x = check_sequence(names[0], inputs)
     y = check_sequence(names[1], targets)  # its channels are the model's output's (checked there)
     for name, tensor in zip(names, (x, y), strict=True):
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"{name} contains NaN or inf values")
+        finite(name, tensor)
     if y.shape[0] != x.shape[0] or y.shape[-2:] != x.shape[-2:]:
         raise ValueError(
             f"{names[1]} must match {names[0]} {tuple(x.shape)} in batch and frame size, got "

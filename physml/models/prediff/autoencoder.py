@@ -16,10 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdes.checks import positive_int
+from pdes.checks import finite, positive_int
 
 from ... import metrics
-from ..._checks import finite
 
 L1_WEIGHT = 0.1
 """Weight of the L1 term in :func:`autoencoder_loss` (sharper strokes than MSE alone)."""

@@ -26,9 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdes.checks import positive_int
+from pdes.checks import finite, positive_int
 
-from ..._checks import finite
 from ..cuboid import CuboidTransformerBlock
 from ..earthformer import PatchMerge, PositionEmbedding
 
