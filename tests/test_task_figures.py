@@ -15,7 +15,7 @@ from pdes.verification import convergence, exact_cases
 from physml.outputs import Gaussian
 from physml.tasks.probconserv import plot_case
 from physml.tasks.verification import SQUARE_CASES, _plot_field_and_error, plot_study
-from physml.training.commands import _plot as plot_evaluation
+from physml.training.commands import plot_samples as plot_evaluation
 
 
 def test_square_cases_are_the_flattened_two_dimensional_ones():

@@ -243,7 +243,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(scores, indent=1) + "\n")
-    _plot(prediction, target, out / "samples.png")
+    plot_samples(prediction, target, out / "samples.png")
     width = max(len(k) for k in scores)
     for key, value in scores.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -291,7 +291,7 @@ def _check_same_pairs(model: str, pairs, trained: list) -> None:
         )
 
 
-def _plot(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:
+def plot_samples(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:
     """Three samples, prediction beside truth: lines for 1-D fields, images for 2-D frames."""
     import matplotlib.pyplot as plt
 
