@@ -37,8 +37,11 @@ those steps or by their result; an explicit ``max_step`` beyond it raises :class
 naming the limit.
 
 Default step (:func:`default_step`): a CFL bound ``h U κ_max ≤`` :data:`CFL` (``κ_max`` the largest
-kept ``|k|``, so no kept mode is advected through more than half a radian per step), and at most
-:data:`SAFETY` times the stability limit, both at the estimated speed ``U = U0 + t_end U_f``:
+kept ``|k|``, so no kept mode is advected through more than half a radian per step), an accuracy
+bound ``hν κ_max² ≤`` :data:`DIFFUSION_NUMBER` for the viscous term (a slow, viscous flow would
+otherwise get a step at which Crank–Nicolson's damping is far from ``e^{−z}``), and at most
+:data:`SAFETY` times the stability limit, the first and last at the estimated speed
+``U = U0 + t_end U_f``:
 ``U0`` is the speed of ``w0`` and ``U_f`` that of ``∇⊥(−Δ)⁻¹f``, the speed the forcing alone would
 add per unit time. It is an estimate, not a bound: where the flow outgrows it so far that the step
 passes the limit, the block of steps is redone with the default step at the speed met.
@@ -66,6 +69,10 @@ CFL = 0.5
 """The default step keeps ``h U κ_max`` (the phase a kept mode is advected per step) below this."""
 SAFETY = 0.5
 """The default step is at most this fraction of :func:`stability_limit`."""
+DIFFUSION_NUMBER = 1.0
+"""The default step keeps ``z = hν κ_max²`` below this: Crank–Nicolson then damps the highest kept
+mode by ``1/3`` per step against ``e^{−1} ≈ 0.37`` (at ``z > 2`` its factor turns negative and a
+decaying mode flips sign every step, however stable)."""
 CHECK_EVERY = 32
 """Steps between two checks of the speed against the stability limit."""
 _FIXED_POINT_ITERATIONS = 200
@@ -214,9 +221,8 @@ def stability_limit(grid: Grid2D, nu: float | torch.Tensor, speed: float | torch
 
 
 def default_step(grid: Grid2D, nu: float | torch.Tensor, speed: float | torch.Tensor) -> float:
-    """The step the solver picks at speed ``U``: ``min(CFL/(U κ_max), SAFETY · stability_limit)``.
-
-    ``κ_max`` is the largest kept ``|k|``; ``inf`` when ``U = 0``.
+    """The step the solver picks at speed ``U``: ``min(CFL/(U κ_max), DIFFUSION_NUMBER/(ν κ_max²),
+    SAFETY · stability_limit)``, ``κ_max`` the largest kept ``|k|`` (the largest ``ν`` of a batch).
     """
     grid = check_grid(grid)
     modes = fourier_modes(grid, "cpu")
@@ -225,7 +231,7 @@ def default_step(grid: Grid2D, nu: float | torch.Tensor, speed: float | torch.Te
 
 
 def _default(k2: np.ndarray, nu: np.ndarray, speed: np.ndarray) -> float:
-    limit = SAFETY * _limit(k2, nu, speed)
+    limit = min(SAFETY * _limit(k2, nu, speed), DIFFUSION_NUMBER / (np.max(nu) * k2.max()))
     fastest = float(np.max(speed)) * math.sqrt(float(k2.max()))
     return min(limit, CFL / fastest) if fastest > 0 else limit
 
