@@ -376,17 +376,21 @@ class _FiniteVolume:
             inflow = inflow + 0.5 * self.dx * (after[0] - u[:, 0] + after[1] - u[:, -1])
         return new, inflow
 
-    def stability_limit(self, u: torch.Tensor, t0: float, t1: float) -> tuple[float, float]:
+    def stability_limit(
+        self, u: torch.Tensor, t0: float, t1: float, times: int = 9
+    ) -> tuple[float, float]:
         """``(dt limit, k_max)`` for the interval ``[t0, t1]``.
 
-        ``k_max`` is taken over the state, the wall values across the interval and every value in
-        between (17 samples per sample). With periodic or Dirichlet walls the scheme keeps its
-        values in that range under the limit (``self.bounded``), so one estimate serves the whole
-        interval; Neumann inflow can push values past it, so the solver re-estimates every step.
+        ``k_max`` is taken over the state, the wall values at ``times`` even times across the
+        interval and every value in between (17 samples per sample). With periodic or Dirichlet
+        walls the scheme keeps its values in the range of the state and the walls at its step
+        times under the limit (``self.bounded``), so one estimate serves the whole interval once
+        it has seen the walls at those times (:func:`_plan`); Neumann inflow can push values past
+        it, so the solver re-estimates every step.
         """
         values = [u]
         if isinstance(self.bc, Dirichlet):
-            for t in np.linspace(t0, t1, 9).tolist():
+            for t in np.linspace(t0, t1, times).tolist():
                 values.extend(v[:, None] for v in self.walls(t))
         values = torch.cat(values, dim=1)
         low = values.min(dim=1, keepdim=True).values
@@ -403,6 +407,25 @@ class _FiniteVolume:
         k_max = kv.max().item()
         limit = math.inf if k_max == 0.0 else self.dx**2 / (self.limit_factor * k_max)
         return limit, k_max
+
+
+def _plan(solver: _FiniteVolume, u: torch.Tensor, t: float, target: float, dt: float | None):
+    """``(steps, dt limit, k_max)`` from ``t`` to ``target``. Walls that move are checked at the
+    steps' own times as well (where the scheme imposes them): nine even samples can miss the
+    peak of a wall that oscillates between them, and the estimate is redone until it holds."""
+    limit, k_max = solver.stability_limit(u, t, target)
+    moving = isinstance(solver.bc, Dirichlet) and solver.fixed_walls is None
+    while True:
+        step = dt if dt is not None else SAFETY * limit
+        count = 1 if math.isinf(step) else max(1, math.ceil((target - t) / step - 1e-9))
+        if not moving or count + 1 <= 9 or count > MAX_STEPS:
+            return count, limit, k_max
+        seen, seen_k = solver.stability_limit(u, t, target, count + 1)
+        if seen >= limit:
+            return count, limit, k_max
+        limit, k_max = seen, seen_k
+        if dt is not None:
+            return count, limit, k_max
 
 
 def _as_diffusivity(k) -> DiffusivityFn:
@@ -471,7 +494,7 @@ def solve_gpme(
     for target in t_out.tolist():
         while t < target:
             finite_result("solve_gpme", u, t)
-            limit, k_max = solver.stability_limit(u, t, target)
+            count, limit, k_max = _plan(solver, u, t, target, dt)
             if dt is not None and dt > limit * (1.0 + 1e-12):
                 raise SolverError(
                     f"dt={dt:.6g} exceeds the stability limit dx²/({solver.limit_factor:g} k_max)"
@@ -479,7 +502,6 @@ def solve_gpme(
                 )
             step = dt if dt is not None else SAFETY * limit
             span = target - t
-            count = 1 if math.isinf(step) else max(1, math.ceil(span / step - 1e-9))
             if count > MAX_STEPS:
                 raise SolverError(
                     f"reaching t={target:.6g} from t={t:.6g} needs {float(count):.3g} steps of "

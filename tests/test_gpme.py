@@ -501,3 +501,20 @@ def test_diffusivity_objects_carry_their_potential():
         assert isinstance(d, Diffusivity)
         integral = torch.cumulative_trapezoid(d(u), u, dim=1)
         assert torch.allclose(d.potential(u)[:, 1:] - d.potential(u)[:, :1], integral, atol=5e-3)
+
+
+@pytest.mark.parametrize("frequency", [4.0, 7.8])
+def test_a_wall_peaking_between_the_step_estimates_samples_stays_stable(frequency):
+    """``k = u²`` with a Dirichlet wall ``1 + ½ sin(2π f t)``: nine even samples of [0, 1] see the
+    wall only near 1, so a step planned from them alone was twice too large and blew up."""
+    grid = Grid1D(21)
+
+    def wall(t):
+        return 1.0 + 0.5 * math.sin(2 * math.pi * frequency * t)
+
+    u0 = torch.ones(1, 21, dtype=torch.float64)
+    times = [0.0, 1.0]
+    u, inflow = solve_gpme(u0, grid, pme_k(2.0), times, Dirichlet(wall, 1.0), return_flux=True)
+    assert u.min() >= 0.5 - 1e-12 and u.max() <= 1.5 + 1e-12  # the walls' range bounds u
+    mass = grid.integrate(u) - grid.integrate(u[:, 0])[:, None]
+    assert torch.allclose(mass, inflow, rtol=0, atol=1e-13)
