@@ -468,7 +468,9 @@ def solve_gpme(
     inflow through the walls ``(sample, T)``: ``grid.integrate(u[:, j])`` minus the initial mass
     equals it to round-off (on a node grid with Dirichlet walls the initial state is ``u0`` with
     its end values set to the wall values at ``t = 0``). ``dt=None`` takes 0.9 of the stability
-    limit per output interval; a ``dt`` beyond the limit raises ``SolverError``.
+    limit per output interval; a ``dt`` beyond the limit raises ``SolverError``. The step is
+    the batch's: the largest ``k`` of any sample sets it, so a sample's answer depends on its
+    batch within the scheme's truncation error (the recipes solve one sample at a time).
     """
     if not isinstance(grid, Grid1D):
         raise TypeError(f"grid must be a Grid1D, got {type(grid)}")
@@ -597,8 +599,9 @@ class _GPMERecipe(Problem):
         t = self.times(s).to(device)
         if s["solver"] == "exact":
             u = self.exact(x, t, value)
-        else:
-            u = self.finite_volume(self.grid(s), x, t, value)
+        else:  # one sample a solve: the step follows that sample's own k, not its batch's
+            grid = self.grid(s)
+            u = torch.cat([self.finite_volume(grid, x, t, v[None]) for v in value])
         return Batch(u=u, params={self.parameter: value})
 
     def exact(self, x: torch.Tensor, t: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

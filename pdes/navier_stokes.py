@@ -341,6 +341,9 @@ def solve_vorticity(
     ``forcing`` ``'fno'`` (:func:`fno_forcing`), ``None``/``'none'``, or a zero-mean tensor
     ``(nx, ny)`` or ``(sample, nx, ny)``, constant in time. ``max_step`` must not exceed
     :func:`stability_limit`; the default is :func:`default_step` (see the module docstring).
+    One step serves the whole batch (its fastest sample and largest ν set it), so a
+    sample's answer depends on its batch within the scheme's truncation error; solve a sample
+    alone for an answer of its own.
     """
     grid = check_grid(grid)
     w0 = check_fields("w0", w0, grid)

@@ -541,7 +541,9 @@ def solve_tracer(
     ``(nx, ny)`` or ``(sample, nx, ny)``, e.g. from :func:`face_velocities`; the total is
     conserved whatever they are, the tracer's range only if they are divergence-free). ``kappa``
     >= 0, a number or one per sample. ``max_step`` must not exceed :func:`step_limit` (the
-    default is the limit).
+    default is the limit). One step serves the whole batch (its fastest sample and largest κ
+    set it), so a sample's answer depends on its batch within the scheme's truncation error;
+    solve a sample alone for an answer of its own.
     """
     grid = check_grid(grid)
     c0 = _tracer(c0, grid)
@@ -589,7 +591,9 @@ def solve_ns_tracer(
     vorticity's stability limit or :func:`step_limit` at the speeds met (checked every
     :data:`CHECK_EVERY` steps); by default the step is planned at the speed of ``w0`` plus
     ``t_end`` times the speed the forcing adds per unit time, and lowered where the flow outgrows
-    it.
+    it. One step serves the whole batch (its fastest sample and largest ν and κ set it), so a
+    sample's answer depends on its batch within the scheme's truncation error; solve a sample
+    alone for an answer of its own.
     """
     grid = check_grid(grid)
     w0 = check_fields("w0", w0, grid)

@@ -518,3 +518,14 @@ def test_a_wall_peaking_between_the_step_estimates_samples_stays_stable(frequenc
     assert u.min() >= 0.5 - 1e-12 and u.max() <= 1.5 + 1e-12  # the walls' range bounds u
     mass = grid.integrate(u) - grid.integrate(u[:, 0])[:, None]
     assert torch.allclose(mass, inflow, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "pme"])
+def test_a_finite_volume_recipe_sample_does_not_depend_on_its_batch(name):
+    """The step of a batched solve follows the batch's largest k; the recipes must give a
+    sample the same values alone and beside a sample of larger k."""
+    recipe = next(p for p in PROBLEMS if p.name == name)
+    settings = {"nx": 21, "nt": 3, "t_end": 0.2, "solver": "fv"}
+    alone = recipe.generate([1], settings).u[0]
+    together = recipe.generate([0, 1], settings).u[1]
+    assert torch.equal(alone, together)
