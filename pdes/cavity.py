@@ -145,6 +145,7 @@ def _check_grid(grid: Grid2D) -> int:
 def _vorticity(name: str, value: torch.Tensor, n: int) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (sample, n, n), got {type(value)}")
+    checks.real(name, value)
     if value.ndim == 2:
         value = value.unsqueeze(0)
     if value.ndim != 3 or tuple(value.shape[1:]) != (n, n):

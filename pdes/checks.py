@@ -104,6 +104,8 @@ def field(
         value = value.unsqueeze(0)
     if value.ndim != 2:
         raise ValueError(f"{name} must have shape (sample, x), got shape {tuple(value.shape)}")
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {tuple(value.shape)}")
     if n is not None and value.shape[-1] != n:
         raise ValueError(
             f"{name} must have {n} points along x to match the grid, got shape {tuple(value.shape)}"

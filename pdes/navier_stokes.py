@@ -93,6 +93,7 @@ def check_fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (sample, nx, ny), got {type(value)}"
         )
+    checks.real(name, value)
     if value.ndim == 2:
         value = value.unsqueeze(0)
     if value.ndim != 3 or tuple(value.shape[1:]) != grid.shape:
@@ -100,6 +101,8 @@ def check_fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
             f"{name} must have shape (sample, {grid.shape[0]}, {grid.shape[1]}) to match the grid, "
             f"got shape {tuple(value.shape)}"
         )
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {tuple(value.shape)}")
     checks.finite(name, value)
     return value.to(dtype=FLOAT)
 
@@ -151,6 +154,7 @@ def velocity(w: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]
     grid = check_grid(grid)
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"w must be a torch.Tensor of shape (..., nx, ny), got {type(w)}")
+    checks.real("w", w)
     if w.ndim < 2 or tuple(w.shape[-2:]) != grid.shape:
         raise ValueError(
             f"w must end in shape {grid.shape} to match the grid, got {tuple(w.shape)}"

@@ -40,6 +40,7 @@ from pdes import (
     problems,
     random_fields,
     stokes,
+    tracer,
     wave,
 )
 from pdes import burgers as burgers_module
@@ -132,6 +133,8 @@ G9 = Grid1D(9)
 PERIODIC8 = Grid1D(8, periodic=True)
 U0 = torch.zeros(2, 9)
 T = [0.0, 0.1]
+C128 = torch.complex128
+P8 = Grid2D.square(8, periodic=True)
 
 
 def square(n: int = 9, **kwargs) -> Grid2D:
@@ -361,6 +364,12 @@ HEAT_CASES = [
         r"u0 must hold real numbers",
     ),
     case(
+        "heat-u0-no-samples",
+        lambda c: heat.solve_heat(torch.zeros(0, 9), G9, 1.0, T, "dirichlet"),
+        ValueError,
+        r"u0 must hold at least one sample, got shape \(0, 9\)",
+    ),
+    case(
         "heat-kappa-complex",
         lambda c: heat.solve_heat(U0, G9, torch.tensor([1 + 1j, 1 + 0j]), T, "dirichlet"),
         TypeError,
@@ -446,6 +455,12 @@ GPME_CASES = [
         lambda c: gpme.solve_gpme(torch.full((1, 9), NAN), G9, 1.0, T, "dirichlet"),
         ValueError,
         r"u0 contains NaN",
+    ),
+    case(
+        "gpme-u0-no-samples",
+        lambda c: gpme.solve_gpme(torch.zeros(0, 9), G9, 1.0, T, "dirichlet"),
+        ValueError,
+        r"u0 must hold at least one sample",
     ),
     case(
         "gpme-k-negative",
@@ -652,6 +667,24 @@ CAVITY_CASES = [
         r"w0 contains NaN",
     ),
     case(
+        "cavity-w0-complex",
+        lambda c: cavity.solve_cavity(square(), T, 10.0, w0=torch.zeros(1, 9, 9, dtype=C128)),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.complex128",
+    ),
+    case(
+        "cavity-w0-boolean",
+        lambda c: cavity.solve_cavity(square(), T, 10.0, w0=torch.zeros(1, 9, 9, dtype=torch.bool)),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "streamfunction-w-complex",
+        lambda c: cavity.streamfunction(torch.zeros(9, 9, dtype=C128), square()),
+        TypeError,
+        r"w must hold real numbers",
+    ),
+    case(
         "cavity-sample-counts-disagree",
         lambda c: cavity.solve_cavity(square(), T, torch.ones(2) * 10, torch.ones(3)),
         ValueError,
@@ -823,6 +856,52 @@ NAVIER_STOKES_CASES = [
         ),
         ValueError,
         r"forcing must have shape \(sample, 8, 8\)",
+    ),
+    case(
+        "vorticity-w0-complex",
+        lambda c: ns.solve_vorticity(torch.zeros(1, 8, 8, dtype=C128), P8, 0.01, T),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.complex128",
+    ),
+    case(
+        "vorticity-w0-boolean",
+        lambda c: ns.solve_vorticity(torch.zeros(1, 8, 8, dtype=torch.bool), P8, 0.01, T),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "vorticity-forcing-complex",
+        lambda c: ns.solve_vorticity(
+            torch.zeros(1, 8, 8), P8, 0.01, T, forcing=torch.zeros(8, 8, dtype=C128)
+        ),
+        TypeError,
+        r"forcing must hold real numbers",
+    ),
+    case(
+        "vorticity-w0-no-samples",
+        lambda c: ns.solve_vorticity(torch.zeros(0, 8, 8), P8, 0.01, T),
+        ValueError,
+        r"w0 must hold at least one sample, got shape \(0, 8, 8\)",
+    ),
+    case(
+        "velocity-w-complex",
+        lambda c: ns.velocity(torch.zeros(8, 8, dtype=C128), P8),
+        TypeError,
+        r"w must hold real numbers",
+    ),
+    case(
+        "tracer-c0-complex",
+        lambda c: tracer.solve_tracer(torch.zeros(1, 8, 8, dtype=C128), P8, 0.0, T, (1.0, 0.0)),
+        TypeError,
+        r"c0 must hold real numbers",
+    ),
+    case(
+        "tracer-c0-boolean",
+        lambda c: tracer.solve_tracer(
+            torch.ones(1, 8, 8, dtype=torch.bool), P8, 0.0, T, (1.0, 0.0)
+        ),
+        TypeError,
+        r"c0 must hold real numbers",
     ),
     case(
         "taylor-green-amplitude-nan",
