@@ -56,7 +56,6 @@ import torch
 from . import checks
 from .errors import SolverError
 from .grid import Grid2D
-from .heat import per_sample
 from .problems import Batch, Option, Problem, generator
 from .random_fields import gaussian_random_field_2d
 from .verification import Comparison, ExactCase
@@ -346,7 +345,7 @@ def solve_vorticity(
     if max_step is not None:
         max_step = checks.positive("max_step", max_step)
     batch, device = w0.shape[0], w0.device
-    viscosity = per_sample("nu", nu, batch, "cpu")
+    viscosity = checks.per_sample("nu", nu, batch, "cpu")
     shortest = min(grid.x.length, grid.y.length)
     checks.diffusion_number("nu", float(viscosity.max()), t_out[-1].item(), shortest)
     force = forcing_coefficients(forcing, grid, batch, device)
