@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .checks import FLOAT
 
 BoundaryValue = float | torch.Tensor | Callable[[float], float | torch.Tensor]
@@ -26,14 +27,12 @@ def evaluate(name: str, value: BoundaryValue, t: float, batch: int, device=None)
         if not math.isfinite(raw):
             raise ValueError(f"{name} is NaN or inf at t={t}")
         return torch.full((batch,), raw, dtype=FLOAT, device=device)
-    out = torch.as_tensor(raw, dtype=FLOAT, device=device)
+    expected = f"a number or hold one value per sample ({batch},)"
+    out = checks.parameter(name, raw, expected, device)
     if out.ndim == 0:
         out = out.expand(batch)
     if out.shape != (batch,):
-        raise ValueError(
-            f"{name} must be a number or hold one value per sample ({batch},), "
-            f"got shape {tuple(out.shape)}"
-        )
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(out.shape)}")
     if not torch.isfinite(out).all():
         raise ValueError(f"{name} is NaN or inf at t={t}")
     return out

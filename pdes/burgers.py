@@ -76,17 +76,10 @@ def periodic_transform(n: int) -> str:
 
 
 def _viscosities(nu: float | torch.Tensor, batch: int) -> torch.Tensor:
-    if isinstance(nu, torch.Tensor) and nu.ndim > 0:
-        if nu.shape != (batch,):
-            raise ValueError(
-                f"nu must be a number or hold one value per sample ({batch},), "
-                f"got shape {tuple(nu.shape)}"
-            )
-        values = nu.detach().to(dtype=FLOAT, device="cpu")
-        if not torch.isfinite(values).all() or (values <= 0).any():
-            raise ValueError(f"nu must be finite and > 0 for every sample, got {values.tolist()}")
-        return values
-    return torch.full((batch,), checks.positive("nu", nu), dtype=FLOAT)
+    """``nu``, a positive number or one per sample, as a ``(batch,)`` CPU tensor."""
+    if isinstance(nu, torch.Tensor):
+        nu = nu.detach()
+    return checks.per_sample("nu", nu, batch, "cpu")
 
 
 def advective_step_limit(grid: Grid1D, speed: float, spectral: bool) -> float:

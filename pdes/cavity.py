@@ -111,21 +111,8 @@ _UPWIND_PHASE = 1.3722  # max of (8 sin θ - sin 2θ)/6 per unit |u|/h
 
 def _parameter(name: str, value: Parameter) -> torch.Tensor:
     """A positive number or one per sample, as a 1-D float64 tensor (length 1 for a number)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive number or a tensor (sample,), got {value!r}")
-    try:
-        tensor = torch.as_tensor(value, dtype=FLOAT)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(
-            f"{name} must be a positive number or a tensor (sample,), got {value!r}"
-        ) from None
-    if tensor.ndim == 0:
-        tensor = tensor.reshape(1)
-    if tensor.ndim != 1 or tensor.numel() == 0:
-        raise ValueError(
-            f"{name} must be a number or hold one value per sample (sample,), "
-            f"got shape {tuple(tensor.shape)}"
-        )
+    tensor = checks.parameter(name, value, "a positive number or one per sample (sample,)")
+    tensor = tensor.reshape(-1)
     if not torch.isfinite(tensor).all() or (tensor <= 0).any():
         raise ValueError(f"{name} must be finite and > 0 for every sample, got {tensor.tolist()}")
     return tensor
@@ -145,6 +132,7 @@ def _check_grid(grid: Grid2D) -> int:
 def _vorticity(name: str, value: torch.Tensor, n: int) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (sample, n, n), got {type(value)}")
+    checks.real(name, value)
     if value.ndim == 2:
         value = value.unsqueeze(0)
     if value.ndim != 3 or tuple(value.shape[1:]) != (n, n):

@@ -18,10 +18,25 @@ steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (
 solver: from about 1e20)."""
 
 
+def not_real(value: object) -> bool:
+    """Whether ``value`` is or holds booleans (of every kind), complex numbers or text, which
+    ``float()`` or ``torch.as_tensor`` would take as real numbers (or drop a part of)."""
+    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
+        return True
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.bool or value.is_complex()
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "bcSU"
+    if isinstance(value, (list, tuple)):
+        return any(not_real(item) for item in value)
+    return False
+
+
 def _real(name: str, value: float, expected: str) -> float:
     """``value`` as a float; ``TypeError`` naming ``expected`` for what is not a real number:
-    booleans (of either kind) and strings included, though ``float()`` would take them."""
-    if isinstance(value, (bool, np.bool_, str, bytes)):
+    booleans (of every kind), complex numbers and strings included, though ``float()`` would
+    take some of them."""
+    if not_real(value):
         raise TypeError(f"{name} must be {expected}, got {value!r}")
     try:
         return float(value)
@@ -53,6 +68,44 @@ def non_negative(name: str, value: float) -> float:
     if not math.isfinite(number) or number < 0.0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return number
+
+
+def parameter(name: str, value: object, expected: str, device=None) -> torch.Tensor:
+    """``value``, a number or one per sample, as a float64 tensor of 0 or 1 dimensions.
+
+    ``TypeError`` naming ``name`` and ``expected`` for what is not real numbers (booleans of every
+    kind, complex numbers and text included) or does not convert; ``ValueError`` for more than one
+    dimension or no value at all. The caller checks the values and the number of samples.
+    """
+    if not_real(value):
+        if isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        tensor = torch.as_tensor(value, dtype=FLOAT, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
+    if tensor.ndim > 1 or tensor.numel() == 0:
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def per_sample(name: str, value: float | torch.Tensor, batch: int, device=None) -> torch.Tensor:
+    """A positive coefficient, a number or one value per sample, as a ``(batch,)`` tensor."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        out = parameter(name, value, f"a number or hold one value per sample ({batch},)", device)
+        if out.numel() == 1:
+            out = out.expand(batch)
+        if out.shape != (batch,):
+            raise ValueError(
+                f"{name} must be a number or hold one value per sample ({batch},), "
+                f"got shape {tuple(value.shape)}"
+            )
+        if not (torch.isfinite(out).all() and (out > 0).all()):
+            raise ValueError(f"{name} must be finite and > 0 for every sample, got {out.tolist()}")
+        return out
+    number = positive(name, value.item() if isinstance(value, torch.Tensor) else value)
+    return torch.full((batch,), number, dtype=FLOAT, device=device)
 
 
 def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -104,6 +157,8 @@ def field(
         value = value.unsqueeze(0)
     if value.ndim != 2:
         raise ValueError(f"{name} must have shape (sample, x), got shape {tuple(value.shape)}")
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {tuple(value.shape)}")
     if n is not None and value.shape[-1] != n:
         raise ValueError(
             f"{name} must have {n} points along x to match the grid, got shape {tuple(value.shape)}"
@@ -114,6 +169,8 @@ def field(
 
 def times(name: str, value: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Output times as a float64 CPU tensor: finite, at least one, non-decreasing from >= 0."""
+    if not isinstance(value, torch.Tensor) and not_real(value):
+        raise TypeError(f"{name} must be a sequence of numbers, got {value!r}")
     try:  # Python numbers straight to float64: through float32 they would lose digits
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=FLOAT)
     except (TypeError, ValueError, RuntimeError):

@@ -80,18 +80,8 @@ MAX_STEPS = 10_000_000
 
 def _parameter(name: str, value: Parameter, kind: str, device=None) -> torch.Tensor:
     """One value per sample as a float64 tensor ``(sample,)``; ``kind`` is 'positive' or 'unit'."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number or a tensor (sample,), got {value!r}")
-    try:
-        tensor = torch.as_tensor(value, dtype=FLOAT, device=device)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be a number or a tensor (sample,), got {value!r}") from None
-    if tensor.ndim == 0:
-        tensor = tensor.reshape(1)
-    if tensor.ndim != 1 or tensor.numel() == 0:
-        raise ValueError(
-            f"{name} must be a number or a 1-D tensor (sample,), got {tuple(tensor.shape)}"
-        )
+    tensor = checks.parameter(name, value, "a number or a 1-D tensor (sample,)", device)
+    tensor = tensor.reshape(-1)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
     if kind == "positive" and (tensor <= 0).any():

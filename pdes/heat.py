@@ -56,26 +56,6 @@ FLOAT = checks.FLOAT
 Rate = float | torch.Tensor
 
 
-def per_sample(name: str, value: Rate, batch: int, device) -> torch.Tensor:
-    """A positive coefficient, a number or one value per sample, as a ``(batch,)`` tensor."""
-    if isinstance(value, torch.Tensor):
-        checks.real(name, value)
-    if isinstance(value, torch.Tensor) and value.ndim > 0:
-        out = value.to(dtype=FLOAT, device=device).flatten()
-        if out.numel() == 1:
-            out = out.expand(batch)
-        if out.shape != (batch,):
-            raise ValueError(
-                f"{name} must be a number or hold one value per sample ({batch},), "
-                f"got shape {tuple(value.shape)}"
-            )
-        if not (torch.isfinite(out).all() and (out > 0).all()):
-            raise ValueError(f"{name} must be finite and > 0 for every sample, got {out.tolist()}")
-        return out
-    number = checks.positive(name, value.item() if isinstance(value, torch.Tensor) else value)
-    return torch.full((batch,), number, dtype=FLOAT, device=device)
-
-
 def interior_matrix(
     m: int, dx: float, neumann: bool, device=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -185,8 +165,12 @@ def _time_dependent(bc: BoundaryCondition) -> bool:
 
 
 def _is_zero(bc: Dirichlet | Neumann) -> bool:
-    for value in (bc.left, bc.right):
-        if callable(value) or bool(torch.as_tensor(value).ne(0).any()):
+    for side in ("left", "right"):
+        value = getattr(bc, side)
+        if callable(value):
+            return False
+        name, expected = f"{type(bc).__name__}.{side}", "a number or one value per sample"
+        if bool(checks.parameter(name, value, expected).ne(0).any()):
             return False
     return True
 
@@ -216,7 +200,7 @@ def solve_heat(
 def _solve(u0, grid, kappa, times, bc, max_step) -> torch.Tensor:
     t_out = checks.times("times", times)
     batch, device = u0.shape[0], u0.device
-    rates = per_sample("kappa", kappa, batch, device)
+    rates = checks.per_sample("kappa", kappa, batch, device)
     checks.diffusion_number("kappa", float(rates.max()), float(t_out[-1]), grid.length)
     if max_step is not None:
         max_step = checks.positive("max_step", max_step)

@@ -59,7 +59,6 @@ import torch
 from . import checks
 from .errors import SolverError
 from .grid import Grid2D
-from .heat import per_sample
 from .problems import Batch, Option, Problem, generator
 from .random_fields import gaussian_random_field_2d
 from .verification import Comparison, ExactCase
@@ -100,6 +99,7 @@ def check_fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (sample, nx, ny), got {type(value)}"
         )
+    checks.real(name, value)
     if value.ndim == 2:
         value = value.unsqueeze(0)
     if value.ndim != 3 or tuple(value.shape[1:]) != grid.shape:
@@ -107,6 +107,8 @@ def check_fields(name: str, value: torch.Tensor, grid: Grid2D) -> torch.Tensor:
             f"{name} must have shape (sample, {grid.shape[0]}, {grid.shape[1]}) to match the grid, "
             f"got shape {tuple(value.shape)}"
         )
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {tuple(value.shape)}")
     checks.finite(name, value)
     return value.to(dtype=FLOAT)
 
@@ -158,6 +160,7 @@ def velocity(w: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]
     grid = check_grid(grid)
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"w must be a torch.Tensor of shape (..., nx, ny), got {type(w)}")
+    checks.real("w", w)
     if w.ndim < 2 or tuple(w.shape[-2:]) != grid.shape:
         raise ValueError(
             f"w must end in shape {grid.shape} to match the grid, got {tuple(w.shape)}"
@@ -351,7 +354,7 @@ def solve_vorticity(
     if max_step is not None:
         max_step = checks.positive("max_step", max_step)
     batch, device = w0.shape[0], w0.device
-    viscosity = per_sample("nu", nu, batch, "cpu")
+    viscosity = checks.per_sample("nu", nu, batch, "cpu")
     shortest = min(grid.x.length, grid.y.length)
     checks.diffusion_number("nu", float(viscosity.max()), t_out[-1].item(), shortest)
     force = forcing_coefficients(forcing, grid, batch, device)

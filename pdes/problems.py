@@ -65,6 +65,10 @@ class Problem:
         result: dict[str, object] = {}
         for key, option in self.options.items():
             value = overrides.get(key, option.default)
+            if option.type in (int, float) and isinstance(value, (bool, np.bool_)):
+                raise ValueError(
+                    f"{self.name}: option {key} must be a {option.type.__name__}, got {value!r}"
+                )
             if option.type is int and isinstance(value, (float, np.floating)):
                 if not float(value).is_integer():  # int() would cut 17.9 to 17 in silence
                     raise ValueError(f"{self.name}: option {key} must be an int, got {value!r}")

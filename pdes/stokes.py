@@ -18,7 +18,7 @@ import torch
 from . import checks
 from .boundary import Dirichlet
 from .grid import Grid1D
-from .heat import Rate, per_sample, solve_heat
+from .heat import Rate, solve_heat
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
@@ -30,22 +30,17 @@ def _per_sample_all(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     sizes = [v.numel() for v in (amplitude, omega, nu) if isinstance(v, torch.Tensor)]
     batch = max(sizes, default=1)
-    if isinstance(amplitude, torch.Tensor):
-        amplitude_t = amplitude.to(dtype=FLOAT, device=device).flatten()
-        if amplitude_t.numel() not in (1, batch):
-            raise ValueError(
-                f"U must be a number or hold one value per sample ({batch},), "
-                f"got shape {tuple(amplitude.shape)}"
-            )
-        amplitude_t = amplitude_t.expand(batch)
-    else:
-        amplitude_t = torch.full((batch,), float(amplitude), dtype=FLOAT, device=device)
+    expected = f"a number or hold one value per sample ({batch},)"
+    amplitude_t = checks.parameter("U", amplitude, expected, device).reshape(-1)
+    if amplitude_t.numel() not in (1, batch):
+        raise ValueError(f"U must be {expected}, got shape {tuple(amplitude_t.shape)}")
+    amplitude_t = amplitude_t.expand(batch)
     if not torch.isfinite(amplitude_t).all():
         raise ValueError(f"U must be finite, got {amplitude_t.tolist()}")
     return (
         amplitude_t,
-        per_sample("omega", omega, batch, device),
-        per_sample("nu", nu, batch, device),
+        checks.per_sample("omega", omega, batch, device),
+        checks.per_sample("nu", nu, batch, device),
     )
 
 

@@ -46,7 +46,6 @@ import torch
 from . import checks
 from .errors import SolverError
 from .grid import Grid2D
-from .heat import per_sample
 from .navier_stokes import (
     CHECK_EVERY,
     MAX_RETRIES,
@@ -95,7 +94,7 @@ Diffusivity = float | torch.Tensor
 
 def _per_sample(name: str, value, batch: int | None = None) -> torch.Tensor:
     """``value`` (a number or a tensor) as a flat float64 tensor of finite entries."""
-    out = torch.as_tensor(value, dtype=FLOAT).flatten()
+    out = checks.parameter(name, value, "a number or one value per sample (sample,)").reshape(-1)
     if not torch.isfinite(out).all():
         raise ValueError(f"{name} must be finite, got {out.tolist()}")
     if batch is not None and out.numel() not in (1, batch):
@@ -603,7 +602,7 @@ def solve_ns_tracer(
     kappa = _diffusivities(kappa, batch).expand(batch)
     if max_step is not None:
         max_step = checks.positive("max_step", max_step)
-    viscosity = per_sample("nu", nu, batch, "cpu")
+    viscosity = checks.per_sample("nu", nu, batch, "cpu")
     force = forcing_coefficients(forcing, grid, batch, device)
     scheme = VorticityScheme(grid, viscosity, force, device)
     run = _Run(

@@ -22,7 +22,7 @@ import torch
 from . import checks
 from .boundary import Neumann, parse
 from .grid import Grid1D
-from .heat import Rate, interior_operator, neumann_boundary, per_sample, random_modes
+from .heat import Rate, interior_operator, neumann_boundary, random_modes
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
@@ -73,7 +73,7 @@ def solve_wave(
         )
     t_out = checks.times("times", times).to(u0.device)
     batch, device, dx = u0.shape[0], u0.device, grid.dx
-    speed = per_sample("c", c, batch, device)
+    speed = checks.per_sample("c", c, batch, device)
 
     base = interior_operator(grid.n - 2, dx, neumann=True, device=device)
     q0 = base.forward(u0[:, 1:-1])[:, None, :]
@@ -109,7 +109,7 @@ def discrete_energy(u: torch.Tensor, v: torch.Tensor, grid: Grid1D, c: Rate) -> 
     weights[0] = weights[-1] = 1.5
     kinetic = 0.5 * grid.dx * (weights * inner_v**2).sum(-1)
     strain = 0.5 * grid.dx * (torch.diff(inner_u, dim=-1) / grid.dx).pow(2).sum(-1)
-    speed = per_sample("c", c, u.shape[0], u.device).reshape(-1, *([1] * (kinetic.ndim - 1)))
+    speed = checks.per_sample("c", c, u.shape[0], u.device).reshape(-1, *([1] * (kinetic.ndim - 1)))
     return kinetic + speed**2 * strain
 
 

@@ -40,6 +40,7 @@ from pdes import (
     problems,
     random_fields,
     stokes,
+    tracer,
     wave,
 )
 from pdes import burgers as burgers_module
@@ -132,6 +133,8 @@ G9 = Grid1D(9)
 PERIODIC8 = Grid1D(8, periodic=True)
 U0 = torch.zeros(2, 9)
 T = [0.0, 0.1]
+C128 = torch.complex128
+P8 = Grid2D.square(8, periodic=True)
 
 
 def square(n: int = 9, **kwargs) -> Grid2D:
@@ -260,6 +263,30 @@ BOUNDARY_CASES = [
         r"Neumann\.right is NaN or inf",
     ),
     case(
+        "dirichlet-boolean-value",
+        lambda c: gpme.solve_gpme(U0, G9, 1.0, T, Dirichlet(True, 0.0)),
+        TypeError,
+        r"Dirichlet\.left must be a number or hold one value per sample \(2,\), got True",
+    ),
+    case(
+        "dirichlet-boolean-value-per-sample",
+        lambda c: heat.solve_heat(U0, G9, 1.0, T, Dirichlet(lambda t: torch.ones(2) > 0, 0.0)),
+        TypeError,
+        r"Dirichlet\.left must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "dirichlet-text-value",
+        lambda c: heat.solve_heat(U0, G9, 1.0, T, Dirichlet("1", 0.0)),
+        TypeError,
+        r"Dirichlet\.left must be a number or one value per sample, got '1'",
+    ),
+    case(
+        "neumann-complex-value",
+        lambda c: heat.solve_heat(U0, G9, 1.0, T, Neumann(0.0, 1j)),
+        TypeError,
+        r"Neumann\.right must be a number",
+    ),
+    case(
         "neumann-three-nodes",
         lambda c: heat.solve_heat(torch.zeros(1, 3), Grid1D(3), 1.0, T, Neumann()),
         ValueError,
@@ -361,10 +388,34 @@ HEAT_CASES = [
         r"u0 must hold real numbers",
     ),
     case(
+        "heat-u0-no-samples",
+        lambda c: heat.solve_heat(torch.zeros(0, 9), G9, 1.0, T, "dirichlet"),
+        ValueError,
+        r"u0 must hold at least one sample, got shape \(0, 9\)",
+    ),
+    case(
         "heat-kappa-complex",
         lambda c: heat.solve_heat(U0, G9, torch.tensor([1 + 1j, 1 + 0j]), T, "dirichlet"),
         TypeError,
         r"kappa must hold real numbers",
+    ),
+    case(
+        "heat-kappa-boolean-tensor",
+        lambda c: heat.solve_heat(U0, G9, torch.tensor(True), T, "dirichlet"),
+        TypeError,
+        r"kappa must be a positive number, got True",
+    ),
+    case(
+        "heat-kappa-column",  # flattened to (2,) before
+        lambda c: heat.solve_heat(U0, G9, torch.ones(2, 1), T, "dirichlet"),
+        ValueError,
+        r"kappa must be a number or hold one value per sample \(2,\), got shape \(2, 1\)",
+    ),
+    case(
+        "heat-kappa-row",
+        lambda c: heat.solve_heat(U0, G9, torch.ones(1, 2), T, "dirichlet"),
+        ValueError,
+        r"kappa must be a number or hold one value per sample \(2,\), got shape \(1, 2\)",
     ),
     case(
         "heat-times-table",
@@ -448,10 +499,40 @@ GPME_CASES = [
         r"u0 contains NaN",
     ),
     case(
+        "gpme-u0-no-samples",
+        lambda c: gpme.solve_gpme(torch.zeros(0, 9), G9, 1.0, T, "dirichlet"),
+        ValueError,
+        r"u0 must hold at least one sample",
+    ),
+    case(
         "gpme-k-negative",
         lambda c: gpme.solve_gpme(U0, G9, -1.0, T, "dirichlet"),
         ValueError,
         r"k must be",
+    ),
+    case(
+        "gpme-k-boolean-tensor",
+        lambda c: gpme.solve_gpme(U0, G9, torch.tensor(True), T, "dirichlet"),
+        TypeError,
+        r"k must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "gpme-k-complex-tensor",
+        lambda c: gpme.solve_gpme(U0, G9, torch.tensor([1 + 1j, 1]), T, "dirichlet"),
+        TypeError,
+        r"k must hold real numbers, got dtype torch.complex",
+    ),
+    case(
+        "pme-exact-m-numpy-boolean",
+        lambda c: gpme.pme_exact([0.5], [1.0], np.bool_(True)),
+        TypeError,
+        r"m must be a number or a 1-D tensor \(sample,\), got (np\.)?True",
+    ),
+    case(
+        "gpme-times-boolean",
+        lambda c: gpme.solve_gpme(U0, G9, 1.0, [True], "dirichlet"),
+        TypeError,
+        r"times must be a sequence of numbers, got \[True\]",
     ),
     case(
         "gpme-k-text",
@@ -601,6 +682,30 @@ STOKES_CASES = [
         r"U must be a number or hold one value per sample \(3,\)",
     ),
     case(
+        "stokes-amplitude-boolean",
+        lambda c: stokes.solve_stokes(G9, T, True, 1.0, 0.1),
+        TypeError,
+        r"U must be a number or hold one value per sample \(1,\), got True",
+    ),
+    case(
+        "stokes-amplitude-boolean-tensor",
+        lambda c: stokes.solve_stokes(G9, T, torch.tensor([True, False]), 1.0, 0.1),
+        TypeError,
+        r"U must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "stokes-amplitude-complex",
+        lambda c: stokes.solve_stokes(G9, T, 1 + 1j, 1.0, 0.1),
+        TypeError,
+        r"U must be a number or hold one value per sample \(1,\), got \(1\+1j\)",
+    ),
+    case(
+        "stokes-amplitude-text",
+        lambda c: stokes.solve_stokes(G9, T, "a", 1.0, 0.1),
+        TypeError,
+        r"U must be a number or hold one value per sample \(1,\), got 'a'",
+    ),
+    case(
         "stokes-grid-2d",
         lambda c: stokes.solve_stokes(square(), T, 1.0, 1.0, 0.1),
         TypeError,
@@ -640,6 +745,12 @@ CAVITY_CASES = [
         r"lid_velocity must be a positive number",
     ),
     case(
+        "cavity-reynolds-boolean-tensor",
+        lambda c: cavity.solve_cavity(square(), T, torch.tensor(True)),
+        TypeError,
+        r"reynolds must hold real numbers, got dtype torch.bool",
+    ),
+    case(
         "cavity-w0-wrong-shape",
         lambda c: cavity.solve_cavity(square(), T, 10.0, w0=torch.zeros(1, 8, 8)),
         ValueError,
@@ -650,6 +761,24 @@ CAVITY_CASES = [
         lambda c: cavity.solve_cavity(square(), T, 10.0, w0=torch.full((1, 9, 9), NAN)),
         ValueError,
         r"w0 contains NaN",
+    ),
+    case(
+        "cavity-w0-complex",
+        lambda c: cavity.solve_cavity(square(), T, 10.0, w0=torch.zeros(1, 9, 9, dtype=C128)),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.complex128",
+    ),
+    case(
+        "cavity-w0-boolean",
+        lambda c: cavity.solve_cavity(square(), T, 10.0, w0=torch.zeros(1, 9, 9, dtype=torch.bool)),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "streamfunction-w-complex",
+        lambda c: cavity.streamfunction(torch.zeros(9, 9, dtype=C128), square()),
+        TypeError,
+        r"w must hold real numbers",
     ),
     case(
         "cavity-sample-counts-disagree",
@@ -762,6 +891,28 @@ BURGERS_CASES = [
         r"nu",
     ),
     case(
+        "burgers-nu-boolean",
+        lambda c: burgers_module.solve_burgers(torch.zeros(2, 8), PERIODIC8, torch.tensor(True), T),
+        TypeError,
+        r"nu must be a positive number, got True",
+    ),
+    case(
+        "burgers-nu-boolean-per-sample",
+        lambda c: burgers_module.solve_burgers(
+            torch.zeros(2, 8), PERIODIC8, torch.tensor([True, True]), T
+        ),
+        TypeError,
+        r"nu must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "burgers-nu-complex-per-sample",
+        lambda c: burgers_module.solve_burgers(
+            torch.zeros(2, 8), PERIODIC8, torch.tensor([0.1 + 0j, 0.1]), T
+        ),
+        TypeError,
+        r"nu must hold real numbers, got dtype torch.complex",
+    ),
+    case(
         "burgers-grid-2d",
         lambda c: burgers_module.solve_burgers(U0, square(), 0.1, T),
         TypeError,
@@ -825,6 +976,70 @@ NAVIER_STOKES_CASES = [
         r"forcing must have shape \(sample, 8, 8\)",
     ),
     case(
+        "vorticity-w0-complex",
+        lambda c: ns.solve_vorticity(torch.zeros(1, 8, 8, dtype=C128), P8, 0.01, T),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.complex128",
+    ),
+    case(
+        "vorticity-w0-boolean",
+        lambda c: ns.solve_vorticity(torch.zeros(1, 8, 8, dtype=torch.bool), P8, 0.01, T),
+        TypeError,
+        r"w0 must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "vorticity-forcing-complex",
+        lambda c: ns.solve_vorticity(
+            torch.zeros(1, 8, 8), P8, 0.01, T, forcing=torch.zeros(8, 8, dtype=C128)
+        ),
+        TypeError,
+        r"forcing must hold real numbers",
+    ),
+    case(
+        "vorticity-w0-no-samples",
+        lambda c: ns.solve_vorticity(torch.zeros(0, 8, 8), P8, 0.01, T),
+        ValueError,
+        r"w0 must hold at least one sample, got shape \(0, 8, 8\)",
+    ),
+    case(
+        "velocity-w-complex",
+        lambda c: ns.velocity(torch.zeros(8, 8, dtype=C128), P8),
+        TypeError,
+        r"w must hold real numbers",
+    ),
+    case(
+        "tracer-kappa-boolean",
+        lambda c: tracer.solve_tracer(torch.zeros(1, 8, 8), P8, True, T, (1.0, 0.0)),
+        TypeError,
+        r"kappa must be a number or one value per sample \(sample,\), got True",
+    ),
+    case(
+        "tracer-kappa-complex",
+        lambda c: tracer.solve_tracer(torch.zeros(1, 8, 8), P8, 1j, T, (1.0, 0.0)),
+        TypeError,
+        r"kappa must be a number or one value per sample \(sample,\), got 1j",
+    ),
+    case(
+        "gaussian-blob-std-boolean",
+        lambda c: tracer.gaussian_blob(P8, (0.5, 0.5), std=True),
+        TypeError,
+        r"std must be a number or one value per sample \(sample,\), got True",
+    ),
+    case(
+        "tracer-c0-complex",
+        lambda c: tracer.solve_tracer(torch.zeros(1, 8, 8, dtype=C128), P8, 0.0, T, (1.0, 0.0)),
+        TypeError,
+        r"c0 must hold real numbers",
+    ),
+    case(
+        "tracer-c0-boolean",
+        lambda c: tracer.solve_tracer(
+            torch.ones(1, 8, 8, dtype=torch.bool), P8, 0.0, T, (1.0, 0.0)
+        ),
+        TypeError,
+        r"c0 must hold real numbers",
+    ),
+    case(
         "taylor-green-amplitude-nan",
         lambda c: ns.taylor_green(square(8, periodic=True), T, 0.01, amplitude=NAN),
         ValueError,
@@ -851,6 +1066,24 @@ RECIPE_CASES = [
         lambda c: problems.get("heat").settings(nx="many"),
         ValueError,
         r"option nx must be a int",
+    ),
+    case(
+        "recipe-float-option-boolean",  # float(True) is 1.0
+        lambda c: problems.get("heat").settings(t_end=True),
+        ValueError,
+        r"heat: option t_end must be a float, got True",
+    ),
+    case(
+        "recipe-int-option-numpy-boolean",
+        lambda c: problems.get("heat").settings(nx=np.bool_(True)),
+        ValueError,
+        r"heat: option nx must be a int, got (np\.)?True",
+    ),
+    case(
+        "recipe-viscosity-option-boolean",
+        lambda c: problems.get("burgers").settings(nu=True),
+        ValueError,
+        r"burgers: option nu must be a float, got True",
     ),
     case(
         "recipe-register-non-problem",
