@@ -219,7 +219,7 @@ def _solve(u0, grid, kappa, times, bc, max_step) -> torch.Tensor:
 
     if max_step is None:
         if _time_dependent(bc):
-            max_step = 0.25 / (grid.n - 1)
+            max_step = boundary_step(grid)
         else:
             max_step = max(float(t_out[-1]), 1.0)
 
@@ -232,6 +232,12 @@ def _solve(u0, grid, kappa, times, bc, max_step) -> torch.Tensor:
     if neumann:
         left, right = neumann_boundary(interior, dx, left, right)
     return torch.cat([left[..., None], interior, right[..., None]], dim=-1)
+
+
+def boundary_step(grid: Grid1D) -> float:
+    """The default largest step for boundary data that vary in time: ``1/(4(n-1))`` time units
+    (module docstring)."""
+    return 0.25 / (grid.n - 1)
 
 
 def _boundary_series(

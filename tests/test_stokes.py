@@ -111,3 +111,14 @@ def test_recipe_rejects_an_empty_range():
     (problem,) = stokes.PROBLEMS
     with pytest.raises(ValueError, match="nu_max"):
         problem.generate([1], problem.settings(nu_min=0.2, nu_max=0.1))
+
+
+def test_the_default_step_follows_a_fast_plate():
+    """ω = 1000 at 101 nodes: the heat solver's default step turns the plate 2.5 radians a
+    step; the default must leave the error at the spatial one (a much smaller step's)."""
+    grid = Grid1D(101)
+    t = torch.linspace(0.0, 0.02, 5, dtype=torch.float64)
+    exact = stokes.stokes_exact(grid.coordinates(), t, 1.0, 1000.0, 1.0)
+    default = (stokes.solve_stokes(grid, t, 1.0, 1000.0, 1.0) - exact).abs().max()
+    fine = (stokes.solve_stokes(grid, t, 1.0, 1000.0, 1.0, max_step=2e-5) - exact).abs().max()
+    assert default <= 1.1 * fine
