@@ -38,6 +38,7 @@ speed planned ahead, and the vorticity's own default) is lowered and the steps r
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -503,10 +504,9 @@ def _tracer(c0: torch.Tensor, grid: Grid2D, batch: int | None = None) -> torch.T
 
 def _steady_faces(flow, grid: Grid2D, batch: int, device) -> torch.Tensor:
     if isinstance(flow, (tuple, list)) and len(flow) == 2:
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flow):
-            if not all(math.isfinite(v) for v in flow):
-                raise ValueError(f"flow must be finite, got {tuple(flow)}")
-            faces = torch.tensor([float(v) for v in flow], dtype=FLOAT, device=device)
+        if all(isinstance(v, numbers.Real) for v in flow):  # numpy scalars too; bools refused
+            values = [checks.finite_number(f"flow[{i}]", v) for i, v in enumerate(flow)]
+            faces = torch.tensor(values, dtype=FLOAT, device=device)
             return faces[:, None, None, None].expand(2, 1, *grid.shape)
         if all(isinstance(v, torch.Tensor) for v in flow):
             u = check_fields("flow[0] (U on the faces (i+1/2, j))", flow[0], grid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -286,6 +287,18 @@ def test_wrong_shapes_and_values_are_refused_naming_the_argument():
         tr.solve_tracer(c0, GRID, 1e-3, t, (c0[0, :-1], c0[0, :-1]))
     with pytest.raises(ValueError, match="nu"):
         tr.solve_ns_tracer(w0, c0, GRID, 0.0, 1e-3, t)
+    with pytest.raises(TypeError, match=r"flow\[0\] must be a finite number, got True"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, (True, 0.0))
+    with pytest.raises(ValueError, match=r"flow\[1\] must be a finite number"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, (1.0, math.inf))
+
+
+def test_a_uniform_flow_of_numpy_numbers_is_the_flow_of_floats():
+    c0 = blobs(GRID, 2)
+    t = [0.0, 0.1]
+    floats = tr.solve_tracer(c0, GRID, 1e-3, t, (0.5, -0.25))
+    numpy32 = tr.solve_tracer(c0, GRID, 1e-3, t, (np.float32(0.5), np.float32(-0.25)))
+    assert torch.equal(floats, numpy32)
 
 
 def test_bad_sources_are_refused_naming_the_field():
