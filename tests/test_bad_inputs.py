@@ -2113,6 +2113,12 @@ def fit_with_batch(c: Context, batch: int):
     return trainer.fit(data)
 
 
+def fit_with_loss(c: Context, loss, validation=None):
+    data = SingleStepDataset(c.data)
+    trainer = Trainer(nn.Linear(9, 9), loss, TrainConfig(steps=1, batch=2), quiet=True)
+    return trainer.fit(data, validation)
+
+
 def resume_with_other_model(c: Context):
     folder, data = c.fresh(), SingleStepDataset(c.data)
     config = TrainConfig(steps=1, batch=2, checkpoint_every=1)
@@ -2229,6 +2235,54 @@ TRAINING_CASES = [
         lambda c: TrainConfig(device="meta"),
         ValueError,
         r"device must be 'cpu', 'cuda' or 'cuda:N'",
+    ),
+    case(
+        "config-lr-bool",
+        lambda c: TrainConfig(lr=True),
+        TypeError,
+        r"lr must be a non-negative number, got True",
+    ),
+    case(
+        "config-weight-decay-bool",
+        lambda c: TrainConfig(weight_decay=True),
+        TypeError,
+        r"weight_decay must be a non-negative number, got True",
+    ),
+    case(
+        "config-seed-huge",
+        lambda c: TrainConfig(seed=2**64 - 1),
+        ValueError,
+        r"seed must be an integer in \[0, 2\*\*62\], got 18446744073709551615",
+    ),
+    case(
+        "trainer-model-config-not-plain",
+        lambda c: Trainer(nn.Linear(2, 2), identity_loss, TrainConfig(), None, {"s": {1, 2}}),
+        TypeError,
+        r"model_config\['s'\] must be a number, string, boolean, None, or a list or dict of them",
+    ),
+    case(
+        "trainer-loss-vector",
+        lambda c: fit_with_loss(c, lambda m, b: m(b[0]).square()),
+        ValueError,
+        r"loss must return a 0-d tensor \(the batch's scalar loss\), got shape \(2, 1, 9\)",
+    ),
+    case(
+        "trainer-loss-float",
+        lambda c: fit_with_loss(c, lambda m, b: 1.0),
+        TypeError,
+        r"loss must return a 0-d tensor \(the batch's scalar loss\), got float",
+    ),
+    case(
+        "trainer-loss-none",
+        lambda c: fit_with_loss(c, lambda m, b: None),
+        TypeError,
+        r"loss must return a 0-d tensor .*, got NoneType",
+    ),
+    case(
+        "trainer-validation-empty",
+        lambda c: fit_with_loss(c, identity_loss, validation=[]),
+        ValueError,
+        r"validation must hold at least one sample, got an empty dataset",
     ),
     case(
         "trainer-model-not-a-module",

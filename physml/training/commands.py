@@ -198,7 +198,10 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "samples_per_s": report.samples_per_s,
     }
     atomic_write_text(Path(args.out) / "report.json", json.dumps(summary, indent=1) + "\n")
-    last = f", validation {report.validation[-1][1]:.4g}" if report.validation else ""
+    last = ""
+    if report.validation:
+        value = report.validation[-1][1]
+        last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
     print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} → {args.out}")
     return 0
 
