@@ -2603,6 +2603,18 @@ CLI_CASES = [
         r"--config: .* is not valid TOML",
     ),
     case(
+        "cli-train-val-fraction-all",
+        lambda c: train(c, "--model", "fno", "--task", "operator", "--val-fraction", "0.99"),
+        UserError,
+        r"--val-fraction 0.99 holds out all 6 samples of the file, leaving none to train on",
+    ),
+    case(
+        "cli-train-config-val-fraction-text",
+        lambda c: bad_toml(c, 'model = "fno"\ntask = "operator"\nval_fraction = "x"'),
+        UserError,
+        r"--val-fraction must be a finite number, got 'x'",
+    ),
+    case(
         "cli-train-config-unknown-key",
         lambda c: bad_toml(c, "stepz = 3"),
         UserError,
