@@ -244,6 +244,41 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path):
         assert torch.equal(torch.tensor(p, dtype=q.dtype), q)
 
 
+def _refused_rank(rank: int, world: int, port: int, out: str, queue) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    try:
+        Trainer(model(dropout=0.0), mse, CONFIG, out, quiet=True).fit(data())
+        queue.put((rank, "trained"))
+    except OSError as error:
+        queue.put((rank, str(error)))
+    torch.distributed.destroy_process_group()
+
+
+def test_every_rank_is_refused_a_run_folder_another_run_holds(tmp_path):
+    """Rank 0 takes the lock and tells the others: no rank waits on a collective forever."""
+    from physml._io import exclusive_lock
+    from physml.training.trainer import LOCK
+
+    context, port = mp.get_context("spawn"), _free_port()
+    queue = context.Queue()
+    with exclusive_lock(tmp_path / LOCK, "the test's hold"):
+        processes = [
+            context.Process(target=_refused_rank, args=(r, 2, port, str(tmp_path), queue))
+            for r in range(2)
+        ]
+        for process in processes:
+            process.start()
+        answers = dict(queue.get(timeout=120) for _ in processes)
+        for process in processes:
+            process.join(timeout=60)
+    assert "is being written by another process" in answers[0]
+    assert answers[1].startswith("rank 0 could not take the run folder: out: the run folder")
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_accumulated_micro_batches_take_the_whole_batch_step():
     """Micro-batch gradients add up to the whole batch's (to rounding); the loss is their mean."""
     whole, split = model(dropout=0.0), model(dropout=0.0)
@@ -518,3 +553,49 @@ def test_a_validation_loss_that_is_not_finite_is_recorded_as_none_with_a_warning
         report = Trainer(model(), loss, config, tmp_path, quiet=True).fit(data(), data())
     assert report.validation == [(2, None), (4, None)]
     assert load_checkpoint(tmp_path)["validation"] == [[2, None], [4, None]]
+
+
+def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path):
+    refused = []
+
+    def second_run(net, step):
+        if step == 2:
+            with pytest.raises(FileExistsError) as error:
+                Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+            refused.append(str(error.value))
+
+    Trainer(model(), mse, CONFIG, tmp_path, quiet=True, after_step=second_run).fit(data())
+    assert refused and "out: the run folder" in refused[0]
+    assert "is being written by another process" in refused[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # the lock is gone
+    assert Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data()).resumed_from == 12
+
+
+def test_a_checkpoint_write_cut_by_a_kill_leaves_nothing_after_the_next_run(tmp_path):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    leftover = tmp_path / ".checkpoint.pt.k9x2ab.tmp"  # what atomic_path leaves on a kill -9
+    leftover.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".report.json.k9x2ab.tmp"  # not the Trainer's: left alone
+    other.write_bytes(b"{")
+    report = Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    assert report.resumed_from == 4 and not leftover.exists() and other.exists()
+
+
+def test_a_run_refused_in_a_folder_it_made_leaves_no_folder(tmp_path):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(0), CONFIG, tmp_path / "new" / "run", quiet=True).fit(data())
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="out: .*/file' is a file; the Trainer writes a run"):
+        Trainer(model(), mse, CONFIG, tmp_path / "file", quiet=True).fit(data())
+
+
+def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path):
+    def blow_up(net, step):  # e.g. an after_step hook whose average overflowed
+        net[0].weight.data[0] = float("inf")
+
+    config = TrainConfig(steps=2, batch=6, checkpoint_every=1)
+    with pytest.raises(FloatingPointError, match=r"step 1 \(the weights became NaN or inf\)"):
+        Trainer(model(), mse, config, tmp_path, quiet=True, after_step=blow_up).fit(data())
+    assert not (tmp_path / "checkpoint.pt").exists()

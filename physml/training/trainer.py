@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from pdes.checks import non_negative, positive, positive_int
 
 from .._checks import NonFiniteError
 from .._checks import device as checked_device
+from .._io import exclusive_lock, remove_leftovers
+from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
     CheckpointError,
     check_same_config,
@@ -53,6 +55,8 @@ INTEGER_SETTINGS = {
 }
 """The integer settings of :class:`TrainConfig` and their least values."""
 MAX_SEED = 2**62
+LOCK = ".train.lock"
+"""The lock file a run holds in its folder ``out`` while it trains."""
 
 
 def check_device(device: str) -> torch.device:
@@ -251,6 +255,11 @@ class Trainer:
             raise ValueError(f"batch ({config.batch}) exceeds the {len(train)} training samples")
         if validation is not None:
             _check_validation(validation)
+        with self._hold_out(here):
+            return self._fit(train, validation, here, device)
+
+    def _fit(self, train: Dataset, validation: Dataset | None, here: World, device) -> TrainReport:
+        config = self.config
         data_print = fingerprint(train)
         model = self.model.to(device)
         optimiser = torch.optim.Adam(
@@ -368,6 +377,34 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
 
+    @contextlib.contextmanager
+    def _hold_out(self, here: World) -> Iterator[None]:
+        """Lock ``out`` (rank 0) against a second run writing there and remove the temporary
+        files of a checkpoint write a killed run left; a folder made here and left empty goes."""
+        if self.out is None:
+            yield
+            return
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: {str(self.out)!r} is a file; the Trainer writes a run folder")
+        with contextlib.ExitStack() as held:
+            refused = None
+            if here.is_main:
+                try:
+                    if not self.out.exists():
+                        self.out.mkdir(parents=True)
+                        held.callback(_remove_if_empty, self.out)
+                    lock = exclusive_lock(self.out / LOCK, f"out: the run folder {str(self.out)!r}")
+                    held.enter_context(lock)
+                    remove_leftovers(self.out, CHECKPOINT_NAME)
+                except OSError as error:
+                    refused = error
+            message = here.from_main(None if refused is None else str(refused))
+            if refused is not None:  # the other ranks wait on rank 0's answer: no deadlock
+                raise refused
+            if message is not None:
+                raise OSError(f"rank 0 could not take the run folder: {message}")
+            yield
+
     def _resume(self, model, optimiser, data_print, report: TrainReport) -> int:
         if self.out is None or not checkpoint_path(self.out).exists():
             return 0
@@ -393,6 +430,8 @@ class Trainer:
         return int(state["step"])
 
     def _save(self, model, optimiser, data_print, report, step: int, here: World) -> None:
+        if not _finite_weights(model):  # never over the last good checkpoint
+            raise _diverged(step - 1, "the weights became NaN or inf")
         if self.out is not None and here.is_main:
             device = next(model.parameters()).device
             on_cuda = (
@@ -414,6 +453,11 @@ class Trainer:
                 },
             )
         here.barrier()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def tensors_only(state: dict) -> dict:
