@@ -2156,6 +2156,16 @@ def weights_that_do_not_fit(c: Context, edit):
     return trainer.fit(data)
 
 
+def checkpoint_without_fingerprint(c: Context):
+    folder = c.fresh()
+    config, data = TrainConfig(steps=1, batch=2), SingleStepDataset(c.data)
+    Trainer(nn.Linear(9, 9), identity_loss, config, folder, quiet=True).fit(data)
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    del state["fingerprint"]
+    torch.save(state, folder / "checkpoint.pt")
+    return load_checkpoint(folder)
+
+
 def damaged_checkpoint(c: Context):
     folder = c.fresh()
     (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
@@ -2322,6 +2332,12 @@ TRAINING_CASES = [
     ),
     case(
         "checkpoint-damaged", damaged_checkpoint, CheckpointError, r"checkpoint: .* cannot be read"
+    ),
+    case(
+        "checkpoint-key-missing",
+        checkpoint_without_fingerprint,
+        CheckpointError,
+        r"checkpoint: .*checkpoint.pt' lacks the key\(s\) \['fingerprint'\]",
     ),
     case("checkpoint-other-model-config", resume_with_other_model, CheckpointError, r"model"),
     case(

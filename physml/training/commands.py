@@ -207,7 +207,9 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "wall_s": report.wall_s,
         "samples_per_s": report.samples_per_s,
     }
-    atomic_write_text(Path(args.out) / "report.json", json.dumps(summary, indent=1) + "\n")
+    path = Path(args.out) / "report.json"
+    if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
+        atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
     last = ""
     if report.validation:
         value = report.validation[-1][1]
