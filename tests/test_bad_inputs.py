@@ -2346,6 +2346,12 @@ def fit_with_batch(c: Context, batch: int):
     return trainer.fit(data)
 
 
+def fit_with_loss(c: Context, loss, validation=None):
+    data = SingleStepDataset(c.data)
+    trainer = Trainer(nn.Linear(9, 9), loss, TrainConfig(steps=1, batch=2), quiet=True)
+    return trainer.fit(data, validation)
+
+
 def resume_with_other_model(c: Context):
     folder, data = c.fresh(), SingleStepDataset(c.data)
     config = TrainConfig(steps=1, batch=2, checkpoint_every=1)
@@ -2381,6 +2387,16 @@ def weights_that_do_not_fit(c: Context, edit):
     trainer = Trainer(nn.Conv1d(1, 1, 3, padding=1), lambda m, b: m(b[0]).square().mean(), more)
     trainer.out, trainer.quiet = folder, True
     return trainer.fit(data)
+
+
+def checkpoint_without_fingerprint(c: Context):
+    folder = c.fresh()
+    config, data = TrainConfig(steps=1, batch=2), SingleStepDataset(c.data)
+    Trainer(nn.Linear(9, 9), identity_loss, config, folder, quiet=True).fit(data)
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    del state["fingerprint"]
+    torch.save(state, folder / "checkpoint.pt")
+    return load_checkpoint(folder)
 
 
 def damaged_checkpoint(c: Context):
@@ -2464,6 +2480,54 @@ TRAINING_CASES = [
         r"device must be 'cpu', 'cuda' or 'cuda:N'",
     ),
     case(
+        "config-lr-bool",
+        lambda c: TrainConfig(lr=True),
+        TypeError,
+        r"lr must be a non-negative number, got True",
+    ),
+    case(
+        "config-weight-decay-bool",
+        lambda c: TrainConfig(weight_decay=True),
+        TypeError,
+        r"weight_decay must be a non-negative number, got True",
+    ),
+    case(
+        "config-seed-huge",
+        lambda c: TrainConfig(seed=2**64 - 1),
+        ValueError,
+        r"seed must be an integer in \[0, 2\*\*62\], got 18446744073709551615",
+    ),
+    case(
+        "trainer-model-config-not-plain",
+        lambda c: Trainer(nn.Linear(2, 2), identity_loss, TrainConfig(), None, {"s": {1, 2}}),
+        TypeError,
+        r"model_config\['s'\] must be a number, string, boolean, None, or a list or dict of them",
+    ),
+    case(
+        "trainer-loss-vector",
+        lambda c: fit_with_loss(c, lambda m, b: m(b[0]).square()),
+        ValueError,
+        r"loss must return a 0-d tensor \(the batch's scalar loss\), got shape \(2, 1, 9\)",
+    ),
+    case(
+        "trainer-loss-float",
+        lambda c: fit_with_loss(c, lambda m, b: 1.0),
+        TypeError,
+        r"loss must return a 0-d tensor \(the batch's scalar loss\), got float",
+    ),
+    case(
+        "trainer-loss-none",
+        lambda c: fit_with_loss(c, lambda m, b: None),
+        TypeError,
+        r"loss must return a 0-d tensor .*, got NoneType",
+    ),
+    case(
+        "trainer-validation-empty",
+        lambda c: fit_with_loss(c, identity_loss, validation=[]),
+        ValueError,
+        r"validation must hold at least one sample, got an empty dataset",
+    ),
+    case(
         "trainer-model-not-a-module",
         lambda c: Trainer(lambda x: x, identity_loss, TrainConfig()),
         TypeError,
@@ -2501,6 +2565,12 @@ TRAINING_CASES = [
     ),
     case(
         "checkpoint-damaged", damaged_checkpoint, CheckpointError, r"checkpoint: .* cannot be read"
+    ),
+    case(
+        "checkpoint-key-missing",
+        checkpoint_without_fingerprint,
+        CheckpointError,
+        r"checkpoint: .*checkpoint.pt' lacks the key\(s\) \['fingerprint'\]",
     ),
     case("checkpoint-other-model-config", resume_with_other_model, CheckpointError, r"model"),
     case(
@@ -2780,6 +2850,18 @@ CLI_CASES = [
         lambda c: bad_toml(c, "steps = = 3"),
         UserError,
         r"--config: .* is not valid TOML",
+    ),
+    case(
+        "cli-train-val-fraction-all",
+        lambda c: train(c, "--model", "fno", "--task", "operator", "--val-fraction", "0.99"),
+        UserError,
+        r"--val-fraction 0.99 holds out all 6 samples of the file, leaving none to train on",
+    ),
+    case(
+        "cli-train-config-val-fraction-text",
+        lambda c: bad_toml(c, 'model = "fno"\ntask = "operator"\nval_fraction = "x"'),
+        UserError,
+        r"--val-fraction must be a finite number, got 'x'",
     ),
     case(
         "cli-train-config-unknown-key",

@@ -37,6 +37,22 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "other settings (lr" in capsys.readouterr().err
 
 
+def test_rerunning_a_finished_run_keeps_its_report(heat):
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "2", *SMALL]) == 0
+    first = (heat / "run" / "report.json").read_text()
+    assert main([*train, "--steps", "2", *SMALL]) == 0  # nothing left to train
+    assert (heat / "run" / "report.json").read_text() == first
+
+
+def test_a_checkpoint_file_of_any_name_is_evaluated_into_its_folder(heat, capsys):
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    (heat / "run" / "best.pt").write_bytes((heat / "run" / "checkpoint.pt").read_bytes())
+    assert main(["evaluate", "--checkpoint", "run/best.pt", "--data", "heat.h5"]) == 0
+    assert json.loads((heat / "run" / "evaluation" / "metrics.json").read_text())["samples"] == 12
+
+
 def test_a_model_on_data_of_another_dimension_is_one_clear_line(heat, capsys):
     frames = ["generate", "navier-stokes", "--n", "3", "--nx", "16", "--nt", "6", "--quiet"]
     assert main([*frames, "--t-end", "0.5", "--out", "ns.h5"]) == 0

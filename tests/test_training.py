@@ -4,7 +4,9 @@ import contextlib
 import dataclasses
 import os
 import socket
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -242,6 +244,41 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path):
         assert torch.equal(torch.tensor(p, dtype=q.dtype), q)
 
 
+def _refused_rank(rank: int, world: int, port: int, out: str, queue) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    try:
+        Trainer(model(dropout=0.0), mse, CONFIG, out, quiet=True).fit(data())
+        queue.put((rank, "trained"))
+    except OSError as error:
+        queue.put((rank, str(error)))
+    torch.distributed.destroy_process_group()
+
+
+def test_every_rank_is_refused_a_run_folder_another_run_holds(tmp_path):
+    """Rank 0 takes the lock and tells the others: no rank waits on a collective forever."""
+    from physml._io import exclusive_lock
+    from physml.training.trainer import LOCK
+
+    context, port = mp.get_context("spawn"), _free_port()
+    queue = context.Queue()
+    with exclusive_lock(tmp_path / LOCK, "the test's hold"):
+        processes = [
+            context.Process(target=_refused_rank, args=(r, 2, port, str(tmp_path), queue))
+            for r in range(2)
+        ]
+        for process in processes:
+            process.start()
+        answers = dict(queue.get(timeout=120) for _ in processes)
+        for process in processes:
+            process.join(timeout=60)
+    assert "is being written by another process" in answers[0]
+    assert answers[1].startswith("rank 0 could not take the run folder: out: the run folder")
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_accumulated_micro_batches_take_the_whole_batch_step():
     """Micro-batch gradients add up to the whole batch's (to rounding); the loss is their mean."""
     whole, split = model(dropout=0.0), model(dropout=0.0)
@@ -421,3 +458,144 @@ def test_the_checkpoint_records_the_padding_and_a_rebuild_follows_it(tmp_path, f
     save_checkpoint(run, state)
     assert main([*command, "--steps", "2"]) == 2
     assert "holds another model" in capsys.readouterr().err
+
+
+def test_numpy_settings_are_stored_as_python_numbers_and_the_run_resumes(tmp_path):
+    """numpy numbers would be pickled into the checkpoint, which weights_only=True then refuses."""
+    config = TrainConfig(
+        steps=np.int64(12),
+        batch=np.int64(6),
+        lr=np.float64(1e-2),
+        clip=np.float32(1.0),
+        checkpoint_every=np.int64(4),
+        seed=np.int64(3),
+    )
+    for name in ("steps", "batch", "lr", "clip", "checkpoint_every", "seed"):
+        assert type(getattr(config, name)) in (int, float), name
+    described = {"hidden": np.int64(8), "sizes": [np.float64(0.5)]}
+    whole = model()
+    Trainer(whole, mse, CONFIG, tmp_path / "whole", quiet=True).fit(data())
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(7), config, tmp_path / "cut", described, quiet=True).fit(data())
+    resumed = model()
+    report = Trainer(resumed, mse, config, tmp_path / "cut", described, quiet=True).fit(data())
+    assert report.resumed_from == 4
+    assert load_checkpoint(tmp_path / "cut")["model_config"] == {"hidden": 8, "sizes": [0.5]}
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match=r"model_config\['path'\] must be a number, .* got Posix"):
+        Trainer(model(), mse, CONFIG, tmp_path, {"path": Path("/x")})
+
+
+def test_numpy_epochs_of_an_ensemble_resume(tmp_path):
+    from physml.models import DeepEnsemble
+    from physml.training import fit_ensemble
+
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):  # the second call reloads the finished run
+        ensemble = DeepEnsemble(2, members=2, width=4, depth=1)
+        fit_ensemble(ensemble, x, x.sum(1), epochs=np.int64(2), batch_size=8, out=tmp_path)
+    assert len(ensemble.loss_curve_) == 2
+
+
+def test_finite_loss_with_nan_gradients_stops_before_the_step_and_keeps_the_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def loss(net, batch):
+        calls["n"] += 1
+        value = mse(net, batch)
+        if calls["n"] == 6:  # sqrt at 0: a finite value, a NaN gradient
+            value = value + torch.sqrt((net(batch[0]) * 0).sum())
+        return value
+
+    config = dataclasses.replace(CONFIG, clip=None)
+    for settings in (config, CONFIG):  # without and with clipping
+        calls["n"] = 0
+        out = tmp_path / str(settings.clip)
+        with pytest.raises(FloatingPointError, match=r"diverged at step 6 \(the gradient norm"):
+            Trainer(model(), loss, settings, out, quiet=True).fit(data())
+        state = load_checkpoint(out)
+        assert state["step"] == 4
+        assert all(bool(torch.isfinite(w).all()) for w in state["model"].values())
+        report = Trainer(model(), mse, settings, out, quiet=True).fit(data())
+        assert report.resumed_from == 4 and np.isfinite(report.losses).all()
+
+
+def test_the_divergence_advice_is_a_fresh_folder_since_a_resume_keeps_the_settings():
+    from physml.training.trainer import _diverged
+
+    message = str(_diverged(4, "the loss became nan"))
+    assert "another folder (out, --out)" in message and "--lr" in message and "--clip" in message
+
+
+def noisy_mse(net, batch):
+    """A loss that draws random numbers (input noise), as augmentations and latent samples do."""
+    x, y = batch
+    return (net(x + 0.1 * torch.randn_like(x)) - y).square().mean()
+
+
+def test_validation_leaves_the_random_numbers_of_training_as_they_were():
+    weights = []
+    for validation, every in ((None, 0), (data(seed=5, n=10), 2)):
+        net = model()
+        config = dataclasses.replace(CONFIG, validate_every=every)
+        Trainer(net, noisy_mse, config, quiet=True).fit(data(), validation)
+        weights.append([w.clone() for w in net.state_dict().values()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_a_validation_loss_that_is_not_finite_is_recorded_as_none_with_a_warning(tmp_path):
+    def loss(net, batch):
+        return mse(net, batch) * (1.0 if net.training else float("nan"))
+
+    config = TrainConfig(steps=4, batch=6, validate_every=2)
+    with pytest.warns(RuntimeWarning, match=r"validation loss at step \d is nan; recorded as None"):
+        report = Trainer(model(), loss, config, tmp_path, quiet=True).fit(data(), data())
+    assert report.validation == [(2, None), (4, None)]
+    assert load_checkpoint(tmp_path)["validation"] == [[2, None], [4, None]]
+
+
+def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path):
+    refused = []
+
+    def second_run(net, step):
+        if step == 2:
+            with pytest.raises(FileExistsError) as error:
+                Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+            refused.append(str(error.value))
+
+    Trainer(model(), mse, CONFIG, tmp_path, quiet=True, after_step=second_run).fit(data())
+    assert refused and "out: the run folder" in refused[0]
+    assert "is being written by another process" in refused[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # the lock is gone
+    assert Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data()).resumed_from == 12
+
+
+def test_a_checkpoint_write_cut_by_a_kill_leaves_nothing_after_the_next_run(tmp_path):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    leftover = tmp_path / ".checkpoint.pt.k9x2ab.tmp"  # what atomic_path leaves on a kill -9
+    leftover.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".report.json.k9x2ab.tmp"  # not the Trainer's: left alone
+    other.write_bytes(b"{")
+    report = Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    assert report.resumed_from == 4 and not leftover.exists() and other.exists()
+
+
+def test_a_run_refused_in_a_folder_it_made_leaves_no_folder(tmp_path):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(0), CONFIG, tmp_path / "new" / "run", quiet=True).fit(data())
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="out: .*/file' is a file; the Trainer writes a run"):
+        Trainer(model(), mse, CONFIG, tmp_path / "file", quiet=True).fit(data())
+
+
+def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path):
+    def blow_up(net, step):  # e.g. an after_step hook whose average overflowed
+        net[0].weight.data[0] = float("inf")
+
+    config = TrainConfig(steps=2, batch=6, checkpoint_every=1)
+    with pytest.raises(FloatingPointError, match=r"step 1 \(the weights became NaN or inf\)"):
+        Trainer(model(), mse, config, tmp_path, quiet=True, after_step=blow_up).fit(data())
+    assert not (tmp_path / "checkpoint.pt").exists()

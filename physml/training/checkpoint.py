@@ -14,6 +14,18 @@ from .fingerprint import differences
 
 FORMAT = "physml-checkpoint/1"
 NAME = "checkpoint.pt"
+KEYS = (
+    "model",
+    "optimizer",
+    "rng",
+    "step",
+    "config",
+    "model_config",
+    "fingerprint",
+    "losses",
+    "validation",
+)
+"""What every checkpoint of this format holds."""
 
 
 class CheckpointError(ValueError):
@@ -49,6 +61,12 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str = "cpu") -> 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"checkpoint: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint: {str(path)!r} lacks the key(s) {missing} of a checkpoint of physml "
+            "train (a damaged or foreign file)"
+        )
     return state
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from pdes.checks import finite_number
+
 from .. import metrics
 from .._io import atomic_write_text, save_figure
 from ..data import PDEData, load
@@ -100,7 +102,9 @@ def add_parsers(subparsers) -> None:
         "RUN/evaluation/metrics.json and a figure of three samples.",
     )
     evaluate.add_argument(
-        "--checkpoint", required=True, help="run folder of physml train (or its checkpoint.pt)"
+        "--checkpoint",
+        required=True,
+        help="run folder of physml train, or a checkpoint file (the evaluation goes to its folder)",
     )
     evaluate.add_argument("--data", required=True, help="HDF5 dataset to score on")
     evaluate.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
@@ -133,11 +137,17 @@ def settings(args: argparse.Namespace) -> dict:
 
 def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
     """The first samples for training, the last ``fraction`` of them for validation."""
+    fraction = finite_number("--val-fraction", fraction)
     if not 0 <= fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {fraction}")
     held = int(round(fraction * len(data)))
     if held == 0:
         return data, None
+    if held == len(data):
+        raise ValueError(
+            f"--val-fraction {fraction} holds out all {len(data)} samples of the file, leaving "
+            "none to train on; give a smaller fraction"
+        )
 
     def part(index: slice) -> PDEData:
         return replace(
@@ -162,7 +172,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    train_data, val_data = split(load(args.data), float(chosen.get("val_fraction", 0.1)))
+    train_data, val_data = split(load(args.data), chosen.get("val_fraction", 0.1))
     description = with_domain(description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
@@ -197,18 +207,22 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "wall_s": report.wall_s,
         "samples_per_s": report.samples_per_s,
     }
-    atomic_write_text(Path(args.out) / "report.json", json.dumps(summary, indent=1) + "\n")
-    last = f", validation {report.validation[-1][1]:.4g}" if report.validation else ""
+    path = Path(args.out) / "report.json"
+    if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
+        atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
+    last = ""
+    if report.validation:
+        value = report.validation[-1][1]
+        last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
     print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} → {args.out}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
-    run = Path(args.checkpoint)
-    if run.is_file() and run.name == "checkpoint.pt":  # the file given for its run folder
-        run = run.parent
-    state = load_checkpoint(run)
+    given = Path(args.checkpoint)
+    run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
+    state = load_checkpoint(given)
     description = state["model_config"]
     if not isinstance(description, dict) or description.get("model") not in FAMILIES:
         raise ValueError(f"--checkpoint: {str(run)!r} was not written by physml train")

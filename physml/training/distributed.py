@@ -28,6 +28,14 @@ class World:
         if self.size > 1:
             dist.barrier()
 
+    def from_main(self, value: object) -> object:
+        """Rank 0's ``value`` (picklable) in every process."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def world(device: str = "cpu") -> World:
     """The current world, joining the ``torchrun`` process group on first use (gloo on CPU, nccl

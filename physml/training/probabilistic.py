@@ -189,11 +189,10 @@ def fit_ensemble(
     """
     if not isinstance(ensemble, DeepEnsemble):
         raise TypeError(f"ensemble must be a DeepEnsemble, got {type(ensemble).__name__}")
-    positive_int("epochs", epochs)
-    positive_int("batch_size", batch_size)
-    positive_int("checkpoint_every", checkpoint_every)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    seed = positive_int("seed", seed, 0)
     ensemble.reset(seed)
     ensemble.standardise(inputs, targets)
     x = torch.as_tensor(inputs, dtype=torch.float32).detach().cpu()

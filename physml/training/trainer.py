@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -22,10 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 from tqdm import tqdm
 
-from pdes.checks import positive_int
+from pdes.checks import non_negative, positive, positive_int
 
 from .._checks import NonFiniteError
 from .._checks import device as checked_device
+from .._io import exclusive_lock, remove_leftovers
+from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
     CheckpointError,
     check_same_config,
@@ -41,6 +45,18 @@ from .fingerprint import fingerprint
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
 SCHEDULES = ("cosine", "constant")
+INTEGER_SETTINGS = {
+    "steps": 1,
+    "batch": 1,
+    "accumulate": 1,
+    "seed": 0,
+    "checkpoint_every": 1,
+    "validate_every": 0,
+}
+"""The integer settings of :class:`TrainConfig` and their least values."""
+MAX_SEED = 2**62
+LOCK = ".train.lock"
+"""The lock file a run holds in its folder ``out`` while it trains."""
 
 
 def check_device(device: str) -> torch.device:
@@ -74,28 +90,29 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        positive_int("steps", self.steps, 1)
-        positive_int("batch", self.batch, 1)
-        positive_int("accumulate", self.accumulate, 1)
-        positive_int("seed", self.seed, 0)
-        positive_int("checkpoint_every", self.checkpoint_every, 1)
-        positive_int("validate_every", self.validate_every, 0)
-        for name in ("lr", "weight_decay"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr == 0:
-            raise ValueError("lr must be > 0, got 0")
-        if self.clip is not None and not (
-            isinstance(self.clip, (int, float))
-            and not isinstance(self.clip, bool)
-            and math.isfinite(self.clip)
-            and self.clip > 0
-        ):
+        plain: dict = {
+            name: positive_int(name, getattr(self, name), minimum)
+            for name, minimum in INTEGER_SETTINGS.items()
+        }
+        if plain["seed"] > MAX_SEED:
             raise ValueError(
-                f"clip must be a number > 0 or None, got {self.clip!r} (a finite number: for no "
-                "clipping pass None, or leave --clip out)"
+                f"seed must be an integer in [0, 2**62], got {self.seed} (the shuffle of epoch e "
+                "is seeded with seed + e, a 63-bit integer)"
             )
+        plain["lr"] = non_negative("lr", self.lr)
+        plain["weight_decay"] = non_negative("weight_decay", self.weight_decay)
+        if plain["lr"] == 0:
+            raise ValueError("lr must be > 0, got 0")
+        if self.clip is not None:
+            try:
+                plain["clip"] = positive("clip", self.clip)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"clip must be a number > 0 or None, got {self.clip!r} (a finite number: for "
+                    "no clipping pass None, or leave --clip out)"
+                ) from None
+        for name, value in plain.items():  # numpy numbers would not load with weights_only=True
+            object.__setattr__(self, name, value)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         check_device(self.device)
@@ -112,11 +129,12 @@ LATER_SETTINGS = {"accumulate": 1}
 
 @dataclass
 class TrainReport:
-    """What a run did: the loss of every step (mean over ranks), validation losses, timing."""
+    """What a run did: the loss of every step (mean over ranks), validation losses (``None``
+    where not finite), timing."""
 
     steps: int
     losses: list[float] = field(default_factory=list)
-    validation: list[tuple[int, float]] = field(default_factory=list)
+    validation: list[tuple[int, float | None]] = field(default_factory=list)
     resumed_from: int = 0
     wall_s: float = 0.0
     samples_per_s: float = 0.0
@@ -126,12 +144,56 @@ class TrainReport:
         return self.losses[-1]
 
 
+def plain_config(name: str, value: object) -> object:
+    """``value`` with numpy numbers made Python ones, or a ``TypeError`` naming where a value a
+    checkpoint read with ``weights_only=True`` could not hold sits (numbers, strings, booleans,
+    ``None``, and lists, tuples and string-keyed dicts of them are kept)."""
+    if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
+        return value.item()
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        kind = tuple if isinstance(value, tuple) else list
+        return kind(plain_config(f"{name}[{i}]", item) for i, item in enumerate(value))
+    if isinstance(value, dict):
+        for key in value:
+            if type(key) is not str:
+                raise TypeError(f"{name} must have string keys, got the key {key!r}")
+        return {key: plain_config(f"{name}[{key!r}]", item) for key, item in value.items()}
+    raise TypeError(
+        f"{name} must be a number, string, boolean, None, or a list or dict of them (what a "
+        f"checkpoint holds), got {value!r}"
+    )
+
+
 def _diverged(step: int, what: str) -> FloatingPointError:
     """The error of a run whose updates blew up at (0-based) ``step``."""
     return FloatingPointError(
-        f"training diverged at step {step + 1} ({what}): lower the learning rate (lr, --lr) or "
-        "clip the gradients (clip, --clip)"
+        f"training diverged at step {step + 1} ({what}): train again in another folder (out, "
+        "--out) with a lower learning rate (lr, --lr) or clipped gradients (clip, --clip); a "
+        "resumed run keeps its settings"
     )
+
+
+def _scalar(loss: object) -> torch.Tensor:
+    """``loss``, or an error naming it unless it is a 0-d tensor."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            f"loss must return a 0-d tensor (the batch's scalar loss), got {type(loss).__name__}"
+        )
+    if loss.ndim != 0:
+        raise ValueError(
+            f"loss must return a 0-d tensor (the batch's scalar loss), got shape "
+            f"{tuple(loss.shape)} (reduce it, e.g. with .mean())"
+        )
+    return loss
+
+
+def _check_validation(dataset: Dataset) -> None:
+    if len(dataset) == 0:
+        raise ValueError(
+            "validation must hold at least one sample, got an empty dataset (None: no validation)"
+        )
 
 
 def _finite_weights(model: nn.Module) -> bool:
@@ -172,7 +234,7 @@ class Trainer:
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.model, self.loss, self.config = model, loss, config
         self.out = None if out is None else Path(out)
-        self.model_config = model_config
+        self.model_config = plain_config("model_config", model_config)
         self.quiet = quiet
         if after_step is not None and not callable(after_step):
             raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
@@ -191,6 +253,13 @@ class Trainer:
             )
         if config.batch > len(train):
             raise ValueError(f"batch ({config.batch}) exceeds the {len(train)} training samples")
+        if validation is not None:
+            _check_validation(validation)
+        with self._hold_out(here):
+            return self._fit(train, validation, here, device)
+
+    def _fit(self, train: Dataset, validation: Dataset | None, here: World, device) -> TrainReport:
+        config = self.config
         data_print = fingerprint(train)
         model = self.model.to(device)
         optimiser = torch.optim.Adam(
@@ -225,7 +294,13 @@ class Trainer:
             optimiser.zero_grad(set_to_none=True)
             loss = self._backward(trained, train, indices, device, step)
             if config.clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            else:
+                norm = nn.utils.get_total_norm(
+                    [p.grad for p in model.parameters() if p.grad is not None]
+                )
+            if not torch.isfinite(norm):  # a finite loss whose gradients overflowed
+                raise _diverged(step, f"the gradient norm became {norm.item()}")
             optimiser.step()
             report.losses.append(_mean_over_ranks(loss.detach(), here))
             step += 1
@@ -237,7 +312,14 @@ class Trainer:
                 step == config.steps
                 or (config.validate_every and step % config.validate_every == 0)
             ):
-                report.validation.append((step, self.validate(model, validation, device)))
+                value = self.validate(model, validation, device)
+                if not math.isfinite(value):  # kept as None: report.json stays valid JSON
+                    warnings.warn(
+                        f"the validation loss at step {step} is {value}; recorded as None",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                report.validation.append((step, value if math.isfinite(value) else None))
                 model.train()
             if step % config.checkpoint_every == 0 or step == config.steps:
                 self._save(model, optimiser, data_print, report, step, here)
@@ -256,7 +338,7 @@ class Trainer:
             last = part == parts - 1
             with contextlib.nullcontext() if last else _no_sync(trained):
                 try:
-                    loss = self.loss(trained, batch)
+                    loss = _scalar(self.loss(trained, batch))
                 except ValueError as error:  # e.g. a loss refusing a NaN prediction
                     blown = step > 0 and isinstance(error, NonFiniteError)
                     if not blown and _finite_weights(trained):
@@ -274,19 +356,54 @@ class Trainer:
         return total / parts
 
     def validate(self, model: nn.Module, dataset: Dataset, device: torch.device) -> float:
-        """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient)."""
+        """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient; random numbers
+        the loss draws come from a copy of the generators, so validating leaves training as it
+        was)."""
+        _check_validation(dataset)
         model.eval()
         total, count = 0.0, 0
-        with torch.no_grad():
+        cuda = []
+        if device.type == "cuda":
+            cuda = [torch.cuda.current_device() if device.index is None else device.index]
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
             for start in range(0, len(dataset), self.config.batch):
                 items = [
                     dataset[i] for i in range(start, min(start + self.config.batch, len(dataset)))
                 ]
-                total += float(self.loss(model, _to(default_collate(items), device))) * len(items)
+                loss = _scalar(self.loss(model, _to(default_collate(items), device)))
+                total += float(loss) * len(items)
                 count += len(items)
         return total / count
 
     # ------------------------------------------------------------------------------ checkpoints
+
+    @contextlib.contextmanager
+    def _hold_out(self, here: World) -> Iterator[None]:
+        """Lock ``out`` (rank 0) against a second run writing there and remove the temporary
+        files of a checkpoint write a killed run left; a folder made here and left empty goes."""
+        if self.out is None:
+            yield
+            return
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: {str(self.out)!r} is a file; the Trainer writes a run folder")
+        with contextlib.ExitStack() as held:
+            refused = None
+            if here.is_main:
+                try:
+                    if not self.out.exists():
+                        self.out.mkdir(parents=True)
+                        held.callback(_remove_if_empty, self.out)
+                    lock = exclusive_lock(self.out / LOCK, f"out: the run folder {str(self.out)!r}")
+                    held.enter_context(lock)
+                    remove_leftovers(self.out, CHECKPOINT_NAME)
+                except OSError as error:
+                    refused = error
+            message = here.from_main(None if refused is None else str(refused))
+            if refused is not None:  # the other ranks wait on rank 0's answer: no deadlock
+                raise refused
+            if message is not None:
+                raise OSError(f"rank 0 could not take the run folder: {message}")
+            yield
 
     def _resume(self, model, optimiser, data_print, report: TrainReport) -> int:
         if self.out is None or not checkpoint_path(self.out).exists():
@@ -313,6 +430,8 @@ class Trainer:
         return int(state["step"])
 
     def _save(self, model, optimiser, data_print, report, step: int, here: World) -> None:
+        if not _finite_weights(model):  # never over the last good checkpoint
+            raise _diverged(step - 1, "the weights became NaN or inf")
         if self.out is not None and here.is_main:
             device = next(model.parameters()).device
             on_cuda = (
@@ -334,6 +453,11 @@ class Trainer:
                 },
             )
         here.barrier()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def tensors_only(state: dict) -> dict:
