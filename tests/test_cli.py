@@ -1,6 +1,7 @@
 """The command line: list, generate, run, demo — the summary they print and the index they write."""
 
 import dataclasses
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -242,6 +243,11 @@ def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, cap
     assert len({p.parent for p in saved}) == 2  # the ANP and the SoftC ANP
     assert main(args) == 0  # the second run reuses the cached checkpoints
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*.pt")} == saved
+    assert all(p.parent.parent.name == "toy-seed0" for p in saved)
+    assert main([*args, "--seed", "1"]) == 0  # another seed trains apart, in the same folder
+    assert len({p.parent for p in (tmp_path / "checkpoints" / "toy-seed1").rglob("*.pt")}) == 2
+    results = json.loads((tmp_path / "probconserv-stefan" / "results.json").read_text())
+    assert results["setup"]["settings"]["seed"] == 1
 
 
 def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
