@@ -322,7 +322,7 @@ def _report(context, rows: list, unfinished: str | None = None, echo: bool = Tru
     index = write_index(
         context.out, rows, tasks.registry().values(), unfinished=unfinished, context=context
     )
-    if not echo:
+    if not echo or (unfinished and not rows):  # nothing finished: the error line says it all
         return
     measurements = tasks.format_table(rows)
     if measurements:
@@ -344,8 +344,18 @@ def _check_out_folder(out: Path) -> None:
 
 def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device (default cpu); the tasks that run on the CPU only refuse another",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed, 0 <= seed < 2**62 (default 0); each seed "
+        "trains into its own folder under --out",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -393,6 +393,11 @@ def test_a_failing_task_keeps_the_report_of_the_tasks_before_it(tmp_path, monkey
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "Incomplete: task &#x27;toy-bad&#x27; failed: boom" in page
     assert "<td>toy-a</td>" in page and "1 of 1 targets met" in page
+    # a run whose only task fails: no empty tables, the error line alone; the index says it
+    assert main(["run", "toy-bad", "--out", str(tmp_path / "alone"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "Incomplete" in (tmp_path / "alone" / "index.html").read_text(encoding="utf-8")
 
 
 def test_an_unexpected_error_keeps_the_report_and_its_traceback(tmp_path, monkeypatch, capsys):

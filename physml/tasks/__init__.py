@@ -120,8 +120,8 @@ def check_task_device(tasks: list[Task], device: str) -> None:
     cpu_only = [task.name for task in tasks if task.cpu_only]
     if cpu_only and str(device).split(":")[0] != "cpu":
         raise ValueError(
-            f"--device: {', '.join(cpu_only)} run(s) on the CPU only, got {str(device)!r}; use "
-            "--device cpu"
+            f"--device: {', '.join(cpu_only)} {'runs' if len(cpu_only) == 1 else 'run'} on the "
+            f"CPU only, got {str(device)!r}; use --device cpu"
         )
 
 
