@@ -236,15 +236,50 @@ def _marks() -> tuple[str, str]:
     return ("✓", "✗")
 
 
+ASCII_SIGNS = {"≥": ">=", "≤": "<=", "σ": "sigma", "λ": "lambda", "τ": "tau", "×": "x", "±": "+/-"}
+"""Spellings of the signs in task rows for a standard output that cannot encode them."""
+
+
+def _print_text(text: str) -> None:
+    """Print ``text``; a sign standard output cannot encode is spelt out (``≥`` → ``>=``) or,
+    failing that, replaced by ``?``, so a finished run's report always prints."""
+    encoding = sys.stdout.encoding or "ascii"
+    try:
+        text.encode(encoding)
+    except LookupError:
+        encoding = "ascii"
+    except UnicodeEncodeError:
+        pass
+    else:
+        print(text)
+        return
+    for sign, spelt in ASCII_SIGNS.items():
+        text = text.replace(sign, spelt)
+    print(text.encode(encoding, "replace").decode(encoding))
+
+
+SEED_LIMIT = 2**62
+"""--seed stays below this: tasks add offsets to it, and torch takes seeds below 2**63."""
+
+TASK_ERRORS = (ValueError, TypeError, OSError, SolverError, FloatingPointError)
+"""A task's errors reported in one line, naming the task (others keep their traceback)."""
+
+
+class TaskError(Exception):
+    """A task of ``physml run`` or ``physml demo`` failed; the message names it."""
+
+
 def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     from physml import tasks
-    from physml.tasks.report import write_index
 
     for name in names:
         tasks.get(name)  # an unknown name fails here, before any folder is made
     check_device(args.device)
-    if args.seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {args.seed}")
+    tasks.check_task_device([tasks.get(name) for name in names], args.device)
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise ValueError(f"--seed must be an integer in [0, 2**62), got {args.seed}")
+    if not str(args.out).strip():
+        raise ValueError("--out must name a folder, got ''")
     _check_out_folder(Path(args.out))
     context = tasks.Context(
         out=Path(args.out),
@@ -257,20 +292,45 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     rows: list[tasks.Row] = []
     for name in names:
         started = time.perf_counter()
-        task_rows = tasks.get(name).run(context)
+        try:
+            task_rows = tasks.get(name).run(context)
+        except KeyboardInterrupt:
+            _report(context, rows, f"interrupted during task {name!r}", echo=False)
+            raise
+        except Exception as error:
+            _report(context, rows, f"task {name!r} failed: {error}")
+            if isinstance(error, TASK_ERRORS):
+                raise TaskError(f"task {name!r} failed: {error}") from error
+            print(f"physml {args.command}: task {name!r} failed:", file=sys.stderr)
+            raise
         rows.extend(task_rows)
         rows.append(
             tasks.Row(
                 task=name, case="(all)", metric="wall time [s]", value=time.perf_counter() - started
             )
         )
-    index = write_index(context.out, rows, tasks.registry().values())
+    _report(context, rows)
+    return 1 if any(row.ok is False for row in rows) else 0
+
+
+def _report(context, rows: list, unfinished: str | None = None, echo: bool = True) -> None:
+    """Write ``index.html`` of ``rows`` and, with ``echo``, print their tables; ``unfinished``
+    says why the run stopped early (the index and the tables then hold the tasks before it)."""
+    from physml import tasks
+    from physml.tasks.report import write_index
+
+    index = write_index(
+        context.out, rows, tasks.registry().values(), unfinished=unfinished, context=context
+    )
+    if not echo or (unfinished and not rows):  # nothing finished: the error line says it all
+        return
     measurements = tasks.format_table(rows)
     if measurements:
-        print(measurements + "\n")
-    print(tasks.format_summary(rows, _marks()))
+        _print_text(measurements + "\n")
+    _print_text(tasks.format_summary(rows, _marks()))
+    if unfinished:
+        print(f"\nincomplete: {unfinished}; the tables above hold the tasks before it")
     print(f"\nfigures and files: {context.out.resolve()}\nindex of figures: {index.resolve()}")
-    return 1 if any(row.ok is False for row in rows) else 0
 
 
 def _check_out_folder(out: Path) -> None:
@@ -284,8 +344,18 @@ def _check_out_folder(out: Path) -> None:
 
 def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device (default cpu); the tasks that run on the CPU only refuse another",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed, 0 <= seed < 2**62 (default 0); each seed "
+        "trains into its own folder under --out",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -414,15 +484,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from physml import tasks
 
+            if args.tasks == []:
+                raise ValueError(
+                    "--tasks must name at least one task (leave it out for every demo task), "
+                    "got none"
+                )
             names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
-            return _run_tasks(names, args, "toy")
+            return _run_tasks(list(dict.fromkeys(names)), args, "toy")
         if args.command == "list":
             print(format_list())
             return 0
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, TypeError, OSError, SolverError, FloatingPointError) as error:
+    except KeyboardInterrupt:
+        if args.command not in ("run", "demo"):
+            raise
+        print(
+            f"\nphysml {args.command}: interrupted; rerunning the same command resumes from the "
+            "checkpoints",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 1

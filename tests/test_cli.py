@@ -1,6 +1,7 @@
 """The command line: list, generate, run, demo — the summary they print and the index they write."""
 
 import dataclasses
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -242,6 +243,11 @@ def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, cap
     assert len({p.parent for p in saved}) == 2  # the ANP and the SoftC ANP
     assert main(args) == 0  # the second run reuses the cached checkpoints
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*.pt")} == saved
+    assert all(p.parent.parent.name == "toy-seed0" for p in saved)
+    assert main([*args, "--seed", "1"]) == 0  # another seed trains apart, in the same folder
+    assert len({p.parent for p in (tmp_path / "checkpoints" / "toy-seed1").rglob("*.pt")}) == 2
+    results = json.loads((tmp_path / "probconserv-stefan" / "results.json").read_text())
+    assert results["setup"]["settings"]["seed"] == 1
 
 
 def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
@@ -283,6 +289,9 @@ def test_generate_checks_every_argument_before_writing(tmp_path, capsys, extra, 
         (["--device", "bogus"], "device"),
         (["--device", "cuda:99"], "device"),
         (["--seed", "-1"], "seed"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--seed", str(2**62)], "--seed"),
+        (["--out", ""], "--out"),
         (["--out", "FILE"], "out: "),
         (["--out", "FILE/below"], "out: "),
     ],
@@ -341,3 +350,119 @@ def test_the_command_line_starts_without_the_fourier_layers_libraries():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert out == ["[]", "True False True"]
+
+
+def _fake_tasks(monkeypatch, **runs) -> dict[str, int]:
+    """Register toy tasks ``name=run``; returns how often each ran."""
+    calls = dict.fromkeys(runs, 0)
+
+    def counted(name, run):
+        def wrapped(context):
+            calls[name] += 1
+            return run(context)
+
+        return wrapped
+
+    for name, run in runs.items():
+        task = tasks.Task(name=name.replace("_", "-"), description="a toy", run=counted(name, run))
+        monkeypatch.setitem(tasks._TASKS, task.name, task)
+    return calls
+
+
+def _rows_of(name):
+    return lambda context: [tasks.Row(name, "case", "score", 1.5, "<= 2", True)]
+
+
+def _fails(error):
+    def run(context):
+        raise error
+
+    return run
+
+
+def test_a_failing_task_keeps_the_report_of_the_tasks_before_it(tmp_path, monkeypatch, capsys):
+    _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_bad=_fails(ValueError("boom")))
+    (tmp_path / "index.html").write_text("an old, finished-looking index")
+    args = ["demo", "--tasks", "toy-a", "toy-bad", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "toy-a" in captured.out and "1 of 1 targets met" in captured.out
+    assert "incomplete: task 'toy-bad' failed: boom" in captured.out
+    err = captured.err.strip().splitlines()
+    assert err == ["physml demo: error: task 'toy-bad' failed: boom"]
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "Incomplete: task &#x27;toy-bad&#x27; failed: boom" in page
+    assert "<td>toy-a</td>" in page and "1 of 1 targets met" in page
+    # a run whose only task fails: no empty tables, the error line alone; the index says it
+    assert main(["run", "toy-bad", "--out", str(tmp_path / "alone"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "Incomplete" in (tmp_path / "alone" / "index.html").read_text(encoding="utf-8")
+
+
+def test_an_unexpected_error_keeps_the_report_and_its_traceback(tmp_path, monkeypatch, capsys):
+    _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_bug=_fails(KeyError("bug")))
+    with pytest.raises(KeyError):
+        main(["demo", "--tasks", "toy-a", "toy-bug", "--out", str(tmp_path), "--quiet"])
+    assert "task 'toy-bug' failed" in capsys.readouterr().err
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "Incomplete" in page and "<td>toy-a</td>" in page
+
+
+@pytest.mark.parametrize("command", [["run", "toy-stop"], ["demo", "--tasks", "toy-stop"]])
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys, command):
+    _fake_tasks(monkeypatch, toy_stop=_fails(KeyboardInterrupt()))
+    assert main([*command, "--out", str(tmp_path), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted; rerunning the same command resumes" in err[0]
+    assert "Incomplete" in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_demo_runs_each_named_task_once_and_refuses_an_empty_list(tmp_path, monkeypatch, capsys):
+    calls = _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"))
+    out = ["--out", str(tmp_path / "results"), "--quiet"]
+    assert main(["demo", "--tasks", "toy-a", "toy-a", "--seed", "3", *out]) == 0
+    assert calls == {"toy_a": 1}
+    page = (tmp_path / "results" / "index.html").read_text(encoding="utf-8")
+    assert "size toy, seed 3, device cpu, physml " in page  # the run's settings, then the date
+    capsys.readouterr()
+    assert main(["demo", "--tasks", *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tasks must name at least one task" in err[0]
+    assert calls == {"toy_a": 1}
+
+
+def test_the_report_prints_on_a_stdout_that_cannot_encode_its_signs(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    def run(context):
+        return [
+            tasks.Row("toy-signs", "case", "miss in σ", 0.5, "≥ 0.5 (full benchmark)"),
+            tasks.Row("toy-signs", "case", "error", 1e-3, "≤ 1e-2 at ≥ 3×", True),
+        ]
+
+    _fake_tasks(monkeypatch, toy_signs=run)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["run", "toy-signs", "--out", str(tmp_path), "--quiet"]) == 0
+    stdout.flush()
+    text = stdout.buffer.getvalue().decode("cp1252")
+    assert ">= 0.5 (full benchmark)" in text and "<= 1e-2 at >= 3x" in text
+    assert "miss in sigma" in text and "1 of 1 targets met" in text and "met" in text
+
+
+def test_a_cpu_only_task_refuses_another_device(tmp_path, monkeypatch, capsys):
+    from physml import cli
+
+    monkeypatch.setattr(cli, "check_device", lambda device: device)  # as if CUDA were there
+    calls = _fake_tasks(monkeypatch, toy_cpu=_rows_of("toy-cpu"))
+    monkeypatch.setitem(
+        tasks._TASKS, "toy-cpu", dataclasses.replace(tasks._TASKS["toy-cpu"], cpu_only=True)
+    )
+    out = tmp_path / "results"
+    assert main(["run", "toy-cpu", "--device", "cuda", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device" in err[0] and "CPU only" in err[0] and "'cuda'" in err[0]
+    assert calls == {"toy_cpu": 0} and not out.exists()
+    assert main(["run", "toy-cpu", "--device", "cpu", "--out", str(out), "--quiet"]) == 0

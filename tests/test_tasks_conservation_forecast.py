@@ -111,6 +111,7 @@ def test_error_spread_reads_whether_the_spread_sits_where_the_error_is(sign):
 def test_toy_task_conserves_exactly(tmp_path):
     rows = get(task.NAME).run(Context(out=tmp_path, size="toy", quiet=True))
     summary = json.loads((tmp_path / task.NAME / "summary-toy.json").read_text())
+    assert summary["settings"]["size"] == "toy" and summary["settings"]["seed"] == 0
     scored = [row for row in summary["rows"] if "error" not in row]
     assert {row["variant"] for row in scored} == set(task.VARIANTS)
     assert {row["model"] for row in scored} == set(task.MODELS)
@@ -126,6 +127,22 @@ def test_toy_task_conserves_exactly(tmp_path):
     assert all(row.ok for row in rows if row.ok is not None)
     for pattern in ("mass-*.png", "frame-*.png", "correction-*.png"):
         assert len(list((tmp_path / task.NAME).glob(pattern))) == 2
+
+
+def test_the_full_size_targets_are_judged_at_full_size_only():
+    checks = [
+        {"case": "c", "what": "ce_abs hardc", "value": 0.0, "target": "<= 1e-6", "met": True},
+        {"case": "c", "what": "crps kc-probconserv", "value": 2.0, "target": "< 1", "met": False},
+    ]
+    toy, full = task.target_rows(checks, "toy"), task.target_rows(checks, "full")
+    assert [row.ok for row in toy] == [True, None] and toy[1].target == "< 1 at full size"
+    assert [row.ok for row in full] == [True, False] and full[1].target == "< 1"
+
+
+def test_the_correction_caption_names_every_panel():
+    caption = get(task.NAME).figures[f"{task.NAME}/correction-*.png"]
+    assert "standard deviation" in caption and "|ensemble mean error|" in caption
+    assert "|correction|" in caption
 
 
 def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypatch):

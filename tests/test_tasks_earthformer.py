@@ -88,6 +88,7 @@ def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_pat
     assert (folder / "forecast-strip-toy.png").stat().st_size > 0
     summary = json.loads((folder / "summary-toy.json").read_text())
     assert len(summary["methods"]["earthformer"]["rel_l2_per_lead"]) == 2
+    assert summary["settings"]["seed"] == 0 and summary["settings"]["device"] == "cpu"
 
     # Persistence from the solver's own frames: ||w(t_in - 1) - w(t_in + k)|| / ||w(t_in + k)||.
     test = task.vorticity_sequences(2, task.TEST_SEED_OFFSET, 16, 4).double()

@@ -94,7 +94,10 @@ def test_build_prediff_rejects_an_unknown_denoiser():
 
 def test_toy_run_writes_rows_figures_and_a_summary(tmp_path):
     assert get(task.NAME).run is task.run
-    rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
+    # --size full runs the toy scale (the full study is the benchmark) and writes the toy files
+    rows = task.run(Context(out=tmp_path, size="full", seed=0, quiet=True))
+    assert all("at full size" not in row.target for row in rows)
+    assert "Toy scale only" in get(task.NAME).description
     values = {(row.case, row.metric): row.value for row in rows}
     case = "nbody-16px-4to4"
     for method in ("prediff", "prediff-kc"):
@@ -105,6 +108,8 @@ def test_toy_run_writes_rows_figures_and_a_summary(tmp_path):
     for figure in ("strip-toy.png", "energy-toy.png"):
         assert (folder / figure).stat().st_size > 0
     summary = json.loads((folder / "summary-toy.json").read_text())
+    assert summary["settings"]["size"] == "toy" and summary["settings"]["seed"] == 0
+    assert (folder / "toy-seed0").is_dir() and not (folder / "full-seed0").exists()
     assert len(summary["prediff"]["energy_per_lead"]) == task.TOY.t_out
     assert {row["lambda"] for row in summary["sweep"]} == set(task.TOY_GUIDE.lambdas)
     intensity = summary["intensity"]

@@ -212,3 +212,25 @@ def test_tiny_run_writes_figures_and_rows(tmp_path, monkeypatch):
     solver = next(row for row in summary["guard"] if row["method"] == "solver")
     assert solver["max_error"] == 0.0
     assert {row.metric for row in rows} >= {"rel_l2", "nfr", "max_error", "speedup"}
+
+
+def test_another_seed_trains_apart_targets_are_judged_at_full_size_threads_come_back(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setitem(task.EQUATION, "burgers", SMALL["burgers"])
+    tiny = task.Scale(task.Size(4, 4, 1, 16, 4, 8), task.Size(4, 4, 1, 24, 4, 8), 10, 8)
+    monkeypatch.setitem(task.SCALES, "full", tiny)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for seed in (0, 1):  # the same --out: each seed its own checkpoints, no refused resume
+            rows = get(task.NAME).run(Context(tmp_path, "full", seed=seed, quiet=True))
+            assert torch.get_num_threads() == 2
+            assert (tmp_path / task.NAME / f"full-seed{seed}" / "old").is_dir()
+            summary = json.loads((tmp_path / task.NAME / "summary-full.json").read_text())
+            assert summary["settings"]["seed"] == seed and summary["settings"]["size"] == "full"
+    finally:
+        torch.set_num_threads(threads)
+    judged = {row.metric: row for row in rows if row.ok is not None}
+    assert set(judged) == {"nfr_cut", "max_error"}
+    assert all("full benchmark" not in row.target for row in rows)

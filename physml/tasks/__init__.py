@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 SIZES = ("toy", "full")
@@ -71,6 +72,8 @@ class Task:
     run: Callable[[Context], list[Row]]
     in_demo: bool = True
     figures: dict[str, str] = field(default_factory=dict)
+    cpu_only: bool = False
+    """The task runs on the CPU whatever ``--device`` says: another device is refused."""
 
 
 _TASKS: dict[str, Task] = {}
@@ -96,6 +99,30 @@ def get(name: str) -> Task:
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
     return tasks[name]
+
+
+def run_settings(context: Context) -> dict:
+    """What a run's results depend on besides its code: size, seed, device, package version and
+    the date (UTC), as recorded in ``index.html`` and each task's summary."""
+    from physml import __version__
+
+    return {
+        "size": context.size,
+        "seed": context.seed,
+        "device": context.device,
+        "physml": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def check_task_device(tasks: list[Task], device: str) -> None:
+    """Refuse a device other than the CPU for tasks that run on the CPU only, naming them."""
+    cpu_only = [task.name for task in tasks if task.cpu_only]
+    if cpu_only and str(device).split(":")[0] != "cpu":
+        raise ValueError(
+            f"--device: {', '.join(cpu_only)} {'runs' if len(cpu_only) == 1 else 'run'} on the "
+            f"CPU only, got {str(device)!r}; use --device cpu"
+        )
 
 
 def _aligned(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:

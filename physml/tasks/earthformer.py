@@ -28,7 +28,7 @@ from .._io import atomic_write_text
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
-from . import Context, Row, Task, register
+from . import Context, Row, Task, register, run_settings
 from .figures import save_figure
 
 NAME = "earthformer-ns"
@@ -258,7 +258,16 @@ def run(context: Context) -> list[Row]:
     plot_strip(folder / f"forecast-strip-{context.size}.png", test_y[0], forecasts)
     atomic_write_text(
         folder / f"summary-{context.size}.json",
-        json.dumps({"case": case, "scale": scale.__dict__, "methods": summary}, indent=1) + "\n",
+        json.dumps(
+            {
+                "settings": run_settings(context),
+                "case": case,
+                "scale": scale.__dict__,
+                "methods": summary,
+            },
+            indent=1,
+        )
+        + "\n",
     )
     return rows
 

@@ -39,7 +39,7 @@ from ..data import gpme_sampler  # noqa: E402
 from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa: E402
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
 from ..training import train_anp  # noqa: E402
-from . import Context, Row, Task, register  # noqa: E402
+from . import Context, Row, Task, register, run_settings  # noqa: E402
 from .figures import save_figure  # noqa: E402
 
 F64 = torch.float64
@@ -301,7 +301,8 @@ def evaluate(
     extra_methods: Callable[..., dict[str, Gaussian]] | None = None,
     scale: Scale | None = None,
 ) -> tuple[list[dict], dict]:
-    """Train or reuse the ANPs, then score every method on every test value of ``case``.
+    """Train or reuse the ANPs (under ``out/checkpoints/<size>-seed<seed>/``), then score every
+    method on every test value of ``case``.
 
     ``extra_methods(case, batch, grid, t, x, mass, params)`` may add predictions (the benchmark
     adds the GP and the ensemble). ``scale``: instead of ``context.size``'s (a smoke run's).
@@ -311,7 +312,7 @@ def evaluate(
     folder = context.out / f"probconserv-{case}"
     folder.mkdir(parents=True, exist_ok=True)
     grid, t, x = grids(case, scale)
-    checkpoints = context.out / "checkpoints"
+    checkpoints = context.out / "checkpoints" / f"{context.size}-seed{context.seed}"
     checkpoints.mkdir(parents=True, exist_ok=True)
     models = train_models(case, scale, checkpoints, context.seed, not context.quiet, context.device)
     rows = []
@@ -335,7 +336,12 @@ def evaluate(
         rows.extend(case_rows)
         front = 2 * stefan_z1(value) * math.sqrt(t[-1].item()) if case == "stefan" else None
         plot_case(folder, name, predictions, exact, mass, grid, t, shocks, front)
-    setup = {"scale": scale.__dict__, "tests": TESTS[case], "seed": context.seed}
+    setup = {
+        "settings": run_settings(context),
+        "scale": scale.__dict__,
+        "tests": TESTS[case],
+        "seed": context.seed,
+    }
     atomic_write_text(folder / "results.json", json.dumps({"setup": setup, "rows": rows}, indent=1))
     return rows, setup
 

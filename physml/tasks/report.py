@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._io import atomic_path
-from . import Row, Task
+from . import Context, Row, Task, run_settings
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
@@ -90,9 +90,23 @@ def _results(rows: list[Row]) -> str:
     return "".join(parts)
 
 
-def write_index(out: Path, rows: list[Row], tasks: Iterable[Task]) -> Path:
+def _settings(context: Context | None) -> str:
+    if context is None:
+        return ""
+    settings = run_settings(context)
+    return "<p>" + ", ".join(f"{k} {html.escape(str(v))}" for k, v in settings.items()) + "</p>\n"
+
+
+def write_index(
+    out: Path,
+    rows: list[Row],
+    tasks: Iterable[Task],
+    unfinished: str | None = None,
+    context: Context | None = None,
+) -> Path:
     """Write ``out/index.html``: the targets and measurements of ``rows``, then every PNG under
-    ``out`` with its caption. Returns the path written."""
+    ``out`` with its caption. ``unfinished`` says why a run stopped before its last task (the page
+    then says it is incomplete); ``context`` adds the run's settings. Returns the path written."""
     out = Path(out)
     tasks = list(tasks)
     figures = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.png"))
@@ -109,6 +123,13 @@ def write_index(out: Path, rows: list[Row], tasks: Iterable[Task]) -> Path:
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         f"<title>physml results</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         "<h1>physml results</h1>\n",
+        _settings(context),
+        (
+            f'<p class="missed">Incomplete: {html.escape(unfinished)}. The results below are '
+            "those of the tasks before it.</p>\n"
+            if unfinished
+            else ""
+        ),
         _results(rows),
         f"<h2>Figures</h2>\n<p>{len(figures)} figure(s); click one for full size.</p>\n",
     ]

@@ -31,8 +31,8 @@ def plot_mass(path: Path, found: dict, window: int = 0) -> None:
 
 
 def plot_frame(path: Path, found: dict, model: str = "earthformer", window: int = 0) -> None:
-    """One forecast frame (last lead) of one test window: truth, then member 0 and the ensemble
-    mean of every method of ``model``."""
+    """One forecast frame (last lead) of one test window: truth, then member 0 of every method of
+    ``model``."""
     test, methods = found["test"], found["samples"][model]
     panels = [("truth", test.target[window, -1, 0])]
     for method, members in methods.items():

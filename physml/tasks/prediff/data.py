@@ -100,7 +100,8 @@ TOY = Scale(
 """Seconds of training per model: a smoke run, not a forecaster."""
 
 SIZES = {"toy": TOY, "full": TOY}
-"""The task's sizes; ``full`` runs ``benchmarks/prediff_nbody.py`` (hours), not this task."""
+"""The task's sizes: both toy (the task runs at toy scale only; the full-scale study is
+``benchmarks/prediff_nbody.py``, hours)."""
 
 
 def generator_settings(size: int) -> dict[str, object]:

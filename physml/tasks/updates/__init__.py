@@ -45,7 +45,7 @@ from torch.utils.data import TensorDataset
 from ..._io import atomic_write_text
 from ...training.families import relative_l2_loss
 from ...updates import sample_errors
-from .. import Context, Row, Task, register
+from .. import Context, Row, Task, register, run_settings
 from .data import (
     EQUATION,
     EQUATIONS,
@@ -150,11 +150,20 @@ SCALES = {
 
 def run(context: Context) -> list[Row]:
     """Burgers at ``context.size``: old FNO → larger FNO by ``retrain`` and ``pc-focal`` (NFR(τ)
-    curves), then the larger FNO guarded by its solver (accuracy against throughput)."""
+    curves), then the larger FNO guarded by its solver (accuracy against throughput); data and
+    checkpoints under ``out/model-update/<size>-seed<seed>/``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the guard's timings compare one-thread solver and surrogate
+    try:
+        return _run(context)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(context: Context) -> list[Row]:
     scale, problem, seed = SCALES[context.size], equation("burgers"), context.seed
     folder = context.out / NAME
-    work = folder / f"work-{context.size}"
-    torch.set_num_threads(1)
+    work = folder / f"{context.size}-seed{seed}"
     old_data = cached_pairs(work / "old.pt", problem, scale.old.train, 0)
     new_data = cached_pairs(work / "new.pt", problem, scale.new.train, 0)
     outside = scale.test // 5
@@ -200,21 +209,33 @@ def run(context: Context) -> list[Row]:
         sweep, folder / "guard-curve.png", f"Burgers FNO guarded by its solver ({context.size})"
     )
     done = guard_done_when(sweep)
-    summary = {"scale": asdict(scale), "update": scores, "guard": sweep, "guard_done_when": done}
+    summary = {
+        "settings": run_settings(context),
+        "scale": asdict(scale),
+        "update": scores,
+        "guard": sweep,
+        "guard_done_when": done,
+    }
     atomic_write_text(folder / f"summary-{context.size}.json", json.dumps(summary, indent=1) + "\n")
     rows = []
     for method, score in scores.items():
         for metric in ("rel_l2", "nfr", "nfr_degradation", "nfr_physics"):
             rows.append(Row(NAME, f"burgers-{method}", metric, score[metric]))
     cut = 1 - scores["pc-focal"]["nfr"] / max(scores["retrain"]["nfr"], 1e-12)
-    rows.append(Row(NAME, "burgers", "nfr_cut", cut, "≥ 0.5 (full benchmark)"))
+    judged = context.size == "full"  # the benchmark's targets: at toy size, reported only
+    note = "" if judged else " (full benchmark)"
+    rows.append(
+        Row(NAME, "burgers", "nfr_cut", cut, f"≥ 0.5{note}", (cut >= 0.5) if judged else None)
+    )
     alone = next(r for r in sweep if r["method"] == "surrogate")
     rows.append(Row(NAME, "burgers-surrogate", "max_error", alone["max_error"]))
-    best = min((r for r in sweep if r["method"] == "guard"), key=lambda r: r["max_error"])
+    guarded = [r for r in sweep if r["method"] == "guard"]
+    fast = [r for r in guarded if r["speedup"] >= 3] or guarded
+    best = min(fast, key=lambda r: r["max_error"])
+    met = best["max_error"] <= 1e-2 and best["speedup"] >= 3
+    target = f"≤ 1e-2 at ≥ 3×{note}"
     rows.append(
-        Row(
-            NAME, "burgers-guard", "max_error", best["max_error"], "≤ 1e-2 at ≥ 3× (full benchmark)"
-        )
+        Row(NAME, "burgers-guard", "max_error", best["max_error"], target, met if judged else None)
     )
     rows.append(Row(NAME, "burgers-guard", "speedup", best["speedup"]))
     return rows
@@ -228,6 +249,7 @@ register(
             "distillation) and an FNO guarded by its solver on Burgers"
         ),
         run=run,
+        cpu_only=True,  # the guard times surrogate against solver on one CPU thread
         figures={
             f"{NAME}/nfr-curves.png": "Negative flip rate NFR(τ) of the new model against the "
             "old one on in-range test inputs: plain retraining and focal distillation (pc-focal).",
