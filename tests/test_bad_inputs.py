@@ -2905,7 +2905,7 @@ CLI_CASES = [
         "cli-run-seed-negative",
         lambda c: cli(c, "run", "verify", "--out", c.fresh() / "o", "--seed", "-1"),
         UserError,
-        r"seed must be a non-negative integer",
+        r"--seed must be an integer in \[0, 2\*\*62\), got -1",
     ),
     case(
         "cli-run-out-is-a-file",
