@@ -77,9 +77,9 @@ def parameter(name: str, value: object, expected: str, device=None) -> torch.Ten
     kind, complex numbers and text included) or does not convert; ``ValueError`` for more than one
     dimension or no value at all. The caller checks the values and the number of samples.
     """
-    if not_real(value):
-        if isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    if isinstance(value, torch.Tensor):
+        real(name, value)
+    elif not_real(value):
         raise TypeError(f"{name} must be {expected}, got {value!r}")
     try:
         tensor = torch.as_tensor(value, dtype=FLOAT, device=device)

@@ -109,7 +109,7 @@ def _optimal_active(mean: torch.Tensor, cov: torch.Tensor, tolerance: float) -> 
     non-positive, step back to where the first one reaches zero and release it."""
     n = mean.shape[-1]
     floor = max(tolerance, ROUND_OFF * mean.abs().max().item())
-    passive = torch.zeros(n, dtype=torch.bool)
+    passive = torch.zeros(n, dtype=torch.bool, device=mean.device)
     nu, u = torch.zeros_like(mean), mean.clone()
     for _ in range(3 * n):
         candidates = ~passive & (u < -floor)
