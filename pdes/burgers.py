@@ -369,17 +369,18 @@ def cole_hopf_solution(
     ``amplitudes``, ``wavenumbers``, ``phases`` ``(B, J)`` or ``(J,)``.
     Needs ``a > Σ|c_j|``. Returns ``(B, T, X)``.
     """
-    x = torch.as_tensor(x, dtype=FLOAT)
+    x = checks.finite_values("x", x, "coordinates (X,)")
     device = x.device
-    t = torch.as_tensor(t, dtype=FLOAT, device=device).flatten()
+    t = checks.finite_values("t", t, "times (T,)", device).flatten()
+    series = {"amplitudes": amplitudes, "wavenumbers": wavenumbers, "phases": phases}
     c, k, theta = (
-        torch.atleast_2d(torch.as_tensor(v, dtype=FLOAT, device=device))
-        for v in (amplitudes, wavenumbers, phases)
+        torch.atleast_2d(checks.finite_values(name, v, "numbers (B, J) or (J,)", device))
+        for name, v in series.items()
     )
     c, k, theta = torch.broadcast_tensors(c, k, theta)
     batch = c.shape[0]
-    nu = torch.as_tensor(nu, dtype=FLOAT, device=device).expand(batch)
-    a = torch.as_tensor(offset, dtype=FLOAT, device=device).expand(batch)
+    nu = checks.finite_values("nu", nu, "a number or (B,)", device).expand(batch)
+    a = checks.finite_values("offset", offset, "a number or (B,)", device).expand(batch)
     if (nu <= 0).any():
         raise ValueError(f"nu must be > 0, got {nu.tolist()}")
     if (a <= c.abs().sum(-1)).any():

@@ -77,16 +77,30 @@ def parameter(name: str, value: object, expected: str, device=None) -> torch.Ten
     kind, complex numbers and text included) or does not convert; ``ValueError`` for more than one
     dimension or no value at all. The caller checks the values and the number of samples.
     """
+    tensor = real_values(name, value, expected, device)
+    if tensor.ndim > 1 or tensor.numel() == 0:
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def real_values(name: str, value: object, expected: str, device=None) -> torch.Tensor:
+    """``value`` (numbers of any shape) as a float64 tensor; ``TypeError`` naming ``name`` and
+    ``expected`` for booleans of every kind, complex numbers, text or what does not convert."""
     if isinstance(value, torch.Tensor):
         real(name, value)
     elif not_real(value):
         raise TypeError(f"{name} must be {expected}, got {value!r}")
     try:
-        tensor = torch.as_tensor(value, dtype=FLOAT, device=device)
+        return torch.as_tensor(value, dtype=FLOAT, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be {expected}, got {value!r}") from None
-    if tensor.ndim > 1 or tensor.numel() == 0:
-        raise ValueError(f"{name} must be {expected}, got shape {tuple(tensor.shape)}")
+
+
+def finite_values(name: str, value: object, expected: str, device=None) -> torch.Tensor:
+    """:func:`real_values`, and a ``ValueError`` naming ``name`` for NaN or inf among them."""
+    tensor = real_values(name, value, expected, device)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} must be finite, got {tensor.flatten()[:8].tolist()}")
     return tensor
 
 

@@ -450,8 +450,8 @@ def taylor_green(
     grid = check_grid(grid)
     k = checks.positive_int("k", k)
     amplitude = checks.finite_number("amplitude", amplitude)
-    times = torch.as_tensor(t, dtype=FLOAT).flatten()
-    nu = torch.as_tensor(nu, dtype=FLOAT).flatten()
+    times = checks.finite_values("t", t, "a time or times (T,)").flatten()
+    nu = checks.real_values("nu", nu, "a number or one per sample (sample,)").flatten()
     if (nu <= 0).any() or not torch.isfinite(nu).all():
         raise ValueError(f"nu must be finite and > 0, got {nu.tolist()}")
     a = 2 * math.pi * k / grid.x.length

@@ -55,8 +55,8 @@ def stokes_exact(
 
     ``U``, ``omega``, ``nu`` are numbers or one value per sample; ``y`` ``(Y,)``, ``t`` ``(T,)``.
     """
-    y = torch.as_tensor(y, dtype=FLOAT)
-    t = torch.as_tensor(t, dtype=FLOAT, device=y.device).flatten()
+    y = checks.finite_values("y", y, "coordinates (Y,)")
+    t = checks.finite_values("t", t, "times (T,)", y.device).flatten()
     amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, y.device)
     k = torch.sqrt(omega_t / (2.0 * nu_t))[:, None, None]
     phase = omega_t[:, None, None] * t[None, :, None] - k * y[None, None, :]

@@ -126,7 +126,7 @@ def gaussian_blob(
     few cells).
     """
     grid = check_grid(grid)
-    centre = torch.as_tensor(centre, dtype=FLOAT)
+    centre = checks.real_values("centre", centre, "a pair (x, y) or (sample, 2) of numbers")
     if centre.ndim == 1:
         centre = centre[None]
     if centre.ndim != 2 or centre.shape[1] != 2 or not torch.isfinite(centre).all():
@@ -157,8 +157,15 @@ def drifting_blob(
     the blob moved to ``centre + U t`` and spread to ``std² + 2κt``; ``(sample, time, nx, ny)``."""
     t = checks.times("times", times)
     kappa = checks.non_negative("kappa", kappa)
-    ux, uy = (float(component) for component in flow)
-    centre = torch.as_tensor(centre, dtype=FLOAT).reshape(-1, 2)
+    flow = checks.finite_values("flow", flow, "a pair (Ux, Uy) of numbers")
+    if flow.shape != (2,):
+        raise ValueError(f"flow must be a pair (Ux, Uy), got shape {tuple(flow.shape)}")
+    ux, uy = flow.tolist()
+    centre = checks.real_values("centre", centre, "a pair (x, y) or (sample, 2) of numbers")
+    if centre.ndim not in (1, 2) or centre.shape[-1] != 2:
+        raise ValueError(
+            f"centre must be a pair (x, y) or (sample, 2), got shape {tuple(centre.shape)}"
+        )
     std = _per_sample("std", std)
     frames = [
         gaussian_blob(

@@ -124,10 +124,12 @@ def wave_exact(
 
     ``x`` is measured from the lower end of the domain ``[0, L]``.
     """
-    x = torch.as_tensor(x, dtype=FLOAT)
-    t = torch.as_tensor(t, dtype=FLOAT, device=x.device).flatten()
-    wavenumber = (math.pi / length * torch.as_tensor(mode, dtype=FLOAT, device=x.device)).flatten()
-    speed = torch.as_tensor(c, dtype=FLOAT, device=x.device).flatten()
+    x = checks.finite_values("x", x, "coordinates (X,)")
+    t = checks.finite_values("t", t, "times (T,)", x.device).flatten()
+    length = checks.positive("length", length)
+    mode = checks.finite_values("mode", mode, "a number or one per sample (S,)", x.device)
+    wavenumber = (math.pi / length * mode).flatten()
+    speed = checks.finite_values("c", c, "a number or one per sample (S,)", x.device).flatten()
     shape = torch.cos(wavenumber[:, None] * x[None, :])
     return (
         shape[:, None, :] * torch.cos(speed[:, None] * wavenumber[:, None] * t[None, :])[..., None]

@@ -1051,6 +1051,77 @@ NAVIER_STOKES_CASES = [
         ValueError,
         r"k must be an integer >= 1",
     ),
+    # the exact solutions the tests compare against take numbers only, by name
+    case(
+        "gaussian-blob-centre-booleans",
+        lambda c: tracer.gaussian_blob(P8, (True, False), std=0.1),
+        TypeError,
+        r"centre must be a pair \(x, y\) or \(sample, 2\) of numbers, got \(True, False\)",
+    ),
+    case(
+        "drifting-blob-flow-text",
+        lambda c: tracer.drifting_blob(P8, T, (0.5, 0.5), 0.1, ("1", "0"), 0.0),
+        TypeError,
+        r"flow must be a pair \(Ux, Uy\) of numbers, got \('1', '0'\)",
+    ),
+    case(
+        "drifting-blob-flow-triple",
+        lambda c: tracer.drifting_blob(P8, T, (0.5, 0.5), 0.1, (1.0, 0.0, 0.0), 0.0),
+        ValueError,
+        r"flow must be a pair \(Ux, Uy\), got shape \(3,\)",
+    ),
+    case(
+        "drifting-blob-centre-triple",
+        lambda c: tracer.drifting_blob(P8, T, (0.5, 0.5, 0.5), 0.1, (1.0, 0.0), 0.0),
+        ValueError,
+        r"centre must be a pair \(x, y\) or \(sample, 2\), got shape \(3,\)",
+    ),
+    case(
+        "taylor-green-times-boolean-tensor",
+        lambda c: ns.taylor_green(square(8, periodic=True), torch.tensor([True]), 0.01),
+        TypeError,
+        r"t must hold real numbers, got dtype torch.bool",
+    ),
+    case(
+        "taylor-green-nu-complex",
+        lambda c: ns.taylor_green(square(8, periodic=True), T, 0.01j),
+        TypeError,
+        r"nu must be a number or one per sample \(sample,\), got 0.01j",
+    ),
+    case(
+        "cole-hopf-phases-booleans",
+        lambda c: burgers_module.cole_hopf_solution(
+            torch.linspace(0, 1, 5), T, 0.1, 2.0, [0.5], [math.pi], [True]
+        ),
+        TypeError,
+        r"phases must be numbers \(B, J\) or \(J,\), got \[True\]",
+    ),
+    case(
+        "cole-hopf-times-nan",
+        lambda c: burgers_module.cole_hopf_solution(
+            torch.linspace(0, 1, 5), [NAN], 0.1, 2.0, [0.5], [math.pi], [0.0]
+        ),
+        ValueError,
+        r"t must be finite, got \[nan\]",
+    ),
+    case(
+        "stokes-exact-depths-text",
+        lambda c: stokes.stokes_exact("0.1", T, 1.0, 1.0, 0.1),
+        TypeError,
+        r"y must be coordinates \(Y,\), got '0.1'",
+    ),
+    case(
+        "wave-exact-mode-boolean",
+        lambda c: wave.wave_exact(torch.linspace(0, 1, 5), T, True, 1.0),
+        TypeError,
+        r"mode must be a number or one per sample \(S,\), got True",
+    ),
+    case(
+        "wave-exact-length-zero",
+        lambda c: wave.wave_exact(torch.linspace(0, 1, 5), T, 1, 1.0, length=0.0),
+        ValueError,
+        r"length must be a finite number > 0, got 0.0",
+    ),
 ]
 
 RECIPE_CASES = [

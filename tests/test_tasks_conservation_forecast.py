@@ -146,19 +146,24 @@ def test_the_correction_caption_names_every_panel():
 
 
 def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypatch):
-    path = task.generate("conserved", task.TOY, tmp_path, 0, quiet=True)
-    train = task.windows(path, task.TOY, "train")
+    measured_scale = replace(task.TOY, steps=None)  # step counts from the CPU budget
+    path = task.generate("conserved", measured_scale, tmp_path, 0, quiet=True)
+    train = task.windows(path, measured_scale, "train")
     units = task.Units.of(train)
-    first = task.plan(task.TOY, train, units, tmp_path / "run", 0)
+    first = task.plan(measured_scale, train, units, tmp_path / "run", 0)
 
     def measured(*args, **kwargs):
         raise AssertionError("the plan was measured again")
 
     monkeypatch.setattr(task.models, "seconds_per_step", measured)
-    resampled = replace(task.TOY, kc_scales=(0.5, 2.0), ddim_steps=5, sample_batch=8)
+    resampled = replace(measured_scale, kc_scales=(0.5, 2.0), ddim_steps=5, sample_batch=8)
     assert task.plan(resampled, train, units, tmp_path / "run", 0)["steps"] == first["steps"]
     with pytest.raises(AssertionError, match="measured again"):  # a training setting is new
-        task.plan(replace(task.TOY, budget_s=1.0), train, units, tmp_path / "run", 0)
+        task.plan(replace(measured_scale, budget_s=1.0), train, units, tmp_path / "run", 0)
+    # fixed steps (the toy size's): nothing measured, the same counts on any machine
+    fixed = task.plan(task.TOY, train, units, tmp_path / "fixed", 0)
+    assert fixed["steps"] == task.TOY.steps and fixed["s_per_step"] is None
+    assert "steps" not in measured_scale.setup()  # a measured plan's scale reads as before
 
 
 def test_data_and_models_creates_its_work_folder_and_a_rerun_reloads_the_same_models(tmp_path):

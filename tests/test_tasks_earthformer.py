@@ -76,11 +76,16 @@ def test_build_knows_the_methods_and_rejects_others():
 
 def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_path, monkeypatch):
     tiny = task.Scale(
-        nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=0.5, batch_size=2, base_units=8, modes=4
-    )
+        nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,
+        modes=4, steps={"earthformer": 3, "fno": 3},
+    )  # fmt: skip
     monkeypatch.setitem(task.SIZES, "toy", tiny)
     rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
     values = {row.metric: row.value for row in rows}
+    # fixed steps: a second run in another folder repeats every error exactly, whatever the load
+    again = task.run(Context(out=tmp_path / "again", size="toy", quiet=True))
+    errors = {row.metric: row.value for row in again if row.metric.startswith("rel L2")}
+    assert errors == {k: v for k, v in values.items() if k.startswith("rel L2")}
     for method in task.METHODS:
         assert np.isfinite(values[f"rel L2 {method}"])
     folder = tmp_path / task.NAME

@@ -192,6 +192,30 @@ def test_bad_runs(tmp_path):
             TrainConfig(device="cuda")
 
 
+def test_bad_trainer_arguments_are_named():
+    with pytest.raises(TypeError, match=r"quiet must be True or False, got 'no'"):
+        Trainer(model(), mse, CONFIG, quiet="no")
+    with pytest.raises(TypeError, match=r"train must be a dataset .* got NoneType"):
+        Trainer(model(), mse, CONFIG, quiet=True).fit(None)
+    with pytest.raises(ValueError, match="train must hold at least one sample"):
+        Trainer(model(), mse, CONFIG, quiet=True).fit(TensorDataset(torch.zeros(0, 1, 16)))
+    with pytest.raises(TypeError, match=r"validation must be a dataset .* got int"):
+        Trainer(model(), mse, CONFIG, quiet=True).fit(data(), 5)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda net, batch: batch[1].square().mean(),  # the batch alone
+        lambda net, batch: mse(net, batch).detach(),
+    ],
+    ids=["data-only", "detached"],
+)
+def test_a_loss_without_gradient_is_refused_by_name(loss):
+    with pytest.raises(ValueError, match=r"loss\(model, batch\) must depend on the model's"):
+        Trainer(model(), loss, CONFIG, quiet=True).fit(data())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -189,11 +189,19 @@ def _scalar(loss: object) -> torch.Tensor:
     return loss
 
 
-def _check_validation(dataset: Dataset) -> None:
-    if len(dataset) == 0:
-        raise ValueError(
-            "validation must hold at least one sample, got an empty dataset (None: no validation)"
+def _check_dataset(name: str, dataset: object) -> None:
+    """``TypeError`` unless ``dataset`` has a length and items; ``ValueError`` if it is empty."""
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(
+            f"{name} must be a dataset (len() and [i], e.g. a TensorDataset), got "
+            f"{type(dataset).__name__}"
         )
+    if len(dataset) == 0:
+        raise ValueError(f"{name} must hold at least one sample, got an empty dataset")
+
+
+def _check_validation(dataset: Dataset) -> None:
+    _check_dataset("validation", dataset)
 
 
 def _finite_weights(model: nn.Module) -> bool:
@@ -235,7 +243,9 @@ class Trainer:
         self.model, self.loss, self.config = model, loss, config
         self.out = None if out is None else Path(out)
         self.model_config = plain_config("model_config", model_config)
-        self.quiet = quiet
+        if not isinstance(quiet, (bool, np.bool_)):
+            raise TypeError(f"quiet must be True or False, got {quiet!r}")
+        self.quiet = bool(quiet)
         if after_step is not None and not callable(after_step):
             raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
         self.after_step = after_step
@@ -246,6 +256,7 @@ class Trainer:
         """Train to ``config.steps`` (resuming from ``out`` when a checkpoint is there)."""
         config, here = self.config, world(self.config.device)
         device = check_device(config.device)
+        _check_dataset("train", train)
         if config.batch % (here.size * config.accumulate):
             raise ValueError(
                 f"batch ({config.batch}) must be divisible by the {here.size} processes × "
@@ -351,6 +362,12 @@ class Trainer:
                             "loss or the data is at fault, not the learning rate"
                         )
                     raise _diverged(step, f"the loss became {loss.item()}")
+                if not loss.requires_grad:
+                    raise ValueError(
+                        "loss(model, batch) must depend on the model's parameters: its value "
+                        "carries no gradient (computed under torch.no_grad(), detached, or from "
+                        "the batch alone?)"
+                    )
                 (loss / parts).backward()  # x / 1 is x exactly: one part is the plain step
             total = loss.detach() if total is None else total + loss.detach()
         return total / parts

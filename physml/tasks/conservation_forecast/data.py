@@ -23,7 +23,9 @@ SAMPLING_FIELDS = ("ddim_steps", "kc_scales", "sample_batch")
 class Scale:
     """Sizes of one run. ``budget_s`` CPU seconds of training per model family and variant
     (an ensemble's members share it; PreDiff gives ``autoencoder_share`` of it to the
-    autoencoder); step counts are ``budget / measured s per step``, at least ``min_steps``."""
+    autoencoder); step counts are ``budget / measured s per step``, at least ``min_steps``.
+    ``steps`` (per family: ``earthformer``, ``fno``, ``autoencoder``, ``denoiser``) fixes the
+    step counts instead, so that a run repeats step for step whatever the machine's load."""
 
     nx: int
     nt: int
@@ -52,10 +54,15 @@ class Scale:
     ema_decay: float = 0.99
     sample_batch: int = 32
     extra: dict = field(default_factory=dict)
+    steps: dict | None = None
 
     def setup(self) -> dict:
-        """The scale as plain JSON values."""
-        return json.loads(json.dumps(asdict(self)))
+        """The scale as plain JSON values (``steps`` only when it is set: a measured plan's
+        scale reads as it did before the field was there)."""
+        values = asdict(self)
+        if values["steps"] is None:
+            del values["steps"]
+        return json.loads(json.dumps(values))
 
     def training_setup(self) -> dict:
         """What the trainings depend on (what a cached plan is checked against): the setup
@@ -87,8 +94,9 @@ TOY = Scale(
     denoiser=dict(widths=(8, 8)),
     ddim_steps=3,
     kc_scales=(1.0,),
+    steps={"earthformer": 2, "fno": 8, "autoencoder": 8, "denoiser": 12},
 )
-"""Seconds per model: a smoke run of every stage, not a forecaster."""
+"""A smoke run of every stage (fixed steps, about the budget's: repeatable), not a forecaster."""
 
 FULL = Scale(
     nx=64,

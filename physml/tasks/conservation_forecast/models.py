@@ -124,13 +124,19 @@ def seconds_per_step(model: nn.Module, loss, data, batch: int, repeats: int = 2)
 
 def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) -> dict:
     """Step counts per model (``folder/plan.json``, measured once and reused on a rerun so the
-    Trainer resumes the same runs): each family gets ``budget_s`` CPU seconds."""
+    Trainer resumes the same runs): each family gets ``budget_s`` CPU seconds; a scale with
+    ``steps`` sets them itself."""
     path = folder / "plan.json"
-    if path.exists():
+    if scale.steps is None and path.exists():
         saved = json.loads(path.read_text())
         known = saved.get("scale", {})
         if {k: v for k, v in known.items() if k not in SAMPLING_FIELDS} == scale.training_setup():
             return saved
+    if scale.steps is not None:  # fixed by the scale: nothing to measure
+        result = {"scale": scale.setup(), "s_per_step": None, "steps": dict(scale.steps)}
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+        return result
     channels = train.context.shape[2]
     members = scale.members
     rate = {
