@@ -353,8 +353,8 @@ def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None
         "--seed",
         type=int,
         default=0,
-        help="seed, 0 <= seed < 2**62 (default 0); each seed "
-        "trains into its own folder under --out",
+        help="seed, 0 <= seed < 2**62 (default 0); each size and seed trains into its own "
+        "folder under --out, and its summary and figures are named <size>-seed<seed>",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -106,7 +106,7 @@ def test_demo_ends_with_the_targets_summary_and_an_index_of_its_figures(tmp_path
     cases = ("heat-neumann", "burgers-periodic-time", "gpme-stefan", "stokes", "wave-neumann")
     for case in cases:
         assert case in out
-        assert (tmp_path / "verify" / f"{case}.png").stat().st_size > 10_000
+        assert (tmp_path / "verify" / f"{case}-toy-seed0.png").stat().st_size > 10_000
     # measurements once (no blank target column: none of them has a target), then the targets
     measured, summary = out.split("\n\n")[:2]
     assert measured.splitlines()[0].split() == ["task", "case", "metric", "value"]
@@ -231,15 +231,17 @@ def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, cap
     args = ["run", "probconserv-stefan", "--size", "toy", "--out", str(tmp_path), "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    table = (tmp_path / "probconserv-stefan" / "table.txt").read_text()
+    folder = tmp_path / "probconserv-stefan"
+    table = (folder / "table-toy-seed0.txt").read_text()
     for method in ("anp", "softc-anp", "hardc-anp", "probconserv-anp"):
         assert f" {method} " in table
     assert "softc-anp" not in out  # the per-method details stay in the file, printed once
     assert out.count("|CE| probconserv-anp") == 2 and "✗" not in out
     assert "2 of 2 targets met" in out
-    for name in ("stefan-u0.6", "stefan-u0.5"):
-        for plot in ("profile", "mass", "shock"):
-            assert (tmp_path / "probconserv-stefan" / f"{name}-{plot}.png").stat().st_size > 5_000
+    cases, plots = ("stefan-u0.6", "stefan-u0.5"), ("profile", "mass", "shock")
+    figures = [f"{name}-{plot}" for name in cases for plot in plots]
+    for figure in figures:
+        assert (folder / f"{figure}-toy-seed0.png").stat().st_size > 5_000
     saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*.pt")}
     assert len({p.parent for p in saved}) == 2  # the ANP and the SoftC ANP
     assert main(args) == 0  # the second run reuses the cached checkpoints
@@ -247,8 +249,12 @@ def test_probconserv_stefan_task_prints_its_table_and_writes_plots(tmp_path, cap
     assert all(p.parent.parent.name == "toy-seed0" for p in saved)
     assert main([*args, "--seed", "1"]) == 0  # another seed trains apart, in the same folder
     assert len({p.parent for p in (tmp_path / "checkpoints" / "toy-seed1").rglob("*.pt")}) == 2
-    results = json.loads((tmp_path / "probconserv-stefan" / "results.json").read_text())
-    assert results["setup"]["settings"]["seed"] == 1
+    for seed in (0, 1):  # and writes its results beside the first run's, which are kept
+        results = json.loads((folder / f"results-toy-seed{seed}.json").read_text())
+        assert results["setup"]["settings"]["seed"] == seed
+        assert (folder / f"table-toy-seed{seed}.txt").is_file()
+        for figure in figures:
+            assert (folder / f"{figure}-toy-seed{seed}.png").is_file()
 
 
 def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
@@ -258,7 +264,7 @@ def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
     for method in ("fno", "fno-overwrite", "boon"):
         assert f"flux error {method} " in out
     assert "✗" not in out and "2 of 2 targets met" in out
-    assert (tmp_path / "boon-heat" / "boundary-zoom.png").stat().st_size > 5_000
+    assert (tmp_path / "boon-heat" / "boundary-zoom-toy-seed0.png").stat().st_size > 5_000
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def test_mass_plot_shows_each_conservation_error_on_a_log_axis(tmp_path, monkeyp
     }
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to look into them
-    plot_case(tmp_path, "toy", predictions, exact, mass, grid, t, {}, None)
+    plot_case(tmp_path, "toy", predictions, exact, mass, grid, t, {}, None, label="toy-seed0")
     profile, mass_figure = figures
     top, bottom = mass_figure.axes
     assert bottom.get_yscale() == "log"
@@ -87,7 +87,7 @@ def test_a_failed_write_leaves_neither_a_figure_nor_a_temporary_file(tmp_path, m
     writes = {
         "verification": lambda folder: plot_study(study, folder / "study.png"),
         "probconserv": lambda folder: plot_case(
-            folder, "toy", predictions, exact, exact[:, :, 0], grid, t, {}, None
+            folder, "toy", predictions, exact, exact[:, :, 0], grid, t, {}, None, label="toy-seed0"
         ),
         "evaluation": lambda folder: plot_evaluation(
             torch.rand(2, 1, 8), torch.rand(2, 1, 8), folder / "samples.png"

@@ -110,7 +110,7 @@ def test_error_spread_reads_whether_the_spread_sits_where_the_error_is(sign):
 
 def test_toy_task_conserves_exactly(tmp_path):
     rows = get(task.NAME).run(Context(out=tmp_path, size="toy", quiet=True))
-    summary = json.loads((tmp_path / task.NAME / "summary-toy.json").read_text())
+    summary = json.loads((tmp_path / task.NAME / "summary-toy-seed0.json").read_text())
     assert summary["settings"]["size"] == "toy" and summary["settings"]["seed"] == 0
     scored = [row for row in summary["rows"] if "error" not in row]
     assert {row["variant"] for row in scored} == set(task.VARIANTS)
@@ -125,7 +125,7 @@ def test_toy_task_conserves_exactly(tmp_path):
             assert row["neg_fraction"] == 0.0
             assert abs(row["ce_abs"] - before["ce_abs"]) <= 1e-9 * max(1.0, before["ce_abs"])
     assert all(row.ok for row in rows if row.ok is not None)
-    for pattern in ("mass-*.png", "frame-*.png", "correction-*.png"):
+    for pattern in ("mass-*-toy-seed0.png", "frame-*-toy-seed0.png", "correction-*-toy-seed0.png"):
         assert len(list((tmp_path / task.NAME).glob(pattern))) == 2
 
 

@@ -89,9 +89,9 @@ def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_pat
     for method in task.METHODS:
         assert np.isfinite(values[f"rel L2 {method}"])
     folder = tmp_path / task.NAME
-    assert (folder / "rel-l2-vs-lead-toy.png").stat().st_size > 0
-    assert (folder / "forecast-strip-toy.png").stat().st_size > 0
-    summary = json.loads((folder / "summary-toy.json").read_text())
+    assert (folder / "rel-l2-vs-lead-toy-seed0.png").stat().st_size > 0
+    assert (folder / "forecast-strip-toy-seed0.png").stat().st_size > 0
+    summary = json.loads((folder / "summary-toy-seed0.json").read_text())
     assert len(summary["methods"]["earthformer"]["rel_l2_per_lead"]) == 2
     assert summary["settings"]["seed"] == 0 and summary["settings"]["device"] == "cpu"
 

@@ -105,9 +105,9 @@ def test_toy_run_writes_rows_figures_and_a_summary(tmp_path):
             assert math.isfinite(values[(case, f"{metric} {method}")])
     assert values[(case, "judge floor")] > 0
     folder = tmp_path / task.NAME
-    for figure in ("strip-toy.png", "energy-toy.png"):
+    for figure in ("strip-toy-seed0.png", "energy-toy-seed0.png"):  # the toy run's names
         assert (folder / figure).stat().st_size > 0
-    summary = json.loads((folder / "summary-toy.json").read_text())
+    summary = json.loads((folder / "summary-toy-seed0.json").read_text())
     assert summary["settings"]["size"] == "toy" and summary["settings"]["seed"] == 0
     assert (folder / "toy-seed0").is_dir() and not (folder / "full-seed0").exists()
     assert len(summary["prediff"]["energy_per_lead"]) == task.TOY.t_out

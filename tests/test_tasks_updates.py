@@ -16,6 +16,8 @@ SMALL = {
     "burgers": replace(task.EQUATION["burgers"], nx=17, t_end=0.05),
     "heat": replace(task.EQUATION["heat"], nx=17, t_end=0.05),
 }
+TINY = task.Scale(task.Size(4, 4, 1, 16, 4, 8), task.Size(4, 4, 1, 24, 4, 8), 10, 8)
+"""A scale for whole runs of the task in seconds (with ``SMALL``'s Burgers)."""
 
 
 @pytest.mark.parametrize("name", ["burgers", "heat"])
@@ -199,13 +201,12 @@ def test_bad_arguments_are_named():
 
 def test_tiny_run_writes_figures_and_rows(tmp_path, monkeypatch):
     monkeypatch.setitem(task.EQUATION, "burgers", SMALL["burgers"])
-    tiny = task.Scale(task.Size(4, 4, 1, 16, 4, 8), task.Size(4, 4, 1, 24, 4, 8), 10, 8)
-    monkeypatch.setitem(task.SCALES, "toy", tiny)
+    monkeypatch.setitem(task.SCALES, "toy", TINY)
     rows = get(task.NAME).run(Context(tmp_path, "toy", quiet=True))
     folder = tmp_path / task.NAME
-    for name in ("nfr-curves.png", "guard-curve.png"):
+    for name in ("nfr-curves-toy-seed0.png", "guard-curve-toy-seed0.png"):
         assert (folder / name).stat().st_size > 5_000
-    summary = json.loads((folder / "summary-toy.json").read_text())
+    summary = json.loads((folder / "summary-toy-seed0.json").read_text())
     assert set(summary["update"]) == {"retrain", "pc-focal"}
     guard = [row for row in summary["guard"] if row["method"] == "guard"]
     assert len(guard) == len(task.LEVELS) and all(row["outside_caught"] == 2 for row in guard)
@@ -218,8 +219,7 @@ def test_another_seed_trains_apart_targets_are_judged_at_full_size_threads_come_
     tmp_path, monkeypatch
 ):
     monkeypatch.setitem(task.EQUATION, "burgers", SMALL["burgers"])
-    tiny = task.Scale(task.Size(4, 4, 1, 16, 4, 8), task.Size(4, 4, 1, 24, 4, 8), 10, 8)
-    monkeypatch.setitem(task.SCALES, "full", tiny)
+    monkeypatch.setitem(task.SCALES, "full", TINY)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -227,10 +227,33 @@ def test_another_seed_trains_apart_targets_are_judged_at_full_size_threads_come_
             rows = get(task.NAME).run(Context(tmp_path, "full", seed=seed, quiet=True))
             assert torch.get_num_threads() == 2
             assert (tmp_path / task.NAME / f"full-seed{seed}" / "old").is_dir()
-            summary = json.loads((tmp_path / task.NAME / "summary-full.json").read_text())
+            summary = json.loads(
+                (tmp_path / task.NAME / f"summary-full-seed{seed}.json").read_text()
+            )
             assert summary["settings"]["seed"] == seed and summary["settings"]["size"] == "full"
     finally:
         torch.set_num_threads(threads)
     judged = {row.metric: row for row in rows if row.ok is not None}
     assert set(judged) == {"nfr_cut", "max_error"}
     assert all("full benchmark" not in row.target for row in rows)
+
+
+def test_a_run_with_another_seed_keeps_the_first_runs_summary_and_figures(tmp_path, monkeypatch):
+    """``physml run`` twice into one --out, seeds 0 and 1: each run names its summary and figures
+    by its size and seed, so the second leaves the first's in place (they were overwritten when
+    named by size alone), and the index captions every one of them."""
+    from physml.cli import main
+
+    monkeypatch.setitem(task.EQUATION, "burgers", SMALL["burgers"])
+    monkeypatch.setitem(task.SCALES, "toy", TINY)
+    out = ["--size", "toy", "--out", str(tmp_path), "--quiet"]
+    for seed in (0, 1):
+        assert main(["run", task.NAME, "--seed", str(seed), *out]) == 0
+    folder = tmp_path / task.NAME
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    for seed in (0, 1):
+        summary = json.loads((folder / f"summary-toy-seed{seed}.json").read_text())
+        assert summary["settings"]["seed"] == seed and summary["settings"]["size"] == "toy"
+        for figure in ("nfr-curves", "guard-curve"):
+            assert (folder / f"{figure}-toy-seed{seed}.png").stat().st_size > 5_000
+            assert f"<figcaption>{figure}-toy-seed{seed}: " in page  # a caption, not the path

@@ -62,6 +62,9 @@ class Row:
 class Task:
     """A named experiment: ``run(context)`` writes its files under ``context.out`` and returns rows.
 
+    A run's summary and figures carry its :func:`run_label` in their names, so a run of another
+    size or seed into the same folder keeps them.
+
     ``figures`` maps a glob pattern, relative to the output folder, to the caption of the figures it
     matches; ``{name}`` in a caption stands for the file's stem (``verify/*.png`` ->
     ``"{name}: ..."``).
@@ -113,6 +116,13 @@ def run_settings(context: Context) -> dict:
         "physml": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def run_label(context: Context) -> str:
+    """``<size>-seed<seed>`` (``toy-seed0``): names one run's summary, figures and checkpoint
+    folder, so that runs of other sizes or seeds in the same output folder sit beside each other
+    instead of overwriting one another."""
+    return f"{context.size}-seed{context.seed}"
 
 
 def check_task_device(tasks: list[Task], device: str) -> None:

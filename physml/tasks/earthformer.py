@@ -29,7 +29,7 @@ from .._io import atomic_write_text
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
-from . import Context, Row, Task, register, run_settings
+from . import Context, Row, Task, register, run_label, run_settings
 from .figures import save_figure
 
 NAME = "earthformer-ns"
@@ -194,11 +194,13 @@ def run(context: Context) -> list[Row]:
     """Train Earthformer and FNO-2D for the same budget, score them and persistence, plot.
 
     Checkpoints live in ``out/earthformer-ns/<size>-seed<seed>/``: a rerun resumes (or reuses)
-    them. Also writes ``summary-<size>.json`` with the per-lead errors, parameters and steps.
+    them. Also writes ``summary-<size>-seed<seed>.json`` with the per-lead errors, parameters and
+    steps, beside the two figures named the same way (:func:`~physml.tasks.run_label`).
     """
     scale = SIZES[context.size]
     folder = context.out / NAME
-    work = folder / f"{context.size}-seed{context.seed}"
+    label = run_label(context)
+    work = folder / label
     work.mkdir(parents=True, exist_ok=True)
     frames = scale.t_in + scale.t_out
     train = vorticity_sequences(scale.train, 0, scale.nx, frames)
@@ -259,10 +261,10 @@ def run(context: Context) -> list[Row]:
             (ratio < 1) if judged else None,
         )
     )
-    plot_errors(folder / f"rel-l2-vs-lead-{context.size}.png", errors)
-    plot_strip(folder / f"forecast-strip-{context.size}.png", test_y[0], forecasts)
+    plot_errors(folder / f"rel-l2-vs-lead-{label}.png", errors)
+    plot_strip(folder / f"forecast-strip-{label}.png", test_y[0], forecasts)
     atomic_write_text(
-        folder / f"summary-{context.size}.json",
+        folder / f"summary-{label}.json",
         json.dumps(
             {
                 "settings": run_settings(context),

@@ -12,9 +12,11 @@ Gaussian on the whole (t, x) grid. The methods compared (DESIGN.md §4):
 
 Each task trains (or reuses the cached checkpoints of) the two ANPs, evaluates every method on test
 functions with fixed PDE parameters and fresh random context points, writes the table (MSE, CE, LL,
-CRPS and, for Stefan, the error of the posterior shock position) to ``table.txt`` and
-``results.json`` in its folder, and saves the plots: a profile with its uncertainty band, total
-mass over time, and the shock-position histogram.
+CRPS and, for Stefan, the error of the posterior shock position) to ``table-<label>.txt`` and
+``results-<label>.json`` in its folder, and saves the plots: a profile with its uncertainty band,
+total mass over time, and the shock-position histogram. ``<label>`` is the run's
+``<size>-seed<seed>`` (:func:`~physml.tasks.run_label`), so runs of other sizes or seeds keep
+their files side by side.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ..data import gpme_sampler  # noqa: E402
 from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa: E402
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
 from ..training import train_anp  # noqa: E402
-from . import Context, Row, Task, register, run_settings  # noqa: E402
+from . import Context, Row, Task, register, run_label, run_settings  # noqa: E402
 from .figures import save_figure  # noqa: E402
 
 F64 = torch.float64
@@ -242,8 +244,12 @@ def plot_case(
     t: torch.Tensor,
     shocks: dict[str, torch.Tensor],
     front: float | None,
+    *,
+    label: str,
 ) -> None:
-    """Profile with ±2σ bands at mid-time, total mass over time, and the shock histogram."""
+    """Profile with ±2σ bands at mid-time, total mass over time, and the shock histogram, saved
+    in ``folder`` as ``<name>-profile-<label>.png``, ``-mass-`` and ``-shock-`` (``label``: the
+    run's, from :func:`~physml.tasks.run_label`)."""
     x = grid.coordinates()
     mid = int(torch.argmin((t - 0.5 * t[-1]).abs()))
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -257,7 +263,7 @@ def plot_case(
     ax.set(xlabel="x", ylabel="u", title=f"{name}: t = {t[mid].item():.3g}, mean ± 2σ")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, folder / f"{name}-profile.png")
+    save_figure(fig, folder / f"{name}-profile-{label}.png")
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.4), sharex=True)
     top.plot(t, mass[0], "k", lw=4, alpha=0.3, label="true mass")
@@ -270,7 +276,7 @@ def plot_case(
     top.legend(fontsize=8)
     bottom.set(xlabel="t", ylabel="|∫u dx − true mass|", title="conservation error (log scale)")
     fig.tight_layout()
-    save_figure(fig, folder / f"{name}-mass.png")
+    save_figure(fig, folder / f"{name}-mass-{label}.png")
 
     if shocks and front is not None:
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -281,7 +287,7 @@ def plot_case(
         ax.set(xlabel="shock position x*", ylabel="posterior samples", title=f"{name}: final time")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        save_figure(fig, folder / f"{name}-shock.png")
+        save_figure(fig, folder / f"{name}-shock-{label}.png")
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -302,7 +308,8 @@ def evaluate(
     scale: Scale | None = None,
 ) -> tuple[list[dict], dict]:
     """Train or reuse the ANPs (under ``out/checkpoints/<size>-seed<seed>/``), then score every
-    method on every test value of ``case``.
+    method on every test value of ``case``; its figures and ``results-<size>-seed<seed>.json``
+    go to ``out/probconserv-<case>/``.
 
     ``extra_methods(case, batch, grid, t, x, mass, params)`` may add predictions (the benchmark
     adds the GP and the ensemble). ``scale``: instead of ``context.size``'s (a smoke run's).
@@ -312,7 +319,8 @@ def evaluate(
     folder = context.out / f"probconserv-{case}"
     folder.mkdir(parents=True, exist_ok=True)
     grid, t, x = grids(case, scale)
-    checkpoints = context.out / "checkpoints" / f"{context.size}-seed{context.seed}"
+    label = run_label(context)
+    checkpoints = context.out / "checkpoints" / label
     checkpoints.mkdir(parents=True, exist_ok=True)
     models = train_models(case, scale, checkpoints, context.seed, not context.quiet, context.device)
     rows = []
@@ -335,14 +343,15 @@ def evaluate(
             row.update(case=name, **{SYMBOL[case]: value})
         rows.extend(case_rows)
         front = 2 * stefan_z1(value) * math.sqrt(t[-1].item()) if case == "stefan" else None
-        plot_case(folder, name, predictions, exact, mass, grid, t, shocks, front)
+        plot_case(folder, name, predictions, exact, mass, grid, t, shocks, front, label=label)
     setup = {
         "settings": run_settings(context),
         "scale": scale.__dict__,
         "tests": TESTS[case],
         "seed": context.seed,
     }
-    atomic_write_text(folder / "results.json", json.dumps({"setup": setup, "rows": rows}, indent=1))
+    results = json.dumps({"setup": setup, "rows": rows}, indent=1)
+    atomic_write_text(folder / f"results-{label}.json", results)
     return rows, setup
 
 
@@ -363,7 +372,8 @@ def _runner(case: str) -> Callable[[Context], list[Row]]:
     def run(context: Context) -> list[Row]:
         rows, _ = evaluate(case, context)
         table = f"probconserv-{case} ({context.size} scale)\n{format_rows(rows)}\n"
-        atomic_write_text(context.out / f"probconserv-{case}" / "table.txt", table)
+        label = run_label(context)
+        atomic_write_text(context.out / f"probconserv-{case}" / f"table-{label}.txt", table)
         return summary(f"probconserv-{case}", rows)
 
     return run
@@ -376,14 +386,14 @@ for _case in TESTS:
             description=f"ProbConserv vs ANP, SoftC and HardC on the GPME {_case} case",
             run=_runner(_case),
             figures={
-                f"probconserv-{_case}/*-profile.png": "{name}: the solution at mid-time, exact "
+                f"probconserv-{_case}/*-profile-*.png": "{name}: the solution at mid-time, exact "
                 "(thick grey), the ANP's mean (solid blue) and ProbConserv's (dashed red) with "
                 "their ±2σ bands.",
-                f"probconserv-{_case}/*-mass.png": "{name}: the total mass ∫u dx of one test "
+                f"probconserv-{_case}/*-mass-*.png": "{name}: the total mass ∫u dx of one test "
                 "function over time, true (thick grey) and each method's prediction (dashed), "
                 "top; each method's conservation error |∫u dx − true mass| on a log scale, "
                 "bottom (round-off zeros drawn at 1e-17).",
-                f"probconserv-{_case}/*-shock.png": "{name}: posterior samples of the shock "
+                f"probconserv-{_case}/*-shock-*.png": "{name}: posterior samples of the shock "
                 "position at the final time, ANP and ProbConserv, beside the true front (black).",
             },
         )

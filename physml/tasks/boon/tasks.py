@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import Context, Row, Task, register
+from .. import Context, Row, Task, register, run_label
 from .data import CASES
 from .evaluation import run_case
 from .models import TRAINED
@@ -32,12 +32,14 @@ def _rows(task: str, rows: list[dict]) -> list[Row]:
 
 
 def task_runner(cases: tuple[str, ...], task: str) -> Callable[[Context], list[Row]]:
-    """A task body: train FNO and BOON on each case, return the rows, save the plots."""
+    """A task body: train FNO and BOON on each case, return the rows, save the plots (named by
+    :func:`~physml.tasks.run_label`, so runs of other sizes or seeds keep theirs)."""
 
     def run(context: Context) -> list[Row]:
         folder = context.out / task
         folder.mkdir(parents=True, exist_ok=True)
         rows: list[Row] = []
+        label = run_label(context)
         for case in cases:
             results = [
                 run_case(case, method, context.seed, context.size, context.quiet)
@@ -49,10 +51,11 @@ def task_runner(cases: tuple[str, ...], task: str) -> Callable[[Context], list[R
             predictions = {k: v for result in results for k, v in result.predictions.items()}
             prefix = "" if len(cases) == 1 else f"{case}-"
             if CASES[case].family == "1d":
-                plot_boundary_zoom(data, predictions, folder / f"{prefix}boundary-zoom.png")
+                path = folder / f"{prefix}boundary-zoom-{label}.png"
+                plot_boundary_zoom(data, predictions, path)
             else:
                 curves = {r["method"]: [r["rel_l2_over_time"]] for r in case_rows}
-                path = folder / f"{prefix}error-over-time.png"
+                path = folder / f"{prefix}error-over-time-{label}.png"
                 plot_error_over_time(curves, data.times, path, case)
         return rows
 
@@ -82,10 +85,10 @@ for _name, (_cases, _demo, _what) in TASKS.items():
             in_demo=_demo,
             cpu_only=True,  # its models train and are scored on the CPU
             figures={
-                f"{_name}/*boundary-zoom.png": "{name}: one test sample near the left and right "
+                f"{_name}/*boundary-zoom-*.png": "{name}: one test sample near the left and right "
                 "walls at the final time, solver (black) and each method (dashed); right, every "
                 "test sample's error at the left wall on a log scale.",
-                f"{_name}/*error-over-time.png": "{name}: relative L2 error against time, each "
+                f"{_name}/*error-over-time-*.png": "{name}: relative L2 error against time, each "
                 "method's mean over the test samples.",
             },
         )

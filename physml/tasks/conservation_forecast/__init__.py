@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 
 from ..._io import atomic_write_text
-from .. import Context, Row, Task, register, run_settings
+from .. import Context, Row, Task, register, run_label, run_settings
 from ..prediff import fit
 from .data import (
     F64,
@@ -176,17 +176,19 @@ def target_rows(checks: list[dict], size: str) -> list[Row]:
 
 def run(context: Context) -> list[Row]:
     """Both variants at the context's size (toy in the demo): rows, figures and
-    ``summary-<size>.json`` under ``out/conservation-forecast/``."""
+    ``summary-<size>-seed<seed>.json`` under ``out/conservation-forecast/``
+    (:func:`~physml.tasks.run_label`), checkpoints in its ``<size>-seed<seed>/`` folder."""
     scale = SIZES[context.size]
     folder = context.out / NAME
-    work = folder / f"{context.size}-seed{context.seed}"
+    label = run_label(context)
+    work = folder / label
     rows, summary = [], {"settings": run_settings(context), "scale": scale.setup(), "rows": []}
     for variant in VARIANTS:
         found_rows, found = run_variant(variant, scale, work, context.seed, context.quiet)
         summary["rows"] += found_rows
-        plot_mass(folder / f"mass-{variant}-{context.size}.png", found)
-        plot_frame(folder / f"frame-{variant}-{context.size}.png", found)
-        plot_correction(folder / f"correction-{variant}-{context.size}.png", found)
+        plot_mass(folder / f"mass-{variant}-{label}.png", found)
+        plot_frame(folder / f"frame-{variant}-{label}.png", found)
+        plot_correction(folder / f"correction-{variant}-{label}.png", found)
         for row in found_rows:
             if "error" in row:
                 continue
@@ -195,7 +197,7 @@ def run(context: Context) -> list[Row]:
     checks = done_when(summary["rows"])
     summary["done_when"] = checks
     rows += target_rows(checks, context.size)
-    atomic_write_text(folder / f"summary-{context.size}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(folder / f"summary-{label}.json", json.dumps(summary, indent=1) + "\n")
     return rows
 
 

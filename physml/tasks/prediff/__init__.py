@@ -26,13 +26,14 @@ module per concern, and the toy-size task ``prediff-nbody``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 
 from ..._io import atomic_write_text
 from ...metrics import bootstrap_se, spread_skill
-from .. import Context, Row, Task, register, run_settings
+from .. import Context, Row, Task, register, run_label, run_settings
 from .data import (
     DENOISERS,
     SIZES,
@@ -132,11 +133,12 @@ def run(context: Context) -> list[Row]:
     """The whole pipeline at toy size with the conv denoiser, whatever ``context.size`` (the
     full-scale study is ``benchmarks/prediff_nbody.py``): train (resumable, under
     ``out/prediff-nbody/toy-seed<seed>/``), score PreDiff and PreDiff-KC (best λ of a sweep on
-    validation videos), intensity control, two figures and ``summary-toy.json``."""
+    validation videos), intensity control, two figures and ``summary-toy-seed<seed>.json``."""
     size = "toy"  # SIZES["full"] is the toy scale: its files are the toy run's
     scale, seed, quiet = SIZES[size], context.seed, context.quiet
     folder = context.out / NAME
-    work = folder / f"{size}-seed{seed}"
+    label = run_label(dataclasses.replace(context, size=size))
+    work = folder / label
     work.mkdir(parents=True, exist_ok=True)
     data = videos(scale, seed)
     test_x, test_y = data["test"].split(scale.t_in)
@@ -199,7 +201,7 @@ def run(context: Context) -> list[Row]:
 
     shown = min(2, members)
     plot_strip(
-        folder / f"strip-{size}.png",
+        folder / f"strip-{label}.png",
         test_x[0],
         test_y[0],
         plain_forecast.samples[:shown, 0],
@@ -213,7 +215,7 @@ def run(context: Context) -> list[Row]:
             "PreDiff-KC": judge(kc_forecast.samples[:, 0]),
         }
     plot_energy(
-        folder / f"energy-{size}.png",
+        folder / f"energy-{label}.png",
         {"PreDiff": plain["energy_per_lead"], "PreDiff-KC": controlled["energy_per_lead"]},
         floor_per_lead,
         one,
@@ -229,7 +231,7 @@ def run(context: Context) -> list[Row]:
         "sweep": sweep,
         "intensity": intensity_table,
     }
-    atomic_write_text(folder / f"summary-{size}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(folder / f"summary-{label}.json", json.dumps(summary, indent=1) + "\n")
     return rows
 
 

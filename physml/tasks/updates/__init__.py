@@ -45,7 +45,7 @@ from torch.utils.data import TensorDataset
 from ..._io import atomic_write_text
 from ...training.families import relative_l2_loss
 from ...updates import sample_errors
-from .. import Context, Row, Task, register, run_settings
+from .. import Context, Row, Task, register, run_label, run_settings
 from .data import (
     EQUATION,
     EQUATIONS,
@@ -151,7 +151,8 @@ SCALES = {
 def run(context: Context) -> list[Row]:
     """Burgers at ``context.size``: old FNO → larger FNO by ``retrain`` and ``pc-focal`` (NFR(τ)
     curves), then the larger FNO guarded by its solver (accuracy against throughput); data and
-    checkpoints under ``out/model-update/<size>-seed<seed>/``."""
+    checkpoints under ``out/model-update/<size>-seed<seed>/``, the summary and the two figures
+    beside it named by the same label (:func:`~physml.tasks.run_label`)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the guard's timings compare one-thread solver and surrogate
     try:
@@ -163,7 +164,8 @@ def run(context: Context) -> list[Row]:
 def _run(context: Context) -> list[Row]:
     scale, problem, seed = SCALES[context.size], equation("burgers"), context.seed
     folder = context.out / NAME
-    work = folder / f"{context.size}-seed{seed}"
+    label = run_label(context)
+    work = folder / label
     old_data = cached_pairs(work / "old.pt", problem, scale.old.train, 0)
     new_data = cached_pairs(work / "new.pt", problem, scale.new.train, 0)
     outside = scale.test // 5
@@ -194,8 +196,8 @@ def _run(context: Context) -> list[Row]:
         scores[method] = update_scores(problem, old_prediction, predict(model, x), y)
     plot_flip_curves(
         {m: s["nfr_curve"] for m, s in scores.items()},
-        folder / "nfr-curves.png",
-        f"Burgers, old FNO → larger FNO ({context.size})",
+        folder / f"nfr-curves-{label}.png",
+        f"Burgers, old FNO → larger FNO ({label})",
     )
     sweep = guard_sweep(
         problem,
@@ -206,7 +208,7 @@ def _run(context: Context) -> list[Row]:
         outside=outside,
     )
     plot_guard_curve(
-        sweep, folder / "guard-curve.png", f"Burgers FNO guarded by its solver ({context.size})"
+        sweep, folder / f"guard-curve-{label}.png", f"Burgers FNO guarded by its solver ({label})"
     )
     done = guard_done_when(sweep)
     summary = {
@@ -216,7 +218,7 @@ def _run(context: Context) -> list[Row]:
         "guard": sweep,
         "guard_done_when": done,
     }
-    atomic_write_text(folder / f"summary-{context.size}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(folder / f"summary-{label}.json", json.dumps(summary, indent=1) + "\n")
     rows = []
     for method, score in scores.items():
         for metric in ("rel_l2", "nfr", "nfr_degradation", "nfr_physics"):
@@ -251,10 +253,11 @@ register(
         run=run,
         cpu_only=True,  # the guard times surrogate against solver on one CPU thread
         figures={
-            f"{NAME}/nfr-curves.png": "Negative flip rate NFR(τ) of the new model against the "
-            "old one on in-range test inputs: plain retraining and focal distillation (pc-focal).",
-            f"{NAME}/guard-curve.png": "The guarded surrogate's max and p99 relative L2 error "
-            "against its speedup over the solver, one point per threshold level; 20% of the "
+            f"{NAME}/nfr-curves-*.png": "{name}: negative flip rate NFR(τ) of the new model "
+            "against the old one on in-range test inputs: plain retraining and focal distillation "
+            "(pc-focal).",
+            f"{NAME}/guard-curve-*.png": "{name}: the guarded surrogate's max and p99 relative L2 "
+            "error against its speedup over the solver, one point per threshold level; 20% of the "
             "test inputs lie beyond the training amplitudes. The triangle is the FNO alone.",
         },
     )
