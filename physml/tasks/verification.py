@@ -17,7 +17,7 @@ from tqdm import tqdm  # noqa: E402
 
 from pdes.verification import ConvergenceStudy, convergence, exact_cases  # noqa: E402
 
-from . import Context, Row, Task, register, run_label  # noqa: E402
+from . import Context, Row, Task, register  # noqa: E402
 from .figures import save_figure  # noqa: E402
 
 ORDER_SLACK = 0.8
@@ -91,10 +91,9 @@ def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
 
 def run(context: Context) -> list[Row]:
     """Every exact case's convergence study: a target row for its order and a figure
-    ``verify/<case>-<size>-seed<seed>.png`` (:func:`~physml.tasks.run_label`: the studies use
-    no seed, but ``full`` refines one grid further, so the size changes the figure)."""
+    ``verify/<case>-<size>.png`` (``full`` refines one grid further; the studies draw nothing at
+    random, so the seed changes nothing and is not in the name)."""
     folder = context.out / "verify"
-    label = run_label(context)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     cases = exact_cases()
@@ -103,7 +102,7 @@ def run(context: Context) -> list[Row]:
         if context.size == "full":
             resolutions.append(2 * resolutions[-1] - (1 if resolutions[-1] % 2 else 0))
         study = convergence(case, resolutions)
-        plot_study(study, folder / f"{case.name}-{label}.png")
+        plot_study(study, folder / f"{case.name}-{context.size}.png")
         rows.append(
             Row(
                 task="verify",
