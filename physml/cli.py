@@ -303,12 +303,10 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
                 raise TaskError(f"task {name!r} failed: {error}") from error
             print(f"physml {args.command}: task {name!r} failed:", file=sys.stderr)
             raise
+        wall_s = time.perf_counter() - started
+        tasks.save_rows(context, name, task_rows, wall_s)
         rows.extend(task_rows)
-        rows.append(
-            tasks.Row(
-                task=name, case="(all)", metric="wall time [s]", value=time.perf_counter() - started
-            )
-        )
+        rows.append(tasks.Row(task=name, case="(all)", metric="wall time [s]", value=wall_s))
     _report(context, rows)
     return 1 if any(row.ok is False for row in rows) else 0
 

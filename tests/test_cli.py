@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -385,6 +386,28 @@ def _fails(error):
         raise error
 
     return run
+
+
+def test_each_run_keeps_its_rows_beside_the_other_runs(tmp_path, monkeypatch, capsys):
+    def rows(context):
+        return [
+            tasks.Row("toy-a", "case", "score", float(context.seed), "<= 2", context.seed <= 2),
+            tasks.Row("toy-a", "case", "blown", math.nan),
+        ]
+
+    _fake_tasks(monkeypatch, toy_a=rows)
+    for seed in (1, 3):  # index.html keeps the last run's rows; the records keep both
+        args = ["--size", "toy", "--seed", str(seed), "--out", str(tmp_path), "--quiet"]
+        main(["run", "toy-a", *args])
+    for seed in (1, 3):
+        record = json.loads((tmp_path / "toy-a" / f"rows-toy-seed{seed}.json").read_text())
+        assert record["settings"]["seed"] == seed and record["wall_s"] >= 0
+        assert record["rows"][0] == {
+            "task": "toy-a", "case": "case", "metric": "score", "value": float(seed),
+            "target": "<= 2", "ok": seed <= 2,
+        }  # fmt: skip
+        assert record["rows"][1]["value"] is None  # NaN is not JSON
+    capsys.readouterr()
 
 
 def test_a_failing_task_keeps_the_report_of_the_tasks_before_it(tmp_path, monkeypatch, capsys):

@@ -10,8 +10,10 @@ the figures, captioned from each task's :attr:`Task.figures`.
 from __future__ import annotations
 
 import importlib
+import json
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -123,6 +125,25 @@ def run_label(context: Context) -> str:
     folder, so that runs of other sizes or seeds in the same output folder sit beside each other
     instead of overwriting one another."""
     return f"{context.size}-seed{context.seed}"
+
+
+def save_rows(context: Context, name: str, rows: list[Row], wall_s: float) -> Path:
+    """Write ``<out>/<name>/rows-<label>.json``: the run's settings, its wall time (s) and every row
+    of task ``name`` (a value that is not finite as ``null``), so that each run's numbers outlive
+    ``index.html``, which holds the last run's only. Returns the file."""
+    from .._io import atomic_write_text
+
+    def plain(row: Row) -> dict:
+        record = asdict(row)
+        if not math.isfinite(record["value"]):
+            record["value"] = None
+        return record
+
+    record = {"settings": run_settings(context), "wall_s": wall_s, "rows": [plain(r) for r in rows]}
+    path = context.out / name / f"rows-{run_label(context)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return path
 
 
 def check_task_device(tasks: list[Task], device: str) -> None:
