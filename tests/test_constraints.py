@@ -155,6 +155,25 @@ def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior(rows):
 
 
 @pytest.mark.parametrize("rows", [1, 2])
+def test_noisy_ensemble_update_moves_members_by_one_gain_and_narrows_the_spread(rows):
+    """``σ > 0``: numpy's ``x − K (G x − b)`` with ``K = Σ Gᵀ (G Σ Gᵀ + σ² I)⁻¹`` from the
+    members' sample covariance; their new covariance is ``Σ − K G Σ − σ² K Kᵀ`` (Joseph form
+    without the noise term), not the Gaussian posterior's ``Σ − K G Σ`` (documented)."""
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(9, 7)) + rng.normal(size=7)
+    G, b, noise = rng.normal(size=(rows, 7)), rng.normal(size=rows), 0.3
+    out = through(
+        LinearConstraint(torch.tensor(G), torch.tensor(b), noise=noise), Ensemble(torch.tensor(X))
+    ).samples.numpy()
+    cov = np.cov(X.T)
+    gain = cov @ G.T @ np.linalg.inv(G @ cov @ G.T + noise**2 * np.eye(rows))
+    np.testing.assert_allclose(out, X - (X @ G.T - b) @ gain.T, rtol=0, atol=1e-12)
+    posterior = cov - gain @ G @ cov
+    np.testing.assert_allclose(np.cov(out.T), posterior - noise**2 * gain @ gain.T, atol=1e-12)
+    assert np.abs(np.cov(out.T) - posterior).max() > 1e-3
+
+
+@pytest.mark.parametrize("rows", [1, 2])
 @pytest.mark.parametrize("shrinkage", [0.0, 0.5])
 def test_members_that_agree_closely_on_a_total_they_all_miss_meet_it_to_round_off(rows, shrinkage):
     """Members 1 ± 1e-4 whose totals all miss by ~1000 spreads: the update must not lose itself

@@ -117,6 +117,23 @@ def test_schedule_is_the_cosine_schedule():
     assert schedule_timesteps(4) == [750, 500, 250, 0]
 
 
+def test_schedules_match_their_papers_over_every_step():
+    """Cosine (Nichol & Dhariwal): β_t = min(1 − f(t)/f(t − 1), 0.999), ᾱ = Π(1 − β), the cap
+    biting at the last steps; linear (Ho et al.): β from 1e-4 to 0.02 in T equal steps."""
+    t = torch.arange(1, 1001, dtype=torch.float64)
+
+    def f(u):
+        return torch.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    beta = (1 - f(t) / f(t - 1)).clamp(max=0.999)
+    assert beta[-1] == 0.999  # the cap is reached
+    cosine = NoiseSchedule(1000, "squaredcos_cap_v2").alphas_cumprod().double()
+    torch.testing.assert_close(cosine, torch.cumprod(1 - beta, 0), rtol=1e-4, atol=1e-12)
+    linear = NoiseSchedule(1000, "linear").alphas_cumprod().double()
+    expected = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    torch.testing.assert_close(linear, expected, rtol=1e-5, atol=0)
+
+
 # --------------------------------------------------------------------------- autoencoder
 
 

@@ -11,7 +11,11 @@
   members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
   cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1) a small
   ``γ I`` (``jitter`` times the ensemble's mean variance) joins the covariance, so every member
-  still meets every row exactly.
+  still meets every row exactly. Every member moves by the same gain ``K`` (no perturbed
+  targets): the members' mean is the Gaussian update's mean, and with ``σ = 0`` their sample
+  covariance is its ``Σ − K G Σ``; with ``σ > 0`` the members miss the rows by ``(I − GK)(G x −
+  b)`` and their covariance is ``(I − K G) Σ (I − K G)ᵀ = Σ − K G Σ − σ² K Kᵀ``, narrower than
+  the Gaussian posterior's by ``σ² K Kᵀ``.
 
 ``G`` is ``(k, n)`` and acts on the trailing ``space`` axes of a field (``n`` their product: one
 axis for a 1-D grid, two for a 2-D one); every leading index (sample, time, channel, ...) is a
@@ -386,7 +390,10 @@ class LinearConstraint(Constraint):
         return Gaussian(new_mean.to(dtype), covariance)
 
     def apply_ensemble(self, output: Ensemble, state: torch.Tensor) -> Ensemble:
-        """Move every member with the ensemble covariance so that each meets the constraint."""
+        """Move every member with the ensemble covariance: ``x − K (G x − b)`` with one gain
+        ``K`` for all (module docstring). With ``noise = 0`` each member meets the rows; with
+        ``noise > 0`` the members' mean is the Gaussian posterior's but their spread is narrower
+        by ``σ² K Kᵀ`` (no perturbed targets)."""
         samples = output.samples
         leading = self._layout(samples[0], "each member")
         b = self._target_for(state, leading, samples, "samples of shape {shape} (member first)")
