@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from physml.cli import main
+from physml.data import load
 
 SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
 
@@ -156,6 +157,9 @@ def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsy
     assert main(coarse) == 0
     assert main(["evaluate", "--checkpoint", "r", "--data", "coarse.h5"]) == 0  # FNO: any grid
     assert "rel_l2" in capsys.readouterr().out
+    scores = json.loads((heat / "r" / "evaluation" / "metrics.json").read_text())
+    times = load("coarse.h5").u.shape[1]  # u(t) -> u(t + 2): times - 2 pairs per solution
+    assert scores["solutions"] == 4 and scores["samples"] == 4 * (times - 2)
     assert main(["evaluate", "--checkpoint", "nowhere", "--data", "heat.h5"]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
     frames = (torch.zeros(4, 1, 16, 16), torch.zeros(4, 1, 16, 16))

@@ -241,13 +241,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predict = FAMILIES[description["model"]].predict
     if predict is None:
         prediction, target = _predict_pairs(model, pairs, device)
-        scores = _scores(prediction, target)
+        scores = {"solutions": len(data), **_scores(prediction, target)}
     else:  # a Gaussian on every point (t, x) of every solution
         gaussian = predict(model, data, description["options"], device)
         target = data.u.reshape(len(data), -1).to(gaussian.mean.dtype)
         prediction = gaussian.mean
         std = gaussian.variance().clamp(min=0).sqrt()
         scores = {
+            "solutions": len(data),
             **_scores(prediction, target),
             "ll": float(metrics.gaussian_log_likelihood(gaussian, target)),
             "crps": float(metrics.crps_gaussian(prediction, std, target)),
@@ -279,6 +280,8 @@ def _predict_pairs(model, pairs, device: torch.device) -> tuple[torch.Tensor, to
 
 
 def _scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
+    """``samples``: the (input, target) pairs scored — one per solution for ``operator`` and the
+    point models, several per solution for ``rollout`` and ``forecast``."""
     return {
         "samples": prediction.shape[0],
         "rel_l2": float(metrics.relative_l2(prediction, target)),
