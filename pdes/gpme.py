@@ -400,8 +400,8 @@ class _FiniteVolume:
 
 
 def _plan(solver: _FiniteVolume, u: torch.Tensor, t: float, target: float, dt: float | None):
-    """``(steps, dt limit, k_max)`` from ``t`` to ``target``. Walls that move are checked at the
-    steps' own times as well (where the scheme imposes them): nine even samples can miss the
+    """``(steps, step, dt limit, k_max)`` from ``t`` to ``target``. Walls that move are checked at
+    the steps' own times as well (where the scheme imposes them): nine even samples can miss the
     peak of a wall that oscillates between them, and the estimate is redone until it holds."""
     limit, k_max = solver.stability_limit(u, t, target)
     moving = isinstance(solver.bc, Dirichlet) and solver.fixed_walls is None
@@ -409,13 +409,13 @@ def _plan(solver: _FiniteVolume, u: torch.Tensor, t: float, target: float, dt: f
         step = dt if dt is not None else SAFETY * limit
         count = 1 if math.isinf(step) else max(1, math.ceil((target - t) / step - 1e-9))
         if not moving or count + 1 <= 9 or count > MAX_STEPS:
-            return count, limit, k_max
+            return count, step, limit, k_max
         seen, seen_k = solver.stability_limit(u, t, target, count + 1)
         if seen >= limit:
-            return count, limit, k_max
+            return count, step, limit, k_max
         limit, k_max = seen, seen_k
         if dt is not None:
-            return count, limit, k_max
+            return count, step, limit, k_max
 
 
 def _as_diffusivity(k) -> DiffusivityFn:
@@ -486,13 +486,12 @@ def solve_gpme(
     for target in t_out.tolist():
         while t < target:
             finite_result("solve_gpme", u, t)
-            count, limit, k_max = _plan(solver, u, t, target, dt)
+            count, step, limit, k_max = _plan(solver, u, t, target, dt)
             if dt is not None and dt > limit * (1.0 + 1e-12):
                 raise SolverError(
                     f"dt={dt:.6g} exceeds the stability limit dx²/({solver.limit_factor:g} k_max)"
                     f" = {limit:.6g} (dx={grid.dx:.6g}, k_max={k_max:.6g}) at t={t:.6g}"
                 )
-            step = dt if dt is not None else SAFETY * limit
             span = target - t
             if count > MAX_STEPS:
                 raise SolverError(

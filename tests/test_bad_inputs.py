@@ -15,7 +15,7 @@ import functools
 import io
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ from torch import nn
 import physml
 import physml.data.nbody as nbody
 import physml.tasks
+import physml.tasks.conservation_forecast
+import physml.tasks.earthformer
 from pdes import (
     Dirichlet,
     Grid1D,
@@ -133,6 +135,10 @@ G9 = Grid1D(9)
 PERIODIC8 = Grid1D(8, periodic=True)
 U0 = torch.zeros(2, 9)
 T = [0.0, 0.1]
+TASK_SCALE = {
+    "earthformer": physml.tasks.earthformer.SIZES["toy"],
+    "conservation": physml.tasks.conservation_forecast.TOY,
+}
 C128 = torch.complex128
 P8 = Grid2D.square(8, periodic=True)
 
@@ -2661,6 +2667,26 @@ TRAINING_CASES = [
         lambda c: physml.tasks.Context(out=c.fresh(), size="huge"),
         ValueError,
         r"size must be one of \['toy', 'full'\], got 'huge'",
+    ),
+    case(
+        "task-scale-steps-missing-a-family",
+        lambda c: replace(TASK_SCALE["earthformer"], steps={"earthformer": 3}),
+        ValueError,
+        r"steps must give the step count of each of \['earthformer', 'fno'\], got",
+    ),
+    case(
+        "task-scale-steps-not-a-count",
+        lambda c: replace(
+            TASK_SCALE["conservation"], steps={**TASK_SCALE["conservation"].steps, "fno": 2.5}
+        ),
+        TypeError,
+        r"steps\['fno'\] must be an integer",
+    ),
+    case(
+        "task-scale-no-stopping-rule",
+        lambda c: replace(TASK_SCALE["earthformer"], steps=None),
+        ValueError,
+        r"give budget_s or steps",
     ),
     case(
         "family-option-huge",

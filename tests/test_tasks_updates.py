@@ -215,45 +215,37 @@ def test_tiny_run_writes_figures_and_rows(tmp_path, monkeypatch):
     assert {row.metric for row in rows} >= {"rel_l2", "nfr", "max_error", "speedup"}
 
 
-def test_another_seed_trains_apart_targets_are_judged_at_full_size_threads_come_back(
+def test_runs_of_two_seeds_sit_side_by_side_targets_judged_at_full_size_threads_come_back(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setitem(task.EQUATION, "burgers", SMALL["burgers"])
-    monkeypatch.setitem(task.SCALES, "full", TINY)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        for seed in (0, 1):  # the same --out: each seed its own checkpoints, no refused resume
-            rows = get(task.NAME).run(Context(tmp_path, "full", seed=seed, quiet=True))
-            assert torch.get_num_threads() == 2
-            assert (tmp_path / task.NAME / f"full-seed{seed}" / "old").is_dir()
-            summary = json.loads(
-                (tmp_path / task.NAME / f"summary-full-seed{seed}.json").read_text()
-            )
-            assert summary["settings"]["seed"] == seed and summary["settings"]["size"] == "full"
-    finally:
-        torch.set_num_threads(threads)
-    judged = {row.metric: row for row in rows if row.ok is not None}
-    assert set(judged) == {"nfr_cut", "max_error"}
-    assert all("full benchmark" not in row.target for row in rows)
-
-
-def test_a_run_with_another_seed_keeps_the_first_runs_summary_and_figures(tmp_path, monkeypatch):
-    """``physml run`` twice into one --out, seeds 0 and 1: each run names its summary and figures
-    by its size and seed, so the second leaves the first's in place (they were overwritten when
-    named by size alone), and the index captions every one of them."""
+    """``physml run`` twice into one --out, seeds 0 and 1: each seed trains into its own folder
+    (no refused resume) and names its summary, rows and figures by its size and seed, so the
+    second run leaves the first's in place and the index captions every figure; at full size the
+    benchmark's two targets are judged; the thread count comes back."""
     from physml.cli import main
 
     monkeypatch.setitem(task.EQUATION, "burgers", SMALL["burgers"])
-    monkeypatch.setitem(task.SCALES, "toy", TINY)
-    out = ["--size", "toy", "--out", str(tmp_path), "--quiet"]
-    for seed in (0, 1):
-        assert main(["run", task.NAME, "--seed", str(seed), *out]) == 0
+    monkeypatch.setitem(task.SCALES, "full", TINY)
     folder = tmp_path / task.NAME
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for seed in (0, 1):
+            code = main(["run", task.NAME, "--size", "full", "--seed", str(seed),
+                         "--out", str(tmp_path), "--quiet"])  # fmt: skip
+            assert torch.get_num_threads() == 2
+            rows = json.loads((folder / f"rows-full-seed{seed}.json").read_text())["rows"]
+            judged = {row["metric"]: row["ok"] for row in rows if row["ok"] is not None}
+            assert set(judged) == {"nfr_cut", "max_error"}
+            assert code == (0 if all(judged.values()) else 1)
+            assert all("full benchmark" not in row["target"] for row in rows)
+    finally:
+        torch.set_num_threads(threads)
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     for seed in (0, 1):
-        summary = json.loads((folder / f"summary-toy-seed{seed}.json").read_text())
-        assert summary["settings"]["seed"] == seed and summary["settings"]["size"] == "toy"
+        assert (folder / f"full-seed{seed}" / "old").is_dir()
+        summary = json.loads((folder / f"summary-full-seed{seed}.json").read_text())
+        assert summary["settings"]["seed"] == seed and summary["settings"]["size"] == "full"
         for figure in ("nfr-curves", "guard-curve"):
-            assert (folder / f"{figure}-toy-seed{seed}.png").stat().st_size > 5_000
-            assert f"<figcaption>{figure}-toy-seed{seed}: " in page  # a caption, not the path
+            assert (folder / f"{figure}-full-seed{seed}.png").stat().st_size > 5_000
+            assert f"<figcaption>{figure}-full-seed{seed}: " in page  # a caption, not the path

@@ -146,6 +146,21 @@ def save_rows(context: Context, name: str, rows: list[Row], wall_s: float) -> Pa
     return path
 
 
+def check_steps(steps: dict | None, families: tuple[str, ...]) -> None:
+    """A scale's fixed ``steps``: ``None`` (a time budget decides) or a step count >= 1 for each
+    of ``families`` and nothing else; else a ``ValueError`` naming what came."""
+    from pdes.checks import positive_int
+
+    if steps is None:
+        return
+    if not isinstance(steps, dict) or set(steps) != set(families):
+        raise ValueError(
+            f"steps must give the step count of each of {list(families)}, got {steps!r}"
+        )
+    for family, count in steps.items():
+        positive_int(f"steps[{family!r}]", count)
+
+
 def check_task_device(tasks: list[Task], device: str) -> None:
     """Refuse a device other than the CPU for tasks that run on the CPU only, naming them."""
     cpu_only = [task.name for task in tasks if task.cpu_only]

@@ -29,11 +29,13 @@ from .._io import atomic_write_text
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
-from . import Context, Row, Task, register, run_label, run_settings
+from . import Context, Row, Task, check_steps, register, run_label, run_settings
 from .figures import save_figure
 
 NAME = "earthformer-ns"
 METHODS = ("earthformer", "fno", "persistence")
+TRAINED = METHODS[:2]
+"""The methods that train (persistence has no weights)."""
 TEST_SEED_OFFSET = 10_000
 
 
@@ -52,6 +54,11 @@ class Scale:
     base_units: int
     modes: int
     steps: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget_s is None and self.steps is None:
+            raise ValueError("give budget_s or steps: training needs a stopping rule")
+        check_steps(self.steps, TRAINED)
 
 
 SIZES = {
@@ -221,7 +228,7 @@ def run(context: Context) -> list[Row]:
             train_y,
             budget_s=scale.budget_s,
             # persistence has nothing to train: any stopping rule returns it untouched
-            max_steps=scale.steps.get(method, 1) if scale.steps else None,
+            max_steps=None if scale.steps is None else scale.steps.get(method, 1),
             batch_size=scale.batch_size,
             lr=1e-3,
             seed=context.seed,

@@ -200,10 +200,6 @@ def _check_dataset(name: str, dataset: object) -> None:
         raise ValueError(f"{name} must hold at least one sample, got an empty dataset")
 
 
-def _check_validation(dataset: Dataset) -> None:
-    _check_dataset("validation", dataset)
-
-
 def _finite_weights(model: nn.Module) -> bool:
     """Whether every parameter of ``model`` is finite (NaN weights: the run diverged)."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
@@ -265,7 +261,7 @@ class Trainer:
         if config.batch > len(train):
             raise ValueError(f"batch ({config.batch}) exceeds the {len(train)} training samples")
         if validation is not None:
-            _check_validation(validation)
+            _check_dataset("validation", validation)
         with self._hold_out(here):
             return self._fit(train, validation, here, device)
 
@@ -376,7 +372,7 @@ class Trainer:
         """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient; random numbers
         the loss draws come from a copy of the generators, so validating leaves training as it
         was)."""
-        _check_validation(dataset)
+        _check_dataset("validation", dataset)
         model.eval()
         total, count = 0.0, 0
         cuda = []

@@ -13,10 +13,13 @@ from pdes.grid import Grid2D
 
 from ...data import load
 from ...data.generate import generate_dataset
+from .. import check_steps
 
 VARIANTS = {"conserved": "ns-tracer", "source": "ns-tracer-source"}
 F64 = torch.float64
 SAMPLING_FIELDS = ("ddim_steps", "kc_scales", "sample_batch")
+STEP_FAMILIES = ("earthformer", "fno", "autoencoder", "denoiser")
+"""What :attr:`Scale.steps` fixes the step counts of."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Scale:
     sample_batch: int = 32
     extra: dict = field(default_factory=dict)
     steps: dict | None = None
+
+    def __post_init__(self) -> None:
+        check_steps(self.steps, STEP_FAMILIES)
 
     def setup(self) -> dict:
         """The scale as plain JSON values (``steps`` only when it is set: a measured plan's

@@ -127,16 +127,22 @@ def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) ->
     Trainer resumes the same runs): each family gets ``budget_s`` CPU seconds; a scale with
     ``steps`` sets them itself."""
     path = folder / "plan.json"
-    if scale.steps is None and path.exists():
-        saved = json.loads(path.read_text())
-        known = saved.get("scale", {})
-        if {k: v for k, v in known.items() if k not in SAMPLING_FIELDS} == scale.training_setup():
-            return saved
     if scale.steps is not None:  # fixed by the scale: nothing to measure
         result = {"scale": scale.setup(), "s_per_step": None, "steps": dict(scale.steps)}
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(result, indent=1) + "\n")
-        return result
+    else:
+        if path.exists():
+            saved = json.loads(path.read_text())
+            known = {k: v for k, v in saved.get("scale", {}).items() if k not in SAMPLING_FIELDS}
+            if known == scale.training_setup():
+                return saved
+        result = _measured_plan(scale, train, units, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _measured_plan(scale: Scale, train: Windows, units: Units, seed: int) -> dict:
+    """Each family's CPU seconds per step, measured here, and the steps ``budget_s`` buys."""
     channels = train.context.shape[2]
     members = scale.members
     rate = {
@@ -168,7 +174,7 @@ def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) ->
         return max(scale.min_steps, int(budget / per_step))
 
     share = scale.autoencoder_share
-    result = {
+    return {
         "scale": scale.setup(),
         "s_per_step": rate,
         "steps": {
@@ -178,9 +184,6 @@ def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) ->
             "denoiser": steps((1 - share) * scale.budget_s, rate["denoiser"]),
         },
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
-    return result
 
 
 @dataclass
