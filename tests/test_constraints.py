@@ -154,23 +154,121 @@ def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior(rows):
     assert not torch.allclose(noisy.mean(), out.mean(), atol=1e-3)
 
 
-@pytest.mark.parametrize("rows", [1, 2])
-def test_noisy_ensemble_update_moves_members_by_one_gain_and_narrows_the_spread(rows):
-    """``σ > 0``: numpy's ``x − K (G x − b)`` with ``K = Σ Gᵀ (G Σ Gᵀ + σ² I)⁻¹`` from the
-    members' sample covariance; their new covariance is ``Σ − K G Σ − σ² K Kᵀ`` (Joseph form
-    without the noise term), not the Gaussian posterior's ``Σ − K G Σ`` (documented)."""
-    rng = np.random.default_rng(21)
-    X = rng.normal(size=(9, 7)) + rng.normal(size=7)
-    G, b, noise = rng.normal(size=(rows, 7)), rng.normal(size=rows), 0.3
+def dense_posterior(X, G, b, noise, cov=None):
+    """numpy, one slice: the Gaussian posterior's mean ``μ − K (G μ − b)`` and covariance
+    ``(I − K G) Σ``, ``K = Σ Gᵀ (G Σ Gᵀ + σ² I)⁻¹``, ``μ`` the members' mean and ``Σ`` their
+    sample covariance unless ``cov`` is given (explicit inverse, dense ``n × n``)."""
+    mean, cov = X.mean(0), np.cov(X.T) if cov is None else cov
+    gain = cov @ G.T @ np.linalg.inv(G @ cov @ G.T + noise**2 * np.eye(G.shape[0]))
+    return mean - gain @ (G @ mean - b), (np.eye(X.shape[1]) - gain @ G) @ cov
+
+
+def root_gain(cov, G, noise):
+    """numpy: the square-root gain ``Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹``, ``S = G Σ Gᵀ + σ² I``."""
+    S = G @ cov @ G.T + noise**2 * np.eye(G.shape[0])
+    values, vectors = np.linalg.eigh(S)
+    root = vectors @ np.diag(np.sqrt(values)) @ vectors.T
+    return cov @ G.T @ np.linalg.inv(root) @ np.linalg.inv(root + noise * np.eye(G.shape[0]))
+
+
+def assert_relative(actual, expected, rtol):
+    scale = np.abs(expected).max()
+    assert np.abs(actual - expected).max() <= rtol * scale, np.abs(actual - expected).max() / scale
+
+
+@pytest.mark.parametrize("noise", [0.3, 2.0])
+@pytest.mark.parametrize("rows", [1, 2, 3])  # one row has its own, solve-free route
+def test_a_noisy_ensemble_update_carries_the_gaussian_posterior(rows, noise):
+    """``σ > 0`` (square-root update): the members' mean and sample covariance are numpy's dense
+    Gaussian posterior ``μ − K (G μ − b)`` and ``(I − K G) Σ``; one gain for all members (the
+    old update) would leave the covariance narrower by ``σ² K Kᵀ``, which this must see."""
+    rng = np.random.default_rng(21 + rows)
+    n, m = 25, 9  # m > rows + 1: the members span the rows
+    X = 2 * rng.normal(size=(m, n)) + rng.normal(size=n)
+    G = np.ones((1, n)) / n if rows == 1 else rng.normal(size=(rows, n))  # one row: a mass total
+    b = G @ X.mean(0) + rng.normal(size=rows)
     out = through(
         LinearConstraint(torch.tensor(G), torch.tensor(b), noise=noise), Ensemble(torch.tensor(X))
     ).samples.numpy()
-    cov = np.cov(X.T)
-    gain = cov @ G.T @ np.linalg.inv(G @ cov @ G.T + noise**2 * np.eye(rows))
-    np.testing.assert_allclose(out, X - (X @ G.T - b) @ gain.T, rtol=0, atol=1e-12)
-    posterior = cov - gain @ G @ cov
-    np.testing.assert_allclose(np.cov(out.T), posterior - noise**2 * gain @ gain.T, atol=1e-12)
-    assert np.abs(np.cov(out.T) - posterior).max() > 1e-3
+    mean, cov = dense_posterior(X, G, b, noise)
+    assert_relative(out.mean(0), mean, 1e-10)
+    assert_relative(np.cov(out.T), cov, 1e-10)
+    prior = np.cov(X.T)
+    gain = prior @ G.T @ np.linalg.inv(G @ prior @ G.T + noise**2 * np.eye(rows))
+    one_gain = X - (X @ G.T - b) @ gain.T  # the under-dispersed update
+    assert np.abs(np.cov(one_gain.T) - cov).max() > 1e-4 * np.abs(cov).max()
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_shrunk_or_jittered_noisy_update_uses_that_covariance_for_both_gains(rows):
+    """Shrinkage (and the ``γ I`` fallback, members − 1 < rows): the mean is the posterior mean
+    for that covariance ``C``; the centred members move by ``A − K̃ G A`` with ``K̃`` built from
+    ``C``, so their covariance is ``(I − K̃ G) Σ (I − K̃ G)ᵀ`` (``Σ`` the members' own)."""
+    rng = np.random.default_rng(40 + rows)
+    n, noise = 14, 0.4
+    G, b = rng.normal(size=(rows, n)), rng.normal(size=rows)
+    for m, shrinkage in ((8, 0.5), (3, 0.0)):  # shrunk; fewer members than rows + 1 (γ I)
+        X = rng.normal(size=(m, n)) + rng.normal(size=n)
+        out = through(
+            LinearConstraint(torch.tensor(G), torch.tensor(b), noise=noise, shrinkage=shrinkage),
+            Ensemble(torch.tensor(X)),
+        ).samples.numpy()
+        prior = np.cov(X.T)
+        if shrinkage:
+            used = (1 - shrinkage) * prior + shrinkage * np.diag(np.diag(prior))
+        elif rows > m - 1:
+            used = prior + 1e-3 * np.diag(prior).mean() * np.eye(n)  # jitter × mean variance
+        else:  # one row that 3 members span: no fallback
+            used = prior
+        assert_relative(out.mean(0), dense_posterior(X, G, b, noise, used)[0], 1e-10)
+        moved = np.eye(n) - root_gain(used, G, noise) @ G
+        assert_relative(np.cov(out.T), moved @ prior @ moved.T, 1e-10)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_a_noisy_ensemble_update_tends_to_the_exact_one_as_the_noise_vanishes(rows):
+    gen = torch.Generator().manual_seed(9)
+    samples = torch.randn(12, 3, 20, generator=gen, dtype=F64)
+    G = torch.randn(rows, 20, generator=gen, dtype=F64)
+    b = torch.randn(3, rows, generator=gen, dtype=F64)
+    exact = through(LinearConstraint(G, b), Ensemble(samples)).samples
+    nearly = through(LinearConstraint(G, b, noise=1e-9), Ensemble(samples)).samples
+    torch.testing.assert_close(nearly, exact, rtol=0, atol=1e-7 * exact.abs().max().item())
+    assert not torch.equal(nearly, exact)  # σ > 0 took the square-root route
+
+
+@pytest.mark.parametrize("rows", [1, 2])  # 1: mass_conservation on a Grid2D; 2: two rows
+def test_a_noisy_ensemble_update_of_batched_frames_is_the_update_of_each_slice(rows):
+    """``(member, batch, time, channel, h, w)`` members: every ``(batch, time, channel)`` slice
+    is numpy's dense square-root update of its own flattened ``h × w`` members."""
+    from pdes import Grid2D
+
+    h, w, m, noise = 5, 6, 8, 0.05
+    x, y = np.linspace(0.0, 1.0, h), np.linspace(0.0, 2.0, w)
+    rng = np.random.default_rng(30)
+    X = rng.normal(size=(m, 2, 3, 2, h, w)) + rng.normal(size=(2, 3, 2, h, w))
+    targets = rng.normal(size=(2, 3, 2, rows))
+    if rows == 1:
+        G = trapezoid_2d(np.eye(h * w).reshape(h * w, h, w), x, y)[None]  # the weights, (1, n)
+        grid = Grid2D(Grid1D(h, 0.0, 1.0), Grid1D(w, 0.0, 2.0))
+        constraint = mass_conservation(grid, torch.tensor(targets[..., 0]), noise)
+    else:
+        G = rng.normal(size=(rows, h * w))
+        constraint = LinearConstraint(
+            torch.tensor(G), torch.tensor(targets), noise=noise, space=(h, w)
+        )
+    out = through(constraint, Ensemble(torch.tensor(X))).samples.numpy()
+    for index in np.ndindex(2, 3, 2):
+        members = X[(slice(None), *index)].reshape(m, h * w)
+        b = targets[index]
+        prior = np.cov(members.T)
+        gain = prior @ G.T @ np.linalg.inv(G @ prior @ G.T + noise**2 * np.eye(rows))
+        mean = members.mean(0) - gain @ (G @ members.mean(0) - b)
+        anomalies = members - members.mean(0)
+        expected = mean + anomalies - anomalies @ G.T @ root_gain(prior, G, noise).T
+        got = out[(slice(None), *index)].reshape(m, h * w)
+        assert_relative(got, expected, 1e-10)
+        assert_relative(np.cov(got.T), dense_posterior(members, G, b, noise)[1], 1e-10)
 
 
 @pytest.mark.parametrize("rows", [1, 2])

@@ -11,11 +11,12 @@
   members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
   cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1) a small
   ``γ I`` (``jitter`` times the ensemble's mean variance) joins the covariance, so every member
-  still meets every row exactly. Every member moves by the same gain ``K`` (no perturbed
-  targets): the members' mean is the Gaussian update's mean, and with ``σ = 0`` their sample
-  covariance is its ``Σ − K G Σ``; with ``σ > 0`` the members miss the rows by ``(I − GK)(G x −
-  b)`` and their covariance is ``(I − K G) Σ (I − K G)ᵀ = Σ − K G Σ − σ² K Kᵀ``, narrower than
-  the Gaussian posterior's by ``σ² K Kᵀ``.
+  still meets every row exactly. With ``σ = 0`` every member moves by the same gain ``K``: the
+  members' mean and sample covariance are the Gaussian update's. With ``σ > 0`` the deterministic
+  square-root form (ensemble square-root filter, no random numbers): the mean moves by ``K``, the
+  centred members by ``K̃ = Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹`` (``S = G Σ Gᵀ + σ² I``), so their
+  sample covariance is the posterior's ``(I − K G) Σ`` (one gain ``K`` for all would leave it
+  narrower by ``σ² K Kᵀ``).
 
 ``G`` is ``(k, n)`` and acts on the trailing ``space`` axes of a field (``n`` their product: one
 axis for a 1-D grid, two for a 2-D one); every leading index (sample, time, channel, ...) is a
@@ -94,6 +95,8 @@ class LinearConstraint(Constraint):
         noise: ``σ_G >= 0``; 0 enforces the constraint exactly (and checks the residual). It
             weighs the covariance updates only: a tensor output and ``projection="euclidean"``
             are projected exactly whatever its value (they carry no variance to weigh it with).
+            An ensemble with ``σ_G > 0`` gets the square-root update: its mean and spread are
+            the Gaussian posterior's, and its members meet the rows only approximately.
         projection: ``"covariance"`` (ProbConserv) or ``"euclidean"`` (HardC) for Gaussians.
         check_psd: also verify that a full input covariance is positive semi-definite.
         space: the trailing axes the rows act on (default ``(n,)``; ``(H, W)`` for a 2-D grid).
@@ -390,10 +393,15 @@ class LinearConstraint(Constraint):
         return Gaussian(new_mean.to(dtype), covariance)
 
     def apply_ensemble(self, output: Ensemble, state: torch.Tensor) -> Ensemble:
-        """Move every member with the ensemble covariance: ``x − K (G x − b)`` with one gain
-        ``K`` for all (module docstring). With ``noise = 0`` each member meets the rows; with
-        ``noise > 0`` the members' mean is the Gaussian posterior's but their spread is narrower
-        by ``σ² K Kᵀ`` (no perturbed targets)."""
+        """Move the members ``(member, ..., *space)`` with the ensemble covariance ``Σ``.
+
+        ``noise = 0``: every member ``x − K (G x − b)``, ``K = Σ Gᵀ (G Σ Gᵀ)⁻¹``, meets the rows.
+        ``noise = σ > 0`` (square root, :func:`_square_root_update`): the mean ``x̄ − K (G x̄ −
+        b)`` and the centred members ``A − K̃ G A``; with no shrinkage and members that span
+        the rows their mean and sample covariance are the posterior's ``x̄ − K (G x̄ − b)`` and
+        ``(I − K G) Σ``. With ``shrinkage`` or the ``γ I`` fallback ``K`` and ``K̃`` use that
+        ``Σ``: the mean is the posterior mean for it, but it is not the members' covariance, so
+        their spread is the posterior's only approximately."""
         samples = output.samples
         leading = self._layout(samples[0], "each member")
         b = self._target_for(state, leading, samples, "samples of shape {shape} (member first)")
@@ -432,7 +440,7 @@ class LinearConstraint(Constraint):
         if 1 < k and (k <= members - 1 or self.shrinkage) and spanned:
             L, info = torch.linalg.cholesky_ex(S)
             if not (info > 0).any():
-                new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
+                new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
                 try:
                     self._check_update(G, new.detach(), b, X)
                     return Ensemble(self._unflat(new, samples))
@@ -443,7 +451,7 @@ class LinearConstraint(Constraint):
         CG = CG + gamma[..., None, None] * G.T
         S = S + gamma[..., None, None] * (G @ G.T)
         L = _cholesky(S, G)
-        new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
+        new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
         self._check_update(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples))
 
@@ -452,10 +460,12 @@ def _one_row_update(
     X: torch.Tensor, g: torch.Tensor, b: torch.Tensor, shrinkage: float, noise: float
 ) -> torch.Tensor | None:
     """The ensemble update for one row ``g`` ``(n,)`` per slice: members ``X`` ``(member, ...,
-    n)`` float64, targets ``b`` ``(..., 1)``. ``X − Σg (gᵀΣg + σ²)⁻¹ (gX − b)`` with ``Σ`` the
-    members' covariance (shrunk by ``shrinkage`` toward its diagonal) and ``σ`` the ``noise``,
-    in a dozen elementwise passes; ``None`` where the members do not span ``g`` somewhere
-    (``gᵀΣg + σ²`` zero, or below :data:`UNSPANNED` of their spread)."""
+    n)`` float64, targets ``b`` ``(..., 1)``, ``Σ`` the members' covariance (shrunk by
+    ``shrinkage`` toward its diagonal), ``K = Σg (gᵀΣg + σ²)⁻¹``, ``σ`` the ``noise``.
+    ``σ = 0``: ``X − K (gX − b)``. ``σ > 0``: the mean ``x̄ − K (gx̄ − b)`` and the centred
+    members ``A − α K gA``, ``α = 1 / (1 + sqrt(σ² / (gᵀΣg + σ²)))`` (the square-root gain
+    ``K̃`` of one row). A dozen elementwise passes; ``None`` where the members do not span ``g``
+    somewhere (``gᵀΣg + σ²`` zero, or below :data:`UNSPANNED` of their spread)."""
     A = X - X.mean(0)  # centred: X in place of A would cancel (see apply_ensemble)
     GX, GA = X @ g, A @ g  # (member, ...)
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
@@ -468,7 +478,55 @@ def _one_row_update(
     spread = A.square().sum((0, -1)) * g.square().sum()  # |g|² Σ_m |A_m|², per slice
     if not bool(((S > 0) & (S > UNSPANNED * spread)).all()):
         return None
-    return X - CG * ((GX - b[..., 0]) / S)[..., None]
+    if not noise:
+        return X - CG * ((GX - b[..., 0]) / S)[..., None]
+    alpha = 1 / (1 + ((X.shape[0] - 1) * noise**2 / S).sqrt())  # S is (m − 1)(gᵀΣg + σ²)
+    mean = X.mean(0) - CG * ((GX.mean(0) - b[..., 0]) / S)[..., None]
+    return mean + A - CG * (alpha * GA / S)[..., None]
+
+
+def _update(
+    X: torch.Tensor,
+    A: torch.Tensor,
+    GA: torch.Tensor,
+    mismatch: torch.Tensor,
+    CG: torch.Tensor,
+    S: torch.Tensor,
+    L: torch.Tensor,
+    noise: float,
+) -> torch.Tensor:
+    """The members after the update with ``K = Σ Gᵀ S⁻¹``: ``X`` and centred ``A`` ``(member,
+    ..., n)``, ``GA`` ``(member, ..., k)``, ``mismatch = G X − b`` ``(..., k, member)``, ``CG =
+    Σ Gᵀ`` ``(..., n, k)``, ``S = G Σ Gᵀ + σ² I`` ``(..., k, k)`` and its Cholesky factor ``L``.
+    ``σ = 0``: every member ``x − K (G x − b)``; ``σ > 0``: :func:`_square_root_update`."""
+    if not noise:
+        return X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
+    return _square_root_update(X, A, GA, mismatch, CG, S, L, noise)
+
+
+def _square_root_update(
+    X: torch.Tensor,
+    A: torch.Tensor,
+    GA: torch.Tensor,
+    mismatch: torch.Tensor,
+    CG: torch.Tensor,
+    S: torch.Tensor,
+    L: torch.Tensor,
+    noise: float,
+) -> torch.Tensor:
+    """``σ > 0`` (arguments as :func:`_update`): the mean ``x̄ − K (G x̄ − b)`` and the centred
+    members ``A − K̃ G A``, ``K̃ = Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹`` with ``S^{1/2}`` symmetric
+    (Andrews 1968; Whitaker & Hamill 2002). No random numbers; when ``Σ`` is the members'
+    covariance their new one is ``(I − K G) Σ`` exactly (one gain ``K`` for all would leave it
+    narrower by ``σ² K Kᵀ``). Its gradient is NaN where ``S`` has repeated eigenvalues (torch's
+    ``eigh`` backward)."""
+    mean = X.mean(0) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
+    # S^{-1/2} (S^{1/2} + σ)⁻¹ = V diag(1 / (λ + σ √λ)) Vᵀ; S ⪰ σ² I, so λ < σ² is round-off
+    eigenvalues, V = torch.linalg.eigh(S)
+    eigenvalues = eigenvalues.clamp(min=noise**2)
+    shrink = 1 / (eigenvalues + noise * eigenvalues.sqrt())
+    gain = CG @ (V * shrink[..., None, :]) @ V.transpose(-1, -2)  # K̃ (..., n, k)
+    return mean + A - _members_last(gain @ GA.movedim(0, -1))
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
