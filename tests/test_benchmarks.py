@@ -35,6 +35,7 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "guided_sampling_cost",
         "model_update",
         "guarded_surrogate",
+        "fno_coordinates",
     ],
 )
 def test_quick_mode_writes_results(tmp_path, name):

@@ -10,6 +10,7 @@ from .anp import AttentiveNeuralProcess
 from .anp_losses import elbo_loss, gpme_residual, softc_loss_extra, softc_residual_loss
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from .common import grid_points, unflatten, with_parameters
+from .coordinates import PeriodicCoordinates
 from .cuboid import (
     PATTERNS,
     CuboidCrossAttention,
@@ -77,6 +78,7 @@ __all__ = [
     "LeanSpectralConv",
     "OneActivationBlocks",
     "NoisyLatentLoss",
+    "PeriodicCoordinates",
     "PreDiff",
     "elbo_loss",
     "fast_fno",

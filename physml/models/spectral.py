@@ -34,6 +34,8 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models import FNO
 from torch import nn
 
+from physml.models.coordinates import PeriodicCoordinates
+
 
 class LeanSpectralConv(SpectralConv):
     """``irfftn(W · rfftn(x)[kept modes]) + bias`` on ``(batch, in, *space)`` → ``(batch, out,
@@ -188,15 +190,31 @@ class CheckedFNO(FNO):
         return super().forward(x, *args, **kwargs)
 
 
-def fast_fno(**fno_options) -> FNO:
+def fast_fno(*, periodic: bool = False, **fno_options) -> FNO:
     """The toolkit's FNO: neuralop's ``FNO(**fno_options)`` with :class:`LeanSpectralConv`
     layers and its 1×1 convolutions (channel MLPs, skips) as :class:`PointwiseConv1d` — the
     same model (parameters from the same seed, ``state_dict``, outputs to round-off) at less cost
-    per call — that refuses non-finite input (:class:`CheckedFNO`)."""
+    per call — that refuses non-finite input (:class:`CheckedFNO`).
+
+    ``periodic=True``: position enters as :class:`PeriodicCoordinates` (cosine and sine of each
+    axis's phase, smooth where a periodic box wraps) in place of neuralop's grid embedding
+    (``x ∈ [0, 1]``, which jumps there); the lifting takes ``2·dims`` extra channels."""
     if "conv_module" in fno_options:
         raise ValueError("fast_fno sets conv_module itself; got conv_module in fno_options")
-    fno = CheckedFNO(**fno_options, conv_module=LeanSpectralConv)
+    if not isinstance(periodic, bool):
+        raise TypeError(f"periodic must be True or False, got {periodic!r}")
+    if not periodic:
+        fno = CheckedFNO(**fno_options, conv_module=LeanSpectralConv)
+        _lean_pointwise_layers(fno)
+        return fno
+    if "positional_embedding" in fno_options:
+        raise ValueError("periodic=True sets the positional embedding; got positional_embedding")
+    dims, channels = len(fno_options["n_modes"]), fno_options["in_channels"]
+    options = {**fno_options, "in_channels": channels + 2 * dims}
+    fno = CheckedFNO(**options, positional_embedding=None, conv_module=LeanSpectralConv)
     _lean_pointwise_layers(fno)
+    fno.positional_embedding = PeriodicCoordinates(dims)
+    fno.in_channels = channels
     return fno
 
 

@@ -119,6 +119,7 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
         out_channels=y_shape[0],
         hidden_channels=config["options"]["hidden"],
         n_layers=config["options"]["layers"],
+        periodic=bool(config.get("periodic", False)),  # an older checkpoint: the grid embedding
     )
 
 
@@ -148,12 +149,16 @@ def periodic_domain(data: PDEData) -> bool:
 WRAPPING = ("earthformer", "unet", "convlstm")
 """The families whose convolutions wrap around on a periodic domain (``periodic=True``)."""
 
+DOMAIN_AWARE = (*WRAPPING, "fno")
+"""The families built for the domain: the wrapping ones, and the FNO, which reads position as
+periodic coordinates there (:class:`~physml.models.coordinates.PeriodicCoordinates`)."""
+
 
 def with_domain(config: dict, data: PDEData) -> dict:
     """``config`` with what the training file says of its domain, for the families that use it:
-    ``periodic`` (saved in the checkpoint, so a resume or an evaluation rebuilds the same padding
+    ``periodic`` (saved in the checkpoint, so a resume or an evaluation rebuilds the same model
     whatever file it is handed)."""
-    if config["model"] not in WRAPPING:
+    if config["model"] not in DOMAIN_AWARE:
         return config
     return {**config, "periodic": periodic_domain(data)}
 

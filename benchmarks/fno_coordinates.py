@@ -1,0 +1,182 @@
+"""Position channels of an FNO on a periodic domain: neuralop's grid, periodic coordinates, none.
+
+neuralop's FNO appends ``x ∈ [0, 1]`` per axis to its input (``grid``), a channel that jumps where
+a periodic box wraps. ``physml train --model fno`` on a periodic file now appends the cosine and
+sine of each axis's phase instead (``periodic``, :class:`physml.models.PeriodicCoordinates`);
+``none`` gives no position at all (a translation-equivariant operator). Each arm trains the
+``physml train`` FNO (same options, loss, optimiser, schedule, steps and seeds; only the position
+channels differ) and is scored by relative L2 on a test file of other seeds:
+
+* ``burgers``: 1-D viscous Burgers on the periodic [0, 1), ``u(0) → u(1)`` (operator): the map
+  commutes with shifts, so position is information the operator does not need;
+* ``navier-stokes``: 2-D vorticity on the unit torus under FNO's forcing
+  ``0.1 (sin 2π(x+y) + cos 2π(x+y))``, one frame to the next (rollout): the forcing depends on
+  position, periodically. ::
+
+    OMP_NUM_THREADS=1 python benchmarks/fno_coordinates.py --work benchmarks/work/fno_coordinates
+
+Trained models are kept under ``--work`` (a second run re-scores them; a killed one resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import arguments, write_results  # noqa: E402
+
+from physml import metrics  # noqa: E402
+from physml._io import atomic_write_text  # noqa: E402
+from physml.data import generate_dataset, load  # noqa: E402
+from physml.models import fast_fno  # noqa: E402
+from physml.training import TrainConfig, Trainer  # noqa: E402
+from physml.training.families import FAMILIES, model_config, training_items  # noqa: E402
+
+NAME = "fno_coordinates"
+ARMS = ("grid", "periodic", "none")
+CASES = {
+    # name: (recipe, task, recipe options, train samples, test samples, model options, steps)
+    "burgers": ("burgers", "operator", {}, 512, 200, {}, 500),
+    "navier-stokes": (
+        "navier-stokes",
+        "rollout",
+        {"nx": 32, "t_end": 10.0, "nt": 11},
+        100,
+        40,
+        {"modes": 12, "hidden": 24},
+        400,
+    ),
+}
+QUICK = {
+    "burgers": ("burgers", "operator", {"nx": 64}, 16, 8, {"modes": 8, "hidden": 8}, 3),
+    "navier-stokes": (
+        "navier-stokes",
+        "rollout",
+        {"nx": 16, "t_end": 0.5, "nt": 4},
+        6,
+        3,
+        {"modes": 4, "hidden": 8},
+        3,
+    ),
+}
+SEEDS = (0, 1, 2)
+COLUMNS = (
+    "case",
+    "method",
+    "rel_l2",
+    "rel_l2_se",
+    "vs_grid",
+    "seeds",
+    "steps",
+    "parameters",
+    "train_s",
+)
+NOTES = """
+`rel_l2`: mean over seeds of the test set's mean relative L2 error (`rel_l2_se` its standard
+error over seeds); `vs_grid`: over the grid method's. `train_s`: CPU seconds of one training
+(mean over seeds). `parameters`: the model's (the position channels add lifting weights only).
+"""
+
+
+def fno(arm: str, config: dict, data, shapes) -> torch.nn.Module:
+    """The ``physml train`` FNO of ``config`` with the arm's position channels."""
+    if arm in ("grid", "periodic"):
+        return FAMILIES["fno"].build({**config, "periodic": arm == "periodic"}, data, shapes)
+    (x_shape, y_shape), options = shapes, config["options"]
+    modes = min(options["modes"], *(n // 2 for n in data.space_shape))
+    return fast_fno(
+        n_modes=(modes,) * len(data.space_shape),
+        in_channels=x_shape[0],
+        out_channels=y_shape[0],
+        hidden_channels=options["hidden"],
+        n_layers=options["layers"],
+        positional_embedding=None,
+    )
+
+
+def test_error(model: torch.nn.Module, items) -> float:
+    model.eval()
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(items), 64):
+            pairs = [items[i] for i in range(start, min(start + 64, len(items)))]
+            x = torch.stack([p[0] for p in pairs])
+            y = torch.stack([p[1] for p in pairs])
+            errors.append(metrics.relative_l2(model(x), y, reduction="none"))
+    return float(torch.cat(errors).mean())
+
+
+def run_case(name: str, spec, work: Path, quiet: bool) -> list[dict]:
+    recipe, task, options, n_train, n_test, model_options, steps = spec
+    paths = {}
+    for part, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        path = work / f"{name}-{part}.h5"
+        if not path.exists():
+            generate_dataset(recipe, path, n, seed=seed, progress=not quiet, **options)
+        paths[part] = load(path)
+    config = model_config("fno", task, model_options)
+    items, test_items = (training_items(config, paths[part]) for part in ("train", "test"))
+    shapes = tuple(tuple(part.shape) for part in items[0])[:2]
+    rows = []
+    for arm in ARMS:
+        errors, seconds, parameters = [], [], 0
+        for seed in SEEDS:
+            torch.manual_seed(seed)
+            model = fno(arm, config, paths["train"], shapes)
+            parameters = sum(p.numel() for p in model.parameters())
+            batch = min(TrainConfig.batch, len(items))
+            settings = TrainConfig(steps=steps, batch=batch, seed=seed, checkpoint_every=100)
+            out = work / f"{name}-{arm}-{seed}"
+            described = {**config, "arm": arm}
+            started = time.process_time()
+            Trainer(model, FAMILIES["fno"].loss, settings, out, described, quiet=quiet).fit(items)
+            timing = out / "train_s.json"  # a re-scoring run trains nothing: keep the first's
+            if not timing.exists():
+                atomic_write_text(timing, json.dumps(time.process_time() - started))
+            seconds.append(json.loads(timing.read_text()))
+            errors.append(test_error(model, test_items))
+        se = statistics.stdev(errors) / len(errors) ** 0.5 if len(errors) > 1 else 0.0
+        rows.append(
+            {
+                "case": name,
+                "method": arm,
+                "rel_l2": statistics.mean(errors),
+                "rel_l2_se": se,
+                "per_seed": errors,
+                "seeds": len(errors),
+                "steps": steps,
+                "parameters": parameters,
+                "train_s": statistics.mean(seconds),
+            }
+        )
+    grid = rows[0]["rel_l2"]
+    for row in rows:
+        row["vs_grid"] = row["rel_l2"] / grid
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = arguments(
+        __doc__, argv, lambda p: p.add_argument("--work", type=Path, help="trained models")
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
+        work.mkdir(parents=True, exist_ok=True)
+        cases = QUICK if args.quick else CASES
+        rows = []
+        for name, spec in cases.items():
+            rows += run_case(name, spec, work, quiet=args.quick)
+    return write_results(NAME, rows, args.seed, started, args.out, COLUMNS, NOTES)
+
+
+if __name__ == "__main__":
+    main()
