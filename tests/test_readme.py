@@ -40,10 +40,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
-# (pattern, replacement, why): applied to every block before it runs.
+# (pattern, replacement, why): applied to every block before it runs, in this order.
 SHRINK = [
-    (r"burgers --n \d+", "burgers --n 8", "burgers samples: no later command reads the file"),
     (r"--n \d+", "--n 48", "samples: above the default batch of 32, so train runs"),
+    (r"burgers --n \d+", "burgers --n 8", "burgers samples: no later command reads the file"),
     (r"--steps \d+", "--steps 2", "training steps"),
     (r"budget_s=\d+", "budget_s=2", "the forecaster's training budget in seconds"),
     (r"nbody_digits\(\d+", "nbody_digits(16", "videos generated"),
@@ -94,8 +94,6 @@ def _env() -> dict[str, str]:
 def _physml_argv(command: str, bin_dir: Path) -> list[str] | None:
     """The arguments of a plain ``BIN/physml ARGS`` line, or ``None`` for any other command or one
     that needs the shell (pipes, redirections, ``;``/``&&``, expansions, globs)."""
-    if any(char in command.replace(str(bin_dir), "") for char in "$`*?[]{}~\\"):
-        return None
     lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.commenters = "#"
@@ -107,6 +105,8 @@ def _physml_argv(command: str, bin_dir: Path) -> list[str] | None:
         return None
     if tokens[0] != f"{bin_dir}/physml":
         return None
+    if any(char in token for token in tokens[1:] for char in "$`*?[]{}~\\"):
+        return None  # expansions and globs (quoted or not: the shell decides, not this test)
     return tokens[1:]
 
 
@@ -146,14 +146,14 @@ def _as_a_fresh_command(cwd: Path, argv0: str, argv: list[str]):
             yield
     finally:
         os.chdir(saved_cwd)
-        if os.environ != saved_env:
-            os.environ.clear()
-            os.environ.update(saved_env)
         sys.argv = saved_argv
         torch.set_num_threads(threads)
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        mode = torch.are_deterministic_algorithms_enabled()
+        mode = (mode, torch.is_deterministic_algorithms_warn_only_enabled())
+        if mode != (deterministic, warn_only):  # the call imports torch._dynamo: only if needed
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         random.setstate(rng[0])
         np.random.set_state(rng[1])  # noqa: NPY002
         torch.set_rng_state(rng[2])
@@ -163,6 +163,9 @@ def _as_a_fresh_command(cwd: Path, argv0: str, argv: list[str]):
                 pyplot.close(number)
             if backend is not None and matplotlib.get_backend(auto_select=False) != backend:
                 pyplot.switch_backend(backend)
+        if os.environ != saved_env:  # last: torch's lazy imports above may set variables
+            os.environ.clear()
+            os.environ.update(saved_env)
 
 
 def _physml_in_process(argv: list[str], command: str, cwd: Path, where: str) -> None:
@@ -186,9 +189,9 @@ def _physml_in_process(argv: list[str], command: str, cwd: Path, where: str) -> 
     )
 
 
-def _run_bash_block(code: str, cwd: Path, where: str, subprocessed: list[str]) -> None:
-    """Run the block's lines; ``subprocessed`` collects the ``physml`` lines run as a real
-    subprocess of the console script (the first of the README is, the rest run in process)."""
+def _run_bash_block(code: str, cwd: Path, where: str, physml: dict[str, list[str]]) -> None:
+    """Run the block's lines; ``physml["subprocess"]`` collects the ``physml`` lines run as a real
+    subprocess of the console script (the README's first), ``physml["in process"]`` the others."""
     if code.startswith("#!") and "#SBATCH" in code:  # NOT_RUN: a Slurm job needs a cluster
         script = cwd / "job.sbatch"
         script.write_text(code)
@@ -206,11 +209,12 @@ def _run_bash_block(code: str, cwd: Path, where: str, subprocessed: list[str]) -
             _bash(f"make -n -C {ROOT} {target}", cwd, where)
             continue
         argv = _physml_argv(command, bin_dir)
-        if argv is not None and subprocessed:
+        if argv is not None and physml["subprocess"]:
             _physml_in_process(argv, command, cwd, where)
+            physml["in process"].append(command)
             continue
         if argv is not None:
-            subprocessed.append(command)
+            physml["subprocess"].append(command)
         _bash(command, cwd, where)
 
 
@@ -222,7 +226,7 @@ def test_readme_blocks_are_found():
 def test_every_readme_code_block_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
-    subprocessed: list[str] = []
+    physml: dict[str, list[str]] = {"subprocess": [], "in process": []}
     for language, line, code in _blocks():
         where = f"README.md:{line}"
         code = _shrink(code)
@@ -230,9 +234,11 @@ def test_every_readme_code_block_runs(tmp_path, monkeypatch):
         if language == "python":
             exec(compile(code, where, "exec"), namespace)
         else:
-            _run_bash_block(code, tmp_path, where, subprocessed)
+            _run_bash_block(code, tmp_path, where, physml)
         print(f"{where} ({language}): {time.perf_counter() - started:.1f} s")
-    assert len(subprocessed) == 1, "the installed console script ran in no fresh process"
+    print(physml)
+    assert len(physml["subprocess"]) == 1, "the installed console script ran in no fresh process"
+    assert physml["in process"]
 
 
 @pytest.mark.parametrize("rule", SHRINK, ids=[rule[0] for rule in SHRINK])
@@ -278,3 +284,58 @@ def test_every_relative_link_of_the_readme_and_the_records_is_a_tracked_file():
             elif tracked is not None and path.is_file() and relative not in tracked:
                 missing.append(f"{page.name}: {target} (not tracked by git)")
     assert not missing, missing
+
+
+def test_a_plain_physml_line_runs_in_process_and_shell_syntax_goes_to_bash():
+    bin_dir = Path(sys.executable).parent
+    physml = f"{bin_dir}/physml"
+    assert _physml_argv(f"{physml} generate heat --n 8  # ~6 s", bin_dir) == [
+        "generate", "heat", "--n", "8",
+    ]  # fmt: skip
+    assert _physml_argv(f"{physml} train --out 'a b'", bin_dir) == ["train", "--out", "a b"]
+    for shell in ("| head", "> list.txt", "&& ls", "; ls", "--out $HOME", "--data *.h5", "&"):
+        assert _physml_argv(f"{physml} list {shell}", bin_dir) is None, shell
+    assert _physml_argv(f"{bin_dir}/torchrun -m physml.cli train", bin_dir) is None
+
+
+def test_an_in_process_command_leaks_no_state_and_its_exit_status_is_checked(tmp_path):
+    import matplotlib
+    import numpy as np
+    import torch
+
+    before = (
+        os.getcwd(),
+        dict(os.environ),
+        sys.argv[:],
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state()[1].copy(),  # noqa: NPY002
+        random.getstate(),
+        matplotlib.rcParams["lines.linewidth"],
+    )
+    with _as_a_fresh_command(tmp_path, "physml", ["list"]):
+        assert Path.cwd() == tmp_path and sys.argv == ["physml", "list"]
+        os.environ["PHYSML_README_PROBE"] = "1"
+        torch.set_num_threads(2)
+        torch.manual_seed(123)
+        np.random.seed(123)  # noqa: NPY002
+        random.seed(123)
+        matplotlib.rcParams["lines.linewidth"] = 9.0
+    after = (
+        os.getcwd(),
+        dict(os.environ),
+        sys.argv[:],
+        torch.get_num_threads(),
+        torch.get_rng_state(),
+        np.random.get_state()[1].copy(),  # noqa: NPY002
+        random.getstate(),
+        matplotlib.rcParams["lines.linewidth"],
+    )
+    assert before[:4] == after[:4] and before[6:] == after[6:]
+    assert torch.equal(before[4], after[4]) and np.array_equal(before[5], after[5])
+
+    _physml_in_process(["list"], "physml list", tmp_path, "probe")
+    with pytest.raises(AssertionError, match="exited with 2"):  # argparse: SystemExit(2)
+        _physml_in_process(["generate", "no-such-pde"], "physml generate", tmp_path, "probe")
+    with pytest.raises(AssertionError, match="exited with 2"):  # returned: physml's own error
+        _physml_in_process(["merge", "missing.h5", "-o", "m.h5"], "physml merge", tmp_path, "p")
