@@ -74,6 +74,19 @@ def test_build_knows_the_methods_and_rejects_others():
         task.build("transformer", scale, seed=0)
 
 
+def test_both_networks_are_built_for_the_torus():
+    """Circular padding for the Earthformer, periodic coordinates for the FNO (with neuralop's
+    grid embedding an FNO had four times the error on these flows)."""
+    from physml.models import PeriodicCoordinates
+
+    scale = task.Scale(
+        nx=16, t_in=2, t_out=3, train=4, test=2, budget_s=1.0, batch_size=2, base_units=8, modes=4
+    )
+    assert task.build("earthformer", scale, seed=0).periodic is True
+    fno = task.build("fno", scale, seed=0).operator
+    assert isinstance(fno.positional_embedding, PeriodicCoordinates)
+
+
 def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_path, monkeypatch):
     tiny = task.Scale(
         nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,

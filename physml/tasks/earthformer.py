@@ -6,7 +6,11 @@ sequence are the context and the next ``T_out`` the target. Methods, trained for
 wall-clock budget with :func:`physml.models.forecasting.train_forecaster` (the toy size: fixed
 steps, about that budget's on an idle machine, so that a run repeats): Earthformer (axial
 cuboid attention, global vectors), FNO-2D with time as channels (``neuralop.models.FNO``,
-``in_channels = T_in``, ``out_channels = T_out``) and persistence (the last context frame).
+``in_channels = T_in``, ``out_channels = T_out``) and persistence (the last context frame). Both
+networks are built for the torus: the Earthformer's convolutions wrap around, the FNO reads
+position as periodic coordinates (with neuralop's grid embedding, which jumps at the box's edge,
+an FNO on these flows did no better than with no position at all and had four times the
+error, ``benchmarks/results/fno_coordinates.md``).
 Metric: relative L2 per lead time (per sample, then the mean) and its mean over lead times.
 Plots: relative L2 against lead time and a forecast strip of one test sequence.
 """
@@ -139,6 +143,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
             downsample=4,
             pattern="axial",
             global_vectors=8,
+            periodic=True,
         )
     if method == "fno":
         return FramesAsChannels(
@@ -148,6 +153,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
                 out_channels=scale.t_out,
                 hidden_channels=32,
                 n_layers=4,
+                periodic=True,
             )
         )
     if method == "persistence":
