@@ -303,16 +303,19 @@ def test_an_in_process_command_leaks_no_state_and_its_exit_status_is_checked(tmp
     import numpy as np
     import torch
 
-    before = (
-        os.getcwd(),
-        dict(os.environ),
-        sys.argv[:],
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state()[1].copy(),  # noqa: NPY002
-        random.getstate(),
-        matplotlib.rcParams["lines.linewidth"],
-    )
+    def state() -> tuple:
+        return (
+            os.getcwd(),
+            dict(os.environ),
+            sys.argv[:],
+            torch.get_num_threads(),
+            torch.get_rng_state(),
+            np.random.get_state()[1].copy(),  # noqa: NPY002
+            random.getstate(),
+            matplotlib.rcParams["lines.linewidth"],
+        )
+
+    before = state()
     with _as_a_fresh_command(tmp_path, "physml", ["list"]):
         assert Path.cwd() == tmp_path and sys.argv == ["physml", "list"]
         os.environ["PHYSML_README_PROBE"] = "1"
@@ -321,16 +324,7 @@ def test_an_in_process_command_leaks_no_state_and_its_exit_status_is_checked(tmp
         np.random.seed(123)  # noqa: NPY002
         random.seed(123)
         matplotlib.rcParams["lines.linewidth"] = 9.0
-    after = (
-        os.getcwd(),
-        dict(os.environ),
-        sys.argv[:],
-        torch.get_num_threads(),
-        torch.get_rng_state(),
-        np.random.get_state()[1].copy(),  # noqa: NPY002
-        random.getstate(),
-        matplotlib.rcParams["lines.linewidth"],
-    )
+    after = state()
     assert before[:4] == after[:4] and before[6:] == after[6:]
     assert torch.equal(before[4], after[4]) and np.array_equal(before[5], after[5])
 

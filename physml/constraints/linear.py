@@ -396,7 +396,7 @@ class LinearConstraint(Constraint):
         """Move the members ``(member, ..., *space)`` with the ensemble covariance ``Σ``.
 
         ``noise = 0``: every member ``x − K (G x − b)``, ``K = Σ Gᵀ (G Σ Gᵀ)⁻¹``, meets the rows.
-        ``noise = σ > 0`` (square root, :func:`_square_root_update`): the mean ``x̄ − K (G x̄ −
+        ``noise = σ > 0`` (square root, :func:`_update`): the mean ``x̄ − K (G x̄ −
         b)`` and the centred members ``A − K̃ G A``; with no shrinkage and members that span
         the rows their mean and sample covariance are the posterior's ``x̄ − K (G x̄ − b)`` and
         ``(I − K G) Σ``. With ``shrinkage`` or the ``γ I`` fallback ``K`` and ``K̃`` use that
@@ -498,28 +498,15 @@ def _update(
     """The members after the update with ``K = Σ Gᵀ S⁻¹``: ``X`` and centred ``A`` ``(member,
     ..., n)``, ``GA`` ``(member, ..., k)``, ``mismatch = G X − b`` ``(..., k, member)``, ``CG =
     Σ Gᵀ`` ``(..., n, k)``, ``S = G Σ Gᵀ + σ² I`` ``(..., k, k)`` and its Cholesky factor ``L``.
-    ``σ = 0``: every member ``x − K (G x − b)``; ``σ > 0``: :func:`_square_root_update`."""
+
+    ``σ = 0``: every member ``x − K (G x − b)``. ``σ > 0``: the mean ``x̄ − K (G x̄ − b)`` and the
+    centred members ``A − K̃ G A``, ``K̃ = Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹`` with ``S^{1/2}``
+    symmetric (the square-root form: Andrews 1968; Whitaker & Hamill 2002). No random numbers;
+    when ``Σ`` is the members' covariance their new one is ``(I − K G) Σ`` exactly (one gain ``K``
+    for all would leave it narrower by ``σ² K Kᵀ``). Its gradient is NaN where ``S`` has
+    repeated eigenvalues (torch's ``eigh`` backward)."""
     if not noise:
         return X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
-    return _square_root_update(X, A, GA, mismatch, CG, S, L, noise)
-
-
-def _square_root_update(
-    X: torch.Tensor,
-    A: torch.Tensor,
-    GA: torch.Tensor,
-    mismatch: torch.Tensor,
-    CG: torch.Tensor,
-    S: torch.Tensor,
-    L: torch.Tensor,
-    noise: float,
-) -> torch.Tensor:
-    """``σ > 0`` (arguments as :func:`_update`): the mean ``x̄ − K (G x̄ − b)`` and the centred
-    members ``A − K̃ G A``, ``K̃ = Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹`` with ``S^{1/2}`` symmetric
-    (Andrews 1968; Whitaker & Hamill 2002). No random numbers; when ``Σ`` is the members'
-    covariance their new one is ``(I − K G) Σ`` exactly (one gain ``K`` for all would leave it
-    narrower by ``σ² K Kᵀ``). Its gradient is NaN where ``S`` has repeated eigenvalues (torch's
-    ``eigh`` backward)."""
     mean = X.mean(0) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
     # S^{-1/2} (S^{1/2} + σ)⁻¹ = V diag(1 / (λ + σ √λ)) Vᵀ; S ⪰ σ² I, so λ < σ² is round-off
     eigenvalues, V = torch.linalg.eigh(S)
