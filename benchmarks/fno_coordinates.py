@@ -27,14 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import arguments, write_results  # noqa: E402
 
 from physml import metrics  # noqa: E402
-from physml._io import atomic_write_text  # noqa: E402
+from physml._io import atomic_write_text, save_figure  # noqa: E402
 from physml.data import generate_dataset, load  # noqa: E402
 from physml.models import fast_fno  # noqa: E402
 from physml.training import TrainConfig, Trainer  # noqa: E402
@@ -114,7 +118,9 @@ def test_error(model: torch.nn.Module, items) -> float:
     return float(torch.cat(errors).mean())
 
 
-def run_case(name: str, spec, work: Path, quiet: bool) -> list[dict]:
+def run_case(name: str, spec, work: Path, quiet: bool) -> tuple[list[dict], dict]:
+    """The case's rows (one per method) and, for the figure, the first test pair's target and
+    each method's prediction by its seed-0 model."""
     recipe, task, options, n_train, n_test, model_options, steps = spec
     paths = {}
     for part, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
@@ -125,7 +131,7 @@ def run_case(name: str, spec, work: Path, quiet: bool) -> list[dict]:
     config = model_config("fno", task, model_options)
     items, test_items = (training_items(config, paths[part]) for part in ("train", "test"))
     shapes = tuple(tuple(part.shape) for part in items[0])[:2]
-    rows = []
+    rows, shown = [], {"target": test_items[0][1]}
     for arm in ARMS:
         errors, seconds, parameters = [], [], 0
         for seed in SEEDS:
@@ -143,6 +149,9 @@ def run_case(name: str, spec, work: Path, quiet: bool) -> list[dict]:
                 atomic_write_text(timing, json.dumps(time.process_time() - started))
             seconds.append(json.loads(timing.read_text()))
             errors.append(test_error(model, test_items))
+            if seed == SEEDS[0]:
+                with torch.no_grad():
+                    shown[arm] = model(test_items[0][0][None])[0]
         se = statistics.stdev(errors) / len(errors) ** 0.5 if len(errors) > 1 else 0.0
         rows.append(
             {
@@ -160,7 +169,46 @@ def run_case(name: str, spec, work: Path, quiet: bool) -> list[dict]:
     grid = rows[0]["rel_l2"]
     for row in rows:
         row["vs_grid"] = row["rel_l2"] / grid
-    return rows
+    return rows, shown
+
+
+def plot_case(path: Path, name: str, shown: dict) -> None:
+    """The first test pair: its target and each method's error (seed-0 models), one colour
+    scale for the errors (2-D) or one axis (1-D)."""
+    target = shown["target"][0]  # first channel
+    errors = {arm: (shown[arm][0] - target).abs() for arm in ARMS}
+    relative = {
+        arm: float((shown[arm] - shown["target"]).norm() / shown["target"].norm()) for arm in ARMS
+    }
+    if target.ndim == 1:
+        figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+        top.plot(target, color="black", label="target")
+        for arm in ARMS:
+            top.plot(shown[arm][0], lw=1, label=arm)
+            bottom.plot(errors[arm], lw=1, label=f"{arm} (rel. L2 {relative[arm]:.3f})")
+        top.set_ylabel("u")
+        bottom.set_ylabel("|error|")
+        bottom.set_xlabel("grid point (the domain wraps at both ends)")
+        top.legend(fontsize=8)
+        bottom.legend(fontsize=8)
+    else:
+        figure, axes = plt.subplots(1, 1 + len(ARMS), figsize=(3.4 * (1 + len(ARMS)), 3.4))
+        image = axes[0].imshow(target.T, origin="lower", cmap="RdBu_r")
+        axes[0].set_title("target", fontsize=9)
+        figure.colorbar(image, ax=axes[0], fraction=0.046)
+        top = max(float(e.max()) for e in errors.values())
+        for ax, arm in zip(axes[1:], ARMS, strict=True):
+            image = ax.imshow(errors[arm].T, origin="lower", cmap="magma", vmin=0, vmax=top)
+            ax.set_title(f"|error|, {arm} (rel. L2 {relative[arm]:.3f})", fontsize=9)
+            figure.colorbar(image, ax=ax, fraction=0.046)
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle(
+        f"{name}: first test pair, the seed-0 model of each position choice", fontsize=10
+    )
+    figure.tight_layout()
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -174,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         cases = QUICK if args.quick else CASES
         rows = []
         for name, spec in cases.items():
-            rows += run_case(name, spec, work, quiet=args.quick)
+            found, shown = run_case(name, spec, work, quiet=args.quick)
+            rows += found
+            plot_case(args.out / f"{NAME}-{name}.png", name, shown)
     return write_results(NAME, rows, args.seed, started, args.out, COLUMNS, NOTES)
 
 
