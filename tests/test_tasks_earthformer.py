@@ -75,8 +75,8 @@ def test_build_knows_the_methods_and_rejects_others():
 
 
 def test_both_networks_are_built_for_the_torus():
-    """Circular padding for the Earthformer, periodic coordinates for the FNO (with neuralop's
-    grid embedding an FNO had four times the error on these flows)."""
+    """Circular padding for the Earthformer, periodic coordinates for the FNO: built for the
+    torus the flow lives on."""
     from physml.models import PeriodicCoordinates
 
     scale = task.Scale(
