@@ -121,3 +121,20 @@ def test_physml_train_gives_the_fno_periodic_coordinates_on_a_periodic_file_only
     state, data = runs["heat"]
     assert state["model_config"]["periodic"] is False
     assert isinstance(build(state["model_config"], data)[0].positional_embedding, GridEmbeddingND)
+
+
+def test_boon_gives_the_periodic_fno_its_boundary_values_exactly():
+    """The coordinates enter before the lifting, outside the kernel layers BOON corrects."""
+    from pdes import Dirichlet, Grid1D
+    from physml import constrain
+    from physml.constraints import BoundaryCondition
+
+    torch.manual_seed(0)
+    fno = fast_fno(
+        n_modes=(8,), in_channels=1, out_channels=1, hidden_channels=8, n_layers=2, periodic=True
+    )
+    model = constrain(fno, BoundaryCondition(Dirichlet(0.5, -1.0), Grid1D(33, 0.0, 1.0)))
+    assert model.kernel
+    y = model(torch.randn(4, 1, 33))
+    torch.testing.assert_close(y[..., 0], torch.full((4, 1), 0.5), rtol=0, atol=1e-5)
+    torch.testing.assert_close(y[..., -1], torch.full((4, 1), -1.0), rtol=0, atol=1e-5)
