@@ -164,11 +164,10 @@ def dense_posterior(X, G, b, noise, cov=None):
 
 
 def root_gain(cov, G, noise):
-    """numpy: the square-root gain ``Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹``, ``S = G Σ Gᵀ + σ² I``."""
+    """numpy: the square-root gain ``Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹``, ``L Lᵀ = S = G Σ Gᵀ + σ² I``."""
     S = G @ cov @ G.T + noise**2 * np.eye(G.shape[0])
-    values, vectors = np.linalg.eigh(S)
-    root = vectors @ np.diag(np.sqrt(values)) @ vectors.T
-    return cov @ G.T @ np.linalg.inv(root) @ np.linalg.inv(root + noise * np.eye(G.shape[0]))
+    root = np.linalg.cholesky(S)
+    return cov @ G.T @ np.linalg.inv(root.T) @ np.linalg.inv(root + noise * np.eye(G.shape[0]))
 
 
 def assert_relative(actual, expected, rtol):
@@ -235,6 +234,23 @@ def test_a_noisy_ensemble_update_tends_to_the_exact_one_as_the_noise_vanishes(ro
     nearly = through(LinearConstraint(G, b, noise=1e-9), Ensemble(samples)).samples
     torch.testing.assert_close(nearly, exact, rtol=0, atol=1e-7 * exact.abs().max().item())
     assert not torch.equal(nearly, exact)  # σ > 0 took the square-root route
+
+
+def test_a_noisy_ensemble_update_has_a_finite_gradient_where_the_members_agree_on_the_rows():
+    """Members that agree on both totals make ``G Σ Gᵀ + σ² I = σ² I``: a repeated eigenvalue,
+    where an eigendecomposition's backward is NaN; the Cholesky square root's is not."""
+    gen = torch.Generator().manual_seed(4)
+    G = torch.zeros(2, 10, dtype=F64)
+    G[0, :5], G[1, 5:] = 1.0, 1.0  # the mass of each half
+    base = torch.randn(10, generator=gen, dtype=F64)
+    spread = torch.randn(6, 10, generator=gen, dtype=F64)
+    spread = spread - spread[:, :5].mean(1, keepdim=True) * (G[0] > 0)
+    spread = spread - spread[:, 5:].mean(1, keepdim=True) * (G[1] > 0)  # both totals equal
+    samples = (base + spread).requires_grad_()
+    b = torch.tensor([1.0, -2.0], dtype=F64)
+    out = through(LinearConstraint(G, b, noise=0.5), Ensemble(samples)).samples
+    (out * torch.randn(out.shape, generator=gen, dtype=F64)).sum().backward()
+    assert bool(torch.isfinite(samples.grad).all())
 
 
 @pytest.mark.parametrize("rows", [1, 2])  # 1: mass_conservation on a Grid2D; 2: two rows

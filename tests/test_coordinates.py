@@ -91,6 +91,8 @@ def test_the_periodic_fno_refuses_an_embedding_a_flag_that_is_not_a_bool_and_nan
         fast_fno(periodic=True, positional_embedding=None, **options)
     with pytest.raises(TypeError, match="periodic must be True or False, got 'yes'"):
         fast_fno(periodic="yes", **options)
+    with pytest.raises(TypeError, match="needs in_channels"):
+        fast_fno(periodic=True, n_modes=(4,), out_channels=1, hidden_channels=4, n_layers=1)
     with pytest.raises(ValueError, match="NaN or inf"):
         fast_fno(periodic=True, **options)(torch.full((1, 1, 8), float("nan")))
 

@@ -14,7 +14,7 @@
   still meets every row exactly. With ``σ = 0`` every member moves by the same gain ``K``: the
   members' mean and sample covariance are the Gaussian update's. With ``σ > 0`` the deterministic
   square-root form (ensemble square-root filter, no random numbers): the mean moves by ``K``, the
-  centred members by ``K̃ = Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹`` (``S = G Σ Gᵀ + σ² I``), so their
+  centred members by ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹`` (``L Lᵀ = S = G Σ Gᵀ + σ² I``), so their
   sample covariance is the posterior's ``(I − K G) Σ`` (one gain ``K`` for all would leave it
   narrower by ``σ² K Kᵀ``).
 
@@ -500,20 +500,19 @@ def _update(
     Σ Gᵀ`` ``(..., n, k)``, ``S = G Σ Gᵀ + σ² I`` ``(..., k, k)`` and its Cholesky factor ``L``.
 
     ``σ = 0``: every member ``x − K (G x − b)``. ``σ > 0``: the mean ``x̄ − K (G x̄ − b)`` and the
-    centred members ``A − K̃ G A``, ``K̃ = Σ Gᵀ S^{-1/2} (S^{1/2} + σ I)⁻¹`` with ``S^{1/2}``
-    symmetric (the square-root form: Andrews 1968; Whitaker & Hamill 2002). No random numbers;
-    when ``Σ`` is the members' covariance their new one is ``(I − K G) Σ`` exactly (one gain ``K``
-    for all would leave it narrower by ``σ² K Kᵀ``). Its gradient is NaN where ``S`` has
-    repeated eigenvalues (torch's ``eigh`` backward)."""
+    centred members ``A − K̃ G A``, ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹`` with ``L`` the Cholesky factor
+    of ``S`` (the square-root form: Andrews 1968; Whitaker & Hamill 2002; any square root of ``S``
+    serves when the noise is ``σ² I``, and this one has a finite gradient everywhere). No random
+    numbers; when ``Σ`` is the members' covariance their new one is ``(I − K G) Σ`` exactly (one
+    gain ``K`` for all would leave it narrower by ``σ² K Kᵀ``)."""
     if not noise:
         return X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
     mean = X.mean(0) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
-    # S^{-1/2} (S^{1/2} + σ)⁻¹ = V diag(1 / (λ + σ √λ)) Vᵀ; S ⪰ σ² I, so λ < σ² is round-off
-    eigenvalues, V = torch.linalg.eigh(S)
-    eigenvalues = eigenvalues.clamp(min=noise**2)
-    shrink = 1 / (eigenvalues + noise * eigenvalues.sqrt())
-    gain = CG @ (V * shrink[..., None, :]) @ V.transpose(-1, -2)  # K̃ (..., n, k)
-    return mean + A - _members_last(gain @ GA.movedim(0, -1))
+    eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
+    # K̃ G A = CG L⁻ᵀ (L + σ I)⁻¹ G A: two triangular solves on the (k, member) right-hand side
+    inner = torch.linalg.solve_triangular(L + noise * eye, GA.movedim(0, -1), upper=False)
+    inner = torch.linalg.solve_triangular(L.transpose(-1, -2), inner, upper=True)
+    return mean + A - _members_last(CG @ inner)
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:

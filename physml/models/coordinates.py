@@ -4,8 +4,8 @@ neuralop's FNO appends the grid coordinates ``x ∈ [0, 1]`` per space axis to i
 (``positional_embedding="grid"``). On a periodic domain that channel jumps from 1 back to 0
 where the box wraps, so a model given it sees an edge the physics does not have.
 :class:`PeriodicCoordinates` appends ``cos 2πk/n`` and ``sin 2πk/n`` of each grid index ``k``
-instead: smooth across the wrap, and the same at the same place on a finer grid of the same
-period.
+instead: smooth across the wrap, and, on grids whose first point is the period's origin, the
+same at the same place on a finer grid of the same period.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ class PeriodicCoordinates(nn.Module):
                 f"{tuple(x.shape)}"
             )
         space = x.shape[2:]
+        precise = torch.float64 if x.dtype == torch.float64 else torch.float32  # MPS: no float64
         channels = []
         for axis, n in enumerate(space):
-            phase = torch.arange(n, device=x.device, dtype=torch.float64) * (2 * math.pi / n)
+            phase = torch.arange(n, device=x.device, dtype=precise) * (2 * math.pi / n)
             shape = [1] * self.dims
             shape[axis] = n
             for wave in (torch.cos(phase), torch.sin(phase)):

@@ -198,7 +198,9 @@ def fast_fno(*, periodic: bool = False, **fno_options) -> FNO:
 
     ``periodic=True``: position enters as :class:`PeriodicCoordinates` (cosine and sine of each
     axis's phase, smooth where a periodic box wraps) in place of neuralop's grid embedding
-    (``x ∈ [0, 1]``, which jumps there); the lifting takes ``2·dims`` extra channels."""
+    (``x ∈ [0, 1]``, which jumps there); the lifting takes ``2·dims`` extra channels. Save and
+    load it as a ``state_dict`` into ``fast_fno(..., periodic=True)``: neuralop's own
+    ``from_checkpoint`` would rebuild it without the coordinates."""
     if "conv_module" in fno_options:
         raise ValueError("fast_fno sets conv_module itself; got conv_module in fno_options")
     if not isinstance(periodic, bool):
@@ -209,6 +211,9 @@ def fast_fno(*, periodic: bool = False, **fno_options) -> FNO:
         return fno
     if "positional_embedding" in fno_options:
         raise ValueError("periodic=True sets the positional embedding; got positional_embedding")
+    missing = [name for name in ("n_modes", "in_channels") if name not in fno_options]
+    if missing:
+        raise TypeError(f"fast_fno(periodic=True) needs {' and '.join(missing)}")
     dims, channels = len(fno_options["n_modes"]), fno_options["in_channels"]
     options = {**fno_options, "in_channels": channels + 2 * dims}
     fno = CheckedFNO(**options, positional_embedding=None, conv_module=LeanSpectralConv)
