@@ -42,7 +42,12 @@ from physml._io import atomic_write_text, save_figure  # noqa: E402
 from physml.data import generate_dataset, load  # noqa: E402
 from physml.models import fast_fno  # noqa: E402
 from physml.training import TrainConfig, Trainer  # noqa: E402
-from physml.training.families import FAMILIES, model_config, training_items  # noqa: E402
+from physml.training.families import (  # noqa: E402
+    FAMILIES,
+    fno_options,
+    model_config,
+    training_items,
+)
 
 NAME = "fno_coordinates"
 ARMS = ("grid", "periodic", "none")
@@ -94,16 +99,7 @@ def fno(arm: str, config: dict, data, shapes) -> torch.nn.Module:
     """The ``physml train`` FNO of ``config`` with the arm's position channels."""
     if arm in ("grid", "periodic"):
         return FAMILIES["fno"].build({**config, "periodic": arm == "periodic"}, data, shapes)
-    (x_shape, y_shape), options = shapes, config["options"]
-    modes = min(options["modes"], *(n // 2 for n in data.space_shape))
-    return fast_fno(
-        n_modes=(modes,) * len(data.space_shape),
-        in_channels=x_shape[0],
-        out_channels=y_shape[0],
-        hidden_channels=options["hidden"],
-        n_layers=options["layers"],
-        positional_embedding=None,
-    )
+    return fast_fno(**fno_options(config, data, shapes), positional_embedding=None)
 
 
 def test_error(model: torch.nn.Module, items) -> float:

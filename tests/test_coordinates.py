@@ -67,6 +67,13 @@ def test_an_input_with_another_number_of_axes_is_refused():
         PeriodicCoordinates(2)(torch.zeros(1, 1, 8))
 
 
+@pytest.mark.parametrize("x", [torch.zeros(1, 1, 8, dtype=torch.int64), [[[0.0] * 8]]])
+def test_an_input_that_is_not_a_floating_point_tensor_is_refused(x):
+    """An integer tensor would get its cosines and sines truncated to 0 and ±1."""
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        PeriodicCoordinates(1)(x)
+
+
 @pytest.mark.parametrize("n_modes, space", [((6,), (16,)), ((4, 4), (12, 10))])
 def test_the_periodic_fno_is_neuralops_fno_fed_the_coordinates(n_modes, space):
     """Same weights in neuralop's FNO without an embedding, the channels appended by hand."""

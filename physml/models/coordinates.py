@@ -28,6 +28,11 @@ class PeriodicCoordinates(nn.Module):
         self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(
+                f"x must be a floating-point tensor (batch, channel, *space), got {got}"
+            )
         if x.ndim != self.dims + 2:
             raise ValueError(
                 f"x must be (batch, channel, *space) with {self.dims} space axes, got shape "

@@ -105,7 +105,9 @@ def mse_loss(model: nn.Module, batch) -> torch.Tensor:
     return (model(x) - y).square().mean()
 
 
-def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
+def fno_options(config: dict, data: PDEData, shapes) -> dict:
+    """The ``fast_fno`` keywords of the ``fno`` family's ``config`` for ``data`` (the modes
+    capped at half of each axis), its size checked against the memory."""
     (x_shape, y_shape), space = shapes, len(data.space_shape)
     modes = min(config["options"]["modes"], *(n // 2 for n in data.space_shape))
     hidden, layers = config["options"]["hidden"], config["options"]["layers"]
@@ -113,12 +115,18 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     fits_in_memory(
         "hidden", 8 * spectral_weights, f"an FNO of {layers} layers x {hidden}² channels"
     )
+    return {
+        "n_modes": (modes,) * space,
+        "in_channels": x_shape[0],
+        "out_channels": y_shape[0],
+        "hidden_channels": hidden,
+        "n_layers": layers,
+    }
+
+
+def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     return surrogates.fast_fno(
-        n_modes=(modes,) * space,
-        in_channels=x_shape[0],
-        out_channels=y_shape[0],
-        hidden_channels=config["options"]["hidden"],
-        n_layers=config["options"]["layers"],
+        **fno_options(config, data, shapes),
         periodic=bool(config.get("periodic", False)),  # an older checkpoint: the grid embedding
     )
 
