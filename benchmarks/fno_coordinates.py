@@ -114,13 +114,20 @@ def test_error(model: torch.nn.Module, items) -> float:
     return float(torch.cat(errors).mean())
 
 
+def data_path(work: Path, name: str, part: str, count: int, options: dict) -> Path:
+    """The case's data file under ``work``; its name carries the sample count and the recipe
+    options, so that runs of other sizes (``--quick``) on one ``--work`` never share a file."""
+    spec = "".join(f"-{key}{value}" for key, value in sorted(options.items()))
+    return work / f"{name}-{part}-{count}{spec}.h5"
+
+
 def run_case(name: str, spec, work: Path, quiet: bool) -> tuple[list[dict], dict]:
     """The case's rows (one per method) and, for the figure, the first test pair's target and
     each method's prediction by its seed-0 model."""
     recipe, task, options, n_train, n_test, model_options, steps = spec
     paths = {}
     for part, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        path = work / f"{name}-{part}.h5"
+        path = data_path(work, name, part, n, options)
         if not path.exists():
             generate_dataset(recipe, path, n, seed=seed, progress=not quiet, **options)
         paths[part] = load(path)

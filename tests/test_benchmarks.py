@@ -579,3 +579,15 @@ def test_forecast_conservation_refuses_no_processes(tmp_path, jobs):
         SystemExit, match=f"--jobs must be a positive number of processes, got {jobs}"
     ):
         bench.main(["--quick", "--out", str(tmp_path), "--jobs", jobs])
+
+
+def test_fno_coordinates_keeps_the_data_of_each_size_in_its_own_file(tmp_path):
+    coordinates = load_benchmark("fno_coordinates")
+    for name in coordinates.CASES:
+        full, quick = coordinates.CASES[name], coordinates.QUICK[name]
+        paths = {
+            coordinates.data_path(tmp_path, name, part, spec[n], spec[2])
+            for spec in (full, quick)
+            for part, n in (("train", 3), ("test", 4))
+        }
+        assert len(paths) == 4 and all(path.parent == tmp_path for path in paths)

@@ -173,7 +173,7 @@ def _physml_in_process(argv: list[str], command: str, cwd: Path, where: str) -> 
     this process."""
     from physml.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
+    out, err = _utf8_pipe(), _utf8_pipe()
     with (
         _as_a_fresh_command(cwd, command.split()[0], argv),
         contextlib.redirect_stdout(out),
@@ -185,8 +185,18 @@ def _physml_in_process(argv: list[str], command: str, cwd: Path, where: str) -> 
             status = _exit_status(exit_.code)
     assert status == 0, (
         f"{where}: `{command}` (in process) exited with {status}\n"
-        f"stdout:\n{out.getvalue()[-3000:]}\nstderr:\n{err.getvalue()[-3000:]}"
+        f"stdout:\n{_written(out)[-3000:]}\nstderr:\n{_written(err)[-3000:]}"
     )
+
+
+def _utf8_pipe() -> io.TextIOWrapper:
+    """An in-memory stream that says ``encoding == "utf-8"``, as the subprocess's pipe does, so
+    that in-process commands print what they print there (marks, not their ASCII spellings)."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+
+
+def _written(stream: io.TextIOWrapper) -> str:
+    return stream.buffer.getvalue().decode("utf-8")
 
 
 def _run_bash_block(code: str, cwd: Path, where: str, physml: dict[str, list[str]]) -> None:
@@ -333,3 +343,13 @@ def test_an_in_process_command_leaks_no_state_and_its_exit_status_is_checked(tmp
         _physml_in_process(["generate", "no-such-pde"], "physml generate", tmp_path, "probe")
     with pytest.raises(AssertionError, match="exited with 2"):  # returned: physml's own error
         _physml_in_process(["merge", "missing.h5", "-o", "m.h5"], "physml merge", tmp_path, "p")
+
+
+def test_an_in_process_command_prints_marks_as_through_a_utf8_pipe():
+    from physml import cli
+
+    out = _utf8_pipe()
+    with contextlib.redirect_stdout(out):
+        marks = cli._marks()
+        cli._print_text("done ≥ 2")
+    assert marks == ("✓", "✗") and _written(out) == "done ≥ 2\n"
