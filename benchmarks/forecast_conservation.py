@@ -69,14 +69,15 @@ seconds of the family's training (all members).
 
 def variant_rows(
     variant: str, scale: blocks.Scale, work: Path, seed: int, quiet: bool, out: Path
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], dict]:
     """One variant end to end (its figures written to ``out``): ``(rows, knowledge-control
-    sweep)``. Runs in a worker process with ``--jobs``, so it sets its own thread count."""
+    sweep, training plan)``. Runs in a worker process with ``--jobs``, so it sets its own
+    thread count."""
     torch.set_num_threads(1)
     found, details = blocks.run_variant(variant, scale, work, seed, quiet)
     blocks.plot_mass(out / f"{NAME}-mass-{variant}.png", details)
     blocks.plot_correction(out / f"{NAME}-correction-{variant}.png", details)
-    return found, details["sweep"]
+    return found, details["sweep"], details["plan"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--jobs must be a positive number of processes, got {args.jobs}")
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
-    rows, sweeps = [], {}
+    rows, sweeps, plans = [], {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
         jobs = [(variant, scale, work, args.seed, quiet, args.out) for variant in variants]
@@ -105,11 +106,16 @@ def main(argv: list[str] | None = None) -> int:
             spawn = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=spawn) as pool:
                 results = list(pool.map(variant_rows, *zip(*jobs, strict=True)))
-        for variant, (found, sweep) in zip(variants, results, strict=True):
+        for variant, (found, sweep, planned) in zip(variants, results, strict=True):
             rows += found
             sweeps[variant] = sweep
+            plans[variant] = {key: planned[key] for key in ("s_per_step", "steps")}
     checks = blocks.done_when(rows)
     met = sum(check["met"] for check in checks)
+    trained = "; ".join(
+        f"{variant}: " + ", ".join(f"{family} {count}" for family, count in plan["steps"].items())
+        for variant, plan in plans.items()
+    )
     write_results(
         NAME,
         rows,
@@ -117,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         started,
         args.out,
         COLUMNS,
-        NOTES + f"\nDone-when: {met} of {len(checks)} checks met (see `done_when` in the JSON).\n",
+        NOTES
+        + f"Training steps (each member; PreDiff's two stages), bought by `budget_s` at the CPU "
+        f"seconds per step measured when the work folder's plan was made (`plan` in the JSON): "
+        f"{trained}.\n"
+        + f"\nDone-when: {met} of {len(checks)} checks met (see `done_when` in the JSON).\n",
         extra={
             "threads": torch.get_num_threads(),
             "jobs": args.jobs,
             "scale": scale.setup(),
             "kc_sweep": sweeps,
+            "plan": plans,
             "done_when": checks,
         },
     )

@@ -568,8 +568,15 @@ def test_forecast_conservation_side_by_side_variants_give_the_rows_of_one_proces
     assert {row["variant"] for row in parallel["rows"]} == {"conserved", "source"}
     assert comparable(parallel) == comparable(serial)
     assert parallel["jobs"] == 2 and parallel["kc_sweep"] == serial["kc_sweep"]
+    from physml.tasks.conservation_forecast import TOY
+
+    markdown = (tmp_path / "one" / "forecast_conservation.md").read_text()
     for variant in ("conserved", "source"):
         assert (tmp_path / "two" / f"forecast_conservation-mass-{variant}.png").stat().st_size > 0
+        assert parallel["plan"][variant] == serial["plan"][variant]
+        assert parallel["plan"][variant]["steps"] == dict(TOY.steps)  # the record says its steps
+        steps = ", ".join(f"{family} {count}" for family, count in TOY.steps.items())
+        assert f"{variant}: {steps}" in markdown
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1"])

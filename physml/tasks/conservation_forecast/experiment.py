@@ -73,4 +73,5 @@ def run_variant(
             extra["kc_lambda"] = lam
         found, samples[model] = forecast_rows(variant, model, ensembles[model], test, grid, extra)
         rows += found
-    return rows, {"test": test, "samples": samples, "sweep": sweep, "grid": grid}
+    details = {"test": test, "samples": samples, "sweep": sweep, "grid": grid}
+    return rows, {**details, "plan": models.plan}

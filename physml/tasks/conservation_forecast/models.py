@@ -188,19 +188,22 @@ def _measured_plan(scale: Scale, train: Windows, units: Units, seed: int) -> dic
 
 @dataclass
 class Forecasters:
-    """Trained ensembles of one variant and the CPU seconds spent on each family."""
+    """Trained ensembles of one variant, the CPU seconds spent on each family and the plan
+    they were trained to (``plan.json``: the measured seconds per step and the steps)."""
 
     earthformer: list[nn.Module]
     fno: list[nn.Module]
     prediff: PreDiff
     train_s: dict
+    plan: dict
 
 
 def train(
     scale: Scale, train_windows: Windows, units: Units, folder: Path, seed: int, quiet: bool
 ) -> Forecasters:
     """Every model of one variant, each in its own Trainer folder under ``folder``."""
-    steps = plan(scale, train_windows, units, folder, seed)["steps"]
+    planned = plan(scale, train_windows, units, folder, seed)
+    steps = planned["steps"]
     channels = train_windows.context.shape[2]
     spent: dict[str, float] = {}
     ensembles: dict[str, list[nn.Module]] = {}
@@ -258,4 +261,4 @@ def train(
         model_config=prediff.config,
     )
     spent["prediff"] = stage1.train_s + stage2.train_s
-    return Forecasters(ensembles["earthformer"], ensembles["fno"], prediff.eval(), spent)
+    return Forecasters(ensembles["earthformer"], ensembles["fno"], prediff.eval(), spent, planned)
