@@ -723,8 +723,10 @@ def test_an_ill_conditioned_constraint_raises_with_its_condition_number(output, 
     output = output()
     with pytest.raises(ConstraintError, match="condition number") as error:
         through(ill_conditioned(difference), output)
-    if difference == 1e-9:  # G Gᵀ is singular in float64: the Cholesky factorisation fails
-        assert "not positive definite" in str(error.value)
+    if difference == 1e-9:  # G Gᵀ is singular in float64: by the CPU's LAPACK, either the
+        # Cholesky factorisation fails or it succeeds and the residual post-check catches it
+        message = str(error.value)
+        assert "not positive definite" in message or "left a relative residual" in message
     elif not isinstance(output, Ensemble):  # it succeeds; the residual post-check catches it
         assert "left a relative residual" in str(error.value)
 
