@@ -21,6 +21,13 @@ def _finite(name: str, value: torch.Tensor) -> None:
         finite(name, value)
 
 
+def _real_tensor(name: str, value: object) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+
+
 @dataclass(frozen=True)
 class LowRankCovariance:
     """``base − factor @ factorᵀ``: a covariance after a rank-``m`` update, kept unassembled.
@@ -35,9 +42,9 @@ class LowRankCovariance:
 
     @property
     def base_is_diagonal(self) -> bool:
-        return (
-            self.base.shape[-1] == self.factor.shape[-2] and self.base.ndim == self.factor.ndim - 1
-        )
+        """``base`` holds variances: shaped like ``factor`` without its last axis (a full
+        ``(n, n)`` base beside a factor ``(B, n, m)`` is full, shared by the ``B`` slices)."""
+        return self.base.ndim == self.factor.ndim - 1 and self.base.shape == self.factor.shape[:-1]
 
     def variance(self) -> torch.Tensor:
         base = self.base if self.base_is_diagonal else torch.diagonal(self.base, dim1=-2, dim2=-1)
@@ -58,7 +65,8 @@ class Gaussian:
     """A Gaussian prediction ``N(mean, cov)`` over the last axis.
 
     ``cov`` is full ``(..., n, n)``, diagonal ``(..., n)`` (variances), or a
-    :class:`LowRankCovariance` (what a constraint returns for a diagonal input).
+    :class:`LowRankCovariance` (what a constraint returns) whose ``factor`` is ``(..., n, m)``
+    and ``base`` one of the first two, all with the mean's leading axes.
     """
 
     mean: torch.Tensor
@@ -72,14 +80,28 @@ class Gaussian:
                 f"mean must hold real floating-point values, got dtype {self.mean.dtype}"
             )
         _finite("mean", self.mean)
+        n = self.mean.shape[-1]
+        shape = tuple(self.mean.shape)
         if isinstance(self.cov, LowRankCovariance):
-            _finite("cov", self.cov.base)
-            _finite("cov", self.cov.factor)
+            base, factor = self.cov.base, self.cov.factor
+            _real_tensor("cov.base", base)
+            _real_tensor("cov.factor", factor)
+            if tuple(factor.shape[:-1]) != shape or factor.ndim != len(shape) + 1:
+                raise ValueError(
+                    f"cov.factor must have shape ({', '.join(map(str, shape))}, m) to match the "
+                    f"mean, got {tuple(factor.shape)}"
+                )
+            if tuple(base.shape) not in (shape, (*shape, n)):
+                raise ValueError(
+                    f"cov.base must have shape {shape} (diagonal) or {(*shape, n)} (full) to "
+                    f"match the mean, got {tuple(base.shape)}"
+                )
+            _finite("cov", base)
+            _finite("cov", factor)
             return
         if not isinstance(self.cov, torch.Tensor):
             raise TypeError(f"cov must be a tensor or LowRankCovariance, got {type(self.cov)}")
-        n = self.mean.shape[-1]
-        shape = tuple(self.mean.shape)
+        _real_tensor("cov", self.cov)
         if tuple(self.cov.shape) not in (shape, (*shape, n)):
             raise ValueError(
                 f"cov must have shape {shape} (diagonal) or {(*shape, n)} (full) to match the "

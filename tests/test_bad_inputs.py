@@ -1557,6 +1557,18 @@ CONSTRAINT_CASES = [
         r"G's 2 rows are linearly dependent",
     ),
     case(
+        "linear-g-no-rows",
+        lambda c: LinearConstraint(torch.zeros(0, 5), torch.zeros(0)),
+        ConstraintError,
+        r"G must have at least one row and one column, got shape \(0, 5\)",
+    ),
+    case(
+        "linear-g-no-columns",
+        lambda c: LinearConstraint(torch.zeros(1, 0), [1.0]),
+        ConstraintError,
+        r"G must have at least one row and one column, got shape \(1, 0\)",
+    ),
+    case(
         "linear-b-wrong-length",
         lambda c: LinearConstraint(torch.eye(2, 5), [1.0, 2.0, 3.0]),
         ConstraintError,
@@ -1573,6 +1585,12 @@ CONSTRAINT_CASES = [
         lambda c: LinearConstraint(torch.ones(1, 5), [1.0], noise=-1.0),
         ConstraintError,
         r"noise must be a finite number >= 0",
+    ),
+    case(
+        "linear-noise-not-a-number",
+        lambda c: LinearConstraint(torch.ones(1, 5), [1.0], noise="a"),
+        ConstraintError,
+        r"noise must be a finite number >= 0, got 'a'",
     ),
     case(
         "linear-projection-unknown",
@@ -1599,10 +1617,35 @@ CONSTRAINT_CASES = [
         r"jitter must be a finite number > 0",
     ),
     case(
+        "linear-jitter-not-a-number",
+        lambda c: LinearConstraint(torch.ones(1, 5), [1.0], jitter="a"),
+        ConstraintError,
+        r"jitter must be a finite number > 0, got 'a'",
+    ),
+    case(
+        "linear-jitter-none",
+        lambda c: LinearConstraint(torch.ones(1, 5), [1.0], jitter=None),
+        ConstraintError,
+        r"jitter must be a finite number > 0, got None",
+    ),
+    case(
         "linear-output-wrong-grid",
         lambda c: constrain(nn.Identity(), mass(1.0))(torch.zeros(2, 6)),
         ConstraintError,
         r"output of shape \(2, 6\) does not end in",
+    ),
+    case(
+        "linear-output-zero-dim",
+        lambda c: constrain(nn.Identity(), mass(1.0))(torch.tensor(1.0)),
+        ConstraintError,
+        r"output of shape \(\) does not end in the constraint's grid \(5,\): it has no axes "
+        r"but G has 5 columns",
+    ),
+    case(
+        "nonnegative-keep-output-zero-dim",
+        lambda c: constrain(nn.Identity(), NonNegative(keep=mass(1.0)))(torch.tensor(-1.0)),
+        ConstraintError,
+        r"output of shape \(\) does not end in the constraint's grid \(5,\): it has no axes",
     ),
     case(
         "linear-target-does-not-broadcast",
@@ -1674,6 +1717,43 @@ CONSTRAINT_CASES = [
         ),
         ValueError,
         r"cov contains NaN",
+    ),
+    case(
+        "gaussian-low-rank-factor-wrong-points",
+        lambda c: Gaussian(
+            torch.zeros(5), physml.LowRankCovariance(torch.ones(5), torch.ones(6, 2))
+        ),
+        ValueError,
+        r"cov.factor must have shape \(5, m\) to match the mean, got \(6, 2\)",
+    ),
+    case(
+        "gaussian-low-rank-factor-wrong-slices",
+        lambda c: Gaussian(
+            torch.zeros(3, 5), physml.LowRankCovariance(torch.ones(3, 5), torch.zeros(2, 5, 1))
+        ),
+        ValueError,
+        r"cov.factor must have shape \(3, 5, m\) to match the mean, got \(2, 5, 1\)",
+    ),
+    case(
+        "gaussian-low-rank-base-wrong-points",
+        lambda c: Gaussian(
+            torch.zeros(5), physml.LowRankCovariance(torch.ones(6), torch.ones(5, 2))
+        ),
+        ValueError,
+        r"cov.base must have shape \(5,\) \(diagonal\) or \(5, 5\) \(full\) to match the "
+        r"mean, got \(6,\)",
+    ),
+    case(
+        "gaussian-low-rank-base-not-a-tensor",
+        lambda c: Gaussian(torch.zeros(5), physml.LowRankCovariance(1.0, torch.ones(5, 2))),
+        TypeError,
+        r"cov.base must be a tensor, got float",
+    ),
+    case(
+        "gaussian-cov-complex",
+        lambda c: Gaussian(torch.zeros(3), torch.ones(3, dtype=torch.complex64)),
+        TypeError,
+        r"cov must hold real numbers, got dtype torch.complex64",
     ),
     case(
         "constrain-integer-output",

@@ -105,6 +105,30 @@ def test_diagonal_covariance_gives_the_same_posterior_without_an_n_by_n_matrix()
     assert torch.allclose(twice.cov.dense(), together.dense_cov(), atol=1e-10)
 
 
+@pytest.mark.parametrize("slices", [1, 3])
+def test_a_full_base_shared_by_a_batched_factor_is_read_as_full(slices):
+    """``LowRankCovariance(base (n, n), factor (B, n, m))`` is one matrix ``base − F_b F_bᵀ`` per
+    slice (dense torch), not ``B × n`` variances; a Gaussian wants the base per slice and says
+    so by name."""
+    gen = torch.Generator().manual_seed(17)
+    n = 4
+    A = torch.randn(n, n, generator=gen, dtype=F64)
+    base = A @ A.T + torch.eye(n, dtype=F64)
+    factor = 0.3 * torch.randn(slices, n, 2, generator=gen, dtype=F64)
+    expected = torch.stack([base - f @ f.T for f in factor])
+    cov = LowRankCovariance(base, factor)
+    assert not cov.base_is_diagonal
+    torch.testing.assert_close(cov.dense(), expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(cov.variance(), torch.diagonal(expected, dim1=-2, dim2=-1))
+    shape = rf"\({slices}, {n}\)"
+    with pytest.raises(ValueError, match=rf"cov.base must have shape {shape} \(diagonal\)"):
+        Gaussian(torch.zeros(slices, n, dtype=F64), cov)
+    per_slice = Gaussian(
+        torch.zeros(slices, n, dtype=F64), LowRankCovariance(base.expand(slices, n, n), factor)
+    )
+    torch.testing.assert_close(per_slice.dense_cov(), expected, rtol=0, atol=1e-14)
+
+
 def test_correction_goes_where_the_variance_is():
     mean = torch.zeros(10, dtype=F64)
     variance = torch.full((10,), 1e-4, dtype=F64)
@@ -319,6 +343,66 @@ def test_members_that_agree_on_every_total_fall_back_to_the_projection(rows):
     out = through(LinearConstraint(G, b), Ensemble(samples)).samples
     hardc = through(LinearConstraint(G, b, projection="euclidean"), Ensemble(samples)).samples
     torch.testing.assert_close(out, hardc, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise", [1e-9, 1e-5, 1e-2])
+@pytest.mark.parametrize(
+    ("rows", "members"),
+    [(1, "agree-on-every-total"), (2, "agree-on-every-total"), (2, "one-direction")],
+    ids=["one-row-agree", "two-rows-agree", "two-rows-one-direction"],
+)
+def test_a_noisy_update_of_members_that_do_not_span_the_rows_uses_the_jitter(rows, members, noise):
+    """Members that cannot say where a row's miss goes (no spread along it, or one direction of
+    spread for two rows) take the ``γ I`` fallback whatever ``σ``: with ``σ > 0`` too, the
+    square-root update with ``Σ + γ I`` (numpy's dense formulas), which tends to the exact update
+    as ``σ → 0`` instead of leaving the rows unmet."""
+    rng = np.random.default_rng(60 + rows)
+    n, m = 12, 6
+    G = rng.random((rows, n)) + 0.1
+    if members == "agree-on-every-total":
+        anomalies = rng.normal(size=(m, n))
+        anomalies -= anomalies @ G.T @ np.linalg.solve(G @ G.T, G)  # G a = 0: every total equal
+    else:
+        anomalies = rng.normal(size=(m, 1)) * rng.normal(size=n)  # a single direction
+    X = rng.normal(size=n) + anomalies
+    b = G @ X.mean(0) + 1.0 + rng.random(rows)  # every member misses every row
+    out = through(
+        LinearConstraint(torch.tensor(G), torch.tensor(b), noise=noise), Ensemble(torch.tensor(X))
+    ).samples.numpy()
+    prior = np.cov(X.T)
+    used = prior + 1e-3 * np.diag(prior).mean() * np.eye(n)  # jitter × mean variance
+    mean = dense_posterior(X, G, b, noise, used)[0]
+    centred = X - X.mean(0)
+    expected = mean + centred - centred @ G.T @ root_gain(used, G, noise).T
+    assert_relative(out, expected, 1e-9)
+    exact = through(LinearConstraint(torch.tensor(G), torch.tensor(b)), Ensemble(torch.tensor(X)))
+    assert np.abs(exact.samples.numpy() @ G.T - b).max() < 1e-12 * np.abs(b).max()
+    assert np.abs(out - exact.samples.numpy()).max() < 1e3 * noise * np.abs(X).max()
+
+
+def test_the_unspanned_threshold_is_the_same_for_one_row_and_for_several():
+    """:data:`UNSPANNED` compares ``Σ_m (G_i A_m)²`` with ``|G_i|² Σ_m |A_m|²``, whatever the
+    member count: a row the members span by 4e-12 of that (above 1e-12) gets the ensemble
+    update, alone and beside a well-spanned row (numpy's ``Σ Gᵀ (G Σ Gᵀ)⁻¹``, not ``γ I``)."""
+    from physml.constraints.linear import UNSPANNED
+
+    rng = np.random.default_rng(70)
+    n, m = 6, 9
+    anomalies = rng.normal(size=(m, n))
+    anomalies -= anomalies.mean(0)
+    weak = anomalies[:, 1] / np.sqrt((anomalies[:, 1] ** 2).sum())
+    anomalies[:, 1] = weak * np.sqrt(4 * UNSPANNED * (anomalies**2).sum())  # ratio ≈ 4e-12
+    X = rng.normal(size=n) + anomalies
+    for G in (np.eye(n)[[1]], np.eye(n)[[0, 1]]):
+        ratio = ((anomalies @ G.T) ** 2).sum(0) / (anomalies**2).sum()
+        assert UNSPANNED < ratio[-1] < (m - 1) * UNSPANNED
+        b = G @ X.mean(0) + 1e-6
+        out = through(
+            LinearConstraint(torch.tensor(G), torch.tensor(b)), Ensemble(torch.tensor(X))
+        ).samples.numpy()
+        prior = np.cov(X.T)
+        gain = prior @ G.T @ np.linalg.inv(G @ prior @ G.T)
+        assert_relative(out, X - (X @ G.T - b) @ gain.T, 1e-6)
 
 
 @pytest.mark.parametrize("rows", [1, 3])
@@ -896,6 +980,44 @@ def test_nonnegativity_of_a_one_row_posterior_that_fixes_a_negative_total_raises
     )
     with pytest.raises(ConstraintError, match="infeasible"):
         through(NonNegative(), posterior)
+
+
+@pytest.mark.parametrize("noise", [0.5, 0.05])
+def test_nonnegativity_after_a_noisy_update_is_the_projection_in_the_posterior_metric(noise):
+    """A noisy mass update leaves variance along the row: non-negativity must move the mass too.
+    Checked per slice against numpy's dense posterior ``Σ − Σg (gᵀΣg + σ²)⁻¹ gᵀΣ``: ``u >= 0``,
+    multipliers ``ν = Σ⁻¹ (u − m) >= 0`` on the zeros and 0 elsewhere (the convex program's
+    certificate), and the covariance conditioned on those zeros."""
+    from physml.constraints import NonNegative
+
+    rng = np.random.default_rng(5)
+    n = 9
+    mean = rng.normal(size=(4, n)) + 0.2
+    variance = 0.1 + rng.random((4, n))
+    g = rng.random(n) + 0.1
+    b = (np.clip(mean, 0, None) @ g)[:, None] * 0.5
+    constraint = LinearConstraint(torch.tensor(g[None]), torch.tensor(b), noise=noise)
+    posterior = through(constraint, Gaussian(torch.tensor(mean), torch.tensor(variance)))
+    assert isinstance(posterior.cov, LowRankCovariance) and (posterior.mean < 0).any()
+    out = through(NonNegative(), posterior)
+    for s in range(4):
+        prior = np.diag(variance[s])
+        gain = prior @ g / (g @ prior @ g + noise**2)
+        m = mean[s] - gain * (g @ mean[s] - b[s, 0])
+        cov = prior - np.outer(gain, g @ prior)
+        u = out.mean[s].numpy()
+        nu = np.linalg.solve(cov, u - m)
+        scale = np.abs(nu).max()
+        pinned = u == 0
+        assert (u >= 0).all()
+        if not (m < 0).any():
+            assert np.array_equal(u, posterior.mean[s].numpy())
+            continue
+        assert pinned.any() and abs(u @ g - m @ g) > 1e-6  # the mass moved
+        assert (nu[pinned] >= -1e-9 * scale).all()
+        assert (np.abs(nu[~pinned]) <= 1e-9 * scale).all()
+        conditioned = cov - cov[:, pinned] @ np.linalg.solve(cov[pinned][:, pinned], cov[pinned])
+        np.testing.assert_allclose(out.dense_cov()[s].numpy(), conditioned, rtol=0, atol=1e-12)
 
 
 def test_woodbury_pinned_conditioning_equals_the_dense_conditioning():

@@ -9,9 +9,10 @@
 - Ensemble output: every member is moved with the ensemble covariance (``projection=
   "euclidean"``: projected on its own, HardC), the covariance built from the centred
   members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
-  cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1) a small
-  ``γ I`` (``jitter`` times the ensemble's mean variance) joins the covariance, so every member
-  still meets every row exactly. With ``σ = 0`` every member moves by the same gain ``K``: the
+  cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1, or no
+  spread along one; judged without the noise) a small ``γ I`` (``jitter`` times the ensemble's
+  mean variance) joins the covariance, so every member still meets every row (exactly if
+  ``σ = 0``). With ``σ = 0`` every member moves by the same gain ``K``: the
   members' mean and sample covariance are the Gaussian update's. With ``σ > 0`` the deterministic
   square-root form (ensemble square-root filter, no random numbers): the mean moves by ``K``, the
   centred members by ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹`` (``L Lᵀ = S = G Σ Gᵀ + σ² I``), so their
@@ -43,14 +44,19 @@ Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
 VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
 UNSPANNED = 1e-12
-"""An ensemble whose spread along a row, ``Σ_m (G_i A_m)²``, is below this × ``|G_i|² Σ_m |A_m|²``
-(its members agree on that total to ~1e-6 of their spread) says nothing about where the row's
-miss should go: round-off would set the update's shape, so the ``γ I`` fallback decides."""
+"""An ensemble whose spread along a row, ``Σ_m (G_i A_m)²`` (with several rows: beyond what the
+rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
+~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
+update's shape, so the ``γ I`` fallback decides, whatever the noise."""
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     if not isinstance(G, torch.Tensor) or G.ndim != 2:
         raise ConstraintError(f"G must be a tensor of shape (k, n), got {getattr(G, 'shape', G)}")
+    if 0 in G.shape:
+        raise ConstraintError(
+            f"G must have at least one row and one column, got shape {tuple(G.shape)}"
+        )
     if G.is_complex() or G.dtype == torch.bool:
         raise ConstraintError(f"G must hold real numbers, got dtype {G.dtype}")
     G = G.detach().to(F64)
@@ -65,6 +71,16 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
             f"G's {G.shape[0]} rows are linearly dependent (rank {rank}): drop the redundant ones"
         )
     return G
+
+
+def _number(name: str, value: object, expected: str) -> float:
+    """``value`` as a float, or a ConstraintError naming ``name`` (no bools or strings)."""
+    if not isinstance(value, bool | str):
+        try:
+            return float(value)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise ConstraintError(f"{name} must be {expected}, got {value!r}")
 
 
 def _check_target(b: object, k: int, name: str = "b") -> torch.Tensor:
@@ -136,7 +152,7 @@ class LinearConstraint(Constraint):
         else:
             self.target_fn = None
             self.register_buffer("b", _check_target(b, k))
-        noise = float(noise)
+        noise = _number("noise", noise, "a finite number >= 0")
         if not math.isfinite(noise) or noise < 0:
             raise ConstraintError(f"noise must be a finite number >= 0, got {noise}")
         if projection not in ("covariance", "euclidean"):
@@ -155,6 +171,7 @@ class LinearConstraint(Constraint):
         self.channels = channels
         self.ndims = None if ndims is None else tuple(ndims)
         self.layout_hint = layout_hint
+        jitter = _number("jitter", jitter, "a finite number > 0")
         if not (math.isfinite(jitter) and jitter > 0):
             raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
         if not (
@@ -197,13 +214,11 @@ class LinearConstraint(Constraint):
         """``field``'s leading shape, after checking its trailing axes and number of axes."""
         s = len(self.space)
         if field.ndim < s or tuple(field.shape[field.ndim - s :]) != self.space:
+            found = f"{field.shape[-1]} points on its last axis" if field.ndim else "no axes"
             raise ConstraintError(
                 f"{name} of shape {tuple(field.shape)} does not end in the constraint's grid "
-                f"{self.space}: it has {field.shape[-1]} points on its last axis but G has "
-                f"{self.G.shape[1]} columns"
-                if s == 1
-                else f"{name} of shape {tuple(field.shape)} does not end in the constraint's "
-                f"grid {self.space}"
+                f"{self.space}"
+                + (f": it has {found} but G has {self.G.shape[1]} columns" if s == 1 else "")
             )
         if self.ndims is not None and field.ndim not in self.ndims:
             raise ConstraintError(
@@ -432,28 +447,40 @@ class LinearConstraint(Constraint):
             variance = A.square().sum(0) / (members - 1)  # (..., n)
             CG = (1 - self.shrinkage) * CG + self.shrinkage * variance[..., None] * G.T
             S = (1 - self.shrinkage) * S + self.shrinkage * (G * variance[..., None, :]) @ G.T
-        if self.noise:
-            S = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
         mismatch = (GX - b).movedim(0, -1)  # (..., k, member)
-        spread = A.square().sum((0, -1))[..., None] * G.square().sum(-1)  # (..., k)
-        spanned = bool((torch.diagonal(S, dim1=-2, dim2=-1) > UNSPANNED * spread).all())
-        if 1 < k and (k <= members - 1 or self.shrinkage) and spanned:
-            L, info = torch.linalg.cholesky_ex(S)
-            if not (info > 0).any():
-                new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
-                try:
-                    self._check_update(G, new.detach(), b, X)
-                    return Ensemble(self._unflat(new, samples))
-                except ConstraintError:
-                    pass  # the members do not span the rows well: add γ I below
+        noisy = S
+        if self.noise:
+            noisy = S + self.noise**2 * torch.eye(k, dtype=F64, device=G.device)
+        L = _spanning_factor(S, A, G) if 1 < k and (k <= members - 1 or self.shrinkage) else None
+        if L is not None:
+            if self.noise:
+                L = _cholesky(noisy, G)
+            new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise)
+            try:
+                self._check_update(G, new.detach(), b, X)
+                return Ensemble(self._unflat(new, samples))
+            except ConstraintError:
+                pass  # the members do not span the rows well: add γ I below
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
         CG = CG + gamma[..., None, None] * G.T
-        S = S + gamma[..., None, None] * (G @ G.T)
+        S = noisy + gamma[..., None, None] * (G @ G.T)
         L = _cholesky(S, G)
         new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
         self._check_update(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples))
+
+
+def _spanning_factor(S: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
+    """The Cholesky factor of the noise-free ``S = G Σ Gᵀ`` ``(..., k, k)``, or ``None`` where
+    the centred members ``A`` ``(member, ..., n)`` do not span the rows: a pivot (a row's spread
+    beyond what the rows before it fix) at or below :data:`UNSPANNED` of ``|G_i|² Σ_m |A_m|² /
+    (m − 1)`` (the spread on ``S``'s scale), or no factor at all. The noise does not enter: a
+    small ``σ`` would pass the test without giving the members a direction to move along."""
+    L, info = torch.linalg.cholesky_ex(S)
+    spread = A.square().sum((0, -1))[..., None] * G.square().sum(-1) / (A.shape[0] - 1)
+    pivots = torch.diagonal(L, dim1=-2, dim2=-1).square()
+    return L if bool(((info == 0)[..., None] & (pivots > UNSPANNED * spread)).all()) else None
 
 
 def _one_row_update(
@@ -465,7 +492,7 @@ def _one_row_update(
     ``σ = 0``: ``X − K (gX − b)``. ``σ > 0``: the mean ``x̄ − K (gx̄ − b)`` and the centred
     members ``A − α K gA``, ``α = 1 / (1 + sqrt(σ² / (gᵀΣg + σ²)))`` (the square-root gain
     ``K̃`` of one row). A dozen elementwise passes; ``None`` where the members do not span ``g``
-    somewhere (``gᵀΣg + σ²`` zero, or below :data:`UNSPANNED` of their spread)."""
+    somewhere (``gᵀΣg`` zero, or below :data:`UNSPANNED` of their spread, whatever ``σ``)."""
     A = X - X.mean(0)  # centred: X in place of A would cancel (see apply_ensemble)
     GX, GA = X @ g, A @ g  # (member, ...)
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
@@ -474,10 +501,10 @@ def _one_row_update(
         variance = A.square().sum(0)  # (m − 1) diag Σ, (..., n)
         CG = (1 - shrinkage) * CG + shrinkage * variance * g
         S = (1 - shrinkage) * S + shrinkage * (variance * g.square()).sum(-1)
-    S = S + (X.shape[0] - 1) * noise**2
     spread = A.square().sum((0, -1)) * g.square().sum()  # |g|² Σ_m |A_m|², per slice
-    if not bool(((S > 0) & (S > UNSPANNED * spread)).all()):
+    if not bool(((S > 0) & (S > UNSPANNED * spread)).all()):  # noise-free: σ cannot span g
         return None
+    S = S + (X.shape[0] - 1) * noise**2
     if not noise:
         return X - CG * ((GX - b[..., 0]) / S)[..., None]
     alpha = 1 / (1 + ((X.shape[0] - 1) * noise**2 / S).sqrt())  # S is (m − 1)(gᵀΣg + σ²)

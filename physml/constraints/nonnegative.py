@@ -49,6 +49,10 @@ marks its active set as not optimal (round-off in an optimal one stays far below
 ROUND_OFF = 1e-12
 """Values of a conditioned mean above ``-ROUND_OFF`` times the slice's largest ``|mean|`` count as
 zero: pinning them would chase round-off."""
+DEGENERATE = 1e-9
+"""``|Σ_i f_i² / D_i − 1|`` up to which ``diag(D) − f fᵀ`` counts as singular along its row (an
+exact update's posterior; ``σ > 0`` leaves ``σ² / (gᵀDg + σ²)`` of the variance along it). A
+covariance stored in a lower precision is allowed four of its ``eps``."""
 INFEASIBLE = (
     "non-negativity is infeasible here: the points to pin at zero have (nearly) no variance "
     "left, or pinning them contradicts the constraints already imposed"
@@ -204,28 +208,33 @@ def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> tor
 
 def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
     """``N(mean, diag(D) − f fᵀ)`` ``(..., n)`` float64 conditioned on ``u >= 0`` in one step:
-    ``(mean, D, f)`` of the result, or ``None`` where ``f`` is not one row of one sign.
+    ``(mean, D, f)`` of the result, or ``None`` where ``f`` is not one row of one sign or the
+    covariance is not singular along it (``Σ_i f_i² / D_i ≠ 1``: a noisy update, whose mass
+    may still move).
 
-    Such a posterior is a diagonal Gaussian conditioned on one row ``w ∝ f / D`` (a mass
-    conservation update); conditioning it on ``u_A = 0`` as well is the Mahalanobis projection
-    of its mean onto ``{w·u = w·mean, u >= 0}`` in the metric ``D⁻¹``: the weighted simplex
-    projection, the active set ``A`` its zeros. Pinning the negative points one round at a time
-    reaches the same set (for ``w >= 0`` the multiplier only grows), so this is the iterative
-    route's answer without its rounds. Slices without a negative mean are returned as they are.
+    Such a posterior is a diagonal Gaussian conditioned exactly on one row ``w ∝ f / D`` (a mass
+    conservation update with ``σ = 0``); conditioning it on ``u_A = 0`` as well is the
+    Mahalanobis projection of its mean onto ``{w·u = w·mean, u >= 0}`` in the metric ``D⁻¹``:
+    the weighted simplex projection, the active set ``A`` its zeros. Pinning the negative points
+    one round at a time reaches the same set (for ``w >= 0`` the multiplier only grows), so this
+    is the iterative route's answer without its rounds. Slices without a negative mean are
+    returned as they are.
     """
     variance = cov.base.to(F64).expand(mean.shape)
     factor = cov.factor[..., 0].to(F64).expand(mean.shape)
     w = factor / variance.clamp_min(torch.finfo(F64).tiny)  # zero where f is (D = 0: f = 0)
+    tolerance = max(DEGENERATE, 4 * torch.finfo(cov.factor.dtype).eps)
+    along = (factor * w).sum(-1)  # Σ f² / D: 1 where the row is held exactly
     w = w * w.sum(-1, keepdim=True).sign()  # a row is defined up to its sign
     negative = mean < 0
     total, size = (mean * w).sum(-1), (mean.abs() * w).sum(-1)
-    mixed, infeasible = torch.stack(
+    general, infeasible = torch.stack(
         [
-            (w < 0).any(),  # not one row of one sign: the general route decides
+            (w < 0).any() | ((along - 1).abs() > tolerance).any(),  # the general route decides
             (negative & (variance <= 0)).any() | (total < -ROW_TOLERANCE * size).any(),
         ]
     ).tolist()
-    if mixed:
+    if general:
         return None
     if infeasible:  # a negative mean that cannot move, or a row fixing a negative total
         raise ConstraintError(INFEASIBLE)
@@ -260,10 +269,10 @@ class NonNegative(Constraint):
 
     A diagonal covariance stays diagonal and a :class:`~physml.outputs.LowRankCovariance` over a
     diagonal base (a conservation update's posterior) stays low rank, each iteration ``O(n k²)``
-    a slice (one row of one sign and ``tolerance = 0``: no iterations, one sorted pass);
-    otherwise the covariance is dense ``(..., n, n)`` and each iteration one batched solve over
-    all slices. A slice whose grown set is not optimal is searched again on its own
-    (Lawson–Hanson, one small solve per step).
+    a slice (one exact row of one sign, ``σ = 0``, and ``tolerance = 0``: no iterations, one
+    sorted pass); otherwise the covariance is dense ``(..., n, n)`` and each iteration one
+    batched solve over all slices. A slice whose grown set is not optimal is searched again on
+    its own (Lawson–Hanson, one small solve per step).
     """
 
     def __init__(
