@@ -27,19 +27,37 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         yield
         return
     lock = Path(path)
-    with open(lock, "a") as handle:
+    while True:
+        handle = open(lock, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _names(lock, handle):
+                break
         except BlockingIOError:
+            handle.close()
             raise FileExistsError(
                 f"{what} is being written by another process (lock {str(lock)!r}); wait for it "
                 "to finish or stop it"
             ) from None
+        except BaseException:
+            handle.close()
+            raise
+        # the holder removed the file between our open and our lock: lock the file at ``path``
+        handle.close()
+    with handle:
         try:
             yield
         finally:
             lock.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _names(path: Path, handle) -> bool:
+    """Whether ``path`` still names the file open as ``handle``."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(handle.fileno()))
+    except FileNotFoundError:
+        return False
 
 
 def remove_leftovers(folder: str | os.PathLike, name: str) -> list[Path]:

@@ -232,6 +232,33 @@ def test_a_second_writer_to_the_same_output_is_refused(tmp_path):
     assert not lock.exists()
 
 
+def test_a_lock_released_while_a_second_writer_waits_to_take_it_stays_one_lock(
+    tmp_path, monkeypatch
+):
+    """The holder removes the file as it lets go: a writer that opened the file before must not
+    hold a lock on the removed file while a third writer locks the new one."""
+    import contextlib
+    import fcntl
+
+    lock, first = tmp_path / ".toy.h5.lock", contextlib.ExitStack()
+    first.enter_context(exclusive_lock(lock, "out: 'toy.h5'"))
+    real, releases = fcntl.flock, []
+
+    def flock(handle, operation):
+        if operation & fcntl.LOCK_EX and not releases:
+            releases.append(first.close())  # the holder finishes between open and flock
+        return real(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with exclusive_lock(lock, "out: 'toy.h5'"):
+        assert releases
+        with pytest.raises(FileExistsError, match="being written by another process"):
+            with exclusive_lock(lock, "out: 'toy.h5'"):
+                pass
+        assert lock.exists()
+    assert not lock.exists()
+
+
 def test_leftovers_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
     out = tmp_path / "toy.h5"
     stale = tmp_path / ".toy.h5.abc123.h5.tmp"

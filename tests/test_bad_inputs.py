@@ -84,7 +84,7 @@ from physml.models import (
     unflatten,
     with_parameters,
 )
-from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from physml.training import CheckpointError, MemberRows, TrainConfig, Trainer, load_checkpoint
 from physml.training.families import model_config
 
 INF, NAN = math.inf, math.nan
@@ -2781,6 +2781,24 @@ TRAINING_CASES = [
         r"model must be one of",
     ),
     case(
+        "family-name-list",
+        lambda c: model_config(["fno"], "operator", {}),
+        ValueError,
+        r"model must be one of \[.*\], got \['fno'\]",
+    ),
+    case(
+        "member-rows-list",
+        lambda c: MemberRows([[0.0, 1.0]], [0.0], 2),
+        TypeError,
+        r"inputs must be a torch.Tensor, got list",
+    ),
+    case(
+        "member-rows-targets-numpy",
+        lambda c: MemberRows(torch.zeros(3, 2), np.zeros(3), 2),
+        TypeError,
+        r"targets must be a torch.Tensor, got ndarray",
+    ),
+    case(
         "family-task-not-served",
         lambda c: model_config("earthformer", "operator", {}),
         ValueError,
@@ -3039,6 +3057,24 @@ CLI_CASES = [
         lambda c: bad_toml(c, 'model = "fno"\ntask = "operator"\nval_fraction = "x"'),
         UserError,
         r"--val-fraction must be a finite number, got 'x'",
+    ),
+    case(
+        "cli-train-config-model-list",
+        lambda c: bad_toml(c, 'model = ["fno"]\ntask = "operator"'),
+        UserError,
+        r"--config: model must be a string, one of \[.*'fno'.*\], got \['fno'\]",
+    ),
+    case(
+        "cli-train-config-task-number",
+        lambda c: bad_toml(c, 'model = "fno"\ntask = 3'),
+        UserError,
+        r"--config: task must be a string, one of \['operator', 'rollout', 'forecast'\], got 3",
+    ),
+    case(
+        "cli-train-config-distill-from-number",
+        lambda c: bad_toml(c, 'model = "fno"\ntask = "operator"\ndistill_from = 3'),
+        UserError,
+        r"--config: distill_from must be a string, the run folder of the old model, got 3",
     ),
     case(
         "cli-train-config-unknown-key",

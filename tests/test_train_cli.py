@@ -207,3 +207,75 @@ def test_a_device_that_does_not_exist_is_one_clear_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "device" in err and "bogus" in err
+
+
+def test_an_fno_trained_with_capped_modes_evaluates_on_another_grid(heat):
+    """The modes kept on the training grid are recorded: an evaluation on a grid that would cap
+    them otherwise rebuilds the trained weights' shapes, in both directions."""
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import save_checkpoint
+
+    coarse = ["generate", "heat", "--n", "4", "--nx", "9", "--out", "coarse.h5", "--quiet"]
+    assert main(coarse) == 0
+    options = ["--modes", "8", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    options += ["--schedule", "constant"]
+    for data, kept, other in (("heat.h5", 8, "coarse.h5"), ("coarse.h5", 4, "heat.h5")):
+        run = f"on-{data}"
+        command = ["train", "--data", data, "--model", "fno", "--task", "operator"]
+        assert main([*command, "--out", run, "--steps", "1", *options]) == 0
+        assert load_checkpoint(run)["model_config"]["n_modes"] == kept  # 8, or 9 // 2
+        assert main(["evaluate", "--checkpoint", run, "--data", other]) == 0
+        scores = json.loads((heat / run / "evaluation" / "metrics.json").read_text())
+        assert all(0 < scores[key] < float("inf") for key in ("rel_l2", "mse"))
+    older = "on-coarse.h5"
+    state = load_checkpoint(older)
+    del state["model_config"]["n_modes"]  # as written before the modes were recorded
+    save_checkpoint(older, state)
+    assert main(["evaluate", "--checkpoint", older, "--data", "coarse.h5"]) == 0
+    command = ["train", "--data", "coarse.h5", "--model", "fno", "--task", "operator"]
+    assert main([*command, "--out", older, "--steps", "2", *options]) == 0  # the same model
+    assert json.loads((heat / older / "report.json").read_text())["resumed_from"] == 1
+    assert "n_modes" not in load_checkpoint(older)["model_config"]
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(constant):
+        raise ValueError(f"metrics.json holds {constant}, which is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_scores_of_large_fields_are_computed_in_double_precision(heat):
+    import h5py
+    import numpy as np
+
+    from physml.training import load_checkpoint
+    from physml.training.families import build
+
+    with h5py.File("heat.h5", "r+") as file:
+        file["u"][...] = file["u"][...] * 1e25  # squares beyond float32 (3.4e38)
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5"]) == 0
+    scores = _strict_json((heat / "r" / "evaluation" / "metrics.json").read_text())
+    state = load_checkpoint("r")
+    model, pairs = build(state["model_config"], load("heat.h5"))
+    model.load_state_dict(state["model"])
+    model.eval()
+    with torch.no_grad():
+        prediction = model(torch.stack([pairs[i][0] for i in range(len(pairs))]))
+    target = np.stack([pairs[i][1].numpy() for i in range(len(pairs))]).astype(np.float64)
+    wanted = np.mean((prediction.numpy().astype(np.float64) - target) ** 2)
+    assert np.isfinite(wanted) and scores["mse"] == pytest.approx(wanted, rel=1e-6)
+
+
+def test_scores_that_are_not_finite_are_written_as_null(heat, monkeypatch):
+    from physml.training import commands
+
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    not_finite = {"samples": 12, "rel_l2": float("nan"), "mse": float("inf")}
+    monkeypatch.setattr(commands, "_scores", lambda prediction, target: dict(not_finite))
+    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5"]) == 0
+    scores = _strict_json((heat / "r" / "evaluation" / "metrics.json").read_text())
+    assert scores == {"solutions": 12, "samples": 12, "rel_l2": None, "mse": None}

@@ -623,3 +623,58 @@ def test_weights_that_are_not_finite_are_never_checkpointed(tmp_path):
     with pytest.raises(FloatingPointError, match=r"step 1 \(the weights became NaN or inf\)"):
         Trainer(model(), mse, config, tmp_path, quiet=True, after_step=blow_up).fit(data())
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+class NumpyItems:
+    """The pairs of ``data(seed)`` served as numpy arrays, the target's first entry as a float."""
+
+    def __init__(self, seed=0, number=False):
+        x, y = data(seed).tensors
+        self.x, self.y, self.number = x.numpy(), y.numpy(), number
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], float(self.y[i, 0, 0]) if self.number else self.y[i]
+
+
+def test_numpy_arrays_and_python_numbers_in_items_are_fingerprinted(tmp_path):
+    import hashlib
+
+    from physml.training import fingerprint
+
+    x, y = data().tensors
+    digest = hashlib.sha256()  # the hash of tensor items, as checkpoints have always held it
+    for i in (0, 6, 12, 17, 23):  # five samples evenly spread over the 24
+        digest.update(x[i].numpy().tobytes())
+        digest.update(y[i].numpy().tobytes())
+    assert fingerprint(data())["sample_hash"] == digest.hexdigest()
+    assert fingerprint(NumpyItems()) == fingerprint(data())
+    numbers = TensorDataset(x, y[:, 0, 0].double())  # a float collates to float64
+    assert fingerprint(NumpyItems(number=True)) == fingerprint(numbers)
+    config = dataclasses.replace(CONFIG, steps=4, schedule="constant")
+    longer = dataclasses.replace(config, steps=8)
+
+    def first_point(net, batch):
+        x, y = batch
+        return (net(x)[:, 0, 0] - y).square().mean()
+
+    for number, loss in ((False, mse), (True, first_point)):
+        out = tmp_path / str(number)
+        Trainer(model(), loss, config, out, quiet=True).fit(NumpyItems(0, number))
+        with pytest.raises(CheckpointError, match="other data.*sample_hash"):
+            Trainer(model(), loss, longer, out, quiet=True).fit(NumpyItems(9, number))
+        resumed = Trainer(model(), loss, longer, out, quiet=True).fit(NumpyItems(0, number))
+        assert resumed.resumed_from == 4
+
+
+def test_validate_takes_a_device_by_name():
+    net, pairs = model(), data()
+    trainer = Trainer(net, mse, CONFIG, quiet=True)
+    net.eval()
+    with torch.no_grad():
+        whole = float(mse(net, pairs.tensors))  # 24 pairs in 4 batches of 6: the same mean
+    assert trainer.validate(net, pairs, "cpu") == pytest.approx(whole, rel=1e-6)
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        trainer.validate(net, pairs, "gpu")

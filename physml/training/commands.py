@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from pdes.checks import finite_number
 from .. import metrics
 from .._io import atomic_write_text, save_figure
 from ..data import PDEData, load
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import checkpoint_path, load_checkpoint, load_weights
 from .distributed import world
 from .families import (
     DEFAULTS,
@@ -126,6 +127,13 @@ def settings(args: argparse.Namespace) -> dict:
         unknown = sorted(set(merged) - known)
         if unknown:
             raise ValueError(f"--config: unknown key(s) {unknown}; known: {sorted(known)}")
+        for key, wanted in (
+            ("model", f"one of {sorted(FAMILIES)}"),
+            ("task", f"one of {list(TASKS)}"),
+            ("distill_from", "the run folder of the old model"),
+        ):
+            if key in merged and not isinstance(merged[key], str):
+                raise TypeError(f"--config: {key} must be a string, {wanted}, got {merged[key]!r}")
     for key, value in vars(args).items():
         if value is not None and key not in ("config", "data", "out", "quiet", "command"):
             merged[key] = value
@@ -195,6 +203,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         description = {**description, "distill": {**options, "tau": loss.tau}}
     elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):
         raise ValueError("--distill-lambda/-alpha/-beta/-tau need --distill-from")
+    description = _as_resumed(description, Path(args.out))
     trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet)
     report = trainer.fit(train_set, validation)
     if world(config.device).rank != 0:
@@ -216,6 +225,16 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
     print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} → {args.out}")
     return 0
+
+
+def _as_resumed(description: dict, out: Path) -> dict:
+    """The description of the run in ``out`` when it is ``description`` written before
+    ``n_modes`` was recorded: its modes were capped on the same training file, so it resumes."""
+    if "n_modes" not in description or not checkpoint_path(out).is_file():
+        return description
+    saved = load_checkpoint(out)["model_config"]
+    older = {key: value for key, value in description.items() if key != "n_modes"}
+    return saved if saved == older else description
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -257,7 +276,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
     out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(scores, indent=1) + "\n")
+    written = {key: _finite_or_none(value) for key, value in scores.items()}
+    atomic_write_text(out / "metrics.json", json.dumps(written, indent=1, allow_nan=False) + "\n")
     plot_samples(prediction, target, out / "samples.png")
     width = max(len(k) for k in scores)
     for key, value in scores.items():
@@ -282,11 +302,17 @@ def _predict_pairs(model, pairs, device: torch.device) -> tuple[torch.Tensor, to
 def _scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
     """``samples``: the (input, target) pairs scored — one per solution for ``operator`` and the
     point models, several per solution for ``rollout`` and ``forecast``."""
+    prediction, target = prediction.double(), target.double()
     return {
         "samples": prediction.shape[0],
         "rel_l2": float(metrics.relative_l2(prediction, target)),
         "mse": float((prediction - target).square().mean()),
     }
+
+
+def _finite_or_none(value: object) -> object:
+    """``value``, or ``None`` (JSON ``null``) for a score that is not finite."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _check_same_pairs(model: str, pairs, trained: list) -> None:

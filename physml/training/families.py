@@ -105,11 +105,18 @@ def mse_loss(model: nn.Module, batch) -> torch.Tensor:
     return (model(x) - y).square().mean()
 
 
+def kept_modes(config: dict, data: PDEData) -> int:
+    """The Fourier modes per axis the FNO of ``config`` keeps on ``data``: the ``modes`` option
+    capped at half of each axis."""
+    return min(config["options"]["modes"], *(n // 2 for n in data.space_shape))
+
+
 def fno_options(config: dict, data: PDEData, shapes) -> dict:
-    """The ``fast_fno`` keywords of the ``fno`` family's ``config`` for ``data`` (the modes
-    capped at half of each axis), its size checked against the memory."""
+    """The ``fast_fno`` keywords of the ``fno`` family's ``config`` for ``data`` (the modes its
+    ``n_modes`` records, else :func:`kept_modes` on ``data``), its size checked against the
+    memory."""
     (x_shape, y_shape), space = shapes, len(data.space_shape)
-    modes = min(config["options"]["modes"], *(n // 2 for n in data.space_shape))
+    modes = config.get("n_modes", kept_modes(config, data))
     hidden, layers = config["options"]["hidden"], config["options"]["layers"]
     spectral_weights = layers * hidden**2 * modes**space  # complex64, 8 bytes each
     fits_in_memory(
@@ -161,14 +168,21 @@ DOMAIN_AWARE = (*WRAPPING, "fno")
 """The families built for the domain: the wrapping ones, and the FNO, which reads position as
 periodic coordinates there (:class:`~physml.models.coordinates.PeriodicCoordinates`)."""
 
+SPECTRAL = ("fno", "boon-fno")
+"""The families whose weights hold as many modes as the training grid allowed."""
+
 
 def with_domain(config: dict, data: PDEData) -> dict:
     """``config`` with what the training file says of its domain, for the families that use it:
-    ``periodic`` (saved in the checkpoint, so a resume or an evaluation rebuilds the same model
-    whatever file it is handed)."""
-    if config["model"] not in DOMAIN_AWARE:
-        return config
-    return {**config, "periodic": periodic_domain(data)}
+    ``periodic``, and ``n_modes`` (:func:`kept_modes` on the training grid), saved in the
+    checkpoint, so a resume or an evaluation rebuilds the same model whatever file it is
+    handed."""
+    config = dict(config)
+    if config["model"] in DOMAIN_AWARE:
+        config["periodic"] = periodic_domain(data)
+    if config["model"] in SPECTRAL:
+        config["n_modes"] = kept_modes(config, data)
+    return config
 
 
 def _periodic(config: dict, data: PDEData) -> bool:
@@ -311,7 +325,7 @@ FAMILIES = {
 
 def model_config(name: str, task: str, options: dict) -> dict:
     """The JSON-able description that rebuilds a family's model (checked before anything runs)."""
-    if name not in FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         raise ValueError(f"model must be one of {sorted(FAMILIES)}, got {name!r}")
     if task not in FAMILIES[name].tasks:
         raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -17,6 +18,12 @@ regenerated or merged again must resume the same run."""
 def _tensors(item: object) -> list[torch.Tensor]:
     if isinstance(item, torch.Tensor):
         return [item]
+    if isinstance(item, (np.ndarray, np.generic, int, float)):  # a bool is an int
+        array = np.asarray(item)
+        try:
+            return [torch.from_numpy(array.astype(array.dtype.newbyteorder("="), order="C"))]
+        except TypeError:  # strings, objects, dates: no tensor to hash
+            return []
     if isinstance(item, (tuple, list)):
         return [t for part in item for t in _tensors(part)]
     if isinstance(item, dict):

@@ -142,6 +142,9 @@ class MemberRows(Dataset):
         seed: int = 0,
         attributes: dict | None = None,
     ) -> None:
+        for name, value in (("inputs", inputs), ("targets", targets)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if inputs.ndim != 2 or targets.shape != inputs.shape[:1]:
             raise ValueError(
                 f"inputs (N, d) and targets (N,) must match, got {tuple(inputs.shape)} and "

@@ -368,11 +368,12 @@ class Trainer:
             total = loss.detach() if total is None else total + loss.detach()
         return total / parts
 
-    def validate(self, model: nn.Module, dataset: Dataset, device: torch.device) -> float:
+    def validate(self, model: nn.Module, dataset: Dataset, device: str | torch.device) -> float:
         """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient; random numbers
         the loss draws come from a copy of the generators, so validating leaves training as it
         was)."""
         _check_dataset("validation", dataset)
+        device = check_device(device)
         model.eval()
         total, count = 0.0, 0
         cuda = []
