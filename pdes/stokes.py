@@ -174,8 +174,12 @@ class StokesProblem(Problem):
         nu = nu_low + (nu_high - nu_low) * draws[:, 0]
         omega = omega_low + (omega_high - omega_low) * draws[:, 1]
         amplitude = torch.full((len(seeds),), float(settings["amplitude"]), dtype=FLOAT)
+        grid = self._grid(settings)
+        # the step of the range's fastest plate, not the batch's: a sample then does not depend
+        # on the samples it is batched with (chunks, shards)
+        step = min(boundary_step(grid), PHASE_PER_STEP / omega_high)
         u = solve_stokes(
-            self._grid(settings), self._times(settings), amplitude, omega, nu, device=device
+            grid, self._times(settings), amplitude, omega, nu, max_step=step, device=device
         )
         return Batch(u=u, params={"nu": nu, "omega": omega, "amplitude": amplitude})
 

@@ -107,6 +107,18 @@ def test_recipe_generates_reproducible_exact_samples():
     assert all(isinstance(v, (str, int, float)) for v in attributes.values())
 
 
+def test_a_sample_does_not_depend_on_the_plates_it_is_batched_with():
+    """With a range of ω wide enough that the fastest plate sets the time step, each sample is
+    still the one its seed gives alone (chunks and shards must not change the data)."""
+    (problem,) = stokes.PROBLEMS
+    settings = problem.settings(nx=17, nt=6, omega_min=5.0, omega_max=60.0)
+    seeds = [0, 1, 2, 3]
+    batch = problem.generate(seeds, settings).u
+    for i, seed in enumerate(seeds):
+        alone = problem.generate([seed], settings).u[0]
+        torch.testing.assert_close(alone, batch[i], rtol=0, atol=1e-13)
+
+
 def test_recipe_rejects_an_empty_range():
     (problem,) = stokes.PROBLEMS
     with pytest.raises(ValueError, match="nu_max"):
