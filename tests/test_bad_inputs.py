@@ -2286,6 +2286,14 @@ MODEL_CASES = [
         r"x contains NaN or inf",
     ),
     case(
+        "fno-input-float64",
+        lambda c: fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4)(
+            torch.zeros(1, 1, 16, dtype=torch.float64)
+        ),
+        TypeError,
+        r"x has dtype float64 but the FNO's weights are torch.float32.*pass x.float\(\)",
+    ),
+    case(
         "unet-input-nan",
         lambda c: UNet(2, 2, depth=1)(torch.full((1, 2, 1, 8, 8), NAN)),
         ValueError,

@@ -187,6 +187,13 @@ class CheckedFNO(FNO):
     def forward(self, x, *args, **kwargs):
         if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf values")
+        weights = next(self.parameters(), None)
+        if isinstance(x, torch.Tensor) and x.dtype == torch.float64 and weights is not None:
+            if weights.dtype != torch.float64:  # torch would fail deep in a matmul
+                raise TypeError(
+                    f"x has dtype float64 but the FNO's weights are {weights.dtype} (its spectral "
+                    "layers compute in complex64): pass x.float()"
+                )
         return super().forward(x, *args, **kwargs)
 
 
