@@ -11,6 +11,8 @@ from pdes import Grid1D
 from physml import ConstraintError, constrain
 from physml.constraints import KnowledgeControl, ReverseStep, mass_conservation
 from physml.models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
+from physml.models.prediff.sampler import ddim_sample
+from physml.models.prediff.schedule import NoiseSchedule
 from physml.outputs import Ensemble
 from physml.training import TrainConfig, Trainer
 
@@ -369,6 +371,152 @@ def test_a_shift_that_is_not_finite_is_a_constraint_error_saying_why():
     assert torch.isfinite(out.samples).all()
 
 
-def test_normalized_must_be_a_boolean():
-    with pytest.raises(TypeError, match="normalized must be True or False, got 'yes'"):
-        KnowledgeControl(MeanOfLatents(), torch.zeros(3), normalized="yes")
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"normalized": "yes"},
+            ValueError,
+            "normalized must be True, False or \"clean\", got 'yes'",
+        ),
+        ({"normalized": 1}, TypeError, 'normalized must be True, False or "clean", got 1'),
+        ({"normalized": None}, TypeError, 'normalized must be True, False or "clean", got None'),
+        ({"normalized": "clean", "on": "noisy"}, ValueError, "needs on=\"frames\", got on='noisy'"),
+        ({"normalized": "clean"}, ValueError, r"got on='noisy' \(the default for an nn.Module\)"),
+    ],
+)
+def test_normalized_must_be_true_false_or_clean_on_frames(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        KnowledgeControl(MeanOfLatents(), torch.zeros(3), **kwargs)
+
+
+# ------------------------------------------------------- normalized="clean" under the real DDIM
+
+
+def per_frame_mean(frames):
+    """Each frame's mean, ``(N, T, *x) → (N, T)``: linear, rows of equal norm, no overlap."""
+    return frames.flatten(2).mean(-1)
+
+
+def test_true_is_the_gauss_newton_step_in_z_t_through_the_denoiser():
+    # denoise(z) = z³, F = mean: ∇_z ½ r² = r · 3 z² / n, so g = −λ r n z² / (3 Σ z⁴)
+    z_t = torch.randn(2, 3, 6, dtype=F64)
+    target = torch.tensor([0.5, -1.0, 0.0], dtype=F64)
+    target[2] = (z_t[1, 2] ** 3).mean()  # sample (1, 2) already on target: no step
+    step = ReverseStep(500, 0, 0.3, denoise=lambda z: z**3)
+    control = KnowledgeControl(mean_of_frames, target, 0.7, normalized=True)
+    r = (z_t**3).mean(-1) - target
+    expected = -0.7 * r[..., None] * 6 * z_t**2 / (3 * (z_t**4).sum(-1, keepdim=True))
+    expected[1, 2] = 0.0
+    torch.testing.assert_close(control.guide(z_t, step, None), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_clean_moves_the_ddim_clean_estimate_by_the_gauss_newton_step():
+    alpha_bar, n = 0.3, 5
+    z_t = torch.randn(2, 3, 2, n, dtype=F64)  # (members, batch, frames, entries)
+    target = torch.tensor([[1.0, -0.5], [0.0, 2.0], [0.3, 0.3]], dtype=F64)
+    grad_enabled = []
+
+    def predict(z):  # a nonlinear noise estimate, called like the sampler's
+        grad_enabled.append(torch.is_grad_enabled())
+        return 0.5 * torch.tanh(z) + 0.1 * z
+
+    def denoise(z):  # sampler.py: ẑ₀ = (z_t − √(1 − ᾱ) ε̂) / √ᾱ
+        return (z - math.sqrt(1 - alpha_bar) * predict(z)) / math.sqrt(alpha_bar)
+
+    step = ReverseStep(400, 3, alpha_bar, denoise=denoise, decode=lambda x: 2 * x)
+    before = denoise(z_t)
+    r = (2 * before).mean(-1) - target
+    for scale in (0.25, 1.0):
+        grad_enabled.clear()
+        control = KnowledgeControl(per_frame_mean, target, scale, normalized="clean")
+        g = control.guide(z_t, step, None)
+        assert grad_enabled == [False]  # one denoiser pass, not differentiated
+        # DDIM's correction ε̂ − √(1 − ᾱ) g, then sampler.py's ẑ₀
+        eps = predict(z_t) - math.sqrt(1 - alpha_bar) * g
+        after = (z_t - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+        # the Gauss–Newton step on ẑ₀ for F = mean of 2 ẑ₀ per frame: δ = −λ r_k / 2 per entry
+        delta = -scale * r[..., None] / 2
+        torch.testing.assert_close(after - before, delta.expand_as(z_t), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close((2 * after).mean(-1) - target, (1 - scale) * r)
+    # at ᾱ = 1 no score moves ẑ₀ = z_t: the guide returns 0
+    still = ReverseStep(0, 9, 1.0, denoise=denoise, decode=lambda x: 2 * x)
+    zero = KnowledgeControl(per_frame_mean, target, 1.0, normalized="clean").guide(z_t, still, None)
+    assert torch.equal(zero, torch.zeros_like(z_t))
+
+
+def exact_ddim_frame_means(z_T, target, scale, steps):
+    """The frame means of η = 0 DDIM guided by ``normalized="clean"`` on N(0, I) latents, by a
+    scalar recurrence: the exact denoiser gives ẑ₀ = √ᾱ z_t; the step moves ẑ₀'s mean ``m₀`` to
+    ``m₀ − λ (m₀ − F₀)`` and ε̂ = (z_t − √ᾱ ẑ₀)/√(1 − ᾱ); z_t′ = √ᾱ′ ẑ₀ + √(1 − ᾱ′) ε̂."""
+    bars = NoiseSchedule().alphas_cumprod().double()
+    stride = 1000 // steps
+    timesteps = list(range(1000 - stride, -1, -stride))  # "leading", last ᾱ′ = 1
+    m = per_frame_mean(z_T.double().flatten(0, 1)).reshape(*z_T.shape[:2], -1)
+    for t in timesteps:
+        a = float(bars[t])
+        a_next = float(bars[t - stride]) if t >= stride else 1.0
+        m0 = math.sqrt(a) * m
+        m0 = m0 - scale * (m0 - target)
+        eps = (m - math.sqrt(a) * m0) / math.sqrt(1 - a)
+        m = math.sqrt(a_next) * m0 + math.sqrt(1 - a_next) * eps
+    return m
+
+
+def test_clean_under_the_real_ddim_removes_the_fraction_lambda_and_lands_at_one():
+    schedule, steps, shape = NoiseSchedule(), 20, (2, 3, 2, 1, 4, 4)
+    bars = schedule.alphas_cumprod()
+    target = torch.tensor([[1.0, 0.5], [-1.0, 0.0], [0.25, 2.0]])
+    calls = []
+
+    def predict(z, t):  # the exact noise estimate for N(0, I) latents: ε̂ = √(1 − ᾱ_t) z
+        calls.append(t)
+        return math.sqrt(1 - float(bars[t])) * z
+
+    z_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    misses = []
+    for scale in (0.0, 0.25, 0.5, 1.0):
+        control = KnowledgeControl(per_frame_mean, target, scale, normalized="clean")
+        calls.clear()
+        out = ddim_sample(
+            predict,
+            shape,
+            schedule,
+            torch.Generator().manual_seed(0),
+            steps,
+            eta=0.0,
+            guidance=lambda z, step, control=control: control.guide(z, step, None),
+        )
+        assert len(calls) == steps  # the guide's denoiser pass is the step's
+        means = per_frame_mean(out.flatten(0, 1)).reshape(2, 3, 2).double()
+        expected = exact_ddim_frame_means(z_T, target.double(), scale, steps)
+        torch.testing.assert_close(means, expected, rtol=0, atol=1e-5)
+        misses.append(float((means - target).abs().max()))
+    unguided, *guided = misses
+    assert unguided > 0.5
+    assert guided[0] < unguided and guided[1] < guided[0] and guided[2] < guided[1], misses
+    # λ = 1: the last step puts ẑ₀ on the target and its ᾱ′ = 1 returns ẑ₀ (float32 round-off)
+    assert guided[2] < 1e-5 * unguided, misses
+
+
+def test_clean_refuses_a_step_it_cannot_turn_into_a_score():
+    z_t = torch.randn(2, 3, 2, 4, dtype=F64)
+    control = KnowledgeControl(per_frame_mean, torch.zeros(3, dtype=F64), 1.0, normalized="clean")
+    for alpha_bar in (0.0, 1.5, math.nan):
+        step = ReverseStep(5, 0, alpha_bar, denoise=lambda z: z)
+        with pytest.raises(ConstraintError, match=r"alpha_bar in \(0, 1\], got"):
+            control.guide(z_t, step, None)
+    squeezed = ReverseStep(5, 0, 0.5, denoise=lambda z: z[..., :2])
+    with pytest.raises(ConstraintError, match=r"must be shaped like z_t \(2, 3, 2, 4\), got"):
+        control.guide(z_t, squeezed, None)
+    with pytest.raises(ConstraintError, match="ReverseStep with a denoise"):
+        control.guide(z_t, 5, None)
+
+
+def test_clean_carries_through_with_target_and_repr():
+    control = KnowledgeControl(per_frame_mean, torch.zeros(3), 0.5, normalized="clean")
+    assert control.with_target(torch.ones(3)).normalized == "clean"
+    assert "normalized='clean'" in repr(control)
+    assert "normalized=True" in repr(
+        KnowledgeControl(MeanOfLatents(), torch.zeros(3), normalized=True)
+    )

@@ -14,13 +14,24 @@ chatters across it, while the squared norm's pull shrinks as the miss does. The 
 sample (the reference code takes it over the whole batch, which couples the samples): a sample's
 guidance depends on its own latent and target only.
 
-``normalized=True`` rescales each sample's gradient to a Gauss–Newton step,
+``normalized=True`` rescales each sample's gradient to a Gauss–Newton step in ``z_t``-space,
 
     g_i = −λ ‖r_i‖² / ‖∇ ½‖r_i‖²‖² · ∇ ½‖r_i‖²,   r_i = Q_i(z_t) − F₀,i,
 
-so that λ = 1 moves ``z_t`` onto the target of a linear quantity (a scalar one, or rows of equal
-norm that do not overlap) in one step, whatever the units of ``Q`` and the size of the latent:
-λ becomes a fraction of the miss removed per step, portable from one quantity to another.
+which puts ``Q`` of ``z_t + g`` on the target of a linear quantity (a scalar one, or rows of equal
+norm that do not overlap) at λ = 1, whatever the units of ``Q``: λ is the fraction of the miss
+removed per step for a sampler that adds ``g`` to ``z_t``. A DDIM step applies ``g`` as a score
+instead, which moves its clean estimate ``ẑ₀ = (z_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t`` by
+``(1 − ᾱ_t)/√ᾱ_t · g``: there λ is no such fraction (where ``ẑ₀ = √ᾱ_t z_t``, λ = 1 moves
+``F(ẑ₀)`` by ``(1 − ᾱ_t)/ᾱ_t`` times its miss, ≈ 170 at ``t = 950`` of the cosine schedule) and
+is chosen by a sweep.
+
+``normalized="clean"`` (``on="frames"`` only) takes the Gauss–Newton step ``δ_i`` on the clean
+estimate ``ẑ₀ = denoise(z_t)`` instead, held fixed (no gradient through the denoiser, so no
+backward pass through it), ``r_i = F(decode(ẑ₀))_i − F₀,i``, and returns
+``g_i = √ᾱ_t/(1 − ᾱ_t) · δ_i``, the score whose DDIM correction moves ``ẑ₀`` by exactly ``δ_i``:
+under DDIM λ is the fraction of ``ẑ₀``'s miss removed per step (λ = 1: on target). At ᾱ_t = 1
+no score moves ``ẑ₀`` (``ẑ₀ = z_t``) and the guide returns 0.
 """
 
 from __future__ import annotations
@@ -58,8 +69,11 @@ class KnowledgeControl(Constraint):
             ``constrained(x, constraints=[control.with_target(new), ...])``.
         scale: λ ≥ 0, in units of 1 / (quantity units)² per latent unit of the step.
         on: ``"noisy"`` or ``"frames"`` (see ``quantity``); ``None`` chooses as described.
-        normalized: take the Gauss–Newton step above (λ dimensionless) instead of the raw
-            gradient (λ in units of 1 / (quantity units)²).
+        normalized: ``False``: the raw gradient (λ in units of 1 / (quantity units)²);
+            ``True``: the Gauss–Newton step in ``z_t`` above (λ dimensionless; under DDIM not
+            the fraction of the miss removed, choose it by a sweep); ``"clean"``
+            (``on="frames"``): the Gauss–Newton step on ``ẑ₀`` returned as DDIM's score (λ the
+            fraction of ``ẑ₀``'s miss removed per step).
 
     ``guide(z_t, t, context)``: ``z_t`` ``(members, batch, *latent)``; the quantity sees the
     members and batch axes flattened, ``(members · batch, *latent)``. The gradient is taken with
@@ -78,7 +92,7 @@ class KnowledgeControl(Constraint):
         target: torch.Tensor | Callable[[object], torch.Tensor],
         scale: float = 1.0,
         on: str | None = None,
-        normalized: bool = False,
+        normalized: bool | str = False,
     ) -> None:
         super().__init__()
         if not callable(quantity):
@@ -86,12 +100,21 @@ class KnowledgeControl(Constraint):
                 "quantity must be an nn.Module regressor U(z_t, timesteps) or a function of "
                 f"frames F(frames), got {type(quantity).__name__}"
             )
+        chosen = on is None
         if on is None:
             on = "noisy" if isinstance(quantity, nn.Module) else "frames"
         if on not in ON:
             raise ValueError(f"on must be one of {list(ON)} or None, got {on!r}")
-        if not isinstance(normalized, bool):
-            raise TypeError(f"normalized must be True or False, got {normalized!r}")
+        if not isinstance(normalized, (bool, str)):
+            raise TypeError(f'normalized must be True, False or "clean", got {normalized!r}')
+        if isinstance(normalized, str) and normalized != "clean":
+            raise ValueError(f'normalized must be True, False or "clean", got {normalized!r}')
+        if normalized == "clean" and on != "frames":
+            raise ValueError(
+                f'normalized="clean" steps the clean estimate denoise(z_t), so it needs '
+                f'on="frames", got on={on!r}'
+                + (" (the default for an nn.Module)" if chosen else "")
+            )
         self.on, self.normalized = on, normalized
         self.quantity = quantity  # an nn.Module becomes a submodule
         self.scale = _scale(scale)
@@ -105,7 +128,7 @@ class KnowledgeControl(Constraint):
 
     def extra_repr(self) -> str:
         given = "callable" if self.target_function is not None else "tensor"
-        norm = ", normalized=True" if self.normalized else ""
+        norm = f", normalized={self.normalized!r}" if self.normalized else ""
         return f"on={self.on!r}, scale={self.scale:g}{norm}, target={given}"
 
     def with_target(self, target: torch.Tensor | Callable[[object], torch.Tensor]):
@@ -113,8 +136,8 @@ class KnowledgeControl(Constraint):
         return KnowledgeControl(self.quantity, target, self.scale, self.on, self.normalized)
 
     def guide(self, z_t: torch.Tensor, t: object, context: object) -> torch.Tensor:
-        """``g = −λ ∇_{z_t} Σ_i ½ ‖Q_i − F₀,i‖²``, shaped like ``z_t`` (each term has its own
-        sample's gradient only)."""
+        """``g = −λ ∇_{z_t} Σ_i ½ ‖Q_i − F₀,i‖²`` (or its normalized forms), shaped like ``z_t``
+        (each term has its own sample's gradient only)."""
         if not isinstance(z_t, torch.Tensor) or z_t.ndim < 2 or not z_t.is_floating_point():
             raise ConstraintError(
                 "KnowledgeControl needs z_t as a float tensor (members, batch, *latent), got "
@@ -122,11 +145,18 @@ class KnowledgeControl(Constraint):
             )
         if self.scale == 0.0:
             return torch.zeros_like(z_t)
+        clean = self.normalized == "clean"
+        if clean and _alpha_bar(t) == 1.0:
+            return torch.zeros_like(z_t)
         members, batch = z_t.shape[:2]
         target = self._target_for(context, batch, z_t.device)
         with torch.inference_mode(False), torch.enable_grad():
-            z = z_t.detach().clone().requires_grad_(True)
-            value = self._quantity(z, t, members * batch)
+            z = z_t.detach().clone()
+            if clean:  # differentiate at ẑ₀, not through the denoiser
+                with torch.no_grad():
+                    z = self._denoise(z, t).detach()
+            z.requires_grad_(True)
+            value = self._quantity(z, t, members * batch, denoised=clean)
             value = value.reshape(members, batch, *value.shape[1:])
             if target.ndim > value.ndim - 1 or target.shape[1:] != value.shape[2 : target.ndim + 1]:
                 raise ConstraintError(
@@ -152,6 +182,11 @@ class KnowledgeControl(Constraint):
             gradient = gradient * ratio.reshape(*ratio.shape, *[1] * (z_t.ndim - 2))
             if not torch.isfinite(gradient).all():
                 raise ConstraintError(_diverged(t, size, True))
+        if clean:  # DDIM's ε̂ − √(1 − ᾱ) g moves ẑ₀ by (1 − ᾱ)/√ᾱ · g
+            alpha_bar = _alpha_bar(t)
+            gradient = gradient * (math.sqrt(alpha_bar) / (1.0 - alpha_bar))
+            if not torch.isfinite(gradient).all():
+                raise ConstraintError(_diverged(t, None, True))
         return (-self.scale * gradient).detach()
 
     # --------------------------------------------------------------------------------- parts
@@ -169,7 +204,22 @@ class KnowledgeControl(Constraint):
             )
         return target.to(device)
 
-    def _quantity(self, z: torch.Tensor, t: object, count: int) -> torch.Tensor:
+    def _denoise(self, z: torch.Tensor, t: object) -> torch.Tensor:
+        """The step's clean estimate ``ẑ₀ = denoise(z_t)``, shaped like ``z_t``."""
+        _check_step(t)
+        clean = t.denoise(z)
+        if not isinstance(clean, torch.Tensor) or clean.shape != z.shape:
+            raise ConstraintError(
+                f'normalized="clean" steps ẑ₀ = denoise(z_t), which must be shaped like z_t '
+                f"{tuple(z.shape)}, got "
+                f"{tuple(clean.shape) if isinstance(clean, torch.Tensor) else clean!r}"
+            )
+        return clean
+
+    def _quantity(
+        self, z: torch.Tensor, t: object, count: int, denoised: bool = False
+    ) -> torch.Tensor:
+        """``Q`` per sample ``(count, …)``; ``denoised``: ``z`` is already ``ẑ₀``."""
         flat = z.reshape(count, *z.shape[2:])
         if self.on == "noisy":
             timestep = t.timestep if isinstance(t, ReverseStep) else t
@@ -183,12 +233,8 @@ class KnowledgeControl(Constraint):
             steps = torch.full((count,), timestep, dtype=torch.long, device=z.device)
             value = self.quantity(flat, steps)
         else:
-            if not isinstance(t, ReverseStep) or t.denoise is None:
-                raise ConstraintError(
-                    "KnowledgeControl on frames needs the sampler to pass a ReverseStep with a "
-                    f"denoise function (and decode for latents), got {t!r}"
-                )
-            frames = t.denoise(z)
+            _check_step(t)
+            frames = z if denoised else t.denoise(z)
             if t.decode is not None:
                 frames = t.decode(frames)
             if not isinstance(frames, torch.Tensor) or frames.shape[:2] != z.shape[:2]:
@@ -204,6 +250,31 @@ class KnowledgeControl(Constraint):
                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
             )
         return value
+
+
+def _check_step(t: object) -> None:
+    if not isinstance(t, ReverseStep) or t.denoise is None:
+        raise ConstraintError(
+            "KnowledgeControl on frames needs the sampler to pass a ReverseStep with a "
+            f"denoise function (and decode for latents), got {t!r}"
+        )
+
+
+def _alpha_bar(t: object) -> float:
+    """The step's ᾱ_t in (0, 1] (``normalized="clean"``)."""
+    _check_step(t)
+    alpha_bar = t.alpha_bar
+    if isinstance(alpha_bar, torch.Tensor) and alpha_bar.numel() == 1:
+        alpha_bar = float(alpha_bar)
+    if isinstance(alpha_bar, bool) or not isinstance(alpha_bar, (int, float)):
+        raise ConstraintError(
+            f'normalized="clean" needs the step\'s alpha_bar as a number, got {alpha_bar!r}'
+        )
+    if not 0.0 < alpha_bar <= 1.0:
+        raise ConstraintError(
+            f'normalized="clean" needs the step\'s alpha_bar in (0, 1], got {alpha_bar!r}'
+        )
+    return float(alpha_bar)
 
 
 def _diverged(t: object, size: torch.Tensor | None, normalized: bool) -> str:

@@ -10,8 +10,9 @@ per model) on an equal CPU budget per family, step counts from a measured time p
 ensemble of Earthformers (seeds ``seed + i``; periodic padding and an ICNR head,
 :data:`EARTHFORMER_OPTIONS`), an FNO-2D one-step model rolled out (one per seed) and PreDiff (its
 own samples; knowledge control with the total mass of the decoded frames, ``on="frames"``,
-``normalized``: λ = 1 removes the linearised miss per step). Methods on every ensemble, all through
-:func:`physml.constrain`:
+``normalized=True``: a Gauss–Newton step in ``z_t``, which DDIM applies as a score, so λ is not the
+fraction of the miss removed per step and is chosen on validation windows,
+:func:`best_kc_scale`). Methods on every ensemble, all through :func:`physml.constrain`:
 ``raw``; ``hardc`` (each member projected, ``mass_conservation(projection="euclidean")``);
 ``probconserv`` (the ensemble update); ``probconserv_shrunk`` (the update with the members'
 covariance shrunk toward its variances, :data:`SHRINKAGE`); for PreDiff ``kc`` and
