@@ -30,8 +30,11 @@ is chosen by a sweep.
 estimate ``ẑ₀ = denoise(z_t)`` instead, held fixed (no gradient through the denoiser, so no
 backward pass through it), ``r_i = F(decode(ẑ₀))_i − F₀,i``, and returns
 ``g_i = √ᾱ_t/(1 − ᾱ_t) · δ_i``, the score whose DDIM correction moves ``ẑ₀`` by exactly ``δ_i``:
-under DDIM λ is the fraction of ``ẑ₀``'s miss removed per step (λ = 1: on target). At ᾱ_t = 1
-no score moves ``ẑ₀`` (``ẑ₀ = z_t``) and the guide returns 0.
+under DDIM λ is the fraction of ``ẑ₀``'s miss removed per step (λ = 1: on target) for a
+quantity linear in ``ẑ₀``. Where ``F ∘ decode`` is far from linear over the step — a quantity
+whose gradient is small next to its curvature, as through an untrained decoder — the step
+overshoots into that curvature and the miss need not shrink: take λ well below 1 there. At
+ᾱ_t = 1 no score moves ``ẑ₀`` (``ẑ₀ = z_t``) and the guide returns 0.
 """
 
 from __future__ import annotations
