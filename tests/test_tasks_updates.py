@@ -63,6 +63,29 @@ def test_update_scores_match_hand_computed_flips():
     assert scores["rel_l2"] == pytest.approx(float(e_new.mean()), rel=1e-3)
 
 
+def test_the_flip_curve_at_the_median_error_is_the_reported_nfr():
+    """The curve's τ grid in float64: its 1× point is τ itself, so it counts the median-error
+    sample (e_old = τ exactly) as right, as ``nfr`` does."""
+    problem, generator = task.equation("burgers"), torch.Generator().manual_seed(0)
+    unit = task.CURVE.index(1.0)
+    for _ in range(20):
+        y = torch.randn(9, 1, problem.nx, generator=generator, dtype=torch.float64)
+        old = y + 0.1 * torch.randn(9, 1, problem.nx, generator=generator, dtype=torch.float64)
+        e_old = metrics.relative_l2(old, y, reduction="none")
+        median = int((e_old == e_old.median()).nonzero()[0])
+        new = old.clone()
+        new[median] = y[median] + 3 * (old[median] - y[median])  # only it gets worse: one flip
+        scores = task.update_scores(problem, old, new, y)
+        assert scores["nfr"] == pytest.approx(1 / 9)
+        assert scores["nfr_curve"][unit] == scores["nfr"]
+
+
+def test_a_cut_needs_flips_to_cut():
+    assert task.nfr_cut(0.01, 0.04) == pytest.approx(0.75)
+    assert task.nfr_cut(0.0, 0.0) == 0.0  # nothing to remove: nothing earned, not a 100% cut
+    assert task.nfr_cut(0.02, 0.0) == 0.0  # and no -3e10 when the method adds flips
+
+
 def test_the_level_one_range_check_sends_every_outside_input_to_the_solver():
     problem = SMALL["burgers"]
     train = task.pairs(problem, 8, 0)

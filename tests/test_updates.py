@@ -58,6 +58,15 @@ def zero_loss(model, batch):
 # ------------------------------------------------------------------------- focal distillation
 
 
+def test_focal_weights_judge_right_as_the_flip_metrics_do():
+    errors = torch.tensor([0.1, 0.05, 0.2], dtype=torch.float32)  # float32(0.1) > 0.1 in float64
+    weights = focal_weights(errors, 0.1, 1.0, 5.0)
+    # a new error above every τ: the flips are the samples the metrics count as right before
+    right = metrics.tolerance_flips(errors, torch.full_like(errors, 1.0), 0.1, reduction="none")
+    assert right.tolist() == [True, True, False]  # the metrics count float32(0.1) within 0.1
+    assert weights.tolist() == [6.0, 6.0, 1.0] and weights.dtype == torch.float64
+
+
 def test_focal_weights_by_hand():
     weights = focal_weights(torch.tensor([0.05, 0.2, 0.1, 0.3], dtype=F64), 0.1, 1.0, 5.0)
     assert weights.tolist() == [6.0, 1.0, 6.0, 1.0]
@@ -398,8 +407,14 @@ def test_calibrate_puts_the_threshold_at_the_score_quantile():
         with pytest.raises(ValueError, match="inputs must be a non-empty batch"):
             check.calibrate(inputs, u[:0], 1.0)
     still = Ensemble(torch.zeros(2, 1, 3, dtype=F64))  # zero mean, zero spread: 0 / 0
-    with pytest.raises(ValueError, match="scores NaN"):
+    with pytest.raises(ValueError, match="scores NaN or inf on calibration samples \\[0\\]"):
         EnsembleSpread(0.0, relative=True).calibrate(torch.zeros(1), still, 1.0)
+    members = torch.zeros(2, 5, 3, dtype=F64)
+    members[:, 1:] = torch.rand(2, 4, 3, dtype=F64, generator=torch.Generator().manual_seed(0)) + 1
+    members[0, 0], members[1, 0] = 1.0, -1.0  # zero mean, some spread: an infinite score
+    for level in (0.8, 1.0):  # the quantile would be inf or NaN: named for the scores, not τ
+        with pytest.raises(ValueError, match="scores NaN or inf on calibration samples \\[0\\]"):
+            EnsembleSpread(0.0, relative=True).calibrate(torch.zeros(5), Ensemble(members), level)
 
 
 def ensemble_surrogate(params):

@@ -45,8 +45,9 @@ attribute ``physml_attrs``, ``sample_index`` as a root dataset, coordinates of a
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
 coordinates, ``params`` and ``fields``. Fields must have the shape of ``u`` (the N-body recipes'
 extra arrays and the tracer recipes' totals per frame, ``mass`` and ``released``
-``(sample, time)``, do not: such data are refused, not half written). PDEBench: parameters equal over
-samples become root attributes, the others datasets; ``layout="ns"`` needs fields ``vx``, ``vy``.
+``(sample, time)``, do not: such data are refused, not half written). PDEBench: parameters equal
+over samples become root attributes, the others datasets; ``layout="ns"`` needs fields ``vx``,
+``vy``.
 The Well: ``u`` is the t0 field named by attribute ``field`` (else ``u``); fields ``NAME_x``,
 ``NAME_y`` (one per axis) become the t1 field ``NAME`` (``NAME_xx``, ...: t2); ``params`` ``(N,)``
 go to ``scalars/`` and are listed in ``simulation_parameters`` (with a root attribute when equal

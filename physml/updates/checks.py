@@ -70,8 +70,12 @@ class Check:
                 f"inputs must be a non-empty batch (batch, ...) to calibrate on, got {got}"
             )
         scores = self(inputs, prediction)[1]
-        if scores.isnan().any():
-            raise ValueError(f"check {self.name!r} scores NaN on the calibration samples")
+        if not torch.isfinite(scores).all():
+            bad = torch.nonzero(~torch.isfinite(scores)).flatten()[:5].tolist()
+            raise ValueError(
+                f"check {self.name!r} scores NaN or inf on calibration samples {bad}: a "
+                "threshold needs finite scores"
+            )
         self.threshold = non_negative("threshold", float(torch.quantile(scores, float(level))))
         return self
 

@@ -44,8 +44,11 @@ def relative_l2_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> to
 
 def focal_weights(old_error: torch.Tensor, tau: float, alpha: float, beta: float) -> torch.Tensor:
     """``w_i = α + β·1[e_old,i ≤ τ]`` ``(batch,)`` float64 from the old errors ``(batch,)``."""
-    old_error = torch.as_tensor(old_error, dtype=torch.float64)
-    return alpha + beta * (old_error <= tau).to(torch.float64)
+    old_error = torch.as_tensor(old_error)
+    if not old_error.is_floating_point():
+        old_error = old_error.to(torch.float64)
+    right = metrics._within(old_error, tau)  # as the flip metrics judge "right"
+    return alpha + beta * right.to(torch.float64)
 
 
 def frozen(model: nn.Module) -> nn.Module:

@@ -78,6 +78,7 @@ from .scores import (
     against_retrain,
     boundary_errors,
     mean_and_se,
+    nfr_cut,
     update_done_when,
     update_scores,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "mass_balance",
     "mean_and_se",
     "method_loss",
+    "nfr_cut",
     "pairs",
     "plot_flip_curves",
     "plot_guard_curve",
@@ -223,7 +225,7 @@ def _run(context: Context) -> list[Row]:
     for method, score in scores.items():
         for metric in ("rel_l2", "nfr", "nfr_degradation", "nfr_physics"):
             rows.append(Row(NAME, f"burgers-{method}", metric, score[metric]))
-    cut = 1 - scores["pc-focal"]["nfr"] / max(scores["retrain"]["nfr"], 1e-12)
+    cut = nfr_cut(scores["pc-focal"]["nfr"], scores["retrain"]["nfr"])
     judged = context.size == "full"  # the benchmark's targets: at toy size, reported only
     note = "" if judged else " (full benchmark)"
     rows.append(
