@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = {
         "model": scale["model"].__dict__,
         "steps": scale.get("steps", {}),
+        "train": scale.get("train", {}),  # per-equation overrides of model.train, as steps
         "members": scale["members"],
         "validation": scale["validation"],
         "test": scale["test"],
