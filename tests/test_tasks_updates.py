@@ -261,6 +261,11 @@ def test_runs_of_two_seeds_sit_side_by_side_targets_judged_at_full_size_threads_
             judged = {row["metric"]: row["ok"] for row in rows if row["ok"] is not None}
             assert set(judged) == {"nfr_cut", "max_error"}
             assert code == (0 if all(judged.values()) else 1)
+            summary = json.loads((folder / f"summary-full-seed{seed}.json").read_text())
+            assert judged["max_error"] == summary["guard_done_when"]["holds"]  # one verdict
+            update = summary["update"]
+            if update["retrain"]["nfr"] == 0:  # nothing to cut: never a met cut
+                assert judged["nfr_cut"] is False
             assert all("full benchmark" not in row["target"] for row in rows)
     finally:
         torch.set_num_threads(threads)

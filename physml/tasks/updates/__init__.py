@@ -236,8 +236,8 @@ def _run(context: Context) -> list[Row]:
     guarded = [r for r in sweep if r["method"] == "guard"]
     fast = [r for r in guarded if r["speedup"] >= 3] or guarded
     best = min(fast, key=lambda r: r["max_error"])
-    met = best["max_error"] <= 1e-2 and best["speedup"] >= 3
-    target = f"≤ 1e-2 at ≥ 3×{note}"
+    met = done["holds"]  # the benchmark's verdict: it also needs the surrogate alone ≥ 1e-1
+    target = f"≤ 1e-2 at ≥ 3×, surrogate alone ≥ 1e-1{note}"
     rows.append(
         Row(NAME, "burgers-guard", "max_error", best["max_error"], target, met if judged else None)
     )
