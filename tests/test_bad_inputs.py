@@ -2693,6 +2693,20 @@ TRAINING_CASES = [
         r"validation must hold at least one sample, got an empty dataset",
     ),
     case(
+        "trainer-out-not-a-path",
+        lambda c: Trainer(nn.Linear(2, 2), identity_loss, TrainConfig(), 3),
+        TypeError,
+        r"out must be a folder path \(str or Path\) or None, got 3",
+    ),
+    case(
+        "trainer-model-without-parameters",
+        lambda c: Trainer(nn.Identity(), identity_loss, TrainConfig(steps=1, batch=2)).fit(
+            SingleStepDataset(c.data)
+        ),
+        ValueError,
+        r"model has no parameters \(Identity\): nothing to train",
+    ),
+    case(
         "trainer-model-not-a-module",
         lambda c: Trainer(lambda x: x, identity_loss, TrainConfig()),
         TypeError,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -236,6 +237,8 @@ class Trainer:
             raise TypeError(f"loss must be a callable loss(model, batch), got {type(loss)}")
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise TypeError(f"out must be a folder path (str or Path) or None, got {out!r}")
         self.model, self.loss, self.config = model, loss, config
         self.out = None if out is None else Path(out)
         self.model_config = plain_config("model_config", model_config)
@@ -253,6 +256,9 @@ class Trainer:
         config, here = self.config, world(self.config.device)
         device = check_device(config.device)
         _check_dataset("train", train)
+        if next(self.model.parameters(), None) is None:
+            name = type(self.model).__name__
+            raise ValueError(f"model has no parameters ({name}): nothing to train")
         if config.batch % (here.size * config.accumulate):
             raise ValueError(
                 f"batch ({config.batch}) must be divisible by the {here.size} processes × "
