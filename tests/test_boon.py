@@ -135,6 +135,19 @@ def test_ensemble_members_each_meet_condition(kind):
     assert_meets(out.samples, kind, T_EVAL)
 
 
+@pytest.mark.parametrize("kind", list(CONDITIONS))
+def test_ensemble_members_of_one_field_meet_it_as_a_field_does(kind):
+    """Members ``(m, n)`` without a batch axis, as a tensor ``(n,)`` is taken: each member is
+    what the condition makes of it alone."""
+    members = torch.rand(5, GRID.n, dtype=torch.float64)
+    condition = boundary(kind, time=T_EVAL)
+    out = through(Ensemble(members), condition)
+    assert out.samples.shape == members.shape
+    alone = torch.stack([through(member, condition) for member in members])
+    torch.testing.assert_close(out.samples, alone, rtol=0, atol=0)
+    assert_meets(out.samples, kind, T_EVAL)
+
+
 def test_ensemble_per_sample_values_follow_the_batch_axis():
     values = torch.tensor([1.0, 2.0, 3.0])
     out = through(

@@ -292,7 +292,10 @@ class BoundaryCondition(Constraint):
         return state.enforce(output)
 
     def apply_ensemble(self, output: Ensemble, state: BoundaryCondition) -> Ensemble:
-        return Ensemble(state.enforce(output.samples, batch_axis=1))
+        samples = output.samples
+        if samples.ndim == 2:  # members of one field (members, n), as a tensor (n,) is taken
+            return Ensemble(state.enforce(samples[:, None], batch_axis=1)[:, 0])
+        return Ensemble(state.enforce(samples, batch_axis=1))
 
     def apply_gaussian(self, output: Gaussian, state: BoundaryCondition) -> Gaussian:
         """Mean mapped; covariance ``A Σ Aᵀ`` (full; a diagonal Dirichlet one stays diagonal)."""
