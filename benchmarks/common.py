@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import platform
 import shlex
@@ -102,9 +103,24 @@ def best_time(function: Callable[[], object], repeats: int = 3, min_seconds: flo
 
 
 def _format(value: object) -> str:
+    """A table cell: floats to 3 significant digits, ``None`` empty (as a missing column), and
+    ``|`` escaped so that a text cannot add a column."""
+    if value is None:
+        return ""
     if isinstance(value, float):
         return f"{value:.3g}"
-    return str(value)
+    return str(value).replace("|", "\\|")
+
+
+def _strict(value: object) -> object:
+    """``value`` with every non-finite float as ``None``: JSON ``null``, as strict readers need."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
 
 
 def render_markdown(result: dict, columns: Sequence[str], notes: str = "") -> str:
@@ -152,7 +168,8 @@ def write_results(
         **(extra or {}),
         "rows": rows,
     }
-    atomic_write_text(out_dir / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    text = json.dumps(_strict(result), indent=1, allow_nan=False)
+    atomic_write_text(out_dir / f"{name}.json", text + "\n")
     atomic_write_text(out_dir / f"{name}.md", render_markdown(result, columns, notes))
     return result
 

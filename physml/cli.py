@@ -304,7 +304,11 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
             print(f"physml {args.command}: task {name!r} failed:", file=sys.stderr)
             raise
         wall_s = time.perf_counter() - started
-        tasks.save_rows(context, name, task_rows, wall_s)
+        try:
+            tasks.save_rows(context, name, task_rows, wall_s)
+        except Exception as error:  # the tasks before it still get their tables and index
+            _report(context, rows, f"task {name!r} failed writing its rows: {error}")
+            raise TaskError(f"task {name!r} failed writing its rows: {error}") from error
         rows.extend(task_rows)
         rows.append(tasks.Row(task=name, case="(all)", metric="wall time [s]", value=wall_s))
     _report(context, rows)
@@ -327,8 +331,9 @@ def _report(context, rows: list, unfinished: str | None = None, echo: bool = Tru
         _print_text(measurements + "\n")
     _print_text(tasks.format_summary(rows, _marks()))
     if unfinished:
-        print(f"\nincomplete: {unfinished}; the tables above hold the tasks before it")
-    print(f"\nfigures and files: {context.out.resolve()}\nindex of figures: {index.resolve()}")
+        _print_text(f"\nincomplete: {unfinished}; the tables above hold the tasks before it")
+    where = f"\nfigures and files: {context.out.resolve()}\nindex of figures: {index.resolve()}"
+    _print_text(where)
 
 
 def _check_out_folder(out: Path) -> None:

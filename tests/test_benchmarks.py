@@ -602,3 +602,18 @@ def test_fno_coordinates_keeps_the_data_of_each_size_in_its_own_file(tmp_path):
             for part, n in (("train", 3), ("test", 4))
         }
         assert len(paths) == 4 and all(path.parent == tmp_path for path in paths)
+
+
+def test_results_are_strict_json_and_their_tables_keep_their_columns(tmp_path):
+    common = load_benchmark("common")
+    rows = [{"case": "a|b", "method": None, "value": math.nan, "curve": [1.0, math.inf]}]
+    result = common.write_results("probe", rows, 0, 0.0, tmp_path, ("case", "method", "value"))
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    written = json.loads((tmp_path / "probe.json").read_text(), parse_constant=refuse)
+    assert written["rows"] == [{"case": "a|b", "method": None, "value": None, "curve": [1.0, None]}]
+    assert math.isnan(result["rows"][0]["value"])  # the caller keeps its numbers
+    table = (tmp_path / "probe.md").read_text().splitlines()[-1]
+    assert table == "| a\\|b |  | nan |"

@@ -482,6 +482,38 @@ def test_the_report_prints_on_a_stdout_that_cannot_encode_its_signs(tmp_path, mo
     assert "miss in sigma" in text and "1 of 1 targets met" in text and "met" in text
 
 
+def test_a_failure_and_the_folder_print_on_a_stdout_that_cannot_encode_them(
+    tmp_path, monkeypatch, capsys
+):
+    import io
+    import sys
+
+    _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_bad=_fails(ValueError("need x ≥ 3")))
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    out = tmp_path / "résultats"
+    assert main(["demo", "--tasks", "toy-a", "toy-bad", "--out", str(out), "--quiet"]) == 2
+    stdout.flush()
+    text = stdout.buffer.getvalue().decode("ascii")
+    assert "incomplete: task 'toy-bad' failed: need x >= 3" in text
+    assert "figures and files:" in text and "r?sultats" in text
+    assert "task 'toy-bad' failed: need x ≥ 3" in capsys.readouterr().err  # the real error
+
+
+def test_a_task_whose_rows_cannot_be_saved_keeps_the_report_of_the_tasks_before_it(
+    tmp_path, monkeypatch, capsys
+):
+    import numpy as np
+
+    odd = [tasks.Row("toy-odd", "case", "score", np.float32(1.5))]  # not plain JSON
+    _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_odd=lambda context: odd)
+    assert main(["demo", "--tasks", "toy-a", "toy-odd", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "task 'toy-odd' failed writing its rows" in err
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "Incomplete" in page and "<td>toy-a</td>" in page
+
+
 def test_a_cpu_only_task_refuses_another_device(tmp_path, monkeypatch, capsys):
     from physml import cli
 
