@@ -303,6 +303,21 @@ def test_checkpoint_problems_are_reported(tmp_path):
         train_anp(small_model(), sampler, steps=4, seed=1, progress=False, out=run)
 
 
+def test_a_run_with_another_penalty_is_not_resumed_as_this_one(tmp_path):
+    sampler = small_sampler(batch=2, n_target=10)
+    t = x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    settings = dict(steps=2, seed=1, progress=False, out=tmp_path / "softc")
+    light = softc_loss_extra("diffusion", t, x, softc_weight=1e-3)
+    done = train_anp(small_model(), sampler, loss_extra=light, **settings)
+    again = softc_loss_extra("diffusion", t, x, softc_weight=1e-3)  # the same term: resumed
+    assert train_anp(small_model(), sampler, loss_extra=again, **settings) == done
+    with pytest.raises(CheckpointError, match=r"another model \(loss_extra\.weight 0\.001 → 1000"):
+        heavy = softc_loss_extra("diffusion", t, x, softc_weight=1e3)
+        train_anp(small_model(), sampler, loss_extra=heavy, **settings)
+    with pytest.raises(CheckpointError, match="another model"):  # a term without a description
+        train_anp(small_model(), sampler, loss_extra=lambda model, batch: 0.0, **settings)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

@@ -166,6 +166,26 @@ def test_gp_time_slice_blocks_are_symmetric_psd(noisy_gp):
     assert eigenvalues.min() >= -1e-10 * eigenvalues.max()
 
 
+def test_a_failed_refit_leaves_the_gp_unfitted_not_half_updated(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 2, generator=g, dtype=torch.float64)
+    gp = ExactGPSurrogate(iterations=5).fit(x, torch.sin(6 * x[:, 1]))
+    t, points = torch.linspace(0, 1, 3, dtype=torch.float64), torch.linspace(0, 1, 4)
+    before = gp.predict(t, points, covariance="diagonal").mean
+    with pytest.raises(ValueError, match="context_y must have shape"):  # refused before any work
+        gp.fit(x, torch.zeros(5, dtype=torch.float64))
+    torch.testing.assert_close(gp.predict(t, points, covariance="diagonal").mean, before)
+
+    def no_factor(ys):
+        raise ValueError("the fitted kernel matrix on context_x is not positive definite")
+
+    monkeypatch.setattr(gp, "_factorise", no_factor)  # a refit failing at its last stage
+    with pytest.raises(ValueError, match="not positive definite"):
+        gp.fit(x + 100, torch.cos(6 * x[:, 1]) + 100)
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        gp.predict(t, points, covariance="diagonal")
+
+
 def test_gp_variance_shrinks_near_context_points():
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     x = torch.linspace(0, TWO_PI, 6, dtype=F64)
@@ -287,6 +307,17 @@ def test_ensemble_fits_a_smooth_function(fitted_ensemble):
     assert isinstance(prediction, Gaussian) and prediction.is_diagonal
     assert (prediction.mean - y).pow(2).mean().sqrt() < 0.05
     assert fitted_ensemble.loss_curve_[-1] < fitted_ensemble.loss_curve_[0] - 2
+
+
+def test_ensemble_refuses_an_empty_input_by_name(fitted_ensemble):
+    empty = torch.zeros(0, 1)
+    for call in (
+        lambda: fitted_ensemble.predict(empty),
+        lambda: fitted_ensemble.predict(empty, kind="ensemble"),
+        lambda: fitted_ensemble.sample(empty, 2),
+    ):
+        with pytest.raises(ValueError, match=r"inputs must hold at least one point, got shape"):
+            call()
 
 
 def test_ensemble_refuses_inputs_without_a_feature_axis(fitted_ensemble):

@@ -149,4 +149,11 @@ def softc_loss_extra(
         mean = model(context_x, context_y, targets, samples=0).mean
         return weight * softc_residual_loss(mean, t_axis, x_axis, case, params)
 
+    # what train_anp records, so that a run with another penalty is not resumed as this one
+    extra.description = {
+        "softc": case,
+        "weight": weight,
+        "t": t_axis.tolist(),
+        "x": x_axis.tolist(),
+    }
     return extra

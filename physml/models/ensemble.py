@@ -136,6 +136,9 @@ class DeepEnsemble(nn.Module):
             raise ValueError(
                 f"inputs must have shape (..., {d}) with a point axis, got {tuple(tensor.shape)}"
             )
+        if tensor.numel() == 0:
+            shape = tuple(tensor.shape)
+            raise ValueError(f"inputs must hold at least one point, got shape {shape}")
         return tensor
 
     def member_outputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,7 +98,14 @@ class ExactGPSurrogate:
             )
         if x.shape[0] < 2:
             raise ValueError(f"context_x must hold at least 2 points, got {x.shape[0]}")
+        try:
+            return self._fit(x, y)
+        except Exception:  # half of the new fit's state beside the old factors: unfit instead
+            for name in ("model_", "likelihood_"):
+                self.__dict__.pop(name, None)
+            raise
 
+    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> ExactGPSurrogate:
         self._x_shift = x.amin(0)
         extent = x.amax(0) - self._x_shift
         self._x_scale = torch.where(extent > 0, extent, torch.ones_like(extent))

@@ -106,12 +106,13 @@ def train_models(
     sampler = gpme_sampler(case, scale.batch, n_target=scale.n_target, t_grid=t, x_grid=x)
     coarse_t, coarse_x = t[:: max(1, scale.nt // 20)], x[:: max(1, scale.nx // 20)]
     models = {}
-    for name, extra, steps in (
-        ("anp", None, scale.train_steps),
+    for name, extra, steps, tag in (
+        ("anp", None, scale.train_steps, ""),
         (
             "softc-anp",
             softc_loss_extra(case, coarse_t, coarse_x, scale.softc_weight),
             scale.softc_steps or scale.train_steps,
+            f"-w{scale.softc_weight:g}",  # another penalty weight trains its own run
         ),
     ):
         model = AttentiveNeuralProcess(
@@ -123,7 +124,7 @@ def train_models(
             steps,
             seed=seed,
             progress=progress,
-            out=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{steps}",
+            out=folder / f"{name}-{case}-{scale.nt}x{scale.nx}-{steps}{tag}",
             loss_extra=extra,
             device=device,
         )

@@ -93,7 +93,9 @@ def train_anp(
     Deterministic given ``seed``. With ``out`` (a folder) the Trainer checkpoints every
     ``checkpoint_every`` steps and at the end, and a later call with the same settings resumes
     from there, bitwise as an uninterrupted run. ``device`` defaults to the model's. The model is
-    left in eval mode.
+    left in eval mode. The run records ``loss_extra.description`` when the term has one (as
+    :func:`physml.models.softc_loss_extra`'s does: case, weight, grid), so that a run with
+    another term is refused on resume instead of continued.
     """
     if not isinstance(model, AttentiveNeuralProcess):
         raise TypeError(f"model must be an AttentiveNeuralProcess, got {type(model).__name__}")
@@ -117,7 +119,8 @@ def train_anp(
         checkpoint_every=checkpoint_every,
         device=_device(model, device),
     )
-    description = {**describe(model), "loss_extra": loss_extra is not None}
+    extra = False if loss_extra is None else getattr(loss_extra, "description", True)
+    description = {**describe(model), "loss_extra": extra}
     trainer = Trainer(
         Objective(model, loss), objective_loss, config, out, description, quiet=not progress
     )
