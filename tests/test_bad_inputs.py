@@ -1461,6 +1461,18 @@ DATA_CASES = [
         r"n_context",
     ),
     case(
+        "point-sets-index-not-an-integer",
+        lambda c: PointSets(c.data, n_context=4, context_times=2, n_target=4)[1.0],
+        TypeError,
+        r"index must be an integer, got 1.0",
+    ),
+    case(
+        "point-sets-index-out-of-range",
+        lambda c: PointSets(c.data, n_context=4, context_times=2, n_target=4)[10**6],
+        IndexError,
+        r"index 1000000 out of range for \d+ point sets",
+    ),
+    case(
         "point-sets-views-zero",
         lambda c: PointSets(c.data, n_context=4, context_times=2, n_target=4, views=0),
         ValueError,

@@ -282,6 +282,10 @@ def test_functions_dataset_items_follow_their_seed_and_the_sampler():
     assert functions.attributes["seed"] == 1 and functions.attributes["case"] == "diffusion"
     with pytest.raises(IndexError):
         functions[5]
+    assert all(torch.equal(u, v) for u, v in zip(functions[-1], functions[4], strict=True))
+    for index in (1.5, True):  # as the datasets of files refuse them: not a silent int()
+        with pytest.raises(TypeError, match="index must be an integer"):
+            functions[index]
     with pytest.raises(TypeError, match="GPMESampler"):
         GPMEFunctions("diffusion", 4)
     with pytest.raises(ValueError, match="size"):

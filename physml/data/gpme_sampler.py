@@ -18,6 +18,7 @@ from pdes import gpme
 from pdes.checks import finite, positive_int
 from pdes.problems import Problem
 
+from .datasets import item_index
 from .generate import sample_seed
 from .points import check_point_counts, draw_point_indices, grid_points
 
@@ -178,8 +179,7 @@ class GPMEFunctions(Dataset):
         return self.size
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        if not 0 <= i < self.size:
-            raise IndexError(f"index {i} out of range for {self.size} functions")
+        i = item_index(i, self.size, "functions")
         item_seed = sample_seed(self.seed, i)
         batch = self.sampler.draw(torch.Generator().manual_seed(item_seed), 1)
         noise_seed = torch.tensor(sample_seed(item_seed, 1), dtype=torch.int64)

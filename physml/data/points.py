@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from pdes.checks import positive_int
 
 from .._checks import as_tensor
-from .datasets import PDEData, load
+from .datasets import PDEData, item_index, load
 from .generate import sample_seed
 
 
@@ -156,8 +156,7 @@ class PointSets(Dataset):
         return len(self.data) * self.views
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} point sets")
+        i = item_index(i, len(self), "point sets")
         item_seed = sample_seed(self.seed, i)
         generator = torch.Generator().manual_seed(item_seed)
         context, target = draw_point_indices(
@@ -205,8 +204,7 @@ class PointRows(Dataset):
         return self.values.numel()
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= k < len(self):
-            raise IndexError(f"index {k} out of range for {len(self)} rows")
+        k = item_index(k, len(self), "rows")
         sample, point = divmod(k, self.points.shape[0])
         return torch.cat([self.params[sample], self.points[point]]), self.values[sample, point]
 
