@@ -142,6 +142,12 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / len(values))
 
 
+def known_se(value: float | None) -> float:
+    """A standard error as a number: NaN (unknown) for ``None`` (a non-finite one as saved in the
+    results JSON, e.g. of one seed) or a non-finite one."""
+    return float("nan") if value is None or not math.isfinite(value) else float(value)
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (case, method): means and standard errors over seeds, worst boundary error."""
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -353,9 +359,10 @@ def against_recorded(rows: list[dict], recorded: Path, layout: str, size: str) -
         old = before.get((row["case"], row["method"]))
         if old is None:
             continue
-        se = math.hypot(row["rel_l2_se"], old["rel_l2_se"])
+        # a standard error unknown on either side (one seed: NaN, saved as null): z unknown
+        se = math.hypot(known_se(row.get("rel_l2_se")), known_se(old.get("rel_l2_se")))
         ratio = row["rel_l2"] / old["rel_l2"]
-        z = (row["rel_l2"] - old["rel_l2"]) / se if se > 0 else None  # one seed each: unknown
+        z = (row["rel_l2"] - old["rel_l2"]) / se if math.isfinite(se) and se > 0 else None
         out[f"{row['case']}/{row['method']}"] = {
             "rel_l2": row["rel_l2"], "recorded_rel_l2": old["rel_l2"], "ratio": ratio, "z": z,
         }  # fmt: skip

@@ -138,24 +138,34 @@ class OnDevice(nn.Module):
 
 
 class Stages:
-    """The work folder: each stage's cached JSON (checked against the run's setup). ``ledger``
-    records what this process did with each stage: ``None`` computed it, a number read it (the
-    time the file was written, by an earlier run or a concurrent one)."""
+    """The work folder: each stage's cached JSON (checked against the run's setup), named
+    ``prefix`` + its key. ``ledger`` records what this process did with each stage (by that
+    name): ``None`` computed it, a number read it (the time the file was written, by an earlier
+    run or a concurrent one)."""
 
     def __init__(
-        self, work: Path, setup: dict, ledger: dict[str, float | None] | None = None
+        self,
+        work: Path,
+        setup: dict,
+        ledger: dict[str, float | None] | None = None,
+        prefix: str = "",
     ) -> None:
         self.work = work
         self.setup = json.loads(json.dumps(setup))  # as saved: tuples become lists
         self.ledger = {} if ledger is None else ledger
+        self.prefix = prefix
         work.mkdir(parents=True, exist_ok=True)
 
-    def derived(self, **more: object) -> Stages:
-        """The same folder with more settings in the setup, sharing the ledger."""
-        return Stages(self.work, {**self.setup, **more}, self.ledger)
+    def derived(self, prefix: str = "", **more: object) -> Stages:
+        """The same folder with more settings in the setup (and ``prefix`` added before its
+        stages' names), sharing the ledger."""
+        return Stages(self.work, {**self.setup, **more}, self.ledger, self.prefix + prefix)
+
+    def name(self, key: str) -> str:
+        return self.prefix + key
 
     def path(self, key: str) -> Path:
-        return self.work / f"{key}.json"
+        return self.work / f"{self.name(key)}.json"
 
     def get(self, key: str) -> dict | None:
         path = self.path(key)
@@ -167,18 +177,27 @@ class Stages:
                 f"--work: {str(path)!r} comes from a run with another setup; remove the folder "
                 "or choose another --work"
             )
-        self.ledger.setdefault(key, path.stat().st_mtime)
+        self.ledger.setdefault(self.name(key), path.stat().st_mtime)
         return saved["result"]
 
     def put(self, key: str, result: dict) -> dict:
         text = json.dumps({"setup": self.setup, "result": result}, indent=1) + "\n"
         atomic_write_text(self.path(key), text)
-        self.ledger[key] = None
+        self.ledger[self.name(key)] = None
         return result
 
     def cached(self, key: str, compute) -> dict:
         found = self.get(key)
         return found if found is not None else self.put(key, compute())
+
+
+def kc_stages(stages: Stages, kc_denoiser: str) -> Stages:
+    """The stages of knowledge control, which sample the ``kc_denoiser`` (the validation
+    reference, both guidances' λ sweeps and test rows, intensity): the denoiser in their setup
+    and in their names (``kc-conv-sweep-1``), so a run with another ``--kc-denoiser`` on the same
+    ``--work`` computes its own (and its own sampling chunks) while reading back the stages that
+    do not depend on it (data, trainings, the plain rows)."""
+    return stages.derived(prefix=f"kc-{kc_denoiser}-", kc_denoiser=kc_denoiser)
 
 
 def trained(stages: Stages, key: str, train) -> tuple[torch.nn.Module, dict]:
@@ -394,14 +413,14 @@ def frame_guided(
     kc_denoiser,
     reverse,
     device="cpu",
-) -> tuple[torch.nn.Module, list[dict], dict]:
+) -> tuple[torch.nn.Module, list[dict], dict, dict]:
     """Knowledge control by a frame-space energy regressor (the guide, trained here; never the
     judge): its λ sweep on the validation videos against ``reference`` (unguided, same videos)
-    and the chosen λ on the test videos. Returns the guide, its rows and the test row.
-    ``reverse``: λ and sampling chunks last first (``--reverse``)."""
+    and the chosen λ on the test videos. Returns the guide, its rows, the test row and the
+    chosen λ's validation row. ``reverse``: λ and sampling chunks last first (``--reverse``)."""
     guide_size = GUIDES["full" if scale == FULL else "quick"]
     shape = {k: v for k, v in asdict(guide_size).items() if k != "lambdas"}
-    own = stages.derived(guide=asdict(guide_size))
+    own = kc_stages(stages, kc_denoiser).derived(guide=asdict(guide_size))
     guide, _ = trained(
         stages.derived(guide=shape),  # training: not the λ sweep's
         "guide",
@@ -450,7 +469,8 @@ def frame_guided(
         }
         for row in sweep
     ]
-    best = blocks.best_lambda(sweep, reference)["lambda"]
+    chosen = blocks.best_lambda(sweep, reference)
+    best = chosen["lambda"]
     n_eval, members = scale.contexts, scale.members
 
     tested = own.cached(
@@ -471,7 +491,19 @@ def frame_guided(
             **tested,
         }
     )
-    return guide, rows, tested
+    return guide, rows, tested, chosen
+
+
+def chosen_guidance(candidates: dict[str, tuple[dict, dict]], reference: dict) -> tuple[str, dict]:
+    """The guidance the done-when checks read, chosen on validation videos like each one's λ:
+    ``candidates`` maps each guidance to its chosen λ's validation sweep row and its test row;
+    the λ rule (:func:`physml.tasks.prediff.best_lambda`) against ``reference`` (unguided, the
+    same validation videos) picks among the validation rows (the first on a tie). Returns the
+    guidance's name and its test row."""
+    names = list(candidates)
+    best = blocks.best_lambda([candidates[name][0] for name in names], reference)
+    name = next(name for name in names if candidates[name][0] is best)
+    return name, candidates[name][1]
 
 
 def test_row(
@@ -600,11 +632,12 @@ def evaluate(
     if kc_denoiser not in models or regressor is None:
         return rows
     prediff, cost = models[kc_denoiser]
+    kc = kc_stages(stages, kc_denoiser)
     n_sweep, m_sweep = scale.sweep_contexts, scale.sweep_members
     sweep_x, sweep_y, sweep_e0 = val_x[:n_sweep], val_y[:n_sweep], val_energy0[:n_sweep]
 
     def reference() -> dict:
-        return stages.cached(
+        return kc.cached(
             "sweep-reference",
             lambda: blocks.evaluate_ensemble(
                 blocks.sample(prediff, sweep_x, m_sweep, ddim, seed, batch),
@@ -616,8 +649,9 @@ def evaluate(
             ),
         )
 
-    def latent_part() -> tuple[list[dict], dict]:
-        """The latent regressor's λ sweep on validation videos and its chosen λ on test."""
+    def latent_part() -> tuple[list[dict], dict, dict]:
+        """The latent regressor's λ sweep on validation videos and its chosen λ on test: the
+        rows, the test row and the chosen λ's validation row."""
         part = [
             {
                 "case": "lambda-sweep",
@@ -641,7 +675,7 @@ def evaluate(
                     **blocks.evaluate_ensemble(forecast, sweep_y, sweep_e0, judge, floor, seed),
                 }
 
-            sweep.append(stages.cached(f"sweep-{lam:g}", guided))
+            sweep.append(kc.cached(f"sweep-{lam:g}", guided))
             part.append(
                 {
                     "case": "lambda-sweep",
@@ -657,8 +691,9 @@ def evaluate(
                 f"mse {sweep[-1]['mse']:.4g}",
                 flush=True,
             )
-        best_latent = blocks.best_lambda(sweep, reference())["lambda"]
-        controlled = stages.cached(
+        chosen_latent = blocks.best_lambda(sweep, reference())
+        best_latent = chosen_latent["lambda"]
+        controlled = kc.cached(
             "eval-prediff-kc",
             lambda: test_row(
                 prediff, blocks.energy_control(regressor, energy0[:n_eval], best_latent),
@@ -675,7 +710,7 @@ def evaluate(
                 **controlled,
             }
         )
-        return part, controlled
+        return part, controlled, chosen_latent
 
     # Intensity: the λ of a small sweep at n = 2 on validation videos, then every n on test.
     mu_sigma = (stats["intensity_mean"], stats["intensity_std"])
@@ -689,14 +724,14 @@ def evaluate(
                 got = blocks.intensity_rows(
                     prediff, val_x[: max(2, n_int // 4)], mu_sigma,
                     replace(scale, intensity_n=(2,)), lam, seed,
-                    keep=chunk_folder(stages, "intensity-sweep"), reverse=reverse,
+                    keep=chunk_folder(kc, "intensity-sweep"), reverse=reverse,
                 )  # fmt: skip
                 misses[str(lam)] = next(r["miss_sigma"] for r in got if r["method"] == "prediff-kc")
             return {str(lam): misses[str(lam)] for lam in lams}
 
-        misses = stages.cached("intensity-sweep", intensity_sweep)
+        misses = kc.cached("intensity-sweep", intensity_sweep)
         lam_int = float(min(misses, key=misses.get))
-        return stages.cached(
+        return kc.cached(
             "intensity",
             lambda: {
                 "rows": blocks.intensity_rows(
@@ -706,13 +741,13 @@ def evaluate(
                     scale,
                     lam_int,
                     seed,
-                    keep=chunk_folder(stages, "intensity"),
+                    keep=chunk_folder(kc, "intensity"),
                     reverse=reverse,
                 )  # fmt: skip
             },
         )["rows"]
 
-    def frames_part() -> tuple[torch.nn.Module, list[dict], dict]:
+    def frames_part() -> tuple[torch.nn.Module, list[dict], dict, dict]:
         return frame_guided(
             scale, seed, stages, data, prediff, cost, judge, floor, reference(), case,
             kc_denoiser, reverse, device,
@@ -729,13 +764,15 @@ def evaluate(
             scale, seed, stages, data, models, regressor, judge, earthformer, kc_denoiser,
             floor_info, recon, ae_cost, stats, out, False, device,
         )  # fmt: skip
-    latent_rows, controlled = done["latent"]
-    guide, frame_rows, framed = done["frames"]
+    latent_rows, controlled, latent_validation = done["latent"]
+    guide, frame_rows, framed, frames_validation = done["frames"]
     intensity = done["intensity"]
     rows += latent_rows + frame_rows
     plain = plain_rows[kc_denoiser]
-    best_row = blocks.best_lambda([controlled, framed], plain)  # the λ rule across guidances
-    chosen = LATENT if best_row is controlled else FRAMES
+    chosen, best_row = chosen_guidance(  # on validation, as each guidance's λ
+        {LATENT: (latent_validation, controlled), FRAMES: (frames_validation, framed)},
+        reference(),
+    )
     best = best_row["lambda"]
 
     def control_for(target: torch.Tensor):
@@ -839,9 +876,10 @@ Knowledge control uses the `{kc}` denoiser, guided either by the latent regresso
 the judge) read on the decoded denoised frames of every step with the normalised step
 (`guidance` = frame regressor); λ chosen on validation videos (the smallest energy error with
 MSE ≤ 1.02× and SSIM ≥ −0.01 of unguided PreDiff on the same videos), and the done-when checks
-read the better of the two test rows by the same rule. Intensity rows:
-the mean target intensity asked μ + nσ (μ = {intensity_mean:.4g}, σ = {intensity_std:.3g} over
-the test targets), λ chosen at n = 2 on validation videos; `miss_sigma` in the JSON.
+read the test row of the guidance whose chosen λ is the better on validation by the same rule.
+Intensity rows: the mean target intensity asked μ + nσ (μ = {intensity_mean:.4g}, σ =
+{intensity_std:.3g} over the test targets), λ chosen at n = 2 on validation videos; `miss_sigma`
+in the JSON.
 
 Done-when checks:
 

@@ -256,6 +256,114 @@ def test_prediff_nbody_stages_remember_what_this_process_read_and_computed(tmp_p
         prediff_nbody.Stages(tmp_path, {"scale": {"lambdas": (0.3,)}}).cached("sweep", dict)
 
 
+def test_prediff_nbody_knowledge_control_stages_are_kept_per_denoiser(tmp_path):
+    """The stages that sample the knowledge-control denoiser are cached per denoiser: one
+    computed for conv is not read back for cuboid (nor its sampling chunks), the same denoiser's
+    is, and the stages that do not depend on it are shared."""
+    prediff_nbody = load_benchmark("prediff_nbody")
+    setup = {"mode": "quick", "seed": 0}
+    first = prediff_nbody.Stages(tmp_path, setup)
+    first.cached("data", lambda: {"d": 1})
+    conv = prediff_nbody.kc_stages(first, "conv")
+    assert conv.cached("sweep-1", lambda: {"x": 1}) == {"x": 1}
+    conv.derived(guide={"window": 3}).cached("sweep-frames-0.3", lambda: {"f": 1})
+    # a later process on the same folder with the other denoiser
+    second = prediff_nbody.Stages(tmp_path, setup)
+    cuboid = prediff_nbody.kc_stages(second, "cuboid")
+    assert cuboid.cached("sweep-1", lambda: {"x": 2}) == {"x": 2}  # computed, not conv's
+    framed = cuboid.derived(guide={"window": 3})
+    assert framed.cached("sweep-frames-0.3", lambda: {"f": 2}) == {"f": 2}
+    assert second.cached("data", lambda: {"d": 2}) == {"d": 1}  # shared: read back
+    names = {name for name, when in second.ledger.items() if when is None}
+    assert names == {"kc-cuboid-sweep-1", "kc-cuboid-sweep-frames-0.3"}
+    assert prediff_nbody.chunk_folder(framed, "sweep-frames-0.3") != prediff_nbody.chunk_folder(
+        conv.derived(guide={"window": 3}), "sweep-frames-0.3"
+    )
+    # and back to conv: its own results, read back
+    third = prediff_nbody.kc_stages(prediff_nbody.Stages(tmp_path, setup), "conv")
+    assert third.cached("sweep-1", lambda: {"x": 3}) == {"x": 1}
+    assert third.derived(guide={"window": 3}).cached("sweep-frames-0.3", dict) == {"f": 1}
+
+
+def test_prediff_nbody_resumed_with_another_kc_denoiser_gives_a_fresh_runs_rows(tmp_path):
+    """A quick run with the conv denoiser, then one with --kc-denoiser cuboid on the same
+    --work: the second's rows are those of a cuboid run on a fresh --work (bar timings), not the
+    conv run's knowledge-control rows under the cuboid's name."""
+    work = tmp_path / "work"
+    conv = _quick("prediff_nbody", tmp_path / "conv", "--work", str(work))["rows"]
+    cuboid = "--kc-denoiser", "cuboid"
+    resumed = _quick("prediff_nbody", tmp_path / "resumed", "--work", str(work), *cuboid)["rows"]
+    fresh = _quick("prediff_nbody", tmp_path / "fresh", "--work", str(tmp_path / "w2"), *cuboid)
+
+    def untimed(rows):
+        return [{k: v for k, v in row.items() if k not in ("train_s", "fwd_ms")} for row in rows]
+
+    assert untimed(resumed) == untimed(fresh["rows"])
+    controlled = [row for row in resumed if row["method"] == "prediff-kc"]
+    assert controlled and {row["denoiser"] for row in controlled} == {"cuboid"}
+    before = [row for row in conv if row["method"] == "prediff-kc"]
+    assert [row.get("mse") for row in controlled] != [row.get("mse") for row in before]
+
+    def plain(rows):
+        return [row for row in rows if row["method"] == "prediff" and row["case"].startswith("nb")]
+
+    assert len(plain(resumed)) == 2 and plain(resumed) == plain(conv)  # read back
+    markdown = (tmp_path / "resumed" / "prediff_nbody.md").read_text()
+    assert "eval-prediff-conv (" in markdown and "kc-conv-" not in markdown
+
+
+def test_prediff_nbody_chooses_the_guidance_on_validation_rows():
+    """The done-when checks read the guidance whose chosen λ is the better on validation (by the
+    λ rule against unguided PreDiff on the same videos), with its test row, whatever the test
+    rows say."""
+    prediff_nbody = load_benchmark("prediff_nbody")
+    latent, frames = prediff_nbody.LATENT, prediff_nbody.FRAMES
+    reference = {"energy_error": 1.0, "mse": 100.0, "ssim": 0.3}
+    val_latent = {"lambda": 10.0, "energy_error": 0.8, "mse": 101.0, "ssim": 0.3}
+    val_frames = {"lambda": 1.0, "energy_error": 0.55, "mse": 101.0, "ssim": 0.3}
+    test_latent = {"lambda": 10.0, "energy_error": 0.49, "mse": 101.0, "ssim": 0.3}
+    test_frames = {"lambda": 1.0, "energy_error": 0.52, "mse": 101.0, "ssim": 0.3}
+    candidates = {latent: (val_latent, test_latent), frames: (val_frames, test_frames)}
+    name, row = prediff_nbody.chosen_guidance(candidates, reference)
+    assert name == frames and row is test_frames  # the test rows would pick the latent one
+    # the rule's limits on validation: frames' lower error costs too much MSE there
+    costly = {**val_frames, "mse": 103.0}
+    candidates = {latent: (val_latent, test_latent), frames: (costly, test_frames)}
+    assert prediff_nbody.chosen_guidance(candidates, reference) == (latent, test_latent)
+    # a tie on validation: the first
+    tied = {latent: (val_latent, test_latent), frames: (dict(val_latent), test_frames)}
+    assert prediff_nbody.chosen_guidance(tied, reference) == (latent, test_latent)
+
+
+def test_boon_comparison_with_a_recorded_run_of_unknown_standard_errors(tmp_path):
+    """A recorded run of one seed has no standard error (NaN, saved as null): the comparison
+    with it gives the ratio and an unknown z instead of a crash after all the training; so does
+    a run of one seed now."""
+    boon_bench = load_benchmark("boon")
+    recorded = tmp_path / "boon.json"
+    old = [
+        {"case": "heat-neumann", "method": "fno", "rel_l2": 0.02, "rel_l2_se": None},
+        {"case": "heat-neumann", "method": "boon", "rel_l2": 0.01, "rel_l2_se": 0.002},
+        {"case": "cavity", "method": "boon", "rel_l2": 0.02, "rel_l2_se": 0.004},
+    ]
+    recorded.write_text(json.dumps({"size": "full", "rows": old}))
+    rows = [
+        {"case": "heat-neumann", "method": "fno", "rel_l2": 0.025, "rel_l2_se": 0.001},
+        {"case": "heat-neumann", "method": "boon", "rel_l2": 0.008, "rel_l2_se": math.nan},
+        {"case": "cavity", "method": "boon", "rel_l2": 0.028, "rel_l2_se": 0.003},
+    ]
+    out, prose = boon_bench.against_recorded(rows, recorded, "neuralop", "full")
+    assert out["heat-neumann/fno"]["z"] is None
+    assert out["heat-neumann/fno"]["ratio"] == pytest.approx(1.25)
+    assert out["heat-neumann/boon"]["z"] is None
+    assert out["heat-neumann/boon"]["ratio"] == pytest.approx(0.8)
+    assert out["cavity/boon"]["z"] == pytest.approx(0.008 / 0.005)  # both known
+    assert "2 of 3 rows no worse or within 2 standard errors" in prose
+    assert "| heat-neumann/fno | 0.025 | 0.02 | 1.25 |  |" in prose
+    assert math.isnan(boon_bench.known_se(None)) and math.isnan(boon_bench.known_se(math.inf))
+    assert boon_bench.known_se(0.5) == 0.5
+
+
 def test_earthformer_nbody_quick_mode_scores_every_method(tmp_path):
     from physml.data.nbody import nbody_digits
 
