@@ -539,7 +539,13 @@ class _GPMERecipe(Problem):
         self.check_range(low, high)
         if high < low:
             raise ValueError(f"{self.bounds[1]} must be >= {self.bounds[0]}, got {low} > {high}")
+        if s["solver"] == "exact":
+            self.check_front(s["t_end"], low, high)
         return s
+
+    def check_front(self, t_end: float, low: float, high: float) -> None:
+        """The closed form holds while the front is inside the domain (a recipe with a front
+        refuses a ``t_end`` after it leaves, whose data would break the stated wall value)."""
 
     def check_range(self, low: float, high: float) -> None:
         positive(self.bounds[0], low)
@@ -649,6 +655,13 @@ class PMERecipe(_GPMERecipe):
     boundary = "dirichlet: u(t,0) = (m t)^(1/m), u(t,1) = 0"
     diffusivity = "u^m"
 
+    def check_front(self, t_end: float, low: float, high: float) -> None:
+        if t_end > 1.0:
+            raise ValueError(
+                f"t_end must be <= 1 with solver 'exact': the front x = t leaves [0, 1] at t = 1 "
+                f"and the closed form then breaks u(t,1) = 0, got {t_end}"
+            )
+
     def exact(self, x, t, value):
         return pme_exact(x, t, value)
 
@@ -681,6 +694,16 @@ class StefanRecipe(_GPMERecipe):
     def check_range(self, low: float, high: float) -> None:
         _parameter(self.bounds[0], low, "unit")
         _parameter(self.bounds[1], high, "unit")
+
+    def check_front(self, t_end: float, low: float, high: float) -> None:
+        fastest = max(float(stefan_z1(low)), float(stefan_z1(high)))
+        leaves = 1.0 / (4.0 * fastest**2)  # 2 z1 √t = 1
+        if t_end > leaves:
+            raise ValueError(
+                f"t_end must be <= {leaves:.4g} with solver 'exact' and u* in [{low}, {high}]: "
+                f"the fastest front 2 z1 √t leaves [0, 1] then and the closed form breaks "
+                f"u(t,1) = 0, got {t_end}"
+            )
 
     def exact(self, x, t, value):
         return stefan_exact(x, t, value)

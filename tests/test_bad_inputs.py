@@ -1133,6 +1133,19 @@ NAVIER_STOKES_CASES = [
 RECIPE_CASES = [
     case("recipe-unknown", lambda c: problems.get("heat2"), ValueError, r"unknown PDE 'heat2'"),
     case(
+        "recipe-stefan-front-leaves-the-domain",
+        lambda c: problems.get("stefan").generate([0], problems.get("stefan").settings(t_end=3.0)),
+        ValueError,
+        r"t_end must be <= 0\.7637 with solver 'exact' and u\* in \[0\.55, 0\.7\]: the fastest "
+        r"front .* got 3\.0",
+    ),
+    case(
+        "recipe-pme-front-leaves-the-domain",
+        lambda c: problems.get("pme").generate([0], problems.get("pme").settings(t_end=2.0)),
+        ValueError,
+        r"t_end must be <= 1 with solver 'exact': the front x = t leaves \[0, 1\] .* got 2\.0",
+    ),
+    case(
         "recipe-option-unknown",
         lambda c: problems.get("heat").settings(nx2=5),
         ValueError,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from pdes import Dirichlet, Grid1D, Neumann, Periodic, SolverError
+from pdes import Dirichlet, Grid1D, Neumann, Periodic, SolverError, problems
 from pdes.gpme import (
     EXACT_CASES,
     PROBLEMS,
@@ -529,3 +529,15 @@ def test_a_finite_volume_recipe_sample_does_not_depend_on_its_batch(name):
     alone = recipe.generate([1], settings).u[0]
     together = recipe.generate([0, 1], settings).u[1]
     assert torch.equal(alone, together)
+
+
+@pytest.mark.parametrize(("name", "last"), [("stefan", 0.7637), ("pme", 1.0)])
+def test_the_exact_recipes_keep_their_right_wall_up_to_the_last_time_they_allow(name, last):
+    """The front 2 z1 √t (Stefan, the fastest u* of the range) or x = t (PME) reaches x = 1 at
+    the last ``t_end`` allowed: the closed form still meets u(t, 1) = 0 there, and a later
+    ``t_end`` is refused."""
+    recipe = problems.get(name)
+    batch = recipe.generate([0, 1, 2], recipe.settings(t_end=last, nx=21, nt=5))
+    assert (batch.u[..., -1] == 0).all()
+    with pytest.raises(ValueError, match="t_end must be <="):
+        recipe.generate([0], recipe.settings(t_end=1.01 * last, nx=21, nt=5))
