@@ -388,6 +388,63 @@ def test_probes_are_reused_without_gradient_and_refreshed_after_a_step():
     torch.testing.assert_close(after, fresh.detach())
 
 
+def _fast_fno_1d(seed: int):
+    from physml.models.spectral import fast_fno
+
+    torch.manual_seed(seed)
+    return fast_fno(n_modes=(8,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2)
+
+
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_probes_read_in_inference_mode_are_not_reused_for_a_backward_pass(closed_form, monkeypatch):
+    """A frozen model validated under ``inference_mode``, then differentiated in its input (an
+    inverse problem): the stored probes are inference tensors and must be read again."""
+    from physml.constraints import operator as seam
+
+    if not closed_form:
+        monkeypatch.setattr(seam, "probe_in_closed_form", lambda layer, like: False)
+    model = _fast_fno_1d(0).requires_grad_(False)
+    wrapped = constrain(model, BoundaryCondition(Dirichlet(1.0, 2.0), Grid1D(33))).eval()
+    x = torch.randn(2, 1, 33)
+    with torch.inference_mode():
+        wrapped(x)
+    given = x.clone().requires_grad_(True)
+    out = wrapped(given)
+    out.sum().backward()
+    assert torch.isfinite(given.grad).all() and given.grad.abs().sum() > 0
+    assert (out[:, 0, 0] == 1.0).all() and (out[:, 0, -1] == 2.0).all()
+
+
+def test_probes_follow_parameters_put_in_place_of_the_old_ones():
+    """``load_state_dict(..., assign=True)`` replaces the parameter objects: the probes of the
+    old weights must not be reused for the new ones."""
+    condition = BoundaryCondition(Dirichlet(1.0, 2.0), Grid1D(33))
+    a, b = _fast_fno_1d(0), _fast_fno_1d(1)
+    x = torch.randn(3, 1, 33)
+    with torch.no_grad():
+        expected = constrain(b, condition)(x)
+        wrapped = constrain(a, condition)
+        wrapped(x)  # probes of a's weights, kept
+        a.load_state_dict(b.state_dict(), assign=True)
+        torch.testing.assert_close(wrapped(x), expected, rtol=0, atol=1e-6)
+
+
+def test_kept_wall_values_follow_the_shape_of_the_input():
+    """Values kept for inputs (2, 1, 13, 8) must not be reused for (2, 1, 13, 6): the same
+    named error as a fresh wrapper's, not a bare broadcasting error."""
+    from physml.models.spectral import fast_fno
+
+    torch.manual_seed(0)
+    model = fast_fno(n_modes=(6, 4), in_channels=1, out_channels=1, hidden_channels=3, n_layers=2)
+    left = torch.randn(2, 8, dtype=torch.float64)
+    wrapped = constrain(model, BoundaryCondition(Dirichlet(left, 0.0), Grid1D(13), axis=-2))
+    with torch.no_grad():
+        out = wrapped(torch.randn(2, 1, 13, 8))
+        torch.testing.assert_close(out[:, 0, 0].double(), left, rtol=0, atol=1e-6)
+        with pytest.raises(ValueError, match=r"Dirichlet.left must be .* \(2, 6\)"):
+            wrapped(torch.randn(2, 1, 13, 6))
+
+
 # ------------------------------------------------------------------------------------------
 # constrain on n-D outputs; Gaussians
 

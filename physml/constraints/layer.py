@@ -159,7 +159,7 @@ class Constrained(nn.Module):
         """The conditions at ``time``, their values shaped for the output and the hidden layers'
         values; kept between calls on inputs alike when they cannot change (constant values of
         the wrapped conditions, no gradient through them)."""
-        key = (x.shape[0], x.dtype, x.device, torch.is_inference_mode_enabled())
+        key = (tuple(x.shape), x.dtype, x.device, torch.is_inference_mode_enabled())
         reusable = time is None and all(
             a is b for a, b in zip(originals, self.constraints, strict=False)
         )

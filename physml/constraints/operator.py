@@ -329,7 +329,6 @@ class CorrectedLayer:
         self._probes: tuple[torch.Tensor, tuple[AxisProbe, ...]] | None = None
         self._probed_for: tuple | None = None  # what the probes were read for, when reusable
         self._spikes: tuple[tuple, torch.Tensor] | None = None
-        self._parameters = [*conv.parameters(), *(() if skip is None else skip.parameters())]
         self.no_closed_form = unsupported(conv, skip)  # None: probes from the weights
 
     @property
@@ -342,16 +341,25 @@ class CorrectedLayer:
         """Whether the layer is left as it is (only periodic conditions on periodic grids)."""
         return all(w.is_identity for w in self.walls)
 
+    def _live_parameters(self) -> list[torch.Tensor]:
+        """The layer's parameters as the modules hold them now (``load_state_dict(...,
+        assign=True)`` or ``functional_call`` put new objects in their place)."""
+        skip = () if self.skip is None else self.skip.parameters()
+        return [*self.conv.parameters(), *skip]
+
     def _reusable_key(self, like: torch.Tensor) -> tuple | None:
         """What the probes depend on, when they carry no gradient (else ``None``).
 
-        The parameters' storage and version counters (bumped by in-place updates such as an
-        optimiser step or ``load_state_dict``), the spatial shape, dtype and device.
+        The parameters (identity, storage and version counters, bumped by in-place updates such
+        as an optimiser step or ``load_state_dict``), the spatial shape, dtype and device, and
+        inference mode (inference tensors cannot be saved for a later backward pass).
         """
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self._parameters):
+        parameters = self._live_parameters()
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
             return None
-        versions = tuple((p.data_ptr(), p._version) for p in self._parameters)
-        return versions, tuple(like.shape[1:]), like.dtype, like.device
+        versions = tuple((id(p), p.data_ptr(), p._version) for p in parameters)
+        inference = torch.is_inference_mode_enabled()
+        return versions, tuple(like.shape[1:]), like.dtype, like.device, inference
 
     def needs_probe(self, like: torch.Tensor) -> bool:
         """Whether ``K`` must be probed for inputs like ``like``.
