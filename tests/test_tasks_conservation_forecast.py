@@ -187,6 +187,22 @@ class _AddOne(nn.Module):
         return x + 1.0
 
 
+def test_data_of_another_seed_or_scale_is_not_read_from_a_shared_folder(tmp_path):
+    from dataclasses import replace
+
+    from physml.data import load
+
+    first = task.generate("conserved", task.TOY, tmp_path, 0, quiet=True)
+    other_seed = task.generate("conserved", task.TOY, tmp_path, 1, quiet=True)
+    longer = replace(task.TOY, nt=9, t_end=4.0, test=3)
+    other_scale = task.generate("conserved", longer, tmp_path, 0, quiet=True)
+    assert len({first, other_seed, other_scale}) == 3
+    assert not torch.equal(load(first).u, load(other_seed).u)
+    data = load(other_scale)
+    assert data.u.shape[:2] == (longer.train + longer.validation + longer.test, longer.nt)
+    assert task.generate("conserved", task.TOY, tmp_path, 0, quiet=True) == first  # reused
+
+
 def test_member_forecasts_roll_fno_members_out_and_refuse_other_families():
     units = task.Units((2.0, 1.0, 1.0))
     context = torch.rand(2, 3, 3, 4, 4, dtype=torch.float64)

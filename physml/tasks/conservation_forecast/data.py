@@ -146,9 +146,12 @@ class Windows:
 
 
 def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -> Path:
-    """The variant's trajectories (train + validation + test, resumable) in ``folder``."""
+    """The variant's trajectories (train + validation + test, resumable) in ``folder``; the file
+    name carries everything the data depend on (grid, times, count, seed), so a run of another
+    scale or seed on the same folder makes its own file instead of reading this one."""
     count = scale.train + scale.validation + scale.test
-    path = folder / f"data-{variant}-{scale.nx}.h5"
+    spec = f"{scale.nx}-nt{scale.nt}-t{scale.t_end:g}-n{count}-seed{seed}"
+    path = folder / f"data-{variant}-{spec}.h5"
     if path.exists():
         return path
     return generate_dataset(
