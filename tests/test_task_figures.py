@@ -100,3 +100,24 @@ def test_a_failed_write_leaves_neither_a_figure_nor_a_temporary_file(tmp_path, m
             write(folder)
         assert list(folder.iterdir()) == [], name
     plt.close("all")
+
+
+@pytest.mark.parametrize(("measured", "met"), [(1.068, False), (1.072, True)])
+def test_verify_judges_the_order_it_prints(tmp_path, monkeypatch, measured, met):
+    """Theory 4/3: 0.8 × 4/3 = 1.0667 is printed and judged as 1.07, so an order of 1.068 is
+    missed beside the printed target, not met below it."""
+    import physml.tasks.verification as verification
+    from pdes.verification import Comparison, ExactCase
+    from physml.tasks import Context
+
+    def run(n):
+        h, zeros = 1.0 / n, torch.zeros(1, 2, 4, dtype=torch.float64)
+        grid, times = torch.linspace(0, 1, 4), torch.tensor([0.0, 1.0])
+        return Comparison(zeros + h**measured, zeros, grid, times, h)
+
+    case = ExactCase("synthetic-4/3", run, (10, 20, 40), order=4 / 3, norm="l1")
+    monkeypatch.setattr(verification, "exact_cases", lambda: [case])
+    rows = verification.run(Context(out=tmp_path, quiet=True))
+    order = next(row for row in rows if row.metric.startswith("order"))
+    assert order.value == pytest.approx(measured)
+    assert order.target.startswith(">= 1.07 ") and order.ok is met
