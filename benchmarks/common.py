@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
-import math
 import os
 import platform
 import shlex
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from physml._io import atomic_write_text
+from physml._io import atomic_write_text, strict_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -112,17 +110,6 @@ def _format(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _strict(value: object) -> object:
-    """``value`` with every non-finite float as ``None``: JSON ``null``, as strict readers need."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _strict(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(item) for item in value]
-    return value
-
-
 def render_markdown(result: dict, columns: Sequence[str], notes: str = "") -> str:
     """The readable view of a results dict: provenance, then one table row per result row."""
     lines = [
@@ -168,8 +155,7 @@ def write_results(
         **(extra or {}),
         "rows": rows,
     }
-    text = json.dumps(_strict(result), indent=1, allow_nan=False)
-    atomic_write_text(out_dir / f"{name}.json", text + "\n")
+    atomic_write_text(out_dir / f"{name}.json", strict_json(result))
     atomic_write_text(out_dir / f"{name}.md", render_markdown(result, columns, notes))
     return result
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -90,6 +92,22 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def strict_json(value: object) -> str:
+    """``value`` as JSON (indent 1, a final newline) with every non-finite float written as
+    ``null``: ``NaN`` and ``Infinity`` are not JSON, and strict readers refuse them."""
+
+    def finite(item: object) -> object:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(part) for key, part in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(part) for part in item]
+        return item
+
+    return json.dumps(finite(value), indent=1, allow_nan=False) + "\n"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from pdes.checks import non_negative, positive
+
 from .._checks import as_tensor
 from ..errors import ConstraintError
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
@@ -73,14 +75,13 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     return G
 
 
-def _number(name: str, value: object, expected: str) -> float:
-    """``value`` as a float, or a ConstraintError naming ``name`` (no bools or strings)."""
-    if not isinstance(value, bool | str):
-        try:
-            return float(value)
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    raise ConstraintError(f"{name} must be {expected}, got {value!r}")
+def _setting(check, name: str, value: object) -> float:
+    """``check(name, value)`` (one of :mod:`pdes.checks`' number checks), its refusal as a
+    ConstraintError."""
+    try:
+        return check(name, value)
+    except (TypeError, ValueError) as error:
+        raise ConstraintError(str(error)) from None
 
 
 def _check_target(b: object, k: int, name: str = "b") -> torch.Tensor:
@@ -152,9 +153,7 @@ class LinearConstraint(Constraint):
         else:
             self.target_fn = None
             self.register_buffer("b", _check_target(b, k))
-        noise = _number("noise", noise, "a finite number >= 0")
-        if not math.isfinite(noise) or noise < 0:
-            raise ConstraintError(f"noise must be a finite number >= 0, got {noise}")
+        noise = _setting(non_negative, "noise", noise)
         if projection not in ("covariance", "euclidean"):
             raise ConstraintError(
                 f"projection must be 'covariance' or 'euclidean', got {projection!r}"
@@ -171,9 +170,7 @@ class LinearConstraint(Constraint):
         self.channels = channels
         self.ndims = None if ndims is None else tuple(ndims)
         self.layout_hint = layout_hint
-        jitter = _number("jitter", jitter, "a finite number > 0")
-        if not (math.isfinite(jitter) and jitter > 0):
-            raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
+        jitter = _setting(positive, "jitter", jitter)
         if not (
             isinstance(shrinkage, (int, float))
             and not isinstance(shrinkage, bool)

@@ -10,8 +10,6 @@ the figures, captioned from each task's :attr:`Task.figures`.
 from __future__ import annotations
 
 import importlib
-import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -131,18 +129,13 @@ def save_rows(context: Context, name: str, rows: list[Row], wall_s: float) -> Pa
     """Write ``<out>/<name>/rows-<label>.json``: the run's settings, its wall time (s) and every row
     of task ``name`` (a value that is not finite as ``null``), so that each run's numbers outlive
     ``index.html``, which holds the last run's only. Returns the file."""
-    from .._io import atomic_write_text
+    from .._io import atomic_write_text, strict_json
 
-    def plain(row: Row) -> dict:
-        record = asdict(row)
-        if not math.isfinite(record["value"]):
-            record["value"] = None
-        return record
-
-    record = {"settings": run_settings(context), "wall_s": wall_s, "rows": [plain(r) for r in rows]}
+    rows_ = [asdict(row) for row in rows]
+    record = {"settings": run_settings(context), "wall_s": wall_s, "rows": rows_}
     path = context.out / name / f"rows-{run_label(context)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(path, strict_json(record))
     return path
 
 

@@ -7,8 +7,6 @@ the training settings are saved in the checkpoint, so ``evaluate`` needs only th
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 from pdes.checks import finite_number
 
 from .. import metrics
-from .._io import atomic_write_text, save_figure
+from .._io import atomic_write_text, save_figure, strict_json
 from ..data import PDEData, load
 from .checkpoint import checkpoint_path, load_checkpoint, load_weights
 from .distributed import world
@@ -218,7 +216,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     }
     path = Path(args.out) / "report.json"
     if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
-        atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(path, strict_json(summary))
     last = ""
     if report.validation:
         value = report.validation[-1][1]
@@ -276,8 +274,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
     out = run / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    written = {key: _finite_or_none(value) for key, value in scores.items()}
-    atomic_write_text(out / "metrics.json", json.dumps(written, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "metrics.json", strict_json(scores))
     plot_samples(prediction, target, out / "samples.png")
     width = max(len(k) for k in scores)
     for key, value in scores.items():
@@ -308,11 +305,6 @@ def _scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
         "rel_l2": float(metrics.relative_l2(prediction, target)),
         "mse": float((prediction - target).square().mean()),
     }
-
-
-def _finite_or_none(value: object) -> object:
-    """``value``, or ``None`` (JSON ``null``) for a score that is not finite."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _check_same_pairs(model: str, pairs, trained: list) -> None:
