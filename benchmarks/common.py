@@ -143,6 +143,9 @@ def write_results(
     extra: dict | None = None,
 ) -> dict:
     """Write ``out_dir/name.json`` and ``out_dir/name.md`` atomically and return the dict."""
+    taken = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
+    if clash := sorted(taken & set(extra or {})):
+        raise ValueError(f"extra must not set the record's own keys {clash}")
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": name,

@@ -88,10 +88,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield temporary
         if temporary.exists():  # mkstemp makes it 0600: give it the mode a plain open() would
             temporary.chmod(0o666 & ~current_umask())
+            _sync(temporary)  # the contents reach the disk before the name points at them
         os.replace(temporary, final)
+        _sync(final.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _sync(path: Path) -> None:
+    """``fsync`` a file or folder, so a crash after the rename cannot leave an empty file; a
+    no-op where the system cannot (folders on Windows)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def strict_json(value: object) -> str:

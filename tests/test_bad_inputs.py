@@ -1280,6 +1280,12 @@ DATA_CASES = [
         r"steps must be an integer",
     ),
     case(
+        "multi-step-steps-numpy-bool",
+        lambda c: MultiStepDataset(c.data, steps=np.True_),
+        ValueError,
+        r"steps must be an integer",
+    ),
+    case(
         "rollout-k-zero",
         lambda c: RolloutDataset(c.data, k=0),
         ValueError,

@@ -722,3 +722,10 @@ def test_results_are_strict_json_and_their_tables_keep_their_columns(tmp_path):
     assert math.isnan(result["rows"][0]["value"])  # the caller keeps its numbers
     table = (tmp_path / "probe.md").read_text().splitlines()[-1]
     assert table == "| a\\|b |  | nan |"
+
+
+def test_results_refuse_extra_keys_that_would_overwrite_the_record(tmp_path):
+    common = load_benchmark("common")
+    with pytest.raises(ValueError, match=r"extra must not set the record's own keys \['seed'\]"):
+        common.write_results("probe", [], 0, 0.0, tmp_path, ("case",), extra={"seed": 7})
+    assert not (tmp_path / "probe.json").exists()

@@ -8,7 +8,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
+import torch
 
 from physml import tasks
 from physml.cli import main
@@ -528,3 +530,17 @@ def test_a_cpu_only_task_refuses_another_device(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "--device" in err[0] and "CPU only" in err[0] and "'cuda'" in err[0]
     assert calls == {"toy_cpu": 0} and not out.exists()
     assert main(["run", "toy-cpu", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+
+
+def test_a_target_missed_by_a_numpy_or_torch_verdict_fails_the_run(tmp_path, monkeypatch, capsys):
+    def rows(context):  # np.False_ and a 0-d tensor are not the bool False
+        return [
+            tasks.Row("toy-a", "numpy", "score", 3.0, "<= 2", np.float64(3.0) <= 2),
+            tasks.Row("toy-a", "torch", "score", 3.0, "<= 2", torch.tensor(3.0) <= 2),
+        ]
+
+    _fake_tasks(monkeypatch, toy_a=rows)
+    assert main(["run", "toy-a", "--size", "toy", "--out", str(tmp_path), "--quiet"]) == 1
+    record = json.loads((tmp_path / "toy-a" / "rows-toy-seed0.json").read_text())
+    assert [row["ok"] for row in record["rows"]] == [False, False]
+    capsys.readouterr()

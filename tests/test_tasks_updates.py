@@ -277,3 +277,20 @@ def test_runs_of_two_seeds_sit_side_by_side_targets_judged_at_full_size_threads_
         for figure in ("nfr-curves", "guard-curve"):
             assert (folder / f"{figure}-full-seed{seed}.png").stat().st_size > 5_000
             assert f"<figcaption>{figure}-full-seed{seed}: " in page  # a caption, not the path
+
+
+def test_cached_pairs_are_solved_again_for_other_settings(tmp_path, monkeypatch):
+    path, problem = tmp_path / "pairs.pt", SMALL["heat"]
+    first = task.cached_pairs(path, problem, 3, 0)
+    solved = []
+    monkeypatch.setattr(task.data, "pairs", lambda *a: solved.append(a) or task.pairs(*a))
+    again = task.cached_pairs(path, problem, 3, 0)
+    assert solved == [] and torch.equal(again.tensors[1], first.tensors[1])
+    for other in (
+        (problem, 3, 5),  # another first seed, same count: used to be read back
+        (replace(problem, coefficient=0.1), 3, 0),
+        (replace(problem, t_end=0.04), 3, 0),
+    ):
+        data = task.cached_pairs(path, *other)
+        assert torch.equal(data.tensors[1], task.pairs(*other).tensors[1])
+    assert len(solved) == 3

@@ -120,6 +120,24 @@ def test_resuming_on_other_data_or_another_model_is_an_error(tmp_path):
         Trainer(model(), mse, CONFIG, tmp_path, model_config=other, quiet=True).fit(data(n=30))
 
 
+def test_resuming_with_another_validation_set_is_an_error_once_losses_on_it_are_kept(tmp_path):
+    config = dataclasses.replace(CONFIG, validate_every=4)
+
+    def crash_at_6(net, step):
+        if step == 6:
+            raise Crash
+
+    crashed = Trainer(model(), mse, config, tmp_path, quiet=True, after_step=crash_at_6)
+    with pytest.raises(Crash):
+        crashed.fit(data(), data(seed=5))
+    with pytest.raises(CheckpointError, match="another validation set.*sample_hash"):
+        Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=6))
+    report = Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=5))
+    assert [step for step, _ in report.validation] == [4, 8, 12]
+    Trainer(model(), mse, CONFIG, tmp_path / "plain", quiet=True).fit(data())  # none kept yet
+    Trainer(model(), mse, config, tmp_path / "plain", quiet=True).fit(data(), data(seed=6))
+
+
 def test_another_model_is_reported_by_the_settings_that_differ():
     from physml.training.checkpoint import check_same_model
 

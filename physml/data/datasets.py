@@ -415,8 +415,10 @@ class MultiStepDataset(_PairDataset):
                 "time and a target)"
             )
         steps = available if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= available:
+        integer = isinstance(steps, (int, np.integer)) and not isinstance(steps, (bool, np.bool_))
+        if not integer or not 1 <= steps <= available:
             raise ValueError(f"steps must be an integer in [1, {available}], got {steps!r}")
+        steps = int(steps)
         if available % steps:
             raise ValueError(f"steps must divide the {available} stored steps, got {steps}")
         self.target_times = list(range(available // steps, available + 1, available // steps))

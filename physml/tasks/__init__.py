@@ -57,6 +57,11 @@ class Row:
     target: str = ""
     ok: bool | None = None
 
+    def __post_init__(self) -> None:
+        # a verdict computed with numpy or torch (np.False_ is not False) is stored as a bool
+        if self.ok is not None:
+            object.__setattr__(self, "ok", bool(self.ok))
+
 
 @dataclass(frozen=True)
 class Task:

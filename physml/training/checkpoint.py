@@ -94,6 +94,21 @@ def check_same_data(state: dict, current: dict, directory: str | os.PathLike) ->
         )
 
 
+def check_same_validation(state: dict, current: dict | None, directory) -> None:
+    """Resuming with another validation set, after losses on the first were recorded, is an
+    error: the run's validation curve would join two sets. Without validation now, or none
+    recorded yet (or a checkpoint from before this check), it resumes."""
+    saved = state.get("validation_fingerprint")
+    if current is None or saved is None or not state.get("validation"):
+        return
+    found = differences(saved, current)
+    if found:
+        raise CheckpointError(
+            f"checkpoint: {str(directory)!r} recorded validation losses on another validation "
+            f"set; refusing to resume ({'; '.join(found)}). Use another --out, or that set."
+        )
+
+
 def check_same_model(state: dict, model_config: dict | None, directory) -> None:
     """Resuming another model is an error naming what differs (each changed setting, nested
     ones as ``options.hidden``)."""

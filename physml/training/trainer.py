@@ -36,6 +36,7 @@ from .checkpoint import (
     check_same_config,
     check_same_data,
     check_same_model,
+    check_same_validation,
     checkpoint_path,
     load_checkpoint,
     load_weights,
@@ -274,13 +275,14 @@ class Trainer:
     def _fit(self, train: Dataset, validation: Dataset | None, here: World, device) -> TrainReport:
         config = self.config
         data_print = fingerprint(train)
+        checked_on = None if validation is None else fingerprint(validation)
         model = self.model.to(device)
         optimiser = torch.optim.Adam(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         report = TrainReport(steps=config.steps)
         torch.manual_seed(config.seed)
-        step = self._resume(model, optimiser, data_print, report)
+        step = self._resume(model, optimiser, data_print, checked_on, report)
         trained = DistributedDataParallel(model) if here.size > 1 else model
         sampler = DistributedSampler(
             train, here.size, here.rank, shuffle=True, seed=config.seed, drop_last=True
@@ -335,7 +337,7 @@ class Trainer:
                 report.validation.append((step, value if math.isfinite(value) else None))
                 model.train()
             if step % config.checkpoint_every == 0 or step == config.steps:
-                self._save(model, optimiser, data_print, report, step, here)
+                self._save(model, optimiser, (data_print, checked_on), report, step, here)
         bar.close()
         report.wall_s = time.perf_counter() - started
         report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
@@ -425,12 +427,13 @@ class Trainer:
                 raise OSError(f"rank 0 could not take the run folder: {message}")
             yield
 
-    def _resume(self, model, optimiser, data_print, report: TrainReport) -> int:
+    def _resume(self, model, optimiser, data_print, checked_on, report: TrainReport) -> int:
         if self.out is None or not checkpoint_path(self.out).exists():
             return 0
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
         check_same_model(state, self.model_config, self.out)  # first: another model reads
         check_same_data(state, data_print, self.out)  # the same file as other pairs
+        check_same_validation(state, checked_on, self.out)
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
         check_same_config(state, asdict(self.config), self.out)
         if int(state["step"]) > self.config.steps:
@@ -449,7 +452,7 @@ class Trainer:
         report.resumed_from = int(state["step"])
         return int(state["step"])
 
-    def _save(self, model, optimiser, data_print, report, step: int, here: World) -> None:
+    def _save(self, model, optimiser, prints, report, step: int, here: World) -> None:
         if not _finite_weights(model):  # never over the last good checkpoint
             raise _diverged(step - 1, "the weights became NaN or inf")
         if self.out is not None and here.is_main:
@@ -467,7 +470,8 @@ class Trainer:
                     "step": step,
                     "config": asdict(self.config),
                     "model_config": self.model_config,
-                    "fingerprint": data_print,
+                    "fingerprint": prints[0],
+                    "validation_fingerprint": prints[1],
                     "losses": report.losses,
                     "validation": [list(v) for v in report.validation],
                 },

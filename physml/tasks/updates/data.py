@@ -4,7 +4,7 @@ RMS amplitude, and the problem's solver as a fallback (one solve per sample)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -134,15 +134,26 @@ def pairs(problem: Equation, count: int, first_seed: int, outside: int = 0) -> T
 
 
 def cached_pairs(path: Path, problem: Equation, count: int, first_seed: int, outside: int = 0):
-    """:func:`pairs`, kept in ``path`` (a ``.pt`` file) so a rerun does not solve them again."""
+    """:func:`pairs`, kept in ``path`` (a ``.pt`` file) so a rerun does not solve them again.
+
+    The file records what it holds (the problem's settings, count, first seed, outside count):
+    a file made for other settings is solved again and replaced, not read.
+    """
+    key = {
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(problem).items()},
+        "count": count,
+        "first_seed": first_seed,
+        "outside": outside,
+    }
     if path.exists():
-        x, y = torch.load(path, weights_only=True)
-        if x.shape[0] == count:
-            return TensorDataset(x, y)
+        kept = torch.load(path, weights_only=True)
+        if isinstance(kept, dict) and kept.get("key") == key:
+            return TensorDataset(kept["x"], kept["y"])
     data = pairs(problem, count, first_seed, outside)
     path.parent.mkdir(parents=True, exist_ok=True)
+    x, y = data.tensors
     with atomic_path(path) as temporary:
-        torch.save(data.tensors, temporary)
+        torch.save({"key": key, "x": x, "y": y}, temporary)
     return data
 
 
