@@ -685,7 +685,7 @@ def energy_error(
     judge,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """``mean_t |E_judge(x̂_t) − E₀|`` over a forecast's frames, per sample (DESIGN §4, PreDiff).
+    """``mean_t |E_judge(x̂_t) − E₀|`` over a forecast's frames, per sample (PreDiff's energy error).
 
     ``frames`` ``(B, T, C, H, W)``, or ensemble members ``(M, B, T, C, H, W)`` (a tensor or an
     :class:`~physml.outputs.Ensemble`), are handed to ``judge`` as they come (its dtype);
@@ -767,7 +767,7 @@ def _flips(flipped: torch.Tensor, reduction: str) -> torch.Tensor:
 def tolerance_flips(
     old_error: ArrayLike, new_error: ArrayLike, tau: float, reduction: Reduction = "mean"
 ) -> torch.Tensor:
-    """Negative flips at tolerance ``tau``: ``1[e_old ≤ τ ∧ e_new > τ]`` (DESIGN §5).
+    """Negative flips at tolerance ``tau``: ``1[e_old ≤ τ ∧ e_new > τ]``.
 
     ``old_error`` and ``new_error`` are per-sample errors ``(batch,)`` of the old and the new
     model on the same inputs (e.g. :func:`relative_l2` with ``reduction='none'``, or

@@ -84,6 +84,7 @@ from physml.models import (
     unflatten,
     with_parameters,
 )
+from physml.tasks.probconserv import true_mass
 from physml.training import CheckpointError, MemberRows, TrainConfig, Trainer, load_checkpoint
 from physml.training.families import model_config
 
@@ -1499,6 +1500,18 @@ DATA_CASES = [
     ),
     case("gpme-sampler-case-unknown", lambda c: gpme_sampler("burgers", 2), ValueError, r"case"),
     case(
+        "gpme-sampler-front-leaves-before-t-grid-ends",
+        lambda c: gpme_sampler("pme", 1, t_grid=torch.linspace(0, 2, 11), param_range=(2.0, 2.0)),
+        ValueError,
+        r"t_grid ends at 2: t_end must be <= 1",
+    ),
+    case(
+        "true-mass-case-unknown",
+        lambda c: true_mass("PME", torch.linspace(0, 1, 3), torch.tensor([0.5])),
+        ValueError,
+        r"case must be one of \['diffusion', 'pme', 'stefan'\], got 'PME'",
+    ),
+    case(
         "nbody-frames-zero",
         lambda c: nbody.nbody_digits(1, frames=0, size=16),
         ValueError,
@@ -1929,6 +1942,24 @@ CONSTRAINT_CASES = [
         ),
         ValueError,
         r"time must be a finite number",
+    ),
+    case(
+        "cumulative-inflow-infinite-rate",
+        lambda c: cumulative_inflow(torch.linspace(0, 1, 4), 1 / torch.linspace(0, 1, 4).sqrt()),
+        ConstraintError,
+        r"inflow_rate must be finite at every time.*start after 0",
+    ),
+    case(
+        "cumulative-inflow-nan-rate",
+        lambda c: cumulative_inflow(torch.linspace(0, 1, 3), torch.tensor([0.0, NAN, 1.0])),
+        ConstraintError,
+        r"inflow_rate must be finite",
+    ),
+    case(
+        "cumulative-inflow-scalar-rate",
+        lambda c: cumulative_inflow(torch.linspace(0, 1, 3), torch.tensor(1.0)),
+        ConstraintError,
+        r"inflow_rate must have 3 entries on its last axis",
     ),
     case(
         "cumulative-inflow-shapes",

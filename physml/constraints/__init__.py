@@ -1,6 +1,6 @@
 """The constraint layer: ``nn.Module`` constraints that meet any model through :func:`constrain`.
 
-Three seams (DESIGN §3): the operator seam (BOON's kernel correction, for a neuralop FNO or an
+Three seams: the operator seam (BOON's kernel correction, for a neuralop FNO or an
 :class:`OperatorModel`), the sampler seam (a mean shift at every reverse step of a
 :class:`Sampler`) and the output seam (a tensor, :class:`~physml.outputs.Gaussian` or
 :class:`~physml.outputs.Ensemble` after every forward).

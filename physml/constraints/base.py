@@ -1,6 +1,6 @@
 """The constraint protocol: an ``nn.Module`` acting at one or more seams of a model.
 
-Seams (DESIGN §3): ``"operator"`` (each kernel layer corrected once, at wrap time),
+Seams: ``"operator"`` (each kernel layer corrected once, at wrap time),
 ``"sampler"`` (a mean shift at every reverse step of a diffusion sampler) and ``"output"`` (after
 every forward, on a tensor, :class:`~physml.outputs.Gaussian` or :class:`~physml.outputs.Ensemble`).
 :func:`physml.constrain` is the only caller: it picks the seams a model offers.

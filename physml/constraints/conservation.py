@@ -23,10 +23,15 @@ def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.T
         raise ConstraintError(
             f"times must be a 1-D sequence of finite, non-decreasing times, got {times.tolist()}"
         )
-    if rate.shape[-1] != times.numel():
+    if rate.ndim == 0 or rate.shape[-1] != times.numel():
         raise ConstraintError(
             f"inflow_rate must have {times.numel()} entries on its last axis (one per time), "
             f"got {tuple(rate.shape)}"
+        )
+    if not torch.isfinite(rate).all():
+        raise ConstraintError(
+            "inflow_rate must be finite at every time, got NaN or inf (a rate singular at t = 0, "
+            "such as c/sqrt(t), needs times that start after 0)"
         )
     steps = 0.5 * (rate[..., 1:] + rate[..., :-1]) * times.diff()
     return torch.cat([torch.zeros_like(rate[..., :1]), steps.cumsum(-1)], dim=-1)

@@ -4,10 +4,10 @@ At each reverse step the guide returns, per sample ``i``,
 
     g_i = −λ ∇_{z_t,i} ½ ‖Q_i(z_t) − F₀,i‖²
 
-where ``Q`` is either a regressor ``U_φ(z_t, t)`` trained on noisy latents (DESIGN §4) or a closed
+where ``Q`` is either a regressor ``U_φ(z_t, t)`` trained on noisy latents or a closed
 form ``F`` of the frames the step's denoiser and decoder make of ``z_t``. The sampler applies
 ``g`` as its scheme says (:class:`~physml.constraints.Sampler`): a DDIM step shifts its noise
-estimate by ``−√(1 − ᾱ_t) g``, i.e. ``ε̂′ = ε̂ + λ √(1 − ᾱ_t) ∇ ½‖Q − F₀‖²`` (DESIGN's DDIM
+estimate by ``−√(1 − ᾱ_t) g``, i.e. ``ε̂′ = ε̂ + λ √(1 − ᾱ_t) ∇ ½‖Q − F₀‖²`` (the DDIM
 formula); a DDPM step shifts its mean by ``σ_t g``. The half squared norm, not the norm itself:
 for a scalar quantity ``∇‖Q − F₀‖ = sign(Q − F₀) ∇Q`` keeps its size up to the target and
 chatters across it, while the squared norm's pull shrinks as the miss does. The norm is taken per

@@ -6,7 +6,7 @@ layer applies an affine operator ``K x = conv(x) + skip(x)`` — for the FNO the
 convolution (with its bias) plus the pointwise skip path — before its nonlinearity and channel
 MLP. :class:`OperatorCorrection` corrects ``K`` in every layer along each axis that carries a
 Dirichlet or Neumann :class:`~physml.constraints.BoundaryCondition`, and the output seam corrects
-the model output once more with the conditions themselves (DESIGN §4):
+the model output once more with the conditions themselves:
 
 - Probes. ``K`` is probed *once per forward and layer* with ``1 + 2·(corrected axes)`` inputs: zero
   and, per axis, a *wall spike* filling the whole first wall (index 0 of the axis) and one filling

@@ -12,7 +12,7 @@ Sample ``i`` is drawn from a seed derived from ``(seed, i)`` alone, so the data 
 interruptions (bitwise) nor on chunk size or sharding (to round-off: a batched solve may round
 the last bits of a sample differently in another batch).
 
-File layout (DESIGN.md §3): ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
+File layout: ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
 array per PDE parameter under ``params/``, further output fields under ``fields/``,
 ``sample_index`` and ``sample_seed``, and attributes naming the PDE, the boundary conditions, the
 solver, its settings, the package version and the seed.

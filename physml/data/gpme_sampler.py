@@ -97,7 +97,15 @@ class GPMESampler:
         if not isinstance(param_range, (tuple, list)) or len(param_range) != 2:
             raise TypeError(f"param_range must be a pair (low, high), got {param_range!r}")
         low, high = param_range
-        self.recipe.checked({low_name: low, high_name: high})
+        settings = {low_name: low, high_name: high}
+        if self.t[-1] > 0:  # the closed forms hold until a front leaves: judged at t_grid's end
+            settings["t_end"] = float(self.t[-1])
+        try:
+            self.recipe.checked(settings)
+        except ValueError as error:
+            if str(error).startswith("t_end"):
+                raise ValueError(f"t_grid ends at {settings['t_end']:g}: {error}") from None
+            raise
         self.param_range = (float(low), float(high))
         self.points = grid_points(self.t, self.x)
 

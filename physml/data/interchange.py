@@ -628,7 +628,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
-    """Write ``data`` as one physml dataset file (DESIGN.md §3), atomically."""
+    """Write ``data`` as one physml dataset file, atomically."""
     arrays, path = _arrays(data), Path(path)
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
     attrs.update(format=FORMAT, physml_version=__version__)

@@ -56,7 +56,8 @@ class ExactGPSurrogate:
 
     After :meth:`fit`: ``lengthscale_ (2,)`` (t, x), ``outputscale_``, ``noise_``, ``mean_``
     (all in the data's units), ``log_marginal_likelihood_`` and ``loss_curve_`` (the
-    standardised negative log marginal likelihood per point, one entry per step).
+    standardised negative log marginal likelihood per point, one entry per evaluation: per step
+    with Adam, per function evaluation with L-BFGS, its line search included).
     """
 
     def __init__(

@@ -3,7 +3,7 @@
 :class:`physml.constraints.KnowledgeControl` steers a sampler with ``∇_{z_t}`` of this
 regressor's miss, so it must predict the quantity (e.g. the total energy, or the mean intensity)
 from latents at every noise level: :class:`NoisyLatentLoss` trains it on ``z_t = √ᾱ_t z_0 +
-√(1 − ᾱ_t) ε`` with ``t`` uniform, as PreDiff does (DESIGN §4). Each sample is processed alone
+√(1 − ᾱ_t) ε`` with ``t`` uniform, as PreDiff does. Each sample is processed alone
 (no batch statistics), so one sample's guidance never depends on another's.
 """
 

@@ -1,7 +1,7 @@
 """ProbConserv on the generalized porous medium equation: diffusion, PME and Stefan.
 
 An attentive neural process (ANP) sees 100 context points of one solution u(t, x) and predicts a
-Gaussian on the whole (t, x) grid. The methods compared (DESIGN.md §4):
+Gaussian on the whole (t, x) grid. The methods compared:
 
 - ``anp``: the unconstrained prediction;
 - ``softc-anp``: an ANP trained with the PDE residual as a penalty (conserves nothing exactly),
@@ -84,8 +84,10 @@ def true_mass(case: str, t: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """The exact total mass ``(function, time)`` from the integral form of each case."""
     if case == "diffusion":  # a sine over a whole period, with no boundary flux
         return torch.zeros(params.numel(), t.numel(), dtype=F64)
-    formula = pme_total_mass if case == "pme" else stefan_total_mass
-    return formula(t.to(F64), params.to(F64))
+    formulas = {"pme": pme_total_mass, "stefan": stefan_total_mass}
+    if case not in formulas:
+        raise ValueError(f"case must be one of ['diffusion', 'pme', 'stefan'], got {case!r}")
+    return formulas[case](t.to(F64), params.to(F64))
 
 
 def grids(case: str, scale: Scale):

@@ -1,4 +1,4 @@
-"""Surrogates one can upgrade and trust (DESIGN §5).
+"""Surrogates one can upgrade and trust.
 
 - :mod:`.distillation` — positive-congruent training: :class:`FocalDistillation` wraps any
   model's loss and pulls the new model toward the old one where the old one was right;

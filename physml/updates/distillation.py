@@ -1,6 +1,6 @@
 """Positive-congruent training: a new model pulled toward the old one where the old one was right.
 
-Focal distillation (graceful-model-updates, adapted to regression; DESIGN §5) wraps any model's
+Focal distillation (graceful-model-updates, adapted to regression) wraps any model's
 ``loss(model, batch)``::
 
     L = L_data + λ Σ_i w_i ‖f_new(x_i) − f_old(x_i)‖² / Σ_i w_i,   w_i = α + β·1[e_old,i ≤ τ]

@@ -4,7 +4,7 @@
 every check (:mod:`physml.updates.checks`) and sends the samples where one fails to ``fallback``
 (e.g. the ``pdes`` solver of the problem). It reports per sample which check fired, keeps the
 inputs it sent with the solver's answers — new training pairs where the surrogate failed — and
-:func:`refine` retrains on them and measures again (DESIGN §5).
+:func:`refine` retrains on them and measures again.
 """
 
 from __future__ import annotations

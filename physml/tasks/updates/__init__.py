@@ -1,4 +1,4 @@
-"""Model updates without regressions, and a surrogate guarded by its solver (DESIGN §5).
+"""Model updates without regressions, and a surrogate guarded by its solver.
 
 Data: ``u(x, 0) → u(x, T)`` on a node grid for two equations: viscous Burgers with walls
 ``u(0) = u(1) = 0`` and heat with an insulated left end and a heater flux ``U sin(πt)`` at the

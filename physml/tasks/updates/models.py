@@ -68,7 +68,7 @@ def widen(new: nn.Module, old: nn.Module) -> nn.Module:
     zeroed, so the added channels feed nothing, while the weights into them keep ``new``'s
     random draw (they compute something, and their outgoing weights get gradients). Used for
     model updates: the new model starts where the old one ends, so it keeps the old one's answers
-    where they are right unless the data moves it (DESIGN §5; ``benchmarks/model_update.py``).
+    where they are right unless the data moves it (``benchmarks/model_update.py``).
     """
     for name, model in (("new", new), ("old", old)):
         if not isinstance(model, nn.Module):
