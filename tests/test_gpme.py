@@ -212,6 +212,27 @@ def test_heun_is_second_order_in_time():
     assert 3.5 < ratio.item() < 4.5
 
 
+def test_nonlinear_neumann_walls_on_cell_grids_are_second_order():
+    """PME ``k = u`` with the travelling wave ``u = (t + 0.6 - x)_+`` on [0, 1] and slopes -1 and 0
+    at the walls. The wall flux needs ``k`` at the wall, not at the first centre ``dx/2`` inside
+    (first order in u and in the inflow); the exact inflow is ``-k u_x = t + 0.6`` at x = 0."""
+    times = torch.linspace(0.0, 0.4, 5, dtype=F64)
+    exact_inflow = 0.5 * times**2 + 0.6 * times
+    errors, inflow_errors = [], []
+    for n in (20, 40, 80):
+        grid = Grid1D(n, 0.0, 1.0, "cell")
+        x = grid.coordinates()
+        reference = (times[:, None] + 0.6 - x).clamp(min=0.0)
+        u, inflow = solve_gpme(
+            reference[:1], grid, pme_k(1.0), times, Neumann(-1.0, 0.0), return_flux=True
+        )
+        errors.append((u[0] - reference).abs().mean().item())
+        inflow_errors.append((inflow[0] - exact_inflow).abs().max().item())
+    for name, e in (("u", errors), ("inflow", inflow_errors)):
+        orders = [math.log2(e[i] / e[i + 1]) for i in range(len(e) - 1)]
+        assert min(orders) >= 1.8, (name, e, orders)
+
+
 def mass_balance_cases():
     m = tensor([1.0, 2.5, 4.0])
     u_star = tensor([0.55, 0.7])
@@ -518,6 +539,30 @@ def test_a_wall_peaking_between_the_step_estimates_samples_stays_stable(frequenc
     assert u.min() >= 0.5 - 1e-12 and u.max() <= 1.5 + 1e-12  # the walls' range bounds u
     mass = grid.integrate(u) - grid.integrate(u[:, 0])[:, None]
     assert torch.allclose(mass, inflow, rtol=0, atol=1e-13)
+
+
+def pulse_wall(t: float) -> float:
+    return 1.0 + 20.0 * math.exp(-(((t - 0.004) / 0.0002) ** 2))
+
+
+def test_a_wall_pulse_at_a_step_time_is_seen_when_the_interval_needs_few_steps():
+    """``k = u`` and a left wall that peaks at 21 for t = 0.004 only: the first plan (k_max = 1,
+    three steps to t = 0.012) lands a step on the peak, which its nine even samples (t = k 0.0015)
+    miss. The step must follow k = 21, so u stays within the walls' and u0's range [0, 21]."""
+    grid = Grid1D(11)
+    u0 = torch.full((1, 11), 0.5, dtype=F64)
+    u = solve_gpme(u0, grid, pme_k(1.0), [0.0, 0.012], Dirichlet(pulse_wall, 0.0))
+    assert torch.isfinite(u).all()
+    assert u.min() >= -1e-12 and u.max() <= 21.0 + 1e-12, (u.min(), u.max())
+
+
+def test_a_user_step_beyond_the_limit_at_a_wall_pulse_is_refused():
+    """dt = 0.004 puts a step on the pulse (k = 21): 17 times the limit dx²/(2·21) there."""
+    grid = Grid1D(11)
+    u0 = torch.full((1, 11), 0.5, dtype=F64)
+    limit = grid.dx**2 / (2 * 21.0)
+    with pytest.raises(SolverError, match=f"stability limit .* = {limit:.6g}"):
+        solve_gpme(u0, grid, pme_k(1.0), [0.0, 0.012], Dirichlet(pulse_wall, 0.0), dt=0.004)
 
 
 @pytest.mark.parametrize("name", ["diffusion", "pme"])
