@@ -52,6 +52,7 @@ from nbody_forecasting import (  # noqa: E402
     SCALES,
     build,
     datasets,
+    model_config,
     physics_reference,
     training_loss,
 )
@@ -293,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 quiet=quiet,
                 clock="cpu",
                 loss=training_loss,
+                model_config=model_config(method, scale),
             )
             if report.steps:
                 curves[method] = (report.seconds, report.losses)

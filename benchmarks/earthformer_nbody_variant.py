@@ -80,6 +80,7 @@ def main(argv: list[str]) -> int:
         seed=seed,
         clock="cpu",
         loss=loss,
+        model_config=bench.model_config(method, scale),
     )
     s = evaluate_forecaster(model, test_x, test_y, batch_size=32)
     v = evaluate_forecaster(model, *bench.validation(scale, 0).split(scale.t_in), batch_size=32)

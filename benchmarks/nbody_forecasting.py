@@ -94,6 +94,7 @@ EARTHFORMER: dict[str, object] = dict(
     ffn_kernel=3,
 )
 """Earthformer's settings besides its width and global vectors (see :func:`build`)."""
+GLOBAL_VECTORS = {"earthformer": 8, "earthformer-noglobal": 0}
 
 
 L1_WEIGHT = 0.1
@@ -150,13 +151,13 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
     shape_in = (scale.t_in, 1, scale.size, scale.size)
     shape_out = (scale.t_out, 1, scale.size, scale.size)
 
-    def earthformer(global_vectors: int) -> nn.Module:
+    def earthformer() -> nn.Module:
         return ClampedOutput(
             Earthformer(
                 shape_in,
                 shape_out,
                 base_units=scale.base_units,
-                global_vectors=global_vectors,
+                global_vectors=GLOBAL_VECTORS[method],
                 **EARTHFORMER,
             )
         )
@@ -174,14 +175,32 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
         )
 
     builders: dict[str, Callable[[], nn.Module]] = {
-        "earthformer": lambda: earthformer(8),
-        "earthformer-noglobal": lambda: earthformer(0),
+        "earthformer": earthformer,
+        "earthformer-noglobal": earthformer,
         "unet": unet,
         "convlstm": convlstm,
         "persistence": lambda: Persistence(scale.t_out),
         "blank": lambda: Blank(scale.t_out),
     }
     return builders[method]()
+
+
+def model_config(method: str, scale: Scale) -> dict[str, object]:
+    """The settings :func:`build` makes ``method`` from (besides the seed): what a checkpoint of
+    :func:`~physml.models.forecasting.train_forecaster` records of the model."""
+    sizes = {"method": method, "t_in": scale.t_in, "t_out": scale.t_out, "size": scale.size}
+    if method in GLOBAL_VECTORS:
+        return {
+            **sizes,
+            "base_units": scale.base_units,
+            "global_vectors": GLOBAL_VECTORS[method],
+            **EARTHFORMER,
+        }
+    widths = {
+        "unet": {"unet_base": scale.unet_base},
+        "convlstm": {"convlstm_hidden": scale.convlstm_hidden},
+    }
+    return {**sizes, **widths.get(method, {})}
 
 
 def _generate(scale: Scale, count: int, seed: int, split: str) -> NBodyDigits:

@@ -74,6 +74,7 @@ from physml.data.windows import ForecastDataset, RolloutDataset
 from physml.models import (
     AttentiveNeuralProcess,
     ConvLSTM,
+    CuboidTransformerBlock,
     DeepEnsemble,
     Earthformer,
     ExactGPSurrogate,
@@ -81,6 +82,7 @@ from physml.models import (
     UNet,
     count_parameters,
     fast_fno,
+    train_forecaster,
     unflatten,
     with_parameters,
 )
@@ -2320,6 +2322,46 @@ MODEL_CASES = [
         ),
         TypeError,
         r"^ffn_kernel must be an int, got True",
+    ),
+    case(
+        "cuboid-block-global-vectors-unexpected",
+        lambda c: CuboidTransformerBlock(8, 2, (3, 4, 4), global_vectors=0)(
+            torch.randn(1, 3, 4, 4, 8), torch.randn(1, 2, 8)
+        ),
+        ValueError,
+        r"^global_vectors given to a block built with global_vectors=0",
+    ),
+    case(
+        "forecaster-model-config-a-list",
+        lambda c: train_forecaster(
+            UNet(2, 2), *torch.rand(2, 2, 2, 1, 8, 8), max_steps=1, model_config=["unet"]
+        ),
+        TypeError,
+        r"^model_config must be a dict of the model's settings, got list",
+    ),
+    case(
+        "forecaster-model-config-not-json",
+        lambda c: train_forecaster(
+            UNet(2, 2), *torch.rand(2, 2, 2, 1, 8, 8), max_steps=1, model_config={"act": nn.GELU}
+        ),
+        TypeError,
+        r"^model_config must hold JSON values .*GELU",
+    ),
+    case(
+        "forecaster-loss-name-for-a-named-loss",
+        lambda c: train_forecaster(
+            UNet(2, 2), *torch.rand(2, 2, 2, 1, 8, 8), max_steps=1, loss="l1", loss_name="mine"
+        ),
+        ValueError,
+        r"^loss_name names a callable loss; loss is already the name 'l1', got loss_name='mine'",
+    ),
+    case(
+        "forecaster-loss-name-empty",
+        lambda c: train_forecaster(
+            UNet(2, 2), *torch.rand(2, 2, 2, 1, 8, 8), max_steps=1, loss=torch.dist, loss_name=""
+        ),
+        TypeError,
+        r"^loss_name must be a non-empty string, got ''",
     ),
     case(
         "earthformer-input-channels-first",

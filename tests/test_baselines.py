@@ -1,6 +1,7 @@
 """Forecasting baselines and the training loop: shapes, gradients, learning, resume, scores."""
 
 import copy
+import functools
 import time
 
 import pytest
@@ -152,8 +153,8 @@ def test_parameter_free_models_are_returned_untouched():
 # ------------------------------------------------------------------------------ training loop
 
 
-def train(model, checkpoint=None, on_step=None, seed=0, steps=6):
-    x, y = toy_sequences(count=8)
+def train(model, checkpoint=None, on_step=None, seed=0, steps=6, data_seed=0, **options):
+    x, y = toy_sequences(count=8, seed=data_seed)
     return train_forecaster(  # batches of 3 from 8: the kill at step 3 falls inside an epoch
         model,
         x,
@@ -165,7 +166,7 @@ def train(model, checkpoint=None, on_step=None, seed=0, steps=6):
         checkpoint=checkpoint,
         checkpoint_every=1,
         on_step=on_step,
-        val=(x[:2], y[:2]),
+        **{"val": (x[:2], y[:2]), **options},
     )
 
 
@@ -212,9 +213,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     resumed = copy.deepcopy(template)
     path = tmp_path / "run.pt"
     with pytest.raises(Killed):
-        train(resumed, checkpoint=path, on_step=kill_at_three)
+        train(resumed, checkpoint=path, on_step=kill_at_three, model_config={"name": "unet"})
     fresh = copy.deepcopy(template)  # a new process would rebuild the model from scratch
-    report = train(fresh, checkpoint=path)
+    report = train(fresh, checkpoint=path, model_config={"name": "unet"})
     assert report.steps == expected.steps == 6
     assert report.losses == expected.losses
     assert report.val_losses == expected.val_losses
@@ -232,6 +233,78 @@ def test_checkpoint_from_other_settings_is_refused(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="checkpoint"):
         train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(step):
+    def on_step(done, loss):
+        if done == step:
+            raise Killed
+
+    return on_step
+
+
+def test_resuming_another_model_is_refused_naming_the_setting(tmp_path):
+    path = tmp_path / "run.pt"
+    config = {"name": "unet", "base": 8, "options": {"depth": 2, "output": "linear"}}
+    with pytest.raises(Killed):
+        train(build("unet", 3, 3, 1), path, kill_at(2), model_config=config)
+    other = {**config, "options": {"depth": 2, "output": "sigmoid"}}
+    with pytest.raises(ValueError, match=r"another model \(options.output 'linear' → 'sigmoid'\)"):
+        train(build("unet", 3, 3, 1), path, model_config=other)
+    with pytest.raises(Killed):  # no config given: the saved one is kept
+        train(build("unet", 3, 3, 1), path, kill_at(4))
+    with pytest.raises(ValueError, match=r"another model \(base 8 → 16\)"):
+        train(build("unet", 3, 3, 1), path, model_config={**config, "base": 16})
+    assert train(build("unet", 3, 3, 1), path, model_config=config).steps == 6
+
+
+def test_resuming_on_other_data_of_the_same_count_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        train(build("unet", 3, 3, 1), path, kill_at(2))
+    with pytest.raises(ValueError, match=r"trained on other data \(sample_hash"):
+        train(build("unet", 3, 3, 1), path, data_seed=1)
+    assert train(build("unet", 3, 3, 1), path).steps == 6
+
+
+def test_resuming_with_another_validation_set_is_refused_once_it_was_scored(tmp_path):
+    x, y = toy_sequences(count=8)
+    first, other = (x[:2], y[:2]), (x[2:4], y[2:4])
+    path = tmp_path / "run.pt"
+    with pytest.raises(Killed):  # val scored at the end only: nothing recorded yet
+        train(build("unet", 3, 3, 1), path, kill_at(2), val=first)
+    with pytest.raises(Killed):
+        train(build("unet", 3, 3, 1), path, kill_at(4), val=other, val_every=1)
+    with pytest.raises(ValueError, match="validation losses on another validation set"):
+        train(build("unet", 3, 3, 1), path, val=first, val_every=1)
+    with pytest.raises(Killed):  # without val: the set scored is remembered
+        train(build("unet", 3, 3, 1), path, kill_at(5), val=None)
+    with pytest.raises(ValueError, match="validation losses on another validation set"):
+        train(build("unet", 3, 3, 1), path, val=first, val_every=1)
+    report = train(build("unet", 3, 3, 1), path, val=other, val_every=1)
+    assert [step for step, _ in report.val_losses] == [3, 4, 6]
+
+
+def test_checkpoint_from_before_the_data_and_model_records_resumes(tmp_path):
+    template = build("unet", 3, 3, 1)
+    straight = copy.deepcopy(template)
+    expected = train(straight)
+    path = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        train(copy.deepcopy(template), path, kill_at(3))
+    state = torch.load(path, weights_only=True)
+    for key in ("fingerprint", "validation_fingerprint", "model_config"):
+        del state[key]
+    torch.save(state, path)
+    resumed = copy.deepcopy(template)
+    report = train(resumed, path, model_config={"name": "unet"})
+    assert report.losses == expected.losses and report.val_losses == expected.val_losses
+    assert same_parameters(resumed, straight)
+    assert torch.load(path, weights_only=True)["model_config"] == {"name": "unet"}
 
 
 def test_training_is_deterministic_by_seed():
@@ -297,6 +370,41 @@ def test_resuming_with_another_loss_is_refused(tmp_path):
     train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=1, checkpoint=path)
     with pytest.raises(ValueError, match="settings"):
         train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=2, checkpoint=path, loss="l1")
+
+
+def weighted_error(prediction, target, weight):
+    return weight * (prediction - target).square().mean()
+
+
+def test_resuming_with_a_partial_loss_of_other_arguments_is_refused(tmp_path):
+    x, y = toy_sequences()
+    path = tmp_path / "run.pt"
+
+    def run(loss, on_step=None, **options):
+        model = build("unet", 3, 3, 1)
+        return train_forecaster(
+            model,
+            x,
+            y,
+            max_steps=2,
+            checkpoint=path,
+            checkpoint_every=1,
+            on_step=on_step,
+            loss=loss,
+            **options,
+        )
+
+    with pytest.raises(Killed):
+        run(functools.partial(weighted_error, weight=1.0), kill_at(1))
+    with pytest.raises(ValueError, match=r"weighted_error\(weight=1.0\).*not .*\(weight=2.0\)"):
+        run(functools.partial(weighted_error, weight=2.0))
+    assert run(functools.partial(weighted_error, weight=1.0)).steps == 2
+    path.unlink()
+    with pytest.raises(Killed):
+        run(lambda p, t: (p - t).abs().mean(), kill_at(1), loss_name="l1 by hand")
+    with pytest.raises(ValueError, match="'l1 by hand'.*not .*'mse by hand'"):
+        run(lambda p, t: (p - t).square().mean(), loss_name="mse by hand")
+    assert run(lambda p, t: (p - t).abs().mean(), loss_name="l1 by hand").steps == 2
 
 
 def test_float64_data_trains_a_float32_model():

@@ -128,6 +128,23 @@ def test_committed_forecasting_results_cover_every_method():
     assert any(row["fits"] for row in full) and not all(row["fits"] for row in full)
 
 
+def test_nbody_model_config_names_what_build_makes():
+    """The forecasting benchmarks' checkpoints record the settings the model was built from:
+    the two Earthformers (global vectors or none) and the widths tell each model apart."""
+    bench = load_benchmark("earthformer_nbody")  # its set-up, nbody_forecasting's
+    scale = bench.SCALES["quick"]
+    configs = {method: bench.model_config(method, scale) for method in ("earthformer",
+               "earthformer-noglobal", "unet", "convlstm")}  # fmt: skip
+    assert len({json.dumps(config, sort_keys=True) for config in configs.values()}) == 4
+    for method in ("earthformer", "earthformer-noglobal"):
+        built = bench.build(method, scale, 0).model
+        assert configs[method]["global_vectors"] == built.global_vectors
+        assert configs[method]["global_vectors"] == (8 if method == "earthformer" else 0)
+        assert configs[method]["pattern"] == bench.EARTHFORMER["pattern"]
+    assert configs["unet"]["unet_base"] == scale.unet_base
+    assert configs["convlstm"]["convlstm_hidden"] == scale.convlstm_hidden
+
+
 def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     script = benchmark("boon", "--quick", "--out")
     subprocess.run([*script, str(tmp_path)], check=True, cwd=ROOT, timeout=600)

@@ -118,3 +118,19 @@ def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_pat
     assert values["rel L2 persistence"] == pytest.approx(float(sum(ratios) / 2), rel=1e-6)
     ratio = values["rel L2 earthformer / persistence"]
     assert ratio == pytest.approx(values["rel L2 earthformer"] / values["rel L2 persistence"])
+
+
+def test_rerun_with_another_architecture_is_refused(tmp_path, monkeypatch):
+    """The checkpoints record the settings :func:`build` used: a rerun in the same folder with
+    the Earthformer built otherwise (here without circular padding) is refused, not resumed."""
+    tiny = task.Scale(
+        nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,
+        modes=4, steps={"earthformer": 1, "fno": 1},
+    )  # fmt: skip
+    monkeypatch.setitem(task.SIZES, "toy", tiny)
+    task.run(Context(out=tmp_path, size="toy", quiet=True))
+    walled = {**task.ARCHITECTURES["earthformer"], "periodic": False}
+    monkeypatch.setitem(task.ARCHITECTURES, "earthformer", walled)
+    assert task.build("earthformer", tiny, seed=0).periodic is False
+    with pytest.raises(ValueError, match=r"another model \(periodic True → False\)"):
+        task.run(Context(out=tmp_path, size="toy", quiet=True))

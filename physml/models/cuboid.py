@@ -972,6 +972,8 @@ class CuboidTransformerBlock(nn.Module):
         """``x (B, T, H, W, C)`` (and ``(B, P, C)``) -> same shapes."""
         if self.global_vectors and global_vectors is None:
             raise ValueError(f"global_vectors (B, {self.global_vectors}, C) are required")
+        if not self.global_vectors and global_vectors is not None:
+            raise ValueError("global_vectors given to a block built with global_vectors=0")
         if global_vectors is None:
             for norm, attention in zip(self.norms, self.attentions, strict=True):
                 x = x + attention(norm(x))

@@ -10,6 +10,8 @@ each frame's pixels, SSIM, averaged over frames and samples, plus per lead time.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from pdes.checks import finite
@@ -131,6 +134,35 @@ def _config(
     }
 
 
+def _loss_name(loss: Callable) -> str:
+    """What a checkpoint records of a callable loss: its module and qualified name (its class's
+    for a callable object), and a ``functools.partial``'s arguments."""
+    if isinstance(loss, functools.partial):
+        arguments = [repr(a) for a in loss.args]
+        arguments += [f"{key}={value!r}" for key, value in sorted(loss.keywords.items())]
+        return f"{_loss_name(loss.func)}({', '.join(arguments)})"
+    named = loss if hasattr(loss, "__qualname__") else type(loss)
+    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+
+
+def _json_config(model_config: object) -> dict | None:
+    """``model_config`` as it reads back from a checkpoint (tuples as lists), or ``None``."""
+    if model_config is None:
+        return None
+    if not isinstance(model_config, dict):
+        raise TypeError(
+            "model_config must be a dict of the model's settings, got "
+            f"{type(model_config).__name__}"
+        )
+    try:
+        return json.loads(json.dumps(model_config, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "model_config must hold JSON values (numbers, strings, booleans, None, lists, dicts), "
+            f"got {model_config!r} ({error})"
+        ) from None
+
+
 @dataclass
 class _Run:
     """Where a training run stands: steps done, seconds used, losses, and the batch order."""
@@ -148,12 +180,14 @@ def _save(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     config: dict,
+    record: dict,
     run: _Run,
     batches: torch.Generator,
 ) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "config": config,
+        **record,
         "step": run.step,
         "seconds": run.seconds,
         "losses": torch.tensor(run.losses, dtype=torch.float64),
@@ -174,8 +208,16 @@ def _resume(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     config: dict,
+    record: dict,
     batches: torch.Generator,
 ) -> _Run:
+    """Load the run saved at ``path`` into the arguments. ``record`` (the data's and validation
+    set's fingerprints, the model's config) is checked against the saved one where the checkpoint
+    has it (older ones do not), and takes the saved validation fingerprint and model config where
+    this run gives none."""
+    from ..training.checkpoint import _changes  # physml.training imports physml.models
+    from ..training.fingerprint import differences
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: say which
@@ -187,6 +229,33 @@ def _resume(
             f"checkpoint: {str(path)!r} was written by a run with settings {state['config']}, "
             f"not {config}; remove it or use another path"
         )
+    saved_model = state.get("model_config")
+    if None not in (saved_model, record["model_config"]) and saved_model != record["model_config"]:
+        raise ValueError(
+            f"checkpoint: {str(path)!r} was written for another model "
+            f"({'; '.join(_changes(saved_model, record['model_config']))}); remove it or use "
+            "another path"
+        )
+    saved_data = state.get("fingerprint")
+    found = [] if saved_data is None else differences(saved_data, record["fingerprint"])
+    if found:
+        raise ValueError(
+            f"checkpoint: {str(path)!r} was trained on other data ({'; '.join(found)}); remove "
+            "it or use another path"
+        )
+    saved_val = state.get("validation_fingerprint")
+    current_val = record["validation_fingerprint"]
+    if None not in (saved_val, current_val) and len(state["val_losses"]):
+        found = differences(saved_val, current_val)
+        if found:
+            raise ValueError(
+                f"checkpoint: {str(path)!r} recorded validation losses on another validation "
+                f"set ({'; '.join(found)}); the curve would join two sets: remove it, use "
+                "another path, or give that val"
+            )
+    for key, saved in (("model_config", saved_model), ("validation_fingerprint", saved_val)):
+        if record[key] is None:
+            record[key] = saved
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     batches.set_state(state["batch_rng"])
@@ -240,13 +309,17 @@ def train_forecaster(
     on_step: Callable[[int, float], None] | None = None,
     clock: str = "wall",
     loss: str | Loss = "mse",
+    loss_name: str | None = None,
+    model_config: dict | None = None,
 ) -> TrainReport:
     """Fit ``model`` to map ``inputs`` ``(N, T_in, C, H, W)`` to ``targets`` ``(N, T_out, C, H, W)``
     and report what happened.
 
     Adam on ``loss``: ``"mse"`` (the default) or ``"l1"`` of the forecast's error, averaged over
-    every element, or any ``loss(prediction, target) -> scalar tensor`` (its ``__qualname__`` is
-    what a checkpoint records and checks on resume);
+    every element, or any ``loss(prediction, target) -> scalar tensor``. A checkpoint records
+    and checks on resume a callable's module and ``__qualname__`` (a ``functools.partial``'s
+    function and arguments), or ``loss_name`` when given: give it where that does not tell two
+    losses apart (lambdas are all ``<lambda>``, a loss object is named by its class);
     mini-batches of ``batch_size`` sequences drawn without replacement in an order fixed by
     ``seed`` (which also seeds torch's global generator inside the run, for models with dropout).
     Stops after ``max_steps`` steps or ``budget_s`` seconds of training, whichever comes first
@@ -256,10 +329,14 @@ def train_forecaster(
 
     With ``checkpoint`` the state (model, optimizer, step, random states, losses, time used) is
     saved atomically every ``checkpoint_every`` steps and at the end; a run started with an
-    existing checkpoint resumes from it (the settings must match) and the time budget counts the
-    time already spent. A model with no trainable parameters (e.g. persistence) is returned
-    untouched with an empty report. ``val=(inputs, targets)`` is scored every ``val_every`` steps
-    (default: at the end only); the time it takes does not count against ``budget_s``.
+    existing checkpoint resumes from it (the settings, the training data, the model's
+    ``model_config`` — a dict of JSON values, e.g. the settings the model was built with — and,
+    once validation losses were recorded, ``val`` must match; a checkpoint without a record of
+    one of them, as written before they were recorded, is not checked on it) and the time budget
+    counts the time already spent. A model with no trainable parameters (e.g. persistence) is
+    returned untouched with an empty report. ``val=(inputs, targets)`` is scored every
+    ``val_every`` steps (default: at the end only); the time it takes does not count against
+    ``budget_s``.
     ``on_step(step, loss)`` is called after every step.
 
     ``clock`` says what ``budget_s`` and the reported seconds count: ``"wall"`` the elapsed time,
@@ -301,12 +378,22 @@ def train_forecaster(
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {list(LOSSES)} or a callable, got {loss!r}")
-        objective, loss_name = LOSSES[loss], loss
+        objective = LOSSES[loss]
+        if loss_name is not None:
+            raise ValueError(
+                f"loss_name names a callable loss; loss is already the name {loss!r}, got "
+                f"loss_name={loss_name!r}"
+            )
+        loss_name = loss
     elif callable(loss):
         objective = loss
-        loss_name = f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', '?')}"
+        if loss_name is None:
+            loss_name = _loss_name(loss)
+        elif not isinstance(loss_name, str) or not loss_name:
+            raise TypeError(f"loss_name must be a non-empty string, got {loss_name!r}")
     else:
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
+    model_config = _json_config(model_config)
     now = CLOCKS[clock]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")
@@ -324,12 +411,19 @@ def train_forecaster(
     )
     path = None if checkpoint is None else Path(checkpoint)
     batches = torch.Generator().manual_seed(seed)
+    record = {"fingerprint": None, "validation_fingerprint": None, "model_config": model_config}
+    if path is not None:
+        from ..training.fingerprint import fingerprint  # physml.training imports physml.models
+
+        record["fingerprint"] = fingerprint(TensorDataset(x_all, y_all))
+        if val is not None:
+            record["validation_fingerprint"] = fingerprint(TensorDataset(*val))
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         run = _Run()
         if path is not None and path.exists():
-            run = _resume(path, model, optimizer, config, batches)
+            run = _resume(path, model, optimizer, config, record, batches)
         bar = tqdm(
             total=max_steps, initial=run.step, desc="train", unit="step", disable=quiet or None
         )
@@ -376,14 +470,14 @@ def train_forecaster(
                     started += now() - paused  # validation is not training time
                 if path is not None and run.step % checkpoint_every == 0:
                     run.seconds = now() - started
-                    _save(path, model, optimizer, config, run, batches)
+                    _save(path, model, optimizer, config, record, run, batches)
                 if on_step is not None:
                     on_step(run.step, run.losses[-1])
         run.seconds = now() - started
         if val is not None and (not run.val_losses or run.val_losses[-1][0] != run.step):
             run.val_losses.append((run.step, _validation_mse(model, val, batch_size, device)))
         if path is not None:
-            _save(path, model, optimizer, config, run, batches)
+            _save(path, model, optimizer, config, record, run, batches)
     return TrainReport(
         steps=run.step, seconds=run.seconds, losses=run.losses, val_losses=run.val_losses
     )

@@ -130,6 +130,31 @@ class FramesAsChannels(nn.Module):
         return self.operator(x[:, :, 0])[:, :, None]
 
 
+ARCHITECTURES: dict[str, dict[str, object]] = {
+    "earthformer": dict(
+        num_heads=4,
+        depth=(1, 1),
+        downsample=4,
+        pattern="axial",
+        global_vectors=8,
+        periodic=True,
+    ),
+    "fno": dict(hidden_channels=32, n_layers=4, periodic=True),
+    "persistence": {},
+}
+"""Each method's settings besides its sizes (see :func:`build`)."""
+
+
+def model_config(method: str, scale: Scale) -> dict[str, object]:
+    """The settings :func:`build` makes ``method`` from (besides the seed): what a checkpoint
+    records of the model."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    sizes = {"t_in": scale.t_in, "t_out": scale.t_out, "nx": scale.nx}
+    width = {"earthformer": {"base_units": scale.base_units}, "fno": {"modes": scale.modes}}
+    return {"method": method, **sizes, **width.get(method, {}), **ARCHITECTURES[method]}
+
+
 def build(method: str, scale: Scale, seed: int) -> nn.Module:
     """The ``method`` model for ``(T_in, 1, nx, nx)`` → ``(T_out, 1, nx, nx)``, seeded."""
     torch.manual_seed(seed)
@@ -138,12 +163,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
             (scale.t_in, 1, scale.nx, scale.nx),
             (scale.t_out, 1, scale.nx, scale.nx),
             base_units=scale.base_units,
-            num_heads=4,
-            depth=(1, 1),
-            downsample=4,
-            pattern="axial",
-            global_vectors=8,
-            periodic=True,
+            **ARCHITECTURES[method],
         )
     if method == "fno":
         return FramesAsChannels(
@@ -151,9 +171,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
                 n_modes=(scale.modes, scale.modes),
                 in_channels=scale.t_in,
                 out_channels=scale.t_out,
-                hidden_channels=32,
-                n_layers=4,
-                periodic=True,
+                **ARCHITECTURES[method],
             )
         )
     if method == "persistence":
@@ -241,6 +259,7 @@ def run(context: Context) -> list[Row]:
             checkpoint=work / f"{method}.pt",
             device=context.device,
             quiet=context.quiet,
+            model_config=model_config(method, scale),
         )
         model = model.cpu().eval()
         with torch.no_grad():
