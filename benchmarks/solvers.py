@@ -548,7 +548,8 @@ def flow_2d_rows(batches: list[int], sizes: list[int], steps: int, seed: int) ->
 
 NOTES = """
 Part 1: `error` is the max error against the exact solution over all samples, snapshots and grid
-points; `throughput` counts samples per second for one batched solve producing every snapshot.
+points; `throughput` counts samples per second for one batched solve producing every snapshot
+(rows of part `2d`: time steps × samples per second, over `steps` steps).
 Part 2 (`part = py-pde`): `error` is the relative L2 error ‖u − exact‖/‖exact‖ over all samples.
 `part = large-grid`: one Dirichlet Burgers solve (time-dependent walls) on 4097 nodes, process CPU
 time of a single call (`solve_ms`).

@@ -215,6 +215,8 @@ def benchmark_case(name: str, case: Case, data: Path, work: Path, scale, seed) -
             "throughput": float(report["samples_per_s"]),
             "wall_s": walls[method],
         }
+        if method == "2-proc-gloo":  # the update after the last loss too: the final weights
+            row["bitwise_model"] = same_model(state["model"], reference["model"])
         if method == "resume-after-kill":
             row["bitwise_resume"] = same_model(state["model"], reference["model"])
             row["killed_at"] = killed_at
@@ -250,7 +252,8 @@ relative difference divides by almost nothing.
 `resume-after-kill` starts the 1-proc command, sends SIGKILL once its first checkpoint is on disk
 (`killed_at`: the step that checkpoint holds), and reruns the command to the end;
 `bitwise_resume` is true when every tensor of its final model equals the uninterrupted 1-proc
-run's (`torch.equal`). `throughput` is samples/s from the run's report.json (training steps only;
+run's (`torch.equal`); `bitwise_model` (2-proc-gloo rows, JSON) the same for the two processes'
+final model. `throughput` is samples/s from the run's report.json (training steps only;
 for a resumed run, the steps after the resume); `wall_s` is the wall time of the command(s),
 process start-up included. One torch thread per process, CPU, gloo.
 Targets: two processes match one to loss_rel_diff ≤ 1e-5, and bitwise_resume is true for every

@@ -52,6 +52,10 @@ def test_quick_mode_writes_results(tmp_path, name):
     if name == "fno_coordinates":  # one figure per case
         cases = {row["case"] for row in result["rows"]}
         assert {p.name for p in out.glob("*.png")} == {f"{name}-{case}.png" for case in cases}
+    if name == "training":  # two processes and the resumed run end on the reference's weights
+        rows = {row["method"]: row for row in result["rows"]}
+        assert rows["2-proc-gloo"]["bitwise_model"] is True
+        assert rows["resume-after-kill"]["bitwise_resume"] is True
     if name == "guarded_surrogate":  # the setup records every per-equation override it ran with
         scale = load_benchmark(name).SCALES["quick"]
         assert result["setup"]["train"] == scale.get("train", {})
