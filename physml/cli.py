@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import shutil
 import sys
 import textwrap
 import time
+import traceback
 from pathlib import Path
 
 import physml.data.nbody  # noqa: F401  (registers the nbody-digits and moving-digits recipes)
@@ -301,8 +303,9 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
             _report(context, rows, f"task {name!r} failed: {error}")
             if isinstance(error, TASK_ERRORS):
                 raise TaskError(f"task {name!r} failed: {error}") from error
-            print(f"physml {args.command}: task {name!r} failed:", file=sys.stderr)
-            raise
+            # an unexpected error keeps its traceback, and exits 2 like the others (1: targets)
+            traceback.print_exception(error, file=sys.stderr)
+            raise TaskError(f"task {name!r} failed: {type(error).__name__}: {error}") from error
         wall_s = time.perf_counter() - started
         try:
             tasks.save_rows(context, name, task_rows, wall_s)
@@ -467,7 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _replace_unencodable() -> None:
+    """Let stdout and stderr replace what their encoding cannot write (``→``, ``π`` on a cp1252
+    console or an ascii redirect) instead of failing after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _replace_unencodable()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":

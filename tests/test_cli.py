@@ -3,7 +3,10 @@
 import dataclasses
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -434,9 +437,13 @@ def test_a_failing_task_keeps_the_report_of_the_tasks_before_it(tmp_path, monkey
 
 def test_an_unexpected_error_keeps_the_report_and_its_traceback(tmp_path, monkeypatch, capsys):
     _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_bug=_fails(KeyError("bug")))
-    with pytest.raises(KeyError):
-        main(["demo", "--tasks", "toy-a", "toy-bug", "--out", str(tmp_path), "--quiet"])
-    assert "task 'toy-bug' failed" in capsys.readouterr().err
+    args = ["demo", "--tasks", "toy-a", "toy-bug", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 2  # a crash is an error, not a missed target (1)
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'bug'" in err
+    assert (
+        err.strip().splitlines()[-1] == "physml demo: error: task 'toy-bug' failed: KeyError: 'bug'"
+    )
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "Incomplete" in page and "<td>toy-a</td>" in page
 
@@ -505,10 +512,15 @@ def test_a_failure_and_the_folder_print_on_a_stdout_that_cannot_encode_them(
 def test_a_task_whose_rows_cannot_be_saved_keeps_the_report_of_the_tasks_before_it(
     tmp_path, monkeypatch, capsys
 ):
-    import numpy as np
+    save = tasks.save_rows
 
-    odd = [tasks.Row("toy-odd", "case", "score", np.float32(1.5))]  # not plain JSON
-    _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_odd=lambda context: odd)
+    def full_disk(context, name, rows, wall_s):
+        if name == "toy-odd":
+            raise OSError("no space left on device")
+        return save(context, name, rows, wall_s)
+
+    monkeypatch.setattr(tasks, "save_rows", full_disk)
+    _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"), toy_odd=_rows_of("toy-odd"))
     assert main(["demo", "--tasks", "toy-a", "toy-odd", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "task 'toy-odd' failed writing its rows" in err
@@ -544,3 +556,30 @@ def test_a_target_missed_by_a_numpy_or_torch_verdict_fails_the_run(tmp_path, mon
     record = json.loads((tmp_path / "toy-a" / "rows-toy-seed0.json").read_text())
     assert [row["ok"] for row in record["rows"]] == [False, False]
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.float32(1.5), torch.tensor(1.5), np.int64(2), True],
+    ids=["f32", "tensor", "i64", "bool"],
+)
+def test_a_row_value_of_numpy_or_torch_is_kept_as_a_float(value):
+    row = tasks.Row("t", "c", "m", value)
+    assert type(row.value) is float and row.value == float(value)
+    json.dumps(dataclasses.asdict(row))  # as save_rows writes it
+
+
+@pytest.mark.parametrize("value", [None, "1.5", torch.ones(2)])
+def test_a_row_value_that_is_not_a_number_is_refused_by_name(value):
+    with pytest.raises(TypeError, match=r"Row.value of 't' / 'c' / 'm' must be a real number"):
+        tasks.Row("t", "c", "m", value)
+
+
+@pytest.mark.parametrize("command", [["list"], ["generate", "--help"], ["--help"]])
+def test_output_an_ascii_console_cannot_encode_is_replaced_not_fatal(tmp_path, command):
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run(
+        [sys.executable, "-m", "physml.cli", *command], capture_output=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.strip()

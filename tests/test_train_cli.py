@@ -278,4 +278,27 @@ def test_scores_that_are_not_finite_are_written_as_null(heat, monkeypatch):
     monkeypatch.setattr(commands, "_scores", lambda prediction, target: dict(not_finite))
     assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5"]) == 0
     scores = _strict_json((heat / "r" / "evaluation" / "metrics.json").read_text())
-    assert scores == {"solutions": 12, "samples": 12, "rel_l2": None, "mse": None}
+    scored = {"data": str((heat / "heat.h5").resolve()), "step": 1}
+    assert scores == {**scored, "solutions": 12, "samples": 12, "rel_l2": None, "mse": None}
+
+
+def test_evaluations_of_two_files_are_kept_apart_with_out_and_name_what_they_scored(
+    heat, monkeypatch, capsys
+):
+    monkeypatch.chdir(heat)
+    other = ["generate", "heat", "--n", "12", "--nx", "33", "--seed", "1"]
+    assert main([*other, "--out", "held-out.h5", "--quiet"]) == 0
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--steps", "2", *SMALL]) == 0
+    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5"]) == 0
+    args = ["evaluate", "--checkpoint", "r", "--data", "held-out.h5", "--out", "r/held-out"]
+    assert main(args) == 0
+    seen = json.loads((heat / "r" / "evaluation" / "metrics.json").read_text())
+    unseen = json.loads((heat / "r" / "held-out" / "metrics.json").read_text())
+    assert seen["data"] == str((heat / "heat.h5").resolve()) and seen["step"] == 2
+    assert unseen["data"] == str((heat / "held-out.h5").resolve())
+    assert seen["rel_l2"] != unseen["rel_l2"] and (heat / "r" / "held-out" / "samples.png").exists()
+    (heat / "a-file").write_text("")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5", "--out", "a-file"]) == 2
+    assert "--out must name a folder, got 'a-file'" in capsys.readouterr().err

@@ -10,10 +10,14 @@ the figures, captioned from each task's :attr:`Task.figures`.
 from __future__ import annotations
 
 import importlib
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
+import torch
 
 SIZES = ("toy", "full")
 BUILTIN_TASK_MODULES = (
@@ -58,7 +62,16 @@ class Row:
     ok: bool | None = None
 
     def __post_init__(self) -> None:
-        # a verdict computed with numpy or torch (np.False_ is not False) is stored as a bool
+        # numbers computed with numpy or torch (np.float32, np.False_, 0-d tensors) are stored as
+        # Python ones, so the rows are written as JSON and np.False_ counts as a missed target
+        value = self.value
+        if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Real, np.generic)):
+            if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+                raise TypeError(
+                    f"Row.value of {self.task!r} / {self.case!r} / {self.metric!r} must be a "
+                    f"real number, got {value!r}"
+                )
+        object.__setattr__(self, "value", float(value))
         if self.ok is not None:
             object.__setattr__(self, "ok", bool(self.ok))
 

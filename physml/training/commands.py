@@ -98,7 +98,8 @@ def add_parsers(subparsers) -> None:
         "evaluate",
         help="score a trained checkpoint on a dataset",
         description="Score a run of physml train on a dataset file: a metrics table, "
-        "RUN/evaluation/metrics.json and a figure of three samples.",
+        "metrics.json (naming the file and the checkpoint's step) and a figure of three samples, "
+        "in RUN/evaluation or --out.",
     )
     evaluate.add_argument(
         "--checkpoint",
@@ -106,6 +107,12 @@ def add_parsers(subparsers) -> None:
         help="run folder of physml train, or a checkpoint file (the evaluation goes to its folder)",
     )
     evaluate.add_argument("--data", required=True, help="HDF5 dataset to score on")
+    evaluate.add_argument(
+        "--out",
+        default=None,
+        help="folder for metrics.json and the figure (default RUN/evaluation, which the "
+        "evaluation of another file replaces)",
+    )
     evaluate.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
 
 
@@ -221,7 +228,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     if report.validation:
         value = report.validation[-1][1]
         last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
-    print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} → {args.out}")
+    print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} -> {args.out}")
     return 0
 
 
@@ -272,9 +279,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         }
         last = (len(data), data.u.shape[1], -1)  # plot the final time slice
         prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
-    out = run / "evaluation"
+    out = run / "evaluation" if args.out is None else Path(args.out)
+    if not str(out).strip() or out.is_file():
+        raise ValueError(f"--out must name a folder, got {str(args.out)!r}")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", strict_json(scores))
+    scored = {"data": str(Path(args.data).resolve()), "step": int(state["step"])}
+    atomic_write_text(out / "metrics.json", strict_json({**scored, **scores}))
     plot_samples(prediction, target, out / "samples.png")
     width = max(len(k) for k in scores)
     for key, value in scores.items():
