@@ -15,8 +15,21 @@ Numerical floors, chosen once here:
 - :data:`SINGULAR_SNAP`: when sampling ``B − FFᵀ``, directions whose variance is below this
   fraction of ``B``'s are given exactly zero variance; otherwise the square root would turn
   round-off (~1e-16) into noise of ~1e-8 along directions an exact constraint has pinned.
+  :data:`SINGULAR_EXCESS`: how far a squared singular value of ``L⁻¹F`` (``B = LLᵀ``) may exceed 1.
+- :data:`SYMMETRY`: a full covariance may differ from its transpose by this × its largest variance.
 - :data:`CHOLESKY_JITTERS`: multiples of the mean variance added to a full covariance's diagonal,
   tried in order, when its Cholesky factorisation fails (a singular posterior covariance).
+- :data:`STORAGE_ROUNDOFF`, :data:`STORAGE_ASYMMETRY`: the round-off of a covariance stored in a
+  lower precision (a float32 model's ProbConserv posterior), with ``eps`` the machine epsilon of
+  the least precise of the mean's and the covariance's dtypes. Each tolerance above is raised to
+  it: negative variances down to ``STORAGE_ROUNDOFF × eps`` × the largest prior (base) variance,
+  and ``s² − 1`` of ``L⁻¹F`` up to ``STORAGE_ROUNDOFF × eps × ρ`` (also the snap threshold),
+  ``ρ`` = 1 for a diagonal base, else the ratio of the largest to the smallest diagonal entry of
+  ``L``. Measured on float32 posteriors (mass rows, pinned points, dense GP priors): at most
+  ``1 eps`` and ``1.3 ρ eps``. A full covariance computed in a lower precision
+  (``K − K_xs K_ss⁻¹ K_sx``) is symmetric to ``STORAGE_ASYMMETRY × eps`` (measured: ``150 eps``).
+  In float64 these exceed the constants above only where the round-off does (a posterior with
+  almost no variance left, ``ρ`` above ~10⁴).
 """
 
 from __future__ import annotations
@@ -37,10 +50,15 @@ from ._checks import as_tensor
 from .outputs import Ensemble, Gaussian, LowRankCovariance
 
 F64 = torch.float64
+EPS64 = torch.finfo(F64).eps
 VARIANCE_FLOOR = 1e-12
 ROUNDOFF = 1e-9
 CHOLESKY_JITTERS = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 SINGULAR_SNAP = 1e-10
+SINGULAR_EXCESS = 1e-8
+SYMMETRY = 1e-8
+STORAGE_ROUNDOFF = 16
+STORAGE_ASYMMETRY = 4096
 
 Reduction = Literal["mean", "none"]
 Dims = int | Sequence[int] | None
@@ -107,8 +125,28 @@ def _number(name: str, value: object, positive: bool = False) -> float:
     return number
 
 
-def _checked_variance(name: str, variance: torch.Tensor, floor: float) -> torch.Tensor:
-    tolerance = ROUNDOFF * float(variance.abs().amax()) if variance.numel() else 0.0
+def _stored_eps(*values: object) -> float:
+    """Machine epsilon of the least precise floating-point tensor among ``values`` (float64's
+    when there is none)."""
+    floats = [v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return max((torch.finfo(v.dtype).eps for v in floats), default=EPS64)
+
+
+def _checked_variance(
+    name: str,
+    variance: torch.Tensor,
+    floor: float,
+    eps: float = EPS64,
+    prior: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``variance`` raised to ``floor``; negatives beyond round-off raise. Round-off is the larger
+    of ``ROUNDOFF × largest |variance|`` and ``STORAGE_ROUNDOFF × eps × largest prior variance``
+    (``prior``: a low-rank covariance's base variances, else ``variance`` itself)."""
+    if not variance.numel():
+        return variance
+    largest = float(variance.abs().amax())
+    scale = largest if prior is None else max(largest, float(prior.abs().amax()))
+    tolerance = max(ROUNDOFF * largest, STORAGE_ROUNDOFF * eps * scale)
     if (variance < -tolerance).any():
         raise ValueError(
             f"{name} has negative variances (minimum {float(variance.min()):.3g}, beyond round-off "
@@ -301,11 +339,27 @@ def abs_conservation_error(
 # ------------------------------------------------------------------------ probabilistic scores
 
 
-def _mean_variance(prediction: object) -> tuple[torch.Tensor, torch.Tensor]:
+def _mean_variance(
+    prediction: object,
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+    """``(mean, variance)`` in float64, the storage ``eps`` and the prior variances (a low-rank
+    covariance's base, ``None`` otherwise) for :func:`_checked_variance`."""
+    prior = None
     if isinstance(prediction, Gaussian):
         mean = _tensor("mean", prediction.mean)
-        variance = _tensor("variance", prediction.variance(), mean.device)
+        cov = prediction.cov
+        if isinstance(cov, LowRankCovariance):
+            eps = _stored_eps(prediction.mean, cov.base, cov.factor)
+            base = _tensor("cov.base", cov.base, mean.device)
+            factor = _tensor("cov.factor", cov.factor, mean.device)
+            diagonal = cov.base_is_diagonal
+            variance = LowRankCovariance(base, factor, diagonal).variance()
+            prior = base if diagonal else torch.diagonal(base, dim1=-2, dim2=-1)
+        else:
+            eps = _stored_eps(prediction.mean, cov)
+            variance = _tensor("variance", prediction.variance(), mean.device)
     elif isinstance(prediction, tuple | list) and len(prediction) == 2:
+        eps = _stored_eps(*prediction)
         mean = _tensor("mean", prediction[0])
         variance = _tensor("variance", prediction[1], mean.device)
         try:
@@ -320,18 +374,19 @@ def _mean_variance(prediction: object) -> tuple[torch.Tensor, torch.Tensor]:
             f"prediction must be a physml.Gaussian or a (mean, variance) pair, got "
             f"{type(prediction).__name__}"
         )
-    return mean, variance
+    return mean, variance, eps, prior
 
 
 def marginal_std(gaussian: Gaussian) -> torch.Tensor:
     """Marginal standard deviations ``(..., n)`` of ``gaussian`` (any covariance kind), float64.
 
-    Round-off negatives (see :data:`ROUNDOFF`) become 0; larger negatives raise ``ValueError``.
+    Round-off negatives (see :data:`ROUNDOFF`, :data:`STORAGE_ROUNDOFF`) become 0; larger
+    negatives raise ``ValueError``.
     """
     if not isinstance(gaussian, Gaussian):
         raise TypeError(f"gaussian must be a physml.Gaussian, got {type(gaussian).__name__}")
-    _, variance = _mean_variance(gaussian)
-    return _checked_variance("gaussian", variance, 0.0).sqrt()
+    _, variance, eps, prior = _mean_variance(gaussian)
+    return _checked_variance("gaussian", variance, 0.0, eps, prior).sqrt()
 
 
 def gaussian_log_likelihood(
@@ -346,9 +401,9 @@ def gaussian_log_likelihood(
     variances are used) or a ``(mean, variance)`` pair. Variances are raised to ``min_variance``;
     negative ones raise ``ValueError``. ``reduction='none'`` returns the log density per point.
     """
-    mean, variance = _mean_variance(prediction)
+    mean, variance, eps, prior = _mean_variance(prediction)
     floor = _number("min_variance", min_variance, positive=True)
-    variance = _checked_variance("prediction", variance, floor)
+    variance = _checked_variance("prediction", variance, floor, eps, prior)
     mean, target = _pair(("mean", "target"), mean, target)
     log_density = -0.5 * (torch.log(2 * math.pi * variance) + (target - mean).square() / variance)
     return _reduce(log_density, reduction)
@@ -517,10 +572,18 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(generator)
 
 
-def _cholesky_with_jitter(cov: torch.Tensor) -> torch.Tensor:
+def _cholesky_with_jitter(cov: torch.Tensor, eps: float = EPS64) -> torch.Tensor:
+    """The lower Cholesky factor of ``cov`` (symmetric to :data:`SYMMETRY`, or to
+    ``STORAGE_ASYMMETRY × eps`` of its storage; symmetrised first)."""
     scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
-    if (cov - cov.mT).abs().amax() > 1e-8 * scale:
-        raise ValueError("the Gaussian's full covariance is not symmetric")
+    tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+    asymmetry = float((cov - cov.mT).abs().amax() / scale)
+    if asymmetry > tolerance:
+        raise ValueError(
+            f"the Gaussian's full covariance is not symmetric: |cov − covᵀ| reaches "
+            f"{asymmetry:.3g} × its largest variance (round-off allows {tolerance:.3g})"
+        )
+    cov = (cov + cov.mT) / 2
     mean_variance = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0)[..., None, None]
     eye = torch.eye(cov.shape[-1], dtype=F64, device=cov.device)
     for jitter in CHOLESKY_JITTERS:
@@ -533,34 +596,47 @@ def _cholesky_with_jitter(cov: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor) -> torch.Tensor:
+def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64) -> torch.Tensor:
+    """``cov``'s square root applied to ``z (count, ..., n)``; ``eps``: its storage precision."""
     base = _tensor("cov.base", cov.base, z.device)
     factor = _tensor("cov.factor", cov.factor, z.device)
-    _checked_variance("cov", LowRankCovariance(base, factor).variance(), 0.0)
-    if cov.base_is_diagonal:
+    diagonal = cov.base_is_diagonal
+    prior = base if diagonal else torch.diagonal(base, dim1=-2, dim2=-1)
+    _checked_variance("cov", LowRankCovariance(base, factor, diagonal).variance(), 0.0, eps, prior)
+    if diagonal:
         root = base.clamp_min(0).sqrt()
         inverse = torch.where(root > 0, 1 / torch.where(root > 0, root, 1.0), 0.0)
         whitened = factor * inverse.unsqueeze(-1)
+        spread = torch.ones(base.shape[:-1], dtype=F64, device=z.device)
 
         def apply_root(v: torch.Tensor) -> torch.Tensor:
             return root * v
 
     else:
-        lower = _cholesky_with_jitter(base)
+        lower = _cholesky_with_jitter(base, eps)
         whitened = torch.linalg.solve_triangular(lower, factor, upper=False)
+        pivots = lower.diagonal(dim1=-2, dim2=-1)
+        spread = pivots.amax(-1) / pivots.amin(-1).clamp_min(torch.finfo(F64).tiny)
 
         def apply_root(v: torch.Tensor) -> torch.Tensor:
             return (lower @ v.movedim(0, -1)).movedim(-1, 0)
 
     basis, singular, _ = torch.linalg.svd(whitened, full_matrices=False)
     squared = singular.square()
-    if (squared > 1 + 1e-8).any():
+    roundoff = (STORAGE_ROUNDOFF * eps * spread).unsqueeze(-1)
+    allowed = roundoff.clamp_min(SINGULAR_EXCESS).expand_as(squared)
+    excess = squared - 1 - allowed
+    if (excess > 0).any():
+        worst = int(excess.flatten().argmax())
+        value = float(singular.flatten()[worst])
         raise ValueError(
             "cov (base − FFᵀ) is not positive semi-definite: L⁻¹F (base = LLᵀ) has a singular "
-            f"value {float(squared.max().sqrt()):.6g} > 1"
+            f"value 1 + {(value**2 - 1) / (value + 1):.2e} > 1 (its square may exceed 1 by "
+            f"{float(allowed.flatten()[worst]):.2e} of round-off)"
         )
-    remaining = 1 - squared
-    shrink = 1 - torch.where(remaining < SINGULAR_SNAP, 0.0, remaining).sqrt()
+    remaining = 1 - squared.clamp_max(1)
+    snap = roundoff.clamp_min(SINGULAR_SNAP)
+    shrink = 1 - torch.where(remaining < snap, 0.0, remaining).sqrt()
     coefficients = torch.einsum("...nk,s...n->s...k", basis, z) * shrink
     return apply_root(z - torch.einsum("...nk,s...k->s...n", basis, coefficients))
 
@@ -575,8 +651,9 @@ def gaussian_samples(
     :class:`LowRankCovariance` ``B − FFᵀ`` (a constrained posterior, often singular): exact, with
     ``B = LLᵀ`` (``L = B^(1/2)`` for a diagonal ``B``, no ``n × n`` matrix formed) and
     ``L⁻¹F = U S Vᵀ``, the square root is ``L (I − U diag(1 − √(1 − S²)) Uᵀ)``, so samples of
-    an exactly constrained posterior meet the constraint to round-off. ``generator`` is a
-    ``torch.Generator`` on the Gaussian's device or an integer seed.
+    an exactly constrained posterior meet the constraint to the round-off of the covariance's
+    storage precision (:data:`STORAGE_ROUNDOFF`). ``generator`` is a ``torch.Generator`` on the
+    Gaussian's device or an integer seed.
     """
     if not isinstance(gaussian, Gaussian):
         raise TypeError(f"gaussian must be a physml.Gaussian, got {type(gaussian).__name__}")
@@ -586,11 +663,13 @@ def gaussian_samples(
     z = torch.randn((count, *mean.shape), generator=source, dtype=F64, device=mean.device)
     cov = gaussian.cov
     if isinstance(cov, LowRankCovariance):
-        return mean + _low_rank_noise(cov, z)
+        eps = _stored_eps(gaussian.mean, cov.base, cov.factor)
+        return mean + _low_rank_noise(cov, z, eps)
+    eps = _stored_eps(gaussian.mean, cov)
     cov = _tensor("cov", cov, mean.device)
     if gaussian.is_diagonal:
-        return mean + _checked_variance("cov", cov, 0.0).sqrt() * z
-    factor = _cholesky_with_jitter(cov)
+        return mean + _checked_variance("cov", cov, 0.0, eps).sqrt() * z
+    factor = _cholesky_with_jitter(cov, eps)
     return mean + (factor @ z.movedim(0, -1)).movedim(-1, 0)
 
 

@@ -28,23 +28,71 @@ def _real_tensor(name: str, value: object) -> None:
         raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
 
 
+def _base_readings(base: torch.Tensor, factor: torch.Tensor) -> tuple[bool, bool]:
+    """Whether ``base`` beside ``factor (..., n, m)`` can be read as variances (shaped like
+    ``factor`` without its last axis) and as a full ``(..., n, n)`` matrix (leading axes
+    broadcasting with ``factor``'s)."""
+    n = factor.shape[-2]
+    diagonal = tuple(base.shape) == tuple(factor.shape[:-1])
+    full = base.ndim >= 2 and tuple(base.shape[-2:]) == (n, n)
+    if full:
+        try:
+            torch.broadcast_shapes(base.shape[:-2], factor.shape[:-2])
+        except RuntimeError:
+            full = False
+    return diagonal, full
+
+
 @dataclass(frozen=True)
 class LowRankCovariance:
     """``base − factor @ factorᵀ``: a covariance after a rank-``m`` update, kept unassembled.
 
     ``base`` is diagonal ``(..., n)`` (variances) or full ``(..., n, n)``; ``factor`` is
-    ``(..., n, m)``. Never materialised as a new ``n × n`` matrix unless asked (:meth:`dense`), so
-    a constraint costs one pass over ``base``; :meth:`variance` costs ``O(n m)`` more.
+    ``(..., n, m)``. A full base may be shared by the factor's slices (``(n, n)`` beside
+    ``(B, n, m)``). ``diagonal`` says which ``base`` is; left ``None`` it is read from the shapes,
+    and must be given where both fit (a base ``(B, n)`` with ``B == n`` beside ``(B, n, m)``).
+    Never materialised as a new ``n × n`` matrix unless asked (:meth:`dense`), so a constraint
+    costs one pass over ``base``; :meth:`variance` costs ``O(n m)`` more.
     """
 
     base: torch.Tensor
     factor: torch.Tensor
+    diagonal: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.diagonal is not None and not isinstance(self.diagonal, bool):
+            raise TypeError(f"diagonal must be True, False or None, got {self.diagonal!r}")
+        tensors = isinstance(self.base, torch.Tensor) and isinstance(self.factor, torch.Tensor)
+        if not tensors or self.factor.ndim < 2:
+            return  # a Gaussian holding it names the problem
+        as_diagonal, as_full = _base_readings(self.base, self.factor)
+        shapes = f"base {tuple(self.base.shape)} beside factor {tuple(self.factor.shape)}"
+        n = self.factor.shape[-2]
+        if self.diagonal is None and as_diagonal and as_full and n > 1:  # n = 1: the same
+            raise ValueError(
+                f"LowRankCovariance: {shapes} is ambiguous: it may be variances, one row per "
+                f"slice, or one full ({n}, {n}) matrix shared by the slices; pass diagonal=True "
+                "or diagonal=False (or expand a shared full base to one per slice)"
+            )
+        if self.diagonal is True and not as_diagonal:
+            raise ValueError(
+                f"LowRankCovariance: diagonal=True needs base of shape "
+                f"{tuple(self.factor.shape[:-1])} (factor's without its last axis), got {shapes}"
+            )
+        if self.diagonal is False and not as_full:
+            raise ValueError(
+                f"LowRankCovariance: diagonal=False needs a full base (..., {n}, {n}) whose "
+                f"leading axes broadcast with the factor's, got {shapes}"
+            )
+        if self.diagonal is None and (as_diagonal or as_full):
+            object.__setattr__(self, "diagonal", as_diagonal)
 
     @property
     def base_is_diagonal(self) -> bool:
-        """``base`` holds variances: shaped like ``factor`` without its last axis (a full
-        ``(n, n)`` base beside a factor ``(B, n, m)`` is full, shared by the ``B`` slices)."""
-        return self.base.ndim == self.factor.ndim - 1 and self.base.shape == self.factor.shape[:-1]
+        """``base`` holds variances (``diagonal``, or read from the shapes when ``None``)."""
+        if self.diagonal is not None:
+            return self.diagonal
+        return _base_readings(self.base, self.factor)[0]
 
     def variance(self) -> torch.Tensor:
         base = self.base if self.base_is_diagonal else torch.diagonal(self.base, dim1=-2, dim2=-1)
@@ -95,6 +143,11 @@ class Gaussian:
                 raise ValueError(
                     f"cov.base must have shape {shape} (diagonal) or {(*shape, n)} (full) to "
                     f"match the mean, got {tuple(base.shape)}"
+                )
+            if not self.cov.base_is_diagonal and tuple(base.shape) == shape:
+                raise ValueError(
+                    f"cov.base is full (diagonal=False) but has the mean's shape {shape}: a "
+                    f"Gaussian wants a full base per slice, {(*shape, n)} (expand a shared one)"
                 )
             _finite("cov", base)
             _finite("cov", factor)

@@ -105,28 +105,96 @@ def test_diagonal_covariance_gives_the_same_posterior_without_an_n_by_n_matrix()
     assert torch.allclose(twice.cov.dense(), together.dense_cov(), atol=1e-10)
 
 
-@pytest.mark.parametrize("slices", [1, 3])
+@pytest.mark.parametrize("slices", [1, 3, 4])
 def test_a_full_base_shared_by_a_batched_factor_is_read_as_full(slices):
     """``LowRankCovariance(base (n, n), factor (B, n, m))`` is one matrix ``base − F_b F_bᵀ`` per
     slice (dense torch), not ``B × n`` variances; a Gaussian wants the base per slice and says
-    so by name."""
+    so by name. With ``B == n`` the shapes also fit ``B × n`` variances: refused as ambiguous
+    unless ``diagonal`` says which."""
     gen = torch.Generator().manual_seed(17)
     n = 4
     A = torch.randn(n, n, generator=gen, dtype=F64)
     base = A @ A.T + torch.eye(n, dtype=F64)
     factor = 0.3 * torch.randn(slices, n, 2, generator=gen, dtype=F64)
     expected = torch.stack([base - f @ f.T for f in factor])
-    cov = LowRankCovariance(base, factor)
+    if slices == n:
+        with pytest.raises(ValueError, match=r"base \(4, 4\) beside factor \(4, 4, 2\) is ambig"):
+            LowRankCovariance(base, factor)
+        cov = LowRankCovariance(base, factor, diagonal=False)
+        message = r"cov.base is full \(diagonal=False\) but has the mean's shape \(4, 4\)"
+    else:
+        cov = LowRankCovariance(base, factor)
+        shape = rf"\({slices}, {n}\)"
+        message = rf"cov.base must have shape {shape} \(diagonal\)"
     assert not cov.base_is_diagonal
     torch.testing.assert_close(cov.dense(), expected, rtol=0, atol=1e-14)
     torch.testing.assert_close(cov.variance(), torch.diagonal(expected, dim1=-2, dim2=-1))
-    shape = rf"\({slices}, {n}\)"
-    with pytest.raises(ValueError, match=rf"cov.base must have shape {shape} \(diagonal\)"):
+    other = torch.randn(slices, n, 3, generator=gen, dtype=F64)
+    torch.testing.assert_close(cov.matmul(other), expected @ other, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match=message):
         Gaussian(torch.zeros(slices, n, dtype=F64), cov)
     per_slice = Gaussian(
         torch.zeros(slices, n, dtype=F64), LowRankCovariance(base.expand(slices, n, n), factor)
     )
     torch.testing.assert_close(per_slice.dense_cov(), expected, rtol=0, atol=1e-14)
+
+
+def test_variances_beside_a_factor_of_as_many_slices_as_points_are_read_as_diagonal():
+    """``base (n, n)`` declared ``diagonal=True`` beside ``factor (n, n, m)``: ``n`` rows of
+    variances; a diagonal prior of ``n`` slices constrained keeps that reading (the update
+    matches the dense formula), and ``diagonal`` must fit the shapes."""
+    gen = torch.Generator().manual_seed(18)
+    n = 5
+    variance = torch.rand(n, n, generator=gen, dtype=F64) + 0.5
+    factor = 0.3 * torch.randn(n, n, 1, generator=gen, dtype=F64)
+    cov = LowRankCovariance(variance, factor, diagonal=True)
+    expected = torch.diag_embed(variance) - factor @ factor.mT
+    torch.testing.assert_close(cov.dense(), expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(cov.variance(), torch.diagonal(expected, dim1=-2, dim2=-1))
+    torch.testing.assert_close(Gaussian(torch.zeros(n, n, dtype=F64), cov).dense_cov(), expected)
+    mean = torch.randn(n, n, generator=gen, dtype=F64)
+    G = torch.randn(2, n, generator=gen, dtype=F64)
+    b = torch.randn(n, 2, generator=gen, dtype=F64)
+    posterior = through(LinearConstraint(G, b), Gaussian(mean, variance))
+    assert posterior.cov.base_is_diagonal
+    for i in range(n):
+        new_mean, new_cov = dense_update(mean[i], torch.diag(variance[i]), G, b[i], 0.0)
+        np.testing.assert_allclose(posterior.mean[i], new_mean, atol=1e-12)
+        np.testing.assert_allclose(posterior.dense_cov()[i], new_cov, atol=1e-12)
+    G2, b2 = (
+        torch.randn(1, n, generator=gen, dtype=F64),
+        torch.randn(n, 1, generator=gen, dtype=F64),
+    )
+    again = through(LinearConstraint(G2, b2), posterior)  # a low-rank input of n slices
+    for i in range(n):
+        rows, targets = torch.cat([G, G2]), torch.cat([b[i], b2[i]])
+        new_mean, new_cov = dense_update(mean[i], torch.diag(variance[i]), rows, targets, 0.0)
+        np.testing.assert_allclose(again.mean[i], new_mean, atol=1e-10)
+        np.testing.assert_allclose(again.dense_cov()[i], new_cov, atol=1e-10)
+    from physml.constraints import NonNegative
+
+    row = torch.rand(1, n, generator=gen, dtype=F64) + 0.1
+    conserved = through(
+        LinearConstraint(row, torch.ones(n, 1, dtype=F64)), Gaussian(mean, variance)
+    )
+    kept = through(NonNegative(), conserved)  # n slices of one row: the one-step route
+    assert isinstance(kept.cov, LowRankCovariance) and (conserved.mean < 0).any()
+    for i in range(n):
+        cov_i = LowRankCovariance(conserved.cov.base[i], conserved.cov.factor[i])
+        alone = through(NonNegative(), Gaussian(conserved.mean[i], cov_i))
+        np.testing.assert_allclose(kept.mean[i], alone.mean, atol=1e-12)
+        np.testing.assert_allclose(kept.dense_cov()[i], alone.dense_cov(), atol=1e-12)
+    from physml.tasks.probconserv import _slice  # one time slice of (function, time, x)
+
+    batched = through(LinearConstraint(G, b[:, None]), Gaussian(mean[:, None], variance[:, None]))
+    sliced = _slice(batched, 0)  # base (function, x) = (5, 5) beside factor (5, 5, 2)
+    torch.testing.assert_close(sliced.dense_cov(), posterior.dense_cov(), rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match=r"diagonal=True needs base of shape \(5, 3\)"):
+        LowRankCovariance(torch.ones(5, 5, 5), torch.ones(5, 3, 1), diagonal=True)
+    with pytest.raises(ValueError, match=r"diagonal=False needs a full base \(\.\.\., 3, 3\)"):
+        LowRankCovariance(torch.ones(5, 3), torch.ones(5, 3, 1), diagonal=False)
+    with pytest.raises(TypeError, match="diagonal must be True, False or None"):
+        LowRankCovariance(torch.ones(3), torch.ones(3, 1), diagonal=1)
 
 
 def test_correction_goes_where_the_variance_is():

@@ -264,7 +264,12 @@ def test_round_off_negative_variances_count_as_zero():
         metrics.gaussian_log_likelihood((mean, variance), target, reduction="none"), expected
     )
     with pytest.raises(ValueError, match="negative variances"):
-        metrics.gaussian_log_likelihood((mean, torch.tensor([-1e-6, 1.0])), target)
+        metrics.gaussian_log_likelihood((mean, torch.tensor([-1e-6, 1.0], dtype=F64)), target)
+    # float32 variances carry float32 round-off: -1e-6 (8 eps) is zero, -1e-3 is not
+    float32 = metrics.gaussian_log_likelihood((mean, torch.tensor([-1e-6, 1.0])), target, "none")
+    np.testing.assert_allclose(float32, expected)
+    with pytest.raises(ValueError, match="negative variances"):
+        metrics.gaussian_log_likelihood((mean, torch.tensor([-1e-3, 1.0])), target)
 
 
 def test_log_likelihood_bad_input():
@@ -519,6 +524,103 @@ def test_gaussian_samples_bad_input():
         metrics.gaussian_samples(Gaussian(torch.zeros(2), skew), 2, 0)
     with pytest.raises(TypeError, match="Gaussian"):
         metrics.marginal_std((torch.zeros(2), torch.ones(2)))
+
+
+def _float32_posterior(case, seed):
+    """A float32 model's exact (noise 0) posterior ``(posterior, G, b, prior)``: ProbConserv's
+    mass row, Dirichlet pins at both walls, or both over a dense GP prior; prior float64."""
+    n = 41
+    gen = torch.Generator().manual_seed(seed)
+    mass = torch.full((1, n), 1.0 / (n - 1), dtype=F64)
+    mass[0, 0] = mass[0, -1] = 0.5 / (n - 1)
+    pins = torch.eye(n, dtype=F64)[[0, n - 1]]
+    G = {"mass": mass, "pins": pins, "gp": torch.cat([mass, pins])}[case]
+    b = torch.randn(G.shape[0], generator=gen, dtype=F64)
+    mean = torch.randn(5, n, generator=gen, dtype=F64).float()
+    if case == "gp":
+        x = torch.linspace(0, 1, n, dtype=F64)
+        kernel = torch.exp(-0.5 * (x[:, None] - x[None]) ** 2 / 0.3**2)
+        prior = (kernel + 1e-2 * torch.eye(n, dtype=F64)).float().expand(5, n, n)
+    else:
+        prior = (0.01 + torch.rand(5, n, generator=gen, dtype=F64)).float()
+    posterior = through(LinearConstraint(G, b.float(), noise=0.0), Gaussian(mean, prior))
+    assert posterior.mean.dtype == posterior.cov.factor.dtype == torch.float32
+    return posterior, G, b, prior.double()
+
+
+@pytest.mark.parametrize("case", ["mass", "pins", "gp"])
+def test_float32_exact_posteriors_are_sampled_on_the_constraint(case):
+    """A float32 posterior stores ``base − FFᵀ`` to float32 round-off (singular values of
+    ``L⁻¹F`` 1 ± ~1e-7, pinned variances ~-1e-7 × the prior's): the metrics take it, and its
+    samples meet the rows to float32 round-off of the prior spread along them."""
+    eps = torch.finfo(torch.float32).eps
+    for seed in range(6):
+        posterior, G, b, prior = _float32_posterior(case, seed)
+        draws = metrics.gaussian_samples(posterior, 200, seed)
+        std = metrics.marginal_std(posterior)
+        assert torch.isfinite(metrics.gaussian_log_likelihood(posterior, posterior.mean))
+        assert torch.isfinite(metrics.crps_per_sample(posterior, posterior.mean)).all()
+        dense_prior = prior if prior.ndim == 3 else torch.diag_embed(prior)
+        row_std = torch.einsum("kn,bnm,km->bk", G, dense_prior, G).sqrt()  # (5, k)
+        spread = ((draws - posterior.mean.double()) @ G.T).abs() / row_std
+        tolerance = 1e-6 if case != "gp" else 1e-5  # dense base: ~ eps × its pivot ratio (7.6)
+        assert spread.max() < tolerance, (seed, float(spread.max()))
+        mean = posterior.mean.double()
+        scale = mean.abs() @ G.abs().T + b.abs()
+        assert ((draws @ G.T - b).abs() <= 8 * eps * scale + tolerance * row_std).all()
+        if case != "mass":  # the pinned walls: variance 0 up to round-off, never negative
+            walls = std[:, [0, -1]]
+            assert (walls >= 0).all()
+            assert (walls.square() <= 16 * eps * prior.diagonal(dim1=-2, dim2=-1).amax()).all()
+
+
+def test_float32_covariances_that_are_not_psd_are_still_refused():
+    """The float32 round-off allowance is ~16 eps, not a licence: a variance of -1e-3 × the
+    largest, or ``s² = 1 + 1e-4``, is refused; float64 keeps its own tolerances."""
+    mean = torch.zeros(4)
+    pinned = torch.tensor([[math.sqrt(1.001)], [0.0], [0.0], [0.0]])  # variance -1e-3 at 0
+    negative = Gaussian(mean, LowRankCovariance(torch.ones(4), pinned))
+    for score in (
+        metrics.marginal_std,
+        lambda g: metrics.gaussian_log_likelihood(g, mean),
+        lambda g: metrics.crps_per_sample(g, mean),
+        lambda g: metrics.gaussian_samples(g, 2, 0),
+    ):
+        with pytest.raises(ValueError, match="negative variances"):
+            score(negative)
+    with pytest.raises(ValueError, match="negative variances"):
+        metrics.marginal_std(Gaussian(mean, torch.tensor([1.0, -1e-3, 0.5, 0.5]).diag()))
+
+    def spread_over_two(excess, dtype):  # I − ffᵀ, ‖f‖² = 1 + excess: variances ~ 1/2 >= 0
+        f = torch.tensor([[1.0], [1.0], [0.0], [0.0]], dtype=F64) * math.sqrt((1 + excess) / 2)
+        return Gaussian(mean.to(dtype), LowRankCovariance(torch.ones(4, dtype=dtype), f.to(dtype)))
+
+    with pytest.raises(ValueError, match=r"singular value 1 \+ 5\.0\de-05 > 1"):
+        metrics.gaussian_samples(spread_over_two(1e-4, torch.float32), 2, 0)
+    metrics.gaussian_samples(spread_over_two(1e-6, torch.float32), 2, 0)  # 8 eps: round-off
+    with pytest.raises(ValueError, match=r"singular value 1 \+ 5\.0\de-07 > 1"):
+        metrics.gaussian_samples(spread_over_two(1e-6, F64), 2, 0)
+
+
+def test_a_float32_full_covariance_symmetric_to_float32_round_off_is_sampled():
+    """A GP posterior ``K − K_xs K_ss⁻¹ K_sx`` computed in float32 is symmetric to ~1e-5 of its
+    variance; sampling takes it (symmetrised), and still refuses a 1e-2 asymmetry."""
+    x, xs = torch.linspace(0, 1, 30), torch.linspace(0, 1, 7)
+
+    def kernel(a, b):
+        return torch.exp(-0.5 * (a[:, None] - b[None]) ** 2 / 0.2**2)
+
+    inducing = kernel(xs, xs) + 1e-2 * torch.eye(7)
+    cov = kernel(x, x) - kernel(x, xs) @ torch.linalg.solve(inducing, kernel(xs, x))
+    cov = cov + 1e-3 * torch.eye(30)
+    assert (cov - cov.T).abs().max() > 1e-8 * cov.diagonal().max()
+    draws = metrics.gaussian_samples(Gaussian(torch.zeros(30), cov), 20000, 0)
+    symmetric = (cov.double() + cov.double().T) / 2
+    torch.testing.assert_close(_sample_cov(draws), symmetric, atol=0.05, rtol=0)
+    skewed = cov.clone()
+    skewed[0, 1] += 1e-2 * cov.diagonal().max()
+    with pytest.raises(ValueError, match="not symmetric"):
+        metrics.gaussian_samples(Gaussian(torch.zeros(30), skewed), 2, 0)
 
 
 def test_marginal_std():

@@ -372,7 +372,7 @@ class LinearConstraint(Constraint):
         cov = output.cov
         if isinstance(cov, LowRankCovariance):
             base, factor = cov.base.to(F64), cov.factor.to(F64)
-            K = LowRankCovariance(base, factor).matmul(G.T)
+            K = LowRankCovariance(base, factor, cov.base_is_diagonal).matmul(G.T)
         elif output.is_diagonal:
             base, factor = cov.to(F64), None
             K = base[..., :, None] * G.T
@@ -394,14 +394,16 @@ class LinearConstraint(Constraint):
             update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False)
             update = update.transpose(-1, -2)
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
+        diagonal_base = output.is_diagonal or (
+            isinstance(cov, LowRankCovariance) and cov.base_is_diagonal
+        )
         variances = None
         if not output.is_diagonal:
-            diagonal_base = isinstance(cov, LowRankCovariance) and cov.base_is_diagonal
             prior = base if diagonal_base else torch.diagonal(base, dim1=-2, dim2=-1)
             variances = (prior - factor.pow(2).sum(-1), prior)
         pivots = torch.diagonal(S, dim1=-2, dim2=-1)
         self._check_update(G, new_mean.detach(), b, mean, pivots, variances)
-        covariance = LowRankCovariance(base.to(dtype), factor.to(dtype))
+        covariance = LowRankCovariance(base.to(dtype), factor.to(dtype), diagonal_base)
         return Gaussian(new_mean.to(dtype), covariance)
 
     def apply_ensemble(self, output: Ensemble, state: torch.Tensor) -> Ensemble:

@@ -388,7 +388,7 @@ class NonNegative(Constraint):
             kept = _one_row_posterior(mean, cov)
             if kept is not None:
                 new_mean, variance, factor = (t.to(dtype) for t in kept)
-                return Gaussian(new_mean, LowRankCovariance(variance, factor))
+                return Gaussian(new_mean, LowRankCovariance(variance, factor, diagonal=True))
         rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
         if isinstance(cov, LowRankCovariance) and cov.base_is_diagonal:
             kept = self._low_rank(mean, cov, rows, active[rows], n, dtype)
@@ -470,5 +470,6 @@ class NonNegative(Constraint):
         covariance = LowRankCovariance(
             new_variance.reshape(mean.shape).to(dtype),
             new_factor.reshape(*mean.shape, m).to(dtype),
+            diagonal=True,
         )
         return Gaussian(new_mean.reshape(mean.shape).to(dtype), covariance)

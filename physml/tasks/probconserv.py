@@ -172,7 +172,7 @@ def _slice(gaussian: Gaussian, index: int) -> Gaussian:
     """The Gaussian of one time slice: mean ``(function, X)``."""
     cov = gaussian.cov
     if isinstance(cov, LowRankCovariance):
-        sliced = LowRankCovariance(cov.base[:, index], cov.factor[:, index])
+        sliced = LowRankCovariance(cov.base[:, index], cov.factor[:, index], cov.base_is_diagonal)
     else:
         sliced = cov[:, index]
     return Gaussian(gaussian.mean[:, index], sliced)
