@@ -575,6 +575,9 @@ class CavityProblem(Problem):
             raise ValueError(f"lid_max must be >= lid_min, got {high} < {low}")
         return low, high
 
+    def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:
+        return dict.fromkeys(("vx", "vy"), self.sample_shape(settings))
+
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         axis = self._grid(settings).x.coordinates().numpy()
         return {"t": self._times(settings).numpy(), "x": axis, "y": axis.copy()}

@@ -529,6 +529,9 @@ class PeriodicNavierStokes(Problem):
         nt = checks.positive_int("nt", settings["nt"], 1)
         return np.linspace(0.0, checks.positive("t_end", settings["t_end"]), nt)
 
+    def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:
+        return dict.fromkeys(("vx", "vy"), self.sample_shape(settings))
+
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         grid = self.grid(settings)
         return {

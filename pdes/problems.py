@@ -90,6 +90,16 @@ class Problem:
         """What the file should say about the data: ``pde``, ``boundary``, ``solver``, settings."""
         raise NotImplementedError
 
+    def sample_shape(self, settings: dict) -> tuple[int, ...]:
+        """The shape of one sample of ``u``, ``(time, *space)``: the coordinates' lengths."""
+        return tuple(len(axis) for axis in self.coordinates(settings).values())
+
+    def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:
+        """The shape of one sample of each array ``generate`` puts in ``Batch.fields``, e.g.
+        ``{"vx": (T, X, Y)}``: what a dataset stores beside ``u`` (the command line counts it
+        before generating). None unless a recipe says so."""
+        return {}
+
     def generate(
         self, seeds: Sequence[int], settings: dict, device: torch.device | str = "cpu"
     ) -> Batch:

@@ -697,6 +697,10 @@ class NavierStokesTracer(Problem):
     times = PeriodicNavierStokes.times
     coordinates = PeriodicNavierStokes.coordinates
 
+    def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:
+        shape = self.sample_shape(settings)
+        return {"vx": shape, "vy": shape, "mass": shape[:1]}
+
     def step(self, settings: dict) -> float:
         """``max_step`` if > 0, else one from the settings alone: :func:`_planned_step` at the
         speed :func:`pdes.navier_stokes.recipe_speed` plans for."""
@@ -790,6 +794,10 @@ class NavierStokesTracerSource(NavierStokesTracer):
         "source_period": Option(5.0, "period of the pulsing release"),
         "source_width": Option(0.05, "standard deviation of the source's Gaussian shape"),
     }
+
+    def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:
+        shapes = super().field_shapes(settings)
+        return {**shapes, "released": shapes["mass"]}
 
     def attributes(self, settings: dict) -> dict[str, object]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -62,11 +63,12 @@ def _names(path: Path, handle) -> bool:
         return False
 
 
-def remove_leftovers(folder: str | os.PathLike, name: str) -> list[Path]:
-    """Delete the temporary files :func:`atomic_path` left for ``name`` (a glob pattern) in
-    ``folder`` when a run was killed mid-write; return them. Call it only under the output's
-    lock."""
-    removed = sorted(Path(folder).glob(f".{name}.*.tmp"))
+def remove_leftovers(folder: str | os.PathLike, name: str, *, pattern: bool = False) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left for the file ``name`` (with
+    ``pattern``, a glob pattern such as ``"chunk-*"``) in ``folder`` when a run was killed
+    mid-write; return them. Call it only under the output's lock."""
+    literal = name if pattern else glob.escape(name)
+    removed = sorted(Path(folder).glob(f".{literal}.*.tmp"))
     for path in removed:
         path.unlink(missing_ok=True)
     return removed

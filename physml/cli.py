@@ -88,7 +88,7 @@ def _check_sample_size(settings: dict) -> None:
 def _check_generate(args: argparse.Namespace, options: dict) -> None:
     """What `physml generate` can check before it writes: the device, the recipe's settings (sizes
     first, then its grid, times and attributes are built), memory for one chunk of samples and
-    room on disk for the samples of this shard."""
+    room on disk for the samples of this shard (``u`` and the fields the recipe declares)."""
     check_device(args.device)
     positive_int("n", args.n)
     positive_int("num_shards", args.num_shards)
@@ -97,7 +97,8 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
     settings = problem.settings(**options)
     _check_sample_size(settings)
     try:
-        shape = [len(axis) for axis in problem.coordinates(settings).values()]
+        shape = problem.sample_shape(settings)
+        fields = problem.field_shapes(settings)
         problem.attributes(settings)
     except KeyError as error:
         raise ValueError(f"{args.pde}: unknown setting value {error}") from None
@@ -110,17 +111,17 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
         raise ValueError(f"--out: {str(args.out)!r} is a folder; name the dataset file in it")
     samples = -(-args.n // args.num_shards)
     batch = min(args.chunk, samples)
-    fits_in_memory(
-        "chunk", batch * 8 * math.prod(shape), f"{batch} samples of shape {tuple(shape)}"
-    )
+    values = math.prod(shape) + sum(math.prod(field) for field in fields.values())
+    described = f"of shape {shape}" + (f" with fields {', '.join(fields)}" if fields else "")
+    fits_in_memory("chunk", batch * 8 * values, f"{batch} samples {described}")
     folder = Path(args.out).parent
     if folder.is_dir():
-        need = DISK_FACTOR * samples * 8 * math.prod(shape)
+        need = DISK_FACTOR * samples * 8 * values
         free = shutil.disk_usage(folder).free
         if need > free:
             raise ValueError(
-                f"n: {args.n} samples of shape {tuple(shape)} need about {need / 1e9:.3g} GB "
-                f"(float64, chunks and file), but the folder of --out {str(folder)!r} has "
+                f"n: {args.n} samples {described} need about {need / 1e9:.3g} GB (float64, "
+                f"chunks and file), but the folder of --out {str(folder)!r} has "
                 f"{free / 1e9:.3g} GB free"
             )
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from recipes import TOY  # noqa: F401  (registers the toy recipe)
 
-from physml._io import atomic_path, exclusive_lock
+from physml._io import atomic_path, exclusive_lock, remove_leftovers
 from physml.data import DatasetFileError, MultiStepDataset, generate_dataset, load
 
 
@@ -268,6 +268,30 @@ def test_leftovers_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
     assert not stale.exists() and not workdir.exists()
 
 
+def test_leftovers_are_found_by_the_literal_name_of_the_output(tmp_path):
+    """``[1]`` in a name is no glob class: ``run[1].h5`` has its own temporaries removed, never
+    those of ``run1.h5`` (a pattern is taken only when asked for)."""
+    own, other = tmp_path / ".run[1].h5.abc.h5.tmp", tmp_path / ".run1.h5.xyz.h5.tmp"
+    chunk = tmp_path / ".chunk-000000004.npz.k2j.npz.tmp"
+    for path in (own, other, chunk):
+        path.touch()
+    assert remove_leftovers(tmp_path, "run[1].h5") == [own]
+    assert not own.exists() and other.exists()
+    assert remove_leftovers(tmp_path, "chunk-*") == []
+    assert remove_leftovers(tmp_path, "chunk-*", pattern=True) == [chunk]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+
+
+def test_a_generated_output_with_glob_characters_removes_only_its_own_leftovers(tmp_path):
+    out = tmp_path / "run[1].h5"
+    own, other = tmp_path / ".run[1].h5.abc.h5.tmp", tmp_path / ".run1.h5.xyz.h5.tmp"
+    own.touch()
+    other.touch()
+    generate_dataset("toy", out, n=4, chunk=2, progress=False)
+    assert load(out).u.shape[0] == 4
+    assert not own.exists() and other.exists()
+
+
 def test_a_finished_runs_leftover_work_folder_is_removed_on_a_rerun(tmp_path, monkeypatch):
     out, workdir = tmp_path / "toy.h5", tmp_path / "toy.h5.partial"
 
@@ -336,3 +360,33 @@ def test_an_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatc
     io.atomic_write_text(tmp_path / "a.txt", "x")
     assert events == ["fsync", "replace", "fsync"]  # the file, the rename, then its folder
     assert (tmp_path / "a.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda arrays: arrays.update(u=arrays["u"][:1]), r"chunk-000000002.npz' is damaged \(u"),
+        (lambda arrays: arrays.pop("field:u_squared"), r"chunk-000000002.npz' is damaged \(it"),
+        (lambda arrays: arrays.update(sample_index=arrays["sample_index"] + 1), "once each"),
+        (lambda arrays: arrays.update(u=arrays["u"].astype(np.float32)), r"u is float32"),
+    ],
+    ids=["short-u", "missing-field", "other-samples", "other-dtype"],
+)
+def test_a_chunk_that_does_not_fit_the_others_is_refused_at_assembly(tmp_path, edit, message):
+    out, workdir = tmp_path / "toy.h5", tmp_path / "toy.h5.partial"
+
+    def stop(done, total):
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset("toy", out, n=6, chunk=2, progress=False, on_chunk=stop)
+    chunk = workdir / "chunk-000000002.npz"
+    with np.load(chunk) as stored:
+        arrays = dict(stored)
+    edit(arrays)
+    np.savez(chunk, **arrays)
+    with pytest.raises(ValueError, match=message):
+        generate_dataset("toy", out, n=6, chunk=2, progress=False)
+    assert not out.exists() and not list(tmp_path.glob(".*tmp"))
+    assert len(list(workdir.glob("chunk-*.npz"))) == 3

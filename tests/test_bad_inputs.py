@@ -1327,6 +1327,12 @@ DATA_CASES = [
         r"seed must be a non-negative integer",
     ),
     case(
+        "generate-seed-beyond-int64",
+        lambda c: generate(c, seed=2**63),
+        ValueError,
+        r"seed must be a non-negative integer below 2\*\*63",
+    ),
+    case(
         "generate-shard-out-of-range",
         lambda c: generate(c, shard=2, num_shards=2),
         ValueError,
@@ -3103,6 +3109,12 @@ CLI_CASES = [
         lambda c: gen(c, "--n", "2", "--seed", "-1"),
         UserError,
         r"seed must be a non-negative integer",
+    ),
+    case(
+        "cli-generate-seed-beyond-int64",
+        lambda c: gen(c, "--n", "2", "--seed", str(2**64)),
+        UserError,
+        r"seed must be a non-negative integer below 2\*\*63 \(stored as int64\), got 1844",
     ),
     case(
         "cli-generate-out-is-a-folder",

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+import physml.cli
+from pdes import problems
 from physml import tasks
 from physml.cli import main
+from physml.data import generate_dataset
 
 
 def test_list_names_recipes_and_tasks(capsys):
@@ -77,6 +80,65 @@ def test_generate_rejects_bad_options(tmp_path, capsys):
     code = main(["generate", "heat", "--n", "2", "--out", str(tmp_path / "x.h5"), "--kappa", "-1"])
     assert code == 2 and "kappa" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+SMALL = {
+    "diffusion": dict(nx=11, nt=3),
+    "pme": dict(nx=11, nt=3),
+    "stefan": dict(nx=11, nt=3),
+    "heat": dict(nx=9, nt=3),
+    "burgers": dict(nx=16, nt=3),
+    "burgers-dirichlet": dict(nx=17, nt=3),
+    "wave": dict(nx=16, nt=3),
+    "stokes": dict(nx=9, nt=3),
+    "cavity": dict(nx=9, nt=3, t_end=0.1),
+    "navier-stokes": dict(nx=8, nt=3, t_end=0.1),
+    "ns-tracer": dict(nx=8, nt=3, t_end=0.1),
+    "ns-tracer-source": dict(nx=8, nt=3, t_end=0.1),
+    "nbody-digits": dict(frames=4, size=16, digits=2),
+    "moving-digits": dict(frames=4, size=16, digits=2),
+}
+
+
+def test_every_recipe_declares_the_fields_it_outputs():
+    """The generate command's memory and disk checks count the fields a recipe declares."""
+    built_in = [
+        name
+        for name, problem in problems.registry().items()
+        if type(problem).__module__.startswith(("pdes.", "physml."))
+    ]
+    assert sorted(built_in) == sorted(SMALL)
+    for name in built_in:
+        problem = problems.get(name)
+        settings = problem.settings(**SMALL[name])
+        batch = problem.generate([3, 4], settings)
+        assert problem.sample_shape(settings) == tuple(batch.u.shape[1:]), name
+        shapes = {key: tuple(value.shape[1:]) for key, value in batch.fields.items()}
+        assert problem.field_shapes(settings) == shapes, name
+
+
+@pytest.mark.parametrize("pde", ["navier-stokes", "cavity", "ns-tracer-source"])
+def test_generate_asks_for_disk_room_for_u_and_the_fields(tmp_path, capsys, monkeypatch, pde):
+    reference = generate_dataset(pde, tmp_path / "reference.h5", n=4, progress=False, **SMALL[pde])
+    with h5py.File(reference) as f:
+        u_bytes = f["u"].nbytes
+        stored = u_bytes + sum(item.nbytes for item in f["fields"].values())
+    assert stored >= 3 * u_bytes  # vx and vy are as large as u
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in SMALL[pde].items()]
+    args = ["generate", pde, "--n", "4", "--out", str(tmp_path / "x.h5"), "--quiet", *options]
+    usage = physml.cli.shutil.disk_usage(tmp_path)
+
+    for free, code in ((2 * stored - 1, 2), (2 * stored + 1, 0)):  # chunks and file: twice
+        monkeypatch.setattr(
+            physml.cli.shutil, "disk_usage", lambda _, free=free: usage._replace(free=free)
+        )
+        assert main(args) == code, free
+        err = capsys.readouterr().err
+        if code:
+            assert "n: 4 samples of shape" in err and "with fields vx, vy" in err, err
+            assert not (tmp_path / "x.h5").exists()
+    with h5py.File(tmp_path / "x.h5") as f:
+        assert f["u"].nbytes + sum(item.nbytes for item in f["fields"].values()) == stored
 
 
 class _Index(HTMLParser):
@@ -283,6 +345,7 @@ def test_boon_heat_task_meets_the_fluxes_and_saves_the_zoom(tmp_path, capsys):
         (["--n", str(10**9)], "n: 1000000000 samples"),
         (["--n", "0"], "n must be"),
         (["--seed", "-1"], "seed"),
+        (["--seed", str(2**63)], "seed must be a non-negative integer below 2**63"),
         (["--num-shards", "0"], "num_shards"),
         (["--shard", "3", "--num-shards", "2"], "shard"),
         (["--chunk", "0"], "chunk"),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ import pytest
 import torch
 from recipes import TOY
 
+import physml.data.generate as generate_module
 from physml.data import (
     DatasetFileError,
     MultiStepDataset,
@@ -158,6 +160,27 @@ def test_killed_process_resumes(tmp_path):
     assert torch.equal(load(out).u, reference)
 
 
+def test_assembly_holds_one_chunk_in_memory_not_the_whole_dataset(tmp_path, monkeypatch):
+    n, nt, nx, chunk = 20, 10, 2001, 2
+    u_bytes = n * nt * nx * 8  # and as much again for fields/u_squared
+    assemble, peaks = generate_module._assemble, []
+
+    def traced(*args, **kwargs):
+        tracemalloc.start()
+        try:
+            assemble(*args, **kwargs)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+
+    monkeypatch.setattr(generate_module, "_assemble", traced)
+    data = load(make(tmp_path / "big.h5", n=n, nt=nt, nx=nx, chunk=chunk, seed=2))
+    assert data.u.shape == (n, nt, nx)
+    assert torch.equal(data.u, load(make(tmp_path / "small.h5", n=n, nt=nt, nx=nx, seed=2)).u)
+    chunk_bytes = 2 * chunk * nt * nx * 8  # u and u_squared of one chunk: a tenth of the file
+    assert peaks[0] < 3 * chunk_bytes < u_bytes, (peaks[0], chunk_bytes)  # all at once: 2 x u
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     path = make(tmp_path / "x.h5", seed=1)
     with pytest.raises(FileExistsError, match="already exists"):
@@ -223,6 +246,7 @@ def test_resume_refuses_a_work_folder_without_manifest(tmp_path):
     [
         ({"n": 0}, ValueError, "n must be an integer >= 1"),
         ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+        ({"seed": 2**63}, ValueError, r"seed must be .* below 2\*\*63 .*got 9223372036854775808"),
         ({"shard": 3, "num_shards": 3}, ValueError, r"shard must be an integer in \[0, 3\)"),
         ({"chunk": 0}, ValueError, "chunk must be an integer >= 1"),
         ({"num_shards": 20}, ValueError, "num_shards must not exceed"),
@@ -234,6 +258,21 @@ def test_resume_refuses_a_work_folder_without_manifest(tmp_path):
 def test_bad_requests(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         make(tmp_path / "bad.h5", **kwargs)
+
+
+def test_a_seed_beyond_int64_is_refused_before_solving_and_the_largest_one_works(tmp_path):
+    out = tmp_path / "big.h5"
+    solved = []
+    with pytest.raises(ValueError, match=r"seed must be .* below 2\*\*63"):
+        make(out, seed=2**64, chunk=2, on_chunk=lambda done, total: solved.append(done))
+    assert solved == [] and list(tmp_path.iterdir()) == []
+    largest = 2**63 - 1
+    data = load(make(out, n=3, seed=largest))
+    assert data.attrs["seed"] == largest
+    with h5py.File(out) as f:
+        seeds = f["sample_seed"][()]
+    assert seeds.tolist() == [sample_seed(largest, i) for i in range(3)]
+    assert all(0 <= sample_seed(largest, i) < 2**63 for i in (0, 1, 10**12, 2**63 - 1))
 
 
 def test_bad_outputs(tmp_path):

@@ -211,6 +211,81 @@ def test_ours_to_the_well_and_back_is_bitwise(tmp_path):
     _assert_same(load(tmp_path / "ours.h5"), data)
 
 
+def test_constant_bool_and_complex_parameters_come_back_from_root_attributes(tmp_path):
+    data = _ours_2d()
+    data.params = {
+        "flag": torch.ones(N, dtype=torch.bool),
+        "phase": torch.full((N,), 1.0 - 2.0j, dtype=torch.complex128),
+        "level": torch.full((N,), 7, dtype=torch.int64),
+        "nu": data.params["nu"],
+    }
+    out = write_pdebench(data, tmp_path / "out.h5")
+    with h5py.File(out) as f:
+        assert {"flag", "phase", "level", "nu"} <= set(f.attrs) and "flag" not in f
+    _assert_same(load(out), data)
+    _assert_same(load(convert(out, tmp_path / "ours.h5")), data)
+    well = write_well(data, tmp_path / "well.h5")
+    with h5py.File(well, "r+") as f:  # a Well file that lists its parameters as attributes only
+        for name in ("flag", "phase"):
+            del f["scalars"][name]
+        f["scalars"].attrs["field_names"] = ["level", "nu"]
+        assert list(f.attrs["simulation_parameters"]) == ["flag", "phase", "level", "nu"]
+    _assert_same(load(well), data)
+
+
+def test_a_foreign_pdebench_bool_attribute_stays_an_attribute(tmp_path):
+    path = tmp_path / "1D_Advection_Sols_beta0.4.hdf5"
+    _pdebench_1d(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["periodic"] = True
+    data = load(path)
+    assert data.attrs["periodic"] is True and "periodic" not in data.params
+
+
+def _ours_3d() -> PDEData:
+    rng = np.random.default_rng(5)
+    n, steps, nx, ny, nz = 2, 3, 4, 5, 6
+    return PDEData(
+        u=torch.from_numpy(rng.normal(size=(n, steps, nx, ny, nz))),
+        t=torch.linspace(0.0, 1.0, steps, dtype=torch.float64),
+        coords={
+            "x": torch.arange(nx, dtype=torch.float64) * 0.5,
+            "y": torch.arange(ny, dtype=torch.float64) * 0.5 - 1.0,
+            "z": torch.arange(nz, dtype=torch.float64) * 0.25,
+        },
+        params={"nu": torch.full((n,), 0.1, dtype=torch.float64)},
+        fields={"vz": torch.from_numpy(rng.normal(size=(n, steps, nx, ny, nz)))},
+        attrs={"pde": "synthetic 3-D", "boundary": "periodic"},
+        sample_index=torch.arange(n),
+    )
+
+
+def test_3d_data_keep_z_in_a_physml_file_and_serve_grid_channels(tmp_path):
+    data = _ours_3d()
+    out = write_physml(data, tmp_path / "ours.h5")
+    back = load(out)
+    _assert_same(back, data)
+    for to in ("pdebench", "well"):
+        _assert_same(load(convert(out, tmp_path / f"{to}.h5", to=to)), data)
+    x, y = SingleStepDataset(out, with_grid=True, dtype=torch.float64)[1]
+    assert x.shape == (4, 4, 5, 6) and y.shape == (1, 4, 5, 6)
+    assert torch.equal(x[0], data.u[1, 0]) and torch.equal(y[0], data.u[1, -1])
+    for i, j, k in ((0, 0, 0), (3, 1, 5), (2, 4, 1)):
+        assert x[1:, i, j, k].tolist() == [i * 0.5, j * 0.5 - 1.0, k * 0.25]
+    with h5py.File(out, "r+") as f:
+        del f["z"]
+        f["z"] = np.arange(5.0)
+    with pytest.raises(DatasetFileError, match=r"z has shape \(5,\), u has shape"):
+        load(out)
+
+
+def test_with_grid_without_a_coordinate_for_each_axis_says_which_are_there():
+    data = _ours_3d()
+    del data.coords["y"]
+    with pytest.raises(DatasetFileError, match=r"space shape \(4, 5, 6\), the coordinates "):
+        SingleStepDataset(data, with_grid=True)
+
+
 # ------------------------------------------------------------------------------ reading directly
 
 
@@ -481,3 +556,19 @@ def test_cli_convert_takes_the_output_as_merge_does(tmp_path, capsys):
         assert main(args) == 2, args
         assert f"physml convert: error: {message}" in capsys.readouterr().err
     assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()
+
+
+def test_a_folder_as_the_output_is_refused_with_or_without_overwrite(tmp_path, capsys):
+    source = tmp_path / "in.h5"
+    _pdebench_1d(source)
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    for extra in ([], ["--overwrite"]):
+        assert main(["convert", str(source), str(folder), "--to", "well", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"physml convert: error: out: {str(folder)!r} is a folder" in err, err
+        assert "Errno" not in err and "already exists" not in err
+    with pytest.raises(ValueError, match=r"out: .*outdir' is a folder; name the dataset file"):
+        convert(source, folder, overwrite=True)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "outdir"]  # no temporary

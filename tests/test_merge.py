@@ -10,7 +10,15 @@ from recipes import ToyProblem
 
 from pdes import problems
 from physml.cli import main
-from physml.data import ShardError, check_shards, generate_dataset, load, merge_shards
+from physml.data import (
+    ShardError,
+    check_shards,
+    convert,
+    generate_dataset,
+    load,
+    merge_shards,
+    write_physml,
+)
 from physml.data.generate import sample_seed
 
 
@@ -58,6 +66,38 @@ def test_merged_file_loads_bitwise_like_one_process(tmp_path, sharded):
         assert merged.attrs[key] == whole.attrs[key], key
     assert merged.attrs["num_shards"] == 1
     assert not list((tmp_path / "data").glob(".*tmp"))  # the temporary name is gone
+
+
+@pytest.mark.parametrize("via", [None, "pdebench", "well"])
+def test_a_copy_of_a_merged_file_is_a_plain_file_that_loads(tmp_path, sharded, via):
+    """The copy holds real arrays: it must not say ``merged_from`` (load would check it as a
+    merged file of virtual datasets and refuse it)."""
+    _, shards = sharded
+    merged_path = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    merged = load(merged_path)
+    source = merged_path
+    if via is not None:
+        source = convert(merged_path, tmp_path / f"{via}.h5", to=via)
+        assert "merged_from" not in load(source).attrs
+    copy = convert(source, tmp_path / "copy.h5", to="physml")
+    with h5py.File(copy) as f:
+        assert "merged_from" not in f.attrs and not f["u"].is_virtual
+    back = load(copy)
+    assert torch.equal(back.u, merged.u) and torch.equal(back.sample_index, torch.arange(N))
+    assert torch.equal(back.params["a"], merged.params["a"])
+    for key in ("pde", "seed", "n_total", "settings"):
+        assert back.attrs[key] == merged.attrs[key], key
+    write_physml(merged, tmp_path / "written.h5")
+    assert torch.equal(load(tmp_path / "written.h5").u, merged.u)
+
+
+def test_an_older_copy_that_kept_merged_from_over_real_arrays_still_loads(tmp_path, sharded):
+    _, shards = sharded
+    merged = load(merge_shards(shards, tmp_path / "data" / "merged.h5"))
+    old = shutil.copy(make(tmp_path / "whole.h5", num_shards=1), tmp_path / "old.h5")
+    with h5py.File(old, "r+") as f:
+        f.attrs["merged_from"] = '["data/ds.shard-000-of-003.h5"]'
+    assert torch.equal(load(old).u, merged.u)
 
 
 def test_an_index_stands_for_its_shards(tmp_path, sharded):
@@ -178,6 +218,20 @@ def test_bad_outputs_and_inputs(tmp_path, sharded):
         merge_shards([*shards, tmp_path / "absent.h5"], tmp_path / "other.h5")
     with pytest.raises(ValueError, match="at least one shard"):
         check_shards([])
+
+
+def test_a_folder_as_the_output_is_refused_with_or_without_overwrite(tmp_path, sharded, capsys):
+    _, shards = sharded
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"out: .*outdir' is a folder; name the dataset file"):
+            merge_shards(shards, folder, overwrite=overwrite)
+    assert main(["merge", *map(str, shards), "-o", str(folder), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"physml merge: error: out: {str(folder)!r} is a folder" in err and "Errno" not in err
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert not list(tmp_path.glob(".*tmp"))
 
 
 def test_cli_merge(tmp_path, sharded, capsys):

@@ -22,6 +22,9 @@ from torch.utils.data import Dataset
 
 from .generate import FORMAT, INDEX_FORMAT
 
+AXES = ("x", "y", "z")
+"""The coordinate datasets of the space axes of ``u``, in order."""
+
 
 class DatasetFileError(ValueError):
     """A file that is not a complete physml dataset."""
@@ -107,9 +110,10 @@ def _read_file(path: Path) -> dict:
             raise DatasetFileError(
                 f"path: {str(path)!r} is not a physml dataset (format {kind!r}, keys {list(f)})"
             )
-        merged = "merged_from" in f.attrs
+        u = f.get("u")  # older converted copies of a merged file kept merged_from: real arrays
+        merged = "merged_from" in f.attrs and isinstance(u, h5py.Dataset) and u.is_virtual
         check_self_contained(path, f, virtual_ok=merged)
-        for name in ("u", "t", "x", "y", "sample_index"):
+        for name in ("u", "t", *AXES, "sample_index"):
             if name in f and not isinstance(f.get(name), h5py.Dataset):
                 raise DatasetFileError(
                     f"path: {str(path)!r}: {name!r} must be a dataset, got a group"
@@ -127,7 +131,7 @@ def _read_file(path: Path) -> dict:
             content = {
                 "u": f["u"][()],
                 "t": f["t"][()],
-                "coords": {k: f[k][()] for k in ("x", "y") if k in f},
+                "coords": {k: f[k][()] for k in AXES if k in f},
                 "params": _arrays(f, "params"),
                 "fields": _arrays(f, "fields"),
                 "sample_index": f["sample_index"][()] if "sample_index" in f else None,
@@ -244,7 +248,7 @@ def check_content(path: Path, content: dict) -> None:
         raise DatasetFileError(f"{where} t has shape {t.shape}, u has {frames} frames")
     if t.dtype.kind not in "fiu" or not (np.diff(t.astype(np.float64)) > 0).all():
         raise DatasetFileError(f"{where} t must be strictly increasing numbers, got {t[:8]}...")
-    for axis, name in enumerate(("x", "y")):
+    for axis, name in enumerate(AXES):
         values = content["coords"].get(name)
         if values is not None and (
             values.ndim != 1 or 2 + axis >= u.ndim or values.shape[0] != u.shape[2 + axis]
@@ -328,10 +332,17 @@ def _time_index(name: str, given: int, count: int) -> int:
 
 
 def _grid_channels(data: PDEData) -> torch.Tensor:
-    """Coordinate channels ``(dim, *space)`` matching the data's space axes."""
-    axes = [data.coords[k] for k in ("x", "y") if k in data.coords]
-    if len(axes) != len(data.space_shape):
-        raise DatasetFileError("with_grid: the file lacks coordinates for every space axis")
+    """Coordinate channels ``(dim, *space)`` matching the data's space axes (x, y, z)."""
+    space = data.space_shape
+    axes = [data.coords.get(name) for name in AXES[: len(space)]]
+    if len(space) > len(AXES) or any(
+        axis is None or tuple(axis.shape) != (size,) for axis, size in zip(axes, space, strict=True)
+    ):
+        shapes = {name: tuple(value.shape) for name, value in data.coords.items()}
+        raise DatasetFileError(
+            f"with_grid: the file lacks coordinates for every space axis: u has space shape "
+            f"{space}, the coordinates {shapes} (x, y, z for the axes in order)"
+        )
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,8 @@ from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftove
 
 FORMAT = "physml-dataset/1"
 INDEX_FORMAT = "physml-dataset-index/1"
+MAX_SEED = 2**63
+"""Dataset seeds lie in ``[0, MAX_SEED)``: the file stores the seed as an int64 attribute."""
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -69,8 +72,10 @@ def _check_request(n: int, seed: int, shard: int, num_shards: int, chunk: int) -
     for name, value, minimum in (("n", n, 1), ("num_shards", num_shards, 1), ("chunk", chunk, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise ValueError(
+            f"seed must be a non-negative integer below 2**63 (stored as int64), got {seed!r}"
+        )
     if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
         raise ValueError(f"shard must be an integer in [0, {num_shards}), got {shard!r}")
     if num_shards > n:
@@ -217,19 +222,24 @@ def _save_chunk(path: Path, indices: list[int], seeds: list[int], batch: problem
             np.savez(handle, **arrays)
 
 
-def _load_chunk(path: Path):
-    """A saved chunk, or a clear error naming it when it is damaged (truncated, emptied, not a
-    chunk): deleting it makes the next run solve its samples again."""
+def _damaged(path: Path, detail: object) -> ValueError:
+    return ValueError(
+        f"work folder chunk {str(path)!r} is damaged ({detail}); delete it and run again to "
+        "solve its samples anew"
+    )
+
+
+def _load_chunk(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a saved chunk, or a clear error naming it when it is damaged (truncated,
+    emptied, not a chunk): deleting it makes the next run solve its samples again."""
     try:
-        chunk = np.load(path)
-        if not {"u", "sample_index", "sample_seed"} <= set(chunk.files):
-            raise ValueError(f"it holds {chunk.files}")
-        return chunk
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(
-            f"work folder chunk {str(path)!r} is damaged ({error}); delete it and run again to "
-            "solve its samples anew"
-        ) from None
+        with np.load(path) as chunk:
+            arrays = {key: chunk[key] for key in chunk.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise _damaged(path, error) from None
+    if not {"u", "sample_index", "sample_seed"} <= set(arrays):
+        raise _damaged(path, f"it holds {list(arrays)}")
+    return arrays
 
 
 def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
@@ -237,31 +247,65 @@ def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
         target[key] = value if isinstance(value, (int, float, str, np.ndarray)) else str(value)
 
 
+def _create_sample_datasets(f: h5py.File, first: dict, samples: int) -> dict:
+    """Empty datasets ``u``, ``sample_index``, ``sample_seed``, ``params/*`` and ``fields/*`` of
+    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key."""
+    datasets = {}
+    for key in ("u", "sample_index", "sample_seed"):
+        datasets[key] = f.create_dataset(key, (samples, *first[key].shape[1:]), first[key].dtype)
+    for prefix, group_name in (("param:", "params"), ("field:", "fields")):
+        group = f.create_group(group_name)
+        for key, values in first.items():
+            if key.startswith(prefix):
+                name = key.removeprefix(prefix)
+                datasets[key] = group.create_dataset(
+                    name, (samples, *values.shape[1:]), values.dtype
+                )
+    return datasets
+
+
+def _write_chunk(path: Path, arrays: dict, datasets: dict, row: int) -> None:
+    """Write the arrays of the chunk at ``path`` into the sample datasets from row ``row`` on."""
+    if set(arrays) != set(datasets):
+        raise _damaged(path, f"it holds {sorted(arrays)}, not {sorted(datasets)}")
+    count = len(arrays["sample_index"])
+    for key, values in arrays.items():
+        target = datasets[key]
+        if values.shape != (count, *target.shape[1:]) or values.dtype != target.dtype:
+            raise _damaged(
+                path,
+                f"{key} is {values.dtype} {values.shape}, expected {target.dtype} "
+                f"{(count, *target.shape[1:])}",
+            )
+        target[row : row + count] = values
+
+
 def _assemble(
     final: Path, workdir: Path, starts: list[int], problem, settings, manifest: dict
 ) -> None:
-    chunks = [_load_chunk(_chunk_file(workdir, start)) for start in starts]
+    """Write the file from the saved chunks, one chunk in memory at a time."""
     expected = shard_range(manifest["n"], manifest["shard"], manifest["num_shards"])
-    stored = np.concatenate([c["sample_index"] for c in chunks])
-    if sum(len(c["u"]) for c in chunks) != len(expected) or not np.array_equal(stored, expected):
-        for chunk in chunks:
-            chunk.close()
-        raise ValueError(
-            f"work folder {str(workdir)!r}: its chunks do not hold samples "
-            f"{expected.start}..{expected.stop - 1} once each, in order; remove it"
-        )
+    misplaced = ValueError(
+        f"work folder {str(workdir)!r}: its chunks do not hold samples "
+        f"{expected.start}..{expected.stop - 1} once each, in order; remove it"
+    )
     coordinates = problem.coordinates(settings)
     with atomic_path(final, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
-            f.create_dataset("u", data=np.concatenate([c["u"] for c in chunks]))
-            for key in ("sample_index", "sample_seed"):
-                f.create_dataset(key, data=np.concatenate([c[key] for c in chunks]))
-            for prefix, group_name in (("param:", "params"), ("field:", "fields")):
-                group = f.create_group(group_name)
-                for key in chunks[0].files:
-                    if key.startswith(prefix):
-                        values = np.concatenate([c[key] for c in chunks])
-                        group.create_dataset(key.removeprefix(prefix), data=values)
+            datasets, done = None, 0
+            for start in starts:
+                path = _chunk_file(workdir, start)
+                arrays = _load_chunk(path)
+                count = len(arrays["sample_index"])
+                if not np.array_equal(arrays["sample_index"], expected[done : done + count]):
+                    raise misplaced
+                if datasets is None:
+                    datasets = _create_sample_datasets(f, arrays, len(expected))
+                _write_chunk(path, arrays, datasets, done)
+                done += count
+                del arrays
+            if done != len(expected):
+                raise misplaced
             for name, values in coordinates.items():
                 f.create_dataset(name, data=np.asarray(values))
             attributes = dict(problem.attributes(settings))
@@ -277,8 +321,6 @@ def _assemble(
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             _write_attributes(f.attrs, attributes)
-    for chunk in chunks:
-        chunk.close()
 
 
 def _write_index(out: Path, num_shards: int) -> bool:
@@ -347,7 +389,7 @@ def generate_dataset(
         remove_leftovers(final.parent, final.name)
         fresh = not workdir.is_dir()
         if not fresh:
-            remove_leftovers(workdir, "chunk-*")
+            remove_leftovers(workdir, "chunk-*", pattern=True)
         _prepare_workdir(workdir, manifest, overwrite)
         try:
             return _generate_locked(

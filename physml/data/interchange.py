@@ -13,8 +13,9 @@ IN OUT --to ...``) rewrites a file in another format, atomically.
   snapshot times: a ``t-coordinate`` of ``T + 1`` entries is cut to its first ``T`` (as PDEBench's
   loaders do), other lengths are errors; without one, only ``T = 1`` is accepted (Darcy: ``t = 0``).
   Further datasets shaped like ``u`` go to ``fields``, others with ``N`` rows (Darcy's ``nu``) to
-  ``params``. Parameters: numeric root attributes (``beta``, ``Nu``, ``rho``, ...) -> ``params``
-  ``(N,)``; without any, name-number tokens of the file name (``..._Nu0.001.hdf5``) are used.
+  ``params``. Parameters: numeric root attributes (``beta``, ``Nu``, ``rho``, ...; in a file
+  our writer made, bool and complex ones too) -> ``params`` ``(N,)``; without any, name-number
+  tokens of the file name (``..._Nu0.001.hdf5``) are used.
 - 2-D incompressible NS: ``u`` = ``particles`` ``(B, T, X, Y, 1)`` (the density advected by the
   flow, its scalar field); ``velocity`` ``(B, T, X, Y, 2)`` -> ``fields`` ``vx``, ``vy`` (the names
   of our ``navier-stokes`` recipe); ``force`` ``(B, X, Y, 2)``, constant in time -> ``params``
@@ -71,13 +72,12 @@ import torch
 
 from .. import __version__
 from .._io import atomic_path
-from .datasets import DatasetFileError, PDEData, load, open_hdf5
-from .generate import FORMAT, _write_attributes
+from .datasets import AXES, DatasetFileError, PDEData, load, open_hdf5
+from .generate import FORMAT, _check_output, _write_attributes
 
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
-AXES = ("x", "y", "z")
-_NOT_CARRIED = ("format", "source_format", "source_file")  # attributes physml_attrs leaves out
+_NOT_CARRIED = ("format", "source_format", "source_file", "merged_from")  # not in physml_attrs
 _NOT_PARAMETERS = ("latestIndex",)  # numeric root attributes of PDEBench NS files
 _NAME_NUMBER = re.compile(r"^([A-Za-z][A-Za-z-]*?)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 _WELL_ROOT = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories")
@@ -165,8 +165,8 @@ def _attr_value(value: object) -> object:
     return json.dumps(value) if isinstance(value, list) else value
 
 
-def _numeric(value: object) -> bool:
-    return isinstance(value, np.generic) and value.dtype.kind in "iuf"
+def _numeric(value: object, kinds: str = "iuf") -> bool:
+    return isinstance(value, np.generic) and value.dtype.kind in kinds
 
 
 def _constant(value: np.ndarray) -> bool:
@@ -253,10 +253,12 @@ def read_foreign(path: str | os.PathLike) -> PDEData | None:
 
 def _pdebench_parameters(f: h5py.File, path: Path, n: int) -> tuple[dict, list[str]]:
     """Numeric root attributes as ``(n,)`` arrays (and their names); without any, name-number
-    tokens of the file name (and no names: the attribute ``params_from_file_name`` says so)."""
+    tokens of the file name (and no names: the attribute ``params_from_file_name`` says so).
+    In a file our writer made (``physml_attrs``) bool and complex attributes are parameters too."""
     params = {}
+    kinds = "biufc" if "physml_attrs" in f.attrs else "iuf"
     for key, value in f.attrs.items():
-        if key not in _NOT_PARAMETERS and _numeric(value):
+        if key not in _NOT_PARAMETERS and _numeric(value, kinds):
             _check_finite(f"attribute {key}", np.asarray(value))
             params[key] = np.full(n, value, dtype=value.dtype)
     if params or "physml_attrs" in f.attrs:
@@ -531,7 +533,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
         params = {**constant, **_well_scalars(f, n_traj, len(t))}
         listed = _names(f.attrs.get("simulation_parameters"))
         for name in listed:
-            if name not in params and _numeric(f.attrs.get(name)):
+            if name not in params and _numeric(f.attrs.get(name), "biufc"):
                 params[name] = np.full(n_traj, f.attrs[name], dtype=f.attrs[name].dtype)
         boundaries = _well_boundaries(f)
         derived = {"simulation_parameters", "n_spatial_dims", "n_trajectories"}
@@ -618,19 +620,11 @@ def _physml_attrs(data: PDEData) -> str:
     return json.dumps(attrs, default=str)
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if not out.parent.is_dir():
-        raise ValueError(f"out: folder {str(out.parent)!r} does not exist")
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"out: {str(out)!r} already exists (pass overwrite=True / --overwrite)"
-        )
-
-
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` as one physml dataset file, atomically."""
     arrays, path = _arrays(data), Path(path)
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
+    attrs.pop("merged_from", None)  # a merged file's mark: the copy holds its own arrays
     attrs.update(format=FORMAT, physml_version=__version__)
     attrs.setdefault("pde", "unknown")
     for key, value in (("n_total", len(arrays["u"])), ("shard", 0), ("num_shards", 1)):

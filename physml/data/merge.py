@@ -31,7 +31,7 @@ import numpy as np
 
 from .._io import atomic_path
 from .datasets import DatasetFileError, open_hdf5
-from .generate import FORMAT, INDEX_FORMAT, sample_seed
+from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed
 
 PER_SHARD_ATTRIBUTES = ("shard", "created")
 MERGED_ATTRIBUTES = ("shard", "num_shards", "created", "merged_from")  # set by the merge itself
@@ -293,15 +293,10 @@ def merge_shards(
     for path in map(Path, paths):
         shard_paths += index_shards(path) or [path]
     shards = check_shards(shard_paths)
-    if not out.parent.is_dir():
-        raise ValueError(f"out: folder {str(out.parent)!r} does not exist")
     for shard in shards:
-        if out.exists() and os.path.samefile(out, shard.path):
+        if out.is_file() and os.path.samefile(out, shard.path):
             raise ValueError(f"out: {str(out)!r} is one of the shards; choose another name")
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"out: {str(out)!r} already exists (pass overwrite=True / --overwrite)"
-        )
+    _check_output(out, overwrite)
     n_total = shards[-1].samples.stop
     stored = [_stored_path(shard.path, out) for shard in shards]
     with atomic_path(out, suffix=".h5") as temporary:

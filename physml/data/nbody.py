@@ -504,6 +504,16 @@ class NBodyDigitsProblem(Problem):
         times = np.arange(settings["frames"], dtype=np.float64) * settings["stride"]
         return {"t": times * settings["dt"], "x": pixels, "y": pixels.copy()}
 
+    def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:
+        frames, digits = settings["frames"], settings["digits"]
+        return {
+            "energy": (frames,),
+            "positions": (frames, digits, 2),
+            "velocities": (frames, digits, 2),
+            "labels": (digits,),
+            "sprite_index": (digits,),
+        }
+
     def attributes(self, settings: dict) -> dict[str, object]:
         integrator = checks.choice("integrator", settings["integrator"], INTEGRATORS)
         return {
