@@ -6,18 +6,18 @@
   correction goes where ``Σ`` is largest. ``projection="euclidean"`` gives the HardC baseline
   (``Σ`` replaced by ``I`` for the mean, the variance left as it was).
 - Tensor output: the Euclidean projection onto ``G u = b``.
-- Ensemble output: every member is moved with the ensemble covariance (``projection=
-  "euclidean"``: projected on its own, HardC), the covariance built from the centred
-  members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
-  cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1, or no
-  spread along one; judged without the noise) a small ``γ I`` (``jitter`` times the ensemble's
-  mean variance) joins the covariance, so every member still meets every row (exactly if
-  ``σ = 0``). With ``σ = 0`` every member moves by the same gain ``K``: the
-  members' mean and sample covariance are the Gaussian update's. With ``σ > 0`` the deterministic
-  square-root form (ensemble square-root filter, no random numbers): the mean moves by ``K``, the
-  centred members by ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹`` (``L Lᵀ = S = G Σ Gᵀ + σ² I``), so their
-  sample covariance is the posterior's ``(I − K G) Σ`` (one gain ``K`` for all would leave it
-  narrower by ``σ² K Kᵀ``).
+- Ensemble output: every member is moved with the ensemble covariance (``projection= "euclidean"``:
+  projected on its own, HardC), the covariance built from the centred members ``A`` and never as an
+  ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``, cost ``O(n·m·k)``. When the members
+  cannot span the rows (more rows than members − 1, or no spread along one; judged without the
+  noise) a small ``γ I`` (``jitter`` times the ensemble's mean variance; only at the points where
+  the members differ, so a point they all agree at, such as a wall an earlier boundary condition
+  set, stays) joins the covariance, so every member still meets every row (exactly if ``σ = 0``).
+  With ``σ = 0`` every member moves by the same gain ``K``: the members' mean and sample covariance
+  are the Gaussian update's. With ``σ > 0`` the deterministic square-root form (ensemble
+  square-root filter, no random numbers): the mean moves by ``K``, the centred members by ``K̃ = Σ
+  Gᵀ L⁻ᵀ (L + σ I)⁻¹`` (``L Lᵀ = S = G Σ Gᵀ + σ² I``), so their sample covariance is the
+  posterior's ``(I − K G) Σ`` (one gain ``K`` for all would leave it narrower by ``σ² K Kᵀ``).
 
 ``G`` is ``(k, n)`` and acts on the trailing ``space`` axes of a field (``n`` their product: one
 axis for a 1-D grid, two for a 2-D one); every leading index (sample, time, channel, ...) is a
@@ -460,8 +460,13 @@ class LinearConstraint(Constraint):
                 pass  # the members do not span the rows well: add γ I below
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
-        CG = CG + gamma[..., None, None] * G.T
-        S = noisy + gamma[..., None, None] * (G @ G.T)
+        varying = _jitter_support(X, G)
+        if varying is None:  # every point varies in every slice: γ I
+            CG = CG + gamma[..., None, None] * G.T
+            S = noisy + gamma[..., None, None] * (G @ G.T)
+        else:  # γ only where members vary: a point all agree at (a set wall) stays as it is
+            CG = CG * varying[..., None] + gamma[..., None, None] * (varying[..., None] * G.T)
+            S = noisy + gamma[..., None, None] * ((G * varying[..., None, :]) @ G.T)
         L = _cholesky(S, G)
         new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
         self._check_update(G, new.detach(), b, X)
@@ -478,6 +483,27 @@ def _spanning_factor(S: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch
     spread = A.square().sum((0, -1))[..., None] * G.square().sum(-1) / (A.shape[0] - 1)
     pivots = torch.diagonal(L, dim1=-2, dim2=-1).square()
     return L if bool(((info == 0)[..., None] & (pivots > UNSPANNED * spread)).all()) else None
+
+
+def _jitter_support(X: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
+    """Where the ``γ`` fallback acts: ``(..., n)`` 1.0 at the points where the members ``X``
+    ``(member, ..., n)`` differ, 0.0 where they all agree (there ``Σ`` is zero but for the
+    round-off of their mean, and the update leaves them as they are); ``None`` where the members
+    differ at every point of every slice (``γ I``).
+
+    A slice whose varying points cannot carry ``G``'s rows (a row's pivot in ``G_V G_Vᵀ``,
+    ``G_V`` its columns there, at or below :data:`UNSPANNED` of ``|G_i|²``; e.g. no point
+    varies) keeps ``γ`` everywhere: its rows are met by moving the points the members agree at.
+    """
+    varying = (X != X[:1]).any(0)
+    if bool(varying.all()):
+        return None
+    support = varying.to(G.dtype)
+    gram = (G * support[..., None, :]) @ G.T
+    L, info = torch.linalg.cholesky_ex(gram)
+    pivots = torch.diagonal(L, dim1=-2, dim2=-1).square()
+    carried = (info == 0) & (pivots > UNSPANNED * G.square().sum(-1)).all(-1)
+    return torch.where(carried[..., None], support, torch.ones_like(support))
 
 
 def _one_row_update(
