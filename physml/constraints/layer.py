@@ -7,6 +7,7 @@ after every forward the output-seam constraints act on the output, in the order 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class Constrained(nn.Module):
         boundary = [c for c in constraints if isinstance(c, BoundaryCondition)]
         _check_grids(boundary)
         self.correction: OperatorCorrection | None = install(model, boundary, kernel, pivot_floor)
-        self._values_kept: dict[tuple, tuple[list, list, list]] = {}
+        self._values_kept: dict[tuple, tuple[tuple, tuple[list, list, list]]] = {}
         self.guided = any("sampler" in c.seams for c in constraints)
         if self.guided and not isinstance(model, Sampler):
             first = next(c for c in constraints if "sampler" in c.seams)
@@ -145,7 +146,7 @@ class Constrained(nn.Module):
 
     def _corrected_forward(self, active, args, kwargs, time):
         correction = self.correction
-        x = args[0] if args else None
+        x = self._input(args, kwargs)
         correction.check_input(x)
         originals = [c for c in active if isinstance(c, BoundaryCondition)]
         conditions, values, hidden = self._wall_values(originals, x, time)
@@ -155,16 +156,37 @@ class Constrained(nn.Module):
             correction.check_finite_input(x)  # blame the input when it is the cause
         return output, dict(zip(originals, zip(conditions, values, strict=True), strict=True))
 
+    def _input(self, args: tuple, kwargs: dict) -> object:
+        """The model's input ``x``: its first positional argument, else the keyword naming the
+        first parameter of its ``forward`` (``x`` when that cannot be read)."""
+        if args:
+            return args[0]
+        try:
+            first = next(iter(inspect.signature(self.model.forward).parameters))
+        except (StopIteration, TypeError, ValueError):
+            first = "x"
+        if first in kwargs:
+            return kwargs[first]
+        raise ConstraintError(
+            f"the operator seam needs the model's input: pass it positionally (model(x)) or as "
+            f"{first}=, got keywords {sorted(kwargs)}"
+        )
+
     def _wall_values(self, originals, x: torch.Tensor, time) -> tuple[list, list, list]:
         """The conditions at ``time``, their values shaped for the output and the hidden layers'
         values; kept between calls on inputs alike when they cannot change (constant values of
-        the wrapped conditions, no gradient through them)."""
+        the wrapped conditions, no gradient through them; a tensor value is told apart by its
+        identity and version counter, so changing it in place is seen)."""
+        values_key = _values_key(originals)
         key = (tuple(x.shape), x.dtype, x.device, torch.is_inference_mode_enabled())
-        reusable = time is None and all(
-            a is b for a, b in zip(originals, self.constraints, strict=False)
+        reusable = (
+            time is None
+            and values_key is not None
+            and all(a is b for a, b in zip(originals, self.constraints, strict=False))
         )
-        if reusable and key in self._values_kept:
-            return self._values_kept[key]
+        kept = self._values_kept.get(key)
+        if reusable and kept is not None and kept[0] == values_key:
+            return kept[1]
         shape = self.correction.output_shape(x)
         conditions = [c.at(time) for c in originals]
         values = [
@@ -178,7 +200,7 @@ class Constrained(nn.Module):
             v is not None and v.requires_grad for pair in values for v in pair
         )
         if reusable and constant:
-            self._values_kept[key] = found
+            self._values_kept[key] = (values_key, found)
         return found
 
     @staticmethod
@@ -196,6 +218,22 @@ class Constrained(nn.Module):
             else:
                 output = constraint(output, *args, time=time, **kwargs)
         return output
+
+
+def _values_key(conditions: Sequence[BoundaryCondition]) -> tuple | None:
+    """What the conditions' values are, for the kept wall values: numbers as they are, a tensor
+    by identity, storage and version counter (an in-place change bumps it); ``None`` when a
+    value is anything else (an array or list could change unseen: not kept)."""
+    key = []
+    for condition in conditions:
+        for value in (getattr(condition.bc, "left", None), getattr(condition.bc, "right", None)):
+            if isinstance(value, torch.Tensor):
+                key.append((id(value), value.data_ptr(), value._version))
+            elif value is None or callable(value) or isinstance(value, (int, float)):
+                key.append(value if isinstance(value, (int, float)) else None)
+            else:
+                return None
+    return tuple(key)
 
 
 def _check_grids(conditions: Sequence[BoundaryCondition]) -> None:
