@@ -3,6 +3,14 @@
 At wrap time the operator-seam constraints correct the model's kernel layers (when it offers
 them); while sampling the sampler-seam constraints shift every reverse step (when it samples);
 after every forward the output-seam constraints act on the output, in the order given.
+
+Composition: boundary conditions come first, and the constraints after them keep them. A
+Gaussian keeps them through its covariance (conditioning), an Ensemble through its members'
+(Dirichlet walls always; see :func:`constrain` for the limits); on a tensor a
+:class:`LinearConstraint` projects onto its rows and the conditions' rows together
+(:meth:`BoundaryCondition.wall_rows`), and :class:`NonNegative` leaves the points those rows touch
+as they are. A boundary condition after a :class:`LinearConstraint` or :class:`NonNegative` is
+refused at wrap time (its walls would break them); they are never reordered.
 """
 
 from __future__ import annotations
@@ -19,7 +27,12 @@ from torch import nn
 from ..errors import ConstraintError
 from .base import Constraint, check_finite
 from .boundary import BoundaryCondition
+from .linear import LinearConstraint
+from .nonnegative import NonNegative
 from .operator import OperatorCorrection, install
+
+KEEPS_WALLS = (LinearConstraint, NonNegative)
+"""The constraints that keep the boundary conditions set before them on a tensor output."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class Constrained(nn.Module):
         name = type(model).__name__
         boundary = [c for c in constraints if isinstance(c, BoundaryCondition)]
         _check_grids(boundary)
+        _check_order(list(constraints))
         self.correction: OperatorCorrection | None = install(model, boundary, kernel, pivot_floor)
         self._values_kept: dict[tuple, tuple[tuple, tuple[list, list, list]]] = {}
         self.guided = any("sampler" in c.seams for c in constraints)
@@ -206,18 +220,51 @@ class Constrained(nn.Module):
     @staticmethod
     def _output_seam(output, active, args, kwargs, time, walls=None):
         """The output-seam constraints in order; boundary conditions whose values the operator
-        seam already evaluated for this call (``walls``) set them without evaluating again."""
+        seam already evaluated for this call (``walls``) set them without evaluating again.
+
+        On a tensor, a :class:`LinearConstraint` or :class:`NonNegative` after boundary
+        conditions keeps them (they are handed over as ``kept``); a Gaussian or an Ensemble
+        keeps them through its covariance."""
         walls = walls or {}
+        set_walls: list[BoundaryCondition] = []  # conditions set on the tensor so far
         for constraint in active:
             if "output" not in constraint.seams:
                 continue
-            if constraint in walls and isinstance(output, torch.Tensor):
+            tensor = isinstance(output, torch.Tensor)
+            if constraint in walls and tensor:
                 check_finite("output", output)
                 bound, values = walls[constraint]
                 output = bound.enforce(output, values=values)
+                set_walls.append(bound)
+            elif set_walls and tensor and isinstance(constraint, KEEPS_WALLS):
+                check_finite("output", output)
+                state = constraint.prepare(*args, time=time, **kwargs)
+                output = constraint.apply_tensor(output, state, kept=tuple(set_walls))
             else:
                 output = constraint(output, *args, time=time, **kwargs)
+                if tensor and isinstance(constraint, BoundaryCondition):
+                    set_walls.append(constraint)
         return output
+
+
+def _check_order(constraints: Sequence[Constraint]) -> None:
+    """Boundary conditions before the constraints that keep them: a condition after a
+    :class:`LinearConstraint` or :class:`NonNegative` would set walls that constraint relied on
+    (a mass, a non-negative value) and break it."""
+    for position, constraint in enumerate(constraints):
+        if not isinstance(constraint, BoundaryCondition) or constraint.is_identity:
+            continue
+        earlier = [
+            (i, c) for i, c in enumerate(constraints[:position]) if isinstance(c, KEEPS_WALLS)
+        ]
+        if earlier:
+            i, first = earlier[0]
+            raise ConstraintError(
+                f"constraints[{position}] ({constraint.kind} condition on axis "
+                f"{constraint.axis}) comes after constraints[{i}] ({type(first).__name__}): "
+                "setting its walls would break that constraint. Put boundary conditions first; "
+                "the constraints after them keep them"
+            )
 
 
 def _values_key(conditions: Sequence[BoundaryCondition]) -> tuple | None:
@@ -268,7 +315,21 @@ def constrain(
         model: any ``nn.Module`` returning a tensor, ``Gaussian`` or ``Ensemble``; a neuralop
             FNO or an :class:`~physml.constraints.OperatorModel` also offers the operator seam, a
             :class:`Sampler` the sampler seam.
-        constraints: one or more :class:`Constraint` objects, applied in the order given.
+        constraints: one or more :class:`Constraint` objects, applied in the order given, each
+            keeping what the ones before it imposed where it can: boundary conditions first
+            (one after a :class:`LinearConstraint` or :class:`NonNegative` raises
+            :class:`ConstraintError`: it would set walls they relied on). On a tensor output a
+            :class:`LinearConstraint` after boundary conditions is the nearest field meeting
+            its rows and keeping theirs (Dirichlet walls, Neumann stencils, periodic ends; a
+            ConstraintError where its rows fix only values they set); :class:`NonNegative`
+            after them keeps its row and leaves the Dirichlet walls, the Neumann walls with
+            their two stencil neighbours (and periodic walls of unequal weight) as they are (a
+            ConstraintError where one is negative). On a tensor two linear constraints do not
+            keep each other: give their rows in one. A Gaussian keeps earlier constraints
+            through its covariance (conditioning); an Ensemble through its members' covariance
+            where they span the rows, and where its update falls back to a diagonal metric
+            (``γ``, :class:`NonNegative`) it keeps the points every member agrees at (Dirichlet
+            walls) but not a Neumann stencil.
         kernel: boundary conditions at the operator seam: ``"auto"`` where the model offers it,
             ``True`` to require it (else :class:`ConstraintError`), ``False`` output seam only.
         pivot_floor: the kernel correction divides by a pivot per layer, channel and wall point;
