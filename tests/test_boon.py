@@ -359,3 +359,28 @@ def test_model_that_is_not_an_fno_falls_back_or_is_refused():
         constrain(padded, BoundaryCondition(Dirichlet(), GRID), kernel=True)
     with pytest.raises(ValueError, match="kernel must be"):
         constrain(fno(), BoundaryCondition(Dirichlet(), GRID), kernel="yes")
+
+
+def test_a_tensor_value_changed_in_place_reaches_the_kernel_correction():
+    """The kept wall values follow a tensor value's version: after ``left.fill_(5)`` the walls
+    are 5 and the output is the one of a model wrapped with 5 from the start."""
+    left = torch.tensor([1.0, 1.0])
+    wrapped = constrain(fno(hidden=4, layers=2), BoundaryCondition(Dirichlet(left, 0.0), GRID))
+    fresh = constrain(fno(hidden=4, layers=2), BoundaryCondition(Dirichlet(5.0, 0.0), GRID))
+    assert wrapped.kernel
+    x = torch.randn(2, 1, GRID.n)
+    with torch.no_grad():
+        assert (wrapped(x)[..., 0] == 1.0).all()
+        left.fill_(5.0)
+        after = wrapped(x)
+        torch.testing.assert_close(after, fresh(x), rtol=0, atol=1e-6)
+    assert (after[..., 0] == 5.0).all()
+
+
+def test_the_operator_seam_takes_the_input_by_keyword():
+    wrapped = constrain(fno(hidden=4, layers=2), BoundaryCondition(Dirichlet(1.0, 0.0), GRID))
+    x = torch.randn(2, 1, GRID.n)
+    with torch.no_grad():
+        assert torch.equal(wrapped(x=x), wrapped(x))
+        with pytest.raises(ConstraintError, match=r"pass it positionally \(model\(x\)\) or as x="):
+            wrapped(output_shape=None)

@@ -915,6 +915,54 @@ def test_ensemble_meets_more_rows_than_its_members_can_span():
     assert not torch.allclose(A.reshape(-1, 30).T @ in_span, change.T, atol=1e-6)
 
 
+@pytest.mark.parametrize("members", [3, 4])
+def test_the_jitter_fallback_keeps_the_walls_an_earlier_dirichlet_condition_set(members):
+    """Members that do not span the rows (3 members, 3 rows; or 4 members with one total, one
+    row) fall back to ``Σ + γ D``, ``D`` the points some member varies at: the walls a Dirichlet
+    condition set stay exactly, the rows are met, and the members are numpy's dense update
+    with that covariance."""
+    from pdes import Dirichlet
+    from physml.constraints import BoundaryCondition
+
+    n = 10
+    grid = Grid1D(n)
+    rng = np.random.default_rng(21 + members)
+    X = rng.random((members, 2, 1, n))
+    X[..., 0], X[..., -1] = 0.1, 0.2  # the walls the condition sets
+    if members == 4:  # one mass row, every member with the same total: not spanned
+        w = grid.weights(dtype=F64).numpy()
+        G = w[None]
+        X[..., 1:-1] -= ((X @ w - 0.3) / w[1:-1].sum())[..., None]
+        b = np.full((2, 1, 1), 0.5)
+    else:
+        G, b = rng.random((3, n)), rng.random(3)
+    walls = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
+    rows = LinearConstraint(torch.tensor(G), torch.tensor(b))
+    out = constrain(nn.Identity(), walls, rows, kernel=False)(Ensemble(torch.tensor(X))).samples
+    assert (out[..., 0] == 0.1).all() and (out[..., -1] == 0.2).all()
+    assert np.abs(out.numpy() @ G.T - b).max() < 1e-12
+    targets = np.broadcast_to(b, (2, 1, G.shape[0]))
+    for s in range(2):
+        members_s = X[:, s, 0]
+        prior = np.cov(members_s.T)
+        varying = (members_s != members_s[0]).any(0).astype(float)  # all but the walls
+        used = prior + 1e-3 * np.diag(prior).mean() * np.diag(varying)
+        gain = used @ G.T @ np.linalg.inv(G @ used @ G.T)
+        expected = members_s - (members_s @ G.T - targets[s, 0]) @ gain.T
+        assert_relative(out[:, s, 0].numpy(), expected, 1e-10)
+
+
+def test_the_jitter_fallback_moves_fixed_points_when_the_varying_ones_cannot_carry_a_row():
+    """A row on points no member varies at (only a wall) cannot be met by the varying points:
+    that slice keeps ``γ I`` and the row is met."""
+    X = torch.rand(3, 8, generator=torch.Generator().manual_seed(5), dtype=F64)
+    X[:, 0] = 0.4
+    G = torch.zeros(2, 8, dtype=F64)
+    G[0, 0], G[1, 3] = 1.0, 1.0
+    out = through(LinearConstraint(G, torch.tensor([1.0, 2.0], dtype=F64)), Ensemble(X)).samples
+    torch.testing.assert_close(out @ G.T, torch.tensor([[1.0, 2.0]] * 3, dtype=F64))
+
+
 def test_ensemble_of_2d_frames_conserves_every_frame_of_every_member():
     """16 members of (2, 10, 1, 64, 64): built from the centred members, never 4096 × 4096."""
     from pdes import Grid2D

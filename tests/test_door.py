@@ -8,13 +8,18 @@ nothing outside ``physml/constraints`` calls a constraint's internals.
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pdes import Dirichlet, Grid1D
-from physml import ConstraintError, Ensemble, constrain, mass_conservation
-from physml.constraints import BoundaryCondition, Constraint, Sampler
+from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic
+from pdes.heat import one_sided_flux
+from physml import ConstraintError, Ensemble, LinearConstraint, constrain, mass_conservation
+from physml.constraints import BoundaryCondition, Constraint, NonNegative, Sampler
+
+F64 = torch.float64
+MASS = torch.tensor([[0.5]], dtype=F64)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,3 +164,160 @@ def test_nothing_outside_the_constraint_package_calls_constraint_internals():
             if INTERNALS.search(line) and "torch.autograd" not in line:
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# ------------------------------------------------------------------------------------------
+# Composition on a tensor: constraints after boundary conditions keep them
+
+
+def dense_rows(kind: str, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """numpy, by hand: the rows a ``kind`` condition on ``axis`` of a field ``shape`` meets,
+    over the flattened field (Dirichlet: the walls; Neumann: ``3u₀ − 4u₁ + u₂``; periodic)."""
+    index = np.arange(int(np.prod(shape))).reshape(shape)
+    lines = np.moveaxis(index, axis, -1).reshape(-1, shape[axis])
+    stencil = {"dirichlet": [1.0], "neumann": [3.0, -4.0, 1.0]}[kind]
+    rows = []
+    for line in lines:
+        for nodes in (line, line[::-1]):
+            row = np.zeros(index.size)
+            row[nodes[: len(stencil)]] = stencil
+            rows.append(row)
+    return np.array(rows)
+
+
+def keeping_projection(v: np.ndarray, G: np.ndarray, b: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """numpy: the nearest ``u`` to ``v`` with ``G u = b`` and ``R u = R v`` (the minimum-norm
+    change meeting the stacked rows, from the pseudo-inverse: ``R`` may repeat rows)."""
+    C = np.vstack([G, R])
+    d = np.concatenate([b - G @ v, np.zeros(R.shape[0])])
+    return v + np.linalg.pinv(C) @ d
+
+
+CASES_1D = {
+    "dirichlet": (Dirichlet(0.2, 0.2), [("dirichlet", -1)]),
+    "neumann": (Neumann(0.5, -1.0), [("neumann", -1)]),
+}
+
+
+@pytest.mark.parametrize("kind", list(CASES_1D))
+def test_mass_after_a_condition_on_a_1d_tensor_keeps_the_condition(kind):
+    """compose3's 8-point grid: walls (or fluxes) first, then the mass: both hold to round-off
+    and the result is the nearest field meeting both (numpy's stacked projection)."""
+    grid = Grid1D(8)
+    field = torch.tensor([[[0.5, 0.9, -0.3, 0.4, 0.8, -0.2, 0.6, 0.1]]], dtype=F64)
+    condition = BoundaryCondition(CASES_1D[kind][0], grid)
+    walls = constrain(nn.Identity(), condition)(field)
+    out = constrain(nn.Identity(), condition, mass_conservation(grid, MASS), kernel=False)(field)
+    w = grid.weights(dtype=F64)
+    assert abs(float(out[0, 0] @ w) - 0.5) < 1e-14
+    if kind == "dirichlet":
+        assert (out[..., [0, -1]] == 0.2).all()
+    else:
+        left, right = one_sided_flux(out, grid.dx)
+        assert abs(float(left) - 0.5) < 1e-12 and abs(float(right) + 1.0) < 1e-12
+    R = dense_rows(kind, (8,), 0)
+    expected = keeping_projection(walls[0, 0].numpy(), w.numpy()[None], np.array([0.5]), R)
+    np.testing.assert_allclose(out[0, 0].numpy(), expected, rtol=0, atol=1e-13)
+
+
+def test_linear_rows_after_conditions_on_both_axes_of_a_2d_tensor_keep_them():
+    """Dirichlet on x (axis -2), then Neumann on y (axis -1; it wins at the corners), then two
+    rows (the mass and a first moment) on every frame: the y fluxes, the x walls off the corners
+    and both rows hold, and the field is numpy's stacked projection (rows shared at corners)."""
+    square = Grid2D(Grid1D(7, 0.0, 1.0), Grid1D(6, 0.0, 2.0))
+    gen = torch.Generator().manual_seed(2)
+    field = torch.randn(3, 1, 7, 6, generator=gen, dtype=F64)
+    walls_x = BoundaryCondition(Dirichlet(0.0, 1.0), square.x, axis=-2)
+    flux_y = BoundaryCondition(Neumann(0.5, -0.5), square.y, axis=-1)
+    weights = square.weights().to(F64)
+    G = torch.stack([weights, weights * torch.arange(7, dtype=F64)[:, None]]).reshape(2, -1)
+    b = torch.tensor([0.7, 2.0], dtype=F64)
+    rows = LinearConstraint(G, b, space=(7, 6))
+    set_walls = constrain(nn.Identity(), walls_x, flux_y)(field)
+    out = constrain(nn.Identity(), walls_x, flux_y, rows)(field)
+    flat = out.reshape(3, 1, -1)
+    torch.testing.assert_close(flat @ G.T, b.expand(3, 1, 2), rtol=0, atol=1e-13)
+    assert (out[..., 0, 1:-1] == 0.0).all() and (out[..., -1, 1:-1] == 1.0).all()
+    left, right = one_sided_flux(out, square.y.dx)
+    torch.testing.assert_close(left, torch.full_like(left, 0.5), rtol=0, atol=1e-11)
+    torch.testing.assert_close(right, torch.full_like(right, -0.5), rtol=0, atol=1e-11)
+    R = np.vstack([dense_rows("dirichlet", (7, 6), 0), dense_rows("neumann", (7, 6), 1)])
+    for i in range(3):
+        v = set_walls[i, 0].reshape(-1).numpy()
+        expected = keeping_projection(v, G.numpy(), b.numpy(), R)
+        np.testing.assert_allclose(flat[i, 0].numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_nonnegativity_after_walls_on_a_tensor_keeps_them_and_the_mass():
+    """compose3: walls 0.2, then the mass, then non-negativity: all three hold; the walls do not
+    move (a Neumann wall's stencil points neither; periodic walls move together)."""
+    for condition, values in (
+        (Dirichlet(0.2, 0.2), [0.5, 0.9, -0.3, 0.4, 0.8, -0.2, 0.6, 0.1]),
+        (Neumann(0.1, -0.1), [0.5, 0.1, 0.1, 0.9, -0.4, -0.8, 0.9, 1.0, 0.2, 0.1, 0.1, 0.1]),
+    ):
+        grid = Grid1D(len(values))
+        mass = mass_conservation(grid, MASS)
+        w = grid.weights(dtype=F64)
+        field = torch.tensor([[values]], dtype=F64)
+        wall = BoundaryCondition(condition, grid)
+        out = constrain(nn.Identity(), wall, mass, NonNegative(keep=mass))(field)
+        assert out.min() >= 0 and abs(float(out[0, 0] @ w) - 0.5) < 1e-14
+        before = constrain(nn.Identity(), wall, mass)(field)
+        fixed = [0, -1] if condition.name == "dirichlet" else [0, 1, 2, -3, -2, -1]
+        assert torch.equal(out[..., fixed], before[..., fixed])
+    grid = Grid1D(8)
+    mass = mass_conservation(grid, MASS)
+    w = grid.weights(dtype=F64)
+    field = torch.tensor([[[-0.3, 0.9, 0.3, 0.4, 0.8, -0.2, 0.6, -0.3]]], dtype=F64)
+    periodic = BoundaryCondition(Periodic(), grid)  # its walls, alike in the row, move alike
+    out = constrain(nn.Identity(), periodic, mass, NonNegative(keep=mass))(field)
+    assert out[..., 0] == out[..., -1] and out.min() >= 0
+    assert abs(float(out[0, 0] @ w) - 0.5) < 1e-14
+    field = torch.tensor([[[0.5, 0.9, -0.3, 0.4, 0.8, -0.2, 0.6, 0.1]]], dtype=F64)
+    only_walls = constrain(nn.Identity(), BoundaryCondition(Dirichlet(0.2, 0.2), grid))(field)
+    out = constrain(
+        nn.Identity(), BoundaryCondition(Dirichlet(0.2, 0.2), grid), NonNegative(keep=mass)
+    )(field)
+    assert (out[..., [0, -1]] == 0.2).all() and out.min() >= 0
+    assert abs(float((out - only_walls)[0, 0] @ w)) < 1e-14  # the total as the walls left it
+
+
+def test_constraints_that_cannot_keep_the_conditions_raise():
+    grid = Grid1D(8)
+    field = torch.rand(2, 1, 8, dtype=F64)
+    mass = mass_conservation(grid, MASS)
+    wall = BoundaryCondition(Dirichlet(0.2, 0.2), grid)
+    for first in (mass, NonNegative(keep=mass)):
+        with pytest.raises(ConstraintError, match=r"constraints\[1\] \(dirichlet condition on"):
+            constrain(nn.Identity(), first, wall)
+    pin = LinearConstraint(torch.eye(8, dtype=F64)[:1], torch.tensor([1.0], dtype=F64))
+    with pytest.raises(ConstraintError, match="cannot be met while keeping the boundary"):
+        constrain(nn.Identity(), wall, pin)(field)
+    negative = BoundaryCondition(Dirichlet(-0.1, 0.2), grid)
+    with pytest.raises(ConstraintError, match="NonNegative cannot keep the boundary conditions"):
+        constrain(nn.Identity(), negative, NonNegative(keep=mass))(field - 0.5)
+    heavy = torch.tensor([[[0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]], dtype=F64)
+    with pytest.raises(ConstraintError, match="together they hold more than the total"):
+        constrain(nn.Identity(), wall, NonNegative(keep=mass))(heavy)
+    outside = BoundaryCondition(Dirichlet(0.0, 0.0), Grid1D(3), axis=-2)
+    with pytest.raises(ConstraintError, match="outside the constraint's grid axes"):
+        constrain(nn.Identity(), outside, mass)(torch.rand(2, 3, 8, dtype=F64))
+
+
+def test_an_fno_with_walls_mass_and_nonnegativity_meets_all_three():
+    """state.py: the operator seam sets the walls, then the mass and non-negativity keep them."""
+    from physml.models import fast_fno
+
+    n = 16
+    grid = Grid1D(n)
+    torch.manual_seed(0)
+    fno = fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2)
+    mass = mass_conservation(grid, torch.tensor([[0.3]]))
+    model = constrain(
+        fno, BoundaryCondition(Dirichlet(0.0, 0.0), grid), mass, NonNegative(keep=mass)
+    )
+    assert model.kernel
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, n))
+    assert (out[..., [0, -1]] == 0).all() and out.min() >= 0
+    assert abs(float(out[0, 0].double() @ grid.weights(dtype=F64)) - 0.3) < 1e-6

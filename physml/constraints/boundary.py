@@ -265,6 +265,42 @@ class BoundaryCondition(Constraint):
                     f"points along time_axis {self.time_axis}"
                 )
 
+    def wall_rows(self, space: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linear relations ``R u = r`` a field meets once the condition is set, as rows over
+        the flattened trailing axes ``space`` of the output (``axis`` must be one of them):
+        ``(nodes, weights)``, both ``(r, 3)``, row ``i`` being ``Σ_j weights[i, j] u[nodes[i, j]]``.
+
+        Dirichlet: the wall node; Neumann: the one-sided stencil ``3u₀ − 4u₁ + u₂`` (the flux
+        up to ``2dx``); periodic: ``u₀ − u_N``; one row per wall line and side. No rows on a
+        periodic grid (nothing is set).
+        """
+        space = tuple(int(s) for s in space)
+        position = len(space) + self.axis
+        if position < 0:
+            raise ConstraintError(
+                f"the condition on axis {self.axis} lies outside the constraint's grid axes "
+                f"{space} (the output's last {len(space)}): its walls cannot be kept"
+            )
+        n = space[position]
+        if n != self.grid.n:
+            raise ConstraintError(
+                f"the condition's grid has {self.grid.n} points but axis {self.axis} of the "
+                f"constraint's grid {space} has {n}"
+            )
+        empty = torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3, dtype=torch.float64)
+        if self.is_identity:
+            return empty
+        lines = torch.arange(math.prod(space)).reshape(space).movedim(position, -1).reshape(-1, n)
+        if isinstance(self.bc, Periodic):
+            ends, stencil = [(0, n - 1, 0)], (1.0, -1.0, 0.0)
+        else:
+            sides = [(0, 1, 2), (n - 1, n - 2, n - 3)]
+            ends = [side for side, used in zip(sides, self.sides, strict=True) if used]
+            stencil = (1.0, 0.0, 0.0) if isinstance(self.bc, Dirichlet) else (3.0, -4.0, 1.0)
+        nodes = torch.cat([lines[:, list(end)] for end in ends])
+        weights = torch.tensor(stencil, dtype=torch.float64).expand(nodes.shape)
+        return nodes, weights
+
     # ------------------------------------------------------------------------------------------
     # Application
 

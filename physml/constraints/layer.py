@@ -3,10 +3,19 @@
 At wrap time the operator-seam constraints correct the model's kernel layers (when it offers
 them); while sampling the sampler-seam constraints shift every reverse step (when it samples);
 after every forward the output-seam constraints act on the output, in the order given.
+
+Composition: boundary conditions come first, and the constraints after them keep them. A
+Gaussian keeps them through its covariance (conditioning), an Ensemble through its members'
+(Dirichlet walls always; see :func:`constrain` for the limits); on a tensor a
+:class:`LinearConstraint` projects onto its rows and the conditions' rows together
+(:meth:`BoundaryCondition.wall_rows`), and :class:`NonNegative` leaves the points those rows touch
+as they are. A boundary condition after a :class:`LinearConstraint` or :class:`NonNegative` is
+refused at wrap time (its walls would break them); they are never reordered.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +27,12 @@ from torch import nn
 from ..errors import ConstraintError
 from .base import Constraint, check_finite
 from .boundary import BoundaryCondition
+from .linear import LinearConstraint
+from .nonnegative import NonNegative
 from .operator import OperatorCorrection, install
+
+KEEPS_WALLS = (LinearConstraint, NonNegative)
+"""The constraints that keep the boundary conditions set before them on a tensor output."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +90,9 @@ class Constrained(nn.Module):
         name = type(model).__name__
         boundary = [c for c in constraints if isinstance(c, BoundaryCondition)]
         _check_grids(boundary)
+        _check_order(list(constraints))
         self.correction: OperatorCorrection | None = install(model, boundary, kernel, pivot_floor)
-        self._values_kept: dict[tuple, tuple[list, list, list]] = {}
+        self._values_kept: dict[tuple, tuple[tuple, tuple[list, list, list]]] = {}
         self.guided = any("sampler" in c.seams for c in constraints)
         if self.guided and not isinstance(model, Sampler):
             first = next(c for c in constraints if "sampler" in c.seams)
@@ -145,7 +160,7 @@ class Constrained(nn.Module):
 
     def _corrected_forward(self, active, args, kwargs, time):
         correction = self.correction
-        x = args[0] if args else None
+        x = self._input(args, kwargs)
         correction.check_input(x)
         originals = [c for c in active if isinstance(c, BoundaryCondition)]
         conditions, values, hidden = self._wall_values(originals, x, time)
@@ -155,16 +170,37 @@ class Constrained(nn.Module):
             correction.check_finite_input(x)  # blame the input when it is the cause
         return output, dict(zip(originals, zip(conditions, values, strict=True), strict=True))
 
+    def _input(self, args: tuple, kwargs: dict) -> object:
+        """The model's input ``x``: its first positional argument, else the keyword naming the
+        first parameter of its ``forward`` (``x`` when that cannot be read)."""
+        if args:
+            return args[0]
+        try:
+            first = next(iter(inspect.signature(self.model.forward).parameters))
+        except (StopIteration, TypeError, ValueError):
+            first = "x"
+        if first in kwargs:
+            return kwargs[first]
+        raise ConstraintError(
+            f"the operator seam needs the model's input: pass it positionally (model(x)) or as "
+            f"{first}=, got keywords {sorted(kwargs)}"
+        )
+
     def _wall_values(self, originals, x: torch.Tensor, time) -> tuple[list, list, list]:
         """The conditions at ``time``, their values shaped for the output and the hidden layers'
         values; kept between calls on inputs alike when they cannot change (constant values of
-        the wrapped conditions, no gradient through them)."""
+        the wrapped conditions, no gradient through them; a tensor value is told apart by its
+        identity and version counter, so changing it in place is seen)."""
+        values_key = _values_key(originals)
         key = (tuple(x.shape), x.dtype, x.device, torch.is_inference_mode_enabled())
-        reusable = time is None and all(
-            a is b for a, b in zip(originals, self.constraints, strict=False)
+        reusable = (
+            time is None
+            and values_key is not None
+            and all(a is b for a, b in zip(originals, self.constraints, strict=False))
         )
-        if reusable and key in self._values_kept:
-            return self._values_kept[key]
+        kept = self._values_kept.get(key)
+        if reusable and kept is not None and kept[0] == values_key:
+            return kept[1]
         shape = self.correction.output_shape(x)
         conditions = [c.at(time) for c in originals]
         values = [
@@ -178,24 +214,73 @@ class Constrained(nn.Module):
             v is not None and v.requires_grad for pair in values for v in pair
         )
         if reusable and constant:
-            self._values_kept[key] = found
+            self._values_kept[key] = (values_key, found)
         return found
 
     @staticmethod
     def _output_seam(output, active, args, kwargs, time, walls=None):
         """The output-seam constraints in order; boundary conditions whose values the operator
-        seam already evaluated for this call (``walls``) set them without evaluating again."""
+        seam already evaluated for this call (``walls``) set them without evaluating again.
+
+        On a tensor, a :class:`LinearConstraint` or :class:`NonNegative` after boundary
+        conditions keeps them (they are handed over as ``kept``); a Gaussian or an Ensemble
+        keeps them through its covariance."""
         walls = walls or {}
+        set_walls: list[BoundaryCondition] = []  # conditions set on the tensor so far
         for constraint in active:
             if "output" not in constraint.seams:
                 continue
-            if constraint in walls and isinstance(output, torch.Tensor):
+            tensor = isinstance(output, torch.Tensor)
+            if constraint in walls and tensor:
                 check_finite("output", output)
                 bound, values = walls[constraint]
                 output = bound.enforce(output, values=values)
+                set_walls.append(bound)
+            elif set_walls and tensor and isinstance(constraint, KEEPS_WALLS):
+                check_finite("output", output)
+                state = constraint.prepare(*args, time=time, **kwargs)
+                output = constraint.apply_tensor(output, state, kept=tuple(set_walls))
             else:
                 output = constraint(output, *args, time=time, **kwargs)
+                if tensor and isinstance(constraint, BoundaryCondition):
+                    set_walls.append(constraint)
         return output
+
+
+def _check_order(constraints: Sequence[Constraint]) -> None:
+    """Boundary conditions before the constraints that keep them: a condition after a
+    :class:`LinearConstraint` or :class:`NonNegative` would set walls that constraint relied on
+    (a mass, a non-negative value) and break it."""
+    for position, constraint in enumerate(constraints):
+        if not isinstance(constraint, BoundaryCondition) or constraint.is_identity:
+            continue
+        earlier = [
+            (i, c) for i, c in enumerate(constraints[:position]) if isinstance(c, KEEPS_WALLS)
+        ]
+        if earlier:
+            i, first = earlier[0]
+            raise ConstraintError(
+                f"constraints[{position}] ({constraint.kind} condition on axis "
+                f"{constraint.axis}) comes after constraints[{i}] ({type(first).__name__}): "
+                "setting its walls would break that constraint. Put boundary conditions first; "
+                "the constraints after them keep them"
+            )
+
+
+def _values_key(conditions: Sequence[BoundaryCondition]) -> tuple | None:
+    """What the conditions' values are, for the kept wall values: numbers as they are, a tensor
+    by identity, storage and version counter (an in-place change bumps it); ``None`` when a
+    value is anything else (an array or list could change unseen: not kept)."""
+    key = []
+    for condition in conditions:
+        for value in (getattr(condition.bc, "left", None), getattr(condition.bc, "right", None)):
+            if isinstance(value, torch.Tensor):
+                key.append((id(value), value.data_ptr(), value._version))
+            elif value is None or callable(value) or isinstance(value, (int, float)):
+                key.append(value if isinstance(value, (int, float)) else None)
+            else:
+                return None
+    return tuple(key)
 
 
 def _check_grids(conditions: Sequence[BoundaryCondition]) -> None:
@@ -230,7 +315,21 @@ def constrain(
         model: any ``nn.Module`` returning a tensor, ``Gaussian`` or ``Ensemble``; a neuralop
             FNO or an :class:`~physml.constraints.OperatorModel` also offers the operator seam, a
             :class:`Sampler` the sampler seam.
-        constraints: one or more :class:`Constraint` objects, applied in the order given.
+        constraints: one or more :class:`Constraint` objects, applied in the order given, each
+            keeping what the ones before it imposed where it can: boundary conditions first
+            (one after a :class:`LinearConstraint` or :class:`NonNegative` raises
+            :class:`ConstraintError`: it would set walls they relied on). On a tensor output a
+            :class:`LinearConstraint` after boundary conditions is the nearest field meeting
+            its rows and keeping theirs (Dirichlet walls, Neumann stencils, periodic ends; a
+            ConstraintError where its rows fix only values they set); :class:`NonNegative`
+            after them keeps its row and leaves the Dirichlet walls, the Neumann walls with
+            their two stencil neighbours (and periodic walls of unequal weight) as they are (a
+            ConstraintError where one is negative). On a tensor two linear constraints do not
+            keep each other: give their rows in one. A Gaussian keeps earlier constraints
+            through its covariance (conditioning); an Ensemble through its members' covariance
+            where they span the rows, and where its update falls back to a diagonal metric
+            (``γ``, :class:`NonNegative`) it keeps the points every member agrees at (Dirichlet
+            walls) but not a Neumann stencil.
         kernel: boundary conditions at the operator seam: ``"auto"`` where the model offers it,
             ``True`` to require it (else :class:`ConstraintError`), ``False`` output seam only.
         pivot_floor: the kernel correction divides by a pivot per layer, channel and wall point;

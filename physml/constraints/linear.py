@@ -5,19 +5,20 @@
   ``S = σ² I + G Σ Gᵀ``. With ``σ = 0`` the updated mean meets the constraint exactly and the
   correction goes where ``Σ`` is largest. ``projection="euclidean"`` gives the HardC baseline
   (``Σ`` replaced by ``I`` for the mean, the variance left as it was).
-- Tensor output: the Euclidean projection onto ``G u = b``.
-- Ensemble output: every member is moved with the ensemble covariance (``projection=
-  "euclidean"``: projected on its own, HardC), the covariance built from the centred
-  members ``A`` and never as an ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``,
-  cost ``O(n·m·k)``. When the members cannot span the rows (more rows than members − 1, or no
-  spread along one; judged without the noise) a small ``γ I`` (``jitter`` times the ensemble's
-  mean variance) joins the covariance, so every member still meets every row (exactly if
-  ``σ = 0``). With ``σ = 0`` every member moves by the same gain ``K``: the
-  members' mean and sample covariance are the Gaussian update's. With ``σ > 0`` the deterministic
-  square-root form (ensemble square-root filter, no random numbers): the mean moves by ``K``, the
-  centred members by ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹`` (``L Lᵀ = S = G Σ Gᵀ + σ² I``), so their
-  sample covariance is the posterior's ``(I − K G) Σ`` (one gain ``K`` for all would leave it
-  narrower by ``σ² K Kᵀ``).
+- Tensor output: the Euclidean projection onto ``G u = b`` (after boundary conditions, onto
+  ``G u = b`` and their rows together, so they still hold: :meth:`LinearConstraint.apply_tensor`).
+- Ensemble output: every member is moved with the ensemble covariance (``projection= "euclidean"``:
+  projected on its own, HardC), the covariance built from the centred members ``A`` and never as an
+  ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``, cost ``O(n·m·k)``. When the members
+  cannot span the rows (more rows than members − 1, or no spread along one; judged without the
+  noise) a small ``γ I`` (``jitter`` times the ensemble's mean variance; only at the points where
+  the members differ, so a point they all agree at, such as a wall an earlier boundary condition
+  set, stays) joins the covariance, so every member still meets every row (exactly if ``σ = 0``).
+  With ``σ = 0`` every member moves by the same gain ``K``: the members' mean and sample covariance
+  are the Gaussian update's. With ``σ > 0`` the deterministic square-root form (ensemble
+  square-root filter, no random numbers): the mean moves by ``K``, the centred members by ``K̃ = Σ
+  Gᵀ L⁻ᵀ (L + σ I)⁻¹`` (``L Lᵀ = S = G Σ Gᵀ + σ² I``), so their sample covariance is the
+  posterior's ``(I − K G) Σ`` (one gain ``K`` for all would leave it narrower by ``σ² K Kᵀ``).
 
 ``G`` is ``(k, n)`` and acts on the trailing ``space`` axes of a field (``n`` their product: one
 axis for a 1-D grid, two for a 2-D one); every leading index (sample, time, channel, ...) is a
@@ -45,6 +46,9 @@ F64 = torch.float64
 Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
 VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
+KEPT_RANK = 1e-10
+"""Relative size (of squared norms, eigenvalues) below which a boundary condition's rows, or
+``G``'s rows beyond them, count as dependent when a tensor is projected keeping those rows."""
 UNSPANNED = 1e-12
 """An ensemble whose spread along a row, ``Σ_m (G_i A_m)²`` (with several rows: beyond what the
 rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
@@ -283,6 +287,49 @@ class LinearConstraint(Constraint):
             self._cache_key = key
         return self._cache
 
+    def _keeping(self, kept: Sequence, device) -> torch.Tensor:
+        """The projector ``G_⊥ᵀ (G_⊥ G_⊥ᵀ)⁻¹`` ``(n, k)`` onto ``G u = b`` that leaves the rows
+        ``R`` of the boundary conditions ``kept`` as they are: ``G_⊥ = G (I − Rᵀ (R Rᵀ)⁺ R)``,
+        ``G``'s rows with their part in ``R``'s span removed (``R`` on the few points it touches,
+        ``(R Rᵀ)⁺`` its pseudo-inverse: conditions meeting at a corner share rows). Cached per
+        conditions."""
+        rows = self._buffers["G"]
+        key = (rows.data_ptr(), rows._version, device, tuple(c.walls_key for c in kept))
+        if self.__dict__.get("_kept_key") == key:
+            return self._kept_projector
+        G = self._matrices(device)[0]
+        found = [c.wall_rows(self.space) for c in kept]
+        nodes = torch.cat([f[0] for f in found]).to(device)
+        weights = torch.cat([f[1] for f in found]).to(device)
+        if not nodes.shape[0]:
+            return self._matrices(device)[1]
+        # R on the points it touches only: R_U (count, touched), dense and small
+        touched, where = torch.unique(nodes, return_inverse=True)
+        R = torch.zeros(nodes.shape[0], touched.numel(), dtype=F64, device=device)
+        lines = torch.arange(nodes.shape[0], device=device)[:, None].expand(nodes.shape)
+        R.index_put_((lines, where), weights.to(F64), accumulate=True)
+        values, vectors = torch.linalg.eigh(R @ R.T)
+        used = values > KEPT_RANK * values.max()
+        G_U = G[:, touched]
+        coefficients = (G_U @ R.T @ vectors[:, used]) / values[used] @ vectors[:, used].T
+        G_free = G.clone()
+        G_free[:, touched] = G_U - coefficients @ R
+        pinned = nodes[:, 0][(weights[:, 1:] == 0).all(-1)]
+        G_free[:, pinned] = 0.0  # exactly: a point a row pins alone cannot move
+        gram = G_free @ G_free.T
+        L, info = torch.linalg.cholesky_ex(gram)
+        pivots = torch.diagonal(L).square()
+        if info > 0 or not bool((pivots > KEPT_RANK * G.square().sum(-1)).all()):
+            raise ConstraintError(
+                f"{type(self).__name__} cannot be met while keeping the boundary conditions "
+                f"applied before it ({', '.join(f'{c.kind} on axis {c.axis}' for c in kept)}): "
+                "a combination of G's rows constrains only values those conditions set; drop "
+                "that row or the condition"
+            )
+        projector = torch.cholesky_solve(G_free, L).T
+        self._kept_projector, self._kept_key = projector, key
+        return projector
+
     def _check_update(
         self,
         G: torch.Tensor,
@@ -346,11 +393,20 @@ class LinearConstraint(Constraint):
 
     # ------------------------------------------------------------------------------ updates
 
-    def apply_tensor(self, output: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The Euclidean projection of ``output`` onto ``G u = b`` (HardC)."""
+    def apply_tensor(
+        self, output: torch.Tensor, state: torch.Tensor, kept: Sequence = ()
+    ) -> torch.Tensor:
+        """The Euclidean projection of ``output`` onto ``G u = b`` (HardC).
+
+        ``kept``: boundary conditions already set on ``output`` (:class:`BoundaryCondition`, on
+        axes of the constraint's grid): the projection is onto ``G u = b`` and ``R u = R
+        output`` together, ``R`` their :meth:`~BoundaryCondition.wall_rows`, so they still hold.
+        """
         leading = self._layout(output, "output")
         b = self._target_for(state, leading, output, "output of shape {shape}")
         G, projector, _ = self._matrices(output.device)
+        if kept:
+            projector = self._keeping(kept, output.device)
         u = self._flat(output)
         new = u - (u @ G.T - b) @ projector.T
         self._check_update(G, new.detach(), b, u)
@@ -462,8 +518,13 @@ class LinearConstraint(Constraint):
                 pass  # the members do not span the rows well: add γ I below
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
-        CG = CG + gamma[..., None, None] * G.T
-        S = noisy + gamma[..., None, None] * (G @ G.T)
+        varying = _jitter_support(X, G)
+        if varying is None:  # every point varies in every slice: γ I
+            CG = CG + gamma[..., None, None] * G.T
+            S = noisy + gamma[..., None, None] * (G @ G.T)
+        else:  # γ only where members vary: a point all agree at (a set wall) stays as it is
+            CG = CG * varying[..., None] + gamma[..., None, None] * (varying[..., None] * G.T)
+            S = noisy + gamma[..., None, None] * ((G * varying[..., None, :]) @ G.T)
         L = _cholesky(S, G)
         new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
         self._check_update(G, new.detach(), b, X)
@@ -480,6 +541,27 @@ def _spanning_factor(S: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch
     spread = A.square().sum((0, -1))[..., None] * G.square().sum(-1) / (A.shape[0] - 1)
     pivots = torch.diagonal(L, dim1=-2, dim2=-1).square()
     return L if bool(((info == 0)[..., None] & (pivots > UNSPANNED * spread)).all()) else None
+
+
+def _jitter_support(X: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
+    """Where the ``γ`` fallback acts: ``(..., n)`` 1.0 at the points where the members ``X``
+    ``(member, ..., n)`` differ, 0.0 where they all agree (there ``Σ`` is zero but for the
+    round-off of their mean, and the update leaves them as they are); ``None`` where the members
+    differ at every point of every slice (``γ I``).
+
+    A slice whose varying points cannot carry ``G``'s rows (a row's pivot in ``G_V G_Vᵀ``,
+    ``G_V`` its columns there, at or below :data:`UNSPANNED` of ``|G_i|²``; e.g. no point
+    varies) keeps ``γ`` everywhere: its rows are met by moving the points the members agree at.
+    """
+    varying = (X != X[:1]).any(0)
+    if bool(varying.all()):
+        return None
+    support = varying.to(G.dtype)
+    gram = (G * support[..., None, :]) @ G.T
+    L, info = torch.linalg.cholesky_ex(gram)
+    pivots = torch.diagonal(L, dim1=-2, dim2=-1).square()
+    carried = (info == 0) & (pivots > UNSPANNED * G.square().sum(-1)).all(-1)
+    return torch.where(carried[..., None], support, torch.ones_like(support))
 
 
 def _one_row_update(

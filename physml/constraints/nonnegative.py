@@ -20,12 +20,15 @@ covariance update (a point no member varies at, such as a wall an earlier constr
 stays where it is, unless it is negative: then ``γ`` lets it move), the identity for a
 Euclidean one and for a tensor output (HardC followed by non-negativity). The solution
 is ``u = max(x − λ D w, 0)`` with the one ``λ >= 0`` that keeps the row, found exactly from the
-sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto a simplex).
+sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto a simplex). On a tensor after
+boundary conditions, ``D`` is zero at the points their rows touch, so they still hold
+(:meth:`NonNegative.apply_tensor`).
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -310,16 +313,44 @@ class NonNegative(Constraint):
             )
         return self.keep
 
-    def apply_tensor(self, output: torch.Tensor, state: object = None) -> torch.Tensor:
+    def apply_tensor(
+        self, output: torch.Tensor, state: object = None, kept: Sequence = ()
+    ) -> torch.Tensor:
         """The Euclidean projection onto ``{u >= 0}`` keeping ``keep``'s row (HardC's metric:
-        a tensor carries no variance)."""
+        a tensor carries no variance).
+
+        ``kept``: boundary conditions already set on ``output``: every point their
+        :meth:`~BoundaryCondition.wall_rows` touch (a Dirichlet wall; a Neumann wall and its two
+        stencil neighbours) stays as it is, so they still hold; periodic walls, equal and of
+        equal weight in ``keep``'s row, move alike (else they stay too). One of the points kept
+        negative, or together holding more than the total, raises :class:`ConstraintError`.
+        """
         keep = self._kept("a tensor")
         keep._layout(output, "output")
         X = keep._flat(output)
         negative = (X < -self.tolerance).any(-1)
         if not bool(negative.any()):
             return output
-        new = self._project(X, torch.ones_like(X), negative, keep)
+        metric = torch.ones_like(X)
+        if kept:
+            w = keep._matrices(X.device)[0][0]
+            fixed = torch.zeros(X.shape[-1], dtype=torch.bool, device=X.device)
+            for condition in kept:
+                nodes, weights = (t.to(X.device) for t in condition.wall_rows(keep.space))
+                if condition.kind == "periodic":  # equal walls of equal weight move alike
+                    nodes = nodes[w[nodes[:, 0]] != w[nodes[:, 1]]]
+                fixed[nodes[weights[: len(nodes)] != 0]] = True
+            held, total, size = (X * fixed) @ w, X @ w, X.abs() @ w
+            over = held > total + ROW_TOLERANCE * size
+            if bool((fixed & (X < -self.tolerance)).any()) or bool(over.any()):
+                raise ConstraintError(
+                    "NonNegative cannot keep the boundary conditions applied before it: the "
+                    "points they set or read (walls, and a Neumann wall's two neighbours) stay "
+                    "as they are, and one of them is negative or together they hold more than "
+                    "the total (the other points would have to go negative)"
+                )
+            metric = metric.masked_fill(fixed, 0.0)
+        new = self._project(X, metric, negative, keep)
         return keep._unflat(new, output)
 
     def apply_ensemble(self, output: Ensemble, state: object = None) -> Ensemble:
