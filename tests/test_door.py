@@ -17,6 +17,7 @@ from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic
 from pdes.heat import one_sided_flux
 from physml import ConstraintError, Ensemble, LinearConstraint, constrain, mass_conservation
 from physml.constraints import BoundaryCondition, Constraint, NonNegative, Sampler
+from physml.models.ensemble import DeepEnsemble
 
 F64 = torch.float64
 MASS = torch.tensor([[0.5]], dtype=F64)
@@ -117,6 +118,34 @@ def test_sampler_seam_matches_the_closed_form_and_composes_with_the_output_seam(
 def test_a_sampler_constraint_on_a_model_that_does_not_sample_fails_at_wrap_time():
     with pytest.raises(ConstraintError, match=r"MLP cannot take Pull at the sampler seam.*sample"):
         constrain(MLP(), Pull(0.0, 0.1))
+
+
+def test_a_sampler_constraint_on_a_sample_without_guidance_fails_at_wrap_time():
+    """A DeepEnsemble has ``sample(inputs, n, seed)``: a method named sample, but no guidance."""
+    ensemble = DeepEnsemble(in_features=2, members=2, width=4, depth=1)
+    with pytest.raises(
+        ConstraintError,
+        match=r"DeepEnsemble cannot take Pull at the sampler seam: its sample\(inputs, n, seed\) "
+        "takes no guidance= keyword",
+    ):
+        constrain(ensemble, Pull(0.0, 0.1))
+
+    class KeywordsSampler(nn.Module):  # guidance reaches it through **options
+        def sample(self, context, **options):
+            return LinearSampler(0.9).sample(context, **options)
+
+    class PositionalGuidance(nn.Module):  # guidance= cannot bind to a positional-only name
+        def sample(self, context, guidance, /):
+            return context
+
+    z0 = torch.randn(2, 3, dtype=torch.float64)
+    out = constrain(KeywordsSampler(), Pull(1.5, 0.2))(z0, steps=4)
+    r = 0.9 - 0.2
+    assert torch.allclose(out.samples, r**4 * z0 + 0.2 * 1.5 * (1 - r**4) / (1 - r), atol=1e-12)
+    with pytest.raises(
+        ConstraintError, match=r"its sample\(context, guidance\) takes no guidance= keyword"
+    ):
+        constrain(PositionalGuidance(), Pull(0.0, 0.1))
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,7 @@ def test_calibrated_latents_are_standardised_and_invert():
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-@pytest.mark.parametrize("steps", [1, 5, 20])
+@pytest.mark.parametrize("steps", [2, 5, 20])
 def test_ddim_with_the_exact_denoiser_lands_on_the_data_point(eta, steps):
     point = torch.randn(T_OUT, *LATENT, generator=torch.Generator().manual_seed(3))
     exact = Exact(point)
@@ -186,6 +186,93 @@ def test_ddim_with_the_exact_denoiser_lands_on_the_data_point(eta, steps):
 
     z = ddim_sample(predict, shape, NoiseSchedule(), torch.Generator().manual_seed(0), steps, eta)
     assert torch.allclose(z, point.expand(shape), atol=1e-4)
+
+
+def test_spacings_are_diffusers_leading_and_trailing_timesteps():
+    """Leading: ``t_k = k⌊T/N⌋`` (first ``(N − 1)⌊T/N⌋``); trailing: ``round(T − kT/N) − 1``
+    (first ``T − 1``); each as diffusers' own ``DDIMScheduler`` spaces them."""
+    from diffusers import DDIMScheduler
+
+    schedule = NoiseSchedule()
+    for steps in (2, 3, 5, 7, 16, 20, 1000):
+        leading = [k * (1000 // steps) for k in reversed(range(steps))]
+        trailing = [round(1000 - k * 1000 / steps) - 1 for k in range(steps)]
+        assert schedule.sampling(steps).timesteps.tolist() == leading
+        assert schedule.sampling(steps, "leading").timesteps.tolist() == leading
+        assert schedule.sampling(steps, "trailing").timesteps.tolist() == trailing
+        for spacing in ("leading", "trailing"):
+            theirs = DDIMScheduler(
+                num_train_timesteps=1000,
+                beta_schedule="squaredcos_cap_v2",
+                timestep_spacing=spacing,
+                steps_offset=0,
+            )
+            theirs.set_timesteps(steps)
+            ours = schedule.sampling(steps, spacing).timesteps
+            assert ours.tolist() == theirs.timesteps.tolist()
+    assert schedule.sampling(1, "trailing").timesteps.tolist() == [999]
+    assert schedule.sampling(20, "trailing").timesteps[:2].tolist() == [999, 949]
+    for bad in ("Trailing", "linspace", None, 1):
+        with pytest.raises(ValueError, match=r"spacing must be one of \('leading', 'trailing'\)"):
+            schedule.sampling(5, bad)
+    with pytest.raises(ValueError, match="steps must be >= 2 with spacing='leading'.*got 1"):
+        schedule.sampling(1)
+
+
+def gaussian_noise_estimate(mean: float, std: float):
+    """The exact ε̂ for data ``N(mean, std²)`` per element, at ``z_t ~ N(√ᾱ mean, ᾱ std² + 1 − ᾱ)``:
+    ``E[ε | z_t] = √(1 − ᾱ)(z_t − √ᾱ mean)/(ᾱ std² + 1 − ᾱ)``."""
+    alpha_bar = NoiseSchedule().alphas_cumprod().double()
+
+    def predict(z, t):
+        a = float(alpha_bar[t])
+        return math.sqrt(1 - a) * (z - math.sqrt(a) * mean) / (a * std**2 + 1 - a)
+
+    return predict
+
+
+def affine_fit(start: torch.Tensor, end: torch.Tensor) -> tuple[float, float, float]:
+    """``end ≈ slope · start + intercept`` by least squares, and the largest residual."""
+    x, y = start.flatten(), end.flatten()
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).square().sum())
+    intercept = float(y.mean() - slope * x.mean())
+    return slope, intercept, float((y - slope * x - intercept).abs().max())
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 20])
+def test_trailing_ddim_with_the_exact_gaussian_denoiser_has_the_data_mean(steps):
+    """Deterministic DDIM is affine in its start ``z ~ N(0, I)`` for Gaussian data, ``z_0 = A z +
+    b``, so the samples' mean is ``b``. Trailing timesteps start where ᾱ = 2e-9, so ``N(0, I)`` is
+    the right start and ``b`` is the data mean (up to ``A √ᾱ_{T−1} mean`` < 1e-4); leading ones
+    start at ``t = (N − 1)⌊T/N⌋`` as if ᾱ were 0 there, and miss it (1.198, 1.322, 1.444 for
+    ``N = 2, 5, 20`` and data mean 1.5)."""
+    mean, std, shape = 1.5, 0.5, (64, 1, 1, 1, 1, 1)
+    predict = gaussian_noise_estimate(mean, std)
+
+    def run(spacing):
+        generator = torch.Generator().manual_seed(0)
+        z = ddim_sample(
+            predict,
+            shape,
+            NoiseSchedule(),
+            generator,
+            steps,
+            0.0,
+            spacing=spacing,
+            dtype=torch.float64,
+        )
+        start = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        return start, z
+
+    start, end = run("trailing")
+    slope, intercept, residual = affine_fit(start, end)
+    assert end.dtype == torch.float64 and residual < 1e-9
+    assert intercept == pytest.approx(mean, abs=1e-4)
+    assert abs(slope) > 1e-6  # the start still matters (N = 1: the posterior's own slope)
+    assert not torch.allclose(end, start, atol=0.1)
+    if steps > 1:
+        leading = affine_fit(*run("leading"))[1]
+        assert abs(leading - mean) > 0.05
 
 
 def test_eta0_is_deterministic_and_eta1_draws_noise_every_step():
@@ -325,6 +412,47 @@ def test_constrain_steers_prediff_through_the_sampler_seam():
     assert torch.allclose(plain.samples, zero, atol=1e-4)
 
 
+def test_spacing_reaches_the_sampler_through_constrain():
+    prediff = PreDiff(autoencoder(), Exact())
+    point = torch.randn(T_OUT, *LATENT, generator=torch.Generator().manual_seed(6))
+    context = frames(2)[:, :T_IN]
+    for spacing, timesteps in (("trailing", [999, 749, 499, 249]), ("leading", [750, 500, 250, 0])):
+        toward = Toward(point)
+        constrain(prediff, toward)(context, members=2, steps=4, eta=0.0, seed=0, spacing=spacing)
+        assert [step.timestep for _, step, _ in toward.seen] == timesteps
+    plain = prediff.sample(context, members=2, steps=1, spacing="trailing")
+    zero = prediff.decode(torch.zeros(T_OUT, *LATENT)).expand_as(plain.samples)
+    assert torch.allclose(plain.samples, zero, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_a_float64_prediff_samples_and_trains_in_float64(kind):
+    prediff = PreDiff(autoencoder(), live(denoiser(kind))).double()
+    context = frames(2)[:, :T_IN]  # float32 frames: the autoencoder casts them
+    starts = []
+
+    def record(z_t, step):
+        if step.index == 0:
+            starts.append(z_t)
+        return torch.zeros_like(z_t)
+
+    out = prediff.sample(context, guidance=record, members=2, steps=3, eta=1.0, seed=4)
+    assert out.samples.dtype == torch.float64 and torch.isfinite(out.samples).all()
+    drawn = torch.randn(
+        (2, 2, T_OUT, *LATENT), generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
+    assert starts[0].dtype == torch.float64 and torch.equal(starts[0], drawn)
+    target = prediff.encode(frames(2)[:, T_IN:])
+    batch = (prediff.encode(context), target)
+    assert batch[0].dtype == torch.float64
+    torch.manual_seed(0)
+    loss = diffusion_loss(prediff, batch)
+    loss.backward()
+    assert loss.dtype == torch.float64 and torch.isfinite(loss)
+    grads = [p.grad for p in prediff.denoiser.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float64 for g in grads)
+
+
 def test_bad_input_names_the_argument():
     prediff = PreDiff(autoencoder(), denoiser("conv"))
     context = frames(2)[:, :T_IN]
@@ -347,6 +475,11 @@ def test_bad_input_names_the_argument():
     ]:
         with pytest.raises(ValueError, match=match):
             prediff.sample(context, steps=options.pop("steps", 2), **options)
+    for bad in ("lead", None):
+        with pytest.raises(ValueError, match=r"spacing must be one of .*, got " + repr(bad)):
+            prediff.sample(context, steps=2, spacing=bad)
+    with pytest.raises(ValueError, match="steps must be >= 2 with spacing='leading'"):
+        prediff.sample(context, steps=1)
     with pytest.raises(TypeError, match="seed must be"):
         prediff.sample(context, steps=1, seed=-1)
     with pytest.raises(ValueError, match="denoiser works on 2 latent channels"):

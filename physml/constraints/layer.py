@@ -94,12 +94,21 @@ class Constrained(nn.Module):
         self.correction: OperatorCorrection | None = install(model, boundary, kernel, pivot_floor)
         self._values_kept: dict[tuple, tuple[tuple, tuple[list, list, list]]] = {}
         self.guided = any("sampler" in c.seams for c in constraints)
-        if self.guided and not isinstance(model, Sampler):
+        if self.guided:
             first = next(c for c in constraints if "sampler" in c.seams)
-            raise ConstraintError(
-                f"constrain: {name} cannot take {type(first).__name__} at the sampler seam: it "
-                "has no sample(context, guidance=None, ...) method (physml.constraints.Sampler)"
-            )
+            start = f"constrain: {name} cannot take {type(first).__name__} at the sampler seam: "
+            if not isinstance(model, Sampler):
+                raise ConstraintError(
+                    start + "it has no sample(context, guidance=None, ...) method "
+                    "(physml.constraints.Sampler)"
+                )
+            signature = _signature(model.sample)
+            if signature is not None and not _takes_guidance(signature):
+                raise ConstraintError(
+                    start + f"its sample({', '.join(signature.parameters)}) takes no guidance= "
+                    "keyword (the sampler seam needs sample(context, guidance=None, ...): "
+                    "physml.constraints.Sampler)"
+                )
 
     def state_dict(self, *args, **kwargs):
         """The model's and constraints' tensors, without neuralop's top-level ``_metadata``.
@@ -281,6 +290,24 @@ def _values_key(conditions: Sequence[BoundaryCondition]) -> tuple | None:
             else:
                 return None
     return tuple(key)
+
+
+def _signature(method: Callable) -> inspect.Signature | None:
+    """``method``'s signature, ``None`` where Python cannot tell it."""
+    try:
+        return inspect.signature(method)
+    except (TypeError, ValueError):
+        return None
+
+
+def _takes_guidance(signature: inspect.Signature) -> bool:
+    """Whether a call with ``guidance=`` binds: a parameter of that name passed by keyword, or
+    ``**kwargs``."""
+    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(
+        p.kind == inspect.Parameter.VAR_KEYWORD or (p.name == "guidance" and p.kind in by_keyword)
+        for p in signature.parameters.values()
+    )
 
 
 def _check_grids(conditions: Sequence[BoundaryCondition]) -> None:

@@ -66,7 +66,7 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.dim))
+        return self.mlp(timestep_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
 
 
 def check_denoiser_inputs(

@@ -35,7 +35,7 @@ from ..baselines import check_sequence
 from .autoencoder import FrameAutoencoder
 from .denoisers import ConvDenoiser, CuboidDenoiser, Denoiser
 from .sampler import Guidance, check_eta, ddim_sample
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, check_spacing
 
 
 def _seed_generator(seed: int | torch.Generator, device: torch.device) -> torch.Generator:
@@ -179,19 +179,23 @@ class PreDiff(nn.Module):
         eta: float = 1.0,
         seed: int | torch.Generator = 0,
         use_ema: bool | None = None,
+        spacing: str = "leading",
     ) -> Ensemble:
         """``members`` forecasts ``(members, B, T_out, C, H, W)`` of context ``(B, T_in, C, H, W)``.
 
-        ``steps`` DDIM steps with noise level ``eta`` (0: deterministic given the initial noise);
-        ``guidance(z_t, step)`` as in :func:`ddim_sample` (latents ``(members, B, T_out, c, h,
-        w)``, ``step.decode`` this model's :meth:`decode`); ``seed`` an int or a
+        ``steps`` DDIM steps with noise level ``eta`` (0: deterministic given the initial noise)
+        at ``spacing`` ``"leading"`` or ``"trailing"`` timesteps (see
+        :mod:`~physml.models.prediff.schedule`: trailing suits only a noise estimate exact at
+        ``t = T − 1``); ``guidance(z_t, step)`` as in :func:`ddim_sample` (latents ``(members,
+        B, T_out, c, h, w)``, ``step.decode`` this model's :meth:`decode`); ``seed`` an int or a
         ``torch.Generator``; ``use_ema`` (default: once the EMA has been updated) samples with
-        the EMA denoiser.
+        the EMA denoiser. The latents are drawn in the denoiser's dtype.
         """
         context = self._check_context(context)
         positive_int("members", members, 2)
         positive_int("steps", steps)
         eta = check_eta(eta)
+        check_spacing(spacing)
         if guidance is not None and not callable(guidance):
             raise TypeError(f"guidance must be callable(z_t, step), got {type(guidance)}")
         generator = _seed_generator(seed, context.device)
@@ -202,12 +206,14 @@ class PreDiff(nn.Module):
         self.eval()
         try:
             return Ensemble(
-                self._sample(context, guidance, members, steps, eta, generator, denoiser)
+                self._sample(context, guidance, members, steps, eta, generator, denoiser, spacing)
             )
         finally:
             self.train(was_training)
 
-    def _sample(self, context, guidance, members, steps, eta, generator, denoiser) -> torch.Tensor:
+    def _sample(
+        self, context, guidance, members, steps, eta, generator, denoiser, spacing
+    ) -> torch.Tensor:
         with torch.no_grad():
             context_latents = self.encode(context)
         batch = context.shape[0]
@@ -228,6 +234,8 @@ class PreDiff(nn.Module):
             guidance,
             self.decode,
             context.device,
+            spacing,
+            next(denoiser.parameters(), self.latent_mean).dtype,
         )
         with torch.no_grad():
             return self.decode(latents)

@@ -1,6 +1,7 @@
 """The DDIM sampling loop of PreDiff, with the sampler seam's guidance hook.
 
-From ``z_T ~ N(0, I)`` each reverse step at timestep ``t`` (diffusers' DDIM timesteps)
+From ``z ~ N(0, I)`` each reverse step at timestep ``t`` (diffusers' DDIM timesteps, spaced
+"leading" or "trailing": :mod:`~physml.models.prediff.schedule`)
 
 1. predicts the noise ``ε̂ = ε_θ(z_t, t)``;
 2. if a ``guidance`` is given, calls ``g = guidance(z_t, step)`` with ``step`` a
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ...constraints import ReverseStep
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, check_spacing
 
 Predict = Callable[[torch.Tensor, int], torch.Tensor]
 Guidance = Callable[[torch.Tensor, ReverseStep], torch.Tensor]
@@ -48,6 +49,8 @@ def ddim_sample(
     guidance: Guidance | None = None,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
+    spacing: str = "leading",
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Latents ``z_0`` of ``shape`` ``(members, batch, T_out, c, h, w)`` by ``steps`` DDIM steps.
 
@@ -56,11 +59,13 @@ def ddim_sample(
     ``ReverseStep.denoise`` when a guide asks for ``ẑ_0``. ``guidance`` is called with gradients
     enabled on a detached ``z_t`` (a guide calls ``z_t.requires_grad_()`` if it differentiates);
     it returns ``g`` shaped like ``z_t``. ``decode`` (latents → frames, differentiable) is handed
-    to the guide as ``ReverseStep.decode``. ``generator`` draws ``z_T`` and every step's noise.
+    to the guide as ``ReverseStep.decode``. ``generator`` draws the starting ``z`` and every
+    step's noise, in ``dtype`` (torch's default if None). ``spacing``: ``"leading"`` or
+    ``"trailing"`` timesteps (:meth:`NoiseSchedule.sampling`).
     """
     eta = check_eta(eta)
-    scheduler = schedule.sampling(steps)
-    z = torch.randn(tuple(shape), generator=generator, device=device)
+    scheduler = schedule.sampling(steps, check_spacing(spacing))
+    z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     for index, timestep in enumerate(scheduler.timesteps.tolist()):
         eps = None
         if guidance is not None:
