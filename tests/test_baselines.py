@@ -407,6 +407,28 @@ def test_resuming_with_a_partial_loss_of_other_arguments_is_refused(tmp_path):
     assert run(lambda p, t: (p - t).abs().mean(), loss_name="l1 by hand").steps == 2
 
 
+class Reducer:
+    def __call__(self, values):
+        return values.mean()
+
+
+def test_a_partial_loss_is_named_without_memory_addresses():
+    """A partial holding a function or an object is named the same in every process: its
+    repr's ``at 0x...`` would make every resume in a new process fail."""
+    from physml.models.forecasting import _loss_name
+
+    def loss(prediction, target, reduce):
+        return reduce((prediction - target).square())
+
+    for argument in (torch.mean, Reducer(), weighted_error):
+        name = _loss_name(functools.partial(loss, reduce=argument))
+        assert " at 0x" not in name and name.startswith(f"{__name__}.")
+    assert _loss_name(functools.partial(loss, reduce=torch.mean)) != _loss_name(
+        functools.partial(loss, reduce=torch.sum)
+    )
+    assert "reduce=" in _loss_name(functools.partial(loss, reduce=Reducer()))
+
+
 def test_float64_data_trains_a_float32_model():
     x, y = toy_sequences()
     report = train_forecaster(build("unet", 3, 3, 1), x.double(), y.double(), max_steps=2)

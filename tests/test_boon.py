@@ -4,6 +4,7 @@ decoupling, bad input."""
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from neuralop.models import FNO
@@ -361,17 +362,25 @@ def test_model_that_is_not_an_fno_falls_back_or_is_refused():
         constrain(fno(), BoundaryCondition(Dirichlet(), GRID), kernel="yes")
 
 
-def test_a_tensor_value_changed_in_place_reaches_the_kernel_correction():
-    """The kept wall values follow a tensor value's version: after ``left.fill_(5)`` the walls
-    are 5 and the output is the one of a model wrapped with 5 from the start."""
-    left = torch.tensor([1.0, 1.0])
+@pytest.mark.parametrize("change", ["fill_", "data", "numpy"])
+def test_a_tensor_value_changed_in_place_reaches_the_kernel_correction(change):
+    """A tensor value changed in place — by an in-place op, through ``.data`` (no version bump)
+    or through a numpy array sharing its memory — gives walls at the new value and the output
+    of a model wrapped with it from the start."""
+    array = np.ones(2, dtype=np.float32)
+    left = torch.from_numpy(array) if change == "numpy" else torch.tensor([1.0, 1.0])
     wrapped = constrain(fno(hidden=4, layers=2), BoundaryCondition(Dirichlet(left, 0.0), GRID))
     fresh = constrain(fno(hidden=4, layers=2), BoundaryCondition(Dirichlet(5.0, 0.0), GRID))
     assert wrapped.kernel
     x = torch.randn(2, 1, GRID.n)
     with torch.no_grad():
         assert (wrapped(x)[..., 0] == 1.0).all()
-        left.fill_(5.0)
+        if change == "fill_":
+            left.fill_(5.0)
+        elif change == "data":
+            left.data.fill_(5.0)
+        else:
+            array[:] = 5.0
         after = wrapped(x)
         torch.testing.assert_close(after, fresh(x), rtol=0, atol=1e-6)
     assert (after[..., 0] == 5.0).all()

@@ -300,5 +300,7 @@ def test_evaluations_of_two_files_are_kept_apart_with_out_and_name_what_they_sco
     assert seen["rel_l2"] != unseen["rel_l2"] and (heat / "r" / "held-out" / "samples.png").exists()
     (heat / "a-file").write_text("")
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5", "--out", "a-file"]) == 2
-    assert "--out must name a folder, got 'a-file'" in capsys.readouterr().err
+    for out in ("a-file", "", " "):
+        assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5", "--out", out]) == 2
+        assert f"--out must name a folder, got {out!r}" in capsys.readouterr().err
+    assert not (heat / "metrics.json").exists()  # '' is not the working folder

@@ -132,8 +132,17 @@ def test_resuming_with_another_validation_set_is_an_error_once_losses_on_it_are_
         crashed.fit(data(), data(seed=5))
     with pytest.raises(CheckpointError, match="another validation set.*sample_hash"):
         Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=6))
+
+    def crash_at_10(net, step):
+        if step == 10:
+            raise Crash
+
+    with pytest.raises(Crash):  # a stretch without validation keeps the set the losses are on
+        Trainer(model(), mse, config, tmp_path, quiet=True, after_step=crash_at_10).fit(data())
+    with pytest.raises(CheckpointError, match="another validation set"):
+        Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=6))
     report = Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=5))
-    assert [step for step, _ in report.validation] == [4, 8, 12]
+    assert [step for step, _ in report.validation] == [4, 12]
     Trainer(model(), mse, CONFIG, tmp_path / "plain", quiet=True).fit(data())  # none kept yet
     Trainer(model(), mse, config, tmp_path / "plain", quiet=True).fit(data(), data(seed=6))
 

@@ -277,15 +277,13 @@ def _check_order(constraints: Sequence[Constraint]) -> None:
 
 
 def _values_key(conditions: Sequence[BoundaryCondition]) -> tuple | None:
-    """What the conditions' values are, for the kept wall values: numbers as they are, a tensor
-    by identity, storage and version counter (an in-place change bumps it); ``None`` when a
-    value is anything else (an array or list could change unseen: not kept)."""
+    """What the conditions' values are, for the kept wall values: numbers as they are; ``None``
+    when a value is anything else (a tensor or array can change in place unseen — through
+    ``.data`` or a numpy array sharing its memory — so its wall values are not kept)."""
     key = []
     for condition in conditions:
         for value in (getattr(condition.bc, "left", None), getattr(condition.bc, "right", None)):
-            if isinstance(value, torch.Tensor):
-                key.append((id(value), value.data_ptr(), value._version))
-            elif value is None or callable(value) or isinstance(value, (int, float)):
+            if value is None or callable(value) or isinstance(value, (int, float)):
                 key.append(value if isinstance(value, (int, float)) else None)
             else:
                 return None

@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,11 +139,19 @@ def _loss_name(loss: Callable) -> str:
     """What a checkpoint records of a callable loss: its module and qualified name (its class's
     for a callable object), and a ``functools.partial``'s arguments."""
     if isinstance(loss, functools.partial):
-        arguments = [repr(a) for a in loss.args]
-        arguments += [f"{key}={value!r}" for key, value in sorted(loss.keywords.items())]
+        arguments = [_argument_name(a) for a in loss.args]
+        arguments += [f"{k}={_argument_name(v)}" for k, v in sorted(loss.keywords.items())]
         return f"{_loss_name(loss.func)}({', '.join(arguments)})"
     named = loss if hasattr(loss, "__qualname__") else type(loss)
     return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+
+
+def _argument_name(value: object) -> str:
+    """A partial's argument as a checkpoint records it: a callable by its name, anything else by
+    its ``repr`` without memory addresses (they change from process to process)."""
+    if callable(value) and not isinstance(value, type):
+        return _loss_name(value)
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def _json_config(model_config: object) -> dict | None:

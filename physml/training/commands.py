@@ -243,6 +243,8 @@ def _as_resumed(description: dict, out: Path) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
+        raise ValueError(f"--out must name a folder, got {args.out!r}")
     device = check_device(args.device)
     given = Path(args.checkpoint)
     run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
@@ -280,8 +282,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         last = (len(data), data.u.shape[1], -1)  # plot the final time slice
         prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
     out = run / "evaluation" if args.out is None else Path(args.out)
-    if not str(out).strip() or out.is_file():
-        raise ValueError(f"--out must name a folder, got {str(args.out)!r}")
     out.mkdir(parents=True, exist_ok=True)
     scored = {"data": str(Path(args.data).resolve()), "step": int(state["step"])}
     atomic_write_text(out / "metrics.json", strict_json({**scored, **scores}))

@@ -282,7 +282,7 @@ class Trainer:
         )
         report = TrainReport(steps=config.steps)
         torch.manual_seed(config.seed)
-        step = self._resume(model, optimiser, data_print, checked_on, report)
+        step, checked_on = self._resume(model, optimiser, data_print, checked_on, report)
         trained = DistributedDataParallel(model) if here.size > 1 else model
         sampler = DistributedSampler(
             train, here.size, here.rank, shuffle=True, seed=config.seed, drop_last=True
@@ -427,9 +427,13 @@ class Trainer:
                 raise OSError(f"rank 0 could not take the run folder: {message}")
             yield
 
-    def _resume(self, model, optimiser, data_print, checked_on, report: TrainReport) -> int:
+    def _resume(
+        self, model, optimiser, data_print, checked_on, report: TrainReport
+    ) -> tuple[int, dict | None]:
+        """The step to start from and the validation set's fingerprint to keep (a run resumed
+        without validation keeps the one its losses were taken on)."""
         if self.out is None or not checkpoint_path(self.out).exists():
-            return 0
+            return 0, checked_on
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
         check_same_model(state, self.model_config, self.out)  # first: another model reads
         check_same_data(state, data_print, self.out)  # the same file as other pairs
@@ -450,7 +454,8 @@ class Trainer:
         report.losses[:] = list(state["losses"])
         report.validation[:] = [tuple(v) for v in state["validation"]]
         report.resumed_from = int(state["step"])
-        return int(state["step"])
+        kept = state.get("validation_fingerprint") if checked_on is None else checked_on
+        return int(state["step"]), kept
 
     def _save(self, model, optimiser, prints, report, step: int, here: World) -> None:
         if not _finite_weights(model):  # never over the last good checkpoint
