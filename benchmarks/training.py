@@ -59,17 +59,25 @@ class Case:
 
 
 POINTS = ("--context-points", "20", "--context-times", "4", "--target-points", "64")
+FNO = ("--modes", "8", "--hidden", "16", "--layers", "2")
+FRAMES = ("--t-in", "4", "--t-out", "4")  # physml train refuses options a model does not read
 CASES = {
-    "fno-operator": Case("heat", "fno", "operator", ("--modes", "8", "--hidden", "16")),
-    "fno-rollout": Case("heat", "fno", "rollout", ("--modes", "8", "--hidden", "16")),
-    "boon-fno-operator": Case("heat", "boon-fno", "operator", ("--modes", "8", "--hidden", "16")),
-    "earthformer-forecast": Case("digits", "earthformer", "forecast", ("--base-units", "8")),
-    "unet-forecast": Case("digits", "unet", "forecast", ("--base-units", "8")),
-    "convlstm-forecast": Case("digits", "convlstm", "forecast", ("--hidden", "8")),
-    "anp-operator": Case("gpme", "anp", "operator", ("--hidden", "16", *POINTS)),
-    "ensemble-operator": Case("gpme", "ensemble", "operator", ("--hidden", "16", "--members", "3")),
+    "fno-operator": Case("heat", "fno", "operator", FNO),
+    "fno-rollout": Case("heat", "fno", "rollout", FNO),
+    "boon-fno-operator": Case("heat", "boon-fno", "operator", FNO),
+    "earthformer-forecast": Case(
+        "digits", "earthformer", "forecast", ("--base-units", "8", *FRAMES)
+    ),
+    "unet-forecast": Case("digits", "unet", "forecast", ("--base-units", "8", *FRAMES)),
+    "convlstm-forecast": Case(
+        "digits", "convlstm", "forecast", ("--hidden", "8", "--layers", "2", *FRAMES)
+    ),
+    "anp-operator": Case("gpme", "anp", "operator", ("--hidden", "16", "--layers", "2", *POINTS)),
+    "ensemble-operator": Case(
+        "gpme", "ensemble", "operator", ("--hidden", "16", "--members", "3", "--layers", "2")
+    ),
 }
-COMMON = ("--layers", "2", "--t-in", "4", "--t-out", "4", "--lr", "1e-3", "--quiet")
+COMMON = ("--lr", "1e-3", "--quiet")
 GENERATE = {
     "heat": ("heat", "--n", "24", "--nx", "33"),
     "gpme": ("diffusion", "--n", "24", "--nx", "33", "--nt", "26"),

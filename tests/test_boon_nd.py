@@ -22,7 +22,7 @@ from pdes import Dirichlet, Grid1D, Neumann, Periodic
 from pdes.heat import one_sided_flux
 from physml import ConstraintError, Ensemble, Gaussian, constrain
 from physml.constraints import BoundaryCondition, KernelLayer, OperatorModel
-from physml.constraints.operator import CorrectedLayer
+from physml.constraints.operator import CorrectedLayer, probe_in_closed_form
 
 TOL = 1e-5
 NX, NY, NT = 12, 10, 9  # cavity walls (non-square, to catch axis mix-ups); (x, t) sizes
@@ -30,15 +30,20 @@ GX, GY = Grid1D(NX), Grid1D(NY)
 TIMES = torch.linspace(0.1, 0.9, NT, dtype=torch.float64)
 
 
-def fno(in_channels=2, out_channels=1, hidden=8, layers=3, modes=(5, 4), seed=0, **kwargs) -> FNO:
+def fno(
+    in_channels=2, out_channels=1, hidden=8, layers=3, modes=(5, 4), seed=0, conv="neuralop", **kw
+) -> FNO:
+    """neuralop's FNO (``conv="neuralop"``) or the toolkit's ``fast_fno`` (``"lean"``)."""
+    from physml.models import fast_fno
+
     torch.manual_seed(seed)
-    return FNO(
+    return (FNO if conv == "neuralop" else fast_fno)(
         n_modes=modes,
         in_channels=in_channels,
         out_channels=out_channels,
         hidden_channels=hidden,
         n_layers=layers,
-        **kwargs,
+        **kw,
     )
 
 
@@ -203,6 +208,46 @@ def test_time_given_at_call_and_ensemble_members():
 
 
 # ------------------------------------------------------------------------------------------
+# Odd grids, either spectral layer
+
+
+@pytest.mark.parametrize("conv", ["neuralop", "lean"])
+@pytest.mark.parametrize("setup", ["cavity-33x33", "x-t-65x25"])
+def test_walls_hold_on_the_benchmarks_odd_grids_with_either_spectral_layer(setup, conv):
+    """The BOON benchmark's cavity and (x, t) grids have an odd non-last axis, where neuralop
+    2.0's layer lands each frequency one bin off and ``LeanSpectralConv`` in its own: the walls
+    hold with either, the probes read from the weights."""
+    if setup == "cavity-33x33":
+        grid, shape, channels = Grid1D(33), (33, 33), (2, 3)
+        conditions = [
+            BoundaryCondition(Dirichlet(0.0, 0.0), grid, axis=-2),
+            BoundaryCondition(Dirichlet(0.0, LIDS), grid, axis=-1),
+        ]
+    else:
+        grid, shape, channels = Grid1D(65), (65, 25), (2, 1)
+        times = torch.linspace(0.04, 1.0, 25, dtype=torch.float64)
+        bc = Neumann(inflow, heater)
+        conditions = [BoundaryCondition(bc, grid, axis=-2, time=times, time_axis=-1)]
+
+    def check(u: torch.Tensor) -> None:
+        if setup == "cavity-33x33":
+            assert_cavity(u)
+            return
+        left, right = flux(u, -2, grid.dx)
+        close(left, torch.tensor([inflow(t) for t in times.tolist()]), scale=u)
+        close(right, torch.tensor([heater(t) for t in times.tolist()]), scale=u)
+
+    model = constrain(fno(*channels, hidden=6, layers=2, modes=(8, 8), conv=conv), *conditions)
+    assert model.kernel and len(model.correction.groups) == 1  # read in closed form
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, channels[0], *shape, generator=gen)
+    check(model(x))
+    train_steps(model, x, torch.randn(3, channels[1], *shape, generator=gen), steps=2)
+    with torch.no_grad():
+        check(model(torch.randn(3, channels[0], *shape, generator=gen)))
+
+
+# ------------------------------------------------------------------------------------------
 # Mixed sides, corners and the order of conditions
 
 
@@ -303,22 +348,33 @@ def assert_decoupled(corrected: torch.Tensor, shape, axis: int, diagonal=None) -
                     assert abs(value - expected) < 1e-4 * max(1.0, abs(expected)), (row, c, w)
 
 
-LAYER_SHAPE = (3, 7, 6)  # (channel, nx, ny)
+LAYER_SHAPE = (3, 7, 6)  # (channel, nx, ny): odd non-last axis
+PROBES = [("neuralop", False), ("neuralop", True), ("lean", False), ("lean", True)]
+"""(spectral layer, probes read from the weights in closed form rather than by running it)"""
 
 
-def probed_layer(axes: tuple[int, ...]) -> tuple[CorrectedLayer, FNO]:
-    model = fno(2, 1, hidden=LAYER_SHAPE[0], layers=2, modes=(4, 3))
+def probed_layer(
+    axes: tuple[int, ...], conv: str = "neuralop", closed: bool | None = None
+) -> tuple[CorrectedLayer, FNO]:
+    """Layer 1 of a small FNO corrected along ``axes``, its probes read from the weights
+    (``closed``), from ``K`` run on the spikes (``False``) or as the layer reads them (``None``)."""
+    model = fno(2, 1, hidden=LAYER_SHAPE[0], layers=2, modes=(4, 3), conv=conv)
     blocks = model.fno_blocks
     grids = {-2: Grid1D(LAYER_SHAPE[1]), -1: Grid1D(LAYER_SHAPE[2])}
     conditions = [BoundaryCondition(Dirichlet(), grids[a], axis=a) for a in axes]
     layer = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], conditions)
-    layer.probe(torch.zeros(1, *LAYER_SHAPE))
+    like = torch.zeros(1, *LAYER_SHAPE)
+    if closed:
+        assert probe_in_closed_form([layer], like)
+    else:
+        layer.probe(like, None if closed is None else layer.plain(layer.spikes(like)))
     return layer, model
 
 
+@pytest.mark.parametrize("conv, closed", PROBES)
 @pytest.mark.parametrize("axis", [-2, -1])
-def test_probed_layer_decouples_one_axis(axis):
-    layer, _ = probed_layer((axis,))
+def test_probed_layer_decouples_one_axis(axis, conv, closed):
+    layer, _ = probed_layer((axis,), conv, closed)
     K = jacobian(layer.plain, LAYER_SHAPE)
     corrected = jacobian(layer.linear, LAYER_SHAPE)
     pivot, knn = wall_pivots(K, LAYER_SHAPE, axis)
@@ -326,9 +382,10 @@ def test_probed_layer_decouples_one_axis(axis):
     assert (corrected - K).abs().max() > 1e-3  # the correction did something
 
 
-def test_probed_layer_decouples_both_axes_in_order():
-    layer, _ = probed_layer((-2, -1))
-    first_only, _ = probed_layer((-2,))
+@pytest.mark.parametrize("conv, closed", PROBES)
+def test_probed_layer_decouples_both_axes_in_order(conv, closed):
+    layer, _ = probed_layer((-2, -1), conv, closed)
+    first_only, _ = probed_layer((-2,), conv, closed)
     corrected = jacobian(layer.linear, LAYER_SHAPE)
     # axis -1 is eliminated on K̃ of axis -2, whose pivots come from its own Jacobian
     pivot, knn = wall_pivots(jacobian(first_only.linear, LAYER_SHAPE), LAYER_SHAPE, -1)

@@ -1,12 +1,19 @@
-"""``LeanSpectralConv`` against neuralop's ``SpectralConv`` (``physml.models.spectral``).
+"""``LeanSpectralConv`` against a direct DFT multiplier and neuralop's ``SpectralConv``
+(``physml.models.spectral``).
 
-The reference is neuralop's own layer with the same ``state_dict``: outputs and gradients must
-agree to float32 round-off (they agree bitwise on CPU) in 1-, 2- and 3-D, odd and even sizes,
-with truncated and sliced modes; checkpoints load either way; BOON through ``constrain`` reads
-the lean layers' probes in closed form and gives the original's result.
+The lean layer is the Fourier multiplier its weights describe — checked against ``rfftn``,
+products with a weight given as a function of frequency, and ``irfftn``, in 2- and 3-D on odd and
+even grids, with fewer and more modes than the grid holds — hence circularly shift-equivariant.
+Where neuralop 2.0's layer is that multiplier too (1-D, even non-last axes keeping an even
+number of modes or all) its outputs and gradients must agree with the lean one's to float32
+round-off (they agree bitwise on CPU), with truncated and sliced modes; checkpoints load either
+way; BOON through ``constrain`` reads the lean layers' probes in closed form and gives the
+original's result there.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -47,15 +54,15 @@ def outputs_and_gradients(conv, x, weights, **call):
     return y.detach(), grads
 
 
-# name: (n_modes, spatial shape)
+# name: (n_modes, spatial shape): neuralop 2.0 is the same multiplier on these (even non-last axes)
 CASES = {
     "1d-odd": ((16,), (65,)),
     "1d-even-nyquist": ((32,), (32,)),
     "1d-more-modes-than-grid": ((40,), (21,)),
-    "2d-odd": ((5, 4), (13, 11)),
+    "2d-odd-last-axis": ((5, 4), (12, 11)),
     "2d-even": ((6, 8), (12, 10)),
-    "2d-odd-even": ((7, 6), (9, 8)),
-    "3d-mixed": ((4, 4, 4), (7, 6, 5)),
+    "2d-odd-modes-even-grid": ((7, 6), (10, 9)),
+    "3d-odd-last-axis": ((4, 4, 4), (8, 6, 5)),
 }
 
 
@@ -79,9 +86,9 @@ def test_outputs_and_gradients_equal_neuralops(name, batch, bias):
 @pytest.mark.parametrize(
     "n_modes, max_n_modes, shape, call",
     [
-        ((8, 6), (12, 10), (11, 9), {}),  # fewer modes in use than held: the weight is sliced
+        ((8, 6), (12, 10), (12, 9), {}),  # fewer modes in use than held: the weight is sliced
         ((12,), (12,), (40,), {"output_shape": (55,)}),  # another output grid
-        ((6, 6), (6, 6), (9, 8), {"output_shape": (12, 7)}),
+        ((6, 6), (6, 6), (8, 9), {"output_shape": (12, 7)}),
     ],
 )
 def test_sliced_weights_and_other_output_shapes_equal_neuralops(n_modes, max_n_modes, shape, call):
@@ -107,6 +114,140 @@ def test_resolution_scaling_equals_neuralops():
         assert_same(lean(x), reference(x))
 
 
+# ------------------------------------------------------------------------------------------
+# The Fourier multiplier, computed directly
+
+F64 = torch.float64
+
+
+def weight_of(frequencies, in_channels: int, out_channels: int) -> torch.Tensor:
+    """A weight ``(*k, in, out)`` complex128 given as a function of the frequency tuples
+    ``frequencies`` (one broadcast tensor per axis), different for every channel pair."""
+    i = torch.arange(in_channels, dtype=F64)[:, None]
+    o = torch.arange(out_channels, dtype=F64)[None, :]
+    f = [g[..., None, None].to(F64) for g in frequencies]
+    phase = sum((0.37 + 0.29 * a) * g for a, g in enumerate(f)) + 0.5 * i - 0.3 * o
+    modulus = 1.0 + 0.5 * torch.cos(sum((1.3 - 0.7 * a) * g for a, g in enumerate(f)) + i + 2 * o)
+    return torch.polar(modulus, phase)
+
+
+def frequency_weighted(conv) -> None:
+    """Fill ``conv``'s weight ``(in, out, *M)`` from :func:`weight_of`: index ``j`` of a non-last
+    axis is frequency ``j − M//2``, of the last axis frequency ``j``."""
+    weight = conv.weight.tensor
+    held = weight.shape[2:]
+    axes = [torch.arange(m) - (m // 2 if a < len(held) - 1 else 0) for a, m in enumerate(held)]
+    grid = torch.meshgrid(*axes, indexing="ij")
+    values = weight_of(grid, *weight.shape[:2]).movedim((-2, -1), (0, 1))
+    with torch.no_grad():
+        weight.copy_(values.to(weight.dtype))
+
+
+def dft_multiplier(x: torch.Tensor, n_modes, out_channels: int) -> torch.Tensor:
+    """``irfftn(Σ_in W(f) · rfftn(x)(f))`` over the kept frequencies ``f`` (norm "forward"), in
+    float64, with no shift: on a non-last axis of ``s`` points the ``k = min(s, n)`` frequencies
+    ``−k//2 … k − 1 − k//2`` (bins ``f mod s``), on the last the first ``min(s//2 + 1, n)``.
+    ``n_modes`` as the layer holds them (the last axis' already halved)."""
+    sizes = x.shape[2:]
+    dims = tuple(range(-len(sizes), 0))
+    spectrum = torch.fft.rfftn(x.to(F64), dim=dims, norm="forward")
+    frequencies, bins = [], []
+    for a, (s, n) in enumerate(zip(sizes, n_modes, strict=True)):
+        if a < len(sizes) - 1:
+            k = min(s, n)
+            f = torch.arange(-(k // 2), k - k // 2)
+            frequencies.append(f)
+            bins.append(f % s)
+        else:
+            f = torch.arange(min(s // 2 + 1, n))
+            frequencies.append(f)
+            bins.append(f)
+    grid = torch.meshgrid(*frequencies, indexing="ij")
+    index = (slice(None), slice(None), *torch.meshgrid(*bins, indexing="ij"))
+    weight = weight_of(grid, x.shape[1], out_channels)  # (*k, in, out)
+    out = torch.zeros(x.shape[0], out_channels, *spectrum.shape[2:], dtype=spectrum.dtype)
+    out[index] = torch.einsum("bi...,...io->bo...", spectrum[index], weight)
+    return torch.fft.irfftn(out, s=sizes, dim=dims, norm="forward")
+
+
+@pytest.mark.parametrize(
+    "held, in_use, shape",
+    [
+        ((8, 8), None, (16, 16)),
+        ((8, 8), None, (15, 16)),  # odd non-last axis
+        ((8, 8), None, (15, 13)),
+        ((16, 16), None, (65, 65)),
+        ((16, 8), None, (9, 8)),  # more modes than the grid holds: M even, s odd
+        ((16, 8), None, (10, 8)),  # M even, s even
+        ((15, 8), None, (9, 8)),  # M odd, s odd
+        ((15, 8), None, (10, 8)),  # M odd, s even
+        ((16, 8), None, (33, 8)),  # fewer
+        ((8, 6), (5, 6), (12, 10)),  # an odd number of the 8 held in use
+        ((9, 6), (6, 6), (13, 10)),
+        ((6, 4, 6), None, (8, 6, 10)),
+        ((6, 4, 6), None, (8, 7, 10)),
+        ((6, 4, 6), None, (9, 6, 10)),
+        ((5, 4, 6), None, (7, 5, 9)),
+        ((6, 6, 4), None, (5, 3, 8)),
+    ],
+)
+def test_lean_conv_is_the_fourier_multiplier_of_its_weights(held, in_use, shape):
+    torch.manual_seed(0)
+    conv = LeanSpectralConv(3, 4, held, bias=False)
+    frequency_weighted(conv)
+    if in_use is not None:
+        conv.n_modes = in_use
+    x = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(1))
+    expected = dft_multiplier(x, conv.n_modes, 4)
+    with torch.no_grad():
+        actual = conv(x)
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
+    )
+
+
+@pytest.mark.parametrize("shape", [(15, 16), (65, 65), (9, 7, 10)])
+def test_unit_weights_return_a_field_of_the_kept_modes(shape):
+    conv = LeanSpectralConv(1, 1, (8,) * len(shape), bias=False)
+    with torch.no_grad():
+        conv.weight.tensor.fill_(1.0)
+    grid = torch.meshgrid(*[torch.arange(n, dtype=F64) / n for n in shape], indexing="ij")
+    phase = 2 * math.pi * sum((a + 1) * g for a, g in enumerate(grid))  # frequencies 1, 2, 3
+    u = torch.cos(phase) + 0.5 * torch.sin(2 * math.pi * 3 * grid[0] + 1.0)
+    u = u.float()[None, None]
+    with torch.no_grad():
+        torch.testing.assert_close(conv(u), u, rtol=0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(15, 13), (16, 15), (9, 7, 5)])
+def test_lean_conv_commutes_with_circular_shifts(shape):
+    torch.manual_seed(0)
+    conv = LeanSpectralConv(3, 4, (6,) * len(shape))
+    x = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = conv(x)
+        for axis in range(-len(shape), 0):
+            for shift in (1, 3):
+                assert_same(conv(torch.roll(x, shift, axis)), torch.roll(y, shift, axis))
+
+
+def test_float64_fnos_and_inputs_are_refused():
+    fno = fast_fno(**FNO_1D).double()  # the spectral weights stay complex64
+    for x in (torch.randn(2, 1, 17, dtype=F64), torch.randn(2, 1, 17)):
+        with pytest.raises(TypeError, match="only float32 FNOs are supported, float64 ones"):
+            fno(x)
+    with pytest.warns(UserWarning, match="discards the imaginary part"):
+        cast = fast_fno(**FNO_1D).to(F64)  # the spectral weights made real
+    with pytest.raises(TypeError, match=r"spectral weights \['torch.float64'\]"):
+        cast(torch.randn(2, 1, 17, dtype=F64))
+    assert fast_fno(**FNO_1D).double().float()(torch.randn(2, 1, 17)).shape == (2, 1, 17)
+    conv = LeanSpectralConv(2, 2, (8,))
+    with pytest.raises(TypeError, match="LeanSpectralConv computes in float32.*x is torch.float64"):
+        conv(torch.randn(1, 2, 32, dtype=F64))
+    with pytest.raises(TypeError, match="its weight torch.complex128"):
+        conv.to(torch.complex128)(torch.randn(1, 2, 32))
+
+
 FNO_1D = dict(n_modes=(16,), in_channels=1, out_channels=1, hidden_channels=6, n_layers=3)
 FNO_2D = dict(n_modes=(5, 4), in_channels=2, out_channels=3, hidden_channels=5, n_layers=3)
 
@@ -126,7 +267,7 @@ def test_fast_fno_is_the_same_model_and_checkpoints_load_either_way(options):
     torch.manual_seed(5)  # now different weights, carried across both ways
     other = FNO(**options)
     lean.load_state_dict(other.state_dict())
-    shape = (17,) if len(options["n_modes"]) == 1 else (9, 8)
+    shape = (17,) if len(options["n_modes"]) == 1 else (8, 9)
     x = torch.randn(2, options["in_channels"], *shape, generator=torch.Generator().manual_seed(6))
     assert_same(lean(x), other(x))
     reference.load_state_dict(lean.state_dict())
@@ -174,9 +315,9 @@ def boundary(n: int, axis: int, kind=Dirichlet) -> BoundaryCondition:
     "options, conditions, shape",
     [
         (FNO_1D, lambda: [boundary(33, -1)], (33,)),
-        (FNO_2D, lambda: [boundary(9, -2), boundary(7, -1, Neumann)], (9, 7)),  # odd: fftshifts
+        (FNO_2D, lambda: [boundary(8, -2), boundary(7, -1, Neumann)], (8, 7)),
     ],
-    ids=["1d-dirichlet", "2d-odd-dirichlet-neumann"],
+    ids=["1d-dirichlet", "2d-dirichlet-neumann"],  # odd non-last axes: test_spectral_probes
 )
 def test_boon_with_lean_layers_equals_boon_with_neuralops(options, conditions, shape):
     torch.manual_seed(0)

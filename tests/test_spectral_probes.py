@@ -2,8 +2,10 @@
 
 The responses computed from the weights are compared with the layer run on the spike batch, on
 1-, 2- and 3-D set-ups of odd and even sizes with Dirichlet, Neumann, one-sided and mixed
-conditions; ``constrain`` uses them for a supported FNO (no probes join the batch) and probes
-the layers of other models by running them, exactly either way.
+conditions, for neuralop's ``SpectralConv`` (whose double ``fftshift`` lands a frequency one bin
+off on an odd non-last axis) and the toolkit's ``LeanSpectralConv`` (which shifts back exactly);
+``constrain`` uses them for a supported FNO (no probes join the batch) and probes the layers of
+other models by running them, exactly either way.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from torch import nn
 from pdes import Dirichlet, Grid1D, Neumann
 from pdes.heat import one_sided_flux
 from physml import constrain
-from physml.constraints import BoundaryCondition, KernelLayer
+from physml.constraints import BoundaryCondition, KernelLayer, spectral_probes
 from physml.constraints import operator as seam
 from physml.constraints.operator import CorrectedLayer, probe_in_closed_form
 from physml.constraints.spectral_probes import _plan, wall_responses
+from physml.constraints.spectral_probes import unsupported as no_closed_form
+from physml.models import LeanSpectralConv, fast_fno
 
 ROUND_OFF = 1e-6  # float32 round-off of an FFT of these sizes, relative to the responses
 
@@ -71,10 +75,17 @@ SETUPS = {
 }
 
 
-def make(name: str, seed: int = 0) -> tuple[FNO, list[BoundaryCondition], tuple[int, ...]]:
+CONVS = ["neuralop", "lean"]
+"""neuralop's FNO (``SpectralConv``) and the toolkit's ``fast_fno`` (``LeanSpectralConv``)."""
+
+
+def make(
+    name: str, seed: int = 0, conv: str = "neuralop"
+) -> tuple[FNO, list[BoundaryCondition], tuple[int, ...]]:
     arguments, conditions, shape = SETUPS[name]
     torch.manual_seed(seed)
-    return FNO(**arguments), conditions(), shape
+    model = FNO(**arguments) if conv == "neuralop" else fast_fno(**arguments)
+    return model, conditions(), shape
 
 
 def kernel_layers(model: FNO) -> list[tuple[nn.Module, nn.Module]]:
@@ -91,10 +102,11 @@ def assert_round_off(actual: torch.Tensor, expected: torch.Tensor, scale, tol=RO
 # Closed form against the layer run on the spike batch
 
 
+@pytest.mark.parametrize("conv", CONVS)
 @pytest.mark.parametrize("pivot_floor", [0.0, 0.1])
 @pytest.mark.parametrize("name", list(SETUPS))
-def test_closed_form_responses_equal_the_layer_run_on_the_spikes(name, pivot_floor):
-    model, conditions, shape = make(name)
+def test_closed_form_responses_equal_the_layer_run_on_the_spikes(name, pivot_floor, conv):
+    model, conditions, shape = make(name, conv=conv)
     layers = [CorrectedLayer(c, s, conditions, pivot_floor) for c, s in kernel_layers(model)]
     like = torch.zeros(1, model.fno_blocks.in_channels, *shape)
     axes = layers[0].axes
@@ -146,12 +158,13 @@ def test_skip_biases_enter_the_response_to_zero(kind):
             assert_round_off(found.columns[k][:, index], columns[k], columns.abs().max())
 
 
-def test_responses_vary_along_a_wall_across_an_odd_non_last_axis():
+@pytest.mark.parametrize("conv", CONVS)
+def test_responses_vary_along_a_wall_across_an_odd_non_last_axis_of_neuralops_only(conv):
     """neuralop 2.0's double fftshift: a last-axis wall spike's response is not constant along
-    an odd axis -2, and is along an even one."""
-    for nx, constant in ((7, False), (8, True)):
+    an odd axis -2, and is along an even one; the lean layer's is constant along both."""
+    for nx, constant in ((7, conv == "lean"), (8, True)):
         torch.manual_seed(0)
-        model = FNO(**FNO_2D)
+        model = FNO(**FNO_2D) if conv == "neuralop" else fast_fno(**FNO_2D)
         conv, skip = kernel_layers(model)[1]
         layer = CorrectedLayer(conv, skip, [dirichlet(6, -1)])
         like = torch.zeros(1, 5, nx, 6)
@@ -183,17 +196,19 @@ def forward_and_gradients(model: nn.Module, x: torch.Tensor):
     return y.detach(), [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.parametrize("conv", CONVS)
 @pytest.mark.parametrize(
     "name, tol",
     [
         ("1d-one-sided-mixed", 1e-5),  # round-off, amplified by the eliminations (more so
         ("2d-odd-both-axes", 1e-4),  # with more axes composed), relative to the output
         ("2d-even-neumann-dirichlet", 1e-4),
+        ("2d-last-axis-first", 1e-4),
         ("3d-three-axes", 2e-4),
     ],
 )
-def test_constrain_reads_fno_probes_from_the_weights(name, tol, monkeypatch):
-    model, conditions, shape = make(name)
+def test_constrain_reads_fno_probes_from_the_weights(name, tol, conv, monkeypatch):
+    model, conditions, shape = make(name, conv=conv)
     wrapped = constrain(model, *conditions).train()
     assert len(wrapped.correction.groups) == 1  # all layers read together
     seen = conv_batches(model, list(model.fno_blocks.convs))
@@ -208,6 +223,47 @@ def test_constrain_reads_fno_probes_from_the_weights(name, tol, monkeypatch):
     assert_round_off(closed, probed, max(1.0, probed.abs().max()), tol=tol)
     for a, b in zip(closed_grads, probed_grads, strict=True):
         assert_round_off(a, b, b.abs().max(), tol=100 * tol)
+
+
+def test_layers_that_shift_back_differently_are_read_apart_and_each_exactly():
+    model, conditions, shape = make("2d-odd-both-axes")
+    neuralops = model.fno_blocks.convs[1]
+    lean = LeanSpectralConv(5, 5, FNO_2D["n_modes"])
+    lean.load_state_dict(neuralops.state_dict())
+    model.fno_blocks.convs[1] = lean
+    wrapped = constrain(model, *conditions)
+    assert sorted(len(group) for group in wrapped.correction.groups) == [1, 2]
+    like = torch.zeros(1, 5, *shape)
+    with torch.no_grad():
+        for layer in wrapped.correction.layers:
+            response = layer.plain(layer.spikes(like))
+            found = wall_responses([(layer.conv, layer.skip)], layer.axes, like)
+            columns = (response[1:] - response[0]).unflatten(0, (2, 2))
+            for k in range(2):
+                assert_round_off(found.columns[k][:, 0], columns[k], columns.abs().max())
+
+
+def test_the_installed_neuralops_shift_back_is_read_off_its_layer(monkeypatch):
+    """neuralop 2.0 shifts back with fftshift (off by one bin on odd axes); a neuralop whose
+    SpectralConv shifts back exactly (as later versions do) or otherwise is recognised."""
+    read = spectral_probes._neuralop_shifts_back_exactly.__wrapped__
+    assert read() is False  # neuralop 2.0, installed here
+    known = spectral_probes._neuralop()
+
+    class Doubled(LeanSpectralConv):
+        def forward(self, x, output_shape=None):
+            return 2 * super().forward(x, output_shape)
+
+    for conv, expected in ((LeanSpectralConv, True), (Doubled, None)):
+        monkeypatch.setattr(
+            spectral_probes, "_neuralop", lambda c=conv: known._replace(SpectralConv=c)
+        )
+        assert read() is expected
+    monkeypatch.setattr(spectral_probes, "_neuralop", lambda: known)
+    monkeypatch.setattr(spectral_probes, "_neuralop_shifts_back_exactly", lambda: None)
+    plain = FNO(**FNO_2D).fno_blocks.convs[0]
+    assert "shifts its spectrum back in an unknown way" in no_closed_form(plain, None)
+    assert no_closed_form(LeanSpectralConv(4, 4, (4, 4)), None) is None  # declared
 
 
 def test_probes_from_the_weights_are_kept_without_gradient_and_outlive_inference_mode(

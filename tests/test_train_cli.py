@@ -170,8 +170,11 @@ def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsy
         _check_same_pairs("fno", [(torch.zeros(2, 33), torch.zeros(1, 33))], [[1, 33], [1, 33]])
 
 
-POINTS = ["--hidden", "8", "--layers", "1", "--context-points", "8", "--context-times", "2"]
-POINTS += ["--target-points", "16", "--views", "2", "--members", "2", "--quiet"]
+POINTS = {  # the options each reads, the last one changed on a resume
+    "anp": ["--hidden", "8", "--layers", "1", "--context-points", "8", "--context-times", "2"]
+    + ["--target-points", "16", "--views", "2"],
+    "ensemble": ["--hidden", "8", "--layers", "1", "--members", "2"],
+}
 
 
 @pytest.mark.parametrize("model, batch", [("anp", "4"), ("ensemble", "32")])
@@ -181,7 +184,8 @@ def test_point_models_train_and_report_gaussian_scores(tmp_path, monkeypatch, ca
     generate = ["generate", "diffusion", "--n", "8", "--nx", "9", "--nt", "6", "--out", "d.h5"]
     assert main([*generate, "--quiet"]) == 0
     train = ["train", "--data", "d.h5", "--model", model, "--task", "operator", "--out", "run"]
-    assert main([*train, "--steps", "3", "--batch", batch, *POINTS]) == 0
+    options = [*POINTS[model], "--quiet"]
+    assert main([*train, "--steps", "3", "--batch", batch, *options]) == 0
     assert main(["evaluate", "--checkpoint", "run", "--data", "d.h5"]) == 0
     scores = json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())
     assert scores["samples"] == 8 and scores["mse"] > 0
@@ -195,9 +199,10 @@ def test_point_models_train_and_report_gaussian_scores(tmp_path, monkeypatch, ca
     assert main(other) == 0  # one parameter too, read in the place of the diffusivity
     assert main(["evaluate", "--checkpoint", "run", "--data", "p.h5"]) == 2
     assert "trained on 'diffusion'" in capsys.readouterr().err
-    assert main([*train, "--steps", "3", "--batch", batch, *POINTS[:-1], "--members", "3"]) == 2
-    assert "run" in capsys.readouterr().err
-    assert main([*train, "--task", "rollout", "--steps", "3", *POINTS]) == 2
+    changed = [*POINTS[model][:-1], "3", "--quiet"]
+    assert main([*train, "--steps", "3", "--batch", batch, *changed]) == 2
+    assert "'run' holds another model" in capsys.readouterr().err
+    assert main([*train, "--task", "rollout", "--steps", "3", *options]) == 2
     assert "serves the task" in capsys.readouterr().err
 
 
@@ -304,3 +309,129 @@ def test_evaluations_of_two_files_are_kept_apart_with_out_and_name_what_they_sco
         assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5", "--out", out]) == 2
         assert f"--out must name a folder, got {out!r}" in capsys.readouterr().err
     assert not (heat / "metrics.json").exists()  # '' is not the working folder
+
+
+# ------------------------------------------------------------------------------------------
+# Options a model does not read
+
+
+@pytest.mark.parametrize(
+    "model, task, given, message",
+    [
+        ("unet", "forecast", ["--hidden", "8"], "--hidden: model unet on task forecast does not"),
+        ("unet", "forecast", ["--layers", "3"], "--layers: model unet"),
+        ("earthformer", "forecast", ["--modes", "4", "--layers", "2"], "--modes, --layers: model"),
+        ("convlstm", "forecast", ["--base-units", "8"], "--base-units: model convlstm"),
+        ("fno", "operator", ["--t-in", "3"], "--t-in: model fno on task operator"),
+        ("fno", "rollout", ["--t-out", "3"], "--t-out: model fno on task rollout"),
+        ("anp", "operator", ["--members", "2"], "--members: model anp"),
+        ("ensemble", "operator", ["--views", "2"], "--views: model ensemble"),
+    ],
+)
+def test_an_option_the_model_does_not_read_is_one_clear_line(
+    tmp_path, monkeypatch, capsys, model, task, given, message
+):
+    from physml.training.families import FAMILIES, TASK_OPTIONS
+
+    monkeypatch.chdir(tmp_path)
+    reads = [*FAMILIES[model].reads, *TASK_OPTIONS[task]]
+    wanted = "it reads " + ", ".join(f"--{name.replace('_', '-')}" for name in reads)
+    command = ["train", "--data", "none.h5", "--model", model, "--task", task, "--out", "r"]
+    assert main([*command, *given]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and wanted in err and err.count("\n") == 0
+    assert not (tmp_path / "r").exists()
+    key = given[0][2:].replace("-", "_")
+    (tmp_path / "run.toml").write_text(f"{key} = {given[1]}\n")  # the same from --config
+    assert main([*command, "--config", "run.toml"]) == 2
+    assert f"{given[0]}: model {model} on task {task} does not read it" in capsys.readouterr().err
+
+
+def test_the_options_each_family_reads_are_those_its_model_depends_on(tmp_path):
+    """Every option in a family's reads changes its model (or its items); none outside them
+    does: ``reads`` is what the refusal above and a resume's comparison rely on."""
+    from physml.data import generate_dataset
+    from physml.training.families import DEFAULTS, FAMILIES, TASK_OPTIONS, build, model_config
+
+    files = {
+        1: load(generate_dataset("diffusion", tmp_path / "d.h5", 4, progress=False, nx=9, nt=6)),
+        2: load(
+            generate_dataset(
+                "navier-stokes", tmp_path / "ns.h5", n=2, progress=False, nx=16, t_end=0.5, nt=6
+            )
+        ),
+    }
+    small = {"modes": 2, "hidden": 4, "layers": 1, "base_units": 4, "t_in": 2, "t_out": 1}
+    small |= {"k": 1, "context_points": 4, "context_times": 2, "target_points": 4, "views": 1}
+    small |= {"members": 2}
+
+    def described(name, task, options):
+        torch.manual_seed(0)
+        data = files[FAMILIES[name].dims[-1]] if name != "fno" else files[1]
+        model, items = build(model_config(name, task, options), data)
+        parts = tuple((tuple(part.shape), float(part.sum())) for part in items[0])
+        return sum(p.numel() for p in model.parameters()), len(items), parts
+
+    for name, family in FAMILIES.items():
+        if name == "boon-fno":
+            continue  # the fno's builder, on a recipe with a boundary condition
+        task = family.tasks[-1]
+        reads = (*family.reads, *TASK_OPTIONS[task])
+        options = {key: small[key] for key in reads}
+        base = described(name, task, options)
+        for key in reads:
+            changed = described(name, task, {**options, key: small[key] + 2})
+            assert changed != base, (name, key)
+        assert set(reads) <= set(DEFAULTS)
+
+
+@pytest.fixture
+def frames(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    command = ["generate", "navier-stokes", "--n", "3", "--nx", "16", "--nt", "6", "--quiet"]
+    assert main([*command, "--t-end", "0.5", "--out", "ns.h5"]) == 0
+    return tmp_path
+
+
+FRAMES = ["--data", "ns.h5", "--task", "forecast", "--t-in", "3", "--t-out", "2", "--batch", "2"]
+
+
+def test_convlstm_builds_the_layers_given_and_two_without(frames):
+    from physml.training import load_checkpoint
+
+    def cells(run: str) -> int:
+        return len(
+            {key.split(".")[1] for key in load_checkpoint(run)["model"] if "encoder." in key}
+        )
+
+    command = ["train", *FRAMES, "--model", "convlstm", "--hidden", "4", "--quiet", "--steps", "1"]
+    for run, given, layers in (("default", [], 2), ("three", ["--layers", "3"], 3)):
+        assert main([*command, "--out", run, *given]) == 0
+        assert cells(run) == layers
+        assert main(["evaluate", "--checkpoint", run, "--data", "ns.h5"]) == 0
+    assert "recurrent_layers" not in load_checkpoint("default")["model_config"]
+    assert main([*command, "--out", "two", "--layers", "2"]) == 0  # the default: the same model
+    assert "recurrent_layers" not in load_checkpoint("two")["model_config"] and cells("two") == 2
+
+
+def test_a_run_that_recorded_options_its_model_does_not_read_resumes_without_them(frames, capsys):
+    """Runs before the refusal recorded such options (``--hidden`` of a UNet, ``--layers`` of a
+    ConvLSTM, which built 2 layers): the same command less those options resumes them."""
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import save_checkpoint
+
+    for model, size, ignored in (
+        ("unet", ["--base-units", "4"], {"hidden": 8}),
+        ("convlstm", ["--hidden", "4"], {"layers": 7}),
+    ):
+        command = ["train", *FRAMES, "--model", model, *size, "--quiet", "--out", model]
+        assert main([*command, "--steps", "1", "--schedule", "constant"]) == 0
+        state = load_checkpoint(model)
+        state["model_config"]["options"].update(ignored)  # as the earlier runs wrote it
+        save_checkpoint(model, state)
+        assert main([*command, "--steps", "2", "--schedule", "constant"]) == 0
+        assert json.loads((frames / model / "report.json").read_text())["resumed_from"] == 1
+        assert load_checkpoint(model)["model_config"]["options"] == state["model_config"]["options"]
+    command = ["train", *FRAMES, "--model", "convlstm", "--hidden", "4", "--quiet"]
+    assert main([*command, "--out", "convlstm", "--steps", "3", "--layers", "7"]) == 2
+    assert "holds another model (recurrent_layers None → 7)" in capsys.readouterr().err

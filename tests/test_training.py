@@ -391,14 +391,9 @@ def test_a_cosine_schedule_run_resumed_for_other_steps_is_an_error(tmp_path, cra
     assert Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data()).resumed_from == step
 
 
-POINT_OPTIONS = {
-    "hidden": 8,
-    "layers": 1,
-    "context_points": 8,
-    "context_times": 2,
-    "target_points": 10,
-    "views": 2,
-    "members": 2,
+POINT_OPTIONS = {  # the options each family reads
+    "anp": dict(hidden=8, layers=1, context_points=8, context_times=2, target_points=10, views=2),
+    "ensemble": dict(hidden=8, layers=1, members=2),
 }
 
 
@@ -410,7 +405,7 @@ def test_point_families_resume_bitwise_after_a_crash(tmp_path, family):
 
     path = generate_dataset("diffusion", tmp_path / "d.h5", 6, progress=False, nx=9, nt=6)
     data = load(path)
-    config = model_config(family, "operator", POINT_OPTIONS)
+    config = model_config(family, "operator", POINT_OPTIONS[family])
     settings = TrainConfig(steps=7, batch=4, lr=1e-2, checkpoint_every=3, seed=1)
     loss = FAMILIES[family].loss
 
@@ -475,7 +470,8 @@ def test_the_frame_families_wrap_their_convolutions_on_a_periodic_file(tmp_path,
     path = generate_dataset(
         "navier-stokes", tmp_path / "ns.h5", n=2, progress=False, nx=16, t_end=0.5, nt=6
     )
-    config = model_config(family, "forecast", {"t_in": 3, "t_out": 2, "base_units": 8})
+    size = {"hidden": 8} if family == "convlstm" else {"base_units": 8}
+    config = model_config(family, "forecast", {"t_in": 3, "t_out": 2, **size})
     model, items = build(config, load(path))
     assert model.periodic
     x, y = items[0]
@@ -498,7 +494,8 @@ def test_the_checkpoint_records_the_padding_and_a_rebuild_follows_it(tmp_path, f
     )
     run = tmp_path / "run"
     command = ["train", "--data", str(path), "--model", family, "--task", "forecast"]
-    command += ["--t-in", "3", "--t-out", "2", "--base-units", "8", "--hidden", "8"]
+    command += ["--t-in", "3", "--t-out", "2"]
+    command += ["--hidden", "8"] if family == "convlstm" else ["--base-units", "8"]
     command += ["--batch", "2", "--out", str(run), "--quiet"]
     assert main([*command, "--steps", "1"]) == 0
     state = load_checkpoint(run)

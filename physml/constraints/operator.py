@@ -45,8 +45,9 @@ wall spike fills all input channels and the whole wall, so the corner entries of
 ``c`` at wall point ``w`` are summed over input channels and over the wall's input points, and the
 elimination for channel ``c`` at ``w`` uses channel ``c`` of the input at ``w``. The entries need
 not be constant along a wall: neuralop 2.0's spectral convolution is not translation invariant
-along a non-last axis of odd size (its double ``fftshift``, see :mod:`.spectral_probes`), and the
-responses to a spike on the last axis' walls vary along such an axis. The decoupling above is
+along a non-last axis of odd size (its double ``fftshift``, see :mod:`.spectral_probes`; the
+toolkit's ``LeanSpectralConv`` is), and the responses to a spike on the last axis' walls vary
+along such an axis. The decoupling above is
 exact for every input (a property of ``K̃``, checked by probing in the tests); what is
 channel-wise is only which probe columns carry the correction.
 

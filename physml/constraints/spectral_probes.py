@@ -22,20 +22,25 @@ non-last axis, the ``k`` modes centred on frequency 0 (weight index ``w`` is fre
 out, *modes)`` (a tensor or tltorch ``DenseTensor``; not separable, full precision, the inputs'
 dtype), used whole
 (``max_n_modes`` equal to the modes in use and no more modes than the grid holds, no resolution
-scaling); ``fftshift``s the non-last axes again; ``irfftn``; adds ``bias`` ``(out, 1, ...)``. The
-skip is a ``Flattened1dConv`` (a ``Conv1d`` with kernel 1), a ``SoftGating`` (weight and bias
-``(1, C, 1, ...)``), an ``nn.Identity`` or absent. A subclass of ``SpectralConv`` qualifies when
-its class declares ``computes_spectral_conv = True`` (its forward computes exactly that, e.g.
-``physml.models.spectral.LeanSpectralConv``).
+scaling); shifts the non-last axes back (see below); ``irfftn``; adds ``bias`` ``(out, 1,
+...)``. The skip is a ``Flattened1dConv`` (a ``Conv1d`` with kernel 1), a ``SoftGating`` (weight
+and bias ``(1, C, 1, ...)``), an ``nn.Identity`` or absent. A subclass of ``SpectralConv``
+qualifies when its class declares ``computes_spectral_conv = True`` (its forward computes exactly
+that, e.g. ``physml.models.spectral.LeanSpectralConv``).
 
-The double ``fftshift``: neuralop 2.0 undoes the first ``fftshift`` with a second one, not with
-``ifftshift``. On a non-last axis of even size the two cancel; on one of odd size ``N`` they
-roll the output spectrum by one bin (frequency ``f`` lands in bin ``f − 1``). So the response to
-a spike along an odd non-last axis is that of its frequencies shifted down by one, and a spike
-along any axis gives a response multiplied by ``exp(−2πi j/N_b)`` along every other odd non-last
-axis ``b`` (node ``j``): the real part ``cos θ · Re Z − sin θ · Im Z`` varies along the wall. The
-columns reproduce this (they equal the probed responses to float32 round-off); they are constant
-along a wall only where no other axis is an odd non-last one, and then keep size 1 there.
+The shift back: neuralop 2.0 undoes the first ``fftshift`` with a second one, not with
+``ifftshift`` (fixed upstream after 2.0). On a non-last axis of even size the two cancel; on one
+of odd size ``N`` they roll the output spectrum by one bin (frequency ``f`` lands in bin ``f −
+1``). So the response to a spike along an odd non-last axis is that of its frequencies shifted
+down by one, and a spike along any axis gives a response multiplied by ``exp(−2πi j/N_b)`` along
+every other odd non-last axis ``b`` (node ``j``): the real part ``cos θ · Re Z − sin θ · Im Z``
+varies along the wall. The columns reproduce this (they equal the probed responses to float32
+round-off); they are constant along a wall only where no other axis is an odd non-last one, and
+then keep size 1 there. A class that declares ``shifts_back_exactly = True`` (``ifftshift``, as
+``LeanSpectralConv``) lands every frequency in its own bin, and its columns are constant along
+the walls; for neuralop's own class (and subclasses that declare nothing) the installed
+neuralop's shift is read off the layer once (:func:`_neuralop_shifts_back_exactly`), and a
+shift that is neither is probed.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ def unsupported(conv: nn.Module, skip: nn.Module | None) -> str | None:
     SpectralConv, Flattened1dConv, SoftGating, DenseTensor = known
     if type(conv) is not SpectralConv and not getattr(type(conv), "computes_spectral_conv", False):
         return f"{type(conv).__name__} does not declare computes_spectral_conv"
+    if _shifts_back_exactly(conv) is None:
+        return "the installed neuralop's SpectralConv shifts its spectrum back in an unknown way"
     if conv.complex_data or conv.separable:
         return "the spectral convolution works on complex data or has separable weights"
     if conv.fno_block_precision != "full":
@@ -101,6 +108,7 @@ def signature(conv: nn.Module, skip: nn.Module | None) -> tuple:
     weight = _dense(conv.weight)
     skip_bias = _skip_bias_holder(skip)
     return (
+        _shifts_back_exactly(conv),
         tuple(weight.shape),
         tuple(conv.n_modes),
         tuple(conv.max_n_modes),
@@ -143,6 +151,7 @@ def wall_responses(
         tuple(axes),
         like.dtype,
         like.device,
+        bool(_shifts_back_exactly(convs[0])),
     )
     if plans is None:
         return None
@@ -190,9 +199,36 @@ class _AxisPlan(NamedTuple):
     spikes: torch.Tensor
 
 
-def _landing(n: int) -> int:
-    """The bin frequency 0 lands in after neuralop's two ``fftshift``s of an axis of ``n``."""
-    return 2 * (n // 2) % n
+def _landing(n: int, exact: bool) -> int:
+    """The bin frequency 0 lands in after the shifts of an axis of ``n``: 0 when shifted back
+    exactly (``ifftshift``), else after neuralop 2.0's two ``fftshift``s."""
+    return 0 if exact else 2 * (n // 2) % n
+
+
+def _shifts_back_exactly(conv: nn.Module) -> bool | None:
+    """Whether ``conv`` shifts its spectrum back exactly (``True``), as neuralop 2.0 does
+    (``False``) or otherwise (``None``): its class's ``shifts_back_exactly``, else neuralop's."""
+    declared = getattr(type(conv), "shifts_back_exactly", None)
+    return _neuralop_shifts_back_exactly() if declared is None else bool(declared)
+
+
+@lru_cache(maxsize=1)
+def _neuralop_shifts_back_exactly() -> bool | None:
+    """The installed neuralop's shift back, read off its ``SpectralConv`` on a 3 × 2 grid: a
+    constant input, a weight keeping frequency 0 only; the output is constant where frequency 0
+    lands in bin 0 (``True``), ``cos(4π i/3)`` along the odd axis where it lands in bin 2
+    (``False``: neuralop 2.0), else ``None``."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.no_grad():
+        conv = _neuralop().SpectralConv(1, 1, (3, 2), bias=False)
+        weight = _dense(conv.weight)
+        weight.zero_()
+        weight[0, 0, 1, 0] = 1.0  # frequency 0 on both axes
+        y = conv(torch.ones(1, 1, 3, 2)).double()[0, 0]
+    rows = torch.arange(3, dtype=torch.float64)[:, None].expand(3, 2)
+    for exact, expected in ((True, torch.ones(3, 2)), (False, torch.cos(4 * math.pi * rows / 3))):
+        if torch.allclose(y, expected.double(), atol=1e-5):
+            return exact
+    return None
 
 
 @lru_cache(maxsize=64)
@@ -204,9 +240,11 @@ def _plan(
     axes: tuple[int, ...],
     dtype: torch.dtype,
     device: torch.device,
+    exact: bool,
 ) -> tuple[_AxisPlan, ...] | None:
-    """The :class:`_AxisPlan` of each axis for inputs of spatial ``shape``; ``None`` when the
-    spectral convolution would not use its weight whole (modes sliced, or more than fit)."""
+    """The :class:`_AxisPlan` of each axis for inputs of spatial ``shape`` (``exact``: the
+    convolution shifts back exactly); ``None`` when the spectral convolution would not use its
+    weight whole (modes sliced, or more than fit)."""
     d = len(shape)
     fft_size = (*shape[:-1], shape[-1] // 2 + 1)
     if not (len(weight_modes) == len(n_modes) == len(max_n_modes) == d):
@@ -217,10 +255,10 @@ def _plan(
     if any(starts) or any(k > size for k, size in zip(weight_modes, fft_size, strict=True)):
         return None
     with torch.inference_mode(False):  # constants usable with and without inference mode
-        return tuple(_axis_plan(shape, weight_modes, axis, dtype, device) for axis in axes)
+        return tuple(_axis_plan(shape, weight_modes, axis, dtype, device, exact) for axis in axes)
 
 
-def _axis_plan(shape, weight_modes, axis: int, dtype, device) -> _AxisPlan:
+def _axis_plan(shape, weight_modes, axis: int, dtype, device, exact: bool) -> _AxisPlan:
     """The constants of ``axis``: the inverse transform of its wall spikes' spectra per mode."""
     d = len(shape)
     a = axis % d
@@ -229,7 +267,7 @@ def _axis_plan(shape, weight_modes, axis: int, dtype, device) -> _AxisPlan:
     w = torch.arange(k, dtype=f64)
     if a < d - 1:  # fftshifted: weight index w is frequency w − k//2; full complex transform
         frequency = w - k // 2
-        bins = (frequency + _landing(n)) % n
+        bins = (frequency + _landing(n, exact)) % n
         hermitian = torch.ones(k, dtype=f64)
     else:  # rfft bins; irfft counts each twice but frequency 0 (and Nyquist)
         frequency = bins = w
@@ -244,8 +282,9 @@ def _axis_plan(shape, weight_modes, axis: int, dtype, device) -> _AxisPlan:
     z = (hermitian[:, None] * basis)[None] * spectra[:, :, None]  # (2, k, n): Z = Σ_w g_w z_w
     theta = torch.zeros([1] * d, dtype=f64)
     for b in range(d - 1):
-        if b != a and _landing(shape[b]):
-            ramp = 2 * math.pi * _landing(shape[b]) * torch.arange(shape[b], dtype=f64) / shape[b]
+        landing = _landing(shape[b], exact)
+        if b != a and landing:
+            ramp = 2 * math.pi * landing * torch.arange(shape[b], dtype=f64) / shape[b]
             theta = theta + ramp.reshape([-1 if c == b else 1 for c in range(d)])
     phased = bool(theta.abs().max() > 0)
     wall = torch.zeros(2, n, dtype=f64)

@@ -1,15 +1,25 @@
-"""neuralop's spectral convolution without its per-call Python: same weights, same numbers.
+"""neuralop's spectral convolution without its per-call Python, shifted back exactly.
 
 neuralop 2.0's :class:`~neuralop.layers.spectral_convolution.SpectralConv` rebuilds a tltorch
 tensor for its sliced weight, routes a two-operand einsum through tensorly and opt_einsum and
 recomputes its slice lists on every call: at the BOON sizes (32 channels, 65 points, batch 1)
 that is half of a layer's time (~290 µs against ~140 µs, one thread). :class:`LeanSpectralConv`
-is a subclass whose forward does the same operations on the plain complex weight (``rfftn``, the
-same ``fftshift``\\ s, the same kept modes, one batched matmul, ``irfftn``, bias), with the
-slices cached per shape; outputs and gradients equal neuralop's (bitwise on CPU). Its parameters
-and ``state_dict`` keys are neuralop's (``weight.tensor`` ``(in, out, *modes)`` complex,
-``bias`` ``(out, 1, ...)``), so checkpoints load either way, and the constraint layer reads its
-probes in closed form as for neuralop's (it declares ``computes_spectral_conv``).
+is a subclass whose forward does the same operations on the plain complex weight (``rfftn``, an
+``fftshift`` of the non-last axes, the kept modes, one batched matmul, the inverse shift,
+``irfftn``, bias), with the slices cached per shape. Its parameters and ``state_dict`` keys are
+neuralop's (``weight.tensor`` ``(in, out, *modes)`` complex, ``bias`` ``(out, 1, ...)``), so
+checkpoints load either way, and the constraint layer reads its probes in closed form as for
+neuralop's (it declares ``computes_spectral_conv``).
+
+It is the Fourier multiplier neuralop's layer means to be: weight index ``j`` of a non-last axis
+multiplies frequency ``j − M//2`` (``M`` modes held), the last axis' first modes its first
+frequencies. neuralop 2.0 shifts the spectrum back with a second ``fftshift``, which on a non-last
+axis of odd size lands frequency ``f`` in bin ``f − 1`` (not shift-equivariant; fixed upstream
+after 2.0 with ``ifftshift``); and where it keeps an odd number of an even ``M`` along a
+non-last axis (an odd grid size below ``M``, or fewer ``n_modes`` than held) it pairs those
+frequencies with the weights one index off. The lean layer does neither: its outputs and
+gradients equal neuralop 2.0's (bitwise on CPU) in 1-D and where the non-last axes are even and
+keep an even number of modes (or all ``M``), and are the correct multiplier elsewhere.
 
 It serves the dense, non-separable, real-data, full-precision convolution (neuralop's defaults,
 the toolkit's FNOs); other options raise ``ValueError``. Use it through neuralop's FNO::
@@ -39,14 +49,19 @@ from physml.models.coordinates import PeriodicCoordinates
 
 class LeanSpectralConv(SpectralConv):
     """``irfftn(W · rfftn(x)[kept modes]) + bias`` on ``(batch, in, *space)`` → ``(batch, out,
-    *space)``, equal to neuralop's ``SpectralConv`` with the same weights (same modes kept,
-    same double ``fftshift`` of the non-last axes, same ``fft_norm``).
+    *space)``: each kept frequency ``f`` multiplied by its weight (index ``f + M//2`` on a
+    non-last axis of ``M`` held modes, ``f`` on the last) and left in its own bin. That is
+    neuralop 2.0's ``SpectralConv`` with the same weights (same modes, same ``fft_norm``) except
+    on a non-last axis of odd size or with an odd number of an even ``M`` modes kept, where
+    neuralop's is off by one bin or one weight (see the module's docstring).
 
     Arguments are ``SpectralConv``'s; ``factorization`` other than dense, ``separable``,
-    ``complex_data`` and a precision other than ``"full"`` are refused.
+    ``complex_data`` and a precision other than ``"full"`` are refused; so are float64 input
+    and weights other than complex64 (``TypeError``).
     """
 
-    computes_spectral_conv = True  # forward ≡ SpectralConv.forward (physml.constraints reads it)
+    computes_spectral_conv = True  # SpectralConv's computation (physml.constraints reads it)
+    shifts_back_exactly = True  # undoes its fftshift with ifftshift (neuralop 2.0 does not)
 
     def __init__(self, in_channels: int, out_channels: int, n_modes, **options) -> None:
         refused = {
@@ -69,6 +84,11 @@ class LeanSpectralConv(SpectralConv):
         dims = tuple(range(-order, 0))
         fft_size = (*sizes[:-1], sizes[-1] // 2 + 1)
         weight = self.weight.tensor
+        if x.dtype != torch.float32 or weight.dtype != torch.cfloat:
+            raise TypeError(
+                f"LeanSpectralConv computes in float32 with complex64 weights (float64 is not "
+                f"supported): x is {x.dtype}, its weight {weight.dtype}"
+            )
         weight_index, spectrum_index = mode_slices(
             fft_size, tuple(self.n_modes), tuple(self.max_n_modes), tuple(weight.shape[2:])
         )
@@ -80,7 +100,7 @@ class LeanSpectralConv(SpectralConv):
         )
         out[spectrum_index] = contract(spectrum[spectrum_index], weight[weight_index])
         if order > 1:
-            out = torch.fft.fftshift(out, dim=dims[:-1])  # neuralop shifts back with fftshift
+            out = torch.fft.ifftshift(out, dim=dims[:-1])
         if output_shape is not None:
             sizes = list(output_shape)
         elif self.resolution_scaling_factor is not None:
@@ -107,17 +127,22 @@ def mode_slices(
     max_n_modes: tuple[int, ...],
     weight_modes: tuple[int, ...],
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """neuralop's weight and spectrum slices for a (shifted) spectrum of ``fft_size``.
+    """The weight and spectrum slices for a (shifted) spectrum of ``fft_size``.
 
-    The weight keeps its centre ``min(size, n)`` modes on each non-last axis (its first ones on
-    the last); the spectrum keeps as many around its centre ``size // 2`` (its first ones on the
-    last axis). Returns ``(weight index, spectrum index)``, both starting with two full slices.
+    Each axis keeps ``k = min(size, n)`` modes (at most the ``M`` held): on a non-last axis the
+    spectrum's ``k`` around its centre ``size // 2``, frequencies ``f = −k//2 … k − 1 − k//2``,
+    and the weight's indices ``f + M//2`` (where neuralop 2.0 takes ``(M − k)//2`` onwards, one
+    off for an even ``M`` and odd ``k``); on the last axis the first ``k`` of both. Returns
+    ``(weight index, spectrum index)``, both starting with two full slices.
     """
     starts = [
         top - min(size, n) for size, n, top in zip(fft_size, n_modes, max_n_modes, strict=False)
     ]
     # strict=False: neuralop zips these as they come (an int max_n_modes is one entry)
-    weight_index = [slice(s // 2, -s // 2) if s else slice(None) for s in starts[:-1]]
+    weight_index = []
+    for start, top in zip(starts[:-1], max_n_modes, strict=False):
+        k = top - max(start, 0)
+        weight_index.append(slice(top // 2 - k // 2, top // 2 - k // 2 + k))
     weight_index.append(slice(None, -starts[-1]) if starts[-1] else slice(None))
     kept = [
         len(range(*index.indices(m))) for index, m in zip(weight_index, weight_modes, strict=False)
@@ -182,26 +207,44 @@ def _lean_pointwise_layers(fno: FNO) -> None:
 
 class CheckedFNO(FNO):
     """neuralop's FNO that refuses NaN or inf input, which would otherwise come back as NaN over
-    the whole field (the FFTs spread one bad value everywhere)."""
+    the whole field (the FFTs spread one bad value everywhere), and float64 input or weights
+    (its spectral layers compute in complex64: torch would fail deep in a matmul)."""
 
     def forward(self, x, *args, **kwargs):
         if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf values")
         weights = next(self.parameters(), None)
+        spectral = [_spectral_dtype(conv) for conv in getattr(self.fno_blocks, "convs", ())]
+        if (weights is not None and weights.dtype != torch.float32) or any(
+            dtype != torch.cfloat for dtype in spectral
+        ):
+            raise TypeError(
+                f"the FNO's weights are {weights.dtype} and its spectral weights "
+                f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported, float64 "
+                "ones (e.g. after .double() or .to(torch.float64)) are not — the spectral layers "
+                "compute in complex64; build the model anew in float32"
+            )
         if isinstance(x, torch.Tensor) and x.dtype == torch.float64 and weights is not None:
-            if weights.dtype != torch.float64:  # torch would fail deep in a matmul
-                raise TypeError(
-                    f"x has dtype float64 but the FNO's weights are {weights.dtype} (its spectral "
-                    "layers compute in complex64): pass x.float()"
-                )
+            raise TypeError(
+                f"x has dtype float64 but the FNO's weights are {weights.dtype} (its spectral "
+                "layers compute in complex64): pass x.float()"
+            )
         return super().forward(x, *args, **kwargs)
+
+
+def _spectral_dtype(conv: nn.Module) -> torch.dtype:
+    """The dtype of ``conv``'s spectral weight (a tltorch tensor's own)."""
+    weight = conv.weight
+    return getattr(weight, "tensor", weight).dtype
 
 
 def fast_fno(*, periodic: bool = False, **fno_options) -> FNO:
     """The toolkit's FNO: neuralop's ``FNO(**fno_options)`` with :class:`LeanSpectralConv`
     layers and its 1×1 convolutions (channel MLPs, skips) as :class:`PointwiseConv1d` — the
-    same model (parameters from the same seed, ``state_dict``, outputs to round-off) at less cost
-    per call — that refuses non-finite input (:class:`CheckedFNO`).
+    same parameters from the same seed and ``state_dict``, at less cost per call, with outputs
+    equal to round-off on 1-D and even grids (on odd non-last axes its Fourier layers are the
+    correct multiplier, neuralop 2.0's are not: :class:`LeanSpectralConv`) — that refuses
+    non-finite and float64 input and float64 weights (:class:`CheckedFNO`).
 
     ``periodic=True``: position enters as :class:`PeriodicCoordinates` (cosine and sine of each
     axis's phase, smooth where a periodic box wraps) in place of neuralop's grid embedding

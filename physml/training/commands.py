@@ -26,6 +26,8 @@ from .families import (
     TASKS,
     build,
     model_config,
+    readers,
+    same_model,
     training_items,
     with_domain,
 )
@@ -83,7 +85,7 @@ def add_parsers(subparsers) -> None:
             f"--{name.replace('_', '-')}",
             type=int,
             default=None,
-            help=f"model setting, default {default}",
+            help=f"model setting, default {default}; read by {readers(name)}",
         )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     distill = train.add_argument_group(
@@ -233,13 +235,16 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
 
 
 def _as_resumed(description: dict, out: Path) -> dict:
-    """The description of the run in ``out`` when it is ``description`` written before
-    ``n_modes`` was recorded: its modes were capped on the same training file, so it resumes."""
-    if "n_modes" not in description or not checkpoint_path(out).is_file():
+    """The description of the run in ``out`` when it is ``description`` written earlier: before
+    ``n_modes`` was recorded (its modes were capped on the same training file), or with options
+    its model does not read (:func:`~physml.training.families.same_model`); so it resumes."""
+    if not checkpoint_path(out).is_file():
         return description
     saved = load_checkpoint(out)["model_config"]
-    older = {key: value for key, value in description.items() if key != "n_modes"}
-    return saved if saved == older else description
+    current = description
+    if isinstance(saved, dict) and "n_modes" not in saved:
+        current = {key: value for key, value in description.items() if key != "n_modes"}
+    return saved if same_model(saved, current) else description
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

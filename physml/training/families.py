@@ -16,6 +16,12 @@ known of a solution to the whole solution ``u(t, x)``:
 
 Both report the Gaussian scores (``ll``, ``crps``) besides ``rel_l2`` and ``mse`` in ``physml
 evaluate``.
+
+Each family reads some of the model options (:attr:`Family.reads`) and each task its own
+(:data:`TASK_OPTIONS`); an option given that neither reads is refused by :func:`model_config`.
+The ConvLSTM has 2 layers unless another ``layers`` is given (then recorded as
+``recurrent_layers``, so the runs that did not give it keep their model); :func:`same_model`
+lets a run that recorded options its family does not read resume without them.
 """
 
 from __future__ import annotations
@@ -49,6 +55,14 @@ from ..outputs import Gaussian
 from .probabilistic import MemberRows, Objective, ensemble_nll, objective_loss
 
 TASKS = ("operator", "rollout", "forecast")
+TASK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "operator": (),
+    "rollout": ("k",),
+    "forecast": ("t_in", "t_out"),
+}
+"""The options each task reads (the pairs it trains on)."""
+CONVLSTM_LAYERS = 2
+"""The ConvLSTM's layers when ``layers`` is not given (all runs before it was read)."""
 DEFAULTS: dict[str, object] = {
     "modes": 16,
     "hidden": 32,
@@ -213,9 +227,12 @@ def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
 
 def _convlstm(config: dict, data: PDEData, shapes) -> nn.Module:
     _, y_shape = shapes
-    hidden = config["options"]["hidden"]
     return ConvLSTM(
-        hidden=hidden, target_frames=y_shape[0], output="linear", periodic=_periodic(config, data)
+        hidden=config["options"]["hidden"],
+        layers=config.get("recurrent_layers", CONVLSTM_LAYERS),
+        target_frames=y_shape[0],
+        output="linear",
+        periodic=_periodic(config, data),
     )
 
 
@@ -298,6 +315,7 @@ def _predict_ensemble(model: nn.Module, data: PDEData, options: dict, device) ->
 class Family:
     """A trainable model: the tasks it serves, its builder and its loss.
 
+    ``reads``: the model options (keys of :data:`DEFAULTS`) its builder and items read.
     ``pairs`` builds its training items when they are not the task's pairs; ``predict`` gives
     a point-based model's Gaussian on the whole grid of every solution ``(sample, T·X)``.
     """
@@ -305,22 +323,52 @@ class Family:
     tasks: tuple[str, ...]
     build: Callable[[dict, PDEData, tuple], nn.Module]
     loss: Callable[[nn.Module, object], torch.Tensor]
+    reads: tuple[str, ...]
     pairs: Callable[[PDEData, dict], torch.utils.data.Dataset] | None = None
     predict: Callable[[nn.Module, PDEData, dict, torch.device], Gaussian] | None = None
     dims: tuple[int, ...] = (1, 2)  # the space dimensions of the data it takes
 
 
+FNO_OPTIONS = ("modes", "hidden", "layers")
+POINT_OPTIONS = ("context_points", "context_times", "target_points", "views")
 FAMILIES = {
-    "fno": Family(("operator", "rollout"), _fno, relative_l2_loss),
-    "boon-fno": Family(("operator",), _boon, relative_l2_loss, dims=(1,)),
-    "earthformer": Family(("forecast",), _earthformer, mse_loss, dims=(2,)),
-    "unet": Family(("forecast",), _unet, mse_loss, dims=(2,)),
-    "convlstm": Family(("forecast",), _convlstm, mse_loss, dims=(2,)),
-    "anp": Family(("operator",), _anp, objective_loss, _point_sets, _predict_anp, dims=(1,)),
+    "fno": Family(("operator", "rollout"), _fno, relative_l2_loss, FNO_OPTIONS),
+    "boon-fno": Family(("operator",), _boon, relative_l2_loss, FNO_OPTIONS, dims=(1,)),
+    "earthformer": Family(("forecast",), _earthformer, mse_loss, ("base_units",), dims=(2,)),
+    "unet": Family(("forecast",), _unet, mse_loss, ("base_units",), dims=(2,)),
+    "convlstm": Family(("forecast",), _convlstm, mse_loss, ("hidden", "layers"), dims=(2,)),
+    "anp": Family(
+        ("operator",),
+        _anp,
+        objective_loss,
+        ("hidden", "layers", *POINT_OPTIONS),
+        _point_sets,
+        _predict_anp,
+        dims=(1,),
+    ),
     "ensemble": Family(
-        ("operator",), _ensemble, objective_loss, _member_rows, _predict_ensemble, dims=(1,)
+        ("operator",),
+        _ensemble,
+        objective_loss,
+        ("hidden", "layers", "members"),
+        _member_rows,
+        _predict_ensemble,
+        dims=(1,),
     ),
 }
+
+
+def readers(option: str) -> str:
+    """Who reads ``option``: the families or the task, for ``physml train --help``."""
+    tasks = [task for task, read in TASK_OPTIONS.items() if option in read]
+    if tasks:
+        return f"task {' and '.join(tasks)}"
+    names = [name for name, family in FAMILIES.items() if option in family.reads]
+    if option == "layers":
+        names = [
+            f"{name} (default {CONVLSTM_LAYERS})" if name == "convlstm" else name for name in names
+        ]
+    return ", ".join(names)
 
 
 def model_config(name: str, task: str, options: dict) -> dict:
@@ -331,12 +379,43 @@ def model_config(name: str, task: str, options: dict) -> dict:
         raise ValueError(
             f"model {name!r} serves the task(s) {FAMILIES[name].tasks}, got task {task!r}"
         )
-    merged = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    given = {k: v for k, v in options.items() if v is not None}
+    reads = (*FAMILIES[name].reads, *TASK_OPTIONS[task])
+    unread = [key for key in given if key not in reads]
+    if unread:
+        flags = lambda keys: ", ".join(f"--{key.replace('_', '-')}" for key in keys)  # noqa: E731
+        raise ValueError(
+            f"{flags(unread)}: model {name} on task {task} does not read "
+            f"{'it' if len(unread) == 1 else 'them'}; it reads {flags(reads) or 'no options'}"
+        )
+    merged = {**DEFAULTS, **given}
     for key, value in merged.items():
         positive_int(key, value)
         if key in MAXIMA and value > MAXIMA[key]:
             raise ValueError(f"{key} must be at most {MAXIMA[key]}, got {value}")
-    return {"model": name, "task": task, "options": merged}
+    config = {"model": name, "task": task, "options": merged}
+    if name == "convlstm" and given.get("layers", CONVLSTM_LAYERS) != CONVLSTM_LAYERS:
+        config["recurrent_layers"] = given["layers"]  # absent: 2, as in the earlier runs
+    return config
+
+
+def same_model(saved: object, current: object) -> bool:
+    """Whether two model configs build the same network: equal but for the options their
+    family and task do not read (runs before those were refused recorded them)."""
+    return _as_built(saved) == _as_built(current)
+
+
+def _as_built(config: object) -> object:
+    """``config`` with only the options its family's builder and its task read."""
+    if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
+        return config
+    family, task = FAMILIES.get(config.get("model")), config.get("task")
+    if family is None or task not in TASK_OPTIONS:
+        return config
+    reads = {*family.reads, *TASK_OPTIONS[task]} - (
+        {"layers"} if config["model"] == "convlstm" else set()  # built from recurrent_layers
+    )
+    return {**config, "options": {k: v for k, v in config["options"].items() if k in reads}}
 
 
 def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
