@@ -488,6 +488,10 @@ class DirichletBurgers(PeriodicBurgers):
     def grid(self, settings: dict) -> Grid1D:
         return Grid1D(checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0)
 
+    def boundary(self, settings: dict) -> BoundaryCondition:
+        """The walls every sample meets: ``u(0, t) = u(1, t) = 0``."""
+        return Dirichlet(0.0, 0.0)
+
     def attributes(self, settings: dict) -> dict[str, object]:
         return {
             **super().attributes(settings),
@@ -502,7 +506,9 @@ class DirichletBurgers(PeriodicBurgers):
         g = _draw(seeds, grid.n - 1, settings)
         u0 = (torch.cat([g, g[:, :1]], dim=-1) - g[:, :1]).to(device)
         step = _recipe_step(grid, settings, spectral=False)
-        u = solve_burgers(u0, grid, nu, self.times(settings), Dirichlet(0.0, 0.0), max_step=step)
+        u = solve_burgers(
+            u0, grid, nu, self.times(settings), self.boundary(settings), max_step=step
+        )
         return Batch(u, {"nu": torch.full((len(seeds),), nu, dtype=FLOAT, device=u.device)})
 
 

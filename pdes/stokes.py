@@ -149,6 +149,26 @@ class StokesProblem(Problem):
             raise ValueError(f"{name}_max must be >= {name}_min, got {high} < {low}")
         return low, high
 
+    def boundary(self, settings: dict) -> Dirichlet:
+        """The walls every sample meets, when ``nu`` and ``omega`` are fixed (``_min`` =
+        ``_max``): the plate ``u(0, t) = U cos(ωt)`` and the exact state at ``L``. Drawn per
+        sample, they give each sample its own walls: ``ValueError``."""
+        nu, omega = self._range(settings, "nu"), self._range(settings, "omega")
+        if nu[0] != nu[1] or omega[0] != omega[1]:
+            raise ValueError(
+                f"stokes: the walls follow each sample's nu and omega, drawn from nu in "
+                f"[{nu[0]}, {nu[1]}] and omega in [{omega[0]}, {omega[1]}]: no one boundary "
+                "condition holds for every sample (it does with nu_min = nu_max and omega_min = "
+                "omega_max)"
+            )
+        amplitude, frequency = float(settings["amplitude"]), omega[0]
+        top = float(self._grid(settings).coordinates()[-1])
+        k = math.sqrt(frequency / (2.0 * nu[0]))
+        return Dirichlet(
+            lambda t: amplitude * math.cos(frequency * t),
+            lambda t: amplitude * math.exp(-k * top) * math.cos(frequency * t - k * top),
+        )
+
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         return {
             "t": self._times(settings).numpy(),

@@ -184,6 +184,10 @@ class WaveProblem(Problem):
         checks.positive_int("nt", settings["nt"], 2)
         return torch.linspace(0.0, settings["t_end"], settings["nt"], dtype=FLOAT)
 
+    def boundary(self, settings: dict) -> Neumann:
+        """The walls every sample meets: ``du/dx = 0`` at both ends."""
+        return Neumann(0.0, 0.0)
+
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         return {
             "t": self._times(settings).numpy(),

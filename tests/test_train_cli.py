@@ -435,3 +435,132 @@ def test_a_run_that_recorded_options_its_model_does_not_read_resumes_without_the
     command = ["train", *FRAMES, "--model", "convlstm", "--hidden", "4", "--quiet"]
     assert main([*command, "--out", "convlstm", "--steps", "3", "--layers", "7"]) == 2
     assert "holds another model (recurrent_layers None → 7)" in capsys.readouterr().err
+
+
+TINY = ["--modes", "4", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+
+
+def _predictions(run: str, path: str) -> torch.Tensor:
+    """The model of ``run`` on every input pair of ``path``, ``(pair, channel, *space)``."""
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import load_weights
+    from physml.training.families import build
+
+    state = load_checkpoint(run)
+    model, pairs = build(state["model_config"], load(path))
+    load_weights(model, state, run)
+    with torch.no_grad():
+        return model.eval()(torch.stack([pairs[i][0] for i in range(len(pairs))])).double()
+
+
+def test_boon_fno_meets_the_walls_of_burgers_dirichlet_wave_and_fixed_stokes(tmp_path, monkeypatch):
+    """Their files state plain walls: boon-fno imposes them (Dirichlet values, or the one-sided
+    second-order flux of the Neumann wave) on every prediction at the final time."""
+    import math
+
+    monkeypatch.chdir(tmp_path)
+    size = ["--n", "4", "--nx", "17", "--nt", "3", "--quiet"]
+    stokes = ["--nu-min", "0.05", "--nu-max", "0.05", "--omega-min", "8", "--omega-max", "8"]
+    for recipe, extra in (("burgers-dirichlet", []), ("wave", []), ("stokes", stokes)):
+        assert main(["generate", recipe, *size, *extra, "--out", f"{recipe}.h5"]) == 0
+        command = ["train", "--data", f"{recipe}.h5", "--model", "boon-fno", "--task", "operator"]
+        assert main([*command, "--out", recipe, "--steps", "2", *TINY]) == 0
+        u = _predictions(recipe, f"{recipe}.h5")[:, 0]  # (sample, x)
+        data = load(f"{recipe}.h5")
+        h, end = 1 / 16, float(data.t[-1])
+        if recipe == "wave":
+            left = (-3 * u[:, 0] + 4 * u[:, 1] - u[:, 2]) / (2 * h)
+            right = (3 * u[:, -1] - 4 * u[:, -2] + u[:, -3]) / (2 * h)
+            walls, wanted = torch.stack([left, right]), torch.zeros(2, 1)
+            scale = float(u.abs().max()) / h
+        else:
+            walls, scale = torch.stack([u[:, 0], u[:, -1]]), float(u.abs().max())
+            wanted = torch.zeros(2, 1)
+            if recipe == "stokes":  # U cos(ωT) at the plate, the exact state at y = 1
+                k = math.sqrt(8 / (2 * 0.05))
+                plate, far = 2 * math.cos(8 * end), 2 * math.exp(-k) * math.cos(8 * end - k)
+                wanted = torch.tensor([[plate], [far]], dtype=torch.float64)
+                truth = data.u[:, -1].double()
+                assert torch.allclose(truth[:, [0, -1]].T, wanted, atol=1e-9)  # the file's own
+        assert torch.allclose(walls, wanted.double().expand_as(walls), atol=1e-5 * scale), recipe
+
+
+def test_boon_fno_refuses_files_without_a_condition_for_every_sample_by_name(
+    tmp_path, monkeypatch, capsys
+):
+    """Periodic files have no walls (on a node grid holding x = 0 and 1 - h the periodic
+    condition forced two different points equal); GPME recipes state their walls as text only;
+    Stokes' walls follow each sample's nu and omega."""
+    monkeypatch.chdir(tmp_path)
+    size = ["--n", "4", "--nx", "16", "--nt", "3", "--quiet"]
+    for recipe, extra, wanted in (
+        ("heat", ["--bc", "periodic"], "a periodic file has no walls to enforce"),
+        ("diffusion", [], "a periodic file has no walls to enforce"),
+        ("pme", [], "recipe 'pme' gives no boundary condition to impose"),
+        ("stefan", [], "recipe 'stefan' gives no boundary condition to impose"),
+        ("stokes", [], "stokes: the walls follow each sample's nu and omega"),
+    ):
+        path = f"{recipe}.h5"
+        assert main(["generate", recipe, *size, *extra, "--out", path]) == 0
+        command = ["train", "--data", path, "--model", "boon-fno", "--task", "operator"]
+        assert main([*command, "--out", "run", "--steps", "1", *TINY]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--model boon-fno: {wanted}" in err and "--model fno" in err, err
+        assert err.count("\n") == 0 and not (tmp_path / "run").exists()
+    assert "boon-stokes task" in err  # the last: per-sample walls, and where they are imposed
+
+
+def test_forecast_models_name_the_frame_size_they_need(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    generate = ["generate", "cavity", "--n", "2", "--nt", "3", "--t-end", "0.05", "--quiet"]
+    assert main([*generate, "--out", "cavity.h5"]) == 0  # the default 65 × 65 nodes
+    for model in ("earthformer", "unet", "convlstm"):
+        command = ["train", "--data", "cavity.h5", "--model", model, "--task", "forecast"]
+        command += ["--t-in", "1", "--t-out", "1", "--steps", "1", "--batch", "1", "--quiet"]
+        assert main([*command, "--out", model]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"error: --data: model {model} needs frames" in err
+        assert "multiples of 4" in err and "65×65" in err and "--nx 64" in err
+
+
+def test_an_fno_on_a_grid_with_an_odd_leading_axis_records_its_spectral_shift(
+    tmp_path, monkeypatch, capsys
+):
+    """Before the fix of the spectral convolution (ifftshift), an odd axis before the last put
+    each frequency one bin off: an FNO checkpoint of such a grid without the record is refused on
+    resume and in evaluate. 1-D and even grids record nothing (the two agree there)."""
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    generate = ["generate", "cavity", "--n", "3", "--nt", "3", "--t-end", "0.05", "--quiet"]
+    assert main([*generate, "--nx", "9", "--out", "odd.h5"]) == 0
+    assert main([*generate, "--nx", "8", "--out", "even.h5"]) == 0
+    heat = ["generate", "heat", "--n", "3", "--nx", "9", "--nt", "3", "--quiet"]
+    assert main([*heat, "--out", "heat.h5"]) == 0
+    options = [*TINY, "--schedule", "constant", "--val-fraction", "0"]
+    for path, recorded in (("odd.h5", "ifftshift"), ("even.h5", None), ("heat.h5", None)):
+        command = ["train", "--data", path, "--model", "fno", "--task", "operator"]
+        assert main([*command, "--out", path[:-3], "--steps", "1", *options]) == 0
+        config = load_checkpoint(path[:-3])["model_config"]
+        assert config.get("spectral") == recorded
+        assert set(config) == {"model", "task", "options", "periodic", "n_modes"} | (
+            {"spectral"} if recorded else set()
+        )
+        assert main([*command, "--out", path[:-3], "--steps", "2", *options]) == 0  # resumes
+        assert json.loads((tmp_path / path[:-3] / "report.json").read_text())["resumed_from"] == 1
+    state = load_checkpoint("odd")
+    del state["model_config"]["spectral"]  # as written before the fix
+    save_checkpoint("odd", state)
+    command = ["train", "--data", "odd.h5", "--model", "fno", "--task", "operator", "--out", "odd"]
+    assert main([*command, "--steps", "3", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint: 'odd': its fno was trained on 9×9 grids with the earlier spectral" in err
+    assert "train it again into a new --out" in err and err.count("\n") == 0
+    assert main(["evaluate", "--checkpoint", "odd", "--data", "odd.h5"]) == 2
+    assert "--checkpoint: 'odd': its fno was trained on 9×9 grids" in capsys.readouterr().err
+    for run in ("even", "heat"):  # the same edit leaves the unaffected runs as they were
+        state = load_checkpoint(run)
+        state["model_config"].pop("spectral", None)
+        save_checkpoint(run, state)
+        assert main(["evaluate", "--checkpoint", run, "--data", f"{run}.h5"]) == 0

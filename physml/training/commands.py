@@ -25,6 +25,7 @@ from .families import (
     FAMILIES,
     TASKS,
     build,
+    check_spectral_shift,
     model_config,
     readers,
     same_model,
@@ -237,10 +238,14 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
 def _as_resumed(description: dict, out: Path) -> dict:
     """The description of the run in ``out`` when it is ``description`` written earlier: before
     ``n_modes`` was recorded (its modes were capped on the same training file), or with options
-    its model does not read (:func:`~physml.training.families.same_model`); so it resumes."""
+    its model does not read (:func:`~physml.training.families.same_model`); so it resumes. An
+    FNO trained there with the earlier spectral convolution is refused
+    (:func:`~physml.training.families.check_spectral_shift`)."""
     if not checkpoint_path(out).is_file():
         return description
-    saved = load_checkpoint(out)["model_config"]
+    state = load_checkpoint(out)
+    saved = state["model_config"]
+    check_spectral_shift(saved, state["fingerprint"].get("shapes"), f"checkpoint: {str(out)!r}")
     current = description
     if isinstance(saved, dict) and "n_modes" not in saved:
         current = {key: value for key, value in description.items() if key != "n_modes"}
@@ -257,6 +262,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     description = state["model_config"]
     if not isinstance(description, dict) or description.get("model") not in FAMILIES:
         raise ValueError(f"--checkpoint: {str(run)!r} was not written by physml train")
+    check_spectral_shift(
+        description, state["fingerprint"].get("shapes"), f"--checkpoint: {str(run)!r}"
+    )
     data = load(args.data)
     trained_on = state["fingerprint"].get("attributes", {}).get("pde")
     if FAMILIES[description["model"]].predict is not None and trained_on != data.attrs.get("pde"):

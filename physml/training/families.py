@@ -2,7 +2,7 @@
 
 A family is built from a JSON-able ``model_config`` (saved in the checkpoint, so ``physml
 evaluate`` rebuilds the same network) and the training dataset (shapes, and for ``boon-fno`` the
-boundary condition its recipe states).
+boundary condition its recipe states for every sample: ``recipe.boundary(settings)``).
 
 The point-based models read a 1-D dataset ``u (sample, time, x)`` (e.g. GPME data from ``physml
 generate diffusion|pme|stefan``) as functions of ``(t, x)``; their ``operator`` task maps what is
@@ -27,7 +27,7 @@ lets a run that recorded options its family does not read resume without them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +52,7 @@ from ..models import (
     elbo_loss,
 )
 from ..outputs import Gaussian
+from .checkpoint import CheckpointError
 from .probabilistic import MemberRows, Objective, ensemble_nll, objective_loss
 
 TASKS = ("operator", "rollout", "forecast")
@@ -153,18 +154,34 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
 
 
 def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
+    if periodic_domain(data):
+        raise ValueError(
+            "--model boon-fno: a periodic file has no walls to enforce (its boundary is "
+            f"{data.attrs.get('boundary')!r}); use --model fno"
+        )
     recipe = get_recipe(str(data.attrs.get("pde", "")).split(":")[0].strip())
     boundary = getattr(recipe, "boundary", None)
-    if boundary is None or len(data.space_shape) != 1:
+    if not callable(boundary):
+        stated = data.attrs.get("boundary")
+        how = "only as text" if isinstance(boundary, str) else "nowhere"
         raise ValueError(
-            f"model boon-fno needs a 1-D dataset whose recipe states its boundary condition; "
-            f"recipe {recipe.name!r} does not"
+            f"--model boon-fno: recipe {recipe.name!r} gives no boundary condition to impose "
+            f"(it states its walls {how}; its file says {stated!r}); use --model fno"
         )
     settings = recipe.settings(**_settings(data))
+    try:
+        condition = boundary(settings)
+    except ValueError as error:
+        raise ValueError(
+            f"--model boon-fno: {error}. Wall values that differ from sample to sample are not "
+            "supported by boon-fno on the command line (the boon-stokes task, "
+            "physml.tasks.boon, shows how to impose them); use --model fno"
+        ) from None
     x = data.coords["x"]
     grid = Grid1D(x.numel(), float(x[0]), float(x[-1]))
-    condition = BoundaryCondition(boundary(settings), grid, time=float(data.t[-1]))
-    return constrain(_fno(config, data, shapes), condition)
+    return constrain(
+        _fno(config, data, shapes), BoundaryCondition(condition, grid, time=float(data.t[-1]))
+    )
 
 
 def periodic_domain(data: PDEData) -> bool:
@@ -185,6 +202,17 @@ periodic coordinates there (:class:`~physml.models.coordinates.PeriodicCoordinat
 SPECTRAL = ("fno", "boon-fno")
 """The families whose weights hold as many modes as the training grid allowed."""
 
+EXACT_SHIFT = "ifftshift"
+"""A spectral family's ``spectral`` on a grid with an odd axis before the last: its Fourier layers
+shift the spectrum back exactly (:class:`~physml.models.LeanSpectralConv`). Runs there before
+that (a second ``fftshift``, each frequency of such an axis landing one bin off) lack it; on 1-D
+and even grids the two agree, and nothing is recorded."""
+
+
+def odd_before_last(space: Sequence[int]) -> bool:
+    """Whether a grid ``space`` (its sizes) has an odd axis before the last."""
+    return any(n % 2 for n in space[:-1])
+
 
 def with_domain(config: dict, data: PDEData) -> dict:
     """``config`` with what the training file says of its domain, for the families that use it:
@@ -196,7 +224,27 @@ def with_domain(config: dict, data: PDEData) -> dict:
         config["periodic"] = periodic_domain(data)
     if config["model"] in SPECTRAL:
         config["n_modes"] = kept_modes(config, data)
+        if odd_before_last(data.space_shape):
+            config["spectral"] = EXACT_SHIFT
     return config
+
+
+def check_spectral_shift(config: object, trained_shapes: list, where: str) -> None:
+    """Refuse a checkpoint's FNO trained on a grid with an odd axis before the last without
+    :data:`EXACT_SHIFT` (``trained_shapes``: its fingerprint's, ``(channels, *space)`` first):
+    physml then put each frequency of that axis one bin off, so its weights now compute another
+    function."""
+    if not isinstance(config, dict) or config.get("model") not in SPECTRAL:
+        return
+    space = list(trained_shapes[0][1:]) if trained_shapes else []
+    if "spectral" in config or not odd_before_last(space):
+        return
+    raise CheckpointError(
+        f"{where}: its {config['model']} was trained on {'×'.join(map(str, space))} grids with the "
+        "earlier spectral convolution (on an odd-sized axis before the last it put each "
+        "frequency one bin off, corrected since), so these weights would now compute another "
+        "function: train it again into a new --out"
+    )
 
 
 def _periodic(config: dict, data: PDEData) -> bool:
@@ -204,33 +252,60 @@ def _periodic(config: dict, data: PDEData) -> bool:
     return bool(config.get("periodic", periodic_domain(data)))
 
 
+def _check_frames(config: dict, data: PDEData, shapes, multiple: int) -> None:
+    """The frames ``(..., H, W)`` of ``shapes`` must be multiples of ``multiple`` on each side
+    (the model's downsampling), or a ``--data`` error naming a size that is."""
+    height, width = shapes[0][-2:]
+    if height % multiple == 0 and width % multiple == 0:
+        return
+    nearest = max(multiple, round(max(height, width) / multiple) * multiple)
+    settings = _settings(data)
+    hint = f" (e.g. --nx {nearest})" if "nx" in settings else ""
+    raise ValueError(
+        f"--data: model {config['model']} needs frames whose sides are multiples of {multiple}; "
+        f"the file's are {height}×{width}: generate it again at such a size{hint}"
+    )
+
+
+EARTHFORMER = {"num_heads": 2, "depth": (1, 1), "downsample": 2}
+UNET_DEPTH = 2
+CONVLSTM_PATCH = 4
+"""The forecast families' fixed architecture (their frame sides must be multiples of what it
+cuts them by: ``downsample · 2^(levels − 1)``, ``2^depth``, ``patch``; 4 each)."""
+
+
 def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
+    depth, downsample = EARTHFORMER["depth"], EARTHFORMER["downsample"]
+    _check_frames(config, data, shapes, downsample * 2 ** (len(depth) - 1))
     units = config["options"]["base_units"]
     return Earthformer(
-        x_shape,
-        y_shape,
-        base_units=units,
-        num_heads=2,
-        depth=(1, 1),
-        periodic=_periodic(config, data),
+        x_shape, y_shape, base_units=units, **EARTHFORMER, periodic=_periodic(config, data)
     )
 
 
 def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
+    _check_frames(config, data, shapes, 2**UNET_DEPTH)
     base = config["options"]["base_units"]
     return UNet(
-        x_shape[0], y_shape[0], base=base, output="linear", periodic=_periodic(config, data)
+        x_shape[0],
+        y_shape[0],
+        base=base,
+        depth=UNET_DEPTH,
+        output="linear",
+        periodic=_periodic(config, data),
     )
 
 
 def _convlstm(config: dict, data: PDEData, shapes) -> nn.Module:
     _, y_shape = shapes
+    _check_frames(config, data, shapes, CONVLSTM_PATCH)
     return ConvLSTM(
         hidden=config["options"]["hidden"],
         layers=config.get("recurrent_layers", CONVLSTM_LAYERS),
         target_frames=y_shape[0],
+        patch=CONVLSTM_PATCH,
         output="linear",
         periodic=_periodic(config, data),
     )
