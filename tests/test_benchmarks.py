@@ -656,7 +656,8 @@ def test_forecast_budget_of_the_fno_rolls_its_members_out_into_its_own_record(tm
     result = json.loads((out / "forecast_budget_fno.json").read_text())
     assert (out / "forecast_budget_fno.md").read_text().startswith("# forecast_budget_fno")
     assert sorted(p.name for p in (work / "conserved").glob("fno*")) == [
-        "fno-0", "fno-1", "fno-x2-0", "fno-x2-1",
+        "fno-trajectories-0", "fno-trajectories-1",
+        "fno-trajectories-x2-0", "fno-trajectories-x2-1",
     ]  # fmt: skip
     assert result["benchmark"] == "forecast_budget_fno" and result["model"] == "fno"
     rows = {(row["case"], row["method"]): row for row in result["rows"]}

@@ -213,3 +213,132 @@ def test_member_forecasts_roll_fno_members_out_and_refuse_other_families():
         assert torch.allclose(out[:, :, lead, 0], expected.expand(2, -1, -1, -1), atol=1e-6)
     with pytest.raises(ValueError, match="model must be 'earthformer' or 'fno'.*got 'prediff'"):
         task.member_forecasts("prediff", [_AddOne()], context, 4, units)
+
+
+class _Trajectories:
+    """A loaded dataset stand-in: frame ``k`` of trajectory ``s`` holds ``100 s + k + 1`` in the
+    tracer, ten times that in ``vx`` and a hundred times in ``vy``."""
+
+    def __init__(self, count: int, nt: int, nx: int) -> None:
+        value = 100.0 * torch.arange(count)[:, None] + torch.arange(nt)[None] + 1
+        self.u = value[:, :, None, None].expand(count, nt, nx, nx).to(torch.float64)
+        self.fields = {"vx": 10 * self.u, "vy": 100 * self.u, "mass": value.to(torch.float64)}
+
+    def __len__(self) -> int:
+        return self.u.shape[0]
+
+
+def test_fno_steps_and_autoencoder_frames_cover_every_training_trajectory_once(monkeypatch):
+    scale = replace(task.FULL, nx=4, train=3, validation=1, test=1)  # nt 21, T_in = T_out = 5
+    monkeypatch.setattr(task.data, "load", lambda path: _Trajectories(5, scale.nt, scale.nx))
+    train = task.windows("unused.h5", scale, "train")
+    units = task.Units((1.0, 1.0, 1.0))
+    x, y = task.pairs("fno", train, units).tensors
+    assert x.shape[1:] == y.shape[1:] == (3, 4, 4)
+    for state in (x, y):  # every channel of a state from one frame
+        assert torch.equal(state[:, 1], 10 * state[:, 0])
+        assert torch.equal(state[:, 2], 100 * state[:, 0])
+    steps = sorted((int(a[0, 0, 0]), int(b[0, 0, 0])) for a, b in zip(x, y, strict=True))
+    every = sorted(
+        (100 * s + k + 1, 100 * s + k + 2) for s in range(3) for k in range(scale.nt - 1)
+    )
+    assert steps == every  # each k → k + 1 of each training trajectory exactly once
+    (frames,) = task.pairs("prediff", train, units).tensors
+    assert frames.shape[1:] == (1, 1, 4, 4)
+    seen = sorted(int(f[0, 0, 0, 0]) for f in frames)
+    assert seen == sorted(100 * s + k + 1 for s in range(3) for k in range(scale.nt))
+    inputs, targets = task.pairs("earthformer", train, units).tensors  # windows as before
+    starts = scale.nt - scale.t_in - scale.t_out + 1
+    assert inputs.shape == (3 * starts, scale.t_in, 3, 4, 4)
+    assert targets.shape == (3 * starts, scale.t_out, 1, 4, 4)
+    assert torch.equal(
+        targets[:, :, 0], inputs[:, -1:, 0] + torch.arange(1.0, scale.t_out + 1)[:, None, None]
+    )
+
+
+def test_pairs_refuse_windows_without_trajectories_and_an_unknown_model():
+    windows = task.Windows(*(torch.zeros(2, 3, 1, 4, 4) for _ in range(2)), *torch.zeros(2, 2, 3))
+    units = task.Units((1.0,))
+    for model in ("fno", "prediff"):
+        with pytest.raises(
+            ValueError, match=f"train.states must hold the training.*{model!r}.*None"
+        ):
+            task.pairs(model, windows, units)
+    with pytest.raises(ValueError, match="model must be one of.*got 'unet'"):
+        task.pairs("unet", windows, units)
+
+
+def _kept_mass_projection(v: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``max(v − λ d w, 0)`` with the ``λ`` keeping ``Σ w u = Σ w v`` (bisection): the minimiser
+    of ``Σ (u − v)² / d`` subject to the kept mass and ``u >= 0``, one frame ``(H, W)``."""
+    total, lo, hi = (w * v).sum(), -1e8, 1e8
+    for _ in range(400):
+        lam = (lo + hi) / 2
+        if (w * (v - lam * d * w).clamp_min(0)).sum() > total:
+            lo = lam
+        else:
+            hi = lam
+    return (v - lam * d * w).clamp_min(0)
+
+
+def test_each_nonneg_row_keeps_the_mass_in_its_own_methods_metric():
+    generator = torch.Generator().manual_seed(0)
+    grid = Grid2D.square(6, periodic=True)
+    x = 0.5 * torch.rand(5, 2, 2, 1, 6, 6, generator=generator, dtype=torch.float64) + 0.1
+    x[..., :2] -= 0.6  # negative pixels in every member, totals still positive
+    known = torch.full((2, 2), 0.3, dtype=torch.float64)
+    target = torch.rand(2, 2, 1, 6, 6, generator=generator, dtype=torch.float64)
+    windows = task.Windows(torch.zeros(2, 3, 1, 6, 6, dtype=torch.float64), target, known, known)
+    rows, kept = task.forecast_rows("conserved", "fno", {"raw": (x, 0.0)}, windows, grid)
+    w = grid.weights(torch.float64)
+    shifted = (
+        x + (known - grid.integrate(x[:, :, :, 0]))[..., None, None, None] * w / w.square().sum()
+    )
+    variance = x.var(0)
+    for name, before, metric in (("hardc", shifted, lambda n, t: torch.ones_like(w)),
+                                 ("raw", x, lambda n, t: variance[n, t, 0])):  # fmt: skip
+        found = kept[f"{name}-nonneg"]
+        for m, n, t in ((m, n, t) for m in range(5) for n in range(2) for t in range(2)):
+            ref = _kept_mass_projection(before[m, n, t, 0], metric(n, t), w)
+            assert torch.allclose(found[m, n, t, 0], ref, rtol=0, atol=1e-10), (name, m, n, t)
+    row = next(r for r in rows if r["method"] == "hardc-nonneg")
+    reference = metrics.crps_ensemble(kept["hardc-nonneg"], target, reduction="none").mean()
+    assert row["crps"] == pytest.approx(float(reference), rel=1e-12)
+    for name in task.UPDATES:  # the row and the method run in one go agree
+        alone = task.constrained(x, known, grid, f"{name}-nonneg")[0]
+        assert torch.allclose(kept[f"{name}-nonneg"], alone, rtol=0, atol=1e-12), name
+
+
+def test_a_failed_feasibility_check_after_an_update_is_judged_at_toy_size():
+    check = {"case": "c", "value": 0.0, "target": "no member total < 0", "met": False}
+    names = ("hardc", "probconserv_shrunk", "kc-probconserv", "raw", "kc")
+    checks = [{**check, "what": f"feasible {name}-nonneg"} for name in names]
+    toy = task.target_rows(checks, "toy")
+    assert [row.ok for row in toy] == [False, False, False, None, None]
+    assert toy[0].target == "no member total < 0"  # the update's total is the known one
+    assert toy[3].target == "no member total < 0 at full size"  # the forecaster's own total
+    assert [row.ok for row in task.target_rows(checks, "full")] == [False] * 5
+
+
+def test_the_shrunk_updates_spread_rank_is_not_judged_since_it_is_one_by_construction():
+    generator = torch.Generator().manual_seed(3)
+    grid = Grid2D.square(6, periodic=True)
+    x = torch.rand(4, 2, 2, 1, 6, 6, generator=generator, dtype=torch.float64)
+    known = torch.full((2, 2), 1.5, dtype=torch.float64)
+    windows = task.Windows(torch.zeros(2, 3, 1, 6, 6, dtype=torch.float64), x[0], known, known)
+    rows, _ = task.forecast_rows("conserved", "fno", {"raw": (x, 0.0)}, windows, grid)
+    by = {row["method"]: row for row in rows}
+    # with the variances alone each point moves by its variance times one number per member
+    assert by["probconserv_shrunk"]["spearman_spread"] == pytest.approx(1.0, abs=1e-12)
+    judged = {check["what"] for check in task.done_when(rows)}
+    assert "spearman_spread probconserv" in judged
+    assert "spearman_spread probconserv_shrunk" not in judged
+
+
+def test_a_uniform_correction_has_no_spread_rank():
+    x = members(4)
+    shifted = x + torch.linspace(0.1, 0.4, 6, dtype=torch.float64)[:, None, None, None, None, None]
+    uniform = task.correction_shape(x, shifted)  # ranks of round-off only
+    assert uniform["spearman_spread"] is None and uniform["correction_cv"] < 1e-9
+    shaped = task.correction_shape(x, x + 0.1 * x.std(0))  # the correction is the spread
+    assert shaped["spearman_spread"] == pytest.approx(1.0)

@@ -8,16 +8,17 @@ at forecast time: the mass of the last context frame plus the source's release s
 Forecasters, each an ensemble, trained by :class:`physml.training.Trainer` (resumable, one folder
 per model) on an equal CPU budget per family, step counts from a measured time per step: a deep
 ensemble of Earthformers (seeds ``seed + i``; periodic padding and an ICNR head,
-:data:`EARTHFORMER_OPTIONS`), an FNO-2D one-step model rolled out (one per seed) and PreDiff (its
-own samples; knowledge control with the total mass of the decoded frames, ``on="frames"``,
-``normalized=True``: a Gauss–Newton step in ``z_t``, which DDIM applies as a score, so λ is not the
-fraction of the miss removed per step and is chosen on validation windows,
-:func:`best_kc_scale`). Methods on every ensemble, all through :func:`physml.constrain`:
-``raw``; ``hardc`` (each member projected, ``mass_conservation(projection="euclidean")``);
-``probconserv`` (the ensemble update); ``probconserv_shrunk`` (the update with the members'
-covariance shrunk toward its variances, :data:`SHRINKAGE`); for PreDiff ``kc`` and
-``kc-probconserv``; and each followed by ``NonNegative(keep=...)`` (suffix ``-nonneg``), which
-keeps every member's mass.
+:data:`EARTHFORMER_OPTIONS`), an FNO-2D one-step model rolled out (one per seed; it trains on every
+step of the training trajectories once) and PreDiff (its own samples; knowledge control with the
+total mass of the decoded frames, ``on="frames"``, ``normalized=True``: a Gauss–Newton step in
+``z_t``, which DDIM applies as a score, so λ is not the fraction of the miss removed per step and
+is chosen on validation windows, :func:`best_kc_scale`). Methods on every ensemble, all through
+:func:`physml.constrain`: ``raw``; ``hardc`` (each member projected,
+``mass_conservation(projection="euclidean")``); ``probconserv`` (the ensemble update);
+``probconserv_shrunk`` (the update with the members' covariance shrunk toward its variances,
+:data:`SHRINKAGE`); for PreDiff ``kc`` and ``kc-probconserv``; and each followed by
+``NonNegative(keep=...)`` (suffix ``-nonneg``), which keeps every member's mass, in the method's
+own metric (the ensemble's variance after ``raw`` and ``kc``, :func:`nonnegative`).
 
 What ``benchmarks/forecast_conservation.py`` (and the studies beside it) share, one module per
 concern, and the toy-size task ``conservation-forecast``:
@@ -68,19 +69,23 @@ from .methods import (
     METHODS,
     PREDIFF_METHODS,
     SHRINKAGE,
+    UNIFORM_CV,
     UPDATES,
+    conservation_of,
     constrained,
     correction_shape,
     done_when,
     error_spread,
     forecast_rows,
     frame_spearman,
+    nonnegative,
     score,
 )
 from .models import (
     EARTHFORMER_OPTIONS,
     MEMBER_FOLDERS,
     MODELS,
+    PREDIFF_FOLDERS,
     Forecasters,
     LastFrameIncrement,
     StepIncrement,
@@ -107,6 +112,7 @@ __all__ = [
     "METHODS",
     "MODELS",
     "NAME",
+    "PREDIFF_FOLDERS",
     "PREDIFF_METHODS",
     "SAMPLING_FIELDS",
     "SHRINKAGE",
@@ -114,6 +120,7 @@ __all__ = [
     "Scale",
     "StepIncrement",
     "TOY",
+    "UNIFORM_CV",
     "UPDATES",
     "Units",
     "VARIANTS",
@@ -121,6 +128,7 @@ __all__ = [
     "best_kc_scale",
     "build",
     "build_prediff",
+    "conservation_of",
     "constrained",
     "correction_shape",
     "data_and_models",
@@ -135,6 +143,7 @@ __all__ = [
     "mass_of",
     "member_forecasts",
     "mse_loss",
+    "nonnegative",
     "open_variant",
     "pairs",
     "plan",
@@ -155,11 +164,15 @@ __all__ = [
 
 def target_rows(checks: list[dict], size: str) -> list[Row]:
     """The rows of :func:`done_when`'s checks: exact mass and non-negativity judged at every
-    size, the other targets at full size only (reported beside their value at toy size)."""
+    size (so is the feasibility of non-negativity after an update: its members carry the known,
+    positive mass), the other targets at full size only (reported beside their value at toy
+    size; a ``raw`` or ``kc`` member's total below zero, where non-negativity is infeasible, says
+    how well the forecaster was trained)."""
+    feasible = tuple(f"feasible {name}" for name in CORRECTED)
     rows = []
     for check in checks:
         exact = check["what"].startswith(("ce_abs hardc", "ce_abs probconserv", "ce_abs kc-prob"))
-        nonneg = check["what"].startswith(("neg_fraction", "ce_abs change"))
+        nonneg = check["what"].startswith(("neg_fraction", "ce_abs change", *feasible))
         judged = exact or nonneg or size == "full"
         target = check["target"] if judged else f"{check['target']} at full size"
         rows.append(

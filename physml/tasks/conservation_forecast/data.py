@@ -137,12 +137,15 @@ class Windows:
     """Forecast windows of one split: ``context (N, T_in, C, H, W)`` (tracer first, then
     ``vx, vy`` when used), ``target (N, T_out, 1, H, W)``, ``truth_mass (N, T_out)`` from the
     file and ``known_mass (N, T_out)`` (the last context frame's mass plus the release since);
+    ``states (S, nt, C, H, W)``: the split's whole trajectories the windows were cut from (what
+    the FNO's steps and PreDiff's autoencoder train on; ``None`` where only windows are known);
     all float64, physical units."""
 
     context: torch.Tensor
     target: torch.Tensor
     truth_mass: torch.Tensor
     known_mass: torch.Tensor
+    states: torch.Tensor | None = None
 
 
 def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -> Path:
@@ -171,7 +174,8 @@ def grid_of(scale: Scale) -> Grid2D:
 
 
 def windows(path: Path, scale: Scale, split: str) -> Windows:
-    """Every window of ``T_in + T_out`` frames (stride 1 for ``train``, ``T_out`` otherwise)."""
+    """Every window of ``T_in + T_out`` frames (stride 1 for ``train``, ``T_out`` otherwise)
+    and the split's whole trajectories (:attr:`Windows.states`)."""
     data = load(path)
     bounds = {
         "train": (0, scale.train),
@@ -205,7 +209,7 @@ def windows(path: Path, scale: Scale, split: str) -> Windows:
             strict=True,
         ):
             part.append(value)
-    return Windows(*(torch.cat(part) for part in parts))
+    return Windows(*(torch.cat(part) for part in parts), states=u)
 
 
 @dataclass(frozen=True)

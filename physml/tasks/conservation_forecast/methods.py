@@ -29,18 +29,33 @@ UPDATES = {"hardc": ("euclidean", 0.0), "probconserv": ("covariance", 0.0)}
 UPDATES["probconserv_shrunk"] = ("covariance", SHRINKAGE)
 
 
+def conservation_of(method: str, known: torch.Tensor, grid: Grid2D):
+    """The mass row toward ``known (N, T)`` in ``method``'s metric: its own for one of
+    :data:`UPDATES`, the ensemble's variance for any other (``raw``, ``kc``: no update)."""
+    projection, shrinkage = UPDATES.get(method, ("covariance", 0.0))
+    return mass_conservation(grid, known[..., None], projection=projection, shrinkage=shrinkage)
+
+
 def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method: str):
     """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (one of :data:`UPDATES`, with
     ``-nonneg`` appended, or ``nonneg`` alone) toward the totals ``known (N, T)``:
     ``(samples, seconds)``."""
     base, _, nonneg = method.partition("-")
-    projection, shrinkage = UPDATES.get(base, ("covariance", 0.0))
-    conservation = mass_conservation(
-        grid, known[..., None], projection=projection, shrinkage=shrinkage
-    )
+    conservation = conservation_of(base, known, grid)
     steps = [conservation] if base in UPDATES else []
     if nonneg or base == "nonneg":
         steps.append(NonNegative(keep=conservation))
+    return _applied(samples, steps)
+
+
+def nonnegative(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, after: str):
+    """``samples`` ``(M, N, T, 1, H, W)``, the output of method ``after``, made non-negative
+    with each member's mass kept, in ``after``'s metric (:func:`conservation_of`; the same as
+    ``constrained(..., after + "-nonneg")`` without the update again): ``(samples, seconds)``."""
+    return _applied(samples, [NonNegative(keep=conservation_of(after, known, grid))])
+
+
+def _applied(samples: torch.Tensor, steps: list) -> tuple[torch.Tensor, float]:
     if not steps:
         return samples, 0.0
     wrapped = constrain(nn.Identity(), *steps)
@@ -78,15 +93,22 @@ def score(
     }
 
 
-def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
+UNIFORM_CV = 1e-9
+"""A correction whose coefficient of variation stays below this in every member's frame is
+uniform: its ranks are round-off, so it has no ``spearman_spread``."""
+
+
+def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, float | None]:
     """Where a method moved mass: ``spearman_spread``, Spearman's ρ between the mean absolute
-    correction per pixel and the ensemble's standard deviation (mean over windows and frames),
-    and ``correction_cv``, the coefficient of variation of the absolute correction over each
-    member's frame (mean; 0 for a spatially uniform correction)."""
+    correction per pixel and the ensemble's standard deviation (mean over windows and frames;
+    ``None`` for a uniform correction, :data:`UNIFORM_CV`), and ``correction_cv``, the
+    coefficient of variation of the absolute correction over each member's frame (mean; 0 for a
+    spatially uniform correction)."""
     change = (after - before).abs()  # (M, N, T, 1, H, W)
     flat = change.flatten(-3)
     cv = flat.std(-1) / flat.mean(-1).clamp_min(1e-300)
-    rho = frame_spearman(change.mean(0), before.std(0))
+    uniform = float(cv.max()) < UNIFORM_CV
+    rho = None if uniform else frame_spearman(change.mean(0), before.std(0))
     return {"spearman_spread": rho, "correction_cv": float(cv.mean())}
 
 
@@ -146,7 +168,9 @@ def forecast_rows(
             }
             if suffix:
                 try:
-                    samples, extra_s = constrained(updated, windows_.known_mass, grid, "nonneg")
+                    samples, extra_s = nonnegative(
+                        updated, windows_.known_mass, grid, update or start
+                    )
                 except ConstraintError as error:  # a member with a negative total: infeasible
                     rows.append({**row, "error": str(error)})
                     continue
@@ -202,12 +226,13 @@ def done_when(rows: list[dict]) -> list[dict]:
                 "<= 1.02",
                 update["mse"] <= 1.02 * raw["mse"],
             )
-            add(
-                f"spearman_spread {name}",
-                update["spearman_spread"],
-                "> 0.5",
-                update["spearman_spread"] > 0.5,
-            )
+            if UPDATES[name][1] < 1:  # at 1 (uniform grid): |correction| ∝ variance, ρ = 1
+                add(
+                    f"spearman_spread {name}",
+                    update["spearman_spread"],
+                    "> 0.5",
+                    update["spearman_spread"] > 0.5,
+                )
         if "kc" in methods:
             ratio = raw["ce_abs"] / max(methods["kc"]["ce_abs"], 1e-300)
             add("ce_abs raw / kc", ratio, ">= 2", ratio >= 2)

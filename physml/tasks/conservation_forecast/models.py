@@ -60,9 +60,14 @@ EARTHFORMER_OPTIONS = {"periodic": True, "head_init": "icnr"}
 convolutions wrap around instead of meeting a zero wall at the frame's edge, and the
 depth-to-space head starts every token's pixels equal; both artifacts showed in the members'
 spread (``benchmarks/results/earthformer_artifacts.md``)."""
-MEMBER_FOLDERS = {"earthformer": "earthformer-periodic+icnr", "fno": "fno"}
+MEMBER_FOLDERS = {"earthformer": "earthformer-periodic+icnr", "fno": "fno-trajectories"}
 """Trainer folder of member ``i``: ``<name>-<i>``. The name carries the options, so that members
 trained without them (same parameters, different padding) are never resumed into this model."""
+PREDIFF_FOLDERS = {"autoencoder": "autoencoder-trajectories", "denoiser": "denoiser-trajectories"}
+"""Trainer folders of PreDiff's two stages. The FNO's and the autoencoder's names say that they
+train on whole trajectories (:func:`pairs`); the folders of the models trained on the windows'
+context frames only (``fno-<i>``, ``autoencoder``, ``denoiser``, before 2026-12-06) are left as
+they are, not resumed."""
 
 
 def build(model: str, scale: Scale, channels: int, seed: int) -> nn.Module:
@@ -95,14 +100,22 @@ def build_prediff(scale: Scale, seed: int) -> PreDiff:
 
 
 def pairs(model: str, train: Windows, units: Units) -> TensorDataset:
-    """Training items: windows for Earthformer, one-step state pairs for the FNO, tracer frames
-    ``(1, 1, H, W)`` for PreDiff's autoencoder, all in network units."""
-    context = units.to_net(train.context)
+    """Training items, all in network units: windows for Earthformer; for the FNO every step
+    ``k → k + 1`` of every training trajectory once, states ``(C, H, W)``; for PreDiff's
+    autoencoder every frame of them, tracer ``(1, 1, H, W)``."""
+    if model not in MODELS:
+        raise ValueError(f"pairs: model must be one of {MODELS}, got {model!r}")
     if model == "earthformer":
-        return TensorDataset(context, units.to_net(train.target))
+        return TensorDataset(units.to_net(train.context), units.to_net(train.target))
+    if train.states is None:
+        raise ValueError(
+            f"pairs: train.states must hold the training trajectories (S, nt, C, H, W) for "
+            f"{model!r} (Windows from data.windows), got None"
+        )
+    states = units.to_net(train.states)
     if model == "fno":
-        return TensorDataset(context[:, :-1].flatten(0, 1), context[:, 1:].flatten(0, 1))
-    return TensorDataset(context[:, :, :1].reshape(-1, 1, 1, *context.shape[-2:]))
+        return TensorDataset(states[:, :-1].flatten(0, 1), states[:, 1:].flatten(0, 1))
+    return TensorDataset(states[:, :, :1].reshape(-1, 1, 1, *states.shape[-2:]))
 
 
 def seconds_per_step(model: nn.Module, loss, data, batch: int, repeats: int = 2) -> float:
@@ -236,7 +249,7 @@ def train(
         scale.batch,
         scale.lr,
         seed,
-        folder / "autoencoder",
+        folder / PREDIFF_FOLDERS["autoencoder"],
         quiet,
     )
     prediff.calibrate(frames.tensors[0], batch=scale.batch)
@@ -255,7 +268,7 @@ def train(
         scale.batch,
         scale.lr,
         seed,
-        folder / "denoiser",
+        folder / PREDIFF_FOLDERS["denoiser"],
         quiet,
         after_step=update_ema,
         model_config=prediff.config,
