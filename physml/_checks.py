@@ -24,13 +24,15 @@ def as_tensor(
     last: int | tuple[int, ...] | None = None,
     dtype: torch.dtype | None = torch.float64,
     device: torch.device | str | None = None,
+    finite: bool = True,
 ) -> torch.Tensor:
     """``value`` as a finite ``dtype`` tensor with ``ndim`` axes (and ``last`` entries on the last,
     or one of the sizes ``last`` lists).
 
     ``expected`` describes the shape in the error message, e.g. ``"(Nc, 2)"``; ``ndim=None``
     accepts any number of axes. ``dtype=None`` keeps the value's own dtype; Python floats are
-    read as float64 (not torch's default float32, which would round them).
+    read as float64 (not torch's default float32, which would round them). ``finite=False``
+    lets NaN and inf through.
     """
     if isinstance(value, torch.Tensor):
         tensor = value
@@ -55,7 +57,7 @@ def as_tensor(
         dtype=tensor.dtype if dtype is None else dtype,
         device=device if device is not None else tensor.device,
     )
-    if not torch.isfinite(tensor).all():
+    if finite and not torch.isfinite(tensor).all():
         raise NonFiniteError(f"{name} contains NaN or inf values")
     return tensor
 

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 import torch
 
-from pdes.checks import finite
+from ._checks import NonFiniteError
 
 
 def _finite(name: str, value: torch.Tensor) -> None:
+    """A :class:`~physml._checks.NonFiniteError` naming ``name`` if ``value`` holds NaN or inf."""
     # a sum is NaN/inf if any entry is (or if finite entries overflow): one cheap pass first
     if value.numel() and not math.isfinite(value.sum().item()):
-        finite(name, value)
+        if not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(f"{name} contains NaN or inf values")
 
 
 def _real_tensor(name: str, value: object) -> None:

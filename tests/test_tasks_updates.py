@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from physml import metrics
 from physml.tasks import Context, get
 from physml.tasks import updates as task
+from physml.updates import EnsembleSpread, NonFiniteAnswer, guard
 
 SMALL = {
     "burgers": replace(task.EQUATION["burgers"], nx=17, t_end=0.05),
@@ -136,6 +139,48 @@ def test_an_ensemble_is_guarded_with_its_spread_and_heat_with_its_mass():
     assert mass.max() < 1e-6
     with pytest.raises(ValueError, match="at least 2 models"):
         task.MemberEnsemble(members[:1])
+
+
+class Diverging(torch.nn.Module):
+    """``x ↦ 2x``, NaN where the input's first value exceeds 1."""
+
+    def forward(self, x):
+        return torch.where(x[:, :1, :1] > 1, float("nan"), 2 * x)
+
+
+def test_a_member_answering_nan_sends_that_input_to_the_solver_and_the_rest_to_the_ensemble():
+    x = torch.full((4, 1, 5), 0.5)
+    x[2, 0, 0] = 1.5
+    ensemble = task.MemberEnsemble([torch.nn.Identity(), Diverging()])
+    with pytest.raises(NonFiniteAnswer, match=r"members \[1\] .* inputs \[2\] of the batch of 4"):
+        ensemble(x)
+    sent = []
+
+    def solver(inputs):
+        sent.append(inputs)
+        return inputs + 1000
+
+    check = EnsembleSpread(1e9, relative=True)
+    result = guard(ensemble, [check], solver)(x)
+    assert result.fallback.tolist() == [False, False, True, False]
+    assert len(sent) == 1 and torch.equal(sent[0], x[2:3])
+    assert torch.equal(result.output[2], x[2] + 1000)
+    assert torch.equal(result.output[[0, 1, 3]], 1.5 * x[[0, 1, 3]])  # (x + 2x) / 2
+    assert result.report()[2]["fired"] == ["finite"]
+
+
+def test_a_finished_run_without_its_recorded_cost_reports_it_unknown(tmp_path):
+    x = torch.randn(8, 1, 16, generator=torch.Generator().manual_seed(0))
+    data, size = TensorDataset(x, x), task.Size(4, 2, 1, 8, 2, 4)
+    first = task.train(task.fno(size, 0), task.relative_l2_loss, data, size, 0, tmp_path)
+    cost = tmp_path / "train_s.json"
+    assert first.train_s > 0 and json.loads(cost.read_text())["train_s"] == first.train_s
+    again = task.train(task.fno(size, 0), task.relative_l2_loss, data, size, 0, tmp_path)
+    assert again.train_s == first.train_s  # finished: its recorded cost
+    cost.unlink()  # as if killed between the last checkpoint and this write
+    unknown = task.train(task.fno(size, 0), task.relative_l2_loss, data, size, 0, tmp_path)
+    assert math.isnan(unknown.train_s) and not cost.exists()
+    assert math.isnan(task.mean_and_se([{"train_s": unknown.train_s}], ("train_s",))["train_s"])
 
 
 def test_an_ensemble_sweep_reports_the_mean_and_the_first_member():

@@ -230,6 +230,56 @@ def test_train_distill_from_at_toy_size(tmp_path, monkeypatch, capsys):
     assert "no checkpoint.pt" in capsys.readouterr().err
 
 
+def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monkeypatch, capsys):
+    from physml.data import load
+    from physml.training.checkpoint import CheckpointError, checkpoint_path
+    from physml.updates import load_previous
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    for name, nx in (("h17.h5", "17"), ("h33.h5", "33")):
+        assert main(["generate", "heat", "--n", "4", "--nx", nx, "--out", name, "--quiet"]) == 0
+    assert main(["generate", "cavity", "--n", "4", "--nx", "9", "--nt", "3", "--t-end", "0.02",
+                 "--out", "c.h5", "--quiet"]) == 0  # fmt: skip
+    fno = ["--model", "fno", "--steps", "1", *tiny]
+    rollout = ["train", "--data", "h17.h5", "--task", "rollout", *fno]
+    assert main([*rollout, "--k", "1", "--out", "k1"]) == 0
+    # u(t) -> u(t + 1) is not the teacher of u(t) -> u(t + 2)
+    assert main([*rollout, "--k", "2", "--out", "k2", "--distill-from", "k1"]) == 2
+    assert "'k1' holds a rollout model with k=1, this run has k=2" in capsys.readouterr().err
+    assert not (tmp_path / "k2").exists()
+    data = load("h17.h5")
+    assert load_previous("k1", data, "rollout", {"k": 1}) is not None
+    # a forecast teacher: only the options its task reads, each named (t_out here)
+    state = load_checkpoint("k1")
+    state["model_config"] = {**state["model_config"], "task": "forecast"}
+    state["model_config"]["options"] = {**state["model_config"]["options"], "t_in": 3, "t_out": 4}
+    (tmp_path / "cast").mkdir()
+    torch.save(state, checkpoint_path(tmp_path / "cast"))
+    with pytest.raises(ValueError, match=r"forecast model with t_out=4, this run has t_out=2:"):
+        load_previous("cast", data, "forecast", {"t_in": 3, "t_out": 2, "k": 7})
+    # a 2-D FNO teaches no 1-D one: the shapes named, not a weight mismatch
+    operator = ["train", "--task", "operator", *fno]
+    assert main([*operator, "--data", "c.h5", "--out", "c2d"]) == 0
+    assert main([*operator, "--data", "h17.h5", "--out", "x", "--distill-from", "c2d"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--distill-from: the old run 'c2d' was trained on data of shape [[1, 9, 9], [1, 9, 9]]"
+        in err
+    )
+    assert "this --data has [[1, 17], [1, 17]]" in err
+    # an FNO teaches on another grid of its axes
+    assert main([*operator, "--data", "h17.h5", "--out", "o17"]) == 0
+    assert main([*operator, "--data", "h33.h5", "--out", "o33", "--distill-from", "o17"]) == 0
+    # an FNO of the earlier spectral convolution on a 9 x 9 grid: refused as resume refuses it
+    legacy = load_checkpoint("c2d")
+    legacy["model_config"].pop("spectral")
+    (tmp_path / "legacy").mkdir()
+    torch.save(legacy, checkpoint_path(tmp_path / "legacy"))
+    with pytest.raises(CheckpointError, match=r"^--distill-from: 'legacy': .* earlier spectral"):
+        load_previous("legacy", load("c.h5"), "operator")
+
+
 # ------------------------------------------------------------------------------------ guard
 
 
@@ -280,6 +330,45 @@ def test_a_nan_answer_of_the_surrogate_is_never_trusted(checks):
     assert result.fallback.tolist() == [False, False, True, False, False, False]
     assert result.report()[2]["fired"] == ["finite"] and result.surrogate_fraction == 5 / 6
     assert result.counts() == {"finite": 1, **{check.name: 0 for check in checks}}
+
+
+def nan_where_first_above_one(params):
+    """:func:`ensemble_surrogate`, but its first member answers NaN where ``p0 > 1``; an Ensemble
+    cannot hold NaN, so the call refuses the whole batch."""
+    samples = ensemble_surrogate(params).samples.clone()
+    samples[0, params[:, 0] > 1] = float("nan")
+    return Ensemble(samples)
+
+
+def test_an_ensemble_surrogate_refusing_nan_answers_sends_just_those_samples_to_the_fallback():
+    fallback = Counter(solver)
+    params = PARAMS.clone()
+    params[4, 0] = 1.25  # samples 1 and 4: p0 > 1
+    result = guard(nan_where_first_above_one, [EnsembleSpread(1e9)], fallback)(params)
+    routed = torch.tensor([False, True, False, False, True, False])
+    assert torch.equal(result.fallback, routed) and torch.equal(result.non_finite, routed)
+    assert len(fallback.calls) == 1 and torch.equal(fallback.calls[0], params[routed])
+    assert torch.equal(result.output[routed], solver(params[routed]))
+    mean = ensemble_surrogate(params[~routed]).samples.mean(0)  # the others: their mean
+    assert torch.equal(result.output[~routed], mean)
+    report = result.report()
+    assert report[1]["fired"] == ["finite"] and report[0]["fired"] == []
+    assert np.isnan(report[4]["scores"]["spread"]) and report[0]["scores"]["spread"] < 1e9
+    assert result.counts() == {"finite": 2, "spread": 0}
+    # every sample refused: the fallback answers all
+    result = guard(nan_where_first_above_one, [EnsembleSpread(1e9)], solver)(params[[1, 4]])
+    assert torch.equal(result.output, solver(params[[1, 4]])) and result.surrogate_fraction == 0
+
+
+def test_a_non_finite_input_fails_the_range_check_alone():
+    params = PARAMS.clone()
+    params[0, 0], params[3, 1] = float("nan"), float("inf")
+    fails, score = INSIDE(params, None)
+    assert score.tolist() == [float("inf"), 0.5, 0.0, float("inf"), 0.4, 0.0]
+    assert fails.tolist() == [True, True, False, True, True, False]
+    result = guard(lambda p: surrogate(p.nan_to_num()), [INSIDE], solver)(params)
+    assert torch.equal(result.fallback, fails)
+    assert torch.equal(result.output[~fails], surrogate(params[~fails]))
 
 
 def test_a_check_that_always_fires_gives_the_fallback_exactly():
@@ -498,8 +587,6 @@ def test_guard_rejects_bad_calls():
         guard(surrogate, [INSIDE], lambda p: torch.zeros(len(p), 5))(PARAMS)
     with pytest.raises(ValueError, match=r"inputs must be \(6, 1\) \(batch, P\)"):
         guard(surrogate, [InputRange([0.0], [1.0])], solver)(PARAMS)
-    with pytest.raises(ValueError, match="inputs contains NaN"):  # no parameters= was given
-        guard(surrogate, [INSIDE], solver)(PARAMS * float("nan"))
     first = InputRange([0.0], [1.0], parameters=lambda p: p[:, :2])
     with pytest.raises(ValueError, match=r"parameters\(inputs\) must be \(6, 1\)"):
         guard(surrogate, [first], solver)(PARAMS)

@@ -206,7 +206,13 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
             if chosen.get(name) is not None
         }
         loss = distill(
-            chosen["distill_from"], loss, train_data, train_set, description["task"], **options
+            chosen["distill_from"],
+            loss,
+            train_data,
+            train_set,
+            description["task"],
+            task_options=description["options"],
+            **options,
         )
         description = {**description, "distill": {**options, "tau": loss.tau}}
     elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):

@@ -22,7 +22,7 @@ from .checks import (
     point_prediction,
 )
 from .distillation import FocalDistillation, focal_weights, input_target, sample_errors
-from .guard import Guard, GuardResult, RefineRound, guard, refine
+from .guard import Guard, GuardResult, NonFiniteAnswer, RefineRound, guard, refine
 from .previous import load_previous
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Guard",
     "GuardResult",
     "InputRange",
+    "NonFiniteAnswer",
     "PDEResidual",
     "RefineRound",
     "focal_weights",

@@ -101,7 +101,8 @@ class InputRange(Check):
     ``parameters(inputs) -> (batch, P)`` gives the parameters of each input (by default the
     inputs themselves, which must then be ``(batch, P)``). The score is the largest distance
     outside the box in units of each parameter's range ``upper − lower`` (absolute where the
-    range is 0); 0 inside. The default threshold 0 fails every input outside the box.
+    range is 0); 0 inside; infinite for parameters holding NaN or inf, so those fail at any
+    threshold. The default threshold 0 fails every input outside the box.
     """
 
     name = "input_range"
@@ -145,7 +146,7 @@ class InputRange(Check):
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         raw = inputs if self.parameters is None else self.parameters(inputs)
         name = "inputs" if self.parameters is None else "parameters(inputs)"
-        values = as_tensor(name, raw, f"(batch, {self.lower.numel()})", 2)
+        values = as_tensor(name, raw, f"(batch, {self.lower.numel()})", 2, finite=False)
         if values.shape[1] != self.lower.numel() or values.shape[0] != inputs.shape[0]:
             raise ValueError(
                 f"{name} must be ({inputs.shape[0]}, {self.lower.numel()}) (batch, P), got "
@@ -155,7 +156,7 @@ class InputRange(Check):
         width = upper - lower
         scale = torch.where(width > 0, width, torch.ones_like(width))
         outside = torch.maximum(lower - values, values - upper).clamp_min(0) / scale
-        return outside.amax(1)
+        return outside.amax(1).masked_fill(~torch.isfinite(values).all(1), torch.inf)
 
 
 class ConstraintResidual(Check):

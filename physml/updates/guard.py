@@ -16,21 +16,36 @@ import torch
 
 from pdes.checks import positive_int
 
+from .._checks import NonFiniteError
 from .checks import Check, point_prediction
 
 Model = Callable[[torch.Tensor], object]
+
+
+class NonFiniteAnswer(NonFiniteError):
+    """A surrogate's NaN or inf answer to some samples of a batch, which its output (a Gaussian or
+    an Ensemble) cannot hold: ``samples`` their indices in the batch. :class:`Guard` sends them to
+    the fallback and answers the others."""
+
+    def __init__(self, message: str, samples: Sequence[int]) -> None:
+        super().__init__(message)
+        self.samples = tuple(int(i) for i in samples)
 
 
 @dataclass(frozen=True)
 class GuardResult:
     """One guarded batch.
 
-    ``output`` ``(batch, ...)``: the answers, in the surrogate's dtype and device; ``fired`` and
+    ``output`` ``(batch, ...)``: the answers, in the surrogate's dtype and device (the
+    fallback's where the surrogate answered none); ``fired`` and
     ``scores`` ``(batch, checks)``: which check failed where and its score (float64); ``names``
     the checks' names in column order; ``sent_inputs`` and ``solved`` the inputs sent to the
     fallback and its answers (the fallback's own dtype), in batch order; ``non_finite``
     ``(batch,)``: the surrogate answered NaN or inf there (always sent to the fallback, reported
-    as ``"finite"``).
+    as ``"finite"``). A tensor answer is scored as it is; a Gaussian or Ensemble cannot hold NaN
+    or inf, so a surrogate returning one refuses those samples (:class:`NonFiniteAnswer`, or any
+    :class:`~physml._checks.NonFiniteError`): they are ``non_finite``, not scored (``fired``
+    False, ``scores`` NaN), and the others answered as usual.
     """
 
     output: torch.Tensor
@@ -104,39 +119,95 @@ class Guard:
         if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0 or inputs.shape[0] == 0:
             got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
             raise ValueError(f"inputs must be a non-empty batch tensor (batch, ...), got {got}")
-        batch = inputs.shape[0]
+        batch, count = inputs.shape[0], len(self.checks)
         with torch.no_grad():
-            prediction = self.surrogate(inputs)
-            point = point_prediction(prediction)
-            if point.ndim == 0 or point.shape[0] != batch:
+            prediction, answered = self._answer(inputs)
+            asked = inputs if bool(answered.all()) else inputs[answered]
+            point = None if prediction is None else point_prediction(prediction)
+            if point is not None and (point.ndim == 0 or point.shape[0] != asked.shape[0]):
                 raise ValueError(
-                    f"the surrogate must answer each of the {batch} inputs, got shape "
+                    f"the surrogate must answer each of the {asked.shape[0]} inputs, got shape "
                     f"{tuple(point.shape)}"
                 )
-            results = [check(inputs, prediction) for check in self.checks]
-        fired = torch.stack([r[0] for r in results], 1) if results else _none(batch, point.device)
-        scores = (
-            torch.stack([r[1] for r in results], 1)
-            if results
-            else torch.zeros(batch, 0, dtype=torch.float64, device=point.device)
-        )
-        non_finite = ~torch.isfinite(point.reshape(batch, -1)).all(1)  # never a trusted answer
+            results = [] if point is None else [check(asked, prediction) for check in self.checks]
+        if point is None:  # every sample refused
+            fired = torch.zeros(batch, count, dtype=torch.bool, device=inputs.device)
+            scores = torch.full((batch, count), torch.nan, dtype=torch.float64, device=fired.device)
+            non_finite = torch.ones(batch, dtype=torch.bool, device=inputs.device)
+        else:
+            rows = asked.shape[0]
+            fired, scores = _none(rows, point.device), _no_scores(rows, point.device)
+            if results:
+                fired = torch.stack([r[0] for r in results], 1)
+                scores = torch.stack([r[1] for r in results], 1)
+            fired, scores = _spread(fired, answered, False), _spread(scores, answered, torch.nan)
+            finite = torch.isfinite(point.reshape(rows, -1)).all(1)  # never trust NaN or inf
+            non_finite = ~_spread(finite, answered, False)
         fails = fired.any(1) | non_finite.to(fired.device)
-        output, sent_inputs, solved = point, inputs[fails.to(inputs.device)], None
+        sent_inputs, solved = inputs[fails.to(inputs.device)], None
+        output = None if point is None else _spread(point, answered, torch.nan)
         if fails.any():
             solved = self.fallback(sent_inputs)
-            expected = (int(fails.sum()), *point.shape[1:])
+            rest = tuple(point.shape[1:]) if point is not None else None
+            if rest is None and isinstance(solved, torch.Tensor) and solved.ndim:
+                rest = tuple(solved.shape[1:])  # nothing answered: the fallback's shape
+            expected = (int(fails.sum()), *(rest or ()))
             if not isinstance(solved, torch.Tensor) or tuple(solved.shape) != expected:
                 got = tuple(solved.shape) if isinstance(solved, torch.Tensor) else type(solved)
                 raise ValueError(
                     f"fallback must answer the {expected[0]} inputs sent to it with a tensor of "
                     f"shape {expected}, got {got}"
                 )
-            output = point.clone()
-            output[fails.to(point.device)] = solved.to(point.dtype).to(point.device)
+            if output is None:
+                output = solved
+            else:
+                output = output.clone()
+                output[fails.to(output.device)] = solved.to(output.dtype).to(output.device)
             self.sent.append((sent_inputs, solved))
         names = tuple(c.name for c in self.checks)
         return GuardResult(output, fired, scores, names, sent_inputs, solved, non_finite)
+
+    def _answer(self, inputs: torch.Tensor) -> tuple[object | None, torch.Tensor]:
+        """The surrogate's prediction and the ``(batch,)`` samples it is for: all of them, unless
+        the surrogate refuses NaN or inf answers (a :class:`~physml._checks.NonFiniteError`);
+        then without the samples it names (:class:`NonFiniteAnswer`) or, halving the batch, those
+        it refuses alone. ``None`` where it refuses every sample."""
+        answered = torch.ones(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+        while bool(answered.any()):
+            asked = inputs if bool(answered.all()) else inputs[answered]
+            try:
+                return self.surrogate(asked), answered
+            except NonFiniteError as error:
+                refused = self._refused(asked, error)
+                if not bool(refused.any()):
+                    raise
+                answered[answered.nonzero().flatten()[refused]] = False
+        return None, answered
+
+    def _refused(self, inputs: torch.Tensor, error: NonFiniteError) -> torch.Tensor:
+        """``(batch,)`` booleans: the samples of ``inputs`` the surrogate refused with ``error``
+        (a batch of one: itself; else those :class:`NonFiniteAnswer` names, or those of each half
+        it refuses, found the same way)."""
+        batch = inputs.shape[0]
+        refused = torch.zeros(batch, dtype=torch.bool, device=inputs.device)
+        if isinstance(error, NonFiniteAnswer):
+            wrong = [i for i in error.samples if not 0 <= i < batch]
+            if wrong:
+                raise ValueError(
+                    f"the surrogate's NonFiniteAnswer must name samples of its batch of {batch}, "
+                    f"got {wrong}"
+                ) from error
+            refused[list(error.samples)] = True
+            return refused
+        if batch == 1:
+            return ~refused
+        half = batch // 2
+        for part in (slice(0, half), slice(half, batch)):
+            try:
+                self.surrogate(inputs[part])
+            except NonFiniteError as inner:
+                refused[part] = self._refused(inputs[part], inner)
+        return refused
 
     def collected(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(inputs, answers)`` the fallback gave since the last :meth:`clear` — training pairs
@@ -154,12 +225,29 @@ def _none(batch: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(batch, 0, dtype=torch.bool, device=device)
 
 
+def _no_scores(batch: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(batch, 0, dtype=torch.float64, device=device)
+
+
+def _spread(rows: torch.Tensor, answered: torch.Tensor, fill: object) -> torch.Tensor:
+    """``rows`` ``(answered, ...)`` at the ``answered`` samples of the batch, ``fill`` elsewhere."""
+    if bool(answered.all()):
+        return rows
+    shape = (answered.shape[0], *rows.shape[1:])
+    out = torch.full(shape, fill, dtype=rows.dtype, device=rows.device)
+    out[answered.to(rows.device)] = rows
+    return out
+
+
 def guard(surrogate: Model, checks: Sequence[Check], fallback: Model) -> Guard:
     """``surrogate`` answering where every check of ``checks`` passes, ``fallback`` elsewhere.
 
     Args:
         surrogate: ``surrogate(inputs) -> (batch, ...)`` (a tensor, or a Gaussian or Ensemble
             whose mean is the answer and whose spread the checks may read); run without gradient.
+            Its NaN or inf answers go to ``fallback``; one returning a Gaussian or Ensemble,
+            which cannot hold them, raises a :class:`NonFiniteAnswer` naming those samples (else
+            the batch is halved to find them), and is asked again for the others.
         checks: :class:`~physml.updates.checks.Check` objects with distinct names (an empty list
             answers with the surrogate everywhere).
         fallback: ``fallback(inputs[failed]) -> (failed, ...)``, e.g. the problem's solver; called

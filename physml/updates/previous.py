@@ -14,17 +14,34 @@ from torch import nn
 from ..data import PDEData
 from ..training import load_checkpoint
 from ..training.checkpoint import load_weights
-from ..training.families import FAMILIES, build
+from ..training.families import (
+    DEFAULTS,
+    FAMILIES,
+    SPECTRAL,
+    TASK_OPTIONS,
+    build,
+    check_spectral_shift,
+    training_items,
+)
 from .distillation import FocalDistillation, frozen, sample_errors
 
 
 def load_previous(
-    checkpoint: str | os.PathLike, data: PDEData, task: str | None = None
+    checkpoint: str | os.PathLike,
+    data: PDEData,
+    task: str | None = None,
+    task_options: dict | None = None,
 ) -> nn.Module:
     """The frozen model of the run folder (or file) ``checkpoint``, built for ``data``.
 
-    ``task``, when given, must be the checkpoint's task (the old and new models must map the
-    same inputs to the same outputs). Building does not touch the global random state.
+    The old and new models must map the same inputs to the same outputs: ``task``, when given,
+    must be the checkpoint's task; ``task_options``, when given (the new run's model options,
+    the defaults where missing), must agree with the checkpoint's on those its task reads
+    (rollout ``k``, forecast ``t_in`` and ``t_out``); ``data`` must give (input, target) pairs
+    of the shapes the old run trained on (for an FNO, on any grid of as many axes). An FNO
+    trained with the earlier spectral convolution is refused
+    (:func:`~physml.training.families.check_spectral_shift`). Building does not touch the
+    global random state.
     """
     state = load_checkpoint(checkpoint)
     description = state.get("model_config")
@@ -40,10 +57,54 @@ def load_previous(
             f"checkpoint: {str(checkpoint)!r} holds a model of task {description['task']!r}, "
             f"not {task!r}: the old and new models must map the same inputs to the same outputs"
         )
+    if task_options is not None:
+        _check_task_options(description, task_options, checkpoint)
+    trained = (state.get("fingerprint") or {}).get("shapes")
+    where = f"--distill-from: {str(checkpoint)!r}"
+    check_spectral_shift(description, trained, where)
+    if trained is not None:
+        _check_same_pairs(
+            description["model"], training_items(description, data), trained, checkpoint
+        )
     with torch.random.fork_rng(devices=[]):
         model, _ = build(description, data)
     load_weights(model, state, checkpoint)
     return frozen(model)
+
+
+def _check_task_options(description: dict, task_options: dict, checkpoint) -> None:
+    """The options the checkpoint's task reads must be ``task_options``' (defaults if missing)."""
+    saved = description.get("options") or {}
+    value = lambda options, name: options.get(name, DEFAULTS[name])  # noqa: E731
+    names = TASK_OPTIONS.get(description["task"], ())
+    differ = [name for name in names if value(saved, name) != value(task_options, name)]
+    if differ:
+        old = ", ".join(f"{name}={value(saved, name)}" for name in differ)
+        new = ", ".join(f"{name}={value(task_options, name)}" for name in differ)
+        raise ValueError(
+            f"--distill-from: {str(checkpoint)!r} holds a {description['task']} model with "
+            f"{old}, this run has {new}: the old and new models must map the same inputs to the "
+            "same outputs"
+        )
+
+
+def _check_same_pairs(model: str, items, trained: list, checkpoint) -> None:
+    """``items`` must be pairs of the ``trained`` shapes: the same channels and number of axes,
+    and for the families that are not resolution-free (all but the FNOs) the same grid."""
+    now = [list(part.shape) for part in items[0]]
+    trained = [list(shape) for shape in trained]
+    same = now == trained
+    if model in SPECTRAL:  # resolution-free: the same axes and channels on any grid
+        same = len(now) == len(trained) and all(
+            len(a) == len(b) and a[:1] == b[:1] for a, b in zip(now, trained, strict=False)
+        )
+    if not same:
+        grids = " (an FNO takes any grid, but as many axes and channels)"
+        grids = grids if model in SPECTRAL else ""
+        raise ValueError(
+            f"--distill-from: the old run {str(checkpoint)!r} was trained on data of shape "
+            f"{trained} (input, target), this --data has {now}{grids}"
+        )
 
 
 def distill_from(
@@ -56,11 +117,13 @@ def distill_from(
     alpha: float = 1.0,
     beta: float = 5.0,
     tau: float | None = None,
+    task_options: dict | None = None,
 ) -> FocalDistillation:
     """``loss`` wrapped in focal distillation toward the model of ``checkpoint`` (``physml train
     --distill-from``). ``items`` are the new model's training pairs over ``data``; ``tau``
-    defaults to the old model's median error on them (relative L2)."""
-    old = load_previous(checkpoint, data, task)
+    defaults to the old model's median error on them (relative L2); ``task_options``: the new
+    run's model options, checked by :func:`load_previous`."""
+    old = load_previous(checkpoint, data, task, task_options)
     if tau is None:
         tau = float(sample_errors(old, items).median())
     return FocalDistillation(loss, old, tau, strength, alpha, beta)

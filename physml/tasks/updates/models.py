@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from ...constraints import BoundaryCondition, constrain
 from ...outputs import Ensemble
 from ...training import TrainConfig, Trainer
 from ...training.families import relative_l2_loss
-from ...updates import FocalDistillation
+from ...updates import FocalDistillation, NonFiniteAnswer
 from .data import Equation
 
 
@@ -102,7 +103,8 @@ def widen(new: nn.Module, old: nn.Module) -> nn.Module:
 
 @dataclass
 class Trained:
-    """A trained model and its training cost in CPU seconds (scaled to all steps on resume)."""
+    """A trained model and its training cost in CPU seconds (scaled to all steps on resume; NaN
+    where unknown: a finished run whose cost was not recorded)."""
 
     model: nn.Module
     train_s: float
@@ -119,7 +121,8 @@ def train(
     describe: dict | None = None,
 ) -> Trained:
     """One Trainer run (cosine lr, gradient norm ≤ 1), resumed from ``out`` when it is there;
-    its CPU seconds are kept in ``out/train_s.json`` so a finished run reports them again."""
+    its CPU seconds are kept in ``out/train_s.json`` so a finished run reports them again (NaN,
+    and nothing written, for a finished run without that file: killed before writing it)."""
     config = TrainConfig(
         steps=size.steps,
         batch=min(size.batch, len(data)),
@@ -137,7 +140,9 @@ def train(
     cost = None if out is None else Path(out) / "train_s.json"
     if done == 0 and cost is not None and cost.exists():  # finished earlier: its recorded cost
         return Trained(model.eval(), float(json.loads(cost.read_text())["train_s"]))
-    train_s = spent * size.steps / done if done else 0.0
+    if done == 0:  # finished earlier, its cost unrecorded (or no out to record it in): unknown
+        return Trained(model.eval(), math.nan)
+    train_s = spent * size.steps / done
     if cost is not None:
         atomic_write_text(cost, json.dumps({"train_s": train_s}) + "\n")
     return Trained(model.eval(), train_s)
@@ -159,7 +164,9 @@ class MemberEnsemble(nn.Module):
 
     ``(batch, 1, nx) →`` an :class:`~physml.outputs.Ensemble` ``(member, batch, 1, nx)``: its mean
     is the answer (:func:`~physml.updates.point_prediction`), its spread what
-    :class:`~physml.updates.EnsembleSpread` reads.
+    :class:`~physml.updates.EnsembleSpread` reads. A member answering NaN or inf on some inputs
+    raises a :class:`~physml.updates.NonFiniteAnswer` naming them: a guard sends those to its
+    fallback and answers the others.
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
@@ -169,7 +176,17 @@ class MemberEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, inputs: torch.Tensor) -> Ensemble:
-        return Ensemble(torch.stack([member(inputs) for member in self.members]))
+        samples = torch.stack([member(inputs) for member in self.members])
+        finite = torch.isfinite(samples.reshape(*samples.shape[:2], -1)).all(2)  # (member, batch)
+        if not bool(finite.all()):
+            members = (~finite).any(1).nonzero().flatten().tolist()
+            refused = (~finite).any(0).nonzero().flatten().tolist()
+            raise NonFiniteAnswer(
+                f"members {members} of the ensemble answered NaN or inf on the inputs {refused} "
+                f"of the batch of {samples.shape[1]}",
+                refused,
+            )
+        return Ensemble(samples)
 
 
 def predict(model: nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor | Ensemble:
