@@ -224,6 +224,19 @@ def interrupted(after: int):
     return extra
 
 
+@pytest.mark.parametrize("other", [{"heads": 4}, {"min_std": 0.2}, {"eval_samples": 3}])
+def test_resuming_an_anp_with_settings_no_shape_shows_is_refused(tmp_path, other):
+    sampler = small_sampler(batch=4, n_target=20)
+    settings = {"steps": 4, "lr": 1e-3, "seed": 7, "progress": False, "checkpoint_every": 2}
+    with pytest.raises(Interrupt):
+        train_anp(small_model(), sampler, out=tmp_path, loss_extra=interrupted(3), **settings)
+    with pytest.raises(CheckpointError, match="another model"):
+        train_anp(
+            small_model(**other), sampler, out=tmp_path, loss_extra=interrupted(99), **settings
+        )
+    assert small_model().settings == {}  # the defaults add nothing: older runs resume
+
+
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     sampler = small_sampler(batch=4, n_target=20)
     settings = {"steps": 20, "lr": 1e-3, "seed": 7, "progress": False, "checkpoint_every": 5}

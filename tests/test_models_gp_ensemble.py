@@ -523,3 +523,18 @@ def test_gp_fit_that_meets_an_indefinite_kernel_says_how_to_fix_it(monkeypatch):
     x = torch.rand(12, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"raise noise_floor \(now 1e-06\)"):
         ExactGPSurrogate(noise_floor=1e-6).fit(x, torch.sin(x.sum(1)))
+
+
+def test_an_ensemble_resumed_on_other_targets_is_refused(tmp_path):
+    """Every row counts: the Trainer's fingerprint hashes a few items, so targets changed
+    elsewhere would resume the old fit silently."""
+    from physml.training import CheckpointError, fit_ensemble
+
+    x = torch.linspace(0, 1, 64, dtype=torch.float64)[:, None]
+    y = torch.sin(3 * x[:, 0])
+    options = dict(epochs=2, batch_size=16, out=tmp_path)
+    fit_ensemble(tiny(members=2), x, y, **options)
+    shifted = y.clone()
+    shifted[5:59] += 10.0  # the rows in the middle only
+    with pytest.raises(CheckpointError, match="rows_sha256"):
+        fit_ensemble(tiny(members=2), x, shifted, **options)

@@ -117,6 +117,10 @@ class PointSets(Dataset):
     ``seed`` (int64) keys the item's own random draws in training (the ANP's latent sample), so
     they do not depend on how items are batched or split among processes. The points depend on
     ``seed`` and ``i`` only. ``n_target=None`` targets the whole grid in t-major order.
+
+    The draws are fixed for the dataset's life: an epoch revisits the same ``N · views`` point
+    sets and latent seeds, so a training run sees that many Monte-Carlo draws of its objective
+    (more ``views``, more draws), where :func:`~physml.training.train_anp` draws afresh each step.
     """
 
     def __init__(

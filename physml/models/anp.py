@@ -101,6 +101,10 @@ class _SetEncoder(nn.Module):
         return h
 
 
+SHAPELESS_DEFAULTS = {"heads": 2, "min_std": 0.01, "eval_samples": 0}
+"""The defaults of the settings that leave every parameter's shape as it is."""
+
+
 class AttentiveNeuralProcess(nn.Module):
     """ANP over points ``(t, x)``: ``forward(context_x (B, Nc, 2), context_y (B, Nc), target_x (B,
     Nt, 2)) -> Gaussian`` with mean and diagonal variance ``(B, Nt)``.
@@ -134,6 +138,10 @@ class AttentiveNeuralProcess(nn.Module):
         _positive_int("attention_layers", attention_layers, 0)
         self.min_std = positive("min_std", min_std)
         self.eval_samples = _positive_int("eval_samples", eval_samples, 0)
+        shapeless = {"heads": heads, "min_std": float(min_std), "eval_samples": eval_samples}
+        self.settings = {k: v for k, v in shapeless.items() if v != SHAPELESS_DEFAULTS[k]}
+        """The settings no parameter's shape shows, where they differ from the defaults (a
+        checkpoint records them: another value is another model)."""
         shift, scale = self._input_map(input_range)
         self.register_buffer("input_shift", shift)
         self.register_buffer("input_scale", scale)

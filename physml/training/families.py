@@ -10,7 +10,8 @@ known of a solution to the whole solution ``u(t, x)``:
 
 - ``anp``: ``context_points`` observed points ``(t, x, u)`` of a solution (``context_times``
   random times × random places, the ProbConserv protocol) → a Gaussian at ``target_points``
-  random points (``views`` point sets per solution per epoch; evaluated on the whole grid);
+  random points (``views`` point sets per solution, drawn once: every epoch revisits them;
+  evaluated on the whole grid);
 - ``ensemble``: the PDE parameters and ``(t, x)`` → a Gaussian ``u(t, x)``, ``members`` MLPs
   of ``layers`` hidden layers of ``hidden`` units, each point of each solution a row.
 

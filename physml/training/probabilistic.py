@@ -18,6 +18,7 @@ state-dict keys gain the prefix ``model.``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -121,6 +122,8 @@ def train_anp(
     )
     extra = False if loss_extra is None else getattr(loss_extra, "description", True)
     description = {**describe(model), "loss_extra": extra}
+    if getattr(model, "settings", None):  # settings no parameter shape shows (heads, min_std)
+        description["settings"] = dict(model.settings)
     trainer = Trainer(
         Objective(model, loss), objective_loss, config, out, description, quiet=not progress
     )
@@ -203,7 +206,9 @@ def fit_ensemble(
     ensemble.standardise(inputs, targets)
     x = torch.as_tensor(inputs, dtype=torch.float32).detach().cpu()
     y = torch.as_tensor(targets, dtype=torch.float32).detach().cpu()
-    rows = MemberRows(x, y, ensemble.members, seed)
+    # every row's bytes: the Trainer's fingerprint hashes a few items only
+    digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()
+    rows = MemberRows(x, y, ensemble.members, seed, attributes={"rows_sha256": digest})
     batch = min(batch_size, len(rows))
     per_epoch = len(rows) // batch
     config = TrainConfig(
