@@ -4,7 +4,8 @@ Data: the ``navier-stokes`` recipe (periodic unit torus, ν = 1e-3, FNO's forcin
 initial vorticity) on a 32×32 grid, one frame per unit of time; the first ``T_in`` frames of a
 sequence are the context and the next ``T_out`` the target. Methods, trained for the same
 wall-clock budget with :func:`physml.models.forecasting.train_forecaster` (the toy size: fixed
-steps, about that budget's on an idle machine, so that a run repeats): Earthformer (axial
+steps, so that a run repeats; a few seconds each, not equal times: 3–5 s for the Earthformer's,
+about 3 s for the FNO's on a busy 2-core machine): Earthformer (axial
 cuboid attention, global vectors), FNO-2D with time as channels (``neuralop.models.FNO``,
 ``in_channels = T_in``, ``out_channels = T_out``) and persistence (the last context frame). Both
 networks are built for the torus: the Earthformer's convolutions wrap around
@@ -76,7 +77,7 @@ SIZES = {
         batch_size=8,
         base_units=16,
         modes=12,
-        steps={"earthformer": 24, "fno": 45},  # about 10 s each on one idle core
+        steps={"earthformer": 24, "fno": 45},  # 3-5 s and ~3 s on a busy 2-core machine
     ),
     "full": Scale(
         nx=32,
@@ -316,7 +317,8 @@ register(
         name=NAME,
         description=(
             "Earthformer vs FNO-2D (time as channels) vs persistence on 2-D Navier-Stokes "
-            "vorticity sequences: relative L2 per lead time at equal training time"
+            "vorticity sequences: relative L2 per lead time at equal training time (fixed steps at "
+            "toy size)"
         ),
         run=run,
         figures={
