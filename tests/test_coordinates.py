@@ -1,13 +1,17 @@
-"""Periodic coordinates for the FNO (``physml.models.coordinates``, ``fast_fno(periodic=True)``).
+"""Position channels for the FNO (``physml.models.coordinates``, ``fast_fno(periodic=True)``,
+``fast_fno(position=GridCoordinates(...))``).
 
-The coordinates are checked against their formula, against the wrap of the box (smooth there,
-where neuralop's grid embedding jumps) and across resolutions; the periodic FNO against neuralop's
-FNO without an embedding fed the same channels by hand; ``physml train`` against the file's
-domain and against checkpoints that predate the choice.
+The periodic coordinates are checked against their formula, against the wrap of the box (smooth
+there, where neuralop's grid embedding jumps) and across resolutions; the periodic FNO against
+neuralop's FNO without an embedding fed the same channels by hand; ``physml train`` against the
+file's domain and against checkpoints that predate the choice. The grid coordinates of a
+non-periodic file are checked against the pdes grids' own coordinates, node and cell, at two
+resolutions, and an FNO run's channel on a fine grid against the coarse one at the same points.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -15,7 +19,8 @@ import torch
 from neuralop.layers.embeddings import GridEmbeddingND
 from neuralop.models import FNO
 
-from physml.models import PeriodicCoordinates, fast_fno
+from pdes import Grid1D
+from physml.models import GridCoordinates, PeriodicCoordinates, fast_fno
 
 
 def by_formula(batch: int, space: tuple[int, ...]) -> torch.Tensor:
@@ -129,7 +134,7 @@ def test_physml_train_gives_the_fno_periodic_coordinates_on_a_periodic_file_only
     assert isinstance(build(older, data)[0].positional_embedding, GridEmbeddingND)
     state, data = runs["heat"]
     assert state["model_config"]["periodic"] is False
-    assert isinstance(build(state["model_config"], data)[0].positional_embedding, GridEmbeddingND)
+    assert isinstance(build(state["model_config"], data)[0].positional_embedding, GridCoordinates)
 
 
 def test_boon_gives_the_periodic_fno_its_boundary_values_exactly():
@@ -147,3 +152,174 @@ def test_boon_gives_the_periodic_fno_its_boundary_values_exactly():
     y = model(torch.randn(4, 1, 33))
     torch.testing.assert_close(y[..., 0], torch.full((4, 1), 0.5), rtol=0, atol=1e-5)
     torch.testing.assert_close(y[..., -1], torch.full((4, 1), -1.0), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------- coordinates of a non-periodic grid
+
+
+@pytest.mark.parametrize("kind", ["node", "cell"])
+@pytest.mark.parametrize("n", [33, 65])
+def test_grid_coordinates_are_the_pdes_grids_points_on_each_axis(kind, n):
+    """2-D box [0, 1] × [-1, 2]: each channel is the pdes grid's coordinate along its axis."""
+    x = Grid1D(n, 0.0, 1.0, kind=kind).coordinates()
+    y = Grid1D(n - 8, -1.0, 2.0, kind=kind).coordinates()
+    inputs = torch.randn(2, 3, n, n - 8, dtype=torch.float64)
+    out = GridCoordinates([(0.0, 1.0), (-1.0, 2.0)], kind)(inputs)
+    assert out.shape == (2, 5, n, n - 8) and out.dtype == torch.float64
+    torch.testing.assert_close(out[:, :3], inputs, rtol=0, atol=0)
+    torch.testing.assert_close(out[:, 3], x[:, None].expand(2, n, n - 8), rtol=0, atol=1e-15)
+    torch.testing.assert_close(out[:, 4], y[None, :].expand(2, n, n - 8), rtol=0, atol=1e-15)
+
+
+def test_a_point_keeps_its_coordinate_bit_for_bit_on_a_finer_grid():
+    """Nodes j of 33 are nodes 2j of 65 and 3j of 97; cell k of 11 is cell 3k + 1 of 33."""
+    box = [(0.1, 0.7)]
+    nodes = {n: GridCoordinates(box)(torch.zeros(1, 1, n))[0, 1] for n in (33, 65, 97)}
+    assert torch.equal(nodes[65][::2], nodes[33]) and torch.equal(nodes[97][::3], nodes[33])
+    assert nodes[33][0] == torch.tensor(0.1) and nodes[33][-1] == torch.tensor(0.7)
+    cells = {n: GridCoordinates(box, "cell")(torch.zeros(1, 1, n))[0, 1] for n in (11, 33)}
+    assert torch.equal(cells[33][1::3], cells[11])
+
+
+def test_grid_coordinates_refuse_bad_bounds_kinds_and_inputs():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        GridCoordinates([(0.0, 1.0)], "nodes")
+    for bounds in ([], [(0.0,)], [(0.0, float("nan"))], "01", [(0.0, "1")], [(True, 1.0)]):
+        with pytest.raises(ValueError, match="bounds must be a non-empty list of"):
+            GridCoordinates(bounds)
+    with pytest.raises(ValueError, match=r"with 2 space axes, got shape \(1, 1, 8\)"):
+        GridCoordinates([(0, 1), (0, 1)])(torch.zeros(1, 1, 8))
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        GridCoordinates([(0, 1)])(torch.zeros(1, 1, 8, dtype=torch.int64))
+    options = dict(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)
+    with pytest.raises(ValueError, match=r"as many space axes as n_modes \(4,\) \(1\), got 2"):
+        fast_fno(position=GridCoordinates([(0, 1), (0, 1)]), **options)
+    with pytest.raises(ValueError, match="not both"):
+        fast_fno(position=GridCoordinates([(0, 1)]), periodic=True, **options)
+    with pytest.raises(TypeError, match="position must be a GridCoordinates or None"):
+        fast_fno(position=[(0, 1)], **options)
+
+
+def test_the_fno_with_grid_coordinates_has_the_grid_fnos_weights_fed_the_coordinates():
+    """Same seed, same parameters and state_dict as neuralop's layout; the channel differs."""
+    options = dict(n_modes=(4,), in_channels=2, out_channels=1, hidden_channels=4, n_layers=2)
+    torch.manual_seed(0)
+    grid = fast_fno(**options)
+    torch.manual_seed(0)
+    nodes = fast_fno(position=GridCoordinates([(0.0, 1.0)]), **options)
+    before, after = grid.state_dict(), nodes.state_dict()
+    assert list(before) == list(after)
+    for key, value in before.items():
+        same = torch.equal(value, after[key]) if torch.is_tensor(value) else value == after[key]
+        assert same, key
+    reference = FNO(positional_embedding=None, **{**options, "in_channels": 3})
+    reference.load_state_dict(nodes.state_dict())
+    x = torch.randn(3, 2, 17)
+    fed = torch.cat([x, torch.linspace(0, 1, 17).expand(3, 1, 17)], 1)
+    expected = reference(fed)
+    scale = float(expected.detach().abs().max())
+    torch.testing.assert_close(nodes(x), expected, rtol=0, atol=1e-5 * scale)
+
+
+def _heat_run(tmp_path, sizes=(33, 65)):
+    """``physml train --model fno`` (1 step) on a heat file of ``sizes[0]`` nodes; the
+    checkpoint's state and each size's file."""
+    from physml.cli import main
+    from physml.data import generate_dataset, load
+    from physml.training import load_checkpoint
+
+    files = {}
+    for nx in sizes:
+        path = generate_dataset("heat", tmp_path / f"heat{nx}.h5", 3, progress=False, nx=nx)
+        files[nx] = (path, load(path))
+    run = tmp_path / "run"
+    command = ["train", "--data", str(files[sizes[0]][0]), "--model", "fno", "--task", "operator"]
+    command += ["--modes", "4", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    command += ["--schedule", "constant", "--val-fraction", "0"]
+    assert main([*command, "--steps", "1", "--out", str(run)]) == 0
+    return run, load_checkpoint(run), files
+
+
+def test_an_fno_run_reads_the_files_coordinates_at_33_and_65_nodes(tmp_path):
+    """Trained on 33 nodes of [0, 1], built for either file: its position channel is that file's
+    x, and at the 33 shared points the 65-node channel is the 33-node one, bit for bit (neuralop's
+    k/n put x = 1 at 0.9697 and at 0.9846)."""
+    from physml.training.families import build
+
+    run, state, files = _heat_run(tmp_path)
+    config = state["model_config"]
+    assert config["position"] == "node" and config["position_bounds"] == [[0.0, 1.0]]
+    channels = {}
+    for nx, (_, data) in files.items():
+        model, pairs = build(config, data)
+        model.load_state_dict(state["model"])
+        inputs = torch.stack([pairs[i][0] for i in range(len(pairs))])
+        channels[nx] = model.positional_embedding(inputs)[:, -1]
+        x = data.coords["x"].to(channels[nx].dtype)
+        assert torch.equal(channels[nx], x.expand_as(channels[nx]))
+        assert model(inputs).shape == inputs.shape
+    assert torch.equal(channels[65][..., ::2], channels[33])
+
+
+def test_an_fno_run_on_cells_places_the_centres_of_the_files_box(tmp_path):
+    """A file whose ``grid_kind`` is ``cell``: the box reaches half a cell beyond the centres,
+    and a finer file's centres get their own coordinates."""
+    from physml.data import PDEData
+    from physml.training.families import build, model_config, with_domain
+
+    def cells(nx, ny):
+        x = Grid1D(nx, 0.0, 2.0, kind="cell").coordinates()
+        y = Grid1D(ny, -1.0, 1.0, kind="cell").coordinates()
+        u = torch.randn(4, 3, nx, ny, dtype=torch.float64)
+        attrs = {"boundary": "dirichlet", "grid_kind": "cell"}
+        return PDEData(u, torch.arange(3.0), {"x": x, "y": y}, {}, attrs), x, y
+
+    coarse, _, _ = cells(8, 6)
+    config = with_domain(model_config("fno", "rollout", {"modes": 2, "hidden": 4}), coarse)
+    assert config["position"] == "cell"
+    torch.testing.assert_close(
+        torch.tensor(config["position_bounds"]),
+        torch.tensor([[0.0, 2.0], [-1.0, 1.0]]),
+        rtol=0,
+        atol=1e-15,
+    )
+    fine, x, y = cells(16, 12)
+    model, pairs = build(config, fine)
+    out = model.positional_embedding(pairs[0][0][None])[0, -2:]
+    torch.testing.assert_close(out[0], x[:, None].float().expand(16, 12), rtol=0, atol=1e-7)
+    torch.testing.assert_close(out[1], y[None, :].float().expand(16, 12), rtol=0, atol=1e-7)
+
+
+def test_a_run_recorded_before_the_position_rebuilds_neuralops_grid_and_resumes(tmp_path):
+    """A checkpoint without ``position`` was trained on neuralop's ``k/n``: build, evaluate and
+    resume give that model, bit for bit the FNO of neuralop's grid embedding, and keep the
+    record as it was."""
+    from physml.cli import main
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import save_checkpoint
+    from physml.training.families import build, fno_options
+
+    run, state, files = _heat_run(tmp_path, sizes=(17,))
+    for key in ("position", "position_bounds"):
+        del state["model_config"][key]  # as written before the position was recorded
+    save_checkpoint(run, state)
+    path, data = files[17]
+    model, pairs = build(state["model_config"], data)
+    assert isinstance(model.positional_embedding, GridEmbeddingND)
+    assert model.positional_embedding.grid_boundaries == [[0.0, 1.0]]
+    model.load_state_dict(state["model"])
+    shapes = tuple(tuple(part.shape) for part in pairs[0])
+    reference = fast_fno(**fno_options(state["model_config"], data, shapes))
+    reference.load_state_dict(state["model"])
+    inputs = torch.stack([pairs[i][0] for i in range(len(pairs))])
+    assert torch.equal(model(inputs), reference(inputs))
+    position = model.positional_embedding(inputs)[:, -1]
+    expected = (torch.arange(17) / 17).expand_as(position)
+    torch.testing.assert_close(position, expected, rtol=0, atol=1e-7)
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(path)]) == 0
+    command = ["train", "--data", str(path), "--model", "fno", "--task", "operator"]
+    command += ["--modes", "4", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    command += ["--schedule", "constant", "--val-fraction", "0"]
+    assert main([*command, "--steps", "2", "--out", str(run)]) == 0
+    assert json.loads((run / "report.json").read_text())["resumed_from"] == 1
+    assert load_checkpoint(run)["model_config"] == state["model_config"]

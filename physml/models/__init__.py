@@ -10,7 +10,7 @@ from .anp import AttentiveNeuralProcess
 from .anp_losses import elbo_loss, gpme_residual, softc_loss_extra, softc_residual_loss
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from .common import grid_points, unflatten, with_parameters
-from .coordinates import PeriodicCoordinates
+from .coordinates import GridCoordinates, PeriodicCoordinates
 from .cuboid import (
     PATTERNS,
     CuboidCrossAttention,
@@ -78,6 +78,7 @@ __all__ = [
     "LeanSpectralConv",
     "OneActivationBlocks",
     "NoisyLatentLoss",
+    "GridCoordinates",
     "PeriodicCoordinates",
     "PreDiff",
     "elbo_loss",

@@ -44,7 +44,7 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models import FNO
 from torch import nn
 
-from physml.models.coordinates import PeriodicCoordinates
+from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
 
 
 class LeanSpectralConv(SpectralConv):
@@ -238,7 +238,9 @@ def _spectral_dtype(conv: nn.Module) -> torch.dtype:
     return getattr(weight, "tensor", weight).dtype
 
 
-def fast_fno(*, periodic: bool = False, **fno_options) -> FNO:
+def fast_fno(
+    *, periodic: bool = False, position: GridCoordinates | None = None, **fno_options
+) -> FNO:
     """The toolkit's FNO: neuralop's ``FNO(**fno_options)`` with :class:`LeanSpectralConv`
     layers and its 1×1 convolutions (channel MLPs, skips) as :class:`PointwiseConv1d` — the
     same parameters from the same seed and ``state_dict``, at less cost per call, with outputs
@@ -250,17 +252,36 @@ def fast_fno(*, periodic: bool = False, **fno_options) -> FNO:
     axis's phase, smooth where a periodic box wraps) in place of neuralop's grid embedding
     (``x ∈ [0, 1]``, which jumps there); the lifting takes ``2·dims`` extra channels. Save and
     load it as a ``state_dict`` into ``fast_fno(..., periodic=True)``: neuralop's own
-    ``from_checkpoint`` would rebuild it without the coordinates."""
+    ``from_checkpoint`` would rebuild it without the coordinates.
+
+    ``position``: a :class:`GridCoordinates` (one axis per mode axis) appends each point's
+    coordinate on its box in place of neuralop's ``k/n``, the same at the same point on every
+    grid; the parameters, their initial values and the ``state_dict`` are those of the FNO
+    without it."""
     if "conv_module" in fno_options:
         raise ValueError("fast_fno sets conv_module itself; got conv_module in fno_options")
     if not isinstance(periodic, bool):
         raise TypeError(f"periodic must be True or False, got {periodic!r}")
+    if position is not None and not isinstance(position, GridCoordinates):
+        raise TypeError(f"position must be a GridCoordinates or None, got {position!r}")
+    if (periodic or position is not None) and "positional_embedding" in fno_options:
+        raise ValueError(
+            f"{'periodic=True' if periodic else 'position'} sets the positional embedding; got "
+            "positional_embedding"
+        )
+    if periodic and position is not None:
+        raise ValueError("give periodic=True or position, not both: each sets the position")
     if not periodic:
         fno = CheckedFNO(**fno_options, conv_module=LeanSpectralConv)
         _lean_pointwise_layers(fno)
+        if position is not None:
+            if position.dims != fno.n_dim:
+                raise ValueError(
+                    f"position must have as many space axes as n_modes {fno.n_modes!r} "
+                    f"({fno.n_dim}), got {position.dims}"
+                )
+            fno.positional_embedding = position  # the lifting already takes dims channels more
         return fno
-    if "positional_embedding" in fno_options:
-        raise ValueError("periodic=True sets the positional embedding; got positional_embedding")
     missing = [name for name in ("n_modes", "in_channels") if name not in fno_options]
     if missing:
         raise TypeError(f"fast_fno(periodic=True) needs {' and '.join(missing)}")

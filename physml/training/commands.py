@@ -243,9 +243,10 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
 
 def _as_resumed(description: dict, out: Path) -> dict:
     """The description of the run in ``out`` when it is ``description`` written earlier: before
-    ``n_modes`` was recorded (its modes were capped on the same training file), or with options
-    its model does not read (:func:`~physml.training.families.same_model`); so it resumes. An
-    FNO trained there with the earlier spectral convolution is refused
+    ``n_modes`` was recorded (its modes were capped on the same training file), before an FNO's
+    ``position`` was (it goes on with neuralop's grid embedding, which its weights learned), or
+    with options its model does not read (:func:`~physml.training.families.same_model`); so it
+    resumes. An FNO trained there with the earlier spectral convolution is refused
     (:func:`~physml.training.families.check_spectral_shift`)."""
     if not checkpoint_path(out).is_file():
         return description
@@ -253,8 +254,11 @@ def _as_resumed(description: dict, out: Path) -> dict:
     saved = state["model_config"]
     check_spectral_shift(saved, state["fingerprint"].get("shapes"), f"checkpoint: {str(out)!r}")
     current = description
-    if isinstance(saved, dict) and "n_modes" not in saved:
-        current = {key: value for key, value in description.items() if key != "n_modes"}
+    if isinstance(saved, dict):
+        unrecorded = {"n_modes"} - set(saved)
+        if "position" not in saved:
+            unrecorded |= {"position", "position_bounds"}
+        current = {key: value for key, value in description.items() if key not in unrecorded}
     return saved if same_model(saved, current) else description
 
 
@@ -279,8 +283,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{sorted(data.params)}), but the {description['model']} of {str(run)!r} was trained "
             f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
         )
-    model, pairs = build(description, data)
+    pairs = training_items(description, data)
     _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
+    model, pairs = build(description, data, pairs)
     load_weights(model, state, run)
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict

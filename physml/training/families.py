@@ -43,6 +43,7 @@ from .. import models as surrogates  # its FNO builders load neuralop on first u
 from .._checks import fits_in_memory
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
+from ..data.datasets import AXES
 from ..data.windows import ForecastDataset, RolloutDataset
 from ..models import (
     AttentiveNeuralProcess,
@@ -52,6 +53,7 @@ from ..models import (
     UNet,
     elbo_loss,
 )
+from ..models.coordinates import GRID_KINDS
 from ..outputs import Gaussian
 from .checkpoint import CheckpointError
 from .probabilistic import MemberRows, Objective, ensemble_nll, objective_loss
@@ -151,7 +153,44 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     return surrogates.fast_fno(
         **fno_options(config, data, shapes),
         periodic=bool(config.get("periodic", False)),  # an older checkpoint: the grid embedding
+        position=_position(config),
     )
+
+
+def _position(config: dict) -> surrogates.GridCoordinates | None:
+    """The FNO's recorded position channels (``position``, ``position_bounds``); none recorded
+    (a periodic file, or a run from before they were): neuralop's grid embedding, ``k/n``."""
+    if "position" not in config:
+        return None
+    kind, bounds = config["position"], config.get("position_bounds")
+    try:
+        return surrogates.GridCoordinates(bounds, kind)
+    except ValueError as error:
+        raise ValueError(
+            f"model_config: position {kind!r} with position_bounds {bounds!r} does not describe "
+            f"a grid ({error})"
+        ) from None
+
+
+def grid_position(data: PDEData) -> tuple[str, list[list[float]]]:
+    """Where the points of ``data``'s grid lie, for :class:`~physml.models.GridCoordinates`: the
+    kind (its ``grid_kind`` attribute, else ``"node"``: the pdes recipes' grids, both walls
+    included) and the box ``[lower, upper]`` per space axis from its coordinates (nodes: the
+    first and last; cells: half a spacing beyond the first and last centres). An axis the file
+    gives no coordinates: ``[0, 1]``."""
+    kind = str(data.attrs.get("grid_kind", "node"))
+    if kind not in GRID_KINDS:
+        raise ValueError(f"--data: attribute grid_kind must be one of {GRID_KINDS}, got {kind!r}")
+    bounds = []
+    for name, size in zip(AXES, data.space_shape, strict=False):
+        axis = data.coords.get(name)
+        if axis is None or axis.numel() != size:
+            bounds.append([0.0, 1.0])
+            continue
+        first, last = float(axis[0]), float(axis[-1])
+        half = (last - first) / (2 * (size - 1)) if kind == "cell" and size > 1 else 0.0
+        bounds.append([first - half, last + half])
+    return kind, bounds
 
 
 def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
@@ -217,7 +256,9 @@ def odd_before_last(space: Sequence[int]) -> bool:
 
 def with_domain(config: dict, data: PDEData) -> dict:
     """``config`` with what the training file says of its domain, for the families that use it:
-    ``periodic``, and ``n_modes`` (:func:`kept_modes` on the training grid), saved in the
+    ``periodic``, ``n_modes`` (:func:`kept_modes` on the training grid) and, for an FNO on a
+    domain that is not periodic, ``position`` and ``position_bounds`` (:func:`grid_position`:
+    its position channels are the points' coordinates on the training file's box), saved in the
     checkpoint, so a resume or an evaluation rebuilds the same model whatever file it is
     handed."""
     config = dict(config)
@@ -225,6 +266,8 @@ def with_domain(config: dict, data: PDEData) -> dict:
         config["periodic"] = periodic_domain(data)
     if config["model"] in SPECTRAL:
         config["n_modes"] = kept_modes(config, data)
+        if not periodic_domain(data):
+            config["position"], config["position_bounds"] = grid_position(data)
         if odd_before_last(data.space_shape):
             config["spectral"] = EXACT_SHIFT
     return config
@@ -510,9 +553,12 @@ def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
     return dataset(config["task"], data, config["options"])
 
 
-def build(config: dict, data: PDEData) -> tuple[nn.Module, torch.utils.data.Dataset]:
-    """The model of ``config`` for ``data``, and its training items over ``data``."""
-    items = training_items(config, data)
+def build(
+    config: dict, data: PDEData, items: torch.utils.data.Dataset | None = None
+) -> tuple[nn.Module, torch.utils.data.Dataset]:
+    """The model of ``config`` for ``data``, and its training items over ``data`` (``items``
+    when given: :func:`training_items` made already)."""
+    items = training_items(config, data) if items is None else items
     shapes = tuple(tuple(part.shape) for part in items[0])
     model = FAMILIES[config["model"]].build(config, data, shapes[:2])
     return model, items
