@@ -160,7 +160,8 @@ def test_boon_gives_the_periodic_fno_its_boundary_values_exactly():
 @pytest.mark.parametrize("kind", ["node", "cell"])
 @pytest.mark.parametrize("n", [33, 65])
 def test_grid_coordinates_are_the_pdes_grids_points_on_each_axis(kind, n):
-    """2-D box [0, 1] × [-1, 2]: each channel is the pdes grid's coordinate along its axis."""
+    """2-D box [0, 1] × [-1, 2]: each channel is the pdes grid's coordinate along its axis, as a
+    fraction of the box."""
     x = Grid1D(n, 0.0, 1.0, kind=kind).coordinates()
     y = Grid1D(n - 8, -1.0, 2.0, kind=kind).coordinates()
     inputs = torch.randn(2, 3, n, n - 8, dtype=torch.float64)
@@ -168,7 +169,8 @@ def test_grid_coordinates_are_the_pdes_grids_points_on_each_axis(kind, n):
     assert out.shape == (2, 5, n, n - 8) and out.dtype == torch.float64
     torch.testing.assert_close(out[:, :3], inputs, rtol=0, atol=0)
     torch.testing.assert_close(out[:, 3], x[:, None].expand(2, n, n - 8), rtol=0, atol=1e-15)
-    torch.testing.assert_close(out[:, 4], y[None, :].expand(2, n, n - 8), rtol=0, atol=1e-15)
+    fraction = (y + 1.0) / 3.0
+    torch.testing.assert_close(out[:, 4], fraction[None, :].expand(2, n, n - 8), rtol=0, atol=1e-15)
 
 
 def test_a_point_keeps_its_coordinate_bit_for_bit_on_a_finer_grid():
@@ -176,7 +178,7 @@ def test_a_point_keeps_its_coordinate_bit_for_bit_on_a_finer_grid():
     box = [(0.1, 0.7)]
     nodes = {n: GridCoordinates(box)(torch.zeros(1, 1, n))[0, 1] for n in (33, 65, 97)}
     assert torch.equal(nodes[65][::2], nodes[33]) and torch.equal(nodes[97][::3], nodes[33])
-    assert nodes[33][0] == torch.tensor(0.1) and nodes[33][-1] == torch.tensor(0.7)
+    assert nodes[33][0] == 0 and nodes[33][-1] == 1  # the walls, whatever the box
     cells = {n: GridCoordinates(box, "cell")(torch.zeros(1, 1, n))[0, 1] for n in (11, 33)}
     assert torch.equal(cells[33][1::3], cells[11])
 
@@ -263,7 +265,7 @@ def test_an_fno_run_reads_the_files_coordinates_at_33_and_65_nodes(tmp_path):
 
 def test_an_fno_run_on_cells_places_the_centres_of_the_files_box(tmp_path):
     """A file whose ``grid_kind`` is ``cell``: the box reaches half a cell beyond the centres,
-    and a finer file's centres get their own coordinates."""
+    and a finer file's centres get their own positions in it."""
     from physml.data import PDEData
     from physml.training.families import build, model_config, with_domain
 
@@ -286,6 +288,7 @@ def test_an_fno_run_on_cells_places_the_centres_of_the_files_box(tmp_path):
     fine, x, y = cells(16, 12)
     model, pairs = build(config, fine)
     out = model.positional_embedding(pairs[0][0][None])[0, -2:]
+    x, y = x / 2.0, (y + 1.0) / 2.0  # as fractions of the box [0, 2] x [-1, 1]
     torch.testing.assert_close(out[0], x[:, None].float().expand(16, 12), rtol=0, atol=1e-7)
     torch.testing.assert_close(out[1], y[None, :].float().expand(16, 12), rtol=0, atol=1e-7)
 

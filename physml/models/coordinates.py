@@ -67,13 +67,13 @@ GRID_KINDS = ("node", "cell")
 
 class GridCoordinates(nn.Module):
     """``(batch, c, *space)`` → ``(batch, c + len(space), *space)``: the input, then each axis's
-    coordinate of every point on the box ``bounds`` (``[(lower, upper), ...]``, one pair per
-    axis), at whatever size the input has along it. ``kind="node"``: ``n`` points from ``lower``
-    to ``upper``, both included, ``lower + (upper − lower)·k/(n − 1)`` (a grid that holds both
-    walls, as the pdes recipes write); ``kind="cell"``: ``n`` cell centres,
-    ``lower + (upper − lower)·(k + ½)/n``. A point of the box gets the same value on every grid
-    that holds it (neuralop's grid embedding gives ``lower + (upper − lower)·k/n``, which on a
-    node grid moves a point as the grid is refined). No parameters."""
+    position of every point as a fraction of the box ``bounds`` (``[(lower, upper), ...]``, one
+    pair per axis; values in [0, 1], the scale of neuralop's grid embedding), at whatever size
+    the input has along it. ``kind="node"``: ``n`` points from ``lower`` to ``upper``, both
+    included, at fractions ``k/(n − 1)`` (a grid that holds both walls, as the pdes recipes
+    write); ``kind="cell"``: ``n`` cell centres at ``(k + ½)/n``. A point of the box gets the same
+    value on every grid that holds it (neuralop's grid embedding gives ``k/n``, which on a node
+    grid moves a point as the grid is refined). No parameters."""
 
     def __init__(self, bounds, kind: str = "node") -> None:
         super().__init__()
@@ -84,15 +84,13 @@ class GridCoordinates(nn.Module):
         self._cached: tuple[tuple, torch.Tensor] | None = None
 
     def axis(self, axis: int, n: int) -> torch.Tensor:
-        """The ``n`` coordinates ``(n,)`` of axis ``axis``, float64: each the correctly rounded
-        fraction of the box, so a point keeps its value, bit for bit, on a finer grid."""
-        lower, upper = self.bounds[axis]
+        """The ``n`` positions ``(n,)`` along axis ``axis`` as fractions of the box, float64,
+        each correctly rounded, so a point keeps its value, bit for bit, on a finer grid (the
+        physical coordinate is ``lower + (upper − lower)·fraction``)."""
         k = torch.arange(n, dtype=torch.float64)
         if self.kind == "node":
-            fraction = k / max(n - 1, 1)
-        else:
-            fraction = (2 * k + 1) / (2 * n)
-        return lower + (upper - lower) * fraction
+            return k / max(n - 1, 1)
+        return (2 * k + 1) / (2 * n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
