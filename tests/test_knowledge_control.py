@@ -520,3 +520,17 @@ def test_clean_carries_through_with_target_and_repr():
     assert "normalized=True" in repr(
         KnowledgeControl(MeanOfLatents(), torch.zeros(3), normalized=True)
     )
+
+
+def test_target_callable_receives_the_context_not_the_latents():
+    """A target that is not a fixed point of the latents, and the object it is handed: the
+    context itself at every step (the latents would pass the other test unnoticed)."""
+    z0 = torch.randn(2, 3, 6, dtype=F64)
+    seen = []
+
+    def target(context):
+        seen.append(context)
+        return context[0].mean(-1) + 1.0
+
+    constrain(ToySampler(), KnowledgeControl(MeanOfLatents(), target, 3.0))(z0, steps=5)
+    assert len(seen) == 5 and all(c is z0 for c in seen)

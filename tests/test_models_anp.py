@@ -685,3 +685,23 @@ def test_input_range_is_part_of_the_saved_state():
     cx, cy, tx, _ = random_sets(1, 5, 3)
     with torch.no_grad():
         torch.testing.assert_close(model(cx, cy, tx).mean, copy(cx, cy, tx).mean)
+
+
+def test_anp_elbo_is_nll_plus_kl_by_torch_distributions():
+    """The training loss against torch.distributions: the Gaussian likelihood of the targets
+    plus KL(q(z | C ∪ T) ‖ q(z | C)), per target point, averaged over functions."""
+    model = small_model().double()
+    cx, cy, tx, ty = (a.double() for a in random_sets(3, 9, 11))
+    noise = torch.randn(
+        3, model.latent, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    loss, _ = model.elbo_loss(cx, cy, tx, ty, noise=noise)
+    ncx, ntx = model._normalise(cx), model._normalise(tx)
+    r = model._representation(ncx, cy, ntx)
+    pm, ps = model._latent(ncx, cy)
+    qm, qs = model._latent(torch.cat([ncx, ntx], 1), torch.cat([cy, ty], 1))
+    m, s = model._decode(ntx, r, qm + qs * noise)
+    normal = torch.distributions.Normal
+    nll = -normal(m, s).log_prob(ty).sum(-1)
+    kl = torch.distributions.kl_divergence(normal(qm, qs), normal(pm, ps)).sum(-1)
+    torch.testing.assert_close(loss, ((nll + kl) / 11).mean(), rtol=1e-12, atol=0)

@@ -538,3 +538,18 @@ def test_an_ensemble_resumed_on_other_targets_is_refused(tmp_path):
     shifted[5:59] += 10.0  # the rows in the middle only
     with pytest.raises(CheckpointError, match="rows_sha256"):
         fit_ensemble(tiny(members=2), x, shifted, **options)
+
+
+def test_ensemble_nll_is_the_gaussian_nll_of_each_member():
+    """The loss against torch.distributions: each member's mean Gaussian NLL of the standardised
+    targets (without the constant log √(2π)), summed over members."""
+    torch.manual_seed(0)
+    model = DeepEnsemble(1, members=3, width=8, depth=1)
+    x, y = torch.randn(3, 20, 1), torch.randn(3, 20)
+    model.standardise(x[0], y[0])
+    xs = (x - model.input_shift) / model.input_scale
+    ys = (y - model.target_shift) / model.target_scale
+    mean, var = model._heads(xs)
+    log_density = torch.distributions.Normal(mean, var.sqrt()).log_prob(ys)
+    expected = -(log_density + 0.5 * math.log(2 * math.pi))
+    torch.testing.assert_close(model.nll(x, y), expected.mean(1).sum())

@@ -323,3 +323,17 @@ def test_recipe_options_are_checked(tmp_path):
         generate_dataset("ns-tracer", tmp_path / "x.h5", n=1, progress=False, limiter="x", nx=8)
     with pytest.raises(ValueError, match="kappa"):
         generate_dataset("ns-tracer", tmp_path / "y.h5", n=1, progress=False, kappa=-1.0, nx=8)
+
+
+@pytest.mark.parametrize("limiter", tr.LIMITERS)
+def test_every_limiter_converges_above_first_order_on_the_drifting_blob(limiter):
+    """Measured 32 -> 64 cells: mc 1.81, vanleer 1.73, minmod 1.52; a limiter reduced to donor
+    cell (slope 0) gives 0.81."""
+    errors = []
+    for n in (32, 64):
+        grid = Grid2D.square(n, periodic=True)
+        t = torch.tensor([0.0, 0.25], dtype=F64)
+        exact = tr.drifting_blob(grid, t, [0.4, 0.4], 0.1, (1.0, 0.0), 0.0)
+        c = tr.solve_tracer(exact[:, 0], grid, 0.0, t, (1.0, 0.0), limiter=limiter)
+        errors.append((c[:, 1] - exact[:, 1]).abs().mean().item())
+    assert math.log2(errors[0] / errors[1]) > 1.3, errors
