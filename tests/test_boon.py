@@ -393,3 +393,36 @@ def test_the_operator_seam_takes_the_input_by_keyword():
         assert torch.equal(wrapped(x=x), wrapped(x))
         with pytest.raises(ConstraintError, match=r"pass it positionally \(model\(x\)\) or as x="):
             wrapped(output_shape=None)
+
+
+class _DenseAffine(torch.nn.Module):
+    """``K x = A x + b`` along the last axis, one channel: a layer whose response to zero (``b``)
+    differs from wall to wall."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        eye = torch.eye(n, dtype=torch.float64)
+        self.A = torch.nn.Parameter(torch.randn(n, n, generator=gen, dtype=torch.float64) + 3 * eye)
+        self.b = torch.nn.Parameter(torch.linspace(-1.0, 2.0, n, dtype=torch.float64))
+
+    def forward(self, x):
+        return x @ self.A.T + self.b
+
+
+def test_boon_elimination_decouples_the_walls_of_an_affine_layer_with_varying_bias():
+    """For a dense affine layer, the corrected wall rows are (K̃x)₀ = K̃₀₀ x₀ + b₀ with
+    K̃₀₀ = K₀₀ − K₀ₙKₙ₀/Kₙₙ and (K̃x)_N = Kₙₙ x_N + b_N, for every x."""
+    n = 9
+    conv = _DenseAffine(n)
+    layer = CorrectedLayer(conv, None, [BoundaryCondition(Dirichlet(), Grid1D(n))])
+    x = torch.randn(5, 1, n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        layer.probe(x)
+        y = layer.linear(x)
+        A, b = conv.A, conv.b
+        pivot = A[0, 0] - A[0, -1] * A[-1, 0] / A[-1, -1]
+        torch.testing.assert_close(y[..., 0], pivot * x[..., 0] + b[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            y[..., -1], A[-1, -1] * x[..., -1] + b[-1], rtol=1e-12, atol=1e-12
+        )

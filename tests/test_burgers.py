@@ -337,3 +337,32 @@ def test_periodic_recipe_initial_condition_is_the_grf():
     u = problem.generate([9], settings).u
     expected = gaussian_random_field_1d(32, generator=torch.Generator().manual_seed(9))
     assert torch.equal(u[:, 0], expected)
+
+
+@pytest.mark.filterwarnings("ignore:solve_burgers.*is not resolved:UserWarning")
+@pytest.mark.parametrize("transform", ["matrix", "fft"])
+def test_burgers_two_thirds_rule_a_dropped_mode_only_decays(transform):
+    """A single mode m = 11 >= n/3 on n = 32 is left out of the product: it decays exactly as the
+    heat equation's and excites nothing (without the rule its square aliases to mode n − 2m)."""
+    n, m, nu = 32, 11, 0.01
+    grid = Grid1D(n, 0.0, 1.0, periodic=True)
+    x = grid.coordinates()
+    u0 = 2.0 * torch.cos(2 * math.pi * m * x)[None]
+    t = torch.tensor([0.0, 0.05, 0.2], dtype=torch.float64)
+    u = solve_burgers(u0, grid, nu, t, max_step=1e-3, transform=transform)
+    exact = torch.exp(-nu * (2 * math.pi * m) ** 2 * t)[:, None] * u0
+    torch.testing.assert_close(u[0], exact, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("transform", ["matrix", "fft"])
+def test_burgers_two_thirds_rule_keeps_the_dropped_modes_empty(transform):
+    """Data in the kept modes stay there: modes |m| >= n/3 remain zero while the flow steepens."""
+    n = 30
+    grid = Grid1D(n, 0.0, 1.0, periodic=True)
+    x = grid.coordinates()
+    u0 = (torch.sin(2 * math.pi * x) + 0.5 * torch.cos(6 * math.pi * x + 0.3))[None]
+    u = solve_burgers(u0, grid, 0.02, [0.0, 0.3], max_step=1e-3, transform=transform)
+    spectrum = torch.fft.rfft(u[0, -1])
+    m = torch.arange(spectrum.numel())
+    assert spectrum[m < n / 3].abs().max() > 1.0
+    assert spectrum[3 * m >= n].abs().max() < 1e-12 * n

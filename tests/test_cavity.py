@@ -289,3 +289,87 @@ def test_generate_dataset_writes_the_cavity_recipe(tmp_path):
             assert key in f.attrs, key
         lid, vx = f["params/lid_velocity"][()], f["fields/vx"][()]
     np.testing.assert_array_equal(vx[:, :, :, -1], np.broadcast_to(lid[:, None, None], (3, 3, 17)))
+
+
+def _rk4_reference(grid, times, reynolds, lid, w0, substeps):
+    """Classical RK4 with many small steps on ``_Cavity.rates`` (not the solver's SSP-RK3)."""
+    re = torch.as_tensor(reynolds, dtype=F64).reshape(-1)
+    lid_t = torch.as_tensor(lid, dtype=F64).reshape(-1)
+    cav = cavity._Cavity(grid, re, lid_t, "central")
+
+    def rates(z):
+        return cav.rates(z)[0]
+
+    w = w0[:, 1:-1, 1:-1].clone()
+    out, t = [], 0.0
+    for target in times:
+        span = target - t
+        if span > 0:
+            h = span / substeps
+            for _ in range(substeps):
+                k1 = rates(w)
+                k2 = rates(w + 0.5 * h * k1)
+                k3 = rates(w + 0.5 * h * k2)
+                k4 = rates(w + h * k3)
+                w = w + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            t = target
+        out.append(cav.output(w)[0])
+    return torch.stack(out, 1)
+
+
+def test_cavity_transient_matches_an_independent_rk4_integration():
+    """Time stepping vs a fine classical RK4 of the same rates: third order (error falls about
+    8-fold per halving of fixed steps that do not divide the output spans); default steps
+    (0.9 of the stability limit) stay within 1e-3."""
+    grid = Grid2D.square(13)
+    X, Y = grid.coordinates()
+    w0 = (5.0 * torch.sin(math.pi * X) * torch.sin(2 * math.pi * Y))[None]
+    times = [0.0, 0.05, 0.1]
+    reference = _rk4_reference(grid, times, 100.0, 1.0, w0, substeps=400)
+    scale = reference.abs().max()
+    assert (reference[:, -1] - reference[:, 0]).abs().max() > 0.1 * scale  # the flow moved
+    errors = []
+    for dt in (0.003, 0.0015):  # neither divides 0.05
+        w, _, _ = cavity.solve_cavity(grid, times, 100.0, 1.0, w0=w0, dt=dt)
+        errors.append(((w - reference).abs().max() / scale).item())
+    assert errors[0] < 1e-6, errors
+    assert 6.0 < errors[0] / errors[1] < 10.0, errors
+    w, _, _ = cavity.solve_cavity(grid, times, 100.0, 1.0, w0=w0)
+    assert (w - reference).abs().max() < 1e-3 * scale
+
+
+def test_cavity_upwind_stencil_is_exact_on_a_quartic():
+    """Upwind ``c w_x`` on w = x^4 equals c·4x³ + 2|c|h³ exactly (central part exact to degree 4,
+    damping |c| times the fourth difference 24h⁴ over 12h)."""
+    n, h = 11, 0.1
+    x = h * torch.arange(n, dtype=F64)
+    full = (x**4)[None, :, None].expand(2, n, 3).clone()  # (batch, x, other)
+    speed = torch.tensor([0.7, -1.3], dtype=F64)[:, None, None].expand(2, n - 4, 3)
+    got = cavity._upwind(full, speed, 1, h)
+    inner = x[2:-2][None, :, None]
+    expected = speed * 4 * inner**3 + speed.abs() * 2 * h**3
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cavity_upwind_stability_constants_follow_from_the_stencil_symbol():
+    """The upwind stencil's symbol per |c|/h gives damping max 4/3 and phase max 1.3722;
+    ``stability_limit`` combines them with diffusion as documented."""
+    theta = torch.linspace(0, math.pi, 200001, dtype=F64)
+    damping = (16 * torch.sin(theta / 2) ** 4 / 12).max().item()
+    phase = ((8 * torch.sin(theta) - torch.sin(2 * theta)) / 6).max().item()
+    assert abs(damping - 4 / 3) < 1e-9 and abs(phase - 1.3722) < 1e-4
+    grid = Grid2D.square(17)
+    h, nu, V = grid.x.dx, 0.01, 1.5
+    got = float(cavity.stability_limit(grid, 100.0, 1.0, speed=V, advection="upwind")[0])
+    expected = 1.0 / ((8 * nu / h**2 + damping * V / h) / 2.5 + phase * V / (1.7 * h))
+    assert abs(got - expected) < 1e-4 * expected
+
+
+def test_cavity_corners_are_the_mean_of_their_two_wall_neighbours():
+    """Each corner vorticity is the mean of its two adjacent wall values, at every output time."""
+    grid = Grid2D.square(9)
+    X, Y = grid.coordinates()
+    w0 = (3.0 * torch.sin(math.pi * X) * torch.sin(math.pi * Y) * torch.exp(X))[None]
+    w, _, _ = cavity.solve_cavity(grid, [0.0, 0.02], 100.0, 1.0, w0=w0)
+    for i, j, di, dj in ((0, 0, 1, 1), (-1, 0, -1, 1), (0, -1, 1, -1), (-1, -1, -1, -1)):
+        torch.testing.assert_close(w[..., i, j], 0.5 * (w[..., i + di, j] + w[..., i, j + dj]))

@@ -27,7 +27,7 @@ from physml.models.cuboid import (
     resolve_pattern,
     self_attention_mask,
 )
-from physml.models.earthformer import Earthformer
+from physml.models.earthformer import Earthformer, PatchMerge
 
 # --------------------------------------------------------------------------- dense reference
 
@@ -681,3 +681,77 @@ def test_feed_forward_rejects_bad_spatial_kernels_and_non_grids():
         FeedForward(8, spatial_kernel=3)(torch.randn(2, 6, 8))
     model = Earthformer((4, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, ffn_kernel=3)
     assert model(torch.rand(2, 4, 1, 8, 8)).shape == (2, 2, 1, 8, 8)
+
+
+def _perturb(module, seed=0):
+    """Adds seeded noise to every parameter so that default-initialised parts no longer coincide."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def test_block_with_global_vectors_is_residual_in_both_streams():
+    """With global vectors, each attention adds to both the cuboid and global streams (pre-norm),
+    then each stream goes through its own feed-forward: recomputed from the submodules."""
+    torch.manual_seed(0)
+    block = CuboidTransformerBlock(8, 2, (2, 4, 4), "axial", global_vectors=2).double()
+    _perturb(block)
+    x = torch.randn(1, 2, 4, 4, 8, dtype=torch.float64)
+    g = torch.randn(1, 2, 8, dtype=torch.float64)
+    out, g_out = block(x, g)
+    ex, eg = x, g
+    for norm, g_norm, attention in zip(
+        block.norms, block.global_norms, block.attentions, strict=True
+    ):
+        a, b = attention(norm(ex), g_norm(eg))
+        ex, eg = ex + a, eg + b
+    torch.testing.assert_close(out, block.ffn(ex))
+    torch.testing.assert_close(g_out, block.global_ffn(eg))
+
+
+def test_cross_block_normalises_the_memory_with_its_own_norm():
+    """The cross block is ffn(x + attention(norm(x), memory_norm(memory))), two distinct norms."""
+    torch.manual_seed(0)
+    block = CuboidCrossBlock(8, 2, (2, 2)).double()
+    _perturb(block)
+    x = torch.randn(1, 2, 4, 4, 8, dtype=torch.float64)
+    memory = torch.randn(1, 3, 4, 4, 8, dtype=torch.float64)
+    expected = block.ffn(x + block.attention(block.norm(x), block.memory_norm(memory)))
+    torch.testing.assert_close(block(x, memory), expected)
+
+
+def test_spatial_mix_with_a_zero_kernel_is_the_plain_mlp():
+    """Mix-FFN adds the depthwise convolution to the hidden features (residual), so a zero
+    kernel leaves the plain two-layer MLP."""
+    torch.manual_seed(0)
+    mixed = FeedForward(6, spatial_kernel=3).double()
+    plain = FeedForward(6).double()
+    with torch.no_grad():
+        for i in (0, 1, 5):
+            plain.net[i].load_state_dict(mixed.net[i].state_dict())
+        mixed.net[2].conv.weight.zero_()
+        mixed.net[2].conv.bias.zero_()
+    x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(mixed(x), plain(x))
+
+
+def test_patch_merge_gathers_each_2x2_patch():
+    """With identity norm and projection, each merged cell holds exactly its 2×2 patch's values."""
+    merge = PatchMerge(1)
+    merge.norm, merge.reduce = torch.nn.Identity(), torch.nn.Identity()
+    h, w = 4, 6
+    x = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w, 1)
+    out = merge(x)  # (1, 1, h/2, w/2, 4)
+    for i in range(h // 2):
+        for j in range(w // 2):
+            patch = x[0, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 0].flatten()
+            assert sorted(out[0, 0, i, j].tolist()) == sorted(patch.tolist())
+
+
+def test_an_explicit_pattern_keeps_its_strategies():
+    """An explicit (size, "dld", shift) pattern keeps strategy ("d", "l", "d") in the block."""
+    specs = resolve_pattern([((2, 2, 2), "dld", (0, 0, 0))], (4, 4, 4))
+    assert specs[0][1] == ("d", "l", "d")
+    block = CuboidTransformerBlock(4, 1, (4, 4, 4), [((2, 2, 2), "dld", (0, 0, 0))])
+    assert block.attentions[0].strategy == ("d", "l", "d")

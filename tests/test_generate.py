@@ -23,7 +23,9 @@ from physml.data import (
     generate_dataset,
     load,
 )
+from physml.data.datasets import PDEData
 from physml.data.generate import sample_seed
+from physml.data.windows import ForecastDataset, RolloutDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,3 +355,46 @@ def test_corrupted_and_foreign_files_are_refused(tmp_path):
             f["x"][...] = x
         with pytest.raises(DatasetFileError, match="x must be strictly increasing finite"):
             load(path)
+
+
+def _marked_data(samples=3, times=6, space=4):
+    """u[s, t, x] = 100 s + t + x / 10: every value names its sample, time and point."""
+    s = torch.arange(samples, dtype=torch.float64)[:, None, None]
+    t = torch.arange(times, dtype=torch.float64)[None, :, None]
+    x = torch.arange(space, dtype=torch.float64)[None, None, :]
+    u = 100 * s + t + x / 10
+    return PDEData(
+        u=u, t=torch.arange(times, dtype=torch.float64), coords={"x": x.flatten()}, params={}
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_rollout_pairs_are_u_t_and_u_t_plus_k(k):
+    """RolloutDataset item i is (u[s, t], u[s, t + k]) with s, t = divmod(i, times − k)."""
+    data = _marked_data()
+    dataset = RolloutDataset(data, k=k, dtype=torch.float64)
+    starts = 6 - k
+    assert len(dataset) == 3 * starts
+    for i in range(len(dataset)):
+        sample, start = divmod(i, starts)
+        source, target = dataset[i]
+        assert source.shape == target.shape == (1, 4)
+        torch.testing.assert_close(source[0], data.u[sample, start])
+        torch.testing.assert_close(target[0], data.u[sample, start + k])
+
+
+@pytest.mark.parametrize("t_in, t_out", [(1, 1), (2, 3), (4, 2)])
+def test_forecast_windows_are_consecutive_context_then_targets(t_in, t_out):
+    """ForecastDataset item i is t_in consecutive frames then the next t_out frames."""
+    data = _marked_data()
+    dataset = ForecastDataset(data, t_in=t_in, t_out=t_out, dtype=torch.float64)
+    starts = 6 - t_in - t_out + 1
+    assert len(dataset) == 3 * starts
+    for i in range(len(dataset)):
+        sample, start = divmod(i, starts)
+        context, target = dataset[i]
+        assert context.shape == (t_in, 1, 4) and target.shape == (t_out, 1, 4)
+        torch.testing.assert_close(context[:, 0], data.u[sample, start : start + t_in])
+        torch.testing.assert_close(
+            target[:, 0], data.u[sample, start + t_in : start + t_in + t_out]
+        )

@@ -351,3 +351,23 @@ def test_split_rejects_too_many_input_frames():
     data = nbody_digits(1, seed=0, frames=4, size=16)
     with pytest.raises(ValueError, match="input_frames"):
         data.split(4)
+
+
+def test_nbody_walls_mirror_the_position_and_flip_the_velocity():
+    """In a 10-px box, (1, 8) moving (−3, 4.5) reflects to (2, 7.5) with velocity (3, −4.5)."""
+    x0 = torch.tensor([[[1.0, 8.0]]], dtype=torch.float64)  # (N=1, D=1, 2)
+    v0 = torch.tensor([[[-3.0, 4.5]]], dtype=torch.float64)
+    x, v = simulate(x0, v0, 1, box=10.0, g=0.0, clip=None)
+    torch.testing.assert_close(x[0, 1, 0], torch.tensor([2.0, 7.5], dtype=torch.float64))
+    torch.testing.assert_close(v[0, 1, 0], torch.tensor([3.0, -4.5], dtype=torch.float64))
+
+
+def test_nbody_initial_speeds_lie_in_the_range_and_directions_spread():
+    """The first recorded velocities have speeds in ``speed`` and directions in all quadrants."""
+    data = nbody_digits(40, seed=1, frames=2, size=32, digits=3, speed=(0.5, 1.5), clip=None)
+    v0 = data.velocities[:, 0].reshape(-1, 2)  # gravity acts only after the first frame
+    speed = v0.norm(dim=-1)
+    assert ((speed >= 0.5 - 1e-12) & (speed <= 1.5 + 1e-12)).all()
+    angle = torch.atan2(v0[:, 0], v0[:, 1])
+    quadrants = torch.bincount(((angle + math.pi) // (math.pi / 2)).long().clamp(0, 3))
+    assert (quadrants >= 15).all(), quadrants  # 120 directions: about 30 per quadrant

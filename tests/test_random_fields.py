@@ -178,3 +178,12 @@ def test_bad_input(draw, case):
     kwargs = {"n": 8, **overrides}
     with pytest.raises(error, match=name):
         draw(**kwargs)
+
+
+def test_2d_zero_mean_removes_only_the_constant_mode():
+    """``zero_mean=True`` gives the same draw minus its spatial mean, nothing else changed."""
+    u = gaussian_random_field_2d(16, generator=torch.Generator().manual_seed(3), batch=4)
+    v = gaussian_random_field_2d(
+        16, generator=torch.Generator().manual_seed(3), batch=4, zero_mean=True
+    )
+    torch.testing.assert_close(v, u - u.mean((-2, -1), keepdim=True), rtol=0, atol=1e-12)

@@ -134,3 +134,11 @@ def test_the_default_step_follows_a_fast_plate():
     default = (stokes.solve_stokes(grid, t, 1.0, 1000.0, 1.0) - exact).abs().max()
     fine = (stokes.solve_stokes(grid, t, 1.0, 1000.0, 1.0, max_step=2e-5) - exact).abs().max()
     assert default <= 1.1 * fine
+
+
+def test_stokes_measures_y_from_the_lower_end_of_the_grid():
+    """The solution on [2, 3] equals the one on [0, 1]: y is measured from the grid's lower end."""
+    t = torch.linspace(0.0, 0.5, 4, dtype=F64)
+    at_zero = stokes.solve_stokes(Grid1D(21, 0.0, 1.0), t, 1.0, 8.0, 0.05)
+    shifted = stokes.solve_stokes(Grid1D(21, 2.0, 3.0), t, 1.0, 8.0, 0.05)
+    torch.testing.assert_close(shifted, at_zero, rtol=0, atol=1e-12)

@@ -2,6 +2,7 @@
 routing against the surrogate and the fallback themselves, and the checks' scores by hand."""
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -715,3 +716,32 @@ def test_the_broaden_upgrade_trains_the_old_model_inside_and_the_new_one_beyond(
         assert ((a[-outside:] > far_low - 1e-5) & (a[-outside:] < far_high + 1e-5)).all()
     files = {path.name for path in tmp_path.iterdir()}
     assert files == {"old.pt", "new-out6.pt", "test-out4.pt"}  # not the other scales' new.pt
+
+
+def test_input_range_scores_in_units_of_each_parameters_range():
+    """InputRange scores the largest overshoot in units of each parameter's range (by hand)."""
+    check = InputRange(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 10.0]))
+    inputs = torch.tensor([[1.5, 5.0], [0.5, 15.0], [0.5, 5.0], [-0.25, 12.5]], dtype=F64)
+    fails, score = check(inputs, inputs)
+    torch.testing.assert_close(score, torch.tensor([0.5, 0.5, 0.0, 0.25], dtype=F64))
+    assert fails.tolist() == [True, True, False, True]
+
+
+def test_pde_residual_score_is_the_root_mean_square():
+    """PDEResidual scores the RMS of the residual (sqrt(12.5) for (3, −4)), not the mean |r|."""
+    check = PDEResidual(lambda inputs, u: u, threshold=3.6)
+    u = torch.tensor([[3.0, -4.0], [1.0, 1.0]], dtype=F64)
+    fails, score = check(u, u)
+    torch.testing.assert_close(score, torch.tensor([math.sqrt(12.5), 1.0], dtype=F64))
+    assert fails.tolist() == [False, False]
+    check.threshold = 3.5  # between the mean |r| (3.5) and the RMS (3.54)
+    assert check(u, u)[0].tolist() == [True, False]
+
+
+def test_a_nan_score_fails_the_check_zero_mean_relative_spread():
+    """Relative spread with zero mean and zero spread scores 0/0 = NaN, and a NaN score fails."""
+    members = torch.zeros(3, 2, 4, dtype=F64)
+    members[:, 1] = torch.tensor([1.0, 1.1, 0.9])[:, None]
+    fails, score = EnsembleSpread(1e9, relative=True)(torch.zeros(2, 1), Ensemble(members))
+    assert math.isnan(score[0].item())
+    assert fails.tolist() == [True, False]
