@@ -36,16 +36,7 @@ class PeriodicCoordinates(nn.Module):
         self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(
-                f"x must be a floating-point tensor (batch, channel, *space), got {got}"
-            )
-        if x.ndim != self.dims + 2:
-            raise ValueError(
-                f"x must be (batch, channel, *space) with {self.dims} space axes, got shape "
-                f"{tuple(x.shape)}"
-            )
+        _check_input(x, self.dims)
         space = x.shape[2:]
         precise = torch.float64 if x.dtype == torch.float64 else torch.float32  # MPS: no float64
         channels = []
@@ -60,6 +51,17 @@ class PeriodicCoordinates(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
+
+
+def _check_input(x: object, dims: int) -> None:
+    """``x`` a floating-point tensor ``(batch, channel, *space)`` with ``dims`` space axes."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor (batch, channel, *space), got {got}")
+    if x.ndim != dims + 2:
+        raise ValueError(
+            f"x must be (batch, channel, *space) with {dims} space axes, got shape {tuple(x.shape)}"
+        )
 
 
 GRID_KINDS = ("node", "cell")
@@ -93,16 +95,7 @@ class GridCoordinates(nn.Module):
         return (2 * k + 1) / (2 * n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(
-                f"x must be a floating-point tensor (batch, channel, *space), got {got}"
-            )
-        if x.ndim != self.dims + 2:
-            raise ValueError(
-                f"x must be (batch, channel, *space) with {self.dims} space axes, got shape "
-                f"{tuple(x.shape)}"
-            )
+        _check_input(x, self.dims)
         space = tuple(x.shape[2:])
         key = (space, x.device, x.dtype)
         if self._cached is None or self._cached[0] != key:
