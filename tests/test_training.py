@@ -702,3 +702,53 @@ def test_validate_takes_a_device_by_name():
     assert trainer.validate(net, pairs, "cpu") == pytest.approx(whole, rel=1e-6)
     with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
         trainer.validate(net, pairs, "gpu")
+
+
+def test_the_learning_rate_schedules_take_their_closed_form_values():
+    """Cosine: lr (1 + cos(π t / T)) / 2 = lr, lr/2, 0 at t = 0, T/2, T; constant: lr."""
+    cosine = TrainConfig(steps=8, batch=2, lr=0.4, schedule="cosine")
+    assert [cosine.learning_rate(t) for t in (0, 4, 8)] == pytest.approx([0.4, 0.2, 0.0], abs=1e-15)
+    assert cosine.learning_rate(2) == pytest.approx(0.2 * (1 + 2**-0.5))
+    constant = TrainConfig(steps=8, batch=2, lr=0.4, schedule="constant")
+    assert [constant.learning_rate(t) for t in (0, 5, 8)] == [0.4, 0.4, 0.4]
+
+
+@pytest.mark.parametrize(
+    "schedule, clip, weight_decay",
+    [("cosine", None, 0.0), ("constant", 3.0, 0.0), ("cosine", 3.0, 0.3), ("constant", None, 0.3)],
+)
+def test_the_steps_are_adam_on_the_clipped_gradient_at_the_scheduled_rate(
+    schedule, clip, weight_decay
+):
+    """Full-batch steps match a hand loop: lr(t) set before step t, the gradient scaled by
+    min(1, clip / ‖g‖), then Adam with L2 weight decay added to the clipped gradient."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 3, generator=gen)
+    y = x @ torch.tensor([[2.0], [-1.0], [0.5]]) + 1.0
+    config = TrainConfig(
+        steps=10, batch=16, lr=0.2, schedule=schedule, clip=clip, weight_decay=weight_decay
+    )
+    torch.manual_seed(0)
+    trained = nn.Linear(3, 1)
+    by_hand = nn.Linear(3, 1)
+    by_hand.load_state_dict(trained.state_dict())
+    Trainer(trained, mse, config, quiet=True).fit(TensorDataset(x, y))
+
+    params = list(by_hand.parameters())
+    adam = torch.optim.Adam(params, lr=config.lr, weight_decay=weight_decay)
+    norms = []
+    for t in range(config.steps):
+        rate = 0.2 if schedule == "constant" else 0.1 * (1 + np.cos(np.pi * t / config.steps))
+        adam.param_groups[0]["lr"] = rate
+        adam.zero_grad()
+        (by_hand(x) - y).square().mean().backward()
+        norm = torch.cat([p.grad.flatten() for p in params]).norm().item()
+        norms.append(norm)
+        if clip is not None and norm > clip:
+            for p in params:
+                p.grad *= clip / norm
+        adam.step()
+    if clip is not None:  # clipping is on at some steps and off at others
+        assert min(norms) < clip < max(norms) / 2
+    for p, q in zip(trained.parameters(), params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
