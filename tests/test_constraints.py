@@ -1225,3 +1225,16 @@ def test_nonnegativity_after_two_exact_rows_is_the_projection_keeping_them(seed)
         )
         assert result.success
         assert np.allclose(out.mean[s].numpy(), result.x, atol=1e-6)
+
+
+def test_a_full_covariance_gives_its_diagonal_as_variances_and_itself_as_dense():
+    """Variances of ``N(mean, A Aᵀ + I)`` are the row sums of ``A²`` plus one."""
+    a = torch.tensor([[[1.0, 2.0], [0.0, 3.0], [-1.0, 1.0]]], dtype=torch.float64)
+    cov = a @ a.transpose(-1, -2) + torch.eye(3, dtype=torch.float64)
+    gaussian = Gaussian(torch.zeros(1, 3, dtype=torch.float64), cov)
+    assert not gaussian.is_diagonal
+    assert gaussian.variance().tolist() == [[6.0, 10.0, 3.0]]
+    assert torch.equal(gaussian.dense_cov(), cov)
+    diagonal = Gaussian(torch.zeros(2), torch.tensor([4.0, 0.5]))
+    assert diagonal.variance().tolist() == [4.0, 0.5]
+    assert diagonal.dense_cov().tolist() == [[4.0, 0.0], [0.0, 0.5]]
