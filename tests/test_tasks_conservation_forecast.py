@@ -342,3 +342,51 @@ def test_a_uniform_correction_has_no_spread_rank():
     assert uniform["spearman_spread"] is None and uniform["correction_cv"] < 1e-9
     shaped = task.correction_shape(x, x + 0.1 * x.std(0))  # the correction is the spread
     assert shaped["spearman_spread"] == pytest.approx(1.0)
+
+
+def test_the_correction_cv_is_the_std_over_the_mean_of_each_frames_correction():
+    # half of every frame moves by a, half by 3a: mean 2a, std (n − 1 denominator) a √(n/(n−1))
+    x = members(5, shape=(3, 1, 2, 1, 8, 8))
+    step = torch.ones(8, 8, dtype=torch.float64)
+    step[:4] = 3.0
+    for a in (0.1, 10.0):
+        shape = task.correction_shape(x, x - a * step)
+        assert shape["correction_cv"] == pytest.approx((64 / 63) ** 0.5 / 2, rel=1e-12)
+
+
+def test_error_spread_ranks_the_size_of_the_error_whatever_its_sign():
+    # members ±s around truth ± s/2 (a random sign per pixel): |mean error| = s/2, std = √2 s
+    generator = torch.Generator().manual_seed(4)
+    spread = 0.1 + torch.rand(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    sign = torch.randint(0, 2, spread.shape, generator=generator).to(torch.float64) * 2 - 1
+    truth = torch.randn(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    centre = truth + 0.5 * sign * spread
+    samples = torch.stack([centre + spread, centre - spread])
+    assert task.error_spread(samples, truth) == pytest.approx(1.0)
+
+
+def test_the_mass_error_per_lead_averages_members_and_windows_of_each_lead():
+    # member m of window n at lead t is the truth times (1 + e[m, n, t]): relative error |e|
+    generator = torch.Generator().manual_seed(6)
+    truth = 1.0 + torch.rand(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    e = torch.randn(5, 2, 3, generator=generator, dtype=torch.float64) * 0.1
+    samples = truth * (1 + e[..., None, None, None])
+    mass = GRID.integrate(truth[:, :, 0])
+    windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), truth, mass, mass)
+    row = task.score(samples, windows, GRID, seconds=0.5)
+    per_lead = [float(e[:, :, t].abs().mean()) for t in range(3)]
+    assert row["mass_error_per_lead"] == pytest.approx(per_lead, rel=1e-10)
+    assert row["ce_abs"] == pytest.approx(float(e.abs().mean()), rel=1e-10)
+    assert row["ce_abs_max"] == pytest.approx(float(e.abs().max()), rel=1e-10)
+    assert row["fwd_ms"] == pytest.approx(1000 * 0.5 / 2)
+
+
+def test_the_guided_rows_time_only_the_guidance_over_plain_sampling():
+    x = members(7).abs() + 0.1
+    known = GRID.integrate(x.mean(0)[:, :, 0])
+    windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[0], known, known)
+    raw = {"raw": (x, 2.0), "kc": (x + 0.01, 5.0)}
+    rows, _ = task.forecast_rows("conserved", "prediff", raw, windows, GRID)
+    by = {row["method"]: row for row in rows}
+    assert by["kc"]["fwd_ms"] == pytest.approx(1000 * (5.0 - 2.0) / 2)  # 2 windows
+    assert by["raw"]["fwd_ms"] == 0.0
