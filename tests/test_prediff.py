@@ -628,3 +628,81 @@ def test_stochastic_ddim_has_the_variance_of_its_own_recurrence():
         mu, var = gain * mu + shift, gain**2 * var + sigma2
     assert float(out.var()) == pytest.approx(var, rel=0.05)
     assert float(out.mean()) == pytest.approx(mu, abs=0.02)
+
+
+def cosine_alpha_bar(timesteps: int = 1000) -> torch.Tensor:
+    """ᾱ_t = Π_{i ≤ t} (1 − β_i), β_i = min(1 − f((i+1)/T)/f(i/T), 0.999), f(s) = cos²((s +
+    0.008)/1.008 · π/2) (Nichol & Dhariwal's cosine schedule)."""
+
+    def f(s: float) -> float:
+        return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [min(1 - f((i + 1) / timesteps) / f(i / timesteps), 0.999) for i in range(timesteps)]
+    return torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)
+
+
+def test_the_cosine_schedule_has_the_closed_form_alpha_bar():
+    ours = NoiseSchedule().alphas_cumprod().double()
+    assert torch.allclose(ours, cosine_alpha_bar(), rtol=1e-5, atol=1e-9)
+    assert NoiseSchedule(timesteps=50).alphas_cumprod().shape == (50,)
+
+
+def test_diffusion_loss_is_the_noise_error_at_uniform_timesteps_of_the_forward_process():
+    prediff = PreDiff(autoencoder(), live(denoiser("conv")))
+    generator = torch.Generator().manual_seed(3)
+    context = torch.randn(4, T_IN, *LATENT, generator=generator)
+    target = torch.randn(4, T_OUT, *LATENT, generator=generator)
+    torch.manual_seed(11)
+    loss = diffusion_loss(prediff, (context, target))
+    torch.manual_seed(11)
+    t = torch.randint(0, 1000, (4,))
+    noise = torch.randn_like(target)
+    a = cosine_alpha_bar()[t].float()[:, None, None, None, None]
+    noisy = a.sqrt() * target + (1 - a).sqrt() * noise
+    with torch.no_grad():
+        expected = (prediff.denoiser(noisy, t, context) - noise).square().mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_the_ema_moves_by_one_minus_decay_toward_the_denoiser():
+    prediff = PreDiff(autoencoder(), denoiser("conv"), ema_decay=0.9)
+    update_ema(prediff, 1)  # the first update copies the weights
+    before = [p.detach().clone() for p in prediff.ema.module.parameters()]
+    with torch.no_grad():
+        for p in prediff.denoiser.parameters():
+            p.add_(1.0)
+    update_ema(prediff, 2)
+    for p, q in zip(prediff.ema.module.parameters(), before, strict=True):
+        torch.testing.assert_close(p, q + 0.1)
+
+
+def test_autoencoder_loss_is_mse_plus_a_tenth_of_l1_over_every_frame_of_a_pair():
+    model = autoencoder()
+    generator = torch.Generator().manual_seed(5)
+    context = torch.rand(2, 3, 1, SIZE, SIZE, generator=generator)
+    target = torch.rand(2, 1, 1, SIZE, SIZE, generator=generator)
+    with torch.no_grad():
+        error_c, error_t = model(context) - context, model(target) - target
+        mse = (error_c.square().sum() + error_t.square().sum()) / (4 * 2 * SIZE**2)
+        l1 = (error_c.abs().sum() + error_t.abs().sum()) / (4 * 2 * SIZE**2)
+        loss = autoencoder_loss(model, (context, target))
+    assert float(loss) == pytest.approx(float(mse + 0.1 * l1), rel=1e-5)
+
+
+def test_the_guides_denoise_is_the_clean_latent_of_the_noise_estimate():
+    """``denoise(z_t) = (z_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t`` with ᾱ from the closed form."""
+    alpha_bar, seen = cosine_alpha_bar(), []
+
+    def guidance(z, step):
+        seen.append((step.timestep, step.alpha_bar, z, step.denoise(z)))
+        return torch.zeros_like(z)
+
+    shape = (2, 1, 1, 1, 2, 2)
+    ddim_sample(
+        lambda z, t: torch.full_like(z, 0.5), shape, NoiseSchedule(),
+        torch.Generator().manual_seed(0), 3, 0.0, guidance, dtype=torch.float64,
+    )  # fmt: skip
+    assert len(seen) == 3
+    for timestep, a, z, clean in seen:
+        assert a == pytest.approx(float(alpha_bar[timestep]), rel=1e-5)
+        torch.testing.assert_close(clean, (z - (1 - a) ** 0.5 * 0.5) / a**0.5, rtol=1e-5, atol=0)
