@@ -572,3 +572,11 @@ def test_a_folder_as_the_output_is_refused_with_or_without_overwrite(tmp_path, c
         convert(source, folder, overwrite=True)
     assert folder.is_dir() and list(folder.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "outdir"]  # no temporary
+
+
+def test_a_pdebench_ns_file_whose_samples_have_other_times_is_refused(tmp_path):
+    _pdebench_ns(tmp_path / "ns.h5")
+    with h5py.File(tmp_path / "ns.h5", "a") as f:
+        f["t"][1] = f["t"][1] * 2  # the second sample saved at other times
+    with pytest.raises(DatasetFileError, match="t: differs between samples"):
+        load(tmp_path / "ns.h5")
