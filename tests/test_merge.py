@@ -250,3 +250,11 @@ def test_cli_merge(tmp_path, sharded, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["merge", str(shards[0])])
     assert exit_.value.code == 2 and "-o/--out" in capsys.readouterr().err
+
+
+def test_a_gap_of_one_sample_is_named(tmp_path, sharded):
+    _, (first, middle, _) = sharded
+    shifted = tmp_path / "data" / "shifted.h5"
+    _shift_samples(middle, shifted, 1)  # claims 4-7: sample 3 and 8-10 are in no shard
+    with pytest.raises(ShardError, match=r"samples 3, 8-10 of 0\.\.10 are in no shard given"):
+        check_shards([first, shifted])
