@@ -632,7 +632,9 @@ def test_a_row_value_of_numpy_or_torch_is_kept_as_a_float(value):
     json.dumps(dataclasses.asdict(row))  # as save_rows writes it
 
 
-@pytest.mark.parametrize("value", [None, "1.5", torch.ones(2)])
+@pytest.mark.parametrize(
+    "value", [None, "1.5", torch.ones(2), np.complex128(1 + 2j), torch.tensor(1 + 2j), np.str_("1")]
+)
 def test_a_row_value_that_is_not_a_number_is_refused_by_name(value):
     with pytest.raises(TypeError, match=r"Row.value of 't' / 'c' / 'm' must be a real number"):
         tasks.Row("t", "c", "m", value)

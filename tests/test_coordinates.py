@@ -165,7 +165,7 @@ def test_grid_coordinates_are_the_pdes_grids_points_on_each_axis(kind, n):
     x = Grid1D(n, 0.0, 1.0, kind=kind).coordinates()
     y = Grid1D(n - 8, -1.0, 2.0, kind=kind).coordinates()
     inputs = torch.randn(2, 3, n, n - 8, dtype=torch.float64)
-    out = GridCoordinates([(0.0, 1.0), (-1.0, 2.0)], kind)(inputs)
+    out = GridCoordinates(2, kind)(inputs)
     assert out.shape == (2, 5, n, n - 8) and out.dtype == torch.float64
     torch.testing.assert_close(out[:, :3], inputs, rtol=0, atol=0)
     torch.testing.assert_close(out[:, 3], x[:, None].expand(2, n, n - 8), rtol=0, atol=1e-15)
@@ -175,29 +175,28 @@ def test_grid_coordinates_are_the_pdes_grids_points_on_each_axis(kind, n):
 
 def test_a_point_keeps_its_coordinate_bit_for_bit_on_a_finer_grid():
     """Nodes j of 33 are nodes 2j of 65 and 3j of 97; cell k of 11 is cell 3k + 1 of 33."""
-    box = [(0.1, 0.7)]
-    nodes = {n: GridCoordinates(box)(torch.zeros(1, 1, n))[0, 1] for n in (33, 65, 97)}
+    nodes = {n: GridCoordinates(1)(torch.zeros(1, 1, n))[0, 1] for n in (33, 65, 97)}
     assert torch.equal(nodes[65][::2], nodes[33]) and torch.equal(nodes[97][::3], nodes[33])
-    assert nodes[33][0] == 0 and nodes[33][-1] == 1  # the walls, whatever the box
-    cells = {n: GridCoordinates(box, "cell")(torch.zeros(1, 1, n))[0, 1] for n in (11, 33)}
+    assert nodes[33][0] == 0 and nodes[33][-1] == 1  # the walls
+    cells = {n: GridCoordinates(1, "cell")(torch.zeros(1, 1, n))[0, 1] for n in (11, 33)}
     assert torch.equal(cells[33][1::3], cells[11])
 
 
-def test_grid_coordinates_refuse_bad_bounds_kinds_and_inputs():
+def test_grid_coordinates_refuse_bad_dims_kinds_and_inputs():
     with pytest.raises(ValueError, match="kind must be one of"):
-        GridCoordinates([(0.0, 1.0)], "nodes")
-    for bounds in ([], [(0.0,)], [(0.0, float("nan"))], "01", [(0.0, "1")], [(True, 1.0)]):
-        with pytest.raises(ValueError, match="bounds must be a non-empty list of"):
-            GridCoordinates(bounds)
+        GridCoordinates(1, "nodes")
+    for dims in (0, -1, 1.0, True, "1"):
+        with pytest.raises(ValueError, match="dims must be a positive integer"):
+            GridCoordinates(dims)
     with pytest.raises(ValueError, match=r"with 2 space axes, got shape \(1, 1, 8\)"):
-        GridCoordinates([(0, 1), (0, 1)])(torch.zeros(1, 1, 8))
+        GridCoordinates(2)(torch.zeros(1, 1, 8))
     with pytest.raises(TypeError, match="x must be a floating-point tensor"):
-        GridCoordinates([(0, 1)])(torch.zeros(1, 1, 8, dtype=torch.int64))
+        GridCoordinates(1)(torch.zeros(1, 1, 8, dtype=torch.int64))
     options = dict(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=1)
     with pytest.raises(ValueError, match=r"as many space axes as n_modes \(4,\) \(1\), got 2"):
-        fast_fno(position=GridCoordinates([(0, 1), (0, 1)]), **options)
+        fast_fno(position=GridCoordinates(2), **options)
     with pytest.raises(ValueError, match="not both"):
-        fast_fno(position=GridCoordinates([(0, 1)]), periodic=True, **options)
+        fast_fno(position=GridCoordinates(1), periodic=True, **options)
     with pytest.raises(TypeError, match="position must be a GridCoordinates or None"):
         fast_fno(position=[(0, 1)], **options)
 
@@ -208,7 +207,7 @@ def test_the_fno_with_grid_coordinates_has_the_grid_fnos_weights_fed_the_coordin
     torch.manual_seed(0)
     grid = fast_fno(**options)
     torch.manual_seed(0)
-    nodes = fast_fno(position=GridCoordinates([(0.0, 1.0)]), **options)
+    nodes = fast_fno(position=GridCoordinates(1), **options)
     before, after = grid.state_dict(), nodes.state_dict()
     assert list(before) == list(after)
     for key, value in before.items():
@@ -250,7 +249,7 @@ def test_an_fno_run_reads_the_files_coordinates_at_33_and_65_nodes(tmp_path):
 
     run, state, files = _heat_run(tmp_path)
     config = state["model_config"]
-    assert config["position"] == "node" and config["position_bounds"] == [[0.0, 1.0]]
+    assert config["position"] == "node"
     channels = {}
     for nx, (_, data) in files.items():
         model, pairs = build(config, data)
@@ -264,8 +263,8 @@ def test_an_fno_run_reads_the_files_coordinates_at_33_and_65_nodes(tmp_path):
 
 
 def test_an_fno_run_on_cells_places_the_centres_of_the_files_box(tmp_path):
-    """A file whose ``grid_kind`` is ``cell``: the box reaches half a cell beyond the centres,
-    and a finer file's centres get their own positions in it."""
+    """A file whose ``grid_kind`` is ``cell``: a finer file's centres get their own places in the
+    box, half a cell in from each wall."""
     from physml.data import PDEData
     from physml.training.families import build, model_config, with_domain
 
@@ -279,12 +278,6 @@ def test_an_fno_run_on_cells_places_the_centres_of_the_files_box(tmp_path):
     coarse, _, _ = cells(8, 6)
     config = with_domain(model_config("fno", "rollout", {"modes": 2, "hidden": 4}), coarse)
     assert config["position"] == "cell"
-    torch.testing.assert_close(
-        torch.tensor(config["position_bounds"]),
-        torch.tensor([[0.0, 2.0], [-1.0, 1.0]]),
-        rtol=0,
-        atol=1e-15,
-    )
     fine, x, y = cells(16, 12)
     model, pairs = build(config, fine)
     out = model.positional_embedding(pairs[0][0][None])[0, -2:]
@@ -303,8 +296,7 @@ def test_a_run_recorded_before_the_position_rebuilds_neuralops_grid_and_resumes(
     from physml.training.families import build, fno_options
 
     run, state, files = _heat_run(tmp_path, sizes=(17,))
-    for key in ("position", "position_bounds"):
-        del state["model_config"][key]  # as written before the position was recorded
+    del state["model_config"]["position"]  # as written before the position was recorded
     save_checkpoint(run, state)
     path, data = files[17]
     model, pairs = build(state["model_config"], data)

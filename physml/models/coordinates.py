@@ -18,7 +18,6 @@ cell-centred grids, the same at the same point on every grid.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
@@ -68,27 +67,26 @@ GRID_KINDS = ("node", "cell")
 
 
 class GridCoordinates(nn.Module):
-    """``(batch, c, *space)`` → ``(batch, c + len(space), *space)``: the input, then each axis's
-    position of every point as a fraction of the box ``bounds`` (``[(lower, upper), ...]``, one
-    pair per axis; values in [0, 1], the scale of neuralop's grid embedding), at whatever size
-    the input has along it. ``kind="node"``: ``n`` points from ``lower`` to ``upper``, both
-    included, at fractions ``k/(n − 1)`` (a grid that holds both walls, as the pdes recipes
-    write); ``kind="cell"``: ``n`` cell centres at ``(k + ½)/n``. A point of the box gets the same
-    value on every grid that holds it (neuralop's grid embedding gives ``k/n``, which on a node
-    grid moves a point as the grid is refined). No parameters."""
+    """``(batch, c, *space)`` → ``(batch, c + dims, *space)``: the input, then each axis's
+    position of every point as a fraction of the domain, in [0, 1] (the scale of neuralop's grid
+    embedding), at whatever size the input has along it. ``kind="node"``: ``n`` points with both
+    walls included, at ``k/(n − 1)`` (as the pdes recipes write them); ``kind="cell"``: ``n``
+    cell centres at ``(k + ½)/n``. A point of the domain gets the same value on every grid that
+    holds it (neuralop's grid embedding gives ``k/n``, which on a node grid moves a point as the
+    grid is refined). No parameters."""
 
-    def __init__(self, bounds, kind: str = "node") -> None:
+    def __init__(self, dims: int, kind: str = "node") -> None:
         super().__init__()
+        if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+            raise ValueError(f"dims must be a positive integer (space axes), got {dims!r}")
         if kind not in GRID_KINDS:
             raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
-        self.bounds = _checked_bounds(bounds)
-        self.dims, self.kind = len(self.bounds), kind
+        self.dims, self.kind = dims, kind
         self._cached: tuple[tuple, torch.Tensor] | None = None
 
-    def axis(self, axis: int, n: int) -> torch.Tensor:
-        """The ``n`` positions ``(n,)`` along axis ``axis`` as fractions of the box, float64,
-        each correctly rounded, so a point keeps its value, bit for bit, on a finer grid (the
-        physical coordinate is ``lower + (upper − lower)·fraction``)."""
+    def fractions(self, n: int) -> torch.Tensor:
+        """The ``n`` positions ``(n,)`` along an axis of ``n`` points, float64, each correctly
+        rounded, so a point keeps its value, bit for bit, on a finer grid."""
         k = torch.arange(n, dtype=torch.float64)
         if self.kind == "node":
             return k / max(n - 1, 1)
@@ -99,31 +97,11 @@ class GridCoordinates(nn.Module):
         space = tuple(x.shape[2:])
         key = (space, x.device, x.dtype)
         if self._cached is None or self._cached[0] != key:
-            axes = [self.axis(axis, n) for axis, n in enumerate(space)]
+            axes = [self.fractions(n) for n in space]
             grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # on the CPU, in float64
             self._cached = key, grid.to(dtype=x.dtype).to(x.device)
         position = self._cached[1].expand(x.shape[0], -1, *space)
         return torch.cat([x, position], dim=1)
 
     def extra_repr(self) -> str:
-        return f"bounds={[list(pair) for pair in self.bounds]}, kind={self.kind!r}"
-
-
-def _checked_bounds(bounds) -> tuple[tuple[float, float], ...]:
-    """``bounds`` as ``((lower, upper), ...)`` floats, finite, one pair per axis."""
-    problem = (
-        f"bounds must be a non-empty list of (lower, upper) pairs of finite numbers, got {bounds!r}"
-    )
-    if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__") or len(bounds) == 0:
-        raise ValueError(problem)
-    pairs = []
-    for pair in bounds:
-        if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
-            raise ValueError(problem)
-        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in pair):
-            raise ValueError(problem)
-        lower, upper = float(pair[0]), float(pair[1])
-        if not (math.isfinite(lower) and math.isfinite(upper)):
-            raise ValueError(problem)
-        pairs.append((lower, upper))
-    return tuple(pairs)
+        return f"dims={self.dims}, kind={self.kind!r}"

@@ -65,8 +65,12 @@ class Row:
         # numbers computed with numpy or torch (np.float32, np.False_, 0-d tensors) are stored as
         # Python ones, so the rows are written as JSON and np.False_ counts as a missed target
         value = self.value
-        if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Real, np.generic)):
-            if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        real = isinstance(value, numbers.Real) or (
+            isinstance(value, np.generic) and value.dtype.kind in "biuf"
+        )
+        if not real:
+            tensor = isinstance(value, torch.Tensor) and value.numel() == 1
+            if not tensor or value.is_complex():
                 raise TypeError(
                     f"Row.value of {self.task!r} / {self.case!r} / {self.metric!r} must be a "
                     f"real number, got {value!r}"

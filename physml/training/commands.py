@@ -29,6 +29,7 @@ from .families import (
     model_config,
     readers,
     same_model,
+    same_pairs,
     training_items,
     with_domain,
 )
@@ -257,7 +258,7 @@ def _as_resumed(description: dict, out: Path) -> dict:
     if isinstance(saved, dict):
         unrecorded = {"n_modes"} - set(saved)
         if "position" not in saved:
-            unrecorded |= {"position", "position_bounds"}
+            unrecorded |= {"position"}
         current = {key: value for key, value in description.items() if key not in unrecorded}
     return saved if same_model(saved, current) else description
 
@@ -350,10 +351,7 @@ def _check_same_pairs(model: str, pairs, trained: list) -> None:
             f"--data holds {len(now[0]) - 1}-D fields, but the model was trained on "
             f"{len(trained[0]) - 1}-D ones (pairs of shapes {now}, trained on {trained})"
         )
-    same = [a[:1] == b[:1] for a, b in zip(now, trained, strict=True)]
-    if model not in ("fno", "boon-fno"):
-        same = [a == b for a, b in zip(now, trained, strict=True)]
-    if not all(same):
+    if not same_pairs(model, pairs, trained):
         raise ValueError(
             f"--data gives (input, target) pairs of shapes {now}, but the model was trained on "
             f"{trained}"

@@ -43,7 +43,6 @@ from .. import models as surrogates  # its FNO builders load neuralop on first u
 from .._checks import fits_in_memory
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
-from ..data.datasets import AXES
 from ..data.windows import ForecastDataset, RolloutDataset
 from ..models import (
     AttentiveNeuralProcess,
@@ -153,44 +152,28 @@ def _fno(config: dict, data: PDEData, shapes) -> nn.Module:
     return surrogates.fast_fno(
         **fno_options(config, data, shapes),
         periodic=bool(config.get("periodic", False)),  # an older checkpoint: the grid embedding
-        position=_position(config),
+        position=_position(config, len(data.space_shape)),
     )
 
 
-def _position(config: dict) -> surrogates.GridCoordinates | None:
-    """The FNO's recorded position channels (``position``, ``position_bounds``); none recorded
-    (a periodic file, or a run from before they were): neuralop's grid embedding, ``k/n``."""
+def _position(config: dict, dims: int) -> surrogates.GridCoordinates | None:
+    """The FNO's recorded position channels (``position``: the grid's kind); none recorded (a
+    periodic file, or a run from before they were): neuralop's grid embedding, ``k/n``."""
     if "position" not in config:
         return None
-    kind, bounds = config["position"], config.get("position_bounds")
     try:
-        return surrogates.GridCoordinates(bounds, kind)
+        return surrogates.GridCoordinates(dims, config["position"])
     except ValueError as error:
-        raise ValueError(
-            f"model_config: position {kind!r} with position_bounds {bounds!r} does not describe "
-            f"a grid ({error})"
-        ) from None
+        raise ValueError(f"model_config: position {config['position']!r} ({error})") from None
 
 
-def grid_position(data: PDEData) -> tuple[str, list[list[float]]]:
-    """Where the points of ``data``'s grid lie, for :class:`~physml.models.GridCoordinates`: the
-    kind (its ``grid_kind`` attribute, else ``"node"``: the pdes recipes' grids, both walls
-    included) and the box ``[lower, upper]`` per space axis from its coordinates (nodes: the
-    first and last; cells: half a spacing beyond the first and last centres). An axis the file
-    gives no coordinates: ``[0, 1]``."""
+def grid_kind(data: PDEData) -> str:
+    """How ``data``'s points sit on its domain, for :class:`~physml.models.GridCoordinates`: its
+    ``grid_kind`` attribute, else ``"node"`` (the pdes recipes' grids, both walls included)."""
     kind = str(data.attrs.get("grid_kind", "node"))
     if kind not in GRID_KINDS:
         raise ValueError(f"--data: attribute grid_kind must be one of {GRID_KINDS}, got {kind!r}")
-    bounds = []
-    for name, size in zip(AXES, data.space_shape, strict=False):
-        axis = data.coords.get(name)
-        if axis is None or axis.numel() != size:
-            bounds.append([0.0, 1.0])
-            continue
-        first, last = float(axis[0]), float(axis[-1])
-        half = (last - first) / (2 * (size - 1)) if kind == "cell" and size > 1 else 0.0
-        bounds.append([first - half, last + half])
-    return kind, bounds
+    return kind
 
 
 def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
@@ -249,6 +232,19 @@ that (a second ``fftshift``, each frequency of such an axis landing one bin off)
 and even grids the two agree, and nothing is recorded."""
 
 
+def same_pairs(model: str, items, trained: list) -> bool:
+    """Whether ``items`` (a dataset of (input, target) pairs) holds pairs of the ``trained``
+    shapes: the same axes and channels, and for the families that are not resolution-free (all
+    but :data:`SPECTRAL`) the same grid."""
+    now = [list(part.shape) for part in items[0]]
+    trained = [list(shape) for shape in trained]
+    if model not in SPECTRAL:
+        return now == trained
+    return len(now) == len(trained) and all(
+        len(a) == len(b) and a[:1] == b[:1] for a, b in zip(now, trained, strict=False)
+    )
+
+
 def odd_before_last(space: Sequence[int]) -> bool:
     """Whether a grid ``space`` (its sizes) has an odd axis before the last."""
     return any(n % 2 for n in space[:-1])
@@ -257,8 +253,8 @@ def odd_before_last(space: Sequence[int]) -> bool:
 def with_domain(config: dict, data: PDEData) -> dict:
     """``config`` with what the training file says of its domain, for the families that use it:
     ``periodic``, ``n_modes`` (:func:`kept_modes` on the training grid) and, for an FNO on a
-    domain that is not periodic, ``position`` and ``position_bounds`` (:func:`grid_position`:
-    its position channels are the points' coordinates on the training file's box), saved in the
+    domain that is not periodic, ``position`` (:func:`grid_kind`: its position channels are the
+    points' places in the domain, the same at a point on any grid), saved in the
     checkpoint, so a resume or an evaluation rebuilds the same model whatever file it is
     handed."""
     config = dict(config)
@@ -267,7 +263,7 @@ def with_domain(config: dict, data: PDEData) -> dict:
     if config["model"] in SPECTRAL:
         config["n_modes"] = kept_modes(config, data)
         if not periodic_domain(data):
-            config["position"], config["position_bounds"] = grid_position(data)
+            config["position"] = grid_kind(data)
         if odd_before_last(data.space_shape):
             config["spectral"] = EXACT_SHIFT
     return config

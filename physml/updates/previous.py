@@ -21,6 +21,7 @@ from ..training.families import (
     TASK_OPTIONS,
     build,
     check_spectral_shift,
+    same_pairs,
     training_items,
 )
 from .distillation import FocalDistillation, frozen, sample_errors
@@ -62,12 +63,20 @@ def load_previous(
     trained = (state.get("fingerprint") or {}).get("shapes")
     where = f"--distill-from: {str(checkpoint)!r}"
     check_spectral_shift(description, trained, where)
+    items = None
     if trained is not None:
-        _check_same_pairs(
-            description["model"], training_items(description, data), trained, checkpoint
-        )
+        items = training_items(description, data)
+        if not same_pairs(description["model"], items, trained):
+            grids = " (an FNO takes any grid, but as many axes and channels)"
+            grids = grids if description["model"] in SPECTRAL else ""
+            now = [list(part.shape) for part in items[0]]
+            raise ValueError(
+                f"--distill-from: the old run {str(checkpoint)!r} was trained on data of shape "
+                f"{[list(shape) for shape in trained]} (input, target), this --data has "
+                f"{now}{grids}"
+            )
     with torch.random.fork_rng(devices=[]):
-        model, _ = build(description, data)
+        model, _ = build(description, data, items)
     load_weights(model, state, checkpoint)
     return frozen(model)
 
@@ -85,25 +94,6 @@ def _check_task_options(description: dict, task_options: dict, checkpoint) -> No
             f"--distill-from: {str(checkpoint)!r} holds a {description['task']} model with "
             f"{old}, this run has {new}: the old and new models must map the same inputs to the "
             "same outputs"
-        )
-
-
-def _check_same_pairs(model: str, items, trained: list, checkpoint) -> None:
-    """``items`` must be pairs of the ``trained`` shapes: the same channels and number of axes,
-    and for the families that are not resolution-free (all but the FNOs) the same grid."""
-    now = [list(part.shape) for part in items[0]]
-    trained = [list(shape) for shape in trained]
-    same = now == trained
-    if model in SPECTRAL:  # resolution-free: the same axes and channels on any grid
-        same = len(now) == len(trained) and all(
-            len(a) == len(b) and a[:1] == b[:1] for a, b in zip(now, trained, strict=False)
-        )
-    if not same:
-        grids = " (an FNO takes any grid, but as many axes and channels)"
-        grids = grids if model in SPECTRAL else ""
-        raise ValueError(
-            f"--distill-from: the old run {str(checkpoint)!r} was trained on data of shape "
-            f"{trained} (input, target), this --data has {now}{grids}"
         )
 
 
