@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -64,5 +65,28 @@ def _subparser(parser, word: str):
     raise ValueError(f"physml-help: no subcommand {word!r}")
 
 
+def resolve_reexport(app, env, node, contnode):
+    """A reference to a name a package re-exports (``physml.constrain``) resolves to the page
+    where the object is documented (``physml.constraints.layer.constrain``); Sphinx alone leaves
+    it as plain text."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    module_name, _, attribute = target.rpartition(".")
+    if not module_name.startswith(("physml", "pdes")):
+        return None
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+        canonical = f"{found.__module__}.{found.__qualname__}"
+    except (ImportError, AttributeError):
+        return None
+    if canonical == target:
+        return None
+    return env.get_domain("py").resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
+    )
+
+
 def setup(app) -> None:
     app.add_directive("physml-help", CommandHelp)
+    app.connect("missing-reference", resolve_reexport)

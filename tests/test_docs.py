@@ -62,5 +62,7 @@ def test_the_reference_builds_without_warnings(tmp_path):
         assert f'href="{page}.html"' in index
     constraints = (out / "constraints.html").read_text()
     assert 'id="physml.constraints.layer.constrain"' in constraints  # autodoc ran
+    tasks = (out / "tasks.html").read_text()  # `physml.constrain` is a re-export
+    assert 'href="constraints.html#physml.constraints.layer.constrain"' in tasks
     cli = (out / "cli.html").read_text()
     assert "usage: physml generate heat" in cli  # the parser's help is rendered
