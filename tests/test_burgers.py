@@ -285,6 +285,41 @@ def test_unstable_step_raises(grid, bc):
         solve_burgers(u0, grid, 1e-3, [0.0, 0.5, 1.0], bc, max_step=10 * limit)
 
 
+def _integrator_reaching(peak: float, shift: float = 0.0):
+    """A stand-in for ``etdrk4`` whose result is zero but for one value, ``peak - shift``, at the
+    second output (``shift`` cancels the wall line that the Dirichlet solver adds back)."""
+
+    def integrate(operator, u0, times, max_step, nonlinear=None, t0=0.0, name="solver"):
+        out = torch.zeros(u0.shape[0], len(times), u0.shape[-1], dtype=u0.dtype)
+        out[-1, 1, 5] = peak - shift
+        return out
+
+    return integrate
+
+
+@pytest.mark.parametrize("factor, refused", [(1.999, False), (2.001, True)])
+@pytest.mark.parametrize("bc", ["periodic", "dirichlet"])
+def test_growth_past_twice_the_maximum_principle_bound_is_refused(monkeypatch, bc, factor, refused):
+    """The bound is ``U = max(max|u0|, max|wall values|)``; a result up to ``2U`` passes, one above
+    it raises. Periodic: ``U = max|u0|``; Dirichlet: walls at -4 outweigh ``|u0| <= 1``."""
+    if bc == "periodic":
+        grid, u0, condition, shift = PERIODIC, smooth(PERIODIC), "periodic", 0.0
+        bound = u0.abs().max().item()
+    else:
+        grid, u0, condition, shift = WALLED, pinned(WALLED), Dirichlet(-4.0, -4.0), -4.0
+        assert u0.abs().max().item() <= 1.0
+        bound = 4.0
+    monkeypatch.setattr("pdes.burgers.etdrk4", _integrator_reaching(-factor * bound, shift))
+    options = {"transform": "fft"} if bc == "periodic" else {}  # FFTs: the path through etdrk4
+    solve = lambda: solve_burgers(u0, grid, 0.1, [0.0, 0.5], condition, **options)  # noqa: E731
+    if refused:
+        with pytest.raises(SolverError, match="exceeds twice the maximum-principle bound"):
+            solve()
+    else:
+        out = solve()
+        assert out.abs().max().item() == pytest.approx(factor * bound, rel=1e-12)
+
+
 def test_bad_boundary_values():
     with pytest.raises(ValueError, match="Dirichlet.left"):
         solve_burgers(pinned(WALLED), WALLED, 0.1, [0.1], Dirichlet(torch.zeros(3), 0.0))

@@ -207,6 +207,36 @@ def test_steps_beyond_the_limit_blow_up_and_raise(monkeypatch):
         cavity.solve_cavity(grid, [0.0, 1.0], 100.0, dt=2.0 * limit)
 
 
+class _Stepped(Exception):
+    """Raised by a stand-in step: the step count was accepted and stepping began."""
+
+
+def test_at_most_ten_million_steps_to_an_output_with_a_given_dt():
+    """``dt=1`` from rest at ν = 1 is far beyond the limit: a span of exactly 10⁷ steps passes the
+    count check and its first step is refused for ``dt``, one step more is refused for the count."""
+    grid = Grid2D.square(9)
+    with pytest.raises(SolverError, match="beyond the stability limit"):
+        cavity.solve_cavity(grid, [0.0, 10_000_000.0], 1.0, dt=1.0)
+    with pytest.raises(SolverError, match="10000001 steps of dt=1 exceed MAX_STEPS=10000000"):
+        cavity.solve_cavity(grid, [0.0, 10_000_001.0], 1.0, dt=1.0)
+
+
+def test_at_most_ten_million_steps_to_an_output_at_the_solver_s_own_step(monkeypatch):
+    """From rest the step is ``SAFETY`` of :func:`stability_limit` (speed = the lid's): half a step
+    under 10⁷ steps starts stepping, half a step over is refused."""
+    grid = Grid2D.square(9)
+    step = cavity.SAFETY * float(cavity.stability_limit(grid, 100.0)[0])
+
+    def refuse(*args):
+        raise _Stepped
+
+    monkeypatch.setattr(cavity._Cavity, "step", refuse)
+    with pytest.raises(_Stepped):
+        cavity.solve_cavity(grid, [0.0, (10_000_000 - 0.5) * step], 100.0)
+    with pytest.raises(SolverError, match="more than MAX_STEPS=10000000 steps to go"):
+        cavity.solve_cavity(grid, [0.0, (10_000_000 + 0.5) * step], 100.0)
+
+
 def test_steady_gives_up_at_max_time():
     with pytest.raises(SolverError, match="max_time"):
         cavity.steady_cavity(Grid2D.square(9), 100.0, tol=1e-12, max_time=0.05)

@@ -536,6 +536,55 @@ def test_model_loss_falls_in_a_few_adam_steps(global_vectors):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_a_new_model_s_skips_are_the_latest_context_frame():
+    """At initialisation every target frame's skip is the last context frame's: the coarse
+    skips (the decoder's first input and the one added after upsampling) equal the encoder
+    memory of frame ``T_in - 1`` at each level, and the full-resolution skip equals that frame's
+    stem features (seen through ``head_out``'s GELU with the head zeroed)."""
+    model = _toy_model()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_output(name):
+        def hook(module, args, output):
+            seen[name] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    def keep_input(name):
+        def hook(module, args):
+            seen[name] = args[0]
+
+        return hook
+
+    hooks = [
+        model.encoder[0][-1].register_forward_hook(keep_output("memory0")),
+        model.encoder[1][-1].register_forward_hook(keep_output("memory1")),
+        model.target_embedding.register_forward_pre_hook(keep_input("skip1")),
+        model.upsamples[0].register_forward_hook(keep_output("upsampled")),
+        model.decoder_self[0][0].register_forward_pre_hook(keep_input("upsampled_plus_skip0")),
+        model.stem_fine.register_forward_hook(keep_output("fine")),
+        model.head_out.register_forward_pre_hook(keep_input("head_out_input")),
+    ]
+    batch, t_in, t_out = 2, 4, 3
+    with torch.no_grad():
+        model(torch.randn(batch, t_in, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+    for hook in hooks:
+        hook.remove()
+
+    def latest(frames: torch.Tensor) -> torch.Tensor:
+        return frames[:, -1:].expand(-1, t_out, *frames.shape[2:])
+
+    torch.testing.assert_close(seen["skip1"], latest(seen["memory1"]), rtol=0, atol=0)
+    skip0 = seen["upsampled_plus_skip0"] - seen["upsampled"]
+    torch.testing.assert_close(skip0, latest(seen["memory0"]), rtol=1e-5, atol=1e-5)
+    fine = seen["fine"].reshape(batch, t_in, *seen["fine"].shape[1:])
+    expected = torch.nn.functional.gelu(latest(fine)).flatten(0, 1)
+    torch.testing.assert_close(seen["head_out_input"], expected, rtol=0, atol=0)
+
+
 def test_model_parameter_count_cpu_scale():
     model = Earthformer((10, 1, 32, 32), (10, 1, 32, 32))
     count = sum(p.numel() for p in model.parameters())

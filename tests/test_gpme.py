@@ -565,6 +565,32 @@ def test_a_user_step_beyond_the_limit_at_a_wall_pulse_is_refused():
         solve_gpme(u0, grid, pme_k(1.0), [0.0, 0.012], Dirichlet(pulse_wall, 0.0), dt=0.004)
 
 
+class _Stepped(Exception):
+    """Raised by a stand-in step: the step count was accepted and stepping began."""
+
+
+@pytest.mark.parametrize("bc", [Neumann(0.0, 0.0), Dirichlet(1.0, 1.0)])
+@pytest.mark.parametrize("own_step", [False, True])
+def test_at_most_ten_million_steps_to_an_output(monkeypatch, bc, own_step):
+    """``k = 10⁻⁶`` on 9 nodes: the limit ``dx²/(2k)`` is far above ``dt = 1``. Half a step under
+    10⁷ steps to the output starts stepping, half a step over is refused before any step; with
+    ``dt=None`` the step is ``SAFETY`` (0.9) of the limit."""
+    grid = Grid1D(9)
+    u0 = torch.ones(1, 9, dtype=F64)
+    k = 1e-6
+    step = 0.9 * grid.dx**2 / (2.0 * k) if own_step else 1.0
+    dt = None if own_step else 1.0
+
+    def refuse(*args):
+        raise _Stepped
+
+    monkeypatch.setattr("pdes.gpme._FiniteVolume.step", refuse)
+    with pytest.raises(_Stepped):
+        solve_gpme(u0, grid, k, [0.0, (10_000_000 - 0.5) * step], bc, dt=dt)
+    with pytest.raises(SolverError, match=r"needs 1e\+07 steps .* more than 10000000:"):
+        solve_gpme(u0, grid, k, [0.0, (10_000_000 + 0.5) * step], bc, dt=dt)
+
+
 @pytest.mark.parametrize("name", ["diffusion", "pme"])
 def test_a_finite_volume_recipe_sample_does_not_depend_on_its_batch(name):
     """The step of a batched solve follows the batch's largest k; the recipes must give a

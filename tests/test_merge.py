@@ -1,5 +1,6 @@
 """Merging shards into virtual datasets, and the checks that shards form one dataset."""
 
+import re
 import shutil
 
 import h5py
@@ -258,3 +259,34 @@ def test_a_gap_of_one_sample_is_named(tmp_path, sharded):
     _shift_samples(middle, shifted, 1)  # claims 4-7: sample 3 and 8-10 are in no shard
     with pytest.raises(ShardError, match=r"samples 3, 8-10 of 0\.\.10 are in no shard given"):
         check_shards([first, shifted])
+
+
+def _grow_by_one_sample(merged):
+    """Rewrite every per-sample virtual dataset of ``merged`` one sample longer: the same sources
+    at the same places, and a last sample that no shard holds (it reads the fill value)."""
+    with h5py.File(merged, "r+") as f:
+        names = [n for n in ("u", "sample_index", "sample_seed") if n in f]
+        names += [f"{g}/{k}" for g in ("params", "fields") for k in f.get(g, {})]
+        for name in names:
+            dataset = f[name]
+            shape, dtype, fill = dataset.shape, dataset.dtype, dataset.fillvalue
+            layout = h5py.VirtualLayout(shape=(shape[0] + 1, *shape[1:]), dtype=dtype)
+            for source in dataset.virtual_sources():
+                start, end = source.vspace.get_select_bounds()
+                count = end[0] + 1 - start[0]
+                layout[start[0] : end[0] + 1] = h5py.VirtualSource(
+                    source.file_name, source.dset_name, shape=(count, *shape[1:]), dtype=dtype
+                )
+            del f[name]
+            f.create_virtual_dataset(name, layout, fillvalue=fill)
+
+
+def test_a_merged_file_with_a_sample_its_shards_lack_is_refused(tmp_path, sharded):
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    _grow_by_one_sample(merged)
+    with h5py.File(merged) as f:
+        assert f["u"].shape[0] == N + 1 and f["u"].is_virtual
+    named = re.escape(f"'{merged}' holds {N + 1} samples, its shards {N}")
+    with pytest.raises(ShardError, match=f"{named}$"):
+        load(merged)

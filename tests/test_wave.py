@@ -1,5 +1,7 @@
 """Wave solver: convergence, zero-flux boundaries, conserved mass and energy, bad input, recipe."""
 
+import math
+
 import pytest
 import torch
 
@@ -44,6 +46,34 @@ def test_exact_formula_solves_the_pde_with_zero_flux():
         torch.testing.assert_close(u_tt, 0.36 * u_xx, rtol=1e-12, atol=1e-12)
         if x_value in (0.0, 1.0):
             assert abs(u_x.item()) < 1e-12
+
+
+def test_exact_formula_on_a_domain_of_another_length():
+    """On ``[0, L]``, L = 2.5: ``cos(jπx/L) cos(cjπt/L)`` written out per point, and zero flux at
+    ``x = L`` (a formula that ignored ``length`` would have its walls at 0 and 1)."""
+    length = 2.5
+    x = torch.linspace(0.0, length, 7, dtype=F64)
+    t = [0.0, 0.4, 1.7]
+    mode, c = torch.tensor([1.0, 3.0]), torch.tensor([0.6, 1.4], dtype=F64)
+    u = wave.wave_exact(x, t, mode, c, length=length)
+    expected = torch.tensor(
+        [
+            [
+                [
+                    math.cos(j * math.pi * xi / length) * math.cos(ci * j * math.pi * ti / length)
+                    for xi in x.tolist()
+                ]
+                for ti in t
+            ]
+            for j, ci in zip(mode.tolist(), c.tolist(), strict=True)
+        ],
+        dtype=F64,
+    )
+    torch.testing.assert_close(u, expected, rtol=0, atol=1e-14)
+
+    wall = torch.tensor([length], dtype=F64, requires_grad=True)
+    flux = torch.autograd.grad(wave.wave_exact(wall, [0.3], mode, c, length=length).sum(), wall)[0]
+    assert abs(flux.item()) < 1e-12
 
 
 # Least-squares slope over 17..129 nodes; the coarsest pair is within 0.05 of 2.
