@@ -503,8 +503,8 @@ def solve_gpme(
             span = target - t
             if count > MAX_STEPS:
                 raise SolverError(
-                    f"reaching t={target:.6g} from t={t:.6g} needs {float(count):.3g} steps of "
-                    f"the stable dt={step:.3g} (k_max={k_max:.6g}); more than {MAX_STEPS}: is "
+                    f"reaching t={target:.6g} from t={t:.6g} needs {count:,} steps of "
+                    f"the stable dt={step:.3g} (k_max={k_max:.6g}); more than {MAX_STEPS:,}: is "
                     "k(u) blowing up?"
                 )
             h = span / count
