@@ -6,8 +6,9 @@ products with a weight given as a function of frequency, and ``irfftn``, in 2- a
 even grids, with fewer and more modes than the grid holds — hence circularly shift-equivariant.
 Where neuralop 2.0's layer is that multiplier too (1-D, even non-last axes keeping an even
 number of modes or all) its outputs and gradients must agree with the lean one's to float32
-round-off (they agree bitwise on CPU), with truncated and sliced modes; checkpoints load either
-way; BOON through ``constrain`` reads the lean layers' probes in closed form and gives the
+round-off (they agree bitwise on CPU), with truncated and sliced modes; on another output grid
+a single mode in gives the multiplier's exact band-limited output sampled there; checkpoints load
+either way; BOON through ``constrain`` reads the lean layers' probes in closed form and gives the
 original's result there.
 """
 

@@ -19,7 +19,11 @@ after 2.0 with ``ifftshift``); and where it keeps an odd number of an even ``M``
 non-last axis (an odd grid size below ``M``, or fewer ``n_modes`` than held) it pairs those
 frequencies with the weights one index off. The lean layer does neither: its outputs and
 gradients equal neuralop 2.0's (bitwise on CPU) in 1-D and where the non-last axes are even and
-keep an even number of modes (or all ``M``), and are the correct multiplier elsewhere.
+keep an even number of modes (or all ``M``), and are the correct multiplier elsewhere. On another
+output grid (``output_shape``, ``resolution_scaling_factor``) neuralop 2.0 lets ``irfftn``
+zero-pad or cut the shifted-back spectrum at the end of each axis, which on a non-last axis puts
+the negative frequencies in positive bins; the lean layer keeps each frequency in its own bin of
+the output grid, so its output there is the same band-limited function, sampled there.
 
 It serves the dense, non-separable, real-data, full-precision convolution (neuralop's defaults,
 the toolkit's FNOs); other options raise ``ValueError``. Use it through neuralop's FNO::
@@ -54,7 +58,8 @@ class LeanSpectralConv(SpectralConv):
     non-last axis of ``M`` held modes, ``f`` on the last) and left in its own bin. That is
     neuralop 2.0's ``SpectralConv`` with the same weights (same modes, same ``fft_norm``) except
     on a non-last axis of odd size or with an odd number of an even ``M`` modes kept, where
-    neuralop's is off by one bin or one weight (see the module's docstring).
+    neuralop's is off by one bin or one weight (see the module's docstring), and on another output
+    grid (``output_shape`` or ``resolution_scaling_factor``) where a non-last axis changes size.
 
     Arguments are ``SpectralConv``'s; ``factorization`` other than dense, ``separable``,
     ``complex_data`` and a precision other than ``"full"`` are refused; so are float64 input
