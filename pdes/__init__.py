@@ -5,7 +5,7 @@ Every solver works on a batch of samples in float64 on any torch device and retu
 """
 
 from .boundary import Dirichlet, Neumann, Periodic
-from .errors import SolverError
+from .errors import SettingError, SolverError
 from .grid import Grid1D, Grid2D
 
-__all__ = ["Dirichlet", "Grid1D", "Grid2D", "Neumann", "Periodic", "SolverError"]
+__all__ = ["Dirichlet", "Grid1D", "Grid2D", "Neumann", "Periodic", "SettingError", "SolverError"]

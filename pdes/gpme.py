@@ -47,7 +47,7 @@ import torch
 from . import checks
 from .boundary import BoundaryCondition, Dirichlet, Neumann, Periodic, parse
 from .checks import FLOAT, choice, field, finite_result, positive, positive_int
-from .errors import SolverError
+from .errors import SettingError, SolverError
 from .grid import Grid1D
 from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
@@ -553,7 +553,8 @@ class _GPMERecipe(Problem):
 
     def check_front(self, t_end: float, low: float, high: float) -> None:
         """The closed form holds while the front is inside the domain (a recipe with a front
-        refuses a ``t_end`` after it leaves, whose data would break the stated wall value)."""
+        refuses a ``t_end`` after it leaves, whose data would break the stated wall value, with a
+        :class:`~pdes.errors.SettingError` naming ``t_end``)."""
 
     def check_range(self, low: float, high: float) -> None:
         positive(self.bounds[0], low)
@@ -665,9 +666,10 @@ class PMERecipe(_GPMERecipe):
 
     def check_front(self, t_end: float, low: float, high: float) -> None:
         if t_end > 1.0:
-            raise ValueError(
+            raise SettingError(
+                "t_end",
                 f"t_end must be <= 1 with solver 'exact': the front x = t leaves [0, 1] at t = 1 "
-                f"and the closed form then breaks u(t,1) = 0, got {t_end}"
+                f"and the closed form then breaks u(t,1) = 0, got {t_end}",
             )
 
     def exact(self, x, t, value):
@@ -707,10 +709,11 @@ class StefanRecipe(_GPMERecipe):
         fastest = max(float(stefan_z1(low)), float(stefan_z1(high)))
         leaves = 1.0 / (4.0 * fastest**2)  # 2 z1 √t = 1
         if t_end > leaves:
-            raise ValueError(
+            raise SettingError(
+                "t_end",
                 f"t_end must be <= {leaves:.4g} with solver 'exact' and u* in [{low}, {high}]: "
                 f"the fastest front 2 z1 √t leaves [0, 1] then and the closed form breaks "
-                f"u(t,1) = 0, got {t_end}"
+                f"u(t,1) = 0, got {t_end}",
             )
 
     def exact(self, x, t, value):

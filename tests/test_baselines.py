@@ -289,6 +289,29 @@ def test_resuming_with_another_validation_set_is_refused_once_it_was_scored(tmp_
     assert [step for step, _ in report.val_losses] == [3, 4, 6]
 
 
+def test_a_refused_resume_names_the_difference_and_advises_no_cli_flag(tmp_path):
+    """train_forecaster is a Python API: its refusals advise another checkpoint path, not
+    physml train's --out, and still name what differs."""
+    x, y = toy_sequences(count=8)
+    path = tmp_path / "run.pt"
+    config = {"name": "unet", "base": 4}
+    with pytest.raises(Killed):
+        train(build("unet", 3, 3, 1), path, kill_at(2), model_config=config, val_every=1)
+    refusals = [
+        ({"model_config": {"name": "unet", "base": 8}}, r"another model \(base 4 → 8\)"),
+        ({"data_seed": 1, "model_config": config}, r"other data \(sample_hash"),
+        (
+            {"val": (x[2:4], y[2:4]), "val_every": 1, "model_config": config},
+            r"another validation set \(sample_hash",
+        ),
+    ]
+    for options, difference in refusals:
+        with pytest.raises(ValueError, match=difference) as refused:
+            train(build("unet", 3, 3, 1), path, **options)
+        message = str(refused.value)
+        assert "--out" not in message and "another checkpoint path" in message, message
+
+
 def test_checkpoint_from_before_the_data_and_model_records_resumes(tmp_path):
     template = build("unet", 3, 3, 1)
     straight = copy.deepcopy(template)

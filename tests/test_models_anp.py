@@ -465,6 +465,40 @@ def test_bad_sampler_arguments(kwargs, error, match):
         gpme_sampler(**arguments)
 
 
+def test_a_front_leaving_before_t_grid_ends_is_named_by_t_grid():
+    """The recipe judges its t_end; the sampler's user gave t_grid, so the refusal names t_grid.
+    u* = 0.6 (both bounds): the front 2 z1 √t reaches x = 1 at t = 1 / (4 z1²)."""
+    leaves = 1.0 / (4.0 * stefan_z1(0.6) ** 2)
+    end = 1.5 * leaves
+    with pytest.raises(ValueError, match=rf"^t_grid ends at {end:g}: t_end must be <= "):
+        gpme_sampler("stefan", 1, t_grid=torch.linspace(0, end, 11), param_range=(0.6, 0.6))
+    gpme_sampler("stefan", 1, t_grid=torch.linspace(0, 0.99 * leaves, 11), param_range=(0.6, 0.6))
+
+
+def test_the_sampler_names_t_grid_by_the_setting_the_recipe_refused_not_by_its_wording(
+    monkeypatch,
+):
+    """Reworded recipe messages still name t_grid; a refusal of another setting passes as is."""
+    from pdes.errors import SettingError
+    from pdes.gpme import PMERecipe
+
+    def reworded(self, t_end, low, high):
+        if t_end > 0.25:
+            raise SettingError("t_end", f"the front leaves [0, 1] before {t_end}")
+
+    monkeypatch.setattr(PMERecipe, "check_front", reworded)
+    with pytest.raises(ValueError, match=r"^t_grid ends at 0.5: the front leaves \[0, 1\]"):
+        gpme_sampler("pme", 1, t_grid=torch.linspace(0, 0.5, 11), x_grid=torch.linspace(0, 1, 11))
+
+    def other(self, t_end, low, high):
+        if t_end > 0.25:
+            raise SettingError("m_max", "t_end-like wording about m_max")
+
+    monkeypatch.setattr(PMERecipe, "check_front", other)
+    with pytest.raises(SettingError, match=r"^t_end-like wording about m_max$"):
+        gpme_sampler("pme", 1, t_grid=torch.linspace(0, 0.5, 11), x_grid=torch.linspace(0, 1, 11))
+
+
 def test_sampler_needs_a_generator():
     with pytest.raises(TypeError, match="generator"):
         small_sampler()(0)

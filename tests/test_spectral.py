@@ -6,8 +6,9 @@ products with a weight given as a function of frequency, and ``irfftn``, in 2- a
 even grids, with fewer and more modes than the grid holds — hence circularly shift-equivariant.
 Where neuralop 2.0's layer is that multiplier too (1-D, even non-last axes keeping an even
 number of modes or all) its outputs and gradients must agree with the lean one's to float32
-round-off (they agree bitwise on CPU), with truncated and sliced modes; checkpoints load either
-way; BOON through ``constrain`` reads the lean layers' probes in closed form and gives the
+round-off (they agree bitwise on CPU), with truncated and sliced modes; on another output grid
+a single mode in gives the multiplier's exact band-limited output sampled there; checkpoints load
+either way; BOON through ``constrain`` reads the lean layers' probes in closed form and gives the
 original's result there.
 """
 
@@ -88,8 +89,8 @@ def test_outputs_and_gradients_equal_neuralops(name, batch, bias):
     [
         ((8, 6), (12, 10), (12, 9), {}),  # fewer modes in use than held: the weight is sliced
         ((12,), (12,), (40,), {"output_shape": (55,)}),  # another output grid
-        ((6, 6), (6, 6), (8, 9), {"output_shape": (12, 7)}),
-    ],
+        ((6, 6), (6, 6), (8, 9), {"output_shape": (8, 13)}),  # another last axis only: on a
+    ],  # non-last one neuralop 2.0 moves the negative frequencies (see the test below)
 )
 def test_sliced_weights_and_other_output_shapes_equal_neuralops(n_modes, max_n_modes, shape, call):
     reference, lean = pair(max_n_modes, bias=True)
@@ -204,6 +205,89 @@ def test_lean_conv_is_the_fourier_multiplier_of_its_weights(held, in_use, shape)
     torch.testing.assert_close(
         actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
     )
+
+
+def grid_of(shape) -> tuple[torch.Tensor, ...]:
+    """The periodic grid ``t_a = j / shape[a]`` of each axis, float64, broadcast to ``shape``."""
+    return torch.meshgrid(*[torch.arange(n, dtype=F64) / n for n in shape], indexing="ij")
+
+
+def multiplied_mode(p: int, q: int, phases: torch.Tensor, shape, out_channels: int):
+    """The exact output of the multiplier :func:`weight_of` on the inputs
+    ``x_i = cos(2π (p t0 + q t1) + φ_i)`` (``t_a = j / shape[a]``), evaluated on the grid
+    ``shape``, float64 ``(1, out, *shape)``. For ``q > 0`` the conv keeps the frequency
+    ``(p, q)`` (the real field's other half, ``(−p, −q)``, is implied): ``y_o = Σ_i Re(W_io(p, q)
+    e^{i(θ + φ_i)})``. For ``q = 0`` both ``(±p, 0)`` are kept, each with half the amplitude and
+    its own weight: ``y_o = Σ_i ½ Re(W_io(p, 0) e^{i(θ + φ_i)} + W_io(−p, 0) e^{−i(θ + φ_i)})``."""
+    t0, t1 = grid_of(shape)
+    theta = 2 * math.pi * (p * t0 + q * t1)[None] + phases[:, None, None]  # (in, *shape)
+    wave = torch.exp(1j * theta)
+
+    def weights(f0, f1):
+        return weight_of([torch.tensor(f0), torch.tensor(f1)], len(phases), out_channels)
+
+    if q > 0:
+        y = torch.einsum("io,i...->o...", weights(p, q), wave).real
+    else:
+        y = (
+            0.5
+            * (
+                torch.einsum("io,i...->o...", weights(p, 0), wave)
+                + torch.einsum("io,i...->o...", weights(-p, 0), wave.conj())
+            ).real
+        )
+    return y[None]
+
+
+@pytest.mark.parametrize("p, q", [(1, 2), (-2, 1), (2, 0), (-1, 0), (0, 2)])
+@pytest.mark.parametrize(
+    "shape, call, out_shape",
+    [
+        ((9, 10), {"output_shape": (16, 10)}, (16, 10)),  # the non-last axis, odd to even
+        ((10, 9), {"output_shape": (15, 9)}, (15, 9)),  # even to odd
+        ((9, 10), {"output_shape": (9, 17)}, (9, 17)),  # the last axis
+        ((10, 9), {"output_shape": (10, 16)}, (10, 16)),
+        ((9, 9), {"output_shape": (14, 20)}, (14, 20)),  # both
+        ((16, 12), {"output_shape": (9, 10)}, (9, 10)),  # coarser: the modes still fit
+        ((10, 9), {"resolution_scaling_factor": [1.5, 2.0]}, (15, 18)),
+        ((9, 8), {"resolution_scaling_factor": 2.0}, (18, 16)),
+    ],
+)
+def test_another_output_grid_samples_the_same_band_limited_output(shape, call, out_shape, p, q):
+    """A Fourier multiplier on a finer (or coarser) grid is band-limited interpolation: a
+    single low mode in gives, on the output grid, the multiplier applied to that mode sampled
+    there (:func:`multiplied_mode`), on either axis and odd or even sizes."""
+    options = {k: v for k, v in call.items() if k == "resolution_scaling_factor"}
+    torch.manual_seed(0)
+    conv = LeanSpectralConv(3, 4, (6, 6), bias=False, **options)  # frequencies −3…2 by 0…3
+    frequency_weighted(conv)
+    phases = torch.tensor([0.3, -1.1, 2.0], dtype=F64)
+    t0, t1 = grid_of(shape)
+    x = torch.cos(2 * math.pi * (p * t0 + q * t1)[None] + phases[:, None, None])[None].float()
+    expected = multiplied_mode(p, q, phases, out_shape, 4)
+    with torch.no_grad():
+        actual = conv(x, output_shape=call.get("output_shape"))
+    assert actual.shape == (1, 4, *out_shape)
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
+    )
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        ({"output_shape": (8,)}, r"output_shape must be 2 grid sizes >= 1.*got \(8,\)"),
+        ({"output_shape": (8, 0)}, r"output_shape must be 2 grid sizes >= 1.*got \(8, 0\)"),
+        ({"output_shape": (8, 2.5)}, r"output_shape must be 2 grid sizes"),
+    ],
+)
+def test_an_output_grid_that_is_not_one_is_refused(call, match):
+    conv = LeanSpectralConv(1, 1, (4, 4))
+    with pytest.raises(ValueError, match=match):
+        conv(torch.randn(1, 1, 8, 8), **call)
+    scaled = LeanSpectralConv(1, 1, (4, 4), resolution_scaling_factor=[1.0, 0.01])
+    with pytest.raises(ValueError, match=r"scaled by resolution_scaling_factor must be"):
+        scaled(torch.randn(1, 1, 8, 8))
 
 
 @pytest.mark.parametrize("shape", [(15, 16), (65, 65), (9, 7, 10)])

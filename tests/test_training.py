@@ -157,6 +157,47 @@ def test_another_model_is_reported_by_the_settings_that_differ():
         check_same_model({"model_config": saved}, changed, "run")
 
 
+def test_the_resume_checks_take_the_remedy_a_caller_without_out_advises():
+    """A Python API has no --out flag: the checks advise what the caller says, and still name
+    each difference; recorded losses may be a tensor of (step, loss) rows under another key."""
+    from physml.training.checkpoint import (
+        check_same_data,
+        check_same_model,
+        check_same_validation,
+    )
+
+    saved = {"samples": 4, "sample_hash": "aa"}
+    current = {"samples": 4, "sample_hash": "bb"}
+    state = {
+        "fingerprint": saved,
+        "validation_fingerprint": saved,
+        "val_losses": torch.tensor([[1.0, 0.5]]),
+        "model_config": {"base": 4},
+    }
+    remedy = "use another checkpoint path"
+    checks = [
+        (lambda: check_same_data(state, current, "run.pt", remedy), "other data"),
+        (
+            lambda: check_same_validation(
+                state, current, "run.pt", remedy, losses_key="val_losses"
+            ),
+            "another validation set",
+        ),
+        (lambda: check_same_model(state, {"base": 8}, "run.pt", remedy), r"base 4 → 8"),
+    ]
+    for check, difference in checks:
+        with pytest.raises(CheckpointError, match=difference) as refused:
+            check()
+        message = str(refused.value)
+        assert "--out" not in message and "another checkpoint path" in message, message
+        if difference != r"base 4 → 8":
+            assert "sample_hash 'aa' → 'bb'" in message
+    nothing_recorded = {**state, "val_losses": torch.zeros(0, 2)}
+    check_same_validation(nothing_recorded, current, "run.pt", remedy, losses_key="val_losses")
+    with pytest.raises(CheckpointError, match="Use another --out"):  # physml train's default
+        check_same_data(state, current, "run")
+
+
 class Described(TensorDataset):
     """A dataset with a file's description, as the datasets read from files carry."""
 

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from pdes import gpme
 from pdes.checks import finite, positive_int
+from pdes.errors import SettingError
 from pdes.problems import Problem
 
 from .datasets import item_index
@@ -102,8 +103,8 @@ class GPMESampler:
             settings["t_end"] = float(self.t[-1])
         try:
             self.recipe.checked(settings)
-        except ValueError as error:
-            if str(error).startswith("t_end"):
+        except SettingError as error:
+            if error.setting == "t_end":  # the recipe's name for this sampler's t_grid[-1]
                 raise ValueError(f"t_grid ends at {settings['t_end']:g}: {error}") from None
             raise
         self.param_range = (float(low), float(high))

@@ -41,6 +41,9 @@ LOSSES: dict[str, Loss] = {
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CHECKPOINT_FORMAT = "physml-forecaster-checkpoint/1"
 SSIM_WINDOW = 11
+RESUME_REMEDY = "use another checkpoint path"
+"""What a refused resume advises: train_forecaster's ``checkpoint`` is a file, not physml
+train's ``--out`` folder."""
 
 
 @dataclass
@@ -224,8 +227,11 @@ def _resume(
     set's fingerprints, the model's config) is checked against the saved one where the checkpoint
     has it (older ones do not), and takes the saved validation fingerprint and model config where
     this run gives none."""
-    from ..training.checkpoint import _changes  # physml.training imports physml.models
-    from ..training.fingerprint import differences
+    from ..training.checkpoint import (  # physml.training imports physml.models
+        check_same_data,
+        check_same_model,
+        check_same_validation,
+    )
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -239,29 +245,14 @@ def _resume(
             f"not {config}; remove it or use another path"
         )
     saved_model = state.get("model_config")
-    if None not in (saved_model, record["model_config"]) and saved_model != record["model_config"]:
-        raise ValueError(
-            f"checkpoint: {str(path)!r} was written for another model "
-            f"({'; '.join(_changes(saved_model, record['model_config']))}); remove it or use "
-            "another path"
-        )
-    saved_data = state.get("fingerprint")
-    found = [] if saved_data is None else differences(saved_data, record["fingerprint"])
-    if found:
-        raise ValueError(
-            f"checkpoint: {str(path)!r} was trained on other data ({'; '.join(found)}); remove "
-            "it or use another path"
-        )
+    if saved_model is not None:
+        check_same_model(state, record["model_config"], path, RESUME_REMEDY)
+    if state.get("fingerprint") is not None:
+        check_same_data(state, record["fingerprint"], path, RESUME_REMEDY)
     saved_val = state.get("validation_fingerprint")
-    current_val = record["validation_fingerprint"]
-    if None not in (saved_val, current_val) and len(state["val_losses"]):
-        found = differences(saved_val, current_val)
-        if found:
-            raise ValueError(
-                f"checkpoint: {str(path)!r} recorded validation losses on another validation "
-                f"set ({'; '.join(found)}); the curve would join two sets: remove it, use "
-                "another path, or give that val"
-            )
+    check_same_validation(
+        state, record["validation_fingerprint"], path, RESUME_REMEDY, losses_key="val_losses"
+    )
     for key, saved in (("model_config", saved_model), ("validation_fingerprint", saved_val)):
         if record[key] is None:
             record[key] = saved

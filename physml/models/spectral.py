@@ -19,7 +19,11 @@ after 2.0 with ``ifftshift``); and where it keeps an odd number of an even ``M``
 non-last axis (an odd grid size below ``M``, or fewer ``n_modes`` than held) it pairs those
 frequencies with the weights one index off. The lean layer does neither: its outputs and
 gradients equal neuralop 2.0's (bitwise on CPU) in 1-D and where the non-last axes are even and
-keep an even number of modes (or all ``M``), and are the correct multiplier elsewhere.
+keep an even number of modes (or all ``M``), and are the correct multiplier elsewhere. On another
+output grid (``output_shape``, ``resolution_scaling_factor``) neuralop 2.0 lets ``irfftn``
+zero-pad or cut the shifted-back spectrum at the end of each axis, which on a non-last axis puts
+the negative frequencies in positive bins; the lean layer keeps each frequency in its own bin of
+the output grid, so its output there is the same band-limited function, sampled there.
 
 It serves the dense, non-separable, real-data, full-precision convolution (neuralop's defaults,
 the toolkit's FNOs); other options raise ``ValueError``. Use it through neuralop's FNO::
@@ -35,6 +39,7 @@ what the hand-written FNO1d costs, where neuralop's defaults cost 1.2–1.6× mo
 
 from __future__ import annotations
 
+import operator
 from functools import lru_cache
 
 import torch
@@ -53,7 +58,8 @@ class LeanSpectralConv(SpectralConv):
     non-last axis of ``M`` held modes, ``f`` on the last) and left in its own bin. That is
     neuralop 2.0's ``SpectralConv`` with the same weights (same modes, same ``fft_norm``) except
     on a non-last axis of odd size or with an odd number of an even ``M`` modes kept, where
-    neuralop's is off by one bin or one weight (see the module's docstring).
+    neuralop's is off by one bin or one weight (see the module's docstring), and on another output
+    grid (``output_shape`` or ``resolution_scaling_factor``) where a non-last axis changes size.
 
     Arguments are ``SpectralConv``'s; ``factorization`` other than dense, ``separable``,
     ``complex_data`` and a precision other than ``"full"`` are refused; so are float64 input
@@ -95,20 +101,73 @@ class LeanSpectralConv(SpectralConv):
         spectrum = torch.fft.rfftn(x, norm=self.fft_norm, dim=dims)
         if order > 1:
             spectrum = torch.fft.fftshift(spectrum, dim=dims[:-1])
+        out_sizes = self._output_sizes(sizes, output_shape)
+        product = contract(spectrum[spectrum_index], weight[weight_index])
+        kept = tuple(product.shape[2:])
+        out_fft_size = (*out_sizes[:-1], fft_size[-1])  # irfftn pads or cuts the last axis
+        source, target = frequency_placement(out_fft_size, kept)
         out = torch.zeros(
-            (batch, self.out_channels, *fft_size), dtype=torch.cfloat, device=x.device
+            (batch, self.out_channels, *out_fft_size), dtype=torch.cfloat, device=x.device
         )
-        out[spectrum_index] = contract(spectrum[spectrum_index], weight[weight_index])
+        out[target] = product[source]
         if order > 1:
             out = torch.fft.ifftshift(out, dim=dims[:-1])
+        y = torch.fft.irfftn(out, s=out_sizes, dim=dims, norm=self.fft_norm)
+        return y if self.bias is None else y + self.bias
+
+    def _output_sizes(self, sizes: list[int], output_shape) -> list[int]:
+        """The output grid: ``output_shape``, else the input's scaled by
+        ``resolution_scaling_factor``, else the input's."""
         if output_shape is not None:
-            sizes = list(output_shape)
+            out_sizes = list(output_shape)
+            name = "output_shape"
         elif self.resolution_scaling_factor is not None:
-            sizes = [
+            out_sizes = [
                 round(s * r) for s, r in zip(sizes, self.resolution_scaling_factor, strict=True)
             ]
-        y = torch.fft.irfftn(out, s=sizes, dim=dims, norm=self.fft_norm)
-        return y if self.bias is None else y + self.bias
+            name = f"the input grid {tuple(sizes)} scaled by resolution_scaling_factor"
+        else:
+            return sizes
+        if len(out_sizes) != len(sizes) or not all(_grid_size(n) for n in out_sizes):
+            raise ValueError(
+                f"{name} must be {len(sizes)} grid sizes >= 1 (one per spatial axis), got "
+                f"{tuple(out_sizes)}"
+            )
+        return [operator.index(n) for n in out_sizes]
+
+
+def _grid_size(value: object) -> bool:
+    """Whether ``value`` is an integer >= 1 (a bool is not)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1
+    except TypeError:
+        return False
+
+
+@lru_cache(maxsize=256)
+def frequency_placement(
+    out_fft_size: tuple[int, ...], kept: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Where the ``kept`` modes ``(b, o, *kept)`` of a shifted spectrum go in the shifted
+    spectrum ``out_fft_size`` of the output grid: ``(source in the modes, target)``.
+
+    On a non-last axis the modes are frequencies ``f = −k//2 … k − 1 − k//2``; each lands in the
+    output's bin of ``f`` (index ``f + m//2`` of ``m``), so that on another grid the multiplier's
+    result is the same band-limited function, sampled there. Frequencies the output grid cannot
+    hold (outside ``−m//2 … m − 1 − m//2``) are dropped. On the last axis the modes are the
+    first ``k`` in both (``irfftn`` pads or cuts that axis itself). On the input's own grid the
+    target is :func:`mode_slices`' spectrum index.
+    """
+    source, target = [slice(None), slice(None)], [slice(None), slice(None)]
+    for m, k in zip(out_fft_size[:-1], kept[:-1], strict=True):
+        low, high = max(0, k // 2 - m // 2), min(k, m - m // 2 + k // 2)
+        source.append(slice(low, high))
+        target.append(slice(m // 2 - k // 2 + low, m // 2 - k // 2 + high))
+    source.append(slice(None))
+    target.append(slice(None, kept[-1]))
+    return tuple(source), tuple(target)
 
 
 def contract(spectrum: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -84,32 +84,54 @@ def load_weights(model: torch.nn.Module, state: dict, directory: str | os.PathLi
         ) from None
 
 
-def check_same_data(state: dict, current: dict, directory: str | os.PathLike) -> None:
-    """Resuming on other data is an error naming each difference."""
+REMEDY = "use another --out"
+"""What the refusals below advise by default: physml train's flag for another run folder. A
+Python API without that flag passes its own wording as ``remedy``."""
+
+
+def _sentence(clause: str) -> str:
+    return clause[:1].upper() + clause[1:]
+
+
+def check_same_data(
+    state: dict, current: dict, directory: str | os.PathLike, remedy: str = REMEDY
+) -> None:
+    """Resuming on other data is an error naming each difference; ``remedy`` says where else
+    to train (e.g. "use another --out")."""
     found = differences(state["fingerprint"], current)
     if found:
         raise CheckpointError(
-            f"checkpoint: {str(directory)!r} was trained on other data; refusing to resume "
-            f"({'; '.join(found)}). Use another --out, or the data it was made on."
+            f"checkpoint: {str(directory)!r} was trained on other data ({'; '.join(found)}); "
+            f"refusing to resume. {_sentence(remedy)}, or the data it was made on."
         )
 
 
-def check_same_validation(state: dict, current: dict | None, directory) -> None:
-    """Resuming with another validation set, after losses on the first were recorded, is an
-    error: the run's validation curve would join two sets. Without validation now, or none
-    recorded yet (or a checkpoint from before this check), it resumes."""
+def check_same_validation(
+    state: dict,
+    current: dict | None,
+    directory: str | os.PathLike,
+    remedy: str = REMEDY,
+    losses_key: str = "validation",
+) -> None:
+    """Resuming with another validation set, after losses on the first were recorded (in
+    ``state[losses_key]``, a list or a tensor of rows), is an error: the run's validation curve
+    would join two sets. Without validation now, or none recorded yet (or a checkpoint from
+    before this check), it resumes."""
     saved = state.get("validation_fingerprint")
-    if current is None or saved is None or not state.get("validation"):
+    recorded = state.get(losses_key)
+    if current is None or saved is None or recorded is None or len(recorded) == 0:
         return
     found = differences(saved, current)
     if found:
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} recorded validation losses on another validation "
-            f"set; refusing to resume ({'; '.join(found)}). Use another --out, or that set."
+            f"set ({'; '.join(found)}); refusing to resume. {_sentence(remedy)}, or that set."
         )
 
 
-def check_same_model(state: dict, model_config: dict | None, directory) -> None:
+def check_same_model(
+    state: dict, model_config: dict | None, directory: str | os.PathLike, remedy: str = REMEDY
+) -> None:
     """Resuming another model is an error naming what differs (each changed setting, nested
     ones as ``options.hidden``)."""
     saved = state.get("model_config")
@@ -120,8 +142,8 @@ def check_same_model(state: dict, model_config: dict | None, directory) -> None:
     else:
         found = f"{saved!r} → {model_config!r}"
     raise CheckpointError(
-        f"checkpoint: {str(directory)!r} holds another model ({found}); use another --out or "
-        "the same model settings"
+        f"checkpoint: {str(directory)!r} holds another model ({found}); {remedy} or the same "
+        "model settings"
     )
 
 
