@@ -35,8 +35,8 @@ import nbody_forecasting as bench  # noqa: E402
 from physml.models.forecasting import evaluate_forecaster, train_forecaster  # noqa: E402
 
 LOSSES = {"mse": None, "l1": None, "mse+0.1l1": 0.1, "mse+l1": 1.0}
-"""Loss names -> the benchmark's ``L1_WEIGHT`` for :func:`nbody_forecasting.training_loss`
-(``None``: the named loss of :func:`~physml.models.forecasting.train_forecaster`)."""
+"""Loss names -> the L1 weight of :func:`nbody_forecasting.weighted_training_loss` (``None``:
+the named loss of :func:`~physml.models.forecasting.train_forecaster`)."""
 
 
 def main(argv: list[str]) -> int:
@@ -46,8 +46,7 @@ def main(argv: list[str]) -> int:
     if loss not in LOSSES:
         raise ValueError(f"overrides: loss must be one of {list(LOSSES)}, got {loss!r}")
     if LOSSES[loss] is not None:
-        bench.L1_WEIGHT = LOSSES[loss]
-        loss = bench.training_loss
+        loss = bench.weighted_training_loss(LOSSES[loss])
     lr = over.pop("lr", 2e-3)
     base_units = over.pop("base_units", bench.SCALES["full"].base_units)
     seed = over.pop("seed", 0)

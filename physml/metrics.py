@@ -18,7 +18,8 @@ Numerical floors, chosen once here:
   :data:`SINGULAR_EXCESS`: how far a squared singular value of ``L⁻¹F`` (``B = LLᵀ``) may exceed 1.
 - :data:`SYMMETRY`: a full covariance may differ from its transpose by this × its largest variance.
 - :data:`CHOLESKY_JITTERS`: multiples of the mean variance added to a full covariance's diagonal,
-  tried in order, when its Cholesky factorisation fails (a singular posterior covariance).
+  tried in order, when its Cholesky factorisation fails (a singular posterior covariance); then
+  up to its storage round-off, ``n × eps × largest variance`` (``eps`` as below).
 - :data:`STORAGE_ROUNDOFF`, :data:`STORAGE_ASYMMETRY`: the round-off of a covariance stored in a
   lower precision (a float32 model's ProbConserv posterior), with ``eps`` the machine epsilon of
   the least precise of the mean's and the covariance's dtypes. Each tolerance above is raised to
@@ -574,7 +575,14 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
 
 def _cholesky_with_jitter(cov: torch.Tensor, eps: float = EPS64) -> torch.Tensor:
     """The lower Cholesky factor of ``cov`` (symmetric to :data:`SYMMETRY`, or to
-    ``STORAGE_ASYMMETRY × eps`` of its storage; symmetrised first)."""
+    ``STORAGE_ASYMMETRY × eps`` of its storage; symmetrised first).
+
+    Jitters tried, smallest first: :data:`CHOLESKY_JITTERS` × the mean variance, then up to the
+    storage round-off ``n × eps × largest variance`` (per slice) in steps of 10: rounding a
+    positive semi-definite ``(n, n)`` matrix to ``eps`` moves its eigenvalues by at most that
+    (each entry by ``eps / 2`` of at most the largest variance). An eigenvalue below the last
+    is refused.
+    """
     scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
     tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
     asymmetry = float((cov - cov.mT).abs().amax() / scale)
@@ -584,15 +592,21 @@ def _cholesky_with_jitter(cov: torch.Tensor, eps: float = EPS64) -> torch.Tensor
             f"{asymmetry:.3g} × its largest variance (round-off allows {tolerance:.3g})"
         )
     cov = (cov + cov.mT) / 2
-    mean_variance = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0)[..., None, None]
+    variances = cov.diagonal(dim1=-2, dim2=-1).clamp_min(0)
+    mean_variance = variances.mean(-1)[..., None, None]
+    storage = cov.shape[-1] * eps * variances.amax(-1)[..., None, None]
+    jitters = [jitter * mean_variance for jitter in CHOLESKY_JITTERS]
+    jitters += [torch.maximum(jitters[-1], share * storage) for share in (1e-3, 1e-2, 1e-1, 1)]
     eye = torch.eye(cov.shape[-1], dtype=F64, device=cov.device)
-    for jitter in CHOLESKY_JITTERS:
-        factor, info = torch.linalg.cholesky_ex(cov + jitter * mean_variance * eye)
+    for jitter in jitters:
+        factor, info = torch.linalg.cholesky_ex(cov + jitter * eye)
         if not (info > 0).any():
             return factor
     raise ValueError(
         f"the Gaussian's full covariance is not positive semi-definite: its Cholesky factorisation "
-        f"fails even with {CHOLESKY_JITTERS[-1]:g} × the mean variance added to the diagonal"
+        f"fails even with the larger of {CHOLESKY_JITTERS[-1]:g} × the mean variance and the "
+        f"storage round-off n × eps × the largest variance (n = {cov.shape[-1]}, eps = {eps:.3g}) "
+        "added to the diagonal"
     )
 
 

@@ -491,6 +491,60 @@ def test_more_training_videos_extend_the_same_training_set(monkeypatch):
     assert torch.equal(test.frames, same_test.frames)
 
 
+class _Killed(Exception):
+    """Stands for a run killed after a checkpoint."""
+
+
+def test_a_run_resumed_with_another_l1_weight_is_refused(monkeypatch, tmp_path):
+    """The L1 weight is part of the loss a checkpoint records: a run killed part-way resumes
+    with its own weight and is refused with another (or with the benchmark's own)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import nbody_forecasting as bench
+
+    from physml.models.forecasting import train_forecaster
+
+    gen = torch.Generator().manual_seed(0)
+    prediction, target = torch.rand(2, 3, 4, generator=gen), torch.rand(2, 3, 4, generator=gen)
+    error = prediction - target
+    for weight in (0.0, 0.1, 1.0):
+        expected = error.square().mean() + weight * error.abs().mean()
+        assert torch.allclose(bench.weighted_training_loss(weight)(prediction, target), expected)
+    assert bench.weighted_training_loss(0.1) is bench.training_loss  # recorded as before
+    with pytest.raises(ValueError, match="l1_weight must be a finite number >= 0"):
+        bench.weighted_training_loss(-1.0)
+
+    class Scaled(torch.nn.Module):  # the last input frame times a learned factor, per target
+        def __init__(self) -> None:
+            super().__init__()
+            self.factor = torch.nn.Parameter(torch.ones(3, 1, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.factor * x[:, -1:]
+
+    x, y = torch.rand(4, 2, 1, 4, 4, generator=gen), torch.rand(4, 3, 1, 4, 4, generator=gen)
+    path = tmp_path / "run.pt"
+
+    taken = []
+
+    def run(loss, stop_at=None):
+        def on_step(step, value):
+            taken.append(step)
+            if step == stop_at:
+                raise _Killed
+
+        settings = dict(max_steps=4, batch_size=2, checkpoint=path, checkpoint_every=1)
+        return train_forecaster(Scaled(), x, y, **settings, loss=loss, on_step=on_step)
+
+    with pytest.raises(_Killed):
+        run(bench.weighted_training_loss(1.0), stop_at=2)
+    for other in (bench.weighted_training_loss(0.5), bench.training_loss):
+        with pytest.raises(ValueError, match=r"'loss': 'nbody_forecasting.training_loss\(l1_w"):
+            run(other)
+    assert taken == [1, 2]
+    report = run(bench.weighted_training_loss(1.0))
+    assert report.steps == 4 and len(report.losses) == 4 and taken == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize(
     "bad, error, message",
     [

@@ -1086,6 +1086,67 @@ def test_nonnegativity_on_a_low_rank_posterior_equals_the_dense_route(seed, rows
     assert torch.equal(fast.mean[2], posterior.mean[2])
 
 
+def _conserved_gp_posterior(dtype, seed, n=41):
+    """An exact mass-conservation posterior over a dense GP prior (variance 5e-4, length 0.3)
+    stored in ``dtype``, a :class:`LowRankCovariance` over a full base: ``(posterior, row, b)``.
+    In float32 its ``base − FFᵀ`` is singular only to ~eps × the prior variance."""
+    gen = torch.Generator().manual_seed(seed)
+    row = torch.full((1, n), 1.0 / (n - 1), dtype=F64)
+    row[0, 0] = row[0, -1] = 0.5 / (n - 1)
+    x = torch.linspace(0, 1, n, dtype=F64)
+    kernel = torch.exp(-0.5 * (x[:, None] - x[None]) ** 2 / 0.3**2) + 1e-2 * torch.eye(n)
+    prior = (5e-4 * kernel).to(dtype).expand(3, n, n)
+    mean = (0.03 * torch.randn(3, n, generator=gen, dtype=F64)).to(dtype)
+    b = mean.double().clamp_min(0) @ row.T
+    posterior = through(LinearConstraint(row, b.to(dtype), noise=0.0), Gaussian(mean, prior))
+    assert isinstance(posterior.cov, LowRankCovariance) and not posterior.cov.base_is_diagonal
+    return posterior, row, b
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("seed", range(3))
+def test_nonnegativity_of_a_conserved_dense_gp_posterior_stays_positive_semi_definite(dtype, seed):
+    """The dense route conditions ``B − FFᵀ`` on the pinned points. Assembled as stored, a
+    float32 one carried eigenvalues of ~-20 n eps × the result's largest variance (the prior's
+    round-off, amplified), and sampling refused it; now the result is positive semi-definite to
+    its own float32 rounding (``n eps / 2`` × its largest variance) and is sampled."""
+    from physml import metrics
+    from physml.constraints import NonNegative
+
+    posterior, row, b = _conserved_gp_posterior(dtype, seed)
+    assert (posterior.mean < 0).any()
+    out = through(NonNegative(), posterior)
+    assert out.mean.dtype == out.cov.dtype == dtype and (out.mean >= 0).all()
+    cov = out.dense_cov().double()
+    n, eps = cov.shape[-1], torch.finfo(dtype).eps
+    largest = cov.diagonal(dim1=-2, dim2=-1).amax(-1)
+    eigenvalues = torch.linalg.eigvalsh(cov)
+    # storage rounding, plus the float64 computation's (and eigvalsh's) own round-off
+    allowed = n * eps / 2 * largest + 16 * n * torch.finfo(F64).eps * eigenvalues[..., -1]
+    assert (eigenvalues[..., 0] >= -allowed).all()
+    # the stored Σ meets the row to ~eps of the prior; pinning amplifies that (~1e3 eps)
+    scale = out.mean.double().abs() @ row.T + b.abs()
+    assert ((out.mean.double() @ row.T - b).abs() <= 4096 * eps * scale).all()
+    draws = metrics.gaussian_samples(out, 100, seed)
+    assert torch.isfinite(draws).all()
+
+
+def test_nonnegativity_refuses_a_dense_route_covariance_indefinite_beyond_round_off():
+    """``B − FFᵀ`` with ``‖L⁻¹F‖² = 1 + 1e-3`` (``B = LLᵀ``) is indefinite well beyond float32
+    round-off: the dense route says so instead of conditioning it."""
+    from physml.constraints import NonNegative
+
+    base = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    lower = torch.linalg.cholesky(base.double())
+    direction = torch.tensor([[1.0], [1.0], [0.0]], dtype=F64) * ((1 + 1e-3) / 2) ** 0.5
+    factor = (lower @ direction).float()  # the variances stay >= 0
+    mean = torch.tensor([[0.2, -0.3, 0.4]])
+    indefinite = Gaussian(mean, LowRankCovariance(base[None], factor[None], diagonal=False))
+    refused = r"Gaussian's cov \(base − FFᵀ\) is not positive semi-definite"
+    with pytest.raises(ConstraintError, match=refused):
+        through(NonNegative(), indefinite)
+
+
 def test_nonnegativity_of_a_one_row_posterior_that_fixes_a_negative_total_raises():
     from physml.constraints import NonNegative
 

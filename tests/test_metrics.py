@@ -623,6 +623,36 @@ def test_a_float32_full_covariance_symmetric_to_float32_round_off_is_sampled():
         metrics.gaussian_samples(Gaussian(torch.zeros(30), skewed), 2, 0)
 
 
+def _pinned_rank_one(n, dtype, deficit=0.0):
+    """A covariance pinned (zero variance) at all but two points, whose ``(2, 2)`` block is
+    ``[[1, r], [r, r² − deficit]]`` with ``r = 1/3``: rank one for ``deficit = 0`` (stored in
+    float32 its smallest eigenvalue is ~-0.04 eps), indefinite for ``deficit > 0``."""
+    r = 1 / 3
+    cov = torch.zeros(n, n, dtype=F64)
+    cov[:2, :2] = torch.tensor([[1.0, r], [r, r * r - deficit]], dtype=F64)
+    return cov.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_a_full_covariance_indefinite_only_by_its_storage_round_off_is_sampled(dtype):
+    """Rounding a positive semi-definite ``(n, n)`` matrix to ``eps`` moves its eigenvalues by at
+    most ``n eps`` × its largest variance: sampling takes that, however small the mean variance
+    (498 of 500 points pinned), and refuses an eigenvalue of ~-1e-3 × the largest variance."""
+    n, eps = 500, torch.finfo(dtype).eps
+    singular = _pinned_rank_one(n, dtype)
+    smallest = torch.linalg.eigvalsh(singular.double())[0]
+    if dtype == torch.float32:  # the case: indefinite by round-off, beyond 1e-6 × mean variance
+        assert -n * eps < smallest < -1e-6 * singular.diagonal().double().mean()
+    draws = metrics.gaussian_samples(Gaussian(torch.zeros(n, dtype=dtype), singular), 4000, 0)
+    assert draws[:, 2:].abs().max() <= 3 * math.sqrt(n * eps)  # the jitter's spread at most
+    # rank one: the second point moves as r = 1/3 times the first, up to the jitter's spread
+    assert (draws[:, 1] - draws[:, 0] / 3).abs().max() <= 6 * math.sqrt(n * eps)
+    assert draws[:, 0].var().item() == pytest.approx(1.0, rel=0.1)
+    indefinite = Gaussian(torch.zeros(n, dtype=dtype), _pinned_rank_one(n, dtype, 1e-3))
+    with pytest.raises(ValueError, match="full covariance is not positive semi-definite"):
+        metrics.gaussian_samples(indefinite, 2, 0)
+
+
 def test_marginal_std():
     gaussian = _low_rank_gaussian(seed=60)
     expected = gaussian.dense_cov().diagonal(dim1=-2, dim2=-1).sqrt()

@@ -73,6 +73,20 @@ def test_a_model_on_data_of_another_dimension_is_one_clear_line(heat, capsys):
     )
 
 
+def test_an_fno_scored_on_another_pde_of_the_same_shapes_is_refused(heat, capsys):
+    """A heat-trained FNO on a Burgers file of the same grid: pairs of the same shapes, so only
+    the PDE the checkpoint recorded tells them apart; both are named."""
+    assert main(["generate", "burgers", "--n", "4", "--nx", "33", "--out", "b.h5", "--quiet"]) == 0
+    for model, task in (("fno", "operator"), ("boon-fno", "operator"), ("fno", "rollout")):
+        train = ["train", "--data", "heat.h5", "--model", model, "--task", task, "--out", "r"]
+        assert main([*train[:-1], f"{model}-{task}", "--steps", "1", *SMALL]) == 0
+        assert main(["evaluate", "--checkpoint", f"{model}-{task}", "--data", "b.h5"]) == 2
+        err = capsys.readouterr().err
+        assert "'b.h5' holds 'burgers' solutions" in err
+        assert f"the {model} of '{model}-{task}' was trained on 'heat' ones" in err
+    assert main(["evaluate", "--checkpoint", "fno-operator", "--data", "heat.h5"]) == 0
+
+
 def test_train_help_shows_every_default(capsys):
     from dataclasses import fields
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import metrics
 from ..errors import ConstraintError
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint
@@ -60,6 +61,30 @@ INFEASIBLE = (
     "non-negativity is infeasible here: the points to pin at zero have (nearly) no variance "
     "left, or pinning them contradicts the constraints already imposed"
 )
+
+
+def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tensor:
+    """``cov`` as float64 slices ``(s, n, n)``; a :class:`LowRankCovariance` ``B − FFᵀ`` as
+    ``R Rᵀ``, ``R`` the square root :func:`~physml.metrics.gaussian_samples` draws with, so
+    positive semi-definite by construction.
+
+    ``B − FFᵀ`` of an exact update stored in float32 is singular only to ~eps × ``B``'s
+    variances, which can exceed the posterior's own many times over; conditioning on pinned
+    points amplifies that further, and the result, scaled to its own variances, could no longer
+    be told from an indefinite matrix. ``R`` clamps those round-off directions to zero and
+    refuses a ``B − FFᵀ`` that is indefinite beyond its storage round-off.
+    """
+    if not isinstance(cov, LowRankCovariance):
+        return cov.to(F64).reshape(-1, n, n)
+    batch = cov.factor.shape[:-2]
+    eye = torch.eye(n, dtype=F64, device=cov.factor.device)
+    unit = eye.reshape(n, *(1,) * len(batch), n).expand(n, *batch, n)  # e_i per slice
+    eps = max(torch.finfo(cov.base.dtype).eps, torch.finfo(cov.factor.dtype).eps)
+    try:
+        root = metrics._low_rank_noise(cov, unit, eps).movedim(0, -1)  # columns R e_i
+    except ValueError as error:
+        raise ConstraintError(f"NonNegative: the Gaussian's {error}") from None
+    return (root @ root.mT).reshape(-1, n, n)
 
 
 def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor) -> None:
@@ -425,7 +450,7 @@ class NonNegative(Constraint):
             kept = self._low_rank(mean, cov, rows, active[rows], n, dtype)
             if kept is not None:
                 return kept
-        all_covs = output.dense_cov().to(F64).reshape(-1, n, n)
+        all_covs = _dense_float64(output.cov, n)
         means, covs, active = means[rows], all_covs[rows], active[rows]
         try:
             active, wrong = self._grown(means, covs, active)

@@ -278,14 +278,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     data = load(args.data)
     trained_on = state["fingerprint"].get("attributes", {}).get("pde")
-    if FAMILIES[description["model"]].predict is not None and trained_on != data.attrs.get("pde"):
+    holds = data.attrs.get("pde")
+    if FAMILIES[description["model"]].predict is not None and trained_on != holds:
         raise ValueError(
-            f"--data: {str(args.data)!r} holds {data.attrs.get('pde')!r} solutions (parameters "
+            f"--data: {str(args.data)!r} holds {holds!r} solutions (parameters "
             f"{sorted(data.params)}), but the {description['model']} of {str(run)!r} was trained "
             f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
         )
     pairs = training_items(description, data)
     _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
+    if None not in (trained_on, holds) and trained_on != holds:  # fields of the same shapes
+        raise ValueError(
+            f"--data: {str(args.data)!r} holds {holds!r} solutions, but the "
+            f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
+            "scores there would not measure what it learned"
+        )
     model, pairs = build(description, data, pairs)
     load_weights(model, state, run)
     model.to(device).eval()
