@@ -77,6 +77,7 @@ from .generate import FORMAT, _check_output, _write_attributes
 
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
+PDEBENCH_PREFIX = "pdebench: "  # a converted PDEBench file's pde: this, then its file name
 _NOT_CARRIED = ("format", "source_format", "source_file", "merged_from")  # not in physml_attrs
 _NOT_PARAMETERS = ("latestIndex",)  # numeric root attributes of PDEBench NS files
 _NAME_NUMBER = re.compile(r"^([A-Za-z][A-Za-z-]*?)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
@@ -292,7 +293,7 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
         attrs["params_from_file_name"] = json.dumps(list(params))
-    attrs.setdefault("pde", f"pdebench: {path.stem}")
+    attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
     return params, attrs
 

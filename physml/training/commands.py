@@ -18,6 +18,7 @@ from pdes.checks import finite_number
 from .. import metrics
 from .._io import atomic_write_text, save_figure, strict_json
 from ..data import PDEData, load
+from ..data.interchange import PDEBENCH_PREFIX
 from .checkpoint import checkpoint_path, load_checkpoint, load_weights
 from .distributed import world
 from .families import (
@@ -263,6 +264,15 @@ def _as_resumed(description: dict, out: Path) -> dict:
     return saved if same_model(saved, current) else description
 
 
+def same_problem(trained_on: str | None, holds: str | None) -> bool:
+    """Whether a file of PDE ``holds`` measures a model trained on PDE ``trained_on``: the same
+    name, a file (or run) that records none, or two converted PDEBench files (their names are
+    the file names, which differ by parameters, e.g. another viscosity of the same PDE)."""
+    if trained_on is None or holds is None or trained_on == holds:
+        return True
+    return trained_on.startswith(PDEBENCH_PREFIX) and holds.startswith(PDEBENCH_PREFIX)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
         raise ValueError(f"--out must name a folder, got {args.out!r}")
@@ -287,7 +297,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     pairs = training_items(description, data)
     _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    if None not in (trained_on, holds) and trained_on != holds:  # fields of the same shapes
+    if not same_problem(trained_on, holds):  # fields of the same shapes, another PDE
         raise ValueError(
             f"--data: {str(args.data)!r} holds {holds!r} solutions, but the "
             f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
