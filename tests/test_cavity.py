@@ -403,3 +403,77 @@ def test_cavity_corners_are_the_mean_of_their_two_wall_neighbours():
     w, _, _ = cavity.solve_cavity(grid, [0.0, 0.02], 100.0, 1.0, w0=w0)
     for i, j, di, dj in ((0, 0, 1, 1), (-1, 0, -1, 1), (0, -1, 1, -1), (-1, -1, -1, -1)):
         torch.testing.assert_close(w[..., i, j], 0.5 * (w[..., i + di, j] + w[..., i, j + dj]))
+
+
+def _dirichlet_streamfunction(w_interior, h):
+    """Full-grid ``ψ``: a dense solve of the five-point ``-Δ_h ψ = w``, ``ψ = 0`` on the walls."""
+    m = w_interior.shape[-1]
+    second = (
+        torch.diag(torch.full((m,), -2.0, dtype=F64))
+        + torch.diag(torch.ones(m - 1, dtype=F64), 1)
+        + torch.diag(torch.ones(m - 1, dtype=F64), -1)
+    ) / h**2
+    eye = torch.eye(m, dtype=F64)
+    laplacian = torch.kron(second, eye) + torch.kron(eye, second)  # index x * m + y
+    psi = torch.linalg.solve(-laplacian, w_interior.reshape(-1, m * m).T).T.reshape(-1, m, m)
+    return torch.nn.functional.pad(psi, (1, 1, 1, 1))
+
+
+def test_cavity_upwind_rates_differ_from_central_by_the_documented_stencil_along_both_axes():
+    """``rates(central) − rates(upwind)`` on a random vorticity, built here from ψ: per axis the
+    upwind-minus-central advection ``c (−δ³w)/(12h) + |c| δ⁴w/(12h)`` at nodes two or more from
+    the walls (fourth-order central part, the ``|c|`` damping of the docstring's stencil) and zero
+    on the nodes next to a wall (central there). ``δ³w = w_{i+2} − 2w_{i+1} + 2w_{i−1} − w_{i−2}``,
+    ``δ⁴w = w_{i+2} − 4w_{i+1} + 6w_i − 4w_{i−1} + w_{i−2}``; the wall values are Thom's."""
+    grid = Grid2D.square(12)
+    n, h = grid.x.n, grid.x.dx
+    lid = torch.tensor([1.3, 0.6], dtype=F64)
+    re = torch.tensor([50.0, 400.0], dtype=F64)
+    w = 5.0 * torch.randn(2, n - 2, n - 2, generator=torch.Generator().manual_seed(7), dtype=F64)
+    central, _ = cavity._Cavity(grid, re, lid, "central").rates(w)
+    upwind, _ = cavity._Cavity(grid, re, lid, "upwind").rates(w)
+
+    psi = _dirichlet_streamfunction(w, h)
+    full = torch.nn.functional.pad(w, (1, 1, 1, 1))
+    full[:, 0, 1:-1] = -2.0 * psi[:, 1, 1:-1] / h**2
+    full[:, -1, 1:-1] = -2.0 * psi[:, -2, 1:-1] / h**2
+    full[:, 1:-1, 0] = -2.0 * psi[:, 1:-1, 1] / h**2
+    full[:, 1:-1, -1] = -2.0 * psi[:, 1:-1, -2] / h**2 - 2.0 * lid[:, None] / h
+    u = (psi[:, 1:-1, 2:] - psi[:, 1:-1, :-2]) / (2 * h)  # interior nodes, [x, y]
+    v = -(psi[:, 2:, 1:-1] - psi[:, :-2, 1:-1]) / (2 * h)
+
+    def upwind_minus_central(f, speed):
+        """Along dim 1 of ``f`` (all nodes), for the interior nodes ``1 .. n-2``."""
+        out = torch.zeros_like(speed)
+        for i in range(2, n - 2):
+            third = f[:, i + 2] - 2 * f[:, i + 1] + 2 * f[:, i - 1] - f[:, i - 2]
+            fourth = f[:, i + 2] - 4 * f[:, i + 1] + 6 * f[:, i] - 4 * f[:, i - 1] + f[:, i - 2]
+            c = speed[:, i - 1]
+            out[:, i - 1] = (-c * third + c.abs() * fourth) / (12 * h)
+        return out
+
+    along_x = upwind_minus_central(full[:, :, 1:-1], u)
+    along_y = upwind_minus_central(full[:, 1:-1, :].transpose(1, 2), v.transpose(1, 2))
+    expected = along_x + along_y.transpose(1, 2)
+    scale = float(expected.abs().max())
+    assert scale > 1.0
+    torch.testing.assert_close(central - upwind, expected, rtol=0, atol=1e-10 * scale)
+
+
+def test_random_vorticity_has_the_documented_sine_coefficients():
+    """Discrete sine orthogonality, ``Σ_i sin(jπi/N) sin(kπi/N) = N/2 δ_jk`` (``N = n−1``),
+    recovers the coefficients ``amplitude · N(0,1) · (j²+k²)^(−decay/2)`` drawn from the same seed;
+    every wall is zero."""
+    n, modes, decay, amplitude = 17, 4, 2.0, 1.5
+    grid = Grid2D.square(n)
+    w = cavity.random_vorticity(torch.Generator().manual_seed(3), grid, modes, decay, amplitude)
+    assert w.shape == (n, n)
+    i = torch.arange(n, dtype=F64)
+    j = torch.arange(1, modes + 1, dtype=F64)
+    sines = torch.sin(math.pi * j[:, None] * i[None, :] / (n - 1))  # (modes, n)
+    coefficients = (2.0 / (n - 1)) ** 2 * sines @ w @ sines.T
+    draws = torch.randn(modes, modes, generator=torch.Generator().manual_seed(3), dtype=F64)
+    expected = amplitude * draws * (j[:, None] ** 2 + j[None, :] ** 2) ** (-decay / 2)
+    torch.testing.assert_close(coefficients, expected, rtol=0, atol=1e-12)
+    for wall in (w[0], w[-1], w[:, 0], w[:, -1]):
+        assert wall.abs().max() < 1e-12

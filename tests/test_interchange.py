@@ -511,22 +511,27 @@ def test_cli_convert_writes_and_refuses_bad_arguments(tmp_path, capsys):
     assert main(["convert", str(out), str(tmp_path / "w.h5"), "--to", "well"]) == 0
     assert load(tmp_path / "w.h5").attrs["source_format"] == "the_well"
     capsys.readouterr()
+    absent = tmp_path / "absent.h5"
     cases = [
-        (["convert", str(tmp_path / "absent.h5"), str(tmp_path / "x.h5")], "no file at"),
-        (["convert", str(source), str(out)], "already exists"),
+        (["convert", str(absent), str(tmp_path / "x.h5")], f"source: no file at {str(absent)!r}"),
+        (["convert", str(source), str(out)], f"out: {str(out)!r} already exists"),
         (["convert", str(out), str(tmp_path / "x.h5")], "to: name the output format"),
         (["convert", str(source), str(tmp_path / "x.h5"), "--layout", "ns"], "layout: only for"),
         (
             ["convert", str(source), str(tmp_path / "x.h5"), "--to", "pdebench", "--layout", "ns"],
             "layout: 'ns' needs",
         ),
-        (["convert", str(source), str(tmp_path / "no" / "x.h5")], "does not exist"),
+        (
+            ["convert", str(source), str(tmp_path / "no" / "x.h5")],
+            f"out: folder {str(tmp_path / 'no')!r} does not exist",
+        ),
     ]
     for args, message in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err
-        assert f"physml convert: error: {message}" in err or message in err, (args, err)
-        assert "Traceback" not in err
+        # one line, the CLI's prefix, then the message that names the argument
+        assert err.startswith(f"physml convert: error: {message}"), (args, err)
+        assert err.count("\n") == 1, (args, err)
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", str(source), str(tmp_path / "x.h5"), "--to", "csv"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -371,3 +371,15 @@ def test_nbody_initial_speeds_lie_in_the_range_and_directions_spread():
     angle = torch.atan2(v0[:, 0], v0[:, 1])
     quadrants = torch.bincount(((angle + math.pi) // (math.pi / 2)).long().clamp(0, 3))
     assert (quadrants >= 15).all(), quadrants  # 120 directions: about 30 per quadrant
+
+
+def test_nbody_a_step_longer_than_the_box_lands_on_the_wall():
+    """In a 10-px box, row 1 moving −30 px in one step mirrors to 29, past the far wall, and row 9
+    moving +30 mirrors to −19: each is clamped to the wall it overshot (10, 0) and its velocity
+    flips once; the column (speed 0) stays at 5."""
+    x0 = torch.tensor([[[1.0, 5.0]], [[9.0, 5.0]]], dtype=torch.float64)  # (N=2, D=1, 2)
+    v0 = torch.tensor([[[-30.0, 0.0]], [[30.0, 0.0]]], dtype=torch.float64)
+    x, v = simulate(x0, v0, 1, box=10.0, g=0.0, clip=None)
+    expected_x = torch.tensor([[10.0, 5.0], [0.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(x[:, 1, 0], expected_x)
+    torch.testing.assert_close(v[:, 1, 0], -v0[:, 0])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from pdes.problems import get as get_recipe
 from physml.tasks import Context
 from physml.tasks import earthformer as task
 
@@ -24,6 +25,19 @@ def test_vorticity_sequences_shape_zero_mean_and_per_sample_seeds():
     # Sequence i depends on seed first_seed + i only.
     alone = task.vorticity_sequences(1, 6, nx=16, frames=3)
     assert torch.equal(alone[0], videos[1])
+
+
+@pytest.mark.parametrize(("nu", "frame_dt"), [(task.NU, task.FRAME_DT), (2e-2, 0.5)])
+def test_vorticity_sequences_frames_are_frame_dt_apart_at_the_given_viscosity(nu, frame_dt):
+    """Frame ``k`` is the state at ``t = k·frame_dt`` of viscosity ``nu``: it matches a separate
+    run of the ``navier-stokes`` recipe that ends there (to the time-stepping error, ~3e-5)."""
+    videos = task.vorticity_sequences(1, 5, nx=16, frames=3, nu=nu, frame_dt=frame_dt)
+    recipe = get_recipe("navier-stokes")
+    for k in (1, 2):
+        settings = recipe.settings(nx=16, nu=nu, t_end=k * frame_dt, nt=2)
+        alone = recipe.generate([5], settings).u[0, 1]
+        difference = (videos[0, k, 0].double() - alone).abs().max() / alone.abs().max()
+        assert difference < 1e-3, (k, float(difference))
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,6 +58,15 @@ def test_energy_conserving_settings_keep_the_energy_at_every_size():
         scale = task.TOY if size == 16 else task.Scale(**{**task.TOY.__dict__, "size": size})
         data = task.videos(scale, seed=0)["validation"]
         assert task.energy_drift(data) < 0.01
+
+
+def test_energy_drift_is_the_largest_relative_change_from_the_first_frame():
+    """Hand-made energies: relative changes from frame 0 of 0.1, 0.05 in video 0 and 0.4, 0.05 in
+    video 1, whose ``E₀`` is negative (``|E₀|`` divides), give 0.4: the largest, not the mean
+    0.1 nor the 0.35 of changes from the last frame."""
+    energy = torch.tensor([[2.0, 2.2, 1.9], [-1.0, -1.4, -1.05]], dtype=torch.float64)
+    data = SimpleNamespace(energy=energy)  # energy_drift reads only the energies
+    assert task.energy_drift(data) == pytest.approx(0.4, rel=1e-12)
 
 
 def test_clean_windows_cut_videos_into_frames_with_their_energies():
