@@ -65,22 +65,33 @@ def _subparser(parser, word: str):
     raise ValueError(f"physml-help: no subcommand {word!r}")
 
 
+def canonical_name(target: str) -> str | None:
+    """Where the object ``target`` names is defined: ``physml.constrain`` →
+    ``physml.constraints.layer.constrain``, a member of a re-exported class likewise
+    (``physml.constraints.KnowledgeControl.with_target``); ``None`` when it cannot be found."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # the longest prefix that is a module
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            owner = getattr(found, parts[cut])
+            module, qualname = owner.__module__, owner.__qualname__
+        except AttributeError:
+            return None
+        return ".".join([module, qualname, *parts[cut + 1 :]])
+    return None
+
+
 def resolve_reexport(app, env, node, contnode):
     """A reference to a name a package re-exports (``physml.constrain``) resolves to the page
-    where the object is documented (``physml.constraints.layer.constrain``); Sphinx alone leaves
-    it as plain text."""
-    if node.get("refdomain") != "py":
-        return None
+    where the object is documented; Sphinx alone leaves it as plain text."""
     target = node.get("reftarget", "")
-    module_name, _, attribute = target.rpartition(".")
-    if not module_name.startswith(("physml", "pdes")):
+    if node.get("refdomain") != "py" or not target.startswith(("physml.", "pdes.")):
         return None
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-        canonical = f"{found.__module__}.{found.__qualname__}"
-    except (ImportError, AttributeError):
-        return None
-    if canonical == target:
+    canonical = canonical_name(target)
+    if canonical is None or canonical == target:
         return None
     return env.get_domain("py").resolve_xref(
         env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode

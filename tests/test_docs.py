@@ -64,5 +64,24 @@ def test_the_reference_builds_without_warnings(tmp_path):
     assert 'id="physml.constraints.layer.constrain"' in constraints  # autodoc ran
     tasks = (out / "tasks.html").read_text()  # `physml.constrain` is a re-export
     assert 'href="constraints.html#physml.constraints.layer.constrain"' in tasks
+    member = "physml.constraints.knowledge.KnowledgeControl.with_target"  # of a re-export
+    assert f'href="constraints.html#{member}"' in tasks
     cli = (out / "cli.html").read_text()
     assert "usage: physml generate heat" in cli  # the parser's help is rendered
+
+
+def test_a_re_exported_name_resolves_to_where_it_is_defined():
+    """The docs' resolver of re-exported names (`physml.constrain`), members included."""
+    sys.path.insert(0, str(DOCS))
+    try:
+        from conf import canonical_name
+    finally:
+        sys.path.remove(str(DOCS))
+    from physml.constraints.knowledge import KnowledgeControl
+    from physml.constraints.layer import constrain
+
+    assert canonical_name("physml.constrain") == f"{constrain.__module__}.constrain"
+    method = canonical_name("physml.constraints.KnowledgeControl.with_target")
+    assert method == f"{KnowledgeControl.__module__}.KnowledgeControl.with_target"
+    assert KnowledgeControl.__module__ != "physml.constraints"  # a re-export indeed
+    assert canonical_name("physml.no_such_name") is None

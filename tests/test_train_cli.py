@@ -88,14 +88,16 @@ def test_an_fno_scored_on_another_pde_of_the_same_shapes_is_refused(heat, capsys
 
 
 def test_converted_pdebench_files_of_one_pde_may_score_each_other():
-    """Two converted PDEBench files name their PDE by file name (another viscosity, another
-    name): evaluate takes them; another PDE, or a converted file against a recipe, it refuses."""
+    """Converted PDEBench files name their PDE by file name: two of one PDE (another viscosity,
+    another name) may score each other; another PDE, or a converted file against a recipe, not."""
     from physml.training.commands import same_problem
 
     a, b = "pdebench: 1D_Burgers_Sols_Nu0.01", "pdebench: 1D_Burgers_Sols_Nu0.1"
     assert same_problem(a, b) and same_problem("heat", "heat")
     assert same_problem(None, "heat") and same_problem("heat", None)
     assert not same_problem("heat", "burgers") and not same_problem(a, "burgers")
+    assert not same_problem(a, "pdebench: 1D_Advection_Sols_beta0.1")  # another PDE, same shapes
+    assert same_problem("pdebench: ReacDiff_Nu0.5_Rho1.0", "pdebench: ReacDiff_Nu2.0_Rho1.0")
 
 
 def test_train_help_shows_every_default(capsys):

@@ -252,6 +252,15 @@ def read_foreign(path: str | os.PathLike) -> PDEData | None:
 # ----------------------------------------------------------------------------- PDEBench
 
 
+def pdebench_family(pde: str) -> str:
+    """The PDE of a converted PDEBench file's ``pde`` name without its parameters: the file
+    name's name-number tokens dropped (``"pdebench: 1D_Burgers_Sols_Nu0.01"`` →
+    ``"1D_Burgers_Sols"``), so two viscosities of one PDE share it and Burgers and advection
+    do not."""
+    stem = pde.removeprefix(PDEBENCH_PREFIX)
+    return "_".join(token for token in stem.split("_") if not _NAME_NUMBER.match(token))
+
+
 def _pdebench_parameters(f: h5py.File, path: Path, n: int) -> tuple[dict, list[str]]:
     """Numeric root attributes as ``(n,)`` arrays (and their names); without any, name-number
     tokens of the file name (and no names: the attribute ``params_from_file_name`` says so).

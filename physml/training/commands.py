@@ -18,7 +18,7 @@ from pdes.checks import finite_number
 from .. import metrics
 from .._io import atomic_write_text, save_figure, strict_json
 from ..data import PDEData, load
-from ..data.interchange import PDEBENCH_PREFIX
+from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
 from .checkpoint import checkpoint_path, load_checkpoint, load_weights
 from .distributed import world
 from .families import (
@@ -266,11 +266,12 @@ def _as_resumed(description: dict, out: Path) -> dict:
 
 def same_problem(trained_on: str | None, holds: str | None) -> bool:
     """Whether a file of PDE ``holds`` measures a model trained on PDE ``trained_on``: the same
-    name, a file (or run) that records none, or two converted PDEBench files (their names are
-    the file names, which differ by parameters, e.g. another viscosity of the same PDE)."""
+    name, a file (or run) that records none, or two converted PDEBench files of one PDE (their
+    names are the file names, which differ by parameters, e.g. another viscosity)."""
     if trained_on is None or holds is None or trained_on == holds:
         return True
-    return trained_on.startswith(PDEBENCH_PREFIX) and holds.startswith(PDEBENCH_PREFIX)
+    converted = trained_on.startswith(PDEBENCH_PREFIX) and holds.startswith(PDEBENCH_PREFIX)
+    return converted and pdebench_family(trained_on) == pdebench_family(holds)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
