@@ -475,6 +475,14 @@ def test_a_front_leaving_before_t_grid_ends_is_named_by_t_grid():
     gpme_sampler("stefan", 1, t_grid=torch.linspace(0, 0.99 * leaves, 11), param_range=(0.6, 0.6))
 
 
+def test_pme_refuses_a_t_grid_ending_after_its_front_leaves_by_t_grid():
+    """PME's front x = t leaves [0, 1] at t = 1 (whatever m): a t_grid ending later is refused
+    naming t_grid and its end, one ending there is drawn from."""
+    with pytest.raises(ValueError, match=r"^t_grid ends at 1.5: t_end must be <= 1 "):
+        gpme_sampler("pme", 1, t_grid=torch.linspace(0, 1.5, 11), x_grid=torch.linspace(0, 1, 11))
+    gpme_sampler("pme", 1, t_grid=torch.linspace(0, 1.0, 11), x_grid=torch.linspace(0, 1, 11))
+
+
 def test_the_sampler_names_t_grid_by_the_setting_the_recipe_refused_not_by_its_wording(
     monkeypatch,
 ):

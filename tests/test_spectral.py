@@ -7,7 +7,9 @@ even grids, with fewer and more modes than the grid holds — hence circularly s
 Where neuralop 2.0's layer is that multiplier too (1-D, even non-last axes keeping an even
 number of modes or all) its outputs and gradients must agree with the lean one's to float32
 round-off (they agree bitwise on CPU), with truncated and sliced modes; on another output grid
-a single mode in gives the multiplier's exact band-limited output sampled there; checkpoints load
+a single mode in gives the multiplier's exact band-limited output sampled there, and any input
+the trigonometric interpolant (or truncation) of the multiplier's output, an even grid's top
+frequency split half and half between ±n/2; checkpoints load
 either way; BOON through ``constrain`` reads the lean layers' probes in closed form and gives the
 original's result there.
 """
@@ -268,6 +270,90 @@ def test_another_output_grid_samples_the_same_band_limited_output(shape, call, o
     with torch.no_grad():
         actual = conv(x, output_shape=call.get("output_shape"))
     assert actual.shape == (1, 4, *out_shape)
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
+    )
+
+
+def resampled(y: torch.Tensor, out_shape) -> torch.Tensor:
+    """The periodic samples ``y`` ``(b, c, *shape)`` as a trigonometric polynomial evaluated on
+    ``out_shape``, float64, axis by axis by explicit sums (no FFT). An axis of ``n`` points
+    going to ``m`` keeps the frequencies ``|f| <= h/2`` for ``h = min(n, m)``, an even ``h``'s
+    ``±h/2`` at half weight each: both are one bin on an ``h``-point grid, so the finer grid's
+    interpolant splits its top frequency half and half (a cosine) and the coarser grid's
+    truncation takes half of each; both keep a real field real."""
+    field = y.to(torch.complex128)
+    for axis, m in enumerate(out_shape):
+        dim = 2 + axis
+        n = field.shape[dim]
+        h = min(n, m)
+        frequencies = torch.arange(-(h // 2), h // 2 + 1, dtype=F64)
+        weights = torch.ones_like(frequencies, dtype=torch.complex128)
+        if h % 2 == 0:
+            weights[[0, -1]] = 0.5
+        samples = torch.arange(n, dtype=F64) / n
+        points = torch.arange(m, dtype=F64) / m
+        analysis = torch.exp(-2j * math.pi * torch.outer(frequencies, samples)) / n  # (f, n)
+        synthesis = torch.exp(2j * math.pi * torch.outer(points, frequencies))  # (m, f)
+        operator = synthesis @ (weights[:, None] * analysis)  # (m, n)
+        field = torch.tensordot(field.movedim(dim, -1), operator.T, dims=1).movedim(-1, dim)
+    assert float(field.imag.abs().max()) < 1e-9 * float(field.real.abs().max())
+    return field.real
+
+
+@pytest.mark.parametrize(
+    "held, shape, out_shape",
+    [
+        ((16,), (16,), (32,)),  # an even grid's top frequency kept, twice as fine
+        ((16,), (16,), (23,)),
+        ((8, 8), (8, 8), (16, 16)),
+        ((8, 8), (8, 9), (16, 9)),  # the even non-last axis grows
+        ((8, 8), (9, 8), (9, 16)),  # the even last axis grows
+        ((8, 8), (8, 8), (8, 13)),
+        ((8, 8), (10, 8), (17, 12)),  # the last axis' top frequency, fewer non-last modes
+        ((8, 8), (16, 8), (11, 12)),  # fewer non-last points, the last axis' top frequency
+        ((6, 6), (9, 10), (16, 10)),  # fewer modes than either grid holds
+        ((4, 4, 4), (4, 6, 4), (8, 9, 7)),
+        ((4, 4, 4), (7, 8, 9), (13, 16, 11)),
+    ],
+)
+def test_another_output_grid_is_the_trigonometric_interpolant(held, shape, out_shape):
+    """On a finer grid the output is the band-limited interpolant of the same-grid output, also
+    where an even grid keeps its top frequency (one bin that is ±n/2 alike: split half and
+    half), whose samples it passes through."""
+    torch.manual_seed(0)
+    conv = LeanSpectralConv(3, 4, held, bias=False)
+    frequency_weighted(conv)
+    x = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(1))
+    expected = resampled(dft_multiplier(x, conv.n_modes, 4), out_shape)
+    with torch.no_grad():
+        actual = conv(x, output_shape=out_shape)
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
+    )
+
+
+@pytest.mark.parametrize(
+    "held, shape, out_shape",
+    [
+        ((8, 8), (9, 9), (5, 9)),  # more non-last modes than the output grid holds
+        ((8, 8), (11, 9), (4, 9)),  # even: -2 kept, +2 not
+        ((10, 6), (13, 7), (3, 7)),
+        ((8, 16), (9, 16), (5, 7)),  # both axes, the last one's top frequency dropped
+        ((8, 16), (10, 16), (6, 10)),  # even: the last axis' bin 5 read as irfftn reads it
+        ((6, 6, 6), (7, 8, 9), (3, 4, 5)),
+        ((8, 8), (8, 10), (16, 6)),  # one even axis grows with its top frequency, one shrinks
+        ((8, 8), (10, 8), (6, 16)),
+    ],
+)
+def test_a_coarser_output_grid_truncates_to_the_frequencies_it_holds(held, shape, out_shape):
+    torch.manual_seed(0)
+    conv = LeanSpectralConv(3, 4, held, bias=False)
+    frequency_weighted(conv)
+    x = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(1))
+    expected = resampled(dft_multiplier(x, conv.n_modes, 4), out_shape)
+    with torch.no_grad():
+        actual = conv(x, output_shape=out_shape)
     torch.testing.assert_close(
         actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
     )

@@ -17,13 +17,20 @@ frequencies. neuralop 2.0 shifts the spectrum back with a second ``fftshift``, w
 axis of odd size lands frequency ``f`` in bin ``f − 1`` (not shift-equivariant; fixed upstream
 after 2.0 with ``ifftshift``); and where it keeps an odd number of an even ``M`` along a
 non-last axis (an odd grid size below ``M``, or fewer ``n_modes`` than held) it pairs those
-frequencies with the weights one index off. The lean layer does neither: its outputs and
-gradients equal neuralop 2.0's (bitwise on CPU) in 1-D and where the non-last axes are even and
-keep an even number of modes (or all ``M``), and are the correct multiplier elsewhere. On another
-output grid (``output_shape``, ``resolution_scaling_factor``) neuralop 2.0 lets ``irfftn``
-zero-pad or cut the shifted-back spectrum at the end of each axis, which on a non-last axis puts
-the negative frequencies in positive bins; the lean layer keeps each frequency in its own bin of
-the output grid, so its output there is the same band-limited function, sampled there.
+frequencies with the weights one index off. The lean layer does neither: on the input grid its
+outputs and gradients equal neuralop 2.0's (bitwise on CPU) in 1-D and where the non-last axes
+are even and keep an even number of modes (or all ``M``), and are the correct multiplier
+elsewhere. On another output grid (``output_shape``, ``resolution_scaling_factor``) neuralop 2.0
+lets ``irfftn`` zero-pad or cut the shifted-back spectrum at the end of each axis, which on a
+non-last axis puts the negative frequencies in positive bins, and where an even grid keeps its top
+frequency ``n/2`` (one bin, ``±n/2`` alike there) and grows, counts that frequency twice on the
+last axis (in 1-D too). The lean layer keeps each frequency in its own bin of the output grid
+and splits that top one half and half between ``±n/2``: its output on a finer grid is the
+trigonometric interpolant of its output on the input grid (through it at the shared points), on
+a coarser one that function truncated to the frequencies the grid holds, an even grid's ``±m/2``
+at half weight each (:func:`onto_grid`). That holds with ``fft_norm="forward"``, neuralop's
+default; ``"backward"`` scales the output by the ratio of point counts ``N_in / N_out``,
+``"ortho"`` by its square root, as neuralop's does.
 
 It serves the dense, non-separable, real-data, full-precision convolution (neuralop's defaults,
 the toolkit's FNOs); other options raise ``ValueError``. Use it through neuralop's FNO::
@@ -59,7 +66,9 @@ class LeanSpectralConv(SpectralConv):
     neuralop 2.0's ``SpectralConv`` with the same weights (same modes, same ``fft_norm``) except
     on a non-last axis of odd size or with an odd number of an even ``M`` modes kept, where
     neuralop's is off by one bin or one weight (see the module's docstring), and on another output
-    grid (``output_shape`` or ``resolution_scaling_factor``) where a non-last axis changes size.
+    grid (``output_shape`` or ``resolution_scaling_factor``) where a non-last axis changes size or
+    an even axis that keeps its top frequency grows: there the lean layer's output is the
+    band-limited interpolant (or truncation) of its output on the input grid (:func:`onto_grid`).
 
     Arguments are ``SpectralConv``'s; ``factorization`` other than dense, ``separable``,
     ``complex_data`` and a precision other than ``"full"`` are refused; so are float64 input
@@ -103,13 +112,12 @@ class LeanSpectralConv(SpectralConv):
             spectrum = torch.fft.fftshift(spectrum, dim=dims[:-1])
         out_sizes = self._output_sizes(sizes, output_shape)
         product = contract(spectrum[spectrum_index], weight[weight_index])
-        kept = tuple(product.shape[2:])
-        out_fft_size = (*out_sizes[:-1], fft_size[-1])  # irfftn pads or cuts the last axis
-        source, target = frequency_placement(out_fft_size, kept)
         out = torch.zeros(
-            (batch, self.out_channels, *out_fft_size), dtype=torch.cfloat, device=x.device
+            (batch, self.out_channels, *fft_size), dtype=torch.cfloat, device=x.device
         )
-        out[target] = product[source]
+        out[spectrum_index] = product
+        if out_sizes != sizes:
+            out = onto_grid(out, tuple(sizes), tuple(out_sizes))
         if order > 1:
             out = torch.fft.ifftshift(out, dim=dims[:-1])
         y = torch.fft.irfftn(out, s=out_sizes, dim=dims, norm=self.fft_norm)
@@ -146,6 +154,49 @@ def _grid_size(value: object) -> bool:
         return False
 
 
+def onto_grid(
+    spectrum: torch.Tensor, sizes: tuple[int, ...], out_sizes: tuple[int, ...]
+) -> torch.Tensor:
+    """The shifted spectrum ``(b, o, *fft size)`` of a real field on the grid ``sizes`` made that
+    of the same trigonometric polynomial on ``out_sizes`` (``(b, o, *out_sizes[:-1], sizes[-1]
+    // 2 + 1)``, for ``irfftn(s=out_sizes)`` after the inverse shift): its interpolant on a finer
+    axis, its truncation to the frequencies a coarser one holds.
+
+    The field is what ``irfftn(s=sizes)`` makes of ``spectrum``. An even axis of ``n`` points
+    holds its top frequency as one bin, ``±n/2`` alike; growing, it splits that bin half and half
+    between them (a cosine, real as the samples are). On the last axis ``irfftn`` reads that bin
+    as the real part of its transform along the other axes; on a finer grid it is a frequency of
+    its own, ``−n/2`` implied as its conjugate, so it takes half of the bin's Hermitian part. An
+    even coarser axis of ``m`` points takes the mean of ``±m/2`` into its top bin (``irfftn``
+    does so itself on the last axis); the frequencies it cannot hold are dropped.
+    """
+    non_last = tuple(range(2, spectrum.ndim - 1))
+    if sizes[-1] % 2 == 0 and out_sizes[-1] > sizes[-1]:
+        column = spectrum[..., -1]
+        # frequency f's bin gets -f's: a flip, and on an even axis -(-n/2) is -n/2 again
+        mirrored = column.flip(non_last)
+        even = [dim for dim in non_last if sizes[dim - 2] % 2 == 0]
+        if even:
+            mirrored = mirrored.roll([1] * len(even), even)
+        hermitian = (column + mirrored.conj()) / 2
+        spectrum = torch.cat([spectrum[..., :-1], hermitian[..., None] / 2], dim=-1)
+    for dim in non_last:
+        n, m = sizes[dim - 2], out_sizes[dim - 2]
+        if n % 2 == 0 and m > n:  # index 0 holds -n/2; +n/2 goes after n/2 - 1
+            half = spectrum.narrow(dim, 0, 1) / 2
+            spectrum = torch.cat([half, spectrum.narrow(dim, 1, n - 1), half], dim=dim)
+        elif m % 2 == 0 and m < n:  # -m/2 (index n//2 - m//2) takes half of itself and of +m/2
+            low, high = n // 2 - m // 2, n // 2 + m // 2
+            top = (spectrum.narrow(dim, low, 1) + spectrum.narrow(dim, high, 1)) / 2
+            before, after = spectrum.narrow(dim, 0, low), spectrum.narrow(dim, low + 1, n - low - 1)
+            spectrum = torch.cat([before, top, after], dim=dim)
+    out_fft_size = (*out_sizes[:-1], spectrum.shape[-1])  # irfftn pads or cuts the last axis
+    source, target = frequency_placement(out_fft_size, tuple(spectrum.shape[2:]))
+    out = spectrum.new_zeros((*spectrum.shape[:2], *out_fft_size))
+    out[target] = spectrum[source]
+    return out
+
+
 @lru_cache(maxsize=256)
 def frequency_placement(
     out_fft_size: tuple[int, ...], kept: tuple[int, ...]
@@ -154,11 +205,9 @@ def frequency_placement(
     spectrum ``out_fft_size`` of the output grid: ``(source in the modes, target)``.
 
     On a non-last axis the modes are frequencies ``f = −k//2 … k − 1 − k//2``; each lands in the
-    output's bin of ``f`` (index ``f + m//2`` of ``m``), so that on another grid the multiplier's
-    result is the same band-limited function, sampled there. Frequencies the output grid cannot
-    hold (outside ``−m//2 … m − 1 − m//2``) are dropped. On the last axis the modes are the
-    first ``k`` in both (``irfftn`` pads or cuts that axis itself). On the input's own grid the
-    target is :func:`mode_slices`' spectrum index.
+    output's bin of ``f`` (index ``f + m//2`` of ``m``). Frequencies the output grid cannot hold
+    (outside ``−m//2 … m − 1 − m//2``) are dropped. On the last axis the modes are the first
+    ``k`` in both (``irfftn`` pads or cuts that axis itself).
     """
     source, target = [slice(None), slice(None)], [slice(None), slice(None)]
     for m, k in zip(out_fft_size[:-1], kept[:-1], strict=True):
@@ -304,8 +353,9 @@ def fast_fno(
     layers and its 1×1 convolutions (channel MLPs, skips) as :class:`PointwiseConv1d` — the
     same parameters from the same seed and ``state_dict``, at less cost per call, with outputs
     equal to round-off on 1-D and even grids (on odd non-last axes its Fourier layers are the
-    correct multiplier, neuralop 2.0's are not: :class:`LeanSpectralConv`) — that refuses
-    non-finite and float64 input and float64 weights (:class:`CheckedFNO`).
+    correct multiplier, neuralop 2.0's are not, and on another output grid they part where
+    :class:`LeanSpectralConv` says) — that refuses non-finite and float64 input and float64
+    weights (:class:`CheckedFNO`).
 
     ``periodic=True``: position enters as :class:`PeriodicCoordinates` (cosine and sine of each
     axis's phase, smooth where a periodic box wraps) in place of neuralop's grid embedding
