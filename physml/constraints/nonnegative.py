@@ -98,7 +98,7 @@ def _storage_eps(output: Gaussian) -> float:
     """The machine epsilon of the least precise of ``output``'s mean and covariance dtypes."""
     cov = output.cov
     parts = (cov.base, cov.factor) if isinstance(cov, LowRankCovariance) else (cov,)
-    return max(torch.finfo(t.dtype).eps for t in (output.mean, *parts))
+    return metrics._stored_eps(output.mean, *parts)
 
 
 def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor) -> None:
