@@ -114,7 +114,7 @@ def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor)
 
 
 def _pinned_system(
-    cov: torch.Tensor, active: torch.Tensor, eps: float
+    cov: torch.Tensor, active: torch.Tensor, eps: float = EPS64
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The active mask as numbers and the Cholesky factor of ``M = D Σ D + (I − D)``.
 
@@ -226,7 +226,7 @@ def _singular_direction(block: torch.Tensor, gradient: torch.Tensor) -> torch.Te
     return -direction if float(gradient @ direction) > 0 else direction
 
 
-def _low_rank_condition(mean, variance, factor, active):
+def _low_rank_condition(mean, variance, factor, active, eps=EPS64):
     """``N(mean, diag(variance) − F Fᵀ)`` slices ``(s, n)`` conditioned on ``u_i = 0`` where
     ``active``, by Woodbury, ``O(n k²)`` a slice: ``(mean, variance, L, weights)``, the new
     factor left to :func:`_low_rank_factor` (the active-set search needs only the mean).
@@ -246,7 +246,8 @@ def _low_rank_condition(mean, variance, factor, active):
     scaled = inverse[..., None] * factor  # D_A⁻¹ F_A
     eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
     L, info = torch.linalg.cholesky_ex(eye - factor_t @ scaled)
-    if bool((info > 0).any()):
+    pivots = L.diagonal(dim1=-2, dim2=-1).square()
+    if bool((info > 0).any()) or bool((pivots <= SINGULAR_PIVOT * factor.shape[-1] * eps).any()):
         return None
     inner = torch.cholesky_solve((factor_t @ weighted[..., None]), L)
     weights = weighted + (scaled @ inner)[..., 0]  # Σ_AA⁻¹ m_A, zero off the active set
@@ -568,6 +569,7 @@ class NonNegative(Constraint):
         """The active set grown by Woodbury conditioning, the result kept low rank (``None``
         where Woodbury does not apply: the dense route then decides)."""
         m = cov.factor.shape[-1]
+        eps = metrics._stored_eps(mean.new_empty(0).to(dtype), cov.base, cov.factor)
         variances = cov.base.to(F64).expand(mean.shape).reshape(-1, n)
         factors = cov.factor.to(F64).expand(*mean.shape, m).reshape(-1, n, m)
         means, slice_variances, slice_factors = (
@@ -576,7 +578,10 @@ class NonNegative(Constraint):
             factors[rows],
         )
         for _ in range(n):
-            found, used = _low_rank_condition(means, slice_variances, slice_factors, active), active
+            found, used = (
+                _low_rank_condition(means, slice_variances, slice_factors, active, eps),
+                active,
+            )
             if found is None:
                 return None
             negative = found[0] < -self.tolerance
@@ -586,9 +591,8 @@ class NonNegative(Constraint):
         wrong = _not_optimal(found[3])
         if bool(wrong.any()):
             dense = torch.diag_embed(slice_variances) - slice_factors @ slice_factors.mT
-            eps = max(torch.finfo(cov.base.dtype).eps, torch.finfo(cov.factor.dtype).eps)
             used = self._exact_active(means, dense, used, wrong, eps)
-            found = _low_rank_condition(means, slice_variances, slice_factors, used)
+            found = _low_rank_condition(means, slice_variances, slice_factors, used, eps)
             if found is None:
                 return None
             self._verified(_snapped(found[0], means), found[3], means)
