@@ -19,7 +19,11 @@ Numerical floors, chosen once here:
 - :data:`SYMMETRY`: a full covariance may differ from its transpose by this × its largest variance.
 - :data:`CHOLESKY_JITTERS`: multiples of the mean variance added to a full covariance's diagonal,
   tried in order, when its Cholesky factorisation fails (a singular posterior covariance); then
-  up to its storage round-off, ``n × eps × largest variance`` (``eps`` as below).
+  up to its storage round-off, :data:`STORAGE_EIGENVALUE` × ``eps / 2`` × its largest absolute
+  row sum (``eps`` as below): rounding each entry to ``eps`` moves no eigenvalue further than
+  ``eps / 2`` × that; the factor 2 leaves room for the round-off of computing the matrix before
+  it was stored and of factorising it in float64 (each ~``n × 1e-16`` × its norm: far below
+  float32's ``eps / 2``, of its order in float64).
 - :data:`STORAGE_ROUNDOFF`, :data:`STORAGE_ASYMMETRY`: the round-off of a covariance stored in a
   lower precision (a float32 model's ProbConserv posterior), with ``eps`` the machine epsilon of
   the least precise of the mean's and the covariance's dtypes. Each tolerance above is raised to
@@ -60,6 +64,7 @@ SINGULAR_EXCESS = 1e-8
 SYMMETRY = 1e-8
 STORAGE_ROUNDOFF = 16
 STORAGE_ASYMMETRY = 4096
+STORAGE_EIGENVALUE = 2
 
 Reduction = Literal["mean", "none"]
 Dims = int | Sequence[int] | None
@@ -573,28 +578,31 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(generator)
 
 
-def _cholesky_with_jitter(cov: torch.Tensor, eps: float = EPS64) -> torch.Tensor:
+def _cholesky_with_jitter(
+    cov: torch.Tensor, eps: float = EPS64, name: str = "the Gaussian's full covariance"
+) -> torch.Tensor:
     """The lower Cholesky factor of ``cov`` (symmetric to :data:`SYMMETRY`, or to
-    ``STORAGE_ASYMMETRY × eps`` of its storage; symmetrised first).
+    ``STORAGE_ASYMMETRY × eps`` of its storage; symmetrised first); ``name`` says which matrix
+    in an error.
 
     Jitters tried, smallest first: :data:`CHOLESKY_JITTERS` × the mean variance, then up to the
-    storage round-off ``n × eps × largest variance`` (per slice) in steps of 10: rounding a
-    positive semi-definite ``(n, n)`` matrix to ``eps`` moves its eigenvalues by at most that
-    (each entry by ``eps / 2`` of at most the largest variance). An eigenvalue below the last
-    is refused.
+    storage round-off :data:`STORAGE_EIGENVALUE` × ``eps / 2`` × the largest absolute row sum
+    (per slice) in steps of 10: rounding each entry to ``eps`` (by at most ``eps / 2`` of
+    itself) adds an error ``E`` with ``‖E‖₂ <= eps / 2 × max_i Σ_j |cov_ij|``, which bounds how
+    far it moves any eigenvalue. An eigenvalue below the last is refused.
     """
     scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
     tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
     asymmetry = float((cov - cov.mT).abs().amax() / scale)
     if asymmetry > tolerance:
         raise ValueError(
-            f"the Gaussian's full covariance is not symmetric: |cov − covᵀ| reaches "
+            f"{name} is not symmetric: |cov − covᵀ| reaches "
             f"{asymmetry:.3g} × its largest variance (round-off allows {tolerance:.3g})"
         )
     cov = (cov + cov.mT) / 2
-    variances = cov.diagonal(dim1=-2, dim2=-1).clamp_min(0)
-    mean_variance = variances.mean(-1)[..., None, None]
-    storage = cov.shape[-1] * eps * variances.amax(-1)[..., None, None]
+    mean_variance = cov.diagonal(dim1=-2, dim2=-1).clamp_min(0).mean(-1)[..., None, None]
+    row_sum = cov.abs().sum(-1).amax(-1)[..., None, None]
+    storage = STORAGE_EIGENVALUE * eps / 2 * row_sum
     jitters = [jitter * mean_variance for jitter in CHOLESKY_JITTERS]
     jitters += [torch.maximum(jitters[-1], share * storage) for share in (1e-3, 1e-2, 1e-1, 1)]
     eye = torch.eye(cov.shape[-1], dtype=F64, device=cov.device)
@@ -603,10 +611,10 @@ def _cholesky_with_jitter(cov: torch.Tensor, eps: float = EPS64) -> torch.Tensor
         if not (info > 0).any():
             return factor
     raise ValueError(
-        f"the Gaussian's full covariance is not positive semi-definite: its Cholesky factorisation "
-        f"fails even with the larger of {CHOLESKY_JITTERS[-1]:g} × the mean variance and the "
-        f"storage round-off n × eps × the largest variance (n = {cov.shape[-1]}, eps = {eps:.3g}) "
-        "added to the diagonal"
+        f"{name} is not positive semi-definite: its Cholesky factorisation fails even with the "
+        f"larger of {CHOLESKY_JITTERS[-1]:g} × the mean variance and the storage round-off "
+        f"{STORAGE_EIGENVALUE:g} × eps / 2 × its largest absolute row sum (eps = {eps:.3g}) added "
+        "to the diagonal"
     )
 
 
@@ -627,7 +635,7 @@ def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64)
             return root * v
 
     else:
-        lower = _cholesky_with_jitter(base, eps)
+        lower = _cholesky_with_jitter(base, eps, "cov.base")
         whitened = torch.linalg.solve_triangular(lower, factor, upper=False)
         pivots = lower.diagonal(dim1=-2, dim2=-1)
         spread = pivots.amax(-1) / pivots.amin(-1).clamp_min(torch.finfo(F64).tiny)

@@ -1299,3 +1299,92 @@ def test_a_full_covariance_gives_its_diagonal_as_variances_and_itself_as_dense()
     diagonal = Gaussian(torch.zeros(2), torch.tensor([4.0, 0.5]))
     assert diagonal.variance().tolist() == [4.0, 0.5]
     assert diagonal.dense_cov().tolist() == [[4.0, 0.0], [0.0, 0.5]]
+
+
+def _projection_after_exact_rows(mean, cov, G, b):
+    """The Mahalanobis projection of ``N(mean, cov)`` conditioned exactly on ``G u = b`` onto
+    ``{u >= 0}``, independently in numpy (float64): the posterior by its explicit formula, the
+    active set ``A`` from the dual ``min_{ν >= 0} ½ νᵀSν + m′ᵀν`` by L-BFGS-B, then
+    ``u = m′ − S_·A S_AA⁻¹ m′_A`` on it, checked ``>= 0`` with multipliers ``>= 0``."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    P, m, g = cov.numpy(), mean.numpy(), G.numpy()
+    gain = P @ g.T @ np.linalg.inv(g @ P @ g.T)
+    m_post, S = m + gain @ (b.numpy() - g @ m), P - gain @ g @ P
+    dual = scipy_optimize.minimize(
+        lambda v: 0.5 * v @ S @ v + m_post @ v,
+        np.zeros(len(m)),
+        jac=lambda v: S @ v + m_post,
+        bounds=[(0, None)] * len(m),
+        method="L-BFGS-B",
+        options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 10000},
+    )
+    active = dual.x > 1e-9
+    multipliers = -np.linalg.solve(S[np.ix_(active, active)], m_post[active])
+    u = m_post + S[:, active] @ multipliers
+    assert (multipliers > 0).all() and (u >= -1e-12 * np.abs(m_post).max()).all()
+    return torch.from_numpy(u), int(active.sum())
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_nonnegativity_pins_past_a_point_the_pinned_ones_already_fix(dtype):
+    """Two exact rows over a full prior leave a posterior of rank ``n − 2``. The optimum pins 10
+    of 12 points; on the way the active-set search reaches a point whose value the pinned ones
+    already fix (its pinned block singular) and called the problem infeasible. It must release
+    a point instead and reach the prior-metric projection onto ``{G u = b, u >= 0}``."""
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(5)
+    n = 12
+    A = torch.randn(4, n, n, generator=gen, dtype=F64)[1]
+    cov = A @ A.mT / n + 0.05 * torch.eye(n, dtype=F64)
+    mean = torch.randn(4, n, generator=gen, dtype=F64)[1]
+    G = torch.rand(2, n, generator=gen, dtype=F64)
+    b = (torch.rand(4, 2, generator=gen, dtype=F64) * 3)[1]
+    exact, pinned = _projection_after_exact_rows(mean, cov, G, b)
+    assert pinned == n - 2
+    prior = Gaussian(mean[None].to(dtype), cov[None].to(dtype))
+    posterior = through(LinearConstraint(G, b[None].to(dtype), noise=0.0), prior)
+    out = through(NonNegative(), posterior).mean[0].double()
+    tolerance = 1e-8 if dtype == F64 else 1e-5
+    assert (out - exact).abs().max() <= tolerance * exact.abs().max()
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_nonnegativity_after_exact_rows_solves_every_feasible_problem(rows):
+    """Random full priors, exact rows ``G >= 0`` and totals ``b``: every problem with a
+    non-negative ``u`` meeting ``G u = b`` (by NNLS) is solved, in float64 and float32, stored
+    low rank or dense (or over the prior's diagonal), the result ``>= 0`` and keeping the rows;
+    any other is refused by name (float32 pinned a block singular to round-off with huge
+    multipliers and broke the rows instead)."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    from physml.constraints import NonNegative
+
+    solved = refused = 0
+    for seed in range(40):
+        gen = torch.Generator().manual_seed(1000 * rows + seed)
+        n = 10
+        A = torch.randn(1, n, n, generator=gen, dtype=F64)
+        cov = A @ A.mT / n + 0.05 * torch.eye(n, dtype=F64)
+        mean = torch.randn(1, n, generator=gen, dtype=F64) - 0.5
+        G = torch.rand(rows, n, generator=gen, dtype=F64)
+        b = torch.rand(1, rows, generator=gen, dtype=F64) * 2
+        feasible = scipy_optimize.nnls(G.numpy(), b[0].numpy())[1] <= 1e-12
+        for dtype in (F64, torch.float32):
+            exact = LinearConstraint(G, b.to(dtype), noise=0.0)
+            posterior = through(exact, Gaussian(mean.to(dtype), cov.to(dtype)))
+            variance = cov.diagonal(dim1=-2, dim2=-1).to(dtype)
+            over_diagonal = through(exact, Gaussian(mean.to(dtype), variance))  # Woodbury route
+            dense = Gaussian(posterior.mean, posterior.dense_cov())
+            for stored in (posterior, dense, over_diagonal):
+                if not feasible:
+                    with pytest.raises(ConstraintError, match="non-negativity is infeasible"):
+                        through(NonNegative(), stored)
+                    refused += 1
+                    continue
+                out = through(NonNegative(), stored).mean.double()
+                assert (out >= 0).all()
+                # float32: the stored posterior meets the rows to ~eps, pinning amplifies that
+                tolerance = 1e-10 if dtype == F64 else 4096 * torch.finfo(dtype).eps
+                assert ((out @ G.T - b).abs() <= tolerance * (out @ G.T + b)).all()
+                solved += 1
+    assert solved >= 150 and (refused > 0) == (rows == 2)

@@ -636,13 +636,15 @@ def _pinned_rank_one(n, dtype, deficit=0.0):
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_a_full_covariance_indefinite_only_by_its_storage_round_off_is_sampled(dtype):
     """Rounding a positive semi-definite ``(n, n)`` matrix to ``eps`` moves its eigenvalues by at
-    most ``n eps`` × its largest variance: sampling takes that, however small the mean variance
-    (498 of 500 points pinned), and refuses an eigenvalue of ~-1e-3 × the largest variance."""
+    most ``eps / 2`` × its largest absolute row sum: sampling takes that, however small the mean
+    variance (498 of 500 points pinned), and refuses an eigenvalue of ~-1e-3 × the largest
+    variance."""
     n, eps = 500, torch.finfo(dtype).eps
     singular = _pinned_rank_one(n, dtype)
     smallest = torch.linalg.eigvalsh(singular.double())[0]
     if dtype == torch.float32:  # the case: indefinite by round-off, beyond 1e-6 × mean variance
-        assert -n * eps < smallest < -1e-6 * singular.diagonal().double().mean()
+        rounding = eps / 2 * singular.double().abs().sum(-1).max()
+        assert -rounding < smallest < -1e-6 * singular.diagonal().double().mean()
     draws = metrics.gaussian_samples(Gaussian(torch.zeros(n, dtype=dtype), singular), 4000, 0)
     assert draws[:, 2:].abs().max() <= 3 * math.sqrt(n * eps)  # the jitter's spread at most
     # rank one: the second point moves as r = 1/3 times the first, up to the jitter's spread
@@ -651,6 +653,47 @@ def test_a_full_covariance_indefinite_only_by_its_storage_round_off_is_sampled(d
     indefinite = Gaussian(torch.zeros(n, dtype=dtype), _pinned_rank_one(n, dtype, 1e-3))
     with pytest.raises(ValueError, match="full covariance is not positive semi-definite"):
         metrics.gaussian_samples(indefinite, 2, 0)
+
+
+@pytest.mark.parametrize("share, sampled", [(0.4, True), (2.0, False)])
+def test_float32_sampling_allows_the_round_off_of_this_matrix_not_of_its_size(share, sampled):
+    """The jitter stops at ``2 × eps / 2`` × the largest absolute row sum (here ``4/3``), the
+    bound on what rounding this matrix to float32 can do to an eigenvalue (twice over): one of
+    ``-0.4 ×`` that limit is sampled, one of ``-2 ×`` refused, though both are far inside
+    ``n eps`` × the largest variance (``500 eps``, which let through matrices indefinite by
+    hundreds of times the rounding bound)."""
+    n, eps, r = 500, torch.finfo(torch.float32).eps, 1 / 3
+    limit = 2 * eps / 2 * (1 + r)
+    # det of the block is −deficit; its eigenvalues ≈ 1 + r² and −deficit / (1 + r²)
+    cov = _pinned_rank_one(n, torch.float32, deficit=share * limit * (1 + r * r))
+    smallest = torch.linalg.eigvalsh(cov.double())[0].item()
+    assert smallest / limit == pytest.approx(-share, rel=0.25)  # float32 rounds the block
+    gaussian = Gaussian(torch.zeros(n), cov)
+    if sampled:
+        assert torch.isfinite(metrics.gaussian_samples(gaussian, 2, 0)).all()
+    else:
+        refused = r"full covariance is not positive semi-definite.*2 × eps / 2 × its largest"
+        with pytest.raises(ValueError, match=refused):
+            metrics.gaussian_samples(gaussian, 2, 0)
+
+
+def test_an_indefinite_base_is_named_cov_base_once():
+    """A :class:`LowRankCovariance` over an indefinite full base: sampling and NonNegative name
+    ``cov.base`` (not "the Gaussian's full covariance", and not twice)."""
+    from physml.constraints import NonNegative
+    from physml.errors import ConstraintError
+
+    base = torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+    factor = torch.tensor([[[0.1], [0.1], [0.0]]], dtype=F64)
+    cov = LowRankCovariance(base[None], factor, diagonal=False)  # base has eigenvalue -1
+    gaussian = Gaussian(torch.tensor([[0.2, -0.3, 0.4]], dtype=F64), cov)
+    with pytest.raises(ValueError, match=r"^cov\.base is not positive semi-definite: its"):
+        metrics.gaussian_samples(gaussian, 2, 0)
+    with pytest.raises(ConstraintError) as refused:
+        constrain(nn.Identity(), NonNegative())(gaussian)
+    message = str(refused.value)
+    assert message.startswith("NonNegative: the Gaussian's cov.base is not positive semi-definite")
+    assert message.count("the Gaussian's") == 1 and "full covariance" not in message
 
 
 def test_marginal_std():

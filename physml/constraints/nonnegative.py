@@ -39,6 +39,7 @@ from .base import Constraint
 from .linear import LinearConstraint
 
 F64 = torch.float64
+EPS64 = torch.finfo(F64).eps
 
 
 PINNING_TOLERANCE = 1e-6
@@ -57,6 +58,12 @@ DEGENERATE = 1e-9
 """``|Σ_i f_i² / D_i − 1|`` up to which ``diag(D) − f fᵀ`` counts as singular along its row (an
 exact update's posterior; ``σ > 0`` leaves ``σ² / (gᵀDg + σ²)`` of the variance along it). A
 covariance stored in a lower precision is allowed four of its ``eps``."""
+SINGULAR_PIVOT = 16
+"""A pinned block whose Cholesky pivot ``L_ii²`` is below this × ``n × eps`` × the slice's largest
+variance counts as singular (its point's value fixed by the others). Rounding ``Σ`` to ``eps``
+moves its eigenvalues by up to ``n eps / 2`` × its largest variance, so a null direction of an
+exact update (``Gᵀc``) stored in ``eps`` is not told from a small variance below that; 16 leaves
+room for the float64 round-off of assembling and factorising ``Σ``."""
 INFEASIBLE = (
     "non-negativity is infeasible here: the points to pin at zero have (nearly) no variance "
     "left, or pinning them contradicts the constraints already imposed"
@@ -87,6 +94,13 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
     return (root @ root.mT).reshape(-1, n, n)
 
 
+def _storage_eps(output: Gaussian) -> float:
+    """The machine epsilon of the least precise of ``output``'s mean and covariance dtypes."""
+    cov = output.cov
+    parts = (cov.base, cov.factor) if isinstance(cov, LowRankCovariance) else (cov,)
+    return metrics._stored_eps(output.mean, *parts)
+
+
 def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor) -> None:
     """``moved = Σ_A· Σ_AA⁻¹ m_A`` must reproduce ``m_A`` on the active set (each row ``(s, n)``).
 
@@ -99,16 +113,21 @@ def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor)
         raise ConstraintError(INFEASIBLE)
 
 
-def _pinned_system(cov: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pinned_system(
+    cov: torch.Tensor, active: torch.Tensor, eps: float = EPS64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The active mask as numbers and the Cholesky factor of ``M = D Σ D + (I − D)``.
 
     ``M`` holds ``Σ_AA`` on the active block and the identity elsewhere, so ``M⁻¹ D`` is
     ``Σ_AA⁻¹`` padded with zeros; one batched factorisation serves every slice ``(s, n, n)``.
+    A pivot of the active block at or below :func:`_singular_floor` (``eps``: the storage
+    precision) makes it singular: :data:`INFEASIBLE` (pinning all of ``A`` is).
     """
     pinned = active.to(cov.dtype)
     M = cov * pinned[:, :, None] * pinned[:, None, :] + torch.diag_embed(1.0 - pinned)
     L, info = torch.linalg.cholesky_ex(M)
-    if (info > 0).any():
+    pivots = torch.where(active, L.diagonal(dim1=-2, dim2=-1).square(), torch.inf)
+    if (info > 0).any() or (pivots <= _singular_floor(cov, eps)[:, None]).any():
         raise ConstraintError(INFEASIBLE)
     return pinned, L
 
@@ -135,24 +154,47 @@ def _snapped(new_mean: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return torch.where((new_mean < 0) & (new_mean >= -floor), 0.0, new_mean)
 
 
-def _optimal_active(mean: torch.Tensor, cov: torch.Tensor, tolerance: float) -> torch.Tensor:
+def _optimal_active(
+    mean: torch.Tensor, cov: torch.Tensor, tolerance: float, eps: float = EPS64
+) -> torch.Tensor:
     """The active set ``(n,)`` of ``min_{ν >= 0} ½ νᵀΣν + mᵀν`` for one slice (Lawson–Hanson):
     add the most negative point of ``u = m + Σν``; when the free solve makes a multiplier
-    non-positive, step back to where the first one reaches zero and release it."""
+    non-positive, step back to where the first one reaches zero and release it.
+
+    ``Σ`` may be singular (a full prior after exact rows has rank ``n − m``): a point whose
+    block ``Σ_PP`` is singular with the pinned ones (:func:`_singular_direction`) cannot be
+    pinned with all of them, yet a solution may exist. Its null direction ``d`` (``Σd = 0``)
+    keeps ``u`` and lowers the objective: ``ν`` moves along it until a multiplier reaches zero
+    and that point is released. Where none does (``d >= 0``), ``dᵀu = dᵀm < 0`` for every ``u``
+    the constraints allow, and none is ``>= 0``: infeasible. ``eps``: the storage precision.
+    """
     n = mean.shape[-1]
     floor = max(tolerance, ROUND_OFF * mean.abs().max().item())
+    singular = float(_singular_floor(cov, eps))
     passive = torch.zeros(n, dtype=torch.bool, device=mean.device)
     nu, u = torch.zeros_like(mean), mean.clone()
     for _ in range(3 * n):
         candidates = ~passive & (u < -floor)
         if not bool(candidates.any()):
             return passive
-        passive[torch.where(candidates, u, torch.inf).argmin()] = True
+        newest = torch.where(candidates, u, torch.inf).argmin()
+        passive[newest] = True
         for _ in range(n + 1):
-            index = passive.nonzero().flatten()
-            L, info = torch.linalg.cholesky_ex(cov[index][:, index])
-            if info > 0:
-                raise ConstraintError(INFEASIBLE)
+            # the newest point last: its pivot is its variance given the others pinned
+            others = (passive & (torch.arange(n, device=mean.device) != newest)).nonzero()
+            index = torch.cat([others.flatten(), newest[None][passive[newest, None]]])
+            block = cov[index][:, index]
+            L, info = torch.linalg.cholesky_ex(block)
+            if info > 0 or L.diagonal().square().min() <= singular:
+                direction = _singular_direction(block, u[index])
+                blocking = direction < -KKT_TOLERANCE * direction.abs().max()
+                if not bool(blocking.any()):
+                    raise ConstraintError(INFEASIBLE)
+                ratios = torch.where(blocking, nu[index] / direction.abs(), torch.inf)
+                nu[index] = (nu[index] + ratios.min() * direction).clamp_min(0.0)
+                nu[index[ratios.argmin()]] = 0.0
+                passive &= nu > 0
+                continue
             free = torch.zeros_like(mean)
             free[index] = torch.cholesky_solve(-mean[index, None], L)[:, 0]
             if bool((free[index] > 0).all()):
@@ -168,7 +210,23 @@ def _optimal_active(mean: torch.Tensor, cov: torch.Tensor, tolerance: float) -> 
     raise ConstraintError("NonNegative's active-set search did not converge")
 
 
-def _low_rank_condition(mean, variance, factor, active):
+def _singular_floor(cov: torch.Tensor, eps: float) -> torch.Tensor:
+    """The Cholesky pivot ``L_ii²`` of a pinned block of ``cov`` ``(..., n, n)`` up to which the
+    block counts as singular (a point's variance given the points pinned before it), per slice
+    ``(...)``: :data:`SINGULAR_PIVOT` × ``n × eps`` × the slice's largest variance."""
+    largest = cov.diagonal(dim1=-2, dim2=-1).abs().amax(-1)
+    return SINGULAR_PIVOT * cov.shape[-1] * eps * largest
+
+
+def _singular_direction(block: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """The null direction ``d`` ``(k,)`` of a singular pinned block ``Σ_PP`` ``(k, k)`` (its
+    eigenvector of the smallest eigenvalue), signed to lower the objective: ``gradient · d < 0``
+    for ``gradient = u_P``."""
+    direction = torch.linalg.eigh(block).eigenvectors[:, 0]
+    return -direction if float(gradient @ direction) > 0 else direction
+
+
+def _low_rank_condition(mean, variance, factor, active, eps=EPS64):
     """``N(mean, diag(variance) − F Fᵀ)`` slices ``(s, n)`` conditioned on ``u_i = 0`` where
     ``active``, by Woodbury, ``O(n k²)`` a slice: ``(mean, variance, L, weights)``, the new
     factor left to :func:`_low_rank_factor` (the active-set search needs only the mean).
@@ -188,7 +246,8 @@ def _low_rank_condition(mean, variance, factor, active):
     scaled = inverse[..., None] * factor  # D_A⁻¹ F_A
     eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
     L, info = torch.linalg.cholesky_ex(eye - factor_t @ scaled)
-    if bool((info > 0).any()):
+    pivots = L.diagonal(dim1=-2, dim2=-1).square()
+    if bool((info > 0).any()) or bool((pivots <= SINGULAR_PIVOT * factor.shape[-1] * eps).any()):
         return None
     inner = torch.cholesky_solve((factor_t @ weighted[..., None]), L)
     weights = weighted + (scaled @ inner)[..., 0]  # Σ_AA⁻¹ m_A, zero off the active set
@@ -452,25 +511,27 @@ class NonNegative(Constraint):
                 return kept
         all_covs = _dense_float64(output.cov, n)
         means, covs, active = means[rows], all_covs[rows], active[rows]
+        eps = _storage_eps(output)
         try:
-            active, wrong = self._grown(means, covs, active)
+            active, wrong = self._grown(means, covs, active, eps)
         except ConstraintError:  # pinning every negative point may over-constrain a slice
             wrong = torch.ones(len(rows), dtype=torch.bool)
         if bool(wrong.any()):
-            active = self._exact_active(means, covs, active, wrong)
-        pinned, L = _pinned_system(covs, active)
-        new_mean = _snapped(_pinned_mean(means, covs, active, pinned, L)[0], means)
+            active = self._exact_active(means, covs, active, wrong, eps)
+        pinned, L = _pinned_system(covs, active, eps)
+        new_mean, weights = _pinned_mean(means, covs, active, pinned, L)
+        new_mean = self._verified(_snapped(new_mean, means), weights, means)
         new_cov = covs - covs @ torch.cholesky_solve(pinned[:, :, None] * covs, L)  # Σ_A· removed
         new_mean = mean.reshape(-1, n).index_copy(0, rows, new_mean)
         new_cov = all_covs.index_copy(0, rows, new_cov)
         shape = (*mean.shape, n)
         return Gaussian(new_mean.reshape(mean.shape).to(dtype), new_cov.reshape(shape).to(dtype))
 
-    def _grown(self, means, covs, active) -> tuple[torch.Tensor, torch.Tensor]:
+    def _grown(self, means, covs, active, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The active sets ``(s, n)`` grown by pinning every negative point, round after round,
-        and the slices ``(s,)`` where that set is not optimal."""
+        and the slices ``(s,)`` where that set is not optimal (``eps``: the storage)."""
         for _ in range(means.shape[-1]):
-            pinned, L = _pinned_system(covs, active)
+            pinned, L = _pinned_system(covs, active, eps)
             new_mean, weights = _pinned_mean(means, covs, active, pinned, L)
             negative = new_mean < -self.tolerance
             if not bool(negative.any()):
@@ -478,13 +539,29 @@ class NonNegative(Constraint):
             active = active | negative
         return active, _not_optimal(weights)
 
-    def _exact_active(self, means, covs, active, wrong) -> torch.Tensor:
+    def _exact_active(self, means, covs, active, wrong, eps: float) -> torch.Tensor:
         """``active`` ``(s, n)`` with the slices marked ``wrong`` replaced by their optimal set
-        (:func:`_optimal_active`, one slice at a time)."""
+        (:func:`_optimal_active`, one slice at a time; ``eps``: the covariance's storage)."""
         active = active.clone()
         for i in wrong.nonzero().flatten().tolist():
-            active[i] = _optimal_active(means[i], covs[i], self.tolerance)
+            active[i] = _optimal_active(means[i], covs[i], self.tolerance, eps)
         return active
+
+    def _verified(
+        self, new_mean: torch.Tensor, weights: torch.Tensor, means: torch.Tensor
+    ) -> torch.Tensor:
+        """``new_mean`` ``(s, n)`` once its active set is checked optimal: no mean below
+        ``-tolerance`` (or round-off, ``ROUND_OFF`` × the slice's largest ``|mean|``) and no
+        negative multiplier (``weights`` ``(s, n)``, ``−ν``)."""
+        floor = torch.clamp_min(ROUND_OFF * means.abs().amax(-1, keepdim=True), self.tolerance)
+        below = (new_mean < -floor).any(-1)
+        if bool((below | _not_optimal(weights)).any()):
+            raise ConstraintError(
+                "NonNegative's active-set search ended on a set that is not optimal (a mean left "
+                "below zero or a negative multiplier): the covariance is too ill-conditioned for "
+                "its precision"
+            )
+        return new_mean
 
     def _low_rank(
         self, mean, cov: LowRankCovariance, rows, active, n: int, dtype: torch.dtype
@@ -492,6 +569,7 @@ class NonNegative(Constraint):
         """The active set grown by Woodbury conditioning, the result kept low rank (``None``
         where Woodbury does not apply: the dense route then decides)."""
         m = cov.factor.shape[-1]
+        eps = metrics._stored_eps(mean.new_empty(0).to(dtype), cov.base, cov.factor)
         variances = cov.base.to(F64).expand(mean.shape).reshape(-1, n)
         factors = cov.factor.to(F64).expand(*mean.shape, m).reshape(-1, n, m)
         means, slice_variances, slice_factors = (
@@ -500,7 +578,10 @@ class NonNegative(Constraint):
             factors[rows],
         )
         for _ in range(n):
-            found, used = _low_rank_condition(means, slice_variances, slice_factors, active), active
+            found, used = (
+                _low_rank_condition(means, slice_variances, slice_factors, active, eps),
+                active,
+            )
             if found is None:
                 return None
             negative = found[0] < -self.tolerance
@@ -510,10 +591,11 @@ class NonNegative(Constraint):
         wrong = _not_optimal(found[3])
         if bool(wrong.any()):
             dense = torch.diag_embed(slice_variances) - slice_factors @ slice_factors.mT
-            used = self._exact_active(means, dense, used, wrong)
-            found = _low_rank_condition(means, slice_variances, slice_factors, used)
+            used = self._exact_active(means, dense, used, wrong, eps)
+            found = _low_rank_condition(means, slice_variances, slice_factors, used, eps)
             if found is None:
                 return None
+            self._verified(_snapped(found[0], means), found[3], means)
         found = (
             _snapped(found[0], means),
             found[1],
