@@ -284,6 +284,42 @@ def test_stability_limit_is_where_the_model_amplification_reaches_one():
     assert ns.default_step(grid, nu, speed) <= ns.SAFETY * limit
 
 
+def largest_kept_wavenumber(grid: Grid2D) -> float:
+    """``max |k|`` over the kept modes ``|m_x| < n_x/3, |m_y| < n_y/3``, ``k = 2π m/L``."""
+    nx, ny = grid.shape
+    return max(
+        math.hypot(2 * math.pi * mx / grid.x.length, 2 * math.pi * my / grid.y.length)
+        for mx in range(-nx, nx + 1)
+        for my in range(-ny, ny + 1)
+        if abs(mx) < nx / 3 and abs(my) < ny / 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("grid", "nu", "speed", "binding"),
+    [
+        (UNIT, 1e-2, 1.0, "cfl"),
+        (BOX, 2e-2, 2.0, "cfl"),
+        (UNIT, 1e-3, 2.0, "stability"),
+        (UNIT, 2e-2, 0.01, "diffusion"),
+        (BOX, torch.tensor([1e-3, 3e-2], dtype=F64), torch.tensor([0.5, 1.0], dtype=F64), "cfl"),
+    ],
+)
+def test_default_step_is_the_documented_minimum(grid, nu, speed, binding):
+    """``min(CFL/(U κ_max), DIFFUSION_NUMBER/(ν κ_max²), SAFETY · stability_limit)``, ``U`` and
+    ``ν`` the batch's largest, ``κ_max`` the largest kept ``|k|`` (not ``|k|²``)."""
+    k_max = largest_kept_wavenumber(grid)
+    largest_speed = float(torch.as_tensor(speed, dtype=F64).max())
+    largest_nu = float(torch.as_tensor(nu, dtype=F64).max())
+    bounds = {
+        "cfl": ns.CFL / (largest_speed * k_max),
+        "diffusion": ns.DIFFUSION_NUMBER / (largest_nu * k_max**2),
+        "stability": ns.SAFETY * ns.stability_limit(grid, nu, speed),
+    }
+    assert min(bounds, key=bounds.get) == binding
+    assert ns.default_step(grid, nu, speed) == pytest.approx(bounds[binding], rel=1e-12)
+
+
 def test_a_default_step_too_large_is_lowered_and_redone(monkeypatch):
     grid = Grid2D.square(16, periodic=True)
     w0 = 3.0 * random_field(grid, 2, seed=7)

@@ -148,6 +148,40 @@ def test_pure_advection_at_the_default_step_converges_and_keeps_the_mass():
     assert math.log2(errors[0] / errors[1]) > 1.8
 
 
+@pytest.mark.parametrize("flow", [(-1.0, -0.5), (0.5, -1.0)])
+def test_drifting_blob_against_the_grid_directions_converges_at_second_order(flow):
+    """Negative velocities take the face value from the cell ahead (``c(i+1) − σ(i+1)/2``); the
+    exact cases only flow along +x and +y. Measured order 2.1; a face value built on the wrong
+    side of the cell ahead gives 0.65."""
+    errors = []
+    for n in (32, 64):
+        grid = Grid2D.square(n, periodic=True)
+        t = torch.tensor([0.0, 0.25], dtype=F64)
+        exact = tr.drifting_blob(grid, t, [0.6, 0.4], 0.1, flow, 2e-3)
+        c = tr.solve_tracer(exact[:, 0], grid, 2e-3, t, flow, max_step=0.15 * grid.x.dx)
+        errors.append((c[:, 1] - exact[:, 1]).abs().mean().item())
+    assert math.log2(errors[0] / errors[1]) > 1.8, errors
+
+
+def test_ns_tracer_is_second_order_in_time():
+    """Fixed grid, halved steps: the L1 differences of successive answers fall by 4 (Heun's
+    second stage takes the vorticity's end-of-step faces; the start-of-step ones give 2). The
+    max norm is left out: it jumps where the limiter switches branch."""
+    grid = Grid2D.square(16, periodic=True)
+    w0 = 10.0 * gaussian_random_field_2d(16, zero_mean=True, generator=_gen(0))
+    c0 = tr.random_blobs(grid, _gen(1), 3, 0.15)
+    t = torch.tensor([0.0, 0.5], dtype=F64)
+    answers = [
+        tr.solve_ns_tracer(w0, c0, grid, 1e-2, 0.0, t, "none", max_step=0.5 / steps)[1][:, -1]
+        for steps in (32, 64, 128, 256)
+    ]
+    assert (answers[-1] - c0).abs().max() > 0.1 * c0.max()  # the tracer did move
+    changes = [(a - b).abs().mean().item() for a, b in zip(answers, answers[1:], strict=False)]
+    assert changes[-1] > 1e-9  # far above round-off
+    orders = [math.log2(d0 / d1) for d0, d1 in zip(changes, changes[1:], strict=False)]
+    assert min(orders) > 1.85 and max(orders) < 2.15, (changes, orders)
+
+
 # ----------------------------------------------------------------------------- source
 
 
@@ -249,6 +283,22 @@ def test_a_step_beyond_the_limit_is_a_solver_error_naming_it():
         tr.solve_ns_tracer(w0, c0, GRID, 1e-3, 1e-3, [0.0, 0.05], max_step=0.5)
 
 
+@pytest.mark.parametrize("cells", [(8, 16), (24, 6)])
+def test_step_limit_on_rectangular_cells_is_the_documented_bound(cells):
+    """``1 / (4 U max(1/dx, 1/dy) + 2κ(1/dx² + 1/dy²))``, smallest over the samples; the
+    cell's shorter side sets it, whichever axis that is."""
+    grid = Grid2D(Grid1D(cells[0], periodic=True), Grid1D(cells[1], 0.0, 2.0, periodic=True))
+    dx, dy = 1.0 / cells[0], 2.0 / cells[1]
+    assert tr.step_limit(grid, 0.0, 1.5) == pytest.approx(1 / (4 * 1.5 * max(1 / dx, 1 / dy)))
+    kappa = torch.tensor([1e-2, 4e-2], dtype=F64)
+    speed = torch.tensor([2.0, 0.5], dtype=F64)
+    bounds = [
+        1 / (4 * u * max(1 / dx, 1 / dy) + 2 * k * (1 / dx**2 + 1 / dy**2))
+        for u, k in zip(speed.tolist(), kappa.tolist(), strict=True)
+    ]
+    assert tr.step_limit(grid, kappa, speed) == pytest.approx(min(bounds))
+
+
 def test_a_flow_that_outgrows_a_given_step_is_caught_and_the_default_step_adapts():
     """Strong forcing speeds a calm flow up: the fixed step passes the limit mid-run."""
     x, y = GRID.coordinates()
@@ -263,6 +313,41 @@ def test_a_flow_that_outgrows_a_given_step_is_caught_and_the_default_step_adapts
     _, c = tr.solve_ns_tracer(w0, c0, GRID, 1e-2, 1e-3, t, forcing=forcing)
     assert (c >= 0).all()
     assert mass(c, GRID)[0, 1].item() == pytest.approx(mass(c0, GRID).item(), rel=1e-12)
+
+
+def test_a_given_step_is_refused_once_the_flow_passes_its_limit_and_not_before():
+    """A shear flow ``w = a(t) cos 2πx`` has no advection, so forcing ``F cos 2πx`` grows it as
+    ``a' = F − ν(2π)²a``, exactly known. Its face rate is ``a`` times that of ``cos 2πx``, so the
+    step limit at the final amplitude is known: 2.5% above it the run must raise, 2.5% below it
+    not, although both steps are within the limit at the start."""
+    grid = Grid2D.square(16, periodic=True)
+    x, _ = grid.coordinates()
+    shape = torch.cos(2 * math.pi * x)
+    dx, dy = grid.spacing
+    # V(i, j+1/2) = -[psi(i+1/2) - psi(i-1/2)]/dx, psi = cos(2 pi x)/(2 pi)^2; max |sin 2 pi x| = 1
+    unit_rate = 2 * math.sin(math.pi * dx) / ((2 * math.pi) ** 2 * dx) / dy
+    unit_speed = 1 / (2 * math.pi)
+    nu, t_end, steps = 1e-3, 1.0, 20
+    threshold = t_end / (steps + 0.5)
+    a_end = 1 / (4 * unit_rate * threshold)
+    a0 = a_end / 1.5  # within a factor 2 of the limit, so a check loosened twofold misses it
+    decay = math.exp(-nu * (2 * math.pi) ** 2 * t_end)
+    force = nu * (2 * math.pi) ** 2 * (a_end - a0 * decay) / (1 - decay)
+    assert ns.stability_limit(grid, nu, a_end * unit_speed) > 1.1 * threshold  # the tracer's binds
+    c0 = blobs(grid, 1)
+
+    def run(max_step: float):
+        w0 = a0 * shape[None]
+        return tr.solve_ns_tracer(
+            w0, c0, grid, nu, 0.0, [0.0, t_end], force * shape, None, max_step
+        )
+
+    assert t_end / steps < 1 / (4 * unit_rate * a0)  # within the limit at the start
+    with pytest.raises(SolverError, match="smaller max_step"):
+        run(t_end / steps)
+    w, c = run(t_end / (steps + 1))
+    assert w[0, -1].max().item() == pytest.approx(a_end, rel=1e-6)
+    assert (c >= 0).all()
 
 
 def test_wrong_shapes_and_values_are_refused_naming_the_argument():
