@@ -509,6 +509,14 @@ def test_mass_conservation_on_a_grid_over_time():
     assert torch.allclose(grid.integrate(out.mean), mass, atol=1e-12)
 
 
+def test_cumulative_inflow_is_the_trapezoid_rule_on_uneven_times():
+    # the trapezoid rule is exact for a linear rate: ∫₀ᵗ s ds = t²/2; dyadic times keep it exact
+    times = torch.tensor([0.0, 0.25, 0.5, 1.0, 2.0], dtype=F64)
+    rates = torch.stack([times, torch.full_like(times, 3.0)])
+    expected = torch.stack([times.square() / 2, 3 * times])
+    assert torch.equal(cumulative_inflow(times, rates), expected)
+
+
 class Toy(nn.Module):
     """A model the toolkit has never seen: returns a Gaussian over 5 points."""
 
