@@ -827,6 +827,41 @@ def test_grid2d_conservation_on_every_frame_and_channel(
     assert np.all(np.abs(integral - mass.numpy()) <= rtol * scale)
 
 
+@pytest.mark.parametrize("dirichlet_last", [True, False])
+def test_conservation_after_walls_meeting_at_corners_keeps_the_dirichlet_walls_bitwise(
+    dirichlet_last,
+):
+    """Dirichlet walls on x, Neumann on y: the corners sit in both conditions' rows, so the
+    projection keeping them mixes the rows; the Dirichlet wall points must still not move at all."""
+    from pdes import Dirichlet, Grid2D, Neumann
+    from physml.constraints import BoundaryCondition
+
+    h, w = 9, 7
+    grid = Grid2D(Grid1D(h, 0.0, 1.0), Grid1D(w, 0.0, 2.0))
+    x_walls = BoundaryCondition(Dirichlet(0.1, 0.2), Grid1D(h, 0.0, 1.0), axis=-2)
+    y_walls = BoundaryCondition(Neumann(0.3, -0.4), Grid1D(w, 0.0, 2.0), axis=-1)
+    order = (y_walls, x_walls) if dirichlet_last else (x_walls, y_walls)
+    mass = torch.full((3, 1), 0.5, dtype=F64)
+    field = torch.rand(3, 1, h, w, generator=torch.Generator().manual_seed(0), dtype=F64)
+    walled = field
+    for condition in order:
+        walled = condition.enforce(walled)
+    out = constrain(nn.Identity(), *order, mass_conservation(grid, mass))(field)
+    assert torch.equal(out[..., 0, :], walled[..., 0, :])
+    assert torch.equal(out[..., -1, :], walled[..., -1, :])
+
+    def wall_fluxes(u):  # the Neumann rows 3u₀ − 4u₁ + u₂ at both y walls (flux up to 2dy)
+        return torch.stack(
+            [
+                3 * u[..., 0] - 4 * u[..., 1] + u[..., 2],
+                3 * u[..., -1] - 4 * u[..., -2] + u[..., -3],
+            ]
+        )
+
+    torch.testing.assert_close(wall_fluxes(out), wall_fluxes(walled), rtol=0, atol=1e-13)
+    torch.testing.assert_close(grid.integrate(out), mass, rtol=0, atol=1e-13)
+
+
 def test_grid1d_layouts_and_their_errors():
     from pdes import Grid2D
 
