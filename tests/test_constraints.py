@@ -1146,6 +1146,29 @@ def _conserved_gp_posterior(dtype, seed, n=41):
     return posterior, row, b
 
 
+@pytest.mark.parametrize("k", [0.3, 0.7, 1.7])
+def test_nonnegativity_sets_a_point_conditioning_lands_on_zero_to_exactly_zero(k):
+    """``u₁ = −k u₀`` exactly (a rank-one pair): pinning ``u₀ = 0`` puts ``u₁`` at
+    ``m₁ + k m₀ = 0``, which the solve reaches only to round-off (here below zero); pinning
+    ``u₁`` too is singular, so the search stops there and the round-off must be snapped to 0."""
+    from physml.constraints import NonNegative
+
+    variance, m0 = 0.9, -0.9
+    cov = torch.tensor(
+        [
+            [variance, -k * variance, 0.1],
+            [-k * variance, k * k * variance, -0.1 * k],
+            [0.1, -0.1 * k, 1.0],
+        ],
+        dtype=F64,
+    )
+    mean = torch.tensor([m0, -k * m0, 0.7], dtype=F64)
+    out = through(NonNegative(), Gaussian(mean, cov)).mean
+    assert (out >= 0).all()
+    expected = torch.tensor([0.0, 0.0, 0.7 - 0.1 / variance * m0], dtype=F64)  # Σ₂₀ Σ₀₀⁻¹ m₀
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("seed", range(3))
 def test_nonnegativity_of_a_conserved_dense_gp_posterior_stays_positive_semi_definite(dtype, seed):
