@@ -509,6 +509,14 @@ def test_mass_conservation_on_a_grid_over_time():
     assert torch.allclose(grid.integrate(out.mean), mass, atol=1e-12)
 
 
+def test_cumulative_inflow_is_the_trapezoid_rule_on_uneven_times():
+    # the trapezoid rule is exact for a linear rate: ∫₀ᵗ s ds = t²/2; dyadic times keep it exact
+    times = torch.tensor([0.0, 0.25, 0.5, 1.0, 2.0], dtype=F64)
+    rates = torch.stack([times, torch.full_like(times, 3.0)])
+    expected = torch.stack([times.square() / 2, 3 * times])
+    assert torch.equal(cumulative_inflow(times, rates), expected)
+
+
 class Toy(nn.Module):
     """A model the toolkit has never seen: returns a Gaussian over 5 points."""
 
@@ -819,6 +827,41 @@ def test_grid2d_conservation_on_every_frame_and_channel(
     assert np.all(np.abs(integral - mass.numpy()) <= rtol * scale)
 
 
+@pytest.mark.parametrize("dirichlet_last", [True, False])
+def test_conservation_after_walls_meeting_at_corners_keeps_the_dirichlet_walls_bitwise(
+    dirichlet_last,
+):
+    """Dirichlet walls on x, Neumann on y: the corners sit in both conditions' rows, so the
+    projection keeping them mixes the rows; the Dirichlet wall points must still not move at all."""
+    from pdes import Dirichlet, Grid2D, Neumann
+    from physml.constraints import BoundaryCondition
+
+    h, w = 9, 7
+    grid = Grid2D(Grid1D(h, 0.0, 1.0), Grid1D(w, 0.0, 2.0))
+    x_walls = BoundaryCondition(Dirichlet(0.1, 0.2), Grid1D(h, 0.0, 1.0), axis=-2)
+    y_walls = BoundaryCondition(Neumann(0.3, -0.4), Grid1D(w, 0.0, 2.0), axis=-1)
+    order = (y_walls, x_walls) if dirichlet_last else (x_walls, y_walls)
+    mass = torch.full((3, 1), 0.5, dtype=F64)
+    field = torch.rand(3, 1, h, w, generator=torch.Generator().manual_seed(0), dtype=F64)
+    walled = field
+    for condition in order:
+        walled = condition.enforce(walled)
+    out = constrain(nn.Identity(), *order, mass_conservation(grid, mass))(field)
+    assert torch.equal(out[..., 0, :], walled[..., 0, :])
+    assert torch.equal(out[..., -1, :], walled[..., -1, :])
+
+    def wall_fluxes(u):  # the Neumann rows 3u₀ − 4u₁ + u₂ at both y walls (flux up to 2dy)
+        return torch.stack(
+            [
+                3 * u[..., 0] - 4 * u[..., 1] + u[..., 2],
+                3 * u[..., -1] - 4 * u[..., -2] + u[..., -3],
+            ]
+        )
+
+    torch.testing.assert_close(wall_fluxes(out), wall_fluxes(walled), rtol=0, atol=1e-13)
+    torch.testing.assert_close(grid.integrate(out), mass, rtol=0, atol=1e-13)
+
+
 def test_grid1d_layouts_and_their_errors():
     from pdes import Grid2D
 
@@ -1101,6 +1144,29 @@ def _conserved_gp_posterior(dtype, seed, n=41):
     posterior = through(LinearConstraint(row, b.to(dtype), noise=0.0), Gaussian(mean, prior))
     assert isinstance(posterior.cov, LowRankCovariance) and not posterior.cov.base_is_diagonal
     return posterior, row, b
+
+
+@pytest.mark.parametrize("k", [0.3, 0.7, 1.7])
+def test_nonnegativity_sets_a_point_conditioning_lands_on_zero_to_exactly_zero(k):
+    """``u₁ = −k u₀`` exactly (a rank-one pair): pinning ``u₀ = 0`` puts ``u₁`` at
+    ``m₁ + k m₀ = 0``, which the solve reaches only to round-off (here below zero); pinning
+    ``u₁`` too is singular, so the search stops there and the round-off must be snapped to 0."""
+    from physml.constraints import NonNegative
+
+    variance, m0 = 0.9, -0.9
+    cov = torch.tensor(
+        [
+            [variance, -k * variance, 0.1],
+            [-k * variance, k * k * variance, -0.1 * k],
+            [0.1, -0.1 * k, 1.0],
+        ],
+        dtype=F64,
+    )
+    mean = torch.tensor([m0, -k * m0, 0.7], dtype=F64)
+    out = through(NonNegative(), Gaussian(mean, cov)).mean
+    assert (out >= 0).all()
+    expected = torch.tensor([0.0, 0.0, 0.7 - 0.1 / variance * m0], dtype=F64)  # Σ₂₀ Σ₀₀⁻¹ m₀
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])

@@ -87,6 +87,26 @@ def test_regressor_guidance_matches_the_closed_form_and_reaches_the_target():
     torch.testing.assert_close(deviation, z0 - z0.flatten(2).mean(-1)[..., None, None])
 
 
+class TimesSum(nn.Module):
+    """``U(z, t) = t · Σ z`` per sample: a regressor whose value depends on the timestep."""
+
+    def forward(self, z, t):
+        return t.to(z.dtype) * z.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("as_step", [True, False], ids=["reverse_step", "int"])
+def test_a_regressor_is_given_the_step_timestep(as_step):
+    # g = −λ ∇ ½ (t Σz − F₀)² = −λ t (t Σz − F₀) at every latent entry of the sample
+    z = torch.arange(24, dtype=F64).reshape(2, 3, 4) / 10  # (members, batch, latent)
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    timestep, scale = 3, 0.5
+    step = ReverseStep(timestep, 0, 1.0) if as_step else timestep
+    shift = KnowledgeControl(TimesSum(), target, scale).guide(z, step, None)
+    miss = timestep * z.sum(-1) - target  # (members, batch)
+    expected = (-scale * timestep * miss)[..., None].expand_as(z)
+    torch.testing.assert_close(shift, expected, rtol=1e-14, atol=0)
+
+
 def test_a_quantity_of_decoded_frames_reaches_its_target():
     z0 = torch.randn(2, 3, 4, 4, dtype=F64)
     target = torch.tensor([1.0, -2.0, 0.25], dtype=F64)

@@ -83,6 +83,13 @@ def test_relative_l2_errors():
         metrics.relative_l2(torch.ones(3), torch.ones(3))
 
 
+def test_relative_l2_of_a_target_with_norm_below_one_is_not_floored():
+    target = torch.tensor([[0.3, 0.4], [3.0, 4.0]], dtype=F64)  # norms 0.5 and 5
+    pred = torch.tensor([[0.0, 0.0], [3.0, 0.0]], dtype=F64)  # errors 0.5 and 4
+    errors = metrics.relative_l2(pred, target, reduction="none")
+    assert errors.tolist() == pytest.approx([1.0, 0.8], rel=1e-15)
+
+
 def test_boundary_error_1d_and_2d():
     pred, target = rand(3, 8, seed=7), rand(3, 8, seed=8)
     diff = (pred - target).numpy()
@@ -702,6 +709,18 @@ def test_marginal_std():
     torch.testing.assert_close(metrics.marginal_std(gaussian), expected)
 
 
+def test_float32_low_rank_round_off_is_judged_against_the_prior_variance():
+    """Variances ``1 − f²`` far below the prior's 1 (1e-4) with a round-off negative (−2.4e-7,
+    ~2 eps of the prior) at the third point: that point's std is 0, not a refusal."""
+    factor = torch.tensor([[[0.99995], [0.99995], [1.0000001]]])
+    cov = LowRankCovariance(torch.ones(1, 3), factor, diagonal=True)
+    assert cov.variance()[0, 2] < 0
+    std = metrics.marginal_std(Gaussian(torch.zeros(1, 3), cov))
+    assert std[0, 2].item() == 0.0
+    exact = (1 - factor[0, :2, 0].double().square()).sqrt()  # in float64: no cancellation
+    torch.testing.assert_close(std[0, :2].double(), exact, rtol=1e-3, atol=0)
+
+
 # ------------------------------------------------------------------------------- images
 
 
@@ -911,6 +930,16 @@ def test_degradation_flips_by_hand():
     assert metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.0).item() == pytest.approx(3 / 5)
 
 
+def test_degradation_flips_take_the_floor_outside_the_factor_and_a_strict_inequality():
+    # 1[e_new > (1 + δ) e_old + ε_floor] with δ = 1, ε = 1: the bar is 2 e_old + 1
+    old = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64)
+    new = torch.tensor([3.5, 3.0, 2.5, 1.5], dtype=F64)  # above, on, below the bar 3; 1.5 > 1
+    flips = metrics.degradation_flips(old, new, delta=1.0, floor=1.0, reduction="none")
+    assert flips.tolist() == [True, False, False, True]
+    zero = torch.zeros(1)
+    assert metrics.degradation_flips(zero, zero).item() == 0.0  # equal errors: no worsening
+
+
 def test_physics_flips_by_hand():
     old = torch.tensor([[1e-9, -2e-9], [1e-3, 0.0], [0.0, 0.0], [5e-7, 0.0]])
     new = torch.tensor([[0.0, 1e-5], [0.0, 0.0], [-1e-4, 0.0], [0.0, 2e-7]])
@@ -919,6 +948,12 @@ def test_physics_flips_by_hand():
     assert flips.tolist() == [True, False, True, False]
     assert metrics.physics_flips(old, new, 1e-6).item() == pytest.approx(0.5)
     assert metrics.physics_flips(old, new, 1e-3).item() == 0.0
+
+
+def test_physics_flips_judge_a_sample_by_its_largest_residual():
+    # mean |r| = 7.5e-7 is within 1e-6, the largest 1.5e-6 is not: the constraint is violated
+    flips = metrics.physics_flips(torch.zeros(1, 2), torch.tensor([[0.0, 1.5e-6]]), 1e-6)
+    assert flips.item() == 1.0
 
 
 def test_crps_per_sample_is_the_mean_crps_of_each_sample():

@@ -333,6 +333,19 @@ def test_a_nan_answer_of_the_surrogate_is_never_trusted(checks):
     assert result.counts() == {"finite": 1, **{check.name: 0 for check in checks}}
 
 
+def test_a_single_nan_point_sends_its_sample_to_the_fallback():
+    def one_bad_point(params):
+        out = surrogate(params)
+        out[3, 0, 2] = float("nan")  # sample 3: one NaN among four finite points
+        return out
+
+    result = guard(one_bad_point, [], solver)(PARAMS)
+    assert result.fallback.tolist() == [False, False, False, True, False, False]
+    expected = surrogate(PARAMS)
+    expected[3] = solver(PARAMS[3:4])[0]
+    assert torch.equal(result.output, expected)
+
+
 def nan_where_first_above_one(params):
     """:func:`ensemble_surrogate`, but its first member answers NaN where ``p0 > 1``; an Ensemble
     cannot hold NaN, so the call refuses the whole batch."""
@@ -429,6 +442,14 @@ def test_refine_retrains_on_what_the_solver_answered():
     assert torch.equal(seen[0][1], solver(PARAMS[[1, 4]]))
 
 
+def test_refine_measures_again_after_its_last_retraining():
+    never = InputRange([5.0, 5.0], [6.0, 6.0])  # the surrogate fails every round
+    retrained = []
+    history = refine(guard(surrogate, [never], solver), PARAMS, lambda x, y: retrained.append(x))
+    assert [h.round for h in history] == [0, 1] and [h.sent for h in history] == [6, 6]
+    assert len(retrained) == 1  # rounds=1: measure, retrain once, measure again
+
+
 # ------------------------------------------------------------------------------------ checks
 
 
@@ -451,6 +472,11 @@ def test_boundary_check_scores_dirichlet_and_neumann_walls():
     assert score.tolist() == pytest.approx([0.0, 0.2]) and fails.tolist() == [False, True]
     neumann = BoundaryError(Neumann(0.0, 2.5), grid, threshold=0.1)  # stencil exact on x²
     assert neumann(torch.zeros(2), u)[1].tolist() == pytest.approx([0.5, 0.5])
+    # u = x² + x: u'(0) = 1 and u'(1) = 3, which the one-sided second-order stencils (over 2dx)
+    # give exactly on a quadratic
+    tilted = (x.square() + x)[None, None]
+    score = BoundaryError(Neumann(1.0, 3.0), grid, threshold=0.1)(torch.zeros(1), tilted)[1]
+    assert score.tolist() == pytest.approx([0.0], abs=1e-12)
 
 
 def test_spread_check_reads_ensembles_and_gaussians():
@@ -608,6 +634,18 @@ def test_load_previous_refuses_checkpoints_not_from_physml_train(tmp_path):
     errors = sample_errors(Scale(1.0), data, batch=3)  # two batches: 3 + 1
     x, y = data.tensors
     torch.testing.assert_close(errors, metrics.relative_l2(x, y, reduction="none"))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sample_errors_hands_the_model_back_in_the_mode_it_came_in(training):
+    from physml.updates import sample_errors
+
+    model = nn.Sequential(Scale(1.0), nn.Dropout(0.5)).train(training)
+    data = TensorDataset(rand(5, 1, 3), rand(5, 1, 3, seed=1))
+    errors = sample_errors(model, data, batch=2)
+    x, y = data.tensors  # evaluated in eval mode: dropout is off, the model is the identity
+    torch.testing.assert_close(errors, metrics.relative_l2(x, y, reduction="none"))
+    assert model.training is training and model[1].training is training
 
 
 # ------------------------------------------------- model-update blocks: warm start and its control
