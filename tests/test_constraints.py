@@ -448,6 +448,65 @@ def test_a_noisy_update_of_members_that_do_not_span_the_rows_uses_the_jitter(row
     assert np.abs(out - exact.samples.numpy()).max() < 10 * noise * np.abs(X).max()
 
 
+@pytest.mark.parametrize("rows", [1, 2])
+def test_members_that_all_agree_are_projected_onto_the_rows(rows):
+    """No spread at all (mean variance 0, so ``jitter`` × it is 0 too): every member is still
+    moved onto the rows, by the Euclidean projection ``x − Gᵀ (G Gᵀ)⁻¹ (G x − b)`` (numpy)."""
+    rng = np.random.default_rng(80 + rows)
+    G = rng.random((rows, 6)) + 0.1
+    x = rng.normal(size=6)
+    b = G @ x + 1.0
+    X = np.repeat(x[None], 4, axis=0)
+    out = through(
+        LinearConstraint(torch.tensor(G), torch.tensor(b)), Ensemble(torch.tensor(X))
+    ).samples.numpy()
+    expected = x - G.T @ np.linalg.solve(G @ G.T, G @ x - b)
+    np.testing.assert_allclose(out, np.repeat(expected[None], 4, axis=0), rtol=0, atol=1e-12)
+
+
+def test_members_varying_only_where_a_row_barely_reaches_take_jitter_everywhere():
+    """The members differ at point 0 only, where the row's weight is 1e-7 (pivot 1e-14 of
+    ``|G|²``, below :data:`UNSPANNED`): the varying points cannot carry the row, so ``γ I`` acts
+    at every point (numpy's ``K = (Σ + γ I) Gᵀ (G (Σ + γ I) Gᵀ)⁻¹``) and the agreeing points take
+    the miss, rather than point 0 moving by ~1e7 times it."""
+    rng = np.random.default_rng(7)
+    n, m = 4, 5
+    X = np.tile(rng.normal(size=n), (m, 1))
+    X[:, 0] += rng.normal(size=m)
+    G = np.array([[1e-7, 1.0, 1.0, 1.0]])
+    b = G @ X.mean(0) + 1.0
+    out = through(
+        LinearConstraint(torch.tensor(G), torch.tensor(b)), Ensemble(torch.tensor(X))
+    ).samples.numpy()
+    prior = np.cov(X.T)
+    used = prior + 1e-3 * np.diag(prior).mean() * np.eye(n)  # jitter × mean variance
+    gain = used @ G.T @ np.linalg.inv(G @ used @ G.T)
+    expected = X - (X @ G.T - b) @ gain.T
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
+def test_a_field_far_from_a_row_met_at_zero_is_projected_without_a_residual_error():
+    """``1e8 + (0.1, 0.3, −0.2)`` onto ``Σu = 0``: the result is ~0.3, but the round-off of the
+    sum (~1e-8) scales with the field before the update; the check must judge it against that,
+    and the result is the exact projection of the stored values (rationals) to that round-off."""
+    from fractions import Fraction
+
+    field = torch.tensor([[1e8 + 0.1, 1e8 + 0.3, 1e8 - 0.2]], dtype=F64)
+    out = through(LinearConstraint(torch.ones(1, 3, dtype=F64), torch.zeros(1, dtype=F64)), field)
+    stored = [Fraction(v) for v in field[0].tolist()]
+    exact = [float(v - sum(stored) / 3) for v in stored]
+    np.testing.assert_allclose(out[0].numpy(), exact, rtol=0, atol=1e-7)
+
+
+def test_a_slightly_indefinite_covariance_is_refused_by_its_negative_variance():
+    """``[[1, 1.01], [1.01, 1]]`` (eigenvalue −0.01) conditioned on ``u_0 = 0``: the variance left
+    at point 1 is ``1 − 1.01² = −0.0201``, 2e-2 of the largest prior one, far beyond round-off."""
+    cov = torch.tensor([[1.0, 1.01], [1.01, 1.0]], dtype=F64)
+    pin = LinearConstraint(torch.tensor([[1.0, 0.0]], dtype=F64), torch.zeros(1, dtype=F64))
+    with pytest.raises(ConstraintError, match=r"negative \(minimum -0\.0201, largest prior"):
+        through(pin, Gaussian(torch.zeros(2, dtype=F64), cov))
+
+
 def test_the_unspanned_threshold_is_the_same_for_one_row_and_for_several():
     """:data:`UNSPANNED` compares ``Σ_m (G_i A_m)²`` with ``|G_i|² Σ_m |A_m|²``, whatever the
     member count: a row the members span by 4e-12 of that (above 1e-12) gets the ensemble

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import h5py
 import numpy as np
@@ -156,6 +157,17 @@ def test_velocity_rejects_mismatched_fields():
         ns.velocity(torch.zeros(2, 16, 15, dtype=F64), UNIT)
     with pytest.raises(ValueError, match="NaN"):
         ns.velocity(torch.full((16, 16), float("nan"), dtype=F64), UNIT)
+
+
+def test_fno_forcing_is_the_documented_formula_on_a_box():
+    """``0.1 (sin θ + cos θ)``, ``θ = 2π(x/Lx + y/Ly)``, on coordinates built here (BOX: x in
+    [0, 2) on 16 nodes, y in [-1, 2) on 24); at the origin of the unit torus it is 0.1."""
+    x = np.arange(16) * 2.0 / 16
+    y = -1.0 + np.arange(24) * 3.0 / 24
+    theta = 2 * np.pi * (x[:, None] / 2.0 + y[None, :] / 3.0)
+    expected = 0.1 * (np.sin(theta) + np.cos(theta))
+    np.testing.assert_allclose(ns.fno_forcing(BOX).numpy(), expected, rtol=0, atol=1e-15)
+    assert ns.fno_forcing(UNIT)[0, 0].item() == pytest.approx(0.1, rel=0, abs=1e-15)
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -331,6 +343,19 @@ def test_a_default_step_too_large_is_lowered_and_redone(monkeypatch):
     assert (redone - fine).abs().max() < 1e-3 * w0.abs().max()
 
 
+def test_the_default_step_from_rest_is_set_by_the_speed_the_forcing_adds():
+    """From rest (``U0 = 0``) the default step is :func:`default_step` at ``U = t_end U_f``, ``U_f
+    = 0.05/π`` the largest speed of ``∇⊥(−Δ)⁻¹f`` for FNO's forcing (``|k|² = 8π²``, amplitude
+    ``0.1√2``; the grid holds its peak), not the viscous bound alone that ``U = 0`` would give."""
+    rest = torch.zeros(1, 16, 16, dtype=F64)
+    t_end = 10.0
+    step = ns.default_step(UNIT, 1e-3, t_end * 0.05 / math.pi)
+    assert step < 0.5 * ns.default_step(UNIT, 1e-3, 0.0)  # the two would differ
+    default = ns.solve_vorticity(rest, UNIT, 1e-3, [0.0, t_end])
+    fixed = ns.solve_vorticity(rest, UNIT, 1e-3, [0.0, t_end], max_step=step)
+    torch.testing.assert_close(default, fixed, rtol=0, atol=1e-14)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -393,6 +418,21 @@ def test_a_flow_that_outgrows_the_step_raises():
     limit = ns.stability_limit(UNIT, 1e-3, (vx**2 + vy**2).sqrt().amax(dim=(-2, -1)))
     with pytest.raises(SolverError, match="stability limit"):
         good_call(w0=w0, forcing=forcing, max_step=0.5 * limit, times=[0.0, 1.0])
+
+
+def test_a_flow_that_outgrows_the_step_by_less_than_twice_raises():
+    """One block of steps just inside the limit at t = 0: the forcing speeds the flow up ~28%,
+    enough to bring the limit at the speed met below the step, though not below half of it."""
+    w0 = random_field(UNIT, 1, seed=10)
+    forcing = 2.0 * random_field(UNIT, 1, seed=11)[0]
+    vx, vy = ns.velocity(w0, UNIT)
+    step = 0.99 * ns.stability_limit(UNIT, 1e-3, (vx**2 + vy**2).sqrt().amax(dim=(-2, -1)))
+    with pytest.raises(SolverError, match="stability limit") as raised:
+        good_call(w0=w0, forcing=forcing, max_step=step, times=[0.0, ns.CHECK_EVERY * step])
+    found = re.search(r"max\|u\| = (\S+), where the stability limit is (\S+) <", str(raised.value))
+    speed, limit = float(found[1]), float(found[2])
+    assert limit == pytest.approx(ns.stability_limit(UNIT, 1e-3, speed), rel=1e-3)
+    assert limit < step < 2 * limit
 
 
 def test_a_blow_up_raises():

@@ -281,6 +281,32 @@ def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monke
         load_previous("legacy", load("c.h5"), "operator")
 
 
+def test_load_previous_reads_missing_options_as_defaults_and_keeps_the_random_state(
+    tmp_path, monkeypatch
+):
+    """Options the new run leaves out are the defaults (``k = 1``, the old run's); rebuilding
+    the old network draws initial weights, but the global random state stays as it was."""
+    from physml.data import load
+    from physml.training.families import DEFAULTS
+    from physml.updates import load_previous
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "17", "--out", "h.h5", "--quiet"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    rollout = ["train", "--data", "h.h5", "--model", "fno", "--task", "rollout", "--steps", "1"]
+    assert main([*rollout, *tiny, "--out", "old"]) == 0
+    data = load("h.h5")
+    assert DEFAULTS["k"] == load_checkpoint("old")["model_config"]["options"]["k"] == 1
+    assert load_previous("old", data, "rollout", {}) is not None
+    with pytest.raises(ValueError, match="with k=1, this run has k=2"):
+        load_previous("old", data, "rollout", {"k": 2})
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_previous("old", data, "rollout")
+    assert torch.equal(torch.rand(3), expected)
+
+
 # ------------------------------------------------------------------------------------ guard
 
 
