@@ -1513,3 +1513,27 @@ def test_nonnegativity_after_exact_rows_solves_every_feasible_problem(rows):
                 assert ((out @ G.T - b).abs() <= tolerance * (out @ G.T + b)).all()
                 solved += 1
     assert solved >= 150 and (refused > 0) == (rows == 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_precisely_observed_point_is_pinned_however_small_its_variance(dtype):
+    """A GP posterior with one observation of noise variance 1e-5 and a slightly negative mean
+    there: that point's variance is 1e-5 of the largest, yet pinning it is well-posed (its own
+    variance is stored to the dtype's relative precision). The exact answer conditions the
+    Gaussian on u_obs = 0: the mean moves by −Σ_{:,obs} m_obs / Σ_obs,obs."""
+    n = 100
+    x = torch.linspace(0, 1, n, dtype=torch.float64)
+    prior = torch.exp(-((x[:, None] - x[None]) ** 2) / (2 * 0.05**2))
+    obs = n // 2
+    column = prior[:, obs]
+    cov = prior - column[:, None] * column[None] / (prior[obs, obs] + 1e-5)
+    mean = torch.ones(n, dtype=torch.float64)
+    mean[obs] = -1e-3
+    expected = mean - cov[:, obs] * mean[obs] / cov[obs, obs]
+    assert float(cov[obs, obs] / cov.diagonal().max()) < 2e-5  # far below the largest
+    from physml.constraints import NonNegative
+
+    out = NonNegative().apply_gaussian(Gaussian(mean.to(dtype), cov.to(dtype)))
+    assert float(out.mean.min()) >= 0.0 and float(out.mean[obs]) == 0.0
+    tolerance = 1e-9 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(out.mean.double(), expected, rtol=0.0, atol=tolerance)

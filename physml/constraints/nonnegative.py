@@ -127,7 +127,7 @@ def _pinned_system(
     M = cov * pinned[:, :, None] * pinned[:, None, :] + torch.diag_embed(1.0 - pinned)
     L, info = torch.linalg.cholesky_ex(M)
     pivots = torch.where(active, L.diagonal(dim1=-2, dim2=-1).square(), torch.inf)
-    if (info > 0).any() or (pivots <= _singular_floor(cov, eps)[:, None]).any():
+    if (info > 0).any() or (pivots <= _singular_floor(cov, eps)).any():
         raise ConstraintError(INFEASIBLE)
     return pinned, L
 
@@ -170,7 +170,7 @@ def _optimal_active(
     """
     n = mean.shape[-1]
     floor = max(tolerance, ROUND_OFF * mean.abs().max().item())
-    singular = float(_singular_floor(cov, eps))
+    singular = _singular_floor(cov, eps)
     passive = torch.zeros(n, dtype=torch.bool, device=mean.device)
     nu, u = torch.zeros_like(mean), mean.clone()
     for _ in range(3 * n):
@@ -185,7 +185,7 @@ def _optimal_active(
             index = torch.cat([others.flatten(), newest[None][passive[newest, None]]])
             block = cov[index][:, index]
             L, info = torch.linalg.cholesky_ex(block)
-            if info > 0 or L.diagonal().square().min() <= singular:
+            if info > 0 or bool((L.diagonal().square() <= singular[index]).any()):
                 direction = _singular_direction(block, u[index])
                 blocking = direction < -KKT_TOLERANCE * direction.abs().max()
                 if not bool(blocking.any()):
@@ -211,11 +211,12 @@ def _optimal_active(
 
 
 def _singular_floor(cov: torch.Tensor, eps: float) -> torch.Tensor:
-    """The Cholesky pivot ``L_ii²`` of a pinned block of ``cov`` ``(..., n, n)`` up to which the
-    block counts as singular (a point's variance given the points pinned before it), per slice
-    ``(...)``: :data:`SINGULAR_PIVOT` × ``n × eps`` × the slice's largest variance."""
-    largest = cov.diagonal(dim1=-2, dim2=-1).abs().amax(-1)
-    return SINGULAR_PIVOT * cov.shape[-1] * eps * largest
+    """The Cholesky pivot ``L_ii²`` of each point of ``cov`` ``(..., n, n)`` up to which a pinned
+    block counts as singular, ``(..., n)``: :data:`SINGULAR_PIVOT` × ``n × eps`` × the point's own
+    variance. A pivot is the point's variance given the points pinned before it: a dependent
+    point's is round-off of its own; a precisely known point's variance may be far below the
+    slice's largest and still be pinned exactly."""
+    return SINGULAR_PIVOT * cov.shape[-1] * eps * cov.diagonal(dim1=-2, dim2=-1).abs()
 
 
 def _singular_direction(block: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
