@@ -629,3 +629,11 @@ def test_plain_fno_calls_a_hooked_skip_as_a_module():
     with torch.no_grad():
         fno(x)
     assert seen == [(3, 6, 17)]
+
+
+@pytest.mark.parametrize("factor", [[2, 1.5], (2, 1.5)])
+def test_a_scaling_factor_per_axis_is_taken_as_a_list_or_a_tuple(factor):
+    """neuralop 2.0 reads a tuple ``resolution_scaling_factor`` as none (the input's grid); the
+    lean layer scales by it as by a list."""
+    conv = LeanSpectralConv(1, 1, (4, 4), resolution_scaling_factor=factor)
+    assert conv(torch.randn(1, 1, 8, 8)).shape == (1, 1, 16, 12)

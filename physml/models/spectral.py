@@ -91,6 +91,9 @@ class LeanSpectralConv(SpectralConv):
                     f"LeanSpectralConv serves dense real full-precision weights: {name} must be "
                     f"one of {allowed}, got {options[name]!r} (use neuralop's SpectralConv)"
                 )
+        scaling = options.get("resolution_scaling_factor")
+        if isinstance(scaling, tuple):  # neuralop 2.0 reads a tuple as no scaling at all
+            options["resolution_scaling_factor"] = list(scaling)
         super().__init__(in_channels, out_channels, n_modes, **options)
 
     def forward(self, x: torch.Tensor, output_shape=None) -> torch.Tensor:
