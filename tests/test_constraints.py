@@ -1537,3 +1537,27 @@ def test_a_precisely_observed_point_is_pinned_however_small_its_variance(dtype):
     assert float(out.mean.min()) >= 0.0 and float(out.mean[obs]) == 0.0
     tolerance = 1e-9 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(out.mean.double(), expected, rtol=0.0, atol=tolerance)
+
+
+def test_a_search_cycling_among_singular_blocks_of_an_infeasible_problem_says_infeasible():
+    """Three exact rows over a full prior (posterior rank n − 3), stored dense: the active-set
+    search cycles between a 22- and a 23-point singular block; no u >= 0 meets the rows (a
+    non-negative least-squares fit of them misses), and the refusal says so, not 'did not
+    converge'."""
+    import scipy.optimize
+
+    from physml.constraints import NonNegative
+
+    gen = torch.Generator().manual_seed(7000 * 3 + 21)
+    n = 24
+    a = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    prior = a @ a.mT / n + 0.05 * torch.eye(n, dtype=torch.float64)
+    mean = torch.randn(1, n, generator=gen, dtype=torch.float64) - 0.5
+    rows = torch.rand(3, n, generator=gen, dtype=torch.float64)
+    totals = torch.rand(1, 3, generator=gen, dtype=torch.float64) * 2
+    assert scipy.optimize.nnls(rows.numpy(), totals[0].numpy())[1] > 1e-6  # infeasible
+    exact = LinearConstraint(rows, totals, noise=0.0)
+    posterior = constrain(nn.Identity(), exact)(Gaussian(mean, prior[None]))
+    dense = Gaussian(posterior.mean, posterior.dense_cov())
+    with pytest.raises(ConstraintError, match="non-negativity is infeasible"):
+        NonNegative().apply_gaussian(dense)

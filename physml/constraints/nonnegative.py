@@ -207,7 +207,24 @@ def _optimal_active(
             nu[blocking[ratios.argmin()]] = 0.0
             passive &= nu > 0
         u = mean + cov @ nu
+    if not _has_nonnegative_point(mean, cov, eps):
+        raise ConstraintError(INFEASIBLE)
     raise ConstraintError("NonNegative's active-set search did not converge")
+
+
+def _has_nonnegative_point(mean: torch.Tensor, cov: torch.Tensor, eps: float) -> bool:
+    """Whether some ``u >= 0`` differs from ``mean`` ``(n,)`` only within the range of ``cov``
+    ``(n, n)`` (``Nᵀu = Nᵀmean``, ``N`` its numerical null space), by a linear program: where the
+    search cycles among singular blocks, this tells an infeasible problem from a hard one."""
+    from scipy.optimize import linprog
+
+    values, vectors = torch.linalg.eigh(cov.to(F64))
+    null = vectors[:, values <= _singular_floor(cov, eps).max().to(F64)]
+    if null.shape[1] == 0:
+        return True
+    rows, target = null.mT.cpu().numpy(), (null.mT @ mean.to(F64)).cpu().numpy()
+    found = linprog(c=[0.0] * len(mean), A_eq=rows, b_eq=target, bounds=(0, None))
+    return found.status != 2  # 2: infeasible
 
 
 def _singular_floor(cov: torch.Tensor, eps: float) -> torch.Tensor:
