@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from neuralop.layers.spectral_convolution import SpectralConv
@@ -631,9 +632,17 @@ def test_plain_fno_calls_a_hooked_skip_as_a_module():
     assert seen == [(3, 6, 17)]
 
 
-@pytest.mark.parametrize("factor", [[2, 1.5], (2, 1.5)])
+@pytest.mark.parametrize("factor", [[2, 1.5], (2, 1.5), (np.float32(2.0), 1.5)])
 def test_a_scaling_factor_per_axis_is_taken_as_a_list_or_a_tuple(factor):
     """neuralop 2.0 reads a tuple ``resolution_scaling_factor`` as none (the input's grid); the
     lean layer scales by it as by a list."""
     conv = LeanSpectralConv(1, 1, (4, 4), resolution_scaling_factor=factor)
     assert conv(torch.randn(1, 1, 8, 8)).shape == (1, 1, 16, 12)
+
+
+@pytest.mark.parametrize("factor", ["x", [2.0, "a"], [2.0], [2.0, 0.0], [2.0, float("nan")], True])
+def test_a_bad_scaling_factor_is_refused_by_name(factor):
+    """neuralop 2.0 turns these into no scaling (or a list of lists that fails at the first
+    call): the lean layer refuses them."""
+    with pytest.raises(ValueError, match="resolution_scaling_factor must be a positive number"):
+        LeanSpectralConv(1, 1, (4, 4), resolution_scaling_factor=factor)

@@ -357,9 +357,9 @@ def test_other_layers_are_probed_by_running_them_and_stay_exact(kind):
         assert (y[..., 0] == 0.5).all() and (right + 2.0).abs().max() < tol
 
 
-def test_closed_form_probes_decline_or_match_an_fno_using_fewer_modes_than_its_weights():
-    """With ``max_n_modes`` > ``n_modes`` the layer uses a slice of its weight: the closed form
-    either declines (None) or equals the layer run on the spikes."""
+def test_closed_form_probes_decline_an_fno_using_fewer_modes_than_its_weights():
+    """With ``max_n_modes`` > ``n_modes`` the layer uses a slice of its weight, which the closed
+    form does not model: it declines (None), and the layer's spikes are run instead."""
     torch.manual_seed(0)
     model = FNO(
         n_modes=(6,),
@@ -379,11 +379,4 @@ def test_closed_form_probes_decline_or_match_an_fno_using_fewer_modes_than_its_w
     like = torch.zeros(1, blocks.in_channels, n)
     with torch.no_grad():
         found = wall_responses([(lay.conv, lay.skip) for lay in layers], layers[0].axes, like)
-        if found is None:
-            return
-        for index, layer in enumerate(layers):
-            response = layer.plain(layer.spikes(like))
-            columns = (response[1:] - response[0]).unflatten(0, (1, 2))
-            torch.testing.assert_close(
-                found.columns[0][:, index].expand_as(columns[0]), columns[0], rtol=0, atol=1e-5
-            )
+    assert found is None

@@ -390,3 +390,32 @@ def test_the_guided_rows_time_only_the_guidance_over_plain_sampling():
     by = {row["method"]: row for row in rows}
     assert by["kc"]["fwd_ms"] == pytest.approx(1000 * (5.0 - 2.0) / 2)  # 2 windows
     assert by["raw"]["fwd_ms"] == 0.0
+
+
+def test_members_that_differ_by_a_uniform_shift_leave_the_spread_check_unmet():
+    """Members equal up to a constant each: every correction is uniform, its spread rank empty
+    (None); done_when records the check as not met instead of comparing None with 0.5."""
+    generator = torch.Generator().manual_seed(4)
+    grid = Grid2D.square(6, periodic=True)
+    field = torch.rand(1, 2, 2, 1, 6, 6, generator=generator, dtype=torch.float64)
+    shifts = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    x = field + shifts[:, None, None, None, None, None]
+    known = torch.full((2, 2), 1.5, dtype=torch.float64)
+    windows = task.Windows(torch.zeros(2, 3, 1, 6, 6, dtype=torch.float64), x[0], known, known)
+    rows, _ = task.forecast_rows("conserved", "fno", {"raw": (x, 0.0)}, windows, grid)
+    assert {row["method"]: row for row in rows}["probconserv"]["spearman_spread"] is None
+    check = {c["what"]: c for c in task.done_when(rows)}["spearman_spread probconserv"]
+    assert check["value"] is None and check["met"] is False
+
+
+@pytest.mark.parametrize("method", ["probconserve", "hardcc-nonneg"])
+def test_an_unknown_method_is_refused_by_name(method):
+    grid = Grid2D.square(6, periodic=True)
+    x = torch.rand(3, 1, 1, 1, 6, 6, dtype=torch.float64)
+    known = torch.ones(1, 1, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"method must be one of \['hardc'.*got '(probconserve|hardcc)'"
+    ):
+        task.constrained(x, known, grid, method)
+    with pytest.raises(ValueError, match="method must be one of"):
+        task.nonnegative(x, known, grid, method.partition("-")[0])

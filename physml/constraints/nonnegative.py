@@ -86,7 +86,7 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
     batch = cov.factor.shape[:-2]
     eye = torch.eye(n, dtype=F64, device=cov.factor.device)
     unit = eye.reshape(n, *(1,) * len(batch), n).expand(n, *batch, n)  # e_i per slice
-    eps = max(torch.finfo(cov.base.dtype).eps, torch.finfo(cov.factor.dtype).eps)
+    eps = metrics._stored_eps(cov.base, cov.factor)  # the covariance's own round-off
     try:
         root = metrics._low_rank_noise(cov, unit, eps).movedim(0, -1)  # columns R e_i
     except ValueError as error:
@@ -523,13 +523,13 @@ class NonNegative(Constraint):
                 new_mean, variance, factor = (t.to(dtype) for t in kept)
                 return Gaussian(new_mean, LowRankCovariance(variance, factor, diagonal=True))
         rows = active.any(-1).nonzero().flatten()  # only slices with a negative mean move
+        eps = _storage_eps(output)
         if isinstance(cov, LowRankCovariance) and cov.base_is_diagonal:
-            kept = self._low_rank(mean, cov, rows, active[rows], n, dtype)
+            kept = self._low_rank(mean, cov, rows, active[rows], n, dtype, eps)
             if kept is not None:
                 return kept
         all_covs = _dense_float64(output.cov, n)
         means, covs, active = means[rows], all_covs[rows], active[rows]
-        eps = _storage_eps(output)
         try:
             active, wrong = self._grown(means, covs, active, eps)
         except ConstraintError:  # pinning every negative point may over-constrain a slice
@@ -582,12 +582,11 @@ class NonNegative(Constraint):
         return new_mean
 
     def _low_rank(
-        self, mean, cov: LowRankCovariance, rows, active, n: int, dtype: torch.dtype
+        self, mean, cov: LowRankCovariance, rows, active, n: int, dtype: torch.dtype, eps: float
     ) -> Gaussian | None:
         """The active set grown by Woodbury conditioning, the result kept low rank (``None``
         where Woodbury does not apply: the dense route then decides)."""
         m = cov.factor.shape[-1]
-        eps = metrics._stored_eps(mean.new_empty(0).to(dtype), cov.base, cov.factor)
         variances = cov.base.to(F64).expand(mean.shape).reshape(-1, n)
         factors = cov.factor.to(F64).expand(*mean.shape, m).reshape(-1, n, m)
         means, slice_variances, slice_factors = (

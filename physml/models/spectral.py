@@ -46,8 +46,10 @@ what the hand-written FNO1d costs, where neuralop's defaults cost 1.2–1.6× mo
 
 from __future__ import annotations
 
+import math
 import operator
 from functools import lru_cache
+from numbers import Real
 
 import torch
 from neuralop.layers.fno_block import FNOBlocks
@@ -57,6 +59,23 @@ from neuralop.models import FNO
 from torch import nn
 
 from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
+
+
+def _scaling_factors(scaling, order: int) -> list[float]:
+    """``resolution_scaling_factor`` as one positive finite number per axis (a number is every
+    axis'), refused by name otherwise."""
+    values = list(scaling) if isinstance(scaling, (list, tuple)) else [scaling] * order
+    numbers = [float(v) for v in values if isinstance(v, Real) and not isinstance(v, bool)]
+    if (
+        len(numbers) != order
+        or len(values) != order
+        or not all(math.isfinite(v) and v > 0 for v in numbers)
+    ):
+        raise ValueError(
+            f"resolution_scaling_factor must be a positive number or {order} of them (one per "
+            f"axis), got {scaling!r}"
+        )
+    return numbers
 
 
 class LeanSpectralConv(SpectralConv):
@@ -92,8 +111,8 @@ class LeanSpectralConv(SpectralConv):
                     f"one of {allowed}, got {options[name]!r} (use neuralop's SpectralConv)"
                 )
         scaling = options.get("resolution_scaling_factor")
-        if isinstance(scaling, tuple):  # neuralop 2.0 reads a tuple as no scaling at all
-            options["resolution_scaling_factor"] = list(scaling)
+        if scaling is not None:  # neuralop 2.0 reads a tuple or a bad value as no scaling at all
+            options["resolution_scaling_factor"] = _scaling_factors(scaling, len(n_modes))
         super().__init__(in_channels, out_channels, n_modes, **options)
 
     def forward(self, x: torch.Tensor, output_shape=None) -> torch.Tensor:

@@ -257,9 +257,7 @@ def _as_resumed(description: dict, out: Path) -> dict:
     check_spectral_shift(saved, state["fingerprint"].get("shapes"), f"checkpoint: {str(out)!r}")
     current = description
     if isinstance(saved, dict):
-        unrecorded = {"n_modes"} - set(saved)
-        if "position" not in saved:
-            unrecorded |= {"position"}
+        unrecorded = {"n_modes", "position"} - set(saved)
         current = {key: value for key, value in description.items() if key not in unrecorded}
     return saved if same_model(saved, current) else description
 

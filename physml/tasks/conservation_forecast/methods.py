@@ -29,9 +29,17 @@ UPDATES = {"hardc": ("euclidean", 0.0), "probconserv": ("covariance", 0.0)}
 UPDATES["probconserv_shrunk"] = ("covariance", SHRINKAGE)
 
 
+NOT_UPDATES = ("raw", "kc", "nonneg")  # methods without a mass update of their own
+
+
 def conservation_of(method: str, known: torch.Tensor, grid: Grid2D):
     """The mass row toward ``known (N, T)`` in ``method``'s metric: its own for one of
-    :data:`UPDATES`, the ensemble's variance for any other (``raw``, ``kc``: no update)."""
+    :data:`UPDATES`, the ensemble's variance for one of :data:`NOT_UPDATES`."""
+    if method not in UPDATES and method not in NOT_UPDATES:
+        raise ValueError(
+            f"method must be one of {[*UPDATES, *NOT_UPDATES]} (with '-nonneg' appended, or "
+            f"'nonneg' alone), got {method!r}"
+        )
     projection, shrinkage = UPDATES.get(method, ("covariance", 0.0))
     return mass_conservation(grid, known[..., None], projection=projection, shrinkage=shrinkage)
 
@@ -227,12 +235,8 @@ def done_when(rows: list[dict]) -> list[dict]:
                 update["mse"] <= 1.02 * raw["mse"],
             )
             if UPDATES[name][1] < 1:  # at 1 (uniform grid): |correction| ∝ variance, ρ = 1
-                add(
-                    f"spearman_spread {name}",
-                    update["spearman_spread"],
-                    "> 0.5",
-                    update["spearman_spread"] > 0.5,
-                )
+                rho = update["spearman_spread"]  # None: a uniform correction, nothing to rank
+                add(f"spearman_spread {name}", rho, "> 0.5", rho is not None and rho > 0.5)
         if "kc" in methods:
             ratio = raw["ce_abs"] / max(methods["kc"]["ce_abs"], 1e-300)
             add("ce_abs raw / kc", ratio, ">= 2", ratio >= 2)
