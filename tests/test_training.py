@@ -520,6 +520,63 @@ def test_the_frame_families_wrap_their_convolutions_on_a_periodic_file(tmp_path,
 
 
 @pytest.mark.parametrize("family", ["earthformer", "unet", "convlstm"])
+def test_the_cli_refuses_the_frame_sizes_its_model_refuses(family):
+    """``physml train`` checks the frame size before building (for its ``--nx`` hint); it must
+    refuse exactly the sizes the model itself refuses, both read from ``frame_multiple``."""
+    from physml.data import PDEData
+    from physml.models import ConvLSTM, Earthformer, UNet
+    from physml.training.families import (
+        CONVLSTM_PATCH,
+        EARTHFORMER,
+        UNET_DEPTH,
+        build,
+        model_config,
+    )
+
+    size = {"hidden": 4} if family == "convlstm" else {"base_units": 4}
+    config = model_config(family, "forecast", {"t_in": 1, "t_out": 1, **size})
+
+    def model_refuses(height: int, width: int) -> bool:
+        frames = torch.zeros(1, 1, 1, height, width)
+        try:
+            if family == "earthformer":
+                Earthformer(
+                    (1, 1, height, width), (1, 1, height, width), base_units=4, **EARTHFORMER
+                )
+            elif family == "unet":
+                UNet(1, 1, base=4, depth=UNET_DEPTH)(frames)
+            else:
+                ConvLSTM(hidden=4, target_frames=1, patch=CONVLSTM_PATCH)(frames)
+        except ValueError as error:
+            assert "divisible" in str(error), error
+            return True
+        return False
+
+    def cli_refuses(height: int, width: int) -> bool:
+        u = torch.zeros(1, 2, height, width, dtype=torch.float64)
+        data = PDEData(u=u, t=torch.arange(2.0), coords={}, params={})
+        try:
+            build(config, data)
+        except ValueError as error:
+            assert f"model {family} needs frames whose sides" in str(error), error
+            return True
+        return False
+
+    sizes = [(h, w) for h in (2, 3, 4, 6, 8, 10, 12) for w in (4, 6, 8)]
+    refused = {(h, w) for h, w in sizes if h % 4 or w % 4}
+    assert {hw for hw in sizes if cli_refuses(*hw)} == refused
+    assert {hw for hw in sizes if model_refuses(*hw)} == refused
+    multiple = {
+        "earthformer": lambda: Earthformer.frame_multiple(
+            EARTHFORMER["depth"], EARTHFORMER["downsample"]
+        ),
+        "unet": lambda: UNet.frame_multiple(UNET_DEPTH),
+        "convlstm": lambda: ConvLSTM.frame_multiple(CONVLSTM_PATCH),
+    }[family]()
+    assert multiple == 4
+
+
+@pytest.mark.parametrize("family", ["earthformer", "unet", "convlstm"])
 def test_the_checkpoint_records_the_padding_and_a_rebuild_follows_it(tmp_path, family, capsys):
     """A resume or an evaluation must rebuild the padding the weights were trained with, not
     the one the file handed to it suggests; a checkpoint that does not say is not resumed."""

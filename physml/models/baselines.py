@@ -106,6 +106,11 @@ class UNet(nn.Module):
     ``periodic``: the convolutions pad circularly (fields on a periodic domain).
     """
 
+    @staticmethod
+    def frame_multiple(depth: int) -> int:
+        """What ``H`` and ``W`` must be multiples of: ``2^depth`` (one halving per level)."""
+        return 2**depth
+
     def __init__(
         self,
         in_frames: int,
@@ -141,7 +146,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_sequence("x", x, self.channels, self.in_frames).to(self.head.weight.dtype)
         batch, _, _, height, width = x.shape
-        multiple = 2**self.depth
+        multiple = self.frame_multiple(self.depth)
         if height % multiple or width % multiple:
             raise ValueError(
                 f"x must have H and W divisible by 2^depth={multiple}, got {tuple(x.shape)}"
@@ -195,6 +200,11 @@ class ConvLSTM(nn.Module):
     into patches keeps the periodicity).
     """
 
+    @staticmethod
+    def frame_multiple(patch: int) -> int:
+        """What ``H`` and ``W`` must be multiples of: ``patch`` (the fold into blocks)."""
+        return patch
+
     def __init__(
         self,
         channels: int = 1,
@@ -241,9 +251,10 @@ class ConvLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_sequence("x", x, self.channels).to(self.head.weight.dtype)
         batch, steps, _, height, width = x.shape
-        if height % self.patch or width % self.patch:
+        multiple = self.frame_multiple(self.patch)
+        if height % multiple or width % multiple:
             raise ValueError(
-                f"x must have H and W divisible by patch={self.patch}, got {tuple(x.shape)}"
+                f"x must have H and W divisible by patch={multiple}, got {tuple(x.shape)}"
             )
         folded = self.fold(x.reshape(batch * steps, self.channels, height, width))
         folded = folded.reshape(batch, steps, *folded.shape[1:])

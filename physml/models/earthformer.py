@@ -144,6 +144,11 @@ class Earthformer(nn.Module):
     flat patch instead of a random patch-grid pattern that training must undo.
     """
 
+    @staticmethod
+    def frame_multiple(depth: Sequence[int], downsample: int) -> int:
+        """What ``H`` and ``W`` must be multiples of: ``downsample * 2 ** (len(depth) - 1)``."""
+        return downsample * 2 ** (len(depth) - 1)
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -192,7 +197,7 @@ class Earthformer(nn.Module):
             raise ValueError(
                 f"base_units must be divisible by num_heads, got {base_units} and {num_heads}"
             )
-        factor = downsample * 2 ** (len(depth) - 1)
+        factor = self.frame_multiple(depth, downsample)
         if height % factor or width % factor:
             raise ValueError(
                 f"input_shape (H, W) = {(height, width)} must be divisible by downsample * "

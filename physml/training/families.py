@@ -294,7 +294,7 @@ def _periodic(config: dict, data: PDEData) -> bool:
 
 def _check_frames(config: dict, data: PDEData, shapes, multiple: int) -> None:
     """The frames ``(..., H, W)`` of ``shapes`` must be multiples of ``multiple`` on each side
-    (the model's downsampling), or a ``--data`` error naming a size that is."""
+    (the model's ``frame_multiple``), or a ``--data`` error naming a size that is."""
     height, width = shapes[0][-2:]
     if height % multiple == 0 and width % multiple == 0:
         return
@@ -311,13 +311,13 @@ EARTHFORMER = {"num_heads": 2, "depth": (1, 1), "downsample": 2}
 UNET_DEPTH = 2
 CONVLSTM_PATCH = 4
 """The forecast families' fixed architecture (their frame sides must be multiples of what it
-cuts them by: ``downsample · 2^(levels − 1)``, ``2^depth``, ``patch``; 4 each)."""
+cuts them by, each model's ``frame_multiple``: 4 each)."""
 
 
 def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
     depth, downsample = EARTHFORMER["depth"], EARTHFORMER["downsample"]
-    _check_frames(config, data, shapes, downsample * 2 ** (len(depth) - 1))
+    _check_frames(config, data, shapes, Earthformer.frame_multiple(depth, downsample))
     units = config["options"]["base_units"]
     return Earthformer(
         x_shape, y_shape, base_units=units, **EARTHFORMER, periodic=_periodic(config, data)
@@ -326,7 +326,7 @@ def _earthformer(config: dict, data: PDEData, shapes) -> nn.Module:
 
 def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
     x_shape, y_shape = shapes
-    _check_frames(config, data, shapes, 2**UNET_DEPTH)
+    _check_frames(config, data, shapes, UNet.frame_multiple(UNET_DEPTH))
     base = config["options"]["base_units"]
     return UNet(
         x_shape[0],
@@ -340,7 +340,7 @@ def _unet(config: dict, data: PDEData, shapes) -> nn.Module:
 
 def _convlstm(config: dict, data: PDEData, shapes) -> nn.Module:
     _, y_shape = shapes
-    _check_frames(config, data, shapes, CONVLSTM_PATCH)
+    _check_frames(config, data, shapes, ConvLSTM.frame_multiple(CONVLSTM_PATCH))
     return ConvLSTM(
         hidden=config["options"]["hidden"],
         layers=config.get("recurrent_layers", CONVLSTM_LAYERS),
