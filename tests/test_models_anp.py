@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -235,6 +236,24 @@ def test_resuming_an_anp_with_settings_no_shape_shows_is_refused(tmp_path, other
             small_model(**other), sampler, out=tmp_path, loss_extra=interrupted(99), **settings
         )
     assert small_model().settings == {}  # the defaults add nothing: older runs resume
+
+
+def test_an_anp_records_the_shapeless_settings_that_differ_from_its_signature(monkeypatch):
+    """The checkpoint's record of the settings no shape shows compares with the defaults the
+    constructor itself has: changing one there changes what counts as a default."""
+    assert small_model().settings == {}
+    assert small_model(heads=4, eval_samples=3).settings == {"heads": 4, "eval_samples": 3}
+    assert small_model(min_std=0.2).settings == {"min_std": 0.2}
+    assert small_model(heads=2, min_std=0.01, eval_samples=0).settings == {}
+
+    init = AttentiveNeuralProcess.__init__
+    names = list(inspect.signature(init).parameters)[-len(init.__defaults__) :]
+    defaults = dict(zip(names, init.__defaults__, strict=True))
+    monkeypatch.setattr(init, "__defaults__", tuple({**defaults, "heads": 4}.values()))
+    model = small_model()
+    assert model.cross.attention.num_heads == 4
+    assert model.settings == {}
+    assert small_model(heads=2).settings == {"heads": 2}
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):

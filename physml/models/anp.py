@@ -27,6 +27,7 @@ GPME functions it learns from come from :class:`physml.data.GPMESampler`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -101,8 +102,15 @@ class _SetEncoder(nn.Module):
         return h
 
 
-SHAPELESS_DEFAULTS = {"heads": 2, "min_std": 0.01, "eval_samples": 0}
-"""The defaults of the settings that leave every parameter's shape as it is."""
+SHAPELESS = ("heads", "min_std", "eval_samples")
+"""The settings that leave every parameter's shape as it is."""
+
+
+def shapeless_defaults() -> dict[str, object]:
+    """The defaults of :data:`SHAPELESS`, as :class:`AttentiveNeuralProcess`'s signature
+    gives them."""
+    parameters = inspect.signature(AttentiveNeuralProcess).parameters
+    return {name: parameters[name].default for name in SHAPELESS}
 
 
 class AttentiveNeuralProcess(nn.Module):
@@ -139,7 +147,8 @@ class AttentiveNeuralProcess(nn.Module):
         self.min_std = positive("min_std", min_std)
         self.eval_samples = _positive_int("eval_samples", eval_samples, 0)
         shapeless = {"heads": heads, "min_std": float(min_std), "eval_samples": eval_samples}
-        self.settings = {k: v for k, v in shapeless.items() if v != SHAPELESS_DEFAULTS[k]}
+        defaults = shapeless_defaults()
+        self.settings = {k: v for k, v in shapeless.items() if v != defaults[k]}
         """The settings no parameter's shape shows, where they differ from the defaults (a
         checkpoint records them: another value is another model)."""
         shift, scale = self._input_map(input_range)
