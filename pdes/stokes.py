@@ -48,19 +48,54 @@ def _per_sample_all(
     )
 
 
+def _periodic_state(depth, t, amplitude, omega, nu) -> torch.Tensor:
+    """``U e^{-k·depth} cos(ωt - k·depth)``, ``k = √(ω/(2ν))``, broadcasting its arguments."""
+    k = torch.sqrt(omega / (2.0 * nu))
+    return amplitude * torch.exp(-k * depth) * torch.cos(omega * t - k * depth)
+
+
 def stokes_exact(
     y: torch.Tensor, t: torch.Tensor | Sequence[float], U: Rate, omega: Rate, nu: Rate
 ) -> torch.Tensor:
     """``U e^{-ky} cos(ωt - ky)``, ``k = √(ω/(2ν))``, as ``(sample, time, y)``.
 
-    ``U``, ``omega``, ``nu`` are numbers or one value per sample; ``y`` ``(Y,)``, ``t`` ``(T,)``.
+    ``U``, ``omega``, ``nu`` are numbers or one value per sample; ``y`` ``(Y,)`` is the height
+    above the plate, ``t`` ``(T,)``.
     """
     y = checks.finite_values("y", y, "coordinates (Y,)")
     t = checks.finite_values("t", t, "times (T,)", y.device).flatten()
-    amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, y.device)
-    k = torch.sqrt(omega_t / (2.0 * nu_t))[:, None, None]
-    phase = omega_t[:, None, None] * t[None, :, None] - k * y[None, None, :]
-    return amplitude[:, None, None] * torch.exp(-k * y[None, None, :]) * torch.cos(phase)
+    amplitude, omega_t, nu_t = (v[:, None, None] for v in _per_sample_all(U, omega, nu, y.device))
+    return _periodic_state(y[None, None, :], t[None, :, None], amplitude, omega_t, nu_t)
+
+
+def stokes_walls(
+    grid: Grid1D, U: Rate, omega: Rate, nu: Rate, device: torch.device | str = "cpu"
+) -> Dirichlet:
+    """The exact state's values at both ends of ``grid``, with ``y`` measured from ``grid.lower``.
+
+    ``left``: the plate ``U cos(ωt)``; ``right``: ``U e^{-kH} cos(ωt - kH)`` at the height ``H``
+    of the last node above ``grid.lower``. ``U``, ``omega``, ``nu`` are numbers (the values are
+    then numbers) or one value per sample (values ``(sample,)``).
+    """
+    if not isinstance(grid, Grid1D):
+        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    if grid.periodic or grid.kind != "node":
+        raise ValueError(
+            "grid must be a non-periodic node grid (its last node is the upper wall), "
+            f"got kind={grid.kind!r}, periodic={grid.periodic}"
+        )
+    numbers = not any(isinstance(v, torch.Tensor) for v in (U, omega, nu))
+    amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, device)
+    top = float(grid.coordinates(device=device)[-1] - float(grid.lower))
+
+    def at(depth: float):
+        def value(t: float) -> float | torch.Tensor:
+            out = _periodic_state(depth, t, amplitude, omega_t, nu_t)
+            return float(out[0]) if numbers else out
+
+        return value
+
+    return Dirichlet(at(0.0), at(top))
 
 
 def solve_stokes(
@@ -82,20 +117,12 @@ def solve_stokes(
         raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
     amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, device)
     y = grid.coordinates(device=device) - float(grid.lower)
-    k = torch.sqrt(omega_t / (2.0 * nu_t))
-    top = float(y[-1])
-
-    def wall(t: float) -> torch.Tensor:
-        return amplitude * torch.cos(omega_t * t)
-
-    def far(t: float) -> torch.Tensor:
-        return amplitude * torch.exp(-k * top) * torch.cos(omega_t * t - k * top)
-
     u0 = stokes_exact(y, [0.0], amplitude, omega_t, nu_t)[:, 0]
     if max_step is None:
         fastest = float(omega_t.abs().max())
         max_step = min(boundary_step(grid), PHASE_PER_STEP / fastest if fastest > 0 else math.inf)
-    return solve_heat(u0, grid, nu_t, times, Dirichlet(wall, far), max_step)
+    walls = stokes_walls(grid, amplitude, omega_t, nu_t, device)
+    return solve_heat(u0, grid, nu_t, times, walls, max_step)
 
 
 def _run_exact(n: int) -> Comparison:
@@ -161,13 +188,7 @@ class StokesProblem(Problem):
                 "condition holds for every sample (it does with nu_min = nu_max and omega_min = "
                 "omega_max)"
             )
-        amplitude, frequency = float(settings["amplitude"]), omega[0]
-        top = float(self._grid(settings).coordinates()[-1])
-        k = math.sqrt(frequency / (2.0 * nu[0]))
-        return Dirichlet(
-            lambda t: amplitude * math.cos(frequency * t),
-            lambda t: amplitude * math.exp(-k * top) * math.cos(frequency * t - k * top),
-        )
+        return stokes_walls(self._grid(settings), float(settings["amplitude"]), omega[0], nu[0])
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:
         return {

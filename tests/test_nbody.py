@@ -373,13 +373,68 @@ def test_nbody_initial_speeds_lie_in_the_range_and_directions_spread():
     assert (quadrants >= 15).all(), quadrants  # 120 directions: about 30 per quadrant
 
 
-def test_nbody_a_step_longer_than_the_box_lands_on_the_wall():
-    """In a 10-px box, row 1 moving −30 px in one step mirrors to 29, past the far wall, and row 9
-    moving +30 mirrors to −19: each is clamped to the wall it overshot (10, 0) and its velocity
-    flips once; the column (speed 0) stays at 5."""
-    x0 = torch.tensor([[[1.0, 5.0]], [[9.0, 5.0]]], dtype=torch.float64)  # (N=2, D=1, 2)
-    v0 = torch.tensor([[[-30.0, 0.0]], [[30.0, 0.0]]], dtype=torch.float64)
+def bounce_by_events(x: float, v: float, box: float) -> tuple[float, float]:
+    """One unit of time from ``x`` in ``[0, box]`` at speed ``v``, wall by wall: run to the next
+    wall, flip, go on with the distance left; ending exactly on a wall is no bounce."""
+    left, direction = abs(v), 1.0 if v > 0 else -1.0
+    while True:
+        wall = box if direction > 0 else 0.0
+        gap = abs(wall - x)
+        if left <= gap:
+            return x + direction * left, direction * abs(v)
+        left, x, direction = left - gap, wall, -direction
+
+
+# (start, velocity, end, velocity after) in a 10-px box, one step of dt = 1
+LONG_STEPS = {
+    "29-below": (1.0, -30.0, 9.0, 30.0),  # 0, 10, 0: three bounces
+    "29-above": (9.0, 30.0, 1.0, -30.0),
+    "2.5-boxes-above": (5.0, 30.0, 5.0, -30.0),  # lands at 35: 10, 0, 10
+    "2.5-boxes-below": (5.0, -30.0, 5.0, 30.0),  # lands at -25: 0, 10, 0
+    "4.3-boxes-below": (2.0, -45.0, 3.0, 45.0),  # lands at -43: 0, 10, 0, 10, 0
+    "ends-on-far-wall": (5.0, -15.0, 10.0, 15.0),  # -10: one bounce, then stops on 10
+    "ends-on-near-wall": (5.0, 15.0, 0.0, -15.0),  # 20: one bounce, then stops on 0
+    "ends-on-start-wall-below": (5.0, -25.0, 0.0, -25.0),  # -20: two bounces
+    "ends-on-start-wall-above": (5.0, 25.0, 10.0, 25.0),  # 30: two bounces
+    "leaves-from-a-wall": (0.0, -24.0, 4.0, 24.0),  # -24: 0, 10, 0
+    "stays-on-a-wall": (10.0, 0.0, 10.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("case", LONG_STEPS.values(), ids=LONG_STEPS.keys())
+def test_nbody_a_step_longer_than_the_box_reflects_off_every_wall(case):
+    """Long steps fold back inside as the path reflected wall by wall (worked out by hand and by
+    :func:`bounce_by_events`); the column, at rest, stays at 5."""
+    start, speed, end, after = case
+    assert bounce_by_events(start, speed, 10.0) == (end, after)
+    x0 = torch.tensor([[[start, 5.0]]], dtype=torch.float64)
+    v0 = torch.tensor([[[speed, 0.0]]], dtype=torch.float64)
     x, v = simulate(x0, v0, 1, box=10.0, g=0.0, clip=None)
-    expected_x = torch.tensor([[10.0, 5.0], [0.0, 5.0]], dtype=torch.float64)
-    torch.testing.assert_close(x[:, 1, 0], expected_x)
-    torch.testing.assert_close(v[:, 1, 0], -v0[:, 0])
+    assert x[0, 1, 0].tolist() == [end, 5.0]
+    assert v[0, 1, 0].tolist() == [after, 0.0]
+
+
+def test_nbody_walls_agree_with_bounces_wall_by_wall_for_any_step():
+    """Random starts in a 7.3-px box and speeds up to 6 boxes a step: positions match the
+    wall-by-wall path, velocities flip as often as it bounces, and a step that crosses one wall
+    lands exactly on the mirror image ``-x`` or ``2·box - x``."""
+    box, count = 7.3, 400
+    gen = torch.Generator().manual_seed(11)
+    x0 = torch.rand(count, 1, 2, generator=gen, dtype=torch.float64) * box
+    v0 = (torch.rand(count, 1, 2, generator=gen, dtype=torch.float64) - 0.5) * 12.0 * box
+    x, v = simulate(x0, v0, 1, box=box, g=0.0, clip=None)
+    pairs = [
+        bounce_by_events(a, b, box)
+        for a, b in zip(x0.flatten().tolist(), v0.flatten().tolist(), strict=True)
+    ]
+    expected_x = torch.tensor([p[0] for p in pairs], dtype=torch.float64).reshape(count, 1, 2)
+    expected_v = torch.tensor([p[1] for p in pairs], dtype=torch.float64).reshape(count, 1, 2)
+    torch.testing.assert_close(x[:, 1], expected_x, rtol=0, atol=1e-12)
+    assert torch.equal(v[:, 1], expected_v)
+    assert ((x >= 0) & (x <= box)).all()
+    unfolded = x0 + v0
+    once_below = (unfolded < 0) & (unfolded > -box)
+    once_above = (unfolded > box) & (unfolded < 2 * box)
+    assert once_below.any() and once_above.any() and (unfolded.abs() > 3 * box).any()
+    assert torch.equal(x[:, 1][once_below], -unfolded[once_below])
+    assert torch.equal(x[:, 1][once_above], 2 * box - unfolded[once_above])

@@ -142,3 +142,62 @@ def test_stokes_measures_y_from_the_lower_end_of_the_grid():
     at_zero = stokes.solve_stokes(Grid1D(21, 0.0, 1.0), t, 1.0, 8.0, 0.05)
     shifted = stokes.solve_stokes(Grid1D(21, 2.0, 3.0), t, 1.0, 8.0, 0.05)
     torch.testing.assert_close(shifted, at_zero, rtol=0, atol=1e-12)
+
+
+def plate_state(depth: float, t: float, U: float, omega: float, nu: float) -> float:
+    """The periodic state written out by hand: ``U e^{-k·depth} cos(ωt - k·depth)``."""
+    k = math.sqrt(omega / (2.0 * nu))
+    return U * math.exp(-k * depth) * math.cos(omega * t - k * depth)
+
+
+class RaisedStokes(stokes.StokesProblem):
+    """The recipe on ``[2, 2 + length]``: ``_grid`` is where a lower end other than 0 can enter
+    (the settings always start the domain at 0)."""
+
+    def _grid(self, settings: dict) -> Grid1D:
+        return Grid1D(settings["nx"], 2.0, 2.0 + settings["length"])
+
+
+def test_recipe_walls_measure_y_from_the_lower_end_of_its_grid():
+    """On [2, 2.5] the top wall is 0.5 above the plate: the recipe's boundary, the generated
+    samples' walls and the exact state there agree (absolute coordinates would put it at 2.5)."""
+    problem = RaisedStokes()
+    settings = problem.settings(
+        nx=21, nt=5, t_end=0.8, length=0.5, nu_min=0.05, nu_max=0.05, omega_min=8.0, omega_max=8.0
+    )
+    walls = problem.boundary(settings)
+    t = torch.linspace(0.0, 0.8, 5, dtype=F64)
+    for t_value in t.tolist():
+        assert walls.left(t_value) == pytest.approx(2.0 * math.cos(8.0 * t_value), abs=1e-15)
+        top = plate_state(0.5, t_value, 2.0, 8.0, 0.05)
+        assert walls.right(t_value) == pytest.approx(top, rel=1e-14, abs=1e-15)
+
+    u = problem.generate([0], settings).u[0]
+    grid = problem._grid(settings)
+    exact = stokes.stokes_exact(grid.coordinates() - grid.lower, t, 2.0, 8.0, 0.05)[0]
+    by_hand = torch.tensor([plate_state(0.5, s, 2.0, 8.0, 0.05) for s in t.tolist()], dtype=F64)
+    torch.testing.assert_close(exact[:, -1], by_hand, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(u[:, -1], by_hand, rtol=1e-14, atol=1e-15)
+    assert (u - exact).abs().max() < error_estimate(2.0, grid.dx, math.sqrt(2.0 * 0.05 / 8.0))
+
+
+@pytest.mark.parametrize("lower", [0.0, 2.0, -3.5])
+def test_stokes_walls_hold_the_exact_state_at_the_grids_two_ends(lower):
+    grid = Grid1D(11, lower, lower + 0.4)
+    nu = torch.tensor([0.02, 0.1], dtype=F64)
+    per_sample = stokes.stokes_walls(grid, 1.5, 6.0, nu)
+    numbers = stokes.stokes_walls(grid, 1.5, 6.0, 0.1)
+    for t in (0.0, 0.25, 1.3):
+        wall = torch.full((2,), 1.5 * math.cos(6.0 * t), dtype=F64)
+        top = torch.tensor([plate_state(0.4, t, 1.5, 6.0, v) for v in (0.02, 0.1)], dtype=F64)
+        torch.testing.assert_close(per_sample.left(t), wall, rtol=0, atol=1e-15)
+        torch.testing.assert_close(per_sample.right(t), top, rtol=1e-14, atol=1e-15)
+        assert isinstance(numbers.right(t), float)
+        assert numbers.right(t) == pytest.approx(float(top[1]), rel=1e-14, abs=1e-15)
+
+
+def test_stokes_walls_reject_grids_without_a_wall_node():
+    with pytest.raises(ValueError, match="grid must be a non-periodic node grid"):
+        stokes.stokes_walls(Grid1D(8, kind="cell"), 1.0, 1.0, 0.1)
+    with pytest.raises(TypeError, match="grid"):
+        stokes.stokes_walls(8, 1.0, 1.0, 0.1)

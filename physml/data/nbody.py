@@ -152,12 +152,20 @@ def energy(
 
 
 def _reflect(positions: torch.Tensor, velocities: torch.Tensor, box: float) -> None:
-    """Mirror coordinates that left ``[0, box]`` back inside and flip those velocity components."""
+    """Fold coordinates that left ``[0, box]`` back inside by specular reflection, however far.
+
+    The walls mirror the line into period ``2·box``: ``x`` lands at ``r = |x| mod 2·box``, or
+    ``2·box − r`` when ``r > box`` (both exact in floating point). A velocity component flips
+    when its path crossed walls an odd number of times; ending exactly on a wall is no crossing.
+    """
+    period = 2.0 * box
     below, above = positions < 0, positions > box
-    positions[below] = -positions[below]
-    positions[above] = 2 * box - positions[above]
-    velocities[below | above] = -velocities[below | above]
-    positions.clamp_(0.0, box)  # a step longer than the box would otherwise land outside
+    r = torch.fmod(positions.abs(), period)
+    far_half = r > box
+    odd = (below & (r > 0) & ~far_half) | (above & ((r == 0) | far_half))
+    folded = torch.where(far_half, period - r, r)
+    positions.copy_(torch.where(below | above, folded, positions))
+    velocities[odd] = -velocities[odd]
 
 
 def simulate(
