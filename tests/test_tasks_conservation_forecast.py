@@ -1,6 +1,7 @@
 """Exact mass on forecast ensembles: NonNegative on members, HardC per member, the toy task."""
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -419,3 +420,26 @@ def test_an_unknown_method_is_refused_by_name(method):
         task.constrained(x, known, grid, method)
     with pytest.raises(ValueError, match="method must be one of"):
         task.nonnegative(x, known, grid, method.partition("-")[0])
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 2), (3, 1), (2, 3), (3, 2, 1), ()])
+def test_known_totals_of_another_shape_are_refused_by_every_method(shape):
+    """``nonnegative`` keeps each member's own mass, but ``known`` must still be the ``(N, T)``
+    totals of the samples' windows and frames, not passed on unread (nor broadcast by an
+    update)."""
+    x = torch.rand(3, 3, 2, 1, 6, 6, dtype=torch.float64) + 0.1
+    grid = Grid2D.square(6, periodic=True)
+    known = torch.ones(shape, dtype=torch.float64)
+    wanted = rf"known must hold the total .* shape \(3, 2\) \(N, T\), got {re.escape(str(shape))}"
+    for after in ("raw", "hardc", "probconserv"):
+        with pytest.raises(ValueError, match=wanted):
+            task.nonnegative(x, known, grid, after)
+    for method in ("nonneg", "hardc", "probconserv-nonneg"):
+        with pytest.raises(ValueError, match=wanted):
+            task.constrained(x, known, grid, method)
+    with pytest.raises(ValueError, match=r"known .* got list"):
+        task.nonnegative(x, [[1.0, 1.0]] * 3, grid, "raw")
+    with pytest.raises(ValueError, match=r"samples must be a tensor \(members, N, T, 1, H, W\)"):
+        task.nonnegative(x[0], torch.ones(3, 2, dtype=torch.float64), grid, "raw")
+    fits = torch.full((3, 2), 0.5, dtype=torch.float64)  # the right shape passes
+    assert (task.nonnegative(x, fits, grid, "raw")[0] == x).all()  # already non-negative

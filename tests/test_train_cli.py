@@ -7,6 +7,7 @@ import torch
 
 from physml.cli import main
 from physml.data import load
+from physml.training.families import check_same_pairs
 
 SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
 
@@ -176,8 +177,6 @@ def test_the_same_command_twice_gives_the_same_weights(heat):
 
 
 def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsys):
-    from physml.training.commands import _check_same_pairs
-
     command = ["train", "--data", "heat.h5", "--model", "fno", "--task", "rollout", "--out", "r"]
     assert main([*command, "--k", "2", "--steps", "1", *SMALL]) == 0
     coarse = ["generate", "heat", "--n", "4", "--nx", "17", "--out", "coarse.h5", "--quiet"]
@@ -190,11 +189,26 @@ def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsy
     assert main(["evaluate", "--checkpoint", "nowhere", "--data", "heat.h5"]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
     frames = (torch.zeros(4, 1, 16, 16), torch.zeros(4, 1, 16, 16))
-    _check_same_pairs("unet", [frames], [[4, 1, 16, 16], [4, 1, 16, 16]])
+    check_same_pairs("unet", [frames], [[4, 1, 16, 16], [4, 1, 16, 16]])
     with pytest.raises(ValueError, match="trained on"):
-        _check_same_pairs("unet", [frames], [[4, 1, 32, 32], [4, 1, 32, 32]])
-    with pytest.raises(ValueError, match="trained on"):  # FNO: the grid may change, not channels
-        _check_same_pairs("fno", [(torch.zeros(2, 33), torch.zeros(1, 33))], [[1, 33], [1, 33]])
+        check_same_pairs("unet", [frames], [[4, 1, 32, 32], [4, 1, 32, 32]])
+    fno = r"--data gives .* of shapes \[\[2, 33\], \[1, 33\]\], but the model was trained on "
+    with pytest.raises(ValueError, match=fno + r"\[\[1, 33\], \[1, 33\]\] \(an FNO takes any grid"):
+        check_same_pairs("fno", [(torch.zeros(2, 33), torch.zeros(1, 33))], [[1, 33], [1, 33]])
+    check_same_pairs("fno", [(torch.zeros(1, 17), torch.zeros(1, 17))], [[1, 33], [1, 33]])
+    teacher = "the old run 'c'"  # physml.updates.load_previous's wording
+    with pytest.raises(
+        ValueError,
+        match=r"^--distill-from: this --data holds 1-D fields, but "
+        r"the old run 'c' was trained on 2-D ones \(pairs of shapes \[\[1, 17\]",
+    ):
+        check_same_pairs(
+            "fno",
+            [(torch.zeros(1, 17),) * 2],
+            [[1, 9, 9]] * 2,
+            "--distill-from: this --data",
+            teacher,
+        )
 
 
 POINTS = {  # the options each reads, the last one changed on a resume

@@ -17,9 +17,10 @@ from torch.utils.data import TensorDataset
 
 from pdes import Dirichlet, Grid1D, Neumann, Periodic
 from physml import metrics
+from physml._checks import NonFiniteError
 from physml.cli import main
 from physml.constraints import BoundaryCondition, constrain, mass_conservation
-from physml.outputs import Ensemble, Gaussian
+from physml.outputs import Ensemble, Gaussian, LowRankCovariance
 from physml.tasks import updates as task
 from physml.training import TrainConfig, Trainer, load_checkpoint
 from physml.updates import (
@@ -28,9 +29,11 @@ from physml.updates import (
     EnsembleSpread,
     FocalDistillation,
     InputRange,
+    NonFiniteAnswer,
     PDEResidual,
     focal_weights,
     guard,
+    point_prediction,
     refine,
 )
 
@@ -265,10 +268,9 @@ def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monke
     assert main([*operator, "--data", "h17.h5", "--out", "x", "--distill-from", "c2d"]) == 2
     err = capsys.readouterr().err
     assert (
-        "--distill-from: the old run 'c2d' was trained on data of shape [[1, 9, 9], [1, 9, 9]]"
-        in err
-    )
-    assert "this --data has [[1, 17], [1, 17]]" in err
+        "--distill-from: this --data holds 1-D fields, but the old run 'c2d' was trained on 2-D "
+        "ones (pairs of shapes [[1, 17], [1, 17]], trained on [[1, 9, 9], [1, 9, 9]])"
+    ) in err
     # an FNO teaches on another grid of its axes
     assert main([*operator, "--data", "h17.h5", "--out", "o17"]) == 0
     assert main([*operator, "--data", "h33.h5", "--out", "o33", "--distill-from", "o17"]) == 0
@@ -398,6 +400,98 @@ def test_an_ensemble_surrogate_refusing_nan_answers_sends_just_those_samples_to_
     # every sample refused: the fallback answers all
     result = guard(nan_where_first_above_one, [EnsembleSpread(1e9)], solver)(params[[1, 4]])
     assert torch.equal(result.output, solver(params[[1, 4]])) and result.surrogate_fraction == 0
+
+
+def as_kind(kind, params):
+    """:func:`surrogate` answering as a tensor, an Ensemble or a Gaussian (diagonal or low-rank
+    covariance), every sample on its own."""
+    field = surrogate(params)
+    if kind == "tensor":
+        return field
+    if kind == "ensemble":
+        return ensemble_surrogate(params)
+    variance = (params[:, 1:, None] ** 2 + 0.01) * torch.ones(5, dtype=F64)
+    if kind == "diagonal":
+        return Gaussian(field, variance)
+    return Gaussian(field, LowRankCovariance(variance, 0.01 * field[..., None], diagonal=True))
+
+
+class Refusing:
+    """:func:`as_kind` refusing its whole batch (a bare NonFiniteError) where a sample has
+    ``p0 > 1``; batches of at most ``named`` samples are refused with a NonFiniteAnswer naming
+    them instead. ``answered`` counts the samples of the calls it answered."""
+
+    def __init__(self, kind, named=0):
+        self.kind, self.named, self.answered = kind, named, 0
+
+    def __call__(self, params):
+        bad = (params[:, 0] > 1).nonzero().flatten().tolist()
+        if bad and len(params) <= self.named:
+            raise NonFiniteAnswer(f"samples {bad} answered NaN", bad)
+        if bad:
+            raise NonFiniteError(f"samples {bad} answered NaN")
+        self.answered += len(params)
+        return as_kind(self.kind, params)
+
+
+@pytest.mark.parametrize("named", [0, 3])
+@pytest.mark.parametrize("kind", ["tensor", "ensemble", "diagonal", "low-rank"])
+def test_a_refusing_surrogate_answers_each_good_sample_once_and_as_it_would_alone(kind, named):
+    params = torch.stack([0.05 * torch.arange(11, dtype=F64), torch.linspace(-1, 1, 11)], 1)
+    bad = torch.zeros(11, dtype=torch.bool)
+    bad[[2, 7, 8]] = True
+    params[bad, 0] = 1.5
+    refusing = Refusing(kind, named)
+    checks = [InputRange([-10.0, -10.0], [10.0, 10.0])]
+    if kind != "tensor":  # fires where |p1| > 0.55
+        checks.append(EnsembleSpread(0.055 if kind == "ensemble" else 0.55))
+    result = guard(refusing, checks, solver)(params)
+    assert refusing.answered == 8  # the good samples, each once
+    assert torch.equal(result.non_finite, bad)
+    good = (~bad).nonzero().flatten().tolist()
+    alone = [as_kind(kind, params[i : i + 1]) for i in good]
+    scores = torch.tensor(
+        [
+            [c.score(params[i : i + 1], a).item() for c in checks]
+            for i, a in zip(good, alone, strict=True)
+        ],
+        dtype=F64,
+    )
+    assert torch.equal(result.scores[~bad], scores) and result.scores[bad].isnan().all()
+    fired = scores > torch.tensor([c.threshold for c in checks], dtype=F64)
+    assert torch.equal(result.fired[~bad], fired) and not result.fired[bad].any()
+    by_surrogate = [i for i, f in zip(good, fired.any(1).tolist(), strict=True) if not f]
+    assert kind == "tensor" or 0 < len(by_surrogate) < 8  # the spread check fires somewhere
+    expected = solver(params)
+    for i, a in zip(good, alone, strict=True):
+        if i in by_surrogate:
+            expected[i] = point_prediction(a)[0]
+    assert torch.equal(result.output, expected)
+    report = result.report()
+    assert [row["fired"][:1] == ["finite"] for row in report] == bad.tolist()
+    assert [row["answered_by"] == "surrogate" for row in report] == [
+        i in by_surrogate for i in range(11)
+    ]
+
+
+def test_halves_answering_with_different_ensembles_are_asked_again_together():
+    """Halves whose answers cannot be joined (here members 2 or 3 by the batch's parity): the
+    surrogate answers the good samples once more, together, as before."""
+    asked = []
+
+    def parity(params):
+        asked.append(len(params))
+        if (params[:, 0] > 1).any():
+            raise NonFiniteError("NaN")
+        members = ensemble_surrogate(params).samples
+        return Ensemble(members[: 2 + len(params) % 2])
+
+    params = PARAMS.clone()
+    params[0, 0], params[1, 0] = 1.5, 0.5  # sample 0 alone refused
+    result = guard(parity, [EnsembleSpread(1e9)], solver)(params)
+    assert asked == [6, 3, 1, 2, 3, 5]  # 2 and 3 members do not join: the 5 asked again
+    assert torch.equal(result.output[1:], ensemble_surrogate(params[1:]).samples[:3].mean(0))
+    assert torch.equal(result.output[0], solver(params[:1])[0])
 
 
 def test_a_non_finite_input_fails_the_range_check_alone():

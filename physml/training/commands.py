@@ -26,11 +26,11 @@ from .families import (
     FAMILIES,
     TASKS,
     build,
+    check_same_pairs,
     check_spectral_shift,
     model_config,
     readers,
     same_model,
-    same_pairs,
     training_items,
     with_domain,
 )
@@ -295,7 +295,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
         )
     pairs = training_items(description, data)
-    _check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
+    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
     if not same_problem(trained_on, holds):  # fields of the same shapes, another PDE
         raise ValueError(
             f"--data: {str(args.data)!r} holds {holds!r} solutions, but the "
@@ -356,22 +356,6 @@ def _scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
         "rel_l2": float(metrics.relative_l2(prediction, target)),
         "mse": float((prediction - target).square().mean()),
     }
-
-
-def _check_same_pairs(model: str, pairs, trained: list) -> None:
-    """``--data`` must give the pairs the model was trained on: the same channels, and for the
-    models that are not resolution-free (all but the FNOs) the same grid."""
-    now = [list(tensor.shape) for tensor in pairs[0]]
-    if len(now[0]) != len(trained[0]):
-        raise ValueError(
-            f"--data holds {len(now[0]) - 1}-D fields, but the model was trained on "
-            f"{len(trained[0]) - 1}-D ones (pairs of shapes {now}, trained on {trained})"
-        )
-    if not same_pairs(model, pairs, trained):
-        raise ValueError(
-            f"--data gives (input, target) pairs of shapes {now}, but the model was trained on "
-            f"{trained}"
-        )
 
 
 def plot_samples(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:

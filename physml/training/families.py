@@ -245,6 +245,27 @@ def same_pairs(model: str, items, trained: list) -> bool:
     )
 
 
+def check_same_pairs(
+    model: str, items, trained: list, where: str = "--data", trained_by: str = "the model"
+) -> None:
+    """A ValueError unless ``items`` holds pairs of the ``trained`` shapes (:func:`same_pairs`):
+    ``where`` names the new data (``"--data"``), ``trained_by`` the trained model (``"the
+    model"``); the message names both shapes, and for an FNO that the grid may change."""
+    now = [list(part.shape) for part in items[0]]
+    trained = [list(shape) for shape in trained]
+    if len(now[0]) != len(trained[0]):
+        raise ValueError(
+            f"{where} holds {len(now[0]) - 1}-D fields, but {trained_by} was trained on "
+            f"{len(trained[0]) - 1}-D ones (pairs of shapes {now}, trained on {trained})"
+        )
+    if not same_pairs(model, items, trained):
+        grids = " (an FNO takes any grid, but as many axes and channels)"
+        raise ValueError(
+            f"{where} gives (input, target) pairs of shapes {now}, but {trained_by} was trained "
+            f"on {trained}{grids if model in SPECTRAL else ''}"
+        )
+
+
 def odd_before_last(space: Sequence[int]) -> bool:
     """Whether a grid ``space`` (its sizes) has an odd axis before the last."""
     return any(n % 2 for n in space[:-1])

@@ -17,6 +17,7 @@ import torch
 from pdes.checks import positive_int
 
 from .._checks import NonFiniteError
+from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .checks import Check, point_prediction
 
 Model = Callable[[torch.Tensor], object]
@@ -171,23 +172,30 @@ class Guard:
         """The surrogate's prediction and the ``(batch,)`` samples it is for: all of them, unless
         the surrogate refuses NaN or inf answers (a :class:`~physml._checks.NonFiniteError`);
         then without the samples it names (:class:`NonFiniteAnswer`) or, halving the batch, those
-        it refuses alone. ``None`` where it refuses every sample."""
+        it refuses alone. ``None`` where it refuses every sample. Each sample it answers is
+        answered once: the halves' answers are joined, not asked for again."""
         answered = torch.ones(inputs.shape[0], dtype=torch.bool, device=inputs.device)
         while bool(answered.any()):
             asked = inputs if bool(answered.all()) else inputs[answered]
             try:
                 return self.surrogate(asked), answered
             except NonFiniteError as error:
-                refused = self._refused(asked, error)
+                refused, answers = self._refused(asked, error)
                 if not bool(refused.any()):
                     raise
                 answered[answered.nonzero().flatten()[refused]] = False
+                joined = _joined(answers) if answers else None
+                if joined is not None:
+                    return joined, answered
         return None, answered
 
-    def _refused(self, inputs: torch.Tensor, error: NonFiniteError) -> torch.Tensor:
+    def _refused(
+        self, inputs: torch.Tensor, error: NonFiniteError
+    ) -> tuple[torch.Tensor, list[object] | None]:
         """``(batch,)`` booleans: the samples of ``inputs`` the surrogate refused with ``error``
         (a batch of one: itself; else those :class:`NonFiniteAnswer` names, or those of each half
-        it refuses, found the same way)."""
+        it refuses, found the same way), and the surrogate's answers to the others, in batch
+        order (``None`` after a :class:`NonFiniteAnswer` at the top: they are still to ask)."""
         batch = inputs.shape[0]
         refused = torch.zeros(batch, dtype=torch.bool, device=inputs.device)
         if isinstance(error, NonFiniteAnswer):
@@ -198,16 +206,35 @@ class Guard:
                     f"got {wrong}"
                 ) from error
             refused[list(error.samples)] = True
-            return refused
+            return refused, None
         if batch == 1:
-            return ~refused
-        half = batch // 2
+            return ~refused, []
+        half, answers = batch // 2, []
         for part in (slice(0, half), slice(half, batch)):
-            try:
-                self.surrogate(inputs[part])
-            except NonFiniteError as inner:
-                refused[part] = self._refused(inputs[part], inner)
-        return refused
+            inner, found = self._ask(inputs[part])
+            refused[part] = inner
+            answers.extend(found)
+        return refused, answers
+
+    def _ask(self, inputs: torch.Tensor) -> tuple[torch.Tensor, list[object]]:
+        """``inputs``, a part of a refused batch, asked: the ``(part,)`` samples the surrogate
+        refuses and its answers to the others, in order (after a :class:`NonFiniteAnswer`,
+        which holds no answers, those it did not name are asked once more)."""
+        try:
+            answer = self.surrogate(inputs)
+        except NonFiniteError as error:
+            refused, answers = self._refused(inputs, error)
+            if answers is not None:
+                return refused, answers
+            if not bool(refused.any()):
+                raise
+            if bool(refused.all()):
+                return refused, []
+            kept = (~refused).nonzero().flatten()
+            inner, answers = self._ask(inputs[kept])
+            refused[kept[inner]] = True
+            return refused, answers
+        return torch.zeros(inputs.shape[0], dtype=torch.bool, device=inputs.device), [answer]
 
     def collected(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(inputs, answers)`` the fallback gave since the last :meth:`clear` — training pairs
@@ -229,6 +256,41 @@ def _no_scores(batch: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(batch, 0, dtype=torch.float64, device=device)
 
 
+def _joined(answers: list[object]) -> object | None:
+    """The surrogate's answers to consecutive parts of a batch as one answer to them all
+    (tensors, Gaussians or Ensembles joined along the batch axis); ``None`` where they cannot be
+    (different kinds, shapes, dtypes or devices, or a mean ``(batch,)``, whose covariance may
+    couple the samples): the surrogate is then asked again."""
+    if len(answers) == 1:
+        return answers[0]
+    if all(isinstance(a, torch.Tensor) for a in answers):
+        return _cat(answers, 0)
+    if all(isinstance(a, Ensemble) for a in answers):
+        samples = _cat([a.samples for a in answers], 1)
+        return None if samples is None else Ensemble(samples)
+    if not all(isinstance(a, Gaussian) and a.mean.ndim > 1 for a in answers):
+        return None
+    mean, covs = _cat([a.mean for a in answers], 0), [a.cov for a in answers]
+    cov = None
+    if all(isinstance(c, torch.Tensor) for c in covs):
+        cov = _cat(covs, 0)
+    elif all(isinstance(c, LowRankCovariance) for c in covs):
+        diagonal = {c.base_is_diagonal for c in covs}
+        base, factor = _cat([c.base for c in covs], 0), _cat([c.factor for c in covs], 0)
+        if len(diagonal) == 1 and base is not None and factor is not None:
+            cov = LowRankCovariance(base, factor, diagonal.pop())
+    return None if mean is None or cov is None else Gaussian(mean, cov)
+
+
+def _cat(parts: list[torch.Tensor], dim: int) -> torch.Tensor | None:
+    """``parts`` joined along ``dim`` where they agree on every other axis, dtype and device."""
+    first = parts[0]
+    rest = [(p.ndim, p.dtype, p.device, p.shape[:dim] + p.shape[dim + 1 :]) for p in parts]
+    if first.ndim <= dim or len(set(rest)) != 1:
+        return None
+    return torch.cat(parts, dim)
+
+
 def _spread(rows: torch.Tensor, answered: torch.Tensor, fill: object) -> torch.Tensor:
     """``rows`` ``(answered, ...)`` at the ``answered`` samples of the batch, ``fill`` elsewhere."""
     if bool(answered.all()):
@@ -246,8 +308,9 @@ def guard(surrogate: Model, checks: Sequence[Check], fallback: Model) -> Guard:
         surrogate: ``surrogate(inputs) -> (batch, ...)`` (a tensor, or a Gaussian or Ensemble
             whose mean is the answer and whose spread the checks may read); run without gradient.
             Its NaN or inf answers go to ``fallback``; one returning a Gaussian or Ensemble,
-            which cannot hold them, raises a :class:`NonFiniteAnswer` naming those samples (else
-            the batch is halved to find them), and is asked again for the others.
+            which cannot hold them, raises a :class:`NonFiniteAnswer` naming those samples, and
+            is asked again for the others (else the batch is halved to find them, and the halves'
+            answers are kept: each sample answered once).
         checks: :class:`~physml.updates.checks.Check` objects with distinct names (an empty list
             answers with the surrogate everywhere).
         fallback: ``fallback(inputs[failed]) -> (failed, ...)``, e.g. the problem's solver; called

@@ -17,11 +17,10 @@ from ..training.checkpoint import load_weights
 from ..training.families import (
     DEFAULTS,
     FAMILIES,
-    SPECTRAL,
     TASK_OPTIONS,
     build,
+    check_same_pairs,
     check_spectral_shift,
-    same_pairs,
     training_items,
 )
 from .distillation import FocalDistillation, frozen, sample_errors
@@ -66,15 +65,13 @@ def load_previous(
     items = None
     if trained is not None:
         items = training_items(description, data)
-        if not same_pairs(description["model"], items, trained):
-            grids = " (an FNO takes any grid, but as many axes and channels)"
-            grids = grids if description["model"] in SPECTRAL else ""
-            now = [list(part.shape) for part in items[0]]
-            raise ValueError(
-                f"--distill-from: the old run {str(checkpoint)!r} was trained on data of shape "
-                f"{[list(shape) for shape in trained]} (input, target), this --data has "
-                f"{now}{grids}"
-            )
+        check_same_pairs(
+            description["model"],
+            items,
+            trained,
+            "--distill-from: this --data",
+            f"the old run {str(checkpoint)!r}",
+        )
     with torch.random.fork_rng(devices=[]):
         model, _ = build(description, data, items)
     load_weights(model, state, checkpoint)

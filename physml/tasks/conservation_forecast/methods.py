@@ -48,6 +48,7 @@ def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method
     """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (one of :data:`UPDATES`, with
     ``-nonneg`` appended, or ``nonneg`` alone) toward the totals ``known (N, T)``:
     ``(samples, seconds)``."""
+    _check_known(samples, known)
     base, _, nonneg = method.partition("-")
     conservation = conservation_of(base, known, grid)
     steps = [conservation] if base in UPDATES else []
@@ -59,8 +60,26 @@ def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method
 def nonnegative(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, after: str):
     """``samples`` ``(M, N, T, 1, H, W)``, the output of method ``after``, made non-negative
     with each member's mass kept, in ``after``'s metric (:func:`conservation_of`; the same as
-    ``constrained(..., after + "-nonneg")`` without the update again): ``(samples, seconds)``."""
+    ``constrained(..., after + "-nonneg")`` without the update again): ``(samples, seconds)``.
+    ``known (N, T)``, the totals ``after`` moved toward, is only checked against ``samples``:
+    each member keeps its own mass."""
+    _check_known(samples, known)
     return _applied(samples, [NonNegative(keep=conservation_of(after, known, grid))])
+
+
+def _check_known(samples: object, known: object) -> None:
+    """``samples`` must be ``(M, N, T, 1, H, W)`` and ``known`` one total per window and frame,
+    ``(N, T)``."""
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 6:
+        got = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise ValueError(f"samples must be a tensor (members, N, T, 1, H, W), got {got}")
+    wanted = tuple(samples.shape[1:3])
+    if not isinstance(known, torch.Tensor) or tuple(known.shape) != wanted:
+        got = tuple(known.shape) if isinstance(known, torch.Tensor) else type(known).__name__
+        raise ValueError(
+            f"known must hold the total of each window and frame of the samples, a tensor of "
+            f"shape {wanted} (N, T), got {got}"
+        )
 
 
 def _applied(samples: torch.Tensor, steps: list) -> tuple[torch.Tensor, float]:
