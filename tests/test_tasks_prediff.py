@@ -277,3 +277,73 @@ def test_a_prediff_on_cuda_takes_cpu_frames_and_gives_cpu_samples_matching_the_c
     forecast = task.sample(on_cuda, frames[:, : scale.t_in], members=2, steps=2, seed=0, batch=4)
     assert forecast.samples.device.type == "cpu"
     assert forecast.samples.shape == (2, 4, scale.t_out, 1, scale.size, scale.size)
+
+
+def _tiny_prediff():
+    from physml.models.prediff import FrameAutoencoder
+
+    scale = task.TOY
+    autoencoder = FrameAutoencoder(
+        1, scale.latent_channels, scale.downsample, scale.autoencoder_width
+    )
+    return scale, task.build_prediff(scale, "conv", autoencoder, seed=0).eval()
+
+
+def test_no_sampling_chunk_of_one_seed_repeats_a_chunk_of_a_neighbouring_seed():
+    scale, prediff = _tiny_prediff()
+    one = torch.rand(1, scale.t_in, 1, scale.size, scale.size)
+    context = one.expand(3, -1, -1, -1, -1)  # equal contexts: a chunk's draw is its seed's alone
+    chunks = {}
+    for seed in range(3):
+        forecast = task.sample(prediff, context, members=2, steps=2, seed=seed, batch=2)
+        for index, part in enumerate(forecast.samples.split(1, dim=1)):
+            chunks[seed, index] = part
+    for first, a in chunks.items():
+        for second, b in chunks.items():
+            if first < second:
+                assert not torch.allclose(a, b), (first, second)  # e.g. (s, k) and (s + 1, k - 1)
+
+
+def test_the_same_seed_draws_the_same_samples():
+    scale, prediff = _tiny_prediff()
+    context = torch.rand(3, scale.t_in, 1, scale.size, scale.size)
+    first = task.sample(prediff, context, members=2, steps=2, seed=5, batch=2)
+    second = task.sample(prediff, context, members=2, steps=2, seed=5, batch=2)
+    assert torch.equal(first.samples, second.samples)
+    other = task.sample(prediff, context, members=2, steps=2, seed=6, batch=2)
+    assert not torch.allclose(first.samples, other.samples)
+
+
+@pytest.mark.parametrize("changed", [{"seed": 4}, {"steps": 2}])
+def test_kept_chunks_of_another_seed_or_steps_are_refused(tmp_path, changed):
+    context = torch.zeros(4, 2, 1, 3, 3)
+    options = dict(members=2, steps=1, seed=3, batch=4, keep=tmp_path)
+    task.sample(_CountingSampler(), context, **options)
+    sampler = _CountingSampler()
+    name = next(iter(changed))
+    with pytest.raises(
+        ValueError, match=rf"keep: .*\.pt.* holds samples of seed 3 and 1 steps.*{name}"
+    ):
+        task.sample(sampler, context, **{**options, **changed})
+    assert sampler.calls == 0
+
+
+def test_kept_chunks_without_the_seeding_scheme_are_drawn_again(tmp_path):
+    context = torch.zeros(4, 2, 1, 3, 3)
+    for index in range(2):  # as kept by an older version: samples and seconds only
+        stale = {"samples": torch.full((2, 2, 2, 1, 3, 3), 7.0), "seconds": torch.tensor(1.0)}
+        torch.save(stale, tmp_path / f"{index}.pt")
+    plain = task.sample(_CountingSampler(), context, members=2, steps=1, seed=3, batch=4)
+    sampler = _CountingSampler()
+    with pytest.warns(UserWarning, match=r"keep: .* without the seeding scheme .* drawn again"):
+        redrawn = task.sample(sampler, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
+    assert sampler.calls == 2 and torch.equal(redrawn.samples, plain.samples)
+    again = _CountingSampler()
+    reread = task.sample(again, context, members=2, steps=1, seed=3, batch=4, keep=tmp_path)
+    assert again.calls == 0 and torch.equal(reread.samples, plain.samples)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.0, True])
+def test_sample_refuses_a_seed_that_is_not_a_non_negative_int(seed):
+    with pytest.raises(TypeError, match=rf"seed must be a non-negative int, got {seed!r}"):
+        task.sample(_CountingSampler(), torch.zeros(2, 2, 1, 3, 3), 2, 1, seed)

@@ -4,10 +4,12 @@ issue's targets."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import torch
 from torch import nn
 
@@ -30,6 +32,18 @@ class EnsembleForecast:
     seconds: float
 
 
+SEEDING = "seed-sequence-v1"
+"""The scheme that gives each sampling chunk its seed (:func:`chunk_seed`), recorded with the
+chunks :func:`sample` keeps; chunks kept under another scheme are drawn again."""
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    """The sampling seed (63 bits) of chunk ``index`` of a call with ``seed``: numpy's
+    ``SeedSequence([seed, index])``, so no chunk of one seed repeats a chunk of another."""
+    state = numpy.random.SeedSequence([seed, index]).generate_state(1, numpy.uint64)
+    return int(state[0] >> numpy.uint64(1))
+
+
 def sample(
     model: nn.Module,
     context: torch.Tensor,
@@ -42,23 +56,41 @@ def sample(
     reverse: bool = False,
 ) -> EnsembleForecast:
     """``model(context, members=, steps=, seed=)`` (a PreDiff or a constrained one) over chunks
-    of about ``batch / members`` contexts; ``targets(chunk)`` gives the per-call constraints
-    (``with_target``) of each chunk. ``keep``: a folder where each chunk's samples and seconds
-    are written as they come (``<index>.pt``) and read back on a rerun, so a killed run resumes
-    at the chunk it stopped in; ``reverse`` works through the chunks last first (the same
-    result), so a second process sharing ``keep`` meets the first in the middle. Each chunk
-    runs on the model's device; the samples come back on the CPU."""
+    of about ``batch / members`` contexts, chunk ``k`` with seed :func:`chunk_seed` ``(seed, k)``;
+    ``targets(chunk)`` gives the per-call constraints (``with_target``) of each chunk. ``keep``:
+    a folder where each chunk's samples and seconds (with ``seed``, ``steps`` and
+    :data:`SEEDING`) are written as they come (``<index>.pt``) and read back on a rerun, so a
+    killed run resumes at the chunk it stopped in; a chunk kept by a call with another seed or
+    steps is refused, one kept without the seeding scheme (older versions) is drawn again.
+    ``reverse`` works through the chunks last first (the same result), so a second process
+    sharing ``keep`` meets the first in the middle. Each chunk runs on the model's device; the
+    samples come back on the CPU."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
     device = _device_of(model)
     keep = None if keep is None else Path(keep)
     parts: list[torch.Tensor | None] = [None] * len(starts)
     seconds = 0.0
+    warned = False
     for index in reversed(range(len(starts))) if reverse else range(len(starts)):
         stored = None if keep is None else keep / f"{index}.pt"
         chunk = slice(starts[index], starts[index] + per_call)
+        saved = None
         if stored is not None and stored.exists():
             saved = torch.load(stored, weights_only=True)
+            if saved.get("seeding") != SEEDING:
+                if not warned:
+                    warnings.warn(
+                        f"keep: {str(keep)!r} holds chunks without the seeding scheme "
+                        f"{SEEDING!r} (kept by an older version, whose chunks overlapped "
+                        "between seeds): they are drawn again and overwritten",
+                        stacklevel=2,
+                    )
+                    warned = True
+                saved = None
+        if saved is not None:
             expected = (members, len(range(*chunk.indices(len(context)))))
             if tuple(saved["samples"].shape[:2]) != expected:
                 raise ValueError(
@@ -66,10 +98,16 @@ def sample(
                     f"{tuple(saved['samples'].shape)}, expected (members, contexts) = {expected} "
                     "for this call; it comes from another call: use another keep folder"
                 )
+            if (saved["seed"], saved["steps"]) != (seed, steps):
+                raise ValueError(
+                    f"keep: {str(stored)!r} holds samples of seed {saved['seed']} and "
+                    f"{saved['steps']} steps, expected seed {seed} and {steps} steps for this "
+                    "call; it comes from another call: use another keep folder"
+                )
             parts[index] = saved["samples"]
             seconds += float(saved["seconds"])
             continue
-        options = dict(members=members, steps=steps, seed=seed + index)
+        options = dict(members=members, steps=steps, seed=chunk_seed(seed, index))
         if targets is not None:
             options["constraints"] = targets(chunk)
         started = time.perf_counter()
@@ -80,7 +118,13 @@ def sample(
             stored.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(stored) as temporary:
                 torch.save(
-                    {"samples": parts[index], "seconds": torch.tensor(taken, dtype=torch.float64)},
+                    {
+                        "samples": parts[index],
+                        "seconds": torch.tensor(taken, dtype=torch.float64),
+                        "seed": seed,
+                        "steps": steps,
+                        "seeding": SEEDING,
+                    },
                     temporary,
                 )
     return EnsembleForecast(torch.cat(parts, dim=1), seconds)
