@@ -142,9 +142,12 @@ def test_an_ensemble_is_guarded_with_its_spread_and_heat_with_its_mass():
 
 
 class Diverging(torch.nn.Module):
-    """``x ↦ 2x``, NaN where the input's first value exceeds 1."""
+    """``x ↦ 2x``, NaN where the input's first value exceeds 1; ``seen`` counts its inputs."""
+
+    seen = 0
 
     def forward(self, x):
+        self.seen += len(x)
         return torch.where(x[:, :1, :1] > 1, float("nan"), 2 * x)
 
 
@@ -161,7 +164,10 @@ def test_a_member_answering_nan_sends_that_input_to_the_solver_and_the_rest_to_t
         return inputs + 1000
 
     check = EnsembleSpread(1e9, relative=True)
+    diverging = ensemble.members[1]
+    diverging.seen = 0
     result = guard(ensemble, [check], solver)(x)
+    assert diverging.seen == 4  # the refusal holds the answers to the others: not asked again
     assert result.fallback.tolist() == [False, False, True, False]
     assert len(sent) == 1 and torch.equal(sent[0], x[2:3])
     assert torch.equal(result.output[2], x[2] + 1000)

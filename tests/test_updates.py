@@ -434,6 +434,25 @@ class Refusing:
         return as_kind(self.kind, params)
 
 
+@pytest.mark.parametrize("answer", [None, "short", "scalar"])
+def test_a_non_finite_answer_must_answer_exactly_the_samples_it_does_not_name(answer):
+    params = torch.stack([torch.tensor([0.1, 1.5, 0.2], dtype=F64), torch.zeros(3, dtype=F64)], 1)
+
+    def refusing(p):
+        short = surrogate(p[:1])
+        held = {None: None, "short": short, "scalar": torch.tensor(0.0, dtype=F64)}[answer]
+        if (p[:, 0] > 1).any():
+            raise NonFiniteAnswer("sample 1 answered NaN", [1], held)
+        return surrogate(p)
+
+    if answer is None:  # no answer held: the others are asked again
+        output = guard(refusing, [], solver)(params).output
+        assert torch.equal(output[[0, 2]], surrogate(params[[0, 2]]))
+        return
+    with pytest.raises(ValueError, match=r"NonFiniteAnswer.answer must answer the 2 samples"):
+        guard(refusing, [], solver)(params)
+
+
 @pytest.mark.parametrize("named", [0, 3])
 @pytest.mark.parametrize("kind", ["tensor", "ensemble", "diagonal", "low-rank"])
 def test_a_refusing_surrogate_answers_each_good_sample_once_and_as_it_would_alone(kind, named):

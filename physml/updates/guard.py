@@ -26,11 +26,13 @@ Model = Callable[[torch.Tensor], object]
 class NonFiniteAnswer(NonFiniteError):
     """A surrogate's NaN or inf answer to some samples of a batch, which its output (a Gaussian or
     an Ensemble) cannot hold: ``samples`` their indices in the batch. :class:`Guard` sends them to
-    the fallback and answers the others."""
+    the fallback and answers the others with ``answer`` (the output for the other samples, in
+    batch order), or, where that is ``None``, by asking the surrogate again for them."""
 
-    def __init__(self, message: str, samples: Sequence[int]) -> None:
+    def __init__(self, message: str, samples: Sequence[int], answer: object = None) -> None:
         super().__init__(message)
         self.samples = tuple(int(i) for i in samples)
+        self.answer = answer
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,10 @@ class Guard:
                     f"got {wrong}"
                 ) from error
             refused[list(error.samples)] = True
-            return refused, None
+            if error.answer is None:
+                return refused, None
+            _check_answer(error.answer, int((~refused).sum()))
+            return refused, [error.answer]
         if batch == 1:
             return ~refused, []
         half, answers = batch // 2, []
@@ -254,6 +259,16 @@ def _none(batch: int, device: torch.device) -> torch.Tensor:
 
 def _no_scores(batch: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(batch, 0, dtype=torch.float64, device=device)
+
+
+def _check_answer(answer: object, batch: int) -> None:
+    """A :class:`NonFiniteAnswer`'s ``answer`` must answer the ``batch`` samples it did not name."""
+    got = point_prediction(answer).shape
+    if len(got) == 0 or got[0] != batch:
+        raise ValueError(
+            f"the surrogate's NonFiniteAnswer.answer must answer the {batch} samples it does not "
+            f"name, got an answer of shape {tuple(got)}"
+        )
 
 
 def _joined(answers: list[object]) -> object | None:

@@ -165,8 +165,8 @@ class MemberEnsemble(nn.Module):
     ``(batch, 1, nx) →`` an :class:`~physml.outputs.Ensemble` ``(member, batch, 1, nx)``: its mean
     is the answer (:func:`~physml.updates.point_prediction`), its spread what
     :class:`~physml.updates.EnsembleSpread` reads. A member answering NaN or inf on some inputs
-    raises a :class:`~physml.updates.NonFiniteAnswer` naming them: a guard sends those to its
-    fallback and answers the others.
+    raises a :class:`~physml.updates.NonFiniteAnswer` naming them and holding the answers to the
+    others: a guard sends those to its fallback and answers the others without asking again.
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
@@ -181,10 +181,12 @@ class MemberEnsemble(nn.Module):
         if not bool(finite.all()):
             members = (~finite).any(1).nonzero().flatten().tolist()
             refused = (~finite).any(0).nonzero().flatten().tolist()
+            kept = finite.all(0)
             raise NonFiniteAnswer(
                 f"members {members} of the ensemble answered NaN or inf on the inputs {refused} "
                 f"of the batch of {samples.shape[1]}",
                 refused,
+                Ensemble(samples[:, kept]) if bool(kept.any()) else None,
             )
         return Ensemble(samples)
 
