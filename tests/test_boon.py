@@ -327,6 +327,10 @@ def test_bad_values_and_outputs():
         constrain(fno(), boundary("neumann"))(torch.randn(4, 1, GRID.n))
     with pytest.raises(ValueError, match="x must be"):
         constrain(fno(), BoundaryCondition(Dirichlet(), GRID))(torch.randn(4, 1, 33))
+    with pytest.raises(
+        ValueError, match=r"x must be a tensor \(batch, channel, 65\), got \(4, 1, 2, 65\)"
+    ):
+        constrain(fno(), BoundaryCondition(Dirichlet(), GRID))(torch.randn(4, 1, 2, GRID.n))
     with pytest.raises(ConstraintError, match="NaN or inf"):
         through(torch.full((4, 1, GRID.n), math.nan), BoundaryCondition(Dirichlet(), GRID))
 

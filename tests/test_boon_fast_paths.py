@@ -48,6 +48,21 @@ def test_dirichlet_walls_in_one_where_equal_the_writes_one_by_one(count):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_dirichlet_walls_laid_out_for_one_dtype_are_laid_out_again_for_another():
+    """The layout kept for float64 outputs is not reused for float32 ones (which would promote
+    them to float64): each dtype gets its own, with the same walls."""
+    rows = [
+        DirichletRows(-2, torch.tensor([[[0.25]]], dtype=torch.float64), None),
+        DirichletRows(-1, None, torch.tensor([[[-0.5]]], dtype=torch.float64)),
+    ]
+    for dtype in (torch.float64, torch.float32):
+        y = torch.randn(2, 3, 5, 6, dtype=dtype)
+        out = write_rows(rows, y)
+        assert out.dtype == dtype
+        assert (out[..., :, -1] == -0.5).all() and (out[..., 0, :-1] == 0.25).all()
+        assert torch.equal(out[..., 1:, :-1], y[..., 1:, :-1])
+
+
 def test_one_dirichlet_condition_and_none_write_as_before():
     generator = torch.Generator().manual_seed(1)
     (row,) = _rows(generator)[:1]

@@ -274,6 +274,34 @@ def test_one_side_changes_one_wall_only():
     close(flux(out, -1, 1 / 16)[1], 2.0, scale=out)
 
 
+@pytest.mark.parametrize("kind", ["dirichlet", "neumann"])
+def test_a_one_sided_layer_leaves_the_free_wall_to_the_elimination(kind):
+    """A layer under a right-side condition, given values for both sides (the ``left, right``
+    shorthand): only the right wall is set, the left one stays the eliminated ``K̃x``."""
+    bc = Dirichlet(right=2.0) if kind == "dirichlet" else Neumann(right=2.0)
+    blocks = fno(2, 1).fno_blocks
+    condition = BoundaryCondition(bc, GY, axis=-1, side="right")
+    layer = CorrectedLayer(blocks.convs[0], blocks.fno_skips[0], [condition])
+    x = torch.randn(2, 8, NX, NY)
+    left, right = torch.tensor(5.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    with torch.no_grad():
+        eliminated = layer.linear(x)
+        y = layer(x, left, right)
+    assert torch.equal(y[..., :-1], eliminated[..., :-1])
+    if kind == "dirichlet":
+        assert (y[..., -1] == 2.0).all()
+    else:
+        close(flux(y, -1, GY.dx)[1], 2.0, scale=y)
+
+
+def test_layer_values_need_one_pair_per_condition():
+    blocks = fno(2, 1).fno_blocks
+    layer = CorrectedLayer(blocks.convs[0], blocks.fno_skips[0], cavity())
+    y = torch.randn(2, 8, NX, NY)
+    with pytest.raises(ValueError, match=r"values must hold one pair per condition \(2\), got 1"):
+        layer.set_values(y, [(None, None)])
+
+
 # ------------------------------------------------------------------------------------------
 # Periodic
 
@@ -296,6 +324,21 @@ def test_periodic_on_a_node_grid_sets_walls_to_their_mean():
     out = model(torch.randn(3, 2, NX, NY))
     close(out[..., 0, :-1] - out[..., -1, :-1], 0.0)
     close(out[..., :, -1], LIDS[:, None, None].expand(3, 1, NX))
+
+
+def test_periodic_on_a_node_grid_sets_the_layer_walls_to_their_mean_without_elimination():
+    """A hidden layer under a periodic condition on a node grid is the plain ``K x`` with both
+    walls replaced by their mean: no probe column reaches the interior."""
+    blocks = fno(2, 1).fno_blocks
+    condition = BoundaryCondition(Periodic(), GX, axis=-2)
+    layer = CorrectedLayer(blocks.convs[1], blocks.fno_skips[1], [condition])
+    x = torch.randn(2, 8, NX, NY)
+    with torch.no_grad():
+        plain, y = layer.plain(x), layer(x)
+    assert torch.equal(y[..., 1:-1, :], plain[..., 1:-1, :])
+    mean = (plain[..., 0, :] + plain[..., -1, :]) / 2
+    torch.testing.assert_close(y[..., 0, :], mean)
+    torch.testing.assert_close(y[..., -1, :], mean)
 
 
 # ------------------------------------------------------------------------------------------
@@ -502,6 +545,149 @@ def test_kept_wall_values_follow_the_shape_of_the_input():
             wrapped(torch.randn(2, 1, 13, 6))
 
 
+def test_probes_kept_for_inference_follow_the_size_of_an_unconstrained_axis():
+    """Probes read for inputs (2, 1, 7, 13) are not reused for (2, 1, 9, 13): neuralop's
+    responses to the spikes on the walls of axis -1 vary along the odd axis -2."""
+    condition = BoundaryCondition(Dirichlet(1.0, -1.0), Grid1D(13), axis=-1)
+    model = fno(1, 1, hidden=4, layers=2, modes=(4, 4))
+    x = torch.randn(2, 1, 9, 13)
+    with torch.no_grad():
+        expected = constrain(model, condition)(x)
+        wrapped = constrain(model, condition)
+        wrapped(torch.randn(2, 1, 7, 13))
+        out = wrapped(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert (out[..., 0] == 1.0).all() and (out[..., -1] == -1.0).all()
+
+
+N_DENSE = 9
+DENSE_WALLS = (0.5, -1.5)
+FLOAT32 = {"rtol": 1e-5, "atol": 1e-5}
+
+
+class DenseKernel(nn.Module):
+    """``K x = A x`` along the last axis (one channel), ``A`` a parameter or a buffer, or, for
+    ``seed=None``, a fixed circular stencil with no tensors at all (any dtype)."""
+
+    def __init__(self, seed: int | None, buffer: bool = False) -> None:
+        super().__init__()
+        if seed is None:
+            self.A = None
+            return
+        gen = torch.Generator().manual_seed(seed)
+        A = torch.randn(N_DENSE, N_DENSE, generator=gen) + 4 * torch.eye(N_DENSE)
+        if buffer:
+            self.register_buffer("A", A)
+        else:
+            self.A = nn.Parameter(A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.A is not None:
+            return x @ self.A.T
+        stencil = torch.tensor([0.2, 1.0, -0.3], dtype=x.dtype).view(1, 1, 3)
+        return F.conv1d(F.pad(x, (1, 1), mode="circular"), stencil) + 0.1 * x.roll(3, -1)
+
+    def matrix(self) -> torch.Tensor:
+        """``A`` in float64, read off the unit vectors."""
+        eye = torch.eye(N_DENSE, dtype=torch.float64)
+        kernel = self if self.A is None else (lambda x: x @ self.A.double().T)
+        return kernel(eye[:, None])[:, 0].T
+
+
+class DenseOperator(nn.Module):
+    """One :class:`DenseKernel` layer, its output the model's (the operator seam)."""
+
+    n_dim = 1
+    out_channels = 1
+
+    def __init__(self, seed: int | None, buffer: bool = False) -> None:
+        super().__init__()
+        self.kernel = DenseKernel(seed, buffer)
+
+    def kernel_layers(self) -> list[KernelLayer]:
+        return [KernelLayer(self.kernel, None)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernel(x)
+
+
+def dense_boon(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """BOON's layer for ``K = A`` and Dirichlet :data:`DENSE_WALLS`, by hand in float64: the
+    columns ``A[:, 0]``, ``A[:, N]`` added with the weights that make row 0 ``K̃₀₀ x₀`` and row
+    N ``Kₙₙ x_N``, then the walls set."""
+    x = x.double()
+    kx = x @ A.T
+    corners = A[[0, -1]][:, [0, -1]]
+    pivot = A[0, 0] - A[0, -1] * A[-1, 0] / A[-1, -1]
+    rows = torch.stack([pivot * x[..., 0] - kx[..., 0], A[-1, -1] * x[..., -1] - kx[..., -1]])
+    d = torch.linalg.solve(corners, rows.reshape(2, -1)).reshape(rows.shape)
+    out = kx + d[0, ..., None] * A[:, 0] + d[1, ..., None] * A[:, -1]
+    out[..., 0], out[..., -1] = DENSE_WALLS
+    return out
+
+
+def dense_condition() -> BoundaryCondition:
+    return BoundaryCondition(Dirichlet(*DENSE_WALLS), Grid1D(N_DENSE))
+
+
+def test_dense_operator_is_boon_by_hand():
+    net = DenseOperator(0)
+    x = torch.randn(3, 1, N_DENSE, dtype=torch.float64)
+    out = constrain(net.double(), dense_condition(), pivot_floor=0.0)(x)
+    torch.testing.assert_close(out, dense_boon(net.kernel.matrix(), x), rtol=1e-12, atol=1e-12)
+
+
+def test_probes_kept_for_inference_follow_buffers_changed_in_place():
+    """``K``'s weights in a buffer: ``load_state_dict`` copies new ones in place, and the probes
+    kept for inference must be read again."""
+    net, other = DenseOperator(0, buffer=True), DenseOperator(1, buffer=True)
+    wrapped = constrain(net, dense_condition(), pivot_floor=0.0)
+    x = torch.randn(3, 1, N_DENSE)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            wrapped(x).double(), dense_boon(net.kernel.matrix(), x), **FLOAT32
+        )
+        net.load_state_dict(other.state_dict())
+        out = wrapped(x)
+    torch.testing.assert_close(out.double(), dense_boon(other.kernel.matrix(), x), **FLOAT32)
+
+
+@pytest.mark.parametrize("first", [torch.float32, torch.float64])
+def test_probes_kept_for_inference_follow_the_dtype_of_the_input(first):
+    """A layer with no tensors runs in the input's dtype: probes (and spikes) kept for one dtype
+    are not reused for the other, so a float64 input gets float64 probes and a float32 one a
+    float32 output."""
+    net = DenseOperator(None)
+    wrapped = constrain(net, dense_condition(), pivot_floor=0.0)
+    x = torch.randn(3, 1, N_DENSE, dtype=torch.float64)
+    expected = dense_boon(net.kernel.matrix(), x)
+    second = torch.float64 if first == torch.float32 else torch.float32
+    with torch.no_grad():
+        outs = {dtype: wrapped(x.to(dtype)) for dtype in (first, second)}
+    for dtype, out in outs.items():
+        assert out.dtype == dtype
+    torch.testing.assert_close(outs[torch.float64], expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outs[torch.float32].double(), expected, **FLOAT32)
+
+
+def test_forget_makes_the_next_forward_probe_again():
+    """A change through ``parameter.data`` escapes the version counters; after ``forget()`` the
+    next forward reads the changed weights."""
+    net = DenseOperator(0)
+    wrapped = constrain(net, dense_condition(), pivot_floor=0.0)
+    layer = wrapped.correction.layers[0]
+    x = torch.randn(3, 1, N_DENSE)
+    changed = DenseOperator(1).kernel
+    with torch.no_grad():
+        wrapped(x)
+        net.kernel.A.data.copy_(changed.A)
+        assert not layer.needs_probe(x)
+        layer.forget()
+        assert layer.needs_probe(x)
+        out = wrapped(x)
+    torch.testing.assert_close(out.double(), dense_boon(changed.matrix(), x), **FLOAT32)
+
+
 # ------------------------------------------------------------------------------------------
 # constrain on n-D outputs; Gaussians
 
@@ -649,10 +835,11 @@ def test_pivot_floor_bounds_the_pivots_and_keeps_the_others_exact():
     assert torch.equal(torch.sign(guarded.pivot[small]), torch.sign(reference.pivot[small]))
 
 
-def test_pivot_floor_out_of_range_is_refused():
+@pytest.mark.parametrize("floor", [-0.1, math.inf, math.nan])
+def test_pivot_floor_out_of_range_is_refused(floor):
     blocks = fno(2, 1).fno_blocks
-    with pytest.raises(ValueError, match="pivot_floor"):
-        CorrectedLayer(blocks.convs[0], blocks.fno_skips[0], cavity(), pivot_floor=-0.1)
+    with pytest.raises(ValueError, match=f"pivot_floor must be a finite number >= 0, got {floor}"):
+        CorrectedLayer(blocks.convs[0], blocks.fno_skips[0], cavity(), pivot_floor=floor)
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ the model output once more with the conditions themselves:
   the responses of all layers are instead computed together from the weights, in closed form,
   when the first layer runs, and no probes join the batch. The responses give the bias and, per
   output channel ``c`` and wall point ``w``, the columns ``p₀, p_N`` and the corner entries
-  ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without
-  gradient (inference) are kept while the parameters' version counters stay the same, so that
-  inference runs ``K`` on the data alone; with gradients they are read in every forward.
+  ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without gradient
+  (inference) are kept while the version counters of the layer's parameters and buffers stay
+  the same, so that inference runs ``K`` on the data alone; with gradients they are read in
+  every forward.
 - Elimination. The corrected operator is ``K̃x = Kx + p₀ d₀ + p_N d_N`` with ``(d₀, d_N)``, per
   channel and wall point, solved from the 2 × 2 corner system with the pivots ``Kₙₙ`` and
   ``K̃₀₀ = K₀₀ − K₀ₙKₙ₀/Kₙₙ`` such that ``(K̃x)₀(w) = K̃₀₀(w) x₀(w)`` and ``(K̃x)_N(w) = Kₙₙ(w)
@@ -342,32 +343,33 @@ class CorrectedLayer:
         """Whether the layer is left as it is (only periodic conditions on periodic grids)."""
         return all(w.is_identity for w in self.walls)
 
-    def _live_parameters(self) -> list[torch.Tensor]:
-        """The layer's parameters as the modules hold them now (``load_state_dict(...,
-        assign=True)`` or ``functional_call`` put new objects in their place)."""
-        skip = () if self.skip is None else self.skip.parameters()
-        return [*self.conv.parameters(), *skip]
+    def _live_tensors(self) -> list[torch.Tensor]:
+        """The layer's parameters and buffers as the modules hold them now
+        (``load_state_dict(..., assign=True)`` or ``functional_call`` put new objects in their
+        place); a buffer may carry ``K``'s weights as well as a parameter."""
+        modules = (self.conv,) if self.skip is None else (self.conv, self.skip)
+        return [t for m in modules for t in (*m.parameters(), *m.buffers())]
 
     def _reusable_key(self, like: torch.Tensor) -> tuple | None:
         """What the probes depend on, when they carry no gradient (else ``None``).
 
-        The parameters (identity, storage and version counters, bumped by in-place updates such
-        as an optimiser step or ``load_state_dict``), the spatial shape, dtype and device, and
-        inference mode (inference tensors cannot be saved for a later backward pass).
+        The parameters and buffers (identity, storage and version counters, bumped by in-place
+        updates such as an optimiser step or ``load_state_dict``), the shape, dtype and device,
+        and inference mode (inference tensors cannot be saved for a later backward pass).
         """
-        parameters = self._live_parameters()
-        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+        tensors = self._live_tensors()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
-        versions = tuple((id(p), p.data_ptr(), p._version) for p in parameters)
+        versions = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
         inference = torch.is_inference_mode_enabled()
         return versions, tuple(like.shape[1:]), like.dtype, like.device, inference
 
     def needs_probe(self, like: torch.Tensor) -> bool:
         """Whether ``K`` must be probed for inputs like ``like``.
 
-        Probes read without gradient are reused while the parameters are unchanged (inference
-        then runs ``K`` on the data alone); with gradients they are read in every forward.
-        In-place changes through ``parameter.data`` escape the version counters: call
+        Probes read without gradient are reused while the parameters and buffers are unchanged
+        (inference then runs ``K`` on the data alone); with gradients they are read in every
+        forward. In-place changes through ``parameter.data`` escape the version counters: call
         :meth:`forget` after them.
         """
         if not self.probing:
