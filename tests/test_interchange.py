@@ -585,3 +585,280 @@ def test_a_pdebench_ns_file_whose_samples_have_other_times_is_refused(tmp_path):
         f["t"][1] = f["t"][1] * 2  # the second sample saved at other times
     with pytest.raises(DatasetFileError, match="t: differs between samples"):
         load(tmp_path / "ns.h5")
+
+
+# ------------------------------------------------------------------ layouts read value by value
+
+
+def test_pdebench_times_of_two_steps_must_increase(tmp_path):
+    _pdebench_1d(tmp_path / "bad.h5", steps=2, **{"t-coordinate": np.array([0.1, 0.0, 0.2])})
+    with pytest.raises(DatasetFileError, match="t-coordinate: times must increase"):
+        load(tmp_path / "bad.h5")
+
+
+def test_a_non_finite_complex_parameter_is_refused(tmp_path):
+    data = _ours_2d()
+    data.params = {"phase": torch.tensor([1 + 1j, 2 - 1j, 0.5j], dtype=torch.complex128)}
+    out = write_pdebench(data, tmp_path / "out.h5")
+    with h5py.File(out, "r+") as f:
+        f["phase"][1] = complex(np.nan, 1.0)
+    with pytest.raises(DatasetFileError, match=r"phase: 1 non-finite value\(s\)"):
+        load(out)
+
+
+def test_our_pdebench_file_without_parameters_takes_none_from_its_name(tmp_path):
+    data = _ours_2d()
+    data.params = {}
+    out = write_pdebench(data, tmp_path / "2D_Burgers_Sols_Nu0.01.hdf5")
+    back = load(out)
+    assert back.params == {} and "params_from_file_name" not in back.attrs
+    _pdebench_1d(tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5")  # a foreign file: taken from the name
+    assert load(tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5").params["Nu"].tolist() == [0.01] * 4
+
+
+def test_pdebench_datasets_of_other_rows_are_dropped_and_listed(tmp_path):
+    path = tmp_path / "extra.h5"
+    _pdebench_1d(path, notes=np.arange(7.0), scale=np.float64(2.0), rows=np.arange(4.0))
+    data = load(path)
+    assert sorted(json.loads(data.attrs["dropped"])) == ["notes", "scale"]
+    assert list(data.params) == ["rows"] and data.params["rows"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert data.fields == {}
+
+
+def test_a_pdebench_ns_file_goes_to_the_well_with_particles_as_u(tmp_path):
+    path = tmp_path / "ns.h5"
+    _pdebench_ns(path)
+    out = convert(path, tmp_path / "ns.well.h5", to="well")
+    with h5py.File(path) as f, h5py.File(out) as g:
+        assert list(g["t0_fields"].attrs["field_names"]) == ["particles", "vx", "vy"]
+        np.testing.assert_array_equal(g["t0_fields/particles"][()], f["particles"][..., 0])
+        np.testing.assert_array_equal(g["t0_fields/vy"][()], f["velocity"][..., 1])
+
+
+def test_a_pdebench_ns_force_of_three_components_is_refused(tmp_path):
+    _pdebench_ns(tmp_path / "ns.h5")
+    with h5py.File(tmp_path / "ns.h5", "a") as f:
+        del f["force"]
+        f["force"] = np.zeros((2, 8, 8, 3), np.float32)
+    with pytest.raises(DatasetFileError, match=r"force: expected \(B, X, Y, 2\)"):
+        load(tmp_path / "ns.h5")
+
+
+def _pdebench_groups(path, steps=5, times=5, shapes=None):
+    """PDEBench per-sample groups: channel ``c`` of sample ``i`` at ``(k, a, b)`` holds
+    ``1000 i + 100 c + 10 k + a + b / 10``."""
+    with h5py.File(path, "w") as f:
+        for i in range(3):
+            k, a, b, c = np.meshgrid(
+                *(np.arange(s) for s in (shapes or {}).get(i, (steps, 4, 3, 2))), indexing="ij"
+            )
+            group = f.create_group(f"{i:04d}")
+            group["data"] = 1000.0 * i + 100 * c + 10 * k + a + b / 10
+            group["grid/x"] = np.arange(4) * 0.25
+            group["grid/y"] = np.arange(3) * 0.5
+            group["grid/t"] = np.arange(times) * 0.1
+
+
+def test_a_pdebench_group_file_takes_u_from_channel_0(tmp_path):
+    _pdebench_groups(tmp_path / "g.h5", times=6)  # T + 1 times, as PDEBench saves them
+    data = load(tmp_path / "g.h5")
+    assert data.u.shape == (3, 5, 4, 3)
+    assert data.u[2, 3, 1, 2].item() == 2000 + 30 + 1 + 0.2
+    assert data.fields["channel_1"][1, 4, 3, 0].item() == 1000 + 100 + 40 + 3
+    assert data.t.tolist() == [0.0, 0.1, 0.2, 0.30000000000000004, 0.4]
+    assert data.coords["x"].tolist() == [0.0, 0.25, 0.5, 0.75] and data.coords["y"].shape == (3,)
+
+
+def test_pdebench_groups_of_other_shapes_are_refused(tmp_path):
+    _pdebench_groups(tmp_path / "g.h5", shapes={1: (5, 4, 2, 2)})
+    with pytest.raises(DatasetFileError, match=r"0000/data: expected .* alike in all samples"):
+        load(tmp_path / "g.h5")
+
+
+def test_a_well_file_whose_n_spatial_dims_disagrees_is_refused(tmp_path):
+    _well_2d(tmp_path / "w.h5")
+    with h5py.File(tmp_path / "w.h5", "a") as f:
+        f.attrs["n_spatial_dims"] = 3
+    with pytest.raises(DatasetFileError, match=r"n_spatial_dims: 3, but spatial_dims is"):
+        load(tmp_path / "w.h5")
+
+
+def test_a_well_field_constant_along_an_axis_is_broadcast_along_it(tmp_path):
+    path = tmp_path / "w.h5"
+    _well_2d(path)
+    height = np.arange(2 * 5 * 8, dtype=np.float32).reshape(2, 5, 8)  # no y axis stored
+    with h5py.File(path, "a") as f:
+        group = f["t0_fields"]
+        group["height"] = height
+        group["height"].attrs.update(sample_varying=True, time_varying=True)
+        group["height"].attrs["dim_varying"] = [True, False]
+        group.attrs["field_names"] = ["density", "obstacle", "height"]
+    data = load(path)
+    assert data.fields["height"].shape == (2, 5, 8, 6)
+    for j in range(6):
+        np.testing.assert_array_equal(data.fields["height"][..., j].numpy(), height)
+
+
+def test_well_fields_and_scalars_without_flags_take_the_documented_defaults(tmp_path):
+    path = tmp_path / "w.h5"
+    stored = _well_2d(path)
+    with h5py.File(path, "a") as f:  # a field: sample- and time-varying; a scalar: neither
+        for name in ("sample_varying", "time_varying"):
+            del f["t0_fields/density"].attrs[name]
+            del f["scalars/Reynolds"].attrs[name]
+    data = load(path)
+    np.testing.assert_array_equal(data.u.numpy(), stored[0]["density"].astype(np.float32))
+    assert data.params["Reynolds"].tolist() == [1e4, 1e4]
+    with h5py.File(path, "a") as f:  # a one-element scalar reads as the number
+        del f["scalars/Reynolds"]
+        f["scalars/Reynolds"] = np.array([250.0])
+    assert load(path).params["Reynolds"].tolist() == [250.0, 250.0]
+
+
+def test_per_sample_well_scalars_win_over_the_root_attribute(tmp_path):
+    path = tmp_path / "w.h5"
+    _well_2d(path)
+    with h5py.File(path, "a") as f:
+        del f["scalars/Reynolds"]
+        f["scalars/Reynolds"] = np.array([1e3, 1e5])
+        f["scalars/Reynolds"].attrs.update(sample_varying=True, time_varying=False)
+    assert load(path).params["Reynolds"].tolist() == [1e3, 1e5]
+
+
+def test_well_axis_names_survive_the_way_through_ours(tmp_path):
+    path = tmp_path / "w.h5"
+    _well_2d(path)
+    with h5py.File(path, "a") as f:
+        dims = f["dimensions"]
+        for old, new in (("x", "r"), ("y", "z")):
+            dims.move(old, new)
+        dims.attrs["spatial_dims"] = ["r", "z"]
+    data = load(path)
+    assert "velocity_z" in data.fields and "stress_rz" in data.fields
+    assert data.coords["y"].tolist() == np.linspace(-1, 1, 6, dtype=np.float32).tolist()
+    again = convert(convert(path, tmp_path / "ours.h5"), tmp_path / "again.h5", to="well")
+    with h5py.File(path) as f, h5py.File(again) as g:
+        assert list(g["dimensions"].attrs["spatial_dims"]) == ["r", "z"]
+        for name in ("t1_fields/velocity", "t2_fields/stress", "dimensions/z"):
+            np.testing.assert_array_equal(g[name][()], f[name][()])
+
+
+# ------------------------------------------------------------------------ writing, value by value
+
+
+def test_writers_refuse_arrays_that_do_not_fit_u(tmp_path):
+    cases = [
+        ("t", lambda d: setattr(d, "t", d.t[:-1]), r"data.t: expected shape \(5,\)"),
+        ("params", lambda d: d.params.update(nu=d.params["nu"][:2]), r"params\['nu'\]: expected 3"),
+        (
+            "fields",
+            lambda d: d.fields.update(vx=d.fields["vx"][..., :4]),
+            r"fields\['vx'\]: expected",
+        ),
+        ("index", lambda d: setattr(d, "sample_index", torch.arange(4)), "sample_index: expected"),
+    ]
+    for writer in (write_physml, write_pdebench, write_well):
+        for what, spoil, message in cases:
+            data = _ours_2d()
+            spoil(data)
+            with pytest.raises(ValueError, match=message):
+                writer(data, tmp_path / "out.h5")
+            assert list(tmp_path.iterdir()) == [], (writer.__name__, what)
+
+
+def test_a_parameter_shaped_like_u_is_refused_by_the_pdebench_writer(tmp_path):
+    data = _ours_2d()
+    data.params["source"] = data.fields["vx"].clone()
+    with pytest.raises(ValueError, match=r"data.params\['source'\]: shape \(3, 5, 8, 6\) is the"):
+        write_pdebench(data, tmp_path / "out.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_time_varying_parameter_equal_over_samples_comes_back(tmp_path):
+    data = _ours_2d()
+    data.params = {"forcing": torch.tensor([[0.5, 1.0, 1.5, 2.0, 2.5]] * N, dtype=torch.float64)}
+    back = load(write_pdebench(data, tmp_path / "out.h5"))
+    assert back.params["forcing"].tolist() == [[0.5, 1.0, 1.5, 2.0, 2.5]] * N
+
+
+def test_the_well_writer_flags_symmetric_and_antisymmetric_tensors(tmp_path):
+    data = _ours_2d()
+    a, b = data.fields["vx"], data.fields["vy"]
+    data.fields = {
+        "stress_xx": a, "stress_xy": b, "stress_yx": b, "stress_yy": a,
+        "spin_xx": 0 * a, "spin_xy": b, "spin_yx": -b, "spin_yy": 0 * a,
+        "grad_xx": a, "grad_xy": a, "grad_yx": b, "grad_yy": b,
+    }  # fmt: skip
+    out = write_well(data, tmp_path / "out.h5")
+    with h5py.File(out) as f:
+        flags = {
+            name: (item.attrs["symmetric"], item.attrs["antisymmetric"])
+            for name, item in f["t2_fields"].items()
+        }
+        np.testing.assert_array_equal(f["t2_fields/spin"][..., 1, 0], -b.numpy())
+    assert flags == {"stress": (True, False), "spin": (False, True), "grad": (False, False)}
+
+
+@pytest.mark.parametrize(
+    ("boundary", "kind"),
+    [("periodic", "periodic"), ("Dirichlet u = 0", "wall"), ("no-slip", "wall")],
+)
+def test_the_well_writer_marks_both_ends_of_each_axis(tmp_path, boundary, kind):
+    data = _ours_2d()
+    data.attrs["boundary"] = boundary
+    out = write_well(data, tmp_path / "out.h5")
+    with h5py.File(out) as f:
+        assert sorted(f["boundary_conditions"]) == [f"x_{kind}", f"y_{kind}"]
+        x, y = f[f"boundary_conditions/x_{kind}"], f[f"boundary_conditions/y_{kind}"]
+        assert x.attrs["bc_type"] == kind.upper() and list(y.attrs["associated_dims"]) == ["y"]
+        assert x["mask"][()].tolist() == [True] + [False] * (X - 2) + [True]
+        assert y["mask"][()].tolist() == [True] + [False] * (Y - 2) + [True]
+
+
+def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):
+    path = tmp_path / "p.h5"
+    _pdebench_1d(path, sample_index=np.arange(5))
+    with pytest.raises(DatasetFileError, match=r"sample_index: expected shape \(4,\), got \(5,\)"):
+        load(path)
+
+
+def test_read_parameters_and_counts_are_not_kept_twice_as_attributes(tmp_path):
+    _pdebench_1d(tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "a") as f:
+        f.attrs.update(beta=0.4, solver="upwind")
+    data = load(tmp_path / "p.h5")
+    assert data.params["beta"].tolist() == [0.4] * 4
+    assert "beta" not in data.attrs and data.attrs["solver"] == "upwind"
+    _well_2d(tmp_path / "w.h5")
+    data = load(tmp_path / "w.h5")
+    assert data.params["Schmidt"].tolist() == [2.0, 2.0]
+    for name in ("Schmidt", "Reynolds", "n_trajectories", "n_spatial_dims"):
+        assert name not in data.attrs, name
+    assert data.attrs["dataset_name"] == "shear_flow"
+
+
+def test_a_well_file_of_vector_fields_only_without_counts_loads(tmp_path):
+    path = tmp_path / "w.h5"
+    stored = _well_2d(path, drop=("density", "obstacle"))
+    with h5py.File(path, "a") as f:
+        del f["t0_fields"], f.attrs["n_trajectories"]
+    data = load(path)
+    assert data.u.shape == (2, 5, 8, 6) and data.attrs["field"] == "velocity_x"
+    np.testing.assert_array_equal(data.u.numpy(), stored[1]["velocity"][..., 0].astype(np.float32))
+
+
+def test_a_well_file_without_a_time_varying_field_is_refused(tmp_path):
+    path = tmp_path / "w.h5"
+    _well_2d(path, drop=("density",))
+    with h5py.File(path, "a") as f:
+        del f["t1_fields"], f["t2_fields"]
+    with pytest.raises(DatasetFileError, match="t0_fields: no time-varying field to serve as u"):
+        load(path)
+
+
+def test_the_well_writer_refuses_a_field_named_as_u(tmp_path):
+    data = _ours_2d()
+    data.attrs["field"] = "vx"
+    with pytest.raises(ValueError, match=r"data.attrs\['field'\]: 'vx' is also the name of a"):
+        write_well(data, tmp_path / "out.h5")
+    assert list(tmp_path.iterdir()) == []

@@ -47,8 +47,8 @@ attribute ``physml_attrs``, ``sample_index`` as a root dataset, coordinates of a
 coordinates, ``params`` and ``fields``. Fields must have the shape of ``u`` (the N-body recipes'
 extra arrays and the tracer recipes' totals per frame, ``mass`` and ``released``
 ``(sample, time)``, do not: such data are refused, not half written). PDEBench: parameters equal
-over samples become root attributes, the others datasets; ``layout="ns"`` needs fields ``vx``,
-``vy``.
+over samples become root attributes, the others datasets (none may have the shape of ``u``: it
+would read back as a field); ``layout="ns"`` needs fields ``vx``, ``vy``.
 The Well: ``u`` is the t0 field named by attribute ``field`` (else ``u``); fields ``NAME_x``,
 ``NAME_y`` (one per axis) become the t1 field ``NAME`` (``NAME_xx``, ...: t2); ``params`` ``(N,)``
 go to ``scalars/`` and are listed in ``simulation_parameters`` (with a root attribute when equal
@@ -686,6 +686,12 @@ def write_pdebench(data: PDEData, path: str | os.PathLike, layout: str | None = 
     for name in [*params, *fields]:
         if name in reserved or "/" in name:
             raise ValueError(f"data: name {name!r} is reserved in the PDEBench {layout} layout")
+    for name, value in params.items():
+        if value.shape == u.shape:
+            raise ValueError(
+                f"data.params[{name!r}]: shape {value.shape} is the shape of u, which a PDEBench "
+                "file keeps for fields: it would read back as a field (make it one)"
+            )
     with atomic_path(path, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
             for name, value in {**main, **fields}.items():
