@@ -862,3 +862,18 @@ def test_the_well_writer_refuses_a_field_named_as_u(tmp_path):
     with pytest.raises(ValueError, match=r"data.attrs\['field'\]: 'vx' is also the name of a"):
         write_well(data, tmp_path / "out.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_well_writer_refuses_a_parameter_that_may_vary_in_time_or_in_space(tmp_path):
+    square = PDEData(  # 1-D, as many times as points: (N, T) is also (N, X)
+        u=torch.zeros(N, T, T, dtype=torch.float64),
+        t=torch.linspace(0.0, 1.0, T, dtype=torch.float64),
+        coords={"x": torch.linspace(0.0, 1.0, T, dtype=torch.float64)},
+        params={"inflow": torch.ones(N, T, dtype=torch.float64)},
+        attrs={"pde": "synthetic", "boundary": "dirichlet"},
+    )
+    with pytest.raises(ValueError, match=r"data.params\['inflow'\]: shape \(3, 5\) is both"):
+        write_well(square, tmp_path / "out.h5")
+    assert list(tmp_path.iterdir()) == []
+    square.params["inflow"] = torch.ones(N, dtype=torch.float64)  # a scalar: no doubt
+    write_well(square, tmp_path / "out.h5")

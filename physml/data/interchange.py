@@ -52,7 +52,8 @@ would read back as a field); ``layout="ns"`` needs fields ``vx``, ``vy``.
 The Well: ``u`` is the t0 field named by attribute ``field`` (else ``u``); fields ``NAME_x``,
 ``NAME_y`` (one per axis) become the t1 field ``NAME`` (``NAME_xx``, ...: t2); ``params`` ``(N,)``
 go to ``scalars/`` and are listed in ``simulation_parameters`` (with a root attribute when equal
-over samples), ``(N, T)`` to time-varying scalars, ``(N, *space)`` to time-constant fields. Boundary
+over samples), ``(N, T)`` to time-varying scalars, ``(N, *space)`` to time-constant fields (on a
+1-D grid of ``T`` points the two are one shape: refused). Boundary
 conditions come from ``well_boundary_conditions`` or from our ``boundary`` text: periodic ->
 PERIODIC, Dirichlet, Neumann, no-slip, reflecting -> WALL on every axis (The Well knows only WALL,
 OPEN, PERIODIC; the exact text stays in ``physml_attrs``).
@@ -786,6 +787,13 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
         raise ValueError(f"data.attrs['field']: {u_name!r} is also the name of a field")
     on_grid = {k: v for k, v in arrays["params"].items() if v.shape[1:] == space}
     scalars = {k: v for k, v in arrays["params"].items() if k not in on_grid}
+    for name, value in on_grid.items():
+        if value.shape == (n, steps):
+            raise ValueError(
+                f"data.params[{name!r}]: shape {value.shape} is both a value per time and one per "
+                f"point of the {space[0]}-point grid, and The Well keeps the two apart; the shape "
+                "cannot say which it is (write data whose time and space sizes differ)"
+            )
     for name, value in scalars.items():
         if value.shape not in ((n,), (n, steps)):
             raise ValueError(
