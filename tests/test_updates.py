@@ -434,6 +434,19 @@ class Refusing:
         return as_kind(self.kind, params)
 
 
+@pytest.mark.parametrize("first", [0.0, 1.0])
+def test_a_batch_refused_though_no_sample_is_refused_alone_raises_at_any_depth(first):
+    def pairwise(p):  # refuses sample 0, and 2 and 3 together
+        ids = set(p[:, 0].long().tolist())
+        if 0 in ids or {2, 3} <= ids:
+            raise NonFiniteError("refused")
+        return surrogate(p)
+
+    params = torch.stack([torch.tensor([first, 1.0, 2.0, 3.0], dtype=F64), torch.zeros(4)], 1)
+    with pytest.raises(NonFiniteError, match="refused"):
+        guard(pairwise, [], solver)(params)
+
+
 @pytest.mark.parametrize("answer", [None, "short", "scalar"])
 def test_a_non_finite_answer_must_answer_exactly_the_samples_it_does_not_name(answer):
     params = torch.stack([torch.tensor([0.1, 1.5, 0.2], dtype=F64), torch.zeros(3, dtype=F64)], 1)

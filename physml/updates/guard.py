@@ -229,10 +229,10 @@ class Guard:
             answer = self.surrogate(inputs)
         except NonFiniteError as error:
             refused, answers = self._refused(inputs, error)
+            if not bool(refused.any()):  # refused as a batch, no sample alone: as at the top
+                raise
             if answers is not None:
                 return refused, answers
-            if not bool(refused.any()):
-                raise
             if bool(refused.all()):
                 return refused, []
             kept = (~refused).nonzero().flatten()
@@ -325,7 +325,8 @@ def guard(surrogate: Model, checks: Sequence[Check], fallback: Model) -> Guard:
             Its NaN or inf answers go to ``fallback``; one returning a Gaussian or Ensemble,
             which cannot hold them, raises a :class:`NonFiniteAnswer` naming those samples, and
             is asked again for the others (else the batch is halved to find them, and the halves'
-            answers are kept: each sample answered once).
+            answers are kept: each sample answered once, so each answer must not depend on the
+            other samples of its batch). A batch refused with no sample refused alone raises.
         checks: :class:`~physml.updates.checks.Check` objects with distinct names (an empty list
             answers with the surrogate everywhere).
         fallback: ``fallback(inputs[failed]) -> (failed, ...)``, e.g. the problem's solver; called
