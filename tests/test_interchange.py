@@ -875,5 +875,19 @@ def test_the_well_writer_refuses_a_parameter_that_may_vary_in_time_or_in_space(t
     with pytest.raises(ValueError, match=r"data.params\['inflow'\]: shape \(3, 5\) is both"):
         write_well(square, tmp_path / "out.h5")
     assert list(tmp_path.iterdir()) == []
-    square.params["inflow"] = torch.ones(N, dtype=torch.float64)  # a scalar: no doubt
+    square.params["kappa"] = torch.arange(N * T, dtype=torch.float64).reshape(N, T)
+    square.attrs["well_time_varying_scalars"] = '["inflow"]'  # kappa: a field on the grid
     write_well(square, tmp_path / "out.h5")
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f["scalars/inflow"].attrs["time_varying"]
+        assert not f["t0_fields/kappa"].attrs["time_varying"]
+    back = read_well(tmp_path / "out.h5")  # the reader says which is which, for the next write
+    assert json.loads(back.attrs["well_time_varying_scalars"]) == ["inflow"]
+    assert torch.equal(back.params["kappa"], square.params["kappa"])
+    write_well(back, tmp_path / "again.h5")
+    with h5py.File(tmp_path / "again.h5") as f:
+        assert f["scalars/inflow"].attrs["time_varying"] and "kappa" in f["t0_fields"]
+    for bad in ("inflow", '{"inflow": 1}', "[1]"):
+        square.attrs["well_time_varying_scalars"] = bad
+        with pytest.raises(ValueError, match="expected a JSON list of parameter names"):
+            write_well(square, tmp_path / "bad.h5")

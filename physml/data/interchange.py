@@ -53,7 +53,8 @@ The Well: ``u`` is the t0 field named by attribute ``field`` (else ``u``); field
 ``NAME_y`` (one per axis) become the t1 field ``NAME`` (``NAME_xx``, ...: t2); ``params`` ``(N,)``
 go to ``scalars/`` and are listed in ``simulation_parameters`` (with a root attribute when equal
 over samples), ``(N, T)`` to time-varying scalars, ``(N, *space)`` to time-constant fields (on a
-1-D grid of ``T`` points the two are one shape: refused). Boundary
+1-D grid of ``T`` points the two are one shape: the attribute ``well_time_varying_scalars``, which
+the reader writes there, names the scalars; without it such a parameter is refused). Boundary
 conditions come from ``well_boundary_conditions`` or from our ``boundary`` text: periodic ->
 PERIODIC, Dirichlet, Neumann, no-slip, reflecting -> WALL on every axis (The Well knows only WALL,
 OPEN, PERIODIC; the exact text stays in ``physml_attrs``).
@@ -83,6 +84,9 @@ _NOT_CARRIED = ("format", "source_format", "source_file", "merged_from")  # not 
 _NOT_PARAMETERS = ("latestIndex",)  # numeric root attributes of PDEBench NS files
 _NAME_NUMBER = re.compile(r"^([A-Za-z][A-Za-z-]*?)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 _WELL_ROOT = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories")
+TIME_VARYING_SCALARS = "well_time_varying_scalars"
+"""The attribute (a JSON list) naming the ``(N, T)`` parameters that are time-varying scalars,
+where a 1-D grid of ``T`` points gives time-constant fields the same shape."""
 _WALLS = ("dirichlet", "neumann", "no-slip", "reflecting", "wall")
 
 
@@ -569,6 +573,11 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
                 for entry in boundaries
             ),
         )
+    timed = sorted(
+        k for k, v in params.items() if v.shape == (n_traj, len(t)) and k not in constant
+    )
+    if space == (len(t),) and timed:  # (N, T) is also (N, X): say which these are
+        attrs[TIME_VARYING_SCALARS] = json.dumps(timed)
     attrs.setdefault("pde", str(attrs.get("dataset_name", f"the well: {path.stem}")))
     attrs.update(source_format="the_well", source_file=path.name, field=field)
     return _pdedata(u, t, coords, params, varying, attrs, sample_index)
@@ -773,6 +782,23 @@ def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords:
         item.create_dataset("mask", data=mask)
 
 
+def _time_varying_scalars(attrs: dict) -> list[str] | None:
+    """The names ``attrs[TIME_VARYING_SCALARS]`` lists (``None`` where absent)."""
+    if TIME_VARYING_SCALARS not in attrs:
+        return None
+    text = attrs[TIME_VARYING_SCALARS]
+    try:
+        names = json.loads(text)
+    except (TypeError, ValueError):
+        names = None
+    if not (isinstance(names, list) and all(isinstance(k, str) for k in names)):
+        raise ValueError(
+            f"data.attrs[{TIME_VARYING_SCALARS!r}]: expected a JSON list of parameter names, "
+            f"got {text!r}"
+        )
+    return names
+
+
 def write_well(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` in The Well's layout, atomically (see the module notes for the mapping)."""
     arrays, path = _arrays(data), Path(path)
@@ -785,14 +811,21 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
     u_name = str(data.attrs.get("field", "u"))
     if u_name in arrays["fields"]:
         raise ValueError(f"data.attrs['field']: {u_name!r} is also the name of a field")
-    on_grid = {k: v for k, v in arrays["params"].items() if v.shape[1:] == space}
+    timed = _time_varying_scalars(data.attrs)
+    on_grid = {
+        k: v
+        for k, v in arrays["params"].items()
+        if v.shape[1:] == space and not (timed is not None and k in timed)
+    }
     scalars = {k: v for k, v in arrays["params"].items() if k not in on_grid}
     for name, value in on_grid.items():
-        if value.shape == (n, steps):
+        if value.shape == (n, steps) and timed is None:
             raise ValueError(
                 f"data.params[{name!r}]: shape {value.shape} is both a value per time and one per "
                 f"point of the {space[0]}-point grid, and The Well keeps the two apart; the shape "
-                "cannot say which it is (write data whose time and space sizes differ)"
+                f"cannot say which it is (list the time-varying ones in data.attrs"
+                f"[{TIME_VARYING_SCALARS!r}] as JSON, or write data whose time and space sizes "
+                "differ)"
             )
     for name, value in scalars.items():
         if value.shape not in ((n,), (n, steps)):
