@@ -850,3 +850,221 @@ def test_the_steps_are_adam_on_the_clipped_gradient_at_the_scheduled_rate(
         assert min(norms) < clip < max(norms) / 2
     for p, q in zip(trained.parameters(), params, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def indexed(n=24, seed=0):
+    """``data(seed, n)`` with each sample's index as a third item."""
+    return TensorDataset(*data(seed, n).tensors, torch.arange(n))
+
+
+def recording(seen):
+    def loss(net, batch):
+        seen.append(batch[2].tolist())
+        return mse(net, batch[:2])
+
+    return loss
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_each_epoch_takes_the_samples_in_the_permutation_its_seed_and_epoch_draw(seed):
+    """Epoch e goes through torch.randperm(n) drawn with seed + e (DistributedSampler's order),
+    batch after batch, each sample once; micro-batch j takes every accumulate-th sample."""
+    seen = []
+    config = dataclasses.replace(CONFIG, seed=seed, steps=13)  # 4 steps an epoch, 1 into the 4th
+    Trainer(model(), recording(seen), config, quiet=True).fit(indexed(26))
+    expected = []
+    for epoch in range(4):
+        order = torch.randperm(26, generator=torch.Generator().manual_seed(seed + epoch))
+        expected += [order[6 * s : 6 * s + 6].tolist() for s in range(4)]
+    assert seen == expected[:13]
+    seen.clear()
+    Trainer(model(), recording(seen), dataclasses.replace(config, accumulate=2), quiet=True).fit(
+        indexed(26)
+    )
+    assert seen == [part for batch in expected[:13] for part in (batch[0::2], batch[1::2])]
+
+
+def test_a_run_is_fixed_by_its_seed_whatever_random_numbers_were_drawn_before():
+    weights = []
+    for before in (0, 1):
+        net = model()  # dropout: the steps draw from the global generator
+        torch.manual_seed(100 + before)
+        Trainer(net, mse, CONFIG, quiet=True).fit(data())
+        weights.append([w.clone() for w in net.state_dict().values()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_the_micro_batch_gradients_add_up_to_the_whole_batch_gradient():
+    """The gradient a step takes is that of the batch's mean loss, however it is split."""
+    start = model(dropout=0.0)
+    x, y = data().tensors
+    (start(x) - y).square().mean().backward()
+    expected = [p.grad.clone() for p in start.parameters()]
+    for accumulate in (1, 2, 3):
+        got = []
+
+        def grab(net, step, got=got):
+            got.extend(p.grad.clone() for p in net.parameters())
+
+        config = TrainConfig(steps=1, batch=24, accumulate=accumulate, lr=1e-3)
+        Trainer(model(dropout=0.0), mse, config, quiet=True, after_step=grab).fit(data())
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
+
+
+def test_validation_weighs_each_sample_once_when_the_last_batch_is_short():
+    net, pairs = model(), data(seed=5, n=10)  # batches of 6 and 4
+    trainer = Trainer(net, mse, CONFIG, quiet=True)
+    net.eval()
+    with torch.no_grad():
+        whole = float(mse(net, pairs.tensors))
+    assert trainer.validate(net, pairs, "cpu") == pytest.approx(whole, rel=1e-6)
+
+
+@pytest.mark.parametrize("every, steps", [(0, [12]), (5, [5, 10, 12])])
+def test_the_last_step_is_always_validated_and_checkpointed(tmp_path, every, steps):
+    config = dataclasses.replace(CONFIG, validate_every=every, checkpoint_every=5)
+    report = Trainer(model(), mse, config, tmp_path, quiet=True).fit(data(), data(seed=5, n=10))
+    assert [step for step, _ in report.validation] == steps
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 12 and [step for step, _ in state["validation"]] == steps
+
+
+def test_a_resumed_run_may_checkpoint_and_validate_at_other_steps_and_keeps_accumulating(
+    tmp_path,
+):
+    config = dataclasses.replace(CONFIG, accumulate=2)
+    whole = model()
+    report = Trainer(whole, mse, config, tmp_path / "whole", quiet=True).fit(data())
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(2 * 7), config, tmp_path / "cut", quiet=True).fit(data())
+    other = dataclasses.replace(config, checkpoint_every=3, validate_every=5)
+    resumed_model = model()
+    resumed = Trainer(resumed_model, mse, other, tmp_path / "cut", quiet=True).fit(data())
+    assert resumed.resumed_from == 4 and resumed.losses == report.losses
+    for a, b in zip(whole.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.samples_per_s * resumed.wall_s == pytest.approx((12 - 4) * 6)
+
+
+def test_a_checkpoint_write_cut_midway_leaves_the_last_checkpoint_whole(tmp_path, monkeypatch):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    save = torch.save
+
+    def cut(state, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", cut)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    monkeypatch.setattr(torch, "save", save)
+    assert load_checkpoint(tmp_path)["step"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+UNPICKLED = []
+
+
+def _unpickled() -> list:
+    UNPICKLED.append(True)
+    return UNPICKLED
+
+
+class Payload:
+    """An object whose unpickling runs code, as a hostile checkpoint's would."""
+
+    def __reduce__(self):
+        return _unpickled, ()
+
+
+def test_a_checkpoint_holding_arbitrary_objects_is_refused_unread(tmp_path):
+    from physml.training.checkpoint import FORMAT, KEYS
+
+    torch.save({"format": FORMAT, **dict.fromkeys(KEYS), "extra": Payload()}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+        load_checkpoint(tmp_path / "c.pt")
+    assert UNPICKLED == []
+    torch.save({"format": "other/1", **dict.fromkeys(KEYS)}, tmp_path / "other.pt")
+    with pytest.raises(
+        CheckpointError, match="has format 'other/1', expected 'physml-checkpoint/1'"
+    ):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_the_fingerprint_tells_shapes_dtypes_and_every_sampled_sample_apart():
+    from physml.training import fingerprint
+    from physml.training.fingerprint import differences
+
+    x, y = data().tensors
+    first = fingerprint(TensorDataset(x, y))
+    reshaped = fingerprint(TensorDataset(x.reshape(24, 16, 1), y))  # the same bytes
+    assert differences(first, reshaped) == ["shapes [[1, 16], [1, 16]] → [[16, 1], [1, 16]]"]
+    retyped = fingerprint(TensorDataset(x.view(torch.int32), y))  # the same bytes
+    assert differences(first, retyped) == [
+        "dtypes ['torch.float32', 'torch.float32'] → ['torch.int32', 'torch.float32']"
+    ]
+    last = x.clone()
+    last[-1, 0, 0] += 1
+    assert [d.split()[0] for d in differences(first, fingerprint(TensorDataset(last, y)))] == [
+        "sample_hash"
+    ]
+
+
+def test_a_checkpoint_that_kept_provenance_attributes_resumes_the_same_data():
+    """Checkpoints written before provenance was dropped hold it in their fingerprint."""
+    from physml.training.checkpoint import check_same_data
+
+    current = {"samples": 4, "sample_hash": "aa", "attributes": {"pde": "heat"}}
+    saved = {**current, "attributes": {"pde": "heat", "created": "2026-12-06T02:28:23+00:00"}}
+    check_same_data({"fingerprint": saved}, current, "run")
+
+
+def test_a_model_without_a_config_is_resumed_unchecked():
+    from physml.training.checkpoint import check_same_model
+
+    check_same_model({"model_config": {"name": "fno"}}, None, "run")
+
+
+def test_a_loss_that_is_not_finite_is_blamed_on_the_data_at_step_1_and_on_the_updates_later():
+    def nan_at(call):
+        calls = {"n": 0}
+
+        def loss(net, batch):
+            calls["n"] += 1
+            return mse(net, batch) * (float("nan") if calls["n"] == call else 1.0)
+
+        return loss
+
+    with pytest.raises(FloatingPointError, match="nan at step 1, before any update: the loss or"):
+        Trainer(model(), nan_at(1), CONFIG, quiet=True).fit(data())
+    with pytest.raises(FloatingPointError, match=r"diverged at step 3 \(the loss became nan\)"):
+        Trainer(model(), nan_at(3), CONFIG, quiet=True).fit(data())
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"lr": 2e-2}, "lr 0.01 → 0.02"),
+        ({"seed": 4}, "seed 3 → 4"),
+        ({"batch": 4}, "batch 6 → 4"),
+        ({"accumulate": 2}, "accumulate 1 → 2"),
+        ({"clip": None}, "clip 1.0 → None"),
+        ({"weight_decay": 0.1}, "weight_decay 0.0 → 0.1"),
+        ({"schedule": "constant"}, "schedule 'cosine' → 'constant'"),
+    ],
+)
+def test_resuming_with_a_setting_that_shapes_the_steps_changed_is_an_error(tmp_path, change, named):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    other = dataclasses.replace(CONFIG, **change)
+    with pytest.raises(CheckpointError, match=rf"other settings \({named}\); use another --out"):
+        Trainer(model(), mse, other, tmp_path, quiet=True).fit(data())
+
+
+def test_a_run_may_resume_on_another_device():
+    from physml.training.checkpoint import check_same_config
+
+    saved = {**dataclasses.asdict(CONFIG), "device": "cuda"}  # written on a GPU machine
+    check_same_config({"config": saved, "step": 4}, dataclasses.asdict(CONFIG), "run")
