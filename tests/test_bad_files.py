@@ -46,6 +46,10 @@ def test_a_generated_dataset_loads(dataset):
         (replace("u", np.zeros((6, 4, 9), dtype="S3")), "u must hold real floating"),
         (replace("u", np.zeros(6)), r"u must have dims \(sample, time, \*space\)"),
         (replace("t", np.array([0.0, 0.5, 0.4, 1.0])), "t must be strictly increasing"),
+        (replace("t", np.array([0.0, 0.5, 0.5, 1.0])), "t must be strictly increasing"),
+        (replace("t", np.array([b"a", b"b", b"c", b"d"])), "t must be strictly increasing"),
+        (replace("u", np.zeros((6, 4, 9), dtype=np.int64)), "u must hold real floating"),
+        (lambda f: f.create_dataset("y", data=np.arange(9.0)), r"y has shape \(9,\), u has"),
         (replace("t", np.arange(5.0)), "t has shape"),
         (replace("x", np.arange(8.0)), "x has shape"),
         (replace("params/a", np.arange(5.0)), "params/a has shape"),
@@ -57,6 +61,10 @@ def test_a_generated_dataset_loads(dataset):
         "bytes-u",
         "1d-u",
         "decreasing-t",
+        "repeated-t",
+        "string-t",
+        "integer-u",
+        "y-in-1d",
         "t-length",
         "x-length",
         "params-length",
@@ -390,3 +398,22 @@ def test_a_chunk_that_does_not_fit_the_others_is_refused_at_assembly(tmp_path, e
         generate_dataset("toy", out, n=6, chunk=2, progress=False)
     assert not out.exists() and not list(tmp_path.glob(".*tmp"))
     assert len(list(workdir.glob("chunk-*.npz"))) == 3
+
+
+def test_a_last_chunk_short_of_samples_is_refused_at_assembly(tmp_path):
+    """Every chunk saved, the last one cut to fewer samples: the file would end in empty rows."""
+    out, workdir = tmp_path / "toy.h5", tmp_path / "toy.h5.partial"
+
+    def stop(done, total):
+        if done == total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset("toy", out, n=6, chunk=4, progress=False, on_chunk=stop)
+    last = workdir / "chunk-000000004.npz"
+    with np.load(last) as stored:
+        arrays = {key: values[:1] for key, values in stored.items()}
+    np.savez(last, **arrays)
+    with pytest.raises(ValueError, match=r"do not hold samples 0\.\.5 once each"):
+        generate_dataset("toy", out, n=6, chunk=4, progress=False)
+    assert not out.exists()

@@ -121,11 +121,14 @@ def test_interrupted_run_resumes_without_loss_or_doubling(tmp_path):
     assert not out.exists()
     partial = tmp_path / "resumed.h5.partial"
     assert len(list(partial.glob("chunk-*.npz"))) == 2
-    (partial / ".chunk-000000006.npz.garbage.tmp").write_bytes(b"half-written")  # killed mid-write
+    leftover = partial / ".chunk-000000006.npz.garbage.tmp"
+    leftover.write_bytes(b"half-written")  # killed mid-write
 
     calls = []
-    make(out, n=10, seed=9, chunk=3, on_chunk=lambda done, total: calls.append(done))
-    assert calls == [9, 10]  # only the two missing chunks were solved
+    make(
+        out, n=10, seed=9, chunk=3, on_chunk=lambda done, _: calls.append((done, leftover.exists()))
+    )
+    assert calls == [(9, False), (10, False)]  # the two missing chunks solved, the leftover gone
     resumed = load(out)
     assert torch.equal(resumed.u, reference)
     assert torch.equal(resumed.sample_index, torch.arange(10))
@@ -398,3 +401,106 @@ def test_forecast_windows_are_consecutive_context_then_targets(t_in, t_out):
         torch.testing.assert_close(
             target[:, 0], data.u[sample, start + t_in : start + t_in + t_out]
         )
+
+
+def _marked_pairs(dataset, i):
+    return [tensor.squeeze().tolist() for tensor in dataset[i]]
+
+
+def test_single_step_pairs_are_the_frames_named():
+    """u[s, t, x] = 100 s + t + x / 10: the pair names its sample and times."""
+    data = _marked_data()
+    assert _marked_pairs(SingleStepDataset(data, 2, 4, dtype=torch.float64), 1) == [
+        [102.0, 102.1, 102.2, 102.3],
+        [104.0, 104.1, 104.2, 104.3],
+    ]
+    assert _marked_pairs(SingleStepDataset(data, -3, -1, dtype=torch.float64), 2) == [
+        [203.0, 203.1, 203.2, 203.3],
+        [205.0, 205.1, 205.2, 205.3],
+    ]
+    same = SingleStepDataset(data, input_time=3, target_time=3, dtype=torch.float64)
+    assert _marked_pairs(same, 0) == [[3.0, 3.1, 3.2, 3.3]] * 2  # an identity pair is allowed
+
+
+@pytest.mark.parametrize(("steps", "times"), [(1, [5]), (5, [1, 2, 3, 4, 5])])
+def test_multi_step_pairs_are_the_first_frame_then_the_listed_ones(steps, times):
+    data = _marked_data()
+    dataset = MultiStepDataset(data, steps=steps, dtype=torch.float64)
+    assert dataset.target_times == times
+    source, target = dataset[2]
+    assert source.squeeze(0).tolist() == [200.0, 200.1, 200.2, 200.3]
+    assert target[:, 0].tolist() == [200.0 + t for t in times]
+
+
+def test_grid_channels_follow_each_axis_of_a_non_square_grid():
+    """u (1 sample, 2 times, 3 x, 2 y): channel 1 is x[i] at node (i, j), channel 2 is y[j]."""
+    x, y = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64), torch.tensor([-1.0, 2.0])
+    data = PDEData(
+        u=torch.zeros(1, 2, 3, 2, dtype=torch.float64),
+        t=torch.tensor([0.0, 1.0]),
+        coords={"x": x, "y": y.double()},
+        params={},
+    )
+    source, target = SingleStepDataset(data, with_grid=True)[0]
+    assert source.shape == (3, 3, 2) and target.shape == (1, 3, 2)
+    assert source.dtype == target.dtype == torch.float32
+    assert source[1].tolist() == [[0.0, 0.0], [0.25, 0.25], [1.0, 1.0]]
+    assert source[2].tolist() == [[-1.0, 2.0]] * 3
+    wide = MultiStepDataset(data, with_grid=True, dtype=torch.float64)[0][0]
+    assert wide.dtype == torch.float64 and wide[2].tolist() == [[-1.0, 2.0]] * 3
+
+
+def test_sample_seeds_are_drawn_from_seed_and_index_together():
+    """The documented scheme: SeedSequence([seed, i]) gives two words w0, w1; the seed is
+    (w0 << 31) ^ w1. Neither seed + i nor the words swapped."""
+    for seed, index in ((0, 0), (0, 1), (1, 0), (5, 7), (2**63 - 1, 3)):
+        w0, w1 = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+        assert sample_seed(seed, index) == (int(w0) << 31) ^ int(w1)
+    seeds = {sample_seed(seed, index) for seed in range(4) for index in range(4)}
+    assert len(seeds) == 16  # (1, 0) and (0, 1) differ, as every other pair
+
+
+def test_a_sharded_dataset_loads_with_the_attributes_of_one_run(tmp_path):
+    whole = load(make(tmp_path / "whole.h5", n=5, seed=2)).attrs
+    for shard in range(2):
+        make(tmp_path / "sharded.h5", n=5, seed=2, shard=shard, num_shards=2)
+    sharded = load(tmp_path / "sharded.h5").attrs
+    assert sharded["shard"] == 0 and sharded["num_shards"] == 1 and sharded["n_total"] == 5
+    assert {k: v for k, v in sharded.items() if k != "created"} == {
+        k: v for k, v in whole.items() if k != "created"
+    }
+
+
+def test_an_existing_file_at_the_index_path_is_kept_without_overwrite(tmp_path):
+    out = tmp_path / "sharded.h5"
+    out.write_text("someone else's file")
+    solved = []
+    with pytest.raises(FileExistsError, match=r"out: index .*sharded\.h5.* already exists"):
+        make(out, n=4, shard=0, num_shards=2, on_chunk=lambda done, total: solved.append(done))
+    assert solved == [] and out.read_text() == "someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.h5"]
+
+
+def test_a_setting_the_recipe_cannot_describe_is_refused_before_solving(tmp_path, monkeypatch):
+    from pdes import problems
+
+    class Grids(type(TOY)):
+        name = "toy-grids"
+        options = {**type(TOY).options, "grid": problems.Option("uniform", "node spacing")}
+        solved = []
+
+        def coordinates(self, settings):
+            spacing = {"uniform": np.linspace(0.0, 1.0, settings["nx"])}[settings["grid"]]
+            return {"t": np.linspace(0.0, 1.0, settings["nt"]), "x": spacing}
+
+        def generate(self, seeds, settings, device="cpu"):
+            self.solved.append(len(seeds))
+            return super().generate(seeds, settings, device)
+
+    recipe = Grids()
+    monkeypatch.setitem(problems._REGISTERED, recipe.name, recipe)
+    out = tmp_path / "grids.h5"
+    with pytest.raises(ValueError, match="toy-grids: unknown setting value 'chebyshev'"):
+        generate_dataset("toy-grids", out, n=2, grid="chebyshev", progress=False)
+    assert recipe.solved == [] and list(tmp_path.iterdir()) == []
+    assert load(generate_dataset("toy-grids", out, n=2, progress=False)).u.shape == (2, 4, 9)

@@ -1,5 +1,6 @@
 """Merging shards into virtual datasets, and the checks that shards form one dataset."""
 
+import os
 import re
 import shutil
 
@@ -12,6 +13,7 @@ from recipes import ToyProblem
 from pdes import problems
 from physml.cli import main
 from physml.data import (
+    DatasetFileError,
     ShardError,
     check_shards,
     convert,
@@ -290,3 +292,38 @@ def test_a_merged_file_with_a_sample_its_shards_lack_is_refused(tmp_path, sharde
     named = re.escape(f"'{merged}' holds {N + 1} samples, its shards {N}")
     with pytest.raises(ShardError, match=f"{named}$"):
         load(merged)
+
+
+def test_shards_found_elsewhere_through_hdf5_vds_prefix_are_refused(tmp_path, sharded, monkeypatch):
+    """HDF5 looks in HDF5_VDS_PREFIX before the merged file's folder: a file there under a
+    shard's name is read in its place, so the samples read back are checked."""
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    shutil.copy(shards[2], decoy / shards[1].name)  # samples 7-10 where 3-6 belong
+    monkeypatch.setenv("HDF5_VDS_PREFIX", str(decoy))
+    with h5py.File(merged) as f:
+        assert f["sample_index"][3:7].tolist() == [7, 8, 9, 10]
+    with pytest.raises(DatasetFileError, match=r"HDF5_VDS_PREFIX=.* read the shard .*decoy"):
+        load(merged)
+    monkeypatch.setenv("HDF5_VDS_PREFIX", f"{tmp_path / 'absent'}{os.pathsep}${{ORIGIN}}")
+    assert load(merged).sample_index.tolist() == list(range(11))  # finds the checked shards
+    monkeypatch.delenv("HDF5_VDS_PREFIX")
+    assert load(merged).sample_index.tolist() == list(range(11))
+
+
+def test_shards_of_another_run_found_through_hdf5_vds_prefix_are_refused(
+    tmp_path, sharded, monkeypatch
+):
+    """Same names, same sample indices, another seed: nothing in the samples read back tells."""
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    for shard in range(SHARDS):
+        make(decoy / "ds.h5", seed=SEED + 1, shard=shard)
+    for prefix in (str(decoy), "${ORIGIN}/../decoy"):  # ${ORIGIN}: the merged file's folder
+        monkeypatch.setenv("HDF5_VDS_PREFIX", prefix)
+        with pytest.raises(DatasetFileError, match=r"read the shard 'ds\.shard-000-of-003\.h5'"):
+            load(merged)
