@@ -122,7 +122,6 @@ def _read_file(path: Path) -> dict:
             from .merge import check_merged
 
             check_merged(path, f)
-            _check_vds_prefix(path, f)
         for group in ("params", "fields"):
             if group in f and not isinstance(f[group], h5py.Group):
                 raise DatasetFileError(
@@ -151,29 +150,6 @@ def _read_file(path: Path) -> dict:
             "HDF5_VDS_PREFIX set?)"
         )
     return content
-
-
-def _check_vds_prefix(path: Path, f: h5py.File) -> None:
-    """Refuse a merged file whose shards HDF5 would read from elsewhere than the checked ones:
-    it looks in each folder of ``HDF5_VDS_PREFIX`` (``${ORIGIN}`` is the merged file's folder)
-    before the merged file's folder, for a shard stored by a relative name."""
-    prefix = os.environ.get("HDF5_VDS_PREFIX")
-    if not prefix:
-        return
-    for source in sorted({source.file_name for source in f["u"].virtual_sources()}):
-        if os.path.isabs(source):
-            continue
-        checked = path.parent / source
-        for folder in prefix.split(os.pathsep):
-            found = Path(folder.replace("${ORIGIN}", str(path.parent))) / source
-            if found.is_file():
-                if not os.path.samefile(found, checked):
-                    raise DatasetFileError(
-                        f"path: {str(path)!r}: HDF5_VDS_PREFIX={prefix!r} makes HDF5 read the "
-                        f"shard {source!r} from {str(found)!r}, not the checked {str(checked)!r}; "
-                        "unset it or point it at the shards' folder"
-                    )
-                break
 
 
 def _arrays(f: h5py.File, group: str) -> dict[str, np.ndarray]:

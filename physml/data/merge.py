@@ -321,6 +321,29 @@ def merge_shards(
     return out
 
 
+def _check_vds_prefix(path: Path, f: h5py.File) -> None:
+    """Refuse a merged file whose shards HDF5 would read from elsewhere than the checked ones:
+    it looks in each folder of ``HDF5_VDS_PREFIX`` (``${ORIGIN}`` is the merged file's folder)
+    before the merged file's folder, for a shard stored by a relative name."""
+    prefix = os.environ.get("HDF5_VDS_PREFIX")
+    if not prefix:
+        return
+    for source in sorted({source.file_name for source in f["u"].virtual_sources()}):
+        if os.path.isabs(source):
+            continue
+        checked = path.parent / source
+        for folder in prefix.split(os.pathsep):
+            found = Path(folder.replace("${ORIGIN}", str(path.parent))) / source
+            if found.is_file():
+                if not os.path.samefile(found, checked):
+                    raise ShardError(
+                        f"path: {str(path)!r}: HDF5_VDS_PREFIX={prefix!r} makes HDF5 read the "
+                        f"shard {source!r} from {str(found)!r}, not the checked {str(checked)!r}; "
+                        "unset it or point it at the shards' folder"
+                    )
+                break
+
+
 def check_merged(path: Path, f: h5py.File) -> None:
     """Refuse to read a merged file whose shards are missing or no longer the ones it joined.
 
@@ -349,6 +372,7 @@ def check_merged(path: Path, f: h5py.File) -> None:
                 "relative paths"
             )
         located[stored] = shard
+    _check_vds_prefix(path, f)
     try:
         shards = check_shards(list(located.values()))
     except ShardError as error:
