@@ -31,6 +31,7 @@ from physml.models.prediff import (
     ddim_sample,
     diffusion_loss,
     reconstruction_scores,
+    timestep_embedding,
     update_ema,
 )
 from physml.training import TrainConfig, Trainer
@@ -706,3 +707,179 @@ def test_the_guides_denoise_is_the_clean_latent_of_the_noise_estimate():
     for timestep, a, z, clean in seen:
         assert a == pytest.approx(float(alpha_bar[timestep]), rel=1e-5)
         torch.testing.assert_close(clean, (z - (1 - a) ** 0.5 * 0.5) / a**0.5, rtol=1e-5, atol=0)
+
+
+# ----------------------------------------------------------------- from a mutation pass
+
+
+def test_ddim_steps_follow_their_formula_by_hand_with_the_guidance_shift():
+    """Constant ε̂ = c and constant guide g: every step is ``ε̂′ = c − √(1 − ᾱ_t) g``,
+    ``x̂_0 = (z − √(1 − ᾱ_t) ε̂′)/√ᾱ_t``, ``z′ = √ᾱ′ x̂_0 + √(1 − ᾱ′ − σ²) ε̂′ + σ ξ`` with
+    ``σ² = η² (1 − ᾱ′)/(1 − ᾱ_t) (1 − ᾱ_t/ᾱ′)``, ᾱ′ = 1 after the last step, ``z`` and then one
+    ``ξ`` per step drawn from the generator in that order; ᾱ from the closed form."""
+    alpha_bar = cosine_alpha_bar()
+    shape, c, g = (2, 1, 1, 1, 2, 3), 0.5, 0.3
+    for eta, steps in ((1.0, 2), (1.0, 4), (0.5, 3), (0.0, 3)):
+        times = [k * (1000 // steps) for k in reversed(range(steps))]
+        generator = torch.Generator().manual_seed(9)
+        z = torch.randn(shape, generator=generator, dtype=torch.float64)
+        for i, t in enumerate(times):
+            a = float(alpha_bar[t])
+            after = float(alpha_bar[times[i + 1]]) if i + 1 < steps else 1.0
+            eps = c - math.sqrt(1 - a) * g
+            clean = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
+            sigma2 = eta**2 * (1 - after) / (1 - a) * (1 - a / after)
+            z = math.sqrt(after) * clean + math.sqrt(1 - after - sigma2) * eps
+            if eta > 0:
+                z = z + math.sqrt(sigma2) * torch.randn(
+                    shape, generator=generator, dtype=torch.float64
+                )
+        out = ddim_sample(
+            lambda z_t, t: torch.full_like(z_t, c), shape, NoiseSchedule(),
+            torch.Generator().manual_seed(9), steps, eta, lambda z_t, step: torch.full_like(z_t, g),
+            dtype=torch.float64,
+        )  # fmt: skip
+        torch.testing.assert_close(out, z, rtol=1e-5, atol=1e-5)
+
+
+def test_alphas_cumprod_is_a_copy_of_the_shared_schedule():
+    first = NoiseSchedule().alphas_cumprod()
+    first.zero_()
+    assert torch.allclose(NoiseSchedule().alphas_cumprod().double(), cosine_alpha_bar(), rtol=1e-5)
+    assert torch.allclose(
+        NoiseSchedule().training().alphas_cumprod.double(), cosine_alpha_bar(), rtol=1e-5
+    )
+
+
+def test_the_step_reuses_only_the_noise_estimate_of_its_own_latents():
+    """A guide that denoises other latents (``z_t + 0.5``) leaves the step's ε̂(z_t) alone: with
+    a zero shift the sample is the unguided one."""
+    shape = (2, 1, 1, 1, 2, 2)
+
+    def predict(z, t):
+        return 0.3 * z + 0.1
+
+    def elsewhere(z_t, step):
+        step.denoise(z_t + 0.5)
+        return torch.zeros_like(z_t)
+
+    def run(guidance):
+        generator = torch.Generator().manual_seed(2)
+        return ddim_sample(predict, shape, NoiseSchedule(), generator, 3, 1.0, guidance)
+
+    torch.testing.assert_close(run(elsewhere), run(None), rtol=0, atol=0)
+
+
+def test_a_float64_guide_keeps_float32_latents():
+    shape = (2, 1, 1, 1, 2, 2)
+
+    def run(dtype):
+        def guidance(z_t, step):
+            return torch.full(z_t.shape, 0.25, dtype=dtype)
+
+        generator = torch.Generator().manual_seed(3)
+        return ddim_sample(
+            lambda z, t: 0.3 * z, shape, NoiseSchedule(), generator, 3, 1.0, guidance
+        )
+
+    wide, narrow = run(torch.float64), run(torch.float32)
+    assert wide.dtype == torch.float32
+    torch.testing.assert_close(wide, narrow, rtol=0, atol=0)
+
+
+def test_a_guide_returning_nan_or_inf_is_refused():
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="guidance returned NaN or inf values at timestep 500"):
+            ddim_sample(
+                lambda z, t: torch.zeros_like(z), (2, 1, 1, 1, 2, 2), NoiseSchedule(),
+                torch.Generator(), 2, 0.0, lambda z_t, step, bad=bad: torch.full_like(z_t, bad),
+            )  # fmt: skip
+
+
+def test_sampling_uses_the_ema_once_it_has_been_updated_and_keeps_the_training_mode():
+    prediff = PreDiff(autoencoder(), live(denoiser("conv")))
+    context = frames(2)[:, :T_IN]
+    options = dict(members=2, steps=2, eta=0.0, seed=0)
+    fresh = prediff.sample(context, **options).samples
+    update_ema(prediff, 1)  # the EMA copies the live weights ...
+    with torch.no_grad():
+        for p in prediff.denoiser.parameters():
+            p.mul_(1.5)  # ... and the denoiser moves on
+    own = prediff.sample(context, use_ema=False, **options).samples
+    default = prediff.sample(context, **options).samples
+    assert torch.equal(default, fresh)  # the EMA: the weights before the move
+    assert torch.equal(prediff.sample(context, use_ema=True, **options).samples, fresh)
+    assert not torch.equal(own, fresh)
+    for mode in (True, False):
+        prediff.train(mode)
+        prediff.sample(context, **options)
+        assert prediff.training is mode and prediff.denoiser.training is mode
+
+
+def test_latent_pairs_keep_the_source_attributes():
+    data = pairs(2)
+    data.attributes = {"pde": "nbody", "seed": 3}
+    latents = LatentPairs(PreDiff(autoencoder(), denoiser("conv")), data)
+    assert latents.attributes == {"pde": "nbody", "seed": 3}
+    assert LatentPairs(PreDiff(autoencoder(), denoiser("conv")), pairs(2)).attributes == {}
+
+
+def test_timestep_embedding_is_the_sinusoidal_closed_form():
+    """``[cos(t ω_k), sin(t ω_k)]``, ``ω_k = 10000^(−k/(dim/2))``, a zero column for odd dim."""
+    t = torch.tensor([0, 1, 37, 999])
+    for dim in (6, 7):
+        half = dim // 2
+        omega = [10000.0 ** (-k / half) for k in range(half)]
+        expected = [
+            [math.cos(s * w) for w in omega] + [math.sin(s * w) for w in omega] + [0.0] * (dim % 2)
+            for s in t.tolist()
+        ]
+        got = timestep_embedding(t, dim)
+        torch.testing.assert_close(got, torch.tensor(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_an_untrained_denoiser_predicts_zero_and_a_trained_one_depends_on_t(kind):
+    generator = torch.Generator().manual_seed(0)
+    z_t = torch.randn(2, T_OUT, *LATENT, generator=generator)
+    context = torch.randn(2, T_IN, *LATENT, generator=generator)
+    early, late = torch.tensor([1, 1]), torch.tensor([900, 900])
+    silent = denoiser(kind)
+    assert torch.equal(silent(z_t, early, context), torch.zeros_like(z_t))
+    model = live(denoiser(kind))
+    assert (model(z_t, early, context) - model(z_t, late, context)).abs().max() > 1e-4
+
+
+def test_more_bad_input_names_the_argument():
+    schedule = NoiseSchedule()
+    with pytest.raises(ValueError, match="steps must be <= the 1000 training timesteps, got 1001"):
+        schedule.sampling(1001, "trailing")
+    assert len(schedule.sampling(1000, "trailing").timesteps) == 1000
+    with pytest.raises(ValueError, match="timesteps must be an integer >= 2, got 1"):
+        NoiseSchedule(timesteps=1)
+    with pytest.raises(ValueError, match="beta_schedule must be one of .*, got 'cosine'"):
+        NoiseSchedule(beta_schedule="cosine")
+    prediff = PreDiff(autoencoder(), denoiser("conv"))
+    context = frames(2)[:, :T_IN]
+    with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\].*got True"):
+        prediff.sample(context, steps=2, eta=True)
+    with pytest.raises(TypeError, match="guidance must be callable"):
+        prediff.sample(context, steps=2, guidance=torch.zeros(1))
+    with pytest.raises(ValueError, match=r"context must have z_t's batch 1, got \(2,"):
+        denoiser("conv")(
+            torch.rand(1, T_OUT, *LATENT), torch.zeros(1, dtype=torch.long),
+            torch.rand(2, T_IN, *LATENT),
+        )  # fmt: skip
+    model = FrameAutoencoder()
+    with pytest.raises(ValueError, match="at least one leading axis, got \\(1, 64, 64\\)"):
+        model.encode(torch.rand(1, 64, 64))
+    with pytest.raises(ValueError, match="divisible by downsample=4"):
+        model.encode(torch.rand(1, 1, 30, 32))
+
+
+def test_reconstruction_scores_keep_the_training_mode():
+    model = autoencoder()
+    for mode in (True, False):
+        model.train(mode)
+        reconstruction_scores(model, frames(2))
+        assert model.training is mode and all(m.training is mode for m in model.modules())
