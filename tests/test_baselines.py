@@ -2,7 +2,9 @@
 
 import copy
 import functools
+import math
 import time
+import warnings
 
 import pytest
 import torch
@@ -458,6 +460,164 @@ def test_float64_data_trains_a_float32_model():
     assert report.steps == 2
 
 
+# ------------------------------------------------------------- schedule, epochs, budget, resume
+
+
+class Offset(nn.Module):
+    """The last frame repeated plus one float64 offset; ``seen`` records each training batch's
+    sample labels (every input pixel holds its sample's index)."""
+
+    def __init__(self, frames=3):
+        super().__init__()
+        self.frames = frames
+        self.offset = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(sorted(int(v) for v in x[:, 0, 0, 0, 0]))
+        return x[:, -1:].repeat(1, self.frames, 1, 1, 1) + self.offset
+
+
+def labelled(count=4):
+    x = torch.arange(count, dtype=torch.float64).reshape(-1, 1, 1, 1, 1).repeat(1, 3, 1, 4, 4)
+    return x, torch.zeros_like(x)
+
+
+def offset_steps(model, **options):
+    """The offset's change at every step of a run with the loss ``mean(prediction)``: its
+    gradient is 1 throughout, so Adam's step is exactly ``lr / (1 + eps)``."""
+    offsets = []
+    train_forecaster(
+        model,
+        *labelled(),
+        batch_size=2,
+        lr=0.1,
+        loss=lambda prediction, target: prediction.mean(),
+        on_step=lambda step, loss: offsets.append(float(model.offset.detach())),
+        **options,
+    )
+    return -torch.tensor([0.0, *offsets], dtype=torch.float64).diff() * (1 + 1e-8)
+
+
+def fake_clock(monkeypatch, tick):
+    """Replace the wall clock by one that moves ``tick`` seconds per training forward."""
+    from physml.models import forecasting
+
+    clock = [0.0]
+
+    class Timed(Offset):
+        def forward(self, x):
+            clock[0] += tick if self.training else 0.0
+            return super().forward(x)
+
+    monkeypatch.setitem(forecasting.CLOCKS, "wall", lambda: clock[0])
+    return Timed
+
+
+@pytest.mark.parametrize("rule", ["steps", "budget"])
+def test_cosine_schedule_takes_the_learning_rate_of_each_step_from_its_progress(monkeypatch, rule):
+    """Four steps of lr 0.1: ``0.05 (1 + cos(π k / 4))`` at step k = 0..3, whether the steps or a
+    budget of 2 s at 0.5 s per step set the progress; ``schedule="none"`` keeps 0.1."""
+    expected = 0.05 * (1 + torch.cos(math.pi * torch.arange(4, dtype=torch.float64) / 4))
+    model = fake_clock(monkeypatch, 0.5)()
+    stop = {"max_steps": 4} if rule == "steps" else {"budget_s": 2.0}
+    torch.testing.assert_close(offset_steps(model, **stop), expected, rtol=1e-12, atol=0)
+    steady = offset_steps(fake_clock(monkeypatch, 0.5)(), schedule="none", **stop)
+    torch.testing.assert_close(steady, torch.full((4,), 0.1, dtype=torch.float64))
+
+
+def test_every_epoch_draws_each_sample_once():
+    model = Offset()
+    train_forecaster(model, *labelled(4), max_steps=6, batch_size=2, seed=1)
+    epochs = [sorted(model.seen[i] + model.seen[i + 1]) for i in range(0, 6, 2)]
+    assert epochs == [[0, 1, 2, 3]] * 3
+    assert len(set(map(tuple, model.seen))) > 1  # reshuffled, not one fixed batch
+    model = Offset()
+    train_forecaster(model, *labelled(5), max_steps=4, batch_size=2, seed=1)
+    for epoch in (model.seen[:2], model.seen[2:]):  # the fifth sample left over each epoch
+        assert len(set(epoch[0] + epoch[1])) == 4
+
+
+def test_a_resumed_budget_counts_the_time_spent_before_the_kill(monkeypatch, tmp_path):
+    """1 s per step and a 5 s budget: killed after step 3, the run resumes for 2 more steps."""
+    timed = fake_clock(monkeypatch, 1.0)
+    path = tmp_path / "run.pt"
+    options = dict(budget_s=5.0, batch_size=2, checkpoint=path, checkpoint_every=1)
+    with pytest.raises(Killed):
+        train_forecaster(timed(), *labelled(), on_step=kill_at(3), **options)
+    assert torch.load(path, weights_only=True)["seconds"] == 3.0
+    report = train_forecaster(timed(), *labelled(), **options)
+    assert report.steps == 5 and len(report.losses) == 5
+    assert report.seconds == pytest.approx(5.0)
+
+
+def test_checkpoints_are_written_every_checkpoint_every_steps(tmp_path):
+    path = tmp_path / "run.pt"
+    options = dict(max_steps=5, batch_size=2, checkpoint=path, checkpoint_every=2)
+    with pytest.raises(Killed):
+        train_forecaster(Offset(), *labelled(), on_step=kill_at(3), **options)
+    assert torch.load(path, weights_only=True)["step"] == 2
+    taken = []
+    report = train_forecaster(
+        Offset(), *labelled(), on_step=lambda s, v: taken.append(s), **options
+    )
+    assert taken == [3, 4, 5] and report.steps == 5
+
+
+class Dropped(nn.Module):
+    """A UNet fed its input through dropout: each step draws from torch's global generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Dropout(0.5)
+        self.unet = build("unet", 3, 3, 1)
+
+    def forward(self, x):
+        return self.unet(self.dropout(x))
+
+
+def test_a_resumed_run_draws_the_dropout_masks_an_uninterrupted_one_does(tmp_path):
+    torch.manual_seed(0)
+    template = Dropped()
+    straight = copy.deepcopy(template)
+    expected = train(straight, val=None)
+    with pytest.raises(Killed):
+        train(copy.deepcopy(template), checkpoint=tmp_path / "run.pt", on_step=kill_at(3), val=None)
+    report = train(copy.deepcopy(template), checkpoint=tmp_path / "run.pt", val=None)
+    assert report.losses == expected.losses
+
+
+def test_validation_is_scored_every_val_every_steps_and_at_the_end():
+    """Validation MSE of 3 sequences in batches of 2: the mean over every element, not over
+    batch means."""
+    x, y = labelled(4)
+    val_x = torch.rand(3, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    val_y = torch.rand(3, 3, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+    model = Offset()
+    report = train_forecaster(
+        model, x, y, max_steps=5, batch_size=2, val=(val_x, val_y), val_every=2
+    )
+    assert [step for step, _ in report.val_losses] == [2, 4, 5]
+    offset = float(model.offset.detach())
+    expected = (val_x[:, -1:].repeat(1, 3, 1, 1, 1) + offset - val_y).square().mean()
+    assert report.val_losses[-1][1] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_training_refuses_a_bad_learning_rate_or_val_every_and_a_loss_that_blows_up():
+    x, y = labelled()
+    for lr in (0, -0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match=r"^lr must be a finite number > 0, got"):
+            train_forecaster(Offset(), x, y, max_steps=1, lr=lr)
+    for every in (0, -2):
+        with pytest.raises(ValueError, match=r"^val_every must be an integer >= 1"):
+            train_forecaster(Offset(), x, y, max_steps=1, val_every=every)
+    with warnings.catch_warnings():  # and says so without a warning about the loss's gradient
+        warnings.simplefilter("error")
+        with pytest.raises(FloatingPointError, match="training loss became inf at step 0"):
+            train_forecaster(Offset(), x, y, max_steps=1, loss=lambda p, t: p.sum() / 0.0)
+
+
 # ---------------------------------------------------------------------------------- evaluation
 
 
@@ -484,6 +644,46 @@ def test_a_perfect_forecast_scores_zero_error_and_unit_ssim():
     scores = evaluate_forecaster(Persistence(2), still, still, batch_size=2)
     assert scores.mse == 0 and scores.mae == 0
     assert scores.ssim == pytest.approx(1.0)
+
+
+def test_scores_per_lead_of_constant_frames_match_the_closed_forms():
+    """Constant 6×9 frames (smaller than the 11×11 window): a level ``a`` forecast as ``a + s``
+    has frame MSE ``s² H W``, MAE ``|s| H W`` per channel and SSIM
+    ``(2a(a + s) + C₁) / (a² + (a + s)² + C₁)`` (no variance): per lead, over samples and channels.
+    """
+    gen = torch.Generator().manual_seed(5)
+    levels = 0.2 + 0.5 * torch.rand(3, 4, 2, 1, 1, generator=gen, dtype=torch.float64)
+    shifts = 0.3 * torch.rand(3, 4, 2, 1, 1, generator=gen, dtype=torch.float64) - 0.15
+    shifts[:, 0] = 0.0  # a perfect first lead
+    targets = levels.expand(3, 4, 2, 6, 9)
+    predictions = (levels + shifts).expand(3, 4, 2, 6, 9)
+    c1 = 0.01**2
+    ssim = (2 * levels * (levels + shifts) + c1) / (levels**2 + (levels + shifts) ** 2 + c1)
+    scores = score_forecast(predictions, targets, batch_size=2)
+    torch.testing.assert_close(scores.mse_per_lead, (shifts**2 * 54).sum((2, 3, 4)).mean(0))
+    torch.testing.assert_close(scores.mae_per_lead, (shifts.abs() * 54).sum((2, 3, 4)).mean(0))
+    torch.testing.assert_close(scores.ssim_per_lead, ssim.mean((2, 3, 4)).mean(0))
+    assert scores.ssim_per_lead[0] == pytest.approx(1.0, abs=1e-12)
+    assert scores.ssim == pytest.approx(float(ssim.mean()), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", [True, False])
+def test_evaluation_leaves_the_model_in_the_mode_it_found(mode):
+    x, y = toy_sequences()
+    model = build("unet", 3, 3, 1).train(mode)
+    evaluate_forecaster(model, x, y)
+    assert model.training is mode
+
+
+def test_a_float32_model_is_scored_on_float64_frames_against_the_targets_as_given():
+    """The inputs go to the model in its dtype; the targets are not rounded to it: a float32
+    copy of float64 frames scores the squared rounding error, not 0."""
+    frames = 0.1 + torch.rand(2, 3, 1, 8, 8, generator=torch.Generator().manual_seed(6)).double()
+    model = Offset(frames=3).float()
+    scores = evaluate_forecaster(model, frames, frames[:, -1:].repeat(1, 3, 1, 1, 1))
+    rounding = (frames[:, -1:].float().double() - frames[:, -1:]).square().sum((2, 3, 4)).mean()
+    assert rounding > 0
+    torch.testing.assert_close(scores.mse_per_lead, rounding.repeat(3), rtol=1e-12, atol=0)
 
 
 # ---------------------------------------------------------------------------------- bad input

@@ -1060,3 +1060,33 @@ def test_spearman_gives_tied_values_their_average_rank():
     line = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert metrics.spearman(up, line) == pytest.approx(-metrics.spearman(down, line))
     assert metrics.spearman(torch.ones(4), line) == 0.0  # a constant: nothing to rank
+
+
+def test_crps_of_a_two_member_ensemble_and_a_gaussian_by_hand():
+    """Members {0, 1} at y = 0.25: E|X − y| = 0.5 and E|X − X'| is 0.5 over all 4 ordered pairs
+    (CRPS 0.25, the integral of (F − 1[y ≤ z])² with F = ½ on [0, 1)) and 1 over the 2 distinct
+    pairs (fair CRPS 0). N(μ, σ²) at y = μ: σ (√2 − 1) / √π."""
+    members, y = torch.tensor([[0.0], [1.0]]), torch.tensor([0.25])
+    assert metrics.crps_ensemble(members, y).item() == pytest.approx(0.25, abs=1e-15)
+    assert metrics.crps_ensemble(members, y, fair=True).item() == pytest.approx(0.0, abs=1e-15)
+    expected = 2.0 * (math.sqrt(2) - 1) / math.sqrt(math.pi)
+    assert metrics.crps_gaussian(3.0, 2.0, 3.0).item() == pytest.approx(expected, rel=1e-15)
+
+
+def test_spread_skill_of_two_members_by_hand_and_bad_input():
+    """Members 0 and 2 around truth 0: unbiased variance 2, so spread² = 2 · 3/2 = 3; the mean
+    misses by 1."""
+    samples = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    assert metrics.spread_skill(samples, torch.zeros(2)) == pytest.approx(math.sqrt(3), rel=1e-15)
+    with pytest.raises(ValueError, match="spread_skill needs at least 2 members, got 1"):
+        metrics.spread_skill(samples[:1], torch.zeros(2))
+    with pytest.raises(ValueError, match=r"truth must have shape \(2,\).*got \(1,\)"):
+        metrics.spread_skill(samples, torch.zeros(1))
+
+
+@pytest.mark.parametrize("name", ["k1", "k2"])
+def test_ssim_constants_must_be_positive(name):
+    image = torch.rand(12, 12, generator=torch.Generator().manual_seed(74))
+    for value in (0.0, -0.01):
+        with pytest.raises(ValueError, match=rf"^{name} must be a finite number > 0, got"):
+            metrics.ssim(image, image, 1.0, **{name: value})

@@ -453,7 +453,7 @@ def train_forecaster(
                     raise ValueError(f"loss must return a scalar tensor, got {shape!r}")
                 if not torch.isfinite(value):
                     raise FloatingPointError(
-                        f"training loss became {float(value)} at step {run.step}"
+                        f"training loss became {float(value.detach())} at step {run.step}"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
