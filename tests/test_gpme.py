@@ -212,20 +212,21 @@ def test_heun_is_second_order_in_time():
     assert 3.5 < ratio.item() < 4.5
 
 
-def test_nonlinear_neumann_walls_on_cell_grids_are_second_order():
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_nonlinear_neumann_walls_on_cell_grids_are_second_order(side):
     """PME ``k = u`` with the travelling wave ``u = (t + 0.6 - x)_+`` on [0, 1] and slopes -1 and 0
-    at the walls. The wall flux needs ``k`` at the wall, not at the first centre ``dx/2`` inside
-    (first order in u and in the inflow); the exact inflow is ``-k u_x = t + 0.6`` at x = 0."""
+    at the walls (or its mirror image ``(t + 0.6 - (1 - x))_+``, slopes 0 and 1). The wall flux
+    needs ``k`` at the wall, not at the first centre ``dx/2`` inside (first order in u and in the
+    inflow); the exact inflow is ``-k u_x = t + 0.6`` at the wall the wave enters from."""
     times = torch.linspace(0.0, 0.4, 5, dtype=F64)
     exact_inflow = 0.5 * times**2 + 0.6 * times
     errors, inflow_errors = [], []
     for n in (20, 40, 80):
         grid = Grid1D(n, 0.0, 1.0, "cell")
         x = grid.coordinates()
-        reference = (times[:, None] + 0.6 - x).clamp(min=0.0)
-        u, inflow = solve_gpme(
-            reference[:1], grid, pme_k(1.0), times, Neumann(-1.0, 0.0), return_flux=True
-        )
+        distance, bc = (x, Neumann(-1.0, 0.0)) if side == "left" else (1 - x, Neumann(0.0, 1.0))
+        reference = (times[:, None] + 0.6 - distance).clamp(min=0.0)
+        u, inflow = solve_gpme(reference[:1], grid, pme_k(1.0), times, bc, return_flux=True)
         errors.append((u[0] - reference).abs().mean().item())
         inflow_errors.append((inflow[0] - exact_inflow).abs().max().item())
     for name, e in (("u", errors), ("inflow", inflow_errors)):
@@ -612,3 +613,102 @@ def test_the_exact_recipes_keep_their_right_wall_up_to_the_last_time_they_allow(
     assert (batch.u[..., -1] == 0).all()
     with pytest.raises(ValueError, match="t_end must be <="):
         recipe.generate([0], recipe.settings(t_end=1.01 * last, nx=21, nt=5))
+
+
+# --------------------------------------------------------------------------- from a mutation pass
+
+
+def test_a_bare_callable_k_advances_a_degenerate_front():
+    """``k = u`` as a bare callable (no potential): the face mean of ``k(u_i)`` and ``k(0) = 0``
+    must let the PME front move (a harmonic mean is 0 there and freezes it at the wall)."""
+    m, t_end = 1.0, 0.5
+    grid = Grid1D(101, 0.0, 1.0)
+    x = grid.coordinates()
+    wall = Dirichlet(lambda t: m * t, 0.0)
+    u = solve_gpme(torch.zeros(101), grid, lambda u: u.clamp(min=0.0), [0.0, t_end], wall)
+    exact = pme_exact(x, tensor([t_end]), m)[0, 0]
+    assert (u[0, -1] - exact).abs().mean() < 2e-3
+    assert u[0, -1, x < 0.45].min() > 0.02  # the front has passed x = 0.45
+
+
+def test_a_bare_callable_k_is_second_order_on_smooth_data():
+    """``k = 1 + u²`` as a bare callable on a periodic grid: the differences between runs on
+    n, 2n and 4n nodes (compared on the coarse nodes) fall by 4 (a one-sided face ``k`` gives 2)."""
+    runs = []
+    for n in (24, 48, 96):
+        grid = Grid1D(n, 0.0, 2 * math.pi, periodic=True)
+        u0 = 1.0 + torch.sin(grid.coordinates()) + 0.5 * torch.cos(2 * grid.coordinates())
+        u = solve_gpme(u0, grid, lambda u: 1.0 + u**2, [0.0, 0.05], "periodic")
+        runs.append(u[0, -1, :: n // 24])
+    ratio = (runs[0] - runs[1]).abs().max() / (runs[1] - runs[2]).abs().max()
+    assert 3.5 < ratio.item() < 4.5, ratio
+
+
+def test_a_moving_right_wall_on_a_node_grid_enters_the_mass_balance():
+    """Both Dirichlet walls move: the end nodes' half cells change mass at both walls."""
+    grid = Grid1D(21, 0.0, 1.0)
+    times = torch.linspace(0.0, 0.2, 5, dtype=F64)
+    bc = Dirichlet(lambda t: 1.0 + t, lambda t: 0.5 + 3.0 * t)
+    u0 = torch.full((1, 21), 0.5, dtype=F64)
+    u, inflow = solve_gpme(u0, grid, pme_k(1.0), times, bc, return_flux=True)
+    start = u0.clone()
+    start[:, 0] = 1.0
+    mass = grid.integrate(u) - grid.integrate(start)[:, None]
+    assert torch.allclose(mass, inflow, rtol=0, atol=1e-13)
+    assert u[0, -1, -1].item() == pytest.approx(1.1, abs=1e-15)
+
+
+def test_neumann_inflow_that_raises_k_keeps_the_step_stable():
+    """``k = u`` from ``u = 0.1`` with an inflow slope at the left wall: ``u`` and so ``k`` grow
+    sevenfold within the output interval, and the step must follow them (one estimate at the
+    start of the interval is too large and the run blows up)."""
+    grid = Grid1D(21, 0.0, 1.0)
+    u0 = torch.full((1, 21), 0.1, dtype=F64)
+    u, inflow = solve_gpme(u0, grid, pme_k(1.0), [0.0, 0.5], Neumann(-1.0, 0.0), return_flux=True)
+    assert torch.isfinite(u).all()
+    assert u.min() >= 0.1 - 1e-12 and u[0, -1, 0] > 0.5
+    change = grid.integrate(u[0, -1]) - grid.integrate(u0[0])
+    assert change.item() == pytest.approx(inflow[0, -1].item(), rel=1e-12)
+
+
+def test_the_step_follows_a_peak_of_k_between_the_values_present():
+    """``k`` peaks at ``u = 0.5`` (``k = 101``) while the step data hold only 0 and 1 (``k ≈ 1``):
+    the values the solution passes through on its way set the step, so it stays in [0, 1]."""
+
+    def k(u):
+        return 1.0 + 100.0 * torch.exp(-(((u - 0.5) / 0.05) ** 2))
+
+    grid = Grid1D(32, 0.0, 2 * math.pi, periodic=True)
+    u0 = (grid.coordinates() < math.pi).to(F64)
+    u = solve_gpme(u0, grid, k, [0.0, 0.05, 0.5], "periodic")
+    assert torch.isfinite(u).all()
+    assert u.min() >= -1e-12 and u.max() <= 1.0 + 1e-12
+    fine = solve_gpme(u0, grid, k, [0.05], "periodic", dt=grid.dx**2 / (4 * 2 * 101.0))
+    assert (u[0, 1] - fine[0, 0]).abs().max() < 1e-4
+
+
+def test_stefan_k_is_one_at_the_threshold():
+    d = stefan_k(0.6)
+    assert d(tensor([[0.6 - 1e-12, 0.6, 0.7]])).tolist() == [[0.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize("name", ["diffusion", "pme", "stefan"])
+def test_recipe_times_end_at_t_end(name):
+    """``nt`` output times from 0 to ``t_end`` both included; the data at the last one is the
+    closed form at ``t_end``."""
+    recipe = RECIPES[name]
+    settings = recipe.settings(nx=11, nt=4, t_end=0.08)
+    expected = torch.linspace(0.0, 0.08, 4, dtype=F64)
+    assert torch.equal(recipe.times(settings), expected)
+    assert np.array_equal(recipe.coordinates(settings)["t"], expected.numpy())
+    batch = recipe.generate([0], settings)
+    x = recipe.grid(settings).coordinates()
+    value = batch.params[recipe.parameter]
+    exact = {"diffusion": diffusion_exact, "pme": pme_exact, "stefan": stefan_exact}[name]
+    assert torch.equal(batch.u[0, -1], exact(x, tensor([0.08]), value)[0, 0])
+
+
+def test_a_recipe_range_of_one_value_gives_that_value():
+    recipe = RECIPES["diffusion"]
+    batch = recipe.generate([0, 1, 2], recipe.settings(nx=11, nt=2, k_min=2.0, k_max=2.0))
+    assert (batch.params["k"] == 2.0).all()

@@ -90,6 +90,11 @@ def true_mass(case: str, t: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return formulas[case](t.to(F64), params.to(F64))
 
 
+def stefan_front(u_star: float | torch.Tensor, t: float) -> float | torch.Tensor:
+    """The exact Stefan front ``2 z₁ √t`` (one per ``u*``, as :func:`~pdes.gpme.stefan_z1`)."""
+    return 2 * stefan_z1(u_star) * math.sqrt(t)
+
+
 def grids(case: str, scale: Scale):
     """The case's ``Grid1D`` and its time and space coordinates at this scale."""
     recipe = problems.get(case)
@@ -229,7 +234,7 @@ def score(
             positions = shock_positions(
                 gaussian, grid.coordinates(), last, scale.posterior_samples, seed
             )
-            front = 2 * stefan_z1(params.to(F64)) * math.sqrt(t[last].item())
+            front = stefan_front(params.to(F64), t[last].item())
             shocks[method] = positions
             error = (positions.mean(0) - front).abs()
             row["shock_error"], row["shock_error_se"] = _mean_se(error)
@@ -345,7 +350,7 @@ def evaluate(
         for row in case_rows:
             row.update(case=name, **{SYMBOL[case]: value})
         rows.extend(case_rows)
-        front = 2 * stefan_z1(value) * math.sqrt(t[-1].item()) if case == "stefan" else None
+        front = stefan_front(value, t[-1].item()) if case == "stefan" else None
         plot_case(folder, name, predictions, exact, mass, grid, t, shocks, front, label=label)
     setup = {
         "settings": run_settings(context),
