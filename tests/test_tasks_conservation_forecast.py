@@ -443,3 +443,212 @@ def test_known_totals_of_another_shape_are_refused_by_every_method(shape):
         task.nonnegative(x[0], torch.ones(3, 2, dtype=torch.float64), grid, "raw")
     fits = torch.full((3, 2), 0.5, dtype=torch.float64)  # the right shape passes
     assert (task.nonnegative(x, fits, grid, "raw")[0] == x).all()  # already non-negative
+
+
+def _case(case: str, **methods: dict) -> list[dict]:
+    return [{"case": case, "method": name.replace("_", "-").replace("-shrunk", "_shrunk"), **row}
+            for name, row in methods.items()]  # fmt: skip
+
+
+def test_done_when_meets_each_target_at_its_bound_and_misses_it_just_beyond():
+    at = _case(
+        "at",
+        raw={"ce_abs": 0.5, "ce_abs_max": 0.75, "crps": 1.0, "mse": 1.0},
+        hardc={"ce_abs": 5e-7, "ce_abs_max": 1e-6, "crps": 1.5, "mse": 1.0, "correction_cv": 1e-6},
+        probconserv={"ce_abs": 0.0, "ce_abs_max": 1e-6, "crps": 1.0, "mse": 1.02,
+                     "spearman_spread": 0.51},
+        kc={"ce_abs": 0.25, "ce_abs_max": 0.5, "crps": 1.0, "mse": 1.0},
+        raw_nonneg={"ce_abs": 0.5 + 2**-30, "neg_fraction": 0.0},
+        hardc_nonneg={"error": "infeasible"},
+    )  # fmt: skip
+    beyond = _case(
+        "beyond",
+        raw={"ce_abs": 0.5, "ce_abs_max": 0.75, "crps": 1.0, "mse": 1.0},
+        hardc={"ce_abs": 5e-7, "ce_abs_max": 2e-6, "crps": 0.5, "mse": 1.0, "correction_cv": 2e-6},
+        probconserv={"ce_abs": 0.0, "ce_abs_max": 0.0, "crps": 0.5, "mse": 1.03,
+                     "spearman_spread": 0.5},
+        probconserv_shrunk={"ce_abs": 0.0, "ce_abs_max": 0.0, "crps": 1.25, "mse": 1.0,
+                            "spearman_spread": 0.1},
+        kc={"ce_abs": 0.375, "ce_abs_max": 0.5, "crps": 1.0, "mse": 1.0},
+        raw_nonneg={"ce_abs": 0.5 + 2**-29, "neg_fraction": 1e-4},
+    )  # fmt: skip
+    found = {(c["case"], c["what"]): (c["value"], c["met"]) for c in task.done_when(at + beyond)}
+    assert found == {
+        ("at", "ce_abs hardc"): (1e-6, True),
+        ("at", "ce_abs probconserv"): (1e-6, True),
+        ("at", "crps probconserv / raw"): (1.0, True),
+        ("at", "crps probconserv / hardc"): (1.0 / 1.5, True),
+        ("at", "mse probconserv / raw"): (1.02, True),
+        ("at", "spearman_spread probconserv"): (0.51, True),
+        ("at", "ce_abs raw / kc"): (2.0, True),
+        ("at", "neg_fraction raw-nonneg"): (0.0, True),
+        ("at", "ce_abs change raw-nonneg"): (2**-30, True),
+        ("at", "feasible hardc-nonneg"): (0.0, False),
+        ("at", "correction_cv hardc"): (1e-6, True),
+        ("beyond", "ce_abs hardc"): (2e-6, False),
+        ("beyond", "ce_abs probconserv"): (0.0, True),
+        ("beyond", "ce_abs probconserv_shrunk"): (0.0, True),
+        ("beyond", "crps probconserv / raw"): (0.5, True),
+        ("beyond", "crps probconserv / hardc"): (1.0, False),
+        ("beyond", "mse probconserv / raw"): (1.03, False),
+        ("beyond", "spearman_spread probconserv"): (0.5, False),
+        ("beyond", "crps probconserv_shrunk / raw"): (1.25, False),
+        ("beyond", "crps probconserv_shrunk / hardc"): (2.5, False),
+        ("beyond", "mse probconserv_shrunk / raw"): (1.0, True),
+        ("beyond", "ce_abs raw / kc"): (0.5 / 0.375, False),
+        ("beyond", "neg_fraction raw-nonneg"): (1e-4, False),
+        ("beyond", "ce_abs change raw-nonneg"): (2**-29, False),
+        ("beyond", "correction_cv hardc"): (2e-6, False),
+    }
+
+
+def test_ce_abs_is_relative_to_the_true_mass_not_the_known_one():
+    # every member carries the known total 3 (a source misjudged); the truth holds 2 or 4
+    x = torch.full((3, 2, 1, 1, 8, 8), 3.0, dtype=torch.float64)
+    truth = torch.tensor([[2.0], [4.0]], dtype=torch.float64)
+    known = torch.full((2, 1), 3.0, dtype=torch.float64)
+    windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[0], truth, known)
+    row = task.score(x, windows, GRID, seconds=0.0)
+    assert row["ce_abs"] == pytest.approx((1 / 2 + 1 / 4) / 2, rel=1e-12)
+    assert row["ce_abs_max"] == pytest.approx(1 / 2, rel=1e-12)
+    assert row["mass_error_per_lead"] == pytest.approx([(1 / 2 + 1 / 4) / 2], rel=1e-12)
+
+
+def test_neg_fraction_is_the_share_of_member_pixels_below_zero():
+    # 4 members × 2 windows × 64 pixels: member 0 has 3 negative pixels in window 0, member 1
+    # one in window 1; exact zeros are not negative
+    x = torch.zeros(4, 2, 1, 1, 8, 8, dtype=torch.float64)
+    x[0, 0, 0, 0, 0, :3] = -1.0
+    x[1, 1, 0, 0, 5, 5] = -2.0
+    x[2, 0, 0, 0, 1, 1] = 1.0
+    mass = torch.ones(2, 1, dtype=torch.float64)
+    windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[3], mass, mass)
+    assert task.score(x, windows, GRID, 0.0)["neg_fraction"] == pytest.approx(4 / (4 * 2 * 64))
+
+
+def test_the_spread_rank_of_a_correction_reads_the_spread_before_it():
+    # two members c ± s, s rising along the frame; each moves by ∓2 s²: |correction| = 2 s² (the
+    # ranks of s), while the spread after it, |s − 2 s²|, falls and rises again
+    s = torch.linspace(0.1, 1.1, 64, dtype=torch.float64).reshape(1, 1, 1, 8, 8)
+    before = torch.stack([1 + s, 1 - s])
+    after = before + torch.stack([-2 * s**2, 2 * s**2])
+    assert task.correction_shape(before, after)["spearman_spread"] == pytest.approx(1.0)
+
+
+def test_a_correction_uniform_in_one_member_only_is_ranked():
+    # member 0 is not moved (coefficient of variation 0), member 1 moved by its spread
+    x = members(8, shape=(2, 1, 1, 1, 8, 8))
+    after = x.clone()
+    after[1] += x.std(0)
+    shape = task.correction_shape(x, after)
+    cv1 = float(x.std(0).std() / x.std(0).mean())
+    assert shape["spearman_spread"] == pytest.approx(1.0)
+    assert shape["correction_cv"] == pytest.approx(cv1 / 2, rel=1e-12)
+    slight = task.correction_shape(x, x + 1.0 + 1e-3 * x.std(0))  # varies by ~1e-3: ranked
+    assert slight["spearman_spread"] == pytest.approx(1.0)
+
+
+def test_frame_spearman_averages_each_frames_own_rank_correlation():
+    a = torch.arange(2 * 3 * 4.0).reshape(1, 2, 3, 4)  # rising in every frame
+    b = a.clone()
+    b[0, 1] = -a[0, 1]  # frame 1 reversed
+    assert task.frame_spearman(a, b) == pytest.approx((1 - 1) / 2)
+    b[0, 0] = -a[0, 0]  # both reversed
+    assert task.frame_spearman(a, b) == pytest.approx(-1.0)
+
+
+def test_a_guidance_faster_than_plain_sampling_costs_nothing_and_nonneg_rows_are_not_shape_scored():
+    x = members(7).abs() + 0.1
+    known = GRID.integrate(x.mean(0)[:, :, 0])
+    windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[0], known, known)
+    raw = {"raw": (x, 5.0), "kc": (x + 0.01, 2.0)}
+    rows, _ = task.forecast_rows("conserved", "prediff", raw, windows, GRID)
+    by = {row["method"]: row for row in rows}
+    assert by["kc"]["fwd_ms"] == 0.0
+    assert "spearman_spread" in by["probconserv"] and "correction_cv" in by["hardc"]
+    for name in ("hardc-nonneg", "probconserv-nonneg", "kc-probconserv-nonneg"):
+        assert "spearman_spread" not in by[name] and "correction_cv" not in by[name]
+
+
+def test_the_known_mass_adds_the_release_since_the_last_context_frame(monkeypatch):
+    scale = replace(task.FULL, nx=4, train=1, validation=1, test=1)  # nt 21, T_in = T_out = 5
+    data = _Trajectories(3, scale.nt, scale.nx)  # tracer of frame k: 201 + k in the test run
+    k = torch.arange(scale.nt, dtype=torch.float64)
+    data.fields["released"] = (k**2)[None].expand(3, -1)
+    monkeypatch.setattr(task.data, "load", lambda path: data)
+    test = task.windows("unused.h5", scale, "test")
+    assert test.known_mass.shape == (3, 5)  # windows start at 0, 5, 10
+    area = float(GRID.integrate(torch.ones(8, 8, dtype=torch.float64)))
+    for i, start in enumerate((0, 5, 10)):
+        last = start + 4
+        for t in range(5):
+            frame = last + 1 + t
+            expected = (201 + last) * area + frame**2 - last**2
+            assert float(test.known_mass[i, t]) == pytest.approx(expected, rel=1e-12)
+            assert float(test.truth_mass[i, t]) == 201 + frame
+
+
+def test_the_forecasters_add_their_output_to_the_last_tracer_frame_and_state():
+    class Zero(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(x[:, :1, :1]) + 0.5
+
+    x = torch.rand(2, 3, 3, 4, 4)
+    out = task.LastFrameIncrement(Zero())(x)
+    assert torch.equal(out, x[:, 2:3, :1] + 0.5)
+    state = torch.rand(2, 3, 4, 4)
+    assert torch.equal(task.StepIncrement(Zero())(state), state + 0.5)
+
+
+def test_the_kc_scale_is_the_least_mass_error_within_two_percent_of_the_unguided_mse(monkeypatch):
+    # truth 1 everywhere (mass 1 on the unit square); a member 1 + d + a·checkerboard misses the
+    # mass by d and has mse d² + a²: unguided d = 0.3 (mse 0.09, bound 1.02 · 0.09 = 0.0918)
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1.0
+    guided = {0.5: (0.2, 0.22), 1.0: (0.1, 0.28), 1.5: (0.01, 0.31)}  # mse .0884 .0884 .0962
+
+    def member(d: float, a: float) -> torch.Tensor:
+        frame = 1.0 + d + a * checker.to(torch.float64)
+        return frame.expand(2, 1, 1, 1, 8, 8).clone()
+
+    def ensembles(prediff, windows_, scale, units, lam, seed):
+        return {"raw": (member(0.3, 0.0), 0.0), "kc": (member(*guided[lam]), 0.0)}
+
+    monkeypatch.setattr(task.experiment, "prediff_ensembles", ensembles)
+    ones = torch.ones(1, 1, dtype=torch.float64)
+    validation = task.Windows(
+        torch.zeros(1, 1, 1, 8, 8, dtype=torch.float64),
+        torch.ones(1, 1, 1, 8, 8, dtype=torch.float64),
+        ones,
+        ones,
+    )
+    scale = replace(task.TOY, nx=8, kc_scales=(0.5, 1.0, 1.5))
+    lam, sweep = task.best_kc_scale(None, validation, scale, task.Units((1.0,)), 0)
+    assert lam == 1.0
+    assert [row["ce_abs"] for row in sweep] == pytest.approx([0.2, 0.1, 0.01], rel=1e-9)
+    assert [row["mse"] for row in sweep] == pytest.approx([0.0884, 0.0884, 0.0962], rel=1e-9)
+
+
+def test_nonneg_alone_projects_each_member_in_the_ensembles_variance():
+    generator = torch.Generator().manual_seed(9)
+    grid = Grid2D.square(6, periodic=True)
+    x = torch.rand(4, 1, 2, 1, 6, 6, generator=generator, dtype=torch.float64) + 0.1
+    x[..., :1] -= 0.4  # negative pixels, totals positive
+    known = grid.integrate(x.mean(0)[:, :, 0])
+    out, _ = task.constrained(x, known, grid, "nonneg")
+    w, variance = grid.weights(torch.float64), x.var(0)
+    for m, t in ((m, t) for m in range(4) for t in range(2)):
+        ref = _kept_mass_projection(x[m, 0, t, 0], variance[0, t, 0], w)
+        assert torch.allclose(out[m, 0, t, 0], ref, rtol=0, atol=1e-10), (m, t)
+
+
+def test_a_measured_plan_shares_each_familys_budget_among_its_members(monkeypatch):
+    scale = replace(task.TOY, steps=None, budget_s=200.0, min_steps=3, autoencoder_share=0.25)
+    monkeypatch.setattr(task.data, "load", lambda path: _Trajectories(5, scale.nt, scale.nx))
+    monkeypatch.setattr(task.models, "seconds_per_step", lambda *args, **kwargs: 0.125)
+    train = task.windows("unused.h5", scale, "train")
+    steps = task.models._measured_plan(scale, train, task.Units((1.0, 1.0, 1.0)), 0)["steps"]
+    # 200 s at 1/8 s a step: 1600 steps, a quarter per member of 4, a quarter to the autoencoder
+    assert steps == {"earthformer": 400, "fno": 400, "autoencoder": 400, "denoiser": 1200}
+    tight = replace(scale, budget_s=1.0)  # 2 steps per member and for the autoencoder: 3
+    steps = task.models._measured_plan(tight, train, task.Units((1.0, 1.0, 1.0)), 0)["steps"]
+    assert steps == {"earthformer": 3, "fno": 3, "autoencoder": 3, "denoiser": 6}
