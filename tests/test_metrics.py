@@ -1090,3 +1090,15 @@ def test_ssim_constants_must_be_positive(name):
     for value in (0.0, -0.01):
         with pytest.raises(ValueError, match=rf"^{name} must be a finite number > 0, got"):
             metrics.ssim(image, image, 1.0, **{name: value})
+
+
+def test_flips_per_sample_are_booleans():
+    """``reduction='none'`` gives the flips as booleans (a mask), not 0.0 / 1.0."""
+    for flips in (
+        metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, 0.1, reduction="none"),
+        metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.1, reduction="none"),
+        metrics.physics_flips(OLD_ERRORS[:, None], NEW_ERRORS[:, None], 0.1, reduction="none"),
+    ):
+        assert flips.dtype == torch.bool
+    mask = metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, 0.1, reduction="none")
+    assert NEW_ERRORS[mask].tolist() == pytest.approx([0.12])  # usable as an index: sample 0

@@ -935,3 +935,48 @@ def test_a_nan_score_fails_the_check_zero_mean_relative_spread():
     fails, score = EnsembleSpread(1e9, relative=True)(torch.zeros(2, 1), Ensemble(members))
     assert math.isnan(score[0].item())
     assert fails.tolist() == [True, False]
+
+
+def test_input_range_scores_a_parameter_fixed_in_training_absolutely():
+    """A parameter of range 0 (one value in training): that value scores 0, an overshoot in its
+    own units (not 0 / 0 or x / 0)."""
+    check = InputRange.from_training(torch.tensor([[0.0, 2.0], [1.0, 2.0]], dtype=F64))
+    inputs = torch.tensor([[0.5, 2.0], [0.5, 2.5], [1.25, 1.0]], dtype=F64)
+    fails, score = check(inputs, inputs)
+    torch.testing.assert_close(score, torch.tensor([0.0, 0.5, 1.0], dtype=F64))
+    assert fails.tolist() == [False, True, True]
+
+
+def test_calibrate_interpolates_linearly_between_scores():
+    """Scores 0, 1, 2, 3, 4: the 0.6 quantile sits at position 0.6 · 4 = 2.4, between 2 and 3."""
+    u = torch.arange(5, dtype=F64)[:, None, None] * torch.ones(1, 1, 3, dtype=F64)
+    check = BoundaryError(Dirichlet(0.0, 0.0), Grid1D(3), threshold=100.0)
+    assert check.calibrate(torch.zeros(5), u, 0.6).threshold == pytest.approx(2.4, abs=1e-12)
+    assert check(torch.zeros(5), u)[0].tolist() == [False, False, False, True, True]
+
+
+def test_boundary_check_reads_time_dependent_values_at_its_time():
+    """Walls u(0, t) = t and u(1, t) = 2t checked at t = 0.5: the prediction 0.5 ... 1.0 meets them
+    there (at t = 0 it would miss by 1 on the right); values per sample broadcast too."""
+    grid = Grid1D(5)
+    u = (0.5 + 0.5 * grid.coordinates())[None, None].expand(2, 1, 5).to(F64)
+    moving = Dirichlet(lambda t: t, lambda t: torch.tensor([2 * t, 3 * t]))
+    fails, score = BoundaryError(moving, grid, threshold=0.1, time=0.5)(torch.zeros(2), u)
+    assert score.tolist() == pytest.approx([0.0, 0.5], abs=1e-12)
+    assert fails.tolist() == [False, True]
+    assert BoundaryError(moving, grid, 0.1, time=0.0).score(torch.zeros(2), u).tolist() == (
+        pytest.approx([1.0, 1.0])
+    )
+
+
+def test_a_check_scoring_other_than_one_value_per_sample_is_refused():
+    """A custom check whose score is (batch, 1) (would broadcast against the batch) is refused."""
+
+    class Columns(PDEResidual):
+        name = "columns"
+
+        def score(self, inputs, prediction):
+            return torch.zeros(inputs.shape[0], 1, dtype=F64)
+
+    with pytest.raises(ValueError, match=r"check 'columns' must score each sample \(3,\)"):
+        Columns(lambda inputs, u: u, 0.1)(torch.zeros(3, 2), torch.zeros(3, 2))
