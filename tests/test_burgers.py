@@ -126,18 +126,40 @@ def test_default_step_keeps_second_order_with_time_dependent_walls():
     assert min(orders) > 1.9, (errors, orders)
 
 
-def test_moving_walls_keep_a_straight_line_exact_at_any_step():
+@pytest.mark.parametrize("grid", [WALLED, Grid1D(33, 1.0, 2.5)], ids=["[0,1]", "[1,2.5]"])
+def test_moving_walls_keep_a_straight_line_exact_at_any_step(grid):
     """``u = (x + b)/(t + c)`` solves Burgers for every ν, and the arithmetic-mean flux differences
     a straight line exactly: lifted, the line is all wall data, so a step near the advective limit
-    leaves only the wall rates' difference error (the walls as a stiff forcing: 3.4e-4)."""
+    leaves only the wall rates' difference error (the walls as a stiff forcing: 3.4e-4). On a
+    domain that does not start at 0 the lift must still run between the two walls."""
     b = torch.tensor([0.5, -2.0], dtype=torch.float64)
     c = torch.tensor([1.0, 0.5], dtype=torch.float64)
-    x = WALLED.coordinates()
+    x = grid.coordinates()
     t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
     exact = (x[None, None, :] + b[:, None, None]) / (t[None, :, None] + c[:, None, None])
-    bc = Dirichlet(lambda s: b / (s + c), lambda s: (1.0 + b) / (s + c))
-    numerical = solve_burgers(exact[:, 0], WALLED, 0.05, t, bc, max_step=0.02)
+    bc = Dirichlet(lambda s: (grid.lower + b) / (s + c), lambda s: (grid.upper + b) / (s + c))
+    numerical = solve_burgers(exact[:, 0], grid, 0.05, t, bc, max_step=0.02)
     assert (numerical - exact).abs().max() < 1e-8
+
+
+def test_wall_rates_never_ask_for_negative_times():
+    def left(s):
+        assert s >= 0.0, s
+        return math.sin(3.0 * s)
+
+    numerical = solve_burgers(pinned(WALLED), WALLED, 0.1, [0.0, 0.2], Dirichlet(left, 0.0))
+    assert numerical[:, -1, 0].eq(math.sin(3.0 * 0.2)).all()
+
+
+def test_default_step_heeds_walls_that_grow_after_the_start():
+    """Zero at t = 0 everywhere, the left wall rises to 1: the default step must come from the
+    wall values at the output times too (from t = 0 alone the limit is infinite)."""
+    u0 = torch.zeros(1, 33, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    bc = Dirichlet(lambda s: math.sin(0.5 * math.pi * s), 0.0)
+    reference = solve_burgers(u0, WALLED, 0.05, t, bc, max_step=1e-3)
+    default = solve_burgers(u0, WALLED, 0.05, t, bc)
+    assert (default - reference).abs().max() < 1e-4
 
 
 def test_dirichlet_sine_transform_matches_the_dense_laplacian():

@@ -126,6 +126,52 @@ def test_periodic_conserves_the_mean_to_round_off():
     assert (u[:, -1].std(-1) < u0.std(-1)).all()
 
 
+def test_per_sample_dirichlet_values_with_a_zero_sample_keep_their_steady_states():
+    """Walls zero for one sample only: the other sample's walls still drive its solution."""
+    grid = Grid1D(21)
+    x = grid.coordinates()
+    steady = torch.stack([torch.zeros_like(x), 1.0 + 3.0 * x])
+    bc = Dirichlet(torch.tensor([0.0, 1.0], dtype=F64), torch.tensor([0.0, 4.0], dtype=F64))
+    u = heat.solve_heat(steady, grid, 0.3, [0.0, 0.7, 5.0], bc)
+    torch.testing.assert_close(u, steady[:, None].expand_as(u), rtol=0, atol=1e-12)
+
+
+def test_one_sided_flux_is_exact_for_quadratics():
+    grid = Grid1D(9, -1.0, 2.0)
+    x = grid.coordinates()
+    u = torch.stack([2.0 * x**2 - 3.0 * x + 1.0, -(x**2) + 0.5])
+    left, right = heat.one_sided_flux(u, grid.dx)
+    torch.testing.assert_close(left, torch.tensor([-7.0, 2.0], dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(right, torch.tensor([5.0, -4.0], dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_neumann_mass_integrates_linear_fields_exactly():
+    """The weights (3/2, 1, …, 1, 3/2)·dx on the interior nodes are symmetric and sum to the
+    length, so they integrate ``a + bx`` exactly: ``a L + b (x₁² − x₀²)/2``."""
+    grid = Grid1D(11, -1.0, 2.0)
+    x = grid.coordinates()
+    u = torch.stack([torch.full_like(x, 2.5), 3.0 * x - 1.0])
+    expected = torch.tensor([2.5 * 3.0, 1.5 * (4.0 - 1.0) - 3.0], dtype=F64)
+    torch.testing.assert_close(heat.neumann_mass(u, grid), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_modes_meet_their_boundary_kind(seed):
+    """Sine series vanish at both ends, cosine series have zero slope there (the one-sided
+    stencil sees only its O(dx²) error on 801 nodes), Fourier series are periodic."""
+    x = torch.linspace(2.0, 4.0, 801, dtype=F64)
+    dx = float(x[1] - x[0])
+    gen = torch.Generator().manual_seed(seed)
+    fields = {k: heat.random_modes(gen, x, k, 8, 2.0, 1.0) for k in ("dirichlet", "neumann")}
+    assert fields["dirichlet"][[0, -1]].abs().max() < 1e-14
+    assert fields["dirichlet"].abs().max() > 0.1
+    slopes = torch.stack(heat.one_sided_flux(fields["neumann"], dx))
+    assert slopes.abs().max() < 1e-3, slopes
+    assert fields["neumann"].std() > 0.05
+    periodic = heat.random_modes(gen, x[:-1], "periodic", 8, 2.0, 1.0)
+    assert abs(periodic[0] - (2 * periodic[-1] - periodic[-2])) < 1e-3
+
+
 def test_per_sample_kappa_matches_separate_solves():
     grid = Grid1D(30)
     u0 = smooth_fields(30, batch=2)
@@ -161,6 +207,18 @@ BAD_INPUT = {
     "times-negative": (dict(times=[-0.1, 0.1]), ValueError, "times"),
     "max-step": (dict(max_step=0.0), ValueError, "max_step"),
     "neumann-values-shape": (dict(bc=Neumann(torch.zeros(3), 0.0)), ValueError, "Neumann.left"),
+    "neumann-three-nodes": (
+        dict(grid=Grid1D(3), u0=torch.zeros(2, 3), bc="neumann"),
+        ValueError,
+        "at least 4 nodes",
+    ),
+    "cell-grid": (dict(grid=Grid1D(17, kind="cell")), ValueError, "non-periodic node grid"),
+    "kappa-steady-long-before": (dict(kappa=1e13), ValueError, "kappa"),
+    "max-step-periodic": (
+        dict(grid=Grid1D(16, periodic=True), u0=torch.zeros(2, 16), bc="periodic", max_step=-1.0),
+        ValueError,
+        "max_step",
+    ),
 }
 
 

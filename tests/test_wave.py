@@ -144,6 +144,11 @@ BAD_INPUT = {
     "bc-neumann-function": (dict(bc=Neumann(lambda t: 0.0 * t, 0.0)), ValueError, "homogeneous"),
     "grid-periodic": (dict(grid=Grid1D(17, periodic=True)), ValueError, "grid"),
     "times": (dict(times=[1.0, 0.0]), ValueError, "times"),
+    "grid-three-nodes": (
+        dict(grid=Grid1D(3), u0=torch.zeros(2, 3), v0=torch.zeros(2, 3)),
+        ValueError,
+        "at least 4 nodes",
+    ),
 }
 
 
@@ -181,6 +186,12 @@ def test_recipe_generates_reproducible_samples(velocity_scale):
     attributes = problem.attributes(settings)
     assert {"pde", "boundary", "solver"} <= set(attributes)
     assert all(isinstance(v, (str, int, float)) for v in attributes.values())
+
+
+def test_recipe_rejects_a_speed_range_upside_down():
+    (problem,) = wave.PROBLEMS
+    with pytest.raises(ValueError, match="c_max must be >= c_min"):
+        problem.generate([1], problem.settings(nx=17, c_min=2.0, c_max=1.0))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
