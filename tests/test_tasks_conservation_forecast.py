@@ -382,13 +382,18 @@ def test_the_mass_error_per_lead_averages_members_and_windows_of_each_lead():
     assert row["fwd_ms"] == pytest.approx(1000 * 0.5 / 2)
 
 
-def test_the_guided_rows_time_only_the_guidance_over_plain_sampling():
+def guided_rows(plain_s: float, guided_s: float) -> dict:
+    """PreDiff's rows of two windows sampled in ``plain_s`` plainly and ``guided_s`` guided."""
     x = members(7).abs() + 0.1
     known = GRID.integrate(x.mean(0)[:, :, 0])
     windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[0], known, known)
-    raw = {"raw": (x, 2.0), "kc": (x + 0.01, 5.0)}
+    raw = {"raw": (x, plain_s), "kc": (x + 0.01, guided_s)}
     rows, _ = task.forecast_rows("conserved", "prediff", raw, windows, GRID)
-    by = {row["method"]: row for row in rows}
+    return {row["method"]: row for row in rows}
+
+
+def test_the_guided_rows_time_only_the_guidance_over_plain_sampling():
+    by = guided_rows(2.0, 5.0)
     assert by["kc"]["fwd_ms"] == pytest.approx(1000 * (5.0 - 2.0) / 2)  # 2 windows
     assert by["raw"]["fwd_ms"] == 0.0
 
@@ -558,12 +563,7 @@ def test_frame_spearman_averages_each_frames_own_rank_correlation():
 
 
 def test_a_guidance_faster_than_plain_sampling_costs_nothing_and_nonneg_rows_are_not_shape_scored():
-    x = members(7).abs() + 0.1
-    known = GRID.integrate(x.mean(0)[:, :, 0])
-    windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[0], known, known)
-    raw = {"raw": (x, 5.0), "kc": (x + 0.01, 2.0)}
-    rows, _ = task.forecast_rows("conserved", "prediff", raw, windows, GRID)
-    by = {row["method"]: row for row in rows}
+    by = guided_rows(5.0, 2.0)
     assert by["kc"]["fwd_ms"] == 0.0
     assert "spearman_spread" in by["probconserv"] and "correction_cv" in by["hardc"]
     for name in ("hardc-nonneg", "probconserv-nonneg", "kc-probconserv-nonneg"):
