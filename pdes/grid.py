@@ -43,9 +43,9 @@ class Grid1D:
         if not isinstance(self.periodic, bool):
             raise TypeError(f"periodic must be True or False, got {self.periodic!r}")
         minimum = 2 if (self.kind == "cell" or self.periodic) else 3
-        positive_int("n", self.n, minimum)
-        finite_number("lower", self.lower)
-        finite_number("upper", self.upper)
+        object.__setattr__(self, "n", positive_int("n", self.n, minimum))
+        object.__setattr__(self, "lower", finite_number("lower", self.lower))
+        object.__setattr__(self, "upper", finite_number("upper", self.upper))
         if not float(self.upper) > float(self.lower):
             raise ValueError(f"upper must exceed lower, got lower={self.lower}, upper={self.upper}")
 

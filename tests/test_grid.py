@@ -1,5 +1,6 @@
 """Grids: coordinates, spacing, quadrature exactness, boundary indices, bad input."""
 
+import json
 import math
 
 import numpy as np
@@ -111,3 +112,91 @@ def test_numpy_integer_sizes_are_accepted_as_ints():
     grid = Grid1D(np.int64(9))
     assert grid.n == 9
     assert torch.equal(grid.coordinates(), Grid1D(9).coordinates())
+
+
+def test_numpy_integer_size_is_stored_as_a_python_int():
+    grid = Grid1D(np.int64(9))
+    assert type(grid.n) is int
+    assert json.loads(json.dumps(grid.describe()))["n"] == 9
+
+
+def test_two_point_periodic_node_grid_is_allowed():
+    grid = Grid1D(2, 0.0, 1.0, periodic=True)
+    assert grid.dx == 0.5
+    assert grid.coordinates().tolist() == [0.0, 0.5]
+    assert grid.weights().tolist() == [0.5, 0.5]
+
+
+def test_cell_weights_are_midpoint_and_integrate_a_quadratic_with_known_error():
+    grid = Grid1D(4, 0.0, 2.0, kind="cell")
+    assert grid.weights().tolist() == [0.5, 0.5, 0.5, 0.5]
+    # midpoint rule: integral of x**2 over [0, L] with spacing h is L**3/3 - L*h**2/12
+    x = grid.coordinates()
+    assert grid.integrate(x**2).item() == pytest.approx(8 / 3 - 2 * 0.25 / 12, abs=1e-14)
+    # trapezoid rule on nodes: L**3/3 + L*h**2/6
+    nodes = Grid1D(5, 0.0, 2.0)
+    assert nodes.weights().tolist() == [0.25, 0.5, 0.5, 0.5, 0.25]
+    value = nodes.integrate(nodes.coordinates() ** 2).item()
+    assert value == pytest.approx(8 / 3 + 2 * 0.25 / 6, abs=1e-14)
+
+
+def test_periodic_rule_gives_exact_mean_and_variance_of_a_sine():
+    grid = Grid1D(8, 0.0, 2 * math.pi, periodic=True)
+    u = 3.0 + 2.0 * torch.sin(grid.coordinates())
+    mean = grid.integrate(u) / grid.length
+    assert mean.item() == pytest.approx(3.0, abs=1e-14)
+    assert (grid.integrate((u - mean) ** 2) / grid.length).item() == pytest.approx(2.0, abs=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_is_kept(dtype):
+    grid = Grid1D(5, kind="cell")
+    plane = Grid2D(Grid1D(5), Grid1D(4, kind="cell"))
+    assert grid.coordinates(dtype).dtype == dtype and grid.weights(dtype).dtype == dtype
+    assert plane.coordinates(dtype)[0].dtype == dtype and plane.weights(dtype).dtype == dtype
+    assert grid.integrate(torch.ones(5, dtype=dtype)).dtype == dtype
+    assert plane.integrate(torch.ones(5, 4, dtype=dtype)).dtype == dtype
+
+
+def test_refined_keeps_periodicity_and_kind():
+    fine = Grid1D(6, 0.0, 3.0, kind="node", periodic=True).refined(3)
+    assert (fine.n, fine.kind, fine.periodic) == (18, "node", True)
+    assert fine.dx == pytest.approx(3.0 / 18)
+    cells = Grid1D(4, -1.0, 1.0, kind="cell").refined(2)
+    assert (cells.n, cells.kind, cells.periodic) == (8, "cell", False)
+    assert cells.coordinates()[0].item() == pytest.approx(-1.0 + 0.125)
+
+
+def test_describe_and_spacing():
+    grid = Grid2D(Grid1D(5, 0.0, 2.0, "cell", True), Grid1D(9, -1.0, 1.0))
+    assert grid.describe() == {
+        "x": {"n": 5, "lower": 0.0, "upper": 2.0, "kind": "cell", "periodic": True},
+        "y": {"n": 9, "lower": -1.0, "upper": 1.0, "kind": "node", "periodic": False},
+    }
+    assert grid.spacing == pytest.approx((0.4, 0.25))
+    assert grid.shape == (5, 9)
+
+
+def test_grid2d_refuses_a_y_axis_that_is_not_a_grid():
+    with pytest.raises(TypeError, match="y must be a pdes.Grid1D, got int"):
+        Grid2D(Grid1D(5), 5)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: Grid1D(1, periodic=True), ValueError, "n must be an integer >= 2, got 1"),
+        (lambda: Grid1D(5, periodic=1), TypeError, "periodic must be True or False, got 1"),
+        (lambda: Grid1D(5, math.nan, 1.0), ValueError, "lower must be a finite number"),
+        (lambda: Grid1D(5, 0.0, math.inf), ValueError, "upper must be a finite number"),
+        (lambda: Grid1D(5).refined(0), ValueError, "factor must be an integer >= 1, got 0"),
+        (
+            lambda: Grid2D(Grid1D(5), Grid1D(4)).integrate(torch.ones(4, 5)),
+            ValueError,
+            r"u must end in shape \(5, 4\), got \(4, 5\)",
+        ),
+    ],
+)
+def test_more_bad_input(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
