@@ -1,0 +1,68 @@
+"""Shape readings, bad-input checks and exact values of :mod:`physml.outputs`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physml._checks import NonFiniteError
+from physml.outputs import Gaussian, LowRankCovariance
+
+
+def test_low_rank_matmul_uses_base_as_given() -> None:
+    """``matmul`` is ``(base − F Fᵀ) @ other`` with ``base`` not transposed (checked on a
+    non-symmetric base, where ``base @ other`` and ``baseᵀ @ other`` differ)."""
+    base = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
+    factor = torch.tensor([[1.0], [1.0]])
+    other = torch.tensor([[1.0], [0.0]])
+    # base @ other = [1, 0]; F Fᵀ @ other = [1, 1]
+    got = LowRankCovariance(base, factor, diagonal=False).matmul(other)
+    assert torch.equal(got, torch.tensor([[0.0], [-1.0]]))
+
+
+def test_low_rank_full_base_must_broadcast_with_factor() -> None:
+    """A full base whose leading axes do not broadcast with the factor's is refused."""
+    base = torch.eye(3).expand(2, 3, 3)
+    factor = torch.zeros(3, 3, 1)
+    with pytest.raises(ValueError, match="diagonal=False needs a full base"):
+        LowRankCovariance(base, factor, diagonal=False)
+
+
+def test_low_rank_single_point_is_not_ambiguous() -> None:
+    """With ``n = 1`` both readings of a ``(1, 1)`` base are the same matrix: no error, and the
+    variance is ``base − Σ f²``."""
+    cov = LowRankCovariance(torch.tensor([[5.0]]), torch.tensor([[[1.0, 2.0]]]))
+    assert cov.diagonal is True
+    assert torch.equal(cov.variance(), torch.tensor([[0.0]]))
+
+
+def test_low_rank_reads_diagonal_from_shapes() -> None:
+    """Left ``None``, ``diagonal`` is set from the shapes when only one reading fits."""
+    factor = torch.zeros(2, 3, 1)
+    assert LowRankCovariance(torch.ones(2, 3), factor).diagonal is True
+    assert LowRankCovariance(torch.eye(3), factor).diagonal is False
+
+
+def test_gaussian_refuses_scalar_mean() -> None:
+    with pytest.raises(TypeError, match=r"mean must be a tensor of shape \(\.\.\., n\)"):
+        Gaussian(torch.tensor(1.0), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("where", ["cov", "cov.base", "cov.factor"])
+def test_gaussian_refuses_boolean_covariance(where: str) -> None:
+    mean = torch.zeros(3)
+    flag = torch.ones(3, dtype=torch.bool)
+    if where == "cov":
+        cov = flag
+    elif where == "cov.base":
+        cov = LowRankCovariance(flag, torch.zeros(3, 1))
+    else:
+        cov = LowRankCovariance(torch.ones(3), flag[:, None])
+    with pytest.raises(TypeError, match=rf"{where} must hold real numbers, got dtype torch.bool"):
+        Gaussian(mean, cov)
+
+
+def test_gaussian_refuses_non_finite_low_rank_factor() -> None:
+    factor = torch.tensor([[0.0], [float("nan")], [0.0]])
+    with pytest.raises(NonFiniteError, match="cov contains NaN or inf"):
+        Gaussian(torch.zeros(3), LowRankCovariance(torch.ones(3), factor))
