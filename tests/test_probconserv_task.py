@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -49,16 +50,7 @@ def test_case_names_drop_trailing_zeros():
 )
 def test_grids_follow_the_scale(case, t_end, upper):
     """``nt`` times on [0, t_end] and ``nx`` nodes: a scale with nt != nx keeps them apart."""
-    scale = Scale(
-        nt=5,
-        nx=9,
-        train_steps=1,
-        batch=1,
-        n_target=1,
-        test_functions=1,
-        posterior_samples=1,
-        hidden=4,
-    )
+    scale = replace(SMALL, nt=5, nx=9, test_functions=1, posterior_samples=1)
     grid, t, x = grids(case, scale)
     assert grid.n == 9 and x.shape == (9,)
     assert torch.allclose(t, torch.linspace(0.0, t_end, 5, dtype=F64), rtol=0, atol=1e-15)
@@ -104,16 +96,7 @@ def test_predict_projects_hardc_euclidean_and_probconserv_by_the_covariance():
     """Per time slice with trapezoid weights w and mass b (σ_G = 0): HardC moves the mean by
     w (b - w·μ)/(w·w) and keeps the variance; ProbConserv by Σw (b - w·μ)/(wᵀΣw) and shrinks
     the variance to σ² - (σ² w)²/(wᵀΣw)."""
-    scale = Scale(
-        nt=3,
-        nx=6,
-        train_steps=1,
-        batch=1,
-        n_target=1,
-        test_functions=2,
-        posterior_samples=1,
-        hidden=4,
-    )
+    scale = replace(SMALL, nt=3, nx=6, test_functions=2, posterior_samples=1)
     grid, t, x = grids("stefan", scale)
     gen = torch.Generator().manual_seed(0)
     mean = torch.rand(2, 3, 6, generator=gen, dtype=F64)
