@@ -891,3 +891,13 @@ def test_the_well_writer_refuses_a_parameter_that_may_vary_in_time_or_in_space(t
         square.attrs["well_time_varying_scalars"] = bad
         with pytest.raises(ValueError, match="expected a JSON list of parameter names"):
             write_well(square, tmp_path / "bad.h5")
+
+
+def test_pdebench_family_drops_name_numbers_and_refuses_a_non_string():
+    from physml.data.interchange import pdebench_family
+
+    burgers = pdebench_family("pdebench: 1D_Burgers_Sols_Nu0.01")
+    assert burgers == "1D_Burgers_Sols" == pdebench_family("pdebench: 1D_Burgers_Sols_Nu1.0")
+    assert pdebench_family("pdebench: 1D_Advection_Sols_beta0.1") != burgers
+    with pytest.raises(TypeError, match="pde must be a PDE name"):
+        pdebench_family(None)

@@ -427,6 +427,15 @@ def test_an_unknown_method_is_refused_by_name(method):
         task.nonnegative(x, known, grid, method.partition("-")[0])
 
 
+@pytest.mark.parametrize("method", ["hardc-typo", "hardc-", "raw-nonnegative", "hardc-nonneg-x"])
+def test_only_nonneg_may_follow_a_method_name(method):
+    grid = Grid2D.square(6, periodic=True)
+    x = torch.rand(3, 1, 1, 1, 6, 6, dtype=torch.float64)
+    known = torch.ones(1, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"only '-nonneg' may follow .*got '{method}'"):
+        task.constrained(x, known, grid, method)
+
+
 @pytest.mark.parametrize("shape", [(2,), (1, 2), (3, 1), (2, 3), (3, 2, 1), ()])
 def test_known_totals_of_another_shape_are_refused_by_every_method(shape):
     """``nonnegative`` keeps each member's own mass, but ``known`` must still be the ``(N, T)``

@@ -262,6 +262,8 @@ def pdebench_family(pde: str) -> str:
     name's name-number tokens dropped (``"pdebench: 1D_Burgers_Sols_Nu0.01"`` →
     ``"1D_Burgers_Sols"``), so two viscosities of one PDE share it and Burgers and advection
     do not."""
+    if not isinstance(pde, str):
+        raise TypeError(f"pde must be a PDE name (str), got {type(pde).__name__}")
     stem = pde.removeprefix(PDEBENCH_PREFIX)
     return "_".join(token for token in stem.split("_") if not _NAME_NUMBER.match(token))
 

@@ -202,7 +202,8 @@ class ConvLSTM(nn.Module):
 
     @staticmethod
     def frame_multiple(patch: int) -> int:
-        """What ``H`` and ``W`` must be multiples of: ``patch`` (the fold into blocks)."""
+        """What ``H`` and ``W`` must be multiples of: ``patch`` (the fold into blocks); the
+        forecast models' shared rule, which the command line's ``--nx`` hint reads."""
         return patch
 
     def __init__(

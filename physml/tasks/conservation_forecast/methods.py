@@ -49,7 +49,9 @@ def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method
     ``-nonneg`` appended, or ``nonneg`` alone) toward the totals ``known (N, T)``:
     ``(samples, seconds)``."""
     _check_known(samples, known)
-    base, _, nonneg = method.partition("-")
+    base, dash, nonneg = method.partition("-")
+    if dash and nonneg != "nonneg":
+        raise ValueError(f"method: only '-nonneg' may follow the method's name, got {method!r}")
     conservation = conservation_of(base, known, grid)
     steps = [conservation] if base in UPDATES else []
     if nonneg or base == "nonneg":
