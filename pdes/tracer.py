@@ -216,7 +216,7 @@ def step_limit(grid: Grid2D, kappa: Diffusivity, speed: float | torch.Tensor) ->
     grid = check_grid(grid)
     dx, dy = grid.spacing
     kappa = _diffusivities(kappa)
-    speed = _per_sample("speed", speed)
+    speed = _per_sample("speed", speed, kappa.numel() if kappa.numel() > 1 else None)
     if (speed < 0).any():
         raise ValueError(f"speed must be >= 0, got {speed.tolist()}")
     return _limit(speed * max(1 / dx, 1 / dy), kappa, grid)
