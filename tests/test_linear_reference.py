@@ -261,15 +261,18 @@ def test_rows_after_periodic_ends_on_both_axes_are_the_projection_keeping_them()
     np.testing.assert_allclose(out, expected, atol=1e-12)
 
 
-def test_check_psd_finds_an_indefinite_covariance_the_variances_do_not_show():
-    """Eigenvalues −1, 1, 3 in a block the row does not touch: every constrained variance stays
-    non-negative, so only ``check_psd`` can tell."""
-    cov = torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+@pytest.mark.parametrize("correlation, ratio", [(2.0, r"-0\.333"), (1.0 + 1e-6, r"-5e-07")])
+def test_check_psd_finds_an_indefinite_covariance_the_variances_do_not_show(correlation, ratio):
+    """Eigenvalues ``1 − c``, 1, ``1 + c`` with the negative one in a block the row does not
+    touch: every constrained variance stays non-negative, so only ``check_psd`` can tell, and
+    it names the smallest eigenvalue relative to the largest, ``(1 − c) / (1 + c)``."""
+    c = correlation
+    cov = torch.tensor([[1.0, c, 0.0], [c, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
     G, b = torch.tensor([[0.0, 0.0, 1.0]], dtype=F64), torch.ones(1, dtype=F64)
     mean = torch.zeros(3, dtype=F64)
     unchecked = through(LinearConstraint(G, b), Gaussian(mean, cov))
     np.testing.assert_allclose(unchecked.mean.numpy(), [0.0, 0.0, 1.0], atol=1e-15)
-    with pytest.raises(ConstraintError, match=r"smallest eigenvalue -0\.333 × the largest"):
+    with pytest.raises(ConstraintError, match=rf"smallest eigenvalue {ratio} × the largest"):
         through(LinearConstraint(G, b, check_psd=True), Gaussian(mean, cov))
 
 
