@@ -553,3 +553,206 @@ def test_ensemble_nll_is_the_gaussian_nll_of_each_member():
     log_density = torch.distributions.Normal(mean, var.sqrt()).log_prob(ys)
     expected = -(log_density + 0.5 * math.log(2 * math.pi))
     torch.testing.assert_close(model.nll(x, y), expected.mean(1).sum())
+
+
+# ---------------------------------------------------------------- hand-built and exact checks
+
+
+def hand_built(members: int = 3, shift: float = 0.0, scale: float = 1.0, log_var: float = -30.0):
+    """Member ``m`` answers mean ``10 m`` and log-variance ``log_var`` everywhere (standardised
+    units): the last layer's weights are zero, so its bias is the answer."""
+    model = DeepEnsemble(1, members=members, width=4, depth=1, min_variance=1e-6)
+    with torch.no_grad():
+        model.layers[-1].weight.zero_()
+        for m in range(members):
+            model.layers[-1].bias[m, 0] = torch.tensor([10.0 * m, log_var])
+        model.target_shift.fill_(shift)
+        model.target_scale.fill_(scale)
+        model.fitted.fill_(True)
+    return model
+
+
+def test_member_outputs_and_mixture_of_a_hand_built_ensemble():
+    """Means ``shift + scale · 10 m``, variances ``scale² (e^log_var + min_variance)``; the
+    mixture's variance is the mean variance plus the (population) variance of the means."""
+    shift, scale = 1.5, 2.0
+    model = hand_built(shift=shift, scale=scale)
+    x = torch.tensor([[-1.0], [0.0], [4.0]])
+    means, variances = model.member_outputs(x)
+    member_variance = scale**2 * (math.exp(-30.0) + 1e-6)
+    for m in range(3):
+        assert means[m].tolist() == pytest.approx([shift + scale * 10 * m] * 3, rel=1e-6)
+        assert variances[m].tolist() == pytest.approx([member_variance] * 3, rel=1e-5)
+    mixture = model.predict(x)
+    spread = scale**2 * (0 + 100 + 400) / 3 - (scale * 10) ** 2  # E[(10 s m)²] − (10 s)², m ∈ 0..2
+    assert mixture.mean.tolist() == pytest.approx([shift + scale * 10] * 3, rel=1e-6)
+    assert mixture.cov.tolist() == pytest.approx([member_variance + spread] * 3, rel=1e-5)
+
+
+def test_samples_pick_every_member_alike_and_draw_its_gaussian():
+    model = hand_built(members=4, log_var=math.log(0.25))  # member sd 0.5 (floor 1e-6 aside)
+    draws = model.sample(torch.tensor([[0.0]]), 40000, seed=3).samples[:, 0]
+    member = torch.round(draws / 10).clamp(0, 3).long()
+    counts = torch.bincount(member, minlength=4).double() / 40000
+    assert torch.allclose(counts, torch.full((4,), 0.25, dtype=F64), atol=0.015)
+    residual = draws - 10 * member
+    assert residual.std().item() == pytest.approx(math.sqrt(0.25 + 1e-6), rel=0.03)
+
+
+def test_seeds_give_members_of_their_own():
+    """Member ``m`` of seed ``s`` is drawn from ``(s, m)``: no member of seed 0 reappears under
+    seed 1, and a seed gives the same weights again."""
+    a, b = tiny(members=3), tiny(members=3)
+    a.reset(seed=0)
+    b.reset(seed=1)
+    for m in range(3):
+        for k in range(3):
+            assert not torch.equal(a.layers[0].weight[m], b.layers[0].weight[k])
+            if k != m:
+                assert not torch.equal(a.layers[1].weight[m], a.layers[1].weight[k])
+    b.reset(seed=0)
+    larger = tiny(members=4)
+    larger.reset(seed=0)  # a member's weights do not depend on how many members there are
+    for layer, again, more in zip(a.layers, b.layers, larger.layers, strict=True):
+        assert torch.equal(layer.weight, again.weight) and torch.equal(layer.bias, again.bias)
+        assert torch.equal(layer.weight, more.weight[:3]) and torch.equal(layer.bias, more.bias[:3])
+
+
+def test_layer_sizes_follow_width_and_depth():
+    model = DeepEnsemble(3, members=2, width=5, depth=2)
+    shapes = [tuple(layer.weight.shape) for layer in model.layers]
+    assert shapes == [(2, 3, 5), (2, 5, 5), (2, 5, 2)]
+    wide = DeepEnsemble(3, members=2, width=64, depth=1)
+    bound = 1 / math.sqrt(3)  # uniform in ±1/√fan_in, biases too, as nn.Linear
+    for values in (wide.layers[0].weight, wide.layers[0].bias):
+        assert bound >= values.abs().max() > 0.8 * bound
+
+
+def test_standardise_centres_and_scales_each_column():
+    """Each input column to mean 0 and standard deviation 1 (a constant column keeps scale 1),
+    the targets too; constant targets keep scale 1 and give finite answers."""
+    x = torch.stack([torch.linspace(100.0, 104.0, 9), torch.full((9,), 7.0)], dim=1)
+    y = torch.linspace(-3.0, 5.0, 9) ** 2  # skewed: its mean is not its median
+    model = DeepEnsemble(2, members=2, width=4, depth=1)
+    model.standardise(x, y)
+    z = (x - model.input_shift) / model.input_scale
+    assert z.mean(0).abs().max() < 1e-5
+    assert z[:, 0].std().item() == pytest.approx(1.0, rel=1e-5)
+    assert z[:, 1].abs().max() == 0 and model.input_scale[1] == 1
+    yz = (y - model.target_shift) / model.target_scale
+    assert yz.mean().abs() < 1e-6 and yz.std().item() == pytest.approx(1.0, rel=1e-5)
+    model.standardise(x, torch.full((9,), 2.0))
+    assert model.target_scale == 1 and model.target_shift == 2
+    assert torch.isfinite(model.predict(x).mean).all()
+    with pytest.raises(ValueError, match="at least 2 rows, got 1"):
+        model.standardise(x[:1], y[:1])
+
+
+def test_a_checkpoint_without_weights_is_refused_by_name(fitted_ensemble, tmp_path):
+    path = tmp_path / "config_only.pt"
+    torch.save({"config": dict(fitted_ensemble.config)}, path)
+    with pytest.raises(ValueError, match="no 'config' and 'state'"):
+        DeepEnsemble.load(path)
+
+
+def test_full_batch_fit_is_plain_adam_on_each_members_nll():
+    """With one batch of all rows an epoch, fit_ensemble is Adam at a constant lr on the sum of
+    the members' Gaussian NLLs (written here with torch.distributions), from weights reset by
+    the seed; its loss curve is the mean NLL per member before each step."""
+    x = torch.linspace(-1, 1, 12)[:, None]
+    y = torch.sin(3 * x[:, 0])
+    start = tiny()
+    start.reset(seed=9)  # weights that fit_ensemble must replace
+    fitted = fit_ensemble(start, x, y, epochs=3, batch_size=64, lr=1e-2, seed=4)
+    plain = tiny()
+    plain.reset(seed=4)
+    plain.standardise(x, y)
+    optimiser = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    xs = ((x - plain.input_shift) / plain.input_scale).expand(3, -1, -1)
+    ys = (y - plain.target_shift) / plain.target_scale
+    curve = []
+    for _ in range(3):
+        mean, variance = plain._heads(xs)
+        density = torch.distributions.Normal(mean, variance.sqrt()).log_prob(ys)
+        per_member = -(density + 0.5 * math.log(2 * math.pi)).mean(1)  # (M,)
+        curve.append(per_member.mean().item())
+        optimiser.zero_grad()
+        per_member.sum().backward()
+        optimiser.step()
+    assert fitted.loss_curve_ == pytest.approx(curve, rel=1e-4, abs=1e-5)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(fitted.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_steps_per_epoch_and_a_batch_larger_than_the_data(tmp_path):
+    """``N // batch`` steps an epoch (the rows left over wait for another epoch); a batch_size
+    above N trains on all rows at once."""
+    from physml.training import MemberRows
+
+    x = torch.linspace(-1, 1, 20)[:, None]
+    y = torch.sin(3 * x[:, 0])
+    fit_ensemble(tiny(members=2), x, y, epochs=3, batch_size=8, out=tmp_path / "a")
+    assert load_checkpoint(tmp_path / "a")["step"] == 6  # 3 epochs × (20 // 8)
+    fit_ensemble(tiny(members=2), x, y, epochs=2, batch_size=1000, out=tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b")["step"] == 2
+    assert len(MemberRows(x, y, members=2)) == 20
+
+
+def test_an_ensemble_resumed_on_other_inputs_or_settings_is_refused(tmp_path):
+    x = torch.linspace(0, 1, 32)[:, None]
+    y = torch.sin(3 * x[:, 0])
+    options = dict(epochs=2, batch_size=16, out=tmp_path)
+    fit_ensemble(tiny(members=2), x, y, **options)
+    moved = x.clone()
+    moved[3:29] += 0.5  # the rows in the middle only
+    with pytest.raises(CheckpointError, match="rows_sha256"):
+        fit_ensemble(tiny(members=2), moved, y, **options)
+    floor = DeepEnsemble(1, members=2, width=32, depth=2, min_variance=1e-3)
+    with pytest.raises(CheckpointError, match="min_variance"):
+        fit_ensemble(floor, x, y, **options)
+
+
+def test_fit_ensemble_refuses_a_negative_seed_by_name():
+    x, y = sine_data(8)
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0, got -1"):
+        fit_ensemble(tiny(), x, y, epochs=1, seed=-1)
+
+
+def test_sampling_refuses_a_bad_count_or_seed_by_name():
+    model = hand_built()
+    x = torch.zeros(2, 1)
+    with pytest.raises(ValueError, match=r"n must be an integer >= 1, got 0"):
+        model.sample(x, 0)
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0, got -1"):
+        model.sample(x, 2, seed=-1)
+
+
+def test_rows_of_the_wrong_shape_are_refused_by_name():
+    from physml.training import MemberRows
+
+    model = DeepEnsemble(1, members=2, width=4, depth=1)
+    x = torch.linspace(0, 1, 9)[:, None]
+    with pytest.raises(ValueError, match=r"targets must have shape \(9,\) to match inputs"):
+        model.standardise(x, torch.zeros(8))
+    with pytest.raises(ValueError, match=r"inputs \(N, d\) and targets \(N,\) must match"):
+        MemberRows(torch.zeros(5), torch.zeros(5), members=2)
+
+
+def test_checkpoint_every_counts_epochs(tmp_path, monkeypatch):
+    x = torch.linspace(-1, 1, 24)[:, None]
+    y = torch.sin(3 * x[:, 0])
+    calls = {"n": 0}
+    nll = DeepEnsemble.nll
+
+    def crashing(self, inputs, targets):
+        calls["n"] += 1
+        if calls["n"] > 5:  # in the second epoch of 3 steps (24 rows, batch 8)
+            raise Crash
+        return nll(self, inputs, targets)
+
+    monkeypatch.setattr(DeepEnsemble, "nll", crashing)
+    with pytest.raises(Crash):
+        fit_ensemble(
+            tiny(members=2), x, y, epochs=3, batch_size=8, out=tmp_path, checkpoint_every=1
+        )
+    assert load_checkpoint(tmp_path)["step"] == 3

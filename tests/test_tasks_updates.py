@@ -345,3 +345,30 @@ def test_cached_pairs_are_solved_again_for_other_settings(tmp_path, monkeypatch)
         data = task.cached_pairs(path, *other)
         assert torch.equal(data.tensors[1], task.pairs(*other).tensors[1])
     assert len(solved) == 3
+
+
+class NanAt(torch.nn.Module):
+    """``x ↦ 3x`` with NaN at one entry ``(sample, 0, position)`` of each listed sample."""
+
+    def __init__(self, samples: list[int], position: int = 3) -> None:
+        super().__init__()
+        self.samples, self.position = samples, position
+
+    def forward(self, x):
+        out = 3 * x
+        out[self.samples, 0, self.position] = float("nan")
+        return out
+
+
+def test_a_member_ensemble_refuses_a_sample_with_one_nan_value_and_keeps_the_others():
+    x = torch.arange(20.0).reshape(4, 1, 5)
+    ensemble = task.MemberEnsemble([torch.nn.Identity(), NanAt([1])])
+    with pytest.raises(NonFiniteAnswer, match=r"members \[1\] .* inputs \[1\]") as caught:
+        ensemble(x)
+    assert caught.value.samples == (1,)
+    kept = caught.value.answer.samples  # (member, 3, 1, 5): the samples 0, 2, 3
+    assert torch.equal(kept[0], x[[0, 2, 3]]) and torch.equal(kept[1], 3 * x[[0, 2, 3]])
+    everywhere = task.MemberEnsemble([NanAt([0, 1, 2, 3]), torch.nn.Identity()])
+    with pytest.raises(NonFiniteAnswer, match=r"inputs \[0, 1, 2, 3\]") as caught:
+        everywhere(x)
+    assert caught.value.answer is None  # nothing left to answer with
