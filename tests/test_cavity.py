@@ -9,6 +9,7 @@ import torch
 from scipy.interpolate import CubicSpline
 
 from pdes import Grid2D, SolverError, cavity
+from pdes.grid import Grid1D
 from pdes.verification import convergence
 
 F64 = torch.float64
@@ -477,3 +478,135 @@ def test_random_vorticity_has_the_documented_sine_coefficients():
     torch.testing.assert_close(coefficients, expected, rtol=0, atol=1e-12)
     for wall in (w[0], w[-1], w[:, 0], w[:, -1]):
         assert wall.abs().max() < 1e-12
+
+
+# --------------------------------------------------------------------------- from a mutation pass
+
+
+def test_a_rectangular_grid_is_refused():
+    grid = Grid2D(Grid1D(9, 0.0, 1.0), Grid1D(11, 0.0, 1.0))
+    with pytest.raises(ValueError, match="square"):
+        cavity.solve_cavity(grid, [0.0, 0.01], 100.0)
+
+
+def test_the_poisson_solve_is_exact_for_quadratics_on_grids_of_one_size_and_two_spacings():
+    """``ψ = x(L−x) y(L−y)`` (``−Δψ = 2y(L−y) + 2x(L−x)``): five-point exact; the sine basis of
+    ``n = 9`` nodes is reused for ``L = 1`` and ``L = 2`` but the eigenvalues must follow ``h``."""
+    for length in (1.0, 2.0, 1.0):
+        grid = Grid2D.square(9, 0.0, length)
+        X, Y = grid.coordinates()
+        psi = X * (length - X) * Y * (length - Y)
+        w = 2.0 * Y * (length - Y) + 2.0 * X * (length - X)
+        torch.testing.assert_close(cavity.streamfunction(w, grid)[0], psi, rtol=0, atol=1e-13)
+
+
+def test_a_cavity_of_side_two_is_the_unit_cavity_rescaled():
+    """Same Re and lid speed on ``[0, 2]²``: ``ν = U L/Re`` doubles, time scales by ``L/U`` and
+    vorticity by ``U/L``; the default steps double too, so the samples agree to round-off."""
+    unit, double = Grid2D.square(13), Grid2D.square(13, 0.0, 2.0)
+    X, Y = unit.coordinates()
+    w0 = 4.0 * torch.sin(math.pi * X) * torch.sin(2.0 * math.pi * Y)
+    w1, vx1, _ = cavity.solve_cavity(unit, [0.0, 0.1, 0.3], 100.0, 1.0, w0=w0)
+    w2, vx2, _ = cavity.solve_cavity(double, [0.0, 0.2, 0.6], 100.0, 1.0, w0=w0 / 2.0)
+    torch.testing.assert_close(2.0 * w2, w1, rtol=0, atol=1e-10 * w1.abs().max().item())
+    torch.testing.assert_close(vx2, vx1, rtol=0, atol=1e-12)
+    limits = [float(cavity.stability_limit(g, 100.0)[0]) for g in (unit, double)]
+    assert limits[1] == pytest.approx(2.0 * limits[0], rel=1e-12)
+
+
+def test_the_stability_speed_is_at_least_the_lid_speed():
+    """``V = max(U, max|u|+|v|)``: a slower speed than the lid's gives the limit at rest."""
+    grid = Grid2D.square(17)
+    at_rest = cavity.stability_limit(grid, 100.0, 2.0)
+    torch.testing.assert_close(cavity.stability_limit(grid, 100.0, 2.0, speed=0.5), at_rest)
+    h, nu = grid.x.dx, 2.0 / 100.0
+    expected = 1.0 / (8.0 * nu / (2.5 * h**2) + 2.0 / (1.7 * h))
+    assert float(at_rest[0]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_velocity_refuses_a_lid_speed_per_sample_of_the_wrong_count():
+    psi = torch.zeros(2, 9, 9, dtype=F64)
+    with pytest.raises(ValueError, match="lid_velocity"):
+        cavity.velocity(psi, Grid2D.square(9), torch.tensor([1.0, 2.0, 3.0], dtype=F64))
+
+
+def test_an_output_time_a_little_after_the_last_is_stepped_to():
+    """Output times 1e-5 apart: the second is ``w0 + 1e-5 · dw/dt`` to first order, not ``w0``."""
+    grid = Grid2D.square(9)
+    w, _, _ = cavity.solve_cavity(grid, [0.0, 1e-5, 2e-5], 100.0)
+    wall = w[0, :, 4, -1]  # lid vorticity at the middle: -2U/h at rest, then the shear diffuses
+    assert wall[0] != wall[1] != wall[2]
+    interior = w[0, :, 1:-1, 1:-1]
+    assert interior[1].abs().max() > 0 and interior[2].abs().max() > interior[1].abs().max()
+
+
+def test_steady_cavity_stops_on_the_rate_not_the_increment():
+    """At return, a continuation's ``max |dw/dt|`` is below ``tol · U²/L²`` (times a margin for
+    the step it was measured on), far below where ``max |Δw| < tol`` would have stopped."""
+    grid = Grid2D.square(9)
+    tol = 1e-2
+    w, _, _ = cavity.steady_cavity(grid, 10.0, 1.0, tol=tol)
+    dt = 0.5 * float(cavity.stability_limit(grid, 10.0)[0])
+    more, _, _ = cavity.solve_cavity(grid, [0.0, dt], 10.0, 1.0, w0=w, dt=dt)
+    rate = ((more[0, -1] - w[0]) / dt)[1:-1, 1:-1].abs().max()
+    assert rate < 2.0 * tol
+
+
+def test_steady_cavity_gives_up_once_max_time_is_reached():
+    """At least ``max_time / (SAFETY · limit at rest)`` steps (more where the flow outpaces the
+    lid), not ten times as many."""
+    grid = Grid2D.square(9)
+    calls = []
+    original = cavity._Cavity.step
+
+    def counted(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cavity._Cavity, "step", counted)
+        with pytest.raises(SolverError, match="max_time"):
+            cavity.steady_cavity(grid, 100.0, tol=1e-12, max_time=0.05)
+    steps = 0.05 / (cavity.SAFETY * float(cavity.stability_limit(grid, 100.0)[0]))
+    assert steps < len(calls) < 3.0 * steps
+
+
+def test_a_user_step_is_checked_against_the_smallest_limit_of_the_batch():
+    """Re = 100 and Re = 5 at one lid speed: ν is 20 times larger in the second sample, whose
+    limit is the smaller; a step between the two limits is refused and names that sample."""
+    grid = Grid2D.square(17)
+    limits = cavity.stability_limit(grid, torch.tensor([100.0, 5.0], dtype=F64))
+    assert limits[1] < 0.5 * limits[0]
+    dt = float(0.5 * (limits[0] + limits[1]))
+    with pytest.raises(SolverError, match=f"stability limit {float(limits[1]):.6g}.*sample 1"):
+        cavity.solve_cavity(grid, [0.0, 0.1], torch.tensor([100.0, 5.0], dtype=F64), dt=dt)
+
+
+def test_a_user_step_is_checked_at_the_speed_max_of_u_plus_v():
+    """A strong flow along the diagonal: ``V = max(|u| + |v|)`` from a dense Poisson solve and
+    central differences exceeds the lid speed and ``max |u|``; a step just beyond the limit at
+    ``V`` is refused."""
+    grid = Grid2D.square(17)
+    h = grid.x.dx
+    X, Y = grid.coordinates()
+    w0 = 200.0 * torch.cos(2.0 * math.pi * (X - Y))
+    psi = _dirichlet_streamfunction(w0[None, 1:-1, 1:-1], h)[0]
+    u = (psi[1:-1, 2:] - psi[1:-1, :-2]) / (2 * h)
+    v = -(psi[2:, 1:-1] - psi[:-2, 1:-1]) / (2 * h)
+    speed = float((u.abs() + v.abs()).max())
+    assert speed > 1.3 * max(1.0, float(u.abs().max()))
+    limit = float(cavity.stability_limit(grid, 100.0, speed=speed)[0])
+    with pytest.raises(SolverError, match=f"stability limit {limit:.6g}.*V={speed:.6g}"):
+        cavity.solve_cavity(grid, [0.0, 0.01], 100.0, w0=w0, dt=1.01 * limit)
+    cavity.solve_cavity(grid, [0.0, 0.99 * limit], 100.0, w0=w0, dt=0.99 * limit)
+
+
+def test_the_solver_s_own_steps_reach_the_output_time():
+    """From rest over 1.5 default steps: two equal steps, as a user ``dt`` of 0.75 of one gives."""
+    grid = Grid2D.square(17)
+    step = cavity.SAFETY * float(cavity.stability_limit(grid, 100.0)[0])
+    times = [0.0, 1.5 * step]
+    own, _, _ = cavity.solve_cavity(grid, times, 100.0)
+    fixed, _, _ = cavity.solve_cavity(grid, times, 100.0, dt=0.75 * step)
+    torch.testing.assert_close(own, fixed, rtol=0, atol=1e-12)
+    assert (own[:, -1] - own[:, 0])[:, 1:-1, 1:-1].abs().max() > 1.0

@@ -315,6 +315,12 @@ def largest_kept_wavenumber(grid: Grid2D) -> float:
         (UNIT, 1e-3, 2.0, "stability"),
         (UNIT, 2e-2, 0.01, "diffusion"),
         (BOX, torch.tensor([1e-3, 3e-2], dtype=F64), torch.tensor([0.5, 1.0], dtype=F64), "cfl"),
+        (
+            UNIT,
+            torch.tensor([1e-3, 2e-2], dtype=F64),
+            torch.tensor([0.01, 0.005], dtype=F64),
+            "diffusion",
+        ),
     ],
 )
 def test_default_step_is_the_documented_minimum(grid, nu, speed, binding):
@@ -384,6 +390,7 @@ def good_call(**changes):
         ({"grid": "unit torus"}, TypeError, "Grid2D"),
         ({"w0": torch.zeros(2, 16, 17, dtype=F64)}, ValueError, "w0 must have shape"),
         ({"w0": torch.zeros(1, 2, 16, 16, dtype=F64)}, ValueError, "w0 must have shape"),
+        ({"w0": torch.zeros(0, 16, 16, dtype=F64)}, ValueError, "w0 must hold at least one"),
         ({"w0": torch.full((16, 16), float("inf"), dtype=F64)}, ValueError, "w0 contains NaN"),
         ({"w0": np.zeros((16, 16))}, TypeError, "w0"),
         ({"times": [0.2, 0.1]}, ValueError, "non-decreasing"),
@@ -512,3 +519,96 @@ def test_the_default_step_resolves_the_viscous_decay_of_a_slow_flow(solve):
         w, _ = solve_ns_tracer(exact[:, 0], c0, grid, 0.02, 0.0, t, forcing=None)
     scale = exact[:, 0].abs().max()
     assert (w - exact).abs().max() <= 1e-3 * scale
+
+
+# ----------------------------------------------------------------------------- from a mutation pass
+
+
+@pytest.mark.parametrize("x_periodic", [True, False])
+def test_a_grid_periodic_along_one_axis_only_is_refused(x_periodic):
+    grid = Grid2D(
+        Grid1D(16, 0.0, 1.0, periodic=x_periodic), Grid1D(16, 0.0, 1.0, periodic=not x_periodic)
+    )
+    with pytest.raises(ValueError, match="periodic along x and y"):
+        ns.solve_vorticity(torch.zeros(16, 16, dtype=F64), grid, 1e-3, [0.0, 0.1])
+
+
+@pytest.mark.parametrize(
+    ("nu", "speed", "match"),
+    [
+        (0.0, 1.0, "nu"),
+        (torch.tensor([1e-3, 0.0], dtype=F64), 1.0, "nu"),
+        (float("nan"), 1.0, "nu"),
+        (1e-3, -1.0, "speed"),
+        (1e-3, torch.tensor([1.0, -0.5], dtype=F64), "speed"),
+        (1e-3, float("inf"), "speed"),
+    ],
+)
+def test_stability_limit_and_default_step_refuse_bad_nu_and_speed(nu, speed, match):
+    for function in (ns.stability_limit, ns.default_step):
+        with pytest.raises(ValueError, match=match):
+            function(UNIT, nu, speed)
+
+
+@pytest.mark.parametrize(
+    ("grid", "nu", "speed"),
+    [(UNIT, 2.0, 0.01), (UNIT, 1e-3, 30.0), (BOX, 0.05, 3.0), (ODD, 1e-4, 0.2)],
+)
+def test_stability_limit_is_the_smallest_positive_root_of_the_documented_cubic(grid, nu, speed):
+    """``4a(1 + ah)² − b²(a² + b²/4) h³ = 0`` solved by ``numpy.roots`` for every kept ``|k|``."""
+    nx, ny = grid.shape
+    roots = []
+    for mx in range(-nx, nx + 1):
+        for my in range(0, ny + 1):
+            if (mx or my) and abs(mx) < nx / 3 and my < ny / 3:
+                k2 = (2 * math.pi * mx / grid.x.length) ** 2 + (
+                    2 * math.pi * my / grid.y.length
+                ) ** 2
+                a, b2 = nu * k2 / 2, speed**2 * k2
+                cubic = [-b2 * (a * a + b2 / 4), 4 * a**3, 8 * a**2, 4 * a]
+                real = [
+                    r.real for r in np.roots(cubic) if abs(r.imag) < 1e-9 * abs(r) and r.real > 0
+                ]
+                roots.append(min(real))
+    assert ns.stability_limit(grid, nu, speed) == pytest.approx(min(roots), rel=1e-10)
+
+
+def test_a_forcing_mean_is_refused_unless_it_is_round_off_which_is_then_dropped():
+    """A mean above 1e-12 of the forcing's peak is refused; one below is removed, so the mean
+    vorticity stays fixed to round-off (with it, the mean would grow by ``t · mean``)."""
+    forcing = random_field(UNIT, 1, seed=4)[0]
+    forcing = forcing - forcing.mean()
+    peak = forcing.abs().max().item()
+    w0 = random_field(UNIT, 1, seed=6)
+    with pytest.raises(ValueError, match="zero mean"):
+        ns.solve_vorticity(w0, UNIT, 1e-2, [0.0, 0.1], forcing=forcing + 1e-9 * peak)
+    t_end = 2.0
+    w = ns.solve_vorticity(w0, UNIT, 1e-2, [0.0, t_end], forcing=forcing + 0.5e-12 * peak)
+    drift = (w[:, -1].mean() - w0.mean()).abs().item()
+    assert drift < 0.05 * t_end * 0.5e-12 * peak
+
+
+def test_viscosity_too_large_for_the_time_span_is_refused():
+    """``ν t / L² > 1e12`` is refused: the field is steady to round-off long before."""
+    w0 = random_field(UNIT, 1, seed=8)
+    with pytest.raises(ValueError, match="nu up to"):
+        ns.solve_vorticity(w0, UNIT, 1e7, [0.0, 1e6], forcing=None, max_step=1e6)
+
+
+@pytest.mark.parametrize("nu", [0.0, -1e-2, float("nan"), torch.tensor([1e-2, -1e-2], dtype=F64)])
+def test_taylor_green_refuses_a_viscosity_that_is_not_positive(nu):
+    with pytest.raises(ValueError, match="nu"):
+        ns.taylor_green(UNIT, [0.0, 1.0], nu)
+
+
+def test_recipe_speed_adds_t_end_times_the_speed_of_the_forcing_s_stream_function():
+    """``U = TAIL σ_u + t_end U_f``, ``U_f = 0.05/π`` for FNO's forcing on the unit torus (its
+    ``∇⊥(−Δ)⁻¹f`` has amplitude ``0.1√2/√(8π²)``, which the 16-point grid holds at a node)."""
+    (problem,) = ns.PROBLEMS
+    grid = Grid2D.square(16, periodic=True)
+    for t_end in (1.0, 10.0):
+        settings = problem.settings(nx=16, t_end=t_end)
+        calm = ns.recipe_speed(grid, {**settings, "forcing": "none"})
+        assert calm == pytest.approx(ns.TAIL * ns.grf_velocity_std(16, 2.5, 7.0, 7.0**1.5))
+        forced = ns.recipe_speed(grid, settings)
+        assert forced - calm == pytest.approx(t_end * 0.05 / math.pi, rel=1e-12)
