@@ -21,6 +21,7 @@ from physml.models.cuboid import (
     CuboidSelfAttention,
     CuboidTransformerBlock,
     FeedForward,
+    cross_attention_mask,
     cuboid_reorder,
     cuboid_reverse,
     plan_cuboids,
@@ -804,3 +805,187 @@ def test_an_explicit_pattern_keeps_its_strategies():
     assert specs[0][1] == ("d", "l", "d")
     block = CuboidTransformerBlock(4, 1, (4, 4, 4), [((2, 2, 2), "dld", (0, 0, 0))])
     assert block.attentions[0].strategy == ("d", "l", "d")
+
+
+# --------------------------------------------------------------------------- mutation-pass tests
+
+
+def test_bad_strategy_letters_global_batch_and_empty_batch_are_refused():
+    with pytest.raises(ValueError, match=r"strategy must be 3 of .*got 'lxl'"):
+        CuboidSelfAttention(8, 2, (2, 2, 2), strategy="lxl")
+    with pytest.raises(ValueError, match="strategy"):
+        plan_cuboids((4, 4, 4), (2, 2, 2), strategy=("l", "l", "L"))
+    layer = CuboidSelfAttention(8, 2, (2, 2, 2), global_vectors=2)
+    with pytest.raises(ValueError, match=r"global_vectors must have shape \(B, P, C\)"):
+        layer(torch.randn(2, 2, 4, 4, 8), torch.randn(1, 2, 8))  # would broadcast silently
+    with pytest.raises(ValueError, match="non-empty"):
+        CuboidSelfAttention(8, 2, (2, 2, 2))(torch.randn(0, 2, 4, 4, 8))
+
+
+def test_only_a_shifted_periodic_axis_wraps():
+    layout = plan_cuboids((4, 6, 6), (2, 3, 3), "lll", (0, 0, 1), periodic=(False, True, True))
+    assert layout.wrap == (False, False, True)
+
+
+def test_a_layer_reused_on_several_grids_matches_dense_on_each():
+    """Masks, bias indices and the global mask are cached per grid: grids with the same
+    number of cuboids and tokens per cuboid but other clamping, seams or padding must each
+    get their own (checked against the dense per-token reference)."""
+    layer = _layer(
+        dim=8, num_heads=2, cuboid_size=(2, 2, 2), shift_size=(1, 1, 1), global_vectors=2
+    )
+    g = torch.randn(1, 2, 8, dtype=torch.float64)
+    # (1,3,4) -> cuboid (1,2,2), (4,1,3) -> (2,1,2): both 4 cuboids of 4 slots, padded.
+    for shape in [(1, 4, 4), (4, 1, 4), (1, 3, 4), (4, 1, 3), (4, 1, 4)]:
+        x = torch.randn(1, *shape, 8, dtype=torch.float64)
+        expected, expected_g = dense_self_attention(layer, x, g)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                out, g_out = layer(x, g)
+            torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(g_out, expected_g, rtol=1e-10, atol=1e-10)
+
+    torch.manual_seed(3)
+    cross = CuboidCrossAttention(8, 2, (2, 2), shift_hw=(1, 1), memory_global_vectors=2).double()
+    with torch.no_grad():
+        cross.relative_position_table.normal_(0.0, 0.5)
+    for tq, tm in [(2, 2), (2, 3), (3, 3), (2, 2)]:  # 4x4: no padding, the shift seam masked
+        x = torch.randn(1, tq, 4, 4, 8, dtype=torch.float64)
+        memory = torch.randn(1, tm, 4, 4, 8, dtype=torch.float64)
+        expected = dense_cross_attention(cross, x, memory, g)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                out = cross(x, memory, g)
+            torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shift", [(0, 0, 0), (1, 1, 1)])  # one bias for all cuboids / per cuboid
+@pytest.mark.parametrize("grad", [True, False])
+def test_attention_dropout_of_one_leaves_only_the_projection_bias(shift, grad):
+    """``attn_drop = 1`` zeroes every attention weight in training: each output is ``proj(0)``;
+    ``proj_drop = 1`` zeroes the outputs of both the tokens and the global vectors."""
+    layer = _layer(
+        dim=8, num_heads=2, cuboid_size=(2, 2, 2), shift_size=shift, global_vectors=2,
+        attn_drop=1.0,
+    )  # fmt: skip
+    layer.train()
+    x = torch.randn(2, 4, 4, 4, 8, dtype=torch.float64)
+    g = torch.randn(2, 2, 8, dtype=torch.float64)
+    with torch.set_grad_enabled(grad):
+        out, g_out = layer(x, g)
+    torch.testing.assert_close(out, layer.proj.bias.detach().expand_as(out), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        g_out, layer.global_proj.bias.detach().expand_as(g_out), rtol=0, atol=1e-12
+    )
+    layer.eval()
+    assert not torch.allclose(layer(x, g)[0], out)
+
+    layer.train()
+    layer.proj_drop.p = 1.0  # output dropout of one: both streams are zero
+    with torch.set_grad_enabled(grad):
+        out, g_out = layer(x, g)
+    assert not out.any() and not g_out.any()
+
+    torch.manual_seed(0)
+    cross = CuboidCrossAttention(8, 2, (2, 2), shift_hw=shift[1:], attn_drop=1.0).double()
+    with torch.set_grad_enabled(grad):
+        out = cross(x, torch.randn(2, 3, 4, 4, 8, dtype=torch.float64))
+    torch.testing.assert_close(out, cross.proj.bias.detach().expand_as(out), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_masked_keys_get_no_weight_at_any_score_scale(grad):
+    """Masked pairs are excluded exactly (-inf), not by a finite penalty that large scores beat."""
+    layer = _layer(dim=8, num_heads=2, cuboid_size=(2, 2, 3), shift_size=(1, 1, 1))
+    x = 1e3 * torch.randn(1, 3, 5, 7, 8, dtype=torch.float64)
+    expected, _ = dense_self_attention(layer, x)
+    with torch.set_grad_enabled(grad):
+        out = layer(x)
+    torch.testing.assert_close(out, expected, rtol=1e-8, atol=1e-6)
+
+
+def test_cross_mask_never_leaves_a_query_without_keys():
+    # H = 2, W = 3 -> 4 with cuboid (1, 2), shift (0, 1): a padded query is alone on its side.
+    cross = CuboidCrossAttention(8, 2, (1, 2), shift_hw=(0, 1)).double()
+    query, memory = cross.layouts((2, 2, 3), (3, 2, 3))
+    mask = cross_attention_mask(query, memory)
+    assert mask is not None and mask.any(-1).all()
+    x = torch.randn(1, 2, 2, 3, 8, dtype=torch.float64, requires_grad=True)
+    cross(x, torch.randn(1, 3, 2, 3, 8, dtype=torch.float64)).square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    for name, p in cross.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_cross_block_normalises_the_memory_s_global_vectors_with_the_memory_norm():
+    """The memory's global vectors are part of the memory: the same pre-norm applies to them."""
+    torch.manual_seed(0)
+    block = CuboidCrossBlock(8, 2, (2, 2), memory_global_vectors=2).double()
+    _perturb(block)
+    x = torch.randn(1, 2, 4, 4, 8, dtype=torch.float64)
+    memory = torch.randn(1, 3, 4, 4, 8, dtype=torch.float64)
+    g = 5.0 + 3.0 * torch.randn(1, 2, 8, dtype=torch.float64)  # far from normalised
+    attention = block.attention(block.norm(x), block.memory_norm(memory), block.memory_norm(g))
+    torch.testing.assert_close(block(x, memory, g), block.ffn(x + attention))
+
+
+def test_feed_forward_hidden_width_is_dim_times_ratio_rounded():
+    assert FeedForward(10, 0.77).net[1].out_features == 8  # 7.7 rounds to 8
+    assert FeedForward(10, 0.72).net[1].out_features == 7
+    assert FeedForward(3, 0.1).net[1].out_features == 1  # at least one hidden unit
+
+
+def test_frame_multiple_is_the_total_spatial_reduction():
+    """H, W shrink by ``downsample`` in the stem and by 2 at each of the ``levels - 1`` merges."""
+    assert Earthformer.frame_multiple((1,), 3) == 3
+    assert Earthformer.frame_multiple((2, 2), 2) == 4
+    assert Earthformer.frame_multiple((1, 1, 1), 2) == 8
+    model = Earthformer(
+        (2, 1, 12, 12), (1, 1, 12, 12), base_units=4, num_heads=1, depth=(1, 1),
+        global_vectors=0, cross_cuboid_hw=(2, 2),
+    )  # fmt: skip
+    assert model(torch.randn(1, 2, 1, 12, 12)).shape == (1, 1, 1, 12, 12)
+
+
+def test_bad_model_widths_and_global_vectors_are_refused():
+    with pytest.raises(ValueError, match=r"target_shape must have the input's \(H, W\) = \(8, 8\)"):
+        Earthformer((4, 1, 8, 8), (4, 1, 8, 16), base_units=8, num_heads=2)
+    with pytest.raises(ValueError, match=r"\(H, W\) = \(8, 10\) must be divisible by"):
+        Earthformer((4, 1, 8, 10), (4, 1, 8, 10), base_units=8, num_heads=2, depth=(1, 1))
+    with pytest.raises(ValueError, match="global_vectors must be >= 0, got -1"):
+        Earthformer((4, 1, 8, 8), (4, 1, 8, 8), base_units=8, num_heads=2, global_vectors=-1)
+
+
+def test_a_new_model_s_branches_start_near_zero():
+    """Every attention / feed-forward output layer starts with zero bias and weights scaled to
+    1e-2 of torch's default bound ``1 / sqrt(fan_in)``: each block starts near the identity."""
+    model = _toy_model()
+    layers = []
+    for module in model.modules():
+        if isinstance(module, (CuboidSelfAttention, CuboidCrossAttention)):
+            layers += [module.proj, getattr(module, "global_proj", None)]
+        elif isinstance(module, FeedForward):
+            layers.append(module.net[-2])
+    layers = [layer for layer in layers if layer is not None]
+    assert len(layers) > 10
+    for layer in layers:
+        assert not layer.bias.any()
+        assert 0 < layer.weight.abs().max() <= 1e-2 / math.sqrt(layer.in_features)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_model_refuses_a_single_non_finite_value(bad):
+    x = torch.randn(2, 4, 1, 8, 8)
+    x[1, 2, 0, 3, 4] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _toy_model()(x)
+
+
+def test_model_takes_float64_frames_and_refuses_an_empty_batch():
+    model = _toy_model()
+    x = torch.randn(2, 4, 1, 8, 8, dtype=torch.float64)
+    out = model(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, model(x.float()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="x is empty"):
+        model(torch.randn(0, 4, 1, 8, 8))
