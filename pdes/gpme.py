@@ -105,13 +105,17 @@ def _axis(name: str, value, device=None) -> torch.Tensor:
     return tensor
 
 
+def _time_axis(t, device=None) -> torch.Tensor:
+    t = _axis("t", t, device)
+    if (t < 0).any():
+        raise ValueError(f"t must be >= 0, got minimum {t.min().item()}")
+    return t
+
+
 def _axes(x, t) -> tuple[torch.Tensor, torch.Tensor]:
     device = x.device if isinstance(x, torch.Tensor) else None
     x = _axis("x", x, device)
-    t = _axis("t", t, x.device)
-    if (t < 0).any():
-        raise ValueError(f"t must be >= 0, got minimum {t.min().item()}")
-    return x, t
+    return x, _time_axis(t, x.device)
 
 
 # --------------------------------------------------------------------------- exact solutions
@@ -138,7 +142,7 @@ def pme_total_mass(t, m: Parameter) -> torch.Tensor:
 
     Valid while the front ``x = t`` is inside ``[0, 1]`` (``t <= 1``)."""
     device = t.device if isinstance(t, torch.Tensor) else None
-    t = _axis("t", t, device).clamp(min=0.0)
+    t = _time_axis(t, device)
     m = _parameter("m", m, "positive", t.device)[:, None]
     return m ** (1.0 / m) * t[None, :] ** (1.0 + 1.0 / m) / (1.0 + 1.0 / m)
 
@@ -204,7 +208,7 @@ def stefan_total_mass(t, u_star: Parameter) -> torch.Tensor:
     Valid while the front ``α√t`` is inside ``[0, 1]``.
     """
     device = t.device if isinstance(t, torch.Tensor) else None
-    t = _axis("t", t, device).clamp(min=0.0)
+    t = _time_axis(t, device)
     u_star = _parameter("u_star", u_star, "unit", t.device)
     c1, _ = _stefan_constants(u_star)
     return 2.0 * c1[:, None] * torch.sqrt(t[None, :] / math.pi)

@@ -712,3 +712,60 @@ def test_a_recipe_range_of_one_value_gives_that_value():
     recipe = RECIPES["diffusion"]
     batch = recipe.generate([0, 1, 2], recipe.settings(nx=11, nt=2, k_min=2.0, k_max=2.0))
     assert (batch.params["k"] == 2.0).all()
+
+
+EXACT_FUNCTIONS = [(diffusion_exact, 1.0), (pme_exact, 2.0), (stefan_exact, 0.6)]
+
+
+@pytest.mark.parametrize(("exact", "parameter"), EXACT_FUNCTIONS)
+def test_exact_solutions_reject_bad_axes(exact, parameter):
+    x, t = torch.linspace(0.0, 1.0, 5, dtype=F64), tensor([0.0, 0.1])
+    with pytest.raises(ValueError, match=r"x must be a 1-D array, got shape \(1, 5\)"):
+        exact(x[None], t, parameter)
+    with pytest.raises(ValueError, match="t must be >= 0, got minimum -0.1"):
+        exact(x, tensor([-0.1, 0.1]), parameter)
+    with pytest.raises(ValueError, match="x must be finite"):
+        exact(tensor([0.0, float("nan")]), t, parameter)
+    with pytest.raises(ValueError, match="t must be finite"):
+        exact(x, tensor([0.0, float("inf")]), parameter)
+
+
+@pytest.mark.parametrize(
+    ("total_mass", "parameter"), [(pme_total_mass, 2.0), (stefan_total_mass, 0.6)]
+)
+def test_total_masses_reject_negative_times(total_mass, parameter):
+    """The closed forms hold for ``t >= 0`` only; a negative time used to give mass 0 silently."""
+    with pytest.raises(ValueError, match="t must be >= 0, got minimum -0.25"):
+        total_mass(tensor([0.0, -0.25]), parameter)
+    with pytest.raises(ValueError, match="t must be finite"):
+        total_mass(tensor([float("nan")]), parameter)
+
+
+def test_pme_k_is_zero_for_negative_u():
+    """``k = max(u, 0)^m``: undershoots below 0 must not diffuse (nor give NaN for m = 1.5)."""
+    u = tensor([[-0.5, 0.0, 0.25]])
+    assert pme_k(2.0)(u).tolist() == [[0.0, 0.0, 0.0625]]
+    assert pme_k(1.5)(u).tolist() == [[0.0, 0.0, 0.125]]
+    assert pme_k(2.0).potential(u).tolist() == [[0.0, 0.0, 0.25**3 / 3]]
+
+
+@pytest.mark.parametrize("name", ["diffusion", "pme", "stefan"])
+def test_recipes_need_three_nodes(name):
+    with pytest.raises(ValueError, match="nx must be an integer >= 3, got 2"):
+        RECIPES[name].generate([0], {"nx": 2, "nt": 2})
+
+
+def test_recipes_refuse_an_empty_seed_list():
+    with pytest.raises(ValueError, match="seeds must hold at least one seed"):
+        RECIPES["pme"].generate([], {"nx": 5, "nt": 2})
+
+
+def test_a_potential_of_the_wrong_shape_is_refused_by_name():
+    """``k`` fits the batch of two but the potential carries three per-sample values."""
+    grid, u0 = periodic_setup()
+    three = pme_k(tensor([1.0, 2.0, 3.0]))
+    k = Diffusivity(k=lambda u: torch.ones_like(u), potential=three.potential)
+    with pytest.raises(
+        ValueError, match=r"k\.potential\(u\) must accept u of shape \(sample, points\)"
+    ):
+        solve_gpme(u0.expand(2, -1), grid, k, [0.1], "periodic")
