@@ -17,6 +17,7 @@ from physml.data.nbody import (
     canvas_lengths,
     energy,
     nbody_digits,
+    nbody_digits_from_seeds,
     render,
     simulate,
     sprite_pool,
@@ -326,6 +327,7 @@ def test_recipe_rejects_bad_options(tmp_path):
         ({"count": 1, "dt": -1.0}, ValueError, "dt"),
         ({"count": 1, "integrator": "rk4"}, ValueError, "integrator"),
         ({"count": 1, "substeps": 0}, ValueError, "substeps"),
+        ({"count": 1, "start": -1}, ValueError, "start must be an integer >= 0, got -1"),
     ],
 )
 def test_generator_rejects_bad_settings(kwargs, error, match):
@@ -351,6 +353,8 @@ def test_split_rejects_too_many_input_frames():
     data = nbody_digits(1, seed=0, frames=4, size=16)
     with pytest.raises(ValueError, match="input_frames"):
         data.split(4)
+    with pytest.raises(ValueError, match="input_frames must be an integer >= 1, got 0"):
+        data.split(0)
 
 
 def test_nbody_walls_mirror_the_position_and_flip_the_velocity():
@@ -438,3 +442,88 @@ def test_nbody_walls_agree_with_bounces_wall_by_wall_for_any_step():
     assert once_below.any() and once_above.any() and (unfolded.abs() > 3 * box).any()
     assert torch.equal(x[:, 1][once_below], -unfolded[once_below])
     assert torch.equal(x[:, 1][once_above], 2 * box - unfolded[once_above])
+
+
+# ------------------------------------------------------------------ added by the mutation pass
+
+
+def test_simulate_rejects_bad_settings_naming_them():
+    x = torch.full((1, 2, 2), 1.0, dtype=torch.float64)
+    v = torch.zeros_like(x)
+    with pytest.raises(ValueError, match="steps must be an integer >= 0, got -1"):
+        simulate(x, v, -1, box=5.0)
+    with pytest.raises(ValueError, match=r"g must be a finite number >= 0, got -0\.1"):
+        simulate(x, v, 1, box=5.0, g=-0.1)
+    with pytest.raises(ValueError, match=r"clip must be a finite number > 0, got -1\.0"):
+        simulate(x, v, 1, box=5.0, clip=-1.0)
+    with pytest.raises(ValueError, match=r"positions must lie in \[0, box=5\.0\]"):
+        simulate(x - 1.5, v, 1, box=5.0)
+
+
+def test_simulate_free_flight_is_float64_from_float32_states():
+    """Without gravity, clip and walls, step ``k`` is ``x0 + k v0 dt`` of the float64 values
+    of the inputs, whatever their precision."""
+    x0 = torch.tensor([[[0.1, 0.7], [3.3, 1.9]]], dtype=torch.float32)
+    v0 = torch.tensor([[[0.3, -0.2], [0.01, 0.9]]], dtype=torch.float32)
+    x, v = simulate(x0, v0, 12, box=None, dt=0.5, g=0.0, clip=None, record_every=4)
+    assert x.dtype == v.dtype == torch.float64
+    k = torch.tensor([0.0, 4.0, 8.0, 12.0], dtype=torch.float64)[None, :, None, None]
+    expected = x0.double()[:, None] + k * 0.5 * v0.double()[:, None]
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-13)
+    assert torch.equal(v, v0.double()[:, None].expand_as(v))
+
+
+def bilinear_matrix(source: int, target: int):
+    """Half-pixel-centre bilinear resampling ``(target, source)``, built by hand: output pixel
+    ``i`` reads the source at ``(i + 1/2) source/target − 1/2``, clamped to the edge pixels."""
+    matrix = torch.zeros(target, source, dtype=torch.float64)
+    for i in range(target):
+        at = max((i + 0.5) * source / target - 0.5, 0.0)
+        low = min(int(math.floor(at)), source - 1)
+        high = min(low + 1, source - 1)
+        weight = at - low
+        matrix[i, low] += 1 - weight
+        matrix[i, high] += weight
+    return matrix
+
+
+def test_sprites_are_the_digits_upscaled_bilinearly_with_their_labels():
+    """At 64² the 8×8 digits become 16×16 sprites (half-pixel-centre bilinear, values / 16), and
+    ``labels`` are scikit-learn's targets of the sprites drawn."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    data = nbody_digits(2, seed=3, frames=2, size=64, digits=2)
+    index = data.sprite_index.flatten()
+    images = torch.from_numpy(digits.images / 16.0)[index]
+    m = bilinear_matrix(8, 16)
+    expected = (m @ images @ m.T).float().reshape(2, 2, 16, 16)
+    torch.testing.assert_close(data.sprites, expected, rtol=0, atol=1e-6)
+    assert torch.equal(data.labels, torch.from_numpy(digits.target)[index].reshape(2, 2))
+    assert data.frames[:, 0].sum((-3, -2, -1)).gt(0).all()
+
+
+def test_render_rejects_corners_outside_the_frame():
+    sprites = torch.ones(1, 1, 4, 4)
+    render(torch.tensor([[[[4.4, 0.0]]]], dtype=torch.float64), sprites, 8)  # rounds to 4: fits
+    for corner in ([4.6, 0.0], [0.0, 4.6], [-0.6, 0.0]):
+        positions = torch.tensor([[[corner]]], dtype=torch.float64)
+        with pytest.raises(ValueError, match=r"positions must lie in \[0, 4\]"):
+            render(positions, sprites, 8)
+
+
+def test_generator_rejects_a_gravity_that_is_not_a_switch_and_no_seeds():
+    with pytest.raises(TypeError, match="gravity must be a bool, got 2"):
+        nbody_digits(1, gravity=2, **SMALL)
+    with pytest.raises(ValueError, match="seeds must hold at least one seed"):
+        nbody_digits_from_seeds([], **SMALL)
+
+
+def test_times_are_steps_times_dt(tmp_path):
+    """Frame ``k`` is at ``k · stride · dt``: 0, 1.5, 3, 4.5 for stride 3 and dt 0.5."""
+    data = nbody_digits(1, seed=0, frames=4, size=16, stride=3, dt=0.5)
+    assert data.times.tolist() == [0.0, 1.5, 3.0, 4.5]
+    path = generate_dataset(
+        "nbody-digits", tmp_path / "t.h5", n=1, progress=False, frames=4, size=16, stride=3, dt=0.5
+    )
+    assert load(path).t.tolist() == [0.0, 1.5, 3.0, 4.5]
