@@ -16,6 +16,7 @@ import torch
 from recipes import TOY
 
 import physml.data.generate as generate_module
+from pdes import problems
 from physml.data import (
     DatasetFileError,
     MultiStepDataset,
@@ -25,6 +26,7 @@ from physml.data import (
 )
 from physml.data.datasets import PDEData
 from physml.data.generate import sample_seed
+from physml.data.nbody import nbody_digits_from_seeds
 from physml.data.windows import ForecastDataset, RolloutDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -504,3 +506,17 @@ def test_a_setting_the_recipe_cannot_describe_is_refused_before_solving(tmp_path
         generate_dataset("toy-grids", out, n=2, grid="chebyshev", progress=False)
     assert recipe.solved == [] and list(tmp_path.iterdir()) == []
     assert load(generate_dataset("toy-grids", out, n=2, progress=False)).u.shape == (2, 4, 9)
+
+
+@pytest.mark.parametrize("seed", [1.5, -1, True, "3", torch.tensor(2)])
+def test_a_sample_seed_that_is_not_a_non_negative_integer_is_refused_by_name(seed):
+    """A fractional seed was truncated and a negative one wrapped, silently; numpy integers pass."""
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
+        problems.generator(seed)
+    first = torch.rand(3, generator=problems.generator(np.uint32(7)))
+    assert torch.equal(first, torch.rand(3, generator=torch.Generator().manual_seed(7)))
+
+
+def test_nbody_sample_seeds_are_checked_as_every_recipe_s():
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer, got 1\.5"):
+        nbody_digits_from_seeds([1.5], frames=2, size=16, digits=1)

@@ -360,7 +360,7 @@ def nbody_digits_from_seeds(
     box = float(size - side)
     chosen, starts, kicks = [], [], []
     for seed in seeds:
-        gen = problems.generator(int(seed))
+        gen = problems.generator(seed)
         pick = pool[torch.randint(len(pool), (digits,), generator=gen)]
         corner = torch.rand(digits, 2, generator=gen, dtype=F64) * box
         magnitude = speed[0] + (speed[1] - speed[0]) * torch.rand(digits, generator=gen, dtype=F64)
