@@ -327,3 +327,173 @@ def test_shards_of_another_run_found_through_hdf5_vds_prefix_are_refused(
         monkeypatch.setenv("HDF5_VDS_PREFIX", prefix)
         with pytest.raises(DatasetFileError, match=r"read the shard 'ds\.shard-000-of-003\.h5'"):
             load(merged)
+
+
+def _rewrite(path, name, data):
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        f.create_dataset(name, data=data)
+
+
+def _set_attribute(paths, key, value):
+    for path in paths:
+        with h5py.File(path, "r+") as f:
+            f.attrs[key] = value
+
+
+def _as_float32(path, name):
+    with h5py.File(path) as f:
+        data = f[name][()]
+    _rewrite(path, name, data.astype(np.float32))
+
+
+def _x_moved(path):
+    with h5py.File(path) as f:
+        x = f["x"][()]
+    _rewrite(path, "x", x + 1.0)
+
+
+def _array_attribute(paths):
+    _set_attribute(paths, "weights", np.array([1, 2], dtype=np.int64))
+    _set_attribute(paths[1:2], "weights", np.array([1, 2], dtype=np.int32))
+
+
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (lambda shards: _set_attribute(shards[1:2], "nx", 9.0), r"nx 9\.0 vs 9(;|$)"),
+        (_array_attribute, r"weights array\(\[1, 2\], dtype=int32\) vs array\(\[1, 2\]\)"),
+        (lambda shards: _as_float32(shards[1], "params/a"), "params/a dtype float32 vs float64"),
+        (lambda shards: _x_moved(shards[1]), "coordinate x values differ"),
+    ],
+    ids=["attribute-of-another-type", "array-attribute-of-another-dtype", "dtype", "x"],
+)
+def test_shards_differing_in_a_type_a_dtype_or_coordinate_values_are_refused(sharded, spoil, match):
+    _, shards = sharded
+    spoil(shards)
+    with pytest.raises(
+        ShardError, match=f"shards disagree, '{shards[1]}' vs '{shards[0]}': {match}"
+    ):
+        check_shards(shards)
+
+
+def _index_permuted(path):
+    with h5py.File(path, "r+") as f:
+        index = f["sample_index"][()][[0, 2, 1, 3]]  # 3, 5, 4, 6 with seeds of the claim
+        f["sample_index"][...] = index
+        f["sample_seed"][...] = [sample_seed(SEED, int(i)) for i in index]
+
+
+def _emptied(path):
+    with h5py.File(path) as f:
+        arrays = {n: f[n][()] for n in ("u", "sample_index", "sample_seed", "params/a")}
+        arrays["fields/u_squared"] = f["fields/u_squared"][()]
+    for name, data in arrays.items():
+        _rewrite(path, name, data[:0])
+
+
+def _first_seed_changed(path):
+    with h5py.File(path, "r+") as f:
+        f["sample_seed"][0] += 1
+
+
+def _without_seeds(path):
+    with h5py.File(path, "r+") as f:
+        del f["sample_seed"]
+
+
+def _short_parameter(path):
+    with h5py.File(path) as f:
+        a = f["params/a"][()]
+    _rewrite(path, "params/a", a[:3])
+
+
+@pytest.mark.parametrize(
+    "spoil_middle, error, match",
+    [
+        (_without_seeds, DatasetFileError, "is not a physml dataset shard"),
+        (_short_parameter, ShardError, "params/a holds 3 samples, sample_index 4$"),
+        (_emptied, ShardError, "holds no samples$"),
+        (_index_permuted, ShardError, "sample_index is not one run of consecutive samples"),
+        (_first_seed_changed, ShardError, "sample_seed of sample 3 is"),
+    ],
+    ids=["no-sample_seed", "short-params", "empty", "permuted-index", "first-seed"],
+)
+def test_a_shard_that_is_not_whole_on_its_own_is_refused(sharded, spoil_middle, error, match):
+    _, (first, middle, last) = sharded
+    spoil_middle(middle)
+    with pytest.raises(error, match=f"'{middle}'.*{match}"):
+        check_shards([first, middle, last])
+
+
+def test_n_total_must_be_an_integer_that_holds_every_shard(sharded):
+    _, shards = sharded
+    _set_attribute(shards, "n_total", 10)  # the last shard holds samples 7-10
+    with pytest.raises(
+        ShardError, match=f"'{shards[2]}' holds samples up to 10, beyond n_total=10"
+    ):
+        check_shards(shards)
+    _set_attribute(shards, "n_total", True)
+    with pytest.raises(ShardError, match="has no integer n_total attribute"):
+        check_shards(shards)
+
+
+def test_a_missing_shard_reads_as_values_no_sample_has(tmp_path, sharded):
+    """Plain HDF5 reads fill values for a missing shard: NaN for floats, -1 for the indices and
+    seeds, which no sample has (samples count from 0, seeds are 63-bit non-negative)."""
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    shards[1].rename(tmp_path / "away.h5")
+    with h5py.File(merged) as f:
+        assert f["sample_index"][()].tolist() == [0, 1, 2, -1, -1, -1, -1, 7, 8, 9, 10]
+        assert (f["sample_seed"][3:7] == -1).all() and (f["sample_seed"][:3] >= 0).all()
+        assert np.isnan(f["params/a"][3:7]).all() and not np.isnan(f["params/a"][:3]).any()
+
+
+def test_a_merged_file_with_a_real_array_among_its_virtual_ones_is_refused(tmp_path, sharded):
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    _rewrite(merged, "params/a", np.zeros(N))
+    with pytest.raises(ShardError, match="params/a is not a virtual dataset in a merged file"):
+        load(merged)
+
+
+def _rebuild(merged, name, source_of):
+    """Rewrite the virtual dataset ``name`` of ``merged``, reading each sample range from
+    ``source_of(file_name, dset_name)`` (a pair), or from nothing where it gives ``None``."""
+    with h5py.File(merged, "r+") as f:
+        dataset = f[name]
+        shape, dtype, fill = dataset.shape, dataset.dtype, dataset.fillvalue
+        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+        for source in dataset.virtual_sources():
+            start, end = source.vspace.get_select_bounds()
+            new = source_of(source.file_name, source.dset_name)
+            if new is not None:
+                count = end[0] + 1 - start[0]
+                layout[start[0] : end[0] + 1] = h5py.VirtualSource(
+                    *new, shape=(count, *shape[1:]), dtype=dtype
+                )
+        del f[name]
+        f.create_virtual_dataset(name, layout, fillvalue=fill)
+
+
+def test_a_merged_array_that_skips_a_shard_is_refused(tmp_path, sharded):
+    """params/a rebuilt without shard 1's samples would read NaN for samples 3-6."""
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    _rebuild(
+        merged, "params/a", lambda file, dset: None if file == shards[1].name else (file, dset)
+    )
+    lacking = r"\['fields/u_squared', 'sample_index', 'sample_seed', 'u'\]"
+    with pytest.raises(ShardError, match=rf"reads {lacking} from .*{shards[1].name}', not every"):
+        load(merged)
+
+
+def test_a_merged_array_that_reads_another_array_of_its_shape_is_refused(tmp_path, sharded):
+    """fields/u_squared reading shard 1's u: the same samples, the wrong values."""
+    _, shards = sharded
+    merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
+    wrong = lambda file, dset: (file, "u") if file == shards[1].name else (file, dset)  # noqa: E731
+    _rebuild(merged, "fields/u_squared", wrong)
+    with pytest.raises(ShardError, match="reads samples 3-6 of fields/u_squared from u in"):
+        load(merged)
