@@ -1,0 +1,156 @@
+"""The attentive neural process's pieces against direct computations: attention by softmax,
+the fixed input map, the bounds of the latent and decoder standard deviations, set
+duplication, and the losses' bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from physml.models.anp import AttentiveNeuralProcess, _Attention
+from physml.models.anp_losses import latent_noise, softc_residual_loss
+
+
+def small_model(**overrides) -> AttentiveNeuralProcess:
+    settings = {"hidden": 16, "latent": 8, "heads": 2, "attention_layers": 1, "seed": 0}
+    settings.update(overrides)
+    return AttentiveNeuralProcess(**settings)
+
+
+def random_sets(batch: int, n_context: int, n_target: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.rand(batch, n_context, 2, generator=g),
+        torch.randn(batch, n_context, generator=g),
+        torch.rand(batch, n_target, 2, generator=g),
+        torch.randn(batch, n_target, generator=g),
+    )
+
+
+def test_attention_is_softmax_attention_per_head_plus_residual_and_layer_norm():
+    hidden, heads = 8, 2
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = _Attention(hidden, heads).double()
+        torch.nn.init.normal_(layer.norm.weight)
+        torch.nn.init.normal_(layer.norm.bias)
+    g = torch.Generator().manual_seed(1)
+    query = torch.randn(2, 3, hidden, generator=g, dtype=torch.float64)
+    key = torch.randn(2, 5, hidden, generator=g, dtype=torch.float64)
+    value = torch.randn(2, 5, hidden, generator=g, dtype=torch.float64)
+
+    w, b = layer.attention.in_proj_weight, layer.attention.in_proj_bias
+    d = hidden // heads
+    q, k, v = (
+        (a @ w[i * hidden : (i + 1) * hidden].T + b[i * hidden : (i + 1) * hidden])
+        .reshape(*a.shape[:2], heads, d)
+        .transpose(1, 2)
+        for i, a in enumerate((query, key, value))
+    )
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+    weights = scores.exp() / scores.exp().sum(-1, keepdim=True)
+    mixed = (weights @ v).transpose(1, 2).reshape(2, 3, hidden)
+    mixed = mixed @ layer.attention.out_proj.weight.T + layer.attention.out_proj.bias
+    h = query + mixed
+    centred = h - h.mean(-1, keepdim=True)
+    normed = centred / (centred.square().mean(-1, keepdim=True) + layer.norm.eps).sqrt()
+    expected = normed * layer.norm.weight + layer.norm.bias
+    with torch.no_grad():
+        torch.testing.assert_close(layer(query, key, value), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_duplicating_every_context_point_changes_nothing():
+    """Attention weights and mean pooling are set averages: a context taken twice is the same
+    set of values with halved weights."""
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(2, 6, 5)
+    with torch.no_grad():
+        once = model(cx, cy, tx)
+        twice = model(torch.cat([cx, cx], 1), torch.cat([cy, cy], 1), tx)
+        mu1, sigma1 = model._latent(cx, cy)
+        mu2, sigma2 = model._latent(torch.cat([cx, cx], 1), torch.cat([cy, cy], 1))
+    torch.testing.assert_close(twice.mean, once.mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(twice.cov, once.cov, rtol=0, atol=1e-5)
+    torch.testing.assert_close(mu2, mu1, rtol=0, atol=1e-5)
+    torch.testing.assert_close(sigma2, sigma1, rtol=0, atol=1e-5)
+
+
+def test_input_range_maps_each_coordinate_affinely_onto_minus_one_one():
+    ranged = small_model(input_range=((0.0, 2.0), (-1.0, 3.0))).eval()
+    plain = small_model().eval()
+    cx, cy, tx, _ = random_sets(1, 4, 3)
+    cx, tx = cx * torch.tensor([2.0, 4.0]) - torch.tensor([0.0, 1.0]), tx * 2.0
+    by_hand = torch.tensor([1.0, 1.0]), torch.tensor([1.0, 2.0])  # centre, half width
+    with torch.no_grad():
+        expected = plain((cx - by_hand[0]) / by_hand[1], cy, (tx - by_hand[0]) / by_hand[1]).mean
+        torch.testing.assert_close(ranged(cx, cy, tx).mean, expected)
+        corners = torch.tensor([[[0.0, -1.0], [2.0, 3.0], [1.0, 1.0]]])
+        torch.testing.assert_close(
+            ranged._normalise(corners), torch.tensor([[[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]])
+        )
+
+
+@pytest.mark.parametrize("raw, std", [(50.0, 1.0), (-50.0, 0.1), (0.0, 0.55)])
+def test_latent_standard_deviation_is_0_1_plus_0_9_sigmoid(raw, std):
+    model = small_model()
+    head = model.latent_head[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.25] * model.latent + [raw] * model.latent))
+        mu, sigma = model._latent(*random_sets(2, 3, 1)[:2])
+    torch.testing.assert_close(mu, torch.full((2, model.latent), 0.25))
+    torch.testing.assert_close(sigma, torch.full((2, model.latent), std))
+
+
+@pytest.mark.parametrize("raw, extra", [(-50.0, 0.0), (0.0, math.log(2.0))])
+def test_decoder_standard_deviation_is_min_std_plus_softplus(raw, extra):
+    model = small_model(min_std=0.05).eval()
+    with torch.no_grad():
+        model.decoder[-1].weight.zero_()
+        model.decoder[-1].bias.copy_(torch.tensor([0.7, raw]))
+        out = model(*random_sets(2, 4, 3)[:3])
+    torch.testing.assert_close(out.mean, torch.full((2, 3), 0.7))
+    torch.testing.assert_close(out.cov, torch.full((2, 3), (0.05 + extra) ** 2))
+
+
+def test_inputs_of_other_dtypes_are_predicted_as_float32():
+    model = small_model().eval()
+    cx, cy, tx, _ = random_sets(1, 5, 4)
+    cx, tx = (cx * 10).round(), (tx * 10).round()
+    with torch.no_grad():
+        reference = model(cx, cy, tx)
+        wide = model(cx.double(), cy.double(), tx.double())
+        integer = model(cx.long(), cy, tx.long())
+    for out in (wide, integer):
+        assert out.mean.dtype == torch.float32
+        torch.testing.assert_close(out.mean, reference.mean)
+
+
+def test_a_latent_noise_that_would_broadcast_is_refused_by_name():
+    model = small_model()
+    cx, cy, tx, ty = random_sets(2, 4, 3)
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 8\)"):
+        model.elbo_loss(cx, cy, tx, ty, noise=torch.zeros(model.latent))
+
+
+def test_a_generator_of_the_wrong_type_is_refused_by_name():
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        small_model()(*random_sets(1, 3, 2)[:3], samples=2, generator=0)
+
+
+def test_latent_noise_row_b_is_randn_seeded_by_seed_b():
+    seeds = torch.tensor([3, 11, 3])
+    noise = latent_noise(seeds, 4, torch.zeros((), dtype=torch.float64))
+    expected = [torch.randn(4, generator=torch.Generator().manual_seed(s)) for s in (3, 11, 3)]
+    assert noise.dtype == torch.float64
+    torch.testing.assert_close(noise, torch.stack(expected).double(), rtol=0, atol=0)
+
+
+def test_an_axis_one_percent_off_uniform_is_refused():
+    t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    t[2] += 0.01 * 0.25
+    x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="t must be uniformly spaced"):
+        softc_residual_loss(torch.zeros(1, 5, 5, dtype=torch.float64), t, x, "diffusion", 1.0)
