@@ -1749,6 +1749,14 @@ def test_nonnegativity_of_a_one_row_posterior_pins_a_zero_mean_the_row_pulls_dow
     out = through(NonNegative(), Gaussian(torch.tensor(mean), low_rank))
     np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=0, atol=1e-15)
     np.testing.assert_allclose(out.dense_cov().numpy(), expected_cov, rtol=0, atol=1e-15)
+    still = np.array([0.5, 0.0, 0.3, 0.2, 0.1])  # no negative: a slice beside it stays as it is
+    both = LowRankCovariance(
+        torch.tensor(variance).expand(2, 5), torch.tensor(factor)[:, None].expand(2, 5, 1)
+    )
+    out = through(NonNegative(), Gaussian(torch.tensor(np.stack([mean, still])), both))
+    np.testing.assert_allclose(out.mean[1].numpy(), still, rtol=0, atol=0)
+    np.testing.assert_allclose(out.dense_cov()[1].numpy(), cov, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(out.dense_cov()[0].numpy(), expected_cov, rtol=0, atol=1e-15)
 
 
 def test_nonnegativity_of_a_one_row_posterior_refuses_a_negative_point_without_variance():
