@@ -1561,3 +1561,226 @@ def test_a_search_cycling_among_singular_blocks_of_an_infeasible_problem_says_in
     dense = Gaussian(posterior.mean, posterior.dense_cov())
     with pytest.raises(ConstraintError, match="non-negativity is infeasible"):
         NonNegative().apply_gaussian(dense)
+
+
+def brute_force_diagonal_qp(x, w, d):
+    """``argmin Σ_{d_i > 0} (u_i − x_i)² / d_i`` s.t. ``w·u = w·x``, ``u >= 0``, ``u_i = x_i``
+    where ``d_i = 0``, for one row (numpy), by trying every set of points held at zero: on each,
+    the equality-constrained minimiser is ``u = x − λ d w`` off the set; the best feasible one
+    is the convex program's optimum."""
+    import itertools
+
+    n, total = len(x), w @ x
+    movable = [i for i in range(n) if d[i] > 0]
+    best, best_value = None, np.inf
+    for k in range(len(movable) + 1):
+        for zeros in itertools.combinations(movable, k):
+            free = np.array([i in movable and i not in zeros for i in range(n)])
+            u = np.where(free, x, 0.0)
+            u[d == 0] = x[d == 0]
+            curvature = (d * w * w)[free].sum()
+            if curvature > 0:
+                u = u - np.where(free, (w @ u - total) / curvature * d * w, 0.0)
+            if abs(w @ u - total) > 1e-12 * (np.abs(x) @ w + 1) or (u < -1e-14).any():
+                continue
+            value = ((u - x)[d > 0] ** 2 / d[d > 0]).sum()
+            if value < best_value - 1e-15:
+                best, best_value = u, value
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simplex_projection_is_the_brute_force_quadratic_program(seed):
+    """Weights with zeros (a point outside the row: only clipped), metrics with zeros (a point
+    that cannot move) and equal breakpoints, against every active set tried by hand."""
+    from physml.constraints.nonnegative import simplex_projection
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(8):
+        x = rng.normal(0.2, 0.6, 7)
+        w = rng.uniform(0.2, 2.0, 7)
+        d = rng.uniform(0.1, 3.0, 7)
+        w[rng.integers(7)] = 0.0
+        still = rng.integers(1, 7)
+        d[still], x[still] = 0.0, abs(x[still])
+        x[0] = -abs(x[0])  # at least one negative value
+        lift = np.argmax(np.where(np.arange(7) > 0, w * d, 0.0))
+        short = w[still] * x[still] + 0.3 - w @ x  # the point that stays holds less than all
+        x[lift] += max(short, 0.0) / w[lift]
+        rows.append((x, w, d))
+    x, w, d = (torch.tensor(np.stack(parts)) for parts in zip(*rows, strict=True))
+    out = simplex_projection(x, w, d).numpy()
+    for row, (xi, wi, di) in enumerate(rows):
+        expected = brute_force_diagonal_qp(xi, wi, di)
+        np.testing.assert_allclose(out[row], expected, rtol=0, atol=1e-12)
+        assert out[row].min() >= 0
+        assert abs(out[row] @ wi - xi @ wi) <= 1e-13 * (np.abs(xi) @ wi)
+    ties = torch.tensor([[-1.0, 2.0, 2.0, 2.0]], dtype=F64)  # three equal breakpoints
+    same = simplex_projection(ties, torch.ones(4, dtype=F64), torch.ones(1, 4, dtype=F64))
+    torch.testing.assert_close(same, torch.tensor([[0.0, 5 / 3, 5 / 3, 5 / 3]], dtype=F64))
+    # the point that cannot move holds the whole total: every other coupled point goes to 0
+    full = torch.tensor([[1.0, 0.5, -0.5, -0.2]], dtype=F64)
+    weights, metric = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64), torch.tensor([[0.0, 1, 1, 1]])
+    held = simplex_projection(full, weights, metric.to(F64))
+    assert torch.equal(held, torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64))
+
+
+def test_nonnegativity_of_an_ensemble_uses_its_variance_and_gamma_as_the_metric():
+    """Covariance metric: each point's ensemble variance; a negative point no member varies
+    at moves with ``γ = jitter × mean variance``; a point no member varies at that is not
+    negative stays. Checked member by member against the brute-force program."""
+    from physml.constraints import NonNegative
+
+    rng = np.random.default_rng(4)
+    samples = rng.normal(0.3, 0.5, (5, 6))
+    samples[:, 2] = -0.2  # negative, no spread: moves with γ
+    samples[:, 4] = 0.7  # positive, no spread: stays
+    w = np.array([1.0, 0.5, 2.0, 1.0, 1.5, 0.8])
+    samples[:, 0] += 2.0  # totals > 0
+    keep = LinearConstraint(torch.tensor(w[None]), torch.zeros(1, dtype=F64))
+    jitter = 0.05
+    out = through(NonNegative(keep=keep, jitter=jitter), Ensemble(torch.tensor(samples)))
+    variance = samples.var(0, ddof=1)
+    for member in range(5):
+        x = samples[member]
+        d = np.where(variance > 0, variance, np.where(x < 0, jitter * variance.mean(), 0.0))
+        expected = brute_force_diagonal_qp(x, w, d) if (x < 0).any() else x
+        np.testing.assert_allclose(out.samples[member].numpy(), expected, rtol=0, atol=1e-12)
+    euclidean = LinearConstraint(torch.tensor(w[None]), torch.zeros(1), projection="euclidean")
+    out = through(NonNegative(keep=euclidean), Ensemble(torch.tensor(samples)))
+    for member in range(5):
+        expected = brute_force_diagonal_qp(samples[member], w, np.ones(6))
+        np.testing.assert_allclose(out.samples[member].numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_nonnegativity_of_a_tensor_clips_a_point_outside_the_kept_row():
+    """A point of zero weight in ``keep``'s row is not coupled to the total: the Euclidean
+    program sets it to ``max(x, 0)``; the others keep the row (brute force)."""
+    from physml.constraints import NonNegative
+
+    w = np.array([1.0, 0.0, 1.0, 2.0])
+    field = np.array([[0.5, -0.3, -0.2, 0.4], [1.0, 0.6, -0.5, 0.1]])
+    keep = LinearConstraint(torch.tensor(w[None]), torch.zeros(1, dtype=F64))
+    out = through(NonNegative(keep=keep), torch.tensor(field)).numpy()
+    for row in range(2):
+        expected = brute_force_diagonal_qp(field[row], w, np.ones(4))
+        np.testing.assert_allclose(out[row], expected, rtol=0, atol=1e-14)
+    assert out[0, 1] == 0.0 and out[1, 1] == 0.6
+
+
+def test_nonnegativity_refuses_a_bad_keep_jitter_or_tolerance():
+    from physml.constraints import NonNegative
+
+    two_rows = LinearConstraint(torch.eye(2, 3, dtype=F64), torch.zeros(2, dtype=F64))
+    with pytest.raises(ConstraintError, match=r"one row of non-negative weights.*\(2, 3\)"):
+        NonNegative(keep=two_rows)
+    signed = LinearConstraint(torch.tensor([[1.0, -0.5, 1.0]], dtype=F64), torch.zeros(1))
+    with pytest.raises(ConstraintError, match=r"one row of non-negative weights.*minimum -0\.5"):
+        NonNegative(keep=signed)
+    with pytest.raises(ConstraintError, match=r"jitter must be a finite number > 0, got inf"):
+        NonNegative(jitter=float("inf"))
+    with pytest.raises(TypeError, match="tolerance must be a number, got True"):
+        NonNegative(True)
+
+
+def test_nonnegativity_leaves_values_within_the_tolerance_as_they_are():
+    from physml.constraints import NonNegative
+
+    keep = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64))
+    field = torch.tensor([[0.5, -0.005, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4]], dtype=F64)
+    lenient = NonNegative(0.01, keep=keep)
+    assert torch.equal(through(lenient, field), field)
+    members = field[:, None] + torch.tensor([0.0, 0.001, 0.002], dtype=F64)[:, None]
+    assert torch.equal(through(lenient, Ensemble(members)).samples, members)
+    cov = 0.01 * torch.eye(4, dtype=F64) + 0.005
+    kept = through(NonNegative(0.01), Gaussian(field, cov.expand(2, 4, 4)))
+    assert torch.equal(kept.mean, field) and torch.equal(kept.cov, cov.expand(2, 4, 4))
+    variance = torch.tensor([0.2, 0.1, 0.3, 0.2], dtype=F64)  # exact on w = 1: Σ f² / D = 1
+    factor = (variance / variance.sum().sqrt())[:, None]
+    low_rank = LowRankCovariance(variance.expand(2, 4), factor.expand(2, 4, 1), diagonal=True)
+    one_row = Gaussian(field, low_rank)
+    kept = through(NonNegative(0.01), one_row)
+    assert torch.equal(kept.mean, field) and torch.equal(kept.dense_cov(), one_row.dense_cov())
+    strict = through(NonNegative(keep=keep), field)
+    assert strict.min() == 0 and torch.allclose(strict.sum(-1), field.sum(-1), atol=1e-15)
+
+
+def test_nonnegativity_of_an_ensemble_without_spread_says_it_is_infeasible():
+    """Members that all agree leave no point free to move but the negative ones (``γ``): raising
+    them to zero would change the total, so no solution keeps the row."""
+    from physml.constraints import NonNegative
+
+    keep = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64))
+    same = torch.tensor([0.5, -0.1, 0.3, 0.2], dtype=F64).expand(3, 4)
+    with pytest.raises(ConstraintError, match="infeasible.*cannot move.*hold more than the total"):
+        through(NonNegative(keep=keep), Ensemble(same))
+
+
+def test_nonnegativity_refuses_a_slightly_negative_total_rather_than_change_it():
+    """A total of ``-1e-6`` (relative) is no round-off: zeroing the field would lose it."""
+    from physml.constraints import NonNegative
+
+    keep = LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64))
+    field = torch.tensor([0.5, -0.5 - 1e-6, 0.25, -0.25], dtype=F64)
+    with pytest.raises(ConstraintError, match="infeasible here: a total is -1e-06 < 0"):
+        through(NonNegative(keep=keep), field)
+    with pytest.raises(ConstraintError, match="infeasible here: a total is -1e-06 < 0"):
+        through(NonNegative(keep=keep), Ensemble(field + torch.zeros(3, 1, dtype=F64)))
+
+
+def test_nonnegativity_of_a_one_row_posterior_pins_a_zero_mean_the_row_pulls_down():
+    """``N(m, diag(D) − f fᵀ)`` exact on ``w = 1``; the points ``A = {1, 2}`` are held at zero
+    (``m_2 = 0``, but ``λ > 0`` pushes it below): the result is the Gaussian conditioned on
+    ``u_A = 0``, by hand: ``m − Σ_·A Σ_AA⁻¹ m_A`` and ``Σ − Σ_·A Σ_AA⁻¹ Σ_A·``."""
+    from physml.constraints import NonNegative
+
+    variance = np.array([0.2, 0.1, 0.3, 0.2, 0.4])
+    factor = variance / np.sqrt(variance.sum())
+    mean = np.array([0.5, -0.2, 0.0, 0.3, 0.2])
+    cov = np.diag(variance) - np.outer(factor, factor)
+    A = [1, 2]
+    gain = cov[:, A] @ np.linalg.inv(cov[np.ix_(A, A)])
+    expected_mean, expected_cov = mean - gain @ mean[A], cov - gain @ cov[A, :]
+    np.testing.assert_allclose(expected_mean, [0.45, 0, 0, 0.25, 0.1], atol=1e-15)  # λ = 1/4
+    low_rank = LowRankCovariance(
+        torch.tensor(variance), torch.tensor(factor)[:, None], diagonal=True
+    )
+    out = through(NonNegative(), Gaussian(torch.tensor(mean), low_rank))
+    np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(out.dense_cov().numpy(), expected_cov, rtol=0, atol=1e-15)
+    still = np.array([0.5, 0.0, 0.3, 0.2, 0.1])  # no negative: a slice beside it stays as it is
+    both = LowRankCovariance(
+        torch.tensor(variance).expand(2, 5), torch.tensor(factor)[:, None].expand(2, 5, 1)
+    )
+    out = through(NonNegative(), Gaussian(torch.tensor(np.stack([mean, still])), both))
+    np.testing.assert_allclose(out.mean[1].numpy(), still, rtol=0, atol=0)
+    np.testing.assert_allclose(out.dense_cov()[1].numpy(), cov, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(out.dense_cov()[0].numpy(), expected_cov, rtol=0, atol=1e-15)
+
+
+def test_nonnegativity_of_a_one_row_posterior_refuses_a_negative_point_without_variance():
+    """Point 1 has no variance (``D_1 = f_1 = 0``): conditioning cannot move its ``-0.1``."""
+    from physml.constraints import NonNegative
+
+    variance = torch.tensor([0.2, 0.0, 0.3], dtype=F64)
+    factor = (variance / variance.sum().sqrt())[:, None]  # exact on w = 1
+    stuck = Gaussian(torch.tensor([0.5, -0.1, 0.3], dtype=F64), LowRankCovariance(variance, factor))
+    with pytest.raises(ConstraintError, match="non-negativity is infeasible here"):
+        through(NonNegative(), stuck)
+
+
+def test_nonnegativity_of_a_one_row_posterior_keeps_a_value_within_the_tolerance():
+    """Tolerance 0.01: only point 3 is pinned; point 1 (``-0.005``, still above ``-0.01`` once
+    point 3 is conditioned to zero, by hand) stays negative."""
+    from physml.constraints import NonNegative
+
+    variance = np.array([0.3, 0.001, 0.2, 0.2, 0.3])
+    factor = variance / np.sqrt(variance.sum())  # exact on w = 1
+    mean = np.array([0.5, -0.005, 0.3, -0.5, 0.9])
+    cov = np.diag(variance) - np.outer(factor, factor)
+    expected = mean - cov[:, 3] * mean[3] / cov[3, 3]
+    assert -0.01 < expected[1] < 0 and (np.delete(expected, 1) >= 0).all()
+    low_rank = LowRankCovariance(torch.tensor(variance), torch.tensor(factor)[:, None])
+    out = through(NonNegative(0.01), Gaussian(torch.tensor(mean), low_rank))
+    np.testing.assert_allclose(out.mean.numpy(), expected, rtol=0, atol=1e-14)

@@ -352,3 +352,14 @@ def test_an_fno_with_walls_mass_and_nonnegativity_meets_all_three():
     assert without.min() < 0  # so the non-negativity has work to do
     assert (out[..., [0, -1]] == 0).all() and out.min() >= 0
     assert abs(float(out[0, 0].double() @ grid.weights(dtype=F64)) - 0.01) < 1e-6
+
+
+def test_nonnegativity_refuses_a_negative_wall_even_when_the_total_is_ample():
+    """A wall set negative cannot move (it would break its condition), so no field keeps it
+    and is non-negative: an error, not a field left negative at the wall."""
+    grid = Grid1D(8)
+    mass = mass_conservation(grid, MASS)
+    negative = BoundaryCondition(Dirichlet(-0.1, 0.2), grid)
+    field = torch.full((1, 1, 8), 2.0, dtype=F64)
+    with pytest.raises(ConstraintError, match="one of them is negative"):
+        constrain(nn.Identity(), negative, NonNegative(keep=mass))(field)

@@ -345,7 +345,8 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
         raise ConstraintError(INFEASIBLE)
     moves = negative.any(-1, keepdim=True)
     new = torch.where(moves, simplex_projection(mean, w, variance), mean)
-    pinned = (new == 0) & (mean != 0)
+    raised = ((mean < 0) & (w > 0)).any(-1, keepdim=True)  # λ > 0: a zero mean it reaches is pinned
+    pinned = (new == 0) & ((mean != 0) | (raised & (variance * w > 0)))
     new_variance = variance.masked_fill(pinned, 0.0)
     pulled = new_variance * w
     norm = (pulled * w).sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(F64).tiny)
@@ -493,6 +494,13 @@ class NonNegative(Constraint):
             raise ConstraintError(
                 f"non-negativity is infeasible here: a total is {worst:.3g} < 0, and no "
                 "non-negative field has a negative total"
+            )
+        held = (x * ((d <= 0) & (w > 0))) @ w
+        if bool((held > total + ROW_TOLERANCE * size).any()):
+            raise ConstraintError(
+                "non-negativity is infeasible here: the points that cannot move (no member "
+                "varies at them, or a boundary condition set them) hold more than the total, "
+                "so the others would have to go negative"
             )
         new = simplex_projection(x, w, d)
         miss = (new @ w - total.clamp_min(0.0)).abs()
