@@ -513,11 +513,11 @@ def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
 
 
 def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
-    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples`` draws)."""
+    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples >= 2`` draws)."""
     values = _tensor("values", values).flatten()
     if values.numel() == 0:
         raise ValueError("values is empty")
-    _positive_int("resamples", resamples)
+    _positive_int("resamples", resamples, minimum=2)  # one resample mean has no spread
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
     return float(values[picks.to(values.device)].mean(1).std())

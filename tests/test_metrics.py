@@ -198,6 +198,25 @@ def test_conservation_error_bad_input():
         metrics.conservation_error(u, grid, 0.0, reduction="sum")
 
 
+def test_conservation_error_first_time_by_negative_index_and_mean_over_two_leading_axes():
+    """Constant fields ``c`` on [0, 1] have mass ``c`` (the trapezoid rule is exact), so CE = c.
+    ``time_index = −T`` is the first time, as in Python indexing; ``'mean'`` over two leading
+    axes keeps ``(time,)``: the mean of k, 3 + k, 6 + k, 9 + k is 4.5 + k."""
+    grid = Grid1D(5)
+    c = torch.arange(12, dtype=F64).reshape(2, 2, 3)  # (test, function, time)
+    u = c[..., None].expand(2, 2, 3, 5)
+    first = metrics.conservation_error(u, grid, 0.0, time_index=-3)
+    torch.testing.assert_close(first, torch.tensor([[0.0, 3.0], [6.0, 9.0]], dtype=F64))
+    mean = metrics.conservation_error(u, grid, 0.0, reduction="mean")
+    torch.testing.assert_close(mean, torch.tensor([4.5, 5.5, 6.5], dtype=F64))
+    torch.testing.assert_close(
+        metrics.conservation_error(u, grid, 0.0, time_index=-3, reduction="mean"),
+        torch.tensor(4.5, dtype=F64),
+    )
+    with pytest.raises(ValueError, match=r"time_index must be in \[-3, 3\), got -4"):
+        metrics.conservation_error(u, grid, 0.0, time_index=-4)
+
+
 # ----------------------------------------------------------------- probabilistic scores
 
 
@@ -447,6 +466,19 @@ def test_shock_position_bad_input():
         metrics.shock_position(torch.full((3, 5), math.nan), x)
     with pytest.raises(ValueError, match="threshold"):
         metrics.shock_position(torch.zeros(3, 5), x, threshold=math.nan)
+
+
+def test_shock_position_rejects_repeated_x_and_interpolates_to_a_nonzero_threshold():
+    x = torch.tensor([0.0, 0.5, 0.5, 1.0], dtype=F64)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        metrics.shock_position(torch.zeros(2, 4), x)
+    # 2 + f − x crosses the level 2 exactly at x = f
+    x = torch.linspace(0, 1, 11, dtype=F64)
+    fronts = torch.tensor([0.05, 0.42, 0.9], dtype=F64)
+    ramps = 2.0 + fronts[:, None] - x[None, :]
+    torch.testing.assert_close(
+        metrics.shock_position(ramps, x, threshold=2.0, interpolate=True), fronts
+    )
 
 
 def _sample_cov(draws):
@@ -719,6 +751,20 @@ def test_float32_low_rank_round_off_is_judged_against_the_prior_variance():
     assert std[0, 2].item() == 0.0
     exact = (1 - factor[0, :2, 0].double().square()).sqrt()  # in float64: no cancellation
     torch.testing.assert_close(std[0, :2].double(), exact, rtol=1e-3, atol=0)
+
+
+def test_float32_low_rank_round_off_counts_with_a_float64_mean():
+    """The round-off allowed is that of the least precise of mean, base and factor: a float64
+    mean does not make the float32 covariance's −2.4e-7 (~2 float32 eps) a negative variance."""
+    factor = torch.tensor([[[0.99995], [0.99995], [1.0000001]]])
+    cov = LowRankCovariance(torch.ones(1, 3), factor, diagonal=True)
+    gaussian = Gaussian(torch.zeros(1, 3, dtype=F64), cov)
+    std = metrics.marginal_std(gaussian)
+    assert std[0, 2].item() == 0.0
+    exact = (1 - factor[0, :2, 0].double().square()).sqrt()
+    torch.testing.assert_close(std[0, :2], exact, rtol=1e-3, atol=0.0)
+    log_density = metrics.gaussian_log_likelihood(gaussian, torch.zeros(1, 3), reduction="none")
+    assert torch.isfinite(log_density).all()
 
 
 # ------------------------------------------------------------------------------- images
@@ -1025,6 +1071,7 @@ def test_flip_metrics_refuse_bools_as_numbers(call, name):
         (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, -1), "tau must be >= 0"),
         (lambda: metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, "a"), "tau must be a number"),
         (lambda: metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, [[0.1]]), "taus must be"),
+        (lambda: metrics.flip_rate_curve(OLD_ERRORS, NEW_ERRORS, [0.1, -0.1]), "taus must be >= 0"),
         (lambda: metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, -0.1), "delta must be"),
         (lambda: metrics.degradation_flips(OLD_ERRORS, NEW_ERRORS, 0.1, -1), "floor must be"),
         (lambda: metrics.physics_flips(torch.ones(3), torch.ones(4), 0.1), "same shape"),
@@ -1102,3 +1149,56 @@ def test_flips_per_sample_are_booleans():
         assert flips.dtype == torch.bool
     mask = metrics.tolerance_flips(OLD_ERRORS, NEW_ERRORS, 0.1, reduction="none")
     assert NEW_ERRORS[mask].tolist() == pytest.approx([0.12])  # usable as an index: sample 0
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: metrics.crps_ensemble(torch.zeros(3, 0), torch.zeros(0)), ValueError, "empty"),
+        (lambda: metrics.crps_per_sample((0.0, 1.0), 0.0), ValueError, "got a scalar"),
+        (lambda: metrics.shock_position(torch.tensor(1.0), [0.0]), ValueError, "match x"),
+        (
+            lambda: metrics.shock_position(torch.zeros(3, 0), torch.zeros(0)),
+            ValueError,
+            "non-empty",
+        ),
+        (
+            lambda: metrics.gaussian_log_likelihood(
+                (torch.zeros(0), torch.zeros(0)), torch.zeros(0)
+            ),
+            ValueError,
+            "empty",
+        ),
+        (
+            lambda: metrics.conservation_error(
+                torch.zeros(2, 3, 5), Grid1D(5), 0.0, time_index=True
+            ),
+            TypeError,
+            "time_index must be an int",
+        ),
+        (lambda: metrics.bootstrap_se([]), ValueError, "values is empty"),
+    ],
+)
+def test_probabilistic_and_shock_metrics_reject_degenerate_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_bootstrap_se_of_two_values_by_hand():
+    """Resample means of {0, 1} are 0, ½ or 1; the sample standard deviation (n − 1) of two of
+    them is |m₁ − m₂| / √2, so √2 × SE is 0, ½ or 1. Many resamples: the means are
+    Binomial(2, ½) / 2 with standard deviation √(1/8)."""
+    values = torch.tensor([0.0, 1.0], dtype=F64)
+    pairs = [metrics.bootstrap_se(values, seed=s, resamples=2) * math.sqrt(2) for s in range(8)]
+    assert all(min(abs(p - k) for k in (0.0, 0.5, 1.0)) < 1e-12 for p in pairs)
+    assert max(pairs) > 0
+    assert metrics.bootstrap_se(values, seed=1, resamples=4000) == pytest.approx(
+        math.sqrt(1 / 8), rel=0.05
+    )
+    assert metrics.bootstrap_se(torch.full((5,), 3.0)) == 0.0
+
+
+def test_bootstrap_se_needs_two_resamples():
+    """One resample has no spread to measure: refused, not NaN."""
+    with pytest.raises(ValueError, match="resamples must be an integer >= 2, got 1"):
+        metrics.bootstrap_se([0.0, 1.0], resamples=1)
