@@ -29,6 +29,7 @@ from physml import constrain
 from physml.constraints import BoundaryCondition
 from physml.constraints.spectral_probes import unsupported
 from physml.models import LeanSpectralConv, fast_fno, plain_fno
+from physml.models.coordinates import GridCoordinates
 from physml.models.spectral import PLAIN_PROJECTION, PointwiseConv1d, pointwise
 
 ROUND_OFF = 1e-6  # float32, relative to the largest entry
@@ -116,6 +117,10 @@ def test_resolution_scaling_equals_neuralops():
     with torch.no_grad():
         assert lean(x).shape == (2, 4, 30)
         assert_same(lean(x), reference(x))
+        # 21 × 1.5 = 31.5 points: rounded as neuralop rounds, to 32
+        odd = torch.randn(2, 3, 21, generator=torch.Generator().manual_seed(4))
+        assert lean(odd).shape == reference(odd).shape == (2, 4, 32)
+        assert_same(lean(odd), reference(odd))
 
 
 # ------------------------------------------------------------------------------------------
@@ -324,6 +329,8 @@ def resampled(y: torch.Tensor, out_shape) -> torch.Tensor:
         ((6, 6, 6), (7, 8, 9), (3, 4, 5)),
         ((8, 8), (8, 10), (16, 6)),  # one even axis grows with its top frequency, one shrinks
         ((8, 8), (10, 8), (6, 16)),
+        ((8, 8), (8, 8), (13, 8)),  # only a non-last axis changes: the last one's top bin kept
+        ((4, 4, 4), (5, 6, 8), (9, 3, 8)),
     ],
 )
 def test_another_output_grid_is_the_trigonometric_interpolant(held, shape, out_shape):
@@ -640,9 +647,96 @@ def test_a_scaling_factor_per_axis_is_taken_as_a_list_or_a_tuple(factor):
     assert conv(torch.randn(1, 1, 8, 8)).shape == (1, 1, 16, 12)
 
 
-@pytest.mark.parametrize("factor", ["x", [2.0, "a"], [2.0], [2.0, 0.0], [2.0, float("nan")], True])
+@pytest.mark.parametrize(
+    "factor", ["x", [2.0, "a"], [2.0], [2.0, 0.0], [2.0, float("nan")], [float("inf"), 2.0], True]
+)
 def test_a_bad_scaling_factor_is_refused_by_name(factor):
     """neuralop 2.0 turns these into no scaling (or a list of lists that fails at the first
     call): the lean layer refuses them."""
     with pytest.raises(ValueError, match="resolution_scaling_factor must be a positive number"):
         LeanSpectralConv(1, 1, (4, 4), resolution_scaling_factor=factor)
+
+
+def test_lean_conv_computes_on_the_device_of_its_input():
+    """On the ``meta`` device (no data, every op checked for its device) the output stays there."""
+    conv = LeanSpectralConv(2, 3, (4, 4), resolution_scaling_factor=2.0).to("meta")
+    y = conv(torch.empty(1, 2, 8, 9, device="meta"))
+    assert y.device.type == "meta" and y.shape == (1, 3, 16, 18)
+
+
+def test_pointwise_conv_takes_an_unbatched_input_as_conv1d_does():
+    torch.manual_seed(0)
+    lean = pointwise(torch.nn.Conv1d(6, 4, 1))
+    x = torch.randn(6, 23, generator=torch.Generator().manual_seed(1))
+    expected = lean.weight[:, :, 0] @ x + lean.bias[:, None]
+    with torch.no_grad():
+        assert_same(lean(x), expected)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_fast_fno_refuses_a_non_finite_input(bad):
+    fno = fast_fno(**FNO_1D)
+    x = torch.randn(2, 1, 17)
+    x[1, 0, 5] = bad
+    with pytest.raises(ValueError, match="x contains NaN or inf values"):
+        fno(x)
+
+
+def test_fast_fno_takes_periodic_or_a_position_not_both():
+    with pytest.raises(ValueError, match="give periodic=True or position, not both"):
+        fast_fno(**FNO_1D, periodic=True, position=GridCoordinates(1))
+
+
+def test_a_periodic_fast_fno_lifts_the_cosine_and_sine_of_each_axis():
+    """2-D: the lifting takes the input's channels and cos, sin of both axes' phases."""
+    torch.manual_seed(0)
+    options = dict(n_modes=(4, 4), in_channels=2, out_channels=1, hidden_channels=4, n_layers=2)
+    fno = fast_fno(**options, periodic=True)
+    assert fno.lifting.fcs[0].in_channels == 2 + 4
+    x = torch.randn(3, 2, 9, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        embedded = fno.positional_embedding(x)
+    rows, columns = torch.meshgrid(torch.arange(9) / 9, torch.arange(8) / 8, indexing="ij")
+    phases = [2 * math.pi * rows, 2 * math.pi * columns]
+    waves = torch.stack([f(p) for p in phases for f in (torch.cos, torch.sin)])
+    assert embedded.shape == (3, 6, 9, 8)
+    torch.testing.assert_close(embedded[:, :2], x, rtol=0, atol=0)
+    torch.testing.assert_close(embedded[:, 2:], waves.expand(3, -1, -1, -1).float())
+    assert fno(x).shape == (3, 1, 9, 8)
+
+
+def test_plain_fno_on_another_output_grid_resamples_the_last_skip():
+    """``output_shape`` reaches the last layer: its convolution computes on the output grid and
+    its skip is resampled there as neuralop resamples (linear, corners aligned, in 1-D)."""
+    torch.manual_seed(0)
+    fno = plain_fno(n_modes=(6,), in_channels=1, out_channels=2, hidden_channels=5, n_layers=2)
+    x = torch.randn(3, 1, 17, generator=torch.Generator().manual_seed(1))
+    blocks = fno.fno_blocks
+    with torch.no_grad():
+        v = fno.lifting(fno.positional_embedding(x))
+        v = torch.nn.functional.gelu(blocks.convs[0](v) + blocks.fno_skips[0](v))
+        skip = torch.nn.functional.interpolate(
+            blocks.fno_skips[1](v), size=34, mode="linear", align_corners=True
+        )
+        expected = fno.projection(blocks.convs[1](v, output_shape=(34,)) + skip)
+        assert_same(fno(x, output_shape=(34,)), expected)
+
+
+def test_layers_using_the_same_modes_of_different_weights_each_use_their_own():
+    """The slices are cached per shape: a layer holding 8 × 8 modes and using 6 × 6 multiplies
+    by its own weights' frequencies after a 6 × 6 layer ran on the same grid."""
+    torch.manual_seed(0)
+    small = LeanSpectralConv(3, 4, (6, 6), bias=False)
+    large = LeanSpectralConv(3, 4, (8, 8), bias=False)
+    for conv in (small, large):
+        frequency_weighted(conv)
+    large.n_modes = (6, 6)
+    assert tuple(large.n_modes) == tuple(small.n_modes)
+    x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(1))
+    expected = dft_multiplier(x, large.n_modes, 4)
+    with torch.no_grad():
+        small(x)
+        actual = large(x)
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
+    )

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from neuralop.layers.skip_connections import Flattened1dConv, SoftGating
+from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models import FNO
 from torch import nn
 
@@ -380,3 +381,48 @@ def test_closed_form_probes_decline_an_fno_using_fewer_modes_than_its_weights():
     with torch.no_grad():
         found = wall_responses([(lay.conv, lay.skip) for lay in layers], layers[0].axes, like)
     assert found is None
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (dict(fft_norm="backward"), "uses fft_norm='backward'"),
+        (dict(resolution_scaling_factor=2.0), "rescales the resolution"),
+        (dict(separable=True), "has separable weights"),
+    ],
+)
+def test_closed_form_declines_a_spectral_conv_it_does_not_model(options, reason):
+    conv = (SpectralConv if "separable" in options else LeanSpectralConv)(4, 4, (4, 4), **options)
+    assert reason in no_closed_form(conv, None)
+
+
+def test_closed_form_declines_layers_it_cannot_read_together_or_in_the_inputs_dtype():
+    """``None`` (run the spikes) for float64 inputs to complex64 weights, and for layers of one
+    weight shape using different modes (the second a slice of its weight)."""
+    torch.manual_seed(0)
+    model = FNO(**FNO_2D)
+    layers = kernel_layers(model)[:2]
+    axes = [-2, -1]
+    like = torch.zeros(1, 5, 9, 8)
+    with torch.no_grad():
+        assert wall_responses(layers, axes, like) is not None
+        assert wall_responses(layers, axes, like.double()) is None
+        layers[1][0].n_modes = (3, 4)
+        assert wall_responses(layers, axes, like) is None
+
+
+def test_layers_with_and_without_a_bias_are_read_apart_and_each_exactly(monkeypatch):
+    torch.manual_seed(0)
+    model = FNO(**FNO_2D)
+    model.fno_blocks.convs[1].bias = None
+    for conv in model.fno_blocks.convs:  # biases that matter
+        if conv.bias is not None:
+            nn.init.normal_(conv.bias)
+    wrapped = constrain(model, dirichlet(9, -2), neumann(8, -1)).eval()
+    assert sorted(len(group) for group in wrapped.correction.groups) == [1, 2]
+    x = torch.randn(2, 2, 9, 8)
+    with torch.no_grad():
+        found = wrapped(x)
+        monkeypatch.setattr(seam, "probe_in_closed_form", lambda layers, like: False)
+        probed = wrapped(x)
+    assert_round_off(found, probed, probed.abs().max(), tol=1e-4)
