@@ -94,7 +94,7 @@ def test_zero_mean_removes_the_spatial_mean():
 
 @pytest.mark.parametrize(
     "n, length, alpha, tau, sigma",
-    [(16, 1.0, 2.5, 7.0, 7.0**1.5), (12, 2.0, 1.5, 3.0, 2.0)],
+    [(16, 1.0, 2.5, 7.0, 7.0**1.5), (12, 2.0, 1.5, 3.0, 2.0), (9, 1.5, 2.0, 3.0, 1.0)],
 )
 def test_2d_spectrum_and_variance(n, length, alpha, tau, sigma):
     samples = 3000
@@ -187,3 +187,24 @@ def test_2d_zero_mean_removes_only_the_constant_mode():
         16, generator=torch.Generator().manual_seed(3), batch=4, zero_mean=True
     )
     torch.testing.assert_close(v, u - u.mean((-2, -1), keepdim=True), rtol=0, atol=1e-12)
+
+
+def test_1d_ensemble_mean_is_zero_at_every_point():
+    """Mean zero: at each point the mean over S draws is N(0, C(0)/S), C(0) = Σ λ_k / L."""
+    n, length, samples = 32, 2.0, 4000
+    u = gaussian_random_field_1d(
+        n, length, generator=torch.Generator().manual_seed(12), batch=samples
+    )
+    variance = eigenvalue((2 * math.pi * modes(n) / length) ** 2, 2.0, 5.0, 25.0).sum() / length
+    assert u.mean(0).abs().max().item() < Z * math.sqrt(variance / samples)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("draw", [gaussian_random_field_1d, gaussian_random_field_2d])
+def test_a_cuda_generator_draws_on_its_device(draw):
+    """The noise is drawn where the generator lives: a CUDA generator gives the same field on
+    either output device, and the same seed again gives the same field."""
+    a = draw(8, generator=torch.Generator("cuda").manual_seed(3), batch=2, device="cuda")
+    b = draw(8, generator=torch.Generator("cuda").manual_seed(3), batch=2, device="cpu")
+    assert a.device.type == "cuda" and b.device.type == "cpu"
+    torch.testing.assert_close(a.cpu(), b, rtol=0, atol=1e-12)

@@ -201,3 +201,71 @@ def test_stokes_walls_reject_grids_without_a_wall_node():
         stokes.stokes_walls(Grid1D(8, kind="cell"), 1.0, 1.0, 0.1)
     with pytest.raises(TypeError, match="grid"):
         stokes.stokes_walls(8, 1.0, 1.0, 0.1)
+
+
+def test_exact_formula_satisfies_the_pde_by_finite_differences():
+    """Central differences in t and y of the exact state (no autograd): u_t = ν u_yy to O(h²)."""
+    U, omega, nu, h = 1.3, 7.0, 0.04, 1e-4
+    y = torch.tensor([0.05, 0.2, 0.4], dtype=F64)
+    for t0 in (0.1, 0.9):
+        t = torch.tensor([t0 - h, t0, t0 + h], dtype=F64)
+        ys = torch.cat([y - h, y, y + h])
+        u = stokes.stokes_exact(ys, t, U, omega, nu)[0]  # (time, 3 * Y)
+        u_t = (u[2, 3:6] - u[0, 3:6]) / (2 * h)
+        u_yy = (u[1, 6:] - 2 * u[1, 3:6] + u[1, :3]) / h**2
+        scale = U * omega
+        assert (u_t - nu * u_yy).abs().max() < 1e-5 * scale
+        k = math.sqrt(omega / (2 * nu))
+        by_hand = [U * math.exp(-k * v) * math.cos(omega * t0 - k * v) for v in y.tolist()]
+        torch.testing.assert_close(u[1, 3:6], torch.tensor(by_hand, dtype=F64), rtol=1e-13, atol=0)
+
+
+def test_exact_formula_takes_the_per_sample_count_from_the_longest_parameter():
+    nu = torch.tensor([0.02, 0.1, 0.5], dtype=F64)
+    u = stokes.stokes_exact(torch.tensor([0.0, 0.3], dtype=F64), [0.2], 2.0, 4.0, nu)
+    assert u.shape == (3, 1, 2)
+    by_hand = [plate_state(0.3, 0.2, 2.0, 4.0, v) for v in nu.tolist()]
+    torch.testing.assert_close(u[:, 0, 1], torch.tensor(by_hand, dtype=F64), rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="U"):
+        stokes.stokes_exact(torch.zeros(2), [0.0], torch.ones(2), 4.0, nu)
+
+
+def test_stokes_walls_refuse_a_periodic_node_grid():
+    with pytest.raises(ValueError, match="grid must be a non-periodic node grid"):
+        stokes.stokes_walls(Grid1D(8, periodic=True), 1.0, 1.0, 0.1)
+
+
+def test_recipe_refuses_too_few_nodes_or_times():
+    (problem,) = stokes.PROBLEMS
+    with pytest.raises(ValueError, match="nx must be an integer >= 3"):
+        problem.generate([0], problem.settings(nx=2))
+    with pytest.raises(ValueError, match="nt must be an integer >= 2"):
+        problem.generate([0], problem.settings(nt=1))
+
+
+def test_recipe_boundary_refuses_a_range_of_either_parameter():
+    (problem,) = stokes.PROBLEMS
+    fixed = dict(nu_min=0.05, nu_max=0.05, omega_min=8.0, omega_max=8.0)
+    problem.boundary(problem.settings(**fixed))
+    for change in (dict(nu_max=0.1), dict(omega_max=9.0)):
+        with pytest.raises(ValueError, match="no one boundary condition"):
+            problem.boundary(problem.settings(**{**fixed, **change}))
+
+
+def test_recipe_draws_nu_and_omega_independently_and_uniformly():
+    """Per sample, ν and ω come from two independent uniform draws: their positions in the
+    ranges differ, and over many samples each has mean 1/2 and variance 1/12."""
+    (problem,) = stokes.PROBLEMS
+    settings = problem.settings(
+        nx=3, nt=2, t_end=1e-3, nu_min=0.02, nu_max=0.1, omega_min=5.0, omega_max=12.0
+    )
+    samples = 600
+    params = problem.generate(list(range(samples)), settings).params
+    a = (params["nu"] - 0.02) / 0.08
+    b = (params["omega"] - 5.0) / 7.0
+    assert ((a - b).abs() > 1e-9).all()
+    bound = 5 * math.sqrt(1 / 12 / samples)
+    for draw in (a, b):
+        assert abs(draw.mean().item() - 0.5) < bound
+        assert abs(draw.var().item() - 1 / 12) < 5 * math.sqrt(1 / 180 / samples)
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 5 / math.sqrt(samples)

@@ -1,0 +1,185 @@
+"""The shared argument checks: each one's accepted and refused boundary values, chosen by hand,
+and that every refusal names the argument."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pdes import checks
+from pdes.errors import SolverError
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("value", [1e-300, 0.5, 3, np.float32(2.0), torch.tensor(4.0)])
+def test_positive_accepts_finite_numbers_above_zero(value):
+    assert checks.positive("nu", value) == pytest.approx(float(value), rel=0)
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (0.0, ValueError),
+        (-0.0, ValueError),
+        (-1e-300, ValueError),
+        (INF, ValueError),
+        (NAN, ValueError),
+        (True, TypeError),
+        (np.bool_(True), TypeError),
+        (torch.tensor(True), TypeError),
+        (1 + 0j, TypeError),
+        ("1.0", TypeError),
+        (None, TypeError),
+    ],
+)
+def test_positive_refuses_zero_non_finite_and_non_real(value, error):
+    with pytest.raises(error, match="nu"):
+        checks.positive("nu", value)
+
+
+def test_non_negative_accepts_zero_and_refuses_below_and_non_finite():
+    assert checks.non_negative("gap", 0.0) == 0.0
+    assert checks.non_negative("gap", 2) == 2.0
+    for value in (-1e-300, INF, NAN):
+        with pytest.raises(ValueError, match="gap"):
+            checks.non_negative("gap", value)
+    with pytest.raises(TypeError, match="gap"):
+        checks.non_negative("gap", False)
+
+
+def test_finite_number_accepts_any_sign_and_refuses_both_infinities():
+    assert checks.finite_number("shift", -3) == -3.0
+    assert checks.finite_number("shift", 0.0) == 0.0
+    for value in (INF, -INF, NAN):
+        with pytest.raises(ValueError, match="shift"):
+            checks.finite_number("shift", value)
+
+
+@pytest.mark.parametrize("minimum", [1, 2, 3])
+def test_positive_int_boundary_is_the_minimum_itself(minimum):
+    assert checks.positive_int("n", minimum, minimum) == minimum
+    assert checks.positive_int("n", np.int64(minimum), minimum) == minimum
+    assert type(checks.positive_int("n", np.int64(minimum), minimum)) is int
+    with pytest.raises(ValueError, match=f"n must be an integer >= {minimum}"):
+        checks.positive_int("n", minimum - 1, minimum)
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), 2.0, "2", None, np.float64(2.0)])
+def test_positive_int_refuses_booleans_floats_and_text(value):
+    with pytest.raises(TypeError, match="batch"):
+        checks.positive_int("batch", value)
+
+
+def test_not_real_spots_booleans_complex_and_text_in_every_container():
+    for value in (
+        torch.tensor([True, False]),
+        torch.tensor([1j]),
+        np.array([True, False]),
+        np.array([1 + 1j]),
+        np.array(["a"]),
+        [1.0, True],
+        (1.0, (2.0, "x")),
+    ):
+        assert checks.not_real(value), value
+    for value in (1.0, 3, torch.tensor([1.0]), np.array([1, 2]), [1.0, 2.0], (0.5,)):
+        assert not checks.not_real(value), value
+
+
+@pytest.mark.parametrize(
+    "value", [np.array([True, False]), torch.tensor([True]), torch.tensor([1j]), [1.0, "a"]]
+)
+def test_real_values_refuse_booleans_complex_and_text(value):
+    with pytest.raises(TypeError, match="coords"):
+        checks.real_values("coords", value, "numbers")
+
+
+def test_parameter_takes_zero_or_one_dimension_and_some_value():
+    assert checks.parameter("U", 2.0, "a number").shape == ()
+    assert checks.parameter("U", [1.0, 2.0], "one per sample").dtype == torch.float64
+    for value in ([[1.0, 2.0]], []):
+        with pytest.raises(ValueError, match="U"):
+            checks.parameter("U", value, "one per sample")
+
+
+def test_finite_values_refuse_a_single_nan_or_inf():
+    assert checks.finite_values("y", [0.0, 1.0], "coordinates").dtype == torch.float64
+    for bad in ([0.0, NAN], [INF, 1.0], [-INF]):
+        with pytest.raises(ValueError, match="y must be finite"):
+            checks.finite_values("y", bad, "coordinates")
+
+
+def test_per_sample_expands_one_value_and_refuses_zero_and_other_counts():
+    torch.testing.assert_close(
+        checks.per_sample("nu", torch.tensor([0.5]), 3), torch.full((3,), 0.5, dtype=torch.float64)
+    )
+    out = checks.per_sample("nu", 2, 4)
+    assert out.dtype == torch.float64 and out.tolist() == [2.0] * 4
+    for bad in (torch.tensor([0.1, 0.0, 0.2]), torch.tensor([0.1, INF, 0.2])):
+        with pytest.raises(ValueError, match="nu"):
+            checks.per_sample("nu", bad, 3)
+    with pytest.raises(ValueError, match="nu"):
+        checks.per_sample("nu", torch.ones(2), 3)
+
+
+def test_finite_refuses_one_nan_or_inf_among_finite_values():
+    checks.finite("u", torch.zeros(3))
+    for bad in (NAN, INF, -INF):
+        with pytest.raises(ValueError, match="u contains NaN or inf"):
+            checks.finite("u", torch.tensor([0.0, bad, 1.0]))
+
+
+def test_finite_result_raises_solver_error_on_one_bad_value():
+    checks.finite_result("heat", torch.ones(2), 0.5)
+    with pytest.raises(SolverError, match="heat"):
+        checks.finite_result("heat", torch.tensor([1.0, INF]), 0.5)
+
+
+def test_diffusion_number_boundary_uses_rate_time_over_length_squared():
+    limit = checks.MAX_DIFFUSION_NUMBER
+    checks.diffusion_number("nu", limit * 4.0, 1.0, 2.0)  # exactly the limit
+    with pytest.raises(ValueError, match="nu"):
+        checks.diffusion_number("nu", limit * 4.0 * 1.01, 1.0, 2.0)
+    with pytest.raises(ValueError, match="nu"):
+        checks.diffusion_number("nu", 1.0, limit * 1e-4 * 1.01, 1e-2)
+
+
+def test_field_promotes_one_field_to_a_batch_and_checks_every_dimension():
+    out = checks.field("u0", torch.arange(5, dtype=torch.float32), n=5)
+    assert out.shape == (1, 5) and out.dtype == torch.float64
+    with pytest.raises(ValueError, match="u0 must have 5 points"):
+        checks.field("u0", torch.zeros(2, 4), n=5)
+    with pytest.raises(ValueError, match="u0 must hold at least one sample"):
+        checks.field("u0", torch.zeros(0, 5))
+    with pytest.raises(ValueError, match="u0"):
+        checks.field("u0", torch.zeros(1, 2, 5))
+    with pytest.raises(TypeError, match="u0"):
+        checks.field("u0", torch.zeros(5, dtype=torch.bool))
+
+
+def test_times_accept_repeats_from_zero_and_refuse_any_step_back():
+    t = checks.times("times", [0.0, 0.5, 0.5, 2.0])
+    assert t.dtype == torch.float64 and t.tolist() == [0.0, 0.5, 0.5, 2.0]
+    assert checks.times("times", torch.tensor(0.0)).tolist() == [0.0]
+    cases = [
+        ([], "at least one"),
+        ([-1e-12, 1.0], ">= 0"),
+        ([0.0, 1.0, 1.0 - 1e-12], "non-decreasing"),
+        ([0.0, NAN], "finite"),
+        ([[0.0, 1.0]], "1-D"),
+    ]
+    for value, message in cases:
+        with pytest.raises(ValueError, match=message):
+            checks.times("times", value)
+    with pytest.raises(TypeError, match="times"):
+        checks.times("times", torch.tensor([True]))
+
+
+def test_choice_lists_the_options():
+    assert checks.choice("scheme", "a", ["a", "b"]) == "a"
+    with pytest.raises(ValueError, match=r"scheme must be one of \['a', 'b'\], got 'c'"):
+        checks.choice("scheme", "c", ["a", "b"])
+    assert math.isfinite(checks.MAX_DIFFUSION_NUMBER)
