@@ -283,14 +283,29 @@ def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monke
         load_previous("legacy", load("c.h5"), "operator")
 
 
+def test_load_previous_refuses_a_model_not_trained_on_pairs(tmp_path, monkeypatch):
+    from physml.data import load
+    from physml.updates import load_previous
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "17", "--out", "h.h5", "--quiet"]) == 0
+    ensemble = ["train", "--data", "h.h5", "--model", "ensemble", "--task", "operator"]
+    tiny = ["--steps", "1", "--hidden", "4", "--layers", "1", "--members", "2", "--batch", "4"]
+    assert main([*ensemble, *tiny, "--quiet", "--out", "members"]) == 0
+    with pytest.raises(ValueError, match=r"^checkpoint: 'members' holds a 'ensemble' model, which"):
+        load_previous("members", load("h.h5"), "operator")
+
+
 def test_load_previous_reads_missing_options_as_defaults_and_keeps_the_random_state(
     tmp_path, monkeypatch
 ):
     """Options the new run leaves out are the defaults (``k = 1``, the old run's); rebuilding
     the old network draws initial weights, but the global random state stays as it was."""
     from physml.data import load
+    from physml.training.checkpoint import checkpoint_path
     from physml.training.families import DEFAULTS
     from physml.updates import load_previous
+    from physml.updates.previous import distill_from
 
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "heat", "--n", "4", "--nx", "17", "--out", "h.h5", "--quiet"]) == 0
@@ -305,8 +320,18 @@ def test_load_previous_reads_missing_options_as_defaults_and_keeps_the_random_st
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    load_previous("old", data, "rollout")
+    old = load_previous("old", data, "rollout")
     assert torch.equal(torch.rand(3), expected)
+    assert not old.training and not any(p.requires_grad for p in old.parameters())
+    wrapped = distill_from("old", zero_loss, data, None, "rollout", 0.5, 2.0, 7.0, tau=0.25)
+    assert (wrapped.strength, wrapped.alpha, wrapped.beta, wrapped.tau) == (0.5, 2.0, 7.0, 0.25)
+    # a model_config naming no model physml train builds
+    state = load_checkpoint("old")
+    state["model_config"] = {**state["model_config"], "model": "mystery"}
+    (tmp_path / "odd").mkdir()
+    torch.save(state, checkpoint_path(tmp_path / "odd"))
+    with pytest.raises(ValueError, match=r"^checkpoint: 'odd' was not written by physml train"):
+        load_previous("odd", data, "rollout")
 
 
 # ------------------------------------------------------------------------------------ guard
@@ -404,7 +429,7 @@ def test_an_ensemble_surrogate_refusing_nan_answers_sends_just_those_samples_to_
 
 def as_kind(kind, params):
     """:func:`surrogate` answering as a tensor, an Ensemble or a Gaussian (diagonal or low-rank
-    covariance), every sample on its own."""
+    covariance on a diagonal or full base), every sample on its own."""
     field = surrogate(params)
     if kind == "tensor":
         return field
@@ -413,7 +438,9 @@ def as_kind(kind, params):
     variance = (params[:, 1:, None] ** 2 + 0.01) * torch.ones(5, dtype=F64)
     if kind == "diagonal":
         return Gaussian(field, variance)
-    return Gaussian(field, LowRankCovariance(variance, 0.01 * field[..., None], diagonal=True))
+    diagonal = kind == "low-rank"
+    base = variance if diagonal else torch.diag_embed(variance)
+    return Gaussian(field, LowRankCovariance(base, 0.01 * field[..., None], diagonal=diagonal))
 
 
 class Refusing:
@@ -467,7 +494,7 @@ def test_a_non_finite_answer_must_answer_exactly_the_samples_it_does_not_name(an
 
 
 @pytest.mark.parametrize("named", [0, 3])
-@pytest.mark.parametrize("kind", ["tensor", "ensemble", "diagonal", "low-rank"])
+@pytest.mark.parametrize("kind", ["tensor", "ensemble", "diagonal", "low-rank", "full-low-rank"])
 def test_a_refusing_surrogate_answers_each_good_sample_once_and_as_it_would_alone(kind, named):
     params = torch.stack([0.05 * torch.arange(11, dtype=F64), torch.linspace(-1, 1, 11)], 1)
     bad = torch.zeros(11, dtype=torch.bool)
@@ -524,6 +551,103 @@ def test_halves_answering_with_different_ensembles_are_asked_again_together():
     assert asked == [6, 3, 1, 2, 3, 5]  # 2 and 3 members do not join: the 5 asked again
     assert torch.equal(result.output[1:], ensemble_surrogate(params[1:]).samples[:3].mean(0))
     assert torch.equal(result.output[0], solver(params[:1])[0])
+
+
+def test_a_surrogate_naming_one_refused_sample_per_call_is_asked_again_without_each():
+    """A NonFiniteAnswer naming only the first bad sample of what it was asked: the second call
+    (five samples) names its third, which is sample 3 of the batch."""
+    params = PARAMS.clone()
+    params[3, 0] = 1.25  # samples 1 and 3: p0 > 1
+
+    def first_bad_only(p):
+        bad = (p[:, 0] > 1).nonzero().flatten().tolist()
+        if bad:
+            raise NonFiniteAnswer("NaN", bad[:1])
+        return surrogate(p)
+
+    fallback = Counter(solver)
+    result = guard(first_bad_only, [], fallback)(params)
+    routed = torch.tensor([False, True, False, True, False, False])
+    assert torch.equal(result.non_finite, routed) and torch.equal(result.fallback, routed)
+    assert len(fallback.calls) == 1 and torch.equal(fallback.calls[0], params[routed])
+    expected = params[:, :1, None] + params[:, 1:, None] * torch.linspace(0, 1, 5, dtype=F64)
+    expected[routed] += 1000.0
+    assert torch.equal(result.output, expected)
+
+
+@pytest.mark.parametrize("named", [6, 7, -1])
+def test_a_non_finite_answer_naming_a_sample_outside_its_batch_is_refused(named):
+    def refusing(p):
+        raise NonFiniteAnswer("NaN", [named])
+
+    with pytest.raises(ValueError, match=rf"must name samples of its batch of 6, got \[{named}\]"):
+        guard(refusing, [], solver)(PARAMS)
+
+
+def test_a_part_refused_whole_is_not_asked_for_zero_samples():
+    params = PARAMS.clone()
+    params[:3, 0] = 1.5  # the first half: three refused, named together in a NonFiniteAnswer
+    refusing = Counter(Refusing("tensor", named=3))
+    result = guard(refusing, [], solver)(params)
+    assert all(len(asked) > 0 for asked in refusing.calls)
+    assert result.non_finite.tolist() == [True] * 3 + [False] * 3
+    assert torch.equal(result.output[:3], surrogate(params[:3]) + 1000.0)
+    assert torch.equal(result.output[3:], surrogate(params[3:]))
+
+
+def test_a_surrogate_refusing_everything_leaves_every_score_unknown():
+    def refusing(p):
+        raise NonFiniteError("NaN everywhere")
+
+    result = guard(refusing, [INSIDE], solver)(PARAMS)
+    assert torch.equal(result.output, surrogate(PARAMS) + 1000.0)
+    assert result.scores.shape == (6, 1) and result.scores.isnan().all()
+    assert not result.fired.any() and result.non_finite.all()
+    assert result.counts() == {"finite": 6, "input_range": 0}
+    assert [row["fired"] for row in result.report()] == [["finite"]] * 6
+
+
+def test_gaussians_over_the_whole_batch_are_not_joined_but_asked_again():
+    """A mean ``(batch,)`` with a covariance coupling the samples: its parts cannot be joined."""
+    params = PARAMS.clone()
+    params[4, 0] = 1.25  # samples 1 and 4 refused; 0, 2, 3 and 5 answered alone first
+
+    def coupled(p):
+        if (p[:, 0] > 1).any():
+            raise NonFiniteError("NaN")
+        n = len(p)
+        return Gaussian(2 * p[:, 0], 0.5 * torch.eye(n, dtype=F64) + 0.5)
+
+    result = guard(coupled, [], lambda p: 2 * p[:, 0] + 1000.0)(params)
+    assert result.output.tolist() == [0.2, 1003.0, 1.0, 1.8, 1002.5, 0.0]
+
+
+def test_halves_answering_in_other_dtypes_are_asked_again_together():
+    params = PARAMS.clone()
+    params[0, 0], params[1, 0] = 1.5, 0.5  # sample 0 alone refused: 2 (float64), 3 (float32)
+
+    def by_parity(p):
+        if (p[:, 0] > 1).any():
+            raise NonFiniteError("NaN")
+        return surrogate(p).to(torch.float32 if len(p) % 2 else F64)
+
+    result = guard(by_parity, [], solver)(params)
+    assert result.output.dtype == torch.float32  # the five asked together: float32
+    assert torch.equal(result.output[1:], surrogate(params[1:]).float())
+
+
+def test_a_nan_answer_outside_the_range_is_reported_finite_first_and_the_answer_kept():
+    """The surrogate's own tensor is not overwritten with the solver's answers."""
+    held = surrogate(PARAMS)
+    held[1] = float("nan")  # sample 1 is also outside [0, 1]²
+    kept = held.clone()
+    result = guard(lambda p: held, [INSIDE], solver)(PARAMS)
+    torch.testing.assert_close(held, kept, rtol=0, atol=0, equal_nan=True)
+    report = result.report()
+    assert report[1]["fired"] == ["finite", "input_range"] and report[4]["fired"] == ["input_range"]
+    expected = surrogate(PARAMS)
+    expected[[1, 4]] += 1000.0
+    assert torch.equal(result.output, expected)
 
 
 def test_a_non_finite_input_fails_the_range_check_alone():
@@ -592,6 +716,26 @@ def test_refine_retrains_on_what_the_solver_answered():
     assert [h.sent for h in history] == [2, 0] and history[0].fired == {"input_range": 2}
     assert len(seen) == 1 and torch.equal(seen[0][0], PARAMS[[1, 4]])
     assert torch.equal(seen[0][1], solver(PARAMS[[1, 4]]))
+
+
+def test_refine_counts_nan_answers_as_sent_and_takes_the_surrogate_retrain_returns():
+    def broken(params):
+        out = surrogate(params)
+        out[params[:, 0] > 1] = float("nan")  # sample 1
+        return out
+
+    seen = []
+
+    def retrain(x, y):
+        seen.append((x.clone(), y.clone()))
+        return surrogate  # fixed
+
+    history = refine(guard(broken, [], solver), PARAMS, retrain, rounds=3)
+    assert [h.sent for h in history] == [1, 0]
+    assert [h.surrogate_fraction for h in history] == [5 / 6, 1.0]
+    assert history[0].fired == {"finite": 1} and history[1].fired == {}
+    assert len(seen) == 1 and torch.equal(seen[0][0], PARAMS[1:2])
+    assert torch.equal(seen[0][1], surrogate(PARAMS[1:2]) + 1000.0)
 
 
 def test_refine_measures_again_after_its_last_retraining():
@@ -771,6 +915,20 @@ def test_guard_rejects_bad_calls():
         guard(surrogate, [first], solver)(PARAMS)
     with pytest.raises(TypeError, match="retrain must be callable"):
         refine(guard(surrogate, [INSIDE], solver), PARAMS, None)
+    with pytest.raises(
+        TypeError, match="retrain must return a surrogate or None, got <class 'int'>"
+    ):
+        refine(guard(surrogate, [INSIDE], solver), PARAMS, lambda x, y: 3)
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
+        refine(guard(surrogate, [INSIDE], solver), PARAMS, lambda x, y: None, rounds=0)
+    with pytest.raises(
+        ValueError, match=r"inputs must be a non-empty batch tensor .* got \(0, 2\)"
+    ):
+        guard(surrogate, [INSIDE], solver)(PARAMS[:0])
+    with pytest.raises(
+        ValueError, match=r"surrogate must answer each of the 6 inputs, got shape \(5, 1, 5\)"
+    ):
+        guard(lambda p: surrogate(p[1:]), [INSIDE], solver)(PARAMS)
 
 
 def test_load_previous_refuses_checkpoints_not_from_physml_train(tmp_path):
