@@ -9,6 +9,7 @@ I)⁻¹``, ``Σ_A`` the members' sample covariance (plus ``γ I`` where they can
 import numpy as np
 import pytest
 import torch
+from test_constraints import through
 from torch import nn
 
 from pdes import Dirichlet, Grid1D, Neumann, Periodic
@@ -23,10 +24,6 @@ from physml import (
 from physml.constraints import BoundaryCondition
 
 F64 = torch.float64
-
-
-def through(constraint, output):
-    return constrain(nn.Identity(), constraint)(output)
 
 
 def projection(u, G, b):

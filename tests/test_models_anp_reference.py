@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from test_models_anp import random_sets
 
 from physml.models.anp import AttentiveNeuralProcess, _Attention
 from physml.models.anp_losses import latent_noise, softc_residual_loss
@@ -17,16 +18,6 @@ def small_model(**overrides) -> AttentiveNeuralProcess:
     settings = {"hidden": 16, "latent": 8, "heads": 2, "attention_layers": 1, "seed": 0}
     settings.update(overrides)
     return AttentiveNeuralProcess(**settings)
-
-
-def random_sets(batch: int, n_context: int, n_target: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return (
-        torch.rand(batch, n_context, 2, generator=g),
-        torch.randn(batch, n_context, generator=g),
-        torch.rand(batch, n_target, 2, generator=g),
-        torch.randn(batch, n_target, generator=g),
-    )
 
 
 def test_attention_is_softmax_attention_per_head_plus_residual_and_layer_norm():
