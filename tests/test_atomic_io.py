@@ -140,3 +140,26 @@ def test_a_figure_whose_write_fails_is_closed_and_leaves_nothing(tmp_path, monke
     with pytest.raises(OSError, match="disk full"):
         save_figure(fig, tmp_path / "f.png")
     assert not plt.fignum_exists(fig.number) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sets a POSIX locale")
+def test_text_is_written_as_utf8_under_an_ascii_locale(tmp_path):
+    """A table of ``mean ± se`` must not fail at the end of a run whose locale is ``C``."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "table.txt"
+    script = (  # the text as escapes: arguments too are decoded with the locale
+        "import sys; from physml._io import atomic_write_text as w; "
+        "w(sys.argv[1], '1.0e-3 \\u00b1 2e-4 \\u2713')"
+    )
+    environment = {
+        **os.environ,
+        "LC_ALL": "C",
+        "LANG": "C",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONUTF8": "0",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    subprocess.run([sys.executable, "-c", script, str(path)], env=environment, check=True)
+    assert path.read_bytes() == b"1.0e-3 \xc2\xb1 2e-4 \xe2\x9c\x93"
