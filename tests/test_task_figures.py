@@ -193,3 +193,13 @@ def test_error_image_colours_are_symmetric_about_zero():
     _plot_field_and_error(study, field, error)
     assert error.images[0].get_clim() == (-3.0, 3.0)
     plt.close(fig)
+
+
+def test_every_case_on_a_square_grid_is_drawn_as_images():
+    """The 2-D cases run an ``n × n`` grid at resolution ``n``; no 1-D case has ``n²`` points."""
+    square = set()
+    for case in exact_cases():
+        n = case.resolutions[0]
+        if case.run(n).exact.shape[-1] == n * n:
+            square.add(case.name)
+    assert square == SQUARE_CASES
