@@ -130,9 +130,9 @@ def strict_json(value: object) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically, as UTF-8 whatever the locale (tables hold ``±``)."""
     with atomic_path(path) as temporary:
-        temporary.write_text(text)
+        temporary.write_text(text, encoding="utf-8")
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **options: object) -> None:

@@ -648,3 +648,51 @@ def test_output_an_ascii_console_cannot_encode_is_replaced_not_fatal(tmp_path, c
     )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.strip()
+
+
+def test_index_counts_marks_and_formats_the_rows_built_by_hand(tmp_path):
+    from physml.tasks.report import write_index
+
+    rows = [
+        tasks.Row("t", "c", "a", 1.23456, "<= 2", True),
+        tasks.Row("t", "c", "b", 0.5, ">= 1", False),
+        tasks.Row("t", "c", "m", 3.0),
+    ]
+    text = write_index(tmp_path, rows, []).read_text(encoding="utf-8")
+    assert "1 of 2 targets met" in text
+    assert '<td class="number">1.235</td>' in text and '<td class="number">0.5</td>' in text
+    assert text.count('<td class="met">✓</td>') == text.count('<td class="missed">✗</td>') == 1
+    assert text.count("<table>") == 2 and "target (not judged)" not in text
+    assert '<td>m</td><td class="number">3</td></tr>' in text  # no blank target cell
+
+    only_measured = [tasks.Row("t", "c", "m", 3.0), tasks.Row("t", "c", "r", 0.9, "< 1 at full")]
+    text = write_index(tmp_path, only_measured, []).read_text(encoding="utf-8")
+    assert "0 of 0 targets met" in text and text.count("<table>") == 1
+    assert "<th>target (not judged)</th>" in text and "<td>&lt; 1 at full</td>" in text
+
+
+def test_index_groups_figures_by_task_folder_and_takes_the_first_matching_caption(tmp_path):
+    from physml.tasks.report import caption, write_index
+
+    for relative in ("t/a1.png", "t/sub/b.png", "top.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"png")
+    first = tasks.Task("t", "", run=lambda c: [], figures={"t/a*": "A {name}", "t/*": "T {name}"})
+    second = tasks.Task("u", "", run=lambda c: [], figures={"t/*": "U {name}"})
+    assert caption("t/a1.png", [first, second]) == "A a1"
+    assert caption("t/sub/b.png", [second, first]) == "U b"
+    text = write_index(tmp_path, [], [first, second]).read_text(encoding="utf-8")
+    assert "<p>3 figure(s);" in text
+    headings = re.findall(r"<h3>(.*?)</h3>", text)
+    assert headings == ["t", "."]
+    section_t = text.split("<h3>t</h3>")[1].split("<h3>")[0]
+    assert "t/a1.png" in section_t and "t/sub/b.png" in section_t
+
+
+def test_index_states_the_run_settings_escaped(tmp_path):
+    from physml.tasks.report import write_index
+
+    context = tasks.Context(out=tmp_path, size="full", seed=7, device="cpu<&>")
+    text = write_index(tmp_path, [], [], context=context).read_text(encoding="utf-8")
+    assert "size full, seed 7, device cpu&lt;&amp;&gt;, physml " in text
+    assert "seed" not in write_index(tmp_path, [], []).read_text(encoding="utf-8")

@@ -124,3 +124,82 @@ def test_verify_judges_the_order_it_prints(tmp_path, monkeypatch, measured, met)
     order = next(row for row in rows if row.metric.startswith("order"))
     assert order.value == pytest.approx(measured)
     assert order.target.startswith(">= 1.07 ") and order.ok is met
+
+
+def _synthetic_case(order: float, resolutions: tuple[int, ...], refines: str = "space"):
+    """A case whose l1 error at resolution n is exactly (1/n)**order."""
+    from pdes.verification import Comparison, ExactCase
+
+    def run(n):
+        zeros = torch.zeros(1, 3, 4, dtype=torch.float64)
+        grid, times = torch.linspace(0, 1, 4), torch.tensor([0.0, 0.5, 1.0])
+        return Comparison(zeros + (1.0 / n) ** order, zeros, grid, times, 1.0 / n)
+
+    return ExactCase("synthetic", run, resolutions, order=order, norm="l1", refines=refines)
+
+
+@pytest.mark.parametrize(
+    ("size", "resolutions", "finest"),
+    [("toy", (10, 20, 40), 40), ("full", (10, 20, 40), 80), ("full", (11, 21, 41), 81)],
+)
+def test_verify_reports_the_error_at_the_finest_resolution_it_ran(
+    tmp_path, monkeypatch, size, resolutions, finest
+):
+    """``full`` halves the spacing once more: 2n points on a periodic grid (n even), 2n − 1 on
+    one with both ends (n odd)."""
+    import physml.tasks.verification as verification
+    from physml.tasks import Context
+
+    monkeypatch.setattr(verification, "exact_cases", lambda: [_synthetic_case(2.0, resolutions)])
+    rows = verification.run(Context(out=tmp_path, size=size, quiet=True))
+    order, error = rows
+    assert order.metric == "order (space, l1)" and order.value == pytest.approx(2.0)
+    assert order.target == ">= 1.6 (theory 2)" and order.ok is True
+    assert error.metric == f"error at finest ({finest})" and error.ok is None
+    assert error.value == pytest.approx(1.0 / finest**2, rel=1e-12)
+    assert (tmp_path / "verify" / f"synthetic-{size}.png").stat().st_size > 0
+
+
+def test_convergence_panel_draws_the_theory_slope_through_the_finest_error(monkeypatch):
+    import physml.tasks.verification as verification
+
+    figures = []
+    monkeypatch.setattr(verification, "save_figure", lambda fig, path: figures.append(fig))
+    for refines, label in (("space", "dx"), ("time", "dt")):
+        study = convergence(_synthetic_case(1.5, (4, 8, 16), refines))
+        verification.plot_study(study, Path("unused.png"))
+        profile, panel = figures[-1].axes
+        assert panel.get_xlabel() == label
+        measured, reference = panel.get_lines()
+        h, e = reference.get_xdata(), reference.get_ydata()
+        assert h[-1] == 1 / 16 and e[-1] == pytest.approx(16**-1.5, rel=1e-12)
+        assert math.log(e[0] / e[-1]) / math.log(h[0] / h[-1]) == pytest.approx(1.5)
+        labels = sorted(
+            line.get_label() for line in profile.get_lines() if "t=" in line.get_label()
+        )
+        assert labels == ["t=0", "t=0.5", "t=1"]
+        plt.close(figures[-1])
+
+
+def test_error_image_colours_are_symmetric_about_zero():
+    from pdes.verification import Comparison, ConvergenceStudy
+
+    exact = torch.zeros(1, 2, 9, dtype=torch.float64)
+    numerical = exact.clone()
+    numerical[0, -1, 4], numerical[0, -1, 0] = -3.0, 1.0  # the larger error is negative
+    finest = Comparison(numerical, exact, torch.arange(9.0), torch.tensor([0.0, 1.0]), 0.5)
+    study = ConvergenceStudy(_synthetic_case(1.0, (2,)), [0.5], [1.0], finest)
+    fig, (field, error) = plt.subplots(1, 2)
+    _plot_field_and_error(study, field, error)
+    assert error.images[0].get_clim() == (-3.0, 3.0)
+    plt.close(fig)
+
+
+def test_every_case_on_a_square_grid_is_drawn_as_images():
+    """The 2-D cases run an ``n × n`` grid at resolution ``n``; no 1-D case has ``n²`` points."""
+    square = set()
+    for case in exact_cases():
+        n = case.resolutions[0]
+        if case.run(n).exact.shape[-1] == n * n:
+            square.add(case.name)
+    assert square == SQUARE_CASES

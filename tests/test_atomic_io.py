@@ -1,0 +1,165 @@
+"""``physml._io``: atomic writes (all or nothing, beside the target, no temporaries left), the lock
+of an output, strict JSON and figures, each checked against values written out by hand."""
+
+import contextlib
+import json
+import math
+import os
+import struct
+
+import matplotlib.pyplot as plt
+import pytest
+
+import physml._io as io
+from physml._io import atomic_path, exclusive_lock, remove_leftovers, save_figure, strict_json
+
+EVERY_BYTE = bytes(range(256)) * 3
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError])
+def test_a_write_broken_off_midway_keeps_the_old_file_and_leaves_no_temporary(tmp_path, interrupt):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"old contents")
+    with pytest.raises(interrupt):
+        with atomic_path(path) as temporary:
+            temporary.write_bytes(EVERY_BYTE[:100])
+            raise interrupt("cut")
+    assert path.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_write_that_fails_inside_write_text_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    path.write_text("[1]\n")
+    real = io.Path.write_text
+
+    def half(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.Path, "write_text", half)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write_text(path, strict_json({"a": [1.0, 2.0]}))
+    assert path.read_text() == "[1]\n" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_round_trip_is_equal_bit_for_bit(tmp_path):
+    with atomic_path(tmp_path / "a.bin") as temporary:
+        temporary.write_bytes(EVERY_BYTE)
+    assert (tmp_path / "a.bin").read_bytes() == EVERY_BYTE
+    text = "ü ✓ \u00a0 line\nnext\n"
+    io.atomic_write_text(tmp_path / "a.txt", text)
+    assert (tmp_path / "a.txt").read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.txt"]
+
+
+def test_the_temporary_lies_hidden_beside_the_file_and_is_a_leftover_of_it(tmp_path):
+    """Beside it (so the rename stays on one file system), named ``.<name>.<random><suffix>.tmp``
+    (so ``np.savez`` and ``h5py`` see their suffix, and :func:`remove_leftovers` finds it)."""
+    path = tmp_path / "a.npz"
+    with atomic_path(path, suffix=".npz") as temporary:
+        assert temporary.parent == tmp_path
+        assert temporary.name.startswith(".a.npz.") and temporary.name.endswith(".npz.tmp")
+        assert remove_leftovers(tmp_path, "a.npz") == [temporary]  # what a kill -9 would leave
+        temporary.write_bytes(b"x")
+    assert path.read_bytes() == b"x"
+
+
+def test_leftovers_of_another_name_that_starts_alike_are_kept(tmp_path):
+    own, longer = tmp_path / ".a.h5.k2j.h5.tmp", tmp_path / ".a.h5x.k2j.h5.tmp"
+    own.touch()
+    longer.touch()
+    assert remove_leftovers(tmp_path, "a.h5") == [own]
+    assert not own.exists() and longer.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_atomic_writes_leave_no_file_open(tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        io.atomic_write_text(tmp_path / f"{i}.txt", "x")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_lock_is_removed_before_it_is_let_go(tmp_path, monkeypatch):
+    """A writer that takes the lock in the moment the holder lets go must lock the file that a
+    third writer would open: the holder removes its file first, then unlocks it."""
+    import fcntl
+
+    lock, holders = tmp_path / ".out.lock", contextlib.ExitStack()
+    real = fcntl.flock
+
+    def flock(handle, operation):
+        real(handle, operation)
+        if operation == fcntl.LOCK_UN and not len(holders._exit_callbacks):
+            holders.enter_context(exclusive_lock(lock, "out"))  # the second writer
+
+    with exclusive_lock(lock, "out"):
+        monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(fcntl, "flock", real)
+    with holders:
+        with pytest.raises(FileExistsError, match="being written by another process"):
+            with exclusive_lock(lock, "out"):
+                pass
+    assert not lock.exists()
+
+
+def test_strict_json_writes_non_finite_floats_as_null_everywhere():
+    value = {"a": (1.5, math.nan), "b": {"c": -math.inf, "d": [math.inf, 2]}, "e": "NaN"}
+    expected = (
+        '{\n "a": [\n  1.5,\n  null\n ],\n "b": {\n  "c": null,\n  "d": [\n   null,\n   2\n'
+        '  ]\n },\n "e": "NaN"\n}\n'
+    )
+    assert strict_json(value) == expected
+    assert json.loads(expected) == {"a": [1.5, None], "b": {"c": None, "d": [None, 2]}, "e": "NaN"}
+
+
+def _png_size(path) -> tuple[int, int]:
+    """Width and height from the IHDR chunk of a PNG (bytes 16 to 24, big-endian)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_a_figure_is_written_at_its_dpi_into_a_new_folder_and_closed(tmp_path):
+    fig = plt.figure(figsize=(2, 1))
+    path = tmp_path / "new" / "deeper" / "f.png"
+    save_figure(fig, path, dpi=40)
+    assert _png_size(path) == (80, 40)  # 2 × 1 inches at 40 dots per inch
+    assert not plt.fignum_exists(fig.number)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.png"]
+
+
+def test_a_figure_whose_write_fails_is_closed_and_leaves_nothing(tmp_path, monkeypatch):
+    fig = plt.figure(figsize=(2, 1))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fig, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_figure(fig, tmp_path / "f.png")
+    assert not plt.fignum_exists(fig.number) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sets a POSIX locale")
+def test_text_is_written_as_utf8_under_an_ascii_locale(tmp_path):
+    """A table of ``mean ± se`` must not fail at the end of a run whose locale is ``C``."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "table.txt"
+    script = (  # the text as escapes: arguments too are decoded with the locale
+        "import sys; from physml._io import atomic_write_text as w; "
+        "w(sys.argv[1], '1.0e-3 \\u00b1 2e-4 \\u2713')"
+    )
+    environment = {
+        **os.environ,
+        "LC_ALL": "C",
+        "LANG": "C",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONUTF8": "0",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    subprocess.run([sys.executable, "-c", script, str(path)], env=environment, check=True)
+    assert path.read_bytes() == b"1.0e-3 \xc2\xb1 2e-4 \xe2\x9c\x93"
