@@ -163,3 +163,31 @@ def test_text_is_written_as_utf8_under_an_ascii_locale(tmp_path):
     }
     subprocess.run([sys.executable, "-c", script, str(path)], env=environment, check=True)
     assert path.read_bytes() == b"1.0e-3 \xc2\xb1 2e-4 \xe2\x9c\x93"
+
+
+def test_every_json_file_a_task_writes_goes_through_strict_json():
+    """A task's summary holding NaN (the spread-skill of a perfect ensemble, a flip rate of an
+    empty set) written by ``json.dumps`` is not JSON; only in-memory round trips
+    (``json.loads(json.dumps(...))``) may use it."""
+    import ast
+    from pathlib import Path
+
+    tasks = Path(io.__file__).parent / "tasks"
+    offenders = []
+    for path in sorted(tasks.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside_loads = {
+            id(argument)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "json.loads"
+            for argument in node.args
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "json.dumps":
+                if id(node) not in inside_loads:
+                    offenders.append(f"{path.relative_to(tasks)}:{node.lineno}")
+    assert offenders == []
+    assert json.loads(strict_json({"a": math.nan, "b": [math.inf, 1.0]})) == {
+        "a": None,
+        "b": [None, 1.0],
+    }

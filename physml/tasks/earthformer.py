@@ -18,7 +18,6 @@ Plots: relative L2 against lead time and a forecast strip of one test sequence.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from pdes.problems import get as get_recipe
 
 from .. import metrics
 from .. import models as surrogates  # FNO builders: neuralop loads on first use
-from .._io import atomic_write_text
+from .._io import atomic_write_text, strict_json
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
@@ -298,16 +297,14 @@ def run(context: Context) -> list[Row]:
     plot_strip(folder / f"forecast-strip-{label}.png", test_y[0], forecasts)
     atomic_write_text(
         folder / f"summary-{label}.json",
-        json.dumps(
+        strict_json(
             {
                 "settings": run_settings(context),
                 "case": case,
                 "scale": scale.__dict__,
                 "methods": summary,
-            },
-            indent=1,
-        )
-        + "\n",
+            }
+        ),
     )
     return rows
 

@@ -21,7 +21,6 @@ their files side by side.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pdes import problems  # noqa: E402
 from pdes.gpme import pme_total_mass, stefan_total_mass, stefan_z1  # noqa: E402
 
 from .. import metrics  # noqa: E402
-from .._io import atomic_write_text  # noqa: E402
+from .._io import atomic_write_text, strict_json  # noqa: E402
 from ..constraints import constrain, mass_conservation  # noqa: E402
 from ..data import gpme_sampler  # noqa: E402
 from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa: E402
@@ -358,7 +357,7 @@ def evaluate(
         "tests": TESTS[case],
         "seed": context.seed,
     }
-    results = json.dumps({"setup": setup, "rows": rows}, indent=1)
+    results = strict_json({"setup": setup, "rows": rows})
     atomic_write_text(folder / f"results-{label}.json", results)
     return rows, setup
 

@@ -36,9 +36,7 @@ concern, and the toy-size task ``conservation-forecast``:
 
 from __future__ import annotations
 
-import json
-
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, strict_json
 from .. import Context, Row, Task, register, run_label, run_settings
 from ..prediff import fit
 from .data import (
@@ -211,7 +209,7 @@ def run(context: Context) -> list[Row]:
     checks = done_when(summary["rows"])
     summary["done_when"] = checks
     rows += target_rows(checks, context.size)
-    atomic_write_text(folder / f"summary-{label}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(folder / f"summary-{label}.json", strict_json(summary))
     return rows
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ... import models as surrogates  # FNO builders: neuralop loads on first use
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, strict_json
 from ...models import Earthformer
 from ...models.prediff import (
     ConvDenoiser,
@@ -150,7 +150,7 @@ def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) ->
                 return saved
         result = _measured_plan(scale, train, units, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(path, strict_json(result))
     return result
 
 

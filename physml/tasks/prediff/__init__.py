@@ -27,11 +27,10 @@ module per concern, and the toy-size task ``prediff-nbody``:
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import torch
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, strict_json
 from ...metrics import bootstrap_se, spread_skill
 from .. import Context, Row, Task, register, run_label, run_settings
 from .data import (
@@ -231,7 +230,7 @@ def run(context: Context) -> list[Row]:
         "sweep": sweep,
         "intensity": intensity_table,
     }
-    atomic_write_text(folder / f"summary-{label}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(folder / f"summary-{label}.json", strict_json(summary))
     return rows
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, strict_json
 from ...data.nbody import NBodyDigits
 from ...models.energy_judge import EnergyJudge, standardise
 from ...models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
@@ -83,7 +83,7 @@ def fit(
     cost = Path(out) / COST_FILE
     if done:
         train_s = spent * steps / done
-        atomic_write_text(cost, json.dumps({"steps": steps, "train_s": train_s}) + "\n")
+        atomic_write_text(cost, strict_json({"steps": steps, "train_s": train_s}))
     else:  # reloaded at its last step: the cost the finishing run measured, if it left it
         saved = json.loads(cost.read_text()) if cost.exists() else {}
         train_s = float(saved.get("train_s", 0.0)) if saved.get("steps") == steps else 0.0

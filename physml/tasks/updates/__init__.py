@@ -36,13 +36,12 @@ concern, and the toy-size task ``model-update``:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.data import TensorDataset
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, strict_json
 from ...training.families import relative_l2_loss
 from ...updates import sample_errors
 from .. import Context, Row, Task, register, run_label, run_settings
@@ -220,7 +219,7 @@ def _run(context: Context) -> list[Row]:
         "guard": sweep,
         "guard_done_when": done,
     }
-    atomic_write_text(folder / f"summary-{label}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(folder / f"summary-{label}.json", strict_json(summary))
     rows = []
     for method, score in scores.items():
         for metric in ("rel_l2", "nfr", "nfr_degradation", "nfr_physics"):

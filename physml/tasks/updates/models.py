@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ... import models as surrogates  # FNO builders: neuralop loads on first use
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, strict_json
 from ...constraints import BoundaryCondition, constrain
 from ...outputs import Ensemble
 from ...training import TrainConfig, Trainer
@@ -144,7 +144,7 @@ def train(
         return Trained(model.eval(), math.nan)
     train_s = spent * size.steps / done
     if cost is not None:
-        atomic_write_text(cost, json.dumps({"train_s": train_s}) + "\n")
+        atomic_write_text(cost, strict_json({"train_s": train_s}))
     return Trained(model.eval(), train_s)
 
 
