@@ -151,6 +151,68 @@ def test_float32_flux_floor_is_half_an_ulp_times_the_stencil_weight():
     assert boon.float32_flux_floor(u, walls(Dirichlet(), grid)) == 0.0
 
 
+def test_float32_flux_floor_reads_both_walls_by_magnitude_and_only_for_neumann():
+    grid = Grid1D(65)
+    expected = 2.0**-23 * 3.0 / (2.0 * grid.dx)  # |u| = 3 in [2, 4): half an ulp is 2**-23
+    for index, value in ((-1, 3.0), (0, -3.0), (-1, -3.0)):
+        u = torch.zeros(1, 1, grid.n)
+        u[..., index] = value
+        assert boon.float32_flux_floor(u, walls(Neumann(), grid)) == pytest.approx(expected)
+    assert boon.float32_flux_floor(u, walls(Periodic(), grid)) == 0.0
+    assert boon.float32_flux_floor(torch.zeros(1, 1, grid.n), walls(Neumann(), grid)) == 0.0
+
+
+def test_neumann_error_is_float64_even_for_float32_fields():
+    # a constant field has zero flux; its float32 stencil would round -3u to a wrong even number
+    grid = Grid1D(9)
+    u = torch.full((1, 1, grid.n), 2.0**23 + 1.0, dtype=torch.float32)
+    assert u[0, 0, 0].item() == 2.0**23 + 1.0  # exactly representable in float32
+    error = walls(Neumann(), grid).error(u, torch.zeros(1, 2, dtype=torch.float64))
+    assert error.dtype == torch.float64 and error.item() == 0.0
+
+
+def test_periodic_error_is_the_largest_seam_over_channels_and_times():
+    grid = Grid1D(9)
+    u = torch.zeros(2, 2, grid.n, 3, dtype=torch.float64)
+    u[0, 1, 0, 2] = 0.4  # sample 0, second channel, last time
+    u[1, 0, -1, 0] = -0.1
+    error = walls(Periodic(), grid, axis=-2).error(u, None)
+    torch.testing.assert_close(error, torch.tensor([0.4, 0.1], dtype=torch.float64))
+
+
+def test_wall_channels_follow_the_constrained_axis():
+    grid = Grid1D(5)
+    like = torch.zeros(2, 1, 3, grid.n)  # (sample, channel, t, x): walls along the last axis
+    values = torch.arange(12, dtype=torch.float64).reshape(2, 2, 3)  # (sample, side, t)
+    channels = walls(Dirichlet(), grid, axis=-1).channels(values, like)
+    assert channels.shape == (2, 2, 3, grid.n)
+    for x in range(grid.n):
+        torch.testing.assert_close(channels[..., x], values.float())
+    like = torch.zeros(2, 1, grid.n, 3)  # (sample, channel, x, t)
+    with pytest.raises(ValueError, match=r"values must be a \(2, 2, 3\) tensor"):
+        walls(Dirichlet(), grid, axis=-2).channels(torch.zeros(2, 2, 1), like)
+
+
+def test_walls_refuse_bad_conditions_and_values():
+    grid = Grid1D(9)
+    with pytest.raises(TypeError, match="two-sided BoundaryCondition"):
+        boon.AxisWalls(BoundaryCondition(Dirichlet(), grid, side="right"))
+    with pytest.raises(ValueError, match=r"values must be a \(batch, 2, \.\.\.\) tensor"):
+        walls(Dirichlet(), grid).conditions(torch.zeros(3))
+    with pytest.raises(ValueError, match="lid speeds"):
+        boon.CavityWalls(Grid2D.square(9), 2).conditions(torch.tensor(1.0))
+
+
+def test_cavity_lid_keeps_float64_speeds():
+    cavity = boon.CavityWalls(Grid2D.square(9), steps=2)
+    lid = cavity.lid(torch.tensor([0.1, 0.3], dtype=torch.float64))
+    assert lid.dtype == torch.float64 and lid.shape == (2, 4, 1)
+    assert lid[0, 0, 0].item() == 0.1 and lid[1, 1, 0].item() == 0.3
+    assert lid[:, 2:].abs().max() == 0.0  # vy is 0 on the lid
+    tall = boon.CavityWalls(Grid2D(Grid1D(9), Grid1D(5)), steps=1)
+    assert tall.kind == "dirichlet" and tall.dx == 1.0 / 8  # the x walls' normal spacing
+
+
 # ------------------------------------------------------------------------------------------
 # Fair comparison and runs
 
