@@ -825,3 +825,126 @@ def test_pad_circularly_wraps_every_padding_form_and_leaves_unpadded_convolution
     x = torch.randn(1, 1, 6, 6)
     same = model[1]  # a "same"-padded convolution now commutes with shifts of the frame
     assert torch.allclose(same(x.roll((1, 2), (-2, -1))), same(x).roll((1, 2), (-2, -1)), atol=1e-6)
+
+
+# ------------------------------------------------------------- hand-computed cells and rollouts
+
+
+def test_convlstm_cell_gates_match_the_lstm_equations_by_hand():
+    cell = ConvLSTMCell(1, 1, kernel=1)
+    b_i, b_f, b_o, b_g = 0.3, -0.7, 1.1, 0.5  # gates stacked in the order i, f, o, g
+    with torch.no_grad():
+        cell.gates.weight.zero_()
+        cell.gates.bias.copy_(torch.tensor([b_i, b_f, b_o, b_g]))
+    x, h0 = torch.randn(1, 1, 2, 2), torch.randn(1, 1, 2, 2)
+    c0 = torch.tensor([[[[0.2, -1.5], [2.0, 0.0]]]])
+    h, c = cell(x, (h0, c0))
+    sig, tanh = torch.sigmoid, torch.tanh
+    expected_c = sig(torch.tensor(b_f)) * c0 + sig(torch.tensor(b_i)) * tanh(torch.tensor(b_g))
+    torch.testing.assert_close(c, expected_c)
+    torch.testing.assert_close(h, sig(torch.tensor(b_o)) * tanh(expected_c))
+
+
+def test_convlstm_with_silent_gates_starts_from_zero_states_and_emits_its_head_bias():
+    model = ConvLSTM(1, hidden=3, layers=2, target_frames=2, patch=2, output="linear")
+    with torch.no_grad():
+        for cell in [*model.encoder, *model.forecaster]:
+            cell.gates.weight.zero_()
+            cell.gates.bias.zero_()
+        model.head.bias.fill_(0.25)
+    # zero gates: c ← c/2 and h = tanh(c)/2, so zero initial states stay zero and h never moves
+    out = model(torch.randn(2, 3, 1, 4, 6))
+    torch.testing.assert_close(out, torch.full((2, 2, 1, 4, 6), 0.25))
+
+
+def _memoryless_forecaster(**kwargs) -> ConvLSTM:
+    """A ConvLSTM whose forecaster ignores its states: each forecast is F(previous frame)."""
+    torch.manual_seed(0)
+    model = ConvLSTM(1, hidden=4, layers=1, patch=2, output="linear", **kwargs)
+    cell = model.forecaster[0]
+    with torch.no_grad():
+        cell.gates.weight[:, -cell.hidden :].zero_()  # no hidden-to-gate path
+        cell.gates.bias[cell.hidden : 2 * cell.hidden].fill_(-60.0)  # forget gate shut
+    return model
+
+
+def test_convlstm_rolls_out_from_the_last_context_frame_feeding_back_each_prediction():
+    model = _memoryless_forecaster(target_frames=3)
+    one_step = _memoryless_forecaster(target_frames=1)
+    one_step.load_state_dict(model.state_dict())
+    x = torch.rand(2, 4, 1, 4, 4)
+    out = model(x)
+    other_context = x.clone()
+    other_context[:, :-1] = torch.rand(2, 3, 1, 4, 4)
+    torch.testing.assert_close(model(other_context), out)  # only the last frame seeds the rollout
+    frame = x[:, -1:]
+    for t in range(3):
+        frame = one_step(frame)
+        torch.testing.assert_close(out[:, t : t + 1], frame)
+
+
+def test_convlstm_encoder_reads_the_first_context_frame():
+    model = build("convlstm", 3, 2, 1)
+    x = torch.rand(1, 3, 1, H, W)
+    changed = x.clone()
+    changed[:, 0] = torch.rand(1, 1, H, W)
+    assert not torch.allclose(model(x), model(changed))
+
+
+def test_unet_head_channels_are_frame_major_then_channel():
+    model = UNet(2, 3, channels=2, base=4, depth=1, output="linear")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.arange(6.0))
+    out = model(torch.rand(1, 2, 2, 4, 4))
+    for t in range(3):
+        for c in range(2):
+            assert torch.equal(out[0, t, c], torch.full((4, 4), float(2 * t + c)))
+
+
+def test_unet_merges_the_upsampled_path_before_the_skip():
+    model = UNet(2, 1, base=4, depth=1, output="linear")
+    with torch.no_grad():
+        model.up[0].weight.zero_()
+        model.up[0].bias.zero_()
+    model(torch.rand(1, 2, 1, 4, 4)).sum().backward()
+    grad = model.merge[0][0].weight.grad  # inputs [upsampled (now zero), skip]
+    assert torch.equal(grad[:, :4], torch.zeros_like(grad[:, :4]))
+    assert grad[:, 4:].abs().sum() > 0
+
+
+def test_frame_multiples_are_two_to_the_depth_and_the_patch():
+    assert [UNet.frame_multiple(d) for d in range(4)] == [1, 2, 4, 8]
+    assert [ConvLSTM.frame_multiple(p) for p in (1, 3, 4)] == [1, 3, 4]
+    with pytest.raises(ValueError, match="divisible by 2\\^depth=4"):
+        UNet(1, 1, base=4, depth=2)(torch.rand(1, 1, 1, 18, 16))
+    with pytest.raises(ValueError, match="divisible by patch=3"):
+        ConvLSTM(hidden=2, patch=3, target_frames=1)(torch.rand(1, 1, 1, 9, 10))
+
+
+def test_a_depth_zero_unet_is_a_single_block_on_any_frame_size():
+    model = UNet(2, 3, base=4, depth=0)
+    assert len(model.down) == 0 and len(model.up) == 0
+    assert model(torch.rand(2, 2, 1, 5, 7)).shape == (2, 3, 1, 5, 7)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_models_refuse_frames_with_nan_or_inf(name):
+    model = build(name, 3, 2, 1)
+    for bad in (float("nan"), float("inf")):
+        x = torch.rand(1, 3, 1, H, W)
+        x[0, 1, 0, 2, 3] = bad
+        with pytest.raises(ValueError, match="x contains NaN or inf"):
+            model(x)
+
+
+def test_sizes_refuse_booleans_and_count_parameters_refuses_non_modules():
+    for factory, name in [
+        (lambda: UNet(True, 1), "in_frames"),
+        (lambda: ConvLSTM(hidden=True), "hidden"),
+        (lambda: Persistence(True), "target_frames"),
+    ]:
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got True"):
+            factory()
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
+        count_parameters([nn.Linear(2, 2)])
