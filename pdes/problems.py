@@ -110,8 +110,8 @@ class Problem:
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator for one sample's draws (on the CPU, so results match on every device)."""
     del device
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be a non-negative integer below 2**64, got {seed!r}")
     return torch.Generator().manual_seed(int(seed))
 
 

@@ -508,7 +508,7 @@ def test_a_setting_the_recipe_cannot_describe_is_refused_before_solving(tmp_path
     assert load(generate_dataset("toy-grids", out, n=2, progress=False)).u.shape == (2, 4, 9)
 
 
-@pytest.mark.parametrize("seed", [1.5, -1, True, "3", torch.tensor(2)])
+@pytest.mark.parametrize("seed", [1.5, -1, 2**64, True, "3", torch.tensor(2)])
 def test_a_sample_seed_that_is_not_a_non_negative_integer_is_refused_by_name(seed):
     """A fractional seed was truncated and a negative one wrapped, silently; numpy integers pass."""
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
@@ -518,5 +518,6 @@ def test_a_sample_seed_that_is_not_a_non_negative_integer_is_refused_by_name(see
 
 
 def test_nbody_sample_seeds_are_checked_as_every_recipe_s():
-    with pytest.raises(ValueError, match=r"seed must be a non-negative integer, got 1\.5"):
+    refused = r"seed must be a non-negative integer below 2\*\*64, got 1\.5"
+    with pytest.raises(ValueError, match=refused):
         nbody_digits_from_seeds([1.5], frames=2, size=16, digits=1)
