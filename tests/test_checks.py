@@ -37,7 +37,7 @@ def test_positive_accepts_finite_numbers_above_zero(value):
     ],
 )
 def test_positive_refuses_zero_non_finite_and_non_real(value, error):
-    with pytest.raises(error, match="nu"):
+    with pytest.raises(error, match=r"^nu must be"):
         checks.positive("nu", value)
 
 
@@ -119,9 +119,10 @@ def test_per_sample_expands_one_value_and_refuses_zero_and_other_counts():
     out = checks.per_sample("nu", 2, 4)
     assert out.dtype == torch.float64 and out.tolist() == [2.0] * 4
     for bad in (torch.tensor([0.1, 0.0, 0.2]), torch.tensor([0.1, INF, 0.2])):
-        with pytest.raises(ValueError, match="nu"):
+        with pytest.raises(ValueError, match=r"^nu must be finite and > 0 for every sample"):
             checks.per_sample("nu", bad, 3)
-    with pytest.raises(ValueError, match="nu"):
+    wrong_count = r"^nu must be a number or hold one value per sample \(3,\)"
+    with pytest.raises(ValueError, match=wrong_count):
         checks.per_sample("nu", torch.ones(2), 3)
 
 

@@ -9,7 +9,7 @@ I)⁻¹``, ``Σ_A`` the members' sample covariance (plus ``γ I`` where they can
 import numpy as np
 import pytest
 import torch
-from test_constraints import through
+from test_constraints import dense_update, root_gain, through
 from torch import nn
 
 from pdes import Dirichlet, Grid1D, Neumann, Periodic
@@ -29,12 +29,6 @@ F64 = torch.float64
 def projection(u, G, b):
     """numpy: the nearest ``u`` meeting ``G u = b`` (rows of ``u`` are fields)."""
     return u - (u @ G.T - b) @ np.linalg.inv(G @ G.T) @ G
-
-
-def conditioned(mean, cov, G, b, noise):
-    """numpy: the Gaussian ``N(mean, cov)`` conditioned on ``G u = b + ε``, ``ε ~ N(0, σ² I)``."""
-    gain = cov @ G.T @ np.linalg.inv(noise**2 * np.eye(G.shape[0]) + G @ cov @ G.T)
-    return mean - gain @ (G @ mean - b), cov - gain @ G @ cov
 
 
 def test_a_matrix_without_rows_is_refused():
@@ -78,7 +72,7 @@ def test_probconserv_on_a_low_rank_covariance_is_the_dense_conditioning(
         LinearConstraint(torch.tensor(G), torch.tensor(b), noise=noise),
         Gaussian(torch.tensor(mean), prior),
     )
-    expected_mean, expected_cov = conditioned(mean, cov, G, b, noise)
+    expected_mean, expected_cov = dense_update(mean, cov, G, b, noise)
     np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(out.cov.dense().numpy(), expected_cov, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(out.variance().numpy(), np.diag(expected_cov), atol=1e-12)
@@ -95,7 +89,7 @@ def test_probconserv_on_variances_is_the_dense_conditioning_of_their_diagonal(no
         Gaussian(torch.tensor(mean), torch.tensor(variance)),
     )
     for i in range(2):
-        expected_mean, expected_cov = conditioned(mean[i], np.diag(variance[i]), G, b[i], noise)
+        expected_mean, expected_cov = dense_update(mean[i], np.diag(variance[i]), G, b[i], noise)
         np.testing.assert_allclose(out.mean[i].numpy(), expected_mean, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(out.cov.dense()[i].numpy(), expected_cov, atol=1e-12)
 
@@ -321,8 +315,7 @@ def test_a_noisy_ensemble_update_is_the_square_root_update_of_the_dense_gain(row
     ).samples.numpy()
     gain = ensemble_gain(X, G, noise, gamma)
     mean = X.mean(0) - gain @ (G @ X.mean(0) - b)
-    L = np.linalg.cholesky(G @ C @ G.T + noise**2 * np.eye(rows))
-    root = C @ G.T @ np.linalg.inv(L.T) @ np.linalg.inv(L + noise * np.eye(rows))
+    root = root_gain(C, G, noise)
     np.testing.assert_allclose(out, mean + A - A @ G.T @ root.T, rtol=1e-9, atol=1e-10)
     if spanned:
         spread = (out - out.mean(0)).T @ (out - out.mean(0)) / (members - 1)

@@ -95,7 +95,9 @@ def test_an_items_latent_seed_is_not_the_seed_of_its_points():
 def test_point_sets_fingerprint_names_every_setting():
     a = PointSets(small_data(), n_context=4, context_times=2, n_target=5, views=1)
     b = PointSets(small_data(), n_context=4, context_times=2, n_target=5, views=2)
-    assert a.attributes["point_sets"]["views"] == 1 and b.attributes["point_sets"]["views"] == 2
+    settings = {"n_context": 4, "context_times": 2, "n_target": 5, "seed": 0}
+    assert a.attributes["point_sets"] == {**settings, "views": 1}
+    assert b.attributes["point_sets"] == {**settings, "views": 2}
 
 
 def test_point_sets_and_rows_need_an_x_coordinate():
