@@ -227,11 +227,13 @@ class KnowledgeControl(Constraint):
         if self.on == "noisy":
             timestep = t.timestep if isinstance(t, ReverseStep) else t
             if isinstance(timestep, torch.Tensor) and timestep.numel() == 1:
-                timestep = int(timestep)
+                timestep = timestep.item()  # a float that is not whole stays a float
+                if isinstance(timestep, float) and timestep.is_integer():
+                    timestep = int(timestep)
             if isinstance(timestep, bool) or not isinstance(timestep, int):
                 raise ConstraintError(
                     "KnowledgeControl on noisy latents needs the step's integer timestep (an int "
-                    f"or a ReverseStep), got {type(t).__name__}"
+                    f"or a ReverseStep), got {timestep!r} from a {type(t).__name__}"
                 )
             steps = torch.full((count,), timestep, dtype=torch.long, device=z.device)
             value = self.quantity(flat, steps)
