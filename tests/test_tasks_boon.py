@@ -383,3 +383,150 @@ def test_the_plain_layout_trains_the_reference_fno1d_into_an_exact_boon(quick_da
 def test_a_budget_refuses_an_unknown_fno_layout():
     with pytest.raises(ValueError, match=r"fno must be one of \('plain', 'neuralop'\), got 'x'"):
         boon.Budget(4, 4, 33, 1, fno="x")
+
+
+# ------------------------------------------------------------------------------------------
+# Datasets against independent values: the recipes' seeds, exact balance laws, output times
+
+
+@pytest.mark.parametrize(
+    ("name", "recipe", "settings"),
+    [
+        ("heat-neumann", "heat", dict(nx=33, flux_amplitude=5.0, kappa=0.05)),
+        ("burgers-dirichlet", "burgers-dirichlet", dict(nx=33)),
+        ("heat-neumann-multistep", "heat", dict(nx=17, flux_amplitude=5.0, kappa=0.05)),
+    ],
+)
+def test_inputs_are_the_initial_states_of_the_documented_seeds(quick_data, name, recipe, settings):
+    # training sample i is seed i, test sample j is seed 100 000 + j (disjoint), both at t = 0
+    problem = get_recipe(recipe)
+    data = quick_data[name]
+    plan = boon.budget(name, QUICK)
+    initial = problem.settings(nt=2, t_end=0.5, **settings)
+    for inputs, first, count in ((data.train_x, 0, plan.train), (data.test_x, 100_000, plan.test)):
+        u0 = problem.generate([first, first + count - 1], initial).u[:, 0].float()
+        got = inputs[[0, -1], 0] if inputs.ndim == 3 else inputs[[0, -1], 0, :, 3]
+        torch.testing.assert_close(got, u0, rtol=0, atol=1e-6)
+    if data.train_x.ndim == 4:  # the multi-step input repeats u(x, 0) at every step
+        assert torch.equal(data.test_x, data.test_x[..., :1].expand_as(data.test_x))
+
+
+def test_periodic_burgers_appends_the_wrap_around_point_to_the_recipe_grid(quick_data):
+    problem = get_recipe("burgers")
+    data = quick_data["burgers-periodic"]
+    batch = problem.generate([100_000], problem.settings(nx=32, nt=2, t_end=0.5))
+    torch.testing.assert_close(data.test_x[0, 0, :32], batch.u[0, 0].float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(data.test_y[0, 0, :32], batch.u[0, 1].float(), rtol=0, atol=1e-6)
+    assert data.test_x[0, 0, 32] == data.test_x[0, 0, 0]
+
+
+def test_heat_cases_gain_the_heat_their_right_wall_lets_in(quick_data):
+    # d/dt ∫u dx = κ (u_x(1) − u_x(0)) = κ U sin(πt): ∫u(T) − ∫u(0) = κ U (1 − cos(πT)) / π with
+    # κ = 0.05, U = 5; trapezoid rule on the solver's nodes (second order: 3 % at 33 nodes)
+    single = quick_data["heat-neumann"]
+    x = torch.linspace(0.0, 1.0, single.test_x.shape[-1], dtype=torch.float64)
+    gain = torch.trapezoid((single.test_y - single.test_x)[:, 0].double(), x)
+    exact = 0.05 * 5.0 * (1.0 - math.cos(math.pi * 0.5)) / math.pi
+    torch.testing.assert_close(gain, torch.full_like(gain, exact), rtol=0.05, atol=0)
+    assert single.info == {"t": 0.5, "flux_amplitude": 5.0, "kappa": 0.05}
+    multi = quick_data["heat-neumann-multistep"]
+    t = torch.arange(1, 26, dtype=torch.float64) / 25.0
+    x = torch.linspace(0.0, 1.0, multi.test_x.shape[-2], dtype=torch.float64)
+    gain = torch.trapezoid((multi.test_y - multi.test_x)[:, 0].double(), x, dim=-2)
+    exact = 0.05 * 5.0 * (1.0 - torch.cos(math.pi * t)) / math.pi
+    assert (gain - exact).abs().max() < 0.1 * exact.max()
+
+
+@pytest.mark.parametrize(
+    ("name", "t_end"),
+    [
+        ("heat-neumann-multistep", 1.0),
+        ("stokes-dirichlet-multistep", 1.0),
+        ("stokes-varying-frequency-multistep", 1.0),
+        ("cavity", 2.0),
+    ],
+)
+def test_multistep_times_are_the_25_steps_after_zero(quick_data, name, t_end):
+    expected = t_end * torch.arange(1, 26, dtype=torch.float64) / 25.0
+    torch.testing.assert_close(quick_data[name].times, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["burgers-dirichlet", "wave-neumann"])
+def test_walls_at_rest_are_met_by_the_solver(quick_data, name):
+    # Burgers: u = 0 at both walls; wave from rest: zero flux at both ends
+    data = quick_data[name]
+    assert torch.equal(data.test_values, torch.zeros(len(data.test_x), 2, dtype=torch.float64))
+    if name == "burgers-dirichlet":
+        assert data.test_y[..., [0, -1]].abs().max() < 1e-6
+    assert data.walls.error(data.test_y, data.test_values).max() < 1e-4
+
+
+def test_stokes_far_value_is_the_exact_periodic_state(quick_data):
+    # U e^(−kH) cos(ωt − kH), k = √(ω/2ν), H the recipe's depth, written out per sample
+    problem = get_recipe("stokes")
+    varying = dict(omega_min=5.0, omega_max=20.0)  # ω ~ U[5, 20]
+    for name, extra in (("stokes-dirichlet", {}), ("stokes-varying-frequency", varying)):
+        settings = problem.settings(nx=33, nt=2, t_end=0.5, **extra)
+        p = problem.generate([100_000, 100_001], settings).params
+        k, depth = torch.sqrt(p["omega"] / (2 * p["nu"])), settings["length"]
+        far = p["amplitude"] * torch.exp(-k * depth) * torch.cos(p["omega"] * 0.5 - k * depth)
+        wall = p["amplitude"] * torch.cos(p["omega"] * 0.5)
+        values = quick_data[name].test_values[:2]
+        torch.testing.assert_close(values, torch.stack([wall, far], dim=1))
+
+
+def test_cavity_input_is_the_fluid_at_rest_under_the_moving_lid(quick_data):
+    data = quick_data["cavity"]
+    lid = data.test_values
+    assert lid.dtype == torch.float64
+    vx, vy = data.test_x[:, 0], data.test_x[:, 1]
+    assert vy.abs().max() == 0 and vx[:, :, :-1].abs().max() == 0
+    torch.testing.assert_close(vx[:, 1:-1, -1], lid[:, None].float().expand(-1, vx.shape[1] - 2))
+    # 25 steps of vx then 25 of vy: vy vanishes on the lid row at every step
+    assert data.test_y[:, 25:, :, -1].abs().max() < 1e-6
+    assert data.walls.steps == 25
+    # the documented problem: Re = 100 U, U ~ U[0.5, 1.5], 25 steps to t = 2, test seed 100 000
+    problem = get_recipe("cavity")
+    settings = dict(reynolds=100.0, lid_min=0.5, lid_max=1.5, t_end=2.0, nt=26)
+    batch = problem.generate([100_000], problem.settings(nx=17, **settings))
+    assert data.test_values[0] == batch.params["lid_velocity"][0]
+    torch.testing.assert_close(data.test_y[0, 24], batch.fields["vx"][0, 25].float())
+    torch.testing.assert_close(data.test_y[0, 49], batch.fields["vy"][0, 25].float())
+
+
+def test_a_budget_is_checked_against_the_case_too():
+    with pytest.raises(ValueError, match="case must be one of"):
+        boon.budget("heat", boon.Budget(4, 4, 33, 1))
+
+
+def test_wave_from_rest_is_d_alemberts_solution_at_half_time(quick_data):
+    # c = 1, u_t(x, 0) = 0, u_x = 0 at both ends: u(x, T) = (ũ(x − T) + ũ(x + T)) / 2 with ũ the
+    # even, 2-periodic extension of u(x, 0); T = 0.5 is 16 of the 32 grid steps (dispersion: 0.4 %)
+    data = quick_data["wave-neumann"]
+    n = data.test_x.shape[-1] - 1
+    assert n == 32
+    u0 = data.test_x[:, 0].double()
+    nodes = torch.arange(n + 1)
+
+    def reflected(k):
+        k = k.abs()
+        return torch.where(k > n, 2 * n - k, k)
+
+    exact = 0.5 * (u0[:, reflected(nodes - n // 2)] + u0[:, reflected(nodes + n // 2)])
+    error = (data.test_y[:, 0].double() - exact).abs().max() / u0.abs().max()
+    assert error < 0.01, float(error)
+
+
+def test_case_data_is_cached_per_case_and_budget():
+    small, other_size = boon.Budget(2, 1, 17, 1), boon.Budget(1, 1, 25, 1)
+    data = boon.case_data("burgers-dirichlet", small)
+    assert data.train_x.shape == (2, 1, 17) and data.test_y.shape == (1, 1, 17)
+    assert boon.case_data("burgers-dirichlet", small) is data
+    other = boon.case_data("burgers-dirichlet", other_size)
+    assert other.train_x.shape == (1, 1, 25)
+    assert boon.case_data("wave-neumann", small) is not data
+
+
+def test_only_the_frequency_cases_hide_the_wall_forcing():
+    varying = {name for name, case in boon.CASES.items() if case.varying}
+    assert varying == {"stokes-varying-frequency", "stokes-varying-frequency-multistep"}

@@ -148,3 +148,105 @@ def test_rerun_with_another_architecture_is_refused(tmp_path, monkeypatch):
     assert task.build("earthformer", tiny, seed=0).periodic is False
     with pytest.raises(ValueError, match=r"another model \(periodic True → False\)"):
         task.run(Context(out=tmp_path, size="toy", quiet=True))
+
+
+def test_tiny_run_scores_plots_and_records_each_lead_of_the_right_sequences(tmp_path, monkeypatch):
+    """Training seeds 0…, test seeds 10 000…; the strip shows test sequence 0 and its forecasts,
+    each lead's row is that lead's error, and only the trained methods report training time."""
+    tiny = task.Scale(
+        nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,
+        modes=4, steps={"earthformer": 1, "fno": 1},
+    )  # fmt: skip
+    monkeypatch.setitem(task.SIZES, "toy", tiny)
+    calls, strips, figures = [], [], []
+    sequences = task.vorticity_sequences
+
+    def recording(count, first_seed, nx, frames):
+        calls.append((count, first_seed, nx, frames))
+        return sequences(count, first_seed, nx, frames)
+
+    monkeypatch.setattr(task, "vorticity_sequences", recording)
+    trained, train_forecaster = {}, task.train_forecaster
+
+    def recording_training(model, train_x, train_y, **kwargs):
+        trained[kwargs["model_config"]["method"]] = (train_x, train_y)
+        return train_forecaster(model, train_x, train_y, **kwargs)
+
+    monkeypatch.setattr(task, "train_forecaster", recording_training)
+    monkeypatch.setattr(
+        task, "plot_strip", lambda path, truth, forecasts: strips.append((truth, forecasts))
+    )
+    monkeypatch.setattr(task, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
+    assert calls == [(4, 0, 16, 4), (2, 10_000, 16, 4)]
+
+    train = sequences(4, 0, 16, 4)  # context frames 0-1, targets 2-3
+    for train_x, train_y in trained.values():
+        assert torch.equal(train_x, train[:, :2]) and torch.equal(train_y, train[:, 2:])
+    assert set(trained) == set(task.METHODS)
+    test = sequences(2, 10_000, 16, 4).double()
+    ((truth, forecasts),) = strips
+    assert torch.equal(truth, test[0, 2:].float())
+    assert torch.equal(forecasts["persistence"], test[0, 1:2].float().expand(2, -1, -1, -1))
+    values = {row.metric: row for row in rows}
+    summary = json.loads((tmp_path / task.NAME / "summary-toy-seed0.json").read_text())
+    for k in range(2):  # ||w(1) − w(2 + k)|| / ||w(2 + k)||, mean over the two sequences
+        future = test[:, 2 + k].flatten(1)
+        expected = float(((test[:, 1].flatten(1) - future).norm(dim=1) / future.norm(dim=1)).mean())
+        assert values[f"rel L2 t+{k + 1} persistence"].value == pytest.approx(expected, rel=1e-6)
+        assert summary["methods"]["persistence"]["rel_l2_per_lead"][k] == pytest.approx(
+            expected, rel=1e-6
+        )
+    assert "train s persistence" not in values and "train s earthformer" in values
+    assert values["rel L2 earthformer / persistence"].ok is None  # judged at full size only
+    assert summary["methods"]["persistence"]["params"] == 0
+    built = task.build("earthformer", tiny, seed=0)
+    assert summary["methods"]["earthformer"]["params"] == sum(p.numel() for p in built.parameters())
+    (lead_axes,) = figures[0].axes  # relative L2 against lead times 1 and 2 (FRAME_DT = 1)
+    assert [list(line.get_xdata()) for line in lead_axes.lines] == [[1, 2]] * 3
+
+
+def test_forecast_strip_titles_the_leads_and_centres_the_colours(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(task, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    truth = torch.zeros(3, 1, 4, 4)
+    truth[0, 0, 0, 0], truth[2, 0, 1, 1] = -2.0, 1.0  # largest magnitude is negative
+    task.plot_strip(tmp_path / "strip.png", truth, {"persistence": truth})
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes[:3]] == ["t+1", "t+2", "t+3"]
+    assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in axes)
+
+
+def test_vorticity_sequences_refuse_a_boolean_count():
+    with pytest.raises(ValueError, match="count must be an integer >= 1, got True"):
+        task.vorticity_sequences(True, 0, nx=16, frames=3)
+
+
+def test_model_config_records_the_sizes_the_model_is_built_with():
+    scale = task.Scale(
+        nx=16, t_in=2, t_out=3, train=4, test=2, budget_s=1.0, batch_size=2, base_units=8, modes=4
+    )
+    fno = task.model_config("fno", scale)
+    assert {k: fno[k] for k in ("method", "t_in", "t_out", "nx", "modes")} == dict(
+        method="fno", t_in=2, t_out=3, nx=16, modes=4
+    )
+    assert "base_units" not in fno
+    former = task.model_config("earthformer", scale)
+    assert {k: former[k] for k in ("t_in", "t_out", "nx", "base_units")} == dict(
+        t_in=2, t_out=3, nx=16, base_units=8
+    )
+    assert "modes" not in former
+    with pytest.raises(ValueError, match="method must be one of"):
+        task.model_config("transformer", scale)
+
+
+def test_relative_l2_per_lead_refuses_forecasts_of_another_shape():
+    # a forecast with more lead times than the target was scored on its first ones only
+    target = torch.ones(2, 3, 1, 4, 4)
+    for frames in (5, 2):
+        with pytest.raises(
+            ValueError, match=rf"got \(2, {frames}, 1, 4, 4\) and \(2, 3, 1, 4, 4\)"
+        ):
+            task.relative_l2_per_lead(torch.ones(2, frames, 1, 4, 4), target)
+    with pytest.raises(ValueError, match=r"\(B, T_out, \.\.\.\)"):
+        task.relative_l2_per_lead(torch.ones(2, 3), torch.ones(2, 3))

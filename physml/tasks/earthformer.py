@@ -180,7 +180,15 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
 
 
 def relative_l2_per_lead(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Relative L2 ``(T_out,)``: per sample over ``(C, H, W)`` at each lead time, then the mean."""
+    """Relative L2 ``(T_out,)``: per sample over ``(C, H, W)`` at each lead time, then the mean.
+
+    ``prediction`` and ``target`` are ``(B, T_out, C, H, W)`` (any trailing axes) of one shape.
+    """
+    if prediction.shape != target.shape or target.ndim < 3:
+        raise ValueError(
+            "prediction and target must be (B, T_out, ...) tensors of one shape, got "
+            f"{tuple(prediction.shape)} and {tuple(target.shape)}"
+        )
     prediction, target = prediction.double(), target.double()
     leads = range(target.shape[1])
     return torch.stack([metrics.relative_l2(prediction[:, k], target[:, k]) for k in leads])
