@@ -475,3 +475,31 @@ def test_a_point_model_is_not_scored_on_a_file_that_names_no_pde(tmp_path, capsy
         del f.attrs["pde"]
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(bare)]) == 2
     assert "holds None solutions" in capsys.readouterr().err
+
+
+def test_the_crps_of_a_point_model_takes_the_standard_deviation(tmp_path, monkeypatch):
+    """A Gaussian of variance 4 centred on every target: CRPS ``σ (√(2/π) − 1/√π)``, σ = 2."""
+    import dataclasses
+    import json
+
+    from physml.cli import main
+    from physml.outputs import Gaussian
+
+    data = tmp_path / "d.h5"
+    generate = ["generate", "diffusion", "--n", "4", "--nx", "9", "--nt", "6", "--out", str(data)]
+    assert main([*generate, "--quiet"]) == 0
+    train = ["train", "--data", str(data), "--model", "ensemble", "--task", "operator"]
+    options = ["--hidden", "4", "--layers", "1", "--members", "2", "--batch", "8", "--quiet"]
+    assert main([*train, "--out", str(tmp_path / "run"), "--steps", "1", *options]) == 0
+
+    def centred(model, data, options, device):
+        target = data.u.reshape(len(data), -1).double()
+        return Gaussian(target, torch.full_like(target, 4.0))
+
+    family = dataclasses.replace(families.FAMILIES["ensemble"], predict=centred)
+    monkeypatch.setitem(families.FAMILIES, "ensemble", family)
+    monkeypatch.setitem(commands.FAMILIES, "ensemble", family)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data)]) == 0
+    scores = json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())
+    expected = 2 * (math.sqrt(2 / math.pi) - 1 / math.sqrt(math.pi))
+    assert scores["crps"] == pytest.approx(expected) and scores["mse"] == 0
