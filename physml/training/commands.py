@@ -280,7 +280,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
     state = load_checkpoint(given)
     description = state["model_config"]
-    if not isinstance(description, dict) or description.get("model") not in FAMILIES:
+    model = description.get("model") if isinstance(description, dict) else None
+    if not isinstance(model, str) or model not in FAMILIES:
         raise ValueError(f"--checkpoint: {str(run)!r} was not written by physml train")
     check_spectral_shift(
         description, state["fingerprint"].get("shapes"), f"--checkpoint: {str(run)!r}"

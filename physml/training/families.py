@@ -182,7 +182,15 @@ def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
             "--model boon-fno: a periodic file has no walls to enforce (its boundary is "
             f"{data.attrs.get('boundary')!r}); use --model fno"
         )
-    recipe = get_recipe(str(data.attrs.get("pde", "")).split(":")[0].strip())
+    pde = str(data.attrs.get("pde", ""))
+    try:
+        recipe = get_recipe(pde.split(":")[0].strip())
+    except ValueError:
+        raise ValueError(
+            f"--model boon-fno: the file's pde {pde!r} is no physml recipe, so no boundary "
+            "condition is known to impose (boon-fno takes the files of physml generate); use "
+            "--model fno"
+        ) from None
     boundary = getattr(recipe, "boundary", None)
     if not callable(boundary):
         stated = data.attrs.get("boundary")
@@ -545,9 +553,11 @@ def _as_built(config: object) -> object:
     """``config`` with only the options its family's builder and its task read."""
     if not isinstance(config, dict) or not isinstance(config.get("options"), dict):
         return config
-    family, task = FAMILIES.get(config.get("model")), config.get("task")
-    if family is None or task not in TASK_OPTIONS:
+    model, task = config.get("model"), config.get("task")
+    named = isinstance(model, str) and isinstance(task, str)
+    if not named or model not in FAMILIES or task not in TASK_OPTIONS:
         return config
+    family = FAMILIES[model]
     reads = {*family.reads, *TASK_OPTIONS[task]} - (
         {"layers"} if config["model"] == "convlstm" else set()  # built from recurrent_layers
     )
