@@ -592,5 +592,17 @@ def build(
 
 
 def _settings(data: PDEData) -> dict:
+    """The recipe settings a generated file records (``{}`` when it records none)."""
     raw = data.attrs.get("settings")
-    return json.loads(raw) if isinstance(raw, str) else {}
+    if not isinstance(raw, str):
+        return {}
+    try:
+        settings = json.loads(raw)
+    except json.JSONDecodeError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise ValueError(
+            "--data: the file's 'settings' attribute must be a JSON object (as physml generate "
+            f"writes), got {raw[:60]!r}"
+        )
+    return settings
