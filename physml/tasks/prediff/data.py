@@ -147,7 +147,12 @@ def energy_drift(data: NBodyDigits) -> float:
 def clean_windows(data: NBodyDigits, length: int) -> TensorDataset:
     """Consecutive windows of ``length`` frames ``(length, 1, H, W)`` and their energies
     ``(length,)`` float32, ``floor(T / length)`` per video: the judge's training data."""
-    count = data.frames.shape[1] // length
+    total = data.frames.shape[1]
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= total:
+        raise ValueError(
+            f"length must be an int in [1, {total}] (the videos' frames), got {length!r}"
+        )
+    count = total // length
     frames = data.frames[:, : count * length]
     windows = frames.reshape(-1, length, *frames.shape[2:])
     energies = data.energy[:, : count * length].reshape(-1, length).to(torch.float32)

@@ -67,6 +67,8 @@ def sample(
     samples come back on the CPU."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members must be a positive int, got {members!r}")
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
     device = _device_of(model)
@@ -258,6 +260,8 @@ def controlled_sample(
 def best_lambda(sweep: list[dict], reference: dict) -> dict:
     """The sweep row with the smallest energy error among those with ``mse <= 1.02 ×`` and
     ``ssim >= − 0.01`` of ``reference`` (unguided, same contexts); else the smallest error."""
+    if not sweep:
+        raise ValueError("sweep must hold at least one row, got none")
     allowed = [
         row
         for row in sweep
