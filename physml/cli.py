@@ -282,7 +282,7 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     if not 0 <= args.seed < SEED_LIMIT:
         raise ValueError(f"--seed must be an integer in [0, 2**62), got {args.seed}")
     if not str(args.out).strip():
-        raise ValueError("--out must name a folder, got ''")
+        raise ValueError(f"--out must name a folder, got {str(args.out)!r}")
     _check_out_folder(Path(args.out))
     context = tasks.Context(
         out=Path(args.out),

@@ -1,0 +1,481 @@
+"""The `physml` command line's own checks and dispatch, against sizes and messages worked out by
+hand: memory and disk room per shard, out-file names, convert's arguments, the progress switch."""
+
+import argparse
+import io
+import os
+import re
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import physml._checks
+from pdes import problems
+from physml import cli
+from physml.cli import main
+
+HEAT = ["--nx", "17", "--nt", "3"]
+"""A heat sample is (nt, nx) = (3, 17): 51 float64 values, 408 bytes."""
+
+
+def _generate_args(tmp_path, *extra):
+    return cli.build_parser().parse_args(
+        ["generate", "heat", "--out", str(tmp_path / "x.h5"), "--quiet", *HEAT, *extra]
+    )
+
+
+def _check(args):
+    options = {k.removeprefix("option_"): v for k, v in vars(args).items() if "option_" in k}
+    cli._check_generate(args, options)
+
+
+def _memory(monkeypatch, free):
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: free)
+
+
+def _disk(monkeypatch, free):
+    usage = shutil.disk_usage(".")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=free))
+
+
+def test_a_chunk_needs_memory_for_its_samples_of_this_shard(tmp_path, monkeypatch):
+    # n=5 over 2 shards: this shard holds ceil(5/2) = 3 samples, so a chunk of 4 holds 3:
+    # 3 x 51 values x 8 bytes = 1224 bytes
+    args = _generate_args(tmp_path, "--n", "5", "--num-shards", "2", "--chunk", "4")
+    _memory(monkeypatch, 1224)
+    _check(args)
+    _memory(monkeypatch, 1223)
+    expected = (
+        "chunk: 3 samples of shape (3, 17) would need about 1.22e-06 GB, but this machine has "
+        "1.22e-06 GB of memory available"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        _check(args)
+
+
+def test_the_disk_room_counts_the_samples_of_this_shard_twice(tmp_path, monkeypatch):
+    # 3 samples x 51 values x 8 bytes, chunks and assembled file together: 2448 bytes
+    args = _generate_args(tmp_path, "--n", "5", "--num-shards", "2")
+    _disk(monkeypatch, 2448)
+    _check(args)
+    _disk(monkeypatch, 2447)
+    expected = (
+        "n: 5 samples of shape (3, 17) need about 2.45e-06 GB (float64, chunks and file), but "
+        f"the folder of --out {str(tmp_path)!r} has 2.45e-06 GB free"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        _check(args)
+
+
+def test_one_sample_must_fit_before_its_axes_are_built(monkeypatch):
+    # nx=1000 x nt=2000 float64 values: 16e6 bytes, named after the larger axis
+    settings = {"nx": 1000, "nt": 2000, "kappa": 0.5, "bc": "dirichlet"}
+    _memory(monkeypatch, 16_000_000)
+    cli._check_sample_size(settings)
+    _memory(monkeypatch, 15_999_999)
+    expected = (
+        "nt: one sample of at least nx=1000 x nt=2000 float64 values would need about 0.016 GB, "
+        "but this machine has 0.016 GB of memory available"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        cli._check_sample_size(settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "message"),
+    [
+        (["--n", "0"], ValueError, "n must be an integer >= 1, got 0"),
+        (["--n", "2", "--chunk", "0"], ValueError, "chunk must be an integer >= 1, got 0"),
+        (
+            ["--n", "2", "--num-shards", "0"],
+            ValueError,
+            "num_shards must be an integer >= 1, got 0",
+        ),
+    ],
+)
+def test_generate_checks_its_counts_itself(tmp_path, extra, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        _check(_generate_args(tmp_path, *extra))
+
+
+def test_generate_checks_the_device_itself(tmp_path):
+    with pytest.raises(ValueError, match="device"):
+        _check(_generate_args(tmp_path, "--n", "2", "--device", "bogus"))
+
+
+def test_an_out_path_that_ends_in_dot_dot_is_not_a_file_name(tmp_path):
+    args = _generate_args(tmp_path, "--n", "2")
+    args.out = tmp_path / "missing" / ".."
+    expected = f"--out must name a file (e.g. data.h5), got {str(args.out)!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        _check(args)
+
+
+class _Fake(problems.Problem):
+    """A recipe whose shape or attributes fail as a recipe's lookups can."""
+
+    name = "fake-recipe"
+    description = "a fake"
+    options = {"nx": problems.Option(4, "points")}
+
+    def __init__(self, failure: BaseException, where: str):
+        self.failure, self.where = failure, where
+
+    def sample_shape(self, settings):
+        if self.where == "shape":
+            raise self.failure
+        return (2, settings["nx"])
+
+    def attributes(self, settings):
+        if self.where == "attributes":
+            raise self.failure
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("failure", "where", "message"),
+    [
+        (KeyError("bogus"), "attributes", "fake-recipe: unknown setting value 'bogus'"),
+        (KeyError("bogus"), "shape", "fake-recipe: unknown setting value 'bogus'"),
+        (MemoryError(), "shape", "fake-recipe: the grid settings are too large for memory"),
+    ],
+)
+def test_a_recipe_failing_to_describe_its_samples_is_one_error_line(
+    tmp_path, monkeypatch, capsys, failure, where, message
+):
+    monkeypatch.setitem(problems._REGISTERED, "fake-recipe", _Fake(failure, where))
+    args = ["generate", "fake-recipe", "--n", "1", "--out", str(tmp_path / "x.h5"), "--quiet"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"physml generate: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def heat_file(tmp_path, capsys):
+    path = tmp_path / "heat.h5"
+    assert main(["generate", "heat", "--n", "2", "--out", str(path), "--quiet", *HEAT]) == 0
+    capsys.readouterr()
+    return path
+
+
+def test_merge_refuses_to_replace_without_overwrite(tmp_path, capsys):
+    for shard in (0, 1):
+        args = ["generate", "heat", "--n", "3", "--num-shards", "2", "--shard", str(shard)]
+        assert main([*args, "--out", str(tmp_path / "d.h5"), "--quiet", *HEAT]) == 0
+    shards = sorted(tmp_path.glob("d.shard-*.h5"))
+    assert len(shards) == 2
+    merged = tmp_path / "m.h5"
+    assert main(["merge", *map(str, shards), "-o", str(merged)]) == 0
+    assert main(["merge", *map(str, shards), "-o", str(merged)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["merge", *map(str, shards), "-o", str(merged), "--overwrite"]) == 0
+    with h5py.File(merged) as f:
+        assert f["u"].shape == (3, 3, 17)  # 2 + 1 samples
+
+
+def test_convert_round_trips_through_pdebench(heat_file, tmp_path, capsys):
+    bench, back = tmp_path / "bench.h5", tmp_path / "back.h5"
+    assert main(["convert", str(heat_file), str(bench), "--to", "pdebench"]) == 0
+    assert main(["convert", str(bench), "-o", str(back)]) == 0
+    with h5py.File(heat_file) as original, h5py.File(back) as returned:
+        np.testing.assert_array_equal(returned["u"][()], original["u"][()])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "out: name the output file, as OUT after IN or with -o/--out"),
+        (
+            ["A.h5", "-o", "B.h5"],
+            "out: name the output file once, as OUT or with -o/--out, got 'A.h5' and 'B.h5'",
+        ),
+        (["A.h5"], "to: name the output format for a physml source: 'pdebench' or 'well'"),
+        (["A.h5", "--to", "pdebench", "--field", "u"], "field: only for a The Well source, got "),
+        (["A.h5", "--to", "well", "--layout", "tensor"], "layout: only for to='pdebench', got "),
+    ],
+)
+def test_convert_refuses_its_arguments_by_name(
+    heat_file, tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(heat_file), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"physml convert: error: {message}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heat.h5"]
+
+
+def test_convert_takes_the_same_out_twice(heat_file, tmp_path, capsys):
+    out = str(tmp_path / "bench.h5")
+    assert main(["convert", str(heat_file), out, "-o", out, "--to", "pdebench"]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+
+
+@pytest.mark.parametrize(
+    ("quiet", "tty", "wanted"), [(False, True, True), (True, True, False), (False, False, False)]
+)
+def test_a_progress_bar_only_on_a_terminal_and_not_quiet(monkeypatch, quiet, tty, wanted):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    assert cli._progress_wanted(argparse.Namespace(quiet=quiet)) is wanted
+
+
+class _Console(io.StringIO):
+    """A standard output with a chosen ``encoding`` that keeps what is printed."""
+
+    def __init__(self, encoding):
+        super().__init__()
+        self._encoding = encoding
+
+    @property
+    def encoding(self):
+        return self._encoding
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "no-such-codec"])
+def test_marks_and_signs_are_spelt_out_where_stdout_cannot_encode_them(monkeypatch, encoding):
+    console = _Console(encoding)
+    monkeypatch.setattr(sys, "stdout", console)
+    assert cli._marks() == ("met", "MISSED")
+    cli._print_text("café: u ≥ 2 × σ")  # é has no spelling: a question mark
+    assert console.getvalue() == "caf?: u >= 2 x sigma\n"
+
+
+def test_a_strict_ascii_stdout_gets_question_marks_not_an_error(monkeypatch):
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    cli._print_text("résultats ≤ 1")
+    stdout.flush()
+    assert stdout.buffer.getvalue() == b"r?sultats <= 1\n"
+
+
+def _fake_tasks(monkeypatch, **runs) -> dict[str, list]:
+    """Register toy tasks ``name=run``; returns the contexts each ran with."""
+    from physml import tasks
+
+    seen = {name: [] for name in runs}
+    for name, run in runs.items():
+
+        def wrapped(context, name=name, run=run):
+            seen[name].append(context)
+            return run(context)
+
+        task = tasks.Task(name=name.replace("_", "-"), description="a toy", run=wrapped)
+        monkeypatch.setitem(tasks._TASKS, task.name, task)
+    return seen
+
+
+def _rows(*verdicts):
+    from physml import tasks
+
+    return lambda context: [
+        tasks.Row("toy", f"case{i}", "score", 1.0, "<= 2" if ok is not None else "", ok)
+        for i, ok in enumerate(verdicts)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "code"),
+    [((None,), 0), ((True, None), 0), ((True, False), 1), ((False, False), 1), ((True,), 0)],
+)
+def test_the_run_exits_1_when_any_target_is_missed(tmp_path, monkeypatch, capsys, verdicts, code):
+    _fake_tasks(monkeypatch, toy_a=_rows(*verdicts))
+    assert main(["run", "toy-a", "--out", str(tmp_path), "--quiet"]) == code
+    capsys.readouterr()
+
+
+def test_run_keeps_its_size_and_demo_runs_toy(tmp_path, monkeypatch, capsys):
+    seen = _fake_tasks(monkeypatch, toy_a=_rows(True))
+    assert main(["run", "toy-a", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["run", "toy-a", "--size", "toy", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--tasks", "toy-a", "--out", str(tmp_path), "--quiet"]) == 0
+    assert [context.size for context in seen["toy_a"]] == ["full", "toy", "toy"]
+    assert sorted(p.name for p in (tmp_path / "toy-a").glob("rows-*")) == [
+        "rows-full-seed0.json",
+        "rows-toy-seed0.json",
+    ]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("flags", "tty", "quiet"), [(["--quiet"], True, True), ([], True, False)])
+def test_the_tasks_are_quiet_with_quiet_or_off_a_terminal(
+    tmp_path, monkeypatch, capsys, flags, tty, quiet
+):
+    seen = _fake_tasks(monkeypatch, toy_a=_rows(True))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    assert main(["run", "toy-a", "--out", str(tmp_path), *flags]) == 0
+    assert seen["toy_a"][0].quiet is quiet
+    capsys.readouterr()
+
+
+def test_each_finished_task_reports_its_wall_time(tmp_path, monkeypatch, capsys):
+    _fake_tasks(monkeypatch, toy_a=_rows(True), toy_b=_rows(True))
+    assert main(["demo", "--tasks", "toy-a", "toy-b", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^toy-[ab] +\(all\) +wall time \[s\] ", out, re.MULTILINE)) == 2, out
+
+
+def test_an_os_error_of_a_task_is_one_line(tmp_path, monkeypatch, capsys):
+    def fails(context):
+        raise OSError("disk gone")
+
+    _fake_tasks(monkeypatch, toy_os=fails)
+    assert main(["run", "toy-os", "--out", str(tmp_path), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "physml run: error: task 'toy-os' failed: disk gone\n"
+
+
+def test_ctrl_c_after_a_finished_task_prints_no_tables(tmp_path, monkeypatch, capsys):
+    def stops(context):
+        raise KeyboardInterrupt
+
+    _fake_tasks(monkeypatch, toy_a=_rows(True), toy_stop=stops)
+    assert main(["demo", "--tasks", "toy-a", "toy-stop", "--out", str(tmp_path), "--quiet"]) == 130
+    assert capsys.readouterr().out == ""
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "interrupted during task" in page and "<td>toy-a</td>" in page
+
+
+def test_an_existing_out_folder_that_is_not_writable_is_refused(tmp_path, monkeypatch, capsys):
+    import os
+
+    out = tmp_path / "results"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(  # as for a non-root user without write permission on out
+        os, "access", lambda path, mode: Path(path) != out and real_access(path, mode)
+    )
+    _fake_tasks(monkeypatch, toy_a=_rows(True))
+    assert main(["run", "toy-a", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"physml run: error: out: {str(out)!r} is not a writable folder\n"
+    )
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(os, "access", lambda path, mode: mode == os.R_OK)  # read-only
+    assert main(["run", "toy-a", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.endswith("is not a writable folder\n")
+
+
+def test_demo_without_tasks_runs_the_demo_tasks_only(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from physml import tasks
+
+    seen = _fake_tasks(monkeypatch, toy_in=_rows(True), toy_out=_rows(True))
+    demo_only = {
+        name: dataclasses.replace(task, in_demo=False) for name, task in tasks._TASKS.items()
+    }
+    demo_only["toy-in"] = dataclasses.replace(demo_only["toy-in"], in_demo=True)
+    monkeypatch.setattr(tasks, "_TASKS", demo_only)
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    assert len(seen["toy_in"]) == 1 and seen["toy_out"] == []
+    capsys.readouterr()
+
+
+def test_run_task_help_says_whether_demo_runs_it(monkeypatch, capsys):
+    import dataclasses
+
+    from physml import tasks
+
+    _fake_tasks(monkeypatch, toy_a=_rows(True))
+    for in_demo, ending in ((True, "`physml demo` runs it at toy size."), (False, "under --out.")):
+        monkeypatch.setitem(
+            tasks._TASKS, "toy-a", dataclasses.replace(tasks._TASKS["toy-a"], in_demo=in_demo)
+        )
+        with pytest.raises(SystemExit):
+            main(["run", "toy-a", "--help"])
+        words = " ".join(capsys.readouterr().out.split())
+        assert words.endswith(ending), words
+
+
+def _entry(description):
+    return types.SimpleNamespace(description=description)
+
+
+def test_format_list_at_a_width_counted_by_hand(monkeypatch):
+    from physml import tasks
+
+    recipes = {"ab": _entry("alpha  beta gamma de-lta\n zeta")}
+    monkeypatch.setattr(problems, "registry", lambda: recipes)
+    monkeypatch.setattr(tasks, "registry", lambda: {"wxyz": _entry("short"), "t": _entry("")})
+    # names padded to 4, descriptions from column 8: 30 - 8 = 22 characters a line, which
+    # "alpha beta gamma de-lta" (23) overflows, and the hyphen is no place to break
+    expected = "\n".join(
+        [
+            "PDE recipes (physml generate PDE):",
+            "  ab    alpha beta gamma",
+            "        de-lta zeta",
+            "",
+            "tasks (physml run TASK):",
+            "  t",
+            "  wxyz  short",
+        ]
+    )
+    assert cli.format_list(30) == expected
+    assert cli.format_list(10) == expected  # at least 20 characters a line: the same breaks
+    wide = cli.format_list(31)  # 23 characters a line: the first line holds de-lta
+    assert wide.splitlines()[1:3] == ["  ab    alpha beta gamma de-lta", "        zeta"]
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(
+        shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size(fallback)
+    )
+    recipes["ab"] = _entry(" ".join(["word"] * 20))  # 99 characters: one line at 100 columns
+    assert cli.format_list() == cli.format_list(100) != cli.format_list(80)
+    assert cli.format_list().splitlines()[1] == "  ab    " + " ".join(["word"] * 18)
+
+
+def test_a_blank_out_is_refused_as_it_came(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _fake_tasks(monkeypatch, toy_a=_rows(True))
+    assert main(["run", "toy-a", "--out", "  ", "--quiet"]) == 2
+    assert capsys.readouterr().err == "physml run: error: --out must name a folder, got '  '\n"
+    assert list(tmp_path.iterdir()) == []  # no folder named by blanks
+
+
+def test_the_summary_marks_are_words_on_an_ascii_stdout(tmp_path, monkeypatch):
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    _fake_tasks(monkeypatch, toy_a=_rows(True, False))
+    assert main(["run", "toy-a", "--out", str(tmp_path), "--quiet"]) == 1
+    stdout.flush()
+    lines = stdout.buffer.getvalue().decode("ascii").splitlines()
+    summary = [line.split() for line in lines if line.startswith("toy ")]  # the judged rows
+    assert [(words[1], words[-1]) for words in summary] == [("case0", "met"), ("case1", "MISSED")]
+
+
+def test_an_error_line_an_ascii_stderr_cannot_encode_is_replaced_not_fatal(monkeypatch):
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["run", "café"]) == 2
+    stderr.flush()
+    assert (
+        stderr.buffer.getvalue()
+        .decode("ascii")
+        .startswith("physml run: error: unknown task 'caf?'; choose one of ")
+    )
+
+
+def test_ctrl_c_during_generate_is_not_swallowed(tmp_path, monkeypatch, capsys):
+    def interrupted(args, options, generate_dataset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_generate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["generate", "heat", "--n", "1", "--out", str(tmp_path / "x.h5"), "--quiet"])
+    assert capsys.readouterr().err == ""  # the resume-from-checkpoints line is for run and demo
+
+
+def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
+    def reader_gone():
+        raise BrokenPipeError
+
+    redirected = []
+    monkeypatch.setattr(cli, "format_list", reader_gone)
+    monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(fileno=lambda: 99, encoding="utf-8"))
+    monkeypatch.setattr(os, "open", lambda path, flags: redirected.append(path) or 42)
+    monkeypatch.setattr(os, "dup2", lambda source, target: redirected.append((source, target)))
+    assert main(["list"]) == 0  # `physml list | head`: the rest of the output goes nowhere
+    assert redirected == [os.devnull, (42, 99)]
