@@ -298,21 +298,22 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
         try:
             task_rows = tasks.get(name).run(context)
         except KeyboardInterrupt:
-            _report(context, rows, f"interrupted during task {name!r}", echo=False)
+            _report_stopped(context, rows, f"interrupted during task {name!r}", echo=False)
             raise
         except Exception as error:
-            _report(context, rows, f"task {name!r} failed: {error}")
+            unwritten = _report_stopped(context, rows, f"task {name!r} failed: {error}")
             if isinstance(error, TASK_ERRORS):
-                raise TaskError(f"task {name!r} failed: {error}") from error
+                raise TaskError(f"task {name!r} failed: {error}{unwritten}") from error
             # an unexpected error keeps its traceback, and exits 2 like the others (1: targets)
             traceback.print_exception(error, file=sys.stderr)
-            raise TaskError(f"task {name!r} failed: {type(error).__name__}: {error}") from error
+            why = f"{type(error).__name__}: {error}{unwritten}"
+            raise TaskError(f"task {name!r} failed: {why}") from error
         wall_s = time.perf_counter() - started
         try:
             tasks.save_rows(context, name, task_rows, wall_s)
         except Exception as error:  # the tasks before it still get their tables and index
-            _report(context, rows, f"task {name!r} failed writing its rows: {error}")
-            raise TaskError(f"task {name!r} failed writing its rows: {error}") from error
+            why = f"task {name!r} failed writing its rows: {error}"
+            raise TaskError(why + _report_stopped(context, rows, why)) from error
         rows.extend(task_rows)
         rows.append(tasks.Row(task=name, case="(all)", metric="wall time [s]", value=wall_s))
     _report(context, rows)
@@ -338,6 +339,17 @@ def _report(context, rows: list, unfinished: str | None = None, echo: bool = Tru
         _print_text(f"\nincomplete: {unfinished}; the tables above hold the tasks before it")
     where = f"\nfigures and files: {context.out.resolve()}\nindex of figures: {index.resolve()}"
     _print_text(where)
+
+
+def _report_stopped(context, rows: list, unfinished: str, echo: bool = True) -> str:
+    """:func:`_report` for a run that stopped early: an index that cannot be written (the disk
+    that failed the task, say) must not hide why the run stopped, so its error comes back as
+    words to add to the reason ("" when the index was written)."""
+    try:
+        _report(context, rows, unfinished, echo=echo)
+    except OSError as error:
+        return f" (and index.html could not be written: {error})"
+    return ""
 
 
 def _check_out_folder(out: Path) -> None:

@@ -328,6 +328,46 @@ def test_an_os_error_of_a_task_is_one_line(tmp_path, monkeypatch, capsys):
     assert captured.err == "physml run: error: task 'toy-os' failed: disk gone\n"
 
 
+@pytest.mark.parametrize("where", ["task", "rows"])
+def test_an_index_that_cannot_be_written_does_not_hide_why_the_task_failed(
+    tmp_path, monkeypatch, capsys, where
+):
+    from physml import tasks
+    from physml.tasks import report
+
+    def fails(*args):
+        raise OSError("disk gone")
+
+    def no_index(*args, **kwargs):
+        raise OSError("no room for index.html")
+
+    _fake_tasks(monkeypatch, toy_os=fails if where == "task" else _rows(True))
+    if where == "rows":
+        monkeypatch.setattr(tasks, "save_rows", fails)
+    monkeypatch.setattr(report, "write_index", no_index)
+    assert main(["run", "toy-os", "--out", str(tmp_path), "--quiet"]) == 2
+    during = "" if where == "task" else " writing its rows"
+    assert capsys.readouterr().err == (
+        f"physml run: error: task 'toy-os' failed{during}: disk gone "
+        "(and index.html could not be written: no room for index.html)\n"
+    )
+
+
+def test_ctrl_c_stays_ctrl_c_when_the_index_cannot_be_written(tmp_path, monkeypatch, capsys):
+    from physml.tasks import report
+
+    def stops(context):
+        raise KeyboardInterrupt
+
+    def no_index(*args, **kwargs):
+        raise OSError("no room for index.html")
+
+    _fake_tasks(monkeypatch, toy_stop=stops)
+    monkeypatch.setattr(report, "write_index", no_index)
+    assert main(["run", "toy-stop", "--out", str(tmp_path), "--quiet"]) == 130
+    capsys.readouterr()
+
+
 def test_ctrl_c_after_a_finished_task_prints_no_tables(tmp_path, monkeypatch, capsys):
     def stops(context):
         raise KeyboardInterrupt
