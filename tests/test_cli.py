@@ -428,21 +428,18 @@ def test_the_command_line_starts_without_the_fourier_layers_libraries():
     assert out == ["[]", "True False True"]
 
 
-def _fake_tasks(monkeypatch, **runs) -> dict[str, int]:
-    """Register toy tasks ``name=run``; returns how often each ran."""
-    calls = dict.fromkeys(runs, 0)
+def _fake_tasks(monkeypatch, **runs) -> dict[str, list]:
+    """Register toy tasks ``name=run``; returns the contexts each ran with."""
+    seen = {name: [] for name in runs}
+    for name, run in runs.items():
 
-    def counted(name, run):
-        def wrapped(context):
-            calls[name] += 1
+        def wrapped(context, name=name, run=run):
+            seen[name].append(context)
             return run(context)
 
-        return wrapped
-
-    for name, run in runs.items():
-        task = tasks.Task(name=name.replace("_", "-"), description="a toy", run=counted(name, run))
+        task = tasks.Task(name=name.replace("_", "-"), description="a toy", run=wrapped)
         monkeypatch.setitem(tasks._TASKS, task.name, task)
-    return calls
+    return seen
 
 
 def _rows_of(name):
@@ -524,14 +521,14 @@ def test_demo_runs_each_named_task_once_and_refuses_an_empty_list(tmp_path, monk
     calls = _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"))
     out = ["--out", str(tmp_path / "results"), "--quiet"]
     assert main(["demo", "--tasks", "toy-a", "toy-a", "--seed", "3", *out]) == 0
-    assert calls == {"toy_a": 1}
+    assert len(calls["toy_a"]) == 1
     page = (tmp_path / "results" / "index.html").read_text(encoding="utf-8")
     assert "size toy, seed 3, device cpu, physml " in page  # the run's settings, then the date
     capsys.readouterr()
     assert main(["demo", "--tasks", *out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tasks must name at least one task" in err[0]
-    assert calls == {"toy_a": 1}
+    assert len(calls["toy_a"]) == 1
 
 
 def test_the_report_prints_on_a_stdout_that_cannot_encode_its_signs(tmp_path, monkeypatch):
@@ -603,7 +600,7 @@ def test_a_cpu_only_task_refuses_another_device(tmp_path, monkeypatch, capsys):
     assert main(["run", "toy-cpu", "--device", "cuda", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device" in err[0] and "CPU only" in err[0] and "'cuda'" in err[0]
-    assert calls == {"toy_cpu": 0} and not out.exists()
+    assert calls == {"toy_cpu": []} and not out.exists()
     assert main(["run", "toy-cpu", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
 
 

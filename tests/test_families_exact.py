@@ -312,8 +312,8 @@ def test_the_options_a_family_does_not_read_do_not_make_another_model():
         ("unet", "forecast", {"modes": 4, "k": 1}, "--modes, --k: .* does not read them"),
         ("anp", "rollout", {}, "model 'anp' serves the task.*got task 'rollout'"),
         ("FNO", "operator", {}, "model must be one of .* got 'FNO'"),
-        ("fno", "operator", {"modes": 0}, "modes"),
-        ("fno", "operator", {"hidden": 2.5}, "hidden"),
+        ("fno", "operator", {"modes": 0}, "^modes must be an integer >= 1, got 0$"),
+        ("fno", "operator", {"hidden": 2.5}, r"^hidden must be an integer >= 1, got 2\.5$"),
     ],
 )
 def test_model_configs_that_cannot_be_built_are_named(name, task, options, match):
