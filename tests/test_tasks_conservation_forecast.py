@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from test_constraints import dense_update
 from torch import nn
 
 from pdes.grid import Grid2D
@@ -666,15 +667,6 @@ def test_a_measured_plan_shares_each_familys_budget_among_its_members(monkeypatc
     assert steps == {"earthformer": 3, "fno": 3, "autoencoder": 3, "denoiser": 6}
 
 
-def _dense_update(x: np.ndarray, g: np.ndarray, b: float, shrinkage: float) -> np.ndarray:
-    """Members ``x (M, n)`` moved by ``K = Σg / gᵀΣg`` toward ``g·u = b``, ``Σ`` their sample
-    covariance shrunk toward its diagonal: ``x_m + K (b − g·x_m)``."""
-    cov = np.cov(x, rowvar=False)
-    cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov))
-    gain = cov @ g / (g @ cov @ g)
-    return x + np.outer(b - x @ g, gain)
-
-
 def test_each_update_is_its_dense_formula_on_three_members_of_a_two_by_two_grid():
     # 3 members, 2 windows, 1 frame on a periodic 2 × 2 grid (every cell 1/4 of the unit square)
     grid = Grid2D.square(2, periodic=True)
@@ -691,14 +683,12 @@ def test_each_update_is_its_dense_formula_on_three_members_of_a_two_by_two_grid(
     known_t = torch.tensor(known)[:, None]
     for method, shrinkage in (("probconserv", 0.0), ("probconserv_shrunk", 1.0)):
         out = task.constrained(samples, known_t, grid, method)[0].reshape(3, 2, 4).numpy()
-        for n in range(2):
-            expected = _dense_update(x[:, n], g, known[n], shrinkage)
-            np.testing.assert_allclose(out[:, n], expected, rtol=0, atol=1e-12)
-            cov = (1 - shrinkage) * np.cov(x[:, n], rowvar=False)
-            cov += shrinkage * np.diag(np.diag(np.cov(x[:, n], rowvar=False)))
-            mean = x[:, n].mean(0)
-            posterior = mean + cov @ g / (g @ cov @ g) * (known[n] - g @ mean)
-            np.testing.assert_allclose(out[:, n].mean(0), posterior, rtol=0, atol=1e-12)
+        for n in range(2):  # each member x_m + K (b − g·x_m), Σ shrunk toward its diagonal
+            sample_cov = np.cov(x[:, n], rowvar=False)
+            cov = (1 - shrinkage) * sample_cov + shrinkage * np.diag(np.diag(sample_cov))
+            for m in range(3):
+                expected, _ = dense_update(x[m, n], cov, g[None], [known[n]], 0.0)
+                np.testing.assert_allclose(out[m, n], expected, rtol=0, atol=1e-12)
     hardc = task.constrained(samples, known_t, grid, "hardc")[0].reshape(3, 2, 4).numpy()
     shift = (known[None] - 0.25 * x.sum(-1)) / 1.0  # the same for every cell of a member
     np.testing.assert_allclose(hardc, x + shift[..., None], rtol=0, atol=1e-14)

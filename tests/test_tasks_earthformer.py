@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,58 @@ def test_both_networks_are_built_for_the_torus():
     assert isinstance(fno.positional_embedding, PeriodicCoordinates)
 
 
+def _recording(monkeypatch) -> tuple[list, dict, list, list]:
+    """Record the task's data draws, training inputs, forecast strips and figures (none saved)."""
+    calls, trained, strips, figures = [], {}, [], []
+    sequences, train_forecaster = task.vorticity_sequences, task.train_forecaster
+
+    def recording(count, first_seed, nx, frames):
+        calls.append((count, first_seed, nx, frames))
+        return sequences(count, first_seed, nx, frames)
+
+    def recording_training(model, train_x, train_y, **kwargs):
+        trained[kwargs["model_config"]["method"]] = (train_x, train_y)
+        return train_forecaster(model, train_x, train_y, **kwargs)
+
+    monkeypatch.setattr(task, "vorticity_sequences", recording)
+    monkeypatch.setattr(task, "train_forecaster", recording_training)
+    monkeypatch.setattr(
+        task, "plot_strip", lambda path, truth, forecasts: strips.append((truth, forecasts))
+    )
+    monkeypatch.setattr(task, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    return calls, trained, strips, figures
+
+
+def _check_recorded_run(rows, summary, tiny, recorded) -> None:
+    """Training seeds 0…, test seeds 10 000…; the strip shows test sequence 0 and its forecasts,
+    each lead's row is that lead's error, and only the trained methods report training time."""
+    calls, trained, strips, figures = recorded
+    assert calls == [(4, 0, 16, 4), (2, 10_000, 16, 4)]
+    train = task.vorticity_sequences(4, 0, 16, 4)  # context frames 0-1, targets 2-3
+    for train_x, train_y in trained.values():
+        assert torch.equal(train_x, train[:, :2]) and torch.equal(train_y, train[:, 2:])
+    assert set(trained) == set(task.METHODS)
+    test = task.vorticity_sequences(2, 10_000, 16, 4).double()
+    ((truth, forecasts),) = strips
+    assert torch.equal(truth, test[0, 2:].float())
+    assert torch.equal(forecasts["persistence"], test[0, 1:2].float().expand(2, -1, -1, -1))
+    values = {row.metric: row for row in rows}
+    for k in range(2):  # ||w(1) − w(2 + k)|| / ||w(2 + k)||, mean over the two sequences
+        future = test[:, 2 + k].flatten(1)
+        expected = float(((test[:, 1].flatten(1) - future).norm(dim=1) / future.norm(dim=1)).mean())
+        assert values[f"rel L2 t+{k + 1} persistence"].value == pytest.approx(expected, rel=1e-6)
+        assert summary["methods"]["persistence"]["rel_l2_per_lead"][k] == pytest.approx(
+            expected, rel=1e-6
+        )
+    assert "train s persistence" not in values and "train s earthformer" in values
+    assert values["rel L2 earthformer / persistence"].ok is None  # judged at full size only
+    assert summary["methods"]["persistence"]["params"] == 0
+    built = task.build("earthformer", tiny, seed=0)
+    assert summary["methods"]["earthformer"]["params"] == sum(p.numel() for p in built.parameters())
+    (lead_axes,) = figures[0].axes  # relative L2 against lead times 1 and 2 (FRAME_DT = 1)
+    assert [list(line.get_xdata()) for line in lead_axes.lines] == [[1, 2]] * 3
+
+
 def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_path, monkeypatch):
     tiny = task.Scale(
         nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,
@@ -110,7 +163,10 @@ def test_tiny_run_writes_rows_plots_and_an_independent_persistence_score(tmp_pat
     rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
     values = {row.metric: row.value for row in rows}
     # fixed steps: a second run in another folder repeats every error exactly, whatever the load
+    recorded = _recording(monkeypatch)  # the second run's draws, trainings and figures
     again = task.run(Context(out=tmp_path / "again", size="toy", quiet=True))
+    summary = json.loads((tmp_path / "again" / task.NAME / "summary-toy-seed0.json").read_text())
+    _check_recorded_run(again, summary, tiny, recorded)
     errors = {row.metric: row.value for row in again if row.metric.startswith("rel L2")}
     assert errors == {k: v for k, v in values.items() if k.startswith("rel L2")}
     for method in task.METHODS:
@@ -150,62 +206,6 @@ def test_rerun_with_another_architecture_is_refused(tmp_path, monkeypatch):
         task.run(Context(out=tmp_path, size="toy", quiet=True))
 
 
-def test_tiny_run_scores_plots_and_records_each_lead_of_the_right_sequences(tmp_path, monkeypatch):
-    """Training seeds 0…, test seeds 10 000…; the strip shows test sequence 0 and its forecasts,
-    each lead's row is that lead's error, and only the trained methods report training time."""
-    tiny = task.Scale(
-        nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,
-        modes=4, steps={"earthformer": 1, "fno": 1},
-    )  # fmt: skip
-    monkeypatch.setitem(task.SIZES, "toy", tiny)
-    calls, strips, figures = [], [], []
-    sequences = task.vorticity_sequences
-
-    def recording(count, first_seed, nx, frames):
-        calls.append((count, first_seed, nx, frames))
-        return sequences(count, first_seed, nx, frames)
-
-    monkeypatch.setattr(task, "vorticity_sequences", recording)
-    trained, train_forecaster = {}, task.train_forecaster
-
-    def recording_training(model, train_x, train_y, **kwargs):
-        trained[kwargs["model_config"]["method"]] = (train_x, train_y)
-        return train_forecaster(model, train_x, train_y, **kwargs)
-
-    monkeypatch.setattr(task, "train_forecaster", recording_training)
-    monkeypatch.setattr(
-        task, "plot_strip", lambda path, truth, forecasts: strips.append((truth, forecasts))
-    )
-    monkeypatch.setattr(task, "save_figure", lambda fig, path, dpi: figures.append(fig))
-    rows = task.run(Context(out=tmp_path, size="toy", quiet=True))
-    assert calls == [(4, 0, 16, 4), (2, 10_000, 16, 4)]
-
-    train = sequences(4, 0, 16, 4)  # context frames 0-1, targets 2-3
-    for train_x, train_y in trained.values():
-        assert torch.equal(train_x, train[:, :2]) and torch.equal(train_y, train[:, 2:])
-    assert set(trained) == set(task.METHODS)
-    test = sequences(2, 10_000, 16, 4).double()
-    ((truth, forecasts),) = strips
-    assert torch.equal(truth, test[0, 2:].float())
-    assert torch.equal(forecasts["persistence"], test[0, 1:2].float().expand(2, -1, -1, -1))
-    values = {row.metric: row for row in rows}
-    summary = json.loads((tmp_path / task.NAME / "summary-toy-seed0.json").read_text())
-    for k in range(2):  # ||w(1) − w(2 + k)|| / ||w(2 + k)||, mean over the two sequences
-        future = test[:, 2 + k].flatten(1)
-        expected = float(((test[:, 1].flatten(1) - future).norm(dim=1) / future.norm(dim=1)).mean())
-        assert values[f"rel L2 t+{k + 1} persistence"].value == pytest.approx(expected, rel=1e-6)
-        assert summary["methods"]["persistence"]["rel_l2_per_lead"][k] == pytest.approx(
-            expected, rel=1e-6
-        )
-    assert "train s persistence" not in values and "train s earthformer" in values
-    assert values["rel L2 earthformer / persistence"].ok is None  # judged at full size only
-    assert summary["methods"]["persistence"]["params"] == 0
-    built = task.build("earthformer", tiny, seed=0)
-    assert summary["methods"]["earthformer"]["params"] == sum(p.numel() for p in built.parameters())
-    (lead_axes,) = figures[0].axes  # relative L2 against lead times 1 and 2 (FRAME_DT = 1)
-    assert [list(line.get_xdata()) for line in lead_axes.lines] == [[1, 2]] * 3
-
-
 def test_forecast_strip_titles_the_leads_and_centres_the_colours(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(task, "save_figure", lambda fig, path, dpi: figures.append(fig))
@@ -236,7 +236,8 @@ def test_model_config_records_the_sizes_the_model_is_built_with():
         t_in=2, t_out=3, nx=16, base_units=8
     )
     assert "modes" not in former
-    with pytest.raises(ValueError, match="method must be one of"):
+    expected = "method must be one of ('earthformer', 'fno', 'persistence'), got 'transformer'"
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         task.model_config("transformer", scale)
 
 
@@ -248,5 +249,6 @@ def test_relative_l2_per_lead_refuses_forecasts_of_another_shape():
             ValueError, match=rf"got \(2, {frames}, 1, 4, 4\) and \(2, 3, 1, 4, 4\)"
         ):
             task.relative_l2_per_lead(torch.ones(2, frames, 1, 4, 4), target)
-    with pytest.raises(ValueError, match=r"\(B, T_out, \.\.\.\)"):
+    shape_error = r"^prediction and target must be \(B, T_out, \.\.\.\) tensors of one shape, got "
+    with pytest.raises(ValueError, match=shape_error + r"\(2, 3\) and \(2, 3\)$"):
         task.relative_l2_per_lead(torch.ones(2, 3), torch.ones(2, 3))

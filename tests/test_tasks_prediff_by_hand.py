@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -66,7 +67,7 @@ def test_mean_intensity_averages_each_video_in_float64():
 def test_frame_intensity_is_each_videos_mean_in_sigma_units():
     frames = torch.zeros(2, 2, 1, 2, 2)
     frames[0] = 0.5
-    frames[1, 1] = 1.0  # video 1: half its pixels at 1, mean 0.5 too; 0.25 when only frame 0
+    frames[1, 1] = 1.0  # video 1: half its pixels at 1, mean 0.5 too (frame 0 all 0)
     frames[1, 0, 0, 0, 0] = 0.5  # one pixel more: mean (4 + 0.5) / 8
     found = task.FrameIntensity(0.25, 0.5)(frames)
     assert found.tolist() == pytest.approx([(0.5 - 0.25) / 0.5, (4.5 / 8 - 0.25) / 0.5])
@@ -272,7 +273,7 @@ def test_final_loss_is_the_mean_of_the_steps_taken_when_fewer_than_20(tmp_path):
     def loss(model, batch):  # 2.0 at every step, whatever the weights
         return model.weight.sum() * 0.0 + 2.0
 
-    data = TensorDataset(torch.randn(8, 3))
+    data = TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
     trained = task.fit(torch.nn.Linear(3, 1), loss, data, 6, 4, 1e-2, 0, tmp_path, True)
     assert trained.final_loss == pytest.approx(2.0) and trained.steps == 6
 
@@ -318,9 +319,12 @@ def test_sample_hands_each_context_once_in_chunks_of_batch_over_members(members,
 def test_kept_chunks_of_another_chunk_size_are_refused(tmp_path):
     context = torch.zeros(6, 2, 1, 2, 2)
     evaluation.sample(_EchoSampler(), context, 2, steps=1, seed=0, batch=4, keep=tmp_path)
-    with pytest.raises(
-        ValueError, match=r"keep: .*0\.pt.* expected \(members, contexts\) = \(2, 3\)"
-    ):
+    expected = (
+        f"keep: {str(tmp_path / '0.pt')!r} holds samples of shape (2, 2, 2, 1, 2, 2), expected "
+        "(members, contexts) = (2, 3) for this call; it comes from another call: use another "
+        "keep folder"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         evaluation.sample(_EchoSampler(), context, 2, steps=1, seed=0, batch=6, keep=tmp_path)
 
 
@@ -357,7 +361,8 @@ def test_intensity_rows_ask_mu_plus_n_sigma_and_lambda_zero_steers_nothing():
         1, scale.latent_channels, scale.downsample, scale.autoencoder_width
     )
     prediff = task.build_prediff(scale, "conv", autoencoder, seed=0).eval()
-    context = torch.rand(3, scale.t_in, 1, scale.size, scale.size)
+    generator = torch.Generator().manual_seed(0)
+    context = torch.rand(3, scale.t_in, 1, scale.size, scale.size, generator=generator)
     mu, sigma = 0.05, 0.01
     rows = task.intensity_rows(prediff, context, (mu, sigma), scale, lam=2.5, seed=2)
     assert [(row["method"], row["n"]) for row in rows] == [
