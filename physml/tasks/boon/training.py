@@ -32,6 +32,10 @@ def train(
 
     Returns the training seconds and the loss of every step.
     """
+    if plan.batch < 1 or plan.steps < 1:
+        raise ValueError(
+            f"batch and steps must be at least 1, got batch={plan.batch}, steps={plan.steps}"
+        )
     if plan.batch > data.train_x.shape[0]:
         raise ValueError(
             f"batch ({plan.batch}) exceeds the training samples ({data.train_x.shape[0]})"
