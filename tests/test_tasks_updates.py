@@ -6,13 +6,16 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from physml import metrics
+from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import updates as task
+from physml.tasks.updates.guard import _guard_row
 from physml.updates import EnsembleSpread, NonFiniteAnswer, guard
 
 SMALL = {
@@ -372,3 +375,256 @@ def test_a_member_ensemble_refuses_a_sample_with_one_nan_value_and_keeps_the_oth
     with pytest.raises(NonFiniteAnswer, match=r"inputs \[0, 1, 2, 3\]") as caught:
         everywhere(x)
     assert caught.value.answer is None  # nothing left to answer with
+
+
+def test_the_burgers_fallback_decays_a_small_sine_as_the_heat_equation_does():
+    """At amplitude 1e-3 the advection is O(1e-6): ``u(x, T) = A e^{−νπ²T} sin(πx)`` to ~1e-4."""
+    problem = SMALL["burgers"]
+    x = torch.linspace(0, 1, problem.nx, dtype=torch.float64)
+    u0 = 1e-3 * torch.sin(math.pi * x)[None]
+    exact = u0 * math.exp(-problem.coefficient * math.pi**2 * problem.t_end)
+    u_end = task.Solver(problem).solve(u0)
+    assert float((u_end - exact).norm() / exact.norm()) < 2e-3
+
+
+@pytest.mark.filterwarnings("ignore:solve_burgers")
+def test_the_burgers_fallback_takes_a_smaller_step_for_a_peak_beyond_its_range():
+    """A spike of peak 40 (4× the largest amplitude's allowance): finite, and within its peak
+    (Burgers' maximum principle with zero walls)."""
+    problem = task.EQUATION["burgers"]
+    x = torch.linspace(0, 1, problem.nx, dtype=torch.float64)
+    spike = 40 * torch.sin(math.pi * x)[None] ** 8
+    u_end = task.Solver(problem).solve(spike)
+    assert torch.isfinite(u_end).all() and float(u_end.abs().max()) <= 40
+
+
+@pytest.mark.filterwarnings("ignore:solve_burgers")
+def test_a_fallback_answer_does_not_depend_on_its_batch():
+    """One solve per sample in float64: a sample's answer is the same beside a spike that needs
+    a smaller step, and float32 inputs get the float64 solve rounded to float32."""
+    problem = task.EQUATION["burgers"]
+    solver, x = task.Solver(problem), torch.linspace(0, 1, problem.nx, dtype=torch.float64)
+    u0 = task.initial_fields(problem, [1], torch.tensor([1.0]))
+    both = torch.cat([u0, 40 * torch.sin(math.pi * x)[None] ** 8])[:, None]  # (2, 1, nx)
+    alone = solver.solve(u0)
+    assert torch.equal(solver(both)[0, 0], alone[0])
+    single = both.float()
+    answer = solver(single)
+    assert answer.dtype == torch.float32
+    assert torch.equal(answer[0], solver.solve(single[0].double()).float())
+
+
+def test_rms_of_a_scaled_pair_by_hand():
+    x = torch.tensor([[[3.0, -4.0, 0.0, 0.0]], [[1.0, -1.0, 1.0, -1.0]]])
+    assert task.rms(x).tolist() == [[2.5], [1.0]]  # √((9 + 16) / 4), √(4 / 4)
+    u0 = task.initial_fields(SMALL["heat"], [7], torch.tensor([0.75]))
+    assert float(task.rms(u0[:, None].float())) == pytest.approx(0.75, rel=1e-6)
+
+
+def test_pairs_of_every_count_each_seed_and_all_outside():
+    problem = SMALL["burgers"]
+    data = task.pairs(problem, 17, first_seed=0)  # more than one chunk of 16 solves
+    x, y = data.tensors
+    assert x.shape == y.shape == (17, 1, problem.nx)
+    assert float(metrics.relative_l2(task.Solver(problem)(x), y)) < 1e-5
+    beyond = task.rms(task.pairs(problem, 2, 0, outside=2).tensors[0])[:, 0]
+    assert ((beyond >= problem.outside[0] - 1e-6) & (beyond <= problem.outside[1] + 1e-6)).all()
+    other = task.rms(task.pairs(problem, 2, 100).tensors[0])[:, 0]  # another draw of amplitudes
+    assert not torch.allclose(other, task.rms(x[:2])[:, 0], rtol=1e-3)
+
+
+def test_cached_pairs_are_solved_again_for_another_count_or_outside(tmp_path, monkeypatch):
+    path, problem = tmp_path / "pairs.pt", SMALL["heat"]
+    task.cached_pairs(path, problem, 3, 0)
+    for count, outside in ((3, 1), (4, 1)):
+        data = task.cached_pairs(path, problem, count, 0, outside)
+        x = data.tensors[0]
+        assert len(x) == count
+        beyond = task.rms(x)[count - outside :, 0]
+        assert (beyond >= problem.outside[0] - 1e-6).all()
+
+
+def test_mean_and_standard_error_over_seeds_by_hand():
+    runs = [{"x": 1.0, "nfr_curve": [0.0, 1.0]}, {"x": 2.0, "nfr_curve": [1.0, 1.0]},
+            {"x": 4.0, "nfr_curve": [0.5, 1.0]}]  # fmt: skip
+    out = task.mean_and_se(runs, ("x",))
+    # mean 7/3; sample variance (16 + 1 + 25) / 9 / 2 = 7/3; se = √(7/3) / √3 = √7 / 3
+    assert out["x"] == pytest.approx(7 / 3) and out["x_se"] == pytest.approx(math.sqrt(7) / 3)
+    assert out["nfr_curve"] == pytest.approx([0.5, 1.0])
+    assert task.mean_and_se(runs[:1], ("x",))["x_se"] == 0.0
+
+
+def test_the_update_target_at_its_boundaries():
+    """Cut 50% and rel_l2 2% worse: met; a hair less cut or a hair more error: missed."""
+    rows = [
+        update_row("burgers-fno", "retrain", None, 0.5, 1.0, 0.5, 1.0),
+        update_row("burgers-fno", "pc-focal", 1.0, 0.25, 1.02, 0.25, 1.02),
+        update_row("burgers-fno", "pc-focal", 2.0, 0.2500001, 1.0, 0.2500001, 1.0),
+        update_row("burgers-fno", "pc-focal", 3.0, 0.0, 1.0201, 0.0, 1.0201),
+        update_row("burgers-fno", "warm", 0.0, 0.4, 1.1, 0.0, 1.0),
+    ]
+    judged = {c["lambda"]: c for c in task.against_retrain(rows, "burgers-fno", "nfr", "rel_l2")}
+    assert judged[1.0]["holds"] and judged[1.0]["nfr_cut"] == 0.5
+    assert judged[1.0]["rel_l2_ratio"] == pytest.approx(1.02)
+    assert not judged[2.0]["holds"] and not judged[3.0]["holds"]
+    verdict = task.update_done_when(rows)
+    assert verdict["burgers-fno"]["lambda"] == 1.0 and verdict["holds"]
+    assert verdict["burgers-fno"]["val_holds"] and "val_lambda" not in verdict["burgers-fno"]
+    assert verdict["burgers-fno"]["warm_nfr_cut"] == pytest.approx(1 - 0.4 / 0.5)
+    assert verdict["burgers-fno"]["warm_rel_l2_ratio"] == pytest.approx(1.1)
+    missing = rows + [  # a BOON case missing the target does not judge the FNO's verdict
+        update_row("burgers-boon", "retrain", None, 0.5, 1.0, 0.5, 1.0),
+        update_row("burgers-boon", "pc-focal", 1.0, 0.5, 1.0, 0.5, 1.0),
+    ]
+    assert task.update_done_when(missing)["holds"]
+    assert not task.update_done_when(missing[5:])["holds"]  # no FNO case: nothing shown
+
+
+def test_the_guard_target_at_its_boundaries():
+    """max_error 1e-2 at 3× the solver with the surrogate alone at 1e-1: met; each a hair off:
+    missed. The fastest good level is reported."""
+
+    def rows(alone=0.1, error=0.01, speedup=3.0):
+        return [
+            {"method": "surrogate", "level": None, "max_error": alone, "speedup": 50.0},
+            {"method": "surrogate-member", "level": None, "max_error": 0.3, "speedup": 90.0},
+            {"method": "guard", "level": 1.0, "max_error": error, "speedup": speedup},
+            {"method": "guard", "level": 0.9, "max_error": 0.02, "speedup": 9.0},
+        ]
+
+    verdict = task.guard_done_when(rows())
+    assert verdict["holds"] and verdict["level"] == 1.0 and verdict["speedup"] == 3.0
+    assert verdict["surrogate_max_error"] == 0.1 and verdict["member_max_error"] == 0.3
+    for missed in ({"alone": 0.0999}, {"error": 0.0100001}, {"speedup": 2.999}):
+        assert not task.guard_done_when(rows(**missed))["holds"]
+    faster = rows() + [{"method": "guard", "level": 0.8, "max_error": 0.001, "speedup": 5.0}]
+    assert task.guard_done_when(faster)["level"] == 0.8
+
+
+def test_a_guard_row_by_hand():
+    """Errors 0, 0.01, …, 0.99 (relative L2 of ``(1 + e) · truth``), the last 2 outside;
+    timings 0.5 s against the solver's 2 s."""
+    errors = torch.arange(100, dtype=torch.float64) / 100
+    truth = torch.ones(100, 1, 4, dtype=torch.float64)
+    output = truth * (1 + errors[:, None, None])
+    row = _guard_row("guard", 0.9, 0.25, output, truth, 0.5, 2.0, 100, 2)
+    assert row["max_error"] == pytest.approx(0.99) and row["max_error_inside"] == pytest.approx(
+        0.97
+    )
+    assert row["p99_error"] == pytest.approx(float(np.quantile(errors.numpy(), 0.99)))
+    assert row["mean_error"] == pytest.approx(0.495)
+    assert row["throughput"] == 200.0 and row["speedup"] == 4.0
+
+
+def test_timed_reports_the_fastest_of_its_repeats():
+    calls = []
+
+    def slow_last():
+        calls.append(1)
+        if len(calls) == 3:
+            sum(i * i for i in range(300_000))  # CPU work on the last call only
+        return len(calls)
+
+    result, seconds = task.timed(slow_last, repeats=3)
+    _, first = task.timed(lambda: sum(i * i for i in range(300_000)))
+    assert result == 3 and seconds < first / 3
+
+
+def test_the_range_check_is_the_training_range_and_the_walls_are_read_at_t():
+    """Training RMS 0.6-0.8, validation RMS up to 1.0: the level-1 threshold is validation's
+    largest score in units of the training range, (1.0 − 0.8) / 0.2 = 1. A constant answer meets
+    the insulated left wall and misses the right one by its flux ``U sin(πT)``."""
+    problem = SMALL["heat"]
+    flat = torch.ones(1, 1, problem.nx)
+    train = torch.cat([a * flat for a in (0.6, 0.7, 0.8)])
+    validation = torch.cat([a * flat for a in (0.5, 0.7, 1.0)])
+    checks = task.guard_checks(problem, train, validation, validation, 1.0)
+    assert checks[0].threshold == pytest.approx(1.0, rel=1e-5)
+    wall = checks[1].score(flat, flat)
+    flux = problem.flux * math.sin(math.pi * problem.t_end)
+    assert float(wall[0]) == pytest.approx(flux, rel=1e-5)
+
+
+def test_the_spread_check_is_relative_to_the_mean():
+    problem = SMALL["burgers"]
+    x = torch.ones(2, 1, problem.nx)
+    members = torch.stack([x, 3 * x])  # (member, batch, 1, nx): mean 2x, spread ∝ x
+    checks = task.guard_checks(problem, x, x, Ensemble(members), 1.0)
+    spread = checks[-1]
+    assert spread.name == "spread"
+    small, large = spread.score(x, Ensemble(members)), spread.score(x, Ensemble(10 * members))
+    assert torch.allclose(small, large)
+
+
+def test_physics_flips_are_judged_at_the_old_models_median_wall_error():
+    """Old wall errors 0, 0, 0, .01, .02, .03, .04, .1, .5 (median .02, mean ≈ .078), the new
+    model's .03 everywhere: met before and missed after on the five samples ≤ .02."""
+    problem = SMALL["burgers"]
+    target = torch.zeros(9, 1, problem.nx, dtype=torch.float64)
+    target[:, 0, 1:-1] = 1.0
+    old, new = target.clone(), target.clone()
+    old[:, 0, 0] = torch.tensor([0.0, 0.0, 0.0, 0.01, 0.02, 0.03, 0.04, 0.1, 0.5])
+    new[:, 0, 0] = 0.03
+    scores = task.update_scores(problem, old, new, target)
+    assert scores["nfr_physics"] == pytest.approx(5 / 9)
+    assert scores["boundary_error"] == pytest.approx(0.03)
+
+
+def test_the_burgers_fallback_is_accurate_at_the_largest_amplitude_beyond_the_range():
+    """Its step is set for the largest amplitude of the problem, outside ones included: within
+    1e-6 of a solve with a step of 2.5e-4 (~9× smaller; a step set for the training range alone
+    misses by 3e-6 to 6e-6 on these seeds)."""
+    from pdes.burgers import solve_burgers
+
+    problem = task.EQUATION["burgers"]
+    solver, largest = task.Solver(problem), problem.outside[1]
+    u0 = task.initial_fields(problem, [1, 4], torch.full((2,), largest, dtype=torch.float64))
+    fine = solve_burgers(u0, solver.grid, problem.coefficient, [0.0, problem.t_end],
+                         problem.boundary(), 2.5e-4)[:, -1]  # fmt: skip
+    answer = solver(u0[:, None])[:, 0]
+    assert ((answer - fine).norm(dim=-1) / fine.norm(dim=-1)).max() < 1e-6
+
+
+class Doubling(torch.nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+def test_the_focal_and_uniform_losses_weigh_the_gap_by_hand():
+    """Old model ``x``, new ``2x``: the gap is ``x²`` per point. Old errors |c| / |1 + c| =
+    .048, .2, .053, .5 against τ = 0.1: right on samples 0 and 2, so pc-focal weighs them
+    1 + 5 = 6 and the others 1; pc-uniform weighs all 1. λ = 0.5 on top of the data loss."""
+    x = torch.rand(4, 1, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    c = torch.tensor([0.05, 0.25, -0.05, 1.0], dtype=torch.float64)
+    batch, old, new = (x, x * (1 + c)[:, None, None]), torch.nn.Identity(), Doubling()
+    gaps = [float(x[i].square().mean()) for i in range(4)]
+    data = float(task.method_loss("retrain", old, 0.1, 0.5)(new, batch))
+    focal = float(task.method_loss("pc-focal", old, 0.1, 0.5)(new, batch))
+    uniform = float(task.method_loss("pc-uniform", old, 0.1, 0.5)(new, batch))
+    weights = [6.0, 1.0, 6.0, 1.0]
+    assert focal - data == pytest.approx(
+        0.5 * sum(w * g for w, g in zip(weights, gaps, strict=True)) / 14
+    )
+    assert uniform - data == pytest.approx(0.5 * sum(gaps) / 4)
+
+
+def test_an_fno_has_the_sizes_modes_channels_and_layers():
+    """neuralop keeps ``modes // 2 + 1`` real-FFT frequencies: 8 modes → 5."""
+    model = task.fno(task.Size(6, 8, 3, 16, 1), seed=0)
+    spectral = [p.shape for p in model.parameters() if p.is_complex()]
+    assert spectral == [(6, 6, 5)] * 3
+
+
+def test_a_batch_larger_than_the_data_trains_on_all_of_it():
+    x = torch.randn(8, 1, 16, generator=torch.Generator().manual_seed(0))
+    size = task.Size(4, 2, 1, 8, 1, batch=32)  # the Trainer refuses a batch beyond its data
+    trained = task.train(
+        task.fno(size, 0), task.relative_l2_loss, TensorDataset(x, x), size, 0, None
+    )
+    assert trained.train_s > 0 and not trained.model.training
+
+
+def test_a_level_beyond_one_is_refused_by_name():
+    x = torch.ones(2, 1, 17)
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\], got 1.01"):
+        task.guard_checks(SMALL["heat"], x, x, x, 1.01)
