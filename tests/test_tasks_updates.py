@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from test_families_exact import Double
 from torch.utils.data import TensorDataset
 
 from physml import metrics
@@ -378,13 +379,14 @@ def test_a_member_ensemble_refuses_a_sample_with_one_nan_value_and_keeps_the_oth
 
 
 def test_the_burgers_fallback_decays_a_small_sine_as_the_heat_equation_does():
-    """At amplitude 1e-3 the advection is O(1e-6): ``u(x, T) = A e^{−νπ²T} sin(πx)`` to ~1e-4."""
+    """At amplitude 1e-3 the advection is O(1e-6): ``u(x, T) = A e^{−νπ²T} sin(πx)`` to ~2e-4
+    (measured 1.7e-4; a viscosity 4 % off misses by 1.8e-3)."""
     problem = SMALL["burgers"]
     x = torch.linspace(0, 1, problem.nx, dtype=torch.float64)
     u0 = 1e-3 * torch.sin(math.pi * x)[None]
     exact = u0 * math.exp(-problem.coefficient * math.pi**2 * problem.t_end)
     u_end = task.Solver(problem).solve(u0)
-    assert float((u_end - exact).norm() / exact.norm()) < 2e-3
+    assert float((u_end - exact).norm() / exact.norm()) < 5e-4
 
 
 @pytest.mark.filterwarnings("ignore:solve_burgers")
@@ -433,7 +435,7 @@ def test_pairs_of_every_count_each_seed_and_all_outside():
     assert not torch.allclose(other, task.rms(x[:2])[:, 0], rtol=1e-3)
 
 
-def test_cached_pairs_are_solved_again_for_another_count_or_outside(tmp_path, monkeypatch):
+def test_cached_pairs_are_solved_again_for_another_count_or_outside(tmp_path):
     path, problem = tmp_path / "pairs.pt", SMALL["heat"]
     task.cached_pairs(path, problem, 3, 0)
     for count, outside in ((3, 1), (4, 1)):
@@ -549,22 +551,24 @@ def test_the_spread_check_is_relative_to_the_mean():
     checks = task.guard_checks(problem, x, x, Ensemble(members), 1.0)
     spread = checks[-1]
     assert spread.name == "spread"
-    small, large = spread.score(x, Ensemble(members)), spread.score(x, Ensemble(10 * members))
-    assert torch.allclose(small, large)
+    # members 1 and 3: unbiased std √2 over the mean 2, at either scale
+    for scale in (1, 10):
+        found = spread.score(x, Ensemble(scale * members))
+        assert found.tolist() == pytest.approx([math.sqrt(2) / 2] * 2, rel=1e-12)
 
 
 def test_physics_flips_are_judged_at_the_old_models_median_wall_error():
-    """Old wall errors 0, 0, 0, .01, .02, .03, .04, .1, .5 (median .02, mean ≈ .078), the new
-    model's .03 everywhere: met before and missed after on the five samples ≤ .02."""
+    """Old wall errors 0, 0, 0, .01, .02, .03, .04, .1, .5 (median .02), the new model's .03 to
+    .11 (mean .07): met before and missed after on the five samples ≤ .02."""
     problem = SMALL["burgers"]
     target = torch.zeros(9, 1, problem.nx, dtype=torch.float64)
     target[:, 0, 1:-1] = 1.0
     old, new = target.clone(), target.clone()
     old[:, 0, 0] = torch.tensor([0.0, 0.0, 0.0, 0.01, 0.02, 0.03, 0.04, 0.1, 0.5])
-    new[:, 0, 0] = 0.03
+    new[:, 0, 0] = 0.03 + 0.01 * torch.arange(9)
     scores = task.update_scores(problem, old, new, target)
     assert scores["nfr_physics"] == pytest.approx(5 / 9)
-    assert scores["boundary_error"] == pytest.approx(0.03)
+    assert scores["boundary_error"] == pytest.approx(0.07)
 
 
 def test_the_burgers_fallback_is_accurate_at_the_largest_amplitude_beyond_the_range():
@@ -582,18 +586,13 @@ def test_the_burgers_fallback_is_accurate_at_the_largest_amplitude_beyond_the_ra
     assert ((answer - fine).norm(dim=-1) / fine.norm(dim=-1)).max() < 1e-6
 
 
-class Doubling(torch.nn.Module):
-    def forward(self, x):
-        return 2 * x
-
-
 def test_the_focal_and_uniform_losses_weigh_the_gap_by_hand():
     """Old model ``x``, new ``2x``: the gap is ``x²`` per point. Old errors |c| / |1 + c| =
     .048, .2, .053, .5 against τ = 0.1: right on samples 0 and 2, so pc-focal weighs them
     1 + 5 = 6 and the others 1; pc-uniform weighs all 1. λ = 0.5 on top of the data loss."""
     x = torch.rand(4, 1, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     c = torch.tensor([0.05, 0.25, -0.05, 1.0], dtype=torch.float64)
-    batch, old, new = (x, x * (1 + c)[:, None, None]), torch.nn.Identity(), Doubling()
+    batch, old, new = (x, x * (1 + c)[:, None, None]), torch.nn.Identity(), Double()
     gaps = [float(x[i].square().mean()) for i in range(4)]
     data = float(task.method_loss("retrain", old, 0.1, 0.5)(new, batch))
     focal = float(task.method_loss("pc-focal", old, 0.1, 0.5)(new, batch))
