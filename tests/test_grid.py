@@ -200,3 +200,8 @@ def test_grid2d_refuses_a_y_axis_that_is_not_a_grid():
 def test_more_bad_input(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_grid2d_integrate_names_the_missing_axis():
+    with pytest.raises(ValueError, match=r"u must have at least 2 axes, got shape \(5,\)"):
+        Grid2D(Grid1D(5), Grid1D(4)).integrate(torch.ones(5, dtype=torch.float64))

@@ -202,3 +202,84 @@ def test_cuda_matches_cpu():
     gpu = wave.solve_wave(u0.cuda(), v0.cuda(), grid, 1.3, [0.0, 0.5, 2.0])
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-10)
+
+
+def test_a_per_sample_flux_with_one_nonzero_sample_is_refused():
+    """One sample with ``du/dx = 0.5`` at the right wall among insulated ones is not homogeneous."""
+    flux = torch.tensor([0.0, 0.5], dtype=F64)
+    with pytest.raises(ValueError, match=r"only homogeneous Neumann .* Neumann\.right="):
+        wave.solve_wave(
+            torch.zeros(2, 17), torch.zeros(2, 17), Grid1D(17), 1.0, [0.0, 1.0], Neumann(0.0, flux)
+        )
+
+
+def test_a_cell_grid_is_refused():
+    with pytest.raises(ValueError, match=r"non-periodic node grid .* kind='cell'"):
+        wave.solve_wave(
+            torch.zeros(2, 17), torch.zeros(2, 17), Grid1D(17, kind="cell"), 1.0, [0.0, 1.0]
+        )
+
+
+RECIPE_BAD_SETTINGS = {
+    "nt-one": (dict(nt=1), r"nt must be an integer >= 2, got 1"),
+    "modes-zero": (dict(modes=0), r"modes must be an integer >= 1, got 0"),
+    "velocity-scale-negative": (dict(velocity_scale=-0.5), r"velocity_scale must be .* >= 0"),
+}
+
+
+@pytest.mark.parametrize("change", RECIPE_BAD_SETTINGS.values(), ids=RECIPE_BAD_SETTINGS.keys())
+def test_recipe_refuses_bad_settings_by_name(change):
+    overrides, match = change
+    (problem,) = wave.PROBLEMS
+    with pytest.raises(ValueError, match=match):
+        problem.generate([1], problem.settings(nx=17, **overrides))
+
+
+def test_recipe_walls_and_default_speed():
+    """Insulated walls; by default every sample moves at c = 1 (``t_end`` = two crossings)."""
+    (problem,) = wave.PROBLEMS
+    settings = problem.settings(nx=17, nt=3)
+    assert problem.boundary(settings) == Neumann(0.0, 0.0)
+    batch = problem.generate([4, 5, 6], settings)
+    assert torch.equal(batch.params["c"], torch.ones(3, dtype=F64))
+
+
+def test_recipe_draws_each_sample_from_its_own_seed():
+    """Sample i redrawn by hand from ``torch.Generator().manual_seed(seed_i)`` in the documented
+    order (c, displacement modes, velocity modes), then advanced with the continuous standing
+    waves ``(a_j cos ω_j t + b_j sin(ω_j t)/ω_j) cos(jπx)``, ``ω_j = cjπ``, and ``a₀ + b₀t``."""
+    (problem,) = wave.PROBLEMS
+    modes, decay, amplitude, scale, t_end = 3, 1.0, 2.0, 0.5, 0.5
+    settings = problem.settings(
+        nx=129,
+        nt=2,
+        t_end=t_end,
+        c_min=0.5,
+        c_max=2.0,
+        modes=modes,
+        decay=decay,
+        amplitude=amplitude,
+        velocity_scale=scale,
+    )
+    seeds = [7, 3, 11]
+    batch = problem.generate(seeds, settings)
+    x = torch.linspace(0.0, 1.0, 129, dtype=F64)
+    j = torch.arange(1, modes + 1, dtype=F64)
+    for i, seed in enumerate(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        c = 0.5 + 1.5 * torch.rand((), generator=gen, dtype=F64)
+        a = torch.randn(2, modes, generator=gen, dtype=F64)[0] * amplitude / j**decay
+        a0 = torch.randn((), generator=gen, dtype=F64) * amplitude
+        b = torch.randn(2, modes, generator=gen, dtype=F64)[0] * scale / j**decay
+        b0 = torch.randn((), generator=gen, dtype=F64) * scale
+        torch.testing.assert_close(batch.params["c"][i], c, rtol=1e-15, atol=0)
+        omega = c * j * math.pi
+        shapes = torch.cos(math.pi * j[:, None] * x[None, :])
+        start = a0 + a @ shapes
+        end = (
+            a0
+            + b0 * t_end
+            + (a * torch.cos(omega * t_end) + b * torch.sin(omega * t_end) / omega) @ shapes
+        )
+        torch.testing.assert_close(batch.u[i, 0, 1:-1], start[1:-1], rtol=0, atol=1e-13)
+        torch.testing.assert_close(batch.u[i, 1], end, rtol=0, atol=2e-3)
