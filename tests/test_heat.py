@@ -377,3 +377,14 @@ def test_recipe_refuses_a_single_output_time():
     (problem,) = heat.PROBLEMS
     with pytest.raises(ValueError, match="nt"):
         problem.generate([1], problem.settings(nt=1, nx=17))
+
+
+@pytest.mark.parametrize("bc", ["dirichlet", "neumann", "periodic"])
+def test_a_single_output_at_time_zero_is_u0(bc):
+    """``times = [0]``: nothing to integrate; the interior is ``u0`` (the walls follow the bc)."""
+    n = 16 if bc == "periodic" else 17
+    grid = Grid1D(n, periodic=bc == "periodic")
+    u0 = smooth_fields(n, batch=2)
+    u = heat.solve_heat(u0, grid, 0.1, [0.0], bc)
+    assert u.shape == (2, 1, n)
+    assert torch.equal(u[:, 0, 1:-1], u0[:, 1:-1])
