@@ -24,8 +24,10 @@ Time step: Burgers obeys a maximum principle,
 ``max|u(t)| <= max(max|u0|, max|boundary values|) = U``, so the advection eigenvalues stay below
 ``k_max U`` (``k_max`` the largest retained angular wavenumber, ``1/dx`` for central differences).
 RK4-type schemes are stable on the imaginary axis up to ``2√2``; the advective limit is
-``2√2 / (k_max U)`` and the default ``max_step`` is half of it. A result beyond twice the
-maximum-principle bound (or NaN) raises :class:`SolverError`.
+``2√2 / (k_max U)`` and the default ``max_step`` is half of it; with walls that are functions
+of time it is also at most :func:`pdes.heat.boundary_step` (``1/(4(n−1))`` time units, as in the
+heat solver), so walls that move while the solution is small are still resolved in time. A
+result beyond twice the maximum-principle bound (or NaN) raises :class:`SolverError`.
 
 Exact solutions (Cole–Hopf): ``u = −2ν φ_x / φ`` where ``φ > 0`` solves ``φ_t = ν φ_xx``; with
 ``φ = a + Σ_j c_j e^{−ν k_j² t} cos(k_j x + θ_j)`` and ``a > Σ_j |c_j|``.
@@ -46,7 +48,7 @@ from . import checks
 from .boundary import BoundaryCondition, Dirichlet, parse
 from .errors import SolverError
 from .grid import Grid1D
-from .heat import sine_operator
+from .heat import boundary_step, sine_operator
 from .integrators import DenseETDRK4, etdrk4, fourier_operator, scaled, wavenumbers
 from .problems import Batch, Option, Problem, generator
 from .random_fields import gaussian_random_field_1d
@@ -112,7 +114,8 @@ def solve_burgers(
     or :class:`Dirichlet` (a non-periodic node ``grid``; the boundary nodes of ``u0`` are replaced
     by the prescribed values). ``max_step`` defaults to half the advective limit
     (:func:`advective_step_limit`) at ``U = max(max|u0|, max|boundary values at 0 and at times|)``,
-    taken over the whole batch. ``transform`` (periodic only) picks the form of the spectral
+    taken over the whole batch, and with walls that are functions of time at most
+    :func:`pdes.heat.boundary_step`. ``transform`` (periodic only) picks the form of the spectral
     transforms: ``'matrix'`` (dense DFT matrices; one viscosity for the whole batch), ``'fft'``, or
     ``'auto'``: :func:`periodic_transform` of the grid size when the batch shares one viscosity,
     else FFTs. Small solves run on one torch thread (:mod:`pdes.threads`).
@@ -321,7 +324,11 @@ def _solve_dirichlet(u0, grid, viscosity, t_out, condition: Dirichlet, max_step)
     bound = max(u0[:, 1:-1].abs().max().item(), wall_peak.item())
     warn_if_unresolved(grid, viscosity.min().item(), bound)
     limit = advective_step_limit(grid, bound, spectral=False)
-    step = max_step if max_step is not None else _default_step(limit, t_out, grid)
+    step = max_step
+    if step is None:
+        step = _default_step(limit, t_out, grid)
+        if callable(condition.left) or callable(condition.right):
+            step = min(step, boundary_step(grid))
     walls = _Walls(condition, batch, device, delta=1e-3 * min(step, t_out[-1].item() or step))
 
     # u = v + w: w the straight line between the walls (discrete Laplacian zero), v zero at both

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -423,3 +424,209 @@ def test_burgers_two_thirds_rule_keeps_the_dropped_modes_empty(transform):
     m = torch.arange(spectrum.numel())
     assert spectrum[m < n / 3].abs().max() > 1.0
     assert spectrum[3 * m >= n].abs().max() < 1e-12 * n
+
+
+def test_advective_step_limit_by_hand():
+    """``2√2/(k_max U)``: spectral ``k_max = 2π·9`` on 30 points of [0, 1) (the 2/3 rule keeps
+    |m| < 10), ``2π·10`` on 32 (|m| < 10.7); central differences ``1/dx = 32`` on 33 nodes."""
+    radius = 2.0 * math.sqrt(2.0)
+    for n, m_max in ((30, 9), (32, 10)):
+        grid = Grid1D(n, 0.0, 1.0, periodic=True)
+        limit = advective_step_limit(grid, 2.0, spectral=True)
+        assert limit == pytest.approx(radius / (2 * math.pi * m_max * 2.0), rel=1e-14)
+    assert advective_step_limit(WALLED, 4.0, spectral=False) == pytest.approx(
+        radius / (32 * 4.0), rel=1e-14
+    )
+    assert advective_step_limit(WALLED, 0.0, spectral=False) == math.inf
+    assert advective_step_limit(PERIODIC, 0.0, spectral=True) == math.inf
+
+
+@pytest.mark.parametrize("reynolds, warns", [(3.2, True), (3.0, False), (2.9, False)])
+def test_unresolved_warning_threshold_is_a_cell_reynolds_number_of_three(reynolds, warns):
+    """``max|u0| = 1`` (sin 2πx has a node at x = 1/4), dx = 1/32: ν = 1/(32·Re); 3 itself is
+    the largest number solved without a warning."""
+    x = PERIODIC.coordinates()
+    u0 = torch.sin(2 * math.pi * x)[None]
+    nu = 1.0 / (32 * reynolds)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        solve_burgers(u0, PERIODIC, nu, [0.0, 0.01])
+    unresolved = [w for w in caught if "not resolved" in str(w.message)]
+    assert bool(unresolved) == warns, [str(w.message) for w in caught]
+    if warns:
+        message = str(unresolved[0].message)
+        assert "max|u|*dx/nu = 3.2 exceeds 3" in message, message
+        # ceil(32 points · 3.2/3) = 35; ν >= max|u|·dx/3 = 1/96
+        assert message.endswith("use about 35 points or nu >= 0.0104"), message
+        assert unresolved[0].filename == __file__  # points at the caller of solve_burgers
+
+
+def test_viscosity_that_requires_grad_is_taken_as_plain_numbers():
+    """A learnable ``nu`` gives the same result as its value, with no autograd warning."""
+    u0 = smooth(PERIODIC)
+    nu = torch.tensor([0.05, 0.1], dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = solve_burgers(u0, PERIODIC, nu, [0.0, 0.1], max_step=1e-3)
+    assert not out.requires_grad
+    plain = solve_burgers(u0, PERIODIC, nu.detach().clone(), [0.0, 0.1], max_step=1e-3)
+    assert torch.equal(out, plain)
+
+
+def test_one_large_per_sample_viscosity_is_refused():
+    """The steady-long-before check looks at the largest viscosity of the batch."""
+    with pytest.raises(ValueError, match=r"nu up to 1e\+13 is too large"):
+        solve_burgers(smooth(PERIODIC), PERIODIC, torch.tensor([0.1, 1e13]), [0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "value, words", [(10.0, "max|u| = 10 at t=0.7"), (math.nan, "NaN or inf at t=0.7")]
+)
+def test_refusal_names_the_first_output_time_that_grew(monkeypatch, value, words):
+    """Growth first at the third output time (0.7, first sample), again at the fourth (second
+    sample): the message names the first."""
+
+    def integrate(operator, u0, times, max_step, nonlinear=None, t0=0.0, name="solver"):
+        out = torch.zeros(u0.shape[0], len(times), u0.shape[-1], dtype=u0.dtype)
+        out[0, 2, 3] = out[1, 3, 4] = value
+        return out
+
+    monkeypatch.setattr("pdes.burgers.etdrk4", integrate)
+    with pytest.raises(SolverError, match=re.escape(words)):
+        solve_burgers(smooth(PERIODIC), PERIODIC, 0.1, [0.0, 0.2, 0.7, 0.9], transform="fft")
+
+
+@pytest.mark.parametrize("bc, grid", [("periodic", PERIODIC), (Dirichlet(0.0, 0.0), WALLED)])
+def test_unresolved_warning_heeds_the_smallest_per_sample_viscosity(bc, grid):
+    """ν = (0.003, 0.5): the first sample alone is unresolved (cell Reynolds number 10.4)."""
+    u0 = torch.sin(2 * math.pi * grid.coordinates())[None].repeat(2, 1)
+    with pytest.warns(UserWarning, match=r"nu=0\.003 is not resolved"):
+        solve_burgers(u0, grid, torch.tensor([0.003, 0.5]), [0.0, 0.01], bc)
+
+
+@pytest.mark.parametrize("transform", ["matrix", "fft"])
+def test_burgers_mode_a_third_below_the_grid_size_enters_the_product(transform):
+    """On 32 points the 2/3 rule keeps |m| < 10.7, so mode 10 is in the product: with
+    ``u0 = sin 2πx + ½ cos 20πx`` the term ``−(u²/2)_x`` starts mode 9 at the rate ``R = 4.5π``
+    (from ``−¼ sin 18πx`` in ``u²/2``). To first order in that term, with the exact viscous decays
+    ``λ_m = ν(2πm)²``: ``û₉(t) = R e^{−λ₉t} (e^{(λ₉−λ₁−λ₁₀)t} − 1)/(λ₉ − λ₁ − λ₁₀)``."""
+    nu, t = 0.1, 1e-5
+    x = PERIODIC.coordinates()
+    u0 = (torch.sin(2 * math.pi * x) + 0.5 * torch.cos(20 * math.pi * x))[None]
+    u = solve_burgers(u0, PERIODIC, nu, [0.0, t], max_step=1e-6, transform=transform)
+    mode9 = 2.0 / 32 * (u[0, -1] * torch.cos(18 * math.pi * x)).sum().item()
+    rate = {m: nu * (2 * math.pi * m) ** 2 for m in (1, 9, 10)}
+    gap = rate[9] - rate[1] - rate[10]
+    expected = 4.5 * math.pi * math.exp(-rate[9] * t) * math.expm1(gap * t) / gap
+    assert mode9 == pytest.approx(expected, rel=1e-3)
+
+
+def test_periodic_operators_follow_the_domain_length():
+    """Same point count on [0, 1) and then [0, 2): the second solve matches Cole–Hopf on its own
+    domain, ``u = 2νck e^{−νk²t} sin(kx) / (1 + c e^{−νk²t} cos(kx))`` with k = π."""
+    nu, c, k = 0.1, 0.3, math.pi
+    t = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    for transform in ("matrix", "fft"):
+        for length in (1.0, 2.0):
+            grid = Grid1D(48, 0.0, length, periodic=True)
+            x = grid.coordinates()
+            decay = c * torch.exp(-nu * k**2 * t)[:, None]
+            exact = 2 * nu * k * decay * torch.sin(k * x) / (1 + decay * torch.cos(k * x))
+            if length == 1.0:
+                exact = exact.new_zeros(exact.shape)
+            u = solve_burgers(exact[None, 0], grid, nu, t, max_step=1e-3, transform=transform)
+            assert (u[0] - exact).abs().max() < 1e-10, (transform, length)
+
+
+def test_default_step_resolves_moving_walls_of_a_small_solution():
+    """Cole–Hopf with one mode, ``u = 2νck e^{−νk²t} sin(kx+θ) / (1 + c e^{−νk²t} cos(kx+θ))``,
+    |u| <= 0.01: the advective limit alone allows one step for all of t <= 1, far too long for
+    walls that change on the time scale 1/(νk²) = 0.1. The default step must still converge at
+    second order under grid refinement."""
+    nu, c, k, theta = 0.1, 0.005, 10.0, 0.3
+
+    def exact(x, s):
+        d = c * math.exp(-nu * k * k * s)
+        return 2 * nu * k * d * torch.sin(k * x + theta) / (1 + d * torch.cos(k * x + theta))
+
+    ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    bc = Dirichlet(lambda s: exact(ends[0], s), lambda s: exact(ends[1], s))
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    errors = []
+    for n in (33, 65, 129):
+        x = Grid1D(n).coordinates()
+        reference = torch.stack([exact(x, s) for s in t.tolist()])[None]
+        numerical = solve_burgers(reference[:, 0], Grid1D(n), nu, t, bc)
+        errors.append((numerical - reference).abs().max().item())
+    orders = [math.log2(a / b) for a, b in zip(errors[:-1], errors[1:], strict=True)]
+    assert min(orders) > 1.8, (errors, orders)
+
+
+def test_cole_hopf_refuses_phi_that_reaches_zero_and_non_positive_viscosity():
+    x, t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64), [0.0]
+    one = torch.tensor([1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="offset must exceed sum"):
+        cole_hopf_solution(x, t, 0.1, 0.5, 0.5 * one, 2.0 * one, 0.0 * one)  # φ = 0 at x = π/2
+    with pytest.raises(ValueError, match=r"nu must be > 0, got \[0\.0\]"):
+        cole_hopf_solution(x, t, 0.0, 1.0, 0.5 * one, 2.0 * one, 0.0 * one)
+
+
+def test_dirichlet_recipe_initial_condition_is_the_grf_less_its_left_value():
+    """``u0 = g − g(0)`` with g the periodic GRF on the 32 cells of 33 nodes (g(1) = g(0))."""
+    problem = next(p for p in PROBLEMS if p.name == "burgers-dirichlet")
+    u = problem.generate([9], problem.settings(**SMALL["burgers-dirichlet"])).u
+    g = gaussian_random_field_1d(32, generator=torch.Generator().manual_seed(9))[0]
+    assert torch.equal(u[0, 0, :-1], g - g[0])
+    assert u[0, 0, -1] == 0
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.name)
+@pytest.mark.parametrize("option, value", [("nx", 3), ("t_end", 0.0), ("t_end", -1.0)])
+def test_recipe_refuses_bad_settings_naming_them(problem, option, value):
+    settings = problem.settings(**{**SMALL[problem.name], option: value})
+    with pytest.raises(ValueError, match=option):
+        problem.generate([1], settings)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.name)
+def test_recipe_step_is_half_the_advective_limit_at_five_standard_deviations(monkeypatch, problem):
+    """σ = 25, τ = 5, α = 2 on 32 periodic points: the GRF's pointwise variance is
+    ``Σ_m σ²((2πm)² + τ²)^−α`` over m = −16..15 (checked against 4000 draws). Periodic: speed 5·std
+    and k_max = 2π·10 (the 2/3 rule keeps |m| < 10.7); walls (33 nodes): ``g − g(0)`` spans twice
+    the spread, speed 10·std, and k_max = 1/dx = 32. The step is half of ``2√2/(k_max·speed)``."""
+    m = torch.arange(-16, 16, dtype=torch.float64)
+    std = math.sqrt((625.0 * ((2 * math.pi * m) ** 2 + 25.0) ** -2.0).sum().item())
+    draws = gaussian_random_field_1d(32, generator=torch.Generator().manual_seed(0), batch=4000)
+    assert draws.var(0).mean().sqrt().item() == pytest.approx(std, rel=0.03)
+    steps = []
+
+    def record(*args, max_step, **kwargs):
+        steps.append(max_step)
+        raise StopIteration
+
+    monkeypatch.setattr("pdes.burgers.solve_burgers", record)
+    with pytest.raises(StopIteration):
+        problem.generate([1], problem.settings(**SMALL[problem.name]))
+    speed, k_max = (5 * std, 2 * math.pi * 10) if problem.name == "burgers" else (10 * std, 32.0)
+    assert steps == [pytest.approx(0.5 * 2 * math.sqrt(2.0) / (k_max * speed), rel=1e-12)]
+
+
+def test_walls_that_peak_between_output_times_are_neither_refused_nor_skipped():
+    """u0 = 0, left wall 4 sin πt, outputs at t = 0 and 1 where every wall value is 0: the wall
+    drives the flow in between, so u(1) is far from 0 and still within the maximum principle's 4."""
+    u0 = torch.zeros(1, 33, dtype=torch.float64)
+    bc = Dirichlet(lambda s: 4.0 * math.sin(math.pi * s), 0.0)
+    u = solve_burgers(u0, WALLED, 0.05, [0.0, 1.0], bc)
+    assert 1.0 < u[0, -1].abs().max().item() <= 4.0
+
+
+def test_a_right_wall_that_moves_alone_is_followed():
+    """``u = x/(t + c)`` solves Burgers for every ν: the left wall stays 0, only the right one
+    (``1/(t + c)``) moves, and the straight line is kept exactly."""
+    c = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    x = WALLED.coordinates()
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    exact = x[None, None, :] / (t[None, :, None] + c[:, None, None])
+    bc = Dirichlet(0.0, lambda s: 1.0 / (s + c))
+    numerical = solve_burgers(exact[:, 0], WALLED, 0.05, t, bc, max_step=0.02)
+    assert (numerical - exact).abs().max() < 1e-8

@@ -317,3 +317,74 @@ def _boundary_of(case, grid: Grid1D):
     return Neumann(
         *(lambda s, p=p: -a * torch.exp(-k * a**2 * s) * torch.sin(a * p + b) for p in (0.0, 1.0))
     )
+
+
+def test_sine_operator_is_the_orthonormal_type_one_sine_transform():
+    """``forward`` is ``√(2/(m+1)) Σ_j u_j sin(πjk/(m+1))`` (the sign the docstring states), its
+    own inverse, with eigenvalues ``−4/dx² sin²(πk/(2(m+1)))`` of the hand-built (1, −2, 1)/dx²
+    matrix."""
+    m, dx = 7, 0.2
+    j = torch.arange(1, m + 1, dtype=F64)
+    dense = math.sqrt(2.0 / (m + 1)) * torch.sin(math.pi * j[:, None] * j[None, :] / (m + 1))
+    u = torch.randn(2, m, dtype=F64, generator=torch.Generator().manual_seed(3))
+    operator = heat.sine_operator(m, dx)
+    torch.testing.assert_close(operator.forward(u), u @ dense.T, rtol=0, atol=1e-13)
+    torch.testing.assert_close(operator.inverse(u @ dense.T), u, rtol=0, atol=1e-13)
+    expected = -4.0 / dx**2 * torch.sin(math.pi * j / (2 * (m + 1))) ** 2
+    torch.testing.assert_close(operator.eigenvalues, expected, rtol=0, atol=1e-12)
+    off = torch.ones(m - 1, dtype=F64)
+    laplacian = (torch.diag(off, 1) + torch.diag(off, -1) - 2.0 * torch.eye(m, dtype=F64)) / dx**2
+    torch.testing.assert_close(
+        dense.T @ torch.diag(expected) @ dense, laplacian, atol=1e-11, rtol=0
+    )
+
+
+def test_one_large_per_sample_kappa_is_refused():
+    """The steady-long-before check looks at the largest diffusivity of the batch."""
+    with pytest.raises(ValueError, match=r"kappa up to 1e\+13 is too large"):
+        heat.solve_heat(
+            torch.zeros(2, 17, dtype=F64),
+            Grid1D(17),
+            torch.tensor([0.1, 1e13]),
+            [0.0, 1.0],
+            "dirichlet",
+        )
+
+
+def test_recipe_kappa_option_reaches_the_solver_and_the_parameters():
+    """Neumann recipe with κ = 0.2: the weighted mass grows by κ·U(1 − cos πt)/π (insulated left
+    end, flux U sin πt at the right), and ``params['kappa']`` records 0.2."""
+    (problem,) = heat.PROBLEMS
+    settings = problem.settings(bc="neumann", nx=33, nt=5, kappa=0.2, flux_amplitude=3.0)
+    batch = problem.generate([4, 5], settings)
+    assert torch.equal(batch.params["kappa"], torch.full((2,), 0.2, dtype=F64))
+    t = torch.as_tensor(problem.coordinates(settings)["t"])
+    mass = weighted_mass(batch.u, 1.0 / 32)
+    inflow = 0.2 * 3.0 * (1.0 - torch.cos(math.pi * t)) / math.pi
+    torch.testing.assert_close(mass - mass[:, :1], inflow.expand(2, -1), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["dirichlet", "neumann", "periodic"])
+def test_random_modes_scale_with_the_amplitude(kind):
+    """Every coefficient, the constant included, is a standard normal times ``amplitude``."""
+    x = torch.linspace(0.0, 1.0, 17, dtype=F64)
+    one = heat.random_modes(torch.Generator().manual_seed(5), x, kind, 4, 2.0, 1.0)
+    three = heat.random_modes(torch.Generator().manual_seed(5), x, kind, 4, 2.0, 3.0)
+    torch.testing.assert_close(three, 3.0 * one, rtol=1e-14, atol=0)
+
+
+def test_recipe_refuses_a_single_output_time():
+    (problem,) = heat.PROBLEMS
+    with pytest.raises(ValueError, match="nt"):
+        problem.generate([1], problem.settings(nt=1, nx=17))
+
+
+@pytest.mark.parametrize("bc", ["dirichlet", "neumann", "periodic"])
+def test_a_single_output_at_time_zero_is_u0(bc):
+    """``times = [0]``: nothing to integrate; the interior is ``u0`` (the walls follow the bc)."""
+    n = 16 if bc == "periodic" else 17
+    grid = Grid1D(n, periodic=bc == "periodic")
+    u0 = smooth_fields(n, batch=2)
+    u = heat.solve_heat(u0, grid, 0.1, [0.0], bc)
+    assert u.shape == (2, 1, n)
+    assert torch.equal(u[:, 0, 1:-1], u0[:, 1:-1])
