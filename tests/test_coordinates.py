@@ -318,3 +318,46 @@ def test_a_run_recorded_before_the_position_rebuilds_neuralops_grid_and_resumes(
     assert main([*command, "--steps", "2", "--out", str(run)]) == 0
     assert json.loads((run / "report.json").read_text())["resumed_from"] == 1
     assert load_checkpoint(run)["model_config"] == state["model_config"]
+
+
+# ------------------------------------------------------------------------- small cases by hand
+
+
+def test_coordinates_on_four_and_five_points_by_hand():
+    """Nodes on 5 points: 0, ¼, ½, ¾, 1; cells on 4: ⅛, ⅜, ⅝, ⅞; the periodic phases on 4
+    points are quarter turns: cos 1, 0, −1, 0 and sin 0, 1, 0, −1."""
+    nodes = GridCoordinates(1)(torch.zeros(1, 1, 5, dtype=torch.float64))[0, 1]
+    assert nodes.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    cells = GridCoordinates(1, "cell")(torch.zeros(1, 1, 4, dtype=torch.float64))[0, 1]
+    assert cells.tolist() == [0.125, 0.375, 0.625, 0.875]
+    periodic = PeriodicCoordinates(1)(torch.zeros(1, 1, 4, dtype=torch.float64))[0, 1:]
+    expected = torch.tensor([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -1.0]], dtype=torch.float64)
+    torch.testing.assert_close(periodic, expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("module", [PeriodicCoordinates(1), GridCoordinates(1)])
+def test_an_input_with_more_space_axes_than_dims_is_refused(module):
+    with pytest.raises(ValueError, match=r"with 1 space axes, got shape \(1, 1, 4, 4\)"):
+        module(torch.zeros(1, 1, 4, 4))
+
+
+def test_grid_coordinates_follow_the_inputs_dtype_and_size_from_call_to_call():
+    """One module called on float32, then float64 and another size: each time the channels have
+    the input's dtype and size (0.1 = 1/10 on 11 nodes is not a float32 number)."""
+    module = GridCoordinates(1)
+    single = module(torch.zeros(1, 1, 11))[0, 1]
+    double = module(torch.zeros(2, 1, 11, dtype=torch.float64))[:, 1]
+    assert single.dtype == torch.float32 and double.dtype == torch.float64
+    assert double[0, 1].item() == 0.1 and single[1].item() != 0.1
+    assert module(torch.zeros(1, 1, 3, dtype=torch.float64))[0, 1].tolist() == [0.0, 0.5, 1.0]
+    assert module(torch.zeros(1, 1, 11))[0, 1].dtype == torch.float32
+
+
+def test_grid_coordinates_follow_the_inputs_device_from_call_to_call():
+    """Called on one device, then on another (``meta`` stands in for a GPU on a CPU machine):
+    the channels are on the input's device each time."""
+    module = GridCoordinates(1)
+    assert module(torch.zeros(1, 1, 5, device="meta")).device.type == "meta"
+    out = module(torch.zeros(1, 1, 5))
+    assert out.device.type == "cpu" and out[0, 1].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert module(torch.zeros(1, 1, 5, device="meta")).device.type == "meta"

@@ -1,0 +1,95 @@
+"""physml's shared argument checks (``physml._checks``) on values chosen by hand: each refusal's
+whole message (the argument, what was expected, what came) and each accepted value's result."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import physml._checks as checks
+from physml._checks import NonFiniteError, as_tensor, device, fits_in_memory
+
+F64 = torch.float64
+
+
+def test_python_numbers_are_read_as_float64_and_numpy_arrays_keep_their_values():
+    """0.1 is not a float32 number; a float32 numpy array is taken as its own float32 values."""
+    assert as_tensor("b", [0.1, 0.2], "(n,)", 1).tolist() == [0.1, 0.2]
+    assert as_tensor("b", [0.1], "(n,)", 1, dtype=None).dtype == F64
+    single = np.array([0.1], dtype=np.float32)
+    assert as_tensor("b", single, "(n,)", 1).item() == float(np.float32(0.1))
+    assert as_tensor("b", single, "(n,)", 1, dtype=None).dtype == torch.float32
+    assert as_tensor("b", [1, 2], "(n,)", 1).dtype == F64
+
+
+@pytest.mark.parametrize(
+    "value, dtype", [([True, False], torch.bool), (torch.tensor([1j]), torch.complex64)]
+)
+def test_booleans_and_complex_numbers_are_refused_by_dtype(value, dtype):
+    with pytest.raises(TypeError, match=re.escape(f"b must hold real numbers, got dtype {dtype}")):
+        as_tensor("b", value, "(n,)", 1)
+
+
+def test_shapes_are_refused_with_the_expected_and_the_given_shape():
+    with pytest.raises(ValueError, match=re.escape("G must have shape (m, 3), got (2, 4)")):
+        as_tensor("G", torch.zeros(2, 4), "(m, 3)", 2, last=3)
+    with pytest.raises(ValueError, match=re.escape("G must have shape (m, 3), got ()")):
+        as_tensor("G", 1.0, "(m, 3)", None, last=3)
+    with pytest.raises(ValueError, match=re.escape("G must have shape (n,), got (2, 2)")):
+        as_tensor("G", torch.zeros(2, 2), "(n,)", (0, 1))
+    assert as_tensor("G", torch.zeros(2, 4), "(m, 3 or 4)", 2, last=(3, 4)).shape == (2, 4)
+    assert as_tensor("G", torch.zeros(2, 2, 2), "any", None).shape == (2, 2, 2)
+    with pytest.raises(TypeError, match=re.escape("G must be a tensor of shape (n,), got str")):
+        as_tensor("G", "abc", "(n,)", 1)
+
+
+def test_non_finite_values_raise_their_own_error_unless_let_through():
+    with pytest.raises(NonFiniteError, match=re.escape("b contains NaN or inf values")):
+        as_tensor("b", [0.0, float("nan")], "(n,)", 1)
+    assert issubclass(NonFiniteError, ValueError)
+    kept = as_tensor("b", [0.0, float("inf")], "(n,)", 1, finite=False)
+    assert kept.tolist() == [0.0, float("inf")]
+
+
+def test_the_dtype_and_device_asked_for_are_given():
+    """``meta`` stands in for a GPU on a CPU machine (it holds no values to check)."""
+    ones = torch.ones(2, dtype=F64)
+    out = as_tensor("b", ones, "(n,)", 1, dtype=torch.float32, device="meta", finite=False)
+    assert out.dtype == torch.float32 and out.device.type == "meta"
+
+
+@pytest.mark.parametrize("value", ["gpu", "meta", "mps", None, 1.5, "cuda:-1"])
+def test_a_device_other_than_cpu_or_cuda_is_refused_naming_it(value):
+    message = f"device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        device("device", value)
+
+
+def test_cpu_is_a_device_and_cuda_beyond_the_machines_count_is_refused(monkeypatch):
+    assert device("device", "cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device("device", "cuda:1") == torch.device("cuda", 1)
+    message = "device 'cuda:2' asked for, but this machine has 2 CUDA device(s)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        device("device", "cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = "device 'cuda' asked for, but this machine has no CUDA device"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        device("device", "cuda")
+
+
+def test_memory_is_read_in_bytes_and_a_need_above_it_is_refused(monkeypatch, tmp_path):
+    free = checks.available_memory()
+    assert 0 < free < 2**63
+    with open("/proc/meminfo") as meminfo:
+        kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:"))
+    assert abs(free - kib * 1024) < 2**30  # the same reading, in bytes, within a moment's change
+    monkeypatch.setattr(checks, "available_memory", lambda: 2_000_000_000)
+    fits_in_memory("n", 2_000_000_000, "the arrays")
+    message = "n: the arrays would need about 2 GB, but this machine has 2 GB of memory available"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fits_in_memory("n", 2_000_000_001, "the arrays")
