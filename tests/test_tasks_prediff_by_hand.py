@@ -446,9 +446,11 @@ def test_clean_windows_refuse_a_length_that_is_not_1_to_the_video_length(length)
         task.clean_windows(data, length)
 
 
-@pytest.mark.parametrize("members", [0, -2, 1.5])
-def test_sample_refuses_members_that_are_not_a_positive_int(members):
-    with pytest.raises(ValueError, match=rf"members must be a positive int, got {members!r}"):
+@pytest.mark.parametrize(
+    ("members", "error"), [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_sample_refuses_members_that_are_not_a_positive_int(members, error):
+    with pytest.raises(error, match=rf"^members must be an integer >= 1, got {members!r}$"):
         evaluation.sample(_EchoSampler(), torch.zeros(3, 2, 1, 2, 2), members, 1, 0)
 
 

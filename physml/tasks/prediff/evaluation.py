@@ -13,6 +13,8 @@ import numpy
 import torch
 from torch import nn
 
+from pdes.checks import positive_int
+
 from ... import metrics
 from ..._io import atomic_path
 from ...constraints import KnowledgeControl, constrain
@@ -67,8 +69,7 @@ def sample(
     samples come back on the CPU."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TypeError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members must be a positive int, got {members!r}")
+    positive_int("members", members)
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
     device = _device_of(model)
