@@ -108,7 +108,10 @@ class Problem:
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator for one sample's draws (on the CPU, so results match on every device)."""
+    """A torch generator for one sample's draws (on the CPU, so results match on every device).
+
+    torch's CPU generator keeps only the seed's low 32 bits: seeds that agree there draw alike.
+    """
     del device
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be a non-negative integer below 2**64, got {seed!r}")

@@ -68,7 +68,9 @@ def device(name: str, value: object) -> torch.device:
         parsed = torch.device(value)
     except (RuntimeError, TypeError):
         raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}") from None
-    if parsed.type not in ("cpu", "cuda"):
+    if parsed.type not in ("cpu", "cuda") or (
+        parsed.type == "cpu" and parsed.index not in (None, 0)
+    ):
         raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
+from test_constraints import through
 from torch import nn
 
 from pdes.gpme import diffusion_exact, pme_exact, pme_total_mass, stefan_exact, stefan_z1
@@ -19,11 +20,6 @@ F64 = torch.float64
 
 def rand(*shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
-
-
-def through(constraint, output):
-    """``output`` constrained through the door, by a model that returns its input."""
-    return constrain(nn.Identity(), constraint)(output)
 
 
 def random_spd(n, seed=0):

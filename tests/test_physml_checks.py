@@ -62,7 +62,7 @@ def test_the_dtype_and_device_asked_for_are_given():
     assert out.dtype == torch.float32 and out.device.type == "meta"
 
 
-@pytest.mark.parametrize("value", ["gpu", "meta", "mps", None, 1.5, "cuda:-1"])
+@pytest.mark.parametrize("value", ["gpu", "meta", "mps", None, 1.5, "cuda:-1", "cpu:1"])
 def test_a_device_other_than_cpu_or_cuda_is_refused_naming_it(value):
     message = f"device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}"
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -71,6 +71,7 @@ def test_a_device_other_than_cpu_or_cuda_is_refused_naming_it(value):
 
 def test_cpu_is_a_device_and_cuda_beyond_the_machines_count_is_refused(monkeypatch):
     assert device("device", "cpu") == torch.device("cpu")
+    assert device("device", "cpu:0") == torch.device("cpu", 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert device("device", "cuda:1") == torch.device("cuda", 1)
