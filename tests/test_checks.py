@@ -252,3 +252,16 @@ def test_checks_on_a_cuda_device():
     assert checks.finite_values("y", [0.0, 1.0], "numbers", device="cuda").device.type == "cuda"
     out = checks.per_sample("nu", torch.tensor([0.5, 2.0]), 2, device="cuda")
     assert out.device.type == "cuda" and out.tolist() == [0.5, 2.0]
+
+
+@pytest.mark.parametrize("value", [3, np.float32(0.5), np.int64(2), torch.tensor(4.0)])
+def test_number_checks_return_a_python_float(value):
+    for check in (checks.finite_number, checks.positive, checks.non_negative):
+        out = check("a", value)
+        assert type(out) is float and out == float(value)
+
+
+def test_times_from_a_tensor_of_another_dtype_come_back_as_float64():
+    for given in (torch.tensor([0.0, 0.5], dtype=torch.float32), torch.tensor([0, 2])):
+        t = checks.times("times", given)
+        assert t.dtype == torch.float64 and t.tolist() == [0.0, float(given[1])]
