@@ -19,9 +19,13 @@ solver: from about 1e20)."""
 
 
 def not_real(value: object) -> bool:
-    """Whether ``value`` is or holds booleans (of every kind), complex numbers or text, which
-    ``float()`` or ``torch.as_tensor`` would take as real numbers (or drop a part of)."""
-    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
+    """Whether ``value`` is or holds booleans (of every kind), complex numbers, text or raw bytes,
+    which ``float()`` or ``torch.as_tensor`` would take as real numbers (or drop a part of):
+    ``float(bytearray(b"2"))`` is 2.0 and ``torch.as_tensor(b"12")`` the character codes 49, 50."""
+    if isinstance(
+        value,
+        (bool, np.bool_, str, bytes, bytearray, memoryview, complex, np.complexfloating),
+    ):
         return True
     if isinstance(value, torch.Tensor):
         return value.dtype == torch.bool or value.is_complex()

@@ -89,10 +89,15 @@ class ConvergenceStudy:
 
 
 def convergence(case: ExactCase, resolutions: Sequence[int] | None = None) -> ConvergenceStudy:
-    """Run ``case`` at each resolution and collect spacing and error."""
+    """Run ``case`` at each resolution (its own when ``resolutions`` is None) and collect spacing
+    and error."""
+    if resolutions is None:
+        resolutions = case.resolutions
+    if len(resolutions) == 0:
+        raise ValueError(f"resolutions must hold at least one resolution, got {resolutions!r}")
     spacings, errors = [], []
     comparison = None
-    for resolution in resolutions or case.resolutions:
+    for resolution in resolutions:
         comparison = case.run(resolution)
         spacings.append(comparison.spacing)
         errors.append(comparison.error(case.norm))

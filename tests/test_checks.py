@@ -184,3 +184,84 @@ def test_choice_lists_the_options():
     with pytest.raises(ValueError, match=r"scheme must be one of \['a', 'b'\], got 'c'"):
         checks.choice("scheme", "c", ["a", "b"])
     assert math.isfinite(checks.MAX_DIFFUSION_NUMBER)
+
+
+@pytest.mark.parametrize(
+    "value", [1j, b"1.5", np.complex64(2.0), bytearray(b"2"), memoryview(b"2.5")]
+)
+def test_complex_numbers_and_bytes_are_not_real_though_float_takes_some(value):
+    """``float(b"1.5")`` is 1.5, ``float(bytearray(b"2"))`` 2.0 and ``float(np.complex64(2))``
+    2.0: each must still be refused."""
+    assert checks.not_real(value)
+    with pytest.raises(TypeError, match=r"^nu must be a positive number"):
+        checks.positive("nu", value)
+
+
+@pytest.mark.parametrize("value", [bytearray(b"12"), memoryview(b"12"), [0.0, bytearray(b"1")]])
+def test_byte_buffers_are_not_read_as_their_character_codes(value):
+    """``torch.as_tensor(bytearray(b"12"))`` is [49, 50], the codes of '1' and '2'."""
+    with pytest.raises(TypeError, match=r"^x must be numbers"):
+        checks.real_values("x", value, "numbers")
+    with pytest.raises(TypeError, match=r"^times must be a sequence of numbers"):
+        checks.times("times", value)
+
+
+@pytest.mark.parametrize("value", [torch.tensor([1.0, 2.0]), torch.zeros(0), np.zeros(2), [1.0]])
+def test_a_number_check_refuses_what_holds_other_than_one_number_with_a_type_error(value):
+    with pytest.raises(TypeError, match=r"^dt must be a finite number"):
+        checks.finite_number("dt", value)
+
+
+def test_real_values_refuse_a_ragged_list_and_keep_the_device():
+    with pytest.raises(TypeError, match=r"^coords must be numbers"):
+        checks.real_values("coords", [[1.0, 2.0], [3.0]], "numbers")
+    assert checks.real_values("coords", [1.0, 2.0], "numbers", device="meta").device.type == "meta"
+
+
+def test_per_sample_refuses_a_zero_number_and_builds_on_the_device():
+    for bad in (0.0, -1.0, torch.tensor(0.0), INF):
+        with pytest.raises(ValueError, match=r"^nu must be a finite number > 0"):
+            checks.per_sample("nu", bad, 3)
+    out = checks.per_sample("nu", 0.5, 3, device="meta")
+    assert out.device.type == "meta" and out.shape == (3,) and out.dtype == torch.float64
+
+
+def test_field_refuses_a_list_a_number_and_nan_and_moves_to_the_device():
+    with pytest.raises(TypeError, match=r"^u0 must be a torch.Tensor"):
+        checks.field("u0", [[0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"^u0 must have shape \(sample, x\), got shape \(\)"):
+        checks.field("u0", torch.tensor(1.0))
+    for bad in (NAN, INF):
+        with pytest.raises(ValueError, match="u0 contains NaN or inf"):
+            checks.field("u0", torch.tensor([[0.0, bad, 1.0]]))
+    out = checks.field("u0", torch.ones(2, 3, dtype=torch.float32), n=3, device="meta")
+    assert out.device.type == "meta" and out.dtype == torch.float64
+
+
+def test_times_refuse_a_boolean_among_numbers_before_torch_casts_it_to_one():
+    for value in ([0.0, True], (0.5, np.bool_(False)), [0.0, 1j]):
+        with pytest.raises(TypeError, match=r"^times must be a sequence of numbers"):
+            checks.times("times", value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checks_on_a_cuda_device():
+    """Times come back on the CPU; values and per-sample coefficients land on the device asked."""
+    t = checks.times("times", torch.tensor([0.0, 0.5], device="cuda"))
+    assert t.device.type == "cpu" and t.tolist() == [0.0, 0.5]
+    assert checks.finite_values("y", [0.0, 1.0], "numbers", device="cuda").device.type == "cuda"
+    out = checks.per_sample("nu", torch.tensor([0.5, 2.0]), 2, device="cuda")
+    assert out.device.type == "cuda" and out.tolist() == [0.5, 2.0]
+
+
+@pytest.mark.parametrize("value", [3, np.float32(0.5), np.int64(2), torch.tensor(4.0)])
+def test_number_checks_return_a_python_float(value):
+    for check in (checks.finite_number, checks.positive, checks.non_negative):
+        out = check("a", value)
+        assert type(out) is float and out == float(value)
+
+
+def test_times_from_a_tensor_of_another_dtype_come_back_as_float64():
+    for given in (torch.tensor([0.0, 0.5], dtype=torch.float32), torch.tensor([0, 2])):
+        t = checks.times("times", given)
+        assert t.dtype == torch.float64 and t.tolist() == [0.0, float(given[1])]
