@@ -208,3 +208,25 @@ def test_a_cuda_generator_draws_on_its_device(draw):
     b = draw(8, generator=torch.Generator("cuda").manual_seed(3), batch=2, device="cpu")
     assert a.device.type == "cuda" and b.device.type == "cpu"
     torch.testing.assert_close(a.cpu(), b, rtol=0, atol=1e-12)
+
+
+def test_1d_defaults_are_fnos_burgers_covariance():
+    """The defaults draw FNO's Burgers initial condition N(0, 625 (−Δ + 25 I)^−2) on [0, 1):
+    σ = 25, τ = 5, α = 2, L = 1 (per-mode power against the closed form, as above)."""
+    n, samples = 32, 4000
+    u = gaussian_random_field_1d(n, generator=torch.Generator().manual_seed(13), batch=samples)
+    m = np.arange(n // 2 + 1)
+    expected = 625.0 / ((2 * math.pi * m) ** 2 + 25.0) ** 2 * n**2
+    power = torch.fft.rfft(u, dim=-1).abs().pow(2).mean(0).numpy()
+    real_mode = (m == 0) | (2 * m == n)
+    standard_error = np.where(real_mode, math.sqrt(2 / samples), 1 / math.sqrt(samples))
+    assert np.abs((power / expected - 1) / standard_error).max() < Z
+
+
+@pytest.mark.parametrize("draw", [gaussian_random_field_1d, gaussian_random_field_2d])
+def test_the_field_lands_on_the_requested_device(draw):
+    """``device`` moves the field from the generator's device (here the shape-only meta device, so
+    the check runs without a GPU); without it the field stays on the generator's device."""
+    moved = draw(8, generator=torch.Generator().manual_seed(0), batch=2, device="meta")
+    assert moved.device.type == "meta" and moved.shape[:2] == (2, 8)
+    assert draw(8, generator=torch.Generator().manual_seed(0)).device.type == "cpu"

@@ -269,3 +269,97 @@ def test_recipe_draws_nu_and_omega_independently_and_uniformly():
         assert abs(draw.mean().item() - 0.5) < bound
         assert abs(draw.var().item() - 1 / 12) < 5 * math.sqrt(1 / 180 / samples)
     assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 5 / math.sqrt(samples)
+
+
+def test_the_default_step_follows_the_fastest_plate_of_a_batch():
+    """A slow and a fast plate in one call: the default step is set by the fast one, so its error
+    stays at the spatial one (that of a much smaller step), as when it is solved alone."""
+    grid = Grid1D(101)
+    t = torch.linspace(0.0, 0.02, 5, dtype=F64)
+    omega = torch.tensor([1.0, 1000.0], dtype=F64)
+    exact = stokes.stokes_exact(grid.coordinates(), t, 1.0, omega, 1.0)
+    default = (stokes.solve_stokes(grid, t, 1.0, omega, 1.0) - exact)[1].abs().max()
+    fine = (stokes.solve_stokes(grid, t, 1.0, omega, 1.0, max_step=2e-5) - exact)[1].abs().max()
+    assert default <= 1.1 * fine
+
+
+def test_recipe_step_follows_the_fastest_plate_of_its_range():
+    """ω drawn from [1, 1000]: each sample's error is the spatial one (that of a much smaller
+    step), also for the fast plates, whatever ``omega_min`` is."""
+    (problem,) = stokes.PROBLEMS
+    settings = problem.settings(
+        nx=101, nt=5, t_end=0.02, nu_min=1.0, nu_max=1.0, omega_min=1.0, omega_max=1000.0
+    )
+    batch = problem.generate([0, 1, 2], settings)
+    omega = batch.params["omega"]
+    assert omega.max() > 200.0
+    grid = Grid1D(101)
+    t = torch.linspace(0.0, 0.02, 5, dtype=F64)
+    exact = stokes.stokes_exact(grid.coordinates(), t, 2.0, omega, 1.0)
+    fine = stokes.solve_stokes(grid, t, 2.0, omega, 1.0, max_step=2e-5)
+    for i in range(3):
+        error = (batch.u[i] - exact[i]).abs().max()
+        assert error <= 1.1 * (fine[i] - exact[i]).abs().max(), (i, omega[i].item())
+
+
+def test_recipe_plate_moves_with_the_amplitude_setting():
+    """``amplitude`` = 0.5: the plate's values are 0.5 cos(ωt) and the record says 0.5."""
+    (problem,) = stokes.PROBLEMS
+    settings = problem.settings(nx=17, nt=4, amplitude=0.5)
+    batch = problem.generate([0, 1], settings)
+    assert batch.params["amplitude"].tolist() == [0.5, 0.5]
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    for i in range(2):
+        wall = 0.5 * torch.cos(batch.params["omega"][i] * t)
+        torch.testing.assert_close(batch.u[i, :, 0], wall, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        (dict(nu_min=0.0), "nu_min"),
+        (dict(omega_min=-1.0), "omega_min"),
+        (dict(nu_max=float("nan")), "nu_max"),
+        (dict(omega_max=float("inf")), "omega_max"),
+        (dict(t_end=0.0), "t_end"),
+        (dict(t_end=-1.0), "t_end"),
+        (dict(length=0.0), "length"),
+    ],
+)
+def test_recipe_names_the_bad_setting(change, word):
+    (problem,) = stokes.PROBLEMS
+    with pytest.raises(ValueError, match=word):
+        problem.generate([0], problem.settings(nx=5, nt=2, **change))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_exact_formula_refuses_non_finite_heights_and_times(bad):
+    with pytest.raises(ValueError, match="y must be finite"):
+        stokes.stokes_exact(torch.tensor([0.0, bad], dtype=F64), [0.0], 1.0, 1.0, 0.1)
+    with pytest.raises(ValueError, match="t must be finite"):
+        stokes.stokes_exact(torch.zeros(2, dtype=F64), [0.0, bad], 1.0, 1.0, 0.1)
+
+
+def test_max_step_is_the_step_the_solver_takes():
+    """ω = 1000 at 101 nodes: a step turning the plate 2.5 radians is far less accurate than a
+    small one (time error well above the spatial one), so both values of ``max_step`` are used."""
+    grid = Grid1D(101)
+    t = torch.linspace(0.0, 0.02, 5, dtype=F64)
+    exact = stokes.stokes_exact(grid.coordinates(), t, 1.0, 1000.0, 1.0)
+    coarse = (stokes.solve_stokes(grid, t, 1.0, 1000.0, 1.0, max_step=2.5e-3) - exact).abs().max()
+    fine = (stokes.solve_stokes(grid, t, 1.0, 1000.0, 1.0, max_step=2e-5) - exact).abs().max()
+    assert coarse > 4.0 * fine
+
+
+def test_recipe_domain_follows_the_length_setting():
+    """``length`` = 0.5: nodes on [0, 0.5]; the top wall holds the exact state at 0.5."""
+    (problem,) = stokes.PROBLEMS
+    settings = problem.settings(nx=21, nt=4, length=0.5, nu_min=0.05, nu_max=0.05)
+    coords = problem.coordinates(settings)
+    torch.testing.assert_close(
+        torch.as_tensor(coords["x"]), torch.linspace(0.0, 0.5, 21, dtype=F64), rtol=0, atol=1e-15
+    )
+    u = problem.generate([0], settings).u[0]
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    by_hand = torch.tensor([plate_state(0.5, s, 2.0, 10.0, 0.05) for s in t.tolist()], dtype=F64)
+    torch.testing.assert_close(u[:, -1], by_hand, rtol=1e-14, atol=1e-15)
