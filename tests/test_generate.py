@@ -1,6 +1,7 @@
 """Dataset generation: layout, determinism, sharding, resume after a kill, and bad requests."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -403,6 +404,58 @@ def test_forecast_windows_are_consecutive_context_then_targets(t_in, t_out):
         torch.testing.assert_close(
             target[:, 0], data.u[sample, start + t_in : start + t_in + t_out]
         )
+
+
+@pytest.mark.parametrize(
+    "window",
+    [lambda d, **o: RolloutDataset(d, k=2, **o), lambda d, **o: ForecastDataset(d, 2, 1, **o)],
+    ids=["rollout", "forecast"],
+)
+def test_windows_come_in_the_dtype_asked_for_float32_by_default(window):
+    """The stored float64 frames are cast: float32 unless ``dtype`` says otherwise."""
+    data = _marked_data()
+    for options, dtype in (({}, torch.float32), ({"dtype": torch.float64}, torch.float64)):
+        dataset = window(data, **options)
+        assert all(tensor.dtype == dtype for tensor in dataset[4])
+    pair = window(data, dtype=torch.float16)[4]  # item 4 = sample 1, start 0: frames 100.x..102.x
+    assert [p.dtype for p in pair] == [torch.float16] * 2
+    # 102.3 rounds to 102.3125 in float16 (a step of 1/16 between 64 and 128)
+    assert pair[0].flatten()[0].item() == 100.0 and pair[1].flatten()[-1].item() == 102.3125
+
+
+def test_windows_carry_the_files_attributes_and_default_sizes():
+    data = _marked_data()
+    data.attrs["problem"] = "marked"
+    rollout, forecast = RolloutDataset(data), ForecastDataset(_marked_data(times=20))
+    assert rollout.attributes == {"problem": "marked"}
+    assert rollout.k == 1 and len(rollout) == 3 * 5  # u(t) → u(t + 1): 5 starts of 6 times
+    assert (forecast.t_in, forecast.t_out) == (10, 10) and len(forecast) == 3 * 1
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (
+            lambda d: ForecastDataset(d, t_in=2, t_out=0),
+            ValueError,
+            "t_out must be an integer >= 1, got 0",
+        ),
+        (
+            lambda d: ForecastDataset(d, t_in=2, t_out=1.0),
+            TypeError,
+            "t_out must be an integer >= 1, got 1.0",
+        ),
+        (
+            lambda d: ForecastDataset(d, t_in=True),
+            TypeError,
+            "t_in must be an integer >= 1, got True",
+        ),
+        (lambda d: RolloutDataset(d, k=-1), ValueError, "k must be an integer >= 1, got -1"),
+    ],
+)
+def test_a_window_of_no_frames_or_fractional_frames_is_refused_by_name(make, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        make(_marked_data())
 
 
 def _marked_pairs(dataset, i):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.figure
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,56 @@ def test_every_case_on_a_square_grid_is_drawn_as_images():
         if case.run(n).exact.shape[-1] == n * n:
             square.add(case.name)
     assert square == SQUARE_CASES
+
+
+def _strip(monkeypatch, tmp_path, rows, titles=(), **options):
+    """Draw ``frame_strip`` and keep the figure and the dpi it was written at."""
+    from physml.tasks import figures
+
+    written = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, dpi: written.append((fig, dpi)))
+    figures.frame_strip(tmp_path / "strip.png", rows, titles, **options)
+    ((fig, dpi),) = written
+    return fig, dpi
+
+
+def test_frame_strip_draws_row_r_column_c_as_frame_c_of_row_r(monkeypatch, tmp_path):
+    """A row of 3 frames and one of 2 (T, 1, H, W): 2 × 3 axes, the short row's last one blank."""
+    long = torch.arange(3 * 2 * 4, dtype=torch.float32).reshape(3, 1, 2, 4) / 24
+    short = torch.tensor([[-1.0, 0.5], [2.0, 0.25]]).expand(2, 1, 2, 2).clone()
+    short[1] = 0.75
+    rows = [("truth", long), ("model", short)]
+    titles = [("t=1", "t=2", "t=3"), ("a",)]
+    # grey level of each pixel: values outside [0, 1] drawn as black or white
+    expected = [
+        [np.arange(8.0).reshape(2, 4) / 24 + 8 * c / 24 for c in range(3)],
+        [np.array([[0.0, 0.5], [1.0, 0.25]]), np.full((2, 2), 0.75)],
+    ]
+    fig, dpi = _strip(monkeypatch, tmp_path, rows, titles, label_size=5, dpi=42)
+    assert dpi == 42
+    axes = [fig.axes[i : i + 3] for i in (0, 3)]
+    assert len(fig.axes) == 6
+    for r, (label, frames) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            assert ax.get_ylabel() == (label if c == 0 else "")
+            title = titles[r][c] if c < len(titles[r]) else ""
+            assert ax.get_title() == title
+            if c >= frames.shape[0]:
+                assert not ax.axison and not ax.images
+                continue
+            (image,) = ax.images
+            assert image.get_cmap().name == "gray"
+            assert (image.norm.vmin, image.norm.vmax) == (0, 1)  # grey levels are not rescaled
+            drawn = image.to_rgba(image.get_array())  # the colours on the page
+            assert (drawn == plt.get_cmap("gray")(expected[r][c])).all()
+    assert axes[0][0].yaxis.label.get_fontsize() == 5
+    plt.close(fig)
+
+
+def test_frame_strip_of_one_row_writes_a_png(tmp_path):
+    from physml.tasks.figures import frame_strip
+
+    frame_strip(tmp_path / "one" / "strip.png", [("only", torch.full((2, 1, 3, 3), 0.5))])
+    image = plt.imread(tmp_path / "one" / "strip.png")
+    assert image.ndim == 3 and image.shape[0] > 0
+    assert not plt.get_fignums()

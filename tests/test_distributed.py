@@ -1,0 +1,95 @@
+"""The world a process sees: one process without ``torchrun``, else the process group it joins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physml.training import distributed
+from physml.training.distributed import World, world
+
+
+class FakeGroup:
+    """Stands in for ``torch.distributed``: records what the world asks of it."""
+
+    def __init__(self, rank: int, size: int) -> None:
+        self.rank, self.size, self.calls = rank, size, []
+        self.initialized = False
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init_process_group(self, backend: str) -> None:
+        self.calls.append(("init", backend))
+        self.initialized = True
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.size
+
+    def barrier(self) -> None:
+        self.calls.append(("barrier",))
+
+    def broadcast_object_list(self, box: list, src: int) -> None:
+        self.calls.append(("broadcast", src))
+        box[0] = ("from rank", src)
+
+
+@pytest.fixture
+def group(monkeypatch):
+    fake = FakeGroup(rank=3, size=4)
+    monkeypatch.setattr(distributed, "dist", fake)
+    devices = []
+    monkeypatch.setattr(torch.cuda, "set_device", devices.append)
+    fake.devices = devices
+    return fake
+
+
+def test_without_torchrun_the_world_is_one_main_process(monkeypatch, group):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world() == World(0, 1) == World()
+    assert World().is_main and world("cuda").is_main
+    assert group.calls == []  # no process group is joined
+    World().barrier()
+    assert World().from_main({"a": 1}) == {"a": 1}
+    assert group.calls == []  # and a world of one needs no collective
+
+
+@pytest.mark.parametrize("size", ["0", "1"])
+def test_a_world_size_of_one_or_less_joins_no_group(monkeypatch, group, size):
+    monkeypatch.setenv("WORLD_SIZE", size)
+    assert world() == World(0, 1) and group.calls == []
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("cuda", "nccl"), ("cuda:1", "nccl")])
+def test_torchrun_joins_the_group_with_the_backend_of_the_device(
+    monkeypatch, group, device, backend
+):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # rank 3 of 4 on the second GPU of its node
+    seen = world(device)
+    assert seen == World(rank=3, size=4) and not seen.is_main
+    assert group.calls == [("init", backend)]
+    assert group.devices == ([1] if backend == "nccl" else [])
+    world(device)  # a second call joins nothing again
+    assert group.calls == [("init", backend)]
+
+
+def test_a_joined_group_is_the_world_even_without_world_size(monkeypatch, group):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    group.initialized = True
+    assert world() == World(rank=3, size=4) and group.calls == []
+
+
+def test_only_rank_zero_is_main():
+    assert [World(rank, 3).is_main for rank in range(3)] == [True, False, False]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_several_processes_wait_at_the_barrier_and_take_rank_zeros_value(group, size):
+    World(1, size).barrier()
+    assert World(1, size).from_main("mine") == ("from rank", 0)
+    assert group.calls == [("barrier",), ("broadcast", 0)]

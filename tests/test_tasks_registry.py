@@ -1,0 +1,126 @@
+"""The task registry and its helpers: contexts, rows, run labels and settings, step and device
+checks, saved rows."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+import torch
+
+from physml import tasks
+
+
+def test_a_context_of_an_unknown_size_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"size must be one of \['toy', 'full'\], got 'huge'"):
+        tasks.Context(out=tmp_path, size="huge")
+
+
+def test_an_unknown_task_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"unknown task 'nope'; choose one of \[.*'verify'"):
+        tasks.get("nope")
+
+
+def test_the_registry_handed_out_is_a_copy():
+    handed = tasks.registry()
+    handed["not-registered"] = handed["verify"]
+    assert "not-registered" not in tasks.registry()
+
+
+def test_registering_the_same_task_again_is_allowed():
+    task = tasks.registry()["verify"]
+    assert tasks.register(task) is task and tasks.get("verify") is task
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(3, 3.0), (np.True_, 1.0), (np.uint8(7), 7.0), (torch.tensor([[2.5]]), 2.5)],
+    ids=["int", "numpy-bool", "uint8", "one-element"],
+)
+def test_a_row_keeps_any_real_number_as_a_float(value, expected):
+    row = tasks.Row("t", "c", "m", value)
+    assert type(row.value) is float and row.value == expected
+
+
+@pytest.mark.parametrize("ok", [np.True_, np.False_, torch.tensor(True), 1, 0])
+def test_a_row_verdict_is_stored_as_a_python_bool(ok):
+    row = tasks.Row("t", "c", "m", 1.0, "<= 2", ok)
+    assert type(row.ok) is bool and row.ok == bool(ok)
+
+
+def test_run_label_and_settings_name_the_size_seed_device_and_utc_second(tmp_path):
+    context = tasks.Context(out=tmp_path, size="full", device="cuda:1", seed=7)
+    assert tasks.run_label(context) == "full-seed7"
+    settings = tasks.run_settings(context)
+    from physml import __version__
+
+    assert {k: settings[k] for k in ("size", "seed", "device", "physml")} == {
+        "size": "full",
+        "seed": 7,
+        "device": "cuda:1",
+        "physml": __version__,
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", settings["date"])
+    date = datetime.fromisoformat(settings["date"])
+    assert date.utcoffset() == timedelta(0)
+
+
+def test_saved_rows_hold_the_settings_wall_time_and_every_row(tmp_path):
+    context = tasks.Context(out=tmp_path / "new", seed=3)
+    rows = [tasks.Row("a", "c", "m", 1.5, "<= 2", True), tasks.Row("a", "c", "n", float("nan"))]
+    path = tasks.save_rows(context, "a", rows, wall_s=12.5)
+    assert path == tmp_path / "new" / "a" / "rows-toy-seed3.json"
+    record = json.loads(path.read_text())
+    assert record["wall_s"] == 12.5
+    assert record["settings"]["seed"] == 3 and record["settings"]["size"] == "toy"
+    assert record["rows"] == [
+        {"task": "a", "case": "c", "metric": "m", "value": 1.5, "target": "<= 2", "ok": True},
+        {"task": "a", "case": "c", "metric": "n", "value": None, "target": "", "ok": None},
+    ]
+
+
+def test_check_steps_takes_none_or_a_count_for_each_family():
+    tasks.check_steps(None, ("a", "b"))
+    tasks.check_steps({"b": 2, "a": 1}, ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [{}, {"a": 1}, {"a": 1, "b": 1, "c": 1}, [("a", 1), ("b", 1)], 5],
+    ids=["empty", "missing", "extra", "pairs", "int"],
+)
+def test_check_steps_refuses_other_families_by_name(steps):
+    message = re.escape(f"steps must give the step count of each of ['a', 'b'], got {steps!r}")
+    with pytest.raises(ValueError, match=message):
+        tasks.check_steps(steps, ("a", "b"))
+
+
+@pytest.mark.parametrize("count", [0, -1, 2.5])
+def test_check_steps_refuses_a_count_below_one_naming_the_family(count):
+    with pytest.raises((ValueError, TypeError), match=r"steps\['b'\] must be an integer"):
+        tasks.check_steps({"a": 1, "b": count}, ("a", "b"))
+
+
+def _task(name, cpu_only):
+    return tasks.Task(name, "", run=lambda context: [], cpu_only=cpu_only)
+
+
+def test_cpu_only_tasks_take_any_cpu_device_and_refuse_others_naming_them():
+    one, two, anywhere = _task("one", True), _task("two", True), _task("anywhere", False)
+    for device in ("cpu", "cpu:0", torch.device("cpu")):
+        tasks.check_task_device([one, two, anywhere], device)
+    tasks.check_task_device([anywhere], "cuda")
+    tasks.check_task_device([], "cuda:0")
+    with pytest.raises(ValueError, match=r"--device: one runs on the CPU only, got 'cuda'; use"):
+        tasks.check_task_device([one, anywhere], "cuda")
+    with pytest.raises(ValueError, match=r"--device: one, two run on the CPU only, got 'mps'"):
+        tasks.check_task_device([one, anywhere, two], "mps")
+
+
+def test_measurements_are_shown_to_four_significant_digits():
+    rows = [tasks.Row("t", "c", "a", 1.23456), tasks.Row("t", "c", "b", 98765.4)]
+    values = [line.split()[3] for line in tasks.format_table(rows).splitlines()[2:]]
+    assert values == ["1.235", "9.877e+04"]
