@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import time
 import types
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch import nn
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann
 from physml.constraints import BoundaryCondition
+from physml.models import plain_fno
 from physml.tasks import boon
 from physml.tasks.boon import evaluation, tasks
 
@@ -320,3 +322,71 @@ def test_task_runner_plots_each_methods_error_at_each_time(tmp_path, monkeypatch
         difference = prediction.double() - target  # (sample, 1, x, t): time along the last axis
         by_hand = (difference.norm(dim=2) / target.norm(dim=2)).mean(0)[0]
         assert curves[method] == [pytest.approx(by_hand.tolist(), rel=1e-12)]
+
+
+# ------------------------------------------------------------------------------------------
+# one run is build_model, train and predict with the run's seed; its row counts and times them
+
+
+def test_run_case_is_the_seeded_model_trained_with_the_same_seed(monkeypatch):
+    name, seed = "stokes-dirichlet", 3
+    data, plan = boon.case_data(name, "quick"), boon.budget(name, "quick")
+    model = boon.build_model("boon", data, plan, seed)
+    _, losses = boon.train(model, data, plan, seed)
+    walled = boon.with_walls(
+        boon.predict(model, data).double(), data.walls.conditions(data.test_values)
+    )
+    calls, original = [], evaluation.train
+
+    def train(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(evaluation, "train", train)
+    started = time.perf_counter()
+    result = boon.run_case(name, "boon", seed, "quick", quiet=False)
+    elapsed = time.perf_counter() - started
+    assert result.losses == losses
+    assert torch.equal(result.predictions["boon"], walled)
+    assert calls[0][3:] == (seed, False)  # the seed and quiet reach the training
+    assert 0.0 < result.rows[0]["train_s"] <= elapsed
+
+
+def test_run_case_counts_the_parameters_of_the_reference_fno1d():
+    # the plain layout: a lifting from (input + grid), per layer a complex (h, h, m//2 + 1)
+    # kernel with an (h, 1) bias and an (h, h) skip, a projection through 128 channels
+    name = "heat-neumann"
+    plan = boon.budget(name, "quick")
+    assert plan.fno == "plain"
+    h, (m,), layers, width = plan.hidden, plan.modes, plan.layers, 128
+    for method, extra in (("fno", 0), ("boon", 0), (boon.PEER, 2)):
+        inputs = 1 + extra + 1
+        count = inputs * h + h + layers * (h * h * (m // 2 + 1) + h + h * h)
+        count += h * width + width + width * 1 + 1
+        row = boon.run_case(name, method, 0, "quick").rows[0]
+        assert row["params"] == count, method
+
+
+def test_build_model_draws_the_reference_fno_with_the_global_seed():
+    # the plain layout with the budget's sizes, drawn right after torch.manual_seed(seed)
+    name = "heat-neumann"
+    data, plan = boon.case_data(name, "quick"), boon.budget(name, "quick")
+    torch.manual_seed(7)
+    reference = plain_fno(
+        n_modes=plan.modes,
+        in_channels=1,
+        out_channels=1,
+        hidden_channels=plan.hidden,
+        n_layers=plan.layers,
+    )
+    built = dict(boon.build_model("fno", data, plan, seed=7).fno.named_parameters())
+    expected = dict(reference.named_parameters())
+    assert built.keys() == expected.keys()
+    assert all(torch.equal(built[k], expected[k]) for k in expected)
+
+
+def test_overwriting_refuses_the_wall_input_peer():
+    name = "stokes-dirichlet"
+    data, plan = boon.case_data(name, "quick"), boon.budget(name, "quick")
+    with pytest.raises(ValueError, match="plain FNO"):
+        boon.overwriting(boon.build_model(boon.PEER, data, plan, seed=0), data)
