@@ -1,0 +1,282 @@
+"""``prediff-nbody``'s training stages: what each hands to :func:`fit`, and what ``fit`` reports
+(resumed cost, final loss), against hand-made cases."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from physml.data.nbody import NBodyDigits
+from physml.models.energy_judge import EnergyJudge
+from physml.models.knowledge_regressor import KnowledgeRegressor
+from physml.models.prediff import (
+    ConvDenoiser,
+    CuboidDenoiser,
+    FrameAutoencoder,
+    autoencoder_loss,
+    diffusion_loss,
+    update_ema,
+)
+from physml.tasks import prediff as task
+from physml.tasks.prediff import training
+from physml.training.families import mse_loss
+
+FIT_PARAMETERS = inspect.signature(training.fit)
+
+
+def spy_on_fit(monkeypatch) -> list[dict]:
+    """Every call of ``training.fit`` as its bound arguments (nothing is trained)."""
+    calls = []
+
+    def spy(*args, **options):
+        bound = FIT_PARAMETERS.bind(*args, **options)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+
+    monkeypatch.setattr(training, "fit", spy)
+    return calls
+
+
+def test_a_resumed_run_scales_its_cpu_seconds_to_all_steps(tmp_path, monkeypatch):
+    """A fake CPU clock advances 1.5 s per step: an interrupted 250-step run resumes from its
+    step-200 checkpoint, times the last 50 steps (75 s) and reports 75 × 250 / 50 = 375 s."""
+    now = [0.0]
+    monkeypatch.setattr(time, "process_time", lambda: now[0])
+    data = TensorDataset(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
+
+    def loss(model, batch):
+        return model(batch[0]).square().mean()
+
+    def tick(model, step, stop_at=None):
+        now[0] += 1.5
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    def run(after_step):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        return task.fit(model, loss, data, 250, 4, 1e-3, 0, tmp_path, True, after_step)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(lambda model, step: tick(model, step, stop_at=230))
+    assert not (tmp_path / task.COST_FILE).exists()
+    resumed = run(tick)
+    assert resumed.train_s == 375.0 and resumed.steps == 250
+    saved = json.loads((tmp_path / task.COST_FILE).read_text())
+    assert saved == {"steps": 250, "train_s": 375.0}
+    assert run(tick).train_s == 375.0  # reloaded at its last step: the saved cost
+
+
+def test_final_loss_is_the_mean_of_the_last_20_step_losses(tmp_path):
+    """Step ``k`` of 25 has loss ``k``: the last 20 are 6..25, whose mean is 15.5."""
+    calls = [0]
+
+    def loss(model, batch):
+        calls[0] += 1
+        return model.weight.sum() * 0.0 + float(calls[0])
+
+    data = TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
+    trained = task.fit(torch.nn.Linear(3, 1), loss, data, 25, 4, 1e-2, 0, tmp_path, True)
+    assert calls[0] == 25 and trained.final_loss == 15.5 and trained.steps == 25
+
+
+def test_fit_hands_its_settings_and_hooks_to_the_trainer(tmp_path, monkeypatch):
+    made = []
+
+    class SpyTrainer:
+        def __init__(self, model, loss, config, **options):
+            made.append(dict(model=model, loss=loss, config=config, **options))
+
+        def fit(self, data):
+            return SimpleNamespace(resumed_from=0, losses=[1.0, 3.0])
+
+    monkeypatch.setattr(training, "Trainer", SpyTrainer)
+    monkeypatch.setattr(training, "TrainConfig", lambda **settings: SimpleNamespace(**settings))
+    model, data = torch.nn.Linear(2, 1), TensorDataset(torch.zeros(4, 2))
+
+    def after(model, step):
+        return None
+
+    trained = task.fit(
+        model, mse_loss, data, 7, 2, 0.25, 11, tmp_path, True, after, {"a": 1}, "cuda:0"
+    )
+    (call,) = made
+    config = call["config"]
+    assert (config.steps, config.batch, config.lr, config.seed) == (7, 2, 0.25, 11)
+    assert config.device == "cuda:0"
+    assert call["model"] is model and call["loss"] is mse_loss and call["out"] == tmp_path
+    assert call["after_step"] is after and call["model_config"] == {"a": 1} and call["quiet"]
+    assert trained.final_loss == 2.0 and trained.model is model
+
+
+def _frames(videos: int, length: int, size: int = 16) -> torch.Tensor:
+    count = videos * length * size * size
+    return torch.arange(count, dtype=torch.float32).reshape(videos, length, 1, size, size) / count
+
+
+def _videos(frames: torch.Tensor, energy: torch.Tensor) -> NBodyDigits:
+    """Videos of ``frames`` and ``energy`` only (what the training stages read)."""
+    return NBodyDigits(frames, energy, *[None] * 6)
+
+
+def test_the_autoencoder_is_a_seeded_one_channel_model_on_every_frame(monkeypatch, tmp_path):
+    calls = spy_on_fit(monkeypatch)
+    scale = replace(
+        task.TOY, autoencoder_steps=9, autoencoder_batch=3, autoencoder_width=12, lr=0.02
+    )
+    train = SimpleNamespace(frames=_frames(2, 5))
+    training.train_autoencoder(scale, train, tmp_path, seed=5, quiet=True, device="meta")
+    (call,) = calls
+    torch.manual_seed(5)
+    expected = FrameAutoencoder(1, scale.latent_channels, scale.downsample, 12)
+    model = call["model"]
+    assert isinstance(model, FrameAutoencoder) and model.config == expected.config
+    for mine, theirs in zip(model.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    (frames,) = call["data"].tensors
+    assert frames.shape == (10, 1, 1, 16, 16) and torch.equal(frames[7, 0], train.frames[1, 2])
+    assert call["loss"] is autoencoder_loss and call["model_config"] == expected.config
+    assert (call["steps"], call["batch"], call["lr"], call["seed"]) == (9, 3, 0.02, 5)
+    assert call["out"] == tmp_path and call["device"] == "meta" and call["after_step"] is None
+
+
+@pytest.mark.parametrize("kind, denoiser", [("conv", ConvDenoiser), ("cuboid", CuboidDenoiser)])
+def test_build_prediff_builds_the_kind_asked_for_its_frame_counts_under_its_seed(kind, denoiser):
+    scale = replace(task.TOY, t_in=3, t_out=5)  # 16-pixel frames halved: 2 × 8 × 8 latents
+    autoencoder = FrameAutoencoder(1, 2, 2, 8)
+    prediff = task.build_prediff(scale, kind, autoencoder, seed=4)
+    built = prediff.denoiser
+    assert type(built) is denoiser and built.latent_shape == (2, 8, 8)
+    assert (built.context_frames, built.target_frames) == (3, 5)
+    torch.manual_seed(4)
+    expected = denoiser(3, 5, (2, 8, 8), **getattr(scale, kind))
+    for mine, theirs in zip(built.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_forecast_pairs_split_every_video_after_t_in_frames():
+    train = _videos(_frames(2, 8), torch.zeros(2, 8, dtype=torch.float64))
+    context, target = training.forecast_pairs(train, 3).tensors
+    assert torch.equal(context, train.frames[:, :3]) and torch.equal(target, train.frames[:, 3:])
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_the_denoiser_trains_with_its_batch_loss_ema_and_config(monkeypatch, tmp_path, kind):
+    calls = spy_on_fit(monkeypatch)
+    scale = replace(task.TOY, denoiser_batch=6, batch=2, denoiser_steps={"conv": 3, "cuboid": 5})
+    prediff = task.build_prediff(scale, kind, FrameAutoencoder(1, 2, 2, 8), seed=0)
+    latents = object()
+    training.train_denoiser(scale, prediff, latents, kind, tmp_path, 8, True, device="meta")
+    (call,) = calls
+    assert call["model"] is prediff and call["data"] is latents
+    assert call["loss"] is diffusion_loss and call["after_step"] is update_ema
+    assert (call["steps"], call["batch"], call["seed"]) == ({"conv": 3, "cuboid": 5}[kind], 6, 8)
+    assert call["model_config"] == prediff.config and call["device"] == "meta"
+
+
+def test_the_regressor_reads_target_latents_and_standardised_target_energies(monkeypatch, tmp_path):
+    """Energies ``E[v, t] = 10 v + t`` over 3 + 5 frames: the target mean of video ``v`` is
+    ``10 v + 5``; over 4 videos their mean is 20 and their standard deviation 10 √(5/3)."""
+    calls = spy_on_fit(monkeypatch)
+    scale = replace(
+        task.TOY, t_in=3, t_out=5, regressor_steps=7, regressor_hidden=6, batch=2, denoiser_batch=4
+    )
+    energy = 10 * torch.arange(4.0, dtype=torch.float64)[:, None] + torch.arange(8.0)
+    train = _videos(_frames(4, 8), energy)
+    prediff, latents = training.calibrated(
+        task.build_prediff(scale, "conv", FrameAutoencoder(1, 2, 2, 8), seed=0), train, 3
+    )
+    training.train_regressor(scale, prediff, latents, train, tmp_path, 2, True, device="meta")
+    (call,) = calls
+    model = call["model"]
+    assert float(model.offset) == pytest.approx(20.0, rel=1e-6)
+    assert float(model.scale) == pytest.approx(10 * math.sqrt(5 / 3), rel=1e-6)
+    assert model.latent_shape == (5, 2, 8, 8)
+    torch.manual_seed(2)
+    expected = KnowledgeRegressor((5, 2, 8, 8), hidden=6)
+    for mine, theirs in zip(model.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    assert torch.equal(call["loss"].alphas_cumprod, prediff.schedule.alphas_cumprod())
+    target_latents, energies = call["data"].tensors
+    assert target_latents is latents.target and energies.dtype == torch.float32
+    assert torch.equal(energies, torch.tensor([5.0, 15.0, 25.0, 35.0]))
+    assert (call["steps"], call["batch"], call["seed"], call["device"]) == (7, 2, 2, "meta")
+    assert call["model_config"] == dict(latent_shape=[5, 2, 8, 8], hidden=6)
+
+
+@pytest.mark.parametrize("which", ["judge", "guide"])
+def test_the_energy_models_standardise_the_energies_of_target_length_windows(
+    monkeypatch, tmp_path, which
+):
+    """Videos of 6 frames with energies 1..6 and 7..12, ``T_out = 4``: one window each, frames
+    0..3, energies {1, 2, 3, 4, 7, 8, 9, 10}: mean 5.5, standard deviation √(82 / 7)."""
+    calls = spy_on_fit(monkeypatch)
+    scale = replace(
+        task.TOY, t_in=2, t_out=4, batch=2, lr=0.03, judge_hidden=5, judge_depth=3, judge_steps=11
+    )
+    energy = torch.arange(1.0, 13.0, dtype=torch.float64).reshape(2, 6)
+    train = SimpleNamespace(frames=_frames(2, 6), energy=energy)
+    guide = training.GuideSize(window=5, hidden=6, depth=1, steps=4)
+    if which == "judge":
+        training.train_judge(scale, train, tmp_path, seed=1, quiet=True, device="meta")
+        own, window, hidden, depth = 1 + training.JUDGE_SEED_OFFSET, 3, 5, 3
+    else:
+        training.train_guide(scale, guide, train, tmp_path, seed=1, quiet=True, device="meta")
+        own, window, hidden, depth = 1 + training.GUIDE_SEED_OFFSET, 5, 6, 1
+    (call,) = calls
+    model = call["model"]
+    assert float(model.offset) == pytest.approx(5.5) and float(model.scale) == pytest.approx(
+        math.sqrt(82 / 7)
+    )
+    windows, energies = call["data"].tensors
+    assert windows.shape == (2, 4, 1, 16, 16) and energies.shape == (2, 4)
+    expected = EnergyJudge(1, window=window, hidden=hidden, depth=depth, seed=own)
+    for mine, theirs in zip(model.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    assert call["model_config"] == dict(hidden=hidden, depth=depth, seed=own) | (
+        {"window": window} if which == "guide" else {}
+    )
+    steps = 11 if which == "judge" else 4
+    assert (call["steps"], call["batch"], call["lr"], call["seed"]) == (steps, 2, 0.03, own)
+    assert call["loss"] is mse_loss and call["device"] == "meta" and call["after_step"] is None
+
+
+@pytest.mark.parametrize("record", [{"steps": 5, "train_s": 9.0}, {"steps": 6}])
+def test_a_reload_ignores_a_cost_record_of_another_length_or_without_seconds(tmp_path, record):
+    data = TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
+
+    def loss(model, batch):
+        return model(batch[0]).square().mean()
+
+    def run():
+        torch.manual_seed(0)
+        return task.fit(torch.nn.Linear(3, 1), loss, data, 6, 4, 1e-2, 0, tmp_path, True)
+
+    run()
+    (tmp_path / task.COST_FILE).write_text(json.dumps(record))
+    assert run().train_s == 0.0
+
+
+def test_calibrated_sets_the_latent_statistics_of_all_training_frames_and_encodes_the_pairs():
+    """The per-channel mean and standard deviation of every frame's latent (one direct encode)."""
+    scale = replace(task.TOY, t_in=3, t_out=5)
+    train = _videos(torch.rand(3, 8, 1, 16, 16, generator=torch.Generator().manual_seed(1)), None)
+    autoencoder = FrameAutoencoder(1, 2, 2, 8)
+    prediff, latents = training.calibrated(
+        task.build_prediff(scale, "conv", autoencoder, seed=0), train, 3
+    )
+    with torch.no_grad():
+        latent = autoencoder.encode(train.frames)  # (3, 8, 2, 8, 8)
+    per_channel = latent.transpose(0, 2).reshape(2, -1).double()
+    assert torch.allclose(prediff.latent_mean.double(), per_channel.mean(1), atol=1e-6)
+    assert torch.allclose(prediff.latent_std.double(), per_channel.std(1), rtol=1e-5)
+    assert not any(p.requires_grad for p in autoencoder.parameters())
+    assert latents.context.shape == (3, 3, 2, 8, 8) and latents.target.shape == (3, 5, 2, 8, 8)
