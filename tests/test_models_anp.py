@@ -367,6 +367,13 @@ def test_a_run_with_another_penalty_is_not_resumed_as_this_one(tmp_path):
         train_anp(small_model(), sampler, loss_extra=heavy, **settings)
     with pytest.raises(CheckpointError, match="another model"):  # a term without a description
         train_anp(small_model(), sampler, loss_extra=lambda model, batch: 0.0, **settings)
+    for other in (
+        softc_loss_extra("diffusion", t, torch.linspace(0.0, 2.0, 5), softc_weight=1e-3),
+        softc_loss_extra("diffusion", torch.linspace(0.0, 1.0, 7), x, softc_weight=1e-3),
+        softc_loss_extra("pme", t, x, softc_weight=1e-3),
+    ):
+        with pytest.raises(CheckpointError, match="another model"):
+            train_anp(small_model(), sampler, loss_extra=other, **settings)
 
 
 @pytest.mark.parametrize(
@@ -660,6 +667,26 @@ def test_bad_softc_extra_arguments():
         softc_loss_extra("heat", t, x)
     with pytest.raises(ValueError, match=">= 3"):
         softc_loss_extra("diffusion", t[:2], x)
+
+
+def test_softc_extra_refuses_an_uneven_grid_when_built():
+    even = torch.linspace(0.0, 1.0, 5)
+    uneven = torch.tensor([0.0, 0.1, 0.5, 0.6, 1.0])
+    with pytest.raises(ValueError, match="t must be uniformly spaced"):
+        softc_loss_extra("diffusion", uneven, even)
+    with pytest.raises(ValueError, match="x must be uniformly spaced"):
+        softc_loss_extra("diffusion", even, uneven)
+
+
+def test_softc_extra_uses_the_latent_mean_whatever_eval_samples_says():
+    t, x = torch.linspace(0.0, 1.0, 4), torch.linspace(0.0, 1.0, 5)
+    extra = softc_loss_extra("diffusion", t, x)
+    batch = small_sampler(batch=2, n_target=10)(torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    sampling = extra(small_model(eval_samples=3), batch)
+    torch.manual_seed(1)
+    assert torch.equal(sampling, extra(small_model(eval_samples=3), batch))
+    torch.testing.assert_close(sampling, extra(small_model(), batch), rtol=1e-6, atol=0)
 
 
 # --------------------------------------------------------------------------- bad input

@@ -145,3 +145,127 @@ def test_an_axis_one_percent_off_uniform_is_refused():
     x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
     with pytest.raises(ValueError, match="t must be uniformly spaced"):
         softc_residual_loss(torch.zeros(1, 5, 5, dtype=torch.float64), t, x, "diffusion", 1.0)
+
+
+# --------------------------------------------------------------------------- from a mutation pass
+
+
+def by_hand_attention(layer: _Attention, query, key, value):
+    """``layer`` computed from its weights: softmax attention per head, output projection,
+    residual to the query, layer norm."""
+    hidden, heads = layer.norm.normalized_shape[0], layer.attention.num_heads
+    w, b = layer.attention.in_proj_weight, layer.attention.in_proj_bias
+    d = hidden // heads
+    q, k, v = (
+        (a @ w[i * hidden : (i + 1) * hidden].T + b[i * hidden : (i + 1) * hidden])
+        .reshape(*a.shape[:2], heads, d)
+        .transpose(1, 2)
+        for i, a in enumerate((query, key, value))
+    )
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+    weights = scores.exp() / scores.exp().sum(-1, keepdim=True)
+    mixed = (weights @ v).transpose(1, 2).reshape(*query.shape[:2], hidden)
+    mixed = mixed @ layer.attention.out_proj.weight.T + layer.attention.out_proj.bias
+    h = query + mixed
+    centred = h - h.mean(-1, keepdim=True)
+    normed = centred / (centred.square().mean(-1, keepdim=True) + layer.norm.eps).sqrt()
+    return normed * layer.norm.weight + layer.norm.bias
+
+
+def test_the_deterministic_path_attends_from_target_x_to_context_x_over_the_set_encoding():
+    """r* = attention(keys(target x), keys(context x), values) with the values the embedded
+    pairs put through each self-attention layer in turn (no skip around a layer)."""
+    model = small_model(attention_layers=2).double()
+    cx, cy, tx, _ = (a.double() for a in random_sets(2, 6, 5))
+    with torch.no_grad():
+        h = model.deterministic.embed(torch.cat([cx, cy.unsqueeze(-1)], -1))
+        for layer in model.deterministic.attention:
+            h = by_hand_attention(layer, h, h, h)
+        expected = by_hand_attention(model.cross, model.keys(tx), model.keys(cx), h)
+        r = model._representation(cx, cy, tx)
+    torch.testing.assert_close(r, expected, rtol=1e-10, atol=1e-12)
+    assert (r[:, 0] - r[:, 1]).abs().max() > 1e-3, "each target has its own r*"
+
+
+def test_the_latent_path_mean_pools_the_encoded_pairs():
+    """q(z | set): the encoded pairs averaged over the set, then the head, σ = 0.1 + 0.9 sigmoid."""
+    model = small_model(attention_layers=1).double()
+    cx, cy, _, _ = (a.double() for a in random_sets(2, 7, 1))
+    with torch.no_grad():
+        h = model.latent_encoder.embed(torch.cat([cx, cy.unsqueeze(-1)], -1))
+        h = by_hand_attention(model.latent_encoder.attention[0], h, h, h)
+        head = model.latent_head(h.sum(1) / 7)
+        mu, sigma = model._latent(cx, cy)
+    torch.testing.assert_close(mu, head[:, :8], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sigma, 0.1 + 0.9 / (1 + (-head[:, 8:]).exp()), rtol=1e-10, atol=0)
+
+
+def test_the_decoder_reads_the_target_coordinates():
+    """Only the decoder's x inputs are switched on: the mean is then a function of x alone."""
+    model = small_model(hidden=16, latent=8).eval()
+    first = model.decoder[0]
+    with torch.no_grad():
+        first.weight[:, 2:] = 0.0
+        cx, cy, tx, _ = random_sets(1, 4, 3)
+        same_x = model(cx, cy, tx.flip(1)).mean.flip(1)
+        other_context = model(cx + 1.0, -cy, tx).mean
+        moved = model(cx, cy, tx + 0.5).mean
+    reference = model(cx, cy, tx).mean.detach()
+    torch.testing.assert_close(same_x, reference)
+    torch.testing.assert_close(other_context, reference)
+    assert (moved - reference).abs().max() > 1e-4
+
+
+def test_one_latent_draw_is_mu_plus_sigma_times_the_generator_normal():
+    """With μ = 0.25 and σ = 0.55 fixed by the head's bias, samples=1 decodes z = μ + σ ε, ε
+    the generator's normal draws; the same model with μ set to that z and samples=0 agrees."""
+    model = small_model().eval()
+    other = small_model().eval()
+    cx, cy, tx, _ = random_sets(2, 4, 3)
+    eps = torch.randn(1, 2, model.latent, generator=torch.Generator().manual_seed(9))
+    z = 0.25 + 0.55 * eps[0]
+    with torch.no_grad():
+        for m in (model, other):
+            m.latent_head[-1].weight.zero_()
+        model.latent_head[-1].bias.copy_(torch.tensor([0.25] * 8 + [0.0] * 8))
+        sampled = model(cx, cy, tx, samples=1, generator=torch.Generator().manual_seed(9))
+        for b in range(2):
+            other.latent_head[-1].bias.copy_(torch.cat([z[b], torch.zeros(8)]))
+            at_z = other(cx[b : b + 1], cy[b : b + 1], tx[b : b + 1], samples=0)
+            torch.testing.assert_close(sampled.mean[b : b + 1], at_z.mean)
+            torch.testing.assert_close(sampled.cov[b : b + 1], at_z.cov)
+
+
+def test_a_float64_latent_noise_is_used_in_the_model_dtype():
+    model = small_model()
+    cx, cy, tx, ty = random_sets(2, 4, 3)
+    noise = torch.randn(2, model.latent, generator=torch.Generator().manual_seed(0))
+    single, _ = model.elbo_loss(cx, cy, tx, ty, noise=noise)
+    double, _ = model.elbo_loss(cx, cy, tx, ty, noise=noise.double())
+    assert double.dtype == torch.float32
+    torch.testing.assert_close(double, single)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"attention_layers": -1}, "attention_layers"),
+        ({"input_range": ((0.0, math.inf), (0.0, 1.0))}, "input_range needs finite"),
+        ({"input_range": ((math.nan, 1.0), (0.0, 1.0))}, "input_range needs finite"),
+    ],
+)
+def test_negative_layer_counts_and_infinite_or_nan_ranges_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        small_model(**kwargs)
+
+
+def test_a_context_x_of_rank_four_is_refused_by_name():
+    cx, cy, tx, _ = random_sets(2, 3, 4)
+    with pytest.raises(ValueError, match=r"context_x must have shape \(batch, context, 2\)"):
+        small_model()(cx[:, :, None], cy, tx)
+
+
+def test_the_decoder_is_three_hidden_layers_deep_as_checkpoints_record():
+    model = small_model(hidden=16, latent=8)
+    shapes = [tuple(p.shape) for n, p in model.decoder.named_parameters() if n.endswith("weight")]
+    assert shapes == [(16, 2 + 16 + 8), (16, 16), (16, 16), (2, 16)]
