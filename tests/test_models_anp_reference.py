@@ -32,22 +32,7 @@ def test_attention_is_softmax_attention_per_head_plus_residual_and_layer_norm():
     key = torch.randn(2, 5, hidden, generator=g, dtype=torch.float64)
     value = torch.randn(2, 5, hidden, generator=g, dtype=torch.float64)
 
-    w, b = layer.attention.in_proj_weight, layer.attention.in_proj_bias
-    d = hidden // heads
-    q, k, v = (
-        (a @ w[i * hidden : (i + 1) * hidden].T + b[i * hidden : (i + 1) * hidden])
-        .reshape(*a.shape[:2], heads, d)
-        .transpose(1, 2)
-        for i, a in enumerate((query, key, value))
-    )
-    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
-    weights = scores.exp() / scores.exp().sum(-1, keepdim=True)
-    mixed = (weights @ v).transpose(1, 2).reshape(2, 3, hidden)
-    mixed = mixed @ layer.attention.out_proj.weight.T + layer.attention.out_proj.bias
-    h = query + mixed
-    centred = h - h.mean(-1, keepdim=True)
-    normed = centred / (centred.square().mean(-1, keepdim=True) + layer.norm.eps).sqrt()
-    expected = normed * layer.norm.weight + layer.norm.bias
+    expected = by_hand_attention(layer, query, key, value)
     with torch.no_grad():
         torch.testing.assert_close(layer(query, key, value), expected, rtol=1e-10, atol=1e-12)
 
