@@ -62,6 +62,82 @@ def test_with_parameters_puts_parameters_first():
     assert rows[0, 0].tolist() == [5.0, 6.0, 0.0, 3.0]
 
 
+def test_unflatten_keeps_every_leading_axis_and_refuses_a_scalar_or_a_bool_size():
+    values = torch.arange(36.0).reshape(2, 3, 6)
+    grid = unflatten(values, 2, 3)
+    assert grid.shape == (2, 3, 2, 3)
+    for i in range(2):
+        for j in range(3):  # t-major: entry i·X + j is (t[i], x[j])
+            assert torch.equal(grid[..., i, j], values[..., i * 3 + j])
+    with pytest.raises(TypeError, match=r"values must be a tensor of shape \(..., T\*X\)"):
+        unflatten(torch.tensor(5.0), 1, 1)
+    for T in (True, 2.0):
+        with pytest.raises(ValueError, match=f"T must be an integer >= 1, got {T}"):
+            unflatten(torch.zeros(6), T, 6 // int(T))
+    with pytest.raises(ValueError, match="X must be an integer >= 1, got 0"):
+        unflatten(torch.zeros(2, 0), 3, 0)  # an empty grid, though T·X = 0 entries match
+
+
+def test_with_parameters_keeps_float32_points_and_reads_other_points_as_float64():
+    points32 = torch.tensor([[0.0, 1.0], [0.5, 2.0]], dtype=torch.float32)
+    rows = with_parameters(torch.tensor([3.0, 4.0], dtype=F64), points32)
+    assert rows.dtype == torch.float32
+    assert rows[1].tolist() == [[4.0, 0.0, 1.0], [4.0, 0.5, 2.0]]
+    assert with_parameters([0.1], points32.double()).dtype == F64
+    for points in ([[0.1, 0.2]], torch.tensor([[0, 1]])):  # a list, integer points
+        assert with_parameters([0.1], points).dtype == F64
+    assert with_parameters([0.1], [[0.1, 0.2]])[0, 0, 0].item() == 0.1  # not rounded to float32
+    with pytest.raises(ValueError, match=r"params must have shape \(B,\) or \(B, p\)"):
+        with_parameters(torch.zeros(2, 1, 1), points32)
+
+
+def test_grid_points_refuse_an_empty_x_and_read_lists_as_float64():
+    with pytest.raises(ValueError, match="t and x must be non-empty, got 2 times and 0 x"):
+        grid_points(torch.zeros(2), torch.zeros(0))
+    points = grid_points([0.1, 0.2], [0.3])
+    assert points.dtype == F64 and points[1].tolist() == [0.2, 0.3]
+    for dtype in (torch.float32, F64):  # a floating t keeps its dtype, x follows it
+        points = grid_points(torch.tensor([0.1], dtype=dtype), torch.tensor([0.3]))
+        assert points.dtype == dtype and points[0, 0] == torch.tensor(0.1, dtype=dtype)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_grid_points_and_with_parameters_follow_the_device_of_t_and_points():
+    points = grid_points(torch.tensor([0.0, 1.0], device="cuda"), [0.5])  # x given on the CPU
+    assert points.device.type == "cuda"
+    assert with_parameters(torch.tensor([1.0, 2.0]), points).device.type == "cuda"
+
+
+def test_pad_circularly_refuses_a_non_bool_leaves_the_model_when_off_and_wraps_one_sided_pads():
+    from physml.models.common import pad_circularly
+
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding=(0, 1)))
+    with pytest.raises(TypeError, match="periodic must be True or False, got 1"):
+        pad_circularly(model, 1)
+    assert pad_circularly(model, False) is False
+    assert [c.padding_mode for c in model] == ["zeros", "zeros"]
+    assert pad_circularly(model, True) is True
+    assert [c.padding_mode for c in model] == ["circular", "circular"]
+
+
+def test_progress_bar_shows_its_description_and_total_only_when_enabled(monkeypatch):
+    import io
+    import sys
+
+    from physml.models.common import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    shown = progress_bar(range(3), True, "fitting", total=7)
+    assert not shown.disable and shown.total == 7 and list(shown) == [0, 1, 2]
+    shown.close()
+    assert "fitting" in sys.stderr.getvalue() and "/7" in sys.stderr.getvalue()
+    assert progress_bar(range(3), False, "fitting").disable
+
+
 @pytest.mark.parametrize(
     "call, error",
     [
