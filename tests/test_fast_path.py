@@ -12,7 +12,6 @@ from pdes.errors import SolverError
 from pdes.grid import Grid1D
 from pdes.integrators import DenseETDRK4, DiagonalOperator, etdrk4
 from pdes.random_fields import gaussian_random_field_1d
-from pdes.threads import ONE_THREAD_BELOW, solve_threads, threads_for
 
 F64 = torch.float64
 ROUND_OFF = 1e-13
@@ -114,15 +113,11 @@ def test_dense_etdrk4_checks_shapes():
         DenseETDRK4(lam, torch.zeros(3, 5, dtype=F64), torch.zeros(3, 5, dtype=F64), torch.sin)
 
 
-def test_small_solves_run_on_one_thread_and_restore_the_setting():
+def test_a_small_solve_restores_the_callers_thread_setting():
+    """The boundary itself and threads_for are tested in test_threads."""
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert solve_threads(ONE_THREAD_BELOW - 1) == 1
-        assert solve_threads(ONE_THREAD_BELOW) == 2
-        with threads_for(100) as threads:
-            assert threads == 1 and torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
         u0, nu, times = random_problem(8, seed=8)
         solve_burgers(u0, Grid1D(8, periodic=True), nu, times)
         assert torch.get_num_threads() == 2

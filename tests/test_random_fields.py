@@ -211,16 +211,14 @@ def test_a_cuda_generator_draws_on_its_device(draw):
 
 
 def test_1d_defaults_are_fnos_burgers_covariance():
-    """The defaults draw FNO's Burgers initial condition N(0, 625 (−Δ + 25 I)^−2) on [0, 1):
-    σ = 25, τ = 5, α = 2, L = 1 (per-mode power against the closed form, as above)."""
-    n, samples = 32, 4000
-    u = gaussian_random_field_1d(n, generator=torch.Generator().manual_seed(13), batch=samples)
-    m = np.arange(n // 2 + 1)
-    expected = 625.0 / ((2 * math.pi * m) ** 2 + 25.0) ** 2 * n**2
-    power = torch.fft.rfft(u, dim=-1).abs().pow(2).mean(0).numpy()
-    real_mode = (m == 0) | (2 * m == n)
-    standard_error = np.where(real_mode, math.sqrt(2 / samples), 1 / math.sqrt(samples))
-    assert np.abs((power / expected - 1) / standard_error).max() < Z
+    """The defaults are FNO's Burgers initial condition N(0, 625 (−Δ + 25 I)^−2) on [0, 1):
+    L = 1, α = 2, τ = 5, σ = 25 (the draw equals the one with these written out; the covariance
+    itself is checked by the spectrum tests above)."""
+
+    def draw(*settings):
+        return gaussian_random_field_1d(32, *settings, generator=torch.Generator().manual_seed(13))
+
+    assert torch.equal(draw(), draw(1.0, 2.0, 5.0, 25.0))
 
 
 @pytest.mark.parametrize("draw", [gaussian_random_field_1d, gaussian_random_field_2d])
