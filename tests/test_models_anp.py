@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -356,7 +357,8 @@ def test_checkpoint_problems_are_reported(tmp_path):
 
 def test_a_run_with_another_penalty_is_not_resumed_as_this_one(tmp_path):
     sampler = small_sampler(batch=2, n_target=10)
-    t = x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    x = torch.linspace(0.0, 1.0, 6, dtype=torch.float64)
     settings = dict(steps=2, seed=1, progress=False, out=tmp_path / "softc")
     light = softc_loss_extra("diffusion", t, x, softc_weight=1e-3)
     done = train_anp(small_model(), sampler, loss_extra=light, **settings)
@@ -367,12 +369,18 @@ def test_a_run_with_another_penalty_is_not_resumed_as_this_one(tmp_path):
         train_anp(small_model(), sampler, loss_extra=heavy, **settings)
     with pytest.raises(CheckpointError, match="another model"):  # a term without a description
         train_anp(small_model(), sampler, loss_extra=lambda model, batch: 0.0, **settings)
-    for other in (
-        softc_loss_extra("diffusion", t, torch.linspace(0.0, 2.0, 5), softc_weight=1e-3),
-        softc_loss_extra("diffusion", torch.linspace(0.0, 1.0, 7), x, softc_weight=1e-3),
-        softc_loss_extra("pme", t, x, softc_weight=1e-3),
+    x_grid = "x [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] → [0.0, 0.4, 0.8, 1.2, 1.6, 2.0]"
+    for other, change in (
+        (softc_loss_extra("diffusion", t, 2 * x, softc_weight=1e-3), x_grid),
+        (
+            softc_loss_extra("diffusion", torch.linspace(0.0, 1.0, 3), x, softc_weight=1e-3),
+            "t [0.0, 0.25, 0.5, 0.75, 1.0] → [0.0, 0.5, 1.0]",
+        ),
+        (softc_loss_extra("pme", t, x, softc_weight=1e-3), "softc 'diffusion' → 'pme'"),
     ):
-        with pytest.raises(CheckpointError, match="another model"):
+        with pytest.raises(
+            CheckpointError, match=re.escape(f"another model (loss_extra.{change});")
+        ):
             train_anp(small_model(), sampler, loss_extra=other, **settings)
 
 

@@ -5,6 +5,7 @@ duplication, and the losses' bad input."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -234,19 +235,26 @@ def test_a_float64_latent_noise_is_used_in_the_model_dtype():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"attention_layers": -1}, "attention_layers"),
-        ({"input_range": ((0.0, math.inf), (0.0, 1.0))}, "input_range needs finite"),
-        ({"input_range": ((math.nan, 1.0), (0.0, 1.0))}, "input_range needs finite"),
+        ({"attention_layers": -1}, "attention_layers must be an integer >= 0, got -1"),
+        (
+            {"input_range": ((0.0, math.inf), (0.0, 1.0))},
+            "input_range needs finite pairs with low < high, got ((0.0, inf), (0.0, 1.0))",
+        ),
+        (
+            {"input_range": ((math.nan, 1.0), (0.0, 1.0))},
+            "input_range needs finite pairs with low < high, got ((nan, 1.0), (0.0, 1.0))",
+        ),
     ],
 )
 def test_negative_layer_counts_and_infinite_or_nan_ranges_are_refused(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"^{re.escape(match)}$"):
         small_model(**kwargs)
 
 
 def test_a_context_x_of_rank_four_is_refused_by_name():
     cx, cy, tx, _ = random_sets(2, 3, 4)
-    with pytest.raises(ValueError, match=r"context_x must have shape \(batch, context, 2\)"):
+    message = r"^context_x must have shape \(batch, context, 2\), got shape \(2, 3, 1, 2\)$"
+    with pytest.raises(ValueError, match=message):
         small_model()(cx[:, :, None], cy, tx)
 
 

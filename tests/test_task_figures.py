@@ -67,6 +67,9 @@ def test_mass_plot_shows_each_conservation_error_on_a_log_axis(tmp_path, monkeyp
     lines = {line.get_label(): line for line in profile.axes[0].get_lines()}
     assert lines["anp"].get_zorder() < lines["probconserv-anp"].get_zorder()
     assert lines["anp"].get_linestyle() != lines["probconserv-anp"].get_linestyle()
+    monkeypatch.undo()
+    for figure in figures:
+        plt.close(figure)
 
 
 def test_a_failed_write_leaves_neither_a_figure_nor_a_temporary_file(tmp_path, monkeypatch):
@@ -253,7 +256,8 @@ def test_frame_strip_draws_row_r_column_c_as_frame_c_of_row_r(monkeypatch, tmp_p
 def test_frame_strip_of_one_row_writes_a_png(tmp_path):
     from physml.tasks.figures import frame_strip
 
+    before = plt.get_fignums()
     frame_strip(tmp_path / "one" / "strip.png", [("only", torch.full((2, 1, 3, 3), 0.5))])
     image = plt.imread(tmp_path / "one" / "strip.png")
     assert image.ndim == 3 and image.shape[0] > 0
-    assert not plt.get_fignums()
+    assert plt.get_fignums() == before

@@ -261,7 +261,9 @@ def test_frame_plot_shows_the_last_lead_of_the_truth_and_member_zero_on_one_scal
         assert shown.get_clim() == (low, 123.0)
 
 
-def test_correction_maps_are_the_spread_the_mean_error_and_each_updates_mean_move(drawn, tmp_path):
+def test_correction_maps_show_spread_mean_error_and_each_updates_mean_absolute_move(
+    drawn, tmp_path
+):
     raw = torch.full((2, 2, 3, 1, 2, 2), 100.0)  # other windows and leads: far off
     raw[0, 1, -1, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     raw[1, 1, -1, 0] = torch.tensor([[3.0, 2.0], [7.0, 4.0]])
