@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_tasks_prediff_training import spy_on_fit
 
 from physml.tasks import prediff as task
 from physml.tasks.prediff import evaluation, training
@@ -402,12 +403,7 @@ def test_the_regressor_learns_the_mean_energy_of_the_target_frames(tmp_path):
 def test_the_judge_and_the_guide_train_on_target_length_windows_under_their_own_seed(
     monkeypatch, which
 ):
-    calls = []
-
-    def spy(model, loss, data, steps, batch, lr, seed, out, quiet, after, config, device):
-        calls.append(dict(data=data, steps=steps, seed=seed, config=config))
-
-    monkeypatch.setattr(training, "fit", spy)
+    calls = spy_on_fit(monkeypatch)
     scale = task.TOY
     train = task.videos(scale, seed=0)["validation"]  # 4 videos of 8 frames
     if which == "judge":
@@ -419,7 +415,7 @@ def test_the_judge_and_the_guide_train_on_target_length_windows_under_their_own_
     (call,) = calls
     windows, energies = call["data"].tensors
     assert windows.shape[:2] == (4 * 2, scale.t_out) and energies.shape == (8, scale.t_out)
-    assert (call["seed"], call["config"]["seed"], call["steps"]) == (own, own, steps)
+    assert (call["seed"], call["model_config"]["seed"], call["steps"]) == (own, own, steps)
 
 
 @pytest.mark.parametrize("kind", ["conv", "cuboid"])
@@ -433,10 +429,9 @@ def test_each_denoiser_kind_gets_its_own_ema_decay_and_steps(monkeypatch, kind):
     autoencoder = FrameAutoencoder(1, scale.latent_channels, scale.downsample, 8)
     prediff = task.build_prediff(scale, kind, autoencoder, seed=0)
     assert prediff.config["ema_decay"] == {"conv": 0.9, "cuboid": 0.5}[kind]
-    calls = []
-    monkeypatch.setattr(training, "fit", lambda *args, **options: calls.append(args[3]))
+    calls = spy_on_fit(monkeypatch)
     training.train_denoiser(scale, prediff, None, kind, "unused", seed=0, quiet=True)
-    assert calls == [steps[kind]]
+    assert [call["steps"] for call in calls] == [steps[kind]]
 
 
 @pytest.mark.parametrize("length", [0, -1, 5, 2.0, True])
