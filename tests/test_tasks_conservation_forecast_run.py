@@ -65,7 +65,7 @@ def fake_run(monkeypatch, tmp_path):
 
     def run(size):
         calls.clear()
-        rows = task.run(Context(out=tmp_path, size=size, seed=2, quiet=True))
+        rows = task.run(Context(out=tmp_path, size=size, seed=2, quiet=False))
         return rows
 
     return SimpleNamespace(calls=calls, run=run, found=found, out=tmp_path)
@@ -77,7 +77,7 @@ def test_each_variant_runs_at_the_contexts_scale_in_the_runs_folder(fake_run):
         fake_run.run(size)
         work = fake_run.out / task.NAME / f"{size}-seed2"
         assert fake_run.calls["run_variant"] == [
-            (variant, task.SIZES[size], work, 2, True) for variant in task.VARIANTS
+            (variant, task.SIZES[size], work, 2, False) for variant in task.VARIANTS
         ]
     assert task.SIZES["toy"] is task.TOY and task.SIZES["full"] is task.FULL
 

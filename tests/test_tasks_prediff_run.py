@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_tasks_prediff_training import _videos
 
 from physml import tasks
 from physml.tasks import Context, get
@@ -18,18 +19,13 @@ LAMBDAS = (0.3, 1.0, 3.0)  # the sweep's λ (the toy guide's two and one more)
 BEST = 1.0  # the fake best_lambda's choice: the sweep's middle row
 
 
-class _Videos:
+def _made_videos(count: int, base: float):
     """``count`` videos of ``T_IN + T_OUT`` frames ``1 × 2 × 2``: frame ``t`` of video ``n`` is
     ``base + 10 n + t`` everywhere; energy ``base + n + 0.5 t``."""
-
-    def __init__(self, count: int, base: float) -> None:
-        n = torch.arange(count, dtype=torch.float32)[:, None]
-        t = torch.arange(T_IN + T_OUT, dtype=torch.float32)[None, :]
-        self.frames = (base + 10 * n + t)[..., None, None, None].expand(-1, -1, 1, PIXELS, PIXELS)
-        self.energy = (base + n + 0.5 * t).double()
-
-    def split(self, input_frames: int):
-        return self.frames[:, :input_frames], self.frames[:, input_frames:]
+    n = torch.arange(count, dtype=torch.float32)[:, None]
+    t = torch.arange(T_IN + T_OUT, dtype=torch.float32)[None, :]
+    frames = (base + 10 * n + t)[..., None, None, None].expand(-1, -1, 1, PIXELS, PIXELS)
+    return _videos(frames, (base + n + 0.5 * t).double())
 
 
 class _Judge(torch.nn.Module):
@@ -68,9 +64,9 @@ def fake_run(monkeypatch, tmp_path):
     """Replace every expensive block; returns the calls made, by block."""
     calls: dict[str, list] = {}
     data = {
-        "train": _Videos(5, 1000.0),
-        "validation": _Videos(2, 2000.0),
-        "test": _Videos(3, 3000.0),
+        "train": _made_videos(5, 1000.0),
+        "validation": _made_videos(2, 2000.0),
+        "test": _made_videos(5, 3000.0),  # more than the toy scale's 4 intensity contexts
     }
     judge, guide = _Judge(), SimpleNamespace(name="guide")
     monkeypatch.setattr(task, "TOY_GUIDE", dataclasses.replace(task.TOY_GUIDE, lambdas=LAMBDAS))
@@ -112,7 +108,7 @@ def fake_run(monkeypatch, tmp_path):
     )
     record("plot_strip", None)
     record("plot_energy", None)
-    context = Context(out=tmp_path, size="full", seed=3, quiet=True)
+    context = Context(out=tmp_path, size="full", seed=3, quiet=False)
     rows = task.run(context)
     return SimpleNamespace(
         calls=calls, rows=rows, data=data, judge=judge, guide=guide, out=tmp_path
@@ -145,7 +141,7 @@ def test_the_models_train_on_the_training_videos_in_the_toy_folder(fake_run):
         data["train"],
         work / "autoencoder",
         3,
-        True,
+        False,
     )
     assert _only(calls, "build_prediff") == (task.TOY, "conv", "autoencoder", 3)
     assert _only(calls, "calibrated") == ("prediff-built", data["train"], T_IN)
@@ -156,12 +152,12 @@ def test_the_models_train_on_the_training_videos_in_the_toy_folder(fake_run):
         "conv",
         work / "denoiser",
         3,
-        True,
+        False,
     )
     guide_args = _only(calls, "train_guide")
     assert guide_args[0] is task.TOY and guide_args[1].lambdas == LAMBDAS
-    assert guide_args[1:] == (task.TOY_GUIDE, data["train"], work / "guide", 3, True)
-    assert _only(calls, "train_judge") == (task.TOY, data["train"], work / "judge", 3, True)
+    assert guide_args[1:] == (task.TOY_GUIDE, data["train"], work / "guide", 3, False)
+    assert _only(calls, "train_judge") == (task.TOY, data["train"], work / "judge", 3, False)
 
 
 def _context_energy(base, count):
@@ -173,7 +169,7 @@ def test_the_sweep_runs_on_validation_videos_and_the_scores_on_test_videos(fake_
     calls, data, judge = fake_run.calls, fake_run.data, fake_run.judge
     test_x, test_y = data["test"].frames[:, :T_IN], data["test"].frames[:, T_IN:]
     val_x, val_y = data["validation"].frames[:, :T_IN], data["validation"].frames[:, T_IN:]
-    energy0, val_energy0 = _context_energy(3000.0, 3), _context_energy(2000.0, 2)
+    energy0, val_energy0 = _context_energy(3000.0, 5), _context_energy(2000.0, 2)
 
     judged = _only(calls, "judge_error")
     assert judged[0] is judge and torch.equal(judged[1], test_y) and judged[3] == 3
@@ -224,11 +220,11 @@ def test_the_intensity_rows_ask_the_test_targets_statistics_on_the_first_context
     prediff, contexts, stats, scale, lam, seed = _only(fake_run.calls, "intensity_rows")
     assert prediff == "prediff" and scale is toy and seed == 3
     assert lam == toy.intensity_lambdas[-1] == 100.0
+    assert contexts.shape[0] == toy.intensity_contexts < len(data["test"].frames)
     assert torch.equal(contexts, data["test"].frames[: toy.intensity_contexts, :T_IN])
-    # mean intensities of the three test targets: 3000 + 10 n + 5.5 (frames 4..7)
-    means = torch.tensor([3005.5, 3015.5, 3025.5], dtype=torch.float64)
-    assert stats == pytest.approx((3015.5, float(means.std())))
-    assert stats[1] == pytest.approx(10.0)  # sample std of three values 10 apart
+    # mean intensities of the five test targets: 3000 + 10 n + 5.5 (frames 4..7), n = 0..4;
+    # their sample std: sqrt((20² + 10² + 0 + 10² + 20²) / 4) = sqrt(250)
+    assert stats == pytest.approx((3025.5, 250**0.5), rel=1e-12)
 
 
 def test_the_rows_name_each_score_the_targets_and_the_controlled_intensity_misses(fake_run):
