@@ -193,6 +193,34 @@ def test_a_finished_run_without_its_recorded_cost_reports_it_unknown(tmp_path):
     assert math.isnan(task.mean_and_se([{"train_s": unknown.train_s}], ("train_s",))["train_s"])
 
 
+def test_a_resumed_run_scales_its_cpu_seconds_to_all_steps(tmp_path, monkeypatch):
+    """A fake CPU clock advances 1.5 s per step: a 600-step run (a checkpoint at step 500) killed
+    at step 550 resumes from 500, times the last 100 steps (150 s) and reports 150 × 600 / 100 =
+    900 s, which a finished run reports again."""
+    now, stop_at = [0.0], [550]
+    monkeypatch.setattr(task.models.time, "process_time", lambda: now[0])
+    data = TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
+    size = task.Size(4, 2, 1, 8, 600, 4)
+
+    def loss(model, batch):
+        now[0] += 1.5
+        if now[0] == 1.5 * stop_at[0]:
+            raise KeyboardInterrupt
+        return model(batch[0]).square().mean()
+
+    def run():
+        now[0] = 0.0
+        return task.train(torch.nn.Linear(3, 1), loss, data, size, 0, tmp_path)
+
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert not (tmp_path / "train_s.json").exists()
+    stop_at[0] = -1
+    assert run().train_s == 900.0
+    assert json.loads((tmp_path / "train_s.json").read_text()) == {"train_s": 900.0}
+    assert run().train_s == 900.0
+
+
 def test_an_ensemble_sweep_reports_the_mean_and_the_first_member():
     problem = SMALL["burgers"]
     train, test = task.pairs(problem, 8, 0), task.pairs(problem, 5, task.TEST_SEED, outside=2)
