@@ -581,3 +581,172 @@ def test_a_tracer_that_overflows_is_a_solver_error_not_inf():
     c0 = 1e308 * blobs(GRID, 1) / blobs(GRID, 1).max()
     with pytest.raises(SolverError, match="NaN or inf"):
         tr.solve_tracer(c0, GRID, 0.0, [0.0, 0.05], (1.0, 0.0))
+
+
+# ----------------------------------------------------------------------------- mutation-pass checks
+
+
+def test_misshapen_arguments_are_refused_naming_them(tmp_path):
+    """Each is a clear ``ValueError``/``TypeError``, not a broadcast, an unpacking error or a
+    silent answer."""
+    c0 = blobs(GRID, 2)
+    t = [0.0, 0.1]
+    flow = (1.0, 0.0)
+    shape = tr.gaussian_blob(GRID, [0.5, 0.5], 0.1)[0]
+    with pytest.raises(ValueError, match="centre must be a finite pair"):
+        tr.gaussian_blob(GRID, torch.full((1, 2, 2), 0.5, dtype=F64), 0.1)
+    with pytest.raises(ValueError, match="kappa"):
+        tr.drifting_blob(GRID, t, [0.5, 0.5], 0.1, flow, -1e-3)
+    with pytest.raises(ValueError, match="flow must be a pair"):
+        tr.drifting_blob(GRID, t, [0.5, 0.5], 0.1, (1.0, 0.0, 2.0), 1e-3)
+    with pytest.raises(ValueError, match="centre must be a pair"):
+        tr.drifting_blob(GRID, t, [[0.5, 0.5, 0.1]] * 2, 0.1, flow, 1e-3)
+    with pytest.raises(ValueError, match="w must have shape"):
+        tr.face_velocities(torch.zeros(1, 24, 23, dtype=F64), GRID)
+    with pytest.raises(TypeError, match=r"pdes\.tracer\.Source"):
+        tr.solve_tracer(c0, GRID, 1e-3, t, flow, source=(shape, lambda s: s))
+    with pytest.raises(ValueError, match="source.shape"):
+        tr.solve_tracer(
+            blobs(GRID, 3), GRID, 1e-3, t, flow, source=tr.Source(shape.expand(2, -1, -1), abs)
+        )
+    with pytest.raises(ValueError, match="kappa"):
+        tr.solve_tracer(c0, GRID, torch.tensor([1e-3, 1e-3, 1e-3], dtype=F64), t, flow)
+    with pytest.raises(ValueError, match="c0 must hold one field per sample"):
+        tr.solve_ns_tracer(stirring(GRID, 2), c0[:1], GRID, 1e-3, 1e-3, t)
+    with pytest.raises(ValueError, match="blobs"):
+        generate_dataset("ns-tracer", tmp_path / "b.h5", n=1, progress=False, nx=8, blobs=0)
+
+
+def test_pulsed_release_is_its_closed_form_between_whole_periods():
+    """``A(t) = rate (t − sin(ωt)/ω)``: at a quarter and three quarters of the period
+    ``sin(ωt) = ±1``, ``ω = π`` for period 2."""
+    release = tr.PulsedRelease(0.3, 2.0)
+    assert release(0.5) == pytest.approx(0.3 * (0.5 - 1 / math.pi), rel=1e-15)
+    assert release(1.5) == pytest.approx(0.3 * (1.5 + 1 / math.pi), rel=1e-15)
+
+
+def test_a_source_splits_each_step_for_second_order_in_time():
+    """Half the step's release before the transport and half after (Strang): halved steps shrink
+    the L1 differences of successive answers by 4; the whole release on one side gives 2."""
+    grid = Grid2D.square(16, periodic=True)
+    c0 = tr.random_blobs(grid, _gen(1), 2, 0.12)
+    shape = tr.gaussian_blob(grid, [0.3, 0.6], 0.08)
+    source = tr.Source(shape, tr.PulsedRelease(4.0, 0.5))
+    t = torch.tensor([0.0, 0.5], dtype=F64)
+    answers = [
+        tr.solve_tracer(c0, grid, 1e-3, t, (0.5, 0.25), source, max_step=0.5 / steps)[:, -1]
+        for steps in (32, 64, 128, 256)
+    ]
+    changes = [(a - b).abs().mean().item() for a, b in zip(answers, answers[1:], strict=False)]
+    orders = [math.log2(d0 / d1) for d0, d1 in zip(changes, changes[1:], strict=False)]
+    assert min(orders) > 1.8, (changes, orders)
+
+
+def test_face_velocity_tensors_carry_the_blob_along_their_own_axes():
+    """``flow = (U, V)`` as tensors: U on the x faces, V on the y faces; a uniform pair carries
+    the blob as :func:`drifting_blob` does (L1 within 5%; swapped faces move it elsewhere)."""
+    box = Grid2D(Grid1D(64, 0.0, 1.0, periodic=True), Grid1D(32, -1.0, 1.0, periodic=True))
+    t = torch.tensor([0.0, 0.25], dtype=F64)
+    exact = tr.drifting_blob(box, t, [0.3, 0.2], 0.15, (0.5, -1.0), 5e-3)
+    faces = (torch.full(box.shape, 0.5, dtype=F64), torch.full(box.shape, -1.0, dtype=F64))
+    c = tr.solve_tracer(exact[:, 0], box, 5e-3, t, faces)
+    error = (c[:, 1] - exact[:, 1]).abs().mean() / exact[:, 1].abs().mean()
+    assert error < 0.05, error
+
+
+def test_planned_speed_adds_t_end_times_the_forcings_speed():
+    """Forcing ``F cos 2πx`` has ``ψ = F cos 2πx/(2π)²`` and speed ``|ψ_x| ≤ F/(2π)`` (reached at
+    ``x = 1/4`` on a grid of 24): the plan is ``speed0 + t_end F/(2π)``."""
+    x, _ = GRID.coordinates()
+    force = ns.forcing_coefficients(3.0 * torch.cos(2 * math.pi * x), GRID, 1, "cpu")
+    t = torch.tensor([0.0, 1.0, 2.0], dtype=F64)
+    planned = tr._planned_speed(GRID, torch.tensor([0.3, 0.1], dtype=F64), force, t)
+    assert planned == pytest.approx(0.3 + 2.0 * 3.0 / (2 * math.pi), rel=1e-12)
+
+
+def test_recipe_records_its_settings_and_the_step_it_took(tmp_path):
+    """A given ``max_step`` is used and recorded as given, the default one recorded (> 0),
+    ``kappa`` and ``nu`` stored per sample as set."""
+    options = {**OPTIONS, "nu": 2e-3, "kappa": 7e-4}
+    given = generate_dataset(
+        "ns-tracer", tmp_path / "g.h5", n=2, progress=False, max_step=0.01, **options
+    )
+    data = load(given)
+    assert data.attrs["max_step"] == 0.01
+    torch.testing.assert_close(data.params["kappa"], torch.full((2,), 7e-4, dtype=F64))
+    torch.testing.assert_close(data.params["nu"], torch.full((2,), 2e-3, dtype=F64))
+    default = load(generate_dataset("ns-tracer", tmp_path / "d.h5", n=1, progress=False, **options))
+    assert 0 < default.attrs["max_step"] < 0.6
+
+
+def test_the_flow_follows_the_grf_and_forcing_options_like_navier_stokes(tmp_path):
+    settings = {**{k: OPTIONS[k] for k in ("nx", "nt", "t_end")}, "tau": 5.0, "forcing": "none"}
+    tracer = generate_dataset("ns-tracer", tmp_path / "t.h5", n=1, progress=False, **settings)
+    flow = generate_dataset("navier-stokes", tmp_path / "f.h5", n=1, progress=False, **settings)
+    with_tracer, alone = load(tracer), load(flow)
+    for name in ("vx", "vy"):
+        torch.testing.assert_close(with_tracer.fields[name], alone.fields[name], rtol=0, atol=1e-13)
+
+
+def test_source_recipe_adds_its_release_times_the_unit_gaussian_it_records(tmp_path):
+    """A flow of 1e-9 and κ = 0: ``c(t) − c(0) = A(t) f`` with ``f`` the Gaussian of std
+    ``source_width`` at the recorded ``(source_x, source_y)``, summed by hand over images and
+    normalised on the grid; ``A`` the closed form for ``source_rate`` and ``source_period``."""
+    options = {"nx": 16, "nt": 2, "t_end": 0.6, "blobs": 1, "sigma": 1e-9, "forcing": "none"}
+    source = {"kappa": 0.0, "source_rate": 0.5, "source_period": 2.0, "source_width": 0.1}
+    out = generate_dataset(
+        "ns-tracer-source", tmp_path / "s.h5", n=2, progress=False, **options, **source
+    )
+    data = load(out)
+    grid = Grid2D.square(16, periodic=True)
+    x, y = grid.coordinates()
+    amount = 0.5 * (0.6 - math.sin(0.6 * math.pi) / math.pi)
+    torch.testing.assert_close(data.fields["released"][:, -1], torch.full((2,), amount, dtype=F64))
+    for sample in range(2):
+        cx, cy = data.params["source_x"][sample].item(), data.params["source_y"][sample].item()
+        f = torch.zeros_like(x)
+        for m in range(-2, 3):
+            for n in range(-2, 3):
+                f += torch.exp(-((x - cx + m) ** 2 + (y - cy + n) ** 2) / (2 * 0.1**2))
+        f = f / grid.integrate(f[None])
+        change = data.u[sample, -1] - data.u[sample, 0]
+        torch.testing.assert_close(change, amount * f, rtol=0, atol=1e-6 * amount * f.max())
+
+
+def test_a_face_rate_that_peaks_inside_a_check_block_is_caught():
+    """Shear modes ``w = a₁ cos 2πx + a₃ cos 6πx`` are linear: ``a₁`` decays at
+    ``λ = ν(2π)²``, ``a₃ = F/(9λ)(1 − e^{−9λt})`` grows under forcing ``F cos 6πx``. Both add
+    at ``x = 1/4``, so the face rate ``(a₁ q₁ − a₃ q₃)/dy`` (``q_k = 2 sin(k dx/2)/(k² dx)``)
+    rises 24% above its start, then falls 36% below it by ``t = 1``, all within one block of
+    30 steps: a step 10% inside the limit at the start and at the end is refused, one 10%
+    inside it at the peak is not."""
+    grid = Grid2D.square(16, periodic=True)
+    x, _ = grid.coordinates()
+    dx, dy = grid.spacing
+    nu, t_end, steps = 0.05, 1.0, 30
+    decay = nu * (2 * math.pi) ** 2
+    k1, k3 = 2 * math.pi, 6 * math.pi
+    q1, q3 = (2 * math.sin(k * dx / 2) / (k * k * dx) for k in (k1, k3))
+    h = t_end / steps
+    a1 = dy / (4 * 1.1 * h) / q1
+    force = -0.5 * a1 * q1 * 9 * decay / q3
+
+    def rate(t: float) -> float:
+        grown = -force / (9 * decay) * (1 - math.exp(-9 * decay * t))
+        return (a1 * math.exp(-decay * t) * q1 + grown * q3) / dy
+
+    peak = max(rate(i / 1000) for i in range(1001))
+    assert peak > 1.2 * rate(0.0) and rate(t_end) < 0.7 * rate(0.0)
+    assert ns.stability_limit(grid, nu, peak * dy) > 5 * h  # the tracer's limit binds
+    c0 = blobs(grid, 1)
+
+    def run(max_step: float):
+        w0 = a1 * torch.cos(k1 * x)[None]
+        return tr.solve_ns_tracer(
+            w0, c0, grid, nu, 0.0, [0.0, t_end], force * torch.cos(k3 * x), None, max_step
+        )
+
+    with pytest.raises(SolverError, match="smaller max_step"):
+        run(h)
+    _, c = run(1 / (4 * 1.1 * peak))
+    assert (c >= 0).all()
