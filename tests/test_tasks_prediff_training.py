@@ -68,11 +68,15 @@ def test_a_resumed_run_scales_its_cpu_seconds_to_all_steps(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         run(lambda model, step: tick(model, step, stop_at=230))
     assert not (tmp_path / task.COST_FILE).exists()
+    killed_at = now[0]
     resumed = run(tick)
     assert resumed.train_s == 375.0 and resumed.steps == 250
+    assert now[0] - killed_at == 75.0  # 50 steps: resumed from step 200, not run again from 0
     saved = json.loads((tmp_path / task.COST_FILE).read_text())
     assert saved == {"steps": 250, "train_s": 375.0}
+    finished_at = now[0]
     assert run(tick).train_s == 375.0  # reloaded at its last step: the saved cost
+    assert now[0] == finished_at
 
 
 def test_final_loss_is_the_mean_of_the_last_20_step_losses(tmp_path):

@@ -217,8 +217,10 @@ def test_a_resumed_run_scales_its_cpu_seconds_to_all_steps(tmp_path, monkeypatch
     assert not (tmp_path / "train_s.json").exists()
     stop_at[0] = -1
     assert run().train_s == 900.0
+    assert now[0] == 150.0  # 100 steps: resumed from step 500, not run again from 0
     assert json.loads((tmp_path / "train_s.json").read_text()) == {"train_s": 900.0}
     assert run().train_s == 900.0
+    assert now[0] == 0.0  # no step: the recorded cost
 
 
 def test_an_ensemble_sweep_reports_the_mean_and_the_first_member():
