@@ -34,6 +34,7 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "earthformer_artifacts",
         "guided_sampling_cost",
         "model_update",
+        "model_update_extra_inputs",
         "guarded_surrogate",
         "fno_coordinates",
     ],
@@ -60,6 +61,35 @@ def test_quick_mode_writes_results(tmp_path, name):
         scale = load_benchmark(name).SCALES["quick"]
         assert result["setup"]["train"] == scale.get("train", {})
         assert result["setup"]["steps"] == scale.get("steps", {})
+
+
+class _Times(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = torch.nn.Parameter(torch.tensor(factor))
+
+    def forward(self, x):
+        return self.factor * x
+
+
+def test_the_unlabelled_gap_is_lambda_times_the_relative_squared_gap_by_hand():
+    """New ``a x``, old ``b x`` on any pool: the gap term is ``λ (a − b)² / b²`` whatever inputs
+    are drawn; ``λ = 0`` is the data loss alone; the old model gets no gradient."""
+    bench = load_benchmark("model_update_extra_inputs")
+    pool = torch.randn(5, 1, 7, generator=torch.Generator().manual_seed(0))
+    new, old = _Times(3.0), _Times(2.0)
+
+    def data_loss(model, batch):
+        return model.factor * 0.0 + 0.25
+
+    gap = bench.UnlabelledGap(data_loss, old, pool, 0.5, batch=3, seed=1)
+    value = gap(new, None)
+    assert float(value) == pytest.approx(0.25 + 0.5 * (3.0 - 2.0) ** 2 / 2.0**2, rel=1e-6)
+    value.backward()  # d/da of λ (a − b)²/b² at a = 3: 2 λ (a − b)/b² = 0.25
+    assert float(new.factor.grad) == pytest.approx(0.25, rel=1e-6)
+    assert old.factor.grad is None and not old.factor.requires_grad
+    plain = bench.UnlabelledGap(data_loss, old, pool, 0.0, batch=3, seed=1)
+    assert float(plain(new, None)) == 0.25
 
 
 def test_committed_solver_results_meet_the_format():
