@@ -58,6 +58,12 @@ def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.N
     return parser.parse_args(argv)
 
 
+def work_and_equations(parser: argparse.ArgumentParser, equations: Sequence[str]) -> None:
+    """The model-update benchmarks' ``--work`` (checkpoints and data) and ``--equations``."""
+    parser.add_argument("--work", type=Path, default=None, help="checkpoints and data")
+    parser.add_argument("--equations", default=",".join(equations))
+
+
 def _mallopt(mmap_threshold: int, trim_threshold: int) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import arguments, steady_allocations, write_results  # noqa: E402
+from common import arguments, steady_allocations, work_and_equations, write_results  # noqa: E402
 from updates_figures import tradeoff_figure  # noqa: E402
 
 from physml.tasks import updates as blocks  # noqa: E402
@@ -100,8 +100,7 @@ def sweep(problem, scale, seed: int, work: Path, quiet: bool) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
-        parser.add_argument("--work", type=Path, default=None, help="checkpoints and data")
-        parser.add_argument("--equations", default=",".join(blocks.EQUATIONS))
+        work_and_equations(parser, blocks.EQUATIONS)
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()

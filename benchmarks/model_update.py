@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import arguments, write_results  # noqa: E402
+from common import arguments, work_and_equations, write_results  # noqa: E402
 from updates_figures import nfr_figure  # noqa: E402
 
 from physml import metrics  # noqa: E402
@@ -190,8 +190,7 @@ def _old_scores(problem, old, prediction, y) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
-        parser.add_argument("--work", type=Path, default=None, help="checkpoints and data")
-        parser.add_argument("--equations", default=",".join(blocks.EQUATIONS))
+        work_and_equations(parser, blocks.EQUATIONS)
         parser.add_argument(
             "--upgrade", choices=[k for k in SCALES if k != "quick"], default="incremental",
             help="how much better the new model is (module docstring)",

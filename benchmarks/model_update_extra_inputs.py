@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import arguments, write_results  # noqa: E402
+from common import arguments, work_and_equations, write_results  # noqa: E402
 from model_update import SCALES as UPDATE_SCALES  # noqa: E402
 from model_update import scale_pairs  # noqa: E402
 
@@ -111,8 +111,7 @@ def runs_of_seed(problem, scale: dict, seed: int, work: Path, quiet: bool) -> di
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
-        parser.add_argument("--work", type=Path, default=None, help="checkpoints and data")
-        parser.add_argument("--equations", default=",".join(blocks.EQUATIONS))
+        work_and_equations(parser, blocks.EQUATIONS)
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
