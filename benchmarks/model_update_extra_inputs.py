@@ -119,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     scale = SCALES["quick" if args.quick else "incremental"]
     quiet = not sys.stderr.isatty()
     rows, verdict = [], {}
+    problems = [blocks.equation(name) for name in args.equations.split(",")]  # all named first
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
-        for equation in args.equations.split(","):
-            problem = blocks.equation(equation)
+        for problem in problems:
+            equation = problem.name
             runs: dict = {}
             for seed in range(args.seed, args.seed + scale["seeds"]):
                 for strength, scores in runs_of_seed(
