@@ -113,6 +113,18 @@ def _sync(path: Path) -> None:
         os.close(handle)
 
 
+def existing_file(argument: str, path: str | os.PathLike, what: str = "dataset file") -> Path:
+    """``path`` of a command's ``argument`` (its flag or metavar, e.g. ``--data``) as a
+    ``Path``: ``FileNotFoundError`` naming the argument when nothing is there,
+    ``IsADirectoryError`` when a folder is."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{argument}: {str(path)!r} is a folder, not a {what}")
+    if not path.exists():
+        raise FileNotFoundError(f"{argument}: no {what} at {str(path)!r}")
+    return path
+
+
 def strict_json(value: object) -> str:
     """``value`` as JSON (indent 1, a final newline) with every non-finite float written as
     ``null``: ``NaN`` and ``Infinity`` are not JSON, and strict readers refuse them."""

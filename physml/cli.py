@@ -19,6 +19,7 @@ from pdes.checks import positive_int
 from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import fits_in_memory
+from physml._io import existing_file
 from physml.training import commands as training_commands
 from physml.training.trainer import check_device
 
@@ -172,6 +173,8 @@ def _add_merge(subparsers) -> None:
 def _run_merge(args: argparse.Namespace) -> int:
     from physml.data import merge_shards
 
+    for shard in args.shards:
+        existing_file("SHARD", shard, "shard file")
     path = merge_shards(args.shards, args.out, overwrite=args.overwrite)
     print(f"wrote {path} (virtual datasets over the shards: no sample copied)")
     return 0
@@ -211,6 +214,7 @@ def _add_convert(subparsers) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from physml.data import convert
 
+    existing_file("IN", args.source)
     if args.out is None and args.out_option is None:
         raise ValueError("out: name the output file, as OUT after IN or with -o/--out")
     if args.out is not None and args.out_option is not None and args.out != args.out_option:

@@ -3134,7 +3134,7 @@ CLI_CASES = [
         "cli-train-data-missing",
         lambda c: train(c, "--model", "fno", "--task", "operator", data=c.root / "gone.h5"),
         UserError,
-        r"path: no dataset at",
+        r"physml train: error: --data: no dataset file at '.*gone\.h5'",
     ),
     case(
         "cli-train-model-missing",
@@ -3230,7 +3230,7 @@ CLI_CASES = [
         "cli-evaluate-checkpoint-missing",
         lambda c: cli(c, "evaluate", "--checkpoint", c.fresh(), "--data", c.dataset),
         UserError,
-        r"checkpoint: no",
+        r"physml evaluate: error: --checkpoint: '.*' holds no checkpoint\.pt: not a run folder",
     ),
     case(
         "cli-evaluate-device-bogus",
@@ -3287,7 +3287,7 @@ CLI_CASES = [
         "cli-convert-source-missing",
         lambda c: cli(c, "convert", c.root / "gone.h5", c.fresh() / "o.h5"),
         UserError,
-        r"source: no file",
+        r"physml convert: error: IN: no dataset file at '.*gone\.h5'",
     ),
     case(
         "cli-convert-to-unknown",

@@ -465,7 +465,7 @@ def test_distillation_settings_need_the_old_run_and_are_recorded_with_it(tmp_pat
     new = ["--out", str(tmp_path / "new"), "--steps", "1", "--distill-from", str(tmp_path / "old")]
     assert main([*train, *new, "--distill-lambda", "0.5", "--distill-tau", "0.25"]) == 0
     recorded = load_checkpoint(tmp_path / "new")["model_config"]["distill"]
-    assert recorded == {"strength": 0.5, "tau": 0.25}
+    assert recorded == {"strength": 0.5, "alpha": 1.0, "beta": 5.0, "tau": 0.25}
 
 
 def test_a_point_model_is_not_scored_on_a_file_that_names_no_pde(tmp_path, capsys):

@@ -513,7 +513,14 @@ def test_cli_convert_writes_and_refuses_bad_arguments(tmp_path, capsys):
     capsys.readouterr()
     absent = tmp_path / "absent.h5"
     cases = [
-        (["convert", str(absent), str(tmp_path / "x.h5")], f"source: no file at {str(absent)!r}"),
+        (
+            ["convert", str(absent), str(tmp_path / "x.h5")],
+            f"IN: no dataset file at {str(absent)!r}",
+        ),
+        (
+            ["convert", str(tmp_path), str(tmp_path / "x.h5"), "--to", "pdebench"],
+            f"IN: {str(tmp_path)!r} is a folder, not a dataset file",
+        ),
         (["convert", str(source), str(out)], f"out: {str(out)!r} already exists"),
         (["convert", str(out), str(tmp_path / "x.h5")], "to: name the output format"),
         (["convert", str(source), str(tmp_path / "x.h5"), "--layout", "ns"], "layout: only for"),

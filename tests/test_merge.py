@@ -248,8 +248,12 @@ def test_cli_merge(tmp_path, sharded, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("physml merge: error: samples 3-6")
     assert "Traceback" not in err and not (tmp_path / "bad.h5").exists()
-    assert main(["merge", str(tmp_path / "nope.h5"), "-o", str(tmp_path / "bad.h5")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert main(["merge", str(shards[0]), str(tmp_path / "nope.h5"), "-o", str(out)]) == 2
+    missing = f"physml merge: error: SHARD: no shard file at {str(tmp_path / 'nope.h5')!r}\n"
+    assert capsys.readouterr().err == missing
+    assert main(["merge", str(tmp_path), "-o", str(tmp_path / "bad.h5")]) == 2
+    folder = f"physml merge: error: SHARD: {str(tmp_path)!r} is a folder, not a shard file\n"
+    assert capsys.readouterr().err == folder
     with pytest.raises(SystemExit) as exit_:
         main(["merge", str(shards[0])])
     assert exit_.value.code == 2 and "-o/--out" in capsys.readouterr().err

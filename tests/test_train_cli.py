@@ -122,7 +122,13 @@ def test_data_that_is_a_folder_is_named_as_such(heat, capsys):
     (heat / "folder").mkdir()
     command = ["train", "--data", "folder", "--model", "fno", "--task", "operator", "--out", "r"]
     assert main(command) == 2
-    assert "'folder' is a folder, not a dataset file" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "physml train: error: --data: 'folder' is a folder, not a dataset file\n"
+    )
+    assert main([*command[:2], "missing.h5", *command[3:]]) == 2
+    assert (
+        capsys.readouterr().err == "physml train: error: --data: no dataset file at 'missing.h5'\n"
+    )
     onto = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out"]
     assert main([*onto, "heat.h5"]) == 2
     assert "--out: 'heat.h5' is a file; physml train writes a run folder" in (
@@ -187,7 +193,19 @@ def test_evaluating_on_pairs_the_model_cannot_take_is_one_clear_line(heat, capsy
     times = load("coarse.h5").u.shape[1]  # u(t) -> u(t + 2): times - 2 pairs per solution
     assert scores["solutions"] == 4 and scores["samples"] == 4 * (times - 2)
     assert main(["evaluate", "--checkpoint", "nowhere", "--data", "heat.h5"]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "physml evaluate: error: --checkpoint: no run folder or checkpoint file at 'nowhere'\n"
+    )
+    (heat / "empty").mkdir()
+    assert main(["evaluate", "--checkpoint", "empty", "--data", "heat.h5"]) == 2
+    assert capsys.readouterr().err == (
+        "physml evaluate: error: --checkpoint: 'empty' holds no checkpoint.pt: not a run folder "
+        "of physml train\n"
+    )
+    assert main(["evaluate", "--checkpoint", "r", "--data", "missing.h5"]) == 2
+    assert capsys.readouterr().err == (
+        "physml evaluate: error: --data: no dataset file at 'missing.h5'\n"
+    )
     frames = (torch.zeros(4, 1, 16, 16), torch.zeros(4, 1, 16, 16))
     check_same_pairs("unet", [frames], [[4, 1, 16, 16], [4, 1, 16, 16]])
     with pytest.raises(ValueError, match="trained on"):

@@ -210,7 +210,11 @@ def test_train_distill_from_at_toy_size(tmp_path, monkeypatch, capsys):
     assert main([*distilled, "--distill-beta", "2", *SMALL[:2], *SMALL[4:]]) == 0
     state = load_checkpoint(tmp_path / "new")
     settings = state["model_config"]["distill"]
-    assert settings["beta"] == 2.0 and "alpha" not in settings  # defaults stay defaults
+    assert {k: settings[k] for k in ("strength", "alpha", "beta")} == {
+        "strength": 1.0,
+        "alpha": 1.0,
+        "beta": 2.0,
+    }  # the defaults recorded too, so restating one resumes
     # tau: the old model's median relative L2 on the training pairs (12 samples, 10% held out)
     from physml.data import SingleStepDataset, load
     from physml.updates import load_previous
@@ -232,6 +236,47 @@ def test_train_distill_from_at_toy_size(tmp_path, monkeypatch, capsys):
     assert "task 'operator'" in capsys.readouterr().err
     assert main([*train, "--out", "z", "--distill-from", "nowhere", *SMALL]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_a_distilled_run_resumes_however_its_settings_are_spelled(tmp_path, monkeypatch, capsys):
+    from physml.training.checkpoint import checkpoint_path
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "h.h5", "--quiet"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    train = ["train", "--data", "h.h5", "--model", "fno", "--task", "operator", *tiny]
+    assert main([*train, "--steps", "1", "--out", "old"]) == 0
+    distilled = [*train, "--schedule", "constant", "--distill-from", "old"]
+    Path("lambda.toml").write_text("distill_lambda = 1\n")
+
+    def resumed(out: str, steps: int, *spelling: str) -> int:
+        assert main([*distilled, "--out", out, "--steps", str(steps), *spelling]) == 0
+        return json.loads(Path(out, "report.json").read_text())["resumed_from"]
+
+    for out, first, then in (
+        ("flag", [], ["--distill-lambda", "1"]),
+        ("unflag", ["--distill-lambda", "1"], []),
+        ("toml", [], ["--config", "lambda.toml"]),
+    ):
+        assert resumed(out, 1, *first) == 0
+        assert resumed(out, 2, *then) == 1
+    # a checkpoint of the earlier record (only the settings typed, and tau) resumes too
+    state = load_checkpoint("toml")
+    state["model_config"]["distill"] = {"tau": state["model_config"]["distill"]["tau"]}
+    torch.save(state, checkpoint_path(tmp_path / "toml"))
+    assert resumed("toml", 3, "--distill-lambda", "1.0") == 2
+    # another weight is the same model with another loss: refused naming the setting
+    assert main([*distilled, "--out", "toml", "--steps", "4", "--distill-lambda", "0.5"]) == 2
+    assert (
+        "physml train: error: checkpoint: 'toml' was trained with distill.strength 1.0, this "
+        "command asks 0.5 (--distill-lambda); refusing to resume. Use another --out, or the run's "
+        "own settings"
+    ) in capsys.readouterr().err
+    assert main([*train, "--out", "toml", "--steps", "4", "--schedule", "constant"]) == 2
+    assert (
+        "checkpoint: 'toml' was trained with --distill-from, this command leaves it out; "
+        "refusing to resume."
+    ) in capsys.readouterr().err
 
 
 def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monkeypatch, capsys):

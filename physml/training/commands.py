@@ -16,10 +16,10 @@ import torch
 from pdes.checks import finite_number
 
 from .. import metrics
-from .._io import atomic_write_text, save_figure, strict_json
+from .._io import atomic_write_text, existing_file, save_figure, strict_json
 from ..data import PDEData, load
 from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
-from .checkpoint import checkpoint_path, load_checkpoint, load_weights
+from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_weights
 from .distributed import world
 from .families import (
     DEFAULTS,
@@ -190,7 +190,9 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    train_data, val_data = split(load(args.data), chosen.get("val_fraction", 0.1))
+    train_data, val_data = split(
+        load(existing_file("--data", args.data)), chosen.get("val_fraction", 0.1)
+    )
     description = with_domain(description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
@@ -203,7 +205,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
                 "physml.updates.previous.distill_from)"
             )
         options = {
-            name.removeprefix("distill_").replace("lambda", "strength"): chosen[name]
+            _distill_key(name): chosen[name]
             for name in DISTILL_DEFAULTS
             if chosen.get(name) is not None
         }
@@ -216,7 +218,8 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
             task_options=description["options"],
             **options,
         )
-        description = {**description, "distill": {**options, "tau": loss.tau}}
+        recorded = {**_distill_defaults(), **options, "tau": loss.tau}
+        description = {**description, "distill": {k: float(v) for k, v in recorded.items()}}
     elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):
         raise ValueError("--distill-lambda/-alpha/-beta/-tau need --distill-from")
     description = _as_resumed(description, Path(args.out))
@@ -243,6 +246,21 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     return 0
 
 
+def _distill_key(name: str) -> str:
+    """The key in a checkpoint's ``distill`` record of the setting ``name`` (``distill_lambda``
+    → ``strength``)."""
+    return name.removeprefix("distill_").replace("lambda", "strength")
+
+
+def _distill_defaults() -> dict:
+    """The recorded defaults of ``--distill-lambda/-alpha/-beta`` (τ is always recorded)."""
+    return {
+        _distill_key(name): default
+        for name, default in DISTILL_DEFAULTS.items()
+        if isinstance(default, float)
+    }
+
+
 def _as_resumed(description: dict, out: Path) -> dict:
     """The description of the run in ``out`` when it is ``description`` written earlier: before
     ``n_modes`` was recorded (its modes were capped on the same training file), before an FNO's
@@ -259,7 +277,46 @@ def _as_resumed(description: dict, out: Path) -> dict:
     if isinstance(saved, dict):
         unrecorded = {"n_modes", "position"} - set(saved)
         current = {key: value for key, value in description.items() if key not in unrecorded}
-    return saved if same_model(saved, current) else description
+    recorded = _with_distill_defaults(saved)
+    if same_model(recorded, current):
+        return saved
+    _check_same_distillation(recorded, current, out)
+    return description
+
+
+def _with_distill_defaults(saved: object) -> object:
+    """``saved`` with the distillation defaults filled in (runs before they were recorded
+    left them out)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("distill"), dict):
+        return saved
+    return {**saved, "distill": {**_distill_defaults(), **saved["distill"]}}
+
+
+def _check_same_distillation(saved: object, current: dict, out: Path) -> None:
+    """A run that differs from the one in ``out`` only in its ``--distill-*`` settings is
+    refused naming each of them (the model is the same, its loss is not)."""
+    if not isinstance(saved, dict):
+        return
+    old, new = saved.get("distill"), current.get("distill")
+    if old == new or not same_model({**saved, "distill": None}, {**current, "distill": None}):
+        return
+    where = f"checkpoint: {str(out)!r} was trained"
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        asked = "leaves it out" if new is None else "gives it"
+        raise CheckpointError(
+            f"{where} {'without' if old is None else 'with'} --distill-from, this command "
+            f"{asked}; refusing to resume. Use another --out, or the run's own settings"
+        )
+    flags = {_distill_key(name): f"--{name.replace('_', '-')}" for name in DISTILL_DEFAULTS}
+    changed = "; ".join(
+        f"distill.{key} {old.get(key)!r}, this command asks {new.get(key)!r} "
+        f"({flags.get(key, key)})"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    )
+    raise CheckpointError(
+        f"{where} with {changed}; refusing to resume. Use another --out, or the run's own settings"
+    )
 
 
 def same_problem(trained_on: str | None, holds: str | None) -> bool:
@@ -277,6 +334,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must name a folder, got {args.out!r}")
     device = check_device(args.device)
     given = Path(args.checkpoint)
+    if not given.exists():
+        raise FileNotFoundError(f"--checkpoint: no run folder or checkpoint file at {str(given)!r}")
+    if given.is_dir() and not checkpoint_path(given).is_file():
+        raise FileNotFoundError(
+            f"--checkpoint: {str(given)!r} holds no {checkpoint_path(given).name}: not a run "
+            "folder of physml train"
+        )
+    existing_file("--data", args.data)
     run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
     state = load_checkpoint(given)
     description = state["model_config"]
