@@ -495,6 +495,15 @@ def _replace_unencodable() -> None:
             stream.reconfigure(errors="replace")
 
 
+RESUMES_FROM = {
+    "generate": "the samples written",
+    "train": "the checkpoint",
+    "run": "the checkpoints",
+    "demo": "the checkpoints",
+}
+"""What rerunning a command stopped by Ctrl-C resumes from; the others start over."""
+
+
 def main(argv: list[str] | None = None) -> int:
     _replace_unencodable()
     args = build_parser().parse_args(argv)
@@ -530,13 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        if args.command not in ("run", "demo"):
-            raise
-        print(
-            f"\nphysml {args.command}: interrupted; rerunning the same command resumes from the "
-            "checkpoints",
-            file=sys.stderr,
-        )
+        resumes = RESUMES_FROM.get(args.command)
+        hint = "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
+        print(f"\nphysml {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)

@@ -496,14 +496,43 @@ def test_an_error_line_an_ascii_stderr_cannot_encode_is_replaced_not_fatal(monke
     )
 
 
-def test_ctrl_c_during_generate_is_not_swallowed(tmp_path, monkeypatch, capsys):
-    def interrupted(args, options, generate_dataset):
-        raise KeyboardInterrupt
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_generate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["generate", "heat", "--n", "1", "--out", str(tmp_path / "x.h5"), "--quiet"])
-    assert capsys.readouterr().err == ""  # the resume-from-checkpoints line is for run and demo
+
+@pytest.mark.parametrize(
+    "command, worker, resumes",
+    [
+        (
+            ["generate", "heat", "--n", "1", "--out", "x.h5", "--quiet"],
+            "_generate",
+            "the samples written",
+        ),
+        (
+            ["train", "--data", "x.h5", "--model", "fno", "--task", "operator", "--out", "r"],
+            "run_train",
+            "the checkpoint",
+        ),
+        (["evaluate", "--checkpoint", "r", "--data", "x.h5"], "run_evaluate", None),
+        (["merge", "a.h5", "-o", "m.h5"], "_run_merge", None),
+        (["convert", "a.h5", "b.h5"], "_run_convert", None),
+    ],
+    ids=["generate", "train", "evaluate", "merge", "convert"],
+)
+def test_ctrl_c_is_one_line_and_exit_130_naming_a_resume_only_where_one_exists(
+    tmp_path, monkeypatch, capsys, command, worker, resumes
+):
+    from physml.training import commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli if hasattr(cli, worker) else commands, worker, _interrupted)
+    try:
+        code = main(command)
+    except KeyboardInterrupt:
+        pytest.fail(f"Ctrl-C on physml {command[0]} escaped as a traceback")
+    assert code == 130
+    hint = "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
+    assert capsys.readouterr().err == f"\nphysml {command[0]}: interrupted{hint}\n"
 
 
 def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
