@@ -189,7 +189,10 @@ class PreDiff(nn.Module):
         ``t = T − 1``); ``guidance(z_t, step)`` as in :func:`ddim_sample` (latents ``(members,
         B, T_out, c, h, w)``, ``step.decode`` this model's :meth:`decode`); ``seed`` an int or a
         ``torch.Generator``; ``use_ema`` (default: once the EMA has been updated) samples with
-        the EMA denoiser. The latents are drawn in the denoiser's dtype.
+        the EMA denoiser. The latents are drawn in the denoiser's dtype. One generator draws the
+        noise of the whole ``(members, B, …)`` batch, so at a fixed ``seed`` a context's samples
+        depend on the batch it is sampled in; for samples that do not, sample each context alone
+        with its own seed.
         """
         context = self._check_context(context)
         positive_int("members", members, 2)

@@ -66,7 +66,9 @@ def sample(
     steps is refused, one kept without the seeding scheme (older versions) is drawn again.
     ``reverse`` works through the chunks last first (the same result), so a second process
     sharing ``keep`` meets the first in the middle. Each chunk runs on the model's device; the
-    samples come back on the CPU."""
+    samples come back on the CPU. A context's samples depend on its chunk (``batch``, ``members``
+    and its place in ``context``), as :meth:`~physml.models.prediff.PreDiff.sample`'s depend on
+    the batch."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TypeError(f"seed must be a non-negative int, got {seed!r}")
     positive_int("members", members)
