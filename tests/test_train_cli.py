@@ -2,6 +2,7 @@
 
 import json
 
+import h5py
 import pytest
 import torch
 
@@ -68,6 +69,12 @@ def test_a_model_on_data_of_another_dimension_is_one_clear_line(heat, capsys):
         assert f"model {model} {wanted}" in err and err.count("\n") == 0
     train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "fno"]
     assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main(["evaluate", "--checkpoint", "fno", "--data", "ns.h5"]) == 2
+    err = capsys.readouterr().err  # another PDE: named before the shapes are compared
+    named = "--data: 'ns.h5' holds 'navier-stokes' solutions, but the fno of 'fno' was trained on "
+    assert named + "'heat' ones" in err and "2-D" not in err
+    with h5py.File("ns.h5", "r+") as file:
+        del file.attrs["pde"]  # a file that names no PDE: only its shapes tell
     assert main(["evaluate", "--checkpoint", "fno", "--data", "ns.h5"]) == 2
     assert "--data holds 2-D fields, but the model was trained on 1-D ones" in (
         capsys.readouterr().err
@@ -292,7 +299,6 @@ def _strict_json(text: str) -> dict:
 
 
 def test_scores_of_large_fields_are_computed_in_double_precision(heat):
-    import h5py
     import numpy as np
 
     from physml.training import load_checkpoint

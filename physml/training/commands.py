@@ -295,14 +295,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{sorted(data.params)}), but the {description['model']} of {str(run)!r} was trained "
             f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
         )
-    pairs = training_items(description, data)
-    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    if not same_problem(trained_on, holds):  # fields of the same shapes, another PDE
+    if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
         raise ValueError(
             f"--data: {str(args.data)!r} holds {holds!r} solutions, but the "
             f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
             "scores there would not measure what it learned"
         )
+    pairs = training_items(description, data)
+    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
     model, pairs = build(description, data, pairs)
     load_weights(model, state, run)
     model.to(device).eval()
