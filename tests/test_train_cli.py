@@ -59,10 +59,12 @@ def test_a_checkpoint_file_of_any_name_is_evaluated_into_its_folder(heat, capsys
 def test_a_model_on_data_of_another_dimension_is_one_clear_line(heat, capsys):
     frames = ["generate", "navier-stokes", "--n", "3", "--nx", "16", "--nt", "6", "--quiet"]
     assert main([*frames, "--t-end", "0.5", "--out", "ns.h5"]) == 0
-    for model, task, data, wanted in (
-        ("unet", "forecast", "heat.h5", "needs 2-D data, the file holds 1-D fields"),
-        ("anp", "operator", "ns.h5", "needs 1-D data, the file holds 2-D fields"),
-    ):
+    for model, task, data, wanted in (  # the file's shape: 12 samples, not the 11 of training
+        ("unet", "forecast", "heat.h5", "needs 2-D data, the file holds 1-D fields (u of shape "
+         "(12, 26, 33): sample, time, *space)"),
+        ("anp", "operator", "ns.h5", "needs 1-D data, the file holds 2-D fields (u of shape "
+         "(3, 6, 16, 16): sample, time, *space)"),
+    ):  # fmt: skip
         command = ["train", "--data", data, "--model", model, "--task", task, "--out", model]
         assert main([*command, "--steps", "1", "--batch", "2", "--quiet"]) == 2
         err = capsys.readouterr().err.strip()

@@ -26,6 +26,7 @@ from .families import (
     FAMILIES,
     TASKS,
     build,
+    check_dimensions,
     check_same_pairs,
     check_spectral_shift,
     model_config,
@@ -190,7 +191,9 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    train_data, val_data = split(load(args.data), chosen.get("val_fraction", 0.1))
+    data = load(args.data)
+    check_dimensions(description, data)
+    train_data, val_data = split(data, chosen.get("val_fraction", 0.1))
     description = with_domain(description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)

@@ -564,9 +564,9 @@ def _as_built(config: object) -> object:
     return {**config, "options": {k: v for k, v in config["options"].items() if k in reads}}
 
 
-def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
-    """What the family of ``config`` trains on over ``data``: its own items or the task's
-    pairs."""
+def check_dimensions(config: dict, data: PDEData) -> None:
+    """``data`` must hold fields of as many space axes as the family of ``config`` takes (check
+    the whole file, before ``--val-fraction`` splits it: the message shows its shape)."""
     family = FAMILIES[config["model"]]
     dims = len(data.space_shape)
     if dims not in family.dims:
@@ -575,6 +575,13 @@ def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
             f"--data: model {config['model']} needs {wanted} data, the file holds {dims}-D "
             f"fields (u of shape {tuple(data.u.shape)}: sample, time, *space)"
         )
+
+
+def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
+    """What the family of ``config`` trains on over ``data``: its own items or the task's
+    pairs."""
+    check_dimensions(config, data)
+    family = FAMILIES[config["model"]]
     if family.pairs is not None:
         return family.pairs(data, config["options"])
     return dataset(config["task"], data, config["options"])
