@@ -557,6 +557,18 @@ def test_boon_fno_refuses_files_without_a_condition_for_every_sample_by_name(
         assert f"--model boon-fno: {wanted}" in err and "--model fno" in err, err
         assert err.count("\n") == 0 and not (tmp_path / "run").exists()
     assert "boon-stokes task" in err  # the last: per-sample walls, and where they are imposed
+    # evaluate has no --model: its advice names what it can do
+    assert main(["generate", "heat", *size, "--out", "walls.h5"]) == 0
+    command = ["train", "--data", "walls.h5", "--model", "boon-fno", "--task", "operator"]
+    assert main([*command, "--out", "boon", "--steps", "1", *TINY]) == 0
+    assert main(["evaluate", "--checkpoint", "boon", "--data", "heat.h5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "--data: the boon-fno of 'boon' cannot score 'heat.h5': a periodic file has no walls to "
+        "enforce (its boundary is 'periodic'); evaluate it on files with walls like its training "
+        "file's, or train a --model fno for this one"
+    ) in err, err
+    assert "use --model fno" not in err and err.count("\n") == 0
 
 
 def test_forecast_models_name_the_frame_size_they_need(tmp_path, monkeypatch, capsys):

@@ -25,6 +25,7 @@ from .families import (
     DEFAULTS,
     FAMILIES,
     TASKS,
+    WallsUnknownError,
     build,
     check_dimensions,
     check_same_pairs,
@@ -306,7 +307,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     pairs = training_items(description, data)
     check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    model, pairs = build(description, data, pairs)
+    try:
+        model, pairs = build(description, data, pairs)
+    except WallsUnknownError as error:
+        raise ValueError(
+            f"--data: the boon-fno of {str(run)!r} cannot score {str(args.data)!r}: "
+            f"{error.reason}; evaluate it on files with walls like its training file's, or train "
+            "a --model fno for this one"
+        ) from None
     load_weights(model, state, run)
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict
