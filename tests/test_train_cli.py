@@ -40,6 +40,22 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "other settings (lr" in capsys.readouterr().err
 
 
+def test_resuming_with_another_val_fraction_names_the_split(heat, capsys):
+    """12 samples: --val-fraction 0.25 trains on 9, 0.5 on 6, of the same file."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", "--val-fraction", "0.25", *SMALL]) == 0
+    assert main([*train, "--steps", "2", "--val-fraction", "0.5", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data (samples 9 → 6; sample_hash" in err
+    assert "the file's attributes are the same, so another share of it was held out for " in err
+    assert "validation (another --val-fraction?)); refusing to resume" in err
+    other = ["generate", "heat", "--n", "12", "--nx", "33", "--seed", "1", "--out", "other.h5"]
+    assert main([*other, "--quiet"]) == 0
+    assert main([*train[:2], "other.h5", *train[3:], "--steps", "2", *SMALL]) == 2
+    err = capsys.readouterr().err  # another file (its seed): no word of the split
+    assert "attribute 'seed' 0 → 1" in err and "--val-fraction" not in err
+
+
 def test_rerunning_a_finished_run_keeps_its_report(heat):
     train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
     assert main([*train, "--steps", "2", *SMALL]) == 0
