@@ -113,6 +113,36 @@ def test_an_fno_scored_on_another_pde_of_the_same_shapes_is_refused(heat, capsys
     assert main(["evaluate", "--checkpoint", "fno-operator", "--data", "heat.h5"]) == 0
 
 
+def test_evaluate_names_and_records_the_settings_a_file_differs_in(heat, capsys):
+    """The heat fixture: nx 33, the recipe's defaults (bc neumann, kappa 0.01, t_end 1, nt 26).
+    A file of another grid, kappa, t_end and nt is scored, and each difference is listed."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    other = ["generate", "heat", "--n", "4", "--nx", "17", "--kappa", "0.02", "--t-end", "0.5"]
+    assert main([*other, "--nt", "5", "--out", "other.h5", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "r", "--data", "other.h5"]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: 'other.h5' was generated with other settings than the training file: kappa 0.01 "
+        "→ 0.02, nt 26 → 5, nx 33 → 17, t_end 1.0 → 0.5 (scored all the same)"
+    ]
+    assert "rel_l2" in out
+    scores = json.loads((heat / "r" / "evaluation" / "metrics.json").read_text())
+    assert scores["settings_differ"] == {
+        "kappa": {"training": 0.01, "data": 0.02},
+        "nt": {"training": 26, "data": 5},
+        "nx": {"training": 33, "data": 17},
+        "t_end": {"training": 1.0, "data": 0.5},
+    }
+    assert scores["solutions"] == 4
+    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5"]) == 0  # its own settings
+    assert "note:" not in capsys.readouterr().out
+    scores = json.loads((heat / "r" / "evaluation" / "metrics.json").read_text())
+    assert "settings_differ" not in scores
+
+
 def test_converted_pdebench_files_of_one_pde_may_score_each_other():
     """Converted PDEBench files name their PDE by file name: two of one PDE (another viscosity,
     another name) may score each other; another PDE, or a converted file against a recipe, not."""

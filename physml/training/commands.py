@@ -7,6 +7,7 @@ the training settings are saved in the checkpoint, so ``evaluate`` needs only th
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
@@ -276,6 +277,27 @@ def same_problem(trained_on: str | None, holds: str | None) -> bool:
     return converted and pdebench_family(trained_on) == pdebench_family(holds)
 
 
+def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
+    """The recipe settings (a file's JSON ``settings`` attribute) in which a file's description
+    ``holds`` differs from the training file's ``trained_on``: ``{name: {"training": value,
+    "data": value}}`` (``None`` where one lacks it; ``{}`` when either records none)."""
+    parsed = []
+    for attributes in (trained_on, holds):
+        try:
+            settings = json.loads(attributes.get("settings"))
+        except (TypeError, ValueError):
+            return {}
+        if not isinstance(settings, dict):
+            return {}
+        parsed.append(settings)
+    old, new = parsed
+    return {
+        name: {"training": old.get(name), "data": new.get(name)}
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    }
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
         raise ValueError(f"--out must name a folder, got {args.out!r}")
@@ -305,6 +327,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
             "scores there would not measure what it learned"
         )
+    differ = settings_differ(state["fingerprint"].get("attributes") or {}, data.attrs)
     pairs = training_items(description, data)
     check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
     try:
@@ -337,8 +360,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = run / "evaluation" if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scored = {"data": str(Path(args.data).resolve()), "step": int(state["step"])}
+    if differ:
+        scored["settings_differ"] = differ
     atomic_write_text(out / "metrics.json", strict_json({**scored, **scores}))
     plot_samples(prediction, target, out / "samples.png")
+    if differ:
+        listed = ", ".join(f"{k} {v['training']!r} → {v['data']!r}" for k, v in differ.items())
+        print(
+            f"note: {str(args.data)!r} was generated with other settings than the training "
+            f"file: {listed} (scored all the same)"
+        )
     width = max(len(k) for k in scores)
     for key, value in scores.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
