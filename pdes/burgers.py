@@ -460,7 +460,7 @@ class PeriodicBurgers(Problem):
         return Grid1D(checks.positive_int("nx", settings["nx"], 4), 0.0, 1.0, periodic=True)
 
     def times(self, settings: dict) -> np.ndarray:
-        nt = checks.positive_int("nt", settings["nt"], 1)
+        nt = checks.positive_int("nt", settings["nt"], 2)
         return np.linspace(0.0, checks.positive("t_end", settings["t_end"]), nt)
 
     def coordinates(self, settings: dict) -> dict[str, np.ndarray]:

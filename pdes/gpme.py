@@ -544,7 +544,7 @@ class _GPMERecipe(Problem):
     def checked(self, settings: dict) -> dict:
         s = self.settings(**settings)
         positive_int("nx", s["nx"], 3)
-        positive_int("nt", s["nt"], 1)
+        positive_int("nt", s["nt"], 2)
         positive("t_end", s["t_end"])
         choice("solver", s["solver"], ("exact", "fv"))
         low, high = (s[name] for name in self.bounds)

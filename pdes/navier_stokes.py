@@ -526,7 +526,7 @@ class PeriodicNavierStokes(Problem):
         return Grid2D.square(n, 0.0, 1.0, periodic=True)
 
     def times(self, settings: dict) -> np.ndarray:
-        nt = checks.positive_int("nt", settings["nt"], 1)
+        nt = checks.positive_int("nt", settings["nt"], 2)
         return np.linspace(0.0, checks.positive("t_end", settings["t_end"]), nt)
 
     def field_shapes(self, settings: dict) -> dict[str, tuple[int, ...]]:

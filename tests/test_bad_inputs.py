@@ -2693,7 +2693,18 @@ TRAINING_CASES = [
         TypeError,
         r"batch must be an integer",
     ),
-    case("config-lr-zero", lambda c: TrainConfig(lr=0.0), ValueError, r"lr must be > 0"),
+    case(
+        "config-lr-zero",
+        lambda c: TrainConfig(lr=0.0),
+        ValueError,
+        r"^lr must be a finite number > 0, got 0\.0$",
+    ),
+    case(
+        "config-lr-negative",
+        lambda c: TrainConfig(lr=-1.0),
+        ValueError,
+        r"^lr must be a finite number > 0, got -1\.0$",
+    ),
     case(
         "config-clip-infinite",
         lambda c: TrainConfig(clip=INF),
@@ -2710,7 +2721,7 @@ TRAINING_CASES = [
         "config-lr-nan",
         lambda c: TrainConfig(lr=NAN),
         ValueError,
-        r"lr must be a finite number >= 0",
+        r"^lr must be a finite number > 0, got nan$",
     ),
     case(
         "config-weight-decay-negative",
@@ -2758,7 +2769,7 @@ TRAINING_CASES = [
         "config-lr-bool",
         lambda c: TrainConfig(lr=True),
         TypeError,
-        r"lr must be a non-negative number, got True",
+        r"lr must be a positive number, got True",
     ),
     case(
         "config-weight-decay-bool",

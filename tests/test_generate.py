@@ -293,6 +293,49 @@ def test_bad_outputs(tmp_path):
         make(tmp_path / "file" / "x.h5")
 
 
+BUILT_IN_TIMED_RECIPES = [
+    problem.name
+    for module in problems.RECIPE_MODULES
+    for problem in __import__(f"pdes.{module}", fromlist=["PROBLEMS"]).PROBLEMS
+    if "nt" in problem.options
+]
+
+
+def test_every_built_in_recipe_with_nt_is_listed():
+    assert {"heat", "burgers", "burgers-dirichlet", "navier-stokes", "ns-tracer", "diffusion"} <= (
+        set(BUILT_IN_TIMED_RECIPES)
+    )
+
+
+@pytest.mark.parametrize("name", BUILT_IN_TIMED_RECIPES)
+def test_every_recipe_refuses_a_single_output_time(name):
+    """nt counts t=0: one output time would drop t_end and leave nothing to predict."""
+    problem = problems.get(name)
+    with pytest.raises(ValueError, match=r"^nt must be an integer >= 2, got 1$"):
+        problem.coordinates(problem.settings(nt=1))
+
+
+def test_generate_refuses_nt_1_before_writing(tmp_path):
+    out = tmp_path / "b.h5"
+    with pytest.raises(ValueError, match=r"^nt must be an integer >= 2, got 1$"):
+        generate_dataset("burgers", out, n=1, nx=16, nt=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_single_step_pairs_refuse_a_file_of_one_time(tmp_path):
+    """The only pair of a single-time file is u(0) -> u(0): refused, naming --nt."""
+    path = make(tmp_path / "one.h5", nt=1)
+    with pytest.raises(
+        DatasetFileError,
+        match=r"^path: '.*one\.h5' holds a single time \(t = \[0\.0\]\); SingleStepDataset .*"
+        r"needs at least two \(generate with --nt >= 2\)$",
+    ):
+        SingleStepDataset(str(path))
+    with pytest.raises(DatasetFileError, match=r"^source: the data holds a single time"):
+        SingleStepDataset(load(path))
+    assert len(SingleStepDataset(make(tmp_path / "two.h5", nt=2))) == 10
+
+
 def test_datasets_serve_pairs(tmp_path):
     data = load(make(tmp_path / "pairs.h5", nt=5))
     single = SingleStepDataset(data)

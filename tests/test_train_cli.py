@@ -2,6 +2,7 @@
 
 import json
 
+import h5py
 import pytest
 import torch
 
@@ -39,6 +40,22 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "other settings (lr" in capsys.readouterr().err
 
 
+def test_resuming_with_another_val_fraction_names_the_split(heat, capsys):
+    """12 samples: --val-fraction 0.25 trains on 9, 0.5 on 6, of the same file."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", "--val-fraction", "0.25", *SMALL]) == 0
+    assert main([*train, "--steps", "2", "--val-fraction", "0.5", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data (samples 9 → 6; sample_hash" in err
+    assert "the file's attributes are the same, so another share of it was held out for " in err
+    assert "validation (another --val-fraction?)); refusing to resume" in err
+    other = ["generate", "heat", "--n", "12", "--nx", "33", "--seed", "1", "--out", "other.h5"]
+    assert main([*other, "--quiet"]) == 0
+    assert main([*train[:2], "other.h5", *train[3:], "--steps", "2", *SMALL]) == 2
+    err = capsys.readouterr().err  # another file (its seed): no word of the split
+    assert "attribute 'seed' 0 → 1" in err and "--val-fraction" not in err
+
+
 def test_rerunning_a_finished_run_keeps_its_report(heat):
     train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
     assert main([*train, "--steps", "2", *SMALL]) == 0
@@ -58,16 +75,24 @@ def test_a_checkpoint_file_of_any_name_is_evaluated_into_its_folder(heat, capsys
 def test_a_model_on_data_of_another_dimension_is_one_clear_line(heat, capsys):
     frames = ["generate", "navier-stokes", "--n", "3", "--nx", "16", "--nt", "6", "--quiet"]
     assert main([*frames, "--t-end", "0.5", "--out", "ns.h5"]) == 0
-    for model, task, data, wanted in (
-        ("unet", "forecast", "heat.h5", "needs 2-D data, the file holds 1-D fields"),
-        ("anp", "operator", "ns.h5", "needs 1-D data, the file holds 2-D fields"),
-    ):
+    for model, task, data, wanted in (  # the file's shape: 12 samples, not the 11 of training
+        ("unet", "forecast", "heat.h5", "needs 2-D data, the file holds 1-D fields (u of shape "
+         "(12, 26, 33): sample, time, *space)"),
+        ("anp", "operator", "ns.h5", "needs 1-D data, the file holds 2-D fields (u of shape "
+         "(3, 6, 16, 16): sample, time, *space)"),
+    ):  # fmt: skip
         command = ["train", "--data", data, "--model", model, "--task", task, "--out", model]
         assert main([*command, "--steps", "1", "--batch", "2", "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert f"model {model} {wanted}" in err and err.count("\n") == 0
     train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "fno"]
     assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main(["evaluate", "--checkpoint", "fno", "--data", "ns.h5"]) == 2
+    err = capsys.readouterr().err  # another PDE: named before the shapes are compared
+    named = "--data: 'ns.h5' holds 'navier-stokes' solutions, but the fno of 'fno' was trained on "
+    assert named + "'heat' ones" in err and "2-D" not in err
+    with h5py.File("ns.h5", "r+") as file:
+        del file.attrs["pde"]  # a file that names no PDE: only its shapes tell
     assert main(["evaluate", "--checkpoint", "fno", "--data", "ns.h5"]) == 2
     assert "--data holds 2-D fields, but the model was trained on 1-D ones" in (
         capsys.readouterr().err
@@ -86,6 +111,36 @@ def test_an_fno_scored_on_another_pde_of_the_same_shapes_is_refused(heat, capsys
         assert "'b.h5' holds 'burgers' solutions" in err
         assert f"the {model} of '{model}-{task}' was trained on 'heat' ones" in err
     assert main(["evaluate", "--checkpoint", "fno-operator", "--data", "heat.h5"]) == 0
+
+
+def test_evaluate_names_and_records_the_settings_a_file_differs_in(heat, capsys):
+    """The heat fixture: nx 33, the recipe's defaults (bc neumann, kappa 0.01, t_end 1, nt 26).
+    A file of another grid, kappa, t_end and nt is scored, and each difference is listed."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    other = ["generate", "heat", "--n", "4", "--nx", "17", "--kappa", "0.02", "--t-end", "0.5"]
+    assert main([*other, "--nt", "5", "--out", "other.h5", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "r", "--data", "other.h5"]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: 'other.h5' was generated with other settings than the training file: kappa 0.01 "
+        "→ 0.02, nt 26 → 5, nx 33 → 17, t_end 1.0 → 0.5 (scored all the same)"
+    ]
+    assert "rel_l2" in out
+    scores = json.loads((heat / "r" / "evaluation" / "metrics.json").read_text())
+    assert scores["settings_differ"] == {
+        "kappa": {"training": 0.01, "data": 0.02},
+        "nt": {"training": 26, "data": 5},
+        "nx": {"training": 33, "data": 17},
+        "t_end": {"training": 1.0, "data": 0.5},
+    }
+    assert scores["solutions"] == 4
+    assert main(["evaluate", "--checkpoint", "r", "--data", "heat.h5"]) == 0  # its own settings
+    assert "note:" not in capsys.readouterr().out
+    scores = json.loads((heat / "r" / "evaluation" / "metrics.json").read_text())
+    assert "settings_differ" not in scores
 
 
 def test_converted_pdebench_files_of_one_pde_may_score_each_other():
@@ -310,7 +365,6 @@ def _strict_json(text: str) -> dict:
 
 
 def test_scores_of_large_fields_are_computed_in_double_precision(heat):
-    import h5py
     import numpy as np
 
     from physml.training import load_checkpoint
@@ -567,6 +621,18 @@ def test_boon_fno_refuses_files_without_a_condition_for_every_sample_by_name(
         assert f"--model boon-fno: {wanted}" in err and "--model fno" in err, err
         assert err.count("\n") == 0 and not (tmp_path / "run").exists()
     assert "boon-stokes task" in err  # the last: per-sample walls, and where they are imposed
+    # evaluate has no --model: its advice names what it can do
+    assert main(["generate", "heat", *size, "--out", "walls.h5"]) == 0
+    command = ["train", "--data", "walls.h5", "--model", "boon-fno", "--task", "operator"]
+    assert main([*command, "--out", "boon", "--steps", "1", *TINY]) == 0
+    assert main(["evaluate", "--checkpoint", "boon", "--data", "heat.h5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "--data: the boon-fno of 'boon' cannot score 'heat.h5': a periodic file has no walls to "
+        "enforce (its boundary is 'periodic'); evaluate it on files with walls like its training "
+        "file's, or train a --model fno for this one"
+    ) in err, err
+    assert "use --model fno" not in err and err.count("\n") == 0
 
 
 def test_forecast_models_name_the_frame_size_they_need(tmp_path, monkeypatch, capsys):

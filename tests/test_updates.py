@@ -307,15 +307,23 @@ def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monke
     torch.save(state, checkpoint_path(tmp_path / "cast"))
     with pytest.raises(ValueError, match=r"forecast model with t_out=4, this run has t_out=2:"):
         load_previous("cast", data, "forecast", {"t_in": 3, "t_out": 2, "k": 7})
-    # a 2-D FNO teaches no 1-D one: the shapes named, not a weight mismatch
+    # a cavity model teaches no heat one: both PDEs named, before any shape
     operator = ["train", "--task", "operator", *fno]
     assert main([*operator, "--data", "c.h5", "--out", "c2d"]) == 0
     assert main([*operator, "--data", "h17.h5", "--out", "x", "--distill-from", "c2d"]) == 2
     err = capsys.readouterr().err
     assert (
+        "--distill-from: 'c2d' was trained on 'cavity' solutions, but this --data holds 'heat' ones"
+    ) in err
+    # a 2-D FNO teaches no 1-D one (data that name no PDE): the shapes named, not a weight mismatch
+    unnamed = load("h17.h5")
+    unnamed.attrs.pop("pde")
+    with pytest.raises(ValueError) as refused:
+        load_previous("c2d", unnamed, "operator")
+    assert (
         "--distill-from: this --data holds 1-D fields, but the old run 'c2d' was trained on 2-D "
         "ones (pairs of shapes [[1, 17], [1, 17]], trained on [[1, 9, 9], [1, 9, 9]])"
-    ) in err
+    ) in str(refused.value)
     # an FNO teaches on another grid of its axes
     assert main([*operator, "--data", "h17.h5", "--out", "o17"]) == 0
     assert main([*operator, "--data", "h33.h5", "--out", "o33", "--distill-from", "o17"]) == 0
@@ -326,6 +334,25 @@ def test_distill_from_refuses_another_map_and_other_data_by_name(tmp_path, monke
     torch.save(legacy, checkpoint_path(tmp_path / "legacy"))
     with pytest.raises(CheckpointError, match=r"^--distill-from: 'legacy': .* earlier spectral"):
         load_previous("legacy", load("c.h5"), "operator")
+
+
+def test_distill_from_refuses_a_model_of_another_pde_by_name(tmp_path, monkeypatch, capsys):
+    """A heat FNO reads a burgers file's 1-D fields fine; it is still no teacher for burgers."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "17", "--out", "h.h5", "--quiet"]) == 0
+    assert main(["generate", "burgers", "--n", "4", "--nx", "16", "--nt", "2", "--out", "b.h5",
+                 "--quiet"]) == 0  # fmt: skip
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    operator = ["train", "--task", "operator", "--model", "fno", "--steps", "1", *tiny]
+    assert main([*operator, "--data", "h.h5", "--out", "heat_run"]) == 0
+    capsys.readouterr()
+    assert main([*operator, "--data", "b.h5", "--out", "b", "--distill-from", "heat_run"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--distill-from: 'heat_run' was trained on 'heat' solutions, but this --data holds "
+        "'burgers' ones"
+    ) in err
+    assert not (tmp_path / "b").exists()
 
 
 def test_load_previous_refuses_a_model_not_trained_on_pairs(tmp_path, monkeypatch):

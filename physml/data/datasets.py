@@ -389,6 +389,12 @@ class SingleStepDataset(_PairDataset):
     ) -> None:
         super().__init__(_as_data(source), dtype, with_grid)
         steps = self.data.u.shape[1]
+        if steps < 2:
+            where = "source: the data" if isinstance(source, PDEData) else f"path: {str(source)!r}"
+            raise DatasetFileError(
+                f"{where} holds a single time (t = {self.data.t.tolist()}); SingleStepDataset "
+                "pairs u(t_in) -> u(t_out) and needs at least two (generate with --nt >= 2)"
+            )
         self.input_time = _time_index("input_time", input_time, steps)
         self.target_time = _time_index("target_time", target_time, steps)
         if self.target_time < self.input_time:

@@ -93,6 +93,19 @@ def _sentence(clause: str) -> str:
     return clause[:1].upper() + clause[1:]
 
 
+def _split_otherwise(saved: dict, current: dict) -> str:
+    """A clause for two fingerprints of one file (the same attributes and shapes) that hold
+    different sample counts: another share of it was held out; else ``""``."""
+    same_file = saved.get("attributes") and saved.get("attributes") == current.get("attributes")
+    same_file = same_file and saved.get("shapes") == current.get("shapes")
+    if not same_file or saved.get("samples") == current.get("samples"):
+        return ""
+    return (
+        "; the file's attributes are the same, so another share of it was held out for "
+        "validation (another --val-fraction?)"
+    )
+
+
 def check_same_data(
     state: dict, current: dict, directory: str | os.PathLike, remedy: str = REMEDY
 ) -> None:
@@ -100,9 +113,10 @@ def check_same_data(
     to train (e.g. "use another --out")."""
     found = differences(state["fingerprint"], current)
     if found:
+        split = _split_otherwise(state["fingerprint"], current)
         raise CheckpointError(
-            f"checkpoint: {str(directory)!r} was trained on other data ({'; '.join(found)}); "
-            f"refusing to resume. {_sentence(remedy)}, or the data it was made on."
+            f"checkpoint: {str(directory)!r} was trained on other data ({'; '.join(found)}"
+            f"{split}); refusing to resume. {_sentence(remedy)}, or the data it was made on."
         )
 
 

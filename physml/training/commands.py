@@ -7,6 +7,7 @@ the training settings are saved in the checkpoint, so ``evaluate`` needs only th
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
@@ -25,7 +26,9 @@ from .families import (
     DEFAULTS,
     FAMILIES,
     TASKS,
+    WallsUnknownError,
     build,
+    check_dimensions,
     check_same_pairs,
     check_spectral_shift,
     model_config,
@@ -190,9 +193,9 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    train_data, val_data = split(
-        load(existing_file("--data", args.data)), chosen.get("val_fraction", 0.1)
-    )
+    data = load(existing_file("--data", args.data))
+    check_dimensions(description, data)
+    train_data, val_data = split(data, chosen.get("val_fraction", 0.1))
     description = with_domain(description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
@@ -329,6 +332,27 @@ def same_problem(trained_on: str | None, holds: str | None) -> bool:
     return converted and pdebench_family(trained_on) == pdebench_family(holds)
 
 
+def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
+    """The recipe settings (a file's JSON ``settings`` attribute) in which a file's description
+    ``holds`` differs from the training file's ``trained_on``: ``{name: {"training": value,
+    "data": value}}`` (``None`` where one lacks it; ``{}`` when either records none)."""
+    parsed = []
+    for attributes in (trained_on, holds):
+        try:
+            settings = json.loads(attributes.get("settings"))
+        except (TypeError, ValueError):
+            return {}
+        if not isinstance(settings, dict):
+            return {}
+        parsed.append(settings)
+    old, new = parsed
+    return {
+        name: {"training": old.get(name), "data": new.get(name)}
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    }
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
         raise ValueError(f"--out must name a folder, got {args.out!r}")
@@ -360,15 +384,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{sorted(data.params)}), but the {description['model']} of {str(run)!r} was trained "
             f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
         )
-    pairs = training_items(description, data)
-    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    if not same_problem(trained_on, holds):  # fields of the same shapes, another PDE
+    if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
         raise ValueError(
             f"--data: {str(args.data)!r} holds {holds!r} solutions, but the "
             f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
             "scores there would not measure what it learned"
         )
-    model, pairs = build(description, data, pairs)
+    differ = settings_differ(state["fingerprint"].get("attributes") or {}, data.attrs)
+    pairs = training_items(description, data)
+    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
+    try:
+        model, pairs = build(description, data, pairs)
+    except WallsUnknownError as error:
+        raise ValueError(
+            f"--data: the boon-fno of {str(run)!r} cannot score {str(args.data)!r}: "
+            f"{error.reason}; evaluate it on files with walls like its training file's, or train "
+            "a --model fno for this one"
+        ) from None
     load_weights(model, state, run)
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict
@@ -391,8 +423,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = run / "evaluation" if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scored = {"data": str(Path(args.data).resolve()), "step": int(state["step"])}
+    if differ:
+        scored["settings_differ"] = differ
     atomic_write_text(out / "metrics.json", strict_json({**scored, **scores}))
     plot_samples(prediction, target, out / "samples.png")
+    if differ:
+        listed = ", ".join(f"{k} {v['training']!r} → {v['data']!r}" for k, v in differ.items())
+        print(
+            f"note: {str(args.data)!r} was generated with other settings than the training "
+            f"file: {listed} (scored all the same)"
+        )
     width = max(len(k) for k in scores)
     for key, value in scores.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -176,37 +176,45 @@ def grid_kind(data: PDEData) -> str:
     return kind
 
 
+class WallsUnknownError(ValueError):
+    """boon-fno cannot impose the walls of a file; ``reason`` says why (the message adds what
+    ``physml train`` can do instead)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"--model boon-fno: {reason}; use --model fno")
+        self.reason = reason
+
+
 def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
     if periodic_domain(data):
-        raise ValueError(
-            "--model boon-fno: a periodic file has no walls to enforce (its boundary is "
-            f"{data.attrs.get('boundary')!r}); use --model fno"
+        raise WallsUnknownError(
+            "a periodic file has no walls to enforce (its boundary is "
+            f"{data.attrs.get('boundary')!r})"
         )
     pde = str(data.attrs.get("pde", ""))
     try:
         recipe = get_recipe(pde.split(":")[0].strip())
     except ValueError:
-        raise ValueError(
-            f"--model boon-fno: the file's pde {pde!r} is no physml recipe, so no boundary "
-            "condition is known to impose (boon-fno takes the files of physml generate); use "
-            "--model fno"
+        raise WallsUnknownError(
+            f"the file's pde {pde!r} is no physml recipe, so no boundary condition is known to "
+            "impose (boon-fno takes the files of physml generate)"
         ) from None
     boundary = getattr(recipe, "boundary", None)
     if not callable(boundary):
         stated = data.attrs.get("boundary")
         how = "only as text" if isinstance(boundary, str) else "nowhere"
-        raise ValueError(
-            f"--model boon-fno: recipe {recipe.name!r} gives no boundary condition to impose "
-            f"(it states its walls {how}; its file says {stated!r}); use --model fno"
+        raise WallsUnknownError(
+            f"recipe {recipe.name!r} gives no boundary condition to impose (it states its walls "
+            f"{how}; its file says {stated!r})"
         )
     settings = recipe.settings(**_settings(data))
     try:
         condition = boundary(settings)
     except ValueError as error:
-        raise ValueError(
-            f"--model boon-fno: {error}. Wall values that differ from sample to sample are not "
-            "supported by boon-fno on the command line (the boon-stokes task, "
-            "physml.tasks.boon, shows how to impose them); use --model fno"
+        raise WallsUnknownError(
+            f"{error}. Wall values that differ from sample to sample are not supported by "
+            "boon-fno on the command line (the boon-stokes task, physml.tasks.boon, shows how to "
+            "impose them)"
         ) from None
     x = data.coords["x"]
     grid = Grid1D(x.numel(), float(x[0]), float(x[-1]))
@@ -564,9 +572,9 @@ def _as_built(config: object) -> object:
     return {**config, "options": {k: v for k, v in config["options"].items() if k in reads}}
 
 
-def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
-    """What the family of ``config`` trains on over ``data``: its own items or the task's
-    pairs."""
+def check_dimensions(config: dict, data: PDEData) -> None:
+    """``data`` must hold fields of as many space axes as the family of ``config`` takes (check
+    the whole file, before ``--val-fraction`` splits it: the message shows its shape)."""
     family = FAMILIES[config["model"]]
     dims = len(data.space_shape)
     if dims not in family.dims:
@@ -575,6 +583,13 @@ def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
             f"--data: model {config['model']} needs {wanted} data, the file holds {dims}-D "
             f"fields (u of shape {tuple(data.u.shape)}: sample, time, *space)"
         )
+
+
+def training_items(config: dict, data: PDEData) -> torch.utils.data.Dataset:
+    """What the family of ``config`` trains on over ``data``: its own items or the task's
+    pairs."""
+    check_dimensions(config, data)
+    family = FAMILIES[config["model"]]
     if family.pairs is not None:
         return family.pairs(data, config["options"])
     return dataset(config["task"], data, config["options"])

@@ -101,10 +101,8 @@ class TrainConfig:
                 f"seed must be an integer in [0, 2**62], got {self.seed} (the shuffle of epoch e "
                 "is seeded with seed + e, a 63-bit integer)"
             )
-        plain["lr"] = non_negative("lr", self.lr)
+        plain["lr"] = positive("lr", self.lr)
         plain["weight_decay"] = non_negative("weight_decay", self.weight_decay)
-        if plain["lr"] == 0:
-            raise ValueError("lr must be > 0, got 0")
         if self.clip is not None:
             try:
                 plain["clip"] = positive("clip", self.clip)

@@ -14,6 +14,7 @@ from torch import nn
 from ..data import PDEData
 from ..training import load_checkpoint
 from ..training.checkpoint import load_weights
+from ..training.commands import same_problem
 from ..training.families import (
     DEFAULTS,
     FAMILIES,
@@ -59,7 +60,16 @@ def load_previous(
         )
     if task_options is not None:
         _check_task_options(description, task_options, checkpoint)
-    trained = (state.get("fingerprint") or {}).get("shapes")
+    fingerprint = state.get("fingerprint") or {}
+    trained_on = (fingerprint.get("attributes") or {}).get("pde")
+    holds = data.attrs.get("pde")
+    if not same_problem(trained_on, holds):
+        raise ValueError(
+            f"--distill-from: {str(checkpoint)!r} was trained on {trained_on!r} solutions, but "
+            f"this --data holds {holds!r} ones: the old model's outputs there are no target to "
+            "keep"
+        )
+    trained = fingerprint.get("shapes")
     where = f"--distill-from: {str(checkpoint)!r}"
     check_spectral_shift(description, trained, where)
     items = None
