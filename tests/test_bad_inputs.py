@@ -1703,7 +1703,7 @@ CONSTRAINT_CASES = [
         "linear-target-does-not-broadcast",
         lambda c: constrain(nn.Identity(), mass([1.0, 2.0, 3.0]))(torch.zeros(2, 5)),
         ConstraintError,
-        r"b of shape \(3, 1\) does not fit",
+        r"total_mass of shape \(3,\) does not fit",
     ),
     case(
         "linear-output-nan",
@@ -1873,7 +1873,7 @@ CONSTRAINT_CASES = [
         "mass-total-nan",
         lambda c: mass_conservation(Grid1D(5), NAN),
         ConstraintError,
-        r"b contains NaN",
+        r"total_mass contains NaN",
     ),
     case(
         "linear-g-complex",

@@ -670,22 +670,85 @@ def test_probes_kept_for_inference_follow_the_dtype_of_the_input(first):
     torch.testing.assert_close(outs[torch.float32].double(), expected, **FLOAT32)
 
 
-def test_forget_makes_the_next_forward_probe_again():
-    """A change through ``parameter.data`` escapes the version counters; after ``forget()`` the
-    next forward reads the changed weights."""
+def test_probes_kept_for_inference_follow_weights_written_through_data():
+    """Writes through ``parameter.data`` (EMA, target networks) leave the version counters
+    alone; the kept probes must still be read again for the new weights."""
     net = DenseOperator(0)
     wrapped = constrain(net, dense_condition(), pivot_floor=0.0)
-    layer = wrapped.correction.layers[0]
     x = torch.randn(3, 1, N_DENSE)
     changed = DenseOperator(1).kernel
     with torch.no_grad():
         wrapped(x)
         net.kernel.A.data.copy_(changed.A)
-        assert not layer.needs_probe(x)
-        layer.forget()
-        assert layer.needs_probe(x)
         out = wrapped(x)
     torch.testing.assert_close(out.double(), dense_boon(changed.matrix(), x), **FLOAT32)
+
+
+@pytest.mark.parametrize("update", ["mul", "copy"])
+def test_fno_probes_from_the_weights_follow_an_update_through_data(update):
+    """A neuralop FNO (probes in closed form) after a Polyak-style ``.data`` update answers as a
+    freshly wrapped FNO with the same weights, interior included."""
+    condition = BoundaryCondition(Neumann(0.5, -0.5), Grid1D(33))
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return FNO(n_modes=(8,), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3)
+
+    model, target = make(0), make(1)
+    wrapped = constrain(model, condition)
+    x = torch.rand(2, 1, 33)
+    with torch.no_grad():
+        before = wrapped(x)
+        for parameter, new in zip(model.parameters(), target.parameters(), strict=True):
+            if update == "mul":
+                parameter.data.mul_(1.3)
+            else:
+                parameter.data.copy_(new)
+        out = wrapped(x)
+        fresh = make(2)
+        fresh.load_state_dict(model.state_dict())
+        expected = constrain(fresh, condition)(x)
+    assert (expected - before).abs().max() > 1e-2 * expected.abs().max()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+class GainedKernel(nn.Module):
+    """``K x = gain · A x`` with ``gain`` a plain attribute: changing it leaves the weights as
+    they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = DenseKernel(0)
+        self.gain = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * self.kernel(x)
+
+
+def test_forget_makes_the_next_forward_probe_again():
+    """``K`` changed in a way its weights do not show: after ``wrapped.forget()`` the next
+    forward reads the changed operator."""
+    net = DenseOperator(0)
+    net.kernel = GainedKernel()
+    wrapped = constrain(net, dense_condition(), pivot_floor=0.0)
+    layer = wrapped.correction.layers[0]
+    x = torch.randn(3, 1, N_DENSE)
+    A = net.kernel.kernel.matrix()
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x).double(), dense_boon(A, x), **FLOAT32)
+        net.kernel.gain = -2.0
+        assert not layer.needs_probe(x)
+        wrapped.forget()
+        assert layer.needs_probe(x)
+        out = wrapped(x)
+    torch.testing.assert_close(out.double(), dense_boon(-2.0 * A, x), **FLOAT32)
+
+
+def test_forget_on_a_model_without_kernel_correction_does_nothing():
+    wrapped = constrain(nn.Identity(), dense_condition())
+    wrapped.forget()
+    out = wrapped(torch.zeros(2, 1, N_DENSE))
+    assert (out[..., 0] == DENSE_WALLS[0]).all() and (out[..., -1] == DENSE_WALLS[1]).all()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1021,6 +1084,37 @@ def test_state_dict_round_trip_refreshes_probes():
     assert torch.equal(loaded, expected)
     assert (loaded - stale).abs().max() > 1e-3
     assert_cavity(loaded)
+
+
+def test_a_float64_input_to_a_float32_fno_is_refused_by_name():
+    model = constrain(fno(3, 2), *cavity())
+    with pytest.raises(
+        TypeError,
+        match=r"x has dtype float64 but the FNO's weights are torch.float32: pass x.float",
+    ):
+        model(torch.randn(3, 3, NX, NY, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cast", ["double", "to"])
+def test_an_fno_cast_to_float64_as_a_module_is_refused_by_name(cast):
+    """``.double()`` leaves neuralop's spectral weights complex64; ``.to(torch.float64)`` makes
+    them real: the wrapped FNO says so instead of failing inside the probes or a matmul."""
+    model = constrain(fno(3, 2), *cavity())
+    if cast == "double":
+        model = model.double()
+    else:  # what .to(torch.float64) does, without using up torch's warn-once on the cast
+        for parameter in model.parameters():
+            parameter.data = (parameter.data.real if parameter.is_complex() else parameter.data).to(
+                torch.float64
+            )
+    spectral = "complex64" if cast == "double" else "float64"
+    for x in (torch.randn(3, 3, NX, NY, dtype=torch.float64), torch.randn(3, 3, NX, NY)):
+        with pytest.raises(
+            TypeError,
+            match=rf"weights are torch.float64 and its spectral weights \['torch.{spectral}'\]: "
+            "only float32 FNOs are supported",
+        ):
+            model(x)
 
 
 def test_fno_in_float64():

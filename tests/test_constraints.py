@@ -5,6 +5,8 @@ its defining properties: exact conservation with σ = 0, a positive semi-definit
 variance left along the constraint.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -573,6 +575,76 @@ def test_mass_conservation_on_a_grid_over_time():
     variance = torch.rand(2, 6, 21, generator=gen, dtype=F64)
     out = through(mass_conservation(grid, mass), Gaussian(mean, variance))
     assert torch.allclose(grid.integrate(out.mean), mass, atol=1e-12)
+
+
+def test_a_per_sample_total_mass_written_batch_only_is_refused_by_its_own_name():
+    """``total_mass`` ``(B,)`` on a ``(B, C, x)`` field (C ≠ B): the error names total_mass with
+    the shape given and says how a per-sample total is written."""
+    grid = Grid1D(9)
+    constraint = mass_conservation(grid, torch.tensor([1.0, 2.0, 3.0], dtype=F64))
+    with pytest.raises(
+        ConstraintError,
+        match=r"total_mass of shape \(3,\) does not fit output of shape \(3, 2, 9\): total_mass "
+        r"must broadcast to \(3, 2\).*from the right.*per sample is written \(3, 1\)",
+    ):
+        through(constraint, torch.zeros(3, 2, 9, dtype=F64))
+    with pytest.raises(ConstraintError, match=r"total_mass of shape \(4, 3, 2\) does not fit"):
+        through(mass_conservation(grid, torch.zeros(4, 3, 2)), torch.zeros(3, 2, 9, dtype=F64))
+
+
+def test_total_mass_broadcasts_from_the_right_as_in_numpy():
+    """``(B, 1)`` is one total per sample, ``(C,)`` one per channel (also when B == C)."""
+    grid = Grid1D(9, 0.0, 2.0)
+    field = torch.rand(3, 3, 9, dtype=F64)
+    per_sample = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    out = through(mass_conservation(grid, per_sample[:, None]), field)
+    torch.testing.assert_close(grid.integrate(out), per_sample[:, None].expand(3, 3))
+    out = through(mass_conservation(grid, per_sample), field)
+    torch.testing.assert_close(grid.integrate(out), per_sample.expand(3, 3))
+
+
+@pytest.mark.parametrize("members, rows", [(2, 1), (3, 2)])
+def test_an_exact_update_with_rows_m_minus_1_collapses_the_ensemble_and_warns(members, rows):
+    """``m`` members span ``m − 1`` directions: ``k = m − 1`` exact rows leave them equal (every
+    member at the same point), which the update says; shrinkage keeps a spread and no warning."""
+    gen = torch.Generator().manual_seed(3)
+    samples = torch.rand(members, 2, 9, generator=gen, dtype=F64)
+    G = torch.rand(rows, 9, generator=gen, dtype=F64) + 0.1
+    b = torch.ones(rows, dtype=F64)
+    with pytest.warns(UserWarning, match=rf"ensemble of {members} members with {rows} row"):
+        out = through(LinearConstraint(G, b), Ensemble(samples)).samples
+    torch.testing.assert_close(out @ G.T, b.expand(members, 2, rows))
+    assert (out - out[0]).abs().max() < 1e-12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spread = through(LinearConstraint(G, b, shrinkage=0.5), Ensemble(samples)).samples
+        more = torch.rand(members + 1, 2, 9, generator=gen, dtype=F64)
+        through(LinearConstraint(G, b), Ensemble(more))
+    assert (spread - spread[0]).abs().max() > 1e-3
+
+
+def test_nonnegative_after_a_collapsed_ensemble_says_the_members_are_equal():
+    from physml.constraints import NonNegative
+
+    grid = Grid1D(9)
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.rand(2, 1, 1, 9, generator=gen, dtype=F64) - 0.3
+    mass = mass_conservation(grid, torch.full((1, 1), 0.05, dtype=F64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        collapsed = through(mass, Ensemble(samples)).samples
+    assert (collapsed.min() < 0) and (collapsed - collapsed[0]).abs().max() < 1e-12
+    with pytest.raises(
+        ConstraintError, match=r"members are all equal.*use more members or shrinkage > 0"
+    ):
+        through(NonNegative(keep=mass), Ensemble(collapsed))
+    # members agree on four points that hold more than the total, and differ elsewhere
+    spread = torch.ones(2, 1, 1, 9, dtype=F64)
+    spread[..., 4:] = -0.5 + 0.01 * torch.arange(5, dtype=F64)
+    spread[1, ..., 4:] -= 0.02 * torch.arange(1, 6, dtype=F64)
+    with pytest.raises(ConstraintError, match="cannot move") as refused:
+        through(NonNegative(keep=mass), Ensemble(spread))
+    assert "members are all equal" not in str(refused.value)
 
 
 def test_cumulative_inflow_is_the_trapezoid_rule_on_uneven_times():

@@ -59,8 +59,11 @@ def mass_conservation(
     per frame and channel. ``channels`` picks the conserved channels (e.g. a tracer beside its
     velocity). ``total_mass`` has the field's leading shape (the channel axis restricted to
     ``channels``) — e.g. the initial mass plus :func:`cumulative_inflow` — or is a callable of
-    the model's inputs returning it. ``shrinkage``: an ensemble's covariance shrunk toward its
-    variances (:class:`LinearConstraint`).
+    the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
+    ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``.
+    ``shrinkage``: an ensemble's covariance shrunk toward its variances (:class:`LinearConstraint`;
+    an exact update of a 2-member ensemble, one row per slice, leaves its members equal: use
+    more members or ``shrinkage > 0``).
     """
     if isinstance(grid, Grid1D):
         space, allowed = (grid.n,), ("tx", "bcx", "btcx")
@@ -98,6 +101,7 @@ def mass_conservation(
         ndims=ndims,
         layout_hint=hint,
         shrinkage=shrinkage,
+        target_name="total_mass",
     )
 
 

@@ -127,6 +127,17 @@ class Constrained(nn.Module):
         """Whether the model's kernel layers are corrected (the operator seam is in use)."""
         return self.correction is not None
 
+    def forget(self) -> None:
+        """Drop the kernel layers' kept probes: the next forward reads them again.
+
+        Probes read without gradient are kept while the weights stay the same (changes through
+        ``parameter.data`` included); after changing ``K`` in a way the weights do not show (a
+        plain attribute its forward reads, a hook), call this.
+        """
+        if self.correction is not None:
+            for layer in self.correction.layers:
+                layer.forget()
+
     def forward(self, *args: object, time: object = None, constraints=None, **kwargs: object):
         if self.guided:
             return self.sample(*args, time=time, constraints=constraints, **kwargs)
@@ -362,6 +373,9 @@ def constrain(
             that size (bounding the correction; there the wall row keeps a damped dependence on
             the interior). ``0`` is the exact elimination everywhere; the output is exact either
             way.
+
+    Without gradients each layer's probes are kept between forwards while its weights stay the
+    same; ``wrapped.forget()`` drops them.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model)}")

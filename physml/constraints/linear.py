@@ -31,6 +31,7 @@ checked, so an ill-conditioned ``G`` raises instead of returning a field that mi
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -131,6 +132,13 @@ class LinearConstraint(Constraint):
             correlations badly and may agree on the total they all miss; shrinkage damps the
             first and keeps the correction where the members spread (``α = 1``: each point
             moves in proportion to its variance). The rows stay exact.
+        target_name: how errors name a one-row constraint's target given without its row axis
+            (``b`` is then that target with a trailing axis of size 1), e.g. ``"total_mass"``.
+
+    ``b`` broadcasts against the field's leading axes aligned from the right, as in numpy.
+    An ensemble of ``m`` members spans ``m − 1`` directions: with ``k = m − 1`` rows per slice,
+    ``noise = 0`` and no ``shrinkage`` the exact update leaves every member equal (it warns;
+    more rows fall back to ``γ`` and keep little spread); use more members or ``shrinkage > 0``.
     """
 
     def __init__(
@@ -147,16 +155,20 @@ class LinearConstraint(Constraint):
         layout_hint: str = "",
         jitter: float = 1e-3,
         shrinkage: float = 0.0,
+        target_name: str = "b",
     ) -> None:
         super().__init__()
         self.register_buffer("G", _check_matrix(G))
         k, n = self.G.shape
+        if target_name != "b" and k != 1:
+            raise ConstraintError(f"target_name is for one-row constraints, G has {k} rows")
+        self.target_name = target_name
         if callable(b):
             self.target_fn: Callable[..., torch.Tensor] | None = b
             self.register_buffer("b", None)
         else:
             self.target_fn = None
-            self.register_buffer("b", _check_target(b, k))
+            self.register_buffer("b", _check_target(b, k, target_name))
         noise = _setting(non_negative, "noise", noise)
         if projection not in ("covariance", "euclidean"):
             raise ConstraintError(
@@ -209,7 +221,8 @@ class LinearConstraint(Constraint):
         if self.target_fn is None:
             return self.b
         found = self.target_fn(*inputs, **kwargs)
-        return _check_target(found, self.G.shape[0], "b (the target function's result)")
+        name = self.__dict__.get("target_name", "b")
+        return _check_target(found, self.G.shape[0], f"{name} (the target function's result)")
 
     def _layout(self, field: torch.Tensor, name: str) -> tuple[int, ...]:
         """``field``'s leading shape, after checking its trailing axes and number of axes."""
@@ -266,11 +279,34 @@ class LinearConstraint(Constraint):
         )
         if not fits:
             what = name.format(shape=tuple(field.shape))
+            target = self.__dict__.get("target_name", "b")
+            if target == "b":
+                raise ConstraintError(
+                    f"b of shape {shape} does not fit {what}: b must broadcast to {rows} "
+                    "(one target per row and slice) without adding axes"
+                )
+            per_sample = ""
+            if len(leading) > 1:
+                ones = ", ".join(["1"] * (len(leading) - 1))
+                per_sample = f"; one {target} per sample is written ({leading[0]}, {ones})"
             raise ConstraintError(
-                f"b of shape {shape} does not fit {what}: b must broadcast to {rows} "
-                "(one target per row and slice) without adding axes"
+                f"{target} of shape {shape[:-1]} does not fit {what}: {target} must broadcast to "
+                f"{leading} (one value per slice) without adding axes, its axes aligned with the "
+                f"field's leading ones from the right, as in numpy{per_sample}"
             )
         return b if b.device == field.device else b.to(field.device)
+
+    def _warn_if_collapsed(self, members: int, k: int) -> None:
+        """Warn after an exact update that spanned ``k = members − 1`` rows: it left every
+        member equal (their covariance has rank ``members − 1``, all of it along the rows)."""
+        if k == members - 1 and not self.noise and not self.shrinkage:
+            warnings.warn(
+                f"LinearConstraint: the exact update of an ensemble of {members} members with "
+                f"{k} row{'s' if k > 1 else ''} per slice leaves every member equal (their "
+                "covariance has rank m - 1, all of it along the rows): use more members or "
+                "shrinkage > 0",
+                stacklevel=4,
+            )
 
     def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
         """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` and the largest row sum
@@ -487,6 +523,7 @@ class LinearConstraint(Constraint):
             if new is not None:
                 try:
                     self._check_update(G, new.detach(), b, X)
+                    self._warn_if_collapsed(members, k)
                     return Ensemble(self._unflat(new, samples))
                 except ConstraintError:
                     pass  # the members do not span the row well: add γ I below
@@ -513,6 +550,7 @@ class LinearConstraint(Constraint):
             new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise)
             try:
                 self._check_update(G, new.detach(), b, X)
+                self._warn_if_collapsed(members, k)
                 return Ensemble(self._unflat(new, samples))
             except ConstraintError:
                 pass  # the members do not span the rows well: add γ I below

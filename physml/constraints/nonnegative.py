@@ -357,6 +357,14 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
     return new, new_variance, new_factor[..., None]
 
 
+def _members_equal(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(...)``: whether the members ``X`` ``(member, ..., n)`` agree at every point of a slice,
+    to round-off of ``dtype`` (relative to the slice's largest value)."""
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(F64).eps
+    spread = (X - X.mean(0)).abs().amax(0).amax(-1)
+    return spread <= 64 * eps * X.abs().amax(0).amax(-1)
+
+
 class NonNegative(Constraint):
     """``u >= 0`` for Gaussian outputs, by the optimal active set of points conditioned to zero
     (the Mahalanobis projection of the mean), and for ensembles (member by member) and tensors,
@@ -465,6 +473,7 @@ class NonNegative(Constraint):
         negative = (X < -self.tolerance).any(-1)
         if not bool(negative.any()):
             return output
+        collapsed = None
         if keep.projection == "euclidean":
             metric = torch.ones_like(X)
         else:
@@ -474,14 +483,21 @@ class NonNegative(Constraint):
             # a point no member varies at stays where it is (e.g. a wall an earlier constraint
             # fixed) unless it is negative: then γ lets it move
             metric = torch.where(variance > 0, variance, torch.where(X < 0, gamma, 0.0))
-        new = self._project(X, metric, negative, keep)
+            collapsed = _members_equal(X, samples.dtype).expand(negative.shape)
+        new = self._project(X, metric, negative, keep, collapsed)
         return Ensemble(keep._unflat(new, samples))
 
     def _project(
-        self, X: torch.Tensor, metric: torch.Tensor, negative: torch.Tensor, keep
+        self,
+        X: torch.Tensor,
+        metric: torch.Tensor,
+        negative: torch.Tensor,
+        keep,
+        collapsed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The slices of ``X`` ``(..., n)`` marked ``negative`` ``(...)`` moved to their
-        quadratic program's solution in the diagonal ``metric`` (shaped like ``X``)."""
+        quadratic program's solution in the diagonal ``metric`` (shaped like ``X``);
+        ``collapsed`` (like ``negative``): where an ensemble's members all agree (for the error)."""
         n = X.shape[-1]
         w = keep._matrices(X.device)[0][0]
         rows = negative.flatten().nonzero().flatten()
@@ -496,11 +512,20 @@ class NonNegative(Constraint):
                 "non-negative field has a negative total"
             )
         held = (x * ((d <= 0) & (w > 0))) @ w
-        if bool((held > total + ROW_TOLERANCE * size).any()):
+        over = held > total + ROW_TOLERANCE * size
+        if bool(over.any()):
+            why = ""
+            if collapsed is not None and bool(collapsed.flatten()[rows][over].any()):
+                why = (
+                    "; here the ensemble's members are all equal — an exact update before it "
+                    "(noise 0, no shrinkage) with m - 1 rows per slice leaves its m members "
+                    "equal (e.g. mass conservation on 2 members): use more members or "
+                    "shrinkage > 0"
+                )
             raise ConstraintError(
                 "non-negativity is infeasible here: the points that cannot move (no member "
                 "varies at them, or a boundary condition set them) hold more than the total, "
-                "so the others would have to go negative"
+                f"so the others would have to go negative{why}"
             )
         new = simplex_projection(x, w, d)
         miss = (new @ w - total.clamp_min(0.0)).abs()

@@ -17,9 +17,9 @@ the model output once more with the conditions themselves:
   when the first layer runs, and no probes join the batch. The responses give the bias and, per
   output channel ``c`` and wall point ``w``, the columns ``p₀, p_N`` and the corner entries
   ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without gradient
-  (inference) are kept while the version counters of the layer's parameters and buffers stay
-  the same, so that inference runs ``K`` on the data alone; with gradients they are read in
-  every forward.
+  (inference) are kept while the version counters and a weighted sum of the layer's parameters
+  and buffers stay the same (the sum sees writes through ``.data``), so that inference runs ``K``
+  on the data alone; with gradients they are read in every forward.
 - Elimination. The corrected operator is ``K̃x = Kx + p₀ d₀ + p_N d_N`` with ``(d₀, d_N)``, per
   channel and wall point, solved from the 2 × 2 corner system with the pivots ``Kₙₙ`` and
   ``K̃₀₀ = K₀₀ − K₀ₙKₙ₀/Kₙₙ`` such that ``(K̃x)₀(w) = K̃₀₀(w) x₀(w)`` and ``(K̃x)_N(w) = Kₙₙ(w)
@@ -303,6 +303,37 @@ def write_rows(rows: Sequence[DirichletRows], y: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, filled, y)
 
 
+_WEIGHTS: dict[torch.device, torch.Tensor] = {}  # fingerprint weights per device, grown as needed
+
+
+def _fingerprint_weights(n: int, device: torch.device) -> torch.Tensor:
+    """``n`` fixed weights in ``[0.5, 1.5)``, distinct per index: ``0.5 + frac(i·φ)`` in float64."""
+    weights = _WEIGHTS.get(device)
+    if weights is None or weights.numel() < n:
+        with torch.inference_mode(False), torch.no_grad():
+            index = torch.arange(1, max(n, 1024) + 1, dtype=torch.float64, device=device)
+            weights = torch.frac(index * 0.6180339887498949) + 0.5
+        _WEIGHTS[device] = weights
+    return weights[:n]
+
+
+def fingerprint(tensors: Sequence[torch.Tensor]) -> tuple[float, ...]:
+    """Per tensor, the float64 sum of its values times fixed weights that differ per index.
+
+    Writes through ``tensor.data`` (an EMA or target-network update) leave the version counter
+    alone; they change this sum (a permutation of the values as well).
+    """
+    if not tensors:
+        return ()
+    with torch.no_grad():
+        sums = []
+        for tensor in tensors:
+            values = torch.view_as_real(tensor) if tensor.is_complex() else tensor
+            values = values.detach().reshape(-1).to(torch.float64)
+            sums.append(torch.dot(values, _fingerprint_weights(values.numel(), values.device)))
+        return tuple(torch.stack([s.to(sums[0].device) for s in sums]).tolist())
+
+
 class CorrectedLayer:
     """BOON's correction of one kernel layer's affine operator ``x ↦ conv(x) + skip(x)``.
 
@@ -354,23 +385,30 @@ class CorrectedLayer:
         """What the probes depend on, when they carry no gradient (else ``None``).
 
         The parameters and buffers (identity, storage and version counters, bumped by in-place
-        updates such as an optimiser step or ``load_state_dict``), the shape, dtype and device,
-        and inference mode (inference tensors cannot be saved for a later backward pass).
+        updates such as an optimiser step or ``load_state_dict``, and their :func:`fingerprint`,
+        which also sees writes through ``parameter.data``), the shape, dtype and device, and
+        inference mode (inference tensors cannot be saved for a later backward pass).
         """
         tensors = self._live_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
         versions = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
         inference = torch.is_inference_mode_enabled()
-        return versions, tuple(like.shape[1:]), like.dtype, like.device, inference
+        return (
+            versions,
+            fingerprint(tensors),
+            tuple(like.shape[1:]),
+            like.dtype,
+            like.device,
+            inference,
+        )
 
     def needs_probe(self, like: torch.Tensor) -> bool:
         """Whether ``K`` must be probed for inputs like ``like``.
 
         Probes read without gradient are reused while the parameters and buffers are unchanged
         (inference then runs ``K`` on the data alone); with gradients they are read in every
-        forward. In-place changes through ``parameter.data`` escape the version counters: call
-        :meth:`forget` after them.
+        forward.
         """
         if not self.probing:
             return False
@@ -588,13 +626,51 @@ def fno_support(model: nn.Module) -> str | None:
     return None
 
 
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def fno_dtype_problem(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Why the neuralop FNO ``model`` cannot run on ``x`` for their dtypes, or ``None``.
+
+    Real weights in float32 or float64: the complex spectral weights must agree (``.double()``
+    leaves them complex64, ``.to(torch.float64)`` makes them real), and a float32 or float64
+    ``x`` must be in the real weights' dtype.
+    """
+    weights = next((p for p in model.parameters() if not p.is_complex()), None)
+    if weights is None or weights.dtype not in _COMPLEX:
+        return None
+    spectral = []
+    for conv in model.fno_blocks.convs:
+        weight = getattr(conv, "weight", None)
+        dtype = getattr(getattr(weight, "tensor", weight), "dtype", None)
+        if dtype is not None:
+            spectral.append(dtype)
+    if any(dtype != _COMPLEX[weights.dtype] for dtype in spectral):
+        return (
+            f"the FNO's weights are {weights.dtype} and its spectral weights "
+            f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported as built — "
+            ".double() leaves the spectral weights complex64 and .to(torch.float64) drops their "
+            "imaginary part; build the model anew in float32 (or cast every parameter by hand, "
+            "complex ones to complex128)"
+        )
+    if x.dtype in _COMPLEX and x.dtype != weights.dtype:
+        fix = "x.float()" if weights.dtype == torch.float32 else "x.double()"
+        return (
+            f"x has dtype {str(x.dtype).removeprefix('torch.')} but the FNO's weights are "
+            f"{weights.dtype}: pass {fix}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class OperatorView:
-    """What the operator seam needs of a model: its layers, spatial axes and output channels."""
+    """What the operator seam needs of a model: its layers, spatial axes and output channels
+    (``fno``: the model, when it is a neuralop FNO)."""
 
     layers: tuple[KernelLayer, ...]
     n_dim: int
     out_channels: int
+    fno: nn.Module | None = None
 
 
 def operator_view(model: nn.Module) -> tuple[OperatorView | None, str]:
@@ -609,7 +685,7 @@ def operator_view(model: nn.Module) -> tuple[OperatorView | None, str]:
             KernelLayer(conv, None if skips is None else skips[i])
             for i, conv in enumerate(model.fno_blocks.convs)
         )
-        return OperatorView(layers, model.n_dim, model.out_channels), ""
+        return OperatorView(layers, model.n_dim, model.out_channels, model), ""
     if isinstance(model, OperatorModel):
         layers = tuple(KernelLayer(*layer) for layer in model.kernel_layers())
         if not layers:
@@ -654,7 +730,9 @@ class OperatorCorrection:
         self._group_of = {i: g for g, positions in enumerate(groups.values()) for i in positions}
 
     def check_input(self, x: object) -> None:
-        """``x`` must be ``(batch, channel, *space)`` with each condition's grid on its axis."""
+        """``x`` must be ``(batch, channel, *space)`` with each condition's grid on its axis; for
+        a neuralop FNO also in its weights' dtype, the weights consistent
+        (:func:`fno_dtype_problem`)."""
         sizes = {c.axis: c.grid.n for c in self.conditions}
         expected = ["batch", "channel"] + ["n"] * self.view.n_dim
         for axis, n in sizes.items():
@@ -667,6 +745,9 @@ class OperatorCorrection:
         if not ok:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
             raise ValueError(f"x must be a tensor ({', '.join(expected)}), got {got}")
+        problem = None if self.view.fno is None else fno_dtype_problem(self.view.fno, x)
+        if problem is not None:
+            raise TypeError(problem)
 
     @staticmethod
     def check_finite_input(x: torch.Tensor) -> None:
