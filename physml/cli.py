@@ -173,9 +173,7 @@ def _add_merge(subparsers) -> None:
 def _run_merge(args: argparse.Namespace) -> int:
     from physml.data import merge_shards
 
-    for shard in args.shards:
-        existing_file("SHARD", shard, "shard file")
-    path = merge_shards(args.shards, args.out, overwrite=args.overwrite)
+    path = merge_shards(args.shards, args.out, overwrite=args.overwrite, argument="SHARD")
     print(f"wrote {path} (virtual datasets over the shards: no sample copied)")
     return 0
 
@@ -495,13 +493,32 @@ def _replace_unencodable() -> None:
             stream.reconfigure(errors="replace")
 
 
-RESUMES_FROM = {
-    "generate": "the samples written",
-    "train": "the checkpoint",
-    "run": "the checkpoints",
-    "demo": "the checkpoints",
-}
-"""What rerunning a command stopped by Ctrl-C resumes from; the others start over."""
+RESUMES_FROM = {"run": "the checkpoints", "demo": "the checkpoints"}
+"""What rerunning a task command stopped by Ctrl-C resumes from (``generate`` and ``train``:
+:func:`_interrupted_hint`, which looks at what was saved; the others start over)."""
+
+
+def _interrupted_hint(args: argparse.Namespace) -> str:
+    """The end of the line Ctrl-C prints: what rerunning the same command picks up (for
+    ``generate`` and ``train``, what was saved before the interrupt)."""
+    if args.command == "generate":
+        from physml.data.generate import shard_path
+
+        final = shard_path(Path(args.out), args.shard, args.num_shards)
+        chunks = len(list(final.with_name(final.name + ".partial").glob("chunk-*.npz")))
+        if chunks:
+            return (
+                f"; rerunning the same command resumes from the {chunks} chunk(s) of samples "
+                "written"
+            )
+        return (
+            f" before its first chunk of samples (--chunk {args.chunk}) was saved; rerunning the "
+            "same command starts over"
+        )
+    if args.command == "train":
+        return training_commands.interrupted_hint(args)
+    resumes = RESUMES_FROM.get(args.command)
+    return "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -539,9 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        resumes = RESUMES_FROM.get(args.command)
-        hint = "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
-        print(f"\nphysml {args.command}: interrupted{hint}", file=sys.stderr)
+        print(f"\nphysml {args.command}: interrupted{_interrupted_hint(args)}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@ hand: memory and disk room per shard, out-file names, convert's arguments, the p
 
 import argparse
 import io
+import json
 import os
 import re
 import shutil
@@ -500,27 +501,38 @@ def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+TRAIN_R = ["train", "--data", "x.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+
+
 @pytest.mark.parametrize(
-    "command, worker, resumes",
+    "command, worker, hint",
     [
         (
             ["generate", "heat", "--n", "1", "--out", "x.h5", "--quiet"],
             "_generate",
-            "the samples written",
+            " before its first chunk of samples (--chunk 32) was saved; rerunning the same command "
+            "starts over",
         ),
         (
-            ["train", "--data", "x.h5", "--model", "fno", "--task", "operator", "--out", "r"],
+            TRAIN_R,
             "run_train",
-            "the checkpoint",
+            " before its first checkpoint (written every --checkpoint-every 100 steps); rerunning "
+            "the same command starts over",
         ),
-        (["evaluate", "--checkpoint", "r", "--data", "x.h5"], "run_evaluate", None),
-        (["merge", "a.h5", "-o", "m.h5"], "_run_merge", None),
-        (["convert", "a.h5", "b.h5"], "_run_convert", None),
+        (
+            [*TRAIN_R, "--checkpoint-every", "7"],
+            "run_train",
+            " before its first checkpoint (written every --checkpoint-every 7 steps); rerunning "
+            "the same command starts over",
+        ),
+        (["evaluate", "--checkpoint", "r", "--data", "x.h5"], "run_evaluate", ""),
+        (["merge", "a.h5", "-o", "m.h5"], "_run_merge", ""),
+        (["convert", "a.h5", "b.h5"], "_run_convert", ""),
     ],
-    ids=["generate", "train", "evaluate", "merge", "convert"],
+    ids=["generate", "train", "train-every-7", "evaluate", "merge", "convert"],
 )
 def test_ctrl_c_is_one_line_and_exit_130_naming_a_resume_only_where_one_exists(
-    tmp_path, monkeypatch, capsys, command, worker, resumes
+    tmp_path, monkeypatch, capsys, command, worker, hint
 ):
     from physml.training import commands
 
@@ -531,8 +543,69 @@ def test_ctrl_c_is_one_line_and_exit_130_naming_a_resume_only_where_one_exists(
     except KeyboardInterrupt:
         pytest.fail(f"Ctrl-C on physml {command[0]} escaped as a traceback")
     assert code == 130
-    hint = "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
     assert capsys.readouterr().err == f"\nphysml {command[0]}: interrupted{hint}\n"
+
+
+def test_ctrl_c_names_what_a_rerun_resumes_from_only_once_it_was_saved(
+    tmp_path, monkeypatch, capsys
+):
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_generate", _interrupted)
+    monkeypatch.setattr(cli.training_commands, "run_train", _interrupted)
+    Path("x.h5.partial").mkdir()
+    for start in (0, 4):
+        Path(f"x.h5.partial/chunk-{start:09d}.npz").touch()
+    Path("x.h5.partial/.chunk-000000008.npz.abc.tmp").touch()  # a chunk cut off mid-write
+    generate = ["generate", "heat", "--n", "12", "--chunk", "4", "--out", "x.h5", "--quiet"]
+    assert main(generate) == 130
+    assert capsys.readouterr().err == (
+        "\nphysml generate: interrupted; rerunning the same command resumes from the 2 chunk(s) "
+        "of samples written\n"
+    )
+    save_checkpoint("r", {**dict.fromkeys(KEYS), "step": 300})
+    assert main(TRAIN_R) == 130
+    assert capsys.readouterr().err == (
+        "\nphysml train: interrupted; rerunning the same command resumes from the checkpoint at "
+        "step 300\n"
+    )
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_the_rerun_starts_over(
+    tmp_path, monkeypatch, capsys
+):
+    from physml.training import trainer
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "x.h5", "--quiet"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    backward, calls = trainer.Trainer._backward, []
+
+    def stopped_at_step_3(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return backward(self, *args, **kwargs)
+
+    for every, hint in (
+        (
+            5,
+            " before its first checkpoint (written every --checkpoint-every 5 steps); "
+            "rerunning the same command starts over",
+        ),
+        (2, "; rerunning the same command resumes from the checkpoint at step 2"),
+    ):
+        calls.clear()
+        monkeypatch.setattr(trainer.Trainer, "_backward", stopped_at_step_3)
+        out = f"every{every}"
+        train = [*TRAIN_R[:-1], out, "--steps", "6", "--checkpoint-every", str(every), *tiny]
+        assert main(train) == 130
+        assert capsys.readouterr().err == f"\nphysml train: interrupted{hint}\n"
+        monkeypatch.setattr(trainer.Trainer, "_backward", backward)
+        assert main(train) == 0
+        resumed = json.loads(Path(out, "report.json").read_text())["resumed_from"]
+        assert resumed == (0 if every == 5 else 2)
 
 
 def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):

@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -217,8 +218,15 @@ def test_bad_outputs_and_inputs(tmp_path, sharded):
         merge_shards(shards, out)
     with pytest.raises(ShardError, match="is a merged file"):
         check_shards([out])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        merge_shards([*shards, tmp_path / "absent.h5"], tmp_path / "other.h5")
+    absent = str(tmp_path / "absent.h5")
+    with pytest.raises(
+        FileNotFoundError, match=f"^paths: no shard file at {re.escape(repr(absent))}$"
+    ):
+        merge_shards([*shards, absent], tmp_path / "other.h5")
+    with pytest.raises(
+        FileNotFoundError, match=f"^path: no shard file at {re.escape(repr(absent))}$"
+    ):
+        check_shards([*shards, absent])
     with pytest.raises(ValueError, match="at least one shard"):
         check_shards([])
 
@@ -257,6 +265,26 @@ def test_cli_merge(tmp_path, sharded, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["merge", str(shards[0])])
     assert exit_.value.code == 2 and "-o/--out" in capsys.readouterr().err
+
+
+def test_a_shard_an_index_names_but_that_is_gone_is_named_with_the_index(
+    tmp_path, sharded, capsys, monkeypatch
+):
+    index, shards = sharded
+    shards[1].unlink()
+    monkeypatch.chdir(index.parent)
+    assert main(["merge", "ds.h5", "-o", "m.h5"]) == 2
+    assert capsys.readouterr().err == (
+        f"physml merge: error: SHARD: index 'ds.h5' names {shards[1].name!r}, which does not "
+        "exist\n"
+    )
+    assert not Path("m.h5").exists()
+    with pytest.raises(FileNotFoundError) as missing:
+        load(index)
+    assert (
+        str(missing.value)
+        == f"path: index {str(index)!r} names {str(shards[1])!r}, which does not exist"
+    )
 
 
 def test_a_gap_of_one_sample_is_named(tmp_path, sharded):

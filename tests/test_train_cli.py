@@ -1,6 +1,7 @@
 """The scientist's walk at toy size, from a fresh folder: generate → train → evaluate → resume."""
 
 import json
+import re
 
 import h5py
 import pytest
@@ -40,20 +41,95 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "other settings (lr" in capsys.readouterr().err
 
 
+def _rewritten(source: str, out: str, samples: slice = slice(None), times: slice = slice(None)):
+    """A copy of the dataset file ``source`` holding only ``samples`` and ``times``."""
+    with h5py.File(source) as f, h5py.File(out, "w") as g:
+        count = f["u"].shape[0]
+        for name, value in f.attrs.items():
+            g.attrs[name] = value
+        settings = json.loads(f.attrs["settings"])
+        settings["nt"] = len(f["t"][times])
+        g.attrs["settings"] = json.dumps(settings, sort_keys=True)
+
+        def copy(name, item):
+            if isinstance(item, h5py.Group):
+                g.require_group(name)
+                return
+            value = item[()]
+            if value.shape[:1] == (count,):
+                value = value[samples]
+            g[name] = value[:, times] if name == "u" else value[times] if name == "t" else value
+
+        f.visititems(copy)
+
+
+HASH = "'[0-9a-f]{64}'"
+
+
 def test_resuming_with_another_val_fraction_names_the_split(heat, capsys):
     """12 samples: --val-fraction 0.25 trains on 9, 0.5 on 6, of the same file."""
     train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
     assert main([*train, "--steps", "1", "--val-fraction", "0.25", *SMALL]) == 0
     assert main([*train, "--steps", "2", "--val-fraction", "0.5", *SMALL]) == 2
-    err = capsys.readouterr().err
-    assert "was trained on other data (samples 9 → 6; sample_hash" in err
-    assert "the file's attributes are the same, so another share of it was held out for " in err
-    assert "validation (another --val-fraction?)); refusing to resume" in err
+    assert re.fullmatch(
+        rf"physml train: error: checkpoint: 'run' was trained on other data \(samples 9 → 6; "
+        rf"sample_hash {HASH} → {HASH}; the file's attributes are the same: the run trained on 9 "
+        r"of its 12 samples, this command on 6, holding another share out for validation "
+        r"\(another --val-fraction\)\); refusing to resume\. Use another --out, or the data it "
+        r"was made on\.\n",
+        capsys.readouterr().err,
+    )
     other = ["generate", "heat", "--n", "12", "--nx", "33", "--seed", "1", "--out", "other.h5"]
     assert main([*other, "--quiet"]) == 0
     assert main([*train[:2], "other.h5", *train[3:], "--steps", "2", *SMALL]) == 2
     err = capsys.readouterr().err  # another file (its seed): no word of the split
     assert "attribute 'seed' 0 → 1" in err and "--val-fraction" not in err
+
+
+def test_a_file_no_split_could_give_is_not_blamed_on_val_fraction(heat, capsys):
+    """Trained on 11 of 12 samples (one held out); resumed on a copy of the first 4 with the same
+    attributes: 4 samples hold no share of 11, whatever is held out."""
+    _rewritten("heat.h5", "first4.h5", samples=slice(0, 4))
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main([*train[:2], "first4.h5", *train[3:], "--steps", "2", *SMALL]) == 2
+    assert re.fullmatch(
+        rf"physml train: error: checkpoint: 'run' was trained on other data \(samples 11 → 4; "
+        rf"sample_hash {HASH} → {HASH}\); refusing to resume\. Use another --out, or the data it "
+        r"was made on\.\n",
+        capsys.readouterr().err,
+    )
+    # a checkpoint from before the validation set was recorded: a guess, where a split could fit
+    state = torch.load("run/checkpoint.pt", weights_only=True)
+    del state["validation_fingerprint"]
+    torch.save(state, "run/checkpoint.pt")
+    assert main([*train[:2], "first4.h5", *train[3:], "--steps", "2", *SMALL]) == 2
+    assert "--val-fraction" not in capsys.readouterr().err  # 11 > 4: no split of it
+    assert main([*train, "--steps", "2", "--val-fraction", "0.5", *SMALL]) == 2
+    assert (
+        "; the file's attributes are the same, so another share of it was held out for "
+        "validation (another --val-fraction?)); refusing to resume"
+    ) in capsys.readouterr().err
+
+
+def test_a_single_time_file_is_one_line_naming_data(heat, capsys):
+    """Valid output of the code before nt >= 2 was required: no pair of times to train on."""
+    _rewritten("heat.h5", "one.h5", times=slice(0, 1))
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main([*train[:2], "one.h5", *train[3:-1], "one", "--steps", "1", *SMALL]) == 2
+    line = (
+        "--data: 'one.h5' holds a single time (u of shape (12, 1, 33): sample, time, *space); "
+        "the fno of task operator maps fields at one time to another and needs at least two "
+        "(generate with --nt >= 2)\n"
+    )
+    assert capsys.readouterr().err == "physml train: error: " + line
+    assert not (heat / "one").exists()
+    assert main(["evaluate", "--checkpoint", "run", "--data", "one.h5"]) == 2
+    assert capsys.readouterr().err == "physml evaluate: error: " + line
+    ensemble = ["train", "--data", "one.h5", "--model", "ensemble", "--task", "operator"]
+    tiny = ["--hidden", "4", "--layers", "1", "--members", "2", "--batch", "4", "--quiet"]
+    assert main([*ensemble, "--out", "points", "--steps", "1", *tiny]) == 0  # (t, x) rows
 
 
 def test_rerunning_a_finished_run_keeps_its_report(heat):

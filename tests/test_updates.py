@@ -235,7 +235,49 @@ def test_train_distill_from_at_toy_size(tmp_path, monkeypatch, capsys):
     assert main([*rollout, "--out", "y", "--distill-from", "old", *SMALL]) == 2
     assert "task 'operator'" in capsys.readouterr().err
     assert main([*train, "--out", "z", "--distill-from", "nowhere", *SMALL]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "physml train: error: --distill-from: no run folder or checkpoint file at 'nowhere'\n"
+    )
+    (tmp_path / "empty").mkdir()
+    assert main([*train, "--out", "z", "--distill-from", "empty", *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --distill-from: 'empty' holds no checkpoint.pt: not a run folder of "
+        "physml train\n"
+    )
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_distilled_run_records_the_settings_its_loss_uses(tmp_path, monkeypatch):
+    """What the checkpoint says is what the built loss does: here a builder whose β defaults to
+    3 (not --distill-beta's documented 5) and whose λ halves what it is given."""
+    import inspect
+
+    from physml.training.commands import DISTILL_DEFAULTS
+    from physml.updates import previous
+
+    defaults = inspect.signature(previous.distill_from).parameters
+    assert {name: defaults[name].default for name in ("strength", "alpha", "beta")} == {
+        "strength": DISTILL_DEFAULTS["distill_lambda"],
+        "alpha": DISTILL_DEFAULTS["distill_alpha"],
+        "beta": DISTILL_DEFAULTS["distill_beta"],
+    }  # the flags' help states the builder's defaults
+    builder = previous.distill_from
+
+    def other_builder(*args, beta=3.0, strength=1.0, **kwargs):
+        return builder(*args, beta=beta, strength=strength / 2, **kwargs)
+
+    monkeypatch.setattr(previous, "distill_from", other_builder)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "h.h5", "--quiet"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    train = ["train", "--data", "h.h5", "--model", "fno", "--task", "operator", *tiny]
+    assert main([*train, "--steps", "1", "--out", "old"]) == 0
+    distilled = [*train, "--schedule", "constant", "--distill-from", "old", "--distill-tau", "0.25"]
+    assert main([*distilled, "--out", "new", "--distill-lambda", "0.5", "--steps", "1"]) == 0
+    recorded = load_checkpoint("new")["model_config"]["distill"]
+    assert recorded == {"strength": 0.25, "alpha": 1.0, "beta": 3.0, "tau": 0.25}
+    assert main([*distilled, "--out", "new", "--distill-lambda", "0.5", "--steps", "2"]) == 0
+    assert json.loads(Path("new/report.json").read_text())["resumed_from"] == 1
 
 
 def test_a_distilled_run_resumes_however_its_settings_are_spelled(tmp_path, monkeypatch, capsys):
@@ -353,6 +395,28 @@ def test_distill_from_refuses_a_model_of_another_pde_by_name(tmp_path, monkeypat
         "'burgers' ones"
     ) in err
     assert not (tmp_path / "b").exists()
+
+
+def test_distill_from_a_boon_fno_onto_a_periodic_file_names_the_flag_and_the_reason(
+    tmp_path, monkeypatch, capsys
+):
+    """The student is an FNO already: the refusal is the teacher's, not advice to use one."""
+    monkeypatch.chdir(tmp_path)
+    size = ["--n", "4", "--nx", "16", "--nt", "3", "--quiet"]
+    assert main(["generate", "heat", *size, "--out", "walls.h5"]) == 0
+    assert main(["generate", "heat", *size, "--bc", "periodic", "--out", "per.h5"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    operator = ["train", "--task", "operator", "--steps", "1", *tiny]
+    assert main([*operator, "--data", "walls.h5", "--model", "boon-fno", "--out", "boon"]) == 0
+    capsys.readouterr()
+    student = [*operator, "--data", "per.h5", "--model", "fno", "--out", "s"]
+    assert main([*student, "--distill-from", "boon"]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --distill-from: 'boon': its boon-fno cannot be rebuilt for this "
+        "--data: a periodic file has no walls to enforce (its boundary is 'periodic'); distill "
+        "from a model that can serve these files (e.g. a --model fno run)\n"
+    )
+    assert not (tmp_path / "s").exists()
 
 
 def test_load_previous_refuses_a_model_not_trained_on_pairs(tmp_path, monkeypatch):

@@ -199,10 +199,10 @@ def load(path: str | os.PathLike) -> PDEData:
         raise FileNotFoundError(f"path: no dataset at {str(path)!r}")
     content = _read_file(path)
     if "shards" in content:
-        from .merge import check_shards
+        from .merge import check_shards, named_shards
 
         # Same settings, seed scheme and versions, ranges covering 0..n-1: not a blind join.
-        shards = check_shards([path.with_name(name) for name in content["shards"]])
+        shards = check_shards(named_shards("path", path, content["shards"]))
         parts = [_read_file(shard.path) for shard in shards]
         content = parts[0]
         content["u"] = np.concatenate([p["u"] for p in parts])
@@ -375,6 +375,17 @@ class _PairDataset(Dataset):
         return x if self.grid is None else torch.cat([x, self.grid])
 
 
+def _check_two_times(source, data: PDEData, pairs: str) -> None:
+    """A :class:`DatasetFileError` naming ``source`` (the path, or "the data") when ``data``
+    holds a single time: ``pairs`` says what the dataset pairs."""
+    if data.u.shape[1] < 2:
+        where = "source: the data" if isinstance(source, PDEData) else f"path: {str(source)!r}"
+        raise DatasetFileError(
+            f"{where} holds a single time (t = {data.t.tolist()}); {pairs} and needs at least "
+            "two (generate with --nt >= 2)"
+        )
+
+
 class SingleStepDataset(_PairDataset):
     """Pairs ``u(t_in) -> u(t_out)``, each ``(channel, *space)``; with ``with_grid`` the input also
     carries the coordinates as extra channels."""
@@ -388,13 +399,8 @@ class SingleStepDataset(_PairDataset):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__(_as_data(source), dtype, with_grid)
+        _check_two_times(source, self.data, "SingleStepDataset pairs u(t_in) -> u(t_out)")
         steps = self.data.u.shape[1]
-        if steps < 2:
-            where = "source: the data" if isinstance(source, PDEData) else f"path: {str(source)!r}"
-            raise DatasetFileError(
-                f"{where} holds a single time (t = {self.data.t.tolist()}); SingleStepDataset "
-                "pairs u(t_in) -> u(t_out) and needs at least two (generate with --nt >= 2)"
-            )
         self.input_time = _time_index("input_time", input_time, steps)
         self.target_time = _time_index("target_time", target_time, steps)
         if self.target_time < self.input_time:
@@ -425,13 +431,8 @@ class MultiStepDataset(_PairDataset):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__(_as_data(source), dtype, with_grid)
+        _check_two_times(source, self.data, "MultiStepDataset pairs u(t_0) -> u(t_1), ...")
         available = self.data.u.shape[1] - 1
-        if available < 1:
-            where = "source: the data" if isinstance(source, PDEData) else f"path: {str(source)!r}"
-            raise DatasetFileError(
-                f"{where} holds a single time; MultiStepDataset needs at least two (an initial "
-                "time and a target)"
-            )
         steps = available if steps is None else steps
         integer = isinstance(steps, (int, np.integer)) and not isinstance(steps, (bool, np.bool_))
         if not integer or not 1 <= steps <= available:

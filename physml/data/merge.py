@@ -29,7 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .._io import atomic_path
+from .._io import atomic_path, existing_file
 from .datasets import DatasetFileError, open_hdf5
 from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed
 
@@ -137,9 +137,7 @@ def _differences(theirs: Shard, ours: Shard) -> list[str]:
 def read_shard(path: str | os.PathLike) -> Shard:
     """Open one shard file and check it on its own: a dataset (not an index nor a merged file),
     per-sample arrays of one length, consecutive ``sample_index``, seeds of the seed scheme."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"shard file {str(path)!r} does not exist")
+    path = existing_file("path", path, "shard file")
     with open_hdf5(path, "shard") as f:
         kind = f.attrs.get("format")
         if kind == INDEX_FORMAT:
@@ -248,16 +246,40 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
     return shards
 
 
-def index_shards(path: Path) -> list[Path] | None:
-    """The shard files an index file names (beside it), or ``None`` if ``path`` is no index."""
+def named_shards(argument: str, index: Path, names: Sequence[str]) -> list[Path]:
+    """The shard files ``names`` beside ``index``, the index file given as ``argument``: a
+    missing one is a ``FileNotFoundError`` naming both."""
+    shards = [index.with_name(name) for name in names]
+    for shard in shards:
+        if not shard.is_file():
+            raise FileNotFoundError(
+                f"{argument}: index {str(index)!r} names {str(shard)!r}, which does not exist"
+            )
+    return shards
+
+
+def shard_files(argument: str, paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The shard files of ``paths`` (given as ``argument``), an index standing for the shards it
+    names; a missing one is a ``FileNotFoundError`` naming ``argument`` (and the index)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        names = _index_names(path)
+        if names is None:
+            found.append(existing_file(argument, path, "shard file"))
+        else:
+            found += named_shards(argument, path, names)
+    return found
+
+
+def _index_names(path: Path) -> list[str] | None:
+    """The shard names the index file ``path`` holds, or ``None`` if it is no index."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != INDEX_FORMAT:
                 return None
-            names = json.loads(f.attrs["shards"])
+            return json.loads(f.attrs["shards"])
     except (OSError, KeyError, ValueError):
         return None
-    return [path.with_name(name) for name in names]
 
 
 def _stored_path(shard: Path, out: Path) -> str:
@@ -279,20 +301,22 @@ def _fill_value(dtype: np.dtype) -> object:
 
 
 def merge_shards(
-    paths: Sequence[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    argument: str = "paths",
 ) -> Path:
     """Check the shard files and join them into ``out`` as HDF5 virtual datasets; return its path.
 
     ``paths`` are shard files in any order (an index file stands for the shards it names). No
     sample is copied: ``u`` ``(n_total, time, *space)`` and the other per-sample arrays read from
     the shards, which must stay beside ``out`` (see the module docstring for the path rule).
-    The file is written under a temporary name and renamed.
+    The file is written under a temporary name and renamed. A missing shard is a
+    ``FileNotFoundError`` naming ``argument`` (``physml merge``: ``SHARD``) and the index that
+    names it.
     """
     out = Path(out)
-    shard_paths: list[Path] = []
-    for path in map(Path, paths):
-        shard_paths += index_shards(path) or [path]
-    shards = check_shards(shard_paths)
+    shards = check_shards(shard_files(argument, paths))
     for shard in shards:
         if out.is_file() and os.path.samefile(out, shard.path):
             raise ValueError(f"out: {str(out)!r} is one of the shards; choose another name")

@@ -248,7 +248,9 @@ def _resume(
     if saved_model is not None:
         check_same_model(state, record["model_config"], path, RESUME_REMEDY)
     if state.get("fingerprint") is not None:
-        check_same_data(state, record["fingerprint"], path, RESUME_REMEDY)
+        check_same_data(
+            state, record["fingerprint"], path, RESUME_REMEDY, record["validation_fingerprint"]
+        )
     saved_val = state.get("validation_fingerprint")
     check_same_validation(
         state, record["validation_fingerprint"], path, RESUME_REMEDY, losses_key="val_losses"

@@ -93,27 +93,48 @@ def _sentence(clause: str) -> str:
     return clause[:1].upper() + clause[1:]
 
 
-def _split_otherwise(saved: dict, current: dict) -> str:
-    """A clause for two fingerprints of one file (the same attributes and shapes) that hold
-    different sample counts: another share of it was held out; else ``""``."""
+def _split_otherwise(state: dict, current: dict, validation: dict | None) -> str:
+    """A clause for a run resumed on the file it was trained on with another share held out
+    (the same attributes and shapes, another count of training samples); else ``""``. The
+    training and ``validation`` samples of this command make the whole file: the checkpoint's
+    must add up to as many (when it records its validation set; older ones do not, and their
+    training samples must then be no more than the whole file's)."""
+    saved = state["fingerprint"]
     same_file = saved.get("attributes") and saved.get("attributes") == current.get("attributes")
     same_file = same_file and saved.get("shapes") == current.get("shapes")
     if not same_file or saved.get("samples") == current.get("samples"):
         return ""
+    whole = current["samples"] + (0 if validation is None else validation["samples"])
+    if "validation_fingerprint" not in state:
+        if not isinstance(saved.get("samples"), int) or saved["samples"] > whole:
+            return ""
+        return (
+            "; the file's attributes are the same, so another share of it was held out for "
+            "validation (another --val-fraction?)"
+        )
+    held = state["validation_fingerprint"]
+    if saved["samples"] + (0 if held is None else held["samples"]) != whole:
+        return ""
     return (
-        "; the file's attributes are the same, so another share of it was held out for "
-        "validation (another --val-fraction?)"
+        f"; the file's attributes are the same: the run trained on {saved['samples']} of its "
+        f"{whole} samples, this command on {current['samples']}, holding another share out for "
+        "validation (another --val-fraction)"
     )
 
 
 def check_same_data(
-    state: dict, current: dict, directory: str | os.PathLike, remedy: str = REMEDY
+    state: dict,
+    current: dict,
+    directory: str | os.PathLike,
+    remedy: str = REMEDY,
+    validation: dict | None = None,
 ) -> None:
     """Resuming on other data is an error naming each difference; ``remedy`` says where else
-    to train (e.g. "use another --out")."""
+    to train (e.g. "use another --out"); ``validation``: the fingerprint of this run's
+    validation set (``None``: none), to tell another split of the same file."""
     found = differences(state["fingerprint"], current)
     if found:
-        split = _split_otherwise(state["fingerprint"], current)
+        split = _split_otherwise(state, current, validation)
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} was trained on other data ({'; '.join(found)}"
             f"{split}); refusing to resume. {_sentence(remedy)}, or the data it was made on."

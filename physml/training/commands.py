@@ -52,6 +52,8 @@ DISTILL_DEFAULTS = {
     "distill_tau": "the old model's median relative L2 on the training pairs",
 }
 """Settings of ``--distill-from``: λ, α, β and τ of focal distillation (physml.updates)."""
+DISTILL_RECORDED = ("strength", "alpha", "beta", "tau")
+"""The settings of the built distillation loss a checkpoint records (its attributes)."""
 DistillHook = Callable[..., Loss]
 
 
@@ -107,7 +109,8 @@ def add_parsers(subparsers) -> None:
         help="score a trained checkpoint on a dataset",
         description="Score a run of physml train on a dataset file: a metrics table, "
         "metrics.json (naming the file and the checkpoint's step) and a figure of three samples, "
-        "in RUN/evaluation or --out.",
+        "in RUN/evaluation or --out. A file generated with other settings than the training file "
+        "is scored with a note naming them (settings_differ in metrics.json).",
     )
     evaluate.add_argument(
         "--checkpoint",
@@ -156,6 +159,17 @@ def settings(args: argparse.Namespace) -> dict:
     return merged
 
 
+def check_two_times(description: dict, data: PDEData, path: str | Path) -> None:
+    """The file ``path`` of ``--data`` must hold two times at least when the model of
+    ``description`` works on pairs of times (every family but the point models)."""
+    if FAMILIES[description["model"]].pairs is None and data.u.shape[1] < 2:
+        raise ValueError(
+            f"--data: {str(path)!r} holds a single time (u of shape {tuple(data.u.shape)}: sample, "
+            f"time, *space); the {description['model']} of task {description['task']} maps "
+            "fields at one time to another and needs at least two (generate with --nt >= 2)"
+        )
+
+
 def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
     """The first samples for training, the last ``fraction`` of them for validation."""
     fraction = finite_number("--val-fraction", fraction)
@@ -189,12 +203,15 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out: {str(args.out)!r} is a file; physml train writes a run folder")
     chosen = settings(args)
+    if chosen.get("distill_from") is not None:
+        existing_run("--distill-from", chosen["distill_from"])
     config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
     data = load(existing_file("--data", args.data))
     check_dimensions(description, data)
+    check_two_times(description, data, args.data)
     train_data, val_data = split(data, chosen.get("val_fraction", 0.1))
     description = with_domain(description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
@@ -221,7 +238,8 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
             task_options=description["options"],
             **options,
         )
-        recorded = {**_distill_defaults(), **options, "tau": loss.tau}
+        asked = {**_distill_defaults(), **options}
+        recorded = {key: getattr(loss, key, asked.get(key)) for key in DISTILL_RECORDED}
         description = {**description, "distill": {k: float(v) for k, v in recorded.items()}}
     elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):
         raise ValueError("--distill-lambda/-alpha/-beta/-tau need --distill-from")
@@ -247,6 +265,27 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
     print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} -> {args.out}")
     return 0
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """The end of the line Ctrl-C on ``physml train`` prints: a rerun resumes from the checkpoint
+    in ``--out`` (naming its step), or, before the first one was written, starts over."""
+    path = checkpoint_path(args.out)
+    if path.is_file():
+        try:
+            step = f" at step {int(load_checkpoint(path)['step'])}"
+        except (OSError, ValueError, TypeError):
+            step = f" in {str(args.out)!r}"
+        return f"; rerunning the same command resumes from the checkpoint{step}"
+    try:
+        every = settings(args).get("checkpoint_every")
+    except (OSError, ValueError, TypeError):
+        every = None
+    every = TrainConfig.checkpoint_every if every is None else every
+    return (
+        f" before its first checkpoint (written every --checkpoint-every {every} steps); "
+        "rerunning the same command starts over"
+    )
 
 
 def _distill_key(name: str) -> str:
@@ -353,18 +392,25 @@ def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
     }
 
 
+def existing_run(flag: str, path: str | Path) -> Path:
+    """``path`` as given to ``flag``: a run folder of physml train (holding its checkpoint) or a
+    checkpoint file; else a ``FileNotFoundError`` naming ``flag``."""
+    given = Path(path)
+    if not given.exists():
+        raise FileNotFoundError(f"{flag}: no run folder or checkpoint file at {str(given)!r}")
+    if given.is_dir() and not checkpoint_path(given).is_file():
+        raise FileNotFoundError(
+            f"{flag}: {str(given)!r} holds no {checkpoint_path(given).name}: not a run folder of "
+            "physml train"
+        )
+    return given
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
         raise ValueError(f"--out must name a folder, got {args.out!r}")
     device = check_device(args.device)
-    given = Path(args.checkpoint)
-    if not given.exists():
-        raise FileNotFoundError(f"--checkpoint: no run folder or checkpoint file at {str(given)!r}")
-    if given.is_dir() and not checkpoint_path(given).is_file():
-        raise FileNotFoundError(
-            f"--checkpoint: {str(given)!r} holds no {checkpoint_path(given).name}: not a run "
-            "folder of physml train"
-        )
+    given = existing_run("--checkpoint", args.checkpoint)
     existing_file("--data", args.data)
     run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
     state = load_checkpoint(given)
@@ -390,6 +436,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
             "scores there would not measure what it learned"
         )
+    check_two_times(description, data, args.data)
     differ = settings_differ(state["fingerprint"].get("attributes") or {}, data.attrs)
     pairs = training_items(description, data)
     check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])

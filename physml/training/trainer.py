@@ -434,7 +434,7 @@ class Trainer:
             return 0, checked_on
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
         check_same_model(state, self.model_config, self.out)  # first: another model reads
-        check_same_data(state, data_print, self.out)  # the same file as other pairs
+        check_same_data(state, data_print, self.out, validation=checked_on)  # the file, or a split
         check_same_validation(state, checked_on, self.out)
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
         check_same_config(state, asdict(self.config), self.out)

@@ -19,6 +19,7 @@ from ..training.families import (
     DEFAULTS,
     FAMILIES,
     TASK_OPTIONS,
+    WallsUnknownError,
     build,
     check_same_pairs,
     check_spectral_shift,
@@ -83,7 +84,14 @@ def load_previous(
             f"the old run {str(checkpoint)!r}",
         )
     with torch.random.fork_rng(devices=[]):
-        model, _ = build(description, data, items)
+        try:
+            model, _ = build(description, data, items)
+        except WallsUnknownError as error:
+            raise ValueError(
+                f"{where}: its {description['model']} cannot be rebuilt for this --data: "
+                f"{error.reason}; distill from a model that can serve these files (e.g. a "
+                "--model fno run)"
+            ) from None
     load_weights(model, state, checkpoint)
     return frozen(model)
 
