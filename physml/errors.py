@@ -1,5 +1,25 @@
-"""The toolkit's own exceptions (the solvers' :class:`pdes.SolverError` lives in ``pdes``)."""
+"""The toolkit's own exceptions (the solvers' :class:`pdes.SolverError` lives in ``pdes``), and
+the stack level that makes its warnings name the user's line."""
+
+from __future__ import annotations
+
+import os
+import sys
 
 
 class ConstraintError(ValueError):
     """A constraint that cannot be applied: infeasible, rank-deficient, or the wrong output kind."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the caller that names the first frame outside
+    physml and torch (Python 3.10 has no ``skip_file_prefixes``)."""
+    import torch
+
+    inside = tuple(
+        os.path.dirname(path) + os.sep for path in (__file__, torch.__file__) if path is not None
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -2401,7 +2401,7 @@ MODEL_CASES = [
             torch.zeros(1, 1, 16, dtype=torch.float64)
         ),
         TypeError,
-        r"x has dtype float64 but the FNO's weights are torch.float32.*pass x.float\(\)",
+        r"x has dtype torch.float64 but the FNO's weights are torch.float32.*pass x.float\(\)",
     ),
     case(
         "unet-input-nan",

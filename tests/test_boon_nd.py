@@ -8,6 +8,7 @@ decoupling of a corrected layer with Jacobians of the plain layer built from uni
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import warnings
@@ -712,6 +713,67 @@ def test_fno_probes_from_the_weights_follow_an_update_through_data(update):
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("net", ["fno", "dense"])
+def test_probes_read_again_fingerprint_each_layer_once_per_forward(monkeypatch, net):
+    """The weights' fingerprint is the costly part of the key the kept probes are checked
+    against: a forward that reads the probes again (first use, a ``.data`` write) takes it once
+    per layer and stores the probes under it, whether they come from the weights in closed form
+    (an FNO) or from spikes run through the layer (a dense kernel)."""
+    import physml.constraints.operator as operator
+
+    taken = []
+    real = operator.fingerprint
+    monkeypatch.setattr(operator, "fingerprint", lambda tensors: taken.append(1) or real(tensors))
+    if net == "fno":
+        torch.manual_seed(0)
+        model = FNO(n_modes=(8,), in_channels=1, out_channels=1, hidden_channels=8, n_layers=3)
+        condition, x, layers = (
+            BoundaryCondition(Neumann(0.5, -0.5), Grid1D(33)),
+            torch.rand(2, 1, 33),
+            3,
+        )
+    else:
+        model, condition, x, layers = (
+            DenseOperator(0),
+            dense_condition(),
+            torch.randn(3, 1, N_DENSE),
+            1,
+        )
+    wrapped = constrain(model, condition)
+    with torch.no_grad():
+        counts = []
+        for write in (None, None, 1.3, None):
+            if write is not None:
+                for parameter in model.parameters():
+                    parameter.data.mul_(write)
+            taken.clear()
+            out = wrapped(x)
+            counts.append(len(taken))
+        fresh = constrain(copy.deepcopy(model), condition)(x)
+    assert counts == [layers] * 4
+    torch.testing.assert_close(out, fresh, rtol=0, atol=1e-6)
+
+
+def test_the_fingerprint_sees_writes_a_block_apart_and_in_the_tail():
+    """The fingerprint sums blocks of values with the same fixed weights: a swap of two values
+    that share a weight (one block apart), a write to the last few values and a write in a
+    complex or half-precision tensor still change it; equal values give equal fingerprints."""
+    from physml.constraints.base import fingerprint
+
+    values = torch.randn(3 * 4096 + 5, generator=torch.Generator().manual_seed(0))
+    assert fingerprint([values]) == fingerprint([values.clone()])
+    swapped = values.clone()
+    swapped[[7, 7 + 4096]] = values[[7 + 4096, 7]]
+    tail = values.clone()
+    tail[-1] += 1e-3
+    for changed in (swapped, tail, values * (1 + 1e-4)):
+        assert fingerprint([changed]) != fingerprint([values])
+    spectral = torch.randn(4, 4, 9, dtype=torch.complex64)
+    assert fingerprint([spectral]) != fingerprint([spectral.conj().resolve_conj()])
+    half = values.half()
+    assert fingerprint([half]) != fingerprint([half.flip(0)])
+
+
 class GainedKernel(nn.Module):
     """``K x = gain · A x`` with ``gain`` a plain attribute: changing it leaves the weights as
     they are."""
@@ -1090,7 +1152,7 @@ def test_a_float64_input_to_a_float32_fno_is_refused_by_name():
     model = constrain(fno(3, 2), *cavity())
     with pytest.raises(
         TypeError,
-        match=r"x has dtype float64 but the FNO's weights are torch.float32: pass x.float",
+        match=r"x has dtype torch.float64 but the FNO's weights are torch.float32: pass x.float",
     ):
         model(torch.randn(3, 3, NX, NY, dtype=torch.float64))
 
@@ -1112,7 +1174,7 @@ def test_an_fno_cast_to_float64_as_a_module_is_refused_by_name(cast):
         with pytest.raises(
             TypeError,
             match=rf"weights are torch.float64 and its spectral weights \['torch.{spectral}'\]: "
-            "only float32 FNOs are supported",
+            "only float32 FNOs are supported as built.*cast every parameter by hand",
         ):
             model(x)
 

@@ -5,6 +5,7 @@ its defining properties: exact conservation with σ = 0, a positive semi-definit
 variance left along the constraint.
 """
 
+import inspect
 import warnings
 
 import numpy as np
@@ -621,6 +622,42 @@ def test_an_exact_update_with_rows_m_minus_1_collapses_the_ensemble_and_warns(me
         more = torch.rand(members + 1, 2, 9, generator=gen, dtype=F64)
         through(LinearConstraint(G, b), Ensemble(more))
     assert (spread - spread[0]).abs().max() > 1e-3
+
+
+def test_the_collapse_warning_names_the_line_that_called_the_model():
+    """The warning is raised deep inside the update, under torch's module call: its stack level
+    points at the first frame outside physml and torch, here this file's line."""
+    samples = torch.rand(2, 3, 9, generator=torch.Generator().manual_seed(0), dtype=F64)
+    model = constrain(nn.Identity(), mass_conservation(Grid1D(9), torch.ones(3, dtype=F64)))
+    with pytest.warns(UserWarning, match="leaves every member equal") as caught:
+        line = inspect.currentframe().f_lineno + 1
+        model(Ensemble(samples))
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
+
+
+@pytest.mark.parametrize("walls", [False, True])
+def test_a_write_to_G_through_data_is_met_by_the_next_update(walls):
+    """``G.data.copy_`` (an EMA or averaging writing the buffers) leaves ``G``'s version counter
+    alone: the next update must use the projector of the new rows (with and without boundary
+    conditions kept), meeting them exactly."""
+    from pdes import Dirichlet
+    from physml.constraints import BoundaryCondition
+
+    gen = torch.Generator().manual_seed(4)
+    G = torch.ones(1, 9, dtype=F64)
+    b = torch.tensor([2.0], dtype=F64)
+    constraint = LinearConstraint(G, b)
+    conditions = [BoundaryCondition(Dirichlet(0.1, 0.2), Grid1D(9))] if walls else []
+    model = constrain(nn.Identity(), *conditions, constraint)
+    x = torch.rand(3, 1, 9, generator=gen, dtype=F64)
+    model(x)
+    new = torch.rand(1, 9, generator=gen, dtype=F64) + 0.5
+    constraint.G.data.copy_(new)
+    out = model(x)
+    torch.testing.assert_close(out @ new.T, b.expand(3, 1, 1), rtol=0, atol=1e-12)
+    if walls:
+        assert torch.equal(out[..., 0], torch.full((3, 1), 0.1, dtype=F64))
+        assert torch.equal(out[..., -1], torch.full((3, 1), 0.2, dtype=F64))
 
 
 def test_nonnegative_after_a_collapsed_ensemble_says_the_members_are_equal():

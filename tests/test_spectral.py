@@ -408,6 +408,27 @@ def test_float64_fnos_and_inputs_are_refused():
         conv.to(torch.complex128)(torch.randn(1, 2, 32))
 
 
+@pytest.mark.parametrize("cast", ["double", "by hand"])
+def test_a_float64_fast_fno_is_never_told_to_cast_by_hand(cast):
+    """``fast_fno`` computes in float32 only: wrapped by ``constrain`` or not, after ``.double()``
+    or a cast of every parameter by hand (complex ones to complex128), the refusal is the same
+    and says to build it anew in float32, not to cast by hand (which it would refuse too)."""
+    condition = BoundaryCondition(Dirichlet(0.0, 1.0), Grid1D(17))
+    wrapped = constrain(fast_fno(**FNO_1D), condition)
+    if cast == "double":
+        wrapped = wrapped.double()
+    else:
+        for parameter in wrapped.parameters():
+            parameter.data = parameter.data.to(torch.complex128 if parameter.is_complex() else F64)
+    x = torch.rand(2, 1, 17, dtype=F64)
+    for model in (wrapped, wrapped.model):
+        with pytest.raises(TypeError) as refused:
+            model(x)
+        message = str(refused.value)
+        assert "only float32 FNOs are supported, float64 ones" in message
+        assert "build the model anew in float32" in message and "by hand" not in message
+
+
 FNO_1D = dict(n_modes=(16,), in_channels=1, out_channels=1, hidden_channels=6, n_layers=3)
 FNO_2D = dict(n_modes=(5, 4), in_channels=2, out_channels=3, hidden_channels=5, n_layers=3)
 

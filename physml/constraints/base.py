@@ -9,6 +9,7 @@ every forward, on a tensor, :class:`~physml.outputs.Gaussian` or :class:`~physml
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -18,6 +19,55 @@ from ..outputs import Ensemble, Gaussian
 
 SEAMS = ("operator", "sampler", "output")
 Output = torch.Tensor | Gaussian | Ensemble
+
+
+_BLOCK = 4096  # fingerprint weights per block: a tensor's values are summed block by block
+_WEIGHTS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # per device and dtype
+
+
+def _fingerprint_weights(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``_BLOCK`` fixed weights in ``[0.5, 1.5)``, distinct per index: ``0.5 + frac(i·φ)``."""
+    weights = _WEIGHTS.get((device, dtype))
+    if weights is None:
+        with torch.inference_mode(False), torch.no_grad():
+            index = torch.arange(1, _BLOCK + 1, dtype=torch.float64, device=device)
+            weights = (torch.frac(index * 0.6180339887498949) + 0.5).to(dtype)
+        _WEIGHTS[(device, dtype)] = weights
+    return weights
+
+
+def fingerprint(tensors: Sequence[torch.Tensor]) -> tuple[float, ...]:
+    """Per tensor and block of ``_BLOCK`` values, the sum of the values times fixed weights that
+    differ per index, in the tensor's own real dtype (complex as real pairs; half precision and
+    integers in float32 and float64).
+
+    Writes through ``tensor.data`` (an EMA or target-network update) leave the version counter
+    alone; they change these sums (a permutation of the values as well). A write too small to
+    move a block's sum past its round-off (one value moved by a few tens of its ulps at most)
+    may go unnoticed: it moves the output by about the round-off of the model's dtype.
+    """
+    if not tensors:
+        return ()
+    with torch.no_grad():
+        sums = []
+        for tensor in tensors:
+            values = torch.view_as_real(tensor.resolve_conj()) if tensor.is_complex() else tensor
+            values = values.detach().reshape(-1)
+            if not values.is_floating_point():
+                values = values.to(torch.float64)
+            elif values.element_size() < 4:
+                values = values.to(torch.float32)
+            weights = _fingerprint_weights(values.device, values.dtype)
+            whole = values.numel() - values.numel() % _BLOCK
+            if whole:
+                sums.append(torch.mv(values[:whole].view(-1, _BLOCK), weights).double())
+            if whole < values.numel():
+                tail = torch.dot(values[whole:], weights[: values.numel() - whole])
+                sums.append(tail.double().reshape(1))
+        if not sums:
+            return ()
+        device = sums[0].device
+        return tuple(torch.cat([s.to(device) for s in sums]).tolist())
 
 
 def check_finite(name: str, output: object) -> None:

@@ -39,9 +39,9 @@ import torch
 from pdes.checks import non_negative, positive
 
 from .._checks import as_tensor
-from ..errors import ConstraintError
+from ..errors import ConstraintError, user_stacklevel
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
-from .base import Constraint
+from .base import Constraint, fingerprint
 
 F64 = torch.float64
 Target = torch.Tensor | Callable[..., torch.Tensor]
@@ -305,17 +305,18 @@ class LinearConstraint(Constraint):
                 f"{k} row{'s' if k > 1 else ''} per slice leaves every member equal (their "
                 "covariance has rank m - 1, all of it along the rows): use more members or "
                 "shrinkage > 0",
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
 
     def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
         """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` and the largest row sum
         ``max_i Σ_j |G_ij|``, cached.
 
-        The cache follows ``G``'s storage and version counter (``load_state_dict`` copies in).
+        The cache follows ``G``'s storage, version counter (``load_state_dict`` copies in) and
+        :func:`.base.fingerprint` (writes through ``G.data``).
         """
         rows = self._buffers["G"]
-        key = (rows.data_ptr(), rows._version, device)
+        key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
         if self.__dict__.get("_cache_key") != key:
             G = rows.to(device)
             projector = torch.cholesky_solve(G, _cholesky(G @ G.T, G)).T
@@ -330,7 +331,8 @@ class LinearConstraint(Constraint):
         ``(R Rᵀ)⁺`` its pseudo-inverse: conditions meeting at a corner share rows). Cached per
         conditions."""
         rows = self._buffers["G"]
-        key = (rows.data_ptr(), rows._version, device, tuple(c.walls_key for c in kept))
+        key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
+        key += (tuple(c.walls_key for c in kept),)
         if self.__dict__.get("_kept_key") == key:
             return self._kept_projector
         G = self._matrices(device)[0]

@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from ..errors import ConstraintError
+from .base import fingerprint
 from .boundary import BoundaryCondition, Values, set_walls
 from .spectral_probes import signature, unsupported, wall_responses
 
@@ -303,37 +304,6 @@ def write_rows(rows: Sequence[DirichletRows], y: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, filled, y)
 
 
-_WEIGHTS: dict[torch.device, torch.Tensor] = {}  # fingerprint weights per device, grown as needed
-
-
-def _fingerprint_weights(n: int, device: torch.device) -> torch.Tensor:
-    """``n`` fixed weights in ``[0.5, 1.5)``, distinct per index: ``0.5 + frac(i·φ)`` in float64."""
-    weights = _WEIGHTS.get(device)
-    if weights is None or weights.numel() < n:
-        with torch.inference_mode(False), torch.no_grad():
-            index = torch.arange(1, max(n, 1024) + 1, dtype=torch.float64, device=device)
-            weights = torch.frac(index * 0.6180339887498949) + 0.5
-        _WEIGHTS[device] = weights
-    return weights[:n]
-
-
-def fingerprint(tensors: Sequence[torch.Tensor]) -> tuple[float, ...]:
-    """Per tensor, the float64 sum of its values times fixed weights that differ per index.
-
-    Writes through ``tensor.data`` (an EMA or target-network update) leave the version counter
-    alone; they change this sum (a permutation of the values as well).
-    """
-    if not tensors:
-        return ()
-    with torch.no_grad():
-        sums = []
-        for tensor in tensors:
-            values = torch.view_as_real(tensor) if tensor.is_complex() else tensor
-            values = values.detach().reshape(-1).to(torch.float64)
-            sums.append(torch.dot(values, _fingerprint_weights(values.numel(), values.device)))
-        return tuple(torch.stack([s.to(sums[0].device) for s in sums]).tolist())
-
-
 class CorrectedLayer:
     """BOON's correction of one kernel layer's affine operator ``x ↦ conv(x) + skip(x)``.
 
@@ -361,6 +331,7 @@ class CorrectedLayer:
         self.axes = tuple(dict.fromkeys(w.axis for w in self.walls if w.kind != "periodic"))
         self._probes: tuple[torch.Tensor, tuple[AxisProbe, ...]] | None = None
         self._probed_for: tuple | None = None  # what the probes were read for, when reusable
+        self._key_taken: tuple | None = None  # the key needs_probe took, until store uses it
         self._spikes: tuple[tuple, torch.Tensor] | None = None
         self.no_closed_form = unsupported(conv, skip)  # None: probes from the weights
 
@@ -387,21 +358,20 @@ class CorrectedLayer:
         The parameters and buffers (identity, storage and version counters, bumped by in-place
         updates such as an optimiser step or ``load_state_dict``, and their :func:`fingerprint`,
         which also sees writes through ``parameter.data``), the shape, dtype and device, and
-        inference mode (inference tensors cannot be saved for a later backward pass).
+        inference mode (inference tensors cannot be saved for a later backward pass). The
+        fingerprint, the costly part, is taken once per forward: :meth:`store` reuses the one
+        :meth:`needs_probe` took while the rest of the key is unchanged.
         """
         tensors = self._live_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
         versions = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
-        inference = torch.is_inference_mode_enabled()
-        return (
-            versions,
-            fingerprint(tensors),
-            tuple(like.shape[1:]),
-            like.dtype,
-            like.device,
-            inference,
-        )
+        cheap = (versions, tuple(like.shape[1:]), like.dtype, like.device)
+        cheap += (torch.is_inference_mode_enabled(),)
+        taken, self._key_taken = getattr(self, "_key_taken", None), None
+        if taken is not None and taken[0] == cheap:
+            return taken
+        return (cheap, fingerprint(tensors))
 
     def needs_probe(self, like: torch.Tensor) -> bool:
         """Whether ``K`` must be probed for inputs like ``like``.
@@ -413,11 +383,13 @@ class CorrectedLayer:
         if not self.probing:
             return False
         key = self._reusable_key(like)
-        return key is None or self._probes is None or key != self._probed_for
+        needed = key is None or self._probes is None or key != self._probed_for
+        self._key_taken = key if needed else None  # for store(), in this forward
+        return needed
 
     def forget(self) -> None:
         """Drop the stored probes (the next forward probes ``K`` again)."""
-        self._probes = self._probed_for = None
+        self._probes = self._probed_for = self._key_taken = None
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         """``K x`` without correction ``(batch, channel, *space)``."""
@@ -626,40 +598,12 @@ def fno_support(model: nn.Module) -> str | None:
     return None
 
 
-_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-
-
 def fno_dtype_problem(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Why the neuralop FNO ``model`` cannot run on ``x`` for their dtypes, or ``None``.
+    """Why the neuralop FNO ``model`` cannot run on ``x`` for their dtypes, or ``None``
+    (:func:`physml.models.spectral.fno_dtype_problem`, loaded with neuralop)."""
+    from ..models.spectral import fno_dtype_problem as problem
 
-    Real weights in float32 or float64: the complex spectral weights must agree (``.double()``
-    leaves them complex64, ``.to(torch.float64)`` makes them real), and a float32 or float64
-    ``x`` must be in the real weights' dtype.
-    """
-    weights = next((p for p in model.parameters() if not p.is_complex()), None)
-    if weights is None or weights.dtype not in _COMPLEX:
-        return None
-    spectral = []
-    for conv in model.fno_blocks.convs:
-        weight = getattr(conv, "weight", None)
-        dtype = getattr(getattr(weight, "tensor", weight), "dtype", None)
-        if dtype is not None:
-            spectral.append(dtype)
-    if any(dtype != _COMPLEX[weights.dtype] for dtype in spectral):
-        return (
-            f"the FNO's weights are {weights.dtype} and its spectral weights "
-            f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported as built — "
-            ".double() leaves the spectral weights complex64 and .to(torch.float64) drops their "
-            "imaginary part; build the model anew in float32 (or cast every parameter by hand, "
-            "complex ones to complex128)"
-        )
-    if x.dtype in _COMPLEX and x.dtype != weights.dtype:
-        fix = "x.float()" if weights.dtype == torch.float32 else "x.double()"
-        return (
-            f"x has dtype {str(x.dtype).removeprefix('torch.')} but the FNO's weights are "
-            f"{weights.dtype}: pass {fix}"
-        )
-    return None
+    return problem(model, x)
 
 
 @dataclass(frozen=True)

@@ -343,29 +343,62 @@ class CheckedFNO(FNO):
     def forward(self, x, *args, **kwargs):
         if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf values")
-        weights = next(self.parameters(), None)
-        spectral = [_spectral_dtype(conv) for conv in getattr(self.fno_blocks, "convs", ())]
-        if (weights is not None and weights.dtype != torch.float32) or any(
-            dtype != torch.cfloat for dtype in spectral
-        ):
-            raise TypeError(
-                f"the FNO's weights are {weights.dtype} and its spectral weights "
-                f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported, float64 "
-                "ones (e.g. after .double() or .to(torch.float64)) are not — the spectral layers "
-                "compute in complex64; build the model anew in float32"
-            )
-        if isinstance(x, torch.Tensor) and x.dtype == torch.float64 and weights is not None:
-            raise TypeError(
-                f"x has dtype float64 but the FNO's weights are {weights.dtype} (its spectral "
-                "layers compute in complex64): pass x.float()"
-            )
+        problem = fno_dtype_problem(self, x)
+        if problem is not None:
+            raise TypeError(problem)
         return super().forward(x, *args, **kwargs)
 
 
-def _spectral_dtype(conv: nn.Module) -> torch.dtype:
-    """The dtype of ``conv``'s spectral weight (a tltorch tensor's own)."""
-    weight = conv.weight
-    return getattr(weight, "tensor", weight).dtype
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
+    """Why the neuralop FNO ``model`` cannot run on ``x`` for their dtypes, or ``None``.
+
+    A :class:`CheckedFNO` or one with :class:`LeanSpectralConv` layers computes in float32 with
+    complex64 spectral weights only. neuralop's own FNO takes real weights in float32 or float64
+    with spectral weights to match (``.double()`` leaves them complex64, ``.to(torch.float64)``
+    makes them real), and a float32 or float64 ``x`` in the real weights' dtype.
+    """
+    weights = next((p for p in model.parameters() if not p.is_complex()), None)
+    if weights is None:
+        return None
+    convs = getattr(getattr(model, "fno_blocks", None), "convs", ())
+    float32_only = isinstance(model, CheckedFNO) or any(
+        isinstance(conv, LeanSpectralConv) for conv in convs
+    )
+    if not float32_only and weights.dtype not in _COMPLEX:
+        return None
+    real = torch.float32 if float32_only else weights.dtype
+    spectral = [dtype for dtype in map(_spectral_dtype, convs) if dtype is not None]
+    if weights.dtype != real or any(dtype != _COMPLEX[real] for dtype in spectral):
+        found = f"the FNO's weights are {weights.dtype} and its spectral weights "
+        found += f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported"
+        if float32_only:
+            return (
+                f"{found}, float64 ones (e.g. after .double() or .to(torch.float64)) are not — "
+                "its spectral layers compute in complex64; build the model anew in float32"
+            )
+        return (
+            f"{found} as built — .double() leaves the spectral weights complex64 and "
+            ".to(torch.float64) drops their imaginary part; build the model anew in float32 (or "
+            "cast every parameter by hand, complex ones to complex128)"
+        )
+    if not isinstance(x, torch.Tensor) or x.dtype not in _COMPLEX or x.dtype == real:
+        return None
+    if float32_only:
+        return (
+            f"x has dtype {x.dtype} but the FNO's weights are {real} (its spectral layers "
+            "compute in complex64): pass x.float()"
+        )
+    fix = "x.float()" if real == torch.float32 else "x.double()"
+    return f"x has dtype {x.dtype} but the FNO's weights are {real}: pass {fix}"
+
+
+def _spectral_dtype(conv: nn.Module) -> torch.dtype | None:
+    """The dtype of ``conv``'s spectral weight (a tltorch tensor's own), ``None`` without one."""
+    weight = getattr(conv, "weight", None)
+    return getattr(getattr(weight, "tensor", weight), "dtype", None)
 
 
 def fast_fno(
