@@ -144,3 +144,21 @@ def test_shrinkage_reaches_the_ensemble_update():
         ratio = (samples - out.samples) / (variance * g)
         assert torch.allclose(out.samples @ g, torch.ones(3, dtype=F64), atol=1e-14)
         assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-12) is equal
+
+
+def test_cumulative_inflow_runs_from_the_first_time_not_from_zero():
+    """``q(s) = s`` from ``t₀ = 1``: ``∫₁ᵗ s ds = (t² - 1) / 2``, exact for the trapezoid rule;
+    from 0 it would be ``t² / 2``."""
+    times = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    assert cumulative_inflow(times, times).tolist() == [0.0, 1.5, 4.0]
+    assert cumulative_inflow(times, torch.ones(3, dtype=F64)).tolist() == [0.0, 1.0, 2.0]
+    assert "times[0]" in cumulative_inflow.__doc__
+
+
+def test_a_rate_singular_at_zero_is_refused_with_what_the_caller_must_add():
+    times = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    with pytest.raises(ConstraintError) as refusal:
+        cumulative_inflow(times, 1.0 / times.sqrt())
+    message = str(refusal.value)
+    assert "the inflow before the first time is then left out: add it yourself" in message
+    assert "pdes.gpme.stefan_total_mass" in message

@@ -13,9 +13,11 @@ from .linear import F64, LinearConstraint
 
 
 def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.Tensor:
-    """``∫₀ᵗ q(s) ds`` at each time by the trapezoid rule: ``inflow_rate (..., T)`` → ``(..., T)``.
+    """``∫_{t₀}ᵗ q(s) ds`` at each time, trapezoid rule: ``inflow_rate (..., T)`` → ``(..., T)``.
 
     ``inflow_rate`` is the net flux into the domain (left inflow minus right outflow) at ``times``.
+    The integral runs from the first time ``t₀ = times[0]`` (0 there), not from 0: with times
+    after 0, the inflow before ``t₀`` is the caller's to add (e.g. in the initial mass).
     """
     times = torch.as_tensor(times, dtype=F64)
     rate = torch.as_tensor(inflow_rate, dtype=F64)
@@ -31,7 +33,9 @@ def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.T
     if not torch.isfinite(rate).all():
         raise ConstraintError(
             "inflow_rate must be finite at every time, got NaN or inf (a rate singular at t = 0, "
-            "such as c/sqrt(t), needs times that start after 0)"
+            "such as c/sqrt(t), needs times that start after 0, and the inflow before the first "
+            "time is then left out: add it yourself; for the Stefan problem "
+            "pdes.gpme.stefan_total_mass gives the total mass exactly)"
         )
     steps = 0.5 * (rate[..., 1:] + rate[..., :-1]) * times.diff()
     return torch.cat([torch.zeros_like(rate[..., :1]), steps.cumsum(-1)], dim=-1)
