@@ -21,7 +21,7 @@ from physml.models.anp_losses import (
     softc_residual_loss,
 )
 from physml.outputs import Gaussian
-from physml.training import CheckpointError, load_checkpoint, train_anp
+from physml.training import CheckpointError, load_anp, load_checkpoint, train_anp
 
 T_SMALL = torch.linspace(0.0, 1.0, 21)
 X_SMALL = torch.linspace(0.0, 2 * math.pi, 33)[:-1]
@@ -353,6 +353,46 @@ def test_checkpoint_problems_are_reported(tmp_path):
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read"):
         train_anp(small_model(), sampler, steps=4, seed=1, progress=False, out=run)
+
+
+def test_refusals_to_resume_name_the_python_argument_and_the_setting(tmp_path):
+    sampler = small_sampler(batch=2, n_target=10)
+    run = tmp_path / "run"
+    settings = {"sampler": sampler, "steps": 4, "seed": 1, "progress": False, "out": run}
+    train_anp(small_model(), **settings)
+    refusals = [
+        ({"seed": 2}, ["other data"]),
+        ({"model": small_model(hidden=16)}, ["another model"]),
+        ({"lr": 0.1}, ["other settings (lr 0.001 → 0.1)"]),
+        ({"model": small_model(min_std=0.05)}, ["another model (settings.min_std 0.01 → 0.05)"]),
+        ({"steps": 6}, ["(steps 4 → 6)", "cannot resume it. Ask for steps=4"]),
+        ({"sampler": small_sampler(batch=4, n_target=10)}, ["(batch 2 → 4)"]),
+    ]
+    for change, expected in refusals:
+        with pytest.raises(CheckpointError) as refusal:
+            train_anp(**{"model": small_model(), **settings, **change})
+        message = str(refusal.value)
+        assert all(part in message for part in expected), message
+        assert "another out= folder" in message and "--out" not in message
+        assert "None →" not in message
+
+
+def test_load_anp_gives_back_the_trained_model(tmp_path):
+    sampler = small_sampler(batch=2, n_target=10)
+    trained = small_model(input_range=sampler.input_range, min_std=0.05)
+    train_anp(trained, sampler, steps=3, seed=1, progress=False, out=tmp_path / "run")
+    loaded = load_anp(small_model(min_std=0.05, seed=7), tmp_path / "run")
+    assert not loaded.training
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    cx, cy, tx, _ = random_sets(2, 6, 5)
+    with torch.no_grad():
+        expected, got = trained(cx, cy, tx), loaded(cx, cy, tx)
+    assert torch.equal(expected.mean, got.mean) and torch.equal(expected.cov, got.cov)
+    with pytest.raises(CheckpointError, match=r"settings\.min_std 0\.05 → 0\.01"):
+        load_anp(small_model(), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="another model than the one given"):
+        load_anp(small_model(hidden=16, min_std=0.05), tmp_path / "run")
 
 
 def test_a_run_with_another_penalty_is_not_resumed_as_this_one(tmp_path):

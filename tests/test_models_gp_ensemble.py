@@ -503,6 +503,22 @@ def test_training_resumes_bitwise_after_a_crash(tmp_path, monkeypatch):
         fit_ensemble(tiny(), x, y, epochs=3, batch_size=16, seed=2, out=run)
 
 
+def test_refusals_to_resume_name_the_python_argument_not_the_cli_flag(tmp_path):
+    x, y = sine_data(32)
+    run = tmp_path / "run"
+    fit_ensemble(tiny(), x, y, epochs=1, batch_size=16, seed=2, out=run)
+    refusals = [
+        ("other data", dict(targets=2 * y)),
+        ("another model", dict(ensemble=DeepEnsemble(1, members=3, width=48, depth=2))),
+        ("other settings", dict(lr=0.1)),
+    ]
+    for reason, change in refusals:
+        arguments = {"ensemble": tiny(), "inputs": x, "targets": y, "batch_size": 16, "seed": 2}
+        with pytest.raises(CheckpointError, match=reason) as refusal:
+            fit_ensemble(**{**arguments, **change, "epochs": 1, "out": run})
+        assert "another out= folder" in str(refusal.value) and "--out" not in str(refusal.value)
+
+
 def test_each_member_sees_every_row_once_an_epoch_in_its_own_order():
     from physml.training import MemberRows
 

@@ -7,14 +7,14 @@
   kill -9 followed by a resume gives the bitwise result of an uninterrupted run;
 - :mod:`.distributed` — ``torchrun`` processes (gloo on CPU, nccl on GPU): DDP, each rank a slice
   of the same global batch, checkpoints written by rank 0 and loadable at any world size;
-- :mod:`.probabilistic` — the ANP (:func:`train_anp`) and deep ensembles (:func:`fit_ensemble`)
-  trained through the same Trainer.
+- :mod:`.probabilistic` — the ANP (:func:`train_anp`, reloaded by :func:`load_anp`) and deep
+  ensembles (:func:`fit_ensemble`) trained through the same Trainer.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .distributed import World, world
 from .fingerprint import fingerprint
-from .probabilistic import MemberRows, Objective, fit_ensemble, train_anp
+from .probabilistic import MemberRows, Objective, fit_ensemble, load_anp, train_anp
 from .trainer import TrainConfig, Trainer, TrainReport
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "World",
     "fingerprint",
     "fit_ensemble",
+    "load_anp",
     "load_checkpoint",
     "train_anp",
     "world",

@@ -196,7 +196,7 @@ def _changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "validate_every", "device")
 
 
-def check_same_config(state: dict, config: dict, directory) -> None:
+def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY) -> None:
     """A resumed run may checkpoint or validate at other steps, move to another device, or (on
     the constant schedule) train longer; any other change of setting is an error naming it.
 
@@ -211,7 +211,7 @@ def check_same_config(state: dict, config: dict, directory) -> None:
     if changed:
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} was trained with other settings ({'; '.join(changed)})"
-            "; use another --out or the same settings"
+            f"; {remedy} or the same settings"
         )
     if config.get("schedule") == "cosine" and saved.get("steps") != config.get("steps"):
         raise CheckpointError(

@@ -30,9 +30,21 @@ from pdes.checks import positive_int
 
 from ..data import GPMEFunctions, GPMESampler, sample_seed
 from ..models import AttentiveNeuralProcess, DeepEnsemble, elbo_loss
+from ..models.anp import shapeless_defaults
+from .checkpoint import (
+    CheckpointError,
+    _changes,
+    check_same_model,
+    checkpoint_path,
+    load_checkpoint,
+    load_weights,
+)
 from .trainer import TrainConfig, Trainer
 
 LossFn = Callable[[nn.Module, object], torch.Tensor]
+
+REMEDY = "use another out= folder"
+"""Where else to train, in the Trainer's refusals to resume a run of this module's functions."""
 
 
 class Objective(nn.Module):
@@ -96,7 +108,9 @@ def train_anp(
     from there, bitwise as an uninterrupted run. ``device`` defaults to the model's. The model is
     left in eval mode. The run records ``loss_extra.description`` when the term has one (as
     :func:`physml.models.softc_loss_extra`'s does: case, weight, grid), so that a run with
-    another term is refused on resume instead of continued.
+    another term is refused on resume instead of continued. The run draws ``steps × batch``
+    functions, so it resumes only for the same ``steps``. :func:`load_anp` reads the trained
+    weights from ``out`` back into a model built with the same settings.
     """
     if not isinstance(model, AttentiveNeuralProcess):
         raise TypeError(f"model must be an AttentiveNeuralProcess, got {type(model).__name__}")
@@ -124,12 +138,81 @@ def train_anp(
     description = {**describe(model), "loss_extra": extra}
     if getattr(model, "settings", None):  # settings no parameter shape shows (heads, min_std)
         description["settings"] = dict(model.settings)
+    if out is not None and checkpoint_path(out).exists():
+        _check_anp_resume(load_checkpoint(out), description, config, out)
     trainer = Trainer(
-        Objective(model, loss), objective_loss, config, out, description, quiet=not progress
+        Objective(model, loss),
+        objective_loss,
+        config,
+        out,
+        description,
+        quiet=not progress,
+        remedy=REMEDY,
     )
     report = trainer.fit(functions)
     model.eval()
     return report.losses
+
+
+def _with_default_settings(description: object) -> object:
+    """An ANP's recorded description with every shapeless setting spelled out (a run records
+    only those that differ from the defaults)."""
+    if not isinstance(description, dict) or description.get("model") != "AttentiveNeuralProcess":
+        return description
+    return {**description, "settings": {**shapeless_defaults(), **description.get("settings", {})}}
+
+
+def _check_anp_resume(state: dict, description: dict, config: TrainConfig, out) -> None:
+    """Refuse another model (its settings named, defaults included) or another run length."""
+    saved = {"model_config": _with_default_settings(state.get("model_config"))}
+    check_same_model(saved, _with_default_settings(description), out, REMEDY)
+    recorded = state.get("config", {})
+    changed = [
+        f"{name} {recorded.get(name)!r} → {value!r}"
+        for name, value in (("steps", config.steps), ("batch", config.batch))
+        if recorded.get(name) != value
+    ]
+    if changed:
+        raise CheckpointError(
+            f"checkpoint: {str(out)!r} holds a train_anp run of {recorded.get('steps')} steps of "
+            f"{recorded.get('batch')} functions ({'; '.join(changed)}); the functions a run "
+            "draws depend on steps × batch, so a run of other steps or another sampler batch "
+            f"cannot resume it. Ask for steps={recorded.get('steps')} with that batch to resume "
+            f"it, or {REMEDY}"
+        )
+
+
+def load_anp(model: AttentiveNeuralProcess, out: str | os.PathLike) -> AttentiveNeuralProcess:
+    """The weights :func:`train_anp` left in ``out`` (its last checkpoint, read with
+    ``weights_only=True``) loaded into ``model``, built with the settings of the trained one;
+    returns ``model`` in eval mode. Another model is refused, naming what differs."""
+    if not isinstance(model, AttentiveNeuralProcess):
+        raise TypeError(f"model must be an AttentiveNeuralProcess, got {type(model).__name__}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path (str or Path), got {out!r}")
+    state = load_checkpoint(out, map_location=str(next(model.parameters()).device))
+    description = describe(model)
+    if getattr(model, "settings", None):
+        description["settings"] = dict(model.settings)
+    recorded = _with_default_settings(state.get("model_config"))
+    if isinstance(recorded, dict):  # the training term is no part of the model
+        recorded = {key: value for key, value in recorded.items() if key != "loss_extra"}
+    if not isinstance(recorded, dict) or recorded.get("model") != "AttentiveNeuralProcess":
+        name = recorded.get("model") if isinstance(recorded, dict) else None
+        raise CheckpointError(
+            f"checkpoint: {str(out)!r} holds a run of {name or 'no recorded model'}, not a "
+            "train_anp run of an AttentiveNeuralProcess"
+        )
+    current = _with_default_settings(description)
+    if recorded != current:
+        raise CheckpointError(
+            f"checkpoint: {str(out)!r} holds another model than the one given "
+            f"({'; '.join(_changes(recorded, current))}); build the model with the settings "
+            "it was trained with"
+        )
+    weights = {name.removeprefix("model."): value for name, value in state["model"].items()}
+    load_weights(model, {"model": weights}, out)
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------ ensembles
@@ -228,6 +311,7 @@ def fit_ensemble(
         out,
         description,
         quiet=not progress,
+        remedy=REMEDY,
     )
     losses = trainer.fit(rows).losses
     ensemble.loss_curve_ = [

@@ -32,6 +32,7 @@ from .._checks import device as checked_device
 from .._io import exclusive_lock, remove_leftovers
 from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
+    REMEDY,
     CheckpointError,
     check_same_config,
     check_same_data,
@@ -218,6 +219,8 @@ class Trainer:
         after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
             counts the steps done); state it keeps must live in the model (an EMA copy as a
             submodule) so that it is checkpointed and resumed with it.
+        remedy: where else to train, in the refusals to resume (default: physml train's
+            ``use another --out``; a Python API passes its own wording).
     """
 
     def __init__(
@@ -229,6 +232,7 @@ class Trainer:
         model_config: dict | None = None,
         quiet: bool = False,
         after_step: Callable[[nn.Module, int], None] | None = None,
+        remedy: str = REMEDY,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -247,6 +251,9 @@ class Trainer:
         if after_step is not None and not callable(after_step):
             raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
         self.after_step = after_step
+        if not isinstance(remedy, str) or not remedy:
+            raise TypeError(f"remedy must be a non-empty string, got {remedy!r}")
+        self.remedy = remedy
 
     # ------------------------------------------------------------------------------------ run
 
@@ -433,15 +440,16 @@ class Trainer:
         if self.out is None or not checkpoint_path(self.out).exists():
             return 0, checked_on
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
-        check_same_model(state, self.model_config, self.out)  # first: another model reads
-        check_same_data(state, data_print, self.out, validation=checked_on)  # the file, or a split
-        check_same_validation(state, checked_on, self.out)
+        remedy = self.remedy
+        check_same_model(state, self.model_config, self.out, remedy)  # first: another model reads
+        check_same_data(state, data_print, self.out, remedy, checked_on)  # the file, or a split
+        check_same_validation(state, checked_on, self.out, remedy)
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
-        check_same_config(state, asdict(self.config), self.out)
+        check_same_config(state, asdict(self.config), self.out, remedy)
         if int(state["step"]) > self.config.steps:
             raise CheckpointError(
                 f"checkpoint: {str(self.out)!r} is at step {int(state['step'])}, beyond the "
-                f"{self.config.steps} steps asked for; use another --out or more steps"
+                f"{self.config.steps} steps asked for; {remedy} or more steps"
             )
         load_weights(model, state, self.out)
         optimiser.load_state_dict(state["optimizer"])
