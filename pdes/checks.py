@@ -108,16 +108,25 @@ def finite_values(name: str, value: object, expected: str, device=None) -> torch
     return tensor
 
 
+def holds_values(value: object) -> bool:
+    """Whether ``value`` is a tensor, array, list or tuple of at least one dimension: values per
+    sample rather than one number."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim > 0
+    return isinstance(value, (list, tuple))
+
+
 def per_sample(name: str, value: float | torch.Tensor, batch: int, device=None) -> torch.Tensor:
-    """A positive coefficient, a number or one value per sample, as a ``(batch,)`` tensor."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0:
+    """A positive coefficient, a number or one value per sample (a tensor, array, list or tuple),
+    as a ``(batch,)`` tensor."""
+    if holds_values(value):
         out = parameter(name, value, f"a number or hold one value per sample ({batch},)", device)
         if out.numel() == 1:
             out = out.expand(batch)
         if out.shape != (batch,):
             raise ValueError(
                 f"{name} must be a number or hold one value per sample ({batch},), "
-                f"got shape {tuple(value.shape)}"
+                f"got shape {tuple(out.shape)}"
             )
         if not (torch.isfinite(out).all() and (out > 0).all()):
             raise ValueError(f"{name} must be finite and > 0 for every sample, got {out.tolist()}")
