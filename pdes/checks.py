@@ -135,6 +135,19 @@ def per_sample(name: str, value: float | torch.Tensor, batch: int, device=None) 
     return torch.full((batch,), number, dtype=FLOAT, device=device)
 
 
+def last_axis(name: str, value: object, n: int) -> torch.Tensor:
+    """``value``, a tensor ``(..., n)``, as it came; a ``TypeError`` or ``ValueError`` naming
+    ``name`` for what is not a tensor or has another number of entries along its last axis."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (..., {n}), got {type(value)}")
+    if value.ndim == 0 or value.shape[-1] != n:
+        raise ValueError(
+            f"{name} must have {n} entries along its last axis to match the grid, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value
+
+
 def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
     """``tensor``, or a ``ValueError`` naming ``name`` if it holds NaN or inf."""
     if not bool(torch.isfinite(tensor).all()):
