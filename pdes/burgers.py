@@ -380,14 +380,37 @@ def cole_hopf_solution(
     device = x.device
     t = checks.finite_values("t", t, "times (T,)", device).flatten()
     series = {"amplitudes": amplitudes, "wavenumbers": wavenumbers, "phases": phases}
-    c, k, theta = (
-        torch.atleast_2d(checks.finite_values(name, v, "numbers (B, J) or (J,)", device))
-        for name, v in series.items()
+    modes = {}
+    for name, value in series.items():
+        tensor = checks.finite_values(name, value, "numbers (B, J) or (J,)", device)
+        if tensor.ndim > 2:
+            raise ValueError(
+                f"{name} must be numbers (B, J) or (J,), got shape {tuple(tensor.shape)}"
+            )
+        modes[name] = torch.atleast_2d(tensor)
+    counts = {name: m.shape[-1] for name, m in modes.items()}
+    modes_count = max(counts.values())
+    if any(count not in (1, modes_count) for count in counts.values()):
+        raise ValueError(
+            f"amplitudes, wavenumbers and phases must hold the same number J of modes (or 1), "
+            f"got {counts}"
+        )
+    coefficients = {
+        name: checks.finite_values(name, value, "a number or (B,)", device)
+        for name, value in (("nu", nu), ("offset", offset))
+    }
+    for name, tensor in coefficients.items():
+        if tensor.ndim > 1:
+            raise ValueError(f"{name} must be a number or (B,), got shape {tuple(tensor.shape)}")
+    sizes = {name: m.shape[0] for name, m in modes.items()}
+    sizes.update(
+        {name: tensor.numel() for name, tensor in coefficients.items() if tensor.ndim == 1}
     )
-    c, k, theta = torch.broadcast_tensors(c, k, theta)
-    batch = c.shape[0]
-    nu = checks.finite_values("nu", nu, "a number or (B,)", device).expand(batch)
-    a = checks.finite_values("offset", offset, "a number or (B,)", device).expand(batch)
+    batch = max(sizes.values())
+    if any(size not in (1, batch) for size in sizes.values()):
+        raise ValueError(f"the batch sizes B of the arguments must be 1 or the same B, got {sizes}")
+    c, k, theta = (m.expand(batch, modes_count) for m in modes.values())
+    nu, a = (tensor.expand(batch) for tensor in coefficients.values())
     if (nu <= 0).any():
         raise ValueError(f"nu must be > 0, got {nu.tolist()}")
     if (a <= c.abs().sum(-1)).any():

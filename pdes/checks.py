@@ -108,22 +108,44 @@ def finite_values(name: str, value: object, expected: str, device=None) -> torch
     return tensor
 
 
+def holds_values(value: object) -> bool:
+    """Whether ``value`` is a tensor, array, list or tuple of at least one dimension: values per
+    sample rather than one number."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim > 0
+    return isinstance(value, (list, tuple))
+
+
 def per_sample(name: str, value: float | torch.Tensor, batch: int, device=None) -> torch.Tensor:
-    """A positive coefficient, a number or one value per sample, as a ``(batch,)`` tensor."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0:
+    """A positive coefficient, a number or one value per sample (a tensor, array, list or tuple),
+    as a ``(batch,)`` tensor."""
+    if holds_values(value):
         out = parameter(name, value, f"a number or hold one value per sample ({batch},)", device)
         if out.numel() == 1:
             out = out.expand(batch)
         if out.shape != (batch,):
             raise ValueError(
                 f"{name} must be a number or hold one value per sample ({batch},), "
-                f"got shape {tuple(value.shape)}"
+                f"got shape {tuple(out.shape)}"
             )
         if not (torch.isfinite(out).all() and (out > 0).all()):
             raise ValueError(f"{name} must be finite and > 0 for every sample, got {out.tolist()}")
         return out
     number = positive(name, value.item() if isinstance(value, torch.Tensor) else value)
     return torch.full((batch,), number, dtype=FLOAT, device=device)
+
+
+def last_axis(name: str, value: object, n: int) -> torch.Tensor:
+    """``value``, a tensor ``(..., n)``, as it came; a ``TypeError`` or ``ValueError`` naming
+    ``name`` for what is not a tensor or has another number of entries along its last axis."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (..., {n}), got {type(value)}")
+    if value.ndim == 0 or value.shape[-1] != n:
+        raise ValueError(
+            f"{name} must have {n} entries along its last axis to match the grid, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value
 
 
 def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:

@@ -433,9 +433,13 @@ def _plan(solver: _FiniteVolume, u: torch.Tensor, t: float, target: float, dt: f
 def _as_diffusivity(k) -> DiffusivityFn:
     if callable(k):
         return k
-    if isinstance(k, (int, float, torch.Tensor)) and not isinstance(k, bool):
+    numbers = (int, float, np.number, torch.Tensor, np.ndarray, list, tuple)
+    if isinstance(k, numbers) and not isinstance(k, bool):
         return constant_k(k)
-    raise TypeError(f"k must be a callable k(u) or a positive number/tensor, got {type(k)}")
+    raise TypeError(
+        "k must be a callable k(u), a positive number or a tensor / sequence (sample,), "
+        f"got {type(k)}"
+    )
 
 
 def _check_diffusivity(k: DiffusivityFn, u: torch.Tensor) -> None:

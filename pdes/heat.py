@@ -139,7 +139,9 @@ def neumann_mass(u: torch.Tensor, grid: Grid1D) -> torch.Tensor:
     The quantity the Neumann scheme changes at exactly the rate ``κ (g_R - g_L)`` (and the wave
     scheme keeps constant); it approximates ``∫u dx`` to second order.
     """
-    inner = u[..., 1:-1]
+    if not isinstance(grid, Grid1D):
+        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    inner = checks.last_axis("u", u, grid.n)[..., 1:-1]
     return grid.dx * (inner.sum(-1) + 0.5 * (inner[..., 0] + inner[..., -1]))
 
 

@@ -32,7 +32,15 @@ radians per step (ω = 1000 at 101 nodes: 2.5, a time error 16 times the spatial
 def _per_sample_all(
     amplitude: Rate, omega: Rate, nu: Rate, device=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    sizes = [v.numel() for v in (amplitude, omega, nu) if isinstance(v, torch.Tensor)]
+    sizes = [
+        len(v)
+        if isinstance(v, (list, tuple))
+        else v.size
+        if isinstance(v, np.ndarray)
+        else v.numel()
+        for v in (amplitude, omega, nu)
+        if checks.holds_values(v)
+    ]
     batch = max(sizes, default=1)
     expected = f"a number or hold one value per sample ({batch},)"
     amplitude_t = checks.parameter("U", amplitude, expected, device).reshape(-1)

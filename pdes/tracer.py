@@ -356,7 +356,8 @@ class _Injection:
             raise ValueError(f"source.released(0) must be 0, got {start.tolist()}")
 
     def amount(self, t: float) -> torch.Tensor:
-        value = torch.as_tensor(self.released(t), dtype=FLOAT).flatten()
+        expected = f"a finite number or ({self.batch},) (t={t:.6g})"
+        value = checks.real_values("source.released(t)", self.released(t), expected).flatten()
         if value.numel() not in (1, self.batch) or not torch.isfinite(value).all():
             raise ValueError(
                 f"source.released(t) must be a finite number or ({self.batch},), got "

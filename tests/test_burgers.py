@@ -642,3 +642,45 @@ def test_a_right_wall_that_moves_alone_is_followed():
     bc = Dirichlet(0.0, lambda s: 1.0 / (s + c))
     numerical = solve_burgers(exact[:, 0], WALLED, 0.05, t, bc, max_step=0.02)
     assert (numerical - exact).abs().max() < 1e-8
+
+
+def _cole_hopf_by_hand(x, t, nu, a, c, k, theta):
+    """``−2ν φ_x/φ`` at one point from the formula, term by term."""
+    terms = [
+        (cj * math.exp(-nu * kj * kj * t), kj, kj * x + tj)
+        for cj, kj, tj in zip(c, k, theta, strict=True)
+    ]
+    phi = a + sum(w * math.cos(angle) for w, _, angle in terms)
+    phi_x = -sum(w * kj * math.sin(angle) for w, kj, angle in terms)
+    return -2.0 * nu * phi_x / phi
+
+
+def test_cole_hopf_takes_the_batch_from_any_argument():
+    """One set of modes (J,) with ν or the offset per sample (B,): the formula sample by sample."""
+    x, t = [0.0, 0.3, 0.55, 0.9], [0.0, 0.4]
+    c, k, theta = [0.8, 0.3], [2 * math.pi, 4 * math.pi], [0.3, -0.7]
+    cases = [([0.05, 0.1], [1.5, 1.5]), ([0.05, 0.05], [1.5, 2.0])]
+    for nus, offsets in cases:
+        nu = nus if nus[0] != nus[1] else nus[0]
+        offset = offsets if offsets[0] != offsets[1] else offsets[0]
+        u = cole_hopf_solution(torch.tensor(x, dtype=torch.float64), t, nu, offset, c, k, theta)
+        assert u.shape == (2, 2, 4)
+        for b in range(2):
+            single = cole_hopf_solution(
+                torch.tensor(x, dtype=torch.float64), t, nus[b], offsets[b], c, k, theta
+            )[0]
+            assert torch.equal(u[b], single)
+            for i, ti in enumerate(t):
+                for j, xj in enumerate(x):
+                    expected = _cole_hopf_by_hand(xj, ti, nus[b], offsets[b], c, k, theta)
+                    assert u[b, i, j].item() == pytest.approx(expected, rel=1e-12, abs=1e-14)
+
+
+def test_cole_hopf_names_mismatched_mode_counts_and_batch_sizes():
+    x, t = torch.linspace(0.0, 1.0, 5), [0.0]
+    with pytest.raises(ValueError, match=r"same number J of modes.*'wavenumbers': 2"):
+        cole_hopf_solution(x, t, 0.05, 3.0, torch.ones(2, 3), torch.ones(2, 2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"must be 1 or the same B.*'nu': 3"):
+        cole_hopf_solution(x, t, [0.1, 0.2, 0.3], 3.0, torch.ones(2, 3), torch.ones(3), 0.0)
+    with pytest.raises(ValueError, match=r"offset must be a number or \(B,\), got shape \(1, 2\)"):
+        cole_hopf_solution(x, t, 0.1, [[3.0, 3.0]], [0.5], [1.0], [0.0])

@@ -265,3 +265,54 @@ def test_times_from_a_tensor_of_another_dtype_come_back_as_float64():
     for given in (torch.tensor([0.0, 0.5], dtype=torch.float32), torch.tensor([0, 2])):
         t = checks.times("times", given)
         assert t.dtype == torch.float64 and t.tolist() == [0.0, float(given[1])]
+
+
+@pytest.mark.parametrize("values", [[0.5, 2.0], (0.5, 2.0), np.array([0.5, 2.0]), [2.0]])
+def test_per_sample_takes_a_list_tuple_or_array_as_the_same_tensor(values):
+    expected = torch.tensor(values, dtype=torch.float64).expand(2)
+    assert torch.equal(checks.per_sample("nu", values, 2), expected)
+    with pytest.raises(ValueError, match=r"^nu must be a number or hold one value per sample"):
+        checks.per_sample("nu", list(values) * 3, 2)
+
+
+@pytest.mark.parametrize("value", [b"12", bytearray(b"12"), "0.5", [0.5, "1"], ["a", "b"]])
+def test_per_sample_still_refuses_text_and_bytes(value):
+    with pytest.raises(TypeError, match=r"^nu must be a"):
+        checks.per_sample("nu", value, 2)
+
+
+def _solver_calls():
+    from pdes import Grid1D, Grid2D
+    from pdes.burgers import solve_burgers
+    from pdes.gpme import solve_gpme
+    from pdes.heat import solve_heat
+    from pdes.navier_stokes import solve_vorticity
+    from pdes.stokes import solve_stokes
+    from pdes.wave import discrete_energy, solve_wave
+
+    grid, periodic = Grid1D(9), Grid1D(8, periodic=True)
+    u0 = torch.stack([torch.sin(math.pi * grid.coordinates()), grid.coordinates()])
+    up = torch.stack([torch.sin(2 * math.pi * periodic.coordinates())] * 2)
+    w0 = torch.stack(
+        [torch.cos(2 * math.pi * Grid2D.square(8, periodic=True).coordinates()[0])] * 2
+    )
+    t = [0.0, 0.05]
+    return {
+        "heat": lambda p: solve_heat(u0, grid, p, t, "dirichlet"),
+        "burgers": lambda p: solve_burgers(up, periodic, p, t),
+        "wave": lambda p: solve_wave(u0, u0, grid, p, t),
+        "energy": lambda p: discrete_energy(u0, u0, grid, p),
+        "vorticity": lambda p: solve_vorticity(w0, Grid2D.square(8, periodic=True), p, t),
+        "stokes-U": lambda p: solve_stokes(grid, t, p, 1.0, 0.1),
+        "stokes-nu": lambda p: solve_stokes(grid, t, 1.0, 1.0, p),
+        "gpme": lambda p: solve_gpme(u0, grid, p, t, "dirichlet"),
+    }
+
+
+@pytest.mark.parametrize("solver", list(_solver_calls()))
+def test_solvers_take_per_sample_values_as_a_list_or_array_bitwise_as_a_tensor(solver):
+    call = _solver_calls()[solver]
+    expected = call(torch.tensor([0.1, 0.2], dtype=torch.float64))
+    assert expected.shape[0] == 2
+    for values in ([0.1, 0.2], (0.1, 0.2), np.array([0.1, 0.2])):
+        assert torch.equal(call(values), expected)

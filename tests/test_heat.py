@@ -388,3 +388,13 @@ def test_a_single_output_at_time_zero_is_u0(bc):
     u = heat.solve_heat(u0, grid, 0.1, [0.0], bc)
     assert u.shape == (2, 1, n)
     assert torch.equal(u[:, 0, 1:-1], u0[:, 1:-1])
+
+
+def test_neumann_mass_refuses_a_field_on_another_number_of_nodes():
+    """``u ≡ 1`` on 17 nodes read with a 9-node grid gave 2.0 (the mass is 1)."""
+    u = torch.ones(1, 17, dtype=torch.float64)
+    assert heat.neumann_mass(u, Grid1D(17)).item() == pytest.approx(1.0, rel=1e-15)
+    with pytest.raises(ValueError, match=r"^u must have 9 entries along its last axis.*\(1, 17\)"):
+        heat.neumann_mass(u, Grid1D(9))
+    with pytest.raises(TypeError, match=r"^u must be a torch.Tensor"):
+        heat.neumann_mass([1.0] * 9, Grid1D(9))

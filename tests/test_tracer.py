@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -753,3 +754,13 @@ def test_a_face_rate_that_peaks_inside_a_check_block_is_caught():
         run(h)
     _, c = run(1 / (4 * 1.1 * peak))
     assert (c >= 0).all()
+
+
+@pytest.mark.parametrize("returned", ["0", None, {"mass": 0.0}, True, 0j])
+def test_a_source_releasing_what_is_not_numbers_is_refused_naming_it(returned):
+    c0 = blobs(GRID, 2)
+    shape = tr.gaussian_blob(GRID, [0.5, 0.5], 0.1)[0]
+    source = tr.Source(shape, lambda s: returned)
+    expected = r"^source.released\(t\) must be a finite number or \(2,\) \(t=0\), got "
+    with pytest.raises(TypeError, match=expected + re.escape(repr(returned))):
+        tr.solve_tracer(c0, GRID, 1e-3, [0.0, 0.1], (1.0, 0.0), source=source)

@@ -283,3 +283,13 @@ def test_recipe_draws_each_sample_from_its_own_seed():
         )
         torch.testing.assert_close(batch.u[i, 0, 1:-1], start[1:-1], rtol=0, atol=1e-13)
         torch.testing.assert_close(batch.u[i, 1], end, rtol=0, atol=2e-3)
+
+
+def test_discrete_energy_refuses_fields_on_another_number_of_nodes():
+    """``v ≡ 1`` (energy ½) on 17 nodes read with a 9-node grid gave 1.0."""
+    u, v = torch.zeros(1, 17, dtype=torch.float64), torch.ones(1, 17, dtype=torch.float64)
+    assert wave.discrete_energy(u, v, Grid1D(17), 1.0).item() == pytest.approx(0.5, rel=1e-15)
+    with pytest.raises(ValueError, match=r"^u must have 9 entries along its last axis"):
+        wave.discrete_energy(u, v[:, :9], Grid1D(9), 1.0)
+    with pytest.raises(ValueError, match=r"^v must have 9 entries along its last axis.*\(1, 17\)"):
+        wave.discrete_energy(u[:, :9], v, Grid1D(9), 1.0)
