@@ -432,6 +432,68 @@ def test_bad_pdebench_files_are_refused_naming_the_dataset(tmp_path, overrides, 
         load(tmp_path / "bad.h5")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"x-coordinate": -np.arange(16.0)}, "x-coordinate: must be strictly increasing"),
+        ({"x-coordinate": np.zeros(16)}, "x-coordinate: must be strictly increasing"),
+        ({"t-coordinate": -np.arange(7.0)}, "t-coordinate: times must increase"),
+        ({"tensor": np.ones((4, 6, 16), np.int32)}, "tensor: u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), bool)}, "tensor: u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "tensor: u must hold real floating"),
+    ],
+)
+def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, overrides, message):
+    path = tmp_path / "odd.h5"
+    _pdebench_1d(path, **overrides)
+    named = rf"path: '{path}': {message}"
+    with pytest.raises(DatasetFileError, match=named):
+        load(path)
+    with pytest.raises(DatasetFileError, match=named):
+        convert(path, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_integer_valued_float_and_integer_coordinates_still_load(tmp_path):
+    _pdebench_1d(
+        tmp_path / "ok.h5",
+        tensor=np.ones((4, 6, 16), np.float32),
+        **{"x-coordinate": np.arange(16), "t-coordinate": np.arange(7)},
+    )
+    data = load(tmp_path / "ok.h5")
+    assert data.u.dtype == torch.float32 and data.coords["x"].tolist() == list(range(16))
+    assert data.t.tolist() == list(range(6))
+
+
+def test_well_files_with_repeated_coordinates_or_an_integer_u_are_refused(tmp_path):
+    _well_2d(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "x.h5", "a") as f:
+        del f["dimensions/x"]
+        f["dimensions/x"] = np.zeros(8)
+    with pytest.raises(DatasetFileError, match="x.h5': dimensions/x: must be strictly increas"):
+        load(tmp_path / "x.h5")
+    _well_2d(tmp_path / "int.h5")
+    with h5py.File(tmp_path / "int.h5", "a") as f:
+        attrs = dict(f["t0_fields/density"].attrs)
+        del f["t0_fields/density"]
+        f["t0_fields/density"] = np.ones((2, 5, 8, 6), np.int64)
+        f["t0_fields/density"].attrs.update(attrs)
+    with pytest.raises(DatasetFileError, match="field 'density': u must hold real floating"):
+        read_well(tmp_path / "int.h5", field="density")
+
+
+def test_write_physml_refuses_what_load_would_refuse(tmp_path):
+    data = _ours_2d()
+    data.coords["x"] = data.coords["x"].flip(0)
+    with pytest.raises(ValueError, match="not written to .*: x must be strictly increasing"):
+        write_physml(data, tmp_path / "out.h5")
+    data = _ours_2d()
+    data.u = torch.ones(data.u.shape, dtype=torch.int32)
+    with pytest.raises(ValueError, match="u must hold real floating-point values, got dtype int32"):
+        write_physml(data, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
 def test_nan_and_broken_ns_files_are_refused(tmp_path):
     tensor = np.ones((4, 6, 16), np.float32)
     tensor[2, 3, 1] = np.nan
