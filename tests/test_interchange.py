@@ -494,6 +494,25 @@ def test_write_physml_refuses_what_load_would_refuse(tmp_path):
     assert not (tmp_path / "out.h5").exists()
 
 
+def test_a_damaged_compressed_foreign_file_is_a_dataset_file_error(tmp_path):
+    path = tmp_path / "gz.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as f:
+        tensor = rng.normal(size=(4, 6, 256)).astype(np.float32)
+        f.create_dataset("tensor", data=tensor, compression="gzip", chunks=(1, 6, 256))
+        f["x-coordinate"] = np.linspace(0, 1, 256)
+        f["t-coordinate"] = np.arange(7) * 0.1
+    with h5py.File(path, "r") as f:
+        offset = f["tensor"].id.get_chunk_info(1).byte_offset
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 20)
+        raw.write(b"\xff" * 16)
+    with pytest.raises(DatasetFileError, match=rf"path: '{path}': tensor: could not be read"):
+        load(path)
+    with pytest.raises(DatasetFileError, match="tensor: could not be read"):
+        convert(path, tmp_path / "out.h5")
+
+
 def test_nan_and_broken_ns_files_are_refused(tmp_path):
     tensor = np.ones((4, 6, 16), np.float32)
     tensor[2, 3, 1] = np.nan

@@ -121,8 +121,8 @@ def _check_finite(name: str, value: np.ndarray) -> None:
 
 
 def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
-    """Dataset ``name`` of ``group`` as a finite array of numbers; missing, not a dataset or not
-    numbers is an error."""
+    """Dataset ``name`` of ``group`` as a finite array of numbers; missing, not a dataset, not
+    numbers or unreadable (a damaged compressed chunk) is an error."""
     label = label or name
     item = group.get(name)
     if not isinstance(item, h5py.Dataset):
@@ -130,7 +130,10 @@ def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
         raise _fail(label, f"missing dataset (found {found[:12]}{' ...' * (len(found) > 12)})")
     if item.dtype.kind not in "biufc":
         raise _fail(label, f"expected numbers, got dtype {item.dtype}")
-    value = np.asarray(item[()])
+    try:
+        value = np.asarray(item[()])
+    except OSError as error:
+        raise _fail(label, f"could not be read ({error})") from None
     _check_finite(label, value)
     return value
 
