@@ -513,6 +513,20 @@ def test_a_damaged_compressed_foreign_file_is_a_dataset_file_error(tmp_path):
         convert(path, tmp_path / "out.h5")
 
 
+def test_text_datasets_of_a_pdebench_file_are_dropped_not_parameters(tmp_path):
+    _pdebench_1d(
+        tmp_path / "text.h5",
+        label=np.array([b"a", b"b", b"c", b"d"]),
+        notes=np.array(["one", "two", "three", "four"], dtype=h5py.string_dtype()),
+        beta=np.arange(4.0),
+    )
+    data = load(tmp_path / "text.h5")
+    assert sorted(json.loads(data.attrs["dropped"])) == ["label", "notes"]
+    assert list(data.params) == ["beta"] and data.params["beta"].tolist() == [0, 1, 2, 3]
+    pair = SingleStepDataset(tmp_path / "text.h5")[0]
+    assert pair[0].shape == (1, 16)
+
+
 def test_nan_and_broken_ns_files_are_refused(tmp_path):
     tensor = np.ones((4, 6, 16), np.float32)
     tensor[2, 3, 1] = np.nan

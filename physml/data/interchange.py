@@ -12,10 +12,11 @@ IN OUT --to ...``) rewrites a file in another format, atomically.
   ``T + 1`` times (``arange(T + 1) * dt_save``) beside ``T`` snapshots, the first ``T`` being the
   snapshot times: a ``t-coordinate`` of ``T + 1`` entries is cut to its first ``T`` (as PDEBench's
   loaders do), other lengths are errors; without one, only ``T = 1`` is accepted (Darcy: ``t = 0``).
-  Further datasets shaped like ``u`` go to ``fields``, others with ``N`` rows (Darcy's ``nu``) to
-  ``params``. Parameters: numeric root attributes (``beta``, ``Nu``, ``rho``, ...; in a file
-  our writer made, bool and complex ones too) -> ``params`` ``(N,)``; without any, name-number
-  tokens of the file name (``..._Nu0.001.hdf5``) are used.
+  Further numeric datasets shaped like ``u`` go to ``fields``, others with ``N`` rows (Darcy's
+  ``nu``) to ``params``; the rest (text, other shapes) are named in the attribute ``dropped``.
+  Parameters: numeric root attributes (``beta``, ``Nu``, ``rho``, ...; in a file our writer made,
+  bool and complex ones too) -> ``params`` ``(N,)``; without any, name-number tokens of the file
+  name (``..._Nu0.001.hdf5``) are used.
 - 2-D incompressible NS: ``u`` = ``particles`` ``(B, T, X, Y, 1)`` (the density advected by the
   flow, its scalar field); ``velocity`` ``(B, T, X, Y, 2)`` -> ``fields`` ``vx``, ``vy`` (the names
   of our ``navier-stokes`` recipe); ``force`` ``(B, X, Y, 2)``, constant in time -> ``params``
@@ -323,15 +324,17 @@ def _pdebench_parameters(f: h5py.File, path: Path, n: int) -> tuple[dict, list[s
 
 
 def _pdebench_extras(f: h5py.File, known: set[str], u_shape: tuple) -> tuple[dict, dict, list]:
-    """Datasets beyond the layout's own: shaped like ``u`` -> fields, ``N`` rows -> params."""
+    """Numeric datasets beyond the layout's own: shaped like ``u`` -> fields, ``N`` rows ->
+    params; the others (text, groups, other shapes) are listed as dropped."""
     fields, params, dropped = {}, {}, []
     for key in f:
         if key in known:
             continue
         item = f[key]
-        if isinstance(item, h5py.Dataset) and item.shape == u_shape:
+        numeric = isinstance(item, h5py.Dataset) and item.dtype.kind in "biufc"
+        if numeric and item.shape == u_shape:
             fields[key] = _read(f, key)
-        elif isinstance(item, h5py.Dataset) and item.ndim >= 1 and item.shape[0] == u_shape[0]:
+        elif numeric and item.ndim >= 1 and item.shape[0] == u_shape[0]:
             params[key] = _read(f, key)
         else:
             dropped.append(key)
