@@ -558,6 +558,25 @@ def test_sample_seeds_are_drawn_from_seed_and_index_together():
     assert len(seeds) == 16  # (1, 0) and (0, 1) differ, as every other pair
 
 
+def test_numpy_integer_requests_generate_the_dataset_of_plain_ints(tmp_path):
+    plain = load(make(tmp_path / "plain.h5", n=4, seed=3, chunk=2))
+    numpy = load(
+        make(
+            tmp_path / "numpy.h5",
+            n=np.int64(4),
+            seed=np.int64(3),
+            chunk=np.int32(2),
+            shard=np.int64(0),
+            num_shards=np.int64(1),
+        )
+    )
+    assert torch.equal(numpy.u, plain.u)
+    assert numpy.attrs["seed"] == 3 and type(numpy.attrs["seed"]) is int
+    assert numpy.attrs["n_total"] == 4
+    same = {k: v for k, v in numpy.attrs.items() if k != "created"}
+    assert same == {k: v for k, v in plain.attrs.items() if k != "created"}
+
+
 def test_a_sharded_dataset_loads_with_the_attributes_of_one_run(tmp_path):
     whole = load(make(tmp_path / "whole.h5", n=5, seed=2)).attrs
     for shard in range(2):
