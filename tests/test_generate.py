@@ -558,6 +558,31 @@ def test_sample_seeds_are_drawn_from_seed_and_index_together():
     assert len(seeds) == 16  # (1, 0) and (0, 1) differ, as every other pair
 
 
+@pytest.mark.parametrize(
+    ("seed", "index", "match"),
+    [
+        (1.5, 0, r"seed must be a non-negative integer below 2\*\*63 .*got 1\.5"),
+        ("3", 0, r"seed must be a non-negative integer .*got '3'"),
+        (True, 0, r"seed must be a non-negative integer .*got True"),
+        (2**63, 0, r"seed must be a non-negative integer .*got 9223372036854775808"),
+        (-1, 0, r"seed must be a non-negative integer .*got -1"),
+        (0, -1, r"index must be a non-negative integer, got -1"),
+        (0, 2.0, r"index must be a non-negative integer, got 2\.0"),
+        (0, np.bool_(True), r"index must be a non-negative integer, got .*True"),
+    ],
+)
+def test_sample_seed_refuses_what_is_not_a_seed_and_an_index_by_name(seed, index, match):
+    with pytest.raises(ValueError, match=match):
+        sample_seed(seed, index)
+
+
+def test_sample_seed_takes_numpy_integers_as_the_ints_they_are():
+    w0, w1 = np.random.SeedSequence([3, 5]).generate_state(2, dtype=np.uint32)
+    expected = (int(w0) << 31) ^ int(w1)
+    assert sample_seed(np.int64(3), np.uint8(5)) == sample_seed(3, 5) == expected
+    assert type(sample_seed(np.int64(3), 5)) is int
+
+
 def test_numpy_integer_requests_generate_the_dataset_of_plain_ints(tmp_path):
     plain = load(make(tmp_path / "plain.h5", n=4, seed=3, chunk=2))
     numpy = load(

@@ -74,7 +74,11 @@ def _checked_seed(name: str, value: object) -> int:
 
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer)."""
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    seed = _checked_seed("seed", seed)
+    position = _integer(index)
+    if position is None or position < 0:
+        raise ValueError(f"index must be a non-negative integer, got {index!r}")
+    state = np.random.SeedSequence([seed, position]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
