@@ -527,6 +527,20 @@ def test_text_datasets_of_a_pdebench_file_are_dropped_not_parameters(tmp_path):
     assert pair[0].shape == (1, 16)
 
 
+def test_write_physml_checksums_u_params_and_fields(tmp_path):
+    out = write_physml(_ours_2d(), tmp_path / "out.h5")
+    with h5py.File(out, "r") as f:
+        assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx"))
+        info = f["fields/vx"].id.get_chunk_info(0)
+    with open(out, "r+b") as raw:
+        raw.seek(info.byte_offset + 3)
+        byte = raw.read(1)[0]
+        raw.seek(info.byte_offset + 3)
+        raw.write(bytes([byte ^ 0x01]))
+    with pytest.raises(DatasetFileError, match="could not be read"):
+        load(out)
+
+
 def test_nan_and_broken_ns_files_are_refused(tmp_path):
     tensor = np.ones((4, 6, 16), np.float32)
     tensor[2, 3, 1] = np.nan

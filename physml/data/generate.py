@@ -278,19 +278,38 @@ def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
         target[key] = value if isinstance(value, (int, float, str, np.ndarray)) else str(value)
 
 
+def sample_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """HDF5 chunks of whole samples (axis 0) for an array ``shape``: about 256 KiB (within
+    h5py's 1 MiB chunk cache), at least one sample, the samples spread evenly over the chunks
+    (an edge chunk is stored full size)."""
+    per_sample = max(int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+    count = -(-shape[0] * per_sample // 2**18)
+    return (max(1, -(-shape[0] // count)), *shape[1:])
+
+
 def _create_sample_datasets(f: h5py.File, first: dict, samples: int) -> dict:
     """Empty datasets ``u``, ``sample_index``, ``sample_seed``, ``params/*`` and ``fields/*`` of
-    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key."""
+    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key. ``u``, the
+    parameters and the fields carry checksums (HDF5's fletcher32, chunked storage), so a
+    corrupted chunk is an error on reading, not a wrong value."""
     datasets = {}
     for key in ("u", "sample_index", "sample_seed"):
-        datasets[key] = f.create_dataset(key, (samples, *first[key].shape[1:]), first[key].dtype)
+        shape, dtype = (samples, *first[key].shape[1:]), first[key].dtype
+        datasets[key] = f.create_dataset(
+            key, shape, dtype, chunks=sample_chunks(shape, dtype), fletcher32=key == "u"
+        )
     for prefix, group_name in (("param:", "params"), ("field:", "fields")):
         group = f.create_group(group_name)
         for key, values in first.items():
             if key.startswith(prefix):
                 name = key.removeprefix(prefix)
+                shape = (samples, *values.shape[1:])
                 datasets[key] = group.create_dataset(
-                    name, (samples, *values.shape[1:]), values.dtype
+                    name,
+                    shape,
+                    values.dtype,
+                    chunks=sample_chunks(shape, values.dtype),
+                    fletcher32=True,
                 )
     return datasets
 
