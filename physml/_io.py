@@ -22,8 +22,9 @@ def current_umask() -> int:
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created) while the block runs; a second
-    holder gets a ``FileExistsError`` naming ``what``. The lock dies with its process, so a killed
-    run leaves nothing to clean (where ``fcntl`` is missing the block runs unlocked)."""
+    holder gets a ``FileExistsError`` naming ``what``. The lock dies with its process: a killed
+    run leaves only the empty lock file, which holds no lock and which the next run reuses and
+    removes (where ``fcntl`` is missing the block runs unlocked)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on POSIX

@@ -5,7 +5,11 @@ import contextlib
 import json
 import math
 import os
+import signal
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -191,3 +195,23 @@ def test_every_json_file_a_task_writes_goes_through_strict_json():
         "a": None,
         "b": [None, 1.0],
     }
+
+
+def test_a_killed_holder_leaves_an_empty_lock_file_that_the_next_run_takes_and_removes(tmp_path):
+    lock = tmp_path / ".data.h5.lock"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from physml._io import exclusive_lock\n"
+            "with exclusive_lock(sys.argv[1], 'out'):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)",
+            str(lock),
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert lock.is_file() and lock.stat().st_size == 0
+    with exclusive_lock(lock, "out"):
+        pass
+    assert not lock.exists()

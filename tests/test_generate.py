@@ -558,6 +558,50 @@ def test_sample_seeds_are_drawn_from_seed_and_index_together():
     assert len(seeds) == 16  # (1, 0) and (0, 1) differ, as every other pair
 
 
+@pytest.mark.parametrize(
+    ("seed", "index", "match"),
+    [
+        (1.5, 0, r"seed must be a non-negative integer below 2\*\*63 .*got 1\.5"),
+        ("3", 0, r"seed must be a non-negative integer .*got '3'"),
+        (True, 0, r"seed must be a non-negative integer .*got True"),
+        (2**63, 0, r"seed must be a non-negative integer .*got 9223372036854775808"),
+        (-1, 0, r"seed must be a non-negative integer .*got -1"),
+        (0, -1, r"index must be a non-negative integer, got -1"),
+        (0, 2.0, r"index must be a non-negative integer, got 2\.0"),
+        (0, np.bool_(True), r"index must be a non-negative integer, got .*True"),
+    ],
+)
+def test_sample_seed_refuses_what_is_not_a_seed_and_an_index_by_name(seed, index, match):
+    with pytest.raises(ValueError, match=match):
+        sample_seed(seed, index)
+
+
+def test_sample_seed_takes_numpy_integers_as_the_ints_they_are():
+    w0, w1 = np.random.SeedSequence([3, 5]).generate_state(2, dtype=np.uint32)
+    expected = (int(w0) << 31) ^ int(w1)
+    assert sample_seed(np.int64(3), np.uint8(5)) == sample_seed(3, 5) == expected
+    assert type(sample_seed(np.int64(3), 5)) is int
+
+
+def test_numpy_integer_requests_generate_the_dataset_of_plain_ints(tmp_path):
+    plain = load(make(tmp_path / "plain.h5", n=4, seed=3, chunk=2))
+    numpy = load(
+        make(
+            tmp_path / "numpy.h5",
+            n=np.int64(4),
+            seed=np.int64(3),
+            chunk=np.int32(2),
+            shard=np.int64(0),
+            num_shards=np.int64(1),
+        )
+    )
+    assert torch.equal(numpy.u, plain.u)
+    assert numpy.attrs["seed"] == 3 and type(numpy.attrs["seed"]) is int
+    assert numpy.attrs["n_total"] == 4
+    same = {k: v for k, v in numpy.attrs.items() if k != "created"}
+    assert same == {k: v for k, v in plain.attrs.items() if k != "created"}
+
+
 def test_a_sharded_dataset_loads_with_the_attributes_of_one_run(tmp_path):
     whole = load(make(tmp_path / "whole.h5", n=5, seed=2)).attrs
     for shard in range(2):
@@ -617,3 +661,23 @@ def test_nbody_sample_seeds_are_checked_as_every_recipe_s():
     refused = r"seed must be a non-negative integer below 2\*\*64, got 1\.5"
     with pytest.raises(ValueError, match=refused):
         nbody_digits_from_seeds([1.5], frames=2, size=16, digits=1)
+
+
+def _flip_a_bit_of_the_first_chunk(path, name):
+    with h5py.File(path, "r") as f:
+        info = f[name].id.get_chunk_info(0)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset + info.size // 2)
+        byte = raw.read(1)[0]
+        raw.seek(info.byte_offset + info.size // 2)
+        raw.write(bytes([byte ^ 0x10]))
+
+
+@pytest.mark.parametrize("name", ["u", "params/a", "fields/u_squared"])
+def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_path, name):
+    out = make(tmp_path / "data.h5", n=4)
+    with h5py.File(out, "r") as f:
+        assert f[name].fletcher32 and f[name].chunks is not None
+    _flip_a_bit_of_the_first_chunk(out, name)
+    with pytest.raises(DatasetFileError, match=r"data\.h5' could not be read: .*filter"):
+        load(out)

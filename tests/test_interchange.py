@@ -432,6 +432,115 @@ def test_bad_pdebench_files_are_refused_naming_the_dataset(tmp_path, overrides, 
         load(tmp_path / "bad.h5")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"x-coordinate": -np.arange(16.0)}, "x-coordinate: must be strictly increasing"),
+        ({"x-coordinate": np.zeros(16)}, "x-coordinate: must be strictly increasing"),
+        ({"t-coordinate": -np.arange(7.0)}, "t-coordinate: times must increase"),
+        ({"tensor": np.ones((4, 6, 16), np.int32)}, "tensor: u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), bool)}, "tensor: u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "tensor: u must hold real floating"),
+    ],
+)
+def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, overrides, message):
+    path = tmp_path / "odd.h5"
+    _pdebench_1d(path, **overrides)
+    named = rf"path: '{path}': {message}"
+    with pytest.raises(DatasetFileError, match=named):
+        load(path)
+    with pytest.raises(DatasetFileError, match=named):
+        convert(path, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_integer_valued_float_and_integer_coordinates_still_load(tmp_path):
+    _pdebench_1d(
+        tmp_path / "ok.h5",
+        tensor=np.ones((4, 6, 16), np.float32),
+        **{"x-coordinate": np.arange(16), "t-coordinate": np.arange(7)},
+    )
+    data = load(tmp_path / "ok.h5")
+    assert data.u.dtype == torch.float32 and data.coords["x"].tolist() == list(range(16))
+    assert data.t.tolist() == list(range(6))
+
+
+def test_well_files_with_repeated_coordinates_or_an_integer_u_are_refused(tmp_path):
+    _well_2d(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "x.h5", "a") as f:
+        del f["dimensions/x"]
+        f["dimensions/x"] = np.zeros(8)
+    with pytest.raises(DatasetFileError, match="x.h5': dimensions/x: must be strictly increas"):
+        load(tmp_path / "x.h5")
+    _well_2d(tmp_path / "int.h5")
+    with h5py.File(tmp_path / "int.h5", "a") as f:
+        attrs = dict(f["t0_fields/density"].attrs)
+        del f["t0_fields/density"]
+        f["t0_fields/density"] = np.ones((2, 5, 8, 6), np.int64)
+        f["t0_fields/density"].attrs.update(attrs)
+    with pytest.raises(DatasetFileError, match="field 'density': u must hold real floating"):
+        read_well(tmp_path / "int.h5", field="density")
+
+
+def test_write_physml_refuses_what_load_would_refuse(tmp_path):
+    data = _ours_2d()
+    data.coords["x"] = data.coords["x"].flip(0)
+    with pytest.raises(ValueError, match="not written to .*: x must be strictly increasing"):
+        write_physml(data, tmp_path / "out.h5")
+    data = _ours_2d()
+    data.u = torch.ones(data.u.shape, dtype=torch.int32)
+    with pytest.raises(ValueError, match="u must hold real floating-point values, got dtype int32"):
+        write_physml(data, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_damaged_compressed_foreign_file_is_a_dataset_file_error(tmp_path):
+    path = tmp_path / "gz.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as f:
+        tensor = rng.normal(size=(4, 6, 256)).astype(np.float32)
+        f.create_dataset("tensor", data=tensor, compression="gzip", chunks=(1, 6, 256))
+        f["x-coordinate"] = np.linspace(0, 1, 256)
+        f["t-coordinate"] = np.arange(7) * 0.1
+    with h5py.File(path, "r") as f:
+        offset = f["tensor"].id.get_chunk_info(1).byte_offset
+    with open(path, "r+b") as raw:
+        raw.seek(offset + 20)
+        raw.write(b"\xff" * 16)
+    with pytest.raises(DatasetFileError, match=rf"path: '{path}': tensor: could not be read"):
+        load(path)
+    with pytest.raises(DatasetFileError, match="tensor: could not be read"):
+        convert(path, tmp_path / "out.h5")
+
+
+def test_text_datasets_of_a_pdebench_file_are_dropped_not_parameters(tmp_path):
+    _pdebench_1d(
+        tmp_path / "text.h5",
+        label=np.array([b"a", b"b", b"c", b"d"]),
+        notes=np.array(["one", "two", "three", "four"], dtype=h5py.string_dtype()),
+        beta=np.arange(4.0),
+    )
+    data = load(tmp_path / "text.h5")
+    assert sorted(json.loads(data.attrs["dropped"])) == ["label", "notes"]
+    assert list(data.params) == ["beta"] and data.params["beta"].tolist() == [0, 1, 2, 3]
+    pair = SingleStepDataset(tmp_path / "text.h5")[0]
+    assert pair[0].shape == (1, 16)
+
+
+def test_write_physml_checksums_u_params_and_fields(tmp_path):
+    out = write_physml(_ours_2d(), tmp_path / "out.h5")
+    with h5py.File(out, "r") as f:
+        assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx"))
+        info = f["fields/vx"].id.get_chunk_info(0)
+    with open(out, "r+b") as raw:
+        raw.seek(info.byte_offset + 3)
+        byte = raw.read(1)[0]
+        raw.seek(info.byte_offset + 3)
+        raw.write(bytes([byte ^ 0x01]))
+    with pytest.raises(DatasetFileError, match="could not be read"):
+        load(out)
+
+
 def test_nan_and_broken_ns_files_are_refused(tmp_path):
     tensor = np.ones((4, 6, 16), np.float32)
     tensor[2, 3, 1] = np.nan

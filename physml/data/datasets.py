@@ -193,6 +193,20 @@ def load(path: str | os.PathLike) -> PDEData:
         raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
     foreign = read_foreign(path)
     if foreign is not None:
+        check_content(
+            Path(path),
+            {
+                "u": foreign.u.numpy(),
+                "t": foreign.t.numpy(),
+                "coords": {k: v.numpy() for k, v in foreign.coords.items()},
+                "params": {k: v.numpy() for k, v in foreign.params.items()},
+                "fields": {k: v.numpy() for k, v in foreign.fields.items()},
+                "sample_index": None
+                if foreign.sample_index is None
+                else foreign.sample_index.numpy(),
+            },
+            where=f"path: {str(path)!r} (a {foreign.attrs.get('source_format')} file):",
+        )
         return foreign
     path = Path(path)
     if not path.exists():
@@ -229,11 +243,12 @@ def load(path: str | os.PathLike) -> PDEData:
     )
 
 
-def check_content(path: Path, content: dict) -> None:
+def check_content(path: Path, content: dict, where: str | None = None) -> None:
     """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
     time, *space)`` without NaN or inf, increasing ``t`` of one entry per frame, coordinates of
-    one entry per node and one parameter value, field and index entry per sample."""
-    where = f"path: {str(path)!r}:"
+    one entry per node and one parameter value, field and index entry per sample. ``where``
+    starts the messages (default: the path)."""
+    where = where or f"path: {str(path)!r}:"
     u = content["u"]
     if u.dtype.kind != "f":
         raise DatasetFileError(

@@ -25,6 +25,7 @@ writes ``OUT`` as a small index naming the shard files (read by :func:`physml.da
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 import zipfile
@@ -50,9 +51,34 @@ MAX_SEED = 2**63
 """Dataset seeds lie in ``[0, MAX_SEED)``: the file stores the seed as an int64 attribute."""
 
 
+def _integer(value: object) -> int | None:
+    """``value`` as an int if it is a Python, numpy or 0-d torch integer (not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, torch.Tensor) and value.dtype == torch.bool
+    ):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _checked_seed(name: str, value: object) -> int:
+    seed = _integer(value)
+    if seed is None or not 0 <= seed < MAX_SEED:
+        raise ValueError(
+            f"{name} must be a non-negative integer below 2**63 (stored as int64), got {value!r}"
+        )
+    return seed
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer)."""
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, dtype=np.uint32)
+    seed = _checked_seed("seed", seed)
+    position = _integer(index)
+    if position is None or position < 0:
+        raise ValueError(f"index must be a non-negative integer, got {index!r}")
+    state = np.random.SeedSequence([seed, position]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
@@ -68,18 +94,23 @@ def shard_range(n: int, shard: int, num_shards: int) -> range:
     return range(shard * n // num_shards, (shard + 1) * n // num_shards)
 
 
-def _check_request(n: int, seed: int, shard: int, num_shards: int, chunk: int) -> None:
-    for name, value, minimum in (("n", n, 1), ("num_shards", num_shards, 1), ("chunk", chunk, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
-        raise ValueError(
-            f"seed must be a non-negative integer below 2**63 (stored as int64), got {seed!r}"
-        )
-    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
+def _check_request(
+    n: int, seed: int, shard: int, num_shards: int, chunk: int
+) -> tuple[int, int, int, int, int]:
+    """The request as plain ints (numpy integers accepted), checked."""
+    given = {"n": n, "num_shards": num_shards, "chunk": chunk}
+    counts = {name: _integer(value) for name, value in given.items()}
+    for name, value in counts.items():
+        if value is None or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {given[name]!r}")
+    n, num_shards, chunk = counts["n"], counts["num_shards"], counts["chunk"]
+    seed = _checked_seed("seed", seed)
+    which = _integer(shard)
+    if which is None or not 0 <= which < num_shards:
         raise ValueError(f"shard must be an integer in [0, {num_shards}), got {shard!r}")
     if num_shards > n:
         raise ValueError(f"num_shards must not exceed n={n}, got {num_shards}")
+    return n, seed, which, num_shards, chunk
 
 
 def _check_output(final: Path, overwrite: bool) -> None:
@@ -247,19 +278,38 @@ def _write_attributes(target: h5py.AttributeManager, attributes: dict) -> None:
         target[key] = value if isinstance(value, (int, float, str, np.ndarray)) else str(value)
 
 
+def sample_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """HDF5 chunks of whole samples (axis 0) for an array ``shape``: about 256 KiB (within
+    h5py's 1 MiB chunk cache), at least one sample, the samples spread evenly over the chunks
+    (an edge chunk is stored full size)."""
+    per_sample = max(int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+    count = -(-shape[0] * per_sample // 2**18)
+    return (max(1, -(-shape[0] // count)), *shape[1:])
+
+
 def _create_sample_datasets(f: h5py.File, first: dict, samples: int) -> dict:
     """Empty datasets ``u``, ``sample_index``, ``sample_seed``, ``params/*`` and ``fields/*`` of
-    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key."""
+    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key. ``u``, the
+    parameters and the fields carry checksums (HDF5's fletcher32, chunked storage), so a
+    corrupted chunk is an error on reading, not a wrong value."""
     datasets = {}
     for key in ("u", "sample_index", "sample_seed"):
-        datasets[key] = f.create_dataset(key, (samples, *first[key].shape[1:]), first[key].dtype)
+        shape, dtype = (samples, *first[key].shape[1:]), first[key].dtype
+        datasets[key] = f.create_dataset(
+            key, shape, dtype, chunks=sample_chunks(shape, dtype), fletcher32=key == "u"
+        )
     for prefix, group_name in (("param:", "params"), ("field:", "fields")):
         group = f.create_group(group_name)
         for key, values in first.items():
             if key.startswith(prefix):
                 name = key.removeprefix(prefix)
+                shape = (samples, *values.shape[1:])
                 datasets[key] = group.create_dataset(
-                    name, (samples, *values.shape[1:]), values.dtype
+                    name,
+                    shape,
+                    values.dtype,
+                    chunks=sample_chunks(shape, values.dtype),
+                    fletcher32=True,
                 )
     return datasets
 
@@ -362,7 +412,7 @@ def generate_dataset(
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         **options: recipe settings (see ``physml generate PDE --help``).
     """
-    _check_request(n, seed, shard, num_shards, chunk)
+    n, seed, shard, num_shards, chunk = _check_request(n, seed, shard, num_shards, chunk)
     checked_device("device", device)
     problem = problems.get(pde)
     settings = problem.settings(**options)

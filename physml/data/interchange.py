@@ -12,10 +12,11 @@ IN OUT --to ...``) rewrites a file in another format, atomically.
   ``T + 1`` times (``arange(T + 1) * dt_save``) beside ``T`` snapshots, the first ``T`` being the
   snapshot times: a ``t-coordinate`` of ``T + 1`` entries is cut to its first ``T`` (as PDEBench's
   loaders do), other lengths are errors; without one, only ``T = 1`` is accepted (Darcy: ``t = 0``).
-  Further datasets shaped like ``u`` go to ``fields``, others with ``N`` rows (Darcy's ``nu``) to
-  ``params``. Parameters: numeric root attributes (``beta``, ``Nu``, ``rho``, ...; in a file
-  our writer made, bool and complex ones too) -> ``params`` ``(N,)``; without any, name-number
-  tokens of the file name (``..._Nu0.001.hdf5``) are used.
+  Further numeric datasets shaped like ``u`` go to ``fields``, others with ``N`` rows (Darcy's
+  ``nu``) to ``params``; the rest (text, other shapes) are named in the attribute ``dropped``.
+  Parameters: numeric root attributes (``beta``, ``Nu``, ``rho``, ...; in a file our writer made,
+  bool and complex ones too) -> ``params`` ``(N,)``; without any, name-number tokens of the file
+  name (``..._Nu0.001.hdf5``) are used.
 - 2-D incompressible NS: ``u`` = ``particles`` ``(B, T, X, Y, 1)`` (the density advected by the
   flow, its scalar field); ``velocity`` ``(B, T, X, Y, 2)`` -> ``fields`` ``vx``, ``vy`` (the names
   of our ``navier-stokes`` recipe); ``force`` ``(B, X, Y, 2)``, constant in time -> ``params``
@@ -66,6 +67,8 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -74,8 +77,8 @@ import torch
 
 from .. import __version__
 from .._io import atomic_path
-from .datasets import AXES, DatasetFileError, PDEData, load, open_hdf5
-from .generate import FORMAT, _check_output, _write_attributes
+from .datasets import AXES, DatasetFileError, PDEData, check_content, load, open_hdf5
+from .generate import FORMAT, _check_output, _write_attributes, sample_chunks
 
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
@@ -93,8 +96,22 @@ _WALLS = ("dirichlet", "neumann", "no-slip", "reflecting", "wall")
 # ----------------------------------------------------------------------------- small helpers
 
 
+class _ContentError(DatasetFileError):
+    """A foreign file's dataset that physml cannot read; :func:`_naming` adds the file."""
+
+
 def _fail(name: str, message: str) -> DatasetFileError:
-    return DatasetFileError(f"{name}: {message}")
+    return _ContentError(f"{name}: {message}")
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[h5py.File]:
+    """``path`` opened read-only; an error about one of its datasets also names the file."""
+    with open_hdf5(path, "path") as f:
+        try:
+            yield f
+        except _ContentError as error:
+            raise DatasetFileError(f"path: {str(path)!r}: {error}") from None
 
 
 def _check_finite(name: str, value: np.ndarray) -> None:
@@ -105,21 +122,40 @@ def _check_finite(name: str, value: np.ndarray) -> None:
 
 
 def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
-    """Dataset ``name`` of ``group`` as a finite array; missing or not a dataset is an error."""
+    """Dataset ``name`` of ``group`` as a finite array of numbers; missing, not a dataset, not
+    numbers or unreadable (a damaged compressed chunk) is an error."""
     label = label or name
     item = group.get(name)
     if not isinstance(item, h5py.Dataset):
         found = sorted(group)
         raise _fail(label, f"missing dataset (found {found[:12]}{' ...' * (len(found) > 12)})")
-    value = np.asarray(item[()])
+    if item.dtype.kind not in "biufc":
+        raise _fail(label, f"expected numbers, got dtype {item.dtype}")
+    try:
+        value = np.asarray(item[()])
+    except OSError as error:
+        raise _fail(label, f"could not be read ({error})") from None
     _check_finite(label, value)
+    return value
+
+
+def _real(name: str, value: np.ndarray) -> np.ndarray:
+    """``value``, which becomes ``u``, if it holds real floating-point numbers."""
+    if value.dtype.kind != "f":
+        raise _fail(name, f"u must hold real floating-point values, got dtype {value.dtype}")
+    return value
+
+
+def _increasing(name: str, value: np.ndarray) -> np.ndarray:
+    if value.dtype.kind not in "fiu" or not np.all(np.diff(value.astype(np.float64)) > 0):
+        raise _fail(name, f"must be strictly increasing real numbers, got {value[:8]}...")
     return value
 
 
 def _coordinate(name: str, value: np.ndarray, length: int, axis: str) -> np.ndarray:
     if value.ndim != 1 or value.shape[0] != length:
         raise _fail(name, f"shape {value.shape}, but the data have {length} points along {axis}")
-    return value
+    return _increasing(name, value)
 
 
 def _times(name: str, value: np.ndarray, steps: int, allow_extra: bool = False) -> np.ndarray:
@@ -131,8 +167,8 @@ def _times(name: str, value: np.ndarray, steps: int, allow_extra: bool = False) 
     if value.shape[0] != steps:
         accepted = f"{steps} or {steps + 1}" if allow_extra else f"{steps}"
         raise _fail(name, f"{value.shape[0]} entries, expected {accepted} for {steps} time steps")
-    if steps > 1 and not np.all(np.diff(value) > 0):
-        raise _fail(name, "times must increase")
+    if value.dtype.kind not in "fiu" or (steps > 1 and not np.all(np.diff(value) > 0)):
+        raise _fail(name, f"times must increase (real numbers), got {value[:8]}...")
     return value
 
 
@@ -288,15 +324,17 @@ def _pdebench_parameters(f: h5py.File, path: Path, n: int) -> tuple[dict, list[s
 
 
 def _pdebench_extras(f: h5py.File, known: set[str], u_shape: tuple) -> tuple[dict, dict, list]:
-    """Datasets beyond the layout's own: shaped like ``u`` -> fields, ``N`` rows -> params."""
+    """Numeric datasets beyond the layout's own: shaped like ``u`` -> fields, ``N`` rows ->
+    params; the others (text, groups, other shapes) are listed as dropped."""
     fields, params, dropped = {}, {}, []
     for key in f:
         if key in known:
             continue
         item = f[key]
-        if isinstance(item, h5py.Dataset) and item.shape == u_shape:
+        numeric = isinstance(item, h5py.Dataset) and item.dtype.kind in "biufc"
+        if numeric and item.shape == u_shape:
             fields[key] = _read(f, key)
-        elif isinstance(item, h5py.Dataset) and item.ndim >= 1 and item.shape[0] == u_shape[0]:
+        elif numeric and item.ndim >= 1 and item.shape[0] == u_shape[0]:
             params[key] = _read(f, key)
         else:
             dropped.append(key)
@@ -332,7 +370,7 @@ def _pdebench_data(f, path, layout, u, t, coords, fields, params, known) -> PDED
 
 def _read_pdebench_tensor(f: h5py.File, path: Path) -> PDEData:
     primary = "tensor" if "tensor" in f else "density"
-    u = _read(f, primary)
+    u = _real(primary, _read(f, primary))
     if not 3 <= u.ndim <= 5:
         raise _fail(primary, f"expected (N, T, X), (N, T, X, Y) or (N, T, X, Y, Z), got {u.shape}")
     steps, space = u.shape[1], u.shape[2:]
@@ -351,7 +389,7 @@ def _read_pdebench_tensor(f: h5py.File, path: Path) -> PDEData:
 
 
 def _read_pdebench_ns(f: h5py.File, path: Path) -> PDEData:
-    particles = _read(f, "particles")
+    particles = _real("particles", _read(f, "particles"))
     if particles.ndim != 5 or particles.shape[-1] != 1:
         raise _fail("particles", f"expected (B, T, X, Y, 1), got shape {particles.shape}")
     n, steps, nx, ny = particles.shape[:4]
@@ -390,7 +428,7 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
         raise _fail(
             f"{names[0]}/data", f"expected (T, X[, Y[, Z]], C) alike in all samples, got {shapes}"
         )
-    data = np.stack(arrays)
+    data = _real(f"{names[0]}/data", np.stack(arrays))
     steps, space = first.shape[0], first.shape[1:-1]
     grid = f[names[0]]["grid"]
     coords = {
@@ -408,7 +446,7 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
 def read_pdebench(path: str | os.PathLike) -> PDEData:
     """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`."""
     path = Path(path)
-    with open_hdf5(path, "path") as f:
+    with _naming(path) as f:
         if "tensor" in f or "density" in f:
             return _read_pdebench_tensor(f, path)
         if "particles" in f or "velocity" in f:
@@ -441,7 +479,7 @@ def _well_coordinates(f: h5py.File) -> tuple[list[str], dict, np.ndarray]:
         value = _shared_row(f"dimensions/{name}", value) if value.ndim == 2 else value
         if value.ndim != 1:
             raise _fail(f"dimensions/{name}", f"expected one axis, got shape {value.shape}")
-        coords[axis] = value
+        coords[axis] = _increasing(f"dimensions/{name}", value)
     time = _read(dims, "time", "dimensions/time")
     time = _shared_row("dimensions/time", time) if time.ndim == 2 else time
     return names, coords, _times("dimensions/time", time, len(time) if time.ndim == 1 else 0)
@@ -542,7 +580,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
     """A The Well file as :class:`PDEData`; ``field`` picks ``u`` among the time-varying field
     components (default: the one our writer marked, else the first)."""
     path = Path(path)
-    with open_hdf5(path, "path") as f:
+    with _naming(path) as f:
         names, coords, t = _well_coordinates(f)
         n_traj = _well_trajectories(f)
         space = tuple(len(c) for c in coords.values())
@@ -556,32 +594,40 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
         derived = {"simulation_parameters", "n_spatial_dims", "n_trajectories"}
         attrs = _carried_attrs(f, set(listed) | derived)
         sample_index = _sample_index(f, n_traj)
-    if not varying:
-        raise _fail("t0_fields", "no time-varying field to serve as u")
-    marked = attrs.get("field") if attrs.get("field") in varying else None
-    field = field if field is not None else marked or next(iter(varying))
-    if field not in varying:
-        raise ValueError(f"field must name a time-varying field {sorted(varying)}, got {field!r}")
-    u = varying.pop(field)
-    if names != list(AXES[: len(names)]):
-        attrs["well_spatial_dims"] = json.dumps(names)
-    if boundaries:
-        attrs["well_boundary_conditions"] = json.dumps(boundaries)
-        attrs.setdefault(
-            "boundary",
-            "; ".join(
-                f"{','.join(_names(entry.get('associated_dims')))}: "
-                f"{str(entry.get('bc_type', '?')).lower()}"
-                for entry in boundaries
-            ),
+        if not varying:
+            raise _fail("t0_fields", "no time-varying field to serve as u")
+        marked = attrs.get("field") if attrs.get("field") in varying else None
+        field = field if field is not None else marked or next(iter(varying))
+        if field not in varying:
+            raise ValueError(
+                f"field must name a time-varying field {sorted(varying)}, got {field!r}"
+            )
+        u = varying.pop(field)
+        if u.dtype.kind != "f":
+            raise _fail(
+                f"field {field!r}",
+                f"u must hold real floating-point values, got dtype {u.dtype} (pick a "
+                f"floating-point field with field=, one of {sorted(varying)})",
+            )
+        if names != list(AXES[: len(names)]):
+            attrs["well_spatial_dims"] = json.dumps(names)
+        if boundaries:
+            attrs["well_boundary_conditions"] = json.dumps(boundaries)
+            attrs.setdefault(
+                "boundary",
+                "; ".join(
+                    f"{','.join(_names(entry.get('associated_dims')))}: "
+                    f"{str(entry.get('bc_type', '?')).lower()}"
+                    for entry in boundaries
+                ),
+            )
+        timed = sorted(
+            k for k, v in params.items() if v.shape == (n_traj, len(t)) and k not in constant
         )
-    timed = sorted(
-        k for k, v in params.items() if v.shape == (n_traj, len(t)) and k not in constant
-    )
-    if space == (len(t),) and timed:  # (N, T) is also (N, X): say which these are
-        attrs[TIME_VARYING_SCALARS] = json.dumps(timed)
-    attrs.setdefault("pde", str(attrs.get("dataset_name", f"the well: {path.stem}")))
-    attrs.update(source_format="the_well", source_file=path.name, field=field)
+        if space == (len(t),) and timed:  # (N, T) is also (N, X): say which these are
+            attrs[TIME_VARYING_SCALARS] = json.dumps(timed)
+        attrs.setdefault("pde", str(attrs.get("dataset_name", f"the well: {path.stem}")))
+        attrs.update(source_format="the_well", source_file=path.name, field=field)
     return _pdedata(u, t, coords, params, varying, attrs, sample_index)
 
 
@@ -642,9 +688,21 @@ def _physml_attrs(data: PDEData) -> str:
     return json.dumps(attrs, default=str)
 
 
+def _checksummed(group: h5py.Group, name: str, value: np.ndarray) -> None:
+    """``value`` as dataset ``name``, in chunks of whole samples with fletcher32 checksums."""
+    if value.size == 0:
+        group.create_dataset(name, data=value)
+        return
+    chunks = sample_chunks(value.shape, value.dtype)
+    group.create_dataset(name, data=value, chunks=chunks, fletcher32=True)
+
+
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
-    """Write ``data`` as one physml dataset file, atomically."""
+    """Write ``data`` as one physml dataset file, atomically; data that :func:`load` would refuse
+    (``u`` not real floating-point, coordinates or times not increasing) is refused. ``u``, the
+    parameters and the fields carry fletcher32 checksums, as generated files do."""
     arrays, path = _arrays(data), Path(path)
+    check_content(path, arrays, where=f"data (not written to {str(path)!r}):")
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
     attrs.pop("merged_from", None)  # a merged file's mark: the copy holds its own arrays
     attrs.update(format=FORMAT, physml_version=__version__)
@@ -653,14 +711,14 @@ def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
         attrs.setdefault(key, value)
     with atomic_path(path, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
-            f.create_dataset("u", data=arrays["u"])
+            _checksummed(f, "u", arrays["u"])
             f.create_dataset("t", data=arrays["t"])
             for axis, value in arrays["coords"].items():
                 f.create_dataset(axis, data=value)
             for group_name in ("params", "fields"):
                 group = f.create_group(group_name)
                 for name, value in arrays[group_name].items():
-                    group.create_dataset(name, data=value)
+                    _checksummed(group, name, value)
             if arrays["sample_index"] is not None:
                 f.create_dataset("sample_index", data=arrays["sample_index"])
             _write_attributes(f.attrs, attrs)
