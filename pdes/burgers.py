@@ -362,21 +362,24 @@ def _solve_dirichlet(u0, grid, viscosity, t_out, condition: Dirichlet, max_step)
 
 
 def cole_hopf_solution(
-    x: torch.Tensor,
-    t: Sequence[float] | torch.Tensor,
-    nu: float | torch.Tensor,
-    offset: float | torch.Tensor,
-    amplitudes: torch.Tensor,
-    wavenumbers: torch.Tensor,
-    phases: torch.Tensor,
+    x: Sequence[float] | np.ndarray | torch.Tensor,
+    t: float | Sequence[float] | np.ndarray | torch.Tensor,
+    nu: float | Sequence[float] | np.ndarray | torch.Tensor,
+    offset: float | Sequence[float] | np.ndarray | torch.Tensor,
+    amplitudes: float | Sequence[float] | np.ndarray | torch.Tensor,
+    wavenumbers: float | Sequence[float] | np.ndarray | torch.Tensor,
+    phases: float | Sequence[float] | np.ndarray | torch.Tensor,
 ) -> torch.Tensor:
     """Exact Burgers solution ``−2ν φ_x/φ``, ``φ = a + Σ_j c_j e^{−ν k_j² t} cos(k_j x + θ_j)``.
 
-    ``x`` ``(X,)``, ``t`` ``(T,)``; ``nu`` and ``offset`` (``a``) numbers or ``(B,)``;
-    ``amplitudes``, ``wavenumbers``, ``phases`` ``(B, J)`` or ``(J,)``.
-    Needs ``a > Σ|c_j|``. Returns ``(B, T, X)``.
+    ``x`` 1-D coordinates ``(X,)``; ``t`` a number or ``(T,)``; ``nu`` and ``offset`` (``a``)
+    numbers or ``(B,)``; ``amplitudes``, ``wavenumbers``, ``phases`` numbers, ``(J,)`` or
+    ``(B, J)``, a mode axis of size 1 broadcast to ``J``. ``B`` comes from whichever arguments
+    have it (1 or the same ``B`` for all). Needs ``a > Σ|c_j|``. Returns ``(B, T, X)``.
     """
     x = checks.finite_values("x", x, "coordinates (X,)")
+    if x.ndim != 1:
+        raise ValueError(f"x must be 1-D coordinates (X,), got shape {tuple(x.shape)}")
     device = x.device
     t = checks.finite_values("t", t, "times (T,)", device).flatten()
     series = {"amplitudes": amplitudes, "wavenumbers": wavenumbers, "phases": phases}

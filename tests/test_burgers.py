@@ -684,3 +684,31 @@ def test_cole_hopf_names_mismatched_mode_counts_and_batch_sizes():
         cole_hopf_solution(x, t, [0.1, 0.2, 0.3], 3.0, torch.ones(2, 3), torch.ones(3), 0.0)
     with pytest.raises(ValueError, match=r"offset must be a number or \(B,\), got shape \(1, 2\)"):
         cole_hopf_solution(x, t, 0.1, [[3.0, 3.0]], [0.5], [1.0], [0.0])
+
+
+@pytest.mark.parametrize("shape", [(), (1, 5), (5, 1)])
+def test_cole_hopf_refuses_x_that_is_not_one_dimensional(shape):
+    x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    x = x[2] if shape == () else x.reshape(shape)
+    message = rf"^x must be 1-D coordinates \(X,\), got shape {re.escape(str(shape))}$"
+    with pytest.raises(ValueError, match=message):
+        cole_hopf_solution(x, [0.0], 0.1, 3.0, [1.0], [1.0], [0.0])
+
+
+def test_cole_hopf_takes_plain_numbers_and_broadcasts_a_single_mode():
+    """``φ = 3 + cos(2x)`` at t = 0: ``u = −2ν φ_x/φ = 4ν sin(2x)/(3 + cos(2x))``."""
+    x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    expected = 4 * 0.1 * torch.sin(2 * x) / (3 + torch.cos(2 * x))
+    plain = cole_hopf_solution(x.tolist(), 0.0, 0.1, 3.0, 1.0, 2.0, 0.0)
+    assert plain.shape == (1, 1, 5)
+    torch.testing.assert_close(plain[0, 0], expected, rtol=1e-14, atol=1e-15)
+    batched = cole_hopf_solution(x, [0.0], [0.1, 0.2], 3.0, [[1.0], [1.0]], [2.0], 0.0)
+    assert batched.shape == (2, 1, 5)
+    torch.testing.assert_close(batched[1, 0], 2 * expected, rtol=1e-14, atol=1e-15)
+
+
+def test_cole_hopf_refuses_modes_of_more_than_two_dimensions():
+    x = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    message = r"^amplitudes must be numbers \(B, J\) or \(J,\), got shape \(1, 1, 2\)$"
+    with pytest.raises(ValueError, match=message):
+        cole_hopf_solution(x, [0.0], 0.1, 3.0, torch.ones(1, 1, 2), [1.0, 2.0], [0.0])
