@@ -32,27 +32,27 @@ radians per step (ω = 1000 at 101 nodes: 2.5, a time error 16 times the spatial
 def _per_sample_all(
     amplitude: Rate, omega: Rate, nu: Rate, device=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    sizes = [
-        len(v)
-        if isinstance(v, (list, tuple))
-        else v.size
-        if isinstance(v, np.ndarray)
-        else v.numel()
-        for v in (amplitude, omega, nu)
-        if checks.holds_values(v)
-    ]
-    batch = max(sizes, default=1)
-    expected = f"a number or hold one value per sample ({batch},)"
-    amplitude_t = checks.parameter("U", amplitude, expected, device).reshape(-1)
+    """``U``, ``omega``, ``nu`` as ``(batch,)`` tensors, ``batch`` the number of values of any
+    that holds one per sample (else 1)."""
+    expected = "a number or one value per sample (sample,)"
+    tensors = {
+        name: checks.parameter(name, value, expected, device)
+        for name, value in (("U", amplitude), ("omega", omega), ("nu", nu))
+    }
+    batch = max(t.numel() for t in tensors.values())
+    amplitude_t = tensors["U"].reshape(-1)
     if amplitude_t.numel() not in (1, batch):
-        raise ValueError(f"U must be {expected}, got shape {tuple(amplitude_t.shape)}")
+        raise ValueError(
+            f"U must be a number or hold one value per sample ({batch},), "
+            f"got shape {tuple(amplitude_t.shape)}"
+        )
     amplitude_t = amplitude_t.expand(batch)
     if not torch.isfinite(amplitude_t).all():
         raise ValueError(f"U must be finite, got {amplitude_t.tolist()}")
     return (
         amplitude_t,
-        checks.per_sample("omega", omega, batch, device),
-        checks.per_sample("nu", nu, batch, device),
+        checks.per_sample("omega", tensors["omega"], batch, device),
+        checks.per_sample("nu", tensors["nu"], batch, device),
     )
 
 

@@ -694,7 +694,7 @@ STOKES_CASES = [
         "stokes-amplitude-boolean",
         lambda c: stokes.solve_stokes(G9, T, True, 1.0, 0.1),
         TypeError,
-        r"U must be a number or hold one value per sample \(1,\), got True",
+        r"U must be a number or one value per sample \(sample,\), got True",
     ),
     case(
         "stokes-amplitude-boolean-tensor",
@@ -706,13 +706,13 @@ STOKES_CASES = [
         "stokes-amplitude-complex",
         lambda c: stokes.solve_stokes(G9, T, 1 + 1j, 1.0, 0.1),
         TypeError,
-        r"U must be a number or hold one value per sample \(1,\), got \(1\+1j\)",
+        r"U must be a number or one value per sample \(sample,\), got \(1\+1j\)",
     ),
     case(
         "stokes-amplitude-text",
         lambda c: stokes.solve_stokes(G9, T, "a", 1.0, 0.1),
         TypeError,
-        r"U must be a number or hold one value per sample \(1,\), got 'a'",
+        r"U must be a number or one value per sample \(sample,\), got 'a'",
     ),
     case(
         "stokes-grid-2d",

@@ -3,6 +3,7 @@
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -364,3 +365,23 @@ def test_recipe_domain_follows_the_length_setting():
     t = torch.linspace(0.0, 1.0, 4, dtype=F64)
     by_hand = torch.tensor([plate_state(0.5, s, 2.0, 10.0, 0.05) for s in t.tolist()], dtype=F64)
     torch.testing.assert_close(u[:, -1], by_hand, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["U", "omega", "nu"])
+@pytest.mark.parametrize(
+    "empty", [[], (), torch.tensor([], dtype=F64)], ids=["list", "tuple", "tensor"]
+)
+def test_empty_parameters_are_refused_naming_them(name, empty):
+    values = {"U": 1.0, "omega": 1.0, "nu": 0.1, name: empty}
+    message = rf"^{name} must be a number or one value per sample \(sample,\), got shape \(0,\)$"
+    with pytest.raises(ValueError, match=message):
+        stokes.solve_stokes(Grid1D(9), [0.0, 0.1], values["U"], values["omega"], values["nu"])
+
+
+def test_batch_comes_from_whichever_parameter_holds_values():
+    """Two samples from ``nu`` alone (a numpy array): each matches the exact state at its ν."""
+    grid, t = Grid1D(9), [0.0]
+    u = stokes.solve_stokes(grid, t, 2.0, 3.0, np.array([0.1, 0.4]))
+    for j, nu in enumerate([0.1, 0.4]):
+        by_hand = [plate_state(y, 0.0, 2.0, 3.0, nu) for y in grid.coordinates().tolist()]
+        torch.testing.assert_close(u[j, 0], torch.tensor(by_hand, dtype=F64), rtol=0, atol=1e-14)
