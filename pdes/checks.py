@@ -87,13 +87,37 @@ def parameter(name: str, value: object, expected: str, device=None) -> torch.Ten
     return tensor
 
 
+def _nested_array(value: object) -> torch.Tensor | np.ndarray | None:
+    """The first tensor or array of one or more dimensions inside the list or tuple ``value``
+    (at any depth), which ``torch.as_tensor`` would flatten into it; ``None`` if there is none."""
+    for item in value:
+        if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim > 0:
+            return item
+        if isinstance(item, (list, tuple)) and (inner := _nested_array(item)) is not None:
+            return inner
+    return None
+
+
 def real_values(name: str, value: object, expected: str, device=None) -> torch.Tensor:
     """``value`` (numbers of any shape) as a float64 tensor; ``TypeError`` naming ``name`` and
-    ``expected`` for booleans of every kind, complex numbers, text or what does not convert."""
+    ``expected`` for booleans of every kind, complex numbers, text or what does not convert,
+    for a list or tuple holding tensors or arrays of one or more dimensions, and for a masked
+    array with masked entries."""
     if isinstance(value, torch.Tensor):
         real(name, value)
     elif not_real(value):
         raise TypeError(f"{name} must be {expected}, got {value!r}")
+    elif isinstance(value, (list, tuple)) and (inner := _nested_array(value)) is not None:
+        raise TypeError(
+            f"{name} must be {expected}, got a {type(value).__name__} holding a "
+            f"{type(inner).__name__} of shape {tuple(inner.shape)} (pass one tensor or array, "
+            "or plain numbers)"
+        )
+    elif np.ma.isMaskedArray(value) and np.ma.count_masked(value) > 0:
+        raise TypeError(
+            f"{name} must be {expected}, got a masked array with "
+            f"{np.ma.count_masked(value)} masked entries"
+        )
     try:
         return torch.as_tensor(value, dtype=FLOAT, device=device)
     except (TypeError, ValueError, RuntimeError):

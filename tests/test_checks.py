@@ -281,6 +281,34 @@ def test_per_sample_still_refuses_text_and_bytes(value):
         checks.per_sample("nu", value, 2)
 
 
+@pytest.mark.parametrize(
+    "value, holding",
+    [
+        ([torch.tensor([0.5]), torch.tensor([1.0])], r"list holding a Tensor of shape \(1,\)"),
+        ((np.array([0.5]), np.array([1.0])), r"tuple holding a ndarray of shape \(1,\)"),
+        ([[0.5], [np.array([1.0])]], r"list holding a ndarray of shape \(1,\)"),
+    ],
+)
+def test_per_sample_refuses_sequences_of_tensors_or_arrays_naming_the_argument(value, holding):
+    with pytest.raises(TypeError, match=rf"^nu must be a number or hold one value .*{holding}"):
+        checks.per_sample("nu", value, 2)
+
+
+def test_per_sample_takes_zero_dimensional_tensors_in_a_list_as_numbers():
+    out = checks.per_sample("nu", [torch.tensor(0.5), np.float64(1.0), np.array(2.0)], 3)
+    assert out.tolist() == [0.5, 1.0, 2.0]
+
+
+def test_per_sample_refuses_a_masked_array_with_masked_entries():
+    masked = np.ma.array([0.5, 1.0], mask=[False, True])
+    with pytest.raises(
+        TypeError, match=r"^nu must be a number .* got a masked array with 1 masked"
+    ):
+        checks.per_sample("nu", masked, 2)
+    unmasked = np.ma.array([0.5, 1.0], mask=[False, False])
+    assert checks.per_sample("nu", unmasked, 2).tolist() == [0.5, 1.0]
+
+
 def _solver_calls():
     from pdes import Grid1D, Grid2D
     from pdes.burgers import solve_burgers
