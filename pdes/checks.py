@@ -140,7 +140,12 @@ def holds_values(value: object) -> bool:
     return isinstance(value, (list, tuple))
 
 
-def per_sample(name: str, value: float | torch.Tensor, batch: int, device=None) -> torch.Tensor:
+def per_sample(
+    name: str,
+    value: float | Sequence[float] | np.ndarray | torch.Tensor,
+    batch: int,
+    device=None,
+) -> torch.Tensor:
     """A positive coefficient, a number or one value per sample (a tensor, array, list or tuple),
     as a ``(batch,)`` tensor."""
     if holds_values(value):

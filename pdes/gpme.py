@@ -53,7 +53,7 @@ from .problems import Batch, Option, Problem, generator
 from .verification import Comparison, ExactCase
 
 DiffusivityFn = Callable[[torch.Tensor], torch.Tensor]
-Parameter = float | torch.Tensor | Sequence[float]
+Parameter = float | Sequence[float] | np.ndarray | torch.Tensor
 
 __all__ = [
     "EXACT_CASES",
@@ -83,7 +83,7 @@ MAX_STEPS = 10_000_000
 
 def _parameter(name: str, value: Parameter, kind: str, device=None) -> torch.Tensor:
     """One value per sample as a float64 tensor ``(sample,)``; ``kind`` is 'positive' or 'unit'."""
-    tensor = checks.parameter(name, value, "a number or a 1-D tensor (sample,)", device)
+    tensor = checks.parameter(name, value, "a number or one value per sample (sample,)", device)
     tensor = tensor.reshape(-1)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
@@ -437,7 +437,7 @@ def _as_diffusivity(k) -> DiffusivityFn:
     if isinstance(k, numbers) and not isinstance(k, bool):
         return constant_k(k)
     raise TypeError(
-        "k must be a callable k(u), a positive number or a tensor / sequence (sample,), "
+        "k must be a callable k(u), a positive number or one value per sample (sample,), "
         f"got {type(k)}"
     )
 
@@ -460,7 +460,7 @@ def _check_diffusivity(k: DiffusivityFn, u: torch.Tensor) -> None:
 def solve_gpme(
     u0: torch.Tensor,
     grid: Grid1D,
-    k: Diffusivity | DiffusivityFn | float | torch.Tensor,
+    k: Diffusivity | DiffusivityFn | Parameter,
     times: Sequence[float] | torch.Tensor,
     bc: BoundaryCondition | str,
     dt: float | None = None,
@@ -468,15 +468,16 @@ def solve_gpme(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Solve ``u_t = ∂x(k(u) ∂x u)`` by conservative finite volumes and Heun steps.
 
-    ``u0`` is ``(sample, n)`` on ``grid`` (node or cell; see the module notes); ``k`` maps
-    ``u (sample, points)`` to ``k(u) >= 0`` of the same shape, a :class:`Diffusivity` or a positive
-    constant. Returns ``u (sample, T, n)`` at ``times`` and, with ``return_flux``, the cumulative
-    inflow through the walls ``(sample, T)``: ``grid.integrate(u[:, j])`` minus the initial mass
-    equals it to round-off (on a node grid with Dirichlet walls the initial state is ``u0`` with
-    its end values set to the wall values at ``t = 0``). ``dt=None`` takes 0.9 of the stability
-    limit per output interval; a ``dt`` beyond the limit raises ``SolverError``. The step is
-    the batch's: the largest ``k`` of any sample sets it, so a sample's answer depends on its
-    batch within the scheme's truncation error (the recipes solve one sample at a time).
+    ``u0`` is ``(sample, n)`` on ``grid`` (node or cell; see the module notes); ``k`` maps ``u
+    (sample, points)`` to ``k(u) >= 0`` of the same shape, a :class:`Diffusivity` or a positive
+    constant (a number or one per sample ``(sample,)``). Returns ``u (sample, T, n)`` at ``times``
+    and, with ``return_flux``, the cumulative inflow through the walls ``(sample, T)``:
+    ``grid.integrate(u[:, j])`` minus the initial mass equals it to round-off (on a node grid with
+    Dirichlet walls the initial state is ``u0`` with its end values set to the wall values at ``t =
+    0``). ``dt=None`` takes 0.9 of the stability limit per output interval; a ``dt`` beyond the
+    limit raises ``SolverError``. The step is the batch's: the largest ``k`` of any sample sets it,
+    so a sample's answer depends on its batch within the scheme's truncation error (the recipes
+    solve one sample at a time).
     """
     if not isinstance(grid, Grid1D):
         raise TypeError(f"grid must be a Grid1D, got {type(grid)}")

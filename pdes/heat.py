@@ -53,7 +53,7 @@ from .threads import threads_for
 from .verification import Comparison, ExactCase
 
 FLOAT = checks.FLOAT
-Rate = float | torch.Tensor
+Rate = float | Sequence[float] | np.ndarray | torch.Tensor
 
 
 def interior_matrix(

@@ -535,7 +535,7 @@ GPME_CASES = [
         "pme-exact-m-numpy-boolean",
         lambda c: gpme.pme_exact([0.5], [1.0], np.bool_(True)),
         TypeError,
-        r"m must be a number or a 1-D tensor \(sample,\), got (np\.)?True",
+        r"m must be a number or one value per sample \(sample,\), got (np\.)?True",
     ),
     case(
         "gpme-times-boolean",

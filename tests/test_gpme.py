@@ -769,3 +769,18 @@ def test_a_potential_of_the_wrong_shape_is_refused_by_name():
         ValueError, match=r"k\.potential\(u\) must accept u of shape \(sample, points\)"
     ):
         solve_gpme(u0.expand(2, -1), grid, k, [0.1], "periodic")
+
+
+def test_per_sample_parameters_and_k_are_described_in_one_wording():
+    """A diffusivity's parameter and ``solve_gpme``'s ``k`` both say ``one value per sample``."""
+    wording = r"one value per sample \(sample,\), got "
+    with pytest.raises(TypeError, match=rf"^m must be a number or {wording}True$"):
+        pme_k(True)
+    grid = Grid1D(9)
+    with pytest.raises(
+        TypeError, match=rf"^k must be a callable k\(u\), a positive number or {wording}"
+    ):
+        solve_gpme(torch.ones(1, 9, dtype=torch.float64), grid, object(), [0.0], "dirichlet")
+    k_per_sample = np.array([0.5, 2.0])
+    u = solve_gpme(torch.ones(2, 9, dtype=torch.float64), grid, k_per_sample, [0.0], "neumann")
+    assert torch.equal(u, torch.ones(2, 1, 9, dtype=torch.float64))
