@@ -120,8 +120,7 @@ def solve_burgers(
     ``'auto'``: :func:`periodic_transform` of the grid size when the batch shares one viscosity,
     else FFTs. Small solves run on one torch thread (:mod:`pdes.threads`).
     """
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a Grid1D, got {type(grid)}")
+    checks.grid_1d(grid)
     condition = parse(bc, allowed=("periodic", "dirichlet"))
     checks.choice("transform", transform, TRANSFORMS)
     u0 = checks.field("u0", u0, grid.n)

@@ -164,6 +164,21 @@ def per_sample(
     return torch.full((batch,), number, dtype=FLOAT, device=device)
 
 
+def grid_1d(grid: object) -> None:
+    """A ``TypeError`` naming ``grid`` unless it is a :class:`pdes.Grid1D`."""
+    from .grid import Grid1D
+
+    if not isinstance(grid, Grid1D):
+        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+
+
+def on_grid(name: str, value: object, grid: object) -> torch.Tensor:
+    """``value``, a tensor ``(..., grid.n)`` of node values on the :class:`pdes.Grid1D`
+    ``grid``, as it came; :func:`grid_1d` and :func:`last_axis` say what is wrong otherwise."""
+    grid_1d(grid)
+    return last_axis(name, value, grid.n)
+
+
 def last_axis(name: str, value: object, n: int) -> torch.Tensor:
     """``value``, a tensor ``(..., n)``, as it came; a ``TypeError`` or ``ValueError`` naming
     ``name`` for what is not a tensor or has another number of entries along its last axis."""

@@ -479,8 +479,7 @@ def solve_gpme(
     so a sample's answer depends on its batch within the scheme's truncation error (the recipes
     solve one sample at a time).
     """
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a Grid1D, got {type(grid)}")
+    checks.grid_1d(grid)
     device = u0.device if isinstance(u0, torch.Tensor) else None
     u = field("u0", u0, grid.n, device).clone()
     t_out = checks.times("times", times)

@@ -139,15 +139,12 @@ def neumann_mass(u: torch.Tensor, grid: Grid1D) -> torch.Tensor:
     The quantity the Neumann scheme changes at exactly the rate ``κ (g_R - g_L)`` (and the wave
     scheme keeps constant); it approximates ``∫u dx`` to second order.
     """
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
-    inner = checks.last_axis("u", u, grid.n)[..., 1:-1]
+    inner = checks.on_grid("u", u, grid)[..., 1:-1]
     return grid.dx * (inner.sum(-1) + 0.5 * (inner[..., 0] + inner[..., -1]))
 
 
 def _check_grid(grid: Grid1D, bc: BoundaryCondition) -> None:
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    checks.grid_1d(grid)
     if isinstance(bc, Periodic):
         if not grid.periodic:
             raise ValueError("grid must be periodic (Grid1D(..., periodic=True)) for bc=periodic")

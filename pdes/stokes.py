@@ -85,8 +85,7 @@ def stokes_walls(
     of the last node above ``grid.lower``. ``U``, ``omega``, ``nu`` are numbers (the values are
     then numbers) or one value per sample (values ``(sample,)``).
     """
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    checks.grid_1d(grid)
     if grid.periodic or grid.kind != "node":
         raise ValueError(
             "grid must be a non-periodic node grid (its last node is the upper wall), "
@@ -121,8 +120,7 @@ def solve_stokes(
     The default ``max_step`` is the heat solver's, and at most :data:`PHASE_PER_STEP` radians of
     the fastest plate's phase.
     """
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    checks.grid_1d(grid)
     amplitude, omega_t, nu_t = _per_sample_all(U, omega, nu, device)
     y = grid.coordinates(device=device) - float(grid.lower)
     u0 = stokes_exact(y, [0.0], amplitude, omega_t, nu_t)[:, 0]

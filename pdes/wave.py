@@ -40,8 +40,7 @@ def _check_boundary(bc: Neumann | str) -> None:
 
 
 def _check_grid(grid: Grid1D) -> None:
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
+    checks.grid_1d(grid)
     if grid.periodic or grid.kind != "node" or grid.n < 4:
         raise ValueError(
             "grid must be a non-periodic node grid with at least 4 nodes for solve_wave, got "
@@ -104,10 +103,8 @@ def discrete_energy(u: torch.Tensor, v: torch.Tensor, grid: Grid1D, c: Rate) -> 
     ``w = (3/2, 1, …, 1, 3/2)``; ``u``, ``v`` are ``(sample, ..., x)`` node fields and ``c`` a
     number or one speed per sample. :func:`solve_wave` conserves this quantity exactly.
     """
-    if not isinstance(grid, Grid1D):
-        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid)}")
-    inner_u = checks.last_axis("u", u, grid.n)[..., 1:-1]
-    inner_v = checks.last_axis("v", v, grid.n)[..., 1:-1]
+    inner_u = checks.on_grid("u", u, grid)[..., 1:-1]
+    inner_v = checks.on_grid("v", v, grid)[..., 1:-1]
     weights = torch.ones(inner_v.shape[-1], dtype=FLOAT, device=v.device)
     weights[0] = weights[-1] = 1.5
     kinetic = 0.5 * grid.dx * (weights * inner_v**2).sum(-1)

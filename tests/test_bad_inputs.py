@@ -499,7 +499,7 @@ GPME_CASES = [
         "gpme-grid-not-grid1d",
         lambda c: gpme.solve_gpme(U0, square(), 1.0, T, "dirichlet"),
         TypeError,
-        r"grid must be a Grid1D",
+        r"grid must be a pdes.Grid1D",
     ),
     case(
         "gpme-u0-nan",
@@ -925,7 +925,7 @@ BURGERS_CASES = [
         "burgers-grid-2d",
         lambda c: burgers_module.solve_burgers(U0, square(), 0.1, T),
         TypeError,
-        r"grid must be a Grid1D",
+        r"grid must be a pdes.Grid1D",
     ),
     case(
         "burgers-nu-overflows",

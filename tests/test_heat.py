@@ -398,3 +398,17 @@ def test_neumann_mass_refuses_a_field_on_another_number_of_nodes():
         heat.neumann_mass(u, Grid1D(9))
     with pytest.raises(TypeError, match=r"^u must be a torch.Tensor"):
         heat.neumann_mass([1.0] * 9, Grid1D(9))
+
+
+@pytest.mark.parametrize("grid", [None, 9, "Grid1D(9)"])
+def test_neumann_mass_refuses_what_is_not_a_grid_naming_it(grid):
+    with pytest.raises(
+        TypeError, match=r"^grid must be a pdes\.Grid1D, got <class '(NoneType|int|str)'>$"
+    ):
+        heat.neumann_mass(torch.ones(1, 9, dtype=torch.float64), grid)
+
+
+def test_neumann_mass_is_the_trapezoid_with_half_weights_moved_inwards():
+    """Nodes 0..8 on [0, 1] (dx = 1/8), u = node index: dx·(3/2·1 + 2 + … + 6 + 3/2·7) = 4."""
+    u = torch.arange(9, dtype=torch.float64)
+    assert heat.neumann_mass(u, Grid1D(9)).item() == pytest.approx(4.0, rel=1e-15)

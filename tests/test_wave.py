@@ -293,3 +293,18 @@ def test_discrete_energy_refuses_fields_on_another_number_of_nodes():
         wave.discrete_energy(u, v[:, :9], Grid1D(9), 1.0)
     with pytest.raises(ValueError, match=r"^v must have 9 entries along its last axis.*\(1, 17\)"):
         wave.discrete_energy(u[:, :9], v, Grid1D(9), 1.0)
+
+
+def test_discrete_energy_refuses_what_is_not_a_grid_and_a_v_that_is_not_a_tensor():
+    u = torch.ones(1, 9, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^grid must be a pdes\.Grid1D, got <class 'NoneType'>$"):
+        wave.discrete_energy(u, u, None, 1.0)
+    with pytest.raises(
+        TypeError, match=r"^v must be a torch\.Tensor of shape \(\.\.\., 9\), got <class 'list'>$"
+    ):
+        wave.discrete_energy(u, [[1.0] * 9], Grid1D(9), 1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"^v must have 9 entries along its last axis to match the grid, got shape \(1, 8\)$",
+    ):
+        wave.discrete_energy(u, u[:, :8], Grid1D(9), 1.0)
