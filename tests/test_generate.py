@@ -24,6 +24,7 @@ from physml.data import (
     SingleStepDataset,
     generate_dataset,
     load,
+    merge_shards,
 )
 from physml.data.datasets import PDEData
 from physml.data.generate import sample_seed
@@ -673,7 +674,7 @@ def _flip_a_bit_of_the_first_chunk(path, name):
         raw.write(bytes([byte ^ 0x10]))
 
 
-@pytest.mark.parametrize("name", ["u", "params/a", "fields/u_squared"])
+@pytest.mark.parametrize("name", ["u", "params/a", "fields/u_squared", "t", "x", "sample_index"])
 def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_path, name):
     out = make(tmp_path / "data.h5", n=4)
     with h5py.File(out, "r") as f:
@@ -681,3 +682,15 @@ def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_pat
     _flip_a_bit_of_the_first_chunk(out, name)
     with pytest.raises(DatasetFileError, match=r"data\.h5' could not be read: .*filter"):
         load(out)
+
+
+@pytest.mark.parametrize("name", ["sample_seed", "x"])
+def test_a_flipped_bit_in_a_shard_s_seeds_or_coordinates_is_an_error_on_merging(tmp_path, name):
+    for shard in range(2):
+        make(tmp_path / "data.h5", n=4, shard=shard, num_shards=2)
+    shards = sorted(tmp_path.glob("data*of*.h5"))
+    with h5py.File(shards[1], "r") as f:
+        assert f[name].fletcher32 and f[name].chunks is not None
+    _flip_a_bit_of_the_first_chunk(shards[1], name)
+    with pytest.raises(DatasetFileError, match=rf"could not be read: {name}: .*filter"):
+        merge_shards(shards, tmp_path / "merged.h5")

@@ -527,11 +527,12 @@ def test_text_datasets_of_a_pdebench_file_are_dropped_not_parameters(tmp_path):
     assert pair[0].shape == (1, 16)
 
 
-def test_write_physml_checksums_u_params_and_fields(tmp_path):
+@pytest.mark.parametrize("name", ["fields/vx", "t", "x", "y", "sample_index"])
+def test_write_physml_checksums_every_array(tmp_path, name):
     out = write_physml(_ours_2d(), tmp_path / "out.h5")
     with h5py.File(out, "r") as f:
-        assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx"))
-        info = f["fields/vx"].id.get_chunk_info(0)
+        assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx", name))
+        info = f[name].id.get_chunk_info(0)
     with open(out, "r+b") as raw:
         raw.seek(info.byte_offset + 3)
         byte = raw.read(1)[0]

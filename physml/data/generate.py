@@ -287,16 +287,27 @@ def sample_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
     return (max(1, -(-shape[0] // count)), *shape[1:])
 
 
+def write_checksummed(group: h5py.Group, name: str, value: np.ndarray) -> h5py.Dataset:
+    """``value`` as dataset ``name`` of ``group``, in chunks of whole samples (see
+    :func:`sample_chunks`) with HDF5's fletcher32 checksums; an empty or 0-d ``value``, which HDF5
+    cannot chunk, is stored plainly."""
+    value = np.asarray(value)
+    if value.size == 0 or value.ndim == 0:
+        return group.create_dataset(name, data=value)
+    chunks = sample_chunks(value.shape, value.dtype)
+    return group.create_dataset(name, data=value, chunks=chunks, fletcher32=True)
+
+
 def _create_sample_datasets(f: h5py.File, first: dict, samples: int) -> dict:
     """Empty datasets ``u``, ``sample_index``, ``sample_seed``, ``params/*`` and ``fields/*`` of
-    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key. ``u``, the
-    parameters and the fields carry checksums (HDF5's fletcher32, chunked storage), so a
-    corrupted chunk is an error on reading, not a wrong value."""
+    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key. Each carries
+    checksums (HDF5's fletcher32, chunked storage), so a corrupted chunk is an error on reading,
+    not a wrong value."""
     datasets = {}
     for key in ("u", "sample_index", "sample_seed"):
         shape, dtype = (samples, *first[key].shape[1:]), first[key].dtype
         datasets[key] = f.create_dataset(
-            key, shape, dtype, chunks=sample_chunks(shape, dtype), fletcher32=key == "u"
+            key, shape, dtype, chunks=sample_chunks(shape, dtype), fletcher32=True
         )
     for prefix, group_name in (("param:", "params"), ("field:", "fields")):
         group = f.create_group(group_name)
@@ -357,7 +368,7 @@ def _assemble(
             if done != len(expected):
                 raise misplaced
             for name, values in coordinates.items():
-                f.create_dataset(name, data=np.asarray(values))
+                write_checksummed(f, name, np.asarray(values))
             attributes = dict(problem.attributes(settings))
             attributes.update(
                 format=FORMAT,

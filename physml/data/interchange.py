@@ -78,7 +78,7 @@ import torch
 from .. import __version__
 from .._io import atomic_path
 from .datasets import AXES, DatasetFileError, PDEData, check_content, load, open_hdf5
-from .generate import FORMAT, _check_output, _write_attributes, sample_chunks
+from .generate import FORMAT, _check_output, _write_attributes, write_checksummed
 
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
@@ -688,19 +688,10 @@ def _physml_attrs(data: PDEData) -> str:
     return json.dumps(attrs, default=str)
 
 
-def _checksummed(group: h5py.Group, name: str, value: np.ndarray) -> None:
-    """``value`` as dataset ``name``, in chunks of whole samples with fletcher32 checksums."""
-    if value.size == 0:
-        group.create_dataset(name, data=value)
-        return
-    chunks = sample_chunks(value.shape, value.dtype)
-    group.create_dataset(name, data=value, chunks=chunks, fletcher32=True)
-
-
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` as one physml dataset file, atomically; data that :func:`load` would refuse
-    (``u`` not real floating-point, coordinates or times not increasing) is refused. ``u``, the
-    parameters and the fields carry fletcher32 checksums, as generated files do."""
+    (``u`` not real floating-point, coordinates or times not increasing) is refused. Every array
+    carries fletcher32 checksums, as in generated files."""
     arrays, path = _arrays(data), Path(path)
     check_content(path, arrays, where=f"data (not written to {str(path)!r}):")
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
@@ -711,16 +702,16 @@ def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
         attrs.setdefault(key, value)
     with atomic_path(path, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
-            _checksummed(f, "u", arrays["u"])
-            f.create_dataset("t", data=arrays["t"])
+            write_checksummed(f, "u", arrays["u"])
+            write_checksummed(f, "t", arrays["t"])
             for axis, value in arrays["coords"].items():
-                f.create_dataset(axis, data=value)
+                write_checksummed(f, axis, value)
             for group_name in ("params", "fields"):
                 group = f.create_group(group_name)
                 for name, value in arrays[group_name].items():
-                    _checksummed(group, name, value)
+                    write_checksummed(group, name, value)
             if arrays["sample_index"] is not None:
-                f.create_dataset("sample_index", data=arrays["sample_index"])
+                write_checksummed(f, "sample_index", arrays["sample_index"])
             _write_attributes(f.attrs, attrs)
     return path
 
