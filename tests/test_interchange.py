@@ -20,6 +20,7 @@ from physml.data import (
     convert,
     generate_dataset,
     load,
+    read_pdebench,
     read_well,
     write_pdebench,
     write_physml,
@@ -438,9 +439,11 @@ def test_bad_pdebench_files_are_refused_naming_the_dataset(tmp_path, overrides, 
         ({"x-coordinate": -np.arange(16.0)}, "x-coordinate: must be strictly increasing"),
         ({"x-coordinate": np.zeros(16)}, "x-coordinate: must be strictly increasing"),
         ({"t-coordinate": -np.arange(7.0)}, "t-coordinate: times must increase"),
-        ({"tensor": np.ones((4, 6, 16), np.int32)}, "tensor: u must hold real floating-point"),
-        ({"tensor": np.ones((4, 6, 16), bool)}, "tensor: u must hold real floating-point"),
-        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "tensor: u must hold real floating"),
+        ({"tensor": np.ones((4, 6, 16), np.int32)}, "u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), bool)}, "u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "u must hold real floating"),
+        ({"t-coordinate": np.arange(7, dtype=np.uint32)[::-1]}, "t-coordinate: times must"),
+        ({"x-coordinate": np.arange(16, dtype=np.uint16)[::-1]}, "x-coordinate: must be strictly"),
     ],
 )
 def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, overrides, message):
@@ -448,9 +451,25 @@ def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, override
     _pdebench_1d(path, **overrides)
     named = rf"path: '{path}': {message}"
     with pytest.raises(DatasetFileError, match=named):
+        read_pdebench(path)
+    with pytest.raises(DatasetFileError, match=named):
         load(path)
     with pytest.raises(DatasetFileError, match=named):
-        convert(path, tmp_path / "out.h5")
+        convert(path, tmp_path / "out.h5", to="well")
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("to", ["physml", "pdebench"])
+def test_a_well_file_with_decreasing_unsigned_times_is_refused(tmp_path, to):
+    path = tmp_path / "odd.h5"
+    _well_2d(path, time=np.array([4, 3, 2, 1, 0], np.uint16))
+    named = rf"path: '{path}': dimensions/time: times must increase"
+    with pytest.raises(DatasetFileError, match=named):
+        read_well(path)
+    with pytest.raises(DatasetFileError, match=named):
+        load(path)
+    with pytest.raises(DatasetFileError, match=named):
+        convert(path, tmp_path / "out.h5", to=to, field="density")
     assert not (tmp_path / "out.h5").exists()
 
 

@@ -191,22 +191,8 @@ def load(path: str | os.PathLike) -> PDEData:
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
-    foreign = read_foreign(path)
+    foreign = read_foreign(path)  # checked as check_content checks ours
     if foreign is not None:
-        check_content(
-            Path(path),
-            {
-                "u": foreign.u.numpy(),
-                "t": foreign.t.numpy(),
-                "coords": {k: v.numpy() for k, v in foreign.coords.items()},
-                "params": {k: v.numpy() for k, v in foreign.params.items()},
-                "fields": {k: v.numpy() for k, v in foreign.fields.items()},
-                "sample_index": None
-                if foreign.sample_index is None
-                else foreign.sample_index.numpy(),
-            },
-            where=f"path: {str(path)!r} (a {foreign.attrs.get('source_format')} file):",
-        )
         return foreign
     path = Path(path)
     if not path.exists():
@@ -243,6 +229,12 @@ def load(path: str | os.PathLike) -> PDEData:
     )
 
 
+def strictly_increasing(values: np.ndarray) -> bool:
+    """Whether ``values`` ``(n,)`` are real numbers, each above the one before (compared as
+    float64, so that unsigned integers do not wrap)."""
+    return values.dtype.kind in "fiu" and bool((np.diff(values.astype(np.float64)) > 0).all())
+
+
 def check_content(path: Path, content: dict, where: str | None = None) -> None:
     """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
     time, *space)`` without NaN or inf, increasing ``t`` of one entry per frame, coordinates of
@@ -262,7 +254,7 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
     t = content["t"]
     if t.ndim != 1 or t.shape[0] != frames:
         raise DatasetFileError(f"{where} t has shape {t.shape}, u has {frames} frames")
-    if t.dtype.kind not in "fiu" or not (np.diff(t.astype(np.float64)) > 0).all():
+    if not strictly_increasing(t):
         raise DatasetFileError(f"{where} t must be strictly increasing numbers, got {t[:8]}...")
     for axis, name in enumerate(AXES):
         values = content["coords"].get(name)
@@ -273,9 +265,7 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
                 f"{where} {name} has shape {values.shape}, u has shape {u.shape}"
             )
         if values is not None and (
-            values.dtype.kind not in "fiu"
-            or not np.isfinite(values.astype(np.float64)).all()
-            or not (np.diff(values.astype(np.float64)) > 0).all()
+            not strictly_increasing(values) or not np.isfinite(values.astype(np.float64)).all()
         ):
             raise DatasetFileError(
                 f"{where} {name} must be strictly increasing finite numbers, got {values[:8]}..."
