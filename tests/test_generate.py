@@ -18,6 +18,7 @@ from recipes import TOY
 
 import physml.data.generate as generate_module
 from pdes import problems
+from physml._checks import integer
 from physml.data import (
     DatasetFileError,
     MultiStepDataset,
@@ -26,7 +27,7 @@ from physml.data import (
     load,
     merge_shards,
 )
-from physml.data.datasets import PDEData
+from physml.data.datasets import PDEData, item_index
 from physml.data.generate import sample_seed
 from physml.data.nbody import nbody_digits_from_seeds
 from physml.data.windows import ForecastDataset, RolloutDataset
@@ -656,6 +657,29 @@ def test_a_sample_seed_that_is_not_a_non_negative_integer_is_refused_by_name(see
         problems.generator(seed)
     first = torch.rand(3, generator=problems.generator(np.uint32(7)))
     assert torch.equal(first, torch.rand(3, generator=torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.parametrize(
+    "flag", [True, np.bool_(False), np.array(True), torch.tensor(True), torch.tensor(False)]
+)
+def test_bools_are_no_sample_or_seed_index_anywhere(flag):
+    with pytest.raises(ValueError, match="index must be a non-negative integer, got"):
+        sample_seed(1, flag)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer below 2"):
+        sample_seed(flag, 1)
+    with pytest.raises(TypeError, match="index must be an integer, got"):
+        item_index(flag, 4)
+    data = PDEData(u=torch.zeros(3, 2, 4), t=torch.arange(2.0), coords={}, params={})
+    with pytest.raises(TypeError, match="index must be an integer, got"):
+        SingleStepDataset(data)[flag]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(3, 3), (np.int64(4), 4), (np.array(5), 5), (torch.tensor(6), 6), (2.0, None), ("1", None)],
+)
+def test_integers_are_read_from_python_numpy_and_torch(given, expected):
+    assert integer(given) == expected
 
 
 def test_nbody_sample_seeds_are_checked_as_every_recipe_s():

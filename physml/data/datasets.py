@@ -10,7 +10,6 @@ datasets turn it into training pairs, channel-first as ``neuraloperator`` expect
 from __future__ import annotations
 
 import json
-import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import integer
 from .generate import FORMAT, INDEX_FORMAT
 
 AXES = ("x", "y", "z")
@@ -297,20 +297,10 @@ def _as_data(source: PDEData | str | os.PathLike) -> PDEData:
     return source if isinstance(source, PDEData) else load(source)
 
 
-def _integer(given: object) -> int | None:
-    """``given`` as an int if it is a Python, numpy or 0-d torch integer (not a bool)."""
-    if isinstance(given, (bool, np.bool_)):
-        return None
-    try:
-        return operator.index(given)
-    except TypeError:
-        return None
-
-
 def _index(given: object, count: int, not_integer: str, out_of_range: str) -> int:
     """``given`` as an index in ``[0, count)`` (negative ones count from the end), else a
     ``TypeError``/``IndexError`` with the message given (``{index}`` stands for the value)."""
-    index = _integer(given)
+    index = integer(given)
     if index is None:
         raise TypeError(not_integer)
     if not -count <= index < count:
