@@ -5,6 +5,7 @@ Each failure names the argument, what was expected and what came.
 
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
@@ -60,6 +61,18 @@ def as_tensor(
     if finite and not torch.isfinite(tensor).all():
         raise NonFiniteError(f"{name} contains NaN or inf values")
     return tensor
+
+
+def integer(value: object) -> int | None:
+    """``value`` as an int if it is a Python, numpy or 0-d torch integer; ``None`` for anything
+    else, bools included (``True``, ``np.bool_``, 0-d bool arrays and tensors)."""
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, (bool, np.bool_)) or dtype is torch.bool or dtype == np.dtype(bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def device(name: str, value: object) -> torch.device:

@@ -18,14 +18,16 @@ from recipes import TOY
 
 import physml.data.generate as generate_module
 from pdes import problems
+from physml._checks import integer
 from physml.data import (
     DatasetFileError,
     MultiStepDataset,
     SingleStepDataset,
     generate_dataset,
     load,
+    merge_shards,
 )
-from physml.data.datasets import PDEData
+from physml.data.datasets import PDEData, item_index
 from physml.data.generate import sample_seed
 from physml.data.nbody import nbody_digits_from_seeds
 from physml.data.windows import ForecastDataset, RolloutDataset
@@ -657,6 +659,29 @@ def test_a_sample_seed_that_is_not_a_non_negative_integer_is_refused_by_name(see
     assert torch.equal(first, torch.rand(3, generator=torch.Generator().manual_seed(7)))
 
 
+@pytest.mark.parametrize(
+    "flag", [True, np.bool_(False), np.array(True), torch.tensor(True), torch.tensor(False)]
+)
+def test_bools_are_no_sample_or_seed_index_anywhere(flag):
+    with pytest.raises(ValueError, match="index must be a non-negative integer, got"):
+        sample_seed(1, flag)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer below 2"):
+        sample_seed(flag, 1)
+    with pytest.raises(TypeError, match="index must be an integer, got"):
+        item_index(flag, 4)
+    data = PDEData(u=torch.zeros(3, 2, 4), t=torch.arange(2.0), coords={}, params={})
+    with pytest.raises(TypeError, match="index must be an integer, got"):
+        SingleStepDataset(data)[flag]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(3, 3), (np.int64(4), 4), (np.array(5), 5), (torch.tensor(6), 6), (2.0, None), ("1", None)],
+)
+def test_integers_are_read_from_python_numpy_and_torch(given, expected):
+    assert integer(given) == expected
+
+
 def test_nbody_sample_seeds_are_checked_as_every_recipe_s():
     refused = r"seed must be a non-negative integer below 2\*\*64, got 1\.5"
     with pytest.raises(ValueError, match=refused):
@@ -673,7 +698,7 @@ def _flip_a_bit_of_the_first_chunk(path, name):
         raw.write(bytes([byte ^ 0x10]))
 
 
-@pytest.mark.parametrize("name", ["u", "params/a", "fields/u_squared"])
+@pytest.mark.parametrize("name", ["u", "params/a", "fields/u_squared", "t", "x", "sample_index"])
 def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_path, name):
     out = make(tmp_path / "data.h5", n=4)
     with h5py.File(out, "r") as f:
@@ -681,3 +706,15 @@ def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_pat
     _flip_a_bit_of_the_first_chunk(out, name)
     with pytest.raises(DatasetFileError, match=r"data\.h5' could not be read: .*filter"):
         load(out)
+
+
+@pytest.mark.parametrize("name", ["sample_seed", "x"])
+def test_a_flipped_bit_in_a_shard_s_seeds_or_coordinates_is_an_error_on_merging(tmp_path, name):
+    for shard in range(2):
+        make(tmp_path / "data.h5", n=4, shard=shard, num_shards=2)
+    shards = sorted(tmp_path.glob("data*of*.h5"))
+    with h5py.File(shards[1], "r") as f:
+        assert f[name].fletcher32 and f[name].chunks is not None
+    _flip_a_bit_of_the_first_chunk(shards[1], name)
+    with pytest.raises(DatasetFileError, match=rf"could not be read: {name}: .*filter"):
+        merge_shards(shards, tmp_path / "merged.h5")

@@ -20,6 +20,7 @@ from physml.data import (
     convert,
     generate_dataset,
     load,
+    read_pdebench,
     read_well,
     write_pdebench,
     write_physml,
@@ -438,9 +439,11 @@ def test_bad_pdebench_files_are_refused_naming_the_dataset(tmp_path, overrides, 
         ({"x-coordinate": -np.arange(16.0)}, "x-coordinate: must be strictly increasing"),
         ({"x-coordinate": np.zeros(16)}, "x-coordinate: must be strictly increasing"),
         ({"t-coordinate": -np.arange(7.0)}, "t-coordinate: times must increase"),
-        ({"tensor": np.ones((4, 6, 16), np.int32)}, "tensor: u must hold real floating-point"),
-        ({"tensor": np.ones((4, 6, 16), bool)}, "tensor: u must hold real floating-point"),
-        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "tensor: u must hold real floating"),
+        ({"tensor": np.ones((4, 6, 16), np.int32)}, "u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), bool)}, "u must hold real floating-point"),
+        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "u must hold real floating"),
+        ({"t-coordinate": np.arange(7, dtype=np.uint32)[::-1]}, "t-coordinate: times must"),
+        ({"x-coordinate": np.arange(16, dtype=np.uint16)[::-1]}, "x-coordinate: must be strictly"),
     ],
 )
 def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, overrides, message):
@@ -448,9 +451,25 @@ def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, override
     _pdebench_1d(path, **overrides)
     named = rf"path: '{path}': {message}"
     with pytest.raises(DatasetFileError, match=named):
+        read_pdebench(path)
+    with pytest.raises(DatasetFileError, match=named):
         load(path)
     with pytest.raises(DatasetFileError, match=named):
-        convert(path, tmp_path / "out.h5")
+        convert(path, tmp_path / "out.h5", to="well")
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("to", ["physml", "pdebench"])
+def test_a_well_file_with_decreasing_unsigned_times_is_refused(tmp_path, to):
+    path = tmp_path / "odd.h5"
+    _well_2d(path, time=np.array([4, 3, 2, 1, 0], np.uint16))
+    named = rf"path: '{path}': dimensions/time: times must increase"
+    with pytest.raises(DatasetFileError, match=named):
+        read_well(path)
+    with pytest.raises(DatasetFileError, match=named):
+        load(path)
+    with pytest.raises(DatasetFileError, match=named):
+        convert(path, tmp_path / "out.h5", to=to, field="density")
     assert not (tmp_path / "out.h5").exists()
 
 
@@ -527,11 +546,12 @@ def test_text_datasets_of_a_pdebench_file_are_dropped_not_parameters(tmp_path):
     assert pair[0].shape == (1, 16)
 
 
-def test_write_physml_checksums_u_params_and_fields(tmp_path):
+@pytest.mark.parametrize("name", ["fields/vx", "t", "x", "y", "sample_index"])
+def test_write_physml_checksums_every_array(tmp_path, name):
     out = write_physml(_ours_2d(), tmp_path / "out.h5")
     with h5py.File(out, "r") as f:
-        assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx"))
-        info = f["fields/vx"].id.get_chunk_info(0)
+        assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx", name))
+        info = f[name].id.get_chunk_info(0)
     with open(out, "r+b") as raw:
         raw.seek(info.byte_offset + 3)
         byte = raw.read(1)[0]

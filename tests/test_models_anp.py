@@ -11,7 +11,7 @@ import torch
 
 from pdes.gpme import stefan_exact, stefan_z1
 from physml.data import GPMEFunctions, gpme_sampler
-from physml.models import anp
+from physml.models import DeepEnsemble, anp
 from physml.models.anp import AttentiveNeuralProcess
 from physml.models.anp_losses import (
     elbo_loss,
@@ -21,7 +21,7 @@ from physml.models.anp_losses import (
     softc_residual_loss,
 )
 from physml.outputs import Gaussian
-from physml.training import CheckpointError, load_anp, load_checkpoint, train_anp
+from physml.training import CheckpointError, fit_ensemble, load_anp, load_checkpoint, train_anp
 
 T_SMALL = torch.linspace(0.0, 1.0, 21)
 X_SMALL = torch.linspace(0.0, 2 * math.pi, 33)[:-1]
@@ -393,6 +393,55 @@ def test_load_anp_gives_back_the_trained_model(tmp_path):
         load_anp(small_model(), tmp_path / "run")
     with pytest.raises(CheckpointError, match="another model than the one given"):
         load_anp(small_model(hidden=16, min_std=0.05), tmp_path / "run")
+
+
+def test_load_anp_refuses_a_half_trained_run_unless_asked_for_it(tmp_path):
+    sampler = small_sampler(batch=2, n_target=10)
+    calls = []
+
+    def killed_at_step_3(model, batch):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("killed")
+        return torch.zeros(())
+
+    trained = small_model()
+    with pytest.raises(RuntimeError, match="killed"):
+        train_anp(
+            trained,
+            sampler,
+            steps=6,
+            seed=1,
+            progress=False,
+            out=tmp_path / "run",
+            loss_extra=killed_at_step_3,
+            checkpoint_every=2,
+        )
+    with pytest.raises(CheckpointError, match=r"stopped at step 2 of the 6 steps planned"):
+        load_anp(small_model(), tmp_path / "run")
+    loaded = load_anp(small_model(seed=5), tmp_path / "run", partial=True)
+    saved = load_checkpoint(tmp_path / "run")["model"]
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, saved[f"model.{key}"]), key
+    with pytest.raises(TypeError, match="partial must be True or False, got 'yes'"):
+        load_anp(small_model(), tmp_path / "run", partial="yes")
+
+
+def test_load_anp_takes_another_eval_samples_and_names_a_missing_or_foreign_run(tmp_path):
+    sampler = small_sampler(batch=2, n_target=10)
+    trained = small_model()
+    train_anp(trained, sampler, steps=2, seed=1, progress=False, out=tmp_path / "run")
+    loaded = load_anp(small_model(eval_samples=8, seed=3), tmp_path / "run")
+    assert loaded.eval_samples == 8
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    missing = tmp_path / "nothing"
+    with pytest.raises(FileNotFoundError, match=rf"out: no train_anp checkpoint .* in '{missing}'"):
+        load_anp(small_model(), missing)
+    inputs = torch.linspace(0.0, 1.0, 8).reshape(8, 1)
+    fit_ensemble(DeepEnsemble(1, members=2), inputs, inputs[:, 0], epochs=1, out=tmp_path / "ens")
+    with pytest.raises(CheckpointError, match=r"a run of DeepEnsemble, not a train_anp run"):
+        load_anp(small_model(), tmp_path / "ens")
 
 
 def test_a_run_with_another_penalty_is_not_resumed_as_this_one(tmp_path):

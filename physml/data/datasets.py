@@ -10,7 +10,6 @@ datasets turn it into training pairs, channel-first as ``neuraloperator`` expect
 from __future__ import annotations
 
 import json
-import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import integer
 from .generate import FORMAT, INDEX_FORMAT
 
 AXES = ("x", "y", "z")
@@ -191,22 +191,8 @@ def load(path: str | os.PathLike) -> PDEData:
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
-    foreign = read_foreign(path)
+    foreign = read_foreign(path)  # checked as check_content checks ours
     if foreign is not None:
-        check_content(
-            Path(path),
-            {
-                "u": foreign.u.numpy(),
-                "t": foreign.t.numpy(),
-                "coords": {k: v.numpy() for k, v in foreign.coords.items()},
-                "params": {k: v.numpy() for k, v in foreign.params.items()},
-                "fields": {k: v.numpy() for k, v in foreign.fields.items()},
-                "sample_index": None
-                if foreign.sample_index is None
-                else foreign.sample_index.numpy(),
-            },
-            where=f"path: {str(path)!r} (a {foreign.attrs.get('source_format')} file):",
-        )
         return foreign
     path = Path(path)
     if not path.exists():
@@ -243,6 +229,12 @@ def load(path: str | os.PathLike) -> PDEData:
     )
 
 
+def strictly_increasing(values: np.ndarray) -> bool:
+    """Whether ``values`` ``(n,)`` are real numbers, each above the one before (compared as
+    float64, so that unsigned integers do not wrap)."""
+    return values.dtype.kind in "fiu" and bool((np.diff(values.astype(np.float64)) > 0).all())
+
+
 def check_content(path: Path, content: dict, where: str | None = None) -> None:
     """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
     time, *space)`` without NaN or inf, increasing ``t`` of one entry per frame, coordinates of
@@ -262,7 +254,7 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
     t = content["t"]
     if t.ndim != 1 or t.shape[0] != frames:
         raise DatasetFileError(f"{where} t has shape {t.shape}, u has {frames} frames")
-    if t.dtype.kind not in "fiu" or not (np.diff(t.astype(np.float64)) > 0).all():
+    if not strictly_increasing(t):
         raise DatasetFileError(f"{where} t must be strictly increasing numbers, got {t[:8]}...")
     for axis, name in enumerate(AXES):
         values = content["coords"].get(name)
@@ -273,9 +265,7 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
                 f"{where} {name} has shape {values.shape}, u has shape {u.shape}"
             )
         if values is not None and (
-            values.dtype.kind not in "fiu"
-            or not np.isfinite(values.astype(np.float64)).all()
-            or not (np.diff(values.astype(np.float64)) > 0).all()
+            not strictly_increasing(values) or not np.isfinite(values.astype(np.float64)).all()
         ):
             raise DatasetFileError(
                 f"{where} {name} must be strictly increasing finite numbers, got {values[:8]}..."
@@ -307,20 +297,10 @@ def _as_data(source: PDEData | str | os.PathLike) -> PDEData:
     return source if isinstance(source, PDEData) else load(source)
 
 
-def _integer(given: object) -> int | None:
-    """``given`` as an int if it is a Python, numpy or 0-d torch integer (not a bool)."""
-    if isinstance(given, (bool, np.bool_)):
-        return None
-    try:
-        return operator.index(given)
-    except TypeError:
-        return None
-
-
 def _index(given: object, count: int, not_integer: str, out_of_range: str) -> int:
     """``given`` as an index in ``[0, count)`` (negative ones count from the end), else a
     ``TypeError``/``IndexError`` with the message given (``{index}`` stands for the value)."""
-    index = _integer(given)
+    index = integer(given)
     if index is None:
         raise TypeError(not_integer)
     if not -count <= index < count:

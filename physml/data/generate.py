@@ -25,7 +25,6 @@ writes ``OUT`` as a small index naming the shard files (read by :func:`physml.da
 from __future__ import annotations
 
 import json
-import operator
 import os
 import shutil
 import zipfile
@@ -43,6 +42,7 @@ from pdes.errors import SolverError
 
 from .. import __version__
 from .._checks import device as checked_device
+from .._checks import integer
 from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftovers
 
 FORMAT = "physml-dataset/1"
@@ -51,20 +51,8 @@ MAX_SEED = 2**63
 """Dataset seeds lie in ``[0, MAX_SEED)``: the file stores the seed as an int64 attribute."""
 
 
-def _integer(value: object) -> int | None:
-    """``value`` as an int if it is a Python, numpy or 0-d torch integer (not a bool)."""
-    if isinstance(value, (bool, np.bool_)) or (
-        isinstance(value, torch.Tensor) and value.dtype == torch.bool
-    ):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
-
-
 def _checked_seed(name: str, value: object) -> int:
-    seed = _integer(value)
+    seed = integer(value)
     if seed is None or not 0 <= seed < MAX_SEED:
         raise ValueError(
             f"{name} must be a non-negative integer below 2**63 (stored as int64), got {value!r}"
@@ -75,7 +63,7 @@ def _checked_seed(name: str, value: object) -> int:
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer)."""
     seed = _checked_seed("seed", seed)
-    position = _integer(index)
+    position = integer(index)
     if position is None or position < 0:
         raise ValueError(f"index must be a non-negative integer, got {index!r}")
     state = np.random.SeedSequence([seed, position]).generate_state(2, dtype=np.uint32)
@@ -99,13 +87,13 @@ def _check_request(
 ) -> tuple[int, int, int, int, int]:
     """The request as plain ints (numpy integers accepted), checked."""
     given = {"n": n, "num_shards": num_shards, "chunk": chunk}
-    counts = {name: _integer(value) for name, value in given.items()}
+    counts = {name: integer(value) for name, value in given.items()}
     for name, value in counts.items():
         if value is None or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {given[name]!r}")
     n, num_shards, chunk = counts["n"], counts["num_shards"], counts["chunk"]
     seed = _checked_seed("seed", seed)
-    which = _integer(shard)
+    which = integer(shard)
     if which is None or not 0 <= which < num_shards:
         raise ValueError(f"shard must be an integer in [0, {num_shards}), got {shard!r}")
     if num_shards > n:
@@ -287,16 +275,27 @@ def sample_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
     return (max(1, -(-shape[0] // count)), *shape[1:])
 
 
+def write_checksummed(group: h5py.Group, name: str, value: np.ndarray) -> h5py.Dataset:
+    """``value`` as dataset ``name`` of ``group``, in chunks of whole samples (see
+    :func:`sample_chunks`) with HDF5's fletcher32 checksums; an empty or 0-d ``value``, which HDF5
+    cannot chunk, is stored plainly."""
+    value = np.asarray(value)
+    if value.size == 0 or value.ndim == 0:
+        return group.create_dataset(name, data=value)
+    chunks = sample_chunks(value.shape, value.dtype)
+    return group.create_dataset(name, data=value, chunks=chunks, fletcher32=True)
+
+
 def _create_sample_datasets(f: h5py.File, first: dict, samples: int) -> dict:
     """Empty datasets ``u``, ``sample_index``, ``sample_seed``, ``params/*`` and ``fields/*`` of
-    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key. ``u``, the
-    parameters and the fields carry checksums (HDF5's fletcher32, chunked storage), so a
-    corrupted chunk is an error on reading, not a wrong value."""
+    ``samples`` rows, shaped and typed as the first chunk's arrays; by chunk key. Each carries
+    checksums (HDF5's fletcher32, chunked storage), so a corrupted chunk is an error on reading,
+    not a wrong value."""
     datasets = {}
     for key in ("u", "sample_index", "sample_seed"):
         shape, dtype = (samples, *first[key].shape[1:]), first[key].dtype
         datasets[key] = f.create_dataset(
-            key, shape, dtype, chunks=sample_chunks(shape, dtype), fletcher32=key == "u"
+            key, shape, dtype, chunks=sample_chunks(shape, dtype), fletcher32=True
         )
     for prefix, group_name in (("param:", "params"), ("field:", "fields")):
         group = f.create_group(group_name)
@@ -357,7 +356,7 @@ def _assemble(
             if done != len(expected):
                 raise misplaced
             for name, values in coordinates.items():
-                f.create_dataset(name, data=np.asarray(values))
+                write_checksummed(f, name, np.asarray(values))
             attributes = dict(problem.attributes(settings))
             attributes.update(
                 format=FORMAT,

@@ -77,8 +77,16 @@ import torch
 
 from .. import __version__
 from .._io import atomic_path
-from .datasets import AXES, DatasetFileError, PDEData, check_content, load, open_hdf5
-from .generate import FORMAT, _check_output, _write_attributes, sample_chunks
+from .datasets import (
+    AXES,
+    DatasetFileError,
+    PDEData,
+    check_content,
+    load,
+    open_hdf5,
+    strictly_increasing,
+)
+from .generate import FORMAT, _check_output, _write_attributes, write_checksummed
 
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
@@ -139,15 +147,8 @@ def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
     return value
 
 
-def _real(name: str, value: np.ndarray) -> np.ndarray:
-    """``value``, which becomes ``u``, if it holds real floating-point numbers."""
-    if value.dtype.kind != "f":
-        raise _fail(name, f"u must hold real floating-point values, got dtype {value.dtype}")
-    return value
-
-
 def _increasing(name: str, value: np.ndarray) -> np.ndarray:
-    if value.dtype.kind not in "fiu" or not np.all(np.diff(value.astype(np.float64)) > 0):
+    if not strictly_increasing(value):
         raise _fail(name, f"must be strictly increasing real numbers, got {value[:8]}...")
     return value
 
@@ -167,7 +168,7 @@ def _times(name: str, value: np.ndarray, steps: int, allow_extra: bool = False) 
     if value.shape[0] != steps:
         accepted = f"{steps} or {steps + 1}" if allow_extra else f"{steps}"
         raise _fail(name, f"{value.shape[0]} entries, expected {accepted} for {steps} time steps")
-    if value.dtype.kind not in "fiu" or (steps > 1 and not np.all(np.diff(value) > 0)):
+    if not strictly_increasing(value):
         raise _fail(name, f"times must increase (real numbers), got {value[:8]}...")
     return value
 
@@ -370,7 +371,7 @@ def _pdebench_data(f, path, layout, u, t, coords, fields, params, known) -> PDED
 
 def _read_pdebench_tensor(f: h5py.File, path: Path) -> PDEData:
     primary = "tensor" if "tensor" in f else "density"
-    u = _real(primary, _read(f, primary))
+    u = _read(f, primary)
     if not 3 <= u.ndim <= 5:
         raise _fail(primary, f"expected (N, T, X), (N, T, X, Y) or (N, T, X, Y, Z), got {u.shape}")
     steps, space = u.shape[1], u.shape[2:]
@@ -389,7 +390,7 @@ def _read_pdebench_tensor(f: h5py.File, path: Path) -> PDEData:
 
 
 def _read_pdebench_ns(f: h5py.File, path: Path) -> PDEData:
-    particles = _real("particles", _read(f, "particles"))
+    particles = _read(f, "particles")
     if particles.ndim != 5 or particles.shape[-1] != 1:
         raise _fail("particles", f"expected (B, T, X, Y, 1), got shape {particles.shape}")
     n, steps, nx, ny = particles.shape[:4]
@@ -428,7 +429,7 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
         raise _fail(
             f"{names[0]}/data", f"expected (T, X[, Y[, Z]], C) alike in all samples, got {shapes}"
         )
-    data = _real(f"{names[0]}/data", np.stack(arrays))
+    data = np.stack(arrays)
     steps, space = first.shape[0], first.shape[1:-1]
     grid = f[names[0]]["grid"]
     coords = {
@@ -443,17 +444,33 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
     return _pdedata(data[..., 0], t, coords, params, fields, attrs)
 
 
+def _checked(path: Path, data: PDEData) -> PDEData:
+    """``data`` read from the foreign file ``path``, if it passes :func:`check_content`, as a
+    physml file must on :func:`load`."""
+    content = {
+        "u": data.u.numpy(),
+        "t": data.t.numpy(),
+        "coords": {k: v.numpy() for k, v in data.coords.items()},
+        "params": {k: v.numpy() for k, v in data.params.items()},
+        "fields": {k: v.numpy() for k, v in data.fields.items()},
+        "sample_index": None if data.sample_index is None else data.sample_index.numpy(),
+    }
+    check_content(path, content)
+    return data
+
+
 def read_pdebench(path: str | os.PathLike) -> PDEData:
-    """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`."""
+    """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`,
+    checked as :func:`~physml.data.load` checks a physml file."""
     path = Path(path)
     with _naming(path) as f:
         if "tensor" in f or "density" in f:
-            return _read_pdebench_tensor(f, path)
+            return _checked(path, _read_pdebench_tensor(f, path))
         if "particles" in f or "velocity" in f:
-            return _read_pdebench_ns(f, path)
+            return _checked(path, _read_pdebench_ns(f, path))
         groups = _sample_groups(f)
         if groups:
-            return _read_pdebench_groups(f, path, groups)
+            return _checked(path, _read_pdebench_groups(f, path, groups))
         keys = sorted(f)
     raise DatasetFileError(
         f"path: {str(path)!r} is not a PDEBench file: no tensor, particles/velocity or sample "
@@ -577,8 +594,9 @@ def _well_boundaries(f: h5py.File) -> list[dict]:
 
 
 def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
-    """A The Well file as :class:`PDEData`; ``field`` picks ``u`` among the time-varying field
-    components (default: the one our writer marked, else the first)."""
+    """A The Well file as :class:`PDEData`, checked as :func:`~physml.data.load` checks a physml
+    file; ``field`` picks ``u`` among the time-varying field components (default: the one our
+    writer marked, else the first)."""
     path = Path(path)
     with _naming(path) as f:
         names, coords, t = _well_coordinates(f)
@@ -628,7 +646,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
             attrs[TIME_VARYING_SCALARS] = json.dumps(timed)
         attrs.setdefault("pde", str(attrs.get("dataset_name", f"the well: {path.stem}")))
         attrs.update(source_format="the_well", source_file=path.name, field=field)
-    return _pdedata(u, t, coords, params, varying, attrs, sample_index)
+    return _checked(path, _pdedata(u, t, coords, params, varying, attrs, sample_index))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -688,19 +706,10 @@ def _physml_attrs(data: PDEData) -> str:
     return json.dumps(attrs, default=str)
 
 
-def _checksummed(group: h5py.Group, name: str, value: np.ndarray) -> None:
-    """``value`` as dataset ``name``, in chunks of whole samples with fletcher32 checksums."""
-    if value.size == 0:
-        group.create_dataset(name, data=value)
-        return
-    chunks = sample_chunks(value.shape, value.dtype)
-    group.create_dataset(name, data=value, chunks=chunks, fletcher32=True)
-
-
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` as one physml dataset file, atomically; data that :func:`load` would refuse
-    (``u`` not real floating-point, coordinates or times not increasing) is refused. ``u``, the
-    parameters and the fields carry fletcher32 checksums, as generated files do."""
+    (``u`` not real floating-point, coordinates or times not increasing) is refused. Every array
+    carries fletcher32 checksums, as in generated files."""
     arrays, path = _arrays(data), Path(path)
     check_content(path, arrays, where=f"data (not written to {str(path)!r}):")
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
@@ -711,16 +720,16 @@ def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
         attrs.setdefault(key, value)
     with atomic_path(path, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
-            _checksummed(f, "u", arrays["u"])
-            f.create_dataset("t", data=arrays["t"])
+            write_checksummed(f, "u", arrays["u"])
+            write_checksummed(f, "t", arrays["t"])
             for axis, value in arrays["coords"].items():
-                f.create_dataset(axis, data=value)
+                write_checksummed(f, axis, value)
             for group_name in ("params", "fields"):
                 group = f.create_group(group_name)
                 for name, value in arrays[group_name].items():
-                    _checksummed(group, name, value)
+                    write_checksummed(group, name, value)
             if arrays["sample_index"] is not None:
-                f.create_dataset("sample_index", data=arrays["sample_index"])
+                write_checksummed(f, "sample_index", arrays["sample_index"])
             _write_attributes(f.attrs, attrs)
     return path
 

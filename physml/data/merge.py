@@ -31,7 +31,7 @@ import numpy as np
 
 from .._io import atomic_path, existing_file
 from .datasets import DatasetFileError, open_hdf5
-from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed
+from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed, write_checksummed
 
 PER_SHARD_ATTRIBUTES = ("shard", "created")
 MERGED_ATTRIBUTES = ("shard", "num_shards", "created", "merged_from")  # set by the merge itself
@@ -75,11 +75,19 @@ def _description(f: h5py.File, ignore: Sequence[str]) -> tuple[dict, dict, dict]
     }
     arrays = {name: (f[name].shape[1:], f[name].dtype) for name in _sample_array_names(f)}
     coordinates = {
-        key: f[key][()]
+        key: _read(f, key)
         for key in f
         if isinstance(f[key], h5py.Dataset) and key not in SAMPLE_ARRAYS
     }
     return attrs, arrays, coordinates
+
+
+def _read(f: h5py.File, name: str) -> np.ndarray:
+    """Dataset ``name`` of ``f``; a damaged one (a failed checksum) is a DatasetFileError."""
+    try:
+        return f[name][()]
+    except OSError as error:
+        raise DatasetFileError(f"{f.filename!r} could not be read: {name}: {error}") from None
 
 
 def _span(start: int, stop: int) -> str:
@@ -149,8 +157,8 @@ def read_shard(path: str | os.PathLike) -> Shard:
         if "merged_from" in f.attrs:
             raise ShardError(f"{str(path)!r} is a merged file; give the shards it reads instead")
         attrs, arrays, coordinates = _description(f, PER_SHARD_ATTRIBUTES)
-        index = f["sample_index"][()]
-        seeds = f["sample_seed"][()]
+        index = _read(f, "sample_index")
+        seeds = _read(f, "sample_seed")
         for name in arrays:
             if f[name].shape[0] != index.size:
                 raise ShardError(
@@ -335,7 +343,7 @@ def merge_shards(
                     )
                 f.create_virtual_dataset(name, layout, fillvalue=_fill_value(dtype))
             for key, values in shards[0].coordinates.items():
-                f.create_dataset(key, data=values)
+                write_checksummed(f, key, values)
             for key, value in shards[0].attrs.items():
                 f.attrs[key] = value
             f.attrs["shard"] = 0

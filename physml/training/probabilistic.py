@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -135,9 +136,7 @@ def train_anp(
         device=_device(model, device),
     )
     extra = False if loss_extra is None else getattr(loss_extra, "description", True)
-    description = {**describe(model), "loss_extra": extra}
-    if getattr(model, "settings", None):  # settings no parameter shape shows (heads, min_std)
-        description["settings"] = dict(model.settings)
+    description = {**_anp_description(model), "loss_extra": extra}
     if out is not None and checkpoint_path(out).exists():
         _check_anp_resume(load_checkpoint(out), description, config, out)
     trainer = Trainer(
@@ -152,6 +151,15 @@ def train_anp(
     report = trainer.fit(functions)
     model.eval()
     return report.losses
+
+
+def _anp_description(model: AttentiveNeuralProcess) -> dict:
+    """What a train_anp run records of ``model``: :func:`describe` and the settings no parameter
+    shape shows (heads, min_std, eval_samples) where they differ from the defaults."""
+    description = describe(model)
+    if getattr(model, "settings", None):
+        description["settings"] = dict(model.settings)
+    return description
 
 
 def _with_default_settings(description: object) -> object:
@@ -182,18 +190,30 @@ def _check_anp_resume(state: dict, description: dict, config: TrainConfig, out) 
         )
 
 
-def load_anp(model: AttentiveNeuralProcess, out: str | os.PathLike) -> AttentiveNeuralProcess:
+def _without_eval_samples(description: dict) -> dict:
+    """``description`` less ``eval_samples``: a default of ``forward``, not in the weights."""
+    settings = {k: v for k, v in description.get("settings", {}).items() if k != "eval_samples"}
+    return {**description, "settings": settings}
+
+
+def load_anp(
+    model: AttentiveNeuralProcess, out: str | os.PathLike, partial: bool = False
+) -> AttentiveNeuralProcess:
     """The weights :func:`train_anp` left in ``out`` (its last checkpoint, read with
-    ``weights_only=True``) loaded into ``model``, built with the settings of the trained one;
-    returns ``model`` in eval mode. Another model is refused, naming what differs."""
+    ``weights_only=True``) loaded into ``model``, built with the settings of the trained one
+    (``eval_samples`` may differ); returns ``model`` in eval mode. Another model is refused,
+    naming what differs, and so is a run stopped before its last step unless ``partial``."""
     if not isinstance(model, AttentiveNeuralProcess):
         raise TypeError(f"model must be an AttentiveNeuralProcess, got {type(model).__name__}")
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder path (str or Path), got {out!r}")
+    if not isinstance(partial, bool):
+        raise TypeError(f"partial must be True or False, got {partial!r}")
+    if not Path(out).is_file() and not checkpoint_path(out).is_file():
+        raise FileNotFoundError(
+            f"out: no train_anp checkpoint ({checkpoint_path(out).name}) in {str(out)!r}"
+        )
     state = load_checkpoint(out, map_location=str(next(model.parameters()).device))
-    description = describe(model)
-    if getattr(model, "settings", None):
-        description["settings"] = dict(model.settings)
     recorded = _with_default_settings(state.get("model_config"))
     if isinstance(recorded, dict):  # the training term is no part of the model
         recorded = {key: value for key, value in recorded.items() if key != "loss_extra"}
@@ -203,12 +223,20 @@ def load_anp(model: AttentiveNeuralProcess, out: str | os.PathLike) -> Attentive
             f"checkpoint: {str(out)!r} holds a run of {name or 'no recorded model'}, not a "
             "train_anp run of an AttentiveNeuralProcess"
         )
-    current = _with_default_settings(description)
+    recorded = _without_eval_samples(recorded)
+    current = _without_eval_samples(_with_default_settings(_anp_description(model)))
     if recorded != current:
         raise CheckpointError(
             f"checkpoint: {str(out)!r} holds another model than the one given "
             f"({'; '.join(_changes(recorded, current))}); build the model with the settings "
             "it was trained with"
+        )
+    step, planned = state.get("step"), state.get("config", {}).get("steps")
+    if not partial and isinstance(step, int) and isinstance(planned, int) and step < planned:
+        raise CheckpointError(
+            f"checkpoint: {str(out)!r} holds a train_anp run stopped at step {step} of the "
+            f"{planned} steps planned; run train_anp again with the same settings to finish it, "
+            "or pass partial=True to load these weights knowingly"
         )
     weights = {name.removeprefix("model."): value for name, value in state["model"].items()}
     load_weights(model, {"model": weights}, out)
