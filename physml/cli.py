@@ -493,11 +493,6 @@ def _replace_unencodable() -> None:
             stream.reconfigure(errors="replace")
 
 
-RESUMES_FROM = {"run": "the checkpoints", "demo": "the checkpoints"}
-"""What rerunning a task command stopped by Ctrl-C resumes from (``generate`` and ``train``:
-:func:`_interrupted_hint`, which looks at what was saved; the others start over)."""
-
-
 def _interrupted_hint(args: argparse.Namespace) -> str:
     """The end of the line Ctrl-C prints: what rerunning the same command picks up (for
     ``generate`` and ``train``, what was saved before the interrupt)."""
@@ -517,8 +512,36 @@ def _interrupted_hint(args: argparse.Namespace) -> str:
         )
     if args.command == "train":
         return training_commands.interrupted_hint(args)
-    resumes = RESUMES_FROM.get(args.command)
-    return "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
+    if args.command in ("run", "demo"):
+        return _tasks_resume_hint(args)
+    return ""
+
+
+def _tasks_resume_hint(args: argparse.Namespace) -> str:
+    """What rerunning ``run`` or ``demo`` picks up: the checkpoints of the tasks that save them
+    (:attr:`physml.tasks.Task.checkpoints`); the others start over."""
+    from physml import tasks
+
+    known = tasks.registry()
+    if args.command == "run":
+        names = [args.task]
+    else:
+        names = list(dict.fromkeys(args.tasks or [n for n, t in known.items() if t.in_demo]))
+    names = [name for name in names if name in known]
+    if not names:
+        return ""
+    saving = [name for name in names if known[name].checkpoints]
+    others = [name for name in names if not known[name].checkpoints]
+    if not others:
+        return "; rerunning the same command resumes from the checkpoints"
+    if not saving:
+        what = "this task saves" if len(others) == 1 else "these tasks save"
+        return f"; rerunning the same command starts over ({what} no checkpoints)"
+    none = "it saves none" if len(others) == 1 else "they save none"
+    return (
+        f"; rerunning the same command resumes {', '.join(saving)} from their checkpoints and "
+        f"starts {', '.join(others)} over ({none})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

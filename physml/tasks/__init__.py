@@ -101,6 +101,9 @@ class Task:
     figures: dict[str, str] = field(default_factory=dict)
     cpu_only: bool = False
     """The task runs on the CPU whatever ``--device`` says: another device is refused."""
+    checkpoints: bool = True
+    """The task saves its training as it goes: rerunning it after Ctrl-C resumes from there
+    (``False``: it saves nothing to resume and starts over)."""
 
 
 _TASKS: dict[str, Task] = {}

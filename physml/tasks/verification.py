@@ -131,6 +131,7 @@ TASK = register(
         description="every solver against its exact solution, with measured convergence orders",
         run=run,
         cpu_only=True,  # the solvers' convergence studies run on the CPU
+        checkpoints=False,
         figures={
             "verify/*.png": "{name}: the solver on its finest grid (dashed) over the exact "
             "solution (thick) at three times (2-D cases: the exact field and the solver's error "
