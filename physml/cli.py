@@ -423,6 +423,35 @@ class _TaskHelp(argparse.Action):
         parser.exit()
 
 
+class _DemoHelp(argparse.Action):
+    """``physml demo``'s ``-h``/``--help``: the description names the demo tasks (read from the
+    registry only when help is asked for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from physml import tasks
+
+        names = [name for name, task in tasks.registry().items() if task.in_demo]
+        width = min(shutil.get_terminal_size((100, 24)).columns, 100) - 2
+        description = (
+            "Run the demo tasks at toy size (a smoke run of every stage; `physml run TASK` runs "
+            f"one at full size): {', '.join(names)}. Writes their table of targets, figures and an "
+            "index.html under --out. --tasks runs only the tasks it names, and may name tasks "
+            "outside the demo (`physml list` names every task)."
+        )  # wrapped here: argparse would break task names at their hyphens
+        parser.description = textwrap.fill(description, max(width, 20), break_on_hyphens=False)
+        parser.print_help()
+        parser.exit()
+
+
 def format_list(width: int | None = None) -> str:
     """The text of `physml list`: two sections, names padded to the longest name, descriptions
     wrapped to ``width`` (default: the terminal's, 100 when unknown) with continuation lines
@@ -477,8 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", help="task name (see `physml list`)")
     _add_run_options(run)
 
-    demo = subparsers.add_parser("demo", help="a quick tour: every demo task at toy size")
-    demo.add_argument("--tasks", nargs="*", help="only these tasks")
+    demo = subparsers.add_parser(
+        "demo",
+        help="a quick tour: every demo task at toy size",
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # _DemoHelp wraps it
+    )
+    demo.add_argument("-h", "--help", action=_DemoHelp, help="show this help message and exit")
+    demo.add_argument(
+        "--tasks",
+        nargs="*",
+        help="only these tasks; any registered task, those outside the demo too",
+    )
     _add_task_options(demo, "demo_output")
 
     subparsers.add_parser("list", help="list the PDE recipes and the tasks")

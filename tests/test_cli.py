@@ -729,3 +729,14 @@ def test_index_states_the_run_settings_escaped(tmp_path):
     text = write_index(tmp_path, [], [], context=context).read_text(encoding="utf-8")
     assert "size full, seed 7, device cpu&lt;&amp;&gt;, physml " in text
     assert "seed" not in write_index(tmp_path, [], []).read_text(encoding="utf-8")
+
+
+def test_demo_help_describes_the_demo_and_its_tasks(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    words = " ".join(capsys.readouterr().out.split())
+    assert words.startswith("usage: physml demo [-h]") and "toy size" in words
+    in_demo = [name for name, task in tasks.registry().items() if task.in_demo]
+    assert ", ".join(in_demo) in words and "boon-cavity" not in words.split("--tasks")[0]
+    assert "outside the demo" in words and "--out" in words and "--seed" in words
