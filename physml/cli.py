@@ -423,6 +423,35 @@ class _TaskHelp(argparse.Action):
         parser.exit()
 
 
+class _DemoHelp(argparse.Action):
+    """``physml demo``'s ``-h``/``--help``: the description names the demo tasks (read from the
+    registry only when help is asked for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from physml import tasks
+
+        names = [name for name, task in tasks.registry().items() if task.in_demo]
+        width = min(shutil.get_terminal_size((100, 24)).columns, 100) - 2
+        description = (
+            "Run the demo tasks at toy size (a smoke run of every stage; `physml run TASK` runs "
+            f"one at full size): {', '.join(names)}. Writes their table of targets, figures and an "
+            "index.html under --out. --tasks runs only the tasks it names, and may name tasks "
+            "outside the demo (`physml list` names every task)."
+        )  # wrapped here: argparse would break task names at their hyphens
+        parser.description = textwrap.fill(description, max(width, 20), break_on_hyphens=False)
+        parser.print_help()
+        parser.exit()
+
+
 def format_list(width: int | None = None) -> str:
     """The text of `physml list`: two sections, names padded to the longest name, descriptions
     wrapped to ``width`` (default: the terminal's, 100 when unknown) with continuation lines
@@ -477,8 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", help="task name (see `physml list`)")
     _add_run_options(run)
 
-    demo = subparsers.add_parser("demo", help="a quick tour: every demo task at toy size")
-    demo.add_argument("--tasks", nargs="*", help="only these tasks")
+    demo = subparsers.add_parser(
+        "demo",
+        help="a quick tour: every demo task at toy size",
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # _DemoHelp wraps it
+    )
+    demo.add_argument("-h", "--help", action=_DemoHelp, help="show this help message and exit")
+    demo.add_argument(
+        "--tasks",
+        nargs="*",
+        help="only these tasks; any registered task, those outside the demo too",
+    )
     _add_task_options(demo, "demo_output")
 
     subparsers.add_parser("list", help="list the PDE recipes and the tasks")
@@ -491,11 +530,6 @@ def _replace_unencodable() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             stream.reconfigure(errors="replace")
-
-
-RESUMES_FROM = {"run": "the checkpoints", "demo": "the checkpoints"}
-"""What rerunning a task command stopped by Ctrl-C resumes from (``generate`` and ``train``:
-:func:`_interrupted_hint`, which looks at what was saved; the others start over)."""
 
 
 def _interrupted_hint(args: argparse.Namespace) -> str:
@@ -517,8 +551,36 @@ def _interrupted_hint(args: argparse.Namespace) -> str:
         )
     if args.command == "train":
         return training_commands.interrupted_hint(args)
-    resumes = RESUMES_FROM.get(args.command)
-    return "" if resumes is None else f"; rerunning the same command resumes from {resumes}"
+    if args.command in ("run", "demo"):
+        return _tasks_resume_hint(args)
+    return ""
+
+
+def _tasks_resume_hint(args: argparse.Namespace) -> str:
+    """What rerunning ``run`` or ``demo`` picks up: the checkpoints of the tasks that save them
+    (:attr:`physml.tasks.Task.checkpoints`); the others start over."""
+    from physml import tasks
+
+    known = tasks.registry()
+    if args.command == "run":
+        names = [args.task]
+    else:
+        names = list(dict.fromkeys(args.tasks or [n for n, t in known.items() if t.in_demo]))
+    names = [name for name in names if name in known]
+    if not names:
+        return ""
+    saving = [name for name in names if known[name].checkpoints]
+    others = [name for name in names if not known[name].checkpoints]
+    if not others:
+        return "; rerunning the same command resumes from the checkpoints"
+    if not saving:
+        what = "this task saves" if len(others) == 1 else "these tasks save"
+        return f"; rerunning the same command starts over ({what} no checkpoints)"
+    none = "it saves none" if len(others) == 1 else "they save none"
+    return (
+        f"; rerunning the same command resumes {', '.join(saving)} from their checkpoints and "
+        f"starts {', '.join(others)} over ({none})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

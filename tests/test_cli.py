@@ -517,6 +517,42 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys, command)
     assert "Incomplete" in (tmp_path / "index.html").read_text(encoding="utf-8")
 
 
+def _task_without_checkpoints(monkeypatch, name, run):
+    task = tasks.Task(name=name, description="a toy", run=run, checkpoints=False)
+    monkeypatch.setitem(tasks._TASKS, name, task)
+
+
+@pytest.mark.parametrize(
+    "command, hint",
+    [
+        (["run", "toy-stop"], "resumes from the checkpoints"),
+        (["run", "toy-quick"], "starts over (this task saves no checkpoints)"),
+        (
+            ["demo", "--tasks", "toy-stop", "toy-quick"],
+            "resumes toy-stop from their checkpoints and starts toy-quick over (it saves none)",
+        ),
+        (["demo", "--tasks", "toy-quick"], "starts over (this task saves no checkpoints)"),
+    ],
+    ids=["run-saving", "run-not-saving", "demo-mixed", "demo-not-saving"],
+)
+def test_ctrl_c_promises_a_resume_only_for_tasks_that_save_checkpoints(
+    tmp_path, monkeypatch, capsys, command, hint
+):
+    _fake_tasks(monkeypatch, toy_stop=_fails(KeyboardInterrupt()))
+    _task_without_checkpoints(monkeypatch, "toy-quick", _fails(KeyboardInterrupt()))
+    assert main([*command, "--out", str(tmp_path), "--quiet"]) == 130
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"physml {command[0]}: interrupted; rerunning the same command {hint}"
+
+
+def test_the_builtin_tasks_say_whether_a_rerun_resumes():
+    registry = tasks.registry()
+    assert not registry["verify"].checkpoints
+    assert not any(task.checkpoints for name, task in registry.items() if name.startswith("boon"))
+    saving = ("earthformer-ns", "prediff-nbody", "conservation-forecast", "model-update")
+    assert all(registry[name].checkpoints for name in saving)
+
+
 def test_demo_runs_each_named_task_once_and_refuses_an_empty_list(tmp_path, monkeypatch, capsys):
     calls = _fake_tasks(monkeypatch, toy_a=_rows_of("toy-a"))
     out = ["--out", str(tmp_path / "results"), "--quiet"]
@@ -693,3 +729,14 @@ def test_index_states_the_run_settings_escaped(tmp_path):
     text = write_index(tmp_path, [], [], context=context).read_text(encoding="utf-8")
     assert "size full, seed 7, device cpu&lt;&amp;&gt;, physml " in text
     assert "seed" not in write_index(tmp_path, [], []).read_text(encoding="utf-8")
+
+
+def test_demo_help_describes_the_demo_and_its_tasks(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    words = " ".join(capsys.readouterr().out.split())
+    assert words.startswith("usage: physml demo [-h]") and "toy size" in words
+    in_demo = [name for name, task in tasks.registry().items() if task.in_demo]
+    assert ", ".join(in_demo) in words and "boon-cavity" not in words.split("--tasks")[0]
+    assert "outside the demo" in words and "--out" in words and "--seed" in words

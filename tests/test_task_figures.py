@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.figure
@@ -35,8 +36,10 @@ def test_two_dimensional_case_is_drawn_as_field_and_error_images(tmp_path):
     _plot_field_and_error(study, field, error)
     finest = study.finest
     n = math.isqrt(finest.exact.shape[-1])
-    expected = finest.exact[0, -1].reshape(n, n).T.numpy()
-    difference = (finest.numerical[0, -1] - finest.exact[0, -1]).reshape(n, n).T.numpy()
+    errors = [(finest.numerical[k] - finest.exact[k]).abs().max() for k in range(2)]
+    worst = int(errors[1] > errors[0])  # the max-norm case's worst sample
+    expected = finest.exact[worst, -1].reshape(n, n).T.numpy()
+    difference = (finest.numerical[worst, -1] - finest.exact[worst, -1]).reshape(n, n).T.numpy()
     assert field.images[0].get_array().shape == (n, n)
     assert (field.images[0].get_array() == expected).all()
     assert (error.images[0].get_array() == difference).all()
@@ -196,6 +199,28 @@ def test_error_image_colours_are_symmetric_about_zero():
     fig, (field, error) = plt.subplots(1, 2)
     _plot_field_and_error(study, field, error)
     assert error.images[0].get_clim() == (-3.0, 3.0)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("norm", ["max", "l1"])
+def test_the_error_image_is_the_sample_with_the_largest_error_named_in_the_titles(norm):
+    """Three samples on a 3 × 3 grid: sample 1 has the largest error in either norm (the one the
+    table reports), though sample 0 has the largest single point at the last time under ``l1``."""
+    from pdes.verification import Comparison, ConvergenceStudy
+
+    exact = torch.arange(3 * 2 * 9, dtype=torch.float64).reshape(3, 2, 9)
+    numerical = exact.clone()
+    numerical[0, -1, 0] += 1.5 if norm == "l1" else 0.5
+    numerical[1] += 1.0  # 1.0 everywhere: max 1.0, mean 1.0
+    numerical[2, 0, 3] -= 0.25
+    finest = Comparison(numerical, exact, torch.arange(9.0), torch.tensor([0.0, 1.0]), 0.5)
+    case = replace(_synthetic_case(1.0, (2,)), norm=norm)
+    study = ConvergenceStudy(case, [0.5], [1.0], finest)
+    fig, (field, error) = plt.subplots(1, 2)
+    _plot_field_and_error(study, field, error)
+    assert (field.images[0].get_array() == exact[1, -1].reshape(3, 3).T.numpy()).all()
+    assert (error.images[0].get_array() == np.ones((3, 3))).all()
+    assert "sample 1" in field.get_title() and "sample 1 of 3" in error.get_title()
     plt.close(fig)
 
 

@@ -18,6 +18,7 @@ from physml.constraints import NonNegative, mass_conservation
 from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import conservation_forecast as task
+from physml.training import TrainConfig
 
 GRID = Grid2D.square(8, periodic=True)
 
@@ -843,6 +844,26 @@ def test_each_member_trains_from_its_own_seed_in_its_own_folder_and_the_time_add
         fresh = task.models.build(model, scale, 3, seed=10 + i).parameters()
         assert all(torch.equal(a, b) for a, b in zip(weights, fresh, strict=True)), (model, i)
     assert found.train_s == {"earthformer": 6.0, "fno": 6.0, "prediff": 3.0}
+
+
+def test_members_of_the_largest_seed_train_from_wrapped_seeds(monkeypatch, tmp_path):
+    """Member ``i`` trains from ``seed + i`` wrapped below 2**62: seed 2**62 − 1 gives members
+    2**62 − 1, 0, 1, …, each a seed the real TrainConfig accepts."""
+    scale = task.TOY
+    monkeypatch.setattr(task.data, "load", lambda path: _Trajectories(7, scale.nt, scale.nx))
+    train = task.windows("unused.h5", scale, "train")
+    seeds = []
+
+    def fake_fit(model, loss, data, steps, batch, lr, seed, out, quiet, **kwargs):
+        TrainConfig(steps=1, batch=1, lr=lr, seed=seed)
+        seeds.append((out.name, seed))
+        return SimpleNamespace(model=model, train_s=1.5)
+
+    monkeypatch.setattr(task.models, "fit", fake_fit)
+    task.models.train(scale, train, task.Units.of(train), tmp_path, 2**62 - 1, quiet=True)
+    members = [seed for name, seed in seeds if name.startswith(("earthformer", "fno"))]
+    expected = [2**62 - 1, *range(scale.members - 1)]
+    assert members == expected * 2
 
 
 @pytest.mark.parametrize("variant", ["conserved", "source"])

@@ -252,3 +252,59 @@ def test_relative_l2_per_lead_refuses_forecasts_of_another_shape():
     shape_error = r"^prediction and target must be \(B, T_out, \.\.\.\) tensors of one shape, got "
     with pytest.raises(ValueError, match=shape_error + r"\(2, 3\) and \(2, 3\)$"):
         task.relative_l2_per_lead(torch.ones(2, 3), torch.ones(2, 3))
+
+
+TINY_FNO = task.Scale(
+    nx=16, t_in=2, t_out=2, train=4, test=2, budget_s=None, batch_size=2, base_units=8,
+    modes=4, steps={"earthformer": 3, "fno": 3},
+)  # fmt: skip
+
+
+def test_a_neuralop_forecaster_resumes_from_the_checkpoint_it_wrote(tmp_path):
+    """A second train_forecaster on the same checkpoint (a rerun of the task into the same --out)
+    reads the first one's file: stopped at 2 steps and resumed to 3, the weights equal 3 steps
+    in one go."""
+    from physml.models.forecasting import train_forecaster
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 2, 1, 16, 16, generator=generator)
+    y = torch.randn(4, 2, 1, 16, 16, generator=generator)
+    options = dict(max_steps=3, batch_size=2, seed=0, schedule="none")
+    straight = task.build("fno", TINY_FNO, 0)
+    train_forecaster(straight, x, y, **options)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_two(step, loss):
+        if step == 2:
+            raise Killed
+
+    path = tmp_path / "fno.pt"
+    with pytest.raises(Killed):
+        train_forecaster(
+            task.build("fno", TINY_FNO, 0), x, y, checkpoint=path, checkpoint_every=1,
+            on_step=kill_at_two, **options,
+        )  # fmt: skip
+    resumed = task.build("fno", TINY_FNO, 0)
+    report = train_forecaster(resumed, x, y, checkpoint=path, **options)
+    assert report.steps == 3
+    expected = dict(straight.named_parameters())
+    for name, value in resumed.named_parameters():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_an_old_neuralop_forecaster_checkpoint_is_refused_in_one_line(tmp_path):
+    """Older physml saved the raw state dict, whose neuralop ``_metadata`` holds classes."""
+    from physml.models.forecasting import CHECKPOINT_FORMAT, train_forecaster
+
+    raw = task.build("fno", TINY_FNO, 0).state_dict()
+    assert any(not isinstance(value, torch.Tensor) for value in raw.values())
+    path = tmp_path / "fno.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": raw}, path)
+    x = torch.randn(4, 2, 1, 16, 16)
+    with pytest.raises(ValueError) as caught:
+        train_forecaster(task.build("fno", TINY_FNO, 0), x, x, max_steps=1, checkpoint=path)
+    message = str(caught.value)
+    assert "\n" not in message and repr(str(path)) in message
+    assert "delete it" in message and "another --out" in message and "weights_only" not in message

@@ -284,3 +284,33 @@ def test_calibrated_sets_the_latent_statistics_of_all_training_frames_and_encode
     assert torch.allclose(prediff.latent_std.double(), per_channel.std(1), rtol=1e-5)
     assert not any(p.requires_grad for p in autoencoder.parameters())
     assert latents.context.shape == (3, 3, 2, 8, 8) and latents.target.shape == (3, 5, 2, 8, 8)
+
+
+@pytest.mark.parametrize("which", ["judge", "guide"])
+def test_the_energy_models_of_the_largest_seed_reach_the_trainer_with_a_wrapped_seed(
+    monkeypatch, tmp_path, which
+):
+    """``--seed`` takes seeds below 2**62; ``2**62 − 1 + offset`` wraps to ``offset − 1``, a seed
+    the real TrainConfig accepts."""
+    configs = []
+
+    class SpyTrainer:
+        def __init__(self, model, loss, config, **options):
+            configs.append(config)
+
+        def fit(self, data):
+            return SimpleNamespace(resumed_from=0, losses=[1.0])
+
+    monkeypatch.setattr(training, "Trainer", SpyTrainer)
+    scale = replace(task.TOY, t_in=2, t_out=4, judge_hidden=5, judge_depth=3, judge_steps=3)
+    energy = torch.arange(1.0, 13.0, dtype=torch.float64).reshape(2, 6)
+    train = SimpleNamespace(frames=_frames(2, 6), energy=energy)
+    if which == "judge":
+        training.train_judge(scale, train, tmp_path, seed=2**62 - 1, quiet=True)
+        offset = training.JUDGE_SEED_OFFSET
+    else:
+        guide = training.GuideSize(window=3, hidden=4, depth=1, steps=3)
+        training.train_guide(scale, guide, train, tmp_path, seed=2**62 - 1, quiet=True)
+        offset = training.GUIDE_SEED_OFFSET
+    (config,) = configs
+    assert config.seed == offset - 1

@@ -125,3 +125,11 @@ def test_measurements_are_shown_to_four_significant_digits():
     rows = [tasks.Row("t", "c", "a", 1.23456), tasks.Row("t", "c", "b", 98765.4)]
     values = [line.split()[3] for line in tasks.format_table(rows).splitlines()[2:]]
     assert values == ["1.235", "9.877e+04"]
+
+
+def test_offset_seed_adds_below_the_limit_and_wraps_above():
+    assert tasks.SEED_LIMIT == 2**62
+    assert tasks.offset_seed(0, 7919) == 7919 and tasks.offset_seed(5, 0) == 5
+    assert tasks.offset_seed(2**62 - 7920, 7919) == 2**62 - 1  # the last seed left as it was
+    assert tasks.offset_seed(2**62 - 7919, 7919) == 0
+    assert tasks.offset_seed(2**62 - 1, 104729) == 104728

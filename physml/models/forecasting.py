@@ -196,6 +196,8 @@ def _save(
     run: _Run,
     batches: torch.Generator,
 ) -> None:
+    from ..training.trainer import tensors_only  # physml.training imports physml.models
+
     state = {
         "format": CHECKPOINT_FORMAT,
         "config": config,
@@ -206,7 +208,7 @@ def _save(
         "val_losses": torch.tensor(run.val_losses, dtype=torch.float64).reshape(-1, 2),
         "order": run.order,
         "position": run.position,
-        "model": model.state_dict(),
+        "model": tensors_only(model.state_dict()),
         "optimizer": optimizer.state_dict(),
         "batch_rng": batches.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -236,7 +238,16 @@ def _resume(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: say which
-        raise ValueError(f"checkpoint: {str(path)!r} cannot be read ({error})") from None
+        if "Unsupported global" in str(error):
+            raise ValueError(
+                f"checkpoint: {str(path)!r} holds Python objects besides tensors (as older physml "
+                "wrote for neuralop models) and is not loaded; delete it, or use another "
+                "checkpoint path (physml run/demo: another --out)"
+            ) from None
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"checkpoint: {str(path)!r} cannot be read ({type(error).__name__} {detail})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint: {str(path)!r} is not a physml forecaster checkpoint")
     if state["config"] != config:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 SIZES = ("toy", "full")
+SEED_LIMIT = 2**62
+"""Task seeds lie in ``[0, SEED_LIMIT)``, as ``--seed`` documents and the Trainer accepts."""
 BUILTIN_TASK_MODULES = (
     "physml.tasks.verification",
     "physml.tasks.probconserv",
@@ -99,6 +101,9 @@ class Task:
     figures: dict[str, str] = field(default_factory=dict)
     cpu_only: bool = False
     """The task runs on the CPU whatever ``--device`` says: another device is refused."""
+    checkpoints: bool = True
+    """The task saves its training as it goes: rerunning it after Ctrl-C resumes from there
+    (``False``: it saves nothing to resume and starts over)."""
 
 
 _TASKS: dict[str, Task] = {}
@@ -138,6 +143,12 @@ def run_settings(context: Context) -> dict:
         "physml": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` wrapped into ``[0, SEED_LIMIT)``: the seed a task derives for one of its
+    parts, equal to ``seed + offset`` for every seed below ``SEED_LIMIT − offset``."""
+    return (seed + offset) % SEED_LIMIT
 
 
 def run_label(context: Context) -> str:

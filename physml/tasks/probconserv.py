@@ -40,7 +40,7 @@ from ..data import gpme_sampler  # noqa: E402
 from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa: E402
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
 from ..training import train_anp  # noqa: E402
-from . import Context, Row, Task, register, run_label, run_settings  # noqa: E402
+from . import Context, Row, Task, offset_seed, register, run_label, run_settings  # noqa: E402
 from .figures import save_figure  # noqa: E402
 
 F64 = torch.float64
@@ -336,7 +336,7 @@ def evaluate(
         sampler = gpme_sampler(
             case, scale.test_functions, t_grid=t, x_grid=x, param_range=(value, value)
         )
-        batch = sampler(torch.Generator().manual_seed(context.seed + 1000 + index))
+        batch = sampler(torch.Generator().manual_seed(offset_seed(context.seed, 1000 + index)))
         params = batch[4].to(F64)
         exact = sampler.exact(params)
         mass = true_mass(case, t, params)

@@ -70,23 +70,41 @@ def _plot_profiles(study: ConvergenceStudy, ax) -> None:
 
 
 def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
-    """A 2-D case at its last time, first sample: the exact field and the solver's error."""
+    """A 2-D case at its last time, for the sample with the largest error in the case's norm (the
+    one the table and the convergence panel report): the exact field and the solver's error."""
     finest = study.finest
     points = finest.exact.shape[-1]
     n = math.isqrt(points)
-    exact = finest.exact[0, -1].reshape(n, n).cpu().numpy()
-    error = (finest.numerical[0, -1] - finest.exact[0, -1]).reshape(n, n).cpu().numpy()
+    worst = _worst_sample(finest, study.case.norm)
+    exact = finest.exact[worst, -1].reshape(n, n).cpu().numpy()
+    error = (finest.numerical[worst, -1] - finest.exact[worst, -1]).reshape(n, n).cpu().numpy()
     when = f", t={finest.t[-1].item():.3g}" if finest.t.numel() > 1 else ""  # else steady
+    samples = finest.exact.shape[0]
+    which = f", sample {worst}" if samples > 1 else ""
     image = field_ax.imshow(exact.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
     fig = field_ax.figure
     fig.colorbar(image, ax=field_ax, shrink=0.85)
-    field_ax.set(xlabel="x / Lx", ylabel="y / Ly", title=f"{study.case.name}: exact{when}")
+    field_ax.set(xlabel="x / Lx", ylabel="y / Ly", title=f"{study.case.name}: exact{when}{which}")
     bound = max(abs(error.min()), abs(error.max())) or 1.0
     image = error_ax.imshow(
         error.T, origin="lower", extent=(0, 1, 0, 1), cmap="RdBu_r", vmin=-bound, vmax=bound
     )
     fig.colorbar(image, ax=error_ax, shrink=0.85)
-    error_ax.set(xlabel="x / Lx", ylabel="y / Ly", title=f"solver − exact{when}, {n}×{n} grid")
+    worst_of = f"\nsample {worst} of {samples} (largest error)" if samples > 1 else ""
+    error_ax.set(
+        xlabel="x / Lx", ylabel="y / Ly", title=f"solver − exact{when}, {n}×{n} grid{worst_of}"
+    )
+
+
+def _worst_sample(finest, norm: str) -> int:
+    """The sample whose error over all its times and points is largest in ``norm``."""
+    difference = (finest.numerical - finest.exact).abs().flatten(1)
+    per_sample = {
+        "max": lambda d: d.max(1).values,
+        "l1": lambda d: d.mean(1),
+        "l2": lambda d: d.square().mean(1),
+    }[norm](difference)
+    return int(per_sample.argmax())
 
 
 def run(context: Context) -> list[Row]:
@@ -131,11 +149,13 @@ TASK = register(
         description="every solver against its exact solution, with measured convergence orders",
         run=run,
         cpu_only=True,  # the solvers' convergence studies run on the CPU
+        checkpoints=False,
         figures={
             "verify/*.png": "{name}: the solver on its finest grid (dashed) over the exact "
             "solution (thick) at three times (2-D cases: the exact field and the solver's error "
-            "over the grid at the last time, as images), left; the error against the grid "
-            "spacing or time step on log-log axes beside the theoretical slope, right.",
+            "over the grid at the last time, as images, for the sample with the largest error), "
+            "left; the error against the grid spacing or time step on log-log axes beside the "
+            "theoretical slope, right.",
         },
     )
 )

@@ -84,6 +84,7 @@ for _name, (_cases, _demo, _what) in TASKS.items():
             run=task_runner(_cases, _name),
             in_demo=_demo,
             cpu_only=True,  # its models train and are scored on the CPU
+            checkpoints=False,  # a toy run takes seconds: nothing is saved to resume
             figures={
                 f"{_name}/*boundary-zoom-*.png": "{name}: one test sample near the left and right "
                 "walls at the final time, solver (black) and each method (dashed); right, every "

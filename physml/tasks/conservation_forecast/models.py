@@ -26,6 +26,7 @@ from ...models.prediff import (
     update_ema,
 )
 from ...training.families import mse_loss
+from .. import offset_seed
 from ..prediff import fit
 from .data import SAMPLING_FIELDS, Scale, Units, Windows
 
@@ -224,7 +225,7 @@ def train(
         data = pairs(model, train_windows, units)
         members = []
         for i in range(scale.members):
-            net = build(model, scale, channels, seed + i)
+            net = build(model, scale, channels, offset_seed(seed, i))
             run = fit(
                 net,
                 mse_loss,
@@ -232,7 +233,7 @@ def train(
                 steps[model],
                 scale.batch,
                 scale.lr,
-                seed + i,
+                offset_seed(seed, i),
                 folder / f"{MEMBER_FOLDERS[model]}-{i}",
                 quiet,
             )

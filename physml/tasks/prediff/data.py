@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ...data.nbody import ENERGY_CONSERVING, NBodyDigits, canvas_lengths, nbody_digits
+from .. import offset_seed
 
 DENOISERS = ("conv", "cuboid")
 
@@ -119,7 +120,7 @@ def videos(scale: Scale, seed: int) -> dict[str, NBodyDigits]:
     def make(count: int, offset: int, split: str) -> NBodyDigits:
         return nbody_digits(
             count,
-            seed=seed + offset,
+            seed=offset_seed(seed, offset),
             frames=scale.t_in + scale.t_out,
             size=scale.size,
             split=split,

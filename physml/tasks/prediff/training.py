@@ -29,6 +29,7 @@ from ...models.prediff import (
 )
 from ...training import TrainConfig, Trainer
 from ...training.families import mse_loss
+from .. import offset_seed
 from .data import DENOISERS, Scale, clean_windows
 
 JUDGE_SEED_OFFSET = 7919  # the judge's weights and training order share no seed with the rest
@@ -216,7 +217,7 @@ def train_judge(
 ) -> Trained:
     """The energy judge on clean training windows of ``T_out`` frames (seed ``seed +``
     :data:`JUDGE_SEED_OFFSET`)."""
-    own = seed + JUDGE_SEED_OFFSET
+    own = offset_seed(seed, JUDGE_SEED_OFFSET)
     shape = dict(window=3, hidden=scale.judge_hidden, depth=scale.judge_depth)
     config = dict(hidden=scale.judge_hidden, depth=scale.judge_depth, seed=own)
     return _train_energy_cnn(
@@ -252,7 +253,7 @@ def train_guide(
 ) -> Trained:
     """The guiding energy regressor on clean training windows (seed ``seed +``
     :data:`GUIDE_SEED_OFFSET`; never the judge, whose shape and seed differ)."""
-    own = seed + GUIDE_SEED_OFFSET
+    own = offset_seed(seed, GUIDE_SEED_OFFSET)
     shape = dict(window=guide.window, hidden=guide.hidden, depth=guide.depth)
     return _train_energy_cnn(
         scale, train, out, own, quiet, shape, guide.steps, {**shape, "seed": own}, device

@@ -44,7 +44,7 @@ from torch.utils.data import TensorDataset
 from ..._io import atomic_write_text, strict_json
 from ...training.families import relative_l2_loss
 from ...updates import sample_errors
-from .. import Context, Row, Task, register, run_label, run_settings
+from .. import Context, Row, Task, offset_seed, register, run_label, run_settings
 from .data import (
     EQUATION,
     EQUATIONS,
@@ -184,11 +184,11 @@ def _run(context: Context) -> list[Row]:
     for method in ("retrain", "pc-focal"):
         loss = method_loss(method, old, tau, scale.strength)
         model = train(
-            fno(scale.new, seed + 1),
+            fno(scale.new, offset_seed(seed, 1)),
             loss,
             new_data,
             scale.new,
-            seed + 1,
+            offset_seed(seed, 1),
             work / method,
             quiet,
             {"method": method},
