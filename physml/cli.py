@@ -423,9 +423,23 @@ class _TaskHelp(argparse.Action):
         parser.exit()
 
 
+def demo_description(names: list[str] | None = None, width: int = 98) -> str:
+    """``physml demo``'s description, wrapped to ``width`` without breaking task names at their
+    hyphens; it names the demo tasks when ``names`` is given (``--help`` reads them from the
+    registry, which the parser built for other commands does not)."""
+    tasks = f": {', '.join(names)}" if names else ""
+    description = (
+        "Run the demo tasks at toy size (a smoke run of every stage; `physml run TASK` runs "
+        f"one at full size){tasks}. Writes their table of targets, figures and an index.html "
+        "under --out. --tasks runs only the tasks it names, and may name tasks outside the demo "
+        "(`physml list` names every task)."
+    )
+    return textwrap.fill(description, max(width, 20), break_on_hyphens=False)
+
+
 class _DemoHelp(argparse.Action):
-    """``physml demo``'s ``-h``/``--help``: the description names the demo tasks (read from the
-    registry only when help is asked for)."""
+    """``physml demo``'s ``-h``/``--help``: the description also names the demo tasks (read from
+    the registry only when help is asked for)."""
 
     def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
@@ -441,13 +455,7 @@ class _DemoHelp(argparse.Action):
 
         names = [name for name, task in tasks.registry().items() if task.in_demo]
         width = min(shutil.get_terminal_size((100, 24)).columns, 100) - 2
-        description = (
-            "Run the demo tasks at toy size (a smoke run of every stage; `physml run TASK` runs "
-            f"one at full size): {', '.join(names)}. Writes their table of targets, figures and an "
-            "index.html under --out. --tasks runs only the tasks it names, and may name tasks "
-            "outside the demo (`physml list` names every task)."
-        )  # wrapped here: argparse would break task names at their hyphens
-        parser.description = textwrap.fill(description, max(width, 20), break_on_hyphens=False)
+        parser.description = demo_description(names, width)
         parser.print_help()
         parser.exit()
 
@@ -509,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = subparsers.add_parser(
         "demo",
         help="a quick tour: every demo task at toy size",
+        description=demo_description(),
         add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,  # _DemoHelp wraps it
     )

@@ -1,5 +1,6 @@
 """The command line: list, generate, run, demo — the summary they print and the index they write."""
 
+import argparse
 import dataclasses
 import json
 import math
@@ -18,7 +19,7 @@ import torch
 import physml.cli
 from pdes import problems
 from physml import tasks
-from physml.cli import main
+from physml.cli import build_parser, main
 from physml.data import generate_dataset
 
 
@@ -740,3 +741,11 @@ def test_demo_help_describes_the_demo_and_its_tasks(capsys):
     in_demo = [name for name, task in tasks.registry().items() if task.in_demo]
     assert ", ".join(in_demo) in words and "boon-cavity" not in words.split("--tasks")[0]
     assert "outside the demo" in words and "--out" in words and "--seed" in words
+
+
+def test_demo_parser_has_its_description_without_help(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    words = " ".join(subparsers.choices["demo"].format_help().split())
+    assert "Run the demo tasks at toy size" in words and "outside the demo" in words
