@@ -20,6 +20,7 @@ from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import fits_in_memory
 from physml._io import existing_file
+from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.trainer import check_device
 
@@ -263,9 +264,6 @@ def _print_text(text: str) -> None:
     print(text.encode(encoding, "replace").decode(encoding))
 
 
-SEED_LIMIT = 2**62
-"""--seed stays below this: tasks add offsets to it, and torch takes seeds below 2**63."""
-
 TASK_ERRORS = (ValueError, TypeError, OSError, SolverError, FloatingPointError)
 """A task's errors reported in one line, naming the task (others keep their traceback)."""
 
@@ -282,7 +280,8 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
     check_device(args.device)
     tasks.check_task_device([tasks.get(name) for name in names], args.device)
     if not 0 <= args.seed < SEED_LIMIT:
-        raise ValueError(f"--seed must be an integer in [0, 2**62), got {args.seed}")
+        limit = f"2**{SEED_LIMIT.bit_length() - 1}"
+        raise ValueError(f"--seed must be an integer in [0, {limit}), got {args.seed}")
     if not str(args.out).strip():
         raise ValueError(f"--out must name a folder, got {str(args.out)!r}")
     _check_out_folder(Path(args.out))
@@ -374,8 +373,9 @@ def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None
         "--seed",
         type=int,
         default=0,
-        help="seed, 0 <= seed < 2**62 (default 0); each size and seed trains into its own "
-        "folder under --out, and its summary and figures are named <size>-seed<seed>",
+        help=f"seed, 0 <= seed < 2**{SEED_LIMIT.bit_length() - 1} (default 0); each size and seed "
+        "trains into its own folder under --out, and its summary and figures are named "
+        "<size>-seed<seed>",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -21,7 +21,8 @@ import torch
 
 SIZES = ("toy", "full")
 SEED_LIMIT = 2**62
-"""Task seeds lie in ``[0, SEED_LIMIT)``, as ``--seed`` documents and the Trainer accepts."""
+"""Task seeds lie in ``[0, SEED_LIMIT)``, as ``--seed`` documents; :func:`offset_seed` wraps the
+seeds a task derives into it, all within the Trainer's ``[0, 2**62]``."""
 BUILTIN_TASK_MODULES = (
     "physml.tasks.verification",
     "physml.tasks.probconserv",
