@@ -204,8 +204,9 @@ def test_error_image_colours_are_symmetric_about_zero():
 
 @pytest.mark.parametrize("norm", ["max", "l1"])
 def test_the_error_image_is_the_sample_with_the_largest_error_named_in_the_titles(norm):
-    """Three samples on a 3 × 3 grid: sample 1 has the largest error in either norm (the one the
-    table reports), though sample 0 has the largest single point at the last time under ``l1``."""
+    """Three samples on a 3 × 3 grid: sample 1 has the largest error in either norm (the table
+    reports the largest over samples for max, the mean for l1/l2), though sample 0 has the largest
+    single point at the last time under ``l1``."""
     from pdes.verification import Comparison, ConvergenceStudy
 
     exact = torch.arange(3 * 2 * 9, dtype=torch.float64).reshape(3, 2, 9)

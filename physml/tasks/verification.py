@@ -71,7 +71,8 @@ def _plot_profiles(study: ConvergenceStudy, ax) -> None:
 
 def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
     """A 2-D case at its last time, for the sample with the largest error in the case's norm (the
-    one the table and the convergence panel report): the exact field and the solver's error."""
+    table and the convergence panel report the largest over samples for ``max``, the mean for
+    ``l1``/``l2``): the exact field and the solver's error."""
     finest = study.finest
     points = finest.exact.shape[-1]
     n = math.isqrt(points)
