@@ -586,8 +586,9 @@ def _tasks_resume_hint(args: argparse.Namespace) -> str:
         what = "this task saves" if len(others) == 1 else "these tasks save"
         return f"; rerunning the same command starts over ({what} no checkpoints)"
     none = "it saves none" if len(others) == 1 else "they save none"
+    whose = "its" if len(saving) == 1 else "their"
     return (
-        f"; rerunning the same command resumes {', '.join(saving)} from their checkpoints and "
+        f"; rerunning the same command resumes {', '.join(saving)} from {whose} checkpoints and "
         f"starts {', '.join(others)} over ({none})"
     )
 

@@ -530,16 +530,21 @@ def _task_without_checkpoints(monkeypatch, name, run):
         (["run", "toy-quick"], "starts over (this task saves no checkpoints)"),
         (
             ["demo", "--tasks", "toy-stop", "toy-quick"],
-            "resumes toy-stop from their checkpoints and starts toy-quick over (it saves none)",
+            "resumes toy-stop from its checkpoints and starts toy-quick over (it saves none)",
+        ),
+        (
+            ["demo", "--tasks", "toy-stop", "toy-also", "toy-quick"],
+            "resumes toy-stop, toy-also from their checkpoints and starts toy-quick over "
+            "(it saves none)",
         ),
         (["demo", "--tasks", "toy-quick"], "starts over (this task saves no checkpoints)"),
     ],
-    ids=["run-saving", "run-not-saving", "demo-mixed", "demo-not-saving"],
+    ids=["run-saving", "run-not-saving", "demo-mixed", "demo-mixed-several", "demo-not-saving"],
 )
 def test_ctrl_c_promises_a_resume_only_for_tasks_that_save_checkpoints(
     tmp_path, monkeypatch, capsys, command, hint
 ):
-    _fake_tasks(monkeypatch, toy_stop=_fails(KeyboardInterrupt()))
+    _fake_tasks(monkeypatch, toy_stop=_fails(KeyboardInterrupt()), toy_also=_rows_of("toy-also"))
     _task_without_checkpoints(monkeypatch, "toy-quick", _fails(KeyboardInterrupt()))
     assert main([*command, "--out", str(tmp_path), "--quiet"]) == 130
     (line,) = capsys.readouterr().err.strip().splitlines()
