@@ -7,7 +7,7 @@ at forecast time: the mass of the last context frame plus the source's release s
 
 Forecasters, each an ensemble, trained by :class:`physml.training.Trainer` (resumable, one folder
 per model) on an equal CPU budget per family, step counts from a measured time per step: a deep
-ensemble of Earthformers (seeds ``seed + i``; periodic padding and an ICNR head,
+ensemble of Earthformers (seeds ``offset_seed(seed, i)``; periodic padding and an ICNR head,
 :data:`EARTHFORMER_OPTIONS`), an FNO-2D one-step model rolled out (one per seed; it trains on every
 step of the training trajectories once) and PreDiff (its own samples; knowledge control with the
 total mass of the decoded frames, ``on="frames"``, ``normalized=True``: a Gauss–Newton step in

@@ -215,8 +215,8 @@ def train_regressor(
 def train_judge(
     scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool, device: str = "cpu"
 ) -> Trained:
-    """The energy judge on clean training windows of ``T_out`` frames (seed ``seed +``
-    :data:`JUDGE_SEED_OFFSET`)."""
+    """The energy judge on clean training windows of ``T_out`` frames (seed
+    ``offset_seed(seed, JUDGE_SEED_OFFSET)``, :func:`physml.tasks.offset_seed`)."""
     own = offset_seed(seed, JUDGE_SEED_OFFSET)
     shape = dict(window=3, hidden=scale.judge_hidden, depth=scale.judge_depth)
     config = dict(hidden=scale.judge_hidden, depth=scale.judge_depth, seed=own)
@@ -251,8 +251,8 @@ def train_guide(
     quiet: bool,
     device: str = "cpu",
 ) -> Trained:
-    """The guiding energy regressor on clean training windows (seed ``seed +``
-    :data:`GUIDE_SEED_OFFSET`; never the judge, whose shape and seed differ)."""
+    """The guiding energy regressor on clean training windows (seed
+    ``offset_seed(seed, GUIDE_SEED_OFFSET)``; never the judge, whose shape and seed differ)."""
     own = offset_seed(seed, GUIDE_SEED_OFFSET)
     shape = dict(window=guide.window, hidden=guide.hidden, depth=guide.depth)
     return _train_energy_cnn(
