@@ -259,8 +259,10 @@ def field(
 
 def times(name: str, value: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Output times as a float64 CPU tensor: finite, at least one, non-decreasing from >= 0."""
-    if not isinstance(value, torch.Tensor) and not_real(value):
-        raise TypeError(f"{name} must be a sequence of numbers, got {value!r}")
+    if not isinstance(value, torch.Tensor):
+        if not_real(value):
+            raise TypeError(f"{name} must be a sequence of numbers, got {value!r}")
+        convertible(name, value, "a sequence of numbers")
     try:  # Python numbers straight to float64: through float32 they would lose digits
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=FLOAT)
     except (TypeError, ValueError, RuntimeError):

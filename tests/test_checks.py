@@ -354,3 +354,26 @@ def test_solvers_take_per_sample_values_as_a_list_or_array_bitwise_as_a_tensor(s
     assert expected.shape[0] == 2
     for values in ([0.1, 0.2], (0.1, 0.2), np.array([0.1, 0.2])):
         assert torch.equal(call(values), expected)
+
+
+@pytest.mark.parametrize(
+    "value, misread",
+    [
+        (np.ma.array([0.1, 0.2, 0.3], mask=[False, True, False]), "a masked array with 1 masked"),
+        ([0.1, np.ma.masked], r"a list holding a masked array with 1 masked"),
+        ([torch.tensor([0.1]), torch.tensor([0.2])], r"a list holding a Tensor of shape \(1,\)"),
+    ],
+)
+def test_times_refuse_masked_entries_and_one_element_tensors_in_a_list(value, misread):
+    """Read as they came, the masked time would be solved for (its hidden value) and the
+    (2, 1) list would pass as two times."""
+    with pytest.raises(TypeError, match=rf"^times must be a sequence of numbers, got {misread}"):
+        checks.times("times", value)
+
+
+def test_times_take_an_unmasked_masked_array_and_zero_dimensional_tensors():
+    unmasked = np.ma.array([0.1, 0.2], mask=[False, False])
+    assert checks.times("times", unmasked).tolist() == [0.1, 0.2]
+    assert checks.times(
+        "times", [torch.tensor(0.1, dtype=torch.float64), np.float64(0.2)]
+    ).tolist() == [0.1, 0.2]
