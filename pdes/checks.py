@@ -87,37 +87,43 @@ def parameter(name: str, value: object, expected: str, device=None) -> torch.Ten
     return tensor
 
 
-def _nested_array(value: object) -> torch.Tensor | np.ndarray | None:
-    """The first tensor or array of one or more dimensions inside the list or tuple ``value``
-    (at any depth), which ``torch.as_tensor`` would flatten into it; ``None`` if there is none."""
-    for item in value:
-        if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim > 0:
-            return item
-        if isinstance(item, (list, tuple)) and (inner := _nested_array(item)) is not None:
-            return inner
+def _misread(value: object, nested: bool = False) -> str | None:
+    """What ``torch.as_tensor`` would misread in ``value``, in words: masked entries (it reads
+    what lies under the mask, or NaN) or, in a list or tuple at any depth, a torch tensor of one
+    element and one or more dimensions (it collapses it into a number); ``None`` if neither."""
+    if np.ma.isMaskedArray(value):
+        masked = np.ma.count_masked(value)
+        return f"a masked array with {masked} masked entries" if masked else None
+    if nested and isinstance(value, torch.Tensor) and value.ndim > 0 and value.numel() == 1:
+        return (
+            f"a Tensor of shape {tuple(value.shape)}, which torch would take as a number "
+            "(pass one tensor or array, or plain numbers)"
+        )
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if (inner := _misread(item, nested=True)) is not None:
+                return f"a {type(value).__name__} holding {inner}"
     return None
+
+
+def convertible(name: str, value: object, expected: str) -> None:
+    """A ``TypeError`` naming ``name`` and ``expected`` for what ``torch.as_tensor`` would
+    misread: masked entries, or one-element tensors of one or more dimensions in a list or
+    tuple."""
+    if (misread := _misread(value)) is not None:
+        raise TypeError(f"{name} must be {expected}, got {misread}")
 
 
 def real_values(name: str, value: object, expected: str, device=None) -> torch.Tensor:
     """``value`` (numbers of any shape) as a float64 tensor; ``TypeError`` naming ``name`` and
     ``expected`` for booleans of every kind, complex numbers, text or what does not convert,
-    for a list or tuple holding tensors or arrays of one or more dimensions, and for a masked
-    array with masked entries."""
+    and for what :func:`convertible` refuses (masked entries, one-element tensors in a list)."""
     if isinstance(value, torch.Tensor):
         real(name, value)
     elif not_real(value):
         raise TypeError(f"{name} must be {expected}, got {value!r}")
-    elif isinstance(value, (list, tuple)) and (inner := _nested_array(value)) is not None:
-        raise TypeError(
-            f"{name} must be {expected}, got a {type(value).__name__} holding a "
-            f"{type(inner).__name__} of shape {tuple(inner.shape)} (pass one tensor or array, "
-            "or plain numbers)"
-        )
-    elif np.ma.isMaskedArray(value) and np.ma.count_masked(value) > 0:
-        raise TypeError(
-            f"{name} must be {expected}, got a masked array with "
-            f"{np.ma.count_masked(value)} masked entries"
-        )
+    else:
+        convertible(name, value, expected)
     try:
         return torch.as_tensor(value, dtype=FLOAT, device=device)
     except (TypeError, ValueError, RuntimeError):
@@ -253,8 +259,10 @@ def field(
 
 def times(name: str, value: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Output times as a float64 CPU tensor: finite, at least one, non-decreasing from >= 0."""
-    if not isinstance(value, torch.Tensor) and not_real(value):
-        raise TypeError(f"{name} must be a sequence of numbers, got {value!r}")
+    if not isinstance(value, torch.Tensor):
+        if not_real(value):
+            raise TypeError(f"{name} must be a sequence of numbers, got {value!r}")
+        convertible(name, value, "a sequence of numbers")
     try:  # Python numbers straight to float64: through float32 they would lose digits
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=FLOAT)
     except (TypeError, ValueError, RuntimeError):

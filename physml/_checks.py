@@ -65,7 +65,10 @@ def as_tensor(
 
 def integer(value: object) -> int | None:
     """``value`` as an int if it is a Python, numpy or 0-d torch integer; ``None`` for anything
-    else, bools included (``True``, ``np.bool_``, 0-d bool arrays and tensors)."""
+    else, bools included (``True``, ``np.bool_``, 0-d bool arrays and tensors) and tensors of one
+    element and one or more dimensions (which ``operator.index`` would take)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0:
+        return None
     dtype = getattr(value, "dtype", None)
     if isinstance(value, (bool, np.bool_)) or dtype is torch.bool or dtype == np.dtype(bool):
         return None

@@ -6,6 +6,7 @@ import math
 import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,6 +99,19 @@ def test_default_step_is_accurate():
     )
     numerical = solve_burgers(exact[:, 0], grid, 0.02, t)
     assert (numerical - exact).abs().max() < 1e-6
+
+
+def test_cole_hopf_modes_as_lists_of_numpy_rows_match_the_stacked_arrays():
+    x = torch.linspace(0.0, 1.0, 9, dtype=torch.float64)
+    amplitudes = [np.array([1.0, 0.5]), np.array([0.2, 0.3])]
+    wavenumbers = [np.array([6.0, 12.0]), np.array([3.0, 9.0])]
+    phases = [np.array([0.0, 1.0]), np.array([0.5, -1.0])]
+    rows = cole_hopf_solution(x, [0.1, 0.2], 0.05, 3.0, amplitudes, wavenumbers, phases)
+    stacked = cole_hopf_solution(
+        x, [0.1, 0.2], 0.05, 3.0, np.stack(amplitudes), np.stack(wavenumbers), np.stack(phases)
+    )
+    assert rows.shape == (2, 2, 9)
+    assert torch.equal(rows, stacked)
 
 
 def test_default_step_keeps_second_order_with_time_dependent_walls():

@@ -285,13 +285,23 @@ def test_per_sample_still_refuses_text_and_bytes(value):
     "value, holding",
     [
         ([torch.tensor([0.5]), torch.tensor([1.0])], r"list holding a Tensor of shape \(1,\)"),
-        ((np.array([0.5]), np.array([1.0])), r"tuple holding a ndarray of shape \(1,\)"),
-        ([[0.5], [np.array([1.0])]], r"list holding a ndarray of shape \(1,\)"),
+        ((0.5, torch.tensor([[1.0]])), r"tuple holding a Tensor of shape \(1, 1\)"),
+        ([[0.5], [torch.tensor([1.0])]], r"list holding a list holding a Tensor of shape \(1,\)"),
     ],
 )
-def test_per_sample_refuses_sequences_of_tensors_or_arrays_naming_the_argument(value, holding):
+def test_per_sample_refuses_one_element_tensors_in_a_sequence_naming_the_argument(value, holding):
+    """torch.as_tensor would take each one-element tensor as a number and drop its axes."""
     with pytest.raises(TypeError, match=rf"^nu must be a number or hold one value .*{holding}"):
         checks.per_sample("nu", value, 2)
+
+
+def test_lists_of_numpy_rows_read_as_the_stacked_array():
+    rows = [np.array([0.5, 0.25]), np.array([1.0, 2.0])]
+    stacked = torch.tensor([[0.5, 0.25], [1.0, 2.0]], dtype=torch.float64)
+    assert torch.equal(checks.real_values("centre", rows, "pairs"), stacked)
+    assert torch.equal(checks.real_values("centre", tuple(rows), "pairs"), stacked)
+    with pytest.raises(ValueError, match=r"^nu must be a number .* got shape \(2, 1\)"):
+        checks.per_sample("nu", (np.array([0.5]), np.array([1.0])), 2)
 
 
 def test_per_sample_takes_zero_dimensional_tensors_in_a_list_as_numbers():
@@ -344,3 +354,26 @@ def test_solvers_take_per_sample_values_as_a_list_or_array_bitwise_as_a_tensor(s
     assert expected.shape[0] == 2
     for values in ([0.1, 0.2], (0.1, 0.2), np.array([0.1, 0.2])):
         assert torch.equal(call(values), expected)
+
+
+@pytest.mark.parametrize(
+    "value, misread",
+    [
+        (np.ma.array([0.1, 0.2, 0.3], mask=[False, True, False]), "a masked array with 1 masked"),
+        ([0.1, np.ma.masked], r"a list holding a masked array with 1 masked"),
+        ([torch.tensor([0.1]), torch.tensor([0.2])], r"a list holding a Tensor of shape \(1,\)"),
+    ],
+)
+def test_times_refuse_masked_entries_and_one_element_tensors_in_a_list(value, misread):
+    """Read as they came, the masked time would be solved for (its hidden value) and the
+    (2, 1) list would pass as two times."""
+    with pytest.raises(TypeError, match=rf"^times must be a sequence of numbers, got {misread}"):
+        checks.times("times", value)
+
+
+def test_times_take_an_unmasked_masked_array_and_zero_dimensional_tensors():
+    unmasked = np.ma.array([0.1, 0.2], mask=[False, False])
+    assert checks.times("times", unmasked).tolist() == [0.1, 0.2]
+    assert checks.times(
+        "times", [torch.tensor(0.1, dtype=torch.float64), np.float64(0.2)]
+    ).tolist() == [0.1, 0.2]

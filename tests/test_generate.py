@@ -682,6 +682,17 @@ def test_integers_are_read_from_python_numpy_and_torch(given, expected):
     assert integer(given) == expected
 
 
+@pytest.mark.parametrize("given", [torch.tensor([6]), torch.tensor([[6]]), np.array([6])])
+def test_one_element_tensors_and_arrays_are_no_index_seed_or_count(given):
+    assert integer(given) is None
+    with pytest.raises(TypeError, match=r"^index must be an integer, got"):
+        item_index(given, 8)
+    with pytest.raises(ValueError, match=r"^index must be a non-negative integer, got"):
+        sample_seed(1, given)
+    with pytest.raises(ValueError, match=r"^seed must be a non-negative integer below 2\*\*63"):
+        sample_seed(given, 1)
+
+
 def test_nbody_sample_seeds_are_checked_as_every_recipe_s():
     refused = r"seed must be a non-negative integer below 2\*\*64, got 1\.5"
     with pytest.raises(ValueError, match=refused):

@@ -433,23 +433,28 @@ def test_bad_pdebench_files_are_refused_naming_the_dataset(tmp_path, overrides, 
         load(tmp_path / "bad.h5")
 
 
+FROM_TENSOR = r" \(a pdebench file, u read from 'tensor'\)"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"x-coordinate": -np.arange(16.0)}, "x-coordinate: must be strictly increasing"),
-        ({"x-coordinate": np.zeros(16)}, "x-coordinate: must be strictly increasing"),
-        ({"t-coordinate": -np.arange(7.0)}, "t-coordinate: times must increase"),
-        ({"tensor": np.ones((4, 6, 16), np.int32)}, "u must hold real floating-point"),
-        ({"tensor": np.ones((4, 6, 16), bool)}, "u must hold real floating-point"),
-        ({"tensor": np.ones((4, 6, 16), np.complex64)}, "u must hold real floating"),
-        ({"t-coordinate": np.arange(7, dtype=np.uint32)[::-1]}, "t-coordinate: times must"),
-        ({"x-coordinate": np.arange(16, dtype=np.uint16)[::-1]}, "x-coordinate: must be strictly"),
+        ({"x-coordinate": -np.arange(16.0)}, ": x-coordinate: must be strictly increasing"),
+        ({"x-coordinate": np.zeros(16)}, ": x-coordinate: must be strictly increasing"),
+        ({"t-coordinate": -np.arange(7.0)}, ": t-coordinate: times must increase"),
+        ({"tensor": np.ones((4, 6, 16), np.int32)}, f"{FROM_TENSOR}: u must hold real floating"),
+        ({"tensor": np.ones((4, 6, 16), bool)}, f"{FROM_TENSOR}: u must hold real floating"),
+        ({"tensor": np.ones((4, 6, 16), np.complex64)}, f"{FROM_TENSOR}: u must hold real"),
+        ({"t-coordinate": np.arange(7, dtype=np.uint32)[::-1]}, ": t-coordinate: times must"),
+        ({"x-coordinate": np.arange(16, dtype=np.uint16)[::-1]}, ": x-coordinate: must be strict"),
     ],
 )
 def test_foreign_files_get_the_content_checks_of_physml_files(tmp_path, overrides, message):
+    """Errors name the file and the dataset: the one at fault, or for the content checks the
+    format and the dataset u was read from."""
     path = tmp_path / "odd.h5"
     _pdebench_1d(path, **overrides)
-    named = rf"path: '{path}': {message}"
+    named = rf"path: '{path}'{message}"
     with pytest.raises(DatasetFileError, match=named):
         read_pdebench(path)
     with pytest.raises(DatasetFileError, match=named):

@@ -226,7 +226,7 @@ def interrupted(after: int):
     return extra
 
 
-@pytest.mark.parametrize("other", [{"heads": 4}, {"min_std": 0.2}, {"eval_samples": 3}])
+@pytest.mark.parametrize("other", [{"heads": 4}, {"min_std": 0.2}])
 def test_resuming_an_anp_with_settings_no_shape_shows_is_refused(tmp_path, other):
     sampler = small_sampler(batch=4, n_target=20)
     settings = {"steps": 4, "lr": 1e-3, "seed": 7, "progress": False, "checkpoint_every": 2}
@@ -237,6 +237,30 @@ def test_resuming_an_anp_with_settings_no_shape_shows_is_refused(tmp_path, other
             small_model(**other), sampler, out=tmp_path, loss_extra=interrupted(99), **settings
         )
     assert small_model().settings == {}  # the defaults add nothing: older runs resume
+
+
+@pytest.mark.parametrize("first, then", [({}, {"eval_samples": 3}), ({"eval_samples": 5}, {})])
+def test_an_anp_run_resumes_with_another_eval_samples_as_load_anp_takes_it(tmp_path, first, then):
+    """eval_samples is a default of forward, in no weight and no training loss: the resumed run
+    ends where an uninterrupted one does and keeps the setting it recorded."""
+    sampler = small_sampler(batch=4, n_target=20)
+    settings = {"steps": 4, "lr": 1e-3, "seed": 7, "progress": False, "checkpoint_every": 2}
+    full_model = small_model(**first)
+    full = train_anp(full_model, sampler, loss_extra=interrupted(10**6), **settings)
+    with pytest.raises(Interrupt):
+        train_anp(
+            small_model(**first), sampler, out=tmp_path, loss_extra=interrupted(3), **settings
+        )
+    resumed_model = small_model(**then)
+    resumed = train_anp(
+        resumed_model, sampler, out=tmp_path, loss_extra=interrupted(99), **settings
+    )
+    assert resumed == full
+    for p, q in zip(full_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 4
+    assert state["model_config"].get("settings", {}) == first
 
 
 def test_an_anp_records_the_shapeless_settings_that_differ_from_its_signature(monkeypatch):

@@ -125,6 +125,18 @@ def test_drifting_blob_converges_at_second_order(case):
     assert study.errors[-1] < 0.01 * study.finest.exact.abs().mean().item()
 
 
+def test_blob_centres_as_a_list_of_numpy_rows_match_the_stacked_array():
+    rows = [np.array([0.3, 0.4]), np.array([1.6, 0.1])]
+    stacked = np.stack(rows)
+    assert torch.equal(tr.gaussian_blob(BOX, rows, 0.1), tr.gaussian_blob(BOX, stacked, 0.1))
+    t = [0.0, 0.2]
+    drifted = tr.drifting_blob(BOX, t, rows, 0.1, (1.0, -0.5), 0.01)
+    assert torch.equal(drifted, tr.drifting_blob(BOX, t, stacked, 0.1, (1.0, -0.5), 0.01))
+    assert drifted.shape == (2, 2, 20, 16)
+    with pytest.raises(TypeError, match=r"^centre must be .* Tensor of shape \(1,\)"):
+        tr.gaussian_blob(BOX, [torch.tensor([0.3]), torch.tensor([0.4])], 0.1)
+
+
 def test_drifting_blob_is_a_periodised_gaussian_of_the_given_mass():
     t = torch.tensor([0.0, 0.7], dtype=F64)
     blob = tr.drifting_blob(BOX, t, [1.9, 0.9], 0.12, (1.0, -0.5), 0.01, mass=2.5)

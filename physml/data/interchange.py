@@ -444,9 +444,10 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
     return _pdedata(data[..., 0], t, coords, params, fields, attrs)
 
 
-def _checked(path: Path, data: PDEData) -> PDEData:
+def _checked(path: Path, data: PDEData, source: str) -> PDEData:
     """``data`` read from the foreign file ``path``, if it passes :func:`check_content`, as a
-    physml file must on :func:`load`."""
+    physml file must on :func:`load`; ``source`` (the format and where ``u`` came from) goes
+    into the messages."""
     content = {
         "u": data.u.numpy(),
         "t": data.t.numpy(),
@@ -455,7 +456,7 @@ def _checked(path: Path, data: PDEData) -> PDEData:
         "fields": {k: v.numpy() for k, v in data.fields.items()},
         "sample_index": None if data.sample_index is None else data.sample_index.numpy(),
     }
-    check_content(path, content)
+    check_content(path, content, where=f"path: {str(path)!r} ({source}):")
     return data
 
 
@@ -465,12 +466,15 @@ def read_pdebench(path: str | os.PathLike) -> PDEData:
     path = Path(path)
     with _naming(path) as f:
         if "tensor" in f or "density" in f:
-            return _checked(path, _read_pdebench_tensor(f, path))
+            source = f"a pdebench file, u read from {'tensor' if 'tensor' in f else 'density'!r}"
+            return _checked(path, _read_pdebench_tensor(f, path), source)
         if "particles" in f or "velocity" in f:
-            return _checked(path, _read_pdebench_ns(f, path))
+            source = "a pdebench file, u read from 'particles'"
+            return _checked(path, _read_pdebench_ns(f, path), source)
         groups = _sample_groups(f)
         if groups:
-            return _checked(path, _read_pdebench_groups(f, path, groups))
+            source = "a pdebench file, u read from channel 0 of each sample group's 'data'"
+            return _checked(path, _read_pdebench_groups(f, path, groups), source)
         keys = sorted(f)
     raise DatasetFileError(
         f"path: {str(path)!r} is not a PDEBench file: no tensor, particles/velocity or sample "
@@ -646,7 +650,8 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
             attrs[TIME_VARYING_SCALARS] = json.dumps(timed)
         attrs.setdefault("pde", str(attrs.get("dataset_name", f"the well: {path.stem}")))
         attrs.update(source_format="the_well", source_file=path.name, field=field)
-    return _checked(path, _pdedata(u, t, coords, params, varying, attrs, sample_index))
+    data = _pdedata(u, t, coords, params, varying, attrs, sample_index)
+    return _checked(path, data, f"a well file, u read from field {field!r}")
 
 
 # ----------------------------------------------------------------------------- writing

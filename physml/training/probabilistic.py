@@ -138,7 +138,9 @@ def train_anp(
     extra = False if loss_extra is None else getattr(loss_extra, "description", True)
     description = {**_anp_description(model), "loss_extra": extra}
     if out is not None and checkpoint_path(out).exists():
-        _check_anp_resume(load_checkpoint(out), description, config, out)
+        state = load_checkpoint(out)
+        _check_anp_resume(state, description, config, out)
+        description = _with_eval_samples_of(description, state.get("model_config"))
     trainer = Trainer(
         Objective(model, loss),
         objective_loss,
@@ -171,9 +173,13 @@ def _with_default_settings(description: object) -> object:
 
 
 def _check_anp_resume(state: dict, description: dict, config: TrainConfig, out) -> None:
-    """Refuse another model (its settings named, defaults included) or another run length."""
-    saved = {"model_config": _with_default_settings(state.get("model_config"))}
-    check_same_model(saved, _with_default_settings(description), out, REMEDY)
+    """Refuse another model (its settings named, defaults included; ``eval_samples`` may differ,
+    as in :func:`load_anp`) or another run length."""
+    saved = {
+        "model_config": _without_eval_samples(_with_default_settings(state.get("model_config")))
+    }
+    current = _without_eval_samples(_with_default_settings(description))
+    check_same_model(saved, current, out, REMEDY)
     recorded = state.get("config", {})
     changed = [
         f"{name} {recorded.get(name)!r} → {value!r}"
@@ -190,10 +196,23 @@ def _check_anp_resume(state: dict, description: dict, config: TrainConfig, out) 
         )
 
 
-def _without_eval_samples(description: dict) -> dict:
+def _without_eval_samples(description: object) -> object:
     """``description`` less ``eval_samples``: a default of ``forward``, not in the weights."""
+    if not isinstance(description, dict):
+        return description
     settings = {k: v for k, v in description.get("settings", {}).items() if k != "eval_samples"}
     return {**description, "settings": settings}
+
+
+def _with_eval_samples_of(description: dict, recorded: object) -> dict:
+    """``description`` with the ``eval_samples`` the ``recorded`` run holds (or none): a resumed
+    run keeps its record, which the trainer compares as it stands."""
+    settings = dict(description.get("settings", {}))
+    settings.pop("eval_samples", None)
+    if isinstance(recorded, dict) and "eval_samples" in recorded.get("settings", {}):
+        settings["eval_samples"] = recorded["settings"]["eval_samples"]
+    kept = {key: value for key, value in description.items() if key != "settings"}
+    return {**kept, "settings": settings} if settings else kept
 
 
 def load_anp(
