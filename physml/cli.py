@@ -391,8 +391,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     _add_task_options(parser, "physml_output")
 
 
-class _TaskHelp(argparse.Action):
-    """``physml run``'s ``-h``/``--help``: after a task's name, that task's own help."""
+class _LazyHelp(argparse.Action):
+    """A ``-h``/``--help`` that builds its text only when asked (:meth:`show` prints it)."""
 
     def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
@@ -404,6 +404,17 @@ class _TaskHelp(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
+        self.show(parser, namespace)
+        parser.exit()
+
+    def show(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> None:
+        raise NotImplementedError
+
+
+class _TaskHelp(_LazyHelp):
+    """``physml run``'s ``-h``/``--help``: after a task's name, that task's own help."""
+
+    def show(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> None:
         name = getattr(namespace, "task", None)
         if name is not None:
             from physml import tasks
@@ -420,7 +431,6 @@ class _TaskHelp(argparse.Action):
             )
             _add_run_options(parser)
         parser.print_help()
-        parser.exit()
 
 
 def demo_description(names: list[str] | None = None, width: int = 98) -> str:
@@ -437,27 +447,17 @@ def demo_description(names: list[str] | None = None, width: int = 98) -> str:
     return textwrap.fill(description, max(width, 20), break_on_hyphens=False)
 
 
-class _DemoHelp(argparse.Action):
+class _DemoHelp(_LazyHelp):
     """``physml demo``'s ``-h``/``--help``: the description also names the demo tasks (read from
     the registry only when help is asked for)."""
 
-    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
-        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: object,
-        option_string: str | None = None,
-    ) -> None:
+    def show(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> None:
         from physml import tasks
 
         names = [name for name, task in tasks.registry().items() if task.in_demo]
         width = min(shutil.get_terminal_size((100, 24)).columns, 100) - 2
         parser.description = demo_description(names, width)
         parser.print_help()
-        parser.exit()
 
 
 def format_list(width: int | None = None) -> str:
