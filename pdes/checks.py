@@ -125,6 +125,8 @@ def real_values(name: str, value: object, expected: str, device=None) -> torch.T
     else:
         convertible(name, value, expected)
     try:
+        if isinstance(value, (list, tuple)) and any(isinstance(v, np.ndarray) for v in value):
+            value = np.asarray(value)  # rows of numpy arrays: torch reads them slowly, warning
         return torch.as_tensor(value, dtype=FLOAT, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be {expected}, got {value!r}") from None
