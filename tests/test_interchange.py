@@ -1042,3 +1042,13 @@ def test_pdebench_family_drops_name_numbers_and_refuses_a_non_string():
     assert pdebench_family("pdebench: 1D_Advection_Sols_beta0.1") != burgers
     with pytest.raises(TypeError, match="pde must be a PDE name"):
         pdebench_family(None)
+
+
+def test_big_endian_pdebench_data_reads_as_the_native_values(tmp_path):
+    """Big-endian datasets (written on another machine or by another tool) read as their values."""
+    native = _pdebench_1d(tmp_path / "native.h5")
+    swapped = {name: value.astype(value.dtype.newbyteorder(">")) for name, value in native.items()}
+    _pdebench_1d(tmp_path / "big.h5", **swapped)
+    data = load(tmp_path / "big.h5")
+    assert torch.equal(data.u, torch.from_numpy(native["tensor"]))
+    assert torch.equal(data.coords["x"], torch.from_numpy(native["x-coordinate"]))

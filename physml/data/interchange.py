@@ -143,6 +143,8 @@ def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
         value = np.asarray(item[()])
     except OSError as error:
         raise _fail(label, f"could not be read ({error})") from None
+    if not value.dtype.isnative:  # big-endian data written elsewhere: torch takes native only
+        value = value.astype(value.dtype.newbyteorder("="))
     _check_finite(label, value)
     return value
 
