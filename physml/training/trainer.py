@@ -73,7 +73,7 @@ class TrainConfig:
 
     ``batch`` is the global batch (divided among ``torchrun`` processes); ``accumulate`` splits
     each process's share into that many micro-batches whose gradients add up before the step (the
-    same step in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
+    same step up to rounding, in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
     ``torchrun`` ranks do, so one process with ``accumulate = 2`` adds the same gradients in the
     same order as two processes and matches them bit for bit); ``clip`` the largest gradient norm
     (``None``: no clipping); ``checkpoint_every`` and ``validate_every`` count steps (``0``
