@@ -16,7 +16,12 @@ from pdes.grid import Grid1D
 from pdes.verification import convergence, exact_cases
 from physml.outputs import Gaussian
 from physml.tasks.probconserv import plot_case
-from physml.tasks.verification import SQUARE_CASES, _plot_field_and_error, plot_study
+from physml.tasks.verification import (
+    SQUARE_CASES,
+    _plot_field_and_error,
+    _plot_profiles,
+    plot_study,
+)
 from physml.training.commands import plot_samples as plot_evaluation
 
 
@@ -204,9 +209,8 @@ def test_error_image_colours_are_symmetric_about_zero():
 
 @pytest.mark.parametrize("norm", ["max", "l1"])
 def test_the_error_image_is_the_sample_with_the_largest_error_named_in_the_titles(norm):
-    """Three samples on a 3 × 3 grid: sample 1 has the largest error in either norm (the table
-    reports the largest over samples for max, the mean for l1/l2), though sample 0 has the largest
-    single point at the last time under ``l1``."""
+    """Three samples on a 3 × 3 grid: sample 1 has the largest error in either norm, though sample
+    0 has the largest single point at the last time under ``l1``."""
     from pdes.verification import Comparison, ConvergenceStudy
 
     exact = torch.arange(3 * 2 * 9, dtype=torch.float64).reshape(3, 2, 9)
@@ -222,6 +226,45 @@ def test_the_error_image_is_the_sample_with_the_largest_error_named_in_the_title
     assert (field.images[0].get_array() == exact[1, -1].reshape(3, 3).T.numpy()).all()
     assert (error.images[0].get_array() == np.ones((3, 3))).all()
     assert "sample 1" in field.get_title() and "sample 1 of 3" in error.get_title()
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("norm", ["max", "l1", "l2"])
+def test_the_profiles_are_the_sample_with_the_largest_error_named_in_the_title(norm):
+    """Three samples of 5 points at 3 times: sample 2 has the largest error in each norm
+    (max 0.8; mean 0.8 / 5; mean square 0.64 / 5), though sample 0 has the largest single point
+    under ``l1`` and ``l2`` (1.2; mean 1.2 / 15, mean square 1.44 / 15)."""
+    from pdes.verification import Comparison, ConvergenceStudy
+
+    exact = torch.arange(3 * 3 * 5, dtype=torch.float64).reshape(3, 3, 5)
+    numerical = exact.clone()
+    numerical[0, 1, 2] += 1.2 if norm != "max" else 0.6
+    numerical[1, 0, 0] -= 0.3
+    numerical[2, :, 1] += 0.8
+    x, t = torch.linspace(0.0, 1.0, 5), torch.tensor([0.0, 0.5, 1.0])
+    finest = Comparison(numerical, exact, x, t, 0.25)
+    case = replace(_synthetic_case(1.0, (5,)), norm=norm)
+    fig, ax = plt.subplots()
+    _plot_profiles(ConvergenceStudy(case, [0.25], [1.0], finest), ax)
+    lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(lines) == len(dashed) == 3
+    for j, (thick, solver) in enumerate(zip(lines, dashed, strict=True)):
+        assert (thick.get_xdata() == x.numpy()).all()
+        assert (thick.get_ydata() == exact[2, j].numpy()).all()
+        assert (solver.get_ydata() == numerical[2, j].numpy()).all()
+    assert ax.get_title().endswith("\nsample 2 of 3 (largest error)")
+    plt.close(fig)
+
+
+def test_a_single_sample_profile_title_names_no_sample():
+    from pdes.verification import Comparison, ConvergenceStudy
+
+    exact = torch.zeros(1, 2, 4, dtype=torch.float64)
+    finest = Comparison(exact + 0.5, exact, torch.arange(4.0), torch.tensor([0.0, 1.0]), 0.5)
+    fig, ax = plt.subplots()
+    _plot_profiles(ConvergenceStudy(_synthetic_case(1.0, (4,)), [0.5], [1.0], finest), ax)
+    assert "sample" not in ax.get_title()
     plt.close(fig)
 
 

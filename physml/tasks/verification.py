@@ -2,8 +2,8 @@
 
 For each exact case it refines the grid (or the step), measures the order of accuracy and saves a
 figure: the finest numerical solution over the exact one at a few times (2-D cases: the exact field
-and the error over the grid, as images), and the error against the
-spacing on log-log axes with the theoretical slope.
+and the error over the grid, as images) for the sample with the largest error, and the error
+against the spacing on log-log axes with the theoretical slope.
 """
 
 from __future__ import annotations
@@ -57,22 +57,24 @@ def plot_study(study: ConvergenceStudy, path: Path) -> None:
 
 
 def _plot_profiles(study: ConvergenceStudy, ax) -> None:
-    """The finest solution (dashed) over the exact one (thick) at three times, first sample."""
+    """The finest solution (dashed) over the exact one (thick) at three times, for the sample with
+    the largest error in the case's norm (see ``_worst_sample``)."""
     finest = study.finest
     x = finest.x.cpu().numpy()
     steps = finest.t.numel()
+    worst = _worst_sample(finest, study.case.norm)
     for j in sorted({0, steps // 2, steps - 1}):
         label = f"t={finest.t[j].item():.3g}"
-        (line,) = ax.plot(x, finest.exact[0, j].cpu().numpy(), lw=2.5, alpha=0.4, label=label)
-        ax.plot(x, finest.numerical[0, j].cpu().numpy(), "--", color=line.get_color(), lw=1)
-    ax.set(xlabel="x", ylabel="u", title=f"{study.case.name}: exact (thick), solver (dashed)")
+        (line,) = ax.plot(x, finest.exact[worst, j].cpu().numpy(), lw=2.5, alpha=0.4, label=label)
+        ax.plot(x, finest.numerical[worst, j].cpu().numpy(), "--", color=line.get_color(), lw=1)
+    title = f"{study.case.name}: exact (thick), solver (dashed){_worst_of(finest, worst)}"
+    ax.set(xlabel="x", ylabel="u", title=title)
     ax.legend(fontsize=8)
 
 
 def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
-    """A 2-D case at its last time, for the sample with the largest error in the case's norm (the
-    table and the convergence panel report the largest over samples for ``max``, the mean for
-    ``l1``/``l2``): the exact field and the solver's error."""
+    """A 2-D case at its last time, for the sample with the largest error in the case's norm (see
+    ``_worst_sample``): the exact field and the solver's error."""
     finest = study.finest
     points = finest.exact.shape[-1]
     n = math.isqrt(points)
@@ -91,14 +93,14 @@ def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
         error.T, origin="lower", extent=(0, 1, 0, 1), cmap="RdBu_r", vmin=-bound, vmax=bound
     )
     fig.colorbar(image, ax=error_ax, shrink=0.85)
-    worst_of = f"\nsample {worst} of {samples} (largest error)" if samples > 1 else ""
-    error_ax.set(
-        xlabel="x / Lx", ylabel="y / Ly", title=f"solver − exact{when}, {n}×{n} grid{worst_of}"
-    )
+    title = f"solver − exact{when}, {n}×{n} grid{_worst_of(finest, worst)}"
+    error_ax.set(xlabel="x / Lx", ylabel="y / Ly", title=title)
 
 
 def _worst_sample(finest, norm: str) -> int:
-    """The sample whose error over all its times and points is largest in ``norm``."""
+    """The sample whose error over all its times and points is largest in ``norm`` (the table and
+    the convergence panel report the largest of these errors for ``max``, their mean for ``l1`` and
+    their root mean square for ``l2``)."""
     difference = (finest.numerical - finest.exact).abs().flatten(1)
     per_sample = {
         "max": lambda d: d.max(1).values,
@@ -106,6 +108,12 @@ def _worst_sample(finest, norm: str) -> int:
         "l2": lambda d: d.square().mean(1),
     }[norm](difference)
     return int(per_sample.argmax())
+
+
+def _worst_of(finest, worst: int) -> str:
+    """The title line naming the drawn sample, ``""`` when there is only one."""
+    samples = finest.exact.shape[0]
+    return f"\nsample {worst} of {samples} (largest error)" if samples > 1 else ""
 
 
 def run(context: Context) -> list[Row]:
@@ -154,7 +162,7 @@ TASK = register(
         figures={
             "verify/*.png": "{name}: the solver on its finest grid (dashed) over the exact "
             "solution (thick) at three times (2-D cases: the exact field and the solver's error "
-            "over the grid at the last time, as images, for the sample with the largest error), "
+            "over the grid at the last time, as images), for the sample with the largest error, "
             "left; the error against the grid spacing or time step on log-log axes beside the "
             "theoretical slope, right.",
         },
