@@ -26,6 +26,7 @@ from physml.data import (
     write_physml,
     write_well,
 )
+from physml.data.generate import write_checksummed
 
 N, T, X, Y = 3, 5, 8, 6
 
@@ -564,6 +565,48 @@ def test_write_physml_checksums_every_array(tmp_path, name):
         raw.write(bytes([byte ^ 0x01]))
     with pytest.raises(DatasetFileError, match="could not be read"):
         load(out)
+
+
+def _well_fields(data: PDEData) -> PDEData:
+    data.fields = {"velocity_x": data.fields["vx"], "velocity_y": data.fields["vy"]}
+    return data
+
+
+@pytest.mark.parametrize(
+    "writer, name",
+    [
+        (lambda d, p: write_pdebench(d, p, layout="tensor"), "tensor"),
+        (lambda d, p: write_pdebench(d, p, layout="tensor"), "vx"),
+        (lambda d, p: write_pdebench(d, p, layout="ns"), "velocity"),
+        (lambda d, p: write_well(_well_fields(d), p), "t0_fields/u"),
+        (lambda d, p: write_well(_well_fields(d), p), "t1_fields/velocity"),
+        (lambda d, p: write_well(_well_fields(d), p), "dimensions/x"),
+    ],
+    ids=["pdebench-tensor", "pdebench-field", "pdebench-ns", "well-t0", "well-t1", "well-x"],
+)
+def test_a_flipped_bit_in_a_written_pdebench_or_well_file_is_an_error(tmp_path, writer, name):
+    out = writer(_ours_2d(), tmp_path / "out.h5")
+    with h5py.File(out, "r") as f:
+        assert f[name].fletcher32 and f[name].chunks is not None
+        info = f[name].id.get_chunk_info(0)
+    with open(out, "r+b") as raw:
+        raw.seek(info.byte_offset + info.size // 2)
+        byte = raw.read(1)[0]
+        raw.seek(info.byte_offset + info.size // 2)
+        raw.write(bytes([byte ^ 0x10]))
+    with pytest.raises(DatasetFileError, match="could not be read"):
+        load(out)
+
+
+def test_write_checksummed_stores_variable_length_text_plainly(tmp_path):
+    text = np.array(["one", "three"], dtype=h5py.string_dtype())
+    with h5py.File(tmp_path / "text.h5", "w") as f:
+        write_checksummed(f, "notes", text)
+        write_checksummed(f, "labels", np.array([b"a", b"bc"]))
+    with h5py.File(tmp_path / "text.h5", "r") as f:
+        assert not f["notes"].fletcher32 and f["labels"].fletcher32
+        assert f["notes"].asstr()[:].tolist() == ["one", "three"]
+        assert f["labels"][:].tolist() == [b"a", b"bc"]
 
 
 def test_nan_and_broken_ns_files_are_refused(tmp_path):

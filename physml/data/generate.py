@@ -278,9 +278,10 @@ def sample_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
 def write_checksummed(group: h5py.Group, name: str, value: np.ndarray) -> h5py.Dataset:
     """``value`` as dataset ``name`` of ``group``, in chunks of whole samples (see
     :func:`sample_chunks`) with HDF5's fletcher32 checksums; an empty or 0-d ``value``, which HDF5
-    cannot chunk, is stored plainly."""
+    cannot chunk, and variable-length (object) strings, which it cannot filter, are stored
+    plainly."""
     value = np.asarray(value)
-    if value.size == 0 or value.ndim == 0:
+    if value.size == 0 or value.ndim == 0 or value.dtype.kind == "O":
         return group.create_dataset(name, data=value)
     chunks = sample_chunks(value.shape, value.dtype)
     return group.create_dataset(name, data=value, chunks=chunks, fletcher32=True)

@@ -781,14 +781,14 @@ def write_pdebench(data: PDEData, path: str | os.PathLike, layout: str | None = 
     with atomic_path(path, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
             for name, value in {**main, **fields}.items():
-                f.create_dataset(name, data=value)
+                write_checksummed(f, name, value)
             for name, value in params.items():
                 if value.ndim == 1 and _constant(value):
                     f.attrs[name] = value[0]
                 else:
-                    f.create_dataset(name, data=value)
+                    write_checksummed(f, name, value)
             if arrays["sample_index"] is not None:
-                f.create_dataset("sample_index", data=arrays["sample_index"])
+                write_checksummed(f, "sample_index", arrays["sample_index"])
             f.attrs["physml_attrs"] = _physml_attrs(data)
     return path
 
@@ -836,10 +836,10 @@ def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords:
             if "mask_shape" in entry:
                 mask = np.zeros(entry["mask_shape"], dtype=bool)
                 mask.flat[entry["mask_true"]] = True
-                item.create_dataset("mask", data=mask)
+                write_checksummed(item, "mask", mask)
             if "values" in entry:
-                item.create_dataset(
-                    "values", data=np.asarray(entry["values"], entry["values_dtype"])
+                write_checksummed(
+                    item, "values", np.asarray(entry["values"], entry["values_dtype"])
                 )
         return
     text = str(data.attrs.get("boundary", "")).strip().lower()
@@ -855,7 +855,7 @@ def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords:
         item.attrs["associated_fields"] = _string_list([])
         mask = np.zeros(len(coords[axis]), dtype=bool)
         mask[[0, -1]] = True
-        item.create_dataset("mask", data=mask)
+        write_checksummed(item, "mask", mask)
 
 
 def _time_varying_scalars(attrs: dict) -> list[str] | None:
@@ -929,10 +929,10 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
             f.attrs["physml_attrs"] = _physml_attrs(data)
             dims = f.create_group("dimensions")
             dims.attrs["spatial_dims"] = _string_list(names)
-            dims.create_dataset("time", data=arrays["t"])
+            write_checksummed(dims, "time", arrays["t"])
             dims["time"].attrs.update(sample_varying=False, time_varying=True)
             for axis, name in zip(AXES, names, strict=False):
-                dims.create_dataset(name, data=coords[axis])
+                write_checksummed(dims, name, coords[axis])
                 dims[name].attrs.update(sample_varying=False, time_varying=False)
             _well_boundary_groups(f, data, names, coords)
             groups = [f.create_group(f"t{order}_fields") for order in range(3)]
@@ -940,7 +940,7 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
             for order, name, value, by_time in fields:
                 if name in groups[order]:
                     raise ValueError(f"data: two t{order} fields would be named {name!r}")
-                item = groups[order].create_dataset(name, data=value)
+                item = write_checksummed(groups[order], name, value)
                 item.attrs.update(sample_varying=True, time_varying=by_time)
                 item.attrs["dim_varying"] = np.ones(len(space), dtype=bool)
                 if order == 2:
@@ -954,10 +954,10 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
             group.attrs["field_names"] = _string_list(list(scalars))
             for name, value in scalars.items():
                 shared = _constant(value)
-                item = group.create_dataset(name, data=value[0] if shared else value)
+                item = write_checksummed(group, name, value[0] if shared else value)
                 item.attrs.update(sample_varying=not shared, time_varying=value.ndim == 2)
             if arrays["sample_index"] is not None:
-                f.create_dataset("sample_index", data=arrays["sample_index"])
+                write_checksummed(f, "sample_index", arrays["sample_index"])
     return path
 
 
