@@ -71,9 +71,9 @@ def check_device(device: str) -> torch.device:
 class TrainConfig:
     """Settings of one training run (a TOML file or the CLI flags give the same fields).
 
-    ``batch`` is the global batch (divided among ``torchrun`` processes); ``accumulate`` splits
-    each process's share into that many micro-batches whose gradients add up before the step (the
-    same step up to rounding, in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
+    ``batch`` is the global batch (divided among ``torchrun`` processes); ``accumulate`` splits each
+    process's share into that many micro-batches whose gradients add up before the step (the same
+    step up to rounding, in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
     ``torchrun`` ranks do, so one process with ``accumulate = 2`` adds the same gradients in the
     same order as two processes and matches them bit for bit); ``clip`` the largest gradient norm
     (``None``: no clipping); ``checkpoint_every`` and ``validate_every`` count steps (``0``
