@@ -124,10 +124,11 @@ def real_values(name: str, value: object, expected: str, device=None) -> torch.T
         raise TypeError(f"{name} must be {expected}, got {value!r}")
     else:
         convertible(name, value, expected)
-    try:
-        if isinstance(value, (list, tuple)) and any(isinstance(v, np.ndarray) for v in value):
-            value = np.asarray(value)  # rows of numpy arrays: torch reads them slowly, warning
-        return torch.as_tensor(value, dtype=FLOAT, device=device)
+    rows = (
+        isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value)
+    )
+    try:  # rows of numpy arrays stacked by numpy first: torch reads them slowly, warning
+        return torch.as_tensor(np.stack(value) if rows else value, dtype=FLOAT, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be {expected}, got {value!r}") from None
 

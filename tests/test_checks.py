@@ -4,6 +4,7 @@ and that every refusal names the argument."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -302,6 +303,19 @@ def test_lists_of_numpy_rows_read_as_the_stacked_array():
     assert torch.equal(checks.real_values("centre", tuple(rows), "pairs"), stacked)
     with pytest.raises(ValueError, match=r"^nu must be a number .* got shape \(2, 1\)"):
         checks.per_sample("nu", (np.array([0.5]), np.array([1.0])), 2)
+
+
+def test_lists_of_numpy_rows_convert_without_torch_warning_and_mixed_lists_as_before():
+    rows = [np.array([0.5, 0.25], dtype=np.float32), np.array([1.0, 2.0], dtype=np.float32)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns that a list of arrays converts slowly
+        checks.real_values("centre", rows, "pairs")
+    mixed = [np.array([1.0, 2.0]), torch.tensor([3.0, 4.0], requires_grad=True)]
+    out = checks.real_values("x", mixed, "numbers")
+    assert out.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    ragged = [np.array([1.0, 2.0]), np.array([3.0])]
+    with pytest.raises(TypeError, match=r"^x must be numbers, got \[array\(\[1\., 2\.\]\)"):
+        checks.real_values("x", ragged, "numbers")
 
 
 def test_per_sample_takes_zero_dimensional_tensors_in_a_list_as_numbers():
