@@ -47,21 +47,48 @@ def machine() -> str:
     return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
 
 
+def _seed(text: str) -> int:
+    """``--seed``: an integer >= 0 (a usage error otherwise, before any work)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return seed
+
+
 def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:
     """Every benchmark's options: ``--quick``, ``--out``, ``--seed`` (and ``extra(parser)``)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (used by the tests)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     if extra is not None:
         extra(parser)
     return parser.parse_args(argv)
 
 
-def work_and_equations(parser: argparse.ArgumentParser, equations: Sequence[str]) -> None:
-    """The model-update benchmarks' ``--work`` (checkpoints and data) and ``--equations``."""
+def work_and_equations(
+    parser: argparse.ArgumentParser, equations: Sequence[str], resolve: Callable[[str], object]
+) -> None:
+    """The model-update benchmarks' ``--work`` (checkpoints and data) and ``--equations``: a
+    comma-separated list of names, each checked by ``resolve`` while the arguments are parsed (an
+    unknown second name is a usage error, not a failure after the first equation's training)."""
+
+    def names(text: str) -> list[str]:
+        chosen = text.split(",")
+        if len(set(chosen)) < len(chosen):
+            raise argparse.ArgumentTypeError(f"each equation once, got {text!r}")
+        for name in chosen:
+            try:
+                resolve(name)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
+        return chosen
+
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and data")
-    parser.add_argument("--equations", default=",".join(equations))
+    parser.add_argument("--equations", type=names, default=list(equations))
 
 
 def _mallopt(mmap_threshold: int, trim_threshold: int) -> None:

@@ -99,18 +99,15 @@ def sweep(problem, scale, seed: int, work: Path, quiet: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def extra(parser):
-        work_and_equations(parser, blocks.EQUATIONS)
-
-    args = arguments(__doc__, argv, extra)
+    args = arguments(
+        __doc__, argv, lambda p: work_and_equations(p, blocks.EQUATIONS, blocks.equation)
+    )
     started = time.perf_counter()
     torch.set_num_threads(1)
     steady_allocations()
     mode = "quick" if args.quick else "full"
     scale, quiet = SCALES[mode], not sys.stderr.isatty()
-    equations = args.equations.split(",")
-    for name in equations:
-        blocks.equation(name)
+    equations = args.equations
     rows, verdict = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)

@@ -190,7 +190,7 @@ def _old_scores(problem, old, prediction, y) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
-        work_and_equations(parser, blocks.EQUATIONS)
+        work_and_equations(parser, blocks.EQUATIONS, blocks.equation)
         parser.add_argument(
             "--upgrade", choices=[k for k in SCALES if k != "quick"], default="incremental",
             help="how much better the new model is (module docstring)",
@@ -208,12 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_start and not args.quick:
         name += "_warm"
     scale, quiet = SCALES[mode], not sys.stderr.isatty()
-    equations = args.equations.split(",")
+    equations = args.equations
     if args.warm_start and mode == "large":
         raise SystemExit("--warm-start needs the incremental upgrade (large adds modes, a layer)")
     warm_start = args.warm_start
-    for equation in equations:
-        blocks.equation(equation)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / name)

@@ -110,16 +110,15 @@ def runs_of_seed(problem, scale: dict, seed: int, work: Path, quiet: bool) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    def extra(parser):
-        work_and_equations(parser, blocks.EQUATIONS)
-
-    args = arguments(__doc__, argv, extra)
+    args = arguments(
+        __doc__, argv, lambda p: work_and_equations(p, blocks.EQUATIONS, blocks.equation)
+    )
     started = time.perf_counter()
     torch.set_num_threads(1)
     scale = SCALES["quick" if args.quick else "incremental"]
     quiet = not sys.stderr.isatty()
     rows, verdict = [], {}
-    problems = [blocks.equation(name) for name in args.equations.split(",")]  # all named first
+    problems = [blocks.equation(name) for name in args.equations]
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
         for problem in problems:

@@ -835,3 +835,41 @@ def test_results_refuse_extra_keys_that_would_overwrite_the_record(tmp_path):
     with pytest.raises(ValueError, match=r"extra must not set the record's own keys \['seed'\]"):
         common.write_results("probe", [], 0, 0.0, tmp_path, ("case",), extra={"seed": 7})
     assert not (tmp_path / "probe.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+        (["--seed", "x"], "argument --seed: must be an integer >= 0, got 'x'"),
+        (["--equations", "heat,heat"], "argument --equations: each equation once, got 'heat,heat'"),
+        (
+            ["--equations", "heat,nope"],
+            "argument --equations: equation must be one of ('burgers', 'heat'), got 'nope'",
+        ),
+    ],
+)
+def test_benchmark_arguments_are_usage_errors_before_any_work(argv, message, capsys):
+    """A bad --seed or --equations stops at parsing, not after the first equation's training."""
+    bench = load_benchmark("model_update_extra_inputs")
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*argv, "--quick"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(message)
+
+
+def test_benchmark_arguments_give_the_equations_as_names():
+    bench = load_benchmark("model_update")
+    common = sys.modules["common"]
+    args = common.arguments(
+        "doc",
+        ["--equations", "heat,burgers", "--seed", "3"],
+        lambda parser: common.work_and_equations(
+            parser, ("burgers", "heat"), bench.blocks.equation
+        ),
+    )
+    assert args.equations == ["heat", "burgers"] and args.seed == 3
+    default = common.arguments(
+        "doc", [], lambda parser: common.work_and_equations(parser, ("burgers", "heat"), str)
+    )
+    assert default.equations == ["burgers", "heat"]

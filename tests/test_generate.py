@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from damage import flip_a_bit_of_the_first_chunk
 from recipes import TOY
 
 import physml.data.generate as generate_module
@@ -699,22 +700,12 @@ def test_nbody_sample_seeds_are_checked_as_every_recipe_s():
         nbody_digits_from_seeds([1.5], frames=2, size=16, digits=1)
 
 
-def _flip_a_bit_of_the_first_chunk(path, name):
-    with h5py.File(path, "r") as f:
-        info = f[name].id.get_chunk_info(0)
-    with open(path, "r+b") as raw:
-        raw.seek(info.byte_offset + info.size // 2)
-        byte = raw.read(1)[0]
-        raw.seek(info.byte_offset + info.size // 2)
-        raw.write(bytes([byte ^ 0x10]))
-
-
 @pytest.mark.parametrize("name", ["u", "params/a", "fields/u_squared", "t", "x", "sample_index"])
 def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_path, name):
     out = make(tmp_path / "data.h5", n=4)
     with h5py.File(out, "r") as f:
         assert f[name].fletcher32 and f[name].chunks is not None
-    _flip_a_bit_of_the_first_chunk(out, name)
+    flip_a_bit_of_the_first_chunk(out, name)
     with pytest.raises(DatasetFileError, match=r"data\.h5' could not be read: .*filter"):
         load(out)
 
@@ -726,6 +717,6 @@ def test_a_flipped_bit_in_a_shard_s_seeds_or_coordinates_is_an_error_on_merging(
     shards = sorted(tmp_path.glob("data*of*.h5"))
     with h5py.File(shards[1], "r") as f:
         assert f[name].fletcher32 and f[name].chunks is not None
-    _flip_a_bit_of_the_first_chunk(shards[1], name)
+    flip_a_bit_of_the_first_chunk(shards[1], name)
     with pytest.raises(DatasetFileError, match=rf"could not be read: {name}: .*filter"):
         merge_shards(shards, tmp_path / "merged.h5")

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from damage import flip_a_bit_of_the_first_chunk
 
 from physml.cli import main
 from physml.data import (
@@ -557,12 +558,7 @@ def test_write_physml_checksums_every_array(tmp_path, name):
     out = write_physml(_ours_2d(), tmp_path / "out.h5")
     with h5py.File(out, "r") as f:
         assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx", name))
-        info = f[name].id.get_chunk_info(0)
-    with open(out, "r+b") as raw:
-        raw.seek(info.byte_offset + 3)
-        byte = raw.read(1)[0]
-        raw.seek(info.byte_offset + 3)
-        raw.write(bytes([byte ^ 0x01]))
+    flip_a_bit_of_the_first_chunk(out, name)
     with pytest.raises(DatasetFileError, match="could not be read"):
         load(out)
 
@@ -588,12 +584,7 @@ def test_a_flipped_bit_in_a_written_pdebench_or_well_file_is_an_error(tmp_path, 
     out = writer(_ours_2d(), tmp_path / "out.h5")
     with h5py.File(out, "r") as f:
         assert f[name].fletcher32 and f[name].chunks is not None
-        info = f[name].id.get_chunk_info(0)
-    with open(out, "r+b") as raw:
-        raw.seek(info.byte_offset + info.size // 2)
-        byte = raw.read(1)[0]
-        raw.seek(info.byte_offset + info.size // 2)
-        raw.write(bytes([byte ^ 0x10]))
+    flip_a_bit_of_the_first_chunk(out, name)
     with pytest.raises(DatasetFileError, match="could not be read"):
         load(out)
 

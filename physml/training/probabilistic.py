@@ -88,6 +88,13 @@ def _device(model: nn.Module, device: str | None) -> str:
 # ------------------------------------------------------------------------------------ ANP
 
 
+def _trainer(objective: Objective, config: TrainConfig, out, description: dict, progress: bool):
+    """The one Trainer of these Python fits, its refusals worded for the ``out=`` argument."""
+    return Trainer(
+        objective, objective_loss, config, out, description, quiet=not progress, remedy=REMEDY
+    )
+
+
 def train_anp(
     model: AttentiveNeuralProcess,
     sampler: GPMESampler,
@@ -141,16 +148,7 @@ def train_anp(
         state = load_checkpoint(out)
         _check_anp_resume(state, description, config, out)
         description = _with_eval_samples_of(description, state.get("model_config"))
-    trainer = Trainer(
-        Objective(model, loss),
-        objective_loss,
-        config,
-        out,
-        description,
-        quiet=not progress,
-        remedy=REMEDY,
-    )
-    report = trainer.fit(functions)
+    report = _trainer(Objective(model, loss), config, out, description, progress).fit(functions)
     model.eval()
     return report.losses
 
@@ -351,15 +349,7 @@ def fit_ensemble(
         device=_device(ensemble, device),
     )
     description = {"model": "DeepEnsemble", "config": dict(ensemble.config)}
-    trainer = Trainer(
-        Objective(ensemble, ensemble_nll),
-        objective_loss,
-        config,
-        out,
-        description,
-        quiet=not progress,
-        remedy=REMEDY,
-    )
+    trainer = _trainer(Objective(ensemble, ensemble_nll), config, out, description, progress)
     losses = trainer.fit(rows).losses
     ensemble.loss_curve_ = [
         sum(losses[e * per_epoch : (e + 1) * per_epoch]) / (per_epoch * ensemble.members)
