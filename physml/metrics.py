@@ -496,7 +496,8 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
 def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
     """Spread over skill: ``√((M + 1)/M · mean var) / √(mean (x̄ − y)²)`` of members
     ``samples (M, ...)`` against ``truth`` ``(...)`` (unbiased member variance; 1 for a
-    calibrated ensemble, < 1 over-confident)."""
+    calibrated ensemble, < 1 over-confident). An ensemble mean equal to ``truth`` gives ``inf``
+    when the members spread; with no spread either the ratio is 0/0 and raises ``ValueError``."""
     samples = _samples("samples", samples)
     truth = _tensor("truth", truth, samples.device)
     if truth.shape != samples.shape[1:]:
@@ -504,11 +505,18 @@ def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
             f"truth must have shape {tuple(samples.shape[1:])} (samples without the member axis), "
             f"got {tuple(truth.shape)}"
         )
+    if truth.numel() == 0:
+        raise ValueError(f"truth is empty (shape {tuple(truth.shape)})")
     members = samples.shape[0]
     if members < 2:
         raise ValueError(f"spread_skill needs at least 2 members, got {members}")
     spread = samples.var(0).mean() * (members + 1) / members
     skill = (samples.mean(0) - truth).square().mean()
+    if skill == 0 and spread == 0:
+        raise ValueError(
+            "spread_skill is undefined (0/0): the members of samples are identical and equal "
+            "to truth"
+        )
     return float((spread / skill).sqrt())
 
 

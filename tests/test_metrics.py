@@ -1127,6 +1127,17 @@ def test_spread_skill_of_two_members_by_hand_and_bad_input():
         metrics.spread_skill(samples, torch.zeros(1))
 
 
+def test_spread_skill_of_a_perfect_mean_is_inf_with_spread_and_refused_without():
+    """Members ±1 around truth 0: the mean misses by 0 while the spread is 2 · 3/2 = 3, so the
+    ratio is √3 / 0; identical members on the truth give 0/0."""
+    spread = torch.tensor([[-1.0, 1.0], [1.0, -1.0]])
+    assert metrics.spread_skill(spread, torch.zeros(2)) == math.inf
+    with pytest.raises(ValueError, match=r"undefined \(0/0\).*samples are identical"):
+        metrics.spread_skill(torch.ones(3, 2), torch.ones(2))
+    with pytest.raises(ValueError, match=r"truth is empty \(shape \(0,\)\)"):
+        metrics.spread_skill(torch.zeros(2, 0), torch.zeros(0))
+
+
 @pytest.mark.parametrize("name", ["k1", "k2"])
 def test_ssim_constants_must_be_positive(name):
     image = torch.rand(12, 12, generator=torch.Generator().manual_seed(74))

@@ -522,8 +522,10 @@ def test_done_when_meets_each_target_at_its_bound_and_misses_it_just_beyond():
 
 
 def test_ce_abs_is_relative_to_the_true_mass_not_the_known_one():
-    # every member carries the known total 3 (a source misjudged); the truth holds 2 or 4
+    # every member carries the known total 3 (a source misjudged); the truth holds 2 or 4; one
+    # member moves 0.5 between two pixels (same mass) so that the members spread
     x = torch.full((3, 2, 1, 1, 8, 8), 3.0, dtype=torch.float64)
+    x[1, ..., 3, 3:5] += torch.tensor([0.5, -0.5], dtype=torch.float64)
     truth = torch.tensor([[2.0], [4.0]], dtype=torch.float64)
     known = torch.full((2, 1), 3.0, dtype=torch.float64)
     windows = task.Windows(torch.zeros(2, 1, 1, 8, 8, dtype=torch.float64), x[0], truth, known)
