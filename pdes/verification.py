@@ -90,11 +90,15 @@ class ConvergenceStudy:
 
 def convergence(case: ExactCase, resolutions: Sequence[int] | None = None) -> ConvergenceStudy:
     """Run ``case`` at each resolution (its own when ``resolutions`` is None) and collect spacing
-    and error."""
+    and error; an order needs at least two resolutions, all different."""
+    name = "resolutions"
     if resolutions is None:
-        resolutions = case.resolutions
-    if len(resolutions) == 0:
-        raise ValueError(f"resolutions must hold at least one resolution, got {resolutions!r}")
+        name, resolutions = "case.resolutions", case.resolutions
+    if len(resolutions) < 2 or len(set(resolutions)) != len(resolutions):
+        raise ValueError(
+            f"{name} must hold at least two different resolutions to measure an order, got "
+            f"{resolutions!r}"
+        )
     spacings, errors = [], []
     comparison = None
     for resolution in resolutions:

@@ -101,11 +101,28 @@ def test_the_orders_pair_each_resolution_with_the_next():
 
 def test_an_empty_list_of_resolutions_is_refused_not_replaced():
     case = power_law_case(2.0)
-    message = r"^resolutions must hold at least one resolution, got \[\]$"
+    message = r"^resolutions must hold at least two different resolutions .*, got \[\]$"
     with pytest.raises(ValueError, match=message):
         convergence(case, [])
     study = convergence(case, np.array([8, 16]))
     assert study.spacings == pytest.approx([3 / 8, 3 / 16], rel=1e-15)
+
+
+@pytest.mark.parametrize("resolutions", [[8], [8, 8], [8, 16, 8]])
+def test_an_order_needs_two_different_resolutions(resolutions):
+    """One spacing, or a spacing twice, leaves log(e0/e1) / log(h0/h1) = 0/0."""
+    message = "^" + re.escape(
+        f"resolutions must hold at least two different resolutions to measure an order, got "
+        f"{resolutions!r}"
+    )
+    with pytest.raises(ValueError, match=message):
+        convergence(power_law_case(2.0), resolutions)
+
+
+def test_a_case_with_one_resolution_of_its_own_is_refused_by_that_name():
+    case = ExactCase("single", power_law_case(1.0).run, (8,), order=1.0)
+    with pytest.raises(ValueError, match=r"^case\.resolutions must hold .*, got \(8,\)$"):
+        convergence(case)
 
 
 def test_the_finest_comparison_is_the_last_resolution_run():
