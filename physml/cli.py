@@ -22,6 +22,7 @@ from physml._checks import fits_in_memory
 from physml._io import existing_file
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
+from physml.training.distributed import rank
 from physml.training.trainer import check_device
 
 DISK_FACTOR = 2
@@ -627,8 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print(f"\nphysml {args.command}: interrupted{_interrupted_hint(args)}", file=sys.stderr)
+    except KeyboardInterrupt:  # reaches every torchrun rank: rank 0 says it once
+        if rank() == 0:
+            print(f"\nphysml {args.command}: interrupted{_interrupted_hint(args)}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)

@@ -546,6 +546,43 @@ def test_ctrl_c_is_one_line_and_exit_130_naming_a_resume_only_where_one_exists(
     assert capsys.readouterr().err == f"\nphysml {command[0]}: interrupted{hint}\n"
 
 
+EVALUATE_R = ["evaluate", "--checkpoint", "r", "--data", "x.h5"]
+
+
+@pytest.mark.parametrize(
+    "command, worker",
+    [(TRAIN_R, "run_train"), (EVALUATE_R, "run_evaluate")],
+    ids=["train", "evaluate"],
+)
+def test_ctrl_c_under_torchrun_is_said_once_by_rank_zero(
+    tmp_path, monkeypatch, capsys, command, worker
+):
+    """Ctrl-C reaches every process torchrun started; each exits 130, only rank 0 prints."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.training_commands, worker, _interrupted)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    said = {}
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert main(command) == 130
+        said[rank] = capsys.readouterr().err
+    assert said["0"].startswith(f"\nphysml {command[0]}: interrupted") and said["1"] == ""
+
+
+def test_evaluate_under_torchrun_runs_and_prints_on_rank_zero_only(tmp_path, monkeypatch, capsys):
+    """Rank 1 returns at once, reading nothing (here: files that do not exist); rank 0 evaluates."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(EVALUATE_R) == 0
+    assert capsys.readouterr() == ("", "") and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    assert main(EVALUATE_R) == 2
+    assert capsys.readouterr().err == (
+        "physml evaluate: error: --checkpoint: no run folder or checkpoint file at 'r'\n"
+    )
+
+
 def test_ctrl_c_names_what_a_rerun_resumes_from_only_once_it_was_saved(
     tmp_path, monkeypatch, capsys
 ):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from physml.training import distributed
-from physml.training.distributed import World, world
+from physml.training.distributed import World, rank, world
 
 
 class FakeGroup:
@@ -93,3 +93,12 @@ def test_several_processes_wait_at_the_barrier_and_take_rank_zeros_value(group, 
     World(1, size).barrier()
     assert World(1, size).from_main("mine") == ("from rank", 0)
     assert group.calls == [("barrier",), ("broadcast", 0)]
+
+
+def test_the_rank_joins_nothing_and_follows_the_group_else_torchrun(monkeypatch, group):
+    monkeypatch.delenv("RANK", raising=False)
+    assert rank() == 0
+    monkeypatch.setenv("RANK", "2")
+    assert rank() == 2
+    group.initialized = True
+    assert rank() == 3 and group.calls == []

@@ -21,7 +21,7 @@ from .._io import atomic_write_text, existing_file, save_figure, strict_json
 from ..data import PDEData, load
 from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_weights
-from .distributed import world
+from .distributed import rank, world
 from .families import (
     DEFAULTS,
     FAMILIES,
@@ -407,6 +407,10 @@ def existing_run(flag: str, path: str | Path) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """``physml evaluate``. Under ``torchrun`` only rank 0 evaluates and prints (every rank would
+    score the same files alike); the others return at once."""
+    if rank() != 0:
+        return 0
     if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
         raise ValueError(f"--out must name a folder, got {args.out!r}")
     device = check_device(args.device)

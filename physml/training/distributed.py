@@ -49,3 +49,11 @@ def world(device: str = "cpu") -> World:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def rank() -> int:
+    """This process's rank, joining nothing: the joined process group's, else ``torchrun``'s
+    ``RANK`` (0 without ``torchrun``)."""
+    if dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
