@@ -14,7 +14,7 @@ from matplotlib.colors import to_rgba
 
 from pdes import Dirichlet, Grid1D, Neumann, Periodic
 from physml.constraints import BoundaryCondition
-from physml.tasks import boon
+from physml.tasks import boon, figures
 from physml.tasks.boon import plots as boon_plots
 from physml.tasks.conservation_forecast import plots as conservation_plots
 from physml.tasks.prediff import plots as prediff_plots
@@ -160,6 +160,113 @@ def test_error_over_time_draws_every_run_faint_and_the_mean_bold_in_one_colour(d
     assert [line.get_label() for line in labelled(ax)] == ["fno", "boon"]
     assert (ax.get_title(), ax.get_yscale(), ax.get_xlabel()) == ("heat", "log", "t")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fno", "boon"]
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (
+            {"predictions": [torch.zeros(3, 1, 9)]},
+            TypeError,
+            "predictions must be a dict of method",
+        ),
+        (
+            {"predictions": {"fno": torch.zeros(3, 1, 8)}},
+            ValueError,
+            r"predictions\['fno'\] must have the test targets' shape \(3, 1, 9\), got \(3, 1, 8\)",
+        ),
+        (
+            {"predictions": {"fno": torch.zeros(3, 9)}},
+            ValueError,
+            r"predictions\['fno'\] must have shape \(3, 1, 9\), got \(3, 9\)",
+        ),
+        ({"sample": 3}, ValueError, r"sample must be an int in \[-3, 3\), got 3"),
+        ({"sample": 1.0}, ValueError, r"sample must be an int in \[-3, 3\), got 1.0"),
+    ],
+    ids=["not-a-dict", "other-length", "no-channel-axis", "sample-out-of-range", "sample-float"],
+)
+def test_boundary_zoom_names_a_bad_prediction_or_sample(tmp_path, change, error, message):
+    data = boon_case(Dirichlet(), [1.0, 2.0, 3.0])
+    arguments = {"predictions": {"fno": data.test_y}, "sample": 0, **change}
+    with pytest.raises(error, match=message):
+        boon.plot_boundary_zoom(
+            data, arguments["predictions"], tmp_path / "z.png", arguments["sample"]
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("curves", "times", "message"),
+    [
+        (
+            {"fno": [[1.0, 0.5]]},
+            [[0.1, 0.2]],
+            r"times must have shape \(T,\), T >= 1, got \(1, 2\)",
+        ),
+        ({"fno": [[]]}, [], r"times must hold at least one time, got none"),
+        ({}, [0.1, 0.2], r"curves must map at least one method to its runs, got \{\}"),
+        ({"fno": []}, [0.1, 0.2], r"curves\['fno'\] must be a non-empty list of runs, got \[\]"),
+        (
+            {"fno": [[1.0, 0.5], [1.0]]},
+            [0.1, 0.2],
+            r"curves\['fno'\]\[1\] must hold a value per time \(2\), got 1",
+        ),
+    ],
+    ids=["2-d-times", "no-times", "no-methods", "no-runs", "short-run"],
+)
+def test_error_over_time_names_bad_curves_and_times(tmp_path, curves, times, message):
+    with pytest.raises(ValueError, match=message):
+        boon.plot_error_over_time(curves, times, tmp_path / "t.png", "heat")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------- frame strips
+
+
+@pytest.mark.parametrize(
+    ("rows", "error", "message"),
+    [
+        ([], ValueError, r"rows must hold at least one \(label, frames\) pair, got none"),
+        (torch.zeros(2, 1, 4, 4), TypeError, "rows must be a sequence of .* got Tensor"),
+        ([torch.zeros(2, 1, 4, 4)], TypeError, r"rows\[0\] must be a \(label, frames\) pair"),
+        ([("a", torch.zeros(2, 4, 4))], ValueError, r"\(2, 4, 4\)"),
+        (
+            [("a", torch.zeros(2, 1, 4, 4)), ("b", torch.zeros(0, 1, 4, 4))],
+            ValueError,
+            r"\(0, 1, 4, 4\)",
+        ),
+        ([("a", torch.zeros(2, 3, 4, 4))], ValueError, r"\(2, 3, 4, 4\)"),
+    ],
+    ids=["empty", "a-tensor", "not-a-pair", "no-channel-axis", "no-frames", "three-channels"],
+)
+def test_frame_strip_names_the_row_that_is_not_frames(tmp_path, rows, error, message):
+    with pytest.raises(error, match=message):
+        figures.frame_strip(tmp_path / "s.png", rows)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_row_of_frames_with_no_channel_axis_names_its_label_and_the_shape(tmp_path):
+    message = (
+        r"^rows\[1\] \('truth'\) frames must have shape \(T, 1, H, W\), none of them 0, "
+        r"got \(2, 4, 4\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        figures.frame_strip(
+            tmp_path / "s.png",
+            [("context", torch.zeros(2, 1, 4, 4)), ("truth", torch.zeros(2, 4, 4))],
+        )
+
+
+def test_frame_strip_draws_numpy_frames_as_tensors(monkeypatch, tmp_path):
+    """Each frame is drawn clamped to [0, 1]: the values 2 and -1 are shown as 1 and 0."""
+    shown = []
+    monkeypatch.setattr(
+        figures, "save_figure", lambda fig, path, **k: shown.append(fig) or plt.close(fig)
+    )
+    frames = np.array([[[[2.0, 0.5], [-1.0, 0.25]]]])
+    figures.frame_strip(tmp_path / "s.png", [("numpy", frames)])
+    (ax,) = shown[0].axes
+    np.testing.assert_array_equal(ax.images[0].get_array(), [[1.0, 0.5], [0.0, 0.25]])
 
 
 # --------------------------------------------------------------------------------------- PreDiff

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from .._checks import as_tensor
 from .._io import save_figure
 
 __all__ = ["frame_strip", "save_figure"]
@@ -25,6 +26,7 @@ def frame_strip(
     Columns are as many as the longest row (shorter rows leave blank axes); ``titles[r]`` titles
     row ``r``'s columns (rows without titles get none).
     """
+    rows = _strip_rows(rows)
     columns = max(frames.shape[0] for _, frames in rows)
     fig, axes = plt.subplots(
         len(rows), columns, figsize=(1.1 * columns, 1.15 * len(rows)), squeeze=False
@@ -44,3 +46,25 @@ def frame_strip(
                 ax.set_title(titles[r][c], fontsize=7)
     fig.tight_layout(pad=0.2)
     save_figure(fig, path, dpi=dpi)
+
+
+def _strip_rows(rows: object) -> list[tuple[str, torch.Tensor]]:
+    """``rows`` checked: a non-empty sequence of ``(label, frames (T, 1, H, W))``, none of the
+    sizes 0, the frames on the CPU."""
+    if isinstance(rows, (str, torch.Tensor)) or not isinstance(rows, Sequence):
+        raise TypeError(
+            f"rows must be a sequence of (label, frames) pairs, got {type(rows).__name__}"
+        )
+    if not rows:
+        raise ValueError("rows must hold at least one (label, frames) pair, got none")
+    checked = []
+    for r, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) != 2:
+            raise TypeError(f"rows[{r}] must be a (label, frames) pair, got {type(row).__name__}")
+        label, frames = row
+        name, expected = f"rows[{r}] ({label!r}) frames", "(T, 1, H, W), none of them 0"
+        frames = as_tensor(name, frames, expected, 4, dtype=None, device="cpu", finite=False)
+        if frames.shape[1] != 1 or frames.numel() == 0:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(frames.shape)}")
+        checked.append((label, frames))
+    return checked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -9,22 +10,28 @@ import torch
 
 from pdes.heat import one_sided_flux
 
+from ..._checks import as_tensor, integer
 from ..figures import save_figure
 from .data import CaseData
-from .walls import F64, AxisWalls
+from .walls import AxisWalls
 
 
 def plot_boundary_zoom(
     data: CaseData, predictions: dict[str, torch.Tensor], path: Path, sample: int = 0
 ) -> None:
     """A 1-D case: one test sample's profile near both walls, and every test sample's error at the
-    left wall (the flux for Neumann: the leak through an insulated wall)."""
+    left wall (the flux for Neumann: the leak through an insulated wall). Each prediction has the
+    shape of ``data.test_y`` ``(S, 1, n)``; ``sample`` is one of the ``S``."""
     walls = data.walls
     if not (isinstance(walls, AxisWalls) and data.test_y.ndim == 3):
         raise ValueError(
             f"the boundary zoom is drawn for 1-D cases, got {type(walls).__name__} on fields "
             f"{tuple(data.test_y.shape[1:])}"
         )
+    predictions = _zoomed_predictions(predictions, tuple(data.test_y.shape))
+    count, index = data.test_y.shape[0], integer(sample)
+    if index is None or not -count <= index < count:
+        raise ValueError(f"sample must be an int in [{-count}, {count}), got {sample!r}")
     x, target = walls.grid.coordinates(), data.test_y[sample, 0].double()
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4))
     for ax, window, title in (
@@ -54,17 +61,62 @@ def plot_boundary_zoom(
     save_figure(fig, path)
 
 
+def _zoomed_predictions(predictions: object, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """``predictions`` checked: ``{method: (S, 1, n)}`` of the test targets' ``shape``, on the
+    CPU."""
+    if not isinstance(predictions, Mapping):
+        raise TypeError(
+            f"predictions must be a dict of method -> {shape} tensors, got "
+            f"{type(predictions).__name__}"
+        )
+    checked = {}
+    for method, prediction in predictions.items():
+        name = f"predictions[{method!r}]"
+        checked[method] = as_tensor(
+            name, prediction, f"{shape}", 3, dtype=None, device="cpu", finite=False
+        )
+        if tuple(checked[method].shape) != shape:
+            raise ValueError(
+                f"{name} must have the test targets' shape {shape}, got "
+                f"{tuple(checked[method].shape)}"
+            )
+    return checked
+
+
 def plot_error_over_time(curves: dict[str, list[list[float]]], times, path: Path, title: str):
-    """Relative L2 against time per method: mean over the given runs, each run faint."""
+    """Relative L2 against time per method: mean over the given runs, each run faint.
+
+    ``curves`` maps each method to its runs (at least one), each a curve over ``times`` ``(T,)``.
+    """
+    t = as_tensor("times", times, "(T,), T >= 1", 1)
+    if not t.numel():
+        raise ValueError("times must hold at least one time, got none")
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    t = torch.as_tensor(times, dtype=F64)
-    for index, (method, runs) in enumerate(curves.items()):
+    for index, (method, runs) in enumerate(_error_curves(curves, len(t)).items()):
         colour = f"C{index}"
         for run in runs:
             ax.plot(t, run, color=colour, alpha=0.25, lw=1)
-        mean = torch.tensor(runs, dtype=F64).mean(0)
-        ax.plot(t, mean, color=colour, lw=2, label=method)
+        ax.plot(t, runs.mean(0), color=colour, lw=2, label=method)
     ax.set(yscale="log", xlabel="t", ylabel="relative L2", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _error_curves(curves: object, times: int) -> dict[str, torch.Tensor]:
+    """``curves`` checked: ``{method: (runs >= 1, times)}`` in float64 on the CPU."""
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError(f"curves must map at least one method to its runs, got {curves!r}")
+    checked = {}
+    for method, runs in curves.items():
+        if isinstance(runs, (str, torch.Tensor)) or not isinstance(runs, Sequence) or not runs:
+            raise ValueError(f"curves[{method!r}] must be a non-empty list of runs, got {runs!r}")
+        rows = []
+        for index, run in enumerate(runs):
+            name = f"curves[{method!r}][{index}]"
+            values = as_tensor(name, run, f"({times},)", 1, device="cpu", finite=False)
+            if len(values) != times:
+                raise ValueError(f"{name} must hold a value per time ({times}), got {len(values)}")
+            rows.append(values)
+        checked[method] = torch.stack(rows)
+    return checked
