@@ -92,16 +92,18 @@ def boon_case(bc, left, right=(7.0, 7.0, 7.0)):
 
 
 @pytest.mark.parametrize(
-    ("bc", "left", "error", "ylabel"),
-    [
-        (Neumann(), [0.5, 1.0, 2.0], [0.0, 0.25, 0.0], "|du/dx − g|"),  # a = 0.75 against g = 1
-        (Dirichlet(), [1.0, 2.0, 3.0], [0.0, 0.5, 0.0], "|u − g|"),  # c = 1.5 against g = 2
-        (Periodic(), [0.0, 0.0, 0.0], [1.5, 1.75, 3.0], "|u₀ − u_N|"),  # |a + 1|
+    ("bc", "left", "error", "exact_error", "ylabel"),
+    [  # near: a = 0.75 against g = 1; c = 1.5 against g = 2; |a + 1|
+        (Neumann(), [0.5, 1.0, 2.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.0], "|du/dx − g|"),
+        (Dirichlet(), [1.0, 2.0, 3.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0], "|u − g|"),
+        (Periodic(), [0.0, 0.0, 0.0], [1.5, 1.75, 3.0], [1.5, 2.0, 3.0], "|u₀ − u_N|"),
     ],
 )
 def test_boundary_zoom_draws_both_wall_windows_and_each_samples_left_wall_error(
-    drawn, tmp_path, bc, left, error, ylabel
+    drawn, tmp_path, bc, left, error, exact_error, ylabel
 ):
+    """The solver's own fields meet Dirichlet and Neumann walls exactly; they are not periodic
+    (``u(1) − u(0) = a + 1``). Every value is a dyadic fraction, so each error is exact."""
     data = boon_case(bc, left)
     near = quadratic([1.0, 1.5, 3.0], [0.5, 0.75, 2.0])
     exact = data.test_y.clone()
@@ -121,9 +123,11 @@ def test_boundary_zoom_draws_both_wall_windows_and_each_samples_left_wall_error(
     near_line, exact_line = wall_ax.lines
     assert (near_line.get_marker(), exact_line.get_marker()) == ("o", "x")
     np.testing.assert_allclose(near_line.get_xdata(), [0, 1, 2])
-    np.testing.assert_allclose(near_line.get_ydata(), np.array(error) + 1e-17, rtol=1e-6, atol=0)
-    if data.walls.kind != "periodic":  # the solver's own fields meet the wall values to round-off
-        np.testing.assert_allclose(exact_line.get_ydata(), 1e-17, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(near_line.get_ydata(), np.array(error) + 1e-17, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(exact_line.get_xdata(), [0, 1, 2])
+    np.testing.assert_allclose(
+        exact_line.get_ydata(), np.array(exact_error) + 1e-17, rtol=1e-15, atol=0
+    )
     assert [t.get_text() for t in wall_ax.get_legend().get_texts()] == ["near", "exact"]
 
 

@@ -680,8 +680,10 @@ def test_planned_speed_adds_t_end_times_the_forcings_speed():
 
 
 def test_recipe_records_its_settings_and_the_step_it_took(tmp_path):
-    """A given ``max_step`` is recorded as given, the default one recorded (> 0), ``kappa`` and
-    ``nu`` stored per sample as set (that the step is used: the flow test below)."""
+    """A given ``max_step`` is recorded as given, ``kappa`` and ``nu`` stored per sample as set;
+    the default step, with a diffusion strong enough to bind, is recorded as 0.8 of the tracer's
+    limit ``1 / (4 U/dx + 2κ (1/dx² + 1/dy²))`` at the planned speed ``U`` (that the step is used:
+    the flow test below)."""
     options = {**OPTIONS, "nu": 2e-3, "kappa": 7e-4}
     given = generate_dataset(
         "ns-tracer", tmp_path / "g.h5", n=2, progress=False, max_step=0.01, **options
@@ -690,8 +692,12 @@ def test_recipe_records_its_settings_and_the_step_it_took(tmp_path):
     assert data.attrs["max_step"] == 0.01
     torch.testing.assert_close(data.params["kappa"], torch.full((2,), 7e-4, dtype=F64))
     torch.testing.assert_close(data.params["nu"], torch.full((2,), 2e-3, dtype=F64))
-    default = load(generate_dataset("ns-tracer", tmp_path / "d.h5", n=1, progress=False, **options))
-    assert default.attrs["max_step"] > 0
+    strong = {**options, "kappa": 0.05}
+    default = load(generate_dataset("ns-tracer", tmp_path / "d.h5", n=1, progress=False, **strong))
+    settings = tr.PROBLEMS[0].settings(**strong)
+    speed, n = ns.recipe_speed(tr.PROBLEMS[0].grid(settings), settings), OPTIONS["nx"]
+    limit = 1 / (4 * speed * n + 2 * 0.05 * 2 * n**2)
+    assert default.attrs["max_step"] == pytest.approx(0.8 * limit, rel=1e-12)
 
 
 def test_the_flow_follows_the_grf_and_forcing_options_like_navier_stokes(tmp_path):
