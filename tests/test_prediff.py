@@ -612,6 +612,28 @@ def test_bad_input_names_the_argument():
             ConvDenoiser(T_IN, T_OUT, LATENT, widths=widths)
 
 
+def test_denoiser_sizes_are_refused_by_name_not_truncated_or_divided_by():
+    """``latent_shape`` and ``depth`` entries were truncated (4.5 → 4), ``num_heads = 0`` a bare
+    ZeroDivisionError; a ratio <= 0 or NaN gave one hidden unit."""
+    for kind in (ConvDenoiser, CuboidDenoiser):
+        with pytest.raises(TypeError, match=r"^latent_shape must hold integers, got \(2, 4.5, 4\)"):
+            kind(T_IN, T_OUT, (2, 4.5, 4))
+        with pytest.raises(ValueError, match=r"^latent_shape must be a sequence of 3 integers"):
+            kind(T_IN, T_OUT, (2, 8))
+        with pytest.raises(
+            ValueError, match=r"^latent_shape entries must be >= 1, got \(0, 8, 8\)"
+        ):
+            kind(T_IN, T_OUT, (0, 8, 8))
+    with pytest.raises(TypeError, match=r"^depth must hold integers, got \(1.5, 1\)"):
+        CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, depth=(1.5, 1), num_heads=2)
+    for heads, error in ((0, ValueError), (-2, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match=rf"^num_heads must be an integer >= 1, got {heads}"):
+            CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=heads)
+    for ratio in (-1.0, 0, math.nan):
+        with pytest.raises(ValueError, match=r"^mlp_ratio must be a finite number > 0"):
+            CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, mlp_ratio=ratio)
+
+
 # --------------------------------------------------------------------------------- training
 
 
