@@ -710,6 +710,28 @@ def test_seeds_give_members_of_their_own():
         assert torch.equal(layer.weight, more.weight[:3]) and torch.equal(layer.bias, more.bias[:3])
 
 
+def test_an_ensemble_moved_to_float64_reads_inputs_and_statistics_in_float64():
+    """After ``.double()`` inputs and training statistics were rounded to float32 first: inputs
+    1e-9 apart gave bitwise the same prediction. Now the statistics are the float64 means and
+    a 1e-9 step moves the mean by the derivative times 1e-9; a float32 model stays float32."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 2, generator=generator, dtype=F64)
+    y = torch.rand(50, generator=generator, dtype=F64)
+    model = tiny(in_features=2).double()
+    model.standardise(x, y)
+    assert torch.equal(model.input_shift, x.mean(0)) and torch.equal(model.target_shift, y.mean())
+    a = torch.tensor([[0.3, 0.7]], dtype=F64, requires_grad=True)
+    (slope,) = torch.autograd.grad(model(a).mean.sum(), a)
+    step = torch.tensor([[1e-9, 0.0]], dtype=F64)
+    moved = model.predict(a.detach() + step).mean - model.predict(a.detach()).mean
+    assert moved.dtype == F64
+    assert float(moved) == pytest.approx(1e-9 * float(slope[0, 0]), rel=1e-4)
+    narrow = tiny(in_features=2)
+    narrow.standardise(x, y)
+    assert narrow.input_shift.dtype == torch.float32
+    assert narrow.predict(a.detach()).mean.dtype == torch.float32
+
+
 def test_layer_sizes_follow_width_and_depth():
     model = DeepEnsemble(3, members=2, width=5, depth=2)
     shapes = [tuple(layer.weight.shape) for layer in model.layers]
