@@ -296,6 +296,30 @@ def test_gp_fit_is_reproducible_and_fit_predict_batches_functions():
     assert diagonal.cov.shape == (1, 3, 4)
 
 
+def _all_float64_on_the_cpu(hyper: dict[str, torch.Tensor]) -> bool:
+    return all(v.dtype == F64 and v.device.type == "cpu" for v in hyper.values())
+
+
+def test_gp_hyperparameters_are_float64_tensors_on_the_cpu():
+    """The documented kind: float64 on the CPU for every entry (``lengthscale`` was on the
+    fitting device, the others on the CPU), also stacked by ``fit_predict``; float32 context
+    points are read as float64."""
+    _, _, cx, cy = diffusion_context(T=4, X=5)
+    gp = ExactGPSurrogate(iterations=5).fit(cx.float(), cy.float())
+    hyper = gp.hyperparameters()
+    assert set(hyper) == {"lengthscale", "outputscale", "noise", "mean"}
+    assert _all_float64_on_the_cpu(hyper) and hyper["lengthscale"].shape == (2,)
+    gp.fit_predict(cx[None], cy[None], torch.tensor([0.5]), torch.tensor([1.0]))
+    assert _all_float64_on_the_cpu(gp.batch_hyperparameters_)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gp_hyperparameters_of_a_fit_on_the_gpu_are_on_the_cpu():
+    _, _, cx, cy = diffusion_context(T=4, X=5)
+    gp = ExactGPSurrogate(iterations=5).fit(cx.cuda(), cy.cuda())
+    assert _all_float64_on_the_cpu(gp.hyperparameters())
+
+
 def test_gp_prediction_feeds_probconserv_to_exact_conservation(noisy_gp):
     gp, _, _ = noisy_gp
     grid = Grid1D(20, 0.0, TWO_PI)
