@@ -273,13 +273,17 @@ class TaskError(Exception):
     """A task of ``physml run`` or ``physml demo`` failed; the message names it."""
 
 
-def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
+def _run_tasks(
+    names: list[str], args: argparse.Namespace, size: str, cpu_only_on_cpu: bool = False
+) -> int:
+    """Run the tasks ``names`` on ``args.device``; ``cpu_only_on_cpu`` runs those that run on the
+    CPU only there (saying which) instead of refusing the device."""
     from physml import tasks
 
-    for name in names:
-        tasks.get(name)  # an unknown name fails here, before any folder is made
+    chosen = [tasks.get(name) for name in names]  # an unknown name fails before any folder
     check_device(args.device)
-    tasks.check_task_device([tasks.get(name) for name in names], args.device)
+    if not cpu_only_on_cpu:
+        tasks.check_task_device(chosen, args.device)
     if not 0 <= args.seed < SEED_LIMIT:
         limit = f"2**{SEED_LIMIT.bit_length() - 1}"
         raise ValueError(f"--seed must be an integer in [0, {limit}), got {args.seed}")
@@ -294,11 +298,15 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
         quiet=not _progress_wanted(args),
     )
     context.out.mkdir(parents=True, exist_ok=True)
+    on_cpu = [task.name for task in chosen if task.cpu_only]
+    if on_cpu and not tasks.is_cpu(args.device):
+        _print_text(f"on the CPU (they run on the CPU only): {', '.join(on_cpu)}")
     rows: list[tasks.Row] = []
-    for name in names:
+    for task in chosen:
+        name, task_context = task.name, tasks.task_context(task, context)
         started = time.perf_counter()
         try:
-            task_rows = tasks.get(name).run(context)
+            task_rows = task.run(task_context)
         except KeyboardInterrupt:
             _report_stopped(context, rows, f"interrupted during task {name!r}", echo=False)
             raise
@@ -312,7 +320,7 @@ def _run_tasks(names: list[str], args: argparse.Namespace, size: str) -> int:
             raise TaskError(f"task {name!r} failed: {why}") from error
         wall_s = time.perf_counter() - started
         try:
-            tasks.save_rows(context, name, task_rows, wall_s)
+            tasks.save_rows(task_context, name, task_rows, wall_s)
         except Exception as error:  # the tasks before it still get their tables and index
             why = f"task {name!r} failed writing its rows: {error}"
             raise TaskError(why + _report_stopped(context, rows, why)) from error
@@ -363,12 +371,14 @@ def _check_out_folder(out: Path) -> None:
         raise ValueError(f"out: {str(existing)!r} is not a writable folder")
 
 
-def _add_task_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+def _add_task_options(
+    parser: argparse.ArgumentParser, default_out: str, cpu_only: str = "refuse another"
+) -> None:
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     parser.add_argument(
         "--device",
         default="cpu",
-        help="torch device (default cpu); the tasks that run on the CPU only refuse another",
+        help=f"torch device (default cpu); the tasks that run on the CPU only {cpu_only}",
     )
     parser.add_argument(
         "--seed",
@@ -528,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         help="only these tasks; any registered task, those outside the demo too",
     )
-    _add_task_options(demo, "demo_output")
+    _add_task_options(demo, "demo_output", "run there, the others on the device")
 
     subparsers.add_parser("list", help="list the PDE recipes and the tasks")
     return parser
@@ -621,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                     "got none"
                 )
             names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
-            return _run_tasks(list(dict.fromkeys(names)), args, "toy")
+            return _run_tasks(list(dict.fromkeys(names)), args, "toy", cpu_only_on_cpu=True)
         if args.command == "list":
             print(format_list())
             return 0

@@ -642,8 +642,36 @@ def test_a_cpu_only_task_refuses_another_device(tmp_path, monkeypatch, capsys):
     assert main(["run", "toy-cpu", "--device", "cuda", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device" in err[0] and "CPU only" in err[0] and "'cuda'" in err[0]
+    takers = err[0].split("(the tasks that take 'cuda': ")[1].rstrip(")").split(", ")
+    assert "earthformer-ns" in takers and "toy-cpu" not in takers and "verify" not in takers
     assert calls == {"toy_cpu": []} and not out.exists()
     assert main(["run", "toy-cpu", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+
+
+def test_demo_runs_the_cpu_only_tasks_on_the_cpu_and_the_others_on_the_device(
+    tmp_path, monkeypatch, capsys
+):
+    """`demo --device cuda` refused every task when one ran on the CPU only: now that one runs
+    on the CPU, the run says so in one line, and its rows record the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    calls = _fake_tasks(monkeypatch, toy_gpu=_rows_of("toy-gpu"), toy_cpu=_rows_of("toy-cpu"))
+    monkeypatch.setitem(
+        tasks._TASKS, "toy-cpu", dataclasses.replace(tasks._TASKS["toy-cpu"], cpu_only=True)
+    )
+    argv = ["demo", "--tasks", "toy-gpu", "toy-cpu", "--out", str(tmp_path), "--quiet"]
+    assert main([*argv, "--device", "cuda"]) == 0
+    assert [c.device for c in calls["toy_gpu"]] == ["cuda"]
+    assert [c.device for c in calls["toy_cpu"]] == ["cpu"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "CPU" in line] == [
+        "on the CPU (they run on the CPU only): toy-cpu"
+    ]
+    for name, device in (("toy-gpu", "cuda"), ("toy-cpu", "cpu")):
+        record = json.loads((tmp_path / name / "rows-toy-seed0.json").read_text())
+        assert record["settings"]["device"] == device
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert "CPU only" not in capsys.readouterr().out
 
 
 def test_a_target_missed_by_a_numpy_or_torch_verdict_fails_the_run(tmp_path, monkeypatch, capsys):

@@ -935,6 +935,21 @@ def test_feed_forward_hidden_width_is_dim_times_ratio_rounded():
     assert FeedForward(3, 0.1).net[1].out_features == 1  # at least one hidden unit
 
 
+@pytest.mark.parametrize("ratio", [0, -3.0, math.nan, math.inf, True, "4"])
+def test_a_ratio_that_is_not_a_finite_positive_number_is_refused_by_every_user(ratio):
+    """One check in FeedForward: a ratio <= 0 gave one hidden unit, NaN a bare conversion error."""
+    refused = r"^mlp_ratio must be a finite number > 0, got "
+    builds = [
+        lambda: FeedForward(8, ratio),
+        lambda: CuboidTransformerBlock(8, 2, (2, 4, 4), mlp_ratio=ratio),
+        lambda: CuboidCrossBlock(8, 2, mlp_ratio=ratio),
+        lambda: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, mlp_ratio=ratio),
+    ]
+    for build in builds:
+        with pytest.raises(ValueError, match=refused):
+            build()
+
+
 def test_frame_multiple_is_the_total_spatial_reduction():
     """H, W shrink by ``downsample`` in the stem and by 2 at each of the ``levels - 1`` merges."""
     assert Earthformer.frame_multiple((1,), 3) == 3

@@ -519,6 +519,23 @@ def test_clean_under_the_real_ddim_removes_the_fraction_lambda_and_lands_at_one(
     assert guided[2] < 1e-5 * unguided, misses
 
 
+@pytest.mark.parametrize("steps", [7, 30])
+def test_clean_at_lambda_one_lands_on_the_target_at_trailing_steps_not_dividing_t(steps):
+    """Trailing timesteps ``N`` not dividing ``T = 1000`` (not ⌊T/N⌋ apart), float64: the guide
+    and the step see the same ᾱ and the last step reaches ᾱ′ = 1, so λ = 1 puts every sample's
+    frame means on the target to round-off."""
+    bars, shape = NoiseSchedule().alphas_cumprod().double(), (2, 3, 2, 1, 4, 4)
+    target = torch.tensor([[1.0, 0.5], [-1.0, 0.0], [0.25, 2.0]], dtype=F64)
+    control = KnowledgeControl(per_frame_mean, target, 1.0, normalized="clean")
+    out = ddim_sample(
+        lambda z, t: math.sqrt(1 - bars[t]) * z, shape, NoiseSchedule(),
+        torch.Generator().manual_seed(0), steps, eta=0.0,
+        guidance=lambda z, step: control.guide(z, step, None), spacing="trailing", dtype=F64,
+    )  # fmt: skip
+    means = per_frame_mean(out.flatten(0, 1)).reshape(2, 3, 2)
+    assert (means - target).abs().max() < 1e-12
+
+
 def test_clean_refuses_a_step_it_cannot_turn_into_a_score():
     z_t = torch.randn(2, 3, 2, 4, dtype=F64)
     control = KnowledgeControl(per_frame_mean, torch.zeros(3, dtype=F64), 1.0, normalized="clean")

@@ -296,6 +296,30 @@ def test_gp_fit_is_reproducible_and_fit_predict_batches_functions():
     assert diagonal.cov.shape == (1, 3, 4)
 
 
+def _all_float64_on_the_cpu(hyper: dict[str, torch.Tensor]) -> bool:
+    return all(v.dtype == F64 and v.device.type == "cpu" for v in hyper.values())
+
+
+def test_gp_hyperparameters_are_float64_tensors_on_the_cpu():
+    """The documented kind: float64 on the CPU for every entry (``lengthscale`` was on the
+    fitting device, the others on the CPU), also stacked by ``fit_predict``; float32 context
+    points are read as float64."""
+    _, _, cx, cy = diffusion_context(T=4, X=5)
+    gp = ExactGPSurrogate(iterations=5).fit(cx.float(), cy.float())
+    hyper = gp.hyperparameters()
+    assert set(hyper) == {"lengthscale", "outputscale", "noise", "mean"}
+    assert _all_float64_on_the_cpu(hyper) and hyper["lengthscale"].shape == (2,)
+    gp.fit_predict(cx[None], cy[None], torch.tensor([0.5]), torch.tensor([1.0]))
+    assert _all_float64_on_the_cpu(gp.batch_hyperparameters_)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gp_hyperparameters_of_a_fit_on_the_gpu_are_on_the_cpu():
+    _, _, cx, cy = diffusion_context(T=4, X=5)
+    gp = ExactGPSurrogate(iterations=5).fit(cx.cuda(), cy.cuda())
+    assert _all_float64_on_the_cpu(gp.hyperparameters())
+
+
 def test_gp_prediction_feeds_probconserv_to_exact_conservation(noisy_gp):
     gp, _, _ = noisy_gp
     grid = Grid1D(20, 0.0, TWO_PI)
@@ -708,6 +732,28 @@ def test_seeds_give_members_of_their_own():
     for layer, again, more in zip(a.layers, b.layers, larger.layers, strict=True):
         assert torch.equal(layer.weight, again.weight) and torch.equal(layer.bias, again.bias)
         assert torch.equal(layer.weight, more.weight[:3]) and torch.equal(layer.bias, more.bias[:3])
+
+
+def test_an_ensemble_moved_to_float64_reads_inputs_and_statistics_in_float64():
+    """After ``.double()`` inputs and training statistics were rounded to float32 first: inputs
+    1e-9 apart gave bitwise the same prediction. Now the statistics are the float64 means and
+    a 1e-9 step moves the mean by the derivative times 1e-9; a float32 model stays float32."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 2, generator=generator, dtype=F64)
+    y = torch.rand(50, generator=generator, dtype=F64)
+    model = tiny(in_features=2).double()
+    model.standardise(x, y)
+    assert torch.equal(model.input_shift, x.mean(0)) and torch.equal(model.target_shift, y.mean())
+    a = torch.tensor([[0.3, 0.7]], dtype=F64, requires_grad=True)
+    (slope,) = torch.autograd.grad(model(a).mean.sum(), a)
+    step = torch.tensor([[1e-9, 0.0]], dtype=F64)
+    moved = model.predict(a.detach() + step).mean - model.predict(a.detach()).mean
+    assert moved.dtype == F64
+    assert float(moved) == pytest.approx(1e-9 * float(slope[0, 0]), rel=1e-4)
+    narrow = tiny(in_features=2)
+    narrow.standardise(x, y)
+    assert narrow.input_shift.dtype == torch.float32
+    assert narrow.predict(a.detach()).mean.dtype == torch.float32
 
 
 def test_layer_sizes_follow_width_and_depth():

@@ -276,6 +276,99 @@ def test_trailing_ddim_with_the_exact_gaussian_denoiser_has_the_data_mean(steps)
         assert abs(leading - mean) > 0.05
 
 
+def trailing_timesteps(steps: int) -> list[int]:
+    """diffusers' trailing spacing of ``T = 1000``: ``round(T − kT/N) − 1``, ``k = 0 … N − 1``."""
+    return [round(1000 - k * 1000 / steps) - 1 for k in range(steps)]
+
+
+@pytest.mark.parametrize("spacing, steps", [("trailing", 7), ("trailing", 30), ("leading", 7)])
+def test_ddim_with_an_exact_noise_estimate_is_exact_in_float64(spacing, steps):
+    """η = 0, float64. Data at a point ``μ``: ``ẑ_0 = μ`` at every step, so every sample is ``μ``
+    once the last step reaches ᾱ = 1. Gaussian data ``N(m, s²)``: each step maps ``z_t −
+    √ᾱ_t m`` linearly to ``z_{t'} − √ᾱ_{t'} m`` when it lands on the next timestep's ᾱ_{t'}, so
+    ``z_0 = A z + b`` with ``b + A √ᾱ_{T_1} m = m`` (``T_1`` the first timestep). With ``N``
+    not dividing ``T`` diffusers' step went to ``t − ⌊T/N⌋``, one off the trailing timesteps
+    (and ᾱ = 0.99996 at the end for N = 7)."""
+    schedule, shape = NoiseSchedule(), (64, 1, 1, 1, 1, 1)
+    bars = schedule.alphas_cumprod().double()
+    first = trailing_timesteps(steps)[0] if spacing == "trailing" else (steps - 1) * (1000 // steps)
+
+    def run(predict):
+        generator = torch.Generator().manual_seed(0)
+        return ddim_sample(
+            predict, shape, schedule, generator, steps, 0.0, spacing=spacing, dtype=torch.float64
+        )
+
+    point = 1.5
+    at_point = run(lambda z, t: (z - math.sqrt(bars[t]) * point) / math.sqrt(1 - bars[t]))
+    assert (at_point - point).abs().max() < 1e-12
+    mean = 1.5
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    slope, intercept, residual = affine_fit(start, run(gaussian_noise_estimate(mean, 0.5)))
+    assert residual < 1e-10
+    assert intercept + slope * math.sqrt(bars[first]) * mean == pytest.approx(mean, abs=1e-12)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_trailing_ddim_steps_follow_their_formula_by_hand_to_the_next_listed_timestep(eta):
+    """N = 7 trailing steps (timesteps 999, 856, …, 142: not ⌊T/N⌋ = 142 apart), a nonlinear
+    ε̂ and a constant guide ``g``, float64: ``ε̂′ = ε̂ − √(1 − ᾱ_t) g``, ``x̂_0 = (z − √(1 − ᾱ_t)
+    ε̂′)/√ᾱ_t``, ``z′ = √ᾱ′ x̂_0 + √(1 − ᾱ′ − σ²) ε̂′ + σ ξ``, ``σ² = η² (1 − ᾱ′)/(1 − ᾱ_t) (1 −
+    ᾱ_t/ᾱ′)`` with ᾱ′ the next listed timestep's (1 after the last); ``z`` and then one ``ξ``
+    per step from the generator in that order."""
+    bars = NoiseSchedule().alphas_cumprod().double()
+    shape, g, steps = (2, 1, 1, 1, 2, 3), 0.3, 7
+    times = trailing_timesteps(steps)
+
+    def predict(z, t):
+        return torch.tanh(z) * (1 + t / 1000)
+
+    generator = torch.Generator().manual_seed(9)
+    z = torch.randn(shape, generator=generator, dtype=torch.float64)
+    for i, t in enumerate(times):
+        a = float(bars[t])
+        after = float(bars[times[i + 1]]) if i + 1 < steps else 1.0
+        eps = predict(z, t) - math.sqrt(1 - a) * g
+        clean = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        sigma2 = eta**2 * (1 - after) / (1 - a) * (1 - a / after)
+        z = math.sqrt(after) * clean + math.sqrt(1 - after - sigma2) * eps
+        if eta > 0:
+            z = z + math.sqrt(sigma2) * torch.randn(shape, generator=generator, dtype=torch.float64)
+    out = ddim_sample(
+        predict, shape, NoiseSchedule(), torch.Generator().manual_seed(9), steps, eta,
+        lambda z_t, step: torch.full_like(z_t, g), spacing="trailing", dtype=torch.float64,
+    )  # fmt: skip
+    torch.testing.assert_close(out, z, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_a_noise_estimate_of_the_wrong_shape_or_not_finite_is_refused(guided):
+    """A wrong-shaped ε̂ would broadcast, a NaN one turn every latent NaN: both are refused,
+    naming ``predict`` and the timestep, also when a guide's ``denoise`` asks for it."""
+
+    def guidance(z_t, step):
+        step.denoise(z_t)
+        return torch.zeros_like(z_t)
+
+    def run(predict):
+        ddim_sample(
+            predict, (2, 1, 1, 1, 1, 3), NoiseSchedule(), torch.Generator().manual_seed(0), 5,
+            0.0, guidance if guided else None,
+        )  # fmt: skip
+
+    shape = r"\(2, 1, 1, 1, 1, 3\)"
+    not_finite = r"^predict returned NaN or inf values at timestep 600$"
+    with pytest.raises(ValueError, match=rf"^predict must return a tensor shaped like z_t {shape}"):
+        run(lambda z, t: 0.5 * z[:1])
+    with pytest.raises(ValueError, match=r"got \(1, 1, 1, 1, 3\) at timestep 800$"):
+        run(lambda z, t: 0.5 * z[0])
+    with pytest.raises(ValueError, match=r"^predict must return a tensor.*got list at timestep"):
+        run(lambda z, t: [0.0])
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=not_finite):
+            run(lambda z, t, bad=bad: z * (bad if t == 600 else 0.5))
+
+
 def test_eta0_is_deterministic_and_eta1_draws_noise_every_step():
     shape = (2, 1, T_OUT, *LATENT)
     model = live(denoiser("conv"))
@@ -517,6 +610,28 @@ def test_bad_input_names_the_argument():
     for widths in ((8.7,), ("a",)):
         with pytest.raises(TypeError, match="widths must be an integer >= 1"):
             ConvDenoiser(T_IN, T_OUT, LATENT, widths=widths)
+
+
+def test_denoiser_sizes_are_refused_by_name_not_truncated_or_divided_by():
+    """``latent_shape`` and ``depth`` entries were truncated (4.5 → 4), ``num_heads = 0`` a bare
+    ZeroDivisionError; a ratio <= 0 or NaN gave one hidden unit."""
+    for kind in (ConvDenoiser, CuboidDenoiser):
+        with pytest.raises(TypeError, match=r"^latent_shape must hold integers, got \(2, 4.5, 4\)"):
+            kind(T_IN, T_OUT, (2, 4.5, 4))
+        with pytest.raises(ValueError, match=r"^latent_shape must be a sequence of 3 integers"):
+            kind(T_IN, T_OUT, (2, 8))
+        with pytest.raises(
+            ValueError, match=r"^latent_shape entries must be >= 1, got \(0, 8, 8\)"
+        ):
+            kind(T_IN, T_OUT, (0, 8, 8))
+    with pytest.raises(TypeError, match=r"^depth must hold integers, got \(1.5, 1\)"):
+        CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, depth=(1.5, 1), num_heads=2)
+    for heads, error in ((0, ValueError), (-2, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match=rf"^num_heads must be an integer >= 1, got {heads}"):
+            CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=heads)
+    for ratio in (-1.0, 0, math.nan):
+        with pytest.raises(ValueError, match=r"^mlp_ratio must be a finite number > 0"):
+            CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, mlp_ratio=ratio)
 
 
 # --------------------------------------------------------------------------------- training

@@ -868,10 +868,12 @@ def resolve_pattern(pattern: str | Sequence[LayerSpec], shape: Sequence[int]) ->
 class FeedForward(nn.Module):
     """Pre-norm two-layer GELU MLP with residual: ``x + W2 gelu(W1 norm(x))`` on the last axis.
 
-    ``spatial_kernel = k > 0`` adds a depthwise ``k × k`` convolution over (H, W) of every frame
-    to the hidden features before the GELU (a "Mix-FFN", as in SegFormer): ``x`` must then be a
-    grid ``(B, T, H, W, C)``. It gives each token its neighbours' features without attention,
-    the local bias a convolutional forecaster has. ``0`` (the default) is the plain MLP.
+    The hidden width is ``round(ratio · dim)``, at least 1; ``ratio`` (the blocks' ``mlp_ratio``)
+    a finite number > 0. ``spatial_kernel = k > 0`` adds a depthwise ``k × k`` convolution over
+    (H, W) of every frame to the hidden features before the GELU (a "Mix-FFN", as in SegFormer):
+    ``x`` must then be a grid ``(B, T, H, W, C)``. It gives each token its neighbours' features
+    without attention, the local bias a convolutional forecaster has. ``0`` (the default) is the
+    plain MLP.
     """
 
     def __init__(
@@ -879,6 +881,12 @@ class FeedForward(nn.Module):
     ) -> None:
         super().__init__()
         _kernel("spatial_kernel", spatial_kernel)
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float))
+            or not 0 < ratio < math.inf
+        ):
+            raise ValueError(f"mlp_ratio must be a finite number > 0, got {ratio!r}")
         hidden = max(1, int(round(dim * ratio)))
         self.spatial_kernel = spatial_kernel
         self.net = nn.Sequential(

@@ -39,7 +39,6 @@ Internally everything is channel-last ``(B, T, H, W, C)``; float32.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -191,8 +190,6 @@ class Earthformer(nn.Module):
             raise ValueError(f"base_units must be a positive integer, got {base_units!r}")
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
-        if not isinstance(mlp_ratio, (int, float)) or not (0 < mlp_ratio < math.inf):
-            raise ValueError(f"mlp_ratio must be a finite number > 0, got {mlp_ratio!r}")
         if base_units % num_heads:
             raise ValueError(
                 f"base_units must be divisible by num_heads, got {base_units} and {num_heads}"

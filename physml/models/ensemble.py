@@ -23,7 +23,6 @@ from .._checks import as_tensor
 from .._io import atomic_path
 from ..outputs import Ensemble, Gaussian
 
-F32 = torch.float32
 KINDS = ("gaussian", "ensemble")
 
 
@@ -128,10 +127,14 @@ class DeepEnsemble(nn.Module):
         out = self.layers[-1](h)
         return out[..., 0], out[..., 1].exp() + self.config["min_variance"]
 
+    def _as_buffers(self) -> dict:
+        """The dtype and device of the model's buffers (``.double()``, ``.to``), which inputs and
+        targets are read in."""
+        return {"dtype": self.input_shift.dtype, "device": self.input_shift.device}
+
     def _inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         d = self.config["in_features"]
-        device = self.input_shift.device
-        tensor = as_tensor("inputs", inputs, f"(..., {d})", None, last=d, dtype=F32, device=device)
+        tensor = as_tensor("inputs", inputs, f"(..., {d})", None, last=d, **self._as_buffers())
         if tensor.ndim < 2:
             raise ValueError(
                 f"inputs must have shape (..., {d}) with a point axis, got {tuple(tensor.shape)}"
@@ -193,9 +196,8 @@ class DeepEnsemble(nn.Module):
         """Fix the input and target statistics from training rows ``inputs (N, d)``,
         ``targets (N,)`` (a constant column or target keeps scale 1); marks the model fitted."""
         d = self.config["in_features"]
-        device = self.input_shift.device
-        x = as_tensor("inputs", inputs, f"(N, {d})", 2, last=d, dtype=F32, device=device)
-        y = as_tensor("targets", targets, "(N,)", 1, dtype=F32, device=device)
+        x = as_tensor("inputs", inputs, f"(N, {d})", 2, last=d, **self._as_buffers())
+        y = as_tensor("targets", targets, "(N,)", 1, **self._as_buffers())
         if y.shape[0] != x.shape[0]:
             raise ValueError(
                 f"targets must have shape ({x.shape[0]},) to match inputs, got {tuple(y.shape)}"

@@ -54,10 +54,11 @@ class ExactGPSurrogate:
         seed: seeds any random draw made while fitting (the Cholesky path used here makes none,
             so fits are reproducible run to run).
 
-    After :meth:`fit`: ``lengthscale_ (2,)`` (t, x), ``outputscale_``, ``noise_``, ``mean_``
-    (all in the data's units), ``log_marginal_likelihood_`` and ``loss_curve_`` (the
-    standardised negative log marginal likelihood per point, one entry per evaluation: per step
-    with Adam, per function evaluation with L-BFGS, its line search included).
+    After :meth:`fit`: ``lengthscale_ (2,)`` (t, x; float64 on the CPU), ``outputscale_``,
+    ``noise_``, ``mean_`` (all in the data's units), ``log_marginal_likelihood_`` and
+    ``loss_curve_`` (the standardised negative log marginal likelihood per point, one entry per
+    evaluation: per step with Adam, per function evaluation with L-BFGS, its line search
+    included).
     """
 
     def __init__(
@@ -226,7 +227,8 @@ class ExactGPSurrogate:
     def _record_hyperparameters(self) -> None:
         kernel = self.model_.covar_module
         scale2 = self._y_scale**2
-        self.lengthscale_ = kernel.base_kernel.lengthscale.detach().reshape(2) * self._x_scale
+        lengthscale = kernel.base_kernel.lengthscale.detach().reshape(2) * self._x_scale
+        self.lengthscale_ = lengthscale.cpu()
         self.outputscale_ = float(kernel.outputscale.detach() * scale2)
         self.noise_ = float(self._noise_std() * scale2)
         self.mean_ = float(
@@ -234,7 +236,8 @@ class ExactGPSurrogate:
         )
 
     def hyperparameters(self) -> dict[str, torch.Tensor]:
-        """The learned hyperparameters in the data's units (``lengthscale`` is ``(2,)``: t, x)."""
+        """The learned hyperparameters in the data's units (``lengthscale`` is ``(2,)``: t, x),
+        float64 tensors on the CPU whatever device the fit ran on."""
         self._check_fitted()
         return {
             "lengthscale": self.lengthscale_.clone(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -188,14 +188,27 @@ def check_steps(steps: dict | None, families: tuple[str, ...]) -> None:
         positive_int(f"steps[{family!r}]", count)
 
 
+def is_cpu(device: str | torch.device) -> bool:
+    """Whether ``device`` is the CPU (``cpu``, ``cpu:0``)."""
+    return str(device).split(":")[0] == "cpu"
+
+
 def check_task_device(tasks: list[Task], device: str) -> None:
-    """Refuse a device other than the CPU for tasks that run on the CPU only, naming them."""
+    """Refuse a device other than the CPU for tasks that run on the CPU only, naming them and
+    the registered tasks that take another device."""
     cpu_only = [task.name for task in tasks if task.cpu_only]
-    if cpu_only and str(device).split(":")[0] != "cpu":
+    if cpu_only and not is_cpu(device):
+        takers = sorted(name for name, task in registry().items() if not task.cpu_only)
         raise ValueError(
             f"--device: {', '.join(cpu_only)} {'runs' if len(cpu_only) == 1 else 'run'} on the "
-            f"CPU only, got {str(device)!r}; use --device cpu"
+            f"CPU only, got {str(device)!r}; use --device cpu (the tasks that take "
+            f"{str(device)!r}: {', '.join(takers) or 'none'})"
         )
+
+
+def task_context(task: Task, context: Context) -> Context:
+    """``context`` for ``task``: moved to the CPU when the task runs on the CPU only."""
+    return replace(context, device="cpu") if task.cpu_only else context
 
 
 def _aligned(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from pdes.checks import finite, positive_int
 
-from ..cuboid import CuboidTransformerBlock
+from ..cuboid import CuboidTransformerBlock, _ints
 from ..earthformer import PatchMerge, PositionEmbedding
 
 
@@ -102,9 +102,7 @@ def check_denoiser_inputs(
 
 
 def _latent_shape(value: Sequence[int]) -> tuple[int, int, int]:
-    if len(value) != 3:
-        raise ValueError(f"latent_shape must be (c, h, w), got {value!r}")
-    c, h, w = (positive_int("latent_shape", int(v)) for v in value)
+    c, h, w = _ints("latent_shape", value, 1, ("c", "h", "w"))
     return (c, h, w)
 
 
@@ -257,10 +255,8 @@ class CuboidDenoiser(nn.Module):
         self.latent_shape = _latent_shape(latent_shape)
         self.patch = positive_int("patch", patch)
         positive_int("dim", dim)
-        if len(depth) != 2:
-            raise ValueError(f"depth must be (patch level, lower level), got {depth!r}")
-        d0, d1 = (positive_int("depth", int(d)) for d in depth)
-        if dim % num_heads:
+        d0, d1 = _ints("depth", depth, 1, ("patch level", "lower level"))
+        if dim % positive_int("num_heads", num_heads):
             raise ValueError(f"dim must be divisible by num_heads, got {dim} and {num_heads}")
         c, h, w = self.latent_shape
         if h % (2 * patch) or w % (2 * patch):

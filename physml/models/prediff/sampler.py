@@ -10,9 +10,12 @@ From ``z ~ N(0, I)`` each reverse step at timestep ``t`` (diffusers' DDIM timest
    the score moves by ``g``) — a guide that denoises ``z_t`` itself (``step.denoise(z_t)``, as
    knowledge control on frames does) computes ``ε̂`` on the way, and the step reuses it instead
    of running the denoiser twice;
-3. takes diffusers' DDIM step to ``z_{t'}``: ``ẑ_0 = (z_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t``,
-   ``z_{t'} = √ᾱ_{t'} ẑ_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ ξ`` with ``σ = η σ_DDPM`` (``η = 0``:
-   deterministic, ``η = 1``: DDPM-like ensembles) and ``ξ`` drawn from ``generator``.
+3. takes the DDIM step to the next listed timestep ``t'`` (ᾱ_{t'} = 1 after the last):
+   ``ẑ_0 = (z_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t``, ``z_{t'} = √ᾱ_{t'} ẑ_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ ξ``
+   with ``σ² = η² (1 − ᾱ_{t'})/(1 − ᾱ_t) (1 − ᾱ_t/ᾱ_{t'})`` (``η = 0``: deterministic, ``η = 1``:
+   DDPM-like ensembles) and ``ξ`` drawn from ``generator``. ᾱ are the schedule's, in float64
+   (diffusers' own step goes to ``t − ⌊T/N⌋``, off the trailing timesteps when ``N`` does not
+   divide ``T``, and in float32).
 
 Latents are ``(members, batch, T_out, c, h, w)``: every member of every batch entry is a sample,
 and the guidance sees them in that layout, so a guide can match each sample to its own target.
@@ -64,24 +67,70 @@ def ddim_sample(
     ``"trailing"`` timesteps (:meth:`NoiseSchedule.sampling`).
     """
     eta = check_eta(eta)
-    scheduler = schedule.sampling(steps, check_spacing(spacing))
+    timesteps = schedule.sampling(steps, check_spacing(spacing)).timesteps.tolist()
+    alpha_bars = schedule.alphas_cumprod().double().tolist()
     z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    for index, timestep in enumerate(scheduler.timesteps.tolist()):
+    for index, timestep in enumerate(timesteps):
+        alpha_bar = alpha_bars[timestep]
+        alpha_bar_next = alpha_bars[timesteps[index + 1]] if index + 1 < len(timesteps) else 1.0
         eps = None
         if guidance is not None:
-            alpha_bar = float(scheduler.alphas_cumprod[timestep])
             g, eps = _guide(guidance, predict, z, timestep, index, alpha_bar, decode)
         if eps is None:
             with torch.no_grad():
-                eps = predict(z, timestep)
+                eps = _noise_estimate(predict, z, timestep)
         if guidance is not None:
             eps = eps - math.sqrt(1.0 - alpha_bar) * g
         noise = None
         if eta > 0:
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         with torch.no_grad():
-            z = scheduler.step(eps, timestep, z, eta=eta, variance_noise=noise).prev_sample
+            z = ddim_step(z, eps, alpha_bar, alpha_bar_next, eta, noise)
     return z
+
+
+def ddim_step(
+    z: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar: float,
+    alpha_bar_next: float,
+    eta: float,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One DDIM step from latents ``z`` at ᾱ = ``alpha_bar`` with noise estimate ``eps`` (both
+    of one shape) to ᾱ = ``alpha_bar_next``, adding ``σ noise`` (module docstring)."""
+    variance = (
+        eta**2 * (1.0 - alpha_bar_next) * (1.0 - alpha_bar / alpha_bar_next) / (1.0 - alpha_bar)
+    )
+    z_next = (
+        math.sqrt(alpha_bar_next) * _clean(z, eps, alpha_bar)
+        + math.sqrt(1.0 - alpha_bar_next - variance) * eps
+    )
+    return z_next if noise is None else z_next + math.sqrt(variance) * noise
+
+
+def _clean(z: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """The clean latents ``ẑ_0 = (z − √(1 − ᾱ) ε̂)/√ᾱ`` of ``z`` and its noise estimate."""
+    return (z - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+
+
+def _checked(value: object, z: torch.Tensor, timestep: int, source: str) -> torch.Tensor:
+    """``value`` if it is a finite tensor shaped like ``z``, else a ``ValueError`` naming
+    ``source`` (what returned it) and the ``timestep``."""
+    if not isinstance(value, torch.Tensor) or value.shape != z.shape:
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"{source} must return a tensor shaped like z_t {tuple(z.shape)}, got {got} at "
+            f"timestep {timestep}"
+        )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{source} returned NaN or inf values at timestep {timestep}")
+    return value
+
+
+def _noise_estimate(predict: Predict, z: torch.Tensor, timestep: int) -> torch.Tensor:
+    """``predict(z, timestep)``, checked to be a finite tensor shaped like ``z``."""
+    return _checked(predict(z, timestep), z, timestep, "predict")
 
 
 def _same(z_t: torch.Tensor, z: torch.Tensor) -> bool:
@@ -105,19 +154,13 @@ def _guide(
     at_z: list[torch.Tensor] = []
 
     def denoise(z_t: torch.Tensor) -> torch.Tensor:
-        eps = predict(z_t, timestep)
+        eps = _noise_estimate(predict, z_t, timestep)
         if not at_z and _same(z_t, given):
             at_z.append(eps.detach())
-        return (z_t - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+        return _clean(z_t, eps, alpha_bar)
 
     step = ReverseStep(timestep, index, alpha_bar, denoise=denoise, decode=decode)
     with torch.enable_grad():
         g = guidance(given, step)
-    if not isinstance(g, torch.Tensor) or g.shape != z.shape:
-        got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
-        raise ValueError(
-            f"guidance must return a tensor shaped like z_t {tuple(z.shape)}, got {got}"
-        )
-    if not torch.isfinite(g).all():
-        raise ValueError(f"guidance returned NaN or inf values at timestep {timestep}")
+    _checked(g, z, timestep, "guidance")
     return g.detach().to(z.dtype), (at_z[0] if at_z else None)

@@ -1,7 +1,8 @@
 """The noise schedule of PreDiff's latent diffusion, kept by diffusers' schedulers.
 
 Training adds noise with a ``DDPMScheduler`` (``z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε``, ``t`` uniform in
-``[0, T)``); sampling steps back with a ``DDIMScheduler`` built on the same ᾱ. The defaults are the
+``[0, T)``); sampling steps back through the timesteps of a ``DDIMScheduler`` built on the same
+ᾱ (the step itself is :func:`~physml.models.prediff.sampler.ddim_sample`'s). The defaults are the
 CPU plan's: cosine schedule (``"squaredcos_cap_v2"``), ``T = 1000``, ε-prediction, no clipping of
 the estimated clean latent (latents are not bounded). ``N`` DDIM steps are spaced
 
@@ -75,7 +76,9 @@ class NoiseSchedule:
 
     def sampling(self, steps: int, spacing: str = "leading"):
         """A diffusers ``DDIMScheduler`` on the same ᾱ, set to ``steps`` reverse steps at the
-        timesteps of ``spacing`` (see the module docstring)."""
+        timesteps of ``spacing`` (see the module docstring). Its own ``step`` goes to
+        ``t − ⌊T/N⌋``, off the trailing timesteps when ``N`` does not divide ``T``, in float32:
+        :func:`~physml.models.prediff.sampler.ddim_sample` steps to the next listed timestep."""
         from diffusers import DDIMScheduler
 
         positive_int("steps", steps)
