@@ -2,7 +2,11 @@
 
 Every metric takes torch tensors (array-likes are converted), checks them (shapes, NaN/inf, empty
 inputs) and computes in float64 on the first input's device, so a float32 network output and a
-float64 reference give the same score. ``reduction='mean'`` returns a scalar tensor and
+float64 reference give the same score. The exceptions judge a value against a tolerance or a label:
+:func:`tolerance_flips`, :func:`flip_rate_curve` and :func:`physics_flips` compare each error or
+residual with its tolerance rounded to that input's own precision (a float32 error equal to
+``float32(τ)`` is within ``τ``; in float64 it would be above it), and :func:`negative_flip_rate`
+compares integer labels in their integer dtypes. ``reduction='mean'`` returns a scalar tensor and
 ``reduction='none'`` the values before the final average (their shape is given per metric).
 
 Numerical floors, chosen once here:
@@ -51,7 +55,7 @@ from pdes.checks import finite
 from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 
-from ._checks import as_tensor
+from ._checks import NonFiniteError, as_tensor
 from .outputs import Ensemble, Gaussian, LowRankCovariance
 
 F64 = torch.float64
@@ -79,15 +83,20 @@ def _tensor(
     value: object,
     device: torch.device | None = None,
     dtype: torch.dtype | None = F64,
+    finite: bool = True,
 ) -> torch.Tensor:
-    return as_tensor(name, value, "(...)", None, dtype=dtype, device=device)
+    return as_tensor(name, value, "(...)", None, dtype=dtype, device=device, finite=finite)
 
 
 def _pair(
-    names: tuple[str, str], first: object, second: object, dtype: torch.dtype | None = F64
+    names: tuple[str, str],
+    first: object,
+    second: object,
+    dtype: torch.dtype | None = F64,
+    finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    a = _tensor(names[0], first, dtype=dtype)
-    b = _tensor(names[1], second, a.device, dtype)
+    a = _tensor(names[0], first, dtype=dtype, finite=finite)
+    b = _tensor(names[1], second, a.device, dtype, finite)
     if a.shape != b.shape:
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
@@ -843,9 +852,24 @@ def negative_flip_rate(old_pred: ArrayLike, new_pred: ArrayLike, labels: ArrayLi
 # ---------------------------------------------------------------- negative flips in regression
 
 
+def _flip_pair(
+    names: tuple[str, str], old: ArrayLike, new: ArrayLike
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An old and a new model's errors or residuals of one shape, each in its own floating dtype
+    (integers as float64). Infinite values are kept: a diverged model is wrong at every
+    tolerance. NaN says nothing about right or wrong and is refused."""
+    pair = _own_precision(*_pair(names, old, new, None, finite=False))
+    for name, values in zip(names, pair, strict=True):
+        if values.isnan().any():
+            raise NonFiniteError(
+                f"{name} contains NaN values (inf is accepted: wrong at every tolerance)"
+            )
+    return pair
+
+
 def _error_pair(old_error: ArrayLike, new_error: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """The errors checked, each in its own floating dtype (integers as float64)."""
-    old, new = _own_precision(*_pair(("old_error", "new_error"), old_error, new_error, None))
+    """The errors checked, each in its own floating dtype (integers as float64); ``inf`` allowed."""
+    old, new = _flip_pair(("old_error", "new_error"), old_error, new_error)
     if old.ndim != 1:
         raise ValueError(
             f"old_error and new_error must be per-sample errors (batch,), got shape "
@@ -861,10 +885,22 @@ def _own_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t if t.is_floating_point() else t.to(F64) for t in tensors)
 
 
+def _rounded(level: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``level`` rounded to the floating-point ``dtype`` of the values judged against it (kept in
+    float64 for other dtypes): a value stored in ``dtype`` can equal the level, not only miss it
+    by its round-off. A finite level beyond ``dtype``'s range becomes its largest finite value,
+    not ``inf``, so an infinite value stays beyond every finite level."""
+    level = torch.as_tensor(level, dtype=F64)
+    if not dtype.is_floating_point:
+        return level
+    largest = torch.finfo(dtype).max
+    return torch.where(level.isinf(), level, level.clamp(-largest, largest)).to(dtype)
+
+
 def _within(values: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
     """``values <= level`` with ``level`` rounded to ``values``' dtype: a float32 error equal to
     ``float32(τ)`` is within ``τ`` (compared in float64, ``0.1f`` would be above ``0.1``)."""
-    return values <= torch.as_tensor(level, dtype=F64).to(values.dtype)
+    return values <= _rounded(level, values.dtype).to(values.device)
 
 
 def _flips(flipped: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -882,7 +918,8 @@ def tolerance_flips(
     model on the same inputs (e.g. :func:`relative_l2` with ``reduction='none'``, or
     :func:`crps_per_sample` for probabilistic models). ``'mean'``: the negative flip rate NFR(τ);
     ``'none'``: the flips as a boolean ``(batch,)``. Each error is compared with ``tau`` rounded
-    to its own precision: a float32 error equal to ``float32(tau)`` is within ``tau``.
+    to its own precision: a float32 error equal to ``float32(tau)`` is within ``tau``. An
+    infinite error (a diverged model) is wrong at every ``tau``; NaN is refused.
     """
     old, new = _error_pair(old_error, new_error)
     level = _number("tau", tau)
@@ -918,7 +955,8 @@ def degradation_flips(
     than a relative ``delta`` and an absolute ``floor`` (in the errors' units) on that input.
 
     Unlike :func:`tolerance_flips` no tolerance says what "right" is: any clear worsening counts.
-    ``'mean'`` gives the rate, ``'none'`` the flips as a boolean ``(batch,)``.
+    ``'mean'`` gives the rate, ``'none'`` the flips as a boolean ``(batch,)``. An infinite new
+    error after a finite old one is a flip; two infinite errors are not.
     """
     old, new = (error.to(F64) for error in _error_pair(old_error, new_error))
     relative = _number("delta", delta)
@@ -940,12 +978,10 @@ def physics_flips(
     ``old_residual`` and ``new_residual`` ``(batch, ...)`` are the constraint's residuals on
     each output (e.g. ``constraint.residual(u)``, a conservation error, a boundary error); a
     sample meets the constraint when its largest ``|residual|`` is ``<= tolerance`` (rounded to
-    the residual's precision, as in :func:`tolerance_flips`). ``'mean'`` gives the rate,
-    ``'none'`` the flips as a boolean ``(batch,)``.
+    the residual's precision, as in :func:`tolerance_flips`); an infinite residual of either sign
+    violates it. ``'mean'`` gives the rate, ``'none'`` the flips as a boolean ``(batch,)``.
     """
-    old, new = _own_precision(
-        *_pair(("old_residual", "new_residual"), old_residual, new_residual, None)
-    )
+    old, new = _flip_pair(("old_residual", "new_residual"), old_residual, new_residual)
     level = _number("tolerance", tolerance)
     if level < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")

@@ -1041,6 +1041,32 @@ def test_flips_compare_float32_errors_with_tau_in_float32():
     assert metrics.physics_flips(met, -met, 0.1).item() == 0.0
 
 
+def test_flips_count_an_infinite_error_as_wrong_and_refuse_nan():
+    """A diverged model (error or residual inf) is wrong at every tolerance: old 0.05 and new
+    inf is a flip; inf before and after is not; inf before and 0.05 after is no flip either."""
+    inf = math.inf
+    old, new = torch.tensor([0.05, 0.05, inf, inf]), torch.tensor([0.05, inf, inf, 0.05])
+    flips = metrics.tolerance_flips(old, new, 0.1, reduction="none")
+    assert flips.tolist() == [False, True, False, False]
+    assert metrics.flip_rate_curve(old, new, [0.0, 0.1, 1e300]).tolist() == [0.0, 0.25, 0.25]
+    assert metrics.degradation_flips(old, new, reduction="none").tolist() == flips.tolist()
+    residual = torch.tensor([[0.0, 0.0], [0.0, -inf], [inf, 0.0]])
+    assert metrics.physics_flips(torch.zeros(3, 2), residual, 0.1, "none").tolist() == [
+        False,
+        True,
+        True,
+    ]
+    for call in (
+        lambda: metrics.tolerance_flips(old, torch.tensor([0.0, math.nan, 0.0, 0.0]), 0.1),
+        lambda: metrics.degradation_flips(torch.tensor([math.nan]), torch.zeros(1)),
+        lambda: metrics.physics_flips(torch.zeros(1, 1), torch.full((1, 1), math.nan), 0.1),
+    ):
+        with pytest.raises(ValueError, match="contains NaN values"):
+            call()
+    with pytest.raises(ValueError, match="new_error must be >= 0"):
+        metrics.tolerance_flips(old, -new, 0.1)
+
+
 @pytest.mark.parametrize(
     "call, name",
     [

@@ -35,6 +35,7 @@ from physml.updates import (
     guard,
     point_prediction,
     refine,
+    sample_errors,
 )
 
 F64 = torch.float64
@@ -768,19 +769,21 @@ def test_halves_answering_in_other_dtypes_are_asked_again_together():
         return surrogate(p).to(torch.float32 if len(p) % 2 else F64)
 
     result = guard(by_parity, [], solver)(params)
-    assert result.output.dtype == torch.float32  # the five asked together: float32
-    assert torch.equal(result.output[1:], surrogate(params[1:]).float())
+    assert result.output.dtype == F64  # the promoted dtype, whoever answered
+    assert torch.equal(result.output[1:], surrogate(params[1:]).float().to(F64))  # asked together
 
 
-def test_a_nan_answer_outside_the_range_is_reported_finite_first_and_the_answer_kept():
-    """The surrogate's own tensor is not overwritten with the solver's answers."""
+def test_a_nan_answer_is_reported_finite_alone_unscored_and_the_answer_kept():
+    """A NaN answer is not scored (as a refused one); the surrogate's own tensor is not
+    overwritten with the solver's answers."""
     held = surrogate(PARAMS)
     held[1] = float("nan")  # sample 1 is also outside [0, 1]²
     kept = held.clone()
     result = guard(lambda p: held, [INSIDE], solver)(PARAMS)
     torch.testing.assert_close(held, kept, rtol=0, atol=0, equal_nan=True)
     report = result.report()
-    assert report[1]["fired"] == ["finite", "input_range"] and report[4]["fired"] == ["input_range"]
+    assert report[1]["fired"] == ["finite"] and report[4]["fired"] == ["input_range"]
+    assert math.isnan(report[1]["scores"]["input_range"])
     expected = surrogate(PARAMS)
     expected[[1, 4]] += 1000.0
     assert torch.equal(result.output, expected)
@@ -792,8 +795,10 @@ def test_a_non_finite_input_fails_the_range_check_alone():
     fails, score = INSIDE(params, None)
     assert score.tolist() == [float("inf"), 0.5, 0.0, float("inf"), 0.4, 0.0]
     assert fails.tolist() == [True, True, False, True, True, False]
-    result = guard(lambda p: surrogate(p.nan_to_num()), [INSIDE], solver)(params)
+    with pytest.warns(RuntimeWarning, match="NaN or inf to 2 of the 4 samples"):  # 0 and 3
+        result = guard(lambda p: surrogate(p.nan_to_num()), [INSIDE], solver)(params)
     assert torch.equal(result.fallback, fails)
+    assert result.fallback_non_finite.tolist() == [True, False, False, True, False, False]
     assert torch.equal(result.output[~fails], surrogate(params[~fails]))
 
 
@@ -804,10 +809,9 @@ def test_a_check_that_always_fires_gives_the_fallback_exactly():
     assert torch.equal(result.output, solver(PARAMS)) and result.surrogate_fraction == 0.0
     sent, answers = guarded.collected()
     assert torch.equal(sent, PARAMS) and torch.equal(answers, solver(PARAMS))
-    # a float32 surrogate answers in float32: the solver's answers are cast to it
+    # a float32 surrogate and a float64 solver: float64, the solver's answers unrounded
     result32 = guard(lambda p: surrogate(p).float(), [never], solver)(PARAMS)
-    assert result32.output.dtype == torch.float32
-    assert torch.equal(result32.output, solver(PARAMS).float())
+    assert result32.output.dtype == F64 and torch.equal(result32.output, solver(PARAMS))
 
 
 def test_mixed_batches_route_per_sample_and_report_which_check_fired():
@@ -880,6 +884,99 @@ def test_refine_measures_again_after_its_last_retraining():
     history = refine(guard(surrogate, [never], solver), PARAMS, lambda x, y: retrained.append(x))
     assert [h.round for h in history] == [0, 1] and [h.sent for h in history] == [6, 6]
     assert len(retrained) == 1  # rounds=1: measure, retrain once, measure again
+
+
+def test_a_check_refusing_nan_scores_the_finite_answers_and_the_nan_one_goes_to_the_fallback():
+    """A residual built on physml.metrics refuses NaN; the NaN answer (sample 2) is not scored.
+    Mean |p0 + p1 t| over t = 0, 1/4, ..., 1: 0.2, 1.75, -, 0.95, 0.7 / 5, 0.5."""
+
+    def mean_size(inputs, u):
+        return metrics.mae(u, torch.zeros_like(u), dims=(1, 2))[:, None]
+
+    def broken(params):
+        out = surrogate(params)
+        out[2, 0, 3] = float("nan")
+        return out
+
+    result = guard(broken, [PDEResidual(mean_size, threshold=0.6)], solver)(PARAMS)
+    expected = torch.tensor([0.2, 1.75, math.nan, 0.95, 0.14, 0.5], dtype=F64)
+    torch.testing.assert_close(result.scores[:, 0], expected, equal_nan=True)
+    assert result.fired[:, 0].tolist() == [False, True, False, True, False, False]
+    assert result.fallback.tolist() == [False, True, True, True, False, False]
+    assert result.counts() == {"finite": 1, "pde_residual": 2}
+    assert result.report()[2]["fired"] == ["finite"]
+
+
+@pytest.mark.parametrize("rows", [[0, 2], [1, 4], [0, 1, 2, 3, 4, 5]])
+def test_the_output_is_in_the_promoted_dtype_whoever_answers(rows):
+    """A float32 Ensemble surrogate refusing samples 1 and 4, a float64 solver: float64 output
+    in every batch (nothing sent, all sent, some sent), the solver's answers unrounded."""
+
+    def refusing(params):
+        members = ensemble_surrogate(params).samples.float()
+        members[0, params[:, 0] > 1] = float("nan")
+        return Ensemble(members)
+
+    params = PARAMS.clone()
+    params[4, 0] = 1.25
+    result = guard(refusing, [], solver)(params[rows])
+    assert result.output.dtype == F64
+    sent = result.fallback
+    assert torch.equal(result.output[sent], solver(params[rows][sent]))
+    mean = ensemble_surrogate(params[rows][~sent]).samples.float().mean(0)
+    assert torch.equal(result.output[~sent], mean.to(F64))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_a_low_precision_surrogate_keeps_the_solvers_answers_exact(dtype):
+    never = InputRange([5.0, 5.0], [6.0, 6.0])
+    result = guard(lambda p: surrogate(p).to(dtype), [never], solver)(PARAMS)
+    assert result.output.dtype == F64 and torch.equal(result.output, solver(PARAMS))
+
+
+def test_the_guard_refuses_integer_answers_and_a_fallback_dtype_the_output_cannot_hold():
+    with pytest.raises(TypeError, match="surrogate must answer in a floating-point dtype, got"):
+        guard(lambda p: surrogate(p).long(), [INSIDE], solver)(PARAMS)
+    as_float32 = guard(lambda p: surrogate(p).float(), [INSIDE], solver, torch.float32)
+    with pytest.raises(TypeError, match=r"float64.*fallback_dtype=torch\.float64"):
+        as_float32(PARAMS)
+    float32_solver = guard(
+        lambda p: surrogate(p).float(), [INSIDE], lambda p: solver(p).float(), torch.float32
+    )
+    assert float32_solver(PARAMS).output.dtype == torch.float32
+    for wrong in (torch.int64, "float64"):
+        with pytest.raises(TypeError, match="fallback_dtype must be a floating-point torch dtype"):
+            guard(surrogate, [INSIDE], solver, wrong)
+
+
+def test_the_fallback_runs_without_gradient_and_its_pairs_are_kept_detached():
+    params = PARAMS.clone().requires_grad_(True)
+    grad_enabled = []
+
+    def recording(inputs):
+        grad_enabled.append(torch.is_grad_enabled())
+        return solver(inputs) * params.sum()  # would carry a graph to params
+
+    guarded = guard(surrogate, [INSIDE], recording)
+    result = guarded(params)
+    assert grad_enabled == [False]
+    assert not result.output.requires_grad and not result.solved.requires_grad
+    assert not result.sent_inputs.requires_grad
+    sent, answers = guarded.collected()
+    assert not sent.requires_grad and not answers.requires_grad
+
+
+def test_a_nan_answer_of_the_fallback_is_flagged_and_warned_about():
+    def flaky(inputs):
+        out = solver(inputs)
+        out[0, 0, 1] = float("nan")  # the first sample sent: sample 1
+        return out
+
+    with pytest.warns(RuntimeWarning, match=r"NaN or inf to 1 of the 2 samples sent"):
+        result = guard(surrogate, [INSIDE], flaky)(PARAMS)
+    assert result.fallback_non_finite.tolist() == [False, True, False, False, False, False]
+    clean = guard(surrogate, [INSIDE], solver)(PARAMS)
+    assert not clean.fallback_non_finite.any()
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -1274,3 +1371,61 @@ def test_a_check_scoring_other_than_one_value_per_sample_is_refused():
 
     with pytest.raises(ValueError, match=r"check 'columns' must score each sample \(3,\)"):
         Columns(lambda inputs, u: u, 0.1)(torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+def test_boundary_walls_given_by_the_inputs_follow_the_samples_the_guard_scores():
+    """Inputs constant c = 0, 1, 2, 3; left wall c + 0.25 (per sample, read off the inputs),
+    right wall 0; the surrogate answers the input and refuses sample 2. Scores: the larger of
+    0.25 and c, for the samples scored."""
+    grid = Grid1D(5)
+    inputs = torch.arange(4, dtype=F64)[:, None, None] * torch.ones(4, 1, 5, dtype=F64)
+
+    def refusing(x):
+        members = torch.stack([x, x + 0.01, x - 0.01])
+        members[1, x[:, 0, 0] == 2] = float("nan")
+        return Ensemble(members)
+
+    walls = BoundaryError(lambda x: Dirichlet(x[:, 0, 0] + 0.25, 0.0), grid, threshold=1.5)
+    result = guard(refusing, [walls], lambda x: x + 1000)(inputs)
+    expected = torch.tensor([0.25, 1.0, math.nan, 3.0], dtype=F64)
+    torch.testing.assert_close(result.scores[:, 0], expected, equal_nan=True)
+    assert result.fallback.tolist() == [False, False, True, True]
+    held = BoundaryError(Dirichlet(torch.arange(4.0), 0.0), grid, threshold=1.5)
+    with pytest.raises(ValueError, match=r"\(scoring 3 samples\): .* function of the inputs"):
+        guard(refusing, [held], lambda x: x + 1000)(inputs)
+    returns_periodic = BoundaryError(lambda x: Periodic(), grid, threshold=1.5)
+    with pytest.raises(TypeError, match="bc\\(inputs\\) must return a pdes.Dirichlet"):
+        returns_periodic(inputs, inputs)
+
+
+def test_input_range_judges_float32_parameters_against_bounds_in_float32():
+    """Trained on float64 viscosities 0.01 to 0.3; served in float32, the edges float32(0.01)
+    and float32(0.3) are inside (in float64 they are not), the next float32 up is outside."""
+    check = InputRange.from_training(torch.tensor([[0.01], [0.1], [0.3]], dtype=F64))
+    edge = torch.tensor([[0.01], [0.3]], dtype=torch.float32)
+    above = torch.nextafter(edge[1:], torch.ones(1, 1))
+    fails, score = check(torch.cat([edge, above]), None)
+    assert fails.tolist() == [False, False, True] and score[:2].tolist() == [0.0, 0.0]
+    assert check(edge.to(F64), None)[0].tolist() == [True, True]
+
+
+def test_a_threshold_of_inf_fails_only_nan_scores():
+    check = PDEResidual(lambda inputs, u: u, threshold=math.inf)
+    u = torch.tensor([[1e300], [math.inf], [math.nan]], dtype=F64)
+    fails, score = check(u, u)
+    assert fails.tolist() == [False, False, True] and check.threshold == math.inf
+    for wrong in (-math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="threshold must be a number >= 0 or inf, got"):
+            PDEResidual(lambda inputs, u: u, threshold=wrong)
+
+
+@pytest.mark.parametrize("call", ["focal", "sample_errors"])
+def test_a_zero_target_names_the_error_option_as_the_way_out(call):
+    x = torch.ones(3, 4)
+    y = torch.ones(3, 4)
+    y[1] = 0.0
+    with pytest.raises(ValueError, match=r"samples \[1\] have zero L2 norm.*error=\(prediction"):
+        if call == "focal":
+            FocalDistillation(zero_loss, Scale(1.0), tau=0.1)(Scale(2.0), (x, y))
+        else:
+            sample_errors(Scale(1.0), TensorDataset(x, y))

@@ -2,8 +2,9 @@
 
 A check scores every sample of a batch, ``score(inputs, prediction) -> (batch,)`` float64 (how far
 the prediction is from what the physics or the training data allow, in the units named per
-check), and *fails* a sample whose score is above its ``threshold`` (or NaN). Checks compose as a
-list given to :func:`physml.updates.guard`; a sample goes to the fallback when any one fails.
+check), and *fails* a sample whose score is above its ``threshold`` (or NaN). A threshold of
+``math.inf`` fails only NaN scores. Checks compose as a list given to
+:func:`physml.updates.guard`; a sample goes to the fallback when any one fails.
 
 ``inputs`` are what the surrogate was called with ``(batch, ...)``; ``prediction`` is its output:
 a tensor ``(batch, ...)``, a :class:`~physml.outputs.Gaussian` or an
@@ -12,6 +13,7 @@ a tensor ``(batch, ...)``, a :class:`~physml.outputs.Gaussian` or an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -25,6 +27,7 @@ from ..constraints import Constraint
 from ..outputs import Ensemble, Gaussian
 
 F64 = torch.float64
+CONDITION = "a pdes.Dirichlet or pdes.Neumann"
 
 
 def point_prediction(prediction: object) -> torch.Tensor:
@@ -45,13 +48,23 @@ def _per_sample_max(values: torch.Tensor) -> torch.Tensor:
     return values.to(F64).abs().reshape(values.shape[0], -1).amax(1)
 
 
+def _threshold(value: object) -> float:
+    """``value`` as a threshold: a number ``>= 0``, or ``inf`` for a check that fails only NaN."""
+    try:
+        return non_negative("threshold", value)
+    except ValueError:
+        if float(value) == math.inf:
+            return math.inf
+        raise ValueError(f"threshold must be a number >= 0 or inf, got {value!r}") from None
+
+
 class Check:
     """A check: :meth:`score` per sample, failed above ``threshold``; ``name`` labels reports."""
 
     name = "check"
 
     def __init__(self, threshold: float) -> None:
-        self.threshold = non_negative("threshold", threshold)
+        self.threshold = _threshold(threshold)
 
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         raise NotImplementedError
@@ -76,7 +89,7 @@ class Check:
                 f"check {self.name!r} scores NaN or inf on calibration samples {bad}: a "
                 "threshold needs finite scores"
             )
-        self.threshold = non_negative("threshold", float(torch.quantile(scores, float(level))))
+        self.threshold = _threshold(float(torch.quantile(scores, float(level))))
         return self
 
     def __call__(
@@ -102,7 +115,9 @@ class InputRange(Check):
     inputs themselves, which must then be ``(batch, P)``). The score is the largest distance
     outside the box in units of each parameter's range ``upper − lower`` (absolute where the
     range is 0); 0 inside; infinite for parameters holding NaN or inf, so those fail at any
-    threshold. The default threshold 0 fails every input outside the box.
+    finite threshold. The default threshold 0 fails every input outside the box. Parameters in a
+    lower precision are judged against the bounds rounded to it (as the flip metrics judge
+    errors): a float32 parameter equal to ``float32(upper)`` is inside.
     """
 
     name = "input_range"
@@ -146,13 +161,17 @@ class InputRange(Check):
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         raw = inputs if self.parameters is None else self.parameters(inputs)
         name = "inputs" if self.parameters is None else "parameters(inputs)"
-        values = as_tensor(name, raw, f"(batch, {self.lower.numel()})", 2, finite=False)
-        if values.shape[1] != self.lower.numel() or values.shape[0] != inputs.shape[0]:
+        own = as_tensor(name, raw, f"(batch, {self.lower.numel()})", 2, dtype=None, finite=False)
+        if own.shape[1] != self.lower.numel() or own.shape[0] != inputs.shape[0]:
             raise ValueError(
                 f"{name} must be ({inputs.shape[0]}, {self.lower.numel()}) (batch, P), got "
-                f"{tuple(values.shape)}"
+                f"{tuple(own.shape)}"
             )
-        lower, upper = self.lower.to(values.device), self.upper.to(values.device)
+        values = own.to(F64)
+        lower, upper = (
+            metrics._rounded(bound, own.dtype).to(values.device, F64)
+            for bound in (self.lower, self.upper)
+        )
         width = upper - lower
         scale = torch.where(width > 0, width, torch.ones_like(width))
         outside = torch.maximum(lower - values, values - upper).clamp_min(0) / scale
@@ -187,23 +206,59 @@ class BoundaryError(Check):
     one-sided difference ``(∓3u₀ ± 4u₁ ∓ u₂) / (2 dx)``. Score: the largest over walls (and any
     channel or time axis) of each sample, in the field's units (per unit length for Neumann).
     ``time`` is where values given as functions of time are evaluated.
+
+    ``bc`` is a :class:`pdes.Dirichlet` or :class:`pdes.Neumann`, or, for walls that differ per
+    sample, a function of the inputs returning one, ``bc(inputs)`` (e.g.
+    ``lambda inputs: Dirichlet(inputs[:, 0, 0], 0.0)``): its values ``(batch,)`` then follow the
+    samples scored, whichever of a batch the guard scores. Values per sample held by ``bc``
+    itself fit only batches of exactly that many samples.
     """
 
     name = "boundary"
 
     def __init__(
-        self, bc: Dirichlet | Neumann, grid: Grid1D, threshold: float, time: float = 0.0
+        self,
+        bc: Dirichlet | Neumann | Callable[[torch.Tensor], Dirichlet | Neumann],
+        grid: Grid1D,
+        threshold: float,
+        time: float = 0.0,
     ) -> None:
         super().__init__(threshold)
-        if not isinstance(bc, (Dirichlet, Neumann)):
-            raise TypeError(f"bc must be a pdes.Dirichlet or pdes.Neumann, got {type(bc).__name__}")
         if not isinstance(grid, Grid1D):
             raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid).__name__}")
         if grid.kind != "node" or grid.periodic:
             raise ValueError("grid must be a non-periodic node grid (its ends on the walls)")
-        if isinstance(bc, Neumann) and grid.n < 3:
-            raise ValueError(f"grid must have at least 3 points for a Neumann check, got {grid.n}")
-        self.bc, self.grid, self.time = bc, grid, float(time)
+        self.grid = grid
+        if not callable(bc):
+            self._condition(
+                bc, f"bc must be {CONDITION}, or a function of the inputs returning one"
+            )
+        self.bc, self.time = bc, float(time)
+
+    def _condition(self, bc: object, expected: str) -> Dirichlet | Neumann:
+        """``bc``, a condition this grid can check; ``expected`` opens the message if not."""
+        if not isinstance(bc, (Dirichlet, Neumann)):
+            raise TypeError(f"{expected}, got {type(bc).__name__}")
+        if isinstance(bc, Neumann) and self.grid.n < 3:
+            raise ValueError(
+                f"grid must have at least 3 points for a Neumann check, got {self.grid.n}"
+            )
+        return bc
+
+    def _walls(
+        self, inputs: torch.Tensor, batch: int, device: torch.device
+    ) -> tuple[Dirichlet | Neumann, tuple[torch.Tensor, torch.Tensor]]:
+        """The condition of ``inputs`` and its values ``(batch,)`` at each wall at ``time``."""
+        if callable(self.bc):
+            bc = self._condition(self.bc(inputs), f"bc(inputs) must return {CONDITION}")
+            return bc, bc.values(self.time, batch, device)
+        try:
+            return self.bc, self.bc.values(self.time, batch, device)
+        except ValueError as error:
+            raise ValueError(
+                f"{error} (scoring {batch} samples): for walls that differ per sample, give bc "
+                "as a function of the inputs, bc(inputs) -> Dirichlet or Neumann"
+            ) from None
 
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
         u = point_prediction(prediction).to(F64)
@@ -212,8 +267,9 @@ class BoundaryError(Check):
                 f"prediction must be (batch, ..., {self.grid.n}) on the grid, got {tuple(u.shape)}"
             )
         batch, view = u.shape[0], (u.shape[0],) + (1,) * (u.ndim - 2)
-        left, right = (v.reshape(view) for v in self.bc.values(self.time, batch, u.device))
-        if isinstance(self.bc, Dirichlet):
+        bc, values = self._walls(inputs, batch, u.device)
+        left, right = (v.reshape(view) for v in values)
+        if isinstance(bc, Dirichlet):
             walls = torch.stack([u[..., 0] - left, u[..., -1] - right], -1)
         else:
             dx = self.grid.dx

@@ -38,8 +38,18 @@ def input_target(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def relative_l2_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The default per-sample error ``(batch,)``: :func:`physml.metrics.relative_l2`."""
-    return metrics.relative_l2(prediction, target, reduction="none")
+    """The default per-sample error ``(batch,)``: :func:`physml.metrics.relative_l2`, undefined
+    for a target of zero norm (the message then names ``error=``, the way to another error)."""
+    try:
+        return metrics.relative_l2(prediction, target, reduction="none")
+    except ValueError as error:
+        if "zero L2 norm" not in str(error):
+            raise
+        raise ValueError(
+            f"{error}. Relative L2 is the default error of FocalDistillation and sample_errors: "
+            "for data with zero targets pass them error=(prediction, target) -> (batch,), e.g. "
+            "the absolute error=lambda p, y: (p - y).flatten(1).norm(dim=1), with tau in its units"
+        ) from None
 
 
 def focal_weights(old_error: torch.Tensor, tau: float, alpha: float, beta: float) -> torch.Tensor:

@@ -1,14 +1,16 @@
 """A guarded surrogate: the surrogate's answer where every check passes, the solver's elsewhere.
 
-``guard(surrogate, checks, fallback)`` runs the surrogate on a batch, scores every prediction with
-every check (:mod:`physml.updates.checks`) and sends the samples where one fails to ``fallback``
-(e.g. the ``pdes`` solver of the problem). It reports per sample which check fired, keeps the
+``guard(surrogate, checks, fallback)`` runs the surrogate on a batch, scores every finite
+prediction with every check (:mod:`physml.updates.checks`) and sends the samples where one fails,
+or where the prediction holds NaN or inf, to ``fallback`` (e.g. the ``pdes`` solver of the
+problem). It reports per sample which check fired, keeps the
 inputs it sent with the solver's answers — new training pairs where the surrogate failed — and
 :func:`refine` retrains on them and measures again.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ import torch
 from pdes.checks import positive_int
 
 from .._checks import NonFiniteError
+from ..errors import user_stacklevel
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .checks import Check, point_prediction
 
@@ -39,16 +42,20 @@ class NonFiniteAnswer(NonFiniteError):
 class GuardResult:
     """One guarded batch.
 
-    ``output`` ``(batch, ...)``: the answers, in the surrogate's dtype and device (the
-    fallback's where the surrogate answered none); ``fired`` and
+    ``output`` ``(batch, ...)``: the answers, whoever gave them, in one dtype:
+    ``torch.promote_types`` of the surrogate's and the guard's ``fallback_dtype``
+    (``fallback_dtype`` where the surrogate answered no sample, its dtype then unknown), on the
+    surrogate's device (the fallback's where the surrogate answered none); ``fired`` and
     ``scores`` ``(batch, checks)``: which check failed where and its score (float64); ``names``
     the checks' names in column order; ``sent_inputs`` and ``solved`` the inputs sent to the
-    fallback and its answers (the fallback's own dtype), in batch order; ``non_finite``
-    ``(batch,)``: the surrogate answered NaN or inf there (always sent to the fallback, reported
-    as ``"finite"``). A tensor answer is scored as it is; a Gaussian or Ensemble cannot hold NaN
-    or inf, so a surrogate returning one refuses those samples (:class:`NonFiniteAnswer`, or any
-    :class:`~physml._checks.NonFiniteError`): they are ``non_finite``, not scored (``fired``
-    False, ``scores`` NaN), and the others answered as usual.
+    fallback and its answers (the fallback's own dtype), in batch order, without gradient;
+    ``non_finite`` ``(batch,)``: the surrogate answered NaN or inf there (always sent to the
+    fallback, reported as ``"finite"``, not scored: ``fired`` False, ``scores`` NaN);
+    ``fallback_non_finite`` ``(batch,)``: the fallback answered NaN or inf there (a warning says
+    how many). A Gaussian or Ensemble cannot hold NaN or inf, so a surrogate returning one
+    refuses those samples (:class:`NonFiniteAnswer`, or any
+    :class:`~physml._checks.NonFiniteError`): they are ``non_finite`` too, and the others
+    answered as usual.
     """
 
     output: torch.Tensor
@@ -58,6 +65,7 @@ class GuardResult:
     sent_inputs: torch.Tensor
     solved: torch.Tensor | None
     non_finite: torch.Tensor | None = None
+    fallback_non_finite: torch.Tensor | None = None
 
     @property
     def fallback(self) -> torch.Tensor:
@@ -100,7 +108,13 @@ class GuardResult:
 class Guard:
     """A surrogate answering only where its checks pass; see :func:`guard`."""
 
-    def __init__(self, surrogate: Model, checks: Sequence[Check], fallback: Model) -> None:
+    def __init__(
+        self,
+        surrogate: Model,
+        checks: Sequence[Check],
+        fallback: Model,
+        fallback_dtype: torch.dtype = torch.float64,
+    ) -> None:
         if not callable(surrogate):
             raise TypeError(f"surrogate must be callable(inputs), got {type(surrogate).__name__}")
         if not callable(fallback):
@@ -114,61 +128,103 @@ class Guard:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"checks must have distinct names, {repeated} repeat")
+        if not isinstance(fallback_dtype, torch.dtype) or not fallback_dtype.is_floating_point:
+            raise TypeError(
+                f"fallback_dtype must be a floating-point torch dtype (e.g. torch.float64), got "
+                f"{fallback_dtype!r}"
+            )
         self.surrogate, self.checks, self.fallback = surrogate, list(checks), fallback
+        self.fallback_dtype = fallback_dtype
         self.sent: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    @torch.no_grad()
     def __call__(self, inputs: torch.Tensor) -> GuardResult:
         """Answer ``inputs`` ``(batch, ...)``; the samples sent to the fallback are kept."""
         if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0 or inputs.shape[0] == 0:
             got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
             raise ValueError(f"inputs must be a non-empty batch tensor (batch, ...), got {got}")
-        batch, count = inputs.shape[0], len(self.checks)
-        with torch.no_grad():
-            prediction, answered = self._answer(inputs)
-            asked = inputs if bool(answered.all()) else inputs[answered]
-            point = None if prediction is None else point_prediction(prediction)
-            if point is not None and (point.ndim == 0 or point.shape[0] != asked.shape[0]):
-                raise ValueError(
-                    f"the surrogate must answer each of the {asked.shape[0]} inputs, got shape "
-                    f"{tuple(point.shape)}"
-                )
-            results = [] if point is None else [check(asked, prediction) for check in self.checks]
-        if point is None:  # every sample refused
-            fired = torch.zeros(batch, count, dtype=torch.bool, device=inputs.device)
-            scores = torch.full((batch, count), torch.nan, dtype=torch.float64, device=fired.device)
-            non_finite = torch.ones(batch, dtype=torch.bool, device=inputs.device)
-        else:
-            rows = asked.shape[0]
-            fired, scores = _none(rows, point.device), _no_scores(rows, point.device)
-            if results:
-                fired = torch.stack([r[0] for r in results], 1)
-                scores = torch.stack([r[1] for r in results], 1)
-            fired, scores = _spread(fired, answered, False), _spread(scores, answered, torch.nan)
-            finite = torch.isfinite(point.reshape(rows, -1)).all(1)  # never trust NaN or inf
-            non_finite = ~_spread(finite, answered, False)
-        fails = fired.any(1) | non_finite.to(fired.device)
-        sent_inputs, solved = inputs[fails.to(inputs.device)], None
-        output = None if point is None else _spread(point, answered, torch.nan)
+        prediction, answered = self._answer(inputs)
+        point = None if prediction is None else _point(prediction, int(answered.sum()))
+        scored = answered.clone()
+        if point is not None:  # never trust NaN or inf
+            scored[answered] = _finite_rows(point).to(scored.device)
+        fired, scores = self._scores(inputs, prediction, answered, scored)
+        non_finite = ~scored
+        fails = fired.any(1) | non_finite
+        dtype = self.fallback_dtype
+        output = None
+        if point is not None:
+            dtype = torch.promote_types(point.dtype, dtype)
+            output = _spread(point.to(dtype), answered.to(point.device), torch.nan)
+        sent_inputs, solved = inputs[fails].detach(), None
+        fallback_non_finite = torch.zeros_like(fails)
         if fails.any():
-            solved = self.fallback(sent_inputs)
-            rest = tuple(point.shape[1:]) if point is not None else None
-            if rest is None and isinstance(solved, torch.Tensor) and solved.ndim:
-                rest = tuple(solved.shape[1:])  # nothing answered: the fallback's shape
-            expected = (int(fails.sum()), *(rest or ()))
-            if not isinstance(solved, torch.Tensor) or tuple(solved.shape) != expected:
-                got = tuple(solved.shape) if isinstance(solved, torch.Tensor) else type(solved)
-                raise ValueError(
-                    f"fallback must answer the {expected[0]} inputs sent to it with a tensor of "
-                    f"shape {expected}, got {got}"
-                )
+            solved, finite = self._solve(sent_inputs, point, dtype)
+            fallback_non_finite[fails] = ~finite.to(fails.device)
             if output is None:
-                output = solved
+                output = solved.to(dtype)
             else:
                 output = output.clone()
-                output[fails.to(output.device)] = solved.to(output.dtype).to(output.device)
+                output[fails.to(output.device)] = solved.to(output.device, dtype)
             self.sent.append((sent_inputs, solved))
         names = tuple(c.name for c in self.checks)
-        return GuardResult(output, fired, scores, names, sent_inputs, solved, non_finite)
+        return GuardResult(
+            output, fired, scores, names, sent_inputs, solved, non_finite, fallback_non_finite
+        )
+
+    def _scores(
+        self,
+        inputs: torch.Tensor,
+        prediction: object,
+        answered: torch.Tensor,
+        scored: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(fired, scores)`` ``(batch, checks)`` of the ``scored`` samples (answered, finite:
+        only a tensor answer can hold NaN or inf); False and NaN elsewhere."""
+        batch, count, device = inputs.shape[0], len(self.checks), inputs.device
+        fired = torch.zeros(batch, count, dtype=torch.bool, device=device)
+        scores = torch.full((batch, count), torch.nan, dtype=torch.float64, device=device)
+        if count and scored.any():
+            finite = scored[answered]
+            checked = prediction if finite.all() else prediction[finite.to(prediction.device)]
+            asked = inputs if scored.all() else inputs[scored]
+            results = [check(asked, checked) for check in self.checks]
+            fired[scored] = torch.stack([r[0].to(device) for r in results], 1)
+            scores[scored] = torch.stack([r[1].to(device) for r in results], 1)
+        return fired, scores
+
+    def _solve(
+        self, sent: torch.Tensor, point: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fallback's answers to ``sent``, checked (one per sample, of the surrogate's shape
+        where it answered, in a dtype the output's ``dtype`` holds), and the ``(sent,)`` samples
+        it answered without NaN or inf (a warning counts the others)."""
+        solved = self.fallback(sent)
+        rest = tuple(point.shape[1:]) if point is not None else None
+        if rest is None and isinstance(solved, torch.Tensor) and solved.ndim:
+            rest = tuple(solved.shape[1:])  # nothing answered: the fallback's shape
+        expected = (sent.shape[0], *(rest or ()))
+        if not isinstance(solved, torch.Tensor) or tuple(solved.shape) != expected:
+            got = tuple(solved.shape) if isinstance(solved, torch.Tensor) else type(solved)
+            raise ValueError(
+                f"fallback must answer the {expected[0]} inputs sent to it with a tensor of "
+                f"shape {expected}, got {got}"
+            )
+        if torch.promote_types(dtype, solved.dtype) != dtype:
+            raise TypeError(
+                f"the fallback answered in {solved.dtype}, which the output's {dtype} cannot "
+                f"hold: pass guard(..., fallback_dtype={solved.dtype})"
+            )
+        finite = _finite_rows(solved)
+        bad = int((~finite).sum())
+        if bad:
+            warnings.warn(
+                f"the fallback answered NaN or inf to {bad} of the {sent.shape[0]} samples sent "
+                "to it: see GuardResult.fallback_non_finite",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return solved.detach(), finite
 
     def _answer(self, inputs: torch.Tensor) -> tuple[object | None, torch.Tensor]:
         """The surrogate's prediction and the ``(batch,)`` samples it is for: all of them, unless
@@ -253,12 +309,21 @@ class Guard:
         self.sent.clear()
 
 
-def _none(batch: int, device: torch.device) -> torch.Tensor:
-    return torch.zeros(batch, 0, dtype=torch.bool, device=device)
+def _finite_rows(values: torch.Tensor) -> torch.Tensor:
+    """``(batch,)`` booleans: the samples of ``values`` ``(batch, ...)`` free of NaN and inf."""
+    return torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
 
 
-def _no_scores(batch: int, device: torch.device) -> torch.Tensor:
-    return torch.zeros(batch, 0, dtype=torch.float64, device=device)
+def _point(prediction: object, batch: int) -> torch.Tensor:
+    """The surrogate's answer to its ``batch`` samples: a floating-point ``(batch, ...)``."""
+    point = point_prediction(prediction)
+    if point.ndim == 0 or point.shape[0] != batch:
+        raise ValueError(
+            f"the surrogate must answer each of the {batch} inputs, got shape {tuple(point.shape)}"
+        )
+    if not point.is_floating_point():
+        raise TypeError(f"the surrogate must answer in a floating-point dtype, got {point.dtype}")
+    return point
 
 
 def _check_answer(answer: object, batch: int) -> None:
@@ -316,13 +381,19 @@ def _spread(rows: torch.Tensor, answered: torch.Tensor, fill: object) -> torch.T
     return out
 
 
-def guard(surrogate: Model, checks: Sequence[Check], fallback: Model) -> Guard:
+def guard(
+    surrogate: Model,
+    checks: Sequence[Check],
+    fallback: Model,
+    fallback_dtype: torch.dtype = torch.float64,
+) -> Guard:
     """``surrogate`` answering where every check of ``checks`` passes, ``fallback`` elsewhere.
 
     Args:
         surrogate: ``surrogate(inputs) -> (batch, ...)`` (a tensor, or a Gaussian or Ensemble
-            whose mean is the answer and whose spread the checks may read); run without gradient.
-            Its NaN or inf answers go to ``fallback``; one returning a Gaussian or Ensemble,
+            whose mean is the answer and whose spread the checks may read), in a floating-point
+            dtype; run without gradient. Its NaN or inf answers go to ``fallback`` unscored (the
+            checks see only finite answers); one returning a Gaussian or Ensemble,
             which cannot hold them, raises a :class:`NonFiniteAnswer` naming those samples, and
             is asked again for the others (else the batch is halved to find them, and the halves'
             answers are kept: each sample answered once, so each answer must not depend on the
@@ -330,9 +401,14 @@ def guard(surrogate: Model, checks: Sequence[Check], fallback: Model) -> Guard:
         checks: :class:`~physml.updates.checks.Check` objects with distinct names (an empty list
             answers with the surrogate everywhere).
         fallback: ``fallback(inputs[failed]) -> (failed, ...)``, e.g. the problem's solver; called
-            only on the samples where a check failed, once per batch.
+            only on the samples where a check failed, once per batch, without gradient.
+        fallback_dtype: the dtype the fallback answers in (a floating-point one; float64, that
+            of the ``pdes`` solvers, by default). The output is in ``torch.promote_types`` of it
+            and the surrogate's dtype in every batch, whoever answered (a float32 surrogate and
+            a float64 solver: float64), so no answer is rounded; a fallback answering in a dtype
+            that does not fit raises ``TypeError``.
     """
-    return Guard(surrogate, checks, fallback)
+    return Guard(surrogate, checks, fallback, fallback_dtype)
 
 
 @dataclass(frozen=True)
