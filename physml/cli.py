@@ -141,7 +141,32 @@ def _run_generate(args: argparse.Namespace) -> int:
     return _generate(args, options, generate_dataset)
 
 
+def _waiting_for(args: argparse.Namespace) -> str:
+    """``"; waiting for shard(s) 0, 2 of 4: ..."`` naming the shards of a sharded dataset whose
+    files are not in yet (the last of them writes the index); ``""`` once every shard is in."""
+    from physml.data.generate import missing_shards
+
+    missing = missing_shards(Path(args.out), args.num_shards)
+    if not missing:
+        return ""
+    return (
+        f"; waiting for shard(s) {', '.join(map(str, missing))} of {args.num_shards}: the last "
+        f"to finish writes the index {args.out}"
+    )
+
+
+def _index_note(args: argparse.Namespace) -> str:
+    """What became of a sharded dataset's index once this shard is in."""
+    if args.num_shards == 1:
+        return ""
+    return _waiting_for(args) or f"; index {args.out} written"
+
+
 def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
+    from physml.data.generate import shard_path
+
+    finished = shard_path(Path(args.out), args.shard, args.num_shards)
+    kept = finished.exists() and not args.overwrite  # refused unless it holds this request
     started = time.perf_counter()
     path = generate_dataset(
         args.pde,
@@ -156,7 +181,8 @@ def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
         progress=_progress_wanted(args),
         **options,
     )
-    print(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
+    done = f"{path} was already written" if kept else f"wrote {path}"
+    print(f"{done} ({time.perf_counter() - started:.1f} s){_index_note(args)}")
     return 0
 
 
@@ -170,12 +196,21 @@ def _add_merge(subparsers) -> None:
     merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD", help="shard files")
     merge.add_argument("-o", "--out", type=Path, required=True, help="the merged HDF5 file")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    merge.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip reading every shard once to check its checksums (reading the merged file "
+        "still names a damaged shard)",
+    )
 
 
 def _run_merge(args: argparse.Namespace) -> int:
     from physml.data import merge_shards
 
-    path = merge_shards(args.shards, args.out, overwrite=args.overwrite, argument="SHARD")
+    path = merge_shards(
+        args.shards, args.out, overwrite=args.overwrite, argument="SHARD", verify=args.verify
+    )
     print(f"wrote {path} (virtual datasets over the shards: no sample copied)")
     return 0
 
@@ -559,6 +594,16 @@ def _interrupted_hint(args: argparse.Namespace) -> str:
         from physml.data.generate import shard_path
 
         final = shard_path(Path(args.out), args.shard, args.num_shards)
+        if final.exists() and not args.overwrite:  # renamed into place: the samples are all in
+            if args.num_shards == 1 or Path(args.out).exists():
+                return f" after {final} was written: it is complete"
+            waiting = _waiting_for(args)
+            if waiting:
+                return f" after {final} was written{waiting}"
+            return (
+                f" after {final} was written, before the index {args.out}; rerunning the same "
+                "command writes the index"
+            )
         chunks = len(list(final.with_name(final.name + ".partial").glob("chunk-*.npz")))
         if chunks:
             return (

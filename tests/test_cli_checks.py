@@ -200,7 +200,11 @@ def test_convert_round_trips_through_pdebench(heat_file, tmp_path, capsys):
             ["A.h5", "-o", "B.h5"],
             "out: name the output file once, as OUT or with -o/--out, got 'A.h5' and 'B.h5'",
         ),
-        (["A.h5"], "to: name the output format for a physml source: 'pdebench' or 'well'"),
+        (
+            ["A.h5"],
+            "to: name the output format for a physml source: 'physml' (a self-contained copy), "
+            "'pdebench' or 'well'",
+        ),
         (
             ["A.h5", "--to", "pdebench", "--field", "u"],
             "field: only for a The Well source, got a physml file",
@@ -656,3 +660,48 @@ def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
     monkeypatch.setattr(os, "dup2", lambda source, target: redirected.append((source, target)))
     assert main(["list"]) == 0  # `physml list | head`: the rest of the output goes nowhere
     assert redirected == [os.devnull, (42, 99)]
+
+
+def test_the_wrote_line_says_whether_the_index_was_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = ["generate", "heat", "--n", "3", "--out", "s.h5", "--num-shards", "3", "--quiet", *HEAT]
+    for shard, note in (
+        ("2", "waiting for shard(s) 0, 1 of 3: the last to finish writes the index s.h5"),
+        ("0", "waiting for shard(s) 1 of 3: the last to finish writes the index s.h5"),
+        ("1", "index s.h5 written"),
+    ):
+        assert main([*run, "--shard", shard]) == 0
+        written = rf"wrote s\.shard-00{shard}-of-003\.h5 \(\d+\.\d s\); {re.escape(note)}\n"
+        assert re.fullmatch(written, capsys.readouterr().out)
+
+
+def _stopped_before_the_index(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_a_shard_stopped_before_the_index_says_so_and_a_rerun_writes_it(
+    tmp_path, monkeypatch, capsys
+):
+    import physml.data.generate as generate_module
+
+    monkeypatch.chdir(tmp_path)
+    run = ["generate", "heat", "--n", "2", "--out", "s.h5", "--num-shards", "2", "--quiet", *HEAT]
+    write_index = generate_module._write_index
+    monkeypatch.setattr(generate_module, "_write_index", _stopped_before_the_index)
+    assert main([*run, "--shard", "0"]) == 130
+    assert capsys.readouterr().err == (
+        "\nphysml generate: interrupted after s.shard-000-of-002.h5 was written; waiting for "
+        "shard(s) 1 of 2: the last to finish writes the index s.h5\n"
+    )
+    assert main([*run, "--shard", "1"]) == 130
+    assert capsys.readouterr().err == (
+        "\nphysml generate: interrupted after s.shard-001-of-002.h5 was written, before the index "
+        "s.h5; rerunning the same command writes the index\n"
+    )
+    monkeypatch.setattr(generate_module, "_write_index", write_index)
+    assert main([*run, "--shard", "1"]) == 0
+    assert re.fullmatch(
+        r"s\.shard-001-of-002\.h5 was already written \(\d+\.\d s\); index s\.h5 written\n",
+        capsys.readouterr().out,
+    )
+    assert Path("s.h5").is_file()

@@ -720,3 +720,34 @@ def test_a_flipped_bit_in_a_shard_s_seeds_or_coordinates_is_an_error_on_merging(
     flip_a_bit_of_the_first_chunk(shards[1], name)
     with pytest.raises(DatasetFileError, match=rf"could not be read: {name}: .*filter"):
         merge_shards(shards, tmp_path / "merged.h5")
+
+
+def _stopped_before_the_index(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_a_shard_stopped_before_the_index_is_finished_by_running_it_again(tmp_path, monkeypatch):
+    whole = load(make(tmp_path / "whole.h5", n=6, seed=4)).u
+    out = tmp_path / "sharded.h5"
+    write_index = generate_module._write_index
+    monkeypatch.setattr(generate_module, "_write_index", _stopped_before_the_index)
+    for shard in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            make(out, n=6, seed=4, shard=shard, num_shards=2)
+    monkeypatch.setattr(generate_module, "_write_index", write_index)
+    assert not out.exists()
+    with pytest.raises(FileExistsError, match="already exists"):  # not the dataset asked for
+        make(out, n=6, seed=5, shard=1, num_shards=2)
+    assert not out.exists()
+    solved = []
+    shard = make(out, n=6, seed=4, shard=1, num_shards=2, on_chunk=lambda *a: solved.append(a))
+    assert shard == tmp_path / "sharded.shard-001-of-002.h5" and solved == []
+    assert torch.equal(load(out).u, whole)
+
+
+def test_a_finished_shard_run_again_waits_for_the_others(tmp_path):
+    out = tmp_path / "sharded.h5"
+    make(out, n=6, shard=2, num_shards=3)
+    assert generate_module.missing_shards(out, 3) == [0, 1]
+    assert make(out, n=6, shard=2, num_shards=3) == tmp_path / "sharded.shard-002-of-003.h5"
+    assert not out.exists()

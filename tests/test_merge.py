@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from damage import flip_a_bit_of_the_first_chunk
 from recipes import ToyProblem
 
 from pdes import problems
@@ -32,6 +33,18 @@ class OtherToy(ToyProblem):
 
 
 problems.register(OtherToy())
+
+
+class TotalsToy(ToyProblem):
+    name = "totals-toy"
+    description = "the toy recipe with a total per frame, as the tracer recipes (tests only)"
+
+    def generate(self, seeds, settings, device="cpu"):
+        batch = super().generate(seeds, settings, device)
+        return problems.Batch(u=batch.u, params=batch.params, fields={"total": batch.u.sum(-1)})
+
+
+problems.register(TotalsToy())
 
 N, SEED, SHARDS = 11, 5, 3  # shards hold samples 0-2, 3-6 and 7-10
 
@@ -529,3 +542,67 @@ def test_a_merged_array_that_reads_another_array_of_its_shape_is_refused(tmp_pat
     _rebuild(merged, "fields/u_squared", wrong)
     with pytest.raises(ShardError, match="reads samples 3-6 of fields/u_squared from u in"):
         load(merged)
+
+
+def test_a_physml_copy_keeps_fields_of_any_shape_and_the_seeds_and_merges_again(tmp_path, capsys):
+    for shard in range(2):
+        make(tmp_path / "t.h5", pde="totals-toy", shard=shard, num_shards=2)
+    merged = merge_shards([tmp_path / "t.h5"], tmp_path / "merged.h5")
+    copy = tmp_path / "copy.h5"
+    assert main(["convert", str(merged), str(copy), "--to", "physml"]) == 0
+    data = load(copy)
+    x, t = np.linspace(0.0, 1.0, 9), np.linspace(0.0, 1.0, 4)
+    a = data.params["a"].numpy()[:, None]
+    np.testing.assert_allclose(
+        data.fields["total"].numpy(), a * np.exp(-t) * np.sin(np.pi * x).sum(), rtol=1e-12
+    )
+    assert data.sample_seed.tolist() == [sample_seed(SEED, i) for i in range(N)]
+    assert torch.equal(load(merge_shards([copy], tmp_path / "again.h5")).u, load(merged).u)
+    for writer in ("pdebench", "well"):
+        assert main(["convert", str(copy), str(tmp_path / f"{writer}.h5"), "--to", writer]) == 2
+        assert (
+            "data.fields['total']: expected the shape of u (11, 4, 9), got (11, 4) "
+            f"(write_{writer} keeps fields on the grid of u" in capsys.readouterr().err
+        )
+
+
+def test_a_damaged_shard_is_refused_by_merge_and_named_when_merged_without_verifying(
+    tmp_path, sharded, capsys
+):
+    _, shards = sharded
+    flip_a_bit_of_the_first_chunk(shards[1], "u")
+    damaged = f"shard {str(shards[1])!r} is damaged: u could not be read ("
+    with pytest.raises(DatasetFileError, match=re.escape(damaged)):
+        merge_shards(shards, tmp_path / "merged.h5")
+    assert not (tmp_path / "merged.h5").exists()
+    merged = tmp_path / "data" / "merged.h5"
+    assert main(["merge", *map(str, shards), "-o", str(merged), "--no-verify"]) == 0
+    with pytest.raises(DatasetFileError, match=re.escape(damaged)) as error:
+        load(merged)
+    assert str(error.value).startswith(f"path: {str(merged)!r} could not be read: ")
+    assert str(shards[0]) not in str(error.value) and str(shards[2]) not in str(error.value)
+
+
+def test_shards_of_two_splits_join_when_their_ranges_do(tmp_path):
+    """Shard 0 of 2 holds samples 0-4 of 11, shards 2 and 3 of 4 samples 5-7 and 8-10: a failed
+    shard 1 of 2 redone as two smaller jobs."""
+    first = make(tmp_path / "re.h5", shard=0, num_shards=2)
+    quarters = [make(tmp_path / "re.h5", shard=i, num_shards=4) for i in (3, 2)]
+    whole = load(make(tmp_path / "whole.h5", num_shards=1))
+    merged = load(merge_shards([first, *quarters], tmp_path / "merged.h5"))
+    assert torch.equal(merged.u, whole.u) and torch.equal(merged.sample_index, torch.arange(N))
+    with pytest.raises(ShardError, match=r"samples 5-7 of 0\.\.10 are in no shard given$"):
+        check_shards([first, quarters[0]])  # no shard number to suggest: the splits differ
+
+
+def test_differing_settings_are_named_key_by_key_not_cut_to_one_look(tmp_path, sharded):
+    _, shards = sharded
+    long = "a" * 90  # the settings text of both runs is longer than a message shows
+    _set_attribute(shards[:1], "settings", f'{{"grid": "{long}", "note": 1, "nt": 4, "nx": 9}}')
+    _set_attribute(shards[1:2], "settings", f'{{"grid": "{long}", "note": 2, "nt": 4, "nx": 9}}')
+    with pytest.raises(ShardError, match=r": settings\.note 2 vs 1$"):
+        check_shards(shards[:2])
+    make(tmp_path / "data" / "ds.h5", shard=1, nx=11, overwrite=True)
+    with pytest.raises(ShardError, match=r"'[^']*': nx 11 vs 9; u per-sample") as error:
+        check_shards([shards[2], shards[1]])  # settings.nx is the attribute nx: said once
+    assert "settings" not in str(error.value).split(".h5': ")[-1]

@@ -765,3 +765,13 @@ def test_an_fno_on_a_grid_with_an_odd_leading_axis_records_its_spectral_shift(
         state["model_config"].pop("spectral", None)
         save_checkpoint(run, state)
         assert main(["evaluate", "--checkpoint", run, "--data", f"{run}.h5"]) == 0
+
+
+def test_the_validation_split_cuts_the_sample_seeds_with_the_samples(heat):
+    from physml.data.generate import sample_seed
+    from physml.training.commands import split
+
+    train, held = split(load("heat.h5"), 0.25)
+    assert train.sample_seed.tolist() == [sample_seed(0, i) for i in range(9)]
+    assert held.sample_seed.tolist() == [sample_seed(0, i) for i in range(9, 12)]
+    assert held.sample_index.tolist() == [9, 10, 11]

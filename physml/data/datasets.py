@@ -24,6 +24,8 @@ from .generate import FORMAT, INDEX_FORMAT
 
 AXES = ("x", "y", "z")
 """The coordinate datasets of the space axes of ``u``, in order."""
+PER_SAMPLE_ROWS = ("sample_index", "sample_seed")
+"""The root datasets of one entry per sample that a generated file holds."""
 
 
 class DatasetFileError(ValueError):
@@ -35,7 +37,9 @@ class PDEData:
     """A whole dataset in memory: ``u`` ``(sample, time, *space)`` plus its description.
 
     ``u`` keeps the dtype the file stores: float64 from the PDE solvers, float32 for the N-body
-    frames (pixel intensities in [0, 1]).
+    frames (pixel intensities in [0, 1]). ``sample_index`` and ``sample_seed`` ``(sample,)``: each
+    sample's place in the generated dataset and the seed it was drawn from (``None`` where the
+    file has none).
     """
 
     u: torch.Tensor
@@ -45,6 +49,7 @@ class PDEData:
     attrs: dict[str, object] = field(default_factory=dict)
     sample_index: torch.Tensor | None = None
     fields: dict[str, torch.Tensor] = field(default_factory=dict)
+    sample_seed: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.u.shape[0]
@@ -113,13 +118,13 @@ def _read_file(path: Path) -> dict:
         u = f.get("u")  # older converted copies of a merged file kept merged_from: real arrays
         merged = "merged_from" in f.attrs and isinstance(u, h5py.Dataset) and u.is_virtual
         check_self_contained(path, f, virtual_ok=merged)
-        for name in ("u", "t", *AXES, "sample_index"):
+        for name in ("u", "t", *AXES, *PER_SAMPLE_ROWS):
             if name in f and not isinstance(f.get(name), h5py.Dataset):
                 raise DatasetFileError(
                     f"path: {str(path)!r}: {name!r} must be a dataset, got a group"
                 )
         if merged:  # virtual datasets over shard files: check the shards before reading them
-            from .merge import check_merged
+            from .merge import check_merged, damaged_shards
 
             check_merged(path, f)
         for group in ("params", "fields"):
@@ -134,13 +139,17 @@ def _read_file(path: Path) -> dict:
                 "coords": {k: f[k][()] for k in AXES if k in f},
                 "params": _arrays(f, "params"),
                 "fields": _arrays(f, "fields"),
-                "sample_index": f["sample_index"][()] if "sample_index" in f else None,
+                **{name: f[name][()] if name in f else None for name in PER_SAMPLE_ROWS},
                 "attrs": {
                     k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
                 },
             }
         except (KeyError, TypeError, OSError) as error:  # a dangling link, an odd object
-            raise DatasetFileError(f"path: {str(path)!r} could not be read: {error}") from None
+            behind = damaged_shards(path, f) if merged and isinstance(error, OSError) else []
+            raise DatasetFileError(
+                f"path: {str(path)!r} could not be read: {error}"
+                + "".join(f"; its {message}" for message in behind)
+            ) from None
     index = content["sample_index"]
     if merged and not np.array_equal(index, np.arange(len(index))):
         wrong = np.count_nonzero(index != np.arange(len(index)))
@@ -210,7 +219,8 @@ def load(path: str | os.PathLike) -> PDEData:
             content[group] = {
                 k: np.concatenate([p[group][k] for p in parts]) for k in content[group]
             }
-        content["sample_index"] = np.concatenate([p["sample_index"] for p in parts])
+        for name in PER_SAMPLE_ROWS:  # every shard holds both
+            content[name] = np.concatenate([p[name] for p in parts])
         content["attrs"] = dict(content["attrs"], shard=0, num_shards=1)
     check_content(path, content)
     u = torch.from_numpy(content["u"])
@@ -221,11 +231,10 @@ def load(path: str | os.PathLike) -> PDEData:
         params={k: torch.from_numpy(v) for k, v in content["params"].items()},
         fields={k: torch.from_numpy(v) for k, v in content["fields"].items()},
         attrs=content["attrs"],
-        sample_index=(
-            torch.from_numpy(content["sample_index"])
-            if content["sample_index"] is not None
-            else None
-        ),
+        **{
+            name: None if content[name] is None else torch.from_numpy(content[name])
+            for name in PER_SAMPLE_ROWS
+        },
     )
 
 
@@ -238,7 +247,7 @@ def strictly_increasing(values: np.ndarray) -> bool:
 def check_content(path: Path, content: dict, where: str | None = None) -> None:
     """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
     time, *space)`` without NaN or inf, increasing ``t`` of one entry per frame, coordinates of
-    one entry per node and one parameter value, field and index entry per sample. ``where``
+    one entry per node and one parameter value, field, index and seed entry per sample. ``where``
     starts the messages (default: the path)."""
     where = where or f"path: {str(path)!r}:"
     u = content["u"]
@@ -277,8 +286,9 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
     for name, values in per_sample.items():
         if values.dtype.kind not in "biufc":
             raise DatasetFileError(f"{where} {name} must hold numbers, got dtype {values.dtype}")
-    if content["sample_index"] is not None:
-        per_sample["sample_index"] = content["sample_index"]
+    for name in PER_SAMPLE_ROWS:
+        if content.get(name) is not None:
+            per_sample[name] = content[name]
     for name, values in per_sample.items():
         if values.ndim == 0 or values.shape[0] != samples:
             raise DatasetFileError(

@@ -18,7 +18,10 @@ array per PDE parameter under ``params/``, further output fields under ``fields/
 solver, its settings, the package version and the seed.
 
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
-writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`);
+writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`). A
+shard run stopped after its file was renamed into place but before the index was written is
+finished by running the same command again: it finds the shard file holding the dataset asked for
+and writes the index if every shard is in (else leaves it to the shards still running);
 :func:`physml.data.merge_shards` (``physml merge``) joins shards into one file without copying.
 """
 
@@ -118,14 +121,10 @@ def _check_output(final: Path, overwrite: bool) -> None:
         )
 
 
-def _remove_finished_workdir(final: Path, workdir: Path) -> bool:
-    """Remove ``workdir`` if it is the work folder of the run that wrote ``final`` (one stopped
-    between the file's rename and the folder's removal): its manifest describes the dataset the
-    file holds, so its chunks hold no sample the file lacks. Return whether it was removed."""
-    if not workdir.is_dir():
-        return False
+def _holds(final: Path, manifest: object) -> bool:
+    """Whether the dataset file ``final`` holds the dataset ``manifest`` describes (every entry
+    but the chunk size, which the file does not record)."""
     try:
-        manifest = json.loads((workdir / "manifest.json").read_text())
         with h5py.File(final, "r") as f:
             written = {
                 "format": f.attrs.get("format"),
@@ -139,7 +138,20 @@ def _remove_finished_workdir(final: Path, workdir: Path) -> bool:
             }
     except (OSError, ValueError, TypeError):
         return False
-    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in written.items()):
+    return isinstance(manifest, dict) and all(manifest.get(k) == v for k, v in written.items())
+
+
+def _remove_finished_workdir(final: Path, workdir: Path) -> bool:
+    """Remove ``workdir`` if it is the work folder of the run that wrote ``final`` (one stopped
+    between the file's rename and the folder's removal): its manifest describes the dataset the
+    file holds, so its chunks hold no sample the file lacks. Return whether it was removed."""
+    if not workdir.is_dir():
+        return False
+    try:
+        manifest = json.loads((workdir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not _holds(final, manifest):
         return False
     shutil.rmtree(workdir)
     return True
@@ -373,11 +385,16 @@ def _assemble(
             _write_attributes(f.attrs, attributes)
 
 
+def missing_shards(out: Path, num_shards: int) -> list[int]:
+    """The shards of the dataset ``out`` whose files do not exist (yet)."""
+    return [i for i in range(num_shards) if not shard_path(out, i, num_shards).exists()]
+
+
 def _write_index(out: Path, num_shards: int) -> bool:
     """Write the index naming every shard once they all exist; return whether it was written."""
-    paths = [shard_path(out, i, num_shards) for i in range(num_shards)]
-    if not all(p.exists() for p in paths):
+    if missing_shards(out, num_shards):
         return False
+    paths = [shard_path(out, i, num_shards) for i in range(num_shards)]
     with atomic_path(out, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
             f.attrs["format"] = INDEX_FORMAT
@@ -403,7 +420,9 @@ def generate_dataset(
 
     Args:
         pde: a recipe name from :func:`pdes.problems.registry` (``heat``, ``burgers``, ...).
-        out: the dataset file (with shards, the index file; shards are written beside it).
+        out: the dataset file (with shards, the index file; shards are written beside it). A
+            shard file already holding this request is kept, and the missing index written if
+            every shard is in (:func:`missing_shards` says which are not).
         n: samples in the whole dataset (all shards together).
         seed: the dataset seed; sample ``i`` uses :func:`sample_seed` ``(seed, i)``.
         shard, num_shards: which contiguous block of samples this call makes.
@@ -421,12 +440,17 @@ def generate_dataset(
     final = shard_path(out_path, shard, num_shards)
     workdir = final.with_name(final.name + ".partial")
     lock = final.with_name(f".{final.name}.lock")
+    manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
     try:
         _check_output(final, overwrite)
     except FileExistsError as error:
         with exclusive_lock(lock, f"out: {str(final)!r}"):
-            if not _remove_finished_workdir(final, workdir):
-                raise
+            removed = _remove_finished_workdir(final, workdir)
+            if num_shards > 1 and not out_path.exists() and _holds(final, manifest):
+                _write_index(out_path, num_shards)  # the run that wrote the shard was stopped
+                return final
+        if not removed:
+            raise
         raise FileExistsError(
             f"{error}; removed {str(workdir)!r}, the work folder of the run that wrote it (that "
             "run was stopped before it could remove the folder)"
@@ -434,7 +458,6 @@ def generate_dataset(
     if num_shards > 1 and out_path.exists() and not overwrite:
         raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass --overwrite)")
 
-    manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
     with exclusive_lock(lock, f"out: {str(final)!r}"):
         remove_leftovers(final.parent, final.name)
         fresh = not workdir.is_dir()

@@ -45,9 +45,10 @@ that lack an axis (written back full size).
 puts what a format has no place for where its readers ignore it: our attributes in the JSON
 attribute ``physml_attrs``, ``sample_index`` as a root dataset, coordinates of an NS file as
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
-coordinates, ``params`` and ``fields``. Fields must have the shape of ``u`` (the N-body recipes'
-extra arrays and the tracer recipes' totals per frame, ``mass`` and ``released``
-``(sample, time)``, do not: such data are refused, not half written). PDEBench: parameters equal
+coordinates, ``params`` and ``fields``. A physml file takes fields of any per-sample shape; in
+PDEBench and The Well files fields must have the shape of ``u`` (the N-body recipes' extra arrays
+and the tracer recipes' totals per frame, ``mass`` and ``released`` ``(sample, time)``, do not:
+such data are refused, not half written). PDEBench: parameters equal
 over samples become root attributes, the others datasets (none may have the shape of ``u``: it
 would read back as a field); ``layout="ns"`` needs fields ``vx``, ``vy``.
 The Well: ``u`` is the t0 field named by attribute ``field`` (else ``u``); fields ``NAME_x``,
@@ -79,6 +80,7 @@ from .. import __version__
 from .._io import atomic_path
 from .datasets import (
     AXES,
+    PER_SAMPLE_ROWS,
     DatasetFileError,
     PDEData,
     check_content,
@@ -692,20 +694,33 @@ def _arrays(data: PDEData) -> dict:
             raise ValueError(
                 f"data.coords[{axis!r}]: expected shape ({size},), got {coords[axis].shape}"
             )
-    params = {k: array(f"data.params[{k!r}]", v) for k, v in data.params.items()}
-    for name, value in params.items():
-        if value.ndim == 0 or value.shape[0] != n:
-            raise ValueError(f"data.params[{name!r}]: expected {n} rows, got shape {value.shape}")
-    fields = {k: array(f"data.fields[{k!r}]", v) for k, v in data.fields.items()}
-    for name, value in fields.items():
+    arrays = dict(u=u, t=t, coords=coords)
+    for group in ("params", "fields"):
+        given = getattr(data, group)
+        arrays[group] = {name: array(f"data.{group}[{name!r}]", v) for name, v in given.items()}
+        for name, value in arrays[group].items():
+            if value.ndim == 0 or value.shape[0] != n:
+                raise ValueError(
+                    f"data.{group}[{name!r}]: expected {n} rows, got shape {value.shape}"
+                )
+    for name in PER_SAMPLE_ROWS:
+        value = getattr(data, name)
+        arrays[name] = None if value is None else array(f"data.{name}", value)
+        if arrays[name] is not None and arrays[name].shape != (n,):
+            raise ValueError(f"data.{name}: expected shape ({n},), got {arrays[name].shape}")
+    return arrays
+
+
+def _fields_like_u(arrays: dict, writer: str) -> None:
+    """PDEBench and The Well keep fields on the grid of ``u``: another shape is refused before
+    anything is written."""
+    u = arrays["u"]
+    for name, value in arrays["fields"].items():
         if value.shape != u.shape:
             raise ValueError(
-                f"data.fields[{name!r}]: expected the shape of u {u.shape}, got {value.shape}"
+                f"data.fields[{name!r}]: expected the shape of u {u.shape}, got {value.shape} "
+                f"({writer} keeps fields on the grid of u; write_physml takes any shape)"
             )
-    index = None if data.sample_index is None else array("data.sample_index", data.sample_index)
-    if index is not None and index.shape != (n,):
-        raise ValueError(f"data.sample_index: expected shape ({n},), got {index.shape}")
-    return dict(u=u, t=t, coords=coords, params=params, fields=fields, sample_index=index)
 
 
 def _physml_attrs(data: PDEData) -> str:
@@ -715,8 +730,11 @@ def _physml_attrs(data: PDEData) -> str:
 
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` as one physml dataset file, atomically; data that :func:`load` would refuse
-    (``u`` not real floating-point, coordinates or times not increasing) is refused. Every array
-    carries fletcher32 checksums, as in generated files."""
+    (``u`` not real floating-point, coordinates or times not increasing, a parameter or field
+    without one row per sample) is refused. Fields may have any per-sample shape, as generated
+    files' do; ``sample_index`` and ``sample_seed`` are kept, so a copy of a generated file is a
+    shard ``physml merge`` takes. Every array carries fletcher32 checksums, as in generated
+    files."""
     arrays, path = _arrays(data), Path(path)
     check_content(path, arrays, where=f"data (not written to {str(path)!r}):")
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
@@ -735,8 +753,9 @@ def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
                 group = f.create_group(group_name)
                 for name, value in arrays[group_name].items():
                     write_checksummed(group, name, value)
-            if arrays["sample_index"] is not None:
-                write_checksummed(f, "sample_index", arrays["sample_index"])
+            for name in PER_SAMPLE_ROWS:
+                if arrays[name] is not None:
+                    write_checksummed(f, name, arrays[name])
             _write_attributes(f.attrs, attrs)
     return path
 
@@ -746,6 +765,7 @@ def write_pdebench(data: PDEData, path: str | os.PathLike, layout: str | None = 
     ``"ns"`` (2-D incompressible NS; needs fields ``vx``, ``vy``). Default: ``"ns"`` for data read
     from such a file, else ``"tensor"``."""
     arrays, path = _arrays(data), Path(path)
+    _fields_like_u(arrays, "write_pdebench")
     if layout is None:
         layout = "ns" if data.attrs.get("source_format") == "pdebench-ns" else "tensor"
     if layout not in PDEBENCH_LAYOUTS:
@@ -878,6 +898,7 @@ def _time_varying_scalars(attrs: dict) -> list[str] | None:
 def write_well(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` in The Well's layout, atomically (see the module notes for the mapping)."""
     arrays, path = _arrays(data), Path(path)
+    _fields_like_u(arrays, "write_well")
     u, coords = arrays["u"], arrays["coords"]
     n, steps, space = u.shape[0], u.shape[1], u.shape[2:]
     names = AXES[: len(space)]
@@ -984,7 +1005,10 @@ def convert(
             f"source: {str(source)!r} is neither a physml dataset nor a PDEBench or The Well file"
         )
     if to is None and kind == "physml":
-        raise ValueError("to: name the output format for a physml source: 'pdebench' or 'well'")
+        raise ValueError(
+            "to: name the output format for a physml source: 'physml' (a self-contained copy), "
+            "'pdebench' or 'well'"
+        )
     to = to or "physml"
     if to not in FORMATS:
         raise ValueError(f"to must be one of {FORMATS}, got {to!r}")

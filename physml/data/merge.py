@@ -2,11 +2,14 @@
 
 Shards (``STEM.shard-I-of-N.h5`` from ``physml generate --shard I --num-shards N``) are independent
 jobs, so before they are joined (or read through an index) they are checked to form one dataset:
-the same PDE, settings and attributes (all but the per-shard ``shard`` and ``created``), the same
-package and format version, the same seed scheme (each stored ``sample_seed`` is
-:func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index`` ``i``), the same
-per-sample shapes, dtypes and coordinates, and sample ranges that cover ``0..n_total-1`` once. Each
-disagreement is a :class:`ShardError` naming the shard file and the attribute.
+the same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards`` and
+``created``), the same package and format version, the same seed scheme (each stored
+``sample_seed`` is :func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index``
+``i``), the same per-sample shapes, dtypes and coordinates, and sample ranges that cover
+``0..n_total-1`` once. Each disagreement is a :class:`ShardError` naming the shard file and the
+attribute. Sample ``i`` depends on ``(seed, i)`` and the settings alone, so shards of different
+splits join as long as their ranges do (shard 0 of 2 with shards 2 and 3 of 4: a failed shard
+job redone as smaller ones).
 
 The merged file holds HDF5 virtual datasets ``u``, ``params/*``, ``fields/*``, ``sample_index`` and
 ``sample_seed`` that read from the shards, copies of the coordinates and the attributes, and
@@ -15,6 +18,8 @@ the merged file's folder (absolute only where none exists, e.g. on another Windo
 merged file and its shards can be moved or copied together, keeping their relative places; a shard
 moved alone is missing. :func:`physml.data.load` checks the shards of a merged file before reading
 it: a missing or changed shard is an error, never the fill values HDF5 reads for a missing source.
+A damaged shard (a failed checksum) is refused by the merge, which reads every shard once, chunk by
+chunk (``physml merge --no-verify`` skips that read); reading the merged file names it too.
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ from .._io import atomic_path, existing_file
 from .datasets import DatasetFileError, open_hdf5
 from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed, write_checksummed
 
-PER_SHARD_ATTRIBUTES = ("shard", "created")
+PER_SHARD_ATTRIBUTES = ("shard", "num_shards", "created")
 MERGED_ATTRIBUTES = ("shard", "num_shards", "created", "merged_from")  # set by the merge itself
 SAMPLE_ARRAYS = ("u", "sample_index", "sample_seed")  # plus every array under the groups below
 SAMPLE_GROUPS = ("params", "fields")
-FIRST_COMPARED = ("pde", "format", "physml_version", "seed", "n_total", "num_shards", "settings")
+FIRST_COMPARED = ("pde", "format", "physml_version", "seed", "n_total", "settings")
 
 
 class ShardError(DatasetFileError):
@@ -49,7 +54,8 @@ class Shard:
     """One checked shard file: its global samples and what must agree with the other shards.
 
     ``arrays`` maps each per-sample array (``"u"``, ``"params/a"``, ...) to its shape after the
-    sample axis and its dtype; ``coordinates`` holds the copied arrays (``t``, ``x``, ``y``).
+    sample axis and its dtype; ``coordinates`` holds the copied arrays (``t``, ``x``, ``y``);
+    ``num_shards`` the split it was generated in (shards of different splits may join).
     """
 
     path: Path
@@ -57,6 +63,7 @@ class Shard:
     attrs: dict[str, object]
     arrays: dict[str, tuple[tuple[int, ...], np.dtype]]
     coordinates: dict[str, np.ndarray]
+    num_shards: object = None
 
 
 def _sample_array_names(f: h5py.File) -> list[str]:
@@ -66,13 +73,14 @@ def _sample_array_names(f: h5py.File) -> list[str]:
     return names
 
 
+def _plain(value: object) -> object:
+    """An HDF5 attribute's numpy scalar as the Python one (other values as they are)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _description(f: h5py.File, ignore: Sequence[str]) -> tuple[dict, dict, dict]:
     """``(attributes, per-sample arrays, coordinates)`` of an open dataset file."""
-    attrs = {
-        key: value.item() if isinstance(value, np.generic) else value
-        for key, value in f.attrs.items()
-        if key not in ignore
-    }
+    attrs = {key: _plain(value) for key, value in f.attrs.items() if key not in ignore}
     arrays = {name: (f[name].shape[1:], f[name].dtype) for name in _sample_array_names(f)}
     coordinates = {
         key: _read(f, key)
@@ -108,17 +116,44 @@ def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _changed(theirs: dict, ours: dict) -> list[str]:
+    """The keys whose values differ between two dicts (or that one lacks), ours first."""
+    keys = [*ours, *(key for key in theirs if key not in ours)]
+    return [
+        key
+        for key in keys
+        if key not in ours or key not in theirs or not _same(theirs[key], ours[key])
+    ]
+
+
+def _settings_differences(theirs: dict, ours: dict, reported: list[str]) -> list[str]:
+    """The ``settings`` attributes (JSON) of two shards, key by key (``"settings.modes 8 vs
+    4"``), less the keys ``reported`` as attributes of their own; shown whole where they are
+    not two JSON objects or differ only in how they are written."""
+    whole = [f"settings {_shown(theirs, 'settings')} vs {_shown(ours, 'settings')}"]
+    try:
+        settings = [json.loads(attrs["settings"]) for attrs in (theirs, ours)]
+    except (KeyError, TypeError, ValueError):
+        return whole
+    if not all(isinstance(value, dict) for value in settings) or not _changed(*settings):
+        return whole
+    return [
+        f"settings.{key} {_shown(settings[0], key)} vs {_shown(settings[1], key)}"
+        for key in _changed(*settings)
+        if key not in reported
+    ]
+
+
 def _differences(theirs: Shard, ours: Shard) -> list[str]:
     """What differs between two descriptions, as ``"seed 7 vs 5"`` (theirs first)."""
-    keys = [*ours.attrs, *(key for key in theirs.attrs if key not in ours.attrs)]
+    keys = _changed(theirs.attrs, ours.attrs)
     keys.sort(key=lambda k: FIRST_COMPARED.index(k) if k in FIRST_COMPARED else len(FIRST_COMPARED))
-    found = [
-        f"{key} {_shown(theirs.attrs, key)} vs {_shown(ours.attrs, key)}"
-        for key in keys
-        if key not in ours.attrs
-        or key not in theirs.attrs
-        or not _same(theirs.attrs[key], ours.attrs[key])
-    ]
+    found = []
+    for key in keys:
+        if key == "settings":
+            found += _settings_differences(theirs.attrs, ours.attrs, keys)
+        else:
+            found.append(f"{key} {_shown(theirs.attrs, key)} vs {_shown(ours.attrs, key)}")
     for name in [*ours.arrays, *(n for n in theirs.arrays if n not in ours.arrays)]:
         if name not in ours.arrays or name not in theirs.arrays:
             present = "present vs absent" if name in theirs.arrays else "absent vs present"
@@ -150,13 +185,20 @@ def read_shard(path: str | os.PathLike) -> Shard:
         kind = f.attrs.get("format")
         if kind == INDEX_FORMAT:
             raise ShardError(f"{str(path)!r} is the index of a sharded dataset, not a shard")
-        if kind != FORMAT or any(name not in f for name in SAMPLE_ARRAYS):
+        if kind != FORMAT:
             raise DatasetFileError(
                 f"{str(path)!r} is not a physml dataset shard (format {kind!r}, keys {list(f)})"
+            )
+        lacking = [name for name in SAMPLE_ARRAYS if name not in f]
+        if lacking:
+            raise DatasetFileError(
+                f"{str(path)!r} is not a physml dataset shard: it lacks {lacking} (keys "
+                f"{list(f)}); a shard is a file physml generate wrote, or a physml copy of one"
             )
         if "merged_from" in f.attrs:
             raise ShardError(f"{str(path)!r} is a merged file; give the shards it reads instead")
         attrs, arrays, coordinates = _description(f, PER_SHARD_ATTRIBUTES)
+        num_shards = _plain(f.attrs.get("num_shards"))
         index = _read(f, "sample_index")
         seeds = _read(f, "sample_seed")
         for name in arrays:
@@ -182,7 +224,46 @@ def read_shard(path: str | os.PathLike) -> Shard:
             f"sample_seed(seed={seed}, {index[first]}) is {expected[first]} ({wrong.size} of "
             f"{index.size} samples differ): not this dataset's seed scheme"
         )
-    return Shard(path, range(start, start + index.size), attrs, arrays, coordinates)
+    return Shard(path, range(start, start + index.size), attrs, arrays, coordinates, num_shards)
+
+
+def verify_arrays(path: Path) -> None:
+    """Read every chunked per-sample array of the shard file ``path``, one HDF5 chunk at a time:
+    a failed checksum is a :class:`DatasetFileError` naming the file and the array. Costs one
+    full read of the file; arrays stored unchunked carry no checksum and are not read."""
+    with open_hdf5(path, "shard") as f:
+        for name in _sample_array_names(f):
+            dataset = f[name]
+            if dataset.chunks is None:
+                continue
+            try:
+                for block in dataset.iter_chunks():
+                    dataset[block]
+            except OSError as error:
+                raise DatasetFileError(
+                    f"shard {str(path)!r} is damaged: {name} could not be read ({error}); "
+                    "generate or copy it again"
+                ) from None
+
+
+def _located(path: Path, stored: str) -> Path:
+    """Where the shard a merged file at ``path`` stores as ``stored`` lies (the path rule)."""
+    return Path(stored) if os.path.isabs(stored) else path.parent / stored
+
+
+def damaged_shards(path: Path, f: h5py.File) -> list[str]:
+    """Why the shards behind the merged file ``f`` (at ``path``) fail a read: one message per
+    damaged shard (see :func:`verify_arrays`)."""
+    stored = {
+        source.file_name for name in _sample_array_names(f) for source in f[name].virtual_sources()
+    }
+    found = []
+    for name in sorted(stored):
+        try:
+            verify_arrays(_located(path, name))
+        except DatasetFileError as error:
+            found.append(str(error))
+    return found
 
 
 def _check_coverage(shards: list[Shard]) -> None:
@@ -208,7 +289,8 @@ def _check_coverage(shards: list[Shard]) -> None:
             gaps.append((covered, start))
         covered = n_total if shard is None else shard.samples.stop
     if gaps:
-        num_shards = shards[0].attrs.get("num_shards")
+        splits = {shard.num_shards for shard in shards}
+        num_shards = splits.pop() if len(splits) == 1 else None
         hint = ""
         if isinstance(num_shards, int) and 0 < num_shards <= n_total:
             lacking = [
@@ -313,13 +395,17 @@ def merge_shards(
     out: str | os.PathLike,
     overwrite: bool = False,
     argument: str = "paths",
+    verify: bool = True,
 ) -> Path:
     """Check the shard files and join them into ``out`` as HDF5 virtual datasets; return its path.
 
     ``paths`` are shard files in any order (an index file stands for the shards it names). No
     sample is copied: ``u`` ``(n_total, time, *space)`` and the other per-sample arrays read from
     the shards, which must stay beside ``out`` (see the module docstring for the path rule).
-    The file is written under a temporary name and renamed. A missing shard is a
+    ``verify`` reads every shard once, chunk by chunk (:func:`verify_arrays`), so that a damaged
+    shard is refused now rather than when the merged file is read; ``verify=False`` (``physml
+    merge --no-verify``) skips that read, and :func:`physml.data.load` then names the damaged
+    shard. The file is written under a temporary name and renamed. A missing shard is a
     ``FileNotFoundError`` naming ``argument`` (``physml merge``: ``SHARD``) and the index that
     names it.
     """
@@ -329,6 +415,9 @@ def merge_shards(
         if out.is_file() and os.path.samefile(out, shard.path):
             raise ValueError(f"out: {str(out)!r} is one of the shards; choose another name")
     _check_output(out, overwrite)
+    if verify:
+        for shard in shards:
+            verify_arrays(shard.path)
     n_total = shards[-1].samples.stop
     stored = [_stored_path(shard.path, out) for shard in shards]
     with atomic_path(out, suffix=".h5") as temporary:
@@ -396,7 +485,7 @@ def check_merged(path: Path, f: h5py.File) -> None:
             )
     located = {}
     for stored in sources:
-        shard = Path(stored) if os.path.isabs(stored) else path.parent / stored
+        shard = _located(path, stored)
         if not shard.is_file():
             raise FileNotFoundError(
                 f"{str(path)!r} is a merged file that reads the shard {stored!r}, which is "

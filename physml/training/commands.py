@@ -19,6 +19,7 @@ from pdes.checks import finite_number
 from .. import metrics
 from .._io import atomic_write_text, existing_file, save_figure, strict_json
 from ..data import PDEData, load
+from ..data.datasets import PER_SAMPLE_ROWS
 from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_weights
 from .distributed import rank, world
@@ -190,7 +191,10 @@ def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
             u=data.u[index],
             params={k: v[index] for k, v in data.params.items()},
             fields={k: v[index] for k, v in data.fields.items()},
-            sample_index=None if data.sample_index is None else data.sample_index[index],
+            **{
+                name: None if getattr(data, name) is None else getattr(data, name)[index]
+                for name in PER_SAMPLE_ROWS
+            },
         )
 
     return part(slice(0, len(data) - held)), part(slice(len(data) - held, len(data)))
