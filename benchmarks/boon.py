@@ -45,7 +45,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, best_time, write_results  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    add_out,
+    best_time,
+    results_folder,
+    resumes,
+    run_main,
+    write_results,
+)
 
 from physml._io import atomic_path, atomic_write_text  # noqa: E402
 from physml.tasks import boon  # noqa: E402
@@ -257,7 +265,7 @@ there measures missing information, not a worse architecture. The fair peer on t
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_out(parser)
     parser.add_argument("--seed", type=int, default=0, help="first model seed")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
@@ -266,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "--fno", choices=boon.FNO_LAYOUTS, default=boon.FNO_LAYOUTS[0], help="the FNO's layout"
     )
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, args.quick)
     torch.set_num_threads(1)
     started = time.perf_counter()
     size = "quick" if args.quick else "full"
@@ -277,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     name = results_name(args.fno)
     progress = Progress(args.out / f".{name}-partial-{size}.json", size)
+    resumes(progress.path, bool(progress.runs))
     zoom = args.out / f".{name}-zoom-{size}.pt"
 
     runs: list[dict] = []
@@ -416,4 +426,4 @@ def draw(rows, runs, cases, size, out: Path, zoom: Path, name: str = NAME) -> li
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

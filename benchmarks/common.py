@@ -13,6 +13,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -21,8 +22,13 @@ from pathlib import Path
 import torch
 
 from physml._io import atomic_write_text, strict_json
+from physml.training import CheckpointError
 
 RESULTS = Path(__file__).resolve().parent / "results"
+WORK_REMEDY = "use another --work"
+"""A benchmark's advice when a checkpoint cannot be resumed: its run folders are ``--work``'s."""
+_rerun = ""
+"""What a rerun picks up, for the line of Ctrl-C (set by :func:`resumes`, :func:`work_folder`)."""
 
 
 def machine() -> str:
@@ -58,15 +64,88 @@ def _seed(text: str) -> int:
     return seed
 
 
+def add_out(parser: argparse.ArgumentParser) -> None:
+    """``--out``, left ``None`` when not given: :func:`results_folder` picks the folder."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder of the results files (default: benchmarks/results; with --quick a new "
+        "temporary folder, so that a smoke run leaves the recorded results alone)",
+    )
+
+
+def results_folder(out: Path | None, quick: bool) -> Path:
+    """Where the results go: ``out`` if given, else the recorded results (:data:`RESULTS`), or
+    for a ``quick`` run a new temporary folder, said on stderr."""
+    if out is not None:
+        return out
+    if not quick:
+        return RESULTS
+    folder = Path(tempfile.mkdtemp(prefix="physml-quick-"))
+    print(f"--quick without --out: the results go to {folder}", file=sys.stderr)
+    return folder
+
+
 def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:
-    """Every benchmark's options: ``--quick``, ``--out``, ``--seed`` (and ``extra(parser)``)."""
+    """Every benchmark's options: ``--quick``, ``--out`` (see :func:`results_folder`), ``--seed``
+    (and ``extra(parser)``)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (used by the tests)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the results files")
+    add_out(parser)
     parser.add_argument("--seed", type=_seed, default=0)
     if extra is not None:
         extra(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.out = results_folder(args.out, args.quick)
+    return args
+
+
+def _script() -> str:
+    return Path(sys.argv[0]).name
+
+
+def resumes(path: Path, found: bool) -> None:
+    """A run keeping what it finishes in ``path``: "resuming from" it on stderr when it holds a
+    previous run's (``found``); Ctrl-C's line (:func:`run_main`) then says a rerun resumes."""
+    global _rerun
+    _rerun = f"; a rerun on the same folder resumes from {path}"
+    if found:
+        print(f"{_script()}: resuming from {path}", file=sys.stderr)
+
+
+def work_folder(given: Path | None, scratch: str, quick: bool, default: Path) -> Path:
+    """``--work``: ``given``, else ``scratch`` (a temporary folder) for a ``quick`` run, else
+    ``default``; a folder kept is announced by :func:`resumes` when it holds files."""
+    global _rerun
+    if given is None and quick:
+        _rerun = (
+            "; its --quick work folder was temporary, so a rerun starts over (--work keeps one)"
+        )
+        return Path(scratch)
+    work = given or default
+    resumes(work, work.is_dir() and any(work.iterdir()))
+    return work
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """A benchmark script's exit status: ``main()``'s, or one line on stderr instead of a
+    traceback for Ctrl-C (130, with what a rerun picks up) and for a checkpoint that cannot be
+    resumed (2)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"\n{_script()}: interrupted{_rerun}", file=sys.stderr)
+        return 130
+    except CheckpointError as error:
+        print(f"{_script()}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def not_a_benchmark(what: str) -> None:
+    """For a module of shared pieces run as a script: one line saying what it is, exit 2."""
+    print(f"{_script()}: {what}, not a benchmark; run one of the others", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def work_and_equations(
@@ -241,3 +320,7 @@ def timed_call(model: torch.nn.Module, x: torch.Tensor, kind: str) -> Callable[[
         model(x).square().mean().backward()
 
     return forward_backward
+
+
+if __name__ == "__main__":
+    not_a_benchmark("the pieces the benchmark scripts share")

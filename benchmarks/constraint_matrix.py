@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     arguments,
     best_time,
     paired_ms,
+    run_main,
     steady_allocations,
     unpooled_large_allocations,
     write_results,
@@ -573,4 +574,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, best_time, write_results  # noqa: E402
+from common import add_out, best_time, results_folder, run_main, write_results  # noqa: E402
 
 from physml.models.cuboid import CuboidSelfAttention  # noqa: E402
 
@@ -201,7 +201,7 @@ def slopes(rows: list[dict], min_volume: int) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_out(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cap-gib", type=float, default=None, help="memory cap per case")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(json.loads(args.worker))))
         return 0
+    args.out = results_folder(args.out, args.quick)
     started = time.perf_counter()
     default_threads = torch.get_num_threads()
     if args.quick:
@@ -336,4 +337,4 @@ axial (T,1,1) cuboids).
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

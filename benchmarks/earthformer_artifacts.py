@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, write_results  # noqa: E402
+from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 from physml.tasks.figures import save_figure  # noqa: E402
@@ -78,7 +78,7 @@ def ensemble(config, scale, split, units, folder: Path, seed: int, quiet: bool):
     for i in range(scale.members):
         run = blocks.fit(
             member(config, scale, channels, seed + i), blocks.mse_loss, data, steps,
-            scale.batch, scale.lr, seed + i, folder / f"{name}-{i}", quiet,
+            scale.batch, scale.lr, seed + i, folder / f"{name}-{i}", quiet, remedy=WORK_REMEDY,
         )  # fmt: skip
         members.append(run.model.eval())
         spent += run.train_s
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--variants must be among {list(blocks.VARIANTS)}, got {unknown}")
     rows, maps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (
-            Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / "forecast_conservation"
         )
         for variant in variants:
             folder = work / variant
@@ -168,4 +168,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write_results  # noqa: E402
+from common import add_out, results_folder, run_main, work_folder, write_results  # noqa: E402
 from nbody_forecasting import (  # noqa: E402
     EARTHFORMER,
     L1_WEIGHT,
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the same as --scale quick")
     parser.add_argument("--scale", choices=list(SCALES), default="full")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_out(parser)
     parser.add_argument(
         "--work",
         type=Path,
@@ -247,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     torch.set_num_threads(1)
     mode = "quick" if args.quick else args.scale
+    args.out = results_folder(args.out, mode == "quick")
     scale = SCALES[mode]
     name = NAME if mode in ("quick", "full") else f"{NAME}-{mode}"
     quiet = not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if mode == "quick" else Path("physml_output") / name)
+        work = work_folder(args.work, scratch, mode == "quick", Path("physml_output") / name)
         work.mkdir(parents=True, exist_ok=True)
         setup = {
             "mode": mode,
@@ -341,4 +342,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -4,13 +4,14 @@ Reads the table of ``results/earthformer_nbody-exploration.md`` (one row per run
 ``earthformer_nbody_variant.py``) and plots the runs that share the benchmark's set-up — 450
 CPU-s, loss MSE + 0.1 × L1, the 3000 training videos — coloured by model, so the spread of
 every Earthformer configuration tried can be seen against the baselines'. Writes
-``results/earthformer_nbody-exploration.png``.
+``results/earthformer_nbody-exploration.png`` (or the same name in ``--out``).
 
     python benchmarks/earthformer_nbody_exploration_figure.py
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS  # noqa: E402
+from common import RESULTS, run_main  # noqa: E402
 
 from physml._io import save_figure  # noqa: E402
 
@@ -110,9 +111,12 @@ def figure(runs: list[Run], path: Path = FIGURE) -> None:
     save_figure(fig, path)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the figure")
+    args = parser.parse_args(argv)
     runs = [run for run in read_runs() if benchmark_like(run)]
-    figure(runs)
+    figure(runs, args.out / FIGURE.name)
     for method in STYLE:
         values = sorted(run.mse for run in runs if run.method == method)
         if values:
@@ -121,4 +125,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

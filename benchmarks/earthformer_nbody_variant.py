@@ -21,7 +21,9 @@ Earthformer setting of ``EARTHFORMER`` (``pattern``, ``stem_channels``, ``ffn_ke
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nbody_forecasting as bench  # noqa: E402
+from common import run_main  # noqa: E402
 
 from physml.models.forecasting import evaluate_forecaster, train_forecaster  # noqa: E402
 
@@ -39,9 +42,46 @@ LOSSES = {"mse": None, "l1": None, "mse+0.1l1": 0.1, "mse+l1": 1.0}
 the named loss of :func:`~physml.models.forecasting.train_forecaster`)."""
 
 
-def main(argv: list[str]) -> int:
-    budget, method, tag = float(argv[0]), argv[1], argv[2]
-    over = json.loads(argv[3]) if len(argv) > 3 else {}
+METHODS = (*bench.GLOBAL_VECTORS, "unet", "convlstm")
+"""The learned models :func:`nbody_forecasting.build` makes."""
+
+
+def _budget(text: str) -> float:
+    """``BUDGET_S``: CPU seconds of training, a finite number > 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be CPU seconds > 0, got {text!r}")
+    return seconds
+
+
+def _overrides(text: str) -> dict:
+    """``OVERRIDES``: a JSON object of settings."""
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object such as '{{\"lr\": 0.003}}', got {text!r}"
+        )
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="OVERRIDES: " + __doc__.split("Overrides: ")[1]
+    )
+    parser.add_argument("budget", metavar="BUDGET_S", type=_budget, help="CPU seconds of training")
+    parser.add_argument("method", metavar="METHOD", choices=METHODS, help=", ".join(METHODS))
+    parser.add_argument("tag", metavar="TAG", help="the run's name, first on each printed line")
+    parser.add_argument(
+        "over", metavar="OVERRIDES", nargs="?", type=_overrides, default={}, help="(see below)"
+    )
+    args = parser.parse_args(argv)
+    budget, method, tag, over = args.budget, args.method, args.tag, dict(args.over)
     loss = over.pop("loss", "mse")
     if loss not in LOSSES:
         raise ValueError(f"overrides: loss must be one of {list(LOSSES)}, got {loss!r}")
@@ -98,4 +138,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_main(main))

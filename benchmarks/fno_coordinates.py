@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, write_results  # noqa: E402
+from common import arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml import metrics  # noqa: E402
 from physml._io import atomic_write_text, save_figure  # noqa: E402
@@ -214,13 +214,13 @@ def plot_case(path: Path, name: str, shown: dict) -> None:
     save_figure(figure, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     args = arguments(
         __doc__, argv, lambda p: p.add_argument("--work", type=Path, help="trained models")
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
         work.mkdir(parents=True, exist_ok=True)
         cases = QUICK if args.quick else CASES
         rows = []
@@ -228,8 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
             found, shown = run_case(name, spec, work, quiet=args.quick)
             rows += found
             plot_case(args.out / f"{NAME}-{name}.png", name, shown)
-    return write_results(NAME, rows, args.seed, started, args.out, COLUMNS, NOTES)
+    write_results(NAME, rows, args.seed, started, args.out, COLUMNS, NOTES)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

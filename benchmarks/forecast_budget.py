@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, write_results  # noqa: E402
+from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 from physml.tasks.figures import save_figure  # noqa: E402
@@ -75,6 +75,7 @@ def members(model, factor, which, scale, split, units, folder: Path, seed: int, 
         run = blocks.fit(
             blocks.build(model, scale, channels, seed + i), blocks.mse_loss, data, steps,
             scale.batch, scale.lr, seed + i, folder / f"{folder_name(factor, model)}-{i}", quiet,
+            remedy=WORK_REMEDY,
         )  # fmt: skip
         trained.append(run.model.eval())
         spent += run.train_s
@@ -213,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--members must be among 0..{largest - 1}, got {args.members!r}")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (
-            Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / "forecast_conservation"
         )
         folder = work / "conserved"
         split, units = blocks.open_variant("conserved", scale, work, args.seed, quiet)
@@ -243,4 +244,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

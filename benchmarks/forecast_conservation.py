@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, write_results  # noqa: E402
+from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 
@@ -74,7 +74,7 @@ def variant_rows(
     sweep, training plan)``. Runs in a worker process with ``--jobs``, so it sets its own
     thread count."""
     torch.set_num_threads(1)
-    found, details = blocks.run_variant(variant, scale, work, seed, quiet)
+    found, details = blocks.run_variant(variant, scale, work, seed, quiet, WORK_REMEDY)
     blocks.plot_mass(out / f"{NAME}-mass-{variant}.png", details)
     blocks.plot_correction(out / f"{NAME}-correction-{variant}.png", details)
     return found, details["sweep"], details["plan"]
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = not sys.stderr.isatty()
     rows, sweeps, plans = [], {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
         jobs = [(variant, scale, work, args.seed, quiet, args.out) for variant in variants]
         if args.jobs == 1:
             results = [variant_rows(*job) for job in jobs]
@@ -141,4 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

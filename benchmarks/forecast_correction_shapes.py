@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, write_results  # noqa: E402
+from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml import metrics  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
@@ -363,11 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet = not sys.stderr.isatty()
     rows, maps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (
-            Path(scratch) if args.quick else Path("benchmarks/work") / "forecast_conservation"
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / "forecast_conservation"
         )
         for variant in blocks.VARIANTS:
-            split, units, models = blocks.data_and_models(variant, scale, work, args.seed, quiet)
+            split, units, models = blocks.data_and_models(
+                variant, scale, work, args.seed, quiet, WORK_REMEDY
+            )
             grid = blocks.grid_of(scale)
             forecasts = forecasters(models, units, scale.t_out)
             for model, forecast in forecasts.items():
@@ -416,4 +418,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

@@ -34,7 +34,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import arguments, steady_allocations, work_and_equations, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    run_main,
+    steady_allocations,
+    work_and_equations,
+    work_folder,
+    write_results,
+)
 from updates_figures import tradeoff_figure  # noqa: E402
 
 from physml.tasks import updates as blocks  # noqa: E402
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     equations = args.equations
     rows, verdict = [], {}
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
         for name in equations:
             found = sweep(blocks.equation(name), scale, args.seed, work / name, quiet)
             verdict[name] = blocks.guard_done_when(found)
@@ -141,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

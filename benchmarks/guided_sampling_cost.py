@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prediff_nbody as bench  # noqa: E402
-from common import arguments, write_results  # noqa: E402
+from common import arguments, run_main, write_results  # noqa: E402
 
 from physml import constrain  # noqa: E402
 from physml.models.energy_judge import EnergyJudge  # noqa: E402
@@ -132,4 +132,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

@@ -50,7 +50,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import arguments, work_and_equations, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    run_main,
+    work_and_equations,
+    work_folder,
+    write_results,
+)
 from updates_figures import nfr_figure  # noqa: E402
 
 from physml import metrics  # noqa: E402
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_start = args.warm_start
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / name)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / name)
         for equation in equations:
             problem = blocks.equation(equation)
             runs: dict = {}
@@ -261,4 +267,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

@@ -28,7 +28,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import arguments, work_and_equations, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    run_main,
+    work_and_equations,
+    work_folder,
+    write_results,
+)
 from model_update import SCALES as UPDATE_SCALES  # noqa: E402
 from model_update import scale_pairs  # noqa: E402
 
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, verdict = [], {}
     problems = [blocks.equation(name) for name in args.equations]
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
         for problem in problems:
             equation = problem.name
             runs: dict = {}
@@ -161,4 +167,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_main(main))

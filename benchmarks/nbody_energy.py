@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, write_results  # noqa: E402
+from common import arguments, run_main, write_results  # noqa: E402
 
 from physml.data.nbody import ENERGY_CONSERVING, nbody_digits  # noqa: E402
 
@@ -101,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

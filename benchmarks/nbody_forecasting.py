@@ -310,3 +310,9 @@ def physics_reference(
         )
         total += render(future[:, 1:], test.sprites, scale.size)
     return total / samples
+
+
+if __name__ == "__main__":
+    from common import not_a_benchmark
+
+    not_a_benchmark("the N-body set-up of earthformer_nbody.py and prediff_nbody.py")

@@ -40,7 +40,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nbody_forecasting  # noqa: E402
-from common import arguments, write_results  # noqa: E402
+from common import arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml._checks import device as checked_device  # noqa: E402
 from physml._io import atomic_write_text  # noqa: E402
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     scale, seed, quiet = SCALES[mode], args.seed, not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("benchmarks/work") / NAME)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
         where = {} if device == "cpu" else {"device": device}
         stages = Stages(work, {"mode": mode, "seed": seed, "scale": scale.setup(), **where})
         rows = run(
@@ -950,4 +950,4 @@ def write(rows, scale, seed, started, out, stages, device="cpu") -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prediff_nbody as bench  # noqa: E402
+from common import run_main  # noqa: E402
 
 from physml._checks import device as checked_device  # noqa: E402
 
@@ -92,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -26,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write_results  # noqa: E402
+from common import add_out, results_folder, run_main, work_folder, write_results  # noqa: E402
 
 from physml import Gaussian, constrain, mass_conservation  # noqa: E402
 from physml.data import gpme_sampler, grid_points  # noqa: E402
@@ -130,7 +130,7 @@ COLUMNS = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_out(parser)
     parser.add_argument(
         "--work", type=Path, default=None,
         help="checkpoints, plots (default physml_output; --quick: a temporary folder)",
@@ -138,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="*", default=["diffusion", "pme", "stefan"])
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, args.quick)
     started = time.perf_counter()
     size = "toy" if args.quick else "full"
     scale = SMOKE if args.quick else SCALES[size]
     cases = ["stefan"] if args.quick else args.cases
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or (Path(scratch) if args.quick else Path("physml_output"))
+        work = work_folder(args.work, scratch, args.quick, Path("physml_output"))
         context = Context(out=work, size=size, seed=args.seed, quiet=not sys.stderr.isatty())
         peers = Peers(size, args.seed, progress=not context.quiet)
         for case in cases:
@@ -165,4 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

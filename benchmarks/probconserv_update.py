@@ -22,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, best_time, write_results  # noqa: E402
+from common import add_out, best_time, results_folder, run_main, write_results  # noqa: E402
 
 from pdes import Grid1D  # noqa: E402
 from physml import Gaussian, LinearConstraint, constrain, mass_conservation  # noqa: E402
@@ -50,9 +50,10 @@ def seconds_per_update(update: nn.Module, gaussian: Gaussian, assemble: bool = F
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_out(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, args.quick)
     started = time.perf_counter()
     sizes = [21, 51] if args.quick else [51, 101, 201, 301, 401]
     default_threads = torch.get_num_threads()
@@ -97,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

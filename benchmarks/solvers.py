@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, best_time, write_results  # noqa: E402
+from common import add_out, best_time, results_folder, run_main, write_results  # noqa: E402
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann  # noqa: E402
 from pdes.burgers import SAFETY, advective_step_limit, cole_hopf_solution, solve_burgers  # noqa: E402
@@ -572,12 +572,13 @@ COLUMNS = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    add_out(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads for the whole run (default 1)"
     )
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, args.quick)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     if args.quick:
@@ -603,4 +604,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, write_results  # noqa: E402
+from common import add_out, results_folder, run_main, write_results  # noqa: E402
 
 from physml.training import load_checkpoint  # noqa: E402
 
@@ -272,10 +272,11 @@ family.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_out(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="*", choices=sorted(CASES), help="only these families")
     args = parser.parse_args(argv)
+    args.out = results_folder(args.out, args.quick)
     started = time.perf_counter()
     torch.set_num_threads(1)
     scale = SCALES["quick" if args.quick else "full"]
@@ -332,4 +333,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -829,7 +829,7 @@ def energy_error(
     if not isinstance(judged, torch.Tensor) or judged.shape != (math.prod(leading), steps):
         got = tuple(judged.shape) if isinstance(judged, torch.Tensor) else type(judged).__name__
         raise ValueError(f"judge must return (N, T) = ({math.prod(leading)}, {steps}), got {got}")
-    judged = judged.to(F64).reshape(*leading, steps)
+    judged = finite("judge(frames)", judged).to(F64).reshape(*leading, steps)
     return _reduce((judged - target[:, None]).abs().mean(-1), reduction)
 
 

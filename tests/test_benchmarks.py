@@ -3,13 +3,17 @@
 import dataclasses
 import json
 import math
+import runpy
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from benchmarking import load_benchmark
+
+from physml.training import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
@@ -618,6 +622,27 @@ def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):
     assert {row["reference_ms"] for row in targets} == {167.0, 17.0}
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["x", "unet", "probe"], "argument BUDGET_S: must be CPU seconds > 0, got 'x'"),
+        (["0", "unet", "probe"], "argument BUDGET_S: must be CPU seconds > 0, got '0'"),
+        (["1", "persistence", "probe"], "argument METHOD: invalid choice: 'persistence'"),
+        (["1", "unet", "probe", "lr=1"], "argument OVERRIDES: must be a JSON object such as"),
+        (["1", "unet"], "the following arguments are required: TAG"),
+    ],
+)
+def test_earthformer_variant_script_reads_its_arguments_before_any_work(argv, message, capsys):
+    variant = load_benchmark("earthformer_nbody_variant")
+    with pytest.raises(SystemExit) as stop:
+        variant.main(["--help"])
+    assert stop.value.code == 0
+    assert "BUDGET_S METHOD TAG [OVERRIDES]" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        variant.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_earthformer_variant_script_prints_a_scored_line_and_the_loss_curve():
     script = ROOT / "benchmarks" / "earthformer_nbody_variant.py"
     overrides = '{"loss": "mse+0.1l1", "lr": 0.001, "ffn_kernel": 5}'
@@ -675,6 +700,19 @@ def test_exploration_figure_reads_the_run_table_and_keeps_benchmark_like_runs(
         exploration.read_runs(record)
 
 
+def test_exploration_figure_takes_help_and_draws_into_the_out_folder(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import earthformer_nbody_exploration_figure as exploration
+
+    recorded = exploration.FIGURE.read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        exploration.main(["--help"])
+    assert stop.value.code == 0 and "--out" in capsys.readouterr().out
+    assert exploration.main(["--out", str(tmp_path)]) == 0
+    assert (tmp_path / exploration.FIGURE.name).stat().st_size > 0
+    assert exploration.FIGURE.read_bytes() == recorded
+
+
 def test_step_search_finds_the_fewest_steps(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from solvers import fewest_steps
@@ -690,10 +728,10 @@ def test_step_search_finds_the_fewest_steps(monkeypatch):
     assert fewest_steps(fourth_order, 1e-30, most=64) is None
 
 
-def test_guided_sampling_cost_refuses_no_repeats():
+def test_guided_sampling_cost_refuses_no_repeats(tmp_path):
     bench = load_benchmark("guided_sampling_cost")
     with pytest.raises(SystemExit, match="--repeats must be an integer >= 1, got 0"):
-        bench.main(["--quick", "--repeats", "0"])
+        bench.main(["--quick", "--repeats", "0", "--out", str(tmp_path)])
 
 
 def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path):
@@ -873,3 +911,84 @@ def test_benchmark_arguments_give_the_equations_as_names():
         "doc", [], lambda parser: common.work_and_equations(parser, ("burgers", "heat"), str)
     )
     assert default.equations == ["burgers", "heat"]
+
+
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("nbody_energy", ["--quick"]),  # common.arguments
+        ("earthformer_nbody", ["--scale", "quick", "--methods", "persistence"]),  # its own parser
+    ],
+)
+def test_a_quick_run_without_out_leaves_the_recorded_results_alone(
+    tmp_path, monkeypatch, capsys, name, argv
+):
+    bench = load_benchmark(name)
+    recorded, scratch = tmp_path / "results", tmp_path / "tmp"
+    recorded.mkdir(), scratch.mkdir()
+    (recorded / f"{name}.json").write_text("the recorded run")
+    monkeypatch.setattr(sys.modules["common"], "RESULTS", recorded)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert bench.main(argv) == 0
+    assert [path.name for path in recorded.iterdir()] == [f"{name}.json"]
+    assert (recorded / f"{name}.json").read_text() == "the recorded run"
+    (folder,) = [path for path in scratch.iterdir() if path.name.startswith("physml-quick-")]
+    assert json.loads((folder / f"{name}.json").read_text())["benchmark"] == name
+    assert f"--quick without --out: the results go to {folder}\n" in capsys.readouterr().err
+
+
+def test_out_is_the_given_folder_else_the_recorded_results_or_a_new_one_for_quick(
+    tmp_path, monkeypatch
+):
+    common = load_benchmark("common")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert common.arguments("doc", []).out == common.RESULTS
+    assert common.arguments("doc", ["--quick", "--out", "there"]).out == Path("there")
+    first, second = (common.arguments("doc", ["--quick"]).out for _ in range(2))
+    assert first != second and first.parent == second.parent == tmp_path
+
+
+def test_ctrl_c_and_a_refused_checkpoint_end_a_benchmark_in_one_line(tmp_path, monkeypatch, capsys):
+    common = load_benchmark("common")
+    monkeypatch.setattr(sys, "argv", ["probe.py", "--work", "w"])
+    work, default = tmp_path / "work", tmp_path / "default"
+
+    def interrupted_on(given, quick):
+        def main():
+            common.work_folder(given, str(tmp_path / "scratch"), quick, default)
+            raise KeyboardInterrupt
+
+        return main
+
+    assert common.run_main(interrupted_on(work, True)) == 130
+    rerun = f"a rerun on the same folder resumes from {work}"
+    assert capsys.readouterr().err == f"\nprobe.py: interrupted; {rerun}\n"  # nothing to resume
+    work.mkdir()
+    (work / "plan.json").write_text("{}")
+    assert common.work_folder(work, "scratch", False, default) == work
+    assert capsys.readouterr().err == f"probe.py: resuming from {work}\n"
+    assert common.run_main(interrupted_on(None, True)) == 130
+    temporary = "its --quick work folder was temporary, so a rerun starts over (--work keeps one)"
+    assert capsys.readouterr().err == f"\nprobe.py: interrupted; {temporary}\n"
+    assert common.work_folder(None, "scratch", True, default) == Path("scratch")
+    assert common.work_folder(None, "scratch", False, default) == default
+
+    def refused():
+        raise CheckpointError("checkpoint: 'w/a' was trained on other data. Use another --work")
+
+    assert common.run_main(refused) == 2
+    error = "probe.py: error: checkpoint: 'w/a' was trained on other data. Use another --work\n"
+    assert capsys.readouterr().err == error
+
+
+@pytest.mark.parametrize("name", ["common", "nbody_forecasting"])
+def test_the_shared_modules_run_as_scripts_say_they_are_not_benchmarks(monkeypatch, capsys, name):
+    script = ROOT / "benchmarks" / f"{name}.py"
+    monkeypatch.syspath_prepend(str(script.parent))  # as `python benchmarks/<name>.py` has it
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(script), run_name="__main__")
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"{name}.py: ") and err.count("\n") == 1
+    assert "not a benchmark; run one of the others" in err

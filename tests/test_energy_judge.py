@@ -42,6 +42,13 @@ def test_energy_error_in_closed_form():
         (torch.zeros(2, 3, 1, 4, 4), torch.zeros(2), "judge", TypeError, "judge must be callable"),
         (torch.zeros(2, 3, 1, 4, 4), torch.zeros(2), lambda f: f.mean(), ValueError, "judge must"),
         (torch.full((2, 3, 1, 4, 4), torch.nan), torch.zeros(2), brightness, ValueError, "NaN"),
+        (
+            torch.zeros(2, 3, 1, 4, 4),
+            torch.zeros(2),
+            lambda frames: torch.full(frames.shape[:2], torch.nan),
+            ValueError,
+            r"judge\(frames\) contains NaN or inf values",
+        ),
     ],
 )
 def test_energy_error_rejects_bad_input(frames, energy0, judge, error, match):

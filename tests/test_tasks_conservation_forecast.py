@@ -18,7 +18,8 @@ from physml.constraints import NonNegative, mass_conservation
 from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import conservation_forecast as task
-from physml.training import TrainConfig
+from physml.tasks.prediff.training import Trained
+from physml.training import CheckpointError, TrainConfig
 
 GRID = Grid2D.square(8, periodic=True)
 
@@ -184,6 +185,29 @@ def test_data_and_models_creates_its_work_folder_and_a_rerun_reloads_the_same_mo
     for before, after in zip(models.earthformer, again.earthformer, strict=True):
         for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+
+
+def test_every_training_of_a_variant_refuses_to_resume_with_the_callers_remedy(
+    tmp_path, monkeypatch
+):
+    """A benchmark whose run folders are ``--work``'s hands its wording down to each Trainer
+    run: the members, the autoencoder and the denoiser (nothing is trained here)."""
+    remedies = []
+
+    def spy(model, *args, remedy, **options):
+        remedies.append(remedy)
+        return Trained(model, 1, 0.0, 0.0)
+
+    monkeypatch.setattr(task.models, "fit", spy)
+    task.data_and_models("conserved", task.TOY, tmp_path, 0, True, "use another --work")
+    assert remedies == ["use another --work"] * (2 * task.TOY.members + 2)
+
+    def refused(model, *args, remedy, **options):
+        raise CheckpointError(remedy)
+
+    monkeypatch.setattr(task.models, "fit", refused)
+    with pytest.raises(CheckpointError, match="^use another --work$"):
+        task.run_variant("conserved", task.TOY, tmp_path, 0, True, "use another --work")
 
 
 class _AddOne(nn.Module):

@@ -27,6 +27,7 @@ from physml.models.prediff import (
 )
 from physml.tasks import prediff as task
 from physml.tasks.prediff import training
+from physml.training import CheckpointError
 from physml.training.families import mse_loss
 
 FIT_PARAMETERS = inspect.signature(training.fit)
@@ -90,6 +91,23 @@ def test_final_loss_is_the_mean_of_the_last_20_step_losses(tmp_path):
     data = TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
     trained = task.fit(torch.nn.Linear(3, 1), loss, data, 25, 4, 1e-2, 0, tmp_path, True)
     assert calls[0] == 25 and trained.final_loss == 15.5 and trained.steps == 25
+
+
+def test_a_refusal_to_resume_on_other_data_gives_the_callers_remedy(tmp_path):
+    def loss(model, batch):
+        return model(batch[0]).square().mean()
+
+    def data(seed):
+        return TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(seed)))
+
+    task.fit(torch.nn.Linear(3, 1), loss, data(0), 2, 4, 1e-3, 0, tmp_path, True)
+    with pytest.raises(CheckpointError, match="resume. Use another --work, or the data it was"):
+        task.fit(
+            torch.nn.Linear(3, 1), loss, data(1), 2, 4, 1e-3, 0, tmp_path, True,
+            remedy="use another --work",
+        )  # fmt: skip
+    with pytest.raises(CheckpointError, match="resume. Use another --out, or the data it was"):
+        task.fit(torch.nn.Linear(3, 1), loss, data(1), 2, 4, 1e-3, 0, tmp_path, True)
 
 
 def test_fit_hands_its_settings_and_hooks_to_the_trainer(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ...models.prediff import PreDiff
+from ...training.checkpoint import REMEDY
 from .data import Scale, Units, Windows, generate, grid_of, windows
 from .forecasts import member_forecasts, prediff_ensembles
 from .methods import forecast_rows, score
@@ -43,20 +44,23 @@ def open_variant(
 
 
 def data_and_models(
-    variant: str, scale: Scale, work: Path, seed: int, quiet: bool
+    variant: str, scale: Scale, work: Path, seed: int, quiet: bool, remedy: str = REMEDY
 ) -> tuple[dict[str, Windows], Units, Forecasters]:
     """The variant's data and trained models (both resumable under ``work``, which is created):
-    ``({"train"|"validation"|"test": windows}, units, models)``."""
+    ``({"train"|"validation"|"test": windows}, units, models)``; ``remedy``: where else to
+    train, in a refusal to resume a model (see :func:`train`)."""
     split, units = open_variant(variant, scale, work, seed, quiet)
-    return split, units, train(scale, split["train"], units, work / variant, seed, quiet)
+    models = train(scale, split["train"], units, work / variant, seed, quiet, remedy)
+    return split, units, models
 
 
 def run_variant(
-    variant: str, scale: Scale, work: Path, seed: int, quiet: bool
+    variant: str, scale: Scale, work: Path, seed: int, quiet: bool, remedy: str = REMEDY
 ) -> tuple[list[dict], dict]:
-    """Data, training (resumable under ``work/<variant>``), every ensemble and every method:
-    the rows and what the figures need."""
-    split, units, models = data_and_models(variant, scale, work, seed, quiet)
+    """Data, training (resumable under ``work/<variant>``; ``remedy`` as in
+    :func:`data_and_models`), every ensemble and every method: the rows and what the figures
+    need."""
+    split, units, models = data_and_models(variant, scale, work, seed, quiet, remedy)
     test, grid = split["test"], grid_of(scale)
     lam, sweep = best_kc_scale(models.prediff, split["validation"], scale, units, seed)
     ensembles = {}

@@ -25,6 +25,7 @@ from ...models.prediff import (
     diffusion_loss,
     update_ema,
 )
+from ...training.checkpoint import REMEDY
 from ...training.families import mse_loss
 from .. import offset_seed
 from ..prediff import fit
@@ -213,9 +214,16 @@ class Forecasters:
 
 
 def train(
-    scale: Scale, train_windows: Windows, units: Units, folder: Path, seed: int, quiet: bool
+    scale: Scale,
+    train_windows: Windows,
+    units: Units,
+    folder: Path,
+    seed: int,
+    quiet: bool,
+    remedy: str = REMEDY,
 ) -> Forecasters:
-    """Every model of one variant, each in its own Trainer folder under ``folder``."""
+    """Every model of one variant, each in its own Trainer folder under ``folder``; ``remedy``:
+    where else to train, in a refusal to resume one (see :func:`~physml.tasks.prediff.fit`)."""
     planned = plan(scale, train_windows, units, folder, seed)
     steps = planned["steps"]
     channels = train_windows.context.shape[2]
@@ -236,6 +244,7 @@ def train(
                 offset_seed(seed, i),
                 folder / f"{MEMBER_FOLDERS[model]}-{i}",
                 quiet,
+                remedy=remedy,
             )
             members.append(run.model.eval())
             spent[model] = spent.get(model, 0.0) + run.train_s
@@ -252,6 +261,7 @@ def train(
         seed,
         folder / PREDIFF_FOLDERS["autoencoder"],
         quiet,
+        remedy=remedy,
     )
     prediff.calibrate(frames.tensors[0], batch=scale.batch)
     latents = LatentPairs(
@@ -273,6 +283,7 @@ def train(
         quiet,
         after_step=update_ema,
         model_config=prediff.config,
+        remedy=remedy,
     )
     spent["prediff"] = stage1.train_s + stage2.train_s
     return Forecasters(ensembles["earthformer"], ensembles["fno"], prediff.eval(), spent, planned)

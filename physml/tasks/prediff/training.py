@@ -28,6 +28,7 @@ from ...models.prediff import (
     update_ema,
 )
 from ...training import TrainConfig, Trainer
+from ...training.checkpoint import REMEDY
 from ...training.families import mse_loss
 from .. import offset_seed
 from .data import DENOISERS, Scale, clean_windows
@@ -62,9 +63,11 @@ def fit(
     after_step=None,
     model_config: dict | None = None,
     device: str = "cpu",
+    remedy: str = REMEDY,
 ) -> Trained:
     """One Trainer run (cosine lr, resumed from ``out``) on ``device``, timed in CPU seconds of
-    this process on the CPU and in wall seconds on an accelerator."""
+    this process on the CPU and in wall seconds on an accelerator; ``remedy``: where else to
+    train, in a refusal to resume ``out`` (the default names physml's ``--out``)."""
     config = TrainConfig(
         steps=steps,
         batch=batch,
@@ -74,7 +77,14 @@ def fit(
         device=device,
     )
     trainer = Trainer(
-        model, loss, config, out=out, model_config=model_config, quiet=quiet, after_step=after_step
+        model,
+        loss,
+        config,
+        out=out,
+        model_config=model_config,
+        quiet=quiet,
+        after_step=after_step,
+        remedy=remedy,
     )
     clock = time.process_time if str(device) == "cpu" else time.perf_counter
     started = clock()
