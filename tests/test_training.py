@@ -658,7 +658,7 @@ def test_finite_loss_with_nan_gradients_stops_before_the_step_and_keeps_the_chec
     for settings in (config, CONFIG):  # without and with clipping
         calls["n"] = 0
         out = tmp_path / str(settings.clip)
-        with pytest.raises(FloatingPointError, match=r"diverged at step 6 \(the gradient norm"):
+        with pytest.raises(FloatingPointError, match=r"gradient norm became nan at step 6 on"):
             Trainer(model(), loss, settings, out, quiet=True).fit(data())
         state = load_checkpoint(out)
         assert state["step"] == 4
@@ -1027,7 +1027,7 @@ def test_a_model_without_a_config_is_resumed_unchecked():
     check_same_model({"model_config": {"name": "fno"}}, None, "run")
 
 
-def test_a_loss_that_is_not_finite_is_blamed_on_the_data_at_step_1_and_on_the_updates_later():
+def test_a_loss_that_is_not_finite_is_blamed_on_the_loss_at_step_1_and_on_it_or_the_updates_later():
     def nan_at(call):
         calls = {"n": 0}
 
@@ -1039,7 +1039,7 @@ def test_a_loss_that_is_not_finite_is_blamed_on_the_data_at_step_1_and_on_the_up
 
     with pytest.raises(FloatingPointError, match="nan at step 1, before any update: the loss or"):
         Trainer(model(), nan_at(1), CONFIG, quiet=True).fit(data())
-    with pytest.raises(FloatingPointError, match=r"diverged at step 3 \(the loss became nan\)"):
+    with pytest.raises(FloatingPointError, match=r"nan at step 3 on .* or training diverged at"):
         Trainer(model(), nan_at(3), CONFIG, quiet=True).fit(data())
 
 

@@ -30,6 +30,7 @@ from pdes.checks import non_negative, positive, positive_int
 from .._checks import NonFiniteError
 from .._checks import device as checked_device
 from .._io import exclusive_lock, remove_leftovers
+from ..errors import user_stacklevel
 from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
     REMEDY,
@@ -76,8 +77,10 @@ class TrainConfig:
     step up to rounding, in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
     ``torchrun`` ranks do, so one process with ``accumulate = 2`` adds the same gradients in the
     same order as two processes and matches them bit for bit); ``clip`` the largest gradient norm
-    (``None``: no clipping); ``checkpoint_every`` and ``validate_every`` count steps (``0``
-    validates only at the end).
+    (``None``: no clipping); ``weight_decay`` Adam's L2 penalty, ``weight_decay × w`` added to
+    the gradient before the moment estimates (``torch.optim.Adam``'s coupled decay, not AdamW's
+    decoupled shrink of the weights); ``checkpoint_every`` and ``validate_every`` count steps
+    (``0`` validates only at the end; both need a validation set passed to ``fit``).
     """
 
     steps: int = 1000
@@ -131,7 +134,8 @@ LATER_SETTINGS = {"accumulate": 1}
 @dataclass
 class TrainReport:
     """What a run did: the loss of every step (mean over ranks), validation losses (``None``
-    where not finite), timing."""
+    where not finite), timing; ``stopped_at`` the step an ``on_validation`` stop ended the run at
+    (``None``: it ran all ``steps``)."""
 
     steps: int
     losses: list[float] = field(default_factory=list)
@@ -139,6 +143,7 @@ class TrainReport:
     resumed_from: int = 0
     wall_s: float = 0.0
     samples_per_s: float = 0.0
+    stopped_at: int | None = None
 
     @property
     def final_loss(self) -> float:
@@ -167,13 +172,64 @@ def plain_config(name: str, value: object) -> object:
     )
 
 
+RETRAIN = (
+    "train again in another folder (out, --out) with a lower learning rate (lr, --lr) or clipped "
+    "gradients (clip, --clip); a resumed run keeps its settings"
+)
+
+
 def _diverged(step: int, what: str) -> FloatingPointError:
     """The error of a run whose updates blew up at (0-based) ``step``."""
+    return FloatingPointError(f"training diverged at step {step + 1} ({what}): {RETRAIN}")
+
+
+def _not_finite(
+    step: int, what: str, model: nn.Module, train: Dataset, indices: list[int]
+) -> FloatingPointError:
+    """The error of a loss or gradient norm that is not finite at (0-based) ``step`` on the
+    training samples ``indices``: blamed on the samples holding NaN or inf, else on the updates
+    if they left non-finite weights, else on the loss (or, after step 1, a divergence)."""
+    bad = [i for i in indices if not _finite_item(train[i])]
+    if bad:
+        return FloatingPointError(
+            f"{what} at step {step + 1}: {_samples(bad)} hold NaN or inf values; the data is "
+            "at fault, not the learning rate (fix or drop these samples)"
+        )
+    if not _finite_weights(model):
+        return _diverged(step, what)
+    if step == 0:
+        return FloatingPointError(
+            f"{what} at step 1, before any update: the loss or the data is at fault, not the "
+            f"learning rate (on {_samples(indices)})"
+        )
     return FloatingPointError(
-        f"training diverged at step {step + 1} ({what}): train again in another folder (out, "
-        "--out) with a lower learning rate (lr, --lr) or clipped gradients (clip, --clip); a "
-        "resumed run keeps its settings"
+        f"{what} at step {step + 1} on {_samples(indices)}, whose data is finite, with finite "
+        f"weights: the loss is not finite on them (a log or a division at 0?), or training "
+        f"diverged at step {step + 1}: {RETRAIN}"
     )
+
+
+def _samples(indices: list[int], shown: int = 10) -> str:
+    """``the training samples [3, 7]``, the list cut after ``shown`` indices."""
+    listed = ", ".join(str(i) for i in indices[:shown])
+    more = f", … ({len(indices)} in all)" if len(indices) > shown else ""
+    return f"the training samples [{listed}{more}]"
+
+
+def _finite_item(item: object) -> bool:
+    """Whether every number in a dataset item (tensors, arrays, numbers, nested in lists, tuples
+    and dicts) is finite."""
+    if isinstance(item, dict):
+        return all(_finite_item(value) for value in item.values())
+    if isinstance(item, (list, tuple)):
+        return all(_finite_item(part) for part in item)
+    if isinstance(item, torch.Tensor):
+        return bool(torch.isfinite(item).all())
+    if isinstance(item, (np.ndarray, np.generic, float)) and np.issubdtype(
+        np.asarray(item).dtype, np.number
+    ):
+        return bool(np.isfinite(item).all())
+    return True
 
 
 def _scalar(loss: object) -> torch.Tensor:
@@ -209,6 +265,13 @@ def _finite_weights(model: nn.Module) -> bool:
 class Trainer:
     """Train ``model`` on ``loss(model, batch)`` with Adam, checkpointing into ``out``.
 
+    Adam's ``weight_decay`` is the coupled L2 penalty of ``torch.optim.Adam`` (added to the
+    gradient), not AdamW's decoupled decay. ``fit`` trains in train mode, except the submodules
+    that were in eval mode with every parameter frozen (``requires_grad`` False: a fixed
+    pretrained part keeps its BatchNorm statistics and drops no units); ``fit`` and ``validate``
+    leave every submodule in the mode it was in. The report of the last ``fit`` is ``report_``
+    (filled as the run goes: after an exception it holds the steps done).
+
     Args:
         model: any ``nn.Module``; ``loss`` receives it (wrapped in DDP under ``torchrun``) and a
             collated batch of the dataset's items, and returns the scalar loss of that batch.
@@ -217,8 +280,13 @@ class Trainer:
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
         quiet: no progress bar.
         after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
-            counts the steps done); state it keeps must live in the model (an EMA copy as a
-            submodule) so that it is checkpointed and resumed with it.
+            counts the steps done), before that step's validation; state it keeps must live in
+            the model (an EMA copy as a submodule) so that it is checkpointed and resumed with it.
+        on_validation: called as ``on_validation(model, step, loss)`` after each validation
+            (``loss`` the validation loss, a float, NaN or inf where not finite); returning
+            ``True`` stops training there (early stopping): the step is checkpointed and ``fit``
+            returns the report, with ``stopped_at`` set (a later ``fit`` into the same ``out``
+            resumes from it). Under ``torchrun`` rank 0's answer counts.
         remedy: where else to train, in the refusals to resume (default: physml train's
             ``use another --out``; a Python API passes its own wording).
     """
@@ -233,6 +301,7 @@ class Trainer:
         quiet: bool = False,
         after_step: Callable[[nn.Module, int], None] | None = None,
         remedy: str = REMEDY,
+        on_validation: Callable[[nn.Module, int, float], bool | None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -251,6 +320,12 @@ class Trainer:
         if after_step is not None and not callable(after_step):
             raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
         self.after_step = after_step
+        if on_validation is not None and not callable(on_validation):
+            raise TypeError(
+                f"on_validation must be callable(model, step, loss), got {type(on_validation)}"
+            )
+        self.on_validation = on_validation
+        self.report_: TrainReport | None = None
         if not isinstance(remedy, str) or not remedy:
             raise TypeError(f"remedy must be a non-empty string, got {remedy!r}")
         self.remedy = remedy
@@ -274,10 +349,25 @@ class Trainer:
             raise ValueError(f"batch ({config.batch}) exceeds the {len(train)} training samples")
         if validation is not None:
             _check_dataset("validation", validation)
-        with self._hold_out(here):
-            return self._fit(train, validation, here, device)
+        elif config.validate_every:
+            warnings.warn(
+                f"validate_every is {config.validate_every} but fit got no validation set "
+                "(validation=None; physml train: --val-fraction held out no sample): no "
+                "validation loss is taken",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+        with self._hold_out(here), _modes_kept(self.model) as modes:
+            return self._fit(train, validation, here, device, modes)
 
-    def _fit(self, train: Dataset, validation: Dataset | None, here: World, device) -> TrainReport:
+    def _fit(
+        self,
+        train: Dataset,
+        validation: Dataset | None,
+        here: World,
+        device,
+        modes: dict[nn.Module, bool],
+    ) -> TrainReport:
         config = self.config
         data_print = fingerprint(train)
         checked_on = None if validation is None else fingerprint(validation)
@@ -285,7 +375,7 @@ class Trainer:
         optimiser = torch.optim.Adam(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        report = TrainReport(steps=config.steps)
+        report = self.report_ = TrainReport(steps=config.steps)
         torch.manual_seed(config.seed)
         step, checked_on = self._resume(model, optimiser, data_print, checked_on, report)
         trained = DistributedDataParallel(model) if here.size > 1 else model
@@ -302,7 +392,7 @@ class Trainer:
             disable=self.quiet or not here.is_main,
             dynamic_ncols=True,
         )
-        model.train()
+        _train_modes(model, modes)
         while step < config.steps:
             epoch, position = divmod(step, per_epoch)
             if order is None or order[0] != epoch:
@@ -320,7 +410,9 @@ class Trainer:
                     [p.grad for p in model.parameters() if p.grad is not None]
                 )
             if not torch.isfinite(norm):  # a finite loss whose gradients overflowed
-                raise _diverged(step, f"the gradient norm became {norm.item()}")
+                raise _not_finite(
+                    step, f"the gradient norm became {norm.item()}", model, train, indices
+                )
             optimiser.step()
             report.losses.append(_mean_over_ranks(loss.detach(), here))
             step += 1
@@ -328,6 +420,7 @@ class Trainer:
                 self.after_step(model, step)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4g}", refresh=False)
+            stop = False
             if validation is not None and (
                 step == config.steps
                 or (config.validate_every and step % config.validate_every == 0)
@@ -340,13 +433,28 @@ class Trainer:
                         stacklevel=2,
                     )
                 report.validation.append((step, value if math.isfinite(value) else None))
-                model.train()
-            if step % config.checkpoint_every == 0 or step == config.steps:
+                stop = self._stop_asked(model, step, value, here)
+            if stop or step % config.checkpoint_every == 0 or step == config.steps:
                 self._save(model, optimiser, (data_print, checked_on), report, step, here)
+            if stop and step < config.steps:
+                report.stopped_at = step
+                break
         bar.close()
         report.wall_s = time.perf_counter() - started
         report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
         return report
+
+    def _stop_asked(self, model: nn.Module, step: int, loss: float, here: World) -> bool:
+        """``on_validation``'s answer (rank 0's in every process)."""
+        if self.on_validation is None:
+            return False
+        answer = self.on_validation(model, step, loss)
+        if answer is not None and not isinstance(answer, (bool, np.bool_)):
+            raise TypeError(
+                f"on_validation must return True (stop training here), False or None, got "
+                f"{answer!r}"
+            )
+        return bool(here.from_main(bool(answer)))
 
     def _backward(self, trained, train: Dataset, indices: list[int], device, step: int):
         """Gradients of this process's share of the step, one micro-batch at a time (DDP
@@ -354,23 +462,21 @@ class Trainer:
         parts = self.config.accumulate
         total = None
         for part in range(parts):
-            batch = _to(default_collate([train[i] for i in indices[part::parts]]), device)
+            samples = indices[part::parts]
+            batch = _to(default_collate([train[i] for i in samples]), device)
             last = part == parts - 1
             with contextlib.nullcontext() if last else _no_sync(trained):
                 try:
                     loss = _scalar(self.loss(trained, batch))
-                except ValueError as error:  # e.g. a loss refusing a NaN prediction
-                    blown = step > 0 and isinstance(error, NonFiniteError)
-                    if not blown and _finite_weights(trained):
+                except NonFiniteError as error:  # e.g. a loss refusing a NaN prediction
+                    raise _not_finite(step, str(error), trained, train, samples) from None
+                except ValueError as error:
+                    if _finite_weights(trained):
                         raise
                     raise _diverged(step, str(error)) from None
                 if not torch.isfinite(loss):
-                    if step == 0 and _finite_weights(trained):
-                        raise FloatingPointError(
-                            f"the loss became {loss.item()} at step 1, before any update: the "
-                            "loss or the data is at fault, not the learning rate"
-                        )
-                    raise _diverged(step, f"the loss became {loss.item()}")
+                    what = f"the loss became {loss.item()}"
+                    raise _not_finite(step, what, trained, train, samples)
                 if not loss.requires_grad:
                     raise ValueError(
                         "loss(model, batch) must depend on the model's parameters: its value "
@@ -384,15 +490,15 @@ class Trainer:
     def validate(self, model: nn.Module, dataset: Dataset, device: str | torch.device) -> float:
         """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient; random numbers
         the loss draws come from a copy of the generators, so validating leaves training as it
-        was)."""
+        was), in eval mode; every submodule is left in the mode it was in."""
         _check_dataset("validation", dataset)
         device = check_device(device)
-        model.eval()
         total, count = 0.0, 0
         cuda = []
         if device.type == "cuda":
             cuda = [torch.cuda.current_device() if device.index is None else device.index]
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda), _modes_kept(model):
+            model.eval()
             for start in range(0, len(dataset), self.config.batch):
                 items = [
                     dataset[i] for i in range(start, min(start + self.config.batch, len(dataset)))
@@ -488,6 +594,36 @@ class Trainer:
                 },
             )
         here.barrier()
+
+
+@contextlib.contextmanager
+def _modes_kept(model: nn.Module) -> Iterator[dict[nn.Module, bool]]:
+    """The train/eval mode of every submodule of ``model``, each put back on exit."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        yield modes
+    finally:
+        _set_modes(model, modes)
+
+
+def _set_modes(model: nn.Module, modes: dict[nn.Module, bool]) -> None:
+    """Each submodule of ``model`` in the mode ``modes`` records (parents first: a parent's
+    ``train`` sets its children, which then set their own)."""
+    for _, module in model.named_modules(remove_duplicate=False):
+        if module in modes:
+            module.train(modes[module])
+
+
+def _train_modes(model: nn.Module, modes: dict[nn.Module, bool]) -> None:
+    """Train mode, except the submodules in eval mode whose parameters are all frozen, which
+    keep the modes ``modes`` records."""
+    model.train()
+    for module, training in modes.items():
+        if training:
+            continue
+        parameters = list(module.parameters())
+        if parameters and not any(p.requires_grad for p in parameters):
+            _set_modes(module, modes)
 
 
 def _remove_if_empty(folder: Path) -> None:

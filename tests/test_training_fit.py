@@ -1,0 +1,144 @@
+"""The Trainer's fit loop: train/eval modes, the blame for a loss that is not finite, early stopping
+through on_validation, and a validation cadence without a validation set."""
+
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from physml.training import TrainConfig, Trainer, load_checkpoint
+
+CONFIG = TrainConfig(steps=6, batch=4, lr=1e-2, checkpoint_every=4, seed=3)
+
+
+def data(n=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=gen)
+    return TensorDataset(x, x.sum(1, keepdim=True))
+
+
+def mse(net, batch):
+    x, y = batch
+    return (net(x) - y).square().mean()
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def test_a_frozen_eval_part_trains_in_eval_mode_and_fit_leaves_every_module_in_its_mode():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5))
+    adapted = nn.BatchNorm1d(8)  # frozen but in train mode: the user lets its statistics adapt
+    net = nn.Sequential(backbone, adapted, nn.Linear(8, 1))
+    backbone.requires_grad_(False).eval()
+    adapted.requires_grad_(False)
+    seen = []
+
+    def loss(model, batch):
+        seen.append((model.training, backbone.training, backbone[2].training, adapted.training))
+        return mse(model, batch)
+
+    trainer = Trainer(net, loss, CONFIG, quiet=True)
+    trainer.fit(data())
+    assert set(seen) == {(True, False, False, True)}
+    assert backbone[1].num_batches_tracked == 0 and not backbone[1].running_mean.any()
+    assert adapted.num_batches_tracked == CONFIG.steps
+    assert net.training and not backbone.training and not backbone[1].training
+
+    net.eval()  # a trainable model handed over in eval mode trains in train mode, ends in eval
+    seen.clear()
+    Trainer(net, loss, CONFIG, quiet=True).fit(data())
+    assert {s[0] for s in seen} == {True}
+    assert not any(module.training for module in net.modules())
+
+    backbone.train()
+    trainer.validate(net, data(), "cpu")
+    assert [module.training for module in net.modules()] == [False] + [True] * 4 + [False] * 2
+
+
+def test_a_nan_in_a_training_sample_met_after_step_1_names_that_sample():
+    x, y = data().tensors
+    x = x.clone()
+    x[7, 2] = float("nan")
+    done = []
+    trainer = Trainer(mlp(), mse, CONFIG, quiet=True, after_step=lambda m, s: done.append(s))
+    with pytest.raises(FloatingPointError) as caught:
+        trainer.fit(TensorDataset(x, y))
+    message = str(caught.value)
+    step = len(done) + 1
+    assert step > 1
+    assert f"the loss became nan at step {step}: the training samples [7] hold NaN" in message
+    assert "learning rate (lr" not in message
+
+
+def test_a_loss_not_finite_on_finite_data_names_the_batch_and_both_causes():
+    batches = []
+
+    def loss(net, batch):
+        batches.append(batch[0])
+        return mse(net, batch) * (float("nan") if len(batches) == 3 else 1.0)
+
+    with pytest.raises(FloatingPointError) as caught:
+        Trainer(mlp(), loss, CONFIG, quiet=True).fit(data())
+    message = str(caught.value)
+    named = re.search(
+        r"at step 3 on the training samples \[([\d, ]+)\], whose data is finite", message
+    )
+    assert named and "training diverged at step 3" in message
+    indices = [int(i) for i in named.group(1).split(",")]
+    assert torch.equal(data().tensors[0][indices], batches[2])
+
+
+def test_a_gradient_overflow_before_any_update_blames_the_loss_not_the_learning_rate():
+    def huge(net, batch):
+        return mse(net, batch) * 1e30
+
+    with pytest.raises(FloatingPointError) as caught:
+        Trainer(mlp(), huge, CONFIG, quiet=True).fit(data())
+    message = str(caught.value)
+    assert message.startswith("the gradient norm became inf at step 1, before any update: the loss")
+    assert "diverged" not in message
+
+
+def test_on_validation_stops_the_run_with_a_checkpoint_and_the_report(tmp_path):
+    config = TrainConfig(steps=12, batch=4, lr=1e-2, validate_every=3, checkpoint_every=4, seed=3)
+    calls = []
+
+    def stop_at_6(model, step, loss):
+        calls.append((step, loss))
+        return step == 6
+
+    net = mlp()
+    trainer = Trainer(net, mse, config, tmp_path, quiet=True, on_validation=stop_at_6)
+    report = trainer.fit(data(), data(8, seed=1))
+    assert trainer.report_ is report and report.stopped_at == 6 and len(report.losses) == 6
+    assert calls == report.validation and [step for step, _ in calls] == [3, 6]
+    assert trainer.validate(net, data(8, seed=1), "cpu") == calls[-1][1]
+    assert load_checkpoint(tmp_path)["step"] == 6
+
+    resumed = Trainer(mlp(), mse, config, tmp_path, quiet=True).fit(data(), data(8, seed=1))
+    straight = mlp()
+    Trainer(straight, mse, config, quiet=True).fit(data(), data(8, seed=1))
+    weights = load_checkpoint(tmp_path)["model"]
+    assert resumed.resumed_from == 6 and resumed.stopped_at is None
+    assert all(torch.equal(weights[k], v) for k, v in straight.state_dict().items())
+
+
+def test_on_validation_must_be_callable_and_answer_true_false_or_none():
+    with pytest.raises(TypeError, match="on_validation must be callable"):
+        Trainer(mlp(), mse, CONFIG, on_validation=3)
+    config = TrainConfig(steps=2, batch=4, validate_every=1)
+    trainer = Trainer(mlp(), mse, config, quiet=True, on_validation=lambda m, s, v: 1)
+    with pytest.raises(TypeError, match=r"on_validation must return True .* got 1"):
+        trainer.fit(data(), data(4))
+
+
+def test_validate_every_without_a_validation_set_warns_at_the_callers_line():
+    config = TrainConfig(steps=2, batch=4, validate_every=1)
+    with pytest.warns(UserWarning, match="validate_every is 1 but fit got no validation set") as w:
+        report = Trainer(mlp(), mse, config, quiet=True).fit(data())
+    assert report.validation == [] and w[0].filename == __file__
