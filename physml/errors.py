@@ -11,6 +11,11 @@ class ConstraintError(ValueError):
     """A constraint that cannot be applied: infeasible, rank-deficient, or the wrong output kind."""
 
 
+class ZeroNormError(ValueError):
+    """A relative error asked of a target of zero norm, where it is undefined (a ``ValueError``,
+    typed so that a caller can offer another error)."""
+
+
 def user_stacklevel() -> int:
     """The ``stacklevel`` for a ``warnings.warn`` in the caller that names the first frame outside
     physml and torch (Python 3.10 has no ``skip_file_prefixes``)."""

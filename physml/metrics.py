@@ -56,6 +56,7 @@ from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 
 from ._checks import NonFiniteError, as_tensor
+from .errors import ZeroNormError
 from .outputs import Ensemble, Gaussian, LowRankCovariance
 
 F64 = torch.float64
@@ -230,7 +231,8 @@ def frame_mae(pred: ArrayLike, target: ArrayLike, frame_ndim: int = 2) -> torch.
 def relative_l2(pred: ArrayLike, target: ArrayLike, reduction: Reduction = "mean") -> torch.Tensor:
     """``‖pred − target‖₂ / ‖target‖₂`` per sample over all non-batch axes, then the batch mean.
 
-    ``pred`` and ``target`` are ``(batch, ...)``; ``reduction='none'`` returns ``(batch,)``.
+    ``pred`` and ``target`` are ``(batch, ...)``; ``reduction='none'`` returns ``(batch,)``. A
+    target sample of zero norm raises :class:`~physml.errors.ZeroNormError`.
     """
     pred, target = _pair(("pred", "target"), pred, target)
     if pred.ndim < 2:
@@ -241,7 +243,7 @@ def relative_l2(pred: ArrayLike, target: ArrayLike, reduction: Reduction = "mean
     norms = target.flatten(1).norm(dim=1)
     zero = torch.nonzero(norms == 0).flatten()
     if zero.numel():
-        raise ValueError(
+        raise ZeroNormError(
             f"target samples {zero.tolist()} have zero L2 norm: their relative error is undefined"
         )
     return _reduce((pred - target).flatten(1).norm(dim=1) / norms, reduction)

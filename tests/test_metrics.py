@@ -13,6 +13,7 @@ from pdes.gpme import diffusion_exact, pme_exact, pme_total_mass, stefan_exact, 
 from pdes.grid import Grid1D, Grid2D
 from physml import constrain, metrics
 from physml.constraints import LinearConstraint, mass_conservation
+from physml.errors import ZeroNormError
 from physml.outputs import Ensemble, Gaussian, LowRankCovariance
 
 F64 = torch.float64
@@ -73,8 +74,9 @@ def test_relative_l2_per_sample_then_mean(shape):
 
 
 def test_relative_l2_errors():
-    with pytest.raises(ValueError, match="zero L2 norm"):
+    with pytest.raises(ZeroNormError, match=r"target samples \[1\] have zero L2 norm"):
         metrics.relative_l2(torch.ones(2, 3), torch.tensor([[1.0, 0, 0], [0, 0, 0]]))
+    assert issubclass(ZeroNormError, ValueError)  # callers catching ValueError still do
     with pytest.raises(ValueError, match="batch"):
         metrics.relative_l2(torch.ones(3), torch.ones(3))
 

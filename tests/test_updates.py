@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from physml import metrics
 from physml._checks import NonFiniteError
 from physml.cli import main
 from physml.constraints import BoundaryCondition, constrain, mass_conservation
+from physml.errors import ZeroNormError
 from physml.outputs import Ensemble, Gaussian, LowRankCovariance
 from physml.tasks import updates as task
 from physml.training import TrainConfig, Trainer, load_checkpoint
@@ -769,8 +771,8 @@ def test_halves_answering_in_other_dtypes_are_asked_again_together():
         return surrogate(p).to(torch.float32 if len(p) % 2 else F64)
 
     result = guard(by_parity, [], solver)(params)
-    assert result.output.dtype == F64  # the promoted dtype, whoever answered
-    assert torch.equal(result.output[1:], surrogate(params[1:]).float().to(F64))  # asked together
+    assert result.output.dtype == torch.float32  # the five asked together: float32
+    assert torch.equal(result.output[1:], surrogate(params[1:]).float())
 
 
 def test_a_nan_answer_is_reported_finite_alone_unscored_and_the_answer_kept():
@@ -809,9 +811,10 @@ def test_a_check_that_always_fires_gives_the_fallback_exactly():
     assert torch.equal(result.output, solver(PARAMS)) and result.surrogate_fraction == 0.0
     sent, answers = guarded.collected()
     assert torch.equal(sent, PARAMS) and torch.equal(answers, solver(PARAMS))
-    # a float32 surrogate and a float64 solver: float64, the solver's answers unrounded
+    # a float32 surrogate answers in float32: the solver's answers are cast to it
     result32 = guard(lambda p: surrogate(p).float(), [never], solver)(PARAMS)
-    assert result32.output.dtype == F64 and torch.equal(result32.output, solver(PARAMS))
+    assert result32.output.dtype == torch.float32
+    assert torch.equal(result32.output, solver(PARAMS).float())
 
 
 def test_mixed_batches_route_per_sample_and_report_which_check_fired():
@@ -886,6 +889,27 @@ def test_refine_measures_again_after_its_last_retraining():
     assert len(retrained) == 1  # rounds=1: measure, retrain once, measure again
 
 
+@pytest.mark.filterwarnings("ignore:the fallback answered NaN or inf")
+def test_refine_leaves_the_fallbacks_nan_answers_out_of_retraining():
+    """Samples 1 and 4 go to a solver answering NaN for the first sent (sample 1): retrain gets
+    sample 4 alone; with every answer NaN, refine stops before retraining."""
+
+    def flaky(inputs):
+        out = solver(inputs)
+        out[0] = float("nan")
+        return out
+
+    seen = []
+    with pytest.warns(RuntimeWarning, match=r"refine leaves out 1 of the 2 samples sent"):
+        refine(guard(surrogate, [INSIDE], flaky), PARAMS, lambda x, y: seen.append((x, y)))
+    assert len(seen) == 1 and torch.equal(seen[0][0], PARAMS[4:5])
+    assert torch.equal(seen[0][1], solver(PARAMS[4:5]))
+    nan_only = guard(surrogate, [INSIDE], lambda x: torch.full_like(solver(x), math.nan))
+    with pytest.warns(RuntimeWarning, match=r"refine leaves out 2 of the 2 samples sent"):
+        history = refine(nan_only, PARAMS, lambda x, y: seen.append((x, y)), rounds=3)
+    assert len(seen) == 1 and [h.round for h in history] == [0]
+
+
 def test_a_check_refusing_nan_scores_the_finite_answers_and_the_nan_one_goes_to_the_fallback():
     """A residual built on physml.metrics refuses NaN; the NaN answer (sample 2) is not scored.
     Mean |p0 + p1 t| over t = 0, 1/4, ..., 1: 0.2, 1.75, -, 0.95, 0.7 / 5, 0.5."""
@@ -907,49 +931,92 @@ def test_a_check_refusing_nan_scores_the_finite_answers_and_the_nan_one_goes_to_
     assert result.report()[2]["fired"] == ["finite"]
 
 
-@pytest.mark.parametrize("rows", [[0, 2], [1, 4], [0, 1, 2, 3, 4, 5]])
-def test_the_output_is_in_the_promoted_dtype_whoever_answers(rows):
-    """A float32 Ensemble surrogate refusing samples 1 and 4, a float64 solver: float64 output
-    in every batch (nothing sent, all sent, some sent), the solver's answers unrounded."""
+def refusing_float32(params):
+    """A float32 Ensemble around :func:`ensemble_surrogate` refusing samples whose p0 > 1."""
+    members = ensemble_surrogate(params).samples.float()
+    members[0, params[:, 0] > 1] = float("nan")
+    return Ensemble(members)
 
-    def refusing(params):
-        members = ensemble_surrogate(params).samples.float()
-        members[0, params[:, 0] > 1] = float("nan")
-        return Ensemble(members)
 
-    params = PARAMS.clone()
-    params[4, 0] = 1.25
-    result = guard(refusing, [], solver)(params[rows])
-    assert result.output.dtype == F64
-    sent = result.fallback
-    assert torch.equal(result.output[sent], solver(params[rows][sent]))
-    mean = ensemble_surrogate(params[rows][~sent]).samples.float().mean(0)
-    assert torch.equal(result.output[~sent], mean.to(F64))
+REFUSED = torch.tensor([[0.1, 0.2], [1.5, 0.5], [0.5, 0.5], [0.9, 0.1], [1.25, -0.4]], dtype=F64)
+
+
+@pytest.mark.parametrize("fallback_dtype", [None, F64])
+def test_the_output_dtype_is_the_same_in_every_batch_whoever_answers(fallback_dtype):
+    """A float32 surrogate refusing samples 1 and 4, a float64 solver. Batches answered by both,
+    by the surrogate alone, by the solver alone: float32 (the solver's answers cast to it), or,
+    with fallback_dtype float64, float64 with the solver's answers unrounded."""
+    expected = torch.float32 if fallback_dtype is None else F64
+    guarded = guard(refusing_float32, [], solver, fallback_dtype)
+    for rows in ([0, 1, 2, 3, 4], [0, 2], [1, 4]):
+        result = guarded(REFUSED[rows])
+        assert result.output.dtype == expected, rows
+        sent = result.fallback
+        assert torch.equal(result.output[sent], solver(REFUSED[rows][sent]).to(expected))
+        mean = ensemble_surrogate(REFUSED[rows][~sent]).samples.float().mean(0)
+        assert torch.equal(result.output[~sent], mean.to(expected))
+
+
+def test_a_batch_before_the_surrogates_first_answer_is_in_the_fallback_dtype():
+    """The one exception: a first batch the surrogate refuses entirely is in fallback_dtype, or
+    without one in the solver's own float64; a later one keeps the surrogate's last dtype (a
+    float64 surrogate with a float32 fallback: float64, not float32)."""
+    refused = REFUSED[[1, 4]]
+    assert guard(refusing_float32, [], solver)(refused).output.dtype == F64
+    as_float32 = guard(refusing_float32, [], lambda p: solver(p).float(), torch.float32)
+    assert as_float32(refused).output.dtype == torch.float32
+
+    def refusing_float64(params):
+        return Ensemble(refusing_float32(params).samples.double())
+
+    wide = guard(refusing_float64, [], lambda p: solver(p).float(), torch.float32)
+    assert wide(REFUSED[[0, 1]]).output.dtype == F64
+    assert wide(refused).output.dtype == F64
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_a_low_precision_surrogate_keeps_the_solvers_answers_exact(dtype):
+def test_a_low_precision_surrogate_keeps_the_solvers_answers_exact_in_float64(dtype):
+    """fallback_dtype=float64 keeps the solver's answers unrounded; by default the output is in
+    the surrogate's dtype, the solver's answers rounded to it."""
     never = InputRange([5.0, 5.0], [6.0, 6.0])
-    result = guard(lambda p: surrogate(p).to(dtype), [never], solver)(PARAMS)
-    assert result.output.dtype == F64 and torch.equal(result.output, solver(PARAMS))
+    exact = guard(lambda p: surrogate(p).to(dtype), [never], solver, torch.float64)(PARAMS)
+    assert exact.output.dtype == F64 and torch.equal(exact.output, solver(PARAMS))
+    rounded = guard(lambda p: surrogate(p).to(dtype), [never], solver)(PARAMS)
+    assert rounded.output.dtype == dtype and torch.equal(rounded.output, solver(PARAMS).to(dtype))
+
+
+def test_a_float32_network_guarded_by_a_float64_solver_can_be_rolled_out():
+    """The output, fed back into the float32 network, stays float32: 0.5 u, then the solver's
+    0.9 u for the inputs outside [-1, 1] (the second sample at every step)."""
+    net = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(0.5 * torch.eye(2))
+    inside = InputRange([-1.0, -1.0], [1.0, 1.0])
+    guarded = guard(net, [inside], lambda u: 0.9 * u.double())
+    u = torch.tensor([[0.5, 0.5], [4.0, 4.0]])
+    for _ in range(3):
+        u = guarded(u).output
+    assert u.dtype == torch.float32
+    assert u.tolist() == [[0.0625, 0.0625], [pytest.approx(4 * 0.9**3)] * 2]
 
 
 def test_the_guard_refuses_integer_answers_and_a_fallback_dtype_the_output_cannot_hold():
     with pytest.raises(TypeError, match="surrogate must answer in a floating-point dtype, got"):
         guard(lambda p: surrogate(p).long(), [INSIDE], solver)(PARAMS)
     as_float32 = guard(lambda p: surrogate(p).float(), [INSIDE], solver, torch.float32)
-    with pytest.raises(TypeError, match=r"float64.*fallback_dtype=torch\.float64"):
+    ways = r"float64.*fallback_dtype=torch\.float64.*or have the fallback answer in torch\.float32"
+    with pytest.raises(TypeError, match=ways):
         as_float32(PARAMS)
     float32_solver = guard(
         lambda p: surrogate(p).float(), [INSIDE], lambda p: solver(p).float(), torch.float32
     )
     assert float32_solver(PARAMS).output.dtype == torch.float32
     for wrong in (torch.int64, "float64"):
-        with pytest.raises(TypeError, match="fallback_dtype must be a floating-point torch dtype"):
+        with pytest.raises(TypeError, match="fallback_dtype must be None or a floating-point"):
             guard(surrogate, [INSIDE], solver, wrong)
 
 
-def test_the_fallback_runs_without_gradient_and_its_pairs_are_kept_detached():
+def test_the_fallback_runs_with_autograd_and_its_pairs_are_kept_detached():
     params = PARAMS.clone().requires_grad_(True)
     grad_enabled = []
 
@@ -959,11 +1026,27 @@ def test_the_fallback_runs_without_gradient_and_its_pairs_are_kept_detached():
 
     guarded = guard(surrogate, [INSIDE], recording)
     result = guarded(params)
-    assert grad_enabled == [False]
+    assert grad_enabled == [True]
     assert not result.output.requires_grad and not result.solved.requires_grad
     assert not result.sent_inputs.requires_grad
     sent, answers = guarded.collected()
     assert not sent.requires_grad and not answers.requires_grad
+
+
+def test_a_fallback_using_autograd_inside_answers():
+    """Newton's method for y³ = x with torch.autograd.grad: the cube root of 8 is 2."""
+
+    def newton(x):
+        y = torch.ones_like(x, requires_grad=True)
+        for _ in range(30):
+            (slope,) = torch.autograd.grad((y**3).sum(), y)
+            y = (y - (y**3 - x) / slope).detach().requires_grad_(True)
+        return y
+
+    inside = InputRange([0.0], [1.0])
+    result = guard(lambda x: x, [inside], newton)(torch.tensor([[0.5], [8.0]], dtype=F64))
+    assert result.output.tolist() == [[0.5], [pytest.approx(2.0, rel=1e-12)]]
+    assert not result.output.requires_grad and not result.solved.requires_grad
 
 
 def test_a_nan_answer_of_the_fallback_is_flagged_and_warned_about():
@@ -1390,12 +1473,44 @@ def test_boundary_walls_given_by_the_inputs_follow_the_samples_the_guard_scores(
     expected = torch.tensor([0.25, 1.0, math.nan, 3.0], dtype=F64)
     torch.testing.assert_close(result.scores[:, 0], expected, equal_nan=True)
     assert result.fallback.tolist() == [False, False, True, True]
-    held = BoundaryError(Dirichlet(torch.arange(4.0), 0.0), grid, threshold=1.5)
+    with pytest.warns(UserWarning, match="bc holds values per sample"):
+        held = BoundaryError(Dirichlet(torch.arange(4.0), 0.0), grid, threshold=1.5)
     with pytest.raises(ValueError, match=r"\(scoring 3 samples\): .* function of the inputs"):
         guard(refusing, [held], lambda x: x + 1000)(inputs)
     returns_periodic = BoundaryError(lambda x: Periodic(), grid, threshold=1.5)
     with pytest.raises(TypeError, match="bc\\(inputs\\) must return a pdes.Dirichlet"):
         returns_periodic(inputs, inputs)
+
+
+def test_boundary_walls_held_per_sample_are_warned_about_at_the_users_line():
+    """Tensors, arrays or lists per sample warn (the guard scores only the finite answers of a
+    batch); numbers, 0-d tensors and functions of the inputs do not."""
+    grid = Grid1D(5)
+    for walls in (Dirichlet(torch.zeros(3), 0.0), Neumann(0.0, np.zeros(3)), Dirichlet([0.0])):
+        with pytest.warns(UserWarning, match=r"\(Dirichlet.left|\(Neumann.right") as caught:
+            BoundaryError(walls, grid, threshold=0.1)
+        assert caught[0].filename == __file__
+        assert "bc(inputs) -> Dirichlet or Neumann" in str(caught[0].message)
+    quiet = (
+        Dirichlet(0.0, torch.tensor(1.0)),
+        lambda x: Dirichlet(x[:, 0, 0], 0.0),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for walls in quiet:
+            BoundaryError(walls, grid, threshold=0.1)
+
+
+def test_input_range_measures_the_distance_in_units_of_the_range_as_given():
+    """Bounds [1, 1 + 1e-9] round to one float32 value: a float32 parameter 1.5 is 0.5 beyond
+    float32(upper) = 1, in units of 1e-9. Bounds [0.300, 0.301] round to one bfloat16 value,
+    0.30078125 (154 · 2⁻⁹): 0.3125 is 0.01171875 beyond it, in units of 0.001."""
+    narrow = InputRange(torch.tensor([1.0], dtype=F64), torch.tensor([1.0 + 1e-9], dtype=F64))
+    score = narrow.score(torch.tensor([[1.5]]), None)
+    assert score.item() == pytest.approx(0.5 / ((1.0 + 1e-9) - 1.0), rel=1e-12)
+    check = InputRange([0.300], [0.301])
+    score = check.score(torch.tensor([[0.3125]], dtype=torch.bfloat16), None)
+    assert score.item() == pytest.approx((0.3125 - 0.30078125) / (0.301 - 0.300), rel=1e-12)
 
 
 def test_input_range_judges_float32_parameters_against_bounds_in_float32():
@@ -1424,7 +1539,7 @@ def test_a_zero_target_names_the_error_option_as_the_way_out(call):
     x = torch.ones(3, 4)
     y = torch.ones(3, 4)
     y[1] = 0.0
-    with pytest.raises(ValueError, match=r"samples \[1\] have zero L2 norm.*error=\(prediction"):
+    with pytest.raises(ZeroNormError, match=r"samples \[1\] have zero L2 norm.*error=\(predic"):
         if call == "focal":
             FocalDistillation(zero_loss, Scale(1.0), tau=0.1)(Scale(2.0), (x, y))
         else:

@@ -14,8 +14,10 @@ a tensor ``(batch, ...)``, a :class:`~physml.outputs.Gaussian` or an
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from pdes import Dirichlet, Grid1D, Neumann
@@ -24,6 +26,7 @@ from pdes.checks import non_negative
 from .. import metrics
 from .._checks import as_tensor
 from ..constraints import Constraint
+from ..errors import user_stacklevel
 from ..outputs import Ensemble, Gaussian
 
 F64 = torch.float64
@@ -117,7 +120,8 @@ class InputRange(Check):
     range is 0); 0 inside; infinite for parameters holding NaN or inf, so those fail at any
     finite threshold. The default threshold 0 fails every input outside the box. Parameters in a
     lower precision are judged against the bounds rounded to it (as the flip metrics judge
-    errors): a float32 parameter equal to ``float32(upper)`` is inside.
+    errors): a float32 parameter equal to ``float32(upper)`` is inside; the range, the score's
+    unit, is that of the bounds as given (float64), whatever the parameters' precision.
     """
 
     name = "input_range"
@@ -172,7 +176,7 @@ class InputRange(Check):
             metrics._rounded(bound, own.dtype).to(values.device, F64)
             for bound in (self.lower, self.upper)
         )
-        width = upper - lower
+        width = (self.upper - self.lower).to(values.device)
         scale = torch.where(width > 0, width, torch.ones_like(width))
         outside = torch.maximum(lower - values, values - upper).clamp_min(0) / scale
         return outside.amax(1).masked_fill(~torch.isfinite(values).all(1), torch.inf)
@@ -211,7 +215,8 @@ class BoundaryError(Check):
     sample, a function of the inputs returning one, ``bc(inputs)`` (e.g.
     ``lambda inputs: Dirichlet(inputs[:, 0, 0], 0.0)``): its values ``(batch,)`` then follow the
     samples scored, whichever of a batch the guard scores. Values per sample held by ``bc``
-    itself fit only batches of exactly that many samples.
+    itself fit only batches of exactly that many samples (a warning says so): the guard scores
+    a subset of a batch wherever the surrogate answers NaN or inf, or refuses samples.
     """
 
     name = "boundary"
@@ -233,6 +238,7 @@ class BoundaryError(Check):
             self._condition(
                 bc, f"bc must be {CONDITION}, or a function of the inputs returning one"
             )
+            _warn_per_sample(bc)
         self.bc, self.time = bc, float(time)
 
     def _condition(self, bc: object, expected: str) -> Dirichlet | Neumann:
@@ -277,6 +283,25 @@ class BoundaryError(Check):
             slope_right = (3 * u[..., -1] - 4 * u[..., -2] + u[..., -3]) / (2 * dx)
             walls = torch.stack([slope_left - left, slope_right - right], -1)
         return _per_sample_max(walls)
+
+
+def _warn_per_sample(bc: Dirichlet | Neumann) -> None:
+    """A warning where ``bc`` holds values per sample (a tensor, array or list, not a number)."""
+    kind = type(bc).__name__
+    held = [
+        f"{kind}.{side}"
+        for side, value in (("left", bc.left), ("right", bc.right))
+        if not callable(value) and np.ndim(value) > 0
+    ]
+    if held:
+        warnings.warn(
+            f"bc holds values per sample ({', '.join(held)}): they fit only batches of exactly "
+            "that many samples, but the guard scores a subset of a batch wherever the surrogate "
+            "answers NaN or inf (or refuses samples); give bc as a function of the inputs, "
+            "bc(inputs) -> Dirichlet or Neumann, so the walls follow the samples scored",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 class EnsembleSpread(Check):

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, default_collate
 from pdes.checks import non_negative, positive_int
 
 from .. import metrics
+from ..errors import ZeroNormError
 
 Batch = object
 Unpack = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
@@ -42,10 +43,8 @@ def relative_l2_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> to
     for a target of zero norm (the message then names ``error=``, the way to another error)."""
     try:
         return metrics.relative_l2(prediction, target, reduction="none")
-    except ValueError as error:
-        if "zero L2 norm" not in str(error):
-            raise
-        raise ValueError(
+    except ZeroNormError as error:
+        raise ZeroNormError(
             f"{error}. Relative L2 is the default error of FocalDistillation and sample_errors: "
             "for data with zero targets pass them error=(prediction, target) -> (batch,), e.g. "
             "the absolute error=lambda p, y: (p - y).flatten(1).norm(dim=1), with tau in its units"

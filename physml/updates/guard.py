@@ -42,10 +42,12 @@ class NonFiniteAnswer(NonFiniteError):
 class GuardResult:
     """One guarded batch.
 
-    ``output`` ``(batch, ...)``: the answers, whoever gave them, in one dtype:
-    ``torch.promote_types`` of the surrogate's and the guard's ``fallback_dtype``
-    (``fallback_dtype`` where the surrogate answered no sample, its dtype then unknown), on the
-    surrogate's device (the fallback's where the surrogate answered none); ``fired`` and
+    ``output`` ``(batch, ...)``: the answers, whoever gave them, in one dtype in every batch: the
+    surrogate's (the fallback's answers cast to it), or ``torch.promote_types`` of it and the
+    guard's ``fallback_dtype`` where one is given; where the surrogate answered no sample, its
+    dtype is that of its last answer to the guard, and before its first one the output is in
+    ``fallback_dtype`` (without one, the fallback's own dtype). On the surrogate's device (the
+    fallback's where the surrogate answered none); ``fired`` and
     ``scores`` ``(batch, checks)``: which check failed where and its score (float64); ``names``
     the checks' names in column order; ``sent_inputs`` and ``solved`` the inputs sent to the
     fallback and its answers (the fallback's own dtype), in batch order, without gradient;
@@ -106,14 +108,15 @@ class GuardResult:
 
 
 class Guard:
-    """A surrogate answering only where its checks pass; see :func:`guard`."""
+    """A surrogate answering only where its checks pass; see :func:`guard`. ``surrogate_dtype``
+    is the dtype of the surrogate's last answer (``None`` before its first)."""
 
     def __init__(
         self,
         surrogate: Model,
         checks: Sequence[Check],
         fallback: Model,
-        fallback_dtype: torch.dtype = torch.float64,
+        fallback_dtype: torch.dtype | None = None,
     ) -> None:
         if not callable(surrogate):
             raise TypeError(f"surrogate must be callable(inputs), got {type(surrogate).__name__}")
@@ -128,41 +131,44 @@ class Guard:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"checks must have distinct names, {repeated} repeat")
-        if not isinstance(fallback_dtype, torch.dtype) or not fallback_dtype.is_floating_point:
+        floating = isinstance(fallback_dtype, torch.dtype) and fallback_dtype.is_floating_point
+        if fallback_dtype is not None and not floating:
             raise TypeError(
-                f"fallback_dtype must be a floating-point torch dtype (e.g. torch.float64), got "
-                f"{fallback_dtype!r}"
+                f"fallback_dtype must be None or a floating-point torch dtype (e.g. "
+                f"torch.float64), got {fallback_dtype!r}"
             )
         self.surrogate, self.checks, self.fallback = surrogate, list(checks), fallback
         self.fallback_dtype = fallback_dtype
+        self.surrogate_dtype: torch.dtype | None = None
         self.sent: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    @torch.no_grad()
     def __call__(self, inputs: torch.Tensor) -> GuardResult:
         """Answer ``inputs`` ``(batch, ...)``; the samples sent to the fallback are kept."""
         if not isinstance(inputs, torch.Tensor) or inputs.ndim == 0 or inputs.shape[0] == 0:
             got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
             raise ValueError(f"inputs must be a non-empty batch tensor (batch, ...), got {got}")
-        prediction, answered = self._answer(inputs)
-        point = None if prediction is None else _point(prediction, int(answered.sum()))
-        scored = answered.clone()
-        if point is not None:  # never trust NaN or inf
-            scored[answered] = _finite_rows(point).to(scored.device)
-        fired, scores = self._scores(inputs, prediction, answered, scored)
+        with torch.no_grad():
+            prediction, answered = self._answer(inputs)
+            point = None if prediction is None else _point(prediction, int(answered.sum()))
+            scored = answered.clone()
+            if point is not None:  # never trust NaN or inf
+                scored[answered] = _finite_rows(point).to(scored.device)
+            fired, scores = self._scores(inputs, prediction, answered, scored)
         non_finite = ~scored
         fails = fired.any(1) | non_finite
-        dtype = self.fallback_dtype
+        if point is not None:
+            self.surrogate_dtype = point.dtype
+        dtype = self._output_dtype()
         output = None
         if point is not None:
-            dtype = torch.promote_types(point.dtype, dtype)
-            output = _spread(point.to(dtype), answered.to(point.device), torch.nan)
+            output = _spread(point.detach().to(dtype), answered.to(point.device), torch.nan)
         sent_inputs, solved = inputs[fails].detach(), None
         fallback_non_finite = torch.zeros_like(fails)
         if fails.any():
             solved, finite = self._solve(sent_inputs, point, dtype)
             fallback_non_finite[fails] = ~finite.to(fails.device)
             if output is None:
-                output = solved.to(dtype)
+                output = solved.to(dtype or solved.dtype)
             else:
                 output = output.clone()
                 output[fails.to(output.device)] = solved.to(output.device, dtype)
@@ -193,12 +199,21 @@ class Guard:
             scores[scored] = torch.stack([r[1].to(device) for r in results], 1)
         return fired, scores
 
+    def _output_dtype(self) -> torch.dtype | None:
+        """The output's dtype: the surrogate's, promoted with ``fallback_dtype`` where one is
+        given; ``fallback_dtype`` before the surrogate's first answer (``None``: the
+        fallback's)."""
+        if self.surrogate_dtype is None or self.fallback_dtype is None:
+            return self.surrogate_dtype or self.fallback_dtype
+        return torch.promote_types(self.surrogate_dtype, self.fallback_dtype)
+
     def _solve(
-        self, sent: torch.Tensor, point: torch.Tensor | None, dtype: torch.dtype
+        self, sent: torch.Tensor, point: torch.Tensor | None, dtype: torch.dtype | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The fallback's answers to ``sent``, checked (one per sample, of the surrogate's shape
-        where it answered, in a dtype the output's ``dtype`` holds), and the ``(sent,)`` samples
-        it answered without NaN or inf (a warning counts the others)."""
+        where it answered, in a dtype the output's ``dtype`` holds where ``fallback_dtype`` is
+        given), without gradient, and the ``(sent,)`` samples it answered without NaN or inf (a
+        warning counts the others)."""
         solved = self.fallback(sent)
         rest = tuple(point.shape[1:]) if point is not None else None
         if rest is None and isinstance(solved, torch.Tensor) and solved.ndim:
@@ -210,10 +225,13 @@ class Guard:
                 f"fallback must answer the {expected[0]} inputs sent to it with a tensor of "
                 f"shape {expected}, got {got}"
             )
-        if torch.promote_types(dtype, solved.dtype) != dtype:
+        solved = solved.detach()
+        if self.fallback_dtype is not None and torch.promote_types(dtype, solved.dtype) != dtype:
+            widened = torch.promote_types(self.surrogate_dtype or solved.dtype, solved.dtype)
             raise TypeError(
                 f"the fallback answered in {solved.dtype}, which the output's {dtype} cannot "
-                f"hold: pass guard(..., fallback_dtype={solved.dtype})"
+                f"hold: pass guard(..., fallback_dtype={solved.dtype}) (the output is then in "
+                f"{widened}), or have the fallback answer in {dtype}"
             )
         finite = _finite_rows(solved)
         bad = int((~finite).sum())
@@ -224,7 +242,7 @@ class Guard:
                 RuntimeWarning,
                 stacklevel=user_stacklevel(),
             )
-        return solved.detach(), finite
+        return solved, finite
 
     def _answer(self, inputs: torch.Tensor) -> tuple[object | None, torch.Tensor]:
         """The surrogate's prediction and the ``(batch,)`` samples it is for: all of them, unless
@@ -299,7 +317,10 @@ class Guard:
 
     def collected(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(inputs, answers)`` the fallback gave since the last :meth:`clear` — training pairs
-        where the surrogate failed, ready to append to a training set; ``None`` if none."""
+        where the surrogate failed, ready to append to a training set; ``None`` if none. The
+        answers are kept as the fallback gave them, NaN or inf included (flagged in
+        :attr:`GuardResult.fallback_non_finite`; :func:`refine` leaves them out): drop those
+        rows before training on them."""
         if not self.sent:
             return None
         return torch.cat([x for x, _ in self.sent]), torch.cat([y for _, y in self.sent])
@@ -385,7 +406,7 @@ def guard(
     surrogate: Model,
     checks: Sequence[Check],
     fallback: Model,
-    fallback_dtype: torch.dtype = torch.float64,
+    fallback_dtype: torch.dtype | None = None,
 ) -> Guard:
     """``surrogate`` answering where every check of ``checks`` passes, ``fallback`` elsewhere.
 
@@ -393,20 +414,30 @@ def guard(
         surrogate: ``surrogate(inputs) -> (batch, ...)`` (a tensor, or a Gaussian or Ensemble
             whose mean is the answer and whose spread the checks may read), in a floating-point
             dtype; run without gradient. Its NaN or inf answers go to ``fallback`` unscored (the
-            checks see only finite answers); one returning a Gaussian or Ensemble,
-            which cannot hold them, raises a :class:`NonFiniteAnswer` naming those samples, and
-            is asked again for the others (else the batch is halved to find them, and the halves'
-            answers are kept: each sample answered once, so each answer must not depend on the
-            other samples of its batch). A batch refused with no sample refused alone raises.
+            checks see only the finite answers, a subset of the batch); one returning a Gaussian
+            or Ensemble, which cannot hold them, raises a :class:`NonFiniteAnswer` naming those
+            samples, and is asked again for the others (else the batch is halved to find them,
+            and the halves' answers are kept: each sample answered once, so each answer must not
+            depend on the other samples of its batch). A batch refused with no sample refused
+            alone raises.
         checks: :class:`~physml.updates.checks.Check` objects with distinct names (an empty list
             answers with the surrogate everywhere).
         fallback: ``fallback(inputs[failed]) -> (failed, ...)``, e.g. the problem's solver; called
-            only on the samples where a check failed, once per batch, without gradient.
-        fallback_dtype: the dtype the fallback answers in (a floating-point one; float64, that
-            of the ``pdes`` solvers, by default). The output is in ``torch.promote_types`` of it
-            and the surrogate's dtype in every batch, whoever answered (a float32 surrogate and
-            a float64 solver: float64), so no answer is rounded; a fallback answering in a dtype
-            that does not fit raises ``TypeError``.
+            only on the samples where a check failed, once per batch (with autograd as the
+            caller has it, so a Newton or adjoint solver may use it); its answers are kept
+            without gradient.
+        fallback_dtype: ``None`` (the default): the output is in the surrogate's dtype, the
+            guard a drop-in for the surrogate, and the fallback's answers are cast to it (lossy
+            for a low-precision surrogate: a float32 or bfloat16 one rounds the solver's
+            float64). A floating-point dtype, the one the fallback answers in (e.g.
+            ``torch.float64``, that of the ``pdes`` solvers), keeps the fallback's answers
+            exact: the output is then in ``torch.promote_types`` of it and the surrogate's dtype
+            (a float32 surrogate and a float64 solver: float64), and a fallback answering in a
+            dtype that does not fit raises ``TypeError``. Either way the dtype is the same in
+            every batch, whoever answered; the one exception: a batch that comes before the
+            surrogate's first answer to this guard (every sample refused) is in
+            ``fallback_dtype``, or without one in the fallback's own dtype. Later batches the
+            surrogate refuses entirely keep the dtype of its last answer.
     """
     return Guard(surrogate, checks, fallback, fallback_dtype)
 
@@ -421,6 +452,21 @@ class RefineRound:
     fired: dict[str, int]
 
 
+def _finite_pairs(result: GuardResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """``result``'s ``(sent inputs, fallback answers)`` without the NaN or inf answers (a warning
+    counts them)."""
+    bad = result.fallback_non_finite[result.fallback]
+    if not bool(bad.any()):
+        return result.sent_inputs, result.solved
+    warnings.warn(
+        f"refine leaves out {int(bad.sum())} of the {bad.shape[0]} samples sent to the fallback: "
+        "it answered them with NaN or inf",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return result.sent_inputs[~bad], result.solved[~bad.to(result.solved.device)]
+
+
 def refine(
     guarded: Guard,
     inputs: torch.Tensor,
@@ -431,8 +477,10 @@ def refine(
 
     Each round runs ``guarded`` on ``inputs`` and hands that round's ``(sent inputs, solver
     answers)`` to ``retrain(x, y)``, which updates the surrogate in place or returns a new one
-    (it replaces ``guarded.surrogate``). Stops early when nothing was sent. Returns every
-    measurement, the last after the last retraining.
+    (it replaces ``guarded.surrogate``). The fallback's NaN or inf answers
+    (:attr:`GuardResult.fallback_non_finite`) are left out, a warning says how many. Stops early
+    when nothing was sent, or nothing finite came back. Returns every measurement, the last after
+    the last retraining.
     """
     if not isinstance(guarded, Guard):
         raise TypeError(f"guarded must be a Guard (physml.updates.guard), got {type(guarded)}")
@@ -446,7 +494,10 @@ def refine(
         history.append(RefineRound(step, result.surrogate_fraction, sent, result.counts()))
         if step == rounds or sent == 0:
             break
-        replaced = retrain(result.sent_inputs, result.solved)
+        x, y = _finite_pairs(result)
+        if x.shape[0] == 0:
+            break
+        replaced = retrain(x, y)
         if replaced is not None:
             if not callable(replaced):
                 raise TypeError(f"retrain must return a surrogate or None, got {type(replaced)}")
