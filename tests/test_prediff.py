@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -700,6 +701,27 @@ def test_denoiser_sizes_are_refused_by_name_not_truncated_or_divided_by():
     for ratio in (-1.0, 0, math.nan):
         with pytest.raises(ValueError, match=r"^mlp_ratio must be a finite number > 0"):
             CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, mlp_ratio=ratio)
+
+
+def test_denoiser_sizes_take_numpy_integers_and_integer_arrays_as_python_ints():
+    """``latent_shape`` and ``depth`` holding numpy integers, or given as a 1-D integer array,
+    were refused as not integers once ``_ints`` checked them; they are plain ints in the config
+    (which JSON writes)."""
+    for kind in (ConvDenoiser, CuboidDenoiser):
+        sizes = dict(dim=8, num_heads=2) if kind is CuboidDenoiser else {}
+        for shape in ((np.int64(2), np.int32(8), 8), np.array([2, 8, 8]), torch.tensor([2, 8, 8])):
+            model = kind(T_IN, T_OUT, shape, **sizes)
+            assert model.latent_shape == (2, 8, 8)
+            assert {type(size) for size in model.latent_shape} == {int}
+        with pytest.raises(TypeError, match=r"^latent_shape must hold integers, got array"):
+            kind(T_IN, T_OUT, np.array([2.0, 8.0, 8.0]), **sizes)
+        with pytest.raises(ValueError, match=r"^latent_shape must be a sequence of 3 integers"):
+            kind(T_IN, T_OUT, np.array([2, 8]), **sizes)
+    model = CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, depth=np.array([1, 2]))
+    assert (len(model.encoder), len(model.middle)) == (1, 2)
+    assert json.loads(json.dumps(model.config))["depth"] == [1, 2]
+    with pytest.raises(TypeError, match=r"^depth must hold integers, got \("):
+        CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, depth=(np.True_, 1))
 
 
 # --------------------------------------------------------------------------------- training
