@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pdes.checks import positive
+
 from .._checks import integer
 
 __all__ = [
@@ -886,13 +888,7 @@ class FeedForward(nn.Module):
     ) -> None:
         super().__init__()
         _kernel("spatial_kernel", spatial_kernel)
-        if (
-            isinstance(ratio, bool)
-            or not isinstance(ratio, (int, float))
-            or not 0 < ratio < math.inf
-        ):
-            raise ValueError(f"mlp_ratio must be a finite number > 0, got {ratio!r}")
-        hidden = max(1, int(round(dim * ratio)))
+        hidden = max(1, int(round(dim * positive("mlp_ratio", ratio))))
         self.spatial_kernel = spatial_kernel
         self.net = nn.Sequential(
             nn.LayerNorm(dim),
