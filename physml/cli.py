@@ -684,7 +684,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:  # reaches every torchrun rank: rank 0 says it once
-        if rank() == 0:
+        try:
+            says = rank() == 0
+        except ValueError as error:  # RANK or WORLD_SIZE not an integer: every process says it
+            print(f"physml {args.command}: error: {error}", file=sys.stderr)
+            says = True
+        if says:
             print(f"\nphysml {args.command}: interrupted{_interrupted_hint(args)}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:

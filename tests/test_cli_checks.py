@@ -587,6 +587,41 @@ def test_evaluate_under_torchrun_runs_and_prints_on_rank_zero_only(tmp_path, mon
     )
 
 
+def test_evaluate_with_a_stray_rank_and_no_world_size_evaluates(tmp_path, monkeypatch, capsys):
+    """RANK=1 without WORLD_SIZE is a world of one process: it evaluates (here: says the
+    checkpoint is missing), where it returned at once with exit status 0."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "1")
+    assert main(EVALUATE_R) == 2
+    assert capsys.readouterr().err == (
+        "physml evaluate: error: --checkpoint: no run folder or checkpoint file at 'r'\n"
+    )
+
+
+TORCHRUN_NAMED = "the environment variable RANK must be an integer (torchrun sets it), got 'abc'"
+
+
+def test_a_rank_that_is_not_an_integer_is_an_error_naming_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "abc")
+    assert main(EVALUATE_R) == 2
+    assert capsys.readouterr().err == f"physml evaluate: error: {TORCHRUN_NAMED}\n"
+
+
+def test_ctrl_c_with_a_rank_that_is_not_an_integer_names_it_without_a_traceback(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.training_commands, "run_train", _interrupted)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "abc")
+    assert main(TRAIN_R) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"physml train: error: {TORCHRUN_NAMED}\n\nphysml train: interrupted")
+
+
 def test_ctrl_c_names_what_a_rerun_resumes_from_only_once_it_was_saved(
     tmp_path, monkeypatch, capsys
 ):

@@ -96,9 +96,59 @@ def test_several_processes_wait_at_the_barrier_and_take_rank_zeros_value(group, 
 
 
 def test_the_rank_joins_nothing_and_follows_the_group_else_torchrun(monkeypatch, group):
+    monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.delenv("RANK", raising=False)
     assert rank() == 0
     monkeypatch.setenv("RANK", "2")
     assert rank() == 2
     group.initialized = True
     assert rank() == 3 and group.calls == []
+
+
+@pytest.mark.parametrize("size", [None, "0", "1"])
+def test_without_a_world_of_several_processes_the_rank_is_zero_as_the_world_says(
+    monkeypatch, group, size
+):
+    """A stray RANK=1 without WORLD_SIZE > 1: world() saw one main process, rank() said 1 (and
+    physml evaluate returned at once, doing nothing, with exit status 0)."""
+    if size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", size)
+    for stray in ("1", "abc"):
+        monkeypatch.setenv("RANK", stray)
+        assert rank() == 0 == world().rank
+    assert group.calls == []
+
+
+@pytest.mark.parametrize(
+    "environment, variable",
+    [
+        ({"WORLD_SIZE": "abc", "RANK": "1"}, "WORLD_SIZE"),
+        ({"WORLD_SIZE": "", "RANK": "1"}, "WORLD_SIZE"),
+        ({"WORLD_SIZE": "2", "RANK": "abc"}, "RANK"),
+        ({"WORLD_SIZE": "2", "RANK": "1.5"}, "RANK"),
+    ],
+)
+def test_a_torchrun_variable_that_is_not_an_integer_is_named(
+    monkeypatch, group, environment, variable
+):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    refused = (
+        rf"^the environment variable {variable} must be an integer .*got '{environment[variable]}'$"
+    )
+    for ask in (rank, world):
+        with pytest.raises(ValueError, match=refused):
+            ask()
+    assert group.calls == []
+
+
+def test_a_local_rank_that_is_not_an_integer_is_named(monkeypatch, group):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "gpu1")
+    with pytest.raises(
+        ValueError, match=r"^the environment variable LOCAL_RANK must be an integer"
+    ):
+        world("cuda")

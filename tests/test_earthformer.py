@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -935,10 +936,29 @@ def test_feed_forward_hidden_width_is_dim_times_ratio_rounded():
     assert FeedForward(3, 0.1).net[1].out_features == 1  # at least one hidden unit
 
 
-@pytest.mark.parametrize("ratio", [0, -3.0, math.nan, math.inf, True, "4"])
-def test_a_ratio_that_is_not_a_finite_positive_number_is_refused_by_every_user(ratio):
-    """One check in FeedForward: a ratio <= 0 gave one hidden unit, NaN a bare conversion error."""
-    refused = r"^mlp_ratio must be a finite number > 0, got "
+def test_feed_forward_takes_a_numpy_ratio():
+    """np.float32(4.0) and np.int64(4) were refused as not finite numbers > 0."""
+    assert FeedForward(8, np.float32(0.75)).net[1].out_features == 6
+    assert FeedForward(8, np.int64(4)).net[1].out_features == 32
+    assert CuboidTransformerBlock(8, 2, (2, 4, 4), mlp_ratio=np.float32(2.0)) is not None
+
+
+@pytest.mark.parametrize(
+    "ratio, error, refused",
+    [
+        (0, ValueError, "a finite number > 0"),
+        (-3.0, ValueError, "a finite number > 0"),
+        (math.nan, ValueError, "a finite number > 0"),
+        (math.inf, ValueError, "a finite number > 0"),
+        (True, TypeError, "a positive number"),
+        ("4", TypeError, "a positive number"),
+    ],
+)
+def test_a_ratio_that_is_not_a_finite_positive_number_is_refused_by_every_user(
+    ratio, error, refused
+):
+    """One check in FeedForward: a ratio <= 0 gave one hidden unit, NaN a bare conversion error;
+    a bool or text is not a number (TypeError)."""
     builds = [
         lambda: FeedForward(8, ratio),
         lambda: CuboidTransformerBlock(8, 2, (2, 4, 4), mlp_ratio=ratio),
@@ -946,7 +966,7 @@ def test_a_ratio_that_is_not_a_finite_positive_number_is_refused_by_every_user(r
         lambda: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, mlp_ratio=ratio),
     ]
     for build in builds:
-        with pytest.raises(ValueError, match=refused):
+        with pytest.raises(error, match=rf"^mlp_ratio must be {refused}, got {ratio!r}"):
             build()
 
 

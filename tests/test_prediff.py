@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -189,28 +190,25 @@ def test_ddim_with_the_exact_denoiser_lands_on_the_data_point(eta, steps):
     assert torch.allclose(z, point.expand(shape), atol=1e-4)
 
 
-def test_spacings_are_diffusers_leading_and_trailing_timesteps():
-    """Leading: ``t_k = k⌊T/N⌋`` (first ``(N − 1)⌊T/N⌋``); trailing: ``round(T − kT/N) − 1``
-    (first ``T − 1``); each as diffusers' own ``DDIMScheduler`` spaces them."""
-    from diffusers import DDIMScheduler
+def trailing_timesteps(steps: int, total: int = 1000) -> list[int]:
+    """``round(T − kT/N) − 1`` for ``k = 0 … N − 1`` in integers: ``T(N − k)/N = q + r/N``
+    rounds up when ``2r > N`` and at a tie (``2r = N``) to the even one of ``q, q + 1``."""
+    rounded = []
+    for k in range(steps):
+        q, r = divmod(total * (steps - k), steps)
+        rounded.append(q + (2 * r > steps or (2 * r == steps and q % 2 == 1)) - 1)
+    return rounded
 
+
+def test_spacings_are_leading_and_trailing_timesteps():
+    """Leading: ``t_k = k⌊T/N⌋`` (first ``(N − 1)⌊T/N⌋``); trailing: ``round(T − kT/N) − 1``
+    (first ``T − 1``)."""
     schedule = NoiseSchedule()
     for steps in (2, 3, 5, 7, 16, 20, 1000):
         leading = [k * (1000 // steps) for k in reversed(range(steps))]
-        trailing = [round(1000 - k * 1000 / steps) - 1 for k in range(steps)]
         assert schedule.sampling(steps).timesteps.tolist() == leading
         assert schedule.sampling(steps, "leading").timesteps.tolist() == leading
-        assert schedule.sampling(steps, "trailing").timesteps.tolist() == trailing
-        for spacing in ("leading", "trailing"):
-            theirs = DDIMScheduler(
-                num_train_timesteps=1000,
-                beta_schedule="squaredcos_cap_v2",
-                timestep_spacing=spacing,
-                steps_offset=0,
-            )
-            theirs.set_timesteps(steps)
-            ours = schedule.sampling(steps, spacing).timesteps
-            assert ours.tolist() == theirs.timesteps.tolist()
+        assert schedule.sampling(steps, "trailing").timesteps.tolist() == trailing_timesteps(steps)
     assert schedule.sampling(1, "trailing").timesteps.tolist() == [999]
     assert schedule.sampling(20, "trailing").timesteps[:2].tolist() == [999, 949]
     for bad in ("Trailing", "linspace", None, 1):
@@ -220,10 +218,59 @@ def test_spacings_are_diffusers_leading_and_trailing_timesteps():
         schedule.sampling(1)
 
 
-def gaussian_noise_estimate(mean: float, std: float):
+@pytest.mark.parametrize("total", [1000, 50])
+def test_leading_timesteps_are_diffusers_and_trailing_ones_are_n_rounded_never_negative(total):
+    """For every ``N``: leading as diffusers' ``DDIMScheduler`` spaces them; trailing exactly
+    ``N`` of ``round(T − kT/N) − 1``, all >= 0. diffusers' trailing list, summed in floating
+    point, has ``N + 1`` entries ending at −1 for N = 61 (and 29 with T = 50): ᾱ_{−1} read ᾱ_{T−1}
+    ≈ 0 and the samples collapsed to a point."""
+    from diffusers import DDIMScheduler
+
+    schedule = NoiseSchedule(total)
+    theirs = DDIMScheduler(
+        num_train_timesteps=total,
+        beta_schedule="squaredcos_cap_v2",
+        timestep_spacing="leading",
+        steps_offset=0,
+    )
+    for steps in range(2, total + 1):
+        theirs.set_timesteps(steps)
+        assert schedule.sampling_timesteps(steps) == theirs.timesteps.tolist()
+    for steps in range(1, total + 1):
+        trailing = schedule.sampling_timesteps(steps, "trailing")
+        assert trailing == trailing_timesteps(steps, total) and min(trailing) >= 0
+    collapsing = 61 if total == 1000 else 29
+    scheduler = schedule.sampling(collapsing, "trailing")
+    assert scheduler.timesteps.tolist() == trailing_timesteps(collapsing, total)
+    theirs = DDIMScheduler(num_train_timesteps=total, timestep_spacing="trailing", steps_offset=0)
+    theirs.set_timesteps(collapsing)
+    assert theirs.timesteps.tolist() == trailing_timesteps(collapsing, total) + [-1]
+
+
+class ListedSchedule(NoiseSchedule):
+    """A schedule listing the given reverse timesteps, whatever the steps and spacing."""
+
+    def __init__(self, listed: list[int]) -> None:
+        super().__init__()
+        object.__setattr__(self, "listed", listed)
+
+    def sampling_timesteps(self, steps, spacing="leading"):
+        return self.listed
+
+
+def test_a_negative_timestep_is_refused_not_read_from_the_end_of_the_schedule():
+    listed = [*trailing_timesteps(61), -1]
+    with pytest.raises(ValueError, match=r"timesteps must lie in \[0, 1000\).*, 15, -1\]"):
+        ddim_sample(
+            lambda z, t: torch.zeros_like(z), (1, 1, 1, 1, 1, 1), ListedSchedule(listed),
+            torch.Generator().manual_seed(0), 61, 0.0, spacing="trailing",
+        )  # fmt: skip
+
+
+def gaussian_noise_estimate(mean: float, std: float, schedule: NoiseSchedule | None = None):
     """The exact ε̂ for data ``N(mean, std²)`` per element, at ``z_t ~ N(√ᾱ mean, ᾱ std² + 1 − ᾱ)``:
-    ``E[ε | z_t] = √(1 − ᾱ)(z_t − √ᾱ mean)/(ᾱ std² + 1 − ᾱ)``."""
-    alpha_bar = NoiseSchedule().alphas_cumprod().double()
+    ``E[ε | z_t] = √(1 − ᾱ)(z_t − √ᾱ mean)/(ᾱ std² + 1 − ᾱ)``, ᾱ of ``schedule`` (the default)."""
+    alpha_bar = (schedule or NoiseSchedule()).alphas_cumprod().double()
 
     def predict(z, t):
         a = float(alpha_bar[t])
@@ -276,22 +323,31 @@ def test_trailing_ddim_with_the_exact_gaussian_denoiser_has_the_data_mean(steps)
         assert abs(leading - mean) > 0.05
 
 
-def trailing_timesteps(steps: int) -> list[int]:
-    """diffusers' trailing spacing of ``T = 1000``: ``round(T − kT/N) − 1``, ``k = 0 … N − 1``."""
-    return [round(1000 - k * 1000 / steps) - 1 for k in range(steps)]
-
-
-@pytest.mark.parametrize("spacing, steps", [("trailing", 7), ("trailing", 30), ("leading", 7)])
-def test_ddim_with_an_exact_noise_estimate_is_exact_in_float64(spacing, steps):
+@pytest.mark.parametrize(
+    "spacing, steps, total",
+    [
+        ("trailing", 7, 1000),
+        ("trailing", 30, 1000),
+        ("trailing", 61, 1000),
+        ("trailing", 29, 50),
+        ("leading", 7, 1000),
+    ],
+)
+def test_ddim_with_an_exact_noise_estimate_is_exact_in_float64(spacing, steps, total):
     """η = 0, float64. Data at a point ``μ``: ``ẑ_0 = μ`` at every step, so every sample is ``μ``
-    once the last step reaches ᾱ = 1. Gaussian data ``N(m, s²)``: each step maps ``z_t −
-    √ᾱ_t m`` linearly to ``z_{t'} − √ᾱ_{t'} m`` when it lands on the next timestep's ᾱ_{t'}, so
-    ``z_0 = A z + b`` with ``b + A √ᾱ_{T_1} m = m`` (``T_1`` the first timestep). With ``N``
-    not dividing ``T`` diffusers' step went to ``t − ⌊T/N⌋``, one off the trailing timesteps
-    (and ᾱ = 0.99996 at the end for N = 7)."""
-    schedule, shape = NoiseSchedule(), (64, 1, 1, 1, 1, 1)
-    bars = schedule.alphas_cumprod().double()
-    first = trailing_timesteps(steps)[0] if spacing == "trailing" else (steps - 1) * (1000 // steps)
+    once the last step reaches ᾱ = 1. Gaussian data ``N(m, s²)``: each step from ᾱ = ``a`` to
+    ᾱ′ multiplies ``z_t − √a m`` by ``√ᾱ′ (1 − (1 − a)c)/√a + √(1 − ᾱ′) √(1 − a) c``, ``c =
+    1/(a s² + 1 − a)``, so ``z_0 = A z + b`` with ``A`` their product over the listed timesteps
+    and ``b + A √ᾱ_{T_1} m = m`` (``T_1`` the first). With ``N`` not dividing ``T`` diffusers'
+    step went to ``t − ⌊T/N⌋``, one off the trailing timesteps (and ᾱ = 0.99996 at the end for
+    N = 7); for N = 61 (T = 50: N = 29) its list ended at −1, read as ᾱ_{T−1} ≈ 0 (A ≈ 0)."""
+    schedule, shape = NoiseSchedule(total), (64, 1, 1, 1, 1, 1)
+    bars = schedule.alphas_cumprod().double().tolist()
+    if spacing == "trailing":
+        times = trailing_timesteps(steps, total)
+    else:
+        times = [k * (total // steps) for k in reversed(range(steps))]
+    seen = []
 
     def run(predict):
         generator = torch.Generator().manual_seed(0)
@@ -302,11 +358,24 @@ def test_ddim_with_an_exact_noise_estimate_is_exact_in_float64(spacing, steps):
     point = 1.5
     at_point = run(lambda z, t: (z - math.sqrt(bars[t]) * point) / math.sqrt(1 - bars[t]))
     assert (at_point - point).abs().max() < 1e-12
-    mean = 1.5
+    mean, std = 1.5, 0.5
+    gaussian = gaussian_noise_estimate(mean, std, schedule)
     start = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    slope, intercept, residual = affine_fit(start, run(gaussian_noise_estimate(mean, 0.5)))
-    assert residual < 1e-10
-    assert intercept + slope * math.sqrt(bars[first]) * mean == pytest.approx(mean, abs=1e-12)
+    slope, intercept, residual = affine_fit(
+        start, run(lambda z, t: seen.append(t) or gaussian(z, t))
+    )
+    assert seen == times
+    gain = 1.0
+    for a, after in zip(
+        [bars[t] for t in times], [bars[t] for t in times[1:]] + [1.0], strict=True
+    ):
+        c = 1 / (a * std**2 + 1 - a)
+        gain *= (
+            math.sqrt(after) * (1 - (1 - a) * c) / math.sqrt(a)
+            + math.sqrt((1 - after) * (1 - a)) * c
+        )
+    assert residual < 1e-10 and slope == pytest.approx(gain, rel=1e-9)
+    assert intercept + slope * math.sqrt(bars[times[0]]) * mean == pytest.approx(mean, abs=1e-12)
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
@@ -632,6 +701,27 @@ def test_denoiser_sizes_are_refused_by_name_not_truncated_or_divided_by():
     for ratio in (-1.0, 0, math.nan):
         with pytest.raises(ValueError, match=r"^mlp_ratio must be a finite number > 0"):
             CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, mlp_ratio=ratio)
+
+
+def test_denoiser_sizes_take_numpy_integers_and_integer_arrays_as_python_ints():
+    """``latent_shape`` and ``depth`` holding numpy integers, or given as a 1-D integer array,
+    were refused as not integers once ``_ints`` checked them; they are plain ints in the config
+    (which JSON writes)."""
+    for kind in (ConvDenoiser, CuboidDenoiser):
+        sizes = dict(dim=8, num_heads=2) if kind is CuboidDenoiser else {}
+        for shape in ((np.int64(2), np.int32(8), 8), np.array([2, 8, 8]), torch.tensor([2, 8, 8])):
+            model = kind(T_IN, T_OUT, shape, **sizes)
+            assert model.latent_shape == (2, 8, 8)
+            assert {type(size) for size in model.latent_shape} == {int}
+        with pytest.raises(TypeError, match=r"^latent_shape must hold integers, got array"):
+            kind(T_IN, T_OUT, np.array([2.0, 8.0, 8.0]), **sizes)
+        with pytest.raises(ValueError, match=r"^latent_shape must be a sequence of 3 integers"):
+            kind(T_IN, T_OUT, np.array([2, 8]), **sizes)
+    model = CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, depth=np.array([1, 2]))
+    assert (len(model.encoder), len(model.middle)) == (1, 2)
+    assert json.loads(json.dumps(model.config))["depth"] == [1, 2]
+    with pytest.raises(TypeError, match=r"^depth must hold integers, got \("):
+        CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, depth=(np.True_, 1))
 
 
 # --------------------------------------------------------------------------------- training

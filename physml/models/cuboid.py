@@ -34,9 +34,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from pdes.checks import positive
+
+from .._checks import integer
 
 __all__ = [
     "PADDINGS",
@@ -70,21 +75,23 @@ NO_SHIFT: Size3 = (0, 0, 0)
 
 
 def _ints(name: str, value: object, minimum: int, axes: tuple[str, ...]) -> tuple[int, ...]:
-    """``value`` as one integer ``>= minimum`` per axis of ``axes`` (e.g. ``("H", "W")``)."""
+    """``value`` as one Python integer ``>= minimum`` per axis of ``axes`` (e.g. ``("H",
+    "W")``): a sequence of Python, numpy or 0-d torch integers, or a 1-D integer array."""
+    items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
     if (
-        isinstance(value, (str, bytes))
-        or not isinstance(value, Sequence)
-        or len(value) != len(axes)
+        isinstance(items, (str, bytes))
+        or not isinstance(items, Sequence)
+        or len(items) != len(axes)
     ):
         raise ValueError(
             f"{name} must be a sequence of {len(axes)} integers ({', '.join(axes)}), got {value!r}"
         )
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must hold integers, got {value!r}")
-        if item < minimum:
-            raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
-    return tuple(value)
+    numbers = tuple(integer(item) for item in items)
+    if None in numbers:
+        raise TypeError(f"{name} must hold integers, got {value!r}")
+    if min(numbers) < minimum:
+        raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
+    return numbers
 
 
 def _int_triple(name: str, value: object, minimum: int) -> Size3:
@@ -881,13 +888,7 @@ class FeedForward(nn.Module):
     ) -> None:
         super().__init__()
         _kernel("spatial_kernel", spatial_kernel)
-        if (
-            isinstance(ratio, bool)
-            or not isinstance(ratio, (int, float))
-            or not 0 < ratio < math.inf
-        ):
-            raise ValueError(f"mlp_ratio must be a finite number > 0, got {ratio!r}")
-        hidden = max(1, int(round(dim * ratio)))
+        hidden = max(1, int(round(dim * positive("mlp_ratio", ratio))))
         self.spatial_kernel = spatial_kernel
         self.net = nn.Sequential(
             nn.LayerNorm(dim),

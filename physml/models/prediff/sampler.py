@@ -1,7 +1,7 @@
 """The DDIM sampling loop of PreDiff, with the sampler seam's guidance hook.
 
-From ``z ~ N(0, I)`` each reverse step at timestep ``t`` (diffusers' DDIM timesteps, spaced
-"leading" or "trailing": :mod:`~physml.models.prediff.schedule`)
+From ``z ~ N(0, I)`` each reverse step at timestep ``t`` (spaced "leading" or "trailing":
+:meth:`~physml.models.prediff.schedule.NoiseSchedule.sampling_timesteps`)
 
 1. predicts the noise ``ε̂ = ε_θ(z_t, t)``;
 2. if a ``guidance`` is given, calls ``g = guidance(z_t, step)`` with ``step`` a
@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ...constraints import ReverseStep
-from .schedule import NoiseSchedule, check_spacing
+from .schedule import NoiseSchedule
 
 Predict = Callable[[torch.Tensor, int], torch.Tensor]
 Guidance = Callable[[torch.Tensor, ReverseStep], torch.Tensor]
@@ -64,11 +64,16 @@ def ddim_sample(
     it returns ``g`` shaped like ``z_t``. ``decode`` (latents → frames, differentiable) is handed
     to the guide as ``ReverseStep.decode``. ``generator`` draws the starting ``z`` and every
     step's noise, in ``dtype`` (torch's default if None). ``spacing``: ``"leading"`` or
-    ``"trailing"`` timesteps (:meth:`NoiseSchedule.sampling`).
+    ``"trailing"`` timesteps (:meth:`NoiseSchedule.sampling_timesteps`).
     """
     eta = check_eta(eta)
-    timesteps = schedule.sampling(steps, check_spacing(spacing)).timesteps.tolist()
+    timesteps = schedule.sampling_timesteps(steps, spacing)
     alpha_bars = schedule.alphas_cumprod().double().tolist()
+    if not all(0 <= timestep < len(alpha_bars) for timestep in timesteps):
+        raise ValueError(
+            f"the {steps} {spacing} timesteps must lie in [0, {len(alpha_bars)}) (a negative one "
+            f"would read ᾱ from the end), got {timesteps}"
+        )
     z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     for index, timestep in enumerate(timesteps):
         alpha_bar = alpha_bars[timestep]

@@ -1,10 +1,11 @@
 """The noise schedule of PreDiff's latent diffusion, kept by diffusers' schedulers.
 
 Training adds noise with a ``DDPMScheduler`` (``z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε``, ``t`` uniform in
-``[0, T)``); sampling steps back through the timesteps of a ``DDIMScheduler`` built on the same
-ᾱ (the step itself is :func:`~physml.models.prediff.sampler.ddim_sample`'s). The defaults are the
-CPU plan's: cosine schedule (``"squaredcos_cap_v2"``), ``T = 1000``, ε-prediction, no clipping of
-the estimated clean latent (latents are not bounded). ``N`` DDIM steps are spaced
+``[0, T)``); sampling steps back through the timesteps :meth:`NoiseSchedule.sampling_timesteps`
+lists on the same ᾱ (the step itself is :func:`~physml.models.prediff.sampler.ddim_sample`'s).
+The defaults are the CPU plan's: cosine schedule (``"squaredcos_cap_v2"``), ``T = 1000``,
+ε-prediction, no clipping of the estimated clean latent (latents are not bounded). ``N`` DDIM
+steps are spaced
 
 * ``"leading"`` (the default): ``t = (N − 1)⌊T/N⌋, …, ⌊T/N⌋, 0``. The sampler starts from
   ``N(0, I)`` as if it were ``z`` at the first of these, where ᾱ is not 0 (6e-3 for ``N = 20``,
@@ -12,7 +13,10 @@ the estimated clean latent (latents are not bounded). ``N`` DDIM steps are space
   start, which biases few-step samples toward 0 (an exact noise estimate for data of mean 1.5
   gives means 1.20, 1.32, 1.45 for ``N = 2, 5, 20``). ``N = 1`` is refused (its one step is at
   ``t = 0`` and hands back the starting noise).
-* ``"trailing"``: ``t = T − 1, T − 1 − T/N, …, T/N − 1`` (rounded), starting where ᾱ is 2e-9, so
+* ``"trailing"``: ``t = round(T − kT/N) − 1`` for ``k = 0 … N − 1``, i.e. ``T − 1, …,
+  T/N − 1`` (ties to even; diffusers' own list, summed in floating point, gives ``N + 1``
+  timesteps ending at −1 for some ``N``, e.g. 61, and one less at some ties, e.g. 936 for
+  937.5 with ``N = 48``), starting where ᾱ is 2e-9, so
   ``N(0, I)`` is the right start and an exact noise estimate gives unbiased samples for any
   ``N``. But the first step turns an error δ of the noise estimate into an error of about
   ``δ √(ᾱ_{t'}/ᾱ_{T−1})`` of ``z_{t'}`` (1.6e3 δ for ``N = 20``, 6e3 δ for ``N = 5``), and a
@@ -75,23 +79,13 @@ class NoiseSchedule:
         return _ddpm(self.timesteps, self.beta_schedule)
 
     def sampling(self, steps: int, spacing: str = "leading"):
-        """A diffusers ``DDIMScheduler`` on the same ᾱ, set to ``steps`` reverse steps at the
-        timesteps of ``spacing`` (see the module docstring). Its own ``step`` goes to
-        ``t − ⌊T/N⌋``, off the trailing timesteps when ``N`` does not divide ``T``, in float32:
+        """A diffusers ``DDIMScheduler`` on the same ᾱ, its ``timesteps`` set to
+        :meth:`sampling_timesteps`. Its own ``step`` goes to ``t − ⌊T/N⌋``, off the trailing
+        timesteps when ``N`` does not divide ``T``, in float32:
         :func:`~physml.models.prediff.sampler.ddim_sample` steps to the next listed timestep."""
         from diffusers import DDIMScheduler
 
-        positive_int("steps", steps)
-        check_spacing(spacing)
-        if steps > self.timesteps:
-            raise ValueError(
-                f"steps must be <= the {self.timesteps} training timesteps, got {steps}"
-            )
-        if steps == 1 and spacing == "leading":
-            raise ValueError(
-                "steps must be >= 2 with spacing='leading' (one leading step is at t = 0 and "
-                "returns the starting noise), got 1; or use spacing='trailing'"
-            )
+        timesteps = self.sampling_timesteps(steps, spacing)
         scheduler = DDIMScheduler(
             num_train_timesteps=self.timesteps,
             beta_schedule=self.beta_schedule,
@@ -102,7 +96,28 @@ class NoiseSchedule:
             steps_offset=0,
         )
         scheduler.set_timesteps(steps)
+        scheduler.timesteps = torch.tensor(timesteps)
         return scheduler
+
+    def sampling_timesteps(self, steps: int, spacing: str = "leading") -> list[int]:
+        """The timesteps of ``steps = N`` reverse steps spaced ``spacing``, first to last (see
+        the module docstring): leading ``k⌊T/N⌋`` for ``k = N − 1 … 0``, trailing
+        ``round(T − kT/N) − 1`` for ``k = 0 … N − 1``."""
+        steps = positive_int("steps", steps)
+        check_spacing(spacing)
+        if steps > self.timesteps:
+            raise ValueError(
+                f"steps must be <= the {self.timesteps} training timesteps, got {steps}"
+            )
+        if steps == 1 and spacing == "leading":
+            raise ValueError(
+                "steps must be >= 2 with spacing='leading' (one leading step is at t = 0 and "
+                "returns the starting noise), got 1; or use spacing='trailing'"
+            )
+        total = self.timesteps
+        if spacing == "leading":
+            return [k * (total // steps) for k in reversed(range(steps))]
+        return [round(total - k * total / steps) - 1 for k in range(steps)]
 
     def alphas_cumprod(self) -> torch.Tensor:
         """ᾱ_t for ``t = 0 … T − 1`` ``(T,)`` float32, diffusers' values."""
