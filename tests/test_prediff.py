@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from physml import Ensemble, constrain
 from physml.constraints import Constraint, ReverseStep, Sampler
 from physml.data.nbody import nbody_digits
+from physml.models.cuboid import CuboidSelfAttention
 from physml.models.prediff import (
     ConvDenoiser,
     CuboidDenoiser,
@@ -722,6 +723,20 @@ def test_denoiser_sizes_take_numpy_integers_and_integer_arrays_as_python_ints():
     assert json.loads(json.dumps(model.config))["depth"] == [1, 2]
     with pytest.raises(TypeError, match=r"^depth must hold integers, got \("):
         CuboidDenoiser(T_IN, T_OUT, LATENT, dim=8, num_heads=2, depth=(np.True_, 1))
+
+
+def test_attention_sizes_take_numpy_integers_as_python_ints():
+    """``num_heads`` and ``dim`` as numpy integers passed the denoiser's own check, then were
+    refused inside the attention blocks as "not a positive integer"."""
+    model = CuboidDenoiser(T_IN, T_OUT, LATENT, dim=np.int64(8), num_heads=np.int64(2))
+    blocks = [m for m in model.modules() if hasattr(m, "head_dim")]
+    assert blocks and all(block.head_dim * 2 == block.dim for block in blocks)
+    assert {(type(block.dim), block.num_heads, type(block.num_heads)) for block in blocks} == {
+        (int, 2, int)
+    }
+    for heads in (np.int64(0), 2.0, np.True_):
+        with pytest.raises(ValueError, match=r"num_heads must be a positive integer"):
+            CuboidSelfAttention(8, heads, (1, 2, 2))
 
 
 # --------------------------------------------------------------------------------- training

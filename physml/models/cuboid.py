@@ -128,9 +128,11 @@ def _padding(value: object) -> str:
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` as a Python int if it is a Python or numpy integer >= 1, else a ``ValueError``."""
+    number = integer(value)
+    if number is None or number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return number
 
 
 def _sequence_tensor(name: str, value: object, dim: int, layout: str) -> torch.Tensor:
@@ -498,8 +500,8 @@ class _CachedMasks:
 
 
 def _heads(dim: int, num_heads: int) -> int:
-    _positive_int("dim", dim)
-    _positive_int("num_heads", num_heads)
+    dim = _positive_int("dim", dim)
+    num_heads = _positive_int("num_heads", num_heads)
     if dim % num_heads:
         raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, heads={num_heads}")
     return dim // num_heads
@@ -536,7 +538,7 @@ class CuboidSelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.head_dim = _heads(dim, num_heads)
-        self.dim, self.num_heads = dim, num_heads
+        self.dim, self.num_heads = int(dim), int(num_heads)
         self.periodic = (False, _flag("periodic_hw", periodic_hw), periodic_hw)
         self.cuboid_size = _int_triple("cuboid_size", cuboid_size, 1)
         self.strategy = _strategy(strategy)
@@ -695,7 +697,7 @@ class CuboidCrossAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.head_dim = _heads(dim, num_heads)
-        self.dim, self.num_heads = dim, num_heads
+        self.dim, self.num_heads = int(dim), int(num_heads)
         self.periodic = (False, _flag("periodic_hw", periodic_hw), periodic_hw)
         self.cuboid_hw = _int_pair("cuboid_hw", cuboid_hw, 1)
         size = (1, *self.cuboid_hw)
