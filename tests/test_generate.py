@@ -23,6 +23,7 @@ from physml._checks import integer
 from physml.data import (
     DatasetFileError,
     MultiStepDataset,
+    ShardError,
     SingleStepDataset,
     generate_dataset,
     load,
@@ -743,6 +744,29 @@ def test_a_shard_stopped_before_the_index_is_finished_by_running_it_again(tmp_pa
     shard = make(out, n=6, seed=4, shard=1, num_shards=2, on_chunk=lambda *a: solved.append(a))
     assert shard == tmp_path / "sharded.shard-001-of-002.h5" and solved == []
     assert torch.equal(load(out).u, whole)
+
+
+def test_shards_of_another_seed_get_no_index_neither_at_the_end_nor_when_run_again(tmp_path):
+    out = tmp_path / "sharded.h5"
+    make(out, n=4, seed=5, shard=0, num_shards=2)
+    refusal = r"index .*sharded\.h5' not written: shards disagree: .*: seed 0 vs 5; "
+    for _ in range(2):  # the run that writes shard 1, then the rerun that would repair the index
+        with pytest.raises(ShardError, match=refusal):
+            make(out, n=4, seed=0, shard=1, num_shards=2)
+        assert not out.exists()
+    assert generate_module.missing_shards(out, 2) == []
+    make(out, n=4, seed=5, shard=1, num_shards=2, overwrite=True)
+    assert load(out).sample_seed.tolist() == [sample_seed(5, i) for i in range(4)]
+
+
+def test_a_shard_generated_again_with_other_settings_gets_no_index(tmp_path):
+    out = tmp_path / "sharded.h5"
+    for shard in range(2):
+        make(out, n=4, shard=shard, num_shards=2)
+    out.unlink()
+    with pytest.raises(ShardError, match=r"not written: shards disagree: .*: nx 9 vs 17; "):
+        make(out, n=4, shard=0, num_shards=2, nx=17, overwrite=True)
+    assert not out.exists()
 
 
 def test_a_finished_shard_run_again_waits_for_the_others(tmp_path):

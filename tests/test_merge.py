@@ -165,8 +165,9 @@ def test_inconsistent_shards_are_refused_by_merge_index_and_merged_file(
 ):
     index, shards = sharded
     merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
-    make(index, shard=1, overwrite=True, **regenerate)  # shard 1 made again, differently
     named = f"'{shards[1]}' vs '{shards[0]}'"
+    with pytest.raises(ShardError, match=f"not written: shards disagree: {named}: .*{match}"):
+        make(index, shard=1, overwrite=True, **regenerate)  # shard 1 made again, differently
     with pytest.raises(ShardError, match=f"shards disagree, {named}: .*{match}"):
         merge_shards(shards, tmp_path / "data" / "again.h5")
     assert not (tmp_path / "data" / "again.h5").exists()
@@ -179,8 +180,10 @@ def test_inconsistent_shards_are_refused_by_merge_index_and_merged_file(
 def test_merged_file_refuses_shards_remade_alike_with_other_settings(tmp_path, sharded):
     index, shards = sharded
     merged = merge_shards(shards, tmp_path / "data" / "merged.h5")
-    for shard in range(SHARDS):
-        make(index, shard=shard, seed=6, overwrite=True)
+    for shard in range(SHARDS - 1):  # the shards not remade yet disagree: no index till the last
+        with pytest.raises(ShardError, match="not written: shards disagree: .*: seed 5 vs 6; "):
+            make(index, shard=shard, seed=6, overwrite=True)
+    make(index, shard=SHARDS - 1, seed=6, overwrite=True)
     assert load(index).attrs["seed"] == 6  # consistent among themselves
     with pytest.raises(ShardError, match="changed since the merge.*: seed 6 vs 5"):
         load(merged)
@@ -562,7 +565,8 @@ def test_a_physml_copy_keeps_fields_of_any_shape_and_the_seeds_and_merges_again(
         assert main(["convert", str(copy), str(tmp_path / f"{writer}.h5"), "--to", writer]) == 2
         assert (
             "data.fields['total']: expected the shape of u (11, 4, 9), got (11, 4) "
-            f"(write_{writer} keeps fields on the grid of u" in capsys.readouterr().err
+            f"(write_{writer} keeps fields on the grid of u; a physml file (--to physml / "
+            "write_physml) takes any shape)\n" in capsys.readouterr().err
         )
 
 
@@ -602,7 +606,8 @@ def test_differing_settings_are_named_key_by_key_not_cut_to_one_look(tmp_path, s
     _set_attribute(shards[1:2], "settings", f'{{"grid": "{long}", "note": 2, "nt": 4, "nx": 9}}')
     with pytest.raises(ShardError, match=r": settings\.note 2 vs 1$"):
         check_shards(shards[:2])
-    make(tmp_path / "data" / "ds.h5", shard=1, nx=11, overwrite=True)
+    with pytest.raises(ShardError, match="not written: shards disagree: "):
+        make(tmp_path / "data" / "ds.h5", shard=1, nx=11, overwrite=True)
     with pytest.raises(ShardError, match=r"'[^']*': nx 11 vs 9; u per-sample") as error:
         check_shards([shards[2], shards[1]])  # settings.nx is the attribute nx: said once
     assert "settings" not in str(error.value).split(".h5': ")[-1]

@@ -18,7 +18,9 @@ array per PDE parameter under ``params/``, further output fields under ``fields/
 solver, its settings, the package version and the seed.
 
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
-writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`). A
+writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`), once
+they are checked to form one dataset (:func:`physml.data.check_shards`; shards of another seed or
+other settings are a :class:`~physml.data.ShardError` and no index). A
 shard run stopped after its file was renamed into place but before the index was written is
 finished by running the same command again: it finds the shard file holding the dataset asked for
 and writes the index if every shard is in (else leaves it to the shards still running);
@@ -391,10 +393,26 @@ def missing_shards(out: Path, num_shards: int) -> list[int]:
 
 
 def _write_index(out: Path, num_shards: int) -> bool:
-    """Write the index naming every shard once they all exist; return whether it was written."""
+    """Write the index naming every shard once they all exist; return whether it was written.
+
+    The shards are first checked to form one dataset, as :func:`physml.data.load` checks them
+    (:func:`physml.data.check_shards`): shards of another seed or other settings are a
+    :class:`~physml.data.ShardError` and no index, the shard files kept."""
+    from .datasets import DatasetFileError
+    from .merge import ShardError, check_shards
+
     if missing_shards(out, num_shards):
         return False
     paths = [shard_path(out, i, num_shards) for i in range(num_shards)]
+    try:
+        check_shards(paths)
+    except DatasetFileError as error:
+        reason = str(error).removeprefix("shards disagree, ")
+        raise ShardError(
+            f"index {str(out)!r} not written: shards disagree: {reason}; the shard files are "
+            "kept: generate those that differ again with the same settings (pass overwrite=True "
+            "/ --overwrite), and the last to finish writes the index"
+        ) from None
     with atomic_path(out, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
             f.attrs["format"] = INDEX_FORMAT
@@ -422,7 +440,9 @@ def generate_dataset(
         pde: a recipe name from :func:`pdes.problems.registry` (``heat``, ``burgers``, ...).
         out: the dataset file (with shards, the index file; shards are written beside it). A
             shard file already holding this request is kept, and the missing index written if
-            every shard is in (:func:`missing_shards` says which are not).
+            every shard is in (:func:`missing_shards` says which are not). Shards that do not
+            form one dataset (another seed, other settings) are a
+            :class:`~physml.data.ShardError` naming the difference, and no index is written.
         n: samples in the whole dataset (all shards together).
         seed: the dataset seed; sample ``i`` uses :func:`sample_seed` ``(seed, i)``.
         shard, num_shards: which contiguous block of samples this call makes.

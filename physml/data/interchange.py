@@ -719,7 +719,8 @@ def _fields_like_u(arrays: dict, writer: str) -> None:
         if value.shape != u.shape:
             raise ValueError(
                 f"data.fields[{name!r}]: expected the shape of u {u.shape}, got {value.shape} "
-                f"({writer} keeps fields on the grid of u; write_physml takes any shape)"
+                f"({writer} keeps fields on the grid of u; a physml file (--to physml / "
+                "write_physml) takes any shape)"
             )
 
 
