@@ -164,25 +164,30 @@ def _index_note(args: argparse.Namespace) -> str:
 
 def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
     from physml.data.generate import shard_path
+    from physml.data.merge import IndexNotWritten
 
     finished = shard_path(Path(args.out), args.shard, args.num_shards)
     kept = finished.exists() and not args.overwrite  # refused unless it holds this request
     started = time.perf_counter()
-    path = generate_dataset(
-        args.pde,
-        args.out,
-        n=args.n,
-        seed=args.seed,
-        shard=args.shard,
-        num_shards=args.num_shards,
-        chunk=args.chunk,
-        overwrite=args.overwrite,
-        device=args.device,
-        progress=_progress_wanted(args),
-        **options,
-    )
+    try:
+        path = generate_dataset(
+            args.pde,
+            args.out,
+            n=args.n,
+            seed=args.seed,
+            shard=args.shard,
+            num_shards=args.num_shards,
+            chunk=args.chunk,
+            overwrite=args.overwrite,
+            device=args.device,
+            progress=_progress_wanted(args),
+            **options,
+        )
+        note = _index_note(args)
+    except IndexNotWritten as error:  # this shard is written; the others disagree with it
+        path, note = finished, f"; {error}"
     done = f"{path} was already written" if kept else f"wrote {path}"
-    print(f"{done} ({time.perf_counter() - started:.1f} s){_index_note(args)}")
+    print(f"{done} ({time.perf_counter() - started:.1f} s){note}")
     return 0
 
 

@@ -20,7 +20,8 @@ solver, its settings, the package version and the seed.
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
 writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`), once
 they are checked to form one dataset (:func:`physml.data.check_shards`; shards of another seed or
-other settings are a :class:`~physml.data.ShardError` and no index). A
+other settings get no index: the run raises :class:`~physml.data.merge.IndexNotWritten`, a
+:class:`~physml.data.ShardError`, after writing its own shard file). A
 shard run stopped after its file was renamed into place but before the index was written is
 finished by running the same command again: it finds the shard file holding the dataset asked for
 and writes the index if every shard is in (else leaves it to the shards still running);
@@ -397,9 +398,9 @@ def _write_index(out: Path, num_shards: int) -> bool:
 
     The shards are first checked to form one dataset, as :func:`physml.data.load` checks them
     (:func:`physml.data.check_shards`): shards of another seed or other settings are a
-    :class:`~physml.data.ShardError` and no index, the shard files kept."""
+    :class:`~physml.data.merge.IndexNotWritten` and no index, the shard files kept."""
     from .datasets import DatasetFileError
-    from .merge import ShardError, check_shards
+    from .merge import IndexNotWritten, check_shards
 
     if missing_shards(out, num_shards):
         return False
@@ -408,7 +409,7 @@ def _write_index(out: Path, num_shards: int) -> bool:
         check_shards(paths)
     except DatasetFileError as error:
         reason = str(error).removeprefix("shards disagree, ")
-        raise ShardError(
+        raise IndexNotWritten(
             f"index {str(out)!r} not written: shards disagree: {reason}; the shard files are "
             "kept: generate those that differ again with the same settings (pass overwrite=True "
             "/ --overwrite), and the last to finish writes the index"
@@ -442,7 +443,8 @@ def generate_dataset(
             shard file already holding this request is kept, and the missing index written if
             every shard is in (:func:`missing_shards` says which are not). Shards that do not
             form one dataset (another seed, other settings) are a
-            :class:`~physml.data.ShardError` naming the difference, and no index is written.
+            :class:`~physml.data.merge.IndexNotWritten` naming the difference, raised after
+            this shard is written.
         n: samples in the whole dataset (all shards together).
         seed: the dataset seed; sample ``i`` uses :func:`sample_seed` ``(seed, i)``.
         shard, num_shards: which contiguous block of samples this call makes.

@@ -49,6 +49,11 @@ class ShardError(DatasetFileError):
     """Shard files that do not form one dataset, or a merged file whose shards changed."""
 
 
+class IndexNotWritten(ShardError):
+    """Every shard is in but they do not form one dataset: no index is written, the shard files
+    are kept (a shard run raises it after writing its own file)."""
+
+
 @dataclass
 class Shard:
     """One checked shard file: its global samples and what must agree with the other shards.
