@@ -767,11 +767,15 @@ def test_numpy_arrays_and_python_numbers_in_items_are_fingerprinted(tmp_path):
     from physml.training import fingerprint
 
     x, y = data().tensors
-    digest = hashlib.sha256()  # the hash of tensor items, as checkpoints have always held it
-    for i in (0, 6, 12, 17, 23):  # five samples evenly spread over the 24
-        digest.update(x[i].numpy().tobytes())
-        digest.update(y[i].numpy().tobytes())
-    assert fingerprint(data())["sample_hash"] == digest.hexdigest()
+    every, sampled = hashlib.sha256(), hashlib.sha256()  # the bytes of tensor items
+    for i in range(24):
+        every.update(x[i].numpy().tobytes() + y[i].numpy().tobytes())
+        if i in (0, 6, 12, 17, 23):  # five samples evenly spread, as older checkpoints hashed
+            sampled.update(x[i].numpy().tobytes() + y[i].numpy().tobytes())
+    printed = fingerprint(data())
+    assert printed["hashed"] == "every sample"
+    assert printed["sample_hash"] == every.hexdigest()
+    assert printed["sampled_hash"] == sampled.hexdigest()
     assert fingerprint(NumpyItems()) == fingerprint(data())
     numbers = TensorDataset(x, y[:, 0, 0].double())  # a float collates to float64
     assert fingerprint(NumpyItems(number=True)) == fingerprint(numbers)

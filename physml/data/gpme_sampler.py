@@ -172,6 +172,10 @@ class GPMEFunctions(Dataset):
     when asked for (nothing is stored), so a dataset as long as a whole run costs nothing.
     """
 
+    items_follow_attributes = True
+    """Its items are drawn from its attributes: a checkpoint's fingerprint hashes a few of them,
+    not the whole run's (:data:`physml.training.fingerprint.FOLLOW_ATTRIBUTES`)."""
+
     def __init__(self, sampler: GPMESampler, size: int, seed: int = 0) -> None:
         if not isinstance(sampler, GPMESampler):
             raise TypeError(f"sampler must be a GPMESampler, got {type(sampler).__name__}")

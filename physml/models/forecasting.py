@@ -196,7 +196,7 @@ def _save(
     run: _Run,
     batches: torch.Generator,
 ) -> None:
-    from ..training.trainer import tensors_only  # physml.training imports physml.models
+    from ..training.trainer import savable_state  # physml.training imports physml.models
 
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -208,7 +208,7 @@ def _save(
         "val_losses": torch.tensor(run.val_losses, dtype=torch.float64).reshape(-1, 2),
         "order": run.order,
         "position": run.position,
-        "model": tensors_only(model.state_dict()),
+        "model": savable_state(model.state_dict()),
         "optimizer": optimizer.state_dict(),
         "batch_rng": batches.get_state(),
         "torch_rng": torch.get_rng_state(),

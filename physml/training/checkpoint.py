@@ -70,17 +70,22 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str = "cpu") -> 
     return state
 
 
-def load_weights(model: torch.nn.Module, state: dict, directory: str | os.PathLike) -> None:
+def load_weights(
+    model: torch.nn.Module,
+    state: dict,
+    directory: str | os.PathLike,
+    described: str = "the model its config describes",
+) -> None:
     """``state["model"]`` into ``model``, or a :class:`CheckpointError` saying how the weights and
-    the model their checkpoint's config describes disagree (missing, unknown or reshaped keys)."""
+    the model (``described``: the one the checkpoint's config describes, or "this model" for a
+    model built without one) disagree (missing, unknown or reshaped keys)."""
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as error:
         first = str(error).strip().splitlines()
         detail = "; ".join(line.strip() for line in first[:4])
         raise CheckpointError(
-            f"checkpoint: the weights in {str(directory)!r} do not fit the model its config "
-            f"describes ({detail})"
+            f"checkpoint: the weights in {str(directory)!r} do not fit {described} ({detail})"
         ) from None
 
 
@@ -214,11 +219,19 @@ def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY
             f"; {remedy} or the same settings"
         )
     if config.get("schedule") == "cosine" and saved.get("steps") != config.get("steps"):
+        steps, old = config.get("steps"), saved.get("steps")
+        if remedy == REMEDY:
+            ways = (
+                f"afresh in another --out, or resume with --steps {old} (a run on the constant "
+                "schedule, --schedule constant, may be extended)"
+            )
+        else:
+            ways = (
+                f"afresh ({remedy}), or resume for the {old} steps the run began with (a run on "
+                "the constant schedule may be extended)"
+            )
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} holds step {state.get('step')} of a run on the cosine "
-            f"learning-rate schedule over {saved.get('steps')} steps; resuming it for "
-            f"{config.get('steps')} steps would not follow the schedule of a "
-            f"{config.get('steps')}-step run. Train the {config.get('steps')} steps afresh in "
-            f"another --out, or resume with --steps {saved.get('steps')} (a run on the constant "
-            "schedule, --schedule constant, may be extended)"
+            f"learning-rate schedule over {old} steps; resuming it for {steps} steps would not "
+            f"follow the schedule of a {steps}-step run. Train the {steps} steps {ways}"
         )

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
-SAMPLED = 5  # samples hashed: evenly spread, first and last included
+from ..errors import user_stacklevel
+from .generators import generators_kept
+
+HASHED = "every sample"
+"""How ``sample_hash`` is taken (the fingerprint's ``hashed``): the bytes of every item.
+Checkpoints without ``hashed`` hashed the bytes of :data:`SAMPLED` items only."""
+SAMPLED = 5  # what checkpoints before HASHED hashed: evenly spread samples, first and last included
+FOLLOW_ATTRIBUTES = f"{SAMPLED} evenly spread samples: the items follow the attributes"
+"""``hashed`` of a dataset that draws its items from its ``attributes`` when asked (one whose
+``items_follow_attributes`` is ``True``, as :class:`physml.data.GPMEFunctions`): the attributes
+tell other draws, and a few items another code version, without drawing a whole run's items."""
+RANDOM_ITEMS = "size, shapes and dtypes: the items differ from one read to the next"
+"""``hashed`` of a dataset whose items are drawn anew on each read (random augmentation)."""
+ROWS = 4096
+"""Rows of a ``TensorDataset`` hashed at once."""
 PROVENANCE = ("created", "merged_from")
 """File attributes that say when and how a file was packaged, not what it holds: the same data
 regenerated or merged again must resume the same run."""
@@ -31,45 +47,128 @@ def _tensors(item: object) -> list[torch.Tensor]:
     return []
 
 
-def fingerprint(dataset: Dataset) -> dict[str, object]:
-    """``{"samples", "shapes", "dtypes", "attributes", "sample_hash"}`` of a map-style dataset.
+def _bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """The bytes of ``tensor`` in C order, as a flat ``uint8`` tensor on the CPU."""
+    plain = tensor.detach().cpu().resolve_conj().resolve_neg()
+    return plain.contiguous().reshape(-1).view(torch.uint8)
 
-    ``attributes`` is the dataset's ``attributes`` dict when it has one (a file's description);
-    ``sample_hash`` hashes the bytes of a few samples, so the same file regenerated with another
-    seed or solver setting is told apart.
+
+def _hash_items(dataset: Dataset, indices: Iterable[int]) -> str | None:
+    """The sha256 of the bytes of the items at ``indices`` in turn; ``None`` when an item read
+    a second time differs."""
+    digest = hashlib.sha256()
+    for index in indices:
+        tensors, again = _tensors(dataset[index]), _tensors(dataset[index])
+        if len(tensors) != len(again):
+            return None
+        for tensor, other in zip(tensors, again, strict=True):
+            content = _bytes(tensor)
+            if (other.shape, other.dtype) != (tensor.shape, tensor.dtype) or not torch.equal(
+                content, _bytes(other)
+            ):
+                return None
+            digest.update(content.numpy())
+    return digest.hexdigest()
+
+
+def _hash_rows(tensors: Sequence[torch.Tensor]) -> str:
+    """What :func:`_hash_items` gives for a ``TensorDataset`` of ``tensors``, :data:`ROWS` rows
+    at a time."""
+    digest = hashlib.sha256()
+    count = len(tensors[0])
+    for start in range(0, count, ROWS):
+        rows = min(ROWS, count - start)
+        parts = [_bytes(tensor[start : start + rows]) for tensor in tensors]
+        digest.update(torch.cat([p.reshape(rows, len(p) // rows) for p in parts], 1).numpy())
+    return digest.hexdigest()
+
+
+def fingerprint(dataset: Dataset, name: str = "dataset") -> dict[str, object]:
+    """``{"samples", "shapes", "dtypes", "attributes", "hashed", "sample_hash", "sampled_hash"}``
+    of a map-style dataset.
+
+    ``attributes`` is the dataset's ``attributes`` mapping when it has one (a file's description);
+    ``sample_hash`` hashes every sample (``hashed``: :data:`HASHED`), so the same file regenerated
+    with another seed or solver setting, or one changed sample, is told apart; a dataset whose
+    ``items_follow_attributes`` is ``True`` has :data:`SAMPLED` samples hashed
+    (:data:`FOLLOW_ATTRIBUTES`). Each item is read twice: items that differ between the reads
+    (random augmentation) cannot be hashed, and ``sample_hash`` then hashes the size, shapes and
+    dtypes only (:data:`RANDOM_ITEMS`), with a warning naming ``name``. ``sampled_hash`` hashes
+    the :data:`SAMPLED` items that checkpoints written before ``hashed`` hashed, to check those
+    (``None`` for random items). The random generators are left as they were.
     """
     count = len(dataset)
     if count == 0:
         raise ValueError("dataset is empty: there is nothing to train on")
     picks = sorted({round(i * (count - 1) / max(SAMPLED - 1, 1)) for i in range(SAMPLED)})
-    digest = hashlib.sha256()
-    shapes, dtypes = None, None
-    for index in picks:
-        tensors = _tensors(dataset[index])
-        if shapes is None:
-            shapes = [list(t.shape) for t in tensors]
-            dtypes = [str(t.dtype) for t in tensors]
-        for tensor in tensors:
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    attributes = getattr(dataset, "attributes", None) or {}
+    with generators_kept():
+        first = _tensors(dataset[0])
+        sampled = _hash_items(dataset, picks)
+        if sampled is not None and getattr(dataset, "items_follow_attributes", False) is True:
+            hashed, sample_hash = FOLLOW_ATTRIBUTES, sampled
+        elif sampled is not None and type(dataset).__getitem__ is TensorDataset.__getitem__:
+            hashed, sample_hash = HASHED, _hash_rows(dataset.tensors)
+        else:
+            hashed = HASHED
+            sample_hash = None if sampled is None else _hash_items(dataset, range(count))
+    shapes, dtypes = [list(t.shape) for t in first], [str(t.dtype) for t in first]
+    if sample_hash is None:
+        warnings.warn(
+            f"{name}: its items differ from one read to the next (random augmentation?), so "
+            "the checkpoint's data check compares its size, shapes and dtypes only: resuming on "
+            "other data of the same shapes is not detected",
+            RuntimeWarning,
+            stacklevel=user_stacklevel(),
+        )
+        hashed = RANDOM_ITEMS
+        sample_hash = hashlib.sha256(json.dumps([count, shapes, dtypes]).encode()).hexdigest()
+    attributes = getattr(dataset, "attributes", None)
+    attributes = attributes if isinstance(attributes, Mapping) else {}
     attributes = {k: v for k, v in attributes.items() if k not in PROVENANCE}
     return {
         "samples": count,
         "shapes": shapes,
         "dtypes": dtypes,
         "attributes": json.loads(json.dumps(attributes, sort_keys=True, default=str)),
-        "sample_hash": digest.hexdigest(),
+        "hashed": hashed,
+        "sample_hash": sample_hash,
+        "sampled_hash": None if hashed == RANDOM_ITEMS else sampled,
     }
 
 
 def differences(saved: dict, current: dict) -> list[str]:
-    """Human-readable differences between two fingerprints (empty when they agree)."""
-    out = []
-    for key in ("samples", "shapes", "dtypes", "sample_hash"):
-        if saved.get(key) != current.get(key):
-            out.append(f"{key} {saved.get(key)!r} → {current.get(key)!r}")
-    old, new = saved.get("attributes", {}), current.get("attributes", {})
-    for key in sorted((set(old) | set(new)) - set(PROVENANCE)):  # older checkpoints kept them
+    """Human-readable differences between two fingerprints (empty when they agree): ``saved``
+    may be one from before ``hashed``, checked by the samples it hashed."""
+    out = [
+        f"{key} {saved.get(key)!r} → {current.get(key)!r}"
+        for key in ("samples", "shapes", "dtypes")
+        if saved.get(key) != current.get(key)
+    ]
+    out += _hash_differences(saved, current)
+    old, new = (
+        {k: v for k, v in printed.get("attributes", {}).items() if k not in PROVENANCE}
+        for printed in (saved, current)  # older checkpoints kept the provenance
+    )
+    if bool(old) != bool(new):
+        return [*out, f"attributes: {_described(old)} → {_described(new)}"]
+    for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             out.append(f"attribute {key!r} {old.get(key)!r} → {new.get(key)!r}")
     return out
+
+
+def _described(attributes: dict) -> str:
+    if not attributes:
+        return "none (a dataset without attributes, e.g. a Subset)"
+    return f"a file's description ({len(attributes)} entries)"
+
+
+def _hash_differences(saved: dict, current: dict) -> list[str]:
+    if "hashed" in saved:
+        key = "hashed" if saved["hashed"] != current.get("hashed") else "sample_hash"
+        new = current.get(key)
+    elif current.get("hashed") == RANDOM_ITEMS:
+        return []  # random items: the bytes an older checkpoint hashed cannot be compared
+    else:  # written before "hashed": the SAMPLED items hashed
+        key, new = "sample_hash", current.get("sampled_hash", current.get("sample_hash"))
+    return [] if saved.get(key) == new else [f"{key} {saved.get(key)!r} → {new!r}"]

@@ -334,7 +334,7 @@ def fit_ensemble(
     ensemble.standardise(inputs, targets)
     x = torch.as_tensor(inputs, dtype=torch.float32).detach().cpu()
     y = torch.as_tensor(targets, dtype=torch.float32).detach().cpu()
-    # every row's bytes: the Trainer's fingerprint hashes a few items only
+    # every row's bytes, as checkpoints from before the Trainer hashed every item recorded them
     digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()
     rows = MemberRows(x, y, ensemble.members, seed, attributes={"rows_sha256": digest})
     batch = min(batch_size, len(rows))

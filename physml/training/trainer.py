@@ -46,6 +46,7 @@ from .checkpoint import (
 )
 from .distributed import World, world
 from .fingerprint import fingerprint
+from .generators import host_states, set_host_states
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
 SCHEDULES = ("cosine", "constant")
@@ -59,6 +60,8 @@ INTEGER_SETTINGS = {
 }
 """The integer settings of :class:`TrainConfig` and their least values."""
 MAX_SEED = 2**62
+EXTRA_STATE = "_extra_state"
+"""The last part of the state-dict key of a module's ``get_extra_state()``."""
 LOCK = ".train.lock"
 """The lock file a run holds in its folder ``out`` while it trains."""
 
@@ -150,25 +153,28 @@ class TrainReport:
         return self.losses[-1]
 
 
-def plain_config(name: str, value: object) -> object:
+def plain_config(name: str, value: object, tensors: bool = False) -> object:
     """``value`` with numpy numbers made Python ones, or a ``TypeError`` naming where a value a
     checkpoint read with ``weights_only=True`` could not hold sits (numbers, strings, booleans,
-    ``None``, and lists, tuples and string-keyed dicts of them are kept)."""
+    ``None``, tensors where ``tensors``, and lists, tuples and string-keyed dicts of them are
+    kept)."""
+    if tensors and isinstance(value, torch.Tensor):
+        return value
     if isinstance(value, np.generic) and isinstance(value.item(), (bool, int, float, str)):
         return value.item()
     if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, (list, tuple)):
         kind = tuple if isinstance(value, tuple) else list
-        return kind(plain_config(f"{name}[{i}]", item) for i, item in enumerate(value))
+        return kind(plain_config(f"{name}[{i}]", item, tensors) for i, item in enumerate(value))
     if isinstance(value, dict):
         for key in value:
             if type(key) is not str:
                 raise TypeError(f"{name} must have string keys, got the key {key!r}")
-        return {key: plain_config(f"{name}[{key!r}]", item) for key, item in value.items()}
+        return {key: plain_config(f"{name}[{key!r}]", item, tensors) for key, item in value.items()}
     raise TypeError(
-        f"{name} must be a number, string, boolean, None, or a list or dict of them (what a "
-        f"checkpoint holds), got {value!r}"
+        f"{name} must be a {'tensor, ' if tensors else ''}number, string, boolean, None, or a "
+        f"list or dict of them (what a checkpoint holds), got {value!r}"
     )
 
 
@@ -369,8 +375,8 @@ class Trainer:
         modes: dict[nn.Module, bool],
     ) -> TrainReport:
         config = self.config
-        data_print = fingerprint(train)
-        checked_on = None if validation is None else fingerprint(validation)
+        data_print = fingerprint(train, "train")
+        checked_on = None if validation is None else fingerprint(validation, "validation")
         model = self.model.to(device)
         optimiser = torch.optim.Adam(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -557,9 +563,11 @@ class Trainer:
                 f"checkpoint: {str(self.out)!r} is at step {int(state['step'])}, beyond the "
                 f"{self.config.steps} steps asked for; {remedy} or more steps"
             )
-        load_weights(model, state, self.out)
+        described = "this model" if self.model_config is None else "the model its config describes"
+        load_weights(model, state, self.out, described)
         optimiser.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"].cpu())  # map_location may have moved it
+        set_host_states(state)
         device = next(model.parameters()).device
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
@@ -581,9 +589,10 @@ class Trainer:
                 self.out,
                 {
                     **on_cuda,
-                    "model": tensors_only(model.state_dict()),
+                    "model": savable_state(model.state_dict()),
                     "optimizer": optimiser.state_dict(),
                     "rng": torch.get_rng_state(),
+                    **host_states(),
                     "step": step,
                     "config": asdict(self.config),
                     "model_config": self.model_config,
@@ -631,10 +640,19 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def tensors_only(state: dict) -> dict:
-    """A state dict without non-tensor entries (neuralop stores its init arguments, functions
-    among them, under ``_metadata``; they would not load with ``weights_only=True``)."""
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+def savable_state(state: dict) -> dict:
+    """A model's state dict as a checkpoint holds it: its tensors and its modules' extra state
+    (``get_extra_state``), without other entries (neuralop stores its init arguments, functions
+    among them, under ``_metadata``; they would not load with ``weights_only=True``). Extra state
+    that such a load could not hold is a ``TypeError`` naming its key."""
+    kept = {}
+    for key, value in state.items():
+        if key.rpartition(".")[2] == EXTRA_STATE:
+            name = f"the model's extra state (get_extra_state) model.state_dict()[{key!r}]"
+            kept[key] = plain_config(name, value, tensors=True)
+        elif isinstance(value, torch.Tensor):
+            kept[key] = value
+    return kept
 
 
 def _no_sync(trained: nn.Module):

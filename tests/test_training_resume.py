@@ -1,0 +1,296 @@
+"""What a checkpoint keeps to resume on the same data only, bitwise: the hash of every sample (and
+the five samples older checkpoints hashed), numpy's and Python's random numbers, items drawn at
+random, a module's extra state, and refusals worded for the caller."""
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from test_training import CONFIG, Crash, crashing, data, model, mse
+from torch import nn
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from physml.training import CheckpointError, Trainer, fingerprint, load_checkpoint
+from physml.training.checkpoint import check_same_config, load_weights
+from physml.training.fingerprint import differences
+
+CONSTANT = dataclasses.replace(CONFIG, steps=4, schedule="constant")
+
+
+def relabelled(index: int) -> TensorDataset:
+    x, y = data().tensors
+    y = y.clone()
+    y[index] += 1.0
+    return TensorDataset(x, y)
+
+
+def test_a_run_resumed_on_data_with_any_one_sample_changed_is_refused(tmp_path):
+    Trainer(model(), mse, CONSTANT, tmp_path, quiet=True).fit(data())
+    longer = dataclasses.replace(CONSTANT, steps=8)
+    for index in (2, 13, 22):  # none of the five samples older checkpoints hashed
+        with pytest.raises(CheckpointError, match="other data.*sample_hash"):
+            Trainer(model(), mse, longer, tmp_path, quiet=True).fit(relabelled(index))
+    assert Trainer(model(), mse, longer, tmp_path, quiet=True).fit(data()).resumed_from == 4
+
+
+def test_a_checkpoint_from_before_every_sample_was_hashed_resumes_checked_by_its_five(tmp_path):
+    whole = Trainer(model(), mse, CONFIG, tmp_path / "whole", quiet=True).fit(data())
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    x, y = data().tensors
+    five = hashlib.sha256()
+    for i in (0, 6, 12, 17, 23):  # evenly spread over the 24, as those checkpoints chose them
+        five.update(x[i].numpy().tobytes() + y[i].numpy().tobytes())
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for key in ("numpy_rng", "python_rng"):
+        del state[key]
+    state["fingerprint"] = {
+        "samples": 24,
+        "shapes": [[1, 16], [1, 16]],
+        "dtypes": ["torch.float32", "torch.float32"],
+        "attributes": {},
+        "sample_hash": five.hexdigest(),
+    }
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="other data.*sample_hash"):
+        Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(relabelled(6))
+    resumed = Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
+    assert resumed.resumed_from == 4 and resumed.losses == whole.losses
+    assert load_checkpoint(tmp_path)["fingerprint"]["hashed"] == "every sample"
+
+
+class Augmented(Dataset):
+    """``data()`` with noise drawn from numpy's and Python's global generators on each read."""
+
+    def __init__(self) -> None:
+        self.pairs = data()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.pairs[i]
+        noise = np.random.standard_normal(x.shape).astype(np.float32)  # noqa: NPY002
+        return x + 0.01 * torch.from_numpy(noise) + 0.01 * random.random(), y
+
+
+def noisy_mse(net, batch):
+    """``mse`` plus a term drawn from numpy's and Python's global generators."""
+    draw = np.random.standard_normal() + random.random()  # noqa: NPY002
+    return mse(net, batch) * (1.0 + 0.01 * draw)
+
+
+@pytest.mark.parametrize("drawn_by", ["dataset", "loss"])
+def test_a_run_drawing_numpy_and_python_random_numbers_resumes_bitwise(tmp_path, drawn_by):
+    pairs, loss = (Augmented(), mse) if drawn_by == "dataset" else (data(), noisy_mse)
+
+    def run(out, crash, seed):
+        np.random.seed(seed)  # noqa: NPY002
+        random.seed(seed)
+        net = model()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "train: its items differ", RuntimeWarning)
+            trainer = Trainer(net, loss, CONFIG, out, quiet=True, after_step=crash)
+            return net, trainer.fit(pairs)
+
+    def crash_at_7(net, step):
+        if step == 7:
+            raise Crash
+
+    whole, report = run(tmp_path / "whole", None, 0)
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", crash_at_7, 0)
+    resumed, again = run(tmp_path / "cut", None, 99)  # a new process draws from other states
+    assert again.resumed_from == 4 and again.losses == report.losses
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+class Jittered(TensorDataset):
+    """Pairs with noise from torch's generator on each read."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().__getitem__(i)
+        return x + 0.01 * torch.randn_like(x), y
+
+
+def test_items_drawn_at_random_resume_with_a_warning_that_only_sizes_are_checked(tmp_path):
+    from physml.training.fingerprint import RANDOM_ITEMS
+
+    with pytest.raises(Crash), pytest.warns(RuntimeWarning, match="train: its items differ"):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(Jittered(*data().tensors))
+    with pytest.warns(RuntimeWarning, match="size, shapes and dtypes only") as caught:
+        report = Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(Jittered(*data().tensors))
+    assert report.resumed_from == 4 and len(caught) == 1
+    printed = load_checkpoint(tmp_path)["fingerprint"]
+    shapes, dtypes = [[1, 16], [1, 16]], ["torch.float32", "torch.float32"]
+    assert printed["hashed"] == RANDOM_ITEMS and printed["sampled_hash"] is None
+    assert (
+        printed["sample_hash"]
+        == hashlib.sha256(json.dumps([24, shapes, dtypes]).encode()).hexdigest()
+    )
+    longer = dataclasses.replace(CONFIG, steps=16)
+    with pytest.raises(CheckpointError, match="hashed 'size, shapes and dtypes: .*' → 'every"):
+        Trainer(model(), mse, longer, tmp_path, quiet=True).fit(data())
+
+
+def test_the_fingerprint_leaves_every_random_generator_as_it_was():
+    np.random.seed(3)  # noqa: NPY002
+    random.seed(3)
+    torch.manual_seed(3)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())  # noqa: NPY002
+    with pytest.warns(RuntimeWarning, match="dataset: its items differ"):
+        fingerprint(Augmented())
+    with pytest.warns(RuntimeWarning):
+        fingerprint(Jittered(*data().tensors))
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1])  # noqa: NPY002
+    assert random.getstate() == before[2]
+
+
+class Rows(Dataset):
+    """The items of a TensorDataset served one by one (no row-block hashing)."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[i] for t in self.tensors)
+
+
+def test_a_tensor_dataset_hashed_in_blocks_of_rows_hashes_every_item_in_turn(monkeypatch):
+    module = importlib.import_module("physml.training.fingerprint")  # not the function
+    monkeypatch.setattr(module, "ROWS", 5)  # 24 rows: four whole blocks and a part
+    x = torch.arange(24 * 3, dtype=torch.float64).reshape(24, 3)
+    labels, empty = torch.arange(24) % 4, torch.zeros(24, 0)
+    every = hashlib.sha256()
+    for i in range(24):
+        every.update(x[i].numpy().tobytes() + labels[i].numpy().tobytes())
+    printed = fingerprint(TensorDataset(x, labels, empty))
+    assert printed["sample_hash"] == every.hexdigest()
+    assert printed == fingerprint(Rows(x, labels, empty))
+    assert printed["shapes"] == [[3], [], [0]]
+
+
+class Drawn(Dataset):
+    """Items drawn from a seed on demand, its attributes saying which; counts its reads."""
+
+    items_follow_attributes = True
+    attributes = {"seed": 0}
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return 1000
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        self.reads += 1
+        return torch.randn(4, generator=torch.Generator().manual_seed(i))
+
+
+def test_a_dataset_drawing_its_items_from_its_attributes_has_five_of_them_hashed():
+    from physml.training.fingerprint import FOLLOW_ATTRIBUTES
+
+    drawn = Drawn()
+    printed = fingerprint(drawn)
+    five = hashlib.sha256()
+    for i in (0, 250, 500, 749, 999):
+        five.update(drawn[i].numpy().tobytes())
+    assert printed["hashed"] == FOLLOW_ATTRIBUTES
+    assert printed["sample_hash"] == printed["sampled_hash"] == five.hexdigest()
+    assert drawn.reads == 1 + 2 * 5 + 5
+
+
+class Noted(nn.Module):
+    """A model keeping a note in its extra state (``get_extra_state``)."""
+
+    def __init__(self, note: object = None) -> None:
+        super().__init__()
+        self.net = model()
+        self.note = {"steps": 0, "scale": torch.ones(2)} if note is None else note
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def get_extra_state(self) -> object:
+        return self.note
+
+    def set_extra_state(self, state: object) -> None:
+        self.note = state
+
+
+def test_a_models_extra_state_is_checkpointed_and_resumed(tmp_path):
+    def count(net, step):
+        net.note = {"steps": step, "scale": net.note["scale"] * 2}
+
+    with pytest.raises(Crash):
+        Trainer(Noted(), crashing(5), CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    resumed = Noted()
+    Trainer(resumed, mse, CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    assert resumed.note["steps"] == CONFIG.steps
+    assert torch.equal(resumed.note["scale"], torch.full((2,), 2.0**CONFIG.steps))
+
+
+def test_extra_state_a_checkpoint_cannot_hold_is_refused_when_saving(tmp_path):
+    with pytest.raises(TypeError, match=r"extra state .*\['_extra_state'\]\['how'\] must be"):
+        Trainer(Noted({"how": object()}), mse, CONFIG, tmp_path / "run", quiet=True).fit(data())
+    assert not (tmp_path / "run").exists()
+
+
+class Columns(TensorDataset):
+    """A dataset naming its columns in a list called ``attributes``."""
+
+    attributes = ["x", "y"]
+
+
+def test_a_dataset_whose_attributes_are_no_mapping_trains_without_them(tmp_path):
+    report = Trainer(model(), mse, CONSTANT, tmp_path, quiet=True).fit(Columns(*data().tensors))
+    assert len(report.losses) == CONSTANT.steps
+    assert load_checkpoint(tmp_path)["fingerprint"]["attributes"] == {}
+
+
+def test_a_subset_of_a_described_file_is_named_once_not_attribute_by_attribute():
+    class Described(TensorDataset):
+        attributes = {"pde": "heat", "seed": 0, "nx": 16}
+
+    whole = fingerprint(Described(*data().tensors))
+    part = fingerprint(Subset(Described(*data().tensors), range(24)))
+    assert differences(whole, part) == [
+        "attributes: a file's description (3 entries) → none (a dataset without attributes, "
+        "e.g. a Subset)"
+    ]
+
+
+def test_the_cosine_refusal_advises_a_python_caller_without_flags():
+    state = {"step": 4, "config": {"schedule": "cosine", "steps": 12}}
+    asked = {"schedule": "cosine", "steps": 20}
+    with pytest.raises(CheckpointError) as refused:
+        check_same_config(state, asked, "run", "pass another out= folder")
+    message = str(refused.value)
+    assert "--" not in message, message
+    assert "afresh (pass another out= folder), or resume for the 12 steps" in message
+    with pytest.raises(CheckpointError, match="in another --out, or resume with --steps 12"):
+        check_same_config(state, asked, "run")
+
+
+def test_weights_that_do_not_fit_a_model_given_without_config_name_no_config(tmp_path):
+    with contextlib.suppress(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    wider = nn.Sequential(nn.Conv1d(1, 16, 3, padding=1), nn.GELU(), nn.Conv1d(16, 1, 1))
+    with pytest.raises(CheckpointError) as refused:
+        Trainer(wider, mse, CONFIG, tmp_path, quiet=True).fit(data())
+    assert "do not fit this model (" in str(refused.value)
+    assert "config" not in str(refused.value)
+    with pytest.raises(CheckpointError, match="do not fit the model its config describes"):
+        load_weights(wider, load_checkpoint(tmp_path), tmp_path)
