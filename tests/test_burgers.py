@@ -318,7 +318,7 @@ def test_unstable_step_raises(grid, bc):
     u0 = 2.0 * (smooth(grid) if grid.periodic else pinned(grid))
     speed = 2.0 * (smooth(grid).abs().max().item() if grid.periodic else 1.0)
     limit = advective_step_limit(grid, speed, spectral=grid.periodic)
-    with pytest.raises(SolverError, match="limit"):
+    with pytest.raises(SolverError, match="limit"), pytest.warns(UserWarning, match="limit"):
         solve_burgers(u0, grid, 1e-3, [0.0, 0.5, 1.0], bc, max_step=10 * limit)
 
 
@@ -353,8 +353,40 @@ def test_growth_past_twice_the_maximum_principle_bound_is_refused(monkeypatch, b
         with pytest.raises(SolverError, match="exceeds twice the maximum-principle bound"):
             solve()
     else:
-        out = solve()
+        with pytest.warns(UserWarning, match=r"exceeds the maximum-principle bound .* by 99\.9%"):
+            out = solve()
         assert out.abs().max().item() == pytest.approx(factor * bound, rel=1e-12)
+
+
+def test_a_step_eight_times_the_advective_limit_warns_at_the_callers_line():
+    """``sin 2πx``, ν = 0.01, 64 points: the limit is ``2√2 / (2π · 21)`` = 0.0214; a step of
+    0.17 errs by 43% and overshoots the bound 1 by 13%. Both warn, naming this line."""
+    grid = Grid1D(64, 0.0, 1.0, periodic=True)
+    u0 = torch.sin(2 * math.pi * grid.coordinates())[None]
+    limit = 2 * math.sqrt(2) / (2 * math.pi * 21)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        solve_burgers(u0, grid, 1e-2, [0.0, 0.5], max_step=8 * limit)
+    messages = [str(w.message) for w in caught]
+    assert any(
+        re.search(r"max_step=0\.1715 exceeds the advective limit of about 0\.02144", m)
+        for m in messages
+    ), messages
+    assert any("exceeds the maximum-principle bound 1 by" in m for m in messages), messages
+    assert {w.filename for w in caught} == {__file__}
+
+
+@pytest.mark.parametrize("grid, bc", [(PERIODIC, "periodic"), (WALLED, Dirichlet(0.0, 0.0))])
+def test_the_default_step_and_one_within_the_limit_do_not_warn(grid, bc):
+    u0 = smooth(grid) if grid.periodic else pinned(grid)
+    speed = u0[:, 1:-1].abs().max().item() if not grid.periodic else u0.abs().max().item()
+    limit = advective_step_limit(grid, speed, spectral=grid.periodic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solve_burgers(u0, grid, 0.05, [0.0, 0.2], bc)
+        solve_burgers(u0, grid, 0.05, [0.0, 0.2], bc, max_step=limit)
+    with pytest.warns(UserWarning, match="exceeds the advective limit"):
+        solve_burgers(u0, grid, 0.05, [0.0, 0.2], bc, max_step=1.5 * limit)
 
 
 def test_bad_boundary_values():

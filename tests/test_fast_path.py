@@ -78,7 +78,7 @@ def test_bad_transform():
 def test_matrix_form_reports_an_unstable_step():
     grid = Grid1D(16, periodic=True)
     u0 = 2.0 + torch.sin(2 * torch.pi * grid.coordinates())[None]
-    with pytest.raises(SolverError, match="limit"):
+    with pytest.raises(SolverError, match="limit"), pytest.warns(UserWarning, match="limit"):
         solve_burgers(u0, grid, 1e-4, [0.0, 5.0], max_step=1.0, transform="matrix")
 
 

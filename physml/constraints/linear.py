@@ -10,10 +10,11 @@
 - Ensemble output: every member is moved with the ensemble covariance (``projection= "euclidean"``:
   projected on its own, HardC), the covariance built from the centred members ``A`` and never as an
   ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``, cost ``O(n·m·k)``. When the members
-  cannot span the rows (more rows than members − 1, or no spread along one; judged without the
-  noise) a small ``γ I`` (``jitter`` times the ensemble's mean variance; only at the points where
-  the members differ, so a point they all agree at, such as a wall an earlier boundary condition
-  set, stays) joins the covariance, so every member still meets every row (exactly if ``σ = 0``).
+  cannot span the rows (more rows than members − 1, or no spread along one, members equal to
+  round-off having none; judged without the noise) a small ``γ I`` (``jitter`` times the
+  ensemble's mean variance; only at the points where the members differ, so a point they all
+  agree at, such as a wall an earlier boundary condition set, stays) joins the covariance, so
+  every member still meets every row (exactly if ``σ = 0``).
   With ``σ = 0`` every member moves by the same gain ``K``: the members' mean and sample covariance
   are the Gaussian update's. With ``σ > 0`` the deterministic square-root form (ensemble
   square-root filter, no random numbers): the mean moves by ``K``, the centred members by ``K̃ = Σ
@@ -23,9 +24,12 @@
 ``G`` is ``(k, n)`` and acts on the trailing ``space`` axes of a field (``n`` their product: one
 axis for a 1-D grid, two for a 2-D one); every leading index (sample, time, channel, ...) is a
 slice with its own ``k`` rows, and ``b`` is ``(..., k)`` over those slices. ``channels`` restricts
-the rows to some channels (the axis before ``space``). Everything is solved in float64 and
-returned in the input's dtype and device; after an exact update (``σ = 0``) the residual is
-checked, so an ill-conditioned ``G`` raises instead of returning a field that misses the rows.
+the rows to some channels (the axis before ``space``). Everything is solved in float64 (a
+projection and a diagonal Gaussian's update by QR, never through ``G Gᵀ``, whose condition
+number is ``G``'s squared) and returned in the input's dtype and device; after an exact update
+(``σ = 0``, or a projection) the residual is checked, so an ill-conditioned ``G`` raises instead
+of returning a field that misses the rows, and a 16-bit result is checked once rounded (no
+overflow, the rows still met to its round-off).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
 
 F64 = torch.float64
+EPS = torch.finfo(F64).eps
 Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
 VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
@@ -55,6 +60,13 @@ UNSPANNED = 1e-12
 rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
 ~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""
+SPREAD_ROUND_OFF = 2
+"""Members whose centred values ``A = X − mean`` stay within this × ``m eps max|X|`` (``m``
+members, ``eps`` float64's) count as equal: summing ``m`` values rounds their mean by at most
+``(m − 1) eps/2 max|X|``, dividing and subtracting by ``eps/2 max|X|`` each, ``(m + 1)/2 eps
+max|X| <= m eps max|X|`` in all; 2 leaves a margin. Their ``A`` is that round-off, not a spread:
+left as it is, it would set the gain (a correction of the field's own size, not the row's
+miss)."""
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
@@ -75,7 +87,8 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     rank = int(torch.linalg.matrix_rank(G))
     if rank < G.shape[0]:
         raise ConstraintError(
-            f"G's {G.shape[0]} rows are linearly dependent (rank {rank}): drop the redundant ones"
+            f"G's {G.shape[0]} rows are linearly dependent (rank {rank}, condition number "
+            f"{torch.linalg.cond(G).item():.3g}): drop the redundant ones"
         )
     return G
 
@@ -99,12 +112,16 @@ def _check_target(b: object, k: int, name: str = "b") -> torch.Tensor:
 def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     L, info = torch.linalg.cholesky_ex(S)
     if (info > 0).any():
-        raise ConstraintError(
-            "G Σ Gᵀ + σ² I is not positive definite: the covariance is not positive semi-definite "
-            "along the constraint, or it is singular there while the noise σ is 0, or G is "
-            f"ill-conditioned (condition number {torch.linalg.cond(G).item():.3g})"
-        )
+        _not_definite(G)
     return L
+
+
+def _not_definite(G: torch.Tensor) -> None:
+    raise ConstraintError(
+        "G Σ Gᵀ + σ² I is not positive definite: the covariance is not positive semi-definite "
+        "along the constraint, or it is singular there while the noise σ is 0, or G is "
+        f"ill-conditioned (condition number {torch.linalg.cond(G).item():.3g})"
+    )
 
 
 class LinearConstraint(Constraint):
@@ -257,9 +274,16 @@ class LinearConstraint(Constraint):
     def _channel_index(self, like: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.channels, device=like.device)
 
-    def _unflat(self, new: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-        """Put the updated ``(..., n)`` values back into a field shaped and typed like ``field``."""
-        new = new.to(field.dtype)
+    def _unflat(
+        self, new: torch.Tensor, field: torch.Tensor, b: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Put the updated ``(..., n)`` values back into a field shaped and typed like ``field``
+        (a 16-bit ``field`` checked to hold them: :meth:`_check_rounded`; ``b``: the rows' target
+        after an exact update)."""
+        rounded = new.to(field.dtype)
+        if torch.finfo(field.dtype).bits < 32:
+            self._check_rounded(new, rounded, b)
+        new = rounded
         if self.channels is not None:
             flat = field.flatten(field.ndim - len(self.space))
             new = flat.index_copy(-2, self._channel_index(flat), new)
@@ -309,8 +333,9 @@ class LinearConstraint(Constraint):
             )
 
     def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` and the largest row sum
-        ``max_i Σ_j |G_ij|``, cached.
+        """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` (:func:`_projector`) and the
+        largest row sum ``max_i Σ_j |G_ij|``, cached; ``G`` checked again as at construction
+        (rows written since may be dependent).
 
         The cache follows ``G``'s storage, version counter (``load_state_dict`` copies in) and
         :func:`.base.fingerprint` (writes through ``G.data``).
@@ -318,9 +343,8 @@ class LinearConstraint(Constraint):
         rows = self._buffers["G"]
         key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
         if self.__dict__.get("_cache_key") != key:
-            G = rows.to(device)
-            projector = torch.cholesky_solve(G, _cholesky(G @ G.T, G)).T
-            self._cache = (G, projector, float(G.abs().sum(-1).max()))
+            G = _check_matrix(rows.to(device))
+            self._cache = (G, _projector(G)[0], float(G.abs().sum(-1).max()))
             self._cache_key = key
         return self._cache
 
@@ -354,19 +378,45 @@ class LinearConstraint(Constraint):
         G_free[:, touched] = G_U - coefficients @ R
         pinned = nodes[:, 0][(weights[:, 1:] == 0).all(-1)]
         G_free[:, pinned] = 0.0  # exactly: a point a row pins alone cannot move
-        gram = G_free @ G_free.T
-        L, info = torch.linalg.cholesky_ex(gram)
-        pivots = torch.diagonal(L).square()
-        if info > 0 or not bool((pivots > KEPT_RANK * G.square().sum(-1)).all()):
+        projector, pivots = _projector(G_free)
+        if not bool((pivots > KEPT_RANK * G.square().sum(-1)).all()):
             raise ConstraintError(
                 f"{type(self).__name__} cannot be met while keeping the boundary conditions "
                 f"applied before it ({', '.join(f'{c.kind} on axis {c.axis}' for c in kept)}): "
                 "a combination of G's rows constrains only values those conditions set; drop "
                 "that row or the condition"
             )
-        projector = torch.cholesky_solve(G_free, L).T
         self._kept_projector, self._kept_key = projector, key
         return projector
+
+    def _check_rounded(
+        self, u: torch.Tensor, rounded: torch.Tensor, b: torch.Tensor | None = None
+    ) -> None:
+        """The field ``u`` ``(..., n)`` float64 as returned, ``rounded`` to a 16-bit dtype: finite
+        there, and with the target ``b`` of an exact update, still meeting the rows to that
+        dtype's round-off (``eps`` of ``max|u| · max_i Σ_j |G_ij| + max|b|``; rounding each value
+        to nearest costs at most half of it, unless values fall below the smallest normal number,
+        where the dtype has no relative precision left)."""
+        info = torch.finfo(rounded.dtype)
+        largest = u.abs().max().item()
+        if not bool(torch.isfinite(rounded).all()):
+            raise ConstraintError(
+                f"the constrained field does not fit {rounded.dtype}: its largest value "
+                f"{largest:.3g} overflows to inf (the dtype's largest is {info.max:.3g}); compute "
+                "it in float32"
+            )
+        if b is None:
+            return
+        G, _, rowsum = self._matrices(u.device)
+        miss = (rounded.to(F64) @ G.T - b).abs().max().item()
+        scale = max(largest * rowsum + b.abs().max().item(), torch.finfo(F64).tiny)
+        if miss > info.eps * scale:
+            raise ConstraintError(
+                f"rounded to {rounded.dtype}, the constrained field misses G u = b by "
+                f"{miss / scale:.3g} of its scale, beyond the dtype's round-off {info.eps:.3g}: "
+                f"its values (largest {largest:.3g}) lose their precision below {info.tiny:.3g}, "
+                "its smallest normal number; compute it in float32 or rescale the field"
+            )
 
     def _check_update(
         self,
@@ -376,19 +426,21 @@ class LinearConstraint(Constraint):
         before: torch.Tensor,
         pivots: torch.Tensor | None = None,
         variances: tuple[torch.Tensor, torch.Tensor] | None = None,
+        euclidean: bool = False,
     ) -> None:
         """After an update, every check read at once (one synchronisation):
 
-        - exact update (``σ = 0``): ``|G u − b|`` at round-off, else the rows are ill-conditioned.
-          Round-off scales with the field before the update too (``u = before − correction``): a
-          row met at zero (``b = 0``, ``G u ≈ 0``) would otherwise be judged against nothing;
+        - exact update (``σ = 0``, or ``euclidean``: a projection, exact whatever the noise):
+          ``|G u − b|`` at round-off, else the rows are ill-conditioned. Round-off scales with the
+          field before the update too (``u = before − correction``): a row met at zero (``b =
+          0``, ``G u ≈ 0``) would otherwise be judged against nothing;
         - a Gaussian update: its ``pivots`` (``G Σ Gᵀ + σ²`` of one row, or the diagonal of a
           factorised one) positive, and ``variances = (constrained, prior)``: the constrained not
           below zero beyond round-off of the prior ones (a negative one means the input
           covariance was not positive semi-definite: conditioning a valid Gaussian only removes
           variance down to zero; ``O(n m)``, unlike ``check_psd``).
         """
-        exact = self.noise == 0
+        exact = self.noise == 0 or euclidean
         tensors = (u @ G.T - b, u, before.detach(), b) if exact else ()
         tensors += (() if pivots is None else (pivots,)) + (variances or ())
         if not tensors:
@@ -410,15 +462,19 @@ class LinearConstraint(Constraint):
                 raise ConstraintError(
                     f"the exact update left a relative residual {worst:.3g} (tolerance "
                     f"{RESIDUAL_TOLERANCE:g}): G is ill-conditioned (condition number "
-                    f"{condition:.3g}) or the covariance is singular along G"
+                    f"{condition:.3g})"
+                    + ("" if euclidean else " or the covariance is singular along G")
                 )
         if variances is not None:
             lowest, scale = lows[-2], max(-lows[-1], highs[-1], torch.finfo(F64).tiny)
             if lowest < -VARIANCE_ROUNDOFF * scale:
                 raise ConstraintError(
-                    f"cov is not positive semi-definite: the constrained variance would be "
-                    f"negative (minimum {lowest:.3g}, largest prior variance {scale:.3g}); "
-                    "check_psd=True finds the offending eigenvalue in the input"
+                    f"the constrained variance would be negative (minimum {lowest:.3g}, largest "
+                    f"prior variance {scale:.3g}): either cov is not positive semi-definite "
+                    "(check_psd=True finds the offending eigenvalue of a full cov) or it is "
+                    "singular or nearly so along G (rank-deficient), where conditioning on G "
+                    "amplifies its round-off; then add a small jitter to it, e.g. "
+                    "1e-12 * trace(cov) / n * I"
                 )
 
     # ------------------------------------------------------------------------------ measure
@@ -447,8 +503,8 @@ class LinearConstraint(Constraint):
             projector = self._keeping(kept, output.device)
         u = self._flat(output)
         new = u - (u @ G.T - b) @ projector.T
-        self._check_update(G, new.detach(), b, u)
-        return self._unflat(new, output)
+        self._check_update(G, new.detach(), b, u, euclidean=True)
+        return self._unflat(new, output, b)
 
     def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
         """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis."""
@@ -482,6 +538,8 @@ class LinearConstraint(Constraint):
         if G.shape[0] == 1:  # one row: S is a number per slice, no factorisation needed
             new_mean = mean - (K * (mismatch / S)).squeeze(-1)
             update = K / S.sqrt()
+        elif output.is_diagonal:
+            new_mean, update = _whitened_update(mean, base, G, mismatch, self.noise)
         else:
             L = _cholesky(S, G)
             new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
@@ -498,7 +556,8 @@ class LinearConstraint(Constraint):
         pivots = torch.diagonal(S, dim1=-2, dim2=-1)
         self._check_update(G, new_mean.detach(), b, mean, pivots, variances)
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype), diagonal_base)
-        return Gaussian(new_mean.to(dtype), covariance)
+        met = None if self.noise else b
+        return Gaussian(self._unflat(new_mean, output.mean, met), covariance)
 
     def apply_ensemble(self, output: Ensemble, state: torch.Tensor) -> Ensemble:
         """Move the members ``(member, ..., *space)`` with the ensemble covariance ``Σ``.
@@ -517,22 +576,23 @@ class LinearConstraint(Constraint):
         if self.projection == "euclidean":  # HardC: each member projected on its own
             projector = self._matrices(samples.device)[1]
             new = X - (X @ G.T - b) @ projector.T
-            self._check_update(G, new.detach(), b, X)
-            return Ensemble(self._unflat(new, samples))
+            self._check_update(G, new.detach(), b, X, euclidean=True)
+            return Ensemble(self._unflat(new, samples, b))
         members, k = X.shape[0], G.shape[0]
+        met = None if self.noise else b  # the target the members meet exactly
         if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
             new = _one_row_update(X, G[0], b, self.shrinkage, self.noise)
             if new is not None:
                 try:
                     self._check_update(G, new.detach(), b, X)
                     self._warn_if_collapsed(members, k)
-                    return Ensemble(self._unflat(new, samples))
+                    return Ensemble(self._unflat(new, samples, met))
                 except ConstraintError:
                     pass  # the members do not span the row well: add γ I below
         GX = X @ G.T  # (member, ..., k)
         # the centred members A, not X: members that agree closely on a total they all miss
         # would otherwise lose the update to cancellation (Σ_m GX_m is not 0 in floating point)
-        A = X - X.mean(0)
+        A = _centred(X)
         GA = A @ G.T
         members_last = GA.movedim(0, -2)  # (..., member, k)
         CG = (A.movedim(0, -1) @ members_last) / (members - 1)  # Σ Gᵀ = A (GA)ᵀ / (m − 1)
@@ -553,12 +613,12 @@ class LinearConstraint(Constraint):
             try:
                 self._check_update(G, new.detach(), b, X)
                 self._warn_if_collapsed(members, k)
-                return Ensemble(self._unflat(new, samples))
+                return Ensemble(self._unflat(new, samples, met))
             except ConstraintError:
                 pass  # the members do not span the rows well: add γ I below
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
-        varying = _jitter_support(X, G)
+        varying = _jitter_support(X, A, G)
         if varying is None:  # every point varies in every slice: γ I
             CG = CG + gamma[..., None, None] * G.T
             S = noisy + gamma[..., None, None] * (G @ G.T)
@@ -568,7 +628,50 @@ class LinearConstraint(Constraint):
         L = _cholesky(S, G)
         new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
         self._check_update(G, new.detach(), b, X)
-        return Ensemble(self._unflat(new, samples))
+        return Ensemble(self._unflat(new, samples, met))
+
+
+def _whitened_update(
+    mean: torch.Tensor, variance: torch.Tensor, G: torch.Tensor, mismatch: torch.Tensor, noise
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A diagonal Gaussian's update without ``S = G D Gᵀ + σ² I``, whose condition number is the
+    rows' squared: mean ``(..., n)``, variances ``D`` ``(..., n)``, ``mismatch = G mean − b``
+    ``(..., k, 1)``. With ``[D^½ Gᵀ; σ I] = Q R`` (``S = Rᵀ R``, ``Q_n`` the first ``n`` rows of
+    ``Q``): the new mean ``mean − D^½ Q_n R⁻ᵀ mismatch`` and the factor ``D^½ Q_n`` ``(..., n,
+    k)`` the covariance loses. A pivot ``R_ii²`` at or below ``(16 n eps)²`` of its slice's
+    largest (no variance along a row; QR's round-off leaves a dependent row's pivot a few ``n
+    eps``, not zero) raises."""
+    k, n = G.shape
+    root = variance.sqrt()[..., None]
+    rows = root * G.T
+    if noise:
+        sigma = noise * torch.eye(k, dtype=F64, device=G.device).expand(*rows.shape[:-2], k, k)
+        rows = torch.cat([rows, sigma], dim=-2)
+    Q, R = torch.linalg.qr(rows)
+    pivots = torch.diagonal(R, dim1=-2, dim2=-1).square()
+    if not bool((pivots > (16 * n * EPS) ** 2 * pivots.amax(-1, keepdim=True)).all()):
+        _not_definite(G)
+    factor = root * Q[..., :n, :]
+    shift = torch.linalg.solve_triangular(R.transpose(-1, -2), mismatch, upper=False)
+    return mean - (factor @ shift).squeeze(-1), factor
+
+
+def _centred(X: torch.Tensor) -> torch.Tensor:
+    """The members ``X`` ``(member, ..., n)`` float64 minus their mean, ``A``; zero in a slice
+    whose spread ``max|A|`` is at or below :data:`SPREAD_ROUND_OFF` ``× m eps max|X|``: the
+    round-off of that mean, not a spread (the members agree to float64's precision)."""
+    A = X - X.mean(0)
+    spread, size = (t.abs().amax(0).amax(-1, keepdim=True) for t in (A, X))
+    return A.masked_fill(spread <= SPREAD_ROUND_OFF * X.shape[0] * EPS * size, 0.0)
+
+
+def _projector(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Gᵀ (G Gᵀ)⁻¹ = Q R⁻ᵀ`` ``(n, k)`` from ``Gᵀ = Q R`` for ``G`` ``(k, n)``, and the pivots
+    ``R_ii²`` ``(k,)`` (each row's squared norm beyond the rows before it). ``G Gᵀ`` is never
+    formed: the projection's error grows with ``G``'s condition number, not with its square."""
+    Q, R = torch.linalg.qr(G.T)
+    projector = torch.linalg.solve_triangular(R.T, Q, upper=False, left=False)
+    return projector, torch.diagonal(R).square()
 
 
 def _spanning_factor(S: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
@@ -583,17 +686,18 @@ def _spanning_factor(S: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch
     return L if bool(((info == 0)[..., None] & (pivots > UNSPANNED * spread)).all()) else None
 
 
-def _jitter_support(X: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
+def _jitter_support(X: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
     """Where the ``γ`` fallback acts: ``(..., n)`` 1.0 at the points where the members ``X``
-    ``(member, ..., n)`` differ, 0.0 where they all agree (there ``Σ`` is zero but for the
-    round-off of their mean, and the update leaves them as they are); ``None`` where the members
-    differ at every point of every slice (``γ I``).
+    ``(member, ..., n)`` differ (and their centred ``A``, :func:`_centred`, is not zero), 0.0
+    where they all agree (there ``Σ`` is zero but for the round-off of their mean, and the
+    update leaves them as they are); ``None`` where the members differ at every point of every
+    slice (``γ I``).
 
     A slice whose varying points cannot carry ``G``'s rows (a row's pivot in ``G_V G_Vᵀ``,
     ``G_V`` its columns there, at or below :data:`UNSPANNED` of ``|G_i|²``; e.g. no point
     varies) keeps ``γ`` everywhere: its rows are met by moving the points the members agree at.
     """
-    varying = (X != X[:1]).any(0)
+    varying = (X != X[:1]).any(0) & (A != 0).any(0)
     if bool(varying.all()):
         return None
     support = varying.to(G.dtype)
@@ -614,7 +718,7 @@ def _one_row_update(
     members ``A − α K gA``, ``α = 1 / (1 + sqrt(σ² / (gᵀΣg + σ²)))`` (the square-root gain
     ``K̃`` of one row). A dozen elementwise passes; ``None`` where the members do not span ``g``
     somewhere (``gᵀΣg`` zero, or below :data:`UNSPANNED` of their spread, whatever ``σ``)."""
-    A = X - X.mean(0)  # centred: X in place of A would cancel (see apply_ensemble)
+    A = _centred(X)  # not X: X in place of A would cancel (see apply_ensemble)
     GX, GA = X @ g, A @ g  # (member, ...)
     S = GA.square().sum(0)  # (m − 1) gᵀΣg, per slice
     CG = (A * GA[..., None]).sum(0)  # (m − 1) Σg

@@ -15,14 +15,15 @@ An ensemble carries no covariance that could hold the rows, and clipping its neg
 breaks them (Janjić et al., MWR 2014): each member ``x`` becomes instead the solution of the
 small quadratic program ``min ½ (u − x)ᵀ D⁻¹ (u − x)`` subject to ``w·u = w·x`` and ``u >= 0``
 (one row ``w >= 0`` per slice, the conservation row it was updated with: its mass kept as it
-is). ``D`` is the update's own metric on its diagonal: the ensemble's variance per point for a
-covariance update (a point no member varies at, such as a wall an earlier constraint fixed,
-stays where it is, unless it is negative: then ``γ`` lets it move), the identity for a
-Euclidean one and for a tensor output (HardC followed by non-negativity). The solution
-is ``u = max(x − λ D w, 0)`` with the one ``λ >= 0`` that keeps the row, found exactly from the
-sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto a simplex). On a tensor after
-boundary conditions, ``D`` is zero at the points their rows touch, so they still hold
-(:meth:`NonNegative.apply_tensor`).
+is, or at that row's target ``b`` where ``w·x`` is ``b`` rounded to the field's dtype, e.g. a
+float32 output missing a small total by its rounding). ``D`` is the update's own metric on its
+diagonal: the ensemble's variance per point for a covariance update (a point no member varies
+at, such as a wall an earlier constraint fixed, stays where it is, unless it is negative: then
+``γ`` lets it move), the identity for a Euclidean one and for a tensor output (HardC followed by
+non-negativity). The solution is ``u = max(x − λ D w, 0)`` with the one ``λ`` that keeps the
+row, found exactly from the sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto
+a simplex). On a tensor after boundary conditions, ``D`` is zero at the points their rows touch,
+so they still hold (:meth:`NonNegative.apply_tensor`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ feasible, ill-conditioned solve stays well below; an infeasible one misses by or
 ROW_TOLERANCE = 1e-9
 """Relative miss of a member's kept row (to ``Σ_j w_j |x_j|``) beyond which the exact
 solution is judged to have failed; round-off stays far below."""
+ROUNDED_TOTAL = 4
+"""A total within this × ``eps`` × ``Σ_j w_j |x_j|`` of a value, ``eps`` the field's dtype's, is
+that value rounded to the dtype (storing each ``x_j`` to nearest moves the total by at most
+``eps / 2`` of that sum; 4 leaves room for the float64 update that came before): ``keep``'s
+target then stands for it, and a negative total counts as zero."""
 KKT_TOLERANCE = 1e-9
 """A pinned point whose multiplier is below ``-KKT_TOLERANCE`` times the slice's largest one
 marks its active set as not optimal (round-off in an optimal one stays far below)."""
@@ -281,11 +287,13 @@ def _low_rank_factor(factor: torch.Tensor, L: torch.Tensor, active: torch.Tensor
     return torch.where(active[..., None], 0.0, new_factor.transpose(-1, -2))
 
 
-def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def simplex_projection(
+    x: torch.Tensor, w: torch.Tensor, d: torch.Tensor, total: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rows ``x`` ``(r, n)`` moved to ``argmin Σ_i (u_i − x_i)² / d_i`` subject to
-    ``w·u = w·x`` and ``u >= 0``, for weights ``w`` ``(n,)`` ``>= 0`` and metrics ``d`` ``(r, n)``
-    ``>= 0``; every row's total ``w·x`` must be ``>= 0``. A point with ``d = 0`` cannot move: it
-    keeps ``x_i`` (which must be ``>= 0``).
+    ``w·u = s`` and ``u >= 0``, for weights ``w`` ``(n,)`` ``>= 0`` and metrics ``d`` ``(r, n)``
+    ``>= 0``; the totals ``s`` ``(r,)`` (``total``, by default ``w·x``) must be ``>= 0``. A point
+    with ``d = 0`` cannot move: it keeps ``x_i`` (which must be ``>= 0``).
 
     KKT: ``u = max(x − λ d w, 0)``. Sorting the breakpoints ``τ_i = x_i / (d_i w_i)`` in
     descending order, ``λ_j = (Σ_{i<=j} w_i x_i − s) / Σ_{i<=j} d_i w_i²`` and the last ``j``
@@ -298,7 +306,8 @@ def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> tor
     tau = x / torch.where(uncoupled | fixed, 1.0, weighted)
     tau = tau.masked_fill(uncoupled, -torch.inf).masked_fill(fixed, torch.inf)
     tau_sorted, order = tau.sort(-1, descending=True)  # fixed points first, never pinned
-    numerator = xw.gather(-1, order).cumsum(-1) - xw.sum(-1, keepdim=True)
+    s = xw.sum(-1, keepdim=True) if total is None else total[..., None]
+    numerator = xw.gather(-1, order).cumsum(-1) - s
     denominator = (weighted * w).gather(-1, order).cumsum(-1)
     lam = torch.where(
         denominator > 0, numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny), -torch.inf
@@ -311,7 +320,7 @@ def simplex_projection(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor) -> tor
     return torch.where(uncoupled, x.clamp_min(0.0), torch.where(fixed, x, moved))
 
 
-def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
+def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance, eps: float = EPS64):
     """``N(mean, diag(D) − f fᵀ)`` ``(..., n)`` float64 conditioned on ``u >= 0`` in one step:
     ``(mean, D, f)`` of the result, or ``None`` where ``f`` is not one row of one sign or the
     covariance is not singular along it (``Σ_i f_i² / D_i ≠ 1``: a noisy update, whose mass
@@ -323,7 +332,8 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
     the weighted simplex projection, the active set ``A`` its zeros. Pinning the negative points
     one round at a time reaches the same set (for ``w >= 0`` the multiplier only grows), so this
     is the iterative route's answer without its rounds. Slices without a negative mean are
-    returned as they are.
+    returned as they are. A total negative only by the rounding of a mean stored to ``eps``
+    (:data:`ROUNDED_TOTAL`) counts as zero.
     """
     variance = cov.base.to(F64).expand(mean.shape)
     factor = cov.factor[..., 0].to(F64).expand(mean.shape)
@@ -336,7 +346,8 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
     general, infeasible = torch.stack(
         [
             (w < 0).any() | ((along - 1).abs() > tolerance).any(),  # the general route decides
-            (negative & (variance <= 0)).any() | (total < -ROW_TOLERANCE * size).any(),
+            (negative & (variance <= 0)).any()
+            | (total < -max(ROW_TOLERANCE, ROUNDED_TOTAL * eps) * size).any(),
         ]
     ).tolist()
     if general:
@@ -344,17 +355,31 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance):
     if infeasible:  # a negative mean that cannot move, or a row fixing a negative total
         raise ConstraintError(INFEASIBLE)
     moves = negative.any(-1, keepdim=True)
-    new = torch.where(moves, simplex_projection(mean, w, variance), mean)
+    total = total.clamp_min(0.0)
+    new = torch.where(moves, simplex_projection(mean, w, variance, total), mean)
     raised = ((mean < 0) & (w > 0)).any(-1, keepdim=True)  # λ > 0: a zero mean it reaches is pinned
     pinned = (new == 0) & ((mean != 0) | (raised & (variance * w > 0)))
     new_variance = variance.masked_fill(pinned, 0.0)
     pulled = new_variance * w
     norm = (pulled * w).sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(F64).tiny)
     new_factor = torch.where(moves, pulled / norm, factor)
-    miss = ((new * w).sum(-1) - total.clamp_min(0.0)).abs()
+    miss = ((new * w).sum(-1) - total).abs()
     if bool((miss > ROW_TOLERANCE * size.clamp_min(torch.finfo(F64).tiny)).any()):
         raise ConstraintError(f"NonNegative missed the row by {miss.max().item():.3g}")
     return new, new_variance, new_factor[..., None]
+
+
+def _totals(keep: LinearConstraint, b, leading, field, X: torch.Tensor):
+    """``keep``'s target ``b`` as one total per slice of ``X`` ``(..., n)``, ``(...)`` float64
+    (``leading``: ``field``'s leading shape); ``None`` without one, or when it does not fit
+    ``field`` (``keep`` then names only the row)."""
+    if b is None:
+        return None
+    try:
+        b = keep._target_for(b, leading, field, "")
+    except ConstraintError:
+        return None
+    return b[..., 0].expand(X.shape[:-1])
 
 
 def _members_equal(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -374,10 +399,12 @@ class NonNegative(Constraint):
         tolerance: means (members' values) above ``-tolerance`` count as non-negative.
         keep: ensembles and tensors: the :class:`LinearConstraint` (e.g. a
             ``mass_conservation``) whose row each member (each field) keeps at its present
-            value; for ensembles its ``projection`` picks the metric (``"covariance"``: the
-            ensemble variance per point, ``"euclidean"``: the identity). One row ``w >= 0`` per
-            slice (a total per frame and channel). Only ``keep``'s channels are made
-            non-negative: the others (a velocity, say) pass as they are.
+            value (at ``keep``'s target where the present value is that target rounded to the
+            field's dtype: :data:`ROUNDED_TOTAL`); for ensembles its ``projection`` picks the
+            metric (``"covariance"``: the ensemble variance per point, ``"euclidean"``: the
+            identity). One row ``w >= 0`` per slice (a total per frame and channel). Only
+            ``keep``'s channels are made non-negative: the others (a velocity, say) pass as
+            they are.
         jitter: ``γ`` relative to a slice's mean ensemble variance: the metric of a negative
             point no member varies at, so that it can still move.
 
@@ -416,6 +443,15 @@ class NonNegative(Constraint):
         self.tolerance, self.jitter = float(tolerance), float(jitter)
         self.keep = keep
 
+    def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> object:
+        """``keep``'s target ``b`` of this call (``None`` without ``keep``, or when ``b`` is a
+        function and no inputs came): a total that is ``b`` rounded to the field's dtype is
+        brought back to ``b`` (:data:`ROUNDED_TOTAL`)."""
+        keep = self.keep
+        if keep is None or (keep.target_fn is not None and not (inputs or kwargs)):
+            return None
+        return keep.prepare(*inputs, time=time, **kwargs)
+
     def _kept(self, kind: str) -> LinearConstraint:
         if self.keep is None:
             raise ConstraintError(
@@ -437,7 +473,7 @@ class NonNegative(Constraint):
         negative, or together holding more than the total, raises :class:`ConstraintError`.
         """
         keep = self._kept("a tensor")
-        keep._layout(output, "output")
+        leading = keep._layout(output, "output")
         X = keep._flat(output)
         negative = (X < -self.tolerance).any(-1)
         if not bool(negative.any()):
@@ -461,14 +497,15 @@ class NonNegative(Constraint):
                     "the total (the other points would have to go negative)"
                 )
             metric = metric.masked_fill(fixed, 0.0)
-        new = self._project(X, metric, negative, keep)
+        target = _totals(keep, state, leading, output, X)
+        new = self._project(X, metric, negative, keep, output.dtype, target)
         return keep._unflat(new, output)
 
     def apply_ensemble(self, output: Ensemble, state: object = None) -> Ensemble:
         """Every member with a negative value replaced by its quadratic program's solution."""
         keep = self._kept("an Ensemble")
         samples = output.samples
-        keep._layout(samples[0], "each member")
+        leading = keep._layout(samples[0], "each member")
         X = keep._flat(samples)  # (member, ..., n)
         negative = (X < -self.tolerance).any(-1)
         if not bool(negative.any()):
@@ -484,7 +521,8 @@ class NonNegative(Constraint):
             # fixed) unless it is negative: then γ lets it move
             metric = torch.where(variance > 0, variance, torch.where(X < 0, gamma, 0.0))
             collapsed = _members_equal(X, samples.dtype).expand(negative.shape)
-        new = self._project(X, metric, negative, keep, collapsed)
+        target = _totals(keep, state, leading, samples, X)
+        new = self._project(X, metric, negative, keep, samples.dtype, target, collapsed)
         return Ensemble(keep._unflat(new, samples))
 
     def _project(
@@ -493,10 +531,14 @@ class NonNegative(Constraint):
         metric: torch.Tensor,
         negative: torch.Tensor,
         keep,
+        dtype: torch.dtype,
+        target: torch.Tensor | None = None,
         collapsed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The slices of ``X`` ``(..., n)`` marked ``negative`` ``(...)`` moved to their
-        quadratic program's solution in the diagonal ``metric`` (shaped like ``X``);
+        quadratic program's solution in the diagonal ``metric`` (shaped like ``X``), keeping
+        each slice's total ``w·x``, or its ``target`` ``(...)`` where ``w·x`` is that target
+        rounded to ``dtype``, the field's (a negative total so rounded counts as zero);
         ``collapsed`` (like ``negative``): where an ensemble's members all agree (for the error)."""
         n = X.shape[-1]
         w = keep._matrices(X.device)[0][0]
@@ -505,12 +547,18 @@ class NonNegative(Constraint):
         x = flat[rows]
         d = metric.reshape(-1, n)[rows]
         total, size = x @ w, x.abs() @ w
-        if bool((total < -ROW_TOLERANCE * size).any()):
+        rounding = ROUNDED_TOTAL * torch.finfo(dtype).eps * size
+        if target is not None:
+            wanted = target.reshape(-1)[rows]
+            total = torch.where((total - wanted).abs() <= rounding, wanted, total)
+        if bool((total < -torch.maximum(ROW_TOLERANCE * size, rounding)).any()):
             worst = total.min().item()
+            rounded = "" if dtype == F64 else f" (beyond the rounding of {dtype} values)"
             raise ConstraintError(
-                f"non-negativity is infeasible here: a total is {worst:.3g} < 0, and no "
-                "non-negative field has a negative total"
+                f"non-negativity is infeasible here: a total is {worst:.3g} < 0{rounded}, and "
+                "no non-negative field has a negative total"
             )
+        total = total.clamp_min(0.0)
         held = (x * ((d <= 0) & (w > 0))) @ w
         over = held > total + ROW_TOLERANCE * size
         if bool(over.any()):
@@ -527,8 +575,8 @@ class NonNegative(Constraint):
                 "varies at them, or a boundary condition set them) hold more than the total, "
                 f"so the others would have to go negative{why}"
             )
-        new = simplex_projection(x, w, d)
-        miss = (new @ w - total.clamp_min(0.0)).abs()
+        new = simplex_projection(x, w, d, total)
+        miss = (new @ w - total).abs()
         if bool((miss > ROW_TOLERANCE * size.clamp_min(torch.finfo(F64).tiny)).any()):
             raise ConstraintError(
                 f"NonNegative missed a kept row by {miss.max().item():.3g} (relative tolerance "
@@ -551,7 +599,7 @@ class NonNegative(Constraint):
         cov = output.cov
         one_row = isinstance(cov, LowRankCovariance) and cov.factor.shape[-1] == 1
         if one_row and cov.base_is_diagonal and self.tolerance == 0:
-            kept = _one_row_posterior(mean, cov)
+            kept = _one_row_posterior(mean, cov, _storage_eps(output))
             if kept is not None:
                 new_mean, variance, factor = (t.to(dtype) for t in kept)
                 return Gaussian(new_mean, LowRankCovariance(variance, factor, diagonal=True))

@@ -1,0 +1,237 @@
+"""The constraint layer at the edges of floating point: equal members, ill-conditioned rows,
+rounded totals, rank-deficient covariances, 16-bit outputs. Each answer is checked against an
+exact one computed apart (closed forms, 50-digit arithmetic, bisection)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pdes import Grid1D
+from physml import ConstraintError, Ensemble, Gaussian, constrain, mass_conservation
+from physml.constraints import LinearConstraint, NonNegative
+
+F64 = torch.float64
+GRID = Grid1D(33)
+
+
+def euclidean(u: np.ndarray, G: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The nearest field to ``u`` meeting ``G u = b``, by the normal equations (well-conditioned
+    ``G`` only)."""
+    return u - G.T @ np.linalg.solve(G @ G.T, G @ u - b)
+
+
+def values(output):
+    """A tensor, a Gaussian's mean or an ensemble's members."""
+    return output.mean if isinstance(output, Gaussian) else getattr(output, "samples", output)
+
+
+# ------------------------------------------------------------------------- equal members
+
+
+@pytest.mark.parametrize("members", [3, 6, 8])
+def test_identical_members_move_as_the_euclidean_projection(members):
+    """Equal members carry no covariance: the γ I fallback, the Euclidean projection. Their
+    centred values are the round-off of their mean, which must not set the update's shape."""
+    w, x = GRID.weights(), GRID.coordinates()
+    base = torch.sin(torch.pi * x) + 0.3
+    out = mass_conservation(GRID, torch.tensor(1.0, dtype=F64))(Ensemble(base.expand(members, 33)))
+    expected = euclidean(base.numpy(), w.numpy()[None], np.array([1.0]))
+    assert np.abs(out.samples.numpy() - expected).max() <= 1e-14
+
+
+@pytest.mark.parametrize("members", [3, 6, 8])
+def test_identical_members_meet_two_rows_as_the_euclidean_projection(members):
+    w, x = GRID.weights(), GRID.coordinates()
+    G, b = torch.stack([w, w * x]), torch.tensor([1.0, 0.4], dtype=F64)
+    base = torch.sin(torch.pi * x) + 0.3
+    out = LinearConstraint(G, b)(Ensemble(base.expand(members, 33)))
+    expected = euclidean(base.numpy(), G.numpy(), b.numpy())
+    assert np.abs(out.samples.numpy() - expected).max() <= 1e-14
+
+
+def test_a_tiny_but_real_spread_still_sets_the_update():
+    """Members ``base + s v``, ``s ∈ {-2⁻⁴⁰, 0, 2⁻⁴⁰}`` (all exact in float64, far above the
+    round-off of their mean), have ``Σ ∝ v vᵀ``: the correction is ``v (w·x − M) / (w·v)``."""
+    w, x = GRID.weights(), GRID.coordinates()
+    base = torch.round(256 * torch.sin(torch.pi * x)) / 256 + 0.25
+    v = torch.arange(33, dtype=F64) % 4 + 1
+    X = base + 2.0**-40 * torch.tensor([-1.0, 0.0, 1.0], dtype=F64)[:, None] * v
+    out = mass_conservation(GRID, torch.tensor(1.0, dtype=F64))(Ensemble(X)).samples
+    expected = X - v * ((X @ w - 1.0) / (w @ v))[:, None]
+    assert (out - expected).abs().max() <= 1e-14
+
+
+# ------------------------------------------------------------------------- ill-conditioned rows
+
+
+@pytest.mark.parametrize("p", [10, 12, 13, 14])
+def test_moment_rows_are_projected_to_the_exact_answer(p):
+    """Moments ``∫ xʲ u``, ``j < p``, on 65 points: condition numbers 4e6 to 4e9. The exact
+    projection in 50 digits; ``G Gᵀ`` squared them (an error of 0.18 at ``p = 13``)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    grid = Grid1D(65)
+    x, w = grid.coordinates().numpy(), grid.weights().numpy()
+    G = np.stack([w * x**j for j in range(p)])
+    u = np.sin(3 * x) + 0.1 * np.random.default_rng(1).standard_normal(65)
+    b = G @ np.exp(-x)
+    out = LinearConstraint(torch.tensor(G), torch.tensor(b))(torch.tensor(u)).numpy()
+    Gm, um, bm = mpmath.matrix(G.tolist()), mpmath.matrix(u.tolist()), mpmath.matrix(b.tolist())
+    exact = np.array([float(v) for v in um - Gm.T * mpmath.lu_solve(Gm * Gm.T, Gm * um - bm)])
+    assert np.abs(out - exact).max() <= 1e-6 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("difference", [1e-7, 1e-9, 1e-11])
+@pytest.mark.parametrize(
+    "kind, projection",
+    [("tensor", "euclidean"), ("ensemble", "euclidean"), ("gaussian", "euclidean")]
+    + [("gaussian", "covariance")],
+)
+def test_nearly_dependent_rows_are_projected_to_their_exact_answer(kind, projection, difference):
+    """``Σ u = 0`` and ``Σ u + δ u₃ = 1``: ``u₃ = 1/δ``, the others share ``−1/δ``. The
+    Euclidean projections (a tensor, HardC on an ensemble or a Gaussian, and the update of a
+    Gaussian of unit variances) are accurate to ``cond(G) eps``, not refused."""
+    G = torch.ones(2, 8, dtype=F64)
+    G[1, 3] += difference
+    constraint = LinearConstraint(G, torch.tensor([0.0, 1.0], dtype=F64), projection=projection)
+    u = torch.randn(3, 8, dtype=F64, generator=torch.Generator().manual_seed(12))
+    output = {"tensor": u, "ensemble": Ensemble(u), "gaussian": Gaussian(u, torch.ones_like(u))}
+    out = values(constraint(output[kind]))
+    exact = u.clone()
+    exact[:, 3] = 1 / difference
+    others = [j for j in range(8) if j != 3]
+    exact[:, others] -= ((u[:, others].sum(-1) + 1 / difference) / 7)[:, None]
+    condition = torch.linalg.cond(G).item()
+    assert (out - exact).abs().max() <= condition * 2.3e-16 * exact.abs().max()
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_a_diagonal_gaussian_update_matches_the_dense_formula(noise):
+    """Three rows, variances from 0.1 to 2: mean and covariance as the textbook formula."""
+    G = torch.randn(3, 12, dtype=F64, generator=torch.Generator().manual_seed(4))
+    mean, variance = torch.linspace(-1, 1, 12, dtype=F64), torch.linspace(0.1, 2, 12, dtype=F64)
+    b = torch.tensor([0.5, -1.0, 2.0], dtype=F64)
+    out = LinearConstraint(G, b, noise=noise)(Gaussian(mean, variance))
+    D, Gn = np.diag(variance.numpy()), G.numpy()
+    gain = D @ Gn.T @ np.linalg.inv(Gn @ D @ Gn.T + noise**2 * np.eye(3))
+    assert (
+        np.abs(out.mean.numpy() - (mean.numpy() - gain @ (Gn @ mean.numpy() - b.numpy()))).max()
+        <= 1e-13
+    )
+    assert np.abs(out.dense_cov().numpy() - (D - gain @ Gn @ D)).max() <= 1e-13
+
+
+def test_well_conditioned_rows_are_projected_to_round_off():
+    G = torch.linalg.qr(torch.randn(40, 5, dtype=F64, generator=torch.Generator().manual_seed(3)))
+    G = G[0].T * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=F64)[:, None]  # condition 6
+    u, b = torch.linspace(-1, 1, 40, dtype=F64), torch.arange(5, dtype=F64)
+    out = LinearConstraint(G, b)(u)
+    assert np.abs(out.numpy() - euclidean(u.numpy(), G.numpy(), b.numpy())).max() <= 1e-15
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_rows_made_dependent_after_construction_are_refused_naming_the_conditioning(seed):
+    G = torch.randn(2, 6, dtype=F64, generator=torch.Generator().manual_seed(seed))
+    constraint = LinearConstraint(G, torch.zeros(2, dtype=F64))
+    constraint.G.data[1] = 3 * constraint.G.data[0]  # a write the constructor's check never saw
+    refused = r"G's 2 rows are linearly dependent \(rank 1, condition number"
+    with pytest.raises(ConstraintError, match=refused):
+        constraint(torch.ones(6, dtype=F64))
+
+
+# ------------------------------------------------------------------------- rounded totals
+
+
+def bisection_projection(x: np.ndarray, w: np.ndarray, total: float) -> np.ndarray:
+    """``max(x − λ w, 0)`` with ``w·u = total``, ``λ`` by bisection (``total > 0``)."""
+    low, high = -1e3, 1e3
+    for _ in range(3000):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if np.maximum(x - middle * w, 0) @ w > total else (low, middle)
+    return np.maximum(x - 0.5 * (low + high) * w, 0)
+
+
+@pytest.mark.parametrize("target", [1e-9, 1e-12])
+def test_a_float32_field_keeps_the_target_not_its_rounded_total(target):
+    """Mass then non-negativity on float32: the mass step's output, rounded to float32, misses a
+    small target by ~1e-8 (below zero for some samples); ``keep``'s target is kept instead."""
+    w = GRID.weights().numpy()
+    u = torch.randn(20, 33, generator=torch.Generator().manual_seed(0))
+    mass = mass_conservation(GRID, torch.full((20,), target, dtype=F64))
+    rounded = constrain(nn.Identity(), mass)(u).double().numpy()
+    out = constrain(nn.Identity(), mass, NonNegative(keep=mass))(u).double().numpy()
+    round_off = 1e-15 * np.abs(rounded).max()  # float64's, on fields of size 1
+    assert out.min() >= 0
+    assert np.abs(out @ w - target).max() <= 1e-6 * target + round_off
+    expected = np.stack([bisection_projection(r, w, target) for r in rounded])
+    assert np.abs(out - expected).max() <= 1e-6 * np.abs(expected).max() + round_off
+
+
+def test_a_total_far_from_keeps_target_is_kept_as_it_is():
+    """``keep`` names the row; a field that never met its target keeps its own total."""
+    w = GRID.weights()
+    u = torch.sin(2 * torch.pi * GRID.coordinates()) + 0.2  # total 0.2, target 1
+    out = NonNegative(keep=mass_conservation(GRID, torch.tensor(1.0, dtype=F64)))(u)
+    assert out.min() >= 0 and abs((out @ w).item() - (u @ w).item()) <= 1e-15
+
+
+def test_a_float32_gaussian_whose_total_rounds_below_zero_is_made_non_negative():
+    """ProbConserv toward a total of 1e-9, the mean stored in float32: some totals round to
+    -1e-8, zero at float32's precision; the mean becomes non-negative with totals ``max(t, 0)``."""
+    w = GRID.weights().double()
+    mean = torch.randn(50, 33, generator=torch.Generator().manual_seed(0))
+    mass = mass_conservation(GRID, torch.full((50,), 1e-9, dtype=F64))
+    before = mass(Gaussian(mean, torch.full((50, 33), 0.1))).mean.double()
+    out = constrain(nn.Identity(), mass, NonNegative())(Gaussian(mean, torch.full((50, 33), 0.1)))
+    after = out.mean.double()
+    assert after.min() >= 0 and (before @ w).min() < 0
+    rounding = 4 * torch.finfo(torch.float32).eps * (before.abs() @ w)
+    assert ((after @ w - (before @ w).clamp_min(0)).abs() <= rounding).all()
+
+
+# ------------------------------------------------------------------------- rank-deficient cov
+
+
+@pytest.mark.parametrize("check_psd", [False, True])
+def test_a_rank_deficient_covariance_refused_suggests_a_jitter_that_works(check_psd):
+    """``d dᵀ`` with ``d`` nearly mass-free: positive semi-definite, but conditioning on the mass
+    amplifies its round-off to a negative variance. The message names the jitter, which works."""
+    w, x = GRID.weights(), GRID.coordinates()
+    v = torch.sin(2 * torch.pi * x)
+    d = v - (v @ w) / (w @ w) * w + 1e-4 * w
+    cov = torch.outer(d, d)
+    mass = mass_conservation(GRID, torch.tensor(1.0, dtype=F64))
+    mass.check_psd = check_psd
+    with pytest.raises(ConstraintError, match=r"add a small jitter.*1e-12 \* trace\(cov\) / n"):
+        mass(Gaussian(torch.ones(33, dtype=F64), cov))
+    jittered = cov + 1e-12 * cov.trace() / 33 * torch.eye(33, dtype=F64)
+    assert mass(Gaussian(torch.ones(33, dtype=F64), jittered)).variance().min() >= 0
+
+
+# ------------------------------------------------------------------------- 16-bit outputs
+
+
+@pytest.mark.parametrize("wrap", [lambda u: u, Ensemble, lambda u: Gaussian(u, torch.ones_like(u))])
+def test_a_float16_result_that_overflows_is_refused_naming_the_dtype(wrap):
+    u = (40000.0 * torch.tensor([[0.9], [1.0], [1.1]]) * torch.ones(33)).to(torch.float16)
+    mass = mass_conservation(GRID, torch.tensor(70000.0, dtype=F64))  # values of 7e4 > 65504
+    with pytest.raises(ConstraintError, match=r"does not fit torch\.float16.*overflows to inf"):
+        mass(wrap(u))
+
+
+def test_a_float16_result_below_its_precision_is_refused():
+    """Values of 1e-6 are subnormal in float16 (spacing 6e-8): the rounded field misses the
+    target by 0.1%, beyond float16's round-off."""
+    mass = mass_conservation(GRID, torch.tensor(3e-6, dtype=F64))
+    with pytest.raises(ConstraintError, match=r"rounded to torch\.float16.*smallest normal"):
+        mass(torch.full((33,), 1e-6, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_results_within_their_precision_pass(dtype):
+    w = GRID.weights()
+    u = torch.linspace(0.5, 1.5, 33, dtype=F64)
+    out = mass_conservation(GRID, torch.tensor(2.0, dtype=F64))(u.to(dtype))
+    assert out.dtype == dtype
+    assert abs((out.double() @ w).item() - 2.0) <= torch.finfo(dtype).eps * 2.0
