@@ -163,12 +163,16 @@ def _index_note(args: argparse.Namespace) -> str:
 
 
 def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
+    """Run one generation and print what was written; shards that disagree get no index: exit
+    0 with a note when this run regenerates in place (``--overwrite``: it meets the old shards
+    until the last), else exit 2 (a mistake, e.g. a shard job given another seed)."""
+    from physml.data import IndexNotWritten
     from physml.data.generate import shard_path
-    from physml.data.merge import IndexNotWritten
 
     finished = shard_path(Path(args.out), args.shard, args.num_shards)
     kept = finished.exists() and not args.overwrite  # refused unless it holds this request
     started = time.perf_counter()
+    failure = None
     try:
         path = generate_dataset(
             args.pde,
@@ -185,9 +189,13 @@ def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
         )
         note = _index_note(args)
     except IndexNotWritten as error:  # this shard is written; the others disagree with it
-        path, note = finished, f"; {error}"
+        path, note, failure = finished, f"; {error}", error
     done = f"{path} was already written" if kept else f"wrote {path}"
-    print(f"{done} ({time.perf_counter() - started:.1f} s){note}")
+    line = f"{done} ({time.perf_counter() - started:.1f} s)"
+    if failure is not None and not args.overwrite:
+        print(line)
+        raise failure
+    print(f"{line}{note}")
     return 0
 
 

@@ -710,30 +710,54 @@ def test_the_wrote_line_says_whether_the_index_was_written(tmp_path, monkeypatch
         assert re.fullmatch(written, capsys.readouterr().out)
 
 
-def test_shards_that_disagree_get_no_index_and_the_wrote_line_says_why(
+def test_shards_that_disagree_fail_the_run_that_did_not_regenerate_in_place(
     tmp_path, monkeypatch, capsys
 ):
-    """This shard is written and kept (exit 0: its own job is done, and regenerating every shard
-    in place meets the old ones until the last); the line says the index was not written."""
+    """A shard job given another seed (no --overwrite) exited 0, so an afterok job ran and found
+    no dataset: it exits 2, the wrote line on stdout, the reason as an error on stderr."""
     monkeypatch.chdir(tmp_path)
     run = ["generate", "heat", "--n", "2", "--out", "s.h5", "--num-shards", "2", "--quiet", *HEAT]
     assert main([*run, "--shard", "0", "--seed", "5"]) == 0
     capsys.readouterr()
-    assert main([*run, "--shard", "1"]) == 0
+    assert main([*run, "--shard", "1"]) == 2
     captured = capsys.readouterr()
-    assert captured.err == ""
-    assert captured.out.startswith("wrote s.shard-001-of-002.h5 (")
-    assert captured.out.endswith(
-        "s); index 's.h5' not written: shards disagree: "
+    assert re.fullmatch(r"wrote s\.shard-001-of-002\.h5 \(\d+\.\d s\)\n", captured.out)
+    assert captured.err == (
+        "physml generate: error: index 's.h5' not written: shards disagree: "
         "'s.shard-001-of-002.h5' vs 's.shard-000-of-002.h5': seed 0 vs 5; the shard files are "
         "kept: generate those that differ again with the same settings (pass overwrite=True / "
         "--overwrite), and the last to finish writes the index\n"
     )
     assert not Path("s.h5").exists()
     assert Path("s.shard-001-of-002.h5").exists()
-    assert main([*run, "--shard", "1"]) == 0  # run again: kept, and still no index
+    assert main([*run, "--shard", "1"]) == 2  # run again: kept, and still no index
     assert "was already written" in capsys.readouterr().out
     assert not Path("s.h5").exists()
+
+
+def test_a_dataset_regenerated_in_place_says_its_old_index_was_removed(
+    tmp_path, monkeypatch, capsys
+):
+    """With --overwrite the shards meet the old ones until the last: exit 0, and the wrote line
+    says the old index, which stayed on disk before, was removed; the last shard writes it."""
+    monkeypatch.chdir(tmp_path)
+    run = ["generate", "heat", "--n", "2", "--out", "s.h5", "--num-shards", "2", "--quiet", *HEAT]
+    for shard in ("0", "1"):
+        assert main([*run, "--shard", shard]) == 0
+    capsys.readouterr()
+    assert main([*run, "--shard", "0", "--seed", "5", "--overwrite"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.endswith(
+        "s); index 's.h5' not written: shards disagree: 's.shard-001-of-002.h5' vs "
+        "'s.shard-000-of-002.h5': seed 0 vs 5; the old index 's.h5' was removed; the shard files "
+        "are kept: generate those that differ again with the same settings (pass overwrite=True "
+        "/ --overwrite), and the last to finish writes the index\n"
+    )
+    assert not Path("s.h5").exists()
+    assert main([*run, "--shard", "1", "--seed", "5", "--overwrite"]) == 0
+    assert capsys.readouterr().out.endswith("; index s.h5 written\n")
+    assert Path("s.h5").exists()
 
 
 def test_a_shard_regenerated_with_another_grid_gets_no_index(tmp_path, monkeypatch, capsys):

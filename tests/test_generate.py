@@ -17,11 +17,13 @@ import torch
 from damage import flip_a_bit_of_the_first_chunk
 from recipes import TOY
 
+import physml.data
 import physml.data.generate as generate_module
 from pdes import problems
 from physml._checks import integer
 from physml.data import (
     DatasetFileError,
+    IndexNotWritten,
     MultiStepDataset,
     ShardError,
     SingleStepDataset,
@@ -767,6 +769,51 @@ def test_a_shard_generated_again_with_other_settings_gets_no_index(tmp_path):
     with pytest.raises(ShardError, match=r"not written: shards disagree: .*: nx 9 vs 17; "):
         make(out, n=4, shard=0, num_shards=2, nx=17, overwrite=True)
     assert not out.exists()
+
+
+def test_a_dataset_regenerated_in_place_loses_its_old_index_until_the_shards_agree(tmp_path):
+    """The old index (seed 0) stayed on disk while the run said it was not written; it is
+    removed, and the shard regenerated last writes the new one (seed 5)."""
+    out = tmp_path / "sharded.h5"
+    for shard in range(2):
+        make(out, n=4, shard=shard, num_shards=2)
+    assert out.exists()
+    removed = rf"seed 0 vs 5; the old index {re.escape(repr(str(out)))} was removed; the shard"
+    with pytest.raises(IndexNotWritten, match=removed):
+        make(out, n=4, seed=5, shard=0, num_shards=2, overwrite=True)
+    assert not out.exists() and generate_module.missing_shards(out, 2) == []
+    make(out, n=4, seed=5, shard=1, num_shards=2, overwrite=True)
+    assert load(out).sample_seed.tolist() == [sample_seed(5, i) for i in range(4)]
+
+
+def test_shards_that_come_to_agree_while_the_old_index_is_removed_get_it_written(
+    tmp_path, monkeypatch
+):
+    """Shard 1 finished (and wrote the index) between this run's check and its removal of the
+    old index: the shards are checked again, and the index written anew."""
+    out = tmp_path / "sharded.h5"
+    for shard in range(2):
+        make(out, n=4, shard=shard, num_shards=2)
+    answers = iter(["'a' vs 'b': seed 0 vs 5", None])
+    monkeypatch.setattr(generate_module, "_disagreement", lambda paths: next(answers))
+    assert generate_module._write_index(out, 2) is True
+    assert out.exists() and next(answers, "checked twice") == "checked twice"
+
+
+def test_loading_a_missing_index_names_the_shard_files_beside_it(tmp_path):
+    out = tmp_path / "sharded.h5"
+    make(out, n=4, seed=5, shard=0, num_shards=2)
+    with pytest.raises(IndexNotWritten):
+        make(out, n=4, shard=1, num_shards=2)
+    shards = r"'sharded\.shard-000-of-002\.h5', 'sharded\.shard-001-of-002\.h5' are beside it"
+    merge = re.escape(f"`physml merge {tmp_path / 'sharded.shard-*.h5'} -o merged.h5`")
+    with pytest.raises(FileNotFoundError, match=rf"no dataset at .*, but its shard files {shards}"):
+        load(out)
+    with pytest.raises(FileNotFoundError, match=f"{merge} names what is missing or differs$"):
+        load(out)
+    with pytest.raises(FileNotFoundError, match=r"no dataset at '[^']*other\.h5'$"):
+        load(tmp_path / "other.h5")
+    assert issubclass(IndexNotWritten, ShardError) and "IndexNotWritten" in physml.data.__all__
 
 
 def test_a_finished_shard_run_again_waits_for_the_others(tmp_path):

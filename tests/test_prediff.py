@@ -739,6 +739,35 @@ def test_attention_sizes_take_numpy_integers_as_python_ints():
             CuboidSelfAttention(8, heads, (1, 2, 2))
 
 
+def test_denoiser_configs_hold_python_numbers_json_writes():
+    """Sizes given as numpy numbers were kept so in the config, and json.dumps refused it."""
+    frames = dict(context_frames=np.int64(T_IN), target_frames=np.int32(T_OUT))
+    cuboid = CuboidDenoiser(
+        **frames,
+        latent_shape=LATENT,
+        dim=np.int64(8),
+        depth=(1, 1),
+        num_heads=np.int64(2),
+        patch=np.int64(1),
+        mlp_ratio=np.float32(2.0),
+    )
+    conv = ConvDenoiser(**frames, latent_shape=LATENT, widths=(np.int64(8),), blocks=np.int64(1))
+    expected = dict(context_frames=T_IN, target_frames=T_OUT, latent_shape=list(LATENT))
+    assert json.loads(json.dumps(cuboid.config)) == dict(
+        kind="cuboid",
+        **expected,
+        dim=8,
+        depth=[1, 1],
+        num_heads=2,
+        patch=1,
+        pattern="axial",
+        mlp_ratio=2.0,
+    )
+    assert json.loads(json.dumps(conv.config)) == dict(
+        kind="conv", **expected, widths=[8], blocks=1
+    )
+
+
 # --------------------------------------------------------------------------------- training
 
 

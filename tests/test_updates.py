@@ -958,9 +958,9 @@ def test_the_output_dtype_is_the_same_in_every_batch_whoever_answers(fallback_dt
 
 
 def test_a_batch_before_the_surrogates_first_answer_is_in_the_fallback_dtype():
-    """The one exception: a first batch the surrogate refuses entirely is in fallback_dtype, or
-    without one in the solver's own float64; a later one keeps the surrogate's last dtype (a
-    float64 surrogate with a float32 fallback: float64, not float32)."""
+    """The one exception, a plain callable: a first batch it refuses entirely is in
+    fallback_dtype, or without one in the solver's own float64; a later one keeps the
+    surrogate's last dtype (a float64 surrogate with a float32 fallback: float64, not float32)."""
     refused = REFUSED[[1, 4]]
     assert guard(refusing_float32, [], solver)(refused).output.dtype == F64
     as_float32 = guard(refusing_float32, [], lambda p: solver(p).float(), torch.float32)
@@ -972,6 +972,45 @@ def test_a_batch_before_the_surrogates_first_answer_is_in_the_fallback_dtype():
     wide = guard(refusing_float64, [], lambda p: solver(p).float(), torch.float32)
     assert wide(REFUSED[[0, 1]]).output.dtype == F64
     assert wide(refused).output.dtype == F64
+
+
+class RefusingNetwork(nn.Module):
+    """A float32 network whose Ensemble answer is NaN everywhere: it refuses every sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(1, 1)
+
+    def forward(self, inputs):
+        members = self.layer(inputs.float())[None].repeat(2, 1, 1)
+        return Ensemble(torch.full_like(members, math.nan))
+
+
+def test_a_network_refusing_its_first_batch_answers_in_its_parameters_dtype():
+    """Before the network's first answer the output takes its dtype from its float32 weights,
+    not from the solver's float64 (2 x), so a float32 rollout can go on."""
+    inputs = torch.tensor([[5.0], [6.0]])
+    result = guard(RefusingNetwork(), [], lambda x: 2 * x.double())(inputs)
+    assert result.output.dtype == torch.float32 and result.output.tolist() == [[10.0], [12.0]]
+    exact = guard(RefusingNetwork(), [], lambda x: 2 * x.double(), F64)(inputs)
+    assert exact.output.dtype == F64
+
+
+def test_a_solver_answer_beyond_the_output_dtypes_range_is_flagged_not_passed_on_silently():
+    """float16 holds at most 65504: the solver's 1e5 x = 2e5 overflows to inf in the float16
+    output, flagged and warned about; fallback_dtype=float64 keeps it."""
+    inputs = torch.tensor([[0.5], [2.0]], dtype=F64)
+    unit = InputRange([0.0], [1.0])
+    overflowing = guard(lambda x: x.half(), [unit], lambda x: 1e5 * x)
+    overflow = r"1 of the 1 samples .* overflow to inf in the output's torch\.float16"
+    with pytest.warns(RuntimeWarning, match=overflow + r".*fallback_dtype=torch\.float64"):
+        result = overflowing(inputs)
+    assert result.output.tolist() == [[0.5], [math.inf]]
+    assert result.fallback_non_finite.tolist() == [False, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = guard(lambda x: x.half(), [unit], lambda x: 1e5 * x, F64)(inputs)
+    assert exact.output.tolist() == [[0.5], [2e5]] and not exact.fallback_non_finite.any()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])

@@ -19,7 +19,7 @@ from .interchange import (
     write_physml,
     write_well,
 )
-from .merge import ShardError, check_shards, merge_shards
+from .merge import IndexNotWritten, ShardError, check_shards, merge_shards
 from .nbody import NBodyDigits, canvas_lengths, nbody_digits
 from .points import PointRows, PointSets, grid_points
 
@@ -27,6 +27,7 @@ __all__ = [
     "DatasetFileError",
     "GPMEFunctions",
     "GPMESampler",
+    "IndexNotWritten",
     "MultiStepDataset",
     "NBodyDigits",
     "PDEData",

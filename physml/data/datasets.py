@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import integer
-from .generate import FORMAT, INDEX_FORMAT
+from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
 AXES = ("x", "y", "z")
 """The coordinate datasets of the space axes of ``u``, in order."""
@@ -189,12 +189,29 @@ def _shard_names(path: Path, raw: object) -> list[str]:
     return names
 
 
+def _unindexed_shards(path: Path) -> str:
+    """What a missing dataset ``path`` has instead where its shard files are beside it (its
+    index not written): them, and how to find out why; ``""`` where none are."""
+    found = shards_beside(path)
+    if not found:
+        return ""
+    names = ", ".join(repr(shard.name) for shard in found[:4])
+    if len(found) > 4:
+        names += f" and {len(found) - 4} more"
+    pattern = path.with_name(f"{path.stem}.shard-*{path.suffix}")
+    return (
+        f", but its shard files {names} are beside it: their index is written only once every "
+        "shard is in and they form one dataset (shards of another seed or other settings get "
+        f"none); `physml merge {pattern} -o merged.h5` names what is missing or differs"
+    )
+
+
 def load(path: str | os.PathLike) -> PDEData:
     """Read a dataset file, a merged file or the index of a sharded one.
 
     The shards behind an index or a merged file are first checked to form one dataset
     (:func:`physml.data.merge.check_shards`); a mismatch is a ``ShardError``, a missing shard a
-    ``FileNotFoundError``.
+    ``FileNotFoundError``, as is a missing index, naming the shard files beside it.
     """
     from .interchange import read_foreign  # PDEBench / The Well files (lazy: it imports us)
 
@@ -205,7 +222,7 @@ def load(path: str | os.PathLike) -> PDEData:
         return foreign
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"path: no dataset at {str(path)!r}")
+        raise FileNotFoundError(f"path: no dataset at {str(path)!r}{_unindexed_shards(path)}")
     content = _read_file(path)
     if "shards" in content:
         from .merge import check_shards, named_shards

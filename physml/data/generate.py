@@ -20,8 +20,9 @@ solver, its settings, the package version and the seed.
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
 writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`), once
 they are checked to form one dataset (:func:`physml.data.check_shards`; shards of another seed or
-other settings get no index: the run raises :class:`~physml.data.merge.IndexNotWritten`, a
-:class:`~physml.data.ShardError`, after writing its own shard file). A
+other settings get no index: the run raises :class:`~physml.data.IndexNotWritten`, a
+:class:`~physml.data.ShardError`, after writing its own shard file, and removes the old index of
+a dataset regenerated in place). A
 shard run stopped after its file was renamed into place but before the index was written is
 finished by running the same command again: it finds the shard file holding the dataset asked for
 and writes the index if every shard is in (else leaves it to the shards still running);
@@ -30,6 +31,7 @@ and writes the index if every shard is in (else leaves it to the shards still ru
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -393,27 +395,50 @@ def missing_shards(out: Path, num_shards: int) -> list[int]:
     return [i for i in range(num_shards) if not shard_path(out, i, num_shards).exists()]
 
 
+def shards_beside(out: Path) -> list[Path]:
+    """The shard files of the dataset ``out`` found beside it (of any split), sorted."""
+    pattern = f"{glob.escape(out.stem)}.shard-*-of-*{glob.escape(out.suffix)}"
+    return sorted(out.parent.glob(pattern))
+
+
+def _disagreement(paths: list[Path]) -> str | None:
+    """Why the shard files ``paths`` do not form one dataset (:func:`physml.data.check_shards`),
+    or ``None`` where they do."""
+    from .datasets import DatasetFileError
+    from .merge import check_shards
+
+    try:
+        check_shards(paths)
+    except DatasetFileError as error:
+        return str(error).removeprefix("shards disagree, ")
+    return None
+
+
 def _write_index(out: Path, num_shards: int) -> bool:
     """Write the index naming every shard once they all exist; return whether it was written.
 
     The shards are first checked to form one dataset, as :func:`physml.data.load` checks them
     (:func:`physml.data.check_shards`): shards of another seed or other settings are a
-    :class:`~physml.data.merge.IndexNotWritten` and no index, the shard files kept."""
-    from .datasets import DatasetFileError
-    from .merge import IndexNotWritten, check_shards
+    :class:`~physml.data.IndexNotWritten` and no index, the shard files kept, and an old index
+    (a dataset regenerated in place) removed. They are checked again once it is removed: a
+    shard finishing meanwhile may have made them agree, and its index is then written anew."""
+    from .merge import IndexNotWritten
 
     if missing_shards(out, num_shards):
         return False
     paths = [shard_path(out, i, num_shards) for i in range(num_shards)]
-    try:
-        check_shards(paths)
-    except DatasetFileError as error:
-        reason = str(error).removeprefix("shards disagree, ")
+    reason = _disagreement(paths)
+    removed = reason is not None and out.exists()
+    if removed:
+        out.unlink(missing_ok=True)
+        reason = _disagreement(paths)
+    if reason is not None:
+        old = f"; the old index {str(out)!r} was removed" if removed else ""
         raise IndexNotWritten(
-            f"index {str(out)!r} not written: shards disagree: {reason}; the shard files are "
-            "kept: generate those that differ again with the same settings (pass overwrite=True "
-            "/ --overwrite), and the last to finish writes the index"
-        ) from None
+            f"index {str(out)!r} not written: shards disagree: {reason}{old}; the shard files "
+            "are kept: generate those that differ again with the same settings (pass "
+            "overwrite=True / --overwrite), and the last to finish writes the index"
+        )
     with atomic_path(out, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
             f.attrs["format"] = INDEX_FORMAT
@@ -443,8 +468,8 @@ def generate_dataset(
             shard file already holding this request is kept, and the missing index written if
             every shard is in (:func:`missing_shards` says which are not). Shards that do not
             form one dataset (another seed, other settings) are a
-            :class:`~physml.data.merge.IndexNotWritten` naming the difference, raised after
-            this shard is written.
+            :class:`~physml.data.IndexNotWritten` naming the difference, raised after this
+            shard is written (an old index, of a dataset regenerated in place, is removed).
         n: samples in the whole dataset (all shards together).
         seed: the dataset seed; sample ``i`` uses :func:`sample_seed` ``(seed, i)``.
         shard, num_shards: which contiguous block of samples this call makes.

@@ -50,8 +50,8 @@ class ShardError(DatasetFileError):
 
 
 class IndexNotWritten(ShardError):
-    """Every shard is in but they do not form one dataset: no index is written, the shard files
-    are kept (a shard run raises it after writing its own file)."""
+    """Every shard is in but they do not form one dataset: no index is written (an old one is
+    removed), the shard files are kept (a shard run raises it after writing its own file)."""
 
 
 @dataclass

@@ -216,7 +216,10 @@ class BoundaryError(Check):
     ``lambda inputs: Dirichlet(inputs[:, 0, 0], 0.0)``): its values ``(batch,)`` then follow the
     samples scored, whichever of a batch the guard scores. Values per sample held by ``bc``
     itself fit only batches of exactly that many samples (a warning says so): the guard scores
-    a subset of a batch wherever the surrogate answers NaN or inf, or refuses samples.
+    a subset of a batch wherever the surrogate answers NaN or inf, or refuses samples. The same
+    holds for a wall given as a function of time returning values per sample, ``left(t) ->
+    (batch,)``, but no warning says so (it is not called before scoring): give such walls as
+    ``bc(inputs)`` too.
     """
 
     name = "boundary"

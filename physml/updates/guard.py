@@ -10,6 +10,7 @@ inputs it sent with the solver's answers — new training pairs where the surrog
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,15 +46,17 @@ class GuardResult:
     ``output`` ``(batch, ...)``: the answers, whoever gave them, in one dtype in every batch: the
     surrogate's (the fallback's answers cast to it), or ``torch.promote_types`` of it and the
     guard's ``fallback_dtype`` where one is given; where the surrogate answered no sample, its
-    dtype is that of its last answer to the guard, and before its first one the output is in
-    ``fallback_dtype`` (without one, the fallback's own dtype). On the surrogate's device (the
-    fallback's where the surrogate answered none); ``fired`` and
+    dtype is that of its last answer to the guard, and before its first one that of its first
+    floating-point parameter or buffer (a :class:`torch.nn.Module`; a plain callable has none:
+    the output is then in ``fallback_dtype``, without one in the fallback's own dtype). On the
+    surrogate's device (the fallback's where the surrogate answered none); ``fired`` and
     ``scores`` ``(batch, checks)``: which check failed where and its score (float64); ``names``
     the checks' names in column order; ``sent_inputs`` and ``solved`` the inputs sent to the
     fallback and its answers (the fallback's own dtype), in batch order, without gradient;
     ``non_finite`` ``(batch,)``: the surrogate answered NaN or inf there (always sent to the
     fallback, reported as ``"finite"``, not scored: ``fired`` False, ``scores`` NaN);
-    ``fallback_non_finite`` ``(batch,)``: the fallback answered NaN or inf there (a warning says
+    ``fallback_non_finite`` ``(batch,)``: the fallback answered NaN or inf there, or values
+    beyond the range of the output's dtype, which the cast to it overflows to inf (a warning says
     how many). A Gaussian or Ensemble cannot hold NaN or inf, so a surrogate returning one
     refuses those samples (:class:`NonFiniteAnswer`, or any
     :class:`~physml._checks.NonFiniteError`): they are ``non_finite`` too, and the others
@@ -109,7 +112,9 @@ class GuardResult:
 
 class Guard:
     """A surrogate answering only where its checks pass; see :func:`guard`. ``surrogate_dtype``
-    is the dtype of the surrogate's last answer (``None`` before its first)."""
+    is the dtype of the surrogate's last answer (``None`` before its first: the output's dtype
+    then comes from the surrogate's first floating-point parameter or buffer where it is a
+    :class:`torch.nn.Module`)."""
 
     def __init__(
         self,
@@ -165,13 +170,13 @@ class Guard:
         sent_inputs, solved = inputs[fails].detach(), None
         fallback_non_finite = torch.zeros_like(fails)
         if fails.any():
-            solved, finite = self._solve(sent_inputs, point, dtype)
+            solved, answers, finite = self._solve(sent_inputs, point, dtype)
             fallback_non_finite[fails] = ~finite.to(fails.device)
             if output is None:
-                output = solved.to(dtype or solved.dtype)
+                output = answers
             else:
                 output = output.clone()
-                output[fails.to(output.device)] = solved.to(output.device, dtype)
+                output[fails.to(output.device)] = answers.to(output.device)
             self.sent.append((sent_inputs, solved))
         names = tuple(c.name for c in self.checks)
         return GuardResult(
@@ -201,19 +206,29 @@ class Guard:
 
     def _output_dtype(self) -> torch.dtype | None:
         """The output's dtype: the surrogate's, promoted with ``fallback_dtype`` where one is
-        given; ``fallback_dtype`` before the surrogate's first answer (``None``: the
+        given; ``fallback_dtype`` where the surrogate's is not known yet (``None``: the
         fallback's)."""
-        if self.surrogate_dtype is None or self.fallback_dtype is None:
-            return self.surrogate_dtype or self.fallback_dtype
-        return torch.promote_types(self.surrogate_dtype, self.fallback_dtype)
+        surrogate_dtype = self._surrogate_dtype()
+        if surrogate_dtype is None or self.fallback_dtype is None:
+            return surrogate_dtype or self.fallback_dtype
+        return torch.promote_types(surrogate_dtype, self.fallback_dtype)
+
+    def _surrogate_dtype(self) -> torch.dtype | None:
+        """The dtype of the surrogate's last answer; before its first, that of its first
+        floating-point parameter or buffer (``None`` for a plain callable)."""
+        if self.surrogate_dtype is not None or not isinstance(self.surrogate, torch.nn.Module):
+            return self.surrogate_dtype
+        tensors = itertools.chain(self.surrogate.parameters(), self.surrogate.buffers())
+        return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
     def _solve(
         self, sent: torch.Tensor, point: torch.Tensor | None, dtype: torch.dtype | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fallback's answers to ``sent``, checked (one per sample, of the surrogate's shape
         where it answered, in a dtype the output's ``dtype`` holds where ``fallback_dtype`` is
-        given), without gradient, and the ``(sent,)`` samples it answered without NaN or inf (a
-        warning counts the others)."""
+        given), without gradient, as given and cast to ``dtype`` (``None``: kept), and the
+        ``(sent,)`` samples whose cast answers hold no NaN or inf (a warning counts the
+        others)."""
         solved = self.fallback(sent)
         rest = tuple(point.shape[1:]) if point is not None else None
         if rest is None and isinstance(solved, torch.Tensor) and solved.ndim:
@@ -227,22 +242,34 @@ class Guard:
             )
         solved = solved.detach()
         if self.fallback_dtype is not None and torch.promote_types(dtype, solved.dtype) != dtype:
-            widened = torch.promote_types(self.surrogate_dtype or solved.dtype, solved.dtype)
+            widened = torch.promote_types(self._surrogate_dtype() or solved.dtype, solved.dtype)
             raise TypeError(
                 f"the fallback answered in {solved.dtype}, which the output's {dtype} cannot "
                 f"hold: pass guard(..., fallback_dtype={solved.dtype}) (the output is then in "
                 f"{widened}), or have the fallback answer in {dtype}"
             )
-        finite = _finite_rows(solved)
-        bad = int((~finite).sum())
-        if bad:
+        answers = solved.to(dtype or solved.dtype)
+        finite, kept = _finite_rows(solved), _finite_rows(answers)
+        sent_count, problems = sent.shape[0], []
+        if not bool(finite.all()):
+            problems.append(
+                f"the fallback answered NaN or inf to {int((~finite).sum())} of the {sent_count} "
+                "samples sent to it"
+            )
+        overflowed = int((finite & ~kept).sum())
+        if overflowed:
+            problems.append(
+                f"the fallback's answers to {overflowed} of the {sent_count} samples sent to it "
+                f"overflow to inf in the output's {dtype}, beyond its range (pass guard(..., "
+                f"fallback_dtype={solved.dtype}) to keep them)"
+            )
+        if problems:
             warnings.warn(
-                f"the fallback answered NaN or inf to {bad} of the {sent.shape[0]} samples sent "
-                "to it: see GuardResult.fallback_non_finite",
+                f"{'; '.join(problems)}: see GuardResult.fallback_non_finite",
                 RuntimeWarning,
                 stacklevel=user_stacklevel(),
             )
-        return solved, finite
+        return solved, answers, kept
 
     def _answer(self, inputs: torch.Tensor) -> tuple[object | None, torch.Tensor]:
         """The surrogate's prediction and the ``(batch,)`` samples it is for: all of them, unless
@@ -319,8 +346,8 @@ class Guard:
         """``(inputs, answers)`` the fallback gave since the last :meth:`clear` — training pairs
         where the surrogate failed, ready to append to a training set; ``None`` if none. The
         answers are kept as the fallback gave them, NaN or inf included (flagged in
-        :attr:`GuardResult.fallback_non_finite`; :func:`refine` leaves them out): drop those
-        rows before training on them."""
+        :attr:`GuardResult.fallback_non_finite`, with those the output's dtype cannot hold;
+        :func:`refine` leaves them out): drop those rows before training on them."""
         if not self.sent:
             return None
         return torch.cat([x for x, _ in self.sent]), torch.cat([y for _, y in self.sent])
@@ -433,11 +460,16 @@ def guard(
             ``torch.float64``, that of the ``pdes`` solvers), keeps the fallback's answers
             exact: the output is then in ``torch.promote_types`` of it and the surrogate's dtype
             (a float32 surrogate and a float64 solver: float64), and a fallback answering in a
-            dtype that does not fit raises ``TypeError``. Either way the dtype is the same in
-            every batch, whoever answered; the one exception: a batch that comes before the
-            surrogate's first answer to this guard (every sample refused) is in
-            ``fallback_dtype``, or without one in the fallback's own dtype. Later batches the
-            surrogate refuses entirely keep the dtype of its last answer.
+            dtype that does not fit raises ``TypeError``. Without one, the cast may overflow: a
+            solver's answer beyond the surrogate dtype's range (65504 for float16) becomes inf,
+            flagged in :attr:`GuardResult.fallback_non_finite` with a warning. Either way the
+            dtype is the same in every batch, whoever answered. A batch that comes before the
+            surrogate's first answer to this guard (every sample refused) takes the surrogate's
+            dtype from its first floating-point parameter or buffer where it is a
+            :class:`torch.nn.Module`; the one exception, a plain callable surrogate (or a
+            module without one): that batch is in ``fallback_dtype``, or without one in the
+            fallback's own dtype. Later batches the surrogate refuses entirely keep the dtype
+            of its last answer.
     """
     return Guard(surrogate, checks, fallback, fallback_dtype)
 
@@ -460,7 +492,7 @@ def _finite_pairs(result: GuardResult) -> tuple[torch.Tensor, torch.Tensor]:
         return result.sent_inputs, result.solved
     warnings.warn(
         f"refine leaves out {int(bad.sum())} of the {bad.shape[0]} samples sent to the fallback: "
-        "it answered them with NaN or inf",
+        "it answered them with NaN or inf, or beyond the range of the output's dtype",
         RuntimeWarning,
         stacklevel=user_stacklevel(),
     )
@@ -477,10 +509,10 @@ def refine(
 
     Each round runs ``guarded`` on ``inputs`` and hands that round's ``(sent inputs, solver
     answers)`` to ``retrain(x, y)``, which updates the surrogate in place or returns a new one
-    (it replaces ``guarded.surrogate``). The fallback's NaN or inf answers
-    (:attr:`GuardResult.fallback_non_finite`) are left out, a warning says how many. Stops early
-    when nothing was sent, or nothing finite came back. Returns every measurement, the last after
-    the last retraining.
+    (it replaces ``guarded.surrogate``). The fallback's NaN or inf answers, and those the
+    output's dtype cannot hold (:attr:`GuardResult.fallback_non_finite`), are left out, a warning
+    says how many. Stops early when nothing was sent, or nothing finite came back. Returns every
+    measurement, the last after the last retraining.
     """
     if not isinstance(guarded, Guard):
         raise TypeError(f"guarded must be a Guard (physml.updates.guard), got {type(guarded)}")

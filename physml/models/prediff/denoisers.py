@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdes.checks import finite, positive_int
+from pdes.checks import finite, positive, positive_int
 
 from ..cuboid import CuboidTransformerBlock, _ints
 from ..earthformer import PatchMerge, PositionEmbedding
@@ -151,7 +151,7 @@ class ConvDenoiser(nn.Module):
         widths = [positive_int("widths", w) for w in widths]
         if not widths:
             raise ValueError("widths must name at least one level")
-        positive_int("blocks", blocks)
+        blocks = positive_int("blocks", blocks)
         c, h, w = self.latent_shape
         multiple = 2 ** (len(widths) - 1)
         if h % multiple or w % multiple:
@@ -160,15 +160,16 @@ class ConvDenoiser(nn.Module):
             )
         self.config = dict(
             kind="conv",
-            context_frames=context_frames,
-            target_frames=target_frames,
+            context_frames=self.context_frames,
+            target_frames=self.target_frames,
             latent_shape=list(self.latent_shape),
             widths=list(widths),
             blocks=blocks,
         )
         embed = 4 * widths[0]
         self.time = TimeEmbedding(embed)
-        self.stem = nn.Conv2d((context_frames + target_frames) * c, widths[0], 3, padding=1)
+        frames = self.context_frames + self.target_frames
+        self.stem = nn.Conv2d(frames * c, widths[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         previous = widths[0]
@@ -202,7 +203,7 @@ class ConvDenoiser(nn.Module):
         self.head = nn.Sequential(
             nn.GroupNorm(math.gcd(8, widths[0]), widths[0]),
             nn.SiLU(),
-            nn.Conv2d(widths[0], target_frames * c, 3, padding=1),
+            nn.Conv2d(widths[0], self.target_frames * c, 3, padding=1),
         )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -253,11 +254,13 @@ class CuboidDenoiser(nn.Module):
         self.context_frames = positive_int("context_frames", context_frames)
         self.target_frames = positive_int("target_frames", target_frames)
         self.latent_shape = _latent_shape(latent_shape)
-        self.patch = positive_int("patch", patch)
-        positive_int("dim", dim)
+        self.patch = patch = positive_int("patch", patch)
+        dim = positive_int("dim", dim)
         d0, d1 = _ints("depth", depth, 1, ("patch level", "lower level"))
-        if dim % positive_int("num_heads", num_heads):
+        num_heads = positive_int("num_heads", num_heads)
+        if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads, got {dim} and {num_heads}")
+        mlp_ratio = positive("mlp_ratio", mlp_ratio)
         c, h, w = self.latent_shape
         if h % (2 * patch) or w % (2 * patch):
             raise ValueError(
@@ -265,8 +268,8 @@ class CuboidDenoiser(nn.Module):
             )
         self.config = dict(
             kind="cuboid",
-            context_frames=context_frames,
-            target_frames=target_frames,
+            context_frames=self.context_frames,
+            target_frames=self.target_frames,
             latent_shape=list(self.latent_shape),
             dim=dim,
             depth=[d0, d1],
@@ -275,7 +278,7 @@ class CuboidDenoiser(nn.Module):
             pattern=pattern,
             mlp_ratio=mlp_ratio,
         )
-        frames = context_frames + target_frames
+        frames = self.context_frames + self.target_frames
         fine = (frames, h // patch, w // patch)
         coarse = (frames, h // (2 * patch), w // (2 * patch))
         embed = 4 * dim
