@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "--fno", choices=boon.FNO_LAYOUTS, default=boon.FNO_LAYOUTS[0], help="the FNO's layout"
     )
     args = parser.parse_args(argv)
+    temporary = args.out is None and args.quick
     args.out = results_folder(args.out, args.quick)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -286,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     name = results_name(args.fno)
     progress = Progress(args.out / f".{name}-partial-{size}.json", size)
-    resumes(progress.path, bool(progress.runs))
+    if temporary:
+        resumes(progress.path, False, f"rerun with --out {args.out} to resume")
+    else:
+        resumes(progress.path, bool(progress.runs))
     zoom = args.out / f".{name}-zoom-{size}.pt"
 
     runs: list[dict] = []

@@ -105,18 +105,22 @@ def _script() -> str:
     return Path(sys.argv[0]).name
 
 
-def resumes(path: Path, found: bool) -> None:
+def resumes(path: Path, found: bool, rerun: str = "a rerun on the same folder resumes") -> None:
     """A run keeping what it finishes in ``path``: "resuming from" it on stderr when it holds a
-    previous run's (``found``); Ctrl-C's line (:func:`run_main`) then says a rerun resumes."""
+    previous run's (``found``); Ctrl-C's line (:func:`run_main`) then says how a rerun resumes
+    (``rerun``) from it."""
     global _rerun
-    _rerun = f"; a rerun on the same folder resumes from {path}"
+    _rerun = f"; {rerun} from {path}"
     if found:
         print(f"{_script()}: resuming from {path}", file=sys.stderr)
 
 
-def work_folder(given: Path | None, scratch: str, quick: bool, default: Path) -> Path:
+def work_folder(
+    given: Path | None, scratch: str, quick: bool, default: Path, kept: Sequence[str]
+) -> Path:
     """``--work``: ``given``, else ``scratch`` (a temporary folder) for a ``quick`` run, else
-    ``default``; a folder kept is announced by :func:`resumes` when it holds files."""
+    ``default``; a folder kept is announced by :func:`resumes` when it holds the benchmark's own
+    files: a match of one of the glob patterns ``kept`` (relative to the folder)."""
     global _rerun
     if given is None and quick:
         _rerun = (
@@ -124,20 +128,44 @@ def work_folder(given: Path | None, scratch: str, quick: bool, default: Path) ->
         )
         return Path(scratch)
     work = given or default
-    resumes(work, work.is_dir() and any(work.iterdir()))
+    resumes(work, any(next(work.glob(pattern), None) is not None for pattern in kept))
     return work
+
+
+class WorkMismatch(ValueError):
+    """A ``--work`` folder holding a run of another setup (one line by :func:`run_main`)."""
+
+
+def _differences(saved: object, setup: object, key: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(setup, dict):
+        keys = sorted(saved.keys() | setup.keys(), key=str)
+        return [
+            line for k in keys for line in _differences(saved.get(k), setup.get(k), f"{key}.{k}")
+        ]
+    return [] if saved == setup else [f"{key} {saved!r} there, {setup!r} now"]
+
+
+def check_same_setup(path: Path, saved: object, setup: dict) -> None:
+    """A :class:`WorkMismatch` naming each setting (``setup.seed``) where ``saved``, the setup
+    ``path`` was written by, differs from this run's ``setup``."""
+    if saved != setup:
+        differences = "; ".join(_differences(saved, setup, "setup"))
+        raise WorkMismatch(
+            f"--work: {str(path)!r} comes from a run with another setup ({differences}); remove "
+            "the folder or choose another --work"
+        )
 
 
 def run_main(main: Callable[[], int]) -> int:
     """A benchmark script's exit status: ``main()``'s, or one line on stderr instead of a
-    traceback for Ctrl-C (130, with what a rerun picks up) and for a checkpoint that cannot be
-    resumed (2)."""
+    traceback for Ctrl-C (130, with what a rerun picks up) and for a checkpoint or a ``--work``
+    folder that cannot be resumed (2)."""
     try:
         return main()
     except KeyboardInterrupt:
         print(f"\n{_script()}: interrupted{_rerun}", file=sys.stderr)
         return 130
-    except CheckpointError as error:
+    except (CheckpointError, WorkMismatch) as error:
         print(f"{_script()}: error: {error}", file=sys.stderr)
         return 2
 

@@ -131,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, maps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = work_folder(
-            args.work, scratch, args.quick, Path("benchmarks/work") / "forecast_conservation"
+            args.work,
+            scratch,
+            args.quick,
+            Path("benchmarks/work") / "forecast_conservation",
+            variants,
         )
         for variant in variants:
             folder = work / variant

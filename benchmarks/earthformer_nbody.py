@@ -44,10 +44,18 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, results_folder, run_main, work_folder, write_results  # noqa: E402
+from common import (  # noqa: E402
+    add_out,
+    check_same_setup,
+    results_folder,
+    run_main,
+    work_folder,
+    write_results,
+)
 from nbody_forecasting import (  # noqa: E402
     EARTHFORMER,
     L1_WEIGHT,
+    MODELS,
     REFERENCE,
     SCALES,
     build,
@@ -69,27 +77,16 @@ from physml.models.forecasting import (  # noqa: E402
 from physml.tasks.figures import frame_strip, save_figure  # noqa: E402
 
 NAME = "earthformer_nbody"
-METHODS = (
-    "earthformer",
-    "earthformer-noglobal",
-    "unet",
-    "convlstm",
-    "persistence",
-    "blank",
-    "physics-reference",
-)
+METHODS = (*MODELS, "physics-reference")
 
 
 def load_partial(path: Path, setup: dict) -> dict[str, dict]:
-    """Rows finished by an earlier run with the same ``setup``, by method (none otherwise)."""
+    """Rows finished by an earlier run with the same ``setup``, by method (none when there is
+    no ``path``; a :class:`~common.WorkMismatch` when its rows are another setup's)."""
     if not path.exists():
         return {}
     saved = json.loads(path.read_text())
-    if saved.get("setup") != setup:
-        raise ValueError(
-            f"--work: {str(path)!r} holds rows of a run with setup {saved.get('setup')}, not "
-            f"{setup}; remove the folder or choose another --work"
-        )
+    check_same_setup(path, saved.get("setup"), setup)
     return {row["method"]: row for row in saved["rows"]}
 
 
@@ -252,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     name = NAME if mode in ("quick", "full") else f"{NAME}-{mode}"
     quiet = not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, mode == "quick", Path("physml_output") / name)
+        work = work_folder(
+            args.work, scratch, mode == "quick", Path("physml_output") / name, ("rows.json", "*.pt")
+        )
         work.mkdir(parents=True, exist_ok=True)
         setup = {
             "mode": mode,

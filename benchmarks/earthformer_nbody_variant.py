@@ -42,8 +42,9 @@ LOSSES = {"mse": None, "l1": None, "mse+0.1l1": 0.1, "mse+l1": 1.0}
 the named loss of :func:`~physml.models.forecasting.train_forecaster`)."""
 
 
-METHODS = (*bench.GLOBAL_VECTORS, "unet", "convlstm")
-"""The learned models :func:`nbody_forecasting.build` makes."""
+METHODS = bench.MODELS
+"""Every model :func:`nbody_forecasting.build` makes (``persistence`` and ``blank`` train no
+step: their lines score them)."""
 
 
 def _budget(text: str) -> float:

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import arguments, run_main, work_folder, write_results  # noqa: E402
+from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml import metrics  # noqa: E402
 from physml._io import atomic_write_text, save_figure  # noqa: E402
@@ -146,7 +146,16 @@ def run_case(name: str, spec, work: Path, quiet: bool) -> tuple[list[dict], dict
             out = work / f"{name}-{arm}-{seed}"
             described = {**config, "arm": arm}
             started = time.process_time()
-            Trainer(model, FAMILIES["fno"].loss, settings, out, described, quiet=quiet).fit(items)
+            trainer = Trainer(
+                model,
+                FAMILIES["fno"].loss,
+                settings,
+                out,
+                described,
+                quiet=quiet,
+                remedy=WORK_REMEDY,
+            )
+            trainer.fit(items)
             timing = out / "train_s.json"  # a re-scoring run trains nothing: keep the first's
             if not timing.exists():
                 atomic_write_text(timing, json.dumps(time.process_time() - started))
@@ -219,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         __doc__, argv, lambda p: p.add_argument("--work", type=Path, help="trained models")
     )
     started = time.perf_counter()
+    cases = QUICK if args.quick else CASES
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
+        default = Path("benchmarks/work") / NAME
+        work = work_folder(args.work, scratch, args.quick, default, [f"{c}-*" for c in cases])
         work.mkdir(parents=True, exist_ok=True)
-        cases = QUICK if args.quick else CASES
         rows = []
         for name, spec in cases.items():
             found, shown = run_case(name, spec, work, quiet=args.quick)

@@ -215,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = work_folder(
-            args.work, scratch, args.quick, Path("benchmarks/work") / "forecast_conservation"
+            args.work,
+            scratch,
+            args.quick,
+            Path("benchmarks/work") / "forecast_conservation",
+            ("conserved",),
         )
         folder = work / "conserved"
         split, units = blocks.open_variant("conserved", scale, work, args.seed, quiet)

@@ -20,6 +20,7 @@ variants in two processes side by side (one thread each)::
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 import tempfile
 import time
@@ -80,6 +81,46 @@ def variant_rows(
     return found, details["sweep"], details["plan"]
 
 
+_stop = None
+"""In a worker of :func:`side_by_side`: the event its parent sets when interrupted."""
+
+
+def _start_worker(stop) -> None:
+    global _stop
+    _stop = stop
+
+
+def _interruptible_rows(*job) -> tuple:
+    """:func:`variant_rows` in a worker of :func:`side_by_side`, which holds Ctrl-C back outside
+    its jobs: one while it started ends the job as it begins, with a KeyboardInterrupt handed
+    back (not printed), and no job starts once the parent is interrupted."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        if _stop.is_set():
+            raise KeyboardInterrupt
+        return variant_rows(*job)
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def side_by_side(jobs: list[tuple], processes: int) -> list[tuple]:
+    """:func:`variant_rows` of each job in ``processes`` spawned workers, which take Ctrl-C only
+    in their jobs (none while they import): only this process says it was interrupted."""
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.Event()
+    with ProcessPoolExecutor(processes, spawn, _start_worker, (stop,)) as pool:
+        try:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the workers' too
+            try:
+                outcomes = pool.map(_interruptible_rows, *zip(*jobs, strict=True))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            return list(outcomes)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+
+
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="data, checkpoints, plan")
@@ -98,14 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet = not sys.stderr.isatty()
     rows, sweeps, plans = [], {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
+        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME, variants)
         jobs = [(variant, scale, work, args.seed, quiet, args.out) for variant in variants]
         if args.jobs == 1:
             results = [variant_rows(*job) for job in jobs]
         else:
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=spawn) as pool:
-                results = list(pool.map(variant_rows, *zip(*jobs, strict=True)))
+            results = side_by_side(jobs, min(args.jobs, len(jobs)))
         for variant, (found, sweep, planned) in zip(variants, results, strict=True):
             rows += found
             sweeps[variant] = sweep

@@ -364,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, maps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = work_folder(
-            args.work, scratch, args.quick, Path("benchmarks/work") / "forecast_conservation"
+            args.work,
+            scratch,
+            args.quick,
+            Path("benchmarks/work") / "forecast_conservation",
+            blocks.VARIANTS,
         )
         for variant in blocks.VARIANTS:
             split, units, models = blocks.data_and_models(

@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    WORK_REMEDY,
     arguments,
     run_main,
     steady_allocations,
@@ -89,7 +90,7 @@ def sweep(problem, scale, seed: int, work: Path, quiet: bool) -> list[dict]:
     members = [
         blocks.train(
             blocks.fno(size, seed + k), blocks.relative_l2_loss, train, size, seed + k,
-            work / f"fno{seed + k}-{size.train}x{size.steps}steps", quiet,
+            work / f"fno{seed + k}-{size.train}x{size.steps}steps", quiet, remedy=WORK_REMEDY,
         )
         for k in range(scale["members"])
     ]  # fmt: skip
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     equations = args.equations
     rows, verdict = [], {}
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / NAME, equations
+        )
         for name in equations:
             found = sweep(blocks.equation(name), scale, args.seed, work / name, quiet)
             verdict[name] = blocks.guard_done_when(found)

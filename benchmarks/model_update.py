@@ -51,6 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    WORK_REMEDY,
     arguments,
     run_main,
     work_and_equations,
@@ -122,7 +123,7 @@ def runs_of_seed(problem, scale, seed, work: Path, quiet: bool, warm_start: bool
     here = work / f"seed{seed}"
     old = blocks.train(
         blocks.fno(scale["old"], seed), blocks.relative_l2_loss, old_data, scale["old"], seed,
-        here / "old", quiet,
+        here / "old", quiet, remedy=WORK_REMEDY,
     )  # fmt: skip
     old_prediction, old_val = blocks.predict(old.model, x), blocks.predict(old.model, x_val)
     tau = float(blocks.sample_errors(old.model, new_data).median())
@@ -149,6 +150,7 @@ def runs_of_seed(problem, scale, seed, work: Path, quiet: bool, warm_start: bool
                 here / f"{scenario}-{method}-{strength}{suffix}", quiet,
                 {"scenario": scenario, "method": method, "strength": strength, "tau": tau,
                  **({"warm": True} if warm else {})},  # cold runs: the checkpoints' old config
+                remedy=WORK_REMEDY,
             )  # fmt: skip
             scores = blocks.update_scores(problem, old_prediction, blocks.predict(model, x), y)
             held_out = blocks.update_scores(problem, old_val, blocks.predict(model, x_val), y_val)
@@ -220,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     warm_start = args.warm_start
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / name)
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / name, equations
+        )
         for equation in equations:
             problem = blocks.equation(equation)
             runs: dict = {}

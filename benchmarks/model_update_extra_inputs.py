@@ -29,6 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    WORK_REMEDY,
     arguments,
     run_main,
     work_and_equations,
@@ -92,7 +93,7 @@ def runs_of_seed(problem, scale: dict, seed: int, work: Path, quiet: bool) -> di
     here = work / f"seed{seed}"
     old = blocks.train(
         blocks.fno(scale["old"], seed), blocks.relative_l2_loss, parts["old"], scale["old"], seed,
-        here / "old", quiet,
+        here / "old", quiet, remedy=WORK_REMEDY,
     ).model  # fmt: skip
     old_test, old_val = blocks.predict(old, x), blocks.predict(old, x_val)
     pool = pool_inputs(problem, scale["pool"])
@@ -106,6 +107,7 @@ def runs_of_seed(problem, scale: dict, seed: int, work: Path, quiet: bool) -> di
         trained = blocks.train(
             model, loss, parts["new"], scale["new"], new_seed, here / f"extra-{strength}", quiet,
             {"method": "pc-extra", "strength": strength, "pool": scale["pool"]},
+            remedy=WORK_REMEDY,
         )  # fmt: skip
         scores = blocks.update_scores(problem, old_test, blocks.predict(model, x), y)
         held_out = blocks.update_scores(problem, old_val, blocks.predict(model, x_val), y_val)
@@ -126,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, verdict = [], {}
     problems = [blocks.equation(name) for name in args.equations]
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / NAME, args.equations
+        )
         for problem in problems:
             equation = problem.name
             runs: dict = {}

@@ -96,6 +96,8 @@ EARTHFORMER: dict[str, object] = dict(
 )
 """Earthformer's settings besides its width and global vectors (see :func:`build`)."""
 GLOBAL_VECTORS = {"earthformer": 8, "earthformer-noglobal": 0}
+MODELS = (*GLOBAL_VECTORS, "unet", "convlstm", "persistence", "blank")
+"""The methods :func:`build` makes: the learned models, then two without weights."""
 
 
 L1_WEIGHT = 0.1

@@ -40,7 +40,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nbody_forecasting  # noqa: E402
-from common import arguments, run_main, work_folder, write_results  # noqa: E402
+from common import arguments, check_same_setup, run_main, work_folder, write_results  # noqa: E402
 
 from physml._checks import device as checked_device  # noqa: E402
 from physml._io import atomic_write_text  # noqa: E402
@@ -138,10 +138,10 @@ class OnDevice(nn.Module):
 
 
 class Stages:
-    """The work folder: each stage's cached JSON (checked against the run's setup), named
-    ``prefix`` + its key. ``ledger`` records what this process did with each stage (by that
-    name): ``None`` computed it, a number read it (the time the file was written, by an earlier
-    run or a concurrent one)."""
+    """The work folder: each stage's cached JSON (checked against the run's setup by
+    :func:`~common.check_same_setup`), named ``prefix`` + its key. ``ledger`` records what this
+    process did with each stage (by that name): ``None`` computed it, a number read it (the time
+    the file was written, by an earlier run or a concurrent one)."""
 
     def __init__(
         self,
@@ -172,11 +172,7 @@ class Stages:
         if not path.exists():
             return None
         saved = json.loads(path.read_text())
-        if saved["setup"] != self.setup:
-            raise ValueError(
-                f"--work: {str(path)!r} comes from a run with another setup; remove the folder "
-                "or choose another --work"
-            )
+        check_same_setup(path, saved["setup"], self.setup)
         self.ledger.setdefault(self.name(key), path.stat().st_mtime)
         return saved["result"]
 
@@ -259,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     scale, seed, quiet = SCALES[mode], args.seed, not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("benchmarks/work") / NAME)
+        work = work_folder(
+            args.work, scratch, args.quick, Path("benchmarks/work") / NAME, ("data.json",)
+        )
         where = {} if device == "cpu" else {"device": device}
         stages = Stages(work, {"mode": mode, "seed": seed, "scale": scale.setup(), **where})
         rows = run(

@@ -31,7 +31,7 @@ from common import add_out, results_folder, run_main, work_folder, write_results
 from physml import Gaussian, constrain, mass_conservation  # noqa: E402
 from physml.data import gpme_sampler, grid_points  # noqa: E402
 from physml.models import DeepEnsemble, ExactGPSurrogate, with_parameters  # noqa: E402
-from physml.tasks import Context  # noqa: E402
+from physml.tasks import Context, run_label  # noqa: E402
 from physml.tasks.probconserv import SCALES, OnGrid, evaluate  # noqa: E402
 from physml.training import fit_ensemble  # noqa: E402
 
@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = ["stefan"] if args.quick else args.cases
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        work = work_folder(args.work, scratch, args.quick, Path("physml_output"))
-        context = Context(out=work, size=size, seed=args.seed, quiet=not sys.stderr.isatty())
+        context = Context(out=Path(), size=size, seed=args.seed, quiet=not sys.stderr.isatty())
+        trained = [f"checkpoints/{run_label(context)}/*-{case}-*" for case in cases]
+        work = work_folder(args.work, scratch, args.quick, Path("physml_output"), trained)
+        context = dataclasses.replace(context, out=work)
         peers = Peers(size, args.seed, progress=not context.quiet)
         for case in cases:
             case_rows, _ = evaluate(case, context, extra_methods=peers, scale=scale)

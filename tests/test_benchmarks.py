@@ -3,10 +3,13 @@
 import dataclasses
 import json
 import math
+import os
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -627,7 +630,7 @@ def test_cuboid_scaling_quick_mode_times_every_pattern(tmp_path):
     [
         (["x", "unet", "probe"], "argument BUDGET_S: must be CPU seconds > 0, got 'x'"),
         (["0", "unet", "probe"], "argument BUDGET_S: must be CPU seconds > 0, got '0'"),
-        (["1", "persistence", "probe"], "argument METHOD: invalid choice: 'persistence'"),
+        (["1", "physics-reference", "probe"], "argument METHOD: invalid choice: 'physics-ref"),
         (["1", "unet", "probe", "lr=1"], "argument OVERRIDES: must be a JSON object such as"),
         (["1", "unet"], "the following arguments are required: TAG"),
     ],
@@ -955,7 +958,7 @@ def test_ctrl_c_and_a_refused_checkpoint_end_a_benchmark_in_one_line(tmp_path, m
 
     def interrupted_on(given, quick):
         def main():
-            common.work_folder(given, str(tmp_path / "scratch"), quick, default)
+            common.work_folder(given, str(tmp_path / "scratch"), quick, default, ["plan.json"])
             raise KeyboardInterrupt
 
         return main
@@ -965,13 +968,13 @@ def test_ctrl_c_and_a_refused_checkpoint_end_a_benchmark_in_one_line(tmp_path, m
     assert capsys.readouterr().err == f"\nprobe.py: interrupted; {rerun}\n"  # nothing to resume
     work.mkdir()
     (work / "plan.json").write_text("{}")
-    assert common.work_folder(work, "scratch", False, default) == work
+    assert common.work_folder(work, "scratch", False, default, ["plan.json"]) == work
     assert capsys.readouterr().err == f"probe.py: resuming from {work}\n"
     assert common.run_main(interrupted_on(None, True)) == 130
     temporary = "its --quick work folder was temporary, so a rerun starts over (--work keeps one)"
     assert capsys.readouterr().err == f"\nprobe.py: interrupted; {temporary}\n"
-    assert common.work_folder(None, "scratch", True, default) == Path("scratch")
-    assert common.work_folder(None, "scratch", False, default) == default
+    assert common.work_folder(None, "scratch", True, default, ["plan.json"]) == Path("scratch")
+    assert common.work_folder(None, "scratch", False, default, ["plan.json"]) == default
 
     def refused():
         raise CheckpointError("checkpoint: 'w/a' was trained on other data. Use another --work")
@@ -992,3 +995,199 @@ def test_the_shared_modules_run_as_scripts_say_they_are_not_benchmarks(monkeypat
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"{name}.py: ") and err.count("\n") == 1
     assert "not a benchmark; run one of the others" in err
+
+
+def _tiny_update_scale(blocks, old_width: int = 4, new_width: int = 4) -> dict:
+    """A model-update scale of seconds: FNOs of ``*_width`` channels, a few samples, one step."""
+    return dict(
+        old=blocks.Size(old_width, 2, 1, 4, 1, 4),
+        new=blocks.Size(new_width, 2, 1, 4, 1, 4),
+        test=2,
+        validation=2,
+        lambdas=(1.0,),
+        scenarios=("fno",),
+        pool=4,
+        extra_batch=2,
+        model=blocks.Size(old_width, 2, 1, 4, 1, 4),
+        members=2,
+        levels=(1.0,),
+    )
+
+
+def _model_update_runs(bench, scale, work):
+    bench.runs_of_seed(bench.blocks.equation("heat"), scale, 0, work, True)
+
+
+def _guarded_surrogate_runs(bench, scale, work):
+    bench.sweep(bench.blocks.equation("heat"), scale, 0, work, True)
+
+
+@pytest.mark.parametrize(
+    "name, runs, changed",
+    [
+        ("model_update", _model_update_runs, ("new", "old")),
+        ("model_update_extra_inputs", _model_update_runs, ("new", "old")),
+        ("guarded_surrogate", _guarded_surrogate_runs, ("old",)),
+    ],
+)
+def test_a_model_update_training_refused_on_its_work_folder_advises_another_work(
+    tmp_path, name, runs, changed
+):
+    """Every training of the benchmark (the old model's, the new ones') resumes under --work: a
+    run of other settings there is refused with "use another --work", not physml's --out."""
+    bench = load_benchmark(name)
+    runs(bench, _tiny_update_scale(bench.blocks), tmp_path)
+    for part in changed:
+        other = _tiny_update_scale(bench.blocks, **{f"{part}_width": 6})
+        with pytest.raises(CheckpointError, match="; use another --work or the same model") as no:
+            runs(bench, other, tmp_path)
+        assert "size.hidden 4 → 6" in str(no.value) and "--out" not in str(no.value)
+
+
+def test_an_fno_coordinates_training_refused_on_its_work_folder_advises_another_work(
+    tmp_path, monkeypatch
+):
+    bench = load_benchmark("fno_coordinates")
+    monkeypatch.setattr(bench, "SEEDS", (0,))
+    spec = ("burgers", "operator", {"nx": 16}, 4, 2, {"modes": 2, "hidden": 4}, 1)
+    bench.run_case("burgers", spec, tmp_path, quiet=True)
+    wider = (*spec[:5], {"modes": 2, "hidden": 6}, 1)
+    with pytest.raises(CheckpointError, match="; use another --work or the same model") as no:
+        bench.run_case("burgers", wider, tmp_path, quiet=True)
+    assert "--out" not in str(no.value)
+
+
+def test_another_seed_on_an_nbody_work_folder_ends_in_one_line_naming_the_seed(
+    tmp_path, monkeypatch, capsys
+):
+    """earthformer_nbody's finished rows and prediff_nbody's stages are kept per setup: a run of
+    another --seed on the same --work is refused in one line (exit 2), not a traceback."""
+    bench = load_benchmark("earthformer_nbody")
+    common = sys.modules["common"]  # the one the script raises from
+    monkeypatch.setattr(sys, "argv", ["probe.py"])
+    argv = ["--quick", "--methods", "persistence", "--out", str(tmp_path / "out")]
+    argv += ["--work", str(tmp_path / "work")]
+    assert bench.main(argv) == 0
+    capsys.readouterr()
+    assert common.run_main(lambda: bench.main([*argv, "--seed", "1"])) == 2
+    rows = tmp_path / "work" / "rows.json"
+    assert capsys.readouterr().err.splitlines() == [
+        f"probe.py: resuming from {tmp_path / 'work'}",
+        f"probe.py: error: --work: {str(rows)!r} comes from a run with another setup "
+        "(setup.seed 0 there, 1 now); remove the folder or choose another --work",
+    ]
+    prediff = load_benchmark("prediff_nbody")
+    prediff.Stages(tmp_path, {"seed": 0, "scale": {"steps": 2}}).cached("data", dict)
+    stages = prediff.Stages(tmp_path, {"seed": 1, "scale": {"steps": 3}, "device": "cuda"})
+    assert common.run_main(lambda: stages.cached("data", dict)) == 2
+    assert capsys.readouterr().err == (
+        f"probe.py: error: --work: {str(tmp_path / 'data.json')!r} comes from a run with another "
+        "setup (setup.device None there, 'cuda' now; setup.scale.steps 2 there, 3 now; "
+        "setup.seed 0 there, 1 now); remove the folder or choose another --work\n"
+    )
+
+
+@pytest.mark.parametrize("method", ["persistence", "blank"])
+def test_the_variant_script_scores_the_models_without_weights(monkeypatch, capsys, method):
+    """``persistence`` and ``blank``, which build() makes, are scored as before: the last
+    context frame (or black) against each target frame, squared error summed over each frame's
+    pixels, averaged over sequences and lead times (at the quick scale)."""
+    from physml.data.nbody import canvas_lengths, nbody_digits
+
+    variant = load_benchmark("earthformer_nbody_variant")
+    assert {"persistence", "blank"} <= set(variant.METHODS)
+    scale = variant.bench.SCALES["quick"]
+    monkeypatch.setitem(variant.bench.SCALES, "full", scale)
+    assert variant.main(["1", method, "probe"]) == 0
+    words = capsys.readouterr().out.split()
+    fields = dict(zip(words[2::2], words[3::2], strict=False))
+    test = nbody_digits(
+        scale.test,
+        seed=1,
+        frames=scale.t_in + scale.t_out,
+        size=scale.size,
+        split="test",
+        stride=scale.stride,
+        **canvas_lengths(scale.size),
+    ).frames.double()
+    last, future = test[:, scale.t_in - 1], test[:, scale.t_in :]
+    forecast = last[:, None] if method == "persistence" else torch.zeros_like(last[:, None])
+    expected = (future - forecast).square().sum((-3, -2, -1)).mean()
+    assert words[:2] == ["probe", method] and fields["steps"] == "0"
+    assert float(fields["mse"]) == pytest.approx(float(expected), abs=0.005)
+
+
+def test_a_work_folder_is_said_to_resume_only_when_it_holds_the_benchmarks_own_files(
+    tmp_path, monkeypatch, capsys
+):
+    """probconserv_gpme's default --work is physml run's default output folder: its index and
+    another run's checkpoints are no run of this benchmark to resume."""
+    bench = load_benchmark("probconserv_gpme")
+    monkeypatch.setattr(sys, "argv", ["probconserv_gpme.py"])
+    monkeypatch.setattr(bench, "evaluate", lambda case, context, **options: ([], {}))
+    work = tmp_path / "physml_output"
+    (work / "checkpoints" / "toy-seed1" / "anp-stefan-16x16-40").mkdir(parents=True)
+    (work / "checkpoints" / "toy-seed0" / "anp-pme-16x16-40").mkdir(parents=True)
+    (work / "index.html").write_text("physml run's page")
+    argv = ["--quick", "--out", str(tmp_path / "out"), "--work", str(work)]
+    assert bench.main(argv) == 0
+    assert "resuming" not in capsys.readouterr().err
+    (work / "checkpoints" / "toy-seed0" / "anp-stefan-16x16-40").mkdir()
+    assert bench.main(argv) == 0
+    assert capsys.readouterr().err == f"probconserv_gpme.py: resuming from {work}\n"
+
+
+def test_boon_quick_without_out_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """Its --quick temporary folder is kept, but a plain rerun makes a new one: the Ctrl-C line
+    names the --out that resumes; with --out given, the same folder does."""
+    bench = load_benchmark("boon")
+    common = sys.modules["common"]
+    monkeypatch.setattr(sys, "argv", ["boon.py"])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def interrupted(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.boon, "run_case", interrupted)
+    assert common.run_main(lambda: bench.main(["--quick"])) == 130
+    (folder,) = tmp_path.iterdir()
+    partial = folder / ".boon-partial-quick.json"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"boon.py: interrupted; rerun with --out {folder} to resume from {partial}"
+    )
+    assert common.run_main(lambda: bench.main(["--quick", "--out", str(folder)])) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"boon.py: interrupted; a rerun on the same folder resumes from {partial}"
+    )
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """The pids of ``parent``'s multiprocessing spawn workers (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_ctrl_c_while_the_side_by_side_workers_start_is_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the process group) while the --jobs 2 workers import: no traceback of
+    theirs, the parent's one line, exit 130, and no worker left behind."""
+    command = benchmark("forecast_conservation", "--quick", "--jobs", "2")
+    command += ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(workers := _spawned_workers(run.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert len(workers) == 2
+    rerun = f"a rerun on the same folder resumes from {tmp_path / 'work'}"
+    assert (run.returncode, err) == (130, f"\nforecast_conservation.py: interrupted; {rerun}\n")
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)

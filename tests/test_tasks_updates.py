@@ -17,6 +17,7 @@ from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import updates as task
 from physml.tasks.updates.guard import _guard_row
+from physml.training import CheckpointError
 from physml.updates import EnsembleSpread, NonFiniteAnswer, guard
 
 SMALL = {
@@ -654,3 +655,17 @@ def test_a_level_beyond_one_is_refused_by_name():
     x = torch.ones(2, 1, 17)
     with pytest.raises(ValueError, match=r"level must be in \(0, 1\], got 1.01"):
         task.guard_checks(SMALL["heat"], x, x, x, 1.01)
+
+
+def test_a_refusal_to_resume_gives_the_callers_remedy(tmp_path):
+    x = torch.randn(8, 1, 16, generator=torch.Generator().manual_seed(0))
+    size, wider = task.Size(4, 2, 1, 8, 1, 4), task.Size(6, 2, 1, 8, 1, 4)
+    data = TensorDataset(x, x)
+    task.train(task.fno(size, 0), task.relative_l2_loss, data, size, 0, tmp_path)
+    with pytest.raises(CheckpointError, match=r"\(size.hidden 4 → 6\); use another --work or"):
+        task.train(
+            task.fno(wider, 0), task.relative_l2_loss, data, wider, 0, tmp_path,
+            remedy="use another --work",
+        )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"\(size.hidden 4 → 6\); use another --out or"):
+        task.train(task.fno(wider, 0), task.relative_l2_loss, data, wider, 0, tmp_path)

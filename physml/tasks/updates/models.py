@@ -19,6 +19,7 @@ from ..._io import atomic_write_text, strict_json
 from ...constraints import BoundaryCondition, constrain
 from ...outputs import Ensemble
 from ...training import TrainConfig, Trainer
+from ...training.checkpoint import REMEDY
 from ...training.families import relative_l2_loss
 from ...updates import FocalDistillation, NonFiniteAnswer
 from .data import Equation
@@ -119,10 +120,13 @@ def train(
     out: Path | None,
     quiet: bool = True,
     describe: dict | None = None,
+    remedy: str = REMEDY,
 ) -> Trained:
     """One Trainer run (cosine lr, gradient norm ≤ 1), resumed from ``out`` when it is there;
     its CPU seconds are kept in ``out/train_s.json`` so a finished run reports them again (NaN,
-    and nothing written, for a finished run without that file: killed before writing it)."""
+    and nothing written, for a finished run without that file: killed before writing it).
+    ``remedy``: where else to train, in a refusal to resume ``out`` (the default names physml's
+    ``--out``)."""
     config = TrainConfig(
         steps=size.steps,
         batch=min(size.batch, len(data)),
@@ -132,7 +136,9 @@ def train(
         checkpoint_every=max(1, min(500, size.steps)),
     )
     described = {"size": asdict(size), **(describe or {})}
-    trainer = Trainer(model, loss, config, out=out, model_config=described, quiet=quiet)
+    trainer = Trainer(
+        model, loss, config, out=out, model_config=described, quiet=quiet, remedy=remedy
+    )
     started = time.process_time()
     report = trainer.fit(data)
     done = size.steps - report.resumed_from
