@@ -555,13 +555,13 @@ def solve_tracer(
     """Carry the tracer ``c0`` ``(sample, nx, ny)`` in a steady flow; ``(sample, time, nx, ny)``.
 
     ``flow`` is a uniform velocity ``(ux, uy)`` (two numbers or 0-d tensors, or a tensor or array
-    of shape ``(2,)``) or face velocities ``(U, V)`` (tensors
-    ``(nx, ny)`` or ``(sample, nx, ny)``, e.g. from :func:`face_velocities`; the total is
-    conserved whatever they are, the tracer's range only if they are divergence-free). ``kappa``
-    >= 0, a number or one per sample. ``max_step`` must not exceed :func:`step_limit` (the
-    default is the limit). One step serves the whole batch (its fastest sample and largest κ
-    set it), so a sample's answer depends on its batch within the scheme's truncation error;
-    solve a sample alone for an answer of its own.
+    of shape ``(2,)``) or face velocities ``(U, V)`` (tensors ``(nx, ny)`` or ``(sample, nx,
+    ny)``, e.g. from :func:`face_velocities`; the total is conserved whatever they are, the
+    tracer's range only if they are divergence-free). ``kappa`` >= 0, a number or one per
+    sample. ``max_step`` must not exceed :func:`step_limit` (the default is the limit). One step
+    serves the whole batch (its fastest sample and largest κ set it), so a sample's answer
+    depends on its batch within the scheme's truncation error; solve a sample alone for an
+    answer of its own.
     """
     grid = check_grid(grid)
     c0 = _tracer(c0, grid)
