@@ -1,7 +1,10 @@
 """The heat equation ``u_t = κ u_xx`` on a 1-D node grid, by exponential time integration.
 
 Space is the standard second-order three-point Laplacian; time is exact for the linear part
-(``pdes.integrators``), so there is no stability limit on the step.
+(``pdes.integrators``), so there is no stability limit on the step. The solver is 1-D only; the
+2-D heat equation on a periodic box is the tracer with no flow,
+``solve_tracer(c0, grid, kappa, t, (0.0, 0.0))`` (:func:`pdes.tracer.solve_tracer` on a periodic
+:class:`~pdes.grid.Grid2D`: the five-point Laplacian and explicit SSP-RK2 steps, second order).
 
 * Dirichlet: the unknowns are the interior nodes; the boundary values enter the first and last
   interior rows as a forcing ``κ g/dx²``. The returned boundary nodes hold the prescribed values.

@@ -42,6 +42,7 @@ import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import checks
@@ -510,9 +511,18 @@ def _tracer(c0: torch.Tensor, grid: Grid2D, batch: int | None = None) -> torch.T
     return c0
 
 
+def _is_number(value) -> bool:
+    """A real number, numpy scalar, or 0-d tensor or array (bools are refused later)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 0
+    return isinstance(value, numbers.Real)
+
+
 def _steady_faces(flow, grid: Grid2D, batch: int, device) -> torch.Tensor:
+    if isinstance(flow, (torch.Tensor, np.ndarray)) and tuple(flow.shape) == (2,):
+        flow = tuple(flow)
     if isinstance(flow, (tuple, list)) and len(flow) == 2:
-        if all(isinstance(v, numbers.Real) for v in flow):  # numpy scalars too; bools refused
+        if all(_is_number(v) for v in flow):
             values = [checks.finite_number(f"flow[{i}]", v) for i, v in enumerate(flow)]
             faces = torch.tensor(values, dtype=FLOAT, device=device)
             return faces[:, None, None, None].expand(2, 1, *grid.shape)
@@ -527,8 +537,8 @@ def _steady_faces(flow, grid: Grid2D, batch: int, device) -> torch.Tensor:
                 )
             return torch.stack([u, v]).to(device)
     raise TypeError(
-        "flow must be a uniform velocity (ux, uy) of two numbers or face velocities (U, V) of two "
-        f"tensors (see face_velocities), got {flow!r}"
+        "flow must be a uniform velocity (ux, uy) of two numbers (or a tensor or array of shape "
+        f"(2,)) or face velocities (U, V) of two tensors (see face_velocities), got {flow!r}"
     )
 
 
@@ -544,13 +554,14 @@ def solve_tracer(
 ) -> torch.Tensor:
     """Carry the tracer ``c0`` ``(sample, nx, ny)`` in a steady flow; ``(sample, time, nx, ny)``.
 
-    ``flow`` is a uniform velocity ``(ux, uy)`` or face velocities ``(U, V)`` (tensors
-    ``(nx, ny)`` or ``(sample, nx, ny)``, e.g. from :func:`face_velocities`; the total is
-    conserved whatever they are, the tracer's range only if they are divergence-free). ``kappa``
-    >= 0, a number or one per sample. ``max_step`` must not exceed :func:`step_limit` (the
-    default is the limit). One step serves the whole batch (its fastest sample and largest κ
-    set it), so a sample's answer depends on its batch within the scheme's truncation error;
-    solve a sample alone for an answer of its own.
+    ``flow`` is a uniform velocity ``(ux, uy)`` (two numbers or 0-d tensors, or a tensor or array
+    of shape ``(2,)``) or face velocities ``(U, V)`` (tensors ``(nx, ny)`` or ``(sample, nx,
+    ny)``, e.g. from :func:`face_velocities`; the total is conserved whatever they are, the
+    tracer's range only if they are divergence-free). ``kappa`` >= 0, a number or one per
+    sample. ``max_step`` must not exceed :func:`step_limit` (the default is the limit). One step
+    serves the whole batch (its fastest sample and largest κ set it), so a sample's answer
+    depends on its batch within the scheme's truncation error; solve a sample alone for an
+    answer of its own.
     """
     grid = check_grid(grid)
     c0 = _tracer(c0, grid)

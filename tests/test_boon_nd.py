@@ -900,6 +900,59 @@ def test_bad_values_and_shapes():
         constrain(fno(3, 2), *cavity())(torch.full((3, 3, NX, NY), math.nan))
 
 
+def test_values_of_the_batch_length_that_is_also_the_wall_length_are_refused_as_ambiguous():
+    """Batch ``NT`` on a wall of ``NT`` nodes: ``(NT,)`` could be per sample or a profile along
+    the wall (it was silently taken per sample); either spelling it asks for does what it says."""
+    u = torch.zeros(NT, 1, NX, NT)
+    ramp = torch.arange(NT, dtype=torch.float64)
+    message = rf"Dirichlet.left of shape \({NT},\) is ambiguous: .* \({NT}, 1\) .* \(1, {NT}\)"
+    with pytest.raises(ValueError, match=message):
+        through(u, BoundaryCondition(Dirichlet(ramp), GX, axis=-2, side="left"))
+    per_sample = through(u, BoundaryCondition(Dirichlet(ramp[:, None]), GX, -2, side="left"))
+    profile = through(u, BoundaryCondition(Dirichlet(ramp[None]), GX, -2, side="left"))
+    for b in range(NT):
+        close(per_sample[b, 0, 0], float(b))
+        close(profile[b, 0, 0], ramp)
+    four = through(u[:4], BoundaryCondition(Dirichlet(ramp[:4]), GX, axis=-2, side="left"))
+    close(four[:, 0, 0], ramp[:4, None].expand(4, NT))
+
+
+def test_a_wrong_value_shape_is_reported_as_passed_with_the_forms_of_this_output():
+    line = Grid1D(7)
+    expected = (
+        "Dirichlet.left must be a number, one value per sample (3,), or a tensor (3, 1) "
+        "(batch, channel) for outputs with this wall, got shape (4,)"
+    )
+    with pytest.raises(ValueError) as caught:
+        through(torch.zeros(3, 1, 7), BoundaryCondition(Dirichlet(torch.ones(4)), line))
+    assert str(caught.value) == expected
+    expected = (
+        f"Dirichlet.left must be a number, one value per sample (4,), or a tensor (4, {NT}) "
+        f"(batch, *wall) or (4, 1, {NT}) (batch, channel, *wall) for outputs with this wall, "
+        f"got shape (4, {NT + 1})"
+    )
+    with pytest.raises(ValueError) as caught:
+        bc = Dirichlet(torch.ones(4, NT + 1))
+        through(torch.zeros(4, 1, NX, NT), BoundaryCondition(bc, GX, axis=-2, side="left"))
+    assert str(caught.value) == expected
+
+
+def test_one_time_in_an_array_on_an_output_without_a_time_axis_is_that_time():
+    t = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    line = Grid1D(7)
+    u = through(
+        torch.zeros(2, 1, 7), BoundaryCondition(Dirichlet(lambda s: s, -1.0), line), time=t[5:6]
+    )
+    close(u[..., 0], 0.5)
+    close(u[..., -1], -1.0)
+    with pytest.raises(ConstraintError, match=r"time holds 2 times.* float\(t\[k\]\)"):
+        BoundaryCondition(Dirichlet(lambda s: s), line, time=t[5:7])
+    with pytest.raises(ConstraintError, match=rf"{NY} points along time_axis -1 .*float\(t\[k\]\)"):
+        through(
+            torch.zeros(2, 1, NX, NY), BoundaryCondition(Dirichlet(lambda s: s), GX, -2, t[5:6])
+        )
+
+
 def test_model_that_is_not_an_fno_falls_back_or_is_refused():
     class Mixer(torch.nn.Module):
         def forward(self, x):

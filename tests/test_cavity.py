@@ -1,6 +1,7 @@
 """Lid-driven cavity: Ghia's benchmark, exact walls, incompressibility, Poisson, recipe, errors."""
 
 import math
+import re
 
 import h5py
 import numpy as np
@@ -173,6 +174,39 @@ def test_upwind_matches_central_on_a_smooth_flow():
     upwind, _, _ = cavity.solve_cavity(grid, t, 10.0, advection="upwind")
     difference = (central - upwind)[:, -1, 1:-1, 1:-1].abs().max()
     assert 0 < difference < 0.02 * central[:, -1, 1:-1, 1:-1].abs().max()
+
+
+def test_upwind_stays_bounded_at_re_1000_on_a_coarse_grid():
+    """33² at Re = 1000 (cell Péclet 31) to t = 12: the speed stays near the lid's (it ran away
+    to V ≈ 6e5 when the upwind stencil reached Thom's wall values two nodes from a wall)."""
+    grid = Grid2D.square(33)
+    t = torch.linspace(0.0, 12.0, 4, dtype=F64)
+    _, vx, vy = cavity.solve_cavity(grid, t, 1000.0, advection="upwind")
+    interior = (vx.abs() + vy.abs())[:, :, 1:-1, 1:-1].amax((-2, -1))
+    assert torch.isfinite(vx).all() and torch.isfinite(vy).all()
+    assert 0.1 < float(interior[0, -1]) and float(interior.max()) <= 1.05
+
+
+@pytest.mark.parametrize("n", [5, 6])
+def test_upwind_on_grids_without_nodes_three_from_a_wall_is_central(n):
+    grid = Grid2D.square(n)
+    central = cavity.solve_cavity(grid, [0.0, 0.1], 100.0)
+    upwind = cavity.solve_cavity(grid, [0.0, 0.1], 100.0, advection="upwind")
+    for a, b in zip(central, upwind, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_speed_grown_a_hundredfold_is_reported_as_blowing_up(monkeypatch):
+    """Ten times the stability limit from rest: ``V`` runs away from the lid speed 1 until the
+    step count passes ``MAX_STEPS``; the error names the growth, not just the count."""
+    monkeypatch.setattr(cavity, "SAFETY", 10.0)
+    with pytest.raises(SolverError) as caught:
+        cavity.solve_cavity(Grid2D.square(9), [0.0, 5.0], 100.0)
+    message = str(caught.value)
+    assert "blowing up" in message and "more than MAX_STEPS=10000000 steps to go" in message
+    grown = re.search(r"grew (\S+)-fold, from 1 at t=0 to (\S+) near", message)
+    assert grown and float(grown[1]) == pytest.approx(float(grown[2]), rel=1e-2)
+    assert float(grown[1]) > cavity.BLOW_UP
 
 
 def test_stability_limit_is_enforced_for_user_steps():
@@ -422,9 +456,10 @@ def _dirichlet_streamfunction(w_interior, h):
 
 def test_cavity_upwind_rates_differ_from_central_by_the_documented_stencil_along_both_axes():
     """``rates(central) − rates(upwind)`` on a random vorticity, built here from ψ: per axis the
-    upwind-minus-central advection ``c (−δ³w)/(12h) + |c| δ⁴w/(12h)`` at nodes two or more from
+    upwind-minus-central advection ``c (−δ³w)/(12h) + |c| δ⁴w/(12h)`` at nodes three or more from
     the walls (fourth-order central part, the ``|c|`` damping of the docstring's stencil) and zero
-    on the nodes next to a wall (central there). ``δ³w = w_{i+2} − 2w_{i+1} + 2w_{i−1} − w_{i−2}``,
+    on the two nodes nearest each wall (central there: the stencil never reads Thom's wall values).
+    ``δ³w = w_{i+2} − 2w_{i+1} + 2w_{i−1} − w_{i−2}``,
     ``δ⁴w = w_{i+2} − 4w_{i+1} + 6w_i − 4w_{i−1} + w_{i−2}``; the wall values are Thom's."""
     grid = Grid2D.square(12)
     n, h = grid.x.n, grid.x.dx
@@ -446,7 +481,7 @@ def test_cavity_upwind_rates_differ_from_central_by_the_documented_stencil_along
     def upwind_minus_central(f, speed):
         """Along dim 1 of ``f`` (all nodes), for the interior nodes ``1 .. n-2``."""
         out = torch.zeros_like(speed)
-        for i in range(2, n - 2):
+        for i in range(3, n - 3):
             third = f[:, i + 2] - 2 * f[:, i + 1] + 2 * f[:, i - 1] - f[:, i - 2]
             fourth = f[:, i + 2] - 4 * f[:, i + 1] + 6 * f[:, i] - 4 * f[:, i - 1] + f[:, i - 2]
             c = speed[:, i - 1]

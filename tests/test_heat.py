@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from pdes import Dirichlet, Grid1D, Neumann, Periodic, heat
+from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic, heat
 from pdes.problems import Problem
+from pdes.tracer import solve_tracer
 from pdes.verification import convergence
 
 F64 = torch.float64
@@ -412,3 +413,18 @@ def test_neumann_mass_is_the_trapezoid_with_half_weights_moved_inwards():
     """Nodes 0..8 on [0, 1] (dx = 1/8), u = node index: dx·(3/2·1 + 2 + … + 6 + 3/2·7) = 4."""
     u = torch.arange(9, dtype=torch.float64)
     assert heat.neumann_mass(u, Grid1D(9)).item() == pytest.approx(4.0, rel=1e-15)
+
+
+def test_the_documented_2d_route_is_second_order():
+    """``solve_tracer(c0, grid, kappa, t, (0, 0))`` on a periodic box against the exact decaying
+    mode ``cos(2πx) sin(πy) e^{-κ(4π² + π²)t}`` on [0, 1) × [0, 2)."""
+    kappa, t = 0.01, torch.tensor([0.0, 0.5], dtype=F64)
+    errors = []
+    for n in (16, 32):
+        grid = Grid2D(Grid1D(n, 0.0, 1.0, periodic=True), Grid1D(n, 0.0, 2.0, periodic=True))
+        x, y = grid.coordinates()
+        decay = torch.exp(-kappa * 5 * math.pi**2 * t)[:, None, None]
+        exact = (torch.cos(2 * math.pi * x) * torch.sin(math.pi * y) * decay)[None]
+        numerical = solve_tracer(exact[:, 0], grid, kappa, t, (0.0, 0.0))
+        errors.append(float((numerical - exact).abs().max()))
+    assert math.log2(errors[0] / errors[1]) > 1.9, errors

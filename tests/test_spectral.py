@@ -408,6 +408,26 @@ def test_float64_fnos_and_inputs_are_refused():
         conv.to(torch.complex128)(torch.randn(1, 2, 32))
 
 
+def test_neuralops_spectral_convolution_is_complex64_even_with_float64_weights():
+    """What ``fno_dtype_problem`` tells: neuralop 2.0's layer cast by hand to float64/complex128
+    differs from its Fourier multiplier done in float64 by float32 round-off, not float64's."""
+    torch.manual_seed(0)
+    conv = SpectralConv(4, 3, n_modes=(8,))
+    for parameter in conv.parameters():
+        parameter.data = parameter.data.to(torch.complex128 if parameter.is_complex() else F64)
+    x = torch.randn(2, 4, 33, dtype=F64)
+    with torch.no_grad():
+        y = conv(x)
+    weight = conv.weight if torch.is_tensor(conv.weight) else conv.weight.to_tensor()
+    kept = 8 // 2 + 1
+    spectrum = torch.fft.rfft(x, norm="forward")
+    out = torch.zeros(2, 3, 33 // 2 + 1, dtype=torch.complex128)
+    out[..., :kept] = torch.einsum("bik,iok->bok", spectrum[..., :kept], weight[..., :kept])
+    expected = torch.fft.irfft(out, n=33, norm="forward") + conv.bias
+    error = float((y - expected).abs().max() / expected.abs().max())
+    assert y.dtype == F64 and 1e-10 < error < 1e-5, error
+
+
 @pytest.mark.parametrize("cast", ["double", "by hand"])
 def test_a_float64_fast_fno_is_never_told_to_cast_by_hand(cast):
     """``fast_fno`` computes in float32 only: wrapped by ``constrain`` or not, after ``.double()``

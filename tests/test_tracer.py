@@ -399,6 +399,36 @@ def test_a_uniform_flow_of_numpy_numbers_is_the_flow_of_floats():
     assert torch.equal(floats, numpy32)
 
 
+@pytest.mark.parametrize(
+    "flow",
+    [
+        (torch.tensor(0.5), torch.tensor(-0.25)),
+        (np.array(0.5), -0.25),
+        torch.tensor([0.5, -0.25]),
+        np.array([0.5, -0.25]),
+    ],
+    ids=["0-d tensors", "0-d array and float", "tensor (2,)", "array (2,)"],
+)
+def test_a_uniform_flow_of_tensors_or_arrays_is_the_flow_of_floats(flow):
+    """``drifting_blob`` takes these; ``solve_tracer`` read 0-d tensors as face fields and refused
+    a tensor or array of two."""
+    c0 = blobs(GRID, 2)
+    t = [0.0, 0.1]
+    assert torch.equal(
+        tr.solve_tracer(c0, GRID, 1e-3, t, flow), tr.solve_tracer(c0, GRID, 1e-3, t, (0.5, -0.25))
+    )
+
+
+def test_a_uniform_flow_tensor_carries_the_blob_as_drifting_blob_does():
+    t = torch.tensor([0.0, 0.25], dtype=F64)
+    flow = torch.tensor([1.0, -0.5], dtype=F64)
+    exact = tr.drifting_blob(GRID, t, [0.3, 0.6], 0.12, flow, 2e-3)
+    c = tr.solve_tracer(exact[:, 0], GRID, 2e-3, t, flow)
+    assert (c[:, 1] - exact[:, 1]).abs().mean() < 0.05 * exact[:, 1].abs().mean()
+    with pytest.raises(TypeError, match=r"flow\[0\] must be a finite number, got tensor\(True\)"):
+        tr.solve_tracer(exact[:, 0], GRID, 2e-3, t, torch.tensor([True, False]))
+
+
 def test_bad_sources_are_refused_naming_the_field():
     c0 = blobs(GRID, 2)
     shape = tr.gaussian_blob(GRID, [0.5, 0.5], 0.1)[0]

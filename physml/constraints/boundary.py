@@ -21,11 +21,12 @@ after the other, later conditions win where walls meet (corners of a 2-D domain)
 
 Values (Dirichlet values, Neumann fluxes) are a number, one value per sample ``(batch,)``, a
 tensor ``(batch, *wall)`` or ``(batch, channel, *wall)`` (size-1 entries broadcast), or a function
-of time returning one of these. The time is a number (``time=`` here or in the constrained
-model's call), or, for
-outputs that carry time along a spatial axis (multi-step ``(x, t)`` fields), a 1-D array of times
-lying along the output axis ``time_axis``: a function of time is then evaluated at each of them
-(returning a number or ``(batch,)``) and its values run along that axis of the wall.
+of time returning one of these. A ``(batch,)`` tensor whose length is also a size of ``wall`` is
+refused as ambiguous: give it as ``(batch, 1, …)`` (per sample) or ``(1, *wall)`` (a profile).
+The time is a number (``time=`` here or in the constrained model's call), or, for outputs that
+carry time along a spatial axis (multi-step ``(x, t)`` fields), a 1-D array of times lying along
+the output axis ``time_axis``: a function of time is then evaluated at each of them (returning a
+number or ``(batch,)``) and its values run along that axis of the wall.
 
 Each condition is an affine map ``u ↦ A u + c`` that changes only wall nodes: a tensor is mapped;
 a Gaussian's mean is mapped and its covariance becomes ``A Σ Aᵀ`` (Dirichlet: variance 0 at the
@@ -67,7 +68,8 @@ class BoundaryCondition(Constraint):
             scales the Neumann stencil), or a periodic grid for a periodic condition (no-op).
         axis: the constrained axis of the outputs, a negative index (``-1`` is the last).
         time: the time at which values given as functions of time are evaluated: a number, or
-            a 1-D array of times lying along the output axis ``time_axis`` (multi-step outputs).
+            a 1-D array of times lying along the output axis ``time_axis`` (multi-step outputs);
+            one time in an array is that number where ``time_axis`` is ``axis`` (the defaults).
         side: ``"both"`` walls, or only the ``"left"`` (index 0) or ``"right"`` (index -1) one.
         time_axis: the output axis along which an array ``time`` lies (negative index).
     """
@@ -124,9 +126,14 @@ class BoundaryCondition(Constraint):
         self.time_axis = time_axis
         self.time = _check_time(time)
         if isinstance(self.time, tuple) and time_axis == axis:
-            raise ConstraintError(
-                f"time_axis must differ from axis (times lie along a wall), both are {axis}"
-            )
+            if len(self.time) > 1:
+                raise ConstraintError(
+                    f"time holds {len(self.time)} times, read as times along time_axis="
+                    f"{time_axis}, the constrained axis: time_axis must differ from axis (times "
+                    "lie along a wall); pass the outputs' time axis as time_axis, or one time as "
+                    "a number (e.g. float(t[k]))"
+                )
+            self.time = self.time[0]
 
     # ------------------------------------------------------------------------------------------
     # What the condition is
@@ -260,9 +267,11 @@ class BoundaryCondition(Constraint):
                     f"{name} has no axis {self.time_axis} for the times, got shape {shape}"
                 )
             if shape[self.time_axis] != len(self.time):
+                single = len(self.time) == 1
                 raise ConstraintError(
                     f"time holds {len(self.time)} times but {name} has {shape[self.time_axis]} "
                     f"points along time_axis {self.time_axis}"
+                    + (" (for one time, pass a number, e.g. float(t[k]))" if single else "")
                 )
 
     def wall_rows(self, space: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -495,18 +504,31 @@ def _wall_index(ndim: int, axis: int, time_axis: int) -> int:
 
 
 def _broadcast_to_wall(label: str, tensor: torch.Tensor, wall: list[int]) -> torch.Tensor:
-    """``tensor`` reshaped to broadcast against ``wall`` = ``(batch, channel, *rest)``."""
-    rank, batch = len(wall), wall[0]
+    """``tensor`` reshaped to broadcast against ``wall`` = ``(batch, channel, *rest)``.
+
+    A ``(batch,)`` tensor is one value per sample unless ``batch`` is also a size in ``rest``:
+    then it could be a profile along the wall, and is refused as ambiguous.
+    """
+    rank, batch, rest = len(wall), wall[0], wall[2:]
+    given = tuple(tensor.shape)
     if tensor.ndim == 0:
         return tensor.reshape([1] * rank)
-    if tensor.ndim == 1 and tensor.shape[0] == batch:
+    if given == (batch,):
+        if batch in rest:
+            raise ValueError(
+                f"{label} of shape {given} is ambiguous: {batch} is both the batch size and the "
+                f"wall's size along an axis (wall {tuple(rest)}); pass shape "
+                f"{(batch,) + (1,) * len(rest)} for one value per sample or {(1, *rest)} for the "
+                "same profile along the wall in every sample"
+            )
         return tensor.reshape([batch] + [1] * (rank - 1))
     if tensor.ndim == rank - 1 and rank >= 2:
         tensor = tensor.unsqueeze(1)  # (batch, *wall) without the channel axis
     if tensor.ndim == rank and all(s in (1, w) for s, w in zip(tensor.shape, wall, strict=True)):
         return tensor
+    along_wall = f"{(batch, *rest)} (batch, *wall) or " if rest else ""
     raise ValueError(
-        f"{label} must be a number, one value per sample ({batch},), or a tensor "
-        f"{tuple([batch] + wall[2:])} (batch, *wall) or {tuple(wall)} (batch, channel, *wall) "
-        f"for outputs with this wall, got shape {tuple(tensor.shape)}"
+        f"{label} must be a number, one value per sample ({batch},), or a tensor {along_wall}"
+        f"{tuple(wall)} (batch, channel{', *wall' if rest else ''}) for outputs with this wall, "
+        f"got shape {given}"
     )

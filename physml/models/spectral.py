@@ -358,7 +358,10 @@ def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
     A :class:`CheckedFNO` or one with :class:`LeanSpectralConv` layers computes in float32 with
     complex64 spectral weights only. neuralop's own FNO takes real weights in float32 or float64
     with spectral weights to match (``.double()`` leaves them complex64, ``.to(torch.float64)``
-    makes them real), and a float32 or float64 ``x`` in the real weights' dtype.
+    makes them real), and a float32 or float64 ``x`` in the real weights' dtype. neuralop 2.0 runs
+    its spectral convolution in complex64 whatever the weights' dtype (it allocates the Fourier
+    output as ``cfloat``), so float64 weights give spectral parts accurate to float32 only; the
+    boundary conditions stay exact.
     """
     weights = next((p for p in model.parameters() if not p.is_complex()), None)
     if weights is None:
@@ -382,7 +385,9 @@ def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
         return (
             f"{found} as built — .double() leaves the spectral weights complex64 and "
             ".to(torch.float64) drops their imaginary part; build the model anew in float32 (or "
-            "cast every parameter by hand, complex ones to complex128)"
+            "cast every parameter by hand, complex ones to complex128: neuralop 2.0 still runs "
+            "its spectral convolution in complex64, so the spectral parts are float32-accurate "
+            "while the boundary conditions stay exact)"
         )
     if not isinstance(x, torch.Tensor) or x.dtype not in _COMPLEX or x.dtype == real:
         return None
