@@ -62,6 +62,42 @@ def test_a_tiny_but_real_spread_still_sets_the_update():
     assert (out - expected).abs().max() <= 1e-14
 
 
+def test_a_real_spread_among_many_members_sets_the_update():
+    """3999 members ``base + c s v``, ``c ∈ {-1, 0, 1}``, ``s = 2⁻⁴⁰``: a spread of 1.5e-12 of
+    the field, below ``2 m eps max|x|`` (a threshold that grows with the members) yet exact, as is
+    their mean. The correction is ``v (w·x − M) / (w·v)``, not the Euclidean one along ``w``."""
+    w, x = GRID.weights(), GRID.coordinates()
+    base = torch.round(256 * torch.sin(torch.pi * x)) / 256 + 0.25
+    v = torch.arange(33, dtype=F64) % 2 + 1
+    c = torch.tensor([-1.0, 0.0, 1.0], dtype=F64).repeat(1333)
+    X = base + 2.0**-40 * c[:, None] * v
+    out = mass_conservation(GRID, torch.tensor(1.0, dtype=F64))(Ensemble(X)).samples
+    expected = X - v * ((X @ w - 1.0) / (w @ v))[:, None]
+    assert (out - expected).abs().max() <= 1e-14
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_a_real_spread_beside_a_large_value_all_members_share_sets_the_update(noise):
+    """Members ``base + c s v``, ``c ∈ {-1, 0, 1}``, ``s = 2⁻⁴⁰``, all 1e6 at one point: that
+    point has no spread, the others keep theirs. ``Σ = s² v′v′ᵀ`` (``v′`` zero at the shared
+    point), ``P = s² (w·v′)²``; noise ``σ = noise · s (w·v′)``: the mean moves by ``K = Σw / (P +
+    σ²)``, the members' spread scales by ``σ / √(P + σ²)`` (0: all meet the total; 1/√2)."""
+    w, x = GRID.weights(), GRID.coordinates()
+    base = torch.round(256 * torch.sin(torch.pi * x)) / 256 + 0.25
+    v = (torch.arange(33, dtype=F64) % 4 + 1).index_fill(0, torch.tensor([16]), 0.0)
+    s, c = 2.0**-40, torch.tensor([-1.0, 0.0, 1.0], dtype=F64)
+    X = (base + s * c[:, None] * v).index_fill(-1, torch.tensor([16]), 1e6)
+    total, along = 1.0 + 1e6 * w[16].item(), (w @ v).item()
+    sigma = noise * s * along
+    out = mass_conservation(GRID, torch.tensor(total, dtype=F64), noise=sigma)(Ensemble(X)).samples
+    P = (s * along) ** 2
+    mean = X[1] - s**2 * along * v * ((X[1] @ w).item() - total) / (P + sigma**2)
+    expected = mean + (sigma / (P + sigma**2) ** 0.5) * s * c[:, None] * v
+    assert (out - expected).abs().max() <= 1e-10  # the totals of 3e4 round by 4e-12 = 4 s
+    if noise:  # the spread itself, to the members' round-off
+        assert ((out - out[1]) - (expected - expected[1])).abs().max() <= 1e-2 * s
+
+
 # ------------------------------------------------------------------------- ill-conditioned rows
 
 
