@@ -158,6 +158,27 @@ def test_a_diagonal_gaussian_update_matches_the_dense_formula(noise):
     assert np.abs(out.dense_cov().numpy() - (D - gain @ Gn @ D)).max() <= 1e-13
 
 
+@pytest.mark.parametrize("scale", [3e-13, 1e-13])
+def test_a_diagonal_gaussian_update_judges_each_row_on_its_own_scale(scale):
+    """Rows ``w`` and ``scale · w (x − ½)`` (target 0): scaling a row changes neither the
+    constraint nor the update, so mean and covariance are the dense formula's for the unscaled
+    pair (well conditioned); the small row was refused as not positive definite."""
+    w, x = GRID.weights(), GRID.coordinates()
+    moment = w * (x - 0.5)
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(3, 33, dtype=F64, generator=generator)
+    variance = 0.5 + torch.rand(3, 33, dtype=F64, generator=generator)
+    b = torch.tensor([1.0, 0.0], dtype=F64)
+    out = LinearConstraint(torch.stack([w, scale * moment]), b)(Gaussian(mean, variance))
+    G = torch.stack([w, moment]).numpy()
+    for i in range(3):
+        D = np.diag(variance[i].numpy())
+        gain = D @ G.T @ np.linalg.inv(G @ D @ G.T)
+        expected = mean[i].numpy() - gain @ (G @ mean[i].numpy() - b.numpy())
+        assert np.abs(out.mean[i].numpy() - expected).max() <= 1e-13
+        assert np.abs(out.dense_cov()[i].numpy() - (D - gain @ G @ D)).max() <= 1e-13
+
+
 def test_well_conditioned_rows_are_projected_to_round_off():
     G = torch.linalg.qr(torch.randn(40, 5, dtype=F64, generator=torch.Generator().manual_seed(3)))
     G = G[0].T * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=F64)[:, None]  # condition 6

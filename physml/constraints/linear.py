@@ -631,9 +631,10 @@ def _whitened_update(
     rows' squared: mean ``(..., n)``, variances ``D`` ``(..., n)``, ``mismatch = G mean − b``
     ``(..., k, 1)``. With ``[D^½ Gᵀ; σ I] = Q R`` (``S = Rᵀ R``, ``Q_n`` the first ``n`` rows of
     ``Q``): the new mean ``mean − D^½ Q_n R⁻ᵀ mismatch`` and the factor ``D^½ Q_n`` ``(..., n,
-    k)`` the covariance loses. A pivot ``R_ii²`` at or below ``(16 n eps)²`` of its slice's
-    largest (no variance along a row; QR's round-off leaves a dependent row's pivot a few ``n
-    eps``, not zero) raises."""
+    k)`` the covariance loses. A pivot ``R_ii²`` at or below ``(16 n eps)²`` of its own column's
+    ``|D^½ G_i|² + σ²`` (no variance along a row beyond the rows before it; QR's round-off
+    leaves a dependent column's pivot a few ``n eps`` of its norm, not zero) raises: rows of
+    very different scales are judged each on its own."""
     k, n = G.shape
     root = variance.sqrt()[..., None]
     rows = root * G.T
@@ -642,7 +643,7 @@ def _whitened_update(
         rows = torch.cat([rows, sigma], dim=-2)
     Q, R = torch.linalg.qr(rows)
     pivots = torch.diagonal(R, dim1=-2, dim2=-1).square()
-    if not bool((pivots > (16 * n * EPS) ** 2 * pivots.amax(-1, keepdim=True)).all()):
+    if not bool((pivots > (16 * n * EPS) ** 2 * rows.square().sum(-2)).all()):
         _not_definite(G)
     factor = root * Q[..., :n, :]
     shift = torch.linalg.solve_triangular(R.transpose(-1, -2), mismatch, upper=False)
