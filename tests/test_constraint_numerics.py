@@ -209,13 +209,16 @@ def bisection_projection(x: np.ndarray, w: np.ndarray, total: float) -> np.ndarr
     return np.maximum(x - 0.5 * (low + high) * w, 0)
 
 
+@pytest.mark.parametrize("as_function", [False, True])
 @pytest.mark.parametrize("target", [1e-9, 1e-12])
-def test_a_float32_field_keeps_the_target_not_its_rounded_total(target):
+def test_a_float32_field_keeps_the_target_not_its_rounded_total(target, as_function):
     """Mass then non-negativity on float32: the mass step's output, rounded to float32, misses a
-    small target by ~1e-8 (below zero for some samples); ``keep``'s target is kept instead."""
+    small target by ~1e-8 (below zero for some samples); ``keep``'s target is kept instead
+    (given as a tensor, or as a function of the inputs)."""
     w = GRID.weights().numpy()
     u = torch.randn(20, 33, generator=torch.Generator().manual_seed(0))
-    mass = mass_conservation(GRID, torch.full((20,), target, dtype=F64))
+    total = torch.full((20,), target, dtype=F64)
+    mass = mass_conservation(GRID, (lambda x: total) if as_function else total)
     rounded = constrain(nn.Identity(), mass)(u).double().numpy()
     out = constrain(nn.Identity(), mass, NonNegative(keep=mass))(u).double().numpy()
     round_off = 1e-15 * np.abs(rounded).max()  # float64's, on fields of size 1
@@ -231,6 +234,29 @@ def test_a_total_far_from_keeps_target_is_kept_as_it_is():
     u = torch.sin(2 * torch.pi * GRID.coordinates()) + 0.2  # total 0.2, target 1
     out = NonNegative(keep=mass_conservation(GRID, torch.tensor(1.0, dtype=F64)))(u)
     assert out.min() >= 0 and abs((out @ w).item() - (u @ w).item()) <= 1e-15
+
+
+def test_keeps_target_function_is_called_only_to_project_a_negative_field():
+    """The mass step calls its target function once a forward; NonNegative only when a tensor
+    or an ensemble has a negative value (a Gaussian never needs it)."""
+    calls = []
+
+    def target(value: float):
+        def total(*inputs):
+            calls.append(value)
+            return torch.full((20,), value, dtype=F64)
+
+        return total
+
+    u = torch.rand(20, 33, dtype=F64, generator=torch.Generator().manual_seed(0))
+    positive, small = mass_conservation(GRID, target(1.0)), mass_conservation(GRID, target(1e-9))
+    constrain(nn.Identity(), positive, NonNegative(keep=positive))(u)
+    assert calls == [1.0]
+    gaussian = Gaussian(u - 0.5, torch.full_like(u, 0.1))
+    constrain(nn.Identity(), small, NonNegative(keep=small))(gaussian)
+    assert calls == [1.0, 1e-9]
+    constrain(nn.Identity(), small, NonNegative(keep=small))(u - 0.5)
+    assert calls == [1.0, 1e-9, 1e-9, 1e-9]
 
 
 def test_a_float32_gaussian_whose_total_rounds_below_zero_is_made_non_negative():

@@ -28,6 +28,7 @@ so they still hold (:meth:`NonNegative.apply_tensor`).
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Sequence
 
@@ -370,9 +371,12 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance, eps: float = 
 
 
 def _totals(keep: LinearConstraint, b, leading, field, X: torch.Tensor):
-    """``keep``'s target ``b`` as one total per slice of ``X`` ``(..., n)``, ``(...)`` float64
-    (``leading``: ``field``'s leading shape); ``None`` without one, or when it does not fit
-    ``field`` (``keep`` then names only the row)."""
+    """``keep``'s target ``b`` (or the function :meth:`NonNegative.prepare` left to give it) as
+    one total per slice of ``X`` ``(..., n)``, ``(...)`` float64 (``leading``: ``field``'s
+    leading shape); ``None`` without one, or when it does not fit ``field`` (``keep`` then names
+    only the row)."""
+    if callable(b):
+        b = b()
     if b is None:
         return None
     try:
@@ -444,13 +448,14 @@ class NonNegative(Constraint):
         self.keep = keep
 
     def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> object:
-        """``keep``'s target ``b`` of this call (``None`` without ``keep``, or when ``b`` is a
-        function and no inputs came): a total that is ``b`` rounded to the field's dtype is
-        brought back to ``b`` (:data:`ROUNDED_TOTAL`)."""
+        """A function giving ``keep``'s target ``b`` of this call, called only once a slice is
+        negative (``None`` without ``keep``, or when ``b`` is a function and no inputs came): a
+        total that is ``b`` rounded to the field's dtype is brought back to ``b``
+        (:data:`ROUNDED_TOTAL`)."""
         keep = self.keep
         if keep is None or (keep.target_fn is not None and not (inputs or kwargs)):
             return None
-        return keep.prepare(*inputs, time=time, **kwargs)
+        return functools.partial(keep.prepare, *inputs, time=time, **kwargs)
 
     def _kept(self, kind: str) -> LinearConstraint:
         if self.keep is None:
