@@ -389,6 +389,23 @@ def test_the_default_step_and_one_within_the_limit_do_not_warn(grid, bc):
         solve_burgers(u0, grid, 0.05, [0.0, 0.2], bc, max_step=1.5 * limit)
 
 
+@pytest.mark.parametrize("grid, bc", [(PERIODIC, "periodic"), (WALLED, Dirichlet(0.0, 0.0))])
+def test_a_long_max_step_warns_only_when_the_steps_taken_exceed_the_limit(grid, bc):
+    """Steps are shortened to land on every output time: outputs ``limit / 2`` apart are reached
+    in steps of ``limit / 2`` whatever ``max_step`` (100× the limit: no warning); outputs ``1.5
+    limit`` apart in steps of ``1.5 limit``, which warn naming that step."""
+    u0 = smooth(grid) if grid.periodic else pinned(grid)
+    speed = u0[:, 1:-1].abs().max().item() if not grid.periodic else u0.abs().max().item()
+    limit = advective_step_limit(grid, speed, spectral=grid.periodic)
+    spacings = torch.arange(4, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solve_burgers(u0, grid, 0.05, spacings * (limit / 2), bc, max_step=100 * limit)
+    taken = re.escape(f"up to {1.5 * limit:.4g}")
+    with pytest.warns(UserWarning, match=rf"exceeds the advective limit .*\({taken}"):
+        solve_burgers(u0, grid, 0.05, spacings * (1.5 * limit), bc, max_step=100 * limit)
+
+
 def test_bad_boundary_values():
     with pytest.raises(ValueError, match="Dirichlet.left"):
         solve_burgers(pinned(WALLED), WALLED, 0.1, [0.1], Dirichlet(torch.zeros(3), 0.0))

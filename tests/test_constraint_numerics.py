@@ -62,6 +62,42 @@ def test_a_tiny_but_real_spread_still_sets_the_update():
     assert (out - expected).abs().max() <= 1e-14
 
 
+def test_a_real_spread_among_many_members_sets_the_update():
+    """3999 members ``base + c s v``, ``c ∈ {-1, 0, 1}``, ``s = 2⁻⁴⁰``: a spread of 1.5e-12 of
+    the field, below ``2 m eps max|x|`` (a threshold that grows with the members) yet exact, as is
+    their mean. The correction is ``v (w·x − M) / (w·v)``, not the Euclidean one along ``w``."""
+    w, x = GRID.weights(), GRID.coordinates()
+    base = torch.round(256 * torch.sin(torch.pi * x)) / 256 + 0.25
+    v = torch.arange(33, dtype=F64) % 2 + 1
+    c = torch.tensor([-1.0, 0.0, 1.0], dtype=F64).repeat(1333)
+    X = base + 2.0**-40 * c[:, None] * v
+    out = mass_conservation(GRID, torch.tensor(1.0, dtype=F64))(Ensemble(X)).samples
+    expected = X - v * ((X @ w - 1.0) / (w @ v))[:, None]
+    assert (out - expected).abs().max() <= 1e-14
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_a_real_spread_beside_a_large_value_all_members_share_sets_the_update(noise):
+    """Members ``base + c s v``, ``c ∈ {-1, 0, 1}``, ``s = 2⁻⁴⁰``, all 1e6 at one point: that
+    point has no spread, the others keep theirs. ``Σ = s² v′v′ᵀ`` (``v′`` zero at the shared
+    point), ``P = s² (w·v′)²``; noise ``σ = noise · s (w·v′)``: the mean moves by ``K = Σw / (P +
+    σ²)``, the members' spread scales by ``σ / √(P + σ²)`` (0: all meet the total; 1/√2)."""
+    w, x = GRID.weights(), GRID.coordinates()
+    base = torch.round(256 * torch.sin(torch.pi * x)) / 256 + 0.25
+    v = (torch.arange(33, dtype=F64) % 4 + 1).index_fill(0, torch.tensor([16]), 0.0)
+    s, c = 2.0**-40, torch.tensor([-1.0, 0.0, 1.0], dtype=F64)
+    X = (base + s * c[:, None] * v).index_fill(-1, torch.tensor([16]), 1e6)
+    total, along = 1.0 + 1e6 * w[16].item(), (w @ v).item()
+    sigma = noise * s * along
+    out = mass_conservation(GRID, torch.tensor(total, dtype=F64), noise=sigma)(Ensemble(X)).samples
+    P = (s * along) ** 2
+    mean = X[1] - s**2 * along * v * ((X[1] @ w).item() - total) / (P + sigma**2)
+    expected = mean + (sigma / (P + sigma**2) ** 0.5) * s * c[:, None] * v
+    assert (out - expected).abs().max() <= 1e-10  # the totals of 3e4 round by 4e-12 = 4 s
+    if noise:  # the spread itself, to the members' round-off
+        assert ((out - out[1]) - (expected - expected[1])).abs().max() <= 1e-2 * s
+
+
 # ------------------------------------------------------------------------- ill-conditioned rows
 
 
@@ -122,6 +158,27 @@ def test_a_diagonal_gaussian_update_matches_the_dense_formula(noise):
     assert np.abs(out.dense_cov().numpy() - (D - gain @ Gn @ D)).max() <= 1e-13
 
 
+@pytest.mark.parametrize("scale", [3e-13, 1e-13])
+def test_a_diagonal_gaussian_update_judges_each_row_on_its_own_scale(scale):
+    """Rows ``w`` and ``scale · w (x − ½)`` (target 0): scaling a row changes neither the
+    constraint nor the update, so mean and covariance are the dense formula's for the unscaled
+    pair (well conditioned); the small row was refused as not positive definite."""
+    w, x = GRID.weights(), GRID.coordinates()
+    moment = w * (x - 0.5)
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(3, 33, dtype=F64, generator=generator)
+    variance = 0.5 + torch.rand(3, 33, dtype=F64, generator=generator)
+    b = torch.tensor([1.0, 0.0], dtype=F64)
+    out = LinearConstraint(torch.stack([w, scale * moment]), b)(Gaussian(mean, variance))
+    G = torch.stack([w, moment]).numpy()
+    for i in range(3):
+        D = np.diag(variance[i].numpy())
+        gain = D @ G.T @ np.linalg.inv(G @ D @ G.T)
+        expected = mean[i].numpy() - gain @ (G @ mean[i].numpy() - b.numpy())
+        assert np.abs(out.mean[i].numpy() - expected).max() <= 1e-13
+        assert np.abs(out.dense_cov()[i].numpy() - (D - gain @ G @ D)).max() <= 1e-13
+
+
 def test_well_conditioned_rows_are_projected_to_round_off():
     G = torch.linalg.qr(torch.randn(40, 5, dtype=F64, generator=torch.Generator().manual_seed(3)))
     G = G[0].T * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=F64)[:, None]  # condition 6
@@ -152,13 +209,18 @@ def bisection_projection(x: np.ndarray, w: np.ndarray, total: float) -> np.ndarr
     return np.maximum(x - 0.5 * (low + high) * w, 0)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+@pytest.mark.parametrize("as_function", [False, True])
 @pytest.mark.parametrize("target", [1e-9, 1e-12])
-def test_a_float32_field_keeps_the_target_not_its_rounded_total(target):
+def test_a_float32_field_keeps_the_target_not_its_rounded_total(target, as_function, noise):
     """Mass then non-negativity on float32: the mass step's output, rounded to float32, misses a
-    small target by ~1e-8 (below zero for some samples); ``keep``'s target is kept instead."""
+    small target by ~1e-8 (below zero for some samples); ``keep``'s target is kept instead
+    (given as a tensor, or as a function of the inputs; a tensor is projected onto it exactly
+    whatever the noise)."""
     w = GRID.weights().numpy()
     u = torch.randn(20, 33, generator=torch.Generator().manual_seed(0))
-    mass = mass_conservation(GRID, torch.full((20,), target, dtype=F64))
+    total = torch.full((20,), target, dtype=F64)
+    mass = mass_conservation(GRID, (lambda x: total) if as_function else total, noise=noise)
     rounded = constrain(nn.Identity(), mass)(u).double().numpy()
     out = constrain(nn.Identity(), mass, NonNegative(keep=mass))(u).double().numpy()
     round_off = 1e-15 * np.abs(rounded).max()  # float64's, on fields of size 1
@@ -174,6 +236,49 @@ def test_a_total_far_from_keeps_target_is_kept_as_it_is():
     u = torch.sin(2 * torch.pi * GRID.coordinates()) + 0.2  # total 0.2, target 1
     out = NonNegative(keep=mass_conservation(GRID, torch.tensor(1.0, dtype=F64)))(u)
     assert out.min() >= 0 and abs((out @ w).item() - (u @ w).item()) <= 1e-15
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_a_bfloat16_ensemble_keeps_totals_beyond_the_rounding_of_its_values(noise):
+    """bfloat16 members (eps 2⁻⁷) with totals ``1 + 0.02 t``, ``t`` from -1 to 1: keep's target 1
+    differs from most by more than their values' rounding (``eps / 2`` of ``Σ w |x|``), and with
+    noise 1 its update leaves them so on purpose. Each member keeps its own total, to the rounding
+    of the result; a band of ``4 eps`` (3%) moved them all to 1."""
+    w, x = GRID.weights(), GRID.coordinates()
+    t = torch.linspace(-1, 1, 8, dtype=F64)[:, None]
+    waves = torch.cos(2 * torch.pi * torch.arange(1, 9, dtype=F64)[:, None] * x)  # total 0
+    X = ((1 + 0.02 * t) * (1 + 1.5 * torch.sin(2 * torch.pi * x)) + 0.1 * waves).bfloat16()
+    mass = mass_conservation(GRID, torch.tensor(1.0, dtype=F64), noise=noise)
+    before = (mass(Ensemble(X)).samples if noise else X).double()
+    constraints = (mass, NonNegative(keep=mass)) if noise else (NonNegative(keep=mass),)
+    after = constrain(nn.Identity(), *constraints)(Ensemble(X)).samples.double()
+    assert (before < 0).any() and after.min() >= 0
+    rounding = torch.finfo(torch.bfloat16).eps / 2 * (after.abs() @ w) + 1e-12
+    assert ((after @ w - before @ w).abs() <= rounding).all()
+    assert (before @ w - 1).abs().max() > 4 * rounding.max()
+
+
+def test_keeps_target_function_is_called_only_to_project_a_negative_field():
+    """The mass step calls its target function once a forward; NonNegative only when a tensor
+    or an ensemble has a negative value (a Gaussian never needs it)."""
+    calls = []
+
+    def target(value: float):
+        def total(*inputs):
+            calls.append(value)
+            return torch.full((20,), value, dtype=F64)
+
+        return total
+
+    u = torch.rand(20, 33, dtype=F64, generator=torch.Generator().manual_seed(0))
+    positive, small = mass_conservation(GRID, target(1.0)), mass_conservation(GRID, target(1e-9))
+    constrain(nn.Identity(), positive, NonNegative(keep=positive))(u)
+    assert calls == [1.0]
+    gaussian = Gaussian(u - 0.5, torch.full_like(u, 0.1))
+    constrain(nn.Identity(), small, NonNegative(keep=small))(gaussian)
+    assert calls == [1.0, 1e-9]
+    constrain(nn.Identity(), small, NonNegative(keep=small))(u - 0.5)
+    assert calls == [1.0, 1e-9, 1e-9, 1e-9]
 
 
 def test_a_float32_gaussian_whose_total_rounds_below_zero_is_made_non_negative():

@@ -10,11 +10,11 @@
 - Ensemble output: every member is moved with the ensemble covariance (``projection= "euclidean"``:
   projected on its own, HardC), the covariance built from the centred members ``A`` and never as an
   ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``, cost ``O(n·m·k)``. When the members
-  cannot span the rows (more rows than members − 1, or no spread along one, members equal to
-  round-off having none; judged without the noise) a small ``γ I`` (``jitter`` times the
-  ensemble's mean variance; only at the points where the members differ, so a point they all
-  agree at, such as a wall an earlier boundary condition set, stays) joins the covariance, so
-  every member still meets every row (exactly if ``σ = 0``).
+  cannot span the rows (more rows than members − 1, or no spread along one, equal members having
+  none; judged without the noise) a small ``γ I`` (``jitter`` times the ensemble's mean
+  variance; only at the points where the members differ, so a point they all agree at, such as
+  a wall an earlier boundary condition set, stays) joins the covariance, so every member still
+  meets every row (exactly if ``σ = 0``).
   With ``σ = 0`` every member moves by the same gain ``K``: the members' mean and sample covariance
   are the Gaussian update's. With ``σ > 0`` the deterministic square-root form (ensemble
   square-root filter, no random numbers): the mean moves by ``K``, the centred members by ``K̃ = Σ
@@ -60,13 +60,6 @@ UNSPANNED = 1e-12
 rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
 ~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""
-SPREAD_ROUND_OFF = 2
-"""Members whose centred values ``A = X − mean`` stay within this × ``m eps max|X|`` (``m``
-members, ``eps`` float64's) count as equal: summing ``m`` values rounds their mean by at most
-``(m − 1) eps/2 max|X|``, dividing and subtracting by ``eps/2 max|X|`` each, ``(m + 1)/2 eps
-max|X| <= m eps max|X|`` in all; 2 leaves a margin. Their ``A`` is that round-off, not a spread:
-left as it is, it would set the gain (a correction of the field's own size, not the row's
-miss)."""
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
@@ -618,7 +611,7 @@ class LinearConstraint(Constraint):
                 pass  # the members do not span the rows well: add γ I below
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
-        varying = _jitter_support(X, A, G)
+        varying = _jitter_support(A, G)
         if varying is None:  # every point varies in every slice: γ I
             CG = CG + gamma[..., None, None] * G.T
             S = noisy + gamma[..., None, None] * (G @ G.T)
@@ -638,9 +631,10 @@ def _whitened_update(
     rows' squared: mean ``(..., n)``, variances ``D`` ``(..., n)``, ``mismatch = G mean − b``
     ``(..., k, 1)``. With ``[D^½ Gᵀ; σ I] = Q R`` (``S = Rᵀ R``, ``Q_n`` the first ``n`` rows of
     ``Q``): the new mean ``mean − D^½ Q_n R⁻ᵀ mismatch`` and the factor ``D^½ Q_n`` ``(..., n,
-    k)`` the covariance loses. A pivot ``R_ii²`` at or below ``(16 n eps)²`` of its slice's
-    largest (no variance along a row; QR's round-off leaves a dependent row's pivot a few ``n
-    eps``, not zero) raises."""
+    k)`` the covariance loses. A pivot ``R_ii²`` at or below ``(16 n eps)²`` of its own column's
+    ``|D^½ G_i|² + σ²`` (no variance along a row beyond the rows before it; QR's round-off
+    leaves a dependent column's pivot a few ``n eps`` of its norm, not zero) raises: rows of
+    very different scales are judged each on its own."""
     k, n = G.shape
     root = variance.sqrt()[..., None]
     rows = root * G.T
@@ -649,7 +643,7 @@ def _whitened_update(
         rows = torch.cat([rows, sigma], dim=-2)
     Q, R = torch.linalg.qr(rows)
     pivots = torch.diagonal(R, dim1=-2, dim2=-1).square()
-    if not bool((pivots > (16 * n * EPS) ** 2 * pivots.amax(-1, keepdim=True)).all()):
+    if not bool((pivots > (16 * n * EPS) ** 2 * rows.square().sum(-2)).all()):
         _not_definite(G)
     factor = root * Q[..., :n, :]
     shift = torch.linalg.solve_triangular(R.transpose(-1, -2), mismatch, upper=False)
@@ -657,12 +651,12 @@ def _whitened_update(
 
 
 def _centred(X: torch.Tensor) -> torch.Tensor:
-    """The members ``X`` ``(member, ..., n)`` float64 minus their mean, ``A``; zero in a slice
-    whose spread ``max|A|`` is at or below :data:`SPREAD_ROUND_OFF` ``× m eps max|X|``: the
-    round-off of that mean, not a spread (the members agree to float64's precision)."""
-    A = X - X.mean(0)
-    spread, size = (t.abs().amax(0).amax(-1, keepdim=True) for t in (A, X))
-    return A.masked_fill(spread <= SPREAD_ROUND_OFF * X.shape[0] * EPS * size, 0.0)
+    """The members ``X`` ``(member, ..., n)`` float64 minus their mean, ``A``; exactly zero at a
+    point where every member holds the same value (their mean may round a few ulps off it:
+    left there, that round-off would set the gain, a correction of the field's own size rather
+    than of the row's miss). Any difference between members, however small, is a spread."""
+    equal = X.amin(0) == X.amax(0)
+    return X - torch.where(equal, X[0], X.mean(0))
 
 
 def _projector(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -686,18 +680,17 @@ def _spanning_factor(S: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch
     return L if bool(((info == 0)[..., None] & (pivots > UNSPANNED * spread)).all()) else None
 
 
-def _jitter_support(X: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
-    """Where the ``γ`` fallback acts: ``(..., n)`` 1.0 at the points where the members ``X``
-    ``(member, ..., n)`` differ (and their centred ``A``, :func:`_centred`, is not zero), 0.0
-    where they all agree (there ``Σ`` is zero but for the round-off of their mean, and the
-    update leaves them as they are); ``None`` where the members differ at every point of every
-    slice (``γ I``).
+def _jitter_support(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor | None:
+    """Where the ``γ`` fallback acts: ``(..., n)`` 1.0 at the points where the members differ
+    (their centred values ``A`` ``(member, ..., n)``, :func:`_centred`, are not all zero), 0.0
+    where they all agree (there ``Σ`` is zero and the update leaves them as they are); ``None``
+    where the members differ at every point of every slice (``γ I``).
 
     A slice whose varying points cannot carry ``G``'s rows (a row's pivot in ``G_V G_Vᵀ``,
     ``G_V`` its columns there, at or below :data:`UNSPANNED` of ``|G_i|²``; e.g. no point
     varies) keeps ``γ`` everywhere: its rows are met by moving the points the members agree at.
     """
-    varying = (X != X[:1]).any(0) & (A != 0).any(0)
+    varying = (A != 0).any(0)
     if bool(varying.all()):
         return None
     support = varying.to(G.dtype)

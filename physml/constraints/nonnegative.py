@@ -14,20 +14,21 @@ conditioning composes, applying it to a posterior that meets ``G u = b`` exactly
 An ensemble carries no covariance that could hold the rows, and clipping its negative values
 breaks them (Janjić et al., MWR 2014): each member ``x`` becomes instead the solution of the
 small quadratic program ``min ½ (u − x)ᵀ D⁻¹ (u − x)`` subject to ``w·u = w·x`` and ``u >= 0``
-(one row ``w >= 0`` per slice, the conservation row it was updated with: its mass kept as it
-is, or at that row's target ``b`` where ``w·x`` is ``b`` rounded to the field's dtype, e.g. a
-float32 output missing a small total by its rounding). ``D`` is the update's own metric on its
-diagonal: the ensemble's variance per point for a covariance update (a point no member varies
-at, such as a wall an earlier constraint fixed, stays where it is, unless it is negative: then
-``γ`` lets it move), the identity for a Euclidean one and for a tensor output (HardC followed by
-non-negativity). The solution is ``u = max(x − λ D w, 0)`` with the one ``λ`` that keeps the
-row, found exactly from the sorted breakpoints ``x_i / (D_i w_i)`` (a weighted projection onto
-a simplex). On a tensor after boundary conditions, ``D`` is zero at the points their rows touch,
-so they still hold (:meth:`NonNegative.apply_tensor`).
+(one row ``w >= 0`` per slice, the conservation row it was updated with: its mass kept as it is,
+or at that row's target ``b`` where that update met ``b`` exactly and ``w·x`` is ``b`` rounded
+to the field's dtype, e.g. a float32 output missing a small total by its rounding). ``D`` is the
+update's own metric on its diagonal: the ensemble's variance per point for a covariance update
+(a point no member varies at, such as a wall an earlier constraint fixed, stays where it is,
+unless it is negative: then ``γ`` lets it move), the identity for a Euclidean one and for a
+tensor output (HardC followed by non-negativity). The solution is ``u = max(x − λ D w, 0)`` with
+the one ``λ`` that keeps the row, found exactly from the sorted breakpoints ``x_i / (D_i w_i)``
+(a weighted projection onto a simplex). On a tensor after boundary conditions, ``D`` is zero at
+the points their rows touch, so they still hold (:meth:`NonNegative.apply_tensor`).
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Sequence
 
@@ -50,10 +51,13 @@ ROW_TOLERANCE = 1e-9
 """Relative miss of a member's kept row (to ``Σ_j w_j |x_j|``) beyond which the exact
 solution is judged to have failed; round-off stays far below."""
 ROUNDED_TOTAL = 4
-"""A total within this × ``eps`` × ``Σ_j w_j |x_j|`` of a value, ``eps`` the field's dtype's, is
-that value rounded to the dtype (storing each ``x_j`` to nearest moves the total by at most
-``eps / 2`` of that sum; 4 leaves room for the float64 update that came before): ``keep``'s
-target then stands for it, and a negative total counts as zero."""
+"""A one-row Gaussian posterior whose total is below zero by at most this × ``eps`` × ``Σ_j w_j
+|x_j|`` (``eps`` the least precise of its mean's and covariance's dtypes) is zero rounded:
+storing the mean moves the total by at most ``eps / 2`` of that sum, the row ``w = f / D`` read
+from the stored covariance by about ``eps`` more; 4 leaves room."""
+UPDATE_ROUND_OFF = 8
+"""How far, in float64's ``eps`` × ``Σ_j w_j |x_j|``, the float64 update before a field was
+rounded to its dtype, and the sum ``w·x`` itself, may leave a total from its target."""
 KKT_TOLERANCE = 1e-9
 """A pinned point whose multiplier is below ``-KKT_TOLERANCE`` times the slice's largest one
 marks its active set as not optimal (round-off in an optimal one stays far below)."""
@@ -369,10 +373,20 @@ def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance, eps: float = 
     return new, new_variance, new_factor[..., None]
 
 
+def _rounding(size: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """How far a total ``w·x`` of values stored in ``dtype`` may be from the float64 total they
+    were rounded from, ``size`` ``(...)`` the stored ``Σ_j w_j |x_j|``: ``eps / 2`` of it (a value
+    rounded to nearest moves by at most ``eps / 2`` of itself) and :data:`UPDATE_ROUND_OFF`."""
+    return (torch.finfo(dtype).eps / 2 + UPDATE_ROUND_OFF * EPS64) * size
+
+
 def _totals(keep: LinearConstraint, b, leading, field, X: torch.Tensor):
-    """``keep``'s target ``b`` as one total per slice of ``X`` ``(..., n)``, ``(...)`` float64
-    (``leading``: ``field``'s leading shape); ``None`` without one, or when it does not fit
-    ``field`` (``keep`` then names only the row)."""
+    """``keep``'s target ``b`` (or the function :meth:`NonNegative.prepare` left to give it) as
+    one total per slice of ``X`` ``(..., n)``, ``(...)`` float64 (``leading``: ``field``'s
+    leading shape); ``None`` without one, or when it does not fit ``field`` (``keep`` then names
+    only the row)."""
+    if callable(b):
+        b = b()
     if b is None:
         return None
     try:
@@ -399,8 +413,10 @@ class NonNegative(Constraint):
         tolerance: means (members' values) above ``-tolerance`` count as non-negative.
         keep: ensembles and tensors: the :class:`LinearConstraint` (e.g. a
             ``mass_conservation``) whose row each member (each field) keeps at its present
-            value (at ``keep``'s target where the present value is that target rounded to the
-            field's dtype: :data:`ROUNDED_TOTAL`); for ensembles its ``projection`` picks the
+            value (at ``keep``'s target where ``keep``'s update meets it exactly, a tensor's
+            projection or an ensemble's with noise 0, and the present value is that target
+            rounded to the field's dtype: within ``eps / 2`` of ``Σ_j w_j |x_j|`` and
+            :data:`UPDATE_ROUND_OFF`); for ensembles its ``projection`` picks the
             metric (``"covariance"``: the ensemble variance per point, ``"euclidean"``: the
             identity). One row ``w >= 0`` per slice (a total per frame and channel). Only
             ``keep``'s channels are made non-negative: the others (a velocity, say) pass as
@@ -444,13 +460,13 @@ class NonNegative(Constraint):
         self.keep = keep
 
     def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> object:
-        """``keep``'s target ``b`` of this call (``None`` without ``keep``, or when ``b`` is a
-        function and no inputs came): a total that is ``b`` rounded to the field's dtype is
-        brought back to ``b`` (:data:`ROUNDED_TOTAL`)."""
+        """A function giving ``keep``'s target ``b`` of this call, called only once a slice is
+        negative (``None`` without ``keep``, or when ``b`` is a function and no inputs came): a
+        total that is ``b`` rounded to the field's dtype is brought back to ``b``."""
         keep = self.keep
         if keep is None or (keep.target_fn is not None and not (inputs or kwargs)):
             return None
-        return keep.prepare(*inputs, time=time, **kwargs)
+        return functools.partial(keep.prepare, *inputs, time=time, **kwargs)
 
     def _kept(self, kind: str) -> LinearConstraint:
         if self.keep is None:
@@ -521,7 +537,8 @@ class NonNegative(Constraint):
             # fixed) unless it is negative: then γ lets it move
             metric = torch.where(variance > 0, variance, torch.where(X < 0, gamma, 0.0))
             collapsed = _members_equal(X, samples.dtype).expand(negative.shape)
-        target = _totals(keep, state, leading, samples, X)
+        exact = not keep.noise or keep.projection == "euclidean"  # keep's update meets b
+        target = _totals(keep, state, leading, samples, X) if exact else None
         new = self._project(X, metric, negative, keep, samples.dtype, target, collapsed)
         return Ensemble(keep._unflat(new, samples))
 
@@ -538,8 +555,9 @@ class NonNegative(Constraint):
         """The slices of ``X`` ``(..., n)`` marked ``negative`` ``(...)`` moved to their
         quadratic program's solution in the diagonal ``metric`` (shaped like ``X``), keeping
         each slice's total ``w·x``, or its ``target`` ``(...)`` where ``w·x`` is that target
-        rounded to ``dtype``, the field's (a negative total so rounded counts as zero);
-        ``collapsed`` (like ``negative``): where an ensemble's members all agree (for the error)."""
+        rounded to ``dtype``, the field's (:func:`_rounding`; a negative total so rounded counts
+        as zero); ``collapsed`` (like ``negative``): where an ensemble's members all agree (for
+        the error)."""
         n = X.shape[-1]
         w = keep._matrices(X.device)[0][0]
         rows = negative.flatten().nonzero().flatten()
@@ -547,7 +565,7 @@ class NonNegative(Constraint):
         x = flat[rows]
         d = metric.reshape(-1, n)[rows]
         total, size = x @ w, x.abs() @ w
-        rounding = ROUNDED_TOTAL * torch.finfo(dtype).eps * size
+        rounding = _rounding(size, dtype)
         if target is not None:
             wanted = target.reshape(-1)[rows]
             total = torch.where((total - wanted).abs() <= rounding, wanted, total)
