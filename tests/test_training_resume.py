@@ -17,7 +17,7 @@ from test_training import CONFIG, Crash, crashing, data, model, mse
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from physml.training import CheckpointError, Trainer, fingerprint, load_checkpoint
+from physml.training import CheckpointError, MemberRows, Trainer, fingerprint, load_checkpoint
 from physml.training.checkpoint import check_same_config, load_weights
 from physml.training.fingerprint import differences
 
@@ -180,6 +180,47 @@ def test_a_tensor_dataset_hashed_in_blocks_of_rows_hashes_every_item_in_turn(mon
     assert printed["sample_hash"] == every.hexdigest()
     assert printed == fingerprint(Rows(x, labels, empty))
     assert printed["shapes"] == [[3], [], [0]]
+
+
+def every_item_hashed(dataset: Dataset) -> str:
+    """The sha256 of the bytes of every item of ``dataset`` in turn."""
+    every = hashlib.sha256()
+    for i in range(len(dataset)):
+        every.update(b"".join(part.numpy().tobytes() for part in dataset[i]))
+    return every.hexdigest()
+
+
+def test_member_rows_hash_every_item_from_their_rows_without_reading_each(monkeypatch):
+    module = importlib.import_module("physml.training.fingerprint")
+    monkeypatch.setattr(module, "ROWS", 5)  # 24 items: four whole blocks and a part
+    reads = []
+    read = MemberRows.__getitem__
+    monkeypatch.setattr(MemberRows, "__getitem__", lambda rows, i: reads.append(i) or read(rows, i))
+    x, y = torch.arange(24 * 3, dtype=torch.float32).reshape(24, 3), -torch.arange(24.0)
+    rows = MemberRows(x, y, members=3, seed=1)
+    printed = fingerprint(rows)
+    assert len(reads) == 1 + 2 * 5  # the first item, and five read twice
+    assert printed["hashed"] == "every sample"
+    assert printed["sample_hash"] == every_item_hashed(rows)  # as checkpoints recorded it
+    one_input, one_target = x.clone(), y.clone()
+    one_input[7, 1] += 1.0
+    one_target[17] += 1.0
+    for inputs, targets in ((one_input, y), (x, one_target)):
+        other = fingerprint(MemberRows(inputs, targets, members=3, seed=1))
+        assert differences(printed, other)[0].startswith("sample_hash")
+
+
+class Shifted(MemberRows):
+    """Member rows whose targets are read shifted: not what its ``item_rows`` say."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = super().__getitem__(i)
+        return inputs, targets + 1.0
+
+
+def test_items_that_are_not_the_rows_a_dataset_names_are_hashed_one_by_one():
+    shifted = Shifted(torch.ones(24, 2), torch.zeros(24), members=2)
+    assert fingerprint(shifted)["sample_hash"] == every_item_hashed(shifted)
 
 
 class Drawn(Dataset):
