@@ -283,10 +283,34 @@ def test_a_models_extra_state_is_checkpointed_and_resumed(tmp_path):
     assert torch.equal(resumed.note["scale"], torch.full((2,), 2.0**CONFIG.steps))
 
 
-def test_extra_state_a_checkpoint_cannot_hold_is_refused_when_saving(tmp_path):
-    with pytest.raises(TypeError, match=r"extra state .*\['_extra_state'\]\['how'\] must be"):
-        Trainer(Noted({"how": object()}), mse, CONFIG, tmp_path / "run", quiet=True).fit(data())
-    assert not (tmp_path / "run").exists()
+def test_extra_state_a_checkpoint_cannot_hold_is_refused_before_the_first_step(tmp_path):
+    done = []
+    for note, held in (({"how": object()}, "'object'"), ({"mean": np.zeros(3)}, "'numpy")):
+        trainer = Trainer(
+            Noted(note), mse, CONFIG, tmp_path / "run", quiet=True, after_step=done.append
+        )
+        with pytest.raises(
+            TypeError, match=rf"extra state .*\['_extra_state'\] cannot be checkpointed .*: {held}"
+        ):
+            trainer.fit(data())
+    assert done == [] and not (tmp_path / "run").exists()
+
+
+def test_extra_state_a_checkpoint_reads_back_is_resumed_though_its_keys_are_integers(tmp_path):
+    seen = []
+
+    def count(net, step):
+        seen.append(sorted(net.note))
+        net.note = {step: torch.full((2,), float(step))}
+
+    with pytest.raises(Crash):
+        Trainer(
+            Noted({0: torch.zeros(2)}), crashing(5), CONFIG, tmp_path, quiet=True, after_step=count
+        ).fit(data())
+    resumed = Noted({0: torch.zeros(2)})
+    Trainer(resumed, mse, CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    assert seen == [[0], [1], [2], [3], [4], [4], *([step] for step in range(5, 12))]
+    assert resumed.note.keys() == {12} and torch.equal(resumed.note[12], torch.full((2,), 12.0))
 
 
 class Columns(TensorDataset):
@@ -335,3 +359,14 @@ def test_weights_that_do_not_fit_a_model_given_without_config_name_no_config(tmp
     assert "config" not in str(refused.value)
     with pytest.raises(CheckpointError, match="do not fit the model its config describes"):
         load_weights(wider, load_checkpoint(tmp_path), tmp_path)
+
+
+def test_validation_leaves_numpy_and_python_random_numbers_of_training_as_they_were():
+    losses = []
+    for validation, every in ((None, 0), (data(seed=5, n=10), 2)):
+        np.random.seed(0)  # noqa: NPY002
+        random.seed(0)
+        config = dataclasses.replace(CONFIG, validate_every=every)
+        report = Trainer(model(), noisy_mse, config, quiet=True).fit(data(), validation)
+        losses.append(report.losses)
+    assert losses[0] == losses[1]
