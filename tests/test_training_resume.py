@@ -17,7 +17,7 @@ from test_training import CONFIG, Crash, crashing, data, model, mse
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from physml.training import CheckpointError, Trainer, fingerprint, load_checkpoint
+from physml.training import CheckpointError, MemberRows, Trainer, fingerprint, load_checkpoint
 from physml.training.checkpoint import check_same_config, load_weights
 from physml.training.fingerprint import differences
 
@@ -182,6 +182,47 @@ def test_a_tensor_dataset_hashed_in_blocks_of_rows_hashes_every_item_in_turn(mon
     assert printed["shapes"] == [[3], [], [0]]
 
 
+def every_item_hashed(dataset: Dataset) -> str:
+    """The sha256 of the bytes of every item of ``dataset`` in turn."""
+    every = hashlib.sha256()
+    for i in range(len(dataset)):
+        every.update(b"".join(part.numpy().tobytes() for part in dataset[i]))
+    return every.hexdigest()
+
+
+def test_member_rows_hash_every_item_from_their_rows_without_reading_each(monkeypatch):
+    module = importlib.import_module("physml.training.fingerprint")
+    monkeypatch.setattr(module, "ROWS", 5)  # 24 items: four whole blocks and a part
+    reads = []
+    read = MemberRows.__getitem__
+    monkeypatch.setattr(MemberRows, "__getitem__", lambda rows, i: reads.append(i) or read(rows, i))
+    x, y = torch.arange(24 * 3, dtype=torch.float32).reshape(24, 3), -torch.arange(24.0)
+    rows = MemberRows(x, y, members=3, seed=1)
+    printed = fingerprint(rows)
+    assert len(reads) == 1 + 2 * 5  # the first item, and five read twice
+    assert printed["hashed"] == "every sample"
+    assert printed["sample_hash"] == every_item_hashed(rows)  # as checkpoints recorded it
+    one_input, one_target = x.clone(), y.clone()
+    one_input[7, 1] += 1.0
+    one_target[17] += 1.0
+    for inputs, targets in ((one_input, y), (x, one_target)):
+        other = fingerprint(MemberRows(inputs, targets, members=3, seed=1))
+        assert differences(printed, other)[0].startswith("sample_hash")
+
+
+class Shifted(MemberRows):
+    """Member rows whose targets are read shifted: not what its ``item_rows`` say."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = super().__getitem__(i)
+        return inputs, targets + 1.0
+
+
+def test_items_that_are_not_the_rows_a_dataset_names_are_hashed_one_by_one():
+    shifted = Shifted(torch.ones(24, 2), torch.zeros(24), members=2)
+    assert fingerprint(shifted)["sample_hash"] == every_item_hashed(shifted)
+
+
 class Drawn(Dataset):
     """Items drawn from a seed on demand, its attributes saying which; counts its reads."""
 
@@ -242,10 +283,34 @@ def test_a_models_extra_state_is_checkpointed_and_resumed(tmp_path):
     assert torch.equal(resumed.note["scale"], torch.full((2,), 2.0**CONFIG.steps))
 
 
-def test_extra_state_a_checkpoint_cannot_hold_is_refused_when_saving(tmp_path):
-    with pytest.raises(TypeError, match=r"extra state .*\['_extra_state'\]\['how'\] must be"):
-        Trainer(Noted({"how": object()}), mse, CONFIG, tmp_path / "run", quiet=True).fit(data())
-    assert not (tmp_path / "run").exists()
+def test_extra_state_a_checkpoint_cannot_hold_is_refused_before_the_first_step(tmp_path):
+    done = []
+    for note, held in (({"how": object()}, "'object'"), ({"mean": np.zeros(3)}, "'numpy")):
+        trainer = Trainer(
+            Noted(note), mse, CONFIG, tmp_path / "run", quiet=True, after_step=done.append
+        )
+        with pytest.raises(
+            TypeError, match=rf"extra state .*\['_extra_state'\] cannot be checkpointed .*: {held}"
+        ):
+            trainer.fit(data())
+    assert done == [] and not (tmp_path / "run").exists()
+
+
+def test_extra_state_a_checkpoint_reads_back_is_resumed_though_its_keys_are_integers(tmp_path):
+    seen = []
+
+    def count(net, step):
+        seen.append(sorted(net.note))
+        net.note = {step: torch.full((2,), float(step))}
+
+    with pytest.raises(Crash):
+        Trainer(
+            Noted({0: torch.zeros(2)}), crashing(5), CONFIG, tmp_path, quiet=True, after_step=count
+        ).fit(data())
+    resumed = Noted({0: torch.zeros(2)})
+    Trainer(resumed, mse, CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    assert seen == [[0], [1], [2], [3], [4], [4], *([step] for step in range(5, 12))]
+    assert resumed.note.keys() == {12} and torch.equal(resumed.note[12], torch.full((2,), 12.0))
 
 
 class Columns(TensorDataset):
@@ -294,3 +359,14 @@ def test_weights_that_do_not_fit_a_model_given_without_config_name_no_config(tmp
     assert "config" not in str(refused.value)
     with pytest.raises(CheckpointError, match="do not fit the model its config describes"):
         load_weights(wider, load_checkpoint(tmp_path), tmp_path)
+
+
+def test_validation_leaves_numpy_and_python_random_numbers_of_training_as_they_were():
+    losses = []
+    for validation, every in ((None, 0), (data(seed=5, n=10), 2)):
+        np.random.seed(0)  # noqa: NPY002
+        random.seed(0)
+        config = dataclasses.replace(CONFIG, validate_every=every)
+        report = Trainer(model(), noisy_mse, config, quiet=True).fit(data(), validation)
+        losses.append(report.losses)
+    assert losses[0] == losses[1]

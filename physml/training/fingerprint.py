@@ -25,7 +25,7 @@ tell other draws, and a few items another code version, without drawing a whole 
 RANDOM_ITEMS = "size, shapes and dtypes: the items differ from one read to the next"
 """``hashed`` of a dataset whose items are drawn anew on each read (random augmentation)."""
 ROWS = 4096
-"""Rows of a ``TensorDataset`` hashed at once."""
+"""Items hashed at once from the tensors they are rows of (a ``TensorDataset``'s)."""
 PROVENANCE = ("created", "merged_from")
 """File attributes that say when and how a file was packaged, not what it holds: the same data
 regenerated or merged again must resume the same run."""
@@ -71,16 +71,41 @@ def _hash_items(dataset: Dataset, indices: Iterable[int]) -> str | None:
     return digest.hexdigest()
 
 
-def _hash_rows(tensors: Sequence[torch.Tensor]) -> str:
-    """What :func:`_hash_items` gives for a ``TensorDataset`` of ``tensors``, :data:`ROWS` rows
-    at a time."""
+def _hash_rows(tensors: Sequence[torch.Tensor], rows: torch.Tensor | None) -> str:
+    """What :func:`_hash_items` gives for items ``tuple(t[rows[i]] for t in tensors)`` (``rows``
+    ``None``: item ``i`` is row ``i``), :data:`ROWS` items at a time."""
     digest = hashlib.sha256()
-    count = len(tensors[0])
+    count = len(tensors[0]) if rows is None else len(rows)
     for start in range(0, count, ROWS):
-        rows = min(ROWS, count - start)
-        parts = [_bytes(tensor[start : start + rows]) for tensor in tensors]
-        digest.update(torch.cat([p.reshape(rows, len(p) // rows) for p in parts], 1).numpy())
+        stop = min(start + ROWS, count)
+        block = slice(start, stop) if rows is None else rows[start:stop]
+        parts = [_bytes(tensor[block]) for tensor in tensors]
+        items = stop - start
+        digest.update(torch.cat([p.reshape(items, len(p) // items) for p in parts], 1).numpy())
     return digest.hexdigest()
+
+
+def _item_rows(dataset: Dataset) -> tuple[Sequence[torch.Tensor], torch.Tensor | None] | None:
+    """``(tensors, rows)`` of a dataset whose item ``i`` is ``tuple(t[rows[i]] for t in
+    tensors)``: a ``TensorDataset`` (``rows`` ``None``: row ``i``) or one offering them as
+    ``item_rows()`` (as :class:`physml.training.MemberRows`); else ``None``."""
+    if type(dataset).__getitem__ is TensorDataset.__getitem__:
+        return dataset.tensors, None
+    item_rows = getattr(dataset, "item_rows", None)
+    return item_rows() if callable(item_rows) else None
+
+
+def _hash_every_item(dataset: Dataset, picks: list[int], sampled: str) -> str | None:
+    """The hash of every item of ``dataset`` (``None``: they differ between reads): from its
+    :func:`_item_rows` in blocks when those give the items at ``picks`` (hashed ``sampled``),
+    else item by item."""
+    backing = _item_rows(dataset)
+    if backing is not None:
+        tensors, rows = backing
+        picked = torch.tensor(picks) if rows is None else rows[picks]
+        if _hash_rows(tensors, picked) == sampled:
+            return _hash_rows(tensors, rows)
+    return _hash_items(dataset, range(len(dataset)))
 
 
 def fingerprint(dataset: Dataset, name: str = "dataset") -> dict[str, object]:
@@ -91,10 +116,14 @@ def fingerprint(dataset: Dataset, name: str = "dataset") -> dict[str, object]:
     ``sample_hash`` hashes every sample (``hashed``: :data:`HASHED`), so the same file regenerated
     with another seed or solver setting, or one changed sample, is told apart; a dataset whose
     ``items_follow_attributes`` is ``True`` has :data:`SAMPLED` samples hashed
-    (:data:`FOLLOW_ATTRIBUTES`). Each item is read twice: items that differ between the reads
-    (random augmentation) cannot be hashed, and ``sample_hash`` then hashes the size, shapes and
-    dtypes only (:data:`RANDOM_ITEMS`), with a warning naming ``name``. ``sampled_hash`` hashes
-    the :data:`SAMPLED` items that checkpoints written before ``hashed`` hashed, to check those
+    (:data:`FOLLOW_ATTRIBUTES`). A ``TensorDataset``, or a dataset whose ``item_rows()`` gives
+    ``(tensors, rows)``, item ``i`` being ``tuple(t[rows[i]] for t in tensors)`` (``rows`` an
+    integer tensor, as :meth:`physml.training.MemberRows.item_rows`), is hashed from those tensors
+    :data:`ROWS` items at a time, to the same hash, once the :data:`SAMPLED` items read agree with
+    them. Each item is read twice: items that differ between the reads (random augmentation)
+    cannot be hashed, and ``sample_hash`` then hashes the size, shapes and dtypes only
+    (:data:`RANDOM_ITEMS`), with a warning naming ``name``. ``sampled_hash`` hashes the
+    :data:`SAMPLED` items that checkpoints written before ``hashed`` hashed, to check those
     (``None`` for random items). The random generators are left as they were.
     """
     count = len(dataset)
@@ -106,11 +135,9 @@ def fingerprint(dataset: Dataset, name: str = "dataset") -> dict[str, object]:
         sampled = _hash_items(dataset, picks)
         if sampled is not None and getattr(dataset, "items_follow_attributes", False) is True:
             hashed, sample_hash = FOLLOW_ATTRIBUTES, sampled
-        elif sampled is not None and type(dataset).__getitem__ is TensorDataset.__getitem__:
-            hashed, sample_hash = HASHED, _hash_rows(dataset.tensors)
         else:
             hashed = HASHED
-            sample_hash = None if sampled is None else _hash_items(dataset, range(count))
+            sample_hash = None if sampled is None else _hash_every_item(dataset, picks, sampled)
     shapes, dtypes = [list(t.shape) for t in first], [str(t.dtype) for t in first]
     if sample_hash is None:
         warnings.warn(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,10 +36,11 @@ def set_host_states(state: dict) -> None:
 
 
 @contextlib.contextmanager
-def generators_kept() -> Iterator[None]:
-    """Torch's (CPU), numpy's and Python's generators leave the block as they came in."""
+def generators_kept(cuda: Sequence[int] = ()) -> Iterator[None]:
+    """Torch's (CPU, and those of the ``cuda`` devices), numpy's and Python's generators leave
+    the block as they came in."""
     saved = host_states()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=list(cuda)):
         try:
             yield
         finally:

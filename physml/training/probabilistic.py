@@ -301,6 +301,11 @@ class MemberRows(Dataset):
         rows = self.order[:, i]
         return self.inputs[rows], self.targets[rows]
 
+    def item_rows(self) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``((inputs, targets), rows (N, M))``: item ``i`` is ``(inputs[rows[i]],
+        targets[rows[i]])``, so the checkpoint's fingerprint hashes every item in blocks."""
+        return (self.inputs, self.targets), self.order.T
+
 
 def fit_ensemble(
     ensemble: DeepEnsemble,

@@ -9,8 +9,10 @@ step alone, so a run resumed from a checkpoint replays exactly what the uninterr
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -46,7 +48,7 @@ from .checkpoint import (
 )
 from .distributed import World, world
 from .fingerprint import fingerprint
-from .generators import host_states, set_host_states
+from .generators import generators_kept, host_states, set_host_states
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
 SCHEDULES = ("cosine", "constant")
@@ -83,7 +85,8 @@ class TrainConfig:
     (``None``: no clipping); ``weight_decay`` Adam's L2 penalty, ``weight_decay × w`` added to
     the gradient before the moment estimates (``torch.optim.Adam``'s coupled decay, not AdamW's
     decoupled shrink of the weights); ``checkpoint_every`` and ``validate_every`` count steps
-    (``0`` validates only at the end; both need a validation set passed to ``fit``).
+    (``validate_every = 0`` validates only at the end); validating, at ``validate_every`` or only
+    at the end, needs a validation set passed to ``fit``.
     """
 
     steps: int = 1000
@@ -273,8 +276,9 @@ class Trainer:
 
     Adam's ``weight_decay`` is the coupled L2 penalty of ``torch.optim.Adam`` (added to the
     gradient), not AdamW's decoupled decay. ``fit`` trains in train mode, except the submodules
-    that were in eval mode with every parameter frozen (``requires_grad`` False: a fixed
-    pretrained part keeps its BatchNorm statistics and drops no units); ``fit`` and ``validate``
+    that were in eval mode and have parameters, all frozen (``requires_grad`` False: a fixed
+    pretrained part keeps its BatchNorm statistics and drops no units); submodules without
+    parameters (a dropout, an activation) follow their parent's mode; ``fit`` and ``validate``
     leave every submodule in the mode it was in. The report of the last ``fit`` is ``report_``
     (filled as the run goes: after an exception it holds the steps done).
 
@@ -363,6 +367,8 @@ class Trainer:
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )
+        if self.out is not None:  # refused now, not at the first checkpoint
+            savable_state(self.model.state_dict())
         with self._hold_out(here), _modes_kept(self.model) as modes:
             return self._fit(train, validation, here, device, modes)
 
@@ -495,15 +501,16 @@ class Trainer:
 
     def validate(self, model: nn.Module, dataset: Dataset, device: str | torch.device) -> float:
         """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient; random numbers
-        the loss draws come from a copy of the generators, so validating leaves training as it
-        was), in eval mode; every submodule is left in the mode it was in."""
+        the loss draws, from torch's, numpy's or Python's generators, come from copies of them,
+        so validating leaves training as it was), in eval mode; every submodule is left in the
+        mode it was in."""
         _check_dataset("validation", dataset)
         device = check_device(device)
         total, count = 0.0, 0
         cuda = []
         if device.type == "cuda":
             cuda = [torch.cuda.current_device() if device.index is None else device.index]
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda), _modes_kept(model):
+        with torch.no_grad(), generators_kept(cuda), _modes_kept(model):
             model.eval()
             for start in range(0, len(dataset), self.config.batch):
                 items = [
@@ -644,15 +651,39 @@ def savable_state(state: dict) -> dict:
     """A model's state dict as a checkpoint holds it: its tensors and its modules' extra state
     (``get_extra_state``), without other entries (neuralop stores its init arguments, functions
     among them, under ``_metadata``; they would not load with ``weights_only=True``). Extra state
-    that such a load could not hold is a ``TypeError`` naming its key."""
+    that such a load could not read back is a ``TypeError`` naming its key."""
     kept = {}
     for key, value in state.items():
         if key.rpartition(".")[2] == EXTRA_STATE:
             name = f"the model's extra state (get_extra_state) model.state_dict()[{key!r}]"
-            kept[key] = plain_config(name, value, tensors=True)
+            kept[key] = _loadable(name, value)
         elif isinstance(value, torch.Tensor):
             kept[key] = value
     return kept
+
+
+def _loadable(name: str, value: object) -> object:
+    """``value`` as :func:`plain_config` keeps it (numpy numbers made Python ones) when it takes
+    it, else as it is when ``torch.load(weights_only=True)`` reads back what ``torch.save``
+    wrote of it (an int-keyed dict, a set); otherwise a ``TypeError`` naming ``name``."""
+    with contextlib.suppress(TypeError):
+        return plain_config(name, value, tensors=True)
+    written = io.BytesIO()
+    try:
+        torch.save(value, written)
+        written.seek(0)
+        torch.load(written, weights_only=True)
+    except Exception as error:  # any failure to write or read it back: not savable
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        reason = (
+            f"{refused[1]!r} is not a type it reads" if refused else str(error).partition("\n")[0]
+        )
+        raise TypeError(
+            f"{name} cannot be checkpointed (torch.save, then torch.load with weights_only=True: "
+            f"{reason}); keep it to tensors, Python numbers, strings, booleans, None, and lists, "
+            f"tuples and dicts of them, got {value!r}"
+        ) from None
+    return value
 
 
 def _no_sync(trained: nn.Module):
