@@ -174,9 +174,9 @@ def warn_if_beyond_limit(step: float, limit: float, given: bool, t_out: torch.Te
     if longest > limit:
         warnings.warn(
             f"solve_burgers: max_step={step:.4g} exceeds the advective limit of about "
-            f"{limit:.4g} (2√2 / (k_max max|u|)), and so do its steps (up to {longest:.4g}, "
-            "shortened to land on the output times): the solution may be inaccurate or "
-            "unstable; leave max_step out for half the limit",
+            f"{limit:.4g} (2√2 / (k_max max|u|)), and so do its steps (up to {longest:.4g}"
+            f"{', shortened to land on the output times' if longest < step else ''}): the "
+            "solution may be inaccurate or unstable; leave max_step out for half the limit",
             stacklevel=4,
         )
 

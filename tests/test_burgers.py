@@ -401,9 +401,12 @@ def test_a_long_max_step_warns_only_when_the_steps_taken_exceed_the_limit(grid, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         solve_burgers(u0, grid, 0.05, spacings * (limit / 2), bc, max_step=100 * limit)
-    taken = re.escape(f"up to {1.5 * limit:.4g}")
+    taken = re.escape(f"up to {1.5 * limit:.4g}, shortened to land on the output times)")
     with pytest.warns(UserWarning, match=rf"exceeds the advective limit .*\({taken}"):
         solve_burgers(u0, grid, 0.05, spacings * (1.5 * limit), bc, max_step=100 * limit)
+    taken = re.escape(f"up to {1.5 * limit:.4g})")  # steps of max_step itself: none shortened
+    with pytest.warns(UserWarning, match=rf"exceeds the advective limit .*\({taken}"):
+        solve_burgers(u0, grid, 0.05, spacings * (3 * limit), bc, max_step=1.5 * limit)
 
 
 def test_bad_boundary_values():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pdes import Grid1D
+from pdes import Dirichlet, Grid1D
 from physml import ConstraintError, Ensemble, Gaussian, constrain, mass_conservation
-from physml.constraints import LinearConstraint, NonNegative
+from physml.constraints import BoundaryCondition, LinearConstraint, NonNegative
 
 F64 = torch.float64
 GRID = Grid1D(33)
@@ -340,3 +340,33 @@ def test_16_bit_results_within_their_precision_pass(dtype):
     out = mass_conservation(GRID, torch.tensor(2.0, dtype=F64))(u.to(dtype))
     assert out.dtype == dtype
     assert abs((out.double() @ w).item() - 2.0) <= torch.finfo(dtype).eps * 2.0
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("wall", [0.0, 0.3])
+def test_a_noisy_update_with_points_every_member_shares_has_the_gradient_of_the_formula(rows, wall):
+    """Where all members agree, the centred members are zero and the centre is their common
+    value; their gradients must still be those of ``X − mean`` and of the mean, or the
+    gradient of a noisy update with respect to each member is wrong there."""
+    n, m = 7, 5
+    w = torch.full((n,), 1.0 / (n - 1), dtype=F64)
+    w[[0, -1]] /= 2
+    G = torch.stack([w, w * torch.linspace(0, 1, n, dtype=F64)])[:rows]
+    b = torch.tensor([1.0, 0.4], dtype=F64)[:rows]
+    X = 1 + 0.3 * torch.randn(m, n, dtype=F64, generator=torch.Generator().manual_seed(0))
+    X[:, [0, -1]] = wall
+    constraint = LinearConstraint(G, b, noise=0.05)
+    update = lambda members: constraint(Ensemble(members)).samples  # noqa: E731
+    assert torch.autograd.gradcheck(update, (X.requires_grad_(True),), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("members", [3, 8])
+def test_a_noisy_mass_update_leaves_walls_every_member_shares_exactly(members):
+    """Dirichlet walls set first stay bit for bit under a noisy mass update (the members'
+    mean of equal values may round an ulp off them)."""
+    grid = Grid1D(10)
+    samples = torch.rand(members, 2, 1, 10, generator=torch.Generator().manual_seed(3), dtype=F64)
+    mass = mass_conservation(grid, torch.full((2, 1), 0.5, dtype=F64), noise=0.05)
+    walls = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
+    out = constrain(nn.Identity(), walls, mass)(Ensemble(samples)).samples
+    assert bool((out[..., 0] == 0.1).all()) and bool((out[..., -1] == 0.2).all())

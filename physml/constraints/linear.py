@@ -655,8 +655,21 @@ def _centred(X: torch.Tensor) -> torch.Tensor:
     point where every member holds the same value (their mean may round a few ulps off it:
     left there, that round-off would set the gain, a correction of the field's own size rather
     than of the row's miss). Any difference between members, however small, is a spread."""
-    equal = X.amin(0) == X.amax(0)
-    return X - torch.where(equal, X[0], X.mean(0))
+    plain = X - X.mean(0)
+    return torch.where(_shared(X), plain - plain.detach(), plain)  # 0 there, plain's gradient
+
+
+def _shared(X: torch.Tensor) -> torch.Tensor:
+    """Where every member ``X (m, ...)`` holds the same value ``(...)`` bool."""
+    return X.amin(0) == X.amax(0)
+
+
+def _centre(X: torch.Tensor) -> torch.Tensor:
+    """The members' mean ``(...)``, exactly their common value where they all agree (the mean of
+    equal values can miss it by an ulp, which would move a wall an earlier condition set), with
+    the mean's gradient everywhere."""
+    mean = X.mean(0)
+    return torch.where(_shared(X), X[0].detach() + (mean - mean.detach()), mean)
 
 
 def _projector(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -726,7 +739,7 @@ def _one_row_update(
     if not noise:
         return X - CG * ((GX - b[..., 0]) / S)[..., None]
     alpha = 1 / (1 + ((X.shape[0] - 1) * noise**2 / S).sqrt())  # S is (m − 1)(gᵀΣg + σ²)
-    mean = X.mean(0) - CG * ((GX.mean(0) - b[..., 0]) / S)[..., None]
+    mean = _centre(X) - CG * ((GX.mean(0) - b[..., 0]) / S)[..., None]
     return mean + A - CG * (alpha * GA / S)[..., None]
 
 
@@ -752,7 +765,7 @@ def _update(
     gain ``K`` for all would leave it narrower by ``σ² K Kᵀ``)."""
     if not noise:
         return X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
-    mean = X.mean(0) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
+    mean = _centre(X) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
     eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
     # K̃ G A = CG L⁻ᵀ (L + σ I)⁻¹ G A: two triangular solves on the (k, member) right-hand side
     inner = torch.linalg.solve_triangular(L + noise * eye, GA.movedim(0, -1), upper=False)

@@ -414,7 +414,8 @@ class NonNegative(Constraint):
         keep: ensembles and tensors: the :class:`LinearConstraint` (e.g. a
             ``mass_conservation``) whose row each member (each field) keeps at its present
             value (at ``keep``'s target where ``keep``'s update meets it exactly, a tensor's
-            projection or an ensemble's with noise 0, and the present value is that target
+            projection or an ensemble's with noise 0 or ``projection="euclidean"``, and the
+            present value is that target
             rounded to the field's dtype: within ``eps / 2`` of ``Σ_j w_j |x_j|`` and
             :data:`UPDATE_ROUND_OFF`); for ensembles its ``projection`` picks the
             metric (``"covariance"``: the ensemble variance per point, ``"euclidean"``: the
