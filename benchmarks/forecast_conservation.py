@@ -94,8 +94,8 @@ def _interruptible_rows(*job) -> tuple:
     """:func:`variant_rows` in a worker of :func:`side_by_side`, which holds Ctrl-C back outside
     its jobs: one while it started ends the job as it begins, with a KeyboardInterrupt handed
     back (not printed), and no job starts once the parent is interrupted."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         if _stop.is_set():
             raise KeyboardInterrupt
         return variant_rows(*job)

@@ -512,28 +512,29 @@ def _tracer(c0: torch.Tensor, grid: Grid2D, batch: int | None = None) -> torch.T
 
 
 def _is_number(value) -> bool:
-    """A real number, numpy scalar, or 0-d tensor or array (bools are refused later)."""
+    """A real number, numpy scalar, or 0-d tensor or array (bools, numpy's too, are refused
+    later, naming the entry)."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return value.ndim == 0
-    return isinstance(value, numbers.Real)
+    return isinstance(value, (numbers.Real, np.bool_))
 
 
 def _steady_faces(flow, grid: Grid2D, batch: int, device) -> torch.Tensor:
-    if isinstance(flow, (torch.Tensor, np.ndarray)) and tuple(flow.shape) == (2,):
-        flow = tuple(flow)
-    if isinstance(flow, (tuple, list)) and len(flow) == 2:
-        if all(_is_number(v) for v in flow):
-            values = [checks.finite_number(f"flow[{i}]", v) for i, v in enumerate(flow)]
+    is_array_of_two = isinstance(flow, (torch.Tensor, np.ndarray)) and tuple(flow.shape) == (2,)
+    pair = tuple(flow) if is_array_of_two else flow
+    if isinstance(pair, (tuple, list)) and len(pair) == 2:
+        if all(_is_number(v) for v in pair):
+            values = [checks.finite_number(f"flow[{i}]", v) for i, v in enumerate(pair)]
             faces = torch.tensor(values, dtype=FLOAT, device=device)
             return faces[:, None, None, None].expand(2, 1, *grid.shape)
-        if all(isinstance(v, torch.Tensor) for v in flow):
-            u = check_fields("flow[0] (U on the faces (i+1/2, j))", flow[0], grid)
-            v = check_fields("flow[1] (V on the faces (i, j+1/2))", flow[1], grid)
+        if all(isinstance(v, torch.Tensor) for v in pair):
+            u = check_fields("flow[0] (U on the faces (i+1/2, j))", pair[0], grid)
+            v = check_fields("flow[1] (V on the faces (i, j+1/2))", pair[1], grid)
             if u.shape != v.shape or u.shape[0] not in (1, batch):
                 raise ValueError(
                     f"flow must be two tensors of shape {grid.shape} or ({batch}, "
-                    f"{grid.shape[0]}, {grid.shape[1]}), got {tuple(flow[0].shape)} and "
-                    f"{tuple(flow[1].shape)}"
+                    f"{grid.shape[0]}, {grid.shape[1]}), got {tuple(pair[0].shape)} and "
+                    f"{tuple(pair[1].shape)}"
                 )
             return torch.stack([u, v]).to(device)
     raise TypeError(

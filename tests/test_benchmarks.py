@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -1173,6 +1174,24 @@ def _spawned_workers(parent: int) -> list[int]:
         if int(fields[1]) == parent and b"spawn_main" in command:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c_again(
+    monkeypatch,
+):
+    """A worker holds Ctrl-C back between jobs: one that came while it imported is raised as the
+    job lets Ctrl-C in, and the worker holds the next one back again."""
+    bench = load_benchmark("forecast_conservation")
+    bench._start_worker(threading.Event())
+    monkeypatch.setattr(bench, "variant_rows", lambda *job: pytest.fail("the job ran"))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            bench._interruptible_rows()
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")

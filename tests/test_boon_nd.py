@@ -900,21 +900,49 @@ def test_bad_values_and_shapes():
         constrain(fno(3, 2), *cavity())(torch.full((3, 3, NX, NY), math.nan))
 
 
-def test_values_of_the_batch_length_that_is_also_the_wall_length_are_refused_as_ambiguous():
-    """Batch ``NT`` on a wall of ``NT`` nodes: ``(NT,)`` could be per sample or a profile along
-    the wall (it was silently taken per sample); either spelling it asks for does what it says."""
+def test_a_constant_of_the_batch_length_that_is_also_the_wall_length_is_per_sample_with_a_warning():
+    """Batch ``NT`` on a wall of ``NT`` nodes (e.g. a training loop's last batch): ``(NT,)`` is
+    read per sample, as at any other batch size, with a warning at the user's line naming the
+    spellings that say which is meant; either spelling does what it says, without a warning."""
     u = torch.zeros(NT, 1, NX, NT)
     ramp = torch.arange(NT, dtype=torch.float64)
-    message = rf"Dirichlet.left of shape \({NT},\) is ambiguous: .* \({NT}, 1\) .* \(1, {NT}\)"
-    with pytest.raises(ValueError, match=message):
-        through(u, BoundaryCondition(Dirichlet(ramp), GX, axis=-2, side="left"))
-    per_sample = through(u, BoundaryCondition(Dirichlet(ramp[:, None]), GX, -2, side="left"))
-    profile = through(u, BoundaryCondition(Dirichlet(ramp[None]), GX, -2, side="left"))
+    message = (
+        rf"Dirichlet.left of shape \({NT},\) was read as one value per sample.* "
+        rf"\(1, {NT}\) .* \({NT}, 1\)"
+    )
+    with pytest.warns(UserWarning, match=message) as caught:
+        read = through(u, BoundaryCondition(Dirichlet(ramp), GX, axis=-2, side="left"))
+    assert [w.filename for w in caught] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        per_sample = through(u, BoundaryCondition(Dirichlet(ramp[:, None]), GX, -2, side="left"))
+        profile = through(u, BoundaryCondition(Dirichlet(ramp[None]), GX, -2, side="left"))
+        four = through(u[:4], BoundaryCondition(Dirichlet(ramp[:4]), GX, axis=-2, side="left"))
     for b in range(NT):
+        close(read[b, 0, 0], float(b))
         close(per_sample[b, 0, 0], float(b))
         close(profile[b, 0, 0], ramp)
-    four = through(u[:4], BoundaryCondition(Dirichlet(ramp[:4]), GX, axis=-2, side="left"))
     close(four[:, 0, 0], ramp[:4, None].expand(4, NT))
+
+
+def test_a_function_of_time_gives_one_value_per_sample_at_a_number_time_without_a_warning():
+    u = torch.zeros(NT, 1, NX, NT)
+    ramp = torch.arange(NT, dtype=torch.float64)
+    bc = BoundaryCondition(Dirichlet(lambda s: s * ramp), GX, axis=-2, side="left", time=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = through(u, bc)
+    for b in range(NT):
+        close(out[b, 0, 0], 0.5 * b)
+
+
+def test_one_value_for_a_batch_of_one_on_a_wall_of_one_node_is_not_ambiguous():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bc = BoundaryCondition(Dirichlet(torch.ones(1), torch.full((1,), 2.0)), GX, -2)
+        out = through(torch.zeros(1, 1, NX, 1), bc)
+    close(out[:, :, 0], 1.0)
+    close(out[:, :, -1], 2.0)
 
 
 def test_a_wrong_value_shape_is_reported_as_passed_with_the_forms_of_this_output():

@@ -429,6 +429,16 @@ def test_a_uniform_flow_tensor_carries_the_blob_as_drifting_blob_does():
         tr.solve_tracer(exact[:, 0], GRID, 2e-3, t, torch.tensor([True, False]))
 
 
+def test_a_flow_array_of_two_that_is_not_numbers_is_refused_as_passed():
+    c0 = blobs(GRID, 1)
+    refusal = re.escape(f"flow[0] must be a finite number, got {np.True_!r}")
+    with pytest.raises(TypeError, match=f"^{refusal}$"):
+        tr.solve_tracer(c0, GRID, 1e-3, [0.0, 0.1], np.array([True, False]))
+    words = np.array(["0.5", "1"])
+    with pytest.raises(TypeError, match=re.escape(f"got {words!r}") + "$"):
+        tr.solve_tracer(c0, GRID, 1e-3, [0.0, 0.1], words)
+
+
 def test_bad_sources_are_refused_naming_the_field():
     c0 = blobs(GRID, 2)
     shape = tr.gaussian_blob(GRID, [0.5, 0.5], 0.1)[0]

@@ -21,8 +21,9 @@ after the other, later conditions win where walls meet (corners of a 2-D domain)
 
 Values (Dirichlet values, Neumann fluxes) are a number, one value per sample ``(batch,)``, a
 tensor ``(batch, *wall)`` or ``(batch, channel, *wall)`` (size-1 entries broadcast), or a function
-of time returning one of these. A ``(batch,)`` tensor whose length is also a size of ``wall`` is
-refused as ambiguous: give it as ``(batch, 1, …)`` (per sample) or ``(1, *wall)`` (a profile).
+of time returning one of these. A ``(batch,)`` tensor is one value per sample; where its length
+is also a size of ``wall`` it could be meant as a profile, so a constant one warns: give it as
+``(1, *wall)`` for a profile, or ``(batch, 1, …)`` to say per sample.
 The time is a number (``time=`` here or in the constrained model's call), or, for outputs that
 carry time along a spatial axis (multi-step ``(x, t)`` fields), a 1-D array of times lying along
 the output axis ``time_axis``: a function of time is then evaluated at each of them (returning a
@@ -37,6 +38,7 @@ Ensemble's members are mapped one by one.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +47,7 @@ from pdes.boundary import Dirichlet, Neumann, Periodic
 from pdes.grid import Grid1D
 from pdes.heat import neumann_boundary
 
-from ..errors import ConstraintError
+from ..errors import ConstraintError, user_stacklevel
 from ..outputs import Ensemble, Gaussian
 from .base import Constraint
 
@@ -249,7 +251,7 @@ class BoundaryCondition(Constraint):
             tensor = _finite(label, raw, None)
         else:
             tensor = self._raw(label, value, batch, device)
-        return _broadcast_to_wall(label, tensor, wall)
+        return _broadcast_to_wall(label, tensor, wall, warn_if_ambiguous=not callable(value))
 
     def _check_shape(self, shape: tuple[int, ...], name: str) -> None:
         if len(shape) < 1 - self.axis:
@@ -503,23 +505,28 @@ def _wall_index(ndim: int, axis: int, time_axis: int) -> int:
     return position if position < removed else position - 1
 
 
-def _broadcast_to_wall(label: str, tensor: torch.Tensor, wall: list[int]) -> torch.Tensor:
+def _broadcast_to_wall(
+    label: str, tensor: torch.Tensor, wall: list[int], warn_if_ambiguous: bool = True
+) -> torch.Tensor:
     """``tensor`` reshaped to broadcast against ``wall`` = ``(batch, channel, *rest)``.
 
-    A ``(batch,)`` tensor is one value per sample unless ``batch`` is also a size in ``rest``:
-    then it could be a profile along the wall, and is refused as ambiguous.
+    A ``(batch,)`` tensor is one value per sample. Where ``batch > 1`` is also a size in ``rest``
+    it could be meant as a profile along the wall: a ``UserWarning`` says how it was read, unless
+    ``warn_if_ambiguous`` is false (values of a function of time are per sample by definition).
     """
     rank, batch, rest = len(wall), wall[0], wall[2:]
     given = tuple(tensor.shape)
     if tensor.ndim == 0:
         return tensor.reshape([1] * rank)
     if given == (batch,):
-        if batch in rest:
-            raise ValueError(
-                f"{label} of shape {given} is ambiguous: {batch} is both the batch size and the "
-                f"wall's size along an axis (wall {tuple(rest)}); pass shape "
-                f"{(batch,) + (1,) * len(rest)} for one value per sample or {(1, *rest)} for the "
-                "same profile along the wall in every sample"
+        if warn_if_ambiguous and batch > 1 and batch in rest:
+            warnings.warn(
+                f"{label} of shape {given} was read as one value per sample, though {batch} is "
+                f"also the wall's size along an axis (wall {tuple(rest)}); pass shape "
+                f"{(1, *rest)} for the same profile along the wall in every sample, or "
+                f"{(batch,) + (1,) * len(rest)} to say one value per sample",
+                UserWarning,
+                stacklevel=user_stacklevel(),
             )
         return tensor.reshape([batch] + [1] * (rank - 1))
     if tensor.ndim == rank - 1 and rank >= 2:
