@@ -1184,6 +1184,8 @@ def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c
     bench = load_benchmark("forecast_conservation")
     bench._start_worker(threading.Event())
     monkeypatch.setattr(bench, "variant_rows", lambda *job: pytest.fail("the job ran"))
+    # a pytest-xdist worker ignores Ctrl-C; a benchmark run from a shell takes it
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
@@ -1192,6 +1194,13 @@ def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c
         assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _takes_ctrl_c() -> None:
+    """In a child before it runs: Ctrl-C as from a shell (a pytest-xdist worker ignores it, and
+    an ignored SIGINT is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
@@ -1200,7 +1209,13 @@ def test_ctrl_c_while_the_side_by_side_workers_start_is_one_line(tmp_path):
     theirs, the parent's one line, exit 130, and no worker left behind."""
     command = benchmark("forecast_conservation", "--quick", "--jobs", "2")
     command += ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
-    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_takes_ctrl_c,
+    )
     deadline = time.monotonic() + 60
     while len(workers := _spawned_workers(run.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
