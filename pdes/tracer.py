@@ -511,7 +511,7 @@ def _tracer(c0: torch.Tensor, grid: Grid2D, batch: int | None = None) -> torch.T
     return c0
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     """A real number, numpy scalar, or 0-d tensor or array (bools, numpy's too, are refused
     later, naming the entry)."""
     if isinstance(value, (torch.Tensor, np.ndarray)):

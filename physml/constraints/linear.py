@@ -625,7 +625,11 @@ class LinearConstraint(Constraint):
 
 
 def _whitened_update(
-    mean: torch.Tensor, variance: torch.Tensor, G: torch.Tensor, mismatch: torch.Tensor, noise
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    G: torch.Tensor,
+    mismatch: torch.Tensor,
+    noise: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A diagonal Gaussian's update without ``S = G D Gᵀ + σ² I``, whose condition number is the
     rows' squared: mean ``(..., n)``, variances ``D`` ``(..., n)``, ``mismatch = G mean − b``

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -324,7 +324,9 @@ def simplex_projection(
     return torch.where(uncoupled, x.clamp_min(0.0), torch.where(fixed, x, moved))
 
 
-def _one_row_posterior(mean: torch.Tensor, cov: LowRankCovariance, eps: float = EPS64):
+def _one_row_posterior(
+    mean: torch.Tensor, cov: LowRankCovariance, eps: float = EPS64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``N(mean, diag(D) − f fᵀ)`` ``(..., n)`` float64 conditioned on ``u >= 0`` in one step:
     ``(mean, D, f)`` of the result, or ``None`` where ``f`` is not one row of one sign or the
     covariance is not singular along it (``Σ_i f_i² / D_i ≠ 1``: a noisy update, whose mass
@@ -380,7 +382,13 @@ def _rounding(size: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (torch.finfo(dtype).eps / 2 + UPDATE_ROUND_OFF * EPS64) * size
 
 
-def _totals(keep: LinearConstraint, b, leading, field, X: torch.Tensor):
+def _totals(
+    keep: LinearConstraint,
+    b: torch.Tensor | Callable[[], torch.Tensor | None] | None,
+    leading: tuple[int, ...],
+    field: torch.Tensor,
+    X: torch.Tensor,
+) -> torch.Tensor | None:
     """``keep``'s target ``b`` (or the function :meth:`NonNegative.prepare` left to give it) as
     one total per slice of ``X`` ``(..., n)``, ``(...)`` float64 (``leading``: ``field``'s
     leading shape); ``None`` without one, or when it does not fit ``field`` (``keep`` then names
@@ -548,7 +556,7 @@ class NonNegative(Constraint):
         X: torch.Tensor,
         metric: torch.Tensor,
         negative: torch.Tensor,
-        keep,
+        keep: LinearConstraint,
         dtype: torch.dtype,
         target: torch.Tensor | None = None,
         collapsed: torch.Tensor | None = None,

@@ -31,7 +31,9 @@ PROVENANCE = ("created", "merged_from")
 regenerated or merged again must resume the same run."""
 
 
-def _tensors(item: object) -> list[torch.Tensor]:
+def item_tensors(item: object) -> list[torch.Tensor]:
+    """The tensors of a dataset item (tensors, numpy arrays and numbers, nested in tuples, lists
+    and dicts, keys in sorted order); strings and other objects hold none."""
     if isinstance(item, torch.Tensor):
         return [item]
     if isinstance(item, (np.ndarray, np.generic, int, float)):  # a bool is an int
@@ -41,9 +43,9 @@ def _tensors(item: object) -> list[torch.Tensor]:
         except TypeError:  # strings, objects, dates: no tensor to hash
             return []
     if isinstance(item, (tuple, list)):
-        return [t for part in item for t in _tensors(part)]
+        return [t for part in item for t in item_tensors(part)]
     if isinstance(item, dict):
-        return [t for key in sorted(item) for t in _tensors(item[key])]
+        return [t for key in sorted(item) for t in item_tensors(item[key])]
     return []
 
 
@@ -58,7 +60,7 @@ def _hash_items(dataset: Dataset, indices: Iterable[int]) -> str | None:
     a second time differs."""
     digest = hashlib.sha256()
     for index in indices:
-        tensors, again = _tensors(dataset[index]), _tensors(dataset[index])
+        tensors, again = item_tensors(dataset[index]), item_tensors(dataset[index])
         if len(tensors) != len(again):
             return None
         for tensor, other in zip(tensors, again, strict=True):
@@ -131,7 +133,7 @@ def fingerprint(dataset: Dataset, name: str = "dataset") -> dict[str, object]:
         raise ValueError("dataset is empty: there is nothing to train on")
     picks = sorted({round(i * (count - 1) / max(SAMPLED - 1, 1)) for i in range(SAMPLED)})
     with generators_kept():
-        first = _tensors(dataset[0])
+        first = item_tensors(dataset[0])
         sampled = _hash_items(dataset, picks)
         if sampled is not None and getattr(dataset, "items_follow_attributes", False) is True:
             hashed, sample_hash = FOLLOW_ATTRIBUTES, sampled

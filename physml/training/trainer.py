@@ -47,7 +47,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import World, world
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, item_tensors
 from .generators import generators_kept, host_states, set_host_states
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
@@ -226,19 +226,9 @@ def _samples(indices: list[int], shown: int = 10) -> str:
 
 
 def _finite_item(item: object) -> bool:
-    """Whether every number in a dataset item (tensors, arrays, numbers, nested in lists, tuples
-    and dicts) is finite."""
-    if isinstance(item, dict):
-        return all(_finite_item(value) for value in item.values())
-    if isinstance(item, (list, tuple)):
-        return all(_finite_item(part) for part in item)
-    if isinstance(item, torch.Tensor):
-        return bool(torch.isfinite(item).all())
-    if isinstance(item, (np.ndarray, np.generic, float)) and np.issubdtype(
-        np.asarray(item).dtype, np.number
-    ):
-        return bool(np.isfinite(item).all())
-    return True
+    """Whether every number in a dataset item (:func:`~physml.training.fingerprint.item_tensors`)
+    is finite."""
+    return all(bool(torch.isfinite(tensor).all()) for tensor in item_tensors(item))
 
 
 def _scalar(loss: object) -> torch.Tensor:
