@@ -64,7 +64,12 @@ def mass_conservation(
     velocity). ``total_mass`` has the field's leading shape (the channel axis restricted to
     ``channels``) — e.g. the initial mass plus :func:`cumulative_inflow` — or is a callable of
     the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
-    ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``.
+    ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``
+    — read by position in the batch, so a shuffled training batch needs the callable form.
+    The weights are the grid's trapezoid rule; a solver may conserve another discrete sum (the
+    heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which differs
+    from the trapezoid mass by ``O(dx²)``): to hold a solver's own sum, build
+    :class:`LinearConstraint` with its weights as the row.
     ``shrinkage``: an ensemble's covariance shrunk toward its variances (:class:`LinearConstraint`;
     an exact update of a 2-member ensemble, one row per slice, leaves its members equal: use
     more members or ``shrinkage > 0``).

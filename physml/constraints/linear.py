@@ -145,7 +145,12 @@ class LinearConstraint(Constraint):
         target_name: how errors name a one-row constraint's target given without its row axis
             (``b`` is then that target with a trailing axis of size 1), e.g. ``"total_mass"``.
 
-    ``b`` broadcasts against the field's leading axes aligned from the right, as in numpy.
+    ``b`` broadcasts against the field's leading axes aligned from the right, as in numpy: a
+    per-sample tensor is read by position in the batch, so a shuffled training batch needs the
+    callable form (the target computed from each batch's inputs). ``G`` and a tensor ``b`` are
+    buffers: a model's state dict holds them and loading one restores them, so a wrapper built
+    for another target and then loaded enforces the saved target (build it after loading, or
+    load the state into the model before wrapping it).
     An ensemble of ``m`` members spans ``m − 1`` directions: with ``k = m − 1`` rows per slice,
     ``noise = 0`` and no ``shrinkage`` the exact update leaves every member equal (it warns;
     more rows fall back to ``γ`` and keep little spread); use more members or ``shrinkage > 0``.

@@ -519,7 +519,9 @@ class NonNegative(Constraint):
                     "NonNegative cannot keep the boundary conditions applied before it: the "
                     "points they set or read (walls, and a Neumann wall's two neighbours) stay "
                     "as they are, and one of them is negative or together they hold more than "
-                    "the total (the other points would have to go negative)"
+                    "the total (the other points would have to go negative); a model still "
+                    "learning its walls meets this: train it without NonNegative and add "
+                    "NonNegative for inference"
                 )
             metric = metric.masked_fill(fixed, 0.0)
         target = _totals(keep, state, leading, output, X)
