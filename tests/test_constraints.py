@@ -1900,3 +1900,18 @@ def test_nonnegativity_of_a_one_row_posterior_keeps_a_value_within_the_tolerance
     low_rank = LowRankCovariance(torch.tensor(variance), torch.tensor(factor)[:, None])
     out = through(NonNegative(0.01), Gaussian(torch.tensor(mean), low_rank))
     np.testing.assert_allclose(out.mean.numpy(), expected, rtol=0, atol=1e-14)
+
+
+def test_a_simplex_total_of_another_shape_or_below_zero_is_refused_naming_it():
+    """``total`` broke inside torch (shape) or was silently missed (negative: all zeros)."""
+    from physml.constraints.nonnegative import simplex_projection
+
+    x, w, d = torch.rand(2, 4, dtype=F64), torch.ones(4, dtype=F64), torch.ones(2, 4, dtype=F64)
+    torch.testing.assert_close(
+        simplex_projection(x, w, d, torch.tensor([1.0, 2.0], dtype=F64)).sum(-1),
+        torch.tensor([1.0, 2.0], dtype=F64),
+    )
+    for total in (torch.ones(3, dtype=F64), torch.tensor([-5.0, 1.0], dtype=F64)):
+        refused = r"^total must hold one total >= 0 per row, shape \(2,\)"
+        with pytest.raises(ValueError, match=refused):
+            simplex_projection(x, w, d, total)

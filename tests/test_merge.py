@@ -612,3 +612,10 @@ def test_differing_settings_are_named_key_by_key_not_cut_to_one_look(tmp_path, s
     with pytest.raises(ShardError, match=r"'[^']*': nx 11 vs 9; u per-sample") as error:
         check_shards([shards[2], shards[1]])  # settings.nx is the attribute nx: said once
     assert "settings" not in str(error.value).split(".h5': ")[-1]
+
+
+@pytest.mark.parametrize("one", ["s.h5", Path("s.h5")])
+def test_one_path_in_place_of_a_list_of_shards_is_refused_naming_it(tmp_path, one):
+    """A plain string was read letter by letter ("no shard file at 's'")."""
+    with pytest.raises(TypeError, match=r"^paths must be a list of shard files, got the one path"):
+        merge_shards(one, tmp_path / "m.h5")

@@ -304,6 +304,11 @@ def simplex_projection(
     with ``τ_j > λ_j`` gives ``λ``; no such ``j`` means ``s = 0`` and ``u = 0`` where ``w > 0``.
     Weights ``w`` ``(r, n)`` give each row its own.
     """
+    if total is not None and (total.shape != x.shape[:-1] or bool((total < 0).any())):
+        raise ValueError(
+            f"total must hold one total >= 0 per row, shape {tuple(x.shape[:-1])}, got shape "
+            f"{tuple(total.shape)} (smallest {float(total.min()) if total.numel() else 'none'})"
+        )
     xw, weighted = x * w, d * w
     uncoupled = w <= 0
     fixed = ~uncoupled & (weighted <= 0)  # d = 0: the point stays (it must be >= 0)

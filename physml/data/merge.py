@@ -356,6 +356,8 @@ def named_shards(argument: str, index: Path, names: Sequence[str]) -> list[Path]
 def shard_files(argument: str, paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The shard files of ``paths`` (given as ``argument``), an index standing for the shards it
     names; a missing one is a ``FileNotFoundError`` naming ``argument`` (and the index)."""
+    if isinstance(paths, (str, os.PathLike)):
+        raise TypeError(f"{argument} must be a list of shard files, got the one path {paths!r}")
     found: list[Path] = []
     for path in map(Path, paths):
         names = _index_names(path)

@@ -8,6 +8,7 @@ against the spacing on log-log axes with the theoretical slope.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -98,16 +99,14 @@ def _plot_field_and_error(study: ConvergenceStudy, field_ax, error_ax) -> None:
 
 
 def _worst_sample(finest, norm: str) -> int:
-    """The sample whose error over all its times and points is largest in ``norm`` (the table and
-    the convergence panel report the largest of these errors for ``max``, their mean for ``l1`` and
-    their root mean square for ``l2``)."""
-    difference = (finest.numerical - finest.exact).abs().flatten(1)
-    per_sample = {
-        "max": lambda d: d.max(1).values,
-        "l1": lambda d: d.mean(1),
-        "l2": lambda d: d.square().mean(1),
-    }[norm](difference)
-    return int(per_sample.argmax())
+    """The sample whose error over all its times and points is largest in ``norm``
+    (:meth:`pdes.verification.Comparison.error` of each sample alone)."""
+    return max(
+        range(finest.exact.shape[0]),
+        key=lambda i: dataclasses.replace(
+            finest, numerical=finest.numerical[i : i + 1], exact=finest.exact[i : i + 1]
+        ).error(norm),
+    )
 
 
 def _worst_of(finest, worst: int) -> str:

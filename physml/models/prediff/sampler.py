@@ -90,11 +90,11 @@ def ddim_sample(
         if eta > 0:
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         with torch.no_grad():
-            z = ddim_step(z, eps, alpha_bar, alpha_bar_next, eta, noise)
+            z = _ddim_step(z, eps, alpha_bar, alpha_bar_next, eta, noise)
     return z
 
 
-def ddim_step(
+def _ddim_step(
     z: torch.Tensor,
     eps: torch.Tensor,
     alpha_bar: float,
