@@ -136,11 +136,28 @@ def one_sided_flux(u: torch.Tensor, dx: float) -> tuple[torch.Tensor, torch.Tens
     return left, right
 
 
+def neumann_weights(
+    grid: Grid1D, dtype: torch.dtype = FLOAT, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The weights ``(n,)`` of :func:`neumann_mass`: ``dx·(0, 3/2, 1, …, 1, 3/2, 0)``.
+
+    ``(u * neumann_weights(grid)).sum(-1)`` is the Neumann scheme's own mass, e.g. the row of
+    ``physml.constraints.mass_conservation(grid, M, weights=neumann_weights(grid))``.
+    """
+    checks.grid_1d(grid)
+    w = torch.zeros(grid.n, dtype=dtype, device=device)
+    w[1:-1] = grid.dx
+    w[1] += 0.5 * grid.dx
+    w[-2] += 0.5 * grid.dx
+    return w
+
+
 def neumann_mass(u: torch.Tensor, grid: Grid1D) -> torch.Tensor:
     """``dx·(3/2 u₁ + u₂ + … + 3/2 u_{N-1})`` of node fields ``(..., n)``.
 
     The quantity the Neumann scheme changes at exactly the rate ``κ (g_R - g_L)`` (and the wave
-    scheme keeps constant); it approximates ``∫u dx`` to second order.
+    scheme keeps constant); it approximates ``∫u dx`` to second order. Its weights:
+    :func:`neumann_weights`.
     """
     inner = checks.on_grid("u", u, grid)[..., 1:-1]
     return grid.dx * (inner.sum(-1) + 0.5 * (inner[..., 0] + inner[..., -1]))

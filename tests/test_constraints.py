@@ -1915,3 +1915,38 @@ def test_a_simplex_total_of_another_shape_or_below_zero_is_refused_naming_it():
         refused = r"^total must hold one total >= 0 per row, shape \(2,\)"
         with pytest.raises(ValueError, match=refused):
             simplex_projection(x, w, d, total)
+
+
+def test_mass_conservation_with_a_solvers_weights_holds_that_solvers_mass():
+    """The Neumann heat scheme's own mass (``weights=neumann_weights``) is met to round-off
+    while the trapezoid integral is left an O(dx²) distance away, and vice versa."""
+    from pdes.heat import neumann_weights
+
+    grid = Grid1D(17)
+    field = torch.rand(3, 1, 17, generator=torch.Generator().manual_seed(2), dtype=F64)
+    target = torch.tensor([[0.7], [0.2], [1.3]], dtype=F64)
+    inner = field[..., 1:-1]
+    by_hand = (inner.sum(-1) + 0.5 * (inner[..., 0] + inner[..., -1])) / 16
+    solver = through(mass_conservation(grid, target, weights=neumann_weights(grid)), field)
+    inner = solver[..., 1:-1]
+    torch.testing.assert_close(
+        (inner.sum(-1) + 0.5 * (inner[..., 0] + inner[..., -1])) / 16, target, rtol=0, atol=1e-14
+    )
+    assert (grid.integrate(solver) - target).abs().max() > 1e-4
+    trapezoid = through(mass_conservation(grid, target), field)
+    torch.testing.assert_close(grid.integrate(trapezoid), target, rtol=0, atol=1e-14)
+    assert not torch.allclose(by_hand, target)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ([1.0] * 17, r"weights must be a torch\.Tensor of the grid's shape \(17,\), got <class"),
+        (torch.ones(16), r"weights must have the grid's shape \(17,\), got \(16,\)"),
+        (torch.full((17,), float("nan")), r"weights must be finite and not all zero"),
+        (torch.zeros(17), r"weights must be finite and not all zero"),
+    ],
+)
+def test_mass_conservation_refuses_weights_off_the_grid(weights, message):
+    with pytest.raises(ConstraintError, match=message):
+        mass_conservation(Grid1D(17), 1.0, weights=weights)

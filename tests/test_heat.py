@@ -428,3 +428,16 @@ def test_the_documented_2d_route_is_second_order():
         numerical = solve_tracer(exact[:, 0], grid, kappa, t, (0.0, 0.0))
         errors.append(float((numerical - exact).abs().max()))
     assert math.log2(errors[0] / errors[1]) > 1.9, errors
+
+
+def test_neumann_weights_are_the_weighted_mass_row():
+    """dx·(0, 3/2, 1, …, 1, 3/2, 0) by hand, and its sum against a field is neumann_mass."""
+    grid = Grid1D(9)
+    expected = torch.tensor([0, 1.5, 1, 1, 1, 1, 1, 1.5, 0], dtype=F64) / 8
+    assert torch.equal(heat.neumann_weights(grid), expected)
+    u = smooth_fields(9)
+    torch.testing.assert_close(
+        (u * heat.neumann_weights(grid)).sum(-1), weighted_mass(u, grid.dx), rtol=0, atol=1e-15
+    )
+    with pytest.raises(TypeError, match=r"^grid must be a pdes\.Grid1D"):
+        heat.neumann_weights(9)

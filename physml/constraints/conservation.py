@@ -53,6 +53,7 @@ def mass_conservation(
     channels: Sequence[int] | None = None,
     layout: str | None = None,
     shrinkage: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> LinearConstraint:
     """``∫ u dx = M`` on every slice of a field, with ``grid``'s quadrature weights.
 
@@ -66,10 +67,11 @@ def mass_conservation(
     the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
     ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``
     — read by position in the batch, so a shuffled training batch needs the callable form.
-    The weights are the grid's trapezoid rule; a solver may conserve another discrete sum (the
-    heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which differs
-    from the trapezoid mass by ``O(dx²)``): to hold a solver's own sum, build
-    :class:`LinearConstraint` with its weights as the row.
+    ``weights``: the quadrature, the grid's shape ``(n,)`` or ``(h, w)``; by default the grid's
+    own (:meth:`pdes.Grid1D.weights`: trapezoid on nodes). A solver may conserve another discrete
+    sum — the heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which
+    differs from the trapezoid mass by ``O(dx²)`` — and holding the solver's own sum takes its
+    weights: ``weights=pdes.heat.neumann_weights(grid)``.
     ``shrinkage``: an ensemble's covariance shrunk toward its variances (:class:`LinearConstraint`;
     an exact update of a 2-member ensemble, one row per slice, leaves its members equal: use
     more members or ``shrinkage > 0``).
@@ -94,7 +96,7 @@ def mass_conservation(
                 f"layout must be one of {allowed} for a {type(grid).__name__}, got {layout!r}"
             )
         ndims, hint = (LAYOUTS[layout],), f" (layout {layout!r})"
-    G = grid.weights().reshape(1, -1)
+    G = (grid.weights(F64) if weights is None else _quadrature(weights, space)).reshape(1, -1)
     target = (
         (lambda *a, **k: _as_target(total_mass(*a, **k)))
         if callable(total_mass)
@@ -112,6 +114,20 @@ def mass_conservation(
         shrinkage=shrinkage,
         target_name="total_mass",
     )
+
+
+def _quadrature(weights: torch.Tensor, space: tuple[int, ...]) -> torch.Tensor:
+    if not isinstance(weights, torch.Tensor):
+        raise ConstraintError(
+            f"weights must be a torch.Tensor of the grid's shape {space}, got {type(weights)}"
+        )
+    if tuple(weights.shape) != space:
+        raise ConstraintError(
+            f"weights must have the grid's shape {space}, got {tuple(weights.shape)}"
+        )
+    if not torch.isfinite(weights).all() or not weights.any():
+        raise ConstraintError("weights must be finite and not all zero")
+    return weights.to(F64)
 
 
 def _as_target(total_mass: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pdes.heat import neumann_mass
+from pdes.heat import neumann_mass, neumann_weights
 
 from ... import metrics
 from ...constraints import LinearConstraint
@@ -48,7 +48,7 @@ def mass_balance(problem: Equation) -> LinearConstraint:
     solver's answers meet the balance to round-off; the trapezoid ``∫u dx`` misses by O(dx²).
     """
     grid, added = problem.grid(), inflow(problem)
-    weights = neumann_mass(torch.eye(grid.n, dtype=F64), grid)[None]  # (1, nx)
+    weights = neumann_weights(grid)[None]  # (1, nx)
 
     def total(inputs: torch.Tensor) -> torch.Tensor:
         return (neumann_mass(inputs.to(F64), grid) + added)[..., None]  # (batch, 1, 1)
