@@ -402,8 +402,14 @@ def marginal_std(gaussian: Gaussian) -> torch.Tensor:
     """
     if not isinstance(gaussian, Gaussian):
         raise TypeError(f"gaussian must be a physml.Gaussian, got {type(gaussian).__name__}")
-    _, variance, eps, prior = _mean_variance(gaussian)
-    return _checked_variance("gaussian", variance, 0.0, eps, prior).sqrt()
+    return _mean_std("gaussian", gaussian)[1]
+
+
+def _mean_std(name: str, prediction: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` in float64 of a :class:`Gaussian` or a ``(mean, variance)`` pair; round-off
+    negative variances become 0, larger ones raise naming ``name``."""
+    mean, variance, eps, prior = _mean_variance(prediction)
+    return mean, _checked_variance(name, variance, 0.0, eps, prior).sqrt()
 
 
 def gaussian_log_likelihood(
@@ -1002,19 +1008,20 @@ def crps_per_sample(
     """The mean CRPS over each sample's points ``(batch,)``: the per-sample error of a
     probabilistic model, to feed :func:`tolerance_flips` and :func:`degradation_flips`.
 
-    ``prediction`` is a :class:`Gaussian` or a ``(mean, std)`` pair (closed form,
-    :func:`crps_gaussian`) or an :class:`Ensemble` (members ``(member, batch, ...)``, the plain
-    form of :func:`crps_ensemble`); ``target`` is ``(batch, ...)``.
+    ``prediction`` is a :class:`Gaussian` or a ``(mean, variance)`` pair, read as
+    :func:`gaussian_log_likelihood` reads them (closed form, :func:`crps_gaussian`), or an
+    :class:`Ensemble` (members ``(member, batch, ...)``, the plain form of :func:`crps_ensemble`);
+    ``target`` is ``(batch, ...)``.
     """
+    pair = isinstance(prediction, tuple | list) and len(prediction) == 2
     if isinstance(prediction, Ensemble):
         scores = crps_ensemble(prediction, target, reduction="none")
-    elif isinstance(prediction, Gaussian):
-        scores = crps_gaussian(prediction.mean, marginal_std(prediction), target, "none")
-    elif isinstance(prediction, tuple | list) and len(prediction) == 2:
-        scores = crps_gaussian(prediction[0], prediction[1], target, "none")
+    elif isinstance(prediction, Gaussian) or pair:
+        mean, std = _mean_std("prediction", prediction)
+        scores = crps_gaussian(mean, std, target, "none")
     else:
         raise TypeError(
-            f"prediction must be a physml.Gaussian, an Ensemble or a (mean, std) pair, got "
+            f"prediction must be a physml.Gaussian, an Ensemble or a (mean, variance) pair, got "
             f"{type(prediction).__name__}"
         )
     if scores.ndim == 0:

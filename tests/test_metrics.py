@@ -1004,7 +1004,7 @@ def test_crps_per_sample_is_the_mean_crps_of_each_sample():
     mean, std, target = rand(3, 2, 4), rand(3, 2, 4, seed=1).abs(), rand(3, 2, 4, seed=2)
     per_point = metrics.crps_gaussian(mean, std, target, reduction="none")
     expected = per_point.reshape(3, -1).mean(1)
-    torch.testing.assert_close(metrics.crps_per_sample((mean, std), target), expected)
+    torch.testing.assert_close(metrics.crps_per_sample((mean, std.square()), target), expected)
     gaussian = Gaussian(mean.reshape(3, 8), std.reshape(3, 8).square())
     torch.testing.assert_close(metrics.crps_per_sample(gaussian, target.reshape(3, 8)), expected)
     members = rand(6, 3, 8, seed=3)
@@ -1015,12 +1015,32 @@ def test_crps_per_sample_is_the_mean_crps_of_each_sample():
         metrics.crps_per_sample(Ensemble(members), target.reshape(3, 8)), by_loop
     )
     # the probabilistic flips: CRPS in place of the error
-    old = metrics.crps_per_sample((mean, std), target)
-    new = metrics.crps_per_sample((mean, 2 * std), target)
+    old = metrics.crps_per_sample((mean, std.square()), target)
+    new = metrics.crps_per_sample((mean, (2 * std).square()), target)
     tau = float(old.median())
     assert metrics.tolerance_flips(old, new, tau).item() == pytest.approx(
         float(((old <= tau) & (new > tau)).double().mean())
     )
+
+
+def test_crps_per_sample_reads_a_pair_as_mean_and_variance():
+    """The pair means what it means to gaussian_log_likelihood: ``(mean, variance)``."""
+    mean, target = torch.tensor([[0.0, 1.0]], dtype=F64), torch.tensor([[1.0, -1.0]], dtype=F64)
+    variance = torch.full((1, 2), 4.0, dtype=F64)
+
+    def closed_form(mu, sigma, y):  # σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]
+        z = (y - mu) / sigma
+        density = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        return sigma * (z * math.erf(z / math.sqrt(2)) + 2 * density - 1 / math.sqrt(math.pi))
+
+    by_hand = (closed_form(0.0, 2.0, 1.0) + closed_form(1.0, 2.0, -1.0)) / 2
+    scores = [
+        metrics.crps_per_sample((mean, variance), target),
+        metrics.crps_per_sample(Gaussian(mean, variance), target),
+        metrics.crps_gaussian(mean, variance.sqrt(), target, "none").mean(1),
+    ]
+    for score in scores:
+        assert score.tolist() == pytest.approx([by_hand], rel=1e-14)
 
 
 def test_flips_compare_float32_errors_with_tau_in_float32():
