@@ -54,6 +54,7 @@ import torch.nn.functional as nnf
 from pdes.checks import finite
 from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
+from pdes.heat import one_sided_flux
 
 from ._checks import NonFiniteError, as_tensor
 from .errors import ZeroNormError
@@ -171,6 +172,21 @@ def _checked_variance(
     return variance.clamp_min(floor)
 
 
+def _fitting(
+    name: str, value: object, shape: torch.Size, what: str, device: torch.device
+) -> torch.Tensor:
+    """``value`` as a float64 tensor on ``device``, checked to broadcast to ``shape`` without
+    adding axes (``what`` describes ``shape`` in the error)."""
+    tensor = _tensor(name, value, device)
+    try:
+        broadcast = torch.broadcast_shapes(tensor.shape, shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(f"{name} must broadcast to {what}, got {tuple(tensor.shape)}")
+    return tensor
+
+
 def _samples(name: str, samples: object) -> torch.Tensor:
     if isinstance(samples, Ensemble):
         samples = samples.samples
@@ -271,7 +287,48 @@ def boundary_error(
         raise ValueError(f"pred must end in the grid's shape {shape}, got {tuple(pred.shape)}")
     if not mask.any():
         raise ValueError("grid is periodic on every axis: it has no boundary nodes")
-    squared = (pred - target).square()[..., mask]
+    return _root_mean_square((pred - target).square()[..., mask], reduction)
+
+
+def flux_error(
+    pred: ArrayLike,
+    grid: Grid1D,
+    left: ArrayLike,
+    right: ArrayLike,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Root-mean-square error of the wall derivatives ``du/dx`` against prescribed Neumann fluxes.
+
+    ``pred`` is ``(..., x)`` on a node :class:`Grid1D` with walls (not periodic); its derivatives
+    at ``lower`` and ``upper`` are the second-order one-sided stencils of
+    :func:`pdes.heat.one_sided_flux` (those the heat solver and a Neumann
+    :class:`~physml.constraints.BoundaryCondition` meet). ``left`` and ``right``, the fluxes there,
+    broadcast to ``(...)``. ``reduction='none'`` gives the RMSE over each leading index's two
+    walls ``(...)``, ``'mean'`` the RMSE over all.
+    """
+    pred = _tensor("pred", pred)
+    if not isinstance(grid, Grid1D):
+        raise TypeError(f"grid must be a pdes.Grid1D, got {type(grid).__name__}")
+    if grid.periodic or grid.kind != "node":
+        raise ValueError(f"grid must be a node Grid1D with walls (not periodic), got {grid!r}")
+    if pred.ndim == 0 or pred.shape[-1] != grid.n:
+        raise ValueError(f"pred must end in the grid's {grid.n} nodes, got {tuple(pred.shape)}")
+    if pred.numel() == 0:
+        raise ValueError(f"pred is empty (shape {tuple(pred.shape)})")
+    walls = pred.shape[:-1]
+    prescribed = [
+        _fitting(name, value, walls, f"pred's leading shape {tuple(walls)}", pred.device)
+        for name, value in (("left", left), ("right", right))
+    ]
+    errors = [
+        (flux - target).square()
+        for flux, target in zip(one_sided_flux(pred, grid.dx), prescribed, strict=True)
+    ]
+    return _root_mean_square(torch.stack(errors, -1), reduction)
+
+
+def _root_mean_square(squared: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``'none'``: the RMSE over the last axis of ``squared`` ``(...)``; ``'mean'``: over all."""
     if reduction == "none":
         return squared.mean(-1).sqrt()
     return _reduce(squared, reduction).sqrt()
@@ -313,17 +370,8 @@ def conservation_error(
             f"{tuple(u.shape)}"
         )
     mass = grid.integrate(u)
-    true_mass = _tensor("true_mass", true_mass, u.device)
-    try:
-        broadcast = torch.broadcast_shapes(true_mass.shape, mass.shape)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != mass.shape:
-        raise ValueError(
-            f"true_mass must broadcast to the masses' shape {tuple(mass.shape)} (..., time), got "
-            f"{tuple(true_mass.shape)}"
-        )
-    error = mass - true_mass
+    what = f"the masses' shape {tuple(mass.shape)} (..., time)"
+    error = mass - _fitting("true_mass", true_mass, mass.shape, what, u.device)
     if time_index is not None:
         count = error.shape[-1]
         if isinstance(time_index, bool) or not isinstance(time_index, int):

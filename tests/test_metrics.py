@@ -9,8 +9,10 @@ from scipy import integrate, stats
 from test_constraints import through
 from torch import nn
 
+from pdes.boundary import Neumann
 from pdes.gpme import diffusion_exact, pme_exact, pme_total_mass, stefan_exact, stefan_z1
 from pdes.grid import Grid1D, Grid2D
+from pdes.heat import solve_heat
 from physml import constrain, metrics
 from physml.constraints import LinearConstraint, mass_conservation
 from physml.errors import ZeroNormError
@@ -114,6 +116,54 @@ def test_boundary_error_1d_and_2d():
         metrics.boundary_error(pred, target, Grid1D(9))
     with pytest.raises(TypeError, match="grid"):
         metrics.boundary_error(pred, target, "grid")
+
+
+def test_flux_error_of_a_heat_neumann_solution_is_round_off():
+    grid = Grid1D(33)
+    x = grid.coordinates()
+    u0 = torch.stack([torch.cos(math.pi * x), x.square()])
+    u = solve_heat(u0, grid, 0.1, [0.0, 0.2, 0.5], Neumann(0.5, -1.3))
+    assert metrics.flux_error(u, grid, 0.5, -1.3).item() < 1e-11
+    assert metrics.flux_error(u, grid, 0.5, -1.3, reduction="none").shape == (2, 3)
+
+
+def test_flux_error_of_quadratics_is_the_error_of_their_exact_slopes():
+    """``u = a x² + b x + c`` on [0, 1]: ``u'(0) = b``, ``u'(1) = 2a + b`` (the stencil is exact
+    for quadratics); the constant ``c`` changes nothing."""
+    grid = Grid1D(9)
+    x = grid.coordinates()
+    a, b = torch.tensor([[1.0], [-2.0]], dtype=F64), torch.tensor([[0.5], [3.0]], dtype=F64)
+    u = a * x.square() + b * x
+    left, right = torch.tensor([0.0, 1.0], dtype=F64), 2.0
+    # slopes (0.5, 2.5) against (0, 2) and (3, -1) against (1, 2)
+    per_sample = [0.5, math.sqrt((2**2 + 3**2) / 2)]
+    for shift in (0.0, 7.0):
+        scores = metrics.flux_error(u + shift, grid, left, right, reduction="none")
+        assert scores.tolist() == pytest.approx(per_sample, rel=1e-12)
+        overall = metrics.flux_error(u + shift, grid, left, right)
+        assert overall.item() == pytest.approx(math.sqrt(sum(e * e for e in per_sample) / 2))
+    for slope, flux in ((2.0, 0.5), (-1.0, 3.0), (0.25, 0.25)):
+        error = metrics.flux_error(slope * x, grid, flux, flux)
+        assert error.item() == pytest.approx(abs(slope - flux), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda u: metrics.flux_error(u, "grid", 0.0, 0.0), TypeError, "grid must be"),
+        (lambda u: metrics.flux_error(u, Grid1D(8, periodic=True), 0, 0), ValueError, "periodic"),
+        (lambda u: metrics.flux_error(u, Grid1D(8, kind="cell"), 0, 0), ValueError, "node"),
+        (lambda u: metrics.flux_error(u, Grid1D(9), 0.0, 0.0), ValueError, "grid's 9 nodes"),
+        (lambda u: metrics.flux_error(u[:0], Grid1D(8), 0.0, 0.0), ValueError, "pred is empty"),
+        (lambda u: metrics.flux_error(u, Grid1D(8), torch.zeros(2), 0), ValueError, "left must"),
+        (lambda u: metrics.flux_error(u, Grid1D(8), 0, [[0.0]] * 3), ValueError, "right must"),
+        (lambda u: metrics.flux_error(u, Grid1D(8), 0, "x"), TypeError, "right must"),
+        (lambda u: metrics.flux_error(u, Grid1D(8), 0, 0, "sum"), ValueError, "reduction"),
+    ],
+)
+def test_flux_error_rejects_bad_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call(rand(3, 8))
 
 
 # ------------------------------------------------------------------------- conservation
