@@ -593,6 +593,21 @@ def test_a_per_sample_total_mass_written_batch_only_is_refused_by_its_own_name()
         through(mass_conservation(grid, torch.zeros(4, 3, 2)), torch.zeros(3, 2, 9, dtype=F64))
 
 
+def test_a_single_fields_total_mass_given_with_an_axis_is_refused_with_the_0d_form():
+    """``total_mass`` ``(1,)`` on one field ``(x,)`` adds an axis: refused as before, the error
+    saying that a single field's total is a 0-d tensor or a float."""
+    grid = Grid1D(9)
+    field = Gaussian(torch.zeros(9, dtype=F64), torch.ones(9, dtype=F64))
+    with pytest.raises(
+        ConstraintError,
+        match=r"total_mass of shape \(1,\) does not fit mean of shape \(9,\): total_mass must "
+        r"broadcast to \(\).*a single field's total_mass is a 0-d tensor or a float",
+    ):
+        through(mass_conservation(grid, torch.tensor([0.3], dtype=F64)), field)
+    out = through(mass_conservation(grid, 0.3), field)
+    assert grid.integrate(out.mean).item() == pytest.approx(0.3, rel=1e-14)
+
+
 def test_total_mass_broadcasts_from_the_right_as_in_numpy():
     """``(B, 1)`` is one total per sample, ``(C,)`` one per channel (also when B == C)."""
     grid = Grid1D(9, 0.0, 2.0)

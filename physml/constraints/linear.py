@@ -307,14 +307,16 @@ class LinearConstraint(Constraint):
                     f"b of shape {shape} does not fit {what}: b must broadcast to {rows} "
                     "(one target per row and slice) without adding axes"
                 )
-            per_sample = ""
-            if len(leading) > 1:
+            hint = ""
+            if not leading:
+                hint = f"; a single field's {target} is a 0-d tensor or a float, e.g. 0.3"
+            elif len(leading) > 1:
                 ones = ", ".join(["1"] * (len(leading) - 1))
-                per_sample = f"; one {target} per sample is written ({leading[0]}, {ones})"
+                hint = f"; one {target} per sample is written ({leading[0]}, {ones})"
             raise ConstraintError(
                 f"{target} of shape {shape[:-1]} does not fit {what}: {target} must broadcast to "
                 f"{leading} (one value per slice) without adding axes, its axes aligned with the "
-                f"field's leading ones from the right, as in numpy{per_sample}"
+                f"field's leading ones from the right, as in numpy{hint}"
             )
         return b if b.device == field.device else b.to(field.device)
 
