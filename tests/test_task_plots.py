@@ -120,6 +120,7 @@ def test_boundary_zoom_draws_both_wall_windows_and_each_samples_left_wall_error(
             np.testing.assert_allclose(line.get_ydata(), field[1, 0, list(nodes)].double())
     assert [t.get_text() for t in left_ax.get_legend().get_texts()] == ["solver", "near", "exact"]
     assert wall_ax.get_yscale() == "log" and wall_ax.get_ylabel() == ylabel
+    assert wall_ax.get_title() == "left wall (exact 0 drawn at 1e-17)"
     near_line, exact_line = wall_ax.lines
     assert (near_line.get_marker(), exact_line.get_marker()) == ("o", "x")
     np.testing.assert_allclose(near_line.get_xdata(), [0, 1, 2])
