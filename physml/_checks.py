@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -76,6 +77,32 @@ def integer(value: object) -> int | None:
         return operator.index(value)
     except TypeError:
         return None
+
+
+def integers(
+    name: str, value: object, minimum: int, axes: Sequence[str] | None = None
+) -> tuple[int, ...]:
+    """``value``, a sequence of Python, numpy or 0-d torch integers (or a 1-D integer array),
+    as a tuple of Python ints, each ``>= minimum``: one per axis of ``axes`` (e.g. ``("H",
+    "W")``) when given, else at least one. Floats, booleans and text are refused
+    (``TypeError``), not truncated; a wrong count or a small entry is a ``ValueError``."""
+    items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+    if axes is None:
+        expected = "a non-empty sequence of integers"
+    else:
+        expected = f"a sequence of {len(axes)} integers ({', '.join(axes)})"
+    if (
+        isinstance(items, (str, bytes))
+        or not isinstance(items, Sequence)
+        or (len(items) != len(axes) if axes is not None else not items)
+    ):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    numbers = tuple(integer(item) for item in items)
+    if None in numbers:
+        raise TypeError(f"{name} must hold integers, got {value!r}")
+    if min(numbers) < minimum:
+        raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
+    return numbers
 
 
 def device(name: str, value: object) -> torch.device:

@@ -74,18 +74,28 @@ from physml.data.windows import ForecastDataset, RolloutDataset
 from physml.models import (
     AttentiveNeuralProcess,
     ConvLSTM,
+    ConvLSTMCell,
+    CuboidCrossAttention,
+    CuboidCrossBlock,
+    CuboidSelfAttention,
     CuboidTransformerBlock,
     DeepEnsemble,
     Earthformer,
+    EnergyJudge,
     ExactGPSurrogate,
+    KnowledgeRegressor,
+    LeanSpectralConv,
     Persistence,
     UNet,
     count_parameters,
     fast_fno,
+    plain_fno,
     train_forecaster,
     unflatten,
     with_parameters,
 )
+from physml.models.prediff import ConvDenoiser, FrameAutoencoder, PreDiff, TimeEmbedding
+from physml.models.prediff.autoencoder import ResidualBlock
 from physml.tasks.probconserv import true_mass
 from physml.training import CheckpointError, MemberRows, TrainConfig, Trainer, load_checkpoint
 from physml.training.families import model_config
@@ -1660,7 +1670,7 @@ CONSTRAINT_CASES = [
         "linear-channels-negative",
         lambda c: LinearConstraint(torch.ones(1, 5), [1.0], channels=(-1,)),
         ConstraintError,
-        r"channels must be distinct channel indices",
+        r"^channels entries must be >= 0, got \(-1,\)",
     ),
     case(
         "linear-jitter-zero",
@@ -2055,7 +2065,55 @@ CONSTRAINT_CASES = [
         "nonnegative-tolerance-negative",
         lambda c: NonNegative(-1.0),
         ConstraintError,
-        r"tolerance must be >= 0",
+        r"tolerance must be a finite number >= 0, got -1",
+    ),
+    case(
+        "nonnegative-tolerance-infinite",  # every value would count as non-negative
+        lambda c: NonNegative(INF),
+        ConstraintError,
+        r"tolerance must be a finite number >= 0, got inf",
+    ),
+    case(
+        "linear-space-float",  # was truncated to (2, 2)
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], space=(2.7, 2)),
+        ConstraintError,
+        r"^space must hold integers, got \(2.7, 2\)",
+    ),
+    case(
+        "linear-space-negative",  # (-2) · (-2) = 4 columns
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], space=(-2, -2)),
+        ConstraintError,
+        r"^space entries must be >= 1, got \(-2, -2\)",
+    ),
+    case(
+        "linear-channels-float",  # was truncated to (1,)
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], channels=(1.9,)),
+        ConstraintError,
+        r"^channels must hold integers, got \(1.9,\)",
+    ),
+    case(
+        "linear-check-psd-text",  # "no" is truthy
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], check_psd="no"),
+        ConstraintError,
+        r"^check_psd must be True or False, got 'no'",
+    ),
+    case(
+        "linear-layout-hint-not-text",
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], layout_hint=3),
+        ConstraintError,
+        r"^layout_hint must be a string, got 3",
+    ),
+    case(
+        "linear-ndims-fewer-than-space",
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], space=(2, 2), ndims=(1, 3)),
+        ConstraintError,
+        r"^ndims entries must be >= 2, got \(1, 3\)",
+    ),
+    case(
+        "linear-ndims-zero",
+        lambda c: LinearConstraint(torch.ones(1, 4), [1.0], ndims=(0,)),
+        ConstraintError,
+        r"^ndims entries must be >= 1, got \(0,\)",
     ),
     case(
         "nonnegative-tensor-output",
@@ -2461,6 +2519,124 @@ MODEL_CASES = [
         lambda c: with_parameters(torch.zeros(2), torch.zeros(4, 3)),
         ValueError,
         r"points must have shape \(N, 2\)",
+    ),
+    case(
+        "energy-judge-scale-zero",  # the output would be offset whatever the weights
+        lambda c: EnergyJudge(scale=0.0),
+        ValueError,
+        r"^scale must be a finite number > 0, got 0.0",
+    ),
+    case(
+        "energy-judge-scale-negative",
+        lambda c: EnergyJudge(scale=-1.0),
+        ValueError,
+        r"^scale must be a finite number > 0, got -1.0",
+    ),
+    case(
+        "energy-judge-offset-nan",
+        lambda c: EnergyJudge(offset=NAN),
+        ValueError,
+        r"^offset must be a finite number, got nan",
+    ),
+    case(
+        "knowledge-regressor-scale-zero",
+        lambda c: KnowledgeRegressor((1, 1, 4, 4), scale=0.0),
+        ValueError,
+        r"^scale must be a finite number > 0, got 0.0",
+    ),
+    case(
+        "knowledge-regressor-offset-inf",
+        lambda c: KnowledgeRegressor((1, 1, 4, 4), offset=INF),
+        ValueError,
+        r"^offset must be a finite number, got inf",
+    ),
+    case(
+        "cuboid-attention-attn-drop-above-one",  # was refused only by the first train() forward
+        lambda c: CuboidSelfAttention(8, 2, (2, 2, 2), attn_drop=2.0),
+        ValueError,
+        r"^attn_drop must be a probability in \[0, 1\], got 2.0",
+    ),
+    case(
+        "cuboid-cross-attention-attn-drop-negative",
+        lambda c: CuboidCrossAttention(8, 2, attn_drop=-1.0),
+        ValueError,
+        r"^attn_drop must be a probability in \[0, 1\], got -1.0",
+    ),
+    case(
+        "cuboid-cross-attention-proj-drop-negative",
+        lambda c: CuboidCrossAttention(8, 2, proj_drop=-1.0),
+        ValueError,
+        r"^proj_drop must be a probability in \[0, 1\], got -1.0",
+    ),
+    case(
+        "cuboid-block-ffn-drop-above-one",
+        lambda c: CuboidTransformerBlock(8, 2, (2, 4, 4), ffn_drop=5.0),
+        ValueError,
+        r"^ffn_drop must be a probability in \[0, 1\], got 5.0",
+    ),
+    case(
+        "cuboid-cross-block-attn-drop-nan",
+        lambda c: CuboidCrossBlock(8, 2, attn_drop=NAN),
+        ValueError,
+        r"^attn_drop must be a finite number, got nan",
+    ),
+    case(
+        "earthformer-dropout-above-one",
+        lambda c: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=2, dropout=2.0),
+        ValueError,
+        r"^dropout must be a probability in \[0, 1\], got 2.0",
+    ),
+    case(
+        "convlstm-cell-hidden-zero",
+        lambda c: ConvLSTMCell(1, 0, 3),
+        ValueError,
+        r"^hidden must be an integer >= 1, got 0",
+    ),
+    case(
+        "convlstm-cell-kernel-even",  # the frame would grow by one pixel a step
+        lambda c: ConvLSTMCell(1, 2, 2),
+        ValueError,
+        r"^kernel must be odd to keep the frame size, got 2",
+    ),
+    case(
+        "fno-n-modes-zero",
+        lambda c: fast_fno(n_modes=(0,), in_channels=1, out_channels=1, hidden_channels=4),
+        ValueError,
+        r"^n_modes entries must be >= 1, got \(0,\)",
+    ),
+    case(
+        "plain-fno-n-modes-zero",
+        lambda c: plain_fno((0,), 1, 1, 8, 2),
+        ValueError,
+        r"^n_modes entries must be >= 1, got \(0,\)",
+    ),
+    case(
+        "spectral-conv-n-modes-float",
+        lambda c: LeanSpectralConv(2, 2, n_modes=(4.5,)),
+        TypeError,
+        r"^n_modes must hold integers, got \(4.5,\)",
+    ),
+    case(
+        "time-embedding-dim-zero",
+        lambda c: TimeEmbedding(0),
+        ValueError,
+        r"^dim must be an integer >= 2, got 0",
+    ),
+    case(
+        "residual-block-channels-zero",
+        lambda c: ResidualBlock(0),
+        ValueError,
+        r"^channels must be an integer >= 1, got 0",
+    ),
+    case(
+        "prediff-schedule-a-name",  # was an AttributeError
+        lambda c: PreDiff(
+            FrameAutoencoder(1, 4, 4, width=4),
+            ConvDenoiser(2, 2, (4, 4, 4), widths=(8, 16)),
+            schedule="cos",
+        ),
+        TypeError,
+        r"^schedule must be a NoiseSchedule .* or None, got 'cos'",
     ),
     case(
         "boon-input-nan",

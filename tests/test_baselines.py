@@ -146,6 +146,89 @@ def test_float64_frames_go_through_a_float32_network(name):
     torch.testing.assert_close(model(x), model(x.float()), rtol=0, atol=0)
 
 
+def _float64_case(name):
+    """A float32 model and float64 inputs for it (tiny)."""
+    from physml.models import (
+        CuboidCrossAttention,
+        CuboidCrossBlock,
+        CuboidSelfAttention,
+        CuboidTransformerBlock,
+        EnergyJudge,
+        KnowledgeRegressor,
+    )
+    from physml.models.prediff import ConvDenoiser, CuboidDenoiser
+    from physml.models.prediff.autoencoder import ResidualBlock
+
+    grid, memory, globals_ = (2, 3, 4, 4, 8), (2, 2, 4, 4, 8), (2, 2, 8)
+    latents, steps = (2, 2, 2, 4, 4), torch.tensor([3, 70])
+    cases = {
+        "energy_judge": (EnergyJudge(hidden=2, depth=1), [(2, 3, 1, 8, 8)]),
+        "knowledge_regressor": (
+            KnowledgeRegressor((2, 1, 8, 8), hidden=4),
+            [(2, 2, 1, 8, 8), steps],
+        ),
+        "cuboid_self_attention": (
+            CuboidSelfAttention(8, 2, (2, 2, 2), global_vectors=2),
+            [grid, globals_],
+        ),
+        "cuboid_cross_attention": (
+            CuboidCrossAttention(8, 2, (2, 2), memory_global_vectors=2),
+            [grid, memory, globals_],
+        ),
+        "cuboid_block": (
+            CuboidTransformerBlock(8, 2, (3, 4, 4), global_vectors=2),
+            [grid, globals_],
+        ),
+        "cuboid_cross_block": (
+            CuboidCrossBlock(8, 2, (2, 2), memory_global_vectors=2),
+            [grid, memory, globals_],
+        ),
+        "residual_block": (ResidualBlock(4), [(2, 4, 4, 4)]),
+        "conv_denoiser": (ConvDenoiser(2, 2, (2, 4, 4), widths=(4, 8)), [latents, steps, latents]),
+        "cuboid_denoiser": (
+            CuboidDenoiser(2, 2, (2, 4, 4), dim=4, depth=(1, 1), num_heads=2),
+            [latents, steps, latents],
+        ),
+    }
+    model, inputs = cases[name]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # every weight random (the denoisers' heads start at zero)
+        for parameter in model.parameters():
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+    inputs = [
+        item
+        if isinstance(item, torch.Tensor)
+        else torch.randn(item, generator=generator, dtype=torch.float64)
+        for item in inputs
+    ]
+    return model.eval(), inputs
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "energy_judge",
+        "knowledge_regressor",
+        "cuboid_self_attention",
+        "cuboid_cross_attention",
+        "cuboid_block",
+        "cuboid_cross_block",
+        "residual_block",
+        "conv_denoiser",
+        "cuboid_denoiser",
+    ],
+)
+def test_float64_input_goes_through_the_other_float32_models_as_if_cast_by_hand(name):
+    """As UNet, ConvLSTM and Earthformer do: no torch dtype error from deep inside."""
+    model, inputs = _float64_case(name)
+    by_hand = [x.float() if x.is_floating_point() else x for x in inputs]
+    got, expected = model(*inputs), model(*by_hand)
+    got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
+    for out, reference in zip(got, expected, strict=True):
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, reference, rtol=0, atol=0)
+
+
 def test_parameter_free_models_are_returned_untouched():
     x, y = toy_sequences()
     report = train_forecaster(Persistence(3), x, y, max_steps=5)

@@ -1965,3 +1965,28 @@ def test_mass_conservation_with_a_solvers_weights_holds_that_solvers_mass():
 def test_mass_conservation_refuses_weights_off_the_grid(weights, message):
     with pytest.raises(ConstraintError, match=message):
         mass_conservation(Grid1D(17), 1.0, weights=weights)
+
+
+def test_the_reprs_name_the_settings_given():
+    from physml.constraints import NonNegative
+
+    G = torch.eye(6, dtype=F64)[:2]
+    rows = LinearConstraint(
+        G, torch.zeros(3, 2), 0.5, "euclidean", space=(2, 3), channels=(1,), shrinkage=0.25
+    )
+    assert repr(rows) == (
+        "LinearConstraint(G=2×6, space=(2, 3), channels=(1,), noise=0.5, "
+        "projection='euclidean', shrinkage=0.25, target=tensor (3, 2))"
+    )
+    total = mass_conservation(Grid1D(9), lambda x: x.sum(-1))
+    assert repr(total) == (
+        "LinearConstraint(G=1×9, space=(9,), noise=0, projection='covariance', shrinkage=0, "
+        "target=callable)"
+    )
+    assert repr(NonNegative()) == "NonNegative(tolerance=0, jitter=0.001, keep=None)"
+    kept = repr(NonNegative(0.3, keep=total, jitter=0.01)).splitlines()
+    assert kept[:3] == [
+        "NonNegative(",
+        "  tolerance=0.3, jitter=0.01",
+        "  (keep): " + repr(total),
+    ]

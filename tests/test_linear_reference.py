@@ -113,9 +113,16 @@ def test_hardc_on_every_output_kind_is_the_euclidean_projection():
     np.testing.assert_array_equal(gaussian.variance().numpy(), variance)
 
 
-@pytest.mark.parametrize("channels", [(-1,), (0, 0), ()])
-def test_channels_must_be_distinct_indices_from_zero(channels):
-    with pytest.raises(ConstraintError, match=r"channels must be distinct channel indices >= 0"):
+@pytest.mark.parametrize(
+    ("channels", "match"),
+    [
+        ((-1,), r"channels entries must be >= 0, got \(-1,\)"),
+        ((0, 0), r"channels must be distinct channel indices >= 0, got \(0, 0\)"),
+        ((), r"channels must be a non-empty sequence of integers, got \(\)"),
+    ],
+)
+def test_channels_must_be_distinct_indices_from_zero(channels, match):
+    with pytest.raises(ConstraintError, match=match):
         LinearConstraint(torch.ones(1, 4, dtype=F64), torch.zeros(1, dtype=F64), channels=channels)
 
 

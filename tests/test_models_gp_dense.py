@@ -14,6 +14,19 @@ from physml.models import ExactGPSurrogate, grid_points
 F64 = torch.float64
 
 
+def test_the_repr_names_the_settings_and_whether_fitted():
+    gp = ExactGPSurrogate(
+        iterations=3, lr=0.05, optimizer="adam", noise_floor=1e-4, lengthscale=0.5, seed=7
+    )
+    settings = (
+        "ExactGPSurrogate(iterations=3, lr=0.05, optimizer='adam', noise_floor=0.0001, "
+        "lengthscale=0.5, seed=7; "
+    )
+    assert repr(gp) == settings + "not fitted)"
+    x = torch.rand(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert repr(gp.fit(x, x.sum(1))) == settings + "fitted on 6 points)"
+
+
 def dense_posterior(hyper: dict, cx, cy, z, noise: bool = False):
     """Mean and covariance at ``z (N, 2)`` of a plain GP on the raw data, by the textbook
     formulas ``m + k(z, X) K⁻¹ (y − m)`` and ``k(z, z) − k(z, X) K⁻¹ k(X, z)``."""

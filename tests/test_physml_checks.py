@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import physml._checks as checks
-from physml._checks import NonFiniteError, as_tensor, device, fits_in_memory
+from physml._checks import NonFiniteError, as_tensor, device, fits_in_memory, integers
 
 F64 = torch.float64
 
@@ -95,3 +95,21 @@ def test_memory_is_read_in_bytes_and_a_need_above_it_is_refused(monkeypatch, tmp
     message = "n: the arrays would need about 2 GB, but this machine has 2 GB of memory available"
     with pytest.raises(ValueError, match=re.escape(message)):
         fits_in_memory("n", 2_000_000_001, "the arrays")
+
+
+def test_integers_are_python_ints_and_floats_booleans_and_empty_sequences_are_refused():
+    got = integers("space", [np.int64(2), torch.tensor(3), 4], 1)
+    assert got == (2, 3, 4) and all(type(n) is int for n in got)
+    assert integers("space", np.array([5, 6]), 1) == (5, 6)
+    for bad, error, match in [
+        ((2.7, 2), TypeError, r"^space must hold integers, got \(2.7, 2\)"),
+        ((True, 2), TypeError, r"^space must hold integers, got \(True, 2\)"),
+        ((), ValueError, r"^space must be a non-empty sequence of integers, got \(\)"),
+        (4, ValueError, r"^space must be a non-empty sequence of integers, got 4"),
+        ("44", ValueError, r"^space must be a non-empty sequence of integers, got '44'"),
+        ((0, 2), ValueError, r"^space entries must be >= 1, got \(0, 2\)"),
+    ]:
+        with pytest.raises(error, match=match):
+            integers("space", bad, 1)
+    with pytest.raises(ValueError, match=r"^size must be a sequence of 2 integers \(H, W\)"):
+        integers("size", (1, 2, 3), 1, ("H", "W"))

@@ -9,8 +9,10 @@ is ``c``), whatever η and the number of steps. A denoiser exact for data at 0 g
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -935,6 +937,38 @@ def test_the_ema_moves_by_one_minus_decay_toward_the_denoiser():
     update_ema(prediff, 2)
     for p, q in zip(prediff.ema.module.parameters(), before, strict=True):
         torch.testing.assert_close(p, q + 0.1)
+
+
+def test_a_prediff_pickles_whole_and_its_ema_keeps_its_decay():
+    """``pickle`` and ``torch.save(model)`` take it (the EMA's averaging function was torch's
+    local one); the copies sample the same at the same seed, and an EMA update in either is
+    ``ema + (1 − decay) (denoiser − ema)``, bitwise ``torch.lerp``'s."""
+    decay = 0.9
+    prediff = PreDiff(autoencoder(), live(denoiser("conv")), ema_decay=decay)
+    update_ema(prediff, 1)
+    with torch.no_grad():
+        for p in prediff.denoiser.parameters():
+            p.mul_(1.5)
+    update_ema(prediff, 2)  # the EMA now differs from both the first and the live weights
+    saved = io.BytesIO()
+    torch.save(prediff, saved)
+    saved.seek(0)
+    copies = [pickle.loads(pickle.dumps(prediff)), torch.load(saved, weights_only=False)]
+    context = torch.rand(2, T_IN, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    options = dict(members=2, steps=2, seed=3)
+    expected = prediff.sample(context, **options).samples
+    for copy in copies:
+        assert torch.equal(copy.sample(context, **options).samples, expected)
+    for model in (prediff, *copies):
+        before = [p.clone() for p in model.ema.module.parameters()]
+        with torch.no_grad():
+            for p in model.denoiser.parameters():
+                p.add_(0.25)
+        update_ema(model, 3)
+        pairs = zip(model.ema.module.parameters(), before, model.denoiser.parameters(), strict=True)
+        for new, old, current in pairs:
+            assert torch.equal(new, torch.lerp(old, current, 1 - decay))
+            torch.testing.assert_close(new, decay * old + (1 - decay) * current)
 
 
 def test_autoencoder_loss_is_mse_plus_a_tenth_of_l1_over_every_frame_of_a_pair():

@@ -476,6 +476,31 @@ def test_fast_fno_is_the_same_model_and_checkpoints_load_either_way(options):
 
 
 @pytest.mark.parametrize(
+    "build",
+    [
+        lambda: plain_fno((4,), 1, 1, 8, 2),
+        lambda: fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4),
+        lambda: fast_fno(
+            n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, periodic=True
+        ),
+    ],
+    ids=["plain", "fast", "fast-periodic"],
+)
+def test_a_saved_fno_state_loads_with_weights_only_and_every_key(build, tmp_path):
+    """neuralop's ``_metadata`` (init arguments, functions and classes among them) is left out
+    of the state, as ``constrain``'s wrapper leaves it out: ``weights_only=True`` reads it."""
+    torch.manual_seed(0)
+    model = build()
+    torch.save(model.state_dict(), tmp_path / "fno.pt")
+    torch.manual_seed(1)
+    fresh = build()
+    x = torch.randn(2, 1, 16, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(fresh(x), model(x))
+    fresh.load_state_dict(torch.load(tmp_path / "fno.pt", weights_only=True), strict=True)
+    assert torch.equal(fresh(x), model(x))
+
+
+@pytest.mark.parametrize(
     "option, value",
     [
         ("factorization", "tucker"),

@@ -37,12 +37,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 
 from pdes.checks import non_negative, positive
 
-from .._checks import as_tensor
+from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
@@ -189,17 +190,25 @@ class LinearConstraint(Constraint):
             raise ConstraintError(
                 f"projection must be 'covariance' or 'euclidean', got {projection!r}"
             )
-        self.space = (n,) if space is None else tuple(int(s) for s in space)
+        if not isinstance(check_psd, bool):
+            raise ConstraintError(f"check_psd must be True or False, got {check_psd!r}")
+        self.space = (
+            (n,) if space is None else _setting(partial(integers, minimum=1), "space", space)
+        )
         if math.prod(self.space) != n:
             raise ConstraintError(f"space {self.space} must hold G's {n} columns")
         if channels is not None:
-            channels = tuple(int(c) for c in channels)
-            if not channels or min(channels) < 0 or len(set(channels)) != len(channels):
+            channels = _setting(partial(integers, minimum=0), "channels", channels)
+            if len(set(channels)) != len(channels):
                 raise ConstraintError(
                     f"channels must be distinct channel indices >= 0, got {channels}"
                 )
         self.channels = channels
-        self.ndims = None if ndims is None else tuple(ndims)
+        if ndims is not None:
+            ndims = _setting(partial(integers, minimum=len(self.space)), "ndims", ndims)
+        self.ndims = ndims
+        if not isinstance(layout_hint, str):
+            raise ConstraintError(f"layout_hint must be a string, got {layout_hint!r}")
         self.layout_hint = layout_hint
         jitter = _setting(positive, "jitter", jitter)
         if not (
@@ -216,6 +225,15 @@ class LinearConstraint(Constraint):
             float(jitter),
         )
         self.shrinkage = float(shrinkage)
+
+    def extra_repr(self) -> str:
+        rows, columns = self.G.shape
+        channels = "" if self.channels is None else f", channels={self.channels}"
+        target = "callable" if self.target_fn is not None else f"tensor {tuple(self.b.shape)}"
+        return (
+            f"G={rows}×{columns}, space={self.space}{channels}, noise={self.noise:g}, "
+            f"projection={self.projection!r}, shrinkage={self.shrinkage:g}, target={target}"
+        )
 
     def _apply(self, fn, recurse: bool = True):
         """``.to(device)`` moves ``G`` and ``b``; ``.float()``/``.half()`` must not round them.

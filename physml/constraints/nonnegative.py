@@ -457,8 +457,8 @@ class NonNegative(Constraint):
         for name, value in (("tolerance", tolerance), ("jitter", jitter)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} must be a number, got {value!r}")
-        if not tolerance >= 0:
-            raise ConstraintError(f"tolerance must be >= 0, got {tolerance}")
+        if not 0 <= tolerance < float("inf"):
+            raise ConstraintError(f"tolerance must be a finite number >= 0, got {tolerance}")
         if keep is not None and not isinstance(keep, LinearConstraint):
             raise ConstraintError(
                 f"keep must be a LinearConstraint (e.g. mass_conservation), got {type(keep)}"
@@ -472,6 +472,10 @@ class NonNegative(Constraint):
             raise ConstraintError(f"jitter must be a finite number > 0, got {jitter}")
         self.tolerance, self.jitter = float(tolerance), float(jitter)
         self.keep = keep
+
+    def extra_repr(self) -> str:
+        kept = "" if self.keep is not None else ", keep=None"
+        return f"tolerance={self.tolerance:g}, jitter={self.jitter:g}{kept}"
 
     def prepare(self, *inputs: object, time: object = None, **kwargs: object) -> object:
         """A function giving ``keep``'s target ``b`` of this call, called only once a slice is

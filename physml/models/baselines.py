@@ -62,6 +62,13 @@ def _count(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def _odd_kernel(value: object) -> int:
+    kernel = _count("kernel", value)
+    if kernel % 2 == 0:
+        raise ValueError(f"kernel must be odd to keep the frame size, got {value}")
+    return kernel
+
+
 def _output(value: str) -> str:
     if value not in OUTPUTS:
         raise ValueError(f"output must be one of {list(OUTPUTS)}, got {value!r}")
@@ -172,7 +179,8 @@ class ConvLSTMCell(nn.Module):
 
     def __init__(self, inputs: int, hidden: int, kernel: int) -> None:
         super().__init__()
-        self.hidden = hidden
+        inputs, kernel = _count("inputs", inputs), _odd_kernel(kernel)
+        self.hidden = hidden = _count("hidden", hidden)
         self.gates = nn.Conv2d(inputs + hidden, 4 * hidden, kernel, padding=kernel // 2)
 
     def forward(
@@ -221,9 +229,7 @@ class ConvLSTM(nn.Module):
         self.channels = _count("channels", channels)
         self.hidden = _count("hidden", hidden)
         self.layers = _count("layers", layers)
-        self.kernel = _count("kernel", kernel)
-        if self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be odd to keep the frame size, got {kernel}")
+        self.kernel = _odd_kernel(kernel)
         self.target_frames = _count("target_frames", target_frames)
         self.patch = _count("patch", patch)
         self.output = _output(output)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from .._checks import as_tensor
@@ -62,6 +63,22 @@ def with_parameters(params: object, points: object) -> torch.Tensor:
         params = params[:, None]
     B, N = params.shape[0], points.shape[0]
     return torch.cat([params[:, None, :].expand(B, N, -1), points[None].expand(B, N, 2)], dim=-1)
+
+
+def model_dtype(model: nn.Module, fallback: torch.dtype) -> torch.dtype:
+    """The dtype of the model's first floating parameter (``fallback`` for parameter-free ones)."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return fallback
+
+
+def in_model_dtype(model: nn.Module, x: object) -> object:
+    """A floating tensor ``x`` in ``model``'s dtype (float64 input into a float32 network, as
+    :class:`~physml.models.UNet` takes it); anything else as it came, for the model's checks."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.to(model_dtype(model, x.dtype))
+    return x
 
 
 def progress_bar(

@@ -34,14 +34,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdes.checks import positive
+from pdes.checks import finite_number, positive
 
-from .._checks import integer
+from .._checks import integer, integers
+from .common import in_model_dtype
 
 __all__ = [
     "PADDINGS",
@@ -76,22 +76,8 @@ NO_SHIFT: Size3 = (0, 0, 0)
 
 def _ints(name: str, value: object, minimum: int, axes: tuple[str, ...]) -> tuple[int, ...]:
     """``value`` as one Python integer ``>= minimum`` per axis of ``axes`` (e.g. ``("H",
-    "W")``): a sequence of Python, numpy or 0-d torch integers, or a 1-D integer array."""
-    items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
-    if (
-        isinstance(items, (str, bytes))
-        or not isinstance(items, Sequence)
-        or len(items) != len(axes)
-    ):
-        raise ValueError(
-            f"{name} must be a sequence of {len(axes)} integers ({', '.join(axes)}), got {value!r}"
-        )
-    numbers = tuple(integer(item) for item in items)
-    if None in numbers:
-        raise TypeError(f"{name} must hold integers, got {value!r}")
-    if min(numbers) < minimum:
-        raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
-    return numbers
+    "W")``): :func:`physml._checks.integers`."""
+    return integers(name, value, minimum, axes)
 
 
 def _int_triple(name: str, value: object, minimum: int) -> Size3:
@@ -125,6 +111,16 @@ def _padding(value: object) -> str:
     if value not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {value!r}")
     return str(value)
+
+
+def _dropout_rate(name: str, value: object) -> float:
+    """``value`` as a float if it is a probability in [0, 1], else a ``ValueError`` (a
+    ``TypeError`` for a non-number) naming ``name``: checked when built, not at the first
+    training forward."""
+    rate = finite_number(name, value)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return rate
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -550,10 +546,10 @@ class CuboidSelfAttention(nn.Module):
         if global_vectors < 0:
             raise ValueError(f"global_vectors must be >= 0, got {global_vectors}")
         self.global_vectors = global_vectors
-        self.attn_drop = float(attn_drop)
+        self.attn_drop = _dropout_rate("attn_drop", attn_drop)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = nn.Dropout(_dropout_rate("proj_drop", proj_drop))
         self.relative_position_table: nn.Parameter | None = None
         if relative_position:
             rows = math.prod(2 * b - 1 for b in self.cuboid_size)
@@ -593,7 +589,7 @@ class CuboidSelfAttention(nn.Module):
         self, x: torch.Tensor, global_vectors: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x (B, T, H, W, dim)`` -> same shape; with global vectors also their update."""
-        x = _sequence_tensor("x", x, self.dim, "(B, T, H, W, C)")
+        x = in_model_dtype(self, _sequence_tensor("x", x, self.dim, "(B, T, H, W, C)"))
         cuboids, layout = cuboid_reorder(
             x, self.cuboid_size, self.strategy, self.shift_size, self.padding, self.periodic
         )
@@ -626,7 +622,9 @@ class CuboidSelfAttention(nn.Module):
             return self._project(out, batch, num, volume, dim), None
 
         count = self.global_vectors
-        _global_tensor("global_vectors", global_vectors, batch, count, dim)
+        global_vectors = in_model_dtype(
+            self, _global_tensor("global_vectors", global_vectors, batch, count, dim)
+        )
         gq, gk, gv = self.global_qkv(global_vectors).view(batch, count, 3, heads, d).unbind(2)
         gq, gk, gv = (t.transpose(1, 2) for t in (gq, gk, gv))  # (B, h, P, d)
         shape = (batch, num, heads, count, d)
@@ -723,11 +721,11 @@ class CuboidCrossAttention(nn.Module):
         if memory_global_vectors < 0:
             raise ValueError(f"memory_global_vectors must be >= 0, got {memory_global_vectors}")
         self.memory_global_vectors = memory_global_vectors
-        self.attn_drop = float(attn_drop)
+        self.attn_drop = _dropout_rate("attn_drop", attn_drop)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = nn.Dropout(_dropout_rate("proj_drop", proj_drop))
         self.relative_position_table: nn.Parameter | None = None
         if relative_position:
             rows = math.prod(2 * b - 1 for b in self.cuboid_hw)
@@ -775,8 +773,10 @@ class CuboidCrossAttention(nn.Module):
         memory_global_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x (B, Tq, H, W, dim)``, ``memory (B, Tm, H, W, dim)`` -> ``(B, Tq, H, W, dim)``."""
-        x = _sequence_tensor("x", x, self.dim, "(B, Tq, H, W, C)")
-        memory = _sequence_tensor("memory", memory, self.dim, "(B, Tm, H, W, C)")
+        x = in_model_dtype(self, _sequence_tensor("x", x, self.dim, "(B, Tq, H, W, C)"))
+        memory = in_model_dtype(
+            self, _sequence_tensor("memory", memory, self.dim, "(B, Tm, H, W, C)")
+        )
         if memory.shape[0] != x.shape[0] or memory.shape[2:4] != x.shape[2:4]:
             raise ValueError(
                 f"memory must share batch and (H, W) with x {tuple(x.shape)}, "
@@ -800,7 +800,10 @@ class CuboidCrossAttention(nn.Module):
         attn_mask = self.attention_bias(query_layout, memory_layout, x.device, x.dtype)
         if memory_global_vectors is not None:
             count = self.memory_global_vectors
-            _global_tensor("memory_global_vectors", memory_global_vectors, batch, count, dim)
+            memory_global_vectors = in_model_dtype(
+                self,
+                _global_tensor("memory_global_vectors", memory_global_vectors, batch, count, dim),
+            )
             gk, gv = self.kv(memory_global_vectors).view(batch, count, 2, heads, d).unbind(2)
             shape = (batch, num, heads, count, d)
             k = torch.cat([k, gk.transpose(1, 2)[:, None].expand(shape)], dim=3)
@@ -878,11 +881,11 @@ class FeedForward(nn.Module):
     """Pre-norm two-layer GELU MLP with residual: ``x + W2 gelu(W1 norm(x))`` on the last axis.
 
     The hidden width is ``round(ratio · dim)``, at least 1; ``ratio`` (the blocks' ``mlp_ratio``)
-    a finite number > 0. ``spatial_kernel = k > 0`` adds a depthwise ``k × k`` convolution over
-    (H, W) of every frame to the hidden features before the GELU (a "Mix-FFN", as in SegFormer):
-    ``x`` must then be a grid ``(B, T, H, W, C)``. It gives each token its neighbours' features
-    without attention, the local bias a convolutional forecaster has. ``0`` (the default) is the
-    plain MLP.
+    a finite number > 0, ``dropout`` (their ``ffn_drop``) a probability in [0, 1].
+    ``spatial_kernel = k > 0`` adds a depthwise ``k × k`` convolution over (H, W) of every frame
+    to the hidden features before the GELU (a "Mix-FFN", as in SegFormer): ``x`` must then be a
+    grid ``(B, T, H, W, C)``. It gives each token its neighbours' features without attention,
+    the local bias a convolutional forecaster has. ``0`` (the default) is the plain MLP.
     """
 
     def __init__(
@@ -891,6 +894,7 @@ class FeedForward(nn.Module):
         super().__init__()
         _kernel("spatial_kernel", spatial_kernel)
         hidden = max(1, int(round(dim * positive("mlp_ratio", ratio))))
+        dropout = _dropout_rate("ffn_drop", dropout)
         self.spatial_kernel = spatial_kernel
         self.net = nn.Sequential(
             nn.LayerNorm(dim),
@@ -985,6 +989,7 @@ class CuboidTransformerBlock(nn.Module):
             raise ValueError(f"global_vectors (B, {self.global_vectors}, C) are required")
         if not self.global_vectors and global_vectors is not None:
             raise ValueError("global_vectors given to a block built with global_vectors=0")
+        x, global_vectors = in_model_dtype(self, x), in_model_dtype(self, global_vectors)
         if global_vectors is None:
             for norm, attention in zip(self.norms, self.attentions, strict=True):
                 x = x + attention(norm(x))
@@ -1046,6 +1051,8 @@ class CuboidCrossBlock(nn.Module):
         memory_global_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x (B, Tq, H, W, C)`` attending to ``memory (B, Tm, H, W, C)`` -> shape of ``x``."""
+        x, memory = in_model_dtype(self, x), in_model_dtype(self, memory)
+        memory_global_vectors = in_model_dtype(self, memory_global_vectors)
         g = None if memory_global_vectors is None else self.memory_norm(memory_global_vectors)
         x = x + self.attention(self.norm(x), self.memory_norm(memory), g)
         return self.ffn(x)

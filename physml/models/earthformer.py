@@ -52,6 +52,7 @@ from .cuboid import (
     CuboidSelfAttention,
     CuboidTransformerBlock,
     FeedForward,
+    _dropout_rate,
     _int_pair,
     _kernel,
 )
@@ -222,6 +223,7 @@ class Earthformer(nn.Module):
             ffn_kernel=ffn_kernel,
             periodic_hw=periodic is True,  # anything else fails in pad_circularly below
         )
+        dropout = _dropout_rate("dropout", dropout)
         drops = dict(attn_drop=dropout, proj_drop=dropout, ffn_drop=dropout)
 
         if stem_channels is None:

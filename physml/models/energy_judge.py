@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdes.checks import positive_int
+from pdes.checks import finite_number, positive, positive_int
 
 from .baselines import check_sequence
+from .common import in_model_dtype
 
 
 class EnergyJudge(nn.Module):
@@ -26,8 +27,9 @@ class EnergyJudge(nn.Module):
     Each frame's window of ``window`` frames (odd) is stacked along channels and passed through
     ``depth`` 3×3 stride-2 convolutions (channels ``hidden · 2^k``, SiLU), pooled to 4 × 4 (so
     where the sprites are, not only what they look like, reaches the head) and a two-layer MLP.
-    ``offset`` and ``scale`` (buffers) set the output units: the network learns ``(E − offset)
-    / scale``. ``seed`` fixes the initial weights without touching torch's global generator.
+    ``offset`` and ``scale`` (buffers; finite, ``scale > 0``) set the output units: the network
+    learns ``(E − offset) / scale``. ``seed`` fixes the initial weights without touching torch's
+    global generator.
     """
 
     def __init__(
@@ -58,11 +60,11 @@ class EnergyJudge(nn.Module):
                 width = hidden * 2**level
             self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
             self.head = nn.Sequential(nn.Linear(16 * width, 64), nn.SiLU(), nn.Linear(64, 1))
-        self.register_buffer("offset", torch.tensor(float(offset)))
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("offset", torch.tensor(finite_number("offset", offset)))
+        self.register_buffer("scale", torch.tensor(positive("scale", scale)))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        frames = check_sequence("frames", frames, channels=self.channels)
+        frames = in_model_dtype(self, check_sequence("frames", frames, channels=self.channels))
         batch, steps = frames.shape[:2]
         half = self.window // 2
         padded = torch.cat(

@@ -30,6 +30,7 @@ from pdes.checks import finite
 from .. import metrics
 from .._io import atomic_path
 from .baselines import check_sequence
+from .common import model_dtype
 
 SCHEDULES = ("cosine", "none")
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,14 +91,6 @@ def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
-
-
-def _model_dtype(model: nn.Module, fallback: torch.dtype) -> torch.dtype:
-    """The dtype of the model's first floating parameter (``fallback`` for parameter-free ones)."""
-    for parameter in model.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return fallback
 
 
 def _predict(model: nn.Module, x: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
@@ -289,7 +282,7 @@ def _validation_mse(
     batch_size: int,
     device: torch.device,
 ) -> float:
-    dtype = _model_dtype(model, val[0].dtype)
+    dtype = model_dtype(model, val[0].dtype)
     was_training = model.training
     model.eval()
     total = 0.0
@@ -510,7 +503,7 @@ def evaluate_forecaster(
     x_all, y_all = _check_pairs(inputs, targets, "train")
     _positive_int("batch_size", batch_size)
     device = torch.device(device)
-    dtype = _model_dtype(model, x_all.dtype)
+    dtype = model_dtype(model, x_all.dtype)
     sums = torch.zeros(3, y_all.shape[1], dtype=torch.float64)
     was_training = model.training
     model.eval()

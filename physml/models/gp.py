@@ -86,6 +86,14 @@ class ExactGPSurrogate:
         self.lengthscale = float(lengthscale)
         self.seed = seed
 
+    def __repr__(self) -> str:
+        fitted = f"fitted on {len(self._xs)} points" if hasattr(self, "model_") else "not fitted"
+        return (
+            f"ExactGPSurrogate(iterations={self.iterations}, lr={self.lr:g}, "
+            f"optimizer={self.optimizer!r}, noise_floor={self.noise_floor:g}, "
+            f"lengthscale={self.lengthscale:g}, seed={self.seed}; {fitted})"
+        )
+
     # ------------------------------------------------------------------ fitting
 
     def fit(self, context_x: torch.Tensor, context_y: torch.Tensor) -> ExactGPSurrogate:

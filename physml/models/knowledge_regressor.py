@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pdes.checks import positive_int
+from pdes.checks import finite_number, positive, positive_int
 
 from .baselines import check_sequence
+from .common import in_model_dtype
 from .prediff import timestep_embedding
 
 
@@ -25,7 +26,8 @@ class KnowledgeRegressor(nn.Module):
     The ``T · c`` latent channels are stacked, passed through three 3×3 convolutions (the last
     two with stride 2; the timestep's sinusoidal embedding added after the first), averaged over
     space and mapped linearly to the outputs. ``offset`` and ``scale`` (buffers, saved with the
-    weights) set the output's units: the network learns ``(quantity − offset) / scale``.
+    weights; finite, ``scale > 0``) set the output's units: the network learns ``(quantity −
+    offset) / scale``.
     """
 
     def __init__(
@@ -56,11 +58,12 @@ class KnowledgeRegressor(nn.Module):
             nn.SiLU(),
         )
         self.head = nn.Linear(2 * hidden, outputs)
-        self.register_buffer("offset", torch.tensor(float(offset)))
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("offset", torch.tensor(finite_number("offset", offset)))
+        self.register_buffer("scale", torch.tensor(positive("scale", scale)))
 
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         z = check_sequence("z", z, channels=self.latent_shape[1], frames=self.latent_shape[0])
+        z = in_model_dtype(self, z)
         if not isinstance(t, torch.Tensor) or t.shape != (z.shape[0],):
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"t must be a tensor of {z.shape[0]} timesteps (N,), got {got}")

@@ -58,6 +58,7 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models import FNO
 from torch import nn
 
+from physml._checks import integer, integers
 from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
 
 
@@ -110,9 +111,10 @@ class LeanSpectralConv(SpectralConv):
                     f"LeanSpectralConv serves dense real full-precision weights: {name} must be "
                     f"one of {allowed}, got {options[name]!r} (use neuralop's SpectralConv)"
                 )
+        modes = integers("n_modes", (n_modes,) if integer(n_modes) is not None else n_modes, 1)
         scaling = options.get("resolution_scaling_factor")
         if scaling is not None:  # neuralop 2.0 reads a tuple or a bad value as no scaling at all
-            options["resolution_scaling_factor"] = _scaling_factors(scaling, len(n_modes))
+            options["resolution_scaling_factor"] = _scaling_factors(scaling, len(modes))
         super().__init__(in_channels, out_channels, n_modes, **options)
 
     def forward(self, x: torch.Tensor, output_shape=None) -> torch.Tensor:
@@ -347,6 +349,16 @@ class CheckedFNO(FNO):
         if problem is not None:
             raise TypeError(problem)
         return super().forward(x, *args, **kwargs)
+
+    def state_dict(self, *args, **kwargs):
+        """The FNO's tensors, without neuralop's ``_metadata`` (its init arguments, functions
+        and classes among them), which ``torch.load(..., weights_only=True)`` refuses, as
+        :meth:`physml.constraints.Constrained.state_dict` leaves it out; ``load_state_dict``
+        takes the dict without it (neuralop's ``save_checkpoint`` writes the init arguments to
+        a file of their own)."""
+        state = super().state_dict(*args, **kwargs)
+        state.pop("_metadata", None)
+        return state
 
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from pdes.checks import finite, positive_int
 
 from ... import metrics
+from ..common import in_model_dtype
 
 L1_WEIGHT = 0.1
 """Weight of the L1 term in :func:`autoencoder_loss` (sharper strokes than MSE alone)."""
@@ -33,6 +34,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        positive_int("channels", channels)
         self.net = nn.Sequential(
             nn.GroupNorm(_groups(channels), channels),
             nn.SiLU(),
@@ -43,6 +45,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = in_model_dtype(self, x)
         return x + self.net(x)
 
 
@@ -117,9 +120,7 @@ class FrameAutoencoder(nn.Module):
             raise ValueError(
                 f"{name} must have H and W divisible by downsample={multiple}, got {tuple(x.shape)}"
             )
-        finite(name, x)
-        parameter = next(self.parameters(), None)
-        return x if parameter is None else x.to(parameter.dtype)  # float64 frames: the net's
+        return in_model_dtype(self, finite(name, x))
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(..., C, H, W)`` (e.g. ``(B, T, C, H, W)``) → latents ``(..., c, h, w)``."""

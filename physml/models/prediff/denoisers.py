@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from pdes.checks import finite, positive, positive_int
 
+from ..common import in_model_dtype
 from ..cuboid import CuboidTransformerBlock, _ints
 from ..earthformer import PatchMerge, PositionEmbedding
 
@@ -58,11 +59,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 
 class TimeEmbedding(nn.Module):
-    """``t (B,)`` → ``(B, dim)``: the sinusoidal embedding through a two-layer SiLU MLP."""
+    """``t (B,)`` → ``(B, dim)``: the sinusoidal embedding through a two-layer SiLU MLP.
+
+    ``dim >= 2`` (one sinusoid pair at least; an odd ``dim`` pads the embedding with a zero).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim = positive_int("dim", dim, 2)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -73,7 +77,7 @@ def check_denoiser_inputs(
     denoiser: Denoiser, z_t: object, t: object, context: object
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three inputs checked against ``denoiser``'s shapes (``z_t`` and ``context`` also for
-    NaN or inf); ``t`` as int64 ``(B,)``."""
+    NaN or inf, and returned in the denoiser's dtype); ``t`` as int64 ``(B,)``."""
     shape = denoiser.latent_shape
     for name, value, frames in (
         ("z_t", z_t, denoiser.target_frames),
@@ -98,7 +102,7 @@ def check_denoiser_inputs(
             else type(t).__name__
         )
         raise ValueError(f"t must be an integer tensor of shape ({z_t.shape[0]},), got {got}")
-    return z_t, t, context
+    return in_model_dtype(denoiser, z_t), t, in_model_dtype(denoiser, context)
 
 
 def _latent_shape(value: Sequence[int]) -> tuple[int, int, int]:

@@ -22,6 +22,8 @@ submodule, so the Trainer checkpoints and resumes it; sampling uses it once it h
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -44,6 +46,15 @@ def _seed_generator(seed: int | torch.Generator, device: torch.device) -> torch.
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TypeError(f"seed must be a non-negative int or a torch.Generator, got {seed!r}")
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _ema_update(
+    decay: float, ema_params: list[torch.Tensor], current_params: list[torch.Tensor], count: object
+) -> None:
+    """``torch.optim.swa_utils.get_ema_multi_avg_fn(decay)``'s in-place ``ema ← decay · ema +
+    (1 − decay) · current``, from a module-level function (bound with :func:`functools.partial`)
+    rather than torch's local one, so that a PreDiff pickles and ``torch.save`` takes it whole."""
+    get_ema_multi_avg_fn(decay)(ema_params, current_params, count)
 
 
 class PreDiff(nn.Module):
@@ -79,10 +90,15 @@ class PreDiff(nn.Module):
             )
         if not isinstance(ema_decay, float) or not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be a float in (0, 1), got {ema_decay!r}")
+        if schedule is not None and not isinstance(schedule, NoiseSchedule):
+            raise TypeError(
+                "schedule must be a NoiseSchedule (e.g. NoiseSchedule(1000, 'linear')) or None, "
+                f"got {schedule!r}"
+            )
         self.schedule = schedule or NoiseSchedule()
         self.autoencoder, self.denoiser = autoencoder, denoiser
         self.ema = AveragedModel(
-            denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            denoiser, multi_avg_fn=functools.partial(_ema_update, ema_decay), use_buffers=True
         )
         self.ema.requires_grad_(False)
         c = autoencoder.latent_channels
