@@ -806,6 +806,45 @@ def test_forget_makes_the_next_forward_probe_again():
     torch.testing.assert_close(out.double(), dense_boon(-2.0 * A, x), **FLOAT32)
 
 
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_a_wrapped_fno_deep_copies_after_a_training_step(closed_form, monkeypatch):
+    """``best = copy.deepcopy(model)`` and ``AveragedModel`` after a step: probes read with
+    gradients used to stay on the layers with the step's graph, and deepcopy refused them."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from physml.constraints import operator as seam
+
+    if not closed_form:
+        monkeypatch.setattr(seam, "probe_in_closed_form", lambda layer, like: False)
+    wrapped = constrain(_fast_fno_1d(0), BoundaryCondition(Dirichlet(1.0, 2.0), Grid1D(33)))
+    x = torch.randn(2, 1, 33)
+    train_steps(wrapped, x, torch.zeros(2, 1, 33), steps=1)
+    best = copy.deepcopy(wrapped)
+    AveragedModel(wrapped)
+    with torch.no_grad():
+        out = best(x)
+        assert torch.equal(out, wrapped(x))
+    assert (out[:, 0, 0] == 1.0).all() and (out[:, 0, -1] == 2.0).all()
+
+
+def test_a_frozen_operator_takes_input_gradients_step_after_step():
+    """An inverse problem: frozen weights (probes kept between forwards), gradients in the
+    input. Probes read with the data batch used to keep its graph, so the second step's backward
+    went through the first step's freed graph; each gradient is the by-hand BOON layer's."""
+    net = DenseOperator(0).double().requires_grad_(False)
+    wrapped = constrain(net, dense_condition(), pivot_floor=0.0)
+    A = net.kernel.matrix()
+    for seed in range(2):
+        x = torch.randn(
+            3, 1, N_DENSE, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+        )
+        given, by_hand = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        wrapped(given).square().sum().backward()
+        dense_boon(A, by_hand).square().sum().backward()
+        torch.testing.assert_close(given.grad, by_hand.grad, rtol=1e-10, atol=1e-10)
+    copy.deepcopy(wrapped)
+
+
 def test_forget_on_a_model_without_kernel_correction_does_nothing():
     wrapped = constrain(nn.Identity(), dense_condition())
     wrapped.forget()

@@ -5,6 +5,7 @@ its defining properties: exact conservation with σ = 0, a positive semi-definit
 variance left along the constraint.
 """
 
+import copy
 import inspect
 import warnings
 
@@ -1236,6 +1237,39 @@ def test_constrained_model_saves_its_rows_and_moves_to_float64():
     out = model(x)
     assert out.dtype == torch.float32
     assert torch.allclose(out.double() @ G.T, b.expand(3, 2), rtol=0, atol=1e-5)
+
+
+def test_tensors_changed_after_building_the_constraint_leave_it_as_built():
+    """``mass += 1`` (and a write to ``G``) in user code after the constraint is built: the
+    rows and the target enforced are the ones given (a float64 tensor used to be kept by
+    reference, so its edits reached the constraint; a float32 one was copied)."""
+    grid = Grid1D(5, 0.0, 1.0)  # trapezoid weights 1/8, 1/4, 1/4, 1/4, 1/8
+    mass = torch.tensor([0.5, 0.3], dtype=F64)
+    G = torch.tensor([[1.0, 2.0, 2.0, 2.0, 1.0]], dtype=F64) / 8
+    by_grid, by_rows = mass_conservation(grid, mass), LinearConstraint(G, mass[:, None])
+    mass += 1.0
+    G.mul_(3.0)
+    u = torch.rand(2, 5, dtype=F64)
+    weights = torch.tensor([1.0, 2.0, 2.0, 2.0, 1.0], dtype=F64) / 8
+    for out in (by_grid(u), by_rows(u)):
+        expected = torch.tensor([0.5, 0.3], dtype=F64)
+        torch.testing.assert_close(out @ weights, expected, rtol=0, atol=1e-14)
+
+
+def test_a_target_carrying_a_gradient_trains_and_copies():
+    """A target computed from tensors that need a gradient: two training steps (the second used
+    to backward through the first step's freed graph) and a deep copy (refused for a non-leaf)."""
+    grid = Grid1D(5, 0.0, 1.0)
+    data = torch.rand(2, 5, dtype=F64, requires_grad=True)
+    total = grid.integrate(2 * data)
+    model = constrain(nn.Linear(5, 5).double(), mass_conservation(grid, total))
+    for _ in range(2):
+        out = model(torch.rand(2, 5, dtype=F64))
+        out.sum().backward()
+        torch.testing.assert_close(grid.integrate(out), total.detach(), rtol=0, atol=1e-14)
+    copied = copy.deepcopy(model)
+    x = torch.rand(3, 2, 5, dtype=F64)
+    assert torch.equal(copied(x), model(x))
 
 
 def test_nonnegativity_on_a_batch_equals_each_slice_on_its_own():

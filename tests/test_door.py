@@ -15,7 +15,14 @@ from torch import nn
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic
 from pdes.heat import one_sided_flux
-from physml import ConstraintError, Ensemble, LinearConstraint, constrain, mass_conservation
+from physml import (
+    ConstraintError,
+    Ensemble,
+    Gaussian,
+    LinearConstraint,
+    constrain,
+    mass_conservation,
+)
 from physml.constraints import BoundaryCondition, Constraint, NonNegative, Sampler
 from physml.models.ensemble import DeepEnsemble
 
@@ -363,3 +370,106 @@ def test_nonnegativity_refuses_a_negative_wall_even_when_the_total_is_ample():
     field = torch.full((1, 1, 8), 2.0, dtype=F64)
     with pytest.raises(ConstraintError, match="one of them is negative"):
         constrain(nn.Identity(), negative, NonNegative(keep=mass))(field)
+
+
+# ------------------------------------------------------------------------------------------
+# Nesting: constrain(constrain(m, a), b) is constrain(m, a, b)
+
+
+class Outputs(nn.Module):
+    """``(batch, 9) -> (batch, 9)`` as a tensor, a Gaussian or an ensemble of four members."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(9, 9).double()
+        self.kind = kind
+
+    def forward(self, x):
+        y = self.linear(x)
+        if self.kind == "tensor":
+            return y
+        if self.kind == "gaussian":
+            return Gaussian(y, 0.1 + y.square())
+        wave = torch.sin(torch.arange(9, dtype=F64))
+        return Ensemble(torch.stack([y + 0.1 * k * wave**k for k in range(4)]))
+
+
+def fields(output) -> list[torch.Tensor]:
+    """The tensors an output holds: a tensor; a Gaussian's mean and covariance; the members."""
+    if isinstance(output, Gaussian):
+        return [output.mean, output.dense_cov()]
+    return [output.samples if isinstance(output, Ensemble) else output]
+
+
+@pytest.mark.parametrize("kind", ["tensor", "gaussian", "ensemble"])
+def test_a_constrained_model_constrained_again_meets_every_constraint_as_one_call(kind):
+    """Walls 0 and 1, then a mass of 0.5 added by a second ``constrain``: a tensor output used
+    to lose its walls (the mass projection of the outer wrapper did not know them)."""
+    grid = Grid1D(9, 0.0, 1.0)
+    walls = BoundaryCondition(Dirichlet(0.0, 1.0), grid)
+    mass = mass_conservation(grid, 0.5)
+    model = Outputs(kind)
+    nested = constrain(constrain(model, walls), mass)
+    x = torch.rand(2, 9, dtype=F64, generator=torch.Generator().manual_seed(1))
+    out = nested(x)
+    field = fields(out)[0]
+    assert (field[..., 0] == 0.0).all() and (field[..., -1] == 1.0).all()
+    trapezoid = torch.tensor([1.0, 2, 2, 2, 2, 2, 2, 2, 1], dtype=F64) / 16
+    torch.testing.assert_close(field @ trapezoid, torch.full(field.shape[:-1], 0.5, dtype=F64))
+    for a, b in zip(fields(out), fields(constrain(model, walls, mass)(x)), strict=True):
+        assert torch.equal(a, b)
+    assert nested.model is model and list(nested.constraints) == [walls, mass]
+
+
+def test_a_constrained_model_constrained_again_is_refused_where_the_one_call_is():
+    """A boundary condition added after a mass or non-negativity used to get past the order
+    check and break them."""
+    grid = Grid1D(8)
+    mass = mass_conservation(grid, MASS)
+    wall = BoundaryCondition(Dirichlet(0.2, 0.2), grid)
+    for first in (mass, NonNegative(keep=mass)):
+        with pytest.raises(ConstraintError, match=r"constraints\[1\] \(dirichlet condition on"):
+            constrain(constrain(nn.Identity(), first), wall)
+
+
+def test_a_constrained_fno_constrained_again_is_the_one_call_bitwise():
+    """The operator seam: the kernel correction of the inner wrapper's walls, then the mass."""
+    from physml.models import fast_fno
+
+    grid = Grid1D(16)
+    torch.manual_seed(0)
+    fno = fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2)
+    walls = BoundaryCondition(Dirichlet(0.0, 0.5), grid)
+    mass = mass_conservation(grid, torch.tensor([[0.3]]))
+    inner = constrain(fno, walls)
+    x = torch.rand(2, 1, 16)
+    inner(x)  # the inner wrapper has run (and read its probes) before it is wrapped again
+    nested, flat = constrain(inner, mass), constrain(fno, walls, mass)
+    out = nested(x)
+    assert (out[..., 0] == 0.0).all() and (out[..., -1] == 0.5).all()
+    assert abs(float(out.detach()[0, 0].double() @ grid.weights(dtype=F64)) - 0.3) < 1e-6
+    assert torch.equal(out, flat(x))
+    assert nested.kernel and nested.model is fno
+
+
+def test_options_of_a_constrained_model_constrained_again():
+    """The inner call's kernel and pivot_floor hold where the outer call leaves its defaults;
+    the outer call's hold where the inner left its defaults; set differently in both: refused."""
+    from physml.models import fast_fno
+
+    grid = Grid1D(16)
+    fno = fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2)
+    walls = BoundaryCondition(Dirichlet(0.0, 0.5), grid)
+    mass = mass_conservation(grid, torch.tensor([[0.3]]))
+    assert not constrain(constrain(fno, walls, kernel=False), mass).kernel
+    assert not constrain(constrain(fno, walls), mass, kernel=False).kernel
+    for nested in (
+        constrain(constrain(fno, walls, pivot_floor=0.0), mass),
+        constrain(constrain(fno, walls), mass, pivot_floor=0.0),
+    ):
+        assert all(layer.pivot_floor == 0.0 for layer in nested.correction.layers)
+    with pytest.raises(ConstraintError, match=r"pivot_floor=0.0 and this call asks pivot_floor="):
+        constrain(constrain(fno, walls, pivot_floor=0.0), mass, pivot_floor=0.5)
+    with pytest.raises(ConstraintError, match=r"kernel=False and this call asks kernel=True"):
+        constrain(constrain(fno, walls, kernel=False), mass, kernel=True)

@@ -87,6 +87,7 @@ class Constrained(nn.Module):
         super().__init__()
         self.model = model
         self.constraints = nn.ModuleList(constraints)
+        self.options = {"kernel": kernel, "pivot_floor": pivot_floor}
         name = type(model).__name__
         boundary = [c for c in constraints if isinstance(c, BoundaryCondition)]
         _check_grids(boundary)
@@ -338,6 +339,31 @@ def _check_grids(conditions: Sequence[BoundaryCondition]) -> None:
             )
 
 
+def _merged_options(inner: Constrained, **given: object) -> dict[str, object]:
+    """The options of ``constrain(inner, ..., **given)``: each one the call that set it gave
+    (set: other than :func:`constrain`'s default), refused where both set it differently."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(constrain).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    kept = inner.__dict__.get("options", {})  # a wrapper pickled before it kept its options
+    merged = {}
+    for name, default in defaults.items():
+        theirs, ours = kept.get(name, default), given[name]
+        if ours == default or theirs == ours:
+            merged[name] = theirs
+        elif theirs == default:
+            merged[name] = ours
+        else:
+            raise ConstraintError(
+                f"constrain: the model is already constrained with {name}={theirs!r} and this "
+                f"call asks {name}={ours!r}; give all the constraints in one call, "
+                f"constrain(model, *constraints, {name}=...)"
+            )
+    return merged
+
+
 def constrain(
     model: nn.Module,
     *constraints: Constraint,
@@ -374,6 +400,12 @@ def constrain(
             the interior). ``0`` is the exact elimination everywhere; the output is exact either
             way.
 
+    A model already wrapped by ``constrain`` is unwrapped: ``constrain(constrain(m, a), b)``
+    is ``constrain(m, a, b)``, its constraints first, so the order check and the composition
+    above see them all. The inner wrapper's ``kernel`` and ``pivot_floor`` hold where this call
+    leaves them at their defaults; set differently in both calls, they raise
+    :class:`ConstraintError`.
+
     Without gradients each layer's probes are kept between forwards while its weights stay the
     same; ``wrapped.forget()`` drops them.
     """
@@ -388,4 +420,7 @@ def constrain(
         raise TypeError(f"pivot_floor must be a number >= 0, got {pivot_floor!r}")
     if not (math.isfinite(pivot_floor) and pivot_floor >= 0):
         raise ValueError(f"pivot_floor must be a finite number >= 0, got {pivot_floor!r}")
+    if isinstance(model, Constrained):
+        options = _merged_options(model, kernel=kernel, pivot_floor=pivot_floor)
+        return Constrained(model.model, (*model.constraints, *constraints), **options)
     return Constrained(model, constraints, kernel, pivot_floor)

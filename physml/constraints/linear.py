@@ -72,7 +72,7 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
         )
     if G.is_complex() or G.dtype == torch.bool:
         raise ConstraintError(f"G must hold real numbers, got dtype {G.dtype}")
-    G = G.detach().to(F64)
+    G = G.detach().to(F64, copy=True)
     if not torch.isfinite(G).all():
         raise ConstraintError("G contains NaN or inf values")
     zero = torch.nonzero(G.abs().amax(1) == 0).flatten()
@@ -149,9 +149,10 @@ class LinearConstraint(Constraint):
     ``b`` broadcasts against the field's leading axes aligned from the right, as in numpy: a
     per-sample tensor is read by position in the batch, so a shuffled training batch needs the
     callable form (the target computed from each batch's inputs). ``G`` and a tensor ``b`` are
-    buffers: a model's state dict holds them and loading one restores them, so a wrapper built
-    for another target and then loaded enforces the saved target (build it after loading, or
-    load the state into the model before wrapping it).
+    copied when the constraint is built (without gradient: later changes to the tensors given
+    do not reach it) into buffers: a model's state dict holds them and loading one restores
+    them, so a wrapper built for another target and then loaded enforces the saved target
+    (build it after loading, or load the state into the model before wrapping it).
     An ensemble of ``m`` members spans ``m − 1`` directions: with ``k = m − 1`` rows per slice,
     ``noise = 0`` and no ``shrinkage`` the exact update leaves every member equal (it warns;
     more rows fall back to ``γ`` and keep little spread); use more members or ``shrinkage > 0``.
@@ -184,7 +185,7 @@ class LinearConstraint(Constraint):
             self.register_buffer("b", None)
         else:
             self.target_fn = None
-            self.register_buffer("b", _check_target(b, k, target_name))
+            self.register_buffer("b", _check_target(b, k, target_name).detach().clone())
         noise = _setting(non_negative, "noise", noise)
         if projection not in ("covariance", "euclidean"):
             raise ConstraintError(

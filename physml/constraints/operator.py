@@ -19,7 +19,7 @@ the model output once more with the conditions themselves:
   ``K₀₀ K₀ₙ Kₙ₀ Kₙₙ`` (rows 0 and N of the responses). Probes read without gradient
   (inference) are kept while the version counters and a weighted sum of the layer's parameters
   and buffers stay the same (the sum sees writes through ``.data``), so that inference runs ``K``
-  on the data alone; with gradients they are read in every forward.
+  on the data alone; with gradients they are read in every forward and dropped after it.
 - Elimination. The corrected operator is ``K̃x = Kx + p₀ d₀ + p_N d_N`` with ``(d₀, d_N)``, per
   channel and wall point, solved from the 2 × 2 corner system with the pivots ``Kₙₙ`` and
   ``K̃₀₀ = K₀₀ − K₀ₙKₙ₀/Kₙₙ`` such that ``(K̃x)₀(w) = K̃₀₀(w) x₀(w)`` and ``(K̃x)_N(w) = Kₙₙ(w)
@@ -166,6 +166,10 @@ class AxisProbe:
         b0 = bias.select(axis, 0)
         bn = b0 if bias.shape[axis] == 1 else bias.select(axis, -1)  # one view when constant
         return cls(axis, first, last, b0, bn, pivot, knn, ratio, k0n, kn0)
+
+    def detach(self) -> AxisProbe:
+        """The probe without the autograd graph it was read in."""
+        return AxisProbe(self.axis, *(getattr(self, name).detach() for name in _TENSOR_FIELDS))
 
     def unbind(self) -> tuple[AxisProbe, ...]:
         """One probe per entry of the leading axis (layers read together)."""
@@ -434,9 +438,21 @@ class CorrectedLayer:
         self.store(bias, probes, like)
 
     def store(self, bias: torch.Tensor, probes: tuple[AxisProbe, ...], like: torch.Tensor) -> None:
-        """Keep the response to zero and the axes' probes, read for inputs like ``like``."""
-        self._probes = (bias, probes)
+        """Keep the response to zero and the axes' probes, read for inputs like ``like``.
+
+        Probes kept for later forwards are detached: with frozen weights they depend on nothing
+        that needs a gradient, yet read with the data batch they carry its graph.
+        """
         self._probed_for = self._reusable_key(like)
+        if self._probed_for is not None:
+            bias, probes = bias.detach(), tuple(probe.detach() for probe in probes)
+        self._probes = (bias, probes)
+
+    def release(self) -> None:
+        """After a forward: drop probes read with gradients (the next forward reads them again;
+        kept, they would hold this forward's graph, and ``copy.deepcopy`` refuses such tensors)."""
+        if self._probed_for is None:
+            self._probes = None
 
     def linear(self, x: torch.Tensor, kx: torch.Tensor | None = None) -> torch.Tensor:
         """The eliminated operator ``K̃ x`` before values are set; ``kx = K x`` if known."""
@@ -729,6 +745,7 @@ class OperatorCorrection:
 
         with ExitStack() as stack:
             for position, layer in enumerate(self.layers):
+                stack.callback(layer.release)
                 group = self._group_of.get(position)
                 _attach(
                     stack, layer, hidden, None if group is None else partial(probes_ready, group)
