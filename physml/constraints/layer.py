@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from .._state import without_neuralop_metadata
 from ..errors import ConstraintError
 from .base import Constraint, check_finite
 from .boundary import BoundaryCondition
@@ -112,16 +113,10 @@ class Constrained(nn.Module):
                 )
 
     def state_dict(self, *args, **kwargs):
-        """The model's and constraints' tensors, without neuralop's top-level ``_metadata``.
-
-        A neuralop model writes its init arguments (functions and classes among them) under the
-        unprefixed key ``_metadata`` of the whole dict; only its own ``load_state_dict`` removes
-        it, so once wrapped it breaks ``load_state_dict`` (an unexpected key) and
-        ``torch.load(..., weights_only=True)``.
-        """
-        state = super().state_dict(*args, **kwargs)
-        state.pop("_metadata", None)
-        return state
+        """The model's and constraints' tensors, without neuralop's top-level ``_metadata``
+        (its init arguments, functions and classes among them: once wrapped they break
+        ``load_state_dict``, an unexpected key, and ``torch.load(..., weights_only=True)``)."""
+        return without_neuralop_metadata(super().state_dict(*args, **kwargs))
 
     @property
     def kernel(self) -> bool:

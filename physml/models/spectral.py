@@ -59,6 +59,7 @@ from neuralop.models import FNO
 from torch import nn
 
 from physml._checks import integer, integers
+from physml._state import without_neuralop_metadata
 from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
 
 
@@ -356,9 +357,7 @@ class CheckedFNO(FNO):
         :meth:`physml.constraints.Constrained.state_dict` leaves it out; ``load_state_dict``
         takes the dict without it (neuralop's ``save_checkpoint`` writes the init arguments to
         a file of their own)."""
-        state = super().state_dict(*args, **kwargs)
-        state.pop("_metadata", None)
-        return state
+        return without_neuralop_metadata(super().state_dict(*args, **kwargs))
 
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
