@@ -1,6 +1,7 @@
 """KnowledgeControl at the sampler seam: closed-form toy samplers, per-sample guidance, moving and
 saving with the model, composing with an output-seam constraint, the regressor and its loss."""
 
+import copy
 import math
 
 import pytest
@@ -283,6 +284,30 @@ def test_zero_scale_leaves_the_sampler_alone():
     z0 = torch.randn(2, 3, 4, dtype=F64)
     out = constrain(ToySampler(0.7), KnowledgeControl(MeanOfLatents(), torch.ones(3), 0.0))
     assert torch.equal(out(z0, steps=3).samples, ToySampler(0.7).sample(z0, steps=3).samples)
+
+
+def test_a_target_changed_after_building_the_control_leaves_it_as_built():
+    """``target += 1`` in user code after the control is built: it steers to the target given
+    (a tensor of its own dtype used to be kept by reference), ``g = −λ (mean − F₀) / n``."""
+    z = torch.arange(12, dtype=F64).reshape(2, 3, 2) / 10  # (members, batch, latent)
+    for dtype in (F64, torch.float32):
+        target = torch.tensor([1.0, -2.0, 0.5], dtype=dtype)
+        control = KnowledgeControl(MeanOfLatents(), target, 3.0)
+        target += 1.0
+        shift = control.guide(z, 4, None)
+        given = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+        expected = (-3.0 * (z.mean(-1) - given) / 2)[..., None].expand_as(z)
+        torch.testing.assert_close(shift, expected, rtol=1e-6, atol=0)
+
+
+def test_a_target_carrying_a_gradient_is_kept_without_it():
+    """A target computed from a tensor that needs a gradient: the control keeps its value, not
+    its graph, so it deep-copies (refused for a non-leaf tensor) and steers alike."""
+    weights = torch.tensor([1.0, 2.0, 3.0], dtype=F64, requires_grad=True)
+    control = KnowledgeControl(MeanOfLatents(), 2 * weights, 3.0)
+    assert not control.target_value.requires_grad
+    z = torch.randn(2, 3, 4, dtype=F64)
+    assert torch.equal(copy.deepcopy(control).guide(z, 1, None), control.guide(z, 1, None))
 
 
 # ---------------------------------------------------------------------- regressor and its loss

@@ -66,9 +66,11 @@ class KnowledgeControl(Constraint):
             step's :class:`~physml.constraints.ReverseStep` offers (``decode`` ``None``: the
             sampler works in data space and ``F`` sees ``denoise(z_t)``).
         target: the value ``F₀`` per context, ``(batch,)`` or ``(batch, *k)`` (an anticipated
-            value), or ``target(context) → (batch, …)`` evaluated without gradient at every step
-            (conservation: e.g. the context's energy). A ``(batch,)`` target is broadcast over
-            a quantity's trailing axes (one energy for every target frame). Per-call targets:
+            value; a tensor is copied when the control is built, without gradient: later
+            changes to it do not reach the control), or ``target(context) → (batch, …)``
+            evaluated without gradient at every step (conservation: e.g. the context's energy).
+            A ``(batch,)`` target is broadcast over a quantity's trailing axes (one energy for
+            every target frame). Per-call targets:
             ``constrained(x, constraints=[control.with_target(new), ...])``.
         scale: λ ≥ 0, in units of 1 / (quantity units)² per latent unit of the step.
         on: ``"noisy"`` or ``"frames"`` (see ``quantity``); ``None`` chooses as described.
@@ -123,8 +125,7 @@ class KnowledgeControl(Constraint):
         self.scale = _scale(scale)
         self.target_function: Callable[[object], torch.Tensor] | None = None
         if isinstance(target, torch.Tensor) or not callable(target):
-            value = _target(target)
-            self.register_buffer("target_value", value.to(_float(target)), persistent=False)
+            self.register_buffer("target_value", _target(target).detach().clone(), persistent=False)
         else:
             self.target_function = target
             self.target_value = None
