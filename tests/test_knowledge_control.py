@@ -286,6 +286,87 @@ def test_zero_scale_leaves_the_sampler_alone():
     assert torch.equal(out(z0, steps=3).samples, ToySampler(0.7).sample(z0, steps=3).samples)
 
 
+@pytest.mark.parametrize("call", ["forward", "sample", "positional"])
+def test_a_callers_guide_is_added_to_the_controls(call):
+    """``guidance=`` of the caller's own next to a KnowledgeControl (used to be a raw TypeError,
+    'multiple values for keyword argument guidance'): each step gets both shifts. A constant push
+    ``c`` moves the mean recursion ``m ← a m − gain (m − target) + c`` to the target
+    ``target + c / gain``; deviations from the mean are left as they are."""
+    z0 = torch.randn(3, 4, 2, 5, dtype=F64)
+    n, a, scale, steps, c = 10, 0.9, 2.0, 8, 0.3
+    target = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=F64)
+    wrapped = constrain(ToySampler(a), KnowledgeControl(MeanOfLatents(), target, scale))
+
+    def push(z, step):
+        return torch.full_like(z, c)
+
+    if call == "forward":
+        out = wrapped(z0, guidance=push, steps=steps)
+    elif call == "sample":
+        out = wrapped.sample(z0, guidance=push, steps=steps)
+    else:
+        out = wrapped.sample(z0, push, steps)
+    gain = scale / n
+    expected = closed_form(z0, target[None] + c / gain, a, gain, steps)
+    torch.testing.assert_close(out.samples, expected, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="guidance must be callable.*float"):
+        wrapped.sample(z0, guidance=1.0, steps=steps)
+
+
+def tiny_prediff():
+    """An untrained PreDiff on 8² frames of one channel, 2 context and 2 target frames."""
+    from physml.models.prediff import ConvDenoiser, FrameAutoencoder, PreDiff
+
+    torch.manual_seed(0)
+    autoencoder = FrameAutoencoder(channels=1, latent_channels=2, downsample=2, width=8)
+    denoiser = ConvDenoiser(2, 2, latent_shape=(2, 4, 4), widths=(8, 16))
+    return PreDiff(autoencoder, denoiser), torch.rand(2, 2, 1, 8, 8)
+
+
+def test_a_callers_guide_on_prediff_is_the_sum_by_hand_bitwise():
+    """Both call forms sample what PreDiff samples with the control's guide plus the caller's,
+    summed by hand, at the same seed."""
+    prediff, context = tiny_prediff()
+    control = KnowledgeControl(mean_of_frames, torch.tensor([0.2, 0.8]), 0.5)
+    wrapped = constrain(prediff, control)
+
+    def damp(z, step):
+        return -0.1 * z
+
+    def both(z, step):
+        return control.guide(z, step, context) + damp(z, step)
+
+    options = {"members": 2, "steps": 3, "seed": 5}
+    by_hand = prediff.sample(context, guidance=both, **options).samples
+    assert not torch.equal(wrapped(context, **options).samples, by_hand)
+    assert torch.equal(wrapped(context, guidance=damp, **options).samples, by_hand)
+    assert torch.equal(wrapped.sample(context, guidance=damp, **options).samples, by_hand)
+
+
+def test_a_callers_guide_reaches_prediff_wrapped_for_its_output_only():
+    """With only an output-seam constraint, ``wrapped.sample(..., guidance=)`` (used to raise
+    the same TypeError) samples as ``wrapped(..., guidance=)`` does: the caller's guide at every
+    step, then the constraint on the samples."""
+    from pdes import Grid2D
+
+    prediff, context = tiny_prediff()
+    grid = Grid2D(Grid1D(8, 0.0, 1.0), Grid1D(8, 0.0, 1.0))
+    mass = mass_conservation(grid, torch.tensor([[[0.3], [0.4]], [[0.5], [0.6]]]))
+    wrapped = constrain(prediff, mass)
+    timesteps = []
+
+    def damp(z, step):
+        timesteps.append(step.timestep)
+        return -0.1 * z
+
+    options = {"members": 3, "steps": 3, "seed": 5}
+    expected = mass(prediff.sample(context, guidance=damp, **options)).samples
+    assert not torch.equal(expected, mass(prediff.sample(context, **options)).samples)
+    assert torch.equal(wrapped(context, guidance=damp, **options).samples, expected)
+    assert torch.equal(wrapped.sample(context, guidance=damp, **options).samples, expected)
+    assert timesteps == 3 * prediff.schedule.sampling_timesteps(3, "leading")
+
+
 def test_a_target_changed_after_building_the_control_leaves_it_as_built():
     """``target += 1`` in user code after the control is built: it steers to the target given
     (a tensor of its own dtype used to be kept by reference), ``g = −λ (mean − F₀) / n``."""

@@ -144,16 +144,31 @@ class Constrained(nn.Module):
         return self._output_seam(output, active, args, kwargs, time, walls)
 
     def sample(self, context: object, *args: object, time=None, constraints=None, **kwargs):
-        """The model's samples with every reverse step guided, then the output seam."""
+        """The model's samples with every reverse step guided, then the output seam.
+
+        A guide of the caller's own (``guidance=``, or positionally where the model's ``sample``
+        takes it there) is added after the constraints' guides, so each step the sampler gets
+        ``Σ_c c.guide(z_t, t, context) + guidance(z_t, t)``, summed in that order. Without
+        sampler-seam constraints the model's ``sample`` gets the arguments as given."""
         if not isinstance(self.model, Sampler):
             raise ConstraintError(f"{type(self.model).__name__} has no sample method")
         active = self._active(constraints)
         guides = [c for c in active if "sampler" in c.seams]
+        position = _guidance_position(self.model.sample, args)
+        theirs = kwargs.get("guidance") if position is None else args[position]
+        if theirs is not None and not callable(theirs):
+            raise TypeError(f"guidance must be callable(z_t, step), got {type(theirs).__name__}")
 
         def guidance(z_t: torch.Tensor, t: object) -> torch.Tensor:
-            return sum(c.guide(z_t, t, context) for c in guides)
+            shift = sum(c.guide(z_t, t, context) for c in guides)
+            return shift if theirs is None else shift + theirs(z_t, t)
 
-        output = self.model.sample(context, *args, guidance=guidance if guides else None, **kwargs)
+        model_args, model_kwargs = args, kwargs
+        if guides and position is None:
+            model_kwargs = {**kwargs, "guidance": guidance}
+        elif guides:
+            model_args = (*args[:position], guidance, *args[position + 1 :])
+        output = self.model.sample(context, *model_args, **model_kwargs)
         return self._output_seam(output, active, (context, *args), kwargs, time)
 
     def _active(self, constraints) -> tuple[Constraint, ...]:
@@ -303,6 +318,18 @@ def _signature(method: Callable) -> inspect.Signature | None:
         return inspect.signature(method)
     except (TypeError, ValueError):
         return None
+
+
+def _guidance_position(sample: Callable, args: tuple) -> int | None:
+    """The index in ``args`` of the guide in a call ``sample(context, *args)``: where ``sample``
+    takes ``guidance`` positionally and ``args`` reach it; ``None`` otherwise."""
+    signature = _signature(sample)
+    if signature is None:
+        return None
+    by_position = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in signature.parameters.values() if p.kind in by_position]
+    index = names.index("guidance") - 1 if "guidance" in names[1:] else len(args)
+    return index if index < len(args) else None
 
 
 def _takes_guidance(signature: inspect.Signature) -> bool:
