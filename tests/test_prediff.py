@@ -670,6 +670,10 @@ def test_bad_input_names_the_argument():
         (context[:, :1], "context must have 2 frame"),
         (torch.rand(2, T_IN, 3, SIZE, SIZE), "context must have 1 channel"),
         (torch.rand(2, T_IN, 1, 32, 32), "context must have frames of 16 × 16"),
+        (
+            torch.rand(2, T_IN, 1, 17, 16),
+            r"context must have frames of 16 × 16 .*\(2, 2, 1, 17, 16\)",
+        ),
         (torch.rand(T_IN, 1, SIZE, SIZE), r"context must have shape \(B, T, C, H, W\)"),
     ]
     for bad, match in bad_contexts:
