@@ -2295,7 +2295,7 @@ MODEL_CASES = [
         "earthformer-shape-three-numbers",
         lambda c: Earthformer((2, 8, 8), (2, 1, 8, 8)),
         ValueError,
-        r"input_shape must be \(T, C, H, W\)",
+        r"input_shape must be a sequence of 4 integers \(T, C, H, W\), got \(2, 8, 8\)",
     ),
     case(
         "earthformer-heads-zero",

@@ -397,6 +397,60 @@ def test_a_refused_resume_names_the_difference_and_advises_no_cli_flag(tmp_path)
         assert "--out" not in message and "another checkpoint path" in message, message
 
 
+def test_a_run_without_schedule_extends_like_an_uninterrupted_run_of_the_new_length(tmp_path):
+    """schedule="none": 3 steps resumed with max_steps=6 take the steps (batches, Adam's state)
+    of a 6-step run; a run is not cut back below the step it reached."""
+    template = build("unet", 3, 3, 1)
+    straight = copy.deepcopy(template)
+    expected = train(straight, schedule="none")
+    path = tmp_path / "run.pt"
+    assert train(copy.deepcopy(template), path, steps=3, schedule="none").steps == 3
+    extended = copy.deepcopy(template)
+    report = train(extended, path, schedule="none")
+    assert report.steps == 6 and report.losses == expected.losses
+    assert same_parameters(extended, straight)
+    with pytest.raises(ValueError) as refused:
+        train(build("unet", 3, 3, 1), path, steps=2, schedule="none")
+    assert str(refused.value) == (
+        f"checkpoint: {str(path)!r} is at step 6, beyond the max_steps=2 asked for; use another "
+        "checkpoint path or more steps"
+    )
+
+
+def test_extending_a_cosine_run_is_refused_saying_why_and_what_would_do(tmp_path):
+    """The cosine rate decays over max_steps (or budget_s without it): resumed over another
+    length, the rest of the run follows no run's schedule. A budget only stopping a run whose
+    schedule runs over max_steps may change."""
+    path = tmp_path / "run.pt"
+    train(build("unet", 3, 3, 1), path, steps=3)
+    with pytest.raises(ValueError) as refused:
+        train(build("unet", 3, 3, 1), path, steps=6)
+    message = str(refused.value)
+    assert "step 3 of a run whose cosine learning rate decays over max_steps=3; " in message
+    assert "resumed with max_steps=6 the rest of the run would follow neither" in message
+    assert (
+        "Train with max_steps=6 afresh (use another checkpoint path), or resume with max_steps=3 "
+        "(a run with schedule='none' may be extended)" in message
+    )
+    assert "--" not in message
+    with pytest.raises(ValueError, match="decays over max_steps=3; resumed with budget_s=60.0 "):
+        train(build("unet", 3, 3, 1), path, steps=None, budget_s=60.0)
+    assert train(build("unet", 3, 3, 1), path, steps=3, budget_s=60.0).steps == 3
+
+
+def test_a_refused_setting_is_named_alone_and_an_unset_budget_is_none(tmp_path):
+    path = tmp_path / "run.pt"
+    train(build("unet", 3, 3, 1), path, steps=2)
+    saved = torch.load(path, weights_only=True)["config"]
+    assert saved["max_steps"] == 2 and saved["budget_s"] is None
+    with pytest.raises(ValueError) as refused:
+        train(build("unet", 3, 3, 1), path, steps=2, seed=1)
+    assert str(refused.value) == (
+        f"checkpoint: {str(path)!r} was trained with other settings (seed 0 → 1); use another "
+        "checkpoint path or the same settings"
+    )
+
+
 def test_checkpoint_from_before_the_data_and_model_records_resumes(tmp_path):
     template = build("unet", 3, 3, 1)
     straight = copy.deepcopy(template)
@@ -407,6 +461,7 @@ def test_checkpoint_from_before_the_data_and_model_records_resumes(tmp_path):
     state = torch.load(path, weights_only=True)
     for key in ("fingerprint", "validation_fingerprint", "model_config"):
         del state[key]
+    state["config"]["budget_s"] = -1.0  # what older versions wrote for no budget
     torch.save(state, path)
     resumed = copy.deepcopy(template)
     report = train(resumed, path, model_config={"name": "unet"})
@@ -504,13 +559,13 @@ def test_resuming_with_a_partial_loss_of_other_arguments_is_refused(tmp_path):
 
     with pytest.raises(Killed):
         run(functools.partial(weighted_error, weight=1.0), kill_at(1))
-    with pytest.raises(ValueError, match=r"weighted_error\(weight=1.0\).*not .*\(weight=2.0\)"):
+    with pytest.raises(ValueError, match=r"weighted_error\(weight=1.0\)' → '.*\(weight=2.0\)'"):
         run(functools.partial(weighted_error, weight=2.0))
     assert run(functools.partial(weighted_error, weight=1.0)).steps == 2
     path.unlink()
     with pytest.raises(Killed):
         run(lambda p, t: (p - t).abs().mean(), kill_at(1), loss_name="l1 by hand")
-    with pytest.raises(ValueError, match="'l1 by hand'.*not .*'mse by hand'"):
+    with pytest.raises(ValueError, match="loss 'l1 by hand' → 'mse by hand'"):
         run(lambda p, t: (p - t).square().mean(), loss_name="mse by hand")
     assert run(lambda p, t: (p - t).abs().mean(), loss_name="l1 by hand").steps == 2
 

@@ -682,6 +682,20 @@ def test_bad_layer_inputs():
         cuboid_reorder(torch.randn(4, 4, 3), (2, 2, 2))
 
 
+def test_shapes_of_numpy_or_torch_integers_build_the_model_of_those_numbers():
+    model = Earthformer(
+        tuple(np.array([4, 1, 8, 8])), torch.tensor([3, 2, 8, 8]), base_units=8, num_heads=2,
+        depth=(1, 1),
+    )  # fmt: skip
+    assert model.input_shape == (4, 1, 8, 8) and model.target_shape == (3, 2, 8, 8)
+    assert all(type(size) is int for size in model.input_shape + model.target_shape)
+    assert model(torch.randn(2, 4, 1, 8, 8)).shape == (2, 3, 2, 8, 8)
+    with pytest.raises(TypeError, match=r"input_shape must hold integers, got \(4, 1, 8.0, 8\)"):
+        Earthformer((4, 1, 8.0, 8), (3, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"target_shape entries must be >= 1, got \(0, 2, 8, 8\)"):
+        Earthformer((4, 1, 8, 8), (0, 2, 8, 8))
+
+
 def test_bad_model_arguments_and_inputs():
     with pytest.raises(ValueError, match="divisible"):
         Earthformer((4, 1, 10, 10), (4, 1, 10, 10), base_units=8, num_heads=2, depth=(1, 1))

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -236,9 +237,11 @@ def test_leading_timesteps_are_diffusers_and_trailing_ones_are_n_rounded_never_n
         timestep_spacing="leading",
         steps_offset=0,
     )
-    for steps in range(2, total + 1):
-        theirs.set_timesteps(steps)
-        assert schedule.sampling_timesteps(steps) == theirs.timesteps.tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the low leading starts, tested below
+        for steps in range(2, total + 1):
+            theirs.set_timesteps(steps)
+            assert schedule.sampling_timesteps(steps) == theirs.timesteps.tolist()
     for steps in range(1, total + 1):
         trailing = schedule.sampling_timesteps(steps, "trailing")
         assert trailing == trailing_timesteps(steps, total) and min(trailing) >= 0
@@ -248,6 +251,38 @@ def test_leading_timesteps_are_diffusers_and_trailing_ones_are_n_rounded_never_n
     theirs = DDIMScheduler(num_train_timesteps=total, timestep_spacing="trailing", steps_offset=0)
     theirs.set_timesteps(collapsing)
     assert theirs.timesteps.tolist() == trailing_timesteps(collapsing, total) + [-1]
+
+
+def test_a_leading_start_far_below_the_last_timestep_warns_naming_it_and_the_remedies():
+    """``N = 334`` of ``T = 1000``: leading starts at ``333·⌊1000/334⌋ = 666``, more than one
+    stride short of 999 (below ``1000 − 2⌈1000/334⌉ = 994``), where cosine ᾱ = f(667)/f(0) ≈
+    0.25; 250 and 500 are the step counts dividing 1000 on either side. The recorded runs' counts 2,
+    3, 5, 20 (3 starts at 666 too, but one stride of 333 short) and 250, 1000 stay silent, and
+    trailing steps, all starting at 999."""
+
+    def f(u):
+        return math.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    schedule = NoiseSchedule()
+    with pytest.warns(UserWarning, match="steps=334 with spacing='leading'") as caught:
+        timesteps = schedule.sampling_timesteps(334)
+    assert timesteps == [2 * k for k in reversed(range(334))]
+    message = str(caught[0].message)
+    assert "starts at timestep 666 of the 1000" in message
+    assert f"ᾱ = {f(667) / f(0):.2g})" in message
+    assert "spacing='trailing'" in message and "steps dividing 1000 (e.g. 250 or 500)" in message
+    assert caught[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"steps=501 .* timestep 500 .*\(e\.g\. 500 or 1000\)"):
+        ddim_sample(
+            lambda z, t: torch.zeros_like(z), (1, 1, 1, 1, 1, 1), schedule,
+            torch.Generator().manual_seed(0), 501, 0.0,
+        )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for steps in (2, 3, 5, 20, 250, 1000):
+            assert schedule.sampling_timesteps(steps)[0] >= 1000 - 2 * math.ceil(1000 / steps)
+        for steps in (1, 334, 501, 600, 999):
+            assert schedule.sampling_timesteps(steps, "trailing")[0] == 999
 
 
 class ListedSchedule(NoiseSchedule):
@@ -637,6 +672,10 @@ def test_bad_input_names_the_argument():
         (context[:, :1], "context must have 2 frame"),
         (torch.rand(2, T_IN, 3, SIZE, SIZE), "context must have 1 channel"),
         (torch.rand(2, T_IN, 1, 32, 32), "context must have frames of 16 × 16"),
+        (
+            torch.rand(2, T_IN, 1, 17, 16),
+            r"context must have frames of 16 × 16 .*\(2, 2, 1, 17, 16\)",
+        ),
         (torch.rand(T_IN, 1, SIZE, SIZE), r"context must have shape \(B, T, C, H, W\)"),
     ]
     for bad, match in bad_contexts:

@@ -217,6 +217,16 @@ def test_forecast_strip_titles_the_leads_and_centres_the_colours(tmp_path, monke
     assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in axes)
 
 
+def test_the_error_figure_ticks_the_lead_times_the_forecasts_have(tmp_path, monkeypatch):
+    """Leads 1, 2, 3 (frames FRAME_DT = 1 apart): no ticks at 1.5 or 2.5, where no forecast is."""
+    figures = []
+    monkeypatch.setattr(task, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    task.plot_errors(tmp_path / "errors.png", {"persistence": torch.tensor([0.1, 0.2, 0.3])})
+    ax = figures[0].axes[0]
+    low, high = ax.get_xlim()
+    assert [tick for tick in ax.get_xticks() if low <= tick <= high] == [1.0, 2.0, 3.0]
+
+
 def test_vorticity_sequences_refuse_a_boolean_count():
     with pytest.raises(ValueError, match="count must be an integer >= 1, got True"):
         task.vorticity_sequences(True, 0, nx=16, frames=3)

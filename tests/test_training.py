@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from physml.training.checkpoint import REMEDY
 
 
 def data(seed=0, n=24):
@@ -428,7 +429,8 @@ def test_a_cosine_schedule_run_resumed_for_other_steps_is_an_error(tmp_path, cra
             f"step {step} of a run on the cosine learning-rate schedule over {CONFIG.steps} steps"
             in message
         )
-        assert f"resuming it for {steps} steps" in message and f"--steps {CONFIG.steps}" in message
+        assert f"resuming it for {steps} steps" in message
+        assert f"resume for the {CONFIG.steps} steps the run began with" in message
     assert Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data()).resumed_from == step
 
 
@@ -1063,8 +1065,25 @@ def test_resuming_with_a_setting_that_shapes_the_steps_changed_is_an_error(tmp_p
     with pytest.raises(Crash):
         Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
     other = dataclasses.replace(CONFIG, **change)
-    with pytest.raises(CheckpointError, match=rf"other settings \({named}\); use another --out"):
+    with pytest.raises(CheckpointError, match=rf"other settings \({named}\); use another out="):
         Trainer(model(), mse, other, tmp_path, quiet=True).fit(data())
+
+
+def test_a_trainer_called_from_python_advises_its_arguments_not_physml_train_s_flags(tmp_path):
+    with pytest.raises(Crash):
+        Trainer(model(), crashing(5), CONFIG, tmp_path, quiet=True).fit(data())
+    longer = dataclasses.replace(CONFIG, steps=20)
+    with pytest.raises(CheckpointError) as refused:
+        Trainer(model(), mse, longer, tmp_path, quiet=True).fit(data())
+    message = str(refused.value)
+    assert "--" not in message, message
+    assert (
+        "Train the 20 steps afresh (use another out= folder), or resume for the 12 steps" in message
+    )
+    with pytest.raises(CheckpointError, match="trained with other settings .*; use another --out"):
+        Trainer(
+            model(), mse, dataclasses.replace(CONFIG, lr=0.5), tmp_path, quiet=True, remedy=REMEDY
+        ).fit(data())
 
 
 def test_a_run_may_resume_on_another_device():

@@ -54,18 +54,11 @@ from .cuboid import (
     FeedForward,
     _dropout_rate,
     _int_pair,
+    _ints,
     _kernel,
 )
 
 __all__ = ["Earthformer", "PatchMerge"]
-
-
-def _shape4(name: str, value: object) -> tuple[int, int, int, int]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 4:
-        raise ValueError(f"{name} must be (T, C, H, W), got {value!r}")
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
-        raise ValueError(f"{name} must hold 4 positive integers (T, C, H, W), got {value!r}")
-    return (value[0], value[1], value[2], value[3])
 
 
 class PatchMerge(nn.Module):
@@ -170,8 +163,11 @@ class Earthformer(nn.Module):
         head_init: str = "random",
     ) -> None:
         super().__init__()
-        t_in, c_in, height, width = self.input_shape = _shape4("input_shape", input_shape)
-        t_out, c_out, h_out, w_out = self.target_shape = _shape4("target_shape", target_shape)
+        axes = ("T", "C", "H", "W")
+        t_in, c_in, height, width = self.input_shape = _ints("input_shape", input_shape, 1, axes)
+        t_out, c_out, h_out, w_out = self.target_shape = _ints(
+            "target_shape", target_shape, 1, axes
+        )
         if (h_out, w_out) != (height, width):
             raise ValueError(
                 f"target_shape must have the input's (H, W) = {(height, width)}, "

@@ -45,6 +45,8 @@ SSIM_WINDOW = 11
 RESUME_REMEDY = "use another checkpoint path"
 """What a refused resume advises: train_forecaster's ``checkpoint`` is a file, not physml
 train's ``--out`` folder."""
+STOPPING = ("max_steps", "budget_s")
+"""The settings a resumed run may change (unless the cosine schedule decays over one)."""
 
 
 @dataclass
@@ -120,8 +122,8 @@ def _config(
 ) -> dict[str, object]:
     return {
         "samples": samples,
-        "max_steps": -1 if max_steps is None else max_steps,
-        "budget_s": -1.0 if budget_s is None else float(budget_s),
+        "max_steps": max_steps,
+        "budget_s": None if budget_s is None else float(budget_s),
         "batch_size": batch_size,
         "lr": float(lr),
         "seed": seed,
@@ -129,6 +131,41 @@ def _config(
         "clock": clock,
         "loss": loss,
     }
+
+
+def _cosine_length(config: dict) -> str:
+    """What the cosine schedule of a run with ``config`` decays over, as its argument reads."""
+    if config["max_steps"] is not None:
+        return f"max_steps={config['max_steps']}"
+    return f"budget_s={config['budget_s']}"
+
+
+def _check_same_settings(path: Path, state: dict, config: dict) -> None:
+    """Like physml train's resume: a run may stop elsewhere (other ``max_steps`` or
+    ``budget_s``), but not on the cosine schedule where it decays over the changed one, nor
+    before the step it reached; any other change of setting is an error naming it."""
+    from ..training.checkpoint import CheckpointError, check_same_config
+
+    saved = {
+        key: None if key in STOPPING and value == -1 else value  # older checkpoints' "none"
+        for key, value in state["config"].items()
+    }
+    settings = {key: value for key, value in config.items() if key not in STOPPING}
+    check_same_config({"config": saved}, settings, str(path), RESUME_REMEDY)
+    old, new = _cosine_length(saved), _cosine_length(config)
+    if config["schedule"] == "cosine" and old != new:
+        raise CheckpointError(
+            f"checkpoint: {str(path)!r} holds step {state['step']} of a run whose cosine "
+            f"learning rate decays over {old}; resumed with {new} the rest of the run would "
+            f"follow neither that schedule nor a fresh run's. Train with {new} afresh "
+            f"({RESUME_REMEDY}), or resume with {old} (a run with schedule='none' may be "
+            "extended)"
+        )
+    if config["max_steps"] is not None and state["step"] > config["max_steps"]:
+        raise CheckpointError(
+            f"checkpoint: {str(path)!r} is at step {state['step']}, beyond the "
+            f"max_steps={config['max_steps']} asked for; {RESUME_REMEDY} or more steps"
+        )
 
 
 def _loss_name(loss: Callable) -> str:
@@ -243,11 +280,7 @@ def _resume(
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint: {str(path)!r} is not a physml forecaster checkpoint")
-    if state["config"] != config:
-        raise ValueError(
-            f"checkpoint: {str(path)!r} was written by a run with settings {state['config']}, "
-            f"not {config}; remove it or use another path"
-        )
+    _check_same_settings(path, state, config)
     saved_model = state.get("model_config")
     if saved_model is not None:
         check_same_model(state, record["model_config"], path, RESUME_REMEDY)
@@ -339,7 +372,9 @@ def train_forecaster(
     ``model_config`` — a dict of JSON values, e.g. the settings the model was built with — and,
     once validation losses were recorded, ``val`` must match; a checkpoint without a record of
     one of them, as written before they were recorded, is not checked on it) and the time budget
-    counts the time already spent. A model with no trainable parameters (e.g. persistence) is
+    counts the time already spent. ``max_steps`` and ``budget_s`` may change on resume (e.g. to
+    extend a run), except the one the cosine schedule decays over, which would leave the rest of
+    the run on neither schedule. A model with no trainable parameters (e.g. persistence) is
     returned untouched with an empty report. ``val=(inputs, targets)`` is scored every
     ``val_every`` steps (default: at the end only); the time it takes does not count against
     ``budget_s``.

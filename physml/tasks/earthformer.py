@@ -23,6 +23,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from pdes.problems import get as get_recipe
@@ -195,12 +196,14 @@ def relative_l2_per_lead(prediction: torch.Tensor, target: torch.Tensor) -> torc
 
 
 def plot_errors(path: Path, errors: dict[str, torch.Tensor]) -> None:
-    """Relative L2 against lead time, one line per method."""
+    """Relative L2 against lead time (whole multiples of ``FRAME_DT = 1``), one line per
+    method."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for method, values in errors.items():
         leads = torch.arange(1, len(values) + 1) * FRAME_DT
         ax.plot(leads, values, "o-", ms=3, label=method)
     ax.set(xlabel="lead time", ylabel="relative L2", title="Navier–Stokes vorticity, test set")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     fig.tight_layout()

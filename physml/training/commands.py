@@ -21,7 +21,7 @@ from .._io import atomic_write_text, existing_file, save_figure, strict_json
 from ..data import PDEData, load
 from ..data.datasets import PER_SAMPLE_ROWS
 from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
-from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_weights
+from .checkpoint import REMEDY, CheckpointError, checkpoint_path, load_checkpoint, load_weights
 from .distributed import rank, world
 from .families import (
     DEFAULTS,
@@ -248,7 +248,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):
         raise ValueError("--distill-lambda/-alpha/-beta/-tau need --distill-from")
     description = _as_resumed(description, Path(args.out))
-    trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet)
+    trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet, remedy=REMEDY)
     report = trainer.fit(train_set, validation)
     if world(config.device).rank != 0:
         return 0

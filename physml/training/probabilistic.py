@@ -33,6 +33,7 @@ from ..data import GPMEFunctions, GPMESampler, sample_seed
 from ..models import AttentiveNeuralProcess, DeepEnsemble, elbo_loss
 from ..models.anp import shapeless_defaults
 from .checkpoint import (
+    OUT_REMEDY,
     CheckpointError,
     _changes,
     check_same_model,
@@ -44,7 +45,7 @@ from .trainer import TrainConfig, Trainer
 
 LossFn = Callable[[nn.Module, object], torch.Tensor]
 
-REMEDY = "use another out= folder"
+REMEDY = OUT_REMEDY
 """Where else to train, in the Trainer's refusals to resume a run of this module's functions."""
 
 

@@ -35,7 +35,7 @@ from .._io import exclusive_lock, remove_leftovers
 from ..errors import user_stacklevel
 from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
-    REMEDY,
+    OUT_REMEDY,
     CheckpointError,
     check_same_config,
     check_same_data,
@@ -287,8 +287,8 @@ class Trainer:
             ``True`` stops training there (early stopping): the step is checkpointed and ``fit``
             returns the report, with ``stopped_at`` set (a later ``fit`` into the same ``out``
             resumes from it). Under ``torchrun`` rank 0's answer counts.
-        remedy: where else to train, in the refusals to resume (default: physml train's
-            ``use another --out``; a Python API passes its own wording).
+        remedy: where else to train, in the refusals to resume (default: ``use another out=
+            folder``; physml train passes its ``use another --out``, a task or script its own).
     """
 
     def __init__(
@@ -300,7 +300,7 @@ class Trainer:
         model_config: dict | None = None,
         quiet: bool = False,
         after_step: Callable[[nn.Module, int], None] | None = None,
-        remedy: str = REMEDY,
+        remedy: str = OUT_REMEDY,
         on_validation: Callable[[nn.Module, int, float], bool | None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):

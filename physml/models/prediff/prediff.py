@@ -173,7 +173,7 @@ class PreDiff(nn.Module):
         ae = self.autoencoder
         context = check_sequence("context", context, ae.channels, self.context_frames)
         _, h, w = self.denoiser.latent_shape
-        if ae.latent_shape(*context.shape[-2:])[1:] != (h, w):
+        if context.shape[-2:] != (h * ae.downsample, w * ae.downsample):
             raise ValueError(
                 f"context must have frames of {h * ae.downsample} × {w * ae.downsample} pixels "
                 f"(latents {h} × {w}), got {tuple(context.shape)}"
