@@ -1086,3 +1086,21 @@ def test_sizes_refuse_booleans_and_count_parameters_refuses_non_modules():
             factory()
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
         count_parameters([nn.Linear(2, 2)])
+
+
+def test_sizes_given_as_numpy_integers_build_the_models_of_those_numbers():
+    """A size read from a numpy array builds the same model as the Python int (same parameter
+    shapes); a numpy float is still refused by name."""
+    import numpy as np
+
+    cell = ConvLSTMCell(np.int64(1), np.int64(2), np.int64(3))
+    assert [p.shape for p in cell.parameters()] == [
+        p.shape for p in ConvLSTMCell(1, 2, 3).parameters()
+    ]
+    assert cell.hidden == 2 and type(cell.hidden) is int
+    unet = UNet(np.int32(2), np.int32(1), np.int64(1), depth=np.int64(1), base=np.int64(4))
+    assert [p.shape for p in unet.parameters()] == [
+        p.shape for p in UNet(2, 1, 1, depth=1, base=4).parameters()
+    ]
+    with pytest.raises(ValueError, match=r"^hidden must be an integer >= 1, got np\.float64"):
+        ConvLSTMCell(1, np.float64(2.0), 3)

@@ -38,6 +38,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import torch
 
@@ -47,6 +48,8 @@ from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
+
+Value = TypeVar("Value")
 
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
@@ -87,9 +90,9 @@ def _check_matrix(G: torch.Tensor) -> torch.Tensor:
     return G
 
 
-def _setting(check, name: str, value: object) -> float:
-    """``check(name, value)`` (one of :mod:`pdes.checks`' number checks), its refusal as a
-    ConstraintError."""
+def _setting(check: Callable[[str, object], Value], name: str, value: object) -> Value:
+    """``check(name, value)`` (a number check of :mod:`pdes.checks` or :func:`integers`), its
+    refusal as a ConstraintError."""
     try:
         return check(name, value)
     except (TypeError, ValueError) as error:

@@ -12,6 +12,8 @@ digits frames lie in [0, 1]; ``output="linear"`` gives a raw head like Earthform
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -57,9 +59,9 @@ def check_sequence(
 
 
 def _count(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _odd_kernel(value: object) -> int:
