@@ -473,3 +473,135 @@ def test_options_of_a_constrained_model_constrained_again():
         constrain(constrain(fno, walls, pivot_floor=0.0), mass, pivot_floor=0.5)
     with pytest.raises(ConstraintError, match=r"kernel=False and this call asks kernel=True"):
         constrain(constrain(fno, walls, kernel=False), mass, kernel=True)
+
+
+def test_a_constrained_model_given_to_constrained_directly_is_unwrapped_at_any_depth():
+    """``Constrained(constrain(m, walls), [mass])`` used to nest, and its mass broke the walls;
+    a wrapper inside another module stays a model."""
+    from physml.constraints import Constrained
+
+    grid = Grid1D(9, 0.0, 1.0)
+    walls = BoundaryCondition(Dirichlet(0.0, 1.0), grid)
+    mass = mass_conservation(grid, 0.5)
+    keep = NonNegative(keep=mass)
+    model = Outputs("tensor")
+    x = torch.rand(2, 9, dtype=F64, generator=torch.Generator().manual_seed(1))
+    for wrapped in (
+        Constrained(constrain(model, walls), [mass]),
+        Constrained(Constrained(Constrained(model, [walls]), [mass]), [keep]),
+    ):
+        out = wrapped(x)
+        assert wrapped.model is model and list(wrapped.constraints)[:2] == [walls, mass]
+        assert (out[:, 0] == 0.0).all() and (out[:, -1] == 1.0).all()
+        trapezoid = torch.tensor([1.0, 2, 2, 2, 2, 2, 2, 2, 1], dtype=F64) / 16
+        torch.testing.assert_close(out @ trapezoid, torch.full((2,), 0.5, dtype=F64))
+    parallel = nn.DataParallel(constrain(model, walls))
+    assert Constrained(parallel, [mass]).model is parallel
+
+
+def test_a_wrapper_pickled_before_it_kept_its_options_passes_them_on_when_wrapped_again():
+    """Its kernel=False and pivot_floor=0 were lost: the defaults were assumed."""
+    from physml.models import fast_fno
+
+    grid = Grid1D(16)
+    fno = fast_fno(n_modes=(4,), in_channels=1, out_channels=1, hidden_channels=4, n_layers=2)
+    walls = BoundaryCondition(Dirichlet(0.0, 0.5), grid)
+    mass = mass_conservation(grid, torch.tensor([[0.3]]))
+    without_kernel = constrain(fno, walls, kernel=False)
+    floor_zero = constrain(fno, walls, pivot_floor=0)
+    for old in (without_kernel, floor_zero):
+        del old.options
+    assert not constrain(without_kernel, mass).kernel
+    with pytest.raises(ConstraintError, match="kernel=False and this call asks kernel=True"):
+        constrain(without_kernel, mass, kernel=True)
+    assert all(layer.pivot_floor == 0.0 for layer in constrain(floor_zero, mass).correction.layers)
+    on_output = constrain(nn.Linear(16, 16), walls)  # no operator seam: kernel unknown, not False
+    del on_output.options
+    with pytest.raises(ConstraintError, match="cannot take BoundaryCondition at the operator seam"):
+        constrain(on_output, mass, kernel=True)
+
+
+NESTED_LAYOUTS = {  # the keys constrain(constrain(...), ...) saved before it was unwrapped
+    "constrain(constrain(m, walls, mass), keep)": {
+        "model.": "model.model.",
+        "constraints.1.": "model.constraints.1.",
+        "constraints.2.": "constraints.0.",
+    },
+    "constrain(constrain(constrain(m, walls), mass), keep)": {
+        "model.": "model.model.model.",
+        "constraints.1.": "model.constraints.0.",
+        "constraints.2.": "constraints.0.",
+    },
+}
+
+
+def nested_wrapper(target: float, seed: int):
+    """``constrain(m, walls, mass, NonNegative(keep=mass))`` over a linear map of 9 points."""
+    grid = Grid1D(9, 0.0, 1.0)
+    mass = mass_conservation(grid, target)
+    torch.manual_seed(seed)
+    return constrain(
+        nn.Linear(9, 9).double(),
+        BoundaryCondition(Dirichlet(0.0, 1.0), grid),
+        mass,
+        NonNegative(keep=mass),
+    )
+
+
+def renamed(state: dict, layout: dict[str, str]) -> dict:
+    """``state`` with each key's first matching prefix in ``layout`` replaced."""
+    old = {}
+    for key, value in state.items():
+        head = next(head for head in layout if key.startswith(head))
+        old[layout[head] + key[len(head) :]] = value
+    return old
+
+
+@pytest.mark.parametrize("layout", NESTED_LAYOUTS)
+def test_a_state_dict_of_a_nested_wrapper_loads_into_the_flat_one(layout):
+    """Keys saved as model.model.*, model.constraints.i.* and the outer constraints.j.* were
+    unexpected (and the flat ones missing), so a strict load and a resume failed."""
+    saved, fresh = nested_wrapper(0.5, seed=0), nested_wrapper(0.7, seed=1)
+    fresh.load_state_dict(renamed(saved.state_dict(), NESTED_LAYOUTS[layout]))
+    assert float(fresh.constraints[1].b) == 0.5
+    x = torch.rand(3, 9, dtype=F64, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(fresh(x), saved(x))
+
+
+def test_a_state_dict_of_a_nested_wrapper_that_fits_no_nesting_is_refused():
+    from physml.training.checkpoint import CheckpointError, load_weights
+
+    layout = NESTED_LAYOUTS["constrain(constrain(m, walls, mass), keep)"]
+    old = renamed(nested_wrapper(0.5, seed=0).state_dict(), layout)
+    old["constraints.1.keep.G"] = old["constraints.0.keep.G"]
+    with pytest.raises(ConstraintError, match=r"nested wrapper .* fit no split of these 3"):
+        nested_wrapper(0.5, seed=1).load_state_dict(old)
+    with pytest.raises(CheckpointError, match="do not fit this model .*nested wrapper"):
+        load_weights(nested_wrapper(0.5, seed=1), {"model": old}, "run", "this model")
+
+
+def test_a_model_holding_a_model_is_not_taken_for_a_nested_wrapper():
+    grid = Grid1D(9, 0.0, 1.0)
+    holder = nn.Sequential()
+    holder.add_module("model", nn.Linear(9, 9).double())
+    wrapped = constrain(holder, mass_conservation(grid, 0.5))
+    state = wrapped.state_dict()
+    assert sorted(state) == [
+        "constraints.0.G",
+        "constraints.0.b",
+        "model.model.bias",
+        "model.model.weight",
+    ]
+    wrapped.load_state_dict(state)
+
+
+def test_a_nested_wrapper_called_with_its_own_constraints_lists_the_inner_ones_first():
+    grid = Grid1D(9, 0.0, 1.0)
+    walls = BoundaryCondition(Dirichlet(0.0, 1.0), grid)
+    nested = constrain(constrain(Outputs("tensor"), walls), mass_conservation(grid, 0.5))
+    x = torch.rand(2, 9, dtype=F64, generator=torch.Generator().manual_seed(1))
+    out = nested(x, constraints=[walls, mass_conservation(grid, 0.7)])
+    trapezoid = torch.tensor([1.0, 2, 2, 2, 2, 2, 2, 2, 1], dtype=F64) / 16
+    torch.testing.assert_close(out @ trapezoid, torch.full((2,), 0.7, dtype=F64))
+    with pytest.raises(ConstraintError, match="must match the wrapped ones one by one"):
+        nested(x, constraints=[mass_conservation(grid, 0.7)])

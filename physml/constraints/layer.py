@@ -30,7 +30,7 @@ from .base import Constraint, check_finite
 from .boundary import BoundaryCondition
 from .linear import LinearConstraint
 from .nonnegative import NonNegative
-from .operator import OperatorCorrection, install
+from .operator import OperatorCorrection, install, operator_view
 
 KEEPS_WALLS = (LinearConstraint, NonNegative)
 """The constraints that keep the boundary conditions set before them on a tensor output."""
@@ -76,6 +76,13 @@ class Constrained(nn.Module):
     ``constraints`` replaces the wrapped constraints for this call only (e.g. a batch's own
     boundary values) and must match them one by one (kind, and for boundary conditions axis,
     sides and grid). With sampler-seam constraints ``forward`` samples (:meth:`sample`).
+
+    A ``model`` that is itself a :class:`Constrained`, at any depth, is unwrapped: its
+    constraints come first and its ``kernel`` and ``pivot_floor`` hold where these are left at
+    their defaults (:func:`constrain`), so ``constraints=`` lists the inner ones first. A
+    wrapper inside another module (``nn.DataParallel(constrain(m, a))``) is kept as a model.
+    A state dict saved by a nested wrapper before it was unwrapped (``model.model.*``,
+    ``model.constraints.i.*``) loads into the flat one.
     """
 
     def __init__(
@@ -86,6 +93,10 @@ class Constrained(nn.Module):
         pivot_floor: float = 0.1,
     ) -> None:
         super().__init__()
+        constraints = tuple(constraints)
+        while isinstance(model, Constrained):
+            kernel, pivot_floor = _merged_options(model, kernel, pivot_floor)
+            model, constraints = model.model, (*model.constraints, *constraints)
         self.model = model
         self.constraints = nn.ModuleList(constraints)
         self.options = {"kernel": kernel, "pivot_floor": pivot_floor}
@@ -117,6 +128,11 @@ class Constrained(nn.Module):
         (its init arguments, functions and classes among them: once wrapped they break
         ``load_state_dict``, an unexpected key, and ``torch.load(..., weights_only=True)``)."""
         return without_neuralop_metadata(super().state_dict(*args, **kwargs))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        expected = set(self.state_dict(keep_vars=True))
+        _rename_nested(state_dict, prefix, expected, len(self.constraints))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def kernel(self) -> bool:
@@ -361,29 +377,112 @@ def _check_grids(conditions: Sequence[BoundaryCondition]) -> None:
             )
 
 
-def _merged_options(inner: Constrained, **given: object) -> dict[str, object]:
-    """The options of ``constrain(inner, ..., **given)``: each one the call that set it gave
-    (set: other than :func:`constrain`'s default), refused where both set it differently."""
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(constrain).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    kept = inner.__dict__.get("options", {})  # a wrapper pickled before it kept its options
-    merged = {}
-    for name, default in defaults.items():
-        theirs, ours = kept.get(name, default), given[name]
+def _options(wrapper: Constrained) -> dict[str, object]:
+    """The ``kernel`` and ``pivot_floor`` ``wrapper`` was built with; for one pickled before it
+    kept them, those its correction shows (``kernel=False``: boundary conditions and a model
+    offering the operator seam, but no correction), the others unknown."""
+    if "options" in wrapper.__dict__:
+        return wrapper.options
+    if wrapper.correction is not None:
+        return {"pivot_floor": wrapper.correction.layers[0].pivot_floor}
+    walls = any(isinstance(c, BoundaryCondition) for c in wrapper.constraints)
+    return {"kernel": False} if walls and operator_view(wrapper.model)[0] else {}
+
+
+def _merged_options(
+    inner: Constrained, kernel: bool | str, pivot_floor: float
+) -> tuple[bool | str, float]:
+    """``kernel`` and ``pivot_floor`` of a wrapper unwrapping ``inner``: each one the call that
+    set it gave (set: other than the default), refused where both set it differently."""
+    kept = _options(inner)
+    merged = []
+    for name, ours in (("kernel", kernel), ("pivot_floor", pivot_floor)):
+        default = inspect.signature(Constrained).parameters[name].default
+        theirs = kept.get(name, default)
         if ours == default or theirs == ours:
-            merged[name] = theirs
+            merged.append(theirs)
         elif theirs == default:
-            merged[name] = ours
+            merged.append(ours)
         else:
             raise ConstraintError(
                 f"constrain: the model is already constrained with {name}={theirs!r} and this "
                 f"call asks {name}={ours!r}; give all the constraints in one call, "
                 f"constrain(model, *constraints, {name}=...)"
             )
-    return merged
+    return merged[0], merged[1]
+
+
+NESTED = ("model.model.", "model.constraints.")
+"""How the keys of a nested wrapper's state dict begin (its model a wrapper)."""
+
+
+def _rename_nested(state_dict: dict, prefix: str, expected: set[str], n_constraints: int) -> None:
+    """Rename in place the keys under ``prefix`` saved by a nested wrapper (before nesting was
+    unwrapped) to those of the flat one, ``expected``; nothing where they are not nested."""
+    given = {key[len(prefix) :] for key in state_dict if key.startswith(prefix)}
+    strange = sorted(key for key in given - expected if key.startswith(NESTED))
+    if not strange:
+        return
+    model = {key[len("model.") :] for key in expected if key.startswith("model.")}
+    constraints = [_constraint_keys(expected, i) for i in range(n_constraints)]
+    names = _flat_names(given, model, constraints, nested=True)
+    if names is None:
+        raise ConstraintError(
+            "load_state_dict: the state dict is laid out as a nested wrapper saved before "
+            "constrain(constrain(model, a), b) became constrain(model, a, b) ('model.model.*', "
+            "'model.constraints.<i>.*', then the outer 'constraints.<j>.*'; here "
+            f"{strange[0]!r}), but renamed to this wrapper's flat layout ('model.*', then "
+            f"'constraints.0.*' to 'constraints.{n_constraints - 1}.*', the inner constraints "
+            f"first) its keys fit no split of these {n_constraints} constraints: load it into "
+            "the model and constraints it was saved with"
+        )
+    renamed = {prefix + new: state_dict.pop(prefix + old) for old, new in names.items()}
+    state_dict.update(renamed)
+
+
+def _constraint_keys(keys: set[str], index: int) -> set[str]:
+    """The names in ``keys`` under ``constraints.<index>.``, without that prefix."""
+    head = f"constraints.{index}."
+    return {key[len(head) :] for key in keys if key.startswith(head)}
+
+
+def _flat_names(
+    given: set[str], model: set[str], constraints: list[set[str]], nested: bool
+) -> dict[str, str] | None:
+    """Old name -> flat name of each key in ``given``: the state of a wrapper of the model
+    whose keys are ``model`` (``nested``: of a wrapper of it, at any depth) and of the
+    constraints whose keys are ``constraints``, each wrapper's own after those inside it;
+    ``None`` where no split of the constraints gives exactly ``given``."""
+    inner, own = set(), {}
+    for key in given:
+        head, _, rest = key.partition(".")
+        index, _, name = rest.partition(".")
+        if head == "model":
+            inner.add(rest)
+        elif head == "constraints" and index.isdigit():
+            own.setdefault(int(index), set()).add(name)
+        else:
+            return None
+    total = len(constraints)
+    for first in range(1, total) if nested else (0,):
+        count = total - first
+        if max(own, default=-1) >= count:
+            break
+        if any(own.get(i, set()) != constraints[first + i] for i in range(count)):
+            continue
+        names = {
+            f"constraints.{i}.{name}": f"constraints.{first + i}.{name}"
+            for i, kept in own.items()
+            for name in kept
+        }
+        if not nested:
+            same = {f"model.{key}": f"model.{key}" for key in inner}
+            return names | same if inner == model else None
+        for deeper in (False, True):
+            below = _flat_names(inner, model, constraints[:first], deeper)
+            if below is not None:
+                return names | {f"model.{old}": new for old, new in below.items()}
+    return None
 
 
 def constrain(
@@ -426,7 +525,8 @@ def constrain(
     is ``constrain(m, a, b)``, its constraints first, so the order check and the composition
     above see them all. The inner wrapper's ``kernel`` and ``pivot_floor`` hold where this call
     leaves them at their defaults; set differently in both calls, they raise
-    :class:`ConstraintError`.
+    :class:`ConstraintError`. A per-call ``constraints=`` lists them all, the inner wrapper's
+    first: ``wrapped(x, constraints=[a2, b2])``.
 
     Without gradients each layer's probes are kept between forwards while its weights stay the
     same; ``wrapped.forget()`` drops them.
@@ -442,7 +542,4 @@ def constrain(
         raise TypeError(f"pivot_floor must be a number >= 0, got {pivot_floor!r}")
     if not (math.isfinite(pivot_floor) and pivot_floor >= 0):
         raise ValueError(f"pivot_floor must be a finite number >= 0, got {pivot_floor!r}")
-    if isinstance(model, Constrained):
-        options = _merged_options(model, kernel=kernel, pivot_floor=pivot_floor)
-        return Constrained(model.model, (*model.constraints, *constraints), **options)
     return Constrained(model, constraints, kernel, pivot_floor)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_path
+from ..errors import ConstraintError
 from .fingerprint import differences
 
 FORMAT = "physml-checkpoint/1"
@@ -81,7 +82,7 @@ def load_weights(
     model built without one) disagree (missing, unknown or reshaped keys)."""
     try:
         model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as error:
+    except (RuntimeError, KeyError, TypeError, ConstraintError) as error:
         first = str(error).strip().splitlines()
         detail = "; ".join(line.strip() for line in first[:4])
         raise CheckpointError(
