@@ -209,6 +209,18 @@ def test_a_speed_grown_a_hundredfold_is_reported_as_blowing_up(monkeypatch):
     assert float(grown[1]) > cavity.BLOW_UP
 
 
+def test_a_fast_lid_needing_too_many_steps_is_no_blow_up(monkeypatch):
+    """A lid at 150 from rest: the speed ``V`` starts at 150 and has not grown when the step
+    count passes ``MAX_STEPS`` (set to 10 here): too many steps, not a solution blowing up,
+    though ``V`` exceeds the 100-fold growth that would mean one from a lid at 1."""
+    monkeypatch.setattr(cavity, "MAX_STEPS", 10)
+    with pytest.raises(SolverError) as caught:
+        cavity.solve_cavity(Grid2D.square(9), [0.0, 1.0], 100.0, lid_velocity=150.0)
+    message = str(caught.value)
+    assert "the stability limit fell to" in message and "(V=150)" in message
+    assert "more than MAX_STEPS=10 steps to go" in message and "blowing up" not in message
+
+
 def test_stability_limit_is_enforced_for_user_steps():
     grid = Grid2D.square(17)
     limit = float(cavity.stability_limit(grid, 100.0, 1.0)[0])

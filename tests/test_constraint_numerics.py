@@ -9,7 +9,7 @@ from torch import nn
 
 from pdes import Dirichlet, Grid1D
 from physml import ConstraintError, Ensemble, Gaussian, constrain, mass_conservation
-from physml.constraints import BoundaryCondition, LinearConstraint, NonNegative
+from physml.constraints import BoundaryCondition, LinearConstraint, NonNegative, linear
 
 F64 = torch.float64
 GRID = Grid1D(33)
@@ -209,6 +209,20 @@ def bisection_projection(x: np.ndarray, w: np.ndarray, total: float) -> np.ndarr
     return np.maximum(x - 0.5 * (low + high) * w, 0)
 
 
+def assert_projected_onto_the_target(out: np.ndarray, rounded: np.ndarray, total: float) -> None:
+    """``out`` ``(..., n)`` is non-negative, meets ``total`` and is the projection of the fields
+    ``rounded`` onto it (each to 1e-6 of its scale, beyond float64's round-off on fields of size
+    1), by bisection."""
+    w = GRID.weights().numpy()
+    round_off = 1e-15 * np.abs(rounded).max()
+    assert out.min() >= 0
+    assert np.abs(out @ w - total).max() <= 1e-6 * total + round_off
+    expected = np.stack([bisection_projection(r, w, total) for r in rounded.reshape(-1, w.size)])
+    assert np.abs(out.reshape(expected.shape) - expected).max() <= (
+        1e-6 * np.abs(expected).max() + round_off
+    )
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.1])
 @pytest.mark.parametrize("as_function", [False, True])
 @pytest.mark.parametrize("target", [1e-9, 1e-12])
@@ -217,17 +231,25 @@ def test_a_float32_field_keeps_the_target_not_its_rounded_total(target, as_funct
     small target by ~1e-8 (below zero for some samples); ``keep``'s target is kept instead
     (given as a tensor, or as a function of the inputs; a tensor is projected onto it exactly
     whatever the noise)."""
-    w = GRID.weights().numpy()
     u = torch.randn(20, 33, generator=torch.Generator().manual_seed(0))
     total = torch.full((20,), target, dtype=F64)
     mass = mass_conservation(GRID, (lambda x: total) if as_function else total, noise=noise)
     rounded = constrain(nn.Identity(), mass)(u).double().numpy()
     out = constrain(nn.Identity(), mass, NonNegative(keep=mass))(u).double().numpy()
-    round_off = 1e-15 * np.abs(rounded).max()  # float64's, on fields of size 1
-    assert out.min() >= 0
-    assert np.abs(out @ w - target).max() <= 1e-6 * target + round_off
-    expected = np.stack([bisection_projection(r, w, target) for r in rounded])
-    assert np.abs(out - expected).max() <= 1e-6 * np.abs(expected).max() + round_off
+    assert_projected_onto_the_target(out, rounded, target)
+
+
+@pytest.mark.parametrize("target", [1e-9, 1e-12])
+def test_a_float32_ensemble_projected_with_noise_keeps_the_target_not_its_rounded_total(target):
+    """As for a tensor, with the members of an ensemble: HardC (``projection="euclidean"``)
+    meets the target exactly whatever the noise, so NonNegative keeps the target, not the
+    float32-rounded totals of the members."""
+    u = torch.randn(3, 10, 33, generator=torch.Generator().manual_seed(0))
+    total = torch.full((10,), target, dtype=F64)
+    mass = mass_conservation(GRID, total, noise=0.1, projection="euclidean")
+    rounded = constrain(nn.Identity(), mass)(Ensemble(u)).samples.double().numpy()
+    out = constrain(nn.Identity(), mass, NonNegative(keep=mass))(Ensemble(u)).samples
+    assert_projected_onto_the_target(out.double().numpy(), rounded, target)
 
 
 def test_a_total_far_from_keeps_target_is_kept_as_it_is():
@@ -236,6 +258,19 @@ def test_a_total_far_from_keeps_target_is_kept_as_it_is():
     u = torch.sin(2 * torch.pi * GRID.coordinates()) + 0.2  # total 0.2, target 1
     out = NonNegative(keep=mass_conservation(GRID, torch.tensor(1.0, dtype=F64)))(u)
     assert out.min() >= 0 and abs((out @ w).item() - (u @ w).item()) <= 1e-15
+
+
+def test_a_float32_total_below_zero_only_by_its_rounding_is_made_the_zero_field():
+    """An odd float32 field (total 0) with one value an ulp lower: its total is -4.7e-10, far
+    from ``keep``'s target 1, so it keeps its own total, zero at float32's precision. The only
+    non-negative field of total 0 (the weights all positive) is 0 everywhere, not an error."""
+    half = torch.sin(2 * torch.pi * GRID.coordinates()[1:16]).float()
+    u = torch.zeros(33)
+    u[1:16], u[17:32] = half, -half.flip(0)
+    u[1] = torch.nextafter(u[1], torch.tensor(-1.0))
+    assert -1e-9 < (u.double() @ GRID.weights()).item() < 0
+    out = NonNegative(keep=mass_conservation(GRID, torch.tensor(1.0, dtype=F64)))(u)
+    assert out.dtype == torch.float32 and bool((out == 0).all())
 
 
 @pytest.mark.parametrize("noise", [0.0, 1.0])
@@ -325,12 +360,19 @@ def test_a_float16_result_that_overflows_is_refused_naming_the_dtype(wrap):
         mass(wrap(u))
 
 
-def test_a_float16_result_below_its_precision_is_refused():
-    """Values of 1e-6 are subnormal in float16 (spacing 6e-8): the rounded field misses the
-    target by 0.1%, beyond float16's round-off."""
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda u: u, Ensemble, lambda u: Gaussian(u, torch.ones_like(u))],
+    ids=["tensor", "ensemble", "gaussian"],
+)
+def test_a_float16_result_below_its_precision_is_refused(wrap):
+    """Values of 1e-6 are subnormal in float16 (spacing 6e-8): the exact update's field, rounded
+    back to float16, misses the target by 0.1%, beyond float16's round-off, whether it is a
+    tensor, an ensemble's members or a Gaussian's mean."""
+    u = (1e-6 * torch.tensor([[0.9], [1.0], [1.1]]) * torch.ones(33)).to(torch.float16)
     mass = mass_conservation(GRID, torch.tensor(3e-6, dtype=F64))
     with pytest.raises(ConstraintError, match=r"rounded to torch\.float16.*smallest normal"):
-        mass(torch.full((33,), 1e-6, dtype=torch.float16))
+        mass(wrap(u))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -370,3 +412,38 @@ def test_a_noisy_mass_update_leaves_walls_every_member_shares_exactly(members):
     walls = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
     out = constrain(nn.Identity(), walls, mass)(Ensemble(samples)).samples
     assert bool((out[..., 0] == 0.1).all()) and bool((out[..., -1] == 0.2).all())
+
+
+def test_a_noisy_two_row_update_leaves_walls_every_member_shares_exactly():
+    """The same for the update of several rows (mass and first moment): the mean of three
+    members all 0.1 at a wall is 0.10000000000000002 in float64, yet the wall stays 0.1."""
+    grid = Grid1D(10)
+    w, x = grid.weights(), grid.coordinates()
+    assert torch.full((3,), 0.1, dtype=F64).mean() != 0.1
+    samples = torch.rand(3, 2, 10, generator=torch.Generator().manual_seed(3), dtype=F64)
+    moments = LinearConstraint(
+        torch.stack([w, w * x]), torch.tensor([0.5, 0.2], dtype=F64), noise=0.05
+    )
+    walls = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
+    out = constrain(nn.Identity(), walls, moments)(Ensemble(samples)).samples
+    assert bool((out[..., 0] == 0.1).all()) and bool((out[..., -1] == 0.2).all())
+
+
+@pytest.mark.parametrize("kind", ["tensor", "ensemble"])
+def test_a_noisy_euclidean_projection_is_still_checked_for_its_residual(kind, monkeypatch):
+    """A projection meets its rows exactly whatever the noise, so HardC with ``noise > 0`` is
+    residual-checked too: a projector gone wrong (here 1.5 times the true one, so ``G u`` overshoots
+    ``b`` by half the mismatch) is refused, not passed on silently."""
+    true_projector = linear._projector
+    monkeypatch.setattr(
+        linear, "_projector", lambda G: (1.5 * true_projector(G)[0], true_projector(G)[1])
+    )
+    u = torch.randn(3, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    total = LinearConstraint(
+        torch.ones(1, 8, dtype=F64),
+        torch.tensor([1.0], dtype=F64),
+        noise=0.1,
+        projection="euclidean",
+    )
+    with pytest.raises(ConstraintError, match="the exact update left a relative residual"):
+        total(u if kind == "tensor" else Ensemble(u))

@@ -1,5 +1,6 @@
 """Merging shards into virtual datasets, and the checks that shards form one dataset."""
 
+import json
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from damage import flip_a_bit_of_the_first_chunk
+from damage import flip_a_bit_of_chunk, flip_a_bit_of_the_first_chunk
 from recipes import ToyProblem
 
 from pdes import problems
@@ -24,7 +25,7 @@ from physml.data import (
     merge_shards,
     write_physml,
 )
-from physml.data.generate import sample_seed
+from physml.data.generate import sample_seed, write_checksummed
 
 
 class OtherToy(ToyProblem):
@@ -588,6 +589,32 @@ def test_a_damaged_shard_is_refused_by_merge_and_named_when_merged_without_verif
     assert str(shards[0]) not in str(error.value) and str(shards[2]) not in str(error.value)
 
 
+def test_a_damaged_chunk_past_the_first_is_found(tmp_path):
+    """Frames of 8193 points: a sample of ``u`` (262 kB) fills a chunk of its own, so the
+    middle shard's ``u`` is 4 chunks; a bit flipped in the last one is found as in the first."""
+    shards = [make(tmp_path / "ds.h5", shard=i, nx=8193) for i in range(SHARDS)]
+    with h5py.File(shards[1]) as f:
+        assert f["u"].id.get_num_chunks() == 4
+    flip_a_bit_of_chunk(shards[1], "u", 3)
+    damaged = f"shard {str(shards[1])!r} is damaged: u could not be read ("
+    with pytest.raises(DatasetFileError, match=re.escape(damaged)):
+        merge_shards(shards, tmp_path / "merged.h5")
+
+
+def test_an_array_stored_unchunked_does_not_end_the_verification(tmp_path, sharded):
+    """A per-sample string parameter is stored plainly (HDF5 cannot checksum it), among the
+    parameters read before the fields: the damaged field after it is still found."""
+    _, shards = sharded
+    for path in shards:
+        with h5py.File(path, "r+") as f:
+            labels = np.array([f"sample {i}" for i in f["sample_index"][()]], dtype=object)
+            assert write_checksummed(f["params"], "label", labels).chunks is None
+    flip_a_bit_of_the_first_chunk(shards[1], "fields/u_squared")
+    damaged = f"shard {str(shards[1])!r} is damaged: fields/u_squared could not be read ("
+    with pytest.raises(DatasetFileError, match=re.escape(damaged)):
+        merge_shards(shards, tmp_path / "merged.h5")
+
+
 def test_shards_of_two_splits_join_when_their_ranges_do(tmp_path):
     """Shard 0 of 2 holds samples 0-4 of 11, shards 2 and 3 of 4 samples 5-7 and 8-10: a failed
     shard 1 of 2 redone as two smaller jobs."""
@@ -612,6 +639,18 @@ def test_differing_settings_are_named_key_by_key_not_cut_to_one_look(tmp_path, s
     with pytest.raises(ShardError, match=r"'[^']*': nx 11 vs 9; u per-sample") as error:
         check_shards([shards[2], shards[1]])  # settings.nx is the attribute nx: said once
     assert "settings" not in str(error.value).split(".h5': ")[-1]
+
+
+def test_settings_written_with_their_keys_in_another_order_are_shown_whole(sharded):
+    """The same settings JSON with its keys reversed: not the same file contents, so the shards
+    are refused, with both texts shown whole (no key differs to name one by one)."""
+    _, shards = sharded
+    with h5py.File(shards[1], "r+") as f:
+        settings = json.loads(f.attrs["settings"])
+        f.attrs["settings"] = json.dumps(dict(reversed(settings.items())))
+    assert len(settings) > 1
+    with pytest.raises(ShardError, match=r": settings '\{.*\}' vs '\{.*\}'$"):
+        check_shards(shards)
 
 
 @pytest.mark.parametrize("one", ["s.h5", Path("s.h5")])

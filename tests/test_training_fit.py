@@ -3,11 +3,13 @@ through on_validation, and a validation cadence without a validation set."""
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from physml import metrics
 from physml.training import TrainConfig, Trainer, load_checkpoint
 
 CONFIG = TrainConfig(steps=6, batch=4, lr=1e-2, checkpoint_every=4, seed=3)
@@ -93,6 +95,39 @@ def test_a_loss_not_finite_on_finite_data_names_the_batch_and_both_causes():
     assert torch.equal(data().tensors[0][indices], batches[2])
 
 
+def test_a_loss_refusing_a_nan_sample_names_that_sample():
+    """A physml metric raises NonFiniteError on a target holding NaN: the error names the
+    sample holding it, not a divergence."""
+    x, y = data().tensors
+    y = y.clone()
+    y[5] = float("nan")
+
+    def loss(net, batch):
+        return metrics.relative_l2(net(batch[0]), batch[1])
+
+    config = TrainConfig(steps=2, batch=len(x), seed=0)
+    with pytest.raises(FloatingPointError, match=r"the training samples \[5\] hold NaN or inf"):
+        Trainer(mlp(), loss, config, quiet=True).fit(TensorDataset(x, y))
+
+
+def test_weights_gone_non_finite_are_blamed_as_a_divergence():
+    """NaN weights after step 1 (set so here) make the loss NaN at step 2 on finite data: a
+    divergence, never described as met "with finite weights"."""
+
+    def poison(net, step):
+        if step == 1:
+            with torch.no_grad():
+                next(net.parameters()).fill_(float("nan"))
+
+    trainer = Trainer(
+        mlp(), mse, TrainConfig(steps=3, batch=4, seed=0), quiet=True, after_step=poison
+    )
+    with pytest.raises(FloatingPointError) as caught:
+        trainer.fit(data())
+    message = str(caught.value)
+    assert message.startswith("training diverged at step 2") and "finite weights" not in message
+
+
 def test_a_gradient_overflow_before_any_update_blames_the_loss_not_the_learning_rate():
     def huge(net, batch):
         return mse(net, batch) * 1e30
@@ -126,6 +161,20 @@ def test_on_validation_stops_the_run_with_a_checkpoint_and_the_report(tmp_path):
     weights = load_checkpoint(tmp_path)["model"]
     assert resumed.resumed_from == 6 and resumed.stopped_at is None
     assert all(torch.equal(weights[k], v) for k, v in straight.state_dict().items())
+
+
+@pytest.mark.parametrize("stop_from, stopped_at", [(4, 4), (6, None)])
+def test_a_numpy_bool_from_on_validation_stops_early_only_before_the_last_step(
+    stop_from, stopped_at
+):
+    """A comparison of numpy numbers (``np.float64(loss) < best``) answers ``np.bool_``: taken
+    as True. A stop asked at the last step (6) is no early stop: the run did all its steps."""
+    config = TrainConfig(steps=6, batch=4, lr=1e-2, validate_every=2, seed=3)
+    trainer = Trainer(
+        mlp(), mse, config, quiet=True, on_validation=lambda m, step, v: np.int64(step) >= stop_from
+    )
+    report = trainer.fit(data(), data(8, seed=1))
+    assert report.stopped_at == stopped_at and len(report.losses) == (stopped_at or 6)
 
 
 def test_on_validation_must_be_callable_and_answer_true_false_or_none():

@@ -82,14 +82,19 @@ class Augmented(Dataset):
 
 
 def noisy_mse(net, batch):
-    """``mse`` plus a term drawn from numpy's and Python's global generators."""
-    draw = np.random.standard_normal() + random.random()  # noqa: NPY002
+    """``mse`` times a term drawn from numpy's and Python's global generators, by their normal
+    draws (numpy's legacy one and ``random.gauss``), which make normals in pairs and keep the
+    second for their next call."""
+    draw = np.random.standard_normal() + random.gauss(0.0, 1.0)  # noqa: NPY002
     return mse(net, batch) * (1.0 + 0.01 * draw)
 
 
 @pytest.mark.parametrize("drawn_by", ["dataset", "loss"])
 def test_a_run_drawing_numpy_and_python_random_numbers_resumes_bitwise(tmp_path, drawn_by):
+    """Checkpoints every 5 steps: by the one the run resumes from, the loss has drawn five
+    normals from each generator, which keeps the sixth for its next draw."""
     pairs, loss = (Augmented(), mse) if drawn_by == "dataset" else (data(), noisy_mse)
+    config = dataclasses.replace(CONFIG, checkpoint_every=5)
 
     def run(out, crash, seed):
         np.random.seed(seed)  # noqa: NPY002
@@ -97,7 +102,7 @@ def test_a_run_drawing_numpy_and_python_random_numbers_resumes_bitwise(tmp_path,
         net = model()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "train: its items differ", RuntimeWarning)
-            trainer = Trainer(net, loss, CONFIG, out, quiet=True, after_step=crash)
+            trainer = Trainer(net, loss, config, out, quiet=True, after_step=crash)
             return net, trainer.fit(pairs)
 
     def crash_at_7(net, step):
@@ -108,7 +113,7 @@ def test_a_run_drawing_numpy_and_python_random_numbers_resumes_bitwise(tmp_path,
     with pytest.raises(Crash):
         run(tmp_path / "cut", crash_at_7, 0)
     resumed, again = run(tmp_path / "cut", None, 99)  # a new process draws from other states
-    assert again.resumed_from == 4 and again.losses == report.losses
+    assert again.resumed_from == 5 and again.losses == report.losses
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -156,9 +161,10 @@ def test_the_fingerprint_leaves_every_random_generator_as_it_was():
 
 
 class Rows(Dataset):
-    """The items of a TensorDataset served one by one (no row-block hashing)."""
+    """The items of a TensorDataset (or of numpy arrays) served one by one (no row-block
+    hashing)."""
 
-    def __init__(self, *tensors: torch.Tensor) -> None:
+    def __init__(self, *tensors: torch.Tensor | np.ndarray) -> None:
         self.tensors = tensors
 
     def __len__(self) -> int:
@@ -208,6 +214,34 @@ def test_member_rows_hash_every_item_from_their_rows_without_reading_each(monkey
     for inputs, targets in ((one_input, y), (x, one_target)):
         other = fingerprint(MemberRows(inputs, targets, members=3, seed=1))
         assert differences(printed, other)[0].startswith("sample_hash")
+
+
+def test_big_endian_items_are_hashed_by_their_values():
+    """Arrays read from a big-endian file (``>f8``) hash as the same values in native order: by
+    value, not by the bytes of their order."""
+    values = torch.arange(12.0, dtype=torch.float64).reshape(4, 3)
+    big_endian = values.numpy().astype(">f8")
+    assert fingerprint(Rows(big_endian))["sample_hash"] == every_item_hashed(Rows(values))
+
+
+class Keyed(Dataset):
+    """Items ``{"y": y[i], "x": x[i]}``: dicts whose keys are not in sorted order."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"y": self.y[i], "x": self.x[i]}
+
+
+def test_dict_items_are_hashed_in_the_sorted_order_of_their_keys():
+    """``{"y": y, "x": x}`` hashes as ``(x, y)``: the same items whatever the order their keys
+    were written in."""
+    x, y = data().tensors
+    assert fingerprint(Keyed(x, y))["sample_hash"] == every_item_hashed(Rows(x, y))
 
 
 class Shifted(MemberRows):
@@ -271,16 +305,26 @@ class Noted(nn.Module):
         self.note = state
 
 
-def test_a_models_extra_state_is_checkpointed_and_resumed(tmp_path):
+@pytest.mark.parametrize("nested", [False, True], ids=["model", "submodule"])
+def test_a_models_extra_state_is_checkpointed_and_resumed(tmp_path, nested):
+    """The model's own extra state (state dict key ``_extra_state``) or a submodule's
+    (``0._extra_state``)."""
+
+    def build() -> nn.Module:
+        return nn.Sequential(Noted()) if nested else Noted()
+
+    def noted(net: nn.Module) -> Noted:
+        return net[0] if nested else net
+
     def count(net, step):
-        net.note = {"steps": step, "scale": net.note["scale"] * 2}
+        noted(net).note = {"steps": step, "scale": noted(net).note["scale"] * 2}
 
     with pytest.raises(Crash):
-        Trainer(Noted(), crashing(5), CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
-    resumed = Noted()
+        Trainer(build(), crashing(5), CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
+    resumed = build()
     Trainer(resumed, mse, CONFIG, tmp_path, quiet=True, after_step=count).fit(data())
-    assert resumed.note["steps"] == CONFIG.steps
-    assert torch.equal(resumed.note["scale"], torch.full((2,), 2.0**CONFIG.steps))
+    assert noted(resumed).note["steps"] == CONFIG.steps
+    assert torch.equal(noted(resumed).note["scale"], torch.full((2,), 2.0**CONFIG.steps))
 
 
 def test_extra_state_a_checkpoint_cannot_hold_is_refused_before_the_first_step(tmp_path):

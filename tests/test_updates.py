@@ -1114,6 +1114,17 @@ def test_conservation_check_scores_the_mass_error():
     assert fails.tolist() == [False, True, False]
 
 
+def test_conservation_check_reads_a_target_given_as_a_function_of_the_inputs():
+    """Each sample's total is its input: fields of ones (total 1 on [0, 1]) against totals 1,
+    1.5 and 0.25 score 0, 0.5 and 0.75."""
+    grid = Grid1D(9)
+    mass = mass_conservation(grid, lambda inputs: inputs[:, 0])
+    inputs = torch.tensor([[1.0], [1.5], [0.25]], dtype=F64)
+    fails, score = ConstraintResidual(mass, threshold=0.3)(inputs, torch.ones(3, 9, dtype=F64))
+    assert score.tolist() == pytest.approx([0.0, 0.5, 0.75], abs=1e-12)
+    assert fails.tolist() == [False, True, True]
+
+
 def test_boundary_check_scores_dirichlet_and_neumann_walls():
     grid = Grid1D(9)
     x = grid.coordinates()
