@@ -1138,6 +1138,40 @@ def test_a_work_folder_is_said_to_resume_only_when_it_holds_the_benchmarks_own_f
     assert capsys.readouterr().err == f"probconserv_gpme.py: resuming from {work}\n"
 
 
+def quick_probconserv_cases(tmp_path, monkeypatch, *arguments: str) -> list[str]:
+    """The cases ``probconserv_gpme.py --quick --out tmp_path/out *arguments`` evaluates (none
+    is trained: the evaluation is replaced by one that returns no rows)."""
+    bench = load_benchmark("probconserv_gpme")
+    monkeypatch.setattr(sys, "argv", ["probconserv_gpme.py"])
+    cases = []
+    monkeypatch.setattr(
+        bench, "evaluate", lambda case, context, **options: cases.append(case) or ([], {})
+    )
+    assert bench.main(["--quick", "--out", str(tmp_path / "out"), *arguments]) == 0
+    return cases
+
+
+def test_probconserv_quick_runs_the_cases_asked_and_stefan_when_none_is(tmp_path, monkeypatch):
+    assert quick_probconserv_cases(tmp_path, monkeypatch, "--cases", "diffusion", "pme") == [
+        "diffusion",
+        "pme",
+    ]
+    assert quick_probconserv_cases(tmp_path, monkeypatch) == ["stefan"]
+
+
+def test_probconserv_notes_state_the_training_steps_of_the_scale_run(tmp_path, monkeypatch):
+    """A --quick run's notes give its own steps, as its JSON's setup does; the full run's its."""
+    quick_probconserv_cases(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    scale = json.loads((out / "probconserv_gpme.json").read_text())["setup"]["scale"]
+    assert (scale["train_steps"], scale["softc_steps"]) == (40, 20)
+    notes = (out / "probconserv_gpme.md").read_text()
+    assert "`softc_steps` (20), 1/2 of the base ANP's 40:" in notes
+    bench = load_benchmark("probconserv_gpme")
+    full = bench.notes(bench.SCALES["full"])
+    assert "`softc_steps` (1000), 1/4 of the base ANP's 4000:" in full
+
+
 def test_boon_quick_without_out_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):
     """Its --quick temporary folder is kept, but a plain rerun makes a new one: the Ctrl-C line
     names the --out that resumes; with --out given, the same folder does."""
