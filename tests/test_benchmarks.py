@@ -34,6 +34,7 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "solvers",
         "probconserv_update",
         "probconserv_gpme",
+        "exact_mass_floor",
         "boon_overhead",
         "training",
         "nbody_energy",
@@ -124,6 +125,23 @@ def committed(name: str) -> dict:
     result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
     assert KEYS <= set(result) and "--quick" not in result["command"]
     return result
+
+
+def test_committed_exact_mass_floor_is_the_trapezoid_miss_of_the_pme_front_by_hand():
+    """Every probconserv_gpme case at its 201 × 201 grid; PME's at t = 0.5: the trapezoid sum of
+    ``(m (t − x)₊)^(1/m)`` on 201 nodes minus ``m^(1/m) t^(1+1/m) / (1 + 1/m)``."""
+    rows = {row["case"]: row for row in committed("exact_mass_floor")["rows"]}
+    cases = {"diffusion-k1", "diffusion-k5", "pme-m1", "pme-m3", "pme-m6"}
+    assert set(rows) == cases | {"stefan-u0.6", "stefan-u0.5"}
+    t, h = 0.5, 1 / 200
+    for m in (1, 3, 6):
+        u = [(m * max(t - i * h, 0.0)) ** (1 / m) for i in range(201)]
+        trapezoid = h * (sum(u) - (u[0] + u[-1]) / 2)
+        mass = m ** (1 / m) * t ** (1 + 1 / m) / (1 + 1 / m)
+        row = rows[f"pme-m{m}"]
+        assert (row["nx"], row["t_ce"]) == (201, t)
+        assert row["ce"] == pytest.approx(trapezoid - mass, rel=1e-9, abs=1e-15)
+    assert abs(rows["pme-m6"]["ce"]) > 1e-3  # the floor the README states
 
 
 def test_committed_nbody_energy_results_conserve_with_the_chosen_setting():
