@@ -475,6 +475,8 @@ def test_load_run_names_what_it_cannot_load(tmp_path, monkeypatch):
     assert main([*train, "--steps", "1", "--batch", "4", *POINTS["anp"], "--quiet"]) == 0
     with pytest.raises(FileNotFoundError, match="^checkpoint: no run folder"):
         load_run("elsewhere", "s.h5")
+    with pytest.raises(TypeError, match=r"^data must be a path \(str or Path\), got PDEData"):
+        load_run("run", load("s.h5"))
     with pytest.raises(ValueError, match="^data: 'p.h5' holds 'pme' solutions"):
         load_run("run", "p.h5")
     anp = AttentiveNeuralProcess(hidden=8, latent=8, attention_layers=1)

@@ -481,6 +481,9 @@ def load_run(checkpoint: str | os.PathLike, data: str | os.PathLike) -> nn.Modul
     Gaussian, a :class:`~physml.models.DeepEnsemble` ``(..., d)`` → Gaussian, ready for
     :func:`~physml.constraints.constrain`.
     """
+    for name, path in (("checkpoint", checkpoint), ("data", data)):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a path (str or Path), got {type(path).__name__}")
     model, *_ = rebuild_run(checkpoint, data, flags=("checkpoint", "data"))
     return (model.model if isinstance(model, Objective) else model).eval()
 
