@@ -9,7 +9,7 @@ noise variance is bounded below by 1e-4 of the data variance: with 1e-6 its marg
 fit failed (matrix not positive definite) on one PME m = 1 context set.
 
     python benchmarks/probconserv_gpme.py           # full run -> results/probconserv_gpme.*
-    python benchmarks/probconserv_gpme.py --quick   # smoke run (toy scale, one case)
+    python benchmarks/probconserv_gpme.py --quick   # smoke run (toy scale, Stefan unless --cases)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from physml import Gaussian, constrain, mass_conservation  # noqa: E402
 from physml.data import gpme_sampler, grid_points  # noqa: E402
 from physml.models import DeepEnsemble, ExactGPSurrogate, with_parameters  # noqa: E402
 from physml.tasks import Context, run_label  # noqa: E402
-from physml.tasks.probconserv import SCALES, OnGrid, evaluate  # noqa: E402
+from physml.tasks.probconserv import SCALES, TESTS, OnGrid, Scale, evaluate  # noqa: E402
 from physml.training import fit_ensemble  # noqa: E402
 
 F64 = torch.float64
@@ -111,8 +112,9 @@ class Peers:
 
 NOTES = """
 Scale: see `setup` in the JSON (grid, ANP training steps, test functions, posterior samples). The
-SoftC ANP trains for `softc_steps` (1000), a quarter of the base ANP's 4000: its residual penalty
-makes each step about five times slower on this CPU, so its rows are not at equal training.
+SoftC ANP trains for `softc_steps` ({softc_steps}), {share} of the base ANP's {train_steps}: its
+residual penalty makes each step about five times slower on this CPU, so its rows are not at equal
+training.
 `ce` is the signed conservation error (trapezoid mass of the mean minus the true mass) at the
 middle time slice (`t_ce`), `ce_abs` its absolute value; `ll` the mean Gaussian log density per
 point; `crps` the Gaussian CRPS; `shock_error` (Stefan) the distance between the mean posterior
@@ -127,6 +129,13 @@ COLUMNS = (
 ).split()
 
 
+def notes(scale: Scale) -> str:
+    """:data:`NOTES` with the training steps ``scale`` gives the two ANPs."""
+    softc_steps = scale.softc_steps or scale.train_steps
+    share = Fraction(softc_steps, scale.train_steps)
+    return NOTES.format(softc_steps=softc_steps, train_steps=scale.train_steps, share=share)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -136,13 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoints, plots (default physml_output; --quick: a temporary folder)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cases", nargs="*", default=["diffusion", "pme", "stefan"])
+    parser.add_argument(
+        "--cases", nargs="+", choices=list(TESTS), default=None,
+        help="the cases to run (default all; --quick: stefan)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.out = results_folder(args.out, args.quick)
     started = time.perf_counter()
     size = "toy" if args.quick else "full"
     scale = SMOKE if args.quick else SCALES[size]
-    cases = ["stefan"] if args.quick else args.cases
+    cases = args.cases or (["stefan"] if args.quick else list(TESTS))
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         context = Context(out=Path(), size=size, seed=args.seed, quiet=not sys.stderr.isatty())
@@ -163,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rows += case_rows
     extra = {"setup": {"scale": scale.__dict__, "cases": cases}}
-    write_results("probconserv_gpme", rows, args.seed, started, args.out, COLUMNS, NOTES, extra)
+    write_results(
+        "probconserv_gpme", rows, args.seed, started, args.out, COLUMNS, notes(scale), extra
+    )
     return 0
 
 

@@ -140,11 +140,28 @@ def pme_exact(x, t, m: Parameter) -> torch.Tensor:
 def pme_total_mass(t, m: Parameter) -> torch.Tensor:
     """Total mass ``∫₀¹ u dx = m^{1/m} t^{1+1/m} / (1 + 1/m)`` → ``(sample, T)``.
 
-    Valid while the front ``x = t`` is inside ``[0, 1]`` (``t <= 1``)."""
+    Valid while the front ``x = t`` is inside ``[0, 1]``: a ``t > 1`` raises ``ValueError``."""
     device = t.device if isinstance(t, torch.Tensor) else None
     t = _time_axis(t, device)
-    m = _parameter("m", m, "positive", t.device)[:, None]
+    m = _parameter("m", m, "positive", t.device)
+    _check_front_inside(t, torch.ones_like(m), "x = t", "m", m)
+    m = m[:, None]
     return m ** (1.0 / m) * t[None, :] ** (1.0 + 1.0 / m) / (1.0 + 1.0 / m)
+
+
+def _check_front_inside(
+    t: torch.Tensor, leaves: torch.Tensor, front: str, name: str, values: torch.Tensor
+) -> None:
+    """A closed-form mass integrates over ``[0, 1]`` a profile whose ``front`` leaves it at the
+    times ``leaves`` ``(sample,)`` (parameter ``name`` = ``values``): a later ``t`` raises."""
+    late = t.max() > leaves
+    if late.any():
+        first = int(late.nonzero()[0])
+        raise ValueError(
+            f"t must be <= {leaves[first].item():.6g} for {name} = {values[first].item():g}: the "
+            f"front {front} leaves [0, 1] then and the closed-form mass no longer holds, got "
+            f"maximum {t.max().item():g}"
+        )
 
 
 def _z1_scalar(u_star: float) -> float:
@@ -205,12 +222,14 @@ def stefan_exact(x, t, u_star: Parameter) -> torch.Tensor:
 def stefan_total_mass(t, u_star: Parameter) -> torch.Tensor:
     """``∫ u dx = 2 c₁ √(t/π)`` (the time-integrated inflow ``c₁/√(πt)``) → ``(sample, T)``.
 
-    Valid while the front ``α√t`` is inside ``[0, 1]``.
+    Valid while the front ``α√t = 2 z₁ √t`` is inside ``[0, 1]``: a ``t > 1/α²`` raises
+    ``ValueError``.
     """
     device = t.device if isinstance(t, torch.Tensor) else None
     t = _time_axis(t, device)
     u_star = _parameter("u_star", u_star, "unit", t.device)
-    c1, _ = _stefan_constants(u_star)
+    c1, alpha = _stefan_constants(u_star)
+    _check_front_inside(t, 1.0 / alpha**2, "2 z₁ √t", "u_star", u_star)
     return 2.0 * c1[:, None] * torch.sqrt(t[None, :] / math.pi)
 
 

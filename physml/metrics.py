@@ -747,7 +747,11 @@ def gaussian_samples(
     ``B = LLᵀ`` (``L = B^(1/2)`` for a diagonal ``B``, no ``n × n`` matrix formed) and
     ``L⁻¹F = U S Vᵀ``, the square root is ``L (I − U diag(1 − √(1 − S²)) Uᵀ)``, so samples of
     an exactly constrained posterior meet the constraint to the round-off of the covariance's
-    storage precision (:data:`STORAGE_ROUNDOFF`). ``generator`` is a ``torch.Generator`` on the
+    storage precision (:data:`STORAGE_ROUNDOFF`) when ``B`` factorises as it is. A numerically
+    singular ``B`` (a smooth prior, e.g. a GP's) is factorised with a jitter ``δ``, as a full
+    covariance is: the samples then miss each constraint row ``g`` by a standard deviation of
+    at most ``√δ ‖g‖`` (about 1e-6 on a GP's diffusion posterior, ``δ`` = 1e-8 × its mean
+    variance); the mean is not affected. ``generator`` is a ``torch.Generator`` on the
     Gaussian's device or an integer seed.
     """
     if not isinstance(gaussian, Gaussian):

@@ -1655,6 +1655,13 @@ CONSTRAINT_CASES = [
         r"noise must be a non-negative number, got 'a'",
     ),
     case(
+        "linear-noise-square-overflows",
+        lambda c: mass_conservation(Grid1D(5), 0.5, noise=1e155),
+        ConstraintError,
+        r"noise must be at most 1\.341e\+154 \(its square, the variance σ², must be a finite "
+        r"float64\), got 1e\+155",
+    ),
+    case(
         "linear-projection-unknown",
         lambda c: LinearConstraint(torch.ones(1, 5), [1.0], projection="oblique"),
         ConstraintError,

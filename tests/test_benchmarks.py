@@ -34,6 +34,7 @@ def benchmark(name: str, *arguments: str) -> list[str]:
         "solvers",
         "probconserv_update",
         "probconserv_gpme",
+        "exact_mass_floor",
         "boon_overhead",
         "training",
         "nbody_energy",
@@ -124,6 +125,23 @@ def committed(name: str) -> dict:
     result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
     assert KEYS <= set(result) and "--quick" not in result["command"]
     return result
+
+
+def test_committed_exact_mass_floor_is_the_trapezoid_miss_of_the_pme_front_by_hand():
+    """Every probconserv_gpme case at its 201 × 201 grid; PME's at t = 0.5: the trapezoid sum of
+    ``(m (t − x)₊)^(1/m)`` on 201 nodes minus ``m^(1/m) t^(1+1/m) / (1 + 1/m)``."""
+    rows = {row["case"]: row for row in committed("exact_mass_floor")["rows"]}
+    cases = {"diffusion-k1", "diffusion-k5", "pme-m1", "pme-m3", "pme-m6"}
+    assert set(rows) == cases | {"stefan-u0.6", "stefan-u0.5"}
+    t, h = 0.5, 1 / 200
+    for m in (1, 3, 6):
+        u = [(m * max(t - i * h, 0.0)) ** (1 / m) for i in range(201)]
+        trapezoid = h * (sum(u) - (u[0] + u[-1]) / 2)
+        mass = m ** (1 / m) * t ** (1 + 1 / m) / (1 + 1 / m)
+        row = rows[f"pme-m{m}"]
+        assert (row["nx"], row["t_ce"]) == (201, t)
+        assert row["ce"] == pytest.approx(trapezoid - mass, rel=1e-9, abs=1e-15)
+    assert abs(rows["pme-m6"]["ce"]) > 1e-3  # the floor the README states
 
 
 def test_committed_nbody_energy_results_conserve_with_the_chosen_setting():
@@ -1136,6 +1154,40 @@ def test_a_work_folder_is_said_to_resume_only_when_it_holds_the_benchmarks_own_f
     (work / "checkpoints" / "toy-seed0" / "anp-stefan-16x16-40").mkdir()
     assert bench.main(argv) == 0
     assert capsys.readouterr().err == f"probconserv_gpme.py: resuming from {work}\n"
+
+
+def quick_probconserv_cases(tmp_path, monkeypatch, *arguments: str) -> list[str]:
+    """The cases ``probconserv_gpme.py --quick --out tmp_path/out *arguments`` evaluates (none
+    is trained: the evaluation is replaced by one that returns no rows)."""
+    bench = load_benchmark("probconserv_gpme")
+    monkeypatch.setattr(sys, "argv", ["probconserv_gpme.py"])
+    cases = []
+    monkeypatch.setattr(
+        bench, "evaluate", lambda case, context, **options: cases.append(case) or ([], {})
+    )
+    assert bench.main(["--quick", "--out", str(tmp_path / "out"), *arguments]) == 0
+    return cases
+
+
+def test_probconserv_quick_runs_the_cases_asked_and_stefan_when_none_is(tmp_path, monkeypatch):
+    assert quick_probconserv_cases(tmp_path, monkeypatch, "--cases", "diffusion", "pme") == [
+        "diffusion",
+        "pme",
+    ]
+    assert quick_probconserv_cases(tmp_path, monkeypatch) == ["stefan"]
+
+
+def test_probconserv_notes_state_the_training_steps_of_the_scale_run(tmp_path, monkeypatch):
+    """A --quick run's notes give its own steps, as its JSON's setup does; the full run's its."""
+    quick_probconserv_cases(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    scale = json.loads((out / "probconserv_gpme.json").read_text())["setup"]["scale"]
+    assert (scale["train_steps"], scale["softc_steps"]) == (40, 20)
+    notes = (out / "probconserv_gpme.md").read_text()
+    assert "`softc_steps` (20), 1/2 of the base ANP's 40:" in notes
+    bench = load_benchmark("probconserv_gpme")
+    full = bench.notes(bench.SCALES["full"])
+    assert "`softc_steps` (1000), 1/4 of the base ANP's 4000:" in full
 
 
 def test_boon_quick_without_out_interrupted_says_how_to_resume(tmp_path, monkeypatch, capsys):

@@ -257,6 +257,21 @@ def test_every_ensemble_member_conserves_and_the_spread_is_the_posterior(rows):
     assert not torch.allclose(noisy.mean(), out.mean(), atol=1e-3)
 
 
+def test_the_largest_noise_whose_variance_is_finite_leaves_the_prior_and_a_larger_is_refused():
+    """σ_G = 1e150 (σ² = 1e300, finite) moves the mean by ``w (gᵀμ − M) / (gᵀg + σ²)``:
+    trapezoid weights w = (1, 2, 2, 2, 1) / 8, prior mass gᵀμ = 2, M = 0.5; the variances lose
+    ``w² / σ²``, below their round-off. σ_G = 1e155 squares past float64 (it raised a bare
+    OverflowError in the update): refused when the constraint is built, naming noise."""
+    grid = Grid1D(5)
+    prior = Gaussian(torch.arange(5, dtype=F64), torch.ones(5, dtype=F64))
+    out = through(mass_conservation(grid, 0.5, noise=1e150), prior)
+    weights = torch.tensor([1.0, 2, 2, 2, 1], dtype=F64) / 8
+    torch.testing.assert_close(out.mean, prior.mean - weights * 1.5 / 1e300, rtol=1e-12, atol=0)
+    assert torch.equal(out.variance(), prior.variance())
+    with pytest.raises(ConstraintError, match=r"^noise must be at most 1\.341e\+154"):
+        mass_conservation(grid, 0.5, noise=1e155)
+
+
 def dense_posterior(X, G, b, noise, cov=None):
     """numpy, one slice: the Gaussian posterior's mean ``μ − K (G μ − b)`` and covariance
     ``(I − K G) Σ``, ``K = Σ Gᵀ (G Σ Gᵀ + σ² I)⁻¹``, ``μ`` the members' mean and ``Σ`` their

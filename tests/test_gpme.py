@@ -741,6 +741,20 @@ def test_total_masses_reject_negative_times(total_mass, parameter):
         total_mass(tensor([float("nan")]), parameter)
 
 
+def test_total_masses_refuse_times_after_the_front_leaves_the_domain():
+    """The closed forms integrate the profile over [0, 1] while its front is inside: the PME
+    front x = t leaves at t = 1, Stefan's 2 z₁ √t at 1/(4 z₁²); a later time used to give a
+    mass (2.0 for m = 1 at t = 2, more than the domain can hold) silently."""
+    assert pme_total_mass(tensor([1.0]), 1.0).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"t must be <= 1 for m = 1: the front x = t leaves"):
+        pme_total_mass(tensor([0.5, 2.0]), 1.0)
+    z1 = stefan_z1(0.5)
+    leaves = 1 / (4 * z1**2)
+    stefan_total_mass(tensor([0.0, leaves]), 0.5)
+    with pytest.raises(ValueError, match=rf"t must be <= {leaves:.6g} for u_star = 0.5: the front"):
+        stefan_total_mass(tensor([0.1, 1.0]), tensor([0.7, 0.5]))
+
+
 def test_pme_k_is_zero_for_negative_u():
     """``k = max(u, 0)^m``: undershoots below 0 must not diffuse (nor give NaN for m = 1.5)."""
     u = tensor([[-0.5, 0.0, 0.25]])

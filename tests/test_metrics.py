@@ -587,6 +587,23 @@ def test_samples_of_an_exactly_conserving_posterior_conserve_mass():
     assert metrics.conservation_error(dense, grid, true_mass).abs().max() < 1e-3
 
 
+def test_samples_of_a_posterior_whose_base_needs_jitter_miss_the_mass_by_at_most_its_root():
+    """A smooth (squared-exponential) prior factorises only with a jitter δ: the samples' mass
+    then spreads by at most √δ ‖g‖, g the trapezoid weights (the docstring's bound)."""
+    grid = Grid1D(41)
+    x = grid.coordinates()
+    prior = 1e-2 * torch.exp(-0.5 * (x[:, None] - x[None]) ** 2 / 0.5**2)
+    eye = torch.eye(41, dtype=F64)
+    factors = metrics.CHOLESKY_JITTERS  # × the mean variance, 1e-2
+    jitter = next(f for f in factors if torch.linalg.cholesky_ex(prior + f * 1e-2 * eye)[1] == 0)
+    assert jitter > 0
+    posterior = through(mass_conservation(grid, 0.3), Gaussian(torch.zeros(41, dtype=F64), prior))
+    mass = grid.integrate(metrics.gaussian_samples(posterior, 2000, 0))
+    weights = torch.full((41,), 1 / 40, dtype=F64)
+    weights[[0, -1]] = 1 / 80
+    assert float(mass.std()) <= math.sqrt(jitter * 1e-2) * float(weights.norm())
+
+
 def test_gaussian_samples_bad_input():
     good = Gaussian(torch.zeros(3), torch.ones(3))
     with pytest.raises(ValueError, match="count"):

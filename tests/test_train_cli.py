@@ -2,13 +2,21 @@
 
 import json
 import re
+import textwrap
+from pathlib import Path
 
 import h5py
 import pytest
 import torch
 
+from pdes import Grid1D
+from pdes.gpme import stefan_total_mass
+from physml import constrain, mass_conservation
 from physml.cli import main
-from physml.data import load
+from physml.data import PointRows, PointSets, load
+from physml.models import AttentiveNeuralProcess
+from physml.tasks.probconserv import OnGrid
+from physml.training import CheckpointError, load_anp, load_run
 from physml.training.families import check_same_pairs
 
 SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
@@ -394,6 +402,86 @@ def test_point_models_train_and_report_gaussian_scores(tmp_path, monkeypatch, ca
     assert "'run' holds another model" in capsys.readouterr().err
     assert main([*train, "--task", "rollout", "--steps", "3", *options]) == 2
     assert "serves the task" in capsys.readouterr().err
+
+
+def _inputs(model: str, data, nt: int, nx: int) -> tuple[torch.Tensor, ...]:
+    """What physml evaluate feeds a point model on every grid point of every solution of
+    ``data``: the ANP its evaluation context (seed 1, the POINTS counts), the ensemble
+    ``(params, t, x)`` rows."""
+    if model == "ensemble":
+        rows, _ = PointRows(data).all_rows()
+        return (rows.reshape(len(data), nt * nx, -1),)
+    sets = PointSets(data, n_context=8, context_times=2, n_target=None, seed=1)
+    items = [sets[i] for i in range(len(sets))]
+    return tuple(torch.stack([item[k] for item in items]) for k in range(3))
+
+
+@pytest.mark.parametrize("model, batch", [("anp", "4"), ("ensemble", "32")])
+def test_a_point_model_of_physml_train_loads_as_evaluate_scores_it_and_takes_probconserv(
+    tmp_path, monkeypatch, model, batch
+):
+    """load_run gives the network physml evaluate scored (its MSE on the same inputs), leaves
+    the global random state alone, and ProbConserv on it meets the exact Stefan mass of every
+    time slice to round-off."""
+    monkeypatch.chdir(tmp_path)
+    generate = ["generate", "stefan", "--n", "4", "--nx", "9", "--nt", "6", "--out", "s.h5"]
+    assert main([*generate, "--quiet"]) == 0
+    train = ["train", "--data", "s.h5", "--model", model, "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "3", "--batch", batch, *POINTS[model], "--quiet"]) == 0
+    assert main(["evaluate", "--checkpoint", "run", "--data", "s.h5"]) == 0
+    scores = json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())
+    random_state = torch.random.get_rng_state()
+    network = load_run("run", "s.h5")
+    assert torch.equal(torch.random.get_rng_state(), random_state) and not network.training
+    data = load("s.h5")
+    nt, nx = data.u.shape[1:]
+    inputs = _inputs(model, data, nt, nx)
+    with torch.no_grad():
+        mean = network(*inputs).mean.double()
+    truth = data.u.reshape(len(data), -1).float().double()  # scored in the model's float32
+    assert float((mean - truth).square().mean()) == pytest.approx(scores["mse"], rel=1e-12)
+    grid = Grid1D(nx, 0.0, 1.0)
+    mass = stefan_total_mass(data.t.double(), data.params["u_star"].double())  # (sample, T)
+    probconserv = constrain(OnGrid(network, nt, nx), mass_conservation(grid, mass))
+    with torch.no_grad():
+        posterior = probconserv(*inputs)
+    assert float((grid.integrate(posterior.mean) - mass).abs().max()) < 1e-13
+
+
+def test_the_docs_example_gives_probconserv_on_a_run_of_physml_train(tmp_path, monkeypatch):
+    """docs/training.rst's code, on the run and file it names: the posterior mean on the whole
+    grid meets the exact Stefan mass of every time slice to round-off."""
+    monkeypatch.chdir(tmp_path)
+    generate = ["generate", "stefan", "--n", "2", "--nx", "21", "--nt", "11", "--quiet"]
+    assert main([*generate, "--out", "stefan.h5"]) == 0
+    train = ["train", "--data", "stefan.h5", "--model", "anp", "--task", "operator"]
+    small = ["--hidden", "8", "--layers", "1", "--target-points", "64", "--quiet"]
+    assert main([*train, "--out", "run", "--steps", "1", "--batch", "2", *small]) == 0
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training.rst").read_text()
+    block = page.split(".. code-block:: python\n")[1].split("\n\n``")[0]
+    names = {}
+    exec(textwrap.dedent(block), names)
+    posterior, grid, mass = names["posterior"], names["grid"], names["mass"]
+    assert posterior.mean.shape == (2, 11, 21)
+    assert float((grid.integrate(posterior.mean) - mass).abs().max()) < 1e-13
+
+
+def test_load_run_names_what_it_cannot_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    size = ["--n", "4", "--nx", "9", "--nt", "6", "--quiet"]
+    assert main(["generate", "stefan", *size, "--out", "s.h5"]) == 0
+    assert main(["generate", "pme", *size, "--out", "p.h5"]) == 0
+    train = ["train", "--data", "s.h5", "--model", "anp", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", "--batch", "4", *POINTS["anp"], "--quiet"]) == 0
+    with pytest.raises(FileNotFoundError, match="^checkpoint: no run folder"):
+        load_run("elsewhere", "s.h5")
+    with pytest.raises(TypeError, match=r"^data must be a path \(str or Path\), got PDEData"):
+        load_run("run", load("s.h5"))
+    with pytest.raises(ValueError, match="^data: 'p.h5' holds 'pme' solutions"):
+        load_run("run", "p.h5")
+    anp = AttentiveNeuralProcess(hidden=8, latent=8, attention_layers=1)
+    with pytest.raises(CheckpointError, match=r"physml train loads with physml.training.load_run"):
+        load_anp(anp, "run")
 
 
 def test_a_device_that_does_not_exist_is_one_clear_line(tmp_path, capsys):

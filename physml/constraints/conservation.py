@@ -72,6 +72,11 @@ def mass_conservation(
     sum — the heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which
     differs from the trapezoid mass by ``O(dx²)`` — and holding the solver's own sum takes its
     weights: ``weights=pdes.heat.neumann_weights(grid)``.
+    ``noise``: ``σ_G >= 0``, the standard deviation (not the variance) of the mass's Gaussian
+    error: 0 holds the mass exactly, ``σ_G > 0`` weighs it against a Gaussian's or ensemble's
+    covariance (:class:`LinearConstraint`). ``projection``: ``"covariance"`` (ProbConserv, the
+    correction where the variance is largest) or ``"euclidean"`` (HardC: the mean, or each
+    member, projected orthogonally, exactly whatever ``noise``; a Gaussian's variance kept).
     ``shrinkage``: an ensemble's covariance shrunk toward its variances (:class:`LinearConstraint`;
     an exact update of a 2-member ensemble, one row per slice, leaves its members equal: use
     more members or ``shrinkage > 0``).

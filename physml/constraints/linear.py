@@ -35,6 +35,7 @@ overflow, the rows still met to its round-off).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -64,6 +65,8 @@ UNSPANNED = 1e-12
 rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
 ~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""
+LARGEST_NOISE = math.sqrt(sys.float_info.max)
+"""The largest ``noise`` σ whose square, the variance σ², is a finite float64."""
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
@@ -190,6 +193,11 @@ class LinearConstraint(Constraint):
             self.target_fn = None
             self.register_buffer("b", _check_target(b, k, target_name).detach().clone())
         noise = _setting(non_negative, "noise", noise)
+        if not math.isfinite(noise * noise):
+            raise ConstraintError(
+                f"noise must be at most {LARGEST_NOISE:.4g} (its square, the variance σ², must "
+                f"be a finite float64), got {noise!r}"
+            )
         if projection not in ("covariance", "euclidean"):
             raise ConstraintError(
                 f"projection must be 'covariance' or 'euclidean', got {projection!r}"

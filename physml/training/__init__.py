@@ -8,10 +8,12 @@
 - :mod:`.distributed` — ``torchrun`` processes (gloo on CPU, nccl on GPU): DDP, each rank a slice
   of the same global batch, checkpoints written by rank 0 and loadable at any world size;
 - :mod:`.probabilistic` — the ANP (:func:`train_anp`, reloaded by :func:`load_anp`) and deep
-  ensembles (:func:`fit_ensemble`) trained through the same Trainer.
+  ensembles (:func:`fit_ensemble`) trained through the same Trainer;
+- :func:`load_run` — the model of a ``physml train`` run, rebuilt as ``physml evaluate`` does.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .commands import load_run
 from .distributed import World, world
 from .fingerprint import fingerprint
 from .probabilistic import MemberRows, Objective, fit_ensemble, load_anp, train_anp
@@ -29,6 +31,7 @@ __all__ = [
     "fit_ensemble",
     "load_anp",
     "load_checkpoint",
+    "load_run",
     "train_anp",
     "world",
 ]

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
 from pdes.checks import finite_number
 
@@ -38,6 +41,7 @@ from .families import (
     training_items,
     with_domain,
 )
+from .probabilistic import Objective
 from .trainer import Loss, TrainConfig, Trainer, check_device
 
 try:  # Python 3.11+
@@ -160,12 +164,14 @@ def settings(args: argparse.Namespace) -> dict:
     return merged
 
 
-def check_two_times(description: dict, data: PDEData, path: str | Path) -> None:
-    """The file ``path`` of ``--data`` must hold two times at least when the model of
+def check_two_times(
+    description: dict, data: PDEData, path: str | Path, flag: str = "--data"
+) -> None:
+    """The file ``path`` of ``flag`` must hold two times at least when the model of
     ``description`` works on pairs of times (every family but the point models)."""
     if FAMILIES[description["model"]].pairs is None and data.u.shape[1] < 2:
         raise ValueError(
-            f"--data: {str(path)!r} holds a single time (u of shape {tuple(data.u.shape)}: sample, "
+            f"{flag}: {str(path)!r} holds a single time (u of shape {tuple(data.u.shape)}: sample, "
             f"time, *space); the {description['model']} of task {description['task']} maps "
             "fields at one time to another and needs at least two (generate with --nt >= 2)"
         )
@@ -410,6 +416,78 @@ def existing_run(flag: str, path: str | Path) -> Path:
     return given
 
 
+def rebuild_run(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    flags: tuple[str, str] = ("--checkpoint", "--data"),
+) -> tuple[nn.Module, dict, PDEData, Dataset, Path]:
+    """The model of a run of physml train (``checkpoint``: its folder or checkpoint file, read
+    with ``weights_only=True``) rebuilt for the file ``data`` and its weights loaded, on the CPU
+    in training mode; with the checkpoint, the file's contents, its items and the run folder.
+    The file must hold solutions of the PDE the model was trained on, in pairs of the shapes it
+    was trained on; ``flags`` name ``checkpoint`` and ``data`` in the errors. Building does not
+    touch the global random state."""
+    checkpoint_flag, data_flag = flags
+    given = existing_run(checkpoint_flag, checkpoint)
+    existing_file(data_flag, data)
+    run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
+    state = load_checkpoint(given)
+    description = state["model_config"]
+    model = description.get("model") if isinstance(description, dict) else None
+    if not isinstance(model, str) or model not in FAMILIES:
+        raise ValueError(f"{checkpoint_flag}: {str(run)!r} was not written by physml train")
+    check_spectral_shift(
+        description, state["fingerprint"].get("shapes"), f"{checkpoint_flag}: {str(run)!r}"
+    )
+    contents = load(data)
+    trained_on = state["fingerprint"].get("attributes", {}).get("pde")
+    holds = contents.attrs.get("pde")
+    if FAMILIES[description["model"]].predict is not None and trained_on != holds:
+        raise ValueError(
+            f"{data_flag}: {str(data)!r} holds {holds!r} solutions (parameters "
+            f"{sorted(contents.params)}), but the {description['model']} of {str(run)!r} was "
+            f"trained on {trained_on!r} ones: it reads that PDE's parameters as inputs"
+        )
+    if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
+        raise ValueError(
+            f"{data_flag}: {str(data)!r} holds {holds!r} solutions, but the "
+            f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
+            "scores there would not measure what it learned"
+        )
+    check_two_times(description, contents, data, data_flag)
+    pairs = training_items(description, contents)
+    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"], data_flag)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model, pairs = build(description, contents, pairs)
+    except WallsUnknownError as error:
+        raise ValueError(
+            f"{data_flag}: the boon-fno of {str(run)!r} cannot score {str(data)!r}: "
+            f"{error.reason}; evaluate it on files with walls like its training file's, or train "
+            "a --model fno for this one"
+        ) from None
+    load_weights(model, state, run)
+    return model, state, contents, pairs, run
+
+
+def load_run(checkpoint: str | os.PathLike, data: str | os.PathLike) -> nn.Module:
+    """The model ``physml train`` left in ``checkpoint`` (its run folder or checkpoint file),
+    rebuilt for the file ``data`` as ``physml evaluate`` rebuilds it, in eval mode on the CPU.
+
+    ``data``: the training file, or one of the same PDE giving items of the same shapes (the
+    network's sizes and the walls of a ``boon-fno`` come from it). The ``anp`` and ``ensemble``
+    families give their network without the training objective: an
+    :class:`~physml.models.AttentiveNeuralProcess` ``(context_x, context_y, target_x)`` →
+    Gaussian, a :class:`~physml.models.DeepEnsemble` ``(..., d)`` → Gaussian, ready for
+    :func:`~physml.constraints.constrain`.
+    """
+    for name, path in (("checkpoint", checkpoint), ("data", data)):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a path (str or Path), got {type(path).__name__}")
+    model, *_ = rebuild_run(checkpoint, data, flags=("checkpoint", "data"))
+    return (model.model if isinstance(model, Objective) else model).eval()
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """``physml evaluate``. Under ``torchrun`` only rank 0 evaluates and prints (every rank would
     score the same files alike); the others return at once."""
@@ -418,45 +496,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None and (not args.out.strip() or Path(args.out).is_file()):
         raise ValueError(f"--out must name a folder, got {args.out!r}")
     device = check_device(args.device)
-    given = existing_run("--checkpoint", args.checkpoint)
-    existing_file("--data", args.data)
-    run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
-    state = load_checkpoint(given)
+    model, state, data, pairs, run = rebuild_run(args.checkpoint, args.data)
     description = state["model_config"]
-    model = description.get("model") if isinstance(description, dict) else None
-    if not isinstance(model, str) or model not in FAMILIES:
-        raise ValueError(f"--checkpoint: {str(run)!r} was not written by physml train")
-    check_spectral_shift(
-        description, state["fingerprint"].get("shapes"), f"--checkpoint: {str(run)!r}"
-    )
-    data = load(args.data)
-    trained_on = state["fingerprint"].get("attributes", {}).get("pde")
-    holds = data.attrs.get("pde")
-    if FAMILIES[description["model"]].predict is not None and trained_on != holds:
-        raise ValueError(
-            f"--data: {str(args.data)!r} holds {holds!r} solutions (parameters "
-            f"{sorted(data.params)}), but the {description['model']} of {str(run)!r} was trained "
-            f"on {trained_on!r} ones: it reads that PDE's parameters as inputs"
-        )
-    if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
-        raise ValueError(
-            f"--data: {str(args.data)!r} holds {holds!r} solutions, but the "
-            f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
-            "scores there would not measure what it learned"
-        )
-    check_two_times(description, data, args.data)
     differ = settings_differ(state["fingerprint"].get("attributes") or {}, data.attrs)
-    pairs = training_items(description, data)
-    check_same_pairs(description["model"], pairs, state["fingerprint"]["shapes"])
-    try:
-        model, pairs = build(description, data, pairs)
-    except WallsUnknownError as error:
-        raise ValueError(
-            f"--data: the boon-fno of {str(run)!r} cannot score {str(args.data)!r}: "
-            f"{error.reason}; evaluate it on files with walls like its training file's, or train "
-            "a --model fno for this one"
-        ) from None
-    load_weights(model, state, run)
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict
     if predict is None:

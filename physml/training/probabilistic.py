@@ -239,7 +239,8 @@ def load_anp(
         name = recorded.get("model") if isinstance(recorded, dict) else None
         raise CheckpointError(
             f"checkpoint: {str(out)!r} holds a run of {name or 'no recorded model'}, not a "
-            "train_anp run of an AttentiveNeuralProcess"
+            "train_anp run of an AttentiveNeuralProcess (a run of physml train loads with "
+            "physml.training.load_run)"
         )
     recorded = _without_eval_samples(recorded)
     current = _without_eval_samples(_with_default_settings(_anp_description(model)))
