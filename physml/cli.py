@@ -20,6 +20,7 @@ from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import fits_in_memory
 from physml._io import existing_file
+from physml._signals import interrupted, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank
@@ -666,48 +667,54 @@ def main(argv: list[str] | None = None) -> int:
     _replace_unencodable()
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            return _run_generate(args)
-        if args.command == "merge":
-            return _run_merge(args)
-        if args.command == "convert":
-            return _run_convert(args)
-        if args.command == "train":
-            from physml.updates.previous import distill_from
-
-            return training_commands.run_train(args, distill=distill_from)
-        if args.command == "evaluate":
-            return training_commands.run_evaluate(args)
-        if args.command == "run":
-            return _run_tasks([args.task], args, args.size)
-        if args.command == "demo":
-            from physml import tasks
-
-            if args.tasks == []:
-                raise ValueError(
-                    "--tasks must name at least one task (leave it out for every demo task), "
-                    "got none"
-                )
-            names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
-            return _run_tasks(list(dict.fromkeys(names)), args, "toy", cpu_only_on_cpu=True)
-        if args.command == "list":
-            print(format_list())
-            return 0
+        with signals_interrupt():
+            return _dispatch(args)
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:  # reaches every torchrun rank: rank 0 says it once
+    except KeyboardInterrupt as error:  # reaches every torchrun rank: rank 0 says it once
+        how, status = interrupted(error)
         try:
             says = rank() == 0
-        except ValueError as error:  # RANK or WORLD_SIZE not an integer: every process says it
-            print(f"physml {args.command}: error: {error}", file=sys.stderr)
+        except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
+            print(f"physml {args.command}: error: {problem}", file=sys.stderr)
             says = True
         if says:
-            print(f"\nphysml {args.command}: interrupted{_interrupted_hint(args)}", file=sys.stderr)
-        return 130
+            print(f"\nphysml {args.command}: {how}{_interrupted_hint(args)}", file=sys.stderr)
+        return status
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args`` names; its exit status."""
+    if args.command == "generate":
+        return _run_generate(args)
+    if args.command == "merge":
+        return _run_merge(args)
+    if args.command == "convert":
+        return _run_convert(args)
+    if args.command == "train":
+        from physml.updates.previous import distill_from
+
+        return training_commands.run_train(args, distill=distill_from)
+    if args.command == "evaluate":
+        return training_commands.run_evaluate(args)
+    if args.command == "run":
+        return _run_tasks([args.task], args, args.size)
+    if args.command == "demo":
+        from physml import tasks
+
+        if args.tasks == []:
+            raise ValueError(
+                "--tasks must name at least one task (leave it out for every demo task), got none"
+            )
+        names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
+        return _run_tasks(list(dict.fromkeys(names)), args, "toy", cpu_only_on_cpu=True)
+    if args.command == "list":
+        print(format_list())
+        return 0
     return 1
 
 

@@ -7,7 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import physml._checks
 from pdes import problems
 from physml import cli
 from physml.cli import main
+from physml.training import load_checkpoint
 
 HEAT = ["--nx", "17", "--nt", "3"]
 """A heat sample is (nt, nx) = (3, 17): 51 float64 values, 408 bytes."""
@@ -682,6 +686,40 @@ def test_ctrl_c_before_the_first_checkpoint_says_the_rerun_starts_over(
         assert main(train) == 0
         resumed = json.loads(Path(out, "report.json").read_text())["resumed_from"]
         assert resumed == (0 if every == 5 else 2)
+
+
+def _takes_sigterm() -> None:
+    """In a child before it runs: SIGTERM as a scheduler sends it, whatever the parent set."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """Slurm's time limit or scancel: the one line of Ctrl-C naming the signal, exit 143 (128 +
+    15), the run's lock released; the same command (on the constant schedule, extended) goes on
+    from the checkpoint the line names."""
+    from physml.training.trainer import LOCK
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "x.h5", "--quiet"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    train = [*TRAIN_R, "--schedule", "constant", "--checkpoint-every", "2", *tiny]
+    command = [sys.executable, "-m", "physml.cli", *train, "--steps", "1000000"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_takes_sigterm)
+    deadline = time.monotonic() + 60
+    while not Path("r/checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    step = int(load_checkpoint("r")["step"])
+    assert (run.returncode, err) == (
+        143,
+        "\nphysml train: interrupted by SIGTERM; rerunning the same command resumes from the "
+        f"checkpoint at step {step}\n",
+    )
+    assert not Path("r", LOCK).exists()
+    assert main([*train, "--steps", str(step + 2)]) == 0
+    assert json.loads(Path("r/report.json").read_text())["resumed_from"] == step
+    assert capsys.readouterr().err == ""
 
 
 def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
