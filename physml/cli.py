@@ -19,7 +19,7 @@ from pdes.checks import positive_int
 from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import fits_in_memory
-from physml._io import existing_file
+from physml._io import existing_file, writable_folder
 from physml._signals import interrupted, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
@@ -93,6 +93,8 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
     """What `physml generate` can check before it writes: the device, the recipe's settings (sizes
     first, then its grid, times and attributes are built), memory for one chunk of samples and
     room on disk for the samples of this shard (``u`` and the fields the recipe declares)."""
+    from physml.data.generate import shard_path
+
     check_device(args.device)
     positive_int("n", args.n)
     positive_int("num_shards", args.num_shards)
@@ -119,7 +121,8 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
     described = f"of shape {shape}" + (f" with fields {', '.join(fields)}" if fields else "")
     fits_in_memory("chunk", batch * 8 * values, f"{batch} samples {described}")
     folder = Path(args.out).parent
-    if folder.is_dir():
+    kept = shard_path(out, args.shard, args.num_shards).exists() and not args.overwrite
+    if folder.is_dir() and not kept:  # a file kept needs no room: it is in place, or refused
         need = DISK_FACTOR * samples * 8 * values
         free = shutil.disk_usage(folder).free
         if need > free:
@@ -338,7 +341,7 @@ def _run_tasks(
         raise ValueError(f"--seed must be an integer in [0, {limit}), got {args.seed}")
     if not str(args.out).strip():
         raise ValueError(f"--out must name a folder, got {str(args.out)!r}")
-    _check_out_folder(Path(args.out))
+    writable_folder("out", args.out)
     context = tasks.Context(
         out=Path(args.out),
         size=size,
@@ -409,15 +412,6 @@ def _report_stopped(context, rows: list, unfinished: str, echo: bool = True) -> 
     except OSError as error:
         return f" (and index.html could not be written: {error})"
     return ""
-
-
-def _check_out_folder(out: Path) -> None:
-    """A task's output folder: an existing writable folder, or one that can be made."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} is a file, not a folder")
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"out: {str(existing)!r} is not a writable folder")
 
 
 def _add_task_options(
