@@ -55,13 +55,15 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from physml._io import atomic_path, atomic_write_text  # noqa: E402
+from physml._io import atomic_write_text  # noqa: E402
 from physml.tasks import boon  # noqa: E402
+from physml.training.checkpoint import load_torch_file, save_torch_file  # noqa: E402
 
 NAME = "boon"
 ABLATION_CASES = ("heat-neumann", "stokes-dirichlet")  # also run boon-output (kernel=False)
 METRICS = ("rel_l2", "rel_l2_interior")
 FORWARD_BATCH = {"1d": 32, "xt": 8, "cavity": 8}
+WITHOUT_ZOOM = "delete it to write the results without the boundary-zoom figure"
 COLUMNS = (
     "case",
     "method",
@@ -138,8 +140,7 @@ class Progress:
 
 
 def save_predictions(path: Path, predictions: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path, suffix=".pt") as temporary:
-        torch.save({k: v.detach().cpu() for k, v in predictions.items()}, temporary)
+    save_torch_file(path, {k: v.detach().cpu() for k, v in predictions.items()})
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -412,7 +413,7 @@ def draw(rows, runs, cases, size, out: Path, zoom: Path, name: str = NAME) -> li
     if "heat-neumann" in cases and all(f.exists() for f in files):
         predictions = {}
         for f in files:
-            predictions.update(torch.load(f, weights_only=True))
+            predictions.update(load_torch_file(f, "kept predictions", remedy=WITHOUT_ZOOM))
         data = boon.case_data("heat-neumann", size)
         path = out / f"{name}-boundary-zoom.png"
         boon.plot_boundary_zoom(data, predictions, path)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from physml._io import atomic_write_text, strict_json
+from physml._signals import interrupted, signals_interrupt
 from physml.training import CheckpointError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -158,13 +159,16 @@ def check_same_setup(path: Path, saved: object, setup: dict) -> None:
 
 def run_main(main: Callable[[], int]) -> int:
     """A benchmark script's exit status: ``main()``'s, or one line on stderr instead of a
-    traceback for Ctrl-C (130, with what a rerun picks up) and for a checkpoint or a ``--work``
-    folder that cannot be resumed (2)."""
+    traceback for Ctrl-C (130, with what a rerun picks up; SIGTERM and SIGHUP alike, 143 and 129:
+    :func:`physml._signals.signals_interrupt`) and for a checkpoint or a ``--work`` folder that
+    cannot be resumed (2)."""
     try:
-        return main()
-    except KeyboardInterrupt:
-        print(f"\n{_script()}: interrupted{_rerun}", file=sys.stderr)
-        return 130
+        with signals_interrupt():
+            return main()
+    except KeyboardInterrupt as error:
+        how, status = interrupted(error)
+        print(f"\n{_script()}: {how}{_rerun}", file=sys.stderr)
+        return status
     except (CheckpointError, WorkMismatch) as error:
         print(f"{_script()}: error: {error}", file=sys.stderr)
         return 2

@@ -126,6 +126,18 @@ def existing_file(argument: str, path: str | os.PathLike, what: str = "dataset f
     return path
 
 
+def writable_folder(argument: str, path: str | os.PathLike) -> None:
+    """``path`` of a command's ``argument`` (e.g. ``--out``) must be a folder it can write in: a
+    writable one, or one it can make (the nearest that exists a writable folder); else a
+    ``ValueError`` naming the argument and the file in the way or the folder it cannot write."""
+    path = Path(path)
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{argument}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: {str(existing)!r} is not a writable folder")
+
+
 def strict_json(value: object) -> str:
     """``value`` as JSON (indent 1, a final newline) with every non-finite float written as
     ``null``: ``NaN`` and ``Infinity`` are not JSON, and strict readers refuse them."""

@@ -19,7 +19,8 @@ from pdes.checks import positive_int
 from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import fits_in_memory
-from physml._io import existing_file
+from physml._io import existing_file, writable_folder
+from physml._signals import interrupted, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank
@@ -92,6 +93,8 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
     """What `physml generate` can check before it writes: the device, the recipe's settings (sizes
     first, then its grid, times and attributes are built), memory for one chunk of samples and
     room on disk for the samples of this shard (``u`` and the fields the recipe declares)."""
+    from physml.data.generate import shard_path
+
     check_device(args.device)
     positive_int("n", args.n)
     positive_int("num_shards", args.num_shards)
@@ -118,7 +121,8 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
     described = f"of shape {shape}" + (f" with fields {', '.join(fields)}" if fields else "")
     fits_in_memory("chunk", batch * 8 * values, f"{batch} samples {described}")
     folder = Path(args.out).parent
-    if folder.is_dir():
+    kept = shard_path(out, args.shard, args.num_shards).exists() and not args.overwrite
+    if folder.is_dir() and not kept:  # a file kept needs no room: it is in place, or refused
         need = DISK_FACTOR * samples * 8 * values
         free = shutil.disk_usage(folder).free
         if need > free:
@@ -337,7 +341,7 @@ def _run_tasks(
         raise ValueError(f"--seed must be an integer in [0, {limit}), got {args.seed}")
     if not str(args.out).strip():
         raise ValueError(f"--out must name a folder, got {str(args.out)!r}")
-    _check_out_folder(Path(args.out))
+    writable_folder("out", args.out)
     context = tasks.Context(
         out=Path(args.out),
         size=size,
@@ -408,15 +412,6 @@ def _report_stopped(context, rows: list, unfinished: str, echo: bool = True) -> 
     except OSError as error:
         return f" (and index.html could not be written: {error})"
     return ""
-
-
-def _check_out_folder(out: Path) -> None:
-    """A task's output folder: an existing writable folder, or one that can be made."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} is a file, not a folder")
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"out: {str(existing)!r} is not a writable folder")
 
 
 def _add_task_options(
@@ -666,48 +661,54 @@ def main(argv: list[str] | None = None) -> int:
     _replace_unencodable()
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            return _run_generate(args)
-        if args.command == "merge":
-            return _run_merge(args)
-        if args.command == "convert":
-            return _run_convert(args)
-        if args.command == "train":
-            from physml.updates.previous import distill_from
-
-            return training_commands.run_train(args, distill=distill_from)
-        if args.command == "evaluate":
-            return training_commands.run_evaluate(args)
-        if args.command == "run":
-            return _run_tasks([args.task], args, args.size)
-        if args.command == "demo":
-            from physml import tasks
-
-            if args.tasks == []:
-                raise ValueError(
-                    "--tasks must name at least one task (leave it out for every demo task), "
-                    "got none"
-                )
-            names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
-            return _run_tasks(list(dict.fromkeys(names)), args, "toy", cpu_only_on_cpu=True)
-        if args.command == "list":
-            print(format_list())
-            return 0
+        with signals_interrupt():
+            return _dispatch(args)
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:  # reaches every torchrun rank: rank 0 says it once
+    except KeyboardInterrupt as error:  # reaches every torchrun rank: rank 0 says it once
+        how, status = interrupted(error)
         try:
             says = rank() == 0
-        except ValueError as error:  # RANK or WORLD_SIZE not an integer: every process says it
-            print(f"physml {args.command}: error: {error}", file=sys.stderr)
+        except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
+            print(f"physml {args.command}: error: {problem}", file=sys.stderr)
             says = True
         if says:
-            print(f"\nphysml {args.command}: interrupted{_interrupted_hint(args)}", file=sys.stderr)
-        return 130
+            print(f"\nphysml {args.command}: {how}{_interrupted_hint(args)}", file=sys.stderr)
+        return status
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args`` names; its exit status."""
+    if args.command == "generate":
+        return _run_generate(args)
+    if args.command == "merge":
+        return _run_merge(args)
+    if args.command == "convert":
+        return _run_convert(args)
+    if args.command == "train":
+        from physml.updates.previous import distill_from
+
+        return training_commands.run_train(args, distill=distill_from)
+    if args.command == "evaluate":
+        return training_commands.run_evaluate(args)
+    if args.command == "run":
+        return _run_tasks([args.task], args, args.size)
+    if args.command == "demo":
+        from physml import tasks
+
+        if args.tasks == []:
+            raise ValueError(
+                "--tasks must name at least one task (leave it out for every demo task), got none"
+            )
+        names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
+        return _run_tasks(list(dict.fromkeys(names)), args, "toy", cpu_only_on_cpu=True)
+    if args.command == "list":
+        print(format_list())
+        return 0
     return 1
 
 

@@ -312,10 +312,18 @@ def test_a_finished_runs_leftover_work_folder_is_removed_on_a_rerun(tmp_path, mo
             generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False)
     assert workdir.is_dir()
     written = load(out).u
-    with pytest.raises(FileExistsError, match=r"already exists .*; removed .*toy\.h5\.partial"):
-        generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False)
+    assert generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False) == out  # complete
     assert not workdir.exists()
     assert torch.equal(load(out).u, written)
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            generate_dataset("toy", out, n=4, chunk=2, seed=4, progress=False, overwrite=True)
+    with pytest.raises(
+        FileExistsError, match=r"seed was 4, now 3\); .*; removed .*toy\.h5\.partial"
+    ):
+        generate_dataset("toy", out, n=4, chunk=2, seed=3, progress=False)
+    assert not workdir.exists()
 
 
 def test_an_unfinished_overwrite_beside_a_finished_file_is_kept(tmp_path):

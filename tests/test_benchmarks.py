@@ -1003,6 +1003,32 @@ def test_ctrl_c_and_a_refused_checkpoint_end_a_benchmark_in_one_line(tmp_path, m
     assert capsys.readouterr().err == error
 
 
+@pytest.mark.parametrize("name, status", [("SIGTERM", 128 + 15), ("SIGHUP", 128 + 1)])
+def test_a_scheduler_signal_ends_a_benchmark_as_ctrl_c_does(monkeypatch, capsys, name, status):
+    """SIGTERM (Slurm's time limit, scancel) and SIGHUP: the Ctrl-C line naming the signal, exit
+    128 + its number as a shell reports it, and the handler that was there before put back."""
+    common = load_benchmark("common")
+    monkeypatch.setattr(sys, "argv", ["probe.py"])
+    signum = getattr(signal, name)
+    before = signal.signal(signum, signal.SIG_DFL)
+
+    def signalled():
+        if signal.getsignal(signum) is signal.SIG_DFL:  # it would end pytest
+            pytest.fail(f"run_main left {name} to end the process")
+        os.kill(os.getpid(), signum)
+        pytest.fail(f"{name} did not stop the benchmark")
+
+    try:
+        assert common.run_main(signalled) == status
+        assert signal.getsignal(signum) is signal.SIG_DFL
+        signal.signal(signum, signal.SIG_IGN)  # nohup's SIGHUP, say: ignored, it stays so
+        assert common.run_main(lambda: os.kill(os.getpid(), signum) or 0) == 0
+        assert signal.getsignal(signum) is signal.SIG_IGN
+    finally:
+        signal.signal(signum, before)
+    assert capsys.readouterr().err == f"\nprobe.py: interrupted by {name}\n"
+
+
 @pytest.mark.parametrize("name", ["common", "nbody_forecasting"])
 def test_the_shared_modules_run_as_scripts_say_they_are_not_benchmarks(monkeypatch, capsys, name):
     script = ROOT / "benchmarks" / f"{name}.py"

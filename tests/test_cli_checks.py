@@ -7,7 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import physml._checks
 from pdes import problems
 from physml import cli
 from physml.cli import main
+from physml.training import load_checkpoint
 
 HEAT = ["--nx", "17", "--nt", "3"]
 """A heat sample is (nt, nx) = (3, 17): 51 float64 values, 408 bytes."""
@@ -684,6 +688,123 @@ def test_ctrl_c_before_the_first_checkpoint_says_the_rerun_starts_over(
         assert resumed == (0 if every == 5 else 2)
 
 
+NOT_A_ZIP = (
+    "cannot be read as a checkpoint of physml train (not a complete zip archive, as torch.save "
+    "writes: a truncated or foreign file: File is not a zip file); restore an intact copy, or "
+    "delete it to start that training over"
+)
+
+
+@pytest.mark.parametrize(
+    "command, error",
+    [
+        (
+            [*TRAIN_R[:-1], "notes.txt/r"],
+            "physml train: error: --out: 'notes.txt' is a file, not a folder",
+        ),
+        (
+            ["generate", "heat", "--n", "2", "--out", "notes.txt/x.h5", "--quiet"],
+            "physml generate: error: out: 'notes.txt' is a file, not a folder",
+        ),
+        (
+            [*TRAIN_R[:-1], "locked/r"],
+            "physml train: error: --out: 'locked' is not a writable folder",
+        ),
+        (
+            ["evaluate", "--checkpoint", "notes.txt", "--data", "notes.txt"],
+            f"physml evaluate: error: --checkpoint: 'notes.txt' {NOT_A_ZIP}",
+        ),
+        (
+            ["evaluate", "--checkpoint", "cut", "--data", "notes.txt"],
+            f"physml evaluate: error: --checkpoint: {str(Path('cut/checkpoint.pt'))!r} "
+            + NOT_A_ZIP,
+        ),
+    ],
+    ids=[
+        "train-out-under-a-file",
+        "generate-out-under-a-file",
+        "train-out-read-only",
+        "evaluate-a-text-file",
+        "evaluate-a-truncated-checkpoint",
+    ],
+)
+def test_a_path_that_cannot_serve_is_one_line_naming_its_flag(
+    tmp_path, monkeypatch, capsys, command, error
+):
+    import os
+
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("a note, not a folder\n")
+    Path("locked").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(  # as for a user without write permission on locked (root has it)
+        os, "access", lambda path, mode: Path(path) != Path("locked") and real_access(path, mode)
+    )
+    whole = save_checkpoint("cut", {**dict.fromkeys(KEYS), "step": 2})
+    whole.write_bytes(whole.read_bytes()[:100])  # a copy cut short
+    assert main(command) == 2
+    assert capsys.readouterr().err == error + "\n"
+
+
+def test_a_full_disk_while_train_checkpoints_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "x.h5", "--quiet"]) == 0
+
+    def disk_full(value, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 0")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    assert main([*TRAIN_R, "--steps", "2", *tiny]) == 2
+    err = capsys.readouterr().err
+    written = str(Path("r", "checkpoint.pt"))
+    assert err.startswith(
+        f"physml train: error: {written!r} could not be written (torch.save: [enforce fail at "
+        "inline_container.cc:664] . unexpected pos 512 vs 0); "
+    )
+    assert err.endswith(f" MB free on its disk, and {written!r} is left as it was\n")
+    assert err.count("\n") == 1
+    assert not [p for p in Path(".").rglob(".*") if p.name.endswith((".tmp", ".lock"))]
+
+
+def _takes_sigterm() -> None:
+    """In a child before it runs: SIGTERM as a scheduler sends it, whatever the parent set."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """Slurm's time limit or scancel: the one line of Ctrl-C naming the signal, exit 143 (128 +
+    15), the run's lock released; the same command (on the constant schedule, extended) goes on
+    from the checkpoint the line names."""
+    from physml.training.trainer import LOCK
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "x.h5", "--quiet"]) == 0
+    tiny = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    train = [*TRAIN_R, "--schedule", "constant", "--checkpoint-every", "2", *tiny]
+    command = [sys.executable, "-m", "physml.cli", *train, "--steps", "1000000"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_takes_sigterm)
+    deadline = time.monotonic() + 60
+    while not Path("r/checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    step = int(load_checkpoint("r")["step"])
+    assert (run.returncode, err) == (
+        143,
+        "\nphysml train: interrupted by SIGTERM; rerunning the same command resumes from the "
+        f"checkpoint at step {step}\n",
+    )
+    assert not Path("r", LOCK).exists()
+    assert main([*train, "--steps", str(step + 2)]) == 0
+    assert json.loads(Path("r/report.json").read_text())["resumed_from"] == step
+    assert capsys.readouterr().err == ""
+
+
 def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
     def reader_gone():
         raise BrokenPipeError
@@ -772,6 +893,49 @@ def test_a_shard_regenerated_with_another_grid_gets_no_index(tmp_path, monkeypat
     assert "; index 's.h5' not written: shards disagree: " in out
     assert "nx 17 vs 33; u per-sample shape (3, 17) vs (3, 33); " in out
     assert not Path("s.h5").exists()
+
+
+def test_a_finished_generate_rerun_with_the_same_arguments_keeps_the_file_and_exits_0(
+    tmp_path, monkeypatch, capsys
+):
+    """A requeued job rerunning `generate ... && train ...`: the file already holding the
+    request is kept untouched (no room asked for it on disk), one with other settings refused,
+    naming them; the same for a shard after its index was written."""
+    monkeypatch.chdir(tmp_path)
+    run = ["generate", "heat", "--n", "2", "--quiet", *HEAT]
+    sharded = [*run, "--out", "s.h5", "--num-shards", "2"]
+    assert main([*run, "--out", "x.h5"]) == 0
+    for shard in ("0", "1"):
+        assert main([*sharded, "--shard", shard]) == 0
+    before = (Path("x.h5").read_bytes(), Path("x.h5").stat().st_mtime_ns)
+    capsys.readouterr()
+    _disk(monkeypatch, 0)
+    assert main([*run, "--out", "x.h5"]) == 0
+    assert re.fullmatch(r"x\.h5 was already written \(\d+\.\d s\)\n", capsys.readouterr().out)
+    assert (Path("x.h5").read_bytes(), Path("x.h5").stat().st_mtime_ns) == before
+    assert main([*sharded, "--shard", "0"]) == 0
+    assert capsys.readouterr().out.startswith("s.shard-000-of-002.h5 was already written (")
+    assert main([*run, "--out", "x.h5", "--seed", "1", "--nx", "9"]) == 2
+    assert capsys.readouterr().err == (
+        "physml generate: error: out: 'x.h5' already exists and holds another dataset (seed was "
+        "0, now 1; settings.nx was 17, now 9); pass overwrite=True / --overwrite to replace it\n"
+    )
+
+
+def test_a_data_file_failing_its_checksum_is_named_by_its_flag_and_array(
+    tmp_path, monkeypatch, capsys
+):
+    from damage import flip_a_bit_of_the_first_chunk
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "2", "--out", "x.h5", "--quiet", *HEAT]) == 0
+    flip_a_bit_of_the_first_chunk("x.h5", "x")
+    assert main(TRAIN_R) == 2
+    assert re.fullmatch(
+        r"physml train: error: --data: 'x\.h5' is damaged: its array 'x' failed its checksum "
+        r"\(.*filter.*\); generate or copy it again\n",
+        capsys.readouterr().err,
+    )
 
 
 def _stopped_before_the_index(*args, **kwargs):

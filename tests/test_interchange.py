@@ -559,7 +559,7 @@ def test_write_physml_checksums_every_array(tmp_path, name):
     with h5py.File(out, "r") as f:
         assert all(f[k].fletcher32 for k in ("u", "params/amplitude", "fields/vx", name))
     flip_a_bit_of_the_first_chunk(out, name)
-    with pytest.raises(DatasetFileError, match="could not be read"):
+    with pytest.raises(DatasetFileError, match=f"its array '{name}' failed its checksum"):
         load(out)
 
 

@@ -577,7 +577,7 @@ def test_a_damaged_shard_is_refused_by_merge_and_named_when_merged_without_verif
 ):
     _, shards = sharded
     flip_a_bit_of_the_first_chunk(shards[1], "u")
-    damaged = f"shard {str(shards[1])!r} is damaged: u could not be read ("
+    damaged = f"shard {str(shards[1])!r} is damaged: its array 'u' failed its checksum ("
     with pytest.raises(DatasetFileError, match=re.escape(damaged)):
         merge_shards(shards, tmp_path / "merged.h5")
     assert not (tmp_path / "merged.h5").exists()

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from damage import flip_a_bit_of_a_zip_entry
 from test_families_exact import Double
 from torch.utils.data import TensorDataset
 
@@ -380,6 +381,17 @@ def test_cached_pairs_are_solved_again_for_other_settings(tmp_path, monkeypatch)
         data = task.cached_pairs(path, *other)
         assert torch.equal(data.tensors[1], task.pairs(*other).tensors[1])
     assert len(solved) == 3
+
+
+def test_cached_pairs_with_a_flipped_bit_are_solved_again(tmp_path, monkeypatch):
+    path, problem = tmp_path / "pairs.pt", SMALL["heat"]
+    first = task.cached_pairs(path, problem, 3, 0)
+    flip_a_bit_of_a_zip_entry(path)
+    solved = []
+    monkeypatch.setattr(task.data, "pairs", lambda *a: solved.append(a) or task.pairs(*a))
+    again = task.cached_pairs(path, problem, 3, 0)
+    assert solved == [(problem, 3, 0, 0)] and torch.equal(again.tensors[0], first.tensors[0])
+    assert torch.equal(task.cached_pairs(path, problem, 3, 0).tensors[1], first.tensors[1])
 
 
 class NanAt(torch.nn.Module):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -997,6 +998,55 @@ def test_a_checkpoint_holding_arbitrary_objects_is_refused_unread(tmp_path):
         CheckpointError, match="has format 'other/1', expected 'physml-checkpoint/1'"
     ):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file_and_its_entry(tmp_path):
+    """torch.load checks no CRC-32: the flipped bit would load as another weight."""
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    weights = torch.arange(16, dtype=torch.float64)
+    for run in ("intact", "damaged"):
+        save_checkpoint(tmp_path / run, {**dict.fromkeys(KEYS), "model": {"w": weights}})
+    path = tmp_path / "damaged" / "checkpoint.pt"
+    entry = flip_a_bit_of_a_zip_entry(path)
+    expected = (
+        f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train: it is "
+        f"damaged (its entry {entry!r} fails its CRC-32 check: a bit changed on disk or in a "
+        "copy); restore an intact copy, or delete it to start that training over"
+    )
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path / "damaged")
+    assert str(refused.value) == expected
+    assert torch.equal(load_checkpoint(tmp_path / "intact")["model"]["w"], weights)
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_previous_one(tmp_path, monkeypatch):
+    """A full disk: torch.save raises RuntimeError after writing part of the file. It comes out as
+    an OSError naming the file and the free space; the last checkpoint stays, no temporary."""
+    import shutil
+
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    save_checkpoint(tmp_path, {**dict.fromkeys(KEYS), "step": 4})
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def disk_full(value, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 0")
+
+    usage = shutil.disk_usage(tmp_path)._replace(free=1_234_000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage)
+    monkeypatch.setattr(torch, "save", disk_full)
+    path = str(tmp_path / "checkpoint.pt")
+    expected = (
+        f"{path!r} could not be written (torch.save: [enforce fail at inline_container.cc:664] . "
+        f"unexpected pos 512 vs 0); 1.23 MB free on its disk, and {path!r} is left as it was"
+    )
+    with pytest.raises(OSError) as failed:
+        save_checkpoint(tmp_path, {**dict.fromkeys(KEYS), "step": 8})
+    assert str(failed.value) == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def test_the_fingerprint_tells_shapes_dtypes_and_every_sampled_sample_apart():

@@ -118,6 +118,31 @@ def test_a_run_drawing_numpy_and_python_random_numbers_resumes_bitwise(tmp_path,
         assert torch.equal(a, b)
 
 
+def test_two_fresh_runs_at_one_seed_draw_the_same_numpy_and_python_numbers():
+    """The seed seeds numpy's and Python's global generators too, whatever state they were in:
+    the first numbers the loss draws are those of generators seeded with it."""
+    weights, first = [], []
+
+    def drawing_mse(net, batch):
+        draw = (np.random.standard_normal(), random.random())  # noqa: NPY002
+        first.append(draw)
+        return mse(net, batch) * (1.0 + 0.01 * sum(draw))
+
+    for before in (1, 2):
+        np.random.seed(before)  # noqa: NPY002
+        random.seed(before)
+        net = model()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "train: its items differ", RuntimeWarning)
+            Trainer(net, mse, CONFIG, quiet=True).fit(Augmented())
+        weights.append(net.state_dict())
+        first.clear()
+        Trainer(model(), drawing_mse, CONFIG, quiet=True).fit(data())
+        seeded = np.random.RandomState(CONFIG.seed), random.Random(CONFIG.seed)  # noqa: NPY002
+        assert first[0] == (seeded[0].standard_normal(), seeded[1].random())
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
 class Jittered(TensorDataset):
     """Pairs with noise from torch's generator on each read."""
 

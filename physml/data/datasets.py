@@ -59,6 +59,21 @@ class PDEData:
         return tuple(self.u.shape[2:])
 
 
+REGENERATE = "generate or copy it again"
+"""What the refusal of a damaged dataset file advises by default."""
+
+
+def damaged(label: str, path: Path, name: str, error: OSError, remedy: str = REGENERATE):
+    """The :class:`DatasetFileError` for the array ``name`` of the file ``path`` (named as
+    ``label``: ``"path:"``, ``"shard"``) that HDF5 could not read: one failing its checksum
+    (fletcher32, a filter) is said to, naming the damaged file and ``remedy``."""
+    checksum = "filter returned failure" in str(error)
+    failed = "failed its checksum" if checksum else "could not be read"
+    return DatasetFileError(
+        f"{label} {str(path)!r} is damaged: its array {name!r} {failed} ({error}); {remedy}"
+    )
+
+
 def open_hdf5(path: Path, label: str) -> h5py.File:
     """``path`` opened read-only; a file HDF5 cannot read is a :class:`DatasetFileError` naming
     it as ``label`` (``"path"``, ``"shard"``)."""
@@ -132,14 +147,23 @@ def _read_file(path: Path) -> dict:
                 raise DatasetFileError(
                     f"path: {str(path)!r}: {group!r} must be a group of arrays, got a dataset"
                 )
+
+        def read(name: str) -> np.ndarray:
+            try:
+                return f[name][()]
+            except OSError as error:
+                if merged:  # the shards behind it say which is damaged
+                    raise
+                raise damaged("path:", path, name, error) from None
+
         try:
             content = {
-                "u": f["u"][()],
-                "t": f["t"][()],
-                "coords": {k: f[k][()] for k in AXES if k in f},
-                "params": _arrays(f, "params"),
-                "fields": _arrays(f, "fields"),
-                **{name: f[name][()] if name in f else None for name in PER_SAMPLE_ROWS},
+                "u": read("u"),
+                "t": read("t"),
+                "coords": {k: read(k) for k in AXES if k in f},
+                "params": _arrays(f, "params", read),
+                "fields": _arrays(f, "fields", read),
+                **{name: read(name) if name in f else None for name in PER_SAMPLE_ROWS},
                 "attrs": {
                     k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
                 },
@@ -161,13 +185,14 @@ def _read_file(path: Path) -> dict:
     return content
 
 
-def _arrays(f: h5py.File, group: str) -> dict[str, np.ndarray]:
-    """The arrays of ``group`` (empty if absent): each member must be an array, not a group."""
+def _arrays(f: h5py.File, group: str, read) -> dict[str, np.ndarray]:
+    """The arrays of ``group`` (empty if absent), each as ``read(name)`` gives it: each member
+    must be an array, not a group."""
     out = {}
     for key, item in f.get(group, {}).items():
         if not isinstance(item, h5py.Dataset):
             raise TypeError(f"{group}/{key} must be an array, got a group")
-        out[key] = item[()]
+        out[key] = read(f"{group}/{key}")
     return out
 
 

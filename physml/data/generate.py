@@ -116,6 +116,8 @@ def _check_output(final: Path, overwrite: bool) -> None:
             f"{str(final / 'data.h5')!r}"
         )
     parent = final.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"out: {str(parent)!r} is a file, not a folder")
     if not parent.is_dir():
         raise ValueError(f"out: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -126,24 +128,58 @@ def _check_output(final: Path, overwrite: bool) -> None:
         )
 
 
-def _holds(final: Path, manifest: object) -> bool:
-    """Whether the dataset file ``final`` holds the dataset ``manifest`` describes (every entry
-    but the chunk size, which the file does not record)."""
+def _written(final: Path) -> dict | None:
+    """The manifest of the dataset file ``final`` holds, as :func:`_manifest` gives it, without
+    the chunk size (which the file does not record); ``None`` for a file that is not one."""
     try:
         with h5py.File(final, "r") as f:
-            written = {
-                "format": f.attrs.get("format"),
-                "physml_version": f.attrs.get("physml_version"),
-                "pde": f.attrs.get("pde"),
-                "n": f.attrs.get("n_total"),
-                "seed": f.attrs.get("seed"),
-                "shard": f.attrs.get("shard"),
-                "num_shards": f.attrs.get("num_shards"),
-                "settings": json.loads(f.attrs.get("settings", "null")),
+            attributes = {
+                key: value.item() if isinstance(value, np.generic) else value
+                for key, value in f.attrs.items()
             }
     except (OSError, ValueError, TypeError):
-        return False
-    return isinstance(manifest, dict) and all(manifest.get(k) == v for k, v in written.items())
+        return None
+    try:
+        settings = json.loads(attributes.get("settings", "null"))
+    except (ValueError, TypeError):
+        return None
+    return {
+        "format": attributes.get("format"),
+        "physml_version": attributes.get("physml_version"),
+        "pde": attributes.get("pde"),
+        "n": attributes.get("n_total"),
+        "seed": attributes.get("seed"),
+        "shard": attributes.get("shard"),
+        "num_shards": attributes.get("num_shards"),
+        "settings": settings,
+    }
+
+
+def _holds(final: Path, manifest: object) -> bool:
+    """Whether the dataset file ``final`` holds the dataset ``manifest`` describes (every entry
+    but the chunk size)."""
+    written = _written(final)
+    return (
+        written is not None
+        and isinstance(manifest, dict)
+        and all(manifest.get(k) == v for k, v in written.items())
+    )
+
+
+def _holds_other(final: Path, manifest: dict) -> FileExistsError:
+    """The refusal to replace the existing ``final`` without ``overwrite``, naming how the
+    dataset it holds differs from ``manifest`` where it is a dataset file."""
+    written = _written(final)
+    if written is None:
+        return FileExistsError(
+            f"out: {str(final)!r} already exists (pass overwrite=True / --overwrite)"
+        )
+    asked = {key: value for key, value in manifest.items() if key != "chunk"}
+    differences = "; ".join(_manifest_differences(written, asked))
+    return FileExistsError(
+        f"out: {str(final)!r} already exists and holds another dataset ({differences}); pass "
+        "overwrite=True / --overwrite to replace it"
+    )
 
 
 def _remove_finished_workdir(final: Path, workdir: Path) -> bool:
@@ -465,8 +501,11 @@ def generate_dataset(
     Args:
         pde: a recipe name from :func:`pdes.problems.registry` (``heat``, ``burgers``, ...).
         out: the dataset file (with shards, the index file; shards are written beside it). A
-            shard file already holding this request is kept, and the missing index written if
-            every shard is in (:func:`missing_shards` says which are not). Shards that do not
+            file already holding this request (every setting but ``chunk``; its arrays'
+            checksums are read) is kept and returned, as by a requeued job rerunning a finished
+            command: a shard's missing index is then written if every shard is in
+            (:func:`missing_shards` says which are not). A file holding another dataset is
+            refused, naming the differences, unless ``overwrite``. Shards that do not
             form one dataset (another seed, other settings) are a
             :class:`~physml.data.IndexNotWritten` naming the difference, raised after this
             shard is written (an old index, of a dataset regenerated in place, is removed).
@@ -490,18 +529,24 @@ def generate_dataset(
     manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
     try:
         _check_output(final, overwrite)
-    except FileExistsError as error:
+    except FileExistsError:
         with exclusive_lock(lock, f"out: {str(final)!r}"):
             removed = _remove_finished_workdir(final, workdir)
-            if num_shards > 1 and not out_path.exists() and _holds(final, manifest):
-                _write_index(out_path, num_shards)  # the run that wrote the shard was stopped
+            if _holds(final, manifest):  # a rerun of a finished command (a requeued job)
+                from .merge import verify_arrays
+
+                again = "generate it again (pass overwrite=True / --overwrite)"
+                verify_arrays(final, "out:", again)
+                if num_shards > 1 and not out_path.exists():
+                    _write_index(out_path, num_shards)  # the run that wrote it was stopped
                 return final
-        if not removed:
-            raise
-        raise FileExistsError(
-            f"{error}; removed {str(workdir)!r}, the work folder of the run that wrote it (that "
-            "run was stopped before it could remove the folder)"
-        ) from None
+        refusal = _holds_other(final, manifest)
+        if removed:
+            refusal = FileExistsError(
+                f"{refusal}; removed {str(workdir)!r}, the work folder of the run that wrote it "
+                "(that run was stopped before it could remove the folder)"
+            )
+        raise refusal from None
     if num_shards > 1 and out_path.exists() and not overwrite:
         raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass --overwrite)")
 

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from .._io import atomic_path, existing_file
-from .datasets import DatasetFileError, open_hdf5
+from .datasets import REGENERATE, DatasetFileError, damaged, open_hdf5
 from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed, write_checksummed
 
 PER_SHARD_ATTRIBUTES = ("shard", "num_shards", "created")
@@ -232,11 +232,12 @@ def read_shard(path: str | os.PathLike) -> Shard:
     return Shard(path, range(start, start + index.size), attrs, arrays, coordinates, num_shards)
 
 
-def verify_arrays(path: Path) -> None:
-    """Read every chunked per-sample array of the shard file ``path``, one HDF5 chunk at a time:
-    a failed checksum is a :class:`DatasetFileError` naming the file and the array. Costs one
-    full read of the file; arrays stored unchunked carry no checksum and are not read."""
-    with open_hdf5(path, "shard") as f:
+def verify_arrays(path: Path, label: str = "shard", remedy: str = REGENERATE) -> None:
+    """Read every chunked per-sample array of the file ``path`` (named as ``label``), one HDF5
+    chunk at a time: a failed checksum is a :class:`DatasetFileError` naming the file and the
+    array, ending with ``remedy``. Costs one full read of the file; arrays stored unchunked carry
+    no checksum and are not read."""
+    with open_hdf5(path, label.rstrip(":")) as f:
         for name in _sample_array_names(f):
             dataset = f[name]
             if dataset.chunks is None:
@@ -245,10 +246,7 @@ def verify_arrays(path: Path) -> None:
                 for block in dataset.iter_chunks():
                     dataset[block]
             except OSError as error:
-                raise DatasetFileError(
-                    f"shard {str(path)!r} is damaged: {name} could not be read ({error}); "
-                    "generate or copy it again"
-                ) from None
+                raise damaged(label, path, name, error, remedy) from None
 
 
 def _located(path: Path, stored: str) -> Path:

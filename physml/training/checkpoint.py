@@ -5,6 +5,8 @@ model's config and the training data's fingerprint; written atomically, read wit
 from __future__ import annotations
 
 import os
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -33,40 +35,105 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used here: another format, other data, another model."""
 
 
+RESTORE = "restore an intact copy, or delete it to start that training over"
+"""What a refusal of a damaged checkpoint file advises by default."""
+
+
 def checkpoint_path(directory: str | os.PathLike) -> Path:
     return Path(directory) / NAME
 
 
+def save_torch_file(path: str | os.PathLike, value: object) -> None:
+    """``torch.save(value)`` to ``path`` atomically. A failed write (a full disk: torch raises a
+    ``RuntimeError``) is an ``OSError`` naming ``path`` and the space left on its disk; ``path``
+    keeps what it held and no temporary file is left."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        try:
+            torch.save(value, temporary)
+        except RuntimeError as error:
+            raise OSError(
+                f"{str(path)!r} could not be written (torch.save: {_first_line(error)}); "
+                f"{_free_space(path.parent)}, and {str(path)!r} is left as it was"
+            ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "the free space on its disk is unknown"
+    return f"{free / 1e6:.3g} MB free on its disk"
+
+
+def load_torch_file(
+    path: str | os.PathLike,
+    what: str,
+    argument: str = "checkpoint",
+    remedy: str = RESTORE,
+    map_location: str | torch.device = "cpu",
+) -> object:
+    """``torch.load(path, weights_only=True)`` once every entry of the zip archive ``torch.save``
+    wrote passes its CRC-32 check (``torch.load`` checks none: a flipped bit would load as another
+    number). A damaged, truncated or foreign file is a :class:`CheckpointError` naming
+    ``argument`` and ``path``, saying why it cannot be read as ``what`` (``"a checkpoint of
+    physml train"``) and ending with ``remedy``. Reads the file twice."""
+    refused = f"{argument}: {str(path)!r} cannot be read as {what}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{refused} (not a complete zip archive, as torch.save writes: a truncated or "
+            f"foreign file: {_first_line(error)}); {remedy}"
+        ) from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"{refused}: it is damaged (its entry {damaged!r} fails its CRC-32 check: a bit "
+            f"changed on disk or in a copy); {remedy}"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a foreign archive, or objects besides tensors
+        raise CheckpointError(
+            f"{refused} (a damaged or foreign file: {type(error).__name__} "
+            f"{_first_line(error)}); {remedy}"
+        ) from None
+
+
 def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically."""
+    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically (a failed
+    write is an ``OSError``, the previous checkpoint kept: :func:`save_torch_file`)."""
     path = checkpoint_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        torch.save({"format": FORMAT, **state}, temporary)
+    save_torch_file(path, {"format": FORMAT, **state})
     return path
 
 
-def load_checkpoint(directory: str | os.PathLike, map_location: str = "cpu") -> dict:
-    """The checkpoint in ``directory`` (a folder or the file itself), format checked."""
+def load_checkpoint(
+    directory: str | os.PathLike, map_location: str = "cpu", argument: str = "checkpoint"
+) -> dict:
+    """The checkpoint in ``directory`` (a folder or the file itself), its CRC-32s and format
+    checked (:func:`load_torch_file`); ``argument`` names ``directory`` in the errors (physml
+    evaluate's ``--checkpoint``)."""
     path = Path(directory)
     path = path if path.is_file() else checkpoint_path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint: no {NAME} in {str(path.parent)!r}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise CheckpointError(
-            f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train (a "
-            f"damaged or foreign file: {type(error).__name__} {error})"
-        ) from None
+        raise FileNotFoundError(f"{argument}: no {NAME} in {str(path.parent)!r}")
+    state = load_torch_file(path, "a checkpoint of physml train", argument, RESTORE, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
+        raise CheckpointError(f"{argument}: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
     missing = [key for key in KEYS if key not in state]
     if missing:
         raise CheckpointError(
-            f"checkpoint: {str(path)!r} lacks the key(s) {missing} of a checkpoint of physml "
-            "train (a damaged or foreign file)"
+            f"{argument}: {str(path)!r} lacks the key(s) {missing} of a checkpoint of physml "
+            f"train (a damaged or foreign file); {RESTORE}"
         )
     return state
 

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 from pdes.checks import finite_number
 
 from .. import metrics
-from .._io import atomic_write_text, existing_file, save_figure, strict_json
+from .._io import atomic_write_text, existing_file, save_figure, strict_json, writable_folder
 from ..data import PDEData, load
-from ..data.datasets import PER_SAMPLE_ROWS
+from ..data.datasets import PER_SAMPLE_ROWS, DatasetFileError
 from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
 from .checkpoint import REMEDY, CheckpointError, checkpoint_path, load_checkpoint, load_weights
 from .distributed import rank, world
@@ -212,6 +212,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     ``physml.updates`` sits above ``physml.training``)."""
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out: {str(args.out)!r} is a file; physml train writes a run folder")
+    writable_folder("--out", args.out)
     chosen = settings(args)
     if chosen.get("distill_from") is not None:
         existing_run("--distill-from", chosen["distill_from"])
@@ -219,7 +220,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    data = load(existing_file("--data", args.data))
+    data = load_data(args.data)
     check_dimensions(description, data)
     check_two_times(description, data, args.data)
     train_data, val_data = split(data, chosen.get("val_fraction", 0.1))
@@ -402,6 +403,18 @@ def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
     }
 
 
+def load_data(path: str | os.PathLike, flag: str = "--data") -> PDEData:
+    """The dataset given to ``flag`` (:func:`physml.data.load`); its errors name that flag
+    where they name ``load``'s argument ``path``."""
+    try:
+        return load(existing_file(flag, path))
+    except (DatasetFileError, OSError) as error:
+        message = str(error)
+        if not message.startswith("path: "):
+            raise
+        raise type(error)(f"{flag}: {message.removeprefix('path: ')}") from None
+
+
 def existing_run(flag: str, path: str | Path) -> Path:
     """``path`` as given to ``flag``: a run folder of physml train (holding its checkpoint) or a
     checkpoint file; else a ``FileNotFoundError`` naming ``flag``."""
@@ -431,7 +444,7 @@ def rebuild_run(
     given = existing_run(checkpoint_flag, checkpoint)
     existing_file(data_flag, data)
     run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
-    state = load_checkpoint(given)
+    state = load_checkpoint(given, argument=checkpoint_flag)
     description = state["model_config"]
     model = description.get("model") if isinstance(description, dict) else None
     if not isinstance(model, str) or model not in FAMILIES:
@@ -439,7 +452,7 @@ def rebuild_run(
     check_spectral_shift(
         description, state["fingerprint"].get("shapes"), f"{checkpoint_flag}: {str(run)!r}"
     )
-    contents = load(data)
+    contents = load_data(data, data_flag)
     trained_on = state["fingerprint"].get("attributes", {}).get("pde")
     holds = contents.attrs.get("pde")
     if FAMILIES[description["model"]].predict is not None and trained_on != holds:

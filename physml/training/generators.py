@@ -22,6 +22,13 @@ def host_states() -> dict[str, list]:
     }
 
 
+def seed_host_generators(seed: int) -> None:
+    """Seed ``np.random`` and ``random`` from ``seed`` (``np.random.seed(seed)`` below 2**32, else
+    its two 32-bit halves; ``random.seed(seed)``)."""
+    np.random.seed(seed if seed < 2**32 else [seed & 0xFFFFFFFF, seed >> 32])  # noqa: NPY002
+    random.seed(seed)
+
+
 def set_host_states(state: dict) -> None:
     """Set ``np.random`` and ``random`` to the states :func:`host_states` gave, wherever a
     checkpoint load mapped their tensors (a checkpoint written before they were saved lacks them:

@@ -48,7 +48,7 @@ from .checkpoint import (
 )
 from .distributed import World, world
 from .fingerprint import fingerprint, item_tensors
-from .generators import generators_kept, host_states, set_host_states
+from .generators import generators_kept, host_states, seed_host_generators, set_host_states
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
 SCHEDULES = ("cosine", "constant")
@@ -86,7 +86,9 @@ class TrainConfig:
     the gradient before the moment estimates (``torch.optim.Adam``'s coupled decay, not AdamW's
     decoupled shrink of the weights); ``checkpoint_every`` and ``validate_every`` count steps
     (``validate_every = 0`` validates only at the end); validating, at ``validate_every`` or only
-    at the end, needs a validation set passed to ``fit``.
+    at the end, needs a validation set passed to ``fit``. ``seed`` fixes the order of the
+    samples and seeds torch's, numpy's and Python's global generators when a run starts afresh
+    (a resumed run restores the states its checkpoint saved).
     """
 
     steps: int = 1000
@@ -379,6 +381,7 @@ class Trainer:
         )
         report = self.report_ = TrainReport(steps=config.steps)
         torch.manual_seed(config.seed)
+        seed_host_generators(config.seed)  # a resumed run sets the states it saved instead
         step, checked_on = self._resume(model, optimiser, data_print, checked_on, report)
         trained = DistributedDataParallel(model) if here.size > 1 else model
         sampler = DistributedSampler(

@@ -16,13 +16,13 @@ from torch import nn
 from pdes.checks import positive_int
 
 from ... import metrics
-from ..._io import atomic_path
 from ...constraints import KnowledgeControl, constrain
 from ...metrics import bootstrap_se, spread_skill
 from ...models.forecasting import score_forecast
 from ...models.prediff import (
     PreDiff,
 )
+from ...training.checkpoint import load_torch_file, save_torch_file
 from .data import FrameIntensity, Scale, mean_intensity
 
 
@@ -37,6 +37,8 @@ class EnsembleForecast:
 SEEDING = "seed-sequence-v1"
 """The scheme that gives each sampling chunk its seed (:func:`chunk_seed`), recorded with the
 chunks :func:`sample` keeps; chunks kept under another scheme are drawn again."""
+DRAW_AGAIN = "delete it to draw that chunk again"
+"""What the refusal of a damaged kept chunk advises."""
 
 
 def chunk_seed(seed: int, index: int) -> int:
@@ -84,7 +86,7 @@ def sample(
         chunk = slice(starts[index], starts[index] + per_call)
         saved = None
         if stored is not None and stored.exists():
-            saved = torch.load(stored, weights_only=True)
+            saved = load_torch_file(stored, "a kept chunk of samples", "keep", DRAW_AGAIN)
             if saved.get("seeding") != SEEDING:
                 if not warned:
                     warnings.warn(
@@ -121,17 +123,16 @@ def sample(
         seconds += taken
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(stored) as temporary:
-                torch.save(
-                    {
-                        "samples": parts[index],
-                        "seconds": torch.tensor(taken, dtype=torch.float64),
-                        "seed": seed,
-                        "steps": steps,
-                        "seeding": SEEDING,
-                    },
-                    temporary,
-                )
+            save_torch_file(
+                stored,
+                {
+                    "samples": parts[index],
+                    "seconds": torch.tensor(taken, dtype=torch.float64),
+                    "seed": seed,
+                    "steps": steps,
+                    "seeding": SEEDING,
+                },
+            )
     return EnsembleForecast(torch.cat(parts, dim=1), seconds)
 
 

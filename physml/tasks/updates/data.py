@@ -3,6 +3,7 @@ RMS amplitude, and the problem's solver as a fallback (one solve per sample)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pdes.heat import random_modes, solve_heat
 from pdes.problems import generator
 from pdes.random_fields import gaussian_random_field_1d
 
-from ..._io import atomic_path
+from ...training.checkpoint import CheckpointError, load_torch_file, save_torch_file
 
 F64 = torch.float64
 EQUATIONS = ("burgers", "heat")
@@ -137,7 +138,7 @@ def cached_pairs(path: Path, problem: Equation, count: int, first_seed: int, out
     """:func:`pairs`, kept in ``path`` (a ``.pt`` file) so a rerun does not solve them again.
 
     The file records what it holds (the problem's settings, count, first seed, outside count):
-    a file made for other settings is solved again and replaced, not read.
+    a file made for other settings, or damaged, is solved again and replaced.
     """
     key = {
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(problem).items()},
@@ -146,14 +147,14 @@ def cached_pairs(path: Path, problem: Equation, count: int, first_seed: int, out
         "outside": outside,
     }
     if path.exists():
-        kept = torch.load(path, weights_only=True)
-        if isinstance(kept, dict) and kept.get("key") == key:
-            return TensorDataset(kept["x"], kept["y"])
+        with contextlib.suppress(CheckpointError):  # a damaged file is solved again
+            kept = load_torch_file(path, "kept pairs", "cache")
+            if isinstance(kept, dict) and kept.get("key") == key:
+                return TensorDataset(kept["x"], kept["y"])
     data = pairs(problem, count, first_seed, outside)
     path.parent.mkdir(parents=True, exist_ok=True)
     x, y = data.tensors
-    with atomic_path(path) as temporary:
-        torch.save({"key": key, "x": x, "y": y}, temporary)
+    save_torch_file(path, {"key": key, "x": x, "y": y})
     return data
 
 

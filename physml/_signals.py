@@ -1,0 +1,54 @@
+"""The signals a batch scheduler stops a job with, taken as Ctrl-C: SIGTERM (Slurm's time limit,
+preemption, ``scancel``) and SIGHUP (a closed terminal) raise :class:`Terminated`, a
+``KeyboardInterrupt``, so a command stops as on Ctrl-C: its locks released, what it saved kept,
+one line saying what a rerun picks up."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""The signals :func:`signals_interrupt` turns into :class:`Terminated` (SIGHUP where it exists)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` raised by the signal ``signum`` (SIGTERM, SIGHUP), not Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the block runs, each of :data:`STOPPING` raises :class:`Terminated` where it would
+    have ended the process (a signal ignored, as under ``nohup``, or handled by the caller stays
+    so); the previous handlers come back on exit. Off the main thread, where Python cannot set
+    handlers, nothing changes."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOPPING:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                previous[signum] = signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
+    """How a command stopped by ``error`` says so (``"interrupted"``, ``"interrupted by
+    SIGTERM"``) and its exit status: 130 for Ctrl-C, 128 + the signal's number otherwise (143 for
+    SIGTERM, 129 for SIGHUP), as a shell reports a process the signal ended."""
+    if isinstance(error, Terminated):
+        return f"interrupted by {signal.Signals(error.signum).name}", 128 + error.signum
+    return "interrupted", 130
