@@ -596,7 +596,7 @@ def test_a_damaged_chunk_past_the_first_is_found(tmp_path):
     with h5py.File(shards[1]) as f:
         assert f["u"].id.get_num_chunks() == 4
     flip_a_bit_of_chunk(shards[1], "u", 3)
-    damaged = f"shard {str(shards[1])!r} is damaged: u could not be read ("
+    damaged = f"shard {str(shards[1])!r} is damaged: its array 'u' failed its checksum ("
     with pytest.raises(DatasetFileError, match=re.escape(damaged)):
         merge_shards(shards, tmp_path / "merged.h5")
 
@@ -610,7 +610,9 @@ def test_an_array_stored_unchunked_does_not_end_the_verification(tmp_path, shard
             labels = np.array([f"sample {i}" for i in f["sample_index"][()]], dtype=object)
             assert write_checksummed(f["params"], "label", labels).chunks is None
     flip_a_bit_of_the_first_chunk(shards[1], "fields/u_squared")
-    damaged = f"shard {str(shards[1])!r} is damaged: fields/u_squared could not be read ("
+    damaged = (
+        f"shard {str(shards[1])!r} is damaged: its array 'fields/u_squared' failed its checksum ("
+    )
     with pytest.raises(DatasetFileError, match=re.escape(damaged)):
         merge_shards(shards, tmp_path / "merged.h5")
 
