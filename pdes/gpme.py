@@ -158,9 +158,9 @@ def _check_front_inside(
     if late.any():
         first = int(late.nonzero()[0])
         raise ValueError(
-            f"t must be <= {leaves[first].item():.6g} for {name} = {values[first].item():g}: the "
-            f"front {front} leaves [0, 1] then and the closed-form mass no longer holds, got "
-            f"maximum {t.max().item():g}"
+            f"t must be <= {leaves[first].item():.17g} for {name} = {values[first].item():g}: "
+            f"the front {front} leaves [0, 1] then and the closed-form mass no longer holds, got "
+            f"maximum {t.max().item():.17g}"
         )
 
 

@@ -362,13 +362,13 @@ def test_a_float16_result_that_overflows_is_refused_naming_the_dtype(wrap):
 
 @pytest.mark.parametrize(
     "wrap",
-    [lambda u: u, Ensemble, lambda u: Gaussian(u, torch.ones_like(u))],
-    ids=["tensor", "ensemble", "gaussian"],
+    [lambda u: u, lambda u: u[1], Ensemble, lambda u: Gaussian(u, torch.ones_like(u))],
+    ids=["tensor", "one-field", "ensemble", "gaussian"],
 )
 def test_a_float16_result_below_its_precision_is_refused(wrap):
     """Values of 1e-6 are subnormal in float16 (spacing 6e-8): the exact update's field, rounded
     back to float16, misses the target by 0.1%, beyond float16's round-off, whether it is a
-    tensor, an ensemble's members or a Gaussian's mean."""
+    batch of tensors, a single field ``(x,)``, an ensemble's members or a Gaussian's mean."""
     u = (1e-6 * torch.tensor([[0.9], [1.0], [1.1]]) * torch.ones(33)).to(torch.float16)
     mass = mass_conservation(GRID, torch.tensor(3e-6, dtype=F64))
     with pytest.raises(ConstraintError, match=r"rounded to torch\.float16.*smallest normal"):

@@ -7,6 +7,8 @@ variance left along the constraint.
 
 import copy
 import inspect
+import math
+import sys
 import warnings
 
 import numpy as np
@@ -270,6 +272,13 @@ def test_the_largest_noise_whose_variance_is_finite_leaves_the_prior_and_a_large
     assert torch.equal(out.variance(), prior.variance())
     with pytest.raises(ConstraintError, match=r"^noise must be at most 1\.341e\+154"):
         mass_conservation(grid, 0.5, noise=1e155)
+    members = Ensemble(torch.rand(4, 5, dtype=F64, generator=torch.Generator().manual_seed(0)))
+    largest = math.sqrt(sys.float_info.max / 3)  # (members − 1) σ² at float64's largest
+    through(mass_conservation(grid, 0.5, noise=0.99 * largest), members)
+    with pytest.raises(
+        ConstraintError, match=r"^noise must be at most 7\.741e\+153 for an ensemble of 4"
+    ):
+        through(mass_conservation(grid, 0.5, noise=1.3e154), members)
 
 
 def dense_posterior(X, G, b, noise, cov=None):

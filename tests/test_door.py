@@ -568,16 +568,40 @@ def test_a_state_dict_of_a_nested_wrapper_loads_into_the_flat_one(layout):
     assert torch.equal(fresh(x), saved(x))
 
 
-def test_a_state_dict_of_a_nested_wrapper_that_fits_no_nesting_is_refused():
+def test_a_state_dict_of_a_nested_wrapper_that_fits_no_nesting_is_left_to_torch():
+    """Keys that look nested but fit no split are not renamed: a strict load lists them as
+    torch does, ``strict=False`` returns them, and load_weights names the mismatch."""
     from physml.training.checkpoint import CheckpointError, load_weights
 
     layout = NESTED_LAYOUTS["constrain(constrain(m, walls, mass), keep)"]
     old = renamed(nested_wrapper(0.5, seed=0).state_dict(), layout)
     old["constraints.1.keep.G"] = old["constraints.0.keep.G"]
-    with pytest.raises(ConstraintError, match=r"nested wrapper .* fit no split of these 3"):
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: .*model\.model\."):
         nested_wrapper(0.5, seed=1).load_state_dict(old)
-    with pytest.raises(CheckpointError, match="do not fit this model .*nested wrapper"):
+    result = nested_wrapper(0.5, seed=1).load_state_dict(old, strict=False)
+    assert "constraints.1.keep.G" in result.unexpected_keys
+    assert any(key.startswith("model.model.") for key in result.unexpected_keys)
+    with pytest.raises(CheckpointError, match="do not fit this model"):
         load_weights(nested_wrapper(0.5, seed=1), {"model": old}, "run", "this model")
+
+
+def test_a_model_holding_a_model_of_other_weights_is_reported_by_torch():
+    """A wrapped model with its own child ``model`` (as OnGrid has) whose saved weights do not
+    fit: torch's lists, not a nested-layout refusal, also under ``strict=False``."""
+    grid = Grid1D(9, 0.0, 1.0)
+
+    def wrapped(width):
+        holder = nn.Sequential()
+        holder.add_module("model", nn.Sequential(nn.Linear(9, width), nn.Linear(width, 9)))
+        return constrain(holder.double(), mass_conservation(grid, 0.5))
+
+    state = wrapped(4).state_dict()
+    state["model.model.2.weight"] = torch.zeros(9, 9, dtype=F64)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: .model\.model\.2"):
+        wrapped(4).load_state_dict(state)
+    assert wrapped(4).load_state_dict(state, strict=False).unexpected_keys == [
+        "model.model.2.weight"
+    ]
 
 
 def test_a_model_holding_a_model_is_not_taken_for_a_nested_wrapper():

@@ -418,7 +418,8 @@ NESTED = ("model.model.", "model.constraints.")
 
 def _rename_nested(state_dict: dict, prefix: str, expected: set[str], n_constraints: int) -> None:
     """Rename in place the keys under ``prefix`` saved by a nested wrapper (before nesting was
-    unwrapped) to those of the flat one, ``expected``; nothing where they are not nested."""
+    unwrapped) to those of the flat one, ``expected``; nothing where no split of the constraints
+    fits them (torch then reports the keys that do not fit, or ``strict=False`` returns them)."""
     given = {key[len(prefix) :] for key in state_dict if key.startswith(prefix)}
     strange = sorted(key for key in given - expected if key.startswith(NESTED))
     if not strange:
@@ -426,16 +427,8 @@ def _rename_nested(state_dict: dict, prefix: str, expected: set[str], n_constrai
     model = {key[len("model.") :] for key in expected if key.startswith("model.")}
     constraints = [_constraint_keys(expected, i) for i in range(n_constraints)]
     names = _flat_names(given, model, constraints, nested=True)
-    if names is None:
-        raise ConstraintError(
-            "load_state_dict: the state dict is laid out as a nested wrapper saved before "
-            "constrain(constrain(model, a), b) became constrain(model, a, b) ('model.model.*', "
-            "'model.constraints.<i>.*', then the outer 'constraints.<j>.*'; here "
-            f"{strange[0]!r}), but renamed to this wrapper's flat layout ('model.*', then "
-            f"'constraints.0.*' to 'constraints.{n_constraints - 1}.*', the inner constraints "
-            f"first) its keys fit no split of these {n_constraints} constraints: load it into "
-            "the model and constraints it was saved with"
-        )
+    if names is None:  # not an old nested layout after all (e.g. a model with its own .model)
+        return
     renamed = {prefix + new: state_dict.pop(prefix + old) for old, new in names.items()}
     state_dict.update(renamed)
 

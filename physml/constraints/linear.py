@@ -609,6 +609,12 @@ class LinearConstraint(Constraint):
             self._check_update(G, new.detach(), b, X, euclidean=True)
             return Ensemble(self._unflat(new, samples, b))
         members, k = X.shape[0], G.shape[0]
+        if math.isinf((members - 1) * self.noise**2):
+            raise ConstraintError(
+                f"noise must be at most {LARGEST_NOISE / math.sqrt(members - 1):.4g} for an "
+                f"ensemble of {members} members (the update sums (members − 1) σ², which "
+                f"overflows float64 beyond it), got {self.noise:.4g}"
+            )
         met = None if self.noise else b  # the target the members meet exactly
         if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
             new = _one_row_update(X, G[0], b, self.shrinkage, self.noise)
