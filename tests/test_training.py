@@ -208,6 +208,22 @@ class Described(TensorDataset):
         self.attributes = attributes
 
 
+def test_resuming_on_another_pde_names_the_pdes_before_the_model(tmp_path):
+    """Another PDE's data builds another model and differs in every attribute: the PDE is named,
+    in the Python caller's words (out=, the training data), not physml train's flags."""
+    heat, burgers = Described({"pde": "heat"}), Described({"pde": "burgers"}, seed=2)
+    Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "a"}, quiet=True).fit(heat)
+    with pytest.raises(CheckpointError) as refused:
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(burgers)
+    assert str(refused.value) == (
+        f"checkpoint: {str(tmp_path)!r} was trained on 'heat' solutions, but this training data "
+        "holds 'burgers' ones; refusing to resume. Use another out= folder, or the data it was "
+        "made on."
+    )
+    with pytest.raises(CheckpointError, match=r"another model \(name 'a' → 'b'\)"):
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(heat)
+
+
 def test_the_same_data_packaged_again_resumes_and_other_settings_do_not(tmp_path):
     first = {"pde": "heat", "seed": 0, "created": "2026-12-06T02:28:23+00:00"}
     config = dataclasses.replace(CONFIG, steps=4, schedule="constant")

@@ -197,6 +197,26 @@ def _split_otherwise(state: dict, current: dict, validation: dict | None) -> str
     )
 
 
+def check_same_pde(
+    state: dict, current: dict, directory: str | os.PathLike, remedy: str = REMEDY
+) -> None:
+    """Resuming on solutions of another PDE (the fingerprints' ``pde`` attributes, where both
+    record one) is an error naming the two, said before any other difference: another PDE's
+    file differs in the model it builds and in most attributes. The data is physml train's
+    ``--data`` where ``remedy`` is :data:`REMEDY`, else the training data."""
+    trained_on, holds = (
+        (printed.get("attributes") or {}).get("pde") for printed in (state["fingerprint"], current)
+    )
+    if trained_on is None or holds is None or trained_on == holds:
+        return
+    data = "--data" if remedy == REMEDY else "this training data"
+    raise CheckpointError(
+        f"checkpoint: {str(directory)!r} was trained on {trained_on!r} solutions, but {data} "
+        f"holds {holds!r} ones; refusing to resume. {_sentence(remedy)}, or the data it was made "
+        "on."
+    )
+
+
 def check_same_data(
     state: dict,
     current: dict,
