@@ -495,6 +495,12 @@ def test_load_run_names_what_it_cannot_load(tmp_path, monkeypatch):
         load_run("run", load("s.h5"))
     with pytest.raises(ValueError, match="^data: 'p.h5' holds 'pme' solutions"):
         load_run("run", "p.h5")
+    with pytest.raises(CheckpointError) as swapped:
+        load_run("s.h5", "s.h5")
+    assert str(swapped.value) == (
+        "checkpoint: 's.h5' is an HDF5 file (a dataset?), not a checkpoint of physml train; pass "
+        "it as data"
+    )
     anp = AttentiveNeuralProcess(hidden=8, latent=8, attention_layers=1)
     with pytest.raises(CheckpointError, match=r"physml train loads with physml.training.load_run"):
         load_anp(anp, "run")
