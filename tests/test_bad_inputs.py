@@ -2859,7 +2859,7 @@ def checkpoint_without_fingerprint(c: Context):
 
 def damaged_checkpoint(c: Context):
     folder = c.fresh()
-    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (folder / "checkpoint.pt").write_bytes(b"PK\x03\x04, then cut short")
     return load_checkpoint(folder)
 
 
@@ -3047,7 +3047,10 @@ TRAINING_CASES = [
         r"checkpoint: no",
     ),
     case(
-        "checkpoint-damaged", damaged_checkpoint, CheckpointError, r"checkpoint: .* cannot be read"
+        "checkpoint-damaged",
+        damaged_checkpoint,
+        CheckpointError,
+        r"checkpoint: .* cannot be read .*: it is an incomplete zip archive",
     ),
     case(
         "checkpoint-key-missing",

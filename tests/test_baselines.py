@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 
 from physml.models.baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
@@ -316,8 +317,31 @@ def test_checkpoint_from_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="checkpoint"):
         train(build("unet", 3, 3, 1), checkpoint=path, steps=2, seed=1)
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="checkpoint"):
+    with pytest.raises(ValueError, match="is not a forecaster checkpoint .not a zip archive"):
         train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
+
+
+def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file(tmp_path):
+    """torch.load checks no CRC-32: the flipped bit would resume from another weight."""
+    from physml.training import CheckpointError
+
+    trained = build("unet", 3, 3, 1)
+    for name in ("intact.pt", "damaged.pt"):
+        train(copy.deepcopy(trained), checkpoint=tmp_path / name, steps=2)
+    train(trained, steps=2)
+    damaged = tmp_path / "damaged.pt"
+    entry = flip_a_bit_of_a_zip_entry(damaged)
+    with pytest.raises(CheckpointError) as refused:
+        train(build("unet", 3, 3, 1), checkpoint=damaged, steps=2)
+    assert str(refused.value) == (
+        f"checkpoint: {str(damaged)!r} cannot be read as a forecaster checkpoint: it is damaged "
+        f"(its entry {entry!r} fails its CRC-32 check: a bit changed on disk or in a copy); "
+        "restore an intact copy, delete it to start that training over, or use another "
+        "checkpoint path (physml run/demo: another --out)"
+    )
+    resumed = build("unet", 3, 3, 1)
+    assert train(resumed, checkpoint=tmp_path / "intact.pt", steps=2).steps == 2
+    assert same_parameters(resumed, trained)
 
 
 class Killed(Exception):

@@ -688,10 +688,10 @@ def test_ctrl_c_before_the_first_checkpoint_says_the_rerun_starts_over(
         assert resumed == (0 if every == 5 else 2)
 
 
-NOT_A_ZIP = (
-    "cannot be read as a checkpoint of physml train (not a complete zip archive, as torch.save "
-    "writes: a truncated or foreign file: File is not a zip file); restore an intact copy, or "
-    "delete it to start that training over"
+CUT_SHORT = (
+    "cannot be read as a checkpoint of physml train: it is an incomplete zip archive (a "
+    "truncated copy? zipfile: File is not a zip file); restore an intact copy, or delete it to "
+    "start that training over"
 )
 
 
@@ -712,12 +712,23 @@ NOT_A_ZIP = (
         ),
         (
             ["evaluate", "--checkpoint", "notes.txt", "--data", "notes.txt"],
-            f"physml evaluate: error: --checkpoint: 'notes.txt' {NOT_A_ZIP}",
+            "physml evaluate: error: --checkpoint: 'notes.txt' is not a checkpoint of physml "
+            "train (not a zip archive, as torch.save writes)",
+        ),
+        (
+            ["evaluate", "--checkpoint", "data.h5", "--data", "data.h5"],
+            "physml evaluate: error: --checkpoint: 'data.h5' is an HDF5 file (a dataset?), not "
+            "a checkpoint of physml train; pass it as --data",
+        ),
+        (
+            ["evaluate", "--checkpoint", "arrays.npz", "--data", "data.h5"],
+            "physml evaluate: error: --checkpoint: 'arrays.npz' is not a checkpoint of physml "
+            "train (a zip archive, but not one torch.save writes: it holds no data.pkl)",
         ),
         (
             ["evaluate", "--checkpoint", "cut", "--data", "notes.txt"],
             f"physml evaluate: error: --checkpoint: {str(Path('cut/checkpoint.pt'))!r} "
-            + NOT_A_ZIP,
+            + CUT_SHORT,
         ),
     ],
     ids=[
@@ -725,6 +736,8 @@ NOT_A_ZIP = (
         "generate-out-under-a-file",
         "train-out-read-only",
         "evaluate-a-text-file",
+        "evaluate-a-dataset",
+        "evaluate-another-zip-archive",
         "evaluate-a-truncated-checkpoint",
     ],
 )
@@ -737,6 +750,8 @@ def test_a_path_that_cannot_serve_is_one_line_naming_its_flag(
 
     monkeypatch.chdir(tmp_path)
     Path("notes.txt").write_text("a note, not a folder\n")
+    h5py.File("data.h5", "w").close()
+    np.savez("arrays.npz", u=np.zeros(3))
     Path("locked").mkdir()
     real_access = os.access
     monkeypatch.setattr(  # as for a user without write permission on locked (root has it)

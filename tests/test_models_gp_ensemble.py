@@ -10,6 +10,7 @@ import pickle
 import gpytorch
 import pytest
 import torch
+from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 
 from pdes.gpme import diffusion_exact
@@ -490,6 +491,25 @@ def test_checkpoint_round_trip_is_exact_and_atomic(fitted_ensemble, tmp_path):
     assert torch.equal(before.mean, after.mean) and torch.equal(before.cov, after.cov)
 
 
+def test_a_saved_ensemble_with_a_flipped_bit_is_refused_naming_the_file(tmp_path):
+    """torch.load checks no CRC-32: the flipped bit would load as another weight."""
+    ensemble = tiny()
+    for name in ("intact.pt", "damaged.pt"):
+        ensemble.save(tmp_path / name)
+    damaged = tmp_path / "damaged.pt"
+    entry = flip_a_bit_of_a_zip_entry(damaged)
+    with pytest.raises(CheckpointError) as refused:
+        DeepEnsemble.load(damaged)
+    assert str(refused.value) == (
+        f"path: {str(damaged)!r} cannot be read as a DeepEnsemble checkpoint: it is damaged (its "
+        f"entry {entry!r} fails its CRC-32 check: a bit changed on disk or in a copy); restore "
+        "an intact copy, or save the ensemble again (DeepEnsemble.save)"
+    )
+    loaded = DeepEnsemble.load(tmp_path / "intact.pt").state_dict()
+    for name, value in ensemble.state_dict().items():
+        assert torch.equal(loaded[name], value), name
+
+
 class Crash(Exception):
     pass
 
@@ -564,11 +584,11 @@ def test_loading_refuses_untrusted_or_broken_files(fitted_ensemble, tmp_path):
     pickled = tmp_path / "pickled.pt"
     content = {"config": dict(fitted_ensemble.config), "state": fitted_ensemble.state_dict()}
     torch.save({**content, "extra": _Payload()}, pickled, pickle_module=pickle)
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="holds Python objects besides tensors"):
         DeepEnsemble.load(pickled)
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not a DeepEnsemble checkpoint .not a zip archive"):
         DeepEnsemble.load(broken)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)

@@ -94,6 +94,22 @@ def test_resuming_with_another_val_fraction_names_the_split(heat, capsys):
     assert "attribute 'seed' 0 → 1" in err and "--val-fraction" not in err
 
 
+@pytest.mark.parametrize("other", ["burgers", "burgers-dirichlet"])
+def test_resuming_on_another_pde_names_the_two_pdes_first(heat, capsys, other):
+    """Burgers on the periodic [0, 1) builds another model than heat (periodic); Burgers with
+    walls the same model, but differs in every attribute: either way the PDE is what differs."""
+    size = ["--n", "4", "--nx", "32", "--nt", "6", "--quiet"]
+    assert main(["generate", other, *size, "--out", "other.h5"]) == 0
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    assert main([*train, "--steps", "1", *SMALL]) == 0
+    assert main([*train[:2], "other.h5", *train[3:], "--steps", "1", *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        f"physml train: error: checkpoint: 'run' was trained on 'heat' solutions, but --data "
+        f"holds {other!r} ones; refusing to resume. Use another --out, or the data it was made "
+        "on.\n"
+    )
+
+
 def test_a_file_no_split_could_give_is_not_blamed_on_val_fraction(heat, capsys):
     """Trained on 11 of 12 samples (one held out); resumed on a copy of the first 4 with the same
     attributes: 4 samples hold no share of 11, whatever is held out."""
@@ -479,6 +495,12 @@ def test_load_run_names_what_it_cannot_load(tmp_path, monkeypatch):
         load_run("run", load("s.h5"))
     with pytest.raises(ValueError, match="^data: 'p.h5' holds 'pme' solutions"):
         load_run("run", "p.h5")
+    with pytest.raises(CheckpointError) as swapped:
+        load_run("s.h5", "s.h5")
+    assert str(swapped.value) == (
+        "checkpoint: 's.h5' is an HDF5 file (a dataset?), not a checkpoint of physml train; pass "
+        "it as data"
+    )
     anp = AttentiveNeuralProcess(hidden=8, latent=8, attention_layers=1)
     with pytest.raises(CheckpointError, match=r"physml train loads with physml.training.load_run"):
         load_anp(anp, "run")

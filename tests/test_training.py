@@ -208,6 +208,22 @@ class Described(TensorDataset):
         self.attributes = attributes
 
 
+def test_resuming_on_another_pde_names_the_pdes_before_the_model(tmp_path):
+    """Another PDE's data builds another model and differs in every attribute: the PDE is named,
+    in the Python caller's words (out=, the training data), not physml train's flags."""
+    heat, burgers = Described({"pde": "heat"}), Described({"pde": "burgers"}, seed=2)
+    Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "a"}, quiet=True).fit(heat)
+    with pytest.raises(CheckpointError) as refused:
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(burgers)
+    assert str(refused.value) == (
+        f"checkpoint: {str(tmp_path)!r} was trained on 'heat' solutions, but this training data "
+        "holds 'burgers' ones; refusing to resume. Use another out= folder, or the data it was "
+        "made on."
+    )
+    with pytest.raises(CheckpointError, match=r"another model \(name 'a' → 'b'\)"):
+        Trainer(model(), mse, CONFIG, tmp_path, model_config={"name": "b"}, quiet=True).fit(heat)
+
+
 def test_the_same_data_packaged_again_resumes_and_other_settings_do_not(tmp_path):
     first = {"pde": "heat", "seed": 0, "created": "2026-12-06T02:28:23+00:00"}
     config = dataclasses.replace(CONFIG, steps=4, schedule="constant")
@@ -255,7 +271,9 @@ def test_bad_runs(tmp_path):
     ):
         Trainer(model(), mse, TrainConfig(batch=6, accumulate=4), quiet=True).fit(data())
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(
+        CheckpointError, match="is not a checkpoint of physml train .not a zip archive"
+    ):
         Trainer(model(), mse, CONFIG, tmp_path, quiet=True).fit(data())
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
@@ -990,9 +1008,15 @@ def test_a_checkpoint_holding_arbitrary_objects_is_refused_unread(tmp_path):
     from physml.training.checkpoint import FORMAT, KEYS
 
     torch.save({"format": FORMAT, **dict.fromkeys(KEYS), "extra": Payload()}, tmp_path / "c.pt")
-    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+    with pytest.raises(CheckpointError) as refused:
         load_checkpoint(tmp_path / "c.pt")
     assert UNPICKLED == []
+    assert str(refused.value) == (  # not torch's advice to load it unsafely, in terminal escapes
+        f"checkpoint: {str(tmp_path / 'c.pt')!r} cannot be read as a checkpoint of physml train: "
+        "it holds Python objects besides tensors, which are not loaded (only tensors, numbers, "
+        "strings and containers are); restore an intact copy, or delete it to start that "
+        "training over"
+    )
     torch.save({"format": "other/1", **dict.fromkeys(KEYS)}, tmp_path / "other.pt")
     with pytest.raises(
         CheckpointError, match="has format 'other/1', expected 'physml-checkpoint/1'"

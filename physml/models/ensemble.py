@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from .._checks import as_tensor
-from .._io import atomic_path
 from ..outputs import Ensemble, Gaussian
 
 KINDS = ("gaussian", "ensemble")
+RESAVE = "restore an intact copy, or save the ensemble again (DeepEnsemble.save)"
+"""What the refusal of a damaged file of :meth:`DeepEnsemble.save` advises."""
 
 
 def _derived_seed(*parts: int) -> int:
@@ -229,8 +230,9 @@ class DeepEnsemble(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the configuration and weights to ``path`` atomically."""
-        with atomic_path(path) as temporary:
-            torch.save({"config": dict(self.config), "state": self.state_dict()}, temporary)
+        from ..training.checkpoint import save_torch_file  # physml.training imports physml.models
+
+        save_torch_file(path, {"config": dict(self.config), "state": self.state_dict()})
 
     @classmethod
     def load(
@@ -248,10 +250,9 @@ class DeepEnsemble(nn.Module):
 def _read(path: Path, map_location: str | torch.device) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no DeepEnsemble checkpoint at {path}")
-    try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable DeepEnsemble checkpoint: {error}") from error
+    from ..training.checkpoint import load_torch_file  # physml.training imports physml.models
+
+    content = load_torch_file(path, "a DeepEnsemble checkpoint", "path", RESAVE, map_location)
     if not isinstance(content, dict) or not {"config", "state"} <= set(content):
         raise ValueError(f"{path} is not a DeepEnsemble checkpoint (no 'config' and 'state')")
     return content

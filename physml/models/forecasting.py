@@ -28,7 +28,6 @@ from tqdm import tqdm
 from pdes.checks import finite
 
 from .. import metrics
-from .._io import atomic_path
 from .baselines import check_sequence
 from .common import model_dtype
 
@@ -45,6 +44,11 @@ SSIM_WINDOW = 11
 RESUME_REMEDY = "use another checkpoint path"
 """What a refused resume advises: train_forecaster's ``checkpoint`` is a file, not physml
 train's ``--out`` folder."""
+RESTART = (
+    "restore an intact copy, delete it to start that training over, or use another checkpoint "
+    "path (physml run/demo: another --out)"
+)
+"""What the refusal of a damaged checkpoint file advises."""
 STOPPING = ("max_steps", "budget_s")
 """The settings a resumed run may change (unless the cosine schedule decays over one)."""
 
@@ -243,8 +247,9 @@ def _save(
         "batch_rng": batches.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
-    with atomic_path(path, suffix=".pt") as temporary:
-        torch.save(state, temporary)
+    from ..training.checkpoint import save_torch_file  # physml.training imports physml.models
+
+    save_torch_file(path, state)
 
 
 def _resume(
@@ -260,23 +265,20 @@ def _resume(
     has it (older ones do not), and takes the saved validation fingerprint and model config where
     this run gives none."""
     from ..training.checkpoint import (  # physml.training imports physml.models
+        PythonObjectsError,
         check_same_data,
         check_same_model,
         check_same_validation,
+        load_torch_file,
     )
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which
-        if "Unsupported global" in str(error):
-            raise ValueError(
-                f"checkpoint: {str(path)!r} holds Python objects besides tensors (as older physml "
-                "wrote for neuralop models) and is not loaded; delete it, or use another "
-                "checkpoint path (physml run/demo: another --out)"
-            ) from None
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(
-            f"checkpoint: {str(path)!r} cannot be read ({type(error).__name__} {detail})"
+        state = load_torch_file(path, "a forecaster checkpoint", remedy=RESTART)
+    except PythonObjectsError:
+        raise PythonObjectsError(
+            f"checkpoint: {str(path)!r} holds Python objects besides tensors (as older physml "
+            "wrote for neuralop models) and is not loaded; delete it, or use another "
+            "checkpoint path (physml run/demo: another --out)"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint: {str(path)!r} is not a physml forecaster checkpoint")

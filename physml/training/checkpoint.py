@@ -35,8 +35,17 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used here: another format, other data, another model."""
 
 
+class PythonObjectsError(CheckpointError):
+    """A ``torch.save`` file holding Python objects besides tensors, which are not loaded
+    (unpickling them could run any code)."""
+
+
 RESTORE = "restore an intact copy, or delete it to start that training over"
 """What a refusal of a damaged checkpoint file advises by default."""
+ZIP_SIGNATURE = b"PK\x03\x04"
+"""How a zip archive (what ``torch.save`` writes) begins, truncated or not."""
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""How an HDF5 file (a dataset of physml generate) begins."""
 
 
 def checkpoint_path(directory: str | os.PathLike) -> Path:
@@ -77,33 +86,67 @@ def load_torch_file(
     argument: str = "checkpoint",
     remedy: str = RESTORE,
     map_location: str | torch.device = "cpu",
+    data_argument: str | None = None,
 ) -> object:
     """``torch.load(path, weights_only=True)`` once every entry of the zip archive ``torch.save``
     wrote passes its CRC-32 check (``torch.load`` checks none: a flipped bit would load as another
-    number). A damaged, truncated or foreign file is a :class:`CheckpointError` naming
-    ``argument`` and ``path``, saying why it cannot be read as ``what`` (``"a checkpoint of
-    physml train"``) and ending with ``remedy``. Reads the file twice."""
+    number). A file it cannot load is a :class:`CheckpointError` naming ``argument`` and ``path``
+    and saying why it is not ``what`` (``"a checkpoint of physml train"``): an HDF5 file (a
+    dataset: pass it as ``data_argument``, when given) or another file that is no zip archive of
+    ``torch.save``, or one holding Python objects besides tensors (a :class:`PythonObjectsError`);
+    only a damaged or truncated archive, or one ``torch.load`` fails on, ends with ``remedy``
+    (restore it or delete it). Reads the file twice."""
+    _check_archive(Path(path), what, argument, remedy, data_argument)
     refused = f"{argument}: {str(path)!r} cannot be read as {what}"
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # objects besides tensors, or a pickle torch cannot read
+        if "Unsupported global" in str(error):
+            raise PythonObjectsError(
+                f"{refused}: it holds Python objects besides tensors, which are not loaded (only "
+                f"tensors, numbers, strings and containers are); {remedy}"
+            ) from None
+        raise CheckpointError(
+            f"{refused} (torch.load: {type(error).__name__} {_first_line(error)}); {remedy}"
+        ) from None
+
+
+def _check_archive(
+    path: Path, what: str, argument: str, remedy: str, data_argument: str | None
+) -> None:
+    """A :class:`CheckpointError` unless ``path`` is a whole zip archive of ``torch.save`` whose
+    entries pass their CRC-32 checks (see :func:`load_torch_file`)."""
+    named = f"{argument}: {str(path)!r}"
+    refused = f"{named} cannot be read as {what}"
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(HDF5_SIGNATURE))
+    except OSError as error:
+        raise CheckpointError(f"{refused} ({_first_line(error)})") from None
+    if start == HDF5_SIGNATURE:
+        passed = "" if data_argument is None else f"; pass it as {data_argument}"
+        raise CheckpointError(f"{named} is an HDF5 file (a dataset?), not {what}{passed}")
+    if start and not start.startswith(ZIP_SIGNATURE):
+        raise CheckpointError(f"{named} is not {what} (not a zip archive, as torch.save writes)")
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
+            names = archive.namelist()
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         raise CheckpointError(
-            f"{refused} (not a complete zip archive, as torch.save writes: a truncated or "
-            f"foreign file: {_first_line(error)}); {remedy}"
+            f"{refused}: it is an incomplete zip archive (a truncated copy? zipfile: "
+            f"{_first_line(error)}); {remedy}"
         ) from None
     if damaged is not None:
         raise CheckpointError(
             f"{refused}: it is damaged (its entry {damaged!r} fails its CRC-32 check: a bit "
             f"changed on disk or in a copy); {remedy}"
         )
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a foreign archive, or objects besides tensors
+    if not any(name.endswith("/data.pkl") for name in names):
         raise CheckpointError(
-            f"{refused} (a damaged or foreign file: {type(error).__name__} "
-            f"{_first_line(error)}); {remedy}"
-        ) from None
+            f"{named} is not {what} (a zip archive, but not one torch.save writes: it holds no "
+            "data.pkl)"
+        )
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
@@ -116,16 +159,21 @@ def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
 
 
 def load_checkpoint(
-    directory: str | os.PathLike, map_location: str = "cpu", argument: str = "checkpoint"
+    directory: str | os.PathLike,
+    map_location: str = "cpu",
+    argument: str = "checkpoint",
+    data_argument: str | None = None,
 ) -> dict:
     """The checkpoint in ``directory`` (a folder or the file itself), its CRC-32s and format
     checked (:func:`load_torch_file`); ``argument`` names ``directory`` in the errors (physml
-    evaluate's ``--checkpoint``)."""
+    evaluate's ``--checkpoint``), ``data_argument`` where the data file goes when ``directory``
+    is one (``--data``)."""
     path = Path(directory)
     path = path if path.is_file() else checkpoint_path(path)
     if not path.exists():
         raise FileNotFoundError(f"{argument}: no {NAME} in {str(path.parent)!r}")
-    state = load_torch_file(path, "a checkpoint of physml train", argument, RESTORE, map_location)
+    what = "a checkpoint of physml train"
+    state = load_torch_file(path, what, argument, RESTORE, map_location, data_argument)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{argument}: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
@@ -194,6 +242,26 @@ def _split_otherwise(state: dict, current: dict, validation: dict | None) -> str
         f"; the file's attributes are the same: the run trained on {saved['samples']} of its "
         f"{whole} samples, this command on {current['samples']}, holding another share out for "
         "validation (another --val-fraction)"
+    )
+
+
+def check_same_pde(
+    state: dict, current: dict, directory: str | os.PathLike, remedy: str = REMEDY
+) -> None:
+    """Resuming on solutions of another PDE (the fingerprints' ``pde`` attributes, where both
+    record one) is an error naming the two, said before any other difference: another PDE's
+    file differs in the model it builds and in most attributes. The data is physml train's
+    ``--data`` where ``remedy`` is :data:`REMEDY`, else the training data."""
+    trained_on, holds = (
+        (printed.get("attributes") or {}).get("pde") for printed in (state["fingerprint"], current)
+    )
+    if trained_on is None or holds is None or trained_on == holds:
+        return
+    data = "--data" if remedy == REMEDY else "this training data"
+    raise CheckpointError(
+        f"checkpoint: {str(directory)!r} was trained on {trained_on!r} solutions, but {data} "
+        f"holds {holds!r} ones; refusing to resume. {_sentence(remedy)}, or the data it was made "
+        "on."
     )
 
 

@@ -444,7 +444,7 @@ def rebuild_run(
     given = existing_run(checkpoint_flag, checkpoint)
     existing_file(data_flag, data)
     run = given.parent if given.is_file() else given  # a checkpoint file: its run folder
-    state = load_checkpoint(given, argument=checkpoint_flag)
+    state = load_checkpoint(given, argument=checkpoint_flag, data_argument=data_flag)
     description = state["model_config"]
     model = description.get("model") if isinstance(description, dict) else None
     if not isinstance(model, str) or model not in FAMILIES:

@@ -40,6 +40,7 @@ from .checkpoint import (
     check_same_config,
     check_same_data,
     check_same_model,
+    check_same_pde,
     check_same_validation,
     checkpoint_path,
     load_checkpoint,
@@ -553,7 +554,8 @@ class Trainer:
             return 0, checked_on
         state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
         remedy = self.remedy
-        check_same_model(state, self.model_config, self.out, remedy)  # first: another model reads
+        check_same_pde(state, data_print, self.out, remedy)  # first: another PDE differs in all
+        check_same_model(state, self.model_config, self.out, remedy)  # another model reads
         check_same_data(state, data_print, self.out, remedy, checked_on)  # the file, or a split
         check_same_validation(state, checked_on, self.out, remedy)
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
