@@ -460,6 +460,12 @@ def test_extending_a_cosine_run_is_refused_saying_why_and_what_would_do(tmp_path
     with pytest.raises(ValueError, match="decays over max_steps=3; resumed with budget_s=60.0 "):
         train(build("unet", 3, 3, 1), path, steps=None, budget_s=60.0)
     assert train(build("unet", 3, 3, 1), path, steps=3, budget_s=60.0).steps == 3
+    budget_only = tmp_path / "budget.pt"
+    train(build("unet", 3, 3, 1), budget_only, steps=None, budget_s=0.2)
+    with pytest.raises(ValueError) as refused:
+        train(build("unet", 3, 3, 1), budget_only, steps=4, budget_s=0.2)
+    assert "decays over budget_s=0.2; resumed with max_steps=4 the rest" in str(refused.value)
+    assert "or resume with budget_s=0.2 and no max_steps (a run" in str(refused.value)
 
 
 def test_a_refused_setting_is_named_alone_and_an_unset_budget_is_none(tmp_path):

@@ -1165,3 +1165,31 @@ def test_a_run_may_resume_on_another_device():
 
     saved = {**dataclasses.asdict(CONFIG), "device": "cuda"}  # written on a GPU machine
     check_same_config({"config": saved, "step": 4}, dataclasses.asdict(CONFIG), "run")
+
+
+def test_another_split_of_one_file_is_named_in_the_callers_words(tmp_path):
+    """A run trained on 20 of a file's 24 samples resumed on 16 of them (the rest held out): the
+    clause says another share was held out, as other validation data from Python and as
+    another --val-fraction where physml train's remedy is passed."""
+
+    class FileData(TensorDataset):
+        attributes = {"pde": "heat", "seed": 0}  # a file's description, as PDEData has
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 4, generator=generator), torch.randn(24, 4, generator=generator)
+    config = dataclasses.replace(CONFIG, steps=4, batch=4, checkpoint_every=2)
+
+    def fit(held_out: int, **options) -> None:
+        torch.manual_seed(0)
+        trainer = Trainer(nn.Linear(4, 4), mse, config, tmp_path, quiet=True, **options)
+        trainer.fit(FileData(x[:held_out], y[:held_out]), FileData(x[held_out:], y[held_out:]))
+
+    fit(20)
+    clause = "the run trained on 20 of its 24 samples, this command on 16, holding another share"
+    with pytest.raises(CheckpointError) as refused:
+        fit(16)
+    assert f"{clause} out for validation (other validation data))" in str(refused.value)
+    assert "--" not in str(refused.value)
+    with pytest.raises(CheckpointError) as refused:
+        fit(16, remedy=REMEDY)
+    assert f"{clause} out for validation (another --val-fraction))" in str(refused.value)

@@ -158,11 +158,12 @@ def _check_same_settings(path: Path, state: dict, config: dict) -> None:
     check_same_config({"config": saved}, settings, str(path), RESUME_REMEDY)
     old, new = _cosine_length(saved), _cosine_length(config)
     if config["schedule"] == "cosine" and old != new:
+        again = old if saved["max_steps"] is not None else f"{old} and no max_steps"
         raise CheckpointError(
             f"checkpoint: {str(path)!r} holds step {state['step']} of a run whose cosine "
             f"learning rate decays over {old}; resumed with {new} the rest of the run would "
             f"follow neither that schedule nor a fresh run's. Train with {new} afresh "
-            f"({RESUME_REMEDY}), or resume with {old} (a run with schedule='none' may be "
+            f"({RESUME_REMEDY}), or resume with {again} (a run with schedule='none' may be "
             "extended)"
         )
     if config["max_steps"] is not None and state["step"] > config["max_steps"]:

@@ -216,12 +216,14 @@ def _sentence(clause: str) -> str:
     return clause[:1].upper() + clause[1:]
 
 
-def _split_otherwise(state: dict, current: dict, validation: dict | None) -> str:
+def _split_otherwise(state: dict, current: dict, validation: dict | None, flag: bool) -> str:
     """A clause for a run resumed on the file it was trained on with another share held out
     (the same attributes and shapes, another count of training samples); else ``""``. The
     training and ``validation`` samples of this command make the whole file: the checkpoint's
     must add up to as many (when it records its validation set; older ones do not, and their
-    training samples must then be no more than the whole file's)."""
+    training samples must then be no more than the whole file's). ``flag``: name physml train's
+    ``--val-fraction``, else the Trainer's validation data."""
+    other = "another --val-fraction" if flag else "other validation data"
     saved = state["fingerprint"]
     same_file = saved.get("attributes") and saved.get("attributes") == current.get("attributes")
     same_file = same_file and saved.get("shapes") == current.get("shapes")
@@ -233,7 +235,7 @@ def _split_otherwise(state: dict, current: dict, validation: dict | None) -> str
             return ""
         return (
             "; the file's attributes are the same, so another share of it was held out for "
-            "validation (another --val-fraction?)"
+            f"validation ({other}?)"
         )
     held = state["validation_fingerprint"]
     if saved["samples"] + (0 if held is None else held["samples"]) != whole:
@@ -241,7 +243,7 @@ def _split_otherwise(state: dict, current: dict, validation: dict | None) -> str
     return (
         f"; the file's attributes are the same: the run trained on {saved['samples']} of its "
         f"{whole} samples, this command on {current['samples']}, holding another share out for "
-        "validation (another --val-fraction)"
+        f"validation ({other})"
     )
 
 
@@ -277,7 +279,7 @@ def check_same_data(
     validation set (``None``: none), to tell another split of the same file."""
     found = differences(state["fingerprint"], current)
     if found:
-        split = _split_otherwise(state, current, validation)
+        split = _split_otherwise(state, current, validation, flag=remedy == REMEDY)
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} was trained on other data ({'; '.join(found)}"
             f"{split}); refusing to resume. {_sentence(remedy)}, or the data it was made on."
