@@ -5,9 +5,10 @@ Each failure names the argument, what was expected and what came.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +63,14 @@ def as_tensor(
     if finite and not torch.isfinite(tensor).all():
         raise NonFiniteError(f"{name} contains NaN or inf values")
     return tensor
+
+
+def did_you_mean(given: str, known: Iterable[str], show: Callable[[str], str] = repr) -> str:
+    """``"; did you mean 'verify'?"``, to end the message about a misspelt ``given``: the names of
+    ``known`` closest to it (difflib's close matches, best first), each written by ``show``;
+    ``""`` when none is close."""
+    close = difflib.get_close_matches(given, [str(name) for name in known])
+    return f"; did you mean {' or '.join(map(show, close))}?" if close else ""
 
 
 def integer(value: object) -> int | None:

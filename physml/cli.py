@@ -18,7 +18,7 @@ from pdes import problems
 from pdes.checks import positive_int
 from pdes.errors import SolverError
 from physml import __version__
-from physml._checks import fits_in_memory
+from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
 from physml._signals import interrupted, signals_interrupt
 from physml.tasks import SEED_LIMIT
@@ -26,8 +26,57 @@ from physml.training import commands as training_commands
 from physml.training.distributed import rank
 from physml.training.trainer import check_device
 
+OVERWRITE_FLAG = "--overwrite"
+"""How generate, merge and convert tell to replace an existing file (the Python API says
+``overwrite=True``)."""
 DISK_FACTOR = 2
 """A dataset's chunks and its assembled file exist together for a moment: the room asked for."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``physml`` and, as its subparsers take their parent's class, of each command:
+    a command reports the arguments it does not know with its own usage (argparse hands them up
+    to ``physml``'s), and an unknown option or choice ends with the close ones (``did you mean
+    --steps?``). With ``intermixed=True`` positionals may follow options (``convert IN --to
+    pdebench OUT``)."""
+
+    def __init__(self, *args, intermixed: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.intermixed = intermixed
+        self._in_intermixed_pass = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._in_intermixed_pass:  # one of parse_known_intermixed_args' two passes
+            return super().parse_known_args(args, namespace)
+        if self.intermixed:
+            self._in_intermixed_pass = True
+            try:
+                namespace, extras = self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._in_intermixed_pass = False
+        else:
+            namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = {
+                option.lstrip("-"): option
+                for action in self._actions
+                for option in action.option_strings
+            }
+            hints = "".join(
+                did_you_mean(extra.split("=")[0].lstrip("-"), options, options.get)
+                for extra in extras
+                if extra.startswith("-")
+            )
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        return namespace, extras
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            hint = did_you_mean(str(value), action.choices)
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r} (choose from {choices}){hint}"
+            )
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
@@ -126,10 +175,12 @@ def _check_generate(args: argparse.Namespace, options: dict) -> None:
         need = DISK_FACTOR * samples * 8 * values
         free = shutil.disk_usage(folder).free
         if need > free:
+            of_shard = f" (shard {args.shard} of {args.num_shards})" if args.num_shards > 1 else ""
+            blamed = "--out" if free == 0 else "n"  # no room at all: the disk, not the count
             raise ValueError(
-                f"n: {args.n} samples {described} need about {need / 1e9:.3g} GB (float64, "
-                f"chunks and file), but the folder of --out {str(folder)!r} has "
-                f"{free / 1e9:.3g} GB free"
+                f"{blamed}: {samples} samples{of_shard} {described} need about "
+                f"{need / 1e9:.3g} GB (float64, chunks and file), but the disk of --out "
+                f"{str(folder)!r} has {free / 1e9:.3g} GB free"
             )
 
 
@@ -189,6 +240,7 @@ def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
             overwrite=args.overwrite,
             device=args.device,
             progress=_progress_wanted(args),
+            overwrite_hint=OVERWRITE_FLAG,
             **options,
         )
         note = _index_note(args)
@@ -226,7 +278,12 @@ def _run_merge(args: argparse.Namespace) -> int:
     from physml.data import merge_shards
 
     path = merge_shards(
-        args.shards, args.out, overwrite=args.overwrite, argument="SHARD", verify=args.verify
+        args.shards,
+        args.out,
+        overwrite=args.overwrite,
+        argument="SHARD",
+        verify=args.verify,
+        overwrite_hint=OVERWRITE_FLAG,
     )
     print(f"wrote {path} (virtual datasets over the shards: no sample copied)")
     return 0
@@ -235,6 +292,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 def _add_convert(subparsers) -> None:
     convert = subparsers.add_parser(
         "convert",
+        intermixed=True,
         help="rewrite a dataset as physml, PDEBench or The Well HDF5",
         description="Convert between physml, PDEBench and The Well files (the input's format is "
         "told from its structure). See physml.data.interchange for what maps to what.",
@@ -281,6 +339,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         field=args.field,
         layout=args.layout,
         overwrite=args.overwrite,
+        overwrite_hint=OVERWRITE_FLAG,
     )
     print(f"wrote {path}")
     return 0
@@ -544,7 +603,7 @@ def format_list(width: int | None = None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="physml", description="Physics-constrained scientific machine learning."
     )
     parser.add_argument(

@@ -71,11 +71,21 @@ def test_the_disk_room_counts_the_samples_of_this_shard_twice(tmp_path, monkeypa
     _check(args)
     _disk(monkeypatch, 2447)
     expected = (
-        "n: 5 samples of shape (3, 17) need about 2.45e-06 GB (float64, chunks and file), but "
-        f"the folder of --out {str(tmp_path)!r} has 2.45e-06 GB free"
+        "n: 3 samples (shard 0 of 2) of shape (3, 17) need about 2.45e-06 GB (float64, chunks "
+        f"and file), but the disk of --out {str(tmp_path)!r} has 2.45e-06 GB free"
     )
     with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         _check(args)
+
+
+def test_a_disk_with_no_room_at_all_is_blamed_on_out(tmp_path, monkeypatch):
+    _disk(monkeypatch, 0)  # as /proc reports
+    expected = (
+        "--out: 1 samples of shape (3, 17) need about 8.16e-07 GB (float64, chunks and file), "
+        f"but the disk of --out {str(tmp_path)!r} has 0 GB free"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        _check(_generate_args(tmp_path, "--n", "1"))
 
 
 def test_one_sample_must_fit_before_its_axes_are_built(monkeypatch):
@@ -180,8 +190,7 @@ def test_merge_refuses_to_replace_without_overwrite(tmp_path, capsys):
     assert main(["merge", *map(str, shards), "-o", str(merged)]) == 0
     assert main(["merge", *map(str, shards), "-o", str(merged)]) == 2
     assert capsys.readouterr().err == (
-        f"physml merge: error: out: {str(merged)!r} already exists (pass overwrite=True / "
-        "--overwrite)\n"
+        f"physml merge: error: out: {str(merged)!r} already exists (pass --overwrite)\n"
     )
     assert main(["merge", *map(str, shards), "-o", str(merged), "--overwrite"]) == 0
     with h5py.File(merged) as f:
@@ -233,6 +242,83 @@ def test_convert_takes_the_same_out_twice(heat_file, tmp_path, capsys):
     out = str(tmp_path / "bench.h5")
     assert main(["convert", str(heat_file), out, "-o", out, "--to", "pdebench"]) == 0
     assert capsys.readouterr().out == f"wrote {out}\n"
+
+
+def test_convert_takes_out_after_an_option(heat_file, tmp_path, capsys):
+    out = str(tmp_path / "bench.h5")
+    assert main(["convert", str(heat_file), "--to", "pdebench", out]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+
+
+def _usage_error(argv, capsys) -> tuple[str, str]:
+    """The usage line and the error line a parse error of ``argv`` prints (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    return lines[0], lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "error"),
+    [
+        (
+            ["train", "--data", "d.h5", "--out", "r", "--stpes", "5"],
+            "usage: physml train ",
+            "physml train: error: unrecognized arguments: --stpes 5; did you mean --steps?",
+        ),
+        (
+            ["generate", "heat", "--n", "4", "--out", "x.h5", "--sed=3", "--quiet", "-z"],
+            "usage: physml generate heat ",
+            "physml generate heat: error: unrecognized arguments: --sed=3 -z; did you mean --seed?",
+        ),
+        (
+            ["convert", "a.h5", "b.h5", "c.h5"],
+            "usage: physml convert ",
+            "physml convert: error: unrecognized arguments: c.h5",
+        ),
+        (
+            ["--verison", "list"],
+            "usage: physml ",
+            "physml: error: unrecognized arguments: --verison; did you mean --version?",
+        ),
+    ],
+)
+def test_each_command_reports_its_own_unknown_arguments(argv, usage, error, capsys):
+    usage_line, error_line = _usage_error(argv, capsys)
+    assert usage_line.startswith(usage) and error_line == error
+
+
+@pytest.mark.parametrize(
+    ("argv", "error", "close"),
+    [
+        (
+            ["trian"],
+            "physml: error: argument command: invalid choice: 'trian' (choose from ",
+            "train",
+        ),
+        (
+            ["generate", "haet"],
+            "physml generate: error: argument PDE: invalid choice: 'haet' ",
+            "heat",
+        ),
+        (
+            ["train", "--data", "d.h5", "--out", "r", "--model", "fnoo"],
+            "physml train: error: argument --model: invalid choice: 'fnoo' (choose from 'anp', ",
+            "fno",
+        ),
+    ],
+)
+def test_a_misspelt_choice_names_the_close_one(argv, error, close, capsys):
+    line = _usage_error(argv, capsys)[1]
+    assert line.startswith(error) and line.endswith(f"; did you mean {close!r}?")
+
+
+def test_a_misspelt_task_names_the_close_one_and_a_far_one_none(capsys):
+    assert main(["run", "verfy"]) == 2
+    assert capsys.readouterr().err.endswith("'verify']; did you mean 'verify'?\n")
+    assert main(["run", "zzzz"]) == 2
+    assert capsys.readouterr().err.endswith("'verify']\n")
 
 
 @pytest.mark.parametrize(
@@ -554,6 +640,24 @@ def test_ctrl_c_is_one_line_and_exit_130_naming_a_resume_only_where_one_exists(
     assert capsys.readouterr().err == f"\nphysml {command[0]}: interrupted{hint}\n"
 
 
+def test_ctrl_c_on_train_reads_the_run_folder_and_checkpoints_of_the_config(
+    tmp_path, monkeypatch, capsys
+):
+    from physml.training import commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(commands, "run_train", _interrupted)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "run.toml").write_text('data = "x.h5"\nout = "r"\ncheckpoint_every = 7\n')
+    assert main(["train", "--model", "fno", "--task", "operator", "--config", "run.toml"]) == 130
+    assert capsys.readouterr().err == (
+        "\nphysml train: interrupted before its first checkpoint (written every "
+        "--checkpoint-every 7 steps); rerunning the same command starts over\n"
+    )
+    assert main(["train", "--model", "fno", "--task", "operator"]) == 130  # no run folder named
+    assert capsys.readouterr().err == "\nphysml train: interrupted\n"
+
+
 EVALUATE_R = ["evaluate", "--checkpoint", "r", "--data", "x.h5"]
 
 
@@ -861,8 +965,8 @@ def test_shards_that_disagree_fail_the_run_that_did_not_regenerate_in_place(
     assert captured.err == (
         "physml generate: error: index 's.h5' not written: shards disagree: "
         "'s.shard-001-of-002.h5' vs 's.shard-000-of-002.h5': seed 0 vs 5; the shard files are "
-        "kept: generate those that differ again with the same settings (pass overwrite=True / "
-        "--overwrite), and the last to finish writes the index\n"
+        "kept: generate those that differ again with the same settings (pass --overwrite), and "
+        "the last to finish writes the index\n"
     )
     assert not Path("s.h5").exists()
     assert Path("s.shard-001-of-002.h5").exists()
@@ -887,8 +991,8 @@ def test_a_dataset_regenerated_in_place_says_its_old_index_was_removed(
     assert captured.out.endswith(
         "s); index 's.h5' not written: shards disagree: 's.shard-001-of-002.h5' vs "
         "'s.shard-000-of-002.h5': seed 0 vs 5; the old index 's.h5' was removed; the shard files "
-        "are kept: generate those that differ again with the same settings (pass overwrite=True "
-        "/ --overwrite), and the last to finish writes the index\n"
+        "are kept: generate those that differ again with the same settings (pass --overwrite), "
+        "and the last to finish writes the index\n"
     )
     assert not Path("s.h5").exists()
     assert main([*run, "--shard", "1", "--seed", "5", "--overwrite"]) == 0
@@ -933,7 +1037,7 @@ def test_a_finished_generate_rerun_with_the_same_arguments_keeps_the_file_and_ex
     assert main([*run, "--out", "x.h5", "--seed", "1", "--nx", "9"]) == 2
     assert capsys.readouterr().err == (
         "physml generate: error: out: 'x.h5' already exists and holds another dataset (seed was "
-        "0, now 1; settings.nx was 17, now 9); pass overwrite=True / --overwrite to replace it\n"
+        "0, now 1; settings.nx was 17, now 9); pass --overwrite to replace it\n"
     )
 
 

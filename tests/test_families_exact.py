@@ -136,7 +136,7 @@ def test_settings_take_the_toml_file_and_let_the_flags_given_win(tmp_path):
     chosen = commands.settings(_arguments(config=str(path), k=5))
     assert chosen["lr"] == 0.01 and chosen["val_fraction"] == 0.2  # no flag: the file's
     assert chosen["k"] == 5 and chosen["model"] == "fno" and chosen["task"] == "rollout"
-    assert "data" not in chosen and "out" not in chosen
+    assert chosen["data"] == "d.h5" and chosen["out"] == "run"  # the flags: none in the file
 
 
 def test_a_toml_model_that_is_not_a_string_is_named(tmp_path):

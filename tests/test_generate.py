@@ -197,7 +197,7 @@ def test_assembly_holds_one_chunk_in_memory_not_the_whole_dataset(tmp_path, monk
 
 def test_existing_output_needs_overwrite(tmp_path):
     path = make(tmp_path / "x.h5", seed=1)
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(FileExistsError, match=r"; pass overwrite=True to replace it$"):
         make(path, seed=2)
     make(path, seed=2, overwrite=True)
     assert load(path).attrs["seed"] == 2

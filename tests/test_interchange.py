@@ -689,7 +689,10 @@ def test_cli_convert_writes_and_refuses_bad_arguments(tmp_path, capsys):
             ["convert", str(tmp_path), str(tmp_path / "x.h5"), "--to", "pdebench"],
             f"IN: {str(tmp_path)!r} is a folder, not a dataset file",
         ),
-        (["convert", str(source), str(out)], f"out: {str(out)!r} already exists"),
+        (
+            ["convert", str(source), str(out)],
+            f"out: {str(out)!r} already exists (pass --overwrite)\n",
+        ),
         (["convert", str(out), str(tmp_path / "x.h5")], "to: name the output format"),
         (["convert", str(source), str(tmp_path / "x.h5"), "--layout", "ns"], "layout: only for"),
         (

@@ -232,7 +232,7 @@ def test_bad_outputs_and_inputs(tmp_path, sharded):
     with pytest.raises(ValueError, match="one of the shards"):
         merge_shards(shards, shards[0], overwrite=True)
     out = merge_shards(shards, tmp_path / "merged.h5")
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(FileExistsError, match=r"already exists \(pass overwrite=True\)$"):
         merge_shards(shards, out)
     with pytest.raises(ShardError, match="is a merged file"):
         check_shards([out])

@@ -80,6 +80,33 @@ def test_mass_plot_shows_each_conservation_error_on_a_log_axis(tmp_path, monkeyp
         plt.close(figure)
 
 
+def test_the_evaluation_figure_draws_lines_over_the_coordinate_and_names_its_axes(
+    tmp_path, monkeypatch
+):
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to look into them
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    line = torch.arange(8.0).reshape(2, 1, 4)
+    plot_evaluation(line, line + 1, tmp_path / "a.png", {"x": x}, "fno (operator), on h.h5")
+    plot_evaluation(line, line, tmp_path / "b.png", {"x": torch.zeros(3)})  # 3 points: not u's 4
+    frames = torch.zeros(1, 2, 3, 5)
+    plot_evaluation(frames, frames, tmp_path / "c.png", {"x": torch.zeros(3), "y": torch.zeros(5)})
+    over_x, by_point, images = figures
+    assert over_x.get_suptitle() == "fno (operator), on h.h5" and by_point.get_suptitle() == ""
+    first = over_x.axes[0]
+    assert first.get_xlabel() == "x" and first.get_title() == "sample 0"
+    assert [list(drawn.get_xdata()) for drawn in first.get_lines()] == [[0.0, 0.25, 0.5, 1.0]] * 2
+    assert list(first.get_lines()[0].get_ydata()) == [1.0, 2.0, 3.0, 4.0]  # the truth: target
+    assert by_point.axes[1].get_xlabel() == "grid point"
+    assert list(by_point.axes[1].get_lines()[0].get_xdata()) == [0, 1, 2, 3]
+    (image,) = images.axes
+    assert (image.get_xlabel(), image.get_ylabel()) == ("y index", "x index")
+    assert image.images[0].get_array().shape == (3, 10)  # the last frame: truth | prediction
+    monkeypatch.undo()
+    for figure in figures:
+        plt.close(figure)
+
+
 def test_a_failed_write_leaves_neither_a_figure_nor_a_temporary_file(tmp_path, monkeypatch):
     """Figures are written atomically: a write that breaks off part-way leaves the folder empty."""
 

@@ -310,6 +310,26 @@ def test_config_file_mirrors_the_flags(heat):
     assert main(["train", "--data", "heat.h5", "--config", "bad.toml", "--out", "b"]) == 2
 
 
+def test_config_file_may_name_the_data_and_the_run_folder(heat, capsys):
+    settings = 'model = "fno"\ntask = "operator"\nsteps = 2\nbatch = 4\nmodes = 4\nhidden = 8\n'
+    (heat / "run.toml").write_text(f'data = "heat.h5"\nout = "r"\n{settings}')
+    assert main(["train", "--config", "run.toml", "--quiet"]) == 0
+    assert (heat / "r" / "checkpoint.pt").is_file()
+    assert main(["train", "--config", "run.toml", "--out", "flag", "--quiet"]) == 0
+    assert (heat / "flag" / "checkpoint.pt").is_file()  # the flag wins over the key
+    capsys.readouterr()
+    (heat / "no-out.toml").write_text(f'data = "heat.h5"\n{settings}')
+    assert main(["train", "--config", "no-out.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --out is required (as a flag or in --config)\n"
+    )
+    (heat / "number.toml").write_text(f'data = "heat.h5"\nout = 3\n{settings}')
+    assert main(["train", "--config", "number.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --config: out must be a string, the run folder, got 3\n"
+    )
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -512,6 +532,19 @@ def test_a_device_that_does_not_exist_is_one_clear_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "device" in err and "bogus" in err
+
+
+def test_more_modes_than_the_grid_holds_are_noted_with_the_largest_kept(heat, capsys):
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--steps", "1"]
+    small = ["--hidden", "4", "--layers", "1", "--batch", "4", "--quiet"]
+    assert main([*train, "--out", "many", "--modes", "1000", *small]) == 0
+    assert capsys.readouterr().out.startswith(
+        "note: --modes 1000 is more than the 33-point grid holds: at most 16 Fourier modes per "
+        "axis (half its smallest axis); training with 16\ntrained 1 steps"
+    )
+    assert main([*train, "--out", "all", "--modes", "16", *small]) == 0
+    assert main([*train, "--out", "default", *small]) == 0  # the default 16: nothing asked
+    assert "note" not in capsys.readouterr().out
 
 
 def test_an_fno_trained_with_capped_modes_evaluates_on_another_grid(heat):

@@ -55,6 +55,9 @@ from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftove
 
 FORMAT = "physml-dataset/1"
 INDEX_FORMAT = "physml-dataset-index/1"
+OVERWRITE_HINT = "overwrite=True"
+"""How the refusals to replace a file tell a Python caller to replace it; physml's command line
+passes its own wording, ``--overwrite``."""
 MAX_SEED = 2**63
 """Dataset seeds lie in ``[0, MAX_SEED)``: the file stores the seed as an int64 attribute."""
 
@@ -109,7 +112,7 @@ def _check_request(
     return n, seed, which, num_shards, chunk
 
 
-def _check_output(final: Path, overwrite: bool) -> None:
+def _check_output(final: Path, overwrite: bool, overwrite_hint: str = OVERWRITE_HINT) -> None:
     if final.is_dir():
         raise ValueError(
             f"out: {str(final)!r} is a folder; name the dataset file to write, e.g. "
@@ -123,9 +126,7 @@ def _check_output(final: Path, overwrite: bool) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"out: folder {str(parent)!r} is not writable")
     if final.exists() and not overwrite:
-        raise FileExistsError(
-            f"out: {str(final)!r} already exists (pass overwrite=True / --overwrite)"
-        )
+        raise FileExistsError(f"out: {str(final)!r} already exists (pass {overwrite_hint})")
 
 
 def _written(final: Path) -> dict | None:
@@ -166,19 +167,17 @@ def _holds(final: Path, manifest: object) -> bool:
     )
 
 
-def _holds_other(final: Path, manifest: dict) -> FileExistsError:
+def _holds_other(final: Path, manifest: dict, overwrite_hint: str) -> FileExistsError:
     """The refusal to replace the existing ``final`` without ``overwrite``, naming how the
     dataset it holds differs from ``manifest`` where it is a dataset file."""
     written = _written(final)
     if written is None:
-        return FileExistsError(
-            f"out: {str(final)!r} already exists (pass overwrite=True / --overwrite)"
-        )
+        return FileExistsError(f"out: {str(final)!r} already exists (pass {overwrite_hint})")
     asked = {key: value for key, value in manifest.items() if key != "chunk"}
     differences = "; ".join(_manifest_differences(written, asked))
     return FileExistsError(
         f"out: {str(final)!r} already exists and holds another dataset ({differences}); pass "
-        "overwrite=True / --overwrite to replace it"
+        f"{overwrite_hint} to replace it"
     )
 
 
@@ -248,7 +247,7 @@ def _manifest_differences(previous: dict, current: dict) -> list[str]:
     ]
 
 
-def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool) -> None:
+def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool, overwrite_hint: str) -> None:
     """Create the work folder, or check that the unfinished run in it had exactly these settings.
 
     A resume with any other setting would mix chunks of two runs (another chunk size, for one,
@@ -266,8 +265,7 @@ def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool) -> None:
             if not overwrite:
                 raise FileExistsError(
                     f"cannot resume {workdir}/: " + "; ".join(differences) + " (an unfinished "
-                    "run with different settings; remove the folder or pass overwrite=True / "
-                    "--overwrite)"
+                    f"run with different settings; remove the folder or pass {overwrite_hint})"
                 )
             shutil.rmtree(workdir)
     workdir.mkdir(exist_ok=True)
@@ -450,7 +448,7 @@ def _disagreement(paths: list[Path]) -> str | None:
     return None
 
 
-def _write_index(out: Path, num_shards: int) -> bool:
+def _write_index(out: Path, num_shards: int, overwrite_hint: str = OVERWRITE_HINT) -> bool:
     """Write the index naming every shard once they all exist; return whether it was written.
 
     The shards are first checked to form one dataset, as :func:`physml.data.load` checks them
@@ -473,7 +471,7 @@ def _write_index(out: Path, num_shards: int) -> bool:
         raise IndexNotWritten(
             f"index {str(out)!r} not written: shards disagree: {reason}{old}; the shard files "
             "are kept: generate those that differ again with the same settings (pass "
-            "overwrite=True / --overwrite), and the last to finish writes the index"
+            f"{overwrite_hint}), and the last to finish writes the index"
         )
     with atomic_path(out, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
@@ -494,6 +492,7 @@ def generate_dataset(
     device: str | torch.device = "cpu",
     progress: bool = True,
     on_chunk: Callable[[int, int], None] | None = None,
+    overwrite_hint: str = OVERWRITE_HINT,
     **options: object,
 ) -> Path:
     """Generate ``n`` samples of the recipe ``pde`` into the HDF5 file ``out``; return its path.
@@ -515,6 +514,8 @@ def generate_dataset(
         chunk: samples solved together in one batch and saved as one resumable unit.
         overwrite: replace an existing output (or an unfinished run with other settings).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
+        overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
+            ``--overwrite``).
         **options: recipe settings (see ``physml generate PDE --help``).
     """
     n, seed, shard, num_shards, chunk = _check_request(n, seed, shard, num_shards, chunk)
@@ -528,19 +529,19 @@ def generate_dataset(
     lock = final.with_name(f".{final.name}.lock")
     manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
     try:
-        _check_output(final, overwrite)
+        _check_output(final, overwrite, overwrite_hint)
     except FileExistsError:
         with exclusive_lock(lock, f"out: {str(final)!r}"):
             removed = _remove_finished_workdir(final, workdir)
             if _holds(final, manifest):  # a rerun of a finished command (a requeued job)
                 from .merge import verify_arrays
 
-                again = "generate it again (pass overwrite=True / --overwrite)"
+                again = f"generate it again (pass {overwrite_hint})"
                 verify_arrays(final, "out:", again)
                 if num_shards > 1 and not out_path.exists():
-                    _write_index(out_path, num_shards)  # the run that wrote it was stopped
+                    _write_index(out_path, num_shards, overwrite_hint)  # its run was stopped
                 return final
-        refusal = _holds_other(final, manifest)
+        refusal = _holds_other(final, manifest, overwrite_hint)
         if removed:
             refusal = FileExistsError(
                 f"{refusal}; removed {str(workdir)!r}, the work folder of the run that wrote it "
@@ -548,17 +549,28 @@ def generate_dataset(
             )
         raise refusal from None
     if num_shards > 1 and out_path.exists() and not overwrite:
-        raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass --overwrite)")
+        raise FileExistsError(
+            f"out: index {str(out_path)!r} already exists (pass {overwrite_hint})"
+        )
 
     with exclusive_lock(lock, f"out: {str(final)!r}"):
         remove_leftovers(final.parent, final.name)
         fresh = not workdir.is_dir()
         if not fresh:
             remove_leftovers(workdir, "chunk-*", pattern=True)
-        _prepare_workdir(workdir, manifest, overwrite)
+        _prepare_workdir(workdir, manifest, overwrite, overwrite_hint)
         try:
             return _generate_locked(
-                problem, settings, manifest, final, workdir, out_path, device, progress, on_chunk
+                problem,
+                settings,
+                manifest,
+                final,
+                workdir,
+                out_path,
+                device,
+                progress,
+                on_chunk,
+                overwrite_hint,
             )
         except (ValueError, TypeError, SolverError):
             # a setting only the solver checks: leave no work folder that holds no sample (it
@@ -569,7 +581,16 @@ def generate_dataset(
 
 
 def _generate_locked(
-    problem, settings, manifest, final, workdir, out_path, device, progress, on_chunk
+    problem,
+    settings,
+    manifest,
+    final,
+    workdir,
+    out_path,
+    device,
+    progress,
+    on_chunk,
+    overwrite_hint,
 ) -> Path:
     """The solving, chunk by chunk, and the assembly, under the output's lock."""
     n, seed, chunk = manifest["n"], manifest["seed"], manifest["chunk"]
@@ -602,5 +623,5 @@ def _generate_locked(
     _assemble(final, workdir, starts, problem, settings, manifest)
     shutil.rmtree(workdir)
     if num_shards > 1:
-        _write_index(out_path, num_shards)
+        _write_index(out_path, num_shards, overwrite_hint)
     return final

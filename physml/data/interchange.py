@@ -88,7 +88,13 @@ from .datasets import (
     open_hdf5,
     strictly_increasing,
 )
-from .generate import FORMAT, _check_output, _write_attributes, write_checksummed
+from .generate import (
+    FORMAT,
+    OVERWRITE_HINT,
+    _check_output,
+    _write_attributes,
+    write_checksummed,
+)
 
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
@@ -993,10 +999,12 @@ def convert(
     field: str | None = None,
     layout: str | None = None,
     overwrite: bool = False,
+    overwrite_hint: str = OVERWRITE_HINT,
 ) -> Path:
     """Rewrite the dataset ``source`` (physml, PDEBench or The Well; a physml index reads its
     shards) as ``out`` in the format ``to`` (default ``"physml"`` for a foreign source; required
-    for a physml one). ``field`` picks ``u`` of a The Well source; ``layout`` is PDEBench's."""
+    for a physml one). ``field`` picks ``u`` of a The Well source; ``layout`` is PDEBench's;
+    ``overwrite_hint`` is how the refusal of an existing ``out`` tells to pass ``overwrite``."""
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise FileNotFoundError(f"source: no file at {str(source)!r}")
@@ -1019,7 +1027,7 @@ def convert(
         raise ValueError(f"field: only for a The Well source, got a {kind} file")
     if out.resolve() == source.resolve():
         raise ValueError(f"out: {str(out)!r} is the source itself")
-    _check_output(out, overwrite)
+    _check_output(out, overwrite, overwrite_hint)
     data = read_well(source, field) if kind == "well" else load(source)
     if to == "pdebench":
         return write_pdebench(data, out, layout)

@@ -36,7 +36,14 @@ import numpy as np
 
 from .._io import atomic_path, existing_file
 from .datasets import REGENERATE, DatasetFileError, damaged, open_hdf5
-from .generate import FORMAT, INDEX_FORMAT, _check_output, sample_seed, write_checksummed
+from .generate import (
+    FORMAT,
+    INDEX_FORMAT,
+    OVERWRITE_HINT,
+    _check_output,
+    sample_seed,
+    write_checksummed,
+)
 
 PER_SHARD_ATTRIBUTES = ("shard", "num_shards", "created")
 MERGED_ATTRIBUTES = ("shard", "num_shards", "created", "merged_from")  # set by the merge itself
@@ -401,6 +408,7 @@ def merge_shards(
     overwrite: bool = False,
     argument: str = "paths",
     verify: bool = True,
+    overwrite_hint: str = OVERWRITE_HINT,
 ) -> Path:
     """Check the shard files and join them into ``out`` as HDF5 virtual datasets; return its path.
 
@@ -412,14 +420,15 @@ def merge_shards(
     merge --no-verify``) skips that read, and :func:`physml.data.load` then names the damaged
     shard. The file is written under a temporary name and renamed. A missing shard is a
     ``FileNotFoundError`` naming ``argument`` (``physml merge``: ``SHARD``) and the index that
-    names it.
+    names it; an existing ``out`` is refused unless ``overwrite``, telling to pass it as
+    ``overwrite_hint`` says (``physml merge``: ``--overwrite``).
     """
     out = Path(out)
     shards = check_shards(shard_files(argument, paths))
     for shard in shards:
         if out.is_file() and os.path.samefile(out, shard.path):
             raise ValueError(f"out: {str(out)!r} is one of the shards; choose another name")
-    _check_output(out, overwrite)
+    _check_output(out, overwrite, overwrite_hint)
     if verify:
         for shard in shards:
             verify_arrays(shard.path)

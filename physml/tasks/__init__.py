@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checks import did_you_mean
+
 SIZES = ("toy", "full")
 SEED_LIMIT = 2**62
 """Task seeds lie in ``[0, SEED_LIMIT)``, as ``--seed`` documents; :func:`offset_seed` wraps the
@@ -128,7 +130,8 @@ def registry() -> dict[str, Task]:
 def get(name: str) -> Task:
     tasks = registry()
     if name not in tasks:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
+        hint = did_you_mean(name, tasks)
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(tasks)}{hint}")
     return tasks[name]
 
 

@@ -71,11 +71,19 @@ def add_parsers(subparsers) -> None:
         "--schedule constant may be resumed with more --steps; one on the cosine schedule, which "
         "decays over the run's length, may not.",
     )
-    train.add_argument("--data", required=True, help="HDF5 dataset (physml generate)")
+    train.add_argument(
+        "--data", help="HDF5 dataset (physml generate); required (here or in --config)"
+    )
     train.add_argument("--model", choices=sorted(FAMILIES), help="required (here or in --config)")
     train.add_argument("--task", choices=TASKS, help="required (here or in --config)")
-    train.add_argument("--out", required=True, help="run folder (checkpoint, report)")
-    train.add_argument("--config", help="TOML file with the same keys as the flags")
+    train.add_argument(
+        "--out", help="run folder (checkpoint, report); required (here or in --config)"
+    )
+    train.add_argument(
+        "--config",
+        help="TOML file with the flags' settings as keys (all but --config and --quiet; paths "
+        "from the working folder, as the flags take them); a flag given wins over its key",
+    )
     train.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
     trainer_defaults = {f.name: f.default for f in fields(TrainConfig)}
     for name in ("steps", "batch", "accumulate", "seed", "checkpoint_every", "validate_every"):
@@ -133,7 +141,8 @@ def add_parsers(subparsers) -> None:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """Defaults < the TOML file < the flags given; unknown TOML keys are an error."""
+    """Defaults < the TOML file < the flags given; unknown TOML keys are an error, and so is a
+    missing ``data``, ``out``, ``model`` or ``task``."""
     merged: dict = {}
     if args.config:
         path = Path(args.config)
@@ -144,11 +153,13 @@ def settings(args: argparse.Namespace) -> dict:
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"--config: {str(path)!r} is not valid TOML ({error})") from None
         known = TRAIN_FIELDS | set(DEFAULTS) | set(DISTILL_DEFAULTS)
-        known |= {"model", "task", "val_fraction", "distill_from"}
+        known |= {"data", "out", "model", "task", "val_fraction", "distill_from"}
         unknown = sorted(set(merged) - known)
         if unknown:
             raise ValueError(f"--config: unknown key(s) {unknown}; known: {sorted(known)}")
         for key, wanted in (
+            ("data", "the dataset file"),
+            ("out", "the run folder"),
             ("model", f"one of {sorted(FAMILIES)}"),
             ("task", f"one of {list(TASKS)}"),
             ("distill_from", "the run folder of the old model"),
@@ -156,9 +167,9 @@ def settings(args: argparse.Namespace) -> dict:
             if key in merged and not isinstance(merged[key], str):
                 raise TypeError(f"--config: {key} must be a string, {wanted}, got {merged[key]!r}")
     for key, value in vars(args).items():
-        if value is not None and key not in ("config", "data", "out", "quiet", "command"):
+        if value is not None and key not in ("config", "quiet", "command"):
             merged[key] = value
-    for key in ("model", "task"):
+    for key in ("data", "model", "task", "out"):
         if key not in merged:
             raise ValueError(f"--{key} is required (as a flag or in --config)")
     return merged
@@ -210,21 +221,24 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     """``physml train``. ``distill`` builds the loss of ``--distill-from``
     (:func:`physml.updates.previous.distill_from`: the command line passes it in, since
     ``physml.updates`` sits above ``physml.training``)."""
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out: {str(args.out)!r} is a file; physml train writes a run folder")
-    writable_folder("--out", args.out)
     chosen = settings(args)
+    out = chosen["out"]
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out: {str(out)!r} is a file; physml train writes a run folder")
+    writable_folder("--out", out)
     if chosen.get("distill_from") is not None:
         existing_run("--distill-from", chosen["distill_from"])
     config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    data = load_data(args.data)
+    data = load_data(chosen["data"])
     check_dimensions(description, data)
-    check_two_times(description, data, args.data)
+    check_two_times(description, data, chosen["data"])
     train_data, val_data = split(data, chosen.get("val_fraction", 0.1))
     description = with_domain(description, train_data)
+    if rank() == 0:
+        _note_capped_modes(chosen.get("modes"), description, train_data)
     torch.manual_seed(config.seed)  # the initial weights follow --seed in every process
     model, train_set = build(description, train_data)
     validation = None if val_data is None else training_items(description, val_data)
@@ -254,8 +268,8 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         description = {**description, "distill": {k: float(v) for k, v in recorded.items()}}
     elif any(chosen.get(name) is not None for name in DISTILL_DEFAULTS):
         raise ValueError("--distill-lambda/-alpha/-beta/-tau need --distill-from")
-    description = _as_resumed(description, Path(args.out))
-    trainer = Trainer(model, loss, config, args.out, description, quiet=args.quiet, remedy=REMEDY)
+    description = _as_resumed(description, Path(out))
+    trainer = Trainer(model, loss, config, out, description, quiet=args.quiet, remedy=REMEDY)
     report = trainer.fit(train_set, validation)
     if world(config.device).rank != 0:
         return 0
@@ -267,31 +281,47 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "wall_s": report.wall_s,
         "samples_per_s": report.samples_per_s,
     }
-    path = Path(args.out) / "report.json"
+    path = Path(out) / "report.json"
     if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
         atomic_write_text(path, strict_json(summary))
     last = ""
     if report.validation:
         value = report.validation[-1][1]
         last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
-    print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} -> {args.out}")
+    print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} -> {out}")
     return 0
+
+
+def _note_capped_modes(asked: int | None, description: dict, data: PDEData) -> None:
+    """Say so when the ``--modes`` asked for exceed what the FNO of ``description`` keeps on the
+    grid of ``data`` (half its smallest axis, :func:`~physml.training.families.kept_modes`)."""
+    kept = description.get("n_modes")
+    if asked is not None and kept is not None and asked > kept:
+        grid = " x ".join(map(str, data.space_shape))
+        print(
+            f"note: --modes {asked} is more than the {grid}-point grid holds: at most {kept} "
+            f"Fourier modes per axis (half its smallest axis); training with {kept}"
+        )
 
 
 def interrupted_hint(args: argparse.Namespace) -> str:
     """The end of the line Ctrl-C on ``physml train`` prints: a rerun resumes from the checkpoint
-    in ``--out`` (naming its step), or, before the first one was written, starts over."""
-    path = checkpoint_path(args.out)
+    in ``--out`` (naming its step), or, before the first one was written, starts over; ``""``
+    when the settings name no run folder."""
+    try:
+        chosen = settings(args)
+    except (OSError, ValueError, TypeError):
+        chosen = {"out": args.out}
+    if chosen.get("out") is None:
+        return ""
+    path = checkpoint_path(chosen["out"])
     if path.is_file():
         try:
             step = f" at step {int(load_checkpoint(path)['step'])}"
         except (OSError, ValueError, TypeError):
-            step = f" in {str(args.out)!r}"
+            step = f" in {str(chosen['out'])!r}"
         return f"; rerunning the same command resumes from the checkpoint{step}"
-    try:
-        every = settings(args).get("checkpoint_every")
-    except (OSError, ValueError, TypeError):
-        every = None
+    every = chosen.get("checkpoint_every")
     every = TrainConfig.checkpoint_every if every is None else every
     return (
         f" before its first checkpoint (written every --checkpoint-every {every} steps); "
@@ -536,7 +566,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if differ:
         scored["settings_differ"] = differ
     atomic_write_text(out / "metrics.json", strict_json({**scored, **scores}))
-    plot_samples(prediction, target, out / "samples.png")
+    title = (
+        f"{description['model']} ({description['task']}), step {state['step']}, "
+        f"on {Path(args.data).name}"
+    )
+    plot_samples(prediction, target, out / "samples.png", data.coords, title)
     if differ:
         listed = ", ".join(f"{k} {v['training']!r} → {v['data']!r}" for k, v in differ.items())
         print(
@@ -574,23 +608,42 @@ def _scores(prediction: torch.Tensor, target: torch.Tensor) -> dict:
     }
 
 
-def plot_samples(prediction: torch.Tensor, target: torch.Tensor, path: Path) -> None:
-    """Three samples, prediction beside truth: lines for 1-D fields, images for 2-D frames."""
+def plot_samples(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    path: Path,
+    coords: dict[str, torch.Tensor] | None = None,
+    title: str | None = None,
+) -> None:
+    """Three samples, prediction beside truth: lines for 1-D fields, drawn over their coordinate,
+    images for 2-D frames, their axes named. ``coords``: the file's space coordinates in the
+    order of its space axes (:attr:`~physml.data.PDEData.coords`; an axis no coordinate fits is
+    drawn by grid point); ``title``: the figure's."""
     import matplotlib.pyplot as plt
 
+    names = list(coords or {})
     count = min(3, prediction.shape[0])
-    fig, axes = plt.subplots(1, count, figsize=(3.2 * count, 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, count, figsize=(3.2 * count, 2.9), squeeze=False)
     for i, ax in enumerate(axes[0]):
         p, t = prediction[i].float(), target[i].float()
         while p.ndim > 2 or (p.ndim == 2 and p.shape[0] == 1):
             p, t = p[-1], t[-1]  # the last frame / channel
         if p.ndim == 1:
-            ax.plot(t.numpy(), "k-", label="truth")
-            ax.plot(p.numpy(), "C1--", label="prediction")
+            name = names[-1] if names else None
+            fits = name is not None and coords[name].shape == p.shape
+            x = coords[name].numpy() if fits else range(len(p))
+            ax.plot(x, t.numpy(), "k-", label="truth")
+            ax.plot(x, p.numpy(), "C1--", label="prediction")
             ax.legend(fontsize=7)
+            ax.set_title(f"sample {i}", fontsize=8)
+            ax.set_xlabel(name if fits else "grid point", fontsize=8)
         else:
             ax.imshow(torch.cat([t, p], dim=1).numpy(), cmap="viridis")
-            ax.set_title("truth | prediction", fontsize=8)
-        ax.set_xlabel(f"sample {i}", fontsize=8)
+            ax.set_title(f"sample {i}: truth | prediction", fontsize=8)
+            rows, columns = names[-2:] if len(names) >= 2 else ("row", "column")
+            ax.set_xlabel(f"{columns} index", fontsize=8)
+            ax.set_ylabel(f"{rows} index", fontsize=8)
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
