@@ -192,8 +192,12 @@ def _run_generate(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key.startswith("option_")
     }
-    _check_generate(args, options)
-    return _generate(args, options, generate_dataset)
+    try:
+        _check_generate(args, options)
+        return _generate(args, options, generate_dataset)
+    except (ValueError, TypeError) as error:
+        settings = ("n", "seed", "shard", "num_shards", "chunk", *options)
+        raise _led_by_flag(error, settings) from None
 
 
 def _waiting_for(args: argparse.Namespace) -> str:
@@ -215,6 +219,22 @@ def _index_note(args: argparse.Namespace) -> str:
     if args.num_shards == 1:
         return ""
     return _waiting_for(args) or f"; index {args.out} written"
+
+
+def _led_by_flag(error: Exception, settings) -> Exception:
+    """``error`` with its message led by the flag of the setting it names (``n must be …`` →
+    ``--n: n must be …``, ``n: …`` → ``--n: …``); ``error`` itself where it names none of
+    ``settings``."""
+    message = str(error)
+    for name in settings:
+        flag = f"--{name.replace('_', '-')}"
+        if message.startswith((f"{name} must ", f"{name}: ")):
+            flagged = f"{flag}: {message.removeprefix(f'{name}: ')}"
+            try:
+                return type(error)(flagged)
+            except TypeError:  # an exception class built from other arguments
+                return ValueError(flagged)
+    return error
 
 
 def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:

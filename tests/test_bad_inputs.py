@@ -3218,13 +3218,22 @@ CLI_CASES = [
         r"the following arguments are required: --n",
     ),
     case(
-        "cli-generate-n-zero", lambda c: gen(c, "--n", "0"), UserError, r"n must be an integer >= 1"
+        "cli-generate-n-zero",
+        lambda c: gen(c, "--n", "0"),
+        UserError,
+        r"^physml generate: error: --n: n must be an integer >= 1",
     ),
     case(
         "cli-generate-n-huge",
         lambda c: gen(c, "--n", str(10**9)),
         UserError,
-        r"n: 1000000000 samples .* need about .* the folder of --out",
+        r"^physml generate: error: --n: 1000000000 samples .* need about .* the disk of --out",
+    ),
+    case(
+        "cli-generate-option-named-by-its-flag",
+        lambda c: gen(c, "--n", "2", "--t-end", "0"),
+        UserError,
+        r"^physml generate: error: --t-end: t_end must be a finite number > 0, got 0\.0$",
     ),
     case(
         "cli-generate-out-empty",
