@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import ConstraintError
 from ..outputs import Ensemble, Gaussian
 
+#: The seams a constraint may act at; its ``seams`` names some of these.
 SEAMS = ("operator", "sampler", "output")
 Output = torch.Tensor | Gaussian | Ensemble
 
