@@ -16,6 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
+# Nitpicky (-n) warnings still tolerated: a type napoleon reads from prose or a third-party class.
+UNRESOLVED_CLASSES = re.compile(r"WARNING: py:class reference target not found")
+
 # Modules (or packages: a prefix) with a reason to stay out of the reference for now.
 LEFT_OUT: dict[str, str] = {}  # module name -> why it has no page yet
 
@@ -48,11 +51,12 @@ def test_every_public_module_has_a_page():
 
 @pytest.fixture(scope="module")
 def built_reference(tmp_path_factory) -> Path:
-    """The HTML reference, built once with warnings as errors; its folder."""
+    """The HTML reference, built once with warnings as errors (nitpicky: every reference to a
+    function, method, attribute or constant resolves); its folder."""
     pytest.importorskip("sphinx", reason="sphinx is not installed (pip install -e '.[docs]')")
     pytest.importorskip("furo", reason="the furo theme is not installed (pip install -e '.[docs]')")
     out = tmp_path_factory.mktemp("docs") / "html"
-    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+    command = [sys.executable, "-m", "sphinx", "-n", "--keep-going", "-q", "-b", "html"]
     result = subprocess.run(
         [*command, str(DOCS), str(out)],
         capture_output=True,
@@ -61,6 +65,8 @@ def built_reference(tmp_path_factory) -> Path:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    warnings = [line for line in result.stderr.splitlines() if not UNRESOLVED_CLASSES.search(line)]
+    assert not any(line.strip() for line in warnings), "\n".join(warnings)[-4000:]
     return out
 
 
