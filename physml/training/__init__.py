@@ -1,7 +1,8 @@
 """One training path for every model family: a :class:`Trainer`, its checkpoints and scale-out.
 
 - :class:`Trainer` — the loop: a fixed global batch drawn by step from ``(seed, epoch)``, Adam with
-  an optional cosine schedule, gradient clipping, validation, tqdm progress, ``--device``;
+  a cosine learning-rate schedule by default (or a constant rate), gradient clipping, validation,
+  tqdm progress, ``--device``;
 - checkpoints (:mod:`.checkpoint`) — one format: model and optimiser state, RNG state, step, the
   model's config and a fingerprint of the training data; resuming on other data is an error, and a
   kill -9 followed by a resume gives the bitwise result of an uninterrupted run;
