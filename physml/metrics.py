@@ -118,7 +118,7 @@ SYMMETRY = 1e-8
 STORAGE_ROUNDOFF = 16
 #: How far a covariance computed in a lower precision may be asymmetric, in units of its ``eps``.
 STORAGE_ASYMMETRY = 4096
-#: The last Cholesky jitter: this × ``eps / 2`` × the covariance's largest absolute row sum.
+#: The last Cholesky jitter is this × ``eps / 2`` × the covariance's largest absolute row sum.
 STORAGE_EIGENVALUE = 2
 
 Reduction = Literal["mean", "none"]

@@ -52,7 +52,7 @@ F64 = torch.float64
 SPLITS = ("all", "train", "test")
 INTEGRATORS = ("euler", "leapfrog")
 #: The generator settings that conserve the energy to < 1% over 20 frames at 64² (measured by
-#: ``benchmarks/nbody_energy.py``): pass them as ``nbody_digits(..., **ENERGY_CONSERVING)``.
+#: ``benchmarks/nbody_energy.py``); pass them as ``nbody_digits(..., **ENERGY_CONSERVING)``.
 ENERGY_CONSERVING = {"integrator": "leapfrog", "clip": None, "substeps": 8}
 DIGIT_COUNT = 1797  # images in scikit-learn's load_digits
 REFERENCE_SIZE = 64

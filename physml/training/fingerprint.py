@@ -18,7 +18,7 @@ HASHED = "every sample"
 """How ``sample_hash`` is taken (the fingerprint's ``hashed``): the bytes of every item.
 Checkpoints without ``hashed`` hashed the bytes of :data:`SAMPLED` items only."""
 SAMPLED = 5
-"""Evenly spread samples (first and last included): what checkpoints before ``hashed``
+"""The evenly spread samples (first and last included) that checkpoints before ``hashed``
 hashed."""
 FOLLOW_ATTRIBUTES = f"{SAMPLED} evenly spread samples: the items follow the attributes"
 """``hashed`` of a dataset that draws its items from its ``attributes`` when asked (one whose

@@ -69,7 +69,7 @@ class GuardResult:
     solved: torch.Tensor | None
     non_finite: torch.Tensor | None = None
     fallback_non_finite: torch.Tensor | None = None
-    """``(batch,)``: the fallback answered NaN or inf there, or values beyond the range of the
+    """Where the fallback answered NaN or inf ``(batch,)``, or values beyond the range of the
     output's dtype, which the cast to it overflows to inf (a warning says how many)."""
 
     @property

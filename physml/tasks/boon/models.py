@@ -25,7 +25,7 @@ from .walls import Walls
 METHODS = ("fno", "fno-overwrite", "boon")
 TRAINED = ("fno", "boon")
 ABLATION = "boon-output"  # BOON's output seam alone (kernel=False), trained through it
-#: The peer baseline: the plain FNO given the prescribed wall values as input channels.
+#: The peer baseline, the plain FNO given the prescribed wall values as input channels.
 PEER = "fno-wall-input"
 
 

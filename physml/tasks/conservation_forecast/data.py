@@ -130,7 +130,7 @@ FULL = Scale(
     ddim_steps=20,
     kc_scales=(0.5, 1.0, 1.5),
 )
-"""The benchmark's run (``benchmarks/forecast_conservation.py`` without ``--quick``): a 64² grid,
+"""The benchmark's run (``benchmarks/forecast_conservation.py`` without ``--quick``), a 64² grid,
 900 CPU seconds of training per family and variant, step counts from the budget."""
 SIZES = {"toy": TOY, "full": FULL}
 
@@ -147,7 +147,7 @@ class Windows:
     truth_mass: torch.Tensor
     known_mass: torch.Tensor
     states: torch.Tensor | None = None
-    """``(S, nt, C, H, W)``: the split's whole trajectories the windows were cut from (what the
+    """The split's whole trajectories ``(S, nt, C, H, W)`` the windows were cut from (what the
     FNO's steps and PreDiff's autoencoder train on); ``None`` where only windows are known."""
 
 

@@ -25,7 +25,7 @@ At 1 each point moves in proportion to its spread, whatever the members' correla
 members' differences carry mass coherently (``gᵀΣg ≫ Σᵢ Σᵢᵢ gᵢ²``, as on the forecasters here)
 only α near 1 changes the gain much; an unrecorded probe at 0.5 stayed close to
 ``probconserv``."""
-#: The methods with a mass update of their own: ``(projection, shrinkage)`` of each.
+#: The methods with a mass update of their own, each with its ``(projection, shrinkage)``.
 UPDATES = {"hardc": ("euclidean", 0.0), "probconserv": ("covariance", 0.0)}
 UPDATES["probconserv_shrunk"] = ("covariance", SHRINKAGE)
 
