@@ -30,9 +30,10 @@ face velocities being divergence-free), of old face and cell values when (:func:
 Heun's step is a convex combination of two such steps. Under this bound the tracer stays within
 its initial range (a discrete maximum principle, to round-off), so a non-negative tracer stays
 non-negative, also with a non-negative source (``f ≥ 0``, ``A`` non-decreasing). The solvers check
-the face velocities met against the bound every :data:`CHECK_EVERY` steps; a given ``max_step``
-beyond it raises :class:`SolverError`, the default step (at most :data:`SAFETY` of the bound at a
-speed planned ahead, and the vorticity's own default) is lowered and the steps redone.
+the face velocities met against the bound every :data:`~pdes.navier_stokes.CHECK_EVERY` steps; a
+given ``max_step`` beyond it raises :class:`SolverError`, the default step (at most
+:data:`SAFETY` of the bound at a speed planned ahead, and the vorticity's own default) is lowered
+and the steps redone.
 """
 
 from __future__ import annotations
@@ -608,11 +609,11 @@ def solve_ns_tracer(
     ``nu``, ``forcing`` as in :func:`pdes.navier_stokes.solve_vorticity`; ``kappa`` >= 0, a number
     or one per sample; ``source`` an optional :class:`Source`. ``max_step`` must not exceed the
     vorticity's stability limit or :func:`step_limit` at the speeds met (checked every
-    :data:`CHECK_EVERY` steps); by default the step is planned at the speed of ``w0`` plus
-    ``t_end`` times the speed the forcing adds per unit time, and lowered where the flow outgrows
-    it. One step serves the whole batch (its fastest sample and largest ν and κ set it), so a
-    sample's answer depends on its batch within the scheme's truncation error; solve a sample
-    alone for an answer of its own.
+    :data:`~pdes.navier_stokes.CHECK_EVERY` steps); by default the step is planned at the speed of
+    ``w0`` plus ``t_end`` times the speed the forcing adds per unit time, and lowered where the
+    flow outgrows it. One step serves the whole batch (its fastest sample and largest ν and κ set
+    it), so a sample's answer depends on its batch within the scheme's truncation error; solve a
+    sample alone for an answer of its own.
     """
     grid = check_grid(grid)
     w0 = check_fields("w0", w0, grid)

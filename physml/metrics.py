@@ -60,16 +60,65 @@ from ._checks import NonFiniteError, as_tensor
 from .errors import ZeroNormError
 from .outputs import Ensemble, Gaussian, LowRankCovariance
 
+__all__ = [
+    "VARIANCE_FLOOR",
+    "ROUNDOFF",
+    "CHOLESKY_JITTERS",
+    "SINGULAR_SNAP",
+    "SINGULAR_EXCESS",
+    "SYMMETRY",
+    "STORAGE_ROUNDOFF",
+    "STORAGE_ASYMMETRY",
+    "STORAGE_EIGENVALUE",
+    "mse",
+    "mae",
+    "frame_mse",
+    "frame_mae",
+    "relative_l2",
+    "boundary_error",
+    "flux_error",
+    "conservation_error",
+    "abs_conservation_error",
+    "marginal_std",
+    "gaussian_log_likelihood",
+    "crps_gaussian",
+    "crps_ensemble",
+    "spearman",
+    "spread_skill",
+    "bootstrap_se",
+    "shock_position",
+    "gaussian_samples",
+    "ssim",
+    "csi",
+    "energy_error",
+    "negative_flip_rate",
+    "tolerance_flips",
+    "flip_rate_curve",
+    "degradation_flips",
+    "physics_flips",
+    "crps_per_sample",
+]
+
 F64 = torch.float64
 EPS64 = torch.finfo(F64).eps
+#: Variances below it are raised to it in :func:`gaussian_log_likelihood`.
 VARIANCE_FLOOR = 1e-12
+#: A variance is negative only below ``-ROUNDOFF × (largest |variance|)``.
 ROUNDOFF = 1e-9
+#: Multiples of the mean variance added to a full covariance's diagonal, tried in order, when its
+#: Cholesky factorisation fails.
 CHOLESKY_JITTERS = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
+#: Directions of ``B − FFᵀ`` with variance below this fraction of ``B``'s are sampled with none.
 SINGULAR_SNAP = 1e-10
+#: How far a squared singular value of ``L⁻¹F`` (``B = LLᵀ``) may exceed 1.
 SINGULAR_EXCESS = 1e-8
+#: A full covariance may differ from its transpose by this × its largest variance.
 SYMMETRY = 1e-8
+#: The round-off of a covariance stored in a lower precision, in units of its ``eps``.
 STORAGE_ROUNDOFF = 16
+#: How far a covariance computed in a lower precision may be asymmetric, in units of its ``eps``.
 STORAGE_ASYMMETRY = 4096
+#: The last Cholesky jitter is this × ``eps / 2`` × the covariance's largest absolute row sum.
 STORAGE_EIGENVALUE = 2
 
 Reduction = Literal["mean", "none"]

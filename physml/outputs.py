@@ -97,10 +97,12 @@ class LowRankCovariance:
         return _base_readings(self.base, self.factor)[0]
 
     def variance(self) -> torch.Tensor:
+        """The diagonal ``(..., n)``: ``diag(base)`` minus the row sums of ``factor²``."""
         base = self.base if self.base_is_diagonal else torch.diagonal(self.base, dim1=-2, dim2=-1)
         return base - self.factor.pow(2).sum(-1)
 
     def dense(self) -> torch.Tensor:
+        """The assembled covariance ``(..., n, n)``."""
         base = torch.diag_embed(self.base) if self.base_is_diagonal else self.base
         return base - self.factor @ self.factor.transpose(-1, -2)
 

@@ -1324,3 +1324,19 @@ def test_bootstrap_se_needs_two_resamples():
     """One resample has no spread to measure: refused, not NaN."""
     with pytest.raises(ValueError, match="resamples must be an integer >= 2, got 1"):
         metrics.bootstrap_se([0.0, 1.0], resamples=1)
+
+
+def test_a_star_import_brings_the_metrics_and_their_constants_only():
+    namespace: dict[str, object] = {}
+    exec("from physml.metrics import *", namespace)
+    imported = set(namespace) - {"__builtins__"}
+    metrics_defined_here = {
+        name
+        for name, value in vars(metrics).items()
+        if callable(value) and getattr(value, "__module__", None) == metrics.__name__
+        if not name.startswith("_")
+    }
+    floors = {"VARIANCE_FLOOR", "ROUNDOFF", "SINGULAR_SNAP", "SINGULAR_EXCESS", "SYMMETRY"}
+    storage = {"CHOLESKY_JITTERS", "STORAGE_ROUNDOFF", "STORAGE_ASYMMETRY", "STORAGE_EIGENVALUE"}
+    assert imported == metrics_defined_here | floors | storage
+    assert "crps_gaussian" in imported and "torch" not in imported

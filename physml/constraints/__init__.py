@@ -1,4 +1,5 @@
-"""The constraint layer: ``nn.Module`` constraints that meet any model through :func:`constrain`.
+"""The constraint layer: ``nn.Module`` constraints that meet any model through
+:func:`~physml.constraints.layer.constrain`.
 
 Three seams: the operator seam (BOON's kernel correction, for a neuralop FNO or an
 :class:`OperatorModel`), the sampler seam (a mean shift at every reverse step of a

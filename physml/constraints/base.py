@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import ConstraintError
 from ..outputs import Ensemble, Gaussian
 
+#: The seams a constraint may act at; its ``seams`` names some of these.
 SEAMS = ("operator", "sampler", "output")
 Output = torch.Tensor | Gaussian | Ensemble
 
@@ -124,12 +125,15 @@ class Constraint(nn.Module):
         raise ConstraintError(f"{type(self).__name__} cannot be applied to a {kind} output")
 
     def apply_tensor(self, output: torch.Tensor, state: object = None) -> torch.Tensor:
+        """A constrained tensor ``output``; refused unless a subclass has it."""
         return self._unsupported("tensor")
 
     def apply_gaussian(self, output: Gaussian, state: object = None) -> Gaussian:
+        """A constrained :class:`~physml.outputs.Gaussian`; refused unless a subclass has it."""
         return self._unsupported("Gaussian")
 
     def apply_ensemble(self, output: Ensemble, state: object = None) -> Ensemble:
+        """A constrained :class:`~physml.outputs.Ensemble`; refused unless a subclass has it."""
         return self._unsupported("Ensemble")
 
     def guide(self, z_t: torch.Tensor, t: object, context: object) -> torch.Tensor:

@@ -8,7 +8,7 @@ Composition: boundary conditions come first, and the constraints after them keep
 Gaussian keeps them through its covariance (conditioning), an Ensemble through its members'
 (Dirichlet walls always; see :func:`constrain` for the limits); on a tensor a
 :class:`LinearConstraint` projects onto its rows and the conditions' rows together
-(:meth:`BoundaryCondition.wall_rows`), and :class:`NonNegative` leaves the points those rows touch
+(:meth:`.BoundaryCondition.wall_rows`), and :class:`NonNegative` leaves the points those rows touch
 as they are. A boundary condition after a :class:`LinearConstraint` or :class:`NonNegative` is
 refused at wrap time (its walls would break them); they are never reordered.
 """

@@ -524,7 +524,7 @@ class LinearConstraint(Constraint):
 
         ``kept``: boundary conditions already set on ``output`` (:class:`BoundaryCondition`, on
         axes of the constraint's grid): the projection is onto ``G u = b`` and ``R u = R
-        output`` together, ``R`` their :meth:`~BoundaryCondition.wall_rows`, so they still hold.
+        output`` together, ``R`` their :meth:`.BoundaryCondition.wall_rows`, so they still hold.
         """
         leading = self._layout(output, "output")
         b = self._target_for(state, leading, output, "output of shape {shape}")
@@ -593,7 +593,7 @@ class LinearConstraint(Constraint):
         """Move the members ``(member, ..., *space)`` with the ensemble covariance ``Σ``.
 
         ``noise = 0``: every member ``x − K (G x − b)``, ``K = Σ Gᵀ (G Σ Gᵀ)⁻¹``, meets the rows.
-        ``noise = σ > 0`` (square root, :func:`_update`): the mean ``x̄ − K (G x̄ −
+        ``noise = σ > 0`` (square root, ``_update``): the mean ``x̄ − K (G x̄ −
         b)`` and the centred members ``A − K̃ G A``; with no shrinkage and members that span
         the rows their mean and sample covariance are the posterior's ``x̄ − K (G x̄ − b)`` and
         ``(I − K G) Σ``. With ``shrinkage`` or the ``γ I`` fallback ``K`` and ``K̃`` use that

@@ -501,7 +501,7 @@ class NonNegative(Constraint):
         a tensor carries no variance).
 
         ``kept``: boundary conditions already set on ``output``: every point their
-        :meth:`~BoundaryCondition.wall_rows` touch (a Dirichlet wall; a Neumann wall and its two
+        :meth:`.BoundaryCondition.wall_rows` touch (a Dirichlet wall; a Neumann wall and its two
         stencil neighbours) stays as it is, so they still hold; periodic walls, equal and of
         equal weight in ``keep``'s row, move alike (else they stay too). One of the points kept
         negative, or together holding more than the total, raises :class:`ConstraintError`.

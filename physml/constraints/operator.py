@@ -662,7 +662,7 @@ class OperatorCorrection:
 
     Built once at wrap time; :meth:`attached` installs the hooks for one forward with that
     call's boundary values, one ``(left, right)`` pair per condition (see
-    :meth:`BoundaryCondition.values`), each shaped for the output. ``groups``: the layers whose
+    :meth:`.BoundaryCondition.values`), each shaped for the output. ``groups``: the layers whose
     probes come from their weights (:mod:`.spectral_probes`), by signature; a group is read
     together, once per forward, when its first layer runs.
     """

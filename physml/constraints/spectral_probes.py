@@ -14,7 +14,7 @@ they follow from the weights, for all layers at once and without running ``K``:
   with it gives both columns of every channel and layer, the skip's spike included.
 
 What this relies on in neuralop 2.0 (``neuralop/layers/spectral_convolution.py`` and
-``skip_connections.py``), checked by :func:`unsupported` or, shape by shape, by :func:`_plan`
+``skip_connections.py``), checked by :func:`unsupported` or, shape by shape, by ``_plan``
 (else the caller probes ``K``): ``SpectralConv.forward`` takes ``rfftn`` over the spatial axes
 with ``fft_norm="forward"``; for more than one axis ``fftshift``s the non-last axes; keeps, on a
 non-last axis, the ``k`` modes centred on frequency 0 (weight index ``w`` is frequency
@@ -39,7 +39,7 @@ round-off); they are constant along a wall only where no other axis is an odd no
 then keep size 1 there. A class that declares ``shifts_back_exactly = True`` (``ifftshift``, as
 ``LeanSpectralConv``) lands every frequency in its own bin, and its columns are constant along
 the walls; for neuralop's own class (and subclasses that declare nothing) the installed
-neuralop's shift is read off the layer once (:func:`_neuralop_shifts_back_exactly`), and a
+neuralop's shift is read off the layer once (``_neuralop_shifts_back_exactly``), and a
 shift that is neither is probed.
 """
 

@@ -435,7 +435,13 @@ def _check_two_times(source, data: PDEData, pairs: str) -> None:
 
 class SingleStepDataset(_PairDataset):
     """Pairs ``u(t_in) -> u(t_out)``, each ``(channel, *space)``; with ``with_grid`` the input also
-    carries the coordinates as extra channels."""
+    carries the coordinates as extra channels (``x, y, z`` for the space axes in order).
+
+    ``source``: a :class:`PDEData` or a dataset file's path. ``input_time`` and ``target_time``:
+    indices into the file's times (negative from the end, Python's way; by default the first and
+    the last), the target not before the input. ``dtype``: the floating-point dtype the pairs are
+    served in.
+    """
 
     def __init__(
         self,
@@ -467,7 +473,10 @@ class SingleStepDataset(_PairDataset):
 class MultiStepDataset(_PairDataset):
     """Pairs ``u(t_0) -> (u(t_1), ..., u(t_K))``: input ``(1, *space)``, target ``(K, *space)``.
 
-    ``steps`` picks K snapshots evenly from the file's times after the first (all by default).
+    ``steps`` picks K snapshots evenly from the file's times after the first (all by default):
+    it must divide the number of stored steps (times after the first), and the targets are every
+    ``(stored steps / K)``-th time. ``with_grid`` and ``dtype`` as in :class:`SingleStepDataset`
+    (the input is then ``(1 + dim, *space)``).
     """
 
     def __init__(

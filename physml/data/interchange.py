@@ -456,8 +456,8 @@ def _read_pdebench_groups(f: h5py.File, path: Path, names: list[str]) -> PDEData
 
 def _checked(path: Path, data: PDEData, source: str) -> PDEData:
     """``data`` read from the foreign file ``path``, if it passes :func:`check_content`, as a
-    physml file must on :func:`load`; ``source`` (the format and where ``u`` came from) goes
-    into the messages."""
+    physml file must on :func:`~physml.data.load`; ``source`` (the format and where ``u`` came
+    from) goes into the messages."""
     content = {
         "u": data.u.numpy(),
         "t": data.t.numpy(),
@@ -736,12 +736,12 @@ def _physml_attrs(data: PDEData) -> str:
 
 
 def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
-    """Write ``data`` as one physml dataset file, atomically; data that :func:`load` would refuse
-    (``u`` not real floating-point, coordinates or times not increasing, a parameter or field
-    without one row per sample) is refused. Fields may have any per-sample shape, as generated
-    files' do; ``sample_index`` and ``sample_seed`` are kept, so a copy of a generated file is a
-    shard ``physml merge`` takes. Every array carries fletcher32 checksums, as in generated
-    files."""
+    """Write ``data`` as one physml dataset file, atomically; data that
+    :func:`~physml.data.load` would refuse (``u`` not real floating-point, coordinates or times
+    not increasing, a parameter or field without one row per sample) is refused. Fields may have
+    any per-sample shape, as generated files' do; ``sample_index`` and ``sample_seed`` are kept,
+    so a copy of a generated file is a shard ``physml merge`` takes. Every array carries
+    fletcher32 checksums, as in generated files."""
     arrays, path = _arrays(data), Path(path)
     check_content(path, arrays, where=f"data (not written to {str(path)!r}):")
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}

@@ -26,8 +26,9 @@ and upscaled bilinearly to ``sprite × sprite`` pixels (default a quarter of the
 no digit set is fetched. The default lengths (speeds, clip, softening) and ``G`` are set for a 64²
 frame; :func:`canvas_lengths` scales them to another frame size, keeping the motion's shape.
 
-Sequence ``i`` of a request with ``seed`` draws everything from :func:`sample_seed` ``(seed, i)``,
-so :func:`nbody_digits` and the ``nbody-digits`` / ``moving-digits`` dataset recipes (written by
+Sequence ``i`` of a request with ``seed`` draws everything from
+:func:`~physml.data.sample_seed` ``(seed, i)``, so :func:`nbody_digits` and the
+``nbody-digits`` / ``moving-digits`` dataset recipes (written by
 :func:`physml.data.generate_dataset`) give identical sequences for the same seed and settings.
 """
 
@@ -50,8 +51,8 @@ from .generate import sample_seed
 F64 = torch.float64
 SPLITS = ("all", "train", "test")
 INTEGRATORS = ("euler", "leapfrog")
-# the generator settings that conserve the energy to < 1% over 20 frames at 64² (measured by
-# benchmarks/nbody_energy.py); pass them as nbody_digits(..., **ENERGY_CONSERVING)
+#: The generator settings that conserve the energy to < 1% over 20 frames at 64² (measured by
+#: ``benchmarks/nbody_energy.py``); pass them as ``nbody_digits(..., **ENERGY_CONSERVING)``.
 ENERGY_CONSERVING = {"integrator": "leapfrog", "clip": None, "substeps": 8}
 DIGIT_COUNT = 1797  # images in scikit-learn's load_digits
 REFERENCE_SIZE = 64

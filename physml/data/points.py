@@ -118,6 +118,11 @@ class PointSets(Dataset):
     they do not depend on how items are batched or split among processes. The points depend on
     ``seed`` and ``i`` only. ``n_target=None`` targets the whole grid in t-major order.
 
+    The context is a grid of its own: ``context_times`` distinct random times × ``n_context /
+    context_times`` distinct random places, so ``n_context`` must be a multiple of
+    ``context_times`` and both factors must fit the file's grid; the ``n_target`` targets are
+    distinct random points of the whole grid.
+
     The draws are fixed for the dataset's life: an epoch revisits the same ``N · views`` point
     sets and latent seeds, so a training run sees that many Monte-Carlo draws of its objective
     (more ``views``, more draws), where :func:`~physml.training.train_anp` draws afresh each step.

@@ -113,6 +113,8 @@ class UNet(nn.Module):
     upsampling with skip connections → ``(B, T_out, C, H, W)``. ``H`` and ``W`` must be
     divisible by ``2^depth``. Parameters grow like ``base²·4^depth`` (base 16, depth 2 ≈ 0.12 M).
     ``periodic``: the convolutions pad circularly (fields on a periodic domain).
+    ``output``: ``"sigmoid"`` (default) squashes every output value into (0, 1), for frames that
+    lie in [0, 1] such as the N-body digits; ``"linear"`` leaves the head raw.
     """
 
     @staticmethod
@@ -208,6 +210,9 @@ class ConvLSTM(nn.Module):
     ``2·layers·4·hidden·2·hidden·kernel²`` (hidden 32, 2 layers ≈ 0.26 M; hidden 64 ≈ 0.96 M).
     ``periodic``: the gates' convolutions pad circularly (fields on a periodic domain; folding
     into patches keeps the periodicity).
+    ``output``: ``"sigmoid"`` (default) squashes every predicted frame into (0, 1), and that
+    squashed frame is what the next step is fed, for frames that lie in [0, 1] such as the N-body
+    digits; ``"linear"`` leaves the head raw.
     """
 
     @staticmethod

@@ -47,6 +47,7 @@ __all__ = [
     "PADDINGS",
     "PATTERNS",
     "CuboidCrossAttention",
+    "CuboidCrossBlock",
     "CuboidLayout",
     "CuboidSelfAttention",
     "CuboidTransformerBlock",

@@ -277,9 +277,10 @@ class ExactGPSurrogate:
         covariance: str = "time-slices",
         observation_noise: bool = False,
     ) -> Gaussian:
-        """Posterior of ``u`` on the grid ``t (T,)`` × ``x (X,)``: mean ``(T, X)``; covariance
-        the full posterior covariance within each time slice ``(T, X, X)`` or the variances
-        ``(T, X)``. ``observation_noise`` adds the learned noise variance (off: the latent u)."""
+        """Posterior of ``u`` on the grid ``t (T,)`` × ``x (X,)``: mean ``(T, X)``; with
+        ``covariance="time-slices"`` (default) the full posterior covariance within each time
+        slice ``(T, X, X)``, with ``covariance="diagonal"`` the variances ``(T, X)``.
+        ``observation_noise`` adds the learned noise variance (off: the latent u)."""
         self._check_fitted()
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")

@@ -91,10 +91,6 @@ class Task:
 
     A run's summary and figures carry its :func:`run_label` in their names, so a run of another
     size or seed into the same folder keeps them.
-
-    ``figures`` maps a glob pattern, relative to the output folder, to the caption of the figures it
-    matches; ``{name}`` in a caption stands for the file's stem (``verify/*.png`` ->
-    ``"{name}: ..."``).
     """
 
     name: str
@@ -102,6 +98,8 @@ class Task:
     run: Callable[[Context], list[Row]]
     in_demo: bool = True
     figures: dict[str, str] = field(default_factory=dict)
+    """A glob pattern, relative to the output folder, to the caption of the figures it matches;
+    ``{name}`` in a caption stands for the file's stem (``verify/*.png`` -> ``"{name}: ..."``)."""
     cpu_only: bool = False
     """The task runs on the CPU whatever ``--device`` says: another device is refused."""
     checkpoints: bool = True

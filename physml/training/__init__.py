@@ -1,15 +1,18 @@
 """One training path for every model family: a :class:`Trainer`, its checkpoints and scale-out.
 
 - :class:`Trainer` — the loop: a fixed global batch drawn by step from ``(seed, epoch)``, Adam with
-  an optional cosine schedule, gradient clipping, validation, tqdm progress, ``--device``;
+  a cosine learning-rate schedule by default (or a constant rate), gradient clipping, validation,
+  tqdm progress, ``--device``;
 - checkpoints (:mod:`.checkpoint`) — one format: model and optimiser state, RNG state, step, the
   model's config and a fingerprint of the training data; resuming on other data is an error, and a
   kill -9 followed by a resume gives the bitwise result of an uninterrupted run;
 - :mod:`.distributed` — ``torchrun`` processes (gloo on CPU, nccl on GPU): DDP, each rank a slice
   of the same global batch, checkpoints written by rank 0 and loadable at any world size;
-- :mod:`.probabilistic` — the ANP (:func:`train_anp`, reloaded by :func:`load_anp`) and deep
-  ensembles (:func:`fit_ensemble`) trained through the same Trainer;
-- :func:`load_run` — the model of a ``physml train`` run, rebuilt as ``physml evaluate`` does.
+- :mod:`.probabilistic` — the ANP (:func:`~physml.training.train_anp`, reloaded by
+  :func:`~physml.training.load_anp`) and deep ensembles (:func:`~physml.training.fit_ensemble`)
+  trained through the same Trainer;
+- :func:`~physml.training.load_run` — the model of a ``physml train`` run, rebuilt as
+  ``physml evaluate`` does.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint

@@ -18,9 +18,9 @@ known of a solution to the whole solution ``u(t, x)``:
 Both report the Gaussian scores (``ll``, ``crps``) besides ``rel_l2`` and ``mse`` in ``physml
 evaluate``.
 
-Each family reads some of the model options (:attr:`Family.reads`) and each task its own
-(:data:`TASK_OPTIONS`); an option given that neither reads is refused by :func:`model_config`.
-The ConvLSTM has 2 layers unless another ``layers`` is given (then recorded as
+Each family reads some of the model options (:attr:`~physml.training.families.Family.reads`) and
+each task its own (:data:`TASK_OPTIONS`); an option given that neither reads is refused by
+:func:`model_config`. The ConvLSTM has 2 layers unless another ``layers`` is given (then recorded as
 ``recurrent_layers``, so the runs that did not give it keep their model); :func:`same_model`
 lets a run that recorded options its family does not read resume without them.
 """
@@ -80,6 +80,7 @@ DEFAULTS: dict[str, object] = {
     "views": 8,
     "members": 5,
 }
+"""Every model option and its value when a run does not give it."""
 MAXIMA: dict[str, int] = {
     "modes": 1024,
     "hidden": 8192,
@@ -467,7 +468,6 @@ def _predict_ensemble(model: nn.Module, data: PDEData, options: dict, device) ->
 class Family:
     """A trainable model: the tasks it serves, its builder and its loss.
 
-    ``reads``: the model options (keys of :data:`DEFAULTS`) its builder and items read.
     ``pairs`` builds its training items when they are not the task's pairs; ``predict`` gives
     a point-based model's Gaussian on the whole grid of every solution ``(sample, T·X)``.
     """
@@ -476,6 +476,7 @@ class Family:
     build: Callable[[dict, PDEData, tuple], nn.Module]
     loss: Callable[[nn.Module, object], torch.Tensor]
     reads: tuple[str, ...]
+    """The model options (keys of :data:`DEFAULTS`) its builder and items read."""
     pairs: Callable[[PDEData, dict], torch.utils.data.Dataset] | None = None
     predict: Callable[[nn.Module, PDEData, dict, torch.device], Gaussian] | None = None
     dims: tuple[int, ...] = (1, 2)  # the space dimensions of the data it takes

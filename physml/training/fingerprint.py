@@ -17,7 +17,9 @@ from .generators import generators_kept
 HASHED = "every sample"
 """How ``sample_hash`` is taken (the fingerprint's ``hashed``): the bytes of every item.
 Checkpoints without ``hashed`` hashed the bytes of :data:`SAMPLED` items only."""
-SAMPLED = 5  # what checkpoints before HASHED hashed: evenly spread samples, first and last included
+SAMPLED = 5
+"""The evenly spread samples (first and last included) that checkpoints before ``hashed``
+hashed."""
 FOLLOW_ATTRIBUTES = f"{SAMPLED} evenly spread samples: the items follow the attributes"
 """``hashed`` of a dataset that draws its items from its ``attributes`` when asked (one whose
 ``items_follow_attributes`` is ``True``, as :class:`physml.data.GPMEFunctions`): the attributes

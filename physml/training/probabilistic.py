@@ -71,7 +71,8 @@ def objective_loss(objective: nn.Module, batch: object) -> torch.Tensor:
 
 
 def ensemble_nll(model: DeepEnsemble, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """:meth:`DeepEnsemble.nll` of collated :class:`MemberRows` items ``(B, M, d)``, ``(B, M)``."""
+    """:meth:`~physml.models.DeepEnsemble.nll` of collated :class:`MemberRows` items
+    ``(B, M, d)``, ``(B, M)``."""
     inputs, targets = batch
     return model.nll(inputs.transpose(0, 1), targets.transpose(0, 1))
 

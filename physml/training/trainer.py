@@ -78,18 +78,21 @@ def check_device(device: str) -> torch.device:
 class TrainConfig:
     """Settings of one training run (a TOML file or the CLI flags give the same fields).
 
-    ``batch`` is the global batch (divided among ``torchrun`` processes); ``accumulate`` splits each
-    process's share into that many micro-batches whose gradients add up before the step (the same
-    step up to rounding, in less memory; micro-batch ``j`` takes every ``accumulate``-th sample, as
-    ``torchrun`` ranks do, so one process with ``accumulate = 2`` adds the same gradients in the
-    same order as two processes and matches them bit for bit); ``clip`` the largest gradient norm
-    (``None``: no clipping); ``weight_decay`` Adam's L2 penalty, ``weight_decay × w`` added to
-    the gradient before the moment estimates (``torch.optim.Adam``'s coupled decay, not AdamW's
-    decoupled shrink of the weights); ``checkpoint_every`` and ``validate_every`` count steps
-    (``validate_every = 0`` validates only at the end); validating, at ``validate_every`` or only
-    at the end, needs a validation set passed to ``fit``. ``seed`` fixes the order of the
-    samples and seeds torch's, numpy's and Python's global generators when a run starts afresh
-    (a resumed run restores the states its checkpoint saved).
+    ``steps`` optimiser steps in all; ``lr`` Adam's learning rate, the schedule's start;
+    ``schedule`` ``"cosine"`` (default: half a cosine from ``lr`` down to 0 at ``steps``, see
+    :meth:`learning_rate`) or ``"constant"``. ``batch`` is the global batch (divided among
+    ``torchrun`` processes); ``accumulate`` splits each process's share into that many micro-batches
+    whose gradients add up before the step (the same step up to rounding, in less memory;
+    micro-batch ``j`` takes every ``accumulate``-th sample, as ``torchrun`` ranks do, so one process
+    with ``accumulate = 2`` adds the same gradients in the same order as two processes and matches
+    them bit for bit); ``clip`` the largest gradient norm (``None``: no clipping); ``weight_decay``
+    Adam's L2 penalty, ``weight_decay × w`` added to the gradient before the moment estimates
+    (``torch.optim.Adam``'s coupled decay, not AdamW's decoupled shrink of the weights);
+    ``checkpoint_every`` and ``validate_every`` count steps (``validate_every = 0`` validates only
+    at the end); validating, at ``validate_every`` or only at the end, needs a validation set passed
+    to ``fit``. ``seed`` fixes the order of the samples and seeds torch's, numpy's and Python's
+    global generators when a run starts afresh (a resumed run restores the states its checkpoint
+    saved).
     """
 
     steps: int = 1000
@@ -131,6 +134,7 @@ class TrainConfig:
         check_device(self.device)
 
     def learning_rate(self, step: int) -> float:
+        """The rate of step ``step``: ``lr``, or ``lr · (1 + cos(π · step / steps)) / 2``."""
         if self.schedule == "constant":
             return self.lr
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.steps))
@@ -276,8 +280,9 @@ class Trainer:
     (filled as the run goes: after an exception it holds the steps done).
 
     Args:
-        model: any ``nn.Module``; ``loss`` receives it (wrapped in DDP under ``torchrun``) and a
-            collated batch of the dataset's items, and returns the scalar loss of that batch.
+        model: any ``nn.Module``.
+        loss: called as ``loss(model, batch)`` with the model (wrapped in DDP under ``torchrun``)
+            and a collated batch of the dataset's items; returns the scalar loss of that batch.
         config: a :class:`TrainConfig`.
         out: the run's folder; a checkpoint there is resumed (same data, same model config).
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).

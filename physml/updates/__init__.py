@@ -7,7 +7,8 @@
 - :mod:`.checks` — the checks of a prediction: input range, conservation and boundary residuals,
   ensemble spread, PDE residual;
 - :mod:`.guard` — :func:`guard`: the surrogate where every check passes, the solver elsewhere,
-  with per-sample reports, the inputs sent to the solver and a :func:`refine` loop.
+  with per-sample reports, the inputs sent to the solver and a
+  :func:`~physml.updates.refine` loop.
 
 The negative-flip metrics that measure an update live in :mod:`physml.metrics`.
 """

@@ -70,6 +70,7 @@ class Check:
         self.threshold = _threshold(threshold)
 
     def score(self, inputs: torch.Tensor, prediction: object) -> torch.Tensor:
+        """The score ``(batch,)`` of each sample of ``prediction`` for ``inputs``."""
         raise NotImplementedError
 
     def calibrate(self, inputs: torch.Tensor, prediction: object, level: float) -> Check:

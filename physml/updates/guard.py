@@ -55,12 +55,10 @@ class GuardResult:
     fallback and its answers (the fallback's own dtype), in batch order, without gradient;
     ``non_finite`` ``(batch,)``: the surrogate answered NaN or inf there (always sent to the
     fallback, reported as ``"finite"``, not scored: ``fired`` False, ``scores`` NaN);
-    ``fallback_non_finite`` ``(batch,)``: the fallback answered NaN or inf there, or values
-    beyond the range of the output's dtype, which the cast to it overflows to inf (a warning says
-    how many). A Gaussian or Ensemble cannot hold NaN or inf, so a surrogate returning one
-    refuses those samples (:class:`NonFiniteAnswer`, or any
-    :class:`~physml._checks.NonFiniteError`): they are ``non_finite`` too, and the others
-    answered as usual.
+    ``fallback_non_finite``: see below. A Gaussian or Ensemble cannot hold NaN or inf, so a
+    surrogate returning one refuses those samples (:class:`NonFiniteAnswer`, or any
+    :class:`~physml._checks.NonFiniteError`): they are ``non_finite`` too, and the others answered
+    as usual.
     """
 
     output: torch.Tensor
@@ -71,6 +69,8 @@ class GuardResult:
     solved: torch.Tensor | None
     non_finite: torch.Tensor | None = None
     fallback_non_finite: torch.Tensor | None = None
+    """Where the fallback answered NaN or inf ``(batch,)``, or values beyond the range of the
+    output's dtype, which the cast to it overflows to inf (a warning says how many)."""
 
     @property
     def fallback(self) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 :class:`FrameAutoencoder` (frames ↔ latents), two denoisers behind one interface
 (:class:`ConvDenoiser`, :class:`CuboidDenoiser`), the diffusers-kept :class:`NoiseSchedule`, the
-guided DDIM loop :func:`ddim_sample`, and :class:`PreDiff` which holds them and returns an
+guided DDIM loop :func:`.ddim_sample`, and :class:`PreDiff` which holds them and returns an
 :class:`~physml.outputs.Ensemble` of forecasts.
 """
 

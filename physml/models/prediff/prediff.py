@@ -1,7 +1,7 @@
 """PreDiff (NeurIPS 2023): a latent diffusion forecaster whose sampler offers the sampler seam.
 
 ``PreDiff(autoencoder, denoiser)``: context frames ``(B, T_in, C, H, W)`` are encoded frame by
-frame, normalised per latent channel, and a DDIM sampler (:func:`ddim_sample`) draws target
+frame, normalised per latent channel, and a DDIM sampler (:func:`.ddim_sample`) draws target
 latents ``(T_out, c, h, w)`` conditioned on them; the decoder turns them into frames. ``sample``
 (and ``forward``) returns an :class:`~physml.outputs.Ensemble` of frames
 ``(members, B, T_out, C, H, W)`` and calls ``guidance(z_t, step)`` at every reverse step, so
@@ -114,7 +114,7 @@ class PreDiff(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> PreDiff:
-        """A fresh (untrained) PreDiff built from ``config`` (what :attr:`config` holds)."""
+        """A fresh (untrained) PreDiff built from ``config`` (what a PreDiff's ``config`` holds)."""
         options = dict(config["denoiser"])
         kinds = {"conv": ConvDenoiser, "cuboid": CuboidDenoiser}
         kind = options.pop("kind", None)
@@ -202,7 +202,7 @@ class PreDiff(nn.Module):
         ``steps`` DDIM steps with noise level ``eta`` (0: deterministic given the initial noise)
         at ``spacing`` ``"leading"`` or ``"trailing"`` timesteps (see
         :mod:`~physml.models.prediff.schedule`: trailing suits only a noise estimate exact at
-        ``t = T − 1``); ``guidance(z_t, step)`` as in :func:`ddim_sample` (latents ``(members,
+        ``t = T − 1``); ``guidance(z_t, step)`` as in :func:`.ddim_sample` (latents ``(members,
         B, T_out, c, h, w)``, ``step.decode`` this model's :meth:`decode`); ``seed`` an int or a
         ``torch.Generator``; ``use_ema`` (default: once the EMA has been updated) samples with
         the EMA denoiser. The latents are drawn in the denoiser's dtype. One generator draws the

@@ -64,7 +64,7 @@ def ddim_sample(
     it returns ``g`` shaped like ``z_t``. ``decode`` (latents → frames, differentiable) is handed
     to the guide as ``ReverseStep.decode``. ``generator`` draws the starting ``z`` and every
     step's noise, in ``dtype`` (torch's default if None). ``spacing``: ``"leading"`` or
-    ``"trailing"`` timesteps (:meth:`NoiseSchedule.sampling_timesteps`).
+    ``"trailing"`` timesteps (:meth:`.NoiseSchedule.sampling_timesteps`).
     """
     eta = check_eta(eta)
     timesteps = schedule.sampling_timesteps(steps, spacing)

@@ -45,7 +45,9 @@ from pdes.checks import positive_int
 
 from ...errors import user_stacklevel
 
+#: The ``beta_schedule`` values a :class:`NoiseSchedule` accepts.
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
+#: The timestep spacings of :meth:`NoiseSchedule.sampling_timesteps`.
 SPACINGS = ("leading", "trailing")
 LEADING_EXCESS = 0.01
 """How much more ᾱ a leading start may keep than a full stride's start ``T − ⌈T/N⌉`` before

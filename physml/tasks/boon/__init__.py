@@ -5,8 +5,8 @@ per concern:
 
 - :mod:`.walls`: :class:`Walls` — a case's :class:`~physml.constraints.BoundaryCondition` objects
   filled with each batch's values, the independent float64 violation measure, the interior.
-- :mod:`.data`: :data:`CASES` (dataset builders with the boundary values prescribed by each
-  problem) and their :class:`Budget` per size.
+- :mod:`.data`: :data:`~physml.tasks.boon.data.CASES` (dataset builders with the boundary values
+  prescribed by each problem) and their :class:`Budget` per size.
 - :mod:`.models`: :func:`build_model` — the plain FNO, or ``physml.constrain(fno, *conditions)``
   around an identically initialised FNO (BOON; ``kernel=False`` for the output-only ablation).
 - :mod:`.training`: :func:`train` — the same training for every method.

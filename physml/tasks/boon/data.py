@@ -112,7 +112,8 @@ class Case:
     """A dataset of the comparison: name, budget family (``1d``, ``xt``, ``cavity``), builder.
 
     ``varying``: the wall forcing differs between samples in a way the input does not reveal,
-    so only a model told the prescribed values can know it (the :data:`PEER` baseline runs).
+    so only a model told the prescribed values can know it (the
+    :data:`~physml.tasks.boon.models.PEER` baseline runs).
     """
 
     name: str
@@ -297,6 +298,7 @@ def _cavity(plan: Budget) -> CaseData:
     return _data(train, test, walls, times, **CAVITY)
 
 
+#: The cases by name.
 CASES: dict[str, Case] = {
     case.name: case
     for case in (

@@ -25,7 +25,8 @@ from .walls import Walls
 METHODS = ("fno", "fno-overwrite", "boon")
 TRAINED = ("fno", "boon")
 ABLATION = "boon-output"  # BOON's output seam alone (kernel=False), trained through it
-PEER = "fno-wall-input"  # the plain FNO given the prescribed wall values as input channels
+#: The peer baseline, the plain FNO given the prescribed wall values as input channels.
+PEER = "fno-wall-input"
 
 
 class BoundaryModel(nn.Module):
@@ -33,11 +34,12 @@ class BoundaryModel(nn.Module):
     toolkit's plain one), or the FNO through :func:`physml.constrain` fed each batch's values.
 
     ``kernel=None``: the plain FNO (``values`` ignored unless ``wall_input``: then they are
-    appended to ``x`` as channels, :meth:`Walls.channels`). ``True``: ``constrain(fno,
-    *conditions)`` with the kernel corrections (BOON); ``False``: the output seam alone. The
-    batch's conditions (:meth:`Walls.conditions`) replace the wrapped ones for each call
-    (``constraints=``), so per-sample values follow the batch; ``default`` are the values the
-    wrapper is built with (any batch's: only the kinds, axes and grids matter).
+    appended to ``x`` as channels, :meth:`~physml.tasks.boon.walls.Walls.channels`). ``True``:
+    ``constrain(fno, *conditions)`` with the kernel corrections (BOON); ``False``: the output seam
+    alone. The batch's conditions (:meth:`~physml.tasks.boon.walls.Walls.conditions`) replace the
+    wrapped ones for each call (``constraints=``), so per-sample values follow the batch;
+    ``default`` are the values the wrapper is built with (any batch's: only the kinds, axes and
+    grids matter).
     """
 
     def __init__(

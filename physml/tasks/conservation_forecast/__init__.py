@@ -8,22 +8,24 @@ at forecast time: the mass of the last context frame plus the source's release s
 Forecasters, each an ensemble, trained by :class:`physml.training.Trainer` (resumable, one folder
 per model) on an equal CPU budget per family, step counts from a measured time per step: a deep
 ensemble of Earthformers (seeds ``offset_seed(seed, i)``; periodic padding and an ICNR head,
-:data:`EARTHFORMER_OPTIONS`), an FNO-2D one-step model rolled out (one per seed; it trains on every
-step of the training trajectories once) and PreDiff (its own samples; knowledge control with the
-total mass of the decoded frames, ``on="frames"``, ``normalized=True``: a Gauss–Newton step in
-``z_t``, which DDIM applies as a score, so λ is not the fraction of the miss removed per step and
-is chosen on validation windows, :func:`best_kc_scale`). Methods on every ensemble, all through
-:func:`physml.constrain`: ``raw``; ``hardc`` (each member projected,
-``mass_conservation(projection="euclidean")``); ``probconserv`` (the ensemble update);
+:data:`~physml.tasks.conservation_forecast.models.EARTHFORMER_OPTIONS`), an FNO-2D one-step model
+rolled out (one per seed; it trains on every step of the training trajectories once) and PreDiff
+(its own samples; knowledge control with the total mass of the decoded frames, ``on="frames"``,
+``normalized=True``: a Gauss–Newton step in ``z_t``, which DDIM applies as a score, so λ is not the
+fraction of the miss removed per step and is chosen on validation windows, :func:`best_kc_scale`).
+Methods on every ensemble, all through :func:`physml.constrain`: ``raw``; ``hardc`` (each member
+projected, ``mass_conservation(projection="euclidean")``); ``probconserv`` (the ensemble update);
 ``probconserv_shrunk`` (the update with the members' covariance shrunk toward its variances,
-:data:`SHRINKAGE`); for PreDiff ``kc`` and ``kc-probconserv``; and each followed by
-``NonNegative(keep=...)`` (suffix ``-nonneg``), which keeps every member's mass, in the method's
-own metric (the ensemble's variance after ``raw`` and ``kc``, :func:`nonnegative`).
+:data:`~physml.tasks.conservation_forecast.methods.SHRINKAGE`); for PreDiff ``kc`` and
+``kc-probconserv``; and each followed by ``NonNegative(keep=...)`` (suffix ``-nonneg``), which keeps
+every member's mass, in the method's own metric (the ensemble's variance after ``raw`` and ``kc``,
+:func:`nonnegative`).
 
 What ``benchmarks/forecast_conservation.py`` (and the studies beside it) share, one module per
 concern, and the toy-size task ``conservation-forecast``:
 
-- :mod:`.data`: the run's :class:`Scale` (:data:`TOY`, :data:`FULL`), the forecast
+- :mod:`.data`: the run's :class:`Scale` (:data:`~physml.tasks.conservation_forecast.data.TOY`,
+  :data:`~physml.tasks.conservation_forecast.data.FULL`), the forecast
   :class:`Windows` of each split, the network :class:`Units`;
 - :mod:`.models`: each family's build, training items, the CPU budget :func:`plan` and
   :func:`train` (every ensemble, resumable);

@@ -19,16 +19,15 @@ VARIANTS = {"conserved": "ns-tracer", "source": "ns-tracer-source"}
 F64 = torch.float64
 SAMPLING_FIELDS = ("ddim_steps", "kc_scales", "sample_batch")
 STEP_FAMILIES = ("earthformer", "fno", "autoencoder", "denoiser")
-"""What :attr:`Scale.steps` fixes the step counts of."""
+"""What :attr:`~physml.tasks.conservation_forecast.data.Scale.steps` fixes the step counts of."""
 
 
 @dataclass(frozen=True)
 class Scale:
     """Sizes of one run. ``budget_s`` CPU seconds of training per model family and variant
     (an ensemble's members share it; PreDiff gives ``autoencoder_share`` of it to the
-    autoencoder); step counts are ``budget / measured s per step``, at least ``min_steps``.
-    ``steps`` (per family: ``earthformer``, ``fno``, ``autoencoder``, ``denoiser``) fixes the
-    step counts instead, so that a run repeats step for step whatever the machine's load."""
+    autoencoder); step counts are ``budget / measured s per step``, at least ``min_steps``, unless
+    ``steps`` fixes them."""
 
     nx: int
     nt: int
@@ -58,6 +57,8 @@ class Scale:
     sample_batch: int = 32
     extra: dict = field(default_factory=dict)
     steps: dict | None = None
+    """Step counts per family (``earthformer``, ``fno``, ``autoencoder``, ``denoiser``) instead
+    of the budget's, so that a run repeats step for step whatever the machine's load."""
 
     def __post_init__(self) -> None:
         check_steps(self.steps, STEP_FAMILIES)
@@ -129,6 +130,8 @@ FULL = Scale(
     ddim_steps=20,
     kc_scales=(0.5, 1.0, 1.5),
 )
+"""The benchmark's run (``benchmarks/forecast_conservation.py`` without ``--quick``), a 64² grid,
+900 CPU seconds of training per family and variant, step counts from the budget."""
 SIZES = {"toy": TOY, "full": FULL}
 
 
@@ -136,16 +139,16 @@ SIZES = {"toy": TOY, "full": FULL}
 class Windows:
     """Forecast windows of one split: ``context (N, T_in, C, H, W)`` (tracer first, then
     ``vx, vy`` when used), ``target (N, T_out, 1, H, W)``, ``truth_mass (N, T_out)`` from the
-    file and ``known_mass (N, T_out)`` (the last context frame's mass plus the release since);
-    ``states (S, nt, C, H, W)``: the split's whole trajectories the windows were cut from (what
-    the FNO's steps and PreDiff's autoencoder train on; ``None`` where only windows are known);
-    all float64, physical units."""
+    file and ``known_mass (N, T_out)`` (the last context frame's mass plus the release since),
+    and the ``states`` they were cut from; all float64, physical units."""
 
     context: torch.Tensor
     target: torch.Tensor
     truth_mass: torch.Tensor
     known_mass: torch.Tensor
     states: torch.Tensor | None = None
+    """The split's whole trajectories ``(S, nt, C, H, W)`` the windows were cut from (what the
+    FNO's steps and PreDiff's autoencoder train on); ``None`` where only windows are known."""
 
 
 def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -> Path:
@@ -175,7 +178,8 @@ def grid_of(scale: Scale) -> Grid2D:
 
 def windows(path: Path, scale: Scale, split: str) -> Windows:
     """Every window of ``T_in + T_out`` frames (stride 1 for ``train``, ``T_out`` otherwise)
-    and the split's whole trajectories (:attr:`Windows.states`)."""
+    and the split's whole trajectories
+    (:attr:`~physml.tasks.conservation_forecast.data.Windows.states`)."""
     data = load(path)
     bounds = {
         "train": (0, scale.train),

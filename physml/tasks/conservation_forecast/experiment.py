@@ -48,7 +48,8 @@ def data_and_models(
 ) -> tuple[dict[str, Windows], Units, Forecasters]:
     """The variant's data and trained models (both resumable under ``work``, which is created):
     ``({"train"|"validation"|"test": windows}, units, models)``; ``remedy``: where else to
-    train, in a refusal to resume a model (see :func:`train`)."""
+    train, in a refusal to resume a model (see
+    :func:`~physml.tasks.conservation_forecast.models.train`)."""
     split, units = open_variant(variant, scale, work, seed, quiet)
     models = train(scale, split["train"], units, work / variant, seed, quiet, remedy)
     return split, units, models

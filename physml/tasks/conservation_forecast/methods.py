@@ -25,16 +25,19 @@ At 1 each point moves in proportion to its spread, whatever the members' correla
 members' differences carry mass coherently (``gᵀΣg ≫ Σᵢ Σᵢᵢ gᵢ²``, as on the forecasters here)
 only α near 1 changes the gain much; an unrecorded probe at 0.5 stayed close to
 ``probconserv``."""
+#: The methods with a mass update of their own, each with its ``(projection, shrinkage)``.
 UPDATES = {"hardc": ("euclidean", 0.0), "probconserv": ("covariance", 0.0)}
 UPDATES["probconserv_shrunk"] = ("covariance", SHRINKAGE)
 
 
-NOT_UPDATES = ("raw", "kc", "nonneg")  # methods without a mass update of their own
+#: The methods without a mass update of their own.
+NOT_UPDATES = ("raw", "kc", "nonneg")
 
 
 def conservation_of(method: str, known: torch.Tensor, grid: Grid2D):
     """The mass row toward ``known (N, T)`` in ``method``'s metric: its own for one of
-    :data:`UPDATES`, the ensemble's variance for one of :data:`NOT_UPDATES`."""
+    :data:`~physml.tasks.conservation_forecast.methods.UPDATES`, the ensemble's variance for one of
+    :data:`~physml.tasks.conservation_forecast.methods.NOT_UPDATES`."""
     if method not in UPDATES and method not in NOT_UPDATES:
         raise ValueError(
             f"method must be one of {[*UPDATES, *NOT_UPDATES]} (with '-nonneg' appended, or "
@@ -45,9 +48,9 @@ def conservation_of(method: str, known: torch.Tensor, grid: Grid2D):
 
 
 def constrained(samples: torch.Tensor, known: torch.Tensor, grid: Grid2D, method: str):
-    """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (one of :data:`UPDATES`, with
-    ``-nonneg`` appended, or ``nonneg`` alone) toward the totals ``known (N, T)``:
-    ``(samples, seconds)``."""
+    """``samples`` ``(M, N, T, 1, H, W)`` through ``method`` (one of
+    :data:`~physml.tasks.conservation_forecast.methods.UPDATES`, with ``-nonneg`` appended, or
+    ``nonneg`` alone) toward the totals ``known (N, T)``: ``(samples, seconds)``."""
     _check_known(samples, known)
     base, dash, nonneg = method.partition("-")
     if dash and nonneg != "nonneg":
@@ -130,7 +133,8 @@ uniform: its ranks are round-off, so it has no ``spearman_spread``."""
 def correction_shape(before: torch.Tensor, after: torch.Tensor) -> dict[str, float | None]:
     """Where a method moved mass: ``spearman_spread``, Spearman's ρ between the mean absolute
     correction per pixel and the ensemble's standard deviation (mean over windows and frames;
-    ``None`` for a uniform correction, :data:`UNIFORM_CV`), and ``correction_cv``, the
+    ``None`` for a uniform correction,
+    :data:`~physml.tasks.conservation_forecast.methods.UNIFORM_CV`), and ``correction_cv``, the
     coefficient of variation of the absolute correction over each member's frame (mean; 0 for a
     spatially uniform correction)."""
     change = (after - before).abs()  # (M, N, T, 1, H, W)

@@ -60,17 +60,18 @@ def sample(
     reverse: bool = False,
 ) -> EnsembleForecast:
     """``model(context, members=, steps=, seed=)`` (a PreDiff or a constrained one) over chunks
-    of about ``batch / members`` contexts, chunk ``k`` with seed :func:`chunk_seed` ``(seed, k)``;
-    ``targets(chunk)`` gives the per-call constraints (``with_target``) of each chunk. ``keep``:
-    a folder where each chunk's samples and seconds (with ``seed``, ``steps`` and
-    :data:`SEEDING`) are written as they come (``<index>.pt``) and read back on a rerun, so a
-    killed run resumes at the chunk it stopped in; a chunk kept by a call with another seed or
-    steps is refused, one kept without the seeding scheme (older versions) is drawn again.
-    ``reverse`` works through the chunks last first (the same result), so a second process
-    sharing ``keep`` meets the first in the middle. Each chunk runs on the model's device; the
-    samples come back on the CPU. A context's samples depend on its chunk (``batch``, ``members``
-    and its place in ``context``), as :meth:`~physml.models.prediff.PreDiff.sample`'s depend on
-    the batch."""
+    of about ``batch / members`` contexts, chunk ``k`` with seed
+    :func:`~physml.tasks.prediff.evaluation.chunk_seed` ``(seed, k)``; ``targets(chunk)`` gives the
+    per-call constraints (``with_target``) of each chunk. ``keep``: a folder where each chunk's
+    samples and seconds (with ``seed``, ``steps`` and
+    :data:`~physml.tasks.prediff.evaluation.SEEDING`) are written as they come (``<index>.pt``) and
+    read back on a rerun, so a killed run resumes at the chunk it stopped in; a chunk kept by a call
+    with another seed or steps is refused, one kept without the seeding scheme (older versions) is
+    drawn again. ``reverse`` works through the chunks last first (the same result), so a second
+    process sharing ``keep`` meets the first in the middle. Each chunk runs on the model's device;
+    the samples come back on the CPU. A context's samples depend on its chunk (``batch``,
+    ``members`` and its place in ``context``), as :meth:`~physml.models.prediff.PreDiff.sample`'s
+    depend on the batch."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TypeError(f"seed must be a non-negative int, got {seed!r}")
     positive_int("members", members)

@@ -35,14 +35,16 @@ from .data import DENOISERS, Scale, clean_windows
 
 JUDGE_SEED_OFFSET = 7919  # the judge's weights and training order share no seed with the rest
 GUIDE_SEED_OFFSET = 104729  # nor do the guiding frame regressor's
-COST_FILE = "train_s.json"  # a finished training's CPU seconds, beside its checkpoint
+#: The file beside a checkpoint holding its finished training's CPU seconds.
+COST_FILE = "train_s.json"
 
 
 @dataclass
 class Trained:
     """A trained model and its training cost: ``train_s`` CPU seconds of this process (scaled
     to all ``steps`` when resumed; a reload reads what the finishing run left in
-    :data:`COST_FILE`), ``final_loss`` the mean of the last 20 step losses."""
+    :data:`~physml.tasks.prediff.training.COST_FILE`), ``final_loss`` the mean of the last 20 step
+    losses."""
 
     model: nn.Module
     steps: int

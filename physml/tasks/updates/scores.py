@@ -11,7 +11,8 @@ from ... import metrics
 from ...updates import BoundaryError
 from .data import F64, Equation
 
-CURVE = tuple(float(v) for v in torch.logspace(-1, 1, 21, dtype=F64))  # τ / τ_median of NFR(τ)
+#: The tolerances τ / τ_median of the curve NFR(τ).
+CURVE = tuple(float(v) for v in torch.logspace(-1, 1, 21, dtype=F64))
 
 
 def boundary_errors(problem: Equation, prediction: torch.Tensor) -> torch.Tensor:
@@ -25,9 +26,10 @@ def update_scores(
 ) -> dict:
     """The update's scores on the test set from the old and new predictions ``(batch, 1, nx)``.
 
-    ``nfr`` at τ = the old model's median error; ``nfr_curve`` at τ = :data:`CURVE` × that
-    median; ``nfr_degradation`` at δ = 0.1; ``nfr_physics``: the boundary condition met by the
-    old model (wall error ≤ the old model's median wall error) and missed by the new one.
+    ``nfr`` at τ = the old model's median error; ``nfr_curve`` at τ =
+    :data:`~physml.tasks.updates.scores.CURVE` × that median; ``nfr_degradation`` at δ = 0.1;
+    ``nfr_physics``: the boundary condition met by the old model (wall error ≤ the old model's
+    median wall error) and missed by the new one.
     """
     e_old = metrics.relative_l2(old, target, reduction="none")
     e_new = metrics.relative_l2(new, target, reduction="none")
