@@ -37,8 +37,9 @@ class CommandParser(argparse.ArgumentParser):
     """The parser of ``physml`` and, as its subparsers take their parent's class, of each command:
     a command reports the arguments it does not know with its own usage (argparse hands them up
     to ``physml``'s), and an unknown option or choice ends with the close ones (``did you mean
-    --steps?``). With ``intermixed=True`` positionals may follow options (``convert IN --to
-    pdebench OUT``)."""
+    --steps?``; none for an option's own name, e.g. one given after ``--``). With
+    ``intermixed=True`` positionals may follow options (``convert IN --to pdebench OUT``), unless
+    the arguments hold ``--``, after which every one is a positional."""
 
     def __init__(self, *args, intermixed: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -48,7 +49,8 @@ class CommandParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         if self._in_intermixed_pass:  # one of parse_known_intermixed_args' two passes
             return super().parse_known_args(args, namespace)
-        if self.intermixed:
+        given = sys.argv[1:] if args is None else list(args)
+        if self.intermixed and "--" not in given:  # after "--" every argument is a positional
             self._in_intermixed_pass = True
             try:
                 namespace, extras = self.parse_known_intermixed_args(args, namespace)
@@ -65,7 +67,7 @@ class CommandParser(argparse.ArgumentParser):
             hints = "".join(
                 did_you_mean(extra.split("=")[0].lstrip("-"), options, options.get)
                 for extra in extras
-                if extra.startswith("-")
+                if extra.startswith("-") and extra.split("=")[0] not in options.values()
             )
             self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
         return namespace, extras

@@ -250,6 +250,21 @@ def test_convert_takes_out_after_an_option(heat_file, tmp_path, capsys):
     assert capsys.readouterr().out == f"wrote {out}\n"
 
 
+def test_after_a_double_dash_convert_reads_names_that_begin_with_a_dash(
+    heat_file, tmp_path, capsys, monkeypatch
+):
+    """``--`` ends the options: ``-out.h5`` after it is the output's name, not ``-o ut.h5``."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", "--to", "pdebench", "--", str(heat_file), "-out.h5"]) == 0
+    assert capsys.readouterr().out == "wrote -out.h5\n"
+    assert (tmp_path / "-out.h5").is_file() and not (tmp_path / "ut.h5").exists()
+
+
+def test_an_options_own_name_after_a_double_dash_gets_no_hint(capsys):
+    _, error = _usage_error(["run", "--", "verify", "--size", "toy"], capsys)
+    assert error == "physml run: error: unrecognized arguments: --size toy"
+
+
 def _usage_error(argv, capsys) -> tuple[str, str]:
     """The usage line and the error line a parse error of ``argv`` prints (exit status 2)."""
     with pytest.raises(SystemExit) as exit_info:

@@ -291,6 +291,10 @@ def test_a_leading_start_far_below_the_last_timestep_warns_naming_it_and_the_rem
             assert schedule.sampling_timesteps(steps, "trailing")[0] == 999
     with pytest.warns(UserWarning, match=r"steps=600 .* timestep 599 "):
         schedule.sampling_timesteps(600)
+    with warnings.catch_warnings():  # T = 50: N = 3, 4, 6 start one timestep below T − ⌈T/N⌉
+        warnings.simplefilter("error")
+        short = NoiseSchedule(timesteps=50)
+        assert [short.sampling_timesteps(n)[0] for n in (3, 4, 6)] == [32, 36, 40]
 
 
 class ListedSchedule(NoiseSchedule):

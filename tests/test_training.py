@@ -1193,3 +1193,21 @@ def test_another_split_of_one_file_is_named_in_the_callers_words(tmp_path):
     with pytest.raises(CheckpointError) as refused:
         fit(16, remedy=REMEDY)
     assert f"{clause} out for validation (another --val-fraction))" in str(refused.value)
+
+
+def test_a_checkpoint_whose_first_bytes_flipped_is_damaged_not_foreign(tmp_path):
+    """A bit flipped in the zip signature at byte 0: the archive's directory at its end still
+    reads, so it is a damaged checkpoint (with the remedy), not 'not a zip archive'."""
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    save_checkpoint(tmp_path, {**dict.fromkeys(KEYS), "model": {"w": torch.ones(4)}})
+    path = tmp_path / "checkpoint.pt"
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path)
+    assert "not a zip archive" not in str(refused.value)
+    assert str(refused.value).endswith(
+        "restore an intact copy, or delete it to start that training over"
+    )

@@ -126,7 +126,7 @@ def _check_archive(
     if start == HDF5_SIGNATURE:
         passed = "" if data_argument is None else f"; pass it as {data_argument}"
         raise CheckpointError(f"{named} is an HDF5 file (a dataset?), not {what}{passed}")
-    if start and not start.startswith(ZIP_SIGNATURE):
+    if start and not start.startswith(ZIP_SIGNATURE) and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{named} is not {what} (not a zip archive, as torch.save writes)")
     try:
         with zipfile.ZipFile(path) as archive:

@@ -16,9 +16,10 @@ steps are spaced
   ``T mod N`` is dropped from the top, and the start can lie far below ``T − 1`` (``T = 1000``:
   666 with ᾱ 0.25 for ``N = 334``, 500 with ᾱ 0.49 for ``N = 501``), so that more steps sample
   worse than fewer (means 1.09 and 0.84 for ``N = 334, 501`` with the estimate above): a start
-  whose ᾱ exceeds by more than :data:`LEADING_EXCESS` the ᾱ at ``T − ⌈T/N⌉`` (where a full
-  stride below ``T`` would start) warns, naming the ``N`` dividing ``T`` nearby. Few steps
-  (``N = 2, 3, 5``) start high as well, but by their stride: the documented few-step bias.
+  more than one stride short of ``T − 1`` (below ``T − 2⌈T/N⌉``) whose ᾱ exceeds by more than
+  :data:`LEADING_EXCESS` the ᾱ at ``T − ⌈T/N⌉`` (where a full stride below ``T`` would start)
+  warns, naming the ``N`` dividing ``T`` nearby. Few steps (``N = 2, 3, 5``) start high as well,
+  but by their stride: the documented few-step bias.
 * ``"trailing"``: ``t = round(T − kT/N) − 1`` for ``k = 0 … N − 1``, i.e. ``T − 1, …,
   T/N − 1`` (ties to even; diffusers' own list, summed in floating point, gives ``N + 1``
   timesteps ending at −1 for some ``N``, e.g. 61, and one less at some ties, e.g. 936 for
@@ -117,7 +118,8 @@ class NoiseSchedule:
     def sampling_timesteps(self, steps: int, spacing: str = "leading") -> list[int]:
         """The timesteps of ``steps = N`` reverse steps spaced ``spacing``, first to last (see
         the module docstring): leading ``k⌊T/N⌋`` for ``k = N − 1 … 0`` (a warning if the first
-        keeps more than :data:`LEADING_EXCESS` of ᾱ beyond a full stride's start), trailing
+        is more than a stride short of ``T − 1`` and keeps more than :data:`LEADING_EXCESS` of ᾱ
+        beyond a full stride's start), trailing
         ``round(T − kT/N) − 1`` for ``k = 0 … N − 1``."""
         steps = positive_int("steps", steps)
         check_spacing(spacing)
@@ -136,7 +138,8 @@ class NoiseSchedule:
         leading = [k * (total // steps) for k in reversed(range(steps))]
         alphas = self.alphas_cumprod()
         stride_start = total + (-total // steps)  # T − ⌈T/N⌉
-        if float(alphas[leading[0]] - alphas[stride_start]) > LEADING_EXCESS:
+        more_than_a_stride_short = leading[0] < total - 2 * -(-total // steps)
+        if more_than_a_stride_short and alphas[leading[0]] - alphas[stride_start] > LEADING_EXCESS:
             self._warn_low_leading_start(steps, leading[0], float(alphas[leading[0]]))
         return leading
 
