@@ -594,7 +594,7 @@ def test_a_run_resumed_with_another_l1_weight_is_refused(monkeypatch, tmp_path):
     with pytest.raises(_Killed):
         run(bench.weighted_training_loss(1.0), stop_at=2)
     for other in (bench.weighted_training_loss(0.5), bench.training_loss):
-        with pytest.raises(ValueError, match=r"'loss': 'nbody_forecasting.training_loss\(l1_w"):
+        with pytest.raises(ValueError, match=r"\(loss 'nbody_forecasting.training_loss\(l1_w"):
             run(other)
     assert taken == [1, 2]
     report = run(bench.weighted_training_loss(1.0))
