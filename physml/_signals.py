@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -22,22 +23,26 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _terminate(signum: int, frame: object) -> None:
-    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
-    raise Terminated(signum)
-
-
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """While the block runs, each of :data:`STOPPING` raises :class:`Terminated` where it would
     have ended the process (a signal ignored, as under ``nohup``, or handled by the caller stays
-    so); the previous handlers come back on exit. Off the main thread, where Python cannot set
-    handlers, nothing changes."""
+    so), once: a later one (Slurm signals every process of a job step, and ``torchrun`` forwards
+    its own) is let go, so the block's cleanup and its line of stopping run. The previous handlers
+    come back on exit. Off the main thread, where Python cannot set handlers, nothing changes."""
+    raised = False
+
+    def terminate(signum: int, frame: object) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated(signum)
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in STOPPING:
             if signal.getsignal(signum) is signal.SIG_DFL:
-                previous[signum] = signal.signal(signum, _terminate)
+                previous[signum] = signal.signal(signum, terminate)
     try:
         yield
     finally:
@@ -52,3 +57,10 @@ def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
     if isinstance(error, Terminated):
         return f"interrupted by {signal.Signals(error.signum).name}", 128 + error.signum
     return "interrupted", 130
+
+
+def say_stopped(line: str) -> None:
+    """``line`` on stderr, or nothing where stderr is gone (the closed terminal SIGHUP came from
+    fails every write): the command has stopped either way."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)

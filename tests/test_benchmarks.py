@@ -1,6 +1,8 @@
 """Each benchmark's --quick mode runs and writes results in the agreed format (DESIGN.md §5)."""
 
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
@@ -17,6 +19,7 @@ import pytest
 import torch
 from benchmarking import load_benchmark
 
+from physml._signals import Terminated
 from physml.training import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1027,6 +1030,22 @@ def test_a_scheduler_signal_ends_a_benchmark_as_ctrl_c_does(monkeypatch, capsys,
     finally:
         signal.signal(signum, before)
     assert capsys.readouterr().err == f"\nprobe.py: interrupted by {name}\n"
+
+
+def test_a_benchmark_hung_up_on_by_its_closed_terminal_stops_with_129(monkeypatch):
+    """SIGHUP from a terminal that went away: its line cannot be written (EIO), the exit status
+    still says the signal."""
+    common = load_benchmark("common")
+
+    class ClosedTerminal(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    def hung_up():
+        raise Terminated(signal.SIGHUP)
+
+    monkeypatch.setattr(sys, "stderr", ClosedTerminal())
+    assert common.run_main(hung_up) == 128 + 1
 
 
 @pytest.mark.parametrize("name", ["common", "nbody_forecasting"])
