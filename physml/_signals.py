@@ -22,27 +22,35 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self) -> tuple:
+        return Terminated, (self.signum,)
+
 
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
+def signals_interrupt(ctrl_c: bool = False) -> Iterator[None]:
     """While the block runs, each of :data:`STOPPING` raises :class:`Terminated` where it would
     have ended the process (a signal ignored, as under ``nohup``, or handled by the caller stays
     so), once: a later one (Slurm signals every process of a job step, and ``torchrun`` forwards
-    its own) is let go, so the block's cleanup and its line of stopping run. The previous handlers
-    come back on exit. Off the main thread, where Python cannot set handlers, nothing changes."""
+    its own) is let go, so the block's cleanup and its line of stopping run. With ``ctrl_c``,
+    Ctrl-C (where Python's handler takes it) is one of them, raising ``KeyboardInterrupt``. The
+    previous handlers come back on exit. Off the main thread, where Python cannot set handlers,
+    nothing changes."""
     raised = False
 
-    def terminate(signum: int, frame: object) -> None:
+    def stop(signum: int, frame: object) -> None:
         nonlocal raised
         if not raised:
             raised = True
-            raise Terminated(signum)
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
+    takes = dict.fromkeys(STOPPING, signal.SIG_DFL)
+    if ctrl_c:
+        takes[signal.SIGINT] = signal.default_int_handler
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in STOPPING:
-            if signal.getsignal(signum) is signal.SIG_DFL:
-                previous[signum] = signal.signal(signum, terminate)
+        for signum, default in takes.items():
+            if signal.getsignal(signum) is default:
+                previous[signum] = signal.signal(signum, stop)
     try:
         yield
     finally:

@@ -1273,22 +1273,20 @@ def _spawned_workers(parent: int) -> list[int]:
     return found
 
 
-def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c_again(
-    monkeypatch,
-):
-    """A worker holds Ctrl-C back between jobs: one that came while it imported is raised as the
-    job lets Ctrl-C in, and the worker holds the next one back again."""
+def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c_again():
+    """A worker holds Ctrl-C and SIGTERM back between jobs: one that came while it imported is
+    raised as the job lets them in, and the worker holds the next ones back again."""
     bench = load_benchmark("forecast_conservation")
     bench._start_worker(threading.Event())
-    monkeypatch.setattr(bench, "variant_rows", lambda *job: pytest.fail("the job ran"))
     # a pytest-xdist worker ignores Ctrl-C; a benchmark run from a shell takes it
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
-            bench._interruptible_rows()
-        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+            bench._interruptible_rows(lambda: pytest.fail("the job ran"))
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert {signal.SIGINT, signal.SIGTERM} <= held
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGINT, handler)
@@ -1322,3 +1320,49 @@ def test_ctrl_c_while_the_side_by_side_workers_start_is_one_line(tmp_path):
     rerun = f"a rerun on the same folder resumes from {tmp_path / 'work'}"
     assert (run.returncode, err) == (130, f"\nforecast_conservation.py: interrupted; {rerun}\n")
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _takes_ctrl_c_and_sigterm() -> None:
+    """In a child before it runs: Ctrl-C and SIGTERM as from a shell or a scheduler."""
+    _takes_ctrl_c()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_sigterm_to_a_side_by_side_benchmark_alone_stops_its_workers_jobs_as_ctrl_c_does(tmp_path):
+    """SIGTERM to the --jobs process only (its workers get none): the running jobs are
+    interrupted and keep what they can, the job not started is not, one line, exit 143, no
+    worker left (the workers' jobs would otherwise run to their end: 20 s here)."""
+    folders = [str(tmp_path / name) for name in "abc"]
+    script = f"""import sys
+sys.path[:0] = [{str(ROOT / "benchmarks")!r}, {str(ROOT / "tests")!r}]
+sys.argv[0] = "probe.py"
+import forecast_conservation as bench
+from benchmarking import sleep_until_interrupted
+from common import run_main
+jobs = [(folder,) for folder in {folders!r}]
+sys.exit(run_main(lambda: bench.side_by_side(jobs, 2, sleep_until_interrupted)))
+"""
+    run = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_takes_ctrl_c_and_sigterm,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(Path(folder, "started").exists() for folder in folders[:2]):
+            assert time.monotonic() < deadline and run.poll() is None, run.stderr.read()
+            time.sleep(0.01)
+        workers = _spawned_workers(run.pid)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=10)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert (run.returncode, err) == (143, "\nprobe.py: interrupted by SIGTERM\n")
+    saved = [Path(folder, "saved").read_text() for folder in folders[:2]]
+    assert saved == ["Terminated", "Terminated"] and not Path(folders[2]).exists()
+    assert len(workers) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
