@@ -163,17 +163,18 @@ def load_checkpoint(
     map_location: str = "cpu",
     argument: str = "checkpoint",
     data_argument: str | None = None,
+    remedy: str = RESTORE,
 ) -> dict:
     """The checkpoint in ``directory`` (a folder or the file itself), its CRC-32s and format
     checked (:func:`load_torch_file`); ``argument`` names ``directory`` in the errors (physml
     evaluate's ``--checkpoint``), ``data_argument`` where the data file goes when ``directory``
-    is one (``--data``)."""
+    is one (``--data``), ``remedy`` what a damaged one's refusal advises."""
     path = Path(directory)
     path = path if path.is_file() else checkpoint_path(path)
     if not path.exists():
         raise FileNotFoundError(f"{argument}: no {NAME} in {str(path.parent)!r}")
     what = "a checkpoint of physml train"
-    state = load_torch_file(path, what, argument, RESTORE, map_location, data_argument)
+    state = load_torch_file(path, what, argument, remedy, map_location, data_argument)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{argument}: {str(path)!r} has format {got!r}, expected {FORMAT!r}")
@@ -181,7 +182,7 @@ def load_checkpoint(
     if missing:
         raise CheckpointError(
             f"{argument}: {str(path)!r} lacks the key(s) {missing} of a checkpoint of physml "
-            f"train (a damaged or foreign file); {RESTORE}"
+            f"train (a damaged or foreign file); {remedy}"
         )
     return state
 
