@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from benchmarking import load_benchmark
+from damage import flip_a_bit_of_a_zip_entry
 
 from physml._signals import Terminated
 from physml.training import CheckpointError
@@ -243,6 +244,26 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     fno = [row for row in resumed["rows"] if row["method"] == "fno"]
     assert len(fno) == 1 and fno[0]["rel_l2"] == 123.0
     assert {row["case"] for row in resumed["rows"]} == {"heat-neumann"}
+
+
+def test_boon_kept_predictions_that_fail_their_check_are_named_by_out(tmp_path):
+    """The boundary zoom's predictions lie in --out: a damaged one is refused naming that flag
+    (not physml's checkpoint:) and what deleting it costs."""
+    from physml.training.checkpoint import save_torch_file
+
+    bench = load_benchmark("boon")
+    zoom = tmp_path / ".boon-zoom-quick.pt"
+    files = [zoom.with_name(f"{zoom.stem}-{method}.pt") for method in bench.boon.TRAINED]
+    for path in files:
+        save_torch_file(path, {"u": torch.zeros(8)})
+    flip_a_bit_of_a_zip_entry(files[0])
+    with pytest.raises(CheckpointError) as refused:
+        bench.draw([], [], ["heat-neumann"], "quick", tmp_path, zoom)
+    assert str(refused.value) == (
+        f"--out: {str(files[0])!r} cannot be read as kept predictions: it is damaged (its entry "
+        "'data/0' fails its CRC-32 check: a bit changed on disk or in a copy); delete it to write "
+        "the results without the boundary-zoom figure"
+    )
 
 
 def test_boon_on_neuralops_layout_writes_its_own_results(tmp_path):
