@@ -31,10 +31,11 @@ def signals_interrupt(ctrl_c: bool = False) -> Iterator[None]:
     """While the block runs, each of :data:`STOPPING` raises :class:`Terminated` where it would
     have ended the process (a signal ignored, as under ``nohup``, or handled by the caller stays
     so), once: a later one (Slurm signals every process of a job step, and ``torchrun`` forwards
-    its own) is let go, so the block's cleanup and its line of stopping run. With ``ctrl_c``,
-    Ctrl-C (where Python's handler takes it) is one of them, raising ``KeyboardInterrupt``. The
-    previous handlers come back on exit. Off the main thread, where Python cannot set handlers,
-    nothing changes."""
+    its own) is let go, so the block's cleanup, its line of stopping and the exit status it
+    chose (143) stand: after such a stop they stay let go until the process ends. With
+    ``ctrl_c``, Ctrl-C (where Python's handler takes it) is one of them, raising
+    ``KeyboardInterrupt``. The previous handlers come back on exit otherwise. Off the main thread,
+    where Python cannot set handlers, nothing changes."""
     raised = False
 
     def stop(signum: int, frame: object) -> None:
@@ -54,8 +55,9 @@ def signals_interrupt(ctrl_c: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not raised:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:

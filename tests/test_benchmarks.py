@@ -20,7 +20,7 @@ import torch
 from benchmarking import load_benchmark
 from damage import flip_a_bit_of_a_zip_entry
 
-from physml._signals import Terminated
+from physml._signals import STOPPING, Terminated
 from physml.training import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1030,11 +1030,12 @@ def test_ctrl_c_and_a_refused_checkpoint_end_a_benchmark_in_one_line(tmp_path, m
 @pytest.mark.parametrize("name, status", [("SIGTERM", 128 + 15), ("SIGHUP", 128 + 1)])
 def test_a_scheduler_signal_ends_a_benchmark_as_ctrl_c_does(monkeypatch, capsys, name, status):
     """SIGTERM (Slurm's time limit, scancel) and SIGHUP: the Ctrl-C line naming the signal, exit
-    128 + its number as a shell reports it, and the handler that was there before put back."""
+    128 + its number as a shell reports it; a repeated one is let go from then on (its exit stands),
+    and a run no signal stopped puts back the handler that was there before."""
     common = load_benchmark("common")
     monkeypatch.setattr(sys, "argv", ["probe.py"])
     signum = getattr(signal, name)
-    before = signal.signal(signum, signal.SIG_DFL)
+    before = {stopping: signal.signal(stopping, signal.SIG_DFL) for stopping in STOPPING}
 
     def signalled():
         if signal.getsignal(signum) is signal.SIG_DFL:  # it would end pytest
@@ -1044,12 +1045,18 @@ def test_a_scheduler_signal_ends_a_benchmark_as_ctrl_c_does(monkeypatch, capsys,
 
     try:
         assert common.run_main(signalled) == status
+        assert signal.getsignal(signum) is not signal.SIG_DFL
+        os.kill(os.getpid(), signum)
+        for stopping in STOPPING:
+            signal.signal(stopping, signal.SIG_DFL)
+        assert common.run_main(lambda: 0) == 0
         assert signal.getsignal(signum) is signal.SIG_DFL
         signal.signal(signum, signal.SIG_IGN)  # nohup's SIGHUP, say: ignored, it stays so
         assert common.run_main(lambda: os.kill(os.getpid(), signum) or 0) == 0
         assert signal.getsignal(signum) is signal.SIG_IGN
     finally:
-        signal.signal(signum, before)
+        for stopping, handler in before.items():
+            signal.signal(stopping, handler)
     assert capsys.readouterr().err == f"\nprobe.py: interrupted by {name}\n"
 
 
@@ -1300,7 +1307,8 @@ def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c
     bench = load_benchmark("forecast_conservation")
     bench._start_worker(threading.Event())
     # a pytest-xdist worker ignores Ctrl-C; a benchmark run from a shell takes it
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, *STOPPING)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
@@ -1310,7 +1318,8 @@ def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c
         assert {signal.SIGINT, signal.SIGTERM} <= held
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        signal.signal(signal.SIGINT, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def _takes_ctrl_c() -> None:

@@ -929,12 +929,13 @@ def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkey
     assert capsys.readouterr().err == ""
 
 
-def test_a_repeated_sigterm_raises_once_and_is_let_go_until_the_stop_is_said():
-    """The first SIGTERM stops the block; one more while it cleans up is let go (it would have
-    ended the process before its line and lock release), and the default comes back after."""
-    from physml._signals import signals_interrupt
+def test_a_repeated_sigterm_raises_once_and_is_let_go_until_the_process_ends():
+    """The first SIGTERM stops the block; more of them, while it cleans up and after (Slurm and
+    torchrun both send one), are let go: they would end the process before its line, its lock
+    release and its exit status 143."""
+    from physml._signals import STOPPING, signals_interrupt
 
-    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    before = {signum: signal.signal(signum, signal.SIG_DFL) for signum in STOPPING}
     try:
         with signals_interrupt():
             with pytest.raises(Terminated):
@@ -943,9 +944,13 @@ def test_a_repeated_sigterm_raises_once_and_is_let_go_until_the_stop_is_said():
                 pytest.fail("a second SIGTERM would end the process before its cleanup")
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.01)
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            pytest.fail("a SIGTERM after the block would end the process before its exit status")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 class _ClosedTerminal(io.TextIOBase):
