@@ -413,7 +413,7 @@ def draw(rows, runs, cases, size, out: Path, zoom: Path, name: str = NAME) -> li
     if "heat-neumann" in cases and all(f.exists() for f in files):
         predictions = {}
         for f in files:
-            predictions.update(load_torch_file(f, "kept predictions", remedy=WITHOUT_ZOOM))
+            predictions.update(load_torch_file(f, "kept predictions", "--out", WITHOUT_ZOOM))
         data = boon.case_data("heat-neumann", size)
         path = out / f"{name}-boundary-zoom.png"
         boon.plot_boundary_zoom(data, predictions, path)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from physml._io import atomic_write_text, strict_json
-from physml._signals import interrupted, signals_interrupt
+from physml._signals import interrupted, say_stopped, signals_interrupt
 from physml.training import CheckpointError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -164,11 +164,12 @@ def run_main(main: Callable[[], int]) -> int:
     cannot be resumed (2)."""
     try:
         with signals_interrupt():
-            return main()
-    except KeyboardInterrupt as error:
-        how, status = interrupted(error)
-        print(f"\n{_script()}: {how}{_rerun}", file=sys.stderr)
-        return status
+            try:
+                return main()
+            except KeyboardInterrupt as error:
+                how, status = interrupted(error)
+                say_stopped(f"\n{_script()}: {how}{_rerun}")
+                return status
     except (CheckpointError, WorkMismatch) as error:
         print(f"{_script()}: error: {error}", file=sys.stderr)
         return 2

@@ -19,7 +19,9 @@ variants in two processes side by side (one thread each)::
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 import tempfile
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
+from physml._signals import signals_interrupt  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 
 NAME = "forecast_conservation"
@@ -81,6 +84,8 @@ def variant_rows(
     return found, details["sweep"], details["plan"]
 
 
+HELD_BACK = {signal.SIGINT, signal.SIGTERM}
+"""The signals a worker of :func:`side_by_side` takes only in its jobs."""
 _stop = None
 """In a worker of :func:`side_by_side`: the event its parent sets when interrupted."""
 
@@ -90,34 +95,47 @@ def _start_worker(stop) -> None:
     _stop = stop
 
 
-def _interruptible_rows(*job) -> tuple:
-    """:func:`variant_rows` in a worker of :func:`side_by_side`, which holds Ctrl-C back outside
-    its jobs: one while it started ends the job as it begins, with a KeyboardInterrupt handed
-    back (not printed), and no job starts once the parent is interrupted."""
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        if _stop.is_set():
-            raise KeyboardInterrupt
-        return variant_rows(*job)
-    finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _interruptible_rows(rows_of, *job) -> tuple:
+    """``rows_of(*job)`` (:func:`variant_rows`) in a worker of :func:`side_by_side`, which holds
+    Ctrl-C and SIGTERM back outside its jobs: one while it started ends the job as it begins, with
+    a KeyboardInterrupt handed back (not printed), and no job starts once the parent is
+    interrupted. In a job the first of them stops it and later ones are let go, so a SIGTERM the
+    parent passes on after a Ctrl-C or a SIGTERM to the whole group leaves the job to keep what it
+    can."""
+    with signals_interrupt(ctrl_c=True):
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_BACK)
+            if _stop.is_set():
+                raise KeyboardInterrupt
+            return rows_of(*job)
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, HELD_BACK)
 
 
-def side_by_side(jobs: list[tuple], processes: int) -> list[tuple]:
-    """:func:`variant_rows` of each job in ``processes`` spawned workers, which take Ctrl-C only
-    in their jobs (none while they import): only this process says it was interrupted."""
+def side_by_side(jobs: list[tuple], processes: int, rows_of=variant_rows) -> list[tuple]:
+    """``rows_of`` (:func:`variant_rows`) of each job in ``processes`` spawned workers, which take
+    Ctrl-C and SIGTERM only in their jobs (none while they import): only this process says it was
+    interrupted. Interrupted, it cancels the jobs not started and passes SIGTERM on to the
+    workers (a SIGTERM may have reached this process alone), whose jobs keep what they can as on
+    Ctrl-C, and waits for them."""
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
     with ProcessPoolExecutor(processes, spawn, _start_worker, (stop,)) as pool:
+        futures = []
         try:
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the workers' too
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_BACK)  # the workers' too
             try:
-                outcomes = pool.map(_interruptible_rows, *zip(*jobs, strict=True))
+                futures = [pool.submit(_interruptible_rows, rows_of, *job) for job in jobs]
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            return list(outcomes)
+            return [future.result() for future in futures]
         except KeyboardInterrupt:
             stop.set()
+            for future in futures:
+                future.cancel()
+            for worker in list(pool._processes.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
             raise
 
 

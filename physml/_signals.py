@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -21,28 +22,42 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
-
-def _terminate(signum: int, frame: object) -> None:
-    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
-    raise Terminated(signum)
+    def __reduce__(self) -> tuple:
+        return Terminated, (self.signum,)
 
 
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
+def signals_interrupt(ctrl_c: bool = False) -> Iterator[None]:
     """While the block runs, each of :data:`STOPPING` raises :class:`Terminated` where it would
     have ended the process (a signal ignored, as under ``nohup``, or handled by the caller stays
-    so); the previous handlers come back on exit. Off the main thread, where Python cannot set
-    handlers, nothing changes."""
+    so), once: a later one (Slurm signals every process of a job step, and ``torchrun`` forwards
+    its own) is let go, so the block's cleanup, its line of stopping and the exit status it
+    chose (143) stand: after such a stop they stay let go until the process ends. With
+    ``ctrl_c``, Ctrl-C (where Python's handler takes it) is one of them, raising
+    ``KeyboardInterrupt``. The previous handlers come back on exit otherwise. Off the main thread,
+    where Python cannot set handlers, nothing changes."""
+    raised = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+    takes = dict.fromkeys(STOPPING, signal.SIG_DFL)
+    if ctrl_c:
+        takes[signal.SIGINT] = signal.default_int_handler
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in STOPPING:
-            if signal.getsignal(signum) is signal.SIG_DFL:
-                previous[signum] = signal.signal(signum, _terminate)
+        for signum, default in takes.items():
+            if signal.getsignal(signum) is default:
+                previous[signum] = signal.signal(signum, stop)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not raised:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
@@ -52,3 +67,10 @@ def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
     if isinstance(error, Terminated):
         return f"interrupted by {signal.Signals(error.signum).name}", 128 + error.signum
     return "interrupted", 130
+
+
+def say_stopped(line: str) -> None:
+    """``line`` on stderr, or nothing where stderr is gone (the closed terminal SIGHUP came from
+    fails every write): the command has stopped either way."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)

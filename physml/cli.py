@@ -20,7 +20,7 @@ from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
-from physml._signals import interrupted, signals_interrupt
+from physml._signals import interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank
@@ -743,23 +743,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with signals_interrupt():
-            return _dispatch(args)
+            try:
+                return _dispatch(args)
+            except KeyboardInterrupt as error:
+                return _stopped(args, error)
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt as error:  # reaches every torchrun rank: rank 0 says it once
-        how, status = interrupted(error)
-        try:
-            says = rank() == 0
-        except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
-            print(f"physml {args.command}: error: {problem}", file=sys.stderr)
-            says = True
-        if says:
-            print(f"\nphysml {args.command}: {how}{_interrupted_hint(args)}", file=sys.stderr)
-        return status
     except (ValueError, TypeError, OSError, SolverError, FloatingPointError, TaskError) as error:
         print(f"physml {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _stopped(args: argparse.Namespace, error: KeyboardInterrupt) -> int:
+    """The exit status of a command ``error`` stopped, after its one line (rank 0's: the
+    interruption reaches every torchrun rank), said while a repeated SIGTERM is still let go."""
+    how, status = interrupted(error)
+    try:
+        says = rank() == 0
+    except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
+        say_stopped(f"physml {args.command}: error: {problem}")
+        says = True
+    if says:
+        say_stopped(f"\nphysml {args.command}: {how}{_interrupted_hint(args)}")
+    return status
 
 
 def _dispatch(args: argparse.Namespace) -> int:

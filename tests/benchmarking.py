@@ -2,6 +2,7 @@
 (each script puts its own folder there for ``common``)."""
 
 import importlib.util
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -14,3 +15,16 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def sleep_until_interrupted(folder: str) -> None:
+    """A stand-in for a benchmark variant in a worker of ``side_by_side``: it makes ``folder``
+    (with a file ``started``), sleeps up to 20 s, and if interrupted writes the exception's name
+    to ``folder/saved``, as a variant keeps its checkpoint, before letting it go on."""
+    Path(folder).mkdir()
+    (Path(folder) / "started").touch()
+    try:
+        time.sleep(20)
+    except KeyboardInterrupt as error:
+        (Path(folder) / "saved").write_text(type(error).__name__)
+        raise

@@ -1,6 +1,8 @@
 """Each benchmark's --quick mode runs and writes results in the agreed format (DESIGN.md §5)."""
 
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from benchmarking import load_benchmark
+from damage import flip_a_bit_of_a_zip_entry
 
+from physml._signals import STOPPING, Terminated
 from physml.training import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +244,26 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     fno = [row for row in resumed["rows"] if row["method"] == "fno"]
     assert len(fno) == 1 and fno[0]["rel_l2"] == 123.0
     assert {row["case"] for row in resumed["rows"]} == {"heat-neumann"}
+
+
+def test_boon_kept_predictions_that_fail_their_check_are_named_by_out(tmp_path):
+    """The boundary zoom's predictions lie in --out: a damaged one is refused naming that flag
+    (not physml's checkpoint:) and what deleting it costs."""
+    from physml.training.checkpoint import save_torch_file
+
+    bench = load_benchmark("boon")
+    zoom = tmp_path / ".boon-zoom-quick.pt"
+    files = [zoom.with_name(f"{zoom.stem}-{method}.pt") for method in bench.boon.TRAINED]
+    for path in files:
+        save_torch_file(path, {"u": torch.zeros(8)})
+    flip_a_bit_of_a_zip_entry(files[0])
+    with pytest.raises(CheckpointError) as refused:
+        bench.draw([], [], ["heat-neumann"], "quick", tmp_path, zoom)
+    assert str(refused.value) == (
+        f"--out: {str(files[0])!r} cannot be read as kept predictions: it is damaged (its entry "
+        "'data/0' fails its CRC-32 check: a bit changed on disk or in a copy); delete it to write "
+        "the results without the boundary-zoom figure"
+    )
 
 
 def test_boon_on_neuralops_layout_writes_its_own_results(tmp_path):
@@ -1006,11 +1030,12 @@ def test_ctrl_c_and_a_refused_checkpoint_end_a_benchmark_in_one_line(tmp_path, m
 @pytest.mark.parametrize("name, status", [("SIGTERM", 128 + 15), ("SIGHUP", 128 + 1)])
 def test_a_scheduler_signal_ends_a_benchmark_as_ctrl_c_does(monkeypatch, capsys, name, status):
     """SIGTERM (Slurm's time limit, scancel) and SIGHUP: the Ctrl-C line naming the signal, exit
-    128 + its number as a shell reports it, and the handler that was there before put back."""
+    128 + its number as a shell reports it; a repeated one is let go from then on (its exit stands),
+    and a run no signal stopped puts back the handler that was there before."""
     common = load_benchmark("common")
     monkeypatch.setattr(sys, "argv", ["probe.py"])
     signum = getattr(signal, name)
-    before = signal.signal(signum, signal.SIG_DFL)
+    before = {stopping: signal.signal(stopping, signal.SIG_DFL) for stopping in STOPPING}
 
     def signalled():
         if signal.getsignal(signum) is signal.SIG_DFL:  # it would end pytest
@@ -1020,13 +1045,35 @@ def test_a_scheduler_signal_ends_a_benchmark_as_ctrl_c_does(monkeypatch, capsys,
 
     try:
         assert common.run_main(signalled) == status
+        assert signal.getsignal(signum) is not signal.SIG_DFL
+        os.kill(os.getpid(), signum)
+        for stopping in STOPPING:
+            signal.signal(stopping, signal.SIG_DFL)
+        assert common.run_main(lambda: 0) == 0
         assert signal.getsignal(signum) is signal.SIG_DFL
         signal.signal(signum, signal.SIG_IGN)  # nohup's SIGHUP, say: ignored, it stays so
         assert common.run_main(lambda: os.kill(os.getpid(), signum) or 0) == 0
         assert signal.getsignal(signum) is signal.SIG_IGN
     finally:
-        signal.signal(signum, before)
+        for stopping, handler in before.items():
+            signal.signal(stopping, handler)
     assert capsys.readouterr().err == f"\nprobe.py: interrupted by {name}\n"
+
+
+def test_a_benchmark_hung_up_on_by_its_closed_terminal_stops_with_129(monkeypatch):
+    """SIGHUP from a terminal that went away: its line cannot be written (EIO), the exit status
+    still says the signal."""
+    common = load_benchmark("common")
+
+    class ClosedTerminal(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    def hung_up():
+        raise Terminated(signal.SIGHUP)
+
+    monkeypatch.setattr(sys, "stderr", ClosedTerminal())
+    assert common.run_main(hung_up) == 128 + 1
 
 
 @pytest.mark.parametrize("name", ["common", "nbody_forecasting"])
@@ -1254,25 +1301,25 @@ def _spawned_workers(parent: int) -> list[int]:
     return found
 
 
-def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c_again(
-    monkeypatch,
-):
-    """A worker holds Ctrl-C back between jobs: one that came while it imported is raised as the
-    job lets Ctrl-C in, and the worker holds the next one back again."""
+def test_a_ctrl_c_pending_as_a_side_by_side_job_starts_ends_it_and_blocks_ctrl_c_again():
+    """A worker holds Ctrl-C and SIGTERM back between jobs: one that came while it imported is
+    raised as the job lets them in, and the worker holds the next ones back again."""
     bench = load_benchmark("forecast_conservation")
     bench._start_worker(threading.Event())
-    monkeypatch.setattr(bench, "variant_rows", lambda *job: pytest.fail("the job ran"))
     # a pytest-xdist worker ignores Ctrl-C; a benchmark run from a shell takes it
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, *STOPPING)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
-            bench._interruptible_rows()
-        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+            bench._interruptible_rows(lambda: pytest.fail("the job ran"))
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert {signal.SIGINT, signal.SIGTERM} <= held
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        signal.signal(signal.SIGINT, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def _takes_ctrl_c() -> None:
@@ -1303,3 +1350,49 @@ def test_ctrl_c_while_the_side_by_side_workers_start_is_one_line(tmp_path):
     rerun = f"a rerun on the same folder resumes from {tmp_path / 'work'}"
     assert (run.returncode, err) == (130, f"\nforecast_conservation.py: interrupted; {rerun}\n")
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _takes_ctrl_c_and_sigterm() -> None:
+    """In a child before it runs: Ctrl-C and SIGTERM as from a shell or a scheduler."""
+    _takes_ctrl_c()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_sigterm_to_a_side_by_side_benchmark_alone_stops_its_workers_jobs_as_ctrl_c_does(tmp_path):
+    """SIGTERM to the --jobs process only (its workers get none): the running jobs are
+    interrupted and keep what they can, the job not started is not, one line, exit 143, no
+    worker left (the workers' jobs would otherwise run to their end: 20 s here)."""
+    folders = [str(tmp_path / name) for name in "abc"]
+    script = f"""import sys
+sys.path[:0] = [{str(ROOT / "benchmarks")!r}, {str(ROOT / "tests")!r}]
+sys.argv[0] = "probe.py"
+import forecast_conservation as bench
+from benchmarking import sleep_until_interrupted
+from common import run_main
+jobs = [(folder,) for folder in {folders!r}]
+sys.exit(run_main(lambda: bench.side_by_side(jobs, 2, sleep_until_interrupted)))
+"""
+    run = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_takes_ctrl_c_and_sigterm,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(Path(folder, "started").exists() for folder in folders[:2]):
+            assert time.monotonic() < deadline and run.poll() is None, run.stderr.read()
+            time.sleep(0.01)
+        workers = _spawned_workers(run.pid)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=10)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert (run.returncode, err) == (143, "\nprobe.py: interrupted by SIGTERM\n")
+    saved = [Path(folder, "saved").read_text() for folder in folders[:2]]
+    assert saved == ["Terminated", "Terminated"] and not Path(folders[2]).exists()
+    assert len(workers) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)

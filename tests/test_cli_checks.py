@@ -2,6 +2,7 @@
 hand: memory and disk room per shard, out-file names, convert's arguments, the progress switch."""
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from test_cli import _fake_tasks
 import physml._checks
 from pdes import problems
 from physml import cli
+from physml._signals import Terminated
 from physml.cli import main
 from physml.training import load_checkpoint
 
@@ -912,8 +914,9 @@ def _takes_sigterm() -> None:
 
 def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
     """Slurm's time limit or scancel: the one line of Ctrl-C naming the signal, exit 143 (128 +
-    15), the run's lock released; the same command (on the constant schedule, extended) goes on
-    from the checkpoint the line names."""
+    15), the run's lock released, though a second SIGTERM came 2 ms after the first (Slurm signals
+    every process of a job step and torchrun forwards its own); the same command (on the constant
+    schedule, extended) goes on from the checkpoint the line names."""
     from physml.training.trainer import LOCK
 
     monkeypatch.chdir(tmp_path)
@@ -926,6 +929,8 @@ def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkey
     while not Path("r/checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     run.send_signal(signal.SIGTERM)
+    time.sleep(0.002)
+    run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     step = int(load_checkpoint("r")["step"])
     assert (run.returncode, err) == (
@@ -937,6 +942,50 @@ def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkey
     assert main([*train, "--steps", str(step + 2)]) == 0
     assert json.loads(Path("r/report.json").read_text())["resumed_from"] == step
     assert capsys.readouterr().err == ""
+
+
+def test_a_repeated_sigterm_raises_once_and_is_let_go_until_the_process_ends():
+    """The first SIGTERM stops the block; more of them, while it cleans up and after (Slurm and
+    torchrun both send one), are let go: they would end the process before its line, its lock
+    release and its exit status 143."""
+    from physml._signals import STOPPING, signals_interrupt
+
+    before = {signum: signal.signal(signum, signal.SIG_DFL) for signum in STOPPING}
+    try:
+        with signals_interrupt():
+            with pytest.raises(Terminated):
+                os.kill(os.getpid(), signal.SIGTERM)
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # it would end pytest
+                pytest.fail("a second SIGTERM would end the process before its cleanup")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            pytest.fail("a SIGTERM after the block would end the process before its exit status")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+class _ClosedTerminal(io.TextIOBase):
+    """stderr of a process whose terminal went away: every write fails with EIO."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_hangup_from_a_closed_terminal_stops_with_129_though_the_line_cannot_be_written(
+    monkeypatch,
+):
+    def hung_up(args):
+        raise Terminated(signal.SIGHUP)
+
+    monkeypatch.setattr(cli, "_dispatch", hung_up)
+    monkeypatch.setattr(sys, "stderr", _ClosedTerminal())
+    assert main(["list"]) == 128 + 1
 
 
 def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):

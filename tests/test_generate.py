@@ -714,6 +714,17 @@ def test_a_flipped_bit_in_a_generated_file_is_an_error_not_a_wrong_value(tmp_pat
         load(out)
 
 
+@pytest.mark.parametrize("name", ["u", "t", "x"])
+def test_a_finished_file_failing_its_checksum_is_not_kept_by_a_rerun(tmp_path, name):
+    """A rerun of a finished request keeps the file only once every checksummed array of it,
+    the coordinates too, reads back: a damaged one is refused, naming the array."""
+    out = make(tmp_path / "data.h5", n=4)
+    flip_a_bit_of_the_first_chunk(out, name)
+    damaged = rf"^out: '.*data\.h5' is damaged: its array '{name}' failed its checksum \(.*\); "
+    with pytest.raises(DatasetFileError, match=damaged + r"generate it again \(pass "):
+        make(out, n=4)
+
+
 @pytest.mark.parametrize("name", ["sample_seed", "x"])
 def test_a_flipped_bit_in_a_shard_s_seeds_or_coordinates_is_an_error_on_merging(tmp_path, name):
     for shard in range(2):

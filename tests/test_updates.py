@@ -3,6 +3,7 @@ routing against the surrogate and the fallback themselves, and the checks' score
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import warnings
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from benchmarking import load_benchmark
+from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -247,6 +249,23 @@ def test_train_distill_from_at_toy_size(tmp_path, monkeypatch, capsys):
         "physml train: error: --distill-from: 'empty' holds no checkpoint.pt: not a run folder of "
         "physml train\n"
     )
+    (tmp_path / "notes.txt").write_text("x")
+    assert main([*train, "--out", "z", "--distill-from", "notes.txt", *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --distill-from: 'notes.txt' is not a checkpoint of physml train (not "
+        "a zip archive, as torch.save writes)\n"
+    )
+    shutil.copytree(tmp_path / "old", tmp_path / "damaged")
+    flip_a_bit_of_a_zip_entry(tmp_path / "damaged" / "checkpoint.pt")
+    assert main([*train, "--out", "z", "--distill-from", "damaged", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"physml train: error: --distill-from: {str(Path('damaged', 'checkpoint.pt'))!r} cannot "
+        "be read as a checkpoint of physml train: it is damaged"
+    )
+    assert err.endswith(
+        "; restore an intact copy of the old model's run folder, or give another one\n"
+    )
     assert not (tmp_path / "z").exists()
 
 
@@ -469,7 +488,7 @@ def test_load_previous_reads_missing_options_as_defaults_and_keeps_the_random_st
     state["model_config"] = {**state["model_config"], "model": "mystery"}
     (tmp_path / "odd").mkdir()
     torch.save(state, checkpoint_path(tmp_path / "odd"))
-    with pytest.raises(ValueError, match=r"^checkpoint: 'odd' was not written by physml train"):
+    with pytest.raises(ValueError, match=r"^--distill-from: 'odd' was not written by physml train"):
         load_previous("odd", data, "rollout")
 
 

@@ -239,16 +239,27 @@ def read_shard(path: str | os.PathLike) -> Shard:
     return Shard(path, range(start, start + index.size), attrs, arrays, coordinates, num_shards)
 
 
+def _chunked_array_names(f: h5py.File) -> list[str]:
+    """The names of ``f``'s arrays stored in chunks, those in groups too: the ones carrying a
+    checksum."""
+    names = []
+
+    def add_chunked(name: str, item) -> None:
+        if isinstance(item, h5py.Dataset) and item.chunks is not None:
+            names.append(name)
+
+    f.visititems(add_chunked)
+    return names
+
+
 def verify_arrays(path: Path, label: str = "shard", remedy: str = REGENERATE) -> None:
-    """Read every chunked per-sample array of the file ``path`` (named as ``label``), one HDF5
-    chunk at a time: a failed checksum is a :class:`DatasetFileError` naming the file and the
-    array, ending with ``remedy``. Costs one full read of the file; arrays stored unchunked carry
-    no checksum and are not read."""
+    """Read every chunked array of the file ``path`` (named as ``label``: the per-sample ones,
+    the coordinates ``t`` and ``x`` too), one HDF5 chunk at a time: a failed checksum is a
+    :class:`DatasetFileError` naming the file and the array, ending with ``remedy``. Costs one
+    full read of the file; arrays stored unchunked carry no checksum and are not read."""
     with open_hdf5(path, label.rstrip(":")) as f:
-        for name in _sample_array_names(f):
+        for name in _chunked_array_names(f):
             dataset = f[name]
-            if dataset.chunks is None:
-                continue
             try:
                 for block in dataset.iter_chunks():
                     dataset[block]

@@ -27,6 +27,10 @@ from ..training.families import (
 )
 from .distillation import FocalDistillation, frozen, sample_errors
 
+OLD_MODEL_REMEDY = "restore an intact copy of the old model's run folder, or give another one"
+"""What a refusal of a damaged ``--distill-from`` checkpoint advises (not to delete it: it is
+the model being replaced, not a training to start over)."""
+
 
 def load_previous(
     checkpoint: str | os.PathLike,
@@ -45,18 +49,18 @@ def load_previous(
     (:func:`~physml.training.families.check_spectral_shift`). Building does not touch the
     global random state.
     """
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, argument="--distill-from", remedy=OLD_MODEL_REMEDY)
     description = state.get("model_config")
     if not isinstance(description, dict) or description.get("model") not in FAMILIES:
-        raise ValueError(f"checkpoint: {str(checkpoint)!r} was not written by physml train")
+        raise ValueError(f"--distill-from: {str(checkpoint)!r} was not written by physml train")
     if FAMILIES[description["model"]].pairs is not None:
         raise ValueError(
-            f"checkpoint: {str(checkpoint)!r} holds a {description['model']!r} model, which is "
-            "not trained on (input, target) pairs and cannot be distilled from"
+            f"--distill-from: {str(checkpoint)!r} holds a {description['model']!r} model, which "
+            "is not trained on (input, target) pairs and cannot be distilled from"
         )
     if task is not None and description["task"] != task:
         raise ValueError(
-            f"checkpoint: {str(checkpoint)!r} holds a model of task {description['task']!r}, "
+            f"--distill-from: {str(checkpoint)!r} holds a model of task {description['task']!r}, "
             f"not {task!r}: the old and new models must map the same inputs to the same outputs"
         )
     if task_options is not None:
