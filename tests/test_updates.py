@@ -450,7 +450,8 @@ def test_load_previous_refuses_a_model_not_trained_on_pairs(tmp_path, monkeypatc
     ensemble = ["train", "--data", "h.h5", "--model", "ensemble", "--task", "operator"]
     tiny = ["--steps", "1", "--hidden", "4", "--layers", "1", "--members", "2", "--batch", "4"]
     assert main([*ensemble, *tiny, "--quiet", "--out", "members"]) == 0
-    with pytest.raises(ValueError, match=r"^checkpoint: 'members' holds a 'ensemble' model, which"):
+    refused = r"^--distill-from: 'members' holds a 'ensemble' model, which"
+    with pytest.raises(ValueError, match=refused):
         load_previous("members", load("h.h5"), "operator")
 
 
