@@ -617,7 +617,7 @@ def plot_samples(
 ) -> None:
     """Three samples, prediction beside truth: lines for 1-D fields, drawn over their coordinate,
     images for 2-D frames, their axes named. ``coords``: the file's space coordinates in the
-    order of its space axes (:attr:`~physml.data.PDEData.coords`; an axis no coordinate fits is
+    order of its space axes (``PDEData.coords``; an axis no coordinate fits is
     drawn by grid point); ``title``: the figure's."""
     import matplotlib.pyplot as plt
 
