@@ -117,6 +117,11 @@ class AttentiveNeuralProcess(nn.Module):
     """ANP over points ``(t, x)``: ``forward(context_x (B, Nc, 2), context_y (B, Nc), target_x (B,
     Nt, 2)) -> Gaussian`` with mean and diagonal variance ``(B, Nt)``.
 
+    ``x_dim``: the coordinates of a point (2 for ``(t, x)``). ``hidden``: the width of the
+    encoders and the decoder, divisible by ``heads``, the attention heads. ``latent``: the size of
+    the global latent ``z``. ``attention_layers``: the self-attention layers of each set encoder
+    (0: each pair embedded alone). ``min_std``: the floor of the predicted standard
+    deviation, ``min_std + softplus(·)`` (in the units of ``y``).
     ``input_range`` gives ``(low, high)`` per input coordinate, mapped to ``[-1, 1]`` (``None``:
     inputs used as they are). ``eval_samples`` is the default of ``forward``'s ``samples`` (0: the
     latent mean). ``seed`` makes the initial weights reproducible without touching global RNG.

@@ -135,6 +135,10 @@ class Earthformer(nn.Module):
     ``head_init="icnr"`` starts the depth-to-space head with the same weights for each token's
     ``downsample²`` pixels (ICNR, Aitken et al. 2017), so an untrained head renders a token as a
     flat patch instead of a random patch-grid pattern that training must undo.
+    ``num_heads``: the attention heads of every block; ``relative_position``: a learned per-head
+    bias by the offset between two tokens of a cuboid; ``mlp_ratio``: the feed-forward layers'
+    hidden width over the token width; ``dropout``: the rate of the attention, projection and
+    feed-forward dropouts alike, in ``[0, 1]``.
     """
 
     @staticmethod

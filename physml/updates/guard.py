@@ -111,7 +111,10 @@ class GuardResult:
 
 
 class Guard:
-    """A surrogate answering only where its checks pass; see :func:`guard`. ``surrogate_dtype``
+    """A surrogate answering only where its checks pass; see :func:`guard`. ``fallback``: a
+    callable of the inputs the checks refused ``(k, ...)``, answering them in the surrogate's
+    output shape (the problem's numerical solver); ``fallback_dtype``: its answers' dtype in the
+    output (``None``: the surrogate's). ``surrogate_dtype``
     is the dtype of the surrogate's last answer (``None`` before its first: the output's dtype
     then comes from the surrogate's first floating-point parameter or buffer where it is a
     :class:`torch.nn.Module`)."""
