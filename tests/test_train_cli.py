@@ -328,6 +328,13 @@ def test_config_file_may_name_the_data_and_the_run_folder(heat, capsys):
     assert capsys.readouterr().err == (
         "physml train: error: --config: out must be a string, the run folder, got 3\n"
     )
+    (heat / "missing.toml").write_text(f'data = "gone.h5"\nout = "r2"\n{settings}')
+    assert main(["train", "--config", "missing.toml"]) == 2
+    assert capsys.readouterr().err == (  # the path came from the file, not from a flag
+        "physml train: error: data in --config 'missing.toml': no dataset file at 'gone.h5'\n"
+    )
+    assert main(["train", "--config", "missing.toml", "--data", "gone2.h5"]) == 2
+    assert capsys.readouterr().err.startswith("physml train: error: --data: no dataset file")
 
 
 @pytest.mark.parametrize(

@@ -217,24 +217,32 @@ def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
     return part(slice(0, len(data) - held)), part(slice(len(data) - held, len(data)))
 
 
+def _source(args: argparse.Namespace, key: str) -> str:
+    """How errors name the setting ``key``: its flag (``--data``), or where the TOML file of
+    ``--config`` gave it (``data in --config 'run.toml'``)."""
+    if getattr(args, key, None) is None and args.config:
+        return f"{key} in --config {str(args.config)!r}"
+    return f"--{key.replace('_', '-')}"
+
+
 def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> int:
     """``physml train``. ``distill`` builds the loss of ``--distill-from``
     (:func:`physml.updates.previous.distill_from`: the command line passes it in, since
     ``physml.updates`` sits above ``physml.training``)."""
     chosen = settings(args)
-    out = chosen["out"]
+    out, out_flag, data_flag = chosen["out"], _source(args, "out"), _source(args, "data")
     if Path(out).exists() and not Path(out).is_dir():
-        raise ValueError(f"--out: {str(out)!r} is a file; physml train writes a run folder")
-    writable_folder("--out", out)
+        raise ValueError(f"{out_flag}: {str(out)!r} is a file; physml train writes a run folder")
+    writable_folder(out_flag, out)
     if chosen.get("distill_from") is not None:
-        existing_run("--distill-from", chosen["distill_from"])
+        existing_run(_source(args, "distill_from"), chosen["distill_from"])
     config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
-    data = load_data(chosen["data"])
+    data = load_data(chosen["data"], data_flag)
     check_dimensions(description, data)
-    check_two_times(description, data, chosen["data"])
+    check_two_times(description, data, chosen["data"], data_flag)
     train_data, val_data = split(data, chosen.get("val_fraction", 0.1))
     description = with_domain(description, train_data)
     if rank() == 0:
