@@ -37,7 +37,11 @@ class PDEData:
     """A whole dataset in memory: ``u`` ``(sample, time, *space)`` plus its description.
 
     ``u`` keeps the dtype the file stores: float64 from the PDE solvers, float32 for the N-body
-    frames (pixel intensities in [0, 1]). ``sample_index`` and ``sample_seed`` ``(sample,)``: each
+    frames (pixel intensities in [0, 1]). ``t`` ``(time,)``: the output times; ``coords``: each
+    space axis's coordinates by name (e.g. ``{"x": (nx,)}``); ``params``: each sampled parameter
+    by name, ``(sample,)``; ``attrs``: the file's description (the PDE, the grid, the recipe's
+    settings); ``fields``: further arrays of ``u``'s leading shape the problem writes beside it
+    (e.g. velocity components), by name. ``sample_index`` and ``sample_seed`` ``(sample,)``: each
     sample's place in the generated dataset and the seed it was drawn from (``None`` where the
     file has none).
     """

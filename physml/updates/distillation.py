@@ -52,7 +52,11 @@ def relative_l2_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> to
 
 
 def focal_weights(old_error: torch.Tensor, tau: float, alpha: float, beta: float) -> torch.Tensor:
-    """``w_i = α + β·1[e_old,i ≤ τ]`` ``(batch,)`` float64 from the old errors ``(batch,)``."""
+    """``w_i = α + β·1[e_old,i ≤ τ]`` ``(batch,)`` float64 from the old errors ``(batch,)``.
+
+    ``old_error``: the old model's error per sample (e.g. relative L2); ``tau``: the error at or
+    below which the old model counts as right, judged as the flip metrics judge it; ``alpha``: the
+    weight of every sample; ``beta``: the extra weight of the samples the old model got right."""
     old_error = torch.as_tensor(old_error)
     if not old_error.is_floating_point():
         old_error = old_error.to(torch.float64)
