@@ -144,7 +144,9 @@ def neumann_weights(
     ``(u * neumann_weights(grid)).sum(-1)`` is the Neumann scheme's own mass, e.g. the row of
     ``physml.constraints.mass_conservation(grid, M, weights=neumann_weights(grid))``.
     """
-    checks.grid_1d(grid)
+    _check_neumann_grid(grid)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     w = torch.zeros(grid.n, dtype=dtype, device=device)
     w[1:-1] = grid.dx
     w[1] += 0.5 * grid.dx
@@ -159,8 +161,19 @@ def neumann_mass(u: torch.Tensor, grid: Grid1D) -> torch.Tensor:
     scheme keeps constant); it approximates ``∫u dx`` to second order. Its weights:
     :func:`neumann_weights`.
     """
+    _check_neumann_grid(grid)
     inner = checks.on_grid("u", u, grid)[..., 1:-1]
     return grid.dx * (inner.sum(-1) + 0.5 * (inner[..., 0] + inner[..., -1]))
+
+
+def _check_neumann_grid(grid: object) -> None:
+    """The Neumann mass lives on the nodes of a bounded grid: a ``ValueError`` otherwise."""
+    checks.grid_1d(grid)
+    if grid.periodic or grid.kind != "node":
+        raise ValueError(
+            f"grid must be a non-periodic node grid for the Neumann mass, got kind={grid.kind!r}, "
+            f"periodic={grid.periodic}"
+        )
 
 
 def _check_grid(grid: Grid1D, bc: BoundaryCondition) -> None:

@@ -1984,10 +1984,13 @@ def test_a_simplex_total_of_another_shape_or_below_zero_is_refused_naming_it():
         simplex_projection(x, w, d, torch.tensor([1.0, 2.0], dtype=F64)).sum(-1),
         torch.tensor([1.0, 2.0], dtype=F64),
     )
-    for total in (torch.ones(3, dtype=F64), torch.tensor([-5.0, 1.0], dtype=F64)):
-        refused = r"^total must hold one total >= 0 per row, shape \(2,\)"
+    nan = torch.tensor([float("nan"), 1.0], dtype=F64)  # was a silent row of zeros
+    for total in (torch.ones(3, dtype=F64), torch.tensor([-5.0, 1.0], dtype=F64), nan):
+        refused = r"^total must hold one finite total >= 0 per row, shape \(2,\)"
         with pytest.raises(ValueError, match=refused):
             simplex_projection(x, w, d, total)
+    with pytest.raises(TypeError, match=r"^total must be a tensor of shape \(2,\), got 1\.0$"):
+        simplex_projection(x, w, d, 1.0)
 
 
 def test_mass_conservation_with_a_solvers_weights_holds_that_solvers_mass():

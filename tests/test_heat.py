@@ -441,3 +441,10 @@ def test_neumann_weights_are_the_weighted_mass_row():
     )
     with pytest.raises(TypeError, match=r"^grid must be a pdes\.Grid1D"):
         heat.neumann_weights(9)
+    for other in (Grid1D(9, periodic=True), Grid1D(8, kind="cell")):  # both gave weights
+        with pytest.raises(ValueError, match=r"^grid must be a non-periodic node grid"):
+            heat.neumann_weights(other)
+        with pytest.raises(ValueError, match=r"^grid must be a non-periodic node grid"):
+            heat.neumann_mass(torch.ones(other.n, dtype=F64), other)
+    with pytest.raises(TypeError, match=r"^dtype must be a floating-point torch\.dtype"):
+        heat.neumann_weights(grid, dtype="float32")

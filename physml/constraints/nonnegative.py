@@ -304,10 +304,15 @@ def simplex_projection(
     with ``τ_j > λ_j`` gives ``λ``; no such ``j`` means ``s = 0`` and ``u = 0`` where ``w > 0``.
     Weights ``w`` ``(r, n)`` give each row its own.
     """
-    if total is not None and (total.shape != x.shape[:-1] or bool((total < 0).any())):
+    if total is not None and not isinstance(total, torch.Tensor):
+        raise TypeError(f"total must be a tensor of shape {tuple(x.shape[:-1])}, got {total!r}")
+    if total is not None and (
+        total.shape != x.shape[:-1] or bool((total < 0).any()) or not bool(total.isfinite().all())
+    ):
         raise ValueError(
-            f"total must hold one total >= 0 per row, shape {tuple(x.shape[:-1])}, got shape "
-            f"{tuple(total.shape)} (smallest {float(total.min()) if total.numel() else 'none'})"
+            f"total must hold one finite total >= 0 per row, shape {tuple(x.shape[:-1])}, got "
+            f"shape {tuple(total.shape)} "
+            f"(smallest {float(total.min()) if total.numel() else 'none'})"
         )
     xw, weighted = x * w, d * w
     uncoupled = w <= 0
