@@ -192,6 +192,64 @@ def test_committed_forecasting_results_cover_every_method():
     assert any(row["fits"] for row in full) and not all(row["fits"] for row in full)
 
 
+RECORDS = sorted(path.stem for path in (ROOT / "benchmarks" / "results").glob("*.json"))
+
+
+@pytest.mark.parametrize("name", RECORDS)
+def test_committed_record_table_is_its_json_rendered(name):
+    """The table of each committed ``.md`` (the last one with a row per recorded row) is the one
+    ``render_markdown`` writes from its ``.json``: a null cell empty, not ``None``."""
+    result = committed(name)
+    page = (ROOT / "benchmarks" / "results" / f"{name}.md").read_text().splitlines()
+    size = len(result["rows"]) + 2
+    starts = [
+        start
+        for start in range(len(page) - size + 1)
+        if page[start + 1].startswith("|---")
+        and all(line.startswith("|") for line in page[start : start + size])
+        and (start + size == len(page) or not page[start + size].startswith("|"))
+    ]
+    assert starts, f"{name}.md has no table of {size - 2} rows"
+    table = page[starts[-1] : starts[-1] + size]
+    columns = [column.strip() for column in table[0].strip("|").split("|")]
+    rendered = load_benchmark("common").render_markdown(result, columns).splitlines()
+    assert table == rendered[-size:]
+
+
+def test_readme_names_the_machine_and_dates_of_every_record():
+    """The README's Benchmarks sentence lists the Intel Xeon records by name (AMD EPYC the rest)
+    and spans the oldest to the newest record's date."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sentence = readme.split("Machine: 2-core AMD EPYC", 1)[1].split("each dated in its record")[0]
+    listed, dates = sentence.split("(a 2-core Intel Xeon")
+    xeon = set(listed.split("`")[1::2])
+    machines = {name: committed(name)["machine"] for name in RECORDS}
+    assert xeon == {name for name, machine in machines.items() if "Xeon" in machine}
+    assert all("AMD EPYC" in machines[name] for name in set(RECORDS) - xeon)
+    days = sorted(committed(name)["date"][:10] for name in RECORDS)
+    assert f"runs from {days[0]} to {days[-1]}," in dates
+
+
+def test_readme_py_pde_ratios_are_the_records_rounded_once():
+    """Each physml ÷ py-pde cell of the README's Solvers table is the recorded ratio rounded to
+    an integer, once (1354.47 reads 1354×)."""
+    ratios = {
+        (row["case"], row["pypde_nx"], row["batch"]): row["ratio"]
+        for row in committed("solvers")["rows"]
+        if row.get("part") == "py-pde" and row["method"] == "physml"
+    }
+    cases = {"heat, Dirichlet": "heat-vs-py-pde", "Burgers, periodic": "burgers-vs-py-pde"}
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| problem | py-pde grid (error) |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
+    assert len(rows) == 6
+    for problem, grid, *cells in rows:
+        nx = int(grid.split()[0])
+        for batch, cell in zip((64, 256, 1024), cells, strict=True):
+            expected = round(ratios[(cases[problem.strip()], nx, batch)])
+            assert cell.strip().strip("*") == f"{expected}×", (problem, nx, batch)
+
+
 def test_nbody_model_config_names_what_build_makes():
     """The forecasting benchmarks' checkpoints record the settings the model was built from:
     the two Earthformers (global vectors or none) and the widths tell each model apart."""
