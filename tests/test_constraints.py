@@ -700,6 +700,59 @@ def test_a_write_to_G_through_data_is_met_by_the_next_update(walls):
         assert torch.equal(out[..., -1], torch.full((3, 1), 0.2, dtype=F64))
 
 
+@pytest.mark.parametrize("kind", ["tensor", "walls", "gaussian", "ensemble", "nonnegative"])
+def test_a_call_under_inference_mode_leaves_the_calls_with_gradients_differentiable(kind):
+    """A validation pass under ``torch.inference_mode()`` between training calls: the cached
+    rows used to be inference tensors afterwards, and every later call with a gradient raised
+    "Inference tensors cannot be saved for backward". The gradient of ``c · output``, by hand,
+    for one row ``w``: ``c − w (c·Σw) / (w·Σw)`` with ``Σ = I`` (a tensor), ``diag(v)`` (a
+    Gaussian's variances) or the members' covariance (their mean, members ``u + s_m``, ``Σ_m s_m
+    = 0``); after Dirichlet walls ``c − w (c·w) / |w|²`` inside, ``w`` and ``c`` zero at the
+    walls (they are set, and the projection keeps them); NonNegative pins the negative point
+    ``p`` at 0 and moves the others along ``w`` by ``w_p u_p / Σ_{j≠p} w_j²``: ``c`` at the
+    others, ``w_p (c·w)_{j≠p} / Σ_{j≠p} w_j²`` at ``p``."""
+    from pdes import Dirichlet
+    from physml.constraints import BoundaryCondition, NonNegative
+
+    grid = Grid1D(6, 0.0, 1.0)
+    w = grid.weights(F64)
+    mass = mass_conservation(grid, 0.5)
+    c = torch.arange(1.0, 7.0, dtype=F64)
+    field = torch.tensor([0.5, 0.6, -0.01, 0.7, 0.4, 0.5], dtype=F64)
+    spread = torch.tensor(
+        [[0.1, -0.2, 0.3, 0.0, 0.2, -0.1], [-0.1, 0.3, -0.2, 0.1, -0.2, 0.0]], dtype=F64
+    )
+    spread = torch.cat([spread, -spread.sum(0, keepdim=True)])
+    layer, wrap, read = mass, (lambda u: u), (lambda out: out)
+    if kind in ("tensor", "walls"):
+        covariance = torch.eye(6, dtype=F64)
+    elif kind == "gaussian":
+        variances = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=F64)
+        covariance = torch.diag(variances)
+        wrap, read = (lambda u: Gaussian(u, variances)), (lambda out: out.mean)
+    elif kind == "ensemble":
+        covariance = spread.T @ spread / (len(spread) - 1)
+        wrap, read = (lambda u: Ensemble(u + spread)), (lambda out: out.samples.mean(0))
+    if kind == "nonnegative":
+        layer, free = NonNegative(keep=mass), field >= 0
+        moved = w[~free] * (c * w)[free].sum() / w[free].square().sum()
+        expected = torch.where(free, c, moved)
+    elif kind == "walls":
+        layer = constrain(nn.Identity(), BoundaryCondition(Dirichlet(0.1, 0.2), grid), mass)
+        inside = torch.tensor([0.0, 1, 1, 1, 1, 0], dtype=F64)
+        expected = inside * (c - w * ((c * w * inside).sum() / (w * inside).square().sum()))
+    else:
+        expected = c - w * (c @ covariance @ w) / (w @ covariance @ w)
+    for step in range(4):  # under inference mode, with gradient, and again
+        if step % 2 == 0:
+            with torch.inference_mode():
+                layer(wrap(field.clone()))
+            continue
+        u = field.clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(read(layer(wrap(u))) @ c, u)
+        torch.testing.assert_close(gradient, expected, rtol=0, atol=1e-12)
+
+
 def test_nonnegative_after_a_collapsed_ensemble_says_the_members_are_equal():
     from physml.constraints import NonNegative
 

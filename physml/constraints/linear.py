@@ -362,18 +362,24 @@ class LinearConstraint(Constraint):
                 stacklevel=user_stacklevel(),
             )
 
+    def _matrices_key(self, device) -> tuple:
+        """What the cached matrices depend on (:meth:`_matrices`)."""
+        rows = self._buffers["G"]
+        mode = torch.is_inference_mode_enabled()
+        return (rows.data_ptr(), rows._version, fingerprint([rows]), device, mode)
+
     def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
         """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` (:func:`_projector`) and the
         largest row sum ``max_i Σ_j |G_ij|``, cached; ``G`` checked again as at construction
         (rows written since may be dependent).
 
-        The cache follows ``G``'s storage, version counter (``load_state_dict`` copies in) and
-        :func:`.base.fingerprint` (writes through ``G.data``).
+        The cache follows ``G``'s storage, version counter (``load_state_dict`` copies in),
+        :func:`.base.fingerprint` (writes through ``G.data``), the device and inference mode
+        (inference tensors cannot be saved for a later backward pass).
         """
-        rows = self._buffers["G"]
-        key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
+        key = self._matrices_key(device)
         if self.__dict__.get("_cache_key") != key:
-            G = _check_matrix(rows.to(device))
+            G = _check_matrix(self._buffers["G"].to(device))
             self._cache = (G, _projector(G)[0], float(G.abs().sum(-1).max()))
             self._cache_key = key
         return self._cache
@@ -384,9 +390,7 @@ class LinearConstraint(Constraint):
         ``G``'s rows with their part in ``R``'s span removed (``R`` on the few points it touches,
         ``(R Rᵀ)⁺`` its pseudo-inverse: conditions meeting at a corner share rows). Cached per
         conditions."""
-        rows = self._buffers["G"]
-        key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
-        key += (tuple(c.walls_key for c in kept),)
+        key = (*self._matrices_key(device), tuple(c.walls_key for c in kept))
         if self.__dict__.get("_kept_key") == key:
             return self._kept_projector
         G = self._matrices(device)[0]
