@@ -1339,7 +1339,8 @@ def test_a_target_carrying_a_gradient_trains_and_copies():
     grid = Grid1D(5, 0.0, 1.0)
     data = torch.rand(2, 5, dtype=F64, requires_grad=True)
     total = grid.integrate(2 * data)
-    model = constrain(nn.Linear(5, 5).double(), mass_conservation(grid, total))
+    with pytest.warns(UserWarning, match="stored without gradient"):
+        model = constrain(nn.Linear(5, 5).double(), mass_conservation(grid, total))
     for _ in range(2):
         out = model(torch.rand(2, 5, dtype=F64))
         out.sum().backward()
@@ -1347,6 +1348,34 @@ def test_a_target_carrying_a_gradient_trains_and_copies():
     copied = copy.deepcopy(model)
     x = torch.rand(3, 2, 5, dtype=F64)
     assert torch.equal(copied(x), model(x))
+
+
+def test_a_target_that_requires_grad_warns_once_and_its_callable_form_is_differentiable():
+    """A tensor target is stored without gradient: ``mass_conservation(grid, M)(u)`` gave no
+    gradient with respect to ``M``, silently. It warns, once, naming the target and the
+    callable form; a plain target does not. The callable form's gradient is the projection's,
+    by hand: ``u − w (w·u − M) / |w|²`` moves by ``w / |w|²`` per unit of ``M``, so
+    ``d(c · output)/dM = c·w / |w|²``."""
+    grid = Grid1D(5, 0.0, 1.0)
+    w = grid.weights(F64)
+    M = torch.tensor([0.2, 0.7], dtype=F64, requires_grad=True)
+    with pytest.warns(UserWarning, match="total_mass requires grad") as caught:
+        mass_conservation(grid, M)
+    assert len(caught) == 1 and "lambda *inputs: total_mass" in str(caught[0].message)
+    assert caught[0].filename == __file__
+    with pytest.warns(UserWarning, match="b requires grad, but a tensor target is stored"):
+        LinearConstraint(w[None], M[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mass_conservation(grid, M.detach())
+        LinearConstraint(w[None], torch.tensor([0.5], dtype=F64))
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.5], dtype=F64)
+    u = torch.rand(2, 5, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = mass_conservation(grid, lambda *inputs: M)(u)
+    (gradient,) = torch.autograd.grad((out @ c).sum(), M)
+    torch.testing.assert_close(
+        gradient, torch.full((2,), ((c @ w) / (w @ w)).item(), dtype=F64), rtol=0, atol=1e-12
+    )
 
 
 def test_nonnegativity_on_a_batch_equals_each_slice_on_its_own():

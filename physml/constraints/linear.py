@@ -156,7 +156,9 @@ class LinearConstraint(Constraint):
     per-sample tensor is read by position in the batch, so a shuffled training batch needs the
     callable form (the target computed from each batch's inputs). ``G`` and a tensor ``b`` are
     copied when the constraint is built (without gradient: later changes to the tensors given
-    do not reach it) into buffers: a model's state dict holds them and loading one restores
+    do not reach it, and a ``b`` that requires grad warns; a callable's result keeps its
+    gradient, so a target to learn or differentiate is given as ``lambda *inputs: b``) into
+    buffers: a model's state dict holds them and loading one restores
     them, so a wrapper built for another target and then loaded enforces the saved target
     (build it after loading, or load the state into the model before wrapping it).
     An ensemble of ``m`` members spans ``m − 1`` directions: with ``k = m − 1`` rows per slice,
@@ -191,6 +193,14 @@ class LinearConstraint(Constraint):
             self.register_buffer("b", None)
         else:
             self.target_fn = None
+            if isinstance(b, torch.Tensor) and b.requires_grad:
+                warnings.warn(
+                    f"LinearConstraint: {target_name} requires grad, but a tensor target is "
+                    "stored without gradient (a copy, in a buffer): no gradient reaches it "
+                    f"through the constraint; give it as a callable, e.g. lambda *inputs: "
+                    f"{target_name}, to keep it differentiable",
+                    stacklevel=user_stacklevel(),
+                )
             self.register_buffer("b", _check_target(b, k, target_name).detach().clone())
         noise = _setting(non_negative, "noise", noise)
         if not math.isfinite(noise * noise):
