@@ -68,12 +68,15 @@ def test_probconserv_matches_the_dense_formula_and_conserves(seed, n, m_fraction
     mean, cov, G, b = random_problem(seed, n, m)
     out = through(LinearConstraint(G, b, noise=noise), Gaussian(mean, cov))
     expected_mean, expected_cov = dense_update(mean, cov, G, b, noise)
-    assert np.allclose(out.mean.numpy(), expected_mean, rtol=1e-8, atol=1e-9)
     # the reference inverts σ²I + GΣGᵀ explicitly, so its own round-off is ε·cond·|Σ| (the example:
-    # G square, cond 2.7e8; the reference lands 5e-9 off the exact zero, the update 3e-10)
+    # G square, cond 2.7e8; the reference lands 5e-9 off the exact zero, the update 3e-10), and
+    # ε·cond·|mean| for the mean (the example's exact mean G⁻¹b ≈ 690: the reference is 7e-6 off
+    # it, the update 1.4e-5, both within 2.2e-16 × 2.7e8 × 690 = 4e-5; G u = b is checked below)
     inner = noise**2 * np.eye(m) + (G @ cov @ G.T).numpy()
-    reference_round_off = np.finfo(np.float64).eps * np.linalg.cond(inner) * cov.abs().max().item()
-    atol = 1e-9 + reference_round_off
+    reference_round_off = np.finfo(np.float64).eps * np.linalg.cond(inner)
+    atol = 1e-9 + reference_round_off * np.abs(expected_mean).max()
+    assert np.allclose(out.mean.numpy(), expected_mean, rtol=1e-8, atol=atol)
+    atol = 1e-9 + reference_round_off * cov.abs().max().item()
     assert np.allclose(out.dense_cov().numpy(), expected_cov, rtol=1e-8, atol=atol)
     eigenvalues = torch.linalg.eigvalsh(out.dense_cov())
     assert eigenvalues.min() >= -1e-10 * torch.linalg.eigvalsh(cov).max()
@@ -540,6 +543,33 @@ def test_a_slightly_indefinite_covariance_is_refused_by_its_negative_variance():
     pin = LinearConstraint(torch.tensor([[1.0, 0.0]], dtype=F64), torch.zeros(1, dtype=F64))
     with pytest.raises(ConstraintError, match=r"negative \(minimum -0\.0201, largest prior"):
         through(pin, Gaussian(torch.zeros(2, dtype=F64), cov))
+
+
+def test_a_full_covariance_asymmetric_within_round_off_is_symmetrised_and_beyond_it_refused():
+    """A full covariance off its transpose by 5e-9 × its largest variance (round-off, within
+    :data:`physml.metrics.SYMMETRY`) is read as ``(cov + covᵀ) / 2``: the update is the dense
+    formula's for that matrix and meets the rows to round-off (its two halves used to disagree:
+    the rows were missed by 3e-10). Off by 1e-6 (1e-7 × the largest variance) it is refused,
+    naming the asymmetry (the error used to blame G's conditioning), also as a low-rank base."""
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(6, 6, generator=gen, dtype=F64)
+    cov = A @ A.T / 6 + 0.1 * torch.eye(6, dtype=F64)
+    mean = torch.randn(6, generator=gen, dtype=F64)
+    G, b = torch.randn(2, 6, generator=gen, dtype=F64), torch.randn(2, generator=gen, dtype=F64)
+    skewed = cov.clone()
+    skewed[0, 1] += 5e-9 * cov.diagonal().max()
+    out = through(LinearConstraint(G, b), Gaussian(mean, skewed))
+    expected_mean, expected_cov = dense_update(mean, (skewed + skewed.T) / 2, G, b, 0.0)
+    assert (G @ out.mean - b).abs().max() < 1e-14
+    np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(out.dense_cov().numpy(), expected_cov, rtol=0, atol=1e-13)
+    skewed[0, 1] = cov[0, 1] + 1e-6
+    asymmetry = 1e-6 / cov.diagonal().max().item()
+    with pytest.raises(ConstraintError, match=rf"^cov is not symmetric: .* {asymmetry:.3g} ×"):
+        through(LinearConstraint(G, b), Gaussian(mean, skewed))
+    low_rank = LowRankCovariance(skewed, torch.zeros(6, 1, dtype=F64), diagonal=False)
+    with pytest.raises(ConstraintError, match=r"^cov\.base is not symmetric"):
+        through(LinearConstraint(G, b), Gaussian(mean, low_rank))
 
 
 def test_the_unspanned_threshold_is_the_same_for_one_row_and_for_several():

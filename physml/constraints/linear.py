@@ -47,6 +47,7 @@ from pdes.checks import non_negative, positive
 
 from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
+from ..metrics import _stored_eps, _symmetrised
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
 
@@ -114,6 +115,15 @@ def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     if (info > 0).any():
         _not_definite(G)
     return L
+
+
+def _symmetric(cov: torch.Tensor, eps: float, name: str) -> torch.Tensor:
+    """A full covariance ``cov`` ``(..., n, n)`` symmetrised within the round-off of its storage
+    (``eps``: :func:`physml.metrics._symmetrised`); more asymmetry raises, naming ``name``."""
+    try:
+        return _symmetrised(cov, eps, name)
+    except ValueError as error:
+        raise ConstraintError(str(error)) from None
 
 
 def _not_definite(G: torch.Tensor) -> None:
@@ -551,7 +561,11 @@ class LinearConstraint(Constraint):
         return self._unflat(new, output, b)
 
     def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
-        """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis."""
+        """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis.
+
+        A full covariance (or a low-rank one's full base) is read as ``(cov + covᵀ) / 2`` when it
+        is symmetric to round-off (:data:`physml.metrics.SYMMETRY`, or its storage's), and
+        refused beyond."""
         if len(self.space) != 1 or self.channels is not None:
             raise ConstraintError(
                 "a Gaussian output is constrained over its last axis: give it flattened "
@@ -566,12 +580,14 @@ class LinearConstraint(Constraint):
         cov = output.cov
         if isinstance(cov, LowRankCovariance):
             base, factor = cov.base.to(F64), cov.factor.to(F64)
+            if not cov.base_is_diagonal:
+                base = _symmetric(base, _stored_eps(output.mean, cov.base), "cov.base")
             K = LowRankCovariance(base, factor, cov.base_is_diagonal).matmul(G.T)
         elif output.is_diagonal:
             base, factor = cov.to(F64), None
             K = base[..., :, None] * G.T
         else:
-            base, factor = cov.to(F64), None
+            base, factor = _symmetric(cov.to(F64), _stored_eps(output.mean, cov), "cov"), None
             if self.check_psd:
                 _check_psd(base)
             K = base @ G.T  # (..., n, k)
