@@ -700,6 +700,24 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(generator)
 
 
+def _symmetrised(
+    cov: torch.Tensor, eps: float = EPS64, name: str = "the Gaussian's full covariance"
+) -> torch.Tensor:
+    """``(cov + covᵀ) / 2`` for a full covariance ``(..., n, n)`` that differs from its
+    transpose by at most :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps`` of its storage, × its
+    largest variance (round-off); a larger asymmetry is a ``ValueError`` naming ``name``."""
+    values = cov.detach()
+    scale = values.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
+    tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+    asymmetry = float((values - values.mT).abs().amax() / scale)
+    if asymmetry > tolerance:
+        raise ValueError(
+            f"{name} is not symmetric: |cov − covᵀ| reaches "
+            f"{asymmetry:.3g} × its largest variance (round-off allows {tolerance:.3g})"
+        )
+    return (cov + cov.mT) / 2
+
+
 def _cholesky_with_jitter(
     cov: torch.Tensor, eps: float = EPS64, name: str = "the Gaussian's full covariance"
 ) -> torch.Tensor:
@@ -713,15 +731,7 @@ def _cholesky_with_jitter(
     itself) adds an error ``E`` with ``‖E‖₂ <= eps / 2 × max_i Σ_j |cov_ij|``, which bounds how
     far it moves any eigenvalue. An eigenvalue below the last is refused.
     """
-    scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
-    tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
-    asymmetry = float((cov - cov.mT).abs().amax() / scale)
-    if asymmetry > tolerance:
-        raise ValueError(
-            f"{name} is not symmetric: |cov − covᵀ| reaches "
-            f"{asymmetry:.3g} × its largest variance (round-off allows {tolerance:.3g})"
-        )
-    cov = (cov + cov.mT) / 2
+    cov = _symmetrised(cov, eps, name)
     mean_variance = cov.diagonal(dim1=-2, dim2=-1).clamp_min(0).mean(-1)[..., None, None]
     row_sum = cov.abs().sum(-1).amax(-1)[..., None, None]
     storage = STORAGE_EIGENVALUE * eps / 2 * row_sum

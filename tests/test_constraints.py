@@ -68,12 +68,15 @@ def test_probconserv_matches_the_dense_formula_and_conserves(seed, n, m_fraction
     mean, cov, G, b = random_problem(seed, n, m)
     out = through(LinearConstraint(G, b, noise=noise), Gaussian(mean, cov))
     expected_mean, expected_cov = dense_update(mean, cov, G, b, noise)
-    assert np.allclose(out.mean.numpy(), expected_mean, rtol=1e-8, atol=1e-9)
     # the reference inverts σ²I + GΣGᵀ explicitly, so its own round-off is ε·cond·|Σ| (the example:
-    # G square, cond 2.7e8; the reference lands 5e-9 off the exact zero, the update 3e-10)
+    # G square, cond 2.7e8; the reference lands 5e-9 off the exact zero, the update 3e-10), and
+    # ε·cond·|mean| for the mean (the example's exact mean G⁻¹b ≈ 690: the reference is 7e-6 off
+    # it, the update 1.4e-5, both within 2.2e-16 × 2.7e8 × 690 = 4e-5; G u = b is checked below)
     inner = noise**2 * np.eye(m) + (G @ cov @ G.T).numpy()
-    reference_round_off = np.finfo(np.float64).eps * np.linalg.cond(inner) * cov.abs().max().item()
-    atol = 1e-9 + reference_round_off
+    reference_round_off = np.finfo(np.float64).eps * np.linalg.cond(inner)
+    atol = 1e-9 + reference_round_off * np.abs(expected_mean).max()
+    assert np.allclose(out.mean.numpy(), expected_mean, rtol=1e-8, atol=atol)
+    atol = 1e-9 + reference_round_off * cov.abs().max().item()
     assert np.allclose(out.dense_cov().numpy(), expected_cov, rtol=1e-8, atol=atol)
     eigenvalues = torch.linalg.eigvalsh(out.dense_cov())
     assert eigenvalues.min() >= -1e-10 * torch.linalg.eigvalsh(cov).max()
@@ -542,6 +545,33 @@ def test_a_slightly_indefinite_covariance_is_refused_by_its_negative_variance():
         through(pin, Gaussian(torch.zeros(2, dtype=F64), cov))
 
 
+def test_a_full_covariance_asymmetric_within_round_off_is_symmetrised_and_beyond_it_refused():
+    """A full covariance off its transpose by 5e-9 × its largest variance (round-off, within
+    :data:`physml.metrics.SYMMETRY`) is read as ``(cov + covᵀ) / 2``: the update is the dense
+    formula's for that matrix and meets the rows to round-off (its two halves used to disagree:
+    the rows were missed by 3e-10). Off by 1e-6 (1e-7 × the largest variance) it is refused,
+    naming the asymmetry (the error used to blame G's conditioning), also as a low-rank base."""
+    gen = torch.Generator().manual_seed(1)
+    A = torch.randn(6, 6, generator=gen, dtype=F64)
+    cov = A @ A.T / 6 + 0.1 * torch.eye(6, dtype=F64)
+    mean = torch.randn(6, generator=gen, dtype=F64)
+    G, b = torch.randn(2, 6, generator=gen, dtype=F64), torch.randn(2, generator=gen, dtype=F64)
+    skewed = cov.clone()
+    skewed[0, 1] += 5e-9 * cov.diagonal().max()
+    out = through(LinearConstraint(G, b), Gaussian(mean, skewed))
+    expected_mean, expected_cov = dense_update(mean, (skewed + skewed.T) / 2, G, b, 0.0)
+    assert (G @ out.mean - b).abs().max() < 1e-14
+    np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(out.dense_cov().numpy(), expected_cov, rtol=0, atol=1e-13)
+    skewed[0, 1] = cov[0, 1] + 1e-6
+    asymmetry = 1e-6 / cov.diagonal().max().item()
+    with pytest.raises(ConstraintError, match=rf"^cov is not symmetric: .* {asymmetry:.3g} ×"):
+        through(LinearConstraint(G, b), Gaussian(mean, skewed))
+    low_rank = LowRankCovariance(skewed, torch.zeros(6, 1, dtype=F64), diagonal=False)
+    with pytest.raises(ConstraintError, match=r"^cov\.base is not symmetric"):
+        through(LinearConstraint(G, b), Gaussian(mean, low_rank))
+
+
 def test_the_unspanned_threshold_is_the_same_for_one_row_and_for_several():
     """:data:`UNSPANNED` compares ``Σ_m (G_i A_m)²`` with ``|G_i|² Σ_m |A_m|²``, whatever the
     member count: a row the members span by 4e-12 of that (above 1e-12) gets the ensemble
@@ -698,6 +728,59 @@ def test_a_write_to_G_through_data_is_met_by_the_next_update(walls):
     if walls:
         assert torch.equal(out[..., 0], torch.full((3, 1), 0.1, dtype=F64))
         assert torch.equal(out[..., -1], torch.full((3, 1), 0.2, dtype=F64))
+
+
+@pytest.mark.parametrize("kind", ["tensor", "walls", "gaussian", "ensemble", "nonnegative"])
+def test_a_call_under_inference_mode_leaves_the_calls_with_gradients_differentiable(kind):
+    """A validation pass under ``torch.inference_mode()`` between training calls: the cached
+    rows used to be inference tensors afterwards, and every later call with a gradient raised
+    "Inference tensors cannot be saved for backward". The gradient of ``c · output``, by hand,
+    for one row ``w``: ``c − w (c·Σw) / (w·Σw)`` with ``Σ = I`` (a tensor), ``diag(v)`` (a
+    Gaussian's variances) or the members' covariance (their mean, members ``u + s_m``, ``Σ_m s_m
+    = 0``); after Dirichlet walls ``c − w (c·w) / |w|²`` inside, ``w`` and ``c`` zero at the
+    walls (they are set, and the projection keeps them); NonNegative pins the negative point
+    ``p`` at 0 and moves the others along ``w`` by ``w_p u_p / Σ_{j≠p} w_j²``: ``c`` at the
+    others, ``w_p (c·w)_{j≠p} / Σ_{j≠p} w_j²`` at ``p``."""
+    from pdes import Dirichlet
+    from physml.constraints import BoundaryCondition, NonNegative
+
+    grid = Grid1D(6, 0.0, 1.0)
+    w = grid.weights(F64)
+    mass = mass_conservation(grid, 0.5)
+    c = torch.arange(1.0, 7.0, dtype=F64)
+    field = torch.tensor([0.5, 0.6, -0.01, 0.7, 0.4, 0.5], dtype=F64)
+    spread = torch.tensor(
+        [[0.1, -0.2, 0.3, 0.0, 0.2, -0.1], [-0.1, 0.3, -0.2, 0.1, -0.2, 0.0]], dtype=F64
+    )
+    spread = torch.cat([spread, -spread.sum(0, keepdim=True)])
+    layer, wrap, read = mass, (lambda u: u), (lambda out: out)
+    if kind in ("tensor", "walls"):
+        covariance = torch.eye(6, dtype=F64)
+    elif kind == "gaussian":
+        variances = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=F64)
+        covariance = torch.diag(variances)
+        wrap, read = (lambda u: Gaussian(u, variances)), (lambda out: out.mean)
+    elif kind == "ensemble":
+        covariance = spread.T @ spread / (len(spread) - 1)
+        wrap, read = (lambda u: Ensemble(u + spread)), (lambda out: out.samples.mean(0))
+    if kind == "nonnegative":
+        layer, free = NonNegative(keep=mass), field >= 0
+        moved = w[~free] * (c * w)[free].sum() / w[free].square().sum()
+        expected = torch.where(free, c, moved)
+    elif kind == "walls":
+        layer = constrain(nn.Identity(), BoundaryCondition(Dirichlet(0.1, 0.2), grid), mass)
+        inside = torch.tensor([0.0, 1, 1, 1, 1, 0], dtype=F64)
+        expected = inside * (c - w * ((c * w * inside).sum() / (w * inside).square().sum()))
+    else:
+        expected = c - w * (c @ covariance @ w) / (w @ covariance @ w)
+    for step in range(4):  # under inference mode, with gradient, and again
+        if step % 2 == 0:
+            with torch.inference_mode():
+                layer(wrap(field.clone()))
+            continue
+        u = field.clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(read(layer(wrap(u))) @ c, u)
+        torch.testing.assert_close(gradient, expected, rtol=0, atol=1e-12)
 
 
 def test_nonnegative_after_a_collapsed_ensemble_says_the_members_are_equal():
@@ -1286,7 +1369,8 @@ def test_a_target_carrying_a_gradient_trains_and_copies():
     grid = Grid1D(5, 0.0, 1.0)
     data = torch.rand(2, 5, dtype=F64, requires_grad=True)
     total = grid.integrate(2 * data)
-    model = constrain(nn.Linear(5, 5).double(), mass_conservation(grid, total))
+    with pytest.warns(UserWarning, match="stored without gradient"):
+        model = constrain(nn.Linear(5, 5).double(), mass_conservation(grid, total))
     for _ in range(2):
         out = model(torch.rand(2, 5, dtype=F64))
         out.sum().backward()
@@ -1294,6 +1378,34 @@ def test_a_target_carrying_a_gradient_trains_and_copies():
     copied = copy.deepcopy(model)
     x = torch.rand(3, 2, 5, dtype=F64)
     assert torch.equal(copied(x), model(x))
+
+
+def test_a_target_that_requires_grad_warns_once_and_its_callable_form_is_differentiable():
+    """A tensor target is stored without gradient: ``mass_conservation(grid, M)(u)`` gave no
+    gradient with respect to ``M``, silently. It warns, once, naming the target and the
+    callable form; a plain target does not. The callable form's gradient is the projection's,
+    by hand: ``u − w (w·u − M) / |w|²`` moves by ``w / |w|²`` per unit of ``M``, so
+    ``d(c · output)/dM = c·w / |w|²``."""
+    grid = Grid1D(5, 0.0, 1.0)
+    w = grid.weights(F64)
+    M = torch.tensor([0.2, 0.7], dtype=F64, requires_grad=True)
+    with pytest.warns(UserWarning, match="total_mass requires grad") as caught:
+        mass_conservation(grid, M)
+    assert len(caught) == 1 and "lambda *inputs: total_mass" in str(caught[0].message)
+    assert caught[0].filename == __file__
+    with pytest.warns(UserWarning, match="b requires grad, but a tensor target is stored"):
+        LinearConstraint(w[None], M[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mass_conservation(grid, M.detach())
+        LinearConstraint(w[None], torch.tensor([0.5], dtype=F64))
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.5], dtype=F64)
+    u = torch.rand(2, 5, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = mass_conservation(grid, lambda *inputs: M)(u)
+    (gradient,) = torch.autograd.grad((out @ c).sum(), M)
+    torch.testing.assert_close(
+        gradient, torch.full((2,), ((c @ w) / (w @ w)).item(), dtype=F64), rtol=0, atol=1e-12
+    )
 
 
 def test_nonnegativity_on_a_batch_equals_each_slice_on_its_own():

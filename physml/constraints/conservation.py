@@ -67,6 +67,9 @@ def mass_conservation(
     the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
     ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``
     — read by position in the batch, so a shuffled training batch needs the callable form.
+    A tensor ``total_mass`` is copied when the constraint is built, without gradient (one that
+    requires grad warns); a total to learn or differentiate (an inverse problem) is given as a
+    callable, ``lambda *inputs: total_mass``, whose result keeps its gradient.
     ``weights``: the quadrature, the grid's shape ``(n,)`` or ``(h, w)``; by default the grid's
     own (:meth:`pdes.Grid1D.weights`: trapezoid on nodes). A solver may conserve another discrete
     sum — the heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which

@@ -47,6 +47,7 @@ from pdes.checks import non_negative, positive
 
 from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
+from ..metrics import _stored_eps, _symmetrised
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
 
@@ -116,6 +117,15 @@ def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return L
 
 
+def _symmetric(cov: torch.Tensor, eps: float, name: str) -> torch.Tensor:
+    """A full covariance ``cov`` ``(..., n, n)`` symmetrised within the round-off of its storage
+    (``eps``: :func:`physml.metrics._symmetrised`); more asymmetry raises, naming ``name``."""
+    try:
+        return _symmetrised(cov, eps, name)
+    except ValueError as error:
+        raise ConstraintError(str(error)) from None
+
+
 def _not_definite(G: torch.Tensor) -> None:
     raise ConstraintError(
         "G Σ Gᵀ + σ² I is not positive definite: the covariance is not positive semi-definite "
@@ -156,7 +166,9 @@ class LinearConstraint(Constraint):
     per-sample tensor is read by position in the batch, so a shuffled training batch needs the
     callable form (the target computed from each batch's inputs). ``G`` and a tensor ``b`` are
     copied when the constraint is built (without gradient: later changes to the tensors given
-    do not reach it) into buffers: a model's state dict holds them and loading one restores
+    do not reach it, and a ``b`` that requires grad warns; a callable's result keeps its
+    gradient, so a target to learn or differentiate is given as ``lambda *inputs: b``) into
+    buffers: a model's state dict holds them and loading one restores
     them, so a wrapper built for another target and then loaded enforces the saved target
     (build it after loading, or load the state into the model before wrapping it).
     An ensemble of ``m`` members spans ``m − 1`` directions: with ``k = m − 1`` rows per slice,
@@ -191,6 +203,14 @@ class LinearConstraint(Constraint):
             self.register_buffer("b", None)
         else:
             self.target_fn = None
+            if isinstance(b, torch.Tensor) and b.requires_grad:
+                warnings.warn(
+                    f"LinearConstraint: {target_name} requires grad, but a tensor target is "
+                    "stored without gradient (a copy, in a buffer): no gradient reaches it "
+                    f"through the constraint; give it as a callable, e.g. lambda *inputs: "
+                    f"{target_name}, to keep it differentiable",
+                    stacklevel=user_stacklevel(),
+                )
             self.register_buffer("b", _check_target(b, k, target_name).detach().clone())
         noise = _setting(non_negative, "noise", noise)
         if not math.isfinite(noise * noise):
@@ -362,18 +382,24 @@ class LinearConstraint(Constraint):
                 stacklevel=user_stacklevel(),
             )
 
+    def _matrices_key(self, device) -> tuple:
+        """What the cached matrices depend on (:meth:`_matrices`)."""
+        rows = self._buffers["G"]
+        mode = torch.is_inference_mode_enabled()
+        return (rows.data_ptr(), rows._version, fingerprint([rows]), device, mode)
+
     def _matrices(self, device) -> tuple[torch.Tensor, torch.Tensor, float]:
         """``G`` and the projector ``Gᵀ (G Gᵀ)⁻¹`` on ``device`` (:func:`_projector`) and the
         largest row sum ``max_i Σ_j |G_ij|``, cached; ``G`` checked again as at construction
         (rows written since may be dependent).
 
-        The cache follows ``G``'s storage, version counter (``load_state_dict`` copies in) and
-        :func:`.base.fingerprint` (writes through ``G.data``).
+        The cache follows ``G``'s storage, version counter (``load_state_dict`` copies in),
+        :func:`.base.fingerprint` (writes through ``G.data``), the device and inference mode
+        (inference tensors cannot be saved for a later backward pass).
         """
-        rows = self._buffers["G"]
-        key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
+        key = self._matrices_key(device)
         if self.__dict__.get("_cache_key") != key:
-            G = _check_matrix(rows.to(device))
+            G = _check_matrix(self._buffers["G"].to(device))
             self._cache = (G, _projector(G)[0], float(G.abs().sum(-1).max()))
             self._cache_key = key
         return self._cache
@@ -384,9 +410,7 @@ class LinearConstraint(Constraint):
         ``G``'s rows with their part in ``R``'s span removed (``R`` on the few points it touches,
         ``(R Rᵀ)⁺`` its pseudo-inverse: conditions meeting at a corner share rows). Cached per
         conditions."""
-        rows = self._buffers["G"]
-        key = (rows.data_ptr(), rows._version, fingerprint([rows]), device)
-        key += (tuple(c.walls_key for c in kept),)
+        key = (*self._matrices_key(device), tuple(c.walls_key for c in kept))
         if self.__dict__.get("_kept_key") == key:
             return self._kept_projector
         G = self._matrices(device)[0]
@@ -537,7 +561,11 @@ class LinearConstraint(Constraint):
         return self._unflat(new, output, b)
 
     def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
-        """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis."""
+        """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis.
+
+        A full covariance (or a low-rank one's full base) is read as ``(cov + covᵀ) / 2`` when it
+        is symmetric to round-off (:data:`physml.metrics.SYMMETRY`, or its storage's), and
+        refused beyond."""
         if len(self.space) != 1 or self.channels is not None:
             raise ConstraintError(
                 "a Gaussian output is constrained over its last axis: give it flattened "
@@ -552,12 +580,14 @@ class LinearConstraint(Constraint):
         cov = output.cov
         if isinstance(cov, LowRankCovariance):
             base, factor = cov.base.to(F64), cov.factor.to(F64)
+            if not cov.base_is_diagonal:
+                base = _symmetric(base, _stored_eps(output.mean, cov.base), "cov.base")
             K = LowRankCovariance(base, factor, cov.base_is_diagonal).matmul(G.T)
         elif output.is_diagonal:
             base, factor = cov.to(F64), None
             K = base[..., :, None] * G.T
         else:
-            base, factor = cov.to(F64), None
+            base, factor = _symmetric(cov.to(F64), _stored_eps(output.mean, cov), "cov"), None
             if self.check_psd:
                 _check_psd(base)
             K = base @ G.T  # (..., n, k)
