@@ -5,6 +5,7 @@ its defining properties: exact conservation with σ = 0, a positive semi-definit
 variance left along the constraint.
 """
 
+import contextlib
 import copy
 import inspect
 import math
@@ -730,8 +731,11 @@ def test_a_write_to_G_through_data_is_met_by_the_next_update(walls):
         assert torch.equal(out[..., -1], torch.full((3, 1), 0.2, dtype=F64))
 
 
+@pytest.mark.parametrize("built_in_inference_mode", [False, True])
 @pytest.mark.parametrize("kind", ["tensor", "walls", "gaussian", "ensemble", "nonnegative"])
-def test_a_call_under_inference_mode_leaves_the_calls_with_gradients_differentiable(kind):
+def test_a_call_under_inference_mode_leaves_the_calls_with_gradients_differentiable(
+    kind, built_in_inference_mode
+):
     """A validation pass under ``torch.inference_mode()`` between training calls: the cached
     rows used to be inference tensors afterwards, and every later call with a gradient raised
     "Inference tensors cannot be saved for backward". The gradient of ``c · output``, by hand,
@@ -740,13 +744,19 @@ def test_a_call_under_inference_mode_leaves_the_calls_with_gradients_differentia
     = 0``); after Dirichlet walls ``c − w (c·w) / |w|²`` inside, ``w`` and ``c`` zero at the
     walls (they are set, and the projection keeps them); NonNegative pins the negative point
     ``p`` at 0 and moves the others along ``w`` by ``w_p u_p / Σ_{j≠p} w_j²``: ``c`` at the
-    others, ``w_p (c·w)_{j≠p} / Σ_{j≠p} w_j²`` at ``p``."""
+    others, ``w_p (c·w)_{j≠p} / Σ_{j≠p} w_j²`` at ``p``. Constraints built under inference mode
+    (in an evaluation function) failed at once ("Inference tensors do not track version
+    counter") and could not train later."""
     from pdes import Dirichlet
     from physml.constraints import BoundaryCondition, NonNegative
 
+    building = torch.inference_mode() if built_in_inference_mode else contextlib.nullcontext()
     grid = Grid1D(6, 0.0, 1.0)
     w = grid.weights(F64)
-    mass = mass_conservation(grid, 0.5)
+    with building:
+        mass = mass_conservation(grid, 0.5)
+        bc = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
+        nonnegative = NonNegative(keep=mass)
     c = torch.arange(1.0, 7.0, dtype=F64)
     field = torch.tensor([0.5, 0.6, -0.01, 0.7, 0.4, 0.5], dtype=F64)
     spread = torch.tensor(
@@ -764,11 +774,11 @@ def test_a_call_under_inference_mode_leaves_the_calls_with_gradients_differentia
         covariance = spread.T @ spread / (len(spread) - 1)
         wrap, read = (lambda u: Ensemble(u + spread)), (lambda out: out.samples.mean(0))
     if kind == "nonnegative":
-        layer, free = NonNegative(keep=mass), field >= 0
+        layer, free = nonnegative, field >= 0
         moved = w[~free] * (c * w)[free].sum() / w[free].square().sum()
         expected = torch.where(free, c, moved)
     elif kind == "walls":
-        layer = constrain(nn.Identity(), BoundaryCondition(Dirichlet(0.1, 0.2), grid), mass)
+        layer = constrain(nn.Identity(), bc, mass)
         inside = torch.tensor([0.0, 1, 1, 1, 1, 0], dtype=F64)
         expected = inside * (c - w * ((c * w * inside).sum() / (w * inside).square().sum()))
     else:

@@ -193,7 +193,8 @@ class LinearConstraint(Constraint):
         target_name: str = "b",
     ) -> None:
         super().__init__()
-        self.register_buffer("G", _check_matrix(G))
+        with torch.inference_mode(False):  # buffers built in inference mode could not train later
+            self.register_buffer("G", _check_matrix(G))
         k, n = self.G.shape
         if target_name != "b" and k != 1:
             raise ConstraintError(f"target_name is for one-row constraints, G has {k} rows")
@@ -211,7 +212,8 @@ class LinearConstraint(Constraint):
                     f"{target_name}, to keep it differentiable",
                     stacklevel=user_stacklevel(),
                 )
-            self.register_buffer("b", _check_target(b, k, target_name).detach().clone())
+            with torch.inference_mode(False):
+                self.register_buffer("b", _check_target(b, k, target_name).detach().clone())
         noise = _setting(non_negative, "noise", noise)
         if not math.isfinite(noise * noise):
             raise ConstraintError(
