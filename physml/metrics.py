@@ -58,7 +58,7 @@ from pdes.heat import one_sided_flux
 
 from ._checks import NonFiniteError, as_tensor
 from .errors import ZeroNormError
-from .outputs import Ensemble, Gaussian, LowRankCovariance
+from .outputs import Ensemble, Gaussian, LowRankCovariance, safe_sqrt
 
 __all__ = [
     "VARIANCE_FLOOR",
@@ -210,8 +210,8 @@ def _checked_variance(
     (``prior``: a low-rank covariance's base variances, else ``variance`` itself)."""
     if not variance.numel():
         return variance
-    largest = float(variance.abs().amax())
-    scale = largest if prior is None else max(largest, float(prior.abs().amax()))
+    largest = float(variance.detach().abs().amax())
+    scale = largest if prior is None else max(largest, float(prior.detach().abs().amax()))
     tolerance = max(ROUNDOFF * largest, STORAGE_ROUNDOFF * eps * scale)
     if (variance < -tolerance).any():
         raise ValueError(
@@ -506,7 +506,7 @@ def _mean_std(name: str, prediction: object) -> tuple[torch.Tensor, torch.Tensor
     """``(mean, std)`` in float64 of a :class:`Gaussian` or a ``(mean, variance)`` pair; round-off
     negative variances become 0, larger ones raise naming ``name``."""
     mean, variance, eps, prior = _mean_variance(prediction)
-    return mean, _checked_variance(name, variance, 0.0, eps, prior).sqrt()
+    return mean, safe_sqrt(_checked_variance(name, variance, 0.0, eps, prior))
 
 
 def gaussian_log_likelihood(
@@ -534,8 +534,10 @@ def crps_gaussian(
 ) -> torch.Tensor:
     """CRPS of ``N(mean, std²)`` at ``target`` in closed form, averaged over points.
 
-    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``.
-    ``std`` broadcasts to ``mean``'s shape; ``reduction='none'`` returns the score per point.
+    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``,
+    its gradient in ``σ`` the limit of ``2φ(z) − 1/√π`` as ``σ → 0+`` (``(√2 − 1)/√π`` at
+    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape;
+    ``reduction='none'`` returns the score per point.
     """
     mean, target = _pair(("mean", "target"), mean, target)
     std = _tensor("std", std, mean.device)
@@ -552,7 +554,10 @@ def crps_gaussian(
     z = (target - mean) / scale
     density = torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
     score = scale * (z * (2 * torch.special.ndtr(z) - 1) + 2 * density - 1 / math.sqrt(math.pi))
-    return _reduce(torch.where(spread, score, (target - mean).abs()), reduction)
+    at_mean = (target == mean).to(std.dtype)
+    slope = at_mean * math.sqrt(2 / math.pi) - 1 / math.sqrt(math.pi)
+    point = (target - mean).abs() + std * slope
+    return _reduce(torch.where(spread, score, point), reduction)
 
 
 def crps_ensemble(
@@ -597,7 +602,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.numel() < 2:
         raise ValueError(f"a and b must hold at least 2 values to rank, got {a.numel()}")
     ra, rb = (r - r.mean() for r in (_average_ranks(a), _average_ranks(b)))
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300))
+    return float(((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-300)).detach())
 
 
 def _average_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -631,7 +636,7 @@ def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
             "spread_skill is undefined (0/0): the members of samples are identical and equal "
             "to truth"
         )
-    return float((spread / skill).sqrt())
+    return float((spread / skill).detach().sqrt())
 
 
 def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
@@ -642,7 +647,7 @@ def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> flo
     _positive_int("resamples", resamples, minimum=2)  # one resample mean has no spread
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
-    return float(values[picks.to(values.device)].mean(1).std())
+    return float(values.detach()[picks.to(values.device)].mean(1).std())
 
 
 # ----------------------------------------------------------------------- shocks and sampling
@@ -758,7 +763,7 @@ def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64)
     prior = base if diagonal else torch.diagonal(base, dim1=-2, dim2=-1)
     _checked_variance("cov", LowRankCovariance(base, factor, diagonal).variance(), 0.0, eps, prior)
     if diagonal:
-        root = base.clamp_min(0).sqrt()
+        root = safe_sqrt(base.clamp_min(0))
         inverse = torch.where(root > 0, 1 / torch.where(root > 0, root, 1.0), 0.0)
         whitened = factor * inverse.unsqueeze(-1)
         spread = torch.ones(base.shape[:-1], dtype=F64, device=z.device)
@@ -790,7 +795,7 @@ def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64)
         )
     remaining = 1 - squared.clamp_max(1)
     snap = roundoff.clamp_min(SINGULAR_SNAP)
-    shrink = 1 - torch.where(remaining < snap, 0.0, remaining).sqrt()
+    shrink = 1 - safe_sqrt(torch.where(remaining < snap, 0.0, remaining))
     coefficients = torch.einsum("...nk,s...n->s...k", basis, z) * shrink
     return apply_root(z - torch.einsum("...nk,s...k->s...n", basis, coefficients))
 
@@ -826,7 +831,7 @@ def gaussian_samples(
     eps = _stored_eps(gaussian.mean, cov)
     cov = _tensor("cov", cov, mean.device)
     if gaussian.is_diagonal:
-        return mean + _checked_variance("cov", cov, 0.0, eps).sqrt() * z
+        return mean + safe_sqrt(_checked_variance("cov", cov, 0.0, eps)) * z
     factor = _cholesky_with_jitter(cov, eps)
     return mean + (factor @ z.movedim(0, -1)).movedim(-1, 0)
 

@@ -23,6 +23,14 @@ def _finite(name: str, value: torch.Tensor) -> None:
             raise NonFiniteError(f"{name} contains NaN or inf values")
 
 
+def safe_sqrt(values: torch.Tensor) -> torch.Tensor:
+    """``√values`` of ``values >= 0`` (e.g. variances clamped at 0), with every derivative 0
+    where a value is 0: a plain ``sqrt``'s infinite slope there makes a zero gradient upstream
+    NaN, and any second derivative through it NaN."""
+    positive = values > 0
+    return torch.where(positive, torch.where(positive, values, 1.0).sqrt(), 0.0)
+
+
 def _real_tensor(name: str, value: object) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")

@@ -1,6 +1,7 @@
 """physml.metrics against independent computations: numpy/scipy formulas, quadrature, loops."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -9,12 +10,12 @@ from scipy import integrate, stats
 from test_constraints import through
 from torch import nn
 
-from pdes.boundary import Neumann
+from pdes.boundary import Dirichlet, Neumann
 from pdes.gpme import diffusion_exact, pme_exact, pme_total_mass, stefan_exact, stefan_z1
 from pdes.grid import Grid1D, Grid2D
 from pdes.heat import solve_heat
 from physml import constrain, metrics
-from physml.constraints import LinearConstraint, mass_conservation
+from physml.constraints import BoundaryCondition, LinearConstraint, mass_conservation
 from physml.errors import ZeroNormError
 from physml.outputs import Ensemble, Gaussian, LowRankCovariance
 
@@ -830,6 +831,101 @@ def test_float32_low_rank_round_off_counts_with_a_float64_mean():
     torch.testing.assert_close(std[0, :2], exact, rtol=1e-3, atol=0.0)
     log_density = metrics.gaussian_log_likelihood(gaussian, torch.zeros(1, 3), reduction="none")
     assert torch.isfinite(log_density).all()
+
+
+# --------------------------------------------------------------------------------- gradients
+
+
+def _normal_density(z):
+    return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def test_crps_of_marginal_std_differentiates_through_a_zero_variance():
+    """``crps_gaussian(mean, marginal_std(g), y)``: d/dv of ``CRPS(√v)`` is ``(2φ(z) − 1/√π) /
+    2σ`` where ``v > 0`` and 0 (not NaN) at ``v = 0``; through the walls of a Dirichlet
+    posterior (variance 0 whatever the prior) the gradient matches finite differences."""
+    variance = torch.tensor([0.0, 0.5, 0.2], dtype=F64, requires_grad=True)
+    target = torch.tensor([0.1, 0.2, 0.3], dtype=F64)
+    mean = torch.zeros(3, dtype=F64)
+    std = metrics.marginal_std(Gaussian(mean, variance))
+    metrics.crps_gaussian(mean, std, target, "none").sum().backward()
+    expected = [0.0] + [
+        (2 * _normal_density(y / math.sqrt(v)) - 1 / math.sqrt(math.pi)) / (2 * math.sqrt(v))
+        for v, y in ((0.5, 0.2), (0.2, 0.3))
+    ]
+    torch.testing.assert_close(variance.grad, torch.tensor(expected, dtype=F64))
+
+    grid = Grid1D(5, 0.0, 1.0)
+    walls = BoundaryCondition(Dirichlet(0.0, 0.0), grid)
+    factor = rand(5, 5, seed=70).requires_grad_()
+
+    def crps(factor):
+        cov = factor @ factor.T / 5 + 0.1 * torch.eye(5, dtype=F64)
+        posterior = through(walls, Gaussian(rand(5, seed=71), cov))
+        std = metrics.marginal_std(posterior)
+        return metrics.crps_gaussian(posterior.mean, std, rand(5, seed=72))
+
+    assert metrics.marginal_std(through(walls, Gaussian(torch.zeros(5), torch.eye(5))))[0] == 0
+    assert torch.autograd.gradcheck(crps, (factor,))
+
+
+@pytest.mark.parametrize("case", ["mass", "walls", "walls and mass"])
+def test_samples_of_exact_posteriors_have_second_derivatives(case):
+    """Draws of a diagonal Gaussian conditioned exactly on a mass row, on Dirichlet walls
+    (variance 0 there) or on both: second derivatives in the prior variances match finite
+    differences of the first (they were NaN)."""
+    grid = Grid1D(4, 0.0, 1.0)
+    mass = mass_conservation(grid, torch.tensor([0.3], dtype=F64))
+    walls = BoundaryCondition(Dirichlet(0.1, 0.2), grid)
+    constraints = {"mass": [mass], "walls": [walls], "walls and mass": [walls, mass]}[case]
+    mean = rand(1, 4, seed=73)
+
+    def draws(variance):
+        posterior = Gaussian(mean, variance)
+        for constraint in constraints:
+            posterior = through(constraint, posterior)
+        return metrics.gaussian_samples(posterior, 3, 0)
+
+    variance = (0.1 + rand(1, 4, seed=74).abs()).requires_grad_()
+    assert torch.autograd.gradgradcheck(draws, (variance,))
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.3, -0.3])
+def test_crps_gaussian_slope_in_std_at_zero_spread(gap):
+    """At ``σ = 0`` the score is ``|y − μ|`` and d/dσ is the limit of ``2φ(z) − 1/√π``:
+    ``(√2 − 1)/√π`` at ``y = μ``, ``−1/√π`` elsewhere (it was 0)."""
+    std = torch.zeros(1, dtype=F64, requires_grad=True)
+    score = metrics.crps_gaussian(torch.zeros(1, dtype=F64), std, torch.tensor([gap], dtype=F64))
+    (slope,) = torch.autograd.grad(score, std)
+    expected = (math.sqrt(2) - 1) / math.sqrt(math.pi) if gap == 0 else -1 / math.sqrt(math.pi)
+    assert score.item() == abs(gap)
+    assert slope.item() == pytest.approx(expected, rel=1e-15)
+
+
+@pytest.fixture
+def every_torch_warning():
+    """Torch's once-per-process warnings raised each time, and every warning an error."""
+    before = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+    torch.set_warn_always(before)
+
+
+def test_gaussian_metrics_do_not_warn_on_inputs_that_require_grad(every_torch_warning):
+    """Reading a variance's size (round-off checks, messages) detaches it: no "Converting a
+    tensor with requires_grad=True to a scalar" warning."""
+    mean, target = rand(2, 3, seed=75), rand(2, 3, seed=76)
+    variance = (0.1 + rand(2, 3, seed=77).abs()).requires_grad_()
+    cov = (random_spd(3, seed=78) / 3).requires_grad_()
+    members = rand(4, 2, 3, seed=79).requires_grad_()
+    metrics.gaussian_log_likelihood(Gaussian(mean, variance), target)
+    metrics.crps_gaussian(mean, metrics.marginal_std(Gaussian(mean, variance)), target)
+    metrics.gaussian_samples(Gaussian(mean, cov.expand(2, 3, 3)), 2, 0)
+    metrics.spread_skill(members, target)
+    metrics.spearman(members[0], target)
+    metrics.bootstrap_se(variance, resamples=2)
 
 
 # ------------------------------------------------------------------------------- images

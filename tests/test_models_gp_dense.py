@@ -87,6 +87,37 @@ def test_prediction_with_and_without_observation_noise_equals_the_dense_formulas
         torch.testing.assert_close(scattered.cov, torch.diagonal(joint), rtol=1e-6, atol=1e-8)
 
 
+def dense_mean_gradient(hyper: dict, cx, cy, z):
+    """``∂m/∂z (N, 2)`` of the plain GP's mean: ``Σ_i α_i ∂k(z, X_i)/∂z`` with ``α = K⁻¹ (y −
+    m)`` and ``∂k(z, X_i)/∂z_d = −k(z, X_i) (z_d − X_id) / ℓ_d²``."""
+    ls = hyper["lengthscale"].numpy()
+    s2, n2, m = (float(hyper[k]) for k in ("outputscale", "noise", "mean"))
+    cx, cy, z = cx.numpy(), cy.numpy(), z.numpy()
+    d = (z[:, None, :] - cx[None, :, :]) / ls
+    cross = s2 * np.exp(-0.5 * (d**2).sum(-1))
+    d_context = cx[:, None, :] - cx[None, :, :]
+    K = s2 * np.exp(-0.5 * ((d_context / ls) ** 2).sum(-1)) + n2 * np.eye(len(cx))
+    alpha = np.linalg.solve(K, cy - m)
+    return torch.from_numpy(-np.einsum("nc,ncd,c->nd", cross, d / ls, alpha))
+
+
+def test_predictions_differentiate_in_the_query_points(fitted):
+    """``predict``/``predict_points`` ran under ``no_grad``: now ∂mean/∂(t, x) is the dense GP's,
+    the fitted hyperparameters get no gradient, and inputs without grad build no graph."""
+    gp, cx, cy = fitted
+    t = torch.tensor([0.4, 1.3], dtype=F64, requires_grad=True)
+    x = torch.linspace(0.5, 4.5, 3, dtype=F64, requires_grad=True)
+    points = grid_points(t, x).detach().requires_grad_()
+    expected = dense_mean_gradient(gp.hyperparameters(), cx, cy, points.detach())
+    (scattered,) = torch.autograd.grad(gp.predict_points(points).mean.sum(), points)
+    torch.testing.assert_close(scattered, expected, rtol=1e-6, atol=1e-9)
+    dt, dx = torch.autograd.grad(gp.predict(t, x, covariance="diagonal").mean.sum(), (t, x))
+    torch.testing.assert_close(dt, expected[:, 0].reshape(2, 3).sum(1), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(dx, expected[:, 1].reshape(2, 3).sum(0), rtol=1e-6, atol=1e-9)
+    assert not any(p.requires_grad for p in gp.model_.parameters())
+    assert not gp.predict(t.detach(), x.detach()).mean.requires_grad
+
+
 def test_a_context_on_one_time_slice_fits_and_predicts_like_the_dense_gp():
     """Zero extent in t: the t lengthscale cannot matter, the prediction must stay finite."""
     x = torch.linspace(0.0, 3.0, 7, dtype=F64)

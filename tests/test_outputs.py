@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from physml._checks import NonFiniteError
-from physml.outputs import Gaussian, LowRankCovariance
+from physml.outputs import Gaussian, LowRankCovariance, safe_sqrt
 
 
 def test_low_rank_matmul_uses_base_as_given() -> None:
@@ -66,3 +66,15 @@ def test_gaussian_refuses_non_finite_low_rank_factor() -> None:
     factor = torch.tensor([[0.0], [float("nan")], [0.0]])
     with pytest.raises(NonFiniteError, match="cov contains NaN or inf"):
         Gaussian(torch.zeros(3), LowRankCovariance(torch.ones(3), factor))
+
+
+def test_safe_sqrt_has_zero_derivatives_at_zero() -> None:
+    """``√v``, ``1/(2√v)`` and ``−1/(4 v^{3/2})`` where ``v > 0``; value and both derivatives 0
+    at ``v = 0`` (a plain ``sqrt`` gives inf there, NaN once multiplied by a zero)."""
+    values = torch.tensor([0.0, 0.25, 4.0], dtype=torch.float64, requires_grad=True)
+    root = safe_sqrt(values)
+    (slope,) = torch.autograd.grad(root.sum(), values, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), values)
+    assert root.tolist() == [0.0, 0.5, 2.0]
+    assert slope.tolist() == [0.0, 1.0, 0.25]
+    assert curvature.tolist() == [0.0, -2.0, -1 / 32]

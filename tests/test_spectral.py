@@ -680,6 +680,21 @@ def test_plain_fno_refuses_a_size_that_is_not_a_positive_integer(name, value):
         plain_fno((8,), **{**sizes, name: value})
 
 
+def test_plain_fno_takes_an_int_n_modes_as_one_space_axis():
+    """``plain_fno(4, ...)`` failed with neuralop's "object of type 'int' has no len()"; an int
+    is the modes of one space axis, and what is neither is refused naming ``n_modes``."""
+    torch.manual_seed(0)
+    from_int = plain_fno(4, 1, 1, 8, 2)
+    torch.manual_seed(0)
+    from_tuple = plain_fno((4,), 1, 1, 8, 2)
+    assert from_int.n_modes == from_tuple.n_modes == (4,)
+    x = torch.randn(2, 1, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert_same(from_int(x), from_tuple(x))
+    with pytest.raises(ValueError, match=r"^n_modes must be a non-empty sequence of integers"):
+        plain_fno("4", 1, 1, 8, 2)
+
+
 def test_plain_fno_in_2d_applies_one_nonlinearity_per_layer():
     torch.manual_seed(0)
     fno = plain_fno(n_modes=(6, 4), in_channels=2, out_channels=1, hidden_channels=5, n_layers=3)

@@ -1,6 +1,7 @@
 """physml.updates: focal distillation against hand-computed losses and plain training, the guard's
 routing against the surrogate and the fallback themselves, and the checks' scores by hand."""
 
+import copy
 import json
 import math
 import shutil
@@ -155,6 +156,27 @@ def test_distillation_refuses_the_new_model_as_the_old_one_and_a_bad_error():
     scalar = FocalDistillation(zero_loss, Scale(1.0), 0.1, error=lambda p, t: torch.tensor(0.0))
     with pytest.raises(ValueError, match=r"error must return one value per sample, shape \(2,\)"):
         scalar(Scale(2.0), (rand(2, 1, 4), rand(2, 1, 4)))
+
+
+def test_distillation_refuses_a_new_model_sharing_the_old_ones_parameters():
+    """A new model built around the old one (BOON on the old FNO) had its parameters frozen
+    with the old one's and the Trainer failed on a loss without gradient; a trainable deep copy
+    trains."""
+    grid = Grid1D(4, 0.0, 1.0)
+    walls = BoundaryCondition(Dirichlet(0.0, 0.0), grid)
+    old = nn.Sequential(nn.Linear(4, 4))
+    batch = (rand(2, 4, seed=1), rand(2, 4, seed=2))
+
+    def mse(m, batch):
+        return (m(batch[0]) - batch[1]).square().mean()
+
+    shared = constrain(old, walls)
+    with pytest.raises(ValueError, match=r"shares parameters with old_model.*deepcopy\(old\)"):
+        FocalDistillation(mse, old, tau=0.1)(shared, batch)
+    new = constrain(copy.deepcopy(old).requires_grad_(True), walls)
+    loss = FocalDistillation(mse, old, tau=0.1)(new, batch)
+    assert loss.requires_grad
+    assert all(p.requires_grad for p in new.parameters())
 
 
 def test_the_loss_forward_pass_is_reused():

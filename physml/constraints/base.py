@@ -98,6 +98,9 @@ class Constraint(nn.Module):
     :meth:`apply_tensor`, :meth:`apply_gaussian` and :meth:`apply_ensemble` for the output kinds
     they support, each receiving the per-call state returned by :meth:`prepare` (e.g. a target
     computed from the model's inputs). Sampler-seam constraints implement :meth:`guide`.
+    ``torch.func``'s ``grad``, ``jacrev`` and ``jacfwd`` go through a constraint, ``vmap`` does
+    not: the NaN check of every output (:func:`check_finite`) reads a value (``.item()``), which
+    ``vmap`` refuses; give the batch as a leading axis instead.
     """
 
     seams: tuple[str, ...] = ("output",)

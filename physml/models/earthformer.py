@@ -138,7 +138,10 @@ class Earthformer(nn.Module):
     ``num_heads``: the attention heads of every block; ``relative_position``: a learned per-head
     bias by the offset between two tokens of a cuboid; ``mlp_ratio``: the feed-forward layers'
     hidden width over the token width; ``dropout``: the rate of the attention, projection and
-    feed-forward dropouts alike, in ``[0, 1]``.
+    feed-forward dropouts alike, in ``[0, 1]``. Second derivatives on the CPU (Hessian-vector
+    products, ``gradgradcheck``) need ``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`` around
+    the call: attention without a learned bias (the global vectors', all of it with
+    ``relative_position=False``) runs torch's fused CPU kernel, whose backward has no derivative.
     """
 
     @staticmethod

@@ -80,6 +80,12 @@ def _scaling_factors(scaling, order: int) -> list[float]:
     return numbers
 
 
+def _mode_counts(n_modes: object) -> tuple[int, ...]:
+    """``n_modes``, the Fourier modes kept per space axis, as a tuple of ints ``>= 1``; an int
+    ``n`` is ``(n,)``, one space axis."""
+    return integers("n_modes", (n_modes,) if integer(n_modes) is not None else n_modes, 1)
+
+
 class LeanSpectralConv(SpectralConv):
     """``irfftn(W · rfftn(x)[kept modes]) + bias`` on ``(batch, in, *space)`` → ``(batch, out,
     *space)``: each kept frequency ``f`` multiplied by its weight (index ``f + M//2`` on a
@@ -112,7 +118,7 @@ class LeanSpectralConv(SpectralConv):
                     f"LeanSpectralConv serves dense real full-precision weights: {name} must be "
                     f"one of {allowed}, got {options[name]!r} (use neuralop's SpectralConv)"
                 )
-        modes = integers("n_modes", (n_modes,) if integer(n_modes) is not None else n_modes, 1)
+        modes = _mode_counts(n_modes)
         scaling = options.get("resolution_scaling_factor")
         if scaling is not None:  # neuralop 2.0 reads a tuple or a bad value as no scaling at all
             options["resolution_scaling_factor"] = _scaling_factors(scaling, len(modes))
@@ -540,7 +546,7 @@ def plain_fno(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     fno = fast_fno(
-        n_modes=n_modes,
+        n_modes=_mode_counts(n_modes),
         in_channels=in_channels,
         out_channels=out_channels,
         hidden_channels=hidden_channels,

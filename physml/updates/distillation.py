@@ -78,7 +78,9 @@ class FocalDistillation:
         loss: the new model's own loss ``loss(model, batch) -> scalar`` (e.g. a family's loss).
         old_model: the model being replaced; frozen here (eval mode, no gradient) and moved to
             the batch's device. It is not a submodule of the new model, so it is not trained or
-            checkpointed with it.
+            checkpointed with it; a new model sharing its parameters (built around it, e.g.
+            ``constrain(old, ...)``) is refused: build it on a trainable copy,
+            ``copy.deepcopy(old).requires_grad_(True)``.
         tau: the tolerance τ under which the old model counts as right (the error's units).
         strength: λ, the weight of the distillation term (``0``: plain training).
         alpha, beta: the weights ``α + β·1[e_old ≤ τ]`` (``β = 0``: uniform distillation).
@@ -118,6 +120,13 @@ class FocalDistillation:
             raise ValueError(
                 "the new model is the old_model itself: distillation needs a separate copy "
                 "(the old one is frozen)"
+            )
+        old_parameters = {id(p) for p in self.old_model.parameters()}
+        if any(id(p) in old_parameters for p in model.parameters()):
+            raise ValueError(
+                "the new model shares parameters with old_model (built around it, e.g. "
+                "constrain(old, ...)?): FocalDistillation froze them, so they would not train; "
+                "build the new model on a trainable copy, copy.deepcopy(old).requires_grad_(True)"
             )
         if self.strength == 0:  # plain training: the old model is not consulted
             return self.loss(model, batch)
