@@ -293,6 +293,14 @@ def real(name: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def floating_dtype(name: str, dtype: object) -> torch.dtype:
+    """``dtype`` if it is a real floating-point ``torch.dtype``, else a ``TypeError`` naming
+    ``name`` (a string, an integer or complex dtype)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
+
+
 def choice(name: str, value: str, options: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``options``, else raise a ``ValueError`` listing them."""
     if value not in options:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pdes.checks import floating_dtype
+
 from .._checks import integer
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
@@ -396,13 +398,6 @@ def _grid_channels(data: PDEData) -> torch.Tensor:
             f"{space}, the coordinates {shapes} (x, y, z for the axes in order)"
         )
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
-
-
-def floating_dtype(name: str, dtype: object) -> torch.dtype:
-    """``dtype`` if it is a floating-point torch dtype (what the pairs are served as)."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point torch.dtype, got {dtype!r}")
-    return dtype
 
 
 class _PairDataset(Dataset):
