@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from pdes.checks import real
 from pdes.grid import Grid1D, Grid2D
 
 from ..errors import ConstraintError
-from .linear import F64, LinearConstraint
+from .linear import F64, LinearConstraint, _setting
 
 
 def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.Tensor:
@@ -67,11 +68,11 @@ def mass_conservation(
     the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
     ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``
     — read by position in the batch, so a shuffled training batch needs the callable form.
-    ``weights``: the quadrature, the grid's shape ``(n,)`` or ``(h, w)``; by default the grid's
-    own (:meth:`pdes.Grid1D.weights`: trapezoid on nodes). A solver may conserve another discrete
-    sum — the heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which
-    differs from the trapezoid mass by ``O(dx²)`` — and holding the solver's own sum takes its
-    weights: ``weights=pdes.heat.neumann_weights(grid)``.
+    ``weights``: the quadrature, real numbers (floating or integer) of the grid's shape ``(n,)``
+    or ``(h, w)``; by default the grid's own (:meth:`pdes.Grid1D.weights`: trapezoid on nodes).
+    A solver may conserve another discrete sum — the heat and wave schemes with Neumann walls
+    keep :func:`pdes.heat.neumann_mass`, which differs from the trapezoid mass by ``O(dx²)`` —
+    and holding the solver's own sum takes its weights: ``weights=pdes.heat.neumann_weights(grid)``.
     ``noise``: ``σ_G >= 0``, the standard deviation (not the variance) of the mass's Gaussian
     error: 0 holds the mass exactly, ``σ_G > 0`` weighs it against a Gaussian's or ensemble's
     covariance (:class:`LinearConstraint`). ``projection``: ``"covariance"`` (ProbConserv, the
@@ -130,6 +131,7 @@ def _quadrature(weights: torch.Tensor, space: tuple[int, ...]) -> torch.Tensor:
         raise ConstraintError(
             f"weights must have the grid's shape {space}, got {tuple(weights.shape)}"
         )
+    _setting(real, "weights", weights)
     if not torch.isfinite(weights).all() or not weights.any():
         raise ConstraintError("weights must be finite and not all zero")
     return weights.to(F64)
