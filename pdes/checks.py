@@ -13,9 +13,9 @@ import torch
 
 FLOAT = torch.float64
 MAX_DIFFUSION_NUMBER = 1e12
-"""Largest ``rate · t / L²`` (diffusivity or viscosity) a solver accepts: far beyond it the field is
-steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (measured on the heat
-solver: from about 1e20)."""
+"""Largest ``rate · t / L²`` (diffusivity or viscosity) a solver accepts. Far beyond it the field
+is steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (measured on the
+heat solver: from about 1e20)."""
 
 
 def not_real(value: object) -> bool:

@@ -87,7 +87,7 @@ FLOAT = checks.FLOAT
 SAFETY = 0.8
 """The default step is at most this fraction of :func:`step_limit` at the planned speed."""
 LIMITERS = ("mc", "vanleer", "minmod")
-"""Slope limiters: monotonised central, van Leer, minmod (most to least accurate)."""
+"""The slope limiters (monotonised central, van Leer, minmod), most to least accurate."""
 
 Diffusivity = float | torch.Tensor
 

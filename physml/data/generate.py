@@ -59,7 +59,7 @@ OVERWRITE_HINT = "overwrite=True"
 """How the refusals to replace a file tell a Python caller to replace it; physml's command line
 passes its own wording, ``--overwrite``."""
 MAX_SEED = 2**63
-"""Dataset seeds lie in ``[0, MAX_SEED)``: the file stores the seed as an int64 attribute."""
+"""Dataset seeds lie in ``[0, MAX_SEED)``, as the file stores the seed as an int64 attribute."""
 
 
 def _checked_seed(name: str, value: object) -> int:

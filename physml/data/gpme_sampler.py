@@ -173,8 +173,8 @@ class GPMEFunctions(Dataset):
     """
 
     items_follow_attributes = True
-    """Its items are drawn from its attributes: a checkpoint's fingerprint hashes a few of them,
-    not the whole run's (:data:`physml.training.fingerprint.FOLLOW_ATTRIBUTES`)."""
+    """Its items are drawn from its attributes, so a checkpoint's fingerprint hashes a few of
+    them, not the whole run's (:data:`physml.training.fingerprint.FOLLOW_ATTRIBUTES`)."""
 
     def __init__(self, sampler: GPMESampler, size: int, seed: int = 0) -> None:
         if not isinstance(sampler, GPMESampler):

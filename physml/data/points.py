@@ -206,7 +206,7 @@ class PointRows(Dataset):
 
     @property
     def features(self) -> int:
-        """Columns of a row: the PDE parameters and ``(t, x)``."""
+        """How many columns a row has (the PDE parameters, then ``t`` and ``x``)."""
         return self.params.shape[1] + 2
 
     def __len__(self) -> int:

@@ -64,7 +64,7 @@ __all__ = [
 Size3 = tuple[int, int, int]
 Strategy3 = tuple[str, str, str]
 LayerSpec = tuple[Size3, Strategy3, Size3]
-"""One attention layer of a pattern: ``(cuboid_size, strategy, shift)``."""
+"""One attention layer of a pattern, ``(cuboid_size, strategy, shift)``."""
 
 PADDINGS = ("ignore", "zeros", "nearest")
 STRATEGIES = ("l", "d")
@@ -180,8 +180,8 @@ class CuboidLayout:
     shift: Size3
     padding: str
     wrap: tuple[bool, bool, bool] = (False, False, False)
-    """Per axis, whether rolling it is a periodic shift (a periodic field, no padding): the
-    tokens that wrap around its seam stay neighbours and attend across it."""
+    """Per axis, whether rolling it is a periodic shift (a periodic field, no padding), so that
+    the tokens that wrap around its seam stay neighbours and attend across it."""
 
     @property
     def padded_shape(self) -> Size3:
@@ -849,7 +849,7 @@ PATTERNS: dict[str, Callable[[Size3], list[LayerSpec]]] = {
     "divided_st": _divided_st,
     "full": _full,
 }
-"""Named cuboid patterns: ``name -> f((T, H, W)) -> [(cuboid_size, strategy, shift), ...]``.
+"""Named cuboid patterns, ``name -> f((T, H, W)) -> [(cuboid_size, strategy, shift), ...]``.
 
 ``axial``: (T,1,1), (1,H,1), (1,1,W) unshifted local (the paper's best); ``video_swin``: (2,8,8)
 local, then the same shifted by half; ``divided_st``: (T,1,1) then (1,H,W); ``full``: (T,H,W).

@@ -42,8 +42,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CHECKPOINT_FORMAT = "physml-forecaster-checkpoint/1"
 SSIM_WINDOW = 11
 RESUME_REMEDY = "use another checkpoint path"
-"""What a refused resume advises: train_forecaster's ``checkpoint`` is a file, not physml
-train's ``--out`` folder."""
+"""What a refused resume advises (train_forecaster's ``checkpoint`` is a file, not physml
+train's ``--out`` folder)."""
 RESTART = (
     "restore an intact copy, delete it to start that training over, or use another checkpoint "
     "path (physml run/demo: another --out)"

@@ -209,10 +209,10 @@ def load_weights(
 
 
 REMEDY = "use another --out"
-"""What the refusals below advise by default: physml train's flag for another run folder. A
+"""What the refusals below advise by default, physml train's flag for another run folder. A
 Python API without that flag passes its own wording as ``remedy``."""
 OUT_REMEDY = "use another out= folder"
-"""What they advise a Python caller of the Trainer: its ``out`` argument."""
+"""What they advise a Python caller of the Trainer, its ``out`` argument."""
 
 
 def _sentence(clause: str) -> str:

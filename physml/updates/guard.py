@@ -74,7 +74,7 @@ class GuardResult:
 
     @property
     def fallback(self) -> torch.Tensor:
-        """``(batch,)`` booleans: the samples answered by the fallback."""
+        """The samples answered by the fallback, ``(batch,)`` booleans."""
         fired = self.fired.any(1)
         return fired if self.non_finite is None else fired | self.non_finite
 
