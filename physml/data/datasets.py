@@ -474,8 +474,8 @@ class MultiStepDataset(_PairDataset):
 
     ``steps`` picks K snapshots evenly from the file's times after the first (all by default):
     it must divide the number of stored steps (times after the first), and the targets are every
-    ``(stored steps / K)``-th time. ``with_grid`` and ``dtype`` as in :class:`SingleStepDataset`
-    (the input is then ``(1 + dim, *space)``).
+    ``(stored steps / K)``-th time. ``source``, ``with_grid`` and ``dtype`` as in
+    :class:`SingleStepDataset` (with the grid the input is ``(1 + dim, *space)``).
     """
 
     def __init__(

@@ -513,6 +513,8 @@ def generate_dataset(
         shard, num_shards: which contiguous block of samples this call makes.
         chunk: samples solved together in one batch and saved as one resumable unit.
         overwrite: replace an existing output (or an unfinished run with other settings).
+        device: where the solver runs (``"cpu"``, ``"cuda"``, ...).
+        progress: show a progress bar of the samples (on stderr).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
             ``--overwrite``).

@@ -114,11 +114,14 @@ def dataset(task: str, data: PDEData, options: dict) -> torch.utils.data.Dataset
 
 
 def relative_l2_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The relative L2 error (:func:`physml.metrics.relative_l2`) of ``model(x)`` on ``y`` over a
+    batch ``(x, y)``."""
     x, y = batch
     return metrics.relative_l2(model(x), y)
 
 
 def mse_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The mean squared error of ``model(x)`` on ``y`` over a batch ``(x, y)``."""
     x, y = batch
     return (model(x) - y).square().mean()
 
