@@ -68,6 +68,7 @@ from .verification import Comparison, ExactCase
 Parameter = float | Sequence[float] | torch.Tensor
 
 __all__ = [
+    "ADVECTION",
     "EXACT_CASES",
     "CavityProblem",
     "GHIA_RE100",
@@ -106,6 +107,7 @@ BLOW_UP = 100.0
 the solution blowing up."""
 
 ADVECTION = ("central", "upwind")
+"""The stencils of the advection ``u·∇w`` (see the module docstring)."""
 _REAL_EXTENT = 2.5  # SSP-RK3 is stable on [-2.51, 0] ...
 _IMAGINARY_EXTENT = 1.7  # ... and on the imaginary axis up to √3; the triangle between is inside.
 _UPWIND_DAMPING = 4.0 / 3.0  # max of |u|·16 sin⁴(θ/2)/(12h) per unit |u|/h
@@ -207,7 +209,8 @@ def _solve_interior(w: torch.Tensor, h: float) -> torch.Tensor:
 def streamfunction(w: torch.Tensor, grid: Grid2D) -> torch.Tensor:
     """``ψ (sample, n, n)`` with ``-Δ_h ψ = w`` on interior nodes and ``ψ = 0`` on the walls.
 
-    ``w`` is ``(sample, n, n)`` or ``(n, n)``; its wall values are not used.
+    ``w`` is ``(sample, n, n)`` or ``(n, n)`` on the cavity's ``grid``; its wall values are not
+    used.
     """
     n = _check_grid(grid)
     w = _vorticity("w", w, n)
@@ -220,7 +223,8 @@ def velocity(
     """Velocities ``(vx, vy)``, each ``(sample, n, n)``, from a streamfunction with ``ψ = 0`` walls.
 
     Interior nodes: central differences of ``u = ψ_y``, ``v = -ψ_x``; walls: exactly no-slip, and
-    ``vx = lid_velocity`` on the top row (corners included).
+    ``vx = lid_velocity`` on the top row (corners included). ``psi`` is ``(sample, n, n)`` on the
+    cavity's ``grid``.
     """
     n = _check_grid(grid)
     psi = _vorticity("psi", psi, n)
@@ -337,7 +341,8 @@ def stability_limit(
     """The largest stable explicit step ``(sample,)`` of :func:`solve_cavity`.
 
     ``speed`` is the advective speed ``V = max |u|+|v|`` (at least the lid speed; default: the
-    lid speed, the value for a fluid starting from rest).
+    lid speed, the value for a fluid starting from rest). ``grid``, ``reynolds``,
+    ``lid_velocity`` and ``advection`` as in :func:`solve_cavity`.
     """
     re, lid, _ = _batch(grid, reynolds, lid_velocity, None, None)
     cavity = _Cavity(grid, re, lid, advection)
@@ -442,7 +447,10 @@ def solve_cavity(
     ``reynolds`` (``U L/ν``) and ``lid_velocity`` ``U`` are positive numbers or ``(sample,)``;
     ``w0`` ``(sample, n, n)`` is the initial vorticity (default: rest; its wall values are
     replaced by Thom's). ``dt`` fixes the step (checked against :func:`stability_limit` at
-    every step); without it each sample steps at :data:`SAFETY` of its own limit.
+    every step); without it each sample steps at :data:`SAFETY` of its own limit. ``grid`` is
+    the square node grid of the cavity; ``advection`` the stencil of ``u·∇w``, one of
+    :data:`ADVECTION` (see the module docstring); ``device`` where it is solved (default: that
+    of the tensors given, else the CPU).
     """
     re, lid, w0 = _batch(grid, reynolds, lid_velocity, w0, device)
     t_out = checks.times("times", times)
@@ -560,7 +568,8 @@ def random_vorticity(
 ) -> torch.Tensor:
     """``amplitude Σ_{j,k ≤ modes} N(0,1) (j²+k²)^(-decay/2) sin(jπξ) sin(kπη)`` ``(n, n)``.
 
-    ``ξ, η`` are the node positions scaled to ``[0, 1]``; zero on the walls. Draws on the CPU.
+    ``ξ, η`` are the node positions of ``grid`` scaled to ``[0, 1]``; zero on the walls. Draws
+    on the CPU from ``gen``.
     """
     j = torch.arange(1, modes + 1, dtype=FLOAT)
     weights = (j[:, None] ** 2 + j[None, :] ** 2) ** (-0.5 * decay)

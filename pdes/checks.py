@@ -13,9 +13,9 @@ import torch
 
 FLOAT = torch.float64
 MAX_DIFFUSION_NUMBER = 1e12
-"""Largest ``rate · t / L²`` (diffusivity or viscosity) a solver accepts: far beyond it the field is
-steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (measured on the heat
-solver: from about 1e20)."""
+"""Largest ``rate · t / L²`` (diffusivity or viscosity) a solver accepts. Far beyond it the field
+is steady to round-off, and exponentials of ``rate · t / dx²`` overflow float64 (measured on the
+heat solver: from about 1e20)."""
 
 
 def not_real(value: object) -> bool:
@@ -291,6 +291,14 @@ def real(name: str, value: torch.Tensor) -> torch.Tensor:
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
     return value
+
+
+def floating_dtype(name: str, dtype: object) -> torch.dtype:
+    """``dtype`` if it is a real floating-point ``torch.dtype``, else a ``TypeError`` naming
+    ``name`` (a string, an integer or complex dtype)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype, got {dtype!r}")
+    return dtype
 
 
 def choice(name: str, value: str, options: Sequence[str]) -> str:

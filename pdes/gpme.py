@@ -201,7 +201,8 @@ def _stefan_constants(u_star: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 def stefan_exact(x, t, u_star: Parameter) -> torch.Tensor:
     """``u = 1 - c₁ erf(x / (2√t))`` behind the front ``x = α√t``, ``0`` ahead → ``(sample, T, X)``.
 
-    At ``t = 0`` the solution is ``0`` except the wall value ``u(0, 0) = 1``.
+    At ``t = 0`` the solution is ``0`` except the wall value ``u(0, 0) = 1``. ``u_star`` is the
+    threshold ``u*`` of :func:`stefan_k`, in (0, 1), one or per sample.
     """
     x, t = _axes(x, t)
     u_star = _parameter("u_star", u_star, "unit", x.device)
@@ -223,7 +224,7 @@ def stefan_total_mass(t, u_star: Parameter) -> torch.Tensor:
     """``∫ u dx = 2 c₁ √(t/π)`` (the time-integrated inflow ``c₁/√(πt)``) → ``(sample, T)``.
 
     Valid while the front ``α√t = 2 z₁ √t`` is inside ``[0, 1]``: a ``t > 1/α²`` raises
-    ``ValueError``.
+    ``ValueError``. ``u_star`` as in :func:`stefan_exact`.
     """
     device = t.device if isinstance(t, torch.Tensor) else None
     t = _time_axis(t, device)
@@ -242,7 +243,8 @@ class Diffusivity:
 
     Calling it gives ``k(u)``. With ``Φ`` known, the face flux ``-(Φ(u_{i+1}) - Φ(u_i)) / dx``
     averages ``k`` exactly over the values between neighbours, which keeps Stefan and PME fronts
-    mass-consistent. Both callables map ``u (sample, points)`` to the same shape.
+    mass-consistent. Both callables map ``u (sample, points)`` to the same shape; ``name``
+    labels it (e.g. ``"u^m"``).
     """
 
     k: DiffusivityFn
@@ -489,13 +491,15 @@ def solve_gpme(
 
     ``u0`` is ``(sample, n)`` on ``grid`` (node or cell; see the module notes); ``k`` maps ``u
     (sample, points)`` to ``k(u) >= 0`` of the same shape, a :class:`Diffusivity` or a positive
-    constant (a number or one per sample ``(sample,)``). Returns ``u (sample, T, n)`` at ``times``
-    and, with ``return_flux``, the cumulative inflow through the walls ``(sample, T)``:
-    ``grid.integrate(u[:, j])`` minus the initial mass equals it to round-off (on a node grid with
-    Dirichlet walls the initial state is ``u0`` with its end values set to the wall values at ``t =
-    0``). ``dt=None`` takes 0.9 of the stability limit per output interval; a ``dt`` beyond the
-    limit raises ``SolverError``. The step is the batch's: the largest ``k`` of any sample sets it,
-    so a sample's answer depends on its batch within the scheme's truncation error (the recipes
+    constant (a number or one per sample ``(sample,)``); ``bc`` the walls' condition (periodic
+    exactly when the grid is), a :class:`~pdes.boundary.Dirichlet`, :class:`~pdes.boundary.Neumann`
+    or :class:`~pdes.boundary.Periodic`, or its kind's name (zero values). Returns ``u (sample, T,
+    n)`` at ``times`` and, with ``return_flux``, the cumulative inflow through the walls ``(sample,
+    T)``: ``grid.integrate(u[:, j])`` minus the initial mass equals it to round-off (on a node grid
+    with Dirichlet walls the initial state is ``u0`` with its end values set to the wall values at
+    ``t = 0``). ``dt=None`` takes 0.9 of the stability limit per output interval; a ``dt`` beyond
+    the limit raises ``SolverError``. The step is the batch's: the largest ``k`` of any sample sets
+    it, so a sample's answer depends on its batch within the scheme's truncation error (the recipes
     solve one sample at a time).
     """
     checks.grid_1d(grid)

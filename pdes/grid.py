@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from .checks import FLOAT, choice, finite_number, positive_int
+from .checks import FLOAT, choice, finite_number, floating_dtype, positive_int
 
 GridKind = Literal["node", "cell"]
 
@@ -61,8 +61,8 @@ class Grid1D:
         return self.length / self.n
 
     def coordinates(self, dtype: torch.dtype = FLOAT, device: torch.device | str | None = None):
-        """The ``n`` point positions as a tensor ``(n,)``."""
-        index = torch.arange(self.n, dtype=dtype, device=device)
+        """The ``n`` point positions ``(n,)`` in ``dtype``, a floating-point torch dtype."""
+        index = torch.arange(self.n, dtype=floating_dtype("dtype", dtype), device=device)
         offset = 0.5 if self.kind == "cell" else 0.0
         return float(self.lower) + (index + offset) * self.dx
 
@@ -70,8 +70,9 @@ class Grid1D:
         """Quadrature weights ``(n,)``: trapezoid on nodes, midpoint on cells or periodic axes.
 
         ``(u * grid.weights()).sum(-1)`` approximates the integral of ``u`` over the domain.
+        ``dtype`` must be a floating-point torch dtype.
         """
-        w = torch.full((self.n,), self.dx, dtype=dtype, device=device)
+        w = torch.full((self.n,), self.dx, dtype=floating_dtype("dtype", dtype), device=device)
         if self.kind == "node" and not self.periodic:
             w[0] = w[-1] = 0.5 * self.dx
         return w
@@ -81,7 +82,7 @@ class Grid1D:
         _check_integrand(u, 1)
         if u.shape[-1] != self.n:
             raise ValueError(f"u must have {self.n} entries along its last axis, got {u.shape}")
-        return (u * self.weights(dtype=u.dtype, device=u.device)).sum(-1)
+        return (u * self.weights(dtype=u.real.dtype, device=u.device)).sum(-1)
 
     @property
     def boundary_indices(self) -> tuple[int, ...]:
@@ -150,7 +151,7 @@ class Grid2D:
         _check_integrand(u, 2)
         if tuple(u.shape[-2:]) != self.shape:
             raise ValueError(f"u must end in shape {self.shape}, got {tuple(u.shape)}")
-        return (u * self.weights(dtype=u.dtype, device=u.device)).sum((-2, -1))
+        return (u * self.weights(dtype=u.real.dtype, device=u.device)).sum((-2, -1))
 
     def boundary_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Boolean ``(nx, ny)``: True on the points of the non-periodic walls."""

@@ -145,9 +145,7 @@ def neumann_weights(
     ``physml.constraints.mass_conservation(grid, M, weights=neumann_weights(grid))``.
     """
     _check_neumann_grid(grid)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    w = torch.zeros(grid.n, dtype=dtype, device=device)
+    w = torch.zeros(grid.n, dtype=checks.floating_dtype("dtype", dtype), device=device)
     w[1:-1] = grid.dx
     w[1] += 0.5 * grid.dx
     w[-2] += 0.5 * grid.dx

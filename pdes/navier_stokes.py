@@ -69,9 +69,9 @@ CFL = 0.5
 SAFETY = 0.5
 """The default step is at most this fraction of :func:`stability_limit`."""
 DIFFUSION_NUMBER = 1.0
-"""The default step keeps ``z = hν κ_max²`` below this: Crank–Nicolson then damps the highest kept
-mode by ``1/3`` per step against ``e^{−1} ≈ 0.37`` (at ``z > 2`` its factor turns negative and a
-decaying mode flips sign every step, however stable)."""
+"""The default step keeps ``z = hν κ_max²`` below this, where Crank–Nicolson damps the highest
+kept mode by ``1/3`` per step against ``e^{−1} ≈ 0.37`` (at ``z > 2`` its factor turns negative
+and a decaying mode flips sign every step, however stable)."""
 CHECK_EVERY = 32
 """Steps between two checks of the speed against the stability limit."""
 _FIXED_POINT_ITERATIONS = 200

@@ -24,9 +24,10 @@ from .verification import Comparison, ExactCase
 
 FLOAT = checks.FLOAT
 PHASE_PER_STEP = 0.25
-"""The default step advances the plate's phase ``ωt`` by at most this many radians: the heat
-solver's own default (a quarter of the grid spacing in time) lets a fast plate turn through
-radians per step (ω = 1000 at 101 nodes: 2.5, a time error 16 times the spatial one)."""
+"""The default step advances the plate's phase ``ωt`` by at most this many radians. The heat
+solver's own default (a quarter of the relative grid spacing in time, ``1/(4(n-1))``) lets a fast
+plate turn through ``ω/(4(n-1))`` radians per step (ω = 1000 at 101 nodes: 2.5, a time error 16
+times the spatial one)."""
 
 
 def _per_sample_all(

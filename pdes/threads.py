@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 
 ONE_THREAD_BELOW = 1 << 16
-"""State size (values) below which a CPU solve runs on one thread: 1024 samples of 64 points."""
+"""State size (values) below which a CPU solve runs on one thread (1024 samples of 64 points)."""
 
 
 def solve_threads(values: int, device: torch.device | str = "cpu") -> int:

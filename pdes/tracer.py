@@ -87,7 +87,7 @@ FLOAT = checks.FLOAT
 SAFETY = 0.8
 """The default step is at most this fraction of :func:`step_limit` at the planned speed."""
 LIMITERS = ("mc", "vanleer", "minmod")
-"""Slope limiters: monotonised central, van Leer, minmod (most to least accurate)."""
+"""The slope limiters (monotonised central, van Leer, minmod), most to least accurate."""
 
 Diffusivity = float | torch.Tensor
 
@@ -156,7 +156,9 @@ def drifting_blob(
     mass: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """Exact ``c_t + U·∇c = κΔc`` for a uniform ``flow = U`` from :func:`gaussian_blob`:
-    the blob moved to ``centre + U t`` and spread to ``std² + 2κt``; ``(sample, time, nx, ny)``."""
+    the blob moved to ``centre + U t`` and spread to ``std² + 2κt``; ``(sample, time, nx, ny)``
+    at ``times`` on ``grid``. ``centre``, ``std`` and ``mass`` as in :func:`gaussian_blob`;
+    ``kappa`` is κ >= 0."""
     t = checks.times("times", times)
     kappa = checks.non_negative("kappa", kappa)
     flow = checks.finite_values("flow", flow, "a pair (Ux, Uy) of numbers")
@@ -197,8 +199,9 @@ def _face_factors(grid: Grid2D, device) -> torch.Tensor:
 
 
 def face_velocities(w: torch.Tensor, grid: Grid2D) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normal velocities on the cell faces of vorticity ``w`` ``(sample, nx, ny)``: ``U[:, i, j]``
-    on the face ``(i+½, j)`` and ``V[:, i, j]`` on ``(i, j+½)``, each ``(sample, nx, ny)``.
+    """Normal velocities on the cell faces of vorticity ``w`` ``(sample, nx, ny)`` on ``grid``:
+    ``U[:, i, j]`` on the face ``(i+½, j)`` and ``V[:, i, j]`` on ``(i, j+½)``, each ``(sample,
+    nx, ny)``.
 
     They are the face averages of :func:`pdes.navier_stokes.velocity` and their discrete
     divergence ``(U − U(i−1))/dx + (V − V(j−1))/dy`` is zero to round-off.
@@ -213,7 +216,8 @@ def step_limit(grid: Grid2D, kappa: Diffusivity, speed: float | torch.Tensor) ->
     """Largest step (time units) at which the scheme keeps the tracer within its initial range:
     ``1 / (4 U max(1/dx, 1/dy) + 2κ(1/dx² + 1/dy²))``, ``U`` a bound on the face speeds.
 
-    ``kappa`` and ``speed`` are numbers or one per sample; ``inf`` when both vanish.
+    ``kappa`` and ``speed`` are numbers or one per sample; ``inf`` when both vanish. ``grid`` is the
+    periodic :class:`~pdes.grid.Grid2D` the tracer lives on.
     """
     grid = check_grid(grid)
     dx, dy = grid.spacing
@@ -554,16 +558,18 @@ def solve_tracer(
     max_step: float | None = None,
     limiter: str = "mc",
 ) -> torch.Tensor:
-    """Carry the tracer ``c0`` ``(sample, nx, ny)`` in a steady flow; ``(sample, time, nx, ny)``.
+    """Carry the tracer ``c0`` ``(sample, nx, ny)`` on ``grid`` in a steady flow; ``(sample, time,
+    nx, ny)``.
 
-    ``flow`` is a uniform velocity ``(ux, uy)`` (two numbers or 0-d tensors, or a tensor or array
-    of shape ``(2,)``) or face velocities ``(U, V)`` (tensors ``(nx, ny)`` or ``(sample, nx,
-    ny)``, e.g. from :func:`face_velocities`; the total is conserved whatever they are, the
-    tracer's range only if they are divergence-free). ``kappa`` >= 0, a number or one per
-    sample. ``max_step`` must not exceed :func:`step_limit` (the default is the limit). One step
-    serves the whole batch (its fastest sample and largest κ set it), so a sample's answer
-    depends on its batch within the scheme's truncation error; solve a sample alone for an
-    answer of its own.
+    ``flow`` is a uniform velocity ``(ux, uy)`` (two numbers or 0-d tensors, or a tensor or array of
+    shape ``(2,)``) or face velocities ``(U, V)`` (tensors ``(nx, ny)`` or ``(sample, nx, ny)``,
+    e.g. from :func:`face_velocities`; the total is conserved whatever they are, the tracer's range
+    only if they are divergence-free). ``kappa`` >= 0, a number or one per sample; ``source`` an
+    optional :class:`Source`; ``limiter`` the slope limiter, one of :data:`LIMITERS`; ``times`` the
+    output times. ``max_step`` must not exceed :func:`step_limit` (the default is the limit). One
+    step serves the whole batch (its fastest sample and largest κ set it), so a sample's answer
+    depends on its batch within the scheme's truncation error; solve a sample alone for an answer of
+    its own.
     """
     grid = check_grid(grid)
     c0 = _tracer(c0, grid)
@@ -606,13 +612,13 @@ def solve_ns_tracer(
     """Step the vorticity ``w0`` and the tracer ``c0`` (each ``(sample, nx, ny)``) together;
     returns vorticity and tracer, each ``(sample, time, nx, ny)``.
 
-    ``nu``, ``forcing`` as in :func:`pdes.navier_stokes.solve_vorticity`; ``kappa`` >= 0, a number
-    or one per sample; ``source`` an optional :class:`Source`. ``max_step`` must not exceed the
-    vorticity's stability limit or :func:`step_limit` at the speeds met (checked every
-    :data:`~pdes.navier_stokes.CHECK_EVERY` steps); by default the step is planned at the speed of
-    ``w0`` plus ``t_end`` times the speed the forcing adds per unit time, and lowered where the
-    flow outgrows it. One step serves the whole batch (its fastest sample and largest ν and κ set
-    it), so a sample's answer depends on its batch within the scheme's truncation error; solve a
+    ``grid``, ``nu``, ``forcing`` as in :func:`pdes.navier_stokes.solve_vorticity`; ``kappa`` >= 0,
+    a number or one per sample; ``source`` and ``limiter`` as in :func:`solve_tracer`. ``max_step``
+    must not exceed the vorticity's stability limit or :func:`step_limit` at the speeds met (checked
+    every :data:`~pdes.navier_stokes.CHECK_EVERY` steps); by default the step is planned at the
+    speed of ``w0`` plus ``t_end`` times the speed the forcing adds per unit time, and lowered where
+    the flow outgrows it. One step serves the whole batch (its fastest sample and largest ν and κ
+    set it), so a sample's answer depends on its batch within the scheme's truncation error; solve a
     sample alone for an answer of its own.
     """
     grid = check_grid(grid)
@@ -671,8 +677,9 @@ def _planned_step(grid: Grid2D, nu, kappa, speed: float) -> float:
 
 
 def random_blobs(grid: Grid2D, gen: torch.Generator, count: int, width: float) -> torch.Tensor:
-    """A sum of ``count`` periodised Gaussian blobs ``(1, nx, ny)``: centres uniform on the box,
-    peaks ``U[0.5, 1.5]``, standard deviations ``width · U[0.5, 1.5]``; non-negative."""
+    """A sum of ``count`` periodised Gaussian blobs ``(1, nx, ny)`` on ``grid``: centres uniform
+    on the box, peaks ``U[0.5, 1.5]``, standard deviations ``width · U[0.5, 1.5]``, all drawn from
+    ``gen``; non-negative."""
     draws = torch.rand(count, 4, generator=gen, dtype=FLOAT)
     lower = torch.tensor([grid.x.lower, grid.y.lower], dtype=FLOAT)
     lengths = torch.tensor([grid.x.length, grid.y.length], dtype=FLOAT)

@@ -30,7 +30,8 @@ OVERWRITE_FLAG = "--overwrite"
 """How generate, merge and convert tell to replace an existing file (the Python API says
 ``overwrite=True``)."""
 DISK_FACTOR = 2
-"""A dataset's chunks and its assembled file exist together for a moment: the room asked for."""
+"""The disk room asked for, in dataset sizes (its chunks and its assembled file exist together
+for a moment)."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -121,7 +122,7 @@ def _add_generate(subparsers) -> None:
 
 
 SIZE_OPTIONS = ("nx", "ny", "nt", "frames", "size")
-"""Recipe options that count points along an axis: a sample holds at least their product."""
+"""Recipe options that count points along an axis (a sample holds at least their product)."""
 
 
 def _check_sample_size(settings: dict) -> None:

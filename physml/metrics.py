@@ -446,7 +446,8 @@ def abs_conservation_error(
     time_index: int | None = None,
     reduction: Reduction = "none",
 ) -> torch.Tensor:
-    """``|CE|``: :func:`conservation_error` with ``absolute=True``."""
+    """``|CE|``: :func:`conservation_error` with ``absolute=True`` (the same ``u``, ``grid``,
+    ``true_mass``, ``time_index`` and ``reduction``)."""
     return conservation_error(u, grid, true_mass, time_index, absolute=True, reduction=reduction)
 
 
@@ -640,7 +641,8 @@ def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
 
 
 def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
-    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples >= 2`` draws)."""
+    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples >= 2`` draws,
+    from a generator seeded with ``seed``)."""
     values = _tensor("values", values).flatten()
     if values.numel() == 0:
         raise ValueError("values is empty")
@@ -857,9 +859,11 @@ def ssim(
 ) -> torch.Tensor:
     """Structural similarity of images ``(..., H, W)`` (Wang et al. 2004): 1 for identical images.
 
-    Local statistics under a normalised Gaussian window (11 × 11, σ = 1.5) at every position where
-    it fits inside the image; ``C₁ = (k₁ L)²``, ``C₂ = (k₂ L)²`` with ``L = data_range``; biased
-    local (co)variances. Each image's SSIM is the mean of its map; ``reduction='none'`` → ``(...)``.
+    ``a`` and ``b`` are the two images (one shape). Local statistics under a normalised Gaussian
+    window of ``window_size × window_size`` pixels and standard deviation ``sigma`` pixels (11 ×
+    11, σ = 1.5) at every position where it fits inside the image; ``C₁ = (k1 L)²``, ``C₂ =
+    (k2 L)²`` with ``L = data_range``; biased local (co)variances. Each image's SSIM is the mean
+    of its map; ``reduction='none'`` → ``(...)``.
     """
     a, b = _pair(("a", "b"), a, b)
     size = _positive_int("window_size", window_size)
@@ -963,8 +967,9 @@ def energy_error(
 def negative_flip_rate(old_pred: ArrayLike, new_pred: ArrayLike, labels: ArrayLike) -> torch.Tensor:
     """Fraction of examples the old model got right and the new model gets wrong.
 
-    Inputs are predicted and true class labels of one shape (integers). Integer labels are
-    compared exactly, in their integer dtypes (float64 would merge labels above 2**53).
+    ``old_pred``, ``new_pred`` and ``labels`` are the two models' predicted and the true class
+    labels, of one shape (integers). Integer labels are compared exactly, in their integer dtypes
+    (float64 would merge labels above 2**53).
     """
     old, new = _pair(("old_pred", "new_pred"), old_pred, new_pred, dtype=None)
     _, truth = _pair(("old_pred", "labels"), old, labels, dtype=None)
@@ -1053,7 +1058,8 @@ def tolerance_flips(
 
 
 def flip_rate_curve(old_error: ArrayLike, new_error: ArrayLike, taus: ArrayLike) -> torch.Tensor:
-    """The curve NFR(τ): :func:`tolerance_flips` rates ``(len(taus),)`` over a 1-D grid ``taus``.
+    """The curve NFR(τ): :func:`tolerance_flips` rates ``(len(taus),)`` over a 1-D grid ``taus``
+    of the per-sample errors ``old_error`` and ``new_error`` ``(batch,)``.
 
     A single tolerance hides flips just above or below it; the curve shows them all. The
     errors are compared with the ``taus`` rounded to their precision, as in :func:`tolerance_flips`.
@@ -1076,7 +1082,8 @@ def degradation_flips(
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
     """Degradation flips ``1[e_new > (1 + δ) e_old + ε_floor]``: the new model is worse by more
-    than a relative ``delta`` and an absolute ``floor`` (in the errors' units) on that input.
+    than a relative ``delta`` and an absolute ``floor`` (in the errors' units) on that input;
+    ``old_error`` and ``new_error`` ``(batch,)`` are the per-sample errors ``e_old``, ``e_new``.
 
     Unlike :func:`tolerance_flips` no tolerance says what "right" is: any clear worsening counts.
     ``'mean'`` gives the rate, ``'none'`` the flips as a boolean ``(batch,)``. An infinite new

@@ -2143,11 +2143,27 @@ def test_mass_conservation_with_a_solvers_weights_holds_that_solvers_mass():
         (torch.ones(16), r"weights must have the grid's shape \(17,\), got \(16,\)"),
         (torch.full((17,), float("nan")), r"weights must be finite and not all zero"),
         (torch.zeros(17), r"weights must be finite and not all zero"),
+        # both were read as float64 (bool as 1.0, complex with its imaginary part dropped)
+        (
+            torch.ones(17, dtype=torch.bool),
+            r"^weights must hold real numbers, got dtype torch.bool",
+        ),
+        (torch.full((17,), 1 + 1j), r"^weights must hold real numbers, got dtype torch.complex"),
     ],
 )
 def test_mass_conservation_refuses_weights_off_the_grid(weights, message):
     with pytest.raises(ConstraintError, match=message):
         mass_conservation(Grid1D(17), 1.0, weights=weights)
+
+
+def test_mass_conservation_takes_integer_weights_as_their_values():
+    """Integer weights ``w = (2, 1, 1, 1, 2)`` are used as they are: the field with ``w·u = 8.25``
+    moves to ``w·u = 4`` along ``w`` (the Euclidean projection), by ``(4 − 8.25) / |w|² · w``."""
+    weights = torch.tensor([2, 1, 1, 1, 2])
+    field = torch.tensor([[0.5, -1.0, 2.0, 0.25, 3.0]], dtype=F64)
+    constraint = mass_conservation(Grid1D(5), torch.tensor([4.0], dtype=F64), weights=weights)
+    expected = field + (4.0 - 8.25) / 11.0 * weights.to(F64)
+    torch.testing.assert_close(through(constraint, field), expected, rtol=0, atol=1e-14)
 
 
 def test_the_reprs_name_the_settings_given():

@@ -137,3 +137,37 @@ def test_a_re_exported_name_resolves_to_where_it_is_defined():
     assert method == f"{KnowledgeControl.__module__}.KnowledgeControl.with_target"
     assert KnowledgeControl.__module__ != "physml.constraints"  # a re-export indeed
     assert canonical_name("physml.no_such_name") is None
+
+
+def documented_attributes() -> list[tuple[str, str]]:
+    """``(name, docstring)`` of every attribute autodoc documents from a docstring of its own: the
+    string (or ``#:`` comment) after a module constant or class attribute, and each property's."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    found = []
+    for module_name in public_modules():
+        module = importlib.import_module(module_name)
+        for (scope, name), lines in ModuleAnalyzer.for_module(module_name).find_attr_docs().items():
+            found.append((f"{module_name}.{scope + '.' if scope else ''}{name}", "\n".join(lines)))
+        for cls_name, cls in vars(module).items():
+            if inspect.isclass(cls) and cls.__module__ == module_name:
+                for name, member in vars(cls).items():
+                    if isinstance(member, property) and member.__doc__:
+                        found.append((f"{module_name}.{cls_name}.{name}", member.__doc__))
+    return found
+
+
+def test_no_attribute_docstring_is_rendered_as_a_type():
+    """napoleon reads an attribute docstring whose first line has ``text: more`` as ``type:
+    description`` and renders "Type: text" (``"Slope limiters: mc, ..."`` became a type called
+    "Slope limiters")."""
+    pytest.importorskip("sphinx", reason="sphinx is not installed (pip install -e '.[docs]')")
+    from sphinx.ext.napoleon import Config
+    from sphinx.ext.napoleon.docstring import GoogleDocstring
+
+    config = Config(napoleon_google_docstring=True, napoleon_numpy_docstring=True)
+    typed = []
+    for name, doc in documented_attributes():
+        lines = str(GoogleDocstring(inspect.cleandoc(doc), config, what="attribute", name=name))
+        typed += [f"{name}: {line}" for line in lines.splitlines() if line.startswith(":type:")]
+    assert not typed, "first lines read as a type (reword them):\n" + "\n".join(typed)

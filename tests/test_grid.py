@@ -205,3 +205,12 @@ def test_more_bad_input(make, error, match):
 def test_grid2d_integrate_names_the_missing_axis():
     with pytest.raises(ValueError, match=r"u must have at least 2 axes, got shape \(5,\)"):
         Grid2D(Grid1D(5), Grid1D(4)).integrate(torch.ones(5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", ["float32", torch.int64, torch.bool, torch.complex128, None])
+@pytest.mark.parametrize("method", ["weights", "coordinates"])
+@pytest.mark.parametrize("grid", [Grid1D(5), Grid2D(Grid1D(5), Grid1D(4))], ids=["1d", "2d"])
+def test_weights_and_coordinates_refuse_a_dtype_that_is_not_floating(grid, method, dtype):
+    # a string or None gave torch's own TypeError; int64 gave weights rounded to 0 (dx = 0.25)
+    with pytest.raises(TypeError, match=r"^dtype must be a floating-point torch\.dtype, got "):
+        getattr(grid, method)(dtype=dtype)

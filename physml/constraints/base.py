@@ -111,7 +111,11 @@ class Constraint(nn.Module):
         return None
 
     def forward(self, output: Output, *inputs: object, time: object = None, **kwargs: object):
-        """The output seam: the constrained ``output``, of the same kind, dtype and device."""
+        """The output seam: the constrained ``output``, of the same kind, dtype and device.
+
+        ``inputs``, ``time`` (the time the output stands at, for a target that varies in time)
+        and any other keywords are the model's call, handed to :meth:`prepare`.
+        """
         check_finite("output", output)
         state = self.prepare(*inputs, time=time, **kwargs)
         if isinstance(output, Gaussian):

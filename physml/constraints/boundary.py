@@ -152,7 +152,7 @@ class BoundaryCondition(Constraint):
 
     @property
     def is_identity(self) -> bool:
-        """True for a periodic condition on a periodic grid: there is nothing to correct."""
+        """True for a periodic condition on a periodic grid, where there is nothing to correct."""
         return isinstance(self.bc, Periodic) and self.grid.periodic
 
     @property
@@ -163,7 +163,7 @@ class BoundaryCondition(Constraint):
 
     @property
     def walls_key(self) -> tuple:
-        """What the operator correction depends on: axis, kind, sides and grid (not values)."""
+        """What the operator correction depends on (axis, kind, sides and grid; not the values)."""
         return (self.axis, self.kind, self.sides, self.grid)
 
     def at(self, time) -> BoundaryCondition:

@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from pdes.checks import real
 from pdes.grid import Grid1D, Grid2D
 
 from ..errors import ConstraintError
-from .linear import F64, LinearConstraint
+from .linear import F64, LinearConstraint, _setting
 
 
 def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.Tensor:
@@ -70,11 +71,11 @@ def mass_conservation(
     A tensor ``total_mass`` is copied when the constraint is built, without gradient (one that
     requires grad warns); a total to learn or differentiate (an inverse problem) is given as a
     callable, ``lambda *inputs: total_mass``, whose result keeps its gradient.
-    ``weights``: the quadrature, the grid's shape ``(n,)`` or ``(h, w)``; by default the grid's
-    own (:meth:`pdes.Grid1D.weights`: trapezoid on nodes). A solver may conserve another discrete
-    sum — the heat and wave schemes with Neumann walls keep :func:`pdes.heat.neumann_mass`, which
-    differs from the trapezoid mass by ``O(dx²)`` — and holding the solver's own sum takes its
-    weights: ``weights=pdes.heat.neumann_weights(grid)``.
+    ``weights``: the quadrature, real numbers (floating or integer) of the grid's shape ``(n,)``
+    or ``(h, w)``; by default the grid's own (:meth:`pdes.Grid1D.weights`: trapezoid on nodes).
+    A solver may conserve another discrete sum — the heat and wave schemes with Neumann walls
+    keep :func:`pdes.heat.neumann_mass`, which differs from the trapezoid mass by ``O(dx²)`` —
+    and holding the solver's own sum takes its weights: ``weights=pdes.heat.neumann_weights(grid)``.
     ``noise``: ``σ_G >= 0``, the standard deviation (not the variance) of the mass's Gaussian
     error: 0 holds the mass exactly, ``σ_G > 0`` weighs it against a Gaussian's or ensemble's
     covariance (:class:`LinearConstraint`). ``projection``: ``"covariance"`` (ProbConserv, the
@@ -133,6 +134,7 @@ def _quadrature(weights: torch.Tensor, space: tuple[int, ...]) -> torch.Tensor:
         raise ConstraintError(
             f"weights must have the grid's shape {space}, got {tuple(weights.shape)}"
         )
+    _setting(real, "weights", weights)
     if not torch.isfinite(weights).all() or not weights.any():
         raise ConstraintError("weights must be finite and not all zero")
     return weights.to(F64)

@@ -62,7 +62,7 @@ KEPT_RANK = 1e-10
 """Relative size (of squared norms, eigenvalues) below which a boundary condition's rows, or
 ``G``'s rows beyond them, count as dependent when a tensor is projected keeping those rows."""
 UNSPANNED = 1e-12
-"""An ensemble whose spread along a row, ``Σ_m (G_i A_m)²`` (with several rows: beyond what the
+"""An ensemble whose spread along a row, ``Σ_m (G_i A_m)²`` (with several rows, beyond what the
 rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
 ~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pdes.checks import floating_dtype
+
 from .._checks import integer
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
@@ -398,13 +400,6 @@ def _grid_channels(data: PDEData) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
-def floating_dtype(name: str, dtype: object) -> torch.dtype:
-    """``dtype`` if it is a floating-point torch dtype (what the pairs are served as)."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point torch.dtype, got {dtype!r}")
-    return dtype
-
-
 class _PairDataset(Dataset):
     def __init__(self, data: PDEData, dtype: torch.dtype, with_grid: bool) -> None:
         self.data = data
@@ -479,8 +474,8 @@ class MultiStepDataset(_PairDataset):
 
     ``steps`` picks K snapshots evenly from the file's times after the first (all by default):
     it must divide the number of stored steps (times after the first), and the targets are every
-    ``(stored steps / K)``-th time. ``with_grid`` and ``dtype`` as in :class:`SingleStepDataset`
-    (the input is then ``(1 + dim, *space)``).
+    ``(stored steps / K)``-th time. ``source``, ``with_grid`` and ``dtype`` as in
+    :class:`SingleStepDataset` (with the grid the input is ``(1 + dim, *space)``).
     """
 
     def __init__(

@@ -59,7 +59,7 @@ OVERWRITE_HINT = "overwrite=True"
 """How the refusals to replace a file tell a Python caller to replace it; physml's command line
 passes its own wording, ``--overwrite``."""
 MAX_SEED = 2**63
-"""Dataset seeds lie in ``[0, MAX_SEED)``: the file stores the seed as an int64 attribute."""
+"""Dataset seeds lie in ``[0, MAX_SEED)``, as the file stores the seed as an int64 attribute."""
 
 
 def _checked_seed(name: str, value: object) -> int:
@@ -513,6 +513,8 @@ def generate_dataset(
         shard, num_shards: which contiguous block of samples this call makes.
         chunk: samples solved together in one batch and saved as one resumable unit.
         overwrite: replace an existing output (or an unfinished run with other settings).
+        device: where the solver runs (``"cpu"``, ``"cuda"``, ...).
+        progress: show a progress bar of the samples (on stderr).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
             ``--overwrite``).

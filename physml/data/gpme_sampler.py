@@ -55,14 +55,28 @@ def coordinate_axis(name: str, value: object) -> torch.Tensor:
 class GPMESampler:
     """Batches of GPME functions from their closed forms (``case`` 'diffusion' | 'pme' | 'stefan').
 
-    Each function draws its parameter uniformly from ``param_range`` (default the recipe's: k in
-    [1, 5], m in [1, 6], u* in [0.55, 0.7]) and its ``n_context`` context points as
-    ``context_times`` random grid times × ``n_context / context_times`` random grid x (the
-    ProbConserv protocol: 10 × 10); targets are ``n_target`` distinct random grid points, or the
-    whole grid in t-major order when ``None``. Grids default to the recipe's 201 × 201.
+    Each function draws its parameter uniformly from ``param_range`` and its context points as
+    ``context_times`` distinct random grid times × ``n_context / context_times`` distinct random
+    grid x (the ProbConserv protocol: 10 × 10); targets are ``n_target`` distinct random grid
+    points, or the whole grid in t-major order when ``None``.
 
     Calling it with a generator returns float32 ``(context_x (B, Nc, 2), context_y (B, Nc),
     target_x (B, Nt, 2), target_y (B, Nt), params (B,))``; points are ``(t, x)``.
+
+    Args:
+        case: the :mod:`pdes.gpme` recipe: ``'diffusion'`` (``u = e^(-kt) sin x``, periodic on
+            ``[0, 2π)``), ``'pme'`` or ``'stefan'`` (both on ``[0, 1]``).
+        batch: functions per call, ``B``.
+        n_context: context points per function, ``Nc``, a multiple of ``context_times``.
+        n_target: target points per function, ``Nt``; ``None``: the whole grid, ``Nt = T·X``.
+        t_grid: the times ``(T,)`` the points are drawn from: increasing, ``>= 0`` and, for
+            ``'pme'`` and ``'stefan'``, ending before the front leaves the domain (where the
+            closed form breaks); default the recipe's 201 times on ``[0, t_end]`` (``t_end``
+            1, 1 and 0.1).
+        x_grid: the positions ``(X,)``, increasing; default the recipe's 201 grid nodes.
+        param_range: ``(low, high)`` of the parameter (``k``, ``m`` or ``u*``); default the
+            recipe's: ``k`` in ``[1, 5]``, ``m`` in ``[1, 6]``, ``u*`` in ``[0.55, 0.7]``.
+        context_times: how many grid times the context is drawn at.
     """
 
     def __init__(
@@ -155,6 +169,7 @@ class GPMESampler:
         )
 
     def __call__(self, generator: torch.Generator) -> Batch:
+        """``batch`` functions (a :data:`Batch`) from ``generator``: :meth:`draw`."""
         return self.draw(generator, self.batch)
 
 
@@ -173,8 +188,8 @@ class GPMEFunctions(Dataset):
     """
 
     items_follow_attributes = True
-    """Its items are drawn from its attributes: a checkpoint's fingerprint hashes a few of them,
-    not the whole run's (:data:`physml.training.fingerprint.FOLLOW_ATTRIBUTES`)."""
+    """Its items are drawn from its attributes, so a checkpoint's fingerprint hashes a few of
+    them, not the whole run's (:data:`physml.training.fingerprint.FOLLOW_ATTRIBUTES`)."""
 
     def __init__(self, sampler: GPMESampler, size: int, seed: int = 0) -> None:
         if not isinstance(sampler, GPMESampler):

@@ -117,6 +117,8 @@ class PointSets(Dataset):
     ``seed`` (int64) keys the item's own random draws in training (the ANP's latent sample), so
     they do not depend on how items are batched or split among processes. The points depend on
     ``seed`` and ``i`` only. ``n_target=None`` targets the whole grid in t-major order.
+    ``source``: a :class:`~physml.data.PDEData` with an ``x`` coordinate, or a dataset file's
+    path.
 
     The context is a grid of its own: ``context_times`` distinct random times × ``n_context /
     context_times`` distinct random places, so ``n_context`` must be a multiple of
@@ -192,7 +194,8 @@ class PointSets(Dataset):
 class PointRows(Dataset):
     """Every grid point of every solution of a 1-D dataset as a row: float32 ``inputs (p + 2,)``
     = ``(params..., t, x)`` and ``target ()`` = ``u(t, x)``; item ``k`` is point ``k mod T·X``
-    (t-major) of solution ``k // T·X``."""
+    (t-major) of solution ``k // T·X``. ``source``: a :class:`~physml.data.PDEData` ``u (sample,
+    time, x)`` with an ``x`` coordinate, or a dataset file's path."""
 
     def __init__(self, source: PDEData | str | os.PathLike) -> None:
         self.data = _one_dimensional(source, "PointRows")
@@ -206,7 +209,7 @@ class PointRows(Dataset):
 
     @property
     def features(self) -> int:
-        """Columns of a row: the PDE parameters and ``(t, x)``."""
+        """How many columns a row has (the PDE parameters, then ``t`` and ``x``)."""
         return self.params.shape[1] + 2
 
     def __len__(self) -> int:

@@ -13,9 +13,9 @@ import os
 import torch
 from torch.utils.data import Dataset
 
-from pdes.checks import positive_int
+from pdes.checks import floating_dtype, positive_int
 
-from .datasets import PDEData, floating_dtype, item_index, load
+from .datasets import PDEData, item_index, load
 
 
 def _data(source: PDEData | str | os.PathLike) -> PDEData:

@@ -287,7 +287,8 @@ class AttentiveNeuralProcess(nn.Module):
         """Predictive Gaussian at the targets: mean and diagonal variance ``(B, Nt)``.
 
         ``samples=0`` decodes the latent mean; ``samples=S >= 1`` averages ``S`` draws of ``z``
-        from ``q(z | context)`` and adds the spread of their means to the variance.
+        from ``q(z | context)`` and adds the spread of their means to the variance. The draws
+        come from ``generator`` (``None``: torch's global generator).
         """
         samples = self.eval_samples if samples is None else _positive_int("samples", samples, 0)
         context_x, context_y, target_x = self.check_inputs(context_x, context_y, target_x)

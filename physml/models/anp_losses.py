@@ -76,7 +76,8 @@ def gpme_residual(
     ``u (B, T*X)`` (t-major) or ``(B, T, X)`` on uniform axes ``t (T,)``, ``x (X,)`` (``T, X >=
     3``); ``Φ`` is the case's Kirchhoff potential from :mod:`pdes.gpme` (``k u``, ``u^{m+1}/(m+1)``,
     ``(u − u*)_+``), so ``Φ(u)_xx = ∂x(k(u) u_x)``. Returns ``(B, T-2, X-2)``, second order in
-    ``dt`` and ``dx`` for smooth ``u``.
+    ``dt`` and ``dx`` for smooth ``u``. ``case`` is ``'diffusion'``, ``'pme'`` or ``'stefan'``;
+    ``params`` its parameter (``k``, ``m`` or ``u*``) per function ``(B,)``, or one float.
     """
     recipe = gpme_recipe(case)
     t = coordinate_axis("t", t)
@@ -118,7 +119,11 @@ def softc_residual_loss(
     params: torch.Tensor | float,
 ) -> torch.Tensor:
     """SoftC penalty: mean square of :func:`gpme_residual` of the predicted mean on the grid
-    ``t × x`` (finite differences, so the mean must be predicted on that whole grid) → ``()``."""
+    ``t × x`` (finite differences, so the mean must be predicted on that whole grid) → ``()``.
+
+    ``model_output_mean`` ``(B, T*X)`` (t-major) or ``(B, T, X)``; ``case`` and ``params`` as in
+    :func:`gpme_residual`.
+    """
     return gpme_residual(model_output_mean, t, x, case, params).square().mean()
 
 
@@ -130,7 +135,8 @@ def softc_loss_extra(
 ) -> LossExtra:
     """A loss term ``extra(model, batch)`` for :func:`physml.training.train_anp`:
     ``softc_weight`` × the SoftC penalty of the model's mean (latent mean, from each function's
-    context) predicted on the grid ``t × x``.
+    context) predicted on the grid ``t × x``, for the GPME ``case`` (``'diffusion'``, ``'pme'``
+    or ``'stefan'``; each function's parameter is the batch's ``params``).
 
     Keep the grid coarse (e.g. 21 × 21): it adds one forward pass over ``T*X`` targets a step.
     """

@@ -85,6 +85,7 @@ class Persistence(nn.Module):
         self.target_frames = _count("target_frames", target_frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Context ``x (B, T_in, C, H, W)`` → ``(B, target_frames, C, H, W)``."""
         x = check_sequence("x", x)
         return x[:, -1:].repeat(1, self.target_frames, 1, 1, 1)
 
@@ -110,8 +111,9 @@ class UNet(nn.Module):
 
     ``(B, T_in, C, H, W)`` → stack to ``(B, T_in·C, H, W)`` → ``depth`` levels of
     (conv block, 2× max-pool) with ``base·2^level`` channels, a bottleneck, transposed-conv
-    upsampling with skip connections → ``(B, T_out, C, H, W)``. ``H`` and ``W`` must be
-    divisible by ``2^depth``. Parameters grow like ``base²·4^depth`` (base 16, depth 2 ≈ 0.12 M).
+    upsampling with skip connections → ``(B, T_out, C, H, W)``, with ``T_in = in_frames``,
+    ``T_out = out_frames`` and ``C = channels``. ``H`` and ``W`` must be divisible by
+    ``2^depth``. Parameters grow like ``base²·4^depth`` (base 16, depth 2 ≈ 0.12 M).
     ``periodic``: the convolutions pad circularly (fields on a periodic domain).
     ``output``: ``"sigmoid"`` (default) squashes every output value into (0, 1), for frames that
     lie in [0, 1] such as the N-body digits; ``"linear"`` leaves the head raw.
@@ -179,7 +181,8 @@ class UNet(nn.Module):
 
 class ConvLSTMCell(nn.Module):
     """One convolutional LSTM cell (Shi et al. 2015): the LSTM gates are ``k×k`` convolutions
-    of ``[input, hidden]``; hidden and cell states ``(B, hidden, H, W)``."""
+    (``k = kernel``, odd) of ``[input, hidden]``; input ``(B, inputs, H, W)``, hidden and cell
+    states ``(B, hidden, H, W)``."""
 
     def __init__(self, inputs: int, hidden: int, kernel: int) -> None:
         super().__init__()
@@ -200,14 +203,15 @@ class ConvLSTMCell(nn.Module):
 class ConvLSTM(nn.Module):
     """Encoder–forecaster ConvLSTM: encode the context, then roll out the forecast.
 
-    Frames are first folded into ``patch × patch`` blocks (pixel unshuffle) so the recurrent
-    cells run at ``H/patch × W/patch``. An encoder stack of ``layers`` cells reads the
-    ``T_in`` frames; a forecaster stack with its own weights starts from the encoder's states and
-    produces ``target_frames`` frames one at a time, each step fed its own previous prediction
-    (the last context frame first) — no teacher forcing, in training or at test time. A 1×1
-    convolution and pixel shuffle map the top hidden state back to a frame. ``H`` and ``W`` must
-    be divisible by ``patch``; the default 4 is Shi et al.'s 64×64 → 16×16. Parameters ≈
-    ``2·layers·4·hidden·2·hidden·kernel²`` (hidden 32, 2 layers ≈ 0.26 M; hidden 64 ≈ 0.96 M).
+    Frames ``(B, T_in, channels, H, W)`` are first folded into ``patch × patch`` blocks (pixel
+    unshuffle) so the recurrent cells run at ``H/patch × W/patch``. An encoder stack of ``layers``
+    cells reads the ``T_in`` frames; a forecaster stack with its own weights starts from the
+    encoder's states and produces ``target_frames`` frames one at a time, each step fed its own
+    previous prediction (the last context frame first) — no teacher forcing, in training or at test
+    time. A 1×1 convolution and pixel shuffle map the top hidden state back to a frame. ``H`` and
+    ``W`` must be divisible by ``patch``; the default 4 is Shi et al.'s 64×64 → 16×16. Parameters ≈
+    ``2·layers·4·hidden·2·hidden·kernel²`` (hidden 32, 2 layers ≈ 0.26 M; hidden 64 ≈ 0.96 M),
+    ``kernel`` the gates' odd convolution size.
     ``periodic``: the gates' convolutions pad circularly (fields on a periodic domain; folding
     into patches keeps the periodicity).
     ``output``: ``"sigmoid"`` (default) squashes every predicted frame into (0, 1), and that

@@ -84,7 +84,8 @@ def in_model_dtype(model: nn.Module, x: object) -> object:
 def progress_bar(
     iterable: Iterable[Item], enabled: bool, desc: str, total: int | None = None
 ) -> tqdm:
-    """``tqdm`` over ``iterable``, shown only when ``enabled`` and stderr is a terminal."""
+    """``tqdm`` over ``iterable``, shown only when ``enabled`` and stderr is a terminal;
+    ``desc`` labels it, ``total`` its length where ``iterable`` has none."""
     return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True)
 
 

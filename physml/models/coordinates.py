@@ -26,7 +26,7 @@ from torch import nn
 class PeriodicCoordinates(nn.Module):
     """``(batch, c, *space)`` → ``(batch, c + 2·len(space), *space)``: the input, then the cosine
     and the sine of each axis's phase ``2πk/n`` (``k = 0 … n − 1``, the grid's points on a period
-    that leaves out its end). No parameters."""
+    that leaves out its end), for ``dims`` space axes. No parameters."""
 
     def __init__(self, dims: int) -> None:
         super().__init__()

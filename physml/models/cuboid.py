@@ -64,9 +64,10 @@ __all__ = [
 Size3 = tuple[int, int, int]
 Strategy3 = tuple[str, str, str]
 LayerSpec = tuple[Size3, Strategy3, Size3]
-"""One attention layer of a pattern: ``(cuboid_size, strategy, shift)``."""
+"""One attention layer of a pattern, ``(cuboid_size, strategy, shift)``."""
 
 PADDINGS = ("ignore", "zeros", "nearest")
+"""The ways a grid is padded to whole cuboids (see the module docstring)."""
 STRATEGIES = ("l", "d")
 LOCAL: Strategy3 = ("l", "l", "l")
 NO_SHIFT: Size3 = (0, 0, 0)
@@ -172,7 +173,15 @@ def _global_tensor(name: str, value: object, batch: int, count: int, dim: int) -
 
 @dataclass(frozen=True)
 class CuboidLayout:
-    """How a ``(T, H, W)`` grid is cut into cuboids (sizes after clamping): enough to undo it."""
+    """How a ``(T, H, W)`` grid is cut into cuboids (sizes after clamping): enough to undo it.
+
+    Attributes:
+        shape: the grid's ``(T, H, W)``.
+        cuboid_size: ``(bT, bH, bW)``, clamped to ``shape``.
+        strategy: ``"l"`` (local) or ``"d"`` (dilated) per axis.
+        shift: the roll per axis (0 on an axis the cuboid covers whole).
+        padding: one of :data:`PADDINGS`.
+    """
 
     shape: Size3
     cuboid_size: Size3
@@ -180,8 +189,8 @@ class CuboidLayout:
     shift: Size3
     padding: str
     wrap: tuple[bool, bool, bool] = (False, False, False)
-    """Per axis, whether rolling it is a periodic shift (a periodic field, no padding): the
-    tokens that wrap around its seam stay neighbours and attend across it."""
+    """Per axis, whether rolling it is a periodic shift (a periodic field, no padding), so that
+    the tokens that wrap around its seam stay neighbours and attend across it."""
 
     @property
     def padded_shape(self) -> Size3:
@@ -225,7 +234,9 @@ def plan_cuboids(
     padding: str = "ignore",
     periodic: Sequence[bool] = (False, False, False),
 ) -> CuboidLayout:
-    """The :class:`CuboidLayout` for a ``(T, H, W)`` grid, validating and clamping the sizes.
+    """The :class:`CuboidLayout` for a grid of ``shape`` ``(T, H, W)`` cut into cuboids of
+    ``cuboid_size`` with ``strategy`` (``"l"``/``"d"`` per axis), ``shift`` and ``padding``
+    (:data:`PADDINGS`), validating and clamping the sizes.
 
     A cuboid size ``>=`` its axis becomes the axis length and the shift on that axis 0 (as the
     reference does). Shifts must satisfy ``0 <= shift < cuboid_size`` on every axis. ``periodic``
@@ -314,7 +325,8 @@ def cuboid_reorder(
     padding: str = "ignore",
     periodic: Sequence[bool] = (False, False, False),
 ) -> tuple[torch.Tensor, CuboidLayout]:
-    """Cut channel-last ``x (B, T, H, W, C)`` into cuboids ``(B, N, V, C)``; also the layout.
+    """Cut channel-last ``x (B, T, H, W, C)`` into cuboids ``(B, N, V, C)``; also the layout
+    (``cuboid_size``, ``strategy``, ``shift``, ``padding`` as in :func:`plan_cuboids`).
 
     Pads to multiples of the (clamped) cuboid size, rolls by ``-shift`` and reorders; slot ``v``
     of a cuboid is its inner position ``(t, h, w)`` in row-major order. ``periodic``: see
@@ -328,7 +340,8 @@ def cuboid_reorder(
 
 
 def cuboid_reverse(cuboids: torch.Tensor, layout: CuboidLayout) -> torch.Tensor:
-    """Undo :func:`cuboid_reorder`: ``(B, N, V, C)`` -> ``(B, T, H, W, C)`` (un-roll, crop)."""
+    """Undo :func:`cuboid_reorder` of ``layout``: ``cuboids (B, N, V, C)`` -> ``(B, T, H, W,
+    C)`` (un-roll, crop)."""
     if not isinstance(layout, CuboidLayout):
         raise TypeError(f"layout must be a CuboidLayout, got {type(layout).__name__}")
     expected = (layout.num_cuboids, layout.volume)
@@ -378,7 +391,8 @@ def _real_and_region(
 def self_attention_mask(
     layout: CuboidLayout, device: torch.device | None = None
 ) -> torch.Tensor | None:
-    """``(N, V, V)`` bool, True where query slot may attend key slot; ``None`` if all may.
+    """``(N, V, V)`` bool on ``device``, True where a query slot of ``layout`` may attend a key
+    slot; ``None`` if all may.
 
     Keys must lie on the query's side of every roll seam and, with ``"ignore"`` padding, not be
     padding. Padded queries (whose outputs are cropped) may attend everything, so no row is empty.
@@ -396,7 +410,8 @@ def self_attention_mask(
 def cross_attention_mask(
     query: CuboidLayout, memory: CuboidLayout, device: torch.device | None = None
 ) -> torch.Tensor | None:
-    """``(N, Vq, Vm)`` bool mask between query cuboids and the memory cuboids of the same index.
+    """``(N, Vq, Vm)`` bool mask on ``device`` between query cuboids and the memory cuboids of
+    the same index.
 
     Same rules as :func:`self_attention_mask`, with keys taken from the memory layout.
     """
@@ -510,12 +525,24 @@ def _heads(dim: int, num_heads: int) -> int:
 class CuboidSelfAttention(nn.Module):
     """Multi-head self-attention inside cuboids of channel-last ``x (B, T, H, W, dim)``.
 
-    ``cuboid_size``/``strategy``/``shift_size``/``padding`` define the decomposition (see the
-    module docstring); ``relative_position`` adds a learned per-head bias indexed by the offset
-    inside the cuboid; ``global_vectors = P > 0`` makes :meth:`forward` take and return ``P``
-    global vectors ``(B, P, dim)`` (with their own q/k/v and output projections).
-    ``periodic_hw``: the field is periodic in ``H`` and ``W``, so a shifted window attends across
-    the domain's edge there (where no padding is needed) instead of masking its seam.
+    Args:
+        dim: channels ``C`` of a token (the last axis), divisible by ``num_heads``.
+        num_heads: attention heads, each of ``dim / num_heads`` channels.
+        cuboid_size: ``(bT, bH, bW)`` tokens per cuboid (clamped to the grid).
+        strategy: ``"l"`` (local) or ``"d"`` (dilated) per axis ``(T, H, W)``.
+        shift_size: ``(sT, sH, sW)``, the roll before cutting (``0 <= s < b``; all 0: no shift).
+        padding: how the grid is padded to whole cuboids, one of :data:`PADDINGS` (see the module
+            docstring).
+        global_vectors: ``P``; ``P > 0`` makes :meth:`forward` take and return ``P`` global
+            vectors ``(B, P, dim)`` (with their own q/k/v and output projections); 0: none.
+        relative_position: add a learned per-head bias indexed by the offset of two tokens
+            inside the cuboid.
+        qkv_bias: give the query, key and value projections a bias.
+        attn_drop: dropout rate of the attention weights, in ``[0, 1]`` (in training only).
+        proj_drop: dropout rate after the output projection, in ``[0, 1]``.
+        periodic_hw: the field is periodic in ``H`` and ``W``, so a shifted window attends
+            across the domain's edge there (where no padding is needed) instead of masking its
+            seam.
     """
 
     def __init__(
@@ -674,9 +701,24 @@ class CuboidCrossAttention(nn.Module):
 
     Both are cut along space into cuboids ``cuboid_hw`` (strategy ``strategy_hw``, shift
     ``shift_hw``) spanning their whole time axis, as in the paper; each query cuboid attends to
-    the memory cuboid covering the same pixels and, optionally, to ``memory_global_vectors`` of
-    the memory. The relative position bias is over the spatial offset. ``periodic_hw`` as in
-    :class:`CuboidSelfAttention`.
+    the memory cuboid covering the same pixels and, optionally, to the memory's global vectors.
+
+    Args:
+        dim: channels ``C`` of a token (the last axis of ``x`` and the memory), divisible by
+            ``num_heads``.
+        num_heads: attention heads, each of ``dim / num_heads`` channels.
+        cuboid_hw: ``(bH, bW)`` pixels per cuboid (clamped to the frame).
+        strategy_hw: ``"l"`` (local) or ``"d"`` (dilated) per axis ``(H, W)``.
+        shift_hw: ``(sH, sW)``, the roll before cutting (``0 <= s < b``; ``(0, 0)``: no shift).
+        padding: how the frame is padded to whole cuboids, one of :data:`PADDINGS`.
+        memory_global_vectors: ``P``, the memory's global vectors every query also attends to;
+            ``P > 0`` makes :meth:`forward` require them ``(B, P, dim)``; 0: none.
+        relative_position: add a learned per-head bias indexed by the spatial offset of a query
+            and a memory token.
+        qkv_bias: give the query and key/value projections a bias.
+        attn_drop: dropout rate of the attention weights, in ``[0, 1]`` (in training only).
+        proj_drop: dropout rate after the output projection, in ``[0, 1]``.
+        periodic_hw: as in :class:`CuboidSelfAttention`.
     """
 
     def __init__(
@@ -849,7 +891,7 @@ PATTERNS: dict[str, Callable[[Size3], list[LayerSpec]]] = {
     "divided_st": _divided_st,
     "full": _full,
 }
-"""Named cuboid patterns: ``name -> f((T, H, W)) -> [(cuboid_size, strategy, shift), ...]``.
+"""Named cuboid patterns, ``name -> f((T, H, W)) -> [(cuboid_size, strategy, shift), ...]``.
 
 ``axial``: (T,1,1), (1,H,1), (1,1,W) unshifted local (the paper's best); ``video_swin``: (2,8,8)
 local, then the same shifted by half; ``divided_st``: (T,1,1) then (1,H,W); ``full``: (T,H,W).
@@ -933,10 +975,28 @@ class _SpatialMix(nn.Module):
 class CuboidTransformerBlock(nn.Module):
     """Pre-norm cuboid self-attention layers of a pattern, then a GELU FFN; all residual.
 
-    ``input_shape = (T, H, W)`` resolves a named pattern (the block runs on other shapes too,
-    with cuboids clamped). With ``global_vectors = P > 0`` the global vectors are threaded through
-    every layer (own norms, residual updates and FFN) and :meth:`forward` returns them.
-    ``periodic_hw``: see :class:`CuboidSelfAttention`.
+    With ``global_vectors = P > 0`` the global vectors are threaded through every layer (own
+    norms, residual updates and FFN) and :meth:`forward` returns them.
+
+    Args:
+        dim: channels ``C`` of a token, divisible by ``num_heads``.
+        num_heads: attention heads of every layer.
+        input_shape: ``(T, H, W)`` that resolves a named pattern (the block runs on other shapes
+            too, with cuboids clamped).
+        pattern: a :data:`PATTERNS` name or a list of ``(cuboid_size, strategy, shift)``, one
+            self-attention layer each.
+        global_vectors: ``P`` global vectors ``(B, P, dim)`` (0: none).
+        padding: how the grid is padded to whole cuboids, one of :data:`PADDINGS`.
+        relative_position: a learned per-head bias by the offset of two tokens of a cuboid.
+        qkv_bias: give the query, key and value projections a bias.
+        attn_drop: dropout rate of the attention weights, in ``[0, 1]``.
+        proj_drop: dropout rate after each attention's output projection, in ``[0, 1]``.
+        periodic_hw: shifted windows wrap across the edge of a frame periodic in ``H`` and ``W``
+            (:class:`CuboidSelfAttention`).
+        mlp_ratio: the FFN's hidden width over ``dim`` (:class:`FeedForward`'s ``ratio``).
+        ffn_drop: dropout rate of the FFN, in ``[0, 1]``.
+        ffn_kernel: 0 (a plain MLP) or an odd ``k``, a depthwise ``k × k`` convolution over
+            ``(H, W)`` in the FFN (:class:`FeedForward`'s ``spatial_kernel``).
     """
 
     def __init__(
@@ -1005,8 +1065,31 @@ class CuboidTransformerBlock(nn.Module):
 
 
 class CuboidCrossBlock(nn.Module):
-    """Pre-norm :class:`CuboidCrossAttention` to a memory plus a GELU FFN, residual
-    (``periodic_hw``: see :class:`CuboidSelfAttention`)."""
+    """Pre-norm :class:`CuboidCrossAttention` to a memory plus a GELU FFN, residual.
+
+    The memory and its global vectors share one layer norm.
+
+    Args:
+        dim: channels ``C`` of a token, divisible by ``num_heads``.
+        num_heads: attention heads.
+        cuboid_hw: ``(bH, bW)`` pixels per cuboid, each spanning the whole time axis.
+        strategy_hw: ``"l"`` (local) or ``"d"`` (dilated) per axis ``(H, W)``.
+        shift_hw: ``(sH, sW)``, the roll before cutting (``(0, 0)``: no shift).
+        padding: how the frame is padded to whole cuboids, one of :data:`PADDINGS`.
+        memory_global_vectors: ``P``, the memory's global vectors ``(B, P, dim)`` every query
+            also attends to (0: none).
+        relative_position: a learned per-head bias by the spatial offset of a query and a memory
+            token.
+        qkv_bias: give the query and key/value projections a bias.
+        attn_drop: dropout rate of the attention weights, in ``[0, 1]``.
+        proj_drop: dropout rate after the output projection, in ``[0, 1]``.
+        periodic_hw: shifted windows wrap across the edge of a frame periodic in ``H`` and ``W``
+            (:class:`CuboidSelfAttention`).
+        mlp_ratio: the FFN's hidden width over ``dim``.
+        ffn_drop: dropout rate of the FFN, in ``[0, 1]``.
+        ffn_kernel: 0 (a plain MLP) or an odd ``k``, a depthwise ``k × k`` convolution over
+            ``(H, W)`` in the FFN (:class:`FeedForward`).
+    """
 
     def __init__(
         self,
@@ -1051,7 +1134,8 @@ class CuboidCrossBlock(nn.Module):
         memory: torch.Tensor,
         memory_global_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x (B, Tq, H, W, C)`` attending to ``memory (B, Tm, H, W, C)`` -> shape of ``x``."""
+        """``x (B, Tq, H, W, C)`` attending to ``memory (B, Tm, H, W, C)`` (and to its
+        ``memory_global_vectors (B, P, C)`` when built with ``P > 0``) -> shape of ``x``."""
         x, memory = in_model_dtype(self, x), in_model_dtype(self, memory)
         memory_global_vectors = in_model_dtype(self, memory_global_vectors)
         g = None if memory_global_vectors is None else self.memory_norm(memory_global_vectors)

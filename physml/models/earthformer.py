@@ -62,7 +62,7 @@ __all__ = ["Earthformer", "PatchMerge"]
 
 
 class PatchMerge(nn.Module):
-    """2x2 spatial patch merging of ``(B, T, H, W, C)`` -> ``(B, T, H/2, W/2, 2C)``."""
+    """2x2 spatial patch merging of ``(B, T, H, W, C)`` -> ``(B, T, H/2, W/2, 2C)``, ``C = dim``."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -42,8 +42,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CHECKPOINT_FORMAT = "physml-forecaster-checkpoint/1"
 SSIM_WINDOW = 11
 RESUME_REMEDY = "use another checkpoint path"
-"""What a refused resume advises: train_forecaster's ``checkpoint`` is a file, not physml
-train's ``--out`` folder."""
+"""What a refused resume advises (train_forecaster's ``checkpoint`` is a file, not physml
+train's ``--out`` folder)."""
 RESTART = (
     "restore an intact copy, delete it to start that training over, or use another checkpoint "
     "path (physml run/demo: another --out)"
@@ -56,7 +56,8 @@ STOPPING = ("max_steps", "budget_s")
 @dataclass
 class TrainReport:
     """What a training run did: ``steps`` taken in total (across resumes), ``seconds`` of
-    training in total, the loss of every step, and ``(step, val_mse)`` pairs when ``val`` was given.
+    training in total, ``losses`` the loss of every step, and ``val_losses`` its ``(step,
+    val_mse)`` pairs when ``val`` was given.
     """
 
     steps: int
@@ -362,12 +363,14 @@ def train_forecaster(
     and checks on resume a callable's module and ``__qualname__`` (a ``functools.partial``'s
     function and arguments), or ``loss_name`` when given: give it where that does not tell two
     losses apart (lambdas are all ``<lambda>``, a loss object is named by its class);
-    mini-batches of ``batch_size`` sequences drawn without replacement in an order fixed by
-    ``seed`` (which also seeds torch's global generator inside the run, for models with dropout).
+    mini-batches of ``batch_size`` sequences, on ``device``, drawn without replacement in an
+    order fixed by ``seed`` (which also seeds torch's global generator inside the run, for models
+    with dropout).
     Stops after ``max_steps`` steps or ``budget_s`` seconds of training, whichever comes first
-    (at least one must be given). ``schedule="cosine"`` decays the learning rate to 0 over
-    ``max_steps`` steps, or over ``budget_s`` seconds when only the budget is given (then the run
-    is not step-for-step reproducible: the clock decides).
+    (at least one must be given). ``lr`` is the learning rate, the schedule's start;
+    ``schedule="cosine"`` decays it to 0 over ``max_steps`` steps, or over ``budget_s`` seconds
+    when only the budget is given (then the run is not step-for-step reproducible: the clock
+    decides).
 
     With ``checkpoint`` the state (model, optimizer, step, random states, losses, time used) is
     saved atomically every ``checkpoint_every`` steps and at the end; a run started with an
@@ -381,7 +384,7 @@ def train_forecaster(
     returned untouched with an empty report. ``val=(inputs, targets)`` is scored every
     ``val_every`` steps (default: at the end only); the time it takes does not count against
     ``budget_s``.
-    ``on_step(step, loss)`` is called after every step.
+    ``on_step(step, loss)`` is called after every step; ``quiet=False`` shows a progress bar.
 
     ``clock`` says what ``budget_s`` and the reported seconds count: ``"wall"`` the elapsed time,
     ``"cpu"`` the CPU time of this process (all its threads) — the fair measure when models are
@@ -535,7 +538,8 @@ def evaluate_forecaster(
     device: str | torch.device = "cpu",
 ) -> ForecastScores:
     """Score ``model`` on ``inputs`` → ``targets`` (``(N, T, C, H, W)``, values on a [0, 1] scale)
-    with :func:`score_forecast`; the forecasts are made ``batch_size`` sequences at a time."""
+    with :func:`score_forecast`; the forecasts are made ``batch_size`` sequences at a time, on
+    ``device``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x_all, y_all = _check_pairs(inputs, targets, "train")
@@ -564,7 +568,8 @@ def score_forecast(
     MSE/MAE are :func:`physml.metrics.frame_mse` / :func:`~physml.metrics.frame_mae` with the
     error summed over each frame's channels and pixels; SSIM is :func:`physml.metrics.ssim` with
     ``data_range=1`` per channel image, with the 11×11 window shrunk to the frame when a frame is
-    smaller. Predictions are scored as they come (not clipped to [0, 1]).
+    smaller. Predictions are scored as they come (not clipped to [0, 1]), ``batch_size``
+    sequences at a time.
     """
     check_sequence("predictions", predictions)
     check_sequence("targets", targets)

@@ -20,14 +20,15 @@ from .prediff import timestep_embedding
 
 
 class KnowledgeRegressor(nn.Module):
-    """``U_φ(z, t)``: latents ``(N, T, c, h, w)`` and timesteps ``(N,)`` → ``(N,)`` (``outputs
-    = 1``) or ``(N, outputs)`` (e.g. one value per target frame).
+    """``U_φ(z, t)``: latents ``(N, T, c, h, w)`` (``latent_shape = (T, c, h, w)``) and
+    timesteps ``(N,)`` → ``(N,)`` (``outputs = 1``) or ``(N, outputs)`` (e.g. one value per target
+    frame).
 
-    The ``T · c`` latent channels are stacked, passed through three 3×3 convolutions (the last
-    two with stride 2; the timestep's sinusoidal embedding added after the first), averaged over
-    space and mapped linearly to the outputs. ``offset`` and ``scale`` (buffers, saved with the
-    weights; finite, ``scale > 0``) set the output's units: the network learns ``(quantity −
-    offset) / scale``.
+    The ``T · c`` latent channels are stacked, passed through three 3×3 convolutions of ``hidden``,
+    ``hidden`` and ``2 · hidden`` channels (the last two with stride 2; the timestep's sinusoidal
+    embedding added after the first), averaged over space and mapped linearly to the outputs.
+    ``offset`` and ``scale`` (buffers, saved with the weights; finite, ``scale > 0``) set the
+    output's units: the network learns ``(quantity − offset) / scale``.
     """
 
     def __init__(

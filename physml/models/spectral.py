@@ -534,7 +534,20 @@ def plain_fno(
     neuralop's: the grid appended, one linear lifting, ``n_layers`` of ``σ(K x + W x)`` (no
     channel MLP, :class:`OneActivationBlocks`), a projection through ``projection_channels``;
     lean layers as in :func:`fast_fno`. Its parameters are the hand-written FNO1d's, and so is
-    its cost per call (``benchmarks/fno_overhead.py``)."""
+    its cost per call (``benchmarks/fno_overhead.py``).
+
+    Args:
+        n_modes: Fourier modes kept per space axis, one entry per axis (its length sets the
+            dimension), as neuralop counts them: the last axis keeps its ``n_modes[-1] // 2 + 1``
+            lowest frequencies (a real FFT), each other axis ``n_modes[i]`` centred on 0.
+        in_channels: channels of the input ``x (batch, in, *space)`` (the grid's coordinates
+            are appended to them).
+        out_channels: channels of the output.
+        hidden_channels: width of the Fourier layers.
+        n_layers: Fourier layers.
+        projection_channels: hidden width of the two-layer projection to ``out_channels``
+            (:data:`PLAIN_PROJECTION`, the reference code's 128, by default).
+    """
     sizes = {
         "in_channels": in_channels,
         "out_channels": out_channels,

@@ -101,9 +101,9 @@ class Task:
     """A glob pattern, relative to the output folder, to the caption of the figures it matches;
     ``{name}`` in a caption stands for the file's stem (``verify/*.png`` -> ``"{name}: ..."``)."""
     cpu_only: bool = False
-    """The task runs on the CPU whatever ``--device`` says: another device is refused."""
+    """The task runs on the CPU whatever ``--device`` says (another device is refused)."""
     checkpoints: bool = True
-    """The task saves its training as it goes: rerunning it after Ctrl-C resumes from there
+    """The task saves its training as it goes, so rerunning it after Ctrl-C resumes from there
     (``False``: it saves nothing to resume and starts over)."""
 
 

@@ -63,7 +63,7 @@ class Scale:
     hidden: int
     softc_weight: float = 1e-3
     softc_steps: int | None = None
-    """SoftC's training steps (default ``train_steps``): its residual term makes a step about five
+    """SoftC's training steps (default ``train_steps``). Its residual term makes a step about five
     times slower. The full scale gives it a quarter of the base ANP's steps; the toy scale half (at
     a quarter its Stefan MSE was 7x the base ANP's, at half 1.1-1.6x, near full scale's 1.7x)."""
 

@@ -168,9 +168,10 @@ def load_checkpoint(
     remedy: str = RESTORE,
 ) -> dict:
     """The checkpoint in ``directory`` (a folder or the file itself), its CRC-32s and format
-    checked (:func:`load_torch_file`); ``argument`` names ``directory`` in the errors (physml
-    evaluate's ``--checkpoint``), ``data_argument`` where the data file goes when ``directory``
-    is one (``--data``), ``remedy`` what a damaged one's refusal advises."""
+    checked (:func:`load_torch_file`), its tensors on ``map_location`` (a device, as for
+    ``torch.load``); ``argument`` names ``directory`` in the errors (physml evaluate's
+    ``--checkpoint``), ``data_argument`` where the data file goes when ``directory`` is one
+    (``--data``), ``remedy`` what a damaged one's refusal advises."""
     path = Path(directory)
     path = path if path.is_file() else checkpoint_path(path)
     if not path.exists():
@@ -209,10 +210,10 @@ def load_weights(
 
 
 REMEDY = "use another --out"
-"""What the refusals below advise by default: physml train's flag for another run folder. A
+"""What the refusals below advise by default, physml train's flag for another run folder. A
 Python API without that flag passes its own wording as ``remedy``."""
 OUT_REMEDY = "use another out= folder"
-"""What they advise a Python caller of the Trainer: its ``out`` argument."""
+"""What they advise a Python caller of the Trainer, its ``out`` argument."""
 
 
 def _sentence(clause: str) -> str:

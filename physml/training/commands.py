@@ -56,7 +56,7 @@ DISTILL_DEFAULTS = {
     "distill_beta": 5.0,
     "distill_tau": "the old model's median relative L2 on the training pairs",
 }
-"""Settings of ``--distill-from``: λ, α, β and τ of focal distillation (physml.updates)."""
+"""Settings of ``--distill-from``, the λ, α, β and τ of focal distillation (physml.updates)."""
 DISTILL_RECORDED = ("strength", "alpha", "beta", "tau")
 """The settings of the built distillation loss a checkpoint records (its attributes)."""
 DistillHook = Callable[..., Loss]

@@ -38,8 +38,8 @@ class World:
 
 
 def world(device: str = "cpu") -> World:
-    """The current world, joining the ``torchrun`` process group on first use (gloo on CPU, nccl
-    on CUDA)."""
+    """The current world, joining the ``torchrun`` process group on first use (gloo for a CPU
+    ``device``, nccl for a CUDA one)."""
     if _environment_int("WORLD_SIZE", 1) <= 1 and not dist.is_initialized():
         return World()
     if not dist.is_initialized():

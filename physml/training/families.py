@@ -95,7 +95,7 @@ MAXIMA: dict[str, int] = {
     "views": 100_000,
     "members": 1024,
 }
-"""The largest value ``model_config`` accepts for each option: far beyond any model these
+"""The largest value ``model_config`` accepts for each option, far beyond any model these
 families train, and small enough that a size check, not the allocator, refuses a typo."""
 EVALUATION_SEED = 1
 """Seed of the context points the ANP is shown in ``physml evaluate`` (training uses 0)."""
@@ -114,11 +114,14 @@ def dataset(task: str, data: PDEData, options: dict) -> torch.utils.data.Dataset
 
 
 def relative_l2_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The relative L2 error (:func:`physml.metrics.relative_l2`) of ``model(x)`` on ``y`` over a
+    batch ``(x, y)``."""
     x, y = batch
     return metrics.relative_l2(model(x), y)
 
 
 def mse_loss(model: nn.Module, batch) -> torch.Tensor:
+    """The mean squared error of ``model(x)`` on ``y`` over a batch ``(x, y)``."""
     x, y = batch
     return (model(x) - y).square().mean()
 
@@ -236,17 +239,17 @@ WRAPPING = ("earthformer", "unet", "convlstm")
 """The families whose convolutions wrap around on a periodic domain (``periodic=True``)."""
 
 DOMAIN_AWARE = (*WRAPPING, "fno")
-"""The families built for the domain: the wrapping ones, and the FNO, which reads position as
+"""The families built for the domain, the wrapping ones and the FNO, which reads position as
 periodic coordinates there (:class:`~physml.models.coordinates.PeriodicCoordinates`)."""
 
 SPECTRAL = ("fno", "boon-fno")
 """The families whose weights hold as many modes as the training grid allowed."""
 
 EXACT_SHIFT = "ifftshift"
-"""A spectral family's ``spectral`` on a grid with an odd axis before the last: its Fourier layers
-shift the spectrum back exactly (:class:`~physml.models.LeanSpectralConv`). Runs there before
-that (a second ``fftshift``, each frequency of such an axis landing one bin off) lack it; on 1-D
-and even grids the two agree, and nothing is recorded."""
+"""A spectral family's ``spectral`` on a grid with an odd axis before the last, where its Fourier
+layers shift the spectrum back exactly (:class:`~physml.models.LeanSpectralConv`). Runs there
+before that (a second ``fftshift``, each frequency of such an axis landing one bin off) lack it;
+on 1-D and even grids the two agree, and nothing is recorded."""
 
 
 def same_pairs(model: str, items, trained: list) -> bool:

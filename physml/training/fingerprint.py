@@ -15,7 +15,7 @@ from ..errors import user_stacklevel
 from .generators import generators_kept
 
 HASHED = "every sample"
-"""How ``sample_hash`` is taken (the fingerprint's ``hashed``): the bytes of every item.
+"""How ``sample_hash`` is taken (the fingerprint's ``hashed``), from the bytes of every item.
 Checkpoints without ``hashed`` hashed the bytes of :data:`SAMPLED` items only."""
 SAMPLED = 5
 """The evenly spread samples (first and last included) that checkpoints before ``hashed``
@@ -29,8 +29,8 @@ RANDOM_ITEMS = "size, shapes and dtypes: the items differ from one read to the n
 ROWS = 4096
 """Items hashed at once from the tensors they are rows of (a ``TensorDataset``'s)."""
 PROVENANCE = ("created", "merged_from")
-"""File attributes that say when and how a file was packaged, not what it holds: the same data
-regenerated or merged again must resume the same run."""
+"""File attributes that say when and how a file was packaged, not what it holds (the same data
+regenerated or merged again must resume the same run)."""
 
 
 def item_tensors(item: object) -> list[torch.Tensor]:

@@ -113,14 +113,27 @@ def train_anp(
     batch)``) for ``steps`` batches of ``sampler.batch`` fresh functions; returns the loss of
     every step.
 
-    Deterministic given ``seed``. With ``out`` (a folder) the Trainer checkpoints every
-    ``checkpoint_every`` steps and at the end, and a later call with the same settings resumes
-    from there, bitwise as an uninterrupted run. ``device`` defaults to the model's. The model is
-    left in eval mode. The run records ``loss_extra.description`` when the term has one (as
+    Deterministic given ``seed``. With ``out`` the Trainer checkpoints, and a later call with the
+    same settings resumes from there, bitwise as an uninterrupted run. The model is left in eval
+    mode. The run records ``loss_extra.description`` when the term has one (as
     :func:`physml.models.softc_loss_extra`'s does: case, weight, grid), so that a run with
     another term is refused on resume instead of continued. The run draws ``steps × batch``
     functions, so it resumes only for the same ``steps``. :func:`load_anp` reads the trained
     weights from ``out`` back into a model built with the same settings.
+
+    Args:
+        model: the :class:`~physml.models.AttentiveNeuralProcess` to train (in place).
+        sampler: the :class:`~physml.data.GPMESampler` the functions are drawn from; its
+            ``batch`` is the batch of every step.
+        steps: optimiser steps.
+        lr: Adam's learning rate, constant.
+        seed: seeds the functions drawn (each with its own latent draw) and the order they are
+            served in.
+        progress: show a progress bar of the steps (on stderr; under ``torchrun`` rank 0's).
+        out: a folder for the checkpoints (``None``: none, nothing to resume).
+        loss_extra: ``loss_extra(model, batch)``, a scalar added to every step's loss.
+        checkpoint_every: steps between checkpoints into ``out`` (one is also taken at the end).
+        device: where it trains (the model is moved there); default the model's device.
     """
     if not isinstance(model, AttentiveNeuralProcess):
         raise TypeError(f"model must be an AttentiveNeuralProcess, got {type(model).__name__}")
@@ -269,7 +282,8 @@ def load_anp(
 class MemberRows(Dataset):
     """Rows ``inputs (N, d)``, ``targets (N,)`` served to ``members`` ensemble members at once:
     item ``i`` is ``(inputs[π_m(i)] (M, d), targets[π_m(i)] (M,))`` over the members ``m``,
-    ``π_m`` a permutation of the rows seeded by ``(seed, m)``."""
+    ``π_m`` a permutation of the rows seeded by ``(seed, m)``. ``attributes``: what the
+    checkpoint's data fingerprint records of the rows (e.g. a checksum of them)."""
 
     def __init__(
         self,
@@ -328,9 +342,22 @@ def fit_ensemble(
     Fresh weights from ``seed`` (member ``m`` from its own generator), statistics from the data,
     then ``epochs`` passes of ``N // batch`` steps (``batch = min(batch_size, N)``; the rows
     left over an epoch differ from epoch to epoch) with Adam at a constant ``lr``. With ``out``
-    the Trainer checkpoints every ``checkpoint_every`` epochs and at the end, and a later call
-    with the same settings and data resumes from there, bitwise. Sets ``ensemble.loss_curve_``
-    (mean NLL per member and epoch, standardised units); returns the ensemble in eval mode.
+    a later call with the same settings and data resumes from the last checkpoint, bitwise.
+    Sets ``ensemble.loss_curve_`` (mean NLL per member and epoch, standardised units); returns
+    the ensemble in eval mode.
+
+    Args:
+        ensemble: the :class:`~physml.models.DeepEnsemble` to train (in place).
+        inputs: rows ``(N, d)``, ``d`` the ensemble's ``in_features``.
+        targets: ``(N,)``, one value per row.
+        epochs: passes over the rows.
+        batch_size: rows per step, at most ``N``.
+        lr: Adam's learning rate, constant.
+        seed: seeds the members' initial weights and the order of the rows.
+        progress: show a progress bar of the steps (on stderr; under ``torchrun`` rank 0's).
+        out: a folder for the checkpoints (``None``: none, nothing to resume).
+        checkpoint_every: epochs between checkpoints into ``out`` (one is also taken at the end).
+        device: where it trains (the ensemble is moved there); default the ensemble's device.
     """
     if not isinstance(ensemble, DeepEnsemble):
         raise TypeError(f"ensemble must be a DeepEnsemble, got {type(ensemble).__name__}")

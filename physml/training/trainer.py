@@ -92,7 +92,8 @@ class TrainConfig:
     at the end); validating, at ``validate_every`` or only at the end, needs a validation set passed
     to ``fit``. ``seed`` fixes the order of the samples and seeds torch's, numpy's and Python's
     global generators when a run starts afresh (a resumed run restores the states its checkpoint
-    saved).
+    saved). ``device`` is where the model trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``; the model
+    and each batch are moved there).
     """
 
     steps: int = 1000
@@ -146,9 +147,11 @@ LATER_SETTINGS = {"accumulate": 1}
 
 @dataclass
 class TrainReport:
-    """What a run did: the loss of every step (mean over ranks), validation losses (``None``
-    where not finite), timing; ``stopped_at`` the step an ``on_validation`` stop ended the run at
-    (``None``: it ran all ``steps``)."""
+    """What a run did: ``losses`` the loss of every step (mean over ranks), ``validation`` the
+    ``(step, loss)`` of each validation (``None`` where not finite), ``resumed_from`` the step the
+    run resumed at (0: a fresh start), ``wall_s`` the seconds this call trained and
+    ``samples_per_s`` its samples a second; ``stopped_at`` the step an ``on_validation`` stop
+    ended the run at (``None``: it ran all ``steps``)."""
 
     steps: int
     losses: list[float] = field(default_factory=list)

@@ -62,7 +62,10 @@ def _threshold(value: object) -> float:
 
 
 class Check:
-    """A check: :meth:`score` per sample, failed above ``threshold``; ``name`` labels reports."""
+    """A check: :meth:`score` per sample, failed above ``threshold`` (in the score's units;
+    :meth:`calibrate` sets it from samples the surrogate is trusted on); ``name`` labels reports.
+    Calling it on ``inputs (batch, ...)`` and the surrogate's ``prediction`` for them scores
+    each sample."""
 
     name = "check"
 
@@ -188,7 +191,7 @@ class ConstraintResidual(Check):
 
     Score: the largest ``|constraint.residual(u, inputs)|`` of each sample (the constraint's
     units, e.g. mass), ``u`` the point prediction; ``inputs`` reach a target given as a function
-    of the model's inputs.
+    of the model's inputs. Fails above ``threshold``; ``name`` labels it in reports.
     """
 
     def __init__(self, constraint: Constraint, threshold: float, name: str = "conservation"):
@@ -210,7 +213,8 @@ class BoundaryError(Check):
     Dirichlet: ``|u − value|`` at each wall; Neumann: ``|∂u/∂x − flux|`` with the second-order
     one-sided difference ``(∓3u₀ ± 4u₁ ∓ u₂) / (2 dx)``. Score: the largest over walls (and any
     channel or time axis) of each sample, in the field's units (per unit length for Neumann).
-    ``time`` is where values given as functions of time are evaluated.
+    ``time`` is where values given as functions of time are evaluated; ``grid`` is the
+    :class:`pdes.Grid1D` of the last axis; a sample fails above ``threshold``.
 
     ``bc`` is a :class:`pdes.Dirichlet` or :class:`pdes.Neumann`, or, for walls that differ per
     sample, a function of the inputs returning one, ``bc(inputs)`` (e.g.
@@ -350,7 +354,8 @@ class PDEResidual(Check):
 
     ``residual(inputs, u) -> (batch, ...)`` is the equation evaluated on the point prediction
     ``u`` (e.g. ``u_t + u u_x − ν u_xx`` by differences on a predicted trajectory); the score is
-    its root mean square over each sample, in the equation's units.
+    its root mean square over each sample, in the equation's units; a sample fails above
+    ``threshold``.
     """
 
     name = "pde_residual"

@@ -186,7 +186,9 @@ def sample_errors(
 ) -> torch.Tensor:
     """Per-sample errors ``(len(items),)`` float64 of ``model`` on a dataset of items, no gradient.
 
-    E.g. the old model's median error on the training set, a natural τ.
+    The items are collated ``batch`` at a time, ``unpack(batch) -> (x, y)`` takes the input and
+    target out of each batch, and ``error(model(x), y)`` gives each sample's error. E.g. the old
+    model's median error on the training set, a natural τ.
     """
     positive_int("batch", batch)
     if len(items) == 0:

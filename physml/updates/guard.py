@@ -29,9 +29,10 @@ Model = Callable[[torch.Tensor], object]
 
 class NonFiniteAnswer(NonFiniteError):
     """A surrogate's NaN or inf answer to some samples of a batch, which its output (a Gaussian or
-    an Ensemble) cannot hold: ``samples`` their indices in the batch. :class:`Guard` sends them to
-    the fallback and answers the others with ``answer`` (the output for the other samples, in
-    batch order), or, where that is ``None``, by asking the surrogate again for them."""
+    an Ensemble) cannot hold (``message`` says so): ``samples`` their indices in the batch.
+    :class:`Guard` sends them to the fallback and answers the others with ``answer`` (the output
+    for the other samples, in batch order), or, where that is ``None``, by asking the surrogate
+    again for them."""
 
     def __init__(self, message: str, samples: Sequence[int], answer: object = None) -> None:
         super().__init__(message)
@@ -74,7 +75,7 @@ class GuardResult:
 
     @property
     def fallback(self) -> torch.Tensor:
-        """``(batch,)`` booleans: the samples answered by the fallback."""
+        """The samples answered by the fallback, ``(batch,)`` booleans."""
         fired = self.fired.any(1)
         return fired if self.non_finite is None else fired | self.non_finite
 
@@ -479,7 +480,9 @@ def guard(
 
 @dataclass(frozen=True)
 class RefineRound:
-    """One measurement of :func:`refine`: the surrogate's share and how often each check fired."""
+    """One measurement of :func:`refine`: ``round`` (0 before any retraining), the surrogate's
+    share of the inputs ``surrogate_fraction``, ``sent`` the samples the fallback answered and
+    ``fired`` how many samples each check failed (:meth:`GuardResult.counts`)."""
 
     round: int
     surrogate_fraction: float

@@ -28,8 +28,8 @@ from ..training.families import (
 from .distillation import FocalDistillation, frozen, sample_errors
 
 OLD_MODEL_REMEDY = "restore an intact copy of the old model's run folder, or give another one"
-"""What a refusal of a damaged ``--distill-from`` checkpoint advises (not to delete it: it is
-the model being replaced, not a training to start over)."""
+"""What a refusal of a damaged ``--distill-from`` checkpoint advises (not to delete it, as it
+is the model being replaced, not a training to start over)."""
 
 
 def load_previous(

@@ -173,7 +173,8 @@ def reconstruction_scores(
     autoencoder: FrameAutoencoder, frames: torch.Tensor, batch: int = 64
 ) -> dict[str, float]:
     """How well ``autoencoder`` keeps frames ``(N, T, C, H, W)`` in [0, 1]: ``mse`` (per pixel),
-    ``frame_mse`` (summed per frame, the Earthformer convention) and ``ssim`` (data range 1)."""
+    ``frame_mse`` (summed per frame, the Earthformer convention) and ``ssim`` (data range 1),
+    ``batch`` sequences at a time."""
     positive_int("batch", batch)
     was_training = autoencoder.training
     autoencoder.eval()

@@ -35,7 +35,9 @@ from ..earthformer import PatchMerge, PositionEmbedding
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """What PreDiff needs of a denoiser (see the module docstring)."""
+    """What PreDiff needs of a denoiser (see the module docstring): called on noisy target
+    latents ``z_t (B, T_out, c, h, w)``, their timesteps ``t (B,)`` and the clean ``context (B,
+    T_in, c, h, w)``, it returns ``ε̂`` shaped like ``z_t``."""
 
     context_frames: int
     target_frames: int
@@ -138,6 +140,8 @@ class ConvDenoiser(nn.Module):
 
     ``widths[l]`` channels at level ``l`` (the latent ``h, w`` halve between levels, so they must
     be divisible by ``2^(len(widths) − 1)``); ``blocks`` residual blocks per level and side.
+    ``context_frames`` ``T_in``, ``target_frames`` ``T_out`` and ``latent_shape`` ``(c, h, w)``
+    are the shapes of the latents it is called on.
     """
 
     def __init__(
@@ -240,6 +244,10 @@ class CuboidDenoiser(nn.Module):
     ``dim`` channels per token at the patch level, ``2 dim`` one level down; ``depth = (d0, d1)``
     blocks at the patch level (on each side of the UNet) and at the lower level; ``patch`` the
     side of the square latent patch one token holds (``h, w`` divisible by ``2 · patch``).
+    ``context_frames`` ``T_in``, ``target_frames`` ``T_out`` and ``latent_shape`` ``(c, h, w)``
+    are the shapes of the latents it is called on; ``num_heads``, ``pattern`` (a
+    :data:`~physml.models.cuboid.PATTERNS` name) and ``mlp_ratio`` those of every
+    :class:`~physml.models.cuboid.CuboidTransformerBlock`.
     """
 
     def __init__(

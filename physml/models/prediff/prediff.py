@@ -262,8 +262,8 @@ class PreDiff(nn.Module):
 
 class LatentPairs(Dataset):
     """``(context, target)`` latents ``(T, c, h, w)`` of a dataset of frame pairs, encoded once
-    by ``prediff`` on its device and kept on the CPU (normalised; for :func:`diffusion_loss`).
-    Keeps the source's ``attributes``."""
+    by ``prediff`` on its device and kept on the CPU (normalised; for :func:`diffusion_loss`),
+    ``batch`` items of ``pairs`` at a time. Keeps the source's ``attributes``."""
 
     def __init__(self, prediff: PreDiff, pairs: Dataset, batch: int = 64) -> None:
         positive_int("batch", batch)
@@ -291,8 +291,9 @@ class LatentPairs(Dataset):
 def diffusion_loss(model: nn.Module, batch: object) -> torch.Tensor:
     """Stage-2 loss for the Trainer: ε-prediction MSE at timesteps uniform in ``[0, T)``.
 
-    ``batch`` is ``(context, target)`` latents ``(B, T, c, h, w)`` (:class:`LatentPairs`); the
-    timesteps and noise come from torch's global generator (the Trainer seeds and resumes it).
+    ``model`` is the :class:`PreDiff` whose denoiser trains; ``batch`` is ``(context, target)``
+    latents ``(B, T, c, h, w)`` (:class:`LatentPairs`); the timesteps and noise come from torch's
+    global generator (the Trainer seeds and resumes it).
     """
     if isinstance(model, DistributedDataParallel):
         raise TypeError(
@@ -309,5 +310,6 @@ def diffusion_loss(model: nn.Module, batch: object) -> torch.Tensor:
 
 
 def update_ema(model: nn.Module, step: int) -> None:
-    """The Trainer's ``after_step``: fold the denoiser's weights into its EMA copy."""
+    """The Trainer's ``after_step``: fold the denoiser's weights into its EMA copy, for the
+    :class:`PreDiff` ``model`` after every ``step``."""
     model.ema.update_parameters(model.denoiser)

@@ -63,8 +63,10 @@ def ddim_sample(
     enabled on a detached ``z_t`` (a guide calls ``z_t.requires_grad_()`` if it differentiates);
     it returns ``g`` shaped like ``z_t``. ``decode`` (latents → frames, differentiable) is handed
     to the guide as ``ReverseStep.decode``. ``generator`` draws the starting ``z`` and every
-    step's noise, in ``dtype`` (torch's default if None). ``spacing``: ``"leading"`` or
-    ``"trailing"`` timesteps (:meth:`.NoiseSchedule.sampling_timesteps`).
+    step's noise, in ``dtype`` (torch's default if None), on ``device``. ``spacing``:
+    ``"leading"`` or ``"trailing"`` timesteps (:meth:`.NoiseSchedule.sampling_timesteps`) of the
+    ``schedule`` the denoiser was trained with. ``eta`` in ``[0, 1]`` scales each step's fresh
+    noise: 0 is deterministic DDIM, 1 as much noise as DDPM's posterior.
     """
     eta = check_eta(eta)
     timesteps = schedule.sampling_timesteps(steps, spacing)

@@ -32,7 +32,7 @@ TRAIN_SEED, TEST_SEED = 0, 100_000  # dataset seed of the first training and fir
 
 
 FNO_LAYOUTS = ("plain", "neuralop")
-"""The FNO of a case: ``plain`` (the FNO and BOON reference code's FNO1d, through
+"""The FNO of a case is ``plain`` (the FNO and BOON reference code's FNO1d, through
 :func:`physml.models.plain_fno`: as fast as the hand-written one and, at these budgets, more
 accurate than neuralop's defaults) or ``neuralop`` (neuralop's defaults through
 :func:`physml.models.fast_fno`: a channel MLP in every layer, a two-layer lifting)."""

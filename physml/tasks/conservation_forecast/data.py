@@ -103,7 +103,8 @@ TOY = Scale(
     kc_scales=(1.0,),
     steps={"earthformer": 2, "fno": 8, "autoencoder": 8, "denoiser": 12},
 )
-"""A smoke run of every stage (fixed steps, about the budget's: repeatable), not a forecaster."""
+"""A smoke run of every stage (fixed steps, about the budget's, so repeatable), not a
+forecaster."""
 
 FULL = Scale(
     nx=64,

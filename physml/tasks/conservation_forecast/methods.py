@@ -20,7 +20,7 @@ EXACT = 1e-6  # ce_abs a HardC / ProbConserv row must meet (relative to the tota
 
 
 SHRINKAGE = 1.0
-"""``probconserv_shrunk``: the weight of the members' own variances in the update's covariance.
+"""The weight of the members' own variances in the update's covariance (``probconserv_shrunk``).
 At 1 each point moves in proportion to its spread, whatever the members' correlations. Where the
 members' differences carry mass coherently (``gᵀΣg ≫ Σᵢ Σᵢᵢ gᵢ²``, as on the forecasters here)
 only α near 1 changes the gain much; an unrecorded probe at 0.5 stayed close to

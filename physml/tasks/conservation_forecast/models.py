@@ -63,7 +63,7 @@ convolutions wrap around instead of meeting a zero wall at the frame's edge, and
 depth-to-space head starts every token's pixels equal; both artifacts showed in the members'
 spread (``benchmarks/results/earthformer_artifacts.md``)."""
 MEMBER_FOLDERS = {"earthformer": "earthformer-periodic+icnr", "fno": "fno-trajectories"}
-"""Trainer folder of member ``i``: ``<name>-<i>``. The name carries the options, so that members
+"""Member ``i`` trains in the folder ``<name>-<i>``. The name carries the options, so that members
 trained without them (same parameters, different padding) are never resumed into this model."""
 PREDIFF_FOLDERS = {"autoencoder": "autoencoder-trajectories", "denoiser": "denoiser-trajectories"}
 """Trainer folders of PreDiff's two stages. The FNO's and the autoencoder's names say that they

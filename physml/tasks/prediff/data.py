@@ -98,10 +98,10 @@ TOY = Scale(
     intensity_lambdas=(10.0, 100.0),
     ema_decay={"conv": 0.9, "cuboid": 0.9},
 )
-"""Seconds of training per model: a smoke run, not a forecaster."""
+"""A smoke run of seconds of training per model, not a forecaster."""
 
 SIZES = {"toy": TOY, "full": TOY}
-"""The task's sizes: both toy (the task runs at toy scale only; the full-scale study is
+"""The task's sizes, both toy (the task runs at toy scale only; the full-scale study is
 ``benchmarks/prediff_nbody.py``, hours)."""
 
 

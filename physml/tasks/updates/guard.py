@@ -29,7 +29,8 @@ from .data import F64, Equation, Solver, rms
 from .models import MemberEnsemble, predict
 
 LEVELS = (1.0, 0.99, 0.97, 0.95, 0.9, 0.8)
-"""Quantiles of the in-range validation scores used as the checks' thresholds (1: the largest)."""
+"""Quantiles of the in-range validation scores used as the checks' thresholds (1 being the
+largest)."""
 
 
 def inflow(problem: Equation) -> float:
