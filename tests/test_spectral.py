@@ -821,3 +821,20 @@ def test_layers_using_the_same_modes_of_different_weights_each_use_their_own():
     torch.testing.assert_close(
         actual.double(), expected, rtol=0.0, atol=1e-5 * float(expected.abs().max())
     )
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_fast_fno_takes_an_int_n_modes_as_one_space_axis(periodic):
+    """``fast_fno(n_modes=4, ...)`` failed inside neuralop (or at ``len`` with ``periodic``),
+    while ``plain_fno`` takes an int as one space axis."""
+    options = {"in_channels": 1, "out_channels": 1, "hidden_channels": 8, "n_layers": 2}
+    torch.manual_seed(0)
+    from_int = fast_fno(n_modes=4, periodic=periodic, **options)
+    torch.manual_seed(0)
+    from_tuple = fast_fno(n_modes=(4,), periodic=periodic, **options)
+    assert from_int.n_modes == from_tuple.n_modes == (4,)
+    x = torch.randn(2, 1, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert_same(from_int(x), from_tuple(x))
+    with pytest.raises(ValueError, match=r"^n_modes must be a non-empty sequence of integers"):
+        fast_fno(n_modes="4", periodic=periodic, **options)

@@ -457,6 +457,8 @@ def fast_fno(
         )
     if periodic and position is not None:
         raise ValueError("give periodic=True or position, not both: each sets the position")
+    if "n_modes" in fno_options:
+        fno_options = {**fno_options, "n_modes": _mode_counts(fno_options["n_modes"])}
     if not periodic:
         fno = CheckedFNO(**fno_options, conv_module=LeanSpectralConv)
         _lean_pointwise_layers(fno)
@@ -523,7 +525,7 @@ def _unhooked(module: nn.Module) -> bool:
 
 
 def plain_fno(
-    n_modes: tuple[int, ...],
+    n_modes: int | tuple[int, ...],
     in_channels: int,
     out_channels: int,
     hidden_channels: int,
@@ -538,8 +540,9 @@ def plain_fno(
 
     Args:
         n_modes: Fourier modes kept per space axis, one entry per axis (its length sets the
-            dimension), as neuralop counts them: the last axis keeps its ``n_modes[-1] // 2 + 1``
-            lowest frequencies (a real FFT), each other axis ``n_modes[i]`` centred on 0.
+            dimension; an int ``n`` is ``(n,)``, one space axis), as neuralop counts them: the
+            last axis keeps its ``n_modes[-1] // 2 + 1`` lowest frequencies (a real FFT), each
+            other axis ``n_modes[i]`` centred on 0.
         in_channels: channels of the input ``x (batch, in, *space)`` (the grid's coordinates
             are appended to them).
         out_channels: channels of the output.
