@@ -56,6 +56,7 @@ from common import (  # noqa: E402
 )
 
 from physml._io import atomic_write_text  # noqa: E402
+from physml.metrics import mean_se  # noqa: E402
 from physml.tasks import boon  # noqa: E402
 from physml.training.checkpoint import load_torch_file, save_torch_file  # noqa: E402
 
@@ -141,14 +142,6 @@ class Progress:
 
 def save_predictions(path: Path, predictions: dict[str, torch.Tensor]) -> None:
     save_torch_file(path, {k: v.detach().cpu() for k, v in predictions.items()})
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
 
 
 def known_se(value: float | None) -> float:

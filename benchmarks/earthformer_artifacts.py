@@ -49,11 +49,12 @@ CONFIGS = {
 }
 METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")
 COLUMNS = (
-    "case", "method", "mse", "mse_vs_zero_pad", "crps", "crps_vs_hardc", "spread_skill",
-    "error_spread_rho", "spearman_spread", "ce_abs", "train_s",
+    "case", "method", "mse", "mse_vs_zero_pad", "crps", "crps_fair", "crps_vs_hardc",
+    "spread_skill", "error_spread_rho", "spearman_spread", "ce_abs", "train_s",
 )  # fmt: skip
 NOTES = """
-`mse` of the ensemble mean and `crps` (per pixel, tracer units) on the test windows;
+`mse` of the ensemble mean and `crps` (per pixel, tracer units) on the test windows: the ensemble
+CRPS, plain (biased) estimator, `crps_fair` the unbiased one;
 `mse_vs_zero_pad`: over the `zero-pad` ensemble's of the same variant and method;
 `crps_vs_hardc`: over HardC's of the same ensemble (below 1: the update beats the projection);
 `error_spread_rho` (raw rows): Spearman's ρ between the mean's |error| and the members' standard

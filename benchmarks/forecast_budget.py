@@ -40,13 +40,15 @@ from physml.tasks.figures import save_figure  # noqa: E402
 NAME = "forecast_budget"
 METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")
 COLUMNS = (
-    "case", "method", "members", "factor", "steps", "mse", "crps", "crps_vs_hardc", "crps_vs_raw",
-    "mse_vs_raw", "spread_skill", "error_spread_rho", "spearman_spread", "train_s",
+    "case", "method", "members", "factor", "steps", "mse", "crps", "crps_fair", "crps_vs_hardc",
+    "crps_vs_raw", "mse_vs_raw", "spread_skill", "error_spread_rho", "spearman_spread", "train_s",
 )  # fmt: skip
 NOTES = """
 `case`: `<members>x<factor>`; `factor`: the members' step count over the task's (`steps` each, a
 fresh cosine schedule); `train_s`: CPU seconds of all the members' training. `mse` of the
-ensemble mean and `crps` (per pixel, tracer units) on the conserved variant's test windows;
+ensemble mean and `crps` (per pixel, tracer units) on the conserved variant's test windows: the
+ensemble CRPS, plain (biased) estimator, `crps_fair` the unbiased one (the plain one penalises
+fewer members: compare ensembles of different sizes by `crps_fair`);
 `crps_vs_hardc` / `crps_vs_raw` / `mse_vs_raw` against the same ensemble's HardC and raw rows
 (below 1: better); `error_spread_rho` (raw rows): Spearman's ρ between the mean's |error| and the
 members' standard deviation per pixel; `spearman_spread`: ρ between the update's |correction|

@@ -6,10 +6,10 @@ samples) each trained on the same CPU budget (step counts from a measured time p
 ``plan.json`` in each variant's work folder), then every method of
 :mod:`physml.tasks.conservation_forecast`: raw, HardC, ProbConserv, PreDiff-KC, KC + ProbConserv,
 each followed by ``NonNegative``. Rows per (case = model-variant, method) with ``ce_abs``,
-``mse``, ``crps``, ``spread_skill``, ``neg_fraction``, ``fwd_ms`` and the mass error per lead;
-``spearman_spread`` / ``correction_cv`` say where the updates moved mass, ``error_spread_rho``
-whether the raw spread is where the error is. The issue's targets
-are checked into ``done_when``. Data, trainings (the Trainer resumes) and the step plan are kept
+``mse``, ``crps``, ``crps_fair``, ``spread_skill``, ``neg_fraction``, ``fwd_ms`` and the mass
+error per lead; ``spearman_spread`` / ``correction_cv`` say where the updates moved mass,
+``error_spread_rho`` whether the raw spread is where the error is. The issue's targets are
+checked into ``done_when``. Data, trainings (the Trainer resumes) and the step plan are kept
 in ``--work``, so an interrupted run continues where it stopped. ``--jobs 2`` runs the two
 variants in two processes side by side (one thread each)::
 
@@ -46,6 +46,7 @@ COLUMNS = (
     "ce_abs_max",
     "mse",
     "crps",
+    "crps_fair",
     "spread_skill",
     "neg_fraction",
     "fwd_ms",
@@ -56,12 +57,14 @@ COLUMNS = (
 )
 NOTES = """
 `ce_abs` = mean over members, windows and lead times of |∫ member − true mass| / true mass
-(`ce_abs_max` the largest). `mse` of the ensemble mean, `crps` the ensemble CRPS per pixel (both
-in tracer units), `spread_skill` = √((M+1)/M · mean member variance) / RMSE of the mean,
-`neg_fraction` the share of member pixels < 0, `fwd_ms` the constraint's time per window (for
-`kc*` rows: guided minus plain sampling). `spearman_spread`: Spearman's ρ between the mean
-|correction| per pixel and the raw ensemble's standard deviation (mean over windows and lead
-times); `correction_cv`: coefficient of variation of |correction| over a frame (0: uniform).
+(`ce_abs_max` the largest). `mse` of the ensemble mean, `crps` the ensemble CRPS per pixel, plain
+(biased) estimator, `crps_fair` the unbiased one (all in tracer units; the plain one favours too
+narrow ensembles, the more so the fewer the members), `spread_skill` = √((M+1)/M · mean member
+variance) / RMSE of the mean, `neg_fraction` the share of member pixels < 0, `fwd_ms` the
+constraint's time per window (for `kc*` rows: guided minus plain sampling). `spearman_spread`:
+Spearman's ρ between the mean |correction| per pixel and the raw ensemble's standard deviation
+(mean over windows and lead times); `correction_cv`: coefficient of variation of |correction|
+over a frame (0: uniform).
 `error_spread_rho` (raw rows): Spearman's ρ between the ensemble mean's |error| and the
 members' standard deviation per pixel (mean over windows and lead times): whether the spread
 says where the error is, which a covariance update needs to beat a uniform projection.

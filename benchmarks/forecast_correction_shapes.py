@@ -60,6 +60,7 @@ COLUMNS = (
     "method",
     "kappa",
     "crps",
+    "crps_fair",
     "crps_vs_hardc",
     "crps_vs_raw",
     "mse_vs_raw",
@@ -69,6 +70,8 @@ COLUMNS = (
     "spread_skill",
 )
 NOTES = """
+`crps`: the ensemble CRPS per pixel, plain (biased) estimator; `crps_fair` the unbiased one (the
+ratios and `kappa`'s choice read `crps`).
 `crps_vs_hardc` / `crps_vs_raw` / `mse_vs_raw`: the row's ensemble CRPS (MSE of the mean) over
 HardC's and the raw ensemble's of the same `ensemble` (below 1: better). `spearman_spread`:
 Spearman's ρ between the mean |correction| per pixel and the raw members' standard deviation
@@ -192,10 +195,6 @@ def shifted(context: torch.Tensor, sigma: float, generator: torch.Generator) -> 
     return torch.fft.ifft2(torch.fft.fft2(context) * phase).real
 
 
-def crps(samples: torch.Tensor, target: torch.Tensor) -> float:
-    return float(metrics.crps_ensemble(samples, target, reduction="none").mean())
-
-
 def mse(samples: torch.Tensor, target: torch.Tensor) -> float:
     return float(metrics.mse(samples.mean(0), target))
 
@@ -206,13 +205,14 @@ def row(case, ensemble, method, samples, raw, hardc, test, extra=None) -> dict:
         "case": case,
         "ensemble": ensemble,
         "method": method,
-        "crps": crps(samples, test.target),
+        "crps": blocks.mean_crps(samples, test.target),
+        "crps_fair": blocks.mean_crps(samples, test.target, fair=True),
         "mse": mse(samples, test.target),
         "spread_skill": metrics.spread_skill(samples, test.target),
         **(extra or {}),
     }
-    found["crps_vs_hardc"] = found["crps"] / crps(hardc, test.target)
-    found["crps_vs_raw"] = found["crps"] / crps(raw, test.target)
+    found["crps_vs_hardc"] = found["crps"] / blocks.mean_crps(hardc, test.target)
+    found["crps_vs_raw"] = found["crps"] / blocks.mean_crps(raw, test.target)
     found["mse_vs_raw"] = found["mse"] / mse(raw, test.target)
     if method == "raw":
         found["error_spread_rho"] = blocks.error_spread(raw, test.target)
@@ -237,7 +237,7 @@ def shape_rows(case: str, validation: tuple, test, grid, learned: torch.Tensor) 
         if gap > 1e-9:
             raise AssertionError(f"the {theirs} cross-check is off by {gap:.3g} (relative)")
     scores = {
-        k: crps(
+        k: blocks.mean_crps(
             shaped_update(v_samples, v_windows.known_mass, gradient_shape(v_samples, k)),
             v_windows.target,
         )

@@ -845,6 +845,7 @@ COLUMNS = [
     "ssim",
     "ssim_member",
     "crps",
+    "crps_fair",
     "spread_skill",
     "energy_error",
     "energy_error_se",
@@ -859,9 +860,10 @@ Data: N-body digits {size}×{size}, {t_in} → {t_out} frames, the energy-conser
 (leapfrog, 8 substeps, no velocity clip; largest energy drift over a video {drift:.2%}),
 {train} training videos (train handwriting), {validation} validation videos (λ sweeps) and
 {test} test videos (disjoint handwriting). Energies: mean {energy_mean:.3g}, std
-{energy_std:.3g} (pixels²/step²). `mse` / `mae` / `crps` are summed over a frame's pixels
+{energy_std:.3g} (pixels²/step²). `mse` / `mae` / `crps*` are summed over a frame's pixels
 ([0, 1] scale) and averaged over frames and videos; `mse`, `mae`, `ssim` score the ensemble mean,
-`*_member` one member. `crps` is the plain ensemble CRPS (the MAE for one member);
+`*_member` one member. `crps` is the ensemble CRPS, plain (biased) estimator (the MAE for one
+member), `crps_fair` the unbiased one (NaN for one member);
 `spread_skill` = √((M+1)/M · mean member variance) / RMSE of the mean. `energy_error` =
 mean over target frames of |E_judge(x̂_t) − E₀| (E₀ the simulator's energy of the context, mean
 over its frames), averaged over members and videos, `energy_error_se` a bootstrap over videos;

@@ -119,8 +119,11 @@ training.
 middle time slice (`t_ce`), `ce_abs` its absolute value; `ll` the mean Gaussian log density per
 point; `crps` the Gaussian CRPS; `shock_error` (Stefan) the distance between the mean posterior
 shock position at the final time (first x where a posterior sample is ≤ 0, a sample that stays
-positive counts as x = 1) and the true front. `*_se` are standard errors over test functions. Rows
-with `paper_*` set the diffusion results beside the ProbConserv article's (ANP base, t = 0.5).
+positive counts as x = 1) and the true front. `*_se` are standard errors over a case's test
+functions, which share its PDE parameter and exact solution and differ in their context points
+only: they measure context resampling alone, and are 0 up to round-off for the deep ensemble
+(which sees no context). Rows with `paper_*` set the diffusion results beside the ProbConserv
+article's (ANP base, t = 0.5).
 """
 
 COLUMNS = (

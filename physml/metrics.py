@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -85,6 +86,9 @@ __all__ = [
     "crps_ensemble",
     "spearman",
     "spread_skill",
+    "coverage",
+    "pit",
+    "mean_se",
     "bootstrap_se",
     "shock_position",
     "gaussian_samples",
@@ -245,6 +249,23 @@ def _samples(name: str, samples: object) -> torch.Tensor:
     if tensor.shape[0] == 0:
         raise ValueError(f"{name} is an empty ensemble: it has 0 members (shape {tensor.shape})")
     return tensor
+
+
+def _members_and_truth(
+    samples: object, truth: object, name: str = "target"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Members ``samples (member, ...)`` and ``truth`` (named ``name``) of shape ``(...)``, both
+    float64 on the members' device."""
+    samples = _samples("samples", samples)
+    truth = _tensor(name, truth, samples.device)
+    if truth.shape != samples.shape[1:]:
+        raise ValueError(
+            f"{name} must have shape {tuple(samples.shape[1:])} (samples without the member axis), "
+            f"got {tuple(truth.shape)}"
+        )
+    if truth.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(truth.shape)})")
+    return samples, truth
 
 
 # ---------------------------------------------------------------------------- point-wise errors
@@ -574,18 +595,10 @@ def crps_ensemble(
     which needs 2 members. ``target`` is ``samples.shape[1:]``; ``reduction='none'`` gives the
     score per point. Costs ``O(M log M)`` per point.
     """
-    samples = _samples("samples", samples)
-    target = _tensor("target", target, samples.device)
-    if target.shape != samples.shape[1:]:
-        raise ValueError(
-            f"target must have shape {tuple(samples.shape[1:])} (samples without the member axis), "
-            f"got {tuple(target.shape)}"
-        )
+    samples, target = _members_and_truth(samples, target)
     members = samples.shape[0]
     if fair and members < 2:
         raise ValueError(f"the fair ensemble CRPS needs at least 2 members, got {members}")
-    if target.numel() == 0:
-        raise ValueError(f"target is empty (shape {tuple(target.shape)})")
     skill = (samples - target).abs().mean(0)
     ordered = samples.sort(0).values
     rank = torch.arange(members, dtype=F64, device=samples.device)
@@ -618,15 +631,7 @@ def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
     ``samples (M, ...)`` against ``truth`` ``(...)`` (unbiased member variance; 1 for a
     calibrated ensemble, < 1 over-confident). An ensemble mean equal to ``truth`` gives ``inf``
     when the members spread; with no spread either the ratio is 0/0 and raises ``ValueError``."""
-    samples = _samples("samples", samples)
-    truth = _tensor("truth", truth, samples.device)
-    if truth.shape != samples.shape[1:]:
-        raise ValueError(
-            f"truth must have shape {tuple(samples.shape[1:])} (samples without the member axis), "
-            f"got {tuple(truth.shape)}"
-        )
-    if truth.numel() == 0:
-        raise ValueError(f"truth is empty (shape {tuple(truth.shape)})")
+    samples, truth = _members_and_truth(samples, truth, "truth")
     members = samples.shape[0]
     if members < 2:
         raise ValueError(f"spread_skill needs at least 2 members, got {members}")
@@ -638,6 +643,117 @@ def spread_skill(samples: ArrayLike | Ensemble, truth: ArrayLike) -> float:
             "to truth"
         )
     return float((spread / skill).detach().sqrt())
+
+
+def _is_gaussian(prediction: object) -> bool:
+    """Whether ``prediction`` is a :class:`Gaussian` or a ``(mean, variance)`` pair (``False``
+    for an :class:`Ensemble`; anything else raises naming its type)."""
+    if isinstance(prediction, Ensemble):
+        return False
+    if isinstance(prediction, Gaussian) or (
+        isinstance(prediction, tuple | list) and len(prediction) == 2
+    ):
+        return True
+    raise TypeError(
+        f"prediction must be a physml.Gaussian, an Ensemble or a (mean, variance) pair, got "
+        f"{type(prediction).__name__}"
+    )
+
+
+def _marginals_and_target(
+    prediction: object, target: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mean, std, target)`` in float64 of a :class:`Gaussian` or ``(mean, variance)`` pair and
+    a ``target`` shaped like its mean."""
+    mean, std = _mean_std("prediction", prediction)
+    mean, target = _pair(("mean", "target"), mean, target)
+    return mean, std, target
+
+
+def _level(level: object) -> float:
+    value = _number("level", level)
+    if not 0 < value < 1:
+        raise ValueError(f"level must be a probability in (0, 1), got {level!r}")
+    return value
+
+
+def _plotting_quantile(ordered: torch.Tensor, probability: float) -> torch.Tensor:
+    """The ``probability`` quantile of sorted members ``ordered (M, ...)``: the ``k``-th smallest
+    is the ``k / (M + 1)`` quantile, linear in between, the smallest and largest beyond
+    (numpy's ``method="weibull"``)."""
+    members = ordered.shape[0]
+    position = min(max(probability * (members + 1) - 1, 0.0), members - 1.0)
+    below = math.floor(position)
+    above = min(below + 1, members - 1)
+    return torch.lerp(ordered[below], ordered[above], position - below)
+
+
+def coverage(
+    prediction: Gaussian | Ensemble | tuple[ArrayLike, ArrayLike],
+    target: ArrayLike,
+    level: float = 0.9,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Share of ``target`` points inside the prediction's central ``level`` interval (ends in).
+
+    ``prediction`` is a :class:`Gaussian` (any covariance: its marginal variances) or a
+    ``(mean, variance)`` pair, ``target`` shaped like the mean: the interval is ``μ ± zσ`` with
+    ``Φ(z) = (1 + level)/2``. Or an :class:`Ensemble` of ``M`` members ``(M, ...)``, ``target``
+    ``(...)``: the interval between the members' ``(1 ∓ level)/2`` quantiles, the ``k``-th
+    smallest member being the ``k/(M + 1)`` quantile (linear in between; numpy's
+    ``method="weibull"``), so that a calibrated ensemble covers about ``level``, but no more than
+    ``(M − 1)/(M + 1)``: beyond its smallest and largest member the interval stops. ``level`` in
+    (0, 1); ``reduction='none'`` gives 1 (inside) or 0 per point.
+    """
+    probability = _level(level)
+    if _is_gaussian(prediction):
+        mean, std, target = _marginals_and_target(prediction, target)
+        half_width = NormalDist().inv_cdf((1 + probability) / 2) * std
+        inside = (target - mean).abs() <= half_width
+    else:
+        samples, target = _members_and_truth(prediction, target)
+        ordered = samples.sort(0).values
+        low = _plotting_quantile(ordered, (1 - probability) / 2)
+        high = _plotting_quantile(ordered, (1 + probability) / 2)
+        inside = (low <= target) & (target <= high)
+    return _reduce(inside.to(F64), reduction)
+
+
+def pit(
+    prediction: Gaussian | Ensemble | tuple[ArrayLike, ArrayLike], target: ArrayLike
+) -> torch.Tensor:
+    """Probability integral transform: the predictive CDF at each ``target`` point, shaped like
+    ``target``; uniform on [0, 1] for a calibrated prediction (a U-shaped histogram: too narrow,
+    a hump: too wide).
+
+    ``prediction`` is a :class:`Gaussian` (its marginals) or a ``(mean, variance)`` pair:
+    ``Φ((y − μ)/σ)``, and with ``σ = 0`` 0, ½ or 1 as ``y`` is below, at or above ``μ``. Or an
+    :class:`Ensemble` of ``M`` members ``(M, ...)`` and ``target`` ``(...)``: the mid-rank
+    ``(#{x < y} + ½ #{x = y} + ½) / (M + 1)``, the middle of ``y``'s place among the ``M + 1``
+    gaps the sorted members leave (not randomised): a calibrated ensemble gives each of
+    ``(k + ½)/(M + 1)``, ``k = 0 … M``, equally often (binned in ``M + 1``, the rank histogram).
+    """
+    if _is_gaussian(prediction):
+        mean, std, target = _marginals_and_target(prediction, target)
+        spread = std > 0
+        z = (target - mean) / torch.where(spread, std, torch.ones_like(std))
+        return torch.where(spread, torch.special.ndtr(z), (torch.sign(target - mean) + 1) / 2)
+    samples, target = _members_and_truth(prediction, target)
+    below = (samples < target).sum(0).to(F64)
+    ties = (samples == target).sum(0).to(F64)
+    return (below + ties / 2 + 0.5) / (samples.shape[0] + 1)
+
+
+def mean_se(values: ArrayLike) -> tuple[float, float]:
+    """Mean of ``values`` (flattened) and its standard error ``s / √n`` (``s`` the sample standard
+    deviation, ``n − 1`` in its denominator): NaN for one value, which has no spread to read it
+    from. A NaN among ``values`` (an unknown one) makes both NaN."""
+    values = _tensor("values", values, finite=False).flatten()
+    if values.numel() == 0:
+        raise ValueError("values is empty")
+    count = values.numel()
+    se = float(values.std()) / math.sqrt(count) if count > 1 else math.nan
+    return float(values.mean()), se
 
 
 def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
@@ -1126,27 +1242,23 @@ def physics_flips(
 
 
 def crps_per_sample(
-    prediction: Gaussian | Ensemble | tuple[ArrayLike, ArrayLike], target: ArrayLike
+    prediction: Gaussian | Ensemble | tuple[ArrayLike, ArrayLike],
+    target: ArrayLike,
+    fair: bool = False,
 ) -> torch.Tensor:
     """The mean CRPS over each sample's points ``(batch,)``: the per-sample error of a
     probabilistic model, to feed :func:`tolerance_flips` and :func:`degradation_flips`.
 
     ``prediction`` is a :class:`Gaussian` or a ``(mean, variance)`` pair, read as
     :func:`gaussian_log_likelihood` reads them (closed form, :func:`crps_gaussian`), or an
-    :class:`Ensemble` (members ``(member, batch, ...)``, the plain form of :func:`crps_ensemble`);
-    ``target`` is ``(batch, ...)``.
+    :class:`Ensemble` (members ``(member, batch, ...)``, :func:`crps_ensemble`: the plain form,
+    or with ``fair=True`` the unbiased one); ``target`` is ``(batch, ...)``.
     """
-    pair = isinstance(prediction, tuple | list) and len(prediction) == 2
-    if isinstance(prediction, Ensemble):
-        scores = crps_ensemble(prediction, target, reduction="none")
-    elif isinstance(prediction, Gaussian) or pair:
+    if _is_gaussian(prediction):
         mean, std = _mean_std("prediction", prediction)
         scores = crps_gaussian(mean, std, target, "none")
     else:
-        raise TypeError(
-            f"prediction must be a physml.Gaussian, an Ensemble or a (mean, variance) pair, got "
-            f"{type(prediction).__name__}"
-        )
+        scores = crps_ensemble(prediction, target, fair, "none")
     if scores.ndim == 0:
         raise ValueError("target must be (batch, ...), got a scalar")
     return scores.reshape(scores.shape[0], -1).mean(1)

@@ -1436,3 +1436,106 @@ def test_a_star_import_brings_the_metrics_and_their_constants_only():
     storage = {"CHOLESKY_JITTERS", "STORAGE_ROUNDOFF", "STORAGE_ASYMMETRY", "STORAGE_EIGENVALUE"}
     assert imported == metrics_defined_here | floors | storage
     assert "crps_gaussian" in imported and "torch" not in imported
+
+
+# ------------------------------------------------------------------ coverage, PIT, mean ± SE
+
+
+def calibrated_gaussian(count=20_000, seed=5):
+    """``N(μ, σ²)`` predictions with different μ, σ per point and targets drawn from them."""
+    generator = np.random.default_rng(seed)
+    mean, std = generator.normal(size=count), generator.uniform(0.5, 2.0, size=count)
+    target = generator.normal(mean, std)
+    return mean, std, target
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9])
+def test_a_calibrated_gaussian_covers_its_level_within_binomial_noise(level):
+    mean, std, target = calibrated_gaussian()
+    prediction = Gaussian(torch.tensor(mean)[None], torch.tensor(std**2)[None])
+    found = float(metrics.coverage(prediction, torch.tensor(target)[None], level))
+    low, high = stats.norm.interval(level, mean, std)
+    assert found == np.mean((low <= target) & (target <= high))
+    assert abs(found - level) <= 4 * math.sqrt(level * (1 - level) / mean.size)
+
+
+def test_the_pit_of_a_calibrated_gaussian_is_scipys_cdf_and_passes_a_ks_test():
+    mean, std, target = calibrated_gaussian()
+    values = metrics.pit((torch.tensor(mean), torch.tensor(std**2)), torch.tensor(target))
+    np.testing.assert_allclose(values.numpy(), stats.norm.cdf(target, mean, std), atol=1e-12)
+    assert stats.kstest(values.numpy(), "uniform").pvalue > 0.01
+    narrow = metrics.pit((torch.tensor(mean), torch.tensor(0.25 * std**2)), torch.tensor(target))
+    assert stats.kstest(narrow.numpy(), "uniform").pvalue < 1e-6  # too narrow: refused
+
+
+def test_coverage_and_pit_of_three_points_by_hand():
+    # N(0, 1), N(1, 4), N(0, 0) at y = 1, 5, 0: |y − μ| / σ = 1, 2 and (σ = 0) y = μ
+    mean, variance = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([1.0, 4.0, 0.0])
+    target = torch.tensor([1.0, 5.0, 0.0])
+    z = stats.norm.ppf(0.95)  # 1.645: the 90% interval μ ± 1.645σ holds y = 1 only, and y = μ
+    inside = metrics.coverage((mean, variance), target, 0.9, reduction="none")
+    assert inside.tolist() == [1.0, 0.0, 1.0] and 1 < z < 2
+    assert float(metrics.coverage((mean, variance), target, 0.9)) == pytest.approx(2 / 3)
+    pits = metrics.pit(Gaussian(mean, variance), target).tolist()
+    assert pits == pytest.approx([stats.norm.cdf(1), stats.norm.cdf(2), 0.5], abs=1e-15)
+    # three members 0, 1, 2 of an ensemble (M + 1 = 4 gaps): y = −1, 1 (a tie), 2.5
+    members = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])
+    y = torch.tensor([-1.0, 1.0, 2.5])
+    assert metrics.pit(Ensemble(members), y).tolist() == [1 / 8, (1 + 0.5 + 0.5) / 4, 7 / 8]
+    # 50%: the k/4 quantiles, k = 1…3 → 0, 1, 2; the 0.25 and 0.75 quantiles are 0 and 2
+    assert metrics.coverage(Ensemble(members), y, 0.5, "none").tolist() == [0.0, 1.0, 0.0]
+    # 20%: the 0.4 and 0.6 quantiles at positions 1.6 and 2.4: 0.6 and 1.4
+    assert metrics.coverage(Ensemble(members), torch.tensor([0.59, 0.6, 1.41]), 0.2,
+                            "none").tolist() == [0.0, 1.0, 0.0]  # fmt: skip
+
+
+def test_ensemble_coverage_uses_numpys_weibull_quantiles_and_a_calibrated_ensemble_covers_level():
+    generator = np.random.default_rng(8)
+    members, target = generator.normal(size=(19, 20_000)), generator.normal(size=20_000)
+    for level in (0.3, 0.9):
+        low, high = np.quantile(members, [(1 - level) / 2, (1 + level) / 2], 0, method="weibull")
+        found = metrics.coverage(Ensemble(torch.tensor(members)), torch.tensor(target), level)
+        assert float(found) == np.mean((low <= target) & (target <= high))
+    # with 19 members the 90% interval is [min, max], which holds 18 of 20 ranks
+    assert abs(float(found) - 0.9) <= 4 * math.sqrt(0.09 / 20_000)
+    ranks = (members < target).sum(0)
+    pits = metrics.pit(Ensemble(torch.tensor(members)), torch.tensor(target)).numpy()
+    np.testing.assert_allclose(pits, (ranks + 0.5) / 20, rtol=0, atol=1e-15)
+    assert stats.chisquare(np.bincount(ranks, minlength=20)).pvalue > 0.01
+
+
+@pytest.mark.parametrize("level", [0, 1, -0.5, 1.5, float("nan"), float("inf")])
+def test_coverage_refuses_a_level_outside_zero_one_by_name(level):
+    with pytest.raises(ValueError, match="level must be"):
+        metrics.coverage((torch.zeros(3), torch.ones(3)), torch.zeros(3), level)
+
+
+def test_coverage_and_pit_refuse_mismatched_shapes_and_plain_tensors():
+    members = Ensemble(rand(4, 3))
+    for score in (metrics.coverage, metrics.pit):
+        with pytest.raises(ValueError, match="mean and target must have the same shape"):
+            score((torch.zeros(3), torch.ones(3)), torch.zeros(4))
+        with pytest.raises(ValueError, match=r"target must have shape \(3,\)"):
+            score(members, torch.zeros(2))
+        with pytest.raises(TypeError, match="prediction must be a physml.Gaussian, an Ensemble"):
+            score(rand(4, 3), torch.zeros(3))
+
+
+def test_mean_se_is_s_over_root_n_and_nan_for_one_value():
+    # 1, 2, 4: mean 7/3, s² = ((4/3)² + (1/3)² + (5/3)²) / 2 = 7/3, se = √(7/3 / 3) = √7 / 3
+    mean, se = metrics.mean_se([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3) and se == pytest.approx(math.sqrt(7) / 3)
+    mean, se = metrics.mean_se(torch.tensor([0.5]))
+    assert mean == 0.5 and math.isnan(se)
+    assert all(math.isnan(v) for v in metrics.mean_se([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="values is empty"):
+        metrics.mean_se([])
+
+
+def test_crps_per_sample_of_an_ensemble_takes_the_fair_form_on_request():
+    members, target = rand(3, 2, 4), rand(2, 4, seed=1)
+    x, y = members.numpy(), target.numpy()
+    skill = np.abs(x - y).mean(0)
+    pairs = np.abs(x[:, None] - x[None]).sum((0, 1)) / (3 * 2)  # distinct pairs
+    found = metrics.crps_per_sample(Ensemble(members), target, fair=True)
+    np.testing.assert_allclose(found.numpy(), (skill - pairs / 2).mean(1), rtol=1e-12)

@@ -128,6 +128,18 @@ def test_predict_projects_hardc_euclidean_and_probconserv_by_the_covariance():
         torch.testing.assert_close((out[name].mean * w).sum(-1), mass, rtol=0, atol=1e-14)
 
 
+def test_one_test_function_has_no_standard_error():
+    grid, t, x = grids("diffusion", SMALL)
+    params = torch.full((1,), 1.0, dtype=F64)
+    exact = diffusion_exact(x, t, params)
+    prediction = {"shifted": Gaussian(exact - 0.1, torch.full_like(exact, 0.01))}
+    mass = true_mass("diffusion", t, params)
+    (row,), _ = score("diffusion", prediction, exact, grid, mass, t, params, SMALL, seed=0)
+    assert row["mse"] == pytest.approx(0.01, rel=1e-9)
+    for key in ("mse", "ce", "ce_abs", "ll", "crps"):
+        assert math.isnan(row[f"{key}_se"]), key
+
+
 def test_score_rows_against_independent_values():
     """Stefan u* = 0.6, three functions: a mean shifted down by s_f (variance 0.01) scores
     MSE s_f², CE at the middle time = the exact slice's trapezoid error - s_f (the domain has

@@ -131,6 +131,7 @@ def test_toy_task_conserves_exactly(tmp_path):
             )
             assert row["neg_fraction"] == 0.0
             assert abs(row["ce_abs"] - before["ce_abs"]) <= 1e-9 * max(1.0, before["ce_abs"])
+        assert row["crps_fair"] < row["crps"]  # the plain form exceeds it by ½ E|X − X'| / M
     assert all(row.ok for row in rows if row.ok is not None)
     for pattern in ("mass-*-toy-seed0.png", "frame-*-toy-seed0.png", "correction-*-toy-seed0.png"):
         assert len(list((tmp_path / task.NAME).glob(pattern))) == 2
@@ -734,7 +735,7 @@ def test_frame_spearman_is_scipys_rank_correlation_averaged_over_frames():
     assert task.frame_spearman(a, b) == pytest.approx(np.mean(rhos), abs=1e-12)
 
 
-def test_the_crps_of_more_than_eight_windows_is_the_plain_ensemble_crps_of_each_point():
+def test_the_crps_of_more_than_eight_windows_is_the_ensemble_crps_of_each_point_plain_and_fair():
     generator = torch.Generator().manual_seed(12)
     x = torch.rand(3, 11, 2, 1, 4, 4, generator=generator, dtype=torch.float64)
     truth = torch.rand(11, 2, 1, 4, 4, generator=generator, dtype=torch.float64)
@@ -745,6 +746,8 @@ def test_the_crps_of_more_than_eight_windows_is_the_plain_ensemble_crps_of_each_
     skill = np.abs(xs - y[None]).mean(0)
     spread = np.abs(xs[:, None] - xs[None]).mean((0, 1))
     assert row["crps"] == pytest.approx(float((skill - spread / 2).mean()), rel=1e-12)
+    distinct = np.abs(xs[:, None] - xs[None]).sum((0, 1)) / (3 * 2)  # the unbiased form
+    assert row["crps_fair"] == pytest.approx(float((skill - distinct / 2).mean()), rel=1e-12)
     assert row["mse"] == pytest.approx(float(((xs.mean(0) - y) ** 2).mean()), rel=1e-12)
 
 

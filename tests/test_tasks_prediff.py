@@ -49,6 +49,7 @@ def test_deterministic_forecast_scores_crps_as_its_mae():
     row = task.evaluate_deterministic(persistence, truth, energy0, judge, 1.0, seconds=0.0)
     frame_mae = (persistence - truth).double().abs().sum((-3, -2, -1)).mean()
     assert row["crps"] == pytest.approx(float(frame_mae), rel=1e-9)
+    assert math.isnan(row["crps_fair"])  # one member has no pair to compare
     assert row["mae"] == pytest.approx(float(frame_mae), rel=1e-6)
     assert row["energy_error"] == pytest.approx(float(energy0.double().abs().mean()), rel=1e-9)
     assert row["spread_skill"] == 0.0 and row["mse"] == row["mse_member"]

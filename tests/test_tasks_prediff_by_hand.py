@@ -105,7 +105,7 @@ def test_two_member_ensemble_scores_match_a_direct_computation():
     forecast = task.EnsembleForecast(samples, seconds=0.3)
     row = task.evaluate_ensemble(forecast, truth, energy0, _frame_mean_judge, judge_floor=0.07)
     pixels = 4
-    mse = mae = mse0 = crps = 0.0
+    mse = mae = mse0 = crps = fair = 0.0
     variance = 0.0
     for n in range(3):
         for t in range(2):
@@ -117,11 +117,13 @@ def test_two_member_ensemble_scores_match_a_direct_computation():
             mse0 += pixels * (x0 - y) ** 2 / 6
             # CRPS of two members: E|X − y| − ½ E|X − X'| over the 4 ordered pairs
             crps += pixels * ((abs(x0 - y) + abs(x1 - y)) / 2 - abs(x0 - x1) / 4) / 6
+            fair += pixels * ((abs(x0 - y) + abs(x1 - y)) / 2 - abs(x0 - x1) / 2) / 6  # 2 pairs
             variance += ((x0 - mean) ** 2 + (x1 - mean) ** 2) / 6  # unbiased, M − 1 = 1
     assert row["mse"] == pytest.approx(mse, rel=1e-9)
     assert row["mae"] == pytest.approx(mae, rel=1e-9)
     assert row["mse_member"] == pytest.approx(mse0, rel=1e-9)
     assert row["crps"] == pytest.approx(crps, rel=1e-9)
+    assert row["crps_fair"] == pytest.approx(fair, rel=1e-9)
     skill = mse / pixels
     assert row["spread_skill"] == pytest.approx(math.sqrt(variance * 3 / 2 / skill), rel=1e-9)
     # Energies against E₀ = 0: every context's two members average 0.4 at every lead, so

@@ -193,12 +193,6 @@ def shock_positions(
     return metrics.shock_position(samples, x).clamp(max=x[-1].item())
 
 
-def _mean_se(values: torch.Tensor) -> tuple[float, float]:
-    values = values.to(F64).flatten()
-    se = values.std() / math.sqrt(values.numel()) if values.numel() > 1 else torch.tensor(0.0)
-    return values.mean().item(), se.item()
-
-
 def score(
     case: str,
     predictions: dict[str, Gaussian],
@@ -210,7 +204,11 @@ def score(
     scale: Scale,
     seed: int,
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Metric rows (mean ± standard error over test functions) and, for Stefan, shock samples."""
+    """Metric rows (mean ± standard error over test functions) and, for Stefan, shock samples.
+
+    A case's test functions share one PDE parameter and exact solution and differ in their
+    context points only: the standard errors are of context resampling (none for a model that
+    sees no context), NaN for one function."""
     mid = int(torch.argmin((t - 0.5 * t[-1]).abs()))
     last = t.numel() - 1
     rows, shocks = [], {}
@@ -228,7 +226,7 @@ def score(
             ("ll", ll),
             ("crps", crps),
         ):
-            row[key], row[f"{key}_se"] = _mean_se(values)
+            row[key], row[f"{key}_se"] = metrics.mean_se(values)
         if case == "stefan":
             positions = shock_positions(
                 gaussian, grid.coordinates(), last, scale.posterior_samples, seed
@@ -236,7 +234,7 @@ def score(
             front = stefan_front(params.to(F64), t[last].item())
             shocks[method] = positions
             error = (positions.mean(0) - front).abs()
-            row["shock_error"], row["shock_error_se"] = _mean_se(error)
+            row["shock_error"], row["shock_error_se"] = metrics.mean_se(error)
         rows.append(row)
     return rows, shocks
 

@@ -31,6 +31,15 @@ steps are spaced
   trained on 1-D data of mean 0.5, error 0.09 there, samples a mean of 33 with ``N = 20``,
   η = 0; 0.59 with leading steps). Use it with a noise estimate exact at ``t = T − 1``.
 
+Coarse steps also narrow the samples, with either spacing. For data ``N(1.5, 0.5²)`` and an
+exact noise estimate every step is affine in ``z`` and its noise, so the samples are Gaussian and
+their standard deviation follows step by step: 0.432 at PreDiff's defaults (η = 1, ``N = 20``:
+14 % too narrow, 25 % of the variance lost), 0.468 for ``N = 50``, 0.482 for 100, 0.492 for 250
+and 0.329 for 5; with η = 0 0.464, 0.485, 0.492, 0.497 and 0.383 (leading steps; trailing ones
+agree to 0.003 but for η = 0, ``N = 5``: 0.362). The loss falls about as 1/``N``: it is the
+discretisation's, on top of any error of the noise estimate, so a few-step ensemble is too
+narrow (spread-skill below 1) even with a perfect denoiser.
+
 diffusers is imported on first use (it costs seconds).
 """
 

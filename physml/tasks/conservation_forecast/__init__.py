@@ -31,7 +31,7 @@ concern, and the toy-size task ``conservation-forecast``:
   :func:`train` (every ensemble, resumable);
 - :mod:`.forecasts`: the ensembles ``(M, N, T_out, 1, H, W)`` the trained models give;
 - :mod:`.methods`: :func:`constrained` (every method through :func:`physml.constrain`),
-  :func:`score`, :func:`forecast_rows`, :func:`done_when`;
+  :func:`score` (:func:`mean_crps`), :func:`forecast_rows`, :func:`done_when`;
 - :mod:`.experiment`: one variant end to end (:func:`run_variant`);
 - :mod:`.plots`: the figures.
 """
@@ -78,6 +78,7 @@ from .methods import (
     error_spread,
     forecast_rows,
     frame_spearman,
+    mean_crps,
     nonnegative,
     score,
 )
@@ -141,6 +142,7 @@ __all__ = [
     "generate",
     "grid_of",
     "mass_of",
+    "mean_crps",
     "member_forecasts",
     "mse_loss",
     "nonnegative",

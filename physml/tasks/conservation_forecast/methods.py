@@ -96,28 +96,37 @@ def _applied(samples: torch.Tensor, steps: list) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - started
 
 
+def mean_crps(samples: torch.Tensor, truth: torch.Tensor, fair: bool = False) -> float:
+    """Ensemble CRPS per pixel of members ``samples (M, N, ...)`` against ``truth (N, ...)``,
+    eight windows at a time (the sort copies the members)."""
+    return float(
+        torch.cat(
+            [
+                metrics.crps_ensemble(part, target, fair, "none")
+                for part, target in zip(samples.split(8, 1), truth.split(8), strict=True)
+            ]
+        ).mean()
+    )
+
+
 def score(
     samples: torch.Tensor, windows_: Windows, grid: Grid2D, seconds: float
 ) -> dict[str, object]:
     """The columns of a row: ``ce_abs`` (mean of ``abs(member mass − true mass) / true mass``),
-    ``mse`` of the ensemble mean, ``crps`` (ensemble CRPS per pixel), ``spread_skill``,
-    ``neg_fraction`` (share of member pixels < 0), ``fwd_ms`` per window and
+    ``mse`` of the ensemble mean, ``crps`` and ``crps_fair`` (ensemble CRPS per pixel, the plain
+    (biased) estimator and the unbiased one, :func:`~physml.metrics.crps_ensemble`),
+    ``spread_skill``, ``neg_fraction`` (share of member pixels < 0), ``fwd_ms`` per window and
     ``mass_error_per_lead``."""
     truth = windows_.target
     relative = (
         grid.integrate(samples[:, :, :, 0]) - windows_.truth_mass
     ).abs() / windows_.truth_mass
-    crps = torch.cat(
-        [
-            metrics.crps_ensemble(part, target, reduction="none")
-            for part, target in zip(samples.split(8, 1), truth.split(8), strict=True)
-        ]
-    )
     return {
         "ce_abs": float(relative.mean()),
         "ce_abs_max": float(relative.max()),
         "mse": float(metrics.mse(samples.mean(0), truth)),
-        "crps": float(crps.mean()),
+        "crps": mean_crps(samples, truth),
+        "crps_fair": mean_crps(samples, truth, fair=True),
         "spread_skill": metrics.spread_skill(samples, truth),
         "neg_fraction": float((samples < 0).to(F64).mean()),
         "fwd_ms": 1000.0 * seconds / truth.shape[0],

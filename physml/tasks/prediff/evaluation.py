@@ -3,6 +3,7 @@ issue's targets."""
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -144,6 +145,17 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _frame_crps(samples: torch.Tensor, truth: torch.Tensor, fair: bool = False) -> float:
+    """Ensemble CRPS of members ``samples (M, N, T, C, H, W)`` against ``truth (N, T, C, H, W)``
+    summed over each frame's pixels, averaged over frames and videos (32 videos at a time: the
+    sort copies the members)."""
+    per_frame = [
+        metrics.crps_ensemble(part.double(), target.double(), fair, "none").sum((-3, -2, -1))
+        for part, target in zip(samples.split(32, 1), truth.split(32), strict=True)
+    ]
+    return float(torch.cat(per_frame).mean())
+
+
 def evaluate_ensemble(
     forecast: EnsembleForecast,
     truth: torch.Tensor,
@@ -154,7 +166,8 @@ def evaluate_ensemble(
 ) -> dict:
     """The columns of a forecast row: ``mse``, ``mae``, ``ssim`` of the ensemble mean (frame
     sums, [0, 1] scale), ``mse_member`` / ``ssim_member`` of member 0, ``crps`` (plain ensemble
-    CRPS summed over a frame's pixels: the MAE for one member), ``spread_skill``,
+    CRPS summed over a frame's pixels: the MAE for one member), ``crps_fair`` (its unbiased form,
+    NaN for one member: :func:`~physml.metrics.crps_ensemble`), ``spread_skill``,
     ``energy_error`` (judge, mean over members and contexts) with its bootstrap ``_se`` over
     contexts, ``energy_per_lead`` ``|E_judge − E₀|``, ``fwd_ms`` per context."""
     samples = forecast.samples
@@ -162,14 +175,6 @@ def evaluate_ensemble(
         judge.eval()
     mean = samples.mean(0)
     ensemble, member = score_forecast(mean, truth), score_forecast(samples[0], truth)
-    crps = torch.cat(  # per video and frame, 32 videos at a time (the sort copies the members)
-        [
-            metrics.crps_ensemble(part.double(), target.double(), reduction="none").sum(
-                (-3, -2, -1)
-            )
-            for part, target in zip(samples.split(32, 1), truth.split(32), strict=True)
-        ]
-    )
     errors = metrics.energy_error(samples, energy0, judge, reduction="none")  # (M, N)
     with torch.no_grad():
         judged = judge(samples.flatten(0, 1)).double().reshape(*samples.shape[:3])
@@ -180,7 +185,8 @@ def evaluate_ensemble(
         "ssim": ensemble.ssim,
         "mse_member": member.mse,
         "ssim_member": member.ssim,
-        "crps": float(crps.mean()),
+        "crps": _frame_crps(samples, truth),
+        "crps_fair": _frame_crps(samples, truth, fair=True) if samples.shape[0] > 1 else math.nan,
         "spread_skill": spread_skill(samples, truth) if samples.shape[0] > 1 else 0.0,
         "energy_error": float(errors.mean()),
         "energy_error_se": bootstrap_se(errors.mean(0), seed),

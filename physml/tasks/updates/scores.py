@@ -3,8 +3,6 @@ verdict on them, the λ of ``pc-focal`` chosen on validation scores."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ... import metrics
@@ -49,13 +47,11 @@ def update_scores(
 
 
 def mean_and_se(runs: list[dict], keys: tuple[str, ...]) -> dict:
-    """Mean over seeds of each key, and ``<key>_se`` (standard error; 0 for one seed)."""
+    """Mean over seeds of each key, and ``<key>_se`` (:func:`~physml.metrics.mean_se`: NaN, not
+    known, for one seed)."""
     out: dict = {}
     for key in keys:
-        values = torch.tensor([run[key] for run in runs], dtype=F64)
-        out[key] = float(values.mean())
-        spread = float(values.std()) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-        out[f"{key}_se"] = spread
+        out[key], out[f"{key}_se"] = metrics.mean_se([run[key] for run in runs])
     if all("nfr_curve" in run for run in runs):
         out["nfr_curve"] = torch.tensor([run["nfr_curve"] for run in runs]).mean(0).tolist()
     return out
