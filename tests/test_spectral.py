@@ -838,3 +838,14 @@ def test_fast_fno_takes_an_int_n_modes_as_one_space_axis(periodic):
         assert_same(from_int(x), from_tuple(x))
     with pytest.raises(ValueError, match=r"^n_modes must be a non-empty sequence of integers"):
         fast_fno(n_modes="4", periodic=periodic, **options)
+
+
+@pytest.mark.parametrize("hidden_channels", [32, 49, 98, 103])
+def test_plain_fno_projection_is_projection_channels_wide(hidden_channels):
+    """neuralop builds the projection ``int(ratio × hidden)`` wide: the ratio 128 / 49 gave 127
+    hidden projection channels at 49 (and 98, 103, ...), not the documented 128."""
+    fno = plain_fno((4,), 1, 1, hidden_channels, 2, projection_channels=128)
+    widths = {p.shape[0] for name, p in fno.projection.named_parameters() if name.endswith("bias")}
+    assert 128 in widths
+    first = next(p for p in fno.projection.parameters() if p.ndim >= 2)
+    assert first.shape[:2] == (128, hidden_channels)

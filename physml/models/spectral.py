@@ -569,7 +569,8 @@ def plain_fno(
         n_layers=n_layers,
         use_channel_mlp=False,
         lifting_channel_ratio=0,
-        projection_channel_ratio=projection_channels / hidden_channels,
+        # neuralop truncates int(ratio × hidden): 128 / 49 × 49 = 127.99… would be 127
+        projection_channel_ratio=(projection_channels + 0.5) / hidden_channels,
     )
     fno.fno_blocks.__class__ = OneActivationBlocks  # same modules, one σ per layer
     return fno
