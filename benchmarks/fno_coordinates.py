@@ -164,7 +164,7 @@ def run_case(name: str, spec, work: Path, quiet: bool) -> tuple[list[dict], dict
             if seed == SEEDS[0]:
                 with torch.no_grad():
                     shown[arm] = model(test_items[0][0][None])[0]
-        se = statistics.stdev(errors) / len(errors) ** 0.5 if len(errors) > 1 else 0.0
+        _, se = metrics.mean_se(errors)
         rows.append(
             {
                 "case": name,

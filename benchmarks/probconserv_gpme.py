@@ -122,7 +122,8 @@ shock position at the final time (first x where a posterior sample is ≤ 0, a s
 positive counts as x = 1) and the true front. `*_se` are standard errors over a case's test
 functions, which share its PDE parameter and exact solution and differ in their context points
 only: they measure context resampling alone, and are 0 up to round-off for the deep ensemble
-(which sees no context). Rows with `paper_*` set the diffusion results beside the ProbConserv
+(which sees no context), except `shock_error_se`, which also holds the noise of each function's
+own posterior samples. Rows with `paper_*` set the diffusion results beside the ProbConserv
 article's (ANP base, t = 0.5).
 """
 

@@ -85,8 +85,9 @@ def nfr_figure(result: dict, path: Path, warm: dict | None = None) -> Path:
             style = "--" if label.startswith("warm") else "-"
             ax.plot(taus, [100 * v for v in curve], style, label=label, lw=1.4)
         base = _one(result, case=case, method="retrain")
-        ax.errorbar([1.0], [100 * base["nfr"]], yerr=[100 * base["nfr_se"]], fmt="o", color="k",
-                    ms=3, capsize=3)  # fmt: skip
+        se = float("nan") if base["nfr_se"] is None else base["nfr_se"]  # null: one seed
+        ax.errorbar([1.0], [100 * base["nfr"]], yerr=[100 * se], fmt="o", color="k", ms=3,
+                    capsize=3)  # fmt: skip
         ax.axvline(1.0, color="0.7", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(case, fontsize=10)

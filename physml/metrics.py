@@ -730,8 +730,11 @@ def pit(
     ``Φ((y − μ)/σ)``, and with ``σ = 0`` 0, ½ or 1 as ``y`` is below, at or above ``μ``. Or an
     :class:`Ensemble` of ``M`` members ``(M, ...)`` and ``target`` ``(...)``: the mid-rank
     ``(#{x < y} + ½ #{x = y} + ½) / (M + 1)``, the middle of ``y``'s place among the ``M + 1``
-    gaps the sorted members leave (not randomised): a calibrated ensemble gives each of
-    ``(k + ½)/(M + 1)``, ``k = 0 … M``, equally often (binned in ``M + 1``, the rank histogram).
+    gaps the sorted members leave (not randomised): a calibrated ensemble without ties gives each
+    of ``(k + ½)/(M + 1)``, ``k = 0 … M``, equally often (binned in ``M + 1``, the rank
+    histogram). Ties (members clipped at 0 by :class:`~physml.constraints.NonNegative`, a
+    discrete target) put ``y`` in the middle of its tied run, so even a calibrated ensemble's
+    histogram then humps in the middle: read it on the tie-free points.
     """
     if _is_gaussian(prediction):
         mean, std, target = _marginals_and_target(prediction, target)

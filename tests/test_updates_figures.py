@@ -68,3 +68,12 @@ def test_the_figures_draw_from_the_committed_records(tmp_path):
 def test_no_record_is_a_clear_exit(tmp_path):
     with pytest.raises(SystemExit, match="no model_update.json or guarded_surrogate.json"):
         figures.main(["--results", str(tmp_path)])
+
+
+def test_a_one_seed_record_draws_without_an_error_bar(tmp_path):
+    """One seed has no standard error: the record stores null, which the figure multiplied."""
+    one_seed = record()
+    for entry in one_seed["rows"]:
+        entry["nfr_se"] = None
+    path = figures.nfr_figure(one_seed, tmp_path / "nfr.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

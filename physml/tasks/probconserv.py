@@ -208,7 +208,8 @@ def score(
 
     A case's test functions share one PDE parameter and exact solution and differ in their
     context points only: the standard errors are of context resampling (none for a model that
-    sees no context), NaN for one function."""
+    sees no context; the shock error's also holds the noise of each function's posterior
+    samples), NaN for one function."""
     mid = int(torch.argmin((t - 0.5 * t[-1]).abs()))
     last = t.numel() - 1
     rows, shocks = [], {}
