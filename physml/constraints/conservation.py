@@ -62,10 +62,13 @@ def mass_conservation(
     flattened ``(function, t, x)`` of probabilistic surrogates; a 4-axis ``(b, t, c, x)`` field
     needs ``layout="btcx"`` (it could be a 2-D ``(b, c, h, w)`` field, which needs a ``Grid2D``).
     A ``Grid2D`` integrates the last two axes of ``(b, c, h, w)`` or ``(b, t, c, h, w)``: one row
-    per frame and channel. ``channels`` picks the conserved channels (e.g. a tracer beside its
-    velocity). ``total_mass`` has the field's leading shape (the channel axis restricted to
-    ``channels``) — e.g. the initial mass plus :func:`cumulative_inflow` — or is a callable of
-    the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
+    per frame and channel; a :class:`~physml.outputs.Gaussian` there is over the grid's ``h·w``
+    points flattened on its last axis (a diagonal one may come as ``(..., h, w)``; the result is
+    flattened either way: :meth:`LinearConstraint.apply_gaussian`). ``channels`` picks the
+    conserved channels (e.g. a tracer beside its velocity; not for a Gaussian). ``total_mass``
+    has the field's leading shape (the channel axis restricted to ``channels``) — e.g. the
+    initial mass plus :func:`cumulative_inflow` — or is a callable of the model's inputs
+    returning it. It broadcasts aligned from the right, as in numpy: on a
     ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``
     — read by position in the batch, so a shuffled training batch needs the callable form.
     A tensor ``total_mass`` is copied when the constraint is built, without gradient (one that
