@@ -57,7 +57,7 @@ from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 from pdes.heat import one_sided_flux
 
-from ._checks import NonFiniteError, as_tensor
+from ._checks import NonFiniteError, as_tensor, layouts_for
 from .errors import ZeroNormError
 from .outputs import Ensemble, Gaussian, LowRankCovariance, safe_sqrt
 
@@ -414,6 +414,8 @@ def conservation_error(
     time_index: int | None = None,
     absolute: bool = False,
     reduction: Reduction = "none",
+    *,
+    layout: str | None = None,
 ) -> torch.Tensor:
     """Conservation error CE: the mass ``∫ u dx`` by ``grid``'s weights minus ``true_mass``.
 
@@ -422,6 +424,12 @@ def conservation_error(
     CE ``(..., time)`` (``|CE|`` when ``absolute``), only slice ``time_index`` when given (e.g. 100
     for t = 0.5 on 201 times in [0, 1]); ``reduction='mean'`` averages over the leading axes (the
     test functions), keeping the time axis unless one slice was picked.
+
+    ``layout`` names ``u``'s axes as :func:`physml.mass_conservation` does, for time elsewhere:
+    ``"tx"`` or ``"btcx"`` on a :class:`Grid1D`, ``"btchw"`` (the toolkit's forecasts) on a
+    :class:`Grid2D`. The CE is then shaped like ``u`` without its space axes (``(b, t, c)``),
+    ``true_mass`` broadcasts to that, ``time_index`` picks on the ``t`` axis and
+    ``reduction='mean'`` averages over ``b`` alone, keeping ``t`` and ``c``.
     """
     if isinstance(u, Gaussian):
         u = u.mean
@@ -434,30 +442,52 @@ def conservation_error(
         space = grid.shape
     else:
         raise TypeError(f"grid must be a pdes.Grid1D or pdes.Grid2D, got {type(grid).__name__}")
-    if u.ndim < len(space) + 1 or tuple(u.shape[u.ndim - len(space) :]) != space:
+    if layout is None:
+        names, fit = "..., time", "the grid"
+        time_axis = u.ndim - len(space) - 1
+        batch_axes = tuple(range(time_axis))
+    else:
+        allowed = layouts_for(len(space), timed=True)
+        if layout not in allowed:
+            raise ValueError(
+                f"layout must be one of {allowed} (those with a time axis) for a "
+                f"{type(grid).__name__}, got {layout!r}"
+            )
+        names, fit = ", ".join(layout[: -len(space)]), f"layout {layout!r} and the grid"
+        time_axis = layout.index("t")
+        batch_axes = (layout.index("b"),) if "b" in layout else ()
+    wrong_count = time_axis < 0 if layout is None else u.ndim != len(layout)
+    if wrong_count or tuple(u.shape[u.ndim - len(space) :]) != space:
         raise ValueError(
-            f"u must have shape (..., time, {', '.join(map(str, space))}) to match the grid, got "
+            f"u must have shape ({names}, {', '.join(map(str, space))}) to match {fit}, got "
             f"{tuple(u.shape)}"
         )
     mass = grid.integrate(u)
-    what = f"the masses' shape {tuple(mass.shape)} (..., time)"
+    what = f"the masses' shape {tuple(mass.shape)} ({names})"
     error = mass - _fitting("true_mass", true_mass, mass.shape, what, u.device)
     if time_index is not None:
-        count = error.shape[-1]
+        count = error.shape[time_axis]
         if isinstance(time_index, bool) or not isinstance(time_index, int):
             raise TypeError(f"time_index must be an int or None, got {time_index!r}")
         if not -count <= time_index < count:
-            raise ValueError(f"time_index must be in [{-count}, {count}), got {time_index}")
-        error = error[..., time_index]
+            where = (
+                "the one before the grid's; layout= names another"
+                if layout is None
+                else f"'t' of layout {layout!r}"
+            )
+            raise ValueError(
+                f"time_index must be in [{-count}, {count}) on the time axis (axis {time_axis} of "
+                f"u {tuple(u.shape)}, {where}), got {time_index}"
+            )
+        error = error.select(time_axis, time_index)
+        batch_axes = tuple(a - (a > time_axis) for a in batch_axes)
     if absolute:
         error = error.abs()
     if reduction == "none":
         return error
     if reduction != "mean":
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    if time_index is not None:
-        return error.mean()
-    return error.reshape(-1, error.shape[-1]).mean(0)
+    return error.mean(batch_axes) if batch_axes else error
 
 
 def abs_conservation_error(
@@ -466,10 +496,14 @@ def abs_conservation_error(
     true_mass: ArrayLike,
     time_index: int | None = None,
     reduction: Reduction = "none",
+    *,
+    layout: str | None = None,
 ) -> torch.Tensor:
     """``|CE|``: :func:`conservation_error` with ``absolute=True`` (the same ``u``, ``grid``,
-    ``true_mass``, ``time_index`` and ``reduction``)."""
-    return conservation_error(u, grid, true_mass, time_index, absolute=True, reduction=reduction)
+    ``true_mass``, ``time_index``, ``reduction`` and ``layout``)."""
+    return conservation_error(
+        u, grid, true_mass, time_index, absolute=True, reduction=reduction, layout=layout
+    )
 
 
 # ------------------------------------------------------------------------ probabilistic scores

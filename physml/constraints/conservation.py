@@ -9,6 +9,7 @@ import torch
 from pdes.checks import real
 from pdes.grid import Grid1D, Grid2D
 
+from .._checks import LAYOUTS, layouts_for
 from ..errors import ConstraintError
 from .linear import F64, LinearConstraint, _setting
 
@@ -40,9 +41,6 @@ def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.T
         )
     steps = 0.5 * (rate[..., 1:] + rate[..., :-1]) * times.diff()
     return torch.cat([torch.zeros_like(rate[..., :1]), steps.cumsum(-1)], dim=-1)
-
-
-LAYOUTS = {"tx": 2, "bcx": 3, "btcx": 4, "bchw": 4, "btchw": 5}
 
 
 def mass_conservation(
@@ -89,7 +87,7 @@ def mass_conservation(
     more members or ``shrinkage > 0``).
     """
     if isinstance(grid, Grid1D):
-        space, allowed = (grid.n,), ("tx", "bcx", "btcx")
+        space, allowed = (grid.n,), layouts_for(1)
         ndims, hint = (
             (1, 2, 3),
             (
@@ -98,7 +96,7 @@ def mass_conservation(
             ),
         )
     elif isinstance(grid, Grid2D):
-        space, allowed = grid.shape, ("bchw", "btchw")
+        space, allowed = grid.shape, layouts_for(2)
         ndims, hint = (2, 3, 4, 5), " (a 2-D field (b, c, h, w) or (b, t, c, h, w))"
     else:
         raise ConstraintError(f"grid must be a pdes.Grid1D or Grid2D, got {type(grid)}")
