@@ -577,7 +577,7 @@ class LinearConstraint(Constraint):
         grid_mean = output.mean if len(self.space) == 1 else output.mean.unflatten(-1, self.space)
         if self.projection == "euclidean":
             mean = self.apply_tensor(grid_mean, state).flatten(grid_mean.ndim - len(self.space))
-            return Gaussian(mean, output.cov)
+            return Gaussian(mean, output.cov, output.diagonal)
         leading = self._layout(grid_mean, self._read_as("mean", output.mean))
         b = self._target_for(state, leading, output.mean, "mean of shape {shape}")
         dtype = output.mean.dtype
@@ -638,7 +638,7 @@ class LinearConstraint(Constraint):
         if s == 1 or mean.shape[-1] == n:
             return output
         if mean.ndim >= s and tuple(mean.shape[-s:]) == self.space and output.is_diagonal:
-            return Gaussian(mean.flatten(-s), output.cov.flatten(-s))
+            return Gaussian(mean.flatten(-s), output.cov.flatten(-s), diagonal=True)
         kind = "diagonal" if output.is_diagonal else "full or low-rank"
         raise ConstraintError(
             f"a Gaussian is constrained over its last axis, which must hold the grid's {n} "
