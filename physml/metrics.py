@@ -574,8 +574,11 @@ def gaussian_log_likelihood(
     """Mean Gaussian log density of ``target`` under the prediction's marginals (diagonal).
 
     ``prediction`` is a :class:`Gaussian` (diagonal, full or low-rank covariance: its marginal
-    variances are used) or a ``(mean, variance)`` pair. Variances are raised to ``min_variance``;
-    negative ones raise ``ValueError``. ``reduction='none'`` returns the log density per point.
+    variances are used) or a ``(mean, variance)`` pair, the variance broadcast to the mean's
+    shape aligned from the right, as in numpy (on a ``(B, C, N)`` mean a per-sample variance is
+    written ``(B, 1, N)``: ``(B, N)`` would be read per channel where ``B == C``). Variances are
+    raised to ``min_variance``; negative ones raise ``ValueError``. ``reduction='none'`` returns
+    the log density per point.
     """
     mean, variance, eps, prior = _mean_variance(prediction)
     floor = _number("min_variance", min_variance, positive=True)
@@ -592,8 +595,10 @@ def crps_gaussian(
 
     ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``,
     its gradient in ``σ`` the limit of ``2φ(z) − 1/√π`` as ``σ → 0+`` (``(√2 − 1)/√π`` at
-    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape;
-    ``reduction='none'`` returns the score per point.
+    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape aligned from the
+    right, as in numpy (on a ``(B, C, N)`` mean a per-sample std is written ``(B, 1, N)``:
+    ``(B, N)`` would be read per channel where ``B == C``); ``reduction='none'`` returns the
+    score per point.
     """
     mean, target = _pair(("mean", "target"), mean, target)
     std = _tensor("std", std, mean.device)
@@ -731,13 +736,14 @@ def coverage(
     """Share of ``target`` points inside the prediction's central ``level`` interval (ends in).
 
     ``prediction`` is a :class:`Gaussian` (any covariance: its marginal variances) or a
-    ``(mean, variance)`` pair, ``target`` shaped like the mean: the interval is ``μ ± zσ`` with
-    ``Φ(z) = (1 + level)/2``. Or an :class:`Ensemble` of ``M`` members ``(M, ...)``, ``target``
-    ``(...)``: the interval between the members' ``(1 ∓ level)/2`` quantiles, the ``k``-th
-    smallest member being the ``k/(M + 1)`` quantile (linear in between; numpy's
-    ``method="weibull"``), so that a calibrated ensemble covers about ``level``, but no more than
-    ``(M − 1)/(M + 1)``: beyond its smallest and largest member the interval stops. ``level`` in
-    (0, 1); ``reduction='none'`` gives 1 (inside) or 0 per point.
+    ``(mean, variance)`` pair (the variance aligned with the mean from the right, as
+    :func:`gaussian_log_likelihood` reads it), ``target`` shaped like the mean: the interval is
+    ``μ ± zσ`` with ``Φ(z) = (1 + level)/2``. Or an :class:`Ensemble` of ``M`` members ``(M,
+    ...)``, ``target`` ``(...)``: the interval between the members' ``(1 ∓ level)/2``
+    quantiles, the ``k``-th smallest member being the ``k/(M + 1)`` quantile (linear in between;
+    numpy's ``method="weibull"``), so that a calibrated ensemble covers about ``level``, but no
+    more than ``(M − 1)/(M + 1)``: beyond its smallest and largest member the interval stops.
+    ``level`` in (0, 1); ``reduction='none'`` gives 1 (inside) or 0 per point.
     """
     probability = _level(level)
     if _is_gaussian(prediction):
@@ -760,9 +766,10 @@ def pit(
     ``target``; uniform on [0, 1] for a calibrated prediction (a U-shaped histogram: too narrow,
     a hump: too wide).
 
-    ``prediction`` is a :class:`Gaussian` (its marginals) or a ``(mean, variance)`` pair:
-    ``Φ((y − μ)/σ)``, and with ``σ = 0`` 0, ½ or 1 as ``y`` is below, at or above ``μ``. Or an
-    :class:`Ensemble` of ``M`` members ``(M, ...)`` and ``target`` ``(...)``: the mid-rank
+    ``prediction`` is a :class:`Gaussian` (its marginals) or a ``(mean, variance)`` pair (read as
+    :func:`gaussian_log_likelihood` reads it): ``Φ((y − μ)/σ)``, and with ``σ = 0`` 0, ½ or 1 as
+    ``y`` is below, at or above ``μ``. Or an :class:`Ensemble` of ``M`` members ``(M, ...)`` and
+    ``target`` ``(...)``: the mid-rank
     ``(#{x < y} + ½ #{x = y} + ½) / (M + 1)``, the middle of ``y``'s place among the ``M + 1``
     gaps the sorted members leave (not randomised): a calibrated ensemble gives each of
     ``(k + ½)/(M + 1)``, ``k = 0 … M``, equally often (binned in ``M + 1``, the rank histogram).
