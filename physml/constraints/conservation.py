@@ -62,7 +62,7 @@ def mass_conservation(
     A ``Grid2D`` integrates the last two axes of ``(b, c, h, w)`` or ``(b, t, c, h, w)``: one row
     per frame and channel; a :class:`~physml.outputs.Gaussian` there is over the grid's ``h·w``
     points flattened on its last axis (a diagonal one may come as ``(..., h, w)``; the result is
-    flattened either way: :meth:`LinearConstraint.apply_gaussian`). ``channels`` picks the
+    flattened either way: :meth:`.LinearConstraint.apply_gaussian`). ``channels`` picks the
     conserved channels (e.g. a tracer beside its velocity; not for a Gaussian). ``total_mass``
     has the field's leading shape (the channel axis restricted to ``channels``) — e.g. the
     initial mass plus :func:`cumulative_inflow` — or is a callable of the model's inputs
