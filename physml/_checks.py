@@ -65,6 +65,18 @@ def as_tensor(
     return tensor
 
 
+LAYOUTS = {"tx": 2, "bcx": 3, "btcx": 4, "bchw": 4, "btchw": 5}
+"""Named field layouts, one letter an axis (``b`` batch, ``t`` time, ``c`` channel, ``x`` or
+``h, w`` space), and their numbers of axes."""
+
+
+def layouts_for(space_axes: int, timed: bool = False) -> tuple[str, ...]:
+    """The names in :data:`LAYOUTS` of fields over ``space_axes`` (1 or 2) space axes; only those
+    with a time axis when ``timed``."""
+    ending = "x" if space_axes == 1 else "hw"
+    return tuple(name for name in LAYOUTS if name.endswith(ending) and (not timed or "t" in name))
+
+
 def did_you_mean(given: str, known: Iterable[str], show: Callable[[str], str] = repr) -> str:
     """``"; did you mean 'verify'?"``, to end the message about a misspelt ``given``: the names of
     ``known`` closest to it (difflib's close matches, best first), each written by ``show``;

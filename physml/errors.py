@@ -18,13 +18,24 @@ class ZeroNormError(ValueError):
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` for a ``warnings.warn`` in the caller that names the first frame outside
-    physml and torch (Python 3.10 has no ``skip_file_prefixes``)."""
+    physml and torch (Python 3.10 has no ``skip_file_prefixes``); the ``__init__`` a dataclass
+    of physml is given (its ``__post_init__`` warning) counts as inside."""
     import torch
 
     inside = tuple(
         os.path.dirname(path) + os.sep for path in (__file__, torch.__file__) if path is not None
     )
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(inside):
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(inside) or _dataclass_init(frame)
+    ):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _dataclass_init(frame) -> bool:
+    """Whether ``frame`` runs the ``__init__`` :mod:`dataclasses` wrote for a physml class."""
+    code = frame.f_code
+    if code.co_name != "__init__" or code.co_filename != "<string>":
+        return False
+    return type(frame.f_locals.get("self")).__module__.startswith("physml.")

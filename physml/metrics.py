@@ -57,7 +57,7 @@ from pdes.checks import positive_int as _positive_int
 from pdes.grid import Grid1D, Grid2D
 from pdes.heat import one_sided_flux
 
-from ._checks import NonFiniteError, as_tensor
+from ._checks import NonFiniteError, as_tensor, layouts_for
 from .errors import ZeroNormError
 from .outputs import Ensemble, Gaussian, LowRankCovariance, safe_sqrt
 
@@ -414,6 +414,8 @@ def conservation_error(
     time_index: int | None = None,
     absolute: bool = False,
     reduction: Reduction = "none",
+    *,
+    layout: str | None = None,
 ) -> torch.Tensor:
     """Conservation error CE: the mass ``∫ u dx`` by ``grid``'s weights minus ``true_mass``.
 
@@ -422,6 +424,12 @@ def conservation_error(
     CE ``(..., time)`` (``|CE|`` when ``absolute``), only slice ``time_index`` when given (e.g. 100
     for t = 0.5 on 201 times in [0, 1]); ``reduction='mean'`` averages over the leading axes (the
     test functions), keeping the time axis unless one slice was picked.
+
+    ``layout`` names ``u``'s axes as :func:`physml.mass_conservation` does, for time elsewhere:
+    ``"tx"`` or ``"btcx"`` on a :class:`Grid1D`, ``"btchw"`` (the toolkit's forecasts) on a
+    :class:`Grid2D`. The CE is then shaped like ``u`` without its space axes (``(b, t, c)``),
+    ``true_mass`` broadcasts to that, ``time_index`` picks on the ``t`` axis and
+    ``reduction='mean'`` averages over ``b`` alone, keeping ``t`` and ``c``.
     """
     if isinstance(u, Gaussian):
         u = u.mean
@@ -434,30 +442,52 @@ def conservation_error(
         space = grid.shape
     else:
         raise TypeError(f"grid must be a pdes.Grid1D or pdes.Grid2D, got {type(grid).__name__}")
-    if u.ndim < len(space) + 1 or tuple(u.shape[u.ndim - len(space) :]) != space:
+    if layout is None:
+        names, fit = "..., time", "the grid"
+        time_axis = u.ndim - len(space) - 1
+        batch_axes = tuple(range(time_axis))
+    else:
+        allowed = layouts_for(len(space), timed=True)
+        if layout not in allowed:
+            raise ValueError(
+                f"layout must be one of {allowed} (those with a time axis) for a "
+                f"{type(grid).__name__}, got {layout!r}"
+            )
+        names, fit = ", ".join(layout[: -len(space)]), f"layout {layout!r} and the grid"
+        time_axis = layout.index("t")
+        batch_axes = (layout.index("b"),) if "b" in layout else ()
+    wrong_count = time_axis < 0 if layout is None else u.ndim != len(layout)
+    if wrong_count or tuple(u.shape[u.ndim - len(space) :]) != space:
         raise ValueError(
-            f"u must have shape (..., time, {', '.join(map(str, space))}) to match the grid, got "
+            f"u must have shape ({names}, {', '.join(map(str, space))}) to match {fit}, got "
             f"{tuple(u.shape)}"
         )
     mass = grid.integrate(u)
-    what = f"the masses' shape {tuple(mass.shape)} (..., time)"
+    what = f"the masses' shape {tuple(mass.shape)} ({names})"
     error = mass - _fitting("true_mass", true_mass, mass.shape, what, u.device)
     if time_index is not None:
-        count = error.shape[-1]
+        count = error.shape[time_axis]
         if isinstance(time_index, bool) or not isinstance(time_index, int):
             raise TypeError(f"time_index must be an int or None, got {time_index!r}")
         if not -count <= time_index < count:
-            raise ValueError(f"time_index must be in [{-count}, {count}), got {time_index}")
-        error = error[..., time_index]
+            where = (
+                "the one before the grid's; layout= names another"
+                if layout is None
+                else f"'t' of layout {layout!r}"
+            )
+            raise ValueError(
+                f"time_index must be in [{-count}, {count}) on the time axis (axis {time_axis} of "
+                f"u {tuple(u.shape)}, {where}), got {time_index}"
+            )
+        error = error.select(time_axis, time_index)
+        batch_axes = tuple(a - (a > time_axis) for a in batch_axes)
     if absolute:
         error = error.abs()
     if reduction == "none":
         return error
     if reduction != "mean":
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    if time_index is not None:
-        return error.mean()
-    return error.reshape(-1, error.shape[-1]).mean(0)
+    return error.mean(batch_axes) if batch_axes else error
 
 
 def abs_conservation_error(
@@ -466,10 +496,14 @@ def abs_conservation_error(
     true_mass: ArrayLike,
     time_index: int | None = None,
     reduction: Reduction = "none",
+    *,
+    layout: str | None = None,
 ) -> torch.Tensor:
     """``|CE|``: :func:`conservation_error` with ``absolute=True`` (the same ``u``, ``grid``,
-    ``true_mass``, ``time_index`` and ``reduction``)."""
-    return conservation_error(u, grid, true_mass, time_index, absolute=True, reduction=reduction)
+    ``true_mass``, ``time_index``, ``reduction`` and ``layout``)."""
+    return conservation_error(
+        u, grid, true_mass, time_index, absolute=True, reduction=reduction, layout=layout
+    )
 
 
 # ------------------------------------------------------------------------ probabilistic scores
@@ -540,8 +574,11 @@ def gaussian_log_likelihood(
     """Mean Gaussian log density of ``target`` under the prediction's marginals (diagonal).
 
     ``prediction`` is a :class:`Gaussian` (diagonal, full or low-rank covariance: its marginal
-    variances are used) or a ``(mean, variance)`` pair. Variances are raised to ``min_variance``;
-    negative ones raise ``ValueError``. ``reduction='none'`` returns the log density per point.
+    variances are used) or a ``(mean, variance)`` pair, the variance broadcast to the mean's
+    shape aligned from the right, as in numpy (on a ``(B, C, N)`` mean a per-sample variance is
+    written ``(B, 1, N)``: ``(B, N)`` would be read per channel where ``B == C``). Variances are
+    raised to ``min_variance``; negative ones raise ``ValueError``. ``reduction='none'`` returns
+    the log density per point.
     """
     mean, variance, eps, prior = _mean_variance(prediction)
     floor = _number("min_variance", min_variance, positive=True)
@@ -558,8 +595,10 @@ def crps_gaussian(
 
     ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``,
     its gradient in ``σ`` the limit of ``2φ(z) − 1/√π`` as ``σ → 0+`` (``(√2 − 1)/√π`` at
-    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape;
-    ``reduction='none'`` returns the score per point.
+    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape aligned from the
+    right, as in numpy (on a ``(B, C, N)`` mean a per-sample std is written ``(B, 1, N)``:
+    ``(B, N)`` would be read per channel where ``B == C``); ``reduction='none'`` returns the
+    score per point.
     """
     mean, target = _pair(("mean", "target"), mean, target)
     std = _tensor("std", std, mean.device)
@@ -697,13 +736,14 @@ def coverage(
     """Share of ``target`` points inside the prediction's central ``level`` interval (ends in).
 
     ``prediction`` is a :class:`Gaussian` (any covariance: its marginal variances) or a
-    ``(mean, variance)`` pair, ``target`` shaped like the mean: the interval is ``μ ± zσ`` with
-    ``Φ(z) = (1 + level)/2``. Or an :class:`Ensemble` of ``M`` members ``(M, ...)``, ``target``
-    ``(...)``: the interval between the members' ``(1 ∓ level)/2`` quantiles, the ``k``-th
-    smallest member being the ``k/(M + 1)`` quantile (linear in between; numpy's
-    ``method="weibull"``), so that a calibrated ensemble covers about ``level``, but no more than
-    ``(M − 1)/(M + 1)``: beyond its smallest and largest member the interval stops. ``level`` in
-    (0, 1); ``reduction='none'`` gives 1 (inside) or 0 per point.
+    ``(mean, variance)`` pair (the variance aligned with the mean from the right, as
+    :func:`gaussian_log_likelihood` reads it), ``target`` shaped like the mean: the interval is
+    ``μ ± zσ`` with ``Φ(z) = (1 + level)/2``. Or an :class:`Ensemble` of ``M`` members ``(M,
+    ...)``, ``target`` ``(...)``: the interval between the members' ``(1 ∓ level)/2``
+    quantiles, the ``k``-th smallest member being the ``k/(M + 1)`` quantile (linear in between;
+    numpy's ``method="weibull"``), so that a calibrated ensemble covers about ``level``, but no
+    more than ``(M − 1)/(M + 1)``: beyond its smallest and largest member the interval stops.
+    ``level`` in (0, 1); ``reduction='none'`` gives 1 (inside) or 0 per point.
     """
     probability = _level(level)
     if _is_gaussian(prediction):
@@ -726,9 +766,10 @@ def pit(
     ``target``; uniform on [0, 1] for a calibrated prediction (a U-shaped histogram: too narrow,
     a hump: too wide).
 
-    ``prediction`` is a :class:`Gaussian` (its marginals) or a ``(mean, variance)`` pair:
-    ``Φ((y − μ)/σ)``, and with ``σ = 0`` 0, ½ or 1 as ``y`` is below, at or above ``μ``. Or an
-    :class:`Ensemble` of ``M`` members ``(M, ...)`` and ``target`` ``(...)``: the mid-rank
+    ``prediction`` is a :class:`Gaussian` (its marginals) or a ``(mean, variance)`` pair (read as
+    :func:`gaussian_log_likelihood` reads it): ``Φ((y − μ)/σ)``, and with ``σ = 0`` 0, ½ or 1 as
+    ``y`` is below, at or above ``μ``. Or an :class:`Ensemble` of ``M`` members ``(M, ...)`` and
+    ``target`` ``(...)``: the mid-rank
     ``(#{x < y} + ½ #{x = y} + ½) / (M + 1)``, the middle of ``y``'s place among the ``M + 1``
     gaps the sorted members leave (not randomised): a calibrated ensemble without ties gives each
     of ``(k + ½)/(M + 1)``, ``k = 0 … M``, equally often (binned in ``M + 1``, the rank

@@ -8,11 +8,13 @@ any number of leading axes (sample, time slice, ...): ``mean (..., n)``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from ._checks import NonFiniteError
+from .errors import user_stacklevel
 
 
 def _finite(name: str, value: torch.Tensor) -> None:
@@ -126,13 +128,23 @@ class Gaussian:
 
     ``cov`` is full ``(..., n, n)``, diagonal ``(..., n)`` (variances), or a
     :class:`LowRankCovariance` (what a constraint returns) whose ``factor`` is ``(..., n, m)``
-    and ``base`` one of the first two, all with the mean's leading axes.
+    and ``base`` one of the first two, all with the mean's leading axes. ``diagonal`` says which
+    a tensor ``cov`` is: ``None`` reads it from the shapes, and a ``cov`` of the mean's shape is
+    variances. Where that shape is also a symmetric matrix, ``(B, n)`` beside a mean ``(B, n)``
+    with ``B == n``, it may have been meant as one full covariance shared by the rows: that
+    warns unless ``diagonal=True`` (a shared one is given expanded, ``cov.expand(B, n, n)``, as
+    a Gaussian's full :class:`LowRankCovariance` base is). ``diagonal=False`` asks for a full
+    ``cov``. Once built, ``diagonal`` holds the reading of a tensor ``cov`` (``None`` beside a
+    :class:`LowRankCovariance`, which says its own).
     """
 
     mean: torch.Tensor
     cov: torch.Tensor | LowRankCovariance
+    diagonal: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.diagonal is not None and not isinstance(self.diagonal, bool):
+            raise TypeError(f"diagonal must be True, False or None, got {self.diagonal!r}")
         if not isinstance(self.mean, torch.Tensor) or self.mean.ndim < 1:
             raise TypeError("mean must be a tensor of shape (..., n)")
         if not self.mean.is_floating_point():
@@ -143,6 +155,11 @@ class Gaussian:
         n = self.mean.shape[-1]
         shape = tuple(self.mean.shape)
         if isinstance(self.cov, LowRankCovariance):
+            if self.diagonal is not None:
+                raise TypeError(
+                    "diagonal is for a tensor cov: a LowRankCovariance says which its base is "
+                    "with its own diagonal"
+                )
             base, factor = self.cov.base, self.cov.factor
             _real_tensor("cov.base", base)
             _real_tensor("cov.factor", factor)
@@ -167,14 +184,38 @@ class Gaussian:
         if not isinstance(self.cov, torch.Tensor):
             raise TypeError(f"cov must be a tensor or LowRankCovariance, got {type(self.cov)}")
         _real_tensor("cov", self.cov)
-        if tuple(self.cov.shape) not in (shape, (*shape, n)):
+        expected = {None: (shape, (*shape, n)), True: (shape,), False: ((*shape, n),)}
+        if tuple(self.cov.shape) not in expected[self.diagonal]:
+            readings = {shape: "diagonal", (*shape, n): "full"}
+            wanted = " or ".join(f"{s} ({readings[s]})" for s in expected[self.diagonal])
+            said = "" if self.diagonal is None else f" (diagonal={self.diagonal})"
             raise ValueError(
-                f"cov must have shape {shape} (diagonal) or {(*shape, n)} (full) to match the "
-                f"mean, got {tuple(self.cov.shape)}"
+                f"cov must have shape {wanted} to match the mean{said}, got {tuple(self.cov.shape)}"
             )
         _finite("cov", self.cov)
-        if self.is_diagonal and (self.cov < 0).any():
-            raise ValueError("cov: a diagonal covariance must be >= 0 (variances)")
+        if self.is_diagonal:
+            shared = self._shared_reading()
+            if (self.cov < 0).any():
+                hint = f"; {shared}" if shared else ""
+                raise ValueError(f"cov: a diagonal covariance must be >= 0 (variances){hint}")
+            if shared and _symmetric(self.cov):
+                warnings.warn(
+                    f"Gaussian: {shared}; pass diagonal=True to say they are variances",
+                    stacklevel=user_stacklevel(),
+                )
+        object.__setattr__(self, "diagonal", self.is_diagonal)
+
+    def _shared_reading(self) -> str:
+        """Where a diagonal ``cov`` ``(..., B, n)`` with ``B == n`` might be one full covariance
+        shared by the ``B`` rows: how to give that instead; ``""`` elsewhere."""
+        shape = tuple(self.mean.shape)
+        if self.diagonal is not None or len(shape) < 2 or shape[-1] != shape[-2] or shape[-1] < 2:
+            return ""
+        return (
+            f"cov {shape} is read as variances, one row of {shape[-1]} per slice; if it is one "
+            f"full ({shape[-1]}, {shape[-1]}) covariance shared by the {shape[-2]} rows, give it "
+            f"expanded to one per row, {(*shape, shape[-1])}"
+        )
 
     @property
     def is_diagonal(self) -> bool:
@@ -191,6 +232,13 @@ class Gaussian:
         if isinstance(self.cov, LowRankCovariance):
             return self.cov.dense()
         return torch.diag_embed(self.cov) if self.is_diagonal else self.cov
+
+
+def _symmetric(matrices: torch.Tensor) -> bool:
+    """Whether ``matrices (..., n, n)`` equal their transposes to ``1e-8`` of their largest
+    entry."""
+    largest = matrices.abs().amax()
+    return bool((matrices - matrices.mT).abs().amax() <= 1e-8 * largest)
 
 
 @dataclass(frozen=True)

@@ -1758,7 +1758,7 @@ CONSTRAINT_CASES = [
             nn.Identity(), LinearConstraint(torch.ones(1, 4), [1.0], channels=(0,))
         )(gaussian()),
         ConstraintError,
-        r"a Gaussian output is constrained over its last axis",
+        r"channels=\(0,\) is not supported for a Gaussian output",
     ),
     case(
         "gaussian-mean-not-tensor",

@@ -262,8 +262,43 @@ def test_conservation_error_first_time_by_negative_index_and_mean_over_two_leadi
         metrics.conservation_error(u, grid, 0.0, time_index=-3, reduction="mean"),
         torch.tensor(4.5, dtype=F64),
     )
-    with pytest.raises(ValueError, match=r"time_index must be in \[-3, 3\), got -4"):
+    with pytest.raises(ValueError, match=r"time_index must be in \[-3, 3\) on the time axis"):
         metrics.conservation_error(u, grid, 0.0, time_index=-4)
+
+
+def test_conservation_error_of_a_forecast_reads_time_on_its_t_axis():
+    """``layout='btchw'``: ``u = a + p x + q y`` on [0, 1] × [0, 2] has mass ``2a + p + 2q``
+    (the trapezoid rule is exact on linear fields); the CE is ``(b, t, c)``, ``time_index`` picks a
+    frame, ``'mean'`` averages over the batch alone."""
+    B, T, C, H, W = 2, 10, 3, 8, 8
+    grid = Grid2D(Grid1D(H, 0.0, 1.0), Grid1D(W, 0.0, 2.0))
+    a, p, q = (rand(B, T, C, 1, 1, seed=s) for s in (1, 2, 3))
+    x = torch.linspace(0.0, 1.0, H, dtype=F64)[:, None]
+    y = torch.linspace(0.0, 2.0, W, dtype=F64)[None, :]
+    u = a + p * x + q * y
+    true_mass = rand(B, T, C, seed=4)
+    expected = (2 * a + p + 2 * q)[..., 0, 0] - true_mass
+    ce = metrics.conservation_error(u, grid, true_mass, layout="btchw")
+    torch.testing.assert_close(ce, expected, rtol=0, atol=1e-12)
+    frame = metrics.conservation_error(u, grid, true_mass, time_index=5, layout="btchw")
+    torch.testing.assert_close(frame, expected[:, 5], rtol=0, atol=1e-12)
+    mean = metrics.conservation_error(u, grid, true_mass, reduction="mean", layout="btchw")
+    torch.testing.assert_close(mean, (expected[0] + expected[1]) / 2, rtol=0, atol=1e-12)
+    worst = metrics.abs_conservation_error(
+        u, grid, true_mass, time_index=-1, reduction="mean", layout="btchw"
+    )
+    torch.testing.assert_close(worst, expected[:, 9].abs().mean(0), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\[-10, 10\) on the time axis \(axis 1 of u"):
+        metrics.conservation_error(u, grid, true_mass, time_index=10, layout="btchw")
+    with pytest.raises(ValueError, match=r"\[-3, 3\) on the time axis \(axis 2 of u"):
+        metrics.conservation_error(u, grid, true_mass, time_index=5)
+    with pytest.raises(ValueError, match=r"u must have shape \(b, t, c, 8, 8\) to match layout"):
+        metrics.conservation_error(u[0], grid, true_mass, layout="btchw")
+    with pytest.raises(ValueError, match=r"layout must be one of \('btchw',\)"):
+        metrics.conservation_error(u, grid, true_mass, layout="bchw")
+    line = a[..., 0] + p[..., 0] * x.T  # (b, t, c, x) on [0, 1]: mass a + p / 2
+    ce = metrics.conservation_error(line, Grid1D(H), true_mass, time_index=2, layout="btcx")
+    torch.testing.assert_close(ce, (a + p / 2)[:, 2, :, 0, 0] - true_mass[:, 2])
 
 
 # ----------------------------------------------------------------- probabilistic scores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -78,3 +80,32 @@ def test_safe_sqrt_has_zero_derivatives_at_zero() -> None:
     assert root.tolist() == [0.0, 0.5, 2.0]
     assert slope.tolist() == [0.0, 1.0, 0.25]
     assert curvature.tolist() == [0.0, -2.0, -1 / 32]
+
+
+def test_a_square_symmetric_cov_beside_as_many_rows_warns_which_reading_is_taken() -> None:
+    """``cov`` ``(n, n)`` beside a mean ``(B, n)`` with ``B == n`` fits both variances, one row per
+    sample, and one full covariance shared by the rows: it is read as variances (row 0 is
+    ``K``'s row 0, not its diagonal), with a warning when ``K`` is symmetric; ``diagonal=True``
+    says so silently, ``diagonal=False`` wants the shared one expanded."""
+    K = 0.5 * torch.eye(4) + 0.5
+    hint = r"expanded to one per row, \(4, 4, 4\).*diagonal=True"
+    with pytest.warns(UserWarning, match=hint) as seen:
+        read = Gaussian(torch.zeros(4, 4), K)
+    assert seen[0].filename == __file__  # the caller's line, not the dataclass's __init__
+    assert read.diagonal is True
+    assert torch.equal(read.variance()[0], torch.tensor([1.0, 0.5, 0.5, 0.5]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Gaussian(torch.zeros(4, 4), K, diagonal=True).is_diagonal
+        shared = Gaussian(torch.zeros(4, 4), K.expand(4, 4, 4))
+        Gaussian(torch.zeros(4, 4), K + torch.triu(torch.ones(4, 4), 1))  # not symmetric
+        Gaussian(torch.zeros(3, 4), K[:3])  # B != n: one reading only
+    assert shared.diagonal is False and torch.equal(shared.variance()[0], torch.ones(4))
+    with pytest.raises(ValueError, match=r"\(4, 4, 4\) \(full\) to match the mean \(diagonal=Fa"):
+        Gaussian(torch.zeros(4, 4), K, diagonal=False)
+    with pytest.raises(ValueError, match=r"must be >= 0 \(variances\); cov \(4, 4\) is read as"):
+        Gaussian(torch.zeros(4, 4), K - 0.75)
+    with pytest.raises(TypeError, match="diagonal must be True, False or None"):
+        Gaussian(torch.zeros(4, 4), K, diagonal=1)
+    with pytest.raises(TypeError, match="diagonal is for a tensor cov"):
+        Gaussian(torch.zeros(1, 4), LowRankCovariance(K[:1], torch.zeros(1, 4, 1)), diagonal=True)

@@ -763,6 +763,34 @@ def test_fast_fno_refuses_a_non_finite_input(bad):
         fno(x)
 
 
+@pytest.mark.parametrize(
+    "build, shape, expected",
+    [
+        (lambda: plain_fno((4,), 1, 1, 8, n_layers=2), (3, 16), r"\(batch, 1, \*space\) with 1 "),
+        (lambda: plain_fno((4,), 1, 1, 8, n_layers=2), (3, 2, 16), r"1 space axis.*got \(3, 2"),
+        (lambda: plain_fno((4,), 1, 1, 8, n_layers=2), (3, 1, 16, 16), r"got \(3, 1, 16, 16\)"),
+        (
+            lambda: fast_fno(n_modes=(4, 4), in_channels=3, out_channels=1, hidden_channels=8),
+            (2, 1, 12, 20),
+            r"\(batch, 3, \*space\) with 2 space axes \(in_channels=3, n_modes=\(4, 4\)\)",
+        ),
+        (
+            lambda: fast_fno(
+                n_modes=(4, 4), in_channels=3, out_channels=1, hidden_channels=8, periodic=True
+            ),
+            (2, 5, 12, 20),
+            r"\(batch, 3, \*space\) with 2 space axes",
+        ),
+    ],
+)
+def test_an_input_of_the_wrong_rank_or_channel_count_is_refused_by_its_layout(
+    build, shape, expected
+):
+    """Not neuralop's errors, which count the coordinate channels the FNO appends itself."""
+    with pytest.raises(ValueError, match=expected):
+        build()(torch.randn(shape))
+
+
 def test_fast_fno_takes_periodic_or_a_position_not_both():
     with pytest.raises(ValueError, match="give periodic=True or position, not both"):
         fast_fno(**FNO_1D, periodic=True, position=GridCoordinates(1))

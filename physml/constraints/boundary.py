@@ -361,7 +361,7 @@ class BoundaryCondition(Constraint):
             for index, used in zip((0, -1), self.sides, strict=True):
                 if used:
                     var[..., index] = 0.0
-            return Gaussian(mean, var)
+            return Gaussian(mean, var, diagonal=True)
         cov = output.dense_cov()
         if isinstance(self.bc, Dirichlet):  # A Σ Aᵀ: the pinned rows and columns become zero
             keep = torch.ones(cov.shape[-1], dtype=cov.dtype, device=cov.device)

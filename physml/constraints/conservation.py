@@ -9,6 +9,7 @@ import torch
 from pdes.checks import real
 from pdes.grid import Grid1D, Grid2D
 
+from .._checks import LAYOUTS, layouts_for
 from ..errors import ConstraintError
 from .linear import F64, LinearConstraint, _setting
 
@@ -42,9 +43,6 @@ def cumulative_inflow(times: torch.Tensor, inflow_rate: torch.Tensor) -> torch.T
     return torch.cat([torch.zeros_like(rate[..., :1]), steps.cumsum(-1)], dim=-1)
 
 
-LAYOUTS = {"tx": 2, "bcx": 3, "btcx": 4, "bchw": 4, "btchw": 5}
-
-
 def mass_conservation(
     grid: Grid1D | Grid2D,
     total_mass: torch.Tensor | Callable[..., torch.Tensor],
@@ -62,10 +60,13 @@ def mass_conservation(
     flattened ``(function, t, x)`` of probabilistic surrogates; a 4-axis ``(b, t, c, x)`` field
     needs ``layout="btcx"`` (it could be a 2-D ``(b, c, h, w)`` field, which needs a ``Grid2D``).
     A ``Grid2D`` integrates the last two axes of ``(b, c, h, w)`` or ``(b, t, c, h, w)``: one row
-    per frame and channel. ``channels`` picks the conserved channels (e.g. a tracer beside its
-    velocity). ``total_mass`` has the field's leading shape (the channel axis restricted to
-    ``channels``) — e.g. the initial mass plus :func:`cumulative_inflow` — or is a callable of
-    the model's inputs returning it. It broadcasts aligned from the right, as in numpy: on a
+    per frame and channel; a :class:`~physml.outputs.Gaussian` there is over the grid's ``h·w``
+    points flattened on its last axis (a diagonal one may come as ``(..., h, w)``; the result is
+    flattened either way: :meth:`.LinearConstraint.apply_gaussian`). ``channels`` picks the
+    conserved channels (e.g. a tracer beside its velocity; not for a Gaussian). ``total_mass``
+    has the field's leading shape (the channel axis restricted to ``channels``) — e.g. the
+    initial mass plus :func:`cumulative_inflow` — or is a callable of the model's inputs
+    returning it. It broadcasts aligned from the right, as in numpy: on a
     ``(B, C, x)`` field a ``(C,)`` total is one per channel, one per sample is written ``(B, 1)``
     — read by position in the batch, so a shuffled training batch needs the callable form.
     A tensor ``total_mass`` is copied when the constraint is built, without gradient (one that
@@ -86,7 +87,7 @@ def mass_conservation(
     more members or ``shrinkage > 0``).
     """
     if isinstance(grid, Grid1D):
-        space, allowed = (grid.n,), ("tx", "bcx", "btcx")
+        space, allowed = (grid.n,), layouts_for(1)
         ndims, hint = (
             (1, 2, 3),
             (
@@ -95,7 +96,7 @@ def mass_conservation(
             ),
         )
     elif isinstance(grid, Grid2D):
-        space, allowed = grid.shape, ("bchw", "btchw")
+        space, allowed = grid.shape, layouts_for(2)
         ndims, hint = (2, 3, 4, 5), " (a 2-D field (b, c, h, w) or (b, t, c, h, w))"
     else:
         raise ConstraintError(f"grid must be a pdes.Grid1D or Grid2D, got {type(grid)}")

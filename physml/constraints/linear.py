@@ -148,8 +148,10 @@ class LinearConstraint(Constraint):
             the Gaussian posterior's, and its members meet the rows only approximately.
         projection: ``"covariance"`` (ProbConserv) or ``"euclidean"`` (HardC) for Gaussians.
         check_psd: also verify that a full input covariance is positive semi-definite.
-        space: the trailing axes the rows act on (default ``(n,)``; ``(H, W)`` for a 2-D grid).
+        space: the trailing axes the rows act on (default ``(n,)``; ``(H, W)`` for a 2-D grid;
+            a Gaussian holds them flattened on its last axis: :meth:`apply_gaussian`).
         channels: constrain only these channels (the axis before ``space``); others pass as is.
+            Not for a Gaussian.
         ndims: the numbers of axes a field (a tensor, a mean, one member) may have; ``None``
             allows any. ``layout_hint`` completes the error message for another number.
         jitter: ``γ`` relative to the ensemble's mean variance, used when members cannot span
@@ -565,17 +567,18 @@ class LinearConstraint(Constraint):
     def apply_gaussian(self, output: Gaussian, state: torch.Tensor) -> Gaussian:
         """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis.
 
-        A full covariance (or a low-rank one's full base) is read as ``(cov + covᵀ) / 2`` when it
-        is symmetric to round-off (:data:`physml.metrics.SYMMETRY`, or its storage's), and
-        refused beyond."""
-        if len(self.space) != 1 or self.channels is not None:
-            raise ConstraintError(
-                "a Gaussian output is constrained over its last axis: give it flattened "
-                "(..., n) with all its channels (its covariance spans that axis)"
-            )
+        The last axis holds the grid's ``n`` points, flattened on a 2-D grid (``mean (..., H·W)``,
+        as ``field.flatten(-2)`` orders them) with any covariance over them; a diagonal Gaussian
+        may come as ``(..., H, W)`` and is read flattened. Either way the result is over the
+        flattened points: the update couples every point of the grid. A full covariance (or a
+        low-rank one's full base) is read as ``(cov + covᵀ) / 2`` when it is symmetric to
+        round-off (:data:`physml.metrics.SYMMETRY`, or its storage's), and refused beyond."""
+        output = self._over_points(output)
+        grid_mean = output.mean if len(self.space) == 1 else output.mean.unflatten(-1, self.space)
         if self.projection == "euclidean":
-            return Gaussian(self.apply_tensor(output.mean, state), output.cov)
-        leading = self._layout(output.mean, "mean")
+            mean = self.apply_tensor(grid_mean, state).flatten(grid_mean.ndim - len(self.space))
+            return Gaussian(mean, output.cov, output.diagonal)
+        leading = self._layout(grid_mean, self._read_as("mean", output.mean))
         b = self._target_for(state, leading, output.mean, "mean of shape {shape}")
         dtype = output.mean.dtype
         G, mean = self._matrices(output.mean.device)[0], output.mean.to(F64)
@@ -620,6 +623,35 @@ class LinearConstraint(Constraint):
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype), diagonal_base)
         met = None if self.noise else b
         return Gaussian(self._unflat(new_mean, output.mean, met), covariance)
+
+    def _over_points(self, output: Gaussian) -> Gaussian:
+        """``output`` with the grid's ``n`` points on its last axis: as it is, or a diagonal one
+        ``mean (..., *space)`` flattened; a Gaussian whose covariance spans fewer points, or
+        one for ``channels``, is refused with what to give instead."""
+        if self.channels is not None:
+            raise ConstraintError(
+                f"channels={self.channels} is not supported for a Gaussian output: constrain a "
+                "Gaussian of those channels alone, e.g. Gaussian(mean[:, channels], "
+                "variance[:, channels]), with a constraint built without channels"
+            )
+        n, s, mean = self.G.shape[1], len(self.space), output.mean
+        if s == 1 or mean.shape[-1] == n:
+            return output
+        if mean.ndim >= s and tuple(mean.shape[-s:]) == self.space and output.is_diagonal:
+            return Gaussian(mean.flatten(-s), output.cov.flatten(-s), diagonal=True)
+        kind = "diagonal" if output.is_diagonal else "full or low-rank"
+        raise ConstraintError(
+            f"a Gaussian is constrained over its last axis, which must hold the grid's {n} "
+            f"points {self.space} flattened; got mean {tuple(mean.shape)} with a {kind} "
+            f"covariance: give Gaussian(mean.flatten({-s}), variance.flatten({-s})) for a "
+            f"diagonal one, or a covariance over the {n} points, (..., {n}, {n})"
+        )
+
+    def _read_as(self, name: str, flat: torch.Tensor) -> str:
+        """How errors name a Gaussian's ``flat`` field ``(..., n)`` once read over the grid."""
+        if len(self.space) == 1:
+            return name
+        return f"{name} {tuple(flat.shape)} read over the grid {self.space} as a field"
 
     def apply_ensemble(self, output: Ensemble, state: torch.Tensor) -> Ensemble:
         """Move the members ``(member, ..., *space)`` with the ensemble covariance ``Σ``.

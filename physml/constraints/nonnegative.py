@@ -638,7 +638,7 @@ class NonNegative(Constraint):
         if output.is_diagonal:  # independent points: conditioning on u_i = 0 touches i alone
             pinned = active.reshape(mean.shape)
             variance = torch.where(pinned, 0.0, output.cov)
-            return Gaussian(torch.where(pinned, 0.0, output.mean), variance)
+            return Gaussian(torch.where(pinned, 0.0, output.mean), variance, diagonal=True)
         cov = output.cov
         one_row = isinstance(cov, LowRankCovariance) and cov.factor.shape[-1] == 1
         if one_row and cov.base_is_diagonal and self.tolerance == 0:

@@ -297,12 +297,12 @@ class AttentiveNeuralProcess(nn.Module):
         mu, sigma = self._latent(context_x, context_y)
         if samples == 0:
             mean, std = self._decode(target_x, r, mu)
-            return Gaussian(mean, std.square())
+            return Gaussian(mean, std.square(), diagonal=True)
         z = mu + sigma * _standard_normal((samples, *mu.shape), generator, mu)
         means, std = self._decode(target_x, r, z)
         mean = means.mean(dim=0)
         variance = std.square().mean(dim=0) + means.var(dim=0, unbiased=False)
-        return Gaussian(mean, variance)
+        return Gaussian(mean, variance, diagonal=True)
 
     def elbo_loss(
         self,

@@ -166,7 +166,7 @@ class DeepEnsemble(nn.Module):
         means, variances = self.member_outputs(inputs)
         mean = means.mean(0)
         variance = variances.mean(0) + (means - mean).pow(2).mean(0)
-        return Gaussian(mean, variance)
+        return Gaussian(mean, variance, diagonal=True)
 
     def predict(self, inputs: torch.Tensor, kind: str = "gaussian") -> Gaussian | Ensemble:
         """Without gradients: the mixture :class:`Gaussian` (mean of the means; variance = mean

@@ -296,7 +296,8 @@ class ExactGPSurrogate:
             noise = self._noise_std() if observation_noise else 0.0
             if covariance == "diagonal":
                 variance = self._prior_variance(z) - V.pow(2).sum(0) + noise
-                return Gaussian(mean, (variance.clamp_min(0) * self._y_scale**2).reshape(T, X))
+                variance = (variance.clamp_min(0) * self._y_scale**2).reshape(T, X)
+                return Gaussian(mean, variance, diagonal=True)
             slices = self.model_.covar_module(z.reshape(T, X, 2)).to_dense()
             blocks = V.reshape(-1, T, X).permute(1, 0, 2)  # (T, Nc, X)
             cov = torch.baddbmm(slices, blocks.transpose(1, 2), blocks, alpha=-1)
@@ -315,7 +316,7 @@ class ExactGPSurrogate:
             variance = self._prior_variance(z) - V.pow(2).sum(0)
             if observation_noise:
                 variance = variance + self._noise_std()
-            return Gaussian(self._mean(V), variance.clamp_min(0) * self._y_scale**2)
+            return Gaussian(self._mean(V), variance.clamp_min(0) * self._y_scale**2, diagonal=True)
 
     def _prior_variance(self, z: torch.Tensor) -> torch.Tensor:
         return self.model_.covar_module(z, diag=True)
@@ -354,4 +355,4 @@ class ExactGPSurrogate:
             covs.append(prediction.cov)
             found.append(self.hyperparameters())
         self.batch_hyperparameters_ = {k: torch.stack([h[k] for h in found]) for k in found[0]}
-        return Gaussian(torch.stack(means), torch.stack(covs))
+        return Gaussian(torch.stack(means), torch.stack(covs), prediction.diagonal)

@@ -346,12 +346,21 @@ def _lean_pointwise_layers(fno: FNO) -> None:
 
 class CheckedFNO(FNO):
     """neuralop's FNO that refuses NaN or inf input, which would otherwise come back as NaN over
-    the whole field (the FFTs spread one bad value everywhere), and float64 input or weights
-    (its spectral layers compute in complex64: torch would fail deep in a matmul)."""
+    the whole field (the FFTs spread one bad value everywhere), float64 input or weights
+    (its spectral layers compute in complex64: torch would fail deep in a matmul), and input
+    that is not ``(batch, in_channels, *space)`` with one space axis per ``n_modes`` entry
+    (neuralop's own errors count the coordinates it appends)."""
 
     def forward(self, x, *args, **kwargs):
-        if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or inf values")
+        if isinstance(x, torch.Tensor):
+            if x.ndim != 2 + self.n_dim or x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"x must be (batch, {self.in_channels}, *space) with {self.n_dim} space "
+                    f"ax{'is' if self.n_dim == 1 else 'es'} (in_channels={self.in_channels}, "
+                    f"n_modes={tuple(self.n_modes)}), got {tuple(x.shape)}"
+                )
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("x contains NaN or inf values")
         problem = fno_dtype_problem(self, x)
         if problem is not None:
             raise TypeError(problem)

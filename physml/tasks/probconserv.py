@@ -153,7 +153,8 @@ class OnGrid(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> Gaussian:
         prediction = self.model(*inputs)
         mean, variance = prediction.mean.to("cpu", F64), prediction.variance().to("cpu", F64)
-        return Gaussian(unflatten(mean, self.nt, self.nx), unflatten(variance, self.nt, self.nx))
+        variance = unflatten(variance, self.nt, self.nx)
+        return Gaussian(unflatten(mean, self.nt, self.nx), variance, diagonal=True)
 
 
 def predict(
@@ -179,7 +180,7 @@ def _slice(gaussian: Gaussian, index: int) -> Gaussian:
         sliced = LowRankCovariance(cov.base[:, index], cov.factor[:, index], cov.base_is_diagonal)
     else:
         sliced = cov[:, index]
-    return Gaussian(gaussian.mean[:, index], sliced)
+    return Gaussian(gaussian.mean[:, index], sliced, gaussian.diagonal)
 
 
 def shock_positions(

@@ -451,7 +451,7 @@ def _predict_anp(model: nn.Module, data: PDEData, options: dict, device) -> Gaus
             out = model.model(context_x, context_y, target_x)
             means.append(out.mean.cpu())
             variances.append(out.variance().cpu())
-    return Gaussian(torch.cat(means), torch.cat(variances))
+    return Gaussian(torch.cat(means), torch.cat(variances), diagonal=True)
 
 
 def _predict_ensemble(model: nn.Module, data: PDEData, options: dict, device) -> Gaussian:
@@ -464,7 +464,7 @@ def _predict_ensemble(model: nn.Module, data: PDEData, options: dict, device) ->
             out = model.model(inputs[start : start + 16].to(device))
             means.append(out.mean.cpu())
             variances.append(out.variance().cpu())
-    return Gaussian(torch.cat(means), torch.cat(variances))
+    return Gaussian(torch.cat(means), torch.cat(variances), diagonal=True)
 
 
 @dataclass(frozen=True)
