@@ -1136,9 +1136,9 @@ def test_grid2d_conservation_on_every_frame_and_channel(
 
 
 def test_a_gaussian_on_a_grid2d_is_conditioned_over_its_flattened_points():
-    """A diagonal Gaussian ``(b, c, h, w)`` or a full one over the ``h·w`` points flattened: the
-    textbook update with the trapezoid weights as the row, its mass exact; the same as the
-    flattened-Grid1D recipe with the 2-D weights."""
+    """A diagonal or a full Gaussian over the ``h·w`` points flattened: the textbook update with
+    the trapezoid weights as the row, its mass exact; the same as the flattened-Grid1D recipe
+    with the 2-D weights."""
     from pdes import Grid2D
 
     h, w = 4, 5
@@ -1152,7 +1152,7 @@ def test_a_gaussian_on_a_grid2d_is_conditioned_over_its_flattened_points():
     full = torch.diag_embed(variance.flatten(-2)) + 0.05
     recipe = mass_conservation(Grid1D(h * w), mass, weights=grid.weights(F64).flatten())
     diagonal = Gaussian(mean.flatten(-2), variance.flatten(-2))
-    priors = [(Gaussian(mean, variance), diagonal), (Gaussian(mean.flatten(-2), full),) * 2]
+    priors = [(diagonal, diagonal), (Gaussian(mean.flatten(-2), full),) * 2]
     for prior, flat_prior in priors:
         out = through(mass_conservation(grid, mass), prior)
         assert out.mean.shape == (2, 3, h * w)
@@ -1168,22 +1168,24 @@ def test_a_gaussian_on_a_grid2d_is_conditioned_over_its_flattened_points():
             )
             np.testing.assert_allclose(out.mean[i, j].numpy(), new_mean, rtol=0, atol=1e-12)
             np.testing.assert_allclose(out.dense_cov()[i, j].numpy(), new_cov, rtol=0, atol=1e-12)
-    hardc = through(mass_conservation(grid, mass, projection="euclidean"), Gaussian(mean, variance))
+    hardc = through(mass_conservation(grid, mass, projection="euclidean"), diagonal)
     assert torch.equal(hardc.cov, variance.flatten(-2))
     integral = trapezoid_2d(hardc.mean.unflatten(-1, (h, w)).numpy(), x, y)
     np.testing.assert_allclose(integral, mass.numpy(), rtol=0, atol=1e-12)
 
 
 def test_a_gaussian_over_rows_of_a_grid2d_or_with_channels_is_refused_with_a_recipe():
-    """A full covariance over the last axis ``w`` alone cannot be read over the grid's points;
-    ``channels`` is not for a Gaussian: both say what to give instead."""
+    """A full covariance over the last axis ``w`` alone cannot be read over the grid's points,
+    and a diagonal one ``(b, c, h, w)`` would come back in another shape, ``(b, c, h·w)``;
+    ``channels`` is not for a Gaussian: each says what to give instead."""
     from pdes import Grid2D
 
     grid = Grid2D(Grid1D(4), Grid1D(5))
     mean, variance = torch.zeros(2, 1, 4, 5, dtype=F64), torch.ones(2, 1, 4, 5, dtype=F64)
     per_row = Gaussian(mean, torch.diag_embed(variance))
-    with pytest.raises(ConstraintError, match=r"20 points \(4, 5\) flattened.*mean.flatten"):
-        through(mass_conservation(grid, torch.zeros(2, 1)), per_row)
+    for unflattened in (per_row, Gaussian(mean, variance)):
+        with pytest.raises(ConstraintError, match=r"20 points \(4, 5\) flattened.*mean.flatten"):
+            through(mass_conservation(grid, torch.zeros(2, 1)), unflattened)
     with pytest.raises(ConstraintError, match=r"channels=\(0,\) is not supported for a Gaussian"):
         through(mass_conservation(grid, torch.zeros(2, 1), channels=(0,)), Gaussian(mean, variance))
 

@@ -61,8 +61,8 @@ def mass_conservation(
     needs ``layout="btcx"`` (it could be a 2-D ``(b, c, h, w)`` field, which needs a ``Grid2D``).
     A ``Grid2D`` integrates the last two axes of ``(b, c, h, w)`` or ``(b, t, c, h, w)``: one row
     per frame and channel; a :class:`~physml.outputs.Gaussian` there is over the grid's ``h·w``
-    points flattened on its last axis (a diagonal one may come as ``(..., h, w)``; the result is
-    flattened either way: :meth:`.LinearConstraint.apply_gaussian`). ``channels`` picks the
+    points flattened on its last axis, ``(..., h·w)`` (:meth:`.LinearConstraint.apply_gaussian`:
+    the update couples every point, which a covariance per row cannot hold). ``channels`` picks the
     conserved channels (e.g. a tracer beside its velocity; not for a Gaussian). ``total_mass``
     has the field's leading shape (the channel axis restricted to ``channels``) — e.g. the
     initial mass plus :func:`cumulative_inflow` — or is a callable of the model's inputs

@@ -568,9 +568,9 @@ class LinearConstraint(Constraint):
         """ProbConserv (or HardC with ``projection="euclidean"``) over the last axis.
 
         The last axis holds the grid's ``n`` points, flattened on a 2-D grid (``mean (..., H·W)``,
-        as ``field.flatten(-2)`` orders them) with any covariance over them; a diagonal Gaussian
-        may come as ``(..., H, W)`` and is read flattened. Either way the result is over the
-        flattened points: the update couples every point of the grid. A full covariance (or a
+        as ``field.flatten(-2)`` orders them) with any covariance over them — a diagonal
+        ``(..., H, W)`` one is refused rather than returned in another shape: the update couples
+        every point of the grid, which a covariance per row cannot hold. A full covariance (or a
         low-rank one's full base) is read as ``(cov + covᵀ) / 2`` when it is symmetric to
         round-off (:data:`physml.metrics.SYMMETRY`, or its storage's), and refused beyond."""
         output = self._over_points(output)
@@ -625,9 +625,9 @@ class LinearConstraint(Constraint):
         return Gaussian(self._unflat(new_mean, output.mean, met), covariance)
 
     def _over_points(self, output: Gaussian) -> Gaussian:
-        """``output`` with the grid's ``n`` points on its last axis: as it is, or a diagonal one
-        ``mean (..., *space)`` flattened; a Gaussian whose covariance spans fewer points, or
-        one for ``channels``, is refused with what to give instead."""
+        """``output``, which must hold the grid's ``n`` points on its last axis (flattened on a
+        2-D grid, so that the result has the shape it came with); one that does not, or one for
+        ``channels``, is refused with what to give instead."""
         if self.channels is not None:
             raise ConstraintError(
                 f"channels={self.channels} is not supported for a Gaussian output: constrain a "
@@ -637,8 +637,6 @@ class LinearConstraint(Constraint):
         n, s, mean = self.G.shape[1], len(self.space), output.mean
         if s == 1 or mean.shape[-1] == n:
             return output
-        if mean.ndim >= s and tuple(mean.shape[-s:]) == self.space and output.is_diagonal:
-            return Gaussian(mean.flatten(-s), output.cov.flatten(-s), diagonal=True)
         kind = "diagonal" if output.is_diagonal else "full or low-rank"
         raise ConstraintError(
             f"a Gaussian is constrained over its last axis, which must hold the grid's {n} "
