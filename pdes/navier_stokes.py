@@ -287,6 +287,7 @@ class VorticityScheme:
         self.forcing = forcing
         self.k2 = torch.unique(modes.k2[active].cpu()).numpy()
         self.nu = viscosity.cpu().numpy()
+        self._arrays: _Work | None = None
 
     def limit(self, speed: torch.Tensor) -> float:
         return _limit(self.k2, self.nu, speed.cpu().numpy())
@@ -299,27 +300,83 @@ class VorticityScheme:
         ux, uy = torch.fft.irfft2(c[None] * self.derivatives[:2], s=self.shape)
         return (ux * ux + uy * uy).amax(dim=(-2, -1)).sqrt()
 
-    def nonlinear(self, c: torch.Tensor, peak: torch.Tensor | None = None) -> torch.Tensor:
-        ux, uy, wx, wy = torch.fft.irfft2(c[None] * self.derivatives, s=self.shape)
+    def nonlinear(
+        self, c: torch.Tensor, peak: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``N(c)``, written into ``out`` when given; ``peak`` ``(sample,)`` is raised to the
+        largest ``|u|²`` met."""
+        work = self._work(c)
+        torch.mul(c[None], self.derivatives, out=work.spectra)
+        torch.fft.irfft2(work.spectra, s=self.shape, out=work.fields)
+        ux, uy, wx, wy = work.fields
         if peak is not None:
-            torch.maximum(peak, (ux * ux + uy * uy).amax(dim=(-2, -1)), out=peak)
-        return torch.fft.rfft2(ux * wx + uy * wy) * self.minus_active
+            torch.maximum(peak, _products(ux, ux, uy, uy, work).amax(dim=(-2, -1)), out=peak)
+        torch.fft.rfft2(_products(ux, wx, uy, wy, work), out=work.advection)
+        return torch.mul(work.advection, self.minus_active, out=out)
 
     def advance(self, c: torch.Tensor, h: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``count`` steps of size ``h``; also the largest speed of any stage or of the result.
 
         In increment form, ``w⁺ = w + h (1 − hνΔ/2)⁻¹ (νΔw + N̄ + f)``, whose rounding errors scale
-        with the increment rather than with ``w``.
+        with the increment rather than with ``w``. The stages live in work arrays kept for the
+        next call (:meth:`_work`); the result is a new tensor.
         """
         gain = h / (1.0 - 0.5 * h * self.viscous)
         peak = torch.zeros(c.shape[0], dtype=FLOAT, device=c.device)
+        work = self._work(c)
+        c = c.clone()
         for _ in range(count):
-            n0 = self.nonlinear(c, peak)
-            base = self.viscous * c if self.forcing is None else self.viscous * c + self.forcing
-            guess = torch.addcmul(c, gain, base + n0)
-            n1 = self.nonlinear(guess, peak)
-            c = torch.addcmul(c, gain, torch.add(base, n0 + n1, alpha=0.5))
+            n0 = self.nonlinear(c, peak, out=work.n0)
+            base = torch.mul(self.viscous, c, out=work.base)
+            if self.forcing is not None:
+                base.add_(self.forcing)
+            guess = torch.addcmul(c, gain, torch.add(base, n0, out=work.total), out=work.guess)
+            n1 = self.nonlinear(guess, peak, out=work.n1)
+            total = torch.add(n0, n1, out=work.total)
+            c.addcmul_(gain, torch.add(base, total, alpha=0.5, out=total))
         return c, torch.maximum(peak.sqrt(), self.speed(c))
+
+    def _work(self, c: torch.Tensor) -> _Work:
+        """The work arrays for coefficients shaped like ``c``, made on first use."""
+        if self._arrays is None or not self._arrays.fits(c):
+            self._arrays = _Work.like(c, self.shape)
+        return self._arrays
+
+
+def _products(a, b, c, d, work: _Work) -> torch.Tensor:
+    """``a·b + c·d`` into ``work.product`` (``work.other`` holds ``c·d``)."""
+    torch.mul(c, d, out=work.other)
+    return torch.mul(a, b, out=work.product).add_(work.other)
+
+
+@dataclass
+class _Work:
+    """Work arrays of one CN–Heun step on coefficients ``(sample, nx, ny//2 + 1)``: the same
+    arithmetic as fresh temporaries, without allocating (and page-faulting in) megabytes a step."""
+
+    spectra: torch.Tensor  # (4, sample, nx, ny//2 + 1): ∇⊥ψ and ∇w, spectrally
+    fields: torch.Tensor  # (4, sample, nx, ny): the same on the grid
+    product: torch.Tensor  # (sample, nx, ny)
+    other: torch.Tensor  # (sample, nx, ny)
+    advection: torch.Tensor  # (sample, nx, ny//2 + 1), and the five below
+    n0: torch.Tensor
+    n1: torch.Tensor
+    base: torch.Tensor
+    guess: torch.Tensor
+    total: torch.Tensor
+
+    @classmethod
+    def like(cls, c: torch.Tensor, shape: tuple[int, int]) -> _Work:
+        """Arrays for coefficients shaped like ``c`` of fields of ``shape`` ``(nx, ny)``."""
+
+        def fields(*lead: int) -> torch.Tensor:
+            return torch.empty((*lead, c.shape[0], *shape), dtype=FLOAT, device=c.device)
+
+        spectra = torch.empty((4, *c.shape), dtype=c.dtype, device=c.device)
+        return cls(spectra, fields(4), fields(), fields(), *(torch.empty_like(c) for _ in range(6)))
+
+    def fits(self, c: torch.Tensor) -> bool:
+        return (self.n0.shape, self.n0.dtype, self.n0.device) == (c.shape, c.dtype, c.device)
 
 
 def _plan(span: float, step: float) -> tuple[int, float]:

@@ -800,16 +800,43 @@ def mean_se(values: ArrayLike) -> tuple[float, float]:
     return float(values.mean()), se
 
 
+_PICKS_AT_ONCE = 1 << 22
+"""Bootstrap picks drawn, and values gathered, at once (tens of MB): whole resamples, at least 2."""
+
+
 def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
-    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples >= 2`` draws,
-    from a generator seeded with ``seed``)."""
-    values = _tensor("values", values).flatten()
+    """Bootstrap standard error of the mean of ``values`` (flattened; ``resamples >= 2`` draws).
+
+    The picks are the ``(resamples, N)`` draw of a generator seeded by ``seed``, drawn a block of
+    whole resamples at a time (the same numbers in the same order) into arrays made once, so the
+    memory stays bounded and is not fragmented. No gradient: ``values`` is read detached."""
+    values = _tensor("values", values).flatten().detach()
     if values.numel() == 0:
         raise ValueError("values is empty")
     _positive_int("resamples", resamples, minimum=2)  # one resample mean has no spread
     generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(values), (resamples, len(values)), generator=generator)
-    return float(values.detach()[picks.to(values.device)].mean(1).std())
+    count = len(values)
+    blocks = _row_blocks(resamples, max(2, _PICKS_AT_ONCE // count))
+    picks = torch.empty((max(blocks), count), dtype=torch.int64)
+    picked = torch.empty(picks.shape, dtype=values.dtype, device=values.device)
+    means = torch.empty(resamples, dtype=values.dtype, device=values.device)
+    start = 0
+    for rows in blocks:
+        torch.randint(count, (rows, count), generator=generator, out=picks[:rows])
+        torch.take(values, picks[:rows].to(values.device), out=picked[:rows])
+        torch.mean(picked[:rows], 1, out=means[start : start + rows])
+        start += rows
+    return float(means.std())
+
+
+def _row_blocks(rows: int, most: int) -> list[int]:
+    """Sizes of consecutive blocks of ``most`` of ``rows >= 2`` rows, the rest in a last block, a
+    lone last row joining the block before: torch sums the row of a one-row reduction in parallel
+    pieces (its last bits depend on the threads), each row of a larger one whole, as in one draw."""
+    sizes = [most] * (rows // most) + [rows % most] * (rows % most > 0)
+    if sizes[-1] == 1:
+        sizes[-2:] = [sizes[-2] + 1]
+    return sizes
 
 
 # ----------------------------------------------------------------------- shocks and sampling

@@ -1,6 +1,7 @@
 """physml.metrics against independent computations: numpy/scipy formulas, quadrature, loops."""
 
 import math
+import statistics
 import warnings
 
 import numpy as np
@@ -1449,6 +1450,30 @@ def test_bootstrap_se_of_two_values_by_hand():
         math.sqrt(1 / 8), rel=0.05
     )
     assert metrics.bootstrap_se(torch.full((5,), 3.0)) == 0.0
+
+
+@pytest.mark.parametrize("resamples, blocks", [(7, [3, 4]), (10, [3, 3, 4]), (11, [3, 3, 3, 2])])
+def test_bootstrap_se_draws_whole_resamples_a_block_at_a_time(monkeypatch, resamples, blocks):
+    """Blocks of 3 resamples (a lone last one joins the block before): the SE of the picks of one
+    (resamples, N) draw from the same seeded generator, mean by mean, to the last bit."""
+    n, seed = 5, 4
+    values = torch.tensor([0.5, -1.25, 3.0, 7.5, 2.0], dtype=F64)
+    monkeypatch.setattr(metrics, "_PICKS_AT_ONCE", 3 * n)
+    drawn = []
+    randint = torch.randint
+
+    def recorded(*args, **kwargs):
+        drawn.append(args[1][0])
+        return randint(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", recorded)
+    se = metrics.bootstrap_se(values, seed=seed, resamples=resamples)
+    monkeypatch.undo()
+    assert drawn == blocks
+    picks = torch.randint(n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+    means = [math.fsum(values[row].tolist()) / n for row in picks]
+    assert se == pytest.approx(statistics.stdev(means), rel=1e-13)
+    assert se == float(values[picks].mean(1).std())
 
 
 def test_bootstrap_se_needs_two_resamples():

@@ -127,6 +127,27 @@ def test_taylor_green_at_a_large_step_follows_crank_nicolson_exactly():
     assert (numerical - exact).abs().max() > 1e-8  # the CN error is visible at this step
 
 
+def test_a_step_reuses_its_work_arrays_and_leaves_its_input_alone():
+    """Taylor–Green's advection vanishes, so each CN–Heun step multiplies its coefficients by
+    (1 - z/2)/(1 + z/2), z = hν|k|²: the same from work arrays kept by the scheme, made once."""
+    nu = torch.tensor([0.01, 0.03], dtype=F64)
+    w0 = ns.taylor_green(UNIT, 0.0, nu, amplitude=0.5)[:, 0]
+    scheme = ns.VorticityScheme(UNIT, nu, None, "cpu")
+    c = torch.fft.rfft2(w0)
+    before = c.clone()
+    h, steps = 0.02, 3
+    first, _ = scheme.advance(c, h, steps)
+    arrays = scheme._work(c)
+    second, _ = scheme.advance(c, h, steps)
+    assert scheme._work(c) is arrays
+    assert torch.equal(c, before) and torch.equal(first, second)
+    assert first.data_ptr() != second.data_ptr()
+    z = h * nu * 2 * (2 * math.pi) ** 2
+    expected = ((1 - z / 2) / (1 + z / 2))[:, None, None] ** steps * w0
+    got = torch.fft.irfft2(first, s=UNIT.shape)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-13 * w0.abs().max().item())
+
+
 @pytest.mark.parametrize("case", ns.EXACT_CASES, ids=lambda c: c.name)
 def test_exact_case_converges_at_its_order(case):
     study = convergence(case)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import TensorDataset, default_collate
 
 from physml import Ensemble, constrain
 from physml.constraints import Constraint, ReverseStep, Sampler
@@ -40,6 +40,7 @@ from physml.models.prediff import (
     update_ema,
 )
 from physml.training import TrainConfig, Trainer
+from physml.training.trainer import _batch
 
 T_IN, T_OUT, SIZE = 2, 2, 16
 LATENT = (2, 8, 8)
@@ -1207,6 +1208,49 @@ def test_latent_pairs_keep_the_source_attributes():
     latents = LatentPairs(PreDiff(autoencoder(), denoiser("conv")), data)
     assert latents.attributes == {"pde": "nbody", "seed": 3}
     assert LatentPairs(PreDiff(autoencoder(), denoiser("conv")), pairs(2)).attributes == {}
+
+
+def test_latent_pairs_batches_are_indexed_at_once_and_train_as_item_by_item(tmp_path, monkeypatch):
+    """The Trainer's batch of latent pairs is the collated items, no item read once the steps have
+    begun; the diffusion losses are those of the same run reading item by item."""
+
+    def fresh() -> PreDiff:
+        torch.manual_seed(0)
+        prediff = PreDiff(autoencoder(), denoiser("conv"))
+        prediff.calibrate(frames(4))
+        return prediff
+
+    latents = LatentPairs(fresh(), pairs(4))
+    picks = [3, 1, 1, 0]
+    batch = _batch(latents, picks)
+    expected = default_collate([latents[i] for i in picks])
+    assert type(batch) is type(expected) and len(batch) == 2
+    assert all(
+        torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(batch, expected, strict=True)
+    )
+    losses, reads = [], []
+    read = LatentPairs.__getitem__
+
+    def noted(pairs: LatentPairs, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if losses:
+            reads.append(i)
+        return read(pairs, i)
+
+    def loss(model: PreDiff, batch: object) -> torch.Tensor:
+        losses.append(diffusion_loss(model, batch))
+        return losses[-1]
+
+    def run(out: str) -> list[float]:
+        losses.clear()
+        reads.clear()
+        return _train(fresh(), loss, latents, tmp_path / out, steps=2).losses
+
+    monkeypatch.setattr(LatentPairs, "__getitem__", noted)
+    at_once = run("at-once")
+    assert reads == []
+    monkeypatch.delattr(LatentPairs, "item_rows")
+    assert run("item-by-item") == at_once
+    assert len(reads) == 4  # the second step's batch
 
 
 def test_timestep_embedding_is_the_sinusoidal_closed_form():

@@ -12,10 +12,13 @@ import torch
 import torch.multiprocessing as mp
 from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset, default_collate
 
-from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from physml.training import CheckpointError, MemberRows, TrainConfig, Trainer, load_checkpoint
 from physml.training.checkpoint import REMEDY
+from physml.training.trainer import _batch
+
+F64 = torch.float64
 
 
 def data(seed=0, n=24):
@@ -1211,3 +1214,100 @@ def test_a_checkpoint_whose_first_bytes_flipped_is_damaged_not_foreign(tmp_path)
     assert str(refused.value).endswith(
         "restore an intact copy, or delete it to start that training over"
     )
+
+
+class Keyed(Dataset):
+    """Rows served as ``{"x", "y"}`` items, also through torch's batched fetch ``__getitems__``
+    (a list of the items, as DataLoader asks), which counts its calls."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y, self.fetches = x, y, 0
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        self.fetches += 1
+        return [self[i] for i in indices]
+
+
+class Offset(MemberRows):
+    """Member rows whose targets are read shifted: not what the ``item_rows`` it inherits say."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = super().__getitem__(i)
+        return inputs, targets + 1.0
+
+
+def rows(cls=MemberRows, n=24):
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(7))
+    return cls(x, x.sum(1).to(F64), members=3, seed=2)
+
+
+def same_batch(got: object, expected: object) -> bool:
+    """The same nesting of lists, tuples and dicts (keys in order) of equal tensors (and dtypes)."""
+    if isinstance(expected, torch.Tensor):
+        return got.dtype == expected.dtype and torch.equal(got, expected)
+    if isinstance(expected, str):
+        return got == expected
+    if isinstance(expected, dict):
+        got, expected = list(got.items()), list(expected.items())
+    same_parts = len(got) == len(expected) and all(map(same_batch, got, expected))
+    return type(got) is type(expected) and same_parts
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [rows(), rows(Offset), data(), indexed(), Keyed(*data().tensors)],
+    ids=["member-rows", "subclass-reading-otherwise", "tensors", "three-tensors", "getitems"],
+)
+def test_a_batch_is_the_collated_items_whether_fetched_at_once_or_not(dataset):
+    picks = [5, 0, 17, 5, 23]
+    expected = default_collate([dataset[i] for i in picks])
+    assert same_batch(_batch(dataset, picks), expected)
+
+
+def test_a_member_rows_batch_is_indexed_at_once_and_trains_as_item_by_item(monkeypatch):
+    """fit_ensemble reads no MemberRows item in its steps (its fingerprint reads a few), and its
+    losses are those of the same run fetching item by item."""
+    from physml.models import DeepEnsemble
+    from physml.training import fit_ensemble
+    from physml.training import trainer as trainer_module
+
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    reads = []
+    read = MemberRows.__getitem__
+    monkeypatch.setattr(MemberRows, "__getitem__", lambda rows, i: reads.append(i) or read(rows, i))
+
+    def loss_curve() -> list[float]:
+        reads.clear()
+        ensemble = DeepEnsemble(2, members=2, width=4, depth=1)
+        return fit_ensemble(ensemble, x, x.sum(1), epochs=3, batch_size=20).loss_curve_
+
+    at_once = loss_curve()
+    assert len(reads) < 20
+    monkeypatch.setattr(trainer_module, "item_rows", lambda dataset: None)
+    assert loss_curve() == at_once
+    assert len(reads) >= 3 * 40
+
+
+def test_a_dataset_with_getitems_is_fetched_a_batch_at_a_time_and_trains_the_same(monkeypatch):
+    """Each micro-batch is one __getitems__ call; the losses are those of item-by-item reads."""
+    config = dataclasses.replace(CONFIG, accumulate=2, checkpoint_every=12)
+    x, y = data().tensors
+
+    def keyed_mse(net, batch):
+        return mse(net, (batch["x"], batch["y"]))
+
+    def run() -> tuple[list, list, int]:
+        train = Keyed(x, y)
+        report = Trainer(model(), keyed_mse, config, quiet=True).fit(train, Keyed(x[:10], y[:10]))
+        return report.losses, report.validation, train.fetches
+
+    losses, validation, fetches = run()
+    assert fetches == 12 * 2
+    monkeypatch.delattr(Keyed, "__getitems__")
+    assert run() == (losses, validation, 0)

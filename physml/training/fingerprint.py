@@ -89,21 +89,27 @@ def _hash_rows(tensors: Sequence[torch.Tensor], rows: torch.Tensor | None) -> st
     return digest.hexdigest()
 
 
-def _item_rows(dataset: Dataset) -> tuple[Sequence[torch.Tensor], torch.Tensor | None] | None:
+_ROW_METHODS = ("__getitem__", "item_rows")
+"""A dataset's ``item_rows()`` is trusted when one class defines both of these."""
+
+
+def item_rows(dataset: Dataset) -> tuple[Sequence[torch.Tensor], torch.Tensor | None] | None:
     """``(tensors, rows)`` of a dataset whose item ``i`` is ``tuple(t[rows[i]] for t in
     tensors)``: a ``TensorDataset`` (``rows`` ``None``: row ``i``) or one offering them as
-    ``item_rows()`` (as :class:`physml.training.MemberRows`); else ``None``."""
-    if type(dataset).__getitem__ is TensorDataset.__getitem__:
+    ``item_rows()`` (as :class:`physml.training.MemberRows`), defined by the class that defines
+    its ``__getitem__`` (a subclass reading its items another way gets ``None``); else ``None``."""
+    kind = type(dataset)
+    if kind.__getitem__ is TensorDataset.__getitem__:
         return dataset.tensors, None
-    item_rows = getattr(dataset, "item_rows", None)
-    return item_rows() if callable(item_rows) else None
+    owners = {next((k for k in kind.__mro__ if name in vars(k)), None) for name in _ROW_METHODS}
+    return dataset.item_rows() if len(owners) == 1 else None
 
 
 def _hash_every_item(dataset: Dataset, picks: list[int], sampled: str) -> str | None:
     """The hash of every item of ``dataset`` (``None``: they differ between reads): from its
-    :func:`_item_rows` in blocks when those give the items at ``picks`` (hashed ``sampled``),
+    :func:`item_rows` in blocks when those give the items at ``picks`` (hashed ``sampled``),
     else item by item."""
-    backing = _item_rows(dataset)
+    backing = item_rows(dataset)
     if backing is not None:
         tensors, rows = backing
         picked = torch.tensor(picks) if rows is None else rows[picks]
@@ -122,13 +128,13 @@ def fingerprint(dataset: Dataset, name: str = "dataset") -> dict[str, object]:
     ``items_follow_attributes`` is ``True`` has :data:`SAMPLED` samples hashed
     (:data:`FOLLOW_ATTRIBUTES`). A ``TensorDataset``, or a dataset whose ``item_rows()`` gives
     ``(tensors, rows)``, item ``i`` being ``tuple(t[rows[i]] for t in tensors)`` (``rows`` an
-    integer tensor, as :meth:`physml.training.MemberRows.item_rows`), is hashed from those tensors
-    :data:`ROWS` items at a time, to the same hash, once the :data:`SAMPLED` items read agree with
-    them. Each item is read twice: items that differ between the reads (random augmentation)
-    cannot be hashed, and ``sample_hash`` then hashes the size, shapes and dtypes only
-    (:data:`RANDOM_ITEMS`), with a warning naming ``name``. ``sampled_hash`` hashes the
-    :data:`SAMPLED` items that checkpoints written before ``hashed`` hashed, to check those
-    (``None`` for random items). The random generators are left as they were.
+    integer tensor, as :meth:`physml.training.MemberRows.item_rows`, or ``None`` for row ``i``),
+    is hashed from those tensors :data:`ROWS` items at a time, to the same hash, once the
+    :data:`SAMPLED` items read agree with them. Each item is read twice: items that differ
+    between the reads (random augmentation) cannot be hashed, and ``sample_hash`` then hashes the
+    size, shapes and dtypes only (:data:`RANDOM_ITEMS`), with a warning naming ``name``.
+    ``sampled_hash`` hashes the :data:`SAMPLED` items that checkpoints written before ``hashed``
+    hashed, to check those (``None`` for random items). The random generators are left as they were.
     """
     count = len(dataset)
     if count == 0:

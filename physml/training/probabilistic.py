@@ -320,7 +320,8 @@ class MemberRows(Dataset):
 
     def item_rows(self) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``((inputs, targets), rows (N, M))``: item ``i`` is ``(inputs[rows[i]],
-        targets[rows[i]])``, so the checkpoint's fingerprint hashes every item in blocks."""
+        targets[rows[i]])``, so the Trainer indexes a batch, and the checkpoint's fingerprint
+        hashes every item, in blocks."""
         return (self.inputs, self.targets), self.order.T
 
 

@@ -48,7 +48,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import World, world
-from .fingerprint import fingerprint, item_tensors
+from .fingerprint import fingerprint, item_rows, item_tensors
 from .generators import generators_kept, host_states, seed_host_generators, set_host_states
 
 Loss = Callable[[nn.Module, object], torch.Tensor]
@@ -477,7 +477,7 @@ class Trainer:
         total = None
         for part in range(parts):
             samples = indices[part::parts]
-            batch = _to(default_collate([train[i] for i in samples]), device)
+            batch = _to(_batch(train, samples), device)
             last = part == parts - 1
             with contextlib.nullcontext() if last else _no_sync(trained):
                 try:
@@ -515,12 +515,10 @@ class Trainer:
         with torch.no_grad(), generators_kept(cuda), _modes_kept(model):
             model.eval()
             for start in range(0, len(dataset), self.config.batch):
-                items = [
-                    dataset[i] for i in range(start, min(start + self.config.batch, len(dataset)))
-                ]
-                loss = _scalar(self.loss(model, _to(default_collate(items), device)))
-                total += float(loss) * len(items)
-                count += len(items)
+                indices = list(range(start, min(start + self.config.batch, len(dataset))))
+                loss = _scalar(self.loss(model, _to(_batch(dataset, indices), device)))
+                total += float(loss) * len(indices)
+                count += len(indices)
         return total / count
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -697,6 +695,20 @@ def _no_sync(trained: nn.Module):
         if isinstance(trained, DistributedDataParallel)
         else contextlib.nullcontext()
     )
+
+
+def _batch(dataset: Dataset, indices: list[int]) -> object:
+    """``default_collate`` of ``dataset``'s items at ``indices``, fetched at once where the dataset
+    allows: indexed from the tensors its items are rows of (:func:`~physml.training.fingerprint.
+    item_rows`), else through torch's batched fetch ``__getitems__`` when it defines one (a list
+    of the items, as ``DataLoader`` calls it), else item by item."""
+    backing = item_rows(dataset)
+    if backing is not None:
+        tensors, rows = backing
+        picked = torch.tensor(indices) if rows is None else rows[indices]
+        return [tensor[picked] for tensor in tensors]
+    fetch = getattr(dataset, "__getitems__", None)
+    return default_collate(fetch(indices) if callable(fetch) else [dataset[i] for i in indices])
 
 
 def _to(batch: object, device: torch.device) -> object:

@@ -287,6 +287,11 @@ class LatentPairs(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.context[i], self.target[i]
 
+    def item_rows(self) -> tuple[tuple[torch.Tensor, torch.Tensor], None]:
+        """``((context, target), None)``: item ``i`` is row ``i`` of each, so the Trainer
+        indexes a batch, and the checkpoint's fingerprint hashes the items, in blocks."""
+        return (self.context, self.target), None
+
 
 def diffusion_loss(model: nn.Module, batch: object) -> torch.Tensor:
     """Stage-2 loss for the Trainer: ε-prediction MSE at timesteps uniform in ``[0, T)``.
