@@ -39,6 +39,11 @@ def test_a_generated_dataset_loads(dataset):
     assert load(dataset).u.shape == (6, 4, 9)
 
 
+def no_frames(f):
+    replace("u", np.zeros((6, 0, 9)))(f)
+    replace("t", np.zeros(0))(f)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -55,6 +60,13 @@ def test_a_generated_dataset_loads(dataset):
         (replace("params/a", np.arange(5.0)), "params/a has shape"),
         (replace("sample_index", np.arange(7)), "sample_index has shape"),
         (replace("fields/u_squared", np.zeros((2, 4, 9))), "fields/u_squared has shape"),
+        (replace("u", np.zeros((0, 4, 9))), r"holds no samples: u has shape \(0, 4, 9\)"),
+        (no_frames, r"holds no time frames: u has shape \(6, 0, 9\)"),
+        (
+            replace("u", np.zeros((6, 4, 9, 1))),
+            r"u has shape \(6, 4, 9, 1\), a space axis of size 1: u is \(sample, time, \*space\) "
+            r"with no channel axis .* further channels as arrays under fields/",
+        ),
     ],
     ids=[
         "complex-u",
@@ -70,12 +82,41 @@ def test_a_generated_dataset_loads(dataset):
         "params-length",
         "sample-index-length",
         "fields-length",
+        "no-samples",
+        "no-frames",
+        "channel-axis",
     ],
 )
 def test_arrays_that_do_not_fit_together_are_refused(dataset, edit, message):
     rewrite(dataset, edit)
     with pytest.raises(DatasetFileError, match=message):
         load(dataset)
+
+
+def test_a_big_endian_file_loads_equal_to_the_native_one(dataset):
+    """Arrays another platform or tool stored big-endian ('>f8', '>i8') read back in this
+    machine's order, every value the same."""
+    native = load(dataset)
+
+    def swap_every_array(f):
+        arrays = []
+        f.visititems(
+            lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None
+        )
+        for name in arrays:
+            value = f[name][()]
+            del f[name]
+            f.create_dataset(name, data=value.astype(value.dtype.newbyteorder(">")))
+
+    rewrite(dataset, swap_every_array)
+    with h5py.File(dataset) as f:
+        assert f["u"].dtype.str == ">f8" and f["sample_seed"].dtype.str == ">i8"
+    swapped = load(dataset)
+    for name in ("u", "t", "sample_index", "sample_seed"):
+        assert torch.equal(getattr(swapped, name), getattr(native, name)), name
+    for group in ("coords", "params", "fields"):
+        for name, value in getattr(native, group).items():
+            assert torch.equal(getattr(swapped, group)[name], value), f"{group}/{name}"
 
 
 def test_a_single_time_file_is_refused_for_multi_step_naming_the_file(dataset):

@@ -3,6 +3,7 @@
 import argparse
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -229,6 +230,32 @@ def test_the_point_models_predict_every_point_of_every_solution_past_one_batch(n
 )
 def test_the_periodic_boundary_is_read_per_axis_whatever_its_case(boundary, periodic):
     assert families.periodic_domain(_data(1, 2, 4, boundary=boundary)) is periodic
+
+
+@pytest.mark.parametrize(
+    ("attrs", "periodic"),
+    [
+        ({"periodic": 1}, True),  # as the GPME recipes write it, with or without a boundary
+        ({"periodic": np.int64(1), "boundary": "periodic"}, True),
+        ({"periodic": np.int64(0), "boundary": "dirichlet: u(t,0) = 1, u(t,1) = 0"}, False),
+        ({"periodic": True}, True),
+        ({"periodic": np.bool_(False)}, False),
+        ({"periodic": 1, "boundary": "periodic in x"}, True),  # the flag decides
+        ({"periodic": 0, "boundary": "periodic"}, False),
+    ],
+)
+def test_the_periodic_flag_decides_where_a_file_has_one(attrs, periodic):
+    data = _data(1, 2, 4, **attrs)
+    assert families.periodic_domain(data) is periodic
+    assert families.with_domain({"model": "unet"}, data)["periodic"] is periodic
+
+
+@pytest.mark.parametrize("flag", [2, -1, 1.0, "yes", "periodic"])
+def test_a_periodic_flag_that_is_not_a_bool_nor_0_or_1_is_named(flag):
+    with pytest.raises(
+        ValueError, match=rf"attribute periodic must be true or false \(1 or 0\), got {flag!r}"
+    ):
+        families.periodic_domain(_data(1, 2, 4, periodic=flag))
 
 
 @pytest.mark.parametrize(("attrs", "kind"), [({}, "node"), ({"grid_kind": "cell"}, "cell")])

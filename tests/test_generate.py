@@ -65,6 +65,31 @@ def test_layout_and_values(tmp_path):
     assert not (tmp_path / "toy.h5.partial").exists()
 
 
+@pytest.mark.parametrize(
+    ("pde", "equation"),
+    [
+        ("heat", "heat: u_t = kappa u_xx"),  # the recipe states it as its pde
+        ("diffusion", "u_t = d/dx(k(u) du/dx)"),  # the GPME recipes as their equation
+    ],
+)
+def test_a_generated_file_keeps_the_recipes_equation_beside_its_name(tmp_path, pde, equation):
+    path = generate_dataset(pde, tmp_path / "a.h5", n=2, nx=9, nt=3, progress=False)
+    with h5py.File(path) as f:
+        assert f.attrs["pde"] == pde and f.attrs["equation"] == equation
+    assert load(path).attrs["equation"] == equation
+
+
+def test_a_file_written_before_the_equation_was_kept_is_kept_by_a_rerun(tmp_path):
+    """A requeued job finding the file an earlier physml wrote (no ``equation``) keeps it."""
+    path = generate_dataset("heat", tmp_path / "a.h5", n=2, nx=9, nt=3, progress=False)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["equation"]
+        created = f.attrs["created"]
+    again = generate_dataset("heat", tmp_path / "a.h5", n=2, nx=9, nt=3, progress=False)
+    with h5py.File(again) as f:
+        assert f.attrs["created"] == created and "equation" not in f.attrs
+
+
 def test_same_seed_same_data_other_seed_other_data(tmp_path):
     a = load(make(tmp_path / "a.h5", seed=1, chunk=3)).u
     b = load(make(tmp_path / "b.h5", seed=1, chunk=7)).u

@@ -21,13 +21,14 @@ from physml.data import (
     convert,
     generate_dataset,
     load,
+    merge_shards,
     read_pdebench,
     read_well,
     write_pdebench,
     write_physml,
     write_well,
 )
-from physml.data.generate import write_checksummed
+from physml.data.generate import sample_seed, write_checksummed
 
 N, T, X, Y = 3, 5, 8, 6
 
@@ -56,6 +57,7 @@ def _ours_2d() -> PDEData:
         fields={"vx": tensor(N, T, X, Y), "vy": tensor(N, T, X, Y)},
         attrs={"pde": "synthetic", "boundary": "periodic", "seed": 7},
         sample_index=torch.arange(N),
+        sample_seed=torch.tensor([2**62 + 1, 7, 2**40], dtype=torch.int64),
     )
 
 
@@ -71,6 +73,8 @@ def _assert_same(back: PDEData, data: PDEData) -> None:
             assert torch.equal(theirs[name], ours[name]), f"{group}[{name}]"
             assert theirs[name].dtype == ours[name].dtype
     assert torch.equal(back.sample_index, data.sample_index)
+    assert (back.sample_seed is None) == (data.sample_seed is None)
+    assert data.sample_seed is None or torch.equal(back.sample_seed, data.sample_seed)
 
 
 def _pdebench_1d(path, n=4, steps=6, nx=16, t_entries=None, **overrides):
@@ -174,6 +178,29 @@ def test_ours_to_pdebench_and_back_is_bitwise(tmp_path):
     again = load(tmp_path / "again.h5")
     _assert_same(again, ours)
     assert again.attrs["format"] == "physml-dataset/1"
+
+
+@pytest.mark.parametrize("to", ["pdebench", "well"])
+def test_a_shard_converted_there_and_back_is_still_a_shard_merge_takes(tmp_path, to):
+    """The round trip keeps each sample's seed (and index); through PDEBench, where the file it
+    was read from is the shard's own business, it merges with the shards never converted."""
+    index = tmp_path / "heat.h5"
+    shards = [
+        generate_dataset(
+            "heat", index, n=4, seed=3, shard=i, num_shards=2, nx=9, nt=3, progress=False
+        )
+        for i in range(2)
+    ]
+    convert(shards[1], tmp_path / f"s1.{to}.h5", to=to)
+    (tmp_path / "back").mkdir()
+    back = convert(tmp_path / f"s1.{to}.h5", tmp_path / "back" / shards[1].name, to="physml")
+    original = load(shards[1])
+    assert torch.equal(load(back).sample_seed, original.sample_seed)
+    assert original.sample_seed.tolist() == [sample_seed(3, 2), sample_seed(3, 3)]
+    assert load(back).attrs["source_file"] == f"s1.{to}.h5"
+    if to == "pdebench":  # The Well's own attributes (dataset_name, ...) stay in its copies
+        merged = merge_shards([shards[0], back], tmp_path / "merged.h5")
+        assert torch.equal(load(merged).u, load(index).u)
 
 
 @pytest.mark.parametrize("layout", ["tensor", "ns"])

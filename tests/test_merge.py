@@ -47,6 +47,17 @@ class TotalsToy(ToyProblem):
 
 problems.register(TotalsToy())
 
+
+class EquationToy(ToyProblem):
+    name = "equation-toy"
+    description = "the toy recipe stating its equation, as the solver recipes do (tests only)"
+
+    def attributes(self, settings):
+        return {**super().attributes(settings), "pde": "toy: u = a exp(-t) sin(pi x)"}
+
+
+problems.register(EquationToy())
+
 N, SEED, SHARDS = 11, 5, 3  # shards hold samples 0-2, 3-6 and 7-10
 
 
@@ -189,6 +200,30 @@ def test_merged_file_refuses_shards_remade_alike_with_other_settings(tmp_path, s
     assert load(index).attrs["seed"] == 6  # consistent among themselves
     with pytest.raises(ShardError, match="changed since the merge.*: seed 6 vs 5"):
         load(merged)
+
+
+def test_a_shard_written_before_the_equation_was_kept_joins_those_that_keep_it(tmp_path):
+    """Generated files keep the recipe's equation since physml wrote ``pde`` as the recipe's
+    name alone: an earlier shard (no ``equation``) still forms one dataset with later ones, and
+    the index and the merged file describe it with the equation; two equations still differ."""
+    index = tmp_path / "eq.h5"
+    shards = [tmp_path / f"eq.shard-00{i}-of-003.h5" for i in range(SHARDS)]
+    make(index, pde="equation-toy", shard=0)
+    with h5py.File(shards[0], "r+") as f:
+        assert f.attrs["pde"] == "equation-toy"
+        assert f.attrs["equation"] == "toy: u = a exp(-t) sin(pi x)"
+        del f.attrs["equation"]  # as an earlier physml wrote it
+    for shard in (1, 2):  # the last writes the index: the shards form one dataset
+        make(index, pde="equation-toy", shard=shard)
+    assert load(index).u.shape == (N, 4, 9)
+    merged = merge_shards(shards, tmp_path / "merged.h5")
+    assert load(merged).attrs["equation"] == "toy: u = a exp(-t) sin(pi x)"
+    _set_attribute(shards[2:], "equation", "u_t = 0")
+    with pytest.raises(
+        ShardError,
+        match=rf"'{shards[2]}' vs '{shards[1]}': equation 'u_t = 0' vs 'toy: u = a exp",
+    ):
+        check_shards(shards)
 
 
 def _shift_samples(source, target, offset):

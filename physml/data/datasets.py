@@ -127,6 +127,14 @@ def check_self_contained(path: Path, f: h5py.File, virtual_ok: bool = False) -> 
     visit(f, "")
 
 
+def native_order(value: np.ndarray) -> np.ndarray:
+    """``value`` in this machine's byte order: HDF5 gives arrays in the order the writer stored
+    them (big-endian from some platforms and tools), and torch takes the native order only."""
+    if not isinstance(value, (np.ndarray, np.generic)) or value.dtype.isnative:
+        return value
+    return value.astype(value.dtype.newbyteorder("="))
+
+
 def _read_file(path: Path) -> dict:
     with open_hdf5(path, "path") as f:
         kind = f.attrs.get("format")
@@ -156,7 +164,7 @@ def _read_file(path: Path) -> dict:
 
         def read(name: str) -> np.ndarray:
             try:
-                return f[name][()]
+                return native_order(f[name][()])
             except OSError as error:
                 if merged:  # the shards behind it say which is damaged
                     raise
@@ -294,9 +302,10 @@ def strictly_increasing(values: np.ndarray) -> bool:
 
 def check_content(path: Path, content: dict, where: str | None = None) -> None:
     """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
-    time, *space)`` without NaN or inf, increasing ``t`` of one entry per frame, coordinates of
-    one entry per node and one parameter value, field, index and seed entry per sample. ``where``
-    starts the messages (default: the path)."""
+    time, *space)`` without NaN or inf, of one sample and one frame at least and space axes of
+    two points at least (``u`` has no channel axis), increasing ``t`` of one entry per frame,
+    coordinates of one entry per node and one parameter value, field, index and seed entry per
+    sample. ``where`` starts the messages (default: the path)."""
     where = where or f"path: {str(path)!r}:"
     u = content["u"]
     if u.dtype.kind != "f":
@@ -308,6 +317,17 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
             f"{where} u must have dims (sample, time, *space), got shape {u.shape}"
         )
     samples, frames = u.shape[:2]
+    if samples == 0:
+        raise DatasetFileError(f"{where} holds no samples: u has shape {u.shape}")
+    if frames == 0:
+        raise DatasetFileError(f"{where} holds no time frames: u has shape {u.shape}")
+    if min(u.shape[2:]) <= 1:
+        raise DatasetFileError(
+            f"{where} u has shape {u.shape}, a space axis of size {min(u.shape[2:])}: u is "
+            "(sample, time, *space) with no channel axis (a trailing channel axis of size 1 "
+            "reads as a space axis of one point); store u without it, and further channels as "
+            "arrays under fields/ (kept beside u; physml train learns u alone)"
+        )
     t = content["t"]
     if t.ndim != 1 or t.shape[0] != frames:
         raise DatasetFileError(f"{where} t has shape {t.shape}, u has {frames} frames")

@@ -14,8 +14,9 @@ the last bits of a sample differently in another batch).
 
 File layout: ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
 array per PDE parameter under ``params/``, further output fields under ``fields/``,
-``sample_index`` and ``sample_seed``, and attributes naming the PDE, the boundary conditions, the
-solver, its settings, the package version and the seed.
+``sample_index`` and ``sample_seed``, and attributes naming the PDE (``pde``, the recipe's name,
+and ``equation``, its equation as the recipe states it), the boundary conditions, the solver, its
+settings, the package version and the seed.
 
 With ``num_shards > 1`` each shard writes ``STEM.shard-I-of-N.h5`` and the last shard to finish
 writes ``OUT`` as a small index naming the shard files (read by :func:`physml.data.load`), once
@@ -58,6 +59,10 @@ INDEX_FORMAT = "physml-dataset-index/1"
 OVERWRITE_HINT = "overwrite=True"
 """How the refusals to replace a file tell a Python caller to replace it; physml's command line
 passes its own wording, ``--overwrite``."""
+ADDED_LATER = ("equation",)
+"""Attributes of generated files that files written by an earlier physml lack; a file without
+one still matches one with it (shards joined by :func:`physml.data.merge_shards`, a run
+resumed on the file regenerated)."""
 MAX_SEED = 2**63
 """Dataset seeds lie in ``[0, MAX_SEED)``, as the file stores the seed as an int64 attribute."""
 
@@ -410,6 +415,8 @@ def _assemble(
             for name, values in coordinates.items():
                 write_checksummed(f, name, np.asarray(values))
             attributes = dict(problem.attributes(settings))
+            if attributes.get("pde", problem.name) != problem.name:  # the recipe's equation
+                attributes.setdefault("equation", attributes["pde"])
             attributes.update(
                 format=FORMAT,
                 pde=problem.name,

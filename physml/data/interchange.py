@@ -43,7 +43,8 @@ that lack an axis (written back full size).
 
 **Writing** keeps the dtype (both formats store float32 by habit, their readers take float64) and
 puts what a format has no place for where its readers ignore it: our attributes in the JSON
-attribute ``physml_attrs``, ``sample_index`` as a root dataset, coordinates of an NS file as
+attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a converted
+shard converted back is a shard ``physml merge`` takes), coordinates of an NS file as
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
 coordinates, ``params`` and ``fields``. A physml file takes fields of any per-sample shape; in
 PDEBench and The Well files fields must have the shape of ``u`` (the N-body recipes' extra arrays
@@ -85,6 +86,7 @@ from .datasets import (
     PDEData,
     check_content,
     load,
+    native_order,
     open_hdf5,
     strictly_increasing,
 )
@@ -151,8 +153,7 @@ def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
         value = np.asarray(item[()])
     except OSError as error:
         raise _fail(label, f"could not be read ({error})") from None
-    if not value.dtype.isnative:  # big-endian data written elsewhere: torch takes native only
-        value = value.astype(value.dtype.newbyteorder("="))
+    value = native_order(value)
     _check_finite(label, value)
     return value
 
@@ -239,7 +240,7 @@ def _carried_attrs(f: h5py.File, skip: set[str]) -> dict[str, object]:
     return attrs
 
 
-def _pdedata(u, t, coords, params, fields, attrs, sample_index=None) -> PDEData:
+def _pdedata(u, t, coords, params, fields, attrs, rows=None) -> PDEData:
     def tensor(value):
         value = np.ascontiguousarray(value)
         return torch.from_numpy(value if value.flags.writeable else value.copy())
@@ -251,17 +252,19 @@ def _pdedata(u, t, coords, params, fields, attrs, sample_index=None) -> PDEData:
         params={k: tensor(v) for k, v in params.items()},
         fields={k: tensor(v) for k, v in fields.items()},
         attrs=attrs,
-        sample_index=None if sample_index is None else tensor(sample_index),
+        **{name: tensor(value) for name, value in (rows or {}).items() if value is not None},
     )
 
 
-def _sample_index(f: h5py.Group, n: int) -> np.ndarray | None:
-    if "sample_index" not in f:
-        return None
-    value = _read(f, "sample_index")
-    if value.shape != (n,):
-        raise _fail("sample_index", f"expected shape ({n},), got {value.shape}")
-    return value
+def _sample_rows(f: h5py.Group, n: int) -> dict[str, np.ndarray]:
+    """The root datasets of one entry per sample (:data:`PER_SAMPLE_ROWS`) that ``f`` holds."""
+    rows = {}
+    for name in PER_SAMPLE_ROWS:
+        if name in f:
+            rows[name] = _read(f, name)
+            if rows[name].shape != (n,):
+                raise _fail(name, f"expected shape ({n},), got {rows[name].shape}")
+    return rows
 
 
 # ----------------------------------------------------------------------------- detection
@@ -375,7 +378,7 @@ def _pdebench_data(f, path, layout, u, t, coords, fields, params, known) -> PDED
         {**attribute_params, **params, **extra_params},
         {**fields, **extra_fields},
         attrs,
-        _sample_index(f, u.shape[0]),
+        _sample_rows(f, u.shape[0]),
     )
 
 
@@ -395,7 +398,7 @@ def _read_pdebench_tensor(f: h5py.File, path: Path) -> PDEData:
         t = np.zeros(1)
     else:
         raise _fail("t-coordinate", f"missing dataset ({primary} has {steps} time steps)")
-    known = {primary, "t-coordinate", "sample_index", *(f"{a}-coordinate" for a in AXES)}
+    known = {primary, "t-coordinate", *PER_SAMPLE_ROWS, *(f"{a}-coordinate" for a in AXES)}
     return _pdebench_data(f, path, "pdebench", u, t, coords, {}, {}, known)
 
 
@@ -423,7 +426,8 @@ def _read_pdebench_ns(f: h5py.File, path: Path) -> PDEData:
         cells = np.arange(size, dtype=np.float64) + 0.5  # PDEBench's box [0, size], unit cells
         coords[axis] = _coordinate(name, _read(f, name), size, axis) if name in f else cells
     fields = {"vx": velocity[..., 0], "vy": velocity[..., 1]}
-    known = {"particles", "velocity", "force", "t", "sample_index", "x-coordinate", "y-coordinate"}
+    known = {"particles", "velocity", "force", "t", "x-coordinate", "y-coordinate"}
+    known |= set(PER_SAMPLE_ROWS)
     data = _pdebench_data(
         f, path, "pdebench-ns", particles[..., 0], t, coords, fields, params, known
     )
@@ -464,7 +468,10 @@ def _checked(path: Path, data: PDEData, source: str) -> PDEData:
         "coords": {k: v.numpy() for k, v in data.coords.items()},
         "params": {k: v.numpy() for k, v in data.params.items()},
         "fields": {k: v.numpy() for k, v in data.fields.items()},
-        "sample_index": None if data.sample_index is None else data.sample_index.numpy(),
+        **{
+            name: None if getattr(data, name) is None else getattr(data, name).numpy()
+            for name in PER_SAMPLE_ROWS
+        },
     }
     check_content(path, content, where=f"path: {str(path)!r} ({source}):")
     return data
@@ -625,7 +632,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
         boundaries = _well_boundaries(f)
         derived = {"simulation_parameters", "n_spatial_dims", "n_trajectories"}
         attrs = _carried_attrs(f, set(listed) | derived)
-        sample_index = _sample_index(f, n_traj)
+        rows = _sample_rows(f, n_traj)
         if not varying:
             raise _fail("t0_fields", "no time-varying field to serve as u")
         marked = attrs.get("field") if attrs.get("field") in varying else None
@@ -660,7 +667,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
             attrs[TIME_VARYING_SCALARS] = json.dumps(timed)
         attrs.setdefault("pde", str(attrs.get("dataset_name", f"the well: {path.stem}")))
         attrs.update(source_format="the_well", source_file=path.name, field=field)
-    data = _pdedata(u, t, coords, params, varying, attrs, sample_index)
+    data = _pdedata(u, t, coords, params, varying, attrs, rows)
     return _checked(path, data, f"a well file, u read from field {field!r}")
 
 
@@ -760,9 +767,7 @@ def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
                 group = f.create_group(group_name)
                 for name, value in arrays[group_name].items():
                     write_checksummed(group, name, value)
-            for name in PER_SAMPLE_ROWS:
-                if arrays[name] is not None:
-                    write_checksummed(f, name, arrays[name])
+            _write_sample_rows(f, arrays)
             _write_attributes(f.attrs, attrs)
     return path
 
@@ -795,7 +800,7 @@ def write_pdebench(data: PDEData, path: str | os.PathLike, layout: str | None = 
         }
         if "force_x" in params and "force_y" in params:
             main["force"] = np.stack([params.pop("force_x"), params.pop("force_y")], axis=-1)
-    reserved = set(main) | {"sample_index", "physml_attrs", *_NOT_PARAMETERS}
+    reserved = set(main) | {*PER_SAMPLE_ROWS, "physml_attrs", *_NOT_PARAMETERS}
     for name in [*params, *fields]:
         if name in reserved or "/" in name:
             raise ValueError(f"data: name {name!r} is reserved in the PDEBench {layout} layout")
@@ -814,10 +819,16 @@ def write_pdebench(data: PDEData, path: str | os.PathLike, layout: str | None = 
                     f.attrs[name] = value[0]
                 else:
                     write_checksummed(f, name, value)
-            if arrays["sample_index"] is not None:
-                write_checksummed(f, "sample_index", arrays["sample_index"])
+            _write_sample_rows(f, arrays)
             f.attrs["physml_attrs"] = _physml_attrs(data)
     return path
+
+
+def _write_sample_rows(f: h5py.File, arrays: dict) -> None:
+    """The per-sample rows ``arrays`` holds (:data:`PER_SAMPLE_ROWS`) as root datasets."""
+    for name in PER_SAMPLE_ROWS:
+        if arrays[name] is not None:
+            write_checksummed(f, name, arrays[name])
 
 
 def _tensor_groups(arrays: dict, names: list[str]) -> list[tuple[int, str, np.ndarray]]:
@@ -984,8 +995,7 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
                 shared = _constant(value)
                 item = write_checksummed(group, name, value[0] if shared else value)
                 item.attrs.update(sample_varying=not shared, time_varying=value.ndim == 2)
-            if arrays["sample_index"] is not None:
-                write_checksummed(f, "sample_index", arrays["sample_index"])
+            _write_sample_rows(f, arrays)
     return path
 
 

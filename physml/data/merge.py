@@ -2,8 +2,10 @@
 
 Shards (``STEM.shard-I-of-N.h5`` from ``physml generate --shard I --num-shards N``) are independent
 jobs, so before they are joined (or read through an index) they are checked to form one dataset:
-the same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards`` and
-``created``), the same package and format version, the same seed scheme (each stored
+the same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards``,
+``created`` and, in a shard converted to PDEBench or The Well and back, ``source_format`` and
+``source_file``; an ``equation`` that shards written before physml recorded it lack is taken
+from those that have it), the same package and format version, the same seed scheme (each stored
 ``sample_seed`` is :func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index``
 ``i``), the same per-sample shapes, dtypes and coordinates, and sample ranges that cover
 ``0..n_total-1`` once. Each disagreement is a :class:`ShardError` naming the shard file and the
@@ -37,6 +39,7 @@ import numpy as np
 from .._io import atomic_path, existing_file
 from .datasets import REGENERATE, DatasetFileError, damaged, open_hdf5
 from .generate import (
+    ADDED_LATER,
     FORMAT,
     INDEX_FORMAT,
     OVERWRITE_HINT,
@@ -45,8 +48,10 @@ from .generate import (
     write_checksummed,
 )
 
-PER_SHARD_ATTRIBUTES = ("shard", "num_shards", "created")
-MERGED_ATTRIBUTES = ("shard", "num_shards", "created", "merged_from")  # set by the merge itself
+PER_SHARD_ATTRIBUTES = ("shard", "num_shards", "created", "source_format", "source_file")
+"""Attributes of one shard file, not of the dataset, saying when and how it was written (a
+shard converted to PDEBench or The Well and back names the file it was read from)."""
+MERGED_ATTRIBUTES = (*PER_SHARD_ATTRIBUTES, "merged_from")  # set by the merge itself
 SAMPLE_ARRAYS = ("u", "sample_index", "sample_seed")  # plus every array under the groups below
 SAMPLE_GROUPS = ("params", "fields")
 FIRST_COMPARED = ("pde", "format", "physml_version", "seed", "n_total", "settings")
@@ -158,7 +163,11 @@ def _settings_differences(theirs: dict, ours: dict, reported: list[str]) -> list
 
 def _differences(theirs: Shard, ours: Shard) -> list[str]:
     """What differs between two descriptions, as ``"seed 7 vs 5"`` (theirs first)."""
-    keys = _changed(theirs.attrs, ours.attrs)
+    keys = [
+        key
+        for key in _changed(theirs.attrs, ours.attrs)
+        if key not in ADDED_LATER or (key in theirs.attrs and key in ours.attrs)
+    ]
     keys.sort(key=lambda k: FIRST_COMPARED.index(k) if k in FIRST_COMPARED else len(FIRST_COMPARED))
     found = []
     for key in keys:
@@ -329,6 +338,11 @@ def _check_coverage(shards: list[Shard]) -> None:
         )
 
 
+def _fullest(shards: list[Shard]) -> Shard:
+    """The first of ``shards`` that has the most :data:`ADDED_LATER` attributes."""
+    return max(shards, key=lambda shard: sum(key in shard.attrs for key in ADDED_LATER))
+
+
 def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
     """Check that the shard files form one dataset; return them in sample order.
 
@@ -344,8 +358,8 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
         if key in seen:
             raise ShardError(f"shard {str(shard.path)!r} is given twice")
         seen[key] = shard.path
-    first = shards[0]
-    for other in shards[1:]:
+    first = _fullest(shards)
+    for other in (shard for shard in shards if shard is not first):
         differences = _differences(other, first)
         if differences:
             raise ShardError(
@@ -458,7 +472,7 @@ def merge_shards(
                 f.create_virtual_dataset(name, layout, fillvalue=_fill_value(dtype))
             for key, values in shards[0].coordinates.items():
                 write_checksummed(f, key, values)
-            for key, value in shards[0].attrs.items():
+            for key, value in _fullest(shards).attrs.items():
                 f.attrs[key] = value
             f.attrs["shard"] = 0
             f.attrs["num_shards"] = 1

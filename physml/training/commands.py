@@ -420,6 +420,19 @@ def same_problem(trained_on: str | None, holds: str | None) -> bool:
     return converted and pdebench_family(trained_on) == pdebench_family(holds)
 
 
+def declaring(trained_on: str | None, holds: str | None, data: str | os.PathLike) -> str:
+    """How to say that the file ``data`` (of PDE ``holds``) holds the PDE ``trained_on`` a run
+    learned, where either name is a PDEBench file's, taken from its file name; ``""`` otherwise."""
+    named = [name for name in (trained_on, holds) if str(name).startswith(PDEBENCH_PREFIX)]
+    if not named or not isinstance(trained_on, str):
+        return ""
+    return (
+        f". A PDEBench file without a root attribute 'pde' is named after its file name "
+        f"({', '.join(map(repr, named))}); if {str(data)!r} holds the PDE the run learned, say "
+        f"so: h5py.File({str(data)!r}, 'a').attrs['pde'] = {trained_on!r}"
+    )
+
+
 def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
     """The recipe settings (a file's JSON ``settings`` attribute) in which a file's description
     ``holds`` differs from the training file's ``trained_on``: ``{name: {"training": value,
@@ -498,12 +511,13 @@ def rebuild_run(
             f"{data_flag}: {str(data)!r} holds {holds!r} solutions (parameters "
             f"{sorted(contents.params)}), but the {description['model']} of {str(run)!r} was "
             f"trained on {trained_on!r} ones: it reads that PDE's parameters as inputs"
+            + declaring(trained_on, holds, data)
         )
     if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
         raise ValueError(
             f"{data_flag}: {str(data)!r} holds {holds!r} solutions, but the "
             f"{description['model']} of {str(run)!r} was trained on {trained_on!r} ones: its "
-            "scores there would not measure what it learned"
+            "scores there would not measure what it learned" + declaring(trained_on, holds, data)
         )
     check_two_times(description, contents, data, data_flag)
     pairs = training_items(description, contents)
@@ -549,7 +563,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     model, state, data, pairs, run = rebuild_run(args.checkpoint, args.data)
     description = state["model_config"]
-    differ = settings_differ(state["fingerprint"].get("attributes") or {}, data.attrs)
+    trained_on = state["fingerprint"].get("attributes") or {}
+    differ = settings_differ(trained_on, data.attrs)
+    unnamed = [
+        what
+        for what, attributes in (("the training file", trained_on), (repr(args.data), data.attrs))
+        if attributes.get("pde") is None
+    ]
     model.to(device).eval()
     predict = FAMILIES[description["model"]].predict
     if predict is None:
@@ -573,6 +593,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     scored = {"data": str(Path(args.data).resolve()), "step": int(state["step"])}
     if differ:
         scored["settings_differ"] = differ
+    if unnamed:
+        scored["pde_unchecked"] = True
     atomic_write_text(out / "metrics.json", strict_json({**scored, **scores}))
     title = (
         f"{description['model']} ({description['task']}), step {state['step']}, "
@@ -584,6 +606,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(
             f"note: {str(args.data)!r} was generated with other settings than the training "
             f"file: {listed} (scored all the same)"
+        )
+    if unnamed:
+        print(
+            f"note: no PDE is recorded (attribute 'pde') in {' nor in '.join(unnamed)}, so whether "
+            "the data hold the PDE the run learned was not checked (pde_unchecked in metrics.json)"
         )
     width = max(len(k) for k in scores)
     for key, value in scores.items():

@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,7 +41,7 @@ from pdes.problems import get as get_recipe
 
 from .. import metrics
 from .. import models as surrogates  # its FNO builders load neuralop on first use
-from .._checks import fits_in_memory
+from .._checks import fits_in_memory, integer
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
 from ..data.windows import ForecastDataset, RolloutDataset
@@ -228,8 +229,16 @@ def _boon(config: dict, data: PDEData, shapes) -> nn.Module:
 
 
 def periodic_domain(data: PDEData) -> bool:
-    """Whether the file says every spatial axis is periodic: its ``boundary`` attribute is
+    """Whether the file says every spatial axis is periodic: its ``periodic`` flag (true or false,
+    1 or 0, as the GPME recipes write it) where it has one, else its ``boundary`` attribute is
     ``"periodic"`` or, per axis, ``"x: periodic; y: periodic"``."""
+    flag = data.attrs.get("periodic")
+    if flag is not None:
+        if not isinstance(flag, (bool, np.bool_)) and integer(flag) not in (0, 1):
+            raise ValueError(
+                f"--data: attribute periodic must be true or false (1 or 0), got {flag!r}"
+            )
+        return bool(flag)
     text = str(data.attrs.get("boundary", "")).strip().lower()
     parts = [part.split(":")[-1].strip() for part in text.split(";") if part.strip()]
     return bool(parts) and all(part == "periodic" for part in parts)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from ..data.generate import ADDED_LATER
 from ..errors import user_stacklevel
 from .generators import generators_kept
 
@@ -189,6 +190,8 @@ def differences(saved: dict, current: dict) -> list[str]:
     if bool(old) != bool(new):
         return [*out, f"attributes: {_described(old)} → {_described(new)}"]
     for key in sorted(set(old) | set(new)):
+        if key in ADDED_LATER and key not in old:  # a checkpoint of a file written before
+            continue
         if old.get(key) != new.get(key):
             out.append(f"attribute {key!r} {old.get(key)!r} → {new.get(key)!r}")
     return out
