@@ -319,7 +319,7 @@ class VorticityScheme:
 
         In increment form, ``w⁺ = w + h (1 − hνΔ/2)⁻¹ (νΔw + N̄ + f)``, whose rounding errors scale
         with the increment rather than with ``w``. The stages live in work arrays kept for the
-        next call (:meth:`_work`); the result is a new tensor.
+        next call (``_work``); the result is a new tensor.
         """
         gain = h / (1.0 - 0.5 * h * self.viscous)
         peak = torch.zeros(c.shape[0], dtype=FLOAT, device=c.device)

@@ -801,7 +801,8 @@ def mean_se(values: ArrayLike) -> tuple[float, float]:
 
 
 _PICKS_AT_ONCE = 1 << 22
-"""Bootstrap picks drawn, and values gathered, at once (tens of MB): whole resamples, at least 2."""
+"""How many bootstrap picks are drawn, and values gathered, at once (tens of MB), in whole
+resamples, at least 2."""
 
 
 def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> float:
