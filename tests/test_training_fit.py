@@ -244,3 +244,19 @@ def test_a_float16_run_that_diverges_is_told_its_precision_not_a_learning_rate()
 def test_retrain_must_be_a_sentence(retrain):
     with pytest.raises(TypeError, match=f"retrain must be a non-empty string, got {retrain!r}"):
         Trainer(mlp(), mse, CONFIG, retrain=retrain)
+
+
+def test_the_documented_autocast_loss_trains_float32_weights_to_bfloat16_accuracy(recwarn):
+    def loss(model, batch):  # the pattern of Trainer's docstring
+        x, y = batch
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            prediction = model(x)
+        return (prediction.float() - y).square().mean()
+
+    net = mlp()
+    low = Trainer(net, loss, CONFIG, quiet=True).fit(data()).losses
+    full = Trainer(mlp(), mse, CONFIG, quiet=True).fit(data()).losses
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    np.testing.assert_allclose(low, full, rtol=3e-2)
+    assert low != full  # the forward did run in bfloat16
+    assert not [w for w in recwarn if "weights" in str(w.message)]

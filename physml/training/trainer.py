@@ -290,6 +290,19 @@ class Trainer:
     leave every submodule in the mode it was in. The report of the last ``fit`` is ``report_``
     (filled as the run goes: after an exception it holds the steps done).
 
+    Mixed precision needs no option: keep the weights float32 and run the forward in 16 bits
+    inside ``loss``, the loss itself in float32::
+
+        def loss(model, batch):
+            x, y = batch
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # "cuda" on a GPU
+                prediction = model(x)
+            return (prediction.float() - y).square().mean()
+
+    Adam then updates float32 weights (16-bit weights are warned about: float16 zeroes Adam's
+    second moment, bfloat16 rounds small steps away). Prefer bfloat16: float16 autocast would
+    also need its gradients scaled (``torch.amp.GradScaler``), which the Trainer does not do.
+
     Args:
         model: any ``nn.Module``.
         loss: called as ``loss(model, batch)`` with the model (wrapped in DDP under ``torchrun``)
