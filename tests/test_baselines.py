@@ -134,6 +134,38 @@ def test_a_forecaster_with_other_output_channels_trains_and_is_scored():
         train_forecaster(model, x, torch.rand(6, 3, 1, 8, 8), max_steps=1)
 
 
+class Gain(nn.Module):
+    """``w x + 0 · b`` in ``dtype``, ``w = 1``, ``b = 0`` (its gradient exactly 0)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones((), dtype=dtype))
+        self.b = nn.Parameter(torch.zeros((), dtype=dtype))
+
+    def forward(self, x):
+        return self.w * x + 0 * self.b
+
+
+def test_a_float16_forecaster_takes_its_loss_in_float32_and_is_warned_about_its_weights():
+    x = torch.ones(4, 2, 1, 4, 4)
+    y = x + 300  # an error of 300: its square, 90000, is past float16's 65504
+    model = Gain(torch.float16)
+    model.b.requires_grad_(False)
+    with pytest.warns(UserWarning, match="^float16 weights: Adam's .* torch.autocast"):
+        report = train_forecaster(model, x, y, max_steps=1, batch_size=2, val=(x, y))
+    assert report.losses == [300.0**2]
+    ((step, val_loss),) = report.val_losses
+    assert step == 1 and val_loss == pytest.approx((float(model.w) - 301.0) ** 2, rel=1e-6)
+
+
+def test_a_float16_forecaster_that_diverges_is_told_its_precision():
+    x = torch.ones(4, 2, 1, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(FloatingPointError, match="at step 1 .*float16 weights: Adam's"):
+            train_forecaster(Gain(torch.float16), x, 2 * x, max_steps=3, batch_size=2)
+
+
 @pytest.mark.parametrize("name", [*LEARNED, "earthformer"])
 def test_float64_frames_go_through_a_float32_network(name):
     from physml.models import Earthformer

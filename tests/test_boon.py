@@ -430,3 +430,17 @@ def test_boon_elimination_decouples_the_walls_of_an_affine_layer_with_varying_bi
         torch.testing.assert_close(
             y[..., -1], A[-1, -1] * x[..., -1] + b[-1], rtol=1e-12, atol=1e-12
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_a_neumann_flux_of_a_low_precision_output_is_met_to_its_walls_rounding(dtype):
+    grid = Grid1D(129, 0.0, 1.0)
+    u = (torch.rand(4, 1, 129, generator=torch.Generator().manual_seed(0)) + 1).to(dtype)
+    out = BoundaryCondition(Neumann(0.0, 5.0), grid)(u)
+    assert out.dtype == dtype
+    left, right = one_sided_flux(out.double(), grid.dx)
+    eps = torch.finfo(dtype).eps
+    walls = out.double()[..., [0, -1]].abs()
+    bound = 3 * eps * walls / (4 * grid.dx)  # 3/(2dx) · ½ ulp(u_w), the docstring's
+    assert (left.abs() <= bound[..., 0]).all()
+    assert ((right - 5.0).abs() <= bound[..., 1]).all()

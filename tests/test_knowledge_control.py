@@ -677,3 +677,42 @@ def test_target_callable_receives_the_context_not_the_latents():
 
     constrain(ToySampler(), KnowledgeControl(MeanOfLatents(), target, 3.0))(z0, steps=5)
     assert len(seen) == 5 and all(c is z0 for c in seen)
+
+
+@pytest.mark.parametrize("normalized", [True, "clean"])
+def test_a_float16_sampler_takes_the_float64_gauss_newton_step(normalized):
+    # F = mean of 4096 entries: ∇ ½ r² = r / n per entry, whose square underflows in float16;
+    # the Gauss–Newton step is −λ r per entry, times √ᾱ/(1 − ᾱ) = √2 for "clean" at ᾱ = 0.5
+    n, scale = 4096, 0.5
+    z_t = (0.1 * torch.randn(2, 3, n, dtype=F64)).half()
+    target = torch.full((3,), 0.5)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    control = KnowledgeControl(mean_of_frames, target, scale, on="frames", normalized=normalized)
+    shift = control.guide(z_t, step, None)
+    r = z_t.double().mean(-1) - 0.5
+    clean_score = math.sqrt(2) if normalized == "clean" else 1.0
+    expected = -scale * clean_score * r[..., None].expand(2, 3, n)
+    assert shift.dtype == torch.float16
+    torch.testing.assert_close(shift.double(), expected, rtol=2e-3, atol=1e-4)
+
+
+def test_a_float16_step_too_large_for_float16_arithmetic_is_still_taken():
+    # Q = z / 512 on one entry: |∇F|² = (r/512)², miss / |∇F|² = 512² overflows float16, the
+    # Gauss–Newton step −λ · 512 r does not: z + step puts Q on the target at λ = 1
+    z_t = torch.tensor([[[64.0], [-32.0]]], dtype=torch.float16)
+    target = torch.tensor([1.0, 0.5])
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    control = KnowledgeControl(lambda z: z.flatten(1).sum(1) / 512, target, 1.0, normalized=True)
+    shift = control.guide(z_t, step, None)
+    assert shift.dtype == torch.float16
+    torch.testing.assert_close((z_t + shift).double().reshape(2) / 512, target.double())
+
+
+def test_a_step_beyond_the_samplers_dtype_is_a_constraint_error_naming_it():
+    # Q = z / 2²⁰ from 0 to 1: the Gauss–Newton step is 2²⁰, past float16's largest 65504
+    z_t = torch.zeros(1, 1, 1, dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    flat = KnowledgeControl(lambda z: z.flatten(1).sum(1) / 2**20, torch.ones(1), normalized=True)
+    overflows = r"largest \|shift\| 1.05e\+06\) but overflows z_t's torch.float16"
+    with pytest.raises(ConstraintError, match=overflows):
+        flat.guide(z_t, step, None)

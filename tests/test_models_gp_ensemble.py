@@ -4,8 +4,10 @@ solutions, hand-computed mixture moments, and round trips through files."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import pickle
+import re
 
 import gpytorch
 import pytest
@@ -915,3 +917,13 @@ def test_checkpoint_every_counts_epochs(tmp_path, monkeypatch):
             tiny(members=2), x, y, epochs=3, batch_size=8, out=tmp_path, checkpoint_every=1
         )
     assert load_checkpoint(tmp_path)["step"] == 3
+
+
+def test_a_diverged_fit_ensemble_is_advised_only_arguments_it_takes():
+    x, y = sine_data(32)
+    with pytest.raises(FloatingPointError, match="diverged") as diverged:
+        fit_ensemble(tiny(2), x, y, epochs=5, batch_size=16, lr=1e6)
+    advised = re.findall(r"\((\w+)=\)", str(diverged.value))
+    assert sorted(advised) == ["lr", "out"], str(diverged.value)
+    assert set(advised) <= set(inspect.signature(fit_ensemble).parameters)
+    assert "clip" not in str(diverged.value)

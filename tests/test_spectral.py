@@ -17,6 +17,7 @@ original's result there.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -406,6 +407,44 @@ def test_float64_fnos_and_inputs_are_refused():
         conv(torch.randn(1, 2, 32, dtype=F64))
     with pytest.raises(TypeError, match="its weight torch.complex128"):
         conv.to(torch.complex128)(torch.randn(1, 2, 32))
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["fast_fno", "plain_fno"])
+def test_an_fno_runs_under_bfloat16_autocast_to_bfloat16_accuracy(plain):
+    torch.manual_seed(0)
+    fno = plain_fno(8, 1, 1, 6, 3) if plain else fast_fno(**FNO_1D)
+    x = torch.randn(2, 1, 33)
+    with torch.no_grad():
+        full = fno(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fno(x)
+    error = float((low.float() - full).abs().max() / full.abs().max())
+    assert 0 < error < 5e-2, error  # bfloat16 keeps 8 bits: 2⁻⁸ ≈ 4e-3 a rounding
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_16_bit_input_is_taken_as_float32_whatever_came_before(half):
+    x = torch.randn(2, 1, 17).to(half)
+    fresh, used = fast_fno(**FNO_1D), fast_fno(**FNO_1D)
+    used.load_state_dict(fresh.state_dict())
+    with torch.no_grad():
+        first = fresh(x)  # before any float32 call
+        used(torch.randn(2, 1, 17))
+        expected = fresh(x.float())
+        assert_same(first, expected)
+        assert_same(used(x), expected)
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_a_16_bit_fast_fno_is_refused_naming_its_dtype(half):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # .to(bfloat16) drops the imaginary part
+        fno = fast_fno(**FNO_1D).to(half)
+    with pytest.raises(TypeError) as refused:
+        fno(torch.randn(2, 1, 17))
+    message = str(refused.value)
+    assert f"{str(half).removeprefix('torch.')} ones" in message, message
+    assert "float64" not in message and "torch.autocast" in message
 
 
 def test_neuralops_spectral_convolution_is_complex64_even_with_float64_weights():

@@ -290,6 +290,25 @@ def test_probes_from_the_weights_are_kept_without_gradient_and_outlive_inference
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("build", [FNO, fast_fno], ids=["neuralop", "fast_fno"])
+def test_probes_kept_without_gradient_are_read_again_under_another_autocast(build):
+    def wrapped():
+        torch.manual_seed(0)
+        return constrain(build(**FNO_1D), dirichlet(17, side="left"), neumann(17, side="right"))
+
+    def low(model, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+
+    x = torch.randn(2, 1, 17)
+    with torch.no_grad():
+        full_first, low_first = wrapped(), wrapped()
+        full, low_alone = full_first(x), low(low_first, x)
+        assert low_alone.dtype == torch.bfloat16
+        assert torch.equal(low(full_first, x), low_alone)  # after a float32 call
+        assert torch.equal(low_first(x), full)  # after a bfloat16 call
+
+
 class TinyOperator(nn.Module):
     """A 1-D operator network with two layers ``gelu(conv(h) + skip(h))`` (size-5 convolutions)."""
 

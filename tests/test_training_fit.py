@@ -1,6 +1,7 @@
 """The Trainer's fit loop: train/eval modes, the blame for a loss that is not finite, early stopping
 through on_validation, and a validation cadence without a validation set."""
 
+import contextlib
 import re
 
 import numpy as np
@@ -191,3 +192,71 @@ def test_validate_every_without_a_validation_set_warns_at_the_callers_line():
     with pytest.warns(UserWarning, match="validate_every is 1 but fit got no validation set") as w:
         report = Trainer(mlp(), mse, config, quiet=True).fit(data())
     assert report.validation == [] and w[0].filename == __file__
+
+
+class DeadBias(nn.Module):
+    """``w x + 0 · b``: ``b``'s gradient is exactly 0, which Adam divides by its second moment."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(4, 1, dtype=dtype))
+        self.b = nn.Parameter(torch.zeros(1, dtype=dtype))
+
+    def forward(self, x):
+        return x @ self.w + 0 * self.b
+
+
+def half_mse(net, batch):
+    """The MSE in float32 of a net fed its own dtype."""
+    x, y = batch
+    return (net(x.to(next(net.parameters()).dtype)).float() - y).square().mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_weights_are_warned_about_once_up_front(dtype):
+    config = TrainConfig(steps=2, batch=4, lr=1e-3)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.warns(UserWarning) as warned, contextlib.suppress(FloatingPointError):
+        Trainer(mlp().to(dtype), half_mse, config, quiet=True).fit(data())  # float16 diverges
+    (warning,) = [w for w in warned if "weights" in str(w.message)]
+    assert re.match(f"{name} weights: .*run the forward under torch.autocast", str(warning.message))
+
+
+def test_float32_weights_are_not_warned_about(recwarn):
+    Trainer(mlp(), mse, TrainConfig(steps=1, batch=4), quiet=True).fit(data())
+    assert not [w for w in recwarn if "weights" in str(w.message)]
+
+
+def test_a_float16_run_that_diverges_is_told_its_precision_not_a_learning_rate():
+    # b's gradient is 0: float16 Adam takes 0 / (0 + eps), eps = 1e-8 being 0 in float16
+    assert torch.tensor(1e-8, dtype=torch.float16) == 0
+    config = TrainConfig(steps=3, batch=4, lr=1e-6, clip=0.1)
+    with pytest.warns(UserWarning), pytest.raises(FloatingPointError) as diverged:
+        Trainer(DeadBias(torch.float16), half_mse, config, quiet=True).fit(data())
+    message = str(diverged.value)
+    assert "training diverged at step 2" in message and "float16 weights: Adam's" in message
+    assert "learning rate" not in message and "clip" not in message
+    report = Trainer(DeadBias(torch.float32), half_mse, config, quiet=True).fit(data())
+    assert np.isfinite(report.losses).all()  # the same run in float32 trains
+
+
+@pytest.mark.parametrize("retrain", ["", 3, None])
+def test_retrain_must_be_a_sentence(retrain):
+    with pytest.raises(TypeError, match=f"retrain must be a non-empty string, got {retrain!r}"):
+        Trainer(mlp(), mse, CONFIG, retrain=retrain)
+
+
+def test_the_documented_autocast_loss_trains_float32_weights_to_bfloat16_accuracy(recwarn):
+    def loss(model, batch):  # the pattern of Trainer's docstring
+        x, y = batch
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            prediction = model(x)
+        return (prediction.float() - y).square().mean()
+
+    net = mlp()
+    low = Trainer(net, loss, CONFIG, quiet=True).fit(data()).losses
+    full = Trainer(mlp(), mse, CONFIG, quiet=True).fit(data()).losses
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    np.testing.assert_allclose(low, full, rtol=3e-2)
+    assert low != full  # the forward did run in bfloat16
+    assert not [w for w in recwarn if "weights" in str(w.message)]

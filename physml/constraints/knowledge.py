@@ -141,7 +141,9 @@ class KnowledgeControl(Constraint):
 
     def guide(self, z_t: torch.Tensor, t: object, context: object) -> torch.Tensor:
         """``g = −λ ∇_{z_t} Σ_i ½ ‖Q_i − F₀,i‖²`` (or its normalized forms), shaped like ``z_t``
-        (each term has its own sample's gradient only)."""
+        (each term has its own sample's gradient only). The miss, ``|∇F|²`` and their ratio are
+        taken in float64 and the shift returned in ``z_t``'s dtype (a float16 ``|∇F|²``
+        underflows to 0)."""
         if not isinstance(z_t, torch.Tensor) or z_t.ndim < 2 or not z_t.is_floating_point():
             raise ConstraintError(
                 "KnowledgeControl needs z_t as a float tensor (members, batch, *latent), got "
@@ -168,10 +170,11 @@ class KnowledgeControl(Constraint):
                     f"{tuple(value.shape[2:])} per sample: expected (batch={batch},) or "
                     f"(batch, *{tuple(value.shape[2:])}) leading axes"
                 )
-            aligned = target.to(value.dtype).reshape(
+            aligned = target.to(torch.float64).reshape(
                 1, *target.shape, *([1] * (value.ndim - 1 - target.ndim))
             )
-            miss = (value - aligned).square().reshape(members, batch, -1).sum(-1)  # ‖r_i‖²
+            residual = value.to(torch.float64) - aligned
+            miss = residual.square().reshape(members, batch, -1).sum(-1)  # ‖r_i‖²
             if not miss.requires_grad:
                 raise ConstraintError(
                     "quantity must be differentiable in the frames it is given (no .detach(), "
@@ -180,6 +183,7 @@ class KnowledgeControl(Constraint):
             (gradient,) = torch.autograd.grad(0.5 * miss.sum(), z)
         if not torch.isfinite(gradient).all():
             raise ConstraintError(_diverged(t, None, self.normalized))
+        gradient = gradient.to(torch.float64)  # |∇F|² of a 16-bit gradient underflows
         if self.normalized:
             size = gradient.square().reshape(members, batch, -1).sum(-1)
             ratio = torch.where(size > 0, miss.detach() / size.clamp_min(1e-300), 0.0)
@@ -191,7 +195,14 @@ class KnowledgeControl(Constraint):
             gradient = gradient * (math.sqrt(alpha_bar) / (1.0 - alpha_bar))
             if not torch.isfinite(gradient).all():
                 raise ConstraintError(_diverged(t, None, True))
-        return (-self.scale * gradient).detach()
+        shift = (-self.scale * gradient).to(z_t.dtype)
+        if not torch.isfinite(shift).all():
+            raise ConstraintError(
+                f"KnowledgeControl's shift at timestep {_timestep(t)} is finite in float64 "
+                f"(largest |shift| {float(gradient.abs().max()) * self.scale:.3g}) but overflows "
+                f"z_t's {z_t.dtype}: lower scale, or sample in a wider dtype"
+            )
+        return shift.detach()
 
     # --------------------------------------------------------------------------------- parts
 
@@ -226,7 +237,7 @@ class KnowledgeControl(Constraint):
         """``Q`` per sample ``(count, …)``; ``denoised``: ``z`` is already ``ẑ₀``."""
         flat = z.reshape(count, *z.shape[2:])
         if self.on == "noisy":
-            timestep = t.timestep if isinstance(t, ReverseStep) else t
+            timestep = _timestep(t)
             if isinstance(timestep, torch.Tensor) and timestep.numel() == 1:
                 timestep = timestep.item()  # a float that is not whole stays a float
                 if isinstance(timestep, float) and timestep.is_integer():
@@ -285,8 +296,7 @@ def _alpha_bar(t: object) -> float:
 
 def _diverged(t: object, size: torch.Tensor | None, normalized: bool) -> str:
     """Why a shift came out NaN or inf, for the error."""
-    timestep = t.timestep if isinstance(t, ReverseStep) else t
-    message = f"KnowledgeControl's shift at timestep {timestep} is not finite: "
+    message = f"KnowledgeControl's shift at timestep {_timestep(t)} is not finite: "
     step = (
         "the normalized (Gauss–Newton) step divides the miss by |∇F|², so a quantity that barely "
         "moves with z_t asks for steps so large that the latents diverge — lower scale, or use "
@@ -296,6 +306,10 @@ def _diverged(t: object, size: torch.Tensor | None, normalized: bool) -> str:
         cause = "the quantity or its gradient at z_t is NaN or inf"
         return message + cause + (f" (if earlier steps were huge: {step})" if normalized else "")
     return message + f"{step} (smallest |∇F|² here {float(size.min()):.3g})"
+
+
+def _timestep(t: object) -> object:
+    return t.timestep if isinstance(t, ReverseStep) else t
 
 
 def _scale(scale: object) -> float:

@@ -361,8 +361,9 @@ class CorrectedLayer:
 
         The parameters and buffers (identity, storage and version counters, bumped by in-place
         updates such as an optimiser step or ``load_state_dict``, and their :func:`fingerprint`,
-        which also sees writes through ``parameter.data``), the shape, dtype and device, and
-        inference mode (inference tensors cannot be saved for a later backward pass). The
+        which also sees writes through ``parameter.data``), the shape, dtype and device,
+        inference mode (inference tensors cannot be saved for a later backward pass) and
+        ``torch.autocast``'s state on that device (on or off, its dtype: ``K`` runs in it). The
         fingerprint, the costly part, is taken once per forward: :meth:`store` reuses the one
         :meth:`needs_probe` took while the rest of the key is unchanged.
         """
@@ -371,7 +372,9 @@ class CorrectedLayer:
             return None
         versions = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
         cheap = (versions, tuple(like.shape[1:]), like.dtype, like.device)
-        cheap += (torch.is_inference_mode_enabled(),)
+        autocast = like.device.type
+        cheap += (torch.is_inference_mode_enabled(), torch.is_autocast_enabled(autocast))
+        cheap += (torch.get_autocast_dtype(autocast),)
         taken, self._key_taken = getattr(self, "_key_taken", None), None
         if taken is not None and taken[0] == cheap:
             return taken

@@ -73,6 +73,32 @@ def model_dtype(model: nn.Module, fallback: torch.dtype) -> torch.dtype:
     return fallback
 
 
+SIXTEEN_BIT_ADAM = {
+    torch.float16: (
+        "Adam's second moment of a gradient entry below ~5e-3 underflows to 0 and its eps 1e-8 "
+        "is 0 in float16, so its update divides by 0 (inf or NaN)"
+    ),
+    torch.bfloat16: (
+        "an Adam step (about lr) smaller than half a weight's spacing (|w|/512 to |w|/256) "
+        "rounds away, so at lr 1e-3 a weight of size 1 never moves"
+    ),
+}
+"""Why Adam fails on weights of each 16-bit dtype."""
+
+
+def sixteen_bit_weights(model: nn.Module) -> str | None:
+    """Why Adam trains ``model``'s 16-bit trainable parameters badly, and what works instead;
+    ``None`` where they are all 32 or 64 bits."""
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    for dtype, why in SIXTEEN_BIT_ADAM.items():
+        if dtype in dtypes:
+            return (
+                f"{str(dtype).removeprefix('torch.')} weights: {why}; keep float32 weights and "
+                "run the forward under torch.autocast"
+            )
+    return None
+
+
 def in_model_dtype(model: nn.Module, x: object) -> object:
     """A floating tensor ``x`` in ``model``'s dtype (float64 input into a float32 network, as
     :class:`~physml.models.UNet` takes it); anything else as it came, for the model's checks."""

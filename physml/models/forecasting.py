@@ -16,6 +16,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ from tqdm import tqdm
 from pdes.checks import finite
 
 from .. import metrics
+from ..errors import user_stacklevel
 from .baselines import check_sequence
-from .common import model_dtype
+from .common import model_dtype, sixteen_bit_weights
 
 SCHEDULES = ("cosine", "none")
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -106,6 +108,12 @@ def _predict(model: nn.Module, x: torch.Tensor, target_shape: torch.Size) -> tor
         shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else prediction
         raise ValueError(f"model must return the targets' shape {tuple(target_shape)}, got {shape}")
     return prediction
+
+
+def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype losses are taken in: ``dtype``, at least float32 (an MSE of values ~300
+    overflows float16)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _learning_rate(lr: float, schedule: str, progress: float) -> float:
@@ -326,8 +334,9 @@ def _validation_mse(
     with torch.no_grad():
         for start in range(0, val[0].shape[0], batch_size):
             x = val[0][start : start + batch_size].to(device, dtype)
-            y = val[1][start : start + batch_size].to(device, dtype)
-            total += float((_predict(model, x, y.shape) - y).square().mean()) * x.shape[0]
+            y = val[1][start : start + batch_size].to(device, _loss_dtype(dtype))
+            error = _predict(model, x, y.shape).to(y.dtype) - y
+            total += float(error.square().mean()) * x.shape[0]
     model.train(was_training)
     return total / val[0].shape[0]
 
@@ -359,10 +368,12 @@ def train_forecaster(
     and report what happened.
 
     Adam on ``loss``: ``"mse"`` (the default) or ``"l1"`` of the forecast's error, averaged over
-    every element, or any ``loss(prediction, target) -> scalar tensor``. A checkpoint records
-    and checks on resume a callable's module and ``__qualname__`` (a ``functools.partial``'s
-    function and arguments), or ``loss_name`` when given: give it where that does not tell two
-    losses apart (lambdas are all ``<lambda>``, a loss object is named by its class);
+    every element, or any ``loss(prediction, target) -> scalar tensor``, given both in the
+    model's dtype, float32 at least (16-bit weights are warned about: Adam fails on them). A
+    checkpoint records and checks on resume a callable's module and ``__qualname__`` (a
+    ``functools.partial``'s function and arguments), or ``loss_name`` when given: give it where
+    that does not tell two losses apart (lambdas are all ``<lambda>``, a loss object is named by
+    its class);
     mini-batches of ``batch_size`` sequences, on ``device``, drawn without replacement in an
     order fixed by ``seed`` (which also seeds torch's global generator inside the run, for models
     with dropout).
@@ -450,6 +461,9 @@ def train_forecaster(
         return TrainReport(steps=0, seconds=0.0, losses=[])
     device = torch.device(device)
     dtype = parameters[0].dtype
+    sixteen_bit = sixteen_bit_weights(model)
+    if sixteen_bit is not None:
+        warnings.warn(sixteen_bit, UserWarning, stacklevel=user_stacklevel())
     model.to(device)
     model.train()
     optimizer = torch.optim.Adam(parameters, lr=lr)
@@ -493,14 +507,15 @@ def train_forecaster(
                     progress = (now() - started) / budget_s
                 for group in optimizer.param_groups:
                     group["lr"] = _learning_rate(lr, schedule, progress)
-                x, y = x_all[pick].to(device, dtype), y_all[pick].to(device, dtype)
-                value = objective(_predict(model, x, y.shape), y)
+                x, y = x_all[pick].to(device, dtype), y_all[pick].to(device, _loss_dtype(dtype))
+                value = objective(_predict(model, x, y.shape).to(y.dtype), y)
                 if not isinstance(value, torch.Tensor) or value.numel() != 1:
                     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
                     raise ValueError(f"loss must return a scalar tensor, got {shape!r}")
                 if not torch.isfinite(value):
                     raise FloatingPointError(
                         f"training loss became {float(value.detach())} at step {run.step}"
+                        + ("" if sixteen_bit is None else f" ({sixteen_bit})")
                     )
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()

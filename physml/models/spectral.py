@@ -60,6 +60,7 @@ from torch import nn
 
 from physml._checks import integer, integers
 from physml._state import without_neuralop_metadata
+from physml.models.common import in_model_dtype
 from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
 
 
@@ -99,7 +100,8 @@ class LeanSpectralConv(SpectralConv):
 
     Arguments are ``SpectralConv``'s; ``factorization`` other than dense, ``separable``,
     ``complex_data`` and a precision other than ``"full"`` are refused; so are float64 input
-    and weights other than complex64 (``TypeError``).
+    and weights other than complex64 (``TypeError``). A bfloat16 or float16 ``x`` (the layers
+    before it under ``torch.autocast``) is transformed in float32 and the output is float32.
     """
 
     computes_spectral_conv = True  # SpectralConv's computation (physml.constraints reads it)
@@ -130,6 +132,8 @@ class LeanSpectralConv(SpectralConv):
         dims = tuple(range(-order, 0))
         fft_size = (*sizes[:-1], sizes[-1] // 2 + 1)
         weight = self.weight.tensor
+        if x.dtype in _HALF:  # under torch.autocast, the layers before it compute in 16 bits
+            x = x.float()
         if x.dtype != torch.float32 or weight.dtype != torch.cfloat:
             raise TypeError(
                 f"LeanSpectralConv computes in float32 with complex64 weights (float64 is not "
@@ -346,12 +350,15 @@ def _lean_pointwise_layers(fno: FNO) -> None:
 
 class CheckedFNO(FNO):
     """neuralop's FNO that refuses NaN or inf input, which would otherwise come back as NaN over
-    the whole field (the FFTs spread one bad value everywhere), float64 input or weights
-    (its spectral layers compute in complex64: torch would fail deep in a matmul), and input
-    that is not ``(batch, in_channels, *space)`` with one space axis per ``n_modes`` entry
-    (neuralop's own errors count the coordinates it appends)."""
+    the whole field (the FFTs spread one bad value everywhere), float64 input or weights other
+    than float32 (its spectral layers compute in complex64: torch would fail deep in a matmul),
+    and input that is not ``(batch, in_channels, *space)`` with one space axis per ``n_modes``
+    entry (neuralop's own errors count the coordinates it appends). A bfloat16 or float16 ``x``
+    is taken in the model's float32; for 16-bit compute run it under ``torch.autocast``."""
 
     def forward(self, x, *args, **kwargs):
+        if isinstance(x, torch.Tensor) and x.dtype in _HALF:
+            x = in_model_dtype(self, x)
         if isinstance(x, torch.Tensor):
             if x.ndim != 2 + self.n_dim or x.shape[1] != self.in_channels:
                 raise ValueError(
@@ -376,6 +383,8 @@ class CheckedFNO(FNO):
 
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+_HALF = (torch.bfloat16, torch.float16)
+_CASTS = {torch.float64: ".double() or .to(torch.float64)", torch.float16: ".half()"}
 
 
 def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
@@ -404,9 +413,12 @@ def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
         found = f"the FNO's weights are {weights.dtype} and its spectral weights "
         found += f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported"
         if float32_only:
+            cast = weights.dtype if weights.dtype != real else _real(spectral, real)
             return (
-                f"{found}, float64 ones (e.g. after .double() or .to(torch.float64)) are not — "
-                "its spectral layers compute in complex64; build the model anew in float32"
+                f"{found}, {str(cast).removeprefix('torch.')} ones (e.g. after "
+                f"{_CASTS.get(cast, f'.to({cast})')}) are not — its spectral layers compute in "
+                "complex64; build the model anew in float32"
+                + (" (for 16-bit compute run it under torch.autocast)" if cast in _HALF else "")
             )
         return (
             f"{found} as built — .double() leaves the spectral weights complex64 and "
@@ -424,6 +436,12 @@ def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
         )
     fix = "x.float()" if real == torch.float32 else "x.double()"
     return f"x has dtype {x.dtype} but the FNO's weights are {real}: pass {fix}"
+
+
+def _real(spectral: list[torch.dtype], real: torch.dtype) -> torch.dtype:
+    """The real dtype of the first spectral weight not in ``real``'s complex dtype."""
+    wrong = next(dtype for dtype in spectral if dtype != _COMPLEX[real])
+    return wrong.to_real() if wrong.is_complex else wrong
 
 
 def _spectral_dtype(conv: nn.Module) -> torch.dtype | None:

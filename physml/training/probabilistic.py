@@ -90,10 +90,25 @@ def _device(model: nn.Module, device: str | None) -> str:
 # ------------------------------------------------------------------------------------ ANP
 
 
+RETRAIN = (
+    "train again in another folder (out=) with a lower learning rate (lr=); a resumed run keeps "
+    "its settings"
+)
+"""What a diverged fit should change, in the arguments these fits take (no gradient clipping)."""
+
+
 def _trainer(objective: Objective, config: TrainConfig, out, description: dict, progress: bool):
-    """The one Trainer of these Python fits, its refusals worded for the ``out=`` argument."""
+    """The one Trainer of these Python fits, its refusals and advice worded for their
+    arguments."""
     return Trainer(
-        objective, objective_loss, config, out, description, quiet=not progress, remedy=REMEDY
+        objective,
+        objective_loss,
+        config,
+        out,
+        description,
+        quiet=not progress,
+        remedy=REMEDY,
+        retrain=RETRAIN,
     )
 
 

@@ -33,6 +33,7 @@ from .._checks import NonFiniteError
 from .._checks import device as checked_device
 from .._io import exclusive_lock, remove_leftovers
 from ..errors import user_stacklevel
+from ..models.common import sixteen_bit_weights
 from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
     OUT_REMEDY,
@@ -197,17 +198,24 @@ RETRAIN = (
 )
 
 
-def _diverged(step: int, what: str) -> FloatingPointError:
-    """The error of a run whose updates blew up at (0-based) ``step``."""
-    return FloatingPointError(f"training diverged at step {step + 1} ({what}): {RETRAIN}")
+def _diverged(step: int, what: str, advice: str = RETRAIN) -> FloatingPointError:
+    """The error of a run whose updates blew up at (0-based) ``step``; ``advice`` what to
+    change."""
+    return FloatingPointError(f"training diverged at step {step + 1} ({what}): {advice}")
 
 
 def _not_finite(
-    step: int, what: str, model: nn.Module, train: Dataset, indices: list[int]
+    step: int,
+    what: str,
+    model: nn.Module,
+    train: Dataset,
+    indices: list[int],
+    advice: str = RETRAIN,
 ) -> FloatingPointError:
     """The error of a loss or gradient norm that is not finite at (0-based) ``step`` on the
     training samples ``indices``: blamed on the samples holding NaN or inf, else on the updates
-    if they left non-finite weights, else on the loss (or, after step 1, a divergence)."""
+    if they left non-finite weights, else on the loss (or, after step 1, a divergence; ``advice``
+    what to change then)."""
     bad = [i for i in indices if not _finite_item(train[i])]
     if bad:
         return FloatingPointError(
@@ -215,7 +223,7 @@ def _not_finite(
             "at fault, not the learning rate (fix or drop these samples)"
         )
     if not _finite_weights(model):
-        return _diverged(step, what)
+        return _diverged(step, what, advice)
     if step == 0:
         return FloatingPointError(
             f"{what} at step 1, before any update: the loss or the data is at fault, not the "
@@ -224,7 +232,7 @@ def _not_finite(
     return FloatingPointError(
         f"{what} at step {step + 1} on {_samples(indices)}, whose data is finite, with finite "
         f"weights: the loss is not finite on them (a log or a division at 0?), or training "
-        f"diverged at step {step + 1}: {RETRAIN}"
+        f"diverged at step {step + 1}: {advice}"
     )
 
 
@@ -282,6 +290,19 @@ class Trainer:
     leave every submodule in the mode it was in. The report of the last ``fit`` is ``report_``
     (filled as the run goes: after an exception it holds the steps done).
 
+    Mixed precision needs no option: keep the weights float32 and run the forward in 16 bits
+    inside ``loss``, the loss itself in float32::
+
+        def loss(model, batch):
+            x, y = batch
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # "cuda" on a GPU
+                prediction = model(x)
+            return (prediction.float() - y).square().mean()
+
+    Adam then updates float32 weights (16-bit weights are warned about: float16 zeroes Adam's
+    second moment, bfloat16 rounds small steps away). Prefer bfloat16: float16 autocast would
+    also need its gradients scaled (``torch.amp.GradScaler``), which the Trainer does not do.
+
     Args:
         model: any ``nn.Module``.
         loss: called as ``loss(model, batch)`` with the model (wrapped in DDP under ``torchrun``)
@@ -300,6 +321,9 @@ class Trainer:
             resumes from it). Under ``torchrun`` rank 0's answer counts.
         remedy: where else to train, in the refusals to resume (default: ``use another out=
             folder``; physml train passes its ``use another --out``, a task or script its own).
+        retrain: what to change, in the error of a run that diverged (default: another folder,
+            a lower ``lr`` or ``clip``, named as arguments and as physml train's flags); a model
+            with 16-bit weights is told about them instead.
     """
 
     def __init__(
@@ -313,6 +337,7 @@ class Trainer:
         after_step: Callable[[nn.Module, int], None] | None = None,
         remedy: str = OUT_REMEDY,
         on_validation: Callable[[nn.Module, int, float], bool | None] | None = None,
+        retrain: str = RETRAIN,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -340,6 +365,9 @@ class Trainer:
         if not isinstance(remedy, str) or not remedy:
             raise TypeError(f"remedy must be a non-empty string, got {remedy!r}")
         self.remedy = remedy
+        if not isinstance(retrain, str) or not retrain:
+            raise TypeError(f"retrain must be a non-empty string, got {retrain!r}")
+        self.retrain = retrain
 
     # ------------------------------------------------------------------------------------ run
 
@@ -370,6 +398,9 @@ class Trainer:
             )
         if self.out is not None:  # refused now, not at the first checkpoint
             savable_state(self.model.state_dict())
+        sixteen_bit = sixteen_bit_weights(self.model)
+        if sixteen_bit is not None:
+            warnings.warn(sixteen_bit, UserWarning, stacklevel=user_stacklevel())
         with self._hold_out(here), _modes_kept(self.model) as modes:
             return self._fit(train, validation, here, device, modes)
 
@@ -424,9 +455,8 @@ class Trainer:
                     [p.grad for p in model.parameters() if p.grad is not None]
                 )
             if not torch.isfinite(norm):  # a finite loss whose gradients overflowed
-                raise _not_finite(
-                    step, f"the gradient norm became {norm.item()}", model, train, indices
-                )
+                what = f"the gradient norm became {norm.item()}"
+                raise _not_finite(step, what, model, train, indices, self._advice())
             optimiser.step()
             report.losses.append(_mean_over_ranks(loss.detach(), here))
             step += 1
@@ -458,6 +488,10 @@ class Trainer:
         report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
         return report
 
+    def _advice(self) -> str:
+        """What a diverged run should change: its 16-bit weights, else ``retrain``."""
+        return sixteen_bit_weights(self.model) or self.retrain
+
     def _stop_asked(self, model: nn.Module, step: int, loss: float, here: World) -> bool:
         """``on_validation``'s answer (rank 0's in every process)."""
         if self.on_validation is None:
@@ -483,14 +517,15 @@ class Trainer:
                 try:
                     loss = _scalar(self.loss(trained, batch))
                 except NonFiniteError as error:  # e.g. a loss refusing a NaN prediction
-                    raise _not_finite(step, str(error), trained, train, samples) from None
+                    advice = self._advice()
+                    raise _not_finite(step, str(error), trained, train, samples, advice) from None
                 except ValueError as error:
                     if _finite_weights(trained):
                         raise
-                    raise _diverged(step, str(error)) from None
+                    raise _diverged(step, str(error), self._advice()) from None
                 if not torch.isfinite(loss):
                     what = f"the loss became {loss.item()}"
-                    raise _not_finite(step, what, trained, train, samples)
+                    raise _not_finite(step, what, trained, train, samples, self._advice())
                 if not loss.requires_grad:
                     raise ValueError(
                         "loss(model, batch) must depend on the model's parameters: its value "
@@ -587,7 +622,7 @@ class Trainer:
 
     def _save(self, model, optimiser, prints, report, step: int, here: World) -> None:
         if not _finite_weights(model):  # never over the last good checkpoint
-            raise _diverged(step - 1, "the weights became NaN or inf")
+            raise _diverged(step - 1, "the weights became NaN or inf", self._advice())
         if self.out is not None and here.is_main:
             device = next(model.parameters()).device
             on_cuda = (
