@@ -124,6 +124,9 @@ STORAGE_ROUNDOFF = 16
 STORAGE_ASYMMETRY = 4096
 #: The last Cholesky jitter is this × ``eps / 2`` × the covariance's largest absolute row sum.
 STORAGE_EIGENVALUE = 2
+#: ``|z|`` beyond which :func:`crps_gaussian` holds ``z``: ``Φ(z)`` is 0 or 1 and ``φ(z)`` 0 in
+#: float64 (from ``|z| ≈ 38.6``), and ``z``'s slope ``−z/σ`` would overflow for a tiny ``σ``.
+Z_SATURATED = 40.0
 
 Reduction = Literal["mean", "none"]
 Dims = int | Sequence[int] | None
@@ -556,10 +559,12 @@ def crps_gaussian(
 ) -> torch.Tensor:
     """CRPS of ``N(mean, std²)`` at ``target`` in closed form, averaged over points.
 
-    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``,
-    its gradient in ``σ`` the limit of ``2φ(z) − 1/√π`` as ``σ → 0+`` (``(√2 − 1)/√π`` at
-    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape;
-    ``reduction='none'`` returns the score per point.
+    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``, computed as
+    ``(y − μ)(2Φ(z) − 1) + σ (2φ(z) − 1/√π)`` with ``z`` held at ``±Z_SATURATED`` beyond it
+    (``Φ`` is 0 or 1 there, ``φ`` 0), so that its slope in ``σ`` is ``2φ(z) − 1/√π`` down to
+    ``σ → 0+``: ``σ = 0`` gives ``|y − μ|`` and that limit (``(√2 − 1)/√π`` at ``y = μ``,
+    ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape; ``reduction='none'``
+    returns the score per point.
     """
     mean, target = _pair(("mean", "target"), mean, target)
     std = _tensor("std", std, mean.device)
@@ -571,15 +576,12 @@ def crps_gaussian(
         ) from None
     if (std < 0).any():
         raise ValueError(f"std must be >= 0, got minimum {float(std.min()):.3g}")
-    spread = std > 0
-    scale = torch.where(spread, std, torch.ones_like(std))
-    z = (target - mean) / scale
+    gap = target - mean
+    within = (std > 0) & (gap.abs() <= Z_SATURATED * std)
+    z = torch.where(within, gap / torch.where(within, std, 1.0), Z_SATURATED * gap.sign())
     density = torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
-    score = scale * (z * (2 * torch.special.ndtr(z) - 1) + 2 * density - 1 / math.sqrt(math.pi))
-    at_mean = (target == mean).to(std.dtype)
-    slope = at_mean * math.sqrt(2 / math.pi) - 1 / math.sqrt(math.pi)
-    point = (target - mean).abs() + std * slope
-    return _reduce(torch.where(spread, score, point), reduction)
+    score = gap * (2 * torch.special.ndtr(z) - 1) + std * (2 * density - 1 / math.sqrt(math.pi))
+    return _reduce(score, reduction)
 
 
 def crps_ensemble(
