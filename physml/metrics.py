@@ -825,15 +825,22 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(generator)
 
 
+def _asymmetry_tolerance(eps: float = EPS64) -> float:
+    """How far a full covariance stored with machine epsilon ``eps`` may differ from its
+    transpose, relative to its largest variance: :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps``
+    when larger."""
+    return max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+
+
 def _symmetrised(
     cov: torch.Tensor, eps: float = EPS64, name: str = "the Gaussian's full covariance"
 ) -> torch.Tensor:
     """``(cov + covᵀ) / 2`` for a full covariance ``(..., n, n)`` that differs from its
-    transpose by at most :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps`` of its storage, × its
-    largest variance (round-off); a larger asymmetry is a ``ValueError`` naming ``name``."""
+    transpose by at most :func:`_asymmetry_tolerance` × its largest variance (round-off); a
+    larger asymmetry is a ``ValueError`` naming ``name``."""
     values = cov.detach()
     scale = values.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
-    tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+    tolerance = _asymmetry_tolerance(eps)
     asymmetry = float((values - values.mT).abs().amax() / scale)
     if asymmetry > tolerance:
         raise ValueError(
