@@ -101,15 +101,25 @@ def integer(value: object) -> int | None:
 
 
 def integers(
-    name: str, value: object, minimum: int, axes: Sequence[str] | None = None
+    name: str,
+    value: object,
+    minimum: int,
+    axes: Sequence[str] | None = None,
+    *,
+    single: bool = False,
 ) -> tuple[int, ...]:
     """``value``, a sequence of Python, numpy or 0-d torch integers (or a 1-D integer array),
     as a tuple of Python ints, each ``>= minimum``: one per axis of ``axes`` (e.g. ``("H",
-    "W")``) when given, else at least one. Floats, booleans and text are refused
-    (``TypeError``), not truncated; a wrong count or a small entry is a ``ValueError``."""
+    "W")``) when given, else at least one; with ``single`` one integer is the sequence of it.
+    Floats, booleans and text are refused (``TypeError``), not truncated; a wrong count or a
+    small entry is a ``ValueError``."""
     items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+    if single and integer(value) is not None:
+        items = (value,)
     if axes is None:
         expected = "a non-empty sequence of integers"
+        if single:
+            expected = f"an integer or {expected}"
     else:
         expected = f"a sequence of {len(axes)} integers ({', '.join(axes)})"
     if (

@@ -124,6 +124,10 @@ STORAGE_ROUNDOFF = 16
 STORAGE_ASYMMETRY = 4096
 #: The last Cholesky jitter is this × ``eps / 2`` × the covariance's largest absolute row sum.
 STORAGE_EIGENVALUE = 2
+#: The ``|z|`` beyond which :func:`crps_gaussian` holds ``z`` still, since ``Φ(z)`` is 0 or 1
+#: and ``φ(z)`` 0 in float64 from ``|z| ≈ 38.6`` on, and ``z``'s slope ``−z/σ`` would overflow
+#: for a tiny ``σ``.
+Z_SATURATED = 40.0
 
 Reduction = Literal["mean", "none"]
 Dims = int | Sequence[int] | None
@@ -593,12 +597,13 @@ def crps_gaussian(
 ) -> torch.Tensor:
     """CRPS of ``N(mean, std²)`` at ``target`` in closed form, averaged over points.
 
-    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``; ``σ = 0`` gives ``|y − μ|``,
-    its gradient in ``σ`` the limit of ``2φ(z) − 1/√π`` as ``σ → 0+`` (``(√2 − 1)/√π`` at
-    ``y = μ``, ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape aligned from the
-    right, as in numpy (on a ``(B, C, N)`` mean a per-sample std is written ``(B, 1, N)``:
-    ``(B, N)`` would be read per channel where ``B == C``); ``reduction='none'`` returns the
-    score per point.
+    ``σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π]`` with ``z = (y − μ)/σ``, computed as
+    ``(y − μ)(2Φ(z) − 1) + σ (2φ(z) − 1/√π)`` with ``z`` held at ``±Z_SATURATED`` beyond it
+    (``Φ`` is 0 or 1 there, ``φ`` 0), so that its slope in ``σ`` is ``2φ(z) − 1/√π`` down to
+    ``σ → 0+``: ``σ = 0`` gives ``|y − μ|`` and that limit (``(√2 − 1)/√π`` at ``y = μ``,
+    ``−1/√π`` elsewhere). ``std`` broadcasts to ``mean``'s shape aligned from the right, as in
+    numpy (on a ``(B, C, N)`` mean a per-sample std is written ``(B, 1, N)``: ``(B, N)`` would be
+    read per channel where ``B == C``); ``reduction='none'`` returns the score per point.
     """
     mean, target = _pair(("mean", "target"), mean, target)
     std = _tensor("std", std, mean.device)
@@ -610,15 +615,12 @@ def crps_gaussian(
         ) from None
     if (std < 0).any():
         raise ValueError(f"std must be >= 0, got minimum {float(std.min()):.3g}")
-    spread = std > 0
-    scale = torch.where(spread, std, torch.ones_like(std))
-    z = (target - mean) / scale
+    gap = target - mean
+    within = (std > 0) & (gap.abs() <= Z_SATURATED * std)
+    z = torch.where(within, gap / torch.where(within, std, 1.0), Z_SATURATED * gap.sign())
     density = torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
-    score = scale * (z * (2 * torch.special.ndtr(z) - 1) + 2 * density - 1 / math.sqrt(math.pi))
-    at_mean = (target == mean).to(std.dtype)
-    slope = at_mean * math.sqrt(2 / math.pi) - 1 / math.sqrt(math.pi)
-    point = (target - mean).abs() + std * slope
-    return _reduce(torch.where(spread, score, point), reduction)
+    score = gap * (2 * torch.special.ndtr(z) - 1) + std * (2 * density - 1 / math.sqrt(math.pi))
+    return _reduce(score, reduction)
 
 
 def crps_ensemble(
@@ -895,15 +897,22 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(generator)
 
 
+def _asymmetry_tolerance(eps: float = EPS64) -> float:
+    """How far a full covariance stored with machine epsilon ``eps`` may differ from its
+    transpose, relative to its largest variance: :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps``
+    when larger."""
+    return max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+
+
 def _symmetrised(
     cov: torch.Tensor, eps: float = EPS64, name: str = "the Gaussian's full covariance"
 ) -> torch.Tensor:
     """``(cov + covᵀ) / 2`` for a full covariance ``(..., n, n)`` that differs from its
-    transpose by at most :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps`` of its storage, × its
-    largest variance (round-off); a larger asymmetry is a ``ValueError`` naming ``name``."""
+    transpose by at most :func:`_asymmetry_tolerance` × its largest variance (round-off); a
+    larger asymmetry is a ``ValueError`` naming ``name``."""
     values = cov.detach()
     scale = values.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
-    tolerance = max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+    tolerance = _asymmetry_tolerance(eps)
     asymmetry = float((values - values.mT).abs().amax() / scale)
     if asymmetry > tolerance:
         raise ValueError(

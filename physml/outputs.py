@@ -145,6 +145,24 @@ class Gaussian:
     def __post_init__(self) -> None:
         if self.diagonal is not None and not isinstance(self.diagonal, bool):
             raise TypeError(f"diagonal must be True, False or None, got {self.diagonal!r}")
+        self._check()
+
+    @classmethod
+    def _posterior(cls, mean: torch.Tensor, cov: LowRankCovariance, prior: Gaussian) -> Gaussian:
+        """``Gaussian(mean, cov)`` for an update of ``prior`` whose ``cov.base`` may be the
+        prior's own covariance tensor: found finite when the prior was built, it is not scanned
+        again (a full pass over an ``n × n`` matrix per slice)."""
+        posterior = object.__new__(cls)
+        object.__setattr__(posterior, "mean", mean)
+        object.__setattr__(posterior, "cov", cov)
+        object.__setattr__(posterior, "diagonal", None)
+        checked = prior.cov.base if isinstance(prior.cov, LowRankCovariance) else prior.cov
+        posterior._check(checked)
+        return posterior
+
+    def _check(self, checked: torch.Tensor | None = None) -> None:
+        """Refuse a mean or covariance of the wrong kind, shape or values; a covariance base
+        that is ``checked`` is not scanned for NaN and inf."""
         if not isinstance(self.mean, torch.Tensor) or self.mean.ndim < 1:
             raise TypeError("mean must be a tensor of shape (..., n)")
         if not self.mean.is_floating_point():
@@ -178,7 +196,8 @@ class Gaussian:
                     f"cov.base is full (diagonal=False) but has the mean's shape {shape}: a "
                     f"Gaussian wants a full base per slice, {(*shape, n)} (expand a shared one)"
                 )
-            _finite("cov", base)
+            if base is not checked:
+                _finite("cov", base)
             _finite("cov", factor)
             return
         if not isinstance(self.cov, torch.Tensor):

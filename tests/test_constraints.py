@@ -30,6 +30,7 @@ from physml import (
     mass_conservation,
 )
 from physml.constraints import cumulative_inflow
+from physml.metrics import SYMMETRY
 
 F64 = torch.float64
 
@@ -548,29 +549,53 @@ def test_a_slightly_indefinite_covariance_is_refused_by_its_negative_variance():
 
 def test_a_full_covariance_asymmetric_within_round_off_is_symmetrised_and_beyond_it_refused():
     """A full covariance off its transpose by 5e-9 × its largest variance (round-off, within
-    :data:`physml.metrics.SYMMETRY`) is read as ``(cov + covᵀ) / 2``: the update is the dense
-    formula's for that matrix and meets the rows to round-off (its two halves used to disagree:
-    the rows were missed by 3e-10). Off by 1e-6 (1e-7 × the largest variance) it is refused,
-    naming the asymmetry (the error used to blame G's conditioning), also as a low-rank base."""
+    :data:`physml.metrics.SYMMETRY`) is read as ``(cov + covᵀ) / 2`` along the rows: the mean
+    and what the update takes off the covariance are the dense formula's for that matrix, and
+    the rows are met to round-off (its two halves used to disagree: the rows were missed by
+    3e-10); the posterior keeps the matrix given as its base (no symmetrised copy), also as a
+    low-rank base. Off by 1e-6, ``|(cov − covᵀ) G_iᵀ|`` reaches 2e-7 × its largest variance ×
+    ``Σ_j |G_ij|``: it is refused, naming that asymmetry (the error used to blame G's
+    conditioning), also as a low-rank base."""
     gen = torch.Generator().manual_seed(1)
     A = torch.randn(6, 6, generator=gen, dtype=F64)
     cov = A @ A.T / 6 + 0.1 * torch.eye(6, dtype=F64)
     mean = torch.randn(6, generator=gen, dtype=F64)
     G, b = torch.randn(2, 6, generator=gen, dtype=F64), torch.randn(2, generator=gen, dtype=F64)
+    F = 0.3 * torch.randn(6, 1, generator=gen, dtype=F64)
     skewed = cov.clone()
     skewed[0, 1] += 5e-9 * cov.diagonal().max()
-    out = through(LinearConstraint(G, b), Gaussian(mean, skewed))
-    expected_mean, expected_cov = dense_update(mean, (skewed + skewed.T) / 2, G, b, 0.0)
-    assert (G @ out.mean - b).abs().max() < 1e-14
-    np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=0, atol=1e-13)
-    np.testing.assert_allclose(out.dense_cov().numpy(), expected_cov, rtol=0, atol=1e-13)
+    symmetrised = (skewed + skewed.T) / 2
+    low_rank = LowRankCovariance(skewed, F, diagonal=False)
+    for prior, read in ((skewed, symmetrised), (low_rank, symmetrised - F @ F.T)):
+        out = through(LinearConstraint(G, b), Gaussian(mean, prior))
+        expected_mean, expected_cov = dense_update(mean, read, G, b, 0.0)
+        assert (G @ out.mean - b).abs().max() < 1e-14
+        np.testing.assert_allclose(out.mean.numpy(), expected_mean, rtol=0, atol=1e-13)
+        assert out.cov.base is skewed
+        taken_off = Gaussian(mean, prior).dense_cov() - out.dense_cov()
+        np.testing.assert_allclose(taken_off, read.numpy() - expected_cov, rtol=0, atol=1e-13)
     skewed[0, 1] = cov[0, 1] + 1e-6
-    asymmetry = 1e-6 / cov.diagonal().max().item()
+    along_rows = ((skewed - skewed.T) @ G.T).abs() / G.abs().sum(1)
+    asymmetry = along_rows.max().item() / cov.diagonal().max().item()
+    assert asymmetry > SYMMETRY
     with pytest.raises(ConstraintError, match=rf"^cov is not symmetric: .* {asymmetry:.3g} ×"):
         through(LinearConstraint(G, b), Gaussian(mean, skewed))
     low_rank = LowRankCovariance(skewed, torch.zeros(6, 1, dtype=F64), diagonal=False)
     with pytest.raises(ConstraintError, match=r"^cov\.base is not symmetric"):
         through(LinearConstraint(G, b), Gaussian(mean, low_rank))
+
+
+def test_a_full_prior_shared_by_the_slices_is_read_where_it_is():
+    """One full prior expanded over 64 slices (no copy): the update read it as ``(cov + covᵀ) /
+    2``, 64 copies of it (33 MiB → 414 MiB at n = 512); now the posterior's base is the tensor
+    given, still one matrix, and every slice's mean is the dense formula's."""
+    mean, cov, G, b = random_problem(2, 5, 2, batch=(64,))
+    shared = cov[0].expand(64, 5, 5)
+    out = through(LinearConstraint(G, b), Gaussian(mean, shared))
+    assert out.cov.base is shared and out.cov.base.stride(0) == 0
+    for index in (0, 63):
+        expected_mean, _ = dense_update(mean[index], cov[0], G, b[index], 0.0)
+        np.testing.assert_allclose(out.mean[index].numpy(), expected_mean, rtol=0, atol=1e-13)
 
 
 def test_the_unspanned_threshold_is_the_same_for_one_row_and_for_several():

@@ -938,6 +938,26 @@ def test_crps_gaussian_slope_in_std_at_zero_spread(gap):
     assert slope.item() == pytest.approx(expected, rel=1e-15)
 
 
+@pytest.mark.parametrize("gap", [0.1, 0.0])
+def test_crps_gaussian_slope_in_a_tiny_variance(gap):
+    """``crps_gaussian(μ, marginal_std(N(μ, v)), y)`` for ``v`` down to ``1e-300``: the score is
+    scipy's closed form and d/dv is ``(2φ(z) − 1/√π) / 2σ`` (away from ``y = μ`` it was off from
+    ``v = 1e-30``, 0 from ``1e-100``, -inf below ``1e-308``: cancellation in ``σ z``)."""
+    variances = [1e-2, 1e-8, 1e-30, 1e-100, 1e-200, 1e-300, 1e-310]
+    variance = torch.tensor(variances, dtype=F64, requires_grad=True)
+    mean, target = torch.zeros(7, dtype=F64), torch.full((7,), gap, dtype=F64)
+    std = metrics.marginal_std(Gaussian(mean, variance))
+    score = metrics.crps_gaussian(mean, std, target, "none")
+    (slope,) = torch.autograd.grad(score.sum(), variance)
+    sigma = np.sqrt(variances)
+    z = gap / sigma
+    norm = stats.norm()
+    expected = sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
+    np.testing.assert_allclose(score.detach().numpy(), expected, rtol=1e-14, atol=0)
+    exact = (2 * norm.pdf(z) - 1 / np.sqrt(np.pi)) / (2 * sigma)
+    np.testing.assert_allclose(slope.numpy(), exact, rtol=1e-14, atol=0)
+
+
 @pytest.fixture
 def every_torch_warning():
     """Torch's once-per-process warnings raised each time, and every warning an error."""

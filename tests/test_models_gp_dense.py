@@ -118,6 +118,21 @@ def test_predictions_differentiate_in_the_query_points(fitted):
     assert not gp.predict(t.detach(), x.detach()).mean.requires_grad
 
 
+def test_no_graph_under_the_callers_no_grad(fitted):
+    """Query points that require grad, predicted under the caller's ``torch.no_grad()``: the
+    prediction built a graph anyway (``predict_points``' mean required grad); now neither
+    ``predict`` nor ``predict_points`` does, and the values are those outside it."""
+    gp, _, _ = fitted
+    t = torch.tensor([0.4, 1.3], dtype=F64, requires_grad=True)
+    x = torch.linspace(0.5, 4.5, 3, dtype=F64, requires_grad=True)
+    points = grid_points(t, x).detach().requires_grad_()
+    with torch.no_grad():
+        scattered, gridded = gp.predict_points(points), gp.predict(t, x)
+    for out in (scattered, gridded):
+        assert not out.mean.requires_grad and not out.cov.requires_grad
+    torch.testing.assert_close(scattered.mean, gp.predict_points(points).mean.detach())
+
+
 def test_a_context_on_one_time_slice_fits_and_predicts_like_the_dense_gp():
     """Zero extent in t: the t lengthscale cannot matter, the prediction must stay finite."""
     x = torch.linspace(0.0, 3.0, 7, dtype=F64)

@@ -171,12 +171,47 @@ def test_distillation_refuses_a_new_model_sharing_the_old_ones_parameters():
         return (m(batch[0]) - batch[1]).square().mean()
 
     shared = constrain(old, walls)
-    with pytest.raises(ValueError, match=r"shares parameters with old_model.*deepcopy\(old\)"):
+    named = r"old_model \(model\.0\.weight, model\.0\.bias\) and has no other trainable"
+    with pytest.raises(ValueError, match=rf"shares parameters with {named}.*deepcopy\(old\)"):
         FocalDistillation(mse, old, tau=0.1)(shared, batch)
     new = constrain(copy.deepcopy(old).requires_grad_(True), walls)
     loss = FocalDistillation(mse, old, tau=0.1)(new, batch)
     assert loss.requires_grad
     assert all(p.requires_grad for p in new.parameters())
+
+
+def test_distillation_trains_a_new_head_on_the_old_encoder_and_warns_naming_it():
+    """A new model reusing the old one's (frozen) encoder and training a new head was refused
+    since the new model shared parameters with the old one; it trains again: its head gets the
+    gradient of the loss by hand, the shared encoder none, and one warning names the encoder's
+    parameters (and says so once, not at every step). Many shared parameters are named four at
+    a time."""
+    encoder = nn.Linear(4, 3)
+    old = nn.Sequential(encoder, nn.Linear(3, 4))
+    new = nn.Sequential(encoder, nn.Linear(3, 4))
+    x, y = rand(2, 4, seed=1), rand(2, 4, seed=2)
+
+    def mse(m, batch):
+        return (m(batch[0]) - batch[1]).square().mean()
+
+    loss = FocalDistillation(mse, old, tau=0.1, strength=0.0)
+    with pytest.warns(
+        UserWarning, match=r"shares parameters with old_model \(0\.weight, 0\.bias\)"
+    ):
+        loss(new, (x, y)).backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(new, (x, y))
+    features = encoder(x).detach()
+    residual = new[1](features).detach() - y
+    expected = 2 * residual.T @ features / residual.numel()
+    torch.testing.assert_close(new[1].weight.grad, expected)
+    assert encoder.weight.grad is None
+    deep = nn.Sequential(*(nn.Linear(4, 4) for _ in range(6)))
+    with pytest.warns(
+        UserWarning, match=r"\(0\.0\.weight, 0\.0\.bias, 0\.1\.weight, 0\.1\.bias and 8 more\)"
+    ):
+        FocalDistillation(mse, deep, tau=0.1)(nn.Sequential(deep, nn.Linear(4, 4)), (x, y))
 
 
 def test_the_loss_forward_pass_is_reused():

@@ -47,7 +47,7 @@ from pdes.checks import non_negative, positive
 
 from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
-from ..metrics import _stored_eps, _symmetrised
+from ..metrics import _asymmetry_tolerance, _stored_eps
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
 
@@ -117,13 +117,23 @@ def _cholesky(S: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return L
 
 
-def _symmetric(cov: torch.Tensor, eps: float, name: str) -> torch.Tensor:
-    """A full covariance ``cov`` ``(..., n, n)`` symmetrised within the round-off of its storage
-    (``eps``: :func:`physml.metrics._symmetrised`); more asymmetry raises, naming ``name``."""
-    try:
-        return _symmetrised(cov, eps, name)
-    except ValueError as error:
-        raise ConstraintError(str(error)) from None
+def _symmetric_product(cov: torch.Tensor, G: torch.Tensor, eps: float, name: str) -> torch.Tensor:
+    """``(cov + covᵀ) / 2 · Gᵀ`` ``(..., n, k)`` for a full covariance ``cov`` ``(..., n, n)``,
+    from ``cov Gᵀ`` and ``(G cov)ᵀ``: ``cov`` is read twice, never transposed or copied. Where
+    the two differ, ``(cov − covᵀ) G_iᵀ``, by more than its storage's round-off
+    (``eps``: :func:`physml.metrics._asymmetry_tolerance`) × its largest variance × ``Σ_j |G_ij|``
+    (what an elementwise asymmetry of that size can reach), it raises, naming ``name``."""
+    right, left = cov @ G.T, (G @ cov).transpose(-1, -2)
+    largest = cov.detach().diagonal(dim1=-2, dim2=-1).abs().amax()
+    scale = largest.clamp_min(torch.finfo(F64).tiny) * G.abs().sum(-1)
+    asymmetry = float(((right - left).detach().abs() / scale).amax())
+    tolerance = _asymmetry_tolerance(eps)
+    if asymmetry > tolerance:
+        raise ConstraintError(
+            f"{name} is not symmetric: |({name} − {name}ᵀ) G_iᵀ| reaches {asymmetry:.3g} × its "
+            f"largest variance × Σ_j |G_ij| (round-off allows {tolerance:.3g})"
+        )
+    return (right + left) / 2
 
 
 def _not_definite(G: torch.Tensor) -> None:
@@ -571,8 +581,10 @@ class LinearConstraint(Constraint):
         as ``field.flatten(-2)`` orders them) with any covariance over them — a diagonal
         ``(..., H, W)`` one is refused rather than returned in another shape: the update couples
         every point of the grid, which a covariance per row cannot hold. A full covariance (or a
-        low-rank one's full base) is read as ``(cov + covᵀ) / 2`` when it is symmetric to
-        round-off (:data:`physml.metrics.SYMMETRY`, or its storage's), and refused beyond."""
+        low-rank one's full base) is read through ``(cov + covᵀ) / 2 · Gᵀ`` when it is symmetric
+        along the rows to round-off (:data:`physml.metrics.SYMMETRY`, or its storage's;
+        ``_symmetric_product``), and refused beyond; the posterior keeps the given matrix as
+        its base."""
         output = self._over_points(output)
         grid_mean = output.mean if len(self.space) == 1 else output.mean.unflatten(-1, self.space)
         if self.projection == "euclidean":
@@ -583,19 +595,19 @@ class LinearConstraint(Constraint):
         dtype = output.mean.dtype
         G, mean = self._matrices(output.mean.device)[0], output.mean.to(F64)
         cov = output.cov
-        if isinstance(cov, LowRankCovariance):
-            base, factor = cov.base.to(F64), cov.factor.to(F64)
-            if not cov.base_is_diagonal:
-                base = _symmetric(base, _stored_eps(output.mean, cov.base), "cov.base")
-            K = LowRankCovariance(base, factor, cov.base_is_diagonal).matmul(G.T)
-        elif output.is_diagonal:
-            base, factor = cov.to(F64), None
+        low_rank = isinstance(cov, LowRankCovariance)
+        given = cov.base if low_rank else cov
+        diagonal_base = cov.base_is_diagonal if low_rank else output.is_diagonal
+        base, factor = given.to(F64), cov.factor.to(F64) if low_rank else None
+        if diagonal_base:
             K = base[..., :, None] * G.T
         else:
-            base, factor = _symmetric(cov.to(F64), _stored_eps(output.mean, cov), "cov"), None
-            if self.check_psd:
+            name = "cov.base" if low_rank else "cov"
+            K = _symmetric_product(base, G, _stored_eps(output.mean, given), name)  # (..., n, k)
+            if self.check_psd and not low_rank:
                 _check_psd(base)
-            K = base @ G.T  # (..., n, k)
+        if low_rank:
+            K = K - factor @ (factor.transpose(-1, -2) @ G.T)
         S = G @ K  # (..., k, k)
         if self.noise:
             S = S + self.noise**2 * torch.eye(G.shape[0], dtype=F64, device=G.device)
@@ -611,9 +623,6 @@ class LinearConstraint(Constraint):
             update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False)
             update = update.transpose(-1, -2)
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
-        diagonal_base = output.is_diagonal or (
-            isinstance(cov, LowRankCovariance) and cov.base_is_diagonal
-        )
         variances = None
         if not output.is_diagonal:
             prior = base if diagonal_base else torch.diagonal(base, dim1=-2, dim2=-1)
@@ -622,7 +631,7 @@ class LinearConstraint(Constraint):
         self._check_update(G, new_mean.detach(), b, mean, pivots, variances)
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype), diagonal_base)
         met = None if self.noise else b
-        return Gaussian(self._unflat(new_mean, output.mean, met), covariance)
+        return Gaussian._posterior(self._unflat(new_mean, output.mean, met), covariance, output)
 
     def _over_points(self, output: Gaussian) -> Gaussian:
         """``output``, which must hold the grid's ``n`` points on its last axis (flattened on a

@@ -281,7 +281,8 @@ class ExactGPSurrogate:
         ``covariance="time-slices"`` (default) the full posterior covariance within each time
         slice ``(T, X, X)``, with ``covariance="diagonal"`` the variances ``(T, X)``.
         ``observation_noise`` adds the learned noise variance (off: the latent u). Differentiable
-        in ``t`` and ``x`` when either requires grad (the fit held fixed); no graph otherwise."""
+        in ``t`` and ``x`` when either requires grad (the fit held fixed); no graph otherwise, nor
+        under ``torch.no_grad()``."""
         self._check_fitted()
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
@@ -290,7 +291,7 @@ class ExactGPSurrogate:
         x = as_tensor("x", x, "(X,)", 1, device=device)
         points = grid_points(t, x)
         T, X = t.numel(), x.numel()
-        with torch.set_grad_enabled(points.requires_grad):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and points.requires_grad):
             z, V = self._project(points)
             mean = self._mean(V).reshape(T, X)
             noise = self._noise_std() if observation_noise else 0.0
@@ -308,10 +309,11 @@ class ExactGPSurrogate:
 
     def predict_points(self, target_x: torch.Tensor, observation_noise: bool = False) -> Gaussian:
         """Posterior mean and variances ``(N,)`` at scattered points ``target_x (N, 2)``,
-        differentiable in ``target_x`` when it requires grad (the fit held fixed)."""
+        differentiable in ``target_x`` when it requires grad (the fit held fixed; no graph under
+        ``torch.no_grad()``)."""
         self._check_fitted()
         points = as_tensor("target_x", target_x, "(N, 2)", 2, last=2, device=self._L.device)
-        with torch.set_grad_enabled(points.requires_grad):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and points.requires_grad):
             z, V = self._project(points)
             variance = self._prior_variance(z) - V.pow(2).sum(0)
             if observation_noise:

@@ -58,7 +58,7 @@ from neuralop.layers.spectral_convolution import SpectralConv
 from neuralop.models import FNO
 from torch import nn
 
-from physml._checks import integer, integers
+from physml._checks import integers
 from physml._state import without_neuralop_metadata
 from physml.models.common import in_model_dtype
 from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
@@ -84,7 +84,7 @@ def _scaling_factors(scaling, order: int) -> list[float]:
 def _mode_counts(n_modes: object) -> tuple[int, ...]:
     """``n_modes``, the Fourier modes kept per space axis, as a tuple of ints ``>= 1``; an int
     ``n`` is ``(n,)``, one space axis."""
-    return integers("n_modes", (n_modes,) if integer(n_modes) is not None else n_modes, 1)
+    return integers("n_modes", n_modes, 1, single=True)
 
 
 class LeanSpectralConv(SpectralConv):

@@ -12,6 +12,7 @@ point (the mean over the sample's entries), so ``λ`` does not depend on the gri
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,7 @@ from torch.utils.data import Dataset, default_collate
 from pdes.checks import non_negative, positive_int
 
 from .. import metrics
-from ..errors import ZeroNormError
+from ..errors import ZeroNormError, user_stacklevel
 
 Batch = object
 Unpack = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
@@ -78,9 +79,10 @@ class FocalDistillation:
         loss: the new model's own loss ``loss(model, batch) -> scalar`` (e.g. a family's loss).
         old_model: the model being replaced; frozen here (eval mode, no gradient) and moved to
             the batch's device. It is not a submodule of the new model, so it is not trained or
-            checkpointed with it; a new model sharing its parameters (built around it, e.g.
-            ``constrain(old, ...)``) is refused: build it on a trainable copy,
-            ``copy.deepcopy(old).requires_grad_(True)``.
+            checkpointed with it. A new model sharing its parameters keeps them frozen: one
+            with nothing else to train (built around it, e.g. ``constrain(old, ...)``) is
+            refused, one that trains others too (a new head on the old encoder) warns; both
+            name them. To train them, build it on ``copy.deepcopy(old).requires_grad_(True)``.
         tau: the tolerance τ under which the old model counts as right (the error's units).
         strength: λ, the weight of the distillation term (``0``: plain training).
         alpha, beta: the weights ``α + β·1[e_old ≤ τ]`` (``β = 0``: uniform distillation).
@@ -114,6 +116,7 @@ class FocalDistillation:
         if self.alpha + self.beta == 0:
             raise ValueError("alpha and beta are both 0: every weight would be 0")
         self.unpack, self.error = unpack, error
+        self._warned_shared = False
 
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         if model is self.old_model:
@@ -121,13 +124,7 @@ class FocalDistillation:
                 "the new model is the old_model itself: distillation needs a separate copy "
                 "(the old one is frozen)"
             )
-        old_parameters = {id(p) for p in self.old_model.parameters()}
-        if any(id(p) in old_parameters for p in model.parameters()):
-            raise ValueError(
-                "the new model shares parameters with old_model (built around it, e.g. "
-                "constrain(old, ...)?): FocalDistillation froze them, so they would not train; "
-                "build the new model on a trainable copy, copy.deepcopy(old).requires_grad_(True)"
-            )
+        self._check_shared(model)
         if self.strength == 0:  # plain training: the old model is not consulted
             return self.loss(model, batch)
         x, y = self.unpack(batch)
@@ -162,6 +159,32 @@ class FocalDistillation:
         weights = weights.to(device=gap.device, dtype=gap.dtype)
         total = weights.sum().clamp_min(torch.finfo(gap.dtype).tiny)
         return data + self.strength * (weights * gap).sum() / total
+
+    def _check_shared(self, model: nn.Module) -> None:
+        """Refuse a new model whose every trainable parameter is one of old_model's (frozen here:
+        nothing would train); warn, once, where it shares some and trains others (e.g. a new
+        head on the old encoder). Both name the shared parameters."""
+        old_ids = {id(p) for p in self.old_model.parameters()}
+        shared = [name for name, p in model.named_parameters() if id(p) in old_ids]
+        if not shared:
+            return
+        names = ", ".join(shared[:4]) + (f" and {len(shared) - 4} more" if len(shared) > 4 else "")
+        if not any(p.requires_grad and id(p) not in old_ids for p in model.parameters()):
+            raise ValueError(
+                f"the new model shares parameters with old_model ({names}) and has no other "
+                "trainable ones (built around it, e.g. constrain(old, ...)?): FocalDistillation "
+                "froze them, so nothing would train; build the new model on a trainable copy, "
+                "copy.deepcopy(old).requires_grad_(True)"
+            )
+        if self._warned_shared:
+            return
+        self._warned_shared = True
+        warnings.warn(
+            f"the new model shares parameters with old_model ({names}): FocalDistillation froze "
+            "them, so only its other parameters train (to train them too, build it on "
+            "copy.deepcopy(old).requires_grad_(True))",
+            stacklevel=user_stacklevel(),
+        )
 
     def old_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen old model's output on ``x`` (no gradient), on ``x``'s device."""
