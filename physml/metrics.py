@@ -777,7 +777,8 @@ def pit(
     of ``(k + ½)/(M + 1)``, ``k = 0 … M``, equally often (binned in ``M + 1``, the rank
     histogram). Ties (members clipped at 0 by :class:`~physml.constraints.NonNegative`, a
     discrete target) put ``y`` in the middle of its tied run, so even a calibrated ensemble's
-    histogram then humps in the middle: read it on the tie-free points.
+    histogram then piles up at the middle of the tied ranks (the low ranks for members clipped
+    at 0) and empties the run's outer bins: read it on the tie-free points.
     """
     if _is_gaussian(prediction):
         mean, std, target = _marginals_and_target(prediction, target)

@@ -134,8 +134,8 @@ class Gaussian:
     with ``B == n``, it may have been meant as one full covariance shared by the rows: that
     warns unless ``diagonal=True`` (a shared one is given expanded, ``cov.expand(B, n, n)``, as
     a Gaussian's full :class:`LowRankCovariance` base is). ``diagonal=False`` asks for a full
-    ``cov``. Once built, ``diagonal`` holds the reading of a tensor ``cov`` (``None`` beside a
-    :class:`LowRankCovariance`, which says its own).
+    ``cov``. ``diagonal`` is kept as given, so that ``dataclasses.replace`` may swap the
+    covariance for one of another kind; :attr:`is_diagonal` says how ``cov`` was read.
     """
 
     mean: torch.Tensor
@@ -222,7 +222,6 @@ class Gaussian:
                     f"Gaussian: {shared}; pass diagonal=True to say they are variances",
                     stacklevel=user_stacklevel(),
                 )
-        object.__setattr__(self, "diagonal", self.is_diagonal)
 
     def _shared_reading(self) -> str:
         """Where a diagonal ``cov`` ``(..., B, n)`` with ``B == n`` might be one full covariance

@@ -92,7 +92,7 @@ def test_a_square_symmetric_cov_beside_as_many_rows_warns_which_reading_is_taken
     with pytest.warns(UserWarning, match=hint) as seen:
         read = Gaussian(torch.zeros(4, 4), K)
     assert seen[0].filename == __file__  # the caller's line, not the dataclass's __init__
-    assert read.diagonal is True
+    assert read.is_diagonal and read.diagonal is None  # kept as given
     assert torch.equal(read.variance()[0], torch.tensor([1.0, 0.5, 0.5, 0.5]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -100,7 +100,7 @@ def test_a_square_symmetric_cov_beside_as_many_rows_warns_which_reading_is_taken
         shared = Gaussian(torch.zeros(4, 4), K.expand(4, 4, 4))
         Gaussian(torch.zeros(4, 4), K + torch.triu(torch.ones(4, 4), 1))  # not symmetric
         Gaussian(torch.zeros(3, 4), K[:3])  # B != n: one reading only
-    assert shared.diagonal is False and torch.equal(shared.variance()[0], torch.ones(4))
+    assert not shared.is_diagonal and torch.equal(shared.variance()[0], torch.ones(4))
     with pytest.raises(ValueError, match=r"\(4, 4, 4\) \(full\) to match the mean \(diagonal=Fa"):
         Gaussian(torch.zeros(4, 4), K, diagonal=False)
     with pytest.raises(ValueError, match=r"must be >= 0 \(variances\); cov \(4, 4\) is read as"):
@@ -109,3 +109,18 @@ def test_a_square_symmetric_cov_beside_as_many_rows_warns_which_reading_is_taken
         Gaussian(torch.zeros(4, 4), K, diagonal=1)
     with pytest.raises(TypeError, match="diagonal is for a tensor cov"):
         Gaussian(torch.zeros(1, 4), LowRankCovariance(K[:1], torch.zeros(1, 4, 1)), diagonal=True)
+
+
+def test_replace_swaps_a_gaussians_covariance_for_one_of_another_kind() -> None:
+    """``dataclasses.replace(g, cov=...)`` rebuilt the Gaussian with ``diagonal`` set to the old
+    reading, so a full or low-rank covariance in place of variances was refused."""
+    import dataclasses
+
+    from physml.outputs import LowRankCovariance
+
+    variances = Gaussian(torch.zeros(4, 3), torch.ones(4, 3))
+    full = dataclasses.replace(variances, cov=torch.eye(3).expand(4, 3, 3))
+    assert not full.is_diagonal and torch.equal(full.variance(), torch.ones(4, 3))
+    factor = torch.full((4, 3, 1), 0.5)
+    low_rank = dataclasses.replace(variances, cov=LowRankCovariance(torch.ones(4, 3), factor))
+    assert torch.equal(low_rank.variance(), torch.full((4, 3), 0.75))  # base − F Fᵀ

@@ -1311,3 +1311,13 @@ def test_a_dataset_with_getitems_is_fetched_a_batch_at_a_time_and_trains_the_sam
     assert fetches == 12 * 2
     monkeypatch.delattr(Keyed, "__getitems__")
     assert run() == (losses, validation, 0)
+
+
+def test_a_batch_indexed_at_once_is_contiguous_as_a_stacked_one_is():
+    """A TensorDataset of permuted (or channels_last) data gave batches in its layout, which a
+    model's ``.view`` refused; stacked items are contiguous."""
+    x = torch.randn(8, 6, 3, generator=torch.Generator().manual_seed(0)).transpose(1, 2)
+    dataset = TensorDataset(x, x.sum((1, 2)))
+    batch = _batch(dataset, [4, 1, 6])
+    assert all(part.is_contiguous() for part in batch)
+    assert torch.equal(batch[0].view(3, -1), x[[4, 1, 6]].reshape(3, -1))

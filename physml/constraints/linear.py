@@ -589,7 +589,7 @@ class LinearConstraint(Constraint):
         grid_mean = output.mean if len(self.space) == 1 else output.mean.unflatten(-1, self.space)
         if self.projection == "euclidean":
             mean = self.apply_tensor(grid_mean, state).flatten(grid_mean.ndim - len(self.space))
-            return Gaussian(mean, output.cov, output.diagonal)
+            return Gaussian(mean, output.cov, output.is_diagonal or None)
         leading = self._layout(grid_mean, self._read_as("mean", output.mean))
         b = self._target_for(state, leading, output.mean, "mean of shape {shape}")
         dtype = output.mean.dtype

@@ -357,4 +357,4 @@ class ExactGPSurrogate:
             covs.append(prediction.cov)
             found.append(self.hyperparameters())
         self.batch_hyperparameters_ = {k: torch.stack([h[k] for h in found]) for k in found[0]}
-        return Gaussian(torch.stack(means), torch.stack(covs), prediction.diagonal)
+        return Gaussian(torch.stack(means), torch.stack(covs), prediction.is_diagonal or None)

@@ -180,7 +180,7 @@ def _slice(gaussian: Gaussian, index: int) -> Gaussian:
         sliced = LowRankCovariance(cov.base[:, index], cov.factor[:, index], cov.base_is_diagonal)
     else:
         sliced = cov[:, index]
-    return Gaussian(gaussian.mean[:, index], sliced, gaussian.diagonal)
+    return Gaussian(gaussian.mean[:, index], sliced, gaussian.is_diagonal or None)
 
 
 def shock_positions(

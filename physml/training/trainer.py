@@ -741,7 +741,7 @@ def _batch(dataset: Dataset, indices: list[int]) -> object:
     if backing is not None:
         tensors, rows = backing
         picked = torch.tensor(indices) if rows is None else rows[indices]
-        return [tensor[picked] for tensor in tensors]
+        return [tensor[picked].contiguous() for tensor in tensors]  # as default_collate stacks
     fetch = getattr(dataset, "__getitems__", None)
     return default_collate(fetch(indices) if callable(fetch) else [dataset[i] for i in indices])
 
