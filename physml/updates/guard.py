@@ -411,7 +411,9 @@ def _joined(answers: list[object]) -> object | None:
         base, factor = _cat([c.base for c in covs], 0), _cat([c.factor for c in covs], 0)
         if len(diagonal) == 1 and base is not None and factor is not None:
             cov = LowRankCovariance(base, factor, diagonal.pop())
-    return None if mean is None or cov is None else Gaussian(mean, cov, answers[0].is_diagonal or None)
+    return (
+        None if mean is None or cov is None else Gaussian(mean, cov, answers[0].is_diagonal or None)
+    )
 
 
 def _cat(parts: list[torch.Tensor], dim: int) -> torch.Tensor | None:
