@@ -54,7 +54,7 @@ def machine() -> str:
     return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
 
 
-def _seed(text: str) -> int:
+def seed_arg(text: str) -> int:
     """``--seed``: an integer >= 0 (a usage error otherwise, before any work)."""
     try:
         seed = int(text)
@@ -94,7 +94,7 @@ def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.N
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (used by the tests)")
     add_out(parser)
-    parser.add_argument("--seed", type=_seed, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)

@@ -1000,6 +1000,29 @@ def test_benchmark_arguments_are_usage_errors_before_any_work(argv, message, cap
     assert capsys.readouterr().err.strip().endswith(message)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "boon",
+        "cuboid_scaling",
+        "earthformer_nbody",
+        "probconserv_gpme",
+        "probconserv_update",
+        "solvers",
+        "training",
+    ],
+)
+def test_a_negative_seed_is_a_usage_error_in_scripts_parsing_their_own(name, tmp_path, capsys):
+    """--seed -1 stops at parsing, as with common.arguments: not a traceback after work started,
+    nor a record saying seed -1."""
+    bench = load_benchmark(name)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--quick", "--out", str(tmp_path), "--seed", "-1"])
+    message = "argument --seed: must be an integer >= 0, got '-1'"
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+    assert not list(tmp_path.iterdir())
+
+
 def test_benchmark_arguments_give_the_equations_as_names():
     bench = load_benchmark("model_update")
     common = sys.modules["common"]
