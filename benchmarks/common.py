@@ -88,9 +88,12 @@ def results_folder(out: Path | None, quick: bool) -> Path:
     return folder
 
 
-def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:
+def arguments(
+    doc: str, argv: list[str] | None = None, extra=None, refused=None
+) -> argparse.Namespace:
     """Every benchmark's options: ``--quick``, ``--out`` (see :func:`results_folder`), ``--seed``
-    (and ``extra(parser)``)."""
+    (and ``extra(parser)``); ``refused(args)``, the reason a combination of them cannot run (or
+    ``None``), makes it a usage error before any work."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (used by the tests)")
     add_out(parser)
@@ -98,6 +101,8 @@ def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.N
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    if refused is not None and (reason := refused(args)):
+        parser.error(reason)
     args.out = results_folder(args.out, args.quick)
     return args
 

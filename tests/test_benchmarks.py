@@ -1023,6 +1023,25 @@ def test_a_negative_seed_is_a_usage_error_in_scripts_parsing_their_own(name, tmp
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--quick", "--upgrade", "large"], "it cannot go with --upgrade large"),
+        (["--quick", "--upgrade", "broaden"], "it cannot go with --upgrade broaden"),
+        (["--warm-start", "--upgrade", "large"], "--warm-start needs the incremental upgrade"),
+    ],
+)
+def test_model_update_refuses_options_it_would_ignore_before_any_work(
+    argv, message, tmp_path, capsys
+):
+    """--quick has one scale: with --upgrade large it ran that scale and recorded "quick"."""
+    bench = load_benchmark("model_update")
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*argv, "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_benchmark_arguments_give_the_equations_as_names():
     bench = load_benchmark("model_update")
     common = sys.modules["common"]
