@@ -54,15 +54,23 @@ def machine() -> str:
     return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
 
 
-def seed_arg(text: str) -> int:
-    """``--seed``: an integer >= 0 (a usage error otherwise, before any work)."""
-    try:
-        seed = int(text)
-    except ValueError:
-        seed = -1
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return seed
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An option's type: an integer >= ``minimum`` (a usage error otherwise, before any work)."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return integer
+
+
+seed_arg = at_least(0)
+"""``--seed``'s type: an integer >= 0."""
 
 
 def add_out(parser: argparse.ArgumentParser) -> None:

@@ -1074,6 +1074,16 @@ def test_model_update_refuses_options_it_would_ignore_before_any_work(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("option", ["--steps", "--threads"])
+def test_prediff_nbody_step_cost_refuses_no_steps_before_any_work(option, capsys):
+    """--steps 0 failed with a traceback after the data and the warm-up trainings."""
+    bench = load_benchmark("prediff_nbody_step_cost")
+    with pytest.raises(SystemExit) as stop:
+        bench.main([option, "0"])
+    message = f"argument {option}: must be an integer >= 1, got '0'"
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+
+
 def test_benchmark_arguments_give_the_equations_as_names():
     bench = load_benchmark("model_update")
     common = sys.modules["common"]
