@@ -52,6 +52,7 @@ from common import (  # noqa: E402
     results_folder,
     resumes,
     run_main,
+    seed_arg,
     write_results,
 )
 
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed")
     add_out(parser)
-    parser.add_argument("--seed", type=int, default=0, help="first model seed")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="first model seed")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")

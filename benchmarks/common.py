@@ -54,15 +54,23 @@ def machine() -> str:
     return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
 
 
-def _seed(text: str) -> int:
-    """``--seed``: an integer >= 0 (a usage error otherwise, before any work)."""
-    try:
-        seed = int(text)
-    except ValueError:
-        seed = -1
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return seed
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An option's type: an integer >= ``minimum`` (a usage error otherwise, before any work)."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return integer
+
+
+seed_arg = at_least(0)
+"""``--seed``'s type: an integer >= 0."""
 
 
 def add_out(parser: argparse.ArgumentParser) -> None:
@@ -88,16 +96,21 @@ def results_folder(out: Path | None, quick: bool) -> Path:
     return folder
 
 
-def arguments(doc: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:
+def arguments(
+    doc: str, argv: list[str] | None = None, extra=None, refused=None
+) -> argparse.Namespace:
     """Every benchmark's options: ``--quick``, ``--out`` (see :func:`results_folder`), ``--seed``
-    (and ``extra(parser)``)."""
+    (and ``extra(parser)``); ``refused(args)``, the reason a combination of them cannot run (or
+    ``None``), makes it a usage error before any work."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (used by the tests)")
     add_out(parser)
-    parser.add_argument("--seed", type=_seed, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    if refused is not None and (reason := refused(args)):
+        parser.error(reason)
     args.out = results_folder(args.out, args.quick)
     return args
 

@@ -49,6 +49,7 @@ from common import (  # noqa: E402
     check_same_setup,
     results_folder,
     run_main,
+    seed_arg,
     work_folder,
     write_results,
 )
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoints and finished rows (default physml_output/earthformer_nbody[-long]; "
         "a temporary folder with --quick)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
     if args.quick and args.scale != "full":

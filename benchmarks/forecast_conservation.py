@@ -54,6 +54,7 @@ COLUMNS = (
     "correction_cv",
     "error_spread_rho",
     "train_s",
+    "error",
 )
 NOTES = """
 `ce_abs` = mean over members, windows and lead times of |∫ member − true mass| / true mass
@@ -142,6 +143,24 @@ def side_by_side(jobs: list[tuple], processes: int, rows_of=variant_rows) -> lis
             raise
 
 
+def steps_note(plans: dict) -> str:
+    """The notes' line on each variant's training steps (``plans``: variant → ``s_per_step``,
+    ``steps``): bought by ``budget_s`` at measured seconds per step, or fixed by the scale (no
+    ``s_per_step``)."""
+    trained = "; ".join(
+        f"{variant}: " + ", ".join(f"{family} {count}" for family, count in plan["steps"].items())
+        for variant, plan in plans.items()
+    )
+    if any(plan["s_per_step"] is not None for plan in plans.values()):
+        how = (
+            "bought by `budget_s` at the CPU seconds per step measured when the work folder's "
+            "plan was made (`plan` in the JSON)"
+        )
+    else:
+        how = "fixed by the scale (`steps` of `scale` in the JSON), not by `budget_s`"
+    return f"Training steps (each member; PreDiff's two stages), {how}: {trained}.\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="data, checkpoints, plan")
@@ -172,10 +191,6 @@ def main(argv: list[str] | None = None) -> int:
             plans[variant] = {key: planned[key] for key in ("s_per_step", "steps")}
     checks = blocks.done_when(rows)
     met = sum(check["met"] for check in checks)
-    trained = "; ".join(
-        f"{variant}: " + ", ".join(f"{family} {count}" for family, count in plan["steps"].items())
-        for variant, plan in plans.items()
-    )
     write_results(
         NAME,
         rows,
@@ -184,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         COLUMNS,
         NOTES
-        + f"Training steps (each member; PreDiff's two stages), bought by `budget_s` at the CPU "
-        f"seconds per step measured when the work folder's plan was made (`plan` in the JSON): "
-        f"{trained}.\n"
+        + steps_note(plans)
         + f"\nDone-when: {met} of {len(checks)} checks met (see `done_when` in the JSON).\n",
         extra={
             "threads": torch.get_num_threads(),

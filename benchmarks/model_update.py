@@ -32,7 +32,9 @@ The pc-focal λ of the done-when is chosen per case on a validation set (``val_r
 λ keeps its row.
 The figure ``<name>-nfr.png`` draws the NFR(τ) curves (:mod:`updates_figures`).
 Trainings resume from their checkpoints in ``--work``; the data is cached there. The building
-blocks are :mod:`physml.tasks.updates`'s.
+blocks are :mod:`physml.tasks.updates`'s. ``--quick`` is a smoke run of a toy incremental
+upgrade (with ``--warm-start`` too, named ``model_update_warm.*`` like the full one); it does not
+go with ``--upgrade large`` or ``broaden``.
 
     python benchmarks/model_update.py --quick                  # smoke (< 1 min)
     OMP_NUM_THREADS=1 python benchmarks/model_update.py --work benchmarks/work/model_update
@@ -196,6 +198,16 @@ def _old_scores(problem, old, prediction, y) -> dict:
     }
 
 
+def refused(args) -> str | None:
+    """Why the options cannot run together, or ``None``: ``--quick`` is a smoke scale of its own
+    (shaped like the incremental upgrade), and a warm start widens the old model."""
+    if args.quick and args.upgrade != "incremental":
+        return f"--quick is a toy incremental upgrade; it cannot go with --upgrade {args.upgrade}"
+    if args.warm_start and args.upgrade == "large":
+        return "--warm-start needs the incremental upgrade (large adds modes, a layer)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         work_and_equations(parser, blocks.EQUATIONS, blocks.equation)
@@ -208,17 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             help="PC runs (and a warm control) start from the old model widened (docstring)",
         )  # fmt: skip
 
-    args = arguments(__doc__, argv, extra)
+    args = arguments(__doc__, argv, extra, refused)
     started = time.perf_counter()
     torch.set_num_threads(1)
     mode = "quick" if args.quick else args.upgrade
     name = f"{NAME}_{mode}" if mode in ("large", "broaden") else NAME
-    if args.warm_start and not args.quick:
+    if args.warm_start:
         name += "_warm"
     scale, quiet = SCALES[mode], not sys.stderr.isatty()
     equations = args.equations
-    if args.warm_start and mode == "large":
-        raise SystemExit("--warm-start needs the incremental upgrade (large adds modes, a layer)")
     warm_start = args.warm_start
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

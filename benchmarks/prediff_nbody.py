@@ -868,8 +868,7 @@ member), `crps_fair` the unbiased one (NaN for one member);
 mean over target frames of |E_judge(x̂_t) − E₀| (E₀ the simulator's energy of the context, mean
 over its frames), averaged over members and videos, `energy_error_se` a bootstrap over videos;
 `judge_floor` is the judge's error on the true target frames. `train_s` is CPU seconds of one
-thread; steps were fixed from measured s/step ({step_cost}) for a budget of {budget:.0f} CPU-s per
-forecaster. `fwd_ms` is sampling wall time per context (all members). DDIM {ddim} steps, η = 1.
+thread; {steps}. `fwd_ms` is sampling wall time per context (all members). DDIM {ddim} steps, η = 1.
 Knowledge control uses the `{kc}` denoiser, guided either by the latent regressor U_φ(z_t, t)
 (`guidance` = latent regressor) or by a frame-space energy regressor of its own shape and seed
 (window {guide_window}, {guide_hidden} channels, depth {guide_depth}, {guide_steps} steps; never
@@ -892,6 +891,17 @@ This run trained, sampled and judged on one {device}, at the CPU run's step coun
 `train_s` and `fwd_ms` are wall seconds there, not CPU seconds; the models are the CPU run's in
 every setting, retrained from the same seed (the numbers differ by the device's arithmetic).
 """
+
+
+def steps_note(scale: blocks.Scale) -> str:
+    """How the notes say the training steps were chosen: from :data:`STEP_COST` for
+    :data:`BUDGET_S` at the full scale, by the scale itself otherwise (``--quick``)."""
+    if scale == FULL:
+        return (
+            f"steps were fixed from measured s/step ({STEP_COST}) for a budget of "
+            f"{BUDGET_S:.0f} CPU-s per forecaster"
+        )
+    return "steps were fixed by the scale (the `*_steps` of `setup` in the JSON), not by a budget"
 
 
 def cached_stages(ledger: dict[str, float | None]) -> str:
@@ -932,8 +942,7 @@ def write(rows, scale, seed, started, out, stages, device="cpu") -> None:
         energy_std=stats["energy_std"],
         intensity_mean=stats["intensity_mean"],
         intensity_std=stats["intensity_std"],
-        step_cost=STEP_COST,
-        budget=BUDGET_S,
+        steps=steps_note(scale),
         ddim=scale.ddim_steps,
         kc=kc,
         checks=table,

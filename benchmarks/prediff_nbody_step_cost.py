@@ -2,7 +2,9 @@
 
 :data:`prediff_nbody.STEP_COST` holds the CPU figures (one thread); this measures the same
 trainings (the full scale's shapes and batches, a small training set) on ``--device``, plus one
-sampling chunk (64 samples, 20 DDIM steps) per denoiser, and prints a JSON line:
+sampling chunk (64 samples, 20 DDIM steps) per denoiser, and prints a JSON line. A figure is a
+whole training's wall time (setup and checkpoints included) over its steps, so few ``--steps``
+are dominated by the setup:
 
     python benchmarks/prediff_nbody_step_cost.py --device cuda --steps 40
 """
@@ -22,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prediff_nbody as bench  # noqa: E402
-from common import run_main  # noqa: E402
+from common import at_least, run_main  # noqa: E402
 
 from physml._checks import device as checked_device  # noqa: E402
 
@@ -32,8 +34,11 @@ blocks = bench.blocks
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps (after 5 warm-up)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--steps", type=at_least(1), default=40,
+        help="timed steps (after 5 warm-up); few are dominated by each training's setup",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args(argv)
     device = str(checked_device("--device", args.device))
     torch.set_num_threads(args.threads)

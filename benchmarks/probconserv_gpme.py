@@ -27,7 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, results_folder, run_main, work_folder, write_results  # noqa: E402
+from common import add_out, results_folder, run_main, seed_arg, work_folder, write_results  # noqa: E402
 
 from physml import Gaussian, constrain, mass_conservation  # noqa: E402
 from physml.data import gpme_sampler, grid_points  # noqa: E402
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=None,
         help="checkpoints, plots (default physml_output; --quick: a temporary folder)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument(
         "--cases", nargs="+", choices=list(TESTS), default=None,
         help="the cases to run (default all; --quick: stefan)",

@@ -22,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, best_time, results_folder, run_main, write_results  # noqa: E402
+from common import add_out, best_time, results_folder, run_main, seed_arg, write_results  # noqa: E402
 
 from pdes import Grid1D  # noqa: E402
 from physml import Gaussian, LinearConstraint, constrain, mass_conservation  # noqa: E402
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     add_out(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     args = parser.parse_args(argv)
     args.out = results_folder(args.out, args.quick)
     started = time.perf_counter()

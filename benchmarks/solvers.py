@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, best_time, results_folder, run_main, write_results  # noqa: E402
+from common import add_out, best_time, results_folder, run_main, seed_arg, write_results  # noqa: E402
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann  # noqa: E402
 from pdes.burgers import SAFETY, advective_step_limit, cole_hopf_solution, solve_burgers  # noqa: E402
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     add_out(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads for the whole run (default 1)"
     )

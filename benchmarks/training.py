@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, results_folder, run_main, write_results  # noqa: E402
+from common import add_out, results_folder, run_main, seed_arg, write_results  # noqa: E402
 
 from physml.training import load_checkpoint  # noqa: E402
 
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     add_out(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--cases", nargs="*", choices=sorted(CASES), help="only these families")
     args = parser.parse_args(argv)
     args.out = results_folder(args.out, args.quick)

@@ -2,6 +2,7 @@
 (each script puts its own folder there for ``common``)."""
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -10,9 +11,11 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """The module of ``benchmarks/<name>.py``, executed once per call."""
+    """The module of ``benchmarks/<name>.py``, executed once per call; registered in
+    ``sys.modules`` as ``benchmark_<name>`` (a dataclass looks up its module there)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -360,7 +360,8 @@ def test_prediff_nbody_quick_mode_scores_every_method_and_a_reverse_process_the_
     result = _quick("prediff_nbody", tmp_path / "reverse", "--work", str(work), "--reverse")
     forward = _quick("prediff_nbody", tmp_path / "forward", "--work", str(work))
     assert result["rows"] == forward["rows"]  # the second run read every stage the first computed
-    assert "Every stage was computed" in (tmp_path / "reverse" / "prediff_nbody.md").read_text()
+    notes = (tmp_path / "reverse" / "prediff_nbody.md").read_text()
+    assert "Every stage was computed" in notes and "steps were fixed by the scale" in notes
     assert "eval-prediff-kc-frames (" in (tmp_path / "forward" / "prediff_nbody.md").read_text()
 
     rows = result["rows"]
@@ -934,6 +935,37 @@ def test_forecast_conservation_side_by_side_variants_give_the_rows_of_one_proces
         assert parallel["plan"][variant]["steps"] == dict(TOY.steps)  # the record says its steps
         steps = ", ".join(f"{family} {count}" for family, count in TOY.steps.items())
         assert f"{variant}: {steps}" in markdown
+    assert "fixed by the scale" in markdown and "measured" not in markdown
+    assert all(f"| {row['error']} |" in markdown for row in serial["rows"] if "error" in row)
+
+
+def test_forecast_conservation_says_how_its_training_steps_were_chosen():
+    bench = load_benchmark("forecast_conservation")
+    steps = {"earthformer": 2, "fno": 8}
+    fixed = bench.steps_note({"conserved": {"s_per_step": None, "steps": steps}})
+    assert "fixed by the scale" in fixed and "measured" not in fixed
+    assert fixed.endswith(": conserved: earthformer 2, fno 8.\n")
+    bought = bench.steps_note({"source": {"s_per_step": {"earthformer": 0.5}, "steps": steps}})
+    assert "bought by `budget_s` at the CPU seconds per step measured" in bought
+    assert "fixed" not in bought and bought.endswith(": source: earthformer 2, fno 8.\n")
+
+
+def test_forecast_conservation_table_says_why_a_row_has_no_scores(tmp_path):
+    """A -nonneg row that could not be made non-negative has only `error`: the table shows it."""
+    bench = load_benchmark("forecast_conservation")
+    reason = "non-negativity is infeasible here: a total is -0.0864 < 0"
+    row = {"case": "earthformer-conserved", "method": "raw-nonneg", "train_s": 0.5, "error": reason}
+    sys.modules["common"].write_results("probe", [row], 0, 0.0, tmp_path, bench.COLUMNS)
+    table = (tmp_path / "probe.md").read_text().splitlines()
+    assert table[-3].endswith("| train_s | error |") and table[-1].endswith(f"| 0.5 | {reason} |")
+
+
+def test_prediff_nbody_says_when_the_scale_fixed_its_steps():
+    """--quick trains the toy scale's step counts; only the full scale's come from the budget."""
+    bench = load_benchmark("prediff_nbody")
+    quick = bench.steps_note(bench.QUICK)
+    assert "fixed by the scale" in quick and "CPU-s" not in quick
+    assert "for a budget of 3600 CPU-s per forecaster" in bench.steps_note(bench.FULL)
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1"])
@@ -998,6 +1030,58 @@ def test_benchmark_arguments_are_usage_errors_before_any_work(argv, message, cap
         bench.main([*argv, "--quick"])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().endswith(message)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "boon",
+        "cuboid_scaling",
+        "earthformer_nbody",
+        "probconserv_gpme",
+        "probconserv_update",
+        "solvers",
+        "training",
+    ],
+)
+def test_a_negative_seed_is_a_usage_error_in_scripts_parsing_their_own(name, tmp_path, capsys):
+    """--seed -1 stops at parsing, as with common.arguments: not a traceback after work started,
+    nor a record saying seed -1."""
+    bench = load_benchmark(name)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--quick", "--out", str(tmp_path), "--seed", "-1"])
+    message = "argument --seed: must be an integer >= 0, got '-1'"
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--quick", "--upgrade", "large"], "it cannot go with --upgrade large"),
+        (["--quick", "--upgrade", "broaden"], "it cannot go with --upgrade broaden"),
+        (["--warm-start", "--upgrade", "large"], "--warm-start needs the incremental upgrade"),
+    ],
+)
+def test_model_update_refuses_options_it_would_ignore_before_any_work(
+    argv, message, tmp_path, capsys
+):
+    """--quick has one scale: with --upgrade large it ran that scale and recorded "quick"."""
+    bench = load_benchmark("model_update")
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*argv, "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option", ["--steps", "--threads"])
+def test_prediff_nbody_step_cost_refuses_no_steps_before_any_work(option, capsys):
+    """--steps 0 failed with a traceback after the data and the warm-up trainings."""
+    bench = load_benchmark("prediff_nbody_step_cost")
+    with pytest.raises(SystemExit) as stop:
+        bench.main([option, "0"])
+    message = f"argument {option}: must be an integer >= 1, got '0'"
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
 
 
 def test_benchmark_arguments_give_the_equations_as_names():

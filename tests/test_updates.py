@@ -1463,11 +1463,12 @@ def test_the_model_update_benchmark_warm_start_adds_the_control_and_reports_it(t
     script = root / "benchmarks" / "model_update.py"
     command = [sys.executable, str(script), "--quick", "--warm-start", "--out", str(tmp_path)]
     subprocess.run([*command, "--equations", "heat"], check=True, cwd=root, timeout=600)
-    result = json.loads((tmp_path / "model_update.json").read_text())
+    assert not (tmp_path / "model_update.json").exists()  # a cold quick run's name
+    result = json.loads((tmp_path / "model_update_warm.json").read_text())
     methods = {(row["case"], row["method"]) for row in result["rows"]}
     assert {("heat-fno", "warm"), ("heat-boon", "warm"), ("heat-fno", "retrain")} <= methods
     assert "warm_nfr_cut" in result["done_when"]["heat-fno"]
-    assert "`warm` control" in (tmp_path / "model_update.md").read_text()
+    assert "`warm` control" in (tmp_path / "model_update_warm.md").read_text()
     large = subprocess.run(
         [sys.executable, str(script), "--warm-start", "--upgrade", "large", "--out", str(tmp_path)],
         cwd=root,
