@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS,
     add_out,
+    at_least,
     best_time,
     results_folder,
     resumes,
@@ -262,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one seed")
     add_out(parser)
     parser.add_argument("--seed", type=seed_arg, default=0, help="first model seed")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
+    parser.add_argument(
+        "--seeds", type=at_least(1), default=None, help="number of seeds (default 3)"
+    )
     parser.add_argument("--cases", nargs="*", default=None, help="only these cases")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
     parser.add_argument(

@@ -23,6 +23,7 @@ import torch
 
 from physml._io import atomic_write_text, strict_json
 from physml._signals import interrupted, say_stopped, signals_interrupt
+from physml.tasks import SEED_LIMIT
 from physml.training import CheckpointError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,23 +55,27 @@ def machine() -> str:
     return f"{cpu}, {cores} cores{memory}{gpu}, torch threads {torch.get_num_threads()}"
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An option's type: an integer >= ``minimum`` (a usage error otherwise, before any work)."""
+def at_least(minimum: int, below: int | None = None) -> Callable[[str], int]:
+    """An option's type: an integer >= ``minimum`` (and ``< below`` when given; a usage error
+    otherwise, before any work)."""
 
     def integer(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        if value < minimum or (below is not None and value >= below):
+            power = below is not None and below & (below - 1) == 0
+            top = f"2**{below.bit_length() - 1}" if power else str(below)
+            bounds = f">= {minimum}" if below is None else f"in [{minimum}, {top})"
+            raise argparse.ArgumentTypeError(f"must be an integer {bounds}, got {text!r}")
         return value
 
     return integer
 
 
-seed_arg = at_least(0)
-"""``--seed``'s type: an integer >= 0."""
+seed_arg = at_least(0, SEED_LIMIT)
+"""``--seed``'s type: an integer in ``[0, 2**62)``, the seeds ``physml run`` takes."""
 
 
 def add_out(parser: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     arguments,
+    at_least,
     best_time,
     paired_ms,
     run_main,
@@ -540,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(
         __doc__,
         argv,
-        lambda p: p.add_argument("--threads", type=int, default=1, help="torch threads"),
+        lambda p: p.add_argument("--threads", type=at_least(1), default=1, help="torch threads"),
     )
     torch.set_num_threads(args.threads)
     steady_allocations()

@@ -37,7 +37,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, best_time, results_folder, run_main, seed_arg, write_results  # noqa: E402
+from common import (  # noqa: E402
+    add_out,
+    at_least,
+    best_time,
+    results_folder,
+    run_main,
+    seed_arg,
+    write_results,
+)
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann  # noqa: E402
 from pdes.burgers import SAFETY, advective_step_limit, cole_hopf_solution, solve_burgers  # noqa: E402
@@ -575,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     add_out(parser)
     parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads for the whole run (default 1)"
+        "--threads", type=at_least(1), default=1, help="torch threads for the whole run (default 1)"
     )
     args = parser.parse_args(argv)
     args.out = results_folder(args.out, args.quick)

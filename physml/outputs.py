@@ -134,8 +134,9 @@ class Gaussian:
     with ``B == n``, it may have been meant as one full covariance shared by the rows: that
     warns unless ``diagonal=True`` (a shared one is given expanded, ``cov.expand(B, n, n)``, as
     a Gaussian's full :class:`LowRankCovariance` base is). ``diagonal=False`` asks for a full
-    ``cov``. ``diagonal`` is kept as given, so that ``dataclasses.replace`` may swap the
-    covariance for one of another kind; :attr:`is_diagonal` says how ``cov`` was read.
+    ``cov``. ``diagonal`` is kept as given and :attr:`is_diagonal` says how ``cov`` was read; to
+    swap the covariance for one of another kind, ``dataclasses.replace(g, cov=..., diagonal=None)``
+    (the toolkit's own Gaussians say ``diagonal=True``).
     """
 
     mean: torch.Tensor
@@ -237,6 +238,7 @@ class Gaussian:
 
     @property
     def is_diagonal(self) -> bool:
+        """Whether ``cov`` is read as variances: a tensor of the mean's shape."""
         return isinstance(self.cov, torch.Tensor) and self.cov.shape == self.mean.shape
 
     def variance(self) -> torch.Tensor:

@@ -1014,8 +1014,12 @@ def test_results_refuse_extra_keys_that_would_overwrite_the_record(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
-        (["--seed", "x"], "argument --seed: must be an integer >= 0, got 'x'"),
+        (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**62), got '-1'"),
+        (["--seed", "x"], "argument --seed: must be an integer in [0, 2**62), got 'x'"),
+        (
+            ["--seed", str(2**62)],
+            f"argument --seed: must be an integer in [0, 2**62), got '{2**62}'",
+        ),
         (["--equations", "heat,heat"], "argument --equations: each equation once, got 'heat,heat'"),
         (
             ["--equations", "heat,nope"],
@@ -1050,7 +1054,7 @@ def test_a_negative_seed_is_a_usage_error_in_scripts_parsing_their_own(name, tmp
     bench = load_benchmark(name)
     with pytest.raises(SystemExit) as stop:
         bench.main(["--quick", "--out", str(tmp_path), "--seed", "-1"])
-    message = "argument --seed: must be an integer >= 0, got '-1'"
+    message = "argument --seed: must be an integer in [0, 2**62), got '-1'"
     assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
     assert not list(tmp_path.iterdir())
 
@@ -1538,3 +1542,23 @@ sys.exit(run_main(lambda: bench.side_by_side(jobs, 2, sleep_until_interrupted)))
     saved = [Path(folder, "saved").read_text() for folder in folders[:2]]
     assert saved == ["Terminated", "Terminated"] and not Path(folders[2]).exists()
     assert len(workers) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("solvers", ["--threads", "0"]),
+        ("constraint_matrix", ["--threads", "0"]),
+        ("boon", ["--seeds", "-1"]),
+        ("boon", ["--seeds", "0"]),
+    ],
+)
+def test_thread_and_seed_counts_below_one_are_usage_errors(name, argv, tmp_path, capsys):
+    """--threads 0 failed in torch.set_num_threads after parsing, --seeds -1 in max() of an empty
+    list, and --seeds 0 silently meant the default."""
+    bench = load_benchmark(name)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--quick", "--out", str(tmp_path), *argv])
+    assert stop.value.code == 2
+    message = f"argument {argv[0]}: must be an integer >= 1, got '{argv[1]}'"
+    assert message in capsys.readouterr().err
