@@ -238,7 +238,7 @@ class Gaussian:
 
     @property
     def is_diagonal(self) -> bool:
-        """Whether ``cov`` is read as variances: a tensor of the mean's shape."""
+        """True where ``cov`` is read as variances, a tensor of the mean's shape."""
         return isinstance(self.cov, torch.Tensor) and self.cov.shape == self.mean.shape
 
     def variance(self) -> torch.Tensor:
