@@ -148,10 +148,10 @@ class Gaussian:
         self._check()
 
     @classmethod
-    def _posterior(cls, mean: torch.Tensor, cov: LowRankCovariance, prior: Gaussian) -> Gaussian:
-        """``Gaussian(mean, cov)`` for an update of ``prior`` whose ``cov.base`` may be the
-        prior's own covariance tensor: found finite when the prior was built, it is not scanned
-        again (a full pass over an ``n × n`` matrix per slice)."""
+    def posterior(cls, mean: torch.Tensor, cov: LowRankCovariance, prior: Gaussian) -> Gaussian:
+        """``Gaussian(mean, cov)`` for an update of ``prior`` (what a constraint returns) whose
+        ``cov.base`` may be the prior's own covariance tensor: found finite when the prior was
+        built, it is not scanned again (a full pass over an ``n × n`` matrix per slice)."""
         posterior = object.__new__(cls)
         object.__setattr__(posterior, "mean", mean)
         object.__setattr__(posterior, "cov", cov)
@@ -237,6 +237,7 @@ class Gaussian:
 
     @property
     def is_diagonal(self) -> bool:
+        """Whether ``cov`` is read as variances (a tensor of the mean's shape)."""
         return isinstance(self.cov, torch.Tensor) and self.cov.shape == self.mean.shape
 
     def variance(self) -> torch.Tensor:
