@@ -4,10 +4,11 @@ Every metric takes torch tensors (array-likes are converted), checks them (shape
 inputs) and computes in float64 on the first input's device, so a float32 network output and a
 float64 reference give the same score. The exceptions judge a value against a tolerance or a label:
 :func:`tolerance_flips`, :func:`flip_rate_curve` and :func:`physics_flips` compare each error or
-residual with its tolerance rounded to that input's own precision (a float32 error equal to
-``float32(τ)`` is within ``τ``; in float64 it would be above it), and :func:`negative_flip_rate`
-compares integer labels in their integer dtypes. ``reduction='mean'`` returns a scalar tensor and
-``reduction='none'`` the values before the final average (their shape is given per metric).
+residual with its tolerance rounded to that input's own precision (:func:`within`: a float32 error
+equal to ``float32(τ)`` is within ``τ``; in float64 it would be above it), and
+:func:`negative_flip_rate` compares integer labels in their integer dtypes. ``reduction='mean'``
+returns a scalar tensor and ``reduction='none'`` the values before the final average (their shape
+is given per metric).
 
 Numerical floors, chosen once here:
 
@@ -71,6 +72,8 @@ __all__ = [
     "STORAGE_ROUNDOFF",
     "STORAGE_ASYMMETRY",
     "STORAGE_EIGENVALUE",
+    "stored_eps",
+    "asymmetry_tolerance",
     "mse",
     "mae",
     "frame_mse",
@@ -92,9 +95,12 @@ __all__ = [
     "bootstrap_se",
     "shock_position",
     "gaussian_samples",
+    "low_rank_noise",
     "ssim",
     "csi",
     "energy_error",
+    "within",
+    "rounded_to",
     "negative_flip_rate",
     "tolerance_flips",
     "flip_rate_curve",
@@ -199,9 +205,10 @@ def _number(name: str, value: object, positive: bool = False) -> float:
     return number
 
 
-def _stored_eps(*values: object) -> float:
+def stored_eps(*values: object) -> float:
     """Machine epsilon of the least precise floating-point tensor among ``values`` (float64's
-    when there is none)."""
+    when there is none): the ``eps`` the storage tolerances (:data:`STORAGE_ROUNDOFF`,
+    :data:`STORAGE_ASYMMETRY`, :data:`STORAGE_EIGENVALUE`) scale with."""
     floats = [v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()]
     return max((torch.finfo(v.dtype).eps for v in floats), default=EPS64)
 
@@ -523,17 +530,17 @@ def _mean_variance(
         mean = _tensor("mean", prediction.mean)
         cov = prediction.cov
         if isinstance(cov, LowRankCovariance):
-            eps = _stored_eps(prediction.mean, cov.base, cov.factor)
+            eps = stored_eps(prediction.mean, cov.base, cov.factor)
             base = _tensor("cov.base", cov.base, mean.device)
             factor = _tensor("cov.factor", cov.factor, mean.device)
             diagonal = cov.base_is_diagonal
             variance = LowRankCovariance(base, factor, diagonal).variance()
             prior = base if diagonal else torch.diagonal(base, dim1=-2, dim2=-1)
         else:
-            eps = _stored_eps(prediction.mean, cov)
+            eps = stored_eps(prediction.mean, cov)
             variance = _tensor("variance", prediction.variance(), mean.device)
     elif isinstance(prediction, tuple | list) and len(prediction) == 2:
-        eps = _stored_eps(*prediction)
+        eps = stored_eps(*prediction)
         mean = _tensor("mean", prediction[0])
         variance = _tensor("variance", prediction[1], mean.device)
         try:
@@ -616,8 +623,8 @@ def crps_gaussian(
     if (std < 0).any():
         raise ValueError(f"std must be >= 0, got minimum {float(std.min()):.3g}")
     gap = target - mean
-    within = (std > 0) & (gap.abs() <= Z_SATURATED * std)
-    z = torch.where(within, gap / torch.where(within, std, 1.0), Z_SATURATED * gap.sign())
+    inside = (std > 0) & (gap.abs() <= Z_SATURATED * std)
+    z = torch.where(inside, gap / torch.where(inside, std, 1.0), Z_SATURATED * gap.sign())
     density = torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
     score = gap * (2 * torch.special.ndtr(z) - 1) + std * (2 * density - 1 / math.sqrt(math.pi))
     return _reduce(score, reduction)
@@ -898,7 +905,7 @@ def _generator(generator: torch.Generator | int, device: torch.device) -> torch.
     return torch.Generator(device=device).manual_seed(generator)
 
 
-def _asymmetry_tolerance(eps: float = EPS64) -> float:
+def asymmetry_tolerance(eps: float = EPS64) -> float:
     """How far a full covariance stored with machine epsilon ``eps`` may differ from its
     transpose, relative to its largest variance: :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps``
     when larger."""
@@ -909,11 +916,11 @@ def _symmetrised(
     cov: torch.Tensor, eps: float = EPS64, name: str = "the Gaussian's full covariance"
 ) -> torch.Tensor:
     """``(cov + covᵀ) / 2`` for a full covariance ``(..., n, n)`` that differs from its
-    transpose by at most :func:`_asymmetry_tolerance` × its largest variance (round-off); a
+    transpose by at most :func:`asymmetry_tolerance` × its largest variance (round-off); a
     larger asymmetry is a ``ValueError`` naming ``name``."""
     values = cov.detach()
     scale = values.diagonal(dim1=-2, dim2=-1).abs().amax().clamp_min(torch.finfo(F64).tiny)
-    tolerance = _asymmetry_tolerance(eps)
+    tolerance = asymmetry_tolerance(eps)
     asymmetry = float((values - values.mT).abs().amax() / scale)
     if asymmetry > tolerance:
         raise ValueError(
@@ -955,8 +962,10 @@ def _cholesky_with_jitter(
     )
 
 
-def _low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64) -> torch.Tensor:
-    """``cov``'s square root applied to ``z (count, ..., n)``; ``eps``: its storage precision."""
+def low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64) -> torch.Tensor:
+    """``cov``'s square root applied to ``z (count, ..., n)``, as :func:`gaussian_samples` draws
+    (``z`` standard normal gives samples of ``N(0, cov)``); ``eps``: its storage precision
+    (:func:`stored_eps`)."""
     base = _tensor("cov.base", cov.base, z.device)
     factor = _tensor("cov.factor", cov.factor, z.device)
     diagonal = cov.base_is_diagonal
@@ -1026,9 +1035,9 @@ def gaussian_samples(
     z = torch.randn((count, *mean.shape), generator=source, dtype=F64, device=mean.device)
     cov = gaussian.cov
     if isinstance(cov, LowRankCovariance):
-        eps = _stored_eps(gaussian.mean, cov.base, cov.factor)
-        return mean + _low_rank_noise(cov, z, eps)
-    eps = _stored_eps(gaussian.mean, cov)
+        eps = stored_eps(gaussian.mean, cov.base, cov.factor)
+        return mean + low_rank_noise(cov, z, eps)
+    eps = stored_eps(gaussian.mean, cov)
     cov = _tensor("cov", cov, mean.device)
     if gaussian.is_diagonal:
         return mean + safe_sqrt(_checked_variance("cov", cov, 0.0, eps)) * z
@@ -1212,11 +1221,12 @@ def _own_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t if t.is_floating_point() else t.to(F64) for t in tensors)
 
 
-def _rounded(level: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def rounded_to(level: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``level`` rounded to the floating-point ``dtype`` of the values judged against it (kept in
-    float64 for other dtypes): a value stored in ``dtype`` can equal the level, not only miss it
-    by its round-off. A finite level beyond ``dtype``'s range becomes its largest finite value,
-    not ``inf``, so an infinite value stays beyond every finite level."""
+    float64 for other dtypes), as :func:`within` rounds it: a value stored in ``dtype`` can
+    equal the level, not only miss it by its round-off. A finite level beyond ``dtype``'s range
+    becomes its largest finite value, not ``inf``, so an infinite value stays beyond every
+    finite level."""
     level = torch.as_tensor(level, dtype=F64)
     if not dtype.is_floating_point:
         return level
@@ -1224,10 +1234,12 @@ def _rounded(level: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(level.isinf(), level, level.clamp(-largest, largest)).to(dtype)
 
 
-def _within(values: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
-    """``values <= level`` with ``level`` rounded to ``values``' dtype: a float32 error equal to
-    ``float32(τ)`` is within ``τ`` (compared in float64, ``0.1f`` would be above ``0.1``)."""
-    return values <= _rounded(level, values.dtype).to(values.device)
+def within(values: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
+    """``values <= level`` with ``level`` rounded to ``values``' dtype (:func:`rounded_to`): a
+    float32 error equal to ``float32(τ)`` is within ``τ`` (compared in float64, ``0.1f`` would be
+    above ``0.1``). What "right" means for the flip metrics and for regression-free updates: a
+    model is right on a sample whose error is within the tolerance."""
+    return values <= rounded_to(level, values.dtype).to(values.device)
 
 
 def _flips(flipped: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -1252,7 +1264,7 @@ def tolerance_flips(
     level = _number("tau", tau)
     if level < 0:
         raise ValueError(f"tau must be >= 0, got {tau!r}")
-    return _flips(_within(old, level) & ~_within(new, level), reduction)
+    return _flips(within(old, level) & ~within(new, level), reduction)
 
 
 def flip_rate_curve(old_error: ArrayLike, new_error: ArrayLike, taus: ArrayLike) -> torch.Tensor:
@@ -1268,7 +1280,7 @@ def flip_rate_curve(old_error: ArrayLike, new_error: ArrayLike, taus: ArrayLike)
         raise ValueError(f"taus must be a non-empty 1-D grid, got shape {tuple(levels.shape)}")
     if (levels < 0).any():
         raise ValueError(f"taus must be >= 0, got minimum {float(levels.min()):.3g}")
-    flipped = _within(old[None], levels[:, None]) & ~_within(new[None], levels[:, None])
+    flipped = within(old[None], levels[:, None]) & ~within(new[None], levels[:, None])
     return flipped.to(F64).mean(1)
 
 
@@ -1318,7 +1330,7 @@ def physics_flips(
         raise ValueError("old_residual and new_residual must be (batch, ...), got scalars")
 
     def met(residual: torch.Tensor) -> torch.Tensor:
-        return _within(residual.reshape(residual.shape[0], -1).abs().amax(1), level)
+        return within(residual.reshape(residual.shape[0], -1).abs().amax(1), level)
 
     return _flips(met(old) & ~met(new), reduction)
 

@@ -149,10 +149,10 @@ class Gaussian:
         self._check()
 
     @classmethod
-    def _posterior(cls, mean: torch.Tensor, cov: LowRankCovariance, prior: Gaussian) -> Gaussian:
-        """``Gaussian(mean, cov)`` for an update of ``prior`` whose ``cov.base`` may be the
-        prior's own covariance tensor: found finite when the prior was built, it is not scanned
-        again (a full pass over an ``n × n`` matrix per slice)."""
+    def posterior(cls, mean: torch.Tensor, cov: LowRankCovariance, prior: Gaussian) -> Gaussian:
+        """``Gaussian(mean, cov)`` for an update of ``prior`` (what a constraint returns) whose
+        ``cov.base`` may be the prior's own covariance tensor: found finite when the prior was
+        built, it is not scanned again (a full pass over an ``n × n`` matrix per slice)."""
         posterior = object.__new__(cls)
         object.__setattr__(posterior, "mean", mean)
         object.__setattr__(posterior, "cov", cov)

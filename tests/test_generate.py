@@ -859,3 +859,8 @@ def test_a_finished_shard_run_again_waits_for_the_others(tmp_path):
     assert generate_module.missing_shards(out, 3) == [0, 1]
     assert make(out, n=6, shard=2, num_shards=3) == tmp_path / "sharded.shard-002-of-003.h5"
     assert not out.exists()
+
+
+def test_a_dataset_generated_with_progress_off_a_terminal_draws_no_bar(tmp_path, capsys):
+    generate_dataset("heat", tmp_path / "a.h5", n=2, nx=9, nt=3, progress=True)
+    assert capsys.readouterr().err == ""

@@ -605,7 +605,7 @@ def test_low_rank_square_root_is_exact(diagonal_base):
     else:
         base = random_spd(n, seed=50) + factor @ factor.T
     cov = LowRankCovariance(base, factor)
-    root = metrics._low_rank_noise(cov, torch.eye(n, dtype=F64)).T  # columns: root @ e_i
+    root = metrics.low_rank_noise(cov, torch.eye(n, dtype=F64)).T  # columns: root @ e_i
     torch.testing.assert_close(root @ root.T, cov.dense(), rtol=0, atol=1e-12)
 
 

@@ -2,7 +2,9 @@
 through on_validation, and a validation cadence without a validation set."""
 
 import contextlib
+import io
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -260,3 +262,24 @@ def test_the_documented_autocast_loss_trains_float32_weights_to_bfloat16_accurac
     np.testing.assert_allclose(low, full, rtol=3e-2)
     assert low != full  # the forward did run in bfloat16
     assert not [w for w in recwarn if "weights" in str(w.message)]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize(
+    ("terminal", "quiet", "shown"),
+    [(False, False, False), (True, False, True), (True, True, False)],
+)
+def test_the_progress_bar_is_drawn_only_on_a_terminal_and_not_quiet(
+    monkeypatch, capsys, terminal, quiet, shown
+):
+    """A run whose stderr is a log file (Slurm) gets no bar redrawn with ``\\r`` in it."""
+    stderr = _Terminal() if terminal else sys.stderr
+    monkeypatch.setattr(sys, "stderr", stderr)
+    Trainer(mlp(), mse, TrainConfig(steps=3, batch=4), quiet=quiet).fit(data())
+    written = stderr.getvalue() if terminal else capsys.readouterr().err
+    assert ("\r" in written and "3/3" in written) is shown, repr(written)
+    assert shown or written == ""

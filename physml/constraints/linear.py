@@ -47,7 +47,7 @@ from pdes.checks import non_negative, positive
 
 from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
-from ..metrics import _asymmetry_tolerance, _stored_eps
+from ..metrics import asymmetry_tolerance, stored_eps
 from ..outputs import Ensemble, Gaussian, LowRankCovariance
 from .base import Constraint, fingerprint
 
@@ -121,13 +121,13 @@ def _symmetric_product(cov: torch.Tensor, G: torch.Tensor, eps: float, name: str
     """``(cov + covᵀ) / 2 · Gᵀ`` ``(..., n, k)`` for a full covariance ``cov`` ``(..., n, n)``,
     from ``cov Gᵀ`` and ``(G cov)ᵀ``: ``cov`` is read twice, never transposed or copied. Where
     the two differ, ``(cov − covᵀ) G_iᵀ``, by more than its storage's round-off
-    (``eps``: :func:`physml.metrics._asymmetry_tolerance`) × its largest variance × ``Σ_j |G_ij|``
+    (``eps``: :func:`physml.metrics.asymmetry_tolerance`) × its largest variance × ``Σ_j |G_ij|``
     (what an elementwise asymmetry of that size can reach), it raises, naming ``name``."""
     right, left = cov @ G.T, (G @ cov).transpose(-1, -2)
     largest = cov.detach().diagonal(dim1=-2, dim2=-1).abs().amax()
     scale = largest.clamp_min(torch.finfo(F64).tiny) * G.abs().sum(-1)
     asymmetry = float(((right - left).detach().abs() / scale).amax())
-    tolerance = _asymmetry_tolerance(eps)
+    tolerance = asymmetry_tolerance(eps)
     if asymmetry > tolerance:
         raise ConstraintError(
             f"{name} is not symmetric: |({name} − {name}ᵀ) G_iᵀ| reaches {asymmetry:.3g} × its "
@@ -603,7 +603,7 @@ class LinearConstraint(Constraint):
             K = base[..., :, None] * G.T
         else:
             name = "cov.base" if low_rank else "cov"
-            K = _symmetric_product(base, G, _stored_eps(output.mean, given), name)  # (..., n, k)
+            K = _symmetric_product(base, G, stored_eps(output.mean, given), name)  # (..., n, k)
             if self.check_psd and not low_rank:
                 _check_psd(base)
         if low_rank:
@@ -631,7 +631,7 @@ class LinearConstraint(Constraint):
         self._check_update(G, new_mean.detach(), b, mean, pivots, variances)
         covariance = LowRankCovariance(base.to(dtype), factor.to(dtype), diagonal_base)
         met = None if self.noise else b
-        return Gaussian._posterior(self._unflat(new_mean, output.mean, met), covariance, output)
+        return Gaussian.posterior(self._unflat(new_mean, output.mean, met), covariance, output)
 
     def _over_points(self, output: Gaussian) -> Gaussian:
         """``output``, which must hold the grid's ``n`` points on its last axis (flattened on a

@@ -96,9 +96,9 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
     batch = cov.factor.shape[:-2]
     eye = torch.eye(n, dtype=F64, device=cov.factor.device)
     unit = eye.reshape(n, *(1,) * len(batch), n).expand(n, *batch, n)  # e_i per slice
-    eps = metrics._stored_eps(cov.base, cov.factor)  # the covariance's own round-off
+    eps = metrics.stored_eps(cov.base, cov.factor)  # the covariance's own round-off
     try:
-        root = metrics._low_rank_noise(cov, unit, eps).movedim(0, -1)  # columns R e_i
+        root = metrics.low_rank_noise(cov, unit, eps).movedim(0, -1)  # columns R e_i
     except ValueError as error:
         raise ConstraintError(f"NonNegative: the Gaussian's {error}") from None
     return (root @ root.mT).reshape(-1, n, n)
@@ -108,7 +108,7 @@ def _storage_eps(output: Gaussian) -> float:
     """The machine epsilon of the least precise of ``output``'s mean and covariance dtypes."""
     cov = output.cov
     parts = (cov.base, cov.factor) if isinstance(cov, LowRankCovariance) else (cov,)
-    return metrics._stored_eps(output.mean, *parts)
+    return metrics.stored_eps(output.mean, *parts)
 
 
 def _check_pinned(moved: torch.Tensor, mean: torch.Tensor, active: torch.Tensor) -> None:

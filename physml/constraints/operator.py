@@ -73,6 +73,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from .._fno import fno_dtype_problem
 from ..errors import ConstraintError
 from .base import fingerprint
 from .boundary import BoundaryCondition, Values, set_walls
@@ -617,14 +618,6 @@ def fno_support(model: nn.Module) -> str | None:
     return None
 
 
-def fno_dtype_problem(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Why the neuralop FNO ``model`` cannot run on ``x`` for their dtypes, or ``None``
-    (:func:`physml.models.spectral.fno_dtype_problem`, loaded with neuralop)."""
-    from ..models.spectral import fno_dtype_problem as problem
-
-    return problem(model, x)
-
-
 @dataclass(frozen=True)
 class OperatorView:
     """What the operator seam needs of a model: its layers, spatial axes and output channels
@@ -695,7 +688,7 @@ class OperatorCorrection:
     def check_input(self, x: object) -> None:
         """``x`` must be ``(batch, channel, *space)`` with each condition's grid on its axis; for
         a neuralop FNO also in its weights' dtype, the weights consistent
-        (:func:`fno_dtype_problem`)."""
+        (``fno_dtype_problem``)."""
         sizes = {c.axis: c.grid.n for c in self.conditions}
         expected = ["batch", "channel"] + ["n"] * self.view.n_dim
         for axis, n in sizes.items():

@@ -44,7 +44,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pdes import problems
 from pdes.errors import SolverError
@@ -53,6 +52,7 @@ from .. import __version__
 from .._checks import device as checked_device
 from .._checks import integer
 from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftovers
+from .._progress import progress_bar
 
 FORMAT = "physml-dataset/1"
 INDEX_FORMAT = "physml-dataset-index/1"
@@ -521,7 +521,7 @@ def generate_dataset(
         chunk: samples solved together in one batch and saved as one resumable unit.
         overwrite: replace an existing output (or an unfinished run with other settings).
         device: where the solver runs (``"cpu"``, ``"cuda"``, ...).
-        progress: show a progress bar of the samples (on stderr).
+        progress: show a progress bar of the samples (on stderr, when it is a terminal).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
             ``--overwrite``).
@@ -608,13 +608,8 @@ def _generate_locked(
     indices = shard_range(n, shard, num_shards)
     starts = list(range(indices.start, indices.stop, chunk))
     done = sum(min(chunk, indices.stop - s) for s in starts if _chunk_file(workdir, s).exists())
-    bar = tqdm(
-        total=len(indices),
-        initial=done,
-        desc=f"{problem.name} [{shard + 1}/{num_shards}]",
-        unit="sample",
-        disable=not progress,
-    )
+    desc = f"{problem.name} [{shard + 1}/{num_shards}]"
+    bar = progress_bar(None, progress, desc, len(indices), initial=done, unit="sample")
     with bar:
         for start in starts:
             path = _chunk_file(workdir, start)

@@ -7,17 +7,13 @@ t-major order (``k = i·X + j`` is ``(t[i], x[j])``), so a prediction ``(B, T·X
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TypeVar
-
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .._checks import as_tensor
+from .._progress import progress_bar
 from ..data.points import grid_points
 
-Item = TypeVar("Item")
 __all__ = ["grid_points", "progress_bar", "unflatten", "with_parameters"]
 
 
@@ -105,14 +101,6 @@ def in_model_dtype(model: nn.Module, x: object) -> object:
     if isinstance(x, torch.Tensor) and x.is_floating_point():
         return x.to(model_dtype(model, x.dtype))
     return x
-
-
-def progress_bar(
-    iterable: Iterable[Item], enabled: bool, desc: str, total: int | None = None
-) -> tqdm:
-    """``tqdm`` over ``iterable``, shown only when ``enabled`` and stderr is a terminal;
-    ``desc`` labels it, ``total`` its length where ``iterable`` has none."""
-    return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True)
 
 
 def _floating(value: object) -> torch.dtype:

@@ -59,6 +59,7 @@ from neuralop.models import FNO
 from torch import nn
 
 from physml._checks import integers
+from physml._fno import HALF_DTYPES, fno_dtype_problem
 from physml._state import without_neuralop_metadata
 from physml.models.common import in_model_dtype
 from physml.models.coordinates import GridCoordinates, PeriodicCoordinates
@@ -105,6 +106,7 @@ class LeanSpectralConv(SpectralConv):
     """
 
     computes_spectral_conv = True  # SpectralConv's computation (physml.constraints reads it)
+    computes_in_complex64 = True  # float32 only (physml._fno.fno_dtype_problem reads it)
     shifts_back_exactly = True  # undoes its fftshift with ifftshift (neuralop 2.0 does not)
 
     def __init__(self, in_channels: int, out_channels: int, n_modes, **options) -> None:
@@ -132,7 +134,7 @@ class LeanSpectralConv(SpectralConv):
         dims = tuple(range(-order, 0))
         fft_size = (*sizes[:-1], sizes[-1] // 2 + 1)
         weight = self.weight.tensor
-        if x.dtype in _HALF:  # under torch.autocast, the layers before it compute in 16 bits
+        if x.dtype in HALF_DTYPES:  # under torch.autocast, the layers before it compute in 16 bits
             x = x.float()
         if x.dtype != torch.float32 or weight.dtype != torch.cfloat:
             raise TypeError(
@@ -356,8 +358,10 @@ class CheckedFNO(FNO):
     entry (neuralop's own errors count the coordinates it appends). A bfloat16 or float16 ``x``
     is taken in the model's float32; for 16-bit compute run it under ``torch.autocast``."""
 
+    computes_in_complex64 = True  # float32 only (physml._fno.fno_dtype_problem reads it)
+
     def forward(self, x, *args, **kwargs):
-        if isinstance(x, torch.Tensor) and x.dtype in _HALF:
+        if isinstance(x, torch.Tensor) and x.dtype in HALF_DTYPES:
             x = in_model_dtype(self, x)
         if isinstance(x, torch.Tensor):
             if x.ndim != 2 + self.n_dim or x.shape[1] != self.in_channels:
@@ -380,74 +384,6 @@ class CheckedFNO(FNO):
         takes the dict without it (neuralop's ``save_checkpoint`` writes the init arguments to
         a file of their own)."""
         return without_neuralop_metadata(super().state_dict(*args, **kwargs))
-
-
-_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-_HALF = (torch.bfloat16, torch.float16)
-_CASTS = {torch.float64: ".double() or .to(torch.float64)", torch.float16: ".half()"}
-
-
-def fno_dtype_problem(model: nn.Module, x: object) -> str | None:
-    """Why the neuralop FNO ``model`` cannot run on ``x`` for their dtypes, or ``None``.
-
-    A :class:`CheckedFNO` or one with :class:`LeanSpectralConv` layers computes in float32 with
-    complex64 spectral weights only. neuralop's own FNO takes real weights in float32 or float64
-    with spectral weights to match (``.double()`` leaves them complex64, ``.to(torch.float64)``
-    makes them real), and a float32 or float64 ``x`` in the real weights' dtype. neuralop 2.0 runs
-    its spectral convolution in complex64 whatever the weights' dtype (it allocates the Fourier
-    output as ``cfloat``), so float64 weights give spectral parts accurate to float32 only; the
-    boundary conditions stay exact.
-    """
-    weights = next((p for p in model.parameters() if not p.is_complex()), None)
-    if weights is None:
-        return None
-    convs = getattr(getattr(model, "fno_blocks", None), "convs", ())
-    float32_only = isinstance(model, CheckedFNO) or any(
-        isinstance(conv, LeanSpectralConv) for conv in convs
-    )
-    if not float32_only and weights.dtype not in _COMPLEX:
-        return None
-    real = torch.float32 if float32_only else weights.dtype
-    spectral = [dtype for dtype in map(_spectral_dtype, convs) if dtype is not None]
-    if weights.dtype != real or any(dtype != _COMPLEX[real] for dtype in spectral):
-        found = f"the FNO's weights are {weights.dtype} and its spectral weights "
-        found += f"{sorted(set(map(str, spectral)))}: only float32 FNOs are supported"
-        if float32_only:
-            cast = weights.dtype if weights.dtype != real else _real(spectral, real)
-            return (
-                f"{found}, {str(cast).removeprefix('torch.')} ones (e.g. after "
-                f"{_CASTS.get(cast, f'.to({cast})')}) are not — its spectral layers compute in "
-                "complex64; build the model anew in float32"
-                + (" (for 16-bit compute run it under torch.autocast)" if cast in _HALF else "")
-            )
-        return (
-            f"{found} as built — .double() leaves the spectral weights complex64 and "
-            ".to(torch.float64) drops their imaginary part; build the model anew in float32 (or "
-            "cast every parameter by hand, complex ones to complex128: neuralop 2.0 still runs "
-            "its spectral convolution in complex64, so the spectral parts are float32-accurate "
-            "while the boundary conditions stay exact)"
-        )
-    if not isinstance(x, torch.Tensor) or x.dtype not in _COMPLEX or x.dtype == real:
-        return None
-    if float32_only:
-        return (
-            f"x has dtype {x.dtype} but the FNO's weights are {real} (its spectral layers "
-            "compute in complex64): pass x.float()"
-        )
-    fix = "x.float()" if real == torch.float32 else "x.double()"
-    return f"x has dtype {x.dtype} but the FNO's weights are {real}: pass {fix}"
-
-
-def _real(spectral: list[torch.dtype], real: torch.dtype) -> torch.dtype:
-    """The real dtype of the first spectral weight not in ``real``'s complex dtype."""
-    wrong = next(dtype for dtype in spectral if dtype != _COMPLEX[real])
-    return wrong.to_real() if wrong.is_complex else wrong
-
-
-def _spectral_dtype(conv: nn.Module) -> torch.dtype | None:
-    """The dtype of ``conv``'s spectral weight (a tltorch tensor's own), ``None`` without one."""
-    weight = getattr(conv, "weight", None)
-    return getattr(getattr(weight, "tensor", weight), "dtype", None)
 
 
 def fast_fno(

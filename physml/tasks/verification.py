@@ -14,10 +14,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from pdes.verification import ConvergenceStudy, convergence, exact_cases  # noqa: E402
 
+from .._progress import progress_bar  # noqa: E402
 from . import Context, Row, Task, register  # noqa: E402
 from .figures import save_figure  # noqa: E402
 
@@ -123,7 +123,7 @@ def run(context: Context) -> list[Row]:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     cases = exact_cases()
-    for case in tqdm(cases, desc="verify", disable=context.quiet):
+    for case in progress_bar(cases, not context.quiet, "verify"):
         resolutions = list(case.resolutions)
         if context.size == "full":
             resolutions.append(2 * resolutions[-1] - (1 if resolutions[-1] % 2 else 0))

@@ -25,13 +25,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, default_collate
-from tqdm import tqdm
 
 from pdes.checks import non_negative, positive, positive_int
 
 from .._checks import NonFiniteError
 from .._checks import device as checked_device
 from .._io import exclusive_lock, remove_leftovers
+from .._progress import progress_bar
 from ..errors import user_stacklevel
 from ..models.common import sixteen_bit_weights
 from .checkpoint import NAME as CHECKPOINT_NAME
@@ -310,7 +310,7 @@ class Trainer:
         config: a :class:`TrainConfig`.
         out: the run's folder; a checkpoint there is resumed (same data, same model config).
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
-        quiet: no progress bar.
+        quiet: no progress bar (there is none either where stderr is not a terminal).
         after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
             counts the steps done), before that step's validation; state it keeps must live in
             the model (an EMA copy as a submodule) so that it is checkpointed and resumed with it.
@@ -430,13 +430,8 @@ class Trainer:
         per_rank, per_epoch = config.batch // here.size, len(train) // config.batch
         order: tuple[int, list[int]] | None = None
         started, done = time.perf_counter(), step
-        bar = tqdm(
-            total=config.steps,
-            initial=step,
-            desc="train",
-            disable=self.quiet or not here.is_main,
-            dynamic_ncols=True,
-        )
+        shown = not self.quiet and here.is_main
+        bar = progress_bar(None, shown, "train", config.steps, initial=step, dynamic_ncols=True)
         _train_modes(model, modes)
         while step < config.steps:
             epoch, position = divmod(step, per_epoch)

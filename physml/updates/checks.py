@@ -177,7 +177,7 @@ class InputRange(Check):
             )
         values = own.to(F64)
         lower, upper = (
-            metrics._rounded(bound, own.dtype).to(values.device, F64)
+            metrics.rounded_to(bound, own.dtype).to(values.device, F64)
             for bound in (self.lower, self.upper)
         )
         width = (self.upper - self.lower).to(values.device)

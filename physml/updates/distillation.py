@@ -61,7 +61,7 @@ def focal_weights(old_error: torch.Tensor, tau: float, alpha: float, beta: float
     old_error = torch.as_tensor(old_error)
     if not old_error.is_floating_point():
         old_error = old_error.to(torch.float64)
-    right = metrics._within(old_error, tau)  # as the flip metrics judge "right"
+    right = metrics.within(old_error, tau)  # as the flip metrics judge "right"
     return alpha + beta * right.to(torch.float64)
 
 
