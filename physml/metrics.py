@@ -824,7 +824,7 @@ def bootstrap_se(values: ArrayLike, seed: int = 0, resamples: int = 1000) -> flo
     values = _tensor("values", values).flatten().detach()
     if values.numel() == 0:
         raise ValueError("values is empty")
-    _positive_int("resamples", resamples, minimum=2)  # one resample mean has no spread
+    resamples = _positive_int("resamples", resamples, minimum=2)  # one resample mean has no spread
     generator = torch.Generator().manual_seed(seed)
     count = len(values)
     blocks = _row_blocks(resamples, max(2, _PICKS_AT_ONCE // count))

@@ -6,6 +6,7 @@ import math
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from damage import flip_a_bit_of_a_zip_entry
@@ -1166,3 +1167,25 @@ def test_sizes_given_as_numpy_integers_build_the_models_of_those_numbers():
     ]
     with pytest.raises(ValueError, match=r"^hidden must be an integer >= 1, got np\.float64"):
         ConvLSTMCell(1, np.float64(2.0), 3)
+
+
+def test_forecaster_counts_take_numpy_integers_as_the_ints_and_refuse_bools_and_zero(tmp_path):
+    """Counts given as numpy integers were refused ("batch_size must be an integer >= 1, got
+    np.int64(4)"); they now train, checkpoint and score as the ints do."""
+    model, path = Offset(), tmp_path / "run.pt"
+    numpy_counts = dict(max_steps=np.int64(6), batch_size=np.int64(2), checkpoint_every=np.int64(3))
+    report = train_forecaster(model, *labelled(4), seed=1, checkpoint=path, **numpy_counts)
+    epochs = [sorted(model.seen[i] + model.seen[i + 1]) for i in range(0, 6, 2)]
+    assert report.steps == 6 and epochs == [[0, 1, 2, 3]] * 3
+    saved = torch.load(path, weights_only=True)["config"]
+    assert (saved["max_steps"], saved["batch_size"]) == (6, 2)
+    x, y = labelled(5)
+    frame_mse = 16 * 0.5**2  # every pixel of a 4 × 4 frame off by 0.5
+    scores = evaluate_forecaster(Persistence(3), x, x + 0.5, batch_size=np.int64(2))
+    assert scores.mse == pytest.approx(frame_mse)
+    assert score_forecast(x, x + 0.5, batch_size=np.int32(2)).mse == pytest.approx(frame_mse)
+    for size, error in ((True, TypeError), (0, ValueError)):
+        with pytest.raises(error, match=rf"^batch_size must be an integer >= 1, got {size}$"):
+            evaluate_forecaster(Persistence(3), x, y, batch_size=size)
+        with pytest.raises(error, match=rf"^max_steps must be an integer >= 1, got {size}$"):
+            train_forecaster(Offset(), x, y, max_steps=size)

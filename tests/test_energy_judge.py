@@ -1,5 +1,6 @@
 """The energy judge (an independent frames → energy regressor) and the energy error it reads."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,6 +78,18 @@ def test_judge_has_its_own_seed_and_leaves_the_global_generator_alone():
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.head[0].weight, c.head[0].weight)
+
+
+def test_judge_sizes_and_seed_given_as_numpy_integers_build_the_judge_the_ints_build():
+    """``seed=np.int64(1)`` passed the check, then torch's generator refused it ("an integer
+    is required")."""
+    sizes = dict(channels=1, window=3, hidden=4, depth=2, seed=1)
+    given = EnergyJudge(**{name: np.int64(value) for name, value in sizes.items()})
+    expected = EnergyJudge(**sizes)
+    assert (type(given.channels), type(given.window)) == (int, int)
+    assert all(
+        torch.equal(p, q) for p, q in zip(given.parameters(), expected.parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize(

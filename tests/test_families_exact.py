@@ -1,6 +1,7 @@
 """The families' losses, pairs and sizes, and ``physml train``'s settings, against hand values."""
 
 import argparse
+import json
 import math
 
 import numpy as np
@@ -160,6 +161,15 @@ def test_options_left_unset_take_the_defaults_and_given_ones_win():
     config = families.model_config("fno", "rollout", {"modes": 3, "hidden": None, "k": 2})
     assert config["options"]["modes"] == 3 and config["options"]["k"] == 2
     assert config["options"]["hidden"] == families.DEFAULTS["hidden"]
+
+
+def test_options_given_as_numpy_integers_are_recorded_as_ints():
+    """The JSON config kept a numpy option as it came, and json.dumps refused it."""
+    config = families.model_config(
+        "convlstm", "forecast", {"hidden": np.int64(8), "layers": np.int32(3)}
+    )
+    assert json.loads(json.dumps(config))["options"]["hidden"] == 8
+    assert type(config["options"]["hidden"]) is int and type(config["recurrent_layers"]) is int
 
 
 def test_the_anp_trains_on_its_views_of_random_points_and_is_scored_on_the_whole_grid():

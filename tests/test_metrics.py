@@ -1472,6 +1472,17 @@ def test_bootstrap_se_of_two_values_by_hand():
     assert metrics.bootstrap_se(torch.full((5,), 3.0)) == 0.0
 
 
+def test_bootstrap_se_takes_a_numpy_integer_resamples_as_that_int():
+    """``resamples=np.int64(…)`` passed the check, then failed in the split into blocks (a
+    numpy bool multiplied a list). It now draws as the int does: for {0, 1}, √(1/8)."""
+    values = torch.tensor([0.0, 1.0], dtype=F64)
+    numpy_count = metrics.bootstrap_se(values, seed=1, resamples=np.int64(4000))
+    assert numpy_count == metrics.bootstrap_se(values, seed=1, resamples=4000)
+    assert numpy_count == pytest.approx(math.sqrt(1 / 8), rel=0.05)
+    with pytest.raises(TypeError, match=r"^resamples must be an integer >= 2, got True$"):
+        metrics.bootstrap_se(values, resamples=True)
+
+
 @pytest.mark.parametrize("resamples, blocks", [(7, [3, 4]), (10, [3, 3, 4]), (11, [3, 3, 3, 2])])
 def test_bootstrap_se_draws_whole_resamples_a_block_at_a_time(monkeypatch, resamples, blocks):
     """Blocks of 3 resamples (a lone last one joins the block before): the SE of the picks of one

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from test_models_anp import random_sets
@@ -249,6 +250,16 @@ def test_a_float64_latent_noise_is_used_in_the_model_dtype():
 def test_negative_layer_counts_and_infinite_or_nan_ranges_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=f"^{re.escape(match)}$"):
         small_model(**kwargs)
+
+
+def test_sizes_given_as_numpy_integers_are_recorded_as_ints():
+    """``eval_samples=np.int64(3)`` was kept numpy in the settings a checkpoint records."""
+    given = small_model(eval_samples=np.int64(3), attention_layers=np.int64(1))
+    assert given.settings == {"eval_samples": 3} and type(given.settings["eval_samples"]) is int
+    expected = small_model(eval_samples=3, attention_layers=1)
+    assert all(
+        torch.equal(p, q) for p, q in zip(given.parameters(), expected.parameters(), strict=True)
+    )
 
 
 def test_a_context_x_of_rank_four_is_refused_by_name():

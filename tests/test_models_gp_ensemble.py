@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import pickle
 import re
 
 import gpytorch
+import numpy as np
 import pytest
 import torch
 from damage import flip_a_bit_of_a_zip_entry
@@ -927,3 +929,21 @@ def test_a_diverged_fit_ensemble_is_advised_only_arguments_it_takes():
     assert sorted(advised) == ["lr", "out"], str(diverged.value)
     assert set(advised) <= set(inspect.signature(fit_ensemble).parameters)
     assert "clip" not in str(diverged.value)
+
+
+def test_ensemble_sizes_take_numpy_integers_as_python_ints_and_refuse_bools_and_zero():
+    """``members=np.int64(4)`` was refused as "members must be an integer >= 1, got
+    np.int64(4)"; numpy integers now build the ensemble the ints build, recorded as ints."""
+    sizes = dict(in_features=2, members=4, width=8, depth=1)
+    given = DeepEnsemble(**{name: np.int64(value) for name, value in sizes.items()})
+    assert json.loads(json.dumps(given.config)) == {**sizes, "min_variance": 1e-6}
+    assert {type(given.config[name]) for name in sizes} == {int}
+    expected = DeepEnsemble(**sizes).state_dict()
+    assert all(torch.equal(given.state_dict()[key], expected[key]) for key in expected)
+    given.standardise(torch.rand(6, 2, dtype=torch.float64), torch.rand(6, dtype=torch.float64))
+    assert given.sample(torch.rand(3, 2), n=np.int64(5)).samples.shape == (5, 3)
+    for members, error in ((True, TypeError), (0, ValueError), (1, ValueError)):
+        with pytest.raises(error, match=rf"^members must be an integer >= 2, got {members}$"):
+            DeepEnsemble(in_features=2, members=members)
+    with pytest.raises(TypeError, match=r"^width must be an integer >= 1, got False$"):
+        DeepEnsemble(in_features=2, width=False)

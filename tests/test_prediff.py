@@ -178,6 +178,34 @@ def test_calibrated_latents_are_standardised_and_invert():
         prediff.calibrate([video])
 
 
+def test_sizes_and_batches_given_as_numpy_integers_act_as_the_ints():
+    """A numpy ``downsample`` failed (numpy integers have no ``bit_length``) and numpy sizes were
+    kept in the autoencoder's config; a numpy ``batch`` failed to split the frames in
+    ``reconstruction_scores`` and ``calibrate``; a numpy ``timesteps`` stayed numpy."""
+    torch.manual_seed(0)
+    sizes = dict(channels=1, latent_channels=2, downsample=2, width=8)
+    given = FrameAutoencoder(**{name: np.int64(value) for name, value in sizes.items()})
+    torch.manual_seed(0)
+    expected = FrameAutoencoder(**sizes)
+    assert json.loads(json.dumps(given.config)) == sizes
+    assert {type(value) for value in given.config.values()} == {int}
+    assert all(
+        torch.equal(a, b) for a, b in zip(given.parameters(), expected.parameters(), strict=True)
+    )
+    video = frames(5)
+    scores = reconstruction_scores(expected, video, batch=np.int64(2))
+    assert scores == reconstruction_scores(expected, video, batch=2)
+    calibrated = []
+    for batch in (np.int64(2), 2):
+        torch.manual_seed(0)
+        prediff = PreDiff(autoencoder(), denoiser("conv"))
+        prediff.calibrate(video, batch=batch)
+        calibrated.append(torch.cat([prediff.latent_mean, prediff.latent_std]))
+    assert torch.equal(*calibrated)
+    schedule = NoiseSchedule(np.int64(10))
+    assert type(schedule.timesteps) is int and schedule == NoiseSchedule(10)
+
+
 # -------------------------------------------------------------------------------- sampler
 
 
@@ -828,8 +856,10 @@ def test_attention_sizes_take_numpy_integers_as_python_ints():
     assert {(type(block.dim), block.num_heads, type(block.num_heads)) for block in blocks} == {
         (int, 2, int)
     }
-    for heads in (np.int64(0), 2.0, np.True_):
-        with pytest.raises(ValueError, match=r"num_heads must be a positive integer"):
+    with pytest.raises(ValueError, match=r"^num_heads must be an integer >= 1, got 0$"):
+        CuboidSelfAttention(8, np.int64(0), (1, 2, 2))
+    for heads in (2.0, np.True_):
+        with pytest.raises(TypeError, match=rf"^num_heads must be an integer >= 1, got {heads!r}$"):
             CuboidSelfAttention(8, heads, (1, 2, 2))
 
 

@@ -77,7 +77,11 @@ def _checked_seed(name: str, value: object) -> int:
 
 
 def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer)."""
+    """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer).
+
+    Numpy's ``SeedSequence([seed, index])``, as :func:`physml.seeds.derived_seed` ``(seed,
+    index)``, but its first two 32-bit words combined (``(w0 << 31) ^ w1``): another number, kept
+    since generated files store it and merges check it."""
     seed = _checked_seed("seed", seed)
     position = integer(index)
     if position is None or position < 0:

@@ -148,10 +148,10 @@ class AttentiveNeuralProcess(nn.Module):
             raise ValueError(
                 f"hidden must be divisible by heads, got hidden={hidden}, heads={heads}"
             )
-        _positive_int("attention_layers", attention_layers, 0)
+        attention_layers = _positive_int("attention_layers", attention_layers, 0)
         self.min_std = positive("min_std", min_std)
         self.eval_samples = _positive_int("eval_samples", eval_samples, 0)
-        shapeless = {"heads": heads, "min_std": float(min_std), "eval_samples": eval_samples}
+        shapeless = {"heads": heads, "min_std": float(min_std), "eval_samples": self.eval_samples}
         defaults = shapeless_defaults()
         self.settings = {k: v for k, v in shapeless.items() if v != defaults[k]}
         """The settings no parameter's shape shows, where they differ from the defaults (a

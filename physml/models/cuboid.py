@@ -38,9 +38,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdes.checks import finite_number, positive
+from pdes.checks import finite_number, positive, positive_int
 
-from .._checks import integer, integers
+from .._checks import integers
 from .common import in_model_dtype
 
 __all__ = [
@@ -123,14 +123,6 @@ def _dropout_rate(name: str, value: object) -> float:
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
     return rate
-
-
-def _positive_int(name: str, value: object) -> int:
-    """``value`` as a Python int if it is a Python or numpy integer >= 1, else a ``ValueError``."""
-    number = integer(value)
-    if number is None or number < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return number
 
 
 def _sequence_tensor(name: str, value: object, dim: int, layout: str) -> torch.Tensor:
@@ -512,8 +504,8 @@ class _CachedMasks:
 
 
 def _heads(dim: int, num_heads: int) -> int:
-    dim = _positive_int("dim", dim)
-    num_heads = _positive_int("num_heads", num_heads)
+    dim = positive_int("dim", dim)
+    num_heads = positive_int("num_heads", num_heads)
     if dim % num_heads:
         raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, heads={num_heads}")
     return dim // num_heads

@@ -43,13 +43,13 @@ class EnergyJudge(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        positive_int("channels", channels)
-        positive_int("window", window)
+        channels = positive_int("channels", channels)
+        window = positive_int("window", window)
         if window % 2 == 0:
             raise ValueError(f"window must be odd (centred on the judged frame), got {window}")
-        positive_int("hidden", hidden)
-        positive_int("depth", depth)
-        positive_int("seed", seed, minimum=0)
+        hidden = positive_int("hidden", hidden)
+        depth = positive_int("depth", depth)
+        seed = positive_int("seed", seed, minimum=0)
         self.channels, self.window = channels, window
         generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):

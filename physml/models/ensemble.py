@@ -15,26 +15,18 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from pdes.checks import positive_int
+
 from .._checks import as_tensor
 from ..outputs import Ensemble, Gaussian
+from ..seeds import derived_seed
 
 KINDS = ("gaussian", "ensemble")
 RESAVE = "restore an intact copy, or save the ensemble again (DeepEnsemble.save)"
 """What the refusal of a damaged file of :meth:`DeepEnsemble.save` advises."""
-
-
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 class _StackedLinear(nn.Module):
@@ -81,11 +73,10 @@ class DeepEnsemble(nn.Module):
         min_variance: float = 1e-6,
     ) -> None:
         super().__init__()
-        _positive_int("in_features", in_features)
-        if _positive_int("members", members) < 2:
-            raise ValueError(f"members must be an integer >= 2, got {members}")
-        _positive_int("width", width)
-        _positive_int("depth", depth)
+        in_features = positive_int("in_features", in_features)
+        members = positive_int("members", members, 2)
+        width = positive_int("width", width)
+        depth = positive_int("depth", depth)
         if not isinstance(min_variance, (int, float)) or not 0 < min_variance < float("inf"):
             raise ValueError(f"min_variance must be a finite number > 0, got {min_variance!r}")
         self.config = {
@@ -114,7 +105,7 @@ class DeepEnsemble(nn.Module):
     def reset(self, seed: int) -> None:
         """Fresh weights: member ``m`` draws from its own generator seeded by ``(seed, m)``."""
         generators = [
-            torch.Generator().manual_seed(_derived_seed(seed, m, 0)) for m in range(self.members)
+            torch.Generator().manual_seed(derived_seed(seed, m, 0)) for m in range(self.members)
         ]
         for layer in self.layers:
             layer.reset(generators)
@@ -181,12 +172,12 @@ class DeepEnsemble(nn.Module):
 
     def sample(self, inputs: torch.Tensor, n: int, seed: int = 0) -> Ensemble:
         """``n`` draws ``(n, ...)`` from the mixture: a member at random, then its Gaussian."""
-        _positive_int("n", n)
+        n = positive_int("n", n)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         with torch.no_grad():
             means, variances = self.member_outputs(inputs)
-            generator = torch.Generator().manual_seed(_derived_seed(seed))
+            generator = torch.Generator().manual_seed(derived_seed(seed))
             pick = torch.randint(self.members, (n,), generator=generator).to(means.device)
             noise = torch.randn((n, *means.shape[1:]), generator=generator).to(means.device)
             return Ensemble(means[pick] + variances[pick].sqrt() * noise)

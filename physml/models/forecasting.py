@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
-from pdes.checks import finite
+from pdes.checks import finite, positive_int
 
 from .. import metrics
 from ..errors import user_stacklevel
@@ -94,12 +94,6 @@ def _check_pairs(inputs: object, targets: object, what: str) -> tuple[torch.Tens
             f"{tuple(y.shape)}"
         )
     return x, y
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _predict(model: nn.Module, x: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
@@ -417,16 +411,16 @@ def train_forecaster(
     if budget_s is None and max_steps is None:
         raise ValueError("give max_steps or budget_s (or both): training needs a stopping rule")
     if max_steps is not None:
-        _positive_int("max_steps", max_steps)
+        max_steps = positive_int("max_steps", max_steps)
     if budget_s is not None:
         if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)):
             raise TypeError(f"budget_s must be a number of seconds, got {budget_s!r}")
         if not 0 < budget_s < math.inf:
             raise ValueError(f"budget_s must be a finite number of seconds > 0, got {budget_s!r}")
-    _positive_int("batch_size", batch_size)
-    _positive_int("checkpoint_every", checkpoint_every)
+    batch_size = positive_int("batch_size", batch_size)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     if val_every is not None:
-        _positive_int("val_every", val_every)
+        val_every = positive_int("val_every", val_every)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if schedule not in SCHEDULES:
@@ -558,7 +552,7 @@ def evaluate_forecaster(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x_all, y_all = _check_pairs(inputs, targets, "train")
-    _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     device = torch.device(device)
     dtype = model_dtype(model, x_all.dtype)
     sums = torch.zeros(3, y_all.shape[1], dtype=torch.float64)
@@ -593,7 +587,7 @@ def score_forecast(
             f"predictions must have the targets' shape {tuple(targets.shape)}, "
             f"got {tuple(predictions.shape)}"
         )
-    _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     sums = torch.zeros(3, targets.shape[1], dtype=torch.float64)
     for start in range(0, len(targets), batch_size):
         chunk = slice(start, start + batch_size)

@@ -553,14 +553,13 @@ def model_config(name: str, task: str, options: dict) -> dict:
             f"{flags(unread)}: model {name} on task {task} does not read "
             f"{'it' if len(unread) == 1 else 'them'}; it reads {flags(reads) or 'no options'}"
         )
-    merged = {**DEFAULTS, **given}
+    merged = {key: positive_int(key, value) for key, value in {**DEFAULTS, **given}.items()}
     for key, value in merged.items():
-        positive_int(key, value)
         if key in MAXIMA and value > MAXIMA[key]:
             raise ValueError(f"{key} must be at most {MAXIMA[key]}, got {value}")
     config = {"model": name, "task": task, "options": merged}
     if name == "convlstm" and given.get("layers", CONVLSTM_LAYERS) != CONVLSTM_LAYERS:
-        config["recurrent_layers"] = given["layers"]  # absent: 2, as in the earlier runs
+        config["recurrent_layers"] = merged["layers"]  # absent: 2, as in the earlier runs
     return config
 
 

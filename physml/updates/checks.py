@@ -22,6 +22,7 @@ import torch
 
 from pdes import Dirichlet, Grid1D, Neumann
 from pdes.checks import non_negative
+from pdes.heat import one_sided_flux
 
 from .. import metrics
 from .._checks import as_tensor
@@ -286,9 +287,7 @@ class BoundaryError(Check):
         if isinstance(bc, Dirichlet):
             walls = torch.stack([u[..., 0] - left, u[..., -1] - right], -1)
         else:
-            dx = self.grid.dx
-            slope_left = (-3 * u[..., 0] + 4 * u[..., 1] - u[..., 2]) / (2 * dx)
-            slope_right = (3 * u[..., -1] - 4 * u[..., -2] + u[..., -3]) / (2 * dx)
+            slope_left, slope_right = one_sided_flux(u, self.grid.dx)
             walls = torch.stack([slope_left - left, slope_right - right], -1)
         return _per_sample_max(walls)
 

@@ -34,7 +34,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        positive_int("channels", channels)
+        channels = positive_int("channels", channels)
         self.net = nn.Sequential(
             nn.GroupNorm(_groups(channels), channels),
             nn.SiLU(),
@@ -62,12 +62,12 @@ class FrameAutoencoder(nn.Module):
         self, channels: int = 1, latent_channels: int = 4, downsample: int = 4, width: int = 16
     ) -> None:
         super().__init__()
-        self.channels = positive_int("channels", channels)
-        self.latent_channels = positive_int("latent_channels", latent_channels)
-        self.downsample = positive_int("downsample", downsample)
+        self.channels = channels = positive_int("channels", channels)
+        self.latent_channels = latent_channels = positive_int("latent_channels", latent_channels)
+        self.downsample = downsample = positive_int("downsample", downsample)
         if downsample & (downsample - 1):
             raise ValueError(f"downsample must be a power of 2, got {downsample}")
-        positive_int("width", width)
+        width = positive_int("width", width)
         self.config = dict(
             channels=channels, latent_channels=latent_channels, downsample=downsample, width=width
         )
@@ -175,7 +175,7 @@ def reconstruction_scores(
     """How well ``autoencoder`` keeps frames ``(N, T, C, H, W)`` in [0, 1]: ``mse`` (per pixel),
     ``frame_mse`` (summed per frame, the Earthformer convention) and ``ssim`` (data range 1),
     ``batch`` sequences at a time."""
-    positive_int("batch", batch)
+    batch = positive_int("batch", batch)
     was_training = autoencoder.training
     autoencoder.eval()
     device = next(autoencoder.parameters()).device

@@ -156,7 +156,7 @@ class PreDiff(nn.Module):
     def calibrate(self, frames: torch.Tensor, batch: int = 64) -> None:
         """Set the per-channel latent mean and std from frames ``(N, T, C, H, W)`` and freeze
         the autoencoder (stage 2 trains the denoiser on these latents)."""
-        positive_int("batch", batch)
+        batch = positive_int("batch", batch)
         if not isinstance(frames, torch.Tensor):
             raise TypeError(f"frames must be a tensor (N, T, C, H, W), got {type(frames).__name__}")
         self.autoencoder.eval()
@@ -211,8 +211,8 @@ class PreDiff(nn.Module):
         with its own seed.
         """
         context = self._check_context(context)
-        positive_int("members", members, 2)
-        positive_int("steps", steps)
+        members = positive_int("members", members, 2)
+        steps = positive_int("steps", steps)
         eta = check_eta(eta)
         check_spacing(spacing)
         if guidance is not None and not callable(guidance):
@@ -266,7 +266,7 @@ class LatentPairs(Dataset):
     ``batch`` items of ``pairs`` at a time. Keeps the source's ``attributes``."""
 
     def __init__(self, prediff: PreDiff, pairs: Dataset, batch: int = 64) -> None:
-        positive_int("batch", batch)
+        batch = positive_int("batch", batch)
         device = prediff.latent_mean.device
         contexts, targets = [], []
 

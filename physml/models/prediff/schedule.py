@@ -92,7 +92,7 @@ class NoiseSchedule:
     beta_schedule: str = "squaredcos_cap_v2"
 
     def __post_init__(self) -> None:
-        positive_int("timesteps", self.timesteps, 2)
+        object.__setattr__(self, "timesteps", positive_int("timesteps", self.timesteps, 2))
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(
                 f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}"

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy
 import torch
 from torch import nn
 
@@ -23,6 +22,7 @@ from ...models.forecasting import score_forecast
 from ...models.prediff import (
     PreDiff,
 )
+from ...seeds import derived_seed
 from ...training.checkpoint import load_torch_file, save_torch_file
 from .data import FrameIntensity, Scale, mean_intensity
 
@@ -43,10 +43,10 @@ DRAW_AGAIN = "delete it to draw that chunk again"
 
 
 def chunk_seed(seed: int, index: int) -> int:
-    """The sampling seed (63 bits) of chunk ``index`` of a call with ``seed``: numpy's
-    ``SeedSequence([seed, index])``, so no chunk of one seed repeats a chunk of another."""
-    state = numpy.random.SeedSequence([seed, index]).generate_state(1, numpy.uint64)
-    return int(state[0] >> numpy.uint64(1))
+    """The sampling seed (63 bits) of chunk ``index`` of a call with ``seed``:
+    :func:`physml.seeds.derived_seed` ``(seed, index)``, so no chunk of one seed repeats a chunk
+    of another."""
+    return derived_seed(seed, index)
 
 
 def sample(
@@ -75,7 +75,7 @@ def sample(
     depend on the batch."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TypeError(f"seed must be a non-negative int, got {seed!r}")
-    positive_int("members", members)
+    members = positive_int("members", members)
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
     device = _device_of(model)
