@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from tqdm import tqdm
 
 from pdes.checks import finite, positive_int
 
 from .. import metrics
 from ..errors import user_stacklevel
 from .baselines import check_sequence
-from .common import model_dtype, sixteen_bit_weights
+from .common import model_dtype, progress_bar, sixteen_bit_weights
 
 SCHEDULES = ("cosine", "none")
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -479,9 +478,7 @@ def train_forecaster(
         run = _Run()
         if path is not None and path.exists():
             run = _resume(path, model, optimizer, config, record, batches)
-        bar = tqdm(
-            total=max_steps, initial=run.step, desc="train", unit="step", disable=quiet or None
-        )
+        bar = progress_bar(None, not quiet, "train", max_steps, initial=run.step, unit="step")
         started = now() - run.seconds
 
         def more() -> bool:
