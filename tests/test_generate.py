@@ -859,3 +859,11 @@ def test_a_finished_shard_run_again_waits_for_the_others(tmp_path):
     assert generate_module.missing_shards(out, 3) == [0, 1]
     assert make(out, n=6, shard=2, num_shards=3) == tmp_path / "sharded.shard-002-of-003.h5"
     assert not out.exists()
+
+
+def test_an_existing_output_whose_settings_nest_too_deep_is_no_dataset_of_ours(tmp_path):
+    out = generate_dataset("toy", tmp_path / "toy.h5", n=4, chunk=2, progress=False)
+    with h5py.File(out, "r+") as f:
+        f.attrs["settings"] = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(FileExistsError, match=r"already exists \(pass overwrite=True\)$"):
+        generate_dataset("toy", out, n=4, chunk=2, progress=False)
