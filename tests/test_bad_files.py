@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 import torch
 from recipes import TOY  # noqa: F401  (registers the toy recipe)
 
+import physml._checks
 from physml._io import atomic_path, exclusive_lock, remove_leftovers
 from physml.data import DatasetFileError, MultiStepDataset, generate_dataset, load
+from physml.data.datasets import check_self_contained
 
 
 @pytest.fixture
@@ -192,8 +195,17 @@ def test_a_damaged_layout_is_refused_naming_the_object(dataset, edit, message):
 
 @pytest.mark.parametrize(
     "shards",
-    [None, "not json[", '{"a": 1}', "[1, 2]", "[]", '["../toy.h5"]', '["/tmp/toy.h5"]'],
-    ids=["missing", "not-json", "object", "numbers", "empty", "parent", "absolute"],
+    [
+        None,
+        "not json[",
+        '{"a": 1}',
+        "[1, 2]",
+        "[]",
+        '["../toy.h5"]',
+        '["/tmp/toy.h5"]',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=["missing", "not-json", "object", "numbers", "empty", "parent", "absolute", "deep"],
 )
 def test_a_damaged_shard_index_is_refused_naming_the_file(tmp_path, shards):
     index = tmp_path / "index.h5"
@@ -466,3 +478,77 @@ def test_a_last_chunk_short_of_samples_is_refused_at_assembly(tmp_path):
     with pytest.raises(ValueError, match=r"do not hold samples 0\.\.5 once each"):
         generate_dataset("toy", out, n=6, chunk=4, progress=False)
     assert not out.exists()
+
+
+def loop_to_root(f):
+    f.create_group("notes")["loop"] = f["/"]
+
+
+def soft_loop_to_root(f):
+    f.create_group("notes")["loop"] = h5py.SoftLink("/")
+
+
+@pytest.mark.parametrize("edit", [loop_to_root, soft_loop_to_root], ids=["hard", "soft"])
+def test_a_link_back_to_the_root_is_walked_once(tmp_path, dataset, edit):
+    """Links within the file are no reading of other files: the cycle loads, and the walk still
+    reaches an external link it passes on the way."""
+    rewrite(dataset, edit)
+    assert load(dataset).u.shape == (6, 4, 9)
+    rewrite(dataset, lambda f: f.__setitem__("notes/far", h5py.ExternalLink("other.h5", "a")))
+    with pytest.raises(DatasetFileError, match="'notes/far' is an external link"):
+        load(dataset)
+
+
+def test_a_chain_of_groups_each_linked_twice_is_checked_in_linear_time(dataset):
+    """40 groups, each linking twice to the next: 2**40 paths, 40 objects."""
+
+    def chain(f):
+        groups = [f.create_group(f"extra/g{i}") for i in range(40)]
+        for first, second in zip(groups, groups[1:], strict=False):
+            first["l"] = first["r"] = second
+
+    rewrite(dataset, chain)
+    with h5py.File(dataset, "r") as f:
+        start = time.perf_counter()
+        check_self_contained(dataset, f)
+        assert time.perf_counter() - start < 0.5
+    rewrite(dataset, lambda f: f.__setitem__("extra/g39/far", h5py.ExternalLink("o.h5", "a")))
+    with pytest.raises(DatasetFileError, match="/far' is an external link"):
+        load(dataset)
+
+
+def test_an_array_beyond_the_memory_available_is_refused_before_it_is_read(dataset, monkeypatch):
+    """u (6, 4, 9) float64 is 1728 bytes, the largest array of the file."""
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1728)
+    assert load(dataset).u.shape == (6, 4, 9)
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1727)
+    message = r"its array 'u': \(6, 4, 9\) float64 values would need about 1.73e-06 GB"
+    with pytest.raises(DatasetFileError, match=message):
+        load(dataset)
+
+
+def test_a_never_written_array_declaring_terabytes_is_refused(dataset):
+    """A chunked u never written reads back as its fill value: the file is small, the array
+    declared 8e12 bytes, beyond any machine's memory."""
+    rewrite(dataset, lambda f: f.__delitem__("u"))
+    rewrite(dataset, lambda f: f.create_dataset("u", (10**11, 4, 9), "f8", chunks=(1, 4, 9)))
+    assert dataset.stat().st_size < 100_000
+    with pytest.raises(DatasetFileError, match=r"'u': \(100000000000, 4, 9\) float64 values"):
+        load(dataset)
+
+
+def test_running_out_of_memory_while_reading_is_a_dataset_file_error(dataset, monkeypatch):
+    def exhausted(self, key):
+        raise MemoryError
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", exhausted)
+    message = r"its array 'u': \(6, 4, 9\) float64 values would need .* more than this process"
+    with pytest.raises(DatasetFileError, match=message):
+        load(dataset)
+
+
+def test_settings_nested_deeper_than_python_parses_are_refused_naming_the_file(dataset):
+    rewrite(dataset, lambda f: f.attrs.__setitem__("settings", "[" * 100_000 + "]" * 100_000))
+    message = f"path: '{dataset}': its attribute 'settings' nests JSON deeper than"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
+        load(dataset)

@@ -864,3 +864,11 @@ def test_a_finished_shard_run_again_waits_for_the_others(tmp_path):
 def test_a_dataset_generated_with_progress_off_a_terminal_draws_no_bar(tmp_path, capsys):
     generate_dataset("heat", tmp_path / "a.h5", n=2, nx=9, nt=3, progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_an_existing_output_whose_settings_nest_too_deep_is_no_dataset_of_ours(tmp_path):
+    out = generate_dataset("toy", tmp_path / "toy.h5", n=4, chunk=2, progress=False)
+    with h5py.File(out, "r+") as f:
+        f.attrs["settings"] = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(FileExistsError, match=r"already exists \(pass overwrite=True\)$"):
+        generate_dataset("toy", out, n=4, chunk=2, progress=False)

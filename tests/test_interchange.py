@@ -5,6 +5,7 @@ published layout (PDEBench's generators, The Well's ``docs/data_format.md``).
 """
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 from damage import flip_a_bit_of_the_first_chunk
 
+import physml._checks
 from physml.cli import main
 from physml.data import (
     DatasetFileError,
@@ -1116,3 +1118,127 @@ def test_big_endian_pdebench_data_reads_as_the_native_values(tmp_path):
     data = load(tmp_path / "big.h5")
     assert torch.equal(data.u, torch.from_numpy(native["tensor"]))
     assert torch.equal(data.coords["x"], torch.from_numpy(native["x-coordinate"]))
+
+
+# ------------------------------------------------------------------------------------ hostile files
+
+
+def _tensor_stored_in(raw):
+    def edit(f):
+        del f["tensor"]
+        f.create_dataset("tensor", (4, 6, 16), "<f4", external=[(str(raw), 0, 4 * 6 * 16 * 4)])
+
+    return edit
+
+
+def _tensor_linked_to(other):
+    def edit(f):
+        del f["tensor"]
+        f["tensor"] = h5py.ExternalLink(str(other), "/tensor")
+
+    return edit
+
+
+def _density_linked_to(other):
+    def edit(f):
+        del f["t0_fields/density"]
+        f["t0_fields/density"] = h5py.ExternalLink(str(other), "/tensor")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("make", "edit", "message"),
+    [
+        (_pdebench_1d, _tensor_stored_in, "'tensor' stores its values in external files [{}]"),
+        (_pdebench_1d, _tensor_linked_to, "'tensor' is an external link to another file"),
+        (_well_2d, _density_linked_to, "'t0_fields/density' is an external link to another file"),
+    ],
+    ids=["pdebench-raw", "pdebench-link", "well-link"],
+)
+def test_foreign_files_reading_other_files_are_refused_as_ours_are(tmp_path, make, edit, message):
+    """A file whose data HDF5 reads from elsewhere (here another file standing for /etc/passwd)
+    would copy that file's bytes into u: load and convert refuse it before reading."""
+    secret = tmp_path / "secret.h5"
+    secret.write_bytes(bytes(range(256)) * 8)
+    if edit is not _tensor_stored_in:
+        with h5py.File(secret, "w") as f:
+            f["tensor"] = np.ones((4, 6, 16), np.float32)
+    path = tmp_path / "in.h5"
+    make(path)
+    with h5py.File(path, "a") as f:
+        edit(secret)(f)
+    expected = f"path: '{path}': {message.format(repr(str(secret)))}; datasets must hold"
+    with pytest.raises(DatasetFileError, match=re.escape(expected)):
+        load(path)
+    out = tmp_path / "copy.h5"
+    assert main(["convert", str(path), "--to", "physml", "-o", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_a_dangling_external_link_beside_no_known_dataset_is_no_foreign_file(tmp_path):
+    path = tmp_path / "in.h5"
+    with h5py.File(path, "w") as f:
+        f["s0"] = h5py.ExternalLink(str(tmp_path / "absent.h5"), "/")
+    with pytest.raises(DatasetFileError, match="is not a physml dataset"):
+        load(path)
+
+
+def test_a_foreign_array_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
+    """The PDEBench tensor (4, 6, 16) float32 is 1536 bytes, the file's largest array."""
+    path = tmp_path / "in.h5"
+    _pdebench_1d(path)
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1536)
+    assert load(path).u.shape == (4, 6, 16)
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1535)
+    message = f"path: '{path}': tensor: (4, 6, 16) float32 values would need about 1.54e-06 GB"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
+        load(path)
+
+
+def test_a_well_field_broadcast_to_more_trajectories_than_fit_is_refused(tmp_path):
+    """``obstacle`` (8, 6), constant over samples, is served as (n_trajectories, 8, 6): a count
+    of 10**12 would be 1.92e14 bytes, refused before numpy is asked for them."""
+    path = tmp_path / "w.h5"
+    _well_2d(path, drop=("density", "velocity", "stress"))
+    with h5py.File(path, "a") as f:
+        f.attrs["n_trajectories"] = 10**12
+    message = "t0_fields/obstacle: (1000000000000, 8, 6) float32 values would need about 1.92e+05"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
+        load(path)
+
+
+def test_running_out_of_memory_reading_a_foreign_file_is_a_dataset_file_error(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "in.h5"
+    _pdebench_1d(path)
+
+    def exhausted(self, key):
+        raise MemoryError
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", exhausted)
+    with pytest.raises(DatasetFileError, match=r"tensor: .* more than this process could"):
+        load(path)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", DEEP], ids=["text", "list", "deep"])
+def test_a_physml_attrs_that_is_no_json_object_is_refused_naming_it(tmp_path, raw):
+    path = tmp_path / "in.h5"
+    _pdebench_1d(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["physml_attrs"] = raw
+    with pytest.raises(DatasetFileError, match="physml_attrs: must be a JSON object"):
+        load(path)
+
+
+def test_foreign_settings_nested_deeper_than_python_parses_are_refused(tmp_path):
+    path = tmp_path / "in.h5"
+    _pdebench_1d(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["settings"] = DEEP
+    with pytest.raises(DatasetFileError, match="its attribute 'settings' nests JSON deeper"):
+        load(path)

@@ -493,16 +493,40 @@ def _short_parameter(path):
     _rewrite(path, "params/a", a[:3])
 
 
+def _parameter_stored_elsewhere(path):
+    """``params/a`` read by HDF5 from another file (standing for /etc/passwd)."""
+    raw = path.with_name("elsewhere.bin")
+    raw.write_bytes(bytes(range(32)))
+    with h5py.File(path, "r+") as f:
+        del f["params/a"]
+        f["params"].create_dataset("a", (4,), "<f8", external=[(str(raw), 0, 32)])
+
+
+def _settings_nested_deep(path):
+    with h5py.File(path, "r+") as f:
+        f.attrs["settings"] = "[" * 100_000 + "]" * 100_000
+
+
 @pytest.mark.parametrize(
     "spoil_middle, error, match",
     [
         (_without_seeds, DatasetFileError, "is not a physml dataset shard"),
+        (_parameter_stored_elsewhere, DatasetFileError, "'params/a' stores its values in external"),
+        (_settings_nested_deep, DatasetFileError, "its attribute 'settings' nests JSON deeper"),
         (_short_parameter, ShardError, "params/a holds 3 samples, sample_index 4$"),
         (_emptied, ShardError, "holds no samples$"),
         (_index_permuted, ShardError, "sample_index is not one run of consecutive samples"),
         (_first_seed_changed, ShardError, "sample_seed of sample 3 is"),
     ],
-    ids=["no-sample_seed", "short-params", "empty", "permuted-index", "first-seed"],
+    ids=[
+        "no-sample_seed",
+        "external",
+        "deep-settings",
+        "short-params",
+        "empty",
+        "permuted-index",
+        "first-seed",
+    ],
 )
 def test_a_shard_that_is_not_whole_on_its_own_is_refused(sharded, spoil_middle, error, match):
     _, (first, middle, last) = sharded
@@ -695,3 +719,10 @@ def test_one_path_in_place_of_a_list_of_shards_is_refused_naming_it(tmp_path, on
     """A plain string was read letter by letter ("no shard file at 's'")."""
     with pytest.raises(TypeError, match=r"^paths must be a list of shard files, got the one path"):
         merge_shards(one, tmp_path / "m.h5")
+
+
+def test_an_index_whose_shard_list_nests_too_deep_is_no_index_to_merge(tmp_path, sharded):
+    index, _ = sharded
+    _set_attribute([index], "shards", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ShardError, match="is the index of a sharded dataset, not a shard"):
+        merge_shards([index], tmp_path / "m.h5")

@@ -19,6 +19,7 @@ from physml.data import PointRows, PointSets, load
 from physml.models import AttentiveNeuralProcess
 from physml.tasks.probconserv import OnGrid
 from physml.training import CheckpointError, load_anp, load_run
+from physml.training.commands import settings_differ
 from physml.training.families import check_same_pairs
 
 SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
@@ -1011,3 +1012,32 @@ def test_the_validation_split_cuts_the_sample_seeds_with_the_samples(heat):
     assert train.sample_seed.tolist() == [sample_seed(0, i) for i in range(9)]
     assert held.sample_seed.tolist() == [sample_seed(0, i) for i in range(9, 12)]
     assert held.sample_index.tolist() == [9, 10, 11]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_nesting_deeper_than_python_parses_is_one_line_naming_the_config_or_the_data(heat, capsys):
+    (heat / "deep.toml").write_text(f"steps = {DEEP}\n")
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "r"]
+    assert main([*train, "--config", "deep.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --config: 'deep.toml' nests arrays or tables deeper than Python's "
+        "recursion limit lets it read\n"
+    )
+    with h5py.File(heat / "heat.h5", "r+") as f:
+        f.attrs["settings"] = DEEP
+    assert main([*train, *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "physml train: error: --data: 'heat.h5': its attribute 'settings' nests JSON deeper"
+    )
+    assert err.count("\n") == 1 and not (heat / "r").exists()
+
+
+def test_settings_recorded_too_deep_to_parse_are_no_settings_to_compare():
+    """A checkpoint of a file read before such settings were refused: evaluate says nothing."""
+    flat = {"settings": '{"nx": 33}'}
+    assert settings_differ({"settings": DEEP}, flat) == {}
+    assert settings_differ(flat, {"settings": DEEP}) == {}
+    assert settings_differ(flat, {"settings": '{"nx": 17}'}) == {"nx": {"training": 33, "data": 17}}

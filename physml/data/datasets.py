@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import floating_dtype
 
-from .._checks import integer
+from .._checks import fits_in_memory, integer
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
 AXES = ("x", "y", "z")
@@ -93,38 +93,101 @@ def open_hdf5(path: Path, label: str) -> h5py.File:
         ) from None
 
 
-def check_self_contained(path: Path, f: h5py.File, virtual_ok: bool = False) -> None:
-    """Refuse a file whose data would be read from other files: external links, datasets with
-    external raw storage, and (unless ``virtual_ok``, for a merged file whose shards are checked
-    separately) virtual datasets."""
-
-    def visit(group: h5py.Group, prefix: str) -> None:
+def check_self_contained(
+    path: Path, f: h5py.File, virtual_ok: bool = False, label: str = "path"
+) -> None:
+    """Refuse a file (named as ``label``: ``"path"``, ``"shard"``) whose data would be read from
+    other files: external links, datasets with external raw storage, and (unless ``virtual_ok``,
+    for a merged file whose shards are checked separately) virtual datasets. Soft and hard links
+    within the file are followed, each object checked once, so links back to a group already
+    seen (a cycle) end the walk there."""
+    root = f["/"]
+    seen, waiting = {_address(root)}, [(root, "")]
+    while waiting:
+        group, prefix = waiting.pop()
         for name in group:
             where = f"{prefix}{name}"
             if isinstance(group.get(name, getlink=True), h5py.ExternalLink):
                 raise DatasetFileError(
-                    f"path: {str(path)!r}: {where!r} is an external link to another file; "
+                    f"{label}: {str(path)!r}: {where!r} is an external link to another file; "
                     "datasets must hold their own data"
                 )
             item = group.get(name)
             if item is None:  # a soft link to nothing
                 raise DatasetFileError(
-                    f"path: {str(path)!r}: {where!r} is a link to an object the file lacks"
+                    f"{label}: {str(path)!r}: {where!r} is a link to an object the file lacks"
                 )
+            address = _address(item)
+            if address in seen:
+                continue
+            seen.add(address)
             if isinstance(item, h5py.Group):
-                visit(item, f"{where}/")
+                waiting.append((item, f"{where}/"))
+            elif not isinstance(item, h5py.Dataset):  # a named datatype: no data
+                continue
             elif item.external:
                 raise DatasetFileError(
-                    f"path: {str(path)!r}: {where!r} stores its values in external files "
+                    f"{label}: {str(path)!r}: {where!r} stores its values in external files "
                     f"{[entry[0] for entry in item.external]}; datasets must hold their own data"
                 )
             elif item.is_virtual and not virtual_ok:
                 raise DatasetFileError(
-                    f"path: {str(path)!r}: {where!r} is a virtual dataset, but the file is not a "
-                    "merged physml dataset (physml merge)"
+                    f"{label}: {str(path)!r}: {where!r} is a virtual dataset, but the file is "
+                    "not a merged physml dataset (physml merge)"
                 )
 
-    visit(f, "")
+
+def _address(item: h5py.HLObject) -> int:
+    """Where ``item`` lies in its file: one object reached by several links has one address."""
+    return h5py.h5o.get_info(item.id).addr
+
+
+def check_settings(where: str, raw: object) -> None:
+    """Refuse a ``settings`` attribute ``raw`` (JSON text) nesting deeper than Python's
+    recursion limit can parse, naming it after ``where``: training would keep it and every
+    later reading of it (evaluate, predict) fail. Text that is not JSON is left to its readers."""
+    if not isinstance(raw, (str, bytes)):
+        return
+    try:
+        json.loads(raw)
+    except RecursionError:
+        raise DatasetFileError(
+            f"{where} its attribute 'settings' nests JSON deeper than Python's recursion limit "
+            "lets it parse; physml generate writes a flat JSON object"
+        ) from None
+    except ValueError:
+        pass
+
+
+def check_fits(
+    name: str, shape: tuple[int, ...], dtype: np.dtype, error: type[Exception] = DatasetFileError
+) -> float:
+    """The bytes of an array ``name`` of ``shape`` and ``dtype``; more than the memory available
+    now is refused as ``error`` naming its shape and bytes, before anything is allocated."""
+    nbytes = float(np.prod(shape, dtype=float)) * np.dtype(dtype).itemsize
+    try:
+        fits_in_memory(name, nbytes, f"{tuple(shape)} {np.dtype(dtype)} values")
+    except ValueError as refusal:
+        raise error(str(refusal)) from None
+    return nbytes
+
+
+def read_whole(
+    dataset: h5py.Dataset, name: str, error: type[Exception] = DatasetFileError
+) -> np.ndarray:
+    """All of ``dataset`` (the array ``name``) in memory. A few KB of file can declare terabytes
+    of chunks never written, read back as the fill value: one beyond the memory available is
+    refused before reading (:func:`check_fits`), and a ``MemoryError`` while reading is the same
+    refusal, as ``error``."""
+    shape = dataset.shape or ()
+    nbytes = check_fits(name, shape, dataset.dtype, error)
+    try:
+        return dataset[()]
+    except MemoryError:
+        raise error(
+            f"{name}: {shape} {dataset.dtype} values would need about {nbytes / 1e9:.3g} GB, "
+            "more than this process could allocate"
+        ) from None
 
 
 def native_order(value: np.ndarray) -> np.ndarray:
@@ -147,6 +210,7 @@ def _read_file(path: Path) -> dict:
         u = f.get("u")  # older converted copies of a merged file kept merged_from: real arrays
         merged = "merged_from" in f.attrs and isinstance(u, h5py.Dataset) and u.is_virtual
         check_self_contained(path, f, virtual_ok=merged)
+        check_settings(f"path: {str(path)!r}:", f.attrs.get("settings"))
         for name in ("u", "t", *AXES, *PER_SAMPLE_ROWS):
             if name in f and not isinstance(f.get(name), h5py.Dataset):
                 raise DatasetFileError(
@@ -164,7 +228,7 @@ def _read_file(path: Path) -> dict:
 
         def read(name: str) -> np.ndarray:
             try:
-                return native_order(f[name][()])
+                return native_order(read_whole(f[name], f"path: {str(path)!r}: its array {name!r}"))
             except OSError as error:
                 if merged:  # the shards behind it say which is damaged
                     raise
@@ -214,7 +278,7 @@ def _shard_names(path: Path, raw: object) -> list[str]:
     """The shard file names an index lists (a JSON list of names in the index's folder)."""
     try:
         names = json.loads(raw) if isinstance(raw, (str, bytes)) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         names = None
     if (
         not isinstance(names, list)

@@ -151,7 +151,7 @@ def _written(final: Path) -> dict | None:
         return None
     try:
         settings = json.loads(attributes.get("settings", "null"))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     return {
         "format": attributes.get("format"),

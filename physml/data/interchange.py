@@ -85,9 +85,13 @@ from .datasets import (
     DatasetFileError,
     PDEData,
     check_content,
+    check_fits,
+    check_self_contained,
+    check_settings,
     load,
     native_order,
     open_hdf5,
+    read_whole,
     strictly_increasing,
 )
 from .generate import (
@@ -124,8 +128,11 @@ def _fail(name: str, message: str) -> DatasetFileError:
 
 @contextmanager
 def _naming(path: Path) -> Iterator[h5py.File]:
-    """``path`` opened read-only; an error about one of its datasets also names the file."""
+    """``path`` opened read-only, refused if it would read data from other files (as physml
+    files are: :func:`~physml.data.datasets.check_self_contained`); an error about one of its
+    datasets also names the file."""
     with open_hdf5(path, "path") as f:
+        check_self_contained(path, f)
         try:
             yield f
         except _ContentError as error:
@@ -150,7 +157,7 @@ def _read(group: h5py.Group, name: str, label: str | None = None) -> np.ndarray:
     if item.dtype.kind not in "biufc":
         raise _fail(label, f"expected numbers, got dtype {item.dtype}")
     try:
-        value = np.asarray(item[()])
+        value = np.asarray(read_whole(item, label, _ContentError))
     except OSError as error:
         raise _fail(label, f"could not be read ({error})") from None
     value = native_order(value)
@@ -236,7 +243,18 @@ def _carried_attrs(f: h5py.File, skip: set[str]) -> dict[str, object]:
     """Root attributes (less ``skip``), with our own attributes restored from ``physml_attrs``."""
     attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in skip | {"physml_attrs"}}
     if "physml_attrs" in f.attrs:
-        attrs.update(json.loads(_python(f.attrs["physml_attrs"])))
+        raw = _python(f.attrs["physml_attrs"])
+        try:
+            ours = json.loads(raw)
+        except (TypeError, ValueError, RecursionError):
+            ours = None
+        if not isinstance(ours, dict):
+            raise _fail(
+                "physml_attrs",
+                f"must be a JSON object of attributes (as physml's writers store), got "
+                f"{str(raw)[:60]!r}",
+            )
+        attrs.update(ours)
     return attrs
 
 
@@ -271,7 +289,7 @@ def _sample_rows(f: h5py.Group, n: int) -> dict[str, np.ndarray]:
 
 
 def _sample_groups(f: h5py.File) -> list[str]:
-    return [k for k in f if isinstance(f[k], h5py.Group) and "data" in f[k] and "grid" in f[k]]
+    return [k for k in f if isinstance(f.get(k), h5py.Group) and {"data", "grid"} <= set(f[k])]
 
 
 def detect_format(path: str | os.PathLike, label: str = "path") -> str | None:
@@ -473,7 +491,9 @@ def _checked(path: Path, data: PDEData, source: str) -> PDEData:
             for name in PER_SAMPLE_ROWS
         },
     }
-    check_content(path, content, where=f"path: {str(path)!r} ({source}):")
+    where = f"path: {str(path)!r} ({source}):"
+    check_content(path, content, where=where)
+    check_settings(where, data.attrs.get("settings"))
     return data
 
 
@@ -567,6 +587,7 @@ def _well_fields(f, names, n_traj, steps, space) -> tuple[dict, dict]:
             stored = [size if kept else 1 for size, kept in zip(sizes, keep, strict=True)]
             value = np.broadcast_to(value.reshape(stored), [n_traj, stored[1], *sizes[2:]])
             value = value if by_time else value[:, 0]
+            check_fits(label, value.shape, value.dtype, _ContentError)
             for components in itertools.product(range(dims), repeat=order):
                 suffix = "".join(names[c] for c in components)
                 key = f"{name}_{suffix}" if order else name

@@ -37,7 +37,15 @@ import h5py
 import numpy as np
 
 from .._io import atomic_path, existing_file
-from .datasets import REGENERATE, DatasetFileError, damaged, open_hdf5
+from .datasets import (
+    REGENERATE,
+    DatasetFileError,
+    check_self_contained,
+    check_settings,
+    damaged,
+    open_hdf5,
+    read_whole,
+)
 from .generate import (
     ADDED_LATER,
     FORMAT,
@@ -110,7 +118,7 @@ def _description(f: h5py.File, ignore: Sequence[str]) -> tuple[dict, dict, dict]
 def _read(f: h5py.File, name: str) -> np.ndarray:
     """Dataset ``name`` of ``f``; a damaged one (a failed checksum) is a DatasetFileError."""
     try:
-        return f[name][()]
+        return read_whole(f[name], f"{f.filename!r}: {name}")
     except OSError as error:
         raise DatasetFileError(f"{f.filename!r} could not be read: {name}: {error}") from None
 
@@ -218,6 +226,8 @@ def read_shard(path: str | os.PathLike) -> Shard:
             )
         if "merged_from" in f.attrs:
             raise ShardError(f"{str(path)!r} is a merged file; give the shards it reads instead")
+        check_self_contained(path, f, label="shard")
+        check_settings(f"shard: {str(path)!r}:", f.attrs.get("settings"))
         attrs, arrays, coordinates = _description(f, PER_SHARD_ATTRIBUTES)
         num_shards = _plain(f.attrs.get("num_shards"))
         index = _read(f, "sample_index")
@@ -405,7 +415,7 @@ def _index_names(path: Path) -> list[str] | None:
             if f.attrs.get("format") != INDEX_FORMAT:
                 return None
             return json.loads(f.attrs["shards"])
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, RecursionError):
         return None
 
 

@@ -152,6 +152,11 @@ def settings(args: argparse.Namespace) -> dict:
             merged = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"--config: {str(path)!r} is not valid TOML ({error})") from None
+        except RecursionError:
+            raise ValueError(
+                f"--config: {str(path)!r} nests arrays or tables deeper than Python's recursion "
+                "limit lets it read"
+            ) from None
         known = TRAIN_FIELDS | set(DEFAULTS) | set(DISTILL_DEFAULTS)
         known |= {"data", "out", "model", "task", "val_fraction", "distill_from"}
         unknown = sorted(set(merged) - known)
@@ -441,7 +446,7 @@ def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
     for attributes in (trained_on, holds):
         try:
             settings = json.loads(attributes.get("settings"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return {}
         if not isinstance(settings, dict):
             return {}
