@@ -158,6 +158,22 @@ def test_a_single_time_file_is_one_line_naming_data(heat, capsys):
     assert main([*ensemble, "--out", "points", "--steps", "1", *tiny]) == 0  # (t, x) rows
 
 
+def test_a_series_of_one_point_is_one_line_naming_u_for_the_fno(tmp_path, monkeypatch, capsys):
+    """u (sample, time, 1) loads, but an FNO keeps no Fourier mode of one point (before: "n_modes
+    entries must be >= 1, got (0,)")."""
+    monkeypatch.chdir(tmp_path)
+    with h5py.File("series.h5", "w") as f:
+        f.attrs["format"] = "physml-dataset/1"
+        f["u"], f["t"] = np.zeros((8, 5, 1)), np.arange(5.0)
+    train = ["train", "--data", "series.h5", "--model", "fno", "--task", "operator"]
+    assert main([*train, "--out", "run", "--steps", "1", *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --data: model fno keeps Fourier modes up to half of each space "
+        "axis, so it needs 2 points at least on each, the file holds 1 on one (u of shape "
+        "(8, 5, 1): sample, time, *space)\n"
+    )
+
+
 def test_a_file_of_no_samples_is_one_line_naming_data_exit_2(heat, capsys):
     """Before: an IndexError traceback (exit 1) from the first item of an empty dataset."""
     _rewritten("heat.h5", "empty.h5", samples=slice(0, 0))
