@@ -345,6 +345,34 @@ def test_a_pdebench_copy_under_another_name_is_refused_saying_how_to_declare_its
     assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 0
 
 
+def test_a_pdebench_copy_declared_as_told_scores_an_ensemble_that_read_the_file_names_beta(
+    tmp_path, monkeypatch, capsys
+):
+    """The ensemble reads beta, which the training file's name gave (beta1.0): declaring the
+    copy's PDE alone left it without beta, another refusal; the line the refusal gives sets both."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    with h5py.File("1D_Advection_Sols_beta1.0.hdf5", "w") as f:
+        f["tensor"] = rng.normal(size=(4, 3, 8))
+        f["t-coordinate"] = np.arange(4) * 0.1
+        f["x-coordinate"] = (np.arange(8) + 0.5) / 8
+    shutil.copy("1D_Advection_Sols_beta1.0.hdf5", "advection_test.hdf5")
+    train = ["train", "--data", "1D_Advection_Sols_beta1.0.hdf5", "--model", "ensemble"]
+    options = ["--hidden", "4", "--layers", "1", "--members", "2", "--batch", "8", "--quiet"]
+    assert main([*train, "--task", "operator", "--out", "r", "--steps", "1", *options]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 2
+    line = (
+        "h5py.File('advection_test.hdf5', 'a').attrs.update({'pde': 'pdebench: "
+        "1D_Advection_Sols_beta1.0', 'beta': 1.0})"
+    )
+    assert capsys.readouterr().err.endswith(
+        f"say so: {line} (the run read those parameters from its file's name)\n"
+    )
+    exec(line, {"h5py": h5py})  # what the message says, done
+    assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 0
+
+
 def test_converted_pdebench_files_of_one_pde_may_score_each_other():
     """Converted PDEBench files name their PDE by file name: two of one PDE (another viscosity,
     another name) may score each other; another PDE, or a converted file against a recipe, not."""
