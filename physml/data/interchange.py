@@ -43,8 +43,10 @@ that lack an axis (written back full size).
 
 **Writing** keeps the dtype (both formats store float32 by habit, their readers take float64) and
 puts what a format has no place for where its readers ignore it: our attributes in the JSON
-attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a converted
-shard converted back is a shard ``physml merge`` takes), coordinates of an NS file as
+attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a shard
+converted to PDEBench and back is a shard ``physml merge`` takes; through The Well it is not, as
+The Well's reader adds ``dataset_name``, ``field``, ``grid_type`` and
+``well_boundary_conditions``), coordinates of an NS file as
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
 coordinates, ``params`` and ``fields``. A physml file takes fields of any per-sample shape; in
 PDEBench and The Well files fields must have the shape of ``u`` (the N-body recipes' extra arrays
