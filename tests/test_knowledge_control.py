@@ -742,3 +742,16 @@ def test_a_float16_gradient_that_underflows_even_scaled_is_a_constraint_error():
     underflows = r"gradient at timestep 500 is 0 in z_t's torch.float16"
     with pytest.raises(ConstraintError, match=underflows):
         tiny.guide(z_t, step, None)
+
+
+def test_a_float16_gradient_that_overflows_when_scaled_up_is_retaken_lower():
+    # Q = 2¹² z: the scaled backward pass (2⁷ r) gives 2¹⁹ r, past float16's 65504; at r itself
+    # 2¹² r fits, and the Gauss–Newton step −r / 2¹² puts Q on the target at λ = 1
+    z_t = torch.tensor([[[0.001]]], dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    target = torch.tensor([5.0], dtype=F64)
+    steep = KnowledgeControl(lambda z: z.flatten(1).sum(1) * 2**12, target, normalized=True)
+    shift = steep.guide(z_t, step, None)
+    assert shift.dtype == torch.float16
+    reached = (z_t + shift).double().reshape(1) * 2**12
+    torch.testing.assert_close(reached, target, rtol=2e-3, atol=0)

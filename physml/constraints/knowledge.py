@@ -282,8 +282,9 @@ def _gradient(value: torch.Tensor, residual: torch.Tensor, z: torch.Tensor) -> t
     """``∇_z Σ_i ½ ‖r_i‖²`` in float64, shaped like ``z``, from ``Q = value`` and its ``residual``.
 
     For a ``z`` no wider than float16 the backward pass runs on ``scale · r``, a power of 2 undone
-    in float64, chosen so that the gradient's largest entry lands mid-range (float16 spans
-    2⁻²⁴ … 2¹⁶: ``r / n`` of a mean of 2²⁰ entries underflows unscaled).
+    in float64, chosen so that the gradient's largest entry lands in [1, 2¹²], else as near as
+    the scaled ``r`` allows (float16 spans 2⁻²⁴ … 2¹⁶: ``r / n`` of a mean of 2²⁰ entries
+    underflows unscaled).
     """
     narrow = _narrow(z.dtype)
     largest = float(residual.abs().max()) if residual.numel() else 0.0
@@ -292,7 +293,7 @@ def _gradient(value: torch.Tensor, residual: torch.Tensor, z: torch.Tensor) -> t
         return gradient.to(torch.float64)
     top = math.floor(math.log2(torch.finfo(z.dtype).max))  # 15 for float16
     order = math.ceil(math.log2(largest))
-    exponent, highest, kept = -order, top - order, None  # scale · r about 1, below 2^top
+    exponent, highest, kept = top // 2 - order, top - order, None  # scale · |r| ≤ 2^7, ≤ 2^15
     for _ in range(6):
         (scaled,) = torch.autograd.grad(
             value, z, (residual * 2.0**exponent).to(value.dtype), retain_graph=True
@@ -300,9 +301,9 @@ def _gradient(value: torch.Tensor, residual: torch.Tensor, z: torch.Tensor) -> t
         peak = float(scaled.abs().max())
         if math.isfinite(peak):
             kept = scaled.to(torch.float64) * 2.0**-exponent
-            wanted = highest if peak == 0 else exponent + top // 2 - math.ceil(math.log2(peak))
-            if abs(wanted - exponent) <= top // 4:  # mid-range already
+            if 1.0 <= peak <= 2.0 ** (top - 3):  # 14 octaves of full precision below it
                 break
+            wanted = highest if peak == 0 else exponent + top // 2 - math.ceil(math.log2(peak))
         else:
             wanted = exponent - top // 2
         wanted = min(wanted, highest)
