@@ -70,6 +70,7 @@ def no_frames(f):
             r"u has shape \(6, 4, 9, 1\), a space axis of size 1: u is \(sample, time, \*space\) "
             r"with no channel axis .* further channels as arrays under fields/",
         ),
+        (replace("u", np.zeros((6, 4, 0))), r"holds no space points: u has shape \(6, 4, 0\)"),
     ],
     ids=[
         "complex-u",
@@ -88,12 +89,25 @@ def no_frames(f):
         "no-samples",
         "no-frames",
         "channel-axis",
+        "no-points",
     ],
 )
 def test_arrays_that_do_not_fit_together_are_refused(dataset, edit, message):
     rewrite(dataset, edit)
     with pytest.raises(DatasetFileError, match=message):
         load(dataset)
+
+
+def test_a_series_of_one_point_loads_and_windows(tmp_path):
+    """u (sample, time, 1): one point per frame, the only way to store a plain time series (u
+    needs a space axis), loads and gives its windows."""
+    u = np.arange(6 * 5, dtype=np.float64).reshape(6, 5, 1)
+    with h5py.File(tmp_path / "series.h5", "w") as f:
+        f.attrs["format"] = "physml-dataset/1"
+        f["u"], f["t"] = u, np.arange(5.0)
+    assert load(tmp_path / "series.h5").u.shape == (6, 5, 1)
+    x, y = MultiStepDataset(tmp_path / "series.h5", steps=2)[0]
+    assert x.tolist() == [[0.0]] and y.tolist() == [[2.0], [4.0]]  # every 2nd of 4 steps
 
 
 def test_a_big_endian_file_loads_equal_to_the_native_one(dataset):

@@ -520,7 +520,15 @@ def test_a_point_model_is_not_scored_on_a_file_that_names_no_pde(tmp_path, capsy
     with h5py.File(bare, "a") as f:
         del f.attrs["pde"]
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(bare)]) == 2
-    assert "holds None solutions" in capsys.readouterr().err
+    assert (
+        f"physml evaluate: error: --data: {str(bare)!r} names no PDE (no attribute 'pde'; "
+        f"parameters ['k']), but the ensemble of "
+        f"{str(tmp_path / 'run')!r} was trained on 'diffusion' ones: it reads the parameters"
+    ) in capsys.readouterr().err
+    unnamed = ["--data", str(bare), "--out", str(tmp_path / "unnamed"), "--steps", "1"]
+    assert main([train[0], *train[3:], *unnamed, *options]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "unnamed"), "--data", str(data)]) == 2
+    assert "was trained on a file that names none: it reads" in capsys.readouterr().err
 
 
 def test_the_crps_of_a_point_model_takes_the_standard_deviation(tmp_path, monkeypatch):

@@ -716,3 +716,42 @@ def test_a_step_beyond_the_samplers_dtype_is_a_constraint_error_naming_it():
     overflows = r"largest \|shift\| 1.05e\+06\) but overflows z_t's torch.float16"
     with pytest.raises(ConstraintError, match=overflows):
         flat.guide(z_t, step, None)
+
+
+@pytest.mark.parametrize("normalized", [True, "clean"])
+def test_a_float16_mean_of_a_million_entries_still_gets_its_gauss_newton_step(normalized):
+    # ∇ ½ r² = r / n per entry: r = −0.01, n = 2²⁰ gives 1e−8, under float16's smallest 6e−8,
+    # unless the backward pass is scaled; the step is still −λ r per entry (√2 more for "clean")
+    n, scale = 2**20, 0.5
+    z_t = (0.1 * torch.randn(1, 2, n, dtype=F64)).half()
+    target = z_t.double().mean(-1)[0] + 0.01
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    control = KnowledgeControl(mean_of_frames, target, scale, on="frames", normalized=normalized)
+    shift = control.guide(z_t, step, None)
+    clean_score = math.sqrt(2) if normalized == "clean" else 1.0
+    expected = torch.full((1, 2, n), scale * clean_score * 0.01, dtype=F64)
+    assert shift.dtype == torch.float16
+    torch.testing.assert_close(shift.double(), expected, rtol=2e-3, atol=1e-5)
+
+
+def test_a_float16_gradient_that_underflows_even_scaled_is_a_constraint_error():
+    # Q = mean / 2²⁴ over 2²⁰ entries: ∂Q/∂z = 2⁻⁴⁴, below float16's 2⁻²⁴ even times 2¹⁵
+    z_t = torch.ones(1, 1, 2**20, dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    tiny = KnowledgeControl(lambda z: mean_of_frames(z) / 2**24, torch.ones(1), normalized=True)
+    underflows = r"gradient at timestep 500 is 0 in z_t's torch.float16"
+    with pytest.raises(ConstraintError, match=underflows):
+        tiny.guide(z_t, step, None)
+
+
+def test_a_float16_gradient_that_overflows_when_scaled_up_is_retaken_lower():
+    # Q = 2¹² z: the scaled backward pass (2⁷ r) gives 2¹⁹ r, past float16's 65504; at r itself
+    # 2¹² r fits, and the Gauss–Newton step −r / 2¹² puts Q on the target at λ = 1
+    z_t = torch.tensor([[[0.001]]], dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    target = torch.tensor([5.0], dtype=F64)
+    steep = KnowledgeControl(lambda z: z.flatten(1).sum(1) * 2**12, target, normalized=True)
+    shift = steep.guide(z_t, step, None)
+    assert shift.dtype == torch.float16
+    reached = (z_t + shift).double().reshape(1) * 2**12
+    torch.testing.assert_close(reached, target, rtol=2e-3, atol=0)

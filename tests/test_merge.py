@@ -216,8 +216,12 @@ def test_a_shard_written_before_the_equation_was_kept_joins_those_that_keep_it(t
     for shard in (1, 2):  # the last writes the index: the shards form one dataset
         make(index, pde="equation-toy", shard=shard)
     assert load(index).u.shape == (N, 4, 9)
+    assert load(index).attrs["equation"] == "toy: u = a exp(-t) sin(pi x)"  # not shard 0's
     merged = merge_shards(shards, tmp_path / "merged.h5")
     assert load(merged).attrs["equation"] == "toy: u = a exp(-t) sin(pi x)"
+    when = ("created", "merged_from")  # a run trained on one resumes on the other
+    described = [{k: v for k, v in load(f).attrs.items() if k not in when} for f in (index, merged)]
+    assert described[0] == described[1]
     _set_attribute(shards[2:], "equation", "u_t = 0")
     with pytest.raises(
         ShardError,

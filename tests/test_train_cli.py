@@ -159,6 +159,22 @@ def test_a_single_time_file_is_one_line_naming_data(heat, capsys):
     assert main([*ensemble, "--out", "points", "--steps", "1", *tiny]) == 0  # (t, x) rows
 
 
+def test_a_series_of_one_point_is_one_line_naming_u_for_the_fno(tmp_path, monkeypatch, capsys):
+    """u (sample, time, 1) loads, but an FNO keeps no Fourier mode of one point (before: "n_modes
+    entries must be >= 1, got (0,)")."""
+    monkeypatch.chdir(tmp_path)
+    with h5py.File("series.h5", "w") as f:
+        f.attrs["format"] = "physml-dataset/1"
+        f["u"], f["t"] = np.zeros((8, 5, 1)), np.arange(5.0)
+    train = ["train", "--data", "series.h5", "--model", "fno", "--task", "operator"]
+    assert main([*train, "--out", "run", "--steps", "1", *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --data: model fno keeps Fourier modes up to half of each space "
+        "axis, so it needs 2 points at least on each, the file holds 1 on one (u of shape "
+        "(8, 5, 1): sample, time, *space)\n"
+    )
+
+
 def test_a_file_of_no_samples_is_one_line_naming_data_exit_2(heat, capsys):
     """Before: an IndexError traceback (exit 1) from the first item of an empty dataset."""
     _rewritten("heat.h5", "empty.h5", samples=slice(0, 0))
@@ -327,6 +343,34 @@ def test_a_pdebench_copy_under_another_name_is_refused_saying_how_to_declare_its
     )
     with h5py.File("advection_test.hdf5", "a") as f:  # what the message says, done
         f.attrs["pde"] = "pdebench: 1D_Advection_Sols_beta1.0"
+    assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 0
+
+
+def test_a_pdebench_copy_declared_as_told_scores_an_ensemble_that_read_the_file_names_beta(
+    tmp_path, monkeypatch, capsys
+):
+    """The ensemble reads beta, which the training file's name gave (beta1.0): declaring the
+    copy's PDE alone left it without beta, another refusal; the line the refusal gives sets both."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    with h5py.File("1D_Advection_Sols_beta1.0.hdf5", "w") as f:
+        f["tensor"] = rng.normal(size=(4, 3, 8))
+        f["t-coordinate"] = np.arange(4) * 0.1
+        f["x-coordinate"] = (np.arange(8) + 0.5) / 8
+    shutil.copy("1D_Advection_Sols_beta1.0.hdf5", "advection_test.hdf5")
+    train = ["train", "--data", "1D_Advection_Sols_beta1.0.hdf5", "--model", "ensemble"]
+    options = ["--hidden", "4", "--layers", "1", "--members", "2", "--batch", "8", "--quiet"]
+    assert main([*train, "--task", "operator", "--out", "r", "--steps", "1", *options]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 2
+    line = (
+        "h5py.File('advection_test.hdf5', 'a').attrs.update({'pde': 'pdebench: "
+        "1D_Advection_Sols_beta1.0', 'beta': 1.0})"
+    )
+    assert capsys.readouterr().err.endswith(
+        f"say so: {line} (the run read those parameters from its file's name)\n"
+    )
+    exec(line, {"h5py": h5py})  # what the message says, done
     assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 0
 
 

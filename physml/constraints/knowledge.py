@@ -143,7 +143,9 @@ class KnowledgeControl(Constraint):
         """``g = −λ ∇_{z_t} Σ_i ½ ‖Q_i − F₀,i‖²`` (or its normalized forms), shaped like ``z_t``
         (each term has its own sample's gradient only). The miss, ``|∇F|²`` and their ratio are
         taken in float64 and the shift returned in ``z_t``'s dtype (a float16 ``|∇F|²``
-        underflows to 0)."""
+        underflows to 0); for a float16 ``z_t`` the backward pass is scaled so that the
+        gradient itself does not underflow, and a gradient still 0 where a sample misses its
+        target is a :class:`~physml.errors.ConstraintError`."""
         if not isinstance(z_t, torch.Tensor) or z_t.ndim < 2 or not z_t.is_floating_point():
             raise ConstraintError(
                 "KnowledgeControl needs z_t as a float tensor (members, batch, *latent), got "
@@ -180,13 +182,20 @@ class KnowledgeControl(Constraint):
                     "quantity must be differentiable in the frames it is given (no .detach(), "
                     "no numpy): KnowledgeControl steers along its gradient"
                 )
-            (gradient,) = torch.autograd.grad(0.5 * miss.sum(), z)
+            gradient = _gradient(value, residual.detach(), z)
         if not torch.isfinite(gradient).all():
             raise ConstraintError(_diverged(t, None, self.normalized))
-        gradient = gradient.to(torch.float64)  # |∇F|² of a 16-bit gradient underflows
+        miss = miss.detach()
+        size = gradient.square().reshape(members, batch, -1).sum(-1)
+        if _narrow(z.dtype) and ((size == 0) & (miss > 0)).any():
+            raise ConstraintError(
+                f"KnowledgeControl's gradient at timestep {_timestep(t)} is 0 in z_t's "
+                f"{z_t.dtype} for a sample that misses its target (largest ‖r‖² "
+                f"{float(miss.max()):.3g}): the quantity does not move with z_t, or its "
+                "gradient underflows that dtype even after scaling — sample in float32"
+            )
         if self.normalized:
-            size = gradient.square().reshape(members, batch, -1).sum(-1)
-            ratio = torch.where(size > 0, miss.detach() / size.clamp_min(1e-300), 0.0)
+            ratio = torch.where(size > 0, miss / size.clamp_min(1e-300), 0.0)
             gradient = gradient * ratio.reshape(*ratio.shape, *[1] * (z_t.ndim - 2))
             if not torch.isfinite(gradient).all():
                 raise ConstraintError(_diverged(t, size, True))
@@ -267,6 +276,46 @@ class KnowledgeControl(Constraint):
                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
             )
         return value
+
+
+def _gradient(value: torch.Tensor, residual: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``∇_z Σ_i ½ ‖r_i‖²`` in float64, shaped like ``z``, from ``Q = value`` and its ``residual``.
+
+    For a ``z`` no wider than float16 the backward pass runs on ``scale · r``, a power of 2 undone
+    in float64, chosen so that the gradient's largest entry lands in [1, 2¹²], else as near as
+    the scaled ``r`` allows (float16 spans 2⁻²⁴ … 2¹⁶: ``r / n`` of a mean of 2²⁰ entries
+    underflows unscaled).
+    """
+    narrow = _narrow(z.dtype)
+    largest = float(residual.abs().max()) if residual.numel() else 0.0
+    if not narrow or not 0.0 < largest < math.inf:
+        (gradient,) = torch.autograd.grad(value, z, residual.to(value.dtype))
+        return gradient.to(torch.float64)
+    top = math.floor(math.log2(torch.finfo(z.dtype).max))  # 15 for float16
+    order = math.ceil(math.log2(largest))
+    exponent, highest, kept = top // 2 - order, top - order, None  # scale · |r| ≤ 2^7, ≤ 2^15
+    for _ in range(6):
+        (scaled,) = torch.autograd.grad(
+            value, z, (residual * 2.0**exponent).to(value.dtype), retain_graph=True
+        )
+        peak = float(scaled.abs().max())
+        if math.isfinite(peak):
+            kept = scaled.to(torch.float64) * 2.0**-exponent
+            if 1.0 <= peak <= 2.0 ** (top - 3):  # 14 octaves of full precision below it
+                break
+            wanted = highest if peak == 0 else exponent + top // 2 - math.ceil(math.log2(peak))
+        else:
+            wanted = exponent - top // 2
+        wanted = min(wanted, highest)
+        if wanted == exponent:
+            break
+        exponent = wanted
+    return scaled.to(torch.float64) if kept is None else kept
+
+
+def _narrow(dtype: torch.dtype) -> bool:
+    """A dtype whose range is no wider than float16's (a gradient of many entries underflows)."""
+    return torch.finfo(dtype).max <= torch.finfo(torch.float16).max
 
 
 def _check_step(t: object) -> None:

@@ -328,7 +328,7 @@ def load(path: str | os.PathLike) -> PDEData:
         raise FileNotFoundError(f"path: no dataset at {str(path)!r}{_unindexed_shards(path)}")
     content = _read_file(path)
     if "shards" in content:
-        from .merge import check_shards, named_shards
+        from .merge import _fullest, check_shards, named_shards
 
         # Same settings, seed scheme and versions, ranges covering 0..n-1: not a blind join.
         shards = check_shards(named_shards("path", path, content["shards"]))
@@ -341,7 +341,9 @@ def load(path: str | os.PathLike) -> PDEData:
             }
         for name in PER_SAMPLE_ROWS:  # every shard holds both
             content[name] = np.concatenate([p[name] for p in parts])
-        content["attrs"] = dict(content["attrs"], shard=0, num_shards=1)
+        fullest = _fullest(shards)  # the attributes merge_shards gives the merged file
+        attrs = next(p["attrs"] for s, p in zip(shards, parts, strict=True) if s is fullest)
+        content["attrs"] = dict(attrs, shard=0, num_shards=1)
     check_content(path, content)
     u = torch.from_numpy(content["u"])
     return PDEData(
@@ -366,10 +368,10 @@ def strictly_increasing(values: np.ndarray) -> bool:
 
 def check_content(path: Path, content: dict, where: str | None = None) -> None:
     """The arrays read from ``path`` must form a dataset: real floating-point ``u`` ``(sample,
-    time, *space)`` without NaN or inf, of one sample and one frame at least and space axes of
-    two points at least (``u`` has no channel axis), increasing ``t`` of one entry per frame,
-    coordinates of one entry per node and one parameter value, field, index and seed entry per
-    sample. ``where`` starts the messages (default: the path)."""
+    time, *space)`` without NaN or inf, of one sample, one frame and one point at least and no
+    channel axis (a last space axis of size 1 after another), increasing ``t`` of one entry per
+    frame, coordinates of one entry per node and one parameter value, field, index and seed entry
+    per sample. ``where`` starts the messages (default: the path)."""
     where = where or f"path: {str(path)!r}:"
     u = content["u"]
     if u.dtype.kind != "f":
@@ -379,15 +381,18 @@ def check_content(path: Path, content: dict, where: str | None = None) -> None:
     if u.ndim < 3:
         raise DatasetFileError(
             f"{where} u must have dims (sample, time, *space), got shape {u.shape}"
+            + (" (a series of one point is (sample, time, 1))" if u.ndim == 2 else "")
         )
     samples, frames = u.shape[:2]
     if samples == 0:
         raise DatasetFileError(f"{where} holds no samples: u has shape {u.shape}")
     if frames == 0:
         raise DatasetFileError(f"{where} holds no time frames: u has shape {u.shape}")
-    if min(u.shape[2:]) <= 1:
+    if min(u.shape[2:]) == 0:
+        raise DatasetFileError(f"{where} holds no space points: u has shape {u.shape}")
+    if u.ndim >= 4 and u.shape[-1] == 1:
         raise DatasetFileError(
-            f"{where} u has shape {u.shape}, a space axis of size {min(u.shape[2:])}: u is "
+            f"{where} u has shape {u.shape}, a space axis of size 1: u is "
             "(sample, time, *space) with no channel axis (a trailing channel axis of size 1 "
             "reads as a space axis of one point); store u without it, and further channels as "
             "arrays under fields/ (kept beside u; physml train learns u alone)"

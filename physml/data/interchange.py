@@ -43,8 +43,10 @@ that lack an axis (written back full size).
 
 **Writing** keeps the dtype (both formats store float32 by habit, their readers take float64) and
 puts what a format has no place for where its readers ignore it: our attributes in the JSON
-attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a converted
-shard converted back is a shard ``physml merge`` takes), coordinates of an NS file as
+attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a shard
+converted to PDEBench and back is a shard ``physml merge`` takes; through The Well it is not, as
+The Well's reader adds ``dataset_name``, ``field``, ``grid_type`` and
+``well_boundary_conditions``), coordinates of an NS file as
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
 coordinates, ``params`` and ``fields``. A physml file takes fields of any per-sample shape; in
 PDEBench and The Well files fields must have the shape of ``u`` (the N-body recipes' extra arrays
@@ -348,11 +350,16 @@ def _pdebench_parameters(f: h5py.File, path: Path, n: int) -> tuple[dict, list[s
             params[key] = np.full(n, value, dtype=value.dtype)
     if params or "physml_attrs" in f.attrs:
         return params, list(params)
-    for token in path.stem.split("_"):
-        match = _NAME_NUMBER.match(token)
-        if match:
-            params[match.group(1)] = np.full(n, float(match.group(2)))
-    return params, []
+    named = file_name_parameters(path.stem)
+    return {name: np.full(n, value) for name, value in named.items()}, []
+
+
+def file_name_parameters(stem: str) -> dict[str, float]:
+    """The parameters a PDEBench file name ``stem`` states in its name-number tokens
+    (``"1D_Advection_Sols_beta1.0"`` → ``{"beta": 1.0}``), read where the file has no numeric
+    root attributes."""
+    matches = (_NAME_NUMBER.match(token) for token in stem.split("_"))
+    return {match.group(1): float(match.group(2)) for match in matches if match}
 
 
 def _pdebench_extras(f: h5py.File, known: set[str], u_shape: tuple) -> tuple[dict, dict, list]:

@@ -2,16 +2,17 @@
 
 Shards (``STEM.shard-I-of-N.h5`` from ``physml generate --shard I --num-shards N``) are independent
 jobs, so before they are joined (or read through an index) they are checked to form one dataset:
-the same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards``,
-``created`` and, in a shard converted to PDEBench or The Well and back, ``source_format`` and
-``source_file``; an ``equation`` that shards written before physml recorded it lack is taken
-from those that have it), the same package and format version, the same seed scheme (each stored
+the same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards``, ``created``
+and, in a shard converted to PDEBench and back, ``source_format`` and ``source_file``, so such a
+shard joins the others, while one converted through The Well, whose reader adds attributes of its
+own, does not; an ``equation`` that shards written before physml recorded it lack is taken from
+those that have it), the same package and format version, the same seed scheme (each stored
 ``sample_seed`` is :func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index``
 ``i``), the same per-sample shapes, dtypes and coordinates, and sample ranges that cover
 ``0..n_total-1`` once. Each disagreement is a :class:`ShardError` naming the shard file and the
 attribute. Sample ``i`` depends on ``(seed, i)`` and the settings alone, so shards of different
-splits join as long as their ranges do (shard 0 of 2 with shards 2 and 3 of 4: a failed shard
-job redone as smaller ones).
+splits join as long as their ranges do (shard 0 of 2 with shards 2 and 3 of 4: a failed shard job
+redone as smaller ones).
 
 The merged file holds HDF5 virtual datasets ``u``, ``params/*``, ``fields/*``, ``sample_index`` and
 ``sample_seed`` that read from the shards, copies of the coordinates and the attributes, and

@@ -23,7 +23,12 @@ from .. import metrics
 from .._io import atomic_write_text, existing_file, save_figure, strict_json, writable_folder
 from ..data import PDEData, load
 from ..data.datasets import PER_SAMPLE_ROWS, DatasetFileError
-from ..data.interchange import PDEBENCH_PREFIX, pdebench_family
+from ..data.interchange import (
+    PDEBENCH_PREFIX,
+    detect_format,
+    file_name_parameters,
+    pdebench_family,
+)
 from .checkpoint import REMEDY, CheckpointError, checkpoint_path, load_checkpoint, load_weights
 from .distributed import rank, world
 from .families import (
@@ -425,17 +430,42 @@ def same_problem(trained_on: str | None, holds: str | None) -> bool:
     return converted and pdebench_family(trained_on) == pdebench_family(holds)
 
 
-def declaring(trained_on: str | None, holds: str | None, data: str | os.PathLike) -> str:
+def declaring(
+    trained_on: str | None,
+    holds: str | None,
+    data: str | os.PathLike,
+    parameters: dict[str, float] | None = None,
+) -> str:
     """How to say that the file ``data`` (of PDE ``holds``) holds the PDE ``trained_on`` a run
-    learned, where either name is a PDEBench file's, taken from its file name; ``""`` otherwise."""
+    learned, where either name is a PDEBench file's, taken from its file name; ``""`` otherwise.
+    ``parameters``: root attributes to set with it (:func:`file_name_parameters_to_declare`)."""
     named = [name for name in (trained_on, holds) if str(name).startswith(PDEBENCH_PREFIX)]
     if not named or not isinstance(trained_on, str):
         return ""
+    declared = {"pde": trained_on, **(parameters or {})}
+    line = f"attrs['pde'] = {trained_on!r}" if len(declared) == 1 else f"attrs.update({declared!r})"
     return (
         f". A PDEBench file without a root attribute 'pde' is named after its file name "
         f"({', '.join(map(repr, named))}); if {str(data)!r} holds the PDE the run learned, say "
-        f"so: h5py.File({str(data)!r}, 'a').attrs['pde'] = {trained_on!r}"
+        f"so: h5py.File({str(data)!r}, 'a').{line}"
+        + ("" if len(declared) == 1 else " (the run read those parameters from its file's name)")
     )
+
+
+def file_name_parameters_to_declare(
+    trained: dict, contents: PDEData, data: str | os.PathLike
+) -> dict[str, float]:
+    """The parameters a run read from its PDEBench training file's name (``trained``: that
+    file's attributes, whose ``params_from_file_name`` lists them) that the PDEBench file
+    ``data`` (read as ``contents``) lacks, to give as its root attributes: ``{"beta": 1.0}``."""
+    try:
+        names = json.loads(trained.get("params_from_file_name"))
+    except (TypeError, ValueError):
+        return {}
+    if not isinstance(names, list) or detect_format(data) != "pdebench":
+        return {}
+    values = file_name_parameters(Path(str(trained.get("source_file", ""))).stem)
+    return {name: values[name] for name in names if name in values and name not in contents.params}
 
 
 def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
@@ -509,14 +539,22 @@ def rebuild_run(
         description, state["fingerprint"].get("shapes"), f"{checkpoint_flag}: {str(run)!r}"
     )
     contents = load_data(data, data_flag)
-    trained_on = state["fingerprint"].get("attributes", {}).get("pde")
-    holds = contents.attrs.get("pde")
+    trained = state["fingerprint"].get("attributes", {})
+    trained_on, holds = trained.get("pde"), contents.attrs.get("pde")
     if FAMILIES[description["model"]].predict is not None and trained_on != holds:
+        given = (
+            "names no PDE (no attribute 'pde'; "
+            if holds is None
+            else f"holds {holds!r} solutions ("
+        )
+        learned = "a file that names none" if trained_on is None else f"{trained_on!r} ones"
         raise ValueError(
-            f"{data_flag}: {str(data)!r} holds {holds!r} solutions (parameters "
-            f"{sorted(contents.params)}), but the {description['model']} of {str(run)!r} was "
-            f"trained on {trained_on!r} ones: it reads that PDE's parameters as inputs"
-            + declaring(trained_on, holds, data)
+            f"{data_flag}: {str(data)!r} {given}parameters {sorted(contents.params)}), but the "
+            f"{description['model']} of {str(run)!r} was trained on {learned}: it reads the "
+            "parameters of the PDE it learned as inputs"
+            + declaring(
+                trained_on, holds, data, file_name_parameters_to_declare(trained, contents, data)
+            )
         )
     if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
         raise ValueError(

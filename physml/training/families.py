@@ -585,15 +585,23 @@ def _as_built(config: object) -> object:
 
 
 def check_dimensions(config: dict, data: PDEData) -> None:
-    """``data`` must hold fields of as many space axes as the family of ``config`` takes (check
+    """``data`` must hold fields of as many space axes as the family of ``config`` takes, and of
+    two points at least on each for a spectral one (:func:`kept_modes`: half of each axis) (check
     the whole file, before ``--val-fraction`` splits it: the message shows its shape)."""
     family = FAMILIES[config["model"]]
     dims = len(data.space_shape)
+    shape = f"u of shape {tuple(data.u.shape)}: sample, time, *space"
     if dims not in family.dims:
         wanted = " or ".join(f"{d}-D" for d in family.dims)
         raise ValueError(
             f"--data: model {config['model']} needs {wanted} data, the file holds {dims}-D "
-            f"fields (u of shape {tuple(data.u.shape)}: sample, time, *space)"
+            f"fields ({shape})"
+        )
+    if config["model"] in SPECTRAL and min(data.space_shape) < 2:
+        raise ValueError(
+            f"--data: model {config['model']} keeps Fourier modes up to half of each space axis, "
+            f"so it needs 2 points at least on each, the file holds {min(data.space_shape)} on "
+            f"one ({shape})"
         )
 
 
