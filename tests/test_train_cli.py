@@ -314,18 +314,24 @@ def test_a_file_that_names_no_pde_is_scored_with_a_note_and_pde_unchecked(heat, 
     assert "pde_unchecked" not in scores
 
 
+def advection_file_and_copy(samples: int, points: int) -> None:
+    """A PDEBench advection file named for beta = 1.0 in the working folder, and a byte-identical
+    copy of it, ``advection_test.hdf5``."""
+    rng = np.random.default_rng(0)
+    with h5py.File("1D_Advection_Sols_beta1.0.hdf5", "w") as f:
+        f["tensor"] = rng.normal(size=(samples, 3, points))
+        f["t-coordinate"] = np.arange(4) * 0.1
+        f["x-coordinate"] = (np.arange(points) + 0.5) / points
+    shutil.copy("1D_Advection_Sols_beta1.0.hdf5", "advection_test.hdf5")
+
+
 def test_a_pdebench_copy_under_another_name_is_refused_saying_how_to_declare_its_pde(
     tmp_path, monkeypatch, capsys
 ):
     """A PDEBench file's PDE is its file name: a byte-identical copy under another name is
     another PDE until the file says otherwise, as the refusal tells how to."""
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    with h5py.File("1D_Advection_Sols_beta1.0.hdf5", "w") as f:
-        f["tensor"] = rng.normal(size=(8, 3, 16))
-        f["t-coordinate"] = np.arange(4) * 0.1
-        f["x-coordinate"] = (np.arange(16) + 0.5) / 16
-    shutil.copy("1D_Advection_Sols_beta1.0.hdf5", "advection_test.hdf5")
+    advection_file_and_copy(samples=8, points=16)
     train = ["train", "--data", "1D_Advection_Sols_beta1.0.hdf5", "--model", "fno"]
     assert main([*train, "--task", "operator", "--out", "r", "--steps", "1", *SMALL]) == 0
     assert main(["evaluate", "--checkpoint", "r", "--data", "advection_test.hdf5"]) == 2
@@ -352,12 +358,7 @@ def test_a_pdebench_copy_declared_as_told_scores_an_ensemble_that_read_the_file_
     """The ensemble reads beta, which the training file's name gave (beta1.0): declaring the
     copy's PDE alone left it without beta, another refusal; the line the refusal gives sets both."""
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    with h5py.File("1D_Advection_Sols_beta1.0.hdf5", "w") as f:
-        f["tensor"] = rng.normal(size=(4, 3, 8))
-        f["t-coordinate"] = np.arange(4) * 0.1
-        f["x-coordinate"] = (np.arange(8) + 0.5) / 8
-    shutil.copy("1D_Advection_Sols_beta1.0.hdf5", "advection_test.hdf5")
+    advection_file_and_copy(samples=4, points=8)
     train = ["train", "--data", "1D_Advection_Sols_beta1.0.hdf5", "--model", "ensemble"]
     options = ["--hidden", "4", "--layers", "1", "--members", "2", "--batch", "8", "--quiet"]
     assert main([*train, "--task", "operator", "--out", "r", "--steps", "1", *options]) == 0
