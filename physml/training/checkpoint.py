@@ -5,6 +5,8 @@ model's config and the training data's fingerprint; written atomically, read wit
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -72,6 +74,33 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+UNSAFE_ADVICE = re.compile(
+    r"weights_only\W*(set to|=)\W*False|arbitrary code|trusted source", re.IGNORECASE
+)
+"""What a sentence of torch's advice to load a file unsafely (running any code it holds) says."""
+REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
+"""How torch names the object ``torch.load(weights_only=True)`` refused: "Unsupported global:
+GLOBAL a.B was not an allowed global", "unsupported GLOBAL posix.system whose module posix is
+blocked"."""
+
+
+def torch_reason(error: BaseException) -> str:
+    """The first line of ``error`` from ``torch.load`` without torch's advice to load the file
+    with ``weights_only=False``, which would run any code the file holds."""
+    advice = getattr(torch.serialization, "UNSAFE_MESSAGE", "")
+    text = str(error).replace(advice, "") if advice else str(error)
+    sentences = re.split(r"(?<=\.)\s+", text.strip().partition("\n")[0])
+    kept = " ".join(sentence for sentence in sentences if not UNSAFE_ADVICE.search(sentence))
+    return kept.strip() or type(error).__name__
+
+
+def refused_global(error: BaseException) -> str | None:
+    """The Python object (``"posix.system"``) that ``torch.load(weights_only=True)`` refused to
+    unpickle, as ``error`` names it; ``None`` where it names none."""
+    found = REFUSED_GLOBAL.search(str(error))
+    return found[1] if found else None
+
+
 def _free_space(folder: Path) -> str:
     try:
         free = shutil.disk_usage(folder).free
@@ -102,13 +131,15 @@ def load_torch_file(
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # objects besides tensors, or a pickle torch cannot read
-        if "Unsupported global" in str(error):
+        named = refused_global(error)
+        if named is not None or isinstance(error, pickle.UnpicklingError):
+            among = "" if named is None else f" (among them {named!r})"
             raise PythonObjectsError(
-                f"{refused}: it holds Python objects besides tensors, which are not loaded (only "
-                f"tensors, numbers, strings and containers are); {remedy}"
+                f"{refused}: it holds Python objects besides tensors{among}, which are not loaded "
+                f"(only tensors, numbers, strings and containers are); {remedy}"
             ) from None
         raise CheckpointError(
-            f"{refused} (torch.load: {type(error).__name__} {_first_line(error)}); {remedy}"
+            f"{refused} (torch.load: {type(error).__name__} {torch_reason(error)}); {remedy}"
         ) from None
 
 
