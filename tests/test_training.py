@@ -1097,6 +1097,29 @@ def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file_and_its_entr
     assert torch.equal(load_checkpoint(tmp_path / "intact")["model"]["w"], weights)
 
 
+def test_a_checkpoint_with_a_compressed_entry_is_refused_unpacked_naming_the_entry(tmp_path):
+    """torch.save stores every entry as it is; a deflated one (a few MB may unpack to GBs, which
+    the CRC-32 check would inflate) is refused before any is read."""
+    import zipfile
+
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    path = save_checkpoint(tmp_path, {**dict.fromkeys(KEYS), "step": 3})
+    with zipfile.ZipFile(path) as archive:
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
+        folder = archive.namelist()[0].split("/")[0]
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{folder}/extra", bytes(1000))
+    expected = (
+        f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train: it is damaged "
+        "or altered (its entry 'extra' is compressed, which torch.save never does; it is not "
+        "unpacked); restore an intact copy, or delete it to start that training over"
+    )
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path)
+    assert str(refused.value) == expected
+
+
 def test_a_checkpoint_write_that_fails_keeps_the_previous_one(tmp_path, monkeypatch):
     """A full disk: torch.save raises RuntimeError after writing part of the file. It comes out as
     an OSError naming the file and the free space; the last checkpoint stays, no temporary."""

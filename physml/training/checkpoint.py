@@ -147,7 +147,9 @@ def _check_archive(
     path: Path, what: str, argument: str, remedy: str, data_argument: str | None
 ) -> None:
     """A :class:`CheckpointError` unless ``path`` is a whole zip archive of ``torch.save`` whose
-    entries pass their CRC-32 checks (see :func:`load_torch_file`)."""
+    entries are stored uncompressed, as ``torch.save`` stores them (a compressed one is not
+    unpacked: a few MB may unpack to GBs), and pass their CRC-32 checks (see
+    :func:`load_torch_file`)."""
     named = f"{argument}: {str(path)!r}"
     refused = f"{named} cannot be read as {what}"
     try:
@@ -162,24 +164,39 @@ def _check_archive(
         raise CheckpointError(f"{named} is not {what} (not a zip archive, as torch.save writes)")
     try:
         with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
+            compressed = [
+                entry.filename
+                for entry in archive.infolist()
+                if entry.compress_type != zipfile.ZIP_STORED
+            ]
+            damaged = None if compressed else archive.testzip()
             names = archive.namelist()
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         raise CheckpointError(
             f"{refused}: it is an incomplete zip archive (a truncated copy? zipfile: "
             f"{_first_line(error)}); {remedy}"
         ) from None
-    if damaged is not None:
-        inside = damaged.split("/", 1)[-1]  # past torch.save's folder, named after a temporary
+    if compressed:
         raise CheckpointError(
-            f"{refused}: it is damaged (its entry {inside!r} fails its CRC-32 check: a bit "
-            f"changed on disk or in a copy); {remedy}"
+            f"{refused}: it is damaged or altered (its entry {_entry(compressed[0])!r} is "
+            f"compressed, which torch.save never does; it is not unpacked); {remedy}"
+        )
+    if damaged is not None:
+        raise CheckpointError(
+            f"{refused}: it is damaged (its entry {_entry(damaged)!r} fails its CRC-32 check: a "
+            f"bit changed on disk or in a copy); {remedy}"
         )
     if not any(name.endswith("/data.pkl") for name in names):
         raise CheckpointError(
             f"{named} is not {what} (a zip archive, but not one torch.save writes: it holds no "
             "data.pkl)"
         )
+
+
+def _entry(name: str) -> str:
+    """An entry's name past the folder ``torch.save`` puts every entry in (named after a
+    temporary file)."""
+    return name.split("/", 1)[-1]
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
