@@ -1069,10 +1069,19 @@ def test_a_checkpoint_running_a_command_or_holding_a_class_is_refused_unread_as_
 
 
 def test_a_torchscript_file_is_refused_without_torchs_advice_to_load_it_unsafely(tmp_path):
-    traced = torch.jit.trace(nn.Linear(2, 1), torch.zeros(1, 2))
-    torch.jit.save(traced, tmp_path / "scripted.pt")
+    """torch.jit.save compresses its code, which torch.save never does; stored uncompressed,
+    torch.load refuses the archive with its advice to load it with weights_only=False, left out."""
+    import zipfile
+
+    scripted, stored = tmp_path / "scripted.pt", tmp_path / "stored.pt"
+    torch.jit.save(torch.jit.trace(nn.Linear(2, 1), torch.zeros(1, 2)), scripted)
+    with pytest.raises(CheckpointError, match=r"compressed, .* torch.jit.save\?"):
+        load_checkpoint(scripted)
+    with zipfile.ZipFile(scripted) as archive, zipfile.ZipFile(stored, "w") as copy:
+        for entry in archive.infolist():
+            copy.writestr(entry.filename, archive.read(entry))
     with pytest.raises(CheckpointError) as refused, pytest.warns(UserWarning, match="TorchScript"):
-        load_checkpoint(tmp_path / "scripted.pt")
+        load_checkpoint(stored)
     assert "TorchScript archives" in str(refused.value)
     assert "False" not in str(refused.value) and "code execution" not in str(refused.value)
 
@@ -1111,9 +1120,10 @@ def test_a_checkpoint_with_a_compressed_entry_is_refused_unpacked_naming_the_ent
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{folder}/extra", bytes(1000))
     expected = (
-        f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train: it is damaged "
-        "or altered (its entry 'extra' is compressed, which torch.save never does; it is not "
-        "unpacked); restore an intact copy, or delete it to start that training over"
+        f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train: its entry "
+        "'extra' is compressed, which torch.save never does (an altered file, or one of "
+        "torch.jit.save?), and is not unpacked; restore an intact copy, or delete it to start "
+        "that training over"
     )
     with pytest.raises(CheckpointError) as refused:
         load_checkpoint(tmp_path)

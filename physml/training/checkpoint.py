@@ -178,8 +178,9 @@ def _check_archive(
         ) from None
     if compressed:
         raise CheckpointError(
-            f"{refused}: it is damaged or altered (its entry {_entry(compressed[0])!r} is "
-            f"compressed, which torch.save never does; it is not unpacked); {remedy}"
+            f"{refused}: its entry {_entry(compressed[0])!r} is compressed, which torch.save "
+            f"never does (an altered file, or one of torch.jit.save?), and is not unpacked; "
+            f"{remedy}"
         )
     if damaged is not None:
         raise CheckpointError(
