@@ -79,9 +79,9 @@ UNSAFE_ADVICE = re.compile(
 )
 """What a sentence of torch's advice to load a file unsafely (running any code it holds) says."""
 REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
-"""How torch names the object ``torch.load(weights_only=True)`` refused: "Unsupported global:
-GLOBAL a.B was not an allowed global", "unsupported GLOBAL posix.system whose module posix is
-blocked"."""
+"""The name of the object ``torch.load(weights_only=True)`` refused to unpickle, in either of
+torch's wordings ("Unsupported global: GLOBAL a.B was not an allowed global", "unsupported GLOBAL
+posix.system whose module posix is blocked")."""
 
 
 def torch_reason(error: BaseException) -> str:

@@ -61,7 +61,7 @@ DISTILL_RECORDED = ("strength", "alpha", "beta", "tau")
 """The settings of the built distillation loss a checkpoint records (its attributes)."""
 DistillHook = Callable[..., Loss]
 REPORT = "report.json"
-"""What physml train writes in its run folder besides the checkpoint: the run's summary."""
+"""The summary of the run that physml train writes in its run folder besides the checkpoint."""
 EVALUATION = "evaluation"
 """The folder in a run folder where physml evaluate writes by default."""
 
