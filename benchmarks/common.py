@@ -182,12 +182,11 @@ def run_main(main: Callable[[], int]) -> int:
     cannot be resumed (2)."""
     try:
         with signals_interrupt():
-            try:
-                return main()
-            except KeyboardInterrupt as error:
-                how, status = interrupted(error)
-                say_stopped(f"\n{_script()}: {how}{_rerun}")
-                return status
+            return main()
+    except KeyboardInterrupt as error:
+        how, status = interrupted(error)
+        say_stopped(f"\n{_script()}: {how}{_rerun}")
+        return status
     except (CheckpointError, WorkMismatch) as error:
         print(f"{_script()}: error: {error}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import math
@@ -22,7 +23,8 @@ def current_umask() -> int:
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created) while the block runs; a second
-    holder gets a ``FileExistsError`` naming ``what``. The lock dies with its process: a killed
+    holder gets a ``FileExistsError`` naming ``what``, as does a symbolic link at ``path`` (not
+    followed: it could create or lock a file elsewhere). The lock dies with its process: a killed
     run leaves only the empty lock file, which holds no lock and which the next run reuses and
     removes (where ``fcntl`` is missing the block runs unlocked)."""
     try:
@@ -32,7 +34,15 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         return
     lock = Path(path)
     while True:
-        handle = open(lock, "a")
+        try:
+            handle = open(lock, "a", opener=_not_following_a_link)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise FileExistsError(
+                f"{what}: its lock {str(lock)!r} is a symbolic link, which is not followed (it "
+                "would create or lock the file it points to); remove it"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _names(lock, handle):
@@ -56,10 +66,15 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _not_following_a_link(path: str, flags: int) -> int:
+    """``os.open`` for ``open(..., opener=)`` refusing a symbolic link at ``path`` (``ELOOP``)."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+
+
 def _names(path: Path, handle) -> bool:
     """Whether ``path`` still names the file open as ``handle``."""
     try:
-        return os.path.samestat(os.stat(path), os.fstat(handle.fileno()))
+        return os.path.samestat(os.lstat(path), os.fstat(handle.fileno()))
     except FileNotFoundError:
         return False
 

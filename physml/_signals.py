@@ -30,19 +30,24 @@ class Terminated(KeyboardInterrupt):
 def signals_interrupt(ctrl_c: bool = False) -> Iterator[None]:
     """While the block runs, each of :data:`STOPPING` raises :class:`Terminated` where it would
     have ended the process (a signal ignored, as under ``nohup``, or handled by the caller stays
-    so), once: a later one (Slurm signals every process of a job step, and ``torchrun`` forwards
-    its own) is let go, so the block's cleanup, its line of stopping and the exit status it
-    chose (143) stand: after such a stop they stay let go until the process ends. With
+    so). A later one (Slurm signals every process of a job step, and ``torchrun`` forwards its
+    own) is let go while the first is being handled (in an ``except`` or ``finally`` clause or a
+    ``with``'s exit) and once the block has ended, so the cleanup, the line of stopping and the
+    exit status it chose (143) stand until the process ends: catch the stop outside the block.
+    Where the first was swallowed instead (Python ignores an exception raised in a ``__del__`` or
+    a weakref callback; code may catch it and carry on), the next one raises again. With
     ``ctrl_c``, Ctrl-C (where Python's handler takes it) is one of them, raising
     ``KeyboardInterrupt``. The previous handlers come back on exit otherwise. Off the main thread,
     where Python cannot set handlers, nothing changes."""
     raised = False
+    ended = False
 
     def stop(signum: int, frame: object) -> None:
         nonlocal raised
-        if not raised:
-            raised = True
-            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+        if raised and (ended or _stop_being_handled()):
+            return
+        raised = True
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     takes = dict.fromkeys(STOPPING, signal.SIG_DFL)
     if ctrl_c:
@@ -55,9 +60,20 @@ def signals_interrupt(ctrl_c: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
+        ended = raised
         if not raised:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def _stop_being_handled() -> bool:
+    """Whether the exception being handled here, or one it arose from, is a stop."""
+    error = sys.exc_info()[1]
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
 
 
 def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:

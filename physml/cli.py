@@ -744,10 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with signals_interrupt():
-            try:
-                return _dispatch(args)
-            except KeyboardInterrupt as error:
-                return _stopped(args, error)
+            return _dispatch(args)
+    except KeyboardInterrupt as error:
+        return _stopped(args, error)
     except BrokenPipeError:  # the reader stopped early (`physml list | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -108,6 +108,22 @@ def test_a_lock_is_removed_before_it_is_let_go(tmp_path, monkeypatch):
     assert not lock.exists()
 
 
+def test_a_symbolic_link_at_the_locks_name_is_refused_not_followed(tmp_path):
+    """A link planted where the lock goes would have the lock create (or lock) its target."""
+    elsewhere, lock = tmp_path / "elsewhere", tmp_path / ".out.lock"
+    elsewhere.mkdir()
+    lock.symlink_to(elsewhere / "created")
+    expected = (
+        f"out: its lock {str(lock)!r} is a symbolic link, which is not followed (it would create "
+        "or lock the file it points to); remove it"
+    )
+    with pytest.raises(FileExistsError) as refused:
+        with exclusive_lock(lock, "out"):
+            pytest.fail("the block ran")
+    assert str(refused.value) == expected
+    assert list(elsewhere.iterdir()) == [] and lock.is_symlink()
+
+
 def test_strict_json_writes_non_finite_floats_as_null_everywhere():
     value = {"a": (1.5, math.nan), "b": {"c": -math.inf, "d": [math.inf, 2]}, "e": "NaN"}
     expected = (

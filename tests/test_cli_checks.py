@@ -944,28 +944,81 @@ def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkey
     assert capsys.readouterr().err == ""
 
 
-def test_a_repeated_sigterm_raises_once_and_is_let_go_until_the_process_ends():
-    """The first SIGTERM stops the block; more of them, while it cleans up and after (Slurm and
-    torchrun both send one), are let go: they would end the process before its line, its lock
-    release and its exit status 143."""
-    from physml._signals import STOPPING, signals_interrupt
+@pytest.fixture
+def sigterm_ends_the_process():
+    """SIGTERM's default action (the process ends) for the test, as a scheduler sends it; the
+    handlers pytest had come back after."""
+    from physml._signals import STOPPING
 
     before = {signum: signal.signal(signum, signal.SIG_DFL) for signum in STOPPING}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+def _sigterm() -> None:
+    """A SIGTERM to this process, its handler run before this returns."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        pytest.fail("this SIGTERM would end the process (pytest with it)")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)
+
+
+def test_a_repeated_sigterm_is_let_go_while_the_first_is_handled_and_until_the_process_ends(
+    sigterm_ends_the_process,
+):
+    """The first SIGTERM stops the block; more of them (Slurm and torchrun both send one), while
+    its cleanup runs, while the command says it stopped and after, are let go: they would end the
+    process before its line, its lock release and its exit status 143."""
+    from physml._signals import signals_interrupt
+
+    with pytest.raises(Terminated):
+        try:
+            with signals_interrupt():
+                try:
+                    _sigterm()
+                finally:
+                    _sigterm()
+        except Terminated:
+            _sigterm()
+            raise
+    _sigterm()
+
+
+class _SignalledInFinalizer:
+    """An object whose ``__del__`` takes a SIGTERM, as an h5py object freed mid-walk may."""
+
+    def __del__(self) -> None:
+        _sigterm()
+
+
+def _swallowed_in_del() -> None:
+    _SignalledInFinalizer()
+
+
+def _caught_and_carried_on() -> None:
     try:
+        _sigterm()
+    except KeyboardInterrupt:
+        pass
+
+
+@pytest.mark.parametrize("swallow", [_swallowed_in_del, _caught_and_carried_on])
+def test_a_sigterm_swallowed_before_the_command_caught_it_leaves_the_next_one_to_stop_it(
+    sigterm_ends_the_process, monkeypatch, swallow
+):
+    """Python ignores an exception raised in a ``__del__`` or a weakref callback (code may also
+    catch it and carry on): the command never stopped, so the next SIGTERM stops it."""
+    from physml._signals import signals_interrupt
+
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: ignored.append(unraisable))
+    with pytest.raises(Terminated):
         with signals_interrupt():
-            with pytest.raises(Terminated):
-                os.kill(os.getpid(), signal.SIGTERM)
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # it would end pytest
-                pytest.fail("a second SIGTERM would end the process before its cleanup")
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.01)
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            pytest.fail("a SIGTERM after the block would end the process before its exit status")
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+            swallow()
+            _sigterm()
+    expected = [Terminated] if swallow is _swallowed_in_del else []
+    assert [type(unraisable.exc_value) for unraisable in ignored] == expected
 
 
 class _ClosedTerminal(io.TextIOBase):

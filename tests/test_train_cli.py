@@ -52,6 +52,30 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
     assert "other settings (lr" in capsys.readouterr().err
 
 
+def test_train_refuses_an_out_folder_of_other_files_and_starts_over_where_a_run_was(heat, capsys):
+    """A folder of the user's own files (a report.json among them) is not written in; an empty
+    one, or one a run left after its checkpoint was deleted (to start over), is trained in."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out"]
+    mine = heat / "mine"
+    mine.mkdir()
+    (mine / "report.json").write_text('{"my": "results"}')
+    (mine / "notes.txt").write_text("notes")
+    assert main([*train, "mine", "--steps", "2", *SMALL]) == 2
+    assert capsys.readouterr().err == (
+        "physml train: error: --out: 'mine' is not a run folder of physml train (no "
+        "checkpoint.pt) and holds 'notes.txt', 'report.json'; physml train writes its checkpoint "
+        "and report.json there: use a new or empty folder\n"
+    )
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "report.json"]
+    assert (mine / "report.json").read_text() == '{"my": "results"}'
+    (heat / "empty").mkdir()
+    assert main([*train, "empty", "--steps", "1", *SMALL]) == 0
+    (heat / "empty" / "evaluation").mkdir()  # where physml evaluate writes
+    (heat / "empty" / "checkpoint.pt").unlink()
+    assert main([*train, "empty", "--steps", "2", *SMALL]) == 0
+    assert json.loads((heat / "empty" / "report.json").read_text())["steps"] == 2
+
+
 def _rewritten(source: str, out: str, samples: slice = slice(None), times: slice = slice(None)):
     """A copy of the dataset file ``source`` holding only ``samples`` and ``times``."""
     with h5py.File(source) as f, h5py.File(out, "w") as g:

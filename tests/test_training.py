@@ -1016,15 +1016,74 @@ def test_a_checkpoint_holding_arbitrary_objects_is_refused_unread(tmp_path):
     assert UNPICKLED == []
     assert str(refused.value) == (  # not torch's advice to load it unsafely, in terminal escapes
         f"checkpoint: {str(tmp_path / 'c.pt')!r} cannot be read as a checkpoint of physml train: "
-        "it holds Python objects besides tensors, which are not loaded (only tensors, numbers, "
-        "strings and containers are); restore an intact copy, or delete it to start that "
-        "training over"
+        f"it holds Python objects besides tensors (among them {_name(_unpickled)!r}), which are "
+        "not loaded (only tensors, numbers, strings and containers are); restore an intact copy, "
+        "or delete it to start that training over"
     )
     torch.save({"format": "other/1", **dict.fromkeys(KEYS)}, tmp_path / "other.pt")
     with pytest.raises(
         CheckpointError, match="has format 'other/1', expected 'physml-checkpoint/1'"
     ):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def _name(function) -> str:
+    return f"{function.__module__}.{function.__qualname__}"
+
+
+class Command:
+    """An object whose unpickling runs a shell command (``os.system``, of a module torch blocks
+    outright), as a hostile checkpoint's would."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+class Harmless:
+    """A custom class: no code runs, but the weights-only unpickler reads none."""
+
+
+@pytest.mark.parametrize("held", ["command", "class"])
+def test_a_checkpoint_running_a_command_or_holding_a_class_is_refused_unread_as_python_objects(
+    tmp_path, held
+):
+    """Both of torch's wordings (a module it blocks, a global it does not allow) are the refusal
+    of Python objects, naming the object, never torch's advice to load with weights_only=False."""
+    from physml.training.checkpoint import FORMAT, KEYS, PythonObjectsError
+
+    marker = tmp_path / "ran"
+    value, name = (
+        (Command(marker), f"{os.system.__module__}.system")
+        if held == "command"
+        else (Harmless(), _name(Harmless))
+    )
+    torch.save({"format": FORMAT, **dict.fromkeys(KEYS), "model": value}, tmp_path / "c.pt")
+    with pytest.raises(PythonObjectsError) as refused:
+        load_checkpoint(tmp_path / "c.pt")
+    assert not marker.exists()
+    assert f"it holds Python objects besides tensors (among them {name!r})" in str(refused.value)
+    assert "weights_only" not in str(refused.value)
+
+
+def test_a_torchscript_file_is_refused_without_torchs_advice_to_load_it_unsafely(tmp_path):
+    """torch.jit.save compresses its code, which torch.save never does; stored uncompressed,
+    torch.load refuses the archive with its advice to load it with weights_only=False, left out."""
+    import zipfile
+
+    scripted, stored = tmp_path / "scripted.pt", tmp_path / "stored.pt"
+    torch.jit.save(torch.jit.trace(nn.Linear(2, 1), torch.zeros(1, 2)), scripted)
+    with pytest.raises(CheckpointError, match=r"compressed, .* torch.jit.save\?"):
+        load_checkpoint(scripted)
+    with zipfile.ZipFile(scripted) as archive, zipfile.ZipFile(stored, "w") as copy:
+        for entry in archive.infolist():
+            copy.writestr(entry.filename, archive.read(entry))
+    with pytest.raises(CheckpointError) as refused, pytest.warns(UserWarning, match="TorchScript"):
+        load_checkpoint(stored)
+    assert "TorchScript archives" in str(refused.value)
+    assert "False" not in str(refused.value) and "code execution" not in str(refused.value)
 
 
 def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file_and_its_entry(tmp_path):
@@ -1045,6 +1104,30 @@ def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file_and_its_entr
         load_checkpoint(tmp_path / "damaged")
     assert str(refused.value) == expected
     assert torch.equal(load_checkpoint(tmp_path / "intact")["model"]["w"], weights)
+
+
+def test_a_checkpoint_with_a_compressed_entry_is_refused_unpacked_naming_the_entry(tmp_path):
+    """torch.save stores every entry as it is; a deflated one (a few MB may unpack to GBs, which
+    the CRC-32 check would inflate) is refused before any is read."""
+    import zipfile
+
+    from physml.training.checkpoint import KEYS, save_checkpoint
+
+    path = save_checkpoint(tmp_path, {**dict.fromkeys(KEYS), "step": 3})
+    with zipfile.ZipFile(path) as archive:
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
+        folder = archive.namelist()[0].split("/")[0]
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{folder}/extra", bytes(1000))
+    expected = (
+        f"checkpoint: {str(path)!r} cannot be read as a checkpoint of physml train: its entry "
+        "'extra' is compressed, which torch.save never does (an altered file, or one of "
+        "torch.jit.save?), and is not unpacked; restore an intact copy, or delete it to start "
+        "that training over"
+    )
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path)
+    assert str(refused.value) == expected
 
 
 def test_a_checkpoint_write_that_fails_keeps_the_previous_one(tmp_path, monkeypatch):

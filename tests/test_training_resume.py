@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import random
 import warnings
 
@@ -363,6 +364,18 @@ def test_extra_state_a_checkpoint_cannot_hold_is_refused_before_the_first_step(t
         ):
             trainer.fit(data())
     assert done == [] and not (tmp_path / "run").exists()
+
+
+def test_extra_state_holding_a_function_of_a_blocked_module_is_refused_naming_it(tmp_path):
+    """torch refuses ``os.system`` in other words than a class it does not allow; the refusal
+    names it and never quotes torch's advice to load with weights_only=False."""
+    trainer = Trainer(Noted({"run": os.system}), mse, CONFIG, tmp_path / "run", quiet=True)
+    with pytest.raises(TypeError) as refused:
+        trainer.fit(data())
+    message = str(refused.value)
+    reason = f"weights_only=True: '{os.system.__module__}.system' is not a type it reads)"
+    assert f"cannot be checkpointed (torch.save, then torch.load with {reason}" in message
+    assert "False" not in message
 
 
 def test_extra_state_a_checkpoint_reads_back_is_resumed_though_its_keys_are_integers(tmp_path):

@@ -5,6 +5,8 @@ model's config and the training data's fingerprint; written atomically, read wit
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -72,6 +74,33 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+UNSAFE_ADVICE = re.compile(
+    r"weights_only\W*(set to|=)\W*False|arbitrary code|trusted source", re.IGNORECASE
+)
+"""What a sentence of torch's advice to load a file unsafely (running any code it holds) says."""
+REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
+"""The name of the object ``torch.load(weights_only=True)`` refused to unpickle, in either of
+torch's wordings ("Unsupported global: GLOBAL a.B was not an allowed global", "unsupported GLOBAL
+posix.system whose module posix is blocked")."""
+
+
+def torch_reason(error: BaseException) -> str:
+    """The first line of ``error`` from ``torch.load`` without torch's advice to load the file
+    with ``weights_only=False``, which would run any code the file holds."""
+    advice = getattr(torch.serialization, "UNSAFE_MESSAGE", "")
+    text = str(error).replace(advice, "") if advice else str(error)
+    sentences = re.split(r"(?<=\.)\s+", text.strip().partition("\n")[0])
+    kept = " ".join(sentence for sentence in sentences if not UNSAFE_ADVICE.search(sentence))
+    return kept.strip() or type(error).__name__
+
+
+def refused_global(error: BaseException) -> str | None:
+    """The Python object (``"posix.system"``) that ``torch.load(weights_only=True)`` refused to
+    unpickle, as ``error`` names it; ``None`` where it names none."""
+    found = REFUSED_GLOBAL.search(str(error))
+    return found[1] if found else None
+
+
 def _free_space(folder: Path) -> str:
     try:
         free = shutil.disk_usage(folder).free
@@ -102,13 +131,15 @@ def load_torch_file(
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # objects besides tensors, or a pickle torch cannot read
-        if "Unsupported global" in str(error):
+        named = refused_global(error)
+        if named is not None or isinstance(error, pickle.UnpicklingError):
+            among = "" if named is None else f" (among them {named!r})"
             raise PythonObjectsError(
-                f"{refused}: it holds Python objects besides tensors, which are not loaded (only "
-                f"tensors, numbers, strings and containers are); {remedy}"
+                f"{refused}: it holds Python objects besides tensors{among}, which are not loaded "
+                f"(only tensors, numbers, strings and containers are); {remedy}"
             ) from None
         raise CheckpointError(
-            f"{refused} (torch.load: {type(error).__name__} {_first_line(error)}); {remedy}"
+            f"{refused} (torch.load: {type(error).__name__} {torch_reason(error)}); {remedy}"
         ) from None
 
 
@@ -116,7 +147,9 @@ def _check_archive(
     path: Path, what: str, argument: str, remedy: str, data_argument: str | None
 ) -> None:
     """A :class:`CheckpointError` unless ``path`` is a whole zip archive of ``torch.save`` whose
-    entries pass their CRC-32 checks (see :func:`load_torch_file`)."""
+    entries are stored uncompressed, as ``torch.save`` stores them (a compressed one is not
+    unpacked: a few MB may unpack to GBs), and pass their CRC-32 checks (see
+    :func:`load_torch_file`)."""
     named = f"{argument}: {str(path)!r}"
     refused = f"{named} cannot be read as {what}"
     try:
@@ -131,24 +164,40 @@ def _check_archive(
         raise CheckpointError(f"{named} is not {what} (not a zip archive, as torch.save writes)")
     try:
         with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
+            compressed = [
+                entry.filename
+                for entry in archive.infolist()
+                if entry.compress_type != zipfile.ZIP_STORED
+            ]
+            damaged = None if compressed else archive.testzip()
             names = archive.namelist()
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
         raise CheckpointError(
             f"{refused}: it is an incomplete zip archive (a truncated copy? zipfile: "
             f"{_first_line(error)}); {remedy}"
         ) from None
-    if damaged is not None:
-        inside = damaged.split("/", 1)[-1]  # past torch.save's folder, named after a temporary
+    if compressed:
         raise CheckpointError(
-            f"{refused}: it is damaged (its entry {inside!r} fails its CRC-32 check: a bit "
-            f"changed on disk or in a copy); {remedy}"
+            f"{refused}: its entry {_entry(compressed[0])!r} is compressed, which torch.save "
+            f"never does (an altered file, or one of torch.jit.save?), and is not unpacked; "
+            f"{remedy}"
+        )
+    if damaged is not None:
+        raise CheckpointError(
+            f"{refused}: it is damaged (its entry {_entry(damaged)!r} fails its CRC-32 check: a "
+            f"bit changed on disk or in a copy); {remedy}"
         )
     if not any(name.endswith("/data.pkl") for name in names):
         raise CheckpointError(
             f"{named} is not {what} (a zip archive, but not one torch.save writes: it holds no "
             "data.pkl)"
         )
+
+
+def _entry(name: str) -> str:
+    """An entry's name past the folder ``torch.save`` puts every entry in (named after a
+    temporary file)."""
+    return name.split("/", 1)[-1]
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:

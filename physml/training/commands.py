@@ -65,6 +65,10 @@ DISTILL_DEFAULTS = {
 DISTILL_RECORDED = ("strength", "alpha", "beta", "tau")
 """The settings of the built distillation loss a checkpoint records (its attributes)."""
 DistillHook = Callable[..., Loss]
+REPORT = "report.json"
+"""The summary of the run that physml train writes in its run folder besides the checkpoint."""
+EVALUATION = "evaluation"
+"""The folder in a run folder where physml evaluate writes by default."""
 
 
 def add_parsers(subparsers) -> None:
@@ -82,7 +86,9 @@ def add_parsers(subparsers) -> None:
     train.add_argument("--model", choices=sorted(FAMILIES), help="required (here or in --config)")
     train.add_argument("--task", choices=TASKS, help="required (here or in --config)")
     train.add_argument(
-        "--out", help="run folder (checkpoint, report); required (here or in --config)"
+        "--out",
+        help="run folder (checkpoint, report): a new or empty one, or a run's to resume it; "
+        "required (here or in --config)",
     )
     train.add_argument(
         "--config",
@@ -244,6 +250,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     if Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"{out_flag}: {str(out)!r} is a file; physml train writes a run folder")
     writable_folder(out_flag, out)
+    check_run_folder(out_flag, out)
     if chosen.get("distill_from") is not None:
         existing_run(_source(args, "distill_from"), chosen["distill_from"])
     config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
@@ -299,7 +306,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "wall_s": report.wall_s,
         "samples_per_s": report.samples_per_s,
     }
-    path = Path(out) / "report.json"
+    path = Path(out) / REPORT
     if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
         atomic_write_text(path, strict_json(summary))
     last = ""
@@ -308,6 +315,37 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
     print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} -> {out}")
     return 0
+
+
+def check_run_folder(argument: str, out: str | os.PathLike) -> None:
+    """``out`` (``argument``: ``--out``), where it exists with no checkpoint in it, must hold
+    only what a run of physml train leaves there (its report, physml evaluate's folder, hidden
+    files): else a ``ValueError`` naming the other entries, among which the run would write its
+    checkpoint and its report (over one of the same name). A run folder with its checkpoint
+    resumes."""
+    folder = Path(out)
+    if not folder.is_dir() or checkpoint_path(folder).exists():
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir() if not _of_a_run(entry))
+    if foreign:
+        raise ValueError(
+            f"{argument}: {str(folder)!r} is not a run folder of physml train (no "
+            f"{checkpoint_path(folder).name}) and holds {', '.join(map(repr, foreign))}; physml "
+            f"train writes its checkpoint and {REPORT} there: use a new or empty folder"
+        )
+
+
+def _of_a_run(entry: Path) -> bool:
+    """Whether ``entry`` of a folder is what a run of physml train leaves in it, or hidden."""
+    if entry.name.startswith(".") or (entry.name == EVALUATION and entry.is_dir()):
+        return True
+    if entry.name != REPORT:
+        return False
+    try:
+        report = json.loads(entry.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"steps", "resumed_from"} <= set(report)
 
 
 def _note_capped_modes(asked: int | None, description: dict, data: PDEData) -> None:
@@ -631,7 +669,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         }
         last = (len(data), data.u.shape[1], -1)  # plot the final time slice
         prediction, target = prediction.reshape(last)[:, -1:], target.reshape(last)[:, -1:]
-    out = run / "evaluation" if args.out is None else Path(args.out)
+    out = run / EVALUATION if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scored = {"data": str(Path(args.data).resolve()), "step": int(state["step"])}
     if differ:

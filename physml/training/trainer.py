@@ -12,7 +12,6 @@ import contextlib
 import io
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -46,7 +45,9 @@ from .checkpoint import (
     checkpoint_path,
     load_checkpoint,
     load_weights,
+    refused_global,
     save_checkpoint,
+    torch_reason,
 )
 from .distributed import World, world
 from .fingerprint import fingerprint, item_rows, item_tensors
@@ -705,10 +706,8 @@ def _loadable(name: str, value: object) -> object:
         written.seek(0)
         torch.load(written, weights_only=True)
     except Exception as error:  # any failure to write or read it back: not savable
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        reason = (
-            f"{refused[1]!r} is not a type it reads" if refused else str(error).partition("\n")[0]
-        )
+        refused = refused_global(error)
+        reason = f"{refused!r} is not a type it reads" if refused else torch_reason(error)
         raise TypeError(
             f"{name} cannot be checkpointed (torch.save, then torch.load with weights_only=True: "
             f"{reason}); keep it to tensors, Python numbers, strings, booleans, None, and lists, "
