@@ -53,8 +53,9 @@ def test_generate_train_evaluate_and_resume(heat, capsys):
 
 
 def test_train_refuses_an_out_folder_of_other_files_and_starts_over_where_a_run_was(heat, capsys):
-    """A folder of the user's own files (a report.json among them) is not written in; an empty
-    one, or one a run left after its checkpoint was deleted (to start over), is trained in."""
+    """A folder holding the user's own report.json is not written in; the run's log or config
+    beside it, an empty folder, or one a run left after its checkpoint was deleted (to start
+    over), is trained in."""
     train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out"]
     mine = heat / "mine"
     mine.mkdir()
@@ -62,12 +63,16 @@ def test_train_refuses_an_out_folder_of_other_files_and_starts_over_where_a_run_
     (mine / "notes.txt").write_text("notes")
     assert main([*train, "mine", "--steps", "2", *SMALL]) == 2
     assert capsys.readouterr().err == (
-        "physml train: error: --out: 'mine' is not a run folder of physml train (no "
-        "checkpoint.pt) and holds 'notes.txt', 'report.json'; physml train writes its checkpoint "
-        "and report.json there: use a new or empty folder\n"
+        "physml train: error: --out: 'mine' holds a report.json that is not a report of physml "
+        "train, which the run would write over: move it, or use a new or empty folder\n"
     )
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "report.json"]
     assert (mine / "report.json").read_text() == '{"my": "results"}'
+    logged = heat / "logged"
+    logged.mkdir()
+    (logged / "train.log").write_text("")  # as `physml train ... > logged/train.log` leaves it
+    assert main([*train, "logged", "--steps", "1", *SMALL]) == 0
+    assert (logged / "checkpoint.pt").exists() and (logged / "train.log").exists()
     (heat / "empty").mkdir()
     assert main([*train, "empty", "--steps", "1", *SMALL]) == 0
     (heat / "empty" / "evaluation").mkdir()  # where physml evaluate writes

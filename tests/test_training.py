@@ -1068,6 +1068,25 @@ def test_a_checkpoint_running_a_command_or_holding_a_class_is_refused_unread_as_
     assert "weights_only" not in str(refused.value)
 
 
+def test_a_damaged_pickle_with_a_matching_crc_is_damaged_not_python_objects(tmp_path):
+    """A pickle of bad opcodes (its CRC-32 rewritten to match) failed torch's unpickler with an
+    UnpicklingError naming no object: it is a damaged file, told with the unpickler's own line."""
+    import zipfile
+
+    from physml.training.checkpoint import FORMAT, PythonObjectsError
+
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.save({"format": FORMAT, "x": torch.zeros(3)}, good)
+    with zipfile.ZipFile(good) as archive, zipfile.ZipFile(bad, "w") as copy:
+        for info in archive.infolist():
+            data = archive.read(info.filename)
+            copy.writestr(info, bytes(len(data)) if info.filename.endswith("data.pkl") else data)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(bad)
+    assert not isinstance(refused.value, PythonObjectsError)
+    assert "(torch.load: UnpicklingError Unsupported operand 0); restore" in str(refused.value)
+
+
 def test_a_torchscript_file_is_refused_without_torchs_advice_to_load_it_unsafely(tmp_path):
     """torch.jit.save compresses its code, which torch.save never does; stored uncompressed,
     torch.load refuses the archive with its advice to load it with weights_only=False, left out."""

@@ -5,7 +5,6 @@ model's config and the training data's fingerprint; written atomically, read wit
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import shutil
 import zipfile
@@ -85,11 +84,14 @@ posix.system whose module posix is blocked")."""
 
 
 def torch_reason(error: BaseException) -> str:
-    """The first line of ``error`` from ``torch.load`` without torch's advice to load the file
-    with ``weights_only=False``, which would run any code the file holds."""
+    """The first line of ``error`` from ``torch.load`` (its unpickler's own line where it has one:
+    "Unsupported operand 0") without torch's advice to load the file with
+    ``weights_only=False``, which would run any code the file holds."""
     advice = getattr(torch.serialization, "UNSAFE_MESSAGE", "")
     text = str(error).replace(advice, "") if advice else str(error)
-    sentences = re.split(r"(?<=\.)\s+", text.strip().partition("\n")[0])
+    unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)  # what it met, not where
+    line = unpickler[1] if unpickler else text.strip().partition("\n")[0]
+    sentences = re.split(r"(?<=\.)\s+", line)
     kept = " ".join(sentence for sentence in sentences if not UNSAFE_ADVICE.search(sentence))
     return kept.strip() or type(error).__name__
 
@@ -132,11 +134,11 @@ def load_torch_file(
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # objects besides tensors, or a pickle torch cannot read
         named = refused_global(error)
-        if named is not None or isinstance(error, pickle.UnpicklingError):
-            among = "" if named is None else f" (among them {named!r})"
+        if named is not None:  # a damaged pickle is an UnpicklingError too, naming no object
             raise PythonObjectsError(
-                f"{refused}: it holds Python objects besides tensors{among}, which are not loaded "
-                f"(only tensors, numbers, strings and containers are); {remedy}"
+                f"{refused}: it holds Python objects besides tensors (among them {named!r}), "
+                f"which are not loaded (only tensors, numbers, strings and containers are); "
+                f"{remedy}"
             ) from None
         raise CheckpointError(
             f"{refused} (torch.load: {type(error).__name__} {torch_reason(error)}); {remedy}"

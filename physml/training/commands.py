@@ -87,8 +87,8 @@ def add_parsers(subparsers) -> None:
     train.add_argument("--task", choices=TASKS, help="required (here or in --config)")
     train.add_argument(
         "--out",
-        help="run folder (checkpoint, report): a new or empty one, or a run's to resume it; "
-        "required (here or in --config)",
+        help="run folder (checkpoint.pt, report.json): a new one, one without a report.json of "
+        "its own, or a run's to resume it; required (here or in --config)",
     )
     train.add_argument(
         "--config",
@@ -318,32 +318,26 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
 
 
 def check_run_folder(argument: str, out: str | os.PathLike) -> None:
-    """``out`` (``argument``: ``--out``), where it exists with no checkpoint in it, must hold
-    only what a run of physml train leaves there (its report, physml evaluate's folder, hidden
-    files): else a ``ValueError`` naming the other entries, among which the run would write its
-    checkpoint and its report (over one of the same name). A run folder with its checkpoint
-    resumes."""
+    """``out`` (``argument``: ``--out``), where it exists with no checkpoint in it, must hold no
+    file the run would write over: a ``report.json`` that is not a report of physml train is a
+    ``ValueError`` naming it. Other files (the run's log, its config) are left alone, and a run
+    folder with its checkpoint resumes."""
     folder = Path(out)
     if not folder.is_dir() or checkpoint_path(folder).exists():
         return
-    foreign = sorted(entry.name for entry in folder.iterdir() if not _of_a_run(entry))
-    if foreign:
+    report = folder / REPORT
+    if report.exists() and not _train_report(report):
         raise ValueError(
-            f"{argument}: {str(folder)!r} is not a run folder of physml train (no "
-            f"{checkpoint_path(folder).name}) and holds {', '.join(map(repr, foreign))}; physml "
-            f"train writes its checkpoint and {REPORT} there: use a new or empty folder"
+            f"{argument}: {str(folder)!r} holds a {REPORT} that is not a report of physml train, "
+            "which the run would write over: move it, or use a new or empty folder"
         )
 
 
-def _of_a_run(entry: Path) -> bool:
-    """Whether ``entry`` of a folder is what a run of physml train leaves in it, or hidden."""
-    if entry.name.startswith(".") or (entry.name == EVALUATION and entry.is_dir()):
-        return True
-    if entry.name != REPORT:
-        return False
+def _train_report(path: Path) -> bool:
+    """Whether ``path`` is a report a run of physml train wrote."""
     try:
-        report = json.loads(entry.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(report, dict) and {"steps", "resumed_from"} <= set(report)
 
