@@ -6,6 +6,7 @@ Each failure names the argument, the expectation and what came.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -208,16 +209,33 @@ def finite(name: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def integer(value: object) -> int | None:
+    """``value`` as an int if it is a Python, numpy or 0-d torch integer; ``None`` for anything
+    else, bools included (``True``, ``np.bool_``, 0-d bool arrays and tensors) and tensors of one
+    element and one or more dimensions (which ``operator.index`` would take)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0:
+        return None
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, (bool, np.bool_)) or dtype is torch.bool or dtype == np.dtype(bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def positive_int(name: str, value: int, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise unless it is an integer >= ``minimum``.
 
-    Python and numpy integers count; booleans (of either kind) do not.
+    What :func:`integer` takes counts: Python and numpy integers, 0-d integer arrays and
+    tensors; booleans (of any kind) do not.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    number = integer(value)
+    if number is None:
         raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
+    if number < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
+    return number
 
 
 def diffusion_number(name: str, rate: float, t_end: float, length: float) -> None:

@@ -6,12 +6,13 @@ Each failure names the argument, what was expected and what came.
 from __future__ import annotations
 
 import difflib
-import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+
+from pdes.checks import integer
 
 
 class NonFiniteError(ValueError):
@@ -83,21 +84,6 @@ def did_you_mean(given: str, known: Iterable[str], show: Callable[[str], str] = 
     ``""`` when none is close."""
     close = difflib.get_close_matches(given, [str(name) for name in known])
     return f"; did you mean {' or '.join(map(show, close))}?" if close else ""
-
-
-def integer(value: object) -> int | None:
-    """``value`` as an int if it is a Python, numpy or 0-d torch integer; ``None`` for anything
-    else, bools included (``True``, ``np.bool_``, 0-d bool arrays and tensors) and tensors of one
-    element and one or more dimensions (which ``operator.index`` would take)."""
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 0:
-        return None
-    dtype = getattr(value, "dtype", None)
-    if isinstance(value, (bool, np.bool_)) or dtype is torch.bool or dtype == np.dtype(bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
 
 
 def integers(

@@ -909,7 +909,7 @@ def asymmetry_tolerance(eps: float = EPS64) -> float:
     """How far a full covariance stored with machine epsilon ``eps`` may differ from its
     transpose, relative to its largest variance: :data:`SYMMETRY`, or ``STORAGE_ASYMMETRY × eps``
     when larger."""
-    return max(SYMMETRY, STORAGE_ASYMMETRY * eps)
+    return max(SYMMETRY, STORAGE_ASYMMETRY * _number("eps", eps, positive=True))
 
 
 def _symmetrised(
@@ -966,6 +966,13 @@ def low_rank_noise(cov: LowRankCovariance, z: torch.Tensor, eps: float = EPS64) 
     """``cov``'s square root applied to ``z (count, ..., n)``, as :func:`gaussian_samples` draws
     (``z`` standard normal gives samples of ``N(0, cov)``); ``eps``: its storage precision
     (:func:`stored_eps`)."""
+    if not isinstance(cov, LowRankCovariance):
+        raise TypeError(f"cov must be a LowRankCovariance, got {type(cov).__name__}")
+    n = cov.base.shape[-1]
+    z = as_tensor("z", z, f"(count, ..., {n})", None, n)
+    if z.ndim < 2:
+        raise ValueError(f"z must have shape (count, ..., {n}), got {tuple(z.shape)}")
+    eps = _number("eps", eps, positive=True)
     base = _tensor("cov.base", cov.base, z.device)
     factor = _tensor("cov.factor", cov.factor, z.device)
     diagonal = cov.base_is_diagonal
@@ -1227,7 +1234,11 @@ def rounded_to(level: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     equal the level, not only miss it by its round-off. A finite level beyond ``dtype``'s range
     becomes its largest finite value, not ``inf``, so an infinite value stays beyond every
     finite level."""
-    level = torch.as_tensor(level, dtype=F64)
+    level = _tensor("level", level, finite=False)
+    if level.isnan().any():
+        raise ValueError("level must not be NaN")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
     if not dtype.is_floating_point:
         return level
     largest = torch.finfo(dtype).max
@@ -1239,6 +1250,7 @@ def within(values: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
     float32 error equal to ``float32(τ)`` is within ``τ`` (compared in float64, ``0.1f`` would be
     above ``0.1``). What "right" means for the flip metrics and for regression-free updates: a
     model is right on a sample whose error is within the tolerance."""
+    values = _tensor("values", values, dtype=None, finite=False)
     return values <= rounded_to(level, values.dtype).to(values.device)
 
 

@@ -153,6 +153,8 @@ class Gaussian:
         """``Gaussian(mean, cov)`` for an update of ``prior`` (what a constraint returns) whose
         ``cov.base`` may be the prior's own covariance tensor: found finite when the prior was
         built, it is not scanned again (a full pass over an ``n × n`` matrix per slice)."""
+        if not isinstance(prior, Gaussian):
+            raise TypeError(f"prior must be a Gaussian, got {type(prior).__name__}")
         posterior = object.__new__(cls)
         object.__setattr__(posterior, "mean", mean)
         object.__setattr__(posterior, "cov", cov)

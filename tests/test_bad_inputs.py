@@ -2235,7 +2235,7 @@ MODEL_CASES = [
     case(
         "ensemble-sample-seed-not-an-integer",
         lambda c: DeepEnsemble(3).sample(torch.zeros(2, 3), 2, seed="a"),
-        ValueError,
+        TypeError,
         r"seed must be an integer >= 0, got 'a'",
     ),
     case(
@@ -2308,7 +2308,7 @@ MODEL_CASES = [
         "earthformer-heads-zero",
         lambda c: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), base_units=8, num_heads=0),
         ValueError,
-        r"num_heads must be a positive integer",
+        r"num_heads must be an integer >= 1, got 0",
     ),
     case(
         "earthformer-mlp-ratio-zero",
@@ -2336,7 +2336,7 @@ MODEL_CASES = [
         "earthformer-downsample-zero",
         lambda c: Earthformer((2, 1, 8, 8), (2, 1, 8, 8), downsample=0),
         ValueError,
-        r"downsample must be a positive integer",
+        r"downsample must be an integer >= 1, got 0",
     ),
     case(
         "earthformer-heads-not-dividing",

@@ -1189,3 +1189,13 @@ def test_forecaster_counts_take_numpy_integers_as_the_ints_and_refuse_bools_and_
             evaluate_forecaster(Persistence(3), x, y, batch_size=size)
         with pytest.raises(error, match=rf"^max_steps must be an integer >= 1, got {size}$"):
             train_forecaster(Offset(), x, y, max_steps=size)
+
+
+def test_training_takes_a_numpy_seed_as_the_same_int():
+    x, y = toy_sequences()
+    losses = []
+    for seed in (3, np.int64(3)):
+        torch.manual_seed(0)
+        model = build("unet", 3, 3, 1)
+        losses.append(train_forecaster(model, x, y, max_steps=2, batch_size=4, seed=seed).losses)
+    assert losses[0] == losses[1]

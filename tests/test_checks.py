@@ -391,3 +391,12 @@ def test_times_take_an_unmasked_masked_array_and_zero_dimensional_tensors():
     assert checks.times(
         "times", [torch.tensor(0.1, dtype=torch.float64), np.float64(0.2)]
     ).tolist() == [0.1, 0.2]
+
+
+def test_positive_int_takes_0d_integer_arrays_and_tensors_as_python_ints():
+    for value in (np.array(3), torch.tensor(3), np.uint8(3)):
+        assert checks.positive_int("n", value) == 3
+        assert type(checks.positive_int("n", value)) is int
+    for value in (np.array([3]), torch.tensor([3]), torch.tensor(3.0), torch.tensor(True)):
+        with pytest.raises(TypeError, match="n must be an integer >= 1"):
+            checks.positive_int("n", value)

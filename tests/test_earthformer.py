@@ -705,7 +705,7 @@ def test_bad_model_arguments_and_inputs():
         Earthformer((4, 8, 8), (4, 1, 8, 8))
     with pytest.raises(ValueError, match="depth"):
         Earthformer((4, 1, 8, 8), (4, 1, 8, 8), depth=())
-    with pytest.raises(ValueError, match="stem_channels must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="stem_channels must be an integer >= 1, got 0"):
         Earthformer((4, 1, 8, 8), (4, 1, 8, 8), stem_channels=0)
     model = _toy_model()
     with pytest.raises(ValueError, match=r"x.transpose\(1, 2\)"):
@@ -1001,7 +1001,7 @@ def test_bad_model_widths_and_global_vectors_are_refused():
         Earthformer((4, 1, 8, 8), (4, 1, 8, 16), base_units=8, num_heads=2)
     with pytest.raises(ValueError, match=r"\(H, W\) = \(8, 10\) must be divisible by"):
         Earthformer((4, 1, 8, 10), (4, 1, 8, 10), base_units=8, num_heads=2, depth=(1, 1))
-    with pytest.raises(ValueError, match="global_vectors must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="global_vectors must be an integer >= 0, got -1"):
         Earthformer((4, 1, 8, 8), (4, 1, 8, 8), base_units=8, num_heads=2, global_vectors=-1)
 
 
@@ -1038,3 +1038,18 @@ def test_model_takes_float64_frames_and_refuses_an_empty_batch():
     torch.testing.assert_close(out, model(x.float()), rtol=0, atol=0)
     with pytest.raises(ValueError, match="x is empty"):
         model(torch.randn(0, 4, 1, 8, 8))
+
+
+def test_counts_given_as_numpy_or_0d_integers_are_read_as_python_ints():
+    model = Earthformer(
+        (2, 1, 8, 8),
+        (2, 1, 8, 8),
+        base_units=np.int64(8),
+        num_heads=np.int32(2),
+        depth=(np.int64(1),),
+        downsample=torch.tensor(2),
+        global_vectors=np.int64(0),
+    )
+    assert (model.downsample, model.depth, model.global_vectors) == (2, (1,), 0)
+    assert type(model.downsample) is int and type(model.global_vectors) is int
+    assert CuboidSelfAttention(8, np.array(2), (1, 2, 2)).num_heads == 2

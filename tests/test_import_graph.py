@@ -39,12 +39,23 @@ def private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+def dotted(node: ast.expr) -> list[str] | None:
+    """``["a", "b", "c"]`` for the expression ``a.b.c``; ``None`` for anything else."""
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute) and (base := dotted(node.value)) is not None:
+        return [*base, node.attr]
+    return None
+
+
 def private_imports(source: str, module: str, is_package: bool = False) -> list[str]:
     """``line: name`` for each private name the code ``source`` of ``module`` takes from another
-    package: imported by name, or read as an attribute of a module it imported."""
+    package: imported by name, or read (as an attribute, at any depth, or with ``getattr``) from
+    a module it imported; the segments naming the imported module itself are not judged."""
     own = package_of(module)
     tree = ast.parse(source)
-    modules: dict[str, str] = {}  # local name -> module of another package
+    bound: dict[str, str] = {}  # local name -> what it names: a module of pdes or physml
+    imported: set[str] = set()  # modules imported whole, each a dotted name
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -55,19 +66,47 @@ def private_imports(source: str, module: str, is_package: bool = False) -> list[
                     continue
                 if private(alias.name):
                     found.append(f"{node.lineno}: {full}")
-                modules[alias.asname or alias.name] = full
+                bound[alias.asname or alias.name] = full
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname and package_of(alias.name) != own:
-                    modules[alias.asname] = alias.name
+                    bound[alias.asname] = alias.name
+                elif alias.name.split(".")[0] in ("pdes", "physml"):
+                    bound[alias.name.split(".")[0]] = alias.name.split(".")[0]
+                    imported.add(alias.name)
+
+    def crosses(names: list[str]) -> bool:
+        """Whether ``names`` (a bound name, then attributes; the last private) reads a private
+        name of another package, past the module part."""
+        path = [*bound[names[0]].split("."), *names[1:]]
+        modules = [m.split(".") for m in (*imported, bound[names[0]])]
+        module_part = max(len(m) for m in modules if path[: len(m)] == m)
+        past = path[module_part:]
+        return (
+            len(past) > 0
+            and not any(private(name) for name in past[:-1])
+            and package_of(".".join(path)) != own
+        )
+
     for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in modules
-            and private(node.attr)
+        names = None
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            names = dotted(node)
+            shown = ".".join(names or ())
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and private(node.args[1].value)
+            and (target := dotted(node.args[0])) is not None
         ):
-            found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+            names = [*target, node.args[1].value]
+            shown = f"getattr({'.'.join(target)}, {node.args[1].value!r})"
+        if names is not None and names[0] in bound and crosses(names):
+            found.append(f"{node.lineno}: {shown}")
     return found
 
 
@@ -89,12 +128,24 @@ def test_the_check_sees_a_private_name_imported_or_read_across_packages():
         "import pdes.grid as grid\n"
         "from .base import _z\n"
         "metrics._w + grid._v + metrics.y\n"
+        "import physml.metrics, pdes.heat, physml._checks\n"
+        "physml.metrics._a(pdes.heat._b, physml._checks.c, physml.constraints._own)\n"
+        "from .. import outputs\n"
+        "outputs.Gaussian._c._d + outputs.Gaussian.__name__\n"
+        "getattr(metrics, '_e') + getattr(pdes.heat, '_f') + getattr(metrics, 'g')\n"
     )
-    assert private_imports(source, "physml.constraints.probe") == [
-        "1: physml.metrics._x",
-        "5: metrics._w",
-        "5: grid._v",
-    ]
+    assert sorted(private_imports(source, "physml.constraints.probe")) == sorted(
+        [
+            "1: physml.metrics._x",
+            "5: metrics._w",
+            "5: grid._v",
+            "7: physml.metrics._a",
+            "7: pdes.heat._b",
+            "9: outputs.Gaussian._c",
+            "10: getattr(metrics, '_e')",
+            "10: getattr(pdes.heat, '_f')",
+        ]
+    )
     assert private_imports("from . import _z\n", "physml.constraints", is_package=True) == []
 
 

@@ -1630,3 +1630,36 @@ def test_crps_per_sample_of_an_ensemble_takes_the_fair_form_on_request():
     pairs = np.abs(x[:, None] - x[None]).sum((0, 1)) / (3 * 2)  # distinct pairs
     found = metrics.crps_per_sample(Ensemble(members), target, fair=True)
     np.testing.assert_allclose(found.numpy(), (skill - pairs / 2).mean(1), rtol=1e-12)
+
+
+def test_low_rank_noise_reads_a_float32_z_as_float64():
+    cov = LowRankCovariance(torch.full((3,), 4.0, dtype=F64), torch.zeros(3, 1, dtype=F64))
+    z = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float32)
+    assert torch.equal(metrics.low_rank_noise(cov, z), 2 * z.to(F64))  # sqrt(4) z
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "names"),
+    [
+        (lambda cov: metrics.low_rank_noise(cov.base, torch.zeros(2, 3)), TypeError, "cov"),
+        (lambda cov: metrics.low_rank_noise(cov, torch.zeros(2, 4)), ValueError, "z"),
+        (lambda cov: metrics.low_rank_noise(cov, torch.zeros(3)), ValueError, "z"),
+        (lambda cov: metrics.low_rank_noise(cov, "z"), TypeError, "z"),
+        (lambda cov: metrics.low_rank_noise(cov, torch.zeros(2, 3), eps=-1.0), ValueError, "eps"),
+        (lambda cov: metrics.asymmetry_tolerance("tiny"), TypeError, "eps"),
+        (lambda cov: metrics.asymmetry_tolerance(0.0), ValueError, "eps"),
+        (lambda cov: metrics.rounded_to(0.1, "float32"), TypeError, "dtype"),
+        (lambda cov: metrics.rounded_to("0.1", torch.float32), TypeError, "level"),
+        (lambda cov: metrics.rounded_to(math.nan, torch.float32), ValueError, "level"),
+        (lambda cov: metrics.within("errors", 0.1), TypeError, "values"),
+        (lambda cov: metrics.within([1j], 0.1), TypeError, "values"),
+    ],
+)
+def test_the_public_helpers_refuse_bad_arguments_by_name(call, error, names):
+    cov = LowRankCovariance(torch.ones(3, dtype=F64), torch.zeros(3, 1, dtype=F64))
+    with pytest.raises(error, match=names):
+        call(cov)
+
+
+def test_within_takes_a_list_of_errors():
+    assert metrics.within([0.05, 0.2, 0.1], 0.1).tolist() == [True, False, True]

@@ -947,3 +947,10 @@ def test_ensemble_sizes_take_numpy_integers_as_python_ints_and_refuse_bools_and_
             DeepEnsemble(in_features=2, members=members)
     with pytest.raises(TypeError, match=r"^width must be an integer >= 1, got False$"):
         DeepEnsemble(in_features=2, width=False)
+
+
+def test_sampling_takes_a_numpy_seed_as_the_same_int():
+    model = hand_built()
+    x = torch.linspace(0, 1, 3, dtype=torch.float64)[:, None]
+    plain = model.sample(x, 4, seed=7)
+    assert torch.equal(model.sample(x, 4, seed=np.int64(7)).samples, plain.samples)

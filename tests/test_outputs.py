@@ -124,3 +124,12 @@ def test_replace_swaps_a_gaussians_covariance_for_one_of_another_kind() -> None:
     factor = torch.full((4, 3, 1), 0.5)
     low_rank = dataclasses.replace(variances, cov=LowRankCovariance(torch.ones(4, 3), factor))
     assert torch.equal(low_rank.variance(), torch.full((4, 3), 0.75))  # base − F Fᵀ
+
+
+def test_posterior_refuses_a_prior_that_is_not_a_gaussian():
+    mean = torch.zeros(2, dtype=torch.float64)
+    nan_base = torch.tensor([[float("nan"), 0.0], [0.0, 1.0]], dtype=torch.float64)
+    stand_in = type("Prior", (), {"cov": nan_base})()
+    cov = LowRankCovariance(nan_base, torch.zeros(2, 1, dtype=torch.float64))
+    with pytest.raises(TypeError, match="prior must be a Gaussian, got Prior"):
+        Gaussian.posterior(mean, cov, stand_in)

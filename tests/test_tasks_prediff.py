@@ -6,6 +6,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from damage import flip_a_bit_of_a_zip_entry
@@ -359,7 +360,14 @@ def test_kept_chunks_without_the_seeding_scheme_are_drawn_again(tmp_path):
     assert again.calls == 0 and torch.equal(reread.samples, plain.samples)
 
 
-@pytest.mark.parametrize("seed", [-1, 1.0, True])
-def test_sample_refuses_a_seed_that_is_not_a_non_negative_int(seed):
-    with pytest.raises(TypeError, match=rf"seed must be a non-negative int, got {seed!r}"):
+@pytest.mark.parametrize(("seed", "error"), [(-1, ValueError), (1.0, TypeError), (True, TypeError)])
+def test_sample_refuses_a_seed_that_is_not_a_non_negative_int(seed, error):
+    with pytest.raises(error, match=rf"seed must be an integer >= 0, got {seed!r}"):
         task.sample(_CountingSampler(), torch.zeros(2, 2, 1, 3, 3), 2, 1, seed)
+
+
+def test_sample_takes_a_numpy_seed_as_the_same_int():
+    context = torch.zeros(4, 2, 1, 3, 3)
+    plain = task.sample(_CountingSampler(), context, members=2, steps=1, seed=3, batch=4)
+    numpy = task.sample(_CountingSampler(), context, members=2, steps=1, seed=np.int64(3), batch=4)
+    assert torch.equal(numpy.samples, plain.samples)

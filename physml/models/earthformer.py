@@ -45,6 +45,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pdes.checks import positive_int
+
+from .._checks import integers
 from .common import pad_circularly
 from .cuboid import (
     CuboidCrossAttention,
@@ -180,20 +183,15 @@ class Earthformer(nn.Module):
                 f"target_shape must have the input's (H, W) = {(height, width)}, "
                 f"got {(h_out, w_out)}"
             )
-        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-            raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+        downsample = positive_int("downsample", downsample)
         if isinstance(depth, (str, bytes)) or not isinstance(depth, Sequence):
             raise TypeError(
                 f"depth must be a sequence of block counts, one per level (e.g. (2, 2)), "
                 f"got {depth!r}"
             )
-        depth = tuple(depth)
-        if not depth or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depth):
-            raise ValueError(f"depth must be a non-empty list of positive integers, got {depth!r}")
-        if isinstance(base_units, bool) or not isinstance(base_units, int) or base_units < 1:
-            raise ValueError(f"base_units must be a positive integer, got {base_units!r}")
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+        depth = integers("depth", depth, 1)
+        base_units = positive_int("base_units", base_units)
+        num_heads = positive_int("num_heads", num_heads)
         if base_units % num_heads:
             raise ValueError(
                 f"base_units must be divisible by num_heads, got {base_units} and {num_heads}"
@@ -204,10 +202,7 @@ class Earthformer(nn.Module):
                 f"input_shape (H, W) = {(height, width)} must be divisible by downsample * "
                 f"2**(levels - 1) = {factor}"
             )
-        if isinstance(global_vectors, bool) or not isinstance(global_vectors, int):
-            raise TypeError(f"global_vectors must be an int (0 = none), got {global_vectors!r}")
-        if global_vectors < 0:
-            raise ValueError(f"global_vectors must be >= 0, got {global_vectors}")
+        global_vectors = positive_int("global_vectors", global_vectors, 0)
         self.depth, self.downsample, self.global_vectors = depth, downsample, global_vectors
         cross_cuboid_hw = _int_pair("cross_cuboid_hw", cross_cuboid_hw, 1)
         _kernel("ffn_kernel", ffn_kernel)
@@ -231,12 +226,7 @@ class Earthformer(nn.Module):
 
         if stem_channels is None:
             stem_channels = max(base_units // 2, 1)
-        if (
-            isinstance(stem_channels, bool)
-            or not isinstance(stem_channels, int)
-            or stem_channels < 1
-        ):
-            raise ValueError(f"stem_channels must be a positive integer, got {stem_channels!r}")
+        stem_channels = positive_int("stem_channels", stem_channels)
         hidden = stem_channels
         self.stem_fine = nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.GELU())
         self.stem = nn.Conv2d(hidden, base_units, downsample, stride=downsample)

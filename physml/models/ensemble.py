@@ -173,8 +173,7 @@ class DeepEnsemble(nn.Module):
     def sample(self, inputs: torch.Tensor, n: int, seed: int = 0) -> Ensemble:
         """``n`` draws ``(n, ...)`` from the mixture: a member at random, then its Gaussian."""
         n = positive_int("n", n)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        seed = positive_int("seed", seed, 0)
         with torch.no_grad():
             means, variances = self.member_outputs(inputs)
             generator = torch.Generator().manual_seed(derived_seed(seed))

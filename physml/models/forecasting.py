@@ -446,8 +446,7 @@ def train_forecaster(
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
     now = CLOCKS[clock]
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = positive_int("seed", seed, 0)
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:

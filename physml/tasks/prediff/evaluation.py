@@ -73,8 +73,7 @@ def sample(
     the samples come back on the CPU. A context's samples depend on its chunk (``batch``,
     ``members`` and its place in ``context``), as :meth:`~physml.models.prediff.PreDiff.sample`'s
     depend on the batch."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+    seed = positive_int("seed", seed, 0)
     members = positive_int("members", members)
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
