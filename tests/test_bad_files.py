@@ -513,6 +513,26 @@ def test_a_link_back_to_the_root_is_walked_once(tmp_path, dataset, edit):
         load(dataset)
 
 
+def test_a_soft_link_through_an_external_one_is_refused_where_it_leaves_the_file(tmp_path):
+    """A soft link through an external link lands on another file's object, whose address may be
+    that of a group of this file (here victim's /secret and the file's /g): the walk then
+    skipped /g, never met its external link, and u was read from the other file."""
+    victim, evil = tmp_path / "victim.h5", tmp_path / "evil.h5"
+    with h5py.File(victim, "w") as v:
+        v["big"] = np.zeros(4000)
+        v["secret"] = np.full((4, 3, 8), 42.0)
+    with h5py.File(evil, "w") as f:
+        f["x"] = (np.arange(8) + 0.5) / 8
+        group = f.create_group("g")
+        f["t"] = np.arange(3) * 0.1
+        group["ext"] = h5py.ExternalLink(str(victim), "/secret")
+        f["a"] = h5py.SoftLink("/g/ext")
+        f["u"] = h5py.SoftLink("/g/ext")
+        f.attrs["format"] = "physml-dataset/1"
+    with pytest.raises(DatasetFileError, match="'a' is a link into another file"):
+        load(evil)
+
+
 def test_a_chain_of_groups_each_linked_twice_is_checked_in_linear_time(dataset):
     """40 groups, each linking twice to the next: 2**40 paths, 40 objects."""
 

@@ -100,7 +100,7 @@ def check_self_contained(
     other files: external links, datasets with external raw storage, and (unless ``virtual_ok``,
     for a merged file whose shards are checked separately) virtual datasets. Soft and hard links
     within the file are followed, each object checked once, so links back to a group already
-    seen (a cycle) end the walk there."""
+    seen (a cycle) end the walk there; one that resolves into another file is refused."""
     root = f["/"]
     seen, waiting = {_address(root)}, [(root, "")]
     while waiting:
@@ -116,6 +116,11 @@ def check_self_contained(
             if item is None:  # a soft link to nothing
                 raise DatasetFileError(
                     f"{label}: {str(path)!r}: {where!r} is a link to an object the file lacks"
+                )
+            if item.id.fileno != f.id.fileno:  # a soft link through an external one
+                raise DatasetFileError(
+                    f"{label}: {str(path)!r}: {where!r} is a link into another file; datasets "
+                    "must hold their own data"
                 )
             address = _address(item)
             if address in seen:
