@@ -730,3 +730,25 @@ def test_an_index_whose_shard_list_nests_too_deep_is_no_index_to_merge(tmp_path,
     _set_attribute([index], "shards", "[" * 100_000 + "]" * 100_000)
     with pytest.raises(ShardError, match="is the index of a sharded dataset, not a shard"):
         merge_shards([index], tmp_path / "m.h5")
+
+
+def test_an_index_and_its_merged_file_agree_where_a_shard_was_converted_there_and_back(tmp_path):
+    """A shard converted to PDEBench and back names its source file; the index read the shard's
+    attributes whole (source_format, source_file) while the merged file drops them per shard, so
+    a run trained on the one refused to resume on the other."""
+    from physml.data.interchange import convert
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shards = [make(folder / "ds.h5", shard=i) for i in range(SHARDS)]
+    convert(shards[0], tmp_path / "s0.hdf5", to="pdebench")
+    convert(tmp_path / "s0.hdf5", tmp_path / "s0back.h5", to="physml")
+    shutil.copy(tmp_path / "s0back.h5", shards[0])
+    merged = merge_shards(shards, tmp_path / "merged.h5")
+    when = ("created", "merged_from")
+    described = [
+        {k: v for k, v in load(f).attrs.items() if k not in when}
+        for f in (folder / "ds.h5", merged)
+    ]
+    assert "source_file" not in described[0]
+    assert described[0] == described[1]

@@ -333,7 +333,7 @@ def load(path: str | os.PathLike) -> PDEData:
         raise FileNotFoundError(f"path: no dataset at {str(path)!r}{_unindexed_shards(path)}")
     content = _read_file(path)
     if "shards" in content:
-        from .merge import _fullest, check_shards, named_shards
+        from .merge import PER_SHARD_ATTRIBUTES, _fullest, check_shards, named_shards
 
         # Same settings, seed scheme and versions, ranges covering 0..n-1: not a blind join.
         shards = check_shards(named_shards("path", path, content["shards"]))
@@ -348,7 +348,8 @@ def load(path: str | os.PathLike) -> PDEData:
             content[name] = np.concatenate([p[name] for p in parts])
         fullest = _fullest(shards)  # the attributes merge_shards gives the merged file
         attrs = next(p["attrs"] for s, p in zip(shards, parts, strict=True) if s is fullest)
-        content["attrs"] = dict(attrs, shard=0, num_shards=1)
+        dataset = {k: v for k, v in attrs.items() if k not in PER_SHARD_ATTRIBUTES}
+        content["attrs"] = dict(dataset, shard=0, num_shards=1)  # as merge_shards writes them
     check_content(path, content)
     u = torch.from_numpy(content["u"])
     return PDEData(
