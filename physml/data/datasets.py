@@ -137,8 +137,9 @@ def check_self_contained(
                 )
             elif item.is_virtual and not virtual_ok:
                 raise DatasetFileError(
-                    f"{label}: {str(path)!r}: {where!r} is a virtual dataset, but the file is "
-                    "not a merged physml dataset (physml merge)"
+                    f"{label}: {str(path)!r}: {where!r} is a virtual dataset (its values are "
+                    "mapped from other datasets); only a merged physml dataset (physml merge) may "
+                    "hold them"
                 )
 
 
