@@ -755,3 +755,55 @@ def test_a_float16_gradient_that_overflows_when_scaled_up_is_retaken_lower():
     assert shift.dtype == torch.float16
     reached = (z_t + shift).double().reshape(1) * 2**12
     torch.testing.assert_close(reached, target, rtol=2e-3, atol=0)
+
+
+def test_a_float16_sample_whose_quantity_does_not_move_gets_no_shift_and_the_others_theirs():
+    # sample 0 is past the clamp (∂Q/∂z = 0 exactly): no shift, as in float32; sample 1:
+    # Q = mean of 2 frames = 0.25, r = −0.25, ∂Q/∂z = ½ each, Gauss–Newton step −r = 0.25 each
+    z_t = torch.tensor([[[2.0, 3.0], [0.2, 0.3]]], dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    clamped = KnowledgeControl(
+        lambda f: f.clamp(-1, 1).mean(-1), torch.tensor([0.0, 0.5]), on="frames", normalized=True
+    )
+    shift = clamped.guide(z_t, step, None)
+    expected = torch.tensor([[[0.0, 0.0], [0.25, 0.25]]], dtype=F64)
+    torch.testing.assert_close(shift.double(), expected, rtol=2e-3, atol=0)
+
+
+def test_float16_misses_of_very_different_sizes_each_get_their_gauss_newton_step():
+    # Q = mean of 2²⁰ zeros, misses 8 and 1e−6: steps −r = 8 and 1e−6 per entry; one scale for
+    # both (set by the 8) puts the second's 1e−6 / 2²⁰ · 2⁴ under float16's 2⁻²⁴
+    n = 2**20
+    z_t = torch.zeros(1, 2, n, dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    target = torch.tensor([8.0, 1e-6], dtype=F64)
+    shift = KnowledgeControl(mean_of_frames, target, on="frames", normalized=True).guide(
+        z_t, step, None
+    )
+    torch.testing.assert_close(shift.double().mean(-1)[0], target, rtol=2e-2, atol=0)
+
+
+def test_a_float16_gradient_that_overflowed_once_is_kept_at_the_next_finite_pass():
+    # Q = 1000 · mean of 4096 zeros, r = −3, 5: the first scaled pass (2⁴ r · 1000) overflows;
+    # the one below it is kept (2 backward passes). Step −r g/|g|² = −r / 1000 per entry
+    passes = []
+
+    class Counted(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            passes.append(1)
+            return grad
+
+    z_t = torch.zeros(1, 2, 4096, dtype=torch.float16)
+    step = ReverseStep(500, 5, 0.5, denoise=lambda z: z)
+    target = torch.tensor([3.0, -5.0], dtype=F64)
+    steep = KnowledgeControl(
+        lambda f: 1000 * Counted.apply(f).mean(-1), target, on="frames", normalized=True
+    )
+    shift = steep.guide(z_t, step, None)
+    assert len(passes) == 2
+    torch.testing.assert_close(shift.double().mean(-1)[0], target / 1000, rtol=2e-3, atol=0)

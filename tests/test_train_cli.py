@@ -19,7 +19,7 @@ from physml.data import PointRows, PointSets, load
 from physml.models import AttentiveNeuralProcess
 from physml.tasks.probconserv import OnGrid
 from physml.training import CheckpointError, load_anp, load_run
-from physml.training.commands import settings_differ
+from physml.training.commands import file_name_parameters_to_declare, settings_differ
 from physml.training.families import check_same_pairs
 
 SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
@@ -1115,3 +1115,29 @@ def test_settings_recorded_too_deep_to_parse_are_no_settings_to_compare():
     assert settings_differ({"settings": DEEP}, flat) == {}
     assert settings_differ(flat, {"settings": DEEP}) == {}
     assert settings_differ(flat, {"settings": '{"nx": 17}'}) == {"nx": {"training": 33, "data": 17}}
+
+
+def test_a_params_from_file_name_nested_too_deep_for_json_declares_no_parameters():
+    deep = {"params_from_file_name": "[" * 100_000 + "]" * 100_000}
+    assert file_name_parameters_to_declare(deep, None, "any.h5") == {}
+
+
+def test_a_file_of_another_pde_is_refused_by_name_whatever_the_runs_params_from_file_name(
+    tmp_path, monkeypatch, capsys
+):
+    # neither name is a PDEBench file's: the refusal says only that the PDEs differ
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "heat.h5", "--quiet"]) == 0
+    with h5py.File("heat.h5", "a") as f:
+        f.attrs["params_from_file_name"] = "[" * 100_000 + "]" * 100_000
+    shutil.copy("heat.h5", "other.h5")
+    with h5py.File("other.h5", "a") as f:
+        f.attrs["pde"] = "something-else"
+    small = ["--hidden", "4", "--layers", "1", "--members", "2", "--batch", "2", "--quiet"]
+    train = ["train", "--data", "heat.h5", "--model", "ensemble", "--task", "operator"]
+    assert main([*train, "--out", "run", "--steps", "1", *small]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "run", "--data", "other.h5"]) == 2
+    refused = capsys.readouterr().err
+    assert "'other.h5' holds 'something-else' solutions" in refused
+    assert "PDEBench" not in refused

@@ -144,8 +144,10 @@ class KnowledgeControl(Constraint):
         (each term has its own sample's gradient only). The miss, ``|∇F|²`` and their ratio are
         taken in float64 and the shift returned in ``z_t``'s dtype (a float16 ``|∇F|²``
         underflows to 0); for a float16 ``z_t`` the backward pass is scaled so that the
-        gradient itself does not underflow, and a gradient still 0 where a sample misses its
-        target is a :class:`~physml.errors.ConstraintError`."""
+        gradient itself does not underflow (one power of 2 per sample); a sample whose gradient
+        is still 0 where it misses its target gets no shift if its float32 gradient is 0 too (a
+        quantity that does not move there, e.g. clamped), else it is a
+        :class:`~physml.errors.ConstraintError`."""
         if not isinstance(z_t, torch.Tensor) or z_t.ndim < 2 or not z_t.is_floating_point():
             raise ConstraintError(
                 "KnowledgeControl needs z_t as a float tensor (members, batch, *latent), got "
@@ -187,13 +189,16 @@ class KnowledgeControl(Constraint):
             raise ConstraintError(_diverged(t, None, self.normalized))
         miss = miss.detach()
         size = gradient.square().reshape(members, batch, -1).sum(-1)
-        if _narrow(z.dtype) and ((size == 0) & (miss > 0)).any():
-            raise ConstraintError(
-                f"KnowledgeControl's gradient at timestep {_timestep(t)} is 0 in z_t's "
-                f"{z_t.dtype} for a sample that misses its target (largest ‖r‖² "
-                f"{float(miss.max()):.3g}): the quantity does not move with z_t, or its "
-                "gradient underflows that dtype even after scaling — sample in float32"
-            )
+        stuck = (size == 0) & (miss > 0)
+        if _narrow(z.dtype) and stuck.any():
+            moving = stuck & ~self._stationary(z.detach(), t, residual.detach(), clean)
+            if moving.any():
+                raise ConstraintError(
+                    f"KnowledgeControl's gradient at timestep {_timestep(t)} is 0 in z_t's "
+                    f"{z_t.dtype} for a sample that misses its target (its ‖r‖² "
+                    f"{float(miss[moving][0]):.3g}) although the quantity moves with z_t in "
+                    "float32: it underflows that dtype even after scaling — sample in float32"
+                )
         if self.normalized:
             ratio = torch.where(size > 0, miss / size.clamp_min(1e-300), 0.0)
             gradient = gradient * ratio.reshape(*ratio.shape, *[1] * (z_t.ndim - 2))
@@ -240,6 +245,24 @@ class KnowledgeControl(Constraint):
             )
         return clean
 
+    def _stationary(
+        self, z: torch.Tensor, t: object, residual: torch.Tensor, clean: bool
+    ) -> torch.Tensor:
+        """Per sample ``(members, batch)``: whether ``Q``'s float32 gradient at ``z`` (a float16
+        one is 0 where ``Q`` does not move or where it underflows) is exactly 0; all False when
+        the quantity cannot be taken in float32."""
+        members, batch = z.shape[:2]
+        with torch.inference_mode(False), torch.enable_grad():
+            wide = z.to(torch.float32).requires_grad_(True)
+            try:
+                value = self._quantity(wide, t, members * batch, denoised=clean)
+                (gradient,) = torch.autograd.grad(
+                    value.reshape(residual.shape), wide, residual.to(value.dtype)
+                )
+            except (RuntimeError, TypeError, ConstraintError):
+                return torch.zeros(members, batch, dtype=torch.bool, device=z.device)
+        return gradient.reshape(members, batch, -1).abs().amax(-1) == 0
+
     def _quantity(
         self, z: torch.Tensor, t: object, count: int, denoised: bool = False
     ) -> torch.Tensor:
@@ -281,36 +304,48 @@ class KnowledgeControl(Constraint):
 def _gradient(value: torch.Tensor, residual: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``∇_z Σ_i ½ ‖r_i‖²`` in float64, shaped like ``z``, from ``Q = value`` and its ``residual``.
 
-    For a ``z`` no wider than float16 the backward pass runs on ``scale · r``, a power of 2 undone
-    in float64, chosen so that the gradient's largest entry lands in [1, 2¹²], else as near as
-    the scaled ``r`` allows (float16 spans 2⁻²⁴ … 2¹⁶: ``r / n`` of a mean of 2²⁰ entries
-    underflows unscaled).
+    For a ``z`` no wider than float16 the backward pass runs on ``2^e_i · r_i``, a power of 2 per
+    sample ``i`` undone in float64, chosen so that that sample's largest gradient entry lands in
+    [1, 2¹²], else as near as the scaled ``r_i`` allows (float16 spans 2⁻²⁴ … 2¹⁶: ``r / n`` of a
+    mean of 2²⁰ entries underflows unscaled). A pass that overflows caps ``e_i`` one below, and the
+    next finite pass is kept.
     """
     narrow = _narrow(z.dtype)
-    largest = float(residual.abs().max()) if residual.numel() else 0.0
-    if not narrow or not 0.0 < largest < math.inf:
+    samples = residual.shape[:2]
+    largest = residual.abs().reshape(*samples, -1).amax(-1) if residual.numel() else None
+    if not narrow or largest is None or not torch.isfinite(largest).all():
         (gradient,) = torch.autograd.grad(value, z, residual.to(value.dtype))
         return gradient.to(torch.float64)
     top = math.floor(math.log2(torch.finfo(z.dtype).max))  # 15 for float16
-    order = math.ceil(math.log2(largest))
-    exponent, highest, kept = top // 2 - order, top - order, None  # scale · |r| ≤ 2^7, ≤ 2^15
+    order = torch.where(largest > 0, torch.log2(largest).ceil(), 0.0)
+    exponent, highest = top // 2 - order, top - order  # scale · |r| ≤ 2^7, ≤ 2^15
+    done, overflowed = largest == 0, torch.zeros_like(largest, dtype=torch.bool)
+    kept = None
     for _ in range(6):
-        (scaled,) = torch.autograd.grad(
-            value, z, (residual * 2.0**exponent).to(value.dtype), retain_graph=True
-        )
-        peak = float(scaled.abs().max())
-        if math.isfinite(peak):
-            kept = scaled.to(torch.float64) * 2.0**-exponent
-            if 1.0 <= peak <= 2.0 ** (top - 3):  # 14 octaves of full precision below it
-                break
-            wanted = highest if peak == 0 else exponent + top // 2 - math.ceil(math.log2(peak))
-        else:
-            wanted = exponent - top // 2
-        wanted = min(wanted, highest)
-        if wanted == exponent:
+        seed = residual * _per_sample(2.0**exponent, residual)
+        (scaled,) = torch.autograd.grad(value, z, seed.to(value.dtype), retain_graph=True)
+        unscaled = scaled.to(torch.float64) * _per_sample(2.0**-exponent, scaled)
+        peak = scaled.abs().reshape(*samples, -1).amax(-1).to(torch.float64)
+        finite = torch.isfinite(peak)
+        if kept is not None:
+            unscaled = torch.where(_per_sample(finite & ~done, z), unscaled, kept)
+        kept = unscaled
+        settled = (peak >= 1.0) & (peak <= 2.0 ** (top - 3)) | overflowed  # 14 octaves below it
+        wanted = torch.where(peak == 0, highest, exponent + top // 2 - torch.log2(peak).ceil())
+        wanted = torch.where(finite, wanted, exponent - top // 2)
+        highest = torch.where(finite, highest, torch.minimum(highest, exponent - 1))
+        wanted = torch.minimum(wanted, highest)
+        done |= finite & (settled | (wanted == exponent))
+        overflowed |= ~finite
+        if done.all():
             break
-        exponent = wanted
-    return scaled.to(torch.float64) if kept is None else kept
+        exponent = torch.where(done, exponent, wanted)
+    return kept
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` (members, batch) shaped to broadcast against ``like`` (members, batch, …)."""
+    return values.reshape(*values.shape, *[1] * (like.ndim - 2))
 
 
 def _narrow(dtype: torch.dtype) -> bool:

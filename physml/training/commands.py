@@ -462,6 +462,14 @@ def same_problem(trained_on: str | None, holds: str | None) -> bool:
     return converted and pdebench_family(trained_on) == pdebench_family(holds)
 
 
+def pdebench_named(trained_on: str | None, holds: str | None) -> list[str]:
+    """The names among ``trained_on`` and ``holds`` that are PDEBench files' (``[]`` when
+    ``trained_on`` is none: :func:`declaring` has nothing to say)."""
+    if not isinstance(trained_on, str):
+        return []
+    return [name for name in (trained_on, holds) if str(name).startswith(PDEBENCH_PREFIX)]
+
+
 def declaring(
     trained_on: str | None,
     holds: str | None,
@@ -471,8 +479,8 @@ def declaring(
     """How to say that the file ``data`` (of PDE ``holds``) holds the PDE ``trained_on`` a run
     learned, where either name is a PDEBench file's, taken from its file name; ``""`` otherwise.
     ``parameters``: root attributes to set with it (:func:`file_name_parameters_to_declare`)."""
-    named = [name for name in (trained_on, holds) if str(name).startswith(PDEBENCH_PREFIX)]
-    if not named or not isinstance(trained_on, str):
+    named = pdebench_named(trained_on, holds)
+    if not named:
         return ""
     declared = {"pde": trained_on, **(parameters or {})}
     line = f"attrs['pde'] = {trained_on!r}" if len(declared) == 1 else f"attrs.update({declared!r})"
@@ -492,7 +500,7 @@ def file_name_parameters_to_declare(
     ``data`` (read as ``contents``) lacks, to give as its root attributes: ``{"beta": 1.0}``."""
     try:
         names = json.loads(trained.get("params_from_file_name"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return {}
     if not isinstance(names, list) or detect_format(data) != "pdebench":
         return {}
@@ -585,7 +593,12 @@ def rebuild_run(
             f"{description['model']} of {str(run)!r} was trained on {learned}: it reads the "
             "parameters of the PDE it learned as inputs"
             + declaring(
-                trained_on, holds, data, file_name_parameters_to_declare(trained, contents, data)
+                trained_on,
+                holds,
+                data,
+                file_name_parameters_to_declare(trained, contents, data)
+                if pdebench_named(trained_on, holds)
+                else None,
             )
         )
     if not same_problem(trained_on, holds):  # before the shapes: another PDE, whatever its grid
