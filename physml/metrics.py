@@ -87,6 +87,7 @@ __all__ = [
     "gaussian_log_likelihood",
     "crps_gaussian",
     "crps_ensemble",
+    "crps_ensemble_in_chunks",
     "spearman",
     "spread_skill",
     "coverage",
@@ -654,6 +655,20 @@ def crps_ensemble(
     pair_sum = 2 * (weights * ordered).sum(0)
     pairs = members * (members - 1) if fair else members**2
     return _reduce(skill - 0.5 * pair_sum / pairs, reduction)
+
+
+def crps_ensemble_in_chunks(
+    samples: torch.Tensor, target: torch.Tensor, fair: bool = False, chunk: int = 8
+) -> torch.Tensor:
+    """:func:`crps_ensemble` per point (``reduction='none'``) of members ``samples (M, N, ...)``
+    against ``target (N, ...)``, ``chunk`` of the ``N`` items at a time: the sort copies the
+    members, so a large ensemble is scored in bounded memory."""
+    chunk = _positive_int("chunk", chunk)
+    samples, target = _members_and_truth(samples, target)
+    if samples.ndim < 2:
+        raise ValueError(f"samples must be (member, item, ...), got shape {tuple(samples.shape)}")
+    parts = zip(samples.split(chunk, 1), target.split(chunk), strict=True)
+    return torch.cat([crps_ensemble(part, truth, fair, "none") for part, truth in parts])
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from pdes.checks import positive_int
+
 
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed (what ``torch.Generator.manual_seed`` takes) derived from the non-negative
-    integers ``parts``: the first 64-bit word of numpy's ``SeedSequence(parts)``, shifted right by
-    one bit. Other ``parts`` (another count or order) give an unrelated seed."""
+    integers ``parts`` (at least one): the first 64-bit word of numpy's ``SeedSequence(parts)``,
+    shifted right by one bit. Other ``parts`` (another count or order) give an unrelated seed."""
+    if not parts:
+        raise TypeError("derived_seed needs at least one integer to derive a seed from")
+    parts = tuple(positive_int(f"parts[{i}]", part, minimum=0) for i, part in enumerate(parts))
     state = np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)
     return int(state[0] >> np.uint64(1))

@@ -1663,3 +1663,22 @@ def test_the_public_helpers_refuse_bad_arguments_by_name(call, error, names):
 
 def test_within_takes_a_list_of_errors():
     assert metrics.within([0.05, 0.2, 0.1], 0.1).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_crps_in_chunks_is_the_pairwise_ensemble_crps_of_every_point(chunk):
+    """Per point, ``mean|x_m − y| − Σ_{m,m'} |x_m − x_m'| / (2 M²)`` (plain) or ``/ (2 M (M−1))``
+    (fair), whatever the chunk of items scored at once."""
+    gen = torch.Generator().manual_seed(5)
+    samples = torch.randn(4, 7, 3, generator=gen, dtype=torch.float64)
+    truth = torch.randn(7, 3, generator=gen, dtype=torch.float64)
+    x, y = samples.numpy(), truth.numpy()
+    skill = np.abs(x - y).mean(0)
+    spread = np.abs(x[:, None] - x[None]).sum((0, 1))
+    for fair, pairs in ((False, 16), (True, 12)):
+        got = metrics.crps_ensemble_in_chunks(samples, truth, fair, chunk)
+        np.testing.assert_allclose(got.numpy(), skill - spread / (2 * pairs), rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match=r"target must have shape \(7, 3\)"):
+        metrics.crps_ensemble_in_chunks(samples, truth[:5], chunk=chunk)
+    with pytest.raises(ValueError, match="^chunk must be an integer >= 1"):
+        metrics.crps_ensemble_in_chunks(samples, truth, chunk=0)

@@ -32,3 +32,20 @@ def test_chunk_seeds_and_ensemble_members_draw_from_derived_seeds():
 def test_a_sample_seed_is_another_number_from_the_same_seed_sequence():
     words = np.random.SeedSequence([7, 3]).generate_state(2, dtype=np.uint32)
     assert sample_seed(7, 3) == (int(words[0]) << 31) ^ int(words[1]) != derived_seed(7, 3)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_a_seed_that_is_no_non_negative_integer_is_refused_by_name(bad):
+    """A negative seed failed inside numpy's SeedSequence ("expected non-negative integer"),
+    a bool was read as 1."""
+    model = DeepEnsemble(in_features=1, members=2, width=1, depth=1)
+    for call, name in (
+        (lambda: model.reset(seed=bad), "seed"),
+        (lambda: chunk_seed(bad, 0), "seed"),
+        (lambda: chunk_seed(0, bad), "index"),
+        (lambda: derived_seed(3, bad), r"parts\[1\]"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=rf"^{name} must be an integer >= 0"):
+            call()
+    with pytest.raises(TypeError, match="at least one integer"):
+        derived_seed()

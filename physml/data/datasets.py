@@ -334,7 +334,7 @@ def load(path: str | os.PathLike) -> PDEData:
         raise FileNotFoundError(f"path: no dataset at {str(path)!r}{_unindexed_shards(path)}")
     content = _read_file(path)
     if "shards" in content:
-        from .merge import PER_SHARD_ATTRIBUTES, _fullest, check_shards, named_shards
+        from .merge import check_shards, joined_attributes, named_shards
 
         # Same settings, seed scheme and versions, ranges covering 0..n-1: not a blind join.
         shards = check_shards(named_shards("path", path, content["shards"]))
@@ -347,10 +347,7 @@ def load(path: str | os.PathLike) -> PDEData:
             }
         for name in PER_SAMPLE_ROWS:  # every shard holds both
             content[name] = np.concatenate([p[name] for p in parts])
-        fullest = _fullest(shards)  # the attributes merge_shards gives the merged file
-        attrs = next(p["attrs"] for s, p in zip(shards, parts, strict=True) if s is fullest)
-        dataset = {k: v for k, v in attrs.items() if k not in PER_SHARD_ATTRIBUTES}
-        content["attrs"] = dict(dataset, shard=0, num_shards=1)  # as merge_shards writes them
+        content["attrs"] = joined_attributes(shards)  # as merge_shards writes them
     check_content(path, content)
     u = torch.from_numpy(content["u"])
     return PDEData(

@@ -354,6 +354,12 @@ def _fullest(shards: list[Shard]) -> Shard:
     return max(shards, key=lambda shard: sum(key in shard.attrs for key in ADDED_LATER))
 
 
+def joined_attributes(shards: list[Shard]) -> dict[str, object]:
+    """The dataset's attributes of checked ``shards`` joined into one, as a merged file and a
+    shard index describe it: the fullest shard's, without its per-shard ones, as shard 0 of 1."""
+    return dict(_fullest(shards).attrs, shard=0, num_shards=1)
+
+
 def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
     """Check that the shard files form one dataset; return them in sample order.
 
@@ -483,10 +489,8 @@ def merge_shards(
                 f.create_virtual_dataset(name, layout, fillvalue=_fill_value(dtype))
             for key, values in shards[0].coordinates.items():
                 write_checksummed(f, key, values)
-            for key, value in _fullest(shards).attrs.items():
+            for key, value in joined_attributes(shards).items():
                 f.attrs[key] = value
-            f.attrs["shard"] = 0
-            f.attrs["num_shards"] = 1
             f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             f.attrs["merged_from"] = json.dumps(stored)
     return out

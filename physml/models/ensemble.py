@@ -104,6 +104,7 @@ class DeepEnsemble(nn.Module):
 
     def reset(self, seed: int) -> None:
         """Fresh weights: member ``m`` draws from its own generator seeded by ``(seed, m)``."""
+        seed = positive_int("seed", seed, minimum=0)
         generators = [
             torch.Generator().manual_seed(derived_seed(seed, m, 0)) for m in range(self.members)
         ]

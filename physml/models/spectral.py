@@ -525,7 +525,7 @@ def plain_fno(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     fno = fast_fno(
-        n_modes=_mode_counts(n_modes),
+        n_modes=n_modes,  # fast_fno reads and checks it
         in_channels=in_channels,
         out_channels=out_channels,
         hidden_channels=hidden_channels,

@@ -99,14 +99,7 @@ def _applied(samples: torch.Tensor, steps: list) -> tuple[torch.Tensor, float]:
 def mean_crps(samples: torch.Tensor, truth: torch.Tensor, fair: bool = False) -> float:
     """Ensemble CRPS per pixel of members ``samples (M, N, ...)`` against ``truth (N, ...)``,
     eight windows at a time (the sort copies the members)."""
-    return float(
-        torch.cat(
-            [
-                metrics.crps_ensemble(part, target, fair, "none")
-                for part, target in zip(samples.split(8, 1), truth.split(8), strict=True)
-            ]
-        ).mean()
-    )
+    return float(metrics.crps_ensemble_in_chunks(samples, truth, fair, 8).mean())
 
 
 def score(

@@ -46,7 +46,9 @@ def chunk_seed(seed: int, index: int) -> int:
     """The sampling seed (63 bits) of chunk ``index`` of a call with ``seed``:
     :func:`physml.seeds.derived_seed` ``(seed, index)``, so no chunk of one seed repeats a chunk
     of another."""
-    return derived_seed(seed, index)
+    return derived_seed(
+        positive_int("seed", seed, minimum=0), positive_int("index", index, minimum=0)
+    )
 
 
 def sample(
@@ -148,11 +150,8 @@ def _frame_crps(samples: torch.Tensor, truth: torch.Tensor, fair: bool = False) 
     """Ensemble CRPS of members ``samples (M, N, T, C, H, W)`` against ``truth (N, T, C, H, W)``
     summed over each frame's pixels, averaged over frames and videos (32 videos at a time: the
     sort copies the members)."""
-    per_frame = [
-        metrics.crps_ensemble(part.double(), target.double(), fair, "none").sum((-3, -2, -1))
-        for part, target in zip(samples.split(32, 1), truth.split(32), strict=True)
-    ]
-    return float(torch.cat(per_frame).mean())
+    per_point = metrics.crps_ensemble_in_chunks(samples, truth, fair, 32)
+    return float(per_point.sum((-3, -2, -1)).mean())
 
 
 def evaluate_ensemble(
