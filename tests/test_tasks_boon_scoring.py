@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 import time
 import types
 
@@ -9,12 +10,16 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann
+from physml import metrics
 from physml.constraints import BoundaryCondition
+from physml.constraints.operator import CorrectedLayer
 from physml.models import plain_fno
 from physml.tasks import boon
 from physml.tasks.boon import evaluation, tasks
+from physml.training import TrainConfig, Trainer
 
 F64 = torch.float64
 
@@ -180,9 +185,12 @@ def test_train_follows_the_cosine_schedule_and_the_seeded_batches():
     expected = [10.0 - sum(rates[:k]) for k in range(7)]
     assert losses == pytest.approx(expected, rel=1e-6)
     assert model.p.item() == pytest.approx(10.0 - sum(rates), rel=1e-6)
-    # batches: consecutive slices of randperm(6) drawn with the seed, redrawn when used up
-    generator = torch.Generator().manual_seed(11)
-    orders = [torch.randperm(6, generator=generator).tolist() for _ in range(3)]
+    # batches: consecutive slices of the Trainer's permutation of epoch e, randperm(6) drawn
+    # from a generator seeded with seed + e (DistributedSampler's shuffle, one process)
+    orders = [
+        torch.randperm(6, generator=torch.Generator().manual_seed(11 + epoch)).tolist()
+        for epoch in range(3)
+    ]
     batches = [order[i : i + 2] for order in orders for i in (0, 2, 4)][:7]
     assert [call[0] for call in model.calls] == batches
     for index, values, mode in model.calls:
@@ -199,6 +207,114 @@ def test_train_clips_the_gradient_norm():
     ]
     rates = [0.05 * (1 + math.cos(math.pi * k / 3)) / 2 for k in range(3)]
     assert losses == pytest.approx([10.0 - sum(rates[:k]) for k in range(3)], rel=1e-6)
+
+
+def quick_boon(case_name, seed, steps=5):
+    """The quick data of ``case_name``, a few-step budget and its ``boon`` model."""
+    data = boon.case_data(case_name, "quick")
+    plan = dataclasses.replace(boon.budget(case_name, "quick"), steps=steps)
+    return data, plan, boon.build_model("boon", data, plan, seed)
+
+
+@pytest.mark.parametrize("case_name", ["stokes-dirichlet", "burgers-periodic"])
+def test_train_is_one_trainer_run_of_the_budget_with_or_without_wall_values(case_name):
+    # stokes-dirichlet carries prescribed wall values per sample, burgers-periodic none
+    seed = 4
+    data, plan, model = quick_boon(case_name, seed)
+    assert (data.train_values is None) == (case_name == "burgers-periodic")
+    _, losses = boon.train(model, data, plan, seed)
+    _, _, twin = quick_boon(case_name, seed)
+    items = (data.train_x, data.train_y)
+    items += () if data.train_values is None else (data.train_values,)
+
+    def loss(network, batch):
+        values = batch[2] if len(batch) == 3 else None
+        return metrics.relative_l2(network(batch[0], values), batch[1])
+
+    config = TrainConfig(
+        steps=plan.steps, batch=plan.batch, lr=plan.lr, schedule="cosine", clip=plan.clip, seed=seed
+    )
+    report = Trainer(twin, loss, config, quiet=True).fit(TensorDataset(*items))
+    assert losses == report.losses
+    for (name, trained), expected in zip(
+        model.state_dict().items(), twin.state_dict().values(), strict=True
+    ):
+        assert torch.equal(trained, expected), name
+    assert not model.training
+
+
+def test_train_matches_a_hand_written_loop_with_fresh_corrections_every_step(monkeypatch):
+    # the Trainer's documented order: the permutation of epoch e drawn with seed + e, the rate
+    # lr·(1 + cos(π·step/steps))/2 set before each step, Adam after the gradient norm is clipped
+    seed, steps = 2, 5
+    data, plan, model = quick_boon("heat-neumann", seed, steps)
+    _, _, by_hand = quick_boon("heat-neumann", seed, steps)
+    count, per_epoch = data.train_x.shape[0], data.train_x.shape[0] // plan.batch
+    assert steps > per_epoch  # the loop crosses into a second epoch
+    optimiser = torch.optim.Adam(by_hand.parameters(), lr=plan.lr)
+    expected = []
+    for step in range(steps):
+        epoch, position = divmod(step, per_epoch)
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + epoch))
+        index = order[position * plan.batch : (position + 1) * plan.batch]
+        for group in optimiser.param_groups:
+            group["lr"] = plan.lr * (1 + math.cos(math.pi * step / steps)) / 2
+        optimiser.zero_grad()
+        prediction = by_hand(data.train_x[index], data.train_values[index])
+        loss = metrics.relative_l2(prediction, data.train_y[index])
+        loss.backward()
+        nn.utils.clip_grad_norm_(by_hand.parameters(), plan.clip)
+        optimiser.step()
+        expected.append(loss.item())
+    # every step reads each corrected layer's probes afresh, with gradients (none kept across
+    # steps, whose weights the optimiser changed)
+    stored, original = [], CorrectedLayer.store
+
+    def store(layer, bias, probes, like):
+        stored.append(bias.requires_grad)
+        return original(layer, bias, probes, like)
+
+    monkeypatch.setattr(CorrectedLayer, "store", store)
+    _, losses = boon.train(model, data, plan, seed)
+    assert stored == [True] * (steps * plan.layers)
+    assert losses == expected  # the same operations in the same order: bit for bit
+    for trained, reference in zip(model.parameters(), by_hand.parameters(), strict=True):
+        assert torch.equal(trained, reference)
+
+
+class Diverging(Recorder):
+    """A Recorder whose output turns NaN once ``p`` has dropped below 9.85 (at step 3 for lr 0.1:
+    Adam moves ``p`` by the rate of each step)."""
+
+    def forward(self, x, values):
+        out = super().forward(x, values)
+        return out * torch.where(self.p > 9.85, 1.0, math.nan)
+
+
+def test_train_stops_a_run_whose_loss_turns_nan_and_says_what_to_change():
+    data, y = recording_data()
+    plan = boon.Budget(6, 6, 4, steps=6, batch=2, lr=0.1, clip=None)
+    model = Diverging(y)
+    with pytest.raises(FloatingPointError, match=r" at step 3 .* \(the Budget's lr\) or a"):
+        boon.train(model, data, plan, seed=0)
+    assert len(model.calls) == 3  # stopped there, not run on to the last step
+
+
+@pytest.mark.parametrize(
+    ("change", "seed", "message"),
+    [
+        ({"lr": 0.0}, 0, "lr must be a finite number > 0, got 0.0"),
+        ({"clip": 0.0}, 0, "clip must be a number > 0 or None, got 0.0"),
+        ({}, -1, "seed must be an integer >= 0, got -1"),
+    ],
+)
+def test_train_refuses_a_rate_or_clip_that_trains_nothing_or_a_negative_seed(change, seed, message):
+    data, y = recording_data()
+    plan = boon.Budget(6, 6, 4, steps=2, batch=2, **change)
+    model = Recorder(y)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        boon.train(model, data, plan, seed)
+    assert model.calls == []
 
 
 def test_train_accepts_a_batch_of_every_sample_and_refuses_more_or_none():

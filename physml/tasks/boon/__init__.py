@@ -9,7 +9,8 @@ per concern:
   prescribed by each problem) and their :class:`Budget` per size.
 - :mod:`.models`: :func:`build_model` — the plain FNO, or ``physml.constrain(fno, *conditions)``
   around an identically initialised FNO (BOON; ``kernel=False`` for the output-only ablation).
-- :mod:`.training`: :func:`train` — the same training for every method.
+- :mod:`.training`: :func:`train` — the same training for every method, by the toolkit's
+  :class:`~physml.training.Trainer`.
 - :mod:`.evaluation`: :func:`evaluate` and :func:`run_case` — one (case, method, seed)
   experiment → rows for the results table.
 - :mod:`.plots`, :mod:`.tasks`: the figures and the registered ``boon-*`` tasks.
