@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     quiet = not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:
         work = work_folder(
-            args.work, scratch, mode == "quick", Path("physml_output") / name, ("rows.json", "*.pt")
+            args.work,
+            scratch,
+            mode == "quick",
+            Path("physml_output") / name,
+            ("rows.json", "*/checkpoint.pt"),
         )
         work.mkdir(parents=True, exist_ok=True)
         setup = {
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=scale.batch_size,
                 lr=scale.lr,
                 seed=args.seed,
-                checkpoint=work / f"{method}.pt",
+                checkpoint=work / method,
                 quiet=quiet,
                 clock="cpu",
                 loss=training_loss,

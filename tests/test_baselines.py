@@ -3,6 +3,7 @@
 import copy
 import functools
 import math
+import shutil
 import time
 import warnings
 
@@ -163,7 +164,9 @@ def test_a_float16_forecaster_that_diverges_is_told_its_precision():
     x = torch.ones(4, 2, 1, 4, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        with pytest.raises(FloatingPointError, match="at step 1 .*float16 weights: Adam's"):
+        with pytest.raises(
+            FloatingPointError, match="diverged at step 2 .*float16 weights: Adam's"
+        ):
             train_forecaster(Gain(torch.float16), x, 2 * x, max_steps=3, batch_size=2)
 
 
@@ -330,7 +333,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
             raise Killed
 
     resumed = copy.deepcopy(template)
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     with pytest.raises(Killed):
         train(resumed, checkpoint=path, on_step=kill_at_three, model_config={"name": "unet"})
     fresh = copy.deepcopy(template)  # a new process would rebuild the model from scratch
@@ -340,18 +343,27 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert report.val_losses == expected.val_losses
     assert same_parameters(fresh, straight)
     assert not same_parameters(fresh, template)
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 6
 
 
 def test_checkpoint_from_other_settings_is_refused(tmp_path):
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
     with pytest.raises(ValueError, match="checkpoint"):
         train(build("unet", 3, 3, 1), checkpoint=path, steps=2, seed=1)
-    path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="is not a forecaster checkpoint .not a zip archive"):
+    (path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a checkpoint of physml train .not a zip archive"):
         train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
+    shutil.rmtree(path)
+    path.write_bytes(b"a file")  # a checkpoint of older physml, or any file: not a run folder
+    with pytest.raises(ValueError) as refused:
+        train(build("unet", 3, 3, 1), checkpoint=path, steps=2)
+    assert str(refused.value) == (
+        f"checkpoint: {str(path)!r} is a file (older physml wrote a forecaster's checkpoint as "
+        "one); train_forecaster keeps its checkpoint in a run folder (checkpoint.pt in it): "
+        "delete it, or use another checkpoint path (physml run/demo: another --out)"
+    )
 
 
 def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file(tmp_path):
@@ -359,21 +371,22 @@ def test_a_checkpoint_with_a_flipped_bit_is_refused_naming_the_file(tmp_path):
     from physml.training import CheckpointError
 
     trained = build("unet", 3, 3, 1)
-    for name in ("intact.pt", "damaged.pt"):
+    for name in ("intact", "damaged"):
         train(copy.deepcopy(trained), checkpoint=tmp_path / name, steps=2)
     train(trained, steps=2)
-    damaged = tmp_path / "damaged.pt"
-    flip_a_bit_of_a_zip_entry(damaged)
+    damaged = tmp_path / "damaged"
+    flip_a_bit_of_a_zip_entry(damaged / "checkpoint.pt")
     with pytest.raises(CheckpointError) as refused:
         train(build("unet", 3, 3, 1), checkpoint=damaged, steps=2)
     assert str(refused.value) == (
-        f"checkpoint: {str(damaged)!r} cannot be read as a forecaster checkpoint: it is damaged "
+        f"checkpoint: {str(damaged / 'checkpoint.pt')!r} cannot be read as a checkpoint of "
+        "physml train: it is damaged "
         "(its entry 'data/0' fails its CRC-32 check: a bit changed on disk or in a copy); "
         "restore an intact copy, delete it to start that training over, or use another "
         "checkpoint path (physml run/demo: another --out)"
     )
     resumed = build("unet", 3, 3, 1)
-    assert train(resumed, checkpoint=tmp_path / "intact.pt", steps=2).steps == 2
+    assert train(resumed, checkpoint=tmp_path / "intact", steps=2).steps == 2
     assert same_parameters(resumed, trained)
 
 
@@ -390,22 +403,23 @@ def kill_at(step):
 
 
 def test_resuming_another_model_is_refused_naming_the_setting(tmp_path):
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     config = {"name": "unet", "base": 8, "options": {"depth": 2, "output": "linear"}}
     with pytest.raises(Killed):
         train(build("unet", 3, 3, 1), path, kill_at(2), model_config=config)
     other = {**config, "options": {"depth": 2, "output": "sigmoid"}}
-    with pytest.raises(ValueError, match=r"another model \(options.output 'linear' → 'sigmoid'\)"):
+    changed = r"another model \(model_config.options.output 'linear' → 'sigmoid'\)"
+    with pytest.raises(ValueError, match=changed):
         train(build("unet", 3, 3, 1), path, model_config=other)
     with pytest.raises(Killed):  # no config given: the saved one is kept
         train(build("unet", 3, 3, 1), path, kill_at(4))
-    with pytest.raises(ValueError, match=r"another model \(base 8 → 16\)"):
+    with pytest.raises(ValueError, match=r"another model \(model_config.base 8 → 16\)"):
         train(build("unet", 3, 3, 1), path, model_config={**config, "base": 16})
     assert train(build("unet", 3, 3, 1), path, model_config=config).steps == 6
 
 
 def test_resuming_on_other_data_of_the_same_count_is_refused(tmp_path):
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     with pytest.raises(Killed):
         train(build("unet", 3, 3, 1), path, kill_at(2))
     with pytest.raises(ValueError, match=r"trained on other data \(sample_hash"):
@@ -416,7 +430,7 @@ def test_resuming_on_other_data_of_the_same_count_is_refused(tmp_path):
 def test_resuming_with_another_validation_set_is_refused_once_it_was_scored(tmp_path):
     x, y = toy_sequences(count=8)
     first, other = (x[:2], y[:2]), (x[2:4], y[2:4])
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     with pytest.raises(Killed):  # val scored at the end only: nothing recorded yet
         train(build("unet", 3, 3, 1), path, kill_at(2), val=first)
     with pytest.raises(Killed):
@@ -428,19 +442,19 @@ def test_resuming_with_another_validation_set_is_refused_once_it_was_scored(tmp_
     with pytest.raises(ValueError, match="validation losses on another validation set"):
         train(build("unet", 3, 3, 1), path, val=first, val_every=1)
     report = train(build("unet", 3, 3, 1), path, val=other, val_every=1)
-    assert [step for step, _ in report.val_losses] == [3, 4, 6]
+    assert [step for step, _ in report.val_losses] == [2, 3, 5, 6]  # killed before 4's record
 
 
 def test_a_refused_resume_names_the_difference_and_advises_no_cli_flag(tmp_path):
     """train_forecaster is a Python API: its refusals advise another checkpoint path, not
     physml train's --out, and still name what differs."""
     x, y = toy_sequences(count=8)
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     config = {"name": "unet", "base": 4}
     with pytest.raises(Killed):
         train(build("unet", 3, 3, 1), path, kill_at(2), model_config=config, val_every=1)
     refusals = [
-        ({"model_config": {"name": "unet", "base": 8}}, r"another model \(base 4 → 8\)"),
+        ({"model_config": {"name": "unet", "base": 8}}, r"another model \(model_config.base 4 → 8"),
         ({"data_seed": 1, "model_config": config}, r"other data \(sample_hash"),
         (
             {"val": (x[2:4], y[2:4]), "val_every": 1, "model_config": config},
@@ -460,7 +474,7 @@ def test_a_run_without_schedule_extends_like_an_uninterrupted_run_of_the_new_len
     template = build("unet", 3, 3, 1)
     straight = copy.deepcopy(template)
     expected = train(straight, schedule="none")
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     assert train(copy.deepcopy(template), path, steps=3, schedule="none").steps == 3
     extended = copy.deepcopy(template)
     report = train(extended, path, schedule="none")
@@ -469,7 +483,7 @@ def test_a_run_without_schedule_extends_like_an_uninterrupted_run_of_the_new_len
     with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), path, steps=2, schedule="none")
     assert str(refused.value) == (
-        f"checkpoint: {str(path)!r} is at step 6, beyond the max_steps=2 asked for; use another "
+        f"checkpoint: {str(path)!r} is at step 6, beyond the 2 steps asked for; use another "
         "checkpoint path or more steps"
     )
 
@@ -478,34 +492,42 @@ def test_extending_a_cosine_run_is_refused_saying_why_and_what_would_do(tmp_path
     """The cosine rate decays over max_steps (or budget_s without it): resumed over another
     length, the rest of the run follows no run's schedule. A budget only stopping a run whose
     schedule runs over max_steps may change."""
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     train(build("unet", 3, 3, 1), path, steps=3)
     with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), path, steps=6)
     message = str(refused.value)
-    assert "step 3 of a run whose cosine learning rate decays over max_steps=3; " in message
-    assert "resumed with max_steps=6 the rest of the run would follow neither" in message
+    assert "step 3 of a run on the cosine learning-rate schedule over 3 steps; " in message
+    assert "resuming it for 6 steps would not follow the schedule of a 6-step run" in message
     assert (
-        "Train with max_steps=6 afresh (use another checkpoint path), or resume with max_steps=3 "
-        "(a run with schedule='none' may be extended)" in message
+        "Train the 6 steps afresh (use another checkpoint path), or resume for the 3 steps the "
+        "run began with (a run on the constant schedule may be extended)" in message
     )
     assert "--" not in message
-    with pytest.raises(ValueError, match="decays over max_steps=3; resumed with budget_s=60.0 "):
+    with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), path, steps=None, budget_s=60.0)
+    assert str(refused.value) == (
+        f"checkpoint: {str(path)!r} holds step 3 of a run on the cosine learning-rate schedule "
+        "over 3 steps; resumed over budget_s=60.0 seconds (no steps) the rest of the run would "
+        "follow neither that schedule nor a fresh run's. Train over budget_s=60.0 seconds (no "
+        "steps) afresh (use another checkpoint path), or resume over 3 steps (a run on the "
+        "constant schedule may be extended)"
+    )
     assert train(build("unet", 3, 3, 1), path, steps=3, budget_s=60.0).steps == 3
-    budget_only = tmp_path / "budget.pt"
+    budget_only = tmp_path / "budget"
     train(build("unet", 3, 3, 1), budget_only, steps=None, budget_s=0.2)
     with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), budget_only, steps=4, budget_s=0.2)
-    assert "decays over budget_s=0.2; resumed with max_steps=4 the rest" in str(refused.value)
-    assert "or resume with budget_s=0.2 and no max_steps (a run" in str(refused.value)
+    message = str(refused.value)
+    assert "over budget_s=0.2 seconds (no steps); resumed over 4 steps the rest" in message
+    assert "or resume over budget_s=0.2 seconds (no steps) (a run" in message
 
 
 def test_a_refused_setting_is_named_alone_and_an_unset_budget_is_none(tmp_path):
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     train(build("unet", 3, 3, 1), path, steps=2)
-    saved = torch.load(path, weights_only=True)["config"]
-    assert saved["max_steps"] == 2 and saved["budget_s"] is None
+    saved = torch.load(path / "checkpoint.pt", weights_only=True)["config"]
+    assert saved["steps"] == 2 and saved["budget_s"] is None
     with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), path, steps=2, seed=1)
     assert str(refused.value) == (
@@ -514,23 +536,28 @@ def test_a_refused_setting_is_named_alone_and_an_unset_budget_is_none(tmp_path):
     )
 
 
-def test_checkpoint_from_before_the_data_and_model_records_resumes(tmp_path):
+def test_a_checkpoint_from_before_time_budgets_resumes_counting_no_seconds(tmp_path):
+    """A Trainer checkpoint written before budget_s, clock and the seconds used were saved
+    resumes as a wall-clock run without budget that had used 0 s, bit for bit."""
     template = build("unet", 3, 3, 1)
     straight = copy.deepcopy(template)
     expected = train(straight)
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     with pytest.raises(Killed):
-        train(copy.deepcopy(template), path, kill_at(3))
-    state = torch.load(path, weights_only=True)
-    for key in ("fingerprint", "validation_fingerprint", "model_config"):
-        del state[key]
-    state["config"]["budget_s"] = -1.0  # what older versions wrote for no budget
-    torch.save(state, path)
+        train(copy.deepcopy(template), path, kill_at(3), model_config={"name": "unet"})
+    state = torch.load(path / "checkpoint.pt", weights_only=True)
+    del state["train_s"], state["config"]["budget_s"], state["config"]["clock"]
+    torch.save(state, path / "checkpoint.pt")
     resumed = copy.deepcopy(template)
-    report = train(resumed, path, model_config={"name": "unet"})
+    report = train(resumed, path)  # no model_config: the saved one is kept
     assert report.losses == expected.losses and report.val_losses == expected.val_losses
     assert same_parameters(resumed, straight)
-    assert torch.load(path, weights_only=True)["model_config"] == {"name": "unet"}
+    saved = torch.load(path / "checkpoint.pt", weights_only=True)
+    assert saved["model_config"] == {"model_config": {"name": "unet"}, "loss": "mse"}
+    assert 0 < saved["train_s"] == report.seconds
+    assert (saved["config"]["budget_s"], saved["config"]["clock"]) == (None, "wall")
+    with pytest.raises(ValueError, match=r"other settings \(clock 'wall' → 'cpu'\)"):
+        train(copy.deepcopy(template), path, clock="cpu")
 
 
 def test_training_is_deterministic_by_seed():
@@ -550,6 +577,53 @@ def test_time_budget_stops_the_run(clock):
     report = train_forecaster(model, x, y, budget_s=0.3, batch_size=2, clock=clock)
     assert report.steps >= 1 and report.seconds >= 0.3
     assert len(report.losses) == report.steps
+
+
+def test_the_cpu_clock_is_the_one_a_cpu_budget_reads(monkeypatch):
+    """clock="cpu": the budget and the seconds reported come from the CPU clock alone (the
+    wall clock, read, would fail the run)."""
+    from physml.models import forecasting
+
+    timed = fake_clock(monkeypatch, 1.0)
+    monkeypatch.setitem(forecasting.CLOCKS, "cpu", forecasting.CLOCKS["wall"])
+
+    def unread() -> float:
+        raise AssertionError("the wall clock was read")
+
+    monkeypatch.setitem(forecasting.CLOCKS, "wall", unread)
+    report = train_forecaster(timed(), *labelled(), budget_s=2.5, batch_size=2, clock="cpu")
+    assert report.steps == 3 and report.seconds == 3.0
+
+
+def test_training_leaves_the_callers_random_generators_and_the_models_mode_as_they_were():
+    """The Trainer seeds torch's, numpy's and Python's generators for the run; the caller's
+    states come back, and a model passed in eval mode is returned in eval mode."""
+    import random
+
+    torch.manual_seed(11)
+    np.random.seed(12)  # noqa: NPY002
+    random.seed(13)
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()  # noqa: NPY002
+    model = Offset().eval()
+    x, y = labelled()
+    train_forecaster(model, x, y, max_steps=2, batch_size=2, val=(x, y), val_every=1)
+    assert torch.equal(torch.get_rng_state(), states[0])
+    after = np.random.get_state()  # noqa: NPY002
+    assert after[0] == states[1][0] and np.array_equal(after[1], states[1][1])
+    assert after[2:] == states[1][2:] and random.getstate() == states[2]
+    assert not model.training and len(model.seen) == 2  # trained in train mode all the same
+
+
+def test_validation_is_scored_by_its_mse_whatever_the_training_loss():
+    x, _ = labelled(4)
+    model = Offset()
+    options = dict(max_steps=1, batch_size=2, loss="l1", val=(x, x))  # val's error: the offset
+    report = train_forecaster(model, x, x + 0.5, **options)
+    offset = float(model.offset.detach())
+    assert offset == pytest.approx(1e-3)  # Adam's first step of lr against the L1 gradient
+    ((step, mse),) = report.val_losses
+    assert step == 1 and mse == pytest.approx(offset**2, rel=1e-12)
+    assert report.losses == [pytest.approx(0.5, rel=1e-12)]  # the L1 of the first step
 
 
 def test_cpu_clock_does_not_count_time_spent_waiting():
@@ -592,7 +666,7 @@ def test_reported_loss_is_the_chosen_objective_of_the_error(loss, formula):
 
 def test_resuming_with_another_loss_is_refused(tmp_path):
     x, y = toy_sequences()
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=1, checkpoint=path)
     with pytest.raises(ValueError, match="settings"):
         train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=2, checkpoint=path, loss="l1")
@@ -604,7 +678,7 @@ def weighted_error(prediction, target, weight):
 
 def test_resuming_with_a_partial_loss_of_other_arguments_is_refused(tmp_path):
     x, y = toy_sequences()
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
 
     def run(loss, on_step=None, **options):
         model = build("unet", 3, 3, 1)
@@ -621,13 +695,13 @@ def test_resuming_with_a_partial_loss_of_other_arguments_is_refused(tmp_path):
         )
 
     with pytest.raises(Killed):
-        run(functools.partial(weighted_error, weight=1.0), kill_at(1))
+        run(functools.partial(weighted_error, weight=1.0), kill_at(2))  # step 1 checkpointed
     with pytest.raises(ValueError, match=r"weighted_error\(weight=1.0\)' → '.*\(weight=2.0\)'"):
         run(functools.partial(weighted_error, weight=2.0))
     assert run(functools.partial(weighted_error, weight=1.0)).steps == 2
-    path.unlink()
+    shutil.rmtree(path)
     with pytest.raises(Killed):
-        run(lambda p, t: (p - t).abs().mean(), kill_at(1), loss_name="l1 by hand")
+        run(lambda p, t: (p - t).abs().mean(), kill_at(2), loss_name="l1 by hand")
     with pytest.raises(ValueError, match="loss 'l1 by hand' → 'mse by hand'"):
         run(lambda p, t: (p - t).square().mean(), loss_name="mse by hand")
     assert run(lambda p, t: (p - t).abs().mean(), loss_name="l1 by hand").steps == 2
@@ -741,24 +815,25 @@ def test_every_epoch_draws_each_sample_once():
 
 
 def test_a_resumed_budget_counts_the_time_spent_before_the_kill(monkeypatch, tmp_path):
-    """1 s per step and a 5 s budget: killed after step 3, the run resumes for 2 more steps."""
+    """1 s per step and a 5 s budget: killed in step 3's on_step, the run resumes from step 2's
+    checkpoint (2 s used) for 3 more steps."""
     timed = fake_clock(monkeypatch, 1.0)
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     options = dict(budget_s=5.0, batch_size=2, checkpoint=path, checkpoint_every=1)
     with pytest.raises(Killed):
         train_forecaster(timed(), *labelled(), on_step=kill_at(3), **options)
-    assert torch.load(path, weights_only=True)["seconds"] == 3.0
+    assert torch.load(path / "checkpoint.pt", weights_only=True)["train_s"] == 2.0
     report = train_forecaster(timed(), *labelled(), **options)
     assert report.steps == 5 and len(report.losses) == 5
     assert report.seconds == pytest.approx(5.0)
 
 
 def test_checkpoints_are_written_every_checkpoint_every_steps(tmp_path):
-    path = tmp_path / "run.pt"
+    path = tmp_path / "run"
     options = dict(max_steps=5, batch_size=2, checkpoint=path, checkpoint_every=2)
     with pytest.raises(Killed):
         train_forecaster(Offset(), *labelled(), on_step=kill_at(3), **options)
-    assert torch.load(path, weights_only=True)["step"] == 2
+    assert torch.load(path / "checkpoint.pt", weights_only=True)["step"] == 2
     taken = []
     report = train_forecaster(
         Offset(), *labelled(), on_step=lambda s, v: taken.append(s), **options
@@ -784,8 +859,8 @@ def test_a_resumed_run_draws_the_dropout_masks_an_uninterrupted_one_does(tmp_pat
     straight = copy.deepcopy(template)
     expected = train(straight, val=None)
     with pytest.raises(Killed):
-        train(copy.deepcopy(template), checkpoint=tmp_path / "run.pt", on_step=kill_at(3), val=None)
-    report = train(copy.deepcopy(template), checkpoint=tmp_path / "run.pt", val=None)
+        train(copy.deepcopy(template), checkpoint=tmp_path / "run", on_step=kill_at(3), val=None)
+    report = train(copy.deepcopy(template), checkpoint=tmp_path / "run", val=None)
     assert report.losses == expected.losses
 
 
@@ -815,7 +890,7 @@ def test_training_refuses_a_bad_learning_rate_or_val_every_and_a_loss_that_blows
             train_forecaster(Offset(), x, y, max_steps=1, val_every=every)
     with warnings.catch_warnings():  # and says so without a warning about the loss's gradient
         warnings.simplefilter("error")
-        with pytest.raises(FloatingPointError, match="training loss became inf at step 0"):
+        with pytest.raises(FloatingPointError, match="loss became inf at step 1, before any upd"):
             train_forecaster(Offset(), x, y, max_steps=1, loss=lambda p, t: p.sum() / 0.0)
 
 
@@ -1172,13 +1247,13 @@ def test_sizes_given_as_numpy_integers_build_the_models_of_those_numbers():
 def test_forecaster_counts_take_numpy_integers_as_the_ints_and_refuse_bools_and_zero(tmp_path):
     """Counts given as numpy integers were refused ("batch_size must be an integer >= 1, got
     np.int64(4)"); they now train, checkpoint and score as the ints do."""
-    model, path = Offset(), tmp_path / "run.pt"
+    model, path = Offset(), tmp_path / "run"
     numpy_counts = dict(max_steps=np.int64(6), batch_size=np.int64(2), checkpoint_every=np.int64(3))
     report = train_forecaster(model, *labelled(4), seed=1, checkpoint=path, **numpy_counts)
     epochs = [sorted(model.seen[i] + model.seen[i + 1]) for i in range(0, 6, 2)]
     assert report.steps == 6 and epochs == [[0, 1, 2, 3]] * 3
-    saved = torch.load(path, weights_only=True)["config"]
-    assert (saved["max_steps"], saved["batch_size"]) == (6, 2)
+    saved = torch.load(path / "checkpoint.pt", weights_only=True)["config"]
+    assert (saved["steps"], saved["batch"]) == (6, 2)
     x, y = labelled(5)
     frame_mse = 16 * 0.5**2  # every pixel of a 4 × 4 frame off by 0.5
     scores = evaluate_forecaster(Persistence(3), x, x + 0.5, batch_size=np.int64(2))

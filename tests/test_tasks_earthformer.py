@@ -202,7 +202,7 @@ def test_rerun_with_another_architecture_is_refused(tmp_path, monkeypatch):
     walled = {**task.ARCHITECTURES["earthformer"], "periodic": False}
     monkeypatch.setitem(task.ARCHITECTURES, "earthformer", walled)
     assert task.build("earthformer", tiny, seed=0).periodic is False
-    with pytest.raises(ValueError, match=r"another model \(periodic True → False\)"):
+    with pytest.raises(ValueError, match=r"another model \(model_config.periodic True → False\)"):
         task.run(Context(out=tmp_path, size="toy", quiet=True))
 
 
@@ -290,7 +290,7 @@ def test_a_neuralop_forecaster_resumes_from_the_checkpoint_it_wrote(tmp_path):
         if step == 2:
             raise Killed
 
-    path = tmp_path / "fno.pt"
+    path = tmp_path / "fno"
     with pytest.raises(Killed):
         train_forecaster(
             task.build("fno", TINY_FNO, 0), x, y, checkpoint=path, checkpoint_every=1,
@@ -306,15 +306,16 @@ def test_a_neuralop_forecaster_resumes_from_the_checkpoint_it_wrote(tmp_path):
 
 def test_an_old_neuralop_forecaster_checkpoint_is_refused_in_one_line(tmp_path):
     """Older physml saved the raw state dict, whose neuralop ``_metadata`` holds classes (the
-    FNO's init arguments, which neuralop wrote under that key; the FNO now leaves it out)."""
-    from physml.models.forecasting import CHECKPOINT_FORMAT, train_forecaster
+    FNO's init arguments, which neuralop wrote under that key; the FNO now leaves it out), in a
+    single file: refused in one line, as any file where the run folder goes."""
+    from physml.models.forecasting import train_forecaster
 
     model = task.build("fno", TINY_FNO, 0)
     fno = next(module for module in model.modules() if hasattr(module, "_init_kwargs"))
     raw = {**model.state_dict(), "_metadata": fno._init_kwargs}
     assert any(not isinstance(value, torch.Tensor) for value in raw.values())
     path = tmp_path / "fno.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "model": raw}, path)
+    torch.save({"format": "physml-forecaster-checkpoint/1", "model": raw}, path)
     x = torch.randn(4, 2, 1, 16, 16)
     with pytest.raises(ValueError) as caught:
         train_forecaster(task.build("fno", TINY_FNO, 0), x, x, max_steps=1, checkpoint=path)

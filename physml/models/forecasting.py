@@ -15,8 +15,6 @@ import json
 import math
 import os
 import re
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +26,9 @@ from torch.utils.data import TensorDataset
 from pdes.checks import finite, positive_int
 
 from .. import metrics
-from ..errors import user_stacklevel
+from .._clock import CLOCKS
 from .baselines import check_sequence
-from .common import model_dtype, progress_bar, sixteen_bit_weights
+from .common import model_dtype
 
 SCHEDULES = ("cosine", "none")
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,26 +37,27 @@ LOSSES: dict[str, Loss] = {
     "l1": lambda prediction, target: (prediction - target).abs().mean(),
 }
 """Named training losses ``(prediction, target) -> scalar``, each averaged over every element."""
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-CHECKPOINT_FORMAT = "physml-forecaster-checkpoint/1"
 SSIM_WINDOW = 11
 RESUME_REMEDY = "use another checkpoint path"
-"""What a refused resume advises (train_forecaster's ``checkpoint`` is a file, not physml
-train's ``--out`` folder)."""
+"""What a refused resume advises (train_forecaster's ``checkpoint`` argument, not physml train's
+``--out`` flag)."""
 RESTART = (
     "restore an intact copy, delete it to start that training over, or use another checkpoint "
     "path (physml run/demo: another --out)"
 )
 """What the refusal of a damaged checkpoint file advises."""
-STOPPING = ("max_steps", "budget_s")
-"""The settings a resumed run may change (unless the cosine schedule decays over one)."""
+RETRAIN = (
+    "train again with another checkpoint path and a lower learning rate (lr); a resumed run "
+    "keeps its settings"
+)
+"""What a run that diverged advises."""
 
 
 @dataclass
 class TrainReport:
     """What a training run did: ``steps`` taken in total (across resumes), ``seconds`` of
-    training in total, ``losses`` the loss of every step, and ``val_losses`` its ``(step,
-    val_mse)`` pairs when ``val`` was given.
+    training in total (on the run's clock), ``losses`` the loss of every step, and ``val_losses``
+    its ``(step, val_mse)`` pairs when ``val`` was given (NaN for a score that is not finite).
     """
 
     steps: int
@@ -109,72 +108,6 @@ def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _learning_rate(lr: float, schedule: str, progress: float) -> float:
-    if schedule == "none":
-        return lr
-    return 0.5 * lr * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-
-
-def _config(
-    samples: int,
-    max_steps: int | None,
-    budget_s: float | None,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    schedule: str,
-    clock: str,
-    loss: str,
-) -> dict[str, object]:
-    return {
-        "samples": samples,
-        "max_steps": max_steps,
-        "budget_s": None if budget_s is None else float(budget_s),
-        "batch_size": batch_size,
-        "lr": float(lr),
-        "seed": seed,
-        "schedule": schedule,
-        "clock": clock,
-        "loss": loss,
-    }
-
-
-def _cosine_length(config: dict) -> str:
-    """What the cosine schedule of a run with ``config`` decays over, as its argument reads."""
-    if config["max_steps"] is not None:
-        return f"max_steps={config['max_steps']}"
-    return f"budget_s={config['budget_s']}"
-
-
-def _check_same_settings(path: Path, state: dict, config: dict) -> None:
-    """Like physml train's resume: a run may stop elsewhere (other ``max_steps`` or
-    ``budget_s``), but not on the cosine schedule where it decays over the changed one, nor
-    before the step it reached; any other change of setting is an error naming it."""
-    from ..training.checkpoint import CheckpointError, check_same_config
-
-    saved = {
-        key: None if key in STOPPING and value == -1 else value  # older checkpoints' "none"
-        for key, value in state["config"].items()
-    }
-    settings = {key: value for key, value in config.items() if key not in STOPPING}
-    check_same_config({"config": saved}, settings, str(path), RESUME_REMEDY)
-    old, new = _cosine_length(saved), _cosine_length(config)
-    if config["schedule"] == "cosine" and old != new:
-        again = old if saved["max_steps"] is not None else f"{old} and no max_steps"
-        raise CheckpointError(
-            f"checkpoint: {str(path)!r} holds step {state['step']} of a run whose cosine "
-            f"learning rate decays over {old}; resumed with {new} the rest of the run would "
-            f"follow neither that schedule nor a fresh run's. Train with {new} afresh "
-            f"({RESUME_REMEDY}), or resume with {again} (a run with schedule='none' may be "
-            "extended)"
-        )
-    if config["max_steps"] is not None and state["step"] > config["max_steps"]:
-        raise CheckpointError(
-            f"checkpoint: {str(path)!r} is at step {state['step']}, beyond the "
-            f"max_steps={config['max_steps']} asked for; {RESUME_REMEDY} or more steps"
-        )
-
-
 def _loss_name(loss: Callable) -> str:
     """What a checkpoint records of a callable loss: its module and qualified name (its class's
     for a callable object), and a ``functools.partial``'s arguments."""
@@ -212,128 +145,6 @@ def _json_config(model_config: object) -> dict | None:
         ) from None
 
 
-@dataclass
-class _Run:
-    """Where a training run stands: steps done, seconds used, losses, and the batch order."""
-
-    step: int = 0
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list)
-    val_losses: list[tuple[int, float]] = field(default_factory=list)
-    order: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
-    position: int = 0
-
-
-def _save(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: dict,
-    record: dict,
-    run: _Run,
-    batches: torch.Generator,
-) -> None:
-    from ..training.trainer import savable_state  # physml.training imports physml.models
-
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config,
-        **record,
-        "step": run.step,
-        "seconds": run.seconds,
-        "losses": torch.tensor(run.losses, dtype=torch.float64),
-        "val_losses": torch.tensor(run.val_losses, dtype=torch.float64).reshape(-1, 2),
-        "order": run.order,
-        "position": run.position,
-        "model": savable_state(model.state_dict()),
-        "optimizer": optimizer.state_dict(),
-        "batch_rng": batches.get_state(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    from ..training.checkpoint import save_torch_file  # physml.training imports physml.models
-
-    save_torch_file(path, state)
-
-
-def _resume(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: dict,
-    record: dict,
-    batches: torch.Generator,
-) -> _Run:
-    """Load the run saved at ``path`` into the arguments. ``record`` (the data's and validation
-    set's fingerprints, the model's config) is checked against the saved one where the checkpoint
-    has it (older ones do not), and takes the saved validation fingerprint and model config where
-    this run gives none."""
-    from ..training.checkpoint import (  # physml.training imports physml.models
-        PythonObjectsError,
-        check_same_data,
-        check_same_model,
-        check_same_validation,
-        load_torch_file,
-    )
-
-    try:
-        state = load_torch_file(path, "a forecaster checkpoint", remedy=RESTART)
-    except PythonObjectsError:
-        raise PythonObjectsError(
-            f"checkpoint: {str(path)!r} holds Python objects besides tensors (as older physml "
-            "wrote for neuralop models) and is not loaded; delete it, or use another "
-            "checkpoint path (physml run/demo: another --out)"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint: {str(path)!r} is not a physml forecaster checkpoint")
-    _check_same_settings(path, state, config)
-    saved_model = state.get("model_config")
-    if saved_model is not None:
-        check_same_model(state, record["model_config"], path, RESUME_REMEDY)
-    if state.get("fingerprint") is not None:
-        check_same_data(
-            state, record["fingerprint"], path, RESUME_REMEDY, record["validation_fingerprint"]
-        )
-    saved_val = state.get("validation_fingerprint")
-    check_same_validation(
-        state, record["validation_fingerprint"], path, RESUME_REMEDY, losses_key="val_losses"
-    )
-    for key, saved in (("model_config", saved_model), ("validation_fingerprint", saved_val)):
-        if record[key] is None:
-            record[key] = saved
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    batches.set_state(state["batch_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    return _Run(
-        step=int(state["step"]),
-        seconds=float(state["seconds"]),
-        losses=state["losses"].tolist(),
-        val_losses=[(int(s), float(v)) for s, v in state["val_losses"].tolist()],
-        order=state["order"],
-        position=int(state["position"]),
-    )
-
-
-def _validation_mse(
-    model: nn.Module,
-    val: tuple[torch.Tensor, torch.Tensor],
-    batch_size: int,
-    device: torch.device,
-) -> float:
-    dtype = model_dtype(model, val[0].dtype)
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, val[0].shape[0], batch_size):
-            x = val[0][start : start + batch_size].to(device, dtype)
-            y = val[1][start : start + batch_size].to(device, _loss_dtype(dtype))
-            error = _predict(model, x, y.shape).to(y.dtype) - y
-            total += float(error.square().mean()) * x.shape[0]
-    model.train(was_training)
-    return total / val[0].shape[0]
-
-
 def train_forecaster(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -358,7 +169,7 @@ def train_forecaster(
     model_config: dict | None = None,
 ) -> TrainReport:
     """Fit ``model`` to map ``inputs`` ``(N, T_in, C, H, W)`` to ``targets`` ``(N, T_out, C, H, W)``
-    and report what happened.
+    with the :class:`~physml.training.Trainer` and report what happened.
 
     Adam on ``loss``: ``"mse"`` (the default) or ``"l1"`` of the forecast's error, averaged over
     every element, or any ``loss(prediction, target) -> scalar tensor``, given both in the
@@ -367,28 +178,30 @@ def train_forecaster(
     ``functools.partial``'s function and arguments), or ``loss_name`` when given: give it where
     that does not tell two losses apart (lambdas are all ``<lambda>``, a loss object is named by
     its class);
-    mini-batches of ``batch_size`` sequences, on ``device``, drawn without replacement in an
-    order fixed by ``seed`` (which also seeds torch's global generator inside the run, for models
-    with dropout).
+    mini-batches of ``batch_size`` sequences (all of them where there are fewer), on ``device``,
+    drawn without replacement in an order the Trainer's sampler fixes by ``seed`` (which also
+    seeds torch's, numpy's and Python's global generators inside the run, for models with
+    dropout; the caller's generators are left as they were).
     Stops after ``max_steps`` steps or ``budget_s`` seconds of training, whichever comes first
     (at least one must be given). ``lr`` is the learning rate, the schedule's start;
     ``schedule="cosine"`` decays it to 0 over ``max_steps`` steps, or over ``budget_s`` seconds
     when only the budget is given (then the run is not step-for-step reproducible: the clock
     decides).
 
-    With ``checkpoint`` the state (model, optimizer, step, random states, losses, time used) is
-    saved atomically every ``checkpoint_every`` steps and at the end; a run started with an
-    existing checkpoint resumes from it (the settings, the training data, the model's
-    ``model_config`` — a dict of JSON values, e.g. the settings the model was built with — and,
-    once validation losses were recorded, ``val`` must match; a checkpoint without a record of
-    one of them, as written before they were recorded, is not checked on it) and the time budget
+    With ``checkpoint``, a run folder (its ``checkpoint.pt`` is the Trainer's one format), the
+    state (model, optimizer, step, random states, losses, time used) is saved atomically every
+    ``checkpoint_every`` steps and at the end; a run started on a folder holding a checkpoint
+    resumes from it (the settings, the loss, the training data, the model's ``model_config`` —
+    a dict of JSON values, e.g. the settings the model was built with; without one the saved one
+    is kept — and, once validation losses were recorded, ``val`` must match) and the time budget
     counts the time already spent. ``max_steps`` and ``budget_s`` may change on resume (e.g. to
     extend a run), except the one the cosine schedule decays over, which would leave the rest of
     the run on neither schedule. A model with no trainable parameters (e.g. persistence) is
-    returned untouched with an empty report. ``val=(inputs, targets)`` is scored every
-    ``val_every`` steps (default: at the end only); the time it takes does not count against
-    ``budget_s``.
-    ``on_step(step, loss)`` is called after every step; ``quiet=False`` shows a progress bar.
+    returned untouched with an empty report; a trained one is left in the train/eval mode it came
+    in. ``val=(inputs, targets)`` is scored by its MSE (whatever ``loss`` is) every ``val_every``
+    steps and at the end; the time it takes does not count against ``budget_s``.
+    ``on_step(step, loss)`` is called after every step, before that step's validation and
+    checkpoint; ``quiet=False`` shows a progress bar.
 
     ``clock`` says what ``budget_s`` and the reported seconds count: ``"wall"`` the elapsed time,
     ``"cpu"`` the CPU time of this process (all its threads) — the fair measure when models are
@@ -445,93 +258,79 @@ def train_forecaster(
     else:
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
-    now = CLOCKS[clock]
     seed = positive_int("seed", seed, 0)
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         return TrainReport(steps=0, seconds=0.0, losses=[])
+    from ..training.checkpoint import checkpoint_path, load_checkpoint  # training imports models
+    from ..training.generators import generators_kept
+    from ..training.trainer import TrainConfig, Trainer
+
     device = torch.device(device)
+    out = None if checkpoint is None else Path(checkpoint)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(
+            f"checkpoint: {str(out)!r} is a file (older physml wrote a forecaster's checkpoint "
+            "as one); train_forecaster keeps its checkpoint in a run folder (checkpoint.pt in "
+            f"it): delete it, or {RESUME_REMEDY} (physml run/demo: another --out)"
+        )
+    if model_config is None and out is not None and checkpoint_path(out).exists():
+        saved = load_checkpoint(out, remedy=RESTART).get("model_config")  # kept on resume
+        model_config = saved.get("model_config") if isinstance(saved, dict) else None
     dtype = parameters[0].dtype
-    sixteen_bit = sixteen_bit_weights(model)
-    if sixteen_bit is not None:
-        warnings.warn(sixteen_bit, UserWarning, stacklevel=user_stacklevel())
-    model.to(device)
-    model.train()
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    config = _config(
-        len(x_all), max_steps, budget_s, batch_size, lr, seed, schedule, clock, loss_name
+    target_dtype = _loss_dtype(dtype)
+
+    def scored(objective: Loss) -> Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]:
+        def batch_loss(trained: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+            x, y = batch[0].to(dtype), batch[1].to(target_dtype)
+            value = objective(_predict(trained, x, y.shape).to(y.dtype), y)
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+                raise ValueError(f"loss must return a scalar tensor, got {shape!r}")
+            return value.reshape(())
+
+        return batch_loss
+
+    def stepped(_: nn.Module, step: int) -> None:
+        on_step(step, trainer.report_.losses[-1])
+
+    config = TrainConfig(
+        steps=max_steps,
+        batch=min(batch_size, len(x_all)),
+        lr=float(lr),
+        schedule="constant" if schedule == "none" else schedule,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        validate_every=0 if val is None or val_every is None else val_every,
+        device=str(device),
+        budget_s=budget_s,
+        clock=clock,
     )
-    path = None if checkpoint is None else Path(checkpoint)
-    batches = torch.Generator().manual_seed(seed)
-    record = {"fingerprint": None, "validation_fingerprint": None, "model_config": model_config}
-    if path is not None:
-        from ..training.fingerprint import fingerprint  # physml.training imports physml.models
-
-        record["fingerprint"] = fingerprint(TensorDataset(x_all, y_all))
-        if val is not None:
-            record["validation_fingerprint"] = fingerprint(TensorDataset(*val))
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        run = _Run()
-        if path is not None and path.exists():
-            run = _resume(path, model, optimizer, config, record, batches)
-        bar = progress_bar(None, not quiet, "train", max_steps, initial=run.step, unit="step")
-        started = now() - run.seconds
-
-        def more() -> bool:
-            within_steps = max_steps is None or run.step < max_steps
-            return within_steps and (budget_s is None or now() - started < budget_s)
-
-        with bar:
-            while more():
-                if run.position + batch_size > len(run.order):
-                    run.order = torch.randperm(len(x_all), generator=batches)
-                    run.position = 0
-                pick = run.order[run.position : run.position + batch_size]
-                run.position += batch_size
-                if max_steps is not None:
-                    progress = run.step / max_steps
-                else:
-                    progress = (now() - started) / budget_s
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(lr, schedule, progress)
-                x, y = x_all[pick].to(device, dtype), y_all[pick].to(device, _loss_dtype(dtype))
-                value = objective(_predict(model, x, y.shape).to(y.dtype), y)
-                if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
-                    raise ValueError(f"loss must return a scalar tensor, got {shape!r}")
-                if not torch.isfinite(value):
-                    raise FloatingPointError(
-                        f"training loss became {float(value.detach())} at step {run.step}"
-                        + ("" if sixteen_bit is None else f" ({sixteen_bit})")
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                optimizer.step()
-                run.step += 1
-                run.losses.append(float(value.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{run.losses[-1]:.4g}")
-                if val is not None and val_every is not None and run.step % val_every == 0:
-                    paused = now()
-                    run.val_losses.append(
-                        (run.step, _validation_mse(model, val, batch_size, device))
-                    )
-                    started += now() - paused  # validation is not training time
-                if path is not None and run.step % checkpoint_every == 0:
-                    run.seconds = now() - started
-                    _save(path, model, optimizer, config, record, run, batches)
-                if on_step is not None:
-                    on_step(run.step, run.losses[-1])
-        run.seconds = now() - started
-        if val is not None and (not run.val_losses or run.val_losses[-1][0] != run.step):
-            run.val_losses.append((run.step, _validation_mse(model, val, batch_size, device)))
-        if path is not None:
-            _save(path, model, optimizer, config, record, run, batches)
+    trainer = Trainer(
+        model,
+        scored(objective),
+        config,
+        out=out,
+        model_config={"model_config": model_config, "loss": loss_name},
+        quiet=quiet,
+        after_step=None if on_step is None else stepped,
+        remedy=RESUME_REMEDY,
+        retrain=RETRAIN,
+        validation_loss=scored(LOSSES["mse"]),
+        restore=RESTART,
+    )
+    cuda = []
+    if device.type == "cuda":
+        cuda = [torch.cuda.current_device() if device.index is None else device.index]
+    with generators_kept(cuda):  # the Trainer seeds torch's, numpy's and Python's generators
+        validation = None if val is None else TensorDataset(*val)
+        report = trainer.fit(TensorDataset(x_all, y_all), validation)
     return TrainReport(
-        steps=run.step, seconds=run.seconds, losses=run.losses, val_losses=run.val_losses
+        steps=report.steps,
+        seconds=report.train_s,
+        losses=report.losses,
+        val_losses=[(step, math.nan if v is None else v) for step, v in report.validation],
     )
 
 

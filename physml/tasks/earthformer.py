@@ -235,9 +235,10 @@ def plot_strip(path: Path, truth: torch.Tensor, forecasts: dict[str, torch.Tenso
 def run(context: Context) -> list[Row]:
     """Train Earthformer and FNO-2D for the same budget, score them and persistence, plot.
 
-    Checkpoints live in ``out/earthformer-ns/<size>-seed<seed>/``: a rerun resumes (or reuses)
-    them. Also writes ``summary-<size>-seed<seed>.json`` with the per-lead errors, parameters and
-    steps, beside the two figures named the same way (:func:`~physml.tasks.run_label`).
+    Checkpoints live in the run folders ``out/earthformer-ns/<size>-seed<seed>/<method>/``: a
+    rerun resumes (or reuses) them. Also writes ``summary-<size>-seed<seed>.json`` with the
+    per-lead errors, parameters and steps, beside the two figures named the same way
+    (:func:`~physml.tasks.run_label`).
     """
     scale = SIZES[context.size]
     folder = context.out / NAME
@@ -267,7 +268,7 @@ def run(context: Context) -> list[Row]:
             batch_size=scale.batch_size,
             lr=1e-3,
             seed=context.seed,
-            checkpoint=work / f"{method}.pt",
+            checkpoint=work / method,
             device=context.device,
             quiet=context.quiet,
             model_config=model_config(method, scale),

@@ -2,7 +2,7 @@
 
 - :class:`Trainer` — the loop: a fixed global batch drawn by step from ``(seed, epoch)``, Adam with
   a cosine learning-rate schedule by default (or a constant rate), gradient clipping, validation,
-  tqdm progress, ``--device``;
+  a time budget in wall or CPU seconds, tqdm progress, ``--device``;
 - checkpoints (:mod:`.checkpoint`) — one format: model and optimiser state, RNG state, step, the
   model's config and a fingerprint of the training data; resuming on other data is an error, and a
   kill -9 followed by a resume gives the bitwise result of an uninterrupted run;

@@ -393,15 +393,31 @@ def _changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return out
 
 
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "validate_every", "device")
+RESUMABLE_CHANGES = ("steps", "budget_s", "checkpoint_every", "validate_every", "device")
+
+
+def _decays_over(config: dict) -> tuple[str, object]:
+    """What the cosine schedule of a run with ``config`` decays over: ``("steps", n)``, or
+    ``("budget_s", seconds)`` for a run without steps."""
+    if config.get("steps") is not None:
+        return "steps", config.get("steps")
+    return "budget_s", config.get("budget_s")
+
+
+def _length(decay: tuple[str, object]) -> str:
+    kind, value = decay
+    return f"{value} steps" if kind == "steps" else f"budget_s={value} seconds (no steps)"
 
 
 def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY) -> None:
-    """A resumed run may checkpoint or validate at other steps, move to another device, or (on
-    the constant schedule) train longer; any other change of setting is an error naming it.
+    """A resumed run may checkpoint or validate at other steps, move to another device, stop at
+    another time budget, or (on the constant schedule) train longer; any other change of setting
+    (the ``clock`` a budget counts in among them) is an error naming it.
 
-    The cosine schedule decays over ``steps``: resumed for another number of steps, the rest of
-    the run would follow neither the saved schedule nor that of a fresh run of the new length."""
+    The cosine schedule decays over ``steps`` (over ``budget_s`` without steps): resumed over
+    another length, the rest of the run would follow neither the saved schedule nor that of a
+    fresh run of the new length. A budget that only stops a run decaying over its steps may
+    change, and so may the steps a run decaying over its budget stops at."""
     saved = state.get("config", {})
     changed = [
         f"{key} {saved.get(key)!r} → {value!r}"
@@ -413,20 +429,35 @@ def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY
             f"checkpoint: {str(directory)!r} was trained with other settings ({'; '.join(changed)})"
             f"; {remedy} or the same settings"
         )
-    if config.get("schedule") == "cosine" and saved.get("steps") != config.get("steps"):
-        steps, old = config.get("steps"), saved.get("steps")
+    if config.get("schedule") != "cosine":
+        return
+    old, new = _decays_over(saved), _decays_over(config)
+    if old == new:
+        return
+    if old[0] == new[0] == "steps":
+        steps, old_steps = new[1], old[1]
         if remedy == REMEDY:
             ways = (
-                f"afresh in another --out, or resume with --steps {old} (a run on the constant "
-                "schedule, --schedule constant, may be extended)"
+                f"afresh in another --out, or resume with --steps {old_steps} (a run on the "
+                "constant schedule, --schedule constant, may be extended)"
             )
         else:
             ways = (
-                f"afresh ({remedy}), or resume for the {old} steps the run began with (a run on "
-                "the constant schedule may be extended)"
+                f"afresh ({remedy}), or resume for the {old_steps} steps the run began with (a "
+                "run on the constant schedule may be extended)"
             )
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} holds step {state.get('step')} of a run on the cosine "
-            f"learning-rate schedule over {old} steps; resuming it for {steps} steps would not "
-            f"follow the schedule of a {steps}-step run. Train the {steps} steps {ways}"
+            f"learning-rate schedule over {old_steps} steps; resuming it for {steps} steps would "
+            f"not follow the schedule of a {steps}-step run. Train the {steps} steps {ways}"
         )
+    if remedy == REMEDY and old[0] == "steps":
+        ways = f"afresh in another --out, or resume with --steps {old[1]}"
+    else:
+        ways = f"afresh ({remedy}), or resume over {_length(old)}"
+    raise CheckpointError(
+        f"checkpoint: {str(directory)!r} holds step {state.get('step')} of a run on the cosine "
+        f"learning-rate schedule over {_length(old)}; resumed over {_length(new)} the rest of the "
+        f"run would follow neither that schedule nor a fresh run's. Train over {_length(new)} "
+        f"{ways} (a run on the constant schedule may be extended)"
+    )

@@ -111,6 +111,19 @@ def add_parsers(subparsers) -> None:
             f"--{name.replace('_', '-')}", type=float, default=None, help=f"default {shown}"
         )
     train.add_argument("--schedule", default=None, help="cosine (default) or constant")
+    train.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="seconds of training after which the run stops, if --steps did not stop it first "
+        "(default none); validation and checkpoint writes do not count",
+    )
+    train.add_argument(
+        "--clock",
+        default=None,
+        help="what --budget-s counts: wall (default, the elapsed time) or cpu (this process's "
+        "CPU time)",
+    )
     train.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N")
     for name, default in DEFAULTS.items():
         train.add_argument(

@@ -3,7 +3,9 @@
 A step draws the next slice of a permutation of the training set fixed by ``(seed, epoch)``: the
 global batch is the same whatever the number of processes, each rank taking ``batch / world``
 samples of it (``DistributedSampler`` with ``set_epoch``). The learning rate is a function of the
-step alone, so a run resumed from a checkpoint replays exactly what the uninterrupted run did.
+step alone, so a run resumed from a checkpoint replays exactly what the uninterrupted run did (a
+run given a time budget and no steps decays it over the seconds used instead, which the clock
+decides).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pdes.checks import non_negative, positive, positive_int
 
 from .._checks import NonFiniteError
 from .._checks import device as checked_device
+from .._clock import CLOCKS
 from .._io import exclusive_lock, remove_leftovers
 from .._progress import progress_bar
 from ..errors import user_stacklevel
@@ -36,6 +39,7 @@ from ..models.common import sixteen_bit_weights
 from .checkpoint import NAME as CHECKPOINT_NAME
 from .checkpoint import (
     OUT_REMEDY,
+    RESTORE,
     CheckpointError,
     check_same_config,
     check_same_data,
@@ -96,9 +100,17 @@ class TrainConfig:
     global generators when a run starts afresh (a resumed run restores the states its checkpoint
     saved). ``device`` is where the model trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``; the model
     and each batch are moved there).
+
+    ``budget_s`` (``None``: no budget) stops the run once the seconds it trained reach it, or at
+    ``steps``, whichever comes first; ``clock`` says what a second is: ``"wall"`` the elapsed
+    time, ``"cpu"`` the CPU time of this process (all its threads: the fair measure for models
+    compared at equal budgets on a shared machine). The seconds counted are training only (not
+    validation, not checkpoint writes), saved in the checkpoint and carried over by a resume.
+    ``steps`` may be ``None`` when a budget is given: the cosine schedule then decays over the
+    budget's seconds, and the run is not step-for-step reproducible (the clock decides).
     """
 
-    steps: int = 1000
+    steps: int | None = 1000
     batch: int = 32
     accumulate: int = 1
     lr: float = 1e-3
@@ -109,11 +121,33 @@ class TrainConfig:
     checkpoint_every: int = 100
     validate_every: int = 0
     device: str = "cpu"
+    budget_s: float | None = None
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
+        if self.budget_s is not None:
+            try:
+                budget = positive("budget_s", self.budget_s)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"budget_s must be a finite number of seconds > 0 or None, got "
+                    f"{self.budget_s!r} (for no time budget pass None, or leave --budget-s out)"
+                ) from None
+            object.__setattr__(self, "budget_s", budget)
+        if self.steps is None and self.budget_s is None:
+            raise ValueError(
+                "steps may be None only with a time budget: give steps (a number of optimiser "
+                "steps) or budget_s (seconds of training), or both; got steps=None and "
+                "budget_s=None"
+            )
+        if self.clock not in CLOCKS:
+            raise ValueError(
+                f"clock must be one of {tuple(CLOCKS)} (what budget_s counts), got {self.clock!r}"
+            )
         plain: dict = {
             name: positive_int(name, getattr(self, name), minimum)
             for name, minimum in INTEGER_SETTINGS.items()
+            if not (name == "steps" and self.steps is None)
         }
         if plain["seed"] > MAX_SEED:
             raise ValueError(
@@ -136,14 +170,18 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         check_device(self.device)
 
-    def learning_rate(self, step: int) -> float:
-        """The rate of step ``step``: ``lr``, or ``lr · (1 + cos(π · step / steps)) / 2``."""
+    def learning_rate(self, step: int, used: float = 0.0) -> float:
+        """The rate of step ``step``, begun after ``used`` seconds of training: ``lr``, or
+        ``lr · (1 + cos(π · step / steps)) / 2``, or without ``steps``
+        ``lr · (1 + cos(π · min(used / budget_s, 1))) / 2``."""
         if self.schedule == "constant":
             return self.lr
+        if self.steps is None:
+            return 0.5 * self.lr * (1.0 + math.cos(math.pi * min(used / self.budget_s, 1.0)))
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.steps))
 
 
-LATER_SETTINGS = {"accumulate": 1}
+LATER_SETTINGS = {"accumulate": 1, "budget_s": None, "clock": "wall"}
 """Settings added after checkpoints were first written, with the value those runs had."""
 
 
@@ -153,15 +191,18 @@ class TrainReport:
     ``(step, loss)`` of each validation (``None`` where not finite), ``resumed_from`` the step the
     run resumed at (0: a fresh start), ``wall_s`` the seconds this call trained and
     ``samples_per_s`` its samples a second; ``stopped_at`` the step an ``on_validation`` stop
-    ended the run at (``None``: it ran all ``steps``)."""
+    or the time budget ended the run at (``None``: it ran all ``steps``), ``steps`` then the step
+    the budget stopped it at; ``train_s`` the seconds of training on the config's clock, all
+    calls on the run together (what ``budget_s`` counts: no validation, no checkpoint writes)."""
 
-    steps: int
+    steps: int | None
     losses: list[float] = field(default_factory=list)
     validation: list[tuple[int, float | None]] = field(default_factory=list)
     resumed_from: int = 0
     wall_s: float = 0.0
     samples_per_s: float = 0.0
     stopped_at: int | None = None
+    train_s: float = 0.0
 
     @property
     def final_loss(self) -> float:
@@ -325,6 +366,10 @@ class Trainer:
         retrain: what to change, in the error of a run that diverged (default: another folder,
             a lower ``lr`` or ``clip``, named as arguments and as physml train's flags); a model
             with 16-bit weights is told about them instead.
+        validation_loss: called as ``loss`` is, on the validation batches only (default
+            ``loss``): a score other than the training loss (an MSE beside an L1 objective).
+        restore: what the refusal of a damaged checkpoint file in ``out`` advises (default:
+            restore an intact copy, or delete it).
     """
 
     def __init__(
@@ -339,6 +384,8 @@ class Trainer:
         remedy: str = OUT_REMEDY,
         on_validation: Callable[[nn.Module, int, float], bool | None] | None = None,
         retrain: str = RETRAIN,
+        validation_loss: Loss | None = None,
+        restore: str = RESTORE,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -369,11 +416,21 @@ class Trainer:
         if not isinstance(retrain, str) or not retrain:
             raise TypeError(f"retrain must be a non-empty string, got {retrain!r}")
         self.retrain = retrain
+        if validation_loss is not None and not callable(validation_loss):
+            raise TypeError(
+                "validation_loss must be a callable validation_loss(model, batch) or None, got "
+                f"{type(validation_loss)}"
+            )
+        self.validation_loss = validation_loss
+        if not isinstance(restore, str) or not restore:
+            raise TypeError(f"restore must be a non-empty string, got {restore!r}")
+        self.restore = restore
 
     # ------------------------------------------------------------------------------------ run
 
     def fit(self, train: Dataset, validation: Dataset | None = None) -> TrainReport:
-        """Train to ``config.steps`` (resuming from ``out`` when a checkpoint is there)."""
+        """Train to ``config.steps``, or until ``config.budget_s`` seconds of training are used
+        (resuming from ``out`` when a checkpoint is there)."""
         config, here = self.config, world(self.config.device)
         device = check_device(config.device)
         _check_dataset("train", train)
@@ -431,17 +488,20 @@ class Trainer:
         per_rank, per_epoch = config.batch // here.size, len(train) // config.batch
         order: tuple[int, list[int]] | None = None
         started, done = time.perf_counter(), step
+        clock = CLOCKS[config.clock]
         shown = not self.quiet and here.is_main
         bar = progress_bar(None, shown, "train", config.steps, initial=step, dynamic_ncols=True)
         _train_modes(model, modes)
-        while step < config.steps:
+        out_of_time = self._out_of_time(report.train_s)
+        while not out_of_time and (config.steps is None or step < config.steps):
+            began = clock()
             epoch, position = divmod(step, per_epoch)
             if order is None or order[0] != epoch:
                 sampler.set_epoch(epoch)
                 order = (epoch, list(sampler))
             indices = order[1][position * per_rank : (position + 1) * per_rank]
             for group in optimiser.param_groups:
-                group["lr"] = config.learning_rate(step)
+                group["lr"] = config.learning_rate(step, report.train_s)
             optimiser.zero_grad(set_to_none=True)
             loss = self._backward(trained, train, indices, device, step)
             if config.clip is not None:
@@ -458,12 +518,16 @@ class Trainer:
             step += 1
             if self.after_step is not None:
                 self.after_step(model, step)
+            report.train_s += clock() - began
+            if config.budget_s is not None:  # rank 0's seconds: one schedule, one stop for all
+                report.train_s = float(here.from_main(report.train_s))
+                out_of_time = self._out_of_time(report.train_s)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4g}", refresh=False)
+            end = step == config.steps or out_of_time
             stop = False
             if validation is not None and (
-                step == config.steps
-                or (config.validate_every and step % config.validate_every == 0)
+                end or (config.validate_every and step % config.validate_every == 0)
             ):
                 value = self.validate(model, validation, device)
                 if not math.isfinite(value):  # kept as None: report.json stays valid JSON
@@ -474,15 +538,21 @@ class Trainer:
                     )
                 report.validation.append((step, value if math.isfinite(value) else None))
                 stop = self._stop_asked(model, step, value, here)
-            if stop or step % config.checkpoint_every == 0 or step == config.steps:
+            if stop or end or step % config.checkpoint_every == 0:
                 self._save(model, optimiser, (data_print, checked_on), report, step, here)
-            if stop and step < config.steps:
+            if stop and step != config.steps:
                 report.stopped_at = step
                 break
+        if out_of_time and step != config.steps:
+            report.stopped_at = report.steps = step
         bar.close()
         report.wall_s = time.perf_counter() - started
         report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
         return report
+
+    def _out_of_time(self, used: float) -> bool:
+        """Whether ``used`` seconds of training reach the budget (never without one)."""
+        return self.config.budget_s is not None and used >= self.config.budget_s
 
     def _advice(self) -> str:
         """What a diverged run should change: its 16-bit weights, else ``retrain``."""
@@ -533,10 +603,10 @@ class Trainer:
         return total / parts
 
     def validate(self, model: nn.Module, dataset: Dataset, device: str | torch.device) -> float:
-        """Mean loss over ``dataset`` in batches of ``config.batch`` (no gradient; random numbers
-        the loss draws, from torch's, numpy's or Python's generators, come from copies of them,
-        so validating leaves training as it was), in eval mode; every submodule is left in the
-        mode it was in."""
+        """Mean loss (``validation_loss`` where given) over ``dataset`` in batches of
+        ``config.batch`` (no gradient; random numbers the loss draws, from torch's, numpy's or
+        Python's generators, come from copies of them, so validating leaves training as it was),
+        in eval mode; every submodule is left in the mode it was in."""
         _check_dataset("validation", dataset)
         device = check_device(device)
         total, count = 0.0, 0
@@ -547,7 +617,8 @@ class Trainer:
             model.eval()
             for start in range(0, len(dataset), self.config.batch):
                 indices = list(range(start, min(start + self.config.batch, len(dataset))))
-                loss = _scalar(self.loss(model, _to(_batch(dataset, indices), device)))
+                batch = _to(_batch(dataset, indices), device)
+                loss = _scalar((self.validation_loss or self.loss)(model, batch))
                 total += float(loss) * len(indices)
                 count += len(indices)
         return total / count
@@ -589,7 +660,8 @@ class Trainer:
         without validation keeps the one its losses were taken on)."""
         if self.out is None or not checkpoint_path(self.out).exists():
             return 0, checked_on
-        state = load_checkpoint(self.out, map_location=str(next(model.parameters()).device))
+        device = str(next(model.parameters()).device)
+        state = load_checkpoint(self.out, map_location=device, remedy=self.restore)
         remedy = self.remedy
         check_same_pde(state, data_print, self.out, remedy)  # first: another PDE differs in all
         check_same_model(state, self.model_config, self.out, remedy)  # another model reads
@@ -597,7 +669,7 @@ class Trainer:
         check_same_validation(state, checked_on, self.out, remedy)
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
         check_same_config(state, asdict(self.config), self.out, remedy)
-        if int(state["step"]) > self.config.steps:
+        if self.config.steps is not None and int(state["step"]) > self.config.steps:
             raise CheckpointError(
                 f"checkpoint: {str(self.out)!r} is at step {int(state['step'])}, beyond the "
                 f"{self.config.steps} steps asked for; {remedy} or more steps"
@@ -613,6 +685,7 @@ class Trainer:
         report.losses[:] = list(state["losses"])
         report.validation[:] = [tuple(v) for v in state["validation"]]
         report.resumed_from = int(state["step"])
+        report.train_s = float(state.get("train_s", 0.0))  # none saved before budgets: 0
         kept = state.get("validation_fingerprint") if checked_on is None else checked_on
         return int(state["step"]), kept
 
@@ -639,6 +712,7 @@ class Trainer:
                     "validation_fingerprint": prints[1],
                     "losses": report.losses,
                     "validation": [list(v) for v in report.validation],
+                    "train_s": report.train_s,
                 },
             )
         here.barrier()

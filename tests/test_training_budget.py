@@ -1,0 +1,284 @@
+"""The Trainer's time budget: a stop at ``budget_s`` seconds of training on the ``wall`` or
+``cpu`` clock, the seconds carried across a resume, a cosine schedule over the budget, the
+resume rules, and the ``physml train`` flags. Clocks are faked: a training forward moves them."""
+
+import math
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from physml import _clock
+from physml.cli import main
+from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+
+F64 = torch.float64
+
+
+class Ticking(nn.Module):
+    """A float64 weight whose loss is the weight itself (its gradient is 1 at every step); each
+    training forward moves ``clock`` by ``tick`` seconds, a validation forward moves it by 100."""
+
+    def __init__(self, clock: list[float], tick: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros((), dtype=F64))
+        self.clock, self.tick = clock, tick
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock[0] += self.tick if self.training else 100.0
+        return self.weight + 0.0 * x.sum()
+
+
+def weight_loss(net, batch):
+    (x,) = batch
+    return net(x)
+
+
+def data(n: int = 8) -> TensorDataset:
+    return TensorDataset(torch.arange(n, dtype=F64).reshape(n, 1))
+
+
+def fake_clocks(monkeypatch, name: str = "wall") -> list[float]:
+    """Replace the clock ``name`` by one read from the returned cell, and the other clock by one
+    that fails the test if the run reads it."""
+    clock = [0.0]
+
+    def other() -> float:
+        raise AssertionError(f"the run read a clock other than {name!r}")
+
+    for key in _clock.CLOCKS:
+        monkeypatch.setitem(_clock.CLOCKS, key, (lambda: clock[0]) if key == name else other)
+    return clock
+
+
+def config(**changes) -> TrainConfig:
+    settings = dict(steps=100, batch=2, lr=0.1, schedule="constant", checkpoint_every=100)
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_the_clocks_are_elapsed_and_process_cpu_time():
+    assert _clock.CLOCKS == {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+@pytest.mark.parametrize("name", ["wall", "cpu"])
+def test_a_budget_stops_the_run_and_checkpoints_and_validates_at_that_step(
+    monkeypatch, tmp_path, name
+):
+    """1 s per step and a 3.5 s budget: 4 steps (the fourth starts at 3 s), then a checkpoint
+    and a validation at step 4 though neither is due; validation time does not count."""
+    clock = fake_clocks(monkeypatch, name)
+    net = Ticking(clock, 1.0)
+    trainer = Trainer(net, weight_loss, config(budget_s=3.5, clock=name), tmp_path, quiet=True)
+    report = trainer.fit(data(), data(3))
+    assert report.steps == report.stopped_at == 4 and len(report.losses) == 4
+    assert report.train_s == 4.0 and [step for step, _ in report.validation] == [4]
+    saved = load_checkpoint(tmp_path)
+    assert saved["step"] == 4 and saved["train_s"] == 4.0
+    assert (saved["config"]["budget_s"], saved["config"]["clock"]) == (3.5, name)
+
+
+def test_steps_stop_a_run_before_its_budget(monkeypatch):
+    clock = fake_clocks(monkeypatch)
+    report = Trainer(
+        Ticking(clock, 1.0), weight_loss, config(steps=3, budget_s=10.0), quiet=True
+    ).fit(data())
+    assert report.steps == 3 and report.stopped_at is None and report.train_s == 3.0
+
+
+def test_a_resumed_run_counts_the_seconds_its_checkpoint_used(monkeypatch, tmp_path):
+    """Killed after step 3 (checkpoints every 2 steps), resumed: the seconds of the 2 saved
+    steps count, so a 5 s budget allows 3 more."""
+    clock = fake_clocks(monkeypatch)
+    every_two = config(budget_s=5.0, checkpoint_every=2)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_three(net, step):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        Trainer(
+            Ticking(clock, 1.0),
+            weight_loss,
+            every_two,
+            tmp_path,
+            quiet=True,
+            after_step=kill_at_three,
+        ).fit(data())
+    assert load_checkpoint(tmp_path)["train_s"] == 2.0
+    clock[0] = 1000.0  # another process: its clock reads anything
+    report = Trainer(Ticking(clock, 1.0), weight_loss, every_two, tmp_path, quiet=True).fit(data())
+    assert report.resumed_from == 2 and report.steps == 5 and report.train_s == 5.0
+    assert len(report.losses) == 5
+    again = Trainer(Ticking(clock, 1.0), weight_loss, every_two, tmp_path, quiet=True).fit(data())
+    assert again.resumed_from == again.steps == again.stopped_at == 5  # the budget is spent
+
+
+def test_the_cosine_schedule_decays_over_the_budget_when_no_steps_are_given(monkeypatch):
+    """Adam's step on a gradient of 1 at every step is ``lr / (1 + eps)``: the weight's moves
+    give each step's rate, ``lr (1 + cos(π min(used / budget_s, 1))) / 2`` at the seconds used
+    when the step began (0, 0.7, 1.4, 2.1 s of a 2.5 s budget)."""
+    clock = fake_clocks(monkeypatch)
+    net, weights = Ticking(clock, 0.7), []
+    budget = config(steps=None, budget_s=2.5, schedule="cosine")
+    record = lambda model, step: weights.append(float(model.weight.detach()))  # noqa: E731
+    report = Trainer(net, weight_loss, budget, quiet=True, after_step=record).fit(data())
+    assert report.steps == 4 and report.stopped_at == 4
+    moves = -torch.tensor([0.0, *weights], dtype=F64).diff() * (1 + 1e-8)
+    used = torch.tensor([0.0, 0.7, 1.4, 2.1], dtype=F64)
+    expected = 0.1 * (1 + torch.cos(math.pi * used / 2.5)) / 2
+    torch.testing.assert_close(moves, expected, rtol=1e-12, atol=0)
+    for step, seconds in enumerate(used.tolist()):
+        closed = 0.05 * (1 + math.cos(math.pi * seconds / 2.5))
+        assert budget.learning_rate(step, seconds) == pytest.approx(closed, rel=1e-14)
+    assert budget.learning_rate(9, 7.0) == 0.0  # past the budget: the end of the decay
+
+
+def test_a_budget_decayed_cosine_run_refuses_another_budget_and_a_step_run_takes_one(
+    monkeypatch, tmp_path
+):
+    clock = fake_clocks(monkeypatch)
+    over_budget = config(steps=None, budget_s=2.0, schedule="cosine")
+    Trainer(Ticking(clock, 1.0), weight_loss, over_budget, tmp_path / "b", quiet=True).fit(data())
+    for changed in (dict(budget_s=3.0), dict(steps=10)):
+        other = config(**{"steps": None, "budget_s": 2.0, "schedule": "cosine", **changed})
+        with pytest.raises(CheckpointError) as refused:
+            Trainer(Ticking(clock, 1.0), weight_loss, other, tmp_path / "b", quiet=True).fit(data())
+        message = str(refused.value)
+        assert "schedule over budget_s=2.0 seconds (no steps); resumed over " in message
+        assert "afresh (use another out= folder), or resume over budget_s=2.0 seconds" in message
+    over_steps = config(steps=4, schedule="cosine")
+    Trainer(Ticking(clock, 1.0), weight_loss, over_steps, tmp_path / "s", quiet=True).fit(data())
+    longer = config(steps=4, budget_s=60.0, schedule="cosine")  # the budget only stops it
+    report = Trainer(Ticking(clock, 1.0), weight_loss, longer, tmp_path / "s", quiet=True).fit(
+        data()
+    )
+    assert report.resumed_from == 4 and report.steps == 4
+    constant = config(steps=None, budget_s=2.0)  # the constant schedule may be extended
+    Trainer(Ticking(clock, 1.0), weight_loss, constant, tmp_path / "c", quiet=True).fit(data())
+    extended = config(steps=None, budget_s=3.0)
+    report = Trainer(Ticking(clock, 1.0), weight_loss, extended, tmp_path / "c", quiet=True).fit(
+        data()
+    )
+    assert report.resumed_from == 2 and report.steps == 3
+
+
+def test_a_resume_on_another_clock_is_refused(monkeypatch, tmp_path):
+    clock = fake_clocks(monkeypatch)
+    Trainer(Ticking(clock, 1.0), weight_loss, config(steps=2), tmp_path, quiet=True).fit(data())
+    with pytest.raises(CheckpointError, match=r"other settings \(clock 'wall' → 'cpu'\); use "):
+        Trainer(
+            Ticking(clock, 1.0), weight_loss, config(steps=2, clock="cpu"), tmp_path, quiet=True
+        ).fit(data())
+
+
+@pytest.mark.parametrize(
+    "settings, error",
+    [
+        (
+            dict(steps=None),
+            r"^steps may be None only with a time budget: .*steps=None and budget_s",
+        ),
+        (dict(budget_s=0), r"^budget_s must be a finite number of seconds > 0 or None, got 0 "),
+        (dict(budget_s=-1.0), r"^budget_s must be a finite number of seconds > 0 or None"),
+        (dict(budget_s=math.inf), r"^budget_s must be a finite number of seconds > 0 or None"),
+        (dict(budget_s=math.nan), r"^budget_s must be a finite number of seconds > 0 or None"),
+        (dict(budget_s=True), r"^budget_s must be a finite number of seconds > 0 or None, got T"),
+        (dict(budget_s="5"), r"^budget_s must be a finite number of seconds > 0 or None, got '5'"),
+        (dict(clock="gpu"), r"^clock must be one of \('wall', 'cpu'\) .*, got 'gpu'$"),
+    ],
+)
+def test_bad_budgets_and_clocks_are_refused_by_name(settings, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig(**settings)
+
+
+def test_a_validation_loss_scores_validation_and_bad_hooks_are_named(monkeypatch):
+    """validation_loss replaces the training loss on the validation batches only."""
+    clock = fake_clocks(monkeypatch)
+    doubled = lambda net, batch: 2.0 * weight_loss(net, batch)  # noqa: E731
+    net = Ticking(clock, 1.0)
+    trainer = Trainer(net, weight_loss, config(steps=2), quiet=True, validation_loss=doubled)
+    report = trainer.fit(data(), data(3))
+    assert report.validation == [(2, 2.0 * float(net.weight.detach()))]
+    for name, value in (("validation_loss", 3), ("restore", "")):
+        with pytest.raises(TypeError, match=f"^{name} must be a"):
+            Trainer(net, weight_loss, config(steps=2), **{name: value})
+
+
+def test_a_progress_bar_of_a_run_without_steps_has_no_total(monkeypatch):
+    from physml.training import trainer as module
+
+    totals, shown = [], module.progress_bar
+
+    def recording_bar(iterable, enabled, desc, total=None, **options):
+        totals.append(total)
+        return shown(iterable, enabled, desc, total, **options)
+
+    monkeypatch.setattr(module, "progress_bar", recording_bar)
+    clock = fake_clocks(monkeypatch)
+    Trainer(Ticking(clock, 1.0), weight_loss, config(steps=None, budget_s=2.0), quiet=True).fit(
+        data()
+    )
+    assert totals == [None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _budget_rank(rank: int, port: int, queue) -> None:
+    """Rank 1's clock runs 10 times faster than rank 0's: on its own it would stop after one
+    step and decay its rate faster."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    clock = [0.0]
+    _clock.CLOCKS["wall"] = lambda: clock[0]
+    net = Ticking(clock, 1.0 if rank == 0 else 10.0)
+    budget = config(steps=None, budget_s=3.5, schedule="cosine")
+    report = Trainer(net, weight_loss, budget, quiet=True).fit(data())
+    queue.put((rank, report.steps, report.train_s, float(net.weight.detach())))
+    torch.distributed.destroy_process_group()
+
+
+def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
+    """Ranks reading their own clocks would stop at other steps (a deadlock in the next
+    all-reduce) and step at other rates (other weights): rank 0's seconds rule both."""
+    context, port = mp.get_context("spawn"), _free_port()
+    queue = context.Queue()
+    processes = [context.Process(target=_budget_rank, args=(r, port, queue)) for r in range(2)]
+    for process in processes:
+        process.start()
+    answers = dict((rank, rest) for rank, *rest in (queue.get(timeout=120) for _ in processes))
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert answers[0] == answers[1]
+    assert answers[0][:2] == [4, 4.0]
+
+
+def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "6", "--nx", "17", "--out", "heat.h5", "--quiet"]) == 0
+    small = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", *small]
+    flags = ["--steps", "2", "--budget-s", "1e6", "--clock", "cpu"]
+    assert main([*train, "--out", "flags", *flags]) == 0
+    (tmp_path / "run.toml").write_text('steps = 2\nbudget_s = 1e6\nclock = "cpu"\n')
+    assert main([*train, "--out", "file", "--config", "run.toml"]) == 0
+    for out in ("flags", "file"):
+        saved = load_checkpoint(tmp_path / out)["config"]
+        assert (saved["steps"], saved["budget_s"], saved["clock"]) == (2, 1e6, "cpu")
+    assert main([*train, "--out", "bad", "--steps", "2", "--clock", "gpu"]) == 2
+    assert main([*train, "--out", "bad", "--steps", "2", "--budget-s", "0"]) == 2
