@@ -4,6 +4,7 @@ Nothing is downloaded: the foreign files are written here with h5py, following e
 published layout (PDEBench's generators, The Well's ``docs/data_format.md``).
 """
 
+import io
 import json
 import re
 
@@ -1194,6 +1195,37 @@ def test_a_foreign_array_beyond_the_memory_available_is_refused(tmp_path, monkey
     message = f"path: '{path}': tensor: (4, 6, 16) float32 values would need about 1.54e-06 GB"
     with pytest.raises(DatasetFileError, match=re.escape(message)):
         load(path)
+
+
+def test_a_file_of_many_arrays_reads_the_memory_available_once_per_load(tmp_path, monkeypatch):
+    """40 PDEBench sample groups, 120 arrays: one reading of /proc/meminfo per load, not one per
+    array. Each ``data`` (2, 256, 1) float32 and ``grid/x`` (256,) float64 is 2048 bytes, the
+    largest arrays: 2 KiB available reads the file, 1 KiB refuses the first sample's data."""
+    path = tmp_path / "groups.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(40):
+            f[f"{i:04d}/data"] = np.full((2, 256, 1), i, dtype=np.float32)
+            f[f"{i:04d}/grid/x"] = (np.arange(256) + 0.5) / 256
+            f[f"{i:04d}/grid/t"] = np.arange(2.0)
+    reads = []
+
+    def meminfo(kib):
+        def opened(name, *args, **kwargs):
+            reads.append(name)
+            return io.StringIO(f"MemTotal: 9999999 kB\nMemAvailable: {kib} kB\n")
+
+        return opened
+
+    monkeypatch.setattr(physml._checks, "open", meminfo(2), raising=False)
+    assert load(path).u.shape == (40, 2, 256)
+    assert reads == ["/proc/meminfo"]
+    assert read_pdebench(path).u[39, 1, 255].item() == 39.0
+    assert reads == ["/proc/meminfo"] * 2  # read again by the next call, not kept from the last
+    monkeypatch.setattr(physml._checks, "open", meminfo(1), raising=False)
+    message = f"path: '{path}': 0000/data: (2, 256, 1) float32 values would need about 2.05e-06 GB"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
+        load(path)
+    assert reads == ["/proc/meminfo"] * 3
 
 
 def test_a_well_field_broadcast_to_more_trajectories_than_fit_is_refused(tmp_path):

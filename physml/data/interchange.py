@@ -80,6 +80,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._checks import one_memory_reading
 from .._io import atomic_path
 from .datasets import (
     AXES,
@@ -504,6 +505,7 @@ def _checked(path: Path, data: PDEData, source: str) -> PDEData:
     return data
 
 
+@one_memory_reading()
 def read_pdebench(path: str | os.PathLike) -> PDEData:
     """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`,
     checked as :func:`~physml.data.load` checks a physml file."""
@@ -642,6 +644,7 @@ def _well_boundaries(f: h5py.File) -> list[dict]:
     return entries
 
 
+@one_memory_reading()
 def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
     """A The Well file as :class:`PDEData`, checked as :func:`~physml.data.load` checks a physml
     file; ``field`` picks ``u`` among the time-varying field components (default: the one our
