@@ -6,6 +6,7 @@ Each failure names the argument, what was expected and what came.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -143,6 +144,29 @@ def device(name: str, value: object) -> torch.device:
                 f"{torch.cuda.device_count()} CUDA device(s)"
             )
     return parsed
+
+
+def json_value(
+    name: str, text: object, expected: str, valid: Callable[[object], bool] = lambda _: True
+) -> object:
+    """``text`` (JSON text, e.g. a file's attribute) parsed, where ``valid`` accepts it: text
+    that is no JSON, nests deeper than Python's recursion limit lets it parse, or parses to a
+    value ``valid`` refuses is a one-line ``ValueError`` naming ``name`` and ``expected``."""
+    shown = repr(text) if len(repr(text)) <= 80 else f"{repr(text)[:77]}..."
+    if not isinstance(text, (str, bytes)):
+        raise ValueError(f"{name}: expected {expected}, got {shown} (no JSON text)")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(
+            f"{name}: expected {expected}, got JSON nested deeper than Python's recursion "
+            f"limit lets it parse ({shown})"
+        ) from None
+    except ValueError as error:  # json.JSONDecodeError and text that is no UTF-8
+        raise ValueError(f"{name}: expected {expected}, got {shown}, no JSON ({error})") from None
+    if not valid(value):
+        raise ValueError(f"{name}: expected {expected}, got {shown}")
+    return value
 
 
 def available_memory() -> int:

@@ -1023,6 +1023,68 @@ def test_the_well_writer_marks_both_ends_of_each_axis(tmp_path, boundary, kind):
         assert y["mask"][()].tolist() == [True] + [False] * (Y - 2) + [True]
 
 
+_DEEP = "[" * 100_000 + "]" * 100_000  # beyond Python's recursion limit for json.loads
+_WELL_JSON = {
+    "well_spatial_dims": "a JSON list of 2 distinct axis name(s)",
+    "well_boundary_conditions": (
+        "a JSON list of boundary conditions, each an object with a group name"
+    ),
+    "well_time_varying_scalars": "a JSON list of parameter names",
+}
+
+
+@pytest.mark.parametrize("attribute", sorted(_WELL_JSON))
+@pytest.mark.parametrize(
+    ("text", "came"),
+    [
+        (_DEEP, "JSON nested deeper than Python's recursion limit lets it parse ('[[[["),
+        ("[1, ", "'[1, ', no JSON (Expecting value: line 1 column 5 (char 4))"),
+        ('{"x": 1}', "'{\"x\": 1}'"),
+        ("[[]]", "'[[]]'"),
+    ],
+)
+def test_a_json_attribute_the_well_writer_reads_is_refused_by_name_in_one_line(
+    tmp_path, capsys, attribute, text, came
+):
+    """Too deep, no JSON, or JSON of another kind: a ValueError naming the attribute, what it
+    must hold and what came, in one line, from the writer and from ``physml convert``."""
+    data = _ours_2d()
+    data.attrs[attribute] = text
+    expected = f"data.attrs[{attribute!r}]: expected {_WELL_JSON[attribute]}, got {came}"
+    with pytest.raises(ValueError) as refusal:
+        write_well(data, tmp_path / "out.h5")
+    assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
+    assert list(tmp_path.iterdir()) == []
+    source = write_physml(data, tmp_path / "ours.h5")
+    assert main(["convert", str(source), str(tmp_path / "w.h5"), "--to", "well"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"physml convert: error: {expected}") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "came"),
+    [
+        ({"name": "b", "mask_shape": [3], "mask_true": [7]}, "IndexError: index 7 is out of"),
+        ({"name": "b", "mask_shape": [3]}, "KeyError: 'mask_true'"),
+        ({"name": "b", "values": [1.0], "values_dtype": "nope"}, "TypeError: data type 'nope'"),
+        ({"name": "b", "mask_shape": [10**8, 10**8], "mask_true": []}, "ValueError: mask: (1"),
+    ],
+)
+def test_a_boundary_condition_the_well_writer_cannot_write_is_refused_by_name(
+    tmp_path, entry, came
+):
+    data = _ours_2d()
+    data.attrs["well_boundary_conditions"] = json.dumps([entry])
+    expected = (
+        "data.attrs['well_boundary_conditions']: the entry 'b' could not be written as The Well "
+        f"stores it ({came}"
+    )
+    with pytest.raises(ValueError) as refusal:
+        write_well(data, tmp_path / "out.h5")
+    assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):
     path = tmp_path / "p.h5"
     _pdebench_1d(path, sample_index=np.arange(5))
