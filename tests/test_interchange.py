@@ -1085,6 +1085,31 @@ def test_a_boundary_condition_the_well_writer_cannot_write_is_refused_by_name(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_pdebench_files_are_read_as_cell_centres_unless_they_say_otherwise(tmp_path):
+    """PDEBench's finite-volume solvers store cell centres, x_i = x_0 + (i + 1/2)·dx, in each
+    layout: read as ``grid_kind`` "cell" (where the FNO's position channels put the points);
+    a ``grid_kind`` root attribute of the file wins, and a file our writer made of node data
+    (none in its ``physml_attrs``) stays nodes."""
+    from physml.training.families import grid_kind
+
+    _pdebench_1d(tmp_path / "1d.h5")
+    _pdebench_ns(tmp_path / "ns.h5")
+    _pdebench_groups(tmp_path / "groups.h5")
+    for name in ("1d.h5", "ns.h5", "groups.h5"):
+        data = load(tmp_path / name)
+        assert data.attrs["grid_kind"] == "cell" and grid_kind(data) == "cell"
+        assert read_pdebench(tmp_path / name).attrs["grid_kind"] == "cell"
+    with h5py.File(tmp_path / "1d.h5", "a") as f:
+        f.attrs["grid_kind"] = "node"
+    assert load(tmp_path / "1d.h5").attrs["grid_kind"] == "node"
+    nodes = write_pdebench(_ours_2d(), tmp_path / "ours.h5")
+    assert "grid_kind" not in load(nodes).attrs
+    physml_copy = convert(tmp_path / "groups.h5", tmp_path / "copy.h5")  # the mark is kept
+    assert load(physml_copy).attrs["grid_kind"] == "cell"
+    again = convert(physml_copy, tmp_path / "again.h5", to="pdebench")
+    assert load(again).attrs["grid_kind"] == "cell"
+
+
 def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):
     path = tmp_path / "p.h5"
     _pdebench_1d(path, sample_index=np.arange(5))

@@ -4,7 +4,9 @@
 so ``SingleStepDataset`` and ``MultiStepDataset`` accept them too; :func:`convert` (``physml convert
 IN OUT --to ...``) rewrites a file in another format, atomically.
 
-**PDEBench**, three layouts:
+**PDEBench**, three layouts, all of cell centres (its solvers are finite-volume ones: ``x_i =
+x_0 + (i + 1/2)·dx``), so read with the attribute ``grid_kind`` = ``"cell"`` unless the file
+says otherwise (a ``grid_kind`` root attribute; a file our writer made carries ours):
 
 - ``tensor`` ``(N, T, X[, Y[, Z]])`` with ``x-coordinate`` (``y-``, ``z-``) and ``t-coordinate``
   (advection, Burgers, reaction-diffusion, Darcy): ``u`` = ``tensor``; 1-D CFD files (``density``,
@@ -384,11 +386,16 @@ def _pdebench_extras(f: h5py.File, known: set[str], u_shape: tuple) -> tuple[dic
 
 
 def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tuple[dict, dict]:
-    """The parameters and the attributes of a PDEBench file."""
+    """The parameters and the attributes of a PDEBench file. PDEBench's solvers are finite
+    volume ones and store cell centres, ``x_i = x_0 + (i + 1/2)·dx``: its files are marked
+    ``grid_kind = "cell"`` unless they say otherwise (a ``grid_kind`` root attribute, or ours in
+    ``physml_attrs``, where none means nodes)."""
     params, consumed = _pdebench_parameters(f, path, n)
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
         attrs["params_from_file_name"] = json.dumps(list(params))
+    if "physml_attrs" not in f.attrs:
+        attrs.setdefault("grid_kind", "cell")
     attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
     return params, attrs
