@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import platform
 import shlex
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from physml._checks import device as checked_device
 from physml._io import atomic_write_text, strict_json
 from physml._signals import interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
@@ -76,6 +78,41 @@ def at_least(minimum: int, below: int | None = None) -> Callable[[str], int]:
 
 seed_arg = at_least(0, SEED_LIMIT)
 """``--seed``'s type: an integer in ``[0, 2**62)``, the seeds ``physml run`` takes."""
+
+
+def positive_number(text: str) -> float:
+    """An option's type: a finite number > 0 (a usage error otherwise, before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def names_arg(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """An option's type: comma-separated names, each one of ``allowed``, as a list (a usage
+    error otherwise, before any work)."""
+
+    def names(text: str) -> list[str]:
+        chosen = text.split(",")
+        if not set(chosen) <= set(allowed):
+            raise argparse.ArgumentTypeError(
+                f"must name some of {list(allowed)}, comma-separated, got {chosen}"
+            )
+        return chosen
+
+    return names
+
+
+def device_arg(text: str) -> str:
+    """``--device``'s type: ``cpu``, ``cuda`` or ``cuda:N``, a device this machine has (a usage
+    error otherwise, before any work)."""
+    try:
+        return str(checked_device("the device", text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_out(parser: argparse.ArgumentParser) -> None:

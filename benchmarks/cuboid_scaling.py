@@ -45,7 +45,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_out, best_time, results_folder, run_main, seed_arg, write_results  # noqa: E402
+from common import (  # noqa: E402
+    add_out,
+    best_time,
+    positive_number,
+    results_folder,
+    run_main,
+    seed_arg,
+    write_results,
+)
 
 from physml.models.cuboid import CuboidSelfAttention  # noqa: E402
 
@@ -203,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     add_out(parser)
     parser.add_argument("--seed", type=seed_arg, default=0)
-    parser.add_argument("--cap-gib", type=float, default=None, help="memory cap per case")
+    parser.add_argument(
+        "--cap-gib", type=positive_number, default=None, help="memory cap per case (GiB, > 0)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -36,7 +36,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
+from common import (  # noqa: E402
+    WORK_REMEDY,
+    arguments,
+    names_arg,
+    run_main,
+    work_folder,
+    write_results,
+)
 
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 from physml.tasks.figures import save_figure  # noqa: E402
@@ -118,17 +125,16 @@ def summary(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="forecast_conservation's work")
-        parser.add_argument("--variants", default=",".join(blocks.VARIANTS))
+        parser.add_argument(
+            "--variants", type=names_arg(blocks.VARIANTS), default=",".join(blocks.VARIANTS)
+        )
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
     torch.set_num_threads(1)
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
-    variants = args.variants.split(",")
-    unknown = sorted(set(variants) - set(blocks.VARIANTS))
-    if unknown:
-        raise SystemExit(f"--variants must be among {list(blocks.VARIANTS)}, got {unknown}")
+    variants = args.variants
     rows, maps = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = work_folder(

@@ -22,6 +22,7 @@ a subset (for invocations side by side) and writes no results. Results go to
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -177,43 +178,62 @@ def summary(rows: list[dict]) -> str:
 
 
 def configurations(text: str) -> list[tuple[int, int]]:
-    """``"4x1,8x1"`` → ``[(4, 1), (8, 1)]`` (members ≥ 2, factor ≥ 1)."""
+    """``--configs``'s type: ``"4x1,8x1"`` → ``[(4, 1), (8, 1)]`` (members ≥ 2, factor ≥ 1; a
+    usage error otherwise)."""
     found = []
     for part in text.split(","):
         members, _, factor = part.strip().partition("x")
         if not (members.isdigit() and factor.isdigit()) or int(members) < 2 or int(factor) < 1:
-            raise SystemExit(
-                f"--configs must be <members>x<factor> items (members ≥ 2, factor ≥ 1), "
-                f"got {text!r}"
+            raise argparse.ArgumentTypeError(
+                f"must be <members>x<factor> items (members ≥ 2, factor ≥ 1), got {text!r}"
             )
         found.append((int(members), int(factor)))
     return found
+
+
+def member_indices(args: argparse.Namespace) -> list[int] | None:
+    """``--members`` as indices (``None`` where not given); given without ``--train-only`` or
+    beyond the largest configuration is a usage error (:func:`refused`)."""
+    if args.members is None:
+        return None
+    parts = args.members.split(",")
+    which = [int(i) for i in parts if i.strip().isdigit()]
+    largest = max(m for m, _ in args.configs)
+    if len(which) != len(parts) or not set(which) <= set(range(largest)):
+        raise ValueError(f"--members must be among 0..{largest - 1}, got {args.members!r}")
+    return which
+
+
+def refused(args: argparse.Namespace) -> str | None:
+    """Why these options cannot run together (``None`` where they can)."""
+    if args.members is not None and not args.train_only:
+        return "--members needs --train-only (results need every member)"
+    try:
+        member_indices(args)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="forecast_conservation's work")
         parser.add_argument(
-            "--configs", default="4x1,4x2,4x4,8x1,8x2,8x4", help="<members>x<factor>,..."
+            "--configs",
+            type=configurations,
+            default="4x1,4x2,4x4,8x1,8x2,8x4",
+            help="<members>x<factor>,...",
         )
         parser.add_argument("--members", default=None, help="member indices (with --train-only)")
         parser.add_argument("--train-only", action="store_true", help="train, write no results")
         parser.add_argument("--model", choices=MODELS, default="earthformer", help="the family")
 
-    args = arguments(__doc__, argv, extra)
+    args = arguments(__doc__, argv, extra, refused)
     started = time.perf_counter()
     torch.set_num_threads(1)
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
-    configs = configurations(args.configs)
-    which = None
-    if args.members is not None:
-        if not args.train_only:
-            raise SystemExit("--members needs --train-only (results need every member)")
-        largest = max(m for m, _ in configs)
-        which = [int(i) for i in args.members.split(",") if i.strip().isdigit()]
-        if len(which) != len(args.members.split(",")) or not set(which) <= set(range(largest)):
-            raise SystemExit(f"--members must be among 0..{largest - 1}, got {args.members!r}")
+    configs, which = args.configs, member_indices(args)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = work_folder(

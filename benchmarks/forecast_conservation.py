@@ -33,7 +33,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
+from common import (  # noqa: E402
+    WORK_REMEDY,
+    arguments,
+    at_least,
+    names_arg,
+    run_main,
+    work_folder,
+    write_results,
+)
 
 from physml._signals import signals_interrupt  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
@@ -164,17 +172,17 @@ def steps_note(plans: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="data, checkpoints, plan")
-        parser.add_argument("--variants", default=",".join(blocks.VARIANTS))
-        parser.add_argument("--jobs", type=int, default=1, help="variants run side by side")
+        parser.add_argument(
+            "--variants", type=names_arg(blocks.VARIANTS), default=",".join(blocks.VARIANTS)
+        )
+        parser.add_argument(
+            "--jobs", type=at_least(1), default=1, help="variants run side by side"
+        )
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
     torch.set_num_threads(1)
-    variants = args.variants.split(",")
-    if not set(variants) <= set(blocks.VARIANTS):
-        raise SystemExit(f"--variants must name some of {list(blocks.VARIANTS)}, got {variants}")
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be a positive number of processes, got {args.jobs}")
+    variants = args.variants
     scale = blocks.TOY if args.quick else blocks.FULL
     quiet = not sys.stderr.isatty()
     rows, sweeps, plans = [], {}, {}

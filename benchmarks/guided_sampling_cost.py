@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prediff_nbody as bench  # noqa: E402
-from common import arguments, run_main, write_results  # noqa: E402
+from common import arguments, at_least, run_main, write_results  # noqa: E402
 
 from physml import constrain  # noqa: E402
 from physml.models.energy_judge import EnergyJudge  # noqa: E402
@@ -64,11 +64,11 @@ def setup(quick: bool, seed: int):
 
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
-        parser.add_argument("--repeats", type=int, default=3, help="timed calls per setting (>= 1)")
+        parser.add_argument(
+            "--repeats", type=at_least(1), default=3, help="timed calls per setting (>= 1)"
+        )
 
     args = arguments(__doc__, argv, extra)
-    if args.repeats < 1:
-        raise SystemExit(f"--repeats must be an integer >= 1, got {args.repeats}")
     started = time.perf_counter()
     torch.set_num_threads(1)
     scale, prediff, guide, context, energy = setup(args.quick, args.seed)

@@ -40,9 +40,16 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nbody_forecasting  # noqa: E402
-from common import arguments, check_same_setup, run_main, work_folder, write_results  # noqa: E402
+from common import (  # noqa: E402
+    arguments,
+    check_same_setup,
+    device_arg,
+    names_arg,
+    run_main,
+    work_folder,
+    write_results,
+)
 
-from physml._checks import device as checked_device  # noqa: E402
 from physml._io import atomic_write_text  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.prediff import reconstruction_scores  # noqa: E402
@@ -227,8 +234,13 @@ def earthformer_loss(model, batch) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     def extra(parser):
         parser.add_argument("--work", type=Path, default=None, help="checkpoints and cached stages")
-        parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
-        parser.add_argument("--denoisers", default=",".join(blocks.DENOISERS))
+        parser.add_argument(
+            "--stages", type=names_arg(STAGES), default=",".join(STAGES),
+            help="comma-separated stages",
+        )  # fmt: skip
+        parser.add_argument(
+            "--denoisers", type=names_arg(blocks.DENOISERS), default=",".join(blocks.DENOISERS)
+        )
         parser.add_argument("--kc-denoiser", default="conv", choices=blocks.DENOISERS)
         parser.add_argument(
             "--reverse",
@@ -237,21 +249,16 @@ def main(argv: list[str] | None = None) -> int:
             "frame guide first (λ and sampling chunks last first), then intensity, the latent "
             "sweep and the plain rows",
         )
-        parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+        parser.add_argument(
+            "--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N"
+        )
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()
-    device = str(checked_device("--device", args.device))
+    device = args.device
     if device == "cpu":
         torch.set_num_threads(1)
-    stages_asked = args.stages.split(",")
-    denoisers = args.denoisers.split(",")
-    for name, given, allowed in (
-        ("--stages", stages_asked, STAGES),
-        ("--denoisers", denoisers, blocks.DENOISERS),
-    ):
-        if not set(given) <= set(allowed):
-            raise SystemExit(f"{name} must name some of {allowed}, got {given}")
+    stages_asked, denoisers = args.stages, args.denoisers
     mode = "quick" if args.quick else "full"
     scale, seed, quiet = SCALES[mode], args.seed, not sys.stderr.isatty()
     with tempfile.TemporaryDirectory() as scratch:

@@ -24,23 +24,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prediff_nbody as bench  # noqa: E402
-from common import at_least, run_main  # noqa: E402
-
-from physml._checks import device as checked_device  # noqa: E402
+from common import at_least, device_arg, run_main  # noqa: E402
 
 blocks = bench.blocks
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device_arg, default="cpu")
     parser.add_argument(
         "--steps", type=at_least(1), default=40,
         help="timed steps (after 5 warm-up); few are dominated by each training's setup",
     )  # fmt: skip
     parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args(argv)
-    device = str(checked_device("--device", args.device))
+    device = args.device
     torch.set_num_threads(args.threads)
     scale = replace(bench.FULL, train=64, validation=8, test=8)
     data = blocks.videos(scale, 0)

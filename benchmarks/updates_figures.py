@@ -141,21 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON records")
     parser.add_argument("--out", type=Path, default=None, help="where the PNGs go (--results)")
     args = parser.parse_args(argv)
+    update = args.results / "model_update.json"
+    guarded = args.results / "guarded_surrogate.json"
+    if not (update.exists() or guarded.exists()):
+        parser.error(f"--results: no model_update.json or guarded_surrogate.json in {args.results}")
     out = args.out or args.results
     out.mkdir(parents=True, exist_ok=True)
     drawn = []
-    update = args.results / "model_update.json"
     if update.exists():
         warm_file = args.results / "model_update_warm.json"
         warm = json.loads(warm_file.read_text()) if warm_file.exists() else None
         drawn.append(nfr_figure(json.loads(update.read_text()), out / "model_update-nfr.png", warm))
-    guarded = args.results / "guarded_surrogate.json"
     if guarded.exists():
         drawn.append(
             tradeoff_figure(json.loads(guarded.read_text()), out / "guarded_surrogate-tradeoff.png")
         )
-    if not drawn:
-        raise SystemExit(f"no model_update.json or guarded_surrogate.json in {args.results}")
     for path in drawn:
         print(path)
     return 0

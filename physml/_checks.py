@@ -6,8 +6,11 @@ Each failure names the argument, what was expected and what came.
 from __future__ import annotations
 
 import difflib
+import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -143,6 +146,29 @@ def device(name: str, value: object) -> torch.device:
     return parsed
 
 
+def json_value(
+    name: str, text: object, expected: str, valid: Callable[[object], bool] = lambda _: True
+) -> object:
+    """``text`` (JSON text, e.g. a file's attribute) parsed, where ``valid`` accepts it: text
+    that is no JSON, nests deeper than Python's recursion limit lets it parse, or parses to a
+    value ``valid`` refuses is a one-line ``ValueError`` naming ``name`` and ``expected``."""
+    shown = repr(text) if len(repr(text)) <= 80 else f"{repr(text)[:77]}..."
+    if not isinstance(text, (str, bytes)):
+        raise ValueError(f"{name}: expected {expected}, got {shown} (no JSON text)")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(
+            f"{name}: expected {expected}, got JSON nested deeper than Python's recursion "
+            f"limit lets it parse ({shown})"
+        ) from None
+    except ValueError as error:  # json.JSONDecodeError and text that is no UTF-8
+        raise ValueError(f"{name}: expected {expected}, got {shown}, no JSON ({error})") from None
+    if not valid(value):
+        raise ValueError(f"{name}: expected {expected}, got {shown}")
+    return value
+
+
 def available_memory() -> int:
     """Bytes of memory this machine can give now (Linux ``MemAvailable``; else free pages)."""
     try:
@@ -158,10 +184,39 @@ def available_memory() -> int:
         return 2**63  # unknown: no refusal on this ground
 
 
+# The figure one_memory_reading holds for its call: a one-item list, filled at the first check.
+_READING: ContextVar[list[int] | None] = ContextVar("physml_memory_reading", default=None)
+
+
+@contextmanager
+def one_memory_reading() -> Iterator[None]:
+    """Within it, :func:`fits_in_memory` reads the memory available once, at its first check,
+    and compares every later need with that figure: a file of many small arrays would otherwise
+    read ``/proc/meminfo`` once per array. A nested use shares the outer one's reading."""
+    if _READING.get() is not None:
+        yield
+        return
+    token = _READING.set([])
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
+def _memory_now() -> int:
+    """The memory available: the figure of the enclosing :func:`one_memory_reading`, else read."""
+    reading = _READING.get()
+    if reading is None:
+        return available_memory()
+    if not reading:
+        reading.append(available_memory())
+    return reading[0]
+
+
 def fits_in_memory(name: str, nbytes: float, what: str) -> None:
     """Raise ``ValueError`` naming ``name`` if ``nbytes`` (the arrays ``what`` describes) exceed
     the memory available now: checked before anything is allocated."""
-    free = available_memory()
+    free = _memory_now()
     if nbytes > free:
         raise ValueError(
             f"{name}: {what} would need about {nbytes / 1e9:.3g} GB, but this machine has "

@@ -833,16 +833,29 @@ def test_step_search_finds_the_fewest_steps(monkeypatch):
     assert fewest_steps(fourth_order, 1e-30, most=64) is None
 
 
-def test_guided_sampling_cost_refuses_no_repeats(tmp_path):
+def _usage_error(capsys, main, arguments: list[str]) -> str:
+    """The last line ``main(arguments)`` writes on stderr, refusing them as argparse does: exit
+    status 2, the usage first."""
+    with pytest.raises(SystemExit) as refusal:
+        main(arguments)
+    err = capsys.readouterr().err
+    assert refusal.value.code == 2 and err.startswith("usage: ")
+    return err.splitlines()[-1]
+
+
+def test_guided_sampling_cost_refuses_no_repeats(tmp_path, capsys):
     bench = load_benchmark("guided_sampling_cost")
-    with pytest.raises(SystemExit, match="--repeats must be an integer >= 1, got 0"):
-        bench.main(["--quick", "--repeats", "0", "--out", str(tmp_path)])
+    line = _usage_error(capsys, bench.main, ["--quick", "--repeats", "0", "--out", str(tmp_path)])
+    assert line.endswith(": error: argument --repeats: must be an integer >= 1, got '0'")
 
 
-def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path):
+def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path, capsys):
     bench = load_benchmark("earthformer_artifacts")
-    with pytest.raises(SystemExit, match=r"--variants must be among \['conserved', 'source'\]"):
-        bench.main(["--quick", "--variants", "conserved,other", "--out", str(tmp_path)])
+    arguments = ["--quick", "--variants", "conserved,other", "--out", str(tmp_path)]
+    assert _usage_error(capsys, bench.main, arguments).endswith(
+        ": error: argument --variants: must name some of ['conserved', 'source'], "
+        "comma-separated, got ['conserved', 'other']"
+    )
 
 
 def test_forecast_budget_trains_members_side_by_side_and_scores_every_configuration(tmp_path):
@@ -898,18 +911,19 @@ def test_forecast_budget_of_the_fno_rolls_its_members_out_into_its_own_record(tm
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--configs", "4x0"], "--configs must be <members>x<factor> items"),
-        (["--configs", "1x2"], r"\(members ≥ 2, factor ≥ 1\), got '1x2'"),
-        (["--configs", "four"], "--configs must be <members>x<factor> items"),
+        (["--configs", "4x0"], "argument --configs: must be <members>x<factor> items"),
+        (["--configs", "1x2"], "(members ≥ 2, factor ≥ 1), got '1x2'"),
+        (["--configs", "four"], "argument --configs: must be <members>x<factor> items"),
         (["--members", "0"], "--members needs --train-only"),
         (["--members", "9", "--train-only"], "--members must be among 0..7, got '9'"),
         (["--members", "a", "--train-only"], "--members must be among 0..7, got 'a'"),
+        (["--members", "2", "--train-only", "--configs", "2x1"], "among 0..1, got '2'"),
     ],
 )
-def test_forecast_budget_refuses_bad_arguments(tmp_path, arguments, message):
+def test_forecast_budget_refuses_bad_arguments(tmp_path, capsys, arguments, message):
     bench = load_benchmark("forecast_budget")
-    with pytest.raises(SystemExit, match=message):
-        bench.main(["--quick", "--out", str(tmp_path), *arguments])
+    line = _usage_error(capsys, bench.main, ["--quick", "--out", str(tmp_path), *arguments])
+    assert ": error: " in line and message in line
 
 
 def test_forecast_conservation_side_by_side_variants_give_the_rows_of_one_process(tmp_path):
@@ -969,12 +983,10 @@ def test_prediff_nbody_says_when_the_scale_fixed_its_steps():
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1"])
-def test_forecast_conservation_refuses_no_processes(tmp_path, jobs):
+def test_forecast_conservation_refuses_no_processes(tmp_path, capsys, jobs):
     bench = load_benchmark("forecast_conservation")
-    with pytest.raises(
-        SystemExit, match=f"--jobs must be a positive number of processes, got {jobs}"
-    ):
-        bench.main(["--quick", "--out", str(tmp_path), "--jobs", jobs])
+    line = _usage_error(capsys, bench.main, ["--quick", "--out", str(tmp_path), "--jobs", jobs])
+    assert line.endswith(f": error: argument --jobs: must be an integer >= 1, got '{jobs}'")
 
 
 def test_fno_coordinates_keeps_the_data_of_each_size_in_its_own_file(tmp_path):
@@ -987,6 +999,48 @@ def test_fno_coordinates_keeps_the_data_of_each_size_in_its_own_file(tmp_path):
             for part, n in (("train", 3), ("test", 4))
         }
         assert len(paths) == 4 and all(path.parent == tmp_path for path in paths)
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "error"),
+    [
+        ("cuboid_scaling", ["--cap-gib", "-1"], "argument --cap-gib: must be a finite number > 0"),
+        (
+            "earthformer_artifacts",
+            ["--variants", "nope"],
+            "argument --variants: must name some of ['conserved', 'source'], comma-separated, "
+            "got ['nope']",
+        ),
+        ("forecast_budget", ["--configs", "nope"], "argument --configs: must be <members>x"),
+        ("forecast_budget", ["--members", "0"], "--members needs --train-only"),
+        ("forecast_conservation", ["--jobs", "0"], "argument --jobs: must be an integer >= 1"),
+        ("forecast_conservation", ["--variants", "nope"], "argument --variants: must name some"),
+        ("guided_sampling_cost", ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
+        ("prediff_nbody", ["--stages", "nope"], "argument --stages: must name some of ['data'"),
+        ("prediff_nbody", ["--denoisers", "nope"], "argument --denoisers: must name some of"),
+        (
+            "prediff_nbody",
+            ["--device", "nope"],
+            "argument --device: the device must be 'cpu', 'cuda' or 'cuda:N', got 'nope'",
+        ),
+        (
+            "prediff_nbody_step_cost",
+            ["--device", "nope"],
+            "argument --device: the device must be 'cpu', 'cuda' or 'cuda:N', got 'nope'",
+        ),
+        ("updates_figures", ["--results", "."], "--results: no model_update.json or guarded_"),
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error_with_exit_status_2(tmp_path, name, arguments, error):
+    """argparse's convention, as the benchmarks' other options follow it: the usage and one
+    line naming the option on stderr, exit status 2, before any work (nothing written)."""
+    done = subprocess.run(
+        benchmark(name, *arguments), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.startswith("usage: ")
+    assert done.stderr.splitlines()[-1].startswith(f"{name}.py: error: {error}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_results_are_strict_json_and_their_tables_keep_their_columns(tmp_path):

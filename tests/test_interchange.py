@@ -4,6 +4,7 @@ Nothing is downloaded: the foreign files are written here with h5py, following e
 published layout (PDEBench's generators, The Well's ``docs/data_format.md``).
 """
 
+import io
 import json
 import re
 
@@ -1022,6 +1023,93 @@ def test_the_well_writer_marks_both_ends_of_each_axis(tmp_path, boundary, kind):
         assert y["mask"][()].tolist() == [True] + [False] * (Y - 2) + [True]
 
 
+_DEEP = "[" * 100_000 + "]" * 100_000  # beyond Python's recursion limit for json.loads
+_WELL_JSON = {
+    "well_spatial_dims": "a JSON list of 2 distinct axis name(s)",
+    "well_boundary_conditions": (
+        "a JSON list of boundary conditions, each an object with a group name"
+    ),
+    "well_time_varying_scalars": "a JSON list of parameter names",
+}
+
+
+@pytest.mark.parametrize("attribute", sorted(_WELL_JSON))
+@pytest.mark.parametrize(
+    ("text", "came"),
+    [
+        (_DEEP, "JSON nested deeper than Python's recursion limit lets it parse ('[[[["),
+        ("[1, ", "'[1, ', no JSON (Expecting value: line 1 column 5 (char 4))"),
+        ('{"x": 1}', "'{\"x\": 1}'"),
+        ("[[]]", "'[[]]'"),
+    ],
+)
+def test_a_json_attribute_the_well_writer_reads_is_refused_by_name_in_one_line(
+    tmp_path, capsys, attribute, text, came
+):
+    """Too deep, no JSON, or JSON of another kind: a ValueError naming the attribute, what it
+    must hold and what came, in one line, from the writer and from ``physml convert``."""
+    data = _ours_2d()
+    data.attrs[attribute] = text
+    expected = f"data.attrs[{attribute!r}]: expected {_WELL_JSON[attribute]}, got {came}"
+    with pytest.raises(ValueError) as refusal:
+        write_well(data, tmp_path / "out.h5")
+    assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
+    assert list(tmp_path.iterdir()) == []
+    source = write_physml(data, tmp_path / "ours.h5")
+    assert main(["convert", str(source), str(tmp_path / "w.h5"), "--to", "well"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"physml convert: error: {expected}") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "came"),
+    [
+        ({"name": "b", "mask_shape": [3], "mask_true": [7]}, "IndexError: index 7 is out of"),
+        ({"name": "b", "mask_shape": [3]}, "KeyError: 'mask_true'"),
+        ({"name": "b", "values": [1.0], "values_dtype": "nope"}, "TypeError: data type 'nope'"),
+        ({"name": "b", "mask_shape": [10**8, 10**8], "mask_true": []}, "ValueError: mask: (1"),
+    ],
+)
+def test_a_boundary_condition_the_well_writer_cannot_write_is_refused_by_name(
+    tmp_path, entry, came
+):
+    data = _ours_2d()
+    data.attrs["well_boundary_conditions"] = json.dumps([entry])
+    expected = (
+        "data.attrs['well_boundary_conditions']: the entry 'b' could not be written as The Well "
+        f"stores it ({came}"
+    )
+    with pytest.raises(ValueError) as refusal:
+        write_well(data, tmp_path / "out.h5")
+    assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pdebench_files_are_read_as_cell_centres_unless_they_say_otherwise(tmp_path):
+    """PDEBench's finite-volume solvers store cell centres, x_i = x_0 + (i + 1/2)·dx, in each
+    layout: read as ``grid_kind`` "cell" (where the FNO's position channels put the points);
+    a ``grid_kind`` root attribute of the file wins, and a file our writer made of node data
+    (none in its ``physml_attrs``) stays nodes."""
+    from physml.training.families import grid_kind
+
+    _pdebench_1d(tmp_path / "1d.h5")
+    _pdebench_ns(tmp_path / "ns.h5")
+    _pdebench_groups(tmp_path / "groups.h5")
+    for name in ("1d.h5", "ns.h5", "groups.h5"):
+        data = load(tmp_path / name)
+        assert data.attrs["grid_kind"] == "cell" and grid_kind(data) == "cell"
+        assert read_pdebench(tmp_path / name).attrs["grid_kind"] == "cell"
+    with h5py.File(tmp_path / "1d.h5", "a") as f:
+        f.attrs["grid_kind"] = "node"
+    assert load(tmp_path / "1d.h5").attrs["grid_kind"] == "node"
+    nodes = write_pdebench(_ours_2d(), tmp_path / "ours.h5")
+    assert "grid_kind" not in load(nodes).attrs
+    physml_copy = convert(tmp_path / "groups.h5", tmp_path / "copy.h5")  # the mark is kept
+    assert load(physml_copy).attrs["grid_kind"] == "cell"
+    again = convert(physml_copy, tmp_path / "again.h5", to="pdebench")
+    assert load(again).attrs["grid_kind"] == "cell"
+
+
 def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):
     path = tmp_path / "p.h5"
     _pdebench_1d(path, sample_index=np.arange(5))
@@ -1194,6 +1282,37 @@ def test_a_foreign_array_beyond_the_memory_available_is_refused(tmp_path, monkey
     message = f"path: '{path}': tensor: (4, 6, 16) float32 values would need about 1.54e-06 GB"
     with pytest.raises(DatasetFileError, match=re.escape(message)):
         load(path)
+
+
+def test_a_file_of_many_arrays_reads_the_memory_available_once_per_load(tmp_path, monkeypatch):
+    """40 PDEBench sample groups, 120 arrays: one reading of /proc/meminfo per load, not one per
+    array. Each ``data`` (2, 256, 1) float32 and ``grid/x`` (256,) float64 is 2048 bytes, the
+    largest arrays: 2 KiB available reads the file, 1 KiB refuses the first sample's data."""
+    path = tmp_path / "groups.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(40):
+            f[f"{i:04d}/data"] = np.full((2, 256, 1), i, dtype=np.float32)
+            f[f"{i:04d}/grid/x"] = (np.arange(256) + 0.5) / 256
+            f[f"{i:04d}/grid/t"] = np.arange(2.0)
+    reads = []
+
+    def meminfo(kib):
+        def opened(name, *args, **kwargs):
+            reads.append(name)
+            return io.StringIO(f"MemTotal: 9999999 kB\nMemAvailable: {kib} kB\n")
+
+        return opened
+
+    monkeypatch.setattr(physml._checks, "open", meminfo(2), raising=False)
+    assert load(path).u.shape == (40, 2, 256)
+    assert reads == ["/proc/meminfo"]
+    assert read_pdebench(path).u[39, 1, 255].item() == 39.0
+    assert reads == ["/proc/meminfo"] * 2  # read again by the next call, not kept from the last
+    monkeypatch.setattr(physml._checks, "open", meminfo(1), raising=False)
+    message = f"path: '{path}': 0000/data: (2, 256, 1) float32 values would need about 2.05e-06 GB"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
+        load(path)
+    assert reads == ["/proc/meminfo"] * 3
 
 
 def test_a_well_field_broadcast_to_more_trajectories_than_fit_is_refused(tmp_path):

@@ -97,6 +97,52 @@ def test_memory_is_read_in_bytes_and_a_need_above_it_is_refused(monkeypatch, tmp
         fits_in_memory("n", 2_000_000_001, "the arrays")
 
 
+def test_one_memory_reading_reads_once_at_the_first_check_and_nested_uses_share_it(monkeypatch):
+    figures = iter([1000, 10, 5])
+    reads = []
+
+    def available():
+        reads.append(1)
+        return next(figures)
+
+    monkeypatch.setattr(checks, "available_memory", available)
+    with checks.one_memory_reading():
+        assert reads == []  # nothing read before a check asks
+        fits_in_memory("a", 1000, "the arrays")
+        with checks.one_memory_reading():
+            fits_in_memory("b", 1000, "the arrays")
+        fits_in_memory("c", 1000, "the arrays")
+    assert len(reads) == 1
+    with pytest.raises(ValueError, match="d: the arrays would need"):
+        fits_in_memory("d", 11, "the arrays")  # outside: read again (10 now)
+    assert len(reads) == 2
+
+
+def test_json_value_parses_text_and_refuses_each_bad_kind_naming_the_argument():
+    def listed(value):
+        return isinstance(value, list)
+
+    assert checks.json_value("a", '["x", 1]', "a list", listed) == ["x", 1]
+    assert checks.json_value("a", b"[2]", "a list", listed) == [2]
+    assert checks.json_value("a", "{}", "anything") == {}
+    deep = "[" * 100_000
+    cases = [
+        (3, "a: expected a list, got 3 (no JSON text)"),
+        ("[", "a: expected a list, got '[', no JSON (Expecting value: line 1 column 2 (char 1))"),
+        (b"\xff", "a: expected a list, got b'\\xff', no JSON ("),
+        ("{}", "a: expected a list, got '{}'"),
+        (
+            deep,
+            "a: expected a list, got JSON nested deeper than Python's recursion limit lets "
+            f"it parse ({repr(deep)[:77]}...)",
+        ),
+    ]
+    for text, message in cases:
+        with pytest.raises(ValueError) as refusal:
+            checks.json_value("a", text, "a list", listed)
+        assert str(refusal.value).startswith(message), (text, str(refusal.value))
+
+
 def test_integers_are_python_ints_and_floats_booleans_and_empty_sequences_are_refused():
     got = integers("space", [np.int64(2), torch.tensor(3), 4], 1)
     assert got == (2, 3, 4) and all(type(n) is int for n in got)

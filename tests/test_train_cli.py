@@ -940,6 +940,35 @@ def test_a_run_that_recorded_options_its_model_does_not_read_resumes_without_the
 TINY = ["--modes", "4", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
 
 
+def test_an_fno_on_a_pdebench_file_places_cell_centres_and_a_run_from_before_resumes(
+    tmp_path, monkeypatch
+):
+    """A PDEBench file (cell centres, no boundary: not periodic) gives the FNO position channels
+    ``(k + 1/2)/n``. A run whose checkpoint recorded ``node`` positions on the same file read
+    without its grid kind (what physml wrote before it read PDEBench's cells) resumes with its
+    own positions."""
+    from physml.training import load_checkpoint
+    from physml.training.checkpoint import save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    with h5py.File("1D_Advection_Sols_beta1.0.h5", "w") as f:
+        f["tensor"] = np.random.default_rng(1).normal(size=(4, 3, 8)).astype(np.float32)
+        f["x-coordinate"] = ((np.arange(8) + 0.5) / 8).astype(np.float32)
+        f["t-coordinate"] = (np.arange(4) * 0.05).astype(np.float32)
+    command = ["train", "--data", "1D_Advection_Sols_beta1.0.h5", "--model", "fno"]
+    command += ["--task", "operator", "--out", "run", *TINY, "--schedule", "constant"]
+    command += ["--val-fraction", "0"]
+    assert main([*command, "--steps", "1"]) == 0
+    assert load_checkpoint("run")["model_config"]["position"] == "cell"
+    state = load_checkpoint("run")
+    state["model_config"]["position"] = "node"
+    del state["fingerprint"]["attributes"]["grid_kind"]
+    save_checkpoint("run", state)
+    assert main([*command, "--steps", "2"]) == 0
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["resumed_from"] == 1
+    assert load_checkpoint("run")["model_config"]["position"] == "node"
+
+
 def _predictions(run: str, path: str) -> torch.Tensor:
     """The model of ``run`` on every input pair of ``path``, ``(pair, channel, *space)``."""
     from physml.training import load_checkpoint

@@ -65,9 +65,16 @@ def test_the_figures_draw_from_the_committed_records(tmp_path):
         assert figures.nfr_curves(result, case)["retrain"][at_one] == pytest.approx(retrain["nfr"])
 
 
-def test_no_record_is_a_clear_exit(tmp_path):
-    with pytest.raises(SystemExit, match="no model_update.json or guarded_surrogate.json"):
-        figures.main(["--results", str(tmp_path)])
+def test_no_record_is_a_usage_error_and_makes_no_folder(tmp_path, capsys):
+    out = tmp_path / "figures"
+    with pytest.raises(SystemExit) as refusal:
+        figures.main(["--results", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert refusal.value.code == 2 and err.startswith("usage: ")
+    assert err.splitlines()[-1].endswith(
+        f": error: --results: no model_update.json or guarded_surrogate.json in {tmp_path}"
+    )
+    assert not out.exists()
 
 
 def test_a_one_seed_record_draws_without_an_error_bar(tmp_path):

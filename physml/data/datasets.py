@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import floating_dtype
 
-from .._checks import fits_in_memory, integer
+from .._checks import fits_in_memory, integer, one_memory_reading
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
 AXES = ("x", "y", "z")
@@ -315,6 +315,7 @@ def _unindexed_shards(path: Path) -> str:
     )
 
 
+@one_memory_reading()
 def load(path: str | os.PathLike) -> PDEData:
     """Read a dataset file, a merged file or the index of a sharded one.
 

@@ -4,7 +4,9 @@
 so ``SingleStepDataset`` and ``MultiStepDataset`` accept them too; :func:`convert` (``physml convert
 IN OUT --to ...``) rewrites a file in another format, atomically.
 
-**PDEBench**, three layouts:
+**PDEBench**, three layouts, all of cell centres (its solvers are finite-volume ones: ``x_i =
+x_0 + (i + 1/2)·dx``), so read with the attribute ``grid_kind`` = ``"cell"`` unless the file
+says otherwise (a ``grid_kind`` root attribute; a file our writer made carries ours):
 
 - ``tensor`` ``(N, T, X[, Y[, Z]])`` with ``x-coordinate`` (``y-``, ``z-``) and ``t-coordinate``
   (advection, Burgers, reaction-diffusion, Darcy): ``u`` = ``tensor``; 1-D CFD files (``density``,
@@ -80,6 +82,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._checks import json_value, one_memory_reading
 from .._io import atomic_path
 from .datasets import (
     AXES,
@@ -114,6 +117,8 @@ _WELL_ROOT = ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories")
 TIME_VARYING_SCALARS = "well_time_varying_scalars"
 """The attribute (a JSON list) naming the ``(N, T)`` parameters that are time-varying scalars,
 where a 1-D grid of ``T`` points gives time-constant fields the same shape."""
+_SPATIAL_DIMS = "well_spatial_dims"  # a JSON list: a The Well file's axis names
+_BOUNDARY_CONDITIONS = "well_boundary_conditions"  # a JSON list: its boundary condition groups
 _WALLS = ("dirichlet", "neumann", "no-slip", "reflecting", "wall")
 
 
@@ -381,11 +386,16 @@ def _pdebench_extras(f: h5py.File, known: set[str], u_shape: tuple) -> tuple[dic
 
 
 def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tuple[dict, dict]:
-    """The parameters and the attributes of a PDEBench file."""
+    """The parameters and the attributes of a PDEBench file. PDEBench's solvers are finite
+    volume ones and store cell centres, ``x_i = x_0 + (i + 1/2)·dx``: its files are marked
+    ``grid_kind = "cell"`` unless they say otherwise (a ``grid_kind`` root attribute, or ours in
+    ``physml_attrs``, where none means nodes)."""
     params, consumed = _pdebench_parameters(f, path, n)
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
         attrs["params_from_file_name"] = json.dumps(list(params))
+    if "physml_attrs" not in f.attrs:
+        attrs.setdefault("grid_kind", "cell")
     attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
     return params, attrs
@@ -504,6 +514,7 @@ def _checked(path: Path, data: PDEData, source: str) -> PDEData:
     return data
 
 
+@one_memory_reading()
 def read_pdebench(path: str | os.PathLike) -> PDEData:
     """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`,
     checked as :func:`~physml.data.load` checks a physml file."""
@@ -642,6 +653,7 @@ def _well_boundaries(f: h5py.File) -> list[dict]:
     return entries
 
 
+@one_memory_reading()
 def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
     """A The Well file as :class:`PDEData`, checked as :func:`~physml.data.load` checks a physml
     file; ``field`` picks ``u`` among the time-varying field components (default: the one our
@@ -677,9 +689,9 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
                 f"floating-point field with field=, one of {sorted(varying)})",
             )
         if names != list(AXES[: len(names)]):
-            attrs["well_spatial_dims"] = json.dumps(names)
+            attrs[_SPATIAL_DIMS] = json.dumps(names)
         if boundaries:
-            attrs["well_boundary_conditions"] = json.dumps(boundaries)
+            attrs[_BOUNDARY_CONDITIONS] = json.dumps(boundaries)
             attrs.setdefault(
                 "boundary",
                 "; ".join(
@@ -889,24 +901,59 @@ def _tensor_groups(arrays: dict, names: list[str]) -> list[tuple[int, str, np.nd
     return groups
 
 
+def _boundary_entries(data: PDEData) -> list[dict] | None:
+    """The boundary conditions ``data.attrs['well_boundary_conditions']`` lists (as
+    :func:`read_well` records them: a JSON list of objects, each with its group's ``name``);
+    ``None`` where absent."""
+    if _BOUNDARY_CONDITIONS not in data.attrs:
+        return None
+    return json_value(
+        f"data.attrs[{_BOUNDARY_CONDITIONS!r}]",
+        data.attrs[_BOUNDARY_CONDITIONS],
+        "a JSON list of boundary conditions, each an object with a group name",
+        lambda value: (
+            isinstance(value, list)
+            and all(
+                isinstance(entry, dict)
+                and isinstance(entry.get("name"), str)
+                and entry["name"] not in ("", ".", "..")
+                and "/" not in entry["name"]
+                for entry in value
+            )
+        ),
+    )
+
+
+def _well_boundary_group(group: h5py.Group, entry: dict) -> None:
+    """The group of one boundary condition ``entry`` of :func:`_boundary_entries`."""
+    item = group.create_group(entry["name"])
+    for key, value in entry.items():
+        if key in ("name", "mask_shape", "mask_true", "values", "values_dtype"):
+            continue
+        is_text = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        item.attrs[key] = _string_list(value) if is_text else value
+    if "mask_shape" in entry:
+        shape = tuple(entry["mask_shape"])
+        check_fits("mask", shape, np.dtype(bool), ValueError)
+        mask = np.zeros(shape, dtype=bool)
+        mask.flat[entry["mask_true"]] = True
+        write_checksummed(item, "mask", mask)
+    if "values" in entry:
+        write_checksummed(item, "values", np.asarray(entry["values"], entry["values_dtype"]))
+
+
 def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords: dict) -> None:
     group = f.create_group("boundary_conditions")
-    if "well_boundary_conditions" in data.attrs:
-        for entry in json.loads(data.attrs["well_boundary_conditions"]):
-            item = group.create_group(entry["name"])
-            for key, value in entry.items():
-                if key in ("name", "mask_shape", "mask_true", "values", "values_dtype"):
-                    continue
-                is_text = isinstance(value, list) and all(isinstance(v, str) for v in value)
-                item.attrs[key] = _string_list(value) if is_text else value
-            if "mask_shape" in entry:
-                mask = np.zeros(entry["mask_shape"], dtype=bool)
-                mask.flat[entry["mask_true"]] = True
-                write_checksummed(item, "mask", mask)
-            if "values" in entry:
-                write_checksummed(
-                    item, "values", np.asarray(entry["values"], entry["values_dtype"])
-                )
+    entries = _boundary_entries(data)
+    if entries is not None:
+        for entry in entries:
+            try:
+                _well_boundary_group(group, entry)
+            except (KeyError, TypeError, ValueError, IndexError) as error:
+                raise ValueError(
+                    f"data.attrs[{_BOUNDARY_CONDITIONS!r}]: the entry {entry['name']!r} could not "
+                    f"be written as The Well stores it ({type(error).__name__}: {error})"
+                ) from None
         return
     text = str(data.attrs.get("boundary", "")).strip().lower()
     kind = (
@@ -928,17 +975,12 @@ def _time_varying_scalars(attrs: dict) -> list[str] | None:
     """The names ``attrs[TIME_VARYING_SCALARS]`` lists (``None`` where absent)."""
     if TIME_VARYING_SCALARS not in attrs:
         return None
-    text = attrs[TIME_VARYING_SCALARS]
-    try:
-        names = json.loads(text)
-    except (TypeError, ValueError):
-        names = None
-    if not (isinstance(names, list) and all(isinstance(k, str) for k in names)):
-        raise ValueError(
-            f"data.attrs[{TIME_VARYING_SCALARS!r}]: expected a JSON list of parameter names, "
-            f"got {text!r}"
-        )
-    return names
+    return json_value(
+        f"data.attrs[{TIME_VARYING_SCALARS!r}]",
+        attrs[TIME_VARYING_SCALARS],
+        "a JSON list of parameter names",
+        lambda names: isinstance(names, list) and all(isinstance(k, str) for k in names),
+    )
 
 
 def write_well(data: PDEData, path: str | os.PathLike) -> Path:
@@ -947,10 +989,19 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
     _fields_like_u(arrays, "write_well")
     u, coords = arrays["u"], arrays["coords"]
     n, steps, space = u.shape[0], u.shape[1], u.shape[2:]
-    names = AXES[: len(space)]
-    if "well_spatial_dims" in data.attrs:
-        names = json.loads(data.attrs["well_spatial_dims"])
-    names = list(names)
+    names = list(AXES[: len(space)])
+    if _SPATIAL_DIMS in data.attrs:
+        names = json_value(
+            f"data.attrs[{_SPATIAL_DIMS!r}]",
+            data.attrs[_SPATIAL_DIMS],
+            f"a JSON list of {len(space)} distinct axis name(s)",
+            lambda value: (
+                isinstance(value, list)
+                and len(value) == len(space)
+                and all(isinstance(k, str) and k and "/" not in k for k in value)
+                and len(set(value)) == len(value)
+            ),
+        )
     u_name = str(data.attrs.get("field", "u"))
     if u_name in arrays["fields"]:
         raise ValueError(f"data.attrs['field']: {u_name!r} is also the name of a field")

@@ -37,6 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .._checks import one_memory_reading
 from .._io import atomic_path, existing_file
 from .datasets import (
     REGENERATE,
@@ -207,6 +208,7 @@ def _differences(theirs: Shard, ours: Shard) -> list[str]:
     return found
 
 
+@one_memory_reading()
 def read_shard(path: str | os.PathLike) -> Shard:
     """Open one shard file and check it on its own: a dataset (not an index nor a merged file),
     per-sample arrays of one length, consecutive ``sample_index``, seeds of the seed scheme."""
@@ -360,6 +362,7 @@ def joined_attributes(shards: list[Shard]) -> dict[str, object]:
     return dict(_fullest(shards).attrs, shard=0, num_shards=1)
 
 
+@one_memory_reading()
 def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
     """Check that the shard files form one dataset; return them in sample order.
 

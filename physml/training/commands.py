@@ -411,19 +411,24 @@ def _as_resumed(description: dict, out: Path) -> dict:
     """The description of the run in ``out`` when it is ``description`` written earlier: before
     ``n_modes`` was recorded (its modes were capped on the same training file), before an FNO's
     ``position`` was (it goes on with neuralop's grid embedding, which its weights learned), or
-    with options its model does not read (:func:`~physml.training.families.same_model`); so it
-    resumes. An FNO trained there with the earlier spectral convolution is refused
+    with options its model does not read (:func:`~physml.training.families.same_model`), or
+    on a file whose fingerprint records no ``grid_kind`` (its position channels are the run's
+    own); so it resumes. An FNO trained there with the earlier spectral convolution is refused
     (:func:`~physml.training.families.check_spectral_shift`)."""
     if not checkpoint_path(out).is_file():
         return description
     state = load_checkpoint(out)
     saved = state["model_config"]
     check_spectral_shift(saved, state["fingerprint"].get("shapes"), f"checkpoint: {str(out)!r}")
-    current = description
+    current, recorded = description, _with_distill_defaults(saved)
     if isinstance(saved, dict):
         unrecorded = {"n_modes", "position"} - set(saved)
+        if "grid_kind" not in state["fingerprint"].get("attributes", {}):
+            # trained where the file's grid kind was not read (a PDEBench file before its cell
+            # centres were): the positions its weights learned are the run's own
+            unrecorded.add("position")
+            recorded = {key: value for key, value in recorded.items() if key != "position"}
         current = {key: value for key, value in description.items() if key not in unrecorded}
-    recorded = _with_distill_defaults(saved)
     if same_model(recorded, current):
         return saved
     _check_same_distillation(recorded, current, out)

@@ -29,6 +29,10 @@ RANDOM_ITEMS = "size, shapes and dtypes: the items differ from one read to the n
 """``hashed`` of a dataset whose items are drawn anew on each read (random augmentation)."""
 ROWS = 4096
 """Items hashed at once from the tensors they are rows of (a ``TensorDataset``'s)."""
+READ_LATER = ("grid_kind",)
+"""File attributes a foreign format's reader records that earlier readers did not (a PDEBench
+file's ``grid_kind``: cell centres): a checkpoint made on such a file read before lacks them and
+still resumes on it (its model keeps the position channels it learned)."""
 PROVENANCE = ("created", "merged_from")
 """File attributes that say when and how a file was packaged, not what it holds (the same data
 regenerated or merged again must resume the same run)."""
@@ -190,7 +194,7 @@ def differences(saved: dict, current: dict) -> list[str]:
     if bool(old) != bool(new):
         return [*out, f"attributes: {_described(old)} → {_described(new)}"]
     for key in sorted(set(old) | set(new)):
-        if key in ADDED_LATER and key not in old:  # a checkpoint of a file written before
+        if key in (*ADDED_LATER, *READ_LATER) and key not in old:  # written or read before
             continue
         if old.get(key) != new.get(key):
             out.append(f"attribute {key!r} {old.get(key)!r} → {new.get(key)!r}")
