@@ -57,7 +57,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from physml._io import atomic_write_text  # noqa: E402
+from physml.io import atomic_write_text  # noqa: E402
 from physml.metrics import mean_se  # noqa: E402
 from physml.tasks import boon  # noqa: E402
 from physml.training.checkpoint import load_torch_file, save_torch_file  # noqa: E402

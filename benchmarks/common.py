@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from physml._checks import device as checked_device
-from physml._io import atomic_write_text, strict_json
-from physml._signals import interrupted, say_stopped, signals_interrupt
+from physml.io import atomic_write_text, strict_json
+from physml.signals import interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import CheckpointError
+from physml.training.trainer import check_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK_REMEDY = "use another --work"
@@ -110,7 +110,7 @@ def device_arg(text: str) -> str:
     """``--device``'s type: ``cpu``, ``cuda`` or ``cuda:N``, a device this machine has (a usage
     error otherwise, before any work)."""
     try:
-        return str(checked_device("the device", text))
+        return str(check_device(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -215,7 +215,7 @@ def check_same_setup(path: Path, saved: object, setup: dict) -> None:
 def run_main(main: Callable[[], int]) -> int:
     """A benchmark script's exit status: ``main()``'s, or one line on stderr instead of a
     traceback for Ctrl-C (130, with what a rerun picks up; SIGTERM and SIGHUP alike, 143 and 129:
-    :func:`physml._signals.signals_interrupt`) and for a checkpoint or a ``--work`` folder that
+    :func:`physml.signals.signals_interrupt`) and for a checkpoint or a ``--work`` folder that
     cannot be resumed (2)."""
     try:
         with signals_interrupt():

@@ -45,8 +45,8 @@ from common import (  # noqa: E402
     write_results,
 )
 
+from physml.io import save_figure  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
-from physml.tasks.figures import save_figure  # noqa: E402
 
 NAME = "earthformer_artifacts"
 CONFIGS = {

@@ -66,8 +66,8 @@ from nbody_forecasting import (  # noqa: E402
     training_loss,
 )
 
-from physml._io import atomic_write_text  # noqa: E402
 from physml.data.nbody import canvas_lengths  # noqa: E402
+from physml.io import atomic_write_text, save_figure  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.forecasting import (  # noqa: E402
     ForecastScores,
@@ -75,7 +75,7 @@ from physml.models.forecasting import (  # noqa: E402
     score_forecast,
     train_forecaster,
 )
-from physml.tasks.figures import frame_strip, save_figure  # noqa: E402
+from physml.tasks.figures import frame_strip  # noqa: E402
 
 NAME = "earthformer_nbody"
 METHODS = (*MODELS, "physics-reference")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, run_main  # noqa: E402
 
-from physml._io import save_figure  # noqa: E402
+from physml.io import save_figure  # noqa: E402
 
 RECORD = RESULTS / "earthformer_nbody-exploration.md"
 FIGURE = RESULTS / "earthformer_nbody-exploration.png"

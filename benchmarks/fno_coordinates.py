@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
 from physml import metrics  # noqa: E402
-from physml._io import atomic_write_text, save_figure  # noqa: E402
 from physml.data import generate_dataset, load  # noqa: E402
+from physml.io import atomic_write_text, save_figure  # noqa: E402
 from physml.models import fast_fno  # noqa: E402
 from physml.training import TrainConfig, Trainer  # noqa: E402
 from physml.training.families import (  # noqa: E402

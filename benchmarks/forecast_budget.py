@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import WORK_REMEDY, arguments, run_main, work_folder, write_results  # noqa: E402
 
+from physml.io import save_figure  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
-from physml.tasks.figures import save_figure  # noqa: E402
 
 NAME = "forecast_budget"
 METHODS = ("raw", "hardc", "probconserv", "probconserv_shrunk")

@@ -43,7 +43,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from physml._signals import signals_interrupt  # noqa: E402
+from physml.signals import signals_interrupt  # noqa: E402
 from physml.tasks import conservation_forecast as blocks  # noqa: E402
 
 NAME = "forecast_conservation"
@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             "--variants", type=names_arg(blocks.VARIANTS), default=",".join(blocks.VARIANTS)
         )
-        parser.add_argument(
-            "--jobs", type=at_least(1), default=1, help="variants run side by side"
-        )
+        parser.add_argument("--jobs", type=at_least(1), default=1, help="variants run side by side")
 
     args = arguments(__doc__, argv, extra)
     started = time.perf_counter()

@@ -50,7 +50,7 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from physml._io import atomic_write_text  # noqa: E402
+from physml.io import atomic_write_text  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.prediff import reconstruction_scores  # noqa: E402
 from physml.tasks import prediff as blocks  # noqa: E402

@@ -29,7 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from physml.tasks.figures import save_figure  # noqa: E402
+from physml.io import save_figure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DONE_MAX_ERROR, DONE_SPEEDUP = 1e-2, 3.0

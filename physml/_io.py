@@ -1,12 +1,11 @@
-"""Atomic file writing: a file either appears complete under its final name or not at all."""
+"""Atomic file writing and the checks on paths of commands: a file either appears complete under
+its final name or not at all; a lock keeps a second writer of the same output away."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import glob
-import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -151,39 +150,3 @@ def writable_folder(argument: str, path: str | os.PathLike) -> None:
         raise ValueError(f"{argument}: {str(existing)!r} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{argument}: {str(existing)!r} is not a writable folder")
-
-
-def strict_json(value: object) -> str:
-    """``value`` as JSON (indent 1, a final newline) with every non-finite float written as
-    ``null``: ``NaN`` and ``Infinity`` are not JSON, and strict readers refuse them."""
-
-    def finite(item: object) -> object:
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        if isinstance(item, dict):
-            return {key: finite(part) for key, part in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [finite(part) for part in item]
-        return item
-
-    return json.dumps(finite(value), indent=1, allow_nan=False) + "\n"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, as UTF-8 whatever the locale (tables hold ``±``)."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **options: object) -> None:
-    """Write the matplotlib figure ``fig`` to ``path`` as a PNG atomically (creating the folder),
-    then close it (also when the write fails)."""
-    import matplotlib.pyplot as plt  # only the writers of figures pay for matplotlib
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(path, suffix=".png") as temporary:
-            fig.savefig(temporary, dpi=dpi, format="png", **options)
-    finally:
-        plt.close(fig)

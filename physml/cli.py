@@ -20,7 +20,7 @@ from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
-from physml._signals import interrupted, say_stopped, signals_interrupt
+from physml.signals import interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank

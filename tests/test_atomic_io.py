@@ -1,5 +1,6 @@
-"""``physml._io``: atomic writes (all or nothing, beside the target, no temporaries left), the lock
-of an output, strict JSON and figures, each checked against values written out by hand."""
+"""``physml.io`` and ``physml._io``: atomic writes (all or nothing, beside the target, no
+temporaries left), the lock of an output, strict JSON and figures, each checked against values
+written out by hand."""
 
 import contextlib
 import json
@@ -15,7 +16,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 import physml._io as io
-from physml._io import atomic_path, exclusive_lock, remove_leftovers, save_figure, strict_json
+from physml._io import atomic_path, exclusive_lock, remove_leftovers
+from physml.io import atomic_write_text, save_figure, strict_json
 
 EVERY_BYTE = bytes(range(256)) * 3
 
@@ -43,7 +45,7 @@ def test_a_write_that_fails_inside_write_text_keeps_the_old_file(tmp_path, monke
 
     monkeypatch.setattr(io.Path, "write_text", half)
     with pytest.raises(OSError, match="disk full"):
-        io.atomic_write_text(path, strict_json({"a": [1.0, 2.0]}))
+        atomic_write_text(path, strict_json({"a": [1.0, 2.0]}))
     assert path.read_text() == "[1]\n" and sorted(tmp_path.iterdir()) == [path]
 
 
@@ -52,7 +54,7 @@ def test_a_round_trip_is_equal_bit_for_bit(tmp_path):
         temporary.write_bytes(EVERY_BYTE)
     assert (tmp_path / "a.bin").read_bytes() == EVERY_BYTE
     text = "ü ✓ \u00a0 line\nnext\n"
-    io.atomic_write_text(tmp_path / "a.txt", text)
+    atomic_write_text(tmp_path / "a.txt", text)
     assert (tmp_path / "a.txt").read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.txt"]
 
@@ -81,7 +83,7 @@ def test_leftovers_of_another_name_that_starts_alike_are_kept(tmp_path):
 def test_atomic_writes_leave_no_file_open(tmp_path):
     before = len(os.listdir("/proc/self/fd"))
     for i in range(20):
-        io.atomic_write_text(tmp_path / f"{i}.txt", "x")
+        atomic_write_text(tmp_path / f"{i}.txt", "x")
     assert len(os.listdir("/proc/self/fd")) == before
 
 
@@ -170,7 +172,7 @@ def test_text_is_written_as_utf8_under_an_ascii_locale(tmp_path):
 
     path = tmp_path / "table.txt"
     script = (  # the text as escapes: arguments too are decoded with the locale
-        "import sys; from physml._io import atomic_write_text as w; "
+        "import sys; from physml.io import atomic_write_text as w; "
         "w(sys.argv[1], '1.0e-3 \\u00b1 2e-4 \\u2713')"
     )
     environment = {
@@ -231,3 +233,14 @@ def test_a_killed_holder_leaves_an_empty_lock_file_that_the_next_run_takes_and_r
     with exclusive_lock(lock, "out"):
         pass
     assert not lock.exists()
+
+
+def test_the_writers_for_scripts_have_one_public_home():
+    """Benchmarks and notebooks take the writers from ``physml.io``, where they are defined; no
+    other public module lists them as its own."""
+    import physml.io
+    import physml.tasks.figures
+
+    assert sorted(physml.io.__all__) == ["atomic_write_text", "save_figure", "strict_json"]
+    assert {getattr(physml.io, name).__module__ for name in physml.io.__all__} == {"physml.io"}
+    assert not set(physml.io.__all__) & set(physml.tasks.figures.__all__)

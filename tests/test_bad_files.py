@@ -435,12 +435,13 @@ def test_a_damaged_chunk_is_named_on_resume(tmp_path, monkeypatch):
 
 def test_an_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
     import physml._io as io
+    from physml.io import atomic_write_text
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(io.os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
     monkeypatch.setattr(io.os, "replace", lambda *a: events.append("replace") or real_replace(*a))
-    io.atomic_write_text(tmp_path / "a.txt", "x")
+    atomic_write_text(tmp_path / "a.txt", "x")
     assert events == ["fsync", "replace", "fsync"]  # the file, the rename, then its folder
     assert (tmp_path / "a.txt").read_text() == "x"
 

@@ -20,7 +20,7 @@ import torch
 from benchmarking import load_benchmark
 from damage import flip_a_bit_of_a_zip_entry
 
-from physml._signals import STOPPING, Terminated
+from physml.signals import STOPPING, Terminated
 from physml.training import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1021,12 +1021,12 @@ def test_fno_coordinates_keeps_the_data_of_each_size_in_its_own_file(tmp_path):
         (
             "prediff_nbody",
             ["--device", "nope"],
-            "argument --device: the device must be 'cpu', 'cuda' or 'cuda:N', got 'nope'",
+            "argument --device: device must be 'cpu', 'cuda' or 'cuda:N', got 'nope'",
         ),
         (
             "prediff_nbody_step_cost",
             ["--device", "nope"],
-            "argument --device: the device must be 'cpu', 'cuda' or 'cuda:N', got 'nope'",
+            "argument --device: device must be 'cpu', 'cuda' or 'cuda:N', got 'nope'",
         ),
         ("updates_figures", ["--results", "."], "--results: no model_update.json or guarded_"),
     ],

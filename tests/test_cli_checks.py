@@ -23,8 +23,8 @@ from test_cli import _fake_tasks
 import physml._checks
 from pdes import problems
 from physml import cli
-from physml._signals import Terminated
 from physml.cli import main
+from physml.signals import Terminated
 from physml.training import load_checkpoint
 
 HEAT = ["--nx", "17", "--nt", "3"]
@@ -948,7 +948,7 @@ def test_sigterm_stops_train_as_ctrl_c_does_and_a_rerun_resumes(tmp_path, monkey
 def sigterm_ends_the_process():
     """SIGTERM's default action (the process ends) for the test, as a scheduler sends it; the
     handlers pytest had come back after."""
-    from physml._signals import STOPPING
+    from physml.signals import STOPPING
 
     before = {signum: signal.signal(signum, signal.SIG_DFL) for signum in STOPPING}
     yield
@@ -970,7 +970,7 @@ def test_a_repeated_sigterm_is_let_go_while_the_first_is_handled_and_until_the_p
     """The first SIGTERM stops the block; more of them (Slurm and torchrun both send one), while
     its cleanup runs, while the command says it stopped and after, are let go: they would end the
     process before its line, its lock release and its exit status 143."""
-    from physml._signals import signals_interrupt
+    from physml.signals import signals_interrupt
 
     with pytest.raises(Terminated):
         try:
@@ -1009,7 +1009,7 @@ def test_a_sigterm_swallowed_before_the_command_caught_it_leaves_the_next_one_to
 ):
     """Python ignores an exception raised in a ``__del__`` or a weakref callback (code may also
     catch it and carry on): the command never stopped, so the next SIGTERM stops it."""
-    from physml._signals import signals_interrupt
+    from physml.signals import signals_interrupt
 
     ignored = []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: ignored.append(unraisable))

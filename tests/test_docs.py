@@ -90,6 +90,8 @@ EXPORTING = (
     "physml.constraints",
     "physml.models",
     "physml.metrics",
+    "physml.io",
+    "physml.signals",
     "physml.training",
     "physml.updates",
     "physml.data",

@@ -51,8 +51,9 @@ from pdes.errors import SolverError
 from .. import __version__
 from .._checks import device as checked_device
 from .._checks import integer
-from .._io import atomic_path, atomic_write_text, exclusive_lock, remove_leftovers
+from .._io import atomic_path, exclusive_lock, remove_leftovers
 from .._progress import progress_bar
+from ..io import atomic_write_text
 
 FORMAT = "physml-dataset/1"
 INDEX_FORMAT = "physml-dataset-index/1"

@@ -164,7 +164,7 @@ def save_rows(context: Context, name: str, rows: list[Row], wall_s: float) -> Pa
     """Write ``<out>/<name>/rows-<label>.json``: the run's settings, its wall time (s) and every row
     of task ``name`` (a value that is not finite as ``null``), so that each run's numbers outlive
     ``index.html``, which holds the last run's only. Returns the file."""
-    from .._io import atomic_write_text, strict_json
+    from ..io import atomic_write_text, strict_json
 
     rows_ = [asdict(row) for row in rows]
     record = {"settings": run_settings(context), "wall_s": wall_s, "rows": rows_}

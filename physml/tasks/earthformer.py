@@ -30,12 +30,11 @@ from pdes.problems import get as get_recipe
 
 from .. import metrics
 from .. import models as surrogates  # FNO builders: neuralop loads on first use
-from .._io import atomic_write_text, strict_json
+from ..io import atomic_write_text, save_figure, strict_json
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
 from ..models.forecasting import train_forecaster
 from . import Context, Row, Task, check_steps, register, run_label, run_settings
-from .figures import save_figure
 
 NAME = "earthformer-ns"
 METHODS = ("earthformer", "fno", "persistence")

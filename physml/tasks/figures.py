@@ -1,4 +1,4 @@
-"""Figure helpers the tasks and benchmarks share: an atomic PNG write and a strip of frames."""
+"""Figure helpers the tasks and benchmarks share: a strip of frames, written atomically."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from .._checks import as_tensor
-from .._io import save_figure
+from ..io import save_figure
 
-__all__ = ["frame_strip", "save_figure"]
+__all__ = ["frame_strip"]
 
 
 def frame_strip(

@@ -34,14 +34,13 @@ from pdes import problems  # noqa: E402
 from pdes.gpme import pme_total_mass, stefan_total_mass, stefan_z1  # noqa: E402
 
 from .. import metrics  # noqa: E402
-from .._io import atomic_write_text, strict_json  # noqa: E402
 from ..constraints import constrain, mass_conservation  # noqa: E402
 from ..data import gpme_sampler  # noqa: E402
+from ..io import atomic_write_text, save_figure, strict_json  # noqa: E402
 from ..models import AttentiveNeuralProcess, softc_loss_extra, unflatten  # noqa: E402
 from ..outputs import Gaussian, LowRankCovariance  # noqa: E402
 from ..training import train_anp  # noqa: E402
 from . import Context, Row, Task, offset_seed, register, run_label, run_settings  # noqa: E402
-from .figures import save_figure  # noqa: E402
 
 F64 = torch.float64
 TESTS = {"diffusion": (1.0, 5.0), "pme": (1.0, 3.0, 6.0), "stefan": (0.6, 0.5)}

@@ -18,8 +18,8 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from pdes.verification import ConvergenceStudy, convergence, exact_cases  # noqa: E402
 
 from .._progress import progress_bar  # noqa: E402
+from ..io import save_figure  # noqa: E402
 from . import Context, Row, Task, register  # noqa: E402
-from .figures import save_figure  # noqa: E402
 
 ORDER_SLACK = 0.8
 """A measured order counts as meeting the theory when it reaches this fraction of it."""

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from pdes.checks import finite_number
 
 from .. import metrics
-from .._io import atomic_write_text, existing_file, save_figure, strict_json, writable_folder
+from .._io import existing_file, writable_folder
 from ..data import PDEData, load
 from ..data.datasets import PER_SAMPLE_ROWS, DatasetFileError
 from ..data.interchange import (
@@ -29,6 +29,7 @@ from ..data.interchange import (
     file_name_parameters,
     pdebench_family,
 )
+from ..io import atomic_write_text, save_figure, strict_json
 from .checkpoint import REMEDY, CheckpointError, checkpoint_path, load_checkpoint, load_weights
 from .distributed import rank, world
 from .families import (

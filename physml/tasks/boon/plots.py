@@ -11,7 +11,7 @@ import torch
 from pdes.heat import one_sided_flux
 
 from ..._checks import as_tensor, integer
-from ..figures import save_figure
+from ...io import save_figure
 from .data import CaseData
 from .walls import AxisWalls
 

@@ -38,7 +38,7 @@ concern, and the toy-size task ``conservation-forecast``:
 
 from __future__ import annotations
 
-from ..._io import atomic_write_text, strict_json
+from ...io import atomic_write_text, strict_json
 from .. import Context, Row, Task, register, run_label, run_settings
 from ..prediff import fit
 from .data import (

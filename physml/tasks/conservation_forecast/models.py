@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ... import models as surrogates  # FNO builders: neuralop loads on first use
-from ..._io import atomic_write_text, strict_json
+from ...io import atomic_write_text, strict_json
 from ...models import Earthformer
 from ...models.prediff import (
     ConvDenoiser,

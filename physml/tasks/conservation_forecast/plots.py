@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from ..figures import save_figure
+from ...io import save_figure
 from .methods import UPDATES
 
 

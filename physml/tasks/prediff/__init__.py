@@ -30,7 +30,7 @@ import dataclasses
 
 import torch
 
-from ..._io import atomic_write_text, strict_json
+from ...io import atomic_write_text, strict_json
 from ...metrics import bootstrap_se, spread_skill
 from .. import Context, Row, Task, register, run_label, run_settings
 from .data import (

@@ -8,7 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from ..figures import frame_strip, save_figure
+from ...io import save_figure
+from ..figures import frame_strip
 
 
 def plot_strip(

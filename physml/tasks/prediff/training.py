@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..._io import atomic_write_text, strict_json
 from ...data.nbody import NBodyDigits
+from ...io import atomic_write_text, strict_json
 from ...models.energy_judge import EnergyJudge, standardise
 from ...models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from ...models.prediff import (

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.data import TensorDataset
 
-from ..._io import atomic_write_text, strict_json
+from ...io import atomic_write_text, strict_json
 from ...training.families import relative_l2_loss
 from ...updates import sample_errors
 from .. import Context, Row, Task, offset_seed, register, run_label, run_settings

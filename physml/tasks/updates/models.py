@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ... import models as surrogates  # FNO builders: neuralop loads on first use
-from ..._io import atomic_write_text, strict_json
 from ...constraints import BoundaryCondition, constrain
+from ...io import atomic_write_text, strict_json
 from ...outputs import Ensemble
 from ...training import TrainConfig, Trainer
 from ...training.checkpoint import REMEDY

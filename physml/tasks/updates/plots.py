@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..figures import save_figure
+from ...io import save_figure
 from .scores import CURVE
 
 

@@ -1,7 +1,6 @@
-"""The signals a batch scheduler stops a job with, taken as Ctrl-C: SIGTERM (Slurm's time limit,
-preemption, ``scancel``) and SIGHUP (a closed terminal) raise :class:`Terminated`, a
-``KeyboardInterrupt``, so a command stops as on Ctrl-C: its locks released, what it saved kept,
-one line saying what a rerun picks up."""
+"""Stops from a batch scheduler taken as Ctrl-C: SIGTERM (Slurm's time limit, preemption,
+``scancel``) and SIGHUP (a closed terminal) raise :class:`Terminated`, a ``KeyboardInterrupt``,
+so a command or script releases its locks, keeps what it saved and says what a rerun picks up."""
 
 from __future__ import annotations
 
@@ -10,6 +9,8 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+
+__all__ = ["STOPPING", "Terminated", "interrupted", "say_stopped", "signals_interrupt"]
 
 STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 """The signals :func:`signals_interrupt` turns into :class:`Terminated` (SIGHUP where it exists)."""
