@@ -1,9 +1,10 @@
-"""DESIGN §2, the dependency direction: the constraints load no model module, and no package
-imports a private name (``_x``) of another."""
+"""DESIGN §2, the dependency direction: the constraints load no model module, no package imports
+a private name (``_x``) of another, and the benchmarks and notebooks use the public API only."""
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -147,6 +148,100 @@ def test_the_check_sees_a_private_name_imported_or_read_across_packages():
         ]
     )
     assert private_imports("from . import _z\n", "physml.constraints", is_package=True) == []
+
+
+def private_modules(source: str) -> list[str]:
+    """``line: module`` for each module of ``pdes`` or ``physml`` with a private part
+    (``physml._io``) that the code ``source`` imports, whole (``import``) or a name from it
+    (``from ... import``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module or ""]
+        else:
+            continue
+        for module in modules:
+            first, *rest = module.split(".")
+            if first in ("pdes", "physml") and any(private(part) for part in rest):
+                found.append(f"{node.lineno}: {module}")
+    return found
+
+
+def script_private_imports(source: str) -> list[str]:
+    """``line: name`` for each private module or name of ``pdes`` or ``physml`` that the script
+    ``source`` (a benchmark, a notebook's cell) imports or reads: none of it is public API."""
+    return sorted(set(private_imports(source, "script.main") + private_modules(source)))
+
+
+def notebook_code(path: Path) -> list[str]:
+    """The code cells of the notebook ``path``, each as Python: an IPython line magic or shell
+    line (``%matplotlib inline``, ``!ls``) becomes a blank line, so line numbers are kept."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return [
+        "\n".join(
+            "" if line.lstrip().startswith(("%", "!")) else line
+            for line in "".join(cell["source"]).splitlines()
+        )
+        for cell in cells
+        if cell["cell_type"] == "code"
+    ]
+
+
+def test_benchmarks_and_notebooks_use_the_public_api_only():
+    offenders = [
+        f"{path.relative_to(ROOT)}:{hit}"
+        for path in sorted(ROOT.glob("benchmarks/*.py"))
+        for hit in script_private_imports(path.read_text(encoding="utf-8"))
+    ]
+    offenders += [
+        f"{path.relative_to(ROOT)} cell {number}:{hit}"
+        for path in sorted(ROOT.glob("notebooks/*.ipynb"))
+        for number, code in enumerate(notebook_code(path), 1)
+        for hit in script_private_imports(code)
+    ]
+    assert offenders == []
+
+
+def test_the_script_check_sees_private_modules_and_names(tmp_path):
+    source = (
+        "import physml._io\n"
+        "import physml.data._cache as cache\n"
+        "from physml._signals import interrupted\n"
+        "from physml import _checks, metrics\n"
+        "from physml.training.trainer import _to, check_device\n"
+        "from pdes._grid import Grid1D\n"
+        "import physml\n"
+        "physml.metrics._relative(1, 2)\n"
+        "from physml.io import atomic_write_text\n"
+        "import physml.signals, pdes.heat\n"
+        "from common import _own_helper\n"
+        "from . import _sibling\n"
+        "model._private_attribute\n"
+    )
+    assert script_private_imports(source) == sorted(
+        [
+            "1: physml._io",
+            "2: physml.data._cache",
+            "3: physml._signals",
+            "4: physml._checks",
+            "5: physml.training.trainer._to",
+            "6: pdes._grid",
+            "8: physml.metrics._relative",
+        ]
+    )
+    notebook = tmp_path / "n.ipynb"
+    cells = [
+        {"cell_type": "markdown", "source": ["from physml._io import save_figure\n"]},
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "!ls\n", "import physml\n"]},
+        {"cell_type": "code", "source": ["x = 1\n", "from physml._io import save_figure"]},
+    ]
+    notebook.write_text(json.dumps({"cells": cells}), encoding="utf-8")
+    assert [script_private_imports(code) for code in notebook_code(notebook)] == [
+        [],
+        ["2: physml._io"],
+    ]
 
 
 def test_a_boon_wrapped_fno_runs_without_loading_a_model_module():
