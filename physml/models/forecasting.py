@@ -3,9 +3,10 @@
 :func:`train_forecaster` fits any such model (Earthformer, the baselines in
 :mod:`physml.models.baselines`, a user's own) with an MSE (or L1, or a user's) loss and Adam,
 for a number of steps or for a time budget (so competing models get the same CPU time), and
-resumes a killed run from its checkpoint. :func:`evaluate_forecaster` scores a model (and
-:func:`score_forecast` forecasts made some other way) the Earthformer way: MSE and MAE summed over
-each frame's pixels, SSIM, averaged over frames and samples, plus per lead time.
+resumes a killed run from its checkpoint (:func:`load_forecaster` reads a finished one back).
+:func:`evaluate_forecaster` scores a model (and :func:`score_forecast` forecasts made some other
+way) the Earthformer way: MSE and MAE summed over each frame's pixels, SSIM, averaged over frames
+and samples, plus per lead time.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ OLD_CHECKPOINT = (
     "resumed (train_forecaster keeps a run folder, {folder!r}): delete it or use another "
     "{argument}"
 )
+"""The refusal of :func:`check_no_old_checkpoint`."""
 
 
 @dataclass
