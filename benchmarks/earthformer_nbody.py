@@ -15,7 +15,8 @@ Methods: ``earthformer`` (8 global vectors), ``earthformer-noglobal``, ``unet``,
 ``persistence``, ``blank`` (all black), and ``physics-reference`` (``physics_reference``: the
 true dynamics run on from a slightly blurred true state, a yardstick for how predictable the
 videos are, not a competitor). Each finished model's row is kept in ``--work`` (with its
-checkpoint), so a killed run continues where it stopped; several processes may share ``--work``
+checkpoint), so a killed run continues where it stopped and a finished model is not trained
+again (its weights are read back for the figures); several processes may share ``--work``
 with different ``--methods``. Also writes ``earthformer_nbody-strip.png`` (context, truth,
 every model's forecast of one test sequence) and ``earthformer_nbody-curves.png`` (each learned
 model's training loss against the CPU seconds spent); ``-long`` in the names with
@@ -71,7 +72,9 @@ from physml.io import atomic_write_text, save_figure  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.forecasting import (  # noqa: E402
     ForecastScores,
+    check_no_old_checkpoint,
     evaluate_forecaster,
+    load_forecaster,
     score_forecast,
     train_forecaster,
 )
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             Path("physml_output") / name,
             ("rows.json", "*/checkpoint.pt"),
         )
+        for method in args.methods:  # before any training: the run would start them over
+            check_no_old_checkpoint(work / method, "--work")
         work.mkdir(parents=True, exist_ok=True)
         setup = {
             "mode": mode,
@@ -286,21 +291,35 @@ def main(argv: list[str] | None = None) -> int:
                 _report(row)
                 continue
             model = build(method, scale, args.seed)
-            report = train_forecaster(
-                model,
-                train_x,
-                train_y,
-                budget_s=scale.budget_s,
-                max_steps=scale.max_steps,
-                batch_size=scale.batch_size,
-                lr=scale.lr,
-                seed=args.seed,
-                checkpoint=work / method,
-                quiet=quiet,
-                clock="cpu",
-                loss=training_loss,
-                model_config=model_config(method, scale),
-            )
+            learned = any(p.requires_grad for p in model.parameters())
+            if method in finished and learned:  # not trained again: read back for the figures
+                if not (work / method / "checkpoint.pt").is_file():
+                    print(
+                        f"note: {method}'s row is read back from {partial}, but its checkpoint "
+                        f"is gone from {work / method}: it is left out of the figures",
+                        file=sys.stderr,
+                    )
+                    rows.append(finished[method])
+                    reused.append(method)
+                    _report(finished[method])
+                    continue
+                report = load_forecaster(model, work / method, model_config(method, scale))
+            else:
+                report = train_forecaster(
+                    model,
+                    train_x,
+                    train_y,
+                    budget_s=scale.budget_s,
+                    max_steps=scale.max_steps,
+                    batch_size=scale.batch_size,
+                    lr=scale.lr,
+                    seed=args.seed,
+                    checkpoint=work / method,
+                    quiet=quiet,
+                    clock="cpu",
+                    loss=training_loss,
+                    model_config=model_config(method, scale),
+                )
             if report.steps:
                 curves[method] = (report.seconds, report.losses)
             if method in finished:

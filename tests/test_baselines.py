@@ -484,7 +484,7 @@ def test_a_run_without_schedule_extends_like_an_uninterrupted_run_of_the_new_len
         train(build("unet", 3, 3, 1), path, steps=2, schedule="none")
     assert str(refused.value) == (
         f"checkpoint: {str(path)!r} is at step 6, beyond the 2 steps asked for; use another "
-        "checkpoint path or more steps"
+        "checkpoint path or a larger max_steps"
     )
 
 
@@ -501,17 +501,17 @@ def test_extending_a_cosine_run_is_refused_saying_why_and_what_would_do(tmp_path
     assert "resuming it for 6 steps would not follow the schedule of a 6-step run" in message
     assert (
         "Train the 6 steps afresh (use another checkpoint path), or resume for the 3 steps the "
-        "run began with (a run on the constant schedule may be extended)" in message
+        'run began with (a run on schedule="none" may be extended)' in message
     )
     assert "--" not in message
     with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), path, steps=None, budget_s=60.0)
     assert str(refused.value) == (
         f"checkpoint: {str(path)!r} holds step 3 of a run on the cosine learning-rate schedule "
-        "over 3 steps; resumed over budget_s=60.0 seconds (no steps) the rest of the run would "
-        "follow neither that schedule nor a fresh run's. Train over budget_s=60.0 seconds (no "
-        "steps) afresh (use another checkpoint path), or resume over 3 steps (a run on the "
-        "constant schedule may be extended)"
+        "over 3 steps; resumed over budget_s=60.0 seconds (no max_steps) the rest of the run "
+        "would follow neither that schedule nor a fresh run's. Train over budget_s=60.0 seconds "
+        "(no max_steps) afresh (use another checkpoint path), or resume over 3 steps (a run on "
+        'schedule="none" may be extended)'
     )
     assert train(build("unet", 3, 3, 1), path, steps=3, budget_s=60.0).steps == 3
     budget_only = tmp_path / "budget"
@@ -519,8 +519,8 @@ def test_extending_a_cosine_run_is_refused_saying_why_and_what_would_do(tmp_path
     with pytest.raises(ValueError) as refused:
         train(build("unet", 3, 3, 1), budget_only, steps=4, budget_s=0.2)
     message = str(refused.value)
-    assert "over budget_s=0.2 seconds (no steps); resumed over 4 steps the rest" in message
-    assert "or resume over budget_s=0.2 seconds (no steps) (a run" in message
+    assert "over budget_s=0.2 seconds (no max_steps); resumed over 4 steps the rest" in message
+    assert "or resume over budget_s=0.2 seconds (no max_steps) (a run" in message
 
 
 def test_a_refused_setting_is_named_alone_and_an_unset_budget_is_none(tmp_path):
@@ -1274,3 +1274,112 @@ def test_training_takes_a_numpy_seed_as_the_same_int():
         model = build("unet", 3, 3, 1)
         losses.append(train_forecaster(model, x, y, max_steps=2, batch_size=4, seed=seed).losses)
     assert losses[0] == losses[1]
+
+
+# ------------------------------------------------------- train_forecaster's own words, loading
+
+
+def test_an_empty_checkpoint_path_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for model in (Offset(), Persistence(3)):
+        with pytest.raises(ValueError, match=r"^checkpoint must be the path of a run folder, or"):
+            train_forecaster(model, *labelled(), max_steps=1, checkpoint="")
+        with pytest.raises(TypeError, match=r"^checkpoint must be the path of .*, got 5$"):
+            train_forecaster(model, *labelled(), max_steps=1, checkpoint=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loss_or_a_model_without_gradient_is_told_in_train_forecasters_terms():
+    x, y = labelled()
+    detached = lambda p, t: (p - t).square().mean().detach()  # noqa: E731
+    with pytest.raises(ValueError) as refused:
+        train_forecaster(Offset(), x, y, max_steps=1, loss=detached)
+    assert str(refused.value) == (
+        "loss(prediction, target) must depend on the prediction: its value carries no gradient "
+        "(detached, computed under torch.no_grad(), or from the target alone?)"
+    )
+
+    class Detached(Offset):
+        def forward(self, x):
+            return super().forward(x).detach()
+
+    with pytest.raises(ValueError, match=r"^model\(inputs\) must depend on the model's trainab"):
+        train_forecaster(Detached(), x, y, max_steps=1)
+
+
+def test_a_diverged_run_without_checkpoint_is_not_told_of_a_checkpoint_path(tmp_path):
+    """Adam moves the offset by about lr = 1e308 a step: -inf after two, a loss of -inf at the
+    third."""
+    settings = dict(max_steps=3, batch_size=2, lr=1e308, loss=lambda p, t: p.mean())
+    with pytest.raises(FloatingPointError) as refused:
+        train_forecaster(Offset(), *labelled(), **settings)
+    assert str(refused.value).endswith(": train again with a lower learning rate (lr)")
+    with pytest.raises(FloatingPointError) as refused:
+        train_forecaster(Offset(), *labelled(), **settings, checkpoint=tmp_path / "run")
+    assert str(refused.value).endswith(
+        ": train again with another checkpoint path and a lower learning rate (lr); a resumed "
+        "run keeps its settings"
+    )
+
+
+def test_a_refused_resume_names_train_forecasters_arguments(tmp_path):
+    x, y = toy_sequences(count=8)
+    path, cosine = tmp_path / "run", tmp_path / "cosine"
+
+    def run(folder, **settings):
+        settings = {"max_steps": 2, "batch_size": 3, "val": (x[:2], y[:2]), **settings}
+        return train_forecaster(build("unet", 3, 3, 1), x, y, checkpoint=folder, **settings)
+
+    run(path, schedule="none", val_every=1)
+    with pytest.raises(ValueError) as refused:
+        run(path, max_steps=3, batch_size=2, val_every=2)
+    assert str(refused.value) == (
+        f"checkpoint: {str(path)!r} was trained with other settings (batch_size 3 → 2; "
+        "schedule 'none' → 'cosine'); use another checkpoint path or the same settings"
+    )
+    with pytest.raises(ValueError) as refused:
+        run(path, max_steps=1, schedule="none", val_every=1)
+    assert str(refused.value).endswith("use another checkpoint path or a larger max_steps")
+    run(cosine)
+    with pytest.raises(ValueError) as refused:
+        run(cosine, max_steps=3)
+    assert 'resume for the 2 steps the run began with (a run on schedule="none" may be ext' in (
+        str(refused.value)
+    )
+
+
+def test_a_finished_run_is_read_back_without_training(tmp_path):
+    from physml.models.forecasting import load_forecaster
+    from physml.training import CheckpointError
+
+    path = tmp_path / "run"
+    trained = build("unet", 3, 3, 1)
+    report = train(trained, path, steps=3, model_config={"base": 4})
+    model = build("unet", 3, 3, 1)
+    with torch.no_grad():
+        model.head.weight.zero_()  # the weights read back replace it
+    read = load_forecaster(model, path, model_config={"base": 4})
+    assert read == report
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match=r"another model \(model_config.base 4 → 8\)"):
+        load_forecaster(build("unet", 3, 3, 1), path, model_config={"base": 8})
+    with pytest.raises(FileNotFoundError, match=r"^checkpoint: no checkpoint.pt in "):
+        load_forecaster(model, tmp_path / "none")
+
+
+def test_an_old_single_file_checkpoint_beside_a_missing_run_folder_is_refused(tmp_path):
+    from physml.models.forecasting import check_no_old_checkpoint
+    from physml.training import CheckpointError
+
+    check_no_old_checkpoint(tmp_path / "unet", "--work")  # nothing there: a fresh run
+    (tmp_path / "unet.pt").write_bytes(b"old")
+    with pytest.raises(CheckpointError) as refused:
+        check_no_old_checkpoint(tmp_path / "unet", "--work")
+    assert str(refused.value) == (
+        f"--work: {str(tmp_path / 'unet.pt')!r} is an old single-file forecaster checkpoint, "
+        f"which can no longer be resumed (train_forecaster keeps a run folder, "
+        f"{str(tmp_path / 'unet')!r}): delete it or use another --work"
+    )
+    (tmp_path / "unet").mkdir()  # the run folder is there: the old file is not in the way
+    check_no_old_checkpoint(tmp_path / "unet", "--work")

@@ -614,6 +614,57 @@ def test_earthformer_nbody_reuses_rows_of_an_earlier_process_and_says_so(tmp_pat
     assert "Rows `unet` were trained" in (second / "earthformer_nbody.md").read_text()
 
 
+def test_earthformer_nbody_trains_no_finished_model_again_and_refuses_old_checkpoints(
+    tmp_path, monkeypatch, capsys
+):
+    """A rerun on a --work folder whose rows are finished reads the learned models back from
+    their run folders instead of training them (one whose checkpoint is gone keeps its row and
+    is left out of the figures); an older single-file checkpoint where a run folder goes is
+    refused before any training, naming the file."""
+    bench = load_benchmark("earthformer_nbody")
+    trained, shown = [], []
+
+    def counting(model, *args, **kwargs):
+        if any(p.requires_grad for p in model.parameters()):
+            trained.append(kwargs["checkpoint"].name)
+        return train_forecaster(model, *args, **kwargs)
+
+    def drawn(path, context, truth, forecasts):
+        shown.append(list(forecasts))
+
+    train_forecaster = bench.train_forecaster
+    monkeypatch.setattr(bench, "train_forecaster", counting)
+    monkeypatch.setattr(bench, "strip_figure", drawn)
+    work = tmp_path / "work"
+    runs = [["--work", str(work), "--out", str(tmp_path / f"out{i}")] for i in range(3)]
+    methods = ["--quick", "--methods", "unet", "persistence"]
+    assert bench.main([*methods, *runs[0]]) == 0
+    assert trained == ["unet"] and shown == [["unet", "persistence"]]
+    first = json.loads((tmp_path / "out0" / "earthformer_nbody.json").read_text())
+    assert bench.main([*methods, *runs[1]]) == 0
+    assert trained == ["unet"] and shown[1] == ["unet", "persistence"]
+    again = json.loads((tmp_path / "out1" / "earthformer_nbody.json").read_text())
+    assert again["rows"] == first["rows"] and again["reused_rows"] == ["unet", "persistence"]
+    (work / "unet" / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    assert bench.main([*methods, *runs[2]]) == 0
+    assert trained == ["unet"] and shown[2] == ["persistence"]
+    assert "unet's row is read back from " in capsys.readouterr().err
+    last = json.loads((tmp_path / "out2" / "earthformer_nbody.json").read_text())
+    assert last["rows"] == first["rows"]
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "convlstm.pt").write_bytes(b"a checkpoint of older physml")
+    with pytest.raises(CheckpointError) as refused:
+        bench.main(["--quick", "--work", str(old), "--out", str(tmp_path / "o"), "--methods",
+                    "unet", "convlstm"])  # fmt: skip
+    assert str(refused.value).startswith(
+        f"--work: {str(old / 'convlstm.pt')!r} is an old single-file forecaster checkpoint"
+    )
+    assert trained == ["unet"] and sorted(p.name for p in old.iterdir()) == ["convlstm.pt"]
+
+
 def test_more_training_videos_extend_the_same_training_set(monkeypatch):
     """The long scale's 20000 training videos start with the full scale's 3000: a larger count
     appends videos and leaves the first ones as they were, so the two runs are comparable."""

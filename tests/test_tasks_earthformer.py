@@ -322,3 +322,29 @@ def test_an_old_neuralop_forecaster_checkpoint_is_refused_in_one_line(tmp_path):
     message = str(caught.value)
     assert "\n" not in message and repr(str(path)) in message
     assert "delete it" in message and "another --out" in message and "weights_only" not in message
+
+
+def test_a_work_folder_with_an_old_single_file_checkpoint_is_refused_before_training(
+    tmp_path, monkeypatch
+):
+    """An older physml kept ``<method>.pt`` where the run folder ``<method>/`` goes now: the
+    task would otherwise train that model over from step 0."""
+    from physml.tasks import run_label
+    from physml.training import CheckpointError
+
+    context = Context(out=tmp_path, size="toy", quiet=True)
+    work = tmp_path / task.NAME / run_label(context)
+    work.mkdir(parents=True)
+    (work / "fno.pt").write_bytes(b"an old checkpoint")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(task, "train_forecaster", no_training)
+    with pytest.raises(CheckpointError) as refused:
+        task.run(context)
+    assert str(refused.value) == (
+        f"--out: {str(work / 'fno.pt')!r} is an old single-file forecaster checkpoint, which can "
+        f"no longer be resumed (train_forecaster keeps a run folder, {str(work / 'fno')!r}): "
+        "delete it or use another --out"
+    )

@@ -2,6 +2,7 @@
 ``cpu`` clock, the seconds carried across a resume, a cosine schedule over the budget, the
 resume rules, and the ``physml train`` flags. Clocks are faked: a training forward moves them."""
 
+import json
 import math
 import os
 import socket
@@ -282,3 +283,74 @@ def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, mon
         assert (saved["steps"], saved["budget_s"], saved["clock"]) == (2, 1e6, "cpu")
     assert main([*train, "--out", "bad", "--steps", "2", "--clock", "gpu"]) == 2
     assert main([*train, "--out", "bad", "--steps", "2", "--budget-s", "0"]) == 2
+    (tmp_path / "bad.toml").write_text("steps = 2\nclock = []\n")
+    assert main([*train, "--out", "bad", "--config", "bad.toml"]) == 2
+
+
+@pytest.mark.parametrize("clock", [[], {}, ["wall"]])
+def test_an_unhashable_clock_is_refused_by_name(clock):
+    with pytest.raises(ValueError, match=r"^clock must be one of \('wall', 'cpu'\) .*, got "):
+        TrainConfig(clock=clock)
+
+
+def test_an_early_stop_of_a_run_without_steps_reports_the_step_it_stopped_at(monkeypatch):
+    clock = fake_clocks(monkeypatch)
+    budget = config(steps=None, budget_s=50.0, validate_every=2)
+    stop_at_four = lambda net, step, loss: step >= 4  # noqa: E731
+    trainer = Trainer(
+        Ticking(clock, 1.0), weight_loss, budget, quiet=True, on_validation=stop_at_four
+    )
+    report = trainer.fit(data(), data(2))
+    assert report.steps == report.stopped_at == 4 and len(report.losses) == 4
+
+
+def test_a_refused_run_removes_the_empty_folders_it_made(monkeypatch, tmp_path):
+    """A run into ``tmp/made/sub/run`` that fails before its first checkpoint leaves none of
+    the three folders it made; a folder that held something before stays."""
+    clock = fake_clocks(monkeypatch)
+    not_finite = lambda net, batch: net(batch[0]) * math.nan  # noqa: E731
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "file").write_text("x")
+    for out in (tmp_path / "made" / "sub" / "run", tmp_path / "kept" / "sub" / "run"):
+        with pytest.raises(FloatingPointError):
+            Trainer(Ticking(clock, 1.0), not_finite, config(steps=2), out, quiet=True).fit(data())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["file"]
+
+
+def test_a_resume_with_its_budget_spent_validates_at_its_step_once(monkeypatch, tmp_path):
+    """Trained without validation until the budget ran out, resumed with a validation set: the
+    run has nothing left to train, but ends on a validation (checkpointed, so not taken again);
+    the same holds for a run whose steps are done."""
+    clock = fake_clocks(monkeypatch)
+    for name, settings in (("budget", dict(budget_s=2.5)), ("steps", dict(steps=3))):
+        out = tmp_path / name
+        Trainer(Ticking(clock, 1.0), weight_loss, config(**settings), out, quiet=True).fit(data())
+        net = Ticking(clock, 1.0)
+        report = Trainer(net, weight_loss, config(**settings), out, quiet=True).fit(data(), data(2))
+        assert report.resumed_from == 3 and report.steps == 3
+        assert report.validation == [(3, float(net.weight.detach()))]
+        assert load_checkpoint(out)["validation"] == [[3, float(net.weight.detach())]]
+        again = Trainer(Ticking(clock, 1.0), weight_loss, config(**settings), out, quiet=True)
+        assert again.fit(data(), data(2)).validation == report.validation
+
+
+def test_train_reports_how_its_run_stopped(tmp_path, monkeypatch, capsys):
+    """A clock moving 1 s a reading: 1 s a step (read at its start and end, 2 readings apart),
+    so a 2.5 s budget stops the run after 3 of its 100 steps."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "6", "--nx", "17", "--out", "heat.h5", "--quiet"]) == 0
+    small = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", *small]
+    ticks = iter(range(10**6))
+    monkeypatch.setitem(_clock.CLOCKS, "wall", lambda: float(next(ticks)))
+    capsys.readouterr()
+    assert main([*train, "--out", "budget", "--steps", "100", "--budget-s", "2.5"]) == 0
+    assert "stopped by the time budget after 3 steps: loss " in capsys.readouterr().out
+    report = json.loads((tmp_path / "budget" / "report.json").read_text())
+    assert report["steps"] == report["stopped_at"] == 3 and report["train_s"] == 3.0
+    assert (report["budget_s"], report["clock"]) == (2.5, "wall")
+    assert main([*train, "--out", "steps", "--steps", "2"]) == 0
+    assert "trained 2 steps: loss " in capsys.readouterr().out
+    report = json.loads((tmp_path / "steps" / "report.json").read_text())
+    assert report["stopped_at"] is None and (report["budget_s"], report["clock"]) == (None, "wall")

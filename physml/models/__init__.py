@@ -27,6 +27,7 @@ from .forecasting import (
     ForecastScores,
     TrainReport,
     evaluate_forecaster,
+    load_forecaster,
     score_forecast,
     train_forecaster,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "UNet",
     "count_parameters",
     "evaluate_forecaster",
+    "load_forecaster",
     "score_forecast",
     "train_forecaster",
     "AttentiveNeuralProcess",

@@ -3,9 +3,10 @@
 :func:`train_forecaster` fits any such model (Earthformer, the baselines in
 :mod:`physml.models.baselines`, a user's own) with an MSE (or L1, or a user's) loss and Adam,
 for a number of steps or for a time budget (so competing models get the same CPU time), and
-resumes a killed run from its checkpoint. :func:`evaluate_forecaster` scores a model (and
-:func:`score_forecast` forecasts made some other way) the Earthformer way: MSE and MAE summed over
-each frame's pixels, SSIM, averaged over frames and samples, plus per lead time.
+resumes a killed run from its checkpoint (:func:`load_forecaster` reads a finished one back).
+:func:`evaluate_forecaster` scores a model (and :func:`score_forecast` forecasts made some other
+way) the Earthformer way: MSE and MAE summed over each frame's pixels, SSIM, averaged over frames
+and samples, plus per lead time.
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ RETRAIN = (
     "keeps its settings"
 )
 """What a run that diverged advises."""
+RETRAIN_UNSAVED = "train again with a lower learning rate (lr)"
+"""What a run that diverged advises where it kept no checkpoint."""
+SETTING_NAMES = {"steps": "max_steps", "batch": "batch_size", "validate_every": "val_every"}
+"""The Trainer's settings by :func:`train_forecaster`'s names for them, where they differ."""
+OLD_CHECKPOINT = (
+    "{argument}: {path!r} is an old single-file forecaster checkpoint, which can no longer be "
+    "resumed (train_forecaster keeps a run folder, {folder!r}): delete it or use another "
+    "{argument}"
+)
+"""The refusal of :func:`check_no_old_checkpoint`."""
 
 
 @dataclass
@@ -198,14 +209,20 @@ def train_forecaster(
     extend a run), except the one the cosine schedule decays over, which would leave the rest of
     the run on neither schedule. A model with no trainable parameters (e.g. persistence) is
     returned untouched with an empty report; a trained one is left in the train/eval mode it came
-    in. ``val=(inputs, targets)`` is scored by its MSE (whatever ``loss`` is) every ``val_every``
-    steps and at the end; the time it takes does not count against ``budget_s``.
-    ``on_step(step, loss)`` is called after every step, before that step's validation and
-    checkpoint; ``quiet=False`` shows a progress bar.
+    in, and trains in train mode except its submodules in eval mode whose parameters are all
+    frozen (``requires_grad`` False), which stay in eval mode (a frozen pretrained part keeps its
+    BatchNorm statistics). ``val=(inputs, targets)`` is scored by its MSE (whatever ``loss`` is)
+    every ``val_every`` steps and at the end; the time it takes does not count against
+    ``budget_s``. ``on_step(step, loss)`` is called after every step, before that step's
+    validation and checkpoint; its time counts against ``budget_s``. ``quiet=False`` shows a
+    progress bar. ``device`` is ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (a ``torch.device`` of
+    those).
 
     ``clock`` says what ``budget_s`` and the reported seconds count: ``"wall"`` the elapsed time,
     ``"cpu"`` the CPU time of this process (all its threads) — the fair measure when models are
-    compared at equal CPU budgets on a machine that other work may share.
+    compared at equal CPU budgets on a machine that other work may share. A killed run resumes
+    with the seconds up to its last checkpoint: the steps after it are trained again and counted
+    once, so its machine time exceeds the budget.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -259,11 +276,17 @@ def train_forecaster(
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
     seed = positive_int("seed", seed, 0)
+    if checkpoint is not None:
+        _check_folder_path(checkpoint, ", or None for no checkpoint")
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         return TrainReport(steps=0, seconds=0.0, losses=[])
-    from ..training.checkpoint import checkpoint_path, load_checkpoint  # training imports models
+    from ..training.checkpoint import (  # training imports models
+        CheckpointError,
+        checkpoint_path,
+        load_checkpoint,
+    )
     from ..training.generators import generators_kept
     from ..training.trainer import TrainConfig, Trainer
 
@@ -284,10 +307,23 @@ def train_forecaster(
     def scored(objective: Loss) -> Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]:
         def batch_loss(trained: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
             x, y = batch[0].to(dtype), batch[1].to(target_dtype)
-            value = objective(_predict(trained, x, y.shape).to(y.dtype), y)
+            prediction = _predict(trained, x, y.shape).to(y.dtype)
+            value = objective(prediction, y)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
                 raise ValueError(f"loss must return a scalar tensor, got {shape!r}")
+            if torch.is_grad_enabled() and not value.requires_grad:  # a training step
+                if not prediction.requires_grad:
+                    raise ValueError(
+                        "model(inputs) must depend on the model's trainable parameters: its "
+                        "forecast carries no gradient (computed under torch.no_grad() or "
+                        "detached?)"
+                    )
+                raise ValueError(
+                    "loss(prediction, target) must depend on the prediction: its value carries "
+                    "no gradient (detached, computed under torch.no_grad(), or from the target "
+                    "alone?)"
+                )
             return value.reshape(())
 
         return batch_loss
@@ -316,7 +352,7 @@ def train_forecaster(
         quiet=quiet,
         after_step=None if on_step is None else stepped,
         remedy=RESUME_REMEDY,
-        retrain=RETRAIN,
+        retrain=RETRAIN_UNSAVED if out is None else RETRAIN,
         validation_loss=scored(LOSSES["mse"]),
         restore=RESTART,
     )
@@ -325,13 +361,93 @@ def train_forecaster(
         cuda = [torch.cuda.current_device() if device.index is None else device.index]
     with generators_kept(cuda):  # the Trainer seeds torch's, numpy's and Python's generators
         validation = None if val is None else TensorDataset(*val)
-        report = trainer.fit(TensorDataset(x_all, y_all), validation)
+        try:
+            report = trainer.fit(TensorDataset(x_all, y_all), validation)
+        except CheckpointError as error:  # the Trainer's setting names, said in ours
+            raise type(error)(_in_our_words(str(error))) from None
     return TrainReport(
         steps=report.steps,
         seconds=report.train_s,
         losses=report.losses,
         val_losses=[(step, math.nan if v is None else v) for step, v in report.validation],
     )
+
+
+def _check_folder_path(checkpoint: object, otherwise: str = "") -> None:
+    """A ``TypeError`` unless ``checkpoint`` is a ``str`` or ``os.PathLike``, a ``ValueError``
+    if it is empty (``Path("")`` is the working folder); ``otherwise`` ends what is expected."""
+    expected = f"checkpoint must be the path of a run folder{otherwise}"
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"{expected} (a str or a Path), got {checkpoint!r}")
+    if not os.fspath(checkpoint):
+        raise ValueError(f"{expected}, got {checkpoint!r}")
+
+
+def _in_our_words(message: str) -> str:
+    """A refusal of the Trainer's in :func:`train_forecaster`'s words: its settings by the
+    argument names (``batch`` is ``batch_size``), the constant schedule as ``"none"``."""
+
+    def setting(match: re.Match) -> str:
+        name, old, new = match.groups()
+        if name == "schedule":
+            old, new = (v.replace("'constant'", "'none'") for v in (old, new))
+        return f"{SETTING_NAMES.get(name, name)} {old} → {new}"
+
+    head, found, changes = message.partition("with other settings (")
+    if found:
+        listed, end, tail = changes.partition(")")
+        listed = re.sub(r"(?:^|(?<=; ))(\w+) (.+?) → ([^;]+)", setting, listed)
+        message = f"{head}{found}{listed}{end}{tail}"
+    message = message.replace("(no steps)", "(no max_steps)")
+    message = message.replace("or more steps", "or a larger max_steps")
+    return message.replace("the constant schedule", 'schedule="none"')
+
+
+def load_forecaster(
+    model: nn.Module, checkpoint: str | os.PathLike, model_config: dict | None = None
+) -> TrainReport:
+    """Load into ``model`` the weights of the :func:`train_forecaster` run in the folder
+    ``checkpoint`` and return that run's report, without training (a finished run read back).
+
+    ``model_config``, where given, must be the one the run recorded (a ``CheckpointError``
+    naming what differs otherwise)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_folder_path(checkpoint)
+    from ..training.checkpoint import check_same_model, load_checkpoint, load_weights
+
+    state = load_checkpoint(checkpoint, remedy=RESTART)
+    saved = state.get("model_config")
+    if model_config is not None:
+        recorded = {"model_config": saved.get("model_config") if isinstance(saved, dict) else None}
+        check_same_model(
+            {"model_config": recorded},
+            {"model_config": _json_config(model_config)},
+            checkpoint,
+            RESUME_REMEDY,
+        )
+    load_weights(model, state, checkpoint, "this model")
+    return TrainReport(
+        steps=int(state["step"]),
+        seconds=float(state.get("train_s", 0.0)),
+        losses=[float(v) for v in state["losses"]],
+        val_losses=[(int(s), math.nan if v is None else float(v)) for s, v in state["validation"]],
+    )
+
+
+def check_no_old_checkpoint(folder: str | os.PathLike, argument: str) -> None:
+    """A ``CheckpointError`` in one line where ``folder`` (the run folder a script passes as
+    :func:`train_forecaster`'s ``checkpoint``) does not exist but ``<folder>.pt``, an old
+    single-file checkpoint, does: it can no longer be resumed, and the run would otherwise
+    silently start over. ``argument`` names the script's option for the work folder."""
+    folder = Path(folder)
+    old = folder.with_name(folder.name + ".pt")
+    if old.is_file() and not folder.exists():
+        from ..training.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            OLD_CHECKPOINT.format(argument=argument, path=str(old), folder=str(folder))
+        )
 
 
 def evaluate_forecaster(

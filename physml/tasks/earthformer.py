@@ -33,7 +33,7 @@ from .. import models as surrogates  # FNO builders: neuralop loads on first use
 from ..io import atomic_write_text, save_figure, strict_json
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
-from ..models.forecasting import train_forecaster
+from ..models.forecasting import check_no_old_checkpoint, train_forecaster
 from . import Context, Row, Task, check_steps, register, run_label, run_settings
 
 NAME = "earthformer-ns"
@@ -243,6 +243,8 @@ def run(context: Context) -> list[Row]:
     folder = context.out / NAME
     label = run_label(context)
     work = folder / label
+    for method in METHODS:  # before any training: the run would start them over
+        check_no_old_checkpoint(work / method, "--out")
     work.mkdir(parents=True, exist_ok=True)
     frames = scale.t_in + scale.t_out
     train = vorticity_sequences(scale.train, 0, scale.nx, frames)

@@ -417,7 +417,7 @@ def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY
     The cosine schedule decays over ``steps`` (over ``budget_s`` without steps): resumed over
     another length, the rest of the run would follow neither the saved schedule nor that of a
     fresh run of the new length. A budget that only stops a run decaying over its steps may
-    change, and so may the steps a run decaying over its budget stops at."""
+    change."""
     saved = state.get("config", {})
     changed = [
         f"{key} {saved.get(key)!r} → {value!r}"

@@ -79,7 +79,9 @@ def add_parsers(subparsers) -> None:
         description="Train a model on a dataset file of physml generate. Run the same command "
         "again to resume a killed run; the settings are kept in the checkpoint. A run on "
         "--schedule constant may be resumed with more --steps; one on the cosine schedule, which "
-        "decays over the run's length, may not.",
+        "decays over --steps (default 1000), may not. --budget-s may change on resume, --clock "
+        "may not. The cosine schedule decays over --steps even where --budget-s stops the run "
+        "earlier: give a budget run about the --steps its budget buys, or --schedule constant.",
     )
     train.add_argument(
         "--data", help="HDF5 dataset (physml generate); required (here or in --config)"
@@ -319,6 +321,10 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "validation": report.validation,
         "wall_s": report.wall_s,
         "samples_per_s": report.samples_per_s,
+        "stopped_at": report.stopped_at,
+        "train_s": report.train_s,
+        "budget_s": config.budget_s,
+        "clock": config.clock,
     }
     path = Path(out) / REPORT
     if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
@@ -327,7 +333,13 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     if report.validation:
         value = report.validation[-1][1]
         last = ", validation " + ("not finite" if value is None else f"{value:.4g}")
-    print(f"trained {report.steps} steps: loss {report.final_loss:.4g}{last} -> {out}")
+    budget_spent = report.stopped_at is not None and config.budget_s is not None
+    done = (
+        f"stopped by the time budget after {report.steps} steps"
+        if budget_spent
+        else f"trained {report.steps} steps"
+    )
+    print(f"{done}: loss {report.final_loss:.4g}{last} -> {out}")
     return 0
 
 

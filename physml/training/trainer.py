@@ -105,9 +105,13 @@ class TrainConfig:
     ``steps``, whichever comes first; ``clock`` says what a second is: ``"wall"`` the elapsed
     time, ``"cpu"`` the CPU time of this process (all its threads: the fair measure for models
     compared at equal budgets on a shared machine). The seconds counted are training only (not
-    validation, not checkpoint writes), saved in the checkpoint and carried over by a resume.
-    ``steps`` may be ``None`` when a budget is given: the cosine schedule then decays over the
-    budget's seconds, and the run is not step-for-step reproducible (the clock decides).
+    validation, not checkpoint writes; the time of the Trainer's ``after_step`` does count),
+    saved in the checkpoint and carried over by a resume. A killed run carries the seconds up to
+    its last checkpoint: the steps after it are trained again on resume and counted once, so the
+    machine time of a killed run exceeds its budget. ``steps`` may be ``None`` when a budget is
+    given: the cosine schedule then decays over the budget's seconds, and the run is not
+    step-for-step reproducible (the clock decides). ``budget_s`` may change on resume, except
+    that of a run whose cosine schedule decays over it; ``clock`` may not.
     """
 
     steps: int | None = 1000
@@ -140,7 +144,7 @@ class TrainConfig:
                 "steps) or budget_s (seconds of training), or both; got steps=None and "
                 "budget_s=None"
             )
-        if self.clock not in CLOCKS:
+        if not isinstance(self.clock, str) or self.clock not in CLOCKS:
             raise ValueError(
                 f"clock must be one of {tuple(CLOCKS)} (what budget_s counts), got {self.clock!r}"
             )
@@ -430,7 +434,8 @@ class Trainer:
 
     def fit(self, train: Dataset, validation: Dataset | None = None) -> TrainReport:
         """Train to ``config.steps``, or until ``config.budget_s`` seconds of training are used
-        (resuming from ``out`` when a checkpoint is there)."""
+        (resuming from ``out`` when a checkpoint is there). A run resumed with nothing left to
+        train validates at its step, where ``validation`` is given and none is recorded there."""
         config, here = self.config, world(self.config.device)
         device = check_device(config.device)
         _check_dataset("train", train)
@@ -493,6 +498,11 @@ class Trainer:
         bar = progress_bar(None, shown, "train", config.steps, initial=step, dynamic_ncols=True)
         _train_modes(model, modes)
         out_of_time = self._out_of_time(report.train_s)
+        finished = out_of_time or step == config.steps
+        if finished and validation is not None and all(at != step for at, _ in report.validation):
+            # resumed with nothing left to train: the run still ends on a validation
+            self._validated(model, validation, device, step, report, here)
+            self._save(model, optimiser, (data_print, checked_on), report, step, here)
         while not out_of_time and (config.steps is None or step < config.steps):
             began = clock()
             epoch, position = divmod(step, per_epoch)
@@ -529,19 +539,13 @@ class Trainer:
             if validation is not None and (
                 end or (config.validate_every and step % config.validate_every == 0)
             ):
-                value = self.validate(model, validation, device)
-                if not math.isfinite(value):  # kept as None: report.json stays valid JSON
-                    warnings.warn(
-                        f"the validation loss at step {step} is {value}; recorded as None",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                report.validation.append((step, value if math.isfinite(value) else None))
-                stop = self._stop_asked(model, step, value, here)
+                stop = self._validated(model, validation, device, step, report, here)
             if stop or end or step % config.checkpoint_every == 0:
                 self._save(model, optimiser, (data_print, checked_on), report, step, here)
             if stop and step != config.steps:
                 report.stopped_at = step
+                if config.steps is None:
+                    report.steps = step
                 break
         if out_of_time and step != config.steps:
             report.stopped_at = report.steps = step
@@ -549,6 +553,21 @@ class Trainer:
         report.wall_s = time.perf_counter() - started
         report.samples_per_s = (step - done) * config.batch / max(report.wall_s, 1e-9)
         return report
+
+    def _validated(
+        self, model, validation: Dataset, device, step: int, report: TrainReport, here: World
+    ) -> bool:
+        """Validate at ``step``, record the loss in ``report`` and return whether
+        ``on_validation`` asks to stop."""
+        value = self.validate(model, validation, device)
+        if not math.isfinite(value):  # kept as None: report.json stays valid JSON
+            warnings.warn(
+                f"the validation loss at step {step} is {value}; recorded as None",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
+        report.validation.append((step, value if math.isfinite(value) else None))
+        return self._stop_asked(model, step, value, here)
 
     def _out_of_time(self, used: float) -> bool:
         """Whether ``used`` seconds of training reach the budget (never without one)."""
@@ -628,7 +647,8 @@ class Trainer:
     @contextlib.contextmanager
     def _hold_out(self, here: World) -> Iterator[None]:
         """Lock ``out`` (rank 0) against a second run writing there and remove the temporary
-        files of a checkpoint write a killed run left; a folder made here and left empty goes."""
+        files of a checkpoint write a killed run left; the folders made here (``out`` and its
+        missing parents) that are left empty go."""
         if self.out is None:
             yield
             return
@@ -638,9 +658,9 @@ class Trainer:
             refused = None
             if here.is_main:
                 try:
-                    if not self.out.exists():
-                        self.out.mkdir(parents=True)
-                        held.callback(_remove_if_empty, self.out)
+                    made = _missing_folders(self.out)
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    held.callback(_remove_if_empty, *made)
                     lock = exclusive_lock(self.out / LOCK, f"out: the run folder {str(self.out)!r}")
                     held.enter_context(lock)
                     remove_leftovers(self.out, CHECKPOINT_NAME)
@@ -748,9 +768,22 @@ def _train_modes(model: nn.Module, modes: dict[nn.Module, bool]) -> None:
             _set_modes(module, modes)
 
 
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(*folders: Path) -> None:
+    """Remove ``folders`` in turn (innermost first), stopping at the first that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def savable_state(state: dict) -> dict:
