@@ -1110,6 +1110,28 @@ def test_pdebench_files_are_read_as_cell_centres_unless_they_say_otherwise(tmp_p
     assert load(again).attrs["grid_kind"] == "cell"
 
 
+def test_copies_of_pdebench_data_made_without_a_grid_kind_are_read_as_cell_centres(tmp_path):
+    """A copy our writers made of PDEBench data before ``grid_kind`` was read holds none: a
+    PDEBench copy (``physml_attrs`` naming the PDEBench ``pde``) and a physml copy (its
+    ``source_format`` a PDEBench one) read as the original does, cell centres; node data written
+    as PDEBench stay nodes."""
+    _pdebench_1d(tmp_path / "1d.h5")
+    original = load(tmp_path / "1d.h5")
+    assert original.attrs["grid_kind"] == "cell"
+    del original.attrs["grid_kind"]  # as read before
+    as_pdebench = write_pdebench(original, tmp_path / "old_pdebench.h5")
+    with h5py.File(as_pdebench) as f:
+        assert "grid_kind" not in json.loads(f.attrs["physml_attrs"])
+    assert load(as_pdebench).attrs["grid_kind"] == "cell"
+    as_physml = write_physml(original, tmp_path / "old_physml.h5")
+    with h5py.File(as_physml) as f:
+        assert "grid_kind" not in f.attrs and f.attrs["source_format"] == "pdebench"
+    assert load(as_physml).attrs["grid_kind"] == "cell"
+    nodes = _ours_2d()
+    nodes.attrs["pde"] = "heat"
+    assert "grid_kind" not in load(write_pdebench(nodes, tmp_path / "nodes.h5")).attrs
+
+
 def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):
     path = tmp_path / "p.h5"
     _pdebench_1d(path, sample_index=np.arange(5))

@@ -967,6 +967,40 @@ def test_an_fno_on_a_pdebench_file_places_cell_centres_and_a_run_from_before_res
     assert main([*command, "--steps", "2"]) == 0
     assert json.loads((tmp_path / "run" / "report.json").read_text())["resumed_from"] == 1
     assert load_checkpoint("run")["model_config"]["position"] == "node"
+    assert main([*command, "--steps", "3"]) == 0  # and again, from the checkpoint it wrote
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["resumed_from"] == 2
+    assert load_checkpoint("run")["model_config"]["position"] == "node"
+
+
+def test_a_physml_file_whose_grid_kind_changed_to_cells_does_not_resume_its_run(
+    tmp_path, monkeypatch, capsys
+):
+    """Only PDEBench data were read as nodes before being read as cell centres: a physml file
+    of nodes marked ``grid_kind`` "cell" afterwards is other data, and its run is refused."""
+    from physml.data import PDEData
+    from physml.data.interchange import write_physml
+    from physml.training import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    data = PDEData(
+        u=torch.from_numpy(rng.normal(size=(4, 3, 8)).astype(np.float32)),
+        t=torch.arange(3, dtype=torch.float32) * 0.05,
+        coords={"x": torch.linspace(0, 1, 8)},
+        params={},
+        attrs={"pde": "toy", "boundary": "dirichlet"},
+    )
+    write_physml(data, "toy.h5")
+    command = ["train", "--data", "toy.h5", "--model", "fno", "--task", "operator", "--out"]
+    command += ["run", *TINY, "--schedule", "constant", "--val-fraction", "0"]
+    assert main([*command, "--steps", "1"]) == 0
+    assert load_checkpoint("run")["model_config"]["position"] == "node"
+    with h5py.File("toy.h5", "a") as f:
+        f.attrs["grid_kind"] = "cell"
+    capsys.readouterr()
+    assert main([*command, "--steps", "2"]) == 2
+    assert "holds another model (position 'node' → 'cell')" in capsys.readouterr().err
+    assert load_checkpoint("run")["step"] == 1
 
 
 def _predictions(run: str, path: str) -> torch.Tensor:

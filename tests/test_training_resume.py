@@ -452,3 +452,16 @@ def test_validation_leaves_numpy_and_python_random_numbers_of_training_as_they_w
         report = Trainer(model(), noisy_mse, config, quiet=True).fit(data(), validation)
         losses.append(report.losses)
     assert losses[0] == losses[1]
+
+
+def test_a_grid_kind_read_later_is_no_difference_on_pdebench_data_only():
+    """The cell centres the PDEBench reader now records (``grid_kind``) are no difference from a
+    fingerprint of PDEBench data read before; on other data, or as another value, they are."""
+    pdebench = {"pde": "pdebench: 1D_Advection", "source_format": "pdebench"}
+    ours = {"pde": "heat", "boundary": "dirichlet"}
+    for old, new, expected in [
+        (pdebench, {**pdebench, "grid_kind": "cell"}, []),
+        (pdebench, {**pdebench, "grid_kind": "node"}, ["attribute 'grid_kind' None → 'node'"]),
+        (ours, {**ours, "grid_kind": "cell"}, ["attribute 'grid_kind' None → 'cell'"]),
+    ]:
+        assert differences({"attributes": old}, {"attributes": new}) == expected

@@ -323,7 +323,10 @@ def load(path: str | os.PathLike) -> PDEData:
     (:func:`physml.data.merge.check_shards`); a mismatch is a ``ShardError``, a missing shard a
     ``FileNotFoundError``, as is a missing index, naming the shard files beside it.
     """
-    from .interchange import read_foreign  # PDEBench / The Well files (lazy: it imports us)
+    from .interchange import (  # PDEBench / The Well files (lazy: it imports us)
+        pdebench_origin,
+        read_foreign,
+    )
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
@@ -350,6 +353,8 @@ def load(path: str | os.PathLike) -> PDEData:
             content[name] = np.concatenate([p[name] for p in parts])
         content["attrs"] = joined_attributes(shards)  # as merge_shards writes them
     check_content(path, content)
+    if "grid_kind" not in content["attrs"] and pdebench_origin(content["attrs"]):
+        content["attrs"]["grid_kind"] = "cell"  # a copy of PDEBench data made before it was kept
     u = torch.from_numpy(content["u"])
     return PDEData(
         u=u,

@@ -6,7 +6,8 @@ IN OUT --to ...``) rewrites a file in another format, atomically.
 
 **PDEBench**, three layouts, all of cell centres (its solvers are finite-volume ones: ``x_i =
 x_0 + (i + 1/2)·dx``), so read with the attribute ``grid_kind`` = ``"cell"`` unless the file
-says otherwise (a ``grid_kind`` root attribute; a file our writer made carries ours):
+says otherwise (a ``grid_kind`` root attribute; a file our writer made carries ours, and one
+of PDEBench data without it, :func:`pdebench_origin`, reads as cells too):
 
 - ``tensor`` ``(N, T, X[, Y[, Z]])`` with ``x-coordinate`` (``y-``, ``z-``) and ``t-coordinate``
   (advection, Burgers, reaction-diffusion, Darcy): ``u`` = ``tensor``; 1-D CFD files (``density``,
@@ -73,7 +74,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -110,6 +111,20 @@ from .generate import (
 FORMATS = ("physml", "pdebench", "well")
 PDEBENCH_LAYOUTS = ("tensor", "ns")
 PDEBENCH_PREFIX = "pdebench: "  # a converted PDEBench file's pde: this, then its file name
+_PDEBENCH_SOURCES = ("pdebench", "pdebench-ns", "pdebench-groups")  # its source_format
+
+
+def pdebench_origin(attrs: Mapping[str, object]) -> bool:
+    """Whether a file's attributes describe PDEBench data: read from a PDEBench file
+    (``source_format`` ``"pdebench"``, ``"pdebench-ns"`` or ``"pdebench-groups"``) and named
+    by the PDEBench reader (``pde`` = ``"pdebench: "`` and the file's name), as a PDEBench file
+    is and a copy of one our writers made keeps. Such data are cell centres where no
+    ``grid_kind`` says otherwise (copies made before it was recorded)."""
+    return attrs.get("source_format") in _PDEBENCH_SOURCES and str(attrs.get("pde", "")).startswith(
+        PDEBENCH_PREFIX
+    )
+
+
 _NOT_CARRIED = ("format", "source_format", "source_file", "merged_from")  # not in physml_attrs
 _NOT_PARAMETERS = ("latestIndex",)  # numeric root attributes of PDEBench NS files
 _NAME_NUMBER = re.compile(r"^([A-Za-z][A-Za-z-]*?)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
@@ -389,15 +404,17 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     """The parameters and the attributes of a PDEBench file. PDEBench's solvers are finite
     volume ones and store cell centres, ``x_i = x_0 + (i + 1/2)·dx``: its files are marked
     ``grid_kind = "cell"`` unless they say otherwise (a ``grid_kind`` root attribute, or ours in
-    ``physml_attrs``, where none means nodes)."""
+    ``physml_attrs``, where none means nodes unless the data came from PDEBench:
+    :func:`pdebench_origin`)."""
     params, consumed = _pdebench_parameters(f, path, n)
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
         attrs["params_from_file_name"] = json.dumps(list(params))
-    if "physml_attrs" not in f.attrs:
-        attrs.setdefault("grid_kind", "cell")
+    copied = "physml_attrs" in f.attrs  # ours: a copy of a PDEBench file keeps its pde
     attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
+    if not copied or pdebench_origin(attrs):
+        attrs.setdefault("grid_kind", "cell")
     return params, attrs
 
 

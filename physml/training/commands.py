@@ -28,6 +28,7 @@ from ..data.interchange import (
     detect_format,
     file_name_parameters,
     pdebench_family,
+    pdebench_origin,
 )
 from ..io import atomic_write_text, save_figure, strict_json
 from .checkpoint import REMEDY, CheckpointError, checkpoint_path, load_checkpoint, load_weights
@@ -425,8 +426,9 @@ def _as_resumed(description: dict, out: Path) -> dict:
     ``n_modes`` was recorded (its modes were capped on the same training file), before an FNO's
     ``position`` was (it goes on with neuralop's grid embedding, which its weights learned), or
     with options its model does not read (:func:`~physml.training.families.same_model`), or
-    on a file whose fingerprint records no ``grid_kind`` (its position channels are the run's
-    own); so it resumes. An FNO trained there with the earlier spectral convolution is refused
+    on PDEBench data before they were read as cell centres (its node position channels are the
+    run's own, at every resume); so it resumes. An FNO trained there with the earlier spectral
+    convolution is refused
     (:func:`~physml.training.families.check_spectral_shift`)."""
     if not checkpoint_path(out).is_file():
         return description
@@ -436,9 +438,7 @@ def _as_resumed(description: dict, out: Path) -> dict:
     current, recorded = description, _with_distill_defaults(saved)
     if isinstance(saved, dict):
         unrecorded = {"n_modes", "position"} - set(saved)
-        if "grid_kind" not in state["fingerprint"].get("attributes", {}):
-            # trained where the file's grid kind was not read (a PDEBench file before its cell
-            # centres were): the positions its weights learned are the run's own
+        if _read_as_nodes(saved, description, state["fingerprint"]):
             unrecorded.add("position")
             recorded = {key: value for key, value in recorded.items() if key != "position"}
         current = {key: value for key, value in description.items() if key not in unrecorded}
@@ -446,6 +446,20 @@ def _as_resumed(description: dict, out: Path) -> dict:
         return saved
     _check_same_distillation(recorded, current, out)
     return description
+
+
+def _read_as_nodes(saved: dict, description: dict, fingerprint: dict) -> bool:
+    """Whether the run ``saved`` placed nodes where ``description`` places cell centres because
+    it was trained on PDEBench data before they were read as such
+    (:func:`~physml.data.interchange.pdebench_origin` on its fingerprint's attributes): its
+    recorded ``position`` is ``"node"``, which every resume keeps."""
+    attributes = fingerprint.get("attributes")
+    return (
+        saved.get("position") == "node"
+        and description.get("position") == "cell"
+        and isinstance(attributes, dict)
+        and pdebench_origin(attributes)
+    )
 
 
 def _with_distill_defaults(saved: object) -> object:

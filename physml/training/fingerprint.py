@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from ..data.generate import ADDED_LATER
+from ..data.interchange import pdebench_origin
 from ..errors import user_stacklevel
 from .generators import generators_kept
 
@@ -29,10 +30,11 @@ RANDOM_ITEMS = "size, shapes and dtypes: the items differ from one read to the n
 """``hashed`` of a dataset whose items are drawn anew on each read (random augmentation)."""
 ROWS = 4096
 """Items hashed at once from the tensors they are rows of (a ``TensorDataset``'s)."""
-READ_LATER = ("grid_kind",)
-"""File attributes a foreign format's reader records that earlier readers did not (a PDEBench
-file's ``grid_kind``: cell centres): a checkpoint made on such a file read before lacks them and
-still resumes on it (its model keeps the position channels it learned)."""
+READ_LATER = {"grid_kind": "cell"}
+"""File attributes, with the value read now, that the readers of PDEBench data record and earlier
+readers did not (``grid_kind``: cell centres): a checkpoint made on such data
+(:func:`physml.data.interchange.pdebench_origin`) read before lacks them and still resumes on
+it (its model keeps the position channels it learned); on other data they are differences."""
 PROVENANCE = ("created", "merged_from")
 """File attributes that say when and how a file was packaged, not what it holds (the same data
 regenerated or merged again must resume the same run)."""
@@ -194,11 +196,17 @@ def differences(saved: dict, current: dict) -> list[str]:
     if bool(old) != bool(new):
         return [*out, f"attributes: {_described(old)} → {_described(new)}"]
     for key in sorted(set(old) | set(new)):
-        if key in (*ADDED_LATER, *READ_LATER) and key not in old:  # written or read before
-            continue
+        if key not in old and (key in ADDED_LATER or _read_later(key, old, new)):
+            continue  # written or read before
         if old.get(key) != new.get(key):
             out.append(f"attribute {key!r} {old.get(key)!r} → {new.get(key)!r}")
     return out
+
+
+def _read_later(key: str, old: dict, new: dict) -> bool:
+    """Whether ``key``, which the attributes ``old`` lack, is one the PDEBench readers now
+    record (:data:`READ_LATER`) with the value they record, on data of PDEBench origin."""
+    return key in READ_LATER and new.get(key) == READ_LATER[key] and pdebench_origin(old)
 
 
 def _described(attributes: dict) -> str:
