@@ -191,8 +191,10 @@ _READING: ContextVar[list[int] | None] = ContextVar("physml_memory_reading", def
 @contextmanager
 def one_memory_reading() -> Iterator[None]:
     """Within it, :func:`fits_in_memory` reads the memory available once, at its first check,
-    and compares every later need with that figure: a file of many small arrays would otherwise
-    read ``/proc/meminfo`` once per array. A nested use shares the outer one's reading."""
+    and compares every later need with what is left of that figure once the needs admitted
+    before it are taken off: a file of many small arrays would otherwise read ``/proc/meminfo``
+    once per array, and arrays that fit one by one but not together are still refused. A nested
+    use shares the outer one's reading."""
     if _READING.get() is not None:
         yield
         return
@@ -215,10 +217,15 @@ def _memory_now() -> int:
 
 def fits_in_memory(name: str, nbytes: float, what: str) -> None:
     """Raise ``ValueError`` naming ``name`` if ``nbytes`` (the arrays ``what`` describes) exceed
-    the memory available now: checked before anything is allocated."""
+    the memory available now (within :func:`one_memory_reading`, what its earlier checks admitted
+    taken off): checked before anything is allocated."""
     free = _memory_now()
     if nbytes > free:
         raise ValueError(
             f"{name}: {what} would need about {nbytes / 1e9:.3g} GB, but this machine has "
             f"{free / 1e9:.3g} GB of memory available"
+            + (" (less what this read has taken before)" if _READING.get() else "")
         )
+    reading = _READING.get()
+    if reading:  # admitted: what is left for the next arrays of this read
+        reading[0] -= nbytes

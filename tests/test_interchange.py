@@ -1295,46 +1295,78 @@ def test_a_dangling_external_link_beside_no_known_dataset_is_no_foreign_file(tmp
 
 
 def test_a_foreign_array_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
-    """The PDEBench tensor (4, 6, 16) float32 is 1536 bytes, the file's largest array."""
+    """The PDEBench tensor (4, 6, 16) float32 is 1536 bytes, the file's largest array, read
+    first; with its coordinates, (16,) and (7,) float32, the file needs 1628 bytes: one fewer
+    refuses the last array read, 1535 the tensor."""
     path = tmp_path / "in.h5"
     _pdebench_1d(path)
-    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1536)
+    with h5py.File(path) as f:
+        assert sum(f[name].nbytes for name in f) == 1536 + 64 + 28
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1628)
     assert load(path).u.shape == (4, 6, 16)
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1627)
+    message = f"path: '{path}': t-coordinate: (7,) float32 values would need about 2.8e-08 GB"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
+        load(path)
     monkeypatch.setattr(physml._checks, "available_memory", lambda: 1535)
     message = f"path: '{path}': tensor: (4, 6, 16) float32 values would need about 1.54e-06 GB"
     with pytest.raises(DatasetFileError, match=re.escape(message)):
         load(path)
 
 
-def test_a_file_of_many_arrays_reads_the_memory_available_once_per_load(tmp_path, monkeypatch):
-    """40 PDEBench sample groups, 120 arrays: one reading of /proc/meminfo per load, not one per
-    array. Each ``data`` (2, 256, 1) float32 and ``grid/x`` (256,) float64 is 2048 bytes, the
-    largest arrays: 2 KiB available reads the file, 1 KiB refuses the first sample's data."""
-    path = tmp_path / "groups.h5"
+def _many_arrays(path):
+    """40 PDEBench sample groups, 120 arrays: each ``data`` (2, 256, 1) float32 and ``grid/x``
+    (256,) float64 is 2048 bytes, each ``grid/t`` 16; 164480 bytes in all."""
     with h5py.File(path, "w") as f:
         for i in range(40):
             f[f"{i:04d}/data"] = np.full((2, 256, 1), i, dtype=np.float32)
             f[f"{i:04d}/grid/x"] = (np.arange(256) + 0.5) / 256
             f[f"{i:04d}/grid/t"] = np.arange(2.0)
-    reads = []
 
-    def meminfo(kib):
-        def opened(name, *args, **kwargs):
-            reads.append(name)
-            return io.StringIO(f"MemTotal: 9999999 kB\nMemAvailable: {kib} kB\n")
 
-        return opened
+def _meminfo(kib, reads):
+    """An ``open`` for :mod:`physml._checks` whose /proc/meminfo says ``kib`` KiB are available
+    and records each file it opens in ``reads``."""
 
-    monkeypatch.setattr(physml._checks, "open", meminfo(2), raising=False)
+    def opened(name, *args, **kwargs):
+        reads.append(name)
+        return io.StringIO(f"MemTotal: 9999999 kB\nMemAvailable: {kib} kB\n")
+
+    return opened
+
+
+def test_a_file_of_many_arrays_reads_the_memory_available_once_per_load(tmp_path, monkeypatch):
+    """One reading of /proc/meminfo per load, not one per array: with 1 GiB available the
+    file reads, again at the next call; with 1 KiB its first sample's data is refused."""
+    path, reads = tmp_path / "groups.h5", []
+    _many_arrays(path)
+    monkeypatch.setattr(physml._checks, "open", _meminfo(2**20, reads), raising=False)
     assert load(path).u.shape == (40, 2, 256)
     assert reads == ["/proc/meminfo"]
     assert read_pdebench(path).u[39, 1, 255].item() == 39.0
     assert reads == ["/proc/meminfo"] * 2  # read again by the next call, not kept from the last
-    monkeypatch.setattr(physml._checks, "open", meminfo(1), raising=False)
+    monkeypatch.setattr(physml._checks, "open", _meminfo(1, reads), raising=False)
     message = f"path: '{path}': 0000/data: (2, 256, 1) float32 values would need about 2.05e-06 GB"
     with pytest.raises(DatasetFileError, match=re.escape(message)):
         load(path)
     assert reads == ["/proc/meminfo"] * 3
+
+
+@pytest.mark.parametrize("kib", [2, 64])
+def test_arrays_that_fit_one_by_one_but_not_together_are_refused(tmp_path, monkeypatch, kib):
+    """The figure read once per load shrinks by each array admitted: with 2 KiB or 64 KiB
+    available each array of the file (2048 bytes at most) fits but their 164480 bytes do not,
+    and the load is refused naming a sample's array, with one reading of /proc/meminfo."""
+    path, reads = tmp_path / "groups.h5", []
+    _many_arrays(path)
+    monkeypatch.setattr(physml._checks, "open", _meminfo(kib, reads), raising=False)
+    pattern = (
+        rf"path: '{re.escape(str(path))}': \d{{4}}/(data|grid/[xt]): .* would need about .* GB, "
+        r"but this machine has .* GB of memory available \(less what this read has taken before\)"
+    )
+    with pytest.raises(DatasetFileError, match=pattern):
+        load(path)
+    assert reads == ["/proc/meminfo"]
 
 
 def test_a_well_field_broadcast_to_more_trajectories_than_fit_is_refused(tmp_path):

@@ -98,6 +98,8 @@ def test_memory_is_read_in_bytes_and_a_need_above_it_is_refused(monkeypatch, tmp
 
 
 def test_one_memory_reading_reads_once_at_the_first_check_and_nested_uses_share_it(monkeypatch):
+    """One reading of the memory available per outermost use, each admitted need taken off it:
+    of 1000 bytes, 400 and 400 leave 200, too few for another 400 and enough for 200."""
     figures = iter([1000, 10, 5])
     reads = []
 
@@ -108,10 +110,13 @@ def test_one_memory_reading_reads_once_at_the_first_check_and_nested_uses_share_
     monkeypatch.setattr(checks, "available_memory", available)
     with checks.one_memory_reading():
         assert reads == []  # nothing read before a check asks
-        fits_in_memory("a", 1000, "the arrays")
+        fits_in_memory("a", 400, "the arrays")
         with checks.one_memory_reading():
-            fits_in_memory("b", 1000, "the arrays")
-        fits_in_memory("c", 1000, "the arrays")
+            fits_in_memory("b", 400, "the arrays")
+        message = "c: the arrays would need about 4e-07 GB, but this machine has 2e-07 GB"
+        with pytest.raises(ValueError, match=message):
+            fits_in_memory("c", 400, "the arrays")
+        fits_in_memory("c", 200, "the arrays")
     assert len(reads) == 1
     with pytest.raises(ValueError, match="d: the arrays would need"):
         fits_in_memory("d", 11, "the arrays")  # outside: read again (10 now)
