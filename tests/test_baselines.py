@@ -1348,6 +1348,33 @@ def test_a_refused_resume_names_train_forecasters_arguments(tmp_path):
     )
 
 
+def test_a_run_folder_named_like_the_trainers_words_is_quoted_as_it_is(tmp_path):
+    """The refusals say the settings in train_forecaster's words without rewording the quoted
+    run folder: one named "sweep (no steps) or more steps" or "the constant schedule"."""
+    x, y = toy_sequences(count=6)
+
+    def run(folder, **settings):
+        settings = {"max_steps": 4, "schedule": "none", **settings}
+        return train_forecaster(build("unet", 3, 3, 1), x, y, checkpoint=folder, **settings)
+
+    steps = tmp_path / "sweep (no steps) or more steps"
+    schedule = tmp_path / "the constant schedule"
+    run(steps)
+    with pytest.raises(ValueError) as refused:
+        run(steps, max_steps=2)
+    assert str(refused.value) == (
+        f"checkpoint: {str(steps)!r} is at step 4, beyond the 2 steps asked for; use another "
+        "checkpoint path or a larger max_steps"
+    )
+    run(schedule)
+    with pytest.raises(ValueError) as refused:
+        run(schedule, batch_size=2)
+    assert str(refused.value) == (
+        f"checkpoint: {str(schedule)!r} was trained with other settings (batch_size 6 → 2); "
+        "use another checkpoint path or the same settings"
+    )
+
+
 def test_a_finished_run_is_read_back_without_training(tmp_path):
     from physml.models.forecasting import load_forecaster
     from physml.training import CheckpointError

@@ -1423,3 +1423,34 @@ def test_a_batch_indexed_at_once_is_contiguous_as_a_stacked_one_is():
     batch = _batch(dataset, [4, 1, 6])
     assert all(part.is_contiguous() for part in batch)
     assert torch.equal(batch[0].view(3, -1), x[[4, 1, 6]].reshape(3, -1))
+
+
+@pytest.mark.parametrize("argument", ["setting_names", "schedule_names"])
+@pytest.mark.parametrize("value", [3, {"batch": 3}, {"": "x"}, {"batch": ""}, ["batch"]])
+def test_the_trainers_word_maps_must_map_strings_to_strings(argument, value):
+    model = nn.Linear(1, 1)
+    with pytest.raises(TypeError, match=rf"^{argument} must map non-empty strings to non-empty"):
+        Trainer(model, lambda m, b: m(b[0]).sum(), TrainConfig(steps=1), **{argument: value})
+
+
+def test_the_trainers_refusals_use_the_callers_words(tmp_path):
+    """``setting_names`` and ``schedule_names`` name the settings and the constant schedule in
+    the refusals to resume, and leave the quoted run folder as it is."""
+    out = tmp_path / "the constant schedule (no steps)"
+    data = TensorDataset(torch.ones(4, 1))
+
+    def fit(**config):
+        config = {"steps": 2, "batch": 2, "schedule": "constant", "checkpoint_every": 1, **config}
+        words = {"setting_names": {"batch": "size"}, "schedule_names": {"constant": "flat"}}
+        trainer = Trainer(
+            nn.Linear(1, 1), lambda m, b: m(b[0]).sum(), TrainConfig(**config), out, **words
+        )
+        return trainer.fit(data)
+
+    fit()
+    with pytest.raises(CheckpointError) as refused:
+        fit(batch=1, schedule="cosine")
+    assert str(refused.value) == (
+        f"checkpoint: {str(out)!r} was trained with other settings (size 2 → 1; "
+        "schedule 'flat' → 'cosine'); use another out= folder or the same settings"
+    )

@@ -283,7 +283,6 @@ def train_forecaster(
     if not parameters:
         return TrainReport(steps=0, seconds=0.0, losses=[])
     from ..training.checkpoint import (  # training imports models
-        CheckpointError,
         checkpoint_path,
         load_checkpoint,
     )
@@ -355,16 +354,15 @@ def train_forecaster(
         retrain=RETRAIN_UNSAVED if out is None else RETRAIN,
         validation_loss=scored(LOSSES["mse"]),
         restore=RESTART,
+        setting_names=SETTING_NAMES,
+        schedule_names={"constant": "none"},
     )
     cuda = []
     if device.type == "cuda":
         cuda = [torch.cuda.current_device() if device.index is None else device.index]
     with generators_kept(cuda):  # the Trainer seeds torch's, numpy's and Python's generators
         validation = None if val is None else TensorDataset(*val)
-        try:
-            report = trainer.fit(TensorDataset(x_all, y_all), validation)
-        except CheckpointError as error:  # the Trainer's setting names, said in ours
-            raise type(error)(_in_our_words(str(error))) from None
+        report = trainer.fit(TensorDataset(x_all, y_all), validation)
     return TrainReport(
         steps=report.steps,
         seconds=report.train_s,
@@ -381,26 +379,6 @@ def _check_folder_path(checkpoint: object, otherwise: str = "") -> None:
         raise TypeError(f"{expected} (a str or a Path), got {checkpoint!r}")
     if not os.fspath(checkpoint):
         raise ValueError(f"{expected}, got {checkpoint!r}")
-
-
-def _in_our_words(message: str) -> str:
-    """A refusal of the Trainer's in :func:`train_forecaster`'s words: its settings by the
-    argument names (``batch`` is ``batch_size``), the constant schedule as ``"none"``."""
-
-    def setting(match: re.Match) -> str:
-        name, old, new = match.groups()
-        if name == "schedule":
-            old, new = (v.replace("'constant'", "'none'") for v in (old, new))
-        return f"{SETTING_NAMES.get(name, name)} {old} → {new}"
-
-    head, found, changes = message.partition("with other settings (")
-    if found:
-        listed, end, tail = changes.partition(")")
-        listed = re.sub(r"(?:^|(?<=; ))(\w+) (.+?) → ([^;]+)", setting, listed)
-        message = f"{head}{found}{listed}{end}{tail}"
-    message = message.replace("(no steps)", "(no max_steps)")
-    message = message.replace("or more steps", "or a larger max_steps")
-    return message.replace("the constant schedule", 'schedule="none"')
 
 
 def load_forecaster(

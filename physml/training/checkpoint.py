@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -404,12 +405,29 @@ def _decays_over(config: dict) -> tuple[str, object]:
     return "budget_s", config.get("budget_s")
 
 
-def _length(decay: tuple[str, object]) -> str:
+def _length(decay: tuple[str, object], names: Mapping[str, str]) -> str:
     kind, value = decay
-    return f"{value} steps" if kind == "steps" else f"budget_s={value} seconds (no steps)"
+    if kind == "steps":
+        return f"{value} steps"
+    return f"{names.get('budget_s', 'budget_s')}={value} seconds (no {names.get('steps', 'steps')})"
 
 
-def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY) -> None:
+def _constant_schedule(names: Mapping[str, str], schedules: Mapping[str, str]) -> str:
+    """The constant schedule in the caller's words: ``the constant schedule``, or (where it
+    names the schedule otherwise) ``schedule="none"``."""
+    if "constant" not in schedules and "schedule" not in names:
+        return "the constant schedule"
+    return f'{names.get("schedule", "schedule")}="{schedules.get("constant", "constant")}"'
+
+
+def check_same_config(
+    state: dict,
+    config: dict,
+    directory,
+    remedy: str = REMEDY,
+    names: Mapping[str, str] | None = None,
+    schedules: Mapping[str, str] | None = None,
+) -> None:
     """A resumed run may checkpoint or validate at other steps, move to another device, stop at
     another time budget, or (on the constant schedule) train longer; any other change of setting
     (the ``clock`` a budget counts in among them) is an error naming it.
@@ -417,10 +435,18 @@ def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY
     The cosine schedule decays over ``steps`` (over ``budget_s`` without steps): resumed over
     another length, the rest of the run would follow neither the saved schedule nor that of a
     fresh run of the new length. A budget that only stops a run decaying over its steps may
-    change."""
+    change.
+
+    ``names`` gives the settings by the caller's names for them where they differ (``{"batch":
+    "batch_size"}``), ``schedules`` the schedules (``{"constant": "none"}``), in the refusals."""
+    names, schedules = dict(names or {}), dict(schedules or {})
+
+    def shown(key: str, value: object) -> str:
+        return repr(schedules.get(value, value) if key == "schedule" else value)
+
     saved = state.get("config", {})
     changed = [
-        f"{key} {saved.get(key)!r} → {value!r}"
+        f"{names.get(key, key)} {shown(key, saved.get(key))} → {shown(key, value)}"
         for key, value in config.items()
         if key not in RESUMABLE_CHANGES and saved.get(key) != value
     ]
@@ -444,20 +470,21 @@ def check_same_config(state: dict, config: dict, directory, remedy: str = REMEDY
         else:
             ways = (
                 f"afresh ({remedy}), or resume for the {old_steps} steps the run began with (a "
-                "run on the constant schedule may be extended)"
+                f"run on {_constant_schedule(names, schedules)} may be extended)"
             )
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} holds step {state.get('step')} of a run on the cosine "
             f"learning-rate schedule over {old_steps} steps; resuming it for {steps} steps would "
             f"not follow the schedule of a {steps}-step run. Train the {steps} steps {ways}"
         )
+    before, after = _length(old, names), _length(new, names)
     if remedy == REMEDY and old[0] == "steps":
         ways = f"afresh in another --out, or resume with --steps {old[1]}"
     else:
-        ways = f"afresh ({remedy}), or resume over {_length(old)}"
+        ways = f"afresh ({remedy}), or resume over {before}"
     raise CheckpointError(
         f"checkpoint: {str(directory)!r} holds step {state.get('step')} of a run on the cosine "
-        f"learning-rate schedule over {_length(old)}; resumed over {_length(new)} the rest of the "
-        f"run would follow neither that schedule nor a fresh run's. Train over {_length(new)} "
-        f"{ways} (a run on the constant schedule may be extended)"
+        f"learning-rate schedule over {before}; resumed over {after} the rest of the "
+        f"run would follow neither that schedule nor a fresh run's. Train over {after} "
+        f"{ways} (a run on {_constant_schedule(names, schedules)} may be extended)"
     )

@@ -16,7 +16,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -325,6 +325,18 @@ def _finite_weights(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def _word_map(name: str, value: object) -> dict[str, str]:
+    """``value``, a mapping of non-empty strings to non-empty strings, or ``None`` (empty), as a
+    dict; a ``TypeError`` naming ``name`` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(item, str) and item for pair in value.items() for item in pair
+    ):
+        raise TypeError(f"{name} must map non-empty strings to non-empty strings, got {value!r}")
+    return dict(value)
+
+
 class Trainer:
     """Train ``model`` on ``loss(model, batch)`` with Adam, checkpointing into ``out``.
 
@@ -374,6 +386,10 @@ class Trainer:
             ``loss``): a score other than the training loss (an MSE beside an L1 objective).
         restore: what the refusal of a damaged checkpoint file in ``out`` advises (default:
             restore an intact copy, or delete it).
+        setting_names: the :class:`TrainConfig` fields by the caller's names for them, where
+            they differ, in the refusals to resume (``{"batch": "batch_size"}``).
+        schedule_names: the schedules by the caller's names for them, likewise
+            (``{"constant": "none"}``).
     """
 
     def __init__(
@@ -390,6 +406,8 @@ class Trainer:
         retrain: str = RETRAIN,
         validation_loss: Loss | None = None,
         restore: str = RESTORE,
+        setting_names: Mapping[str, str] | None = None,
+        schedule_names: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -429,6 +447,8 @@ class Trainer:
         if not isinstance(restore, str) or not restore:
             raise TypeError(f"restore must be a non-empty string, got {restore!r}")
         self.restore = restore
+        self.setting_names = _word_map("setting_names", setting_names)
+        self.schedule_names = _word_map("schedule_names", schedule_names)
 
     # ------------------------------------------------------------------------------------ run
 
@@ -688,11 +708,13 @@ class Trainer:
         check_same_data(state, data_print, self.out, remedy, checked_on)  # the file, or a split
         check_same_validation(state, checked_on, self.out, remedy)
         state["config"] = {**LATER_SETTINGS, **state.get("config", {})}
-        check_same_config(state, asdict(self.config), self.out, remedy)
+        names, schedules = self.setting_names, self.schedule_names
+        check_same_config(state, asdict(self.config), self.out, remedy, names, schedules)
         if self.config.steps is not None and int(state["step"]) > self.config.steps:
+            more = "more steps" if "steps" not in names else f"a larger {names['steps']}"
             raise CheckpointError(
                 f"checkpoint: {str(self.out)!r} is at step {int(state['step'])}, beyond the "
-                f"{self.config.steps} steps asked for; {remedy} or more steps"
+                f"{self.config.steps} steps asked for; {remedy} or {more}"
             )
         described = "this model" if self.model_config is None else "the model its config describes"
         load_weights(model, state, self.out, described)
