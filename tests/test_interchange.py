@@ -1025,7 +1025,10 @@ def test_the_well_writer_marks_both_ends_of_each_axis(tmp_path, boundary, kind):
 
 _DEEP = "[" * 100_000 + "]" * 100_000  # beyond Python's recursion limit for json.loads
 _WELL_JSON = {
-    "well_spatial_dims": "a JSON list of 2 distinct axis name(s)",
+    "well_spatial_dims": (
+        "a JSON list of 2 distinct axis name(s), none of them 'time' (the time axis), '.', '..' "
+        "or holding '/'"
+    ),
     "well_boundary_conditions": (
         "a JSON list of boundary conditions, each an object with a group name"
     ),
@@ -1061,11 +1064,19 @@ def test_a_json_attribute_the_well_writer_reads_is_refused_by_name_in_one_line(
     assert error.startswith(f"physml convert: error: {expected}") and error.count("\n") == 1
 
 
+_FLAT = "ValueError: mask_true must be a list of the mask's flat indices, integers in [0, 3)"
+
+
 @pytest.mark.parametrize(
     ("entry", "came"),
     [
-        ({"name": "b", "mask_shape": [3], "mask_true": [7]}, "IndexError: index 7 is out of"),
-        ({"name": "b", "mask_shape": [3]}, "KeyError: 'mask_true'"),
+        ({"name": "b", "mask_shape": [3], "mask_true": [7]}, f"{_FLAT}, got [7])"),
+        ({"name": "b", "mask_shape": [3], "mask_true": [-1]}, f"{_FLAT}, got [-1])"),
+        ({"name": "b", "mask_shape": [3], "mask_true": [10**30]}, f"{_FLAT}, got [{10**30}])"),
+        ({"name": "b", "mask_shape": [3], "mask_true": [1.5]}, f"{_FLAT}, got [1.5])"),
+        ({"name": "b", "mask_shape": [3], "mask_true": [True]}, f"{_FLAT}, got [True])"),
+        ({"name": "b", "mask_shape": [3]}, f"{_FLAT}, got None)"),
+        ({"name": "b", "values": [10**400], "values_dtype": "int64"}, "OverflowError: "),
         ({"name": "b", "values": [1.0], "values_dtype": "nope"}, "TypeError: data type 'nope'"),
         ({"name": "b", "mask_shape": [10**8, 10**8], "mask_true": []}, "ValueError: mask: (1"),
     ],
@@ -1083,6 +1094,25 @@ def test_a_boundary_condition_the_well_writer_cannot_write_is_refused_by_name(
         write_well(data, tmp_path / "out.h5")
     assert str(refusal.value).startswith(expected) and "\n" not in str(refusal.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("names", [["time", "y"], [".", "y"], ["x", ".."], ["", "y"]])
+def test_axis_names_the_well_cannot_hold_are_refused_by_name(tmp_path, capsys, names):
+    """``dimensions/`` holds ``time`` beside the axes: an axis named ``time``, ``.``, ``..`` or
+    empty has no place there, refused naming the attribute, from the writer and the CLI."""
+    data = _ours_2d()
+    data.attrs["well_spatial_dims"] = json.dumps(names)
+    expected = (
+        f"data.attrs['well_spatial_dims']: expected {_WELL_JSON['well_spatial_dims']}, "
+        f"got {json.dumps(names)!r}"
+    )
+    with pytest.raises(ValueError) as refusal:
+        write_well(data, tmp_path / "out.h5")
+    assert str(refusal.value) == expected
+    source = write_physml(data, tmp_path / "ours.h5")
+    assert main(["convert", str(source), str(tmp_path / "w.h5"), "--to", "well"]) == 2
+    assert capsys.readouterr().err == f"physml convert: error: {expected}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.h5"]
 
 
 def test_pdebench_files_are_read_as_cell_centres_unless_they_say_otherwise(tmp_path):

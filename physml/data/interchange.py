@@ -953,7 +953,15 @@ def _well_boundary_group(group: h5py.Group, entry: dict) -> None:
         shape = tuple(entry["mask_shape"])
         check_fits("mask", shape, np.dtype(bool), ValueError)
         mask = np.zeros(shape, dtype=bool)
-        mask.flat[entry["mask_true"]] = True
+        true = entry.get("mask_true")
+        if not isinstance(true, list) or not all(
+            type(index) is int and 0 <= index < mask.size for index in true
+        ):
+            raise ValueError(
+                f"mask_true must be a list of the mask's flat indices, integers in [0, "
+                f"{mask.size}), got {str(true)[:60]}"
+            )
+        mask.flat[true] = True
         write_checksummed(item, "mask", mask)
     if "values" in entry:
         write_checksummed(item, "values", np.asarray(entry["values"], entry["values_dtype"]))
@@ -966,7 +974,7 @@ def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords:
         for entry in entries:
             try:
                 _well_boundary_group(group, entry)
-            except (KeyError, TypeError, ValueError, IndexError) as error:
+            except (KeyError, TypeError, ValueError, IndexError, OverflowError) as error:
                 raise ValueError(
                     f"data.attrs[{_BOUNDARY_CONDITIONS!r}]: the entry {entry['name']!r} could not "
                     f"be written as The Well stores it ({type(error).__name__}: {error})"
@@ -1011,11 +1019,15 @@ def write_well(data: PDEData, path: str | os.PathLike) -> Path:
         names = json_value(
             f"data.attrs[{_SPATIAL_DIMS!r}]",
             data.attrs[_SPATIAL_DIMS],
-            f"a JSON list of {len(space)} distinct axis name(s)",
+            f"a JSON list of {len(space)} distinct axis name(s), none of them 'time' (the "
+            "time axis), '.', '..' or holding '/'",
             lambda value: (
                 isinstance(value, list)
                 and len(value) == len(space)
-                and all(isinstance(k, str) and k and "/" not in k for k in value)
+                and all(
+                    isinstance(k, str) and k not in ("", ".", "..", "time") and "/" not in k
+                    for k in value
+                )
                 and len(set(value)) == len(value)
             ),
         )
