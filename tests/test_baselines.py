@@ -1389,8 +1389,12 @@ def test_a_finished_run_is_read_back_without_training(tmp_path):
     assert read == report
     for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    with pytest.raises(CheckpointError, match=r"another model \(model_config.base 4 → 8\)"):
+    with pytest.raises(CheckpointError) as refused:
         load_forecaster(build("unet", 3, 3, 1), path, model_config={"base": 8})
+    assert str(refused.value) == (
+        f"checkpoint: {str(path)!r} holds another model (model_config.base 4 → 8); read the "
+        "folder of the run trained with this model_config or the same model settings"
+    )
     with pytest.raises(FileNotFoundError, match=r"^checkpoint: no checkpoint.pt in "):
         load_forecaster(model, tmp_path / "none")
 
@@ -1410,3 +1414,31 @@ def test_an_old_single_file_checkpoint_beside_a_missing_run_folder_is_refused(tm
     )
     (tmp_path / "unet").mkdir()  # the run folder is there: the old file is not in the way
     check_no_old_checkpoint(tmp_path / "unet", "--work")
+
+
+def test_the_old_checkpoint_check_takes_the_working_folder_and_refuses_bad_arguments(
+    tmp_path, monkeypatch
+):
+    """``"."`` and ``".."`` are folders by their own names (``unet.pt`` beside the working
+    folder ``unet`` is not in its way: the folder exists), ``"/"`` has nothing beside it; an
+    empty path, a path that is no path and an empty option name are refused naming the
+    argument."""
+    from physml.models.forecasting import check_no_old_checkpoint
+
+    (tmp_path / "unet" / "sub").mkdir(parents=True)
+    (tmp_path / "unet.pt").write_bytes(b"old")
+    (tmp_path / "unet" / "sub.pt").write_bytes(b"old")
+    monkeypatch.chdir(tmp_path / "unet" / "sub")
+    for folder in (".", "..", "/", tmp_path / "unet" / "sub" / ".."):
+        check_no_old_checkpoint(folder, "--work")
+    no_path = "folder must be the path of a run folder (a str or a Path), got 3"
+    cases = [
+        ("", "--work", ValueError, "folder must be the path of a run folder, got ''"),
+        (3, "--work", TypeError, no_path),
+        ("run", "", TypeError, "argument must name the script's option (a str), got ''"),
+        ("run", None, TypeError, "argument must name the script's option (a str), got None"),
+    ]
+    for folder, argument, error, message in cases:
+        with pytest.raises(error) as refused:
+            check_no_old_checkpoint(folder, argument)
+        assert str(refused.value) == message

@@ -42,6 +42,8 @@ SSIM_WINDOW = 11
 RESUME_REMEDY = "use another checkpoint path"
 """What a refused resume advises (train_forecaster's ``checkpoint`` argument, not physml train's
 ``--out`` flag)."""
+READ_REMEDY = "read the folder of the run trained with this model_config"
+"""What :func:`load_forecaster` advises where the run holds another model."""
 RESTART = (
     "restore an intact copy, delete it to start that training over, or use another checkpoint "
     "path (physml run/demo: another --out)"
@@ -371,10 +373,11 @@ def train_forecaster(
     )
 
 
-def _check_folder_path(checkpoint: object, otherwise: str = "") -> None:
-    """A ``TypeError`` unless ``checkpoint`` is a ``str`` or ``os.PathLike``, a ``ValueError``
-    if it is empty (``Path("")`` is the working folder); ``otherwise`` ends what is expected."""
-    expected = f"checkpoint must be the path of a run folder{otherwise}"
+def _check_folder_path(checkpoint: object, otherwise: str = "", name: str = "checkpoint") -> None:
+    """A ``TypeError`` unless ``checkpoint`` (the argument ``name``) is a ``str`` or
+    ``os.PathLike``, a ``ValueError`` if it is empty (``Path("")`` is the working folder);
+    ``otherwise`` ends what is expected."""
+    expected = f"{name} must be the path of a run folder{otherwise}"
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"{expected} (a str or a Path), got {checkpoint!r}")
     if not os.fspath(checkpoint):
@@ -388,7 +391,9 @@ def load_forecaster(
     ``checkpoint`` and return that run's report, without training (a finished run read back).
 
     ``model_config``, where given, must be the one the run recorded (a ``CheckpointError``
-    naming what differs otherwise)."""
+    naming what differs otherwise). A run that has not finished (stopped, interrupted, or
+    still training) is read as it stands: the weights of its last checkpoint and its report up
+    to that step (``steps``)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_folder_path(checkpoint)
@@ -402,7 +407,7 @@ def load_forecaster(
             {"model_config": recorded},
             {"model_config": _json_config(model_config)},
             checkpoint,
-            RESUME_REMEDY,
+            READ_REMEDY,
         )
     load_weights(model, state, checkpoint, "this model")
     return TrainReport(
@@ -418,7 +423,14 @@ def check_no_old_checkpoint(folder: str | os.PathLike, argument: str) -> None:
     :func:`train_forecaster`'s ``checkpoint``) does not exist but ``<folder>.pt``, an old
     single-file checkpoint, does: it can no longer be resumed, and the run would otherwise
     silently start over. ``argument`` names the script's option for the work folder."""
+    if not isinstance(argument, str) or not argument:
+        raise TypeError(f"argument must name the script's option (a str), got {argument!r}")
+    _check_folder_path(folder, name="folder")
     folder = Path(folder)
+    if folder.name in ("", ".."):  # "." or "..": the folder by its own name
+        folder = Path(os.path.abspath(folder))
+    if not folder.name:
+        return  # a root: nothing beside it
     old = folder.with_name(folder.name + ".pt")
     if old.is_file() and not folder.exists():
         from ..training.checkpoint import CheckpointError
