@@ -191,13 +191,15 @@ LATER_SETTINGS = {"accumulate": 1, "budget_s": None, "clock": "wall"}
 
 @dataclass
 class TrainReport:
-    """What a run did: ``losses`` the loss of every step (mean over ranks), ``validation`` the
-    ``(step, loss)`` of each validation (``None`` where not finite), ``resumed_from`` the step the
-    run resumed at (0: a fresh start), ``wall_s`` the seconds this call trained and
-    ``samples_per_s`` its samples a second; ``stopped_at`` the step an ``on_validation`` stop
-    or the time budget ended the run at (``None``: it ran all ``steps``), ``steps`` then the step
-    the budget stopped it at; ``train_s`` the seconds of training on the config's clock, all
-    calls on the run together (what ``budget_s`` counts: no validation, no checkpoint writes)."""
+    """What a run did: ``steps`` the steps it was asked for, or, where it stopped early, the
+    step it stopped at when that was the time budget or when it ran without ``steps``;
+    ``losses`` the loss of every step (mean over ranks), ``validation`` the ``(step, loss)`` of
+    each validation (``None`` where not finite), ``resumed_from`` the step the run resumed at
+    (0: a fresh start), ``wall_s`` the seconds this call trained and ``samples_per_s`` its
+    samples a second; ``stopped_at`` the step an ``on_validation`` stop or the time budget ended
+    the run at (``None``: it ran all ``steps``); ``train_s`` the seconds of training on the
+    config's clock, all calls on the run together (what ``budget_s`` counts: no validation, no
+    checkpoint writes)."""
 
     steps: int | None
     losses: list[float] = field(default_factory=list)
