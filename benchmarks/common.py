@@ -92,14 +92,20 @@ def positive_number(text: str) -> float:
 
 
 def names_arg(allowed: Sequence[str]) -> Callable[[str], list[str]]:
-    """An option's type: comma-separated names, each one of ``allowed``, as a list (a usage
-    error otherwise, before any work)."""
+    """An option's type: comma-separated names, each one of ``allowed`` and named once, as a
+    list (a usage error otherwise, before any work)."""
 
     def names(text: str) -> list[str]:
         chosen = text.split(",")
         if not set(chosen) <= set(allowed):
             raise argparse.ArgumentTypeError(
                 f"must name some of {list(allowed)}, comma-separated, got {chosen}"
+            )
+        repeated = sorted({name for name in chosen if chosen.count(name) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(
+                f"must name each of {list(allowed)} at most once, got {chosen} "
+                f"({', '.join(repeated)} repeated)"
             )
         return chosen
 

@@ -1,5 +1,6 @@
 """Each benchmark's --quick mode runs and writes results in the agreed format (DESIGN.md §5)."""
 
+import argparse
 import dataclasses
 import errno
 import io
@@ -906,6 +907,22 @@ def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path, capsys):
     assert _usage_error(capsys, bench.main, arguments).endswith(
         ": error: argument --variants: must name some of ['conserved', 'source'], "
         "comma-separated, got ['conserved', 'other']"
+    )
+
+
+def test_names_options_refuse_a_name_given_twice(capsys):
+    """A name repeated in a comma-separated option (``--variants conserved,conserved``) is a
+    usage error naming the option and the repeated name, exit status 2."""
+    common = load_benchmark("common")
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--variants", type=common.names_arg(["conserved", "source"]))
+    assert parser.parse_args(["--variants", "source,conserved"]).variants == ["source", "conserved"]
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--variants", "conserved,source,conserved"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "bench: error: argument --variants: must name each of ['conserved', 'source'] at most "
+        "once, got ['conserved', 'source', 'conserved'] (conserved repeated)"
     )
 
 
