@@ -553,9 +553,21 @@ def test_a_chain_of_groups_each_linked_twice_is_checked_in_linear_time(dataset):
 
 
 def test_an_array_beyond_the_memory_available_is_refused_before_it_is_read(dataset, monkeypatch):
-    """u (6, 4, 9) float64 is 1728 bytes, the largest array of the file."""
-    monkeypatch.setattr(physml._checks, "available_memory", lambda: 1728)
+    """u (6, 4, 9) float64 is 1728 bytes, the largest array of the file, read first; the load
+    needs the bytes of all its arrays together, one fewer refuses the last one read."""
+    arrays = []
+    with h5py.File(dataset) as f:
+        f.visititems(
+            lambda name, item: (
+                arrays.append(item.nbytes) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    assert 1728 in arrays
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: sum(arrays))
     assert load(dataset).u.shape == (6, 4, 9)
+    monkeypatch.setattr(physml._checks, "available_memory", lambda: sum(arrays) - 1)
+    with pytest.raises(DatasetFileError, match="less what this read has taken before"):
+        load(dataset)
     monkeypatch.setattr(physml._checks, "available_memory", lambda: 1727)
     message = r"its array 'u': \(6, 4, 9\) float64 values would need about 1.73e-06 GB"
     with pytest.raises(DatasetFileError, match=message):
