@@ -147,25 +147,33 @@ def device(name: str, value: object) -> torch.device:
 
 
 def json_value(
-    name: str, text: object, expected: str, valid: Callable[[object], bool] = lambda _: True
+    name: str,
+    text: object,
+    expected: str,
+    valid: Callable[[object], bool] = lambda _: True,
+    error: type[Exception] = ValueError,
 ) -> object:
     """``text`` (JSON text, e.g. a file's attribute) parsed, where ``valid`` accepts it: text
     that is no JSON, nests deeper than Python's recursion limit lets it parse, or parses to a
-    value ``valid`` refuses is a one-line ``ValueError`` naming ``name`` and ``expected``."""
-    shown = repr(text) if len(repr(text)) <= 80 else f"{repr(text)[:77]}..."
+    value ``valid`` refuses is a one-line ``error`` (a ``ValueError`` unless given) naming
+    ``name`` and ``expected``."""
+
+    def shown() -> str:  # only on refusal: the text may be long
+        return repr(text) if len(repr(text)) <= 80 else f"{repr(text)[:77]}..."
+
+    lead = f"{name}: expected {expected}, got"
     if not isinstance(text, (str, bytes)):
-        raise ValueError(f"{name}: expected {expected}, got {shown} (no JSON text)")
+        raise error(f"{lead} {shown()} (no JSON text)")
     try:
         value = json.loads(text)
     except RecursionError:
-        raise ValueError(
-            f"{name}: expected {expected}, got JSON nested deeper than Python's recursion "
-            f"limit lets it parse ({shown})"
+        raise error(
+            f"{lead} JSON nested deeper than Python's recursion limit lets it parse ({shown()})"
         ) from None
-    except ValueError as error:  # json.JSONDecodeError and text that is no UTF-8
-        raise ValueError(f"{name}: expected {expected}, got {shown}, no JSON ({error})") from None
+    except ValueError as parse_error:  # json.JSONDecodeError and text that is no UTF-8
+        raise error(f"{lead} {shown()}, no JSON ({parse_error})") from None
     if not valid(value):
-        raise ValueError(f"{name}: expected {expected}, got {shown}")
+        raise error(f"{lead} {shown()}")
     return value
 
 

@@ -227,7 +227,11 @@ def test_a_damaged_shard_index_is_refused_naming_the_file(tmp_path, shards):
         f.attrs["format"] = "physml-dataset-index/1"
         if shards is not None:
             f.attrs["shards"] = shards
-    with pytest.raises(DatasetFileError, match="'shards' attribute must be a JSON list"):
+    message = (
+        f"path: {str(index)!r} is a shard index whose 'shards' attribute: expected a JSON list "
+        "of shard file names in its folder, got "
+    )
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
         load(index)
 
 

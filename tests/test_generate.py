@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,6 +279,25 @@ def test_resume_refuses_a_work_folder_without_manifest(tmp_path):
     with pytest.raises(FileExistsError, match="manifest.json is missing or unreadable"):
         make(out)
     assert load(make(out, overwrite=True)).u.shape[0] == 10
+
+
+@pytest.mark.parametrize(
+    "manifest", ["{", "[" * 100_000, b"\xff"], ids=["malformed", "deep", "no-utf-8"]
+)
+def test_a_work_folder_whose_manifest_is_unreadable_is_refused_or_left_alone(tmp_path, manifest):
+    """Resuming into it is refused as for a missing manifest; beside the finished file a rerun
+    leaves it (it cannot tell whose it is) and returns the file."""
+    out = tmp_path / "bare.h5"
+    partial = tmp_path / "bare.h5.partial"
+    partial.mkdir()
+    write = (partial / "manifest.json").write_bytes
+    write(manifest if isinstance(manifest, bytes) else manifest.encode())
+    with pytest.raises(FileExistsError, match="manifest.json is missing or unreadable"):
+        make(out)
+    shutil.move(partial, tmp_path / "kept")
+    assert make(out) == out
+    shutil.move(tmp_path / "kept", partial)
+    assert make(out) == out and (partial / "manifest.json").exists()
 
 
 @pytest.mark.parametrize(

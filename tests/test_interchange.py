@@ -1428,13 +1428,18 @@ def test_running_out_of_memory_reading_a_foreign_file_is_a_dataset_file_error(
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.mark.parametrize("raw", ["not json", "[1, 2]", DEEP], ids=["text", "list", "deep"])
+@pytest.mark.parametrize(
+    "raw",
+    ["not json", "[1, 2]", DEEP, np.bytes_(b"\xff{}")],
+    ids=["text", "list", "deep", "no-utf-8"],
+)
 def test_a_physml_attrs_that_is_no_json_object_is_refused_naming_it(tmp_path, raw):
     path = tmp_path / "in.h5"
     _pdebench_1d(path)
     with h5py.File(path, "a") as f:
         f.attrs["physml_attrs"] = raw
-    with pytest.raises(DatasetFileError, match="physml_attrs: must be a JSON object"):
+    message = f"path: {str(path)!r}: physml_attrs: expected a JSON object of attributes"
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
         load(path)
 
 

@@ -752,3 +752,25 @@ def test_an_index_and_its_merged_file_agree_where_a_shard_was_converted_there_an
     ]
     assert "source_file" not in described[0]
     assert described[0] == described[1]
+
+
+@pytest.mark.parametrize(
+    "shards",
+    [None, "not json", '{"a": 1}', '"ab"', "[1]", '["../ds-00000-of-00002.h5"]', "[" * 100_000],
+    ids=["missing", "not-json", "object", "text", "numbers", "parent", "deep"],
+)
+def test_an_index_whose_shard_list_is_damaged_is_refused_naming_it(
+    sharded, capsys, monkeypatch, shards
+):
+    index, _ = sharded
+    with h5py.File(index, "a") as f:
+        del f.attrs["shards"]
+        if shards is not None:
+            f.attrs["shards"] = shards
+    monkeypatch.chdir(index.parent)
+    assert main(["merge", index.name, "-o", "m.h5"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"physml merge: error: SHARD: {index.name!r} is a shard index whose 'shards' attribute: "
+        "expected a JSON list of shard file names in its folder, got "
+    )
+    assert not Path("m.h5").exists()

@@ -148,6 +148,15 @@ def test_json_value_parses_text_and_refuses_each_bad_kind_naming_the_argument():
         assert str(refusal.value).startswith(message), (text, str(refusal.value))
 
 
+def test_json_value_raises_the_error_class_asked_for():
+    class Bad(ValueError):
+        pass
+
+    for text in (None, "[", "[" * 100_000, "{}"):
+        with pytest.raises(Bad, match="^a: expected a list, got "):
+            checks.json_value("a", text, "a list", lambda value: isinstance(value, list), Bad)
+
+
 def test_integers_are_python_ints_and_floats_booleans_and_empty_sequences_are_refused():
     got = integers("space", [np.int64(2), torch.tensor(3), 4], 1)
     assert got == (2, 3, 4) and all(type(n) is int for n in got)

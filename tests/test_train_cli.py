@@ -19,7 +19,11 @@ from physml.data import PointRows, PointSets, load
 from physml.models import AttentiveNeuralProcess
 from physml.tasks.probconserv import OnGrid
 from physml.training import CheckpointError, load_anp, load_run
-from physml.training.commands import file_name_parameters_to_declare, settings_differ
+from physml.training.commands import (
+    check_run_folder,
+    file_name_parameters_to_declare,
+    settings_differ,
+)
 from physml.training.families import check_same_pairs
 
 SMALL = ["--modes", "4", "--hidden", "8", "--layers", "2", "--batch", "4", "--quiet"]
@@ -1178,11 +1182,30 @@ def test_settings_recorded_too_deep_to_parse_are_no_settings_to_compare():
     assert settings_differ({"settings": DEEP}, flat) == {}
     assert settings_differ(flat, {"settings": DEEP}) == {}
     assert settings_differ(flat, {"settings": '{"nx": 17}'}) == {"nx": {"training": 33, "data": 17}}
+    for bad in ("{", b"\xff", "[1]", None, 3):
+        assert settings_differ(flat, {"settings": bad}) == {}
+        assert settings_differ({"settings": bad}, flat) == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{", "[" * 100_000, b"\xff", "[1]", '{"steps": 3}'],
+    ids=["malformed", "deep", "no-utf-8", "list", "other-keys"],
+)
+def test_a_report_json_that_is_no_report_of_physml_train_is_not_written_over(tmp_path, text):
+    (tmp_path / "report.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    message = f"--out: {str(tmp_path)!r} holds a report.json that is not a report of physml train"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_run_folder("--out", tmp_path)
+    (tmp_path / "report.json").write_text('{"steps": 3, "resumed_from": null}')
+    check_run_folder("--out", tmp_path)
 
 
 def test_a_params_from_file_name_nested_too_deep_for_json_declares_no_parameters():
     deep = {"params_from_file_name": "[" * 100_000 + "]" * 100_000}
     assert file_name_parameters_to_declare(deep, None, "any.h5") == {}
+    for bad in ("[", b"\xff", '{"beta": 1}', None):
+        assert file_name_parameters_to_declare({"params_from_file_name": bad}, None, "a.h5") == {}
 
 
 def test_a_file_of_another_pde_is_refused_by_name_whatever_the_runs_params_from_file_name(

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import floating_dtype
 
-from .._checks import fits_in_memory, integer, one_memory_reading
+from .._checks import fits_in_memory, integer, json_value, one_memory_reading
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
 AXES = ("x", "y", "z")
@@ -208,7 +208,7 @@ def _read_file(path: Path) -> dict:
     with open_hdf5(path, "path") as f:
         kind = f.attrs.get("format")
         if kind == INDEX_FORMAT:
-            return {"shards": _shard_names(path, f.attrs.get("shards"))}
+            return {"shards": shard_names(path, f.attrs.get("shards"))}
         if kind != FORMAT or "u" not in f or "t" not in f:
             raise DatasetFileError(
                 f"path: {str(path)!r} is not a physml dataset (format {kind!r}, keys {list(f)})"
@@ -280,22 +280,20 @@ def _arrays(f: h5py.File, group: str, read) -> dict[str, np.ndarray]:
     return out
 
 
-def _shard_names(path: Path, raw: object) -> list[str]:
-    """The shard file names an index lists (a JSON list of names in the index's folder)."""
-    try:
-        names = json.loads(raw) if isinstance(raw, (str, bytes)) else None
-    except (ValueError, RecursionError):
-        names = None
-    if (
-        not isinstance(names, list)
-        or not names
-        or not all(isinstance(n, str) and n and Path(n).name == n for n in names)
-    ):
-        raise DatasetFileError(
-            f"path: {str(path)!r} is a shard index whose 'shards' attribute must be a JSON list "
-            f"of shard file names in its folder, got {str(raw)[:80]!r}"
-        )
-    return names
+def shard_names(path: Path, raw: object, argument: str = "path") -> list[str]:
+    """The shard file names the index file ``path`` (given as ``argument``) lists in its
+    ``shards`` attribute ``raw``: a JSON list of names of files in the index's folder."""
+    return json_value(
+        f"{argument}: {str(path)!r} is a shard index whose 'shards' attribute",
+        raw,
+        "a JSON list of shard file names in its folder",
+        lambda names: (
+            isinstance(names, list)
+            and bool(names)
+            and all(isinstance(n, str) and n and Path(n).name == n for n in names)
+        ),
+        DatasetFileError,
+    )
 
 
 def _unindexed_shards(path: Path) -> str:

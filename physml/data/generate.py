@@ -50,7 +50,7 @@ from pdes.errors import SolverError
 
 from .. import __version__
 from .._checks import device as checked_device
-from .._checks import integer
+from .._checks import integer, json_value
 from .._io import atomic_path, exclusive_lock, remove_leftovers
 from .._progress import progress_bar
 from ..io import atomic_write_text
@@ -151,8 +151,8 @@ def _written(final: Path) -> dict | None:
     except (OSError, ValueError, TypeError):
         return None
     try:
-        settings = json.loads(attributes.get("settings", "null"))
-    except (ValueError, TypeError, RecursionError):
+        settings = json_value("settings", attributes.get("settings", "null"), "JSON text")
+    except ValueError:
         return None
     return {
         "format": attributes.get("format"),
@@ -198,7 +198,7 @@ def _remove_finished_workdir(final: Path, workdir: Path) -> bool:
     if not workdir.is_dir():
         return False
     try:
-        manifest = json.loads((workdir / "manifest.json").read_text())
+        manifest = json_value("manifest.json", (workdir / "manifest.json").read_text(), "JSON")
     except (OSError, ValueError):
         return False
     if not _holds(final, manifest):
@@ -267,7 +267,7 @@ def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool, overwrite_h
     manifest_file = workdir / "manifest.json"
     if workdir.exists():
         try:
-            previous = json.loads(manifest_file.read_text())
+            previous = json_value("manifest.json", manifest_file.read_text(), "JSON")
             differences = _manifest_differences(previous, manifest)
         except (OSError, ValueError, AttributeError):
             differences = ["its manifest.json is missing or unreadable"]

@@ -265,17 +265,14 @@ def _carried_attrs(f: h5py.File, skip: set[str]) -> dict[str, object]:
     """Root attributes (less ``skip``), with our own attributes restored from ``physml_attrs``."""
     attrs = {k: _attr_value(v) for k, v in f.attrs.items() if k not in skip | {"physml_attrs"}}
     if "physml_attrs" in f.attrs:
-        raw = _python(f.attrs["physml_attrs"])
-        try:
-            ours = json.loads(raw)
-        except (TypeError, ValueError, RecursionError):
-            ours = None
-        if not isinstance(ours, dict):
-            raise _fail(
-                "physml_attrs",
-                f"must be a JSON object of attributes (as physml's writers store), got "
-                f"{str(raw)[:60]!r}",
-            )
+        raw = f.attrs["physml_attrs"]  # bytes stay bytes: text that is no UTF-8 is refused
+        ours = json_value(
+            "physml_attrs",
+            raw.item() if isinstance(raw, np.generic) else raw,
+            "a JSON object of attributes (as physml's writers store)",
+            lambda value: isinstance(value, dict),
+            _ContentError,
+        )
         attrs.update(ours)
     return attrs
 

@@ -47,6 +47,7 @@ from .datasets import (
     damaged,
     open_hdf5,
     read_whole,
+    shard_names,
 )
 from .generate import (
     ADDED_LATER,
@@ -410,7 +411,7 @@ def shard_files(argument: str, paths: Sequence[str | os.PathLike]) -> list[Path]
         raise TypeError(f"{argument} must be a list of shard files, got the one path {paths!r}")
     found: list[Path] = []
     for path in map(Path, paths):
-        names = _index_names(path)
+        names = _index_names(argument, path)
         if names is None:
             found.append(existing_file(argument, path, "shard file"))
         else:
@@ -418,15 +419,17 @@ def shard_files(argument: str, paths: Sequence[str | os.PathLike]) -> list[Path]
     return found
 
 
-def _index_names(path: Path) -> list[str] | None:
-    """The shard names the index file ``path`` holds, or ``None`` if it is no index."""
+def _index_names(argument: str, path: Path) -> list[str] | None:
+    """The shard names the index file ``path`` (given as ``argument``) lists, or ``None`` if
+    it is no index; an index whose ``shards`` attribute is damaged is a ``DatasetFileError``."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != INDEX_FORMAT:
                 return None
-            return json.loads(f.attrs["shards"])
-    except (OSError, KeyError, ValueError, RecursionError):
+            raw = f.attrs.get("shards")
+    except (OSError, ValueError):
         return None
+    return shard_names(path, raw, argument)
 
 
 def _stored_path(shard: Path, out: Path) -> str:

@@ -7,7 +7,6 @@ the training settings are saved in the checkpoint, so ``evaluate`` needs only th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset
 from pdes.checks import finite_number
 
 from .. import metrics
+from .._checks import json_value
 from .._io import existing_file, writable_folder
 from ..data import PDEData, load
 from ..data.datasets import PER_SAMPLE_ROWS, DatasetFileError
@@ -363,10 +363,15 @@ def check_run_folder(argument: str, out: str | os.PathLike) -> None:
 def _train_report(path: Path) -> bool:
     """Whether ``path`` is a report a run of physml train wrote."""
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        json_value(
+            str(path),
+            path.read_text(encoding="utf-8"),
+            "a report of physml train",
+            lambda report: isinstance(report, dict) and {"steps", "resumed_from"} <= set(report),
+        )
+    except (OSError, ValueError):
         return False
-    return isinstance(report, dict) and {"steps", "resumed_from"} <= set(report)
+    return True
 
 
 def _note_capped_modes(asked: int | None, description: dict, data: PDEData) -> None:
@@ -544,10 +549,15 @@ def file_name_parameters_to_declare(
     file's attributes, whose ``params_from_file_name`` lists them) that the PDEBench file
     ``data`` (read as ``contents``) lacks, to give as its root attributes: ``{"beta": 1.0}``."""
     try:
-        names = json.loads(trained.get("params_from_file_name"))
-    except (TypeError, ValueError, RecursionError):
+        names = json_value(
+            "params_from_file_name",
+            trained.get("params_from_file_name"),
+            "a JSON list of parameter names",
+            lambda value: isinstance(value, list),
+        )
+    except ValueError:
         return {}
-    if not isinstance(names, list) or detect_format(data) != "pdebench":
+    if detect_format(data) != "pdebench":
         return {}
     values = file_name_parameters(Path(str(trained.get("source_file", ""))).stem)
     return {name: values[name] for name in names if name in values and name not in contents.params}
@@ -557,16 +567,18 @@ def settings_differ(trained_on: dict, holds: dict) -> dict[str, dict]:
     """The recipe settings (a file's JSON ``settings`` attribute) in which a file's description
     ``holds`` differs from the training file's ``trained_on``: ``{name: {"training": value,
     "data": value}}`` (``None`` where one lacks it; ``{}`` when either records none)."""
-    parsed = []
-    for attributes in (trained_on, holds):
-        try:
-            settings = json.loads(attributes.get("settings"))
-        except (TypeError, ValueError, RecursionError):
-            return {}
-        if not isinstance(settings, dict):
-            return {}
-        parsed.append(settings)
-    old, new = parsed
+    try:
+        old, new = (
+            json_value(
+                "settings",
+                attributes.get("settings"),
+                "a JSON object",
+                lambda value: isinstance(value, dict),
+            )
+            for attributes in (trained_on, holds)
+        )
+    except ValueError:
+        return {}
     return {
         name: {"training": old.get(name), "data": new.get(name)}
         for name in sorted(set(old) | set(new))
