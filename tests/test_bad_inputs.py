@@ -3003,6 +3003,13 @@ TRAINING_CASES = [
         r"out must be a folder path \(str or Path\) or None, got 3",
     ),
     case(
+        "trainer-out-empty",
+        lambda c: Trainer(nn.Linear(2, 2), identity_loss, TrainConfig(), ""),
+        ValueError,
+        r"out must be a folder path or None, got the empty path '' \(which would train into the "
+        r"working folder: pass '\.' for that\)",
+    ),
+    case(
         "trainer-model-without-parameters",
         lambda c: Trainer(nn.Identity(), identity_loss, TrainConfig(steps=1, batch=2)).fit(
             SingleStepDataset(c.data)

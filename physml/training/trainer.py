@@ -368,7 +368,8 @@ class Trainer:
         loss: called as ``loss(model, batch)`` with the model (wrapped in DDP under ``torchrun``)
             and a collated batch of the dataset's items; returns the scalar loss of that batch.
         config: a :class:`TrainConfig`.
-        out: the run's folder; a checkpoint there is resumed (same data, same model config).
+        out: the run's folder (``"."`` for the working folder; ``""`` is refused); a
+            checkpoint there is resumed (same data, same model config).
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
         quiet: no progress bar (there is none either where stderr is not a terminal).
         after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
@@ -419,6 +420,11 @@ class Trainer:
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         if out is not None and not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out must be a folder path (str or Path) or None, got {out!r}")
+        if out is not None and not os.fspath(out):
+            raise ValueError(
+                f"out must be a folder path or None, got the empty path {out!r} (which would "
+                "train into the working folder: pass '.' for that)"
+            )
         self.model, self.loss, self.config = model, loss, config
         self.out = None if out is None else Path(out)
         self.model_config = plain_config("model_config", model_config)
