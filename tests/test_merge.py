@@ -725,10 +725,14 @@ def test_one_path_in_place_of_a_list_of_shards_is_refused_naming_it(tmp_path, on
         merge_shards(one, tmp_path / "m.h5")
 
 
-def test_an_index_whose_shard_list_nests_too_deep_is_no_index_to_merge(tmp_path, sharded):
+def test_an_index_whose_shard_list_nests_too_deep_is_refused_naming_it(tmp_path, sharded):
     index, _ = sharded
     _set_attribute([index], "shards", "[" * 100_000 + "]" * 100_000)
-    with pytest.raises(ShardError, match="is the index of a sharded dataset, not a shard"):
+    message = (
+        f"paths: {str(index)!r} is a shard index whose 'shards' attribute: expected a JSON list "
+        "of shard file names in its folder, got JSON nested deeper than Python's recursion limit"
+    )
+    with pytest.raises(DatasetFileError, match=re.escape(message)):
         merge_shards([index], tmp_path / "m.h5")
 
 

@@ -468,8 +468,9 @@ def merge_shards(
     merge --no-verify``) skips that read, and :func:`physml.data.load` then names the damaged
     shard. The file is written under a temporary name and renamed. A missing shard is a
     ``FileNotFoundError`` naming ``argument`` (``physml merge``: ``SHARD``) and the index that
-    names it; an existing ``out`` is refused unless ``overwrite``, telling to pass it as
-    ``overwrite_hint`` says (``physml merge``: ``--overwrite``).
+    names it, an index whose ``shards`` attribute is no JSON list of file names in its folder a
+    ``DatasetFileError`` naming both; an existing ``out`` is refused unless ``overwrite``,
+    telling to pass it as ``overwrite_hint`` says (``physml merge``: ``--overwrite``).
     """
     out = Path(out)
     shards = check_shards(shard_files(argument, paths))
