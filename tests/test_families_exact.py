@@ -479,12 +479,16 @@ def test_a_boon_fno_finds_its_recipe_by_the_name_before_the_colon_of_the_pde():
     assert model(items[0][0][None]).shape == (1, 1, 9)
 
 
-@pytest.mark.parametrize("raw", ["{kappa: 0.1", "[0.1]", "null"])
+@pytest.mark.parametrize(
+    "raw",
+    ["{kappa: 0.1", "[0.1]", "null", "[" * 100_000],
+    ids=["malformed", "list", "null", "deep"],
+)
 def test_a_boon_fno_on_a_file_whose_settings_are_no_json_object_is_refused_by_name(raw):
     config = families.model_config("boon-fno", "operator", {"modes": 4, "hidden": 4, "layers": 1})
     data = _data(2, 3, 9, pde="heat: u_t = kappa u_xx", boundary="neumann", settings=raw)
-    expected = "--data: the file's 'settings' attribute must be a JSON object"
-    with pytest.raises(ValueError, match=rf"^{expected} \(as physml generate writes\), got '"):
+    expected = "--data: the file's 'settings' attribute: expected a JSON object"
+    with pytest.raises(ValueError, match=rf"^{expected} \(as physml generate writes\), got "):
         families.build(config, data)
 
 

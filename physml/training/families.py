@@ -27,7 +27,6 @@ lets a run that recorded options its family does not read resume without them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ from pdes.problems import get as get_recipe
 
 from .. import metrics
 from .. import models as surrogates  # its FNO builders load neuralop on first use
-from .._checks import fits_in_memory, integer
+from .._checks import fits_in_memory, integer, json_value
 from ..constraints import BoundaryCondition, constrain
 from ..data import PDEData, PointRows, PointSets, SingleStepDataset
 from ..data.windows import ForecastDataset, RolloutDataset
@@ -631,13 +630,9 @@ def _settings(data: PDEData) -> dict:
     raw = data.attrs.get("settings")
     if not isinstance(raw, str):
         return {}
-    try:
-        settings = json.loads(raw)
-    except json.JSONDecodeError:
-        settings = None
-    if not isinstance(settings, dict):
-        raise ValueError(
-            "--data: the file's 'settings' attribute must be a JSON object (as physml generate "
-            f"writes), got {raw[:60]!r}"
-        )
-    return settings
+    return json_value(
+        "--data: the file's 'settings' attribute",
+        raw,
+        "a JSON object (as physml generate writes)",
+        lambda settings: isinstance(settings, dict),
+    )
