@@ -78,7 +78,8 @@ def member(config: str, scale: blocks.Scale, channels: int, seed: int) -> torch.
 
 def ensemble(config, scale, split, units, folder: Path, seed: int, quiet: bool):
     """Train (or reload) ``scale.members`` members: ``(members, CPU seconds)``."""
-    steps = blocks.plan(scale, split["train"], units, folder, seed)["steps"]["earthformer"]
+    planned = blocks.plan(scale, split["train"], units, folder, seed, WORK_REMEDY)
+    steps = planned["steps"]["earthformer"]
     channels = split["train"].context.shape[2]
     data = blocks.pairs("earthformer", split["train"], units)
     name = "earthformer" if config == "zero-pad" else f"earthformer-{config}"

@@ -70,7 +70,8 @@ def folder_name(factor: int, model: str = "earthformer") -> str:
 def members(model, factor, which, scale, split, units, folder: Path, seed: int, quiet: bool):
     """Train (or reload) ``model``'s members ``which`` on ``factor`` × the planned steps:
     ``(models, steps, CPU seconds)``."""
-    steps = factor * blocks.plan(scale, split["train"], units, folder, seed)["steps"][model]
+    planned = blocks.plan(scale, split["train"], units, folder, seed, WORK_REMEDY)
+    steps = factor * planned["steps"][model]
     channels = split["train"].context.shape[2]
     data = blocks.pairs(model, split["train"], units)
     trained, spent = [], 0.0

@@ -910,6 +910,23 @@ def test_earthformer_artifacts_names_the_variants_it_knows(tmp_path, capsys):
     )
 
 
+def test_the_budget_benchmarks_refuse_a_damaged_plan_naming_their_work_option(tmp_path):
+    """Their plans are ``--work``'s: a damaged one is refused with that remedy, before any
+    training (no windows needed)."""
+    from physml.tasks import conservation_forecast as blocks
+
+    (tmp_path / "plan.json").write_text("[]")
+    scale, split = dataclasses.replace(blocks.TOY, steps=None), {"train": None}
+    budget = load_benchmark("forecast_budget")
+    artifacts = load_benchmark("earthformer_artifacts")
+    for call in (
+        lambda: budget.members("fno", 1, [0], scale, split, None, tmp_path, 0, True),
+        lambda: artifacts.ensemble("zero-pad", scale, split, None, tmp_path, 0, True),
+    ):
+        with pytest.raises(ValueError, match=r"plan\.json: .*use another --work$"):
+            call()
+
+
 def test_names_options_refuse_a_name_given_twice(capsys):
     """A name repeated in a comma-separated option (``--variants conserved,conserved``) is a
     usage error naming the option and the repeated name, exit status 2."""

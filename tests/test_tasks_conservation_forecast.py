@@ -174,6 +174,63 @@ def test_a_new_sampling_setting_reuses_the_planned_trainings(tmp_path, monkeypat
     assert "steps" not in measured_scale.setup()  # a measured plan's scale reads as before
 
 
+def _damaged_plans() -> list[str]:
+    """``plan.json`` texts a measured toy plan cannot be read from: cut short, no object, and
+    plans of the toy's own training setup (reused as they are before this check) without a
+    family's steps, with steps as text, or with a bad measured rate."""
+    setup = replace(task.TOY, steps=None).setup()
+    steps = {"earthformer": 2, "fno": 8, "autoencoder": 8, "denoiser": 12}
+    rates = dict.fromkeys(steps, 0.01)
+
+    def plan(**changed) -> str:
+        return json.dumps({"scale": setup, "s_per_step": rates, "steps": steps} | changed)
+
+    return [
+        plan()[:-10],
+        json.dumps([setup, rates, steps]),
+        plan(steps={k: v for k, v in steps.items() if k != "fno"}),
+        plan(steps={**steps, "fno": "8"}),
+        plan(steps={**steps, "fno": 0}),
+        plan(s_per_step={**rates, "fno": -1.0}),
+        plan(scale=[setup]),
+    ]
+
+
+@pytest.mark.parametrize("text", _damaged_plans())
+def test_a_damaged_plan_is_refused_naming_it_and_what_to_do(tmp_path, text):
+    """The plan set the steps the runs beside it were trained to, so it is not measured again
+    (other steps than the checkpoints hold): a one-line error naming the file, the runs' folder
+    and the caller's remedy, before anything is measured or trained (no windows needed)."""
+    path = tmp_path / "plan.json"
+    path.write_text(text)
+    measured_scale = replace(task.TOY, steps=None)
+    for call, remedy in (
+        (lambda: task.plan(measured_scale, None, None, tmp_path, 0), "use another --out"),
+        (
+            lambda: task.train(
+                measured_scale, None, None, tmp_path, 0, True, remedy="use another --work"
+            ),
+            "use another --work",
+        ),
+    ):
+        with pytest.raises(ValueError) as refused:
+            call()
+        said = str(refused.value)
+        assert str(path) in said and repr(str(tmp_path)) in said and said.endswith(remedy)
+        assert "\n" not in said and "delete it together with those runs" in said
+    assert path.read_text() == text  # not rewritten
+
+
+def test_a_valid_plan_of_the_same_setup_is_reused_without_measuring(tmp_path, monkeypatch):
+    """The counterpart of the refusals above: an intact plan of the toy's setup is returned."""
+    setup = replace(task.TOY, steps=None).setup()
+    steps = {"earthformer": 2, "fno": 8, "autoencoder": 8, "denoiser": 12}
+    saved = {"scale": setup, "s_per_step": dict.fromkeys(steps, 0.01), "steps": steps}
+    (tmp_path / "plan.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(task.models, "_measured_plan", None)  # a call would fail
+    assert task.plan(replace(task.TOY, steps=None), None, None, tmp_path, 0) == saved
+
+
 def test_data_and_models_creates_its_work_folder_and_a_rerun_reloads_the_same_models(tmp_path):
     work = tmp_path / "not" / "yet"
     scale = task.TOY

@@ -7,6 +7,7 @@ import inspect
 import json
 import math
 import time
+import warnings
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -271,8 +272,8 @@ def test_the_energy_models_standardise_the_energies_of_target_length_windows(
     assert call["loss"] is mse_loss and call["device"] == "meta" and call["after_step"] is None
 
 
-@pytest.mark.parametrize("record", [{"steps": 5, "train_s": 9.0}, {"steps": 6}])
-def test_a_reload_ignores_a_cost_record_of_another_length_or_without_seconds(tmp_path, record):
+def _finished_six_step_run(folder):
+    """A 6-step run trained to its end in ``folder``; the returned callable reloads it."""
     data = TensorDataset(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
 
     def loss(model, batch):
@@ -280,11 +281,43 @@ def test_a_reload_ignores_a_cost_record_of_another_length_or_without_seconds(tmp
 
     def run():
         torch.manual_seed(0)
-        return task.fit(torch.nn.Linear(3, 1), loss, data, 6, 4, 1e-2, 0, tmp_path, True)
+        return task.fit(torch.nn.Linear(3, 1), loss, data, 6, 4, 1e-2, 0, folder, True)
 
     run()
-    (tmp_path / task.COST_FILE).write_text(json.dumps(record))
-    assert run().train_s == 0.0
+    return run
+
+
+def test_a_reload_ignores_a_cost_record_of_another_length(tmp_path):
+    run = _finished_six_step_run(tmp_path)
+    (tmp_path / task.COST_FILE).write_text(json.dumps({"steps": 5, "train_s": 9.0}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a record of another run's length is no damage
+        assert run().train_s == 0.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"steps": 6, "train_s": 9.0',  # cut short
+        "[6, 9.0]",  # no object
+        '{"steps": 6}',  # no seconds
+        '{"steps": 6, "train_s": "9.0"}',  # seconds as text
+        '{"steps": 6, "train_s": -9.0}',
+        '{"steps": 6, "train_s": NaN}',
+        '{"steps": true, "train_s": 9.0}',
+    ],
+)
+def test_a_reload_reports_a_damaged_cost_record_unknown_with_a_warning_naming_it(tmp_path, text):
+    """A finished run's cost cannot be measured again without training it again: a damaged
+    record gives the unknown cost (0.0, as a missing one) and a one-line warning naming it."""
+    run = _finished_six_step_run(tmp_path)
+    cost = tmp_path / task.COST_FILE
+    cost.write_text(text)
+    with pytest.warns(UserWarning) as caught:
+        assert run().train_s == 0.0
+    said = [str(w.message) for w in caught if str(cost) in str(w.message)]
+    assert len(said) == 1 and "\n" not in said[0] and "unknown" in said[0]
+    assert cost.read_text() == text  # left for the user to repair or delete
 
 
 def test_calibrated_sets_the_latent_statistics_of_all_training_frames_and_encodes_the_pairs():

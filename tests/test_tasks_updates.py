@@ -195,6 +195,35 @@ def test_a_finished_run_without_its_recorded_cost_reports_it_unknown(tmp_path):
     assert math.isnan(task.mean_and_se([{"train_s": unknown.train_s}], ("train_s",))["train_s"])
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"train_s": 9.0',  # cut short
+        "[9.0]",  # no object
+        "{}",  # no seconds
+        '{"train_s": "9.0"}',  # seconds as text
+        '{"train_s": -9.0}',
+        '{"train_s": Infinity}',
+    ],
+)
+def test_a_finished_run_with_a_damaged_cost_record_reports_it_unknown_with_a_warning(
+    tmp_path, text
+):
+    """A finished run's cost cannot be measured again without training it again: a damaged
+    ``train_s.json`` gives NaN (unknown, as a missing one) and a one-line warning naming it."""
+    x = torch.randn(8, 1, 16, generator=torch.Generator().manual_seed(0))
+    data, size = TensorDataset(x, x), task.Size(4, 2, 1, 8, 2, 4)
+    task.train(task.fno(size, 0), task.relative_l2_loss, data, size, 0, tmp_path)
+    cost = tmp_path / "train_s.json"
+    cost.write_text(text)
+    with pytest.warns(UserWarning) as caught:
+        again = task.train(task.fno(size, 0), task.relative_l2_loss, data, size, 0, tmp_path)
+    assert math.isnan(again.train_s)
+    said = [str(w.message) for w in caught if str(cost) in str(w.message)]
+    assert len(said) == 1 and "\n" not in said[0] and "unknown" in said[0]
+    assert cost.read_text() == text  # left for the user to repair or delete
+
+
 def test_a_resumed_run_scales_its_cpu_seconds_to_all_steps(tmp_path, monkeypatch):
     """A fake CPU clock advances 1.5 s per step: a 600-step run (a checkpoint at step 500) killed
     at step 550 resumes from 500, times the last 100 steps (150 s) and reports 150 × 600 / 100 =

@@ -4,7 +4,7 @@ the CPU budget plan and the training of every ensemble."""
 from __future__ import annotations
 
 import copy
-import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ... import models as surrogates  # FNO builders: neuralop loads on first use
+from ..._checks import json_value
 from ...io import atomic_write_text, strict_json
 from ...models import Earthformer
 from ...models.prediff import (
@@ -27,9 +28,9 @@ from ...models.prediff import (
 )
 from ...training.checkpoint import REMEDY
 from ...training.families import mse_loss
-from .. import offset_seed
+from .. import check_steps, offset_seed
 from ..prediff import fit
-from .data import SAMPLING_FIELDS, Scale, Units, Windows
+from .data import SAMPLING_FIELDS, STEP_FAMILIES, Scale, Units, Windows
 
 MODELS = ("earthformer", "fno", "prediff")
 
@@ -137,17 +138,57 @@ def seconds_per_step(model: nn.Module, loss, data, batch: int, repeats: int = 2)
     return max(min(spent[1:]), 1e-4)
 
 
-def plan(scale: Scale, train: Windows, units: Units, folder: Path, seed: int) -> dict:
+def _plan_record(value: object) -> bool:
+    """Whether ``value`` is a plan as :func:`plan` writes it: the ``scale`` (an object),
+    ``s_per_step`` (``null`` or positive seconds by name) and a step count ``>= 1`` for each
+    family in ``steps``."""
+    if not isinstance(value, dict) or not isinstance(value.get("scale"), dict):
+        return False
+    rates = value.get("s_per_step", False)
+    if rates is not None and not (
+        isinstance(rates, dict)
+        and all(
+            isinstance(rate, (int, float))
+            and not isinstance(rate, bool)
+            and math.isfinite(rate)
+            and rate > 0
+            for rate in rates.values()
+        )
+    ):
+        return False
+    try:
+        check_steps(value.get("steps"), STEP_FAMILIES)
+    except (TypeError, ValueError):
+        return False
+    return value.get("steps") is not None
+
+
+def plan(
+    scale: Scale, train: Windows, units: Units, folder: Path, seed: int, remedy: str = REMEDY
+) -> dict:
     """Step counts per model (``folder/plan.json``, measured once and reused on a rerun so the
     Trainer resumes the same runs): each family gets ``budget_s`` CPU seconds; a scale with
-    ``steps`` sets them itself."""
+    ``steps`` sets them itself. A damaged ``plan.json`` is a one-line ``ValueError`` naming it:
+    measured again, it would give other steps than the runs beside it were trained to;
+    ``remedy`` says where else to train (physml's ``--out`` unless given)."""
     path = folder / "plan.json"
     if scale.steps is not None:  # fixed by the scale: nothing to measure
         result = {"scale": scale.setup(), "s_per_step": None, "steps": dict(scale.steps)}
     else:
         if path.exists():
-            saved = json.loads(path.read_text())
-            known = {k: v for k, v in saved.get("scale", {}).items() if k not in SAMPLING_FIELDS}
+            try:
+                saved = json_value(
+                    str(path),
+                    path.read_text(encoding="utf-8", errors="replace"),
+                    f"a training plan (scale, s_per_step, steps of {'/'.join(STEP_FAMILIES)})",
+                    _plan_record,
+                )
+            except ValueError as error:
+                raise ValueError(
+                    f"{error}; the plan set the steps of the runs in {str(folder)!r}: delete it "
+                    f"together with those runs to plan and train anew, or {remedy}"
+                ) from None
+            known = {k: v for k, v in saved["scale"].items() if k not in SAMPLING_FIELDS}
             if known == scale.training_setup():
                 return saved
         result = _measured_plan(scale, train, units, seed)
@@ -224,7 +265,7 @@ def train(
 ) -> Forecasters:
     """Every model of one variant, each in its own Trainer folder under ``folder``; ``remedy``:
     where else to train, in a refusal to resume one (see :func:`~physml.tasks.prediff.fit`)."""
-    planned = plan(scale, train_windows, units, folder, seed)
+    planned = plan(scale, train_windows, units, folder, seed, remedy)
     steps = planned["steps"]
     channels = train_windows.context.shape[2]
     spent: dict[str, float] = {}
