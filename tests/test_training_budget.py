@@ -354,3 +354,123 @@ def test_train_reports_how_its_run_stopped(tmp_path, monkeypatch, capsys):
     assert "trained 2 steps: loss " in capsys.readouterr().out
     report = json.loads((tmp_path / "steps" / "report.json").read_text())
     assert report["stopped_at"] is None and (report["budget_s"], report["clock"]) == (None, "wall")
+
+
+class Killed(Exception):
+    """What a faked clock raises to end a run as a kill -9 would (no handler catches it)."""
+
+
+def train_command(tmp_path, monkeypatch) -> list[str]:
+    """``physml train`` of a small FNO on a generated heat file in ``tmp_path`` (the working
+    folder), without ``--out`` and without steps or budget."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "6", "--nx", "17", "--out", "heat.h5", "--quiet"]) == 0
+    small = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
+    return ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", *small]
+
+
+def ticking_wall(monkeypatch, kill_at: int | None = None) -> None:
+    """A wall clock moving 1 s a reading: a step reads it at its start and end, so step ``k``
+    (from 0) of a run begins with ``k`` seconds used. Reading number ``kill_at`` raises Killed."""
+    ticks = iter(range(10**6))
+
+    def wall() -> float:
+        tick = next(ticks)
+        if tick == kill_at:
+            raise Killed
+        return float(tick)
+
+    monkeypatch.setitem(_clock.CLOCKS, "wall", wall)
+
+
+def cosine(used: float, over: float) -> float:
+    """The rate of the default cosine schedule (lr 1e-3) at ``used`` of ``over`` (s or steps)."""
+    return 0.5e-3 * (1.0 + math.cos(math.pi * used / over))
+
+
+def last_rate(out) -> float:
+    """The learning rate of the last step a run's checkpoint holds."""
+    return load_checkpoint(out)["optimizer"]["param_groups"][0]["lr"]
+
+
+@pytest.mark.parametrize("given", ["flag", "key"])
+def test_train_with_a_budget_and_no_steps_trains_until_it_is_spent_decaying_over_it(
+    tmp_path, monkeypatch, capsys, given
+):
+    """A 2.5 s budget and no steps, as a flag or a TOML key: 3 steps, the last one at 2 s used,
+    whose rate is the cosine's at 2 of 2.5 s (over 1000 steps it would be nearly lr)."""
+    train = train_command(tmp_path, monkeypatch)
+    (tmp_path / "run.toml").write_text("budget_s = 2.5\n")
+    budget = ["--budget-s", "2.5"] if given == "flag" else ["--config", "run.toml"]
+    ticking_wall(monkeypatch)
+    capsys.readouterr()
+    assert main([*train, "--out", "run", *budget]) == 0
+    assert "stopped by the time budget after 3 steps: loss " in capsys.readouterr().out
+    saved = load_checkpoint(tmp_path / "run")
+    assert (saved["step"], saved["config"]["steps"], saved["config"]["budget_s"]) == (3, None, 2.5)
+    assert last_rate(tmp_path / "run") == pytest.approx(cosine(2.0, 2.5), rel=1e-12)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["steps"] == report["stopped_at"] == 3 and report["train_s"] == 3.0
+
+
+@pytest.mark.parametrize(
+    "flags, keys",
+    [
+        (["--steps", "100", "--budget-s", "2.5"], ""),
+        (["--budget-s", "2.5"], "steps = 100\n"),
+        (["--steps", "100"], "budget_s = 2.5\n"),
+        ([], "steps = 100\nbudget_s = 2.5\n"),
+    ],
+)
+def test_train_with_a_budget_and_steps_decays_over_the_steps(tmp_path, monkeypatch, flags, keys):
+    """Steps given as a flag or a key keep the cosine over them; the budget only stops the run."""
+    train = train_command(tmp_path, monkeypatch)
+    (tmp_path / "run.toml").write_text(keys)
+    ticking_wall(monkeypatch)
+    assert main([*train, "--out", "run", "--config", "run.toml", *flags]) == 0
+    saved = load_checkpoint(tmp_path / "run")
+    assert (saved["step"], saved["config"]["steps"], saved["config"]["budget_s"]) == (3, 100, 2.5)
+    assert last_rate(tmp_path / "run") == pytest.approx(cosine(2, 100), rel=1e-12)
+
+
+def test_a_budget_run_without_steps_resumes_with_its_command_and_keeps_its_schedule(
+    tmp_path, monkeypatch, capsys
+):
+    """Killed in its fourth step (checkpoints every 2 steps), a 5.5 s run without steps resumes
+    with the same command from step 2 and its 2 s: steps 2 to 5 begin at 2 to 5 s, the last at
+    the cosine's rate at 5 of 5.5 s. Resumed with --steps or another budget, it is refused."""
+    train = [*train_command(tmp_path, monkeypatch), "--out", "run", "--checkpoint-every", "2"]
+    budget = [*train, "--budget-s", "5.5"]
+    ticking_wall(monkeypatch, kill_at=7)  # the end of step 3: readings 6 and 7
+    with pytest.raises(Killed):
+        main(budget)
+    assert load_checkpoint(tmp_path / "run")["step"] == 2
+    ticking_wall(monkeypatch)
+    assert main(budget) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert (report["resumed_from"], report["steps"], report["train_s"]) == (2, 6, 6.0)
+    assert last_rate(tmp_path / "run") == pytest.approx(cosine(5.0, 5.5), rel=1e-12)
+    capsys.readouterr()
+    for changed, after in ((["--steps", "50"], "50 steps"), (["--budget-s", "7"], "budget_s=7.0")):
+        assert main([*budget, *changed]) == 2
+        assert (
+            "of a run on the cosine learning-rate schedule over budget_s=5.5 seconds (no steps); "
+            f"resumed over {after}"
+        ) in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "run")["step"] == 6
+
+
+def test_a_budget_run_over_steps_resumed_without_steps_is_told_to_give_them(
+    tmp_path, monkeypatch, capsys
+):
+    """A run on the cosine over 1000 steps (what a budget run without --steps decayed over
+    before), resumed with --budget-s and no --steps, would decay over the budget: refused,
+    naming the --steps to resume with."""
+    train = [*train_command(tmp_path, monkeypatch), "--out", "run", "--budget-s", "2.5"]
+    ticking_wall(monkeypatch)
+    assert main([*train, "--steps", "1000"]) == 0
+    capsys.readouterr()
+    assert main(train) == 2
+    error = capsys.readouterr().err
+    assert "of a run on the cosine learning-rate schedule over 1000 steps; resumed over " in error
+    assert "afresh in another --out, or resume with --steps 1000" in error

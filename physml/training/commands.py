@@ -80,9 +80,10 @@ def add_parsers(subparsers) -> None:
         description="Train a model on a dataset file of physml generate. Run the same command "
         "again to resume a killed run; the settings are kept in the checkpoint. A run on "
         "--schedule constant may be resumed with more --steps; one on the cosine schedule, which "
-        "decays over --steps (default 1000), may not. --budget-s may change on resume, --clock "
-        "may not. The cosine schedule decays over --steps even where --budget-s stops the run "
-        "earlier: give a budget run about the --steps its budget buys, or --schedule constant.",
+        "decays over --steps (default 1000), may not. --budget-s without --steps trains until "
+        "the budget is spent, the cosine decaying over its seconds; with --steps the cosine "
+        "decays over them and the budget only stops the run. --budget-s may change on resume "
+        "(but not that of a cosine run without --steps), --clock may not.",
     )
     train.add_argument(
         "--data", help="HDF5 dataset (physml generate); required (here or in --config)"
@@ -102,11 +103,11 @@ def add_parsers(subparsers) -> None:
     train.add_argument("--val-fraction", type=float, default=None, help="default 0.1")
     trainer_defaults = {f.name: f.default for f in fields(TrainConfig)}
     for name in ("steps", "batch", "accumulate", "seed", "checkpoint_every", "validate_every"):
+        shown = trainer_defaults[name]
+        if name == "steps":
+            shown = f"{shown}, or none with --budget-s: the run ends when the budget is spent"
         train.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=int,
-            default=None,
-            help=f"default {trainer_defaults[name]}",
+            f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {shown}"
         )
     for name in ("lr", "clip", "weight_decay"):
         default = trainer_defaults[name]
@@ -120,7 +121,8 @@ def add_parsers(subparsers) -> None:
         type=float,
         default=None,
         help="seconds of training after which the run stops, if --steps did not stop it first "
-        "(default none); validation and checkpoint writes do not count",
+        "(default none); validation and checkpoint writes do not count. Without --steps the "
+        "cosine schedule decays over these seconds",
     )
     train.add_argument(
         "--clock",
@@ -208,6 +210,16 @@ def settings(args: argparse.Namespace) -> dict:
     return merged
 
 
+def train_settings(chosen: dict) -> dict:
+    """The :class:`TrainConfig` fields among the merged settings ``chosen`` (:func:`settings`).
+    A time budget given without steps (neither a flag nor a key) gives ``steps=None``: the run
+    trains until the budget is spent, its cosine schedule decaying over the budget's seconds."""
+    given = {key: value for key, value in chosen.items() if key in TRAIN_FIELDS}
+    if given.get("budget_s") is not None and "steps" not in given:
+        given["steps"] = None
+    return given
+
+
 def check_two_times(
     description: dict, data: PDEData, path: str | Path, flag: str = "--data"
 ) -> None:
@@ -270,7 +282,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     check_run_folder(out_flag, out)
     if chosen.get("distill_from") is not None:
         existing_run(_source(args, "distill_from"), chosen["distill_from"])
-    config = TrainConfig(**{k: v for k, v in chosen.items() if k in TRAIN_FIELDS})
+    config = TrainConfig(**train_settings(chosen))
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}
     )
