@@ -10,7 +10,9 @@ the figures, captioned from each task's :attr:`Task.figures`.
 from __future__ import annotations
 
 import importlib
+import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import did_you_mean
+from .._checks import did_you_mean, json_value
+from ..errors import user_stacklevel
 
 SIZES = ("toy", "full")
 SEED_LIMIT = 2**62
@@ -187,6 +190,48 @@ def check_steps(steps: dict | None, families: tuple[str, ...]) -> None:
         )
     for family, count in steps.items():
         positive_int(f"steps[{family!r}]", count)
+
+
+def recorded_cost(cost: Path, unknown: float, steps: int | None = None) -> float:
+    """The CPU seconds the record ``cost`` (``{"train_s": seconds >= 0}``, with ``"steps"``, a
+    count > 0, where ``steps`` is given) holds for a finished run; ``unknown`` where there is none
+    or, given ``steps``, it is of another length. A damaged record is ``unknown`` too, with a
+    one-line warning naming it: a finished run's cost cannot be measured again without training
+    it again."""
+    if not cost.exists():
+        return unknown
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def valid(value: object) -> bool:
+        if not isinstance(value, dict):
+            return False
+        seconds, count = value.get("train_s"), value.get("steps")
+        return (
+            number(seconds)
+            and math.isfinite(seconds)
+            and seconds >= 0
+            and (steps is None or (isinstance(count, int) and number(count) and count > 0))
+        )
+
+    shape = '{"train_s": seconds >= 0}'
+    if steps is not None:
+        shape = 'a cost record {"steps": a count > 0, "train_s": seconds >= 0}'
+    try:
+        saved = json_value(
+            str(cost), cost.read_text(encoding="utf-8", errors="replace"), shape, valid
+        )
+    except ValueError as error:
+        shown = "NaN" if math.isnan(unknown) else repr(unknown)
+        warnings.warn(
+            f"{error}; this finished run's training cost is reported as {shown} (unknown); delete "
+            "the file to silence this",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return unknown
+    return float(saved["train_s"]) if steps is None or saved["steps"] == steps else unknown
 
 
 def is_cpu(device: str | torch.device) -> bool:

@@ -3,9 +3,7 @@ the autoencoder, the denoiser, the knowledge regressor, the energy judge and the
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..._checks import json_value
 from ...data.nbody import NBodyDigits
-from ...errors import user_stacklevel
 from ...io import atomic_write_text, strict_json
 from ...models.energy_judge import EnergyJudge, standardise
 from ...models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
@@ -33,7 +29,7 @@ from ...models.prediff import (
 from ...training import TrainConfig, Trainer
 from ...training.checkpoint import REMEDY
 from ...training.families import mse_loss
-from .. import offset_seed
+from .. import offset_seed, recorded_cost
 from .data import DENOISERS, Scale, clean_windows
 
 JUDGE_SEED_OFFSET = 7919  # the judge's weights and training order share no seed with the rest
@@ -101,52 +97,10 @@ def fit(
         train_s = spent * steps / done
         atomic_write_text(cost, strict_json({"steps": steps, "train_s": train_s}))
     else:  # reloaded at its last step: the cost the finishing run measured, if it left it
-        train_s = _recorded_cost(cost, steps)
+        train_s = recorded_cost(cost, 0.0, steps)
     return Trained(
         model, steps, train_s, float(sum(report.losses[-20:]) / len(report.losses[-20:]))
     )
-
-
-def _cost_record(value: object) -> bool:
-    """Whether ``value`` is what :func:`fit` writes: ``steps`` a positive count and
-    ``train_s`` finite seconds ``>= 0``."""
-    if not isinstance(value, dict) or not {"steps", "train_s"} <= set(value):
-        return False
-    steps, seconds = value["steps"], value["train_s"]
-    return (
-        isinstance(steps, int)
-        and not isinstance(steps, bool)
-        and steps > 0
-        and isinstance(seconds, (int, float))
-        and not isinstance(seconds, bool)
-        and math.isfinite(seconds)
-        and seconds >= 0
-    )
-
-
-def _recorded_cost(cost: Path, steps: int) -> float:
-    """The CPU seconds the record ``cost`` (a :data:`COST_FILE`) holds for a finished run of
-    ``steps`` steps; 0.0 (unknown) where there is none or it is of another length. A damaged
-    record is 0.0 too, with a one-line warning naming it: a finished run's cost cannot be
-    measured again without training it again."""
-    if not cost.exists():
-        return 0.0
-    try:
-        saved = json_value(
-            str(cost),
-            cost.read_text(encoding="utf-8", errors="replace"),
-            'a cost record {"steps": a count > 0, "train_s": seconds >= 0}',
-            _cost_record,
-        )
-    except ValueError as error:
-        warnings.warn(
-            f"{error}; this finished run's training cost is reported as 0.0 (unknown); delete "
-            "the file to silence this",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
-        return 0.0
-    return float(saved["train_s"]) if saved["steps"] == steps else 0.0
 
 
 def autoencoder_frames(data: NBodyDigits) -> TensorDataset:

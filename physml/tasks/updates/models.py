@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,15 +14,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ... import models as surrogates  # FNO builders: neuralop loads on first use
-from ..._checks import json_value
 from ...constraints import BoundaryCondition, constrain
-from ...errors import user_stacklevel
 from ...io import atomic_write_text, strict_json
 from ...outputs import Ensemble
 from ...training import TrainConfig, Trainer
 from ...training.checkpoint import REMEDY
 from ...training.families import relative_l2_loss
 from ...updates import FocalDistillation, NonFiniteAnswer
+from .. import recorded_cost
 from .data import Equation
 
 
@@ -147,46 +145,11 @@ def train(
     spent = time.process_time() - started
     cost = None if out is None else Path(out) / "train_s.json"
     if done == 0:  # finished earlier: its recorded cost, if any (no out to record it in: none)
-        return Trained(model.eval(), math.nan if cost is None else _recorded_cost(cost))
+        return Trained(model.eval(), math.nan if cost is None else recorded_cost(cost, math.nan))
     train_s = spent * size.steps / done
     if cost is not None:
         atomic_write_text(cost, strict_json({"train_s": train_s}))
     return Trained(model.eval(), train_s)
-
-
-def _cost_record(value: object) -> bool:
-    """Whether ``value`` is what :func:`train` writes: ``train_s`` finite seconds ``>= 0``."""
-    seconds = value.get("train_s") if isinstance(value, dict) else None
-    return (
-        isinstance(seconds, (int, float))
-        and not isinstance(seconds, bool)
-        and math.isfinite(seconds)
-        and seconds >= 0
-    )
-
-
-def _recorded_cost(cost: Path) -> float:
-    """The CPU seconds the record ``cost`` holds for a finished run: NaN (unknown) where there
-    is none, and NaN with a one-line warning naming it where it is damaged (a finished run's
-    cost cannot be measured again without training it again)."""
-    if not cost.exists():  # killed between the last checkpoint and writing it
-        return math.nan
-    try:
-        saved = json_value(
-            str(cost),
-            cost.read_text(encoding="utf-8", errors="replace"),
-            '{"train_s": seconds >= 0}',
-            _cost_record,
-        )
-    except ValueError as error:
-        warnings.warn(
-            f"{error}; this finished run's training cost is reported as NaN (unknown); delete "
-            "the file to silence this",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
-        return math.nan
-    return float(saved["train_s"])
 
 
 def method_loss(method: str, old: nn.Module, tau: float, strength: float) -> Callable:
