@@ -252,7 +252,7 @@ parameters), never from the targets.
 — the part of BOON's effect that does not come from the kernel corrections.
 The `stokes-varying-frequency` cases draw the plate's frequency ω ~ U[5, 20] per sample: the
 initial profile shows only k = √(ω/2ν), so the phase of the later profiles is in the wall values
-alone. The plain FNO (the issue's baseline, as in the BOON paper) never sees them — its error
+alone. The plain FNO (the BOON paper's baseline) never sees them — its error
 there measures missing information, not a worse architecture. The fair peer on those cases is
 `fno-wall-input`: the same FNO given the prescribed wall values as two extra input channels
 (each wall's value spread over the domain; unconstrained, like `fno`)."""

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "One function: `time_slices` Gaussians over `n` points, one conservation row each. "
         "`fwd_ms` is the update alone (posterior covariance as Σ − F Fᵀ); `with_dense_ms` adds "
         "assembling the n × n posterior of every slice. `ce_abs` is the largest |mass − target| "
-        "after the update. Reference (issue 4): the ProbConserv reference code takes about 200 ms "
-        "per function per latent sample at n = 201 on this machine."
+        "after the update. Reference (timed by hand, not by this run): the ProbConserv reference "
+        "code takes about 200 ms per function per latent sample at n = 201 on this machine."
     )
     columns = ["case", "method", "n", "threads", "fwd_ms", "with_dense_ms", "ce_abs"]
     write_results("probconserv_update", rows, args.seed, started, args.out, columns, notes)
