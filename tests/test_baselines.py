@@ -3,6 +3,7 @@
 import copy
 import functools
 import math
+import re
 import shutil
 import time
 import warnings
@@ -1051,6 +1052,20 @@ def test_training_loop_rejects_bad_requests():
         score_forecast(y[:0], y[:0])
     with pytest.raises(ValueError, match="batch_size"):
         score_forecast(y, y, batch_size=0)
+
+
+@pytest.mark.parametrize("device", ["gpu", None, "meta", "cpu:1"])
+def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(device):
+    """A device torch cannot parse, or one no forecaster runs on, is refused before any
+    training or forecast, in the words of the ``device`` argument."""
+    x, y = toy_sequences()
+    message = rf"^device must be 'cpu', 'cuda' or 'cuda:N', got {re.escape(repr(device))}$"
+    frozen = Persistence(3)  # no trainable parameters: refused all the same
+    for model in (build("unet", 3, 3, 1), frozen):
+        with pytest.raises(ValueError, match=message):
+            train_forecaster(model, x, y, max_steps=1, device=device)
+    with pytest.raises(ValueError, match=message):
+        evaluate_forecaster(frozen, x, y, device=device)
 
 
 def _periodic_capable(name: str, periodic: object) -> nn.Module:
