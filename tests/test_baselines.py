@@ -1068,6 +1068,18 @@ def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(devic
         evaluate_forecaster(frozen, x, y, device=device)
 
 
+@pytest.mark.parametrize("on_step", [5, "print"])
+def test_train_forecaster_refuses_an_on_step_it_cannot_call_before_training(tmp_path, on_step):
+    x, y = toy_sequences()
+    run = tmp_path / "run"
+    with pytest.raises(TypeError) as refused:
+        train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=2, checkpoint=run, on_step=on_step)
+    assert str(refused.value) == (
+        f"on_step must be a callable on_step(step, loss) or None, got {on_step!r}"
+    )
+    assert not run.exists()  # no step trained, no checkpoint written
+
+
 def _periodic_capable(name: str, periodic: object) -> nn.Module:
     from physml.models import Earthformer
 

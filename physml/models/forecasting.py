@@ -279,6 +279,8 @@ def train_forecaster(
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
     seed = positive_int("seed", seed, 0)
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be a callable on_step(step, loss) or None, got {on_step!r}")
     if checkpoint is not None:
         _check_folder_path(checkpoint, ", or None for no checkpoint")
     device = checked_device("device", device)
