@@ -3,6 +3,7 @@
 import copy
 import functools
 import math
+import re
 import shutil
 import time
 import warnings
@@ -1051,6 +1052,32 @@ def test_training_loop_rejects_bad_requests():
         score_forecast(y[:0], y[:0])
     with pytest.raises(ValueError, match="batch_size"):
         score_forecast(y, y, batch_size=0)
+
+
+@pytest.mark.parametrize("device", ["gpu", None, "meta", "cpu:1"])
+def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(device):
+    """A device torch cannot parse, or one no forecaster runs on, is refused before any
+    training or forecast, in the words of the ``device`` argument."""
+    x, y = toy_sequences()
+    message = rf"^device must be 'cpu', 'cuda' or 'cuda:N', got {re.escape(repr(device))}$"
+    frozen = Persistence(3)  # no trainable parameters: refused all the same
+    for model in (build("unet", 3, 3, 1), frozen):
+        with pytest.raises(ValueError, match=message):
+            train_forecaster(model, x, y, max_steps=1, device=device)
+    with pytest.raises(ValueError, match=message):
+        evaluate_forecaster(frozen, x, y, device=device)
+
+
+@pytest.mark.parametrize("on_step", [5, "print"])
+def test_train_forecaster_refuses_an_on_step_it_cannot_call_before_training(tmp_path, on_step):
+    x, y = toy_sequences()
+    run = tmp_path / "run"
+    with pytest.raises(TypeError) as refused:
+        train_forecaster(build("unet", 3, 3, 1), x, y, max_steps=2, checkpoint=run, on_step=on_step)
+    assert str(refused.value) == (
+        f"on_step must be a callable on_step(step, loss) or None, got {on_step!r}"
+    )
+    assert not run.exists()  # no step trained, no checkpoint written
 
 
 def _periodic_capable(name: str, periodic: object) -> nn.Module:

@@ -269,7 +269,7 @@ def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
     assert answers[0][:2] == [4, 4.0]
 
 
-def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, monkeypatch):
+def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "heat", "--n", "6", "--nx", "17", "--out", "heat.h5", "--quiet"]) == 0
     small = ["--modes", "2", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
@@ -281,10 +281,16 @@ def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, mon
     for out in ("flags", "file"):
         saved = load_checkpoint(tmp_path / out)["config"]
         assert (saved["steps"], saved["budget_s"], saved["clock"]) == (2, 1e6, "cpu")
-    assert main([*train, "--out", "bad", "--steps", "2", "--clock", "gpu"]) == 2
-    assert main([*train, "--out", "bad", "--steps", "2", "--budget-s", "0"]) == 2
     (tmp_path / "bad.toml").write_text("steps = 2\nclock = []\n")
-    assert main([*train, "--out", "bad", "--config", "bad.toml"]) == 2
+    for bad, refusal in [
+        (["--steps", "2", "--clock", "gpu"], "clock must be one of ('wall', 'cpu') "),
+        (["--steps", "2", "--budget-s", "0"], "budget_s must be a finite number of seconds > 0 "),
+        (["--config", "bad.toml"], "clock must be one of ('wall', 'cpu') "),
+    ]:
+        capsys.readouterr()
+        assert main([*train, "--out", "bad", *bad]) == 2
+        assert capsys.readouterr().err.startswith(f"physml train: error: {refusal}"), bad
+    assert not (tmp_path / "bad").exists()  # refused before any run folder is made
 
 
 @pytest.mark.parametrize("clock", [[], {}, ["wall"]])

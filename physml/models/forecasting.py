@@ -27,6 +27,7 @@ from torch.utils.data import TensorDataset
 from pdes.checks import finite, positive_int
 
 from .. import metrics
+from .._checks import device as checked_device
 from .._clock import CLOCKS
 from .baselines import check_sequence
 from .common import model_dtype
@@ -278,8 +279,11 @@ def train_forecaster(
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
     seed = positive_int("seed", seed, 0)
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step must be a callable on_step(step, loss) or None, got {on_step!r}")
     if checkpoint is not None:
         _check_folder_path(checkpoint, ", or None for no checkpoint")
+    device = checked_device("device", device)
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
@@ -291,7 +295,6 @@ def train_forecaster(
     from ..training.generators import generators_kept
     from ..training.trainer import TrainConfig, Trainer
 
-    device = torch.device(device)
     out = None if checkpoint is None else Path(checkpoint)
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(
@@ -449,12 +452,12 @@ def evaluate_forecaster(
 ) -> ForecastScores:
     """Score ``model`` on ``inputs`` → ``targets`` (``(N, T, C, H, W)``, values on a [0, 1] scale)
     with :func:`score_forecast`; the forecasts are made ``batch_size`` sequences at a time, on
-    ``device``."""
+    ``device`` (``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or a ``torch.device`` of those)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x_all, y_all = _check_pairs(inputs, targets, "train")
     batch_size = positive_int("batch_size", batch_size)
-    device = torch.device(device)
+    device = checked_device("device", device)
     dtype = model_dtype(model, x_all.dtype)
     sums = torch.zeros(3, y_all.shape[1], dtype=torch.float64)
     was_training = model.training
