@@ -974,6 +974,22 @@ def test_writers_refuse_arrays_that_do_not_fit_u(tmp_path):
             assert list(tmp_path.iterdir()) == [], (writer.__name__, what)
 
 
+def test_writers_refuse_descriptions_that_are_no_dicts_naming_them(tmp_path):
+    for writer in (write_physml, write_pdebench, write_well):
+        for group, value in (
+            ("coords", [torch.zeros(X)]),
+            ("params", None),
+            ("fields", ()),
+            ("attrs", None),
+        ):
+            data = _ours_2d()
+            setattr(data, group, value)
+            message = f"data.{group}: expected a dict by name, got {type(value).__name__}"
+            with pytest.raises(TypeError, match=re.escape(message)):
+                writer(data, tmp_path / "out.h5")
+            assert list(tmp_path.iterdir()) == [], (writer.__name__, group)
+
+
 def test_a_parameter_shaped_like_u_is_refused_by_the_pdebench_writer(tmp_path):
     data = _ours_2d()
     data.params["source"] = data.fields["vx"].clone()

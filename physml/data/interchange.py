@@ -732,6 +732,11 @@ def _arrays(data: PDEData) -> dict:
     """``data`` as numpy arrays, checked: shapes agree, every value is finite."""
     if not isinstance(data, PDEData):
         raise TypeError(f"data must be a PDEData, got {type(data).__name__}")
+    for group in ("coords", "params", "fields", "attrs"):
+        if not isinstance(getattr(data, group), Mapping):
+            raise TypeError(
+                f"data.{group}: expected a dict by name, got {type(getattr(data, group)).__name__}"
+            )
 
     def array(name, value):
         value = (
