@@ -204,6 +204,15 @@ def native_order(value: np.ndarray) -> np.ndarray:
     return value.astype(value.dtype.newbyteorder("="))
 
 
+def file_path(name: str, value: object) -> Path:
+    """``value``, the file path given as ``name``, as a ``Path``; anything but a ``str`` or an
+    ``os.PathLike`` is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {kind}")
+    return Path(value)
+
+
 def _read_file(path: Path) -> dict:
     with open_hdf5(path, "path") as f:
         kind = f.attrs.get("format")
@@ -326,8 +335,7 @@ def load(path: str | os.PathLike) -> PDEData:
         read_foreign,
     )
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+    file_path("path", path)
     foreign = read_foreign(path)  # checked as check_content checks ours
     if foreign is not None:
         return foreign
