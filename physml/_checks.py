@@ -192,7 +192,8 @@ def available_memory() -> int:
         return 2**63  # unknown: no refusal on this ground
 
 
-# The figure one_memory_reading holds for its call: a one-item list, filled at the first check.
+# The figures one_memory_reading holds for its call, filled at the first check: what is left of
+# the memory available, and what was read.
 _READING: ContextVar[list[int] | None] = ContextVar("physml_memory_reading", default=None)
 
 
@@ -219,7 +220,7 @@ def _memory_now() -> int:
     if reading is None:
         return available_memory()
     if not reading:
-        reading.append(available_memory())
+        reading.extend([available_memory()] * 2)
     return reading[0]
 
 
@@ -228,12 +229,12 @@ def fits_in_memory(name: str, nbytes: float, what: str) -> None:
     the memory available now (within :func:`one_memory_reading`, what its earlier checks admitted
     taken off): checked before anything is allocated."""
     free = _memory_now()
+    reading = _READING.get()
     if nbytes > free:
         raise ValueError(
             f"{name}: {what} would need about {nbytes / 1e9:.3g} GB, but this machine has "
             f"{free / 1e9:.3g} GB of memory available"
-            + (" (less what this read has taken before)" if _READING.get() else "")
+            + (" (less what this read has taken before)" if reading and free < reading[1] else "")
         )
-    reading = _READING.get()
     if reading:  # admitted: what is left for the next arrays of this read
         reading[0] -= nbytes
