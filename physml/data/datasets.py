@@ -594,10 +594,10 @@ class MultiStepDataset(_PairDataset):
         _check_two_times(source, self.data, "MultiStepDataset pairs u(t_0) -> u(t_1), ...")
         available = self.data.u.shape[1] - 1
         steps = available if steps is None else steps
-        integer = isinstance(steps, (int, np.integer)) and not isinstance(steps, (bool, np.bool_))
-        if not integer or not 1 <= steps <= available:
+        count = integer(steps)  # as the time indices: Python, numpy or 0-d torch integers
+        if count is None or not 1 <= count <= available:
             raise ValueError(f"steps must be an integer in [1, {available}], got {steps!r}")
-        steps = int(steps)
+        steps = count
         if available % steps:
             raise ValueError(f"steps must divide the {available} stored steps, got {steps}")
         self.target_times = list(range(available // steps, available + 1, available // steps))
