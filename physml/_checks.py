@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -123,6 +124,15 @@ def integers(
     if min(numbers) < minimum:
         raise ValueError(f"{name} entries must be >= {minimum}, got {value!r}")
     return numbers
+
+
+def file_path(name: str, value: object) -> Path:
+    """``value``, the file path given as ``name``, as a ``Path``; anything but a ``str`` or an
+    ``os.PathLike`` is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {kind}")
+    return Path(value)
 
 
 def device(name: str, value: object) -> torch.device:

@@ -778,3 +778,18 @@ def test_an_index_whose_shard_list_is_damaged_is_refused_naming_it(
         "expected a JSON list of shard file names in its folder, got "
     )
     assert not Path("m.h5").exists()
+
+
+def test_merge_and_generate_refuse_paths_that_are_no_paths_naming_them(tmp_path):
+    from physml.data import generate_dataset
+
+    message = "must be a file path (str or os.PathLike), got int"
+    with pytest.raises(TypeError, match=re.escape(f"out {message}")):
+        generate_dataset("toy", 3, n=2, progress=False)
+    with pytest.raises(TypeError, match=re.escape(f"out {message}")):
+        merge_shards([tmp_path / "a.h5"], 3)
+    with pytest.raises(TypeError, match=re.escape(f"paths {message}")):
+        merge_shards([3], tmp_path / "m.h5")
+    with pytest.raises(TypeError, match=re.escape("paths must be a list of shard files, got int")):
+        merge_shards(3, tmp_path / "m.h5")
+    assert list(tmp_path.iterdir()) == []

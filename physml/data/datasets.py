@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import floating_dtype
 
-from .._checks import fits_in_memory, integer, json_value, one_memory_reading
+from .._checks import file_path, fits_in_memory, integer, json_value, one_memory_reading
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
 AXES = ("x", "y", "z")
@@ -202,15 +202,6 @@ def native_order(value: np.ndarray) -> np.ndarray:
     if not isinstance(value, (np.ndarray, np.generic)) or value.dtype.isnative:
         return value
     return value.astype(value.dtype.newbyteorder("="))
-
-
-def file_path(name: str, value: object) -> Path:
-    """``value``, the file path given as ``name``, as a ``Path``; anything but a ``str`` or an
-    ``os.PathLike`` is a ``TypeError`` naming ``name``."""
-    if not isinstance(value, (str, os.PathLike)):
-        kind = type(value).__name__
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {kind}")
-    return Path(value)
 
 
 def _read_file(path: Path) -> dict:

@@ -50,7 +50,7 @@ from pdes.errors import SolverError
 
 from .. import __version__
 from .._checks import device as checked_device
-from .._checks import integer, json_value
+from .._checks import file_path, integer, json_value
 from .._io import atomic_path, exclusive_lock, remove_leftovers
 from .._progress import progress_bar
 from ..io import atomic_write_text
@@ -537,7 +537,7 @@ def generate_dataset(
     problem = problems.get(pde)
     settings = problem.settings(**options)
     _check_settings(problem, settings)
-    out_path = Path(out)
+    out_path = file_path("out", out)
     final = shard_path(out_path, shard, num_shards)
     workdir = final.with_name(final.name + ".partial")
     lock = final.with_name(f".{final.name}.lock")

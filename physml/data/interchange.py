@@ -83,7 +83,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import json_value, one_memory_reading
+from .._checks import file_path, json_value, one_memory_reading
 from .._io import atomic_path
 from .datasets import (
     AXES,
@@ -94,7 +94,6 @@ from .datasets import (
     check_fits,
     check_self_contained,
     check_settings,
-    file_path,
     load,
     native_order,
     open_hdf5,
