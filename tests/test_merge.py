@@ -793,3 +793,21 @@ def test_merge_and_generate_refuse_paths_that_are_no_paths_naming_them(tmp_path)
     with pytest.raises(TypeError, match=re.escape("paths must be a list of shard files, got int")):
         merge_shards(3, tmp_path / "m.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_generate_and_convert_refuse_an_overwrite_that_is_no_bool(tmp_path):
+    """``overwrite="no"`` would read as true and replace the file: refused, the file kept."""
+    from physml.data import convert, generate_dataset
+
+    source = generate_dataset("toy", tmp_path / "a.h5", n=2, progress=False)
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"kept")
+    calls = [
+        lambda: generate_dataset("toy", out, n=2, progress=False, overwrite="no"),
+        lambda: merge_shards([source], out, overwrite="no"),
+        lambda: convert(source, out, to="physml", overwrite="no"),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="^overwrite must be a bool, got 'no'$"):
+            call()
+        assert out.read_bytes() == b"kept"
