@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -125,6 +126,15 @@ def integers(
     return numbers
 
 
+def file_path(name: str, value: object) -> Path:
+    """``value``, the file path given as ``name``, as a ``Path``; anything but a ``str`` or an
+    ``os.PathLike`` is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {kind}")
+    return Path(value)
+
+
 def device(name: str, value: object) -> torch.device:
     """``value`` as a torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``)."""
     try:
@@ -192,7 +202,8 @@ def available_memory() -> int:
         return 2**63  # unknown: no refusal on this ground
 
 
-# The figure one_memory_reading holds for its call: a one-item list, filled at the first check.
+# The figures one_memory_reading holds for its call, filled at the first check: what is left of
+# the memory available, and what was read.
 _READING: ContextVar[list[int] | None] = ContextVar("physml_memory_reading", default=None)
 
 
@@ -219,7 +230,7 @@ def _memory_now() -> int:
     if reading is None:
         return available_memory()
     if not reading:
-        reading.append(available_memory())
+        reading.extend([available_memory()] * 2)
     return reading[0]
 
 
@@ -228,12 +239,12 @@ def fits_in_memory(name: str, nbytes: float, what: str) -> None:
     the memory available now (within :func:`one_memory_reading`, what its earlier checks admitted
     taken off): checked before anything is allocated."""
     free = _memory_now()
+    reading = _READING.get()
     if nbytes > free:
         raise ValueError(
             f"{name}: {what} would need about {nbytes / 1e9:.3g} GB, but this machine has "
             f"{free / 1e9:.3g} GB of memory available"
-            + (" (less what this read has taken before)" if _READING.get() else "")
+            + (" (less what this read has taken before)" if reading and free < reading[1] else "")
         )
-    reading = _READING.get()
     if reading:  # admitted: what is left for the next arrays of this read
         reading[0] -= nbytes

@@ -406,6 +406,8 @@ def test_datasets_serve_pairs(tmp_path):
         MultiStepDataset(data, steps=3)
     numpy_steps = MultiStepDataset(data, steps=np.int64(2))  # e.g. read from a config array
     assert numpy_steps.target_times == multi.target_times and torch.equal(numpy_steps[1][1], y)
+    tensor_steps = MultiStepDataset(data, steps=torch.tensor(2))  # as SingleStepDataset's times
+    assert tensor_steps.target_times == multi.target_times == [2, 4]
     with pytest.raises(IndexError, match="target_time"):
         SingleStepDataset(data, target_time=7)
     numpy_index = SingleStepDataset(data, input_time=np.int64(1), target_time=torch.tensor(4))

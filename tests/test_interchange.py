@@ -974,6 +974,39 @@ def test_writers_refuse_arrays_that_do_not_fit_u(tmp_path):
             assert list(tmp_path.iterdir()) == [], (writer.__name__, what)
 
 
+def test_writers_refuse_descriptions_that_are_no_dicts_naming_them(tmp_path):
+    for writer in (write_physml, write_pdebench, write_well):
+        for group, value in (
+            ("coords", [torch.zeros(X)]),
+            ("params", None),
+            ("fields", ()),
+            ("attrs", None),
+        ):
+            data = _ours_2d()
+            setattr(data, group, value)
+            message = f"data.{group}: expected a dict by name, got {type(value).__name__}"
+            with pytest.raises(TypeError, match=re.escape(message)):
+                writer(data, tmp_path / "out.h5")
+            assert list(tmp_path.iterdir()) == [], (writer.__name__, group)
+
+
+def test_readers_writers_and_convert_refuse_a_path_that_is_no_path_naming_it(tmp_path):
+    calls = [
+        ("path", lambda: write_physml(_ours_2d(), 3)),
+        ("path", lambda: write_pdebench(_ours_2d(), 3)),
+        ("path", lambda: write_well(_ours_2d(), 3)),
+        ("path", lambda: read_pdebench(3)),
+        ("path", lambda: read_well(None)),
+        ("source", lambda: convert(3, tmp_path / "out.h5")),
+        ("out", lambda: convert(tmp_path / "in.h5", 3)),
+    ]
+    for name, call in calls:
+        message = f"{name} must be a file path (str or os.PathLike), got "
+        with pytest.raises(TypeError, match=re.escape(message)):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_parameter_shaped_like_u_is_refused_by_the_pdebench_writer(tmp_path):
     data = _ours_2d()
     data.params["source"] = data.fields["vx"].clone()

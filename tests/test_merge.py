@@ -778,3 +778,36 @@ def test_an_index_whose_shard_list_is_damaged_is_refused_naming_it(
         "expected a JSON list of shard file names in its folder, got "
     )
     assert not Path("m.h5").exists()
+
+
+def test_merge_and_generate_refuse_paths_that_are_no_paths_naming_them(tmp_path):
+    from physml.data import generate_dataset
+
+    message = "must be a file path (str or os.PathLike), got int"
+    with pytest.raises(TypeError, match=re.escape(f"out {message}")):
+        generate_dataset("toy", 3, n=2, progress=False)
+    with pytest.raises(TypeError, match=re.escape(f"out {message}")):
+        merge_shards([tmp_path / "a.h5"], 3)
+    with pytest.raises(TypeError, match=re.escape(f"paths {message}")):
+        merge_shards([3], tmp_path / "m.h5")
+    with pytest.raises(TypeError, match=re.escape("paths must be a list of shard files, got int")):
+        merge_shards(3, tmp_path / "m.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_generate_and_convert_refuse_an_overwrite_that_is_no_bool(tmp_path):
+    """``overwrite="no"`` would read as true and replace the file: refused, the file kept."""
+    from physml.data import convert, generate_dataset
+
+    source = generate_dataset("toy", tmp_path / "a.h5", n=2, progress=False)
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"kept")
+    calls = [
+        lambda: generate_dataset("toy", out, n=2, progress=False, overwrite="no"),
+        lambda: merge_shards([source], out, overwrite="no"),
+        lambda: convert(source, out, to="physml", overwrite="no"),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="^overwrite must be a bool, got 'no'$"):
+            call()
+        assert out.read_bytes() == b"kept"

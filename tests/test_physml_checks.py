@@ -123,6 +123,26 @@ def test_one_memory_reading_reads_once_at_the_first_check_and_nested_uses_share_
     assert len(reads) == 2
 
 
+def test_a_refusal_says_a_read_has_taken_memory_only_once_it_has(monkeypatch):
+    """The first need of a read is refused against the whole figure read, so its message claims
+    nothing taken; a later one, refused against what is left, says so."""
+    monkeypatch.setattr(checks, "available_memory", lambda: 1000)
+    full = (
+        "a: the arrays would need about 2e-06 GB, but this machine has 1e-06 GB of memory available"
+    )
+    with checks.one_memory_reading():
+        with pytest.raises(ValueError) as refusal:
+            fits_in_memory("a", 2000, "the arrays")
+        assert str(refusal.value) == full
+        fits_in_memory("b", 600, "the arrays")
+        with pytest.raises(ValueError) as refusal:
+            fits_in_memory("c", 500, "the arrays")
+        assert str(refusal.value) == (
+            "c: the arrays would need about 5e-07 GB, but this machine has 4e-07 GB of memory "
+            "available (less what this read has taken before)"
+        )
+
+
 def test_json_value_parses_text_and_refuses_each_bad_kind_naming_the_argument():
     def listed(value):
         return isinstance(value, list)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import floating_dtype
 
-from .._checks import fits_in_memory, integer, json_value, one_memory_reading
+from .._checks import file_path, fits_in_memory, integer, json_value, one_memory_reading
 from .generate import FORMAT, INDEX_FORMAT, shards_beside
 
 AXES = ("x", "y", "z")
@@ -326,8 +326,7 @@ def load(path: str | os.PathLike) -> PDEData:
         read_foreign,
     )
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+    file_path("path", path)
     foreign = read_foreign(path)  # checked as check_content checks ours
     if foreign is not None:
         return foreign
@@ -586,10 +585,10 @@ class MultiStepDataset(_PairDataset):
         _check_two_times(source, self.data, "MultiStepDataset pairs u(t_0) -> u(t_1), ...")
         available = self.data.u.shape[1] - 1
         steps = available if steps is None else steps
-        integer = isinstance(steps, (int, np.integer)) and not isinstance(steps, (bool, np.bool_))
-        if not integer or not 1 <= steps <= available:
+        count = integer(steps)  # as the time indices: Python, numpy or 0-d torch integers
+        if count is None or not 1 <= count <= available:
             raise ValueError(f"steps must be an integer in [1, {available}], got {steps!r}")
-        steps = int(steps)
+        steps = count
         if available % steps:
             raise ValueError(f"steps must divide the {available} stored steps, got {steps}")
         self.target_times = list(range(available // steps, available + 1, available // steps))

@@ -50,7 +50,7 @@ from pdes.errors import SolverError
 
 from .. import __version__
 from .._checks import device as checked_device
-from .._checks import integer, json_value
+from .._checks import file_path, integer, json_value
 from .._io import atomic_path, exclusive_lock, remove_leftovers
 from .._progress import progress_bar
 from ..io import atomic_write_text
@@ -123,6 +123,10 @@ def _check_request(
 
 
 def _check_output(final: Path, overwrite: bool, overwrite_hint: str = OVERWRITE_HINT) -> None:
+    """Refuse to write ``final`` where it cannot be written, or exists and ``overwrite`` (a bool:
+    text such as ``"no"`` would read as true and replace the file) is false."""
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
     if final.is_dir():
         raise ValueError(
             f"out: {str(final)!r} is a folder; name the dataset file to write, e.g. "
@@ -537,7 +541,7 @@ def generate_dataset(
     problem = problems.get(pde)
     settings = problem.settings(**options)
     _check_settings(problem, settings)
-    out_path = Path(out)
+    out_path = file_path("out", out)
     final = shard_path(out_path, shard, num_shards)
     workdir = final.with_name(final.name + ".partial")
     lock = final.with_name(f".{final.name}.lock")

@@ -83,7 +83,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import json_value, one_memory_reading
+from .._checks import file_path, json_value, one_memory_reading
 from .._io import atomic_path
 from .datasets import (
     AXES,
@@ -532,7 +532,7 @@ def _checked(path: Path, data: PDEData, source: str) -> PDEData:
 def read_pdebench(path: str | os.PathLike) -> PDEData:
     """A PDEBench file (``tensor``, 2-D NS or per-sample-group layout) as :class:`PDEData`,
     checked as :func:`~physml.data.load` checks a physml file."""
-    path = Path(path)
+    path = file_path("path", path)
     with _naming(path) as f:
         if "tensor" in f or "density" in f:
             source = f"a pdebench file, u read from {'tensor' if 'tensor' in f else 'density'!r}"
@@ -672,7 +672,7 @@ def read_well(path: str | os.PathLike, field: str | None = None) -> PDEData:
     """A The Well file as :class:`PDEData`, checked as :func:`~physml.data.load` checks a physml
     file; ``field`` picks ``u`` among the time-varying field components (default: the one our
     writer marked, else the first)."""
-    path = Path(path)
+    path = file_path("path", path)
     with _naming(path) as f:
         names, coords, t = _well_coordinates(f)
         n_traj = _well_trajectories(f)
@@ -732,6 +732,11 @@ def _arrays(data: PDEData) -> dict:
     """``data`` as numpy arrays, checked: shapes agree, every value is finite."""
     if not isinstance(data, PDEData):
         raise TypeError(f"data must be a PDEData, got {type(data).__name__}")
+    for group in ("coords", "params", "fields", "attrs"):
+        if not isinstance(getattr(data, group), Mapping):
+            raise TypeError(
+                f"data.{group}: expected a dict by name, got {type(getattr(data, group)).__name__}"
+            )
 
     def array(name, value):
         value = (
@@ -803,7 +808,7 @@ def write_physml(data: PDEData, path: str | os.PathLike) -> Path:
     any per-sample shape, as generated files' do; ``sample_index`` and ``sample_seed`` are kept,
     so a copy of a generated file is a shard ``physml merge`` takes. Every array carries
     fletcher32 checksums, as in generated files."""
-    arrays, path = _arrays(data), Path(path)
+    arrays, path = _arrays(data), file_path("path", path)
     check_content(path, arrays, where=f"data (not written to {str(path)!r}):")
     attrs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.attrs.items()}
     attrs.pop("merged_from", None)  # a merged file's mark: the copy holds its own arrays
@@ -830,7 +835,7 @@ def write_pdebench(data: PDEData, path: str | os.PathLike, layout: str | None = 
     """Write ``data`` as a PDEBench file, atomically: ``layout="tensor"`` (1-3 space axes) or
     ``"ns"`` (2-D incompressible NS; needs fields ``vx``, ``vy``). Default: ``"ns"`` for data read
     from such a file, else ``"tensor"``."""
-    arrays, path = _arrays(data), Path(path)
+    arrays, path = _arrays(data), file_path("path", path)
     _fields_like_u(arrays, "write_pdebench")
     if layout is None:
         layout = "ns" if data.attrs.get("source_format") == "pdebench-ns" else "tensor"
@@ -1007,7 +1012,7 @@ def _time_varying_scalars(attrs: dict) -> list[str] | None:
 
 def write_well(data: PDEData, path: str | os.PathLike) -> Path:
     """Write ``data`` in The Well's layout, atomically (see the module notes for the mapping)."""
-    arrays, path = _arrays(data), Path(path)
+    arrays, path = _arrays(data), file_path("path", path)
     _fields_like_u(arrays, "write_well")
     u, coords = arrays["u"], arrays["coords"]
     n, steps, space = u.shape[0], u.shape[1], u.shape[2:]
@@ -1120,7 +1125,7 @@ def convert(
     shards) as ``out`` in the format ``to`` (default ``"physml"`` for a foreign source; required
     for a physml one). ``field`` picks ``u`` of a The Well source; ``layout`` is PDEBench's;
     ``overwrite_hint`` is how the refusal of an existing ``out`` tells to pass ``overwrite``."""
-    source, out = Path(source), Path(out)
+    source, out = file_path("source", source), file_path("out", out)
     if not source.is_file():
         raise FileNotFoundError(f"source: no file at {str(source)!r}")
     kind = detect_format(source, "source")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .._checks import one_memory_reading
+from .._checks import file_path, one_memory_reading
 from .._io import atomic_path, existing_file
 from .datasets import (
     REGENERATE,
@@ -409,8 +409,10 @@ def shard_files(argument: str, paths: Sequence[str | os.PathLike]) -> list[Path]
     names; a missing one is a ``FileNotFoundError`` naming ``argument`` (and the index)."""
     if isinstance(paths, (str, os.PathLike)):
         raise TypeError(f"{argument} must be a list of shard files, got the one path {paths!r}")
+    if not isinstance(paths, Iterable):
+        raise TypeError(f"{argument} must be a list of shard files, got {type(paths).__name__}")
     found: list[Path] = []
-    for path in map(Path, paths):
+    for path in (file_path(argument, path) for path in paths):
         names = _index_names(argument, path)
         if names is None:
             found.append(existing_file(argument, path, "shard file"))
@@ -472,7 +474,7 @@ def merge_shards(
     ``DatasetFileError`` naming both; an existing ``out`` is refused unless ``overwrite``,
     telling to pass it as ``overwrite_hint`` says (``physml merge``: ``--overwrite``).
     """
-    out = Path(out)
+    out = file_path("out", out)
     shards = check_shards(shard_files(argument, paths))
     for shard in shards:
         if out.is_file() and os.path.samefile(out, shard.path):
