@@ -1,4 +1,5 @@
-"""Every teaching notebook runs top to bottom in a fresh kernel and is stored without outputs."""
+"""Every teaching notebook runs top to bottom in a fresh kernel and is stored without outputs; a
+kernel shows progress bars."""
 
 import json
 import os
@@ -73,3 +74,23 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 
     printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs).split("\n")
     assert printed[:2] == [sys.executable, sys.prefix], "the kernel ran another interpreter"
+
+
+def test_a_progress_bar_shows_in_a_running_kernel(tmp_path, monkeypatch):
+    """A kernel's stderr is no terminal, yet the frontend redraws a line ended by ``\\r`` in
+    place: a bar asked for shows there, in plain text, on stderr."""
+    pin_python3_kernel(tmp_path / "jupyter", monkeypatch)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))
+    )
+    code = (
+        "from physml._progress import progress_bar\n"
+        "bar = progress_bar(range(3), True, 'probe')\n"
+        "assert list(bar) == [0, 1, 2]\n"
+        "bar.close()"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(notebook, kernel_name="python3", timeout=CELL_TIMEOUT_S).execute()
+    outputs = notebook.cells[0].outputs
+    written = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "probe" in written and "3/3" in written, outputs
