@@ -4,16 +4,45 @@ Surrogates, a constraint layer that wraps any model, and the tasks and command l
 to the data made by the ``pdes`` solvers.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("physml")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+source"
 
-from .constraints import LinearConstraint, constrain, mass_conservation  # noqa: E402
-from .errors import ConstraintError  # noqa: E402
-from .outputs import Ensemble, Gaussian, LowRankCovariance  # noqa: E402
+if TYPE_CHECKING:
+    from .constraints import LinearConstraint, constrain, mass_conservation
+    from .errors import ConstraintError
+    from .outputs import Ensemble, Gaussian, LowRankCovariance
+
+_EXPORTS = {
+    "ConstraintError": "errors",
+    "Ensemble": "outputs",
+    "Gaussian": "outputs",
+    "LinearConstraint": "constraints",
+    "LowRankCovariance": "outputs",
+    "constrain": "constraints",
+    "mass_conservation": "constraints",
+}
+_SUBMODULES = ("constraints", "errors", "outputs")
+
+
+def __getattr__(name: str):
+    """The exports (and the submodules that hold them) load on first use, torch with them, so
+    ``import physml`` is quick and the command line takes a Ctrl-C before torch has loaded."""
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+
 
 __all__ = [
     "ConstraintError",

@@ -6,11 +6,12 @@ line (backslash continuations joined) through ``bash -c`` in the same folder, wi
 pointing at the running interpreter's ``bin`` folder.
 
 A plain ``.venv/bin/physml ARGS`` line (no pipe, redirection, expansion or other shell syntax) runs
-in this process instead: ``physml.cli.main(ARGS)``, the console script's entry point, in the same
-folder, its exit status (returned or raised as ``SystemExit``) checked as the shell's would be, and
-the process state a command can change (working directory, environment, ``sys.argv``, torch's
-thread count, default dtype and grad mode, the global random generators, matplotlib's settings,
-backend and figures, warning filters) put back afterwards, so no command leaks into the next block.
+in this process instead: ``physml.__main__.main(ARGS)``, the console script's entry point, in
+the same folder, its exit status (returned or raised as ``SystemExit``) checked as the shell's
+would be, and the process state a command can change (working directory, environment,
+``sys.argv``, torch's thread count, default dtype and grad mode, the global random generators,
+matplotlib's settings, backend and figures, warning filters) put back afterwards, so no command
+leaks into the next block.
 Each fresh interpreter cost 3-4 s of imports. The first ``physml`` line still runs as a real
 subprocess of the installed console script, which proves the entry point itself.
 
@@ -169,9 +170,9 @@ def _as_a_fresh_command(cwd: Path, argv0: str, argv: list[str]):
 
 
 def _physml_in_process(argv: list[str], command: str, cwd: Path, where: str) -> None:
-    """``physml ARGV`` as the console script runs it (``sys.exit(physml.cli.main(ARGV))``), in
-    this process."""
-    from physml.cli import main
+    """``physml ARGV`` as the console script runs it (``sys.exit(physml.__main__.main(ARGV))``),
+    in this process."""
+    from physml.__main__ import main
 
     out, err = _utf8_pipe(), _utf8_pipe()
     with (

@@ -1,0 +1,94 @@
+"""The ``physml`` command's entry (physml.__main__): a Ctrl-C while the command line loads (torch
+takes seconds) or before the command starts ends it with one line and status 130, no traceback;
+otherwise it is the command line's own ``main``."""
+
+from __future__ import annotations
+
+import builtins
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import physml.cli
+from physml.__main__ import main
+from physml.signals import Terminated
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "said"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (Terminated(signal.SIGTERM), 143, "interrupted by SIGTERM"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stop_while_the_command_line_loads_ends_with_one_line(
+    monkeypatch, capsys, stop, status, said
+):
+    real_import = builtins.__import__
+
+    def interrupted_import(name, *args, **kwargs):
+        if name == "physml.cli":
+            raise stop
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+    assert main(["list"]) == status
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"\nphysml: {said}\n")
+
+
+def test_a_ctrl_c_while_the_parser_is_built_ends_with_one_line(monkeypatch, capsys):
+    def interrupted_parser():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(physml.cli, "build_parser", interrupted_parser)
+    assert main(["list"]) == 130
+    assert capsys.readouterr() == ("", "\nphysml: interrupted\n")
+
+
+def test_a_ctrl_c_during_the_command_keeps_the_command_s_own_line(monkeypatch, capsys):
+    def interrupted_listing():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(physml.cli, "format_list", interrupted_listing)
+    assert main(["list"]) == 130
+    assert capsys.readouterr() == ("", "\nphysml list: interrupted\n")
+
+
+def test_otherwise_the_entry_is_the_command_line(capsys):
+    assert main(["list"]) == 0
+    listed = capsys.readouterr()
+    assert main is not physml.cli.main
+    assert physml.cli.main(["list"]) == 0
+    assert capsys.readouterr() == listed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"physml {physml.__version__}\n"
+
+
+def test_a_ctrl_c_while_torch_loads_in_a_fresh_process_ends_with_one_line():
+    """The console script imports the entry before the guard runs: that import must not load
+    torch, or a Ctrl-C there still prints a traceback."""
+    code = (
+        "import sys\n"
+        "from physml.__main__ import main\n"
+        "loaded = sorted(m for m in ('torch', 'physml.cli') if m in sys.modules)\n"
+        "assert loaded == [], loaded\n"
+        "class Interrupted:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupted())\n"
+        "sys.exit(main(['list']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "\nphysml: interrupted\n")
