@@ -6,6 +6,7 @@ to the data made by the ``pdes`` solvers.
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 try:
@@ -31,12 +32,12 @@ _SUBMODULES = ("constraints", "errors", "outputs")
 
 
 def __getattr__(name: str):
-    """The exports (and the submodules that hold them) load on first use, torch with them, so
+    """The exports and the public submodules load on first use, torch with them, so
     ``import physml`` is quick and the command line takes a Ctrl-C before torch has loaded."""
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
+    if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+        return import_module(f".{name}", __name__)  # physml.metrics etc., as a plain import did
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

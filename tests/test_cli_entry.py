@@ -92,3 +92,22 @@ def test_a_ctrl_c_while_torch_loads_in_a_fresh_process_ends_with_one_line():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "\nphysml: interrupted\n")
+
+
+def test_import_physml_still_reaches_every_public_submodule_and_export():
+    """``import physml`` loads nothing heavy, yet ``physml.metrics`` and the like (which a plain
+    import used to load on the way) and the exports are reachable as attributes."""
+    code = (
+        "import sys, physml\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert callable(physml.metrics.relative_l2)\n"
+        "assert physml.constrain is physml.constraints.constrain\n"
+        "assert physml.models.CuboidSelfAttention is not None\n"
+        "assert not hasattr(physml, 'no_such_module')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
