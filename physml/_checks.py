@@ -136,7 +136,11 @@ def file_path(name: str, value: object) -> Path:
 
 
 def device(name: str, value: object) -> torch.device:
-    """``value`` as a torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``)."""
+    """``value`` (a string or a ``torch.device``) as a torch device that exists on this machine
+    (``cpu``, ``cuda``, ``cuda:N``): a ``TypeError`` naming ``name`` for another type, a
+    ``ValueError`` for another device."""
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
     try:
         parsed = torch.device(value)
     except (RuntimeError, TypeError):

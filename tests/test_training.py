@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -264,6 +265,61 @@ def test_bad_settings(kwargs, match):
     error = TypeError if kwargs == {"batch": 2.5} else ValueError
     with pytest.raises(error, match=match):
         TrainConfig(**kwargs)
+
+
+WRONG_TYPES = {
+    "steps": ["2", 2.0, True],
+    "batch": ["2", 2.5, np.True_],
+    "accumulate": [1.0, True],
+    "lr": ["0.1", True, np.True_, None],
+    "schedule": [1, None, ["cosine"]],
+    "clip": ["1", True],
+    "weight_decay": ["0", False, None],
+    "seed": [1.0, True],
+    "checkpoint_every": ["1", None],
+    "validate_every": [None, False],
+    "device": [0, None, ["cpu"]],
+    "budget_s": ["5", True, np.True_],
+    "clock": [1, None, ["wall"]],
+}
+"""Values of the wrong type for every TrainConfig field: text, booleans (no numbers), floats
+where an integer is wanted, None where it means nothing, other types where a name is wanted."""
+OUT_OF_RANGE = {
+    "steps": 0,
+    "batch": 0,
+    "accumulate": 0,
+    "lr": 0.0,
+    "schedule": "linear",
+    "clip": float("nan"),
+    "weight_decay": -1.0,
+    "seed": 2**63,
+    "checkpoint_every": 0,
+    "validate_every": -1,
+    "device": "gpu",
+    "budget_s": -1.0,
+    "clock": "gpu",
+}
+"""A value of the right type out of range for every TrainConfig field."""
+
+
+def test_the_bad_setting_tables_cover_every_field():
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert set(WRONG_TYPES) == set(OUT_OF_RANGE) == names
+
+
+@pytest.mark.parametrize(
+    "name, value", [(name, value) for name, values in WRONG_TYPES.items() for value in values]
+)
+def test_a_setting_of_the_wrong_type_is_a_type_error_naming_it(name, value):
+    """The message names the setting, what it must be and the value given."""
+    with pytest.raises(TypeError, match=rf"^{name} must be .+, got {re.escape(repr(value))}"):
+        TrainConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name, value", OUT_OF_RANGE.items())
+def test_a_setting_of_the_right_type_out_of_range_is_a_value_error_naming_it(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be .+, got {re.escape(repr(value))}"):
+        TrainConfig(**{name: value})
 
 
 def test_bad_runs(tmp_path):

@@ -181,23 +181,39 @@ def test_a_resume_on_another_clock_is_refused(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "settings, error",
+    "settings, kind, error",
     [
         (
             dict(steps=None),
+            ValueError,
             r"^steps may be None only with a time budget: .*steps=None and budget_s",
         ),
-        (dict(budget_s=0), r"^budget_s must be a finite number of seconds > 0 or None, got 0 "),
-        (dict(budget_s=-1.0), r"^budget_s must be a finite number of seconds > 0 or None"),
-        (dict(budget_s=math.inf), r"^budget_s must be a finite number of seconds > 0 or None"),
-        (dict(budget_s=math.nan), r"^budget_s must be a finite number of seconds > 0 or None"),
-        (dict(budget_s=True), r"^budget_s must be a finite number of seconds > 0 or None, got T"),
-        (dict(budget_s="5"), r"^budget_s must be a finite number of seconds > 0 or None, got '5'"),
-        (dict(clock="gpu"), r"^clock must be one of \('wall', 'cpu'\) .*, got 'gpu'$"),
+        (
+            dict(budget_s=0),
+            ValueError,
+            r"^budget_s must be a finite number of seconds > 0 or None, got 0 ",
+        ),
+        (dict(budget_s=-1.0), ValueError, r"^budget_s must be a finite number of seconds > 0"),
+        (dict(budget_s=math.inf), ValueError, r"^budget_s must be a finite number of seconds > 0"),
+        (dict(budget_s=math.nan), ValueError, r"^budget_s must be a finite number of seconds > 0"),
+        (
+            dict(budget_s=True),
+            TypeError,
+            r"^budget_s must be a finite number of seconds > 0 or None, got True ",
+        ),
+        (
+            dict(budget_s="5"),
+            TypeError,
+            r"^budget_s must be a finite number of seconds > 0 or None, got '5' ",
+        ),
+        (dict(clock="gpu"), ValueError, r"^clock must be one of \('wall', 'cpu'\) .*, got 'gpu'$"),
+        (dict(clock=1), TypeError, r"^clock must be one of \('wall', 'cpu'\) .*, got 1$"),
     ],
 )
-def test_bad_budgets_and_clocks_are_refused_by_name(settings, error):
-    with pytest.raises(ValueError, match=error):
+def test_bad_budgets_and_clocks_are_refused_by_name(settings, kind, error):
+    """A value of the wrong type (text, a boolean) is a TypeError, a number out of range or an
+    unknown clock a ValueError."""
+    with pytest.raises(kind, match=error):
         TrainConfig(**settings)
 
 
@@ -295,7 +311,7 @@ def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, mon
 
 @pytest.mark.parametrize("clock", [[], {}, ["wall"]])
 def test_an_unhashable_clock_is_refused_by_name(clock):
-    with pytest.raises(ValueError, match=r"^clock must be one of \('wall', 'cpu'\) .*, got "):
+    with pytest.raises(TypeError, match=r"^clock must be one of \('wall', 'cpu'\) .*, got "):
         TrainConfig(clock=clock)
 
 
