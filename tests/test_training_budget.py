@@ -17,6 +17,7 @@ from torch.utils.data import TensorDataset
 from physml import _clock
 from physml.cli import main
 from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from physml.training.distributed import group_device
 
 F64 = torch.float64
 
@@ -264,14 +265,23 @@ def _budget_rank(rank: int, port: int, queue) -> None:
     _clock.CLOCKS["wall"] = lambda: clock[0]
     net = Ticking(clock, 1.0 if rank == 0 else 10.0)
     budget = config(steps=None, budget_s=3.5, schedule="cosine")
+    pickled, sent = [], torch.distributed.broadcast_object_list
+
+    def counted(*args, **options):
+        pickled.append(args)
+        return sent(*args, **options)
+
+    torch.distributed.broadcast_object_list = counted
     report = Trainer(net, weight_loss, budget, quiet=True).fit(data())
-    queue.put((rank, report.steps, report.train_s, float(net.weight.detach())))
+    place = str(group_device())
+    queue.put((rank, report.steps, report.train_s, float(net.weight.detach()), len(pickled), place))
     torch.distributed.destroy_process_group()
 
 
 def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
     """Ranks reading their own clocks would stop at other steps (a deadlock in the next
-    all-reduce) and step at other rates (other weights): rank 0's seconds rule both."""
+    all-reduce) and step at other rates (other weights): rank 0's seconds rule both, sent as a
+    tensor on the process group's device (gloo: the CPU), no pickled object a step."""
     context, port = mp.get_context("spawn"), _free_port()
     queue = context.Queue()
     processes = [context.Process(target=_budget_rank, args=(r, port, queue)) for r in range(2)]
@@ -283,6 +293,7 @@ def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
         assert process.exitcode == 0
     assert answers[0] == answers[1]
     assert answers[0][:2] == [4, 4.0]
+    assert answers[0][3:] == [0, "cpu"]
 
 
 def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, monkeypatch, capsys):

@@ -578,7 +578,7 @@ class Trainer:
                 self.after_step(model, step)
             report.train_s += clock() - began
             if config.budget_s is not None:  # rank 0's seconds: one schedule, one stop for all
-                report.train_s = float(here.from_main(report.train_s))
+                report.train_s = here.number_from_main(report.train_s)
                 out_of_time = self._out_of_time(report.train_s)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4g}", refresh=False)
