@@ -126,6 +126,14 @@ def integers(
     return numbers
 
 
+def flag(name: str, value: object) -> bool:
+    """``value`` as a bool when it is one (Python's or numpy's); anything else, truthy or not
+    (``"no"``, ``1``, ``None``), is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def file_path(name: str, value: object) -> Path:
     """``value``, the file path given as ``name``, as a ``Path``; anything but a ``str`` or an
     ``os.PathLike`` is a ``TypeError`` naming ``name``."""

@@ -15,7 +15,19 @@ from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
-from physml.training import CheckpointError, MemberRows, TrainConfig, Trainer, load_checkpoint
+from physml.data import gpme_sampler
+from physml.models import AttentiveNeuralProcess, DeepEnsemble
+from physml.models.baselines import Persistence
+from physml.models.forecasting import train_forecaster
+from physml.training import (
+    CheckpointError,
+    MemberRows,
+    TrainConfig,
+    Trainer,
+    fit_ensemble,
+    load_checkpoint,
+    train_anp,
+)
 from physml.training.checkpoint import REMEDY
 from physml.training.trainer import _batch
 
@@ -320,6 +332,45 @@ def test_a_setting_of_the_wrong_type_is_a_type_error_naming_it(name, value):
 def test_a_setting_of_the_right_type_out_of_range_is_a_value_error_naming_it(name, value):
     with pytest.raises(ValueError, match=rf"^{name} must be .+, got {re.escape(repr(value))}"):
         TrainConfig(**{name: value})
+
+
+def _with_switch(function: str, value: object) -> None:
+    """Call ``function`` (a public training entry point) on toy inputs with ``value`` as its
+    progress switch (``quiet`` or ``progress``); a fit_ensemble refused leaves the ensemble's
+    weights as they were."""
+    if function == "Trainer":
+        Trainer(model(), mse, CONFIG, quiet=value)
+    elif function == "train_forecaster":  # no trainable parameters: returned before any Trainer
+        frames = torch.zeros(2, 1, 1, 4, 4)
+        train_forecaster(Persistence(1), frames, frames, max_steps=1, quiet=value)
+    elif function == "train_anp":
+        anp = AttentiveNeuralProcess(hidden=8, latent=8, attention_layers=1, seed=0)
+        train_anp(anp, gpme_sampler("diffusion", 2), steps=1, progress=value)
+    else:
+        ensemble = DeepEnsemble(1, members=2, width=4, depth=1)
+        before = {key: tensor.clone() for key, tensor in ensemble.state_dict().items()}
+        try:
+            fit_ensemble(ensemble, torch.zeros(4, 1), torch.zeros(4), epochs=1, progress=value)
+        finally:
+            after = ensemble.state_dict()
+            assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+@pytest.mark.parametrize("value", ["no", "False", 1, 0, None, torch.tensor(True)])
+@pytest.mark.parametrize(
+    "function, name",
+    [
+        ("Trainer", "quiet"),
+        ("train_forecaster", "quiet"),
+        ("train_anp", "progress"),
+        ("fit_ensemble", "progress"),
+    ],
+)
+def test_a_progress_switch_that_is_no_bool_is_refused_by_name(function, name, value):
+    """Truthy or not, what is no True or False is a TypeError naming the argument."""
+    message = rf"^{name} must be True or False, got {re.escape(repr(value))}$"
+    with pytest.raises(TypeError, match=message):
+        _with_switch(function, value)
 
 
 def test_bad_runs(tmp_path):

@@ -28,6 +28,7 @@ from pdes.checks import finite, positive, positive_int
 
 from .. import metrics
 from .._checks import device as checked_device
+from .._checks import flag
 from .._clock import CLOCKS
 from .baselines import check_sequence
 from .common import model_dtype
@@ -289,6 +290,7 @@ def train_forecaster(
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
     seed = positive_int("seed", seed, 0)
+    quiet = flag("quiet", quiet)
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be a callable on_step(step, loss) or None, got {on_step!r}")
     if checkpoint is not None:

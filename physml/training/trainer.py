@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from pdes.checks import non_negative, positive, positive_int
 
-from .._checks import NonFiniteError
+from .._checks import NonFiniteError, flag
 from .._checks import device as checked_device
 from .._clock import CLOCKS
 from .._io import exclusive_lock, remove_leftovers
@@ -448,9 +448,7 @@ class Trainer:
         self.model, self.loss, self.config = model, loss, config
         self.out = None if out is None else Path(out)
         self.model_config = plain_config("model_config", model_config)
-        if not isinstance(quiet, (bool, np.bool_)):
-            raise TypeError(f"quiet must be True or False, got {quiet!r}")
-        self.quiet = bool(quiet)
+        self.quiet = flag("quiet", quiet)
         if after_step is not None and not callable(after_step):
             raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
         self.after_step = after_step
