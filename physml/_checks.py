@@ -126,6 +126,14 @@ def integers(
     return numbers
 
 
+def flag(name: str, value: object) -> bool:
+    """``value`` as a bool when it is one (Python's or numpy's); anything else, truthy or not
+    (``"no"``, ``1``, ``None``), is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def file_path(name: str, value: object) -> Path:
     """``value``, the file path given as ``name``, as a ``Path``; anything but a ``str`` or an
     ``os.PathLike`` is a ``TypeError`` naming ``name``."""
@@ -136,7 +144,11 @@ def file_path(name: str, value: object) -> Path:
 
 
 def device(name: str, value: object) -> torch.device:
-    """``value`` as a torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``)."""
+    """``value`` (a string or a ``torch.device``) as a torch device that exists on this machine
+    (``cpu``, ``cuda``, ``cuda:N``): a ``TypeError`` naming ``name`` for another type, a
+    ``ValueError`` for another device."""
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
     try:
         parsed = torch.device(value)
     except (RuntimeError, TypeError):

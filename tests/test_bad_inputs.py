@@ -1289,14 +1289,26 @@ DATA_CASES = [
     case(
         "multi-step-steps-bool",
         lambda c: MultiStepDataset(c.data, steps=True),
-        ValueError,
-        r"steps must be an integer",
+        TypeError,
+        r"steps must be an integer in \[1, 3\], got True",
+    ),
+    case(
+        "multi-step-steps-float",
+        lambda c: MultiStepDataset(c.data, steps=3.0),
+        TypeError,
+        r"steps must be an integer in \[1, 3\], got 3\.0",
+    ),
+    case(
+        "multi-step-steps-text",
+        lambda c: MultiStepDataset(c.data, steps="3"),
+        TypeError,
+        r"steps must be an integer in \[1, 3\], got '3'",
     ),
     case(
         "multi-step-steps-numpy-bool",
         lambda c: MultiStepDataset(c.data, steps=np.True_),
-        ValueError,
-        r"steps must be an integer",
+        TypeError,
+        r"steps must be an integer in \[1, 3\], got np.True_",
     ),
     case(
         "rollout-k-zero",

@@ -1024,8 +1024,8 @@ def test_training_loop_rejects_bad_requests():
     for budget in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match=r"^budget_s must be a finite number of seconds > 0"):
             train_forecaster(model, x, y, budget_s=budget)
-    with pytest.raises(ValueError, match=r"^lr must be a finite number > 0, got True"):
-        train_forecaster(model, x, y, max_steps=1, lr=True)
+    with pytest.raises(ValueError, match=r"^lr must be a finite number > 0, got 0"):
+        train_forecaster(model, x, y, max_steps=1, lr=0)
     with pytest.raises(ValueError, match="batch_size"):
         train_forecaster(model, x, y, max_steps=1, batch_size=0)
     with pytest.raises(ValueError, match="schedule"):
@@ -1054,18 +1054,53 @@ def test_training_loop_rejects_bad_requests():
         score_forecast(y, y, batch_size=0)
 
 
-@pytest.mark.parametrize("device", ["gpu", None, "meta", "cpu:1"])
-def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(device):
+@pytest.mark.parametrize(
+    "device, error",
+    [("gpu", ValueError), (None, TypeError), ("meta", ValueError), ("cpu:1", ValueError)],
+)
+def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(device, error):
     """A device torch cannot parse, or one no forecaster runs on, is refused before any
-    training or forecast, in the words of the ``device`` argument."""
+    training or forecast, in the words of the ``device`` argument (a ``TypeError`` for what is
+    no string)."""
     x, y = toy_sequences()
     message = rf"^device must be 'cpu', 'cuda' or 'cuda:N', got {re.escape(repr(device))}$"
     frozen = Persistence(3)  # no trainable parameters: refused all the same
     for model in (build("unet", 3, 3, 1), frozen):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(error, match=message):
             train_forecaster(model, x, y, max_steps=1, device=device)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         evaluate_forecaster(frozen, x, y, device=device)
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("budget_s", "5", "a number of seconds"),
+        ("budget_s", True, "a number of seconds"),
+        ("budget_s", np.True_, "a number of seconds"),
+        ("lr", "0.1", "a finite number > 0"),
+        ("lr", True, "a finite number > 0"),
+        ("lr", None, "a finite number > 0"),
+        ("max_steps", 1.0, "an integer >= 1"),
+        ("max_steps", True, "an integer >= 1"),
+        ("batch_size", "8", "an integer >= 1"),
+        ("seed", False, "an integer >= 0"),
+        ("checkpoint_every", 5.0, "an integer >= 1"),
+        ("val_every", True, "an integer >= 1"),
+        ("schedule", 1, r"one of \['cosine', 'none'\]"),
+        ("schedule", None, r"one of \['cosine', 'none'\]"),
+        ("clock", ["wall"], r"one of \['wall', 'cpu'\]"),
+        ("device", 0, "'cpu', 'cuda' or 'cuda:N'"),
+    ],
+)
+def test_train_forecaster_refuses_a_setting_of_the_wrong_type_by_name(name, value, expected):
+    """Text or a boolean where a number is wanted, a float where an integer is, or no string
+    where a name is, is a TypeError naming the argument, what it must be and what came."""
+    x, y = toy_sequences()
+    settings = {"max_steps": 1, name: value}
+    message = rf"^{name} must be {expected}, got {re.escape(repr(value))}$"
+    with pytest.raises(TypeError, match=message):
+        train_forecaster(build("unet", 3, 3, 1), x, y, **settings)
 
 
 @pytest.mark.parametrize("on_step", [5, "print"])

@@ -36,6 +36,19 @@ class FakeGroup:
         self.calls.append(("broadcast", src))
         box[0] = ("from rank", src)
 
+    class Backend:
+        NCCL = "nccl"
+
+    backend = "gloo"
+
+    def get_backend(self) -> str:
+        return self.backend
+
+    def broadcast(self, tensor: torch.Tensor, src: int) -> None:
+        """Rank 0's value, 0.1 + 0.2 (a float that float32 would round), into ``tensor``."""
+        self.calls.append(("tensor", src, tensor.dtype, str(tensor.device), tuple(tensor.shape)))
+        tensor.fill_(0.1 + 0.2)
+
 
 @pytest.fixture
 def group(monkeypatch):
@@ -93,6 +106,23 @@ def test_several_processes_wait_at_the_barrier_and_take_rank_zeros_value(group, 
     World(1, size).barrier()
     assert World(1, size).from_main("mine") == ("from rank", 0)
     assert group.calls == [("barrier",), ("broadcast", 0)]
+
+
+def test_a_number_from_rank_zero_is_one_float64_tensor_broadcast_exactly(group):
+    """No pickled object: one 0-d float64 tensor on the group's device (gloo: the CPU)."""
+    taken = World(1, 2).number_from_main(7.0)
+    assert taken == 0.1 + 0.2 and type(taken) is float
+    assert group.calls == [("tensor", 0, torch.float64, "cpu", ())]
+    assert World().number_from_main(2) == 2.0 and len(group.calls) == 1  # one process: no call
+
+
+@pytest.mark.parametrize("backend, device", [("gloo", "cpu"), ("nccl", "cuda:1")])
+def test_the_groups_tensors_live_on_the_cpu_under_gloo_and_this_gpu_under_nccl(
+    monkeypatch, group, backend, device
+):
+    group.backend = backend
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # the GPU set for this rank
+    assert distributed.group_device() == torch.device(device)
 
 
 def test_the_rank_joins_nothing_and_follows_the_group_else_torchrun(monkeypatch, group):

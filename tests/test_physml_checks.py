@@ -62,10 +62,17 @@ def test_the_dtype_and_device_asked_for_are_given():
     assert out.dtype == torch.float32 and out.device.type == "meta"
 
 
-@pytest.mark.parametrize("value", ["gpu", "meta", "mps", None, 1.5, "cuda:-1", "cpu:1"])
+@pytest.mark.parametrize("value", ["gpu", "meta", "mps", "cuda:-1", "cpu:1", torch.device("meta")])
 def test_a_device_other_than_cpu_or_cuda_is_refused_naming_it(value):
     message = f"device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}"
     with pytest.raises(ValueError, match=re.escape(message)):
+        device("device", value)
+
+
+@pytest.mark.parametrize("value", [None, 1.5, 0, True, ["cpu"], b"cpu"])
+def test_a_device_that_is_no_string_nor_torch_device_is_a_type_error_naming_it(value):
+    message = f"device must be 'cpu', 'cuda' or 'cuda:N', got {value!r}"
+    with pytest.raises(TypeError, match=re.escape(message)):
         device("device", value)
 
 

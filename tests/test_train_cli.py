@@ -13,12 +13,13 @@ import torch
 
 from pdes import Grid1D
 from pdes.gpme import stefan_total_mass
-from physml import constrain, mass_conservation
+from physml import _clock, constrain, mass_conservation
 from physml.cli import main
 from physml.data import PointRows, PointSets, load
 from physml.models import AttentiveNeuralProcess
 from physml.tasks.probconserv import OnGrid
-from physml.training import CheckpointError, load_anp, load_run
+from physml.training import CheckpointError, load_anp, load_checkpoint, load_run
+from physml.training.checkpoint import save_checkpoint
 from physml.training.commands import (
     check_run_folder,
     file_name_parameters_to_declare,
@@ -240,6 +241,53 @@ def test_rerunning_a_finished_run_keeps_its_report(heat):
     first = (heat / "run" / "report.json").read_text()
     assert main([*train, "--steps", "2", *SMALL]) == 0  # nothing left to train
     assert (heat / "run" / "report.json").read_text() == first
+
+
+def test_rerunning_a_finished_run_rewrites_a_report_an_earlier_call_left(heat):
+    """A run killed after its last checkpoint and before its report.json keeps the report of an
+    earlier call (here of the 2 steps a constant run began with): rerun with nothing left to
+    train, it leaves a report of the run at its last step, with the keys of any report."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    train += ["--schedule", "constant", *SMALL]
+    assert main([*train, "--steps", "2"]) == 0
+    earlier = (heat / "run" / "report.json").read_text()
+    assert main([*train, "--steps", "4"]) == 0
+    keys = set(json.loads((heat / "run" / "report.json").read_text()))
+    (heat / "run" / "report.json").write_text(earlier)  # as the kill left it
+    assert main([*train, "--steps", "4"]) == 0
+    report = json.loads((heat / "run" / "report.json").read_text())
+    state = load_checkpoint(heat / "run")
+    assert set(report) == keys
+    assert (report["steps"], report["resumed_from"], report["samples_per_s"]) == (4, 4, 0.0)
+    assert report["final_loss"] == state["losses"][-1] and len(state["losses"]) == 4
+    assert [at for at, _ in state["validation"]] == [2, 4]
+    assert report["validation"] == state["validation"]
+    assert report["train_s"] == state["train_s"]
+    assert (report["stopped_at"], report["budget_s"], report["clock"]) == (None, None, "wall")
+    assert not list((heat / "run").glob("*.tmp"))
+
+
+def test_rerunning_a_finished_run_reports_its_new_budget_and_final_validation(heat, monkeypatch):
+    """A run the budget stopped with no validation recorded, rerun with a smaller budget (spent
+    already) and a validation set: nothing is trained, the run validates at its step, and
+    report.json gives that validation and the new budget; the timing stays that of the call
+    that trained."""
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--out", "run"]
+    train += ["--steps", "100", *SMALL]
+    ticks = iter(range(10**6))  # 1 s a reading: a step reads the clock twice
+    monkeypatch.setitem(_clock.CLOCKS, "wall", lambda: float(next(ticks)))
+    assert main([*train, "--budget-s", "2.5"]) == 0
+    first = json.loads((heat / "run" / "report.json").read_text())
+    assert first["steps"] == first["stopped_at"] == 3 and first["validation"]
+    first["validation"] = []  # as a run that validated nothing leaves its folder
+    (heat / "run" / "report.json").write_text(json.dumps(first))
+    state = load_checkpoint(heat / "run")
+    save_checkpoint(heat / "run", {**state, "validation": []})
+    assert main([*train, "--budget-s", "2.0"]) == 0
+    report = json.loads((heat / "run" / "report.json").read_text())
+    state = load_checkpoint(heat / "run")
+    assert [at for at, _ in state["validation"]] == [3]
+    assert report == {**first, "validation": state["validation"], "budget_s": 2.0}
 
 
 def test_a_checkpoint_file_of_any_name_is_evaluated_into_its_folder(heat, capsys):

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -14,7 +15,19 @@ from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
-from physml.training import CheckpointError, MemberRows, TrainConfig, Trainer, load_checkpoint
+from physml.data import gpme_sampler
+from physml.models import AttentiveNeuralProcess, DeepEnsemble
+from physml.models.baselines import Persistence
+from physml.models.forecasting import train_forecaster
+from physml.training import (
+    CheckpointError,
+    MemberRows,
+    TrainConfig,
+    Trainer,
+    fit_ensemble,
+    load_checkpoint,
+    train_anp,
+)
 from physml.training.checkpoint import REMEDY
 from physml.training.trainer import _batch
 
@@ -264,6 +277,100 @@ def test_bad_settings(kwargs, match):
     error = TypeError if kwargs == {"batch": 2.5} else ValueError
     with pytest.raises(error, match=match):
         TrainConfig(**kwargs)
+
+
+WRONG_TYPES = {
+    "steps": ["2", 2.0, True],
+    "batch": ["2", 2.5, np.True_],
+    "accumulate": [1.0, True],
+    "lr": ["0.1", True, np.True_, None],
+    "schedule": [1, None, ["cosine"]],
+    "clip": ["1", True],
+    "weight_decay": ["0", False, None],
+    "seed": [1.0, True],
+    "checkpoint_every": ["1", None],
+    "validate_every": [None, False],
+    "device": [0, None, ["cpu"]],
+    "budget_s": ["5", True, np.True_],
+    "clock": [1, None, ["wall"]],
+}
+"""Values of the wrong type for every TrainConfig field: text, booleans (no numbers), floats
+where an integer is wanted, None where it means nothing, other types where a name is wanted."""
+OUT_OF_RANGE = {
+    "steps": 0,
+    "batch": 0,
+    "accumulate": 0,
+    "lr": 0.0,
+    "schedule": "linear",
+    "clip": float("nan"),
+    "weight_decay": -1.0,
+    "seed": 2**63,
+    "checkpoint_every": 0,
+    "validate_every": -1,
+    "device": "gpu",
+    "budget_s": -1.0,
+    "clock": "gpu",
+}
+"""A value of the right type out of range for every TrainConfig field."""
+
+
+def test_the_bad_setting_tables_cover_every_field():
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert set(WRONG_TYPES) == set(OUT_OF_RANGE) == names
+
+
+@pytest.mark.parametrize(
+    "name, value", [(name, value) for name, values in WRONG_TYPES.items() for value in values]
+)
+def test_a_setting_of_the_wrong_type_is_a_type_error_naming_it(name, value):
+    """The message names the setting, what it must be and the value given."""
+    with pytest.raises(TypeError, match=rf"^{name} must be .+, got {re.escape(repr(value))}"):
+        TrainConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name, value", OUT_OF_RANGE.items())
+def test_a_setting_of_the_right_type_out_of_range_is_a_value_error_naming_it(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be .+, got {re.escape(repr(value))}"):
+        TrainConfig(**{name: value})
+
+
+def _with_switch(function: str, value: object) -> None:
+    """Call ``function`` (a public training entry point) on toy inputs with ``value`` as its
+    progress switch (``quiet`` or ``progress``); a fit_ensemble refused leaves the ensemble's
+    weights as they were."""
+    if function == "Trainer":
+        Trainer(model(), mse, CONFIG, quiet=value)
+    elif function == "train_forecaster":  # no trainable parameters: returned before any Trainer
+        frames = torch.zeros(2, 1, 1, 4, 4)
+        train_forecaster(Persistence(1), frames, frames, max_steps=1, quiet=value)
+    elif function == "train_anp":
+        anp = AttentiveNeuralProcess(hidden=8, latent=8, attention_layers=1, seed=0)
+        train_anp(anp, gpme_sampler("diffusion", 2), steps=1, progress=value)
+    else:
+        ensemble = DeepEnsemble(1, members=2, width=4, depth=1)
+        before = {key: tensor.clone() for key, tensor in ensemble.state_dict().items()}
+        try:
+            fit_ensemble(ensemble, torch.zeros(4, 1), torch.zeros(4), epochs=1, progress=value)
+        finally:
+            after = ensemble.state_dict()
+            assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+@pytest.mark.parametrize("value", ["no", "False", 1, 0, None, torch.tensor(True)])
+@pytest.mark.parametrize(
+    "function, name",
+    [
+        ("Trainer", "quiet"),
+        ("train_forecaster", "quiet"),
+        ("train_anp", "progress"),
+        ("fit_ensemble", "progress"),
+    ],
+)
+def test_a_progress_switch_that_is_no_bool_is_refused_by_name(function, name, value):
+    """Truthy or not, what is no True or False is a TypeError naming the argument."""
+    message = rf"^{name} must be True or False, got {re.escape(repr(value))}$"
+    with pytest.raises(TypeError, match=message):
+        _with_switch(function, value)
 
 
 def test_bad_runs(tmp_path):

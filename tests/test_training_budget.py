@@ -17,6 +17,7 @@ from torch.utils.data import TensorDataset
 from physml import _clock
 from physml.cli import main
 from physml.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from physml.training.distributed import group_device
 
 F64 = torch.float64
 
@@ -181,23 +182,39 @@ def test_a_resume_on_another_clock_is_refused(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "settings, error",
+    "settings, kind, error",
     [
         (
             dict(steps=None),
+            ValueError,
             r"^steps may be None only with a time budget: .*steps=None and budget_s",
         ),
-        (dict(budget_s=0), r"^budget_s must be a finite number of seconds > 0 or None, got 0 "),
-        (dict(budget_s=-1.0), r"^budget_s must be a finite number of seconds > 0 or None"),
-        (dict(budget_s=math.inf), r"^budget_s must be a finite number of seconds > 0 or None"),
-        (dict(budget_s=math.nan), r"^budget_s must be a finite number of seconds > 0 or None"),
-        (dict(budget_s=True), r"^budget_s must be a finite number of seconds > 0 or None, got T"),
-        (dict(budget_s="5"), r"^budget_s must be a finite number of seconds > 0 or None, got '5'"),
-        (dict(clock="gpu"), r"^clock must be one of \('wall', 'cpu'\) .*, got 'gpu'$"),
+        (
+            dict(budget_s=0),
+            ValueError,
+            r"^budget_s must be a finite number of seconds > 0 or None, got 0 ",
+        ),
+        (dict(budget_s=-1.0), ValueError, r"^budget_s must be a finite number of seconds > 0"),
+        (dict(budget_s=math.inf), ValueError, r"^budget_s must be a finite number of seconds > 0"),
+        (dict(budget_s=math.nan), ValueError, r"^budget_s must be a finite number of seconds > 0"),
+        (
+            dict(budget_s=True),
+            TypeError,
+            r"^budget_s must be a finite number of seconds > 0 or None, got True ",
+        ),
+        (
+            dict(budget_s="5"),
+            TypeError,
+            r"^budget_s must be a finite number of seconds > 0 or None, got '5' ",
+        ),
+        (dict(clock="gpu"), ValueError, r"^clock must be one of \('wall', 'cpu'\) .*, got 'gpu'$"),
+        (dict(clock=1), TypeError, r"^clock must be one of \('wall', 'cpu'\) .*, got 1$"),
     ],
 )
-def test_bad_budgets_and_clocks_are_refused_by_name(settings, error):
-    with pytest.raises(ValueError, match=error):
+def test_bad_budgets_and_clocks_are_refused_by_name(settings, kind, error):
+    """A value of the wrong type (text, a boolean) is a TypeError, a number out of range or an
+    unknown clock a ValueError."""
+    with pytest.raises(kind, match=error):
         TrainConfig(**settings)
 
 
@@ -248,14 +265,23 @@ def _budget_rank(rank: int, port: int, queue) -> None:
     _clock.CLOCKS["wall"] = lambda: clock[0]
     net = Ticking(clock, 1.0 if rank == 0 else 10.0)
     budget = config(steps=None, budget_s=3.5, schedule="cosine")
+    pickled, sent = [], torch.distributed.broadcast_object_list
+
+    def counted(*args, **options):
+        pickled.append(args)
+        return sent(*args, **options)
+
+    torch.distributed.broadcast_object_list = counted
     report = Trainer(net, weight_loss, budget, quiet=True).fit(data())
-    queue.put((rank, report.steps, report.train_s, float(net.weight.detach())))
+    place = str(group_device())
+    queue.put((rank, report.steps, report.train_s, float(net.weight.detach()), len(pickled), place))
     torch.distributed.destroy_process_group()
 
 
 def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
     """Ranks reading their own clocks would stop at other steps (a deadlock in the next
-    all-reduce) and step at other rates (other weights): rank 0's seconds rule both."""
+    all-reduce) and step at other rates (other weights): rank 0's seconds rule both, sent as a
+    tensor on the process group's device (gloo: the CPU), no pickled object a step."""
     context, port = mp.get_context("spawn"), _free_port()
     queue = context.Queue()
     processes = [context.Process(target=_budget_rank, args=(r, port, queue)) for r in range(2)]
@@ -267,6 +293,7 @@ def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
         assert process.exitcode == 0
     assert answers[0] == answers[1]
     assert answers[0][:2] == [4, 4.0]
+    assert answers[0][3:] == [0, "cpu"]
 
 
 def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, monkeypatch, capsys):
@@ -295,7 +322,7 @@ def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, mon
 
 @pytest.mark.parametrize("clock", [[], {}, ["wall"]])
 def test_an_unhashable_clock_is_refused_by_name(clock):
-    with pytest.raises(ValueError, match=r"^clock must be one of \('wall', 'cpu'\) .*, got "):
+    with pytest.raises(TypeError, match=r"^clock must be one of \('wall', 'cpu'\) .*, got "):
         TrainConfig(clock=clock)
 
 

@@ -587,7 +587,8 @@ class MultiStepDataset(_PairDataset):
         steps = available if steps is None else steps
         count = integer(steps)  # as the time indices: Python, numpy or 0-d torch integers
         if count is None or not 1 <= count <= available:
-            raise ValueError(f"steps must be an integer in [1, {available}], got {steps!r}")
+            error = TypeError if count is None else ValueError  # a bool or 2.0 is no integer
+            raise error(f"steps must be an integer in [1, {available}], got {steps!r}")
         steps = count
         if available % steps:
             raise ValueError(f"steps must divide the {available} stored steps, got {steps}")

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pdes.checks import finite, positive_int
+from pdes.checks import finite, positive, positive_int
 
 from .. import metrics
 from .._checks import device as checked_device
+from .._checks import flag
 from .._clock import CLOCKS
 from .baselines import check_sequence
 from .common import model_dtype
@@ -159,6 +160,18 @@ def _json_config(model_config: object) -> dict | None:
         ) from None
 
 
+def _positive(name: str, value: object, number: str, in_range: str) -> float:
+    """``value`` as a float when it is a finite number > 0; a ``TypeError`` saying it must be
+    ``number`` for what is no number (text, a boolean), a ``ValueError`` saying it must be
+    ``in_range`` for a number out of range, each naming ``name``."""
+    try:
+        return positive(name, value)
+    except TypeError:
+        raise TypeError(f"{name} must be {number}, got {value!r}") from None
+    except ValueError:
+        raise ValueError(f"{name} must be {in_range}, got {value!r}") from None
+
+
 def train_forecaster(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -245,20 +258,18 @@ def train_forecaster(
     if max_steps is not None:
         max_steps = positive_int("max_steps", max_steps)
     if budget_s is not None:
-        if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)):
-            raise TypeError(f"budget_s must be a number of seconds, got {budget_s!r}")
-        if not 0 < budget_s < math.inf:
-            raise ValueError(f"budget_s must be a finite number of seconds > 0, got {budget_s!r}")
+        budget_s = _positive(
+            "budget_s", budget_s, "a number of seconds", "a finite number of seconds > 0"
+        )
     batch_size = positive_int("batch_size", batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     if val_every is not None:
         val_every = positive_int("val_every", val_every)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
-    if clock not in CLOCKS:
-        raise ValueError(f"clock must be one of {list(CLOCKS)}, got {clock!r}")
+    lr = _positive("lr", lr, "a finite number > 0", "a finite number > 0")
+    for name, value, choices in (("schedule", schedule, SCHEDULES), ("clock", clock, CLOCKS)):
+        if not isinstance(value, str) or value not in choices:
+            error = ValueError if isinstance(value, str) else TypeError
+            raise error(f"{name} must be one of {list(choices)}, got {value!r}")
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {list(LOSSES)} or a callable, got {loss!r}")
@@ -279,6 +290,7 @@ def train_forecaster(
         raise TypeError(f"loss must be a name in {list(LOSSES)} or a callable, got {loss!r}")
     model_config = _json_config(model_config)
     seed = positive_int("seed", seed, 0)
+    quiet = flag("quiet", quiet)
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be a callable on_step(step, loss) or None, got {on_step!r}")
     if checkpoint is not None:

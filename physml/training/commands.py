@@ -340,8 +340,9 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
         "clock": config.clock,
     }
     path = Path(out) / REPORT
-    if report.resumed_from < report.steps or not path.exists():  # else: the timing of the run
-        atomic_write_text(path, strict_json(summary))
+    if report.resumed_from == report.steps:  # nothing trained: keep the timing of the call that did
+        summary.update(_timing_of(path, report.steps))
+    atomic_write_text(path, strict_json(summary))
     last = ""
     if report.validation:
         value = report.validation[-1][1]
@@ -354,6 +355,28 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     )
     print(f"{done}: loss {report.final_loss:.4g}{last} -> {out}")
     return 0
+
+
+TIMING = ("resumed_from", "wall_s", "samples_per_s")
+"""The keys of a report that time the call of physml train that trained the run."""
+
+
+def _timing_of(path: Path, steps: int) -> dict:
+    """The timing (:data:`TIMING`) in the report at ``path`` when it is one of physml train that
+    reports the run at ``steps`` steps; ``{}`` otherwise (none there, another step: the report
+    of an earlier call, left by a run killed before it wrote its own)."""
+    try:
+        earlier = json_value(
+            str(path),
+            path.read_text(encoding="utf-8"),
+            "a report of physml train",
+            lambda value: isinstance(value, dict),
+        )
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("steps") != steps or not set(TIMING) <= set(earlier):
+        return {}
+    return {key: earlier[key] for key in TIMING}
 
 
 def check_run_folder(argument: str, out: str | os.PathLike) -> None:

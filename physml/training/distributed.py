@@ -36,6 +36,23 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def number_from_main(self, value: float) -> float:
+        """Rank 0's ``value`` in every process, exactly (one float64 tensor broadcast on the
+        process group's device: no pickling, cheap enough for every step)."""
+        if self.size == 1:
+            return float(value)
+        box = torch.tensor(float(value), dtype=torch.float64, device=group_device())
+        dist.broadcast(box, src=0)
+        return float(box.item())
+
+
+def group_device() -> torch.device:
+    """Where the joined process group's tensors live: this process's CUDA device under nccl,
+    else the CPU (gloo)."""
+    if dist.get_backend() == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
 
 def world(device: str = "cpu") -> World:
     """The current world, joining the ``torchrun`` process group on first use (gloo for a CPU

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import positive_int
 
+from .._checks import flag
 from ..data import GPMEFunctions, GPMESampler, sample_seed
 from ..models import AttentiveNeuralProcess, DeepEnsemble, elbo_loss
 from ..models.anp import shapeless_defaults
@@ -156,6 +157,7 @@ def train_anp(
         raise TypeError(f"sampler must be a GPMESampler, got {type(sampler).__name__}")
     if loss_extra is not None and not callable(loss_extra):
         raise TypeError(f"loss_extra must be callable(model, batch) or None, got {loss_extra!r}")
+    progress = flag("progress", progress)
     steps = positive_int("steps", steps)
     functions = GPMEFunctions(sampler, steps * sampler.batch, seed)
 
@@ -377,6 +379,7 @@ def fit_ensemble(
     """
     if not isinstance(ensemble, DeepEnsemble):
         raise TypeError(f"ensemble must be a DeepEnsemble, got {type(ensemble).__name__}")
+    progress = flag("progress", progress)  # before reset: a refusal leaves the ensemble as it was
     epochs = positive_int("epochs", epochs)
     batch_size = positive_int("batch_size", batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)

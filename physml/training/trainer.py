@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from pdes.checks import non_negative, positive, positive_int
 
-from .._checks import NonFiniteError
+from .._checks import NonFiniteError, flag
 from .._checks import device as checked_device
 from .._clock import CLOCKS
 from .._io import exclusive_lock, remove_leftovers
@@ -130,24 +130,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.budget_s is not None:
-            try:
-                budget = positive("budget_s", self.budget_s)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"budget_s must be a finite number of seconds > 0 or None, got "
-                    f"{self.budget_s!r} (for no time budget pass None, or leave --budget-s out)"
-                ) from None
-            object.__setattr__(self, "budget_s", budget)
+            object.__setattr__(
+                self,
+                "budget_s",
+                _optional_positive(
+                    "budget_s",
+                    self.budget_s,
+                    "a finite number of seconds > 0 or None",
+                    "for no time budget pass None, or leave --budget-s out",
+                ),
+            )
         if self.steps is None and self.budget_s is None:
             raise ValueError(
                 "steps may be None only with a time budget: give steps (a number of optimiser "
                 "steps) or budget_s (seconds of training), or both; got steps=None and "
                 "budget_s=None"
             )
-        if not isinstance(self.clock, str) or self.clock not in CLOCKS:
-            raise ValueError(
-                f"clock must be one of {tuple(CLOCKS)} (what budget_s counts), got {self.clock!r}"
-            )
+        _choice("clock", self.clock, tuple(CLOCKS), " (what budget_s counts)")
         plain: dict = {
             name: positive_int(name, getattr(self, name), minimum)
             for name, minimum in INTEGER_SETTINGS.items()
@@ -161,17 +160,15 @@ class TrainConfig:
         plain["lr"] = positive("lr", self.lr)
         plain["weight_decay"] = non_negative("weight_decay", self.weight_decay)
         if self.clip is not None:
-            try:
-                plain["clip"] = positive("clip", self.clip)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"clip must be a number > 0 or None, got {self.clip!r} (a finite number: for "
-                    "no clipping pass None, or leave --clip out)"
-                ) from None
+            plain["clip"] = _optional_positive(
+                "clip",
+                self.clip,
+                "a number > 0 or None",
+                "a finite number: for no clipping pass None, or leave --clip out",
+            )
         for name, value in plain.items():  # numpy numbers would not load with weights_only=True
             object.__setattr__(self, name, value)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _choice("schedule", self.schedule, SCHEDULES)
         check_device(self.device)
 
     def learning_rate(self, step: int, used: float = 0.0) -> float:
@@ -183,6 +180,29 @@ class TrainConfig:
         if self.steps is None:
             return 0.5 * self.lr * (1.0 + math.cos(math.pi * min(used / self.budget_s, 1.0)))
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.steps))
+
+
+def _optional_positive(name: str, value: object, expected: str, hint: str) -> float:
+    """``value`` as a float when it is a finite number > 0; otherwise an error naming ``name``,
+    ``expected`` and ``hint``: a ``TypeError`` for what is no number (text, a boolean), a
+    ``ValueError`` for a number out of range."""
+    message = f"{name} must be {expected}, got {value!r} ({hint})"
+    try:
+        return positive(name, value)
+    except TypeError:
+        raise TypeError(message) from None
+    except ValueError:
+        raise ValueError(message) from None
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...], why: str = "") -> None:
+    """A ``TypeError`` naming ``name`` unless ``value`` is a string, a ``ValueError`` unless it is
+    one of ``choices``; ``why`` follows the choices in the message."""
+    message = f"{name} must be one of {choices}{why}, got {value!r}"
+    if not isinstance(value, str):
+        raise TypeError(message)
+    if value not in choices:
+        raise ValueError(message)
 
 
 LATER_SETTINGS = {"accumulate": 1, "budget_s": None, "clock": "wall"}
@@ -428,9 +448,7 @@ class Trainer:
         self.model, self.loss, self.config = model, loss, config
         self.out = None if out is None else Path(out)
         self.model_config = plain_config("model_config", model_config)
-        if not isinstance(quiet, (bool, np.bool_)):
-            raise TypeError(f"quiet must be True or False, got {quiet!r}")
-        self.quiet = bool(quiet)
+        self.quiet = flag("quiet", quiet)
         if after_step is not None and not callable(after_step):
             raise TypeError(f"after_step must be callable(model, step), got {type(after_step)}")
         self.after_step = after_step
@@ -558,7 +576,7 @@ class Trainer:
                 self.after_step(model, step)
             report.train_s += clock() - began
             if config.budget_s is not None:  # rank 0's seconds: one schedule, one stop for all
-                report.train_s = float(here.from_main(report.train_s))
+                report.train_s = here.number_from_main(report.train_s)
                 out_of_time = self._out_of_time(report.train_s)
             bar.update(1)
             bar.set_postfix(loss=f"{report.losses[-1]:.4g}", refresh=False)
