@@ -7,7 +7,7 @@ IN OUT --to ...``) rewrites a file in another format, atomically.
 **PDEBench**, three layouts, all of cell centres (its solvers are finite-volume ones: ``x_i =
 x_0 + (i + 1/2)·dx``), so read with the attribute ``grid_kind`` = ``"cell"`` unless the file
 says otherwise (a ``grid_kind`` root attribute; a file our writer made carries ours, and one
-of PDEBench data without it, :func:`pdebench_origin`, reads as cells too):
+of PDEBench data without it reads as cells too: :func:`pdebench_grid_kind`):
 
 - ``tensor`` ``(N, T, X[, Y[, Z]])`` with ``x-coordinate`` (``y-``, ``z-``) and ``t-coordinate``
   (advection, Burgers, reaction-diffusion, Darcy): ``u`` = ``tensor``; 1-D CFD files (``density``,
@@ -114,6 +114,11 @@ PDEBENCH_PREFIX = "pdebench: "  # a converted PDEBench file's pde: this, then it
 _PDEBENCH_SOURCES = ("pdebench", "pdebench-ns", "pdebench-groups")  # its source_format
 
 
+PDEBENCH_GRID_KIND = "cell"
+"""The ``grid_kind`` of PDEBench data: its solvers are finite-volume ones and store cell
+centres, ``x_i = x_0 + (i + 1/2)·dx``."""
+
+
 def pdebench_origin(attrs: Mapping[str, object]) -> bool:
     """Whether a file's attributes describe PDEBench data: read from a PDEBench file
     (``source_format`` ``"pdebench"``, ``"pdebench-ns"`` or ``"pdebench-groups"``) and named
@@ -123,6 +128,18 @@ def pdebench_origin(attrs: Mapping[str, object]) -> bool:
     return attrs.get("source_format") in _PDEBENCH_SOURCES and str(attrs.get("pde", "")).startswith(
         PDEBENCH_PREFIX
     )
+
+
+def pdebench_grid_kind(attrs: Mapping[str, object], copy: bool = True) -> str | None:
+    """The ``grid_kind`` data of attributes ``attrs`` are read with where no ``grid_kind`` of
+    theirs says otherwise: :data:`PDEBENCH_GRID_KIND` for PDEBench data, else ``None``.
+
+    ``copy`` ``False``: ``attrs`` are a PDEBench file's own (no ``physml_attrs``), PDEBench data
+    whatever their ``pde``; ``True``: they may be of a file our writers made, PDEBench data only
+    where :func:`pdebench_origin` says so (ours written in PDEBench's layout stay nodes)."""
+    if copy:
+        return PDEBENCH_GRID_KIND if pdebench_origin(attrs) else None
+    return PDEBENCH_GRID_KIND if attrs.get("source_format") in _PDEBENCH_SOURCES else None
 
 
 _NOT_CARRIED = ("format", "source_format", "source_file", "merged_from")  # not in physml_attrs
@@ -402,7 +419,7 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     volume ones and store cell centres, ``x_i = x_0 + (i + 1/2)·dx``: its files are marked
     ``grid_kind = "cell"`` unless they say otherwise (a ``grid_kind`` root attribute, or ours in
     ``physml_attrs``, where none means nodes unless the data came from PDEBench:
-    :func:`pdebench_origin`)."""
+    :func:`pdebench_grid_kind`)."""
     params, consumed = _pdebench_parameters(f, path, n)
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
@@ -410,8 +427,9 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     copied = "physml_attrs" in f.attrs  # ours: a copy of a PDEBench file keeps its pde
     attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
-    if not copied or pdebench_origin(attrs):
-        attrs.setdefault("grid_kind", "cell")
+    kind = pdebench_grid_kind(attrs, copy=copied)
+    if kind is not None:
+        attrs.setdefault("grid_kind", kind)
     return params, attrs
 
 
