@@ -32,6 +32,7 @@ from physml.data import (
     write_well,
 )
 from physml.data.generate import sample_seed, write_checksummed
+from physml.data.interchange import pdebench_grid_kind
 
 N, T, X, Y = 3, 5, 8, 6
 
@@ -1193,6 +1194,20 @@ def test_copies_of_pdebench_data_made_without_a_grid_kind_are_read_as_cell_centr
     nodes = _ours_2d()
     nodes.attrs["pde"] = "heat"
     assert "grid_kind" not in load(write_pdebench(nodes, tmp_path / "nodes.h5")).attrs
+
+
+def test_the_grid_kind_of_pdebench_data_is_cell_for_a_pdebench_file_whatever_its_pde():
+    """A PDEBench file's own attributes are PDEBench data whatever their ``pde``; attributes that
+    may be a copy's are so only when named by the PDEBench reader."""
+    named = {"pde": "pdebench: 1D_Advection_Sols", "source_format": "pdebench"}
+    own = {"pde": "advection", "source_format": "pdebench-groups"}
+    ours = {"pde": "heat"}
+    assert [pdebench_grid_kind(a, copy=False) for a in (named, own, ours)] == ["cell", "cell", None]
+    assert [pdebench_grid_kind(a) for a in (named, own, ours)] == ["cell", None, None]
+    with pytest.raises(TypeError, match="^copy must be a bool, got int$"):
+        pdebench_grid_kind(named, copy=0)
+    with pytest.raises(TypeError, match="^attrs must be a mapping of attributes, got list$"):
+        pdebench_grid_kind([named])
 
 
 def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):

@@ -115,8 +115,8 @@ _PDEBENCH_SOURCES = ("pdebench", "pdebench-ns", "pdebench-groups")  # its source
 
 
 PDEBENCH_GRID_KIND = "cell"
-"""The ``grid_kind`` of PDEBench data: its solvers are finite-volume ones and store cell
-centres, ``x_i = x_0 + (i + 1/2)·dx``."""
+"""The ``grid_kind`` of PDEBench data, whose finite-volume solvers store cell centres
+(``x_i = x_0 + (i + 1/2)·dx``)."""
 
 
 def pdebench_origin(attrs: Mapping[str, object]) -> bool:
@@ -137,6 +137,10 @@ def pdebench_grid_kind(attrs: Mapping[str, object], copy: bool = True) -> str | 
     ``copy`` ``False``: ``attrs`` are a PDEBench file's own (no ``physml_attrs``), PDEBench data
     whatever their ``pde``; ``True``: they may be of a file our writers made, PDEBench data only
     where :func:`pdebench_origin` says so (ours written in PDEBench's layout stay nodes)."""
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"attrs must be a mapping of attributes, got {type(attrs).__name__}")
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be a bool, got {type(copy).__name__}")
     if copy:
         return PDEBENCH_GRID_KIND if pdebench_origin(attrs) else None
     return PDEBENCH_GRID_KIND if attrs.get("source_format") in _PDEBENCH_SOURCES else None

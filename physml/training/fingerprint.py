@@ -206,8 +206,11 @@ def differences(saved: dict, current: dict) -> list[str]:
 
 def _read_later(key: str, old: dict, new: dict) -> bool:
     """Whether ``key``, which the attributes ``old`` lack, is one the PDEBench readers now
-    record (:data:`READ_LATER`) with the value they record, on data of PDEBench origin."""
-    return key in READ_LATER and new.get(key) == READ_LATER[key] == pdebench_grid_kind(old)
+    record (:data:`READ_LATER`) with the value they record, on data read from a PDEBench file:
+    the attributes do not tell a PDEBench file from a copy our writers made in its layout, so
+    any such file counts as PDEBench's own, its ``pde`` its reader's or the file's."""
+    kind = pdebench_grid_kind(old, copy=False)
+    return key in READ_LATER and new.get(key) == READ_LATER[key] == kind
 
 
 def _described(attributes: dict) -> str:
