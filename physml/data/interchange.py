@@ -47,9 +47,9 @@ that lack an axis (written back full size).
 **Writing** keeps the dtype (both formats store float32 by habit, their readers take float64) and
 puts what a format has no place for where its readers ignore it: our attributes in the JSON
 attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a shard
-converted to PDEBench and back is a shard ``physml merge`` takes; through The Well it is not, as
-The Well's reader adds ``dataset_name``, ``field``, ``grid_type`` and
-``well_boundary_conditions``), coordinates of an NS file as
+converted to PDEBench or The Well and back is a shard ``physml merge`` takes: the ``dataset_name``,
+``field``, ``grid_type`` and ``well_boundary_conditions`` The Well's reader adds restate its own
+attributes, :func:`well_restated`), coordinates of an NS file as
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
 coordinates, ``params`` and ``fields``. A physml file takes fields of any per-sample shape; in
 PDEBench and The Well files fields must have the shape of ``u`` (the N-body recipes' extra arrays
@@ -1004,20 +1004,89 @@ def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords:
                     f"be written as The Well stores it ({type(error).__name__}: {error})"
                 ) from None
         return
-    text = str(data.attrs.get("boundary", "")).strip().lower()
+    sizes = [len(coords[axis]) for axis in AXES[: len(names)]]
+    for entry in _text_boundary_entries(data.attrs.get("boundary", ""), names, sizes):
+        _well_boundary_group(group, entry)
+
+
+def _text_boundary_entries(boundary: object, names: list[str], sizes: list[int]) -> list[dict]:
+    """The boundary conditions The Well's layout gives our ``boundary`` text on axes ``names`` of
+    ``sizes`` points, as :func:`_well_boundaries` reads them back: periodic -> PERIODIC, a wall
+    kind -> WALL, on both ends of every axis; none for other text."""
+    text = str(boundary).strip().lower()
     kind = (
         "PERIODIC" if text.startswith("periodic") else "WALL" if text.startswith(_WALLS) else None
     )
     if kind is None:
-        return
-    for axis, name in zip(AXES, names, strict=False):
-        item = group.create_group(f"{name}_{kind.lower()}")
-        item.attrs.update(bc_type=kind, sample_varying=False, time_varying=False)
-        item.attrs["associated_dims"] = _string_list([name])
-        item.attrs["associated_fields"] = _string_list([])
-        mask = np.zeros(len(coords[axis]), dtype=bool)
+        return []
+    entries = []
+    for name, size in zip(names, sizes, strict=True):
+        mask = np.zeros(size, dtype=bool)
         mask[[0, -1]] = True
-        write_checksummed(item, "mask", mask)
+        entries.append(
+            {
+                "name": f"{name}_{kind.lower()}",
+                "bc_type": kind,
+                "sample_varying": False,
+                "time_varying": False,
+                "associated_dims": [name],
+                "associated_fields": [],
+                "mask_shape": [size],
+                "mask_true": np.flatnonzero(mask).tolist(),
+            }
+        )
+    return entries
+
+
+def _as_text(entries: list) -> list[str]:
+    """Boundary condition entries as sorted JSON texts, to compare whatever their order."""
+    return sorted(json.dumps(entry, sort_keys=True) for entry in entries)
+
+
+WELL_READ = ("dataset_name", "grid_type", "field", _BOUNDARY_CONDITIONS)
+"""Attributes :func:`read_well` gives data besides those a file our writer made carries in
+``physml_attrs``; there they restate that data's own (see :func:`well_restated`)."""
+
+
+def well_restated(attrs: Mapping[str, object], space: tuple[int, ...]) -> list[str]:
+    """Which of the :data:`WELL_READ` attributes among ``attrs`` (of data ``(n, time, *space)``)
+    say no more than the others: what :func:`write_well` writes for data of the other attributes
+    and :func:`read_well` reads back (``dataset_name`` the ``pde``, ``grid_type``
+    ``"cartesian"``, ``field`` ``"u"``, ``well_boundary_conditions`` what the ``boundary`` text
+    gives on this grid), so that a copy of ours read back from The Well describes the same data
+    as the original, which lacks them."""
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"attrs must be a mapping of attributes, got {type(attrs).__name__}")
+    sizes = (int, np.integer)
+    if not isinstance(space, (tuple, list)) or not all(
+        isinstance(n, sizes) and not isinstance(n, bool) for n in space
+    ):
+        raise TypeError(f"space must be a tuple of grid sizes (integers), got {space!r}")
+    space = tuple(int(n) for n in space)
+    if not 1 <= len(space) <= len(AXES) or min(space) <= 0:
+        raise ValueError(f"space must be 1 to {len(AXES)} positive sizes, got {space}")
+    others = {key: value for key, value in attrs.items() if key not in WELL_READ}
+    names = list(AXES[: len(space)])
+    if _SPATIAL_DIMS in others:
+        try:
+            names = json.loads(others[_SPATIAL_DIMS])
+        except (TypeError, ValueError):
+            names = None
+    written = {
+        "dataset_name": str(others.get("pde", "physml")),
+        "grid_type": "cartesian",
+        "field": "u",
+    }
+    restated = [key for key, value in written.items() if attrs.get(key) == value]
+    if _BOUNDARY_CONDITIONS in attrs and isinstance(names, list) and len(names) == len(space):
+        try:
+            read = json.loads(attrs[_BOUNDARY_CONDITIONS])
+            given = _text_boundary_entries(others.get("boundary", ""), names, list(space))
+            if isinstance(read, list) and read and _as_text(read) == _as_text(given):
+                restated.append(_BOUNDARY_CONDITIONS)
+        except (TypeError, ValueError):
+            pass  # not JSON: nothing our reader wrote
+    return restated
 
 
 def _time_varying_scalars(attrs: dict) -> list[str] | None:
