@@ -20,6 +20,7 @@ from physml.data import (
     DatasetFileError,
     MultiStepDataset,
     PDEData,
+    ShardError,
     SingleStepDataset,
     convert,
     generate_dataset,
@@ -32,6 +33,7 @@ from physml.data import (
     write_well,
 )
 from physml.data.generate import sample_seed, write_checksummed
+from physml.data.interchange import pdebench_grid_kind, well_restated
 
 N, T, X, Y = 3, 5, 8, 6
 
@@ -183,27 +185,151 @@ def test_ours_to_pdebench_and_back_is_bitwise(tmp_path):
     assert again.attrs["format"] == "physml-dataset/1"
 
 
-@pytest.mark.parametrize("to", ["pdebench", "well"])
-def test_a_shard_converted_there_and_back_is_still_a_shard_merge_takes(tmp_path, to):
-    """The round trip keeps each sample's seed (and index); through PDEBench, where the file it
-    was read from is the shard's own business, it merges with the shards never converted."""
+def _heat_shards(tmp_path, **settings):
     index = tmp_path / "heat.h5"
     shards = [
         generate_dataset(
-            "heat", index, n=4, seed=3, shard=i, num_shards=2, nx=9, nt=3, progress=False
+            "heat",
+            index,
+            n=4,
+            seed=3,
+            shard=i,
+            num_shards=2,
+            nx=9,
+            nt=3,
+            progress=False,
+            **settings,
         )
         for i in range(2)
     ]
-    convert(shards[1], tmp_path / f"s1.{to}.h5", to=to)
-    (tmp_path / "back").mkdir()
-    back = convert(tmp_path / f"s1.{to}.h5", tmp_path / "back" / shards[1].name, to="physml")
+    return index, shards
+
+
+def _there_and_back(tmp_path, shard, to):
+    """A physml copy of ``shard`` written as ``to`` and read back, in a folder of its own."""
+    foreign = convert(shard, tmp_path / f"{shard.stem}.{to}.h5", to=to)
+    (tmp_path / f"back-{shard.stem}").mkdir()
+    return convert(foreign, tmp_path / f"back-{shard.stem}" / shard.name, to="physml")
+
+
+@pytest.mark.parametrize("to", ["pdebench", "well"])
+def test_a_shard_converted_there_and_back_is_still_a_shard_merge_takes(tmp_path, to):
+    """The round trip keeps each sample's seed (and index) and, the file it was read from being
+    the shard's own business, it merges with the shards never converted: the attributes The
+    Well's reader adds restate the shard's own (its pde, 'u', its Neumann walls)."""
+    index, shards = _heat_shards(tmp_path)
+    back = _there_and_back(tmp_path, shards[1], to)
     original = load(shards[1])
     assert torch.equal(load(back).sample_seed, original.sample_seed)
     assert original.sample_seed.tolist() == [sample_seed(3, 2), sample_seed(3, 3)]
-    assert load(back).attrs["source_file"] == f"s1.{to}.h5"
-    if to == "pdebench":  # The Well's own attributes (dataset_name, ...) stay in its copies
-        merged = merge_shards([shards[0], back], tmp_path / "merged.h5")
-        assert torch.equal(load(merged).u, load(index).u)
+    assert load(back).attrs["source_file"] == f"{shards[1].stem}.{to}.h5"
+    merged = merge_shards([shards[0], back], tmp_path / "merged.h5")
+    assert torch.equal(load(merged).u, load(index).u)
+    assert main(["merge", str(back), str(shards[0]), "-o", str(tmp_path / "again.h5")]) == 0
+    for path in (merged, tmp_path / "again.h5"):
+        with h5py.File(path) as f, h5py.File(shards[0]) as original_file:
+            kept = set(original_file.attrs) - {"created", "shard", "num_shards"}
+            assert set(f.attrs) == kept | {"created", "shard", "num_shards", "merged_from"}
+
+
+def test_shards_all_read_back_from_the_well_merge_and_keep_attributes_their_data_had(tmp_path):
+    """Every shard read back from The Well: they merge into the dataset the originals make;
+    attributes the original data had (a field name, a dataset name of its own) stay."""
+    index, shards = _heat_shards(tmp_path)
+    backs = [_there_and_back(tmp_path, shard, "well") for shard in shards]
+    merged = load(merge_shards(backs, tmp_path / "merged.h5"))
+    assert torch.equal(merged.u, load(index).u)
+    assert not {"dataset_name", "field", "grid_type", "well_boundary_conditions"} & set(
+        merged.attrs
+    )
+    for shard in shards:
+        with h5py.File(shard, "a") as f:
+            f.attrs.update(field="u", dataset_name="heat-walls")
+    (tmp_path / "named").mkdir()
+    backs = [_there_and_back(tmp_path / "named", shard, "well") for shard in shards[1:]]
+    merged = load(merge_shards([shards[0], *backs], tmp_path / "named.h5"))
+    assert (merged.attrs["field"], merged.attrs["dataset_name"]) == ("u", "heat-walls")
+    assert "well_boundary_conditions" not in merged.attrs
+
+
+def test_the_well_attributes_that_restate_the_others_are_told_apart():
+    """Written by hand: what The Well's writer derives from a 1-D periodic dataset of 5 points
+    and its reader gives back; a value of another kind is no restatement."""
+    entry = {
+        "name": "x_periodic",
+        "bc_type": "PERIODIC",
+        "sample_varying": False,
+        "time_varying": False,
+        "associated_dims": ["x"],
+        "associated_fields": [],
+        "mask_shape": [5],
+        "mask_true": [0, 4],
+    }
+    attrs = {"pde": "burgers", "boundary": "periodic", "nu": 0.1}
+    read = {
+        **attrs,
+        "dataset_name": "burgers",
+        "grid_type": "cartesian",
+        "field": "u",
+        "well_boundary_conditions": json.dumps([dict(reversed(entry.items()))]),
+    }
+    assert well_restated(read, (5,)) == [
+        "dataset_name",
+        "grid_type",
+        "field",
+        "well_boundary_conditions",
+    ]
+    assert well_restated(attrs, (5,)) == []
+    other = {
+        **read,
+        "dataset_name": "burgers-1d",
+        "grid_type": "polar",
+        "field": "vx",
+        "well_boundary_conditions": json.dumps([{**entry, "mask_true": [0]}]),
+    }
+    assert well_restated(other, (5,)) == []
+    assert well_restated({**read, "boundary": "dirichlet"}, (5,)) == [
+        "dataset_name",
+        "grid_type",
+        "field",
+    ]
+    assert well_restated(read, (6,)) == ["dataset_name", "grid_type", "field"]
+    with pytest.raises(TypeError, match="^attrs must be a mapping of attributes, got list$"):
+        well_restated([read], (5,))
+    for space in [(), (0,), (2, 2, 2, 2)]:
+        with pytest.raises(ValueError, match=r"^space must be 1 to 3 positive sizes, got "):
+            well_restated(read, space)
+    for space in [(5.0,), (True,), 5, "5"]:
+        with pytest.raises(TypeError, match=r"^space must be a tuple of grid sizes \(integers\)"):
+            well_restated(read, space)
+
+
+def test_a_shard_read_back_from_a_changed_well_file_is_refused_saying_what_differs(tmp_path):
+    """A The Well file whose own attributes say more than the shard's (another dataset name,
+    other boundary conditions) is another description: refused, naming each and what to do."""
+    _, shards = _heat_shards(tmp_path)
+    foreign = convert(shards[1], tmp_path / "s1.well.h5", to="well")
+    with h5py.File(foreign, "a") as f:
+        f.attrs["dataset_name"] = "diffusion"
+        f["boundary_conditions/x_wall"].attrs["bc_type"] = "OPEN"
+    (tmp_path / "back").mkdir()
+    back = convert(foreign, tmp_path / "back" / shards[1].name, to="physml")
+    with pytest.raises(ShardError) as refusal:
+        merge_shards([shards[0], back], tmp_path / "merged.h5")
+    message = str(refusal.value)
+    assert message.startswith(
+        f"shards disagree, {str(back)!r} vs {str(shards[0])!r}: dataset_name 'diffusion' vs "
+        "(absent); well_boundary_conditions '[{"
+    )
+    assert f"... vs (absent). {str(back)!r} read back" in message  # their JSON, cut short
+    assert message.endswith(
+        f". {str(back)!r} read back from The Well: its reader adds dataset_name, "
+        "well_boundary_conditions, which the merge passes over only where they restate the "
+        "shard's own attributes (its pde as dataset_name, 'u' as field, its boundary text as "
+        "well_boundary_conditions); these do not (The Well file changed, or u read from another "
+        "field?): convert the shard from its physml original, or from The Well file as written"
+    )
+    assert not (tmp_path / "merged.h5").exists()
 
 
 @pytest.mark.parametrize("layout", ["tensor", "ns"])
@@ -1193,6 +1319,20 @@ def test_copies_of_pdebench_data_made_without_a_grid_kind_are_read_as_cell_centr
     nodes = _ours_2d()
     nodes.attrs["pde"] = "heat"
     assert "grid_kind" not in load(write_pdebench(nodes, tmp_path / "nodes.h5")).attrs
+
+
+def test_the_grid_kind_of_pdebench_data_is_cell_for_a_pdebench_file_whatever_its_pde():
+    """A PDEBench file's own attributes are PDEBench data whatever their ``pde``; attributes that
+    may be a copy's are so only when named by the PDEBench reader."""
+    named = {"pde": "pdebench: 1D_Advection_Sols", "source_format": "pdebench"}
+    own = {"pde": "advection", "source_format": "pdebench-groups"}
+    ours = {"pde": "heat"}
+    assert [pdebench_grid_kind(a, copy=False) for a in (named, own, ours)] == ["cell", "cell", None]
+    assert [pdebench_grid_kind(a) for a in (named, own, ours)] == ["cell", None, None]
+    with pytest.raises(TypeError, match="^copy must be a bool, got int$"):
+        pdebench_grid_kind(named, copy=0)
+    with pytest.raises(TypeError, match="^attrs must be a mapping of attributes, got list$"):
+        pdebench_grid_kind([named])
 
 
 def test_a_sample_index_of_another_length_is_refused_on_reading(tmp_path):

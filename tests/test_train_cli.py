@@ -992,13 +992,14 @@ def test_a_run_that_recorded_options_its_model_does_not_read_resumes_without_the
 TINY = ["--modes", "4", "--hidden", "4", "--layers", "1", "--batch", "2", "--quiet"]
 
 
+@pytest.mark.parametrize("pde", [None, "advection"])
 def test_an_fno_on_a_pdebench_file_places_cell_centres_and_a_run_from_before_resumes(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, pde
 ):
     """A PDEBench file (cell centres, no boundary: not periodic) gives the FNO position channels
     ``(k + 1/2)/n``. A run whose checkpoint recorded ``node`` positions on the same file read
     without its grid kind (what physml wrote before it read PDEBench's cells) resumes with its
-    own positions."""
+    own positions, whether the file is named by its reader or carries a ``pde`` of its own."""
     from physml.training import load_checkpoint
     from physml.training.checkpoint import save_checkpoint
 
@@ -1007,12 +1008,16 @@ def test_an_fno_on_a_pdebench_file_places_cell_centres_and_a_run_from_before_res
         f["tensor"] = np.random.default_rng(1).normal(size=(4, 3, 8)).astype(np.float32)
         f["x-coordinate"] = ((np.arange(8) + 0.5) / 8).astype(np.float32)
         f["t-coordinate"] = (np.arange(4) * 0.05).astype(np.float32)
+        if pde is not None:
+            f.attrs["pde"] = pde
     command = ["train", "--data", "1D_Advection_Sols_beta1.0.h5", "--model", "fno"]
     command += ["--task", "operator", "--out", "run", *TINY, "--schedule", "constant"]
     command += ["--val-fraction", "0"]
     assert main([*command, "--steps", "1"]) == 0
     assert load_checkpoint("run")["model_config"]["position"] == "cell"
     state = load_checkpoint("run")
+    named = pde or "pdebench: 1D_Advection_Sols_beta1.0"  # the file's, else its reader's
+    assert state["fingerprint"]["attributes"]["pde"] == named
     state["model_config"]["position"] = "node"
     del state["fingerprint"]["attributes"]["grid_kind"]
     save_checkpoint("run", state)

@@ -456,11 +456,14 @@ def test_validation_leaves_numpy_and_python_random_numbers_of_training_as_they_w
 
 def test_a_grid_kind_read_later_is_no_difference_on_pdebench_data_only():
     """The cell centres the PDEBench reader now records (``grid_kind``) are no difference from a
-    fingerprint of PDEBench data read before; on other data, or as another value, they are."""
+    fingerprint of PDEBench data read before (named by the reader, or by the file's own ``pde``);
+    on other data, or as another value, they are."""
     pdebench = {"pde": "pdebench: 1D_Advection", "source_format": "pdebench"}
+    named = {"pde": "advection", "source_format": "pdebench-ns"}
     ours = {"pde": "heat", "boundary": "dirichlet"}
     for old, new, expected in [
         (pdebench, {**pdebench, "grid_kind": "cell"}, []),
+        (named, {**named, "grid_kind": "cell"}, []),
         (pdebench, {**pdebench, "grid_kind": "node"}, ["attribute 'grid_kind' None → 'node'"]),
         (ours, {**ours, "grid_kind": "cell"}, ["attribute 'grid_kind' None → 'cell'"]),
     ]:

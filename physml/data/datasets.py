@@ -322,7 +322,7 @@ def load(path: str | os.PathLike) -> PDEData:
     ``FileNotFoundError``, as is a missing index, naming the shard files beside it.
     """
     from .interchange import (  # PDEBench / The Well files (lazy: it imports us)
-        pdebench_origin,
+        pdebench_grid_kind,
         read_foreign,
     )
 
@@ -350,8 +350,9 @@ def load(path: str | os.PathLike) -> PDEData:
             content[name] = np.concatenate([p[name] for p in parts])
         content["attrs"] = joined_attributes(shards)  # as merge_shards writes them
     check_content(path, content)
-    if "grid_kind" not in content["attrs"] and pdebench_origin(content["attrs"]):
-        content["attrs"]["grid_kind"] = "cell"  # a copy of PDEBench data made before it was kept
+    kind = pdebench_grid_kind(content["attrs"])  # a copy of PDEBench data: the mark it lacks
+    if kind is not None:
+        content["attrs"].setdefault("grid_kind", kind)
     u = torch.from_numpy(content["u"])
     return PDEData(
         u=u,

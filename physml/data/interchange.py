@@ -7,7 +7,7 @@ IN OUT --to ...``) rewrites a file in another format, atomically.
 **PDEBench**, three layouts, all of cell centres (its solvers are finite-volume ones: ``x_i =
 x_0 + (i + 1/2)·dx``), so read with the attribute ``grid_kind`` = ``"cell"`` unless the file
 says otherwise (a ``grid_kind`` root attribute; a file our writer made carries ours, and one
-of PDEBench data without it, :func:`pdebench_origin`, reads as cells too):
+of PDEBench data without it reads as cells too: :func:`pdebench_grid_kind`):
 
 - ``tensor`` ``(N, T, X[, Y[, Z]])`` with ``x-coordinate`` (``y-``, ``z-``) and ``t-coordinate``
   (advection, Burgers, reaction-diffusion, Darcy): ``u`` = ``tensor``; 1-D CFD files (``density``,
@@ -47,9 +47,9 @@ that lack an axis (written back full size).
 **Writing** keeps the dtype (both formats store float32 by habit, their readers take float64) and
 puts what a format has no place for where its readers ignore it: our attributes in the JSON
 attribute ``physml_attrs``, ``sample_index`` and ``sample_seed`` as root datasets (so a shard
-converted to PDEBench and back is a shard ``physml merge`` takes; through The Well it is not, as
-The Well's reader adds ``dataset_name``, ``field``, ``grid_type`` and
-``well_boundary_conditions``), coordinates of an NS file as
+converted to PDEBench or The Well and back is a shard ``physml merge`` takes: the ``dataset_name``,
+``field``, ``grid_type`` and ``well_boundary_conditions`` The Well's reader adds restate its own
+attributes, :func:`well_restated`), coordinates of an NS file as
 ``x-coordinate``/``y-coordinate``. So ours -> either -> ours is bitwise on ``u``, ``t``,
 coordinates, ``params`` and ``fields``. A physml file takes fields of any per-sample shape; in
 PDEBench and The Well files fields must have the shape of ``u`` (the N-body recipes' extra arrays
@@ -114,6 +114,11 @@ PDEBENCH_PREFIX = "pdebench: "  # a converted PDEBench file's pde: this, then it
 _PDEBENCH_SOURCES = ("pdebench", "pdebench-ns", "pdebench-groups")  # its source_format
 
 
+PDEBENCH_GRID_KIND = "cell"
+"""The ``grid_kind`` of PDEBench data, whose finite-volume solvers store cell centres
+(``x_i = x_0 + (i + 1/2)·dx``)."""
+
+
 def pdebench_origin(attrs: Mapping[str, object]) -> bool:
     """Whether a file's attributes describe PDEBench data: read from a PDEBench file
     (``source_format`` ``"pdebench"``, ``"pdebench-ns"`` or ``"pdebench-groups"``) and named
@@ -123,6 +128,22 @@ def pdebench_origin(attrs: Mapping[str, object]) -> bool:
     return attrs.get("source_format") in _PDEBENCH_SOURCES and str(attrs.get("pde", "")).startswith(
         PDEBENCH_PREFIX
     )
+
+
+def pdebench_grid_kind(attrs: Mapping[str, object], copy: bool = True) -> str | None:
+    """The ``grid_kind`` data of attributes ``attrs`` are read with where no ``grid_kind`` of
+    theirs says otherwise: :data:`PDEBENCH_GRID_KIND` for PDEBench data, else ``None``.
+
+    ``copy`` ``False``: ``attrs`` are a PDEBench file's own (no ``physml_attrs``), PDEBench data
+    whatever their ``pde``; ``True``: they may be of a file our writers made, PDEBench data only
+    where :func:`pdebench_origin` says so (ours written in PDEBench's layout stay nodes)."""
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"attrs must be a mapping of attributes, got {type(attrs).__name__}")
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be a bool, got {type(copy).__name__}")
+    if copy:
+        return PDEBENCH_GRID_KIND if pdebench_origin(attrs) else None
+    return PDEBENCH_GRID_KIND if attrs.get("source_format") in _PDEBENCH_SOURCES else None
 
 
 _NOT_CARRIED = ("format", "source_format", "source_file", "merged_from")  # not in physml_attrs
@@ -402,7 +423,7 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     volume ones and store cell centres, ``x_i = x_0 + (i + 1/2)·dx``: its files are marked
     ``grid_kind = "cell"`` unless they say otherwise (a ``grid_kind`` root attribute, or ours in
     ``physml_attrs``, where none means nodes unless the data came from PDEBench:
-    :func:`pdebench_origin`)."""
+    :func:`pdebench_grid_kind`)."""
     params, consumed = _pdebench_parameters(f, path, n)
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
@@ -410,8 +431,9 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     copied = "physml_attrs" in f.attrs  # ours: a copy of a PDEBench file keeps its pde
     attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
-    if not copied or pdebench_origin(attrs):
-        attrs.setdefault("grid_kind", "cell")
+    kind = pdebench_grid_kind(attrs, copy=copied)
+    if kind is not None:
+        attrs.setdefault("grid_kind", kind)
     return params, attrs
 
 
@@ -982,20 +1004,89 @@ def _well_boundary_groups(f: h5py.File, data: PDEData, names: list[str], coords:
                     f"be written as The Well stores it ({type(error).__name__}: {error})"
                 ) from None
         return
-    text = str(data.attrs.get("boundary", "")).strip().lower()
+    sizes = [len(coords[axis]) for axis in AXES[: len(names)]]
+    for entry in _text_boundary_entries(data.attrs.get("boundary", ""), names, sizes):
+        _well_boundary_group(group, entry)
+
+
+def _text_boundary_entries(boundary: object, names: list[str], sizes: list[int]) -> list[dict]:
+    """The boundary conditions The Well's layout gives our ``boundary`` text on axes ``names`` of
+    ``sizes`` points, as :func:`_well_boundaries` reads them back: periodic -> PERIODIC, a wall
+    kind -> WALL, on both ends of every axis; none for other text."""
+    text = str(boundary).strip().lower()
     kind = (
         "PERIODIC" if text.startswith("periodic") else "WALL" if text.startswith(_WALLS) else None
     )
     if kind is None:
-        return
-    for axis, name in zip(AXES, names, strict=False):
-        item = group.create_group(f"{name}_{kind.lower()}")
-        item.attrs.update(bc_type=kind, sample_varying=False, time_varying=False)
-        item.attrs["associated_dims"] = _string_list([name])
-        item.attrs["associated_fields"] = _string_list([])
-        mask = np.zeros(len(coords[axis]), dtype=bool)
+        return []
+    entries = []
+    for name, size in zip(names, sizes, strict=True):
+        mask = np.zeros(size, dtype=bool)
         mask[[0, -1]] = True
-        write_checksummed(item, "mask", mask)
+        entries.append(
+            {
+                "name": f"{name}_{kind.lower()}",
+                "bc_type": kind,
+                "sample_varying": False,
+                "time_varying": False,
+                "associated_dims": [name],
+                "associated_fields": [],
+                "mask_shape": [size],
+                "mask_true": np.flatnonzero(mask).tolist(),
+            }
+        )
+    return entries
+
+
+def _as_text(entries: list) -> list[str]:
+    """Boundary condition entries as sorted JSON texts, to compare whatever their order."""
+    return sorted(json.dumps(entry, sort_keys=True) for entry in entries)
+
+
+WELL_READ = ("dataset_name", "grid_type", "field", _BOUNDARY_CONDITIONS)
+"""Attributes :func:`read_well` gives data besides those a file our writer made carries in
+``physml_attrs``; there they restate that data's own (see :func:`well_restated`)."""
+
+
+def well_restated(attrs: Mapping[str, object], space: tuple[int, ...]) -> list[str]:
+    """Which of the :data:`WELL_READ` attributes among ``attrs`` (of data ``(n, time, *space)``)
+    say no more than the others: what :func:`write_well` writes for data of the other attributes
+    and :func:`read_well` reads back (``dataset_name`` the ``pde``, ``grid_type``
+    ``"cartesian"``, ``field`` ``"u"``, ``well_boundary_conditions`` what the ``boundary`` text
+    gives on this grid), so that a copy of ours read back from The Well describes the same data
+    as the original, which lacks them."""
+    if not isinstance(attrs, Mapping):
+        raise TypeError(f"attrs must be a mapping of attributes, got {type(attrs).__name__}")
+    sizes = (int, np.integer)
+    if not isinstance(space, (tuple, list)) or not all(
+        isinstance(n, sizes) and not isinstance(n, bool) for n in space
+    ):
+        raise TypeError(f"space must be a tuple of grid sizes (integers), got {space!r}")
+    space = tuple(int(n) for n in space)
+    if not 1 <= len(space) <= len(AXES) or min(space) <= 0:
+        raise ValueError(f"space must be 1 to {len(AXES)} positive sizes, got {space}")
+    others = {key: value for key, value in attrs.items() if key not in WELL_READ}
+    names = list(AXES[: len(space)])
+    if _SPATIAL_DIMS in others:
+        try:
+            names = json.loads(others[_SPATIAL_DIMS])
+        except (TypeError, ValueError):
+            names = None
+    written = {
+        "dataset_name": str(others.get("pde", "physml")),
+        "grid_type": "cartesian",
+        "field": "u",
+    }
+    restated = [key for key, value in written.items() if attrs.get(key) == value]
+    if _BOUNDARY_CONDITIONS in attrs and isinstance(names, list) and len(names) == len(space):
+        try:
+            read = json.loads(attrs[_BOUNDARY_CONDITIONS])
+            given = _text_boundary_entries(others.get("boundary", ""), names, list(space))
+            if isinstance(read, list) and read and _as_text(read) == _as_text(given):
+                restated.append(_BOUNDARY_CONDITIONS)
+        except (TypeError, ValueError):
+            pass  # not JSON: nothing our reader wrote
+    return restated
 
 
 def _time_varying_scalars(attrs: dict) -> list[str] | None:

@@ -1,18 +1,19 @@
 """Joining dataset shards into one HDF5 file without copying: ``physml merge SHARD... -o FILE``.
 
 Shards (``STEM.shard-I-of-N.h5`` from ``physml generate --shard I --num-shards N``) are independent
-jobs, so before they are joined (or read through an index) they are checked to form one dataset:
-the same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards``, ``created``
-and, in a shard converted to PDEBench and back, ``source_format`` and ``source_file``, so such a
-shard joins the others, while one converted through The Well, whose reader adds attributes of its
-own, does not; an ``equation`` that shards written before physml recorded it lack is taken from
-those that have it), the same package and format version, the same seed scheme (each stored
-``sample_seed`` is :func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index``
-``i``), the same per-sample shapes, dtypes and coordinates, and sample ranges that cover
-``0..n_total-1`` once. Each disagreement is a :class:`ShardError` naming the shard file and the
-attribute. Sample ``i`` depends on ``(seed, i)`` and the settings alone, so shards of different
-splits join as long as their ranges do (shard 0 of 2 with shards 2 and 3 of 4: a failed shard job
-redone as smaller ones).
+jobs, so before they are joined (or read through an index) they are checked to form one dataset: the
+same PDE, settings and attributes (all but the per-shard ``shard``, ``num_shards``, ``created`` and,
+in a shard converted to PDEBench or The Well and back, ``source_format`` and ``source_file``, so
+such a shard joins the others; the attributes The Well's reader adds, ``dataset_name``,
+``grid_type``, ``field`` and ``well_boundary_conditions``, count only where another shard has them
+or they say more than the shard's own (:func:`~physml.data.interchange.well_restated`); an
+``equation`` that shards written before physml recorded it lack is taken from those that have it),
+the same package and format version, the same seed scheme (each stored ``sample_seed`` is
+:func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index`` ``i``), the same
+per-sample shapes, dtypes and coordinates, and sample ranges that cover ``0..n_total-1`` once. Each
+disagreement is a :class:`ShardError` naming the shard file and the attribute. Sample ``i`` depends
+on ``(seed, i)`` and the settings alone, so shards of different splits join as long as their ranges
+do (shard 0 of 2 with shards 2 and 3 of 4: a failed shard job redone as smaller ones).
 
 The merged file holds HDF5 virtual datasets ``u``, ``params/*``, ``fields/*``, ``sample_index`` and
 ``sample_seed`` that read from the shards, copies of the coordinates and the attributes, and
@@ -30,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,6 +59,7 @@ from .generate import (
     sample_seed,
     write_checksummed,
 )
+from .interchange import WELL_READ, well_restated
 
 PER_SHARD_ATTRIBUTES = ("shard", "num_shards", "created", "source_format", "source_file")
 """Attributes of one shard file, not of the dataset, saying when and how it was written (a
@@ -83,7 +85,10 @@ class Shard:
 
     ``arrays`` maps each per-sample array (``"u"``, ``"params/a"``, ...) to its shape after the
     sample axis and its dtype; ``coordinates`` holds the copied arrays (``t``, ``x``, ``y``);
-    ``num_shards`` the split it was generated in (shards of different splits may join).
+    ``num_shards`` the split it was generated in (shards of different splits may join);
+    ``restated`` the attributes The Well's reader gave a shard read back from The Well that
+    restate its others (:func:`~physml.data.interchange.well_restated`), left out of
+    ``attrs`` unless another shard has them.
     """
 
     path: Path
@@ -92,6 +97,8 @@ class Shard:
     arrays: dict[str, tuple[tuple[int, ...], np.dtype]]
     coordinates: dict[str, np.ndarray]
     num_shards: object = None
+    restated: dict[str, object] = field(default_factory=dict)
+    from_the_well: bool = False
 
 
 def _sample_array_names(f: h5py.File) -> list[str]:
@@ -233,6 +240,9 @@ def read_shard(path: str | os.PathLike) -> Shard:
         check_self_contained(path, f, label="shard")
         check_settings(f"shard: {str(path)!r}:", f.attrs.get("settings"))
         attrs, arrays, coordinates = _description(f, PER_SHARD_ATTRIBUTES)
+        restated, from_the_well = {}, _plain(f.attrs.get("source_format")) == "the_well"
+        if from_the_well:
+            restated = {key: attrs.pop(key) for key in well_restated(attrs, arrays["u"][0][1:])}
         num_shards = _plain(f.attrs.get("num_shards"))
         index = _read(f, "sample_index")
         seeds = _read(f, "sample_seed")
@@ -259,7 +269,8 @@ def read_shard(path: str | os.PathLike) -> Shard:
             f"sample_seed(seed={seed}, {index[first]}) is {expected[first]} ({wrong.size} of "
             f"{index.size} samples differ): not this dataset's seed scheme"
         )
-    return Shard(path, range(start, start + index.size), attrs, arrays, coordinates, num_shards)
+    samples = range(start, start + index.size)
+    return Shard(path, samples, attrs, arrays, coordinates, num_shards, restated, from_the_well)
 
 
 def _chunked_array_names(f: h5py.File) -> list[str]:
@@ -379,6 +390,9 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
         if key in seen:
             raise ShardError(f"shard {str(shard.path)!r} is given twice")
         seen[key] = shard.path
+    described = {key for shard in shards for key in shard.attrs}
+    for shard in shards:  # what The Well's reader restated counts where another shard says it
+        shard.attrs.update({k: v for k, v in shard.restated.items() if k in described})
     first = _fullest(shards)
     for other in (shard for shard in shards if shard is not first):
         differences = _differences(other, first)
@@ -386,10 +400,27 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
             raise ShardError(
                 f"shards disagree, {str(other.path)!r} vs {str(first.path)!r}: "
                 + "; ".join(differences)
+                + _well_hint(other, first, differences)
             )
     shards.sort(key=lambda shard: shard.samples.start)
     _check_coverage(shards)
     return shards
+
+
+def _well_hint(other: Shard, first: Shard, differences: list[str]) -> str:
+    """Why shards read back from The Well may differ in :data:`WELL_READ` attributes: ``""``
+    where neither is such a shard or no such attribute differs."""
+    keys = [key for key in WELL_READ if any(line.startswith(f"{key} ") for line in differences)]
+    read_back = [str(shard.path) for shard in (other, first) if shard.from_the_well]
+    if not keys or not read_back:
+        return ""
+    return (
+        f". {' and '.join(map(repr, read_back))} read back from The Well: its reader adds "
+        f"{', '.join(keys)}, which the merge passes over only where they restate the shard's own "
+        "attributes (its pde as dataset_name, 'u' as field, its boundary text as "
+        "well_boundary_conditions); these do not (The Well file changed, or u read from another "
+        "field?): convert the shard from its physml original, or from The Well file as written"
+    )
 
 
 def named_shards(argument: str, index: Path, names: Sequence[str]) -> list[Path]:

@@ -28,7 +28,7 @@ from ..data.interchange import (
     detect_format,
     file_name_parameters,
     pdebench_family,
-    pdebench_origin,
+    pdebench_grid_kind,
 )
 from ..io import atomic_write_text, save_figure, strict_json
 from .checkpoint import REMEDY, CheckpointError, checkpoint_path, load_checkpoint, load_weights
@@ -490,15 +490,16 @@ def _as_resumed(description: dict, out: Path) -> dict:
 
 def _read_as_nodes(saved: dict, description: dict, fingerprint: dict) -> bool:
     """Whether the run ``saved`` placed nodes where ``description`` places cell centres because
-    it was trained on PDEBench data before they were read as such
-    (:func:`~physml.data.interchange.pdebench_origin` on its fingerprint's attributes): its
-    recorded ``position`` is ``"node"``, which every resume keeps."""
+    it was trained on PDEBench data before they were read as such (its fingerprint's attributes
+    are of a PDEBench file, whatever their ``pde``:
+    :func:`~physml.data.interchange.pdebench_grid_kind`): its recorded ``position`` is
+    ``"node"``, which every resume keeps."""
     attributes = fingerprint.get("attributes")
     return (
         saved.get("position") == "node"
         and description.get("position") == "cell"
         and isinstance(attributes, dict)
-        and pdebench_origin(attributes)
+        and pdebench_grid_kind(attributes, copy=False) is not None
     )
 
 

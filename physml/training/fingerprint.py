@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from ..data.datasets import native_order
 from ..data.generate import ADDED_LATER
-from ..data.interchange import pdebench_origin
+from ..data.interchange import PDEBENCH_GRID_KIND, pdebench_grid_kind
 from ..errors import user_stacklevel
 from .generators import generators_kept
 
@@ -30,11 +31,11 @@ RANDOM_ITEMS = "size, shapes and dtypes: the items differ from one read to the n
 """``hashed`` of a dataset whose items are drawn anew on each read (random augmentation)."""
 ROWS = 4096
 """Items hashed at once from the tensors they are rows of (a ``TensorDataset``'s)."""
-READ_LATER = {"grid_kind": "cell"}
+READ_LATER = {"grid_kind": PDEBENCH_GRID_KIND}
 """File attributes, with the value read now, that the readers of PDEBench data record and earlier
 readers did not (``grid_kind``: cell centres): a checkpoint made on such data
-(:func:`physml.data.interchange.pdebench_origin`) read before lacks them and still resumes on
-it (its model keeps the position channels it learned); on other data they are differences."""
+(:func:`physml.data.interchange.pdebench_grid_kind`) read before lacks them and still resumes
+on it (its model keeps the position channels it learned); on other data they are differences."""
 PROVENANCE = ("created", "merged_from")
 """File attributes that say when and how a file was packaged, not what it holds (the same data
 regenerated or merged again must resume the same run)."""
@@ -48,7 +49,7 @@ def item_tensors(item: object) -> list[torch.Tensor]:
     if isinstance(item, (np.ndarray, np.generic, int, float)):  # a bool is an int
         array = np.asarray(item)
         try:
-            return [torch.from_numpy(array.astype(array.dtype.newbyteorder("="), order="C"))]
+            return [torch.from_numpy(np.array(native_order(array), order="C"))]
         except TypeError:  # strings, objects, dates: no tensor to hash
             return []
     if isinstance(item, (tuple, list)):
@@ -205,8 +206,11 @@ def differences(saved: dict, current: dict) -> list[str]:
 
 def _read_later(key: str, old: dict, new: dict) -> bool:
     """Whether ``key``, which the attributes ``old`` lack, is one the PDEBench readers now
-    record (:data:`READ_LATER`) with the value they record, on data of PDEBench origin."""
-    return key in READ_LATER and new.get(key) == READ_LATER[key] and pdebench_origin(old)
+    record (:data:`READ_LATER`) with the value they record, on data read from a PDEBench file:
+    the attributes do not tell a PDEBench file from a copy our writers made in its layout, so
+    any such file counts as PDEBench's own, its ``pde`` its reader's or the file's."""
+    kind = pdebench_grid_kind(old, copy=False)
+    return key in READ_LATER and new.get(key) == READ_LATER[key] == kind
 
 
 def _described(attributes: dict) -> str:
