@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -205,11 +206,13 @@ def kc_stages(stages: Stages, kc_denoiser: str) -> Stages:
 
 def trained(stages: Stages, key: str, train) -> tuple[torch.nn.Module, dict]:
     """Run (or resume, or reload at its last step) a training; its cost is cached on the
-    first run that finishes it."""
+    first run that finishes it (``train_s`` ``None`` where unknown: a reload that found no cost
+    record, so that the stage stays strict JSON and the table shows an empty cell)."""
     result = train()
+    seconds = result.train_s if math.isfinite(result.train_s) else None
     cost = stages.cached(
         f"train-{key}",
-        lambda: {"steps": result.steps, "train_s": result.train_s, "final_loss": result.final_loss},
+        lambda: {"steps": result.steps, "train_s": seconds, "final_loss": result.final_loss},
     )
     return result.model, cost
 
