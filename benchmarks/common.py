@@ -306,13 +306,12 @@ def best_time(function: Callable[[], object], repeats: int = 3, min_seconds: flo
 
 
 def _format(value: object) -> str:
-    """A table cell: floats to 3 significant digits, ``None`` and a float that is not finite (an
-    unknown number, ``null`` in the record's JSON) empty, as a missing column, and ``|`` escaped
-    so that a text cannot add a column."""
+    """A table cell: floats to 3 significant digits, ``None`` empty (as a missing column), and
+    ``|`` escaped so that a text cannot add a column."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.3g}" if math.isfinite(value) else ""
+        return f"{value:.3g}"
     return str(value).replace("|", "\\|")
 
 

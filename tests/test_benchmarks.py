@@ -218,21 +218,6 @@ def test_committed_record_table_is_its_json_rendered(name):
     assert table == rendered[-size:]
 
 
-def test_an_unknown_number_renders_as_the_empty_cell_its_json_null_renders(tmp_path):
-    """A NaN (an unknown cost) or inf cell is written ``null`` in the record's JSON and left empty
-    in its table, the table the JSON renders, never ``nan`` or ``inf``."""
-    common = load_benchmark("common")
-    rows = [{"method": "a", "train_s": math.nan}, {"method": "b", "train_s": math.inf}]
-    rows.append({"method": "c", "train_s": 1.5})
-    columns = ("method", "train_s")
-    common.write_results("unknown", rows, 0, time.perf_counter(), tmp_path, columns)
-    saved = json.loads((tmp_path / "unknown.json").read_text())
-    assert [row["train_s"] for row in saved["rows"]] == [None, None, 1.5]
-    table = (tmp_path / "unknown.md").read_text().splitlines()[-3:]
-    assert table == ["| a |  |", "| b |  |", "| c | 1.5 |"]
-    assert table == common.render_markdown(saved, columns).splitlines()[-3:]
-
-
 def test_readme_names_the_machine_and_dates_of_every_record():
     """The README's Benchmarks sentence lists the Intel Xeon records by name (AMD EPYC the rest)
     and spans the oldest to the newest record's date."""
@@ -432,16 +417,18 @@ def test_prediff_nbody_stages_remember_what_this_process_read_and_computed(tmp_p
 
 def test_prediff_nbody_caches_an_unknown_training_cost_as_strict_json_null(tmp_path):
     """A reload that finds no cost record reports NaN (unknown): its stage holds ``null``, not
-    the ``NaN`` strict JSON readers refuse, and reads back as ``None`` (an empty table cell)."""
+    the ``NaN`` strict JSON readers refuse, and reads back as NaN, as the rows hold it."""
     prediff_nbody = load_benchmark("prediff_nbody")
     stages = prediff_nbody.Stages(tmp_path, {"seed": 0})
     done = SimpleNamespace(model="model", steps=6, train_s=math.nan, final_loss=0.5)
-    model, cost = prediff_nbody.trained(stages, "autoencoder", lambda: done)
-    assert model == "model" and cost == {"steps": 6, "train_s": None, "final_loss": 0.5}
-    text = (tmp_path / "train-autoencoder.json").read_text()
-    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a stage"))
-    again = prediff_nbody.Stages(tmp_path, {"seed": 0})
-    assert prediff_nbody.trained(again, "autoencoder", lambda: done)[1] == cost
+    for _ in ("computed", "read back"):
+        model, cost = prediff_nbody.trained(stages, "autoencoder", lambda: done)
+        assert model == "model" and cost.keys() == {"steps", "train_s", "final_loss"}
+        assert (cost["steps"], cost["final_loss"]) == (6, 0.5) and math.isnan(cost["train_s"])
+        text = (tmp_path / "train-autoencoder.json").read_text()
+        saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a stage"))
+        assert saved["result"]["train_s"] is None
+        stages = prediff_nbody.Stages(tmp_path, {"seed": 0})
 
 
 def test_prediff_nbody_knowledge_control_stages_are_kept_per_denoiser(tmp_path):
