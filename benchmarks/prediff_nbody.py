@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -205,13 +206,18 @@ def kc_stages(stages: Stages, kc_denoiser: str) -> Stages:
 
 def trained(stages: Stages, key: str, train) -> tuple[torch.nn.Module, dict]:
     """Run (or resume, or reload at its last step) a training; its cost is cached on the
-    first run that finishes it."""
+    first run that finishes it. An unknown ``train_s`` (NaN: a reload that found no cost
+    record) is cached as ``null``, so that the stage stays strict JSON, and read back as NaN."""
     result = train()
+    seconds = result.train_s if math.isfinite(result.train_s) else None
     cost = stages.cached(
         f"train-{key}",
-        lambda: {"steps": result.steps, "train_s": result.train_s, "final_loss": result.final_loss},
+        lambda: {"steps": result.steps, "train_s": seconds, "final_loss": result.final_loss},
     )
-    return result.model, cost
+    return result.model, {
+        **cost,
+        "train_s": math.nan if cost["train_s"] is None else cost["train_s"],
+    }
 
 
 def earthformer_model(scale: blocks.Scale, seed: int) -> torch.nn.Module:

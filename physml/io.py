@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
-from pathlib import Path
 
+from ._checks import file_path
 from ._io import atomic_path
 
 __all__ = ["atomic_write_text", "save_figure", "strict_json"]
@@ -30,18 +31,32 @@ def strict_json(value: object) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, as UTF-8 whatever the locale (tables hold ``±``)."""
+    """Write ``text`` to ``path`` atomically, as UTF-8 whatever the locale (tables hold ``±``);
+    a ``path`` that is no ``str`` or ``os.PathLike``, or a ``text`` that is no ``str``, is a
+    ``TypeError`` naming it."""
+    path = file_path("path", path)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **options: object) -> None:
     """Write the matplotlib figure ``fig`` to ``path`` as a PNG atomically (creating the folder),
-    then close it (also when the write fails); ``dpi`` and ``options`` (e.g.
-    ``bbox_inches="tight"``) go to ``fig.savefig``."""
+    then close it (also when the write fails); ``dpi`` (dots per inch, > 0) and ``options``
+    (e.g. ``bbox_inches="tight"``) go to ``fig.savefig``. A ``fig`` that is no matplotlib
+    ``Figure``, a ``path`` that is no ``str`` or ``os.PathLike`` or a ``dpi`` that is no positive
+    number is refused by name before anything is written or closed."""
     import matplotlib.pyplot as plt  # only the writers of figures pay for matplotlib
+    from matplotlib.figure import Figure
 
-    path = Path(path)
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    path = file_path("path", path)
+    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Real):
+        raise TypeError(f"dpi must be a number of dots per inch, got {type(dpi).__name__}")
+    if not (math.isfinite(dpi) and dpi > 0):
+        raise ValueError(f"dpi must be a finite number > 0, got {dpi!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_path(path, suffix=".png") as temporary:

@@ -1264,9 +1264,18 @@ def within(values: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
     """``values <= level`` with ``level`` rounded to ``values``' dtype (:func:`rounded_to`): a
     float32 error equal to ``float32(τ)`` is within ``τ`` (compared in float64, ``0.1f`` would be
     above ``0.1``). What "right" means for the flip metrics and for regression-free updates: a
-    model is right on a sample whose error is within the tolerance."""
+    model is right on a sample whose error is within the tolerance. ``level`` is a number or a
+    tensor that broadcasts against ``values`` (else a ``ValueError`` naming both shapes)."""
     values = _tensor("values", values, dtype=None, finite=False)
-    return values <= rounded_to(level, values.dtype).to(values.device)
+    level = rounded_to(level, values.dtype).to(values.device)
+    try:
+        torch.broadcast_shapes(values.shape, level.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"level of shape {tuple(level.shape)} does not broadcast against values of shape "
+            f"{tuple(values.shape)}: give one level, or one per value"
+        ) from None
+    return values <= level
 
 
 def _flips(flipped: torch.Tensor, reduction: str) -> torch.Tensor:

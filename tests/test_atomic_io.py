@@ -164,6 +164,56 @@ def test_a_figure_whose_write_fails_is_closed_and_leaves_nothing(tmp_path, monke
     assert not plt.fignum_exists(fig.number) and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("fig", [None, "figure.png", plt.figure, object()])
+def test_save_figure_refuses_what_is_no_figure_by_name_and_closes_nothing(tmp_path, fig):
+    """Refused before matplotlib is asked anything: ``plt.close(None)`` would close the current
+    figure, someone else's."""
+    current = plt.figure()
+    with pytest.raises(
+        TypeError, match=rf"^fig must be a matplotlib Figure, got {type(fig).__name__}$"
+    ):
+        save_figure(fig, tmp_path / "f.png")
+    assert plt.fignum_exists(current.number) and list(tmp_path.iterdir()) == []
+    plt.close(current)
+
+
+@pytest.mark.parametrize("path", [None, 3, b"f.png", ["f.png"]])
+def test_save_figure_and_atomic_write_text_refuse_a_path_of_another_type_by_name(tmp_path, path):
+    fig = plt.figure()
+    said = rf"^path must be a file path \(str or os.PathLike\), got {type(path).__name__}$"
+    with pytest.raises(TypeError, match=said):
+        save_figure(fig, path)
+    plt.close(fig)
+    with pytest.raises(TypeError, match=said):
+        atomic_write_text(path, "text")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "dpi, error, said",
+    [
+        ("high", TypeError, "dpi must be a number of dots per inch, got str"),
+        (True, TypeError, "dpi must be a number of dots per inch, got bool"),
+        (None, TypeError, "dpi must be a number of dots per inch, got NoneType"),
+        (0, ValueError, "dpi must be a finite number > 0, got 0"),
+        (-40.0, ValueError, "dpi must be a finite number > 0, got -40.0"),
+        (math.nan, ValueError, "dpi must be a finite number > 0, got nan"),
+    ],
+)
+def test_save_figure_refuses_a_dpi_that_is_no_positive_number_by_name(tmp_path, dpi, error, said):
+    fig = plt.figure()
+    with pytest.raises(error, match=f"^{said}$"):
+        save_figure(fig, tmp_path / "f.png", dpi=dpi)
+    plt.close(fig)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_text_refuses_text_that_is_no_str_by_name(tmp_path):
+    with pytest.raises(TypeError, match="^text must be a str, got bytes$"):
+        atomic_write_text(tmp_path / "a.txt", b"bytes")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(os.name != "posix", reason="sets a POSIX locale")
 def test_text_is_written_as_utf8_under_an_ascii_locale(tmp_path):
     """A table of ``mean ± se`` must not fail at the end of a run whose locale is ``C``."""

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -412,6 +413,22 @@ def test_prediff_nbody_stages_remember_what_this_process_read_and_computed(tmp_p
     assert prediff_nbody.cached_stages(first.ledger) == "Every stage was computed by this run."
     with pytest.raises(ValueError, match="another setup"):
         prediff_nbody.Stages(tmp_path, {"scale": {"lambdas": (0.3,)}}).cached("sweep", dict)
+
+
+def test_prediff_nbody_caches_an_unknown_training_cost_as_strict_json_null(tmp_path):
+    """A reload that finds no cost record reports NaN (unknown): its stage holds ``null``, not
+    the ``NaN`` strict JSON readers refuse, and reads back as NaN, as the rows hold it."""
+    prediff_nbody = load_benchmark("prediff_nbody")
+    stages = prediff_nbody.Stages(tmp_path, {"seed": 0})
+    done = SimpleNamespace(model="model", steps=6, train_s=math.nan, final_loss=0.5)
+    for _ in ("computed", "read back"):
+        model, cost = prediff_nbody.trained(stages, "autoencoder", lambda: done)
+        assert model == "model" and cost.keys() == {"steps", "train_s", "final_loss"}
+        assert (cost["steps"], cost["final_loss"]) == (6, 0.5) and math.isnan(cost["train_s"])
+        text = (tmp_path / "train-autoencoder.json").read_text()
+        saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a stage"))
+        assert saved["result"]["train_s"] is None
+        stages = prediff_nbody.Stages(tmp_path, {"seed": 0})
 
 
 def test_prediff_nbody_knowledge_control_stages_are_kept_per_denoiser(tmp_path):

@@ -1665,6 +1665,18 @@ def test_within_takes_a_list_of_errors():
     assert metrics.within([0.05, 0.2, 0.1], 0.1).tolist() == [True, False, True]
 
 
+def test_within_refuses_a_level_that_does_not_broadcast_naming_both_shapes():
+    with pytest.raises(
+        ValueError,
+        match=r"^level of shape \(2,\) does not broadcast against values of shape \(3,\)",
+    ):
+        metrics.within([0.05, 0.2, 0.1], torch.tensor([0.1, 0.2]))
+    per_value = metrics.within([0.05, 0.2, 0.1], torch.tensor([0.01, 0.3, 0.1]))
+    assert per_value.tolist() == [False, True, True]
+    grid = metrics.within(torch.tensor([[0.05, 0.2, 0.1]]), torch.tensor([[0.1], [0.2]]))
+    assert grid.tolist() == [[True, False, True], [True, True, True]]
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 def test_crps_in_chunks_is_the_pairwise_ensemble_crps_of_every_point(chunk):
     """Per point, ``mean|x_m − y| − Σ_{m,m'} |x_m − x_m'| / (2 M²)`` (plain) or ``/ (2 M (M−1))``

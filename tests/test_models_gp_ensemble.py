@@ -125,6 +125,17 @@ def test_pad_circularly_refuses_a_non_bool_leaves_the_model_when_off_and_wraps_o
     assert [c.padding_mode for c in model] == ["circular", "circular"]
 
 
+def test_models_common_keeps_the_documented_names_of_their_homes():
+    """``grid_points`` and ``progress_bar`` are documented on ``physml.models.common``'s reference
+    page: the same functions as at their homes."""
+    import physml.models.common as common
+    from physml._progress import progress_bar
+    from physml.data.points import grid_points as home
+
+    assert common.grid_points is home and common.progress_bar is progress_bar
+    assert {"grid_points", "progress_bar"} <= set(common.__all__)
+
+
 def test_progress_bar_shows_its_description_and_total_only_when_enabled(monkeypatch):
     import io
     import sys

@@ -3,6 +3,7 @@ how the rows, figures and summary are assembled, with every expensive block a ha
 
 import dataclasses
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -60,8 +61,10 @@ def _scores(forecast):
 
 
 @pytest.fixture
-def fake_run(monkeypatch, tmp_path):
-    """Replace every expensive block; returns the calls made, by block."""
+def fake_run(monkeypatch, tmp_path, request):
+    """Replace every expensive block; returns the calls made, by block. The autoencoder's and
+    the denoiser's training costs are ``request.param`` where given, else 1.5 s and 2.5 s."""
+    costs = getattr(request, "param", (1.5, 2.5))
     calls: dict[str, list] = {}
     data = {
         "train": _made_videos(5, 1000.0),
@@ -79,10 +82,10 @@ def fake_run(monkeypatch, tmp_path):
         monkeypatch.setattr(task, name, fake)
 
     record("videos", data)
-    record("train_autoencoder", SimpleNamespace(model="autoencoder", train_s=1.5))
+    record("train_autoencoder", SimpleNamespace(model="autoencoder", train_s=costs[0]))
     record("build_prediff", "prediff-built")
     record("calibrated", ("prediff", "latents"))
-    record("train_denoiser", SimpleNamespace(model="denoiser", train_s=2.5))
+    record("train_denoiser", SimpleNamespace(model="denoiser", train_s=costs[1]))
     record("train_guide", SimpleNamespace(model=guide))
     record("train_judge", SimpleNamespace(model=judge))
     record("judge_error", (0.25, "unused", [0.1, 0.2, 0.3, 0.4]))
@@ -297,3 +300,13 @@ def test_the_summary_records_the_toy_settings_costs_scores_sweep_and_intensity(f
         "summary-toy-seed3.json",
         "toy-seed3",
     ]
+
+
+@pytest.mark.parametrize("fake_run", [(math.nan, 2.5)], indirect=True)
+def test_the_summary_records_an_unknown_training_cost_as_strict_json_null(fake_run):
+    """A reloaded training without its cost record costs NaN (unknown): ``null`` in the summary,
+    which stays strict JSON, and no row claims a cost."""
+    text = (fake_run.out / task.NAME / "summary-toy-seed3.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the summary"))
+    assert summary["train_s"] == {"autoencoder": None, "denoiser": 2.5}
+    assert not any("train" in row.metric for row in fake_run.rows)

@@ -292,7 +292,7 @@ def test_a_reload_ignores_a_cost_record_of_another_length(tmp_path):
     (tmp_path / task.COST_FILE).write_text(json.dumps({"steps": 5, "train_s": 9.0}))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a record of another run's length is no damage
-        assert run().train_s == 0.0
+        assert math.isnan(run().train_s)  # unknown, not a free (0 s) training
 
 
 @pytest.mark.parametrize(
@@ -309,12 +309,12 @@ def test_a_reload_ignores_a_cost_record_of_another_length(tmp_path):
 )
 def test_a_reload_reports_a_damaged_cost_record_unknown_with_a_warning_naming_it(tmp_path, text):
     """A finished run's cost cannot be measured again without training it again: a damaged
-    record gives the unknown cost (0.0, as a missing one) and a one-line warning naming it."""
+    record gives the unknown cost (NaN, as a missing one) and a one-line warning naming it."""
     run = _finished_six_step_run(tmp_path)
     cost = tmp_path / task.COST_FILE
     cost.write_text(text)
     with pytest.warns(UserWarning) as caught:
-        assert run().train_s == 0.0
+        assert math.isnan(run().train_s)  # unknown, not a free (0 s) training
     said = [str(w.message) for w in caught if str(cost) in str(w.message)]
     assert len(said) == 1 and "\n" not in said[0] and "unknown" in said[0]
     assert cost.read_text() == text  # left for the user to repair or delete

@@ -239,12 +239,42 @@ def test_the_loss_forward_pass_is_reused():
         ({"alpha": 0.0, "beta": 0.0}, ValueError, "alpha and beta"),
         ({"loss": 3}, TypeError, "loss must be callable"),
         ({"old_model": lambda x: x}, TypeError, "old_model must be an nn.Module"),
+        ({"unpack": "xy"}, TypeError, "^unpack must be callable, got str$"),
+        ({"error": None}, TypeError, "^error must be callable, got NoneType$"),
+        ({"tau": torch.tensor([0.1, 0.2])}, TypeError, r"^tau must be a non-negative number"),
+        ({"beta": -5.0}, ValueError, r"^beta must be a finite number >= 0, got -5.0$"),
+        ({"alpha": "1"}, TypeError, r"^alpha must be a non-negative number, got '1'$"),
     ],
 )
 def test_distillation_rejects_bad_settings(kwargs, error, message):
     arguments = {"loss": zero_loss, "old_model": Scale(1.0), "tau": 0.1, **kwargs}
     with pytest.raises(error, match=message):
         FocalDistillation(**arguments)
+
+
+def test_distillation_refuses_a_new_model_that_is_a_plain_function_by_name():
+    """The new model's parameters and hooks are read: a plain function is refused, naming
+    ``model``, not an ``AttributeError`` from inside."""
+    loss = FocalDistillation(zero_loss, Scale(1.0), tau=0.1)
+    x = rand(2, 1, 4)
+    with pytest.raises(TypeError, match=r"^model must be an nn.Module, got function \("):
+        loss(lambda inputs: 2 * inputs, (x, x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"model": lambda x: x}, r"^model must be an nn.Module, got function \("),
+        ({"items": 5}, r"^items must be a dataset with a length and items by index .* got int$"),
+        ({"unpack": 3}, "^unpack must be callable, got int$"),
+        ({"error": "l2"}, "^error must be callable, got str$"),
+    ],
+)
+def test_sample_errors_refuses_what_is_no_model_dataset_or_function_by_name(kwargs, message):
+    x = rand(3, 1, 4)
+    arguments = {"model": Scale(1.0), "items": TensorDataset(x, x), **kwargs}
+    with pytest.raises(TypeError, match=message):
+        sample_errors(**arguments)
 
 
 def test_distillation_rejects_outputs_of_another_shape():
@@ -584,6 +614,28 @@ def test_a_check_that_never_fires_gives_the_surrogate_exactly():
     assert torch.equal(result.output, surrogate(PARAMS)) and not fallback.calls
     assert result.surrogate_fraction == 1.0 and result.solved is None
     assert all(row["answered_by"] == "surrogate" and not row["fired"] for row in result.report())
+
+
+def test_the_report_says_who_answered_and_that_the_scores_are_the_surrogates():
+    """A sample sent to the fallback shows the checks' scores of the surrogate's answer (why it
+    was sent), labelled as such: not the quality of the fallback's answer it got."""
+    result = guard(surrogate, [INSIDE], solver)(PARAMS)
+    rows = result.report()
+    assert rows[1] == {  # (1.5, 0.5): 0.5 above the range [0, 1] of width 1
+        "sample": 1,
+        "answered_by": "fallback",
+        "fired": ["input_range"],
+        "scores": {"input_range": pytest.approx(0.5)},
+        "scores_of": "surrogate",
+    }
+    assert torch.equal(result.output[1], solver(PARAMS[1:2])[0])
+    assert rows[0] == {
+        "sample": 0,
+        "answered_by": "surrogate",
+        "fired": [],
+        "scores": {"input_range": 0.0},
+        "scores_of": "surrogate",
+    }
 
 
 @pytest.mark.parametrize("checks", [[], [InputRange([-10.0, -10.0], [10.0, 10.0])]])

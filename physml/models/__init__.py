@@ -6,10 +6,11 @@ forecasters (Earthformer and the baselines) map ``(batch, time, channel, H, W)``
 target frames.
 """
 
+from ..data.points import grid_points
 from .anp import AttentiveNeuralProcess
 from .anp_losses import elbo_loss, gpme_residual, softc_loss_extra, softc_residual_loss
 from .baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
-from .common import grid_points, unflatten, with_parameters
+from .common import unflatten, with_parameters
 from .coordinates import GridCoordinates, PeriodicCoordinates
 from .cuboid import (
     PATTERNS,

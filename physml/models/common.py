@@ -14,6 +14,8 @@ from .._checks import as_tensor
 from .._progress import progress_bar
 from ..data.points import grid_points
 
+# grid_points (home: physml.data.points) and progress_bar stay here as documented names of
+# this module's reference page; inside physml they are imported from their homes.
 __all__ = ["grid_points", "progress_bar", "unflatten", "with_parameters"]
 
 

@@ -19,8 +19,9 @@ import torch
 from linear_operator.utils.errors import NotPSDError
 
 from .._checks import as_tensor
+from .._progress import progress_bar
+from ..data.points import grid_points
 from ..outputs import Gaussian
-from .common import grid_points, progress_bar
 
 F64 = torch.float64
 COVARIANCES = ("time-slices", "diagonal")

@@ -192,14 +192,14 @@ def check_steps(steps: dict | None, families: tuple[str, ...]) -> None:
         positive_int(f"steps[{family!r}]", count)
 
 
-def recorded_cost(cost: Path, unknown: float, steps: int | None = None) -> float:
+def recorded_cost(cost: Path, steps: int | None = None) -> float:
     """The CPU seconds the record ``cost`` (``{"train_s": seconds >= 0}``, with ``"steps"``, a
-    count > 0, where ``steps`` is given) holds for a finished run; ``unknown`` where there is none
-    or, given ``steps``, it is of another length. A damaged record is ``unknown`` too, with a
-    one-line warning naming it: a finished run's cost cannot be measured again without training
-    it again."""
+    count > 0, where ``steps`` is given) holds for a finished run; NaN (unknown, never 0 s: that
+    would claim a free training) where there is none or, given ``steps``, it is of another
+    length. A damaged record is NaN too, with a one-line warning naming it: a finished run's cost
+    cannot be measured again without training it again."""
     if not cost.exists():
-        return unknown
+        return math.nan
 
     def number(value: object) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -223,15 +223,14 @@ def recorded_cost(cost: Path, unknown: float, steps: int | None = None) -> float
             str(cost), cost.read_text(encoding="utf-8", errors="replace"), shape, valid
         )
     except ValueError as error:
-        shown = "NaN" if math.isnan(unknown) else repr(unknown)
         warnings.warn(
-            f"{error}; this finished run's training cost is reported as {shown} (unknown); delete "
+            f"{error}; this finished run's training cost is reported as NaN (unknown); delete "
             "the file to silence this",
             UserWarning,
             stacklevel=user_stacklevel(),
         )
-        return unknown
-    return float(saved["train_s"]) if steps is None or saved["steps"] == steps else unknown
+        return math.nan
+    return float(saved["train_s"]) if steps is None or saved["steps"] == steps else math.nan
 
 
 def is_cpu(device: str | torch.device) -> bool:

@@ -65,11 +65,27 @@ def focal_weights(old_error: torch.Tensor, tau: float, alpha: float, beta: float
     return alpha + beta * right.to(torch.float64)
 
 
+def _module(name: str, value: object) -> nn.Module:
+    """``value``, the model given as ``name``; anything but an ``nn.Module`` (a plain function
+    too: its parameters, mode and hooks are needed) is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(
+            f"{name} must be an nn.Module, got {type(value).__name__} (wrap a plain function in "
+            "an nn.Module whose forward calls it)"
+        )
+    return value
+
+
+def _callables(**named: object) -> None:
+    """A ``TypeError`` naming the first of ``named`` that is not callable."""
+    for name, value in named.items():
+        if not callable(value):
+            raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
 def frozen(model: nn.Module) -> nn.Module:
     """``model`` in eval mode with every parameter's ``requires_grad`` off (changed in place)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"old_model must be an nn.Module, got {type(model).__name__}")
-    return model.eval().requires_grad_(False)
+    return _module("old_model", model).eval().requires_grad_(False)
 
 
 class FocalDistillation:
@@ -105,9 +121,7 @@ class FocalDistillation:
         unpack: Unpack = input_target,
         error: SampleError = relative_l2_per_sample,
     ) -> None:
-        for name, value in (("loss", loss), ("unpack", unpack), ("error", error)):
-            if not callable(value):
-                raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+        _callables(loss=loss, unpack=unpack, error=error)
         self.loss, self.old_model = loss, frozen(old_model)
         self.tau = non_negative("tau", tau)
         self.strength = non_negative("strength", strength)
@@ -119,6 +133,7 @@ class FocalDistillation:
         self._warned_shared = False
 
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        _module("model", model)
         if model is self.old_model:
             raise ValueError(
                 "the new model is the old_model itself: distillation needs a separate copy "
@@ -211,9 +226,17 @@ def sample_errors(
 
     The items are collated ``batch`` at a time, ``unpack(batch) -> (x, y)`` takes the input and
     target out of each batch, and ``error(model(x), y)`` gives each sample's error. E.g. the old
-    model's median error on the training set, a natural τ.
+    model's median error on the training set, a natural τ. ``model`` must be an ``nn.Module``
+    and ``items`` have a length and items by index (a map-style ``Dataset``, a list).
     """
+    _module("model", model)
+    _callables(unpack=unpack, error=error)
     positive_int("batch", batch)
+    if not (hasattr(items, "__len__") and hasattr(items, "__getitem__")):
+        raise TypeError(
+            "items must be a dataset with a length and items by index (a map-style Dataset, a "
+            f"list), got {type(items).__name__}"
+        )
     if len(items) == 0:
         raise ValueError("items is empty")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -244,8 +244,9 @@ def _measured_plan(scale: Scale, train: Windows, units: Units, seed: int) -> dic
 
 @dataclass
 class Forecasters:
-    """Trained ensembles of one variant, the CPU seconds spent on each family and the plan
-    they were trained to (``plan.json``: the measured seconds per step and the steps)."""
+    """Trained ensembles of one variant, the CPU seconds spent on each family (NaN, unknown,
+    where a reloaded finished run left no cost record) and the plan they were trained to
+    (``plan.json``: the measured seconds per step and the steps)."""
 
     earthformer: list[nn.Module]
     fno: list[nn.Module]

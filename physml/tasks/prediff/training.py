@@ -42,8 +42,8 @@ COST_FILE = "train_s.json"
 class Trained:
     """A trained model and its training cost: ``train_s`` CPU seconds of this process (scaled
     to all ``steps`` when resumed; a reload reads what the finishing run left in
-    :data:`~physml.tasks.prediff.training.COST_FILE`), ``final_loss`` the mean of the last 20 step
-    losses."""
+    :data:`~physml.tasks.prediff.training.COST_FILE`, NaN where it left none or a damaged one),
+    ``final_loss`` the mean of the last 20 step losses."""
 
     model: nn.Module
     steps: int
@@ -97,7 +97,7 @@ def fit(
         train_s = spent * steps / done
         atomic_write_text(cost, strict_json({"steps": steps, "train_s": train_s}))
     else:  # reloaded at its last step: the cost the finishing run measured, if it left it
-        train_s = recorded_cost(cost, 0.0, steps)
+        train_s = recorded_cost(cost, steps)
     return Trained(
         model, steps, train_s, float(sum(report.losses[-20:]) / len(report.losses[-20:]))
     )

@@ -145,7 +145,7 @@ def train(
     spent = time.process_time() - started
     cost = None if out is None else Path(out) / "train_s.json"
     if done == 0:  # finished earlier: its recorded cost, if any (no out to record it in: none)
-        return Trained(model.eval(), math.nan if cost is None else recorded_cost(cost, math.nan))
+        return Trained(model.eval(), math.nan if cost is None else recorded_cost(cost))
     train_s = spent * size.steps / done
     if cost is not None:
         atomic_write_text(cost, strict_json({"train_s": train_s}))
