@@ -1,0 +1,216 @@
+"""Samples of one dataset whose seeds agree in their low 32 bits are identical (torch's CPU
+generator keeps only those bits): generation warns naming them, and ``repeated_streams`` lists
+them beforehand."""
+
+import functools
+import re
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from recipes import TOY  # noqa: F401 (registers the toy recipe)
+
+import physml.data.generate as generate_module
+from pdes import problems
+from physml.data import generate_dataset
+from physml.data.generate import sample_seed, shard_range
+
+SEED, N = 0, 103_381
+"""A dataset with a repeat: seed 0's first two samples of equal low words lie below 103 381 (the
+brute force below finds them; the smallest such size for seed 0, so ``N - 1`` samples have none)."""
+
+
+@functools.cache
+def pairs_by_brute_force(seed: int, n: int) -> tuple[tuple[int, int], ...]:
+    """The pairs ``(i, j)``, ``i < j < n``, of ``sample_seed`` values that agree in their low 32
+    bits, found one ``sample_seed`` at a time with a dict (each later index paired with the first
+    of its low word)."""
+    first_of, pairs = {}, []
+    for j in range(n):
+        low = sample_seed(seed, j) & 0xFFFFFFFF
+        if low in first_of:
+            pairs.append((first_of[low], j))
+        else:
+            first_of[low] = j
+    return tuple(pairs)
+
+
+def repeats_of(record) -> list[warnings.WarningMessage]:
+    return [w for w in record if issubclass(w.category, generate_module.RepeatedSamplesWarning)]
+
+
+def test_the_dataset_used_here_has_exactly_one_pair_and_its_last_sample_is_in_it():
+    pairs = pairs_by_brute_force(SEED, N)
+    assert len(pairs) == 1 and pairs[0][1] == N - 1
+    i, j = pairs[0]
+    assert sample_seed(SEED, i) != sample_seed(SEED, j)
+
+
+def test_repeated_streams_lists_the_samples_whose_seeds_agree_in_their_low_32_bits():
+    pairs = pairs_by_brute_force(SEED, N)
+    assert generate_module.repeated_streams(SEED, N) == list(pairs)
+    assert generate_module.repeated_streams(SEED, N - 1) == []
+    assert generate_module.repeated_streams(SEED, 0) == []
+    assert generate_module.repeated_streams(np.int64(SEED), np.int32(N)) == list(pairs)
+
+
+def test_repeated_streams_groups_a_hand_made_seed_list(monkeypatch):
+    hand = [5, 2**32 + 5, 7, 9, 2**33 + 7, 2**40 + 5, 11, 2**62 + 11, 12, 2**32]
+    # low words: 5 5 7 9 7 5 11 11 12 0 -> samples 0, 1, 5; 2, 4; 6, 7 are the same sample
+    monkeypatch.setattr(
+        generate_module,
+        "_sample_seeds",
+        lambda seed, start, stop: np.array(hand[start:stop], dtype=np.int64),
+    )
+    assert generate_module.repeated_streams(3, 10) == [(0, 1, 5), (2, 4), (6, 7)]
+    assert generate_module.repeated_streams(3, 5) == [(0, 1), (2, 4)]
+    monkeypatch.setattr(generate_module, "_BLOCK", 3)  # groups across the blocks of seeds
+    assert generate_module.repeated_streams(3, 10) == [(0, 1, 5), (2, 4), (6, 7)]
+
+
+@pytest.mark.parametrize(
+    ("seed", "n", "match"),
+    [
+        (-1, 4, r"seed must be a non-negative integer below 2\*\*63 .*got -1"),
+        (2**63, 4, r"seed must be a non-negative integer .*got 9223372036854775808"),
+        (1.5, 4, r"seed must be a non-negative integer .*got 1\.5"),
+        (True, 4, r"seed must be a non-negative integer .*got True"),
+        (0, -1, r"^n must be a non-negative integer, got -1$"),
+        (0, 2.0, r"^n must be a non-negative integer, got 2\.0$"),
+        (0, "3", r"^n must be a non-negative integer, got '3'$"),
+        (0, True, r"^n must be a non-negative integer, got True$"),
+    ],
+)
+def test_repeated_streams_refuses_what_is_not_a_seed_and_a_size_by_name(seed, n, match):
+    with pytest.raises(ValueError, match=match):
+        generate_module.repeated_streams(seed, n)
+
+
+@pytest.mark.parametrize(
+    "seed", [0, 1, 5, 2**32 - 1, 2**32, 2**32 + 5, 2**40, 123_456_789_012_345, 2**63 - 1]
+)
+def test_the_seeds_of_a_block_of_samples_are_sample_seed_s(seed, monkeypatch):
+    """Generation and the check take a block's seeds at once; each is ``sample_seed``'s, for a
+    seed of one 32-bit word or two and indices of one word or two, across blocks."""
+    monkeypatch.setattr(generate_module, "_BLOCK", 7)
+    blocks = ((0, 20), (2**32 - 3, 2**32 + 3), (2**63 - 2, 2**63 + 2), (2**64 - 3, 2**64))
+    for start, stop in blocks:
+        got = generate_module._sample_seeds(seed, start, stop)
+        assert got.dtype == np.int64
+        assert got.tolist() == [sample_seed(seed, i) for i in range(start, stop)]
+
+
+def test_generating_a_dataset_with_a_repeat_warns_naming_samples_the_file_holds_twice(tmp_path):
+    (pair,) = pairs_by_brute_force(SEED, N)
+    num_shards = N // (N - pair[0])  # the last shard, of N // num_shards >= N - i samples,
+    shard = num_shards - 1  # holds both samples (j = N - 1), a fifth of the dataset at most
+    assert set(pair) <= set(shard_range(N, shard, num_shards)) and num_shards >= 5
+    with pytest.warns(UserWarning, match=rf"seed=0, n={N}: 1 sample repeats another") as record:
+        path = generate_dataset(
+            "toy", tmp_path / "toy.h5", n=N, seed=SEED, shard=shard, num_shards=num_shards,
+            chunk=N, progress=False,
+        )  # fmt: skip
+    (repeat,) = repeats_of(record)
+    assert f"samples {pair[0]} = {pair[1]} have seeds" in str(repeat.message)
+    assert "another seed or fewer samples" in str(repeat.message)
+    assert "leaks the test into training" in str(repeat.message)
+    assert repeat.filename == __file__  # names the user's line
+    with h5py.File(path) as f:
+        rows = np.searchsorted(f["sample_index"][()], pair)
+        assert f["sample_index"][()][rows].tolist() == list(pair)
+        seeds = f["sample_seed"][()][rows]
+        assert seeds[0] != seeds[1]  # two seeds, one sample: bitwise
+        for name in ("u", "params/a", "fields/u_squared"):
+            first, second = f[name][rows[0]], f[name][rows[1]]
+            assert np.array_equal(first, second) and first.tobytes() == second.tobytes()
+        assert not np.array_equal(f["u"][rows[0]], f["u"][rows[0] + 1])
+
+
+@pytest.mark.parametrize(("pde", "settings"), [("heat", {"nx": 9, "nt": 3}), ("wave", {"nt": 3})])
+def test_a_built_in_recipe_solves_the_two_seeds_of_a_repeat_to_one_sample(pde, settings):
+    """Their draws are bitwise one; the solutions are one to round-off (a batched solve may round
+    two rows of a batch apart)."""
+    (pair,) = pairs_by_brute_force(SEED, N)
+    recipe = problems.get(pde)
+    seeds = [sample_seed(SEED, i) for i in (pair[0], pair[0] + 1, pair[1])]
+    batch = recipe.generate(seeds, recipe.settings(**settings))
+    for name, values in batch.params.items():
+        assert values[0].numpy().tobytes() == values[2].numpy().tobytes(), name
+    scale = batch.u.abs().max().item()
+    torch.testing.assert_close(batch.u[0], batch.u[2], rtol=0, atol=1e-14 * scale)
+    assert (batch.u[0] - batch.u[1]).abs().max() > 1e-3 * scale
+
+
+def test_every_shard_checks_the_whole_dataset(tmp_path):
+    """Shard 0 of 100 holds neither sample of the pair, and still warns of them."""
+    (pair,) = pairs_by_brute_force(SEED, N)
+    assert pair[0] not in shard_range(N, 0, 100) and pair[1] not in shard_range(N, 0, 100)
+    with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds"):
+        generate_dataset(
+            "toy", tmp_path / "toy.h5", n=N, seed=SEED, num_shards=100, chunk=2000,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_physml_generate_warns_of_the_repeat(tmp_path, capsys):
+    from physml.cli import main
+
+    (pair,) = pairs_by_brute_force(SEED, N)
+    out = str(tmp_path / "toy.h5")
+    args = ["generate", "toy", "--n", str(N), "--num-shards", "100", "--out", out, "--quiet"]
+    with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds") as record:
+        assert main([*args, "--seed", str(SEED), "--chunk", "2000"]) == 0
+    assert len(repeats_of(record)) == 1
+
+
+def test_a_dataset_without_repeats_does_not_warn(tmp_path):
+    category = generate_module.RepeatedSamplesWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category)
+        generate_dataset(
+            "toy", tmp_path / "toy.h5", n=N - 1, seed=SEED, num_shards=100, chunk=2000,
+            progress=False,
+        )  # fmt: skip
+        generate_dataset("toy", tmp_path / "small.h5", n=10, seed=SEED, progress=False)
+
+
+def test_the_warning_names_the_first_groups_and_counts_every_repeated_sample(tmp_path, monkeypatch):
+    low = [1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6, 7, 1]  # 7 groups, 8 repeated samples
+    hand = [word + (index << 40) for index, word in enumerate(low)]
+    monkeypatch.setattr(
+        generate_module,
+        "_sample_seeds",
+        lambda seed, start, stop: np.array(hand[start:stop], dtype=np.int64),
+    )
+    with pytest.warns(UserWarning) as record:
+        path = generate_dataset("toy", tmp_path / "toy.h5", n=len(low), chunk=4, progress=False)
+    (repeat,) = repeats_of(record)
+    message = str(repeat.message)
+    shown = "0 = 7 = 14; 1 = 8; 2 = 9; 3 = 10; 4 = 11; and 2 more"
+    assert f"8 samples repeat others: samples {shown} have seeds" in message
+    assert not re.search(r"\b5 = 12\b", message)
+    with h5py.File(path) as f:
+        assert f["sample_seed"][()].tolist() == hand
+        u = f["u"][()]
+    for group in ((0, 7, 14), (1, 8), (6, 13)):
+        assert all(u[i].tobytes() == u[group[0]].tobytes() for i in group)
+    assert len({u[i].tobytes() for i in range(7)}) == 7
+
+
+def test_a_dataset_too_large_to_list_is_warned_of_with_the_expected_number(tmp_path, monkeypatch):
+    def unlisted(seed, n):
+        raise AssertionError("a dataset above LISTED_UP_TO is not listed")
+
+    monkeypatch.setattr(generate_module, "LISTED_UP_TO", 9)
+    monkeypatch.setattr(generate_module, "repeated_streams", unlisted)
+    expected = f"{10 * 10 / 2**33:.3g}"  # n**2 / 2**33 samples repeat others, for n << 2**32
+    with pytest.warns(UserWarning, match=rf"seed=4, n=10: about {expected} samples repeat") as got:
+        generate_dataset("toy", tmp_path / "toy.h5", n=10, seed=4, progress=False)
+    assert len(repeats_of(got)) == 1
+    monkeypatch.undo()
+    monkeypatch.setattr(generate_module, "LISTED_UP_TO", 9)  # 9 samples: listed, none repeat
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        generate_dataset("toy", tmp_path / "nine.h5", n=9, seed=4, progress=False)
