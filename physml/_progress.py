@@ -27,9 +27,11 @@ def in_jupyter_kernel(stream: object) -> bool:
     return isinstance(get_ipython(), shell_class) and isinstance(stream, stream_class)
 
 
-def _takes_a_bar(stream: object) -> bool:
-    """Whether ``stream`` shows a bar redrawn in place: a terminal (or a stream that cannot tell,
-    as ``tqdm`` has it) or a Jupyter kernel's output."""
+def takes_a_bar(stream: object | None = None) -> bool:
+    """Whether ``stream`` (default: the current stderr) shows a bar redrawn in place: a terminal
+    (or a stream that cannot tell, as ``tqdm`` has it) or a Jupyter kernel's output."""
+    if stream is None:
+        stream = sys.stderr
     isatty = getattr(stream, "isatty", None)
     return isatty is None or bool(isatty()) or in_jupyter_kernel(stream)
 
@@ -42,5 +44,5 @@ def progress_bar(
     labels it, ``total`` its length where ``iterable`` has none, ``options`` go to ``tqdm``
     (``initial``, ``unit``, ...)."""
     stream = options.get("file") or sys.stderr
-    shown = enabled and _takes_a_bar(stream)
+    shown = enabled and takes_a_bar(stream)
     return tqdm(iterable, desc=desc, total=total, disable=not shown, **options)
