@@ -27,11 +27,9 @@ def in_jupyter_kernel(stream: object) -> bool:
     return isinstance(get_ipython(), shell_class) and isinstance(stream, stream_class)
 
 
-def takes_a_bar(stream: object | None = None) -> bool:
-    """Whether ``stream`` (default: the current stderr) shows a bar redrawn in place: a terminal
-    (or a stream that cannot tell, as ``tqdm`` has it) or a Jupyter kernel's output."""
-    if stream is None:
-        stream = sys.stderr
+def takes_a_bar(stream: object) -> bool:
+    """Whether ``stream`` shows a bar redrawn in place: a terminal (or a stream that cannot tell,
+    as ``tqdm`` has it) or a Jupyter kernel's output."""
     isatty = getattr(stream, "isatty", None)
     return isatty is None or bool(isatty()) or in_jupyter_kernel(stream)
 
