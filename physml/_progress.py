@@ -27,7 +27,7 @@ def in_jupyter_kernel(stream: object) -> bool:
     return isinstance(get_ipython(), shell_class) and isinstance(stream, stream_class)
 
 
-def _takes_a_bar(stream: object) -> bool:
+def takes_a_bar(stream: object) -> bool:
     """Whether ``stream`` shows a bar redrawn in place: a terminal (or a stream that cannot tell,
     as ``tqdm`` has it) or a Jupyter kernel's output."""
     isatty = getattr(stream, "isatty", None)
@@ -42,5 +42,5 @@ def progress_bar(
     labels it, ``total`` its length where ``iterable`` has none, ``options`` go to ``tqdm``
     (``initial``, ``unit``, ...)."""
     stream = options.get("file") or sys.stderr
-    shown = enabled and _takes_a_bar(stream)
+    shown = enabled and takes_a_bar(stream)
     return tqdm(iterable, desc=desc, total=total, disable=not shown, **options)

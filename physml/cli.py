@@ -20,6 +20,7 @@ from pdes.errors import SolverError
 from physml import __version__
 from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
+from physml._progress import takes_a_bar
 from physml.signals import interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
@@ -83,7 +84,9 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Whether a command draws progress bars: not ``--quiet``, and stderr shows a bar redrawn in
+    place (a terminal or a running Jupyter kernel's output, as for every bar of physml)."""
+    return not args.quiet and takes_a_bar(sys.stderr)
 
 
 def _add_generate(subparsers) -> None:

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 from test_cli import _fake_tasks
+from test_progress import OutStream, ZMQInteractiveShell, fake_ipython
 
 import physml._checks
 from pdes import problems
@@ -344,6 +345,21 @@ def test_a_misspelt_task_names_the_close_one_and_a_far_one_none(capsys):
 def test_a_progress_bar_only_on_a_terminal_and_not_quiet(monkeypatch, quiet, tty, wanted):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
     assert cli._progress_wanted(argparse.Namespace(quiet=quiet)) is wanted
+
+
+@pytest.mark.parametrize(("quiet", "wanted"), [(False, True), (True, False)])
+def test_a_command_called_from_a_notebook_draws_its_bar_unless_quiet(
+    tmp_path, monkeypatch, quiet, wanted
+):
+    # a Jupyter kernel's stderr is no terminal, yet its frontend redraws the bar in place
+    fake_ipython(monkeypatch, ZMQInteractiveShell())
+    monkeypatch.setattr(sys, "stderr", OutStream())
+    assert cli._progress_wanted(argparse.Namespace(quiet=quiet)) is wanted
+    out = tmp_path / "x.h5"
+    argv = ["generate", "heat", "--n", "2", "--out", str(out), *HEAT] + ["--quiet"] * quiet
+    assert main(argv) == 0
+    written = sys.stderr.getvalue()
+    assert ("2/2" in written and "\r" in written) is wanted
 
 
 class _Console(io.StringIO):

@@ -116,6 +116,14 @@ def test_a_number_from_rank_zero_is_one_float64_tensor_broadcast_exactly(group):
     assert World().number_from_main(2) == 2.0 and len(group.calls) == 1  # one process: no call
 
 
+@pytest.mark.parametrize("answer", [True, False])
+def test_a_flag_from_rank_zero_is_one_tensor_broadcast_and_no_pickled_object(group, answer):
+    """The fake group sends rank 0's number 0.3 (no zero): True in every process."""
+    assert World(1, 2).flag_from_main(answer) is True
+    assert group.calls == [("tensor", 0, torch.float64, "cpu", ())]
+    assert World().flag_from_main(answer) is answer and len(group.calls) == 1  # no call
+
+
 @pytest.mark.parametrize("backend, device", [("gloo", "cpu"), ("nccl", "cuda:1")])
 def test_the_groups_tensors_live_on_the_cpu_under_gloo_and_this_gpu_under_nccl(
     monkeypatch, group, backend, device

@@ -296,6 +296,49 @@ def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
     assert answers[0][3:] == [0, "cpu"]
 
 
+def _validation_rank(rank: int, port: int, queue) -> None:
+    """Validating every step, rank 1's ``on_validation`` asks to stop at step 1, rank 0's at
+    step 3: every rank must stop where rank 0 says (another step would deadlock)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    stop_from = 3 if rank == 0 else 1
+    pickled, sent = [], torch.distributed.broadcast_object_list
+
+    def counted(*args, **options):
+        pickled.append(args)
+        return sent(*args, **options)
+
+    torch.distributed.broadcast_object_list = counted
+    trainer = Trainer(
+        Ticking([0.0], 1.0),
+        weight_loss,
+        config(steps=6, validate_every=1),
+        quiet=True,
+        on_validation=lambda net, step, loss: step >= stop_from,
+    )
+    report = trainer.fit(data(), data(2))
+    counts = (len(report.losses), len(report.validation), len(pickled))
+    queue.put((rank, report.stopped_at, *counts))
+    torch.distributed.destroy_process_group()
+
+
+def test_every_rank_stops_where_rank_zeros_on_validation_says_with_no_pickled_object():
+    """``on_validation``'s answer goes from rank 0 to the others as a tensor, not a pickled
+    object, at every validation: both ranks stop at step 3 after 3 steps and 3 validations."""
+    context, port = mp.get_context("spawn"), _free_port()
+    queue = context.Queue()
+    processes = [context.Process(target=_validation_rank, args=(r, port, queue)) for r in range(2)]
+    for process in processes:
+        process.start()
+    answers = dict((rank, rest) for rank, *rest in (queue.get(timeout=120) for _ in processes))
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert answers[0] == answers[1] == [3, 3, 3, 0]
+
+
 def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "heat", "--n", "6", "--nx", "17", "--out", "heat.h5", "--quiet"]) == 0

@@ -55,7 +55,7 @@ from pdes.errors import SolverError
 
 from .. import __version__
 from .._checks import device as checked_device
-from .._checks import file_path, integer, json_value
+from .._checks import file_path, flag, integer, json_value
 from .._io import atomic_path, exclusive_lock, remove_leftovers
 from .._progress import progress_bar
 from ..errors import user_stacklevel
@@ -683,7 +683,8 @@ def generate_dataset(
         chunk: samples solved together in one batch and saved as one resumable unit.
         overwrite: replace an existing output (or an unfinished run with other settings).
         device: where the solver runs (``"cpu"``, ``"cuda"``, ...).
-        progress: show a progress bar of the samples (on stderr, when it is a terminal).
+        progress: show a progress bar of the samples (True or False; drawn on stderr when it
+            is a terminal or a Jupyter kernel's output).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
             ``--overwrite``).
@@ -691,6 +692,7 @@ def generate_dataset(
     """
     n, seed, shard, num_shards, chunk = _check_request(n, seed, shard, num_shards, chunk)
     checked_device("device", device)
+    progress = flag("progress", progress)
     problem = problems.get(pde)
     settings = problem.settings(**options)
     _check_settings(problem, settings)

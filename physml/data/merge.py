@@ -38,7 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .._checks import file_path, one_memory_reading
+from .._checks import file_path, flag, one_memory_reading
 from .._io import atomic_path, existing_file
 from .datasets import (
     REGENERATE,
@@ -506,6 +506,7 @@ def merge_shards(
     telling to pass it as ``overwrite_hint`` says (``physml merge``: ``--overwrite``).
     """
     out = file_path("out", out)
+    verify = flag("verify", verify)
     shards = check_shards(shard_files(argument, paths))
     for shard in shards:
         if out.is_file() and os.path.samefile(out, shard.path):

@@ -18,7 +18,7 @@ import gpytorch
 import torch
 from linear_operator.utils.errors import NotPSDError
 
-from .._checks import as_tensor
+from .._checks import as_tensor, flag
 from .._progress import progress_bar
 from ..data.points import grid_points
 from ..outputs import Gaussian
@@ -337,8 +337,10 @@ class ExactGPSurrogate:
         ``context_y (B, Nc)`` → mean ``(B, T, X)``, covariance ``(B, T, X, X)`` or ``(B, T, X)``.
 
         ``self`` ends fitted to the last function; ``batch_hyperparameters_`` holds every
-        function's hyperparameters stacked along a leading ``B`` axis.
+        function's hyperparameters stacked along a leading ``B`` axis; ``progress`` (a bool)
+        draws a bar of the fits.
         """
+        progress = flag("progress", progress)
         context_x = as_tensor("context_x", context_x, "(B, Nc, 2)", 3, last=2)
         context_y = as_tensor("context_y", context_y, "(B, Nc)", 2, device=context_x.device)
         if context_y.shape != context_x.shape[:2]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import did_you_mean, json_value
+from .._checks import did_you_mean, flag, json_value
 from ..errors import user_stacklevel
 
 SIZES = ("toy", "full")
@@ -52,6 +52,7 @@ class Context:
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {list(SIZES)}, got {self.size!r}")
+        object.__setattr__(self, "quiet", flag("quiet", self.quiet))
 
 
 @dataclass(frozen=True)

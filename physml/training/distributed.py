@@ -45,6 +45,11 @@ class World:
         dist.broadcast(box, src=0)
         return float(box.item())
 
+    def flag_from_main(self, value: bool) -> bool:
+        """Rank 0's ``value`` (True or False) in every process, sent as one number
+        (:meth:`number_from_main`: no pickling, cheap enough for every validation)."""
+        return self.number_from_main(1.0 if value else 0.0) != 0.0
+
 
 def group_device() -> torch.device:
     """Where the joined process group's tensors live: this process's CUDA device under nccl,

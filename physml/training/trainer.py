@@ -633,7 +633,7 @@ class Trainer:
                 f"on_validation must return True (stop training here), False or None, got "
                 f"{answer!r}"
             )
-        return bool(here.from_main(bool(answer)))
+        return here.flag_from_main(bool(answer))
 
     def _backward(self, trained, train: Dataset, indices: list[int], device, step: int):
         """Gradients of this process's share of the step, one micro-batch at a time (DDP

@@ -11,6 +11,7 @@ import torch
 
 from pdes.grid import Grid2D
 
+from ..._checks import flag
 from ...data import load
 from ...data.generate import generate_dataset
 from .. import check_steps
@@ -156,6 +157,7 @@ def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -
     """The variant's trajectories (train + validation + test, resumable) in ``folder``; the file
     name carries everything the data depend on (grid, times, count, seed), so a run of another
     scale or seed on the same folder makes its own file instead of reading this one."""
+    quiet = flag("quiet", quiet)
     count = scale.train + scale.validation + scale.test
     spec = f"{scale.nx}-nt{scale.nt}-t{scale.t_end:g}-n{count}-seed{seed}"
     path = folder / f"data-{variant}-{spec}.h5"
