@@ -190,7 +190,10 @@ class ANPOnGrid(nn.Module):
 
 
 class EnsembleOnGrid(nn.Module):
-    """A deep ensemble at every (t, x) grid point: the mixture Gaussian or the members."""
+    """A deep ensemble at every (t, x) grid point: the mixture Gaussian or the members.
+
+    The same as ``DeepEnsemble(..., output=kind)`` called on the points shaped ``(T, X, d)``.
+    """
 
     def __init__(self, ensemble: DeepEnsemble, shape: tuple[int, int], kind: str) -> None:
         super().__init__()

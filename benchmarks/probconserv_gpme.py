@@ -54,6 +54,7 @@ class GridGP(nn.Module):
 
     ``forward(context_x (B, Nc, 2), context_y (B, Nc))`` → mean ``(B, T, X)`` and a full
     covariance per time slice ``(B, T, X, X)``. Fits are seeded, so every call gives the same.
+    The same as the toolkit's ``gp.on_grid(t, x)`` (:class:`physml.models.GridGP`).
     """
 
     def __init__(self, gp: ExactGPSurrogate, t: torch.Tensor, x: torch.Tensor) -> None:

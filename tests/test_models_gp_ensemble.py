@@ -965,3 +965,166 @@ def test_sampling_takes_a_numpy_seed_as_the_same_int():
     x = torch.linspace(0, 1, 3, dtype=torch.float64)[:, None]
     plain = model.sample(x, 4, seed=7)
     assert torch.equal(model.sample(x, 4, seed=np.int64(7)).samples, plain.samples)
+
+
+# ------------------------------------------------------------------- through the one door
+
+
+def grid_ensemble(output: str, members: int = 4) -> tuple[DeepEnsemble, torch.Tensor, Grid1D]:
+    """An untrained (standardised, so usable) float64 ensemble over rows ``(k, t, x)`` and its
+    inputs on a ``(function, T, X)`` grid: 2 functions, 3 times, 9 points."""
+    grid = Grid1D(9, 0.0, 1.0)
+    t = torch.linspace(0.1, 0.5, 3, dtype=F64)
+    points = grid_points(t, grid.coordinates(dtype=F64))
+    inputs = with_parameters(torch.tensor([1.0, 2.0], dtype=F64), points).reshape(2, 3, 9, 3)
+    model = DeepEnsemble(3, members=members, width=8, depth=1, output=output).double()
+    rows = inputs.reshape(-1, 3)
+    model.standardise(rows, torch.sin(3 * rows.sum(1)))
+    return model, inputs, grid
+
+
+def test_an_ensemble_output_gets_the_member_update_through_constrain():
+    """``output="ensemble"``: the door moves every member with the ensemble covariance, as
+    the update written out by hand on ``predict(kind="ensemble")``'s members does
+    (``x_m − A (GA)ᵀ [(GA)(GA)ᵀ]⁻¹ (G x_m − b)``, one row per slice), and every member holds
+    the mass to round-off; the mixture Gaussian's update is another."""
+    model, inputs, grid = grid_ensemble("ensemble")
+    mass = torch.tensor([[0.2, 0.3, 0.4], [-0.1, 0.0, 0.5]], dtype=F64)  # (function, time)
+    constraint = mass_conservation(grid, mass)
+    out = constrain(model, constraint)(inputs)
+    assert isinstance(out, Ensemble) and out.samples.shape == (4, 2, 3, 9)
+    members = model.predict(inputs, kind="ensemble")
+    assert torch.equal(constrain(nn.Identity(), constraint)(members).samples, out.samples)
+
+    X = members.samples  # (member, function, time, x)
+    g = grid.weights(dtype=F64)
+    A = X - X.mean(0)
+    GA = A @ g  # (member, function, time)
+    gain = (A * GA[..., None]).sum(0) / GA.square().sum(0)[..., None]  # A (GA)ᵀ [(GA)(GA)ᵀ]⁻¹
+    by_hand = X - gain * (X @ g - mass)[..., None]
+    assert torch.allclose(out.samples, by_hand, rtol=1e-12, atol=1e-13)
+    assert (out.samples @ g - mass).abs().max() < 1e-14
+    assert torch.equal(model.predict(inputs).samples, X)  # predict follows output
+
+    gaussian = copy.deepcopy(model)
+    gaussian.output = "gaussian"
+    diagonal = constrain(gaussian, constraint)(inputs)
+    assert isinstance(diagonal, Gaussian)  # ProbConserv on the mixture: another update
+    assert not torch.allclose(diagonal.mean, out.samples.mean(0), atol=1e-6)
+
+
+def test_the_default_output_is_the_mixture_gaussian_as_before():
+    model, inputs, _ = grid_ensemble("gaussian")
+    assert DeepEnsemble(3).output == "gaussian"
+    out = model(inputs)
+    assert isinstance(out, Gaussian) and out.is_diagonal and out.mean.shape == (2, 3, 9)
+    means, variances = model.member_outputs(inputs)
+    mean = means.mean(0)
+    assert torch.equal(out.mean, mean)
+    assert torch.allclose(out.cov, variances.mean(0) + (means - mean).square().mean(0))
+    assert isinstance(model.predict(inputs), Gaussian)
+    assert isinstance(model.predict(inputs, kind="ensemble"), Ensemble)
+
+
+def test_a_bad_output_is_refused_by_name():
+    with pytest.raises(
+        ValueError, match=r"^output must be one of \['gaussian', 'ensemble'\], got 'members'$"
+    ):
+        DeepEnsemble(1, output="members")
+    with pytest.raises(TypeError, match=r"^output must be one of .* \(a str\), got None$"):
+        DeepEnsemble(1, output=None)
+    model = DeepEnsemble(1, output="ensemble")
+    with pytest.raises(ValueError, match=r"^output must be one of .*, got 'mixture'$"):
+        model.output = "mixture"
+    assert model.output == "ensemble"  # refused: left as it was
+
+
+def test_a_saved_ensemble_keeps_its_output_and_a_default_file_is_as_before(tmp_path):
+    model, inputs, _ = grid_ensemble("ensemble")
+    model, inputs = model.float(), inputs.float()  # load builds a float32 model
+    model.save(tmp_path / "members.pt")
+    loaded = DeepEnsemble.load(tmp_path / "members.pt")
+    assert loaded.output == "ensemble"
+    assert torch.equal(loaded(inputs).samples, model(inputs).samples)
+    tiny().save(tmp_path / "plain.pt")
+    config = torch.load(tmp_path / "plain.pt", weights_only=True)["config"]
+    assert config == {"in_features": 1, "members": 3, "width": 32, "depth": 2, "min_variance": 1e-6}
+
+
+def test_a_fit_ensemble_run_resumes_whatever_the_output(tmp_path):
+    """``output`` changes no weight nor the training: the run records the config as before, and
+    an ensemble with the other output resumes it (here: takes the finished run's weights)."""
+    x, y = sine_data(32)
+    run = tmp_path / "run"
+    first = fit_ensemble(tiny(), x, y, epochs=2, batch_size=16, out=run)
+    recorded = load_checkpoint(run)["model_config"]
+    assert recorded == {
+        "model": "DeepEnsemble",
+        "config": {"in_features": 1, "members": 3, "width": 32, "depth": 2, "min_variance": 1e-6},
+    }
+    members = DeepEnsemble(1, members=3, width=32, depth=2, output="ensemble")
+    again = fit_ensemble(members, x, y, epochs=2, batch_size=16, out=run)
+    assert again.output == "ensemble"
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    assert torch.equal(again(x).samples, first.predict(x, kind="ensemble").samples)
+
+
+def gp_contexts(B: int = 2, T: int = 4, X: int = 5):
+    """Context sets of ``B`` diffusion functions ``(B, T·X, 2)``, ``(B, T·X)`` (k = 1, 2, ...)."""
+    sets = [diffusion_context(T, X, k=1.0 + b, noise=0.01, seed=b) for b in range(B)]
+    return torch.stack([s[2] for s in sets]), torch.stack([s[3] for s in sets])
+
+
+def test_gp_on_grid_takes_the_probconserv_update_through_constrain():
+    """The GP's module on the grid meets the one door: its output is the update
+    ``μ + Σg (b − gᵀμ) / (gᵀΣg)``, ``Σ − Σg gᵀΣ / (gᵀΣg)`` of every slice's posterior, and the
+    constrained mass is exact."""
+    cx, cy = gp_contexts()
+    grid = Grid1D(12, 0.0, TWO_PI)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    gp = ExactGPSurrogate(iterations=10)
+    model = gp.on_grid(t, grid.coordinates(dtype=F64))
+    assert isinstance(model, nn.Module)
+    prior = model(cx, cy)
+    direct = ExactGPSurrogate(iterations=10).fit_predict(cx, cy, t, grid.coordinates(dtype=F64))
+    assert torch.equal(prior.mean, direct.mean) and torch.equal(prior.cov, direct.cov)
+    assert prior.mean.shape == (2, 3, 12) and prior.cov.shape == (2, 3, 12, 12)
+
+    mass = torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.05, -0.1]], dtype=F64)
+    out = constrain(model, mass_conservation(grid, mass))(cx, cy)
+    g = grid.weights(dtype=F64)
+    mu, sigma = prior.mean, prior.cov
+    sg = sigma @ g  # Σg (B, T, X)
+    gsg = sg @ g  # gᵀΣg (B, T)
+    mean = mu + sg * ((mass - mu @ g) / gsg)[..., None]
+    cov = sigma - sg[..., :, None] * sg[..., None, :] / gsg[..., None, None]
+    assert torch.allclose(out.mean, mean, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(out.cov.dense(), cov, rtol=1e-8, atol=1e-10 * sigma.abs().max())
+    assert (out.mean @ g - mass).abs().max() < 1e-12
+
+
+def test_gp_on_grid_refuses_bad_settings_by_name():
+    gp, t = ExactGPSurrogate(), torch.linspace(0, 1, 3)
+    with pytest.raises(ValueError, match=r"^covariance must be one of .*, got 'full'$"):
+        gp.on_grid(t, t, covariance="full")
+    with pytest.raises(ValueError, match=r"^x must have shape \(X,\), got \(3, 1\)$"):
+        gp.on_grid(t, t[:, None])
+    with pytest.raises(TypeError, match=r"^progress must be True or False, got 'yes'$"):
+        gp.on_grid(t, t, progress="yes")
+    from physml.models import GridGP
+
+    with pytest.raises(TypeError, match=r"^gp must be an ExactGPSurrogate, got str$"):
+        GridGP("gp", t, t)
+
+
+def test_a_gp_fits_under_no_grad_as_it_does_outside_it():
+    """The marginal-likelihood fit takes gradient steps of its own: ``torch.no_grad()`` around
+    it (evaluation code) changes nothing, for either optimiser."""
+    _, _, cx, cy = diffusion_context(T=4, X=4, noise=0.01)
+    for optimizer in ("adam", "lbfgs"):
+        outside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
+        with torch.no_grad():
+            inside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
+        for key, value in outside.hyperparameters().items():
+            assert torch.equal(value, inside.hyperparameters()[key]), (optimizer, key)

@@ -32,7 +32,7 @@ from .forecasting import (
     score_forecast,
     train_forecaster,
 )
-from .gp import ExactGPSurrogate
+from .gp import ExactGPSurrogate, GridGP
 from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from .prediff import PreDiff
 
@@ -76,6 +76,7 @@ __all__ = [
     "AttentiveNeuralProcess",
     "DeepEnsemble",
     "ExactGPSurrogate",
+    "GridGP",
     "EnergyJudge",
     "KnowledgeRegressor",
     "LeanSpectralConv",

@@ -25,6 +25,8 @@ from ..outputs import Ensemble, Gaussian
 from ..seeds import derived_seed
 
 KINDS = ("gaussian", "ensemble")
+"""What :meth:`DeepEnsemble.forward` (the ``output`` setting) and :meth:`DeepEnsemble.predict`
+can return: the mixture :class:`Gaussian` or the members' :class:`Ensemble`."""
 RESAVE = "restore an intact copy, or save the ensemble again (DeepEnsemble.save)"
 """What the refusal of a damaged file of :meth:`DeepEnsemble.save` advises."""
 
@@ -53,8 +55,10 @@ class _StackedLinear(nn.Module):
 class DeepEnsemble(nn.Module):
     """``members`` MLPs ``in_features → width (× depth hidden layers) → (mean, log-variance)``.
 
-    Calling the module returns the mixture's moments as a :class:`Gaussian` (differentiable),
-    so it can be wrapped by :func:`physml.constrain` like any model.
+    Calling the module (differentiable) returns what ``output`` names, so that
+    :func:`physml.constrain` gives the update that fits it: ``"gaussian"`` the mixture's moments
+    as a diagonal :class:`Gaussian` (ProbConserv on the mixture), ``"ensemble"`` the members'
+    means as an :class:`Ensemble` ``(M, ...)`` (each member moved with the ensemble covariance).
 
     Args:
         in_features: columns of the inputs (PDE parameters + 2 for ``(t, x)``).
@@ -62,6 +66,10 @@ class DeepEnsemble(nn.Module):
         width: hidden units per layer.
         depth: number of hidden layers.
         min_variance: floor added to each member's variance, in standardised units.
+        output: what ``forward`` returns, ``"gaussian"`` or ``"ensemble"`` (kept as the
+            attribute ``output``, which may be set later). The weights and their training do not
+            depend on it: it is not part of ``config``, so a :func:`~physml.training.fit_ensemble`
+            run resumes whichever output the ensemble returns; :meth:`save` records it.
     """
 
     def __init__(
@@ -71,8 +79,10 @@ class DeepEnsemble(nn.Module):
         width: int = 64,
         depth: int = 3,
         min_variance: float = 1e-6,
+        output: str = "gaussian",
     ) -> None:
         super().__init__()
+        self.output = output
         in_features = positive_int("in_features", in_features)
         members = positive_int("members", members, 2)
         width = positive_int("width", width)
@@ -101,6 +111,24 @@ class DeepEnsemble(nn.Module):
     @property
     def members(self) -> int:
         return self.config["members"]
+
+    @property
+    def output(self) -> str:
+        """The kind of output ``forward`` returns, ``"gaussian"`` (the mixture) or
+        ``"ensemble"`` (the members); setting another value is refused by name."""
+        return self._output
+
+    @output.setter
+    def output(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"output must be one of {list(KINDS)} (a str), got {value!r}")
+        if value not in KINDS:
+            raise ValueError(f"output must be one of {list(KINDS)}, got {value!r}")
+        self._output = value
+
+    def extra_repr(self) -> str:
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+        return f"{settings}, output={self.output!r}"
 
     def reset(self, seed: int) -> None:
         """Fresh weights: member ``m`` draws from its own generator seeded by ``(seed, m)``."""
@@ -153,23 +181,32 @@ class DeepEnsemble(nn.Module):
         variance = variance * self.target_scale**2
         return mean.reshape(-1, *lead), variance.reshape(-1, *lead)
 
-    def forward(self, inputs: torch.Tensor) -> Gaussian:
-        """Mixture moments at ``inputs (..., d)``: mean ``(...)``, variances ``(...)``."""
+    def forward(self, inputs: torch.Tensor) -> Gaussian | Ensemble:
+        """At ``inputs (..., d)``, with ``output="gaussian"`` the mixture's moments: mean
+        ``(...)``, variances ``(...)``; with ``output="ensemble"`` the members' means ``(M,
+        ...)``, member first (put the grid's axes last in ``inputs``, e.g. ``(B, T, X, d)``, for
+        a constraint on the grid)."""
+        return self._kind(inputs, self.output)
+
+    def _kind(self, inputs: torch.Tensor, kind: str) -> Gaussian | Ensemble:
         means, variances = self.member_outputs(inputs)
+        if kind == "ensemble":
+            return Ensemble(means)
         mean = means.mean(0)
         variance = variances.mean(0) + (means - mean).pow(2).mean(0)
         return Gaussian(mean, variance, diagonal=True)
 
-    def predict(self, inputs: torch.Tensor, kind: str = "gaussian") -> Gaussian | Ensemble:
+    def predict(self, inputs: torch.Tensor, kind: str | None = None) -> Gaussian | Ensemble:
         """Without gradients: the mixture :class:`Gaussian` (mean of the means; variance = mean
-        of the variances + variance of the means) or, with ``kind="ensemble"``, the members'
-        means as an :class:`Ensemble` ``(M, ...)``."""
-        if kind not in KINDS:
+        of the variances + variance of the means) with ``kind="gaussian"``, the members' means
+        as an :class:`Ensemble` ``(M, ...)`` with ``kind="ensemble"``; ``None``: what ``output``
+        names."""
+        if kind is None:
+            kind = self.output
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
         with torch.no_grad():
-            if kind == "ensemble":
-                return Ensemble(self.member_outputs(inputs)[0])
-            return self(inputs)
+            return self._kind(inputs, kind)
 
     def sample(self, inputs: torch.Tensor, n: int, seed: int = 0) -> Ensemble:
         """``n`` draws ``(n, ...)`` from the mixture: a member at random, then its Gaussian."""
@@ -220,10 +257,14 @@ class DeepEnsemble(nn.Module):
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the configuration and weights to ``path`` atomically."""
+        """Write the configuration (``output`` too where it is not the default) and weights to
+        ``path`` atomically."""
         from ..training.checkpoint import save_torch_file  # physml.training imports physml.models
 
-        save_torch_file(path, {"config": dict(self.config), "state": self.state_dict()})
+        config = dict(self.config)
+        if self.output != KINDS[0]:
+            config["output"] = self.output
+        save_torch_file(path, {"config": config, "state": self.state_dict()})
 
     @classmethod
     def load(

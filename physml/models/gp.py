@@ -17,6 +17,7 @@ import math
 import gpytorch
 import torch
 from linear_operator.utils.errors import NotPSDError
+from torch import nn
 
 from .._checks import as_tensor, flag
 from .._progress import progress_bar
@@ -54,6 +55,9 @@ class ExactGPSurrogate:
         lengthscale: initial lengthscale of both inputs, in units of the context's extent.
         seed: seeds any random draw made while fitting (the Cholesky path used here makes none,
             so fits are reproducible run to run).
+
+    :meth:`on_grid` gives the GP as an ``nn.Module`` that :func:`physml.constrain` wraps: the
+    posterior on a fixed ``(t, x)`` grid of every function whose context it is called with.
 
     After :meth:`fit`: ``lengthscale_ (2,)`` (t, x; float64 on the CPU), ``outputscale_``,
     ``noise_``, ``mean_`` (all in the data's units), ``log_marginal_likelihood_`` and
@@ -142,6 +146,7 @@ class ExactGPSurrogate:
         with (
             torch.random.fork_rng(devices=devices),
             gpytorch.settings.max_cholesky_size(_ALWAYS_CHOLESKY),
+            torch.enable_grad(),  # the fit takes gradient steps, under torch.no_grad() too
         ):
             torch.manual_seed(self.seed)
             try:
@@ -361,3 +366,65 @@ class ExactGPSurrogate:
             found.append(self.hyperparameters())
         self.batch_hyperparameters_ = {k: torch.stack([h[k] for h in found]) for k in found[0]}
         return Gaussian(torch.stack(means), torch.stack(covs), prediction.is_diagonal or None)
+
+    def on_grid(
+        self,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        covariance: str = "time-slices",
+        progress: bool = False,
+    ) -> GridGP:
+        """This GP as a :class:`GridGP` module on the grid ``t (T,)`` × ``x (X,)``: called with
+        ``context_x (B, Nc, 2)``, ``context_y (B, Nc)`` it is :meth:`fit_predict` there, ready for
+        :func:`physml.constrain` (one conservation row per function and time slice)."""
+        return GridGP(self, t, x, covariance, progress)
+
+
+class GridGP(nn.Module):
+    """An :class:`ExactGPSurrogate` fitted to each function's context and predicted on a fixed
+    ``(t, x)`` grid, as a module: ``forward(context_x (B, Nc, 2), context_y (B, Nc))`` → mean
+    ``(B, T, X)`` with the covariance of each time slice ``(B, T, X, X)`` (``"time-slices"``) or
+    the variances ``(B, T, X)`` (``"diagonal"``), float64 on ``context_x``'s device.
+
+    The GP is refitted on every call (seeded: the same context gives the same posterior) and
+    ends fitted to the last function; it holds no parameters or buffers of its own, so
+    ``.to()`` leaves it as it is. Usually made by :meth:`ExactGPSurrogate.on_grid`.
+
+    Args:
+        gp: the :class:`ExactGPSurrogate` whose settings fit every function.
+        t: the grid's times ``(T,)``.
+        x: the grid's positions ``(X,)``.
+        covariance: ``"time-slices"`` (what the ProbConserv update of a mass per slice needs)
+            or ``"diagonal"``.
+        progress: show a progress bar of the fits.
+    """
+
+    def __init__(
+        self,
+        gp: ExactGPSurrogate,
+        t: torch.Tensor,
+        x: torch.Tensor,
+        covariance: str = "time-slices",
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(gp, ExactGPSurrogate):
+            raise TypeError(f"gp must be an ExactGPSurrogate, got {type(gp).__name__}")
+        if not isinstance(covariance, str) or covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        self.gp = gp
+        self.t = as_tensor("t", t, "(T,)", 1)
+        self.x = as_tensor("x", x, "(X,)", 1)
+        self.covariance = covariance
+        self.progress = flag("progress", progress)
+
+    def extra_repr(self) -> str:
+        return (
+            f"gp={self.gp!r}, grid=({self.t.numel()}, {self.x.numel()}), "
+            f"covariance={self.covariance!r}"
+        )
+
+    def forward(self, context_x: torch.Tensor, context_y: torch.Tensor) -> Gaussian:
+        return self.gp.fit_predict(
+            context_x, context_y, self.t, self.x, self.covariance, self.progress
+        )
