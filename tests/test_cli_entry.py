@@ -111,3 +111,36 @@ def test_import_physml_still_reaches_every_public_submodule_and_export():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_dir_physml_lists_what_it_serves_and_no_helper():
+    """``dir(physml)`` lists every public submodule (served on first use) and the exports, but
+    no helper the package imports for itself; a dotted name is no attribute."""
+    code = (
+        "import sys, physml\n"
+        "listed = dir(physml)\n"
+        "assert 'torch' not in sys.modules\n"
+        "wanted = {'cli', 'constraints', 'data', 'errors', 'io', 'metrics', 'models',\n"
+        "          'outputs', 'seeds', 'signals', 'tasks', 'training', 'updates',\n"
+        "          '__version__', *physml.__all__}\n"
+        "assert wanted <= set(listed), wanted - set(listed)\n"
+        "helpers = {'find_spec', 'import_module', 'TYPE_CHECKING', 'version',\n"
+        "           'PackageNotFoundError'}\n"
+        "assert not helpers & set(listed), helpers & set(listed)\n"
+        "assert not [name for name in helpers if hasattr(physml, name)]\n"
+        "assert not [name for name in listed if name.startswith('_') and not name.endswith('__')]\n"
+        "for name in ('data.points', 'tasks.prediff', '_checks', '__main__', 'no_such_module'):\n"
+        "    try:\n"
+        "        getattr(physml, name)\n"
+        "    except AttributeError as error:\n"
+        "        assert repr(name) in str(error), error\n"
+        "    else:\n"
+        "        raise AssertionError(name)\n"
+        "assert all(getattr(physml, name) is not None for name in listed)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
