@@ -43,6 +43,55 @@ def test_a_stop_while_the_command_line_loads_ends_with_one_line(
     assert (out, err) == ("", f"\nphysml: {said}\n")
 
 
+def _interrupt_the_command_line_import(monkeypatch):
+    real_import = builtins.__import__
+
+    def interrupted_import(name, *args, **kwargs):
+        if name == "physml.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+
+
+@pytest.mark.parametrize(
+    ("world_size", "rank", "said"),
+    [
+        ("2", "0", "\nphysml: interrupted\n"),
+        ("2", "1", ""),
+        ("4", "3", ""),
+        (None, "1", "\nphysml: interrupted\n"),  # no torchrun world: a process of its own
+        ("1", "1", "\nphysml: interrupted\n"),
+    ],
+)
+def test_a_ctrl_c_while_the_command_line_loads_is_said_by_rank_zero_only(
+    monkeypatch, capsys, world_size, rank, said
+):
+    """Under torchrun the interruption reaches every rank; one line, as the commands say it."""
+    for name, value in (("WORLD_SIZE", world_size), ("RANK", rank)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    _interrupt_the_command_line_import(monkeypatch)
+    assert main(["list"]) == 130
+    assert capsys.readouterr() == ("", said)
+
+
+def test_a_ctrl_c_while_loading_with_a_rank_that_is_no_integer_is_said_with_the_problem(
+    monkeypatch, capsys
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "first")
+    _interrupt_the_command_line_import(monkeypatch)
+    assert main(["list"]) == 130
+    assert capsys.readouterr() == (
+        "",
+        "physml: error: the environment variable RANK must be an integer (torchrun sets it), "
+        "got 'first'\n\nphysml: interrupted\n",
+    )
+
+
 def test_a_ctrl_c_while_the_parser_is_built_ends_with_one_line(monkeypatch, capsys):
     def interrupted_parser():
         raise KeyboardInterrupt
