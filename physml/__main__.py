@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import sys
 
+from physml._ranks import environment_rank
 from physml.signals import interrupted, say_stopped
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``physml ARGV`` (``sys.argv[1:]`` by default); its exit status. A Ctrl-C (or a stop
     :mod:`physml.signals` raises) the command has not handled, as one while its modules load,
-    ends it with one line and the shell's status for it (130 for Ctrl-C)."""
+    ends it with one line, rank 0's under ``torchrun`` (the stop reaches every rank), and the
+    shell's status for it (130 for Ctrl-C)."""
     try:
         from physml.cli import main as run
 
         return run(argv)
     except KeyboardInterrupt as error:
         how, status = interrupted(error)
-        say_stopped(f"\nphysml: {how}")
+        try:
+            says = environment_rank() == 0
+        except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
+            say_stopped(f"physml: error: {problem}")
+            says = True
+        if says:
+            say_stopped(f"\nphysml: {how}")
         return status
 
 

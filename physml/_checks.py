@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pdes.checks import integer
+from pdes.checks import integer, positive
 
 
 class NonFiniteError(ValueError):
@@ -132,6 +132,42 @@ def flag(name: str, value: object) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def optional_positive(
+    name: str, value: object, expected: str = "a finite number > 0", none: str | None = None
+) -> float | None:
+    """``value`` as a float when it is a finite number > 0, ``expected`` wording that in the
+    message (e.g. ``"a finite number of seconds > 0"``); ``None`` as it is where ``none`` says
+    what None means (e.g. ``"no time budget"``), else refused as any other non-number.
+
+    What is no number (text, a boolean) is a ``TypeError``, a number out of range (0, negative,
+    inf, NaN) a ``ValueError``, each ``"{name} must be {expected}[ or None], got {value!r}"``;
+    where None is taken, the ``ValueError`` adds how to ask for ``none``, since 0 or inf is what
+    a caller who meant it tends to pass."""
+    if value is None and none is not None:
+        return None
+    wanted = expected if none is None else f"{expected} or None"
+    try:
+        return positive(name, value)
+    except TypeError:
+        raise TypeError(f"{name} must be {wanted}, got {value!r}") from None
+    except ValueError:
+        hint = "" if none is None else f" (for {none} pass None)"
+        raise ValueError(f"{name} must be {wanted}, got {value!r}{hint}") from None
+
+
+def choice(name: str, value: object, choices: Sequence[str], why: str = "") -> str:
+    """``value`` when it is one of the strings ``choices``: a ``TypeError`` naming ``name`` for
+    what is no string, a ``ValueError`` for another string, each ``"{name} must be one of
+    ('a', 'b'){why}, got {value!r}"`` (``why``, e.g. ``" (what budget_s counts)"``, says what
+    the setting chooses)."""
+    message = f"{name} must be one of {tuple(choices)}{why}, got {value!r}"
+    if not isinstance(value, str):
+        raise TypeError(message)
+    if value not in choices:
+        raise ValueError(message)
+    return value
 
 
 def file_path(name: str, value: object) -> Path:

@@ -8,3 +8,6 @@ import time
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 """Clock name -> a function of no argument giving seconds (only differences count)."""
+
+CLOCK_CHOICE = " (what budget_s counts)"
+"""What the ``clock`` setting chooses, for the message refusing another (``_checks.choice``)."""

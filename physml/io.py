@@ -41,24 +41,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **options: object) -> None:
+def save_figure(fig, path: str | os.PathLike, dpi: float | str = 110, **options: object) -> None:
     """Write the matplotlib figure ``fig`` to ``path`` as a PNG atomically (creating the folder),
-    then close it (also when the write fails); ``dpi`` (dots per inch, > 0) and ``options``
-    (e.g. ``bbox_inches="tight"``) go to ``fig.savefig``. A ``fig`` that is no matplotlib
-    ``Figure``, a ``path`` that is no ``str`` or ``os.PathLike`` or a ``dpi`` that is no positive
-    number is refused by name before anything is written or closed."""
+    then close it, also when the write fails or ``path`` or ``dpi`` is refused: the figure was
+    handed over to be saved and closed. ``dpi`` (dots per inch, > 0, or ``"figure"``: the
+    figure's own) and ``options`` (e.g. ``bbox_inches="tight"``) go to ``fig.savefig``. A ``path``
+    that is no ``str`` or ``os.PathLike`` or a ``dpi`` of neither kind is refused by name before
+    anything is written; a ``fig`` that is no matplotlib ``Figure`` is refused and nothing is
+    closed (closing it would close another figure)."""
     import matplotlib.pyplot as plt  # only the writers of figures pay for matplotlib
     from matplotlib.figure import Figure
 
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
-    path = file_path("path", path)
-    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Real):
-        raise TypeError(f"dpi must be a number of dots per inch, got {type(dpi).__name__}")
-    if not (math.isfinite(dpi) and dpi > 0):
-        raise ValueError(f"dpi must be a finite number > 0, got {dpi!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path = file_path("path", path)
+        expected = "a number of dots per inch > 0 or 'figure'"
+        if isinstance(dpi, str):
+            if dpi != "figure":
+                raise ValueError(f"dpi must be {expected}, got {dpi!r}")
+        elif isinstance(dpi, bool) or not isinstance(dpi, numbers.Real):
+            raise TypeError(f"dpi must be {expected}, got {type(dpi).__name__}")
+        elif not (math.isfinite(dpi) and dpi > 0):
+            raise ValueError(f"dpi must be {expected}, got {dpi!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".png") as temporary:
             fig.savefig(temporary, dpi=dpi, format="png", **options)
     finally:

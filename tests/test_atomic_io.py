@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -183,28 +184,42 @@ def test_save_figure_and_atomic_write_text_refuse_a_path_of_another_type_by_name
     said = rf"^path must be a file path \(str or os.PathLike\), got {type(path).__name__}$"
     with pytest.raises(TypeError, match=said):
         save_figure(fig, path)
-    plt.close(fig)
+    assert not plt.fignum_exists(fig.number)  # handed over to be saved and closed
     with pytest.raises(TypeError, match=said):
         atomic_write_text(path, "text")
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_figure_is_written_at_its_own_dpi_when_asked_for_figure(tmp_path):
+    fig = plt.figure(figsize=(2, 1), dpi=30)
+    path = tmp_path / "f.png"
+    save_figure(fig, path, dpi="figure")
+    assert _png_size(path) == (60, 30)  # 2 × 1 inches at the figure's 30 dots per inch
+    assert not plt.fignum_exists(fig.number)
+
+
 @pytest.mark.parametrize(
     "dpi, error, said",
     [
-        ("high", TypeError, "dpi must be a number of dots per inch, got str"),
-        (True, TypeError, "dpi must be a number of dots per inch, got bool"),
-        (None, TypeError, "dpi must be a number of dots per inch, got NoneType"),
-        (0, ValueError, "dpi must be a finite number > 0, got 0"),
-        (-40.0, ValueError, "dpi must be a finite number > 0, got -40.0"),
-        (math.nan, ValueError, "dpi must be a finite number > 0, got nan"),
+        ("high", ValueError, "got 'high'"),
+        ("Figure", ValueError, "got 'Figure'"),
+        (True, TypeError, "got bool"),
+        (None, TypeError, "got NoneType"),
+        (b"figure", TypeError, "got bytes"),
+        (0, ValueError, "got 0"),
+        (-40.0, ValueError, "got -40.0"),
+        (math.nan, ValueError, "got nan"),
     ],
 )
-def test_save_figure_refuses_a_dpi_that_is_no_positive_number_by_name(tmp_path, dpi, error, said):
+def test_save_figure_refuses_a_dpi_that_is_no_positive_number_by_name_and_closes_the_figure(
+    tmp_path, dpi, error, said
+):
+    """The figure was handed over to be saved and closed: a refusal closes it too."""
     fig = plt.figure()
-    with pytest.raises(error, match=f"^{said}$"):
+    expected = re.escape(f"dpi must be a number of dots per inch > 0 or 'figure', {said}")
+    with pytest.raises(error, match=f"^{expected}$"):
         save_figure(fig, tmp_path / "f.png", dpi=dpi)
-    plt.close(fig)
+    assert not plt.fignum_exists(fig.number)
     assert list(tmp_path.iterdir()) == []
 
 

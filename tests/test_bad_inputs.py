@@ -2904,7 +2904,7 @@ TRAINING_CASES = [
         "config-clip-infinite",
         lambda c: TrainConfig(clip=INF),
         ValueError,
-        r"clip must be a number > 0 or None, got inf",
+        r"^clip must be a finite number > 0 or None, got inf \(for no clipping pass None\)$",
     ),
     case(
         "config-validate-every-negative",
@@ -2928,7 +2928,7 @@ TRAINING_CASES = [
         "config-clip-zero",
         lambda c: TrainConfig(clip=0.0),
         ValueError,
-        r"clip must be a number > 0 or None",
+        r"^clip must be a finite number > 0 or None, got 0\.0 \(for no clipping pass None\)$",
     ),
     case(
         "config-schedule-unknown",
@@ -2964,7 +2964,7 @@ TRAINING_CASES = [
         "config-lr-bool",
         lambda c: TrainConfig(lr=True),
         TypeError,
-        r"lr must be a positive number, got True",
+        r"^lr must be a finite number > 0, got True$",
     ),
     case(
         "config-weight-decay-bool",

@@ -1017,9 +1017,10 @@ def test_training_loop_rejects_bad_requests():
         train_forecaster(model, x.clone().fill_(float("nan")), y, max_steps=1)
     with pytest.raises(ValueError, match="val must hold"):
         train_forecaster(model, x, y, max_steps=1, val=(x[:, :2], y))
-    with pytest.raises(TypeError, match=r"^budget_s must be a number of seconds, got True"):
+    wanted = "budget_s must be a finite number of seconds > 0 or None"
+    with pytest.raises(TypeError, match=rf"^{wanted}, got True$"):
         train_forecaster(model, x, y, budget_s=True)
-    with pytest.raises(TypeError, match=r"^budget_s must be a number of seconds, got '5'"):
+    with pytest.raises(TypeError, match=rf"^{wanted}, got '5'$"):
         train_forecaster(model, x, y, budget_s="5")
     for budget in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match=r"^budget_s must be a finite number of seconds > 0"):
@@ -1075,9 +1076,9 @@ def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(devic
 @pytest.mark.parametrize(
     "name, value, expected",
     [
-        ("budget_s", "5", "a number of seconds"),
-        ("budget_s", True, "a number of seconds"),
-        ("budget_s", np.True_, "a number of seconds"),
+        ("budget_s", "5", "a finite number of seconds > 0 or None"),
+        ("budget_s", True, "a finite number of seconds > 0 or None"),
+        ("budget_s", np.True_, "a finite number of seconds > 0 or None"),
         ("lr", "0.1", "a finite number > 0"),
         ("lr", True, "a finite number > 0"),
         ("lr", None, "a finite number > 0"),
@@ -1087,9 +1088,9 @@ def test_train_and_evaluate_forecaster_refuse_a_device_naming_the_argument(devic
         ("seed", False, "an integer >= 0"),
         ("checkpoint_every", 5.0, "an integer >= 1"),
         ("val_every", True, "an integer >= 1"),
-        ("schedule", 1, r"one of \['cosine', 'none'\]"),
-        ("schedule", None, r"one of \['cosine', 'none'\]"),
-        ("clock", ["wall"], r"one of \['wall', 'cpu'\]"),
+        ("schedule", 1, r"one of \('cosine', 'none'\)"),
+        ("schedule", None, r"one of \('cosine', 'none'\)"),
+        ("clock", ["wall"], r"one of \('wall', 'cpu'\) \(what budget_s counts\)"),
         ("device", 0, "'cpu', 'cuda' or 'cuda:N'"),
     ],
 )
@@ -1101,6 +1102,35 @@ def test_train_forecaster_refuses_a_setting_of_the_wrong_type_by_name(name, valu
     message = rf"^{name} must be {expected}, got {re.escape(repr(value))}$"
     with pytest.raises(TypeError, match=message):
         train_forecaster(build("unet", 3, 3, 1), x, y, **settings)
+
+
+@pytest.mark.parametrize(
+    "name, value, error",
+    [
+        ("budget_s", "5", TypeError),
+        ("budget_s", True, TypeError),
+        ("budget_s", 0, ValueError),
+        ("budget_s", math.inf, ValueError),
+        ("lr", "0.1", TypeError),
+        ("lr", None, TypeError),
+        ("lr", 0.0, ValueError),
+        ("clock", 1, TypeError),
+        ("clock", "gpu", ValueError),
+    ],
+)
+def test_train_forecaster_and_the_trainer_refuse_a_setting_in_the_same_words(name, value, error):
+    """The same setting, refused by the Trainer's config or by train_forecaster (which builds
+    one), gets one message."""
+    from physml.training import TrainConfig
+
+    x, y = toy_sequences()
+    with pytest.raises(error) as by_config:
+        TrainConfig(**{"steps": 1, name: value})
+    with pytest.raises(error) as by_forecaster:
+        train_forecaster(build("unet", 3, 3, 1), x, y, **{"max_steps": 1, name: value})
+    said = str(by_config.value)
+    assert str(by_forecaster.value) == said
+    assert said.startswith(f"{name} must be ") and said.count(f", got {value!r}") == 1
 
 
 @pytest.mark.parametrize("on_step", [5, "print"])

@@ -43,6 +43,55 @@ def test_a_stop_while_the_command_line_loads_ends_with_one_line(
     assert (out, err) == ("", f"\nphysml: {said}\n")
 
 
+def _interrupt_the_command_line_import(monkeypatch):
+    real_import = builtins.__import__
+
+    def interrupted_import(name, *args, **kwargs):
+        if name == "physml.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+
+
+@pytest.mark.parametrize(
+    ("world_size", "rank", "said"),
+    [
+        ("2", "0", "\nphysml: interrupted\n"),
+        ("2", "1", ""),
+        ("4", "3", ""),
+        (None, "1", "\nphysml: interrupted\n"),  # no torchrun world: a process of its own
+        ("1", "1", "\nphysml: interrupted\n"),
+    ],
+)
+def test_a_ctrl_c_while_the_command_line_loads_is_said_by_rank_zero_only(
+    monkeypatch, capsys, world_size, rank, said
+):
+    """Under torchrun the interruption reaches every rank; one line, as the commands say it."""
+    for name, value in (("WORLD_SIZE", world_size), ("RANK", rank)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    _interrupt_the_command_line_import(monkeypatch)
+    assert main(["list"]) == 130
+    assert capsys.readouterr() == ("", said)
+
+
+def test_a_ctrl_c_while_loading_with_a_rank_that_is_no_integer_is_said_with_the_problem(
+    monkeypatch, capsys
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "first")
+    _interrupt_the_command_line_import(monkeypatch)
+    assert main(["list"]) == 130
+    assert capsys.readouterr() == (
+        "",
+        "physml: error: the environment variable RANK must be an integer (torchrun sets it), "
+        "got 'first'\n\nphysml: interrupted\n",
+    )
+
+
 def test_a_ctrl_c_while_the_parser_is_built_ends_with_one_line(monkeypatch, capsys):
     def interrupted_parser():
         raise KeyboardInterrupt
@@ -64,7 +113,6 @@ def test_a_ctrl_c_during_the_command_keeps_the_command_s_own_line(monkeypatch, c
 def test_otherwise_the_entry_is_the_command_line(capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr()
-    assert main is not physml.cli.main
     assert physml.cli.main(["list"]) == 0
     assert capsys.readouterr() == listed
     with pytest.raises(SystemExit) as exit_info:
@@ -107,7 +155,40 @@ def test_import_physml_still_reaches_every_public_submodule_and_export():
         "print('ok')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_dir_physml_lists_what_it_serves_and_no_helper():
+    """``dir(physml)`` lists every public submodule (served on first use) and the exports, but
+    no helper the package imports for itself; a dotted name is no attribute."""
+    code = (
+        "import sys, physml\n"
+        "listed = dir(physml)\n"
+        "assert 'torch' not in sys.modules\n"
+        "wanted = {'cli', 'constraints', 'data', 'errors', 'io', 'metrics', 'models',\n"
+        "          'outputs', 'seeds', 'signals', 'tasks', 'training', 'updates',\n"
+        "          '__version__', *physml.__all__}\n"
+        "assert wanted <= set(listed), wanted - set(listed)\n"
+        "helpers = {'find_spec', 'import_module', 'TYPE_CHECKING', 'version',\n"
+        "           'PackageNotFoundError'}\n"
+        "assert not helpers & set(listed), helpers & set(listed)\n"
+        "assert not [name for name in helpers if hasattr(physml, name)]\n"
+        "assert not [name for name in listed if name.startswith('_') and not name.endswith('__')]\n"
+        "for name in ('data.points', 'tasks.prediff', '_checks', '__main__', 'no_such_module'):\n"
+        "    try:\n"
+        "        getattr(physml, name)\n"
+        "    except AttributeError as error:\n"
+        "        assert repr(name) in str(error), error\n"
+        "    else:\n"
+        "        raise AssertionError(name)\n"
+        "assert all(getattr(physml, name) is not None for name in listed)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

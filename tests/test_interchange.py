@@ -1323,14 +1323,22 @@ def test_copies_of_pdebench_data_made_without_a_grid_kind_are_read_as_cell_centr
 
 def test_the_grid_kind_of_pdebench_data_is_cell_for_a_pdebench_file_whatever_its_pde():
     """A PDEBench file's own attributes are PDEBench data whatever their ``pde``; attributes that
-    may be a copy's are so only when named by the PDEBench reader."""
+    may be of data ours made are so only when named by the PDEBench reader."""
     named = {"pde": "pdebench: 1D_Advection_Sols", "source_format": "pdebench"}
     own = {"pde": "advection", "source_format": "pdebench-groups"}
     ours = {"pde": "heat"}
-    assert [pdebench_grid_kind(a, copy=False) for a in (named, own, ours)] == ["cell", "cell", None]
+    theirs = [pdebench_grid_kind(a, may_be_ours=False) for a in (named, own, ours)]
+    assert theirs == ["cell", "cell", None]
+    assert [pdebench_grid_kind(a, may_be_ours=np.False_) for a in (named, own)] == ["cell"] * 2
+    assert [pdebench_grid_kind(a, may_be_ours=True) for a in (named, own, ours)] == [
+        "cell",
+        None,
+        None,
+    ]
     assert [pdebench_grid_kind(a) for a in (named, own, ours)] == ["cell", None, None]
-    with pytest.raises(TypeError, match="^copy must be a bool, got int$"):
-        pdebench_grid_kind(named, copy=0)
+    for bad in (0, None, "no"):
+        with pytest.raises(TypeError, match=rf"^may_be_ours must be True or False, got {bad!r}$"):
+            pdebench_grid_kind(named, may_be_ours=bad)
     with pytest.raises(TypeError, match="^attrs must be a mapping of attributes, got list$"):
         pdebench_grid_kind([named])
 

@@ -200,3 +200,56 @@ def test_integers_are_python_ints_and_floats_booleans_and_empty_sequences_are_re
             integers("space", bad, 1)
     with pytest.raises(ValueError, match=r"^size must be a sequence of 2 integers \(H, W\)"):
         integers("size", (1, 2, 3), 1, ("H", "W"))
+
+
+def test_optional_positive_gives_a_float_or_none_where_none_is_taken():
+    assert checks.optional_positive("lr", 0.5) == 0.5
+    assert type(checks.optional_positive("lr", np.float32(0.5))) is float
+    assert checks.optional_positive("lr", 2) == 2.0
+    assert checks.optional_positive("clip", None, none="no clipping") is None
+
+
+@pytest.mark.parametrize(
+    "value, none, error, message",
+    [
+        ("0.1", None, TypeError, "lr must be a finite number > 0, got '0.1'"),
+        (True, None, TypeError, "lr must be a finite number > 0, got True"),
+        (None, None, TypeError, "lr must be a finite number > 0, got None"),
+        (0, None, ValueError, "lr must be a finite number > 0, got 0"),
+        (-1.0, None, ValueError, "lr must be a finite number > 0, got -1.0"),
+        ("1", "no limit", TypeError, "lr must be a finite number > 0 or None, got '1'"),
+        (
+            float("inf"),
+            "no limit",
+            ValueError,
+            "lr must be a finite number > 0 or None, got inf (for no limit pass None)",
+        ),
+        (
+            float("nan"),
+            "no limit",
+            ValueError,
+            "lr must be a finite number > 0 or None, got nan (for no limit pass None)",
+        ),
+    ],
+)
+def test_optional_positive_refuses_by_name_a_non_number_and_a_number_out_of_range(
+    value, none, error, message
+):
+    with pytest.raises(error, match="^" + re.escape(message) + "$"):
+        checks.optional_positive("lr", value, none=none)
+
+
+def test_optional_positive_words_the_expectation_as_asked():
+    message = "budget_s must be a finite number of seconds > 0 or None, got '5'"
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        checks.optional_positive("budget_s", "5", "a finite number of seconds > 0", "no budget")
+
+
+def test_choice_takes_one_of_the_strings_and_refuses_others_by_name():
+    assert checks.choice("clock", "cpu", ("wall", "cpu")) == "cpu"
+    message = "clock must be one of ('wall', 'cpu') (what it counts), got "
+    with pytest.raises(ValueError, match="^" + re.escape(message + "'gpu'") + "$"):
+        checks.choice("clock", "gpu", ["wall", "cpu"], " (what it counts)")
+    for value in (1, None, ["wall"], b"wall"):
+        with pytest.raises(TypeError, match="^" + re.escape(message + repr(value)) + "$"):
+            checks.choice("clock", value, ("wall", "cpu"), " (what it counts)")

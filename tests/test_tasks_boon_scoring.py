@@ -284,7 +284,7 @@ def test_train_stops_a_run_whose_loss_turns_nan_and_says_what_to_change():
     ("change", "seed", "message"),
     [
         ({"lr": 0.0}, 0, "lr must be a finite number > 0, got 0.0"),
-        ({"clip": 0.0}, 0, "clip must be a number > 0 or None, got 0.0"),
+        ({"clip": 0.0}, 0, "clip must be a finite number > 0 or None, got 0.0"),
         ({}, -1, "seed must be an integer >= 0, got -1"),
     ],
 )

@@ -105,6 +105,36 @@ def test_check_steps_refuses_a_count_below_one_naming_the_family(count, error):
         tasks.check_steps({"a": 1, "b": count}, ("a", "b"))
 
 
+def test_recorded_cost_reads_a_record_of_the_asked_length(tmp_path):
+    cost = tmp_path / "cost.json"
+    cost.write_text('{"steps": 3, "train_s": 2.5}')
+    assert tasks.recorded_cost(cost) == 2.5
+    assert tasks.recorded_cost(cost, steps=3) == 2.5
+    assert tasks.recorded_cost(cost, steps=np.int64(3)) == 2.5
+    assert np.isnan(tasks.recorded_cost(cost, steps=4))  # another run's length: unknown
+    assert np.isnan(tasks.recorded_cost(tmp_path / "none.json", steps=3))
+
+
+def test_recorded_cost_takes_steps_by_keyword_only(tmp_path):
+    """A second positional argument (e.g. an old call's NaN for "unknown") is refused, not read
+    as a step count."""
+    cost = tmp_path / "cost.json"
+    cost.write_text('{"steps": 3, "train_s": 2.5}')
+    with pytest.raises(TypeError, match="positional argument"):
+        tasks.recorded_cost(cost, float("nan"))
+
+
+@pytest.mark.parametrize(
+    "steps, error", [(10.0, TypeError), (True, TypeError), ("3", TypeError), (0, ValueError)]
+)
+def test_recorded_cost_refuses_a_step_count_that_is_no_integer_above_zero(tmp_path, steps, error):
+    cost = tmp_path / "cost.json"
+    cost.write_text('{"steps": 1, "train_s": 2.5}')
+    message = "^" + re.escape(f"steps must be an integer >= 1, got {steps!r}") + "$"
+    with pytest.raises(error, match=message):
+        tasks.recorded_cost(cost, steps=steps)
+
+
 def _task(name, cpu_only):
     return tasks.Task(name, "", run=lambda context: [], cpu_only=cpu_only)
 

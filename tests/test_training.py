@@ -268,7 +268,7 @@ def test_validation_and_checkpoint_contents(tmp_path):
         ({"batch": 2.5}, "batch must be an integer"),  # a TypeError, see below
         ({"accumulate": 0}, "accumulate must be an integer >= 1"),
         ({"lr": float("nan")}, "lr must be a finite number"),
-        ({"clip": -1.0}, "clip must be a number > 0"),
+        ({"clip": -1.0}, "clip must be a finite number > 0 or None"),
         ({"schedule": "step"}, "schedule must be one of"),
         ({"device": "bogus"}, "device must be"),
     ],

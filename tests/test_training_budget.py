@@ -192,7 +192,8 @@ def test_a_resume_on_another_clock_is_refused(monkeypatch, tmp_path):
         (
             dict(budget_s=0),
             ValueError,
-            r"^budget_s must be a finite number of seconds > 0 or None, got 0 ",
+            r"^budget_s must be a finite number of seconds > 0 or None, got 0 "
+            r"\(for no time budget pass None\)$",
         ),
         (dict(budget_s=-1.0), ValueError, r"^budget_s must be a finite number of seconds > 0"),
         (dict(budget_s=math.inf), ValueError, r"^budget_s must be a finite number of seconds > 0"),
@@ -200,12 +201,12 @@ def test_a_resume_on_another_clock_is_refused(monkeypatch, tmp_path):
         (
             dict(budget_s=True),
             TypeError,
-            r"^budget_s must be a finite number of seconds > 0 or None, got True ",
+            r"^budget_s must be a finite number of seconds > 0 or None, got True$",
         ),
         (
             dict(budget_s="5"),
             TypeError,
-            r"^budget_s must be a finite number of seconds > 0 or None, got '5' ",
+            r"^budget_s must be a finite number of seconds > 0 or None, got '5'$",
         ),
         (dict(clock="gpu"), ValueError, r"^clock must be one of \('wall', 'cpu'\) .*, got 'gpu'$"),
         (dict(clock=1), TypeError, r"^clock must be one of \('wall', 'cpu'\) .*, got 1$"),

@@ -616,9 +616,9 @@ def test_a_check_that_never_fires_gives_the_surrogate_exactly():
     assert all(row["answered_by"] == "surrogate" and not row["fired"] for row in result.report())
 
 
-def test_the_report_says_who_answered_and_that_the_scores_are_the_surrogates():
+def test_the_report_says_who_answered_which_checks_fired_and_their_scores():
     """A sample sent to the fallback shows the checks' scores of the surrogate's answer (why it
-    was sent), labelled as such: not the quality of the fallback's answer it got."""
+    was sent), not the quality of the fallback's answer it got; a row holds nothing else."""
     result = guard(surrogate, [INSIDE], solver)(PARAMS)
     rows = result.report()
     assert rows[1] == {  # (1.5, 0.5): 0.5 above the range [0, 1] of width 1
@@ -626,7 +626,6 @@ def test_the_report_says_who_answered_and_that_the_scores_are_the_surrogates():
         "answered_by": "fallback",
         "fired": ["input_range"],
         "scores": {"input_range": pytest.approx(0.5)},
-        "scores_of": "surrogate",
     }
     assert torch.equal(result.output[1], solver(PARAMS[1:2])[0])
     assert rows[0] == {
@@ -634,7 +633,6 @@ def test_the_report_says_who_answered_and_that_the_scores_are_the_surrogates():
         "answered_by": "surrogate",
         "fired": [],
         "scores": {"input_range": 0.0},
-        "scores_of": "surrogate",
     }
 
 

@@ -83,7 +83,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import file_path, json_value, one_memory_reading
+from .._checks import file_path, flag, json_value, one_memory_reading
 from .._io import atomic_path
 from .datasets import (
     AXES,
@@ -130,18 +130,19 @@ def pdebench_origin(attrs: Mapping[str, object]) -> bool:
     )
 
 
-def pdebench_grid_kind(attrs: Mapping[str, object], copy: bool = True) -> str | None:
+def pdebench_grid_kind(attrs: Mapping[str, object], may_be_ours: bool = True) -> str | None:
     """The ``grid_kind`` data of attributes ``attrs`` are read with where no ``grid_kind`` of
     theirs says otherwise: :data:`PDEBENCH_GRID_KIND` for PDEBench data, else ``None``.
 
-    ``copy`` ``False``: ``attrs`` are a PDEBench file's own (no ``physml_attrs``), PDEBench data
-    whatever their ``pde``; ``True``: they may be of a file our writers made, PDEBench data only
-    where :func:`pdebench_origin` says so (ours written in PDEBench's layout stay nodes)."""
+    ``may_be_ours`` ``True``: ``attrs`` may be those of data our writers made (e.g. a file
+    carrying ``physml_attrs``), which are PDEBench data only where :func:`pdebench_origin` says
+    so: ours written in PDEBench's layout stay nodes. ``False``: a PDEBench ``source_format``
+    alone makes them PDEBench data, whatever their ``pde``: for a PDEBench file's own attributes
+    (no ``physml_attrs``), and for attributes that cannot tell a PDEBench file from a copy ours
+    made in its layout (a run's data fingerprint), where any such file counts as PDEBench's."""
     if not isinstance(attrs, Mapping):
         raise TypeError(f"attrs must be a mapping of attributes, got {type(attrs).__name__}")
-    if not isinstance(copy, bool):
-        raise TypeError(f"copy must be a bool, got {type(copy).__name__}")
-    if copy:
+    if flag("may_be_ours", may_be_ours):
         return PDEBENCH_GRID_KIND if pdebench_origin(attrs) else None
     return PDEBENCH_GRID_KIND if attrs.get("source_format") in _PDEBENCH_SOURCES else None
 
@@ -428,10 +429,10 @@ def _pdebench_description(f: h5py.File, path: Path, layout: str, n: int) -> tupl
     attrs = _carried_attrs(f, set(consumed))
     if params and not consumed:
         attrs["params_from_file_name"] = json.dumps(list(params))
-    copied = "physml_attrs" in f.attrs  # ours: a copy of a PDEBench file keeps its pde
+    ours = "physml_attrs" in f.attrs  # ours: a copy of a PDEBench file keeps its pde
     attrs.setdefault("pde", f"{PDEBENCH_PREFIX}{path.stem}")
     attrs.update(source_format=layout, source_file=path.name)
-    kind = pdebench_grid_kind(attrs, copy=copied)
+    kind = pdebench_grid_kind(attrs, may_be_ours=ours)
     if kind is not None:
         attrs.setdefault("grid_kind", kind)
     return params, attrs

@@ -88,7 +88,9 @@ class Shard:
     ``num_shards`` the split it was generated in (shards of different splits may join);
     ``restated`` the attributes The Well's reader gave a shard read back from The Well that
     restate its others (:func:`~physml.data.interchange.well_restated`), left out of
-    ``attrs`` unless another shard has them.
+    ``attrs`` unless another shard has them; ``from_the_well`` whether the shard was read back
+    from The Well (its ``source_format`` is ``"the_well"``), so that a refusal over attributes
+    The Well's reader adds can say why they differ.
     """
 
     path: Path

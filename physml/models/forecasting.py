@@ -24,12 +24,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pdes.checks import finite, positive, positive_int
+from pdes.checks import finite, positive_int
 
 from .. import metrics
+from .._checks import choice, flag, optional_positive
 from .._checks import device as checked_device
-from .._checks import flag
-from .._clock import CLOCKS
+from .._clock import CLOCK_CHOICE, CLOCKS
 from .baselines import check_sequence
 from .common import model_dtype
 
@@ -160,18 +160,6 @@ def _json_config(model_config: object) -> dict | None:
         ) from None
 
 
-def _positive(name: str, value: object, number: str, in_range: str) -> float:
-    """``value`` as a float when it is a finite number > 0; a ``TypeError`` saying it must be
-    ``number`` for what is no number (text, a boolean), a ``ValueError`` saying it must be
-    ``in_range`` for a number out of range, each naming ``name``."""
-    try:
-        return positive(name, value)
-    except TypeError:
-        raise TypeError(f"{name} must be {number}, got {value!r}") from None
-    except ValueError:
-        raise ValueError(f"{name} must be {in_range}, got {value!r}") from None
-
-
 def train_forecaster(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -257,19 +245,16 @@ def train_forecaster(
         raise ValueError("give max_steps or budget_s (or both): training needs a stopping rule")
     if max_steps is not None:
         max_steps = positive_int("max_steps", max_steps)
-    if budget_s is not None:
-        budget_s = _positive(
-            "budget_s", budget_s, "a number of seconds", "a finite number of seconds > 0"
-        )
+    budget_s = optional_positive(
+        "budget_s", budget_s, "a finite number of seconds > 0", "no time budget"
+    )
     batch_size = positive_int("batch_size", batch_size)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     if val_every is not None:
         val_every = positive_int("val_every", val_every)
-    lr = _positive("lr", lr, "a finite number > 0", "a finite number > 0")
-    for name, value, choices in (("schedule", schedule, SCHEDULES), ("clock", clock, CLOCKS)):
-        if not isinstance(value, str) or value not in choices:
-            error = ValueError if isinstance(value, str) else TypeError
-            raise error(f"{name} must be one of {list(choices)}, got {value!r}")
+    lr = optional_positive("lr", lr)
+    choice("schedule", schedule, SCHEDULES)
+    choice("clock", clock, tuple(CLOCKS), CLOCK_CHOICE)
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {list(LOSSES)} or a callable, got {loss!r}")

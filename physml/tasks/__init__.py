@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pdes.checks import positive_int
+
 from .._checks import did_you_mean, flag, json_value
 from ..errors import user_stacklevel
 
@@ -181,8 +183,6 @@ def save_rows(context: Context, name: str, rows: list[Row], wall_s: float) -> Pa
 def check_steps(steps: dict | None, families: tuple[str, ...]) -> None:
     """A scale's fixed ``steps``: ``None`` (a time budget decides) or a step count >= 1 for each
     of ``families`` and nothing else; else a ``ValueError`` naming what came."""
-    from pdes.checks import positive_int
-
     if steps is None:
         return
     if not isinstance(steps, dict) or set(steps) != set(families):
@@ -193,12 +193,15 @@ def check_steps(steps: dict | None, families: tuple[str, ...]) -> None:
         positive_int(f"steps[{family!r}]", count)
 
 
-def recorded_cost(cost: Path, steps: int | None = None) -> float:
+def recorded_cost(cost: Path, *, steps: int | None = None) -> float:
     """The CPU seconds the record ``cost`` (``{"train_s": seconds >= 0}``, with ``"steps"``, a
     count > 0, where ``steps`` is given) holds for a finished run; NaN (unknown, never 0 s: that
     would claim a free training) where there is none or, given ``steps``, it is of another
     length. A damaged record is NaN too, with a one-line warning naming it: a finished run's cost
-    cannot be measured again without training it again."""
+    cannot be measured again without training it again. ``steps``, keyword only, is ``None`` or
+    an integer >= 1; anything else is refused by name."""
+    if steps is not None:
+        steps = positive_int("steps", steps)
     if not cost.exists():
         return math.nan
 

@@ -499,7 +499,7 @@ def _read_as_nodes(saved: dict, description: dict, fingerprint: dict) -> bool:
         saved.get("position") == "node"
         and description.get("position") == "cell"
         and isinstance(attributes, dict)
-        and pdebench_grid_kind(attributes, copy=False) is not None
+        and pdebench_grid_kind(attributes, may_be_ours=False) is not None
     )
 
 

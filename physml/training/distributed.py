@@ -6,11 +6,12 @@ Slurm, Kubernetes or a cloud scheduler launch ``torchrun``; the toolkit adds no 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .._ranks import environment_int, environment_rank
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,14 @@ def group_device() -> torch.device:
 def world(device: str = "cpu") -> World:
     """The current world, joining the ``torchrun`` process group on first use (gloo for a CPU
     ``device``, nccl for a CUDA one)."""
-    if _environment_int("WORLD_SIZE", 1) <= 1 and not dist.is_initialized():
+    if environment_int("WORLD_SIZE", 1) <= 1 and not dist.is_initialized():
         return World()
     if not dist.is_initialized():
-        _environment_int("RANK", 0)
+        environment_int("RANK", 0)
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
         if backend == "nccl":
-            torch.cuda.set_device(_environment_int("LOCAL_RANK", 0))
+            torch.cuda.set_device(environment_int("LOCAL_RANK", 0))
     return World(dist.get_rank(), dist.get_world_size())
 
 
@@ -78,20 +79,4 @@ def rank() -> int:
     ``RANK`` when ``WORLD_SIZE`` is above 1, else 0 (the world of one :func:`world` sees)."""
     if dist.is_initialized():
         return dist.get_rank()
-    if _environment_int("WORLD_SIZE", 1) <= 1:
-        return 0
-    return _environment_int("RANK", 0)
-
-
-def _environment_int(name: str, default: int) -> int:
-    """The environment variable ``name`` (set by ``torchrun``) as an int, ``default`` when it is
-    unset; a ``ValueError`` naming it when it is not an integer."""
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(
-            f"the environment variable {name} must be an integer (torchrun sets it), got {value!r}"
-        ) from None
+    return environment_rank()

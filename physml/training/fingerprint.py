@@ -209,7 +209,7 @@ def _read_later(key: str, old: dict, new: dict) -> bool:
     record (:data:`READ_LATER`) with the value they record, on data read from a PDEBench file:
     the attributes do not tell a PDEBench file from a copy our writers made in its layout, so
     any such file counts as PDEBench's own, its ``pde`` its reader's or the file's."""
-    kind = pdebench_grid_kind(old, copy=False)
+    kind = pdebench_grid_kind(old, may_be_ours=False)
     return key in READ_LATER and new.get(key) == READ_LATER[key] == kind
 
 

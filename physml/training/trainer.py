@@ -27,11 +27,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 
-from pdes.checks import non_negative, positive, positive_int
+from pdes.checks import non_negative, positive_int
 
-from .._checks import NonFiniteError, flag
+from .._checks import NonFiniteError, choice, flag, optional_positive
 from .._checks import device as checked_device
-from .._clock import CLOCKS
+from .._clock import CLOCK_CHOICE, CLOCKS
 from .._io import exclusive_lock, remove_leftovers
 from .._progress import progress_bar
 from ..errors import user_stacklevel
@@ -129,24 +129,20 @@ class TrainConfig:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        if self.budget_s is not None:
-            object.__setattr__(
-                self,
-                "budget_s",
-                _optional_positive(
-                    "budget_s",
-                    self.budget_s,
-                    "a finite number of seconds > 0 or None",
-                    "for no time budget pass None, or leave --budget-s out",
-                ),
-            )
+        object.__setattr__(
+            self,
+            "budget_s",
+            optional_positive(
+                "budget_s", self.budget_s, "a finite number of seconds > 0", "no time budget"
+            ),
+        )
         if self.steps is None and self.budget_s is None:
             raise ValueError(
                 "steps may be None only with a time budget: give steps (a number of optimiser "
                 "steps) or budget_s (seconds of training), or both; got steps=None and "
                 "budget_s=None"
             )
-        _choice("clock", self.clock, tuple(CLOCKS), " (what budget_s counts)")
+        choice("clock", self.clock, tuple(CLOCKS), CLOCK_CHOICE)
         plain: dict = {
             name: positive_int(name, getattr(self, name), minimum)
             for name, minimum in INTEGER_SETTINGS.items()
@@ -157,18 +153,13 @@ class TrainConfig:
                 f"seed must be an integer in [0, 2**62], got {self.seed} (the shuffle of epoch e "
                 "is seeded with seed + e, a 63-bit integer)"
             )
-        plain["lr"] = positive("lr", self.lr)
+        plain["lr"] = optional_positive("lr", self.lr)
         plain["weight_decay"] = non_negative("weight_decay", self.weight_decay)
         if self.clip is not None:
-            plain["clip"] = _optional_positive(
-                "clip",
-                self.clip,
-                "a number > 0 or None",
-                "a finite number: for no clipping pass None, or leave --clip out",
-            )
+            plain["clip"] = optional_positive("clip", self.clip, none="no clipping")
         for name, value in plain.items():  # numpy numbers would not load with weights_only=True
             object.__setattr__(self, name, value)
-        _choice("schedule", self.schedule, SCHEDULES)
+        choice("schedule", self.schedule, SCHEDULES)
         check_device(self.device)
 
     def learning_rate(self, step: int, used: float = 0.0) -> float:
@@ -180,29 +171,6 @@ class TrainConfig:
         if self.steps is None:
             return 0.5 * self.lr * (1.0 + math.cos(math.pi * min(used / self.budget_s, 1.0)))
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * step / self.steps))
-
-
-def _optional_positive(name: str, value: object, expected: str, hint: str) -> float:
-    """``value`` as a float when it is a finite number > 0; otherwise an error naming ``name``,
-    ``expected`` and ``hint``: a ``TypeError`` for what is no number (text, a boolean), a
-    ``ValueError`` for a number out of range."""
-    message = f"{name} must be {expected}, got {value!r} ({hint})"
-    try:
-        return positive(name, value)
-    except TypeError:
-        raise TypeError(message) from None
-    except ValueError:
-        raise ValueError(message) from None
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...], why: str = "") -> None:
-    """A ``TypeError`` naming ``name`` unless ``value`` is a string, a ``ValueError`` unless it is
-    one of ``choices``; ``why`` follows the choices in the message."""
-    message = f"{name} must be one of {choices}{why}, got {value!r}"
-    if not isinstance(value, str):
-        raise TypeError(message)
-    if value not in choices:
-        raise ValueError(message)
 
 
 LATER_SETTINGS = {"accumulate": 1, "budget_s": None, "clock": "wall"}

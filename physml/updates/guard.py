@@ -87,9 +87,9 @@ class GuardResult:
     def report(self) -> list[dict]:
         """Per sample: ``answered_by`` (``"surrogate"`` or ``"fallback"``), the checks that
         ``fired`` and ``scores``, every check's score of the inputs and the surrogate's answer
-        to them (NaN where that answer was NaN or inf). ``scores_of`` (``"surrogate"``) says
-        whose answer was scored: for a sample the fallback answered the scores show why it was
-        sent, not the quality of the fallback's answer, which no check scores."""
+        to them (NaN where that answer was NaN or inf): for a sample the fallback answered the
+        scores show why it was sent, not the quality of the fallback's answer, which no check
+        scores."""
         rows = []
         for i in range(self.fired.shape[0]):
             hits = zip(self.names, self.fired[i].tolist(), strict=True)
@@ -102,7 +102,6 @@ class GuardResult:
                     "answered_by": "fallback" if fired else "surrogate",
                     "fired": fired,
                     "scores": dict(zip(self.names, self.scores[i].tolist(), strict=True)),
-                    "scores_of": "surrogate",
                 }
             )
         return rows

@@ -97,7 +97,7 @@ def fit(
         train_s = spent * steps / done
         atomic_write_text(cost, strict_json({"steps": steps, "train_s": train_s}))
     else:  # reloaded at its last step: the cost the finishing run measured, if it left it
-        train_s = recorded_cost(cost, steps)
+        train_s = recorded_cost(cost, steps=steps)
     return Trained(
         model, steps, train_s, float(sum(report.losses[-20:]) / len(report.losses[-20:]))
     )
