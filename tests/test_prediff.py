@@ -1116,6 +1116,19 @@ def test_diffusion_loss_is_the_noise_error_at_uniform_timesteps_of_the_forward_p
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_add_noise_is_the_forward_process_at_each_entry_s_own_timestep(dtype):
+    generator = torch.Generator().manual_seed(8)
+    clean = torch.randn(3, T_OUT, *LATENT, generator=generator, dtype=dtype)
+    noise = torch.randn(3, T_OUT, *LATENT, generator=generator, dtype=dtype)
+    t = torch.tensor([0, 517, 999])
+    noisy = NoiseSchedule().add_noise(clean, noise, t)
+    a = cosine_alpha_bar()[t][:, None, None, None, None]  # the closed form, float64
+    expected = a.sqrt() * clean.double() + (1 - a).sqrt() * noise.double()
+    assert noisy.dtype == dtype  # diffusers' ᾱ is float32 (1e-6 from the closed form) either way
+    torch.testing.assert_close(noisy.double(), expected, rtol=1e-5, atol=2e-5)
+
+
 def test_the_ema_moves_by_one_minus_decay_toward_the_denoiser():
     prediff = PreDiff(autoencoder(), denoiser("conv"), ema_decay=0.9)
     update_ema(prediff, 1)  # the first update copies the weights

@@ -316,7 +316,7 @@ def diffusion_loss(model: nn.Module, batch: object) -> torch.Tensor:
     context, target = batch
     t = torch.randint(0, model.schedule.timesteps, (target.shape[0],), device=target.device)
     noise = torch.randn_like(target)
-    noisy = model.schedule.training().add_noise(target, noise, t)
+    noisy = model.schedule.add_noise(target, noise, t)
     return (model.denoiser(noisy, t, context) - noise).square().mean()
 
 
