@@ -409,10 +409,10 @@ def test_the_regressor_learns_a_quantity_from_noisy_latents(tmp_path):
     gen = torch.Generator().manual_seed(0)
     z0 = torch.randn(512, 2, 1, 4, 4, generator=gen)
     y = 3.0 * z0.flatten(1).mean(1) + 1.0  # std ≈ 0.53
-    bars = torch.cumprod(1 - torch.linspace(1e-4, 0.2, 50), 0)
+    schedule = NoiseSchedule(50)
     model = KnowledgeRegressor((2, 1, 4, 4), hidden=16, offset=1.0)
     config = TrainConfig(steps=300, batch=64, lr=3e-3, seed=0, checkpoint_every=300)
-    report = Trainer(model, NoisyLatentLoss(bars), config, out=tmp_path, quiet=True).fit(
+    report = Trainer(model, NoisyLatentLoss(schedule), config, out=tmp_path, quiet=True).fit(
         Pairs(z0[:448], y[:448])
     )
     assert report.losses[-1] < report.losses[0]
@@ -424,18 +424,14 @@ def test_the_regressor_learns_a_quantity_from_noisy_latents(tmp_path):
 
 
 def test_noisy_latent_loss_draws_from_its_generator_and_checks_shapes():
-    bars = torch.linspace(0.99, 0.1, 10)
+    schedule = NoiseSchedule(10, "linear")
     model = KnowledgeRegressor((2, 1, 4, 4), hidden=4).eval()
     batch = (torch.randn(5, 2, 1, 4, 4), torch.randn(5))
-    first = NoisyLatentLoss(bars, torch.Generator().manual_seed(3))(model, batch)
-    second = NoisyLatentLoss(bars, torch.Generator().manual_seed(3))(model, batch)
+    first = NoisyLatentLoss(schedule, torch.Generator().manual_seed(3))(model, batch)
+    second = NoisyLatentLoss(schedule, torch.Generator().manual_seed(3))(model, batch)
     assert torch.equal(first, second)
     with pytest.raises(ValueError, match="y has shape"):
-        NoisyLatentLoss(bars)(model, (batch[0], torch.randn(5, 2)))
-    with pytest.raises(ValueError, match="alphas_cumprod"):
-        NoisyLatentLoss(torch.tensor([0.5, 0.0]))
-    with pytest.raises(TypeError, match="alphas_cumprod"):
-        NoisyLatentLoss([0.9, 0.5])
+        NoisyLatentLoss(schedule)(model, (batch[0], torch.randn(5, 2)))
     with pytest.raises(ValueError, match="z must have 2 frame"):
         model(torch.randn(5, 3, 1, 4, 4), torch.zeros(5, dtype=torch.long))
 

@@ -13,6 +13,7 @@ from physml import ConstraintError
 from physml.constraints import KnowledgeControl, ReverseStep
 from physml.models.energy_judge import EnergyJudge, standardise
 from physml.models.knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
+from physml.models.prediff import NoiseSchedule
 
 F64 = torch.float64
 
@@ -234,45 +235,57 @@ class Recorder(nn.Module):
         return torch.zeros(z.shape[0], dtype=z.dtype)
 
 
-def test_noisy_latent_loss_noises_by_the_schedule_and_is_the_mean_squared_miss():
-    # ᾱ = (1, ¼): z_t = z_0 exactly at t = 0; at t = 1, z_t = ½ z_0 + √¾ ε (mean ½, variance ¾)
-    count = 4000
-    z0 = torch.ones(count, 1, 1, 2, 2, dtype=F64)
-    y = torch.arange(count, dtype=F64) % 3  # 0, 1, 2, ...: the loss of predicting 0 is mean y²
-    loss_fn = NoisyLatentLoss(torch.tensor([1.0, 0.25]), torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_noisy_latent_loss_noises_by_the_schedule_and_is_the_mean_squared_miss(dtype):
+    # z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε for the t and ε its generator draws (t first, then ε), with
+    # ᾱ the schedule's own: the schedule's add_noise exactly, and the formula written out here
+    schedule, count = NoiseSchedule(4, "linear"), 64
+    z0 = torch.randn(count, 1, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    y = (torch.arange(count) % 3).to(dtype)  # 0, 1, 2, ...: the loss of predicting 0 is mean y²
+    loss_fn = NoisyLatentLoss(schedule, torch.Generator().manual_seed(0))
     model = Recorder()
     loss = loss_fn(model, (z0, y))
-    torch.testing.assert_close(loss, (y**2).mean(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(loss, (y**2).mean(), rtol=1e-6, atol=0)
     z_t, t = model.seen
-    assert set(t.tolist()) == {0, 1}
-    assert torch.equal(z_t[t == 0], z0[t == 0])
-    noisy = z_t[t == 1]
-    assert abs(float(noisy.mean()) - 0.5) < 0.03 and abs(float(noisy.var()) - 0.75) < 0.05
-
-
-BAD_SCHEDULE = r"^alphas_cumprod must hold values in \(0, 1\], got none or others$"
+    again = torch.Generator().manual_seed(0)
+    drawn_t = torch.randint(4, (count,), generator=again)
+    noise = torch.randn(z0.shape, generator=again, dtype=dtype)
+    assert torch.equal(t, drawn_t) and set(t.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(z_t, schedule.add_noise(z0, noise, t))
+    assert torch.equal(z_t, schedule.training().add_noise(z0, noise, t))
+    bars = schedule.alphas_cumprod().tolist()
+    by_hand = torch.stack(
+        [
+            math.sqrt(bars[step]) * z0[i].double() + math.sqrt(1.0 - bars[step]) * noise[i].double()
+            for i, step in enumerate(t.tolist())
+        ]
+    )
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(z_t.double(), by_hand, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize(
-    ("bars", "error", "match"),
+    "schedule",
     [
-        (
-            torch.full((2, 2), 0.5),
-            TypeError,
-            r"^alphas_cumprod must be a 1-D tensor \(T,\), got tensor",
-        ),
-        (torch.tensor([1.5, 0.5]), ValueError, BAD_SCHEDULE),
-        (torch.tensor([]), ValueError, BAD_SCHEDULE),
+        torch.tensor([1.0, 0.25]),  # its ᾱ by hand: the schedule is the sampler's, not a copy
+        [0.9, 0.5],
+        None,
+        NoiseSchedule,  # the class, not a schedule
     ],
 )
-def test_noisy_latent_loss_rejects_a_bad_schedule(bars, error, match):
-    with pytest.raises(error, match=match):
-        NoisyLatentLoss(bars)
+def test_noisy_latent_loss_takes_a_noise_schedule_only(schedule):
+    expected = type(schedule).__name__
+    with pytest.raises(
+        TypeError,
+        match=rf"^schedule must be the NoiseSchedule the sampler uses \(e\.g\. "
+        rf"prediff\.schedule\), got {expected}$",
+    ):
+        NoisyLatentLoss(schedule)
 
 
 def test_noisy_latent_loss_rejects_a_bad_generator():
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
-        NoisyLatentLoss(torch.tensor([0.5]), generator=0)
+        NoisyLatentLoss(NoiseSchedule(2), generator=0)
 
 
 # ------------------------------------------------------------------------------ energy judge

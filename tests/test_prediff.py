@@ -13,6 +13,8 @@ import io
 import json
 import math
 import pickle
+import re
+import sys
 import warnings
 
 import numpy as np
@@ -804,6 +806,71 @@ def test_bad_input_names_the_argument():
             ConvDenoiser(T_IN, T_OUT, LATENT, widths=widths)
 
 
+# ------------------------------------------------------------------------------ progress
+
+
+class Terminal(io.StringIO):
+    """Stands for stderr on a terminal, where a bar is drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def written(monkeypatch, draw, *args, **kwargs):
+    """What ``draw(*args, **kwargs)`` returns and what it wrote to a terminal's stderr."""
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    return draw(*args, **kwargs), sys.stderr.getvalue()
+
+
+def test_ddim_sample_shows_a_bar_of_its_steps_and_draws_the_same_latents_without(monkeypatch):
+    exact = Exact(torch.full((T_OUT, *LATENT), 0.3))
+
+    def predict(z, t):  # latents (members, batch, T_out, c, h, w)
+        flat = z.flatten(0, 1)
+        return exact(flat, torch.full((len(flat),), t), None).view(z.shape)
+
+    def draw(progress):
+        generator = torch.Generator().manual_seed(4)
+        guide = lambda z_t, step: torch.full_like(z_t, 0.5)  # noqa: E731
+        shape = (2, 1, T_OUT, *LATENT)
+        schedule = NoiseSchedule()
+        return ddim_sample(
+            predict, shape, schedule, generator, 5, guidance=guide, progress=progress
+        )
+
+    shown, drawn = written(monkeypatch, draw, True)
+    quiet, silent = written(monkeypatch, draw, False)
+    assert torch.equal(shown, quiet)
+    assert "DDIM steps" in drawn and "/5" in drawn and silent == ""
+
+
+def test_prediff_samples_with_and_without_a_bar_are_equal_guided_or_not(monkeypatch):
+    prediff = PreDiff(autoencoder(), live(denoiser("conv")))
+    point = torch.randn(T_OUT, *LATENT, generator=torch.Generator().manual_seed(5))
+    guided = constrain(prediff, Toward(point))
+    context = frames(2)[:, :T_IN]
+    options = dict(members=2, steps=3, seed=1)
+    for call in (prediff, prediff.sample, guided, guided.sample):
+        shown, drawn = written(monkeypatch, call, context, **options, progress=True)
+        quiet, silent = written(monkeypatch, call, context, **options, progress=False)
+        assert torch.equal(shown.samples, quiet.samples)
+        assert "DDIM steps" in drawn and "/3" in drawn and silent == ""
+    unguided = prediff.sample(context, **options).samples
+    assert not torch.equal(guided(context, **options).samples, unguided)
+
+
+@pytest.mark.parametrize("progress", ["yes", 1, None, np.int64(0)])
+def test_a_progress_that_is_not_a_bool_is_refused_by_name(progress):
+    prediff = PreDiff(autoencoder(), denoiser("conv"))
+    match = rf"^progress must be True or False, got {re.escape(repr(progress))}$"
+    with pytest.raises(TypeError, match=match):
+        prediff.sample(frames(1)[:, :T_IN], members=2, steps=2, progress=progress)
+    with pytest.raises(TypeError, match=match):
+        ddim_sample(
+            lambda z, t: z, (2, 1, 1), NoiseSchedule(), torch.Generator(), 2, progress=progress
+        )
+
+
 def test_denoiser_sizes_are_refused_by_name_not_truncated_or_divided_by():
     """``latent_shape`` and ``depth`` entries were truncated (4.5 → 4), ``num_heads = 0`` a bare
     ZeroDivisionError; a ratio <= 0 or NaN gave one hidden unit."""
@@ -1047,6 +1114,19 @@ def test_diffusion_loss_is_the_noise_error_at_uniform_timesteps_of_the_forward_p
     with torch.no_grad():
         expected = (prediff.denoiser(noisy, t, context) - noise).square().mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_add_noise_is_the_forward_process_at_each_entry_s_own_timestep(dtype):
+    generator = torch.Generator().manual_seed(8)
+    clean = torch.randn(3, T_OUT, *LATENT, generator=generator, dtype=dtype)
+    noise = torch.randn(3, T_OUT, *LATENT, generator=generator, dtype=dtype)
+    t = torch.tensor([0, 517, 999])
+    noisy = NoiseSchedule().add_noise(clean, noise, t)
+    a = cosine_alpha_bar()[t][:, None, None, None, None]  # the closed form, float64
+    expected = a.sqrt() * clean.double() + (1 - a).sqrt() * noise.double()
+    assert noisy.dtype == dtype  # diffusers' ᾱ is float32 (1e-6 from the closed form) either way
+    torch.testing.assert_close(noisy.double(), expected, rtol=1e-5, atol=2e-5)
 
 
 def test_the_ema_moves_by_one_minus_decay_toward_the_denoiser():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 from damage import flip_a_bit_of_a_zip_entry
 
+from physml.constraints import KnowledgeControl
 from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import prediff as task
@@ -172,7 +175,7 @@ class _CountingSampler(torch.nn.Module):
         super().__init__()
         self.calls = 0
 
-    def forward(self, context, members, steps, seed):
+    def forward(self, context, members, steps, seed, progress):
         self.calls += 1
         noise = torch.randn(members, *context.shape, generator=torch.Generator().manual_seed(seed))
         return Ensemble(context[None] + noise)
@@ -320,6 +323,34 @@ def test_no_sampling_chunk_of_one_seed_repeats_a_chunk_of_a_neighbouring_seed():
         for second, b in chunks.items():
             if first < second:
                 assert not torch.allclose(a, b), (first, second)  # e.g. (s, k) and (s + 1, k - 1)
+
+
+class _Terminal(io.StringIO):
+    """Stands for stderr on a terminal, where a bar is drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_and_controlled_sampling_show_bars_and_draw_the_same_samples_without(monkeypatch):
+    scale, prediff = _tiny_prediff()
+    context = torch.rand(3, scale.t_in, 1, scale.size, scale.size)
+    control = KnowledgeControl(task.FrameIntensity(0.5, 0.1), torch.zeros(1), 1.0, on="frames")
+    target = torch.ones(3)
+    found = {}
+    for progress in (True, False):
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+        plain = task.sample(prediff, context, 2, 2, seed=5, batch=2, progress=progress)
+        guided = task.controlled_sample(
+            prediff, control, context, target, 2, 2, seed=5, batch=2, progress=progress
+        )
+        found[progress] = (plain.samples, guided.samples, sys.stderr.getvalue())
+    (plain, guided, drawn), (quiet_plain, quiet_guided, silent) = found[True], found[False]
+    assert torch.equal(plain, quiet_plain) and torch.equal(guided, quiet_guided)
+    assert not torch.equal(plain, guided)  # the control steered the samples
+    assert drawn.count("sampling chunks") >= 2 and drawn.count("3/3") == 2  # 3 chunks, 2 calls
+    assert drawn.count("DDIM steps") >= 6  # a bar for each of the six chunks sampled
+    assert silent == ""
 
 
 def test_the_same_seed_draws_the_same_samples():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -293,16 +295,18 @@ def test_energy_drift_divides_by_the_first_energy():
 
 
 class _EchoSampler(torch.nn.Module):
-    """A stand-in sampler whose members are the context itself; records each call's contexts."""
+    """A stand-in sampler whose members are the context itself; records each call's contexts
+    and whether it was asked for a bar."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen = []
+        self.seen, self.progress = [], []
 
-    def forward(self, context, members, steps, seed):
+    def forward(self, context, members, steps, seed, progress):
         from physml.outputs import Ensemble
 
         self.seen.append(context[:, 0, 0, 0, 0].tolist())
+        self.progress.append(progress)
         return Ensemble(context[None].repeat(members, 1, 1, 1, 1, 1))
 
 
@@ -337,11 +341,11 @@ def test_chunk_seeds_use_all_63_bits():
 
 
 class _SlowSampler(_EchoSampler):
-    def forward(self, context, members, steps, seed):
+    def forward(self, context, members, steps, seed, progress):
         import time
 
         time.sleep(0.02)
-        return super().forward(context, members, steps, seed)
+        return super().forward(context, members, steps, seed, progress)
 
 
 def test_sampling_seconds_add_up_the_chunks_and_are_read_back_from_kept_chunks(tmp_path):
@@ -449,6 +453,37 @@ def test_clean_windows_refuse_a_length_that_is_not_1_to_the_video_length(length)
 def test_sample_refuses_members_that_are_not_a_positive_int(members, error):
     with pytest.raises(error, match=rf"^members must be an integer >= 1, got {members!r}$"):
         evaluation.sample(_EchoSampler(), torch.zeros(3, 2, 1, 2, 2), members, 1, 0)
+
+
+@pytest.mark.parametrize("progress", ["yes", 1, None])
+def test_sample_refuses_a_progress_that_is_not_a_bool(progress):
+    with pytest.raises(TypeError, match=rf"^progress must be True or False, got {progress!r}$"):
+        evaluation.sample(_EchoSampler(), torch.zeros(3, 2, 1, 2, 2), 2, 1, 0, progress=progress)
+
+
+class _Terminal(io.StringIO):
+    """Stands for stderr on a terminal, where a bar is drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_sample_shows_a_bar_of_its_chunks_and_hands_the_switch_to_the_model(monkeypatch, reverse):
+    context = torch.arange(5, dtype=torch.float32).reshape(5, 1, 1, 1, 1).expand(5, 2, 1, 2, 2)
+    found = {}
+    for progress in (True, False):
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+        sampler = _EchoSampler()
+        forecast = evaluation.sample(
+            sampler, context, 2, 1, 0, batch=4, reverse=reverse, progress=progress
+        )
+        found[progress] = (forecast.samples, sys.stderr.getvalue(), sampler.progress)
+    (shown, drawn, asked), (quiet, silent, not_asked) = found[True], found[False]
+    assert torch.equal(shown, quiet)
+    assert "sampling chunks" in drawn and "3/3" in drawn  # three chunks of two contexts or one
+    assert silent == ""
+    assert asked == [True] * 3 and not_asked == [False] * 3
 
 
 def test_best_lambda_refuses_an_empty_sweep():

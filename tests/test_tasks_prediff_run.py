@@ -64,7 +64,11 @@ def _scores(forecast):
 def fake_run(monkeypatch, tmp_path, request):
     """Replace every expensive block; returns the calls made, by block. The autoencoder's and
     the denoiser's training costs are ``request.param`` where given, else 1.5 s and 2.5 s."""
-    costs = getattr(request, "param", (1.5, 2.5))
+    return _fake_run(monkeypatch, tmp_path, getattr(request, "param", (1.5, 2.5)))
+
+
+def _fake_run(monkeypatch, tmp_path, costs, quiet=False):
+    """:func:`fake_run`'s run, with ``costs`` and a context ``quiet`` or not."""
     calls: dict[str, list] = {}
     data = {
         "train": _made_videos(5, 1000.0),
@@ -89,17 +93,19 @@ def fake_run(monkeypatch, tmp_path, request):
     record("train_guide", SimpleNamespace(model=guide))
     record("train_judge", SimpleNamespace(model=judge))
     record("judge_error", (0.25, "unused", [0.1, 0.2, 0.3, 0.4]))
-    record("sample", lambda prediff, x, members, *rest: _forecast(x, members, 0.0))
+    record("sample", lambda prediff, x, members, *rest, **options: _forecast(x, members, 0.0))
     record("frame_energy_control", lambda guide, energy0, lam: ("control", lam))
     record(
         "controlled_sample",
-        lambda _, control, x, energy0, members, *rest: _forecast(x, members, 1e4 * control[1]),
+        lambda _, control, x, energy0, members, *rest, **options: _forecast(
+            x, members, 1e4 * control[1]
+        ),
     )
     record("evaluate_ensemble", lambda forecast, *rest: _scores(forecast))
     record("best_lambda", lambda sweep, reference: sweep[1])
     record(
         "intensity_rows",
-        lambda *args: [
+        lambda *args, **options: [
             {"method": "prediff", "n": -2, "miss_sigma": 9.0},
             {"method": "prediff-kc", "n": -2, "miss_sigma": 0.5},
             {"method": "prediff-kc", "n": 4, "miss_sigma": 0.75},
@@ -111,7 +117,7 @@ def fake_run(monkeypatch, tmp_path, request):
     )
     record("plot_strip", None)
     record("plot_energy", None)
-    context = Context(out=tmp_path, size="full", seed=3, quiet=False)
+    context = Context(out=tmp_path, size="full", seed=3, quiet=quiet)
     rows = task.run(context)
     return SimpleNamespace(
         calls=calls, rows=rows, data=data, judge=judge, guide=guide, out=tmp_path
@@ -216,6 +222,14 @@ def test_the_sweep_runs_on_validation_videos_and_the_scores_on_test_videos(fake_
     assert reference["mse"] == 2000.1
     assert [row["lambda"] for row in sweep] == list(lambdas)
     assert [row["mse"] for row in sweep] == [2000.0 + 1e4 * lam + 0.1 for lam in lambdas]
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_every_sampling_call_shows_its_bars_unless_the_run_is_quiet(monkeypatch, tmp_path, quiet):
+    calls = _fake_run(monkeypatch, tmp_path, (1.5, 2.5), quiet).calls
+    sampling = calls["sample"] + calls["controlled_sample"] + calls["intensity_rows"]
+    assert len(sampling) == 2 + len(LAMBDAS) + 1 + 1
+    assert [options for _, options in sampling] == [{"progress": not quiet}] * len(sampling)
 
 
 def test_the_intensity_rows_ask_the_test_targets_statistics_on_the_first_contexts(fake_run):

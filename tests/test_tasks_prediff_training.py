@@ -227,7 +227,7 @@ def test_the_regressor_reads_target_latents_and_standardised_target_energies(mon
     expected = KnowledgeRegressor((5, 2, 8, 8), hidden=6)
     for mine, theirs in zip(model.parameters(), expected.parameters(), strict=True):
         assert torch.equal(mine, theirs)
-    assert torch.equal(call["loss"].alphas_cumprod, prediff.schedule.alphas_cumprod())
+    assert call["loss"].schedule is prediff.schedule  # the sampler's own, not a copy of its ᾱ
     target_latents, energies = call["data"].tensors
     assert target_latents is latents.target and energies.dtype == torch.float32
     assert torch.equal(energies, torch.tensor([5.0, 15.0, 25.0, 35.0]))

@@ -16,7 +16,7 @@ from pdes.checks import finite_number, positive, positive_int
 
 from .baselines import check_sequence
 from .common import in_model_dtype
-from .prediff import timestep_embedding
+from .prediff import NoiseSchedule, timestep_embedding
 
 
 class KnowledgeRegressor(nn.Module):
@@ -80,34 +80,30 @@ class NoisyLatentLoss:
     """``loss(model, (z_0, y))``: the mean squared miss of ``model(z_t, t)`` on ``y``.
 
     ``z_0`` ``(B, T, c, h, w)`` clean latents and ``y`` the quantity of their frames, shaped
-    like the model's output; ``t`` uniform on ``[0, len(alphas_cumprod))`` and ``z_t = √ᾱ_t z_0
-    + √(1 − ᾱ_t) ε``. ``alphas_cumprod`` ``(T,)`` is the noise schedule the sampler uses.
+    like the model's output; ``t`` uniform on ``[0, T)`` and ``z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε``
+    by :meth:`NoiseSchedule.add_noise <physml.models.prediff.NoiseSchedule.add_noise>` of
+    ``schedule``, the sampler's (e.g. ``prediff.schedule``), as the denoiser is trained.
     Draws come from ``generator``, or (``None``) torch's global generator, which
     :class:`physml.training.Trainer` seeds and checkpoints for a bitwise resume.
     """
 
-    def __init__(
-        self, alphas_cumprod: torch.Tensor, generator: torch.Generator | None = None
-    ) -> None:
-        if not isinstance(alphas_cumprod, torch.Tensor) or alphas_cumprod.ndim != 1:
-            raise TypeError(f"alphas_cumprod must be a 1-D tensor (T,), got {alphas_cumprod!r}")
-        bars = alphas_cumprod.detach().to(torch.float64)
-        if bars.numel() == 0 or not ((bars > 0) & (bars <= 1)).all():
-            raise ValueError("alphas_cumprod must hold values in (0, 1], got none or others")
+    def __init__(self, schedule: NoiseSchedule, generator: torch.Generator | None = None) -> None:
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(
+                "schedule must be the NoiseSchedule the sampler uses (e.g. prediff.schedule), "
+                f"got {type(schedule).__name__}"
+            )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
-        self.alphas_cumprod, self.generator = bars, generator
+        self.schedule, self.generator = schedule, generator
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         z0, y = batch
         count, where = z0.shape[0], self.generator.device if self.generator else z0.device
-        t = torch.randint(
-            len(self.alphas_cumprod), (count,), generator=self.generator, device=where
-        )
+        t = torch.randint(self.schedule.timesteps, (count,), generator=self.generator, device=where)
         noise = torch.randn(z0.shape, generator=self.generator, device=where, dtype=z0.dtype)
         t, noise = t.to(z0.device), noise.to(z0.device)
-        bar = self.alphas_cumprod.to(z0.device)[t].to(z0.dtype).reshape(-1, *[1] * (z0.ndim - 1))
-        z_t = bar.sqrt() * z0 + (1 - bar).sqrt() * noise
+        z_t = self.schedule.add_noise(z0, noise, t)
         prediction = model(z_t, t)
         if prediction.shape != y.shape:
             raise ValueError(

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from pdes.checks import positive_int
 
+from ..._checks import flag
 from ...outputs import Ensemble
 from ..baselines import check_sequence
 from .autoencoder import FrameAutoencoder
@@ -196,6 +197,7 @@ class PreDiff(nn.Module):
         seed: int | torch.Generator = 0,
         use_ema: bool | None = None,
         spacing: str = "leading",
+        progress: bool = True,
     ) -> Ensemble:
         """``members`` forecasts ``(members, B, T_out, C, H, W)`` of context ``(B, T_in, C, H, W)``.
 
@@ -208,13 +210,15 @@ class PreDiff(nn.Module):
         the EMA denoiser. The latents are drawn in the denoiser's dtype. One generator draws the
         noise of the whole ``(members, B, …)`` batch, so at a fixed ``seed`` a context's samples
         depend on the batch it is sampled in; for samples that do not, sample each context alone
-        with its own seed.
+        with its own seed. ``progress`` shows a bar of the DDIM steps (:func:`.ddim_sample`); it
+        does not change the samples.
         """
         context = self._check_context(context)
         members = positive_int("members", members, 2)
         steps = positive_int("steps", steps)
         eta = check_eta(eta)
         check_spacing(spacing)
+        progress = flag("progress", progress)
         if guidance is not None and not callable(guidance):
             raise TypeError(f"guidance must be callable(z_t, step), got {type(guidance)}")
         generator = _seed_generator(seed, context.device)
@@ -224,14 +228,15 @@ class PreDiff(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return Ensemble(
-                self._sample(context, guidance, members, steps, eta, generator, denoiser, spacing)
+            frames = self._sample(
+                context, guidance, members, steps, eta, generator, denoiser, spacing, progress
             )
+            return Ensemble(frames)
         finally:
             self.train(was_training)
 
     def _sample(
-        self, context, guidance, members, steps, eta, generator, denoiser, spacing
+        self, context, guidance, members, steps, eta, generator, denoiser, spacing, progress
     ) -> torch.Tensor:
         with torch.no_grad():
             context_latents = self.encode(context)
@@ -255,6 +260,7 @@ class PreDiff(nn.Module):
             context.device,
             spacing,
             next(denoiser.parameters(), self.latent_mean).dtype,
+            progress,
         )
         with torch.no_grad():
             return self.decode(latents)
@@ -310,7 +316,7 @@ def diffusion_loss(model: nn.Module, batch: object) -> torch.Tensor:
     context, target = batch
     t = torch.randint(0, model.schedule.timesteps, (target.shape[0],), device=target.device)
     noise = torch.randn_like(target)
-    noisy = model.schedule.training().add_noise(target, noise, t)
+    noisy = model.schedule.add_noise(target, noise, t)
     return (model.denoiser(noisy, t, context) - noise).square().mean()
 
 

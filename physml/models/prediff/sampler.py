@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..._checks import flag
+from ..._progress import progress_bar
 from ...constraints import ReverseStep
 from .schedule import NoiseSchedule
 
@@ -54,6 +56,7 @@ def ddim_sample(
     device: torch.device | str = "cpu",
     spacing: str = "leading",
     dtype: torch.dtype | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Latents ``z_0`` of ``shape`` ``(members, batch, T_out, c, h, w)`` by ``steps`` DDIM steps.
 
@@ -66,9 +69,12 @@ def ddim_sample(
     step's noise, in ``dtype`` (torch's default if None), on ``device``. ``spacing``:
     ``"leading"`` or ``"trailing"`` timesteps (:meth:`.NoiseSchedule.sampling_timesteps`) of the
     ``schedule`` the denoiser was trained with. ``eta`` in ``[0, 1]`` scales each step's fresh
-    noise: 0 is deterministic DDIM, 1 as much noise as DDPM's posterior.
+    noise: 0 is deterministic DDIM, 1 as much noise as DDPM's posterior. ``progress`` shows a
+    bar of the steps (on stderr, when a terminal or a Jupyter kernel's; cleared when done, so
+    that repeated calls leave no line behind); the samples are the same either way.
     """
     eta = check_eta(eta)
+    progress = flag("progress", progress)
     timesteps = schedule.sampling_timesteps(steps, spacing)
     alpha_bars = schedule.alphas_cumprod().double().tolist()
     if not all(0 <= timestep < len(alpha_bars) for timestep in timesteps):
@@ -77,7 +83,8 @@ def ddim_sample(
             f"would read ᾱ from the end), got {timesteps}"
         )
     z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    for index, timestep in enumerate(timesteps):
+    # the bar is cleared when done: sweeps and chunk loops that sample keep their own
+    for index, timestep in enumerate(progress_bar(timesteps, progress, "DDIM steps", leave=False)):
         alpha_bar = alpha_bars[timestep]
         alpha_bar_next = alpha_bars[timesteps[index + 1]] if index + 1 < len(timesteps) else 1.0
         eps = None

@@ -103,6 +103,15 @@ class NoiseSchedule:
         once per schedule (every training step asks for it)."""
         return _ddpm(self.timesteps, self.beta_schedule)
 
+    def add_noise(
+        self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The noised ``z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε`` of ``clean`` latents ``z_0`` ``(B, ...)``
+        and ``noise`` ε of their shape at integer ``timesteps`` ``(B,)`` in ``[0, T)``: the
+        training scheduler's ``add_noise``, in the latents' dtype, the one place this formula
+        lives (the denoiser's and the knowledge regressor's losses both noise through it)."""
+        return self.training().add_noise(clean, noise, timesteps)
+
     def sampling(self, steps: int, spacing: str = "leading"):
         """A diffusers ``DDIMScheduler`` on the same ᾱ, its ``timesteps`` set to
         :meth:`sampling_timesteps`. Its own ``step`` goes to ``t − ⌊T/N⌋``, off the trailing

@@ -154,8 +154,9 @@ def run(context: Context) -> list[Row]:
     floor, _, floor_per_lead = judge_error(judge, test_y, energy0, seed)
 
     members, steps, batch = scale.members, scale.ddim_steps, scale.sample_batch
+    progress = not quiet  # the sampling's bars, as the training's
     reference = evaluate_ensemble(
-        sample(prediff, val_x, scale.sweep_members, steps, seed, batch),
+        sample(prediff, val_x, scale.sweep_members, steps, seed, batch, progress=progress),
         val_y,
         val_energy0,
         judge,
@@ -166,23 +167,35 @@ def run(context: Context) -> list[Row]:
     for lam in TOY_GUIDE.lambdas:
         control = frame_energy_control(guide, val_energy0, lam)
         forecast = controlled_sample(
-            prediff, control, val_x, val_energy0, scale.sweep_members, steps, seed, batch
+            prediff,
+            control,
+            val_x,
+            val_energy0,
+            scale.sweep_members,
+            steps,
+            seed,
+            batch,
+            progress=progress,
         )
         sweep.append(
             {"lambda": lam, **evaluate_ensemble(forecast, val_y, val_energy0, judge, floor, seed)}
         )
     best = best_lambda(sweep, reference)["lambda"]
-    plain_forecast = sample(prediff, test_x, members, steps, seed, batch)
+    plain_forecast = sample(prediff, test_x, members, steps, seed, batch, progress=progress)
     plain = evaluate_ensemble(plain_forecast, test_y, energy0, judge, floor, seed)
     control = frame_energy_control(guide, energy0, best)
-    kc_forecast = controlled_sample(prediff, control, test_x, energy0, members, steps, seed, batch)
+    kc_forecast = controlled_sample(
+        prediff, control, test_x, energy0, members, steps, seed, batch, progress=progress
+    )
     controlled = evaluate_ensemble(kc_forecast, test_y, energy0, judge, floor, seed)
 
     intensity = mean_intensity(test_y)
     stats = (float(intensity.mean()), float(intensity.std()))
     context_frames = test_x[: scale.intensity_contexts]
     lam_intensity = scale.intensity_lambdas[-1]
-    intensity_table = intensity_rows(prediff, context_frames, stats, scale, lam_intensity, seed)
+    intensity_table = intensity_rows(
+        prediff, context_frames, stats, scale, lam_intensity, seed, progress=progress
+    )
 
     case = f"nbody-{scale.size}px-{scale.t_in}to{scale.t_out}"
     rows = [Row(NAME, case, "judge floor", floor)]

@@ -16,6 +16,8 @@ from torch import nn
 from pdes.checks import positive_int
 
 from ... import metrics
+from ..._checks import flag
+from ..._progress import progress_bar
 from ...constraints import KnowledgeControl, constrain
 from ...metrics import bootstrap_se, spread_skill
 from ...models.forecasting import score_forecast
@@ -61,9 +63,10 @@ def sample(
     targets: Callable[[slice], list] | None = None,
     keep: Path | None = None,
     reverse: bool = False,
+    progress: bool = True,
 ) -> EnsembleForecast:
-    """``model(context, members=, steps=, seed=)`` (a PreDiff or a constrained one) over chunks
-    of about ``batch / members`` contexts, chunk ``k`` with seed
+    """``model(context, members=, steps=, seed=, progress=)`` (a PreDiff or a constrained one)
+    over chunks of about ``batch / members`` contexts, chunk ``k`` with seed
     :func:`~physml.tasks.prediff.evaluation.chunk_seed` ``(seed, k)``; ``targets(chunk)`` gives the
     per-call constraints (``with_target``) of each chunk. ``keep``: a folder where each chunk's
     samples and seconds (with ``seed``, ``steps`` and
@@ -74,9 +77,12 @@ def sample(
     process sharing ``keep`` meets the first in the middle. Each chunk runs on the model's device;
     the samples come back on the CPU. A context's samples depend on its chunk (``batch``,
     ``members`` and its place in ``context``), as :meth:`~physml.models.prediff.PreDiff.sample`'s
-    depend on the batch."""
+    depend on the batch. ``progress`` shows a bar of the chunks (on stderr, when a terminal or a
+    Jupyter kernel's) and is handed to ``model``, whose bar of the DDIM steps shows below it;
+    the samples are the same either way."""
     seed = positive_int("seed", seed, 0)
     members = positive_int("members", members)
+    progress = flag("progress", progress)
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
     device = _device_of(model)
@@ -84,7 +90,8 @@ def sample(
     parts: list[torch.Tensor | None] = [None] * len(starts)
     seconds = 0.0
     warned = False
-    for index in reversed(range(len(starts))) if reverse else range(len(starts)):
+    order = reversed(range(len(starts))) if reverse else range(len(starts))
+    for index in progress_bar(order, progress, "sampling chunks", total=len(starts)):
         stored = None if keep is None else keep / f"{index}.pt"
         chunk = slice(starts[index], starts[index] + per_call)
         saved = None
@@ -117,7 +124,9 @@ def sample(
             parts[index] = saved["samples"]
             seconds += float(saved["seconds"])
             continue
-        options = dict(members=members, steps=steps, seed=chunk_seed(seed, index))
+        options = dict(
+            members=members, steps=steps, seed=chunk_seed(seed, index), progress=progress
+        )
         if targets is not None:
             options["constraints"] = targets(chunk)
         started = time.perf_counter()
@@ -249,9 +258,11 @@ def controlled_sample(
     batch: int = 64,
     keep: Path | None = None,
     reverse: bool = False,
+    progress: bool = True,
 ) -> EnsembleForecast:
     """:func:`sample` of ``constrain(prediff, control)`` with ``target[chunk]`` per chunk
-    (``keep``, ``reverse``: resumable, shareable chunks, as in :func:`sample`)."""
+    (``keep``, ``reverse``: resumable, shareable chunks; ``progress``: bars, as in
+    :func:`sample`)."""
     guided = constrain(prediff, control)
     return sample(
         guided,
@@ -263,6 +274,7 @@ def controlled_sample(
         targets=lambda chunk: [control.with_target(target[chunk])],
         keep=keep,
         reverse=reverse,
+        progress=progress,
     )
 
 
@@ -328,12 +340,13 @@ def intensity_rows(
     case: str = "intensity",
     keep: Path | None = None,
     reverse: bool = False,
+    progress: bool = True,
 ) -> list[dict]:
     """Rows ``case, method, n, asked, achieved`` for PreDiff (unguided, one draw for every n)
     and PreDiff-KC steered to ``μ + n σ`` of the mean target intensity with ``λ = lam``.
     ``keep``, ``reverse``: resumable, shareable chunks as in :func:`sample` (a subfolder per
     draw, named by n and λ, so calls with other λ on the same contexts share the unguided draw;
-    ``reverse`` also takes the n last first)."""
+    ``reverse`` also takes the n last first); ``progress``: bars, as in :func:`sample`."""
     mu, sigma = stats
     members, steps = scale.intensity_members, scale.ddim_steps
 
@@ -342,7 +355,7 @@ def intensity_rows(
 
     plain = sample(
         prediff, context, members, steps, seed, scale.sample_batch, keep=kept("plain"),
-        reverse=reverse,
+        reverse=reverse, progress=progress,
     )  # fmt: skip
     achieved_plain = float(mean_intensity(plain.samples).mean())
     control = KnowledgeControl(FrameIntensity(mu, sigma), torch.zeros(1), lam, on="frames")
@@ -351,7 +364,7 @@ def intensity_rows(
         target = torch.full((len(context),), float(n))
         found[n] = controlled_sample(
             prediff, control, context, target, members, steps, seed, scale.sample_batch,
-            keep=kept(f"n{n:g}-lambda{lam:g}"), reverse=reverse,
+            keep=kept(f"n{n:g}-lambda{lam:g}"), reverse=reverse, progress=progress,
         )  # fmt: skip
     rows = []
     for n in scale.intensity_n:

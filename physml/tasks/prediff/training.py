@@ -204,7 +204,7 @@ def train_regressor(
         offset=offset,
         scale=spread,
     )
-    loss = NoisyLatentLoss(prediff.schedule.alphas_cumprod())
+    loss = NoisyLatentLoss(prediff.schedule)
     config = dict(latent_shape=list(regressor.latent_shape), hidden=scale.regressor_hidden)
     data = TensorDataset(latents.target, energy)
     return fit(
