@@ -2,6 +2,8 @@
 rounded totals, rank-deficient covariances, 16-bit outputs. Each answer is checked against an
 exact one computed apart (closed forms, 50-digit arithmetic, bisection)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -118,28 +120,170 @@ def test_moment_rows_are_projected_to_the_exact_answer(p):
     assert np.abs(out - exact).max() <= 1e-6 * np.abs(exact).max()
 
 
-@pytest.mark.parametrize("difference", [1e-7, 1e-9, 1e-11])
-@pytest.mark.parametrize(
-    "kind, projection",
-    [("tensor", "euclidean"), ("ensemble", "euclidean"), ("gaussian", "euclidean")]
-    + [("gaussian", "covariance")],
-)
-def test_nearly_dependent_rows_are_projected_to_their_exact_answer(kind, projection, difference):
-    """``Σ u = 0`` and ``Σ u + δ u₃ = 1``: ``u₃ = 1/δ``, the others share ``−1/δ``. The
-    Euclidean projections (a tensor, HardC on an ensemble or a Gaussian, and the update of a
-    Gaussian of unit variances) are accurate to ``cond(G) eps``, not refused."""
+NEARLY_DEPENDENT_PATHS = [
+    ("tensor", "euclidean"),
+    ("ensemble", "euclidean"),
+    ("gaussian", "euclidean"),
+    ("gaussian", "covariance"),
+]
+
+
+def nearly_dependent(kind, projection, difference):
+    """``Σ u = 0`` and ``Σ u + δ u₃ = 1`` on 8 points, and an output of ``kind`` holding three
+    random fields (a Gaussian of unit variances): the constraint, the fields, the output."""
     G = torch.ones(2, 8, dtype=F64)
     G[1, 3] += difference
     constraint = LinearConstraint(G, torch.tensor([0.0, 1.0], dtype=F64), projection=projection)
     u = torch.randn(3, 8, dtype=F64, generator=torch.Generator().manual_seed(12))
     output = {"tensor": u, "ensemble": Ensemble(u), "gaussian": Gaussian(u, torch.ones_like(u))}
-    out = values(constraint(output[kind]))
+    return constraint, u, output[kind]
+
+
+@pytest.mark.parametrize("difference", [1e-5, 1e-7])
+@pytest.mark.parametrize("kind, projection", NEARLY_DEPENDENT_PATHS)
+def test_nearly_dependent_rows_are_projected_to_their_exact_answer(kind, projection, difference):
+    """``u₃ = 1/δ``, the others share ``−1/δ``. The Euclidean projections (a tensor, HardC on an
+    ensemble or a Gaussian, and the update of a Gaussian of unit variances) are accurate to
+    ``cond(G) eps``, and values up to ``1/δ = 1e7`` still meet the rows to the round-off of the
+    data (fields and targets of size 1): not refused."""
+    constraint, u, output = nearly_dependent(kind, projection, difference)
+    out = values(constraint(output))
     exact = u.clone()
     exact[:, 3] = 1 / difference
     others = [j for j in range(8) if j != 3]
     exact[:, others] -= ((u[:, others].sum(-1) + 1 / difference) / 7)[:, None]
-    condition = torch.linalg.cond(G).item()
+    condition = torch.linalg.cond(constraint.G).item()
     assert (out - exact).abs().max() <= condition * 2.3e-16 * exact.abs().max()
+
+
+@pytest.mark.parametrize("difference", [1e-9, 1e-11])
+@pytest.mark.parametrize("kind, projection", NEARLY_DEPENDENT_PATHS)
+def test_rows_too_nearly_dependent_to_meet_in_float64_are_refused(kind, projection, difference):
+    """With ``δ = 1e-9`` the exact answer reaches ``1/δ = 1e9``: float64 values of that size sum
+    to the first row's target 0 only to ``eps/δ ≈ 2e-7``, far above the round-off of the data
+    (fields and targets of size 1). A check judged against the result's own size passed them
+    all; the update is refused, naming ``G``'s condition number."""
+    constraint, _, output = nearly_dependent(kind, projection, difference)
+    condition = np.linalg.cond(constraint.G.numpy())
+    with pytest.raises(ConstraintError, match=re.escape(f"condition number {condition:.3g}")):
+        constraint(output)
+
+
+def two_nearly_equal_rows(difference):
+    """``u₀ + u₁ = 1`` and ``u₀ + (1 + δ) u₁ = 1.5`` on 3 points: ``u₁ ≈ 0.5/δ``."""
+    G = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0 + difference, 0.0]], dtype=F64)
+    return G, torch.tensor([1.0, 1.5], dtype=F64)
+
+
+@pytest.mark.parametrize("difference", [1e-9, 1e-13])
+@pytest.mark.parametrize(
+    "field",
+    [
+        lambda: torch.zeros(3, dtype=F64),
+        lambda: torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(0)),
+        lambda: torch.randn(4, 3, generator=torch.Generator().manual_seed(0)),
+    ],
+    ids=["zero", "float64", "float32"],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        lambda G, b, u: constrain(nn.Identity(), LinearConstraint(G, b))(u),
+        lambda G, b, u: LinearConstraint(G, b, projection="euclidean")(
+            Gaussian(u, torch.ones_like(u))
+        ),
+        lambda G, b, u: LinearConstraint(G, b)(Gaussian(u, torch.ones_like(u))),
+        lambda G, b, u: LinearConstraint(G, b)(
+            Gaussian(u, torch.eye(3, dtype=u.dtype).expand(*u.shape, 3))
+        ),
+        lambda G, b, u: LinearConstraint(G, b, projection="euclidean")(
+            Ensemble(torch.stack([u, u + 0.5, u - 0.25]))
+        ),
+    ],
+    ids=["tensor", "gaussian-euclidean", "gaussian-diagonal", "gaussian-full", "ensemble-hardc"],
+)
+def test_a_constraint_whose_answer_float64_cannot_hold_raises_on_every_path(
+    path, field, difference
+):
+    """Two rows ``δ`` apart asking for different totals: the answer reaches ``0.5/δ``, whose
+    float64 values meet ``u₀ + u₁ = 1`` only to ``eps · 0.5/δ`` (1e-7 at ``δ = 1e-9``; a float32
+    result misses it by 1 or more). Refused, naming ``G``'s condition number, whether the field
+    starts at zero (whose computed residual rounds to exactly 0), in float64 or in float32, and
+    whether it is a tensor, a Gaussian's mean (HardC, or ProbConserv with a diagonal or a full
+    covariance) or an ensemble's members."""
+    G, b = two_nearly_equal_rows(difference)
+    condition = np.linalg.cond(G.numpy())
+    with pytest.raises(ConstraintError, match=re.escape(f"condition number {condition:.3g}")):
+        path(G, b, field())
+
+
+def test_a_zero_field_meets_a_large_target():
+    """A zero field and a total of 1e12: the projection ``w M / |w|²`` is a field 1e12 times
+    the data's field, yet exact to round-off (one well-conditioned row): not refused."""
+    w = GRID.weights()
+    out = mass_conservation(GRID, torch.tensor(1e12, dtype=F64))(torch.zeros(33, dtype=F64))
+    expected = w.numpy() * 1e12 / (w.numpy() @ w.numpy())
+    assert np.abs(out.numpy() - expected).max() <= 4e-16 * expected.max()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-12])
+def test_rows_of_small_weights_move_a_field_far_to_their_targets(scale):
+    """Mass and first moment on 2049 points (weights ``dx ≈ 5e-4``), scaled by ``scale``, targets
+    ``scale · (1e3, 3e2)``, fields of size 1: the field moves to ~1e3, a thousand times its own
+    size. Scaling rows and targets together changes nothing: both are the normal equations'
+    answer (well-conditioned rows) to round-off."""
+    grid = Grid1D(2049)
+    w, x = grid.weights(), grid.coordinates()
+    G = scale * torch.stack([w, w * x])
+    b = scale * torch.tensor([1e3, 3e2], dtype=F64)
+    u = torch.randn(2, 2049, dtype=F64, generator=torch.Generator().manual_seed(5))
+    out = LinearConstraint(G, b)(u).numpy()
+    expected = np.stack([euclidean(v, G.numpy() / scale, b.numpy() / scale) for v in u.numpy()])
+    assert np.abs(out - expected).max() <= 1e-13 * np.abs(expected).max()
+
+
+def test_many_rows_move_a_zero_field_to_large_targets():
+    """40 orthogonal rows of sizes 1 to 3 on 64 points (condition number 3), targets up to 1e6,
+    a zero field: the minimum-norm solution, to round-off."""
+    Q = torch.linalg.qr(torch.randn(64, 40, dtype=F64, generator=torch.Generator().manual_seed(7)))
+    G = Q[0].T * torch.linspace(1, 3, 40, dtype=F64)[:, None]
+    b = torch.linspace(-1e6, 1e6, 40, dtype=F64)
+    out = LinearConstraint(G, b)(torch.zeros(64, dtype=F64)).numpy()
+    expected = euclidean(np.zeros(64), G.numpy(), b.numpy())
+    assert np.abs(out - expected).max() <= 1e-14 * np.abs(expected).max()
+
+
+def test_a_large_total_after_dirichlet_walls_is_met_keeping_the_walls():
+    """Walls at 0, then a total of 1e9 on a zero field: the walls stay 0 and the interior takes
+    ``w_j M / Σ_interior w²``, the projection keeping the walls' rows (closed form)."""
+    w = GRID.weights()
+    walls = BoundaryCondition(Dirichlet(0.0, 0.0), GRID)
+    mass = mass_conservation(GRID, torch.tensor(1e9, dtype=F64))
+    out = constrain(nn.Identity(), walls, mass)(torch.zeros(2, 33, dtype=F64)).numpy()
+    interior = w.numpy()[1:-1]
+    assert (out[:, [0, -1]] == 0).all()
+    expected = interior * 1e9 / (interior @ interior)
+    assert np.abs(out[:, 1:-1] - expected).max() <= 4e-16 * expected.max()
+
+
+@pytest.mark.parametrize("seed, n", [(1088, 5), (16, 11), (250, 11)])
+def test_a_full_covariance_update_of_a_square_system_meets_it_to_the_data_round_off(seed, n):
+    """``n`` random rows on ``n`` points (condition numbers 3e3 to 4e4) and a full covariance:
+    the posterior mean with ``σ = 0`` is the one field meeting them, ``G⁻¹ b``, hundreds of times
+    the data's size. The solve with ``G Σ Gᵀ`` (condition number up to 1e10) left the rows missed
+    by 4e-9 to 1e-7 of the data's scale; refined once, the residual is at round-off."""
+    gen = torch.Generator().manual_seed(seed)  # the recipe of test_constraints.random_problem
+    A = torch.randn(n, n, generator=gen, dtype=F64)
+    cov = A @ A.T / n + 0.05 * torch.eye(n, dtype=F64)
+    mean = torch.randn(n, generator=gen, dtype=F64)
+    G = torch.randn(n, n, generator=gen, dtype=F64)
+    b = torch.randn(n, generator=gen, dtype=F64)
+    out = LinearConstraint(G, b)(Gaussian(mean, cov)).mean.numpy()
+    Gn, bn = G.numpy(), b.numpy()
+    data = np.abs(Gn).sum(1).max() * np.abs(mean.numpy()).max() + np.abs(bn).max()
+    assert np.abs(Gn @ out - bn).max() <= 1e-12 * data
+    solution = np.linalg.solve(Gn, bn)
+    assert np.abs(out - solution).max() <= np.linalg.cond(Gn) * 1e-15 * np.abs(solution).max()
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.1])

@@ -1301,7 +1301,8 @@ def ill_conditioned(difference):
 @pytest.mark.parametrize("difference", [1e-9, 1e-7])
 def test_an_ill_conditioned_constraint_raises_with_its_condition_number(output, difference):
     """These updates solve with ``G Σ Gᵀ`` (condition number squared); a tensor's projection and
-    a diagonal Gaussian's update do not (test_constraint_numerics)."""
+    a diagonal Gaussian's update do not, and are refused by the size of their answer
+    (test_constraint_numerics)."""
     torch.manual_seed(12)
     output = output()
     with pytest.raises(ConstraintError, match="condition number") as error:

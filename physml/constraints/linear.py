@@ -27,9 +27,11 @@ slice with its own ``k`` rows, and ``b`` is ``(..., k)`` over those slices. ``ch
 the rows to some channels (the axis before ``space``). Everything is solved in float64 (a
 projection and a diagonal Gaussian's update by QR, never through ``G Gᵀ``, whose condition
 number is ``G``'s squared) and returned in the input's dtype and device; after an exact update
-(``σ = 0``, or a projection) the residual is checked, so an ill-conditioned ``G`` raises instead
-of returning a field that misses the rows, and a 16-bit result is checked once rounded (no
-overflow, the rows still met to its round-off).
+(``σ = 0``, or a projection) the residual is checked against the round-off of the problem's data
+(the field before the update and the target), so an ill-conditioned ``G`` raises instead of
+returning a field that misses the rows, or one so large (nearly dependent rows asking for
+different targets) that its float64 values cannot meet them; a 16-bit result is checked once
+rounded (no overflow, the rows still met to its round-off).
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ Value = TypeVar("Value")
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
 Target = torch.Tensor | Callable[..., torch.Tensor]
-RESIDUAL_TOLERANCE = 1e-9  # relative to Σ|G_ij u_j| + |b|, after an exact float64 update
+RESIDUAL_TOLERANCE = 1e-9
+"""After an exact float64 update, the most ``|G u − b|`` may reach relative to the problem's own
+data, ``max_i Σ_j |G_ij| · max|u before| + max|b|`` (not the result, which nearly dependent rows
+inflate), ``|G u − b|`` taken as at least ``eps Σ_j |G_ij u_j|``, its round-off on the result."""
 VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
 KEPT_RANK = 1e-10
 """Relative size (of squared norms, eigenvalues) below which a boundary condition's rows, or
@@ -499,9 +504,14 @@ class LinearConstraint(Constraint):
         """After an update, every check read at once (one synchronisation):
 
         - exact update (``σ = 0``, or ``euclidean``: a projection, exact whatever the noise):
-          ``|G u − b|`` at round-off, else the rows are ill-conditioned. Round-off scales with the
-          field before the update too (``u = before − correction``): a row met at zero (``b =
-          0``, ``G u ≈ 0``) would otherwise be judged against nothing;
+          ``|G u − b|`` within :data:`RESIDUAL_TOLERANCE` of the problem's data, ``max_i Σ_j
+          |G_ij| · max|before| + max|b|`` (the field before the update: a row met at zero, ``b =
+          0``, is judged against it), else the rows are ill-conditioned. Not against the result
+          ``u``: nearly dependent rows blow it up (``1/δ`` for rows ``δ`` apart), and a bound that
+          grew with it would pass them all. The residual is taken as at least ``eps Σ_j |G_ij
+          u_j|``, the round-off of ``G u`` on a field that large (a field too large to meet the
+          rows to the data's round-off may still evaluate to a zero residual); its cheap bound
+          ``eps max_i Σ_j |G_ij| · max|u|`` first, the exact sum only when that bound fails;
         - a Gaussian update: its ``pivots`` (``G Σ Gᵀ + σ²`` of one row, or the diagonal of a
           factorised one) positive, and ``variances = (constrained, prior)``: the constrained not
           below zero beyond round-off of the prior ones (a negative one means the input
@@ -523,14 +533,20 @@ class LinearConstraint(Constraint):
             residual, after, first, target = (
                 max(-lo, hi) for lo, hi in zip(lows[:4], highs[:4], strict=True)
             )
-            scale = (after + first) * self._matrices(u.device)[2] + target
-            worst = residual / max(scale, torch.finfo(F64).tiny)
+            rowsum = self._matrices(u.device)[2]
+            scale = max(first * rowsum + target, torch.finfo(F64).tiny)
+            worst = max(residual, EPS * after * rowsum) / scale
+            if not worst <= RESIDUAL_TOLERANCE:  # the exact round-off of G u, then judge
+                floor = (u.abs() @ G.abs().T).amax().item() * EPS
+                worst = max(residual, floor) / scale
             if not worst <= RESIDUAL_TOLERANCE:
                 condition = torch.linalg.cond(G).item()
                 raise ConstraintError(
                     f"the exact update left a relative residual {worst:.3g} (tolerance "
-                    f"{RESIDUAL_TOLERANCE:g}): G is ill-conditioned (condition number "
-                    f"{condition:.3g})"
+                    f"{RESIDUAL_TOLERANCE:g}; |G u − b|, or the round-off of G u on the result, "
+                    f"whose largest value is {after:.3g}, relative to max_i Σ_j |G_ij| · "
+                    f"max|u before| + max|b| = {scale:.3g}): G is ill-conditioned (condition "
+                    f"number {condition:.3g})"
                     + ("" if euclidean else " or the covariance is singular along G")
                 )
         if variances is not None:
@@ -584,7 +600,9 @@ class LinearConstraint(Constraint):
         low-rank one's full base) is read through ``(cov + covᵀ) / 2 · Gᵀ`` when it is symmetric
         along the rows to round-off (:data:`physml.metrics.SYMMETRY`, or its storage's;
         ``_symmetric_product``), and refused beyond; the posterior keeps the given matrix as
-        its base."""
+        its base. With ``σ = 0`` and several rows, a full or low-rank covariance's mean is
+        refined once (the solve with ``G Σ Gᵀ`` has ``G``'s condition number squared), so it
+        meets the rows to the round-off of the data, as the residual check asks."""
         output = self._over_points(output)
         grid_mean = output.mean if len(self.space) == 1 else output.mean.unflatten(-1, self.space)
         if self.projection == "euclidean":
@@ -620,6 +638,9 @@ class LinearConstraint(Constraint):
         else:
             L = _cholesky(S, G)
             new_mean = mean - (K @ torch.cholesky_solve(mismatch, L)).squeeze(-1)
+            if not self.noise:  # one step of refinement: S has G's condition number squared
+                missed = (new_mean @ G.T - b).unsqueeze(-1)
+                new_mean = new_mean - (K @ torch.cholesky_solve(missed, L)).squeeze(-1)
             update = torch.linalg.solve_triangular(L, K.transpose(-1, -2), upper=False)
             update = update.transpose(-1, -2)
         factor = update if factor is None else torch.cat([factor, update], dim=-1)
