@@ -206,18 +206,27 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise _led_by_flag(error, settings) from None
 
 
+SHARDS_NAMED = 5
+"""How many missing shards the line of a finished shard names one by one; more are counted, and
+the first three and the last named."""
+
+
 def _waiting_for(args: argparse.Namespace) -> str:
     """``"; waiting for shard(s) 0, 2 of 4: ..."`` naming the shards of a sharded dataset whose
-    files are not in yet (the last of them writes the index); ``""`` once every shard is in."""
+    files are not in yet (the last of them writes the index), or, past :data:`SHARDS_NAMED` of
+    them, ``"; waiting for 999 of 1000 shards (0, 1, 2, ..., 998): ..."``; ``""`` once every
+    shard is in."""
     from physml.data.generate import missing_shards
 
     missing = missing_shards(Path(args.out), args.num_shards)
     if not missing:
         return ""
-    return (
-        f"; waiting for shard(s) {', '.join(map(str, missing))} of {args.num_shards}: the last "
-        f"to finish writes the index {args.out}"
-    )
+    if len(missing) <= SHARDS_NAMED:
+        waiting = f"shard(s) {', '.join(map(str, missing))} of {args.num_shards}"
+    else:
+        first = ", ".join(map(str, missing[:3]))
+        waiting = f"{len(missing)} of {args.num_shards} shards ({first}, ..., {missing[-1]})"
+    return f"; waiting for {waiting}: the last to finish writes the index {args.out}"
 
 
 def _index_note(args: argparse.Namespace) -> str:
