@@ -1,12 +1,15 @@
-"""The ``physml`` command line: generate, merge, convert, train, evaluate, run, demo and list."""
+"""The ``physml`` command line: generate, merge, convert, train, evaluate, run, demo, bench and
+list."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import math
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -21,7 +24,7 @@ from physml import __version__
 from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
 from physml._progress import takes_a_bar
-from physml.signals import interrupted, say_stopped, signals_interrupt
+from physml.signals import Terminated, interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank
@@ -33,6 +36,9 @@ OVERWRITE_FLAG = "--overwrite"
 DISK_FACTOR = 2
 """The disk room asked for, in dataset sizes (its chunks and its assembled file exist together
 for a moment)."""
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+"""Where ``physml bench`` finds the benchmark scripts, the ``benchmarks/`` folder of the source
+checkout this package runs from (an installed package has none)."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -206,18 +212,27 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise _led_by_flag(error, settings) from None
 
 
+SHARDS_NAMED = 5
+"""How many missing shards the line of a finished shard names one by one; more are counted, and
+the first three and the last named."""
+
+
 def _waiting_for(args: argparse.Namespace) -> str:
     """``"; waiting for shard(s) 0, 2 of 4: ..."`` naming the shards of a sharded dataset whose
-    files are not in yet (the last of them writes the index); ``""`` once every shard is in."""
+    files are not in yet (the last of them writes the index), or, past :data:`SHARDS_NAMED` of
+    them, ``"; waiting for 999 of 1000 shards (0, 1, 2, ..., 998): ..."``; ``""`` once every
+    shard is in."""
     from physml.data.generate import missing_shards
 
     missing = missing_shards(Path(args.out), args.num_shards)
     if not missing:
         return ""
-    return (
-        f"; waiting for shard(s) {', '.join(map(str, missing))} of {args.num_shards}: the last "
-        f"to finish writes the index {args.out}"
-    )
+    if len(missing) <= SHARDS_NAMED:
+        waiting = f"shard(s) {', '.join(map(str, missing))} of {args.num_shards}"
+    else:
+        first = ", ".join(map(str, missing[:3]))
+        waiting = f"{len(missing)} of {args.num_shards} shards ({first}, ..., {missing[-1]})"
+    return f"; waiting for {waiting}: the last to finish writes the index {args.out}"
 
 
 def _index_note(args: argparse.Namespace) -> str:
@@ -612,20 +627,110 @@ def format_list(width: int | None = None) -> str:
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
     name_width = max(len(name) for _, entries in sections for name, _ in entries)
-    indent = " " * (2 + name_width + 2)
-    text_width = max(width - len(indent), 20)  # a very narrow terminal still gets readable lines
     lines: list[str] = []
     for title, entries in sections:
         if lines:
             lines.append("")
         lines.append(title)
         for name, entry in entries:
-            wrapped = textwrap.wrap(
-                " ".join(entry.description.split()), text_width, break_on_hyphens=False
-            ) or [""]
-            lines.append(f"  {name:<{name_width}}  {wrapped[0]}".rstrip())
-            lines.extend(indent + line for line in wrapped[1:])
+            lines.extend(_described(name, entry.description, name_width, width))
     return "\n".join(lines)
+
+
+def _described(name: str, description: str, name_width: int, width: int) -> list[str]:
+    """The lines of one entry of a listing: ``name`` padded to ``name_width``, then
+    ``description`` wrapped to ``width`` columns, its continuation lines indented under it."""
+    indent = " " * (2 + name_width + 2)
+    text_width = max(width - len(indent), 20)  # a very narrow terminal still gets readable lines
+    wrapped = textwrap.wrap(" ".join(description.split()), text_width, break_on_hyphens=False)
+    wrapped = wrapped or [""]
+    first = f"  {name:<{name_width}}  {wrapped[0]}".rstrip()
+    return [first, *(indent + line for line in wrapped[1:])]
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """Whether ``node`` is ``if __name__ == "__main__":``."""
+    test = node.test if isinstance(node, ast.If) else None
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Eq)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
+def benchmark_scripts(folder: Path | None = None) -> dict[str, str]:
+    """The benchmark scripts of ``folder`` (default :data:`BENCHMARKS`), sorted by name, each
+    with the first line of its module docstring: the ``*.py`` files that define ``main`` and
+    run as scripts (``if __name__ == "__main__":``), not the modules of shared pieces
+    (``common.py``). The files are parsed, not imported. A folder that is not there (an
+    installed package, not a source checkout) is a ``FileNotFoundError`` saying where they are."""
+    folder = BENCHMARKS if folder is None else Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no benchmarks folder at {folder}: the benchmark scripts ship with the source "
+            "repository, not with the installed package; clone the repository, install it with "
+            "`pip install -e .` and run `physml bench` there (or `python benchmarks/NAME.py`)"
+        )
+    scripts = {}
+    for path in sorted(folder.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError) as error:
+            scripts[path.stem] = f"(cannot be parsed: {error})"
+            continue
+        body = tree.body
+        has_main = any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in body)
+        if has_main and any(_is_main_guard(node) for node in body):
+            docstring = ast.get_docstring(tree) or ""
+            scripts[path.stem] = docstring.strip().split("\n")[0].strip()
+    return scripts
+
+
+def format_benchmarks(scripts: dict[str, str], width: int | None = None) -> str:
+    """The text of ``physml bench``: each benchmark script (:func:`benchmark_scripts`) and the
+    first line of its docstring, laid out as ``physml list`` lays out its entries."""
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    lines = [f"benchmark scripts of {BENCHMARKS} (physml bench NAME [ARGS...]; NAME --help):"]
+    name_width = max(map(len, scripts), default=0)
+    for name, description in scripts.items():
+        lines.extend(_described(name, description, name_width, width))
+    return "\n".join(lines)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    """``physml bench``: list the benchmark scripts, or run one with the arguments that follow
+    its name under this Python, in the current folder; the script's exit status (128 plus the
+    signal's number where a signal ended it, as a shell says). A stop is the script's to handle
+    (it says what it kept): Ctrl-C reaches it from the terminal, a SIGTERM or SIGHUP sent to
+    ``physml`` is passed on to it, and ``physml`` waits for it to end."""
+    scripts = benchmark_scripts()
+    if args.name is None:
+        print(format_benchmarks(scripts))
+        return 0
+    name = args.name.removesuffix(".py")
+    if name not in scripts and (BENCHMARKS / f"{name}.py").is_file():
+        raise ValueError(
+            f"NAME: benchmarks/{name}.py holds pieces the scripts share, not a benchmark script "
+            "(`physml bench` lists them)"
+        )
+    if name not in scripts:
+        raise ValueError(
+            f"NAME: no benchmark script {args.name!r} in {BENCHMARKS} (`physml bench` lists "
+            f"them){did_you_mean(name, scripts)}"
+        )
+    script = subprocess.Popen([sys.executable, str(BENCHMARKS / f"{name}.py"), *args.args])
+    try:
+        status = script.wait()
+    except KeyboardInterrupt as error:
+        if isinstance(error, Terminated):
+            script.send_signal(error.signum)
+        status = script.wait()
+    return status if status >= 0 else 128 - status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -667,6 +772,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these tasks; any registered task, those outside the demo too",
     )
     _add_task_options(demo, "demo_output", "run there, the others on the device")
+
+    bench = subparsers.add_parser(
+        "bench",
+        help="list the benchmark scripts, or run one",
+        description="Without NAME, list the benchmark scripts of the source checkout (benchmarks/) "
+        "with what each measures. With NAME, run `python benchmarks/NAME.py ARGS...` under this "
+        "Python in the current folder and exit with its status; `physml bench NAME --help` shows "
+        "the script's own options. The scripts ship with the source repository, not with an "
+        "installed package.",
+    )
+    bench.add_argument("name", nargs="?", metavar="NAME", help="the benchmark script to run")
+    bench.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script"
+    )
 
     subparsers.add_parser("list", help="list the PDE recipes and the tasks")
     return parser
@@ -797,6 +916,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         names = args.tasks or [n for n, t in tasks.registry().items() if t.in_demo]
         return _run_tasks(list(dict.fromkeys(names)), args, "toy", cpu_only_on_cpu=True)
+    if args.command == "bench":
+        return _run_bench(args)
     if args.command == "list":
         print(format_list())
         return 0

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -21,6 +22,7 @@ from pdes import problems
 from physml import tasks
 from physml.cli import build_parser, main
 from physml.data import generate_dataset
+from physml.signals import Terminated
 
 
 def test_list_names_recipes_and_tasks(capsys):
@@ -697,6 +699,174 @@ def test_a_row_value_of_numpy_or_torch_is_kept_as_a_float(value):
     row = tasks.Row("t", "c", "m", value)
     assert type(row.value) is float and row.value == float(value)
     json.dumps(dataclasses.asdict(row))  # as save_rows writes it
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _scripts_by_hand(folder: Path) -> dict[str, str]:
+    """The benchmark scripts of ``folder`` found without physml: the files with a top-level
+    ``def main(`` and ``if __name__ == "__main__":``, each with its docstring's first line."""
+    scripts = {}
+    for path in folder.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^def main\(", text, re.M) and re.search(
+            r'^if __name__ == "__main__":', text, re.M
+        ):
+            scripts[path.stem] = text.removeprefix('"""').split("\n")[0].removesuffix('"""')
+    return scripts
+
+
+def test_bench_lists_the_benchmark_scripts_with_their_docstrings(monkeypatch, capsys):
+    expected = _scripts_by_hand(BENCHMARKS)
+    assert {"boon", "solvers", "probconserv_gpme"} <= set(expected)
+    assert not {"common", "nbody_forecasting"} & set(expected)  # modules of shared pieces
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping: one line a script
+    assert main(["bench"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("benchmark scripts of ")
+    listed = dict(re.fullmatch(r"  (\S+) +(.*)", line).groups() for line in lines[1:])
+    assert listed == expected
+    assert list(listed) == sorted(expected)
+
+
+def test_bench_runs_a_benchmark_with_its_arguments(capfd):
+    assert main(["bench", "exact_mass_floor", "--help"]) == 0
+    out = capfd.readouterr().out
+    assert out.startswith("usage: exact_mass_floor.py [-h] [--quick]")
+    assert "How far the exact GPME solutions miss their analytic mass" in out
+
+
+FAKE_SCRIPT = '''"""A fake benchmark: prints its Python, folder and arguments, exits {status}."""
+import os, sys
+
+
+def main():
+    print(sys.executable, os.getcwd(), sys.argv[1:], sep="\\n")
+    {ending}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+'''
+
+
+def _fake_benchmarks(folder: Path) -> Path:
+    """A benchmarks folder: scripts ``exits3`` and ``killed`` (SIGTERM), a module of pieces with
+    a ``main`` but no ``__main__`` guard, a script without ``main`` and a file that does not
+    parse."""
+    folder.mkdir()
+    (folder / "exits3.py").write_text(FAKE_SCRIPT.format(status=3, ending="return 3"))
+    ending = "os.kill(os.getpid(), 15)"
+    (folder / "killed.py").write_text(FAKE_SCRIPT.format(status="by SIGTERM", ending=ending))
+    (folder / "pieces.py").write_text('"""Pieces."""\n\n\ndef main():\n    pass\n')
+    (folder / "guarded.py").write_text('"""No main."""\nif __name__ == "__main__":\n    pass\n')
+    (folder / "broken.py").write_text("def main(:\n")
+    return folder
+
+
+def test_bench_passes_the_arguments_and_the_exit_status_through(tmp_path, monkeypatch, capfd):
+    folder = _fake_benchmarks(tmp_path / "benchmarks")
+    monkeypatch.setattr(physml.cli, "BENCHMARKS", folder)
+    monkeypatch.chdir(tmp_path)
+    scripts = physml.cli.benchmark_scripts()
+    broken = scripts.pop("broken")  # listed, saying why it cannot be told a script or not
+    assert broken.startswith("(cannot be parsed: ") and "line 1" in broken, broken
+    assert scripts == {
+        "exits3": "A fake benchmark: prints its Python, folder and arguments, exits 3.",
+        "killed": "A fake benchmark: prints its Python, folder and arguments, exits by SIGTERM.",
+    }
+    given = ["--seed", "1", "--", "-x", "a b"]
+    assert main(["bench", "exits3", *given]) == 3
+    assert capfd.readouterr().out.splitlines() == [sys.executable, str(tmp_path), repr(given)]
+    assert main(["bench", "exits3.py"]) == 3  # the file's name names it too
+    capfd.readouterr()
+    if hasattr(os, "kill") and os.name == "posix":
+        assert main(["bench", "killed"]) == 128 + 15  # as a shell says a signal's end
+
+
+class _StoppedScript:
+    """A stand-in for ``subprocess.Popen`` of a benchmark script: its first ``wait`` is
+    interrupted by ``stop`` (as physml's is by a signal); the script then ends with ``status``."""
+
+    def __init__(self, stop: KeyboardInterrupt, status: int) -> None:
+        self.stop, self.status, self.signals, self.command = stop, status, [], None
+
+    def __call__(self, command: list[str]) -> "_StoppedScript":
+        self.command = command
+        return self
+
+    def wait(self) -> int:
+        if self.stop is not None:
+            stop, self.stop = self.stop, None
+            raise stop
+        return self.status
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+@pytest.mark.parametrize(
+    "stop, passed_on, status",
+    [
+        (KeyboardInterrupt(), [], 130),  # Ctrl-C: the terminal signals the script itself
+        (Terminated(signal.SIGTERM), [signal.SIGTERM], 143),
+        (Terminated(signal.SIGHUP), [signal.SIGHUP], 129),
+    ],
+)
+def test_bench_leaves_a_stop_to_the_script_and_ends_with_its_status(
+    monkeypatch, capsys, stop, passed_on, status
+):
+    """The script says what it kept and how it stopped; physml waits for it and adds nothing."""
+    script = _StoppedScript(stop, status)
+    monkeypatch.setattr(physml.cli.subprocess, "Popen", script)
+    assert main(["bench", "solvers", "--quick"]) == status
+    assert script.command == [sys.executable, str(BENCHMARKS / "solvers.py"), "--quick"]
+    assert script.signals == passed_on
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    "name, error",
+    [
+        (
+            "bon",
+            "no benchmark script 'bon' in {folder} (`physml bench` lists them); did you mean "
+            "'boon'?",
+        ),
+        (
+            "nothing_like_it",
+            "no benchmark script 'nothing_like_it' in {folder} (`physml bench` lists them)",
+        ),
+        (
+            "common",
+            "benchmarks/common.py holds pieces the scripts share, not a benchmark script "
+            "(`physml bench` lists them)",
+        ),
+    ],
+)
+def test_bench_refuses_a_name_that_is_not_a_benchmark_script(capfd, name, error):
+    assert main(["bench", name]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"physml bench: error: NAME: {error.format(folder=BENCHMARKS)}\n"
+
+
+@pytest.mark.parametrize("command", [["bench"], ["bench", "boon", "--help"]])
+def test_bench_without_the_benchmarks_folder_says_where_they_are(
+    tmp_path, monkeypatch, capfd, command
+):
+    missing = tmp_path / "site-packages" / "benchmarks"
+    monkeypatch.setattr(physml.cli, "BENCHMARKS", missing)
+    assert main(command) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"physml bench: error: no benchmarks folder at {missing}: the benchmark scripts ship "
+        "with the source repository, not with the installed package; clone the repository, "
+        "install it with `pip install -e .` and run `physml bench` there (or `python "
+        "benchmarks/NAME.py`)\n"
+    )
 
 
 @pytest.mark.parametrize(

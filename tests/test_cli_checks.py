@@ -1083,6 +1083,28 @@ def test_the_wrote_line_says_whether_the_index_was_written(tmp_path, monkeypatch
         assert re.fullmatch(written, capsys.readouterr().out)
 
 
+@pytest.mark.parametrize(
+    "num_shards, shard, note",
+    [
+        (6, "5", "waiting for shard(s) 0, 1, 2, 3, 4 of 6"),
+        (7, "3", "waiting for 6 of 7 shards (0, 1, 2, ..., 6)"),
+        (1000, "0", "waiting for 999 of 1000 shards (1, 2, 3, ..., 999)"),
+    ],
+)
+def test_the_wrote_line_counts_many_missing_shards_and_names_a_few(
+    tmp_path, monkeypatch, capsys, num_shards, shard, note
+):
+    """Up to five missing shards are named; past that the line counts them and names the first
+    three and the last, not one number a shard (999 of them for a 1000-shard dataset)."""
+    monkeypatch.chdir(tmp_path)
+    run = ["generate", "heat", "--n", str(num_shards), "--out", "s.h5", "--quiet", *HEAT]
+    assert main([*run, "--num-shards", str(num_shards), "--shard", shard]) == 0
+    wrote = f"wrote s.shard-{int(shard):03d}-of-{num_shards:03d}.h5"
+    index = ": the last to finish writes the index s.h5"
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"{re.escape(wrote)} \(\d+\.\d s\); {re.escape(note + index)}\n", out)
+
+
 def test_shards_that_disagree_fail_the_run_that_did_not_regenerate_in_place(
     tmp_path, monkeypatch, capsys
 ):

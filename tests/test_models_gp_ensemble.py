@@ -506,6 +506,53 @@ def test_checkpoint_round_trip_is_exact_and_atomic(fitted_ensemble, tmp_path):
     assert torch.equal(before.mean, after.mean) and torch.equal(before.cov, after.cov)
 
 
+def test_a_float64_ensemble_loads_as_float64_and_its_round_trip_is_exact(tmp_path):
+    x, y = sine_data(32)
+    ensemble = fit_ensemble(tiny().double(), x.double(), y.double(), epochs=3, seed=0)
+    weight = ensemble.layers[0].weight
+    assert weight.dtype == torch.float64
+    assert not torch.equal(weight, weight.float().double())  # float32 would round these
+    ensemble.save(tmp_path / "ensemble.pt")
+    loaded = DeepEnsemble.load(tmp_path / "ensemble.pt")
+    saved = ensemble.state_dict()
+    assert saved.keys() == loaded.state_dict().keys()
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == saved[name].dtype and torch.equal(value, saved[name]), name
+    points = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
+    before, after = ensemble.predict(points), loaded.predict(points)
+    assert after.mean.dtype == torch.float64
+    assert torch.equal(before.mean, after.mean) and torch.equal(before.cov, after.cov)
+
+
+def test_an_ensemble_file_that_records_no_dtype_loads_as_float32(tmp_path):
+    """Files written before the dtype was recorded load as they always did: as float32."""
+    from physml.training.checkpoint import save_torch_file
+
+    ensemble = tiny().double()
+    state = ensemble.state_dict()
+    save_torch_file(tmp_path / "old.pt", {"config": dict(ensemble.config), "state": state})
+    loaded = DeepEnsemble.load(tmp_path / "old.pt").state_dict()
+    for name, value in state.items():
+        expected = value.float() if value.is_floating_point() else value
+        assert loaded[name].dtype == expected.dtype and torch.equal(loaded[name], expected), name
+
+
+@pytest.mark.parametrize("dtype", ["int64", "complex128", "Tensor", "no_such_dtype", 64])
+def test_an_ensemble_file_with_a_dtype_that_is_not_floating_point_is_refused(tmp_path, dtype):
+    from physml.training.checkpoint import save_torch_file
+
+    ensemble = tiny()
+    path = tmp_path / "odd.pt"
+    content = {"config": dict(ensemble.config), "state": ensemble.state_dict(), "dtype": dtype}
+    save_torch_file(path, content)
+    with pytest.raises(ValueError) as refused:
+        DeepEnsemble.load(path)
+    assert str(refused.value) == (
+        f"{path} is not a DeepEnsemble checkpoint: its dtype must name a floating-point torch "
+        f"dtype (e.g. 'float64'), got {dtype!r}"
+    )
+
+
 def test_a_saved_ensemble_with_a_flipped_bit_is_refused_naming_the_file(tmp_path):
     """torch.load checks no CRC-32: the flipped bit would load as another weight."""
     ensemble = tiny()

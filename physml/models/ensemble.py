@@ -257,23 +257,25 @@ class DeepEnsemble(nn.Module):
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the configuration (``output`` too where it is not the default) and weights to
-        ``path`` atomically."""
+        """Write the configuration (``output`` too where it is not the default), the dtype
+        (``"float64"``) and the weights to ``path`` atomically."""
         from ..training.checkpoint import save_torch_file  # physml.training imports physml.models
 
         config = dict(self.config)
         if self.output != KINDS[0]:
             config["output"] = self.output
-        save_torch_file(path, {"config": config, "state": self.state_dict()})
+        dtype = str(self.input_shift.dtype).removeprefix("torch.")
+        save_torch_file(path, {"config": config, "state": self.state_dict(), "dtype": dtype})
 
     @classmethod
     def load(
         cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
     ) -> DeepEnsemble:
-        """A :class:`DeepEnsemble` from a file written by :meth:`save`; read with
-        ``weights_only=True``."""
+        """A :class:`DeepEnsemble` from a file written by :meth:`save`, in the dtype it was
+        saved in (float32 for a file that records none); read with ``weights_only=True``."""
         content = _read(Path(path), map_location)
-        model = cls(**content["config"]).to(map_location)
+        dtype = _saved_dtype(Path(path), content)
+        model = cls(**content["config"]).to(device=map_location, dtype=dtype)
         model.load_state_dict(content["state"])
         model.eval()
         return model
@@ -288,3 +290,16 @@ def _read(path: Path, map_location: str | torch.device) -> dict:
     if not isinstance(content, dict) or not {"config", "state"} <= set(content):
         raise ValueError(f"{path} is not a DeepEnsemble checkpoint (no 'config' and 'state')")
     return content
+
+
+def _saved_dtype(path: Path, content: dict) -> torch.dtype:
+    """The floating-point dtype the checkpoint ``content`` of ``path`` records (``"float64"``),
+    float32 where it records none (a file written before the dtype was saved)."""
+    name = content.get("dtype", "float32")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"{path} is not a DeepEnsemble checkpoint: its dtype must name a floating-point "
+            f"torch dtype (e.g. 'float64'), got {name!r}"
+        )
+    return dtype
