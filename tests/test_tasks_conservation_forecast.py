@@ -11,6 +11,7 @@ import scipy.stats
 import torch
 from test_constraints import dense_update
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from pdes.grid import Grid2D
 from physml import ConstraintError, constrain, metrics
@@ -19,7 +20,7 @@ from physml.outputs import Ensemble
 from physml.tasks import Context, get
 from physml.tasks import conservation_forecast as task
 from physml.tasks.prediff.training import Trained
-from physml.training import CheckpointError, TrainConfig
+from physml.training import CheckpointError, TrainConfig, load_checkpoint
 
 GRID = Grid2D.square(8, periodic=True)
 
@@ -256,9 +257,15 @@ def test_every_training_of_a_variant_refuses_to_resume_with_the_callers_remedy(
         remedies.append(remedy)
         return Trained(model, 1, 0.0, 0.0)
 
+    def spy_prediff(prediff, pairs, *, remedy, run_stage, **options):
+        remedies.append(remedy)
+        run_stage.trained.update(autoencoder=Trained(prediff.autoencoder, 1, 0.0, 0.0))
+        run_stage.trained.update(denoiser=Trained(prediff, 1, 0.0, 0.0))
+
     monkeypatch.setattr(task.models, "fit", spy)
+    monkeypatch.setattr(task.models, "train_prediff", spy_prediff)
     task.data_and_models("conserved", task.TOY, tmp_path, 0, True, "use another --work")
-    assert remedies == ["use another --work"] * (2 * task.TOY.members + 2)
+    assert remedies == ["use another --work"] * (2 * task.TOY.members + 1)
 
     def refused(model, *args, remedy, **options):
         raise CheckpointError(remedy)
@@ -383,8 +390,10 @@ def test_each_nonneg_row_keeps_the_mass_in_its_own_methods_metric():
         x + (known - grid.integrate(x[:, :, :, 0]))[..., None, None, None] * w / w.square().sum()
     )
     variance = x.var(0)
-    for name, before, metric in (("hardc", shifted, lambda n, t: torch.ones_like(w)),
-                                 ("raw", x, lambda n, t: variance[n, t, 0])):  # fmt: skip
+    for name, before, metric in (
+        ("hardc", shifted, lambda n, t: torch.ones_like(w)),
+        ("raw", x, lambda n, t: variance[n, t, 0]),
+    ):
         found = kept[f"{name}-nonneg"]
         for m, n, t in ((m, n, t) for m in range(5) for n in range(2) for t in range(2)):
             ref = _kept_mass_projection(before[m, n, t, 0], metric(n, t), w)
@@ -547,8 +556,10 @@ def test_known_totals_of_another_shape_are_refused_by_every_method(shape):
 
 
 def _case(case: str, **methods: dict) -> list[dict]:
-    return [{"case": case, "method": name.replace("_", "-").replace("-shrunk", "_shrunk"), **row}
-            for name, row in methods.items()]  # fmt: skip
+    return [
+        {"case": case, "method": name.replace("_", "-").replace("-shrunk", "_shrunk"), **row}
+        for name, row in methods.items()
+    ]
 
 
 def test_done_when_meets_each_target_at_its_bound_and_misses_it_just_beyond():
@@ -556,23 +567,38 @@ def test_done_when_meets_each_target_at_its_bound_and_misses_it_just_beyond():
         "at",
         raw={"ce_abs": 0.5, "ce_abs_max": 0.75, "crps": 1.0, "mse": 1.0},
         hardc={"ce_abs": 5e-7, "ce_abs_max": 1e-6, "crps": 1.5, "mse": 1.0, "correction_cv": 1e-6},
-        probconserv={"ce_abs": 0.0, "ce_abs_max": 1e-6, "crps": 1.0, "mse": 1.02,
-                     "spearman_spread": 0.51},
+        probconserv={
+            "ce_abs": 0.0,
+            "ce_abs_max": 1e-6,
+            "crps": 1.0,
+            "mse": 1.02,
+            "spearman_spread": 0.51,
+        },
         kc={"ce_abs": 0.25, "ce_abs_max": 0.5, "crps": 1.0, "mse": 1.0},
         raw_nonneg={"ce_abs": 0.5 + 2**-30, "neg_fraction": 0.0},
         hardc_nonneg={"error": "infeasible"},
-    )  # fmt: skip
+    )
     beyond = _case(
         "beyond",
         raw={"ce_abs": 0.5, "ce_abs_max": 0.75, "crps": 1.0, "mse": 1.0},
         hardc={"ce_abs": 5e-7, "ce_abs_max": 2e-6, "crps": 0.5, "mse": 1.0, "correction_cv": 2e-6},
-        probconserv={"ce_abs": 0.0, "ce_abs_max": 0.0, "crps": 0.5, "mse": 1.03,
-                     "spearman_spread": 0.5},
-        probconserv_shrunk={"ce_abs": 0.0, "ce_abs_max": 0.0, "crps": 1.25, "mse": 1.0,
-                            "spearman_spread": 0.1},
+        probconserv={
+            "ce_abs": 0.0,
+            "ce_abs_max": 0.0,
+            "crps": 0.5,
+            "mse": 1.03,
+            "spearman_spread": 0.5,
+        },
+        probconserv_shrunk={
+            "ce_abs": 0.0,
+            "ce_abs_max": 0.0,
+            "crps": 1.25,
+            "mse": 1.0,
+            "spearman_spread": 0.1,
+        },
         kc={"ce_abs": 0.375, "ce_abs_max": 0.5, "crps": 1.0, "mse": 1.0},
         raw_nonneg={"ce_abs": 0.5 + 2**-29, "neg_fraction": 1e-4},
-    )  # fmt: skip
+    )
     found = {(c["case"], c["what"]): (c["value"], c["met"]) for c in task.done_when(at + beyond)}
     assert found == {
         ("at", "ce_abs hardc"): (1e-6, True),
@@ -919,7 +945,12 @@ def test_each_member_trains_from_its_own_seed_in_its_own_folder_and_the_time_add
         calls.append((seed, out.name, [p.detach().clone() for p in model.parameters()]))
         return SimpleNamespace(model=model, train_s=1.5)
 
+    def fake_prediff(prediff, pairs, *, run_stage, **options):
+        run_stage.trained.update(autoencoder=SimpleNamespace(train_s=1.5))
+        run_stage.trained.update(denoiser=SimpleNamespace(train_s=1.5))
+
     monkeypatch.setattr(task.models, "fit", fake_fit)
+    monkeypatch.setattr(task.models, "train_prediff", fake_prediff)
     found = task.models.train(scale, train, task.Units.of(train), tmp_path, 10, quiet=True)
     members = [call for call in calls if call[1].startswith(("earthformer", "fno"))]
     expected = [(model, i) for model in ("earthformer", "fno") for i in range(scale.members)]
@@ -966,3 +997,57 @@ def test_the_known_total_is_the_files_total_in_both_variants(tmp_path, variant):
         assert torch.allclose(grid.integrate(found.target[:, :, 0]), total, rtol=1e-12, atol=0)
     if variant == "source":  # the release shows: the totals grow along the lead times
         assert (found.truth_mass.diff(dim=1) > 0).all()
+
+
+def test_prediff_trains_as_its_two_stages_written_out_in_its_folders_bitwise(monkeypatch, tmp_path):
+    """PreDiff of a variant: the autoencoder on every training frame (no model config
+    recorded), calibrated on them, the denoiser on the windows' tracer pairs (EMA, PreDiff's
+    config), each a ``fit`` run, in the folders of :data:`PREDIFF_FOLDERS` (the members are not
+    trained here)."""
+    from physml.models.prediff import LatentPairs, autoencoder_loss, diffusion_loss, update_ema
+
+    scale = task.TOY
+    monkeypatch.setattr(task.data, "load", lambda path: _Trajectories(7, scale.nt, scale.nx))
+    train = task.windows("unused.h5", scale, "train")
+    units = task.Units.of(train)
+    fit = task.models.fit
+    monkeypatch.setattr(task.models, "fit", lambda model, *a, **k: Trained(model, 1, 0.0, 0.0))
+    found = task.models.train(scale, train, units, tmp_path / "task", 4, quiet=True).prediff
+    expected = task.models.build_prediff(scale, 4)
+    frames = task.pairs("prediff", train, units)
+    steps, hand = scale.steps, tmp_path / "hand"
+    fit(
+        expected.autoencoder,
+        autoencoder_loss,
+        frames,
+        steps["autoencoder"],
+        scale.batch,
+        scale.lr,
+        4,
+        hand / "autoencoder",
+        True,
+    )
+    expected.calibrate(frames.tensors[0], batch=scale.batch)
+    context, target = units.to_net(train.context[:, :, :1]), units.to_net(train.target)
+    latents = LatentPairs(expected, TensorDataset(context, target), batch=scale.batch)
+    fit(
+        expected,
+        diffusion_loss,
+        latents,
+        steps["denoiser"],
+        scale.batch,
+        scale.lr,
+        4,
+        hand / "denoiser",
+        True,
+        after_step=update_ema,
+        model_config=expected.config,
+    )
+    mine, theirs = found.state_dict(), expected.state_dict()
+    assert list(mine) == list(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    for stage in ("autoencoder", "denoiser"):
+        folder = tmp_path / "task" / task.PREDIFF_FOLDERS[stage]
+        ours, written = load_checkpoint(folder), load_checkpoint(hand / stage)
+        for key in ("model_config", "config", "fingerprint", "losses"):
+            assert ours[key] == written[key], (stage, key)
+    assert load_checkpoint(tmp_path / "task" / "autoencoder-trajectories")["model_config"] is None

@@ -86,10 +86,14 @@ def _fake_run(monkeypatch, tmp_path, costs, quiet=False):
         monkeypatch.setattr(task, name, fake)
 
     record("videos", data)
-    record("train_autoencoder", SimpleNamespace(model="autoencoder", train_s=costs[0]))
-    record("build_prediff", "prediff-built")
-    record("calibrated", ("prediff", "latents"))
-    record("train_denoiser", SimpleNamespace(model="denoiser", train_s=costs[1]))
+    record(
+        "trained_prediff",
+        (
+            "prediff",
+            SimpleNamespace(model="autoencoder", train_s=costs[0]),
+            SimpleNamespace(model="prediff", train_s=costs[1]),
+        ),
+    )
     record("train_guide", SimpleNamespace(model=guide))
     record("train_judge", SimpleNamespace(model=judge))
     record("judge_error", (0.25, "unused", [0.1, 0.2, 0.3, 0.4]))
@@ -145,24 +149,7 @@ def test_the_models_train_on_the_training_videos_in_the_toy_folder(fake_run):
     calls, data, work = fake_run.calls, fake_run.data, fake_run.out / task.NAME / "toy-seed3"
     assert work.is_dir() and not (fake_run.out / task.NAME / "full-seed3").exists()
     assert _only(calls, "videos") == (task.TOY, 3)
-    assert _only(calls, "train_autoencoder") == (
-        task.TOY,
-        data["train"],
-        work / "autoencoder",
-        3,
-        False,
-    )
-    assert _only(calls, "build_prediff") == (task.TOY, "conv", "autoencoder", 3)
-    assert _only(calls, "calibrated") == ("prediff-built", data["train"], T_IN)
-    assert _only(calls, "train_denoiser") == (
-        task.TOY,
-        "prediff",
-        "latents",
-        "conv",
-        work / "denoiser",
-        3,
-        False,
-    )
+    assert _only(calls, "trained_prediff") == (task.TOY, data["train"], "conv", work, 3, False)
     guide_args = _only(calls, "train_guide")
     assert guide_args[0] is task.TOY and guide_args[1].lambdas == LAMBDAS
     assert guide_args[1:] == (task.TOY_GUIDE, data["train"], work / "guide", 3, False)

@@ -28,7 +28,7 @@ from physml.models.prediff import (
 )
 from physml.tasks import prediff as task
 from physml.tasks.prediff import training
-from physml.training import CheckpointError
+from physml.training import CheckpointError, load_checkpoint
 from physml.training.families import mse_loss
 
 FIT_PARAMETERS = inspect.signature(training.fit)
@@ -365,3 +365,42 @@ def test_the_energy_models_of_the_largest_seed_reach_the_trainer_with_a_wrapped_
         offset = training.GUIDE_SEED_OFFSET
     (config,) = configs
     assert config.seed == offset - 1
+
+
+@pytest.mark.parametrize("kind", ["conv", "cuboid"])
+def test_trained_prediff_is_the_blocks_one_by_one_bitwise_in_their_folders(tmp_path, kind):
+    """train_prediff in ``work/autoencoder`` and ``work/denoiser`` gives what
+    train_autoencoder, build_prediff, calibrated and train_denoiser give (the blocks the
+    benchmarks call), to the bit, and records each stage's cost beside its checkpoint."""
+    scale = replace(
+        task.TOY,
+        t_in=2,
+        t_out=2,
+        autoencoder_steps=3,
+        autoencoder_batch=4,
+        denoiser_steps={"conv": 4, "cuboid": 2},
+        denoiser_batch=4,
+    )
+    frames = torch.rand(5, 4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    train = _videos(frames, torch.zeros(5, 4, dtype=torch.float64))
+    hand = tmp_path / "hand"
+    autoencoder = training.train_autoencoder(scale, train, hand / "autoencoder", 6, True)
+    expected = task.build_prediff(scale, kind, autoencoder.model, 6)
+    expected, latents = training.calibrated(expected, train, scale.t_in)
+    denoiser = training.train_denoiser(scale, expected, latents, kind, hand / "denoiser", 6, True)
+    work = tmp_path / "work"
+    prediff, first, second = task.trained_prediff(scale, train, kind, work, 6, True)
+    mine, theirs = prediff.state_dict(), expected.state_dict()
+    assert list(mine) == list(theirs)
+    assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+    assert first.model is prediff.autoencoder and second.model is prediff
+    assert (first.steps, second.steps) == (3, {"conv": 4, "cuboid": 2}[kind])
+    assert (first.final_loss, second.final_loss) == (autoencoder.final_loss, denoiser.final_loss)
+    for stage, run in (("autoencoder", first), ("denoiser", second)):
+        mine, theirs = (load_checkpoint(folder / stage) for folder in (work, hand))
+        assert mine["model_config"] == theirs["model_config"]
+        assert mine["config"] == theirs["config"] and mine["fingerprint"] == theirs["fingerprint"]
+        cost = json.loads((work / stage / task.COST_FILE).read_text())
+        assert cost == {"steps": run.steps, "train_s": run.train_s}
+    again = task.trained_prediff(scale, train, kind, work, 6, True)  # reloaded, cost read back
+    assert [run.train_s for run in again[1:]] == [first.train_s, second.train_s]

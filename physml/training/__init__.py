@@ -11,6 +11,8 @@
 - :mod:`.probabilistic` — the ANP (:func:`~physml.training.train_anp`, reloaded by
   :func:`~physml.training.load_anp`) and deep ensembles (:func:`~physml.training.fit_ensemble`)
   trained through the same Trainer;
+- :func:`~physml.training.train_prediff` — PreDiff's two stages (autoencoder, then the latent
+  denoiser with its EMA copy), each a Trainer run resumed from its own folder;
 - :func:`~physml.training.load_run` — the model of a ``physml train`` run, rebuilt as
   ``physml evaluate`` does.
 """
@@ -19,6 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .commands import load_run
 from .distributed import World, world
 from .fingerprint import fingerprint
+from .prediff import train_prediff
 from .probabilistic import MemberRows, Objective, fit_ensemble, load_anp, train_anp
 from .trainer import TrainConfig, Trainer, TrainReport
 
@@ -36,5 +39,6 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "train_anp",
+    "train_prediff",
     "world",
 ]

@@ -7,13 +7,20 @@ latents ``(T_out, c, h, w)`` conditioned on them; the decoder turns them into fr
 ``(members, B, T_out, C, H, W)`` and calls ``guidance(z_t, step)`` at every reverse step, so
 ``physml.constrain(prediff, KnowledgeControl(...))`` steers it (the Sampler protocol).
 
-Training is two runs of :class:`physml.training.Trainer` (``model_config`` = ``prediff.config``)::
+Training is two runs of :class:`physml.training.Trainer`, which
+:func:`physml.training.train_prediff` makes (each in its own folder, resumed on a rerun)::
 
-    Trainer(prediff.autoencoder, autoencoder_loss, config1, out=dir / "autoencoder").fit(pairs)
-    prediff.calibrate(frames)                   # latent mean/std; freezes the autoencoder
+    train_prediff(prediff, pairs, autoencoder=config1, denoiser=config2, out=dir)
+
+It runs, in effect::
+
+    Trainer(prediff.autoencoder, autoencoder_loss, config1, out=dir / "autoencoder",
+            model_config=prediff.autoencoder.config).fit(pairs)
+    prediff.calibrate(videos)                   # the pairs' frames: latent mean/std;
+                                                # freezes the autoencoder
     latents = LatentPairs(prediff, pairs)       # encoded once: the autoencoder is frozen
     Trainer(prediff, diffusion_loss, config2, out=dir / "denoiser",
-            after_step=update_ema).fit(latents)
+            model_config=prediff.config, after_step=update_ema).fit(latents)
 
 ``pairs`` yields ``(context, target)`` frames (e.g. :class:`physml.data.windows.ForecastDataset`).
 The EMA copy of the denoiser (``prediff.ema``, a ``torch.optim.swa_utils.AveragedModel``) is a

@@ -24,12 +24,12 @@ from ...models.prediff import (
     PreDiff,
     autoencoder_loss,
     diffusion_loss,
-    update_ema,
 )
+from ...training import train_prediff
 from ...training.checkpoint import REMEDY
 from ...training.families import mse_loss
 from .. import check_steps, offset_seed
-from ..prediff import fit
+from ..prediff import TimedStages, fit, stage_config
 from .data import SAMPLING_FIELDS, STEP_FAMILIES, Scale, Units, Windows
 
 MODELS = ("earthformer", "fno", "prediff")
@@ -292,40 +292,24 @@ def train(
             spent[model] = spent.get(model, 0.0) + run.train_s
         ensembles[model] = members
     prediff = build_prediff(scale, seed)
-    frames = pairs("prediff", train_windows, units)
-    stage1 = fit(
-        prediff.autoencoder,
-        autoencoder_loss,
-        frames,
-        steps["autoencoder"],
-        scale.batch,
-        scale.lr,
-        seed,
-        folder / PREDIFF_FOLDERS["autoencoder"],
-        quiet,
-        remedy=remedy,
-    )
-    prediff.calibrate(frames.tensors[0], batch=scale.batch)
-    latents = LatentPairs(
+    stages = TimedStages()
+    train_prediff(
         prediff,
         TensorDataset(
             units.to_net(train_windows.context[:, :, :1]), units.to_net(train_windows.target)
         ),
-        batch=scale.batch,
-    )
-    stage2 = fit(
-        prediff,
-        diffusion_loss,
-        latents,
-        steps["denoiser"],
-        scale.batch,
-        scale.lr,
-        seed,
-        folder / PREDIFF_FOLDERS["denoiser"],
-        quiet,
-        after_step=update_ema,
-        model_config=prediff.config,
+        autoencoder=stage_config(steps["autoencoder"], scale.batch, scale.lr, seed),
+        denoiser=stage_config(steps["denoiser"], scale.batch, scale.lr, seed),
+        frames=pairs("prediff", train_windows, units).tensors[0],
+        out=folder,
+        folders=(PREDIFF_FOLDERS["autoencoder"], PREDIFF_FOLDERS["denoiser"]),
+        quiet=quiet,
+        calibrate_batch=scale.batch,
+        latent_batch=scale.batch,
+        record_autoencoder_config=False,
         remedy=remedy,
+        run_stage=stages,
     )
+    stage1, stage2 = stages.trained["autoencoder"], stages.trained["denoiser"]
     spent["prediff"] = stage1.train_s + stage2.train_s
     return Forecasters(ensembles["earthformer"], ensembles["fno"], prediff.eval(), spent, planned)

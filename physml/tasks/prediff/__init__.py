@@ -18,7 +18,8 @@ The building blocks ``benchmarks/prediff_nbody.py`` (and ``conservation-forecast
 module per concern, and the toy-size task ``prediff-nbody``:
 
 - :mod:`.data`: the run's :class:`Scale`, the videos and their energy, the mean intensity;
-- :mod:`.training`: :func:`fit` (one Trainer run, timed) and every model's training;
+- :mod:`.training`: :func:`fit` (one Trainer run, timed), PreDiff's two stages through
+  :func:`physml.training.train_prediff` (:func:`trained_prediff`) and every model's training;
 - :mod:`.evaluation`: :func:`sample` / :func:`controlled_sample`, the scores of an ensemble,
   the λ choice and the issue's targets;
 - :mod:`.plots`: the figures.
@@ -66,17 +67,22 @@ from .training import (
     JUDGE_SEED_OFFSET,
     TOY_GUIDE,
     GuideSize,
+    TimedStages,
     Trained,
     autoencoder_frames,
     build_prediff,
     calibrated,
     fit,
     forecast_pairs,
+    new_autoencoder,
+    stage_config,
+    timed,
     train_autoencoder,
     train_denoiser,
     train_guide,
     train_judge,
     train_regressor,
+    trained_prediff,
 )
 
 NAME = "prediff-nbody"
@@ -93,6 +99,7 @@ __all__ = [
     "Scale",
     "TOY",
     "TOY_GUIDE",
+    "TimedStages",
     "Trained",
     "autoencoder_frames",
     "best_lambda",
@@ -114,16 +121,20 @@ __all__ = [
     "intensity_rows",
     "judge_error",
     "mean_intensity",
+    "new_autoencoder",
     "plot_energy",
     "plot_strip",
     "run",
     "sample",
     "spread_skill",
+    "stage_config",
+    "timed",
     "train_autoencoder",
     "train_denoiser",
     "train_guide",
     "train_judge",
     "train_regressor",
+    "trained_prediff",
     "videos",
 ]
 
@@ -145,10 +156,9 @@ def run(context: Context) -> list[Row]:
     energy0 = context_energy(data["test"], scale.t_in)
     val_energy0 = context_energy(data["validation"], scale.t_in)
 
-    autoencoder = train_autoencoder(scale, data["train"], work / "autoencoder", seed, quiet)
-    prediff = build_prediff(scale, "conv", autoencoder.model, seed)
-    prediff, latents = calibrated(prediff, data["train"], scale.t_in)
-    denoiser = train_denoiser(scale, prediff, latents, "conv", work / "denoiser", seed, quiet)
+    prediff, autoencoder, denoiser = trained_prediff(
+        scale, data["train"], "conv", work, seed, quiet
+    )
     guide = train_guide(scale, TOY_GUIDE, data["train"], work / "guide", seed, quiet).model
     judge = train_judge(scale, data["train"], work / "judge", seed, quiet).model
     floor, _, floor_per_lead = judge_error(judge, test_y, energy0, seed)

@@ -26,7 +26,7 @@ from ...models.prediff import (
     diffusion_loss,
     update_ema,
 )
-from ...training import TrainConfig, Trainer
+from ...training import TrainConfig, Trainer, TrainReport, train_prediff
 from ...training.checkpoint import REMEDY
 from ...training.families import mse_loss
 from .. import offset_seed, recorded_cost
@@ -69,7 +69,23 @@ def fit(
     """One Trainer run (cosine lr, resumed from ``out``) on ``device``, timed in CPU seconds of
     this process on the CPU and in wall seconds on an accelerator; ``remedy``: where else to
     train, in a refusal to resume ``out`` (the default names physml's ``--out``)."""
-    config = TrainConfig(
+    trainer = Trainer(
+        model,
+        loss,
+        stage_config(steps, batch, lr, seed, device),
+        out=out,
+        model_config=model_config,
+        quiet=quiet,
+        after_step=after_step,
+        remedy=remedy,
+    )
+    return _timed(trainer, data, model, steps, out, device)
+
+
+def stage_config(steps: int, batch: int, lr: float, seed: int, device: str = "cpu") -> TrainConfig:
+    """The settings of every run :func:`fit` makes: cosine lr, a checkpoint every 200 steps (or
+    at the end of a shorter run)."""
+    return TrainConfig(
         steps=steps,
         batch=batch,
         lr=lr,
@@ -77,16 +93,18 @@ def fit(
         checkpoint_every=max(1, min(200, steps)),
         device=device,
     )
-    trainer = Trainer(
-        model,
-        loss,
-        config,
-        out=out,
-        model_config=model_config,
-        quiet=quiet,
-        after_step=after_step,
-        remedy=remedy,
-    )
+
+
+def timed(trainer: Trainer, data: Dataset) -> Trained:
+    """``trainer.fit(data)`` timed as :func:`fit` times it, its cost kept beside the checkpoint
+    (:data:`~physml.tasks.prediff.training.COST_FILE`, read back when a finished run is
+    reloaded)."""
+    config = trainer.config
+    return _timed(trainer, data, trainer.model, config.steps, trainer.out, config.device)
+
+
+def _timed(trainer, data: Dataset, model: nn.Module, steps: int, out, device) -> Trained:
+    """:func:`timed` of a run of ``steps`` steps in ``out`` on ``device``, training ``model``."""
     clock = time.process_time if str(device) == "cpu" else time.perf_counter
     started = clock()
     report = trainer.fit(data)
@@ -103,19 +121,34 @@ def fit(
     )
 
 
+class TimedStages:
+    """A ``run_stage`` for :func:`physml.training.train_prediff`: each stage :func:`timed`, its
+    :class:`Trained` kept in ``trained`` by stage name (``autoencoder``, ``denoiser``)."""
+
+    def __init__(self) -> None:
+        self.trained: dict[str, Trained] = {}
+
+    def __call__(self, stage: str, trainer: Trainer, data: Dataset) -> TrainReport:
+        self.trained[stage] = timed(trainer, data)
+        return trainer.report_
+
+
 def autoencoder_frames(data: NBodyDigits) -> TensorDataset:
     """Every frame of ``data`` on its own, ``(1, 1, H, W)`` (a one-frame video), a view."""
     return TensorDataset(data.frames.reshape(-1, 1, *data.frames.shape[2:]))
+
+
+def new_autoencoder(scale: Scale, seed: int) -> FrameAutoencoder:
+    """A fresh frame autoencoder of ``scale``, weights from ``seed``."""
+    torch.manual_seed(seed)
+    return FrameAutoencoder(1, scale.latent_channels, scale.downsample, scale.autoencoder_width)
 
 
 def train_autoencoder(
     scale: Scale, train: NBodyDigits, out: Path, seed: int, quiet: bool, device: str = "cpu"
 ) -> Trained:
     """Stage 1: the frame autoencoder on every training frame."""
-    torch.manual_seed(seed)
-    autoencoder = FrameAutoencoder(
-        1, scale.latent_channels, scale.downsample, scale.autoencoder_width
-    )
+    autoencoder = new_autoencoder(scale, seed)
     return fit(
         autoencoder,
         autoencoder_loss,
@@ -182,6 +215,41 @@ def train_denoiser(
         model_config=prediff.config,
         device=device,
     )
+
+
+def trained_prediff(
+    scale: Scale,
+    train: NBodyDigits,
+    kind: str,
+    work: Path,
+    seed: int,
+    quiet: bool,
+    device: str = "cpu",
+) -> tuple[PreDiff, Trained, Trained]:
+    """PreDiff with the ``kind`` denoiser, both stages trained by
+    :func:`physml.training.train_prediff` in ``work/autoencoder`` and ``work/denoiser``: the
+    autoencoder on every training frame, the denoiser on the training pairs, as
+    :func:`train_autoencoder`, :func:`calibrated` and :func:`train_denoiser` do one by one; each
+    stage :func:`timed`."""
+    prediff = build_prediff(scale, kind, new_autoencoder(scale, seed), seed)
+    stages = TimedStages()
+    train_prediff(
+        prediff,
+        forecast_pairs(train, scale.t_in),
+        autoencoder=stage_config(
+            scale.autoencoder_steps, scale.autoencoder_batch, scale.lr, seed, device
+        ),
+        denoiser=stage_config(
+            scale.denoiser_steps[kind], scale.denoiser_batch, scale.lr, seed, device
+        ),
+        frames=train.frames,
+        out=work,
+        quiet=quiet,
+        calibrate_batch=8,
+        latent_batch=8,
+        run_stage=stages,
+    )
+    return prediff, stages.trained["autoencoder"], stages.trained["denoiser"]
 
 
 def train_regressor(
