@@ -11,6 +11,8 @@
 - :mod:`.probabilistic` — the ANP (:func:`~physml.training.train_anp`, reloaded by
   :func:`~physml.training.load_anp`) and deep ensembles (:func:`~physml.training.fit_ensemble`)
   trained through the same Trainer;
+- :mod:`.forecasting` — video forecasters (:func:`~physml.training.train_forecaster`, reloaded
+  by :func:`~physml.training.load_forecaster`) trained through the same Trainer;
 - :func:`~physml.training.load_run` — the model of a ``physml train`` run, rebuilt as
   ``physml evaluate`` does.
 """
@@ -19,6 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .commands import load_run
 from .distributed import World, world
 from .fingerprint import fingerprint
+from .forecasting import check_no_old_checkpoint, load_forecaster, train_forecaster
 from .probabilistic import MemberRows, Objective, fit_ensemble, load_anp, train_anp
 from .trainer import TrainConfig, Trainer, TrainReport
 
@@ -37,4 +40,8 @@ __all__ = [
     "load_run",
     "train_anp",
     "world",
+    # the video forecasters' trainer (its report: physml.training.forecasting.TrainReport)
+    "check_no_old_checkpoint",
+    "load_forecaster",
+    "train_forecaster",
 ]
