@@ -57,10 +57,9 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from physml.io import atomic_write_text  # noqa: E402
+from physml.io import atomic_write_text, load_torch_file, save_torch_file  # noqa: E402
 from physml.metrics import mean_se  # noqa: E402
 from physml.tasks import boon  # noqa: E402
-from physml.training.checkpoint import load_torch_file, save_torch_file  # noqa: E402
 
 NAME = "boon"
 ABLATION_CASES = ("heat-neumann", "stokes-dirichlet")  # also run boon-output (kernel=False)

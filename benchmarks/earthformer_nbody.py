@@ -8,7 +8,7 @@ Training sequences draw their sprites from the ``train`` handwriting pool and te
 from the disjoint ``test`` pool.
 Every learned model trains for the same budget of CPU seconds (``training_loss``, Adam with a
 cosine schedule over the budget, batch 16, one seed, the head ``ClampedOutput``) with
-:func:`physml.models.forecasting.train_forecaster`; :func:`~physml.models.forecasting.
+:func:`physml.training.forecasting.train_forecaster`; :func:`~physml.models.forecasting.
 evaluate_forecaster` scores the test set: MSE and MAE summed over each frame's pixels (Earthformer's
 convention, [0, 1] scale) and SSIM, averaged over sequences and lead times (per lead in the JSON).
 Methods: ``earthformer`` (8 global vectors), ``earthformer-noglobal``, ``unet``, ``convlstm``,
@@ -72,13 +72,15 @@ from physml.io import atomic_write_text, save_figure  # noqa: E402
 from physml.models.baselines import count_parameters  # noqa: E402
 from physml.models.forecasting import (  # noqa: E402
     ForecastScores,
-    check_no_old_checkpoint,
     evaluate_forecaster,
-    load_forecaster,
     score_forecast,
-    train_forecaster,
 )
 from physml.tasks.figures import frame_strip  # noqa: E402
+from physml.training.forecasting import (  # noqa: E402
+    check_no_old_checkpoint,
+    load_forecaster,
+    train_forecaster,
+)
 
 NAME = "earthformer_nbody"
 METHODS = (*MODELS, "physics-reference")

@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nbody_forecasting as bench  # noqa: E402
 from common import run_main  # noqa: E402
 
-from physml.models.forecasting import evaluate_forecaster, train_forecaster  # noqa: E402
+from physml.models.forecasting import evaluate_forecaster  # noqa: E402
+from physml.training.forecasting import train_forecaster  # noqa: E402
 
 LOSSES = {"mse": None, "l1": None, "mse+0.1l1": 0.1, "mse+l1": 1.0}
 """Loss names -> the L1 weight of :func:`nbody_forecasting.weighted_training_loss` (``None``:
-the named loss of :func:`~physml.models.forecasting.train_forecaster`)."""
+the named loss of :func:`~physml.training.forecasting.train_forecaster`)."""
 
 
 METHODS = bench.MODELS

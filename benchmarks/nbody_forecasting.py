@@ -123,7 +123,7 @@ def training_loss(
 
 def weighted_training_loss(l1_weight: float) -> Callable[..., torch.Tensor]:
     """:func:`training_loss` with the L1 weight ``l1_weight`` (>= 0), as a checkpoint of
-    :func:`~physml.models.forecasting.train_forecaster` can tell it apart: the benchmark's own
+    :func:`~physml.training.forecasting.train_forecaster` can tell it apart: the benchmark's own
     weight is :func:`training_loss` itself (recorded by its name, as before), another a
     ``functools.partial`` (recorded with its argument, ``training_loss(l1_weight=1.0)``), so a
     run resumed with another weight is refused instead of going on with a different loss."""
@@ -207,7 +207,7 @@ def build(method: str, scale: Scale, seed: int) -> nn.Module:
 
 def model_config(method: str, scale: Scale) -> dict[str, object]:
     """The settings :func:`build` makes ``method`` from (besides the seed): what a checkpoint of
-    :func:`~physml.models.forecasting.train_forecaster` records of the model."""
+    :func:`~physml.training.forecasting.train_forecaster` records of the model."""
     sizes = {"method": method, "t_in": scale.t_in, "t_out": scale.t_out, "size": scale.size}
     if method in GLOBAL_VECTORS:
         return {

@@ -11,6 +11,15 @@ class ConstraintError(ValueError):
     """A constraint that cannot be applied: infeasible, rank-deficient, or the wrong output kind."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here: another format, other data, another model."""
+
+
+class PythonObjectsError(CheckpointError):
+    """A ``torch.save`` file holding Python objects besides tensors, which are not loaded
+    (unpickling them could run any code)."""
+
+
 class ZeroNormError(ValueError):
     """A relative error asked of a target of zero norm, where it is undefined (a ``ValueError``,
     typed so that a caller can offer another error)."""

@@ -306,6 +306,58 @@ def test_the_writers_for_scripts_have_one_public_home():
     import physml.io
     import physml.tasks.figures
 
-    assert sorted(physml.io.__all__) == ["atomic_write_text", "save_figure", "strict_json"]
+    assert sorted(physml.io.__all__) == [
+        "atomic_write_text",
+        "load_torch_file",
+        "save_figure",
+        "save_torch_file",
+        "strict_json",
+    ]
     assert {getattr(physml.io, name).__module__ for name in physml.io.__all__} == {"physml.io"}
     assert not set(physml.io.__all__) & set(physml.tasks.figures.__all__)
+
+
+def test_a_torch_file_is_written_atomically_and_read_back_with_tensors_only(tmp_path, monkeypatch):
+    """``physml.io``'s torch files: what was saved reads back equal, an interrupted write keeps
+    the old file and leaves no temporary, and a file holding a Python object is refused, not
+    unpickled; the models save with them, and ``physml.training`` reads the same functions."""
+    import fractions
+
+    import torch
+
+    import physml.training.checkpoint as checkpoint
+    from physml.errors import CheckpointError, PythonObjectsError
+    from physml.io import load_torch_file, save_torch_file
+
+    path = tmp_path / "kept.pt"
+    saved = {"x": torch.arange(6.0).reshape(2, 3), "n": 3, "name": "u", "rows": [1.5, None]}
+    save_torch_file(path, saved)
+    read = load_torch_file(path, "kept values", "--keep")
+    assert read.keys() == saved.keys() and torch.equal(read["x"], saved["x"])
+    assert (read["n"], read["name"], read["rows"]) == (3, "u", [1.5, None])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt"]
+
+    def full_disk(value, file):
+        Path(file).write_bytes(b"PK\x03\x04 half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=re.escape(f"{str(path)!r} could not be written")):
+        save_torch_file(path, {"x": torch.zeros(2)})
+    monkeypatch.undo()
+    assert torch.equal(load_torch_file(path, "kept values")["x"], saved["x"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt"]
+
+    other = tmp_path / "object.pt"
+    torch.save({"x": fractions.Fraction(1, 3)}, other)
+    with pytest.raises(PythonObjectsError, match=r"^--keep: .*object\.pt.* Python objects"):
+        load_torch_file(other, "kept values", "--keep")
+    assert issubclass(PythonObjectsError, CheckpointError)
+    assert (checkpoint.save_torch_file, checkpoint.load_torch_file) == (
+        save_torch_file,
+        load_torch_file,
+    )
+    assert (checkpoint.CheckpointError, checkpoint.PythonObjectsError) == (
+        CheckpointError,
+        PythonObjectsError,
+    )

@@ -15,7 +15,8 @@ from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 
 from physml.models.baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
-from physml.models.forecasting import evaluate_forecaster, score_forecast, train_forecaster
+from physml.models.forecasting import evaluate_forecaster, score_forecast
+from physml.training.forecasting import train_forecaster
 
 H = W = 16
 
@@ -295,7 +296,7 @@ def train(model, checkpoint=None, on_step=None, seed=0, steps=6, data_seed=0, **
 
 def test_validation_time_does_not_count_against_the_budget(monkeypatch):
     """A fake clock: each training forward takes 1 s, each validation batch 10 s."""
-    from physml.models import forecasting
+    from physml.training import forecasting
 
     clock = [0.0]
 
@@ -583,7 +584,7 @@ def test_time_budget_stops_the_run(clock):
 def test_the_cpu_clock_is_the_one_a_cpu_budget_reads(monkeypatch):
     """clock="cpu": the budget and the seconds reported come from the CPU clock alone (the
     wall clock, read, would fail the run)."""
-    from physml.models import forecasting
+    from physml.training import forecasting
 
     timed = fake_clock(monkeypatch, 1.0)
     monkeypatch.setitem(forecasting.CLOCKS, "cpu", forecasting.CLOCKS["wall"])
@@ -716,7 +717,7 @@ class Reducer:
 def test_a_partial_loss_is_named_without_memory_addresses():
     """A partial holding a function or an object is named the same in every process: its
     repr's ``at 0x...`` would make every resume in a new process fail."""
-    from physml.models.forecasting import _loss_name
+    from physml.training.forecasting import _loss_name
 
     def loss(prediction, target, reduce):
         return reduce((prediction - target).square())
@@ -778,7 +779,7 @@ def offset_steps(model, **options):
 
 def fake_clock(monkeypatch, tick):
     """Replace the wall clock by one that moves ``tick`` seconds per training forward."""
-    from physml.models import forecasting
+    from physml.training import forecasting
 
     clock = [0.0]
 
@@ -1468,8 +1469,8 @@ def test_a_run_folder_named_like_the_trainers_words_is_quoted_as_it_is(tmp_path)
 
 
 def test_a_finished_run_is_read_back_without_training(tmp_path):
-    from physml.models.forecasting import load_forecaster
     from physml.training import CheckpointError
+    from physml.training.forecasting import load_forecaster
 
     path = tmp_path / "run"
     trained = build("unet", 3, 3, 1)
@@ -1492,8 +1493,8 @@ def test_a_finished_run_is_read_back_without_training(tmp_path):
 
 
 def test_an_old_single_file_checkpoint_beside_a_missing_run_folder_is_refused(tmp_path):
-    from physml.models.forecasting import check_no_old_checkpoint
     from physml.training import CheckpointError
+    from physml.training.forecasting import check_no_old_checkpoint
 
     check_no_old_checkpoint(tmp_path / "unet", "--work")  # nothing there: a fresh run
     (tmp_path / "unet.pt").write_bytes(b"old")
@@ -1515,7 +1516,7 @@ def test_the_old_checkpoint_check_takes_the_working_folder_and_refuses_bad_argum
     folder ``unet`` is not in its way: the folder exists), ``"/"`` has nothing beside it; an
     empty path, a path that is no path and an empty option name are refused naming the
     argument."""
-    from physml.models.forecasting import check_no_old_checkpoint
+    from physml.training.forecasting import check_no_old_checkpoint
 
     (tmp_path / "unet" / "sub").mkdir(parents=True)
     (tmp_path / "unet.pt").write_bytes(b"old")

@@ -309,7 +309,7 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
 def test_boon_kept_predictions_that_fail_their_check_are_named_by_out(tmp_path):
     """The boundary zoom's predictions lie in --out: a damaged one is refused naming that flag
     (not physml's checkpoint:) and what deleting it costs."""
-    from physml.training.checkpoint import save_torch_file
+    from physml.io import save_torch_file
 
     bench = load_benchmark("boon")
     zoom = tmp_path / ".boon-zoom-quick.pt"
@@ -709,7 +709,7 @@ def test_a_run_resumed_with_another_l1_weight_is_refused(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import nbody_forecasting as bench
 
-    from physml.models.forecasting import train_forecaster
+    from physml.training.forecasting import train_forecaster
 
     gen = torch.Generator().manual_seed(0)
     prediction, target = torch.rand(2, 3, 4, generator=gen), torch.rand(2, 3, 4, generator=gen)

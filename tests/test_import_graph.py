@@ -1,9 +1,11 @@
-"""DESIGN §2, the dependency direction: the constraints load no model module, no package imports
-a private name (``_x``) of another, and the benchmarks and notebooks use the public API only."""
+"""DESIGN §2, the dependency direction: every import points down the layers (the constraints load
+no model module, the models no training code), no package imports a private name (``_x``) of
+another, and the benchmarks and notebooks use the public API only."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -263,3 +265,231 @@ def test_a_boon_wrapped_fno_runs_without_loading_a_model_module():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
     ).stdout.splitlines()
     assert out == ["0.0 1.0", "[]"]
+
+
+# ------------------------------------------------------------------ layers
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pdes", ("pdes",)),
+    (
+        "core",
+        (
+            "physml._checks",
+            "physml._clock",
+            "physml._fno",
+            "physml._io",
+            "physml._progress",
+            "physml._ranks",
+            "physml._state",
+            "physml.errors",
+            "physml.io",
+            "physml.metrics",
+            "physml.outputs",
+            "physml.seeds",
+            "physml.signals",
+        ),
+    ),
+    ("data", ("physml.data",)),
+    ("constraints", ("physml.constraints",)),
+    ("models", ("physml.models",)),
+    ("training", ("physml.training",)),
+    ("updates", ("physml.updates",)),
+    ("tasks", ("physml.tasks",)),
+    ("cli", ("physml.cli", "physml.__main__")),
+)
+"""DESIGN §2's house, lowest first: a module may import from its own layer and the ones below,
+never from one above. ``physml`` itself (its ``__init__``) is no layer: it loads nothing but what
+a user asks of it, and a name read from it counts as an import of the module that defines it."""
+
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    ("physml.models.forecasting", "physml.training.forecasting"): (
+        "the old import paths physml.models(.forecasting).train_forecaster and the names that go "
+        "with it, forwarded by a module __getattr__ on first use; no model code calls them"
+    ),
+}
+"""Imports up the layers that are kept on purpose: ``(importer, imported) -> why``."""
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of the layer ``module`` belongs to (``None`` for ``physml``
+    itself and for modules of neither package)."""
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return index
+    return None
+
+
+def is_module(name: str) -> bool:
+    """Whether the dotted ``name`` is a module or package of the source tree."""
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def root_exports() -> dict[str, str]:
+    """The names ``physml`` itself offers, each with the module that defines it."""
+    exports = importlib.import_module("physml")._EXPORTS  # the package's own table of names
+    return {name: f"physml.{module}" for name, module in exports.items()}
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """``(line, module)`` for each module of ``pdes`` or ``physml`` the code ``source`` of
+    ``module`` imports, anywhere (a lazy import inside a function counts): ``import``,
+    ``from ... import`` (a submodule by its own name, a name read from ``physml`` by the module
+    that defines it) and ``importlib.import_module`` / ``__import__`` of a string constant, given
+    in the call or bound to a name at the module's top level."""
+    tree = ast.parse(source)
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            origin = imported_from(node, module, is_package)
+            for alias in node.names:
+                full = f"{origin}.{alias.name}"
+                if is_module(full):
+                    found.append((node.lineno, full))
+                elif origin == "physml":
+                    found.append((node.lineno, root_exports().get(alias.name, origin)))
+                else:
+                    found.append((node.lineno, origin))
+        elif isinstance(node, ast.Call) and node.args:
+            function = dotted(node.func)
+            if function not in (["importlib", "import_module"], ["import_module"], ["__import__"]):
+                continue
+            argument = node.args[0]
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                name = argument.value
+            elif isinstance(argument, ast.Name) and argument.id in constants:
+                name = constants[argument.id]
+            else:
+                continue
+            if name.startswith("."):
+                level = len(name) - len(name.lstrip("."))
+                relative = ast.ImportFrom(module=name[level:] or None, names=[], level=level)
+                name = imported_from(relative, module, is_package)
+            found.append((node.lineno, name))
+    ours = (item for item in found if item[1].split(".")[0] in ("pdes", "physml"))
+    return list(dict.fromkeys(ours))  # each module once per line
+
+
+def upward_imports(source: str, module: str, is_package: bool = False) -> list[str]:
+    """``line: imported (layer above layer)`` for each import of the code ``source`` of
+    ``module`` from a higher layer of :data:`LAYERS` than its own."""
+    own = layer_of(module)
+    found = []
+    for line, name in imported_modules(source, module, is_package):
+        theirs = layer_of(name)
+        if own is not None and theirs is not None and theirs > own:
+            found.append(f"{line}: {name} ({LAYERS[theirs][0]} above {LAYERS[own][0]})")
+    return found
+
+
+def source_modules() -> list[tuple[Path, str]]:
+    """Every module of ``pdes`` and ``physml`` with its dotted name."""
+    paths = sorted([*ROOT.glob("pdes/**/*.py"), *ROOT.glob("physml/**/*.py")])
+    return [(path, module_name(path)) for path in paths]
+
+
+def test_every_module_has_a_layer():
+    """A new package is placed in the house on purpose, not left out of the check."""
+    unplaced = [name for _, name in source_modules() if name != "physml" and layer_of(name) is None]
+    assert unplaced == []
+
+
+def test_imports_point_down_the_layers():
+    found = {}
+    for path, module in source_modules():
+        source = path.read_text(encoding="utf-8")
+        for hit in upward_imports(source, module, path.name == "__init__.py"):
+            imported = hit.split(": ", 1)[1].split(" (")[0]
+            found.setdefault((module, imported), []).append(f"{path.relative_to(ROOT)}:{hit}")
+    offenders = [hit for edge, hits in found.items() if edge not in ALLOWED_UPWARD for hit in hits]
+    assert offenders == []
+    assert sorted(set(ALLOWED_UPWARD) - set(found)) == [], "an allowed edge no longer exists"
+
+
+def test_the_layer_check_sees_every_kind_of_import_up():
+    source = (
+        "import importlib\n"
+        "from ..training.checkpoint import load_checkpoint\n"
+        "from .. import training, metrics\n"
+        "from physml import constrain, __version__\n"
+        "import physml.tasks.report\n"
+        "from .baselines import check_sequence\n"
+        "TRAINING = 'physml.training.forecasting'\n"
+        "def lazy():\n"
+        "    from ..training.generators import generators_kept\n"
+        "    from ..cli import main\n"
+        "    importlib.import_module(TRAINING)\n"
+        "    importlib.import_module('..updates', __package__)\n"
+        "    __import__('pdes.grid')\n"
+        "    from ..constraints import constrain\n"
+    )
+    assert upward_imports(source, "physml.models.probe") == [
+        "2: physml.training.checkpoint (training above models)",
+        "3: physml.training (training above models)",
+        "5: physml.tasks.report (tasks above models)",
+        "9: physml.training.generators (training above models)",
+        "10: physml.cli (cli above models)",
+        "11: physml.training.forecasting (training above models)",
+        "12: physml.updates (updates above models)",
+    ]
+    assert upward_imports(source, "physml.cli") == []
+    assert upward_imports("from physml import constrain\n", "physml.data.probe") == [
+        "1: physml.constraints (constraints above data)"
+    ]
+    assert upward_imports("from physml import __version__\n", "physml.data.probe") == []
+    assert upward_imports("import physml.metrics\n", "pdes.grid") == [
+        "1: physml.metrics (core above pdes)"
+    ]
+
+
+def test_the_models_load_no_training_code_yet_offer_the_forecasters_trainer_by_its_old_paths():
+    """Importing the models (and scoring, saving an ensemble) loads nothing of
+    ``physml.training``; ``train_forecaster`` and its names, at home there, still read from
+    ``physml.models`` and ``physml.models.forecasting``, loaded on first use."""
+    code = (
+        "import sys, tempfile, torch\n"
+        "from pathlib import Path\n"
+        "import physml.models\n"
+        "from physml.models import DeepEnsemble, Persistence, evaluate_forecaster\n"
+        "x = torch.rand(2, 3, 1, 4, 4)\n"
+        "evaluate_forecaster(Persistence(3), x, x)\n"
+        "path = Path(tempfile.mkdtemp()) / 'e.pt'\n"
+        "DeepEnsemble(in_features=1, members=2, width=4, depth=1).save(path)\n"
+        "DeepEnsemble.load(path)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('physml.training')))\n"
+        "from physml.models import TrainReport, load_forecaster, train_forecaster\n"
+        "from physml.models.forecasting import LOSSES, check_no_old_checkpoint\n"
+        "import physml.training as training\n"
+        "import physml.training.forecasting as home\n"
+        "print(train_forecaster is home.train_forecaster is training.train_forecaster,\n"
+        "      load_forecaster is home.load_forecaster is training.load_forecaster,\n"
+        "      check_no_old_checkpoint is home.check_no_old_checkpoint,\n"
+        "      TrainReport is home.TrainReport, LOSSES is home.LOSSES)\n"
+        "print(all(hasattr(physml.models, name) for name in physml.models.__all__),\n"
+        "      {'TrainReport', 'train_forecaster'} <= set(dir(physml.models)))\n"
+        "try:\n"
+        "    physml.models.forecasting.Trainer\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
+    ).stdout.splitlines()
+    assert out == [
+        "[]",
+        "True True True True True",
+        "True True",
+        "module 'physml.models.forecasting' has no attribute 'Trainer'",
+    ]

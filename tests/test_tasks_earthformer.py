@@ -274,7 +274,7 @@ def test_a_neuralop_forecaster_resumes_from_the_checkpoint_it_wrote(tmp_path):
     """A second train_forecaster on the same checkpoint (a rerun of the task into the same --out)
     reads the first one's file: stopped at 2 steps and resumed to 3, the weights equal 3 steps
     in one go."""
-    from physml.models.forecasting import train_forecaster
+    from physml.training.forecasting import train_forecaster
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, 2, 1, 16, 16, generator=generator)
@@ -308,7 +308,7 @@ def test_an_old_neuralop_forecaster_checkpoint_is_refused_in_one_line(tmp_path):
     """Older physml saved the raw state dict, whose neuralop ``_metadata`` holds classes (the
     FNO's init arguments, which neuralop wrote under that key; the FNO now leaves it out), in a
     single file: refused in one line, as any file where the run folder goes."""
-    from physml.models.forecasting import train_forecaster
+    from physml.training.forecasting import train_forecaster
 
     model = task.build("fno", TINY_FNO, 0)
     fno = next(module for module in model.modules() if hasattr(module, "_init_kwargs"))

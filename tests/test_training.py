@@ -18,7 +18,6 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from physml.data import gpme_sampler
 from physml.models import AttentiveNeuralProcess, DeepEnsemble
 from physml.models.baselines import Persistence
-from physml.models.forecasting import train_forecaster
 from physml.training import (
     CheckpointError,
     MemberRows,
@@ -29,6 +28,7 @@ from physml.training import (
     train_anp,
 )
 from physml.training.checkpoint import REMEDY
+from physml.training.forecasting import train_forecaster
 from physml.training.trainer import _batch
 
 F64 = torch.float64

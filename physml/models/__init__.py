@@ -24,33 +24,31 @@ from .cuboid import (
 from .earthformer import Earthformer
 from .energy_judge import EnergyJudge
 from .ensemble import DeepEnsemble
-from .forecasting import (
-    ForecastScores,
-    TrainReport,
-    evaluate_forecaster,
-    load_forecaster,
-    score_forecast,
-    train_forecaster,
-)
+from .forecasting import ForecastScores, evaluate_forecaster, score_forecast, training_name
 from .gp import ExactGPSurrogate, GridGP
 from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from .prediff import PreDiff
 
 _SPECTRAL = ("LeanSpectralConv", "OneActivationBlocks", "fast_fno", "plain_fno")
+_TRAINING = ("TrainReport", "load_forecaster", "train_forecaster")
 
 
 def __getattr__(name: str):
     """The FNO builders load :mod:`.spectral` (and neuralop, ~2 s) on first use, so importing
-    the models that need no Fourier layer stays quick."""
+    the models that need no Fourier layer stays quick; the forecaster's trainer
+    (:func:`~physml.training.forecasting.train_forecaster`, which lives above the models in
+    :mod:`physml.training`) is forwarded the same way."""
     if name in _SPECTRAL:
         from . import spectral
 
         return getattr(spectral, name)
+    if name in _TRAINING:
+        return training_name(__name__, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_SPECTRAL})
+    return sorted({*globals(), *_SPECTRAL, *_TRAINING})
 
 
 __all__ = [

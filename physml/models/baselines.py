@@ -2,7 +2,7 @@
 
 Every model maps a context sequence ``x`` ``(B, T_in, C, H, W)`` to a forecast
 ``(B, T_out, C, H, W)`` — the interface of :class:`physml.models.earthformer.Earthformer` — so
-:func:`physml.models.forecasting.train_forecaster` trains and compares any of them. Sizes are set
+:func:`physml.training.forecasting.train_forecaster` trains and compares any of them. Sizes are set
 by ``base``/``depth`` (UNet) and ``hidden``/``layers`` (ConvLSTM); :func:`count_parameters` makes
 comparisons at equal parameter counts easy (about 0.1–1 M parameters at the defaults' scale).
 

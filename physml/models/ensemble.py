@@ -21,6 +21,7 @@ from torch import nn
 from pdes.checks import positive_int
 
 from .._checks import as_tensor
+from ..io import load_torch_file, save_torch_file
 from ..outputs import Ensemble, Gaussian
 from ..seeds import derived_seed
 
@@ -259,8 +260,6 @@ class DeepEnsemble(nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the configuration (``output`` too where it is not the default), the dtype
         (``"float64"``) and the weights to ``path`` atomically."""
-        from ..training.checkpoint import save_torch_file  # physml.training imports physml.models
-
         config = dict(self.config)
         if self.output != KINDS[0]:
             config["output"] = self.output
@@ -284,8 +283,6 @@ class DeepEnsemble(nn.Module):
 def _read(path: Path, map_location: str | torch.device) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no DeepEnsemble checkpoint at {path}")
-    from ..training.checkpoint import load_torch_file  # physml.training imports physml.models
-
     content = load_torch_file(path, "a DeepEnsemble checkpoint", "path", RESAVE, map_location)
     if not isinstance(content, dict) or not {"config", "state"} <= set(content):
         raise ValueError(f"{path} is not a DeepEnsemble checkpoint (no 'config' and 'state')")

@@ -3,7 +3,7 @@
 Data: the ``navier-stokes`` recipe (periodic unit torus, ν = 1e-3, FNO's forcing, Gaussian random
 initial vorticity) on a 32×32 grid, one frame per unit of time; the first ``T_in`` frames of a
 sequence are the context and the next ``T_out`` the target. Methods, trained for the same
-wall-clock budget with :func:`physml.models.forecasting.train_forecaster` (the toy size: fixed
+wall-clock budget with :func:`physml.training.forecasting.train_forecaster` (the toy size: fixed
 steps, so that a run repeats; a few seconds each, not equal times: 3–5 s for the Earthformer's,
 about 3 s for the FNO's on a busy 2-core machine): Earthformer (axial
 cuboid attention, global vectors), FNO-2D with time as channels (``neuralop.models.FNO``,
@@ -33,7 +33,7 @@ from .. import models as surrogates  # FNO builders: neuralop loads on first use
 from ..io import atomic_write_text, save_figure, strict_json
 from ..models.baselines import Persistence, count_parameters
 from ..models.earthformer import Earthformer
-from ..models.forecasting import check_no_old_checkpoint, train_forecaster
+from ..training.forecasting import check_no_old_checkpoint, train_forecaster
 from . import Context, Row, Task, check_steps, register, run_label, run_settings
 
 NAME = "earthformer-ns"

@@ -5,16 +5,21 @@ model's config and the training data's fingerprint; written atomically, read wit
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from .._io import atomic_path
+# The torch-file helpers and their errors are at home in physml.io and physml.errors (a model
+# saves with them too); they are read from here as well.
+from ..errors import CheckpointError as CheckpointError
 from ..errors import ConstraintError
+from ..errors import PythonObjectsError as PythonObjectsError
+from ..io import HDF5_SIGNATURE as HDF5_SIGNATURE
+from ..io import RESTORE, load_torch_file, save_torch_file
+from ..io import ZIP_SIGNATURE as ZIP_SIGNATURE
+from ..io import refused_global as refused_global
+from ..io import torch_reason as torch_reason
 from .fingerprint import differences
 
 FORMAT = "physml-checkpoint/1"
@@ -33,179 +38,13 @@ KEYS = (
 """What every checkpoint of this format holds."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used here: another format, other data, another model."""
-
-
-class PythonObjectsError(CheckpointError):
-    """A ``torch.save`` file holding Python objects besides tensors, which are not loaded
-    (unpickling them could run any code)."""
-
-
-RESTORE = "restore an intact copy, or delete it to start that training over"
-"""What a refusal of a damaged checkpoint file advises by default."""
-ZIP_SIGNATURE = b"PK\x03\x04"
-"""How a zip archive (what ``torch.save`` writes) begins, truncated or not."""
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-"""How an HDF5 file (a dataset of physml generate) begins."""
-
-
 def checkpoint_path(directory: str | os.PathLike) -> Path:
     return Path(directory) / NAME
 
 
-def save_torch_file(path: str | os.PathLike, value: object) -> None:
-    """``torch.save(value)`` to ``path`` atomically. A failed write (a full disk: torch raises a
-    ``RuntimeError``) is an ``OSError`` naming ``path`` and the space left on its disk; ``path``
-    keeps what it held and no temporary file is left."""
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        try:
-            torch.save(value, temporary)
-        except RuntimeError as error:
-            raise OSError(
-                f"{str(path)!r} could not be written (torch.save: {_first_line(error)}); "
-                f"{_free_space(path.parent)}, and {str(path)!r} is left as it was"
-            ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-UNSAFE_ADVICE = re.compile(
-    r"weights_only\W*(set to|=)\W*False|arbitrary code|trusted source", re.IGNORECASE
-)
-"""What a sentence of torch's advice to load a file unsafely (running any code it holds) says."""
-REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
-"""The name of the object ``torch.load(weights_only=True)`` refused to unpickle, in either of
-torch's wordings ("Unsupported global: GLOBAL a.B was not an allowed global", "unsupported GLOBAL
-posix.system whose module posix is blocked")."""
-
-
-def torch_reason(error: BaseException) -> str:
-    """The first line of ``error`` from ``torch.load`` (its unpickler's own line where it has one:
-    "Unsupported operand 0") without torch's advice to load the file with
-    ``weights_only=False``, which would run any code the file holds."""
-    advice = getattr(torch.serialization, "UNSAFE_MESSAGE", "")
-    text = str(error).replace(advice, "") if advice else str(error)
-    unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)  # what it met, not where
-    line = unpickler[1] if unpickler else text.strip().partition("\n")[0]
-    sentences = re.split(r"(?<=\.)\s+", line)
-    kept = " ".join(sentence for sentence in sentences if not UNSAFE_ADVICE.search(sentence))
-    return kept.strip() or type(error).__name__
-
-
-def refused_global(error: BaseException) -> str | None:
-    """The Python object (``"posix.system"``) that ``torch.load(weights_only=True)`` refused to
-    unpickle, as ``error`` names it; ``None`` where it names none."""
-    found = REFUSED_GLOBAL.search(str(error))
-    return found[1] if found else None
-
-
-def _free_space(folder: Path) -> str:
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return "the free space on its disk is unknown"
-    return f"{free / 1e6:.3g} MB free on its disk"
-
-
-def load_torch_file(
-    path: str | os.PathLike,
-    what: str,
-    argument: str = "checkpoint",
-    remedy: str = RESTORE,
-    map_location: str | torch.device = "cpu",
-    data_argument: str | None = None,
-) -> object:
-    """``torch.load(path, weights_only=True)`` once every entry of the zip archive ``torch.save``
-    wrote passes its CRC-32 check (``torch.load`` checks none: a flipped bit would load as another
-    number). A file it cannot load is a :class:`CheckpointError` naming ``argument`` and ``path``
-    and saying why it is not ``what`` (``"a checkpoint of physml train"``): an HDF5 file (a
-    dataset: pass it as ``data_argument``, when given) or another file that is no zip archive of
-    ``torch.save``, or one holding Python objects besides tensors (a :class:`PythonObjectsError`);
-    only a damaged or truncated archive, or one ``torch.load`` fails on, ends with ``remedy``
-    (restore it or delete it). Reads the file twice: the CRC-32 check costs about as much as
-    ``torch.load`` itself (some 0.2 s per GB)."""
-    _check_archive(Path(path), what, argument, remedy, data_argument)
-    refused = f"{argument}: {str(path)!r} cannot be read as {what}"
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # objects besides tensors, or a pickle torch cannot read
-        named = refused_global(error)
-        if named is not None:  # a damaged pickle is an UnpicklingError too, naming no object
-            raise PythonObjectsError(
-                f"{refused}: it holds Python objects besides tensors (among them {named!r}), "
-                f"which are not loaded (only tensors, numbers, strings and containers are); "
-                f"{remedy}"
-            ) from None
-        raise CheckpointError(
-            f"{refused} (torch.load: {type(error).__name__} {torch_reason(error)}); {remedy}"
-        ) from None
-
-
-def _check_archive(
-    path: Path, what: str, argument: str, remedy: str, data_argument: str | None
-) -> None:
-    """A :class:`CheckpointError` unless ``path`` is a whole zip archive of ``torch.save`` whose
-    entries are stored uncompressed, as ``torch.save`` stores them (a compressed one is not
-    unpacked: a few MB may unpack to GBs), and pass their CRC-32 checks (see
-    :func:`load_torch_file`)."""
-    named = f"{argument}: {str(path)!r}"
-    refused = f"{named} cannot be read as {what}"
-    try:
-        with open(path, "rb") as file:
-            start = file.read(len(HDF5_SIGNATURE))
-    except OSError as error:
-        raise CheckpointError(f"{refused} ({_first_line(error)})") from None
-    if start == HDF5_SIGNATURE:
-        passed = "" if data_argument is None else f"; pass it as {data_argument}"
-        raise CheckpointError(f"{named} is an HDF5 file (a dataset?), not {what}{passed}")
-    if start and not start.startswith(ZIP_SIGNATURE) and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{named} is not {what} (not a zip archive, as torch.save writes)")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            compressed = [
-                entry.filename
-                for entry in archive.infolist()
-                if entry.compress_type != zipfile.ZIP_STORED
-            ]
-            damaged = None if compressed else archive.testzip()
-            names = archive.namelist()
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{refused}: it is an incomplete zip archive (a truncated copy? zipfile: "
-            f"{_first_line(error)}); {remedy}"
-        ) from None
-    if compressed:
-        raise CheckpointError(
-            f"{refused}: its entry {_entry(compressed[0])!r} is compressed, which torch.save "
-            f"never does (an altered file, or one of torch.jit.save?), and is not unpacked; "
-            f"{remedy}"
-        )
-    if damaged is not None:
-        raise CheckpointError(
-            f"{refused}: it is damaged (its entry {_entry(damaged)!r} fails its CRC-32 check: a "
-            f"bit changed on disk or in a copy); {remedy}"
-        )
-    if not any(name.endswith("/data.pkl") for name in names):
-        raise CheckpointError(
-            f"{named} is not {what} (a zip archive, but not one torch.save writes: it holds no "
-            "data.pkl)"
-        )
-
-
-def _entry(name: str) -> str:
-    """An entry's name past the folder ``torch.save`` puts every entry in (named after a
-    temporary file)."""
-    return name.split("/", 1)[-1]
-
-
 def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically (a failed
-    write is an ``OSError``, the previous checkpoint kept: :func:`save_torch_file`)."""
+    write is an ``OSError``, the previous checkpoint kept: :func:`~physml.io.save_torch_file`)."""
     path = checkpoint_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_torch_file(path, {"format": FORMAT, **state})
@@ -220,7 +59,7 @@ def load_checkpoint(
     remedy: str = RESTORE,
 ) -> dict:
     """The checkpoint in ``directory`` (a folder or the file itself), its CRC-32s and format
-    checked (:func:`load_torch_file`), its tensors on ``map_location`` (a device, as for
+    checked (:func:`~physml.io.load_torch_file`), its tensors on ``map_location`` (a device, as for
     ``torch.load``); ``argument`` names ``directory`` in the errors (physml evaluate's
     ``--checkpoint``), ``data_argument`` where the data file goes when ``directory`` is one
     (``--data``), ``remedy`` what a damaged one's refusal advises."""

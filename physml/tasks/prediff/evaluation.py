@@ -19,13 +19,13 @@ from ... import metrics
 from ..._checks import flag
 from ..._progress import progress_bar
 from ...constraints import KnowledgeControl, constrain
+from ...io import load_torch_file, save_torch_file
 from ...metrics import bootstrap_se, spread_skill
 from ...models.forecasting import score_forecast
 from ...models.prediff import (
     PreDiff,
 )
 from ...seeds import derived_seed
-from ...training.checkpoint import load_torch_file, save_torch_file
 from .data import FrameIntensity, Scale, mean_intensity
 
 

@@ -17,7 +17,8 @@ from pdes.heat import random_modes, solve_heat
 from pdes.problems import generator
 from pdes.random_fields import gaussian_random_field_1d
 
-from ...training.checkpoint import CheckpointError, load_torch_file, save_torch_file
+from ...errors import CheckpointError
+from ...io import load_torch_file, save_torch_file
 
 F64 = torch.float64
 EQUATIONS = ("burgers", "heat")
