@@ -69,6 +69,11 @@ INTEGER_SETTINGS = {
 }
 """The integer settings of :class:`TrainConfig` and their least values."""
 MAX_SEED = 2**62
+OPTIONAL_SETTINGS = {
+    "budget_s": ("a finite number of seconds > 0", "no time budget"),
+    "clip": ("a finite number > 0", "no clipping"),
+}
+"""The settings that may be None: what a value must be, and what None means."""
 EXTRA_STATE = "_extra_state"
 """The last part of the state-dict key of a module's ``get_extra_state()``."""
 LOCK = ".train.lock"
@@ -132,9 +137,7 @@ class TrainConfig:
         object.__setattr__(
             self,
             "budget_s",
-            optional_positive(
-                "budget_s", self.budget_s, "a finite number of seconds > 0", "no time budget"
-            ),
+            optional_positive("budget_s", self.budget_s, *OPTIONAL_SETTINGS["budget_s"]),
         )
         if self.steps is None and self.budget_s is None:
             raise ValueError(
@@ -156,7 +159,7 @@ class TrainConfig:
         plain["lr"] = optional_positive("lr", self.lr)
         plain["weight_decay"] = non_negative("weight_decay", self.weight_decay)
         if self.clip is not None:
-            plain["clip"] = optional_positive("clip", self.clip, none="no clipping")
+            plain["clip"] = optional_positive("clip", self.clip, *OPTIONAL_SETTINGS["clip"])
         for name, value in plain.items():  # numpy numbers would not load with weights_only=True
             object.__setattr__(self, name, value)
         choice("schedule", self.schedule, SCHEDULES)
