@@ -102,21 +102,17 @@ def test_the_seeds_of_a_block_of_samples_are_sample_seed_s(seed, monkeypatch):
         assert got.tolist() == [sample_seed(seed, i) for i in range(start, stop)]
 
 
-def test_generating_a_dataset_with_a_repeat_warns_naming_samples_the_file_holds_twice(tmp_path):
+def test_the_file_holds_the_two_samples_of_a_repeat_twice_and_only_shard_0_warns(tmp_path):
     (pair,) = pairs_by_brute_force(SEED, N)
     num_shards = N // (N - pair[0])  # the last shard, of N // num_shards >= N - i samples,
     shard = num_shards - 1  # holds both samples (j = N - 1), a fifth of the dataset at most
     assert set(pair) <= set(shard_range(N, shard, num_shards)) and num_shards >= 5
-    with pytest.warns(UserWarning, match=rf"seed=0, n={N}: 1 sample repeats another") as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
         path = generate_dataset(
             "toy", tmp_path / "toy.h5", n=N, seed=SEED, shard=shard, num_shards=num_shards,
             chunk=N, progress=False,
         )  # fmt: skip
-    (repeat,) = repeats_of(record)
-    assert f"samples {pair[0]} = {pair[1]} have seeds" in str(repeat.message)
-    assert "another seed or fewer samples" in str(repeat.message)
-    assert "leaks the test into training" in str(repeat.message)
-    assert repeat.filename == __file__  # names the user's line
     with h5py.File(path) as f:
         rows = np.searchsorted(f["sample_index"][()], pair)
         assert f["sample_index"][()][rows].tolist() == list(pair)
@@ -143,13 +139,25 @@ def test_a_built_in_recipe_solves_the_two_seeds_of_a_repeat_to_one_sample(pde, s
     assert (batch.u[0] - batch.u[1]).abs().max() > 1e-3 * scale
 
 
-def test_every_shard_checks_the_whole_dataset(tmp_path):
+def test_shard_0_checks_the_whole_dataset_and_the_others_do_not(tmp_path):
     """Shard 0 of 100 holds neither sample of the pair, and still warns of them."""
     (pair,) = pairs_by_brute_force(SEED, N)
     assert pair[0] not in shard_range(N, 0, 100) and pair[1] not in shard_range(N, 0, 100)
-    with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds"):
+    with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds") as record:
         generate_dataset(
             "toy", tmp_path / "toy.h5", n=N, seed=SEED, num_shards=100, chunk=2000,
+            progress=False,
+        )  # fmt: skip
+    (repeat,) = repeats_of(record)
+    message = str(repeat.message)
+    assert f"seed=0, n={N}: 1 sample repeats another" in message
+    assert "leaks the test into training" in message
+    assert "another seed or fewer samples" in message
+    assert repeat.filename == __file__  # names the user's line
+    with warnings.catch_warnings():  # the other shards leave the check to shard 0
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        generate_dataset(
+            "toy", tmp_path / "toy.h5", n=N, seed=SEED, shard=99, num_shards=100, chunk=2000,
             progress=False,
         )  # fmt: skip
 
@@ -214,3 +222,44 @@ def test_a_dataset_too_large_to_list_is_warned_of_with_the_expected_number(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
         generate_dataset("toy", tmp_path / "nine.h5", n=9, seed=4, progress=False)
+
+
+def _seeds_repeating(pairs: dict[int, int]):
+    """A stand-in for ``_sample_seeds``: sample ``i`` has low word ``i`` (its high word ``i``
+    too), but the low word of sample ``j`` is ``pairs[j]``'s: each ``(pairs[j], j)`` repeats."""
+
+    def seeds(seed, start, stop):
+        index = np.arange(start, stop, dtype=np.int64)
+        low = np.array([pairs.get(i, i) for i in range(start, stop)], dtype=np.int64)
+        return (index << 32) + low
+
+    return seeds
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_a_rerun_of_a_finished_dataset_does_not_warn_again(tmp_path, monkeypatch, num_shards):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({3: 1}))
+    out = tmp_path / "toy.h5"
+    with pytest.warns(UserWarning) as record:
+        written = generate_dataset("toy", out, n=4, num_shards=num_shards, progress=False)
+    assert len(repeats_of(record)) == 1
+    with warnings.catch_warnings():  # a requeued job: the file is kept and returned
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        assert generate_dataset("toy", out, n=4, num_shards=num_shards, progress=False) == written
+
+
+def test_a_refused_call_does_not_warn(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({3: 1}))
+    other = tmp_path / "other.h5"
+    generate_dataset("toy", other, n=6, progress=False)  # its seeds repeat too: warned of
+    index = tmp_path / "index.h5"
+    index.write_bytes(b"")  # stands for the index of an earlier dataset
+    (tmp_path / "folder.h5").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        with pytest.raises(FileExistsError, match="already exists"):
+            generate_dataset("toy", other, n=4, progress=False)  # holds another dataset
+        with pytest.raises(FileExistsError, match=r"^out: index .* already exists"):
+            generate_dataset("toy", index, n=4, num_shards=2, progress=False)
+        with pytest.raises(ValueError, match="is a folder"):
+            generate_dataset("toy", tmp_path / "folder.h5", n=4, progress=False)

@@ -13,8 +13,8 @@ interruptions (bitwise) nor on chunk size or sharding (to round-off: a batched s
 the last bits of a sample differently in another batch). The recipes' torch generators keep only
 a seed's low 32 bits, so two samples whose seeds agree there are identical (a pair in about 1 %
 of 10 000-sample datasets, 69 % of 100 000-sample ones): generation warns naming them
-(:class:`RepeatedSamplesWarning`, every shard checking the whole dataset), and
-:func:`repeated_streams` lists them for a seed and size before generating.
+(:class:`RepeatedSamplesWarning`, once: shard 0's run checks the whole dataset before it solves
+samples), and :func:`repeated_streams` lists them for a seed and size before generating.
 
 File layout: ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
 array per PDE parameter under ``params/``, further output fields under ``fields/``,
@@ -214,7 +214,7 @@ number."""
 
 def _warn_of_repeated_samples(seed: int, n: int) -> None:
     """A :class:`RepeatedSamplesWarning` naming the identical samples of the dataset ``(seed,
-    n)``, if it has any (every shard's run checks the whole dataset)."""
+    n)``, if it has any."""
     why = (
         "seeds that agree in their low 32 bits, all that torch's CPU generator keeps "
         "(pdes.problems.generator, which every built-in recipe draws with), so they draw the "
@@ -701,7 +701,6 @@ def generate_dataset(
     workdir = final.with_name(final.name + ".partial")
     lock = final.with_name(f".{final.name}.lock")
     manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
-    _warn_of_repeated_samples(seed, n)
     try:
         _check_output(final, overwrite, overwrite_hint)
     except FileExistsError:
@@ -773,6 +772,8 @@ def _generate_locked(
     indices = shard_range(n, shard, num_shards)
     starts = list(range(indices.start, indices.stop, chunk))
     done = sum(min(chunk, indices.stop - s) for s in starts if _chunk_file(workdir, s).exists())
+    if shard == 0 and done < len(indices):  # one check a dataset, by a job that solves
+        _warn_of_repeated_samples(seed, n)
     desc = f"{problem.name} [{shard + 1}/{num_shards}]"
     bar = progress_bar(None, progress, desc, len(indices), initial=done, unit="sample")
     with bar:
