@@ -139,8 +139,11 @@ def test_a_built_in_recipe_solves_the_two_seeds_of_a_repeat_to_one_sample(pde, s
     assert (batch.u[0] - batch.u[1]).abs().max() > 1e-3 * scale
 
 
-def test_shard_0_checks_the_whole_dataset_and_the_others_do_not(tmp_path):
-    """Shard 0 of 100 holds neither sample of the pair, and still warns of them."""
+def test_shard_0_checks_the_whole_dataset_and_says_another_seed_cannot_help_at_this_size(
+    tmp_path,
+):
+    """Shard 0 of 100 holds neither sample of the pair, and still warns of them; at N samples
+    every seed repeats about N**2 / 2**33 = 1.24 samples, so the warning says to drop them."""
     (pair,) = pairs_by_brute_force(SEED, N)
     assert pair[0] not in shard_range(N, 0, 100) and pair[1] not in shard_range(N, 0, 100)
     with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds") as record:
@@ -152,7 +155,13 @@ def test_shard_0_checks_the_whole_dataset_and_the_others_do_not(tmp_path):
     message = str(repeat.message)
     assert f"seed=0, n={N}: 1 sample repeats another" in message
     assert "leaks the test into training" in message
-    assert "another seed or fewer samples" in message
+    assert (
+        f"At this size every seed repeats about {N * N / 2**33:.3g} samples, so another seed "
+        "does not help: keep the first sample of each group that "
+        "physml.data.repeated_streams(seed, n) lists and drop the others, or generate fewer "
+        "samples"
+    ) in message
+    assert "another seed or fewer" not in message
     assert repeat.filename == __file__  # names the user's line
     with warnings.catch_warnings():  # the other shards leave the check to shard 0
         warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
@@ -216,7 +225,12 @@ def test_a_dataset_too_large_to_list_is_warned_of_with_the_expected_number(tmp_p
     expected = f"{10 * 10 / 2**33:.3g}"  # n**2 / 2**33 samples repeat others, for n << 2**32
     with pytest.warns(UserWarning, match=rf"seed=4, n=10: about {expected} samples repeat") as got:
         generate_dataset("toy", tmp_path / "toy.h5", n=10, seed=4, progress=False)
-    assert len(repeats_of(got)) == 1
+    (repeat,) = repeats_of(got)
+    assert str(repeat.message).endswith(
+        f"At this size every seed repeats about {expected} samples, so another seed does not "
+        "help: keep the first sample of each group that physml.data.repeated_streams(seed, n) "
+        "lists and drop the others, or generate fewer samples"
+    )
     monkeypatch.undo()
     monkeypatch.setattr(generate_module, "LISTED_UP_TO", 9)  # 9 samples: listed, none repeat
     with warnings.catch_warnings():
@@ -234,6 +248,42 @@ def _seeds_repeating(pairs: dict[int, int]):
         return (index << 32) + low
 
     return seeds
+
+
+def test_below_one_expected_repeat_the_warning_says_to_take_another_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({9: 2}))
+    with pytest.warns(UserWarning) as record:
+        generate_dataset("toy", tmp_path / "toy.h5", n=10, seed=4, progress=False)
+    (repeat,) = repeats_of(record)
+    assert str(repeat.message).endswith(
+        "leaks the test into training. Generate with another seed or fewer samples "
+        "(physml.data.repeated_streams(seed, n) lists them beforehand)"
+    )
+
+
+def test_a_built_in_recipe_is_said_to_draw_alike_and_one_of_ones_own_only_if_it_draws_so(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({2: 0}))
+    found = {}
+    for pde, settings in (("heat", {"nx": 9, "nt": 3}), ("toy", {})):
+        with pytest.warns(UserWarning) as record:
+            generate_dataset(pde, tmp_path / f"{pde}.h5", n=3, progress=False, **settings)
+        (repeat,) = repeats_of(record)
+        found[pde] = str(repeat.message)
+    low_bits = (
+        "samples 0 = 2 have seeds that agree in their low 32 bits, all that torch's CPU "
+        "generator keeps, "
+    )
+    assert (
+        low_bits + "so they draw the same numbers (pdes.problems.generator, which every built-in "
+        "recipe draws with): identical samples; split between"
+    ) in found["heat"]
+    assert (
+        low_bits + "so they are identical samples if recipe 'toy' draws with "
+        "pdes.problems.generator, as every built-in recipe does, or another torch CPU "
+        "generator; split between"
+    ) in found["toy"]
 
 
 @pytest.mark.parametrize("num_shards", [1, 2])
