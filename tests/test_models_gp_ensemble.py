@@ -1128,3 +1128,21 @@ def test_a_gp_fits_under_no_grad_as_it_does_outside_it():
             inside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
         for key, value in outside.hyperparameters().items():
             assert torch.equal(value, inside.hyperparameters()[key]), (optimizer, key)
+
+
+def test_a_gp_fits_and_predicts_under_inference_mode_as_it_does_outside_it():
+    """``torch.inference_mode()`` around the fit (evaluation code) changes nothing either, for
+    either optimiser, and a GridGP called there gives the posterior it gives outside."""
+    _, _, cx, cy = diffusion_context(T=4, X=4, noise=0.01)
+    t, x = torch.linspace(0.0, 1.0, 3, dtype=torch.float64), torch.linspace(0.0, 1.0, 4)
+    for optimizer in ("adam", "lbfgs"):
+        outside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
+        with torch.inference_mode():
+            inside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
+        for key, value in outside.hyperparameters().items():
+            assert torch.equal(value, inside.hyperparameters()[key]), (optimizer, key)
+    grid = ExactGPSurrogate(iterations=4).on_grid(t, x)
+    expected = grid(cx[None], cy[None])
+    with torch.inference_mode():
+        got = grid(cx[None], cy[None])
+    assert torch.equal(got.mean, expected.mean) and torch.equal(got.cov, expected.cov)

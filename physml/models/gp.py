@@ -103,7 +103,9 @@ class ExactGPSurrogate:
 
     def fit(self, context_x: torch.Tensor, context_y: torch.Tensor) -> ExactGPSurrogate:
         """Maximise the marginal likelihood on one function's context: ``context_x (Nc, 2)``
-        rows ``(t, x)``, ``context_y (Nc,)`` values. Returns ``self``."""
+        rows ``(t, x)``, ``context_y (Nc,)`` values. Returns ``self``. The fit takes gradient
+        steps of its own, so ``torch.no_grad()`` or ``torch.inference_mode()`` around it (as
+        evaluation code has) changes nothing."""
         x = as_tensor("context_x", context_x, "(Nc, 2)", 2, last=2)
         y = as_tensor("context_y", context_y, "(Nc,)", 1, device=x.device)
         if y.shape[0] != x.shape[0]:
@@ -114,7 +116,8 @@ class ExactGPSurrogate:
         if x.shape[0] < 2:
             raise ValueError(f"context_x must hold at least 2 points, got {x.shape[0]}")
         try:
-            return self._fit(x, y)
+            with torch.inference_mode(False):  # the fit's gradient steps, under inference_mode
+                return self._fit(x.clone(), y.clone())  # tensors made there take no autograd
         except Exception:  # half of the new fit's state beside the old factors: unfit instead
             for name in ("model_", "likelihood_"):
                 self.__dict__.pop(name, None)
