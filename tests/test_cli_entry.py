@@ -161,6 +161,25 @@ def test_import_physml_still_reaches_every_public_submodule_and_export():
     assert result.stdout.strip() == "ok"
 
 
+def test_a_missing_attribute_does_not_list_the_package_folder_again(monkeypatch):
+    """``hasattr(physml, name)`` on a missing name asks which submodules exist: the folder is
+    listed once a process, not at every miss."""
+    import physml
+
+    listed = []
+    iter_modules = physml._pkgutil.iter_modules
+
+    def counted(*args, **kwargs):
+        listed.append(args)
+        return iter_modules(*args, **kwargs)
+
+    monkeypatch.setattr(physml._pkgutil, "iter_modules", counted)
+    for _ in range(3):
+        assert not hasattr(physml, "no_such_module")
+    assert physml.metrics is not None and "metrics" in dir(physml)
+    assert len(listed) <= 1
+
+
 def test_dir_physml_lists_what_it_serves_and_no_helper():
     """``dir(physml)`` lists every public submodule (served on first use) and the exports, but
     no helper the package imports for itself; a dotted name is no attribute."""
