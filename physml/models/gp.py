@@ -19,7 +19,7 @@ import torch
 from linear_operator.utils.errors import NotPSDError
 from torch import nn
 
-from .._checks import as_tensor, flag
+from .._checks import as_tensor, choice, flag
 from .._progress import progress_bar
 from ..data.points import grid_points
 from ..outputs import Gaussian
@@ -293,8 +293,7 @@ class ExactGPSurrogate:
         in ``t`` and ``x`` when either requires grad (the fit held fixed); no graph otherwise, nor
         under ``torch.no_grad()``."""
         self._check_fitted()
-        if covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        choice("covariance", covariance, COVARIANCES)
         device = self._L.device
         t = as_tensor("t", t, "(T,)", 1, device=device)
         x = as_tensor("x", x, "(X,)", 1, device=device)
@@ -358,8 +357,7 @@ class ExactGPSurrogate:
             )
         if context_x.shape[0] == 0:
             raise ValueError("context_x must hold at least one function, got B = 0")
-        if covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        choice("covariance", covariance, COVARIANCES)
         means, covs, found = [], [], []
         for b in progress_bar(range(context_x.shape[0]), progress, "GP fits"):
             self.fit(context_x[b], context_y[b])
@@ -413,8 +411,7 @@ class GridGP(nn.Module):
         super().__init__()
         if not isinstance(gp, ExactGPSurrogate):
             raise TypeError(f"gp must be an ExactGPSurrogate, got {type(gp).__name__}")
-        if not isinstance(covariance, str) or covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        choice("covariance", covariance, COVARIANCES)
         self.gp = gp
         self.t = as_tensor("t", t, "(T,)", 1)
         self.x = as_tensor("x", x, "(X,)", 1)
