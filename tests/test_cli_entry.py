@@ -14,7 +14,7 @@ import pytest
 
 import physml.cli
 from physml.__main__ import main
-from physml.signals import Terminated
+from physml.signals import Terminated, say_interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +89,28 @@ def test_a_ctrl_c_while_loading_with_a_rank_that_is_no_integer_is_said_with_the_
         "",
         "physml: error: the environment variable RANK must be an integer (torchrun sets it), "
         "got 'first'\n\nphysml: interrupted\n",
+    )
+
+
+def test_say_interrupted_says_one_line_on_rank_zero_and_asks_the_hint_only_there(capsys):
+    """The one helper both the entry and the command line say a stop with."""
+    asked = []
+
+    def hint() -> str:
+        asked.append(True)
+        return "; rerun it"
+
+    def no_integer() -> int:
+        raise ValueError("the environment variable RANK must be an integer, got 'x'")
+
+    assert say_interrupted("physml run", Terminated(signal.SIGTERM), lambda: 1, hint) == 143
+    assert capsys.readouterr() == ("", "") and asked == []
+    assert say_interrupted("physml run", KeyboardInterrupt(), lambda: 0, hint) == 130
+    assert capsys.readouterr() == ("", "\nphysml run: interrupted; rerun it\n")
+    assert say_interrupted("physml", KeyboardInterrupt(), no_integer) == 130
+    assert capsys.readouterr().err == (
+        "physml: error: the environment variable RANK must be an integer, got 'x'\n"
+        "\nphysml: interrupted\n"
     )
 
 
