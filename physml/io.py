@@ -7,6 +7,7 @@ import json
 import math
 import numbers
 import os
+from typing import Literal
 
 from ._checks import file_path
 from ._io import atomic_path
@@ -41,7 +42,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: float | str = 110, **options: object) -> None:
+def save_figure(
+    fig, path: str | os.PathLike, dpi: float | Literal["figure"] = 110, **options: object
+) -> None:
     """Write the matplotlib figure ``fig`` to ``path`` as a PNG atomically (creating the folder),
     then close it, also when the write fails or ``path`` or ``dpi`` is refused: the figure was
     handed over to be saved and closed. ``dpi`` (dots per inch, > 0, or ``"figure"``: the

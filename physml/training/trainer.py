@@ -362,7 +362,8 @@ class Trainer:
         out: the run's folder (``"."`` for the working folder; ``""`` is refused); a
             checkpoint there is resumed (same data, same model config).
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
-        quiet: no progress bar (there is none either where stderr is not a terminal).
+        quiet: no progress bar (none is drawn either where stderr is neither a terminal nor
+            a Jupyter kernel's output).
         after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
             counts the steps done), before that step's validation; state it keeps must live in
             the model (an EMA copy as a submodule) so that it is checkpointed and resumed with it.
