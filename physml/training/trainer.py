@@ -73,7 +73,7 @@ OPTIONAL_SETTINGS = {
     "budget_s": ("a finite number of seconds > 0", "no time budget"),
     "clip": ("a finite number > 0", "no clipping"),
 }
-"""The settings that may be None: what a value must be, and what None means."""
+"""For each setting that may be None, what its value must be and what None means."""
 EXTRA_STATE = "_extra_state"
 """The last part of the state-dict key of a module's ``get_extra_state()``."""
 LOCK = ".train.lock"
