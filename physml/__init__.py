@@ -5,6 +5,7 @@ to the data made by the ``pdes`` solvers.
 """
 
 # Helpers under private names: a public one would read as part of physml's API.
+import functools as _functools
 import importlib as _importlib
 import importlib.metadata as _metadata
 import pkgutil as _pkgutil
@@ -31,11 +32,13 @@ _EXPORTS = {
 }
 
 
-def _submodules() -> set[str]:
+@_functools.cache
+def _submodules() -> frozenset[str]:
     """The names of physml's public submodules and subpackages (``metrics``, ``models``, ...):
-    those in its folder whose name has no leading underscore."""
+    those in its folder whose name has no leading underscore; the folder is listed once, not on
+    every missing attribute (``hasattr`` asks this)."""
     names = (module.name for module in _pkgutil.iter_modules(__path__))
-    return {name for name in names if name.isidentifier() and not name.startswith("_")}
+    return frozenset(name for name in names if name.isidentifier() and not name.startswith("_"))
 
 
 def __getattr__(name: str):

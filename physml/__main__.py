@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from physml._ranks import environment_rank
-from physml.signals import interrupted, say_stopped
+from physml.signals import say_interrupted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,15 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(argv)
     except KeyboardInterrupt as error:
-        how, status = interrupted(error)
-        try:
-            says = environment_rank() == 0
-        except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
-            say_stopped(f"physml: error: {problem}")
-            says = True
-        if says:
-            say_stopped(f"\nphysml: {how}")
-        return status
+        return say_interrupted("physml", error, environment_rank)
 
 
 if __name__ == "__main__":

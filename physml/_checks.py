@@ -135,7 +135,11 @@ def flag(name: str, value: object) -> bool:
 
 
 def optional_positive(
-    name: str, value: object, expected: str = "a finite number > 0", none: str | None = None
+    name: str,
+    value: object,
+    expected: str = "a finite number > 0",
+    none: str | None = None,
+    unset: str | None = None,
 ) -> float | None:
     """``value`` as a float when it is a finite number > 0, ``expected`` wording that in the
     message (e.g. ``"a finite number of seconds > 0"``); ``None`` as it is where ``none`` says
@@ -144,16 +148,17 @@ def optional_positive(
     What is no number (text, a boolean) is a ``TypeError``, a number out of range (0, negative,
     inf, NaN) a ``ValueError``, each ``"{name} must be {expected}[ or None], got {value!r}"``;
     where None is taken, the ``ValueError`` adds how to ask for ``none``, since 0 or inf is what
-    a caller who meant it tends to pass."""
+    a caller who meant it tends to pass: ``"pass None"``, or ``unset`` where the caller cannot
+    pass None (a command line: ``"leave --budget-s out"``; the message then offers no None)."""
     if value is None and none is not None:
         return None
-    wanted = expected if none is None else f"{expected} or None"
+    wanted = expected if none is None or unset is not None else f"{expected} or None"
     try:
         return positive(name, value)
     except TypeError:
         raise TypeError(f"{name} must be {wanted}, got {value!r}") from None
     except ValueError:
-        hint = "" if none is None else f" (for {none} pass None)"
+        hint = "" if none is None else f" (for {none} {unset or 'pass None'})"
         raise ValueError(f"{name} must be {wanted}, got {value!r}{hint}") from None
 
 

@@ -24,7 +24,7 @@ from physml import __version__
 from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
 from physml._progress import takes_a_bar
-from physml.signals import Terminated, interrupted, say_stopped, signals_interrupt
+from physml.signals import Terminated, say_interrupted, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank
@@ -880,15 +880,7 @@ def main(argv: list[str] | None = None) -> int:
 def _stopped(args: argparse.Namespace, error: KeyboardInterrupt) -> int:
     """The exit status of a command ``error`` stopped, after its one line (rank 0's: the
     interruption reaches every torchrun rank), said while a repeated SIGTERM is still let go."""
-    how, status = interrupted(error)
-    try:
-        says = rank() == 0
-    except ValueError as problem:  # RANK or WORLD_SIZE not an integer: every process says it
-        say_stopped(f"physml {args.command}: error: {problem}")
-        says = True
-    if says:
-        say_stopped(f"\nphysml {args.command}: {how}{_interrupted_hint(args)}")
-    return status
+    return say_interrupted(f"physml {args.command}", error, rank, lambda: _interrupted_hint(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

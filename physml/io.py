@@ -13,6 +13,7 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -50,7 +51,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: float | str = 110, **options: object) -> None:
+def save_figure(
+    fig, path: str | os.PathLike, dpi: float | Literal["figure"] = 110, **options: object
+) -> None:
     """Write the matplotlib figure ``fig`` to ``path`` as a PNG atomically (creating the folder),
     then close it, also when the write fails or ``path`` or ``dpi`` is refused: the figure was
     handed over to be saved and closed. ``dpi`` (dots per inch, > 0, or ``"figure"``: the

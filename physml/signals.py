@@ -8,7 +8,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["STOPPING", "Terminated", "interrupted", "say_stopped", "signals_interrupt"]
 
@@ -91,3 +91,25 @@ def say_stopped(line: str) -> None:
     fails every write): the command has stopped either way."""
     with contextlib.suppress(OSError):
         print(line, file=sys.stderr)
+
+
+def say_interrupted(
+    command: str,
+    error: KeyboardInterrupt,
+    rank: Callable[[], int],
+    hint: Callable[[], str] = lambda: "",
+) -> int:
+    """Say that ``command`` (``"physml train"``) was stopped by ``error`` and return its exit
+    status (:func:`interrupted`): one line, rank 0's (``rank()``), since the interruption
+    reaches every ``torchrun`` rank, ending with ``hint()`` (asked only where said). Where
+    ``rank()`` raises ``ValueError`` (``RANK`` or ``WORLD_SIZE`` no integer) every process says
+    that error first, then the line."""
+    how, status = interrupted(error)
+    try:
+        says = rank() == 0
+    except ValueError as problem:
+        say_stopped(f"{command}: error: {problem}")
+        says = True
+    if says:
+        say_stopped(f"\n{command}: {how}{hint()}")
+    return status

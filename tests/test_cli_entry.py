@@ -14,7 +14,7 @@ import pytest
 
 import physml.cli
 from physml.__main__ import main
-from physml.signals import Terminated
+from physml.signals import Terminated, say_interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +92,28 @@ def test_a_ctrl_c_while_loading_with_a_rank_that_is_no_integer_is_said_with_the_
     )
 
 
+def test_say_interrupted_says_one_line_on_rank_zero_and_asks_the_hint_only_there(capsys):
+    """The one helper both the entry and the command line say a stop with."""
+    asked = []
+
+    def hint() -> str:
+        asked.append(True)
+        return "; rerun it"
+
+    def no_integer() -> int:
+        raise ValueError("the environment variable RANK must be an integer, got 'x'")
+
+    assert say_interrupted("physml run", Terminated(signal.SIGTERM), lambda: 1, hint) == 143
+    assert capsys.readouterr() == ("", "") and asked == []
+    assert say_interrupted("physml run", KeyboardInterrupt(), lambda: 0, hint) == 130
+    assert capsys.readouterr() == ("", "\nphysml run: interrupted; rerun it\n")
+    assert say_interrupted("physml", KeyboardInterrupt(), no_integer) == 130
+    assert capsys.readouterr().err == (
+        "physml: error: the environment variable RANK must be an integer, got 'x'\n"
+        "\nphysml: interrupted\n"
+    )
+
+
 def test_a_ctrl_c_while_the_parser_is_built_ends_with_one_line(monkeypatch, capsys):
     def interrupted_parser():
         raise KeyboardInterrupt
@@ -159,6 +181,25 @@ def test_import_physml_still_reaches_every_public_submodule_and_export():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_missing_attribute_does_not_list_the_package_folder_again(monkeypatch):
+    """``hasattr(physml, name)`` on a missing name asks which submodules exist: the folder is
+    listed once a process, not at every miss."""
+    import physml
+
+    listed = []
+    iter_modules = physml._pkgutil.iter_modules
+
+    def counted(*args, **kwargs):
+        listed.append(args)
+        return iter_modules(*args, **kwargs)
+
+    monkeypatch.setattr(physml._pkgutil, "iter_modules", counted)
+    for _ in range(3):
+        assert not hasattr(physml, "no_such_module")
+    assert physml.metrics is not None and "metrics" in dir(physml)
+    assert len(listed) <= 1
 
 
 def test_dir_physml_lists_what_it_serves_and_no_helper():

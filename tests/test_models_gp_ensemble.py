@@ -1075,10 +1075,10 @@ def test_the_default_output_is_the_mixture_gaussian_as_before():
 
 def test_a_bad_output_is_refused_by_name():
     with pytest.raises(
-        ValueError, match=r"^output must be one of \['gaussian', 'ensemble'\], got 'members'$"
+        ValueError, match=r"^output must be one of \('gaussian', 'ensemble'\), got 'members'$"
     ):
         DeepEnsemble(1, output="members")
-    with pytest.raises(TypeError, match=r"^output must be one of .* \(a str\), got None$"):
+    with pytest.raises(TypeError, match=r"^output must be one of .*, got None$"):
         DeepEnsemble(1, output=None)
     model = DeepEnsemble(1, output="ensemble")
     with pytest.raises(ValueError, match=r"^output must be one of .*, got 'mixture'$"):
@@ -1151,6 +1151,30 @@ def test_gp_on_grid_takes_the_probconserv_update_through_constrain():
     assert (out.mean @ g - mass).abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("bad", [5, b"gaussian", ["gaussian"]])
+def test_a_kind_or_covariance_that_is_no_string_is_a_type_error_another_string_a_value_error(
+    bad,
+):
+    """DeepEnsemble's output and predict kind, ExactGPSurrogate's and GridGP's covariance:
+    a TypeError for what is no string, a ValueError for an unknown string, each by name."""
+    model, inputs = DeepEnsemble(1), torch.zeros(2, 1)
+    t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    cx = torch.stack([torch.full((4,), 0.5, dtype=torch.float64), torch.arange(4.0)], dim=1)
+    gp = ExactGPSurrogate(iterations=1).fit(cx, torch.arange(4.0))
+    kinds = r"\('gaussian', 'ensemble'\)"
+    covariances = r"\('time-slices', 'diagonal'\)"
+    for call, name, choices in [
+        (lambda value: DeepEnsemble(1, output=value), "output", kinds),
+        (lambda value: model.predict(inputs, kind=value), "kind", kinds),
+        (lambda value: gp.predict(t, t, covariance=value), "covariance", covariances),
+        (lambda value: gp.on_grid(t, t, covariance=value), "covariance", covariances),
+    ]:
+        with pytest.raises(TypeError, match=rf"^{name} must be one of {choices}, got "):
+            call(bad)
+        with pytest.raises(ValueError, match=rf"^{name} must be one of {choices}, got 'full'$"):
+            call("full")
+
+
 def test_gp_on_grid_refuses_bad_settings_by_name():
     gp, t = ExactGPSurrogate(), torch.linspace(0, 1, 3)
     with pytest.raises(ValueError, match=r"^covariance must be one of .*, got 'full'$"):
@@ -1175,3 +1199,21 @@ def test_a_gp_fits_under_no_grad_as_it_does_outside_it():
             inside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
         for key, value in outside.hyperparameters().items():
             assert torch.equal(value, inside.hyperparameters()[key]), (optimizer, key)
+
+
+def test_a_gp_fits_and_predicts_under_inference_mode_as_it_does_outside_it():
+    """``torch.inference_mode()`` around the fit (evaluation code) changes nothing either, for
+    either optimiser, and a GridGP called there gives the posterior it gives outside."""
+    _, _, cx, cy = diffusion_context(T=4, X=4, noise=0.01)
+    t, x = torch.linspace(0.0, 1.0, 3, dtype=torch.float64), torch.linspace(0.0, 1.0, 4)
+    for optimizer in ("adam", "lbfgs"):
+        outside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
+        with torch.inference_mode():
+            inside = ExactGPSurrogate(iterations=4, optimizer=optimizer).fit(cx, cy)
+        for key, value in outside.hyperparameters().items():
+            assert torch.equal(value, inside.hyperparameters()[key]), (optimizer, key)
+    grid = ExactGPSurrogate(iterations=4).on_grid(t, x)
+    expected = grid(cx[None], cy[None])
+    with torch.inference_mode():
+        got = grid(cx[None], cy[None])
+    assert torch.equal(got.mean, expected.mean) and torch.equal(got.cov, expected.cov)

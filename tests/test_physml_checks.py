@@ -239,6 +239,16 @@ def test_optional_positive_refuses_by_name_a_non_number_and_a_number_out_of_rang
         checks.optional_positive("lr", value, none=none)
 
 
+def test_optional_positive_says_how_to_ask_for_none_where_a_caller_cannot_pass_none():
+    message = "--lr must be a finite number > 0, got 0.0 (for no limit leave --lr out)"
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        checks.optional_positive("--lr", 0.0, none="no limit", unset="leave --lr out")
+    with pytest.raises(
+        TypeError, match="^" + re.escape("--lr must be a finite number > 0, got 'a'") + "$"
+    ):
+        checks.optional_positive("--lr", "a", none="no limit", unset="leave --lr out")
+
+
 def test_optional_positive_words_the_expectation_as_asked():
     message = "budget_s must be a finite number of seconds > 0 or None, got '5'"
     with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):

@@ -102,21 +102,17 @@ def test_the_seeds_of_a_block_of_samples_are_sample_seed_s(seed, monkeypatch):
         assert got.tolist() == [sample_seed(seed, i) for i in range(start, stop)]
 
 
-def test_generating_a_dataset_with_a_repeat_warns_naming_samples_the_file_holds_twice(tmp_path):
+def test_the_file_holds_the_two_samples_of_a_repeat_twice_and_only_shard_0_warns(tmp_path):
     (pair,) = pairs_by_brute_force(SEED, N)
     num_shards = N // (N - pair[0])  # the last shard, of N // num_shards >= N - i samples,
     shard = num_shards - 1  # holds both samples (j = N - 1), a fifth of the dataset at most
     assert set(pair) <= set(shard_range(N, shard, num_shards)) and num_shards >= 5
-    with pytest.warns(UserWarning, match=rf"seed=0, n={N}: 1 sample repeats another") as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
         path = generate_dataset(
             "toy", tmp_path / "toy.h5", n=N, seed=SEED, shard=shard, num_shards=num_shards,
             chunk=N, progress=False,
         )  # fmt: skip
-    (repeat,) = repeats_of(record)
-    assert f"samples {pair[0]} = {pair[1]} have seeds" in str(repeat.message)
-    assert "another seed or fewer samples" in str(repeat.message)
-    assert "leaks the test into training" in str(repeat.message)
-    assert repeat.filename == __file__  # names the user's line
     with h5py.File(path) as f:
         rows = np.searchsorted(f["sample_index"][()], pair)
         assert f["sample_index"][()][rows].tolist() == list(pair)
@@ -143,13 +139,34 @@ def test_a_built_in_recipe_solves_the_two_seeds_of_a_repeat_to_one_sample(pde, s
     assert (batch.u[0] - batch.u[1]).abs().max() > 1e-3 * scale
 
 
-def test_every_shard_checks_the_whole_dataset(tmp_path):
-    """Shard 0 of 100 holds neither sample of the pair, and still warns of them."""
+def test_shard_0_checks_the_whole_dataset_and_says_another_seed_cannot_help_at_this_size(
+    tmp_path,
+):
+    """Shard 0 of 100 holds neither sample of the pair, and still warns of them; at N samples
+    every seed repeats about N**2 / 2**33 = 1.24 samples, so the warning says to drop them."""
     (pair,) = pairs_by_brute_force(SEED, N)
     assert pair[0] not in shard_range(N, 0, 100) and pair[1] not in shard_range(N, 0, 100)
-    with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds"):
+    with pytest.warns(UserWarning, match=rf"samples {pair[0]} = {pair[1]} have seeds") as record:
         generate_dataset(
             "toy", tmp_path / "toy.h5", n=N, seed=SEED, num_shards=100, chunk=2000,
+            progress=False,
+        )  # fmt: skip
+    (repeat,) = repeats_of(record)
+    message = str(repeat.message)
+    assert f"seed=0, n={N}: 1 sample repeats another" in message
+    assert "leaks the test into training" in message
+    assert (
+        f"At this size every seed repeats about {N * N / 2**33:.3g} samples, so another seed "
+        "does not help: keep the first sample of each group that "
+        "physml.data.repeated_streams(seed, n) lists and drop the others, or generate fewer "
+        "samples"
+    ) in message
+    assert "another seed or fewer" not in message
+    assert repeat.filename == __file__  # names the user's line
+    with warnings.catch_warnings():  # the other shards leave the check to shard 0
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        generate_dataset(
+            "toy", tmp_path / "toy.h5", n=N, seed=SEED, shard=99, num_shards=100, chunk=2000,
             progress=False,
         )  # fmt: skip
 
@@ -208,9 +225,91 @@ def test_a_dataset_too_large_to_list_is_warned_of_with_the_expected_number(tmp_p
     expected = f"{10 * 10 / 2**33:.3g}"  # n**2 / 2**33 samples repeat others, for n << 2**32
     with pytest.warns(UserWarning, match=rf"seed=4, n=10: about {expected} samples repeat") as got:
         generate_dataset("toy", tmp_path / "toy.h5", n=10, seed=4, progress=False)
-    assert len(repeats_of(got)) == 1
+    (repeat,) = repeats_of(got)
+    assert str(repeat.message).endswith(
+        f"At this size every seed repeats about {expected} samples, so another seed does not "
+        "help: keep the first sample of each group that physml.data.repeated_streams(seed, n) "
+        "lists and drop the others, or generate fewer samples"
+    )
     monkeypatch.undo()
     monkeypatch.setattr(generate_module, "LISTED_UP_TO", 9)  # 9 samples: listed, none repeat
     with warnings.catch_warnings():
         warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
         generate_dataset("toy", tmp_path / "nine.h5", n=9, seed=4, progress=False)
+
+
+def _seeds_repeating(pairs: dict[int, int]):
+    """A stand-in for ``_sample_seeds``: sample ``i`` has low word ``i`` (its high word ``i``
+    too), but the low word of sample ``j`` is ``pairs[j]``'s: each ``(pairs[j], j)`` repeats."""
+
+    def seeds(seed, start, stop):
+        index = np.arange(start, stop, dtype=np.int64)
+        low = np.array([pairs.get(i, i) for i in range(start, stop)], dtype=np.int64)
+        return (index << 32) + low
+
+    return seeds
+
+
+def test_below_one_expected_repeat_the_warning_says_to_take_another_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({9: 2}))
+    with pytest.warns(UserWarning) as record:
+        generate_dataset("toy", tmp_path / "toy.h5", n=10, seed=4, progress=False)
+    (repeat,) = repeats_of(record)
+    assert str(repeat.message).endswith(
+        "leaks the test into training. Generate with another seed or fewer samples "
+        "(physml.data.repeated_streams(seed, n) lists them beforehand)"
+    )
+
+
+def test_a_built_in_recipe_is_said_to_draw_alike_and_one_of_ones_own_only_if_it_draws_so(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({2: 0}))
+    found = {}
+    for pde, settings in (("heat", {"nx": 9, "nt": 3}), ("toy", {})):
+        with pytest.warns(UserWarning) as record:
+            generate_dataset(pde, tmp_path / f"{pde}.h5", n=3, progress=False, **settings)
+        (repeat,) = repeats_of(record)
+        found[pde] = str(repeat.message)
+    low_bits = (
+        "samples 0 = 2 have seeds that agree in their low 32 bits, all that torch's CPU "
+        "generator keeps, "
+    )
+    assert (
+        low_bits + "so they draw the same numbers (pdes.problems.generator, which every built-in "
+        "recipe draws with): identical samples; split between"
+    ) in found["heat"]
+    assert (
+        low_bits + "so they are identical samples if recipe 'toy' draws with "
+        "pdes.problems.generator, as every built-in recipe does, or another torch CPU "
+        "generator; split between"
+    ) in found["toy"]
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_a_rerun_of_a_finished_dataset_does_not_warn_again(tmp_path, monkeypatch, num_shards):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({3: 1}))
+    out = tmp_path / "toy.h5"
+    with pytest.warns(UserWarning) as record:
+        written = generate_dataset("toy", out, n=4, num_shards=num_shards, progress=False)
+    assert len(repeats_of(record)) == 1
+    with warnings.catch_warnings():  # a requeued job: the file is kept and returned
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        assert generate_dataset("toy", out, n=4, num_shards=num_shards, progress=False) == written
+
+
+def test_a_refused_call_does_not_warn(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate_module, "_sample_seeds", _seeds_repeating({3: 1}))
+    other = tmp_path / "other.h5"
+    generate_dataset("toy", other, n=6, progress=False)  # its seeds repeat too: warned of
+    index = tmp_path / "index.h5"
+    index.write_bytes(b"")  # stands for the index of an earlier dataset
+    (tmp_path / "folder.h5").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", generate_module.RepeatedSamplesWarning)
+        with pytest.raises(FileExistsError, match="already exists"):
+            generate_dataset("toy", other, n=4, progress=False)  # holds another dataset
+        with pytest.raises(FileExistsError, match=r"^out: index .* already exists"):
+            generate_dataset("toy", index, n=4, num_shards=2, progress=False)
+        with pytest.raises(ValueError, match="is a folder"):
+            generate_dataset("toy", tmp_path / "folder.h5", n=4, progress=False)

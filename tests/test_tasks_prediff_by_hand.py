@@ -486,6 +486,39 @@ def test_sample_shows_a_bar_of_its_chunks_and_hands_the_switch_to_the_model(monk
     assert asked == [True] * 3 and not_asked == [False] * 3
 
 
+class _OldSampler(torch.nn.Module):
+    """A sampler of the call ``(context, members, steps, seed)``, without ``progress``."""
+
+    def forward(self, context, members, steps, seed):
+        from physml.outputs import Ensemble
+
+        return Ensemble(context[None].repeat(members, 1, 1, 1, 1, 1))
+
+
+class _KeywordSampler(_OldSampler):
+    """A sampler taking any keyword: it is handed ``progress``, and records it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options = []
+
+    def forward(self, context, members, steps, seed, **options):
+        self.options.append(options)
+        return super().forward(context, members, steps, seed)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_sample_hands_progress_only_to_a_sampler_that_takes_it(progress):
+    context = torch.arange(3, dtype=torch.float32).reshape(3, 1, 1, 1, 1).expand(3, 2, 1, 2, 2)
+    expected = context[None].expand(2, -1, -1, -1, -1, -1)
+    old = evaluation.sample(_OldSampler(), context, 2, 1, 0, batch=4, progress=progress)
+    assert torch.equal(old.samples, expected)
+    keywords = _KeywordSampler()
+    taking = evaluation.sample(keywords, context, 2, 1, 0, batch=4, progress=progress)
+    assert torch.equal(taking.samples, expected)
+    assert keywords.options == [{"progress": progress}] * 2
+
+
 def test_best_lambda_refuses_an_empty_sweep():
     with pytest.raises(ValueError, match="sweep must hold at least one row, got none"):
         task.best_lambda([], {"mse": 1.0, "ssim": 1.0})

@@ -355,13 +355,49 @@ def test_train_takes_the_budget_and_clock_as_flags_and_config_keys(tmp_path, mon
     (tmp_path / "bad.toml").write_text("steps = 2\nclock = []\n")
     for bad, refusal in [
         (["--steps", "2", "--clock", "gpu"], "clock must be one of ('wall', 'cpu') "),
-        (["--steps", "2", "--budget-s", "0"], "budget_s must be a finite number of seconds > 0 "),
+        (["--steps", "2", "--budget-s", "0"], "--budget-s must be a finite number of seconds > 0"),
         (["--config", "bad.toml"], "clock must be one of ('wall', 'cpu') "),
     ]:
         capsys.readouterr()
         assert main([*train, "--out", "bad", *bad]) == 2
         assert capsys.readouterr().err.startswith(f"physml train: error: {refusal}"), bad
     assert not (tmp_path / "bad").exists()  # refused before any run folder is made
+
+
+def test_train_says_to_leave_an_optional_setting_out_where_python_says_pass_none(
+    tmp_path, monkeypatch, capsys
+):
+    """A command line cannot pass None: a budget or clip out of range, as a flag or a --config
+    key, is refused by its source with the way to ask for none there."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "heat", "--n", "4", "--nx", "9", "--out", "heat.h5", "--quiet"]) == 0
+    train = ["train", "--data", "heat.h5", "--model", "fno", "--task", "operator", "--steps", "2"]
+    (tmp_path / "run.toml").write_text("clip = 0\n")
+    for bad, refusal in [
+        (
+            ["--budget-s", "0"],
+            "--budget-s must be a finite number of seconds > 0, got 0.0 "
+            "(for no time budget leave --budget-s out)",
+        ),
+        (
+            ["--budget-s", "nan"],
+            "--budget-s must be a finite number of seconds > 0, got nan "
+            "(for no time budget leave --budget-s out)",
+        ),
+        (
+            ["--clip", "inf"],
+            "--clip must be a finite number > 0, got inf (for no clipping leave --clip out)",
+        ),
+        (
+            ["--config", "run.toml"],
+            "clip in --config 'run.toml' must be a finite number > 0, got 0 "
+            "(for no clipping leave the key out)",
+        ),
+    ]:
+        capsys.readouterr()
+        assert main([*train, "--out", "bad", *bad]) == 2
+        assert capsys.readouterr().err == f"physml train: error: {refusal}\n", bad
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("clock", [[], {}, ["wall"]])

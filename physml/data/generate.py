@@ -13,8 +13,8 @@ interruptions (bitwise) nor on chunk size or sharding (to round-off: a batched s
 the last bits of a sample differently in another batch). The recipes' torch generators keep only
 a seed's low 32 bits, so two samples whose seeds agree there are identical (a pair in about 1 %
 of 10 000-sample datasets, 69 % of 100 000-sample ones): generation warns naming them
-(:class:`RepeatedSamplesWarning`, every shard checking the whole dataset), and
-:func:`repeated_streams` lists them for a seed and size before generating.
+(:class:`RepeatedSamplesWarning`, once: shard 0's run checks the whole dataset before it solves
+samples), and :func:`repeated_streams` lists them for a seed and size before generating.
 
 File layout: ``u`` ``(sample, time, *space)``, coordinates ``t``, ``x`` (``y``), one
 array per PDE parameter under ``params/``, further output fields under ``fields/``,
@@ -212,19 +212,37 @@ LISTED_UP_TO = 2**27
 number."""
 
 
-def _warn_of_repeated_samples(seed: int, n: int) -> None:
+def _warn_of_repeated_samples(seed: int, n: int, problem: problems.Problem) -> None:
     """A :class:`RepeatedSamplesWarning` naming the identical samples of the dataset ``(seed,
-    n)``, if it has any (every shard's run checks the whole dataset)."""
+    n)`` of recipe ``problem``, if it has any. Where ``n**2 / 2**33``, about how many samples
+    of any seed repeat others, is 1 or more, another seed cannot help: the warning says to drop
+    the repeats instead. A recipe of one's own (:func:`pdes.problems.register`) is warned of
+    on the condition that it draws as the built-in ones do: it may draw its own way."""
+    if type(problem).__module__.split(".")[0] == "pdes":
+        draws = (
+            "so they draw the same numbers (pdes.problems.generator, which every built-in "
+            "recipe draws with): identical samples"
+        )
+    else:
+        draws = (
+            f"so they are identical samples if recipe {problem.name!r} draws with "
+            "pdes.problems.generator, as every built-in recipe does, or another torch CPU "
+            "generator"
+        )
     why = (
-        "seeds that agree in their low 32 bits, all that torch's CPU generator keeps "
-        "(pdes.problems.generator, which every built-in recipe draws with), so they draw the "
-        "same numbers: identical samples; split between training and test data, such a pair "
-        "leaks the test into training"
+        "seeds that agree in their low 32 bits, all that torch's CPU generator keeps, "
+        f"{draws}; split between training and test data, such a pair leaks the test into training"
+    )
+    expected = n * n / 2**33
+    drop = (
+        f"At this size every seed repeats about {expected:.3g} samples, so another seed does "
+        "not help: keep the first sample of each group that physml.data.repeated_streams(seed, "
+        "n) lists and drop the others, or generate fewer samples"
     )
     if n > LISTED_UP_TO:
         warnings.warn(
-            f"seed={seed}, n={n}: about {n * n / 2**33:.3g} samples repeat others: they have "
-            f"{why}. Generate fewer samples (physml.data.repeated_streams(seed, n) lists them)",
+            f"seed={seed}, n={n}: about {expected:.3g} samples repeat others: they have {why}. "
+            f"{drop}",
             RepeatedSamplesWarning,
             stacklevel=user_stacklevel(),
         )
@@ -236,9 +254,14 @@ def _warn_of_repeated_samples(seed: int, n: int) -> None:
     repeat = "1 sample repeats another" if repeats == 1 else f"{repeats} samples repeat others"
     shown = "; ".join(" = ".join(map(str, group)) for group in groups[:SHOWN_REPEATS])
     more = f"; and {len(groups) - SHOWN_REPEATS} more" if len(groups) > SHOWN_REPEATS else ""
+    advice = (
+        drop
+        if expected >= 1
+        else "Generate with another seed or fewer samples (physml.data.repeated_streams(seed, "
+        "n) lists them beforehand)"
+    )
     warnings.warn(
-        f"seed={seed}, n={n}: {repeat}: samples {shown}{more} have {why}. Generate with another "
-        "seed or fewer samples (physml.data.repeated_streams(seed, n) lists them beforehand)",
+        f"seed={seed}, n={n}: {repeat}: samples {shown}{more} have {why}. {advice}",
         RepeatedSamplesWarning,
         stacklevel=user_stacklevel(),
     )
@@ -701,7 +724,6 @@ def generate_dataset(
     workdir = final.with_name(final.name + ".partial")
     lock = final.with_name(f".{final.name}.lock")
     manifest = _manifest(problem.name, settings, n, seed, shard, num_shards, chunk)
-    _warn_of_repeated_samples(seed, n)
     try:
         _check_output(final, overwrite, overwrite_hint)
     except FileExistsError:
@@ -773,6 +795,8 @@ def _generate_locked(
     indices = shard_range(n, shard, num_shards)
     starts = list(range(indices.start, indices.stop, chunk))
     done = sum(min(chunk, indices.stop - s) for s in starts if _chunk_file(workdir, s).exists())
+    if shard == 0 and done < len(indices):  # one check a dataset, by a job that solves
+        _warn_of_repeated_samples(seed, n, problem)
     desc = f"{problem.name} [{shard + 1}/{num_shards}]"
     bar = progress_bar(None, progress, desc, len(indices), initial=done, unit="sample")
     with bar:

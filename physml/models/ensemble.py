@@ -20,7 +20,7 @@ from torch import nn
 
 from pdes.checks import positive_int
 
-from .._checks import as_tensor
+from .._checks import as_tensor, choice
 from ..io import load_torch_file, save_torch_file
 from ..outputs import Ensemble, Gaussian
 from ..seeds import derived_seed
@@ -116,16 +116,13 @@ class DeepEnsemble(nn.Module):
     @property
     def output(self) -> str:
         """The kind of output ``forward`` returns, ``"gaussian"`` (the mixture) or
-        ``"ensemble"`` (the members); setting another value is refused by name."""
+        ``"ensemble"`` (the members); setting another value is refused by name (a ``TypeError``
+        for what is no string, a ``ValueError`` for another string)."""
         return self._output
 
     @output.setter
     def output(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"output must be one of {list(KINDS)} (a str), got {value!r}")
-        if value not in KINDS:
-            raise ValueError(f"output must be one of {list(KINDS)}, got {value!r}")
-        self._output = value
+        self._output = choice("output", value, KINDS)
 
     def extra_repr(self) -> str:
         settings = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
@@ -204,8 +201,7 @@ class DeepEnsemble(nn.Module):
         names."""
         if kind is None:
             kind = self.output
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        choice("kind", kind, KINDS)
         with torch.no_grad():
             return self._kind(inputs, kind)
 

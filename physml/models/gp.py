@@ -19,7 +19,7 @@ import torch
 from linear_operator.utils.errors import NotPSDError
 from torch import nn
 
-from .._checks import as_tensor, flag
+from .._checks import as_tensor, choice, flag
 from .._progress import progress_bar
 from ..data.points import grid_points
 from ..outputs import Gaussian
@@ -103,7 +103,9 @@ class ExactGPSurrogate:
 
     def fit(self, context_x: torch.Tensor, context_y: torch.Tensor) -> ExactGPSurrogate:
         """Maximise the marginal likelihood on one function's context: ``context_x (Nc, 2)``
-        rows ``(t, x)``, ``context_y (Nc,)`` values. Returns ``self``."""
+        rows ``(t, x)``, ``context_y (Nc,)`` values. Returns ``self``. The fit takes gradient
+        steps of its own, so ``torch.no_grad()`` or ``torch.inference_mode()`` around it (as
+        evaluation code has) changes nothing."""
         x = as_tensor("context_x", context_x, "(Nc, 2)", 2, last=2)
         y = as_tensor("context_y", context_y, "(Nc,)", 1, device=x.device)
         if y.shape[0] != x.shape[0]:
@@ -114,7 +116,8 @@ class ExactGPSurrogate:
         if x.shape[0] < 2:
             raise ValueError(f"context_x must hold at least 2 points, got {x.shape[0]}")
         try:
-            return self._fit(x, y)
+            with torch.inference_mode(False):  # the fit's gradient steps, under inference_mode
+                return self._fit(x.clone(), y.clone())  # tensors made there take no autograd
         except Exception:  # half of the new fit's state beside the old factors: unfit instead
             for name in ("model_", "likelihood_"):
                 self.__dict__.pop(name, None)
@@ -290,8 +293,7 @@ class ExactGPSurrogate:
         in ``t`` and ``x`` when either requires grad (the fit held fixed); no graph otherwise, nor
         under ``torch.no_grad()``."""
         self._check_fitted()
-        if covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        choice("covariance", covariance, COVARIANCES)
         device = self._L.device
         t = as_tensor("t", t, "(T,)", 1, device=device)
         x = as_tensor("x", x, "(X,)", 1, device=device)
@@ -355,8 +357,7 @@ class ExactGPSurrogate:
             )
         if context_x.shape[0] == 0:
             raise ValueError("context_x must hold at least one function, got B = 0")
-        if covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        choice("covariance", covariance, COVARIANCES)
         means, covs, found = [], [], []
         for b in progress_bar(range(context_x.shape[0]), progress, "GP fits"):
             self.fit(context_x[b], context_y[b])
@@ -410,8 +411,7 @@ class GridGP(nn.Module):
         super().__init__()
         if not isinstance(gp, ExactGPSurrogate):
             raise TypeError(f"gp must be an ExactGPSurrogate, got {type(gp).__name__}")
-        if not isinstance(covariance, str) or covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {list(COVARIANCES)}, got {covariance!r}")
+        choice("covariance", covariance, COVARIANCES)
         self.gp = gp
         self.t = as_tensor("t", t, "(T,)", 1)
         self.x = as_tensor("x", x, "(X,)", 1)

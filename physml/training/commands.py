@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from pdes.checks import finite_number
 
 from .. import metrics
-from .._checks import json_value
+from .._checks import json_value, optional_positive
 from .._io import existing_file, writable_folder
 from ..data import PDEData, load
 from ..data.datasets import PER_SAMPLE_ROWS, DatasetFileError
@@ -49,7 +49,7 @@ from .families import (
     with_domain,
 )
 from .probabilistic import Objective
-from .trainer import Loss, TrainConfig, Trainer, check_device
+from .trainer import OPTIONAL_SETTINGS, Loss, TrainConfig, Trainer, check_device
 
 try:  # Python 3.11+
     import tomllib
@@ -262,6 +262,17 @@ def split(data: PDEData, fraction: float) -> tuple[PDEData, PDEData | None]:
     return part(slice(0, len(data) - held)), part(slice(len(data) - held, len(data)))
 
 
+def check_optional_settings(args: argparse.Namespace, chosen: dict) -> None:
+    """Refuse a ``--budget-s`` or ``--clip`` (flag or ``--config`` key) out of range by its
+    source, saying to leave it out for none: a command line cannot pass the None that
+    :class:`TrainConfig`'s own message offers."""
+    for key, (expected, none) in OPTIONAL_SETTINGS.items():
+        if chosen.get(key) is not None:
+            source = _source(args, key)
+            unset = f"leave {source} out" if source.startswith("--") else "leave the key out"
+            optional_positive(source, chosen[key], expected, none, unset)
+
+
 def _source(args: argparse.Namespace, key: str) -> str:
     """How errors name the setting ``key``: its flag (``--data``), or where the TOML file of
     ``--config`` gave it (``data in --config 'run.toml'``)."""
@@ -282,6 +293,7 @@ def run_train(args: argparse.Namespace, distill: DistillHook | None = None) -> i
     check_run_folder(out_flag, out)
     if chosen.get("distill_from") is not None:
         existing_run(_source(args, "distill_from"), chosen["distill_from"])
+    check_optional_settings(args, chosen)
     config = TrainConfig(**train_settings(chosen))
     description = model_config(
         chosen["model"], chosen["task"], {k: chosen.get(k) for k in DEFAULTS}

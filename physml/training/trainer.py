@@ -69,6 +69,11 @@ INTEGER_SETTINGS = {
 }
 """The integer settings of :class:`TrainConfig` and their least values."""
 MAX_SEED = 2**62
+OPTIONAL_SETTINGS = {
+    "budget_s": ("a finite number of seconds > 0", "no time budget"),
+    "clip": ("a finite number > 0", "no clipping"),
+}
+"""For each setting that may be None, what its value must be and what None means."""
 EXTRA_STATE = "_extra_state"
 """The last part of the state-dict key of a module's ``get_extra_state()``."""
 LOCK = ".train.lock"
@@ -132,9 +137,7 @@ class TrainConfig:
         object.__setattr__(
             self,
             "budget_s",
-            optional_positive(
-                "budget_s", self.budget_s, "a finite number of seconds > 0", "no time budget"
-            ),
+            optional_positive("budget_s", self.budget_s, *OPTIONAL_SETTINGS["budget_s"]),
         )
         if self.steps is None and self.budget_s is None:
             raise ValueError(
@@ -156,7 +159,7 @@ class TrainConfig:
         plain["lr"] = optional_positive("lr", self.lr)
         plain["weight_decay"] = non_negative("weight_decay", self.weight_decay)
         if self.clip is not None:
-            plain["clip"] = optional_positive("clip", self.clip, none="no clipping")
+            plain["clip"] = optional_positive("clip", self.clip, *OPTIONAL_SETTINGS["clip"])
         for name, value in plain.items():  # numpy numbers would not load with weights_only=True
             object.__setattr__(self, name, value)
         choice("schedule", self.schedule, SCHEDULES)
@@ -359,7 +362,8 @@ class Trainer:
         out: the run's folder (``"."`` for the working folder; ``""`` is refused); a
             checkpoint there is resumed (same data, same model config).
         model_config: what rebuilds the model (saved in the checkpoint, checked on resume).
-        quiet: no progress bar (there is none either where stderr is not a terminal).
+        quiet: no progress bar (none is drawn either where stderr is neither a terminal nor
+            a Jupyter kernel's output).
         after_step: called as ``after_step(model, step)`` after every optimiser step (``step``
             counts the steps done), before that step's validation; state it keeps must live in
             the model (an EMA copy as a submodule) so that it is checkpointed and resumed with it.

@@ -3,6 +3,7 @@ issue's targets."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -18,7 +19,7 @@ from pdes.checks import positive_int
 from ... import metrics
 from ..._checks import flag
 from ..._progress import progress_bar
-from ...constraints import KnowledgeControl, constrain
+from ...constraints import Constrained, KnowledgeControl, constrain
 from ...io import load_torch_file, save_torch_file
 from ...metrics import bootstrap_se, spread_skill
 from ...models.forecasting import score_forecast
@@ -78,11 +79,13 @@ def sample(
     the samples come back on the CPU. A context's samples depend on its chunk (``batch``,
     ``members`` and its place in ``context``), as :meth:`~physml.models.prediff.PreDiff.sample`'s
     depend on the batch. ``progress`` shows a bar of the chunks (on stderr, when a terminal or a
-    Jupyter kernel's) and is handed to ``model``, whose bar of the DDIM steps shows below it;
-    the samples are the same either way."""
+    Jupyter kernel's) and is handed to ``model`` where its call takes it (PreDiff's, whose bar of
+    the DDIM steps shows below it); a sampler of one's own may keep the call
+    ``(context, members=, steps=, seed=)``. The samples are the same either way."""
     seed = positive_int("seed", seed, 0)
     members = positive_int("members", members)
     progress = flag("progress", progress)
+    passes_progress = _takes_progress(model)
     per_call = max(1, batch // members)
     starts = list(range(0, len(context), per_call))
     device = _device_of(model)
@@ -124,9 +127,9 @@ def sample(
             parts[index] = saved["samples"]
             seconds += float(saved["seconds"])
             continue
-        options = dict(
-            members=members, steps=steps, seed=chunk_seed(seed, index), progress=progress
-        )
+        options = dict(members=members, steps=steps, seed=chunk_seed(seed, index))
+        if passes_progress:
+            options["progress"] = progress
         if targets is not None:
             options["constraints"] = targets(chunk)
         started = time.perf_counter()
@@ -146,6 +149,28 @@ def sample(
                 },
             )
     return EnsembleForecast(torch.cat(parts, dim=1), seconds)
+
+
+def _takes_progress(model: nn.Module) -> bool:
+    """Whether calling ``model`` reaches a call that takes ``progress=`` (by name, or as any
+    keyword): its ``forward``, or through :func:`~physml.constraints.constrain` its inner
+    model's ``sample`` (sampler-seam constraints) or ``forward``. ``False`` where Python cannot
+    tell the signature."""
+    call = model.forward
+    while isinstance(getattr(call, "__self__", None), Constrained):
+        layer = call.__self__
+        call = layer.model.sample if layer.guided else getattr(layer.model, "forward", layer.model)
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD
+        or (
+            parameter.name == "progress" and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY
+        )
+        for parameter in parameters
+    )
 
 
 def _device_of(model: nn.Module) -> torch.device:
