@@ -1,5 +1,6 @@
 """The scientist's walk at toy size, from a fresh folder: generate → train → evaluate → resume."""
 
+import itertools
 import json
 import re
 import shutil
@@ -714,7 +715,8 @@ def test_the_docs_example_gives_probconserv_on_a_run_of_physml_train(tmp_path, m
     small = ["--hidden", "8", "--layers", "1", "--target-points", "64", "--quiet"]
     assert main([*train, "--out", "run", "--steps", "1", "--batch", "2", *small]) == 0
     page = (Path(__file__).resolve().parents[1] / "docs" / "training.rst").read_text()
-    block = page.split(".. code-block:: python\n")[1].split("\n\n``")[0]
+    after = page.split(".. code-block:: python\n")[1].splitlines()
+    block = "\n".join(itertools.takewhile(lambda line: not line or line[0] == " ", after))
     names = {}
     exec(textwrap.dedent(block), names)
     posterior, grid, mass = names["posterior"], names["grid"], names["mass"]
