@@ -266,24 +266,189 @@ def test_a_large_total_after_dirichlet_walls_is_met_keeping_the_walls():
     assert np.abs(out[:, 1:-1] - expected).max() <= 4e-16 * expected.max()
 
 
-@pytest.mark.parametrize("seed, n", [(1088, 5), (16, 11), (250, 11)])
-def test_a_full_covariance_update_of_a_square_system_meets_it_to_the_data_round_off(seed, n):
-    """``n`` random rows on ``n`` points (condition numbers 3e3 to 4e4) and a full covariance:
-    the posterior mean with ``σ = 0`` is the one field meeting them, ``G⁻¹ b``, hundreds of times
-    the data's size. The solve with ``G Σ Gᵀ`` (condition number up to 1e10) left the rows missed
-    by 4e-9 to 1e-7 of the data's scale; refined once, the residual is at round-off."""
-    gen = torch.Generator().manual_seed(seed)  # the recipe of test_constraints.random_problem
+SQUARE_SYSTEMS = [(1088, 5), (16, 11), (250, 11)]  # condition numbers 3e3, 4e4, 2e4
+
+
+def square_system(seed, n):
+    """``n`` random rows ``G`` on ``n`` points, targets ``b``, a mean and a full covariance (the
+    recipe of test_constraints.random_problem), and the generator, to draw more from."""
+    gen = torch.Generator().manual_seed(seed)
     A = torch.randn(n, n, generator=gen, dtype=F64)
     cov = A @ A.T / n + 0.05 * torch.eye(n, dtype=F64)
     mean = torch.randn(n, generator=gen, dtype=F64)
     G = torch.randn(n, n, generator=gen, dtype=F64)
     b = torch.randn(n, generator=gen, dtype=F64)
-    out = LinearConstraint(G, b)(Gaussian(mean, cov)).mean.numpy()
+    return G, b, mean, cov, gen
+
+
+def assert_square_system_met(out, G, b, before):
+    """Every field of ``out`` ``(..., n)`` is ``G⁻¹ b`` to ``cond(G) eps``, and meets the rows to
+    the round-off of its data ``before`` (each slice its own)."""
     Gn, bn = G.numpy(), b.numpy()
-    data = np.abs(Gn).sum(1).max() * np.abs(mean.numpy()).max() + np.abs(bn).max()
-    assert np.abs(Gn @ out - bn).max() <= 1e-12 * data
+    data = np.abs(Gn).sum(1).max() * np.abs(before.numpy()).max(-1) + np.abs(bn).max()
+    assert (np.abs(out @ Gn.T - bn).max(-1) <= 1e-12 * data).all()
     solution = np.linalg.solve(Gn, bn)
     assert np.abs(out - solution).max() <= np.linalg.cond(Gn) * 1e-15 * np.abs(solution).max()
+
+
+@pytest.mark.parametrize("seed, n", SQUARE_SYSTEMS)
+def test_a_full_covariance_update_of_a_square_system_meets_it_to_the_data_round_off(seed, n):
+    """``n`` random rows on ``n`` points (condition numbers 3e3 to 4e4) and a full covariance:
+    the posterior mean with ``σ = 0`` is the one field meeting them, ``G⁻¹ b``, hundreds of times
+    the data's size. The solve with ``G Σ Gᵀ`` (condition number up to 1e10) left the rows missed
+    by 4e-9 to 1e-7 of the data's scale; refined once, the residual is at round-off."""
+    G, b, mean, cov, _ = square_system(seed, n)
+    out = LinearConstraint(G, b)(Gaussian(mean, cov)).mean.numpy()
+    assert_square_system_met(out, G, b, mean)
+
+
+@pytest.mark.parametrize("seed, n", SQUARE_SYSTEMS)
+def test_an_ensemble_update_of_a_square_system_meets_it_to_the_data_round_off(seed, n):
+    """The same square systems, and 60 members drawn around the mean with that covariance: every
+    member moves to ``G⁻¹ b``, the one field meeting the rows. The gain's solve with ``G Σ Gᵀ``
+    (the members' ``Σ``) alone missed the rows by 3e-9 to 7e-8 of the data, and the update was
+    refused; refined once, as the Gaussian's mean, every member meets them to round-off."""
+    G, b, mean, cov, gen = square_system(seed, n)
+    X = mean + torch.randn(60, n, generator=gen, dtype=F64) @ torch.linalg.cholesky(cov).T
+    out = LinearConstraint(G, b)(Ensemble(X)).samples.numpy()
+    assert_square_system_met(out, G, b, X)
+
+
+def ensemble_update_50_digits(X: np.ndarray, G: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Every member ``x`` of ``X`` ``(member, n)`` moved to ``x − A (GA)ᵀ [(GA)(GA)ᵀ]⁻¹ (G x −
+    b)``, ``A`` the centred members ``(n, member)`` (the members' own covariance, ``σ = 0``), in
+    50-digit arithmetic from the float64 data."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    members = mpmath.matrix(X.tolist()).T
+    m = X.shape[0]
+    mean = [mpmath.fsum(members[i, j] for j in range(m)) / m for i in range(members.rows)]
+    A = mpmath.matrix([[members[i, j] - mean[i] for j in range(m)] for i in range(members.rows)])
+    Gm, bm = mpmath.matrix(G.tolist()), mpmath.matrix(b.tolist())
+    GA = Gm * A
+    S = GA * GA.T
+    moved = [
+        members[:, j] - A * (GA.T * mpmath.lu_solve(S, Gm * members[:, j] - bm)) for j in range(m)
+    ]
+    return np.array([[float(v) for v in x] for x in moved])
+
+
+@pytest.mark.parametrize("spread, seed", [(1e-4, 5), (1e-5, 0), (5e-6, 3)])
+def test_members_that_span_the_rows_get_their_own_update_however_far_it_moves_them(spread, seed):
+    """8 members on 16 points and 3 random rows, their spread along the third row (beyond what
+    the first two fix) shrunk to ``spread`` of the rest: the pivot test finds them spanning the
+    rows (the spread's square is above ``UNSPANNED``), so each member moves by the ensemble's own
+    gain, ``Σ Gᵀ (G Σ Gᵀ)⁻¹``, to values of 2e4 to 4e5 (the members' are a few units: the rows
+    are met moving along the members' other directions), and meets the rows to the data's
+    round-off. A stricter residual check had refused that update and silently put the ``γ I``
+    fallback's small correction in its place. The gain's solve has condition number ``cond(G Σ
+    Gᵀ)``: the answer is the 50-digit one to that times ``eps``."""
+    gen = torch.Generator().manual_seed(seed)
+    G = torch.randn(3, 16, generator=gen, dtype=F64)
+    A = torch.randn(8, 16, generator=gen, dtype=F64)
+    q = torch.linalg.qr(G.T)[0][:, 2]  # the third row's direction beyond the first two
+    X = 1.0 + A - (1 - spread) * (A @ q)[:, None] * q
+    b = 3 * torch.randn(3, generator=gen, dtype=F64)
+    out = LinearConstraint(G, b)(Ensemble(X)).samples.numpy()
+    exact = ensemble_update_50_digits(X.numpy(), G.numpy(), b.numpy())
+    centred = X.numpy() - X.numpy().mean(0)
+    condition = np.linalg.cond(G.numpy() @ centred.T @ centred @ G.numpy().T)
+    assert np.abs(out - exact).max() <= condition * 2.3e-16 * np.abs(exact).max()
+    data = np.abs(G.numpy()).sum(1).max() * np.abs(X.numpy()).max(-1) + np.abs(b.numpy()).max()
+    assert (np.abs(out @ G.numpy().T - b.numpy()).max(-1) <= 1e-9 * data).all()
+
+
+ZERO_FIELD_PATHS = {
+    "tensor": lambda G, b: LinearConstraint(G, b)(torch.zeros(8, dtype=F64)),
+    "gaussian-euclidean": lambda G, b: (
+        LinearConstraint(G, b, projection="euclidean")(
+            Gaussian(torch.zeros(8, dtype=F64), torch.ones(8, dtype=F64))
+        ).mean
+    ),
+    "gaussian-diagonal": lambda G, b: (
+        LinearConstraint(G, b)(Gaussian(torch.zeros(8, dtype=F64), torch.ones(8, dtype=F64))).mean
+    ),
+    "gaussian-full": lambda G, b: (
+        LinearConstraint(G, b)(Gaussian(torch.zeros(8, dtype=F64), torch.eye(8, dtype=F64))).mean
+    ),
+    "ensemble-hardc": lambda G, b: (
+        LinearConstraint(G, b, projection="euclidean")(
+            Ensemble(torch.zeros(3, 8, dtype=F64))
+        ).samples
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "total, point, target",
+    [(1.0, 1e-8, 1.0), (1.0, 1.0, 1e8), (1e8, 1.0, 1.0), (1e7, 1.0, 1.0)],
+    ids=["small-point-row", "same-rows-scaled", "large-total-row", "total-row-1e7"],
+)
+@pytest.mark.parametrize("path", ZERO_FIELD_PATHS.values(), ids=ZERO_FIELD_PATHS.keys())
+def test_rows_of_different_scales_are_judged_as_the_same_constraint_scaled(
+    path, total, point, target
+):
+    """``total · Σ u = 0`` and ``point · u₀ = target`` on a zero field of 8 points: ``u₀ =
+    target / point``, the others ``−u₀ / 7``, whatever the rows' scales. A point row of weight
+    1e-8 (the answer 1e8, on which the sum row's round-off is ~1e-8) and a sum row of weights 1e7
+    or 1e8 (its round-off ~1e-8 on an answer of 1) were refused: that round-off was judged
+    against targets of 1 and a zero field, not against the row's own scale. Judged with each row
+    scaled to ``Σ_j |G_ij| = 1``, as the same constraint written with unit rows (which passed),
+    every path returns the answer to the round-off of that well-conditioned pair."""
+    G = torch.zeros(2, 8, dtype=F64)
+    G[0], G[1, 0] = total, point
+    out = path(G, torch.tensor([0.0, target], dtype=F64)).numpy()
+    exact = np.full(8, -target / point / 7)
+    exact[0] = target / point
+    scaled = np.vstack([np.ones(8), np.eye(8)[0]])
+    assert np.abs(out - exact).max() <= np.linalg.cond(scaled) * 2.3e-16 * np.abs(exact).max()
+
+
+BATCHED_PATHS = {
+    "tensor": (lambda G, b, u: LinearConstraint(G, b)(u), "(1,)"),
+    "gaussian-diagonal": (
+        lambda G, b, u: LinearConstraint(G, b)(Gaussian(u, torch.ones_like(u))),
+        "(1,)",
+    ),
+    "ensemble-hardc": (
+        lambda G, b, u: LinearConstraint(G, b, projection="euclidean")(
+            Ensemble(torch.stack([u, u]))
+        ),
+        "(0, 1)",  # (member, slice)
+    ),
+}
+
+
+@pytest.mark.parametrize("path, index", BATCHED_PATHS.values(), ids=BATCHED_PATHS.keys())
+def test_a_slice_the_check_refuses_alone_is_refused_beside_a_slice_of_large_targets(path, index):
+    """Two nearly equal rows (``δ = 1e-9``) asking for totals 1 and 1.5 in slice 1 (the answer
+    ``0.5/δ``, refused alone) beside slice 0 asking for 1e6 from both (its answer meets them
+    exactly). Each slice is judged on its own data: slice 1 is refused, named, as alone; judged
+    on the batch's largest target it passed, missing its first row by 1e-7 (by 1 once in
+    float32)."""
+    G, b = two_nearly_equal_rows(1e-9)
+    condition = re.escape(f"condition number {np.linalg.cond(G.numpy()):.3g}")
+    with pytest.raises(ConstraintError, match=condition):
+        path(G, b, torch.zeros(3, dtype=F64))
+    batch = torch.stack([torch.tensor([1e6, 1e6], dtype=F64), b])
+    with pytest.raises(
+        ConstraintError, match=re.escape(f"at leading index {index} ") + ".*" + condition
+    ):
+        path(G, batch, torch.zeros(2, 3, dtype=F64))
+
+
+def test_slices_far_apart_in_size_are_each_projected_to_their_exact_answer():
+    """Fields and targets of sizes 1e-6 and 1e6 in one batch, well-conditioned rows: each slice
+    meets its rows to its own round-off, and is its own Euclidean projection."""
+    G = torch.linalg.qr(torch.randn(20, 3, dtype=F64, generator=torch.Generator().manual_seed(1)))
+    G = G[0].T * torch.tensor([1.0, 2.0, 3.0], dtype=F64)[:, None]
+    sizes = torch.tensor([1e-6, 1e6], dtype=F64)[:, None]
+    u = sizes * torch.randn(2, 20, dtype=F64, generator=torch.Generator().manual_seed(2))
+    b = sizes * torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    out = LinearConstraint(G, b)(u).numpy()
+    for i in range(2):
+        expected = euclidean(u[i].numpy(), G.numpy(), b[i].numpy())
+        assert np.abs(out[i] - expected).max() <= 1e-15 * np.abs(expected).max()
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.1])

@@ -11,7 +11,9 @@
   projected on its own, HardC), the covariance built from the centred members ``A`` and never as an
   ``n × n`` matrix: ``K = A (GA)ᵀ [(GA)(GA)ᵀ + (m−1) σ² I]⁻¹``, cost ``O(n·m·k)``. When the members
   cannot span the rows (more rows than members − 1, or no spread along one, equal members having
-  none; judged without the noise) a small ``γ I`` (``jitter`` times the ensemble's mean
+  none; judged without the noise, and by that spread alone: members that span the rows get
+  their own update, checked as every exact one and refused, not replaced, if it misses them)
+  a small ``γ I`` (``jitter`` times the ensemble's mean
   variance; only at the points where the members differ, so a point they all agree at, such as
   a wall an earlier boundary condition set, stays) joins the covariance, so every member still
   meets every row (exactly if ``σ = 0``).
@@ -27,8 +29,9 @@ slice with its own ``k`` rows, and ``b`` is ``(..., k)`` over those slices. ``ch
 the rows to some channels (the axis before ``space``). Everything is solved in float64 (a
 projection and a diagonal Gaussian's update by QR, never through ``G Gᵀ``, whose condition
 number is ``G``'s squared) and returned in the input's dtype and device; after an exact update
-(``σ = 0``, or a projection) the residual is checked against the round-off of the problem's data
-(the field before the update and the target), so an ill-conditioned ``G`` raises instead of
+(``σ = 0``, or a projection) the residual is checked, slice by slice, against the round-off of
+the problem's data (the field before the update and the target, the rows taken at their own
+scales or each scaled to unit sum of magnitudes), so an ill-conditioned ``G`` raises instead of
 returning a field that misses the rows, or one so large (nearly dependent rows asking for
 different targets) that its float64 values cannot meet them; a 16-bit result is checked once
 rounded (no overflow, the rows still met to its round-off).
@@ -59,9 +62,10 @@ F64 = torch.float64
 EPS = torch.finfo(F64).eps
 Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9
-"""After an exact float64 update, the most ``|G u − b|`` may reach relative to the problem's own
-data, ``max_i Σ_j |G_ij| · max|u before| + max|b|`` (not the result, which nearly dependent rows
-inflate), ``|G u − b|`` taken as at least ``eps Σ_j |G_ij u_j|``, its round-off on the result."""
+"""After an exact float64 update, the most ``|G u − b|`` may reach in a slice relative to that
+slice's own data, ``max_i Σ_j |G_ij| · max|u before| + max|b|`` (not the result, which nearly
+dependent rows inflate), ``|G u − b|`` taken as at least ``eps Σ_j |G_ij u_j|``, its round-off on
+the result; or the same with every row scaled to ``Σ_j |G_ij| = 1``."""
 VARIANCE_ROUNDOFF = 1e-9  # a constrained variance below -this × the largest prior one: not PSD
 KEPT_RANK = 1e-10
 """Relative size (of squared norms, eigenvalues) below which a boundary condition's rows, or
@@ -73,6 +77,12 @@ rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agre
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""
 LARGEST_NOISE = math.sqrt(sys.float_info.max)
 """The largest ``noise`` σ whose square, the variance σ², is a finite float64."""
+
+
+def _largest(u: torch.Tensor) -> torch.Tensor:
+    """``max|u|`` over the last axis, ``(...)``, without a copy of ``u``'s magnitudes (and
+    faster on a CPU than ``aminmax`` along an axis)."""
+    return torch.maximum(-u.amin(-1), u.amax(-1))
 
 
 def _check_matrix(G: torch.Tensor) -> torch.Tensor:
@@ -504,14 +514,18 @@ class LinearConstraint(Constraint):
         """After an update, every check read at once (one synchronisation):
 
         - exact update (``σ = 0``, or ``euclidean``: a projection, exact whatever the noise):
-          ``|G u − b|`` within :data:`RESIDUAL_TOLERANCE` of the problem's data, ``max_i Σ_j
-          |G_ij| · max|before| + max|b|`` (the field before the update: a row met at zero, ``b =
-          0``, is judged against it), else the rows are ill-conditioned. Not against the result
-          ``u``: nearly dependent rows blow it up (``1/δ`` for rows ``δ`` apart), and a bound that
-          grew with it would pass them all. The residual is taken as at least ``eps Σ_j |G_ij
-          u_j|``, the round-off of ``G u`` on a field that large (a field too large to meet the
-          rows to the data's round-off may still evaluate to a zero residual); its cheap bound
-          ``eps max_i Σ_j |G_ij| · max|u|`` first, the exact sum only when that bound fails;
+          in every slice (leading index: sample, time, member, ...) ``|G u − b|`` within
+          :data:`RESIDUAL_TOLERANCE` of that slice's data, ``max_i Σ_j |G_ij| · max|before| +
+          max|b|`` (the field before the update: a row met at zero, ``b = 0``, is judged against
+          it), else the rows are ill-conditioned. Not against the result ``u``: nearly dependent
+          rows blow it up (``1/δ`` for rows ``δ`` apart), and a bound that grew with it would
+          pass them all; nor against other slices' data, which would let large targets in one
+          slice pass another's miss. The residual is taken as at least ``eps Σ_j |G_ij u_j|``,
+          the round-off of ``G u`` on a field that large (a field too large to meet the rows to
+          the data's round-off may still evaluate to a zero residual): its cheap bound ``eps
+          max_i Σ_j |G_ij| · max|u|`` first, and only where that fails the exact sum, with a
+          slice also passing when it meets the rows each scaled to ``Σ_j |G_ij| = 1`` (the
+          update does not depend on the rows' scales: ``_judge_exactly``);
         - a Gaussian update: its ``pivots`` (``G Σ Gᵀ + σ²`` of one row, or the diagonal of a
           factorised one) positive, and ``variances = (constrained, prior)``: the constrained not
           below zero beyond round-off of the prior ones (a negative one means the input
@@ -519,36 +533,20 @@ class LinearConstraint(Constraint):
           variance down to zero; ``O(n m)``, unlike ``check_psd``).
         """
         exact = self.noise == 0 or euclidean
-        tensors = (u @ G.T - b, u, before.detach(), b) if exact else ()
+        tensors = ()
+        if exact:  # every slice judged on its own data, the cheap bound first
+            u, before, b = u.detach(), before.detach(), b.detach()
+            missed, scale, cheap = self._slice_residuals(G, u, before, b)
+            tensors = (cheap,)
         tensors += (() if pivots is None else (pivots,)) + (variances or ())
         if not tensors:
             return
-        # Σ_j |G_ij u_j| ≤ max_i Σ_j |G_ij| · max|u|: a bound from reductions read at once
-        # (min and max of each: cheaper here than an inf-norm)
         extremes = torch.stack([v for t in tensors for v in torch.aminmax(t)]).tolist()
         lows, highs = extremes[::2], extremes[1::2]
-        if pivots is not None and not lows[4 if exact else 0] > 0:
+        if pivots is not None and not lows[1 if exact else 0] > 0:
             _cholesky(torch.diag_embed(pivots), G)  # raises with the reason
-        if exact:
-            residual, after, first, target = (
-                max(-lo, hi) for lo, hi in zip(lows[:4], highs[:4], strict=True)
-            )
-            rowsum = self._matrices(u.device)[2]
-            scale = max(first * rowsum + target, torch.finfo(F64).tiny)
-            worst = max(residual, EPS * after * rowsum) / scale
-            if not worst <= RESIDUAL_TOLERANCE:  # the exact round-off of G u, then judge
-                floor = (u.abs() @ G.abs().T).amax().item() * EPS
-                worst = max(residual, floor) / scale
-            if not worst <= RESIDUAL_TOLERANCE:
-                condition = torch.linalg.cond(G).item()
-                raise ConstraintError(
-                    f"the exact update left a relative residual {worst:.3g} (tolerance "
-                    f"{RESIDUAL_TOLERANCE:g}; |G u − b|, or the round-off of G u on the result, "
-                    f"whose largest value is {after:.3g}, relative to max_i Σ_j |G_ij| · "
-                    f"max|u before| + max|b| = {scale:.3g}): G is ill-conditioned (condition "
-                    f"number {condition:.3g})"
-                    + ("" if euclidean else " or the covariance is singular along G")
-                )
+        if exact and not highs[0] <= RESIDUAL_TOLERANCE:
+            self._judge_exactly(G, u, before, b, missed, scale, euclidean)
         if variances is not None:
             lowest, scale = lows[-2], max(-lows[-1], highs[-1], torch.finfo(F64).tiny)
             if lowest < -VARIANCE_ROUNDOFF * scale:
@@ -560,6 +558,62 @@ class LinearConstraint(Constraint):
                     "amplifies its round-off; then add a small jitter to it, e.g. "
                     "1e-12 * trace(cov) / n * I"
                 )
+
+    def _slice_residuals(
+        self, G: torch.Tensor, u: torch.Tensor, before: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per slice (every leading index of the field ``u`` ``(..., n)`` after an exact update,
+        ``before`` it, and of the target ``b`` ``(..., k)``): ``|G u − b|`` ``(..., k)``, the
+        data's scale ``max_i Σ_j |G_ij| · max|before| + max|b|`` ``(...)``, and the relative
+        residual's cheap bound ``(...)``, the round-off of ``G u`` taken as ``eps max_i Σ_j
+        |G_ij| · max|u|``. A few reductions, no synchronisation."""
+        rowsum = self._matrices(u.device)[2]
+        missed = (u @ G.T - b).abs()
+        scale = _largest(before) * rowsum + b.abs().amax(-1)
+        scale = scale.clamp_min(torch.finfo(F64).tiny)
+        cheap = torch.maximum(missed.amax(-1), EPS * rowsum * _largest(u)) / scale
+        return missed, scale, cheap
+
+    def _judge_exactly(
+        self,
+        G: torch.Tensor,
+        u: torch.Tensor,
+        before: torch.Tensor,
+        b: torch.Tensor,
+        missed: torch.Tensor,
+        scale: torch.Tensor,
+        euclidean: bool,
+    ) -> None:
+        """The residual check where the cheap bound failed (``_check_update``; arguments
+        from ``_slice_residuals``): the round-off of ``G u`` row by row, ``eps Σ_j |G_ij
+        u_j|``, and a slice accepted when it meets its rows either on the data's scale or with
+        every row scaled to ``Σ_j |G_ij| = 1`` (the same constraint, met by the same field: a
+        row of small weights is not judged against the others' larger ones). Raises, naming
+        ``G``'s condition number, where neither holds."""
+        absolute = G.abs()
+        rows = absolute.sum(-1)  # (k,)
+        missed = torch.maximum(missed, EPS * (u.abs() @ absolute.T))
+        plain = missed.amax(-1) / scale
+        data = _largest(before) + (b.abs() / rows).amax(-1)
+        equilibrated = (missed / rows).amax(-1) / data.clamp_min(torch.finfo(F64).tiny)
+        worst = torch.minimum(plain, equilibrated)
+        if bool(worst.amax() <= RESIDUAL_TOLERANCE):
+            return
+        shape = worst.shape
+        at = int(torch.where(worst.isnan(), math.inf, worst).flatten().argmax())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(at), shape))
+        where = f" at leading index {index}" if index else ""
+        pick = [t.expand(shape).flatten()[at].item() for t in (plain, equilibrated, scale)]
+        after = _largest(u).expand(shape).flatten()[at].item()
+        condition = torch.linalg.cond(G).item()
+        raise ConstraintError(
+            f"the exact update left a relative residual {pick[0]:.3g}{where} (tolerance "
+            f"{RESIDUAL_TOLERANCE:g}; |G u − b|, or the round-off of G u on the result, whose "
+            f"largest value there is {after:.3g}, relative to max_i Σ_j |G_ij| · max|u before| "
+            f"+ max|b| = {pick[2]:.3g}; {pick[1]:.3g} with each row scaled to Σ_j |G_ij| = 1): "
+            f"G is ill-conditioned (condition number {condition:.3g})"
+            + ("" if euclidean else " or the covariance is singular along G")
+        )
 
     # ------------------------------------------------------------------------------ measure
 
@@ -690,7 +744,14 @@ class LinearConstraint(Constraint):
         the rows their mean and sample covariance are the posterior's ``x̄ − K (G x̄ − b)`` and
         ``(I − K G) Σ``. With ``shrinkage`` or the ``γ I`` fallback ``K`` and ``K̃`` use that
         ``Σ``: the mean is the posterior mean for it, but it is not the members' covariance, so
-        their spread is the posterior's only approximately."""
+        their spread is the posterior's only approximately.
+
+        Whether the members span the rows (their own ``Σ``, else ``γ I`` joins it) is decided
+        by their spread along each row alone (:data:`UNSPANNED`), never by the result: an
+        update of members that span the rows which then misses them beyond the data's round-off
+        (``G`` ill-conditioned, the spread along a row barely above that threshold) raises
+        rather than falling back to another update. With ``σ = 0`` the update is refined once
+        (``_update``)."""
         samples = output.samples
         leading = self._layout(samples[0], "each member")
         b = self._target_for(state, leading, samples, "samples of shape {shape} (member first)")
@@ -710,13 +771,10 @@ class LinearConstraint(Constraint):
         met = None if self.noise else b  # the target the members meet exactly
         if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
             new = _one_row_update(X, G[0], b, self.shrinkage, self.noise)
-            if new is not None:
-                try:
-                    self._check_update(G, new.detach(), b, X)
-                    self._warn_if_collapsed(members, k)
-                    return Ensemble(self._unflat(new, samples, met))
-                except ConstraintError:
-                    pass  # the members do not span the row well: add γ I below
+            if new is not None:  # the members span the row: the update meets it
+                self._check_update(G, new.detach(), b, X)
+                self._warn_if_collapsed(members, k)
+                return Ensemble(self._unflat(new, samples, met))
         GX = X @ G.T  # (member, ..., k)
         # the centred members A, not X: members that agree closely on a total they all miss
         # would otherwise lose the update to cancellation (Σ_m GX_m is not 0 in floating point)
@@ -737,13 +795,10 @@ class LinearConstraint(Constraint):
         if L is not None:
             if self.noise:
                 L = _cholesky(noisy, G)
-            new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise)
-            try:
-                self._check_update(G, new.detach(), b, X)
-                self._warn_if_collapsed(members, k)
-                return Ensemble(self._unflat(new, samples, met))
-            except ConstraintError:
-                pass  # the members do not span the rows well: add γ I below
+            new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise, G, b)
+            self._check_update(G, new.detach(), b, X)
+            self._warn_if_collapsed(members, k)
+            return Ensemble(self._unflat(new, samples, met))
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
         varying = _jitter_support(A, G)
@@ -754,7 +809,7 @@ class LinearConstraint(Constraint):
             CG = CG * varying[..., None] + gamma[..., None, None] * (varying[..., None] * G.T)
             S = noisy + gamma[..., None, None] * ((G * varying[..., None, :]) @ G.T)
         L = _cholesky(S, G)
-        new = _update(X, A, GA, mismatch, CG, S, L, self.noise)
+        new = _update(X, A, GA, mismatch, CG, S, L, self.noise, G, b)
         self._check_update(G, new.detach(), b, X)
         return Ensemble(self._unflat(new, samples, met))
 
@@ -891,19 +946,27 @@ def _update(
     S: torch.Tensor,
     L: torch.Tensor,
     noise: float,
+    G: torch.Tensor,
+    b: torch.Tensor,
 ) -> torch.Tensor:
     """The members after the update with ``K = Σ Gᵀ S⁻¹``: ``X`` and centred ``A`` ``(member,
     ..., n)``, ``GA`` ``(member, ..., k)``, ``mismatch = G X − b`` ``(..., k, member)``, ``CG =
-    Σ Gᵀ`` ``(..., n, k)``, ``S = G Σ Gᵀ + σ² I`` ``(..., k, k)`` and its Cholesky factor ``L``.
+    Σ Gᵀ`` ``(..., n, k)``, ``S = G Σ Gᵀ + σ² I`` ``(..., k, k)`` and its Cholesky factor ``L``,
+    the rows ``G`` ``(k, n)`` and targets ``b`` ``(..., k)``.
 
-    ``σ = 0``: every member ``x − K (G x − b)``. ``σ > 0``: the mean ``x̄ − K (G x̄ − b)`` and the
-    centred members ``A − K̃ G A``, ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹`` with ``L`` the Cholesky factor
-    of ``S`` (the square-root form: Andrews 1968; Whitaker & Hamill 2002; any square root of ``S``
-    serves when the noise is ``σ² I``, and this one has a finite gradient everywhere). No random
-    numbers; when ``Σ`` is the members' covariance their new one is ``(I − K G) Σ`` exactly (one
-    gain ``K`` for all would leave it narrower by ``σ² K Kᵀ``)."""
-    if not noise:
-        return X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
+    ``σ = 0``: every member ``x − K (G x − b)``, refined once (the same step again on the
+    result, with the same factor: ``S`` has ``G``'s condition number squared, and the first step
+    alone can leave the rows missed well above the round-off of the data). ``σ > 0``: the mean
+    ``x̄ − K (G x̄ − b)`` and the centred members ``A − K̃ G A``, ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹``
+    with ``L`` the Cholesky factor of ``S`` (the square-root form: Andrews 1968; Whitaker &
+    Hamill 2002; any square root of ``S`` serves when the noise is ``σ² I``, and this one has a
+    finite gradient everywhere). No random numbers; when ``Σ`` is the members' covariance their
+    new one is ``(I − K G) Σ`` exactly (one gain ``K`` for all would leave it narrower by ``σ² K
+    Kᵀ``)."""
+    if not noise:  # refined once: S, G Σ Gᵀ, has G's condition number squared
+        new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
+        missed = (new @ G.T - b).movedim(0, -1)
+        return new - _members_last(CG @ torch.cholesky_solve(missed, L))
     mean = _centre(X) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
     eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
     # K̃ G A = CG L⁻ᵀ (L + σ I)⁻¹ G A: two triangular solves on the (k, member) right-hand side
