@@ -742,7 +742,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     its name under this Python, in the current folder; the script's exit status (128 plus the
     signal's number where a signal ended it, as a shell says). A stop is the script's to handle
     (it says what it kept): each one that reaches ``physml`` is passed on to it and ``physml``
-    waits for it to end (:func:`_wait_passing_stops_on`)."""
+    waits for it to end."""
     scripts = benchmark_scripts()
     if args.name is None:
         print(format_benchmarks(scripts))
@@ -758,66 +758,70 @@ def _run_bench(args: argparse.Namespace) -> int:
             f"NAME: no benchmark script {args.name!r} in {BENCHMARKS} (`physml bench` lists "
             f"them){did_you_mean(name, scripts)}"
         )
-    script = subprocess.Popen([sys.executable, str(BENCHMARKS / f"{name}.py"), *args.args])
-    status = _wait_passing_stops_on(script)
+    status = _run_passing_stops_on([sys.executable, str(BENCHMARKS / f"{name}.py"), *args.args])
     return status if status >= 0 else 128 - status
 
 
-def _wait_passing_stops_on(script: subprocess.Popen) -> int:
-    """``script``'s return code once it has ended, every stop (SIGINT, SIGTERM, SIGHUP) that
-    reaches ``physml`` meanwhile passed on to it, so that it says what it kept and ``physml``
-    ends only after it. A Ctrl-C the terminal sent to the whole process group (the script's
-    too) is not sent twice; a script still running :data:`STOP_GRACE` seconds after a SIGINT
-    is sent a SIGTERM. A stop ``physml`` ignores (``nohup``) is left alone: the script ignores
-    it too. Off the main thread, where no handler can be set, it only waits."""
+def _run_passing_stops_on(command: list[str]) -> int:
+    """The return code of ``command``, run to its end, every stop (SIGINT, SIGTERM, SIGHUP)
+    that reaches ``physml`` meanwhile passed on to it, so that it says what it kept and
+    ``physml`` ends only after it. A Ctrl-C the terminal sent to the whole process group (the
+    command's too) is not sent twice; a command still running :data:`STOP_GRACE` seconds after
+    a SIGINT is sent a SIGTERM. A stop ``physml`` ignores (``nohup``) is left alone: the command
+    ignores it too. Off the main thread, where no handler can be set, it only waits."""
     if threading.current_thread() is not threading.main_thread():
-        return script.wait()
+        return subprocess.call(command)
     stops = [
         signum
         for signum in (signal.SIGINT, *STOPPING)
         if signal.getsignal(signum) not in (signal.SIG_IGN, None)
     ]
-    deadline = None
+    received: list[int] = []  # the stops that came before they could be told apart
 
-    def pass_on(signum: int, sent_to_group: bool) -> None:
-        nonlocal deadline
-        if script.poll() is not None:
-            return
-        if not sent_to_group:
-            script.send_signal(signum)
-        if signum == signal.SIGINT and deadline is None:
-            deadline = time.monotonic() + STOP_GRACE
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
 
-    def escalate() -> None:
-        nonlocal deadline
-        if deadline is not None and time.monotonic() >= deadline and script.poll() is None:
-            script.send_signal(signal.SIGTERM)
-            deadline = math.inf  # once
-
-    if hasattr(signal, "sigtimedwait"):  # each stop with its siginfo: who sent it
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-        try:
-            while script.poll() is None:
-                info = signal.sigtimedwait(stops, 0.1)
-                if info is not None:
-                    pass_on(info.si_signo, _sent_to_group(info, script.pid))
-                escalate()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        return script.returncode
-    received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in stops}
+    previous = {signum: signal.signal(signum, note) for signum in stops}  # not the child's
     try:
-        while script.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                script.wait(timeout=0.1)
+        script = subprocess.Popen(command)
+        deadline = None
+
+        def pass_on(signum: int, sent_to_group: bool = False) -> None:
+            nonlocal deadline
+            if script.poll() is not None:
+                return
+            if not sent_to_group:
+                script.send_signal(signum)
+            if signum == signal.SIGINT and deadline is None:
+                deadline = time.monotonic() + STOP_GRACE
+
+        def pass_on_received() -> None:
+            nonlocal deadline
             while received:
-                pass_on(received.pop(0), False)
-            escalate()
+                pass_on(received.pop(0))
+            if deadline is not None and time.monotonic() >= deadline and script.poll() is None:
+                script.send_signal(signal.SIGTERM)
+                deadline = math.inf  # once
+
+        if hasattr(signal, "sigtimedwait"):  # each stop with its siginfo: who sent it
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            try:
+                while script.poll() is None:
+                    pass_on_received()
+                    info = signal.sigtimedwait(stops, 0.1)
+                    if info is not None:
+                        pass_on(info.si_signo, _sent_to_group(info, script.pid))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        else:
+            while script.poll() is None:
+                pass_on_received()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    script.wait(timeout=0.1)
+        return script.returncode
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return script.returncode
 
 
 SI_KERNEL = 0x80

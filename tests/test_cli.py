@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -881,6 +882,71 @@ def test_bench_passes_every_stop_on_to_the_script_and_ends_with_it(tmp_path, scr
         if physml_process.poll() is None:
             physml_process.kill()
             physml_process.wait()
+
+
+PTY_DRIVER = (
+    """import fcntl, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # its terminal: the one the test types Ctrl-C into
+"""
+    + BENCH_DRIVER
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux terminals and siginfo")
+def test_bench_does_not_pass_on_a_ctrl_c_the_script_got_from_the_terminal(tmp_path):
+    """A Ctrl-C typed in the terminal reaches physml and the script (one process group): the
+    script gets it once, not a second time from physml."""
+    import pty
+
+    folder = _fake_benchmarks(tmp_path / "benchmarks")
+    log = tmp_path / "signals.log"
+    (folder / "two.py").write_text(STOPS_SCRIPT.format(log=str(log), count=2, stubborn=False))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    terminal, its_end = pty.openpty()
+    physml_process = subprocess.Popen(
+        [sys.executable, "-c", PTY_DRIVER, str(folder), "two", "600"],
+        env=environment,
+        cwd=tmp_path,
+        stdin=its_end,
+        stdout=its_end,
+        stderr=its_end,
+        start_new_session=True,
+    )
+    os.close(its_end)
+    try:
+        assert _log_lines(log, "ready", physml_process) == ["ready"]
+        os.write(terminal, b"\x03")  # Ctrl-C, typed
+        assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
+        physml_process.send_signal(signal.SIGTERM)  # after any SIGINT physml would pass on
+        assert physml_process.wait(timeout=60) == 3
+        assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
+    finally:
+        if physml_process.poll() is None:
+            physml_process.kill()
+            physml_process.wait()
+        os.close(terminal)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux siginfo")
+def test_only_a_stop_the_terminal_sent_to_the_scripts_group_counts_as_the_scripts_already():
+    """Linux's siginfo: si_code SI_KERNEL (0x80) for a terminal's Ctrl-C or hangup, SI_USER (0)
+    for ``kill``; the terminal signals the foreground process group, so a script outside
+    physml's group did not get it."""
+    stop = signal.SIGINT
+    info = lambda code: types.SimpleNamespace(si_signo=stop, si_code=code)  # noqa: E731
+    script = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    elsewhere = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        assert physml.cli._sent_to_group(info(0x80), script.pid)
+        assert not physml.cli._sent_to_group(info(0), script.pid)  # kill PID: physml's alone
+        assert not physml.cli._sent_to_group(info(0x80), elsewhere.pid)
+    finally:
+        for process in (script, elsewhere):
+            process.kill()
+            process.wait()
+    assert not physml.cli._sent_to_group(info(0x80), script.pid)  # ended: no group to be in
 
 
 def test_bench_refuses_a_benchmarks_folder_outside_a_physml_checkout(tmp_path, monkeypatch, capfd):
