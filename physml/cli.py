@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import io
 import math
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -24,7 +28,7 @@ from physml import __version__
 from physml._checks import did_you_mean, fits_in_memory
 from physml._io import existing_file, writable_folder
 from physml._progress import takes_a_bar
-from physml.signals import Terminated, say_interrupted, signals_interrupt
+from physml.signals import STOPPING, say_interrupted, signals_interrupt
 from physml.tasks import SEED_LIMIT
 from physml.training import commands as training_commands
 from physml.training.distributed import rank
@@ -38,7 +42,11 @@ DISK_FACTOR = 2
 for a moment)."""
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 """Where ``physml bench`` finds the benchmark scripts, the ``benchmarks/`` folder of the source
-checkout this package runs from (an installed package has none)."""
+checkout this package runs from; taken only beside a ``pyproject.toml`` of physml, since an
+installed package has none (the folder there may be another package's)."""
+STOP_GRACE = 10.0
+"""Seconds ``physml bench`` leaves a benchmark script to end after a Ctrl-C (SIGINT) before it
+sends the script a SIGTERM."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -666,12 +674,19 @@ def benchmark_scripts(folder: Path | None = None) -> dict[str, str]:
     """The benchmark scripts of ``folder`` (default :data:`BENCHMARKS`), sorted by name, each
     with the first line of its module docstring: the ``*.py`` files that define ``main`` and
     run as scripts (``if __name__ == "__main__":``), not the modules of shared pieces
-    (``common.py``). The files are parsed, not imported. A folder that is not there (an
-    installed package, not a source checkout) is a ``FileNotFoundError`` saying where they are."""
+    (``common.py``). The files are parsed, not imported. A folder that is not there, or not
+    beside the ``pyproject.toml`` of physml (an installed package, not a source checkout), is a
+    ``FileNotFoundError`` saying where they are."""
     folder = BENCHMARKS if folder is None else Path(folder)
-    if not folder.is_dir():
+    if not (folder.is_dir() and _physml_checkout(folder.parent)):
+        what = (
+            f"{folder} is not the benchmarks folder of a physml source checkout (no "
+            "pyproject.toml of physml beside it)"
+            if folder.is_dir()
+            else f"no benchmarks folder at {folder}"
+        )
         raise FileNotFoundError(
-            f"no benchmarks folder at {folder}: the benchmark scripts ship with the source "
+            f"{what}: the benchmark scripts ship with the source "
             "repository, not with the installed package; clone the repository, install it with "
             "`pip install -e .` and run `physml bench` there (or `python benchmarks/NAME.py`)"
         )
@@ -690,6 +705,26 @@ def benchmark_scripts(folder: Path | None = None) -> dict[str, str]:
     return scripts
 
 
+def _physml_checkout(root: Path) -> bool:
+    """Whether ``root`` holds the ``pyproject.toml`` of physml (``name = "physml"`` in its
+    ``[project]`` table): the source checkout whose ``benchmarks/`` ``physml bench`` may run."""
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the [project] table's name line, read by hand
+        table = re.search(r"^\[project\][ \t]*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+        name = table and re.search(r"^name\s*=\s*[\"']([^\"']*)[\"']", table.group(1), re.M)
+        return bool(name) and name.group(1) == "physml"
+    try:
+        project = tomllib.loads(text).get("project")
+    except tomllib.TOMLDecodeError:
+        return False
+    return isinstance(project, dict) and project.get("name") == "physml"
+
+
 def format_benchmarks(scripts: dict[str, str], width: int | None = None) -> str:
     """The text of ``physml bench``: each benchmark script (:func:`benchmark_scripts`) and the
     first line of its docstring, laid out as ``physml list`` lays out its entries."""
@@ -706,8 +741,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     """``physml bench``: list the benchmark scripts, or run one with the arguments that follow
     its name under this Python, in the current folder; the script's exit status (128 plus the
     signal's number where a signal ended it, as a shell says). A stop is the script's to handle
-    (it says what it kept): Ctrl-C reaches it from the terminal, a SIGTERM or SIGHUP sent to
-    ``physml`` is passed on to it, and ``physml`` waits for it to end."""
+    (it says what it kept): each one that reaches ``physml`` is passed on to it and ``physml``
+    waits for it to end."""
     scripts = benchmark_scripts()
     if args.name is None:
         print(format_benchmarks(scripts))
@@ -723,14 +758,86 @@ def _run_bench(args: argparse.Namespace) -> int:
             f"NAME: no benchmark script {args.name!r} in {BENCHMARKS} (`physml bench` lists "
             f"them){did_you_mean(name, scripts)}"
         )
-    script = subprocess.Popen([sys.executable, str(BENCHMARKS / f"{name}.py"), *args.args])
-    try:
-        status = script.wait()
-    except KeyboardInterrupt as error:
-        if isinstance(error, Terminated):
-            script.send_signal(error.signum)
-        status = script.wait()
+    status = _run_passing_stops_on([sys.executable, str(BENCHMARKS / f"{name}.py"), *args.args])
     return status if status >= 0 else 128 - status
+
+
+def _run_passing_stops_on(command: list[str]) -> int:
+    """The return code of ``command``, run to its end, every stop (SIGINT, SIGTERM, SIGHUP)
+    that reaches ``physml`` meanwhile passed on to it, so that it says what it kept and
+    ``physml`` ends only after it. A Ctrl-C the terminal sent to the whole process group (the
+    command's too) is not sent twice; a command still running :data:`STOP_GRACE` seconds after
+    a SIGINT is sent a SIGTERM. A stop ``physml`` ignores (``nohup``) is left alone: the command
+    ignores it too. Off the main thread, where no handler can be set, it only waits."""
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.call(command)
+    stops = [
+        signum
+        for signum in (signal.SIGINT, *STOPPING)
+        if signal.getsignal(signum) not in (signal.SIG_IGN, None)
+    ]
+    received: list[int] = []  # the stops that came before they could be told apart
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, note) for signum in stops}  # not the child's
+    try:
+        script = subprocess.Popen(command)
+        deadline = None
+
+        def pass_on(signum: int, sent_to_group: bool = False) -> None:
+            nonlocal deadline
+            if script.poll() is not None:
+                return
+            if not sent_to_group:
+                script.send_signal(signum)
+            if signum == signal.SIGINT and deadline is None:
+                deadline = time.monotonic() + STOP_GRACE
+
+        def pass_on_received() -> None:
+            nonlocal deadline
+            while received:
+                pass_on(received.pop(0))
+            if deadline is not None and time.monotonic() >= deadline and script.poll() is None:
+                script.send_signal(signal.SIGTERM)
+                deadline = math.inf  # once
+
+        if hasattr(signal, "sigtimedwait"):  # each stop with its siginfo: who sent it
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            try:
+                while script.poll() is None:
+                    pass_on_received()
+                    info = signal.sigtimedwait(stops, 0.1)
+                    if info is not None:
+                        pass_on(info.si_signo, _sent_to_group(info, script.pid))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        else:
+            while script.poll() is None:
+                pass_on_received()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    script.wait(timeout=0.1)
+        return script.returncode
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+SI_KERNEL = 0x80
+"""Linux's ``si_code`` of a signal the kernel sent, as a terminal sends Ctrl-C and a hangup to
+its foreground process group."""
+
+
+def _sent_to_group(info: object, pid: int) -> bool:
+    """Whether the signal ``info`` tells of came from the terminal to a process group that holds
+    the process ``pid`` too (which has it already)."""
+    if info.si_code != SI_KERNEL or not sys.platform.startswith("linux"):
+        return False
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:

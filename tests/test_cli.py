@@ -9,6 +9,8 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import types
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,7 +24,6 @@ from pdes import problems
 from physml import tasks
 from physml.cli import build_parser, main
 from physml.data import generate_dataset
-from physml.signals import Terminated
 
 
 def test_list_names_recipes_and_tasks(capsys):
@@ -751,11 +752,16 @@ if __name__ == "__main__":
 '''
 
 
+PHYSML_PYPROJECT = '[build-system]\nrequires = ["setuptools"]\n\n[project]\nname = "physml"\n'
+"""A pyproject.toml that makes its folder a physml checkout."""
+
+
 def _fake_benchmarks(folder: Path) -> Path:
     """A benchmarks folder: scripts ``exits3`` and ``killed`` (SIGTERM), a module of pieces with
     a ``main`` but no ``__main__`` guard, a script without ``main`` and a file that does not
-    parse."""
-    folder.mkdir()
+    parse; beside it the pyproject.toml of a physml checkout."""
+    folder.mkdir(parents=True)
+    (folder.parent / "pyproject.toml").write_text(PHYSML_PYPROJECT)
     (folder / "exits3.py").write_text(FAKE_SCRIPT.format(status=3, ending="return 3"))
     ending = "os.kill(os.getpid(), 15)"
     (folder / "killed.py").write_text(FAKE_SCRIPT.format(status="by SIGTERM", ending=ending))
@@ -785,45 +791,186 @@ def test_bench_passes_the_arguments_and_the_exit_status_through(tmp_path, monkey
         assert main(["bench", "killed"]) == 128 + 15  # as a shell says a signal's end
 
 
-class _StoppedScript:
-    """A stand-in for ``subprocess.Popen`` of a benchmark script: its first ``wait`` is
-    interrupted by ``stop`` (as physml's is by a signal); the script then ends with ``status``."""
+STOPS_SCRIPT = '''"""Records the stops it gets; exits 3 after {count} (or SIGTERM: {stubborn})."""
+import signal, time
 
-    def __init__(self, stop: KeyboardInterrupt, status: int) -> None:
-        self.stop, self.status, self.signals, self.command = stop, status, [], None
-
-    def __call__(self, command: list[str]) -> "_StoppedScript":
-        self.command = command
-        return self
-
-    def wait(self) -> int:
-        if self.stop is not None:
-            stop, self.stop = self.stop, None
-            raise stop
-        return self.status
-
-    def send_signal(self, signum: int) -> None:
-        self.signals.append(signum)
+LOG = {log!r}
 
 
+def main():
+    got = []
+
+    def note(signum, frame):
+        got.append(signal.Signals(signum).name)
+        with open(LOG, "a") as log:
+            log.write(got[-1] + "\\n")
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, note)
+    with open(LOG, "a") as log:
+        log.write("ready\\n")
+    end = time.monotonic() + 60  # the test's safety net, not reached where it passes
+    while time.monotonic() < end:
+        if len(got) >= {count} or ({stubborn} and "SIGTERM" in got):
+            return 3
+        time.sleep(0.01)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+'''
+
+BENCH_DRIVER = """import signal, sys
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whoever starts it
+import physml.cli as cli
+cli.BENCHMARKS = Path(sys.argv[1])
+cli.STOP_GRACE = float(sys.argv[3])
+sys.exit(cli.main(["bench", sys.argv[2]]))
+"""
+
+
+def _log_lines(log: Path, until: str, process: subprocess.Popen) -> list[str]:
+    """The lines of ``log`` once one is ``until``, or once ``process`` has ended, or after a
+    minute: waited for, not timed."""
+    for _ in range(6000):
+        lines = log.read_text().splitlines() if log.exists() else []
+        if until in lines or process.poll() is not None:
+            break
+        time.sleep(0.01)
+    return lines
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize(
-    "stop, passed_on, status",
+    "script, stops, got",
     [
-        (KeyboardInterrupt(), [], 130),  # Ctrl-C: the terminal signals the script itself
-        (Terminated(signal.SIGTERM), [signal.SIGTERM], 143),
-        (Terminated(signal.SIGHUP), [signal.SIGHUP], 129),
+        # a stop sent to physml alone (not its process group) reaches the script, and so does a
+        # second one arriving while the first is handled; physml ends with the script's status
+        ("two", [signal.SIGINT, signal.SIGTERM], ["SIGINT", "SIGTERM"]),
+        ("two", [signal.SIGTERM, signal.SIGINT], ["SIGTERM", "SIGINT"]),
+        ("one", [signal.SIGTERM], ["SIGTERM"]),
+        ("one", [signal.SIGHUP], ["SIGHUP"]),
+        ("one", [signal.SIGINT], ["SIGINT"]),
+        # a script that carries on after a SIGINT is sent a SIGTERM STOP_GRACE seconds later
+        ("stubborn", [signal.SIGINT], ["SIGINT", "SIGTERM"]),
     ],
 )
-def test_bench_leaves_a_stop_to_the_script_and_ends_with_its_status(
-    monkeypatch, capsys, stop, passed_on, status
-):
-    """The script says what it kept and how it stopped; physml waits for it and adds nothing."""
-    script = _StoppedScript(stop, status)
-    monkeypatch.setattr(physml.cli.subprocess, "Popen", script)
-    assert main(["bench", "solvers", "--quick"]) == status
-    assert script.command == [sys.executable, str(BENCHMARKS / "solvers.py"), "--quick"]
-    assert script.signals == passed_on
-    assert capsys.readouterr() == ("", "")
+def test_bench_passes_every_stop_on_to_the_script_and_ends_with_it(tmp_path, script, stops, got):
+    folder = _fake_benchmarks(tmp_path / "benchmarks")
+    log = tmp_path / "signals.log"
+    count, stubborn = {"one": (1, False), "two": (2, False), "stubborn": (99, True)}[script]
+    text = STOPS_SCRIPT.format(log=str(log), count=count, stubborn=stubborn)
+    (folder / f"{script}.py").write_text(text)
+    grace = "0.2" if stubborn else "600"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    physml_process = subprocess.Popen(
+        [sys.executable, "-c", BENCH_DRIVER, str(folder), script, grace],
+        env=environment,
+        cwd=tmp_path,
+    )
+    try:
+        assert _log_lines(log, "ready", physml_process) == ["ready"]
+        for sent, signum in enumerate(stops, 1):
+            physml_process.send_signal(signum)  # to physml alone, as `kill PID` or a runner does
+            lines = _log_lines(log, signal.Signals(signum).name, physml_process)
+            assert lines[1 : 1 + sent] == [signal.Signals(s).name for s in stops[:sent]]
+        assert physml_process.wait(timeout=60) == 3
+        assert log.read_text().splitlines() == ["ready", *got]
+    finally:
+        if physml_process.poll() is None:
+            physml_process.kill()
+            physml_process.wait()
+
+
+PTY_DRIVER = (
+    """import fcntl, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # its terminal: the one the test types Ctrl-C into
+"""
+    + BENCH_DRIVER
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux terminals and siginfo")
+def test_bench_does_not_pass_on_a_ctrl_c_the_script_got_from_the_terminal(tmp_path):
+    """A Ctrl-C typed in the terminal reaches physml and the script (one process group): the
+    script gets it once, not a second time from physml."""
+    import pty
+
+    folder = _fake_benchmarks(tmp_path / "benchmarks")
+    log = tmp_path / "signals.log"
+    (folder / "two.py").write_text(STOPS_SCRIPT.format(log=str(log), count=2, stubborn=False))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    terminal, its_end = pty.openpty()
+    physml_process = subprocess.Popen(
+        [sys.executable, "-c", PTY_DRIVER, str(folder), "two", "600"],
+        env=environment,
+        cwd=tmp_path,
+        stdin=its_end,
+        stdout=its_end,
+        stderr=its_end,
+        start_new_session=True,
+    )
+    os.close(its_end)
+    try:
+        assert _log_lines(log, "ready", physml_process) == ["ready"]
+        os.write(terminal, b"\x03")  # Ctrl-C, typed
+        assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
+        physml_process.send_signal(signal.SIGTERM)  # after any SIGINT physml would pass on
+        assert physml_process.wait(timeout=60) == 3
+        assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
+    finally:
+        if physml_process.poll() is None:
+            physml_process.kill()
+            physml_process.wait()
+        os.close(terminal)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux siginfo")
+def test_only_a_stop_the_terminal_sent_to_the_scripts_group_counts_as_the_scripts_already():
+    """Linux's siginfo: si_code SI_KERNEL (0x80) for a terminal's Ctrl-C or hangup, SI_USER (0)
+    for ``kill``; the terminal signals the foreground process group, so a script outside
+    physml's group did not get it."""
+    stop = signal.SIGINT
+    info = lambda code: types.SimpleNamespace(si_signo=stop, si_code=code)  # noqa: E731
+    script = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    elsewhere = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        assert physml.cli._sent_to_group(info(0x80), script.pid)
+        assert not physml.cli._sent_to_group(info(0), script.pid)  # kill PID: physml's alone
+        assert not physml.cli._sent_to_group(info(0x80), elsewhere.pid)
+    finally:
+        for process in (script, elsewhere):
+            process.kill()
+            process.wait()
+    assert not physml.cli._sent_to_group(info(0x80), script.pid)  # ended: no group to be in
+
+
+def test_bench_refuses_a_benchmarks_folder_outside_a_physml_checkout(tmp_path, monkeypatch, capfd):
+    """In an installed physml, ``site-packages/benchmarks`` may be another package's: not run."""
+    folder = _fake_benchmarks(tmp_path / "site-packages" / "benchmarks")
+    monkeypatch.setattr(physml.cli, "BENCHMARKS", folder)
+    ship = (
+        ": the benchmark scripts ship with the source repository, not with the installed "
+        "package; clone the repository, install it with `pip install -e .` and run `physml "
+        "bench` there (or `python benchmarks/NAME.py`)\n"
+    )
+    refused = (
+        f"physml bench: error: {folder} is not the benchmarks folder of a physml source checkout"
+        f" (no pyproject.toml of physml beside it){ship}"
+    )
+    for pyproject in (None, '[project]\nname = "otherpkg"\n', "[tool.physml]\nname = 'physml'\n"):
+        (folder.parent / "pyproject.toml").unlink(missing_ok=True)
+        if pyproject is not None:
+            (folder.parent / "pyproject.toml").write_text(pyproject)
+        for command in (["bench"], ["bench", "exits3"]):
+            assert main(command) == 2
+            assert capfd.readouterr() == ("", refused)
+    (folder.parent / "pyproject.toml").write_text(PHYSML_PYPROJECT)
+    assert main(["bench", "exits3"]) == 3  # beside physml's pyproject.toml: a checkout's
 
 
 @pytest.mark.parametrize(

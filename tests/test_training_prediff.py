@@ -178,6 +178,11 @@ def test_run_stage_must_return_the_trainers_report(tmp_path):
         )
 
 
+def _split(videos: torch.Tensor, context: int) -> TensorDataset:
+    """Pairs of ``videos`` ``(N, T, C, H, W)``: its first ``context`` frames, then the rest."""
+    return TensorDataset(videos[:, :context], videos[:, context:])
+
+
 def _bad(**change):
     """train_prediff's arguments, one of them changed."""
     arguments = dict(
@@ -201,6 +206,63 @@ def _bad(**change):
             dict(pairs=TensorDataset(torch.zeros(3, 2, 1, 8, 8))),
             TypeError,
             r"got a tuple of 1 \(shape \(2, 1, 8, 8\)\)",
+        ),
+        (
+            dict(pairs=_split(_videos(), 3)),  # T_in = 3 for a PreDiff of T_in = 2
+            ValueError,
+            r"^pairs must yield contexts \(T_in, C, H, W\) this PreDiff takes \(T_in = 2, C = 1\), "
+            r"got a tensor of shape \(3, 1, 8, 8\) as item 0's context: context must have 2 frame",
+        ),
+        (
+            dict(pairs=_split(_videos(), 3), frames=_videos()),
+            ValueError,
+            r"^pairs must yield contexts .* got a tensor of shape \(3, 1, 8, 8\) as item 0's",
+        ),
+        (
+            dict(pairs=_split(torch.rand(5, 4, 2, 8, 8), 2)),  # the autoencoder has 1 channel
+            ValueError,
+            r"^pairs must yield contexts .* shape \(2, 2, 8, 8\) as item 0's context: .* 1 channel",
+        ),
+        (
+            dict(pairs=_split(torch.rand(5, 4, 1, 12, 12), 2)),  # the latents are 4 × 4
+            ValueError,
+            r"^pairs must yield contexts .* \(2, 1, 12, 12\) as item 0's context: .* 8 × 8 pixels",
+        ),
+        (
+            dict(pairs=_split(torch.rand(5, 4, 1, 8, 8).int(), 2)),
+            TypeError,
+            r"^pairs must yield contexts .* item 0's context: .* floating-point",
+        ),
+        (
+            dict(pairs=TensorDataset(torch.rand(5, 2, 1, 8, 8), torch.rand(5, 2, 1, 12, 12))),
+            ValueError,
+            r"^pairs must yield floating-point targets \(T_out, C, H, W\) = \(2, 1, 8, 8\) .* "
+            r"got a tensor of shape \(2, 1, 12, 12\) of dtype torch.float32 as item 0's target",
+        ),
+        (
+            dict(pairs=_split(torch.rand(5, 5, 1, 8, 8), 2)),  # T_out = 3 for T_out = 2
+            ValueError,
+            r"^pairs must yield floating-point targets .* = \(2, 1, 8, 8\) .* \(3, 1, 8, 8\)",
+        ),
+        (
+            dict(pairs=TensorDataset(torch.rand(5, 2, 1, 8, 8), torch.rand(5, 2, 1, 8, 8).long())),
+            ValueError,
+            r"^pairs must yield floating-point targets .* of dtype torch.int64 as item 0's target",
+        ),
+        (
+            dict(
+                pairs=[(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))] * 2
+                + [(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 12, 12))]
+            ),
+            ValueError,
+            r"^pairs must yield \(context, target\) frames of one shape, item 0's \(2, 1, 8, 8\) "
+            r"and \(2, 1, 8, 8\), got a tuple of 2 \(shape \(2, 1, 8, 8\), "
+            r"shape \(2, 1, 12, 12\)\) as item 2",
+        ),
+        (
+            dict(frames=torch.rand(3, 2, 1, 12, 12)),
+            ValueError,
+            r"^frames must be 8 × 8 pixels, as those of pairs, got shape \(3, 2, 1, 12, 12\)",
         ),
         (dict(autoencoder={"steps": 3}), TypeError, "autoencoder must be a TrainConfig"),
         (dict(denoiser=None), TypeError, "denoiser must be a TrainConfig, got NoneType"),
@@ -228,3 +290,17 @@ def test_bad_input_is_refused_by_name_before_anything_trains(tmp_path, change, e
     if isinstance(arguments["prediff"], PreDiff):
         after = list(arguments["prediff"].parameters())
         assert all(torch.equal(a, b) for a, b in zip(weights, after, strict=True))
+
+
+@pytest.mark.parametrize("folder", ["../escaped", "inside/../../escaped", "ABSOLUTE"])
+def test_a_stage_folder_outside_out_is_refused_and_nothing_is_written(tmp_path, folder):
+    """``out / folder`` must stay in ``out``: an absolute name or one with ``..`` would not."""
+    if folder == "ABSOLUTE":
+        folder = str(tmp_path / "escaped")
+    arguments = _bad(out=tmp_path / "run", folders=("autoencoder", folder))
+    weights = [p.detach().clone() for p in arguments["prediff"].parameters()]
+    with pytest.raises(ValueError, match=r"^folders must be folder names inside out \(relative, "):
+        train_prediff(**arguments)
+    assert list(tmp_path.iterdir()) == []
+    after = list(arguments["prediff"].parameters())
+    assert all(torch.equal(a, b) for a, b in zip(weights, after, strict=True))

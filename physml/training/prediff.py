@@ -52,19 +52,22 @@ def train_prediff(
             trained in stage 1, whatever it was before, then calibrated and frozen).
         pairs: ``(context, target)`` frames ``(T_in, C, H, W)``, ``(T_out, C, H, W)`` per item
             (e.g. :class:`physml.data.windows.ForecastDataset`): the denoiser's training pairs,
-            encoded once (:class:`~physml.models.prediff.LatentPairs`).
+            encoded once (:class:`~physml.models.prediff.LatentPairs`). Item 0 is checked
+            against ``prediff`` (``T_in``, ``T_out``, ``C``, ``H``, ``W``) before anything
+            trains.
         autoencoder: the :class:`~physml.training.TrainConfig` of stage 1
             (:func:`~physml.models.prediff.autoencoder_loss`).
         denoiser: the :class:`~physml.training.TrainConfig` of stage 2
             (:func:`~physml.models.prediff.diffusion_loss`); its ``device`` is where the
             latents are calibrated and encoded.
-        frames: the autoencoder's frames, a tensor ``(N, T, C, H, W)``: stage 1 trains on each
-            frame alone (``(1, C, H, W)`` items) and the latent statistics come from ``frames``
-            as given, ``calibrate_batch`` of its ``N`` at a time. ``None``: the videos of
-            ``pairs``, context and target joined along time, for both.
+        frames: the autoencoder's frames, a tensor ``(N, T, C, H, W)`` of the ``C``, ``H``,
+            ``W`` of ``pairs``: stage 1 trains on each frame alone (``(1, C, H, W)`` items) and
+            the latent statistics come from ``frames`` as given, ``calibrate_batch`` of its
+            ``N`` at a time. ``None``: the videos of ``pairs``, context and target joined along
+            time, for both (every item then checked to have item 0's shapes).
         out: the folder of the runs (``None``: no checkpoints, no resume); stage ``i`` trains
             in ``out / folders[i]``.
-        folders: the two stages' folder names under ``out``.
+        folders: the two stages' folder names under ``out``: relative, without ``..``.
         quiet: no progress bars.
         calibrate_batch: items of ``frames`` encoded at a time for the latent statistics.
         latent_batch: items of ``pairs`` encoded at a time.
@@ -78,12 +81,12 @@ def train_prediff(
     """
     if not isinstance(prediff, PreDiff):
         raise TypeError(f"prediff must be a PreDiff, got {type(prediff).__name__}")
-    _check_pairs(pairs)
+    _check_pairs(pairs, prediff)
     for name, config in (("autoencoder", autoencoder), ("denoiser", denoiser)):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"{name} must be a TrainConfig, got {type(config).__name__}")
     if frames is not None:
-        _check_frames(frames, prediff.autoencoder.channels)
+        _check_frames(frames, prediff.autoencoder.channels, pairs[0][0].shape[-2:])
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder path (str or Path) or None, got {out!r}")
     folders = _check_folders(folders)
@@ -140,9 +143,11 @@ def _run(run_stage: RunStage | None, stage: str, trainer: Trainer, data: Dataset
     return report
 
 
-def _check_pairs(pairs: object) -> None:
+def _check_pairs(pairs: object, prediff: PreDiff) -> None:
     """``TypeError``/``ValueError`` naming ``pairs`` unless it is a non-empty dataset whose first
-    item is a ``(context, target)`` pair of tensors."""
+    item is a ``(context, target)`` pair of tensors that ``prediff`` takes: a context it can
+    sample from (:meth:`PreDiff.sample`'s check) and a target ``(T_out, C, H, W)`` of the
+    context's channels and size, ``T_out`` the denoiser's."""
     if not (hasattr(pairs, "__len__") and hasattr(pairs, "__getitem__")):
         raise TypeError(
             f"pairs must be a dataset of (context, target) frames (len() and [i]), got "
@@ -160,6 +165,22 @@ def _check_pairs(pairs: object) -> None:
             "pairs must yield (context, target) frames, tensors (T_in, C, H, W) and "
             f"(T_out, C, H, W), got {_described(item)} as item 0"
         )
+    context, target = item
+    try:
+        prediff._check_context(context[None])
+    except (TypeError, ValueError) as error:
+        raise (TypeError if isinstance(error, TypeError) else ValueError)(
+            f"pairs must yield contexts (T_in, C, H, W) this PreDiff takes (T_in = "
+            f"{prediff.context_frames}, C = {prediff.autoencoder.channels}), got "
+            f"{_described(context)} as item 0's context: {error} (as a batch of one)"
+        ) from None
+    expected = (prediff.target_frames, *context.shape[1:])
+    if tuple(target.shape) != expected or not target.is_floating_point():
+        raise ValueError(
+            f"pairs must yield floating-point targets (T_out, C, H, W) = {expected} (the "
+            f"denoiser's T_out, the context's C, H, W), got {_described(target)} of dtype "
+            f"{target.dtype} as item 0's target"
+        )
 
 
 def _described(item: object) -> str:
@@ -175,9 +196,10 @@ def _described(item: object) -> str:
     return type(item).__name__
 
 
-def _check_frames(frames: object, channels: int) -> None:
+def _check_frames(frames: object, channels: int, size: Sequence[int]) -> None:
     """``TypeError``/``ValueError`` naming ``frames`` unless a tensor ``(N, T, C, H, W)`` with
-    the autoencoder's ``channels`` and at least one frame."""
+    the autoencoder's ``channels``, frames of ``size`` ``(H, W)`` (those of ``pairs``) and at
+    least one frame."""
     if not isinstance(frames, torch.Tensor):
         raise TypeError(
             f"frames must be a tensor (N, T, C, H, W) or None, got {type(frames).__name__}"
@@ -187,10 +209,16 @@ def _check_frames(frames: object, channels: int) -> None:
             f"frames must be a tensor (N, T, C, H, W) with the autoencoder's C = {channels} "
             f"channels and N, T >= 1, got shape {tuple(frames.shape)}"
         )
+    if tuple(frames.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"frames must be {size[0]} × {size[1]} pixels, as those of pairs, got shape "
+            f"{tuple(frames.shape)}"
+        )
 
 
 def _check_folders(folders: object) -> tuple[str, str]:
-    """``folders`` as two distinct non-empty folder names, else an error naming it."""
+    """``folders`` as two distinct non-empty folder names inside ``out`` (relative, no ``..``),
+    else an error naming it."""
     if (
         isinstance(folders, str)
         or not isinstance(folders, Sequence)
@@ -199,6 +227,12 @@ def _check_folders(folders: object) -> tuple[str, str]:
     ):
         raise TypeError(
             f"folders must be two non-empty folder names (autoencoder, denoiser), got {folders!r}"
+        )
+    outside = [name for name in folders if Path(name).anchor or ".." in Path(name).parts]
+    if outside:
+        raise ValueError(
+            f"folders must be folder names inside out (relative, without '..'), got "
+            f"{outside[0]!r} in {folders!r}"
         )
     if Path(folders[0]) == Path(folders[1]):
         raise ValueError(f"folders must name two different folders, got {folders!r}")
@@ -211,5 +245,17 @@ def _each_frame(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _videos(pairs: Dataset) -> torch.Tensor:
-    """``(N, T_in + T_out, C, H, W)``: each item's context and target joined along time."""
-    return torch.stack([torch.cat([pairs[i][0], pairs[i][1]]) for i in range(len(pairs))])
+    """``(N, T_in + T_out, C, H, W)``: each item's context and target joined along time; an
+    item whose shapes are not item 0's is a ``ValueError`` naming ``pairs``."""
+    first = [tuple(part.shape) for part in pairs[0]]
+    videos = []
+    for i in range(len(pairs)):
+        item = pairs[i]
+        shapes = [tuple(part.shape) if isinstance(part, torch.Tensor) else None for part in item]
+        if len(item) != 2 or shapes != first:
+            raise ValueError(
+                f"pairs must yield (context, target) frames of one shape, item 0's {first[0]} "
+                f"and {first[1]}, got {_described(item)} as item {i}"
+            )
+        videos.append(torch.cat(list(item)))
+    return torch.stack(videos)
