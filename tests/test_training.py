@@ -429,6 +429,7 @@ def _rank(rank: int, world: int, port: int, out: str, queue) -> None:
     report = Trainer(net, mse, CONFIG, out, quiet=True).fit(data())
     if rank == 0:
         queue.put((report.losses, [p.detach().tolist() for p in net.parameters()]))
+    torch.distributed.barrier()  # no rank tears down while another still talks to its store
     torch.distributed.destroy_process_group()
 
 
@@ -476,6 +477,7 @@ def _refused_rank(rank: int, world: int, port: int, out: str, queue) -> None:
         queue.put((rank, "trained"))
     except OSError as error:
         queue.put((rank, str(error)))
+    torch.distributed.barrier()  # no rank tears down while another still talks to its store
     torch.distributed.destroy_process_group()
 
 

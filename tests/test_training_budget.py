@@ -276,22 +276,30 @@ def _budget_rank(rank: int, port: int, queue) -> None:
     report = Trainer(net, weight_loss, budget, quiet=True).fit(data())
     place = str(group_device())
     queue.put((rank, report.steps, report.train_s, float(net.weight.detach()), len(pickled), place))
+    torch.distributed.barrier()  # no rank tears down while another still talks to its store
     torch.distributed.destroy_process_group()
 
 
-def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
-    """Ranks reading their own clocks would stop at other steps (a deadlock in the next
-    all-reduce) and step at other rates (other weights): rank 0's seconds rule both, sent as a
-    tensor on the process group's device (gloo: the CPU), no pickled object a step."""
+def _answers_of_two_ranks(target) -> dict:
+    """Run ``target(rank, port, queue)`` as two spawned gloo ranks; what each put on the queue
+    (``(rank, *answer)``), by rank, once both exited cleanly."""
     context, port = mp.get_context("spawn"), _free_port()
     queue = context.Queue()
-    processes = [context.Process(target=_budget_rank, args=(r, port, queue)) for r in range(2)]
+    processes = [context.Process(target=target, args=(r, port, queue)) for r in range(2)]
     for process in processes:
         process.start()
     answers = dict((rank, rest) for rank, *rest in (queue.get(timeout=120) for _ in processes))
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
+    return answers
+
+
+def test_every_rank_stops_at_rank_zeros_budget_on_rank_zeros_schedule():
+    """Ranks reading their own clocks would stop at other steps (a deadlock in the next
+    all-reduce) and step at other rates (other weights): rank 0's seconds rule both, sent as a
+    tensor on the process group's device (gloo: the CPU), no pickled object a step."""
+    answers = _answers_of_two_ranks(_budget_rank)
     assert answers[0] == answers[1]
     assert answers[0][:2] == [4, 4.0]
     assert answers[0][3:] == [0, "cpu"]
@@ -322,21 +330,14 @@ def _validation_rank(rank: int, port: int, queue) -> None:
     report = trainer.fit(data(), data(2))
     counts = (len(report.losses), len(report.validation), len(pickled))
     queue.put((rank, report.stopped_at, *counts))
+    torch.distributed.barrier()  # no rank tears down while another still talks to its store
     torch.distributed.destroy_process_group()
 
 
 def test_every_rank_stops_where_rank_zeros_on_validation_says_with_no_pickled_object():
     """``on_validation``'s answer goes from rank 0 to the others as a tensor, not a pickled
     object, at every validation: both ranks stop at step 3 after 3 steps and 3 validations."""
-    context, port = mp.get_context("spawn"), _free_port()
-    queue = context.Queue()
-    processes = [context.Process(target=_validation_rank, args=(r, port, queue)) for r in range(2)]
-    for process in processes:
-        process.start()
-    answers = dict((rank, rest) for rank, *rest in (queue.get(timeout=120) for _ in processes))
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    answers = _answers_of_two_ranks(_validation_rank)
     assert answers[0] == answers[1] == [3, 3, 3, 0]
 
 
