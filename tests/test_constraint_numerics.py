@@ -2,7 +2,9 @@
 rounded totals, rank-deficient covariances, 16-bit outputs. Each answer is checked against an
 exact one computed apart (closed forms, 50-digit arithmetic, bisection)."""
 
+import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -314,6 +316,38 @@ def test_an_ensemble_update_of_a_square_system_meets_it_to_the_data_round_off(se
     assert_square_system_met(out, G, b, X)
 
 
+def ill_conditioned_rows(seed: int, n: int, k: int, condition: float):
+    """``k`` orthonormal directions on ``n`` points mixed by a random rotation and scaled so that
+    ``G`` ``(k, n)`` has singular values from 1 down to ``1 / condition``, and the generator, to
+    draw more from."""
+    gen = torch.Generator().manual_seed(seed)
+    U = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=F64))[0]
+    V = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=F64))[0]
+    G = (V * torch.logspace(0, -math.log10(condition), k, dtype=F64)) @ U.T
+    return G, gen
+
+
+@pytest.mark.parametrize("seed", [14, 30])
+def test_few_members_meet_rows_of_condition_1e5_to_the_data_round_off(seed):
+    """3 members on 32 points and 4 rows of condition number 1e5: the members cannot span the
+    rows, so ``γ I`` joins their covariance, and ``G Σ Gᵀ`` has condition number ~1e10. Every
+    member moves ~1e5 away to meet the rows (the tensor projection meets the same ``G``); a
+    single refinement of the solve left them missed by 1e-7 of the data's scale and the update
+    was refused. Refined while the residual is above the data's round-off, every member meets
+    the rows within the residual tolerance of its own data."""
+    G, gen = ill_conditioned_rows(seed, 32, 4, 1e5)
+    assert np.linalg.cond(G.numpy()) == pytest.approx(1e5, rel=1e-6)
+    X = 1.0 + torch.randn(3, 32, generator=gen, dtype=F64)
+    b = torch.randn(4, generator=gen, dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer members than rows: the γ fallback's warning
+        out = LinearConstraint(G, b)(Ensemble(X)).samples.numpy()
+    Gn, bn = G.numpy(), b.numpy()
+    data = np.abs(Gn).sum(1).max() * np.abs(X.numpy()).max(-1) + np.abs(bn).max()
+    assert (np.abs(out @ Gn.T - bn).max(-1) <= linear.RESIDUAL_TOLERANCE * data).all()
+    assert np.abs(out).max() > 1e3 * np.abs(X.numpy()).max()  # the rows are met far away
+
+
 def ensemble_update_50_digits(X: np.ndarray, G: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Every member ``x`` of ``X`` ``(member, n)`` moved to ``x − A (GA)ᵀ [(GA)(GA)ᵀ]⁻¹ (G x −
     b)``, ``A`` the centred members ``(n, member)`` (the members' own covariance, ``σ = 0``), in
@@ -405,16 +439,16 @@ def test_rows_of_different_scales_are_judged_as_the_same_constraint_scaled(
 
 
 BATCHED_PATHS = {
-    "tensor": (lambda G, b, u: LinearConstraint(G, b)(u), "(1,)"),
+    "tensor": (lambda G, b, u: LinearConstraint(G, b)(u), "leading index (1,)"),
     "gaussian-diagonal": (
         lambda G, b, u: LinearConstraint(G, b)(Gaussian(u, torch.ones_like(u))),
-        "(1,)",
+        "leading index (1,)",
     ),
     "ensemble-hardc": (
         lambda G, b, u: LinearConstraint(G, b, projection="euclidean")(
             Ensemble(torch.stack([u, u]))
         ),
-        "(0, 1)",  # (member, slice)
+        "member 0, slice (1,)",
     ),
 }
 
@@ -431,10 +465,24 @@ def test_a_slice_the_check_refuses_alone_is_refused_beside_a_slice_of_large_targ
     with pytest.raises(ConstraintError, match=condition):
         path(G, b, torch.zeros(3, dtype=F64))
     batch = torch.stack([torch.tensor([1e6, 1e6], dtype=F64), b])
-    with pytest.raises(
-        ConstraintError, match=re.escape(f"at leading index {index} ") + ".*" + condition
-    ):
+    with pytest.raises(ConstraintError, match=re.escape(f"at {index} ") + ".*" + condition):
         path(G, batch, torch.zeros(2, 3, dtype=F64))
+
+
+def test_an_ensemble_refused_names_the_member_and_the_slice_apart():
+    """Members ``(member, 1, 2, n)``: slice ``(0, 1)`` asks two nearly equal rows for totals 1
+    and 1.5 (the answer ``0.5/δ``, beyond float64's reach on a zero field), slice ``(0, 0)`` for
+    1e6 from both. Member 0 holds values of 1e9, on whose scale the answer is met; member 1 is
+    zero there and misses it: the error names member 1 and slice (0, 1), not a leading index
+    whose first number is the member."""
+    G, b = two_nearly_equal_rows(1e-9)
+    targets = torch.stack([torch.tensor([1e6, 1e6], dtype=F64), b])[None]  # (1, 2, 2)
+    samples = torch.zeros(2, 1, 2, 3, dtype=F64)
+    samples[0] = 1e9
+    with pytest.raises(ConstraintError, match=re.escape("at member 1, slice (0, 1) (")):
+        LinearConstraint(G, targets, projection="euclidean")(Ensemble(samples))
+    with pytest.raises(ConstraintError, match=re.escape("at member 1 (")):
+        LinearConstraint(G, b, projection="euclidean")(Ensemble(samples[:, 0, 1]))
 
 
 def test_slices_far_apart_in_size_are_each_projected_to_their_exact_answer():
@@ -684,6 +732,55 @@ def test_a_float16_result_below_its_precision_is_refused(wrap):
     mass = mass_conservation(GRID, torch.tensor(3e-6, dtype=F64))
     with pytest.raises(ConstraintError, match=r"rounded to torch\.float16.*smallest normal"):
         mass(wrap(u))
+
+
+def test_a_float16_slice_below_its_precision_is_refused_beside_a_larger_slice():
+    """``Σ u = 1e-6`` on 8 points of 3e-7: the answer 1.25e-7 each is subnormal in float16
+    (spacing 6e-8), so the rounded field misses that total by several percent and is refused.
+    Beside a slice of ones asked for a total of 8 (met exactly in float16) it is refused too:
+    each slice is judged on its own values and target, not on the batch's largest."""
+    G = torch.ones(1, 8, dtype=F64)
+    small = torch.full((8,), 3e-7, dtype=torch.float16)
+    rounded = torch.tensor(1e-6 / 8).half().double().item()  # the answer in float16
+    scale = 8 * 1e-6 / 8 + 1e-6  # max_i Σ_j |G_ij| · max|u| + |b|
+    assert abs(8 * rounded - 1e-6) / scale > 10 * torch.finfo(torch.float16).eps
+    match = r"rounded to torch\.float16.*smallest normal"
+    with pytest.raises(ConstraintError, match=match):
+        LinearConstraint(G, torch.tensor([[1e-6]], dtype=F64))(small[None])
+    batch = torch.stack([torch.ones(8, dtype=torch.float16), small])
+    with pytest.raises(ConstraintError, match=match):
+        LinearConstraint(G, torch.tensor([[8.0], [1e-6]], dtype=F64))(batch)
+
+
+EMPTY_PATHS = {
+    "tensor": lambda G, b, u: LinearConstraint(G, b)(u),
+    "tensor-float16": lambda G, b, u: LinearConstraint(G, b)(u.half()),
+    "gaussian-diagonal": lambda G, b, u: LinearConstraint(G, b)(Gaussian(u, torch.ones_like(u))),
+    "gaussian-full": lambda G, b, u: LinearConstraint(G, b)(
+        Gaussian(u, torch.eye(5, dtype=F64).expand(0, 5, 5))
+    ),
+    "gaussian-noisy": lambda G, b, u: LinearConstraint(G, b, noise=0.1)(
+        Gaussian(u, torch.eye(5, dtype=F64).expand(0, 5, 5))
+    ),
+    "ensemble": lambda G, b, u: LinearConstraint(G, b)(Ensemble(torch.stack([u] * 4))),
+    "ensemble-noisy": lambda G, b, u: LinearConstraint(G, b, noise=0.1)(
+        Ensemble(torch.stack([u] * 4))
+    ),
+    "ensemble-hardc": lambda G, b, u: LinearConstraint(G, b, projection="euclidean")(
+        Ensemble(torch.stack([u] * 4))
+    ),
+}
+
+
+@pytest.mark.parametrize("path", EMPTY_PATHS.values(), ids=EMPTY_PATHS.keys())
+def test_an_empty_batch_is_returned_empty(path):
+    """A batch of no fields ``(0, n)``: nothing to constrain or check, returned as empty as it
+    came (a reduction over it had raised torch's own error)."""
+    G = torch.randn(2, 5, dtype=F64, generator=torch.Generator().manual_seed(0))
+    out = path(G, torch.ones(2, dtype=F64), torch.zeros(0, 5, dtype=F64))
+    if not isinstance(out, torch.Tensor):
+        out = out.samples if isinstance(out, Ensemble) else out.mean
+    assert out.numel() == 0 and out.shape[-2:] == (0, 5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

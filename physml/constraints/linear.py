@@ -60,6 +60,7 @@ Value = TypeVar("Value")
 
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
+TINY = torch.finfo(F64).tiny
 Target = torch.Tensor | Callable[..., torch.Tensor]
 RESIDUAL_TOLERANCE = 1e-9
 """After an exact float64 update, the most ``|G u − b|`` may reach in a slice relative to that
@@ -75,6 +76,9 @@ UNSPANNED = 1e-12
 rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agree on that total to
 ~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""
+REFINEMENTS = 3
+"""At most this many refinement steps of a noise-free ensemble update (``_update``): one always,
+more only while the cheap residual bound of :data:`RESIDUAL_TOLERANCE` still fails."""
 LARGEST_NOISE = math.sqrt(sys.float_info.max)
 """The largest ``noise`` σ whose square, the variance σ², is a finite float64."""
 
@@ -139,6 +143,8 @@ def _symmetric_product(cov: torch.Tensor, G: torch.Tensor, eps: float, name: str
     (``eps``: :func:`physml.metrics.asymmetry_tolerance`) × its largest variance × ``Σ_j |G_ij|``
     (what an elementwise asymmetry of that size can reach), it raises, naming ``name``."""
     right, left = cov @ G.T, (G @ cov).transpose(-1, -2)
+    if not cov.numel():  # an empty batch: nothing to check
+        return right
     largest = cov.detach().diagonal(dim1=-2, dim2=-1).abs().amax()
     scale = largest.clamp_min(torch.finfo(F64).tiny) * G.abs().sum(-1)
     asymmetry = float(((right - left).detach().abs() / scale).amax())
@@ -476,29 +482,36 @@ class LinearConstraint(Constraint):
         self, u: torch.Tensor, rounded: torch.Tensor, b: torch.Tensor | None = None
     ) -> None:
         """The field ``u`` ``(..., n)`` float64 as returned, ``rounded`` to a 16-bit dtype: finite
-        there, and with the target ``b`` of an exact update, still meeting the rows to that
-        dtype's round-off (``eps`` of ``max|u| · max_i Σ_j |G_ij| + max|b|``; rounding each value
-        to nearest costs at most half of it, unless values fall below the smallest normal number,
+        there, and with the target ``b`` of an exact update, every slice still meeting the rows
+        to that dtype's round-off (``eps`` of its own ``max|u| · max_i Σ_j |G_ij| + max|b|``, not
+        the batch's, which would let a larger slice cover another's miss; rounding each value to
+        nearest costs at most half of it, unless values fall below the smallest normal number,
         where the dtype has no relative precision left)."""
+        if not u.numel():  # an empty batch: nothing to round
+            return
         info = torch.finfo(rounded.dtype)
-        largest = u.abs().max().item()
         if not bool(torch.isfinite(rounded).all()):
             raise ConstraintError(
                 f"the constrained field does not fit {rounded.dtype}: its largest value "
-                f"{largest:.3g} overflows to inf (the dtype's largest is {info.max:.3g}); compute "
-                "it in float32"
+                f"{u.abs().max().item():.3g} overflows to inf (the dtype's largest is "
+                f"{info.max:.3g}); compute it in float32"
             )
         if b is None:
             return
         G, _, rowsum = self._matrices(u.device)
-        miss = (rounded.to(F64) @ G.T - b).abs().max().item()
-        scale = max(largest * rowsum + b.abs().max().item(), torch.finfo(F64).tiny)
-        if miss > info.eps * scale:
+        largest = _largest(u)  # (...): every slice judged on its own values and target
+        miss = (rounded.to(F64) @ G.T - b).abs().amax(-1)
+        scale = (largest * rowsum + b.abs().amax(-1)).clamp_min(TINY)
+        relative = (miss / scale).flatten()
+        at = int(relative.argmax())
+        if relative[at].item() > info.eps:
             raise ConstraintError(
                 f"rounded to {rounded.dtype}, the constrained field misses G u = b by "
-                f"{miss / scale:.3g} of its scale, beyond the dtype's round-off {info.eps:.3g}: "
-                f"its values (largest {largest:.3g}) lose their precision below {info.tiny:.3g}, "
-                "its smallest normal number; compute it in float32 or rescale the field"
+                f"{relative[at].item():.3g} of its scale, beyond the dtype's round-off "
+                f"{info.eps:.3g}: its values (largest "
+                f"{largest.expand(miss.shape).flatten()[at].item():.3g}) lose their precision "
+                f"below {info.tiny:.3g}, its smallest normal number; compute it in float32 or "
+                "rescale the field"
             )
 
     def _check_update(
@@ -510,8 +523,10 @@ class LinearConstraint(Constraint):
         pivots: torch.Tensor | None = None,
         variances: tuple[torch.Tensor, torch.Tensor] | None = None,
         euclidean: bool = False,
+        ensemble: bool = False,
     ) -> None:
-        """After an update, every check read at once (one synchronisation):
+        """After an update, every check read at once (one synchronisation; ``ensemble``: ``u``'s
+        first axis holds the members, as errors name them):
 
         - exact update (``σ = 0``, or ``euclidean``: a projection, exact whatever the noise):
           in every slice (leading index: sample, time, member, ...) ``|G u − b|`` within
@@ -532,6 +547,8 @@ class LinearConstraint(Constraint):
           covariance was not positive semi-definite: conditioning a valid Gaussian only removes
           variance down to zero; ``O(n m)``, unlike ``check_psd``).
         """
+        if not u.numel():  # an empty batch: nothing to check
+            return
         exact = self.noise == 0 or euclidean
         tensors = ()
         if exact:  # every slice judged on its own data, the cheap bound first
@@ -546,7 +563,7 @@ class LinearConstraint(Constraint):
         if pivots is not None and not lows[1 if exact else 0] > 0:
             _cholesky(torch.diag_embed(pivots), G)  # raises with the reason
         if exact and not highs[0] <= RESIDUAL_TOLERANCE:
-            self._judge_exactly(G, u, before, b, missed, scale, euclidean)
+            self._judge_exactly(G, u, before, b, missed, scale, euclidean, ensemble)
         if variances is not None:
             lowest, scale = lows[-2], max(-lows[-1], highs[-1], torch.finfo(F64).tiny)
             if lowest < -VARIANCE_ROUNDOFF * scale:
@@ -583,6 +600,7 @@ class LinearConstraint(Constraint):
         missed: torch.Tensor,
         scale: torch.Tensor,
         euclidean: bool,
+        ensemble: bool = False,
     ) -> None:
         """The residual check where the cheap bound failed (``_check_update``; arguments
         from ``_slice_residuals``): the round-off of ``G u`` row by row, ``eps Σ_j |G_ij
@@ -603,6 +621,8 @@ class LinearConstraint(Constraint):
         at = int(torch.where(worst.isnan(), math.inf, worst).flatten().argmax())
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(at), shape))
         where = f" at leading index {index}" if index else ""
+        if ensemble:  # the first leading index is the member
+            where = f" at member {index[0]}" + (f", slice {index[1:]}" if index[1:] else "")
         pick = [t.expand(shape).flatten()[at].item() for t in (plain, equilibrated, scale)]
         after = _largest(u).expand(shape).flatten()[at].item()
         condition = torch.linalg.cond(G).item()
@@ -750,16 +770,17 @@ class LinearConstraint(Constraint):
         by their spread along each row alone (:data:`UNSPANNED`), never by the result: an
         update of members that span the rows which then misses them beyond the data's round-off
         (``G`` ill-conditioned, the spread along a row barely above that threshold) raises
-        rather than falling back to another update. With ``σ = 0`` the update is refined once
+        rather than falling back to another update. With ``σ = 0`` the update is refined
         (``_update``)."""
         samples = output.samples
         leading = self._layout(samples[0], "each member")
         b = self._target_for(state, leading, samples, "samples of shape {shape} (member first)")
-        G, X = self._matrices(samples.device)[0], self._flat(samples)
+        G, _, rowsum = self._matrices(samples.device)
+        X = self._flat(samples)
         if self.projection == "euclidean":  # HardC: each member projected on its own
             projector = self._matrices(samples.device)[1]
             new = X - (X @ G.T - b) @ projector.T
-            self._check_update(G, new.detach(), b, X, euclidean=True)
+            self._check_update(G, new.detach(), b, X, euclidean=True, ensemble=True)
             return Ensemble(self._unflat(new, samples, b))
         members, k = X.shape[0], G.shape[0]
         if math.isinf((members - 1) * self.noise**2):
@@ -772,7 +793,7 @@ class LinearConstraint(Constraint):
         if k == 1 and members > 1:  # one row per slice (mass per frame): scalars, no solves
             new = _one_row_update(X, G[0], b, self.shrinkage, self.noise)
             if new is not None:  # the members span the row: the update meets it
-                self._check_update(G, new.detach(), b, X)
+                self._check_update(G, new.detach(), b, X, ensemble=True)
                 self._warn_if_collapsed(members, k)
                 return Ensemble(self._unflat(new, samples, met))
         GX = X @ G.T  # (member, ..., k)
@@ -795,8 +816,8 @@ class LinearConstraint(Constraint):
         if L is not None:
             if self.noise:
                 L = _cholesky(noisy, G)
-            new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise, G, b)
-            self._check_update(G, new.detach(), b, X)
+            new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise, G, b, rowsum)
+            self._check_update(G, new.detach(), b, X, ensemble=True)
             self._warn_if_collapsed(members, k)
             return Ensemble(self._unflat(new, samples, met))
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
@@ -809,8 +830,8 @@ class LinearConstraint(Constraint):
             CG = CG * varying[..., None] + gamma[..., None, None] * (varying[..., None] * G.T)
             S = noisy + gamma[..., None, None] * ((G * varying[..., None, :]) @ G.T)
         L = _cholesky(S, G)
-        new = _update(X, A, GA, mismatch, CG, S, L, self.noise, G, b)
-        self._check_update(G, new.detach(), b, X)
+        new = _update(X, A, GA, mismatch, CG, S, L, self.noise, G, b, rowsum)
+        self._check_update(G, new.detach(), b, X, ensemble=True)
         return Ensemble(self._unflat(new, samples, met))
 
 
@@ -948,31 +969,49 @@ def _update(
     noise: float,
     G: torch.Tensor,
     b: torch.Tensor,
+    rowsum: float,
 ) -> torch.Tensor:
     """The members after the update with ``K = Σ Gᵀ S⁻¹``: ``X`` and centred ``A`` ``(member,
     ..., n)``, ``GA`` ``(member, ..., k)``, ``mismatch = G X − b`` ``(..., k, member)``, ``CG =
     Σ Gᵀ`` ``(..., n, k)``, ``S = G Σ Gᵀ + σ² I`` ``(..., k, k)`` and its Cholesky factor ``L``,
     the rows ``G`` ``(k, n)`` and targets ``b`` ``(..., k)``.
 
-    ``σ = 0``: every member ``x − K (G x − b)``, refined once (the same step again on the
-    result, with the same factor: ``S`` has ``G``'s condition number squared, and the first step
-    alone can leave the rows missed well above the round-off of the data). ``σ > 0``: the mean
+    ``σ = 0``: every member ``x − K (G x − b)``, refined (the same step again on the result,
+    with the same factor: ``S`` has ``G``'s condition number squared, and the first step alone
+    can leave the rows missed well above the round-off of the data): once always, then while the
+    cheap residual bound fails (``rowsum = max_i Σ_j |G_ij|``), :data:`REFINEMENTS` steps at
+    most. ``σ > 0``: the mean
     ``x̄ − K (G x̄ − b)`` and the centred members ``A − K̃ G A``, ``K̃ = Σ Gᵀ L⁻ᵀ (L + σ I)⁻¹``
     with ``L`` the Cholesky factor of ``S`` (the square-root form: Andrews 1968; Whitaker &
     Hamill 2002; any square root of ``S`` serves when the noise is ``σ² I``, and this one has a
     finite gradient everywhere). No random numbers; when ``Σ`` is the members' covariance their
     new one is ``(I − K G) Σ`` exactly (one gain ``K`` for all would leave it narrower by ``σ² K
     Kᵀ``)."""
-    if not noise:  # refined once: S, G Σ Gᵀ, has G's condition number squared
+    if not noise:  # refined: S, G Σ Gᵀ, has G's condition number squared
         new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
-        missed = (new @ G.T - b).movedim(0, -1)
-        return new - _members_last(CG @ torch.cholesky_solve(missed, L))
+        scale = (_largest(X.detach()) * rowsum + b.detach().abs().amax(-1)).clamp_min(TINY)
+        for step in range(REFINEMENTS):
+            missed = new @ G.T - b  # (member, ..., k)
+            if step and _within_cheap_bound(missed.detach(), new.detach(), scale, rowsum):
+                break
+            new = new - _members_last(CG @ torch.cholesky_solve(missed.movedim(0, -1), L))
+        return new
     mean = _centre(X) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
     eye = torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
     # K̃ G A = CG L⁻ᵀ (L + σ I)⁻¹ G A: two triangular solves on the (k, member) right-hand side
     inner = torch.linalg.solve_triangular(L + noise * eye, GA.movedim(0, -1), upper=False)
     inner = torch.linalg.solve_triangular(L.transpose(-1, -2), inner, upper=True)
     return mean + A - _members_last(CG @ inner)
+
+
+def _within_cheap_bound(
+    missed: torch.Tensor, u: torch.Tensor, scale: torch.Tensor, rowsum: float
+) -> bool:
+    """Whether every slice's ``|G u − b|`` ``missed`` ``(..., k)`` (at least the round-off of
+    ``G u``, ``eps · rowsum · max|u|``) is within :data:`RESIDUAL_TOLERANCE` of its data's
+    ``scale`` ``(...)``: the cheap bound of the residual check (``_slice_residuals``)."""
+    cheap = torch.maximum(missed.abs().amax(-1), EPS * rowsum * _largest(u)) / scale
+    return bool((cheap <= RESIDUAL_TOLERANCE).all())
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:
