@@ -16,6 +16,7 @@ from torch import nn
 
 from physml.models.baselines import ConvLSTM, ConvLSTMCell, Persistence, UNet, count_parameters
 from physml.models.forecasting import evaluate_forecaster, score_forecast
+from physml.training import ForecasterReport
 from physml.training.forecasting import train_forecaster
 
 H = W = 16
@@ -121,7 +122,7 @@ def test_training_lowers_the_loss_on_a_toy_batch(name):
     model = build(name, 3, 3, 1)
     x, y = toy_sequences()
     report = train_forecaster(model, x, y, max_steps=25, batch_size=4, lr=1e-2, schedule="none")
-    assert report.steps == 25 and len(report.losses) == 25
+    assert type(report) is ForecasterReport and report.steps == 25 and len(report.losses) == 25
     assert sum(report.losses[-3:]) / 3 < 0.7 * report.losses[0]
 
 
@@ -272,6 +273,24 @@ def test_parameter_free_models_are_returned_untouched():
     x, y = toy_sequences()
     report = train_forecaster(Persistence(3), x, y, max_steps=5)
     assert report.steps == 0 and report.losses == []
+
+
+def test_the_forecasters_report_has_its_own_name_and_keeps_the_old_one():
+    """``physml.training.TrainReport`` is the Trainer's; the forecasters' report is
+    ``ForecasterReport``, still importable as ``TrainReport`` where it was before."""
+    import physml.models
+    import physml.models.forecasting
+    import physml.training
+    import physml.training.forecasting
+
+    x, y = toy_sequences()
+    report = train_forecaster(Persistence(3), x, y, max_steps=5)
+    assert type(report) is physml.training.ForecasterReport
+    assert type(report).__name__ == "ForecasterReport"
+    assert physml.training.ForecasterReport is not physml.training.TrainReport
+    assert physml.training.TrainReport.__module__ == "physml.training.trainer"
+    for module in (physml.models, physml.models.forecasting, physml.training.forecasting):
+        assert module.TrainReport is physml.training.ForecasterReport, module.__name__
 
 
 # ------------------------------------------------------------------------------ training loop

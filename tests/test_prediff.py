@@ -748,6 +748,22 @@ def test_a_float64_prediff_samples_and_trains_in_float64(kind):
     assert grads and all(g.dtype == torch.float64 for g in grads)
 
 
+def test_check_context_is_public_and_returns_a_good_context_unchanged():
+    """What :meth:`PreDiff.sample` takes, checked (training's pair check calls it too)."""
+    prediff = PreDiff(autoencoder(), denoiser("conv"))
+    context = frames(2)[:, :T_IN]
+    assert prediff.check_context(context) is context
+    with pytest.raises(TypeError, match=r"^context must be a tensor \(B, T, C, H, W\), got list"):
+        prediff.check_context(context.tolist())
+    with pytest.raises(TypeError, match=r"^context must be a floating-point tensor"):
+        prediff.check_context(context.long())
+    small = r"^context must have frames of 16 × 16 .*\(2, 2, 1, 8, 8\)"
+    with pytest.raises(ValueError, match=small):
+        prediff.check_context(context[..., :8, :8])
+    with pytest.raises(ValueError, match=r"^context must have 2 frame\(s\) on axis 1"):
+        prediff.check_context(context[:, :1])
+
+
 def test_bad_input_names_the_argument():
     prediff = PreDiff(autoencoder(), denoiser("conv"))
     context = frames(2)[:, :T_IN]

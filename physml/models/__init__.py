@@ -24,7 +24,7 @@ from .cuboid import (
 from .earthformer import Earthformer
 from .energy_judge import EnergyJudge
 from .ensemble import DeepEnsemble
-from .forecasting import ForecastScores, evaluate_forecaster, score_forecast, training_name
+from .forecasting import ForecastScores, _training_name, evaluate_forecaster, score_forecast
 from .gp import ExactGPSurrogate, GridGP
 from .knowledge_regressor import KnowledgeRegressor, NoisyLatentLoss
 from .prediff import PreDiff
@@ -43,7 +43,7 @@ def __getattr__(name: str):
 
         return getattr(spectral, name)
     if name in _TRAINING:
-        return training_name(__name__, name)
+        return _training_name(__name__, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

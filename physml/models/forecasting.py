@@ -24,10 +24,9 @@ from .common import model_dtype
 
 SSIM_WINDOW = 11
 
-TRAINING = "physml.training.forecasting"
-"""The module that holds the forecasters' trainer,
-:func:`~physml.training.forecasting.train_forecaster`, and the names that go with it."""
-TRAINING_NAMES = (
+_TRAINING = "physml.training.forecasting"
+"""The module that holds the forecasters' trainer and the names that go with it."""
+_TRAINING_NAMES = (
     "LOSSES",
     "Loss",
     "OLD_CHECKPOINT",
@@ -46,23 +45,33 @@ TRAINING_NAMES = (
 """The public names of :mod:`physml.training.forecasting` that this module forwards (they were
 defined here once), each loaded on first use."""
 
+__all__ = [
+    "SSIM_WINDOW",
+    "ForecastScores",
+    "check_forecast_pairs",
+    "checked_forecast",
+    "evaluate_forecaster",
+    "score_forecast",
+    *_TRAINING_NAMES,
+]
 
-def training_name(module: str, name: str) -> object:
+
+def _training_name(module: str, name: str) -> object:
     """``name`` of :mod:`physml.training.forecasting`, imported on first use, for the module
     ``module`` that forwards it; an ``AttributeError`` naming ``module`` for any other name."""
-    if name in TRAINING_NAMES:
-        return getattr(importlib.import_module(TRAINING), name)
+    if name in _TRAINING_NAMES:
+        return getattr(importlib.import_module(_TRAINING), name)
     raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
 
 def __getattr__(name: str) -> object:
-    """The trainer's names (:data:`TRAINING_NAMES`), forwarded: importing this module does not
-    load :mod:`physml.training`."""
-    return training_name(__name__, name)
+    """The trainer's names, forwarded: importing this module does not load
+    :mod:`physml.training`."""
+    return _training_name(__name__, name)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *TRAINING_NAMES})
+    return sorted({*globals(), *_TRAINING_NAMES})
 
 
 @dataclass

@@ -13,8 +13,9 @@
   trained through the same Trainer;
 - :func:`~physml.training.train_prediff` — PreDiff's two stages (autoencoder, then the latent
   denoiser with its EMA copy), each a Trainer run resumed from its own folder;
-- :mod:`.forecasting` — video forecasters (:func:`~physml.training.train_forecaster`, reloaded
-  by :func:`~physml.training.load_forecaster`) trained through the same Trainer;
+- :mod:`.forecasting` — video forecasters (:func:`~physml.training.train_forecaster`, which
+  returns a :class:`~physml.training.ForecasterReport`, reloaded by
+  :func:`~physml.training.load_forecaster`) trained through the same Trainer;
 - :func:`~physml.training.load_run` — the model of a ``physml train`` run, rebuilt as
   ``physml evaluate`` does.
 """
@@ -23,7 +24,12 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .commands import load_run
 from .distributed import World, world
 from .fingerprint import fingerprint
-from .forecasting import check_no_old_checkpoint, load_forecaster, train_forecaster
+from .forecasting import (
+    ForecasterReport,
+    check_no_old_checkpoint,
+    load_forecaster,
+    train_forecaster,
+)
 from .prediff import train_prediff
 from .probabilistic import MemberRows, Objective, fit_ensemble, load_anp, train_anp
 from .trainer import TrainConfig, Trainer, TrainReport
@@ -44,7 +50,8 @@ __all__ = [
     "train_anp",
     "train_prediff",
     "world",
-    # the video forecasters' trainer (its report: physml.training.forecasting.TrainReport)
+    # the video forecasters' trainer and its report
+    "ForecasterReport",
     "check_no_old_checkpoint",
     "load_forecaster",
     "train_forecaster",

@@ -74,16 +74,22 @@ OLD_CHECKPOINT = (
 
 
 @dataclass
-class TrainReport:
-    """What a training run did: ``steps`` taken in total (across resumes), ``seconds`` of
-    training in total (on the run's clock), ``losses`` the loss of every step, and ``val_losses``
-    its ``(step, val_mse)`` pairs when ``val`` was given (NaN for a score that is not finite).
-    """
+class ForecasterReport:
+    """What a :func:`train_forecaster` run did: ``steps`` taken in total (across resumes),
+    ``seconds`` of training in total (on the run's clock), ``losses`` the loss of every step, and
+    ``val_losses`` its ``(step, val_mse)`` pairs when ``val`` was given (NaN for a score that is
+    not finite)."""
 
     steps: int
     seconds: float
     losses: list[float]
     val_losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+TrainReport = ForecasterReport
+"""Another name of :class:`ForecasterReport`, for code that imports it by this name;
+:class:`physml.training.TrainReport` is a different class, the
+:class:`~physml.training.trainer.Trainer`'s report."""
 
 
 def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -151,7 +157,7 @@ def train_forecaster(
     loss: str | Loss = "mse",
     loss_name: str | None = None,
     model_config: dict | None = None,
-) -> TrainReport:
+) -> ForecasterReport:
     """Fit ``model`` to map ``inputs`` ``(N, T_in, C, H, W)`` to ``targets`` ``(N, T_out, C, H, W)``
     with the :class:`~physml.training.Trainer` and report what happened.
 
@@ -253,7 +259,7 @@ def train_forecaster(
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
-        return TrainReport(steps=0, seconds=0.0, losses=[])
+        return ForecasterReport(steps=0, seconds=0.0, losses=[])
     out = None if checkpoint is None else Path(checkpoint)
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(
@@ -327,7 +333,7 @@ def train_forecaster(
     with generators_kept(cuda):  # the Trainer seeds torch's, numpy's and Python's generators
         validation = None if val is None else TensorDataset(*val)
         report = trainer.fit(TensorDataset(x_all, y_all), validation)
-    return TrainReport(
+    return ForecasterReport(
         steps=report.steps,
         seconds=report.train_s,
         losses=report.losses,
@@ -348,7 +354,7 @@ def _check_folder_path(checkpoint: object, otherwise: str = "", name: str = "che
 
 def load_forecaster(
     model: nn.Module, checkpoint: str | os.PathLike, model_config: dict | None = None
-) -> TrainReport:
+) -> ForecasterReport:
     """Load into ``model`` the weights of the :func:`train_forecaster` run in the folder
     ``checkpoint`` and return that run's report, without training (a finished run read back).
 
@@ -370,7 +376,7 @@ def load_forecaster(
             READ_REMEDY,
         )
     load_weights(model, state, checkpoint, "this model")
-    return TrainReport(
+    return ForecasterReport(
         steps=int(state["step"]),
         seconds=float(state.get("train_s", 0.0)),
         losses=[float(v) for v in state["losses"]],

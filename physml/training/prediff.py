@@ -167,7 +167,7 @@ def _check_pairs(pairs: object, prediff: PreDiff) -> None:
         )
     context, target = item
     try:
-        prediff._check_context(context[None])
+        prediff.check_context(context[None])
     except (TypeError, ValueError) as error:
         raise (TypeError if isinstance(error, TypeError) else ValueError)(
             f"pairs must yield contexts (T_in, C, H, W) this PreDiff takes (T_in = "

@@ -177,7 +177,11 @@ class PreDiff(nn.Module):
         self.latent_std.copy_(per_channel.std(1).clamp_min(1e-6))
         self.autoencoder.requires_grad_(False)
 
-    def _check_context(self, context: object) -> torch.Tensor:
+    def check_context(self, context: object) -> torch.Tensor:
+        """``context`` checked for :meth:`sample` and returned unchanged: a finite floating-point
+        tensor ``(B, T_in, C, H, W)`` with this model's ``T_in`` context frames and ``C``
+        channels, frames of the size its latents decode to; else a ``TypeError``/``ValueError``
+        naming ``context``."""
         ae = self.autoencoder
         context = check_sequence("context", context, ae.channels, self.context_frames)
         _, h, w = self.denoiser.latent_shape
@@ -220,7 +224,7 @@ class PreDiff(nn.Module):
         with its own seed. ``progress`` shows a bar of the DDIM steps (:func:`.ddim_sample`); it
         does not change the samples.
         """
-        context = self._check_context(context)
+        context = self.check_context(context)
         members = positive_int("members", members, 2)
         steps = positive_int("steps", steps)
         eta = check_eta(eta)
