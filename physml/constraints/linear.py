@@ -77,8 +77,8 @@ rows before it fix), is below this × ``|G_i|² Σ_m |A_m|²`` (its members agre
 ~1e-6 of their spread) says nothing about where the row's miss should go: round-off would set the
 update's shape, so the ``γ I`` fallback decides, whatever the noise."""
 REFINEMENTS = 3
-"""At most this many refinement steps of a noise-free ensemble update (``_update``): one always,
-more only while the cheap residual bound of :data:`RESIDUAL_TOLERANCE` still fails."""
+"""The most refinement steps a noise-free ensemble update takes. It takes one always, and more
+only while the cheap residual bound of :data:`RESIDUAL_TOLERANCE` still fails."""
 LARGEST_NOISE = math.sqrt(sys.float_info.max)
 """The largest ``noise`` σ whose square, the variance σ², is a finite float64."""
 
