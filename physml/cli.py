@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import io
 import math
 import os
@@ -44,9 +43,6 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 """Where ``physml bench`` finds the benchmark scripts, the ``benchmarks/`` folder of the source
 checkout this package runs from; taken only beside a ``pyproject.toml`` of physml, since an
 installed package has none (the folder there may be another package's)."""
-STOP_GRACE = 10.0
-"""Seconds ``physml bench`` leaves a benchmark script to end after a Ctrl-C (SIGINT) before it
-sends the script a SIGTERM."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -741,8 +737,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     """``physml bench``: list the benchmark scripts, or run one with the arguments that follow
     its name under this Python, in the current folder; the script's exit status (128 plus the
     signal's number where a signal ended it, as a shell says). A stop is the script's to handle
-    (it says what it kept): each one that reaches ``physml`` is passed on to it and ``physml``
-    waits for it to end."""
+    (it says what it kept): each one that reaches ``physml`` is passed on to it once and
+    ``physml`` waits for it to end."""
     scripts = benchmark_scripts()
     if args.name is None:
         print(format_benchmarks(scripts))
@@ -763,81 +759,48 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_passing_stops_on(command: list[str]) -> int:
-    """The return code of ``command``, run to its end, every stop (SIGINT, SIGTERM, SIGHUP)
-    that reaches ``physml`` meanwhile passed on to it, so that it says what it kept and
-    ``physml`` ends only after it. A Ctrl-C the terminal sent to the whole process group (the
-    command's too) is not sent twice; a command still running :data:`STOP_GRACE` seconds after
-    a SIGINT is sent a SIGTERM. A stop ``physml`` ignores (``nohup``) is left alone: the command
-    ignores it too. Off the main thread, where no handler can be set, it only waits."""
+    """The return code of ``command``, run to its end in a process group of its own, each stop
+    (SIGINT, SIGTERM, SIGHUP) that reaches ``physml`` meanwhile passed on to it once, so that it
+    says what it kept and ``physml`` ends only after it. A stop sent to ``physml``'s process
+    group (a terminal's Ctrl-C, ``kill -INT -PGID``, ``timeout``, a job scheduler) reaches the
+    command through ``physml`` alone, and none is sent of ``physml``'s own accord: a second
+    Ctrl-C is passed on as the first. Should the wait fail, the command is terminated and waited
+    for before the exception goes on. A stop ``physml`` ignores (``nohup``) is left alone: the
+    command ignores it too. Outside the terminal's foreground group, the command cannot read the
+    terminal's input. Off the main thread, where no handler can be set, the command runs in
+    ``physml``'s group and is waited for."""
     if threading.current_thread() is not threading.main_thread():
         return subprocess.call(command)
-    stops = [
-        signum
-        for signum in (signal.SIGINT, *STOPPING)
-        if signal.getsignal(signum) not in (signal.SIG_IGN, None)
-    ]
-    received: list[int] = []  # the stops that came before they could be told apart
+    own_group = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+    script: subprocess.Popen | None = None
+    early: list[int] = []  # the stops that came before the script started
 
-    def note(signum: int, frame: object) -> None:
-        received.append(signum)
-
-    previous = {signum: signal.signal(signum, note) for signum in stops}  # not the child's
-    try:
-        script = subprocess.Popen(command)
-        deadline = None
-
-        def pass_on(signum: int, sent_to_group: bool = False) -> None:
-            nonlocal deadline
-            if script.poll() is not None:
-                return
-            if not sent_to_group:
-                script.send_signal(signum)
-            if signum == signal.SIGINT and deadline is None:
-                deadline = time.monotonic() + STOP_GRACE
-
-        def pass_on_received() -> None:
-            nonlocal deadline
-            while received:
-                pass_on(received.pop(0))
-            if deadline is not None and time.monotonic() >= deadline and script.poll() is None:
-                script.send_signal(signal.SIGTERM)
-                deadline = math.inf  # once
-
-        if hasattr(signal, "sigtimedwait"):  # each stop with its siginfo: who sent it
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-            try:
-                while script.poll() is None:
-                    pass_on_received()
-                    info = signal.sigtimedwait(stops, 0.1)
-                    if info is not None:
-                        pass_on(info.si_signo, _sent_to_group(info, script.pid))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    def pass_on(signum: int, frame: object) -> None:
+        if script is None:
+            early.append(signum)
         else:
-            while script.poll() is None:
-                pass_on_received()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    script.wait(timeout=0.1)
+            script.send_signal(signum)  # nothing once it has ended
+
+    previous: dict[int, object] = {}  # the handlers replaced, put back at the end
+    try:
+        for signum in (signal.SIGINT, *STOPPING):
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, pass_on)
+        script = subprocess.Popen(command, **own_group)
+        try:
+            while early:
+                script.send_signal(early.pop(0))
+            while script.returncode is None:
+                script.wait()
+        except BaseException:
+            if script.poll() is None:
+                script.terminate()
+                script.wait()
+            raise
         return script.returncode
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-SI_KERNEL = 0x80
-"""Linux's ``si_code`` of a signal the kernel sent, as a terminal sends Ctrl-C and a hangup to
-its foreground process group."""
-
-
-def _sent_to_group(info: object, pid: int) -> bool:
-    """Whether the signal ``info`` tells of came from the terminal to a process group that holds
-    the process ``pid`` too (which has it already)."""
-    if info.si_code != SI_KERNEL or not sys.platform.startswith("linux"):
-        return False
-    try:
-        return os.getpgid(pid) == os.getpgrp()
-    except OSError:
-        return False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-import types
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -791,8 +791,8 @@ def test_bench_passes_the_arguments_and_the_exit_status_through(tmp_path, monkey
         assert main(["bench", "killed"]) == 128 + 15  # as a shell says a signal's end
 
 
-STOPS_SCRIPT = '''"""Records the stops it gets; exits 3 after {count} (or SIGTERM: {stubborn})."""
-import signal, time
+STOPS_SCRIPT = '''"""Records its process id and the stops it gets; exits 3 after {count}."""
+import os, signal, time
 
 LOG = {log!r}
 
@@ -807,11 +807,13 @@ def main():
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, note)
+    with open(LOG + ".pid", "w") as pid:
+        pid.write(str(os.getpid()))
     with open(LOG, "a") as log:
         log.write("ready\\n")
     end = time.monotonic() + 60  # the test's safety net, not reached where it passes
     while time.monotonic() < end:
-        if len(got) >= {count} or ({stubborn} and "SIGTERM" in got):
+        if len(got) >= {count}:
             return 3
         time.sleep(0.01)
     return 1
@@ -826,7 +828,6 @@ from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whoever starts it
 import physml.cli as cli
 cli.BENCHMARKS = Path(sys.argv[1])
-cli.STOP_GRACE = float(sys.argv[3])
 sys.exit(cli.main(["bench", sys.argv[2]]))
 """
 
@@ -842,45 +843,78 @@ def _log_lines(log: Path, until: str, process: subprocess.Popen) -> list[str]:
     return lines
 
 
+def _stops_benchmark(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    """A benchmarks folder whose script ``stops`` logs the stops it gets to the returned log
+    and exits 3 after ``count`` of them."""
+    folder = _fake_benchmarks(tmp_path / "benchmarks")
+    log = tmp_path / "signals.log"
+    (folder / "stops.py").write_text(STOPS_SCRIPT.format(log=str(log), count=count))
+    return folder, log
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize(
-    "script, stops, got",
+    "stops",
     [
         # a stop sent to physml alone (not its process group) reaches the script, and so does a
         # second one arriving while the first is handled; physml ends with the script's status
-        ("two", [signal.SIGINT, signal.SIGTERM], ["SIGINT", "SIGTERM"]),
-        ("two", [signal.SIGTERM, signal.SIGINT], ["SIGTERM", "SIGINT"]),
-        ("one", [signal.SIGTERM], ["SIGTERM"]),
-        ("one", [signal.SIGHUP], ["SIGHUP"]),
-        ("one", [signal.SIGINT], ["SIGINT"]),
-        # a script that carries on after a SIGINT is sent a SIGTERM STOP_GRACE seconds later
-        ("stubborn", [signal.SIGINT], ["SIGINT", "SIGTERM"]),
+        [signal.SIGINT, signal.SIGTERM],
+        [signal.SIGTERM, signal.SIGINT],
+        [signal.SIGTERM],
+        [signal.SIGHUP],
+        [signal.SIGINT],
+        # a second Ctrl-C is passed on as the first; nothing is sent of physml's own accord
+        [signal.SIGINT, signal.SIGINT],
     ],
 )
-def test_bench_passes_every_stop_on_to_the_script_and_ends_with_it(tmp_path, script, stops, got):
-    folder = _fake_benchmarks(tmp_path / "benchmarks")
-    log = tmp_path / "signals.log"
-    count, stubborn = {"one": (1, False), "two": (2, False), "stubborn": (99, True)}[script]
-    text = STOPS_SCRIPT.format(log=str(log), count=count, stubborn=stubborn)
-    (folder / f"{script}.py").write_text(text)
-    grace = "0.2" if stubborn else "600"
+def test_bench_passes_every_stop_on_to_the_script_and_ends_with_it(tmp_path, stops):
+    folder, log = _stops_benchmark(tmp_path, count=len(stops))
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     physml_process = subprocess.Popen(
-        [sys.executable, "-c", BENCH_DRIVER, str(folder), script, grace],
-        env=environment,
-        cwd=tmp_path,
+        [sys.executable, "-c", BENCH_DRIVER, str(folder), "stops"], env=environment, cwd=tmp_path
     )
+    names = [signal.Signals(signum).name for signum in stops]
     try:
         assert _log_lines(log, "ready", physml_process) == ["ready"]
         for sent, signum in enumerate(stops, 1):
             physml_process.send_signal(signum)  # to physml alone, as `kill PID` or a runner does
-            lines = _log_lines(log, signal.Signals(signum).name, physml_process)
-            assert lines[1 : 1 + sent] == [signal.Signals(s).name for s in stops[:sent]]
+            for _ in range(6000):  # until the script has logged as many stops
+                if len(log.read_text().splitlines()) > sent or physml_process.poll() is not None:
+                    break
+                time.sleep(0.01)
+            assert log.read_text().splitlines() == ["ready", *names[:sent]]
         assert physml_process.wait(timeout=60) == 3
-        assert log.read_text().splitlines() == ["ready", *got]
+        assert log.read_text().splitlines() == ["ready", *names]
     finally:
         if physml_process.poll() is None:
             physml_process.kill()
+            physml_process.wait()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_bench_passes_a_stop_sent_to_its_process_group_on_once(tmp_path):
+    """``kill -INT -PGID``, coreutils ``timeout`` and job schedulers signal physml's process
+    group: the script, in a group of its own, gets the stop once, from physml."""
+    folder, log = _stops_benchmark(tmp_path, count=2)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    physml_process = subprocess.Popen(
+        [sys.executable, "-c", BENCH_DRIVER, str(folder), "stops"],
+        env=environment,
+        cwd=tmp_path,
+        start_new_session=True,  # a group of physml's own, not the test's
+    )
+    try:
+        assert _log_lines(log, "ready", physml_process) == ["ready"]
+        script_pid = int(Path(f"{log}.pid").read_text())
+        assert os.getpgid(script_pid) == script_pid  # not in the group the stop is sent to
+        os.killpg(physml_process.pid, signal.SIGINT)
+        assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
+        physml_process.send_signal(signal.SIGTERM)  # ends the script after one more stop
+        assert physml_process.wait(timeout=60) == 3
+        assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
+    finally:
+        if physml_process.poll() is None:
+            os.killpg(physml_process.pid, signal.SIGKILL)
             physml_process.wait()
 
 
@@ -892,19 +926,17 @@ fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # its terminal: the one the test types Ctr
 )
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux terminals and siginfo")
-def test_bench_does_not_pass_on_a_ctrl_c_the_script_got_from_the_terminal(tmp_path):
-    """A Ctrl-C typed in the terminal reaches physml and the script (one process group): the
-    script gets it once, not a second time from physml."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux terminals")
+def test_bench_passes_a_ctrl_c_typed_in_the_terminal_on_once(tmp_path):
+    """A Ctrl-C typed in the terminal signals its foreground process group, physml's; the
+    script runs in a group of its own, out of the Ctrl-C's way, and gets it once, from physml."""
     import pty
 
-    folder = _fake_benchmarks(tmp_path / "benchmarks")
-    log = tmp_path / "signals.log"
-    (folder / "two.py").write_text(STOPS_SCRIPT.format(log=str(log), count=2, stubborn=False))
+    folder, log = _stops_benchmark(tmp_path, count=2)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     terminal, its_end = pty.openpty()
     physml_process = subprocess.Popen(
-        [sys.executable, "-c", PTY_DRIVER, str(folder), "two", "600"],
+        [sys.executable, "-c", PTY_DRIVER, str(folder), "stops"],
         env=environment,
         cwd=tmp_path,
         stdin=its_end,
@@ -915,38 +947,49 @@ def test_bench_does_not_pass_on_a_ctrl_c_the_script_got_from_the_terminal(tmp_pa
     os.close(its_end)
     try:
         assert _log_lines(log, "ready", physml_process) == ["ready"]
+        script_pid = int(Path(f"{log}.pid").read_text())
+        assert os.tcgetpgrp(terminal) == physml_process.pid  # the foreground group: physml's
+        assert os.getpgid(script_pid) == script_pid  # the script's own
         os.write(terminal, b"\x03")  # Ctrl-C, typed
         assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
-        physml_process.send_signal(signal.SIGTERM)  # after any SIGINT physml would pass on
+        physml_process.send_signal(signal.SIGTERM)  # ends the script after one more stop
         assert physml_process.wait(timeout=60) == 3
         assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
     finally:
         if physml_process.poll() is None:
-            physml_process.kill()
+            os.killpg(physml_process.pid, signal.SIGKILL)
             physml_process.wait()
         os.close(terminal)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux siginfo")
-def test_only_a_stop_the_terminal_sent_to_the_scripts_group_counts_as_the_scripts_already():
-    """Linux's siginfo: si_code SI_KERNEL (0x80) for a terminal's Ctrl-C or hangup, SI_USER (0)
-    for ``kill``; the terminal signals the foreground process group, so a script outside
-    physml's group did not get it."""
-    stop = signal.SIGINT
-    info = lambda code: types.SimpleNamespace(si_signo=stop, si_code=code)  # noqa: E731
-    script = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    elsewhere = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
-    )
-    try:
-        assert physml.cli._sent_to_group(info(0x80), script.pid)
-        assert not physml.cli._sent_to_group(info(0), script.pid)  # kill PID: physml's alone
-        assert not physml.cli._sent_to_group(info(0x80), elsewhere.pid)
-    finally:
-        for process in (script, elsewhere):
-            process.kill()
-            process.wait()
-    assert not physml.cli._sent_to_group(info(0x80), script.pid)  # ended: no group to be in
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_bench_terminates_and_reaps_the_script_when_its_wait_fails(tmp_path, monkeypatch):
+    """An exception while physml waits (here the wait itself failing once) ends the script with
+    a SIGTERM, waits for it and is raised; the stop handlers from before are back."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("stop handlers are set on the main thread only")
+    folder, log = _stops_benchmark(tmp_path, count=1)
+    started = []
+    wait = subprocess.Popen.wait
+
+    def fails_once(process, *args, **kwargs):
+        if not started:
+            started.append(process)
+            assert _log_lines(log, "ready", process) == ["ready"]
+            raise RuntimeError("the wait failed")
+        return wait(process, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", fails_once)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    handlers = {signum: signal.getsignal(signum) for signum in stops}
+    with pytest.raises(RuntimeError, match="the wait failed"):
+        physml.cli._run_passing_stops_on([sys.executable, str(folder / "stops.py")])
+    (script,) = started
+    assert script.returncode == 3  # its end after the SIGTERM, waited for
+    assert log.read_text().splitlines() == ["ready", "SIGTERM"]
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left
+        os.waitpid(script.pid, os.WNOHANG)
+    assert {signum: signal.getsignal(signum) for signum in stops} == handlers
 
 
 def test_bench_refuses_a_benchmarks_folder_outside_a_physml_checkout(tmp_path, monkeypatch, capfd):
