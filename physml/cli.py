@@ -766,8 +766,8 @@ def _run_passing_stops_on(command: list[str]) -> int:
     command through ``physml`` alone, and none is sent of ``physml``'s own accord: a second
     Ctrl-C is passed on as the first. Should the wait fail, the command is terminated and waited
     for before the exception goes on. A stop ``physml`` ignores (``nohup``) is left alone: the
-    command ignores it too. Outside the terminal's foreground group, the command cannot read the
-    terminal's input. Off the main thread, where no handler can be set, the command runs in
+    command ignores it too. Outside the terminal's foreground group, the command reads no input
+    (its stdin is empty). Off the main thread, where no handler can be set, the command runs in
     ``physml``'s group and is waited for."""
     if threading.current_thread() is not threading.main_thread():
         return subprocess.call(command)
@@ -786,7 +786,8 @@ def _run_passing_stops_on(command: list[str]) -> int:
         for signum in (signal.SIGINT, *STOPPING):
             if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                 previous[signum] = signal.signal(signum, pass_on)
-        script = subprocess.Popen(command, **own_group)
+        # outside the terminal's foreground group a read of the terminal would stop it for good
+        script = subprocess.Popen(command, stdin=subprocess.DEVNULL, **own_group)
         try:
             while early:
                 script.send_signal(early.pop(0))

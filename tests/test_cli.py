@@ -791,6 +791,26 @@ def test_bench_passes_the_arguments_and_the_exit_status_through(tmp_path, monkey
         assert main(["bench", "killed"]) == 128 + 15  # as a shell says a signal's end
 
 
+def test_bench_gives_the_script_an_empty_input(tmp_path, monkeypatch, capfd):
+    """Outside the terminal's foreground group a read of the terminal would stop the script for
+    good (SIGTTIN): its standard input is empty instead, whatever physml's is."""
+    folder = _fake_benchmarks(tmp_path / "benchmarks")
+    reads = '"""Reads its input."""\nimport sys\n\n\ndef main():\n    print(repr(sys.stdin.read()))'
+    (folder / "reads.py").write_text(reads + '\n\n\nif __name__ == "__main__":\n    main()\n')
+    monkeypatch.setattr(physml.cli, "BENCHMARKS", folder)
+    read, write = os.pipe()
+    os.write(write, b"typed")
+    os.close(write)
+    monkeypatch.setattr(sys, "stdin", os.fdopen(read))
+    with os.fdopen(os.dup(0)) as kept:
+        os.dup2(read, 0)
+        try:
+            assert main(["bench", "reads"]) == 0
+        finally:
+            os.dup2(kept.fileno(), 0)
+    assert capfd.readouterr().out.strip() == "''"
+
+
 STOPS_SCRIPT = '''"""Records its process id and the stops it gets; exits 3 after {count}."""
 import os, signal, time
 
