@@ -928,14 +928,25 @@ def test_bench_passes_a_stop_sent_to_its_process_group_on_once(tmp_path):
         script_pid = int(Path(f"{log}.pid").read_text())
         assert os.getpgid(script_pid) == script_pid  # not in the group the stop is sent to
         os.killpg(physml_process.pid, signal.SIGINT)
-        assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
-        physml_process.send_signal(signal.SIGTERM)  # ends the script after one more stop
-        assert physml_process.wait(timeout=60) == 3
-        assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
+        _ends_after_one_sigint_and_a_sigterm(physml_process, log)
     finally:
-        if physml_process.poll() is None:
-            os.killpg(physml_process.pid, signal.SIGKILL)
-            physml_process.wait()
+        _killed_if_running(physml_process)
+
+
+def _ends_after_one_sigint_and_a_sigterm(physml_process, log: Path) -> None:
+    """The script got exactly one SIGINT; a SIGTERM to physml ends it (its status 3), and its log
+    holds those two stops and no other."""
+    assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
+    physml_process.send_signal(signal.SIGTERM)  # ends the script after one more stop
+    assert physml_process.wait(timeout=60) == 3
+    assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
+
+
+def _killed_if_running(physml_process) -> None:
+    """A failed test leaves neither physml nor its script behind."""
+    if physml_process.poll() is None:
+        os.killpg(physml_process.pid, signal.SIGKILL)
+        physml_process.wait()
 
 
 PTY_DRIVER = (
@@ -971,14 +982,9 @@ def test_bench_passes_a_ctrl_c_typed_in_the_terminal_on_once(tmp_path):
         assert os.tcgetpgrp(terminal) == physml_process.pid  # the foreground group: physml's
         assert os.getpgid(script_pid) == script_pid  # the script's own
         os.write(terminal, b"\x03")  # Ctrl-C, typed
-        assert _log_lines(log, "SIGINT", physml_process) == ["ready", "SIGINT"]
-        physml_process.send_signal(signal.SIGTERM)  # ends the script after one more stop
-        assert physml_process.wait(timeout=60) == 3
-        assert log.read_text().splitlines() == ["ready", "SIGINT", "SIGTERM"]
+        _ends_after_one_sigint_and_a_sigterm(physml_process, log)
     finally:
-        if physml_process.poll() is None:
-            os.killpg(physml_process.pid, signal.SIGKILL)
-            physml_process.wait()
+        _killed_if_running(physml_process)
         os.close(terminal)
 
 
