@@ -294,6 +294,17 @@ def test_the_well_attributes_that_restate_the_others_are_told_apart():
         "field",
     ]
     assert well_restated(read, (6,)) == ["dataset_name", "grid_type", "field"]
+    deep = "[" * 100_000 + "]" * 100_000  # JSON nested deeper than Python parses: no restatement
+    assert well_restated({**read, "well_spatial_dims": deep}, (5,)) == [
+        "dataset_name",
+        "grid_type",
+        "field",
+    ]
+    assert well_restated({**read, "well_boundary_conditions": deep}, (5,)) == [
+        "dataset_name",
+        "grid_type",
+        "field",
+    ]
     with pytest.raises(TypeError, match="^attrs must be a mapping of attributes, got list$"):
         well_restated([read], (5,))
     for space in [(), (0,), (2, 2, 2, 2)]:

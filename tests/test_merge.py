@@ -808,6 +808,6 @@ def test_merge_generate_and_convert_refuse_an_overwrite_that_is_no_bool(tmp_path
         lambda: convert(source, out, to="physml", overwrite="no"),
     ]
     for call in calls:
-        with pytest.raises(TypeError, match="^overwrite must be a bool, got 'no'$"):
+        with pytest.raises(TypeError, match="^overwrite must be True or False, got 'no'$"):
             call()
         assert out.read_bytes() == b"kept"

@@ -269,6 +269,11 @@ def _bad(**change):
         (dict(frames=[[0.0]]), TypeError, "frames must be a tensor"),
         (dict(frames=torch.zeros(3, 2, 3, 8, 8)), ValueError, r"C = 1 channels .* \(3, 2, 3,"),
         (dict(frames=torch.zeros(6, 1, 8, 8)), ValueError, r"frames must be a tensor \(N, T"),
+        (
+            dict(frames=torch.zeros(3, 2, 1, 8, 8, dtype=torch.long)),
+            TypeError,
+            r"^frames must be a floating-point tensor, got dtype torch.int64$",
+        ),
         (dict(out=3), TypeError, "out must be a folder path"),
         (dict(folders="autoencoder"), TypeError, "folders must be two non-empty folder names"),
         (dict(folders=("a", "")), TypeError, "folders must be two non-empty folder names"),

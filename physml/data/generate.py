@@ -301,8 +301,7 @@ def _check_request(
 def _check_output(final: Path, overwrite: bool, overwrite_hint: str = OVERWRITE_HINT) -> None:
     """Refuse to write ``final`` where it cannot be written, or exists and ``overwrite`` (a bool:
     text such as ``"no"`` would read as true and replace the file) is false."""
-    if not isinstance(overwrite, (bool, np.bool_)):
-        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
+    flag("overwrite", overwrite)
     if final.is_dir():
         raise ValueError(
             f"out: {str(final)!r} is a folder; name the dataset file to write, e.g. "

@@ -1070,8 +1070,8 @@ def well_restated(attrs: Mapping[str, object], space: tuple[int, ...]) -> list[s
     names = list(AXES[: len(space)])
     if _SPATIAL_DIMS in others:
         try:
-            names = json.loads(others[_SPATIAL_DIMS])
-        except (TypeError, ValueError):
+            names = json_value(_SPATIAL_DIMS, others[_SPATIAL_DIMS], "JSON text")
+        except ValueError:  # no JSON, or nested too deep to parse: no axis names
             names = None
     written = {
         "dataset_name": str(others.get("pde", "physml")),
@@ -1081,12 +1081,12 @@ def well_restated(attrs: Mapping[str, object], space: tuple[int, ...]) -> list[s
     restated = [key for key, value in written.items() if attrs.get(key) == value]
     if _BOUNDARY_CONDITIONS in attrs and isinstance(names, list) and len(names) == len(space):
         try:
-            read = json.loads(attrs[_BOUNDARY_CONDITIONS])
+            read = json_value(_BOUNDARY_CONDITIONS, attrs[_BOUNDARY_CONDITIONS], "JSON text")
             given = _text_boundary_entries(others.get("boundary", ""), names, list(space))
             if isinstance(read, list) and read and _as_text(read) == _as_text(given):
                 restated.append(_BOUNDARY_CONDITIONS)
         except (TypeError, ValueError):
-            pass  # not JSON: nothing our reader wrote
+            pass  # not JSON (or nested too deep to parse): nothing our reader wrote
     return restated
 
 

@@ -197,9 +197,9 @@ def _described(item: object) -> str:
 
 
 def _check_frames(frames: object, channels: int, size: Sequence[int]) -> None:
-    """``TypeError``/``ValueError`` naming ``frames`` unless a tensor ``(N, T, C, H, W)`` with
-    the autoencoder's ``channels``, frames of ``size`` ``(H, W)`` (those of ``pairs``) and at
-    least one frame."""
+    """``TypeError`` (``ValueError`` for a shape) naming ``frames`` unless a floating-point tensor
+    ``(N, T, C, H, W)`` with the autoencoder's ``channels``, frames of ``size`` ``(H, W)`` (those
+    of ``pairs``) and at least one frame."""
     if not isinstance(frames, torch.Tensor):
         raise TypeError(
             f"frames must be a tensor (N, T, C, H, W) or None, got {type(frames).__name__}"
@@ -214,6 +214,8 @@ def _check_frames(frames: object, channels: int, size: Sequence[int]) -> None:
             f"frames must be {size[0]} × {size[1]} pixels, as those of pairs, got shape "
             f"{tuple(frames.shape)}"
         )
+    if not frames.is_floating_point():  # the autoencoder's convolutions take no integers
+        raise TypeError(f"frames must be a floating-point tensor, got dtype {frames.dtype}")
 
 
 def _check_folders(folders: object) -> tuple[str, str]:
