@@ -94,8 +94,9 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 def save_torch_file(path: str | os.PathLike, value: object) -> None:
     """``torch.save(value)`` to ``path`` atomically. A failed write (a full disk: torch raises a
     ``RuntimeError``) is an ``OSError`` naming ``path`` and the space left on its disk; ``path``
-    keeps what it held and no temporary file is left."""
-    path = Path(path)
+    keeps what it held and no temporary file is left. A ``path`` that is no ``str`` or
+    ``os.PathLike`` is a ``TypeError`` naming it, before anything is written."""
+    path = file_path("path", path)
     with atomic_path(path) as temporary:
         try:
             torch.save(value, temporary)
@@ -165,8 +166,10 @@ def load_torch_file(
     that is no zip archive of ``torch.save``, or one holding Python objects besides tensors (a
     :class:`~physml.errors.PythonObjectsError`); only a damaged or truncated archive, or one
     ``torch.load`` fails on, ends with ``remedy`` (restore it or delete it). Reads the file
-    twice: the CRC-32 check costs about as much as ``torch.load`` itself (some 0.2 s per GB)."""
-    _check_archive(Path(path), what, argument, remedy, data_argument)
+    twice: the CRC-32 check costs about as much as ``torch.load`` itself (some 0.2 s per GB).
+    A ``path`` that is no ``str`` or ``os.PathLike`` is a ``TypeError`` naming ``argument``."""
+    path = file_path(argument, path)
+    _check_archive(path, what, argument, remedy, data_argument)
     refused = f"{argument}: {str(path)!r} cannot be read as {what}"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

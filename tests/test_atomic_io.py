@@ -190,6 +190,23 @@ def test_save_figure_and_atomic_write_text_refuse_a_path_of_another_type_by_name
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("path", [None, 3, b"f.pt", ["f.pt"]])
+def test_the_torch_file_functions_refuse_a_path_of_another_type_by_name(tmp_path, path):
+    """Refused before torch or the file system is asked: the message names the argument."""
+    from physml.io import load_torch_file, save_torch_file
+
+    kind = type(path).__name__
+    with pytest.raises(
+        TypeError, match=rf"^path must be a file path \(str or os.PathLike\), got {kind}$"
+    ):
+        save_torch_file(path, {"x": 1})
+    with pytest.raises(
+        TypeError, match=rf"^--keep must be a file path \(str or os.PathLike\), got {kind}$"
+    ):
+        load_torch_file(path, "kept values", "--keep")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_figure_is_written_at_its_own_dpi_when_asked_for_figure(tmp_path):
     fig = plt.figure(figsize=(2, 1), dpi=30)
     path = tmp_path / "f.png"

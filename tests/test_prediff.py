@@ -1145,6 +1145,25 @@ def test_add_noise_is_the_forward_process_at_each_entry_s_own_timestep(dtype):
     torch.testing.assert_close(noisy.double(), expected, rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"noise": torch.zeros(1, 4)}, ValueError, r"^noise must have the shape of clean \(3, 4\)"),
+        ({"noise": [0.0] * 4}, TypeError, "^noise must be a tensor, got list$"),
+        ({"timesteps": torch.tensor([0.0, 1.0, 2.0])}, TypeError, "^timesteps must be integers"),
+        ({"timesteps": torch.tensor([0, 1])}, ValueError, r"^timesteps must have shape \(B,\)"),
+        ({"timesteps": torch.tensor([[0, 1, 2]])}, ValueError, r"^timesteps must have shape"),
+        ({"timesteps": [0, 1, 2]}, TypeError, "^timesteps must be a tensor, got list$"),
+    ],
+)
+def test_add_noise_refuses_arguments_of_another_type_or_shape_by_name(change, error, message):
+    """Refused before diffusers sees them: a noise of another shape would broadcast silently."""
+    arguments = {"clean": torch.ones(3, 4), "noise": torch.zeros(3, 4)}
+    arguments["timesteps"] = torch.tensor([0, 1, 2])
+    with pytest.raises(error, match=message):
+        NoiseSchedule(10).add_noise(**{**arguments, **change})
+
+
 def test_the_ema_moves_by_one_minus_decay_toward_the_denoiser():
     prediff = PreDiff(autoencoder(), denoiser("conv"), ema_decay=0.9)
     update_ema(prediff, 1)  # the first update copies the weights

@@ -586,10 +586,8 @@ class LinearConstraint(Constraint):
         |G_ij| · max|u|``. A few reductions, no synchronisation."""
         rowsum = self._matrices(u.device)[2]
         missed = (u @ G.T - b).abs()
-        scale = _largest(before) * rowsum + b.abs().amax(-1)
-        scale = scale.clamp_min(torch.finfo(F64).tiny)
-        cheap = torch.maximum(missed.amax(-1), EPS * rowsum * _largest(u)) / scale
-        return missed, scale, cheap
+        scale = _data_scale(before, b, rowsum)
+        return missed, scale, _cheap_residual(missed, u, scale, rowsum)
 
     def _judge_exactly(
         self,
@@ -989,11 +987,13 @@ def _update(
     Kᵀ``)."""
     if not noise:  # refined: S, G Σ Gᵀ, has G's condition number squared
         new = X - _members_last(CG @ torch.cholesky_solve(mismatch, L))
-        scale = (_largest(X.detach()) * rowsum + b.detach().abs().amax(-1)).clamp_min(TINY)
+        scale = _data_scale(X.detach(), b.detach(), rowsum)
         for step in range(REFINEMENTS):
             missed = new @ G.T - b  # (member, ..., k)
-            if step and _within_cheap_bound(missed.detach(), new.detach(), scale, rowsum):
-                break
+            if step:  # the first refinement always; more while the cheap bound fails
+                cheap = _cheap_residual(missed.detach(), new.detach(), scale, rowsum)
+                if bool((cheap <= RESIDUAL_TOLERANCE).all()):
+                    break
             new = new - _members_last(CG @ torch.cholesky_solve(missed.movedim(0, -1), L))
         return new
     mean = _centre(X) - (CG @ torch.cholesky_solve(mismatch.mean(-1, keepdim=True), L))[..., 0]
@@ -1004,14 +1004,21 @@ def _update(
     return mean + A - _members_last(CG @ inner)
 
 
-def _within_cheap_bound(
+def _data_scale(before: torch.Tensor, b: torch.Tensor, rowsum: float) -> torch.Tensor:
+    """Per slice, the scale of an exact update's data, ``max_i Σ_j |G_ij| · max|before| +
+    max|b|`` ``(...)`` (``rowsum = max_i Σ_j |G_ij|``; ``before`` ``(..., n)``, the target ``b``
+    ``(..., k)``), at least float64's smallest normal number: what :data:`RESIDUAL_TOLERANCE` is
+    relative to."""
+    return (_largest(before) * rowsum + b.abs().amax(-1)).clamp_min(TINY)
+
+
+def _cheap_residual(
     missed: torch.Tensor, u: torch.Tensor, scale: torch.Tensor, rowsum: float
-) -> bool:
-    """Whether every slice's ``|G u − b|`` ``missed`` ``(..., k)`` (at least the round-off of
-    ``G u``, ``eps · rowsum · max|u|``) is within :data:`RESIDUAL_TOLERANCE` of its data's
-    ``scale`` ``(...)``: the cheap bound of the residual check (``_slice_residuals``)."""
-    cheap = torch.maximum(missed.abs().amax(-1), EPS * rowsum * _largest(u)) / scale
-    return bool((cheap <= RESIDUAL_TOLERANCE).all())
+) -> torch.Tensor:
+    """Per slice, the cheap bound of the relative residual ``(...)``: the largest ``|G u − b|``
+    of ``missed`` ``(..., k)``, at least the round-off of ``G u``, ``eps · rowsum · max|u|``,
+    over the data's ``scale`` ``(...)`` (``_data_scale``)."""
+    return torch.maximum(missed.abs().amax(-1), EPS * rowsum * _largest(u)) / scale
 
 
 def _members_last(correction: torch.Tensor) -> torch.Tensor:

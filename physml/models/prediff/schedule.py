@@ -109,7 +109,23 @@ class NoiseSchedule:
         """The noised ``z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε`` of ``clean`` latents ``z_0`` ``(B, ...)``
         and ``noise`` ε of their shape at integer ``timesteps`` ``(B,)`` in ``[0, T)``: the
         training scheduler's ``add_noise``, in the latents' dtype, the one place this formula
-        lives (the denoiser's and the knowledge regressor's losses both noise through it)."""
+        lives (the denoiser's and the knowledge regressor's losses both noise through it).
+        Arguments of another type or shape are refused by name (the range of ``timesteps`` is
+        not read: that would synchronise every training step with the device)."""
+        for name, value in (("clean", clean), ("noise", noise), ("timesteps", timesteps)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+        if noise.shape != clean.shape:
+            raise ValueError(
+                f"noise must have the shape of clean {tuple(clean.shape)}, got {tuple(noise.shape)}"
+            )
+        if timesteps.dtype.is_floating_point or timesteps.dtype.is_complex:
+            raise TypeError(f"timesteps must be integers, got {timesteps.dtype}")
+        if clean.ndim == 0 or timesteps.shape != clean.shape[:1]:
+            raise ValueError(
+                f"timesteps must have shape (B,), one per sample of clean (B, ...) "
+                f"{tuple(clean.shape)}, got {tuple(timesteps.shape)}"
+            )
         return self.training().add_noise(clean, noise, timesteps)
 
     def sampling(self, steps: int, spacing: str = "leading"):
