@@ -117,6 +117,7 @@ def test_fit_hands_its_settings_and_hooks_to_the_trainer(tmp_path, monkeypatch):
     class SpyTrainer:
         def __init__(self, model, loss, config, **options):
             made.append(dict(model=model, loss=loss, config=config, **options))
+            self.model, self.config, self.out = model, config, options["out"]
 
         def fit(self, data):
             return SimpleNamespace(resumed_from=0, losses=[1.0, 3.0])
@@ -348,6 +349,7 @@ def test_the_energy_models_of_the_largest_seed_reach_the_trainer_with_a_wrapped_
     class SpyTrainer:
         def __init__(self, model, loss, config, **options):
             configs.append(config)
+            self.model, self.config, self.out = model, config, options["out"]
 
         def fit(self, data):
             return SimpleNamespace(resumed_from=0, losses=[1.0])

@@ -79,7 +79,7 @@ def fit(
         after_step=after_step,
         remedy=remedy,
     )
-    return _timed(trainer, data, model, steps, out, device)
+    return timed(trainer, data)
 
 
 def stage_config(steps: int, batch: int, lr: float, seed: int, device: str = "cpu") -> TrainConfig:
@@ -96,28 +96,24 @@ def stage_config(steps: int, batch: int, lr: float, seed: int, device: str = "cp
 
 
 def timed(trainer: Trainer, data: Dataset) -> Trained:
-    """``trainer.fit(data)`` timed as :func:`fit` times it, its cost kept beside the checkpoint
+    """``trainer.fit(data)`` timed in CPU seconds of this process on the CPU and in wall seconds
+    on an accelerator, its cost kept beside the checkpoint in ``trainer.out``
     (:data:`~physml.tasks.prediff.training.COST_FILE`, read back when a finished run is
     reloaded)."""
-    config = trainer.config
-    return _timed(trainer, data, trainer.model, config.steps, trainer.out, config.device)
-
-
-def _timed(trainer, data: Dataset, model: nn.Module, steps: int, out, device) -> Trained:
-    """:func:`timed` of a run of ``steps`` steps in ``out`` on ``device``, training ``model``."""
+    steps, device = trainer.config.steps, trainer.config.device
     clock = time.process_time if str(device) == "cpu" else time.perf_counter
     started = clock()
     report = trainer.fit(data)
     spent = clock() - started
     done = steps - report.resumed_from
-    cost = Path(out) / COST_FILE
+    cost = trainer.out / COST_FILE
     if done:
         train_s = spent * steps / done
         atomic_write_text(cost, strict_json({"steps": steps, "train_s": train_s}))
     else:  # reloaded at its last step: the cost the finishing run measured, if it left it
         train_s = recorded_cost(cost, steps=steps)
     return Trained(
-        model, steps, train_s, float(sum(report.losses[-20:]) / len(report.losses[-20:]))
+        trainer.model, steps, train_s, float(sum(report.losses[-20:]) / len(report.losses[-20:]))
     )
 
 
