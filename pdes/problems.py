@@ -11,6 +11,7 @@ Solver modules define their recipes in a module-level list ``PROBLEMS``; this mo
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Sequence
@@ -107,15 +108,81 @@ class Problem:
         raise NotImplementedError
 
 
+_MT_WORDS = 624  # the 32-bit words of mt19937's state
+_WORDS_AT = 24  # byte offset of those words (each a uint64) in torch's CPU generator state
+_STATE_BYTES = 5056  # the_initial_seed, left, seeded, next, state[624], the normal-draw caches
+_NORMAL_VALID_AT = _WORDS_AT + 8 * _MT_WORDS + 24  # int32 normal_is_valid, after 3 doubles
+_FLOAT_NORMAL_VALID_AT = _NORMAL_VALID_AT + 12  # bool, after the pad and a float
+_PROBE_SEED = 0x9E3779B97F4A7C15  # any seed: one with high bits, as the words hold only the low
+
+
+def _init_genrand(seed: int) -> np.ndarray:
+    """mt19937's state words after ``init_genrand(seed mod 2**32)`` (Matsumoto and Nishimura's
+    seeding, as torch's ``manual_seed`` does it), as uint64 ``(624,)``."""
+    words = [seed & 0xFFFFFFFF]
+    for i in range(1, _MT_WORDS):
+        previous = words[-1]
+        words.append((1812433253 * (previous ^ (previous >> 30)) + i) & 0xFFFFFFFF)
+    return np.array(words, dtype=np.uint64)
+
+
+@functools.cache
+def _state_template() -> np.ndarray:
+    """A fresh torch CPU generator's state bytes (uint8 ``(5056,)``), once checked to be laid out
+    as :func:`generator` writes it: a ``RuntimeError`` naming the torch version where not."""
+    state = torch.Generator().manual_seed(_PROBE_SEED).get_state()
+    found = state.numpy() if state.dtype == torch.uint8 and state.dim() == 1 else None
+    if found is not None and found.size == _STATE_BYTES:
+        header = found[:_WORDS_AT]
+        words = found[_WORDS_AT : _WORDS_AT + 8 * _MT_WORDS].view(np.uint64)
+        laid_out = (
+            header[:8].view(np.uint64)[0] == _PROBE_SEED  # the_initial_seed
+            and header[8:16].view(np.int32).tolist() == [1, 1]  # left, seeded
+            and header[16:].view(np.uint64)[0] == 0  # next
+            and np.array_equal(words, _init_genrand(_PROBE_SEED))
+            and not found[_WORDS_AT + 8 * _MT_WORDS :].any()  # no normal draw cached
+        )
+        if laid_out:
+            return found.copy()
+    shape = f"{state.dtype} {tuple(state.shape)}"
+    raise RuntimeError(
+        f"torch {torch.__version__}: its CPU generator's state ({shape}) is not laid out as "
+        f"pdes.problems.generator writes it ({_STATE_BYTES} uint8: the initial seed, left, "
+        f"seeded, next, then mt19937's {_MT_WORDS} words as uint64 from byte {_WORDS_AT}), so "
+        "samples cannot be drawn from their whole seeds with this torch version"
+    )
+
+
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator for one sample's draws (on the CPU, so results match on every device).
 
-    torch's CPU generator keeps only the seed's low 32 bits: seeds that agree there draw alike.
+    Its mt19937 state is the 624 words of numpy's ``SeedSequence(seed)``, so every bit of the
+    seed counts (``manual_seed`` keeps only the low 32: seeds agreeing there would draw alike);
+    ``initial_seed()`` is ``seed``. Raises ``RuntimeError`` where torch's generator state is not
+    laid out as written here (checked once a process), rather than seed another way.
     """
     del device
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be a non-negative integer below 2**64, got {seed!r}")
-    return torch.Generator().manual_seed(int(seed))
+    seed = int(seed)
+    words = np.random.SeedSequence(seed).generate_state(_MT_WORDS, dtype=np.uint32)
+    return _mt19937(seed, words)
+
+
+def _mt19937(seed: int, words: np.ndarray) -> torch.Generator:
+    """A torch CPU generator whose mt19937 state is ``words`` (``(624,)``, each below ``2**32``)
+    and ``initial_seed()`` ``seed``, as ``manual_seed`` leaves it: its first draw twists the
+    state first, no normal draw cached."""
+    state = _state_template().copy()
+    state[:8] = np.array([seed], dtype=np.uint64).view(np.uint8)  # the_initial_seed
+    state[8:16] = np.array([1, 1], dtype=np.int32).view(np.uint8)  # left: twist first; seeded
+    state[16:_WORDS_AT] = 0  # next
+    state[_WORDS_AT : _WORDS_AT + 8 * _MT_WORDS] = words.astype(np.uint64).view(np.uint8)
+    state[_NORMAL_VALID_AT : _NORMAL_VALID_AT + 4] = 0  # no cached double normal draw
+    state[_FLOAT_NORMAL_VALID_AT] = 0  # no cached float normal draw
+    drawn = torch.Generator()
+    drawn.set_state(torch.from_numpy(state))
+    return drawn
 
 
 _REGISTERED: dict[str, Problem] = {}

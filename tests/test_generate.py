@@ -707,7 +707,7 @@ def test_a_sample_seed_that_is_not_a_non_negative_integer_is_refused_by_name(see
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
         problems.generator(seed)
     first = torch.rand(3, generator=problems.generator(np.uint32(7)))
-    assert torch.equal(first, torch.rand(3, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(first, torch.rand(3, generator=problems.generator(7)))
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pdes import Dirichlet, Grid1D, Neumann, wave
+from pdes import Dirichlet, Grid1D, Neumann, problems, wave
 from pdes.problems import Problem
 from pdes.verification import convergence
 
@@ -245,7 +245,7 @@ def test_recipe_walls_and_default_speed():
 
 
 def test_recipe_draws_each_sample_from_its_own_seed():
-    """Sample i redrawn by hand from ``torch.Generator().manual_seed(seed_i)`` in the documented
+    """Sample i redrawn by hand from ``pdes.problems.generator(seed_i)`` in the documented
     order (c, displacement modes, velocity modes), then advanced with the continuous standing
     waves ``(a_j cos ω_j t + b_j sin(ω_j t)/ω_j) cos(jπx)``, ``ω_j = cjπ``, and ``a₀ + b₀t``."""
     (problem,) = wave.PROBLEMS
@@ -266,7 +266,7 @@ def test_recipe_draws_each_sample_from_its_own_seed():
     x = torch.linspace(0.0, 1.0, 129, dtype=F64)
     j = torch.arange(1, modes + 1, dtype=F64)
     for i, seed in enumerate(seeds):
-        gen = torch.Generator().manual_seed(seed)
+        gen = problems.generator(seed)
         c = 0.5 + 1.5 * torch.rand((), generator=gen, dtype=F64)
         a = torch.randn(2, modes, generator=gen, dtype=F64)[0] * amplitude / j**decay
         a0 = torch.randn((), generator=gen, dtype=F64) * amplitude

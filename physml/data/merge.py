@@ -9,11 +9,13 @@ such a shard joins the others; the attributes The Well's reader adds, ``dataset_
 or they say more than the shard's own (:func:`~physml.data.interchange.well_restated`); an
 ``equation`` that shards written before physml recorded it lack is taken from those that have it),
 the same package and format version, the same seed scheme (each stored ``sample_seed`` is
-:func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index`` ``i``), the same
-per-sample shapes, dtypes and coordinates, and sample ranges that cover ``0..n_total-1`` once. Each
-disagreement is a :class:`ShardError` naming the shard file and the attribute. Sample ``i`` depends
-on ``(seed, i)`` and the settings alone, so shards of different splits join as long as their ranges
-do (shard 0 of 2 with shards 2 and 3 of 4: a failed shard job redone as smaller ones).
+:func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index`` ``i``, and the
+``seed_scheme`` attribute, how the samples drew from those seeds, agrees: a shard an earlier
+physml wrote, without it, joins none that has it), the same per-sample shapes, dtypes and
+coordinates, and sample ranges that cover ``0..n_total-1`` once. Each disagreement is a
+:class:`ShardError` naming the shard file and the attribute. Sample ``i`` depends on ``(seed, i)``
+and the settings alone, so shards of different splits join as long as their ranges do (shard 0
+of 2 with shards 2 and 3 of 4: a failed shard job redone as smaller ones).
 
 The merged file holds HDF5 virtual datasets ``u``, ``params/*``, ``fields/*``, ``sample_index`` and
 ``sample_seed`` that read from the shards, copies of the coordinates and the attributes, and
@@ -52,6 +54,7 @@ from .datasets import (
 )
 from .generate import (
     ADDED_LATER,
+    EARLIER_SCHEME,
     FORMAT,
     INDEX_FORMAT,
     OVERWRITE_HINT,
@@ -67,7 +70,7 @@ shard converted to PDEBench or The Well and back names the file it was read from
 MERGED_ATTRIBUTES = (*PER_SHARD_ATTRIBUTES, "merged_from")  # set by the merge itself
 SAMPLE_ARRAYS = ("u", "sample_index", "sample_seed")  # plus every array under the groups below
 SAMPLE_GROUPS = ("params", "fields")
-FIRST_COMPARED = ("pde", "format", "physml_version", "seed", "n_total", "settings")
+FIRST_COMPARED = ("pde", "format", "physml_version", "seed", "seed_scheme", "n_total", "settings")
 
 
 class ShardError(DatasetFileError):
@@ -403,10 +406,23 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
                 f"shards disagree, {str(other.path)!r} vs {str(first.path)!r}: "
                 + "; ".join(differences)
                 + _well_hint(other, first, differences)
+                + _scheme_hint(other, first)
             )
     shards.sort(key=lambda shard: shard.samples.start)
     _check_coverage(shards)
     return shards
+
+
+def _scheme_hint(other: Shard, first: Shard) -> str:
+    """Why a shard without ``seed_scheme`` does not join one with it: ``""`` where both or
+    neither have it."""
+    earlier = [str(shard.path) for shard in (other, first) if "seed_scheme" not in shard.attrs]
+    if len(earlier) != 1:
+        return ""
+    return (
+        f". {earlier[0]!r} has no seed_scheme ({EARLIER_SCHEME}; the other's drew from their "
+        "whole seeds), so they are not one dataset: generate it again with this version"
+    )
 
 
 def _well_hint(other: Shard, first: Shard, differences: list[str]) -> str:
