@@ -7,14 +7,19 @@ that made it: bitwise for one chunk size (a resumed run equals an uninterrupted 
 across chunk sizes and shardings (batched linear algebra may round the last bits of a sample
 differently in another batch).
 Solver modules define their recipes in a module-level list ``PROBLEMS``; this module collects them.
+A sample's draws come from :func:`generator`, under the seed scheme in force
+(:func:`active_seed_scheme`, set for a block by :func:`seed_scheme`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -153,18 +158,86 @@ def _state_template() -> np.ndarray:
     )
 
 
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator for one sample's draws (on the CPU, so results match on every device).
+SEED_SCHEMES = ("seedsequence-mt19937", "torch-manual-seed")
+"""How :func:`generator` turns a seed into a sample's torch generator, the default first.
 
-    Its mt19937 state is the 624 words of numpy's ``SeedSequence(seed)``, so every bit of the
-    seed counts (``manual_seed`` keeps only the low 32: seeds agreeing there would draw alike);
-    ``initial_seed()`` is ``seed``. Raises ``RuntimeError`` where torch's generator state is not
-    laid out as written here (checked once a process), rather than seed another way.
+``"seedsequence-mt19937"`` writes the 624 words of numpy's ``SeedSequence(seed)`` as the
+mt19937 state, so every bit of the seed counts. ``"torch-manual-seed"`` is
+``torch.Generator().manual_seed(seed)``, which keeps only the seed's low 32 bits (seeds agreeing
+there draw alike); it is how physml drew before the default existed, kept to continue the data
+and reproduce the results made then."""
+SEED_SCHEME = SEED_SCHEMES[0]
+"""The default seed scheme, ``"seedsequence-mt19937"``, in which every bit of a seed counts."""
+MANUAL_SEED_SCHEME = SEED_SCHEMES[1]
+"""``"torch-manual-seed"``, the scheme of data made by physml before :data:`SEED_SCHEME` (a
+dataset file or work folder that records no scheme was drawn by it)."""
+SEED_SCHEME_VARIABLE = "PHYSML_SEED_SCHEME"
+"""The environment variable naming the seed scheme in force outside a :func:`seed_scheme` block."""
+
+_ACTIVE_SCHEME: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pdes_seed_scheme", default=None
+)
+
+
+def checked_seed_scheme(name: str, value: object) -> str:
+    """``value`` if it names one of :data:`SEED_SCHEMES`: else a ``ValueError`` (a ``TypeError``
+    for a non-str) naming ``name``, the choices and what came."""
+    choices = ", ".join(map(repr, SEED_SCHEMES))
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a str naming a seed scheme ({choices}), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    if value not in SEED_SCHEMES:
+        raise ValueError(f"{name} must name a seed scheme, one of {choices}; got {value!r}")
+    return value
+
+
+def active_seed_scheme() -> str:
+    """The seed scheme :func:`generator` draws under now: the innermost :func:`seed_scheme`
+    block's, else the environment variable ``PHYSML_SEED_SCHEME``'s (refused, naming it, where
+    it names no scheme), else the default :data:`SEED_SCHEME`."""
+    active = _ACTIVE_SCHEME.get()
+    if active is not None:
+        return active
+    if SEED_SCHEME_VARIABLE in os.environ:
+        return checked_seed_scheme(SEED_SCHEME_VARIABLE, os.environ[SEED_SCHEME_VARIABLE])
+    return SEED_SCHEME
+
+
+def seed_scheme(name: str) -> contextlib.AbstractContextManager[str]:
+    """A ``with`` block in which :func:`generator` draws under the seed scheme ``name`` (one of
+    :data:`SEED_SCHEMES`), restored on leaving it; blocks nest, and each thread or asyncio task
+    has its own (a ``contextvars`` variable). ``"torch-manual-seed"`` redraws data made by
+    physml before the default scheme: to continue such a dataset or reproduce its results."""
+    return _scheme_block(checked_seed_scheme("name", name))
+
+
+@contextlib.contextmanager
+def _scheme_block(name: str) -> Iterator[str]:
+    token = _ACTIVE_SCHEME.set(name)
+    try:
+        yield name
+    finally:
+        _ACTIVE_SCHEME.reset(token)
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator for one sample's draws (on the CPU, so results match on every device),
+    seeded under :func:`active_seed_scheme`; ``initial_seed()`` is ``seed``.
+
+    Under the default ``"seedsequence-mt19937"`` its mt19937 state is the 624 words of numpy's
+    ``SeedSequence(seed)``, so every bit of the seed counts; it raises ``RuntimeError`` where
+    torch's generator state is not laid out as written here (checked once a process), rather
+    than seed another way. Under ``"torch-manual-seed"`` it is ``manual_seed(seed)``, which keeps
+    only the low 32 bits (seeds agreeing there draw alike), as physml drew before.
     """
     del device
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be a non-negative integer below 2**64, got {seed!r}")
     seed = int(seed)
+    if active_seed_scheme() == MANUAL_SEED_SCHEME:
+        return torch.Generator().manual_seed(seed)
     words = np.random.SeedSequence(seed).generate_state(_MT_WORDS, dtype=np.uint32)
     return _mt19937(seed, words)
 

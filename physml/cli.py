@@ -120,6 +120,15 @@ def _add_generate(subparsers) -> None:
             help="samples per batch and per resume unit (default 32)",
         )
         sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+        sub.add_argument(
+            "--seed-scheme",
+            choices=problems.SEED_SCHEMES,
+            default=None,
+            help="how samples draw from their seeds (default: a dataset already begun keeps "
+            f"its own, a new one ${problems.SEED_SCHEME_VARIABLE} or {problems.SEED_SCHEME}); "
+            f"{problems.MANUAL_SEED_SCHEME} continues or redraws data of physml before "
+            f"{problems.SEED_SCHEME}",
+        )
         sub.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         group = sub.add_argument_group(f"{name} options")
@@ -212,7 +221,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         _check_generate(args, options)
         return _generate(args, options, generate_dataset)
     except (ValueError, TypeError) as error:
-        settings = ("n", "seed", "shard", "num_shards", "chunk", *options)
+        settings = ("n", "seed", "shard", "num_shards", "chunk", "seed_scheme", *options)
         raise _led_by_flag(error, settings) from None
 
 
@@ -286,6 +295,7 @@ def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
             device=args.device,
             progress=_progress_wanted(args),
             overwrite_hint=OVERWRITE_FLAG,
+            seed_scheme=args.seed_scheme,
             **options,
         )
         note = _index_note(args)

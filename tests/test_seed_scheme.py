@@ -1,6 +1,7 @@
-"""The ``seed_scheme`` of generated datasets: how their samples drew from their seeds. Files and
-work folders without it were drawn by an earlier physml (from the low 32 bits of each seed):
-they stay readable, but are not resumed, kept by a rerun, nor joined with new shards."""
+"""Seed schemes: how samples draw from their seeds. ``"seedsequence-mt19937"`` (the default)
+uses every bit of a seed; ``"torch-manual-seed"`` (``manual_seed``: the low 32 bits) is how
+physml drew before, and files and work folders that record no ``seed_scheme`` were drawn by it:
+they are resumed, kept by a rerun and finished as shards under it."""
 
 import json
 import re
@@ -11,6 +12,14 @@ import pytest
 import torch
 from recipes import TOY  # noqa: F401 (registers the toy recipe)
 
+from pdes import problems
+from pdes.problems import (
+    SEED_SCHEMES,
+    active_seed_scheme,
+    checked_seed_scheme,
+    generator,
+    seed_scheme,
+)
 from physml.data import (
     IndexNotWritten,
     ShardError,
@@ -19,10 +28,16 @@ from physml.data import (
     load,
     merge_shards,
 )
-from physml.data.generate import SEED_SCHEME
+from physml.data.generate import SEED_SCHEME, sample_seed
 from physml.data.interchange import write_physml
 
-EARLIER = "samples drawn from the low 32 bits of their seeds by an earlier physml"
+NEW, OLD = "seedsequence-mt19937", "torch-manual-seed"
+SEEDS = [0, 5, 2**32 + 5, 2**63 + 12345, 2**64 - 1]
+
+
+@pytest.fixture(autouse=True)
+def no_scheme_in_the_environment(monkeypatch):
+    monkeypatch.delenv("PHYSML_SEED_SCHEME", raising=False)
 
 
 def make(out, **kwargs):
@@ -31,13 +46,134 @@ def make(out, **kwargs):
 
 
 def as_earlier(path):
-    """The file as an earlier physml wrote it: no ``seed_scheme``."""
+    """The file as physml wrote it before it recorded a scheme: no ``seed_scheme``."""
     with h5py.File(path, "r+") as f:
         del f.attrs["seed_scheme"]
 
 
 def stop_after_one_chunk(done, total):
     raise KeyboardInterrupt
+
+
+def toy_amplitudes(seed, n, draw):
+    """The toy recipe's amplitudes of a dataset ``(seed, n)``, redrawn by hand: one normal draw
+    from ``draw(sample_seed(seed, i))``."""
+    drawn = [torch.randn((), generator=draw(sample_seed(seed, i))) for i in range(n)]
+    return torch.stack(drawn).double()
+
+
+def manual(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def whole(seed):
+    """A torch generator whose mt19937 state is written by hand from the 624 words of numpy's
+    ``SeedSequence(seed)`` into a fresh ``manual_seed`` state (which leaves ``left`` = 1)."""
+    state = manual(0).get_state().numpy().copy()
+    state[:8] = np.array([seed], dtype=np.uint64).view(np.uint8)
+    words = np.random.SeedSequence(seed).generate_state(624, dtype=np.uint32)
+    state[24 : 24 + 8 * 624] = words.astype(np.uint64).view(np.uint8)
+    drawn = torch.Generator()
+    drawn.set_state(torch.from_numpy(state))
+    return drawn
+
+
+# pdes.problems: the schemes, the block, the environment variable
+
+
+def test_the_schemes_are_named_with_the_default_first():
+    assert SEED_SCHEMES == (NEW, OLD) and problems.SEED_SCHEME == SEED_SCHEME == NEW
+    assert active_seed_scheme() == NEW
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_seed_scheme_block_switches_the_generator_and_restores_it(seed):
+    def draws():
+        g = generator(seed)
+        return torch.rand(700, generator=g, dtype=torch.float64), g.initial_seed()
+
+    new, new_seed = draws()
+    with seed_scheme(OLD) as name:
+        assert name == OLD and active_seed_scheme() == OLD
+        old, old_seed = draws()
+        with seed_scheme(NEW):  # nested: the inner block rules, then the outer one again
+            assert active_seed_scheme() == NEW
+            assert torch.equal(draws()[0], new)
+        assert active_seed_scheme() == OLD
+        assert torch.equal(draws()[0], old)
+    assert active_seed_scheme() == NEW and torch.equal(draws()[0], new)
+    expected_old = torch.rand(700, generator=manual(seed), dtype=torch.float64)
+    assert old.numpy().tobytes() == expected_old.numpy().tobytes()
+    expected_new = torch.rand(700, generator=whole(seed), dtype=torch.float64)
+    assert new.numpy().tobytes() == expected_new.numpy().tobytes()
+    assert old_seed == new_seed == seed
+    with seed_scheme(OLD):
+        assert torch.equal(generator(seed).get_state(), manual(seed).get_state())
+    words = generator(seed).get_state().numpy()[24 : 24 + 8 * 624].view(np.uint64)
+    assert np.array_equal(words, np.random.SeedSequence(seed).generate_state(624, np.uint32))
+
+
+def test_the_old_scheme_draws_alike_from_seeds_agreeing_in_their_low_32_bits():
+    with seed_scheme(OLD):
+        a = torch.randn(5, generator=generator(7), dtype=torch.float64)
+        b = torch.randn(5, generator=generator(2**40 + 7), dtype=torch.float64)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, torch.randn(5, generator=generator(2**40 + 7), dtype=torch.float64))
+
+
+def test_a_block_is_left_restored_on_an_error():
+    with pytest.raises(RuntimeError, match="inside"):
+        with seed_scheme(OLD):
+            raise RuntimeError("inside")
+    assert active_seed_scheme() == NEW
+
+
+def test_the_environment_variable_names_the_scheme_outside_a_block(monkeypatch):
+    monkeypatch.setenv("PHYSML_SEED_SCHEME", OLD)
+    assert active_seed_scheme() == OLD
+    expected = torch.rand(4, generator=manual(2**33 + 1), dtype=torch.float64)
+    assert torch.equal(torch.rand(4, generator=generator(2**33 + 1), dtype=torch.float64), expected)
+    with seed_scheme(NEW):  # a block rules over the variable
+        assert active_seed_scheme() == NEW
+    monkeypatch.setenv("PHYSML_SEED_SCHEME", NEW)
+    assert active_seed_scheme() == NEW
+
+
+@pytest.mark.parametrize("value", ["", "manual", "Torch-Manual-Seed", " torch-manual-seed"])
+def test_an_environment_variable_naming_no_scheme_is_refused_naming_it(monkeypatch, value):
+    monkeypatch.setenv("PHYSML_SEED_SCHEME", value)
+    message = (
+        "PHYSML_SEED_SCHEME must name a seed scheme, one of 'seedsequence-mt19937', "
+        f"'torch-manual-seed'; got {value!r}"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        active_seed_scheme()
+    with pytest.raises(ValueError, match="^PHYSML_SEED_SCHEME must"):
+        generator(3)
+    with seed_scheme(OLD):  # a block does not read it
+        generator(3)
+
+
+@pytest.mark.parametrize("value", ["old", "SEEDSEQUENCE-MT19937", ""])
+def test_a_block_of_an_unknown_scheme_is_refused_naming_the_argument(value):
+    message = (
+        "name must name a seed scheme, one of 'seedsequence-mt19937', 'torch-manual-seed'; "
+        f"got {value!r}"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        seed_scheme(value)
+    assert active_seed_scheme() == NEW
+
+
+@pytest.mark.parametrize("value", [None, 1, b"torch-manual-seed", ("torch-manual-seed",)])
+def test_a_scheme_that_is_no_str_is_a_type_error_naming_the_argument(value):
+    with pytest.raises(TypeError, match=r"^name must be a str naming a seed scheme .*got "):
+        seed_scheme(value)
+    with pytest.raises(TypeError, match=r"^seed_scheme must be a str .*got "):
+        checked_seed_scheme("seed_scheme", value)
+
+
+# generated files and work folders
 
 
 def test_a_generated_file_and_its_work_folder_record_the_seed_scheme(tmp_path):
@@ -50,91 +186,193 @@ def test_a_generated_file_and_its_work_folder_record_the_seed_scheme(tmp_path):
     with h5py.File(out) as f:
         assert f.attrs["seed_scheme"] == SEED_SCHEME
     assert load(out).attrs["seed_scheme"] == SEED_SCHEME
+    torch.testing.assert_close(load(out).params["a"], toy_amplitudes(3, 6, whole), rtol=0, atol=0)
 
 
-def test_a_work_folder_of_an_earlier_physml_is_not_resumed_and_says_why(tmp_path):
+@pytest.mark.parametrize("how", ["argument", "block", "environment"])
+def test_a_dataset_drawn_under_the_old_scheme_records_it_explicitly(tmp_path, monkeypatch, how):
     out = tmp_path / "toy.h5"
-    partial = tmp_path / "toy.h5.partial"
+    if how == "argument":
+        make(out, seed_scheme=OLD)
+    elif how == "block":
+        with seed_scheme(OLD):
+            make(out)
+    else:
+        monkeypatch.setenv("PHYSML_SEED_SCHEME", OLD)
+        make(out)
+    with h5py.File(out) as f:
+        assert f.attrs["seed_scheme"] == OLD
+        a = f["params/a"][()]
+    assert a.tobytes() == toy_amplitudes(3, 6, manual).double().numpy().tobytes()
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [("manual", ValueError), ("", ValueError), (1, TypeError)]
+)
+def test_generate_dataset_refuses_a_bad_scheme_by_name_before_writing(tmp_path, value, error):
+    with pytest.raises(error, match="^seed_scheme must "):
+        make(tmp_path / "toy.h5", seed_scheme=value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def old_work_folder(out):
+    """A work folder of physml before it recorded a scheme: one chunk of the old scheme's
+    samples, a manifest without ``seed_scheme``."""
     with pytest.raises(KeyboardInterrupt):
-        make(out, on_chunk=stop_after_one_chunk)
+        make(out, seed_scheme=OLD, on_chunk=stop_after_one_chunk)
+    partial = out.with_name(out.name + ".partial")
     manifest = json.loads((partial / "manifest.json").read_text())
-    del manifest["seed_scheme"]  # as an earlier physml wrote it
+    del manifest["seed_scheme"]
     (partial / "manifest.json").write_text(json.dumps(manifest))
+    return partial
+
+
+def test_a_work_folder_without_a_scheme_is_resumed_under_the_old_one_bitwise(tmp_path):
+    out = tmp_path / "toy.h5"
+    partial = old_work_folder(out)
     chunks = sorted(p.name for p in partial.glob("chunk-*"))
+    assert len(chunks) == 1
     solved = []
+    make(out, on_chunk=lambda done, total: solved.append(done))
+    assert solved == [4, 6] and not partial.exists()  # the old chunk kept, two solved
+    uninterrupted = make(tmp_path / "whole.h5", seed_scheme=OLD)
+    with h5py.File(out) as f, h5py.File(uninterrupted) as g:
+        assert f.attrs["seed_scheme"] == OLD
+        for name in ("u", "params/a", "fields/u_squared", "sample_seed"):
+            assert f[name][()].tobytes() == g[name][()].tobytes(), name
+        assert f["params/a"][()].tobytes() == toy_amplitudes(3, 6, manual).numpy().tobytes()
+
+
+def test_a_scheme_named_against_a_resumed_folder_is_refused_naming_it(tmp_path):
+    out = tmp_path / "toy.h5"
+    partial = old_work_folder(out)
     with pytest.raises(FileExistsError) as refusal:
-        make(out, overwrite_hint="--overwrite", on_chunk=lambda *a: solved.append(a))
+        make(out, seed_scheme=NEW, overwrite_hint="--overwrite")
     assert str(refusal.value) == (
-        f"cannot resume {partial}/: its samples were drawn from the low 32 bits of their seeds by "
-        "an earlier physml (its manifest.json has no seed_scheme), so this version cannot "
-        "continue it: its samples would be drawn another way; remove the folder or pass "
-        "--overwrite"
+        f"cannot resume {partial}/: seed_scheme was not recorded, so 'torch-manual-seed', now "
+        "'seedsequence-mt19937' (an unfinished run with different settings; remove the folder "
+        "or pass --overwrite)"
     )
-    assert solved == [] and not out.exists()
-    assert sorted(p.name for p in partial.glob("chunk-*")) == chunks
-    make(out, overwrite=True)  # every sample solved anew, none of the earlier chunks kept
-    assert not partial.exists()
-    assert torch.equal(load(out).u, load(make(tmp_path / "fresh.h5")).u)
+    assert not out.exists()
+    make(out, seed_scheme=OLD)  # the folder's own scheme named: resumed
+    assert load(out).attrs["seed_scheme"] == OLD and not partial.exists()
 
 
-def test_a_finished_file_of_an_earlier_physml_is_not_taken_for_the_dataset_asked(tmp_path):
-    out = make(tmp_path / "toy.h5")
+def test_overwrite_replaces_a_folder_of_another_dataset_under_the_active_scheme(tmp_path):
+    out = tmp_path / "toy.h5"
+    partial = old_work_folder(out)
+    make(out, seed=4, overwrite=True)  # another seed: the old folder is not resumed
+    assert load(out).attrs["seed_scheme"] == NEW and not partial.exists()
+
+
+def test_a_finished_file_without_a_scheme_is_kept_by_a_rerun(tmp_path):
+    out = make(tmp_path / "toy.h5", seed_scheme=OLD)
     as_earlier(out)
     with h5py.File(out) as f:
-        before = dict(f.attrs)
+        before = {key: f.attrs[key] for key in f.attrs}
+    assert make(out) == out  # a requeued job of the old dataset: its file is returned
+    with h5py.File(out) as f:
+        assert {key: f.attrs[key] for key in f.attrs}.keys() == before.keys()
+    assert make(out, seed_scheme=OLD) == out
     with pytest.raises(FileExistsError) as refusal:
-        make(out)
+        make(out, seed_scheme=NEW)
     assert str(refusal.value) == (
         f"out: {str(out)!r} already exists and holds another dataset (seed_scheme was not "
-        f"recorded ({EARLIER}), now {SEED_SCHEME!r}); pass overwrite=True to replace it"
+        "recorded, so 'torch-manual-seed', now 'seedsequence-mt19937'); pass overwrite=True to "
+        "replace it"
     )
-    with h5py.File(out) as f:
-        assert dict(f.attrs).keys() == before.keys()
-    assert load(out).u.shape == (6, 4, 9)  # still readable
-    make(out, overwrite=True)
-    assert load(out).attrs["seed_scheme"] == SEED_SCHEME
+    make(out, overwrite=True)  # replaced: a new dataset, under the active scheme
+    assert load(out).attrs["seed_scheme"] == NEW
+
+
+def test_a_finished_file_of_the_new_scheme_refuses_the_old_one(tmp_path):
+    out = make(tmp_path / "toy.h5")
+    assert make(out) == out
+    with pytest.raises(FileExistsError, match="seed_scheme was 'seedsequence-mt19937', now "):
+        make(out, seed_scheme=OLD)
 
 
 def shards_of(index, count=3):
     return [index.with_name(f"{index.stem}.shard-00{i}-of-00{count}.h5") for i in range(count)]
 
 
-def test_a_shard_of_an_earlier_physml_joins_no_new_one_by_index_merge_or_check(tmp_path):
+def test_an_old_sharded_dataset_is_finished_under_its_scheme(tmp_path):
+    index = tmp_path / "ds.h5"
+    shards = shards_of(index, 2)
+    make(index, shard=0, num_shards=2, seed_scheme=OLD)
+    as_earlier(shards[0])
+    make(tmp_path / "other.h5", shard=1, num_shards=2, seed=9)  # another dataset beside it
+    make(index, shard=1, num_shards=2)  # None: takes shard 0's scheme
+    with h5py.File(shards[1]) as f:
+        assert f.attrs["seed_scheme"] == OLD
+    assert index.exists()
+    uninterrupted = load(make(tmp_path / "whole.h5", seed_scheme=OLD))
+    merged = merge_shards(shards, tmp_path / "merged.h5")
+    for path in (index, merged):
+        data = load(path)
+        assert data.attrs["seed_scheme"] == OLD
+        assert torch.equal(data.u, uninterrupted.u)
+        assert torch.equal(data.params["a"], toy_amplitudes(3, 6, manual).double())
+
+
+def test_a_shard_whose_others_are_of_another_dataset_takes_the_active_scheme(tmp_path):
+    index = tmp_path / "ds.h5"
+    make(index, shard=0, num_shards=2, seed=4, seed_scheme=OLD)  # seed 4: not this dataset
+    with pytest.raises(IndexNotWritten):
+        make(index, shard=1, num_shards=2)
+    with h5py.File(shards_of(index, 2)[1]) as f:
+        assert f.attrs["seed_scheme"] == NEW
+
+
+def test_shards_of_two_schemes_join_by_no_index_merge_or_check(tmp_path):
     index = tmp_path / "ds.h5"
     shards = shards_of(index)
-    make(index, shard=0, num_shards=3)
+    make(index, shard=0, num_shards=3, seed_scheme=OLD)
     as_earlier(shards[0])
-    make(index, shard=1, num_shards=3)
-    why = rf"seed_scheme '{SEED_SCHEME}' vs \(absent\)\. " + re.escape(
-        f"{str(shards[0])!r} has no seed_scheme ({EARLIER}; the other's drew from their whole "
-        "seeds), so they are not one dataset: generate it again with this version"
+    make(index, shard=1, num_shards=3, seed_scheme=NEW)
+    why = rf"seed_scheme \(absent\) vs '{NEW}'\. " + re.escape(
+        "Their samples drew from their seeds under other seed schemes "
+        f"({str(shards[0])!r} records none: 'torch-manual-seed'), so they are not one dataset: "
+        "generate those that differ again under the others' scheme "
+        f"(seed_scheme={NEW!r}; physml generate --seed-scheme {NEW})"
     )
     with pytest.raises(IndexNotWritten, match=f"not written: shards disagree: .*{why}"):
-        make(index, shard=2, num_shards=3)
+        make(index, shard=2, num_shards=3, seed_scheme=NEW)
     assert not index.exists()
     with pytest.raises(
-        ShardError, match=f"^shards disagree, '{shards[1]}' vs '{shards[0]}': {why}$"
+        ShardError, match=f"^shards disagree, '{shards[0]}' vs '{shards[1]}': {why}$"
     ):
         check_shards(shards)
     with pytest.raises(ShardError, match=why):
         merge_shards(shards, tmp_path / "merged.h5")
     assert not (tmp_path / "merged.h5").exists()
-    make(index, shard=0, num_shards=3, overwrite=True)  # generated again: the index is written
+    make(index, shard=0, num_shards=3, overwrite=True, seed_scheme=NEW)
     assert load(index).attrs["seed_scheme"] == SEED_SCHEME
+
+
+def test_an_old_shard_and_one_that_records_the_old_scheme_join(tmp_path):
+    index = tmp_path / "ds.h5"
+    shards = shards_of(index)
+    for shard in range(3):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+    as_earlier(shards[1])
+    assert [s.path for s in check_shards(shards)] == shards
+    merged = load(merge_shards(shards, tmp_path / "merged.h5"))
+    assert merged.attrs["seed_scheme"] == OLD
 
 
 def test_the_shards_of_an_earlier_physml_still_join_and_read(tmp_path):
     index = tmp_path / "ds.h5"
-    whole = make(tmp_path / "whole.h5")
+    whole_file = make(tmp_path / "whole.h5")
     for shard in range(3):
         make(index, shard=shard, num_shards=3)
-    for path in [*shards_of(index), whole]:
+    for path in [*shards_of(index), whole_file]:
         as_earlier(path)
     merged = merge_shards(shards_of(index), tmp_path / "merged.h5")
-    for path in (index, merged, whole):
+    for path in (index, merged, whole_file):
         data = load(path)
         assert "seed_scheme" not in data.attrs
-        assert torch.equal(data.u, load(whole).u)
+        assert torch.equal(data.u, load(whole_file).u)
 
 
 def test_a_physml_copy_keeps_the_seed_scheme_it_was_given_and_adds_none(tmp_path):
@@ -148,3 +386,42 @@ def test_a_physml_copy_keeps_the_seed_scheme_it_was_given_and_adds_none(tmp_path
         f["t-coordinate"] = np.linspace(0, 1, 3)
     write_physml(load(foreign), tmp_path / "converted.h5")
     assert "seed_scheme" not in load(tmp_path / "converted.h5").attrs
+
+
+# the command line
+
+
+def test_physml_generate_takes_the_seed_scheme(tmp_path, capsys):
+    from physml.cli import main
+
+    out = tmp_path / "toy.h5"
+    args = ["generate", "toy", "--n", "4", "--out", str(out), "--quiet", "--seed", "3"]
+    assert main([*args, "--seed-scheme", OLD]) == 0
+    with h5py.File(out) as f:
+        assert f.attrs["seed_scheme"] == OLD
+        assert f["params/a"][()].tobytes() == toy_amplitudes(3, 4, manual).numpy().tobytes()
+    as_earlier(out)
+    assert main(args) == 0  # a rerun of the old dataset keeps its file
+    assert "was already written" in capsys.readouterr().out
+    assert main([*args, "--seed-scheme", NEW]) == 2
+    assert "seed_scheme was not recorded, so 'torch-manual-seed'" in capsys.readouterr().err
+    assert main([*args, "--seed-scheme", NEW, "--overwrite"]) == 0
+    assert load(out).attrs["seed_scheme"] == NEW
+
+
+def test_physml_generate_refuses_an_unknown_seed_scheme(tmp_path, capsys, monkeypatch):
+    from physml.cli import main
+
+    out = tmp_path / "toy.h5"
+    args = ["generate", "toy", "--n", "4", "--out", str(out), "--quiet"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--seed-scheme", "manual"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seed-scheme: invalid choice: 'manual'" in err
+    assert "'seedsequence-mt19937', 'torch-manual-seed'" in err
+    monkeypatch.setenv("PHYSML_SEED_SCHEME", "manual")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "PHYSML_SEED_SCHEME must name a seed scheme" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from .datasets import (
     SingleStepDataset,
     load,
 )
-from .generate import generate_dataset, repeated_streams, sample_seed
+from .generate import RepeatedSamplesWarning, generate_dataset, repeated_streams, sample_seed
 from .gpme_sampler import GPMEFunctions, GPMESampler, gpme_sampler
 from .interchange import (
     convert,
@@ -33,6 +33,7 @@ __all__ = [
     "PDEData",
     "PointRows",
     "PointSets",
+    "RepeatedSamplesWarning",
     "ShardError",
     "SingleStepDataset",
     "canvas_lengths",

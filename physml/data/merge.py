@@ -10,8 +10,9 @@ or they say more than the shard's own (:func:`~physml.data.interchange.well_rest
 ``equation`` that shards written before physml recorded it lack is taken from those that have it),
 the same package and format version, the same seed scheme (each stored ``sample_seed`` is
 :func:`~physml.data.generate.sample_seed` ``(seed, i)`` of its ``sample_index`` ``i``, and the
-``seed_scheme`` attribute, how the samples drew from those seeds, agrees: a shard an earlier
-physml wrote, without it, joins none that has it), the same per-sample shapes, dtypes and
+``seed_scheme`` attribute, how the samples drew from those seeds, agrees: a shard without it,
+written by physml before the default scheme, counts as ``"torch-manual-seed"``), the same
+per-sample shapes, dtypes and
 coordinates, and sample ranges that cover ``0..n_total-1`` once. Each disagreement is a
 :class:`ShardError` naming the shard file and the attribute. Sample ``i`` depends on ``(seed, i)``
 and the settings alone, so shards of different splits join as long as their ranges do (shard 0
@@ -40,6 +41,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pdes.problems import MANUAL_SEED_SCHEME
+
 from .._checks import file_path, flag, one_memory_reading
 from .._io import atomic_path, existing_file
 from .datasets import (
@@ -54,7 +57,6 @@ from .datasets import (
 )
 from .generate import (
     ADDED_LATER,
-    EARLIER_SCHEME,
     FORMAT,
     INDEX_FORMAT,
     OVERWRITE_HINT,
@@ -184,11 +186,17 @@ def _settings_differences(theirs: dict, ours: dict, reported: list[str]) -> list
     ]
 
 
+def _with_scheme(attrs: dict) -> dict:
+    """``attrs`` with the ``seed_scheme`` a shard without one was drawn by,
+    ``"torch-manual-seed"``, for comparison."""
+    return attrs if "seed_scheme" in attrs else dict(attrs, seed_scheme=MANUAL_SEED_SCHEME)
+
+
 def _differences(theirs: Shard, ours: Shard) -> list[str]:
     """What differs between two descriptions, as ``"seed 7 vs 5"`` (theirs first)."""
     keys = [
         key
-        for key in _changed(theirs.attrs, ours.attrs)
+        for key in _changed(_with_scheme(theirs.attrs), _with_scheme(ours.attrs))
         if key not in ADDED_LATER or (key in theirs.attrs and key in ours.attrs)
     ]
     keys.sort(key=lambda k: FIRST_COMPARED.index(k) if k in FIRST_COMPARED else len(FIRST_COMPARED))
@@ -369,8 +377,10 @@ def _check_coverage(shards: list[Shard]) -> None:
 
 
 def _fullest(shards: list[Shard]) -> Shard:
-    """The first of ``shards`` that has the most :data:`ADDED_LATER` attributes."""
-    return max(shards, key=lambda shard: sum(key in shard.attrs for key in ADDED_LATER))
+    """The first of ``shards`` that has the most :data:`ADDED_LATER` attributes and a
+    ``seed_scheme`` (which shards written before it was recorded lack)."""
+    recorded = (*ADDED_LATER, "seed_scheme")
+    return max(shards, key=lambda shard: sum(key in shard.attrs for key in recorded))
 
 
 def joined_attributes(shards: list[Shard]) -> dict[str, object]:
@@ -414,14 +424,16 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
 
 
 def _scheme_hint(other: Shard, first: Shard) -> str:
-    """Why a shard without ``seed_scheme`` does not join one with it: ``""`` where both or
-    neither have it."""
-    earlier = [str(shard.path) for shard in (other, first) if "seed_scheme" not in shard.attrs]
-    if len(earlier) != 1:
+    """What a ``seed_scheme`` that differs between two shards means: ``""`` where it agrees."""
+    schemes = [_with_scheme(shard.attrs)["seed_scheme"] for shard in (other, first)]
+    if schemes[0] == schemes[1]:
         return ""
+    unrecorded = [str(shard.path) for shard in (other, first) if "seed_scheme" not in shard.attrs]
+    none = f" ({unrecorded[0]!r} records none: {MANUAL_SEED_SCHEME!r})" if unrecorded else ""
     return (
-        f". {earlier[0]!r} has no seed_scheme ({EARLIER_SCHEME}; the other's drew from their "
-        "whole seeds), so they are not one dataset: generate it again with this version"
+        f". Their samples drew from their seeds under other seed schemes{none}, so they are "
+        "not one dataset: generate those that differ again under the others' scheme "
+        f"(seed_scheme={schemes[1]!r}; physml generate --seed-scheme {schemes[1]})"
     )
 
 
