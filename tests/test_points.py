@@ -96,6 +96,7 @@ def test_point_sets_fingerprint_names_every_setting():
     a = PointSets(small_data(), n_context=4, context_times=2, n_target=5, views=1)
     b = PointSets(small_data(), n_context=4, context_times=2, n_target=5, views=2)
     settings = {"n_context": 4, "context_times": 2, "n_target": 5, "seed": 0}
+    settings["seed_scheme"] = "seedsequence-mt19937"
     assert a.attributes["point_sets"] == {**settings, "views": 1}
     assert b.attributes["point_sets"] == {**settings, "views": 2}
 

@@ -391,3 +391,49 @@ def test_the_default_scheme_does_not_warn_of_a_dataset_of_low_word_pairs(tmp_pat
             "toy", tmp_path / "old.h5", n=N, seed=SEED, num_shards=100, chunk=2000,
             progress=False, seed_scheme=OLD,
         )  # fmt: skip
+
+
+def _item_datasets():
+    """A GPME function dataset and a point-set dataset long enough to hold the low-word pair."""
+    from physml.data import GPMEFunctions, PDEData, PointSets, gpme_sampler
+
+    sampler = gpme_sampler(
+        "diffusion",
+        1,
+        n_context=12,
+        context_times=2,
+        n_target=20,
+        t_grid=torch.linspace(0.0, 1.0, 6),
+        x_grid=torch.linspace(0.0, 6.0, 9),
+    )
+    u = torch.arange(3 * 6 * 9, dtype=torch.float64).reshape(3, 6, 9)
+    grid = {"t": torch.linspace(0.0, 1.0, 6), "coords": {"x": torch.linspace(0.0, 1.0, 9)}}
+    data = PDEData(u=u, params={"a": torch.tensor([1.0, 2.0, 3.0])}, **grid)
+    views = -(-N // 3)
+    return {
+        "functions": lambda: GPMEFunctions(sampler, size=N, seed=SEED),
+        "point sets": lambda: PointSets(
+            data, n_context=4, context_times=2, n_target=5, views=views
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", ["functions", "point sets"])
+def test_items_of_seeds_agreeing_in_their_low_32_bits_differ_and_keep_their_scheme(
+    kind, monkeypatch
+):
+    """Training items drawn from ``(seed, i)`` are as distinct as samples: the pair that is one
+    item twice under the old scheme (which a dataset made in it keeps, whatever is active when
+    its items are drawn) is two items under the default."""
+    (pair,) = pairs_by_brute_force(SEED, N)
+    make = _item_datasets()[kind]
+    default = make()
+    with problems.seed_scheme(OLD):
+        old = make()
+        again = default[pair[0]]
+    assert default.seed_scheme == problems.SEED_SCHEME and old.seed_scheme == OLD
+    drawn = (0, 2)  # the context and target points: what the item's own generator draws
+    first, second = default[pair[0]], default[pair[1]]
+    assert any(not torch.equal(first[k], second[k]) for k in drawn)
+    assert all(torch.equal(a, b) for a, b in zip(again, first, strict=True))
+    assert all(torch.equal(old[pair[0]][k], old[pair[1]][k]) for k in drawn)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from pdes import gpme
 from pdes.checks import finite, positive_int
 from pdes.errors import SettingError
-from pdes.problems import Problem
+from pdes.problems import Problem, active_seed_scheme, generator, seed_scheme
 
 from .datasets import item_index
 from .generate import sample_seed
@@ -179,7 +179,8 @@ gpme_sampler = GPMESampler
 
 class GPMEFunctions(Dataset):
     """``size`` functions of ``sampler``, item ``i`` drawn from its own generator seeded by
-    ``(seed, i)``: ``(context_x (Nc, 2), context_y (Nc,), target_x (Nt, 2), target_y (Nt,),
+    ``(seed, i)`` (:func:`pdes.problems.generator`, under the seed scheme active when the
+    dataset is made): ``(context_x (Nc, 2), context_y (Nc,), target_x (Nt, 2), target_y (Nt,),
     param (), seed ())``.
 
     ``seed`` (int64) keys the item's own random draws in training (the ANP's latent sample), so
@@ -197,11 +198,12 @@ class GPMEFunctions(Dataset):
         self.sampler = sampler
         self.size = positive_int("size", size)
         self.seed = positive_int("seed", seed, 0)
+        self.seed_scheme = active_seed_scheme()  # fixed here: items drawn in worker processes too
 
     @property
     def attributes(self) -> dict:
         """The sampler's settings and the seed (part of a checkpoint's data fingerprint)."""
-        return {**self.sampler.settings, "seed": self.seed}
+        return {**self.sampler.settings, "seed": self.seed, "seed_scheme": self.seed_scheme}
 
     def __len__(self) -> int:
         return self.size
@@ -209,6 +211,7 @@ class GPMEFunctions(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         i = item_index(i, self.size, "functions")
         item_seed = sample_seed(self.seed, i)
-        batch = self.sampler.draw(torch.Generator().manual_seed(item_seed), 1)
+        with seed_scheme(self.seed_scheme):
+            batch = self.sampler.draw(generator(item_seed), 1)
         noise_seed = torch.tensor(sample_seed(item_seed, 1), dtype=torch.int64)
         return (*(part[0] for part in batch), noise_seed)

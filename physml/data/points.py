@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pdes.checks import positive_int
+from pdes.problems import active_seed_scheme, generator, seed_scheme
 
 from .._checks import as_tensor
 from .datasets import PDEData, item_index, load
@@ -116,7 +117,9 @@ class PointSets(Dataset):
     (Nc,), target_x (Nt, 2), target_y (Nt,), params (p,), seed ())`` with points ``(t, x)``;
     ``seed`` (int64) keys the item's own random draws in training (the ANP's latent sample), so
     they do not depend on how items are batched or split among processes. The points depend on
-    ``seed`` and ``i`` only. ``n_target=None`` targets the whole grid in t-major order.
+    ``seed`` and ``i`` only, drawn by :func:`pdes.problems.generator` under the seed scheme
+    active when the dataset is made (kept for its life). ``n_target=None`` targets the whole
+    grid in t-major order.
     ``source``: a :class:`~physml.data.PDEData` with an ``x`` coordinate, or a dataset file's
     path.
 
@@ -147,6 +150,7 @@ class PointSets(Dataset):
         self.n_context, self.context_times, self.n_target = n_context, context_times, n_target
         self.views = positive_int("views", views)
         self.seed = positive_int("seed", seed, 0)
+        self.seed_scheme = active_seed_scheme()  # fixed here: items drawn in worker processes too
         self.points = grid_points(self.t, self.x).float()
         self.values = self.data.u.reshape(len(self.data), -1)
         self.params = _parameters(self.data).float()
@@ -160,6 +164,7 @@ class PointSets(Dataset):
             "n_target": self.n_target,
             "views": self.views,
             "seed": self.seed,
+            "seed_scheme": self.seed_scheme,
         }
         return {**self.data.attrs, "point_sets": settings}
 
@@ -169,9 +174,10 @@ class PointSets(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         i = item_index(i, len(self), "point sets")
         item_seed = sample_seed(self.seed, i)
-        generator = torch.Generator().manual_seed(item_seed)
+        with seed_scheme(self.seed_scheme):
+            drawn = generator(item_seed)
         context, target = draw_point_indices(
-            generator,
+            drawn,
             1,
             self.t.numel(),
             self.x.numel(),
