@@ -81,3 +81,17 @@ def test_param_range_must_be_a_pair(param_range):
 def test_drawing_needs_a_generator_by_name():
     with pytest.raises(TypeError, match="^generator must be a torch.Generator, got int$"):
         diffusion().draw(0, 1)
+
+
+def test_functions_name_their_seed_scheme_but_the_old_one():
+    from pdes.problems import seed_scheme
+
+    with seed_scheme("torch-manual-seed"):
+        old = GPMEFunctions(diffusion(), size=4, seed=3)
+    assert old.attributes == {**diffusion().settings, "seed": 3}
+    new = GPMEFunctions(diffusion(), size=4, seed=3)
+    assert new.attributes == {
+        **diffusion().settings,
+        "seed": 3,
+        "seed_scheme": "seedsequence-mt19937",
+    }

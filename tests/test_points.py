@@ -119,3 +119,13 @@ def test_point_rows_are_parameters_then_t_and_x():
         row, value = rows[k]
         assert torch.equal(row, expected) and value == 100 * n + 10 * i + j
         assert torch.equal(inputs[k], expected) and targets[k] == value
+
+
+def test_point_sets_made_in_the_old_seed_scheme_are_described_as_before_it_was_named():
+    """Checkpoints of runs on point sets drawn before seed schemes were named resume in it."""
+    from pdes.problems import seed_scheme
+
+    with seed_scheme("torch-manual-seed"):
+        old = PointSets(small_data(), n_context=4, context_times=2, n_target=5)
+    expected = {"n_context": 4, "context_times": 2, "n_target": 5, "seed": 0, "views": 1}
+    assert old.attributes["point_sets"] == expected

@@ -93,6 +93,13 @@ def _checked_seed(name: str, value: object) -> int:
     return seed
 
 
+def named_scheme(scheme: str) -> dict[str, str]:
+    """``{"seed_scheme": scheme}`` for a training dataset's fingerprint attributes, ``{}`` for the
+    old ``"torch-manual-seed"``: datasets drawn in it were described without a scheme, so their
+    checkpoints resume under it."""
+    return {} if scheme == problems.MANUAL_SEED_SCHEME else {"seed_scheme": scheme}
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` of a dataset generated with ``seed`` (a 63-bit integer).
 

@@ -20,7 +20,7 @@ from pdes.errors import SettingError
 from pdes.problems import Problem, active_seed_scheme, generator, seed_scheme
 
 from .datasets import item_index
-from .generate import sample_seed
+from .generate import named_scheme, sample_seed
 from .points import check_point_counts, draw_point_indices, grid_points
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -202,8 +202,9 @@ class GPMEFunctions(Dataset):
 
     @property
     def attributes(self) -> dict:
-        """The sampler's settings and the seed (part of a checkpoint's data fingerprint)."""
-        return {**self.sampler.settings, "seed": self.seed, "seed_scheme": self.seed_scheme}
+        """The sampler's settings, the seed and the seed scheme (part of a checkpoint's data
+        fingerprint; the old scheme unnamed, as datasets drawn in it were described)."""
+        return {**self.sampler.settings, "seed": self.seed, **named_scheme(self.seed_scheme)}
 
     def __len__(self) -> int:
         return self.size

@@ -24,7 +24,7 @@ from pdes.problems import active_seed_scheme, generator, seed_scheme
 
 from .._checks import as_tensor
 from .datasets import PDEData, item_index, load
-from .generate import sample_seed
+from .generate import named_scheme, sample_seed
 
 
 def grid_points(t: object, x: object) -> torch.Tensor:
@@ -164,7 +164,7 @@ class PointSets(Dataset):
             "n_target": self.n_target,
             "views": self.views,
             "seed": self.seed,
-            "seed_scheme": self.seed_scheme,
+            **named_scheme(self.seed_scheme),
         }
         return {**self.data.attrs, "point_sets": settings}
 
