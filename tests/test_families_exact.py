@@ -183,6 +183,7 @@ def test_the_anp_trains_on_its_views_of_random_points_and_is_scored_on_the_whole
         "n_target": 5,
         "views": 4,
         "seed": 0,
+        "seed_scheme": "seedsequence-mt19937",
     }
     assert scoring == {
         "n_context": 6,
@@ -190,6 +191,7 @@ def test_the_anp_trains_on_its_views_of_random_points_and_is_scored_on_the_whole
         "n_target": None,
         "views": 1,
         "seed": 1,
+        "seed_scheme": "seedsequence-mt19937",
     }
     assert len(families._point_sets(data, options)) == 3 * 4
     context_x, _, target_x = families._point_sets(data, options, evaluation=True)[0][:3]
