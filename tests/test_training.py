@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from damage import flip_a_bit_of_a_zip_entry
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, default_collate
+from two_ranks import leave
 
 from physml.data import gpme_sampler
 from physml.models import AttentiveNeuralProcess, DeepEnsemble
@@ -429,8 +430,7 @@ def _rank(rank: int, world: int, port: int, out: str, queue) -> None:
     report = Trainer(net, mse, CONFIG, out, quiet=True).fit(data())
     if rank == 0:
         queue.put((report.losses, [p.detach().tolist() for p in net.parameters()]))
-    torch.distributed.barrier()  # no rank tears down while another still talks to its store
-    torch.distributed.destroy_process_group()
+    leave(queue)
 
 
 def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path):
@@ -477,8 +477,7 @@ def _refused_rank(rank: int, world: int, port: int, out: str, queue) -> None:
         queue.put((rank, "trained"))
     except OSError as error:
         queue.put((rank, str(error)))
-    torch.distributed.barrier()  # no rank tears down while another still talks to its store
-    torch.distributed.destroy_process_group()
+    leave(queue)
 
 
 def test_every_rank_is_refused_a_run_folder_another_run_holds(tmp_path):

@@ -13,6 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import TensorDataset
+from two_ranks import leave
 
 from physml import _clock
 from physml.cli import main
@@ -276,8 +277,7 @@ def _budget_rank(rank: int, port: int, queue) -> None:
     report = Trainer(net, weight_loss, budget, quiet=True).fit(data())
     place = str(group_device())
     queue.put((rank, report.steps, report.train_s, float(net.weight.detach()), len(pickled), place))
-    torch.distributed.barrier()  # no rank tears down while another still talks to its store
-    torch.distributed.destroy_process_group()
+    leave(queue)
 
 
 def _answers_of_two_ranks(target) -> dict:
@@ -330,8 +330,7 @@ def _validation_rank(rank: int, port: int, queue) -> None:
     report = trainer.fit(data(), data(2))
     counts = (len(report.losses), len(report.validation), len(pickled))
     queue.put((rank, report.stopped_at, *counts))
-    torch.distributed.barrier()  # no rank tears down while another still talks to its store
-    torch.distributed.destroy_process_group()
+    leave(queue)
 
 
 def test_every_rank_stops_where_rank_zeros_on_validation_says_with_no_pickled_object():
