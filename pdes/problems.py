@@ -109,7 +109,11 @@ class Problem:
     def generate(
         self, seeds: Sequence[int], settings: dict, device: torch.device | str = "cpu"
     ) -> Batch:
-        """Solve one sample per seed; sample ``i`` depends on ``seeds[i]`` and ``settings`` only."""
+        """Solve one sample per seed; sample ``i`` depends on ``seeds[i]`` and ``settings`` only.
+
+        Draw sample ``i``'s random inputs from :func:`generator` ``(seeds[i])``: the seeds are
+        63-bit, and it uses every bit under the default seed scheme, where a generator of one's
+        own made with ``manual_seed`` keeps only the low 32 (two samples would coincide)."""
         raise NotImplementedError
 
 
