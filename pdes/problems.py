@@ -111,7 +111,7 @@ class Problem:
     ) -> Batch:
         """Solve one sample per seed; sample ``i`` depends on ``seeds[i]`` and ``settings`` only.
 
-        Draw sample ``i``'s random inputs from :func:`generator` ``(seeds[i])``: the seeds are
+        Draw sample ``i``'s random inputs from ``pdes.problems.generator(seeds[i])``: the seeds are
         63-bit, and it uses every bit under the default seed scheme, where a generator of one's
         own made with ``manual_seed`` keeps only the low 32 (two samples would coincide)."""
         raise NotImplementedError
