@@ -215,11 +215,14 @@ def test_generate_dataset_refuses_a_bad_scheme_by_name_before_writing(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def old_work_folder(out):
+def old_work_folder(out, **kwargs):
     """A work folder of physml before it recorded a scheme: one chunk of the old scheme's
-    samples, a manifest without ``seed_scheme``."""
+    samples, a manifest without ``seed_scheme`` (``kwargs``: :func:`make`'s)."""
     with pytest.raises(KeyboardInterrupt):
-        make(out, seed_scheme=OLD, on_chunk=stop_after_one_chunk)
+        make(out, seed_scheme=OLD, on_chunk=stop_after_one_chunk, **kwargs)
+    num_shards = kwargs.get("num_shards", 1)
+    if num_shards > 1:
+        out = out.with_name(f"{out.stem}.shard-00{kwargs['shard']}-of-00{num_shards}.h5")
     partial = out.with_name(out.name + ".partial")
     manifest = json.loads((partial / "manifest.json").read_text())
     del manifest["seed_scheme"]
@@ -313,6 +316,52 @@ def test_an_old_sharded_dataset_is_finished_under_its_scheme(tmp_path):
         assert data.attrs["seed_scheme"] == OLD
         assert torch.equal(data.u, uninterrupted.u)
         assert torch.equal(data.params["a"], toy_amplitudes(3, 6, manual).double())
+
+
+def test_an_old_sharded_dataset_stopped_in_its_first_shards_is_finished_under_its_scheme(
+    tmp_path,
+):
+    index = tmp_path / "ds.h5"
+    shards = shards_of(index, 4)
+    for shard in (0, 1):  # stopped after one chunk by physml before it recorded a scheme
+        old_work_folder(index, n=8, chunk=1, shard=shard, num_shards=4)
+    for shard in (2, 3):  # no scheme named: the unfinished shards beside say theirs
+        make(index, n=8, chunk=1, shard=shard, num_shards=4)
+    for shard in (0, 1):
+        make(index, n=8, chunk=1, shard=shard, num_shards=4)
+    for path in shards:
+        with h5py.File(path) as f:
+            assert f.attrs["seed_scheme"] == OLD, path
+    data = load(index)
+    assert data.attrs["seed_scheme"] == OLD
+    assert data.params["a"].numpy().tobytes() == toy_amplitudes(3, 8, manual).numpy().tobytes()
+
+
+def test_unfinished_shards_of_another_dataset_leave_a_shard_the_active_scheme(tmp_path):
+    index = tmp_path / "ds.h5"
+    old_work_folder(index, n=8, chunk=1, seed=4, shard=0, num_shards=4)  # seed 4: another
+    old_work_folder(tmp_path / "other.h5", n=8, chunk=1, shard=1, num_shards=4)  # other stem
+    make(index, n=8, chunk=1, shard=2, num_shards=4)
+    with h5py.File(shards_of(index, 4)[2]) as f:
+        assert f.attrs["seed_scheme"] == NEW
+
+
+def test_unfinished_shards_of_two_schemes_leave_a_shard_the_active_scheme(tmp_path):
+    index = tmp_path / "ds.h5"
+    old_work_folder(index, n=8, chunk=1, shard=0, num_shards=4)
+    with pytest.raises(KeyboardInterrupt):
+        make(
+            index,
+            n=8,
+            chunk=1,
+            shard=1,
+            num_shards=4,
+            seed_scheme=NEW,
+            on_chunk=stop_after_one_chunk,
+        )
+    make(index, n=8, chunk=1, shard=2, num_shards=4)
+    with h5py.File(shards_of(index, 4)[2]) as f:
+        assert f.attrs["seed_scheme"] == NEW
 
 
 def test_a_shard_whose_others_are_of_another_dataset_takes_the_active_scheme(tmp_path):

@@ -15,9 +15,10 @@ the last bits of a sample differently in another batch). The recipes draw from t
 and the work folders' manifests record: by default ``"seedsequence-mt19937"``, which seeds them
 with every bit of the sample's seed. ``"torch-manual-seed"`` keeps only each seed's low 32 bits,
 as physml did before the default existed; it continues and redraws data made then (a file or
-work folder that records no scheme was drawn by it: its run resumes, its shards are finished,
-under it), and generation under it warns of the identical samples it draws
-(:class:`RepeatedSamplesWarning`; :func:`repeated_streams` lists them beforehand). A new dataset
+work folder that records no scheme was drawn by it: its run resumes under it, and the other
+shards of its dataset, run with no scheme named, draw under it too), and generation under it
+warns of the identical samples it draws (:class:`RepeatedSamplesWarning`;
+:func:`repeated_streams` lists them beforehand). A new dataset
 takes :func:`pdes.problems.active_seed_scheme` (the environment variable ``PHYSML_SEED_SCHEME``,
 else the default) unless ``generate_dataset(..., seed_scheme=...)`` (``physml generate
 --seed-scheme``) names one.
@@ -525,8 +526,9 @@ def _chosen_scheme(
 ) -> str:
     """The seed scheme a run draws under (see :func:`generate_dataset`'s ``seed_scheme``): the
     one named, else that of the dataset already begun (``final`` kept by a rerun, the unfinished
-    run in its work folder, the same dataset's other shards beside ``out``), else the active one
-    (:func:`pdes.problems.active_seed_scheme`). ``manifest`` is the run's, without the scheme."""
+    run in its work folder, the same dataset's other shards beside ``out``, finished or not),
+    else the active one (:func:`pdes.problems.active_seed_scheme`). ``manifest`` is the run's,
+    without the scheme."""
     if seed_scheme is not None:
         return seed_scheme
     if final.is_file() and not overwrite:
@@ -541,11 +543,14 @@ def _chosen_scheme(
             return _scheme_of(previous)
     if manifest["num_shards"] > 1 and not overwrite:
         dataset = ("format", "pde", "n", "seed", "settings")
-        schemes = set()
-        for path in shards_beside(out):
-            written = _written(path) if path != final else None
-            if written is not None and all(written[key] == manifest[key] for key in dataset):
-                schemes.add(_scheme_of(written))
+        workdir = final.with_name(final.name + ".partial")
+        begun = [_written(path) for path in shards_beside(out) if path != final]
+        begun += [_previous_manifest(path) for path in _work_folders_beside(out) if path != workdir]
+        schemes = {
+            _scheme_of(other)
+            for other in begun
+            if other is not None and all(other.get(key) == manifest[key] for key in dataset)
+        }
         if len(schemes) == 1:
             return schemes.pop()
     return problems.active_seed_scheme()
@@ -716,6 +721,12 @@ def shards_beside(out: Path) -> list[Path]:
     return sorted(out.parent.glob(pattern))
 
 
+def _work_folders_beside(out: Path) -> list[Path]:
+    """The work folders of unfinished shard runs of the dataset ``out`` (of any split), sorted."""
+    pattern = f"{glob.escape(out.stem)}.shard-*-of-*{glob.escape(out.suffix)}.partial"
+    return sorted(path for path in out.parent.glob(pattern) if path.is_dir())
+
+
 def _disagreement(paths: list[Path]) -> str | None:
     """Why the shard files ``paths`` do not form one dataset (:func:`physml.data.check_shards`),
     or ``None`` where they do."""
@@ -804,8 +815,9 @@ def generate_dataset(
         seed_scheme: how samples draw from their seeds, one of
             :data:`pdes.problems.SEED_SCHEMES`, recorded in the file and its work folder.
             ``None`` continues the dataset already begun: a file kept by a rerun and an
-            unfinished run resumed keep theirs, and a shard whose dataset's other shard files
-            (same recipe, n, seed and settings) lie beside ``out`` takes theirs, so a dataset
+            unfinished run resumed keep theirs, and a shard whose dataset's other shards (same
+            recipe, n, seed and settings; their files or the work folders of their unfinished
+            runs) lie beside ``out`` takes theirs where they agree on one, so a dataset
             begun by physml before the default scheme (no scheme recorded:
             ``"torch-manual-seed"``) is finished as it was begun; a new dataset (or one
             replaced with ``overwrite``) takes :func:`pdes.problems.active_seed_scheme`. A
