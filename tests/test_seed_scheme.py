@@ -23,6 +23,7 @@ from pdes.problems import (
 from physml.data import (
     IndexNotWritten,
     ShardError,
+    SingleStepDataset,
     check_shards,
     generate_dataset,
     load,
@@ -30,6 +31,10 @@ from physml.data import (
 )
 from physml.data.generate import SEED_SCHEME, sample_seed
 from physml.data.interchange import write_physml
+from physml.errors import CheckpointError
+from physml.training import fingerprint
+from physml.training.checkpoint import check_same_data, check_same_validation
+from physml.training.fingerprint import differences
 
 NEW, OLD = "seedsequence-mt19937", "torch-manual-seed"
 SEEDS = [0, 5, 2**32 + 5, 2**63 + 12345, 2**64 - 1]
@@ -435,6 +440,74 @@ def test_a_physml_copy_keeps_the_seed_scheme_it_was_given_and_adds_none(tmp_path
         f["t-coordinate"] = np.linspace(0, 1, 3)
     write_physml(load(foreign), tmp_path / "converted.h5")
     assert "seed_scheme" not in load(tmp_path / "converted.h5").attrs
+
+
+# training data: fingerprints
+
+
+def printed(path):
+    return fingerprint(SingleStepDataset(str(path)))
+
+
+def test_old_data_and_the_same_data_recording_the_old_scheme_have_no_difference(tmp_path):
+    earlier = make(tmp_path / "earlier.h5", seed_scheme=OLD)
+    as_earlier(earlier)  # as physml wrote it before it recorded a scheme
+    again = make(tmp_path / "again.h5", seed_scheme=OLD)  # the same data, regenerated
+    with h5py.File(again) as f:
+        assert f.attrs["seed_scheme"] == OLD
+    old, recorded = printed(earlier), printed(again)
+    assert "seed_scheme" not in old["attributes"]
+    assert differences(old, recorded) == [] and differences(recorded, old) == []
+    check_same_data({"fingerprint": old}, recorded, tmp_path)  # resumes
+
+
+def test_old_data_and_data_of_the_default_scheme_differ_in_the_scheme(tmp_path):
+    earlier = make(tmp_path / "earlier.h5", seed_scheme=OLD)
+    as_earlier(earlier)
+    old, new = printed(earlier), printed(make(tmp_path / "new.h5"))
+    found = differences(old, new)
+    assert f"attribute 'seed_scheme' None → {NEW!r}" in found
+    assert f"attribute 'seed_scheme' {NEW!r} → None" in differences(new, old)
+
+
+HINT = (
+    " The data it was made on drew under the seed scheme 'torch-manual-seed': "
+    "PHYSML_SEED_SCHEME=torch-manual-seed draws data as physml did before."
+)
+
+
+@pytest.mark.parametrize("earlier", ["absent", "recorded"])
+def test_a_resume_refused_on_data_of_the_default_scheme_tells_how_to_draw_the_old(
+    tmp_path, earlier
+):
+    before = make(tmp_path / "before.h5", seed_scheme=OLD)
+    if earlier == "absent":
+        as_earlier(before)
+    old, new = printed(before), printed(make(tmp_path / "new.h5"))
+    with pytest.raises(CheckpointError) as refusal:
+        check_same_data({"fingerprint": old}, new, tmp_path)
+    message = str(refusal.value)
+    assert message.startswith(f"checkpoint: {str(tmp_path)!r} was trained on other data (")
+    assert message.endswith(
+        "; refusing to resume. Use another --out, or the data it was made on." + HINT
+    )
+    state = {"validation_fingerprint": old, "validation": [1.0]}
+    with pytest.raises(CheckpointError) as refusal:
+        check_same_validation(state, new, tmp_path)
+    assert str(refusal.value).endswith(", or that set." + HINT)
+
+
+def test_no_scheme_hint_where_the_scheme_is_not_what_differs(tmp_path):
+    one, other = printed(make(tmp_path / "one.h5")), printed(make(tmp_path / "two.h5", seed=4))
+    with pytest.raises(CheckpointError) as refusal:
+        check_same_data({"fingerprint": one}, other, tmp_path)
+    assert "PHYSML_SEED_SCHEME" not in str(refusal.value)
+    before = make(tmp_path / "before.h5", seed_scheme=OLD)
+    with pytest.raises(CheckpointError) as refusal:  # the other way round: no old data asked
+        check_same_data(
+            {"fingerprint": printed(make(tmp_path / "new.h5"))}, printed(before), tmp_path
+        )
+    assert "PHYSML_SEED_SCHEME" not in str(refusal.value)
 
 
 # the command line

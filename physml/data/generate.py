@@ -49,7 +49,7 @@ import os
 import shutil
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -374,10 +374,11 @@ def _written(final: Path) -> dict | None:
     }
 
 
-def _scheme_of(manifest: dict) -> str:
-    """The seed scheme a manifest or :func:`_written` dict records: ``"torch-manual-seed"``
-    where it records none (drawn by physml before the default scheme)."""
-    return manifest.get("seed_scheme") or MANUAL_SEED_SCHEME
+def seed_scheme_of(description: Mapping) -> str:
+    """The seed scheme that a dataset file's attributes, a work folder's manifest or a training
+    dataset's fingerprint attributes record: ``"torch-manual-seed"`` where they record none
+    (data drawn by physml before the default scheme)."""
+    return description.get("seed_scheme") or MANUAL_SEED_SCHEME
 
 
 def _holds(final: Path, manifest: object) -> bool:
@@ -386,7 +387,7 @@ def _holds(final: Path, manifest: object) -> bool:
     written = _written(final)
     if written is None or not isinstance(manifest, dict):
         return False
-    return _scheme_of(written) == _scheme_of(manifest) and all(
+    return seed_scheme_of(written) == seed_scheme_of(manifest) and all(
         manifest.get(k) == v for k, v in written.items() if k != "seed_scheme"
     )
 
@@ -476,7 +477,7 @@ def _manifest_differences(previous: dict, current: dict) -> list[str]:
 
     def differs(key: str) -> bool:
         if key == "seed_scheme":  # none recorded: "torch-manual-seed"
-            return _scheme_of(before) != _scheme_of(now)
+            return seed_scheme_of(before) != seed_scheme_of(now)
         return key not in before or key not in now or before[key] != now[key]
 
     before, now = flat(previous), flat(current)
@@ -534,20 +535,20 @@ def _chosen_scheme(
     if final.is_file() and not overwrite:
         written = _written(final)
         if written is not None:
-            return _scheme_of(written)
+            return seed_scheme_of(written)
     previous = _previous_manifest(final.with_name(final.name + ".partial"))
     if previous is not None:
-        as_begun = dict(manifest, seed_scheme=_scheme_of(previous))
+        as_begun = dict(manifest, seed_scheme=seed_scheme_of(previous))
         same_run = not _manifest_differences(previous, as_begun)
         if same_run or not overwrite:  # resumed, or refused naming only what else differs
-            return _scheme_of(previous)
+            return seed_scheme_of(previous)
     if manifest["num_shards"] > 1 and not overwrite:
         dataset = ("format", "pde", "n", "seed", "settings")
         workdir = final.with_name(final.name + ".partial")
         begun = [_written(path) for path in shards_beside(out) if path != final]
         begun += [_previous_manifest(path) for path in _work_folders_beside(out) if path != workdir]
         schemes = {
-            _scheme_of(other)
+            seed_scheme_of(other)
             for other in begun
             if other is not None and all(other.get(key) == manifest[key] for key in dataset)
         }
