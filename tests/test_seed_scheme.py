@@ -21,6 +21,7 @@ from pdes.problems import (
     seed_scheme,
 )
 from physml.data import (
+    DatasetFileError,
     IndexNotWritten,
     ShardError,
     SingleStepDataset,
@@ -440,6 +441,88 @@ def test_a_physml_copy_keeps_the_seed_scheme_it_was_given_and_adds_none(tmp_path
         f["t-coordinate"] = np.linspace(0, 1, 3)
     write_physml(load(foreign), tmp_path / "converted.h5")
     assert "seed_scheme" not in load(tmp_path / "converted.h5").attrs
+
+
+# repairs: the advice names the scheme that overwrite would not take
+
+
+@pytest.mark.parametrize(
+    ("hint", "advice"),
+    [
+        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
+        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
+    ],
+)
+def test_a_damaged_old_file_is_to_be_generated_again_in_its_scheme(tmp_path, hint, advice):
+    from damage import flip_a_bit_of_the_first_chunk
+
+    out = make(tmp_path / "toy.h5", seed_scheme=OLD)
+    as_earlier(out)
+    flip_a_bit_of_the_first_chunk(out, "u")
+    with pytest.raises(DatasetFileError) as refusal:
+        make(out, overwrite_hint=hint)
+    assert str(refusal.value).endswith(f"; generate it again (pass {advice})")
+
+
+def test_a_damaged_file_of_the_default_scheme_is_to_be_generated_again_as_before(tmp_path):
+    from damage import flip_a_bit_of_the_first_chunk
+
+    out = make(tmp_path / "toy.h5")
+    flip_a_bit_of_the_first_chunk(out, "u")
+    with pytest.raises(DatasetFileError, match=r"; generate it again \(pass overwrite=True\)$"):
+        make(out)
+
+
+def old_dataset_with_a_stray_shard(index):
+    """Shards 0 and 2 of 3 of an old dataset, and shard 1 made with seed 4 (another dataset,
+    so the default scheme): every shard is in, and they disagree."""
+    for shard in (0, 2):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+        as_earlier(shards_of(index)[shard])
+    with pytest.raises(IndexNotWritten) as refusal:
+        make(index, shard=1, num_shards=3, seed=4)
+    return str(refusal.value)
+
+
+def test_shards_of_an_old_dataset_that_disagree_are_to_be_generated_again_in_its_scheme(
+    tmp_path,
+):
+    index = tmp_path / "ds.h5"
+    message = old_dataset_with_a_stray_shard(index)
+    advice = "(pass overwrite=True, seed_scheme='torch-manual-seed')"
+    assert message.endswith(
+        f"generate those that differ again with the same settings {advice}, and the last to "
+        "finish writes the index"
+    )
+    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
+    data = load(index)
+    assert data.params["a"].numpy().tobytes() == toy_amplitudes(3, 6, manual).numpy().tobytes()
+
+
+def test_physml_generate_advises_the_flags_of_the_old_scheme(tmp_path, capsys, monkeypatch):
+    from physml.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    index = tmp_path / "ds.h5"
+    for shard in (0, 2):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+        as_earlier(shards_of(index)[shard])
+    args = ["generate", "toy", "--n", "6", "--seed", "3", "--out", "ds.h5", "--quiet"]
+    args += ["--chunk", "2", "--num-shards", "3", "--shard", "1"]
+    assert main([*args, "--seed", "4"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "(pass --overwrite --seed-scheme torch-manual-seed), and the last to finish writes the "
+        "index\n"
+    )
+    assert main([*args, "--overwrite", "--seed-scheme", OLD]) == 0
+    assert load(index).attrs["seed_scheme"] == OLD
+
+
+def test_shards_of_the_default_scheme_that_disagree_are_advised_as_before(tmp_path):
+    index = tmp_path / "ds.h5"
+    make(index, shard=0, num_shards=2)
+    with pytest.raises(IndexNotWritten, match=r"\(pass overwrite=True\), and the last"):
+        make(index, shard=1, num_shards=2, seed=4)
 
 
 # training data: fingerprints

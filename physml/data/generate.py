@@ -741,14 +741,29 @@ def _disagreement(paths: list[Path]) -> str | None:
     return None
 
 
+def _in_scheme(overwrite_hint: str, manifest: Mapping) -> str:
+    """How to pass ``overwrite`` to generate a file of the dataset ``manifest`` again: as
+    ``overwrite_hint`` says, and with its seed scheme named where it is not the default (a file
+    replaced draws under the active scheme, the default unless ``PHYSML_SEED_SCHEME`` says
+    otherwise), as a flag after a flag (``--overwrite --seed-scheme torch-manual-seed``), else
+    as an argument (``overwrite=True, seed_scheme='torch-manual-seed'``)."""
+    scheme = seed_scheme_of(manifest)
+    if scheme == SEED_SCHEME:
+        return overwrite_hint
+    if overwrite_hint.startswith("--"):
+        return f"{overwrite_hint} --seed-scheme {scheme}"
+    return f"{overwrite_hint}, seed_scheme={scheme!r}"
+
+
 def _write_index(out: Path, num_shards: int, overwrite_hint: str = OVERWRITE_HINT) -> bool:
     """Write the index naming every shard once they all exist; return whether it was written.
 
     The shards are first checked to form one dataset, as :func:`physml.data.load` checks them
     (:func:`physml.data.check_shards`): shards of another seed or other settings are a
     :class:`~physml.data.IndexNotWritten` and no index, the shard files kept, and an old index
-    (a dataset regenerated in place) removed. They are checked again once it is removed: a
-    shard finishing meanwhile may have made them agree, and its index is then written anew."""
+    (a dataset regenerated in place) removed; its advice names the seed scheme most shard files
+    record where that is not the default. They are checked again once it is removed: a shard
+    finishing meanwhile may have made them agree, and its index is then written anew."""
     from .merge import IndexNotWritten
 
     if missing_shards(out, num_shards):
@@ -761,10 +776,13 @@ def _write_index(out: Path, num_shards: int, overwrite_hint: str = OVERWRITE_HIN
         reason = _disagreement(paths)
     if reason is not None:
         old = f"; the old index {str(out)!r} was removed" if removed else ""
+        schemes = [seed_scheme_of(written) for written in map(_written, paths) if written]
+        scheme = max(schemes, key=schemes.count, default=SEED_SCHEME)  # the first of the most
         raise IndexNotWritten(
             f"index {str(out)!r} not written: shards disagree: {reason}{old}; the shard files "
             "are kept: generate those that differ again with the same settings (pass "
-            f"{overwrite_hint}), and the last to finish writes the index"
+            f"{_in_scheme(overwrite_hint, {'seed_scheme': scheme})}), and the last to finish "
+            "writes the index"
         )
     with atomic_path(out, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
@@ -812,7 +830,9 @@ def generate_dataset(
             is a terminal or a Jupyter kernel's output).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
-            ``--overwrite``).
+            ``--overwrite``); advice to generate a file of a dataset not in the default seed
+            scheme again names its scheme too, in the same form (``--seed-scheme ...`` after a
+            flag, else ``seed_scheme=...``).
         seed_scheme: how samples draw from their seeds, one of
             :data:`pdes.problems.SEED_SCHEMES`, recorded in the file and its work folder.
             ``None`` continues the dataset already begun: a file kept by a rerun and an
@@ -850,7 +870,7 @@ def generate_dataset(
             if _holds(final, manifest):  # a rerun of a finished command (a requeued job)
                 from .merge import verify_arrays
 
-                again = f"generate it again (pass {overwrite_hint})"
+                again = f"generate it again (pass {_in_scheme(overwrite_hint, manifest)})"
                 verify_arrays(final, "out:", again)
                 if num_shards > 1 and not out_path.exists():
                     _write_index(out_path, num_shards, overwrite_hint)  # its run was stopped
