@@ -246,11 +246,12 @@ def _warn_of_repeated_samples(seed: int, n: int, problem: problems.Problem) -> N
     else:
         draws = (
             f"so they are identical samples if recipe {problem.name!r} draws with "
-            "pdes.problems.generator, as every built-in recipe does, or another torch CPU "
-            "generator"
+            "pdes.problems.generator, as every built-in recipe does, or another torch "
+            "generator seeded by manual_seed"
         )
     why = (
-        "seeds that agree in their low 32 bits, all that torch's CPU generator keeps, "
+        "seeds that agree in their low 32 bits, all that the seed scheme "
+        f"{MANUAL_SEED_SCHEME!r} (torch's manual_seed) keeps, "
         f"{draws}; split between training and test data, such a pair leaks the test into training"
     )
     expected = n * n / 2**33
