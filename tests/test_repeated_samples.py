@@ -307,8 +307,8 @@ def test_a_built_in_recipe_is_said_to_draw_alike_and_one_of_ones_own_only_if_it_
         (repeat,) = repeats_of(record)
         found[pde] = str(repeat.message)
     low_bits = (
-        "samples 0 = 2 have seeds that agree in their low 32 bits, all that torch's CPU "
-        "generator keeps, "
+        "samples 0 = 2 have seeds that agree in their low 32 bits, all that the seed scheme "
+        "'torch-manual-seed' (torch's manual_seed) keeps, "
     )
     assert (
         low_bits + "so they draw the same numbers (pdes.problems.generator, which every built-in "
@@ -316,8 +316,8 @@ def test_a_built_in_recipe_is_said_to_draw_alike_and_one_of_ones_own_only_if_it_
     ) in found["heat"]
     assert (
         low_bits + "so they are identical samples if recipe 'toy' draws with "
-        "pdes.problems.generator, as every built-in recipe does, or another torch CPU "
-        "generator; split between"
+        "pdes.problems.generator, as every built-in recipe does, or another torch generator "
+        "seeded by manual_seed; split between"
     ) in found["toy"]
 
 

@@ -21,8 +21,10 @@ from pdes.problems import (
     seed_scheme,
 )
 from physml.data import (
+    DatasetFileError,
     IndexNotWritten,
     ShardError,
+    SingleStepDataset,
     check_shards,
     generate_dataset,
     load,
@@ -30,6 +32,10 @@ from physml.data import (
 )
 from physml.data.generate import SEED_SCHEME, sample_seed
 from physml.data.interchange import write_physml
+from physml.errors import CheckpointError
+from physml.training import fingerprint
+from physml.training.checkpoint import check_same_data, check_same_validation
+from physml.training.fingerprint import differences
 
 NEW, OLD = "seedsequence-mt19937", "torch-manual-seed"
 SEEDS = [0, 5, 2**32 + 5, 2**63 + 12345, 2**64 - 1]
@@ -215,11 +221,14 @@ def test_generate_dataset_refuses_a_bad_scheme_by_name_before_writing(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def old_work_folder(out):
+def old_work_folder(out, **kwargs):
     """A work folder of physml before it recorded a scheme: one chunk of the old scheme's
-    samples, a manifest without ``seed_scheme``."""
+    samples, a manifest without ``seed_scheme`` (``kwargs``: :func:`make`'s)."""
     with pytest.raises(KeyboardInterrupt):
-        make(out, seed_scheme=OLD, on_chunk=stop_after_one_chunk)
+        make(out, seed_scheme=OLD, on_chunk=stop_after_one_chunk, **kwargs)
+    num_shards = kwargs.get("num_shards", 1)
+    if num_shards > 1:
+        out = out.with_name(f"{out.stem}.shard-00{kwargs['shard']}-of-00{num_shards}.h5")
     partial = out.with_name(out.name + ".partial")
     manifest = json.loads((partial / "manifest.json").read_text())
     del manifest["seed_scheme"]
@@ -315,6 +324,52 @@ def test_an_old_sharded_dataset_is_finished_under_its_scheme(tmp_path):
         assert torch.equal(data.params["a"], toy_amplitudes(3, 6, manual).double())
 
 
+def test_an_old_sharded_dataset_stopped_in_its_first_shards_is_finished_under_its_scheme(
+    tmp_path,
+):
+    index = tmp_path / "ds.h5"
+    shards = shards_of(index, 4)
+    for shard in (0, 1):  # stopped after one chunk by physml before it recorded a scheme
+        old_work_folder(index, n=8, chunk=1, shard=shard, num_shards=4)
+    for shard in (2, 3):  # no scheme named: the unfinished shards beside say theirs
+        make(index, n=8, chunk=1, shard=shard, num_shards=4)
+    for shard in (0, 1):
+        make(index, n=8, chunk=1, shard=shard, num_shards=4)
+    for path in shards:
+        with h5py.File(path) as f:
+            assert f.attrs["seed_scheme"] == OLD, path
+    data = load(index)
+    assert data.attrs["seed_scheme"] == OLD
+    assert data.params["a"].numpy().tobytes() == toy_amplitudes(3, 8, manual).numpy().tobytes()
+
+
+def test_unfinished_shards_of_another_dataset_leave_a_shard_the_active_scheme(tmp_path):
+    index = tmp_path / "ds.h5"
+    old_work_folder(index, n=8, chunk=1, seed=4, shard=0, num_shards=4)  # seed 4: another
+    old_work_folder(tmp_path / "other.h5", n=8, chunk=1, shard=1, num_shards=4)  # other stem
+    make(index, n=8, chunk=1, shard=2, num_shards=4)
+    with h5py.File(shards_of(index, 4)[2]) as f:
+        assert f.attrs["seed_scheme"] == NEW
+
+
+def test_unfinished_shards_of_two_schemes_leave_a_shard_the_active_scheme(tmp_path):
+    index = tmp_path / "ds.h5"
+    old_work_folder(index, n=8, chunk=1, shard=0, num_shards=4)
+    with pytest.raises(KeyboardInterrupt):
+        make(
+            index,
+            n=8,
+            chunk=1,
+            shard=1,
+            num_shards=4,
+            seed_scheme=NEW,
+            on_chunk=stop_after_one_chunk,
+        )
+    make(index, n=8, chunk=1, shard=2, num_shards=4)
+    with h5py.File(shards_of(index, 4)[2]) as f:
+        assert f.attrs["seed_scheme"] == NEW
+
+
 def test_a_shard_whose_others_are_of_another_dataset_takes_the_active_scheme(tmp_path):
     index = tmp_path / "ds.h5"
     make(index, shard=0, num_shards=2, seed=4, seed_scheme=OLD)  # seed 4: not this dataset
@@ -386,6 +441,156 @@ def test_a_physml_copy_keeps_the_seed_scheme_it_was_given_and_adds_none(tmp_path
         f["t-coordinate"] = np.linspace(0, 1, 3)
     write_physml(load(foreign), tmp_path / "converted.h5")
     assert "seed_scheme" not in load(tmp_path / "converted.h5").attrs
+
+
+# repairs: the advice names the scheme that overwrite would not take
+
+
+@pytest.mark.parametrize(
+    ("hint", "advice"),
+    [
+        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
+        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
+    ],
+)
+def test_a_damaged_old_file_is_to_be_generated_again_in_its_scheme(tmp_path, hint, advice):
+    from damage import flip_a_bit_of_the_first_chunk
+
+    out = make(tmp_path / "toy.h5", seed_scheme=OLD)
+    as_earlier(out)
+    flip_a_bit_of_the_first_chunk(out, "u")
+    with pytest.raises(DatasetFileError) as refusal:
+        make(out, overwrite_hint=hint)
+    assert str(refusal.value).endswith(f"; generate it again (pass {advice})")
+
+
+def test_a_damaged_file_of_the_default_scheme_is_to_be_generated_again_as_before(tmp_path):
+    from damage import flip_a_bit_of_the_first_chunk
+
+    out = make(tmp_path / "toy.h5")
+    flip_a_bit_of_the_first_chunk(out, "u")
+    with pytest.raises(DatasetFileError, match=r"; generate it again \(pass overwrite=True\)$"):
+        make(out)
+
+
+def old_dataset_with_a_stray_shard(index):
+    """Shards 0 and 2 of 3 of an old dataset, and shard 1 made with seed 4 (another dataset,
+    so the default scheme): every shard is in, and they disagree."""
+    for shard in (0, 2):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+        as_earlier(shards_of(index)[shard])
+    with pytest.raises(IndexNotWritten) as refusal:
+        make(index, shard=1, num_shards=3, seed=4)
+    return str(refusal.value)
+
+
+def test_shards_of_an_old_dataset_that_disagree_are_to_be_generated_again_in_its_scheme(
+    tmp_path,
+):
+    index = tmp_path / "ds.h5"
+    message = old_dataset_with_a_stray_shard(index)
+    advice = "(pass overwrite=True, seed_scheme='torch-manual-seed')"
+    assert message.endswith(
+        f"generate those that differ again with the same settings {advice}, and the last to "
+        "finish writes the index"
+    )
+    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
+    data = load(index)
+    assert data.params["a"].numpy().tobytes() == toy_amplitudes(3, 6, manual).numpy().tobytes()
+
+
+def test_physml_generate_advises_the_flags_of_the_old_scheme(tmp_path, capsys, monkeypatch):
+    from physml.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    index = tmp_path / "ds.h5"
+    for shard in (0, 2):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+        as_earlier(shards_of(index)[shard])
+    args = ["generate", "toy", "--n", "6", "--seed", "3", "--out", "ds.h5", "--quiet"]
+    args += ["--chunk", "2", "--num-shards", "3", "--shard", "1"]
+    assert main([*args, "--seed", "4"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "(pass --overwrite --seed-scheme torch-manual-seed), and the last to finish writes the "
+        "index\n"
+    )
+    assert main([*args, "--overwrite", "--seed-scheme", OLD]) == 0
+    assert load(index).attrs["seed_scheme"] == OLD
+
+
+def test_shards_of_the_default_scheme_that_disagree_are_advised_as_before(tmp_path):
+    index = tmp_path / "ds.h5"
+    make(index, shard=0, num_shards=2)
+    with pytest.raises(IndexNotWritten, match=r"\(pass overwrite=True\), and the last"):
+        make(index, shard=1, num_shards=2, seed=4)
+
+
+# training data: fingerprints
+
+
+def printed(path):
+    return fingerprint(SingleStepDataset(str(path)))
+
+
+def test_old_data_and_the_same_data_recording_the_old_scheme_have_no_difference(tmp_path):
+    earlier = make(tmp_path / "earlier.h5", seed_scheme=OLD)
+    as_earlier(earlier)  # as physml wrote it before it recorded a scheme
+    again = make(tmp_path / "again.h5", seed_scheme=OLD)  # the same data, regenerated
+    with h5py.File(again) as f:
+        assert f.attrs["seed_scheme"] == OLD
+    old, recorded = printed(earlier), printed(again)
+    assert "seed_scheme" not in old["attributes"]
+    assert differences(old, recorded) == [] and differences(recorded, old) == []
+    check_same_data({"fingerprint": old}, recorded, tmp_path)  # resumes
+
+
+def test_old_data_and_data_of_the_default_scheme_differ_in_the_scheme(tmp_path):
+    earlier = make(tmp_path / "earlier.h5", seed_scheme=OLD)
+    as_earlier(earlier)
+    old, new = printed(earlier), printed(make(tmp_path / "new.h5"))
+    found = differences(old, new)
+    assert f"attribute 'seed_scheme' None → {NEW!r}" in found
+    assert f"attribute 'seed_scheme' {NEW!r} → None" in differences(new, old)
+
+
+HINT = (
+    " The data it was made on drew under the seed scheme 'torch-manual-seed': "
+    "PHYSML_SEED_SCHEME=torch-manual-seed draws data as physml did before."
+)
+
+
+@pytest.mark.parametrize("earlier", ["absent", "recorded"])
+def test_a_resume_refused_on_data_of_the_default_scheme_tells_how_to_draw_the_old(
+    tmp_path, earlier
+):
+    before = make(tmp_path / "before.h5", seed_scheme=OLD)
+    if earlier == "absent":
+        as_earlier(before)
+    old, new = printed(before), printed(make(tmp_path / "new.h5"))
+    with pytest.raises(CheckpointError) as refusal:
+        check_same_data({"fingerprint": old}, new, tmp_path)
+    message = str(refusal.value)
+    assert message.startswith(f"checkpoint: {str(tmp_path)!r} was trained on other data (")
+    assert message.endswith(
+        "; refusing to resume. Use another --out, or the data it was made on." + HINT
+    )
+    state = {"validation_fingerprint": old, "validation": [1.0]}
+    with pytest.raises(CheckpointError) as refusal:
+        check_same_validation(state, new, tmp_path)
+    assert str(refusal.value).endswith(", or that set." + HINT)
+
+
+def test_no_scheme_hint_where_the_scheme_is_not_what_differs(tmp_path):
+    one, other = printed(make(tmp_path / "one.h5")), printed(make(tmp_path / "two.h5", seed=4))
+    with pytest.raises(CheckpointError) as refusal:
+        check_same_data({"fingerprint": one}, other, tmp_path)
+    assert "PHYSML_SEED_SCHEME" not in str(refusal.value)
+    before = make(tmp_path / "before.h5", seed_scheme=OLD)
+    with pytest.raises(CheckpointError) as refusal:  # the other way round: no old data asked
+        check_same_data(
+            {"fingerprint": printed(make(tmp_path / "new.h5"))}, printed(before), tmp_path
+        )
+    assert "PHYSML_SEED_SCHEME" not in str(refusal.value)
 
 
 # the command line

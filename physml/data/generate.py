@@ -15,9 +15,10 @@ the last bits of a sample differently in another batch). The recipes draw from t
 and the work folders' manifests record: by default ``"seedsequence-mt19937"``, which seeds them
 with every bit of the sample's seed. ``"torch-manual-seed"`` keeps only each seed's low 32 bits,
 as physml did before the default existed; it continues and redraws data made then (a file or
-work folder that records no scheme was drawn by it: its run resumes, its shards are finished,
-under it), and generation under it warns of the identical samples it draws
-(:class:`RepeatedSamplesWarning`; :func:`repeated_streams` lists them beforehand). A new dataset
+work folder that records no scheme was drawn by it: its run resumes under it, and the other
+shards of its dataset, run with no scheme named, draw under it too), and generation under it
+warns of the identical samples it draws (:class:`RepeatedSamplesWarning`;
+:func:`repeated_streams` lists them beforehand). A new dataset
 takes :func:`pdes.problems.active_seed_scheme` (the environment variable ``PHYSML_SEED_SCHEME``,
 else the default) unless ``generate_dataset(..., seed_scheme=...)`` (``physml generate
 --seed-scheme``) names one.
@@ -48,7 +49,7 @@ import os
 import shutil
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -245,11 +246,12 @@ def _warn_of_repeated_samples(seed: int, n: int, problem: problems.Problem) -> N
     else:
         draws = (
             f"so they are identical samples if recipe {problem.name!r} draws with "
-            "pdes.problems.generator, as every built-in recipe does, or another torch CPU "
-            "generator"
+            "pdes.problems.generator, as every built-in recipe does, or another torch "
+            "generator seeded by manual_seed"
         )
     why = (
-        "seeds that agree in their low 32 bits, all that torch's CPU generator keeps, "
+        "seeds that agree in their low 32 bits, all that the seed scheme "
+        f"{MANUAL_SEED_SCHEME!r} (torch's manual_seed) keeps, "
         f"{draws}; split between training and test data, such a pair leaks the test into training"
     )
     expected = n * n / 2**33
@@ -373,10 +375,11 @@ def _written(final: Path) -> dict | None:
     }
 
 
-def _scheme_of(manifest: dict) -> str:
-    """The seed scheme a manifest or :func:`_written` dict records: ``"torch-manual-seed"``
-    where it records none (drawn by physml before the default scheme)."""
-    return manifest.get("seed_scheme") or MANUAL_SEED_SCHEME
+def seed_scheme_of(description: Mapping) -> str:
+    """The seed scheme that a dataset file's attributes, a work folder's manifest or a training
+    dataset's fingerprint attributes record: ``"torch-manual-seed"`` where they record none
+    (data drawn by physml before the default scheme)."""
+    return description.get("seed_scheme") or MANUAL_SEED_SCHEME
 
 
 def _holds(final: Path, manifest: object) -> bool:
@@ -385,7 +388,7 @@ def _holds(final: Path, manifest: object) -> bool:
     written = _written(final)
     if written is None or not isinstance(manifest, dict):
         return False
-    return _scheme_of(written) == _scheme_of(manifest) and all(
+    return seed_scheme_of(written) == seed_scheme_of(manifest) and all(
         manifest.get(k) == v for k, v in written.items() if k != "seed_scheme"
     )
 
@@ -475,7 +478,7 @@ def _manifest_differences(previous: dict, current: dict) -> list[str]:
 
     def differs(key: str) -> bool:
         if key == "seed_scheme":  # none recorded: "torch-manual-seed"
-            return _scheme_of(before) != _scheme_of(now)
+            return seed_scheme_of(before) != seed_scheme_of(now)
         return key not in before or key not in now or before[key] != now[key]
 
     before, now = flat(previous), flat(current)
@@ -525,27 +528,31 @@ def _chosen_scheme(
 ) -> str:
     """The seed scheme a run draws under (see :func:`generate_dataset`'s ``seed_scheme``): the
     one named, else that of the dataset already begun (``final`` kept by a rerun, the unfinished
-    run in its work folder, the same dataset's other shards beside ``out``), else the active one
-    (:func:`pdes.problems.active_seed_scheme`). ``manifest`` is the run's, without the scheme."""
+    run in its work folder, the same dataset's other shards beside ``out``, finished or not),
+    else the active one (:func:`pdes.problems.active_seed_scheme`). ``manifest`` is the run's,
+    without the scheme."""
     if seed_scheme is not None:
         return seed_scheme
     if final.is_file() and not overwrite:
         written = _written(final)
         if written is not None:
-            return _scheme_of(written)
+            return seed_scheme_of(written)
     previous = _previous_manifest(final.with_name(final.name + ".partial"))
     if previous is not None:
-        as_begun = dict(manifest, seed_scheme=_scheme_of(previous))
+        as_begun = dict(manifest, seed_scheme=seed_scheme_of(previous))
         same_run = not _manifest_differences(previous, as_begun)
         if same_run or not overwrite:  # resumed, or refused naming only what else differs
-            return _scheme_of(previous)
+            return seed_scheme_of(previous)
     if manifest["num_shards"] > 1 and not overwrite:
         dataset = ("format", "pde", "n", "seed", "settings")
-        schemes = set()
-        for path in shards_beside(out):
-            written = _written(path) if path != final else None
-            if written is not None and all(written[key] == manifest[key] for key in dataset):
-                schemes.add(_scheme_of(written))
+        workdir = final.with_name(final.name + ".partial")
+        begun = [_written(path) for path in shards_beside(out) if path != final]
+        begun += [_previous_manifest(path) for path in _work_folders_beside(out) if path != workdir]
+        schemes = {
+            seed_scheme_of(other)
+            for other in begun
+            if other is not None and all(other.get(key) == manifest[key] for key in dataset)
+        }
         if len(schemes) == 1:
             return schemes.pop()
     return problems.active_seed_scheme()
@@ -716,6 +723,12 @@ def shards_beside(out: Path) -> list[Path]:
     return sorted(out.parent.glob(pattern))
 
 
+def _work_folders_beside(out: Path) -> list[Path]:
+    """The work folders of unfinished shard runs of the dataset ``out`` (of any split), sorted."""
+    pattern = f"{glob.escape(out.stem)}.shard-*-of-*{glob.escape(out.suffix)}.partial"
+    return sorted(path for path in out.parent.glob(pattern) if path.is_dir())
+
+
 def _disagreement(paths: list[Path]) -> str | None:
     """Why the shard files ``paths`` do not form one dataset (:func:`physml.data.check_shards`),
     or ``None`` where they do."""
@@ -729,14 +742,29 @@ def _disagreement(paths: list[Path]) -> str | None:
     return None
 
 
+def _in_scheme(overwrite_hint: str, manifest: Mapping) -> str:
+    """How to pass ``overwrite`` to generate a file of the dataset ``manifest`` again: as
+    ``overwrite_hint`` says, and with its seed scheme named where it is not the default (a file
+    replaced draws under the active scheme, the default unless ``PHYSML_SEED_SCHEME`` says
+    otherwise), as a flag after a flag (``--overwrite --seed-scheme torch-manual-seed``), else
+    as an argument (``overwrite=True, seed_scheme='torch-manual-seed'``)."""
+    scheme = seed_scheme_of(manifest)
+    if scheme == SEED_SCHEME:
+        return overwrite_hint
+    if overwrite_hint.startswith("--"):
+        return f"{overwrite_hint} --seed-scheme {scheme}"
+    return f"{overwrite_hint}, seed_scheme={scheme!r}"
+
+
 def _write_index(out: Path, num_shards: int, overwrite_hint: str = OVERWRITE_HINT) -> bool:
     """Write the index naming every shard once they all exist; return whether it was written.
 
     The shards are first checked to form one dataset, as :func:`physml.data.load` checks them
     (:func:`physml.data.check_shards`): shards of another seed or other settings are a
     :class:`~physml.data.IndexNotWritten` and no index, the shard files kept, and an old index
-    (a dataset regenerated in place) removed. They are checked again once it is removed: a
-    shard finishing meanwhile may have made them agree, and its index is then written anew."""
+    (a dataset regenerated in place) removed; its advice names the seed scheme most shard files
+    record where that is not the default. They are checked again once it is removed: a shard
+    finishing meanwhile may have made them agree, and its index is then written anew."""
     from .merge import IndexNotWritten
 
     if missing_shards(out, num_shards):
@@ -749,10 +777,13 @@ def _write_index(out: Path, num_shards: int, overwrite_hint: str = OVERWRITE_HIN
         reason = _disagreement(paths)
     if reason is not None:
         old = f"; the old index {str(out)!r} was removed" if removed else ""
+        schemes = [seed_scheme_of(written) for written in map(_written, paths) if written]
+        scheme = max(schemes, key=schemes.count, default=SEED_SCHEME)  # the first of the most
         raise IndexNotWritten(
             f"index {str(out)!r} not written: shards disagree: {reason}{old}; the shard files "
             "are kept: generate those that differ again with the same settings (pass "
-            f"{overwrite_hint}), and the last to finish writes the index"
+            f"{_in_scheme(overwrite_hint, {'seed_scheme': scheme})}), and the last to finish "
+            "writes the index"
         )
     with atomic_path(out, suffix=".h5") as temporary:
         with h5py.File(temporary, "w") as f:
@@ -800,12 +831,15 @@ def generate_dataset(
             is a terminal or a Jupyter kernel's output).
         on_chunk: called as ``on_chunk(done, total)`` after each saved chunk.
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
-            ``--overwrite``).
+            ``--overwrite``); advice to generate a file of a dataset not in the default seed
+            scheme again names its scheme too, in the same form (``--seed-scheme ...`` after a
+            flag, else ``seed_scheme=...``).
         seed_scheme: how samples draw from their seeds, one of
             :data:`pdes.problems.SEED_SCHEMES`, recorded in the file and its work folder.
             ``None`` continues the dataset already begun: a file kept by a rerun and an
-            unfinished run resumed keep theirs, and a shard whose dataset's other shard files
-            (same recipe, n, seed and settings) lie beside ``out`` takes theirs, so a dataset
+            unfinished run resumed keep theirs, and a shard whose dataset's other shards (same
+            recipe, n, seed and settings; their files or the work folders of their unfinished
+            runs) lie beside ``out`` takes theirs where they agree on one, so a dataset
             begun by physml before the default scheme (no scheme recorded:
             ``"torch-manual-seed"``) is finished as it was begun; a new dataset (or one
             replaced with ``overwrite``) takes :func:`pdes.problems.active_seed_scheme`. A
@@ -837,7 +871,7 @@ def generate_dataset(
             if _holds(final, manifest):  # a rerun of a finished command (a requeued job)
                 from .merge import verify_arrays
 
-                again = f"generate it again (pass {overwrite_hint})"
+                again = f"generate it again (pass {_in_scheme(overwrite_hint, manifest)})"
                 verify_arrays(final, "out:", again)
                 if num_shards > 1 and not out_path.exists():
                     _write_index(out_path, num_shards, overwrite_hint)  # its run was stopped

@@ -62,6 +62,7 @@ from .generate import (
     OVERWRITE_HINT,
     _check_output,
     sample_seed,
+    seed_scheme_of,
     write_checksummed,
 )
 from .interchange import WELL_READ, well_restated
@@ -187,9 +188,9 @@ def _settings_differences(theirs: dict, ours: dict, reported: list[str]) -> list
 
 
 def _with_scheme(attrs: dict) -> dict:
-    """``attrs`` with the ``seed_scheme`` a shard without one was drawn by,
-    ``"torch-manual-seed"``, for comparison."""
-    return attrs if "seed_scheme" in attrs else dict(attrs, seed_scheme=MANUAL_SEED_SCHEME)
+    """``attrs`` with the ``seed_scheme`` it was drawn by, for comparison: a shard without one,
+    ``"torch-manual-seed"`` (:func:`~physml.data.generate.seed_scheme_of`)."""
+    return dict(attrs, seed_scheme=seed_scheme_of(attrs))
 
 
 def _differences(theirs: Shard, ours: Shard) -> list[str]:
@@ -425,7 +426,7 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> list[Shard]:
 
 def _scheme_hint(other: Shard, first: Shard) -> str:
     """What a ``seed_scheme`` that differs between two shards means: ``""`` where it agrees."""
-    schemes = [_with_scheme(shard.attrs)["seed_scheme"] for shard in (other, first)]
+    schemes = [seed_scheme_of(shard.attrs) for shard in (other, first)]
     if schemes[0] == schemes[1]:
         return ""
     unrecorded = [str(shard.path) for shard in (other, first) if "seed_scheme" not in shard.attrs]

@@ -20,7 +20,7 @@ from ..io import RESTORE, load_torch_file, save_torch_file
 from ..io import ZIP_SIGNATURE as ZIP_SIGNATURE
 from ..io import refused_global as refused_global
 from ..io import torch_reason as torch_reason
-from .fingerprint import differences
+from .fingerprint import differences, seed_scheme_hint
 
 FORMAT = "physml-checkpoint/1"
 NAME = "checkpoint.pt"
@@ -178,6 +178,7 @@ def check_same_data(
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} was trained on other data ({'; '.join(found)}"
             f"{split}); refusing to resume. {_sentence(remedy)}, or the data it was made on."
+            + seed_scheme_hint(state["fingerprint"], current)
         )
 
 
@@ -201,6 +202,7 @@ def check_same_validation(
         raise CheckpointError(
             f"checkpoint: {str(directory)!r} recorded validation losses on another validation "
             f"set ({'; '.join(found)}); refusing to resume. {_sentence(remedy)}, or that set."
+            + seed_scheme_hint(saved, current)
         )
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, SEED_SCHEME_VARIABLE
+
 from ..data.datasets import native_order
-from ..data.generate import ADDED_LATER
+from ..data.generate import ADDED_LATER, seed_scheme_of
 from ..data.interchange import PDEBENCH_GRID_KIND, pdebench_grid_kind
 from ..errors import user_stacklevel
 from .generators import generators_kept
@@ -199,9 +201,26 @@ def differences(saved: dict, current: dict) -> list[str]:
     for key in sorted(set(old) | set(new)):
         if key not in old and (key in ADDED_LATER or _read_later(key, old, new)):
             continue  # written or read before
+        if key == "seed_scheme" and seed_scheme_of(old) == seed_scheme_of(new):
+            continue  # none recorded: "torch-manual-seed"
         if old.get(key) != new.get(key):
             out.append(f"attribute {key!r} {old.get(key)!r} → {new.get(key)!r}")
     return out
+
+
+def seed_scheme_hint(saved: dict, current: dict) -> str:
+    """A sentence for the refusal of ``current`` data where the fingerprint ``saved`` was taken
+    on data drawn under ``"torch-manual-seed"`` (none recorded) and ``current`` under the default
+    scheme: how to draw the data as before. ``""`` otherwise."""
+    old, new = (printed.get("attributes") or {} for printed in (saved, current))
+    if not old or new.get("seed_scheme") != SEED_SCHEME:
+        return ""
+    if seed_scheme_of(old) != MANUAL_SEED_SCHEME:
+        return ""
+    return (
+        f" The data it was made on drew under the seed scheme {MANUAL_SEED_SCHEME!r}: "
+        f"{SEED_SCHEME_VARIABLE}={MANUAL_SEED_SCHEME} draws data as physml did before."
+    )
 
 
 def _read_later(key: str, old: dict, new: dict) -> bool:
