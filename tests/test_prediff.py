@@ -1457,3 +1457,12 @@ def test_reconstruction_scores_keep_the_training_mode():
         model.train(mode)
         reconstruction_scores(model, frames(2))
         assert model.training is mode and all(m.training is mode for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("frames", "said"),
+    [(torch.zeros(1, 1, 8, 8, dtype=torch.long), "a tensor of dtype torch.int64"), ([0.0], "list")],
+)
+def test_the_autoencoder_refuses_frames_that_are_not_floating_naming_what_came(frames, said):
+    with pytest.raises(TypeError, match=rf"frames must be a floating tensor .*, got {said}$"):
+        FrameAutoencoder(channels=1, latent_channels=2, downsample=2, width=8).encode(frames)

@@ -110,7 +110,10 @@ class FrameAutoencoder(nn.Module):
 
     def _frames(self, name: str, x: object, channels: int, multiple: int) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor (..., C, H, W), got {type(x)}")
+            got = (
+                f"a tensor of dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            )
+            raise TypeError(f"{name} must be a floating tensor (..., C, H, W), got {got}")
         if x.ndim < 4 or x.shape[-3] != channels:
             raise ValueError(
                 f"{name} must have shape (..., C, H, W) with C={channels} and at least one "
