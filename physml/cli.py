@@ -302,12 +302,27 @@ def _generate(args: argparse.Namespace, options: dict, generate_dataset) -> int:
     except IndexNotWritten as error:  # this shard is written; the others disagree with it
         path, note, failure = finished, f"; {error}", error
     done = f"{path} was already written" if kept else f"wrote {path}"
-    line = f"{done} ({time.perf_counter() - started:.1f} s)"
+    line = f"{done} ({time.perf_counter() - started:.1f} s){_scheme_note(path)}"
     if failure is not None and not args.overwrite:
         print(line)
         raise failure
     print(f"{line}{note}")
     return 0
+
+
+def _scheme_note(path: Path) -> str:
+    """``"; its samples drew in the seed scheme ..."`` for a dataset file not drawn in the
+    default scheme (named, or taken from the dataset as it was begun), ``""`` otherwise."""
+    import h5py
+
+    from pdes.problems import SEED_SCHEME
+    from physml.data.generate import seed_scheme_of
+
+    with h5py.File(path, "r") as f:
+        scheme = seed_scheme_of({key: f.attrs[key] for key in f.attrs if key == "seed_scheme"})
+    if scheme == SEED_SCHEME:
+        return ""
+    return f"; its samples drew in the seed scheme {scheme!r}, not the default {SEED_SCHEME!r}"
 
 
 def _add_merge(subparsers) -> None:

@@ -605,13 +605,17 @@ def test_physml_generate_takes_the_seed_scheme(tmp_path, capsys):
     with h5py.File(out) as f:
         assert f.attrs["seed_scheme"] == OLD
         assert f["params/a"][()].tobytes() == toy_amplitudes(3, 4, manual).numpy().tobytes()
+    said = "; its samples drew in the seed scheme 'torch-manual-seed', not the default"
+    assert said in capsys.readouterr().out
     as_earlier(out)
     assert main(args) == 0  # a rerun of the old dataset keeps its file
-    assert "was already written" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "was already written" in out_text and said in out_text
     assert main([*args, "--seed-scheme", NEW]) == 2
     assert "seed_scheme was not recorded, so 'torch-manual-seed'" in capsys.readouterr().err
     assert main([*args, "--seed-scheme", NEW, "--overwrite"]) == 0
     assert load(out).attrs["seed_scheme"] == NEW
+    assert "seed scheme" not in capsys.readouterr().out
 
 
 def test_physml_generate_refuses_an_unknown_seed_scheme(tmp_path, capsys, monkeypatch):
