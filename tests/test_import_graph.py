@@ -113,6 +113,15 @@ def private_imports(source: str, module: str, is_package: bool = False) -> list[
     return found
 
 
+def _fresh_python(code: str) -> list[str]:
+    """The lines ``code`` prints in a new interpreter that imports this checkout (no module of
+    the test process loaded)."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
+    ).stdout.splitlines()
+
+
 def test_no_package_imports_a_private_name_of_another():
     offenders = [
         f"{path.relative_to(ROOT)}:{hit}"
@@ -260,10 +269,7 @@ def test_a_boon_wrapped_fno_runs_without_loading_a_model_module():
         "print(y[0, 0, 0].item(), y[0, 0, -1].item())\n"
         "print(sorted(m for m in sys.modules if m.startswith(('physml.models', 'gpytorch'))))\n"
     )
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
-    ).stdout.splitlines()
+    out = _fresh_python(code)
     assert out == ["0.0 1.0", "[]"]
 
 
@@ -500,10 +506,7 @@ def test_the_models_load_no_training_code_yet_offer_the_forecasters_trainer_by_i
         "print([n for m in (physml.models, physml.models.forecasting) for n in dir(m)\n"
         "       if n in ('training_name', 'TRAINING', 'TRAINING_NAMES')])\n"
     )
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
-    ).stdout.splitlines()
+    out = _fresh_python(code)
     assert out == [
         "[]",
         "True True True True True",
