@@ -319,7 +319,7 @@ def _scheme_note(path: Path) -> str:
     from physml.data.generate import seed_scheme_of
 
     with h5py.File(path, "r") as f:
-        scheme = seed_scheme_of({key: f.attrs[key] for key in f.attrs if key == "seed_scheme"})
+        scheme = seed_scheme_of(f.attrs)
     if scheme == SEED_SCHEME:
         return ""
     return f"; its samples drew in the seed scheme {scheme!r}, not the default {SEED_SCHEME!r}"
