@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_models_anp import random_sets
 
+from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, generator, seed_scheme
 from physml.models.anp import AttentiveNeuralProcess, _Attention
 from physml.models.anp_losses import latent_noise, softc_residual_loss
 
@@ -118,12 +119,37 @@ def test_a_generator_of_the_wrong_type_is_refused_by_name():
         small_model()(*random_sets(1, 3, 2)[:3], samples=2, generator=0)
 
 
-def test_latent_noise_row_b_is_randn_seeded_by_seed_b():
+def test_latent_noise_row_b_is_randn_from_the_generator_of_seed_b():
     seeds = torch.tensor([3, 11, 3])
-    noise = latent_noise(seeds, 4, torch.zeros((), dtype=torch.float64))
-    expected = [torch.randn(4, generator=torch.Generator().manual_seed(s)) for s in (3, 11, 3)]
+    with seed_scheme(SEED_SCHEME):
+        noise = latent_noise(seeds, 4, torch.zeros((), dtype=torch.float64))
+        expected = [torch.randn(4, generator=generator(s)) for s in (3, 11, 3)]
     assert noise.dtype == torch.float64
     torch.testing.assert_close(noise, torch.stack(expected).double(), rtol=0, atol=0)
+
+
+def test_latent_noise_of_seeds_agreeing_in_their_low_32_bits_differs_by_default():
+    """Two training functions whose 63-bit seeds share their low 32 bits get their own latent
+    draws (``manual_seed`` would give them the same one)."""
+    low = 0x1234_5678
+    seeds = torch.tensor([low, low + 2**32, low + 2**40 + 2**62])
+    with seed_scheme(SEED_SCHEME):
+        noise = latent_noise(seeds, 6, torch.zeros(()))
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert not torch.equal(noise[a], noise[b])
+
+
+def test_latent_noise_in_the_manual_seed_scheme_is_manual_seeds_bitwise():
+    """Runs drawn before the default seed scheme get their latent draws again, negative int64
+    seeds (their 64-bit two's complement, as ``manual_seed`` reads them) included."""
+    low = 0x1234_5678
+    seeds = [low, low + 2**32, 2**63 - 1, -1, -(2**63)]
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        noise = latent_noise(torch.tensor(seeds), 6, torch.zeros((), dtype=torch.float64))
+    expected = [torch.randn(6, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    assert noise.dtype == torch.float64
+    assert torch.equal(noise, torch.stack(expected).double())
+    assert torch.equal(noise[0], noise[1])  # the old scheme's low 32 bits, kept as they were
 
 
 def test_an_axis_one_percent_off_uniform_is_refused():

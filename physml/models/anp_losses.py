@@ -18,6 +18,7 @@ from torch import nn
 
 from pdes import gpme
 from pdes.checks import finite, positive
+from pdes.problems import generator
 
 from ..data.gpme_sampler import coordinate_axis, gpme_recipe
 from ..data.points import grid_points
@@ -26,10 +27,14 @@ LossExtra = Callable[[nn.Module, tuple], torch.Tensor]
 
 
 def latent_noise(seeds: torch.Tensor, size: int, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal draws ``(B, size)`` on ``like``'s device, row ``b`` from a CPU generator
-    seeded by ``seeds[b]``: the same for a function whatever batch or process it is in."""
+    """Standard normal draws ``(B, size)`` on ``like``'s device, row ``b`` from the CPU generator
+    :func:`pdes.problems.generator` ``(seeds[b])`` under the seed scheme active in the call (the
+    training loop's process): the same for a function whatever batch or process it is in, and
+    under the default scheme distinct for seeds that differ anywhere in their 63 bits
+    (``"torch-manual-seed"``: ``manual_seed``, their low 32 bits only). A negative int64 seed
+    stands for its 64-bit two's complement, as ``manual_seed`` reads it."""
     rows = [
-        torch.randn(size, generator=torch.Generator().manual_seed(int(seed)))
+        torch.randn(size, generator=generator(int(seed) % 2**64))
         for seed in seeds.reshape(-1).tolist()
     ]
     return torch.stack(rows).to(device=like.device, dtype=like.dtype)
