@@ -12,7 +12,10 @@ from scipy.stats import norm
 from torch import nn
 
 from pdes.gpme import diffusion_exact, pme_exact, stefan_exact, stefan_z1
+from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+from physml.data import gpme_sampler
 from physml.outputs import Gaussian
+from physml.tasks import Context, probconserv
 from physml.tasks.probconserv import (
     Scale,
     case_name,
@@ -213,3 +216,43 @@ def test_the_stefan_front_is_where_the_exact_solution_drops_to_zero():
         assert behind == pytest.approx(u_star, abs=1e-6) and past == 0.0
     fronts = stefan_front(torch.tensor([0.5, 0.6], dtype=F64), 0.1)
     assert fronts.tolist() == pytest.approx([stefan_front(0.5, 0.1), stefan_front(0.6, 0.1)])
+
+
+class _Drawn(Exception):
+    """Stops :func:`evaluate` once it has drawn its first test case."""
+
+
+def first_test_case(monkeypatch, tmp_path, seed: int) -> tuple[torch.Tensor, ...]:
+    """The functions :func:`evaluate` scores for PME's first test value with task seed ``seed``
+    (no model trained: the evaluation stops where the models would predict them)."""
+    drawn = []
+
+    def stop(models, batch, *rest):
+        drawn.append(batch)
+        raise _Drawn
+
+    monkeypatch.setattr(probconserv, "train_models", lambda *arguments: {})
+    monkeypatch.setattr(probconserv, "predict", stop)
+    with pytest.raises(_Drawn):
+        probconserv.evaluate("pme", Context(tmp_path, seed=seed, quiet=True), scale=SMALL)
+    return drawn[0]
+
+
+def test_test_cases_of_seeds_agreeing_in_their_low_32_bits_differ_by_default(monkeypatch, tmp_path):
+    with seed_scheme(SEED_SCHEME):
+        first, other = (first_test_case(monkeypatch, tmp_path, s) for s in (5, 5 + 2**32))
+    assert not torch.equal(first[0], other[0])  # the context points drawn
+
+
+def test_test_cases_in_the_manual_seed_scheme_are_manual_seeds_bitwise(monkeypatch, tmp_path):
+    """The test functions of runs made before the default seed scheme are drawn again."""
+    _, t, x = grids("pme", SMALL)
+    value = probconserv.TESTS["pme"][0]
+    sampler = gpme_sampler(
+        "pme", SMALL.test_functions, t_grid=t, x_grid=x, param_range=(value, value)
+    )
+    expected = sampler(torch.Generator().manual_seed(5 + 1000))
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        for seed in (5, 5 + 2**32):
+            drawn = first_test_case(monkeypatch, tmp_path, seed)
+            assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))

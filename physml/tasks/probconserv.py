@@ -315,7 +315,9 @@ def evaluate(
 ) -> tuple[list[dict], dict]:
     """Train or reuse the ANPs (under ``out/checkpoints/<size>-seed<seed>/``), then score every
     method on every test value of ``case``; its figures and ``results-<size>-seed<seed>.json``
-    go to ``out/probconserv-<case>/``.
+    go to ``out/probconserv-<case>/``. The functions of test value ``index`` are drawn from
+    :func:`pdes.problems.generator` ``(seed + 1000 + index)`` under the active seed scheme, as
+    the training functions are.
 
     ``extra_methods(case, batch, grid, t, x, mass, params)`` may add predictions (the benchmark
     adds the GP and the ensemble). ``scale``: instead of ``context.size``'s (a smoke run's).
@@ -335,7 +337,7 @@ def evaluate(
         sampler = gpme_sampler(
             case, scale.test_functions, t_grid=t, x_grid=x, param_range=(value, value)
         )
-        batch = sampler(torch.Generator().manual_seed(offset_seed(context.seed, 1000 + index)))
+        batch = sampler(problems.generator(offset_seed(context.seed, 1000 + index)))
         params = batch[4].to(F64)
         exact = sampler.exact(params)
         mass = true_mass(case, t, params)
