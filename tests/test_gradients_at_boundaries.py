@@ -156,3 +156,29 @@ def test_nonnegativity_beside_a_zero_variance_has_finite_gradients():
     torch.testing.assert_close(v.grad[moving], expected, rtol=1e-6, atol=1e-6)
     expected = central_differences(lambda x: scalar(x, variance), mean, h=1e-5)
     torch.testing.assert_close(m.grad, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [6, 10])
+def test_nonnegativity_after_three_exact_rows_has_the_gradient_of_central_differences(seed):
+    """Three exact rows then non-negativity on the dense route: the posterior covariance read
+    through its square root, whose SVD backward is NaN where its singular values are all 1.
+    The gradients are those of central differences (the active set does not change nearby)."""
+    gen = torch.Generator().manual_seed(seed)
+    mean = torch.randn(2, 8, generator=gen, dtype=F64)
+    variance = torch.rand(2, 8, generator=gen, dtype=F64) + 0.1
+    G = torch.rand(3, 8, generator=gen, dtype=F64)
+    constraints = (LinearConstraint(G, torch.ones(3, dtype=F64)), NonNegative())
+
+    def scalar(m, v):
+        out = constraints[1](constraints[0](Gaussian(m, v)))
+        return out.mean.square().sum() + out.variance().sum()
+
+    m, v = mean.clone().requires_grad_(), variance.clone().requires_grad_()
+    scalar(m, v).backward()
+    assert torch.isfinite(m.grad).all() and torch.isfinite(v.grad).all()
+    torch.testing.assert_close(
+        v.grad, central_differences(lambda x: scalar(mean, x), variance), rtol=1e-6, atol=1e-7
+    )
+    torch.testing.assert_close(
+        m.grad, central_differences(lambda x: scalar(x, variance), mean), rtol=1e-6, atol=1e-7
+    )

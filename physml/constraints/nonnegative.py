@@ -89,7 +89,9 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
     variances, which can exceed the posterior's own many times over; conditioning on pinned
     points amplifies that further, and the result, scaled to its own variances, could no longer
     be told from an indefinite matrix. ``R`` clamps those round-off directions to zero and
-    refuses a ``B − FFᵀ`` that is indefinite beyond its storage round-off.
+    refuses a ``B − FFᵀ`` that is indefinite beyond its storage round-off. Its gradient is
+    that of ``B − FFᵀ``, which ``R Rᵀ`` is up to round-off: ``R``'s own backward goes through
+    an SVD whose singular values, all 1 after several exact rows, make it NaN.
     """
     if not isinstance(cov, LowRankCovariance):
         return cov.to(F64).reshape(-1, n, n)
@@ -101,7 +103,11 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
         root = metrics.low_rank_noise(cov, unit, eps).movedim(0, -1)  # columns R e_i
     except ValueError as error:
         raise ConstraintError(f"NonNegative: the Gaussian's {error}") from None
-    return (root @ root.mT).reshape(-1, n, n)
+    dense = root @ root.mT
+    if torch.is_grad_enabled() and (cov.base.requires_grad or cov.factor.requires_grad):
+        exact = cov.dense().to(F64)  # the value R Rᵀ rounds, with its finite slope
+        dense = dense.detach() + (exact - exact.detach())
+    return dense.reshape(-1, n, n)
 
 
 def _storage_eps(output: Gaussian) -> float:
