@@ -53,7 +53,7 @@ from pdes.checks import non_negative, positive
 from .._checks import as_tensor, integers
 from ..errors import ConstraintError, user_stacklevel
 from ..metrics import asymmetry_tolerance, stored_eps
-from ..outputs import Ensemble, Gaussian, LowRankCovariance
+from ..outputs import Ensemble, Gaussian, LowRankCovariance, safe_sqrt
 from .base import Constraint, fingerprint
 
 Value = TypeVar("Value")
@@ -847,9 +847,14 @@ def _whitened_update(
     k)`` the covariance loses. A pivot ``R_ii²`` at or below ``(16 n eps)²`` of its own column's
     ``|D^½ G_i|² + σ²`` (no variance along a row beyond the rows before it; QR's round-off
     leaves a dependent column's pivot a few ``n eps`` of its norm, not zero) raises: rows of
-    very different scales are judged each on its own."""
+    very different scales are judged each on its own. A variance of exactly 0 passes a
+    gradient of 0 through ``D^½`` (:func:`~physml.outputs.safe_sqrt`: the posterior mean and
+    covariance are even in ``D^½``, so their slope in it is 0 there) where a plain ``sqrt``
+    gives inf, and NaN beside a zero slope upstream (a head ``σ²`` at ``σ = 0``): its gradient
+    is only what reaches it outside this update (the posterior's base ``D``), not the update's
+    one-sided slope in ``D``; positive variances get the exact gradient."""
     k, n = G.shape
-    root = variance.sqrt()[..., None]
+    root = safe_sqrt(variance).copysign(variance)[..., None]  # sqrt(-0.0) is -0.0
     rows = root * G.T
     if noise:
         sigma = noise * torch.eye(k, dtype=F64, device=G.device).expand(*rows.shape[:-2], k, k)

@@ -36,7 +36,7 @@ import torch
 
 from .. import metrics
 from ..errors import ConstraintError
-from ..outputs import Ensemble, Gaussian, LowRankCovariance
+from ..outputs import Ensemble, Gaussian, LowRankCovariance, safe_sqrt
 from .base import Constraint
 from .linear import LinearConstraint
 
@@ -89,7 +89,9 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
     variances, which can exceed the posterior's own many times over; conditioning on pinned
     points amplifies that further, and the result, scaled to its own variances, could no longer
     be told from an indefinite matrix. ``R`` clamps those round-off directions to zero and
-    refuses a ``B − FFᵀ`` that is indefinite beyond its storage round-off.
+    refuses a ``B − FFᵀ`` that is indefinite beyond its storage round-off. Its gradient is
+    that of ``B − FFᵀ``, which ``R Rᵀ`` is up to round-off: ``R``'s own backward goes through
+    an SVD whose singular values, all 1 after several exact rows, make it NaN.
     """
     if not isinstance(cov, LowRankCovariance):
         return cov.to(F64).reshape(-1, n, n)
@@ -101,7 +103,11 @@ def _dense_float64(cov: torch.Tensor | LowRankCovariance, n: int) -> torch.Tenso
         root = metrics.low_rank_noise(cov, unit, eps).movedim(0, -1)  # columns R e_i
     except ValueError as error:
         raise ConstraintError(f"NonNegative: the Gaussian's {error}") from None
-    return (root @ root.mT).reshape(-1, n, n)
+    dense = root @ root.mT
+    if torch.is_grad_enabled() and (cov.base.requires_grad or cov.factor.requires_grad):
+        exact = cov.dense().to(F64)  # the value R Rᵀ rounds, with its finite slope
+        dense = dense.detach() + (exact - exact.detach())
+    return dense.reshape(-1, n, n)
 
 
 def _storage_eps(output: Gaussian) -> float:
@@ -349,11 +355,14 @@ def _one_row_posterior(
     one round at a time reaches the same set (for ``w >= 0`` the multiplier only grows), so this
     is the iterative route's answer without its rounds. Slices without a negative mean are
     returned as they are. A total negative only by the rounding of a mean stored to ``eps``
-    (:data:`ROUNDED_TOTAL`) counts as zero.
+    (:data:`ROUNDED_TOTAL`) counts as zero. Gradients stay finite at the boundaries: a point
+    with ``D = 0`` passes none through its weight ``f / D`` (held at 0), and a slice whose
+    points are all pinned (total 0) none through the new factor's zero norm.
     """
     variance = cov.base.to(F64).expand(mean.shape)
     factor = cov.factor[..., 0].to(F64).expand(mean.shape)
     w = factor / variance.clamp_min(torch.finfo(F64).tiny)  # zero where f is (D = 0: f = 0)
+    w = torch.where(variance > 0, w, w.detach())  # no 1 / tiny slope into f where D = 0
     tolerance = max(DEGENERATE, 4 * torch.finfo(cov.factor.dtype).eps)
     along = (factor * w).sum(-1)  # Σ f² / D: 1 where the row is held exactly
     w = w * w.sum(-1, keepdim=True).sign()  # a row is defined up to its sign
@@ -377,7 +386,7 @@ def _one_row_posterior(
     pinned = (new == 0) & ((mean != 0) | (raised & (variance * w > 0)))
     new_variance = variance.masked_fill(pinned, 0.0)
     pulled = new_variance * w
-    norm = (pulled * w).sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(F64).tiny)
+    norm = safe_sqrt((pulled * w).sum(-1, keepdim=True)).clamp_min(torch.finfo(F64).tiny)
     new_factor = torch.where(moves, pulled / norm, factor)
     miss = ((new * w).sum(-1) - total).abs()
     if bool((miss > ROW_TOLERANCE * size.clamp_min(torch.finfo(F64).tiny)).any()):
