@@ -306,9 +306,11 @@ def best_time(function: Callable[[], object], repeats: int = 3, min_seconds: flo
 
 
 def _format(value: object) -> str:
-    """A table cell: floats to 3 significant digits, ``None`` empty (as a missing column), and
-    ``|`` escaped so that a text cannot add a column."""
-    if value is None:
+    """A table cell: floats to 3 significant digits; ``None`` and a float that is not finite (an
+    unknown ``train_s``: NaN) empty, as a missing column and as the record's JSON keeps them
+    (``null``), so that a live run's table is the one its record renders; ``|`` escaped so that
+    a text cannot add a column."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
         return f"{value:.3g}"

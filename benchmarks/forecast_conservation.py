@@ -79,7 +79,7 @@ members' standard deviation per pixel (mean over windows and lead times): whethe
 says where the error is, which a covariance update needs to beat a uniform projection.
 `-nonneg` rows: `NonNegative(keep=...)` after the method (each member's mass kept); a row with
 `error` could not be made non-negative (a member with negative total mass). `train_s`: CPU
-seconds of the family's training (all members); nan (unknown) where a member reloaded from its
+seconds of the family's training (all members); empty (unknown) where a member reloaded from its
 finished run left no record of its cost.
 """
 

@@ -1,7 +1,16 @@
 """The ``physml`` command line: generate, merge, convert, train, evaluate, run, demo, bench and
-list."""
+list. Run as ``python -m physml.cli``, it hands over to the ``physml`` entry
+(``physml.__main__``) before it loads torch, so that a Ctrl-C while it loads ends it with one
+line, as ``physml`` and ``python -m physml`` do."""
 
 from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":  # the entry imports this module under its guard, then runs it
+    from physml.__main__ import main as _entry
+
+    sys.exit(_entry())
 
 import argparse
 import ast
@@ -12,7 +21,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -1010,7 +1018,3 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(format_list())
         return 0
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

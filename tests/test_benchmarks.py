@@ -1157,7 +1157,23 @@ def test_results_are_strict_json_and_their_tables_keep_their_columns(tmp_path):
     assert written["rows"] == [{"case": "a|b", "method": None, "value": None, "curve": [1.0, None]}]
     assert math.isnan(result["rows"][0]["value"])  # the caller keeps its numbers
     table = (tmp_path / "probe.md").read_text().splitlines()[-1]
-    assert table == "| a\\|b |  | nan |"
+    assert table == "| a\\|b |  |  |"  # NaN empty, as its record keeps it (null)
+
+
+@pytest.mark.parametrize("unknown", [math.nan, None, math.inf, -math.inf])
+def test_an_unknown_train_s_is_an_empty_cell_live_and_rendered_again_from_json(unknown):
+    """A live run's row (an unknown training time: NaN or None) and the row its strict-JSON
+    record gives back render the same table: an empty cell."""
+    from physml.io import strict_json
+
+    common = load_benchmark("common")
+    live = {"benchmark": "probe", "command": "python probe.py", "seed": 0, "machine": "m"}
+    live |= {"torch": "2", "wall_s": 1.0, "date": "2026-12-08"}
+    live["rows"] = [{"method": "fno", "train_s": unknown, "rel_l2": 0.25}]
+    columns = ("method", "train_s", "rel_l2")
+    table = common.render_markdown(live, columns)
+    assert table.splitlines()[-1] == "| fno |  | 0.25 |"
+    assert common.render_markdown(json.loads(strict_json(live)), columns) == table
 
 
 def test_results_refuse_extra_keys_that_would_overwrite_the_record(tmp_path):

@@ -5,6 +5,7 @@ otherwise it is the command line's own ``main``."""
 from __future__ import annotations
 
 import builtins
+import os
 import signal
 import subprocess
 import sys
@@ -160,6 +161,30 @@ def test_a_ctrl_c_while_torch_loads_in_a_fresh_process_ends_with_one_line():
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "\nphysml: interrupted\n")
+
+
+def test_python_m_physml_cli_loads_under_the_entry_s_guard(tmp_path):
+    """``python -m physml.cli`` runs the module's body as ``__main__``: a Ctrl-C while it loads
+    torch ends it with the entry's one line, as ``physml`` and ``python -m physml`` do."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Interrupted:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupted())\n"
+    )
+    paths = [str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "physml.cli", "list"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "\nphysml: interrupted\n")
 

@@ -752,6 +752,51 @@ def test_a_float16_slice_below_its_precision_is_refused_beside_a_larger_slice():
         LinearConstraint(G, torch.tensor([[8.0], [1e-6]], dtype=F64))(batch)
 
 
+def float16_miss(answer: float, points: int, target: float, where: str) -> str:
+    """The error of a float16 slice whose ``points`` values the exact update sets to
+    ``answer`` each (the rows' total ``target``): each rounded to float16, the total missed by
+    ``|points · half(answer) − target|`` of the scale ``answer · points + target``."""
+    rounded = torch.tensor(answer, dtype=F64).half().double().item()
+    relative = abs(points * rounded - target) / (answer * points + target)
+    return (
+        f"rounded to torch.float16, the constrained field misses G u = b by {relative:.3g} of "
+        f"its scale{where}, beyond the dtype's round-off 0.000977: its values (largest "
+        f"{answer:.3g}) lose their precision below 6.1e-05, its smallest normal number; compute "
+        "it in float32 or rescale the field"
+    )
+
+
+def test_a_float16_miss_names_the_one_slice_below_its_precision():
+    """A batch ``(2, 3, 8)`` of ones asked for totals of 8 (met exactly in float16) but for
+    slice ``(1, 2)``: 3e-7 asked for 1e-6, whose answer 1.25e-7 is subnormal in float16. Only
+    that slice misses, and the error names it as the residual check names a slice."""
+    G = torch.ones(1, 8, dtype=F64)
+    batch = torch.ones(2, 3, 8, dtype=torch.float16)
+    batch[1, 2] = 3e-7
+    b = torch.full((2, 3, 1), 8.0, dtype=F64)
+    b[1, 2] = 1e-6
+    with pytest.raises(ConstraintError) as refusal:
+        LinearConstraint(G, b)(batch)
+    assert str(refusal.value) == float16_miss(1.25e-7, 8, 1e-6, " at leading index (1, 2)")
+
+
+def test_a_float16_ensemble_miss_names_the_member_and_slice_below_its_precision():
+    """Members ``(3, 2, 8)`` projected each on its own (the total of the first 4 points = b):
+    slice 0 of ones asked for 4 (met exactly); in slice 1, 3e-7 on those points asked for 1e-6,
+    whose answer 2.5e-7 is subnormal in float16. Members 0 and 1 hold a 1 at the last point,
+    where the row does not reach: their slice's scale is 4, far above their miss; member 2 holds
+    only the small values and misses. The error names member 2, slice (1,)."""
+    G = torch.tensor([[1.0] * 4 + [0.0] * 4], dtype=F64)
+    members = torch.zeros(3, 2, 8, dtype=torch.float16)
+    members[:, 0, :4] = 1.0
+    members[:, 1, :4] = 3e-7
+    members[:2, 1, 7] = 1.0
+    b = torch.tensor([[4.0], [1e-6]], dtype=F64)
+    with pytest.raises(ConstraintError) as refusal:
+        LinearConstraint(G, b, projection="euclidean")(Ensemble(members))
+    assert str(refusal.value) == float16_miss(2.5e-7, 4, 1e-6, " at member 2, slice (1,)")
+
+
 EMPTY_PATHS = {
     "tensor": lambda G, b, u: LinearConstraint(G, b)(u),
     "tensor-float16": lambda G, b, u: LinearConstraint(G, b)(u.half()),

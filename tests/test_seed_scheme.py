@@ -518,6 +518,108 @@ def test_physml_generate_advises_the_flags_of_the_old_scheme(tmp_path, capsys, m
     assert load(index).attrs["seed_scheme"] == OLD
 
 
+def old_shards_beside(index):
+    """Shards 0 and 2 of 3 of an old dataset (seed 3, n 6, no scheme recorded)."""
+    for shard in (0, 2):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+        as_earlier(shards_of(index)[shard])
+
+
+@pytest.mark.parametrize(
+    ("hint", "advice"),
+    [
+        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
+        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
+    ],
+)
+def test_a_shard_file_of_another_dataset_is_replaced_in_its_shards_scheme(tmp_path, hint, advice):
+    index = tmp_path / "ds.h5"
+    old_shards_beside(index)
+    stray = shards_of(index)[1]
+    with pytest.raises(IndexNotWritten):
+        make(index, shard=1, num_shards=3, seed=4)  # another dataset, so the default scheme
+    with pytest.raises(FileExistsError) as refusal:
+        make(index, shard=1, num_shards=3, overwrite_hint=hint)
+    assert str(refusal.value) == (
+        f"out: {str(stray)!r} already exists and holds another dataset (seed was 4, now 3); "
+        f"pass {advice} to replace it"
+    )
+    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
+    assert load(index).attrs["seed_scheme"] == OLD
+
+
+@pytest.mark.parametrize(
+    ("hint", "advice"),
+    [
+        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
+        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
+    ],
+)
+def test_a_shard_run_of_other_settings_is_replaced_in_its_shards_scheme(tmp_path, hint, advice):
+    index = tmp_path / "ds.h5"
+    old_shards_beside(index)
+    with pytest.raises(KeyboardInterrupt):  # chunk 1: other settings, under the shards' scheme
+        make(index, shard=1, num_shards=3, chunk=1, on_chunk=stop_after_one_chunk)
+    partial = shards_of(index)[1].with_name(shards_of(index)[1].name + ".partial")
+    with pytest.raises(FileExistsError) as refusal:
+        make(index, shard=1, num_shards=3, overwrite_hint=hint)
+    assert str(refusal.value) == (
+        f"cannot resume {partial}/: chunk was 1, now 2 (an unfinished run with different "
+        f"settings; remove the folder or pass {advice})"
+    )
+    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
+    assert load(index).attrs["seed_scheme"] == OLD and not partial.exists()
+
+
+def test_physml_generate_advises_the_flags_to_replace_a_shard_in_its_shards_scheme(
+    tmp_path, capsys, monkeypatch
+):
+    from physml.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    old_shards_beside(tmp_path / "ds.h5")
+    args = ["generate", "toy", "--n", "6", "--seed", "3", "--out", "ds.h5", "--quiet"]
+    args += ["--chunk", "2", "--num-shards", "3", "--shard", "1"]
+    assert main([*args, "--seed", "4"]) == 2  # another dataset: no index
+    capsys.readouterr()
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        "physml generate: error: out: 'ds.shard-001-of-003.h5' already exists and holds another "
+        "dataset (seed was 4, now 3); pass --overwrite --seed-scheme torch-manual-seed to "
+        "replace it\n"
+    )
+    assert main([*args, "--overwrite", "--seed-scheme", OLD]) == 0
+    assert load(tmp_path / "ds.h5").attrs["seed_scheme"] == OLD
+
+
+def test_a_shard_whose_plain_overwrite_keeps_its_shards_scheme_is_advised_the_plain_flag(
+    tmp_path, monkeypatch
+):
+    index = tmp_path / "ds.h5"
+    old_shards_beside(index)
+    monkeypatch.setenv("PHYSML_SEED_SCHEME", OLD)  # overwrite draws under the old scheme too
+    with pytest.raises(IndexNotWritten):
+        make(index, shard=1, num_shards=3, seed=4)
+    with pytest.raises(FileExistsError, match=r"now 3\); pass overwrite=True to replace it$"):
+        make(index, shard=1, num_shards=3)
+
+
+def test_a_single_file_of_another_old_dataset_is_replaced_by_the_plain_flag(tmp_path):
+    out = make(tmp_path / "toy.h5", seed_scheme=OLD)
+    as_earlier(out)
+    with pytest.raises(FileExistsError) as refusal:
+        make(out, seed=4)  # a new dataset: the default scheme is the one asked for
+    assert str(refusal.value) == (
+        f"out: {str(out)!r} already exists and holds another dataset (seed was 3, now 4); pass "
+        "overwrite=True to replace it"
+    )
+    partial = old_work_folder(tmp_path / "run.h5", chunk=1)
+    with pytest.raises(FileExistsError, match=r"or pass overwrite=True\)$"):
+        make(tmp_path / "run.h5")
+    make(tmp_path / "run.h5", overwrite=True)
+    assert load(tmp_path / "run.h5").attrs["seed_scheme"] == NEW and not partial.exists()
+
+
 def test_shards_of_the_default_scheme_that_disagree_are_advised_as_before(tmp_path):
     index = tmp_path / "ds.h5"
     make(index, shard=0, num_shards=2)

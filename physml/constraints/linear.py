@@ -358,14 +358,18 @@ class LinearConstraint(Constraint):
         return torch.tensor(self.channels, device=like.device)
 
     def _unflat(
-        self, new: torch.Tensor, field: torch.Tensor, b: torch.Tensor | None = None
+        self,
+        new: torch.Tensor,
+        field: torch.Tensor,
+        b: torch.Tensor | None = None,
+        ensemble: bool = False,
     ) -> torch.Tensor:
         """Put the updated ``(..., n)`` values back into a field shaped and typed like ``field``
         (a 16-bit ``field`` checked to hold them: :meth:`_check_rounded`; ``b``: the rows' target
-        after an exact update)."""
+        after an exact update; ``ensemble``: ``field``'s first axis holds the members)."""
         rounded = new.to(field.dtype)
         if torch.finfo(field.dtype).bits < 32:
-            self._check_rounded(new, rounded, b)
+            self._check_rounded(new, rounded, b, ensemble)
         new = rounded
         if self.channels is not None:
             flat = field.flatten(field.ndim - len(self.space))
@@ -479,14 +483,19 @@ class LinearConstraint(Constraint):
         return projector
 
     def _check_rounded(
-        self, u: torch.Tensor, rounded: torch.Tensor, b: torch.Tensor | None = None
+        self,
+        u: torch.Tensor,
+        rounded: torch.Tensor,
+        b: torch.Tensor | None = None,
+        ensemble: bool = False,
     ) -> None:
         """The field ``u`` ``(..., n)`` float64 as returned, ``rounded`` to a 16-bit dtype: finite
         there, and with the target ``b`` of an exact update, every slice still meeting the rows
         to that dtype's round-off (``eps`` of its own ``max|u| · max_i Σ_j |G_ij| + max|b|``, not
         the batch's, which would let a larger slice cover another's miss; rounding each value to
         nearest costs at most half of it, unless values fall below the smallest normal number,
-        where the dtype has no relative precision left)."""
+        where the dtype has no relative precision left). A miss names the slice that misses
+        most (``ensemble``: ``u``'s first axis holds the members, as errors name them)."""
         if not u.numel():  # an empty batch: nothing to round
             return
         info = torch.finfo(rounded.dtype)
@@ -502,12 +511,14 @@ class LinearConstraint(Constraint):
         largest = _largest(u)  # (...): every slice judged on its own values and target
         miss = (rounded.to(F64) @ G.T - b).abs().amax(-1)
         scale = (largest * rowsum + b.abs().amax(-1)).clamp_min(TINY)
-        relative = (miss / scale).flatten()
+        relative = miss / scale
+        shape, relative = relative.shape, relative.flatten()
         at = int(relative.argmax())
         if relative[at].item() > info.eps:
             raise ConstraintError(
                 f"rounded to {rounded.dtype}, the constrained field misses G u = b by "
-                f"{relative[at].item():.3g} of its scale, beyond the dtype's round-off "
+                f"{relative[at].item():.3g} of its scale{_slice_named(at, shape, ensemble)}, "
+                "beyond the dtype's round-off "
                 f"{info.eps:.3g}: its values (largest "
                 f"{largest.expand(miss.shape).flatten()[at].item():.3g}) lose their precision "
                 f"below {info.tiny:.3g}, its smallest normal number; compute it in float32 or "
@@ -617,10 +628,7 @@ class LinearConstraint(Constraint):
             return
         shape = worst.shape
         at = int(torch.where(worst.isnan(), math.inf, worst).flatten().argmax())
-        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(at), shape))
-        where = f" at leading index {index}" if index else ""
-        if ensemble:  # the first leading index is the member
-            where = f" at member {index[0]}" + (f", slice {index[1:]}" if index[1:] else "")
+        where = _slice_named(at, shape, ensemble)
         pick = [t.expand(shape).flatten()[at].item() for t in (plain, equilibrated, scale)]
         after = _largest(u).expand(shape).flatten()[at].item()
         condition = torch.linalg.cond(G).item()
@@ -779,7 +787,7 @@ class LinearConstraint(Constraint):
             projector = self._matrices(samples.device)[1]
             new = X - (X @ G.T - b) @ projector.T
             self._check_update(G, new.detach(), b, X, euclidean=True, ensemble=True)
-            return Ensemble(self._unflat(new, samples, b))
+            return Ensemble(self._unflat(new, samples, b, ensemble=True))
         members, k = X.shape[0], G.shape[0]
         if math.isinf((members - 1) * self.noise**2):
             raise ConstraintError(
@@ -793,7 +801,7 @@ class LinearConstraint(Constraint):
             if new is not None:  # the members span the row: the update meets it
                 self._check_update(G, new.detach(), b, X, ensemble=True)
                 self._warn_if_collapsed(members, k)
-                return Ensemble(self._unflat(new, samples, met))
+                return Ensemble(self._unflat(new, samples, met, ensemble=True))
         GX = X @ G.T  # (member, ..., k)
         # the centred members A, not X: members that agree closely on a total they all miss
         # would otherwise lose the update to cancellation (Σ_m GX_m is not 0 in floating point)
@@ -817,7 +825,7 @@ class LinearConstraint(Constraint):
             new = _update(X, A, GA, mismatch, CG, noisy, L, self.noise, G, b, rowsum)
             self._check_update(G, new.detach(), b, X, ensemble=True)
             self._warn_if_collapsed(members, k)
-            return Ensemble(self._unflat(new, samples, met))
+            return Ensemble(self._unflat(new, samples, met, ensemble=True))
         variance = A.square().sum(0).mean(-1) / (members - 1)  # (...,) mean variance per slice
         gamma = torch.where(variance > 0, self.jitter * variance, torch.ones_like(variance))
         varying = _jitter_support(A, G)
@@ -830,7 +838,19 @@ class LinearConstraint(Constraint):
         L = _cholesky(S, G)
         new = _update(X, A, GA, mismatch, CG, S, L, self.noise, G, b, rowsum)
         self._check_update(G, new.detach(), b, X, ensemble=True)
-        return Ensemble(self._unflat(new, samples, met))
+        return Ensemble(self._unflat(new, samples, met, ensemble=True))
+
+
+def _slice_named(at: int, shape: torch.Size, ensemble: bool = False) -> str:
+    """Where an error points, after a space: the slice at the flat index ``at`` of ``shape``
+    (the field's leading axes) as ``at leading index (i, j)``, or ``at member m, slice (i,)``
+    when the first leading axis holds an ensemble's members; empty for a single field."""
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(at), shape))
+    if not index:
+        return ""
+    if ensemble:  # the first leading index is the member
+        return f" at member {index[0]}" + (f", slice {index[1:]}" if index[1:] else "")
+    return f" at leading index {index}"
 
 
 def _whitened_update(

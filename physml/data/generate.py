@@ -51,6 +51,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -488,12 +489,15 @@ def _manifest_differences(previous: dict, current: dict) -> list[str]:
     ]
 
 
-def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool, overwrite_hint: str) -> None:
+def _prepare_workdir(
+    workdir: Path, manifest: dict, overwrite: bool, replace: Callable[[], str]
+) -> None:
     """Create the work folder, or check that the unfinished run in it had exactly these settings.
 
     A resume with any other setting would mix chunks of two runs (another chunk size, for one,
     starts its chunks at other indices and loses or doubles samples), so it is refused before
-    anything is solved or written, naming each difference; ``overwrite`` discards the old run.
+    anything is solved or written, naming each difference and how to pass ``overwrite`` (as
+    ``replace()`` says), which discards the old run.
     """
     manifest_file = workdir / "manifest.json"
     if workdir.exists():
@@ -506,7 +510,7 @@ def _prepare_workdir(workdir: Path, manifest: dict, overwrite: bool, overwrite_h
             if not overwrite:
                 raise FileExistsError(
                     f"cannot resume {workdir}/: " + "; ".join(differences) + " (an unfinished "
-                    f"run with different settings; remove the folder or pass {overwrite_hint})"
+                    f"run with different settings; remove the folder or pass {replace()})"
                 )
             shutil.rmtree(workdir)
     workdir.mkdir(exist_ok=True)
@@ -543,19 +547,45 @@ def _chosen_scheme(
         same_run = not _manifest_differences(previous, as_begun)
         if same_run or not overwrite:  # resumed, or refused naming only what else differs
             return seed_scheme_of(previous)
-    if manifest["num_shards"] > 1 and not overwrite:
-        dataset = ("format", "pde", "n", "seed", "settings")
-        workdir = final.with_name(final.name + ".partial")
-        begun = [_written(path) for path in shards_beside(out) if path != final]
-        begun += [_previous_manifest(path) for path in _work_folders_beside(out) if path != workdir]
-        schemes = {
-            seed_scheme_of(other)
-            for other in begun
-            if other is not None and all(other.get(key) == manifest[key] for key in dataset)
-        }
-        if len(schemes) == 1:
-            return schemes.pop()
+    if not overwrite:
+        scheme = _other_shards_scheme(manifest, final, out)
+        if scheme is not None:
+            return scheme
     return problems.active_seed_scheme()
+
+
+def _other_shards_scheme(manifest: dict, final: Path, out: Path) -> str | None:
+    """The seed scheme that the other shards beside ``out`` of the dataset ``manifest`` asks
+    for (same recipe, n, seed and settings; their files or the work folders of their unfinished
+    runs) agree on; ``None`` where there are none or they do not agree, or for one file."""
+    if manifest["num_shards"] == 1:
+        return None
+    dataset = ("format", "pde", "n", "seed", "settings")
+    workdir = final.with_name(final.name + ".partial")
+    begun = [_written(path) for path in shards_beside(out) if path != final]
+    begun += [_previous_manifest(path) for path in _work_folders_beside(out) if path != workdir]
+    schemes = {
+        seed_scheme_of(other)
+        for other in begun
+        if other is not None and all(other.get(key) == manifest[key] for key in dataset)
+    }
+    return schemes.pop() if len(schemes) == 1 else None
+
+
+def _replacing(
+    overwrite_hint: str, seed_scheme: str | None, manifest: dict, final: Path, out: Path
+) -> str:
+    """How to pass ``overwrite`` to replace what ``final`` (or its work folder) holds by the
+    dataset ``manifest`` asks for: ``overwrite_hint``, with the seed scheme of the other shards
+    beside ``out`` named too where ``overwrite`` alone would draw this shard under another one
+    (the index would refuse it). A scheme the caller named (``seed_scheme``) is kept by the
+    rerun, and a dataset of one file replaced is a new one: there the plain flag is right."""
+    if seed_scheme is not None:
+        return overwrite_hint
+    needed = _other_shards_scheme(manifest, final, out)
+    if needed is None or needed == _chosen_scheme(None, manifest, final, out, overwrite=True):
+        return overwrite_hint
+    return _with_scheme(overwrite_hint, needed)
 
 
 def _chunk_file(workdir: Path, start: int) -> Path:
@@ -746,11 +776,15 @@ def _in_scheme(overwrite_hint: str, manifest: Mapping) -> str:
     """How to pass ``overwrite`` to generate a file of the dataset ``manifest`` again: as
     ``overwrite_hint`` says, and with its seed scheme named where it is not the default (a file
     replaced draws under the active scheme, the default unless ``PHYSML_SEED_SCHEME`` says
-    otherwise), as a flag after a flag (``--overwrite --seed-scheme torch-manual-seed``), else
-    as an argument (``overwrite=True, seed_scheme='torch-manual-seed'``)."""
+    otherwise), as :func:`_with_scheme` writes it."""
     scheme = seed_scheme_of(manifest)
-    if scheme == SEED_SCHEME:
-        return overwrite_hint
+    return overwrite_hint if scheme == SEED_SCHEME else _with_scheme(overwrite_hint, scheme)
+
+
+def _with_scheme(overwrite_hint: str, scheme: str) -> str:
+    """``overwrite_hint`` and the seed scheme ``scheme`` in the same form: a flag after a flag
+    (``--overwrite --seed-scheme torch-manual-seed``), else an argument (``overwrite=True,
+    seed_scheme='torch-manual-seed'``)."""
     if overwrite_hint.startswith("--"):
         return f"{overwrite_hint} --seed-scheme {scheme}"
     return f"{overwrite_hint}, seed_scheme={scheme!r}"
@@ -833,7 +867,8 @@ def generate_dataset(
         overwrite_hint: how the refusals tell to pass ``overwrite`` (physml's command line:
             ``--overwrite``); advice to generate a file of a dataset not in the default seed
             scheme again names its scheme too, in the same form (``--seed-scheme ...`` after a
-            flag, else ``seed_scheme=...``).
+            flag, else ``seed_scheme=...``), and so does advice to replace a shard whose other
+            shards agree on a scheme that ``overwrite`` alone would not draw it under.
         seed_scheme: how samples draw from their seeds, one of
             :data:`pdes.problems.SEED_SCHEMES`, recorded in the file and its work folder.
             ``None`` continues the dataset already begun: a file kept by a rerun and an
@@ -876,7 +911,8 @@ def generate_dataset(
                 if num_shards > 1 and not out_path.exists():
                     _write_index(out_path, num_shards, overwrite_hint)  # its run was stopped
                 return final
-        refusal = _holds_other(final, manifest, overwrite_hint)
+        replace = _replacing(overwrite_hint, seed_scheme, manifest, final, out_path)
+        refusal = _holds_other(final, manifest, replace)
         if removed:
             refusal = FileExistsError(
                 f"{refusal}; removed {str(workdir)!r}, the work folder of the run that wrote it "
@@ -893,7 +929,8 @@ def generate_dataset(
         fresh = not workdir.is_dir()
         if not fresh:
             remove_leftovers(workdir, "chunk-*", pattern=True)
-        _prepare_workdir(workdir, manifest, overwrite, overwrite_hint)
+        replace = partial(_replacing, overwrite_hint, seed_scheme, manifest, final, out_path)
+        _prepare_workdir(workdir, manifest, overwrite, replace)
         try:
             return _generate_locked(
                 problem,
