@@ -57,6 +57,8 @@ from common import (  # noqa: E402
     write_results,
 )
 
+from pdes.problems import active_seed_scheme  # noqa: E402
+from physml.data.generate import named_scheme, seed_scheme_of  # noqa: E402
 from physml.io import atomic_write_text, load_torch_file, save_torch_file  # noqa: E402
 from physml.metrics import mean_se  # noqa: E402
 from physml.tasks import boon  # noqa: E402
@@ -116,7 +118,9 @@ def forward_ms(result: boon.CaseResult, batch: int, quick: bool = False) -> dict
 
 
 class Progress:
-    """The finished runs of one size, kept in a JSON file written atomically after each run."""
+    """The finished runs of one size, kept in a JSON file written atomically after each run; a
+    run is read back for the same budget and seed scheme only (``seed_scheme`` as
+    :func:`~physml.data.generate.named_scheme` records it: none for ``"torch-manual-seed"``)."""
 
     def __init__(self, path: Path, size: str) -> None:
         self.path, self.size = path, size
@@ -133,10 +137,13 @@ class Progress:
 
     def get(self, case: str, method: str, seed: int, plan: boon.Budget) -> dict | None:
         run = self.runs.get(self.key(case, method, seed))
-        return run if run is not None and run["budget"] == repr(plan) else None
+        if run is None or run["budget"] != repr(plan):
+            return None
+        return run if seed_scheme_of(run) == active_seed_scheme() else None
 
     def put(self, case: str, method: str, seed: int, plan: boon.Budget, run: dict) -> None:
-        self.runs[self.key(case, method, seed)] = {**run, "budget": repr(plan)}
+        drawn = named_scheme(active_seed_scheme())
+        self.runs[self.key(case, method, seed)] = {**run, "budget": repr(plan), **drawn}
         text = json.dumps({"size": self.size, "runs": self.runs})
         atomic_write_text(self.path, text)
 

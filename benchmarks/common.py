@@ -194,6 +194,17 @@ def work_folder(
     return work
 
 
+def drawn_setup(setup: dict) -> dict:
+    """``setup`` with the seed scheme the run's samples draw under
+    (:func:`pdes.problems.active_seed_scheme`) as ``seed_scheme``, except ``"torch-manual-seed"``:
+    a ``--work`` folder kept before the scheme was recorded drew under that one, so it resumes
+    under it and is refused under another."""
+    from pdes.problems import active_seed_scheme
+    from physml.data.generate import named_scheme
+
+    return {**setup, **named_scheme(active_seed_scheme())}
+
+
 class WorkMismatch(ValueError):
     """A ``--work`` folder holding a run of another setup (one line by :func:`run_main`)."""
 

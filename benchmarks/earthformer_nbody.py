@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_out,
     check_same_setup,
+    drawn_setup,
     results_folder,
     run_main,
     seed_arg,
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "l1_weight": L1_WEIGHT,
             "reference": REFERENCE,
         }
-        setup = json.loads(json.dumps(setup))  # as it reads back from rows.json (lists)
+        setup = json.loads(json.dumps(drawn_setup(setup)))  # as read back from rows.json (lists)
         partial = work / "rows.json"
         finished = load_partial(partial, setup)
         train, test = datasets(scale, args.seed)

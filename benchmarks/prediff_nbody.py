@@ -45,6 +45,7 @@ from common import (  # noqa: E402
     arguments,
     check_same_setup,
     device_arg,
+    drawn_setup,
     names_arg,
     run_main,
     work_folder,
@@ -146,10 +147,11 @@ class OnDevice(nn.Module):
 
 
 class Stages:
-    """The work folder: each stage's cached JSON (checked against the run's setup by
-    :func:`~common.check_same_setup`), named ``prefix`` + its key. ``ledger`` records what this
-    process did with each stage (by that name): ``None`` computed it, a number read it (the time
-    the file was written, by an earlier run or a concurrent one)."""
+    """The work folder: each stage's cached JSON (checked against the run's setup, with its seed
+    scheme as :func:`~common.drawn_setup` names it, by :func:`~common.check_same_setup`), named
+    ``prefix`` + its key. ``ledger`` records what this process did with each stage (by that
+    name): ``None`` computed it, a number read it (the time the file was written, by an earlier
+    run or a concurrent one)."""
 
     def __init__(
         self,
@@ -159,7 +161,7 @@ class Stages:
         prefix: str = "",
     ) -> None:
         self.work = work
-        self.setup = json.loads(json.dumps(setup))  # as saved: tuples become lists
+        self.setup = json.loads(json.dumps(drawn_setup(setup)))  # as saved: tuples become lists
         self.ledger = {} if ledger is None else ledger
         self.prefix = prefix
         work.mkdir(parents=True, exist_ok=True)

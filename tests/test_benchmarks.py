@@ -296,6 +296,7 @@ def test_boon_quick_mode_meets_the_conditions_and_resumes(tmp_path):
     planted = {**result["runs"][0], "rel_l2": 123.0}
     assert planted["case"] == "heat-neumann" and planted["method"] == "fno"
     run = {"rows": [planted], "budget": repr(budget("heat-neumann", "quick"))}
+    run["seed_scheme"] = "seedsequence-mt19937"  # drawn under the default, as the script runs
     partial = {"size": "quick", "runs": {"heat-neumann|fno|0": run}}
     (tmp_path / ".boon-partial-quick.json").write_text(json.dumps(partial))
     args = [str(tmp_path), "--cases", "heat-neumann"]
@@ -1103,6 +1104,36 @@ def test_fno_coordinates_keeps_the_data_of_each_size_in_its_own_file(tmp_path):
         assert len(paths) == 4 and all(path.parent == tmp_path for path in paths)
 
 
+def test_fno_coordinates_draws_its_data_again_under_another_seed_scheme_only(tmp_path, monkeypatch):
+    from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+
+    coordinates = load_benchmark("fno_coordinates")
+    made, generate = [], coordinates.generate_dataset
+    monkeypatch.setattr(
+        coordinates, "generate_dataset", lambda *a, **k: made.append(a[1]) or generate(*a, **k)
+    )
+    options = {"nx": 9, "nt": 3}
+
+    def data(folder):
+        return coordinates.part_data("heat", folder, "heat", "train", 2, 0, options, True)
+
+    with seed_scheme(SEED_SCHEME):
+        default = data(tmp_path).u
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        manual = data(tmp_path).u
+        assert torch.equal(data(tmp_path).u, manual)
+    with seed_scheme(SEED_SCHEME):
+        assert torch.equal(data(tmp_path).u, default)
+    assert len(made) == 2 and not torch.equal(default, manual)
+    kept = coordinates.data_path(tmp_path / "kept", "heat", "train", 2, options)  # named before
+    kept.parent.mkdir()
+    made[0].rename(kept)
+    with seed_scheme(SEED_SCHEME):
+        assert torch.equal(data(kept.parent).u, default) and len(made) == 2
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        assert torch.equal(data(kept.parent).u, manual) and len(made) == 3
+
+
 @pytest.mark.parametrize(
     ("name", "arguments", "error"),
     [
@@ -1495,6 +1526,61 @@ def test_another_seed_on_an_nbody_work_folder_ends_in_one_line_naming_the_seed(
         "setup (setup.device None there, 'cuda' now; setup.scale.steps 2 there, 3 now; "
         "setup.seed 0 there, 1 now); remove the folder or choose another --work\n"
     )
+
+
+def test_an_nbody_work_folder_of_another_seed_scheme_is_refused_naming_it(
+    tmp_path, monkeypatch, capsys
+):
+    """earthformer_nbody's rows and prediff_nbody's stages record the seed scheme their data
+    drew under (none for "torch-manual-seed", as kept before): another scheme is refused."""
+    from pdes.problems import MANUAL_SEED_SCHEME, seed_scheme
+
+    bench = load_benchmark("earthformer_nbody")
+    common = sys.modules["common"]
+    monkeypatch.setattr(sys, "argv", ["probe.py"])
+    argv = ["--quick", "--methods", "persistence", "--out", str(tmp_path / "out")]
+    argv += ["--work", str(tmp_path / "work")]
+    assert bench.main(argv) == 0
+    capsys.readouterr()
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        assert common.run_main(lambda: bench.main(argv)) == 2
+    rows = tmp_path / "work" / "rows.json"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"probe.py: error: --work: {str(rows)!r} comes from a run with another setup "
+        "(setup.seed_scheme 'seedsequence-mt19937' there, None now); remove the folder or "
+        "choose another --work"
+    )
+    prediff = load_benchmark("prediff_nbody")
+    assert prediff.Stages(tmp_path, {"seed": 0}).cached("data", lambda: {"x": 1}) == {"x": 1}
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        assert common.run_main(lambda: prediff.Stages(tmp_path, {"seed": 0}).get("data")) == 2
+    assert "(setup.seed_scheme 'seedsequence-mt19937' there, None now)" in capsys.readouterr().err
+    kept = tmp_path / "kept"  # a stage kept before the scheme was recorded
+    kept.mkdir()
+    (kept / "data.json").write_text(json.dumps({"setup": {"seed": 0}, "result": {"x": 2}}))
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        assert prediff.Stages(kept, {"seed": 0}).get("data") == {"x": 2}
+    assert common.run_main(lambda: prediff.Stages(kept, {"seed": 0}).get("data")) == 2
+
+
+def test_boon_finished_runs_are_read_back_under_their_seed_scheme_only(tmp_path):
+    from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+
+    bench = load_benchmark("boon")
+    plan = bench.boon.budget("heat-neumann", "quick")
+    run = {"rows": [{"rel_l2": 1.0}]}
+    progress = bench.Progress(tmp_path / "partial.json", "quick")
+    progress.put("heat-neumann", "fno", 0, plan, run)  # under the default
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        progress.put("heat-neumann", "fno", 1, plan, run)
+    again = bench.Progress(tmp_path / "partial.json", "quick")
+    with seed_scheme(SEED_SCHEME):
+        assert again.get("heat-neumann", "fno", 0, plan)["rows"] == run["rows"]
+        assert again.get("heat-neumann", "fno", 1, plan) is None
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        assert again.get("heat-neumann", "fno", 0, plan) is None
+        assert again.get("heat-neumann", "fno", 1, plan)["rows"] == run["rows"]
+    assert "seed_scheme" not in again.runs["heat-neumann|fno|1"]  # as kept before: none named
 
 
 @pytest.mark.parametrize("method", ["persistence", "blank"])

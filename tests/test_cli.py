@@ -1143,11 +1143,16 @@ def test_index_groups_figures_by_task_folder_and_takes_the_first_matching_captio
 
 
 def test_index_states_the_run_settings_escaped(tmp_path):
+    from pdes.problems import seed_scheme
     from physml.tasks.report import write_index
 
     context = tasks.Context(out=tmp_path, size="full", seed=7, device="cpu<&>")
     text = write_index(tmp_path, [], [], context=context).read_text(encoding="utf-8")
     assert "size full, seed 7, device cpu&lt;&amp;&gt;, physml " in text
+    assert ", seed scheme seedsequence-mt19937</p>" in text
+    with seed_scheme("torch-manual-seed"):
+        text = write_index(tmp_path, [], [], context=context).read_text(encoding="utf-8")
+    assert ", seed scheme torch-manual-seed</p>" in text
     assert "seed" not in write_index(tmp_path, [], []).read_text(encoding="utf-8")
 
 

@@ -529,6 +529,22 @@ def test_case_data_is_cached_per_case_and_budget():
     assert boon.case_data("wave-neumann", small) is not data
 
 
+def test_case_data_is_cached_per_seed_scheme():
+    from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+
+    small = boon.Budget(2, 1, 17, 1)
+    with seed_scheme(SEED_SCHEME):
+        data = boon.case_data("burgers-dirichlet", small)
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        manual = boon.case_data("burgers-dirichlet", small)
+        drawn = boon.CASES["burgers-dirichlet"].build(small)  # drawn afresh under this scheme
+        assert boon.case_data("burgers-dirichlet", small) is manual
+    assert torch.equal(manual.train_x, drawn.train_x) and torch.equal(manual.test_y, drawn.test_y)
+    assert not torch.equal(manual.train_x, data.train_x)
+    with seed_scheme(SEED_SCHEME):
+        assert boon.case_data("burgers-dirichlet", small) is data
+
+
 def test_only_the_frequency_cases_hide_the_wall_forcing():
     varying = {name for name, case in boon.CASES.items() if case.varying}
     assert varying == {"stokes-varying-frequency", "stokes-varying-frequency-multistep"}

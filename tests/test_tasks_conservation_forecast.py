@@ -282,6 +282,50 @@ class _AddOne(nn.Module):
         return x + 1.0
 
 
+def test_data_drawn_under_another_seed_scheme_is_not_read_from_a_shared_folder(
+    tmp_path, monkeypatch
+):
+    from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+    from physml.data import generate_dataset, load
+
+    made = []
+
+    def counted(*args, **kwargs):
+        made.append(kwargs.get("seed_scheme"))
+        return generate_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(task.data, "generate_dataset", counted)
+    with seed_scheme(SEED_SCHEME):
+        default = task.generate("conserved", task.TOY, tmp_path, 0, quiet=True)
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        manual = task.generate("conserved", task.TOY, tmp_path, 0, quiet=True)
+        assert task.generate("conserved", task.TOY, tmp_path, 0, quiet=True) == manual
+    assert made == [SEED_SCHEME, MANUAL_SEED_SCHEME]  # the second call under each reuses
+    with seed_scheme(SEED_SCHEME):
+        assert task.generate("conserved", task.TOY, tmp_path, 0, quiet=True) == default
+    assert len(made) == 2
+    assert load(default).attrs["seed_scheme"] == SEED_SCHEME
+    assert load(manual).attrs.get("seed_scheme", MANUAL_SEED_SCHEME) == MANUAL_SEED_SCHEME
+    assert not torch.equal(load(default).u, load(manual).u)
+
+
+def test_data_kept_under_a_name_without_the_scheme_is_read_where_it_records_it(tmp_path):
+    from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+
+    (tmp_path / "drawn").mkdir()
+    with seed_scheme(SEED_SCHEME):
+        drawn = task.generate("conserved", task.TOY, tmp_path / "drawn", 0, quiet=True)
+    toy, count = task.TOY, task.TOY.train + task.TOY.validation + task.TOY.test
+    spec = f"{toy.nx}-nt{toy.nt}-t{toy.t_end:g}-n{count}-seed0"
+    kept = tmp_path / f"data-conserved-{spec}.h5"  # as named before the scheme was
+    drawn.rename(kept)
+    with seed_scheme(SEED_SCHEME):
+        assert task.generate("conserved", task.TOY, tmp_path, 0, quiet=True) == kept
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        manual = task.generate("conserved", task.TOY, tmp_path, 0, quiet=True)
+    assert manual != kept and manual.parent == tmp_path
+
+
 def test_data_of_another_seed_or_scale_is_not_read_from_a_shared_folder(tmp_path):
     from dataclasses import replace
 

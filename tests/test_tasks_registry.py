@@ -68,6 +68,17 @@ def test_run_label_and_settings_name_the_size_seed_device_and_utc_second(tmp_pat
     assert date.utcoffset() == timedelta(0)
 
 
+@pytest.mark.parametrize("scheme", ["seedsequence-mt19937", "torch-manual-seed"])
+def test_run_settings_and_saved_rows_name_the_active_seed_scheme(tmp_path, scheme):
+    from pdes.problems import seed_scheme
+
+    context = tasks.Context(out=tmp_path, seed=3)
+    with seed_scheme(scheme):
+        assert tasks.run_settings(context)["seed_scheme"] == scheme
+        path = tasks.save_rows(context, "a", [], wall_s=1.0)
+    assert json.loads(path.read_text())["settings"]["seed_scheme"] == scheme
+
+
 def test_saved_rows_hold_the_settings_wall_time_and_every_row(tmp_path):
     context = tasks.Context(out=tmp_path / "new", seed=3)
     rows = [tasks.Row("a", "c", "m", 1.5, "<= 2", True), tasks.Row("a", "c", "n", float("nan"))]

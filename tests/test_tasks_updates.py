@@ -412,6 +412,46 @@ def test_cached_pairs_are_solved_again_for_other_settings(tmp_path, monkeypatch)
     assert len(solved) == 3
 
 
+def test_cached_pairs_are_solved_again_under_another_seed_scheme_only(tmp_path, monkeypatch):
+    from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
+
+    path, problem = tmp_path / "pairs.pt", SMALL["heat"]
+    with seed_scheme(SEED_SCHEME):
+        first = task.cached_pairs(path, problem, 3, 0)
+    with seed_scheme(MANUAL_SEED_SCHEME):
+        manual = task.pairs(problem, 3, 0)
+    assert not torch.equal(manual.tensors[0], first.tensors[0])  # the schemes draw apart
+    solved = []
+    monkeypatch.setattr(task.data, "pairs", lambda *a: solved.append(a) or task.pairs(*a))
+    for scheme, expected, solves in (
+        (MANUAL_SEED_SCHEME, manual, 1),  # made under the default: not reused
+        (MANUAL_SEED_SCHEME, manual, 1),  # made under this one: reused
+        (SEED_SCHEME, first, 2),
+        (SEED_SCHEME, first, 2),
+    ):
+        with seed_scheme(scheme):
+            data = task.cached_pairs(path, problem, 3, 0)
+        assert len(solved) == solves
+        assert all(torch.equal(a, b) for a, b in zip(data.tensors, expected.tensors, strict=True))
+
+
+def test_cached_pairs_kept_without_a_seed_scheme_are_solved_again(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from physml.io import save_torch_file
+
+    path, problem = tmp_path / "pairs.pt", SMALL["heat"]
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(problem).items()}
+    key = {**settings, "count": 3, "first_seed": 0, "outside": 0}  # as kept before the scheme
+    x = torch.zeros(3, 1, problem.nx)
+    save_torch_file(path, {"key": key, "x": x, "y": x})
+    solved = []
+    monkeypatch.setattr(task.data, "pairs", lambda *a: solved.append(a) or task.pairs(*a))
+    data = task.cached_pairs(path, problem, 3, 0)
+    assert solved == [(problem, 3, 0, 0)]
+    assert torch.equal(data.tensors[1], task.pairs(problem, 3, 0).tensors[1])
+
+
 def test_cached_pairs_with_a_flipped_bit_are_solved_again(tmp_path, monkeypatch):
     path, problem = tmp_path / "pairs.pt", SMALL["heat"]
     first = task.cached_pairs(path, problem, 3, 0)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pdes.checks import positive_int
+from pdes.problems import active_seed_scheme
 
 from .._checks import did_you_mean, flag, json_value
 from ..errors import user_stacklevel
@@ -140,8 +141,10 @@ def get(name: str) -> Task:
 
 
 def run_settings(context: Context) -> dict:
-    """What a run's results depend on besides its code: size, seed, device, package version and
-    the date (UTC), as recorded in ``index.html`` and each task's summary."""
+    """What a run's results depend on besides its code: size, seed, device, package version, the
+    date (UTC) and the seed scheme its samples draw under (:func:`pdes.problems.active_seed_scheme`:
+    the same seed draws other samples in another), as recorded in ``index.html`` and each task's
+    summary."""
     from physml import __version__
 
     return {
@@ -150,6 +153,7 @@ def run_settings(context: Context) -> dict:
         "device": context.device,
         "physml": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed_scheme": active_seed_scheme(),
     }
 
 

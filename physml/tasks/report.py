@@ -94,7 +94,8 @@ def _settings(context: Context | None) -> str:
     if context is None:
         return ""
     settings = run_settings(context)
-    return "<p>" + ", ".join(f"{k} {html.escape(str(v))}" for k, v in settings.items()) + "</p>\n"
+    shown = (f"{k.replace('_', ' ')} {html.escape(str(v))}" for k, v in settings.items())
+    return "<p>" + ", ".join(shown) + "</p>\n"
 
 
 def write_index(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pdes import Dirichlet, Grid1D, Grid2D, Neumann, Periodic
-from pdes.problems import Batch
+from pdes.problems import Batch, active_seed_scheme
 from pdes.problems import get as get_recipe
 from pdes.stokes import stokes_exact
 
@@ -334,12 +334,14 @@ def _case(name: str) -> Case:
     return CASES[name]
 
 
-_CACHE: dict[tuple[str, Budget], CaseData] = {}
+_CACHE: dict[tuple[str, Budget, str], CaseData] = {}
 
 
 def case_data(case: str, size: str | Budget) -> CaseData:
-    """The (cached) train/test data of ``case`` at ``size``; they do not depend on the seed."""
-    key = (case, budget(case, size))
+    """The train/test data of ``case`` at ``size``, kept for this process by case, size and the
+    seed scheme they are drawn under (:func:`pdes.problems.active_seed_scheme`); they do not
+    depend on the run's seed."""
+    key = (case, budget(case, size), active_seed_scheme())
     if key not in _CACHE:
         _CACHE[key] = _case(case).build(key[1])
     return _CACHE[key]

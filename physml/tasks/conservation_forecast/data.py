@@ -7,13 +7,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import h5py
 import torch
 
 from pdes.grid import Grid2D
+from pdes.problems import active_seed_scheme
 
 from ..._checks import flag
 from ...data import load
-from ...data.generate import generate_dataset
+from ...data.generate import generate_dataset, seed_scheme_of
 from .. import check_steps
 
 VARIANTS = {"conserved": "ns-tracer", "source": "ns-tracer-source"}
@@ -155,24 +157,41 @@ class Windows:
 
 def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -> Path:
     """The variant's trajectories (train + validation + test, resumable) in ``folder``; the file
-    name carries everything the data depend on (grid, times, count, seed), so a run of another
-    scale or seed on the same folder makes its own file instead of reading this one."""
+    name carries everything the data depend on (grid, times, count, seed and the seed scheme,
+    :func:`pdes.problems.active_seed_scheme`), so a run of another scale, seed or scheme on the
+    same folder makes its own file instead of reading this one. A file named without the scheme
+    (kept before it was named) is read where it records the active scheme."""
     quiet = flag("quiet", quiet)
     count = scale.train + scale.validation + scale.test
+    scheme = active_seed_scheme()
     spec = f"{scale.nx}-nt{scale.nt}-t{scale.t_end:g}-n{count}-seed{seed}"
-    path = folder / f"data-{variant}-{spec}.h5"
+    path = folder / f"data-{variant}-{spec}-{scheme}.h5"
     if path.exists():
         return path
+    unnamed = folder / f"data-{variant}-{spec}.h5"
+    if unnamed.exists() and _recorded_scheme(unnamed) == scheme:
+        return unnamed
     return generate_dataset(
         VARIANTS[variant],
         path,
         count,
         seed=seed,
         progress=not quiet,
+        seed_scheme=scheme,
         nx=scale.nx,
         nt=scale.nt,
         t_end=scale.t_end,
     )
+
+
+def _recorded_scheme(path: Path) -> str | None:
+    """The seed scheme the dataset file ``path`` records (``"torch-manual-seed"`` where it
+    records none); ``None`` where it cannot be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            return seed_scheme_of(f.attrs)
+    except OSError:
+        return None
 
 
 def grid_of(scale: Scale) -> Grid2D:

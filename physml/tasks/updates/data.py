@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 from pdes import Dirichlet, Grid1D, Neumann
 from pdes.burgers import SAFETY, advective_step_limit, solve_burgers
 from pdes.heat import random_modes, solve_heat
-from pdes.problems import generator
+from pdes.problems import active_seed_scheme, generator
 from pdes.random_fields import gaussian_random_field_1d
 
 from ...errors import CheckpointError
@@ -138,14 +138,17 @@ def pairs(problem: Equation, count: int, first_seed: int, outside: int = 0) -> T
 def cached_pairs(path: Path, problem: Equation, count: int, first_seed: int, outside: int = 0):
     """:func:`pairs`, kept in ``path`` (a ``.pt`` file) so a rerun does not solve them again.
 
-    The file records what it holds (the problem's settings, count, first seed, outside count):
-    a file made for other settings, or damaged, is solved again and replaced.
+    The file records what it holds (the problem's settings, count, first seed, outside count and
+    the seed scheme the fields were drawn under, :func:`pdes.problems.active_seed_scheme`): a
+    file made for other settings or under another scheme (or one that names none: it cannot say
+    which drew it), or damaged, is solved again and replaced.
     """
     key = {
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(problem).items()},
         "count": count,
         "first_seed": first_seed,
         "outside": outside,
+        "seed_scheme": active_seed_scheme(),
     }
     if path.exists():
         with contextlib.suppress(CheckpointError):  # a damaged file is solved again
