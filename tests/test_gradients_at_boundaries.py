@@ -96,6 +96,17 @@ def conserved_then_nonnegative(G, b):
     return through
 
 
+def scalar_through(through):
+    """A scalar of the constrained mean and spread mixing squares and a linear term, so that
+    every point's gradient is nonzero in general."""
+
+    def scalar(m, v):
+        new_mean, spread = through(m, v)
+        return new_mean.square().sum() + spread.sum() + 0.3 * new_mean.sum()
+
+    return scalar
+
+
 def central_differences(f, x, h=1e-6):
     """``∂f/∂x`` ``x.shape`` by central differences of the scalar ``f``."""
     grad = torch.zeros_like(x)
@@ -114,12 +125,7 @@ def test_nonnegativity_of_a_row_whose_total_is_zero_has_finite_gradients():
     mean = torch.tensor([[0.5, -0.5, 0.25, -0.25], [0.6, -0.3, 0.75, 0.4]], dtype=F64)
     variance = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.5, 0.4, 0.2, 0.3]], dtype=F64)
     G = torch.ones(1, 4, dtype=F64)
-    through = conserved_then_nonnegative(G, torch.tensor([[0.0], [1.5]], dtype=F64))
-
-    def scalar(m, v):
-        new_mean, spread = through(m, v)
-        return new_mean.square().sum() + spread.sum() + 0.3 * new_mean.sum()
-
+    scalar = scalar_through(conserved_then_nonnegative(G, torch.tensor([[0.0], [1.5]], dtype=F64)))
     m, v = mean.clone().requires_grad_(), variance.clone().requires_grad_()
     scalar(m, v).backward()
     assert torch.isfinite(m.grad).all() and torch.isfinite(v.grad).all()
@@ -137,11 +143,7 @@ def test_nonnegativity_beside_a_zero_variance_has_finite_gradients():
     mean = torch.tensor([[60.0, -30.0, 75.0, 40.0]], dtype=F64)
     variance = torch.tensor([[0.5, 0.4, 0.0, 0.3]], dtype=F64)
     through = conserved_then_nonnegative(torch.ones(1, 4, dtype=F64), torch.tensor([[150.0]]))
-
-    def scalar(m, v):
-        new_mean, spread = through(m, v)
-        return new_mean.square().sum() + spread.sum() + 0.3 * new_mean.sum()
-
+    scalar = scalar_through(through)
     m, v = mean.clone().requires_grad_(), variance.clone().requires_grad_()
     scalar(m, v).backward()
     assert torch.isfinite(m.grad).all() and torch.isfinite(v.grad).all()

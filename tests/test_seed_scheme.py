@@ -445,14 +445,14 @@ def test_a_physml_copy_keeps_the_seed_scheme_it_was_given_and_adds_none(tmp_path
 
 # repairs: the advice names the scheme that overwrite would not take
 
+OLD_SCHEME_ADVICE = [
+    ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
+    ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
+]
+"""Each wording of ``overwrite`` with the old scheme named beside it, as advice spells it."""
 
-@pytest.mark.parametrize(
-    ("hint", "advice"),
-    [
-        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
-        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
-    ],
-)
+
+@pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
 def test_a_damaged_old_file_is_to_be_generated_again_in_its_scheme(tmp_path, hint, advice):
     from damage import flip_a_bit_of_the_first_chunk
 
@@ -525,13 +525,7 @@ def old_shards_beside(index):
         as_earlier(shards_of(index)[shard])
 
 
-@pytest.mark.parametrize(
-    ("hint", "advice"),
-    [
-        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
-        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
-    ],
-)
+@pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
 def test_a_shard_file_of_another_dataset_is_replaced_in_its_shards_scheme(tmp_path, hint, advice):
     index = tmp_path / "ds.h5"
     old_shards_beside(index)
@@ -548,13 +542,7 @@ def test_a_shard_file_of_another_dataset_is_replaced_in_its_shards_scheme(tmp_pa
     assert load(index).attrs["seed_scheme"] == OLD
 
 
-@pytest.mark.parametrize(
-    ("hint", "advice"),
-    [
-        ("overwrite=True", "overwrite=True, seed_scheme='torch-manual-seed'"),
-        ("--overwrite", "--overwrite --seed-scheme torch-manual-seed"),
-    ],
-)
+@pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
 def test_a_shard_run_of_other_settings_is_replaced_in_its_shards_scheme(tmp_path, hint, advice):
     index = tmp_path / "ds.h5"
     old_shards_beside(index)
