@@ -526,6 +526,21 @@ def old_shards_beside(index):
 
 
 @pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
+def test_a_lost_shard_of_an_indexed_dataset_is_drawn_again_in_its_shards_scheme(
+    tmp_path, hint, advice
+):
+    index = tmp_path / "ds.h5"
+    for shard in range(3):
+        make(index, shard=shard, num_shards=3, seed_scheme=OLD)
+    shards_of(index)[1].unlink()
+    with pytest.raises(FileExistsError) as refusal:
+        make(index, shard=1, num_shards=3, overwrite_hint=hint)
+    assert str(refusal.value) == f"out: index {str(index)!r} already exists (pass {advice})"
+    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
+    assert load(index).attrs["seed_scheme"] == OLD
+
+
+@pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
 def test_a_shard_file_of_another_dataset_is_replaced_in_its_shards_scheme(tmp_path, hint, advice):
     index = tmp_path / "ds.h5"
     old_shards_beside(index)

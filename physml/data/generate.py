@@ -920,9 +920,8 @@ def generate_dataset(
             )
         raise refusal from None
     if num_shards > 1 and out_path.exists() and not overwrite:
-        raise FileExistsError(
-            f"out: index {str(out_path)!r} already exists (pass {overwrite_hint})"
-        )
+        replace = _replacing(overwrite_hint, seed_scheme, manifest, final, out_path)
+        raise FileExistsError(f"out: index {str(out_path)!r} already exists (pass {replace})")
 
     with exclusive_lock(lock, f"out: {str(final)!r}"):
         remove_leftovers(final.parent, final.name)
