@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from pdes.problems import active_seed_scheme
 from physml.io import atomic_write_text, strict_json
 from physml.signals import interrupted, say_stopped, signals_interrupt
 from physml.tasks import SEED_LIMIT
@@ -199,7 +200,6 @@ def drawn_setup(setup: dict) -> dict:
     (:func:`pdes.problems.active_seed_scheme`) as ``seed_scheme``, except ``"torch-manual-seed"``:
     a ``--work`` folder kept before the scheme was recorded drew under that one, so it resumes
     under it and is refused under another."""
-    from pdes.problems import active_seed_scheme
     from physml.data.generate import named_scheme
 
     return {**setup, **named_scheme(active_seed_scheme())}
@@ -339,8 +339,10 @@ def render_markdown(result: dict, columns: Sequence[str], notes: str = "") -> st
         f"- torch: {result['torch']}",
         f"- wall time: {result['wall_s']:.0f} s",
         f"- date: {result['date']}",
-        "",
     ]
+    if "seed_scheme" in result:  # records written before it was recorded drew in the old one
+        lines.append(f"- seed scheme: {result['seed_scheme']}")
+    lines.append("")
     if notes:
         lines += [notes.strip(), ""]
     lines.append("| " + " | ".join(columns) + " |")
@@ -360,8 +362,12 @@ def write_results(
     notes: str = "",
     extra: dict | None = None,
 ) -> dict:
-    """Write ``out_dir/name.json`` and ``out_dir/name.md`` atomically and return the dict."""
-    taken = {"benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "rows"}
+    """Write ``out_dir/name.json`` and ``out_dir/name.md`` atomically and return the dict; it
+    records the seed scheme the run's samples drew under (:func:`pdes.problems.seed_scheme`)."""
+    taken = {
+        *("benchmark", "command", "seed", "machine", "torch", "wall_s", "date", "seed_scheme"),
+        "rows",
+    }
     if clash := sorted(taken & set(extra or {})):
         raise ValueError(f"extra must not set the record's own keys {clash}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -373,6 +379,7 @@ def write_results(
         "torch": torch.__version__,
         "wall_s": time.perf_counter() - started,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed_scheme": active_seed_scheme(),
         **(extra or {}),
         "rows": rows,
     }

@@ -1207,6 +1207,24 @@ def test_an_unknown_train_s_is_an_empty_cell_live_and_rendered_again_from_json(u
     assert common.render_markdown(json.loads(strict_json(live)), columns) == table
 
 
+@pytest.mark.parametrize("scheme", ["seedsequence-mt19937", "torch-manual-seed"])
+def test_a_record_names_the_seed_scheme_its_samples_drew_under(tmp_path, scheme):
+    """The record's JSON and page carry the scheme in force when it was written; a record
+    without one (written before it was recorded) renders without the line."""
+    from pdes.problems import seed_scheme
+
+    common = load_benchmark("common")
+    with seed_scheme(scheme):
+        result = common.write_results("probe", [], 0, 0.0, tmp_path, ("case",))
+    assert json.loads((tmp_path / "probe.json").read_text())["seed_scheme"] == scheme
+    page = (tmp_path / "probe.md").read_text().splitlines()
+    assert page[page.index(f"- date: {result['date']}") + 1] == f"- seed scheme: {scheme}"
+    del result["seed_scheme"]
+    assert "seed scheme" not in common.render_markdown(result, ("case",))
+    with pytest.raises(ValueError, match=r"own keys \['seed_scheme'\]"):
+        common.write_results("probe", [], 0, 0.0, tmp_path, ("case",), extra={"seed_scheme": 1})
+
+
 def test_results_refuse_extra_keys_that_would_overwrite_the_record(tmp_path):
     common = load_benchmark("common")
     with pytest.raises(ValueError, match=r"extra must not set the record's own keys \['seed'\]"):
