@@ -525,6 +525,12 @@ def old_shards_beside(index):
         as_earlier(shards_of(index)[shard])
 
 
+def replace_shard_one_as_advised(index):
+    """Follow the advice (overwrite, the old scheme named): the index is written, in that scheme."""
+    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)
+    assert load(index).attrs["seed_scheme"] == OLD
+
+
 @pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
 def test_a_lost_shard_of_an_indexed_dataset_is_drawn_again_in_its_shards_scheme(
     tmp_path, hint, advice
@@ -536,8 +542,7 @@ def test_a_lost_shard_of_an_indexed_dataset_is_drawn_again_in_its_shards_scheme(
     with pytest.raises(FileExistsError) as refusal:
         make(index, shard=1, num_shards=3, overwrite_hint=hint)
     assert str(refusal.value) == f"out: index {str(index)!r} already exists (pass {advice})"
-    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
-    assert load(index).attrs["seed_scheme"] == OLD
+    replace_shard_one_as_advised(index)
 
 
 @pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
@@ -553,8 +558,7 @@ def test_a_shard_file_of_another_dataset_is_replaced_in_its_shards_scheme(tmp_pa
         f"out: {str(stray)!r} already exists and holds another dataset (seed was 4, now 3); "
         f"pass {advice} to replace it"
     )
-    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
-    assert load(index).attrs["seed_scheme"] == OLD
+    replace_shard_one_as_advised(index)
 
 
 @pytest.mark.parametrize(("hint", "advice"), OLD_SCHEME_ADVICE)
@@ -570,8 +574,8 @@ def test_a_shard_run_of_other_settings_is_replaced_in_its_shards_scheme(tmp_path
         f"cannot resume {partial}/: chunk was 1, now 2 (an unfinished run with different "
         f"settings; remove the folder or pass {advice})"
     )
-    make(index, shard=1, num_shards=3, overwrite=True, seed_scheme=OLD)  # as advised
-    assert load(index).attrs["seed_scheme"] == OLD and not partial.exists()
+    replace_shard_one_as_advised(index)
+    assert not partial.exists()
 
 
 def test_physml_generate_advises_the_flags_to_replace_a_shard_in_its_shards_scheme(
