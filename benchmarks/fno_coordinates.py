@@ -40,7 +40,7 @@ from common import WORK_REMEDY, arguments, run_main, work_folder, write_results 
 from pdes.problems import active_seed_scheme  # noqa: E402
 from physml import metrics  # noqa: E402
 from physml.data import generate_dataset, load  # noqa: E402
-from physml.data.generate import seed_scheme_of  # noqa: E402
+from physml.data.generate import path_in_scheme  # noqa: E402
 from physml.io import atomic_write_text, save_figure  # noqa: E402
 from physml.models import fast_fno  # noqa: E402
 from physml.training import TrainConfig, Trainer  # noqa: E402
@@ -116,30 +116,23 @@ def test_error(model: torch.nn.Module, items) -> float:
     return float(torch.cat(errors).mean())
 
 
-def data_path(
-    work: Path, name: str, part: str, count: int, options: dict, scheme: str | None = None
-) -> Path:
-    """The case's data file under ``work``; its name carries the sample count, the recipe
-    options and the seed ``scheme`` (none: the name kept before the scheme was named), so that
-    runs of other sizes (``--quick``) or schemes on one ``--work`` never share a file."""
+def data_path(work: Path, name: str, part: str, count: int, options: dict) -> Path:
+    """The case's data file under ``work`` as named before names carried the seed scheme; its
+    name carries the sample count and the recipe options, so that runs of other sizes
+    (``--quick``) on one ``--work`` never share a file."""
     spec = "".join(f"-{key}{value}" for key, value in sorted(options.items()))
-    return work / f"{name}-{part}-{count}{spec}{'' if scheme is None else '-' + scheme}.h5"
+    return work / f"{name}-{part}-{count}{spec}.h5"
 
 
 def part_data(
     recipe: str, work: Path, name: str, part: str, n: int, seed: int, options: dict, quiet: bool
 ):
     """The ``n`` samples of the case's ``part`` from seed ``seed``, drawn under the active seed
-    scheme: generated once into :func:`data_path`, or a file named without the scheme (kept
-    before it was named) where that file records the active scheme."""
+    scheme once, into :func:`data_path` as :func:`physml.data.generate.path_in_scheme` names it
+    for that scheme (so that runs under two schemes on one ``--work`` never share a file)."""
     scheme = active_seed_scheme()
-    path = data_path(work, name, part, n, options, scheme)
+    path = path_in_scheme(data_path(work, name, part, n, options), scheme)
     if not path.exists():
-        kept = data_path(work, name, part, n, options)
-        if kept.exists():
-            data = load(kept)
-            if seed_scheme_of(data.attrs) == scheme:
-                return data
         generate_dataset(
             recipe, path, n, seed=seed, progress=not quiet, seed_scheme=scheme, **options
         )

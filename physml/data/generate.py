@@ -383,6 +383,18 @@ def seed_scheme_of(description: Mapping) -> str:
     return description.get("seed_scheme") or MANUAL_SEED_SCHEME
 
 
+def path_in_scheme(path: Path, scheme: str) -> Path:
+    """Where a workflow that keeps its dataset as ``path`` (``name.h5``) keeps the one drawn
+    under the seed scheme ``scheme``: ``name-<scheme>.h5``, or ``path`` itself where only it
+    exists and records ``scheme`` (a file kept before its name carried the scheme), so that
+    runs under two schemes on one folder never read each other's samples."""
+    named = path.with_name(f"{path.stem}-{scheme}{path.suffix}")
+    if not named.exists() and (kept := _written(path)) is not None:
+        if seed_scheme_of(kept) == scheme:
+            return path
+    return named
+
+
 def _holds(final: Path, manifest: object) -> bool:
     """Whether the dataset file ``final`` holds the dataset ``manifest`` describes (every entry
     but the chunk size; a missing seed scheme is ``"torch-manual-seed"``)."""

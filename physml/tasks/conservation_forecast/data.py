@@ -7,7 +7,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import torch
 
 from pdes.grid import Grid2D
@@ -15,7 +14,7 @@ from pdes.problems import active_seed_scheme
 
 from ..._checks import flag
 from ...data import load
-from ...data.generate import generate_dataset, seed_scheme_of
+from ...data.generate import generate_dataset, path_in_scheme
 from .. import check_steps
 
 VARIANTS = {"conserved": "ns-tracer", "source": "ns-tracer-source"}
@@ -165,12 +164,9 @@ def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -
     count = scale.train + scale.validation + scale.test
     scheme = active_seed_scheme()
     spec = f"{scale.nx}-nt{scale.nt}-t{scale.t_end:g}-n{count}-seed{seed}"
-    path = folder / f"data-{variant}-{spec}-{scheme}.h5"
+    path = path_in_scheme(folder / f"data-{variant}-{spec}.h5", scheme)
     if path.exists():
         return path
-    unnamed = folder / f"data-{variant}-{spec}.h5"
-    if unnamed.exists() and _recorded_scheme(unnamed) == scheme:
-        return unnamed
     return generate_dataset(
         VARIANTS[variant],
         path,
@@ -182,16 +178,6 @@ def generate(variant: str, scale: Scale, folder: Path, seed: int, quiet: bool) -
         nt=scale.nt,
         t_end=scale.t_end,
     )
-
-
-def _recorded_scheme(path: Path) -> str | None:
-    """The seed scheme the dataset file ``path`` records (``"torch-manual-seed"`` where it
-    records none); ``None`` where it cannot be read."""
-    try:
-        with h5py.File(path, "r") as f:
-            return seed_scheme_of(f.attrs)
-    except OSError:
-        return None
 
 
 def grid_of(scale: Scale) -> Grid2D:
