@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 from test_models_anp import random_sets
+from test_seed_scheme import whole
 
-from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, generator, seed_scheme
+from pdes.problems import MANUAL_SEED_SCHEME, SEED_SCHEME, seed_scheme
 from physml.models.anp import AttentiveNeuralProcess, _Attention
 from physml.models.anp_losses import latent_noise, softc_residual_loss
 
@@ -123,7 +124,7 @@ def test_latent_noise_row_b_is_randn_from_the_generator_of_seed_b():
     seeds = torch.tensor([3, 11, 3])
     with seed_scheme(SEED_SCHEME):
         noise = latent_noise(seeds, 4, torch.zeros((), dtype=torch.float64))
-        expected = [torch.randn(4, generator=generator(s)) for s in (3, 11, 3)]
+        expected = [torch.randn(4, generator=whole(s)) for s in (3, 11, 3)]
     assert noise.dtype == torch.float64
     torch.testing.assert_close(noise, torch.stack(expected).double(), rtol=0, atol=0)
 

@@ -607,8 +607,12 @@ def test_a_shard_whose_plain_overwrite_keeps_its_shards_scheme_is_advised_the_pl
     monkeypatch.setenv("PHYSML_SEED_SCHEME", OLD)  # overwrite draws under the old scheme too
     with pytest.raises(IndexNotWritten):
         make(index, shard=1, num_shards=3, seed=4)
-    with pytest.raises(FileExistsError, match=r"now 3\); pass overwrite=True to replace it$"):
+    with pytest.raises(FileExistsError) as refusal:
         make(index, shard=1, num_shards=3)
+    assert str(refusal.value) == (
+        f"out: {str(shards_of(index)[1])!r} already exists and holds another dataset (seed was "
+        "4, now 3); pass overwrite=True to replace it"
+    )
 
 
 def test_a_single_file_of_another_old_dataset_is_replaced_by_the_plain_flag(tmp_path):
@@ -621,8 +625,12 @@ def test_a_single_file_of_another_old_dataset_is_replaced_by_the_plain_flag(tmp_
         "overwrite=True to replace it"
     )
     partial = old_work_folder(tmp_path / "run.h5", chunk=1)
-    with pytest.raises(FileExistsError, match=r"or pass overwrite=True\)$"):
+    with pytest.raises(FileExistsError) as refusal:
         make(tmp_path / "run.h5")
+    assert str(refusal.value) == (
+        f"cannot resume {partial}/: chunk was 1, now 2 (an unfinished run with different "
+        "settings; remove the folder or pass overwrite=True)"
+    )
     make(tmp_path / "run.h5", overwrite=True)
     assert load(tmp_path / "run.h5").attrs["seed_scheme"] == NEW and not partial.exists()
 

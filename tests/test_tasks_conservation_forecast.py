@@ -305,7 +305,7 @@ def test_data_drawn_under_another_seed_scheme_is_not_read_from_a_shared_folder(
         assert task.generate("conserved", task.TOY, tmp_path, 0, quiet=True) == default
     assert len(made) == 2
     assert load(default).attrs["seed_scheme"] == SEED_SCHEME
-    assert load(manual).attrs.get("seed_scheme", MANUAL_SEED_SCHEME) == MANUAL_SEED_SCHEME
+    assert load(manual).attrs["seed_scheme"] == MANUAL_SEED_SCHEME
     assert not torch.equal(load(default).u, load(manual).u)
 
 

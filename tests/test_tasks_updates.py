@@ -438,18 +438,24 @@ def test_cached_pairs_are_solved_again_under_another_seed_scheme_only(tmp_path, 
 def test_cached_pairs_kept_without_a_seed_scheme_are_solved_again(tmp_path, monkeypatch):
     from dataclasses import asdict
 
+    from pdes.problems import SEED_SCHEME, seed_scheme
     from physml.io import save_torch_file
 
     path, problem = tmp_path / "pairs.pt", SMALL["heat"]
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(problem).items()}
     key = {**settings, "count": 3, "first_seed": 0, "outside": 0}  # as kept before the scheme
     x = torch.zeros(3, 1, problem.nx)
-    save_torch_file(path, {"key": key, "x": x, "y": x})
     solved = []
     monkeypatch.setattr(task.data, "pairs", lambda *a: solved.append(a) or task.pairs(*a))
+    save_torch_file(path, {"key": {**key, "seed_scheme": SEED_SCHEME}, "x": x, "y": x})
+    with seed_scheme(SEED_SCHEME):  # control: the same key naming the scheme is reused
+        assert torch.equal(task.cached_pairs(path, problem, 3, 0).tensors[0], x)
+    assert solved == []
+    save_torch_file(path, {"key": key, "x": x, "y": x})
     data = task.cached_pairs(path, problem, 3, 0)
     assert solved == [(problem, 3, 0, 0)]
-    assert torch.equal(data.tensors[1], task.pairs(problem, 3, 0).tensors[1])
+    drawn = task.pairs(problem, 3, 0)
+    assert all(torch.equal(a, b) for a, b in zip(data.tensors, drawn.tensors, strict=True))
 
 
 def test_cached_pairs_with_a_flipped_bit_are_solved_again(tmp_path, monkeypatch):
